@@ -1,0 +1,461 @@
+//! A crash-only, append-only journal of records, one per line (JSON Lines, so `jq` reads it).
+//!
+//! A crash can only leave a torn last line, which [`Journal::open`] cuts off. Appends are
+//! acknowledged after `fdatasync`, and concurrent appenders share one sync (group commit).
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// An append-only, crash-safe journal file of newline-terminated records.
+///
+/// It is safe to share across threads (`Send + Sync`). Whoever appends while no flush is in
+/// progress becomes the leader: it writes everything queued so far in one `write`, syncs once,
+/// and wakes the others. That is what makes many small durable appends affordable.
+/// Open each file once: a second `Journal` on it would roll back the first one's bytes.
+pub struct Journal {
+    path: PathBuf,
+    state: Mutex<State>,
+    flushed: Condvar,
+    /// Only the leader locks this, so it never blocks. It sits outside `state` so that
+    /// appenders can keep enqueueing while the leader is inside `write` or `sync_data`.
+    file: Mutex<File>,
+    syncs: AtomicU64,
+    appended: AtomicU64,
+}
+
+/// What [`Journal::open`] found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Complete records in file order, without their `'\n'`.
+    pub records: Vec<Vec<u8>>,
+    /// Bytes of torn tail that were cut off (0 if none).
+    pub truncated_bytes: u64,
+}
+
+/// Group-commit bookkeeping. Every append call gets a sequence number; calls
+/// `done + 1 ..= enqueued` are either in `pending` or in the batch being flushed.
+#[derive(Default)]
+struct State {
+    pending: Vec<u8>,
+    pending_records: u64,
+    enqueued: u64,
+    done: u64,
+    flushing: bool,
+    durable_len: u64,
+    /// Failed batches whose callers have not all collected their error yet.
+    failures: Vec<Failure>,
+    /// Set when a failed batch could not be rolled back, so the file may end in garbage
+    /// from that batch's offset on; every later append gets this error instead of writing.
+    poisoned: Option<Error>,
+}
+
+struct Failure {
+    first: u64,
+    last: u64,
+    waiting: u64,
+    error: Error,
+}
+
+impl Journal {
+    /// Opens or creates the journal at `path` (creating parent dirs) and replays it.
+    ///
+    /// A torn tail (bytes after the last `'\n'`) is cut off by truncating the file and syncing,
+    /// so later appends start on a clean line. The whole file is read into memory.
+    pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |kind, offset, e| Error::new(&path, kind, offset, Some(e));
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = parent {
+            fs::create_dir_all(dir).map_err(|e| fail(Kind::Open, None, e))?;
+        }
+        let mut options = OpenOptions::new();
+        let opened = options.read(true).append(true).create(true).open(&path);
+        let mut file = opened.map_err(|e| fail(Kind::Open, None, e))?;
+        let mut data = Vec::new();
+        let read = file.read_to_end(&mut data);
+        read.map_err(|e| fail(Kind::Read, None, e))?;
+        if data.is_empty() {
+            // The file may have just been created; its directory entry must be durable too.
+            let dir = File::open(parent.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
+            dir.map_err(|e| fail(Kind::Open, None, e))?;
+        }
+        let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let truncated_bytes = (data.len() - keep) as u64;
+        if truncated_bytes > 0 {
+            let cut = file.set_len(keep as u64).and_then(|()| file.sync_data());
+            cut.map_err(|e| fail(Kind::Truncate, Some(keep as u64), e))?;
+        }
+        let lines = data[..keep.saturating_sub(1)].split(|&b| b == b'\n');
+        // With no complete line, `split` would still yield one empty slice.
+        let records = lines.filter(|_| keep > 0).map(<[u8]>::to_vec).collect();
+        let replay = Replay {
+            records,
+            truncated_bytes,
+        };
+        Ok((Journal::with_file(path, file, keep as u64), replay))
+    }
+
+    fn with_file(path: PathBuf, file: File, len: u64) -> Journal {
+        let state = State {
+            durable_len: len,
+            ..State::default()
+        };
+        Journal {
+            path,
+            state: Mutex::new(state),
+            flushed: Condvar::new(),
+            file: Mutex::new(file),
+            syncs: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends one record and returns once it is durable.
+    ///
+    /// A record containing `b'\n'` is rejected with an error for which
+    /// [`Error::is_invalid_record`] holds, and nothing is written.
+    pub fn append(&self, record: &[u8]) -> Result<(), Error> {
+        self.append_all(&[record])
+    }
+
+    /// Appends several records in one write and one sync; they become durable together.
+    ///
+    /// If any record contains `b'\n'`, none is written. An empty slice returns at once.
+    pub fn append_all(&self, records: &[&[u8]]) -> Result<(), Error> {
+        if let Some(i) = records.iter().position(|r| r.contains(&b'\n')) {
+            return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.lock_state();
+        for record in records {
+            s.pending.extend_from_slice(record);
+            s.pending.push(b'\n');
+        }
+        s.pending_records += records.len() as u64;
+        s.enqueued += 1;
+        let seq = s.enqueued;
+        while s.done < seq {
+            // With no flush in flight our bytes are still pending, so somebody must lead.
+            s = match s.flushing {
+                true => self.flushed.wait(s).unwrap_or_else(|e| e.into_inner()),
+                false => self.lead(s),
+            };
+        }
+        let covers = |f: &Failure| (f.first..=f.last).contains(&seq);
+        let Some(i) = s.failures.iter().position(covers) else {
+            return Ok(());
+        };
+        let failure = &mut s.failures[i];
+        failure.waiting -= 1;
+        if failure.waiting > 0 {
+            return Err(failure.error.duplicate());
+        }
+        Err(s.failures.swap_remove(i).error)
+    }
+
+    /// Writes and syncs everything pending as one batch, with the state unlocked meanwhile.
+    fn lead<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let (first, last, offset) = (s.done + 1, s.enqueued, s.durable_len);
+        let records = std::mem::take(&mut s.pending_records);
+        let batch = std::mem::take(&mut s.pending);
+        let poisoned = s.poisoned.as_ref().map(Error::duplicate);
+        s.flushing = true;
+        drop(s);
+        let outcome = match poisoned {
+            Some(e) => Err(e),
+            None => self.write_batch(&batch, offset),
+        };
+        let mut s = self.lock_state();
+        (s.flushing, s.done) = (false, last);
+        match outcome {
+            Ok(()) => {
+                s.durable_len += batch.len() as u64;
+                self.appended.fetch_add(records, Ordering::Relaxed);
+            }
+            Err(error) => {
+                if matches!(error.kind, Kind::Rollback) {
+                    let mut poisoned = error.duplicate();
+                    poisoned.kind = Kind::Poisoned;
+                    s.poisoned = Some(poisoned);
+                }
+                let waiting = last - first + 1;
+                s.failures.push(Failure {
+                    first,
+                    last,
+                    waiting,
+                    error,
+                });
+            }
+        }
+        self.flushed.notify_all();
+        s
+    }
+
+    fn write_batch(&self, batch: &[u8], offset: u64) -> Result<(), Error> {
+        // Only the leader gets here, so this never blocks, and nothing panics while it is held.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let Err(e) = file.write_all(batch).and_then(|()| file.sync_data()) else {
+            return Ok(());
+        };
+        // Roll back so a half-written batch never becomes visible after its callers saw an error.
+        let (kind, e) = match file.set_len(offset).and_then(|()| file.sync_data()) {
+            Ok(()) => (Kind::Write, e),
+            Err(r) => (
+                Kind::Rollback,
+                io::Error::other(format!("{e}; rollback: {r}")),
+            ),
+        };
+        Err(Error::new(&self.path, kind, Some(offset), Some(e)))
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // State changes happen in short sections without I/O or panics, so it stays consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of `fdatasync` calls appends made so far; under concurrency it stays far below
+    /// [`Journal::appended`], which shows group commit working.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Number of records durably appended since open.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+}
+
+/// Error from a journal operation; carries the path and, where known, the byte offset.
+///
+/// It is safe to send and share across threads.
+#[derive(Debug)]
+pub struct Error {
+    path: PathBuf,
+    offset: Option<u64>,
+    kind: Kind,
+    source: Option<io::Error>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Open,
+    Read,
+    Truncate,
+    Write,
+    Rollback,
+    Poisoned,
+    InvalidRecord(usize),
+}
+
+impl Error {
+    fn new(path: &Path, kind: Kind, offset: Option<u64>, source: Option<io::Error>) -> Error {
+        let path = path.to_path_buf();
+        Error {
+            path,
+            offset,
+            kind,
+            source,
+        }
+    }
+
+    /// A copy for another caller of the same failed batch; `io::Error` is not `Clone`, so its
+    /// kind and text stand in for it.
+    fn duplicate(&self) -> Error {
+        let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        Error::new(
+            &self.path,
+            self.kind,
+            self.offset,
+            self.source.as_ref().map(copy),
+        )
+    }
+
+    /// The journal file the operation was on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The byte offset in the file where the failed operation started, where known.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// Whether the error is a rejected record (one containing `b'\n'`); nothing was written.
+    pub fn is_invalid_record(&self) -> bool {
+        matches!(self.kind, Kind::InvalidRecord(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "journal {}", self.path.display())?;
+        if let Some(offset) = self.offset {
+            write!(f, " at byte {offset}")?;
+        }
+        match self.kind {
+            Kind::Open => f.write_str(": cannot open")?,
+            Kind::Read => f.write_str(": cannot read")?,
+            Kind::Truncate => f.write_str(": cannot cut torn tail")?,
+            Kind::Write => f.write_str(": append failed and was rolled back")?,
+            Kind::Rollback => f.write_str(": append failed and could not be rolled back")?,
+            Kind::Poisoned => f.write_str(": unusable since an append could not be rolled back")?,
+            Kind::InvalidRecord(i) => write!(f, ": record {i} contains a newline")?,
+        }
+        match &self.source {
+            Some(e) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A fresh path two levels below a unique temp dir, so `open` must create the parents.
+    fn temp_path(name: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("journal-{name}-{}-{n}", std::process::id()));
+        dir.join("sub").join("j.jsonl")
+    }
+
+    fn cleanup(path: &Path) {
+        fs::remove_dir_all(path.parent().and_then(Path::parent).unwrap()).unwrap();
+    }
+
+    fn reopen(path: &Path) -> (usize, u64, u64) {
+        let replay = Journal::open(path).unwrap().1;
+        let len = fs::metadata(path).unwrap().len();
+        (replay.records.len(), replay.truncated_bytes, len)
+    }
+
+    #[test]
+    fn appends_and_batches_replay_in_order() {
+        let path = temp_path("order");
+        let (j, replay) = Journal::open(&path).unwrap();
+        assert_eq!((replay.records.len(), replay.truncated_bytes), (0, 0));
+        j.append(br#"{"a":1}"#).unwrap();
+        j.append_all(&[b"", b"2", b"3"]).unwrap();
+        j.append_all(&[]).unwrap();
+        assert_eq!((j.appended(), j.syncs(), j.path()), (4, 2, path.as_path()));
+        drop(j);
+        let records = Journal::open(&path).unwrap().1.records;
+        assert_eq!(records, [&br#"{"a":1}"#[..], b"", b"2", b"3"]);
+        cleanup(&path);
+    }
+
+    #[test]
+    fn torn_tails_are_cut_on_disk() {
+        let path = temp_path("torn");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "").unwrap();
+        assert_eq!(reopen(&path), (0, 0, 0));
+        fs::write(&path, r#"{"a""#).unwrap();
+        assert_eq!(reopen(&path), (0, 4, 0));
+        fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\"").unwrap();
+        assert_eq!(reopen(&path), (2, 4, 16));
+        Journal::open(&path)
+            .unwrap()
+            .0
+            .append(br#"{"c":3}"#)
+            .unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        cleanup(&path);
+    }
+
+    #[test]
+    fn record_with_newline_is_rejected_and_nothing_written() {
+        let path = temp_path("newline");
+        let (j, _) = Journal::open(&path).unwrap();
+        assert!(j.append(b"a\nb").unwrap_err().is_invalid_record());
+        let err = j.append_all(&[b"ok", b"bad\n"]).unwrap_err();
+        assert!(err.is_invalid_record() && err.to_string().contains("record 1"));
+        assert_eq!((j.appended(), j.syncs()), (0, 0));
+        assert_eq!(reopen(&path), (0, 0, 0));
+        cleanup(&path);
+    }
+
+    #[test]
+    fn concurrent_appends_land_once_in_per_thread_order() {
+        let path = temp_path("concurrent");
+        let j = Arc::new(Journal::open(&path).unwrap().0);
+        let appender = |t: usize| {
+            let j = Arc::clone(&j);
+            move || (0..500).for_each(|i| j.append(format!("[{t},{i}]").as_bytes()).unwrap())
+        };
+        let threads: Vec<_> = (0..8).map(|t| std::thread::spawn(appender(t))).collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(j.appended(), 4000);
+        assert!(j.syncs() <= j.appended());
+        let mut next = [0; 8];
+        for record in Journal::open(&path).unwrap().1.records {
+            let text = String::from_utf8(record).unwrap();
+            let (t, i) = text[1..text.len() - 1].split_once(',').unwrap();
+            let t: usize = t.parse().unwrap();
+            assert_eq!(
+                i.parse::<u32>().unwrap(),
+                next[t],
+                "thread {t} out of order"
+            );
+            next[t] += 1;
+        }
+        assert_eq!(next, [500; 8]);
+        cleanup(&path);
+    }
+
+    #[test]
+    fn journal_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Journal>();
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn error_display_names_the_path() {
+        let path = temp_path("display");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "").unwrap();
+        let below_a_file = path.join("j.jsonl");
+        let err = Journal::open(&below_a_file).err().unwrap();
+        let shown = format!("journal {}: cannot open: ", below_a_file.display());
+        assert!(err.to_string().starts_with(&shown), "{err}");
+        assert!(std::error::Error::source(&err).is_some() && err.offset().is_none());
+        cleanup(&path);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn failed_write_is_reported_and_failed_rollback_poisons() {
+        // /dev/full fails every write with ENOSPC and cannot be truncated.
+        let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let j = Journal::with_file(PathBuf::from("/dev/full"), file, 7);
+        let err = j.append(b"x").unwrap_err();
+        let shown = "journal /dev/full at byte 7: append failed and could not be rolled back";
+        assert!(err.to_string().starts_with(shown), "{err}");
+        assert!(!err.is_invalid_record() && err.offset() == Some(7));
+        let err = j.append(b"y").unwrap_err();
+        assert!(err.to_string().contains("at byte 7: unusable"), "{err}");
+        assert_eq!((j.appended(), j.syncs()), (0, 1));
+    }
+}

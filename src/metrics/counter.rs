@@ -1,0 +1,120 @@
+//! A monotonically increasing counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A counter: a value that only goes up. Cloning is cheap and every clone
+/// updates the same value; safe to share across threads.
+///
+/// It keeps two fields, like client_golang's counter: whole-number
+/// increments go to an integer with one `fetch_add`, the fastest update
+/// there is, while fractional [`Counter::add`] calls go to a float. The
+/// value is their sum.
+#[derive(Clone, Debug, Default)]
+pub struct Counter {
+    core: Arc<CounterCore>,
+}
+
+#[derive(Debug, Default)]
+struct CounterCore {
+    int: AtomicU64,
+    float_bits: AtomicU64,
+}
+
+// Relaxed ordering is enough throughout this module: each field is one
+// independent atomic total, and no other memory is published through it.
+
+impl Counter {
+    /// Creates a counter at zero, not registered anywhere.
+    pub fn new() -> Counter {
+        Counter::default()
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.core.int.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds a whole number.
+    #[inline]
+    pub fn inc_by(&self, n: u64) {
+        self.core.int.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `v`. A negative, NaN or infinite `v` is ignored: a counter
+    /// never decreases, and one NaN would poison it for good.
+    pub fn add(&self, v: f64) {
+        if v.is_nan() || v < 0.0 || v.is_infinite() {
+            return;
+        }
+        if v.fract() == 0.0 && v < 9.0e15 {
+            self.inc_by(v as u64);
+            return;
+        }
+        add_f64(&self.core.float_bits, v);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> f64 {
+        let int = self.core.int.load(Ordering::Relaxed) as f64;
+        int + f64::from_bits(self.core.float_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// Adds `v` to an f64 stored as bits, with a compare-exchange loop.
+#[inline]
+pub(crate) fn add_f64(cell: &AtomicU64, v: f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = (f64::from_bits(current) + v).to_bits();
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rejects_decrements() {
+        let c = Counter::new();
+        c.inc();
+        c.inc_by(4);
+        c.add(0.5);
+        c.add(2.0);
+        c.add(-1.0);
+        c.add(f64::NAN);
+        c.add(f64::INFINITY);
+        assert_eq!(c.get(), 7.5);
+    }
+
+    #[test]
+    fn concurrent_increments_land_exactly() {
+        let c = Counter::new();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        c.inc();
+                        c.add(0.5);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.get(), 1_200_000.0);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Counter>();
+    }
+}

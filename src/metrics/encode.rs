@@ -1,0 +1,304 @@
+//! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
+//! written straight into a byte buffer with no intermediate model.
+
+use super::counter::Counter;
+use super::family::Family;
+use super::format::{
+    write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_uint,
+};
+use super::gauge::Gauge;
+use super::histogram::Histogram;
+
+/// The Content-Type of text format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The Content-Type of OpenMetrics 1.0.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An exposition format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4, the default.
+    Text,
+    /// OpenMetrics 1.0 text, served only when a scrape asks for it.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The Content-Type header value for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// Picks the format for a scrape's `Accept` header: OpenMetrics when
+    /// `application/openmetrics-text` (version 1.0.0 or unversioned) is
+    /// acceptable at a quality no lower than any text format; otherwise 0.0.4.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut om, mut text) = (0.0f64, 0.0f64);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let (mut q, mut version) = (1.0f64, None);
+            for p in parts {
+                if let Some((k, v)) = p.split_once('=') {
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "q" => q = v.trim().parse().unwrap_or(0.0),
+                        "version" => version = Some(v.trim().to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text"
+                    if matches!(version.as_deref(), None | Some("1.0.0")) =>
+                {
+                    om = om.max(q)
+                }
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if om > 0.0 && om >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+}
+
+/// A metric type, as named on a `# TYPE` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever goes up; its name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Buckets, sum and count.
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The base units that earn a `# UNIT` line in OpenMetrics.
+const UNITS: [&str; 9] = [
+    "seconds", "bytes", "ratio", "joules", "grams", "meters", "volts", "amperes", "celsius",
+];
+
+/// The OpenMetrics family name: a counter's name without `_total`.
+pub(crate) fn openmetrics_name(name: &str, kind: Kind) -> &str {
+    match kind {
+        Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines (and `# UNIT` in OpenMetrics).
+pub(crate) fn write_header(out: &mut Vec<u8>, fmt: Format, name: &str, help: &str, kind: Kind) {
+    match fmt {
+        Format::Text => {
+            out.extend_from_slice(b"# HELP ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            write_help(out, help);
+            out.extend_from_slice(b"\n# TYPE ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(kind.as_str().as_bytes());
+            out.push(b'\n');
+        }
+        Format::OpenMetrics => {
+            let base = openmetrics_name(name, kind);
+            out.extend_from_slice(b"# TYPE ");
+            out.extend_from_slice(base.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(kind.as_str().as_bytes());
+            out.push(b'\n');
+            if let Some(unit) = UNITS
+                .iter()
+                .find(|u| base.strip_suffix(*u).is_some_and(|s| s.ends_with('_')))
+            {
+                out.extend_from_slice(b"# UNIT ");
+                out.extend_from_slice(base.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(unit.as_bytes());
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"# HELP ");
+            out.extend_from_slice(base.as_bytes());
+            out.push(b' ');
+            write_help_openmetrics(out, help);
+            out.push(b'\n');
+        }
+    }
+}
+
+/// Writes a float sample value in the format's convention, then a newline.
+fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
+    match fmt {
+        Format::Text => write_float(out, v),
+        Format::OpenMetrics => write_float_openmetrics(out, v),
+    }
+    out.push(b'\n');
+}
+
+/// Writes `name{labels} ` (or `name ` with no labels).
+fn write_series_name(out: &mut Vec<u8>, name: &str, labels: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    if !labels.is_empty() {
+        out.push(b'{');
+        out.extend_from_slice(labels);
+        out.push(b'}');
+    }
+    out.push(b' ');
+}
+
+/// Writes one unlabelled sample.
+pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
+    write_series_name(out, name, b"");
+    write_value(out, fmt, v);
+}
+
+/// Writes every sample of a counter family.
+pub(crate) fn write_counters(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Counter>) {
+    for s in f.read().iter() {
+        write_series_name(out, name, &s.labels);
+        write_value(out, fmt, s.metric.get());
+    }
+}
+
+/// Writes every sample of a gauge family.
+pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Gauge>) {
+    for s in f.read().iter() {
+        write_series_name(out, name, &s.labels);
+        write_value(out, fmt, s.metric.get());
+    }
+}
+
+/// Writes every sample of a histogram family. `les` holds the formatted
+/// upper bounds, `+Inf` last; `scratch` is reused between series.
+pub(crate) fn write_histograms(
+    out: &mut Vec<u8>,
+    fmt: Format,
+    name: &str,
+    les: &[Box<[u8]>],
+    f: &Family<Histogram>,
+    scratch: &mut Vec<u64>,
+) {
+    for s in f.read().iter() {
+        let (sum, count) = s.metric.snapshot(scratch);
+        for (le, n) in les.iter().zip(scratch.iter()) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"_bucket{");
+            if !s.labels.is_empty() {
+                out.extend_from_slice(&s.labels);
+                out.push(b',');
+            }
+            out.extend_from_slice(b"le=\"");
+            out.extend_from_slice(le);
+            out.extend_from_slice(b"\"} ");
+            write_uint(out, *n);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"_sum");
+        write_series_name(out, "", &s.labels);
+        write_value(out, fmt, sum);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"_count");
+        write_series_name(out, "", &s.labels);
+        write_uint(out, count);
+        out.push(b'\n');
+    }
+}
+
+/// Formats bucket bounds for `le`, the same way in both formats so that
+/// both store the same series, with `+Inf` last.
+pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
+    bounds
+        .iter()
+        .map(|b| {
+            let mut s = Vec::new();
+            write_float(&mut s, *b);
+            s.into_boxed_slice()
+        })
+        .chain(std::iter::once(b"+Inf".to_vec().into_boxed_slice()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_accept() {
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prom)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        for text in [
+            None,
+            Some(""),
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text;version=0.0.1"),
+            Some("application/openmetrics-text;q=0"),
+            Some("text/plain;q=1,application/openmetrics-text;q=0.5"),
+            Some("application/json"),
+        ] {
+            assert_eq!(Format::negotiate(text), Format::Text, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_header_uses_base_name_and_unit() {
+        let mut out = Vec::new();
+        write_header(
+            &mut out,
+            Format::OpenMetrics,
+            "a_seconds_total",
+            "h \"q\"",
+            Kind::Counter,
+        );
+        write_header(&mut out, Format::OpenMetrics, "b_bytes", "h", Kind::Gauge);
+        write_header(
+            &mut out,
+            Format::OpenMetrics,
+            "c_microseconds",
+            "h",
+            Kind::Gauge,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# TYPE a_seconds counter\n# UNIT a_seconds seconds\n# HELP a_seconds h \\\"q\\\"\n\
+             # TYPE b_bytes gauge\n# UNIT b_bytes bytes\n# HELP b_bytes h\n\
+             # TYPE c_microseconds gauge\n# HELP c_microseconds h\n"
+        );
+    }
+
+    #[test]
+    fn le_strings_match_the_value_format() {
+        let les = le_strings(&[0.1, 1.0, 3600.0, 1e6]);
+        let les: Vec<_> = les
+            .iter()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap())
+            .collect();
+        assert_eq!(les, ["0.1", "1", "3600", "1e+06", "+Inf"]);
+    }
+}

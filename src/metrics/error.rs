@@ -1,0 +1,82 @@
+//! The error returned when a metric cannot be registered.
+
+use std::fmt;
+
+/// Why a registration was refused. Registration is the only fallible step:
+/// once a handle exists, its hot paths cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    name: String,
+    kind: ErrorKind,
+}
+
+/// The kinds of registration failure, kept private so new ones can be added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    InvalidMetricName,
+    InvalidLabelName(String),
+    ReservedLabelName(String),
+    DuplicateLabelName(String),
+    Duplicate,
+    Clash(String),
+    CounterSuffix,
+    NonCounterSuffix,
+    InvalidBuckets(&'static str),
+}
+
+impl Error {
+    pub(crate) fn new(name: &str, kind: ErrorKind) -> Error {
+        Error {
+            name: name.to_string(),
+            kind,
+        }
+    }
+
+    /// The metric name whose registration failed.
+    pub fn metric_name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when the name was already registered, or clashes with the
+    /// samples of a registered family.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self.kind, ErrorKind::Duplicate | ErrorKind::Clash(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.name;
+        match &self.kind {
+            ErrorKind::InvalidMetricName => write!(
+                f,
+                "metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"
+            ),
+            ErrorKind::InvalidLabelName(l) => write!(
+                f,
+                "metric {name}: label name {l:?} must match [a-zA-Z_][a-zA-Z0-9_]*"
+            ),
+            ErrorKind::ReservedLabelName(l) => {
+                write!(f, "metric {name}: label name {l:?} is reserved")
+            }
+            ErrorKind::DuplicateLabelName(l) => {
+                write!(f, "metric {name}: label name {l:?} appears twice")
+            }
+            ErrorKind::Duplicate => write!(f, "metric {name} is already registered"),
+            ErrorKind::Clash(other) => write!(
+                f,
+                "metric {name} clashes with the samples of registered metric {other}"
+            ),
+            ErrorKind::CounterSuffix => write!(f, "counter {name} must end in _total"),
+            ErrorKind::NonCounterSuffix => {
+                write!(
+                    f,
+                    "metric {name} is not a counter and must not end in _total"
+                )
+            }
+            ErrorKind::InvalidBuckets(why) => write!(f, "histogram {name}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,268 @@
+//! Number formatting and escaping for the text formats.
+//!
+//! Values are written as Go's `strconv.AppendFloat(f, 'g', -1, 64)` writes
+//! them, because that is what client_golang emits and what every consumer of
+//! the format has been tested against: the shortest digits that round-trip,
+//! an exponent below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`.
+//! The same string is used for `le`, where a different spelling would be a
+//! different series.
+
+use std::io::Write;
+
+/// Appends `v` as the Go client writes a float in text format 0.0.4.
+pub fn write_float(out: &mut Vec<u8>, v: f64) {
+    // Whole numbers below 1e6 are by far the most common value (counts),
+    // and take a short path that needs no digit generation.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        write_int(out, v as i64);
+        return;
+    }
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return;
+    }
+    if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+        return;
+    }
+    write_general(out, v);
+}
+
+/// Appends `v` as the Go OpenMetrics writer does: like [`write_float`], but
+/// a number with neither `.` nor an exponent gets `.0`.
+pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
+    let start = out.len();
+    write_float(out, v);
+    let written = &out[start..];
+    if written.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+        out.extend_from_slice(b".0");
+    }
+}
+
+/// Appends a signed integer in decimal.
+pub fn write_int(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_uint(out, v.unsigned_abs());
+}
+
+/// Appends an unsigned integer in decimal, without going through `fmt`.
+pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// The general case: Rust's `{:e}` gives the shortest round-trip digits,
+/// which are then laid out by Go's `%g` rules.
+fn write_general(out: &mut Vec<u8>, v: f64) {
+    let mut sci = [0u8; 40];
+    let len = {
+        let mut cursor = std::io::Cursor::new(&mut sci[..]);
+        // 40 bytes always hold an f64 in `{:e}` form (at most 17 digits,
+        // a sign, a point and a four-character exponent).
+        if write!(cursor, "{v:e}").is_err() {
+            return;
+        }
+        cursor.position() as usize
+    };
+    let sci = &sci[..len];
+    let (neg, rest) = match sci.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, sci),
+    };
+    let e_at = rest.iter().position(|&b| b == b'e').unwrap_or(rest.len());
+    let (mantissa, exp) = rest.split_at(e_at);
+    let exp: i32 = std::str::from_utf8(exp.get(1..).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut digits = [0u8; 20];
+    let mut nd = 0;
+    for &b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
+        if nd < digits.len() {
+            digits[nd] = b;
+            nd += 1;
+        }
+    }
+    let digits = &digits[..nd];
+    if neg {
+        out.push(b'-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
+        }
+        write_uint(out, u64::from(e));
+        return;
+    }
+    // Fixed notation: `dp` digits before the point.
+    let dp = exp + 1;
+    if dp <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', dp.unsigned_abs() as usize));
+        out.extend_from_slice(digits);
+        return;
+    }
+    let dp = dp as usize;
+    if digits.len() <= dp {
+        out.extend_from_slice(digits);
+        out.extend(std::iter::repeat_n(b'0', dp - digits.len()));
+    } else {
+        out.extend_from_slice(&digits[..dp]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[dp..]);
+    }
+}
+
+/// Appends a label value escaped for both text formats: `\`, `"` and
+/// newline are escaped and every other byte passes through unchanged.
+pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
+    for &b in value.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends HELP text escaped for text format 0.0.4: only `\` and newline.
+/// Escaping `"` here would break older promtool parsers.
+pub fn write_help(out: &mut Vec<u8>, help: &str) {
+    for &b in help.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends HELP text escaped for OpenMetrics, which escapes `"` as well.
+pub fn write_help_openmetrics(out: &mut Vec<u8>, help: &str) {
+    write_label_value(out, help);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go(v: f64) -> String {
+        let mut out = Vec::new();
+        write_float(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_match_go_strconv_g() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.0, "1"),
+            (-1.0, "-1"),
+            (0.1, "0.1"),
+            (0.5, "0.5"),
+            (2.5, "2.5"),
+            (3600.0, "3600"),
+            (999_999.0, "999999"),
+            (1e6, "1e+06"),
+            (1_234_567.0, "1.234567e+06"),
+            (123_456.7, "123456.7"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e21, "1e+21"),
+            (1e100, "1e+100"),
+            (-2.5e-300, "-2.5e-300"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (5e-324, "5e-324"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+            (18_446_744_073_709_551_615.0, "1.8446744073709552e+19"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go(*v), *want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn floats_round_trip() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            let s = go(v);
+            if v.is_nan() {
+                assert_eq!(s, "NaN");
+                continue;
+            }
+            let parsed: f64 = s
+                .replace("+Inf", "inf")
+                .replace("-Inf", "-inf")
+                .parse()
+                .unwrap();
+            assert_eq!(parsed, v, "{s}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_floats_keep_a_point() {
+        let om = |v: f64| {
+            let mut out = Vec::new();
+            write_float_openmetrics(&mut out, v);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(om(1.0), "1.0");
+        assert_eq!(om(-3.0), "-3.0");
+        assert_eq!(om(0.25), "0.25");
+        assert_eq!(om(1e6), "1e+06");
+        assert_eq!(om(f64::INFINITY), "+Inf");
+        assert_eq!(om(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn escaping_is_exact() {
+        let mut out = Vec::new();
+        write_label_value(&mut out, "a\\b\"c\nd}\t{é\r");
+        assert_eq!(out, b"a\\\\b\\\"c\\nd}\t{\xc3\xa9\r");
+        out.clear();
+        write_help(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, b"a\\\\b\"c\\nd");
+        out.clear();
+        write_help_openmetrics(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, b"a\\\\b\\\"c\\nd");
+    }
+
+    #[test]
+    fn integers() {
+        let mut out = Vec::new();
+        write_uint(&mut out, u64::MAX);
+        out.push(b' ');
+        write_int(&mut out, i64::MIN);
+        assert_eq!(out, b"18446744073709551615 -9223372036854775808");
+    }
+}

@@ -1,0 +1,245 @@
+//! A histogram with caller-given buckets whose scrapes are always
+//! self-consistent.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::counter::add_f64;
+use super::error::{Error, ErrorKind};
+use super::timer::Timer;
+
+/// A histogram: counts observations into buckets and keeps their sum.
+/// Cloning is cheap and every clone updates the same histogram; safe to
+/// share across threads.
+///
+/// `observe` is lock-free. A scrape still sees `_count`, `_sum` and every
+/// bucket agree, using client_golang's hot/cold pair of shards: observers
+/// write to the hot shard; a scrape flips hot and cold with one atomic add,
+/// waits for the few observations already under way on the now-cold shard,
+/// reads it, then folds it into the new hot shard.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    core: Arc<Core>,
+}
+
+#[derive(Debug)]
+struct Core {
+    bounds: Box<[f64]>,
+    // Bit 63 selects the hot shard; the low 63 bits count observations
+    // started since creation.
+    count_and_hot: AtomicU64,
+    shards: [Shard; 2],
+    scrape: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Shard {
+    // Not cumulative: one slot per bound plus the +Inf slot.
+    buckets: Box<[AtomicU64]>,
+    sum_bits: AtomicU64,
+}
+
+const HOT_BIT: u64 = 1 << 63;
+
+/// Checks bucket bounds and drops a trailing `+Inf`, which is implied.
+pub(crate) fn checked_bounds(name: &str, bounds: &[f64]) -> Result<Box<[f64]>, Error> {
+    let bounds = match bounds.split_last() {
+        Some((last, rest)) if *last == f64::INFINITY => rest,
+        _ => bounds,
+    };
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err(Error::new(
+            name,
+            ErrorKind::InvalidBuckets("bucket bounds must be finite, +Inf is implied"),
+        ));
+    }
+    if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::new(
+            name,
+            ErrorKind::InvalidBuckets("bucket bounds must be strictly increasing"),
+        ));
+    }
+    Ok(bounds.into())
+}
+
+impl Shard {
+    fn new(slots: usize) -> Shard {
+        Shard {
+            buckets: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+}
+
+impl Histogram {
+    /// Creates an unregistered histogram with the given upper bounds, which
+    /// must be finite and strictly increasing (`+Inf` is implied).
+    pub fn new(bounds: &[f64]) -> Result<Histogram, Error> {
+        Ok(Histogram::with_checked_bounds(checked_bounds(
+            "histogram",
+            bounds,
+        )?))
+    }
+
+    pub(crate) fn with_checked_bounds(bounds: Box<[f64]>) -> Histogram {
+        let slots = bounds.len() + 1;
+        Histogram {
+            core: Arc::new(Core {
+                bounds,
+                count_and_hot: AtomicU64::new(0),
+                shards: [Shard::new(slots), Shard::new(slots)],
+                scrape: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Records one observation. NaN is ignored, since it would make `_sum`
+    /// NaN for good.
+    #[inline]
+    pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        let core = &*self.core;
+        let slot = core.bounds.partition_point(|b| *b < v);
+        let n = core.count_and_hot.fetch_add(1, Ordering::Relaxed);
+        let shard = &core.shards[(n >> 63) as usize];
+        add_f64(&shard.sum_bits, v);
+        // Release: a scrape that sees this increment also sees the sum.
+        shard.buckets[slot].fetch_add(1, Ordering::Release);
+    }
+
+    /// Starts a timer that observes the elapsed seconds when dropped.
+    pub fn start_timer(&self) -> Timer {
+        Timer::for_histogram(self.clone(), Instant::now())
+    }
+
+    /// The upper bounds, without the implied `+Inf`.
+    pub fn bounds(&self) -> &[f64] {
+        &self.core.bounds
+    }
+
+    /// Takes a consistent snapshot: fills `cumulative` with one count per
+    /// bound plus the `+Inf` bucket, and returns `(sum, count)`.
+    pub fn snapshot(&self, cumulative: &mut Vec<u64>) -> (f64, u64) {
+        let core = &*self.core;
+        // Scrapes are serialised so that only one flips the shards at a
+        // time; a poisoned lock guards no data, so its state is irrelevant.
+        let _guard = core.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let n = core.count_and_hot.fetch_add(HOT_BIT, Ordering::AcqRel);
+        let count = n & !HOT_BIT;
+        let cold = &core.shards[(n >> 63) as usize];
+        let hot = &core.shards[((n >> 63) ^ 1) as usize];
+        // Wait for observers that picked the cold shard before the flip.
+        let mut spins = 0u32;
+        while cold
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Acquire))
+            .sum::<u64>()
+            != count
+        {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        cumulative.clear();
+        let mut running = 0;
+        for bucket in cold.buckets.iter() {
+            let c = bucket.swap(0, Ordering::Relaxed);
+            running += c;
+            cumulative.push(running);
+        }
+        let sum = f64::from_bits(cold.sum_bits.swap(0f64.to_bits(), Ordering::Relaxed));
+        // Fold the cold totals into the hot shard, so it alone holds every
+        // observation by the next flip.
+        let mut previous = 0;
+        for (bucket, total) in hot.buckets.iter().zip(cumulative.iter()) {
+            bucket.fetch_add(total - previous, Ordering::Relaxed);
+            previous = *total;
+        }
+        add_f64(&hot.sum_bits, sum);
+        (sum, count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_inclusive() {
+        let h = Histogram::new(&[1.0, 2.5, 10.0]).unwrap();
+        for v in [0.5, 1.0, 1.5, 2.5, 3.0, 100.0, f64::NAN] {
+            h.observe(v);
+        }
+        let mut counts = Vec::new();
+        let (sum, count) = h.snapshot(&mut counts);
+        assert_eq!(counts, vec![2, 4, 5, 6]);
+        assert_eq!(count, 6);
+        assert_eq!(sum, 108.5);
+        // A second snapshot sees the same totals plus new observations.
+        h.observe(5.0);
+        let (sum, count) = h.snapshot(&mut counts);
+        assert_eq!((counts, sum, count), (vec![2, 4, 6, 7], 113.5, 7));
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        assert!(Histogram::new(&[1.0, 1.0]).is_err());
+        assert!(Histogram::new(&[2.0, 1.0]).is_err());
+        assert!(Histogram::new(&[f64::NAN]).is_err());
+        assert!(Histogram::new(&[f64::NEG_INFINITY, 1.0]).is_err());
+        let h = Histogram::new(&[1.0, f64::INFINITY]).unwrap();
+        assert_eq!(h.bounds(), &[1.0]);
+        assert!(Histogram::new(&[]).is_ok());
+    }
+
+    #[test]
+    fn scrapes_under_concurrent_observation_are_consistent() {
+        let h = Histogram::new(&[0.5, 1.5]).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (h, stop) = (h.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) && n < 2_000_000 {
+                        h.observe(1.0);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for _ in 0..2_000 {
+            let (sum, count) = h.snapshot(&mut counts);
+            assert_eq!(sum, count as f64);
+            assert_eq!(counts[0], 0);
+            assert_eq!(counts[1], count);
+            assert_eq!(counts[2], count);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let (sum, count) = h.snapshot(&mut counts);
+        assert_eq!((sum, count), (total as f64, total));
+    }
+
+    #[test]
+    fn timer_observes_on_drop() {
+        let h = Histogram::new(&[60.0]).unwrap();
+        drop(h.start_timer());
+        let t = h.start_timer();
+        t.discard();
+        let mut counts = Vec::new();
+        let (sum, count) = h.snapshot(&mut counts);
+        assert_eq!(count, 1);
+        assert!((0.0..60.0).contains(&sum));
+        assert_eq!(counts, vec![1, 1]);
+    }
+}

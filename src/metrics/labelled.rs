@@ -1,0 +1,158 @@
+//! Public handles for labelled families of counters, gauges and histograms.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::counter::Counter;
+use super::family::Family;
+use super::gauge::Gauge;
+use super::histogram::Histogram;
+use super::timer::Timer;
+
+/// A family of counters with a fixed list of label names. Cloning is cheap;
+/// safe to share across threads.
+///
+/// Look a series up with [`CounterFamily::get`] and cache the handle, or
+/// use the one-shot methods, which skip the handle's reference count.
+/// Label values are given in the order the names were declared; a list of
+/// the wrong length, or a new list past the series cap, lands on the
+/// overflow series whose every value is `other`.
+#[derive(Clone)]
+pub struct CounterFamily {
+    pub(crate) inner: Arc<Family<Counter>>,
+}
+
+impl CounterFamily {
+    /// The counter for `values`, created at zero if new.
+    pub fn get(&self, values: &[&str]) -> Counter {
+        self.inner.with(values, Counter::clone)
+    }
+
+    /// Adds one to the counter for `values`.
+    #[inline]
+    pub fn inc(&self, values: &[&str]) {
+        self.inner.with(values, Counter::inc)
+    }
+
+    /// Adds a whole number to the counter for `values`.
+    #[inline]
+    pub fn inc_by(&self, values: &[&str], n: u64) {
+        self.inner.with(values, |c| c.inc_by(n))
+    }
+
+    /// Adds `v` to the counter for `values`; negative and NaN are ignored.
+    pub fn add(&self, values: &[&str], v: f64) {
+        self.inner.with(values, |c| c.add(v))
+    }
+}
+
+/// A family of gauges with a fixed list of label names. Cloning is cheap;
+/// safe to share across threads. Lookups behave as for [`CounterFamily`].
+#[derive(Clone)]
+pub struct GaugeFamily {
+    pub(crate) inner: Arc<Family<Gauge>>,
+}
+
+impl GaugeFamily {
+    /// The gauge for `values`, created at zero if new.
+    pub fn get(&self, values: &[&str]) -> Gauge {
+        self.inner.with(values, Gauge::clone)
+    }
+
+    /// Sets the gauge for `values`.
+    pub fn set(&self, values: &[&str], v: f64) {
+        self.inner.with(values, |g| g.set(v))
+    }
+
+    /// Adds `v` (which may be negative) to the gauge for `values`.
+    pub fn add(&self, values: &[&str], v: f64) {
+        self.inner.with(values, |g| g.add(v))
+    }
+
+    /// Adds one to the gauge for `values`.
+    pub fn inc(&self, values: &[&str]) {
+        self.add(values, 1.0)
+    }
+
+    /// Subtracts one from the gauge for `values`.
+    pub fn dec(&self, values: &[&str]) {
+        self.add(values, -1.0)
+    }
+}
+
+/// A family of histograms sharing one set of buckets and a fixed list of
+/// label names. Cloning is cheap; safe to share across threads. Lookups
+/// behave as for [`CounterFamily`].
+#[derive(Clone)]
+pub struct HistogramFamily {
+    pub(crate) inner: Arc<Family<Histogram>>,
+}
+
+impl HistogramFamily {
+    /// The histogram for `values`, created empty if new.
+    pub fn get(&self, values: &[&str]) -> Histogram {
+        self.inner.with(values, Histogram::clone)
+    }
+
+    /// Records `v` in the histogram for `values`.
+    #[inline]
+    pub fn observe(&self, values: &[&str], v: f64) {
+        self.inner.with(values, |h| h.observe(v))
+    }
+
+    /// Starts a timer that observes elapsed seconds into the series for
+    /// `values` when dropped. [`Timer::set_label`] can change a value
+    /// first, for an outcome known only at the end.
+    pub fn start_timer(&self, values: &[&str]) -> Timer {
+        Timer::for_family(
+            self.clone(),
+            values.iter().map(|s| s.to_string()).collect(),
+            Instant::now(),
+        )
+    }
+
+    /// The label names, in declaration order.
+    pub fn label_names(&self) -> &[String] {
+        self.inner.label_names()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Registry;
+
+    #[test]
+    fn one_shot_and_cached_handles_share_series() {
+        let r = Registry::new();
+        let c = r.counter_family("x_total", "x", &["a"]).unwrap();
+        c.inc(&["1"]);
+        let cached = c.get(&["1"]);
+        cached.inc_by(2);
+        c.add(&["1"], 0.5);
+        assert_eq!(c.get(&["1"]).get(), 3.5);
+
+        let g = r.gauge_family("y", "y", &["a"]).unwrap();
+        g.set(&["1"], 4.0);
+        g.inc(&["1"]);
+        g.dec(&["1"]);
+        g.add(&["1"], -1.5);
+        assert_eq!(g.get(&["1"]).get(), 2.5);
+
+        let h = r
+            .histogram_family("z_seconds", "z", &["a"], &[1.0])
+            .unwrap();
+        h.observe(&["1"], 0.5);
+        h.get(&["1"]).observe(2.0);
+        let mut counts = Vec::new();
+        assert_eq!(h.get(&["1"]).snapshot(&mut counts), (2.5, 2));
+        assert_eq!(h.label_names(), &["a".to_string()]);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<super::CounterFamily>();
+        assert_send_sync::<super::GaugeFamily>();
+        assert_send_sync::<super::HistogramFamily>();
+    }
+}

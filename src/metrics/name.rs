@@ -1,0 +1,90 @@
+//! Validation of metric and label names, done once at registration.
+
+use super::error::{Error, ErrorKind};
+
+/// True when `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':' => {}
+        _ => return false,
+    }
+    bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// True when `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    match bytes.next() {
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' => {}
+        _ => return false,
+    }
+    bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Checks a family's label names: valid, not reserved, not repeated.
+///
+/// `le` belongs to histogram buckets and `quantile` to summaries, and both
+/// are added by the encoder itself, so no family may declare them.
+pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Error> {
+    for (i, label) in labels.iter().enumerate() {
+        if !valid_label_name(label) {
+            return Err(Error::new(
+                metric,
+                ErrorKind::InvalidLabelName(label.to_string()),
+            ));
+        }
+        if label.starts_with("__") || *label == "le" || *label == "quantile" {
+            return Err(Error::new(
+                metric,
+                ErrorKind::ReservedLabelName(label.to_string()),
+            ));
+        }
+        if labels[..i].contains(label) {
+            return Err(Error::new(
+                metric,
+                ErrorKind::DuplicateLabelName(label.to_string()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names() {
+        for ok in ["a", "_a", ":a", "a:b_c9", "A_Z"] {
+            assert!(valid_metric_name(ok), "{ok}");
+        }
+        for bad in ["", "9a", "a-b", "a b", "é", "a.b", "a{"] {
+            assert!(!valid_metric_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_names() {
+        for ok in ["a", "_a", "a9", "A_Z"] {
+            assert!(valid_label_name(ok), "{ok}");
+        }
+        for bad in ["", "9a", "a:b", "a-b", "é", "a\"b"] {
+            assert!(!valid_label_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_and_repeated_labels_are_refused() {
+        for bad in [
+            &["__x"][..],
+            &["le"],
+            &["quantile"],
+            &["a", "a"],
+            &["ok", "b-c"],
+        ] {
+            assert!(check_label_names("m", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_label_names("m", &["a", "b", "_c"]).is_ok());
+    }
+}

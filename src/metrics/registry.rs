@@ -1,0 +1,393 @@
+//! The registry: owns every family, checks names, and renders a scrape.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use super::counter::Counter;
+use super::encode::{self, openmetrics_name, Format, Kind};
+use super::error::{Error, ErrorKind};
+use super::family::{Family, DEFAULT_SERIES_CAP};
+use super::gauge::Gauge;
+use super::histogram::{checked_bounds, Histogram};
+use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
+use super::name::{check_label_names, valid_metric_name};
+
+/// The name of the counter of lookups sent to a family's overflow series.
+pub const OVERFLOW_METRIC: &str = "conductor_series_overflow_total";
+
+/// Settings for a [`Registry`]. The default is a sensible production setting.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// How many series each labelled family may hold before new label sets
+    /// go to its overflow series. Default 10,000.
+    pub series_cap: usize,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            series_cap: DEFAULT_SERIES_CAP,
+        }
+    }
+}
+
+/// One metric a [`Collector`] produces.
+#[derive(Clone, Debug)]
+pub struct Desc {
+    /// The metric name.
+    pub name: String,
+    /// The HELP text.
+    pub help: String,
+    /// Counter or gauge; collectors produce single unlabelled values.
+    pub kind: Kind,
+}
+
+/// A source of several unlabelled values read together at scrape time,
+/// such as the process metrics or a budget read under one lock.
+pub trait Collector: Send + Sync {
+    /// The metrics produced, in a fixed order.
+    fn describe(&self) -> Vec<Desc>;
+    /// One value per described metric, in the same order. Called once per
+    /// scrape with no registry lock held.
+    fn collect(&self) -> Vec<f64>;
+}
+
+enum Body {
+    Counters(Arc<Family<Counter>>),
+    Gauges(Arc<Family<Gauge>>),
+    Histograms(Arc<Family<Histogram>>, Box<[Box<[u8]>]>),
+    GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>),
+    Collected(Arc<dyn Collector>, usize),
+}
+
+struct Entry {
+    name: String,
+    help: String,
+    kind: Kind,
+    body: Body,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_name: BTreeMap<String, Arc<Entry>>,
+    /// Every name a family's samples or OpenMetrics header use, to owner.
+    claimed: HashMap<String, String>,
+}
+
+/// The registry of metric families. Cloning is cheap and clones share the
+/// same families; safe to share across threads.
+///
+/// There is no global registry: build one and pass it to whatever records.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: RegistryOptions,
+    entries: RwLock<Entries>,
+    overflow: Arc<Family<Counter>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// Creates a registry with default options.
+    pub fn new() -> Registry {
+        Registry::with_options(RegistryOptions::default())
+    }
+
+    /// Creates a registry. It always holds `conductor_series_overflow_total`.
+    pub fn with_options(options: RegistryOptions) -> Registry {
+        // One series per labelled family, so it cannot itself overflow.
+        let overflow = Arc::new(Family::new(
+            &["metric"],
+            usize::MAX,
+            Counter::new(),
+            Counter::new,
+        ));
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                options,
+                entries: RwLock::new(Entries::default()),
+                overflow: overflow.clone(),
+            }),
+        };
+        // The name is valid and the registry empty, so this cannot fail.
+        let _ = registry.add(
+            OVERFLOW_METRIC,
+            "Lookups of new label sets sent to a family's overflow series because it reached its series cap.",
+            Kind::Counter,
+            Body::Counters(overflow),
+        );
+        registry
+    }
+
+    /// Registers an unlabelled counter. Its name must end in `_total`.
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
+        let family = Arc::new(Family::new(&[], 1, Counter::new(), Counter::new));
+        let counter = family.with(&[], Counter::clone);
+        self.add(name, help, Kind::Counter, Body::Counters(family))?;
+        Ok(counter)
+    }
+
+    /// Registers an unlabelled gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
+        let family = Arc::new(Family::new(&[], 1, Counter::new(), Gauge::new));
+        let gauge = family.with(&[], Gauge::clone);
+        self.add(name, help, Kind::Gauge, Body::Gauges(family))?;
+        Ok(gauge)
+    }
+
+    /// Registers a gauge whose value `f` computes at scrape time. `f` runs
+    /// with no registry lock held.
+    pub fn gauge_fn(
+        &self,
+        name: &str,
+        help: &str,
+        f: impl Fn() -> f64 + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.add(name, help, Kind::Gauge, Body::GaugeFn(Box::new(f)))
+    }
+
+    /// Registers an unlabelled histogram with strictly increasing finite
+    /// upper bounds (`+Inf` is implied).
+    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram, Error> {
+        let bounds = checked_bounds(name, bounds)?;
+        let les = encode::le_strings(&bounds);
+        let family = Arc::new(Family::new(&[], 1, Counter::new(), move || {
+            Histogram::with_checked_bounds(bounds.clone())
+        }));
+        let histogram = family.with(&[], Histogram::clone);
+        self.add(name, help, Kind::Histogram, Body::Histograms(family, les))?;
+        Ok(histogram)
+    }
+
+    /// Registers a family of counters with the given label names.
+    pub fn counter_family(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<CounterFamily, Error> {
+        check_label_names(name, labels)?;
+        let family = Arc::new(Family::new(
+            labels,
+            self.cap(),
+            self.overflowed(name, labels),
+            Counter::new,
+        ));
+        self.add(name, help, Kind::Counter, Body::Counters(family.clone()))?;
+        Ok(CounterFamily { inner: family })
+    }
+
+    /// Registers a family of gauges with the given label names.
+    pub fn gauge_family(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<GaugeFamily, Error> {
+        check_label_names(name, labels)?;
+        let family = Arc::new(Family::new(
+            labels,
+            self.cap(),
+            self.overflowed(name, labels),
+            Gauge::new,
+        ));
+        self.add(name, help, Kind::Gauge, Body::Gauges(family.clone()))?;
+        Ok(GaugeFamily { inner: family })
+    }
+
+    /// Registers a family of histograms with the given label names and
+    /// bucket bounds.
+    pub fn histogram_family(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        bounds: &[f64],
+    ) -> Result<HistogramFamily, Error> {
+        check_label_names(name, labels)?;
+        let bounds = checked_bounds(name, bounds)?;
+        let les = encode::le_strings(&bounds);
+        let family = Arc::new(Family::new(
+            labels,
+            self.cap(),
+            self.overflowed(name, labels),
+            move || Histogram::with_checked_bounds(bounds.clone()),
+        ));
+        self.add(
+            name,
+            help,
+            Kind::Histogram,
+            Body::Histograms(family.clone(), les),
+        )?;
+        Ok(HistogramFamily { inner: family })
+    }
+
+    /// Registers every metric a collector describes, or none of them.
+    pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<(), Error> {
+        let descs = collector.describe();
+        for (i, d) in descs.iter().enumerate() {
+            let body = Body::Collected(collector.clone(), i);
+            if let Err(e) = self.add(&d.name, &d.help, d.kind, body) {
+                self.remove(descs[..i].iter().map(|d| d.name.as_str()));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of series across all families, for cardinality checks.
+    pub fn series_count(&self) -> usize {
+        self.snapshot()
+            .iter()
+            .map(|e| match &e.body {
+                Body::Counters(f) => f.read().len(),
+                Body::Gauges(f) => f.read().len(),
+                Body::Histograms(f, _) => f.read().len(),
+                Body::GaugeFn(_) | Body::Collected(..) => 1,
+            })
+            .sum()
+    }
+
+    /// Appends a scrape in `fmt` to `out`: families sorted by name, series
+    /// by label values. Reuse `out` between scrapes to avoid reallocating.
+    /// Never panics; callbacks and collectors run with no registry lock held.
+    pub fn render(&self, out: &mut Vec<u8>, fmt: Format) {
+        let entries = self.snapshot();
+        let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
+        let mut scratch = Vec::new();
+        for e in &entries {
+            let (name, help, kind) = (e.name.as_str(), e.help.as_str(), e.kind);
+            match &e.body {
+                Body::Counters(f) if f.read().len() > 0 => {
+                    encode::write_header(out, fmt, name, help, kind);
+                    encode::write_counters(out, fmt, name, f);
+                }
+                Body::Gauges(f) if f.read().len() > 0 => {
+                    encode::write_header(out, fmt, name, help, kind);
+                    encode::write_gauges(out, fmt, name, f);
+                }
+                Body::Histograms(f, les) if f.read().len() > 0 => {
+                    encode::write_header(out, fmt, name, help, kind);
+                    encode::write_histograms(out, fmt, name, les, f, &mut scratch);
+                }
+                Body::Counters(_) | Body::Gauges(_) | Body::Histograms(..) => {}
+                Body::GaugeFn(f) => {
+                    let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
+                    encode::write_header(out, fmt, name, help, kind);
+                    encode::write_single(out, fmt, name, v);
+                }
+                Body::Collected(c, i) => {
+                    let key = Arc::as_ptr(c) as *const ();
+                    let at = match collected.iter().position(|(k, _)| *k == key) {
+                        Some(at) => at,
+                        None => {
+                            collected.push((key, guarded(|| c.collect())));
+                            collected.len() - 1
+                        }
+                    };
+                    let v = collected[at].1.get(*i).copied().unwrap_or(f64::NAN);
+                    encode::write_header(out, fmt, name, help, kind);
+                    encode::write_single(out, fmt, name, v);
+                }
+            }
+        }
+        if fmt == Format::OpenMetrics {
+            out.extend_from_slice(b"# EOF\n");
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Entry>> {
+        // Entries are only ever inserted whole, so a poisoned lock still
+        // guards a consistent map.
+        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.by_name.values().cloned().collect()
+    }
+
+    fn cap(&self) -> usize {
+        self.inner.options.series_cap
+    }
+
+    fn overflowed(&self, name: &str, labels: &[&str]) -> Counter {
+        if labels.is_empty() || !valid_metric_name(name) {
+            return Counter::new();
+        }
+        self.inner.overflow.with(&[name], Counter::clone)
+    }
+
+    fn add(&self, name: &str, help: &str, kind: Kind, body: Body) -> Result<(), Error> {
+        if !valid_metric_name(name) {
+            return Err(Error::new(name, ErrorKind::InvalidMetricName));
+        }
+        match (kind, name.ends_with("_total")) {
+            (Kind::Counter, false) => return Err(Error::new(name, ErrorKind::CounterSuffix)),
+            (Kind::Gauge | Kind::Histogram, true) => {
+                return Err(Error::new(name, ErrorKind::NonCounterSuffix))
+            }
+            _ => {}
+        }
+        let claims = claimed_names(name, kind);
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if entries.by_name.contains_key(name) {
+            return Err(Error::new(name, ErrorKind::Duplicate));
+        }
+        if let Some(owner) = claims.iter().find_map(|c| entries.claimed.get(c)) {
+            return Err(Error::new(name, ErrorKind::Clash(owner.clone())));
+        }
+        for c in claims {
+            entries.claimed.insert(c, name.to_string());
+        }
+        let entry = Entry {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            body,
+        };
+        entries.by_name.insert(name.to_string(), Arc::new(entry));
+        Ok(())
+    }
+
+    fn remove<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for name in names {
+            entries.by_name.remove(name);
+            entries.claimed.retain(|_, owner| owner != name);
+        }
+    }
+}
+
+/// Runs a user callback, turning a panic into no values (rendered as NaN)
+/// so that one bad callback cannot fail a scrape.
+fn guarded(f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_default()
+}
+
+/// The names a family's samples and OpenMetrics header occupy.
+fn claimed_names(name: &str, kind: Kind) -> Vec<String> {
+    let mut names = vec![name.to_string()];
+    let base = openmetrics_name(name, kind);
+    if base != name {
+        names.push(base.to_string());
+    }
+    if kind == Kind::Histogram {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            names.push(format!("{name}{suffix}"));
+        }
+    }
+    names
+}

@@ -1,0 +1,120 @@
+//! A guard that times a block and observes the seconds into a histogram.
+
+use std::time::Instant;
+
+use super::histogram::Histogram;
+use super::labelled::HistogramFamily;
+
+/// A running timer. When dropped it observes the elapsed seconds once;
+/// [`Timer::stop`] does so early and [`Timer::discard`] not at all. Safe to
+/// send to another thread.
+#[must_use = "a timer observes when dropped; bind it to a variable"]
+pub struct Timer {
+    start: Instant,
+    target: Option<Target>,
+}
+
+enum Target {
+    Plain(Histogram),
+    Family {
+        family: HistogramFamily,
+        values: Vec<String>,
+    },
+}
+
+impl Timer {
+    pub(crate) fn for_histogram(histogram: Histogram, start: Instant) -> Timer {
+        Timer {
+            start,
+            target: Some(Target::Plain(histogram)),
+        }
+    }
+
+    pub(crate) fn for_family(
+        family: HistogramFamily,
+        values: Vec<String>,
+        start: Instant,
+    ) -> Timer {
+        Timer {
+            start,
+            target: Some(Target::Family { family, values }),
+        }
+    }
+
+    /// Sets the value of label `name` for the observation this timer will
+    /// make, such as an outcome known only at the end. Unknown names and
+    /// timers on unlabelled histograms are left unchanged; the returned
+    /// bool says whether the label was set.
+    pub fn set_label(&mut self, name: &str, value: &str) -> bool {
+        let Some(Target::Family { family, values }) = &mut self.target else {
+            return false;
+        };
+        match family.label_names().iter().position(|n| n == name) {
+            Some(i) if i < values.len() => {
+                values[i] = value.to_string();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Observes now and returns the elapsed seconds.
+    pub fn stop(mut self) -> f64 {
+        self.observe()
+    }
+
+    /// Drops the timer without observing.
+    pub fn discard(mut self) {
+        self.target = None;
+    }
+
+    fn observe(&mut self) -> f64 {
+        let seconds = self.start.elapsed().as_secs_f64();
+        match self.target.take() {
+            Some(Target::Plain(h)) => h.observe(seconds),
+            Some(Target::Family { family, values }) => {
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                family.observe(&values, seconds);
+            }
+            None => {}
+        }
+        seconds
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.observe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Registry;
+
+    #[test]
+    fn outcome_label_is_set_before_drop() {
+        let r = Registry::new();
+        let f = r
+            .histogram_family("op_seconds", "op", &["kind", "result"], &[1.0])
+            .unwrap();
+        {
+            let mut t = f.start_timer(&["merge", "error"]);
+            assert!(t.set_label("result", "conflict"));
+            assert!(!t.set_label("nope", "x"));
+        }
+        let t = f.start_timer(&["merge", "success"]);
+        assert!(t.stop() >= 0.0);
+        f.start_timer(&["merge", "error"]).discard();
+        let mut counts = Vec::new();
+        assert_eq!(f.get(&["merge", "conflict"]).snapshot(&mut counts).1, 1);
+        assert_eq!(f.get(&["merge", "success"]).snapshot(&mut counts).1, 1);
+        assert_eq!(f.get(&["merge", "error"]).snapshot(&mut counts).1, 0);
+    }
+
+    #[test]
+    fn timer_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Timer>();
+    }
+}

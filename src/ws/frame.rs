@@ -1,0 +1,813 @@
+//! WebSocket framing (RFC 6455 section 5): reading client messages, writing server frames.
+//!
+//! [`Reader`] turns the masked frames a client sends into whole [`Message`]s. It keeps
+//! its progress between calls, so a read timeout on the socket loses nothing and the
+//! next call resumes mid-frame. Any other error leaves the stream out of step with the
+//! frame boundaries, and the connection must then be closed.
+//!
+//! The `write_*` functions send unmasked server frames, each as one `write_all` of a
+//! prebuilt buffer, without flushing.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// RFC 6455 section 5.5 caps control frame payloads so they fit one small frame.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Most bytes requested per read of a payload, so memory grows with the bytes that
+/// actually arrive rather than with the length a header claims.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A complete message received from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message, already checked to be UTF-8.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping; RFC 6455 expects a pong with the same payload in answer.
+    Ping(Vec<u8>),
+    /// A pong, usually the answer to a ping the server sent.
+    Pong(Vec<u8>),
+    /// A close request with its status code and reason, or `None` when the frame had no
+    /// payload. The server answers with a close frame and then shuts the connection.
+    Close(Option<(u16, String)>),
+}
+
+/// Which kind of data message a run of fragments belongs to.
+#[derive(Debug, Clone, Copy)]
+enum DataKind {
+    Text,
+    Binary,
+}
+
+/// A validated frame header, plus how much of its payload has been read.
+#[derive(Debug, Clone, Copy)]
+struct FrameHeader {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    len: usize,
+    received: usize,
+}
+
+/// A decoder of client-to-server frames into [`Message`]s, one per connection.
+///
+/// Data messages larger than `max_message` bytes in total (after reassembly) are
+/// rejected with close code 1009 before their payload is read, and the reader never
+/// holds more than `max_message` bytes of data, whatever a length header claims.
+/// Control frames interleaved with fragments are returned as they arrive, and the
+/// fragmented message carries on with the next call.
+///
+/// A `Reader` is plain data, safe to move to or share with another thread; each
+/// connection needs its own.
+#[derive(Debug)]
+pub struct Reader {
+    max_message: usize,
+    /// Header bytes read so far (at most 2 + 8 length + 4 mask).
+    header: [u8; 14],
+    header_len: usize,
+    /// The frame whose payload is being read, if its header is complete.
+    frame: Option<FrameHeader>,
+    /// The data message being assembled, if its first frame has arrived.
+    data_kind: Option<DataKind>,
+    data: Vec<u8>,
+    control: [u8; MAX_CONTROL_PAYLOAD],
+}
+
+impl Reader {
+    /// A reader that accepts data messages of up to `max_message` bytes.
+    pub fn new(max_message: usize) -> Reader {
+        Reader {
+            max_message,
+            header: [0; 14],
+            header_len: 0,
+            frame: None,
+            data_kind: None,
+            data: Vec::new(),
+            control: [0; MAX_CONTROL_PAYLOAD],
+        }
+    }
+
+    /// Reads frames from `r` until a whole message is available, and returns it.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReadError`] whose [`close_code`](ReadError::close_code) is the code to send
+    /// before closing, unless [`is_io`](ReadError::is_io) says the stream failed. After
+    /// an error that is not a [timeout](ReadError::is_timeout), the stream is out of
+    /// step and the connection must be closed.
+    pub fn read_message<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<Message, ReadError> {
+        loop {
+            let mut frame = match self.frame.take() {
+                Some(frame) => frame,
+                None => self.read_header(r)?,
+            };
+            if let Err(e) = self.read_payload(r, &mut frame) {
+                self.frame = Some(frame);
+                return Err(e);
+            }
+            if let Some(message) = self.finish_frame(&frame)? {
+                return Ok(message);
+            }
+        }
+    }
+
+    fn read_header<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<FrameHeader, ReadError> {
+        loop {
+            let need = if self.header_len < 2 {
+                2
+            } else {
+                header_size(self.header[1])
+            };
+            if self.header_len == need {
+                break;
+            }
+            self.header_len += read_some(r, &mut self.header[self.header_len..need])?;
+        }
+        let size = self.header_len;
+        self.header_len = 0;
+        self.start_frame(size)
+    }
+
+    /// Validates the complete header in `self.header[..size]`.
+    fn start_frame(&mut self, size: usize) -> Result<FrameHeader, ReadError> {
+        let [b0, b1] = [self.header[0], self.header[1]];
+        let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
+        if b0 & 0x70 != 0 {
+            return Err(ReadError::protocol("reserved bit set without an extension"));
+        }
+        if b1 & 0x80 == 0 {
+            return Err(ReadError::protocol("client frame is not masked"));
+        }
+        let len = match b1 & 0x7F {
+            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+            127 => {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(&self.header[2..10]);
+                u64::from_be_bytes(bytes)
+            }
+            n => u64::from(n),
+        };
+        if len >> 63 != 0 {
+            return Err(ReadError::protocol("payload length has its top bit set"));
+        }
+        let limit = match opcode {
+            OP_CLOSE | OP_PING | OP_PONG if !fin => {
+                return Err(ReadError::protocol("fragmented control frame"));
+            }
+            OP_CLOSE | OP_PING | OP_PONG if len > MAX_CONTROL_PAYLOAD as u64 => {
+                return Err(ReadError::protocol("control frame payload over 125 bytes"));
+            }
+            OP_CLOSE | OP_PING | OP_PONG => MAX_CONTROL_PAYLOAD,
+            OP_TEXT | OP_BINARY if self.data_kind.is_some() => {
+                return Err(ReadError::protocol("new message before the last one ended"));
+            }
+            OP_CONTINUATION if self.data_kind.is_none() => {
+                return Err(ReadError::protocol("continuation frame without a message"));
+            }
+            OP_TEXT | OP_BINARY | OP_CONTINUATION => self.max_message - self.data.len(),
+            _ => return Err(ReadError::protocol("unknown opcode")),
+        };
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= limit => len,
+            _ => return Err(ReadError::too_big(self.max_message)),
+        };
+        match opcode {
+            OP_TEXT => self.data_kind = Some(DataKind::Text),
+            OP_BINARY => self.data_kind = Some(DataKind::Binary),
+            _ => {}
+        }
+        let mut mask = [0; 4];
+        mask.copy_from_slice(&self.header[size - 4..size]);
+        Ok(FrameHeader {
+            fin,
+            opcode,
+            mask,
+            len,
+            received: 0,
+        })
+    }
+
+    fn read_payload<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        frame: &mut FrameHeader,
+    ) -> Result<(), ReadError> {
+        while frame.received < frame.len {
+            let want = (frame.len - frame.received).min(READ_CHUNK);
+            frame.received += if is_control(frame.opcode) {
+                let at = frame.received;
+                read_some(r, &mut self.control[at..at + want])?
+            } else {
+                let start = self.data.len();
+                if self.data.capacity() == start {
+                    reserve_capped(&mut self.data, want, self.max_message);
+                }
+                // Fill spare capacity first, so a slow sender does not make it grow.
+                let room = want.min(self.data.capacity() - start);
+                self.data.resize(start + room, 0);
+                match read_some(r, &mut self.data[start..]) {
+                    Ok(n) => {
+                        self.data.truncate(start + n);
+                        n
+                    }
+                    Err(e) => {
+                        self.data.truncate(start);
+                        return Err(e);
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Unmasks a fully read frame and returns the message it completes, if any.
+    fn finish_frame(&mut self, frame: &FrameHeader) -> Result<Option<Message>, ReadError> {
+        if is_control(frame.opcode) {
+            let payload = &mut self.control[..frame.len];
+            unmask(payload, frame.mask);
+            return match frame.opcode {
+                OP_PING => Ok(Some(Message::Ping(payload.to_vec()))),
+                OP_PONG => Ok(Some(Message::Pong(payload.to_vec()))),
+                _ => parse_close(payload).map(Some),
+            };
+        }
+        let start = self.data.len() - frame.len;
+        unmask(&mut self.data[start..], frame.mask);
+        if !frame.fin {
+            return Ok(None);
+        }
+        let data = std::mem::take(&mut self.data);
+        match self.data_kind.take() {
+            Some(DataKind::Text) => String::from_utf8(data)
+                .map(|text| Some(Message::Text(text)))
+                .map_err(|_| ReadError::invalid_data("text message is not UTF-8")),
+            _ => Ok(Some(Message::Binary(data))),
+        }
+    }
+}
+
+/// Total header size, known once the second byte has arrived.
+fn header_size(b1: u8) -> usize {
+    let extended = match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    2 + extended + mask
+}
+
+fn is_control(opcode: u8) -> bool {
+    opcode & 0x08 != 0
+}
+
+/// Reads at least one byte into the non-empty `buf`, retrying interrupted reads.
+fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, ReadError> {
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Err(ReadError::io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::io(e)),
+        }
+    }
+}
+
+/// Reserves room for `additional` more bytes, doubling for amortised appends but never
+/// past `cap`. Callers guarantee `buf.len() + additional <= cap`.
+fn reserve_capped(buf: &mut Vec<u8>, additional: usize, cap: usize) {
+    let needed = buf.len() + additional;
+    if needed > buf.capacity() {
+        let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
+        buf.reserve_exact(target - buf.len());
+    }
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Message, ReadError> {
+    match payload {
+        [] => Ok(Message::Close(None)),
+        [_] => Err(ReadError::protocol("close payload of one byte")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            // RFC 6455 section 7.4: codes the registry has not assigned, and those
+            // reserved for local use only (1005, 1006, 1015), must not arrive.
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err(ReadError::protocol("invalid close code"));
+            }
+            let reason = std::str::from_utf8(reason)
+                .map_err(|_| ReadError::invalid_data("close reason is not UTF-8"))?;
+            Ok(Message::Close(Some((code, reason.to_owned()))))
+        }
+    }
+}
+
+/// Why [`Reader::read_message`] failed.
+///
+/// It carries an `io::Error` when the stream failed, so it is `Send + Sync` like one.
+#[derive(Debug)]
+pub struct ReadError {
+    kind: ErrorKind,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Io(io::Error),
+    Protocol(&'static str),
+    InvalidData(&'static str),
+    TooBig { limit: usize },
+}
+
+impl ReadError {
+    fn io(e: io::Error) -> ReadError {
+        ReadError {
+            kind: ErrorKind::Io(e),
+        }
+    }
+
+    fn protocol(detail: &'static str) -> ReadError {
+        ReadError {
+            kind: ErrorKind::Protocol(detail),
+        }
+    }
+
+    fn invalid_data(detail: &'static str) -> ReadError {
+        ReadError {
+            kind: ErrorKind::InvalidData(detail),
+        }
+    }
+
+    fn too_big(limit: usize) -> ReadError {
+        ReadError {
+            kind: ErrorKind::TooBig { limit },
+        }
+    }
+
+    /// The close status code that describes this error (RFC 6455 section 7.4.1).
+    ///
+    /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
+    /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
+    /// the wire: it is for logs and metrics only.
+    pub fn close_code(&self) -> u16 {
+        match self.kind {
+            ErrorKind::Io(_) => 1006,
+            ErrorKind::Protocol(_) => 1002,
+            ErrorKind::InvalidData(_) => 1007,
+            ErrorKind::TooBig { .. } => 1009,
+        }
+    }
+
+    /// Whether the stream itself failed or ended, in which case no close frame should
+    /// be sent.
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, ErrorKind::Io(_))
+    }
+
+    /// Whether a read timed out (`WouldBlock` or `TimedOut`); calling
+    /// [`Reader::read_message`] again resumes where it stopped.
+    pub fn is_timeout(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Io(e) => write!(f, "websocket read failed: {e}"),
+            ErrorKind::Protocol(detail) => write!(f, "websocket protocol error: {detail}"),
+            ErrorKind::InvalidData(detail) => write!(f, "invalid websocket data: {detail}"),
+            ErrorKind::TooBig { limit } => {
+                write!(f, "websocket message exceeds the {limit}-byte limit")
+            }
+        }
+    }
+}
+
+impl StdError for ReadError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.kind {
+            ErrorKind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Appends the second header byte and any extended length, in the shortest form.
+fn push_len(out: &mut Vec<u8>, mask_bit: u8, len: usize) {
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+fn write_frame<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    frame.push(0x80 | opcode);
+    push_len(&mut frame, 0, payload.len());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame)
+}
+
+fn write_control<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_CONTROL_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "websocket control frame payload over 125 bytes",
+        ));
+    }
+    write_frame(w, opcode, payload)
+}
+
+/// Writes `text` as one unfragmented text frame.
+pub fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
+    write_frame(w, OP_TEXT, text.as_bytes())
+}
+
+/// Writes `data` as one unfragmented binary frame.
+pub fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
+    write_frame(w, OP_BINARY, data)
+}
+
+/// Writes a ping frame.
+///
+/// # Errors
+///
+/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
+pub fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+    write_control(w, OP_PING, payload)
+}
+
+/// Writes a pong frame, normally echoing a ping's payload.
+///
+/// # Errors
+///
+/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
+pub fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+    write_control(w, OP_PONG, payload)
+}
+
+/// Writes a close frame with status `code` and `reason`.
+///
+/// `reason` is cut at a character boundary so the payload fits in 125 bytes. The
+/// caller picks a code that may be sent: never 1005, 1006 or 1015.
+pub fn write_close<W: Write + ?Sized>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    write_control(w, OP_CLOSE, &payload)
+}
+
+/// Encodes one masked client-to-server frame; for tests and tools acting as a client.
+///
+/// `opcode` keeps only its low 4 bits, so the reserved bits are always clear. Nothing
+/// is validated: tests use this to build invalid frames too.
+pub fn encode_client_frame(opcode: u8, fin: bool, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(if fin { 0x80 } else { 0 } | (opcode & 0x0F));
+    push_len(&mut frame, 0x80, payload.len());
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one unmasked server-to-client frame as `(opcode, fin, payload)`; for tests and
+/// tools acting as a client.
+///
+/// # Errors
+///
+/// `InvalidData` when the frame is masked, sets a reserved bit, or has a payload over
+/// `max` bytes (checked before allocating), and any error from `r`.
+pub fn decode_server_frame<R: Read + ?Sized>(
+    r: &mut R,
+    max: usize,
+) -> io::Result<(u8, bool, Vec<u8>)> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    let mut head = [0; 2];
+    r.read_exact(&mut head)?;
+    if head[0] & 0x70 != 0 || head[1] & 0x80 != 0 {
+        return Err(invalid(format!("bad server frame header {head:02x?}")));
+    }
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut bytes = [0; 2];
+            r.read_exact(&mut bytes)?;
+            u64::from(u16::from_be_bytes(bytes))
+        }
+        127 => {
+            let mut bytes = [0; 8];
+            r.read_exact(&mut bytes)?;
+            u64::from_be_bytes(bytes)
+        }
+        n => u64::from(n),
+    };
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= max)
+        .ok_or_else(|| invalid(format!("server frame of {len} bytes exceeds {max}")))?;
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0F, head[0] & 0x80 != 0, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
+
+    fn read_all(bytes: &[u8], max: usize) -> Result<Vec<Message>, ReadError> {
+        let (mut reader, mut cursor) = (Reader::new(max), Cursor::new(bytes));
+        let mut messages = Vec::new();
+        while (cursor.position() as usize) < bytes.len() {
+            messages.push(reader.read_message(&mut cursor)?);
+        }
+        Ok(messages)
+    }
+
+    fn close_code_of(bytes: &[u8], max: usize) -> u16 {
+        let e = read_all(bytes, max).expect_err("frame should be rejected");
+        assert!(!e.is_io(), "{e}");
+        e.close_code()
+    }
+
+    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        encode_client_frame(opcode, fin, MASK, payload)
+    }
+
+    #[test]
+    fn round_trips_every_length_form() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let got = read_all(&frame(OP_BINARY, true, &payload), 1 << 20).unwrap();
+            assert_eq!(got, [Message::Binary(payload.clone())], "length {len}");
+
+            let mut out = Vec::new();
+            write_binary(&mut out, &payload).unwrap();
+            let decoded = decode_server_frame(&mut Cursor::new(&out), 1 << 20).unwrap();
+            assert_eq!(decoded, (OP_BINARY, true, payload), "length {len}");
+        }
+        let got = read_all(&frame(OP_TEXT, true, "héllo".as_bytes()), 64).unwrap();
+        assert_eq!(got, [Message::Text("héllo".into())]);
+    }
+
+    #[test]
+    fn server_frames_use_shortest_length_and_no_mask() {
+        let mut out = Vec::new();
+        write_text(&mut out, "hi").unwrap();
+        assert_eq!(out, [0x81, 0x02, b'h', b'i']);
+        out.clear();
+        write_binary(&mut out, &[0; 126]).unwrap();
+        assert_eq!(out[..4], [0x82, 126, 0, 126]);
+        out.clear();
+        write_binary(&mut out, &[0; 65536]).unwrap();
+        assert_eq!(out[..10], [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn reassembles_fragments_around_control_frames() {
+        let mut bytes = frame(OP_TEXT, false, "h\u{e9}".as_bytes()[..2].as_ref());
+        bytes.extend(frame(OP_PING, true, b"p"));
+        bytes.extend(frame(OP_CONTINUATION, false, &[0xA9, b'l']));
+        bytes.extend(frame(OP_PONG, true, b""));
+        bytes.extend(frame(OP_CONTINUATION, true, b"lo"));
+        bytes.extend(frame(OP_BINARY, true, b"next"));
+        let got = read_all(&bytes, 6).unwrap();
+        let want = [
+            Message::Ping(b"p".to_vec()),
+            Message::Pong(Vec::new()),
+            Message::Text("h\u{e9}llo".into()),
+            Message::Binary(b"next".to_vec()),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn accepts_non_minimal_lengths() {
+        let mut bytes = vec![0x82, 0xFE, 0, 3];
+        bytes.extend(MASK);
+        bytes.extend([1 ^ MASK[0], 2 ^ MASK[1], 3 ^ MASK[2]]);
+        assert_eq!(
+            read_all(&bytes, 16).unwrap(),
+            [Message::Binary(vec![1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn rejects_protocol_violations_with_1002() {
+        let mut rsv = frame(OP_TEXT, true, b"x");
+        rsv[0] |= 0x40;
+        let mut unmasked = Vec::new();
+        write_text(&mut unmasked, "x").unwrap();
+        let mut huge = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        huge.extend(MASK);
+        let mut interrupted = frame(OP_TEXT, false, b"a");
+        interrupted.extend(frame(OP_BINARY, true, b"b"));
+        let cases = [
+            ("reserved bit", rsv),
+            ("unmasked", unmasked),
+            ("opcode 3", frame(0x3, true, b"")),
+            ("opcode 0xB", frame(0xB, true, b"")),
+            ("long ping", frame(OP_PING, true, &[0; 126])),
+            ("fragmented ping", frame(OP_PING, false, b"")),
+            ("fragmented close", frame(OP_CLOSE, false, b"")),
+            ("lone continuation", frame(OP_CONTINUATION, true, b"a")),
+            ("new message mid-message", interrupted),
+            ("length top bit", huge),
+            ("one-byte close", frame(OP_CLOSE, true, &[3])),
+        ];
+        for (name, bytes) in cases {
+            assert_eq!(close_code_of(&bytes, 1024), 1002, "{name}");
+        }
+    }
+
+    #[test]
+    fn checks_close_codes() {
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            let bytes = frame(OP_CLOSE, true, &u16::to_be_bytes(code));
+            assert_eq!(close_code_of(&bytes, 16), 1002, "code {code}");
+        }
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend(b"bye");
+            let got = read_all(&frame(OP_CLOSE, true, &payload), 16).unwrap();
+            assert_eq!(got, [Message::Close(Some((code, "bye".into())))]);
+        }
+        let got = read_all(&frame(OP_CLOSE, true, b""), 16).unwrap();
+        assert_eq!(got, [Message::Close(None)]);
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_with_1007() {
+        assert_eq!(close_code_of(&frame(OP_TEXT, true, &[0xC3]), 16), 1007);
+        let mut bytes = frame(OP_TEXT, false, b"ok");
+        bytes.extend(frame(OP_CONTINUATION, true, &[0xFF]));
+        assert_eq!(close_code_of(&bytes, 16), 1007);
+        let close = frame(OP_CLOSE, true, &[0x03, 0xE8, 0xE9]);
+        assert_eq!(close_code_of(&close, 16), 1007);
+    }
+
+    #[test]
+    fn rejects_oversized_messages_with_1009() {
+        assert_eq!(close_code_of(&frame(OP_BINARY, true, &[0; 11]), 10), 1009);
+        assert!(read_all(&frame(OP_BINARY, true, &[0; 10]), 10).is_ok());
+        let mut bytes = frame(OP_TEXT, false, b"123456");
+        bytes.extend(frame(OP_CONTINUATION, true, b"78901"));
+        assert_eq!(close_code_of(&bytes, 10), 1009);
+    }
+
+    #[test]
+    fn huge_length_claim_fails_before_allocating() {
+        let mut bytes = vec![0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend(MASK);
+        bytes.extend([0; 16]);
+        let mut reader = Reader::new(1 << 20);
+        let e = reader.read_message(&mut Cursor::new(&bytes)).unwrap_err();
+        assert_eq!(e.close_code(), 1009);
+        assert_eq!(reader.data.capacity(), 0);
+    }
+
+    #[test]
+    fn allocation_follows_received_bytes() {
+        let mut bytes = vec![0x82, 0xFF, 0, 0, 0, 0, 0, 0x10, 0, 0];
+        bytes.extend(MASK);
+        bytes.extend([0; 100]);
+        let mut reader = Reader::new(1 << 20);
+        let e = reader.read_message(&mut Cursor::new(&bytes)).unwrap_err();
+        assert!(e.is_io() && !e.is_timeout(), "{e}");
+        assert!(reader.data.capacity() <= READ_CHUNK);
+    }
+
+    #[test]
+    fn truncated_stream_is_an_io_error() {
+        let whole = frame(OP_BINARY, true, &[7; 300]);
+        for cut in [0, 1, 3, 7, 8, 299] {
+            let mut input = Cursor::new(&whole[..cut]);
+            let e = Reader::new(1024).read_message(&mut input).unwrap_err();
+            assert!(e.is_io(), "cut {cut}: {e}");
+            assert_eq!(e.close_code(), 1006);
+            assert!(e.source().is_some());
+        }
+    }
+
+    /// Hands out one byte per read, with a timeout between bytes.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        ready: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.ready = !self.ready;
+            if !self.ready {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let Some((&first, rest)) = self.bytes.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = first;
+            self.bytes = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn resumes_after_timeouts() {
+        let mut bytes = frame(OP_TEXT, false, &[b'a'; 200]);
+        bytes.extend(frame(OP_PING, true, b"ping"));
+        bytes.extend(frame(OP_CONTINUATION, true, b"b"));
+        let mut source = Trickle {
+            bytes: &bytes,
+            ready: false,
+        };
+        let (mut reader, mut got, mut timeouts) = (Reader::new(1024), Vec::new(), 0);
+        while got.len() < 2 {
+            match reader.read_message(&mut source) {
+                Ok(message) => got.push(message),
+                Err(e) if e.is_timeout() => timeouts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let text = format!("{}b", "a".repeat(200));
+        assert_eq!(got, [Message::Ping(b"ping".to_vec()), Message::Text(text)]);
+        assert_eq!(timeouts, bytes.len() - 1);
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let reason = "\u{e9}".repeat(70);
+        let mut out = Vec::new();
+        write_close(&mut out, 1001, &reason).unwrap();
+        let (opcode, fin, payload) = decode_server_frame(&mut Cursor::new(&out), 125).unwrap();
+        assert_eq!((opcode, fin, payload.len()), (OP_CLOSE, true, 2 + 122));
+        assert_eq!(payload[..2], 1001u16.to_be_bytes());
+        assert_eq!(
+            std::str::from_utf8(&payload[2..]).unwrap(),
+            "\u{e9}".repeat(61)
+        );
+
+        out.clear();
+        write_close(&mut out, 1000, &"x".repeat(200)).unwrap();
+        assert_eq!(out.len(), 2 + 125);
+    }
+
+    #[test]
+    fn oversized_control_payload_writes_nothing() {
+        let mut out = Vec::new();
+        let e = write_ping(&mut out, &[0; 126]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(write_pong(&mut out, &[0; 126]).is_err());
+        assert!(out.is_empty());
+        write_pong(&mut out, &[0; 125]).unwrap();
+        assert_eq!(out.len(), 127);
+    }
+
+    #[test]
+    fn decode_server_frame_checks_before_allocating() {
+        let bytes = [0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0];
+        let e = decode_server_frame(&mut Cursor::new(&bytes), 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let masked = frame(OP_TEXT, true, b"x");
+        assert!(decode_server_frame(&mut Cursor::new(&masked), 16).is_err());
+    }
+
+    #[test]
+    fn types_are_thread_safe() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Reader>();
+        assert_send_sync::<ReadError>();
+        assert_send_sync::<Message>();
+    }
+}

@@ -1,0 +1,100 @@
+//! WebSocket protocol pieces (RFC 6455): the handshake's accept key and message framing.
+//!
+//! This module knows nothing of HTTP. The HTTP layer checks the upgrade request
+//! (`GET`, `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13`,
+//! and a key accepted by [`valid_client_key`]), answers `101 Switching Protocols` with
+//! `Sec-WebSocket-Accept` set to [`accept_key`], and then hands the raw stream to
+//! [`frame::Reader`] and the `frame::write_*` functions, which work on any
+//! `Read`/`Write`.
+//!
+//! Supported: the server role of protocol version 13, with text, binary, ping, pong
+//! and close messages, and reassembly of fragmented messages up to a size limit.
+//!
+//! Not supported, on purpose:
+//! - **Extensions** (such as `permessage-deflate`). Every reserved bit must be zero,
+//!   and frames that set one are rejected. Compression would need a dependency, and
+//!   inflating client data would let a small frame become a large allocation.
+//! - **Subprotocols.** The server speaks a single message format, so it never
+//!   negotiates or echoes `Sec-WebSocket-Protocol`.
+//! - **The client role.** [`frame::encode_client_frame`] and
+//!   [`frame::decode_server_frame`] exist only so that tests can act as a client.
+
+pub mod base64;
+pub mod frame;
+pub mod sha1;
+
+/// The GUID that RFC 6455 section 1.3 appends to the client's key before hashing.
+const HANDSHAKE_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The `Sec-WebSocket-Accept` value answering a client's `Sec-WebSocket-Key`.
+///
+/// `client_key` is the header value exactly as received. Check it with
+/// [`valid_client_key`] first: the result itself is always safe to put in a header,
+/// but a malformed key means the request is not a valid handshake.
+pub fn accept_key(client_key: &str) -> String {
+    let mut input = String::with_capacity(client_key.len() + HANDSHAKE_GUID.len());
+    input.push_str(client_key);
+    input.push_str(HANDSHAKE_GUID);
+    base64::encode(&sha1::digest(input.as_bytes()))
+}
+
+/// Whether `key` is a well-formed `Sec-WebSocket-Key`: base64 text of exactly 16 bytes.
+///
+/// That is 22 standard-alphabet characters followed by `==`, with the unused low bits
+/// of the last character zero, as every conforming client produces. Anything else,
+/// including surrounding whitespace, is rejected, so that only alphabet characters
+/// ever reach the hash and the HTTP layer can answer `400 Bad Request`.
+pub fn valid_client_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    if bytes.len() != 24 || !bytes.ends_with(b"==") {
+        return false;
+    }
+    // 22 characters carry 132 bits; 16 bytes use 128, so the last 4 must be zero.
+    bytes[..22].iter().all(|&c| base64::sextet(c).is_some())
+        && base64::sextet(bytes[21]).is_some_and(|v| v & 0x0F == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{accept_key, base64, valid_client_key};
+
+    #[test]
+    fn rfc6455_sample_accept_key() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn accepts_keys_of_sixteen_bytes() {
+        assert!(valid_client_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_client_key(&base64::encode(&[0xFF; 16])));
+        assert!(valid_client_key(&base64::encode(&[0x00; 16])));
+        assert!(valid_client_key("ab+/AAAAAAAAAAAAAAAAAA=="));
+    }
+
+    #[test]
+    fn rejects_malformed_keys() {
+        let bad = [
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZQ===",
+            " dGhlIHNhbXBsZSBub25jZQ==",
+            "dGhlIHNhbXBsZSBub25jZQ== ",
+            "dGhlIHNhbXBsZSBub25jZ===",
+            "dGhlIHNhbXBsZSBub25jZQAA",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j\r\n==",
+            "dGhlIHNhbXBsZSBub2-_ZQ==",
+            "dGhlIHNhbXBsZSBub25jé==",
+        ];
+        for key in bad {
+            assert!(!valid_client_key(key), "{key:?}");
+        }
+        // 17 bytes and 15 bytes encode with a single `=` or none at 24 characters.
+        assert!(!valid_client_key(&base64::encode(&[1; 17])));
+        assert!(!valid_client_key(&base64::encode(&[1; 18])));
+        assert!(!valid_client_key(&base64::encode(&[1; 15])));
+    }
+}
