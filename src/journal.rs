@@ -201,8 +201,22 @@ impl Journal {
         // Only the leader gets here, so this never blocks, and nothing panics while it is held.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        let Err(e) = file.write_all(batch).and_then(|()| file.sync_data()) else {
-            return Ok(());
+        let e = match file.write_all(batch) {
+            Ok(()) => match file.sync_data() {
+                Ok(()) => return Ok(()),
+                // After a failed fdatasync Linux may drop the dirty pages and report
+                // success next time, so nothing on disk can be trusted: poison.
+                Err(e) => {
+                    let e = io::Error::other(format!("fdatasync failed: {e}"));
+                    return Err(Error::new(
+                        &self.path,
+                        Kind::Rollback,
+                        Some(offset),
+                        Some(e),
+                    ));
+                }
+            },
+            Err(e) => e,
         };
         // Roll back so a half-written batch never becomes visible after its callers saw an error.
         let (kind, e) = match file.set_len(offset).and_then(|()| file.sync_data()) {
@@ -256,6 +270,7 @@ enum Kind {
     Write,
     Rollback,
     Poisoned,
+    Closed,
     InvalidRecord(usize),
 }
 
@@ -280,6 +295,11 @@ impl Error {
             self.offset,
             self.source.as_ref().map(copy),
         )
+    }
+
+    /// The error for a record queued after the journal's committer stopped.
+    pub(crate) fn closed(path: &Path) -> Error {
+        Error::new(path, Kind::Closed, None, None)
     }
 
     /// The journal file the operation was on.
@@ -311,6 +331,7 @@ impl fmt::Display for Error {
             Kind::Write => f.write_str(": append failed and was rolled back")?,
             Kind::Rollback => f.write_str(": append failed and could not be rolled back")?,
             Kind::Poisoned => f.write_str(": unusable since an append could not be rolled back")?,
+            Kind::Closed => f.write_str(": its committer has stopped")?,
             Kind::InvalidRecord(i) => write!(f, ": record {i} contains a newline")?,
         }
         match &self.source {

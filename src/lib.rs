@@ -2,7 +2,18 @@
 //! observable, and the std-only metrics registry at its heart.
 #![deny(missing_docs)]
 
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod client;
+pub mod commit_queue;
+pub mod config;
+pub mod error;
+pub mod http;
 pub mod journal;
+pub mod log;
 pub mod metrics;
+pub mod runs;
 pub mod sys;
+pub mod time;
 pub mod ws;

@@ -1,1 +1,89 @@
-fn main() {}
+//! The `conductor-metrics` binary: parse the command line, then either run
+//! the server or a client subcommand.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use conductor_metrics::app::{App, AppConfig, VERSION};
+use conductor_metrics::cli;
+use conductor_metrics::config::{self, Command, ServeConfig};
+use conductor_metrics::http::Server;
+use conductor_metrics::log::Logger;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match config::parse(&args, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conductor-metrics: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help(text) => print!("{text}"),
+        Command::Version => println!("conductor-metrics {VERSION}"),
+        Command::Status { url } => return ExitCode::from(cli::status(&url) as u8),
+        Command::Serve(c) => return serve(c),
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(c: ServeConfig) -> ExitCode {
+    let log = Logger::new(c.log_level, c.log_format);
+    std::panic::set_hook(Box::new(move |info| {
+        log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
+    }));
+    let app = match App::open(
+        AppConfig {
+            data_dir: c.data_dir.clone(),
+            api_key: c.api_key.clone(),
+            max_body: c.max_body,
+        },
+        log,
+    ) {
+        Ok(app) => app,
+        Err(e) => {
+            log.error(
+                "cannot start",
+                &[("error", serde_json::json!(e.to_string()))],
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match TcpListener::bind(&c.addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log.error(
+                "cannot listen",
+                &[
+                    ("addr", serde_json::json!(c.addr)),
+                    ("error", serde_json::json!(e.to_string())),
+                ],
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let server = match Server::start(app, listener, c.workers) {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(
+                "cannot serve",
+                &[("error", serde_json::json!(e.to_string()))],
+            );
+            return ExitCode::from(1);
+        }
+    };
+    println!("conductor-metrics listening on http://{}", server.addr());
+    log.info(
+        "listening",
+        &[
+            ("addr", serde_json::json!(server.addr().to_string())),
+            (
+                "data_dir",
+                serde_json::json!(c.data_dir.display().to_string()),
+            ),
+        ],
+    );
+    server.join();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,142 @@
+//! The application: the registry, the core metric set and the domain
+//! stores, wired together. HTTP handlers call into this.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bus::Bus;
+use crate::error::Error;
+use crate::log::Logger;
+use crate::metrics::{Counter, CounterFamily, ProcessCollector, Registry};
+use crate::runs::{RunMetrics, Runs};
+
+/// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the application needs to start.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Where journals live.
+    pub data_dir: PathBuf,
+    /// The API key `/api/v1/*` requires, if any.
+    pub api_key: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: u64,
+}
+
+/// The metrics the HTTP layer records.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// `conductor_api_requests_total{method,status}`.
+    pub requests: CounterFamily,
+    /// `conductor_http_panics_total`.
+    pub panics: Counter,
+}
+
+/// Everything the server serves. Safe to share across threads.
+pub struct App {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Run lifecycle.
+    pub runs: Runs,
+    /// The message bus.
+    pub bus: Bus,
+    /// Request metrics.
+    pub http: HttpMetrics,
+    /// The logger.
+    pub log: Logger,
+    /// Settings.
+    pub config: AppConfig,
+    started: Instant,
+}
+
+fn registration(e: crate::metrics::Error) -> Error {
+    Error::Storage(format!("metric registration failed: {e}"))
+}
+
+impl App {
+    /// Registers the metric set, opens and replays the journals.
+    pub fn open(config: AppConfig, log: Logger) -> Result<Arc<App>, Error> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let registry = Registry::new();
+        let started = Instant::now();
+        registry
+            .gauge_fn(
+                "conductor_uptime_seconds",
+                "Seconds since the server started.",
+                move || started.elapsed().as_secs_f64(),
+            )
+            .map_err(registration)?;
+        let build = registry
+            .gauge_family(
+                "conductor_build_info",
+                "Build information; the value is always 1.",
+                &["version"],
+            )
+            .map_err(registration)?;
+        build.set(&[VERSION], 1.0);
+        let run_metrics = RunMetrics {
+            active: registry
+                .gauge(
+                    "conductor_active_runs",
+                    "Runs currently running (conductor-loop's conductor_active_runs_total, renamed because only counters may end in _total).",
+                )
+                .map_err(registration)?,
+            completed: registry
+                .counter("conductor_completed_runs_total", "Runs completed successfully.")
+                .map_err(registration)?,
+            failed: registry
+                .counter("conductor_failed_runs_total", "Runs that failed.")
+                .map_err(registration)?,
+            cancelled: registry
+                .counter("conductor_cancelled_runs_total", "Runs cancelled before finishing.")
+                .map_err(registration)?,
+        };
+        let appends = registry
+            .counter(
+                "conductor_messagebus_appends_total",
+                "Messages appended to the message bus and acknowledged.",
+            )
+            .map_err(registration)?;
+        let http = HttpMetrics {
+            requests: registry
+                .counter_family(
+                    "conductor_api_requests_total",
+                    "HTTP requests answered, by method and status code.",
+                    &["method", "status"],
+                )
+                .map_err(registration)?,
+            panics: registry
+                .counter(
+                    "conductor_http_panics_total",
+                    "Request handlers that panicked and were answered with 500.",
+                )
+                .map_err(registration)?,
+        };
+        registry
+            .register_collector(Arc::new(ProcessCollector::new()))
+            .map_err(registration)?;
+        let runs = Runs::open(&config.data_dir, run_metrics)?;
+        let bus = Bus::open(&config.data_dir, appends)?;
+        Ok(Arc::new(App {
+            registry,
+            runs,
+            bus,
+            http,
+            log,
+            config,
+            started,
+        }))
+    }
+
+    /// Seconds since start.
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}

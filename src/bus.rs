@@ -1,0 +1,223 @@
+//! The message bus: an ordered, durable log of typed messages that agents
+//! and orchestrators append to and read after a given message id.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+use crate::commit_queue::CommitQueue;
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::metrics::Counter;
+use crate::time;
+
+/// The largest message body, in bytes of its JSON encoding.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The most messages a read returns, and the default.
+pub const MAX_LIMIT: usize = 1000;
+/// The default number of messages a read returns.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// How many messages stay in memory for reads; older ones remain in the
+/// journal. A read after an evicted id starts at the oldest retained one.
+pub const RETAINED: usize = 100_000;
+
+/// A message on the bus.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// `MSG-` and a zero-padded sequence number, increasing in append order.
+    pub msg_id: String,
+    /// The sequence number inside `msg_id`.
+    pub seq: u64,
+    /// The message type.
+    pub kind: String,
+    /// The body, any JSON value.
+    pub body: Value,
+    /// The run it concerns, if any.
+    pub run_id: Option<String>,
+    /// Unix seconds when it was appended.
+    pub timestamp: f64,
+}
+
+impl Message {
+    /// The message as a JSON object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "msg_id": self.msg_id,
+            "type": self.kind,
+            "body": self.body,
+            "run_id": self.run_id,
+            "timestamp": time::rfc3339(self.timestamp),
+        })
+    }
+}
+
+/// The bus. Safe to share across threads.
+pub struct Bus {
+    state: Arc<Mutex<State>>,
+    queue: CommitQueue,
+    appends: Counter,
+}
+
+#[derive(Default)]
+struct State {
+    /// Durable messages, in order.
+    messages: VecDeque<Message>,
+    /// The last sequence number handed out (durable or not).
+    last_seq: u64,
+}
+
+fn msg_id(seq: u64) -> String {
+    format!("MSG-{seq:012}")
+}
+
+fn parse_msg_id(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix("MSG-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Bus {
+    /// Opens `messages.jsonl` under `dir` and replays it. `appends` is
+    /// `conductor_messagebus_appends_total`, counted per acknowledged append.
+    pub fn open(dir: &Path, appends: Counter) -> Result<Bus, Error> {
+        let (journal, replay) =
+            Journal::open(dir.join("messages.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
+        let mut state = State::default();
+        for record in &replay.records {
+            let Ok(v) = serde_json::from_slice::<Value>(record) else {
+                continue;
+            };
+            let Some(seq) = v["seq"].as_u64() else {
+                continue;
+            };
+            state.last_seq = state.last_seq.max(seq);
+            state.push(Message {
+                msg_id: msg_id(seq),
+                seq,
+                kind: v["type"].as_str().unwrap_or_default().to_string(),
+                body: v["body"].clone(),
+                run_id: v["run_id"].as_str().map(str::to_string),
+                timestamp: v["ts"].as_f64().unwrap_or(0.0),
+            });
+        }
+        appends.inc_by(state.messages.len() as u64);
+        let queue = CommitQueue::start(Arc::new(journal), "bus")
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        Ok(Bus {
+            state: Arc::new(Mutex::new(state)),
+            queue,
+            appends,
+        })
+    }
+
+    fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+        // Each update is applied whole under the lock and cannot panic midway.
+        state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a message; `done` gets it once durable, when it also becomes
+    /// visible to readers.
+    pub fn append(
+        &self,
+        kind: String,
+        body: Value,
+        run_id: Option<String>,
+        done: impl FnOnce(Result<Message, Error>) + Send + 'static,
+    ) {
+        if kind.is_empty() || kind.len() > 128 {
+            return done(Err(Error::invalid("type", "must be 1-128 bytes")));
+        }
+        let size = body.to_string().len();
+        if size > MAX_BODY_BYTES {
+            return done(Err(Error::TooLarge(format!(
+                "body is {size} bytes; the limit is {MAX_BODY_BYTES}"
+            ))));
+        }
+        let mut state = Self::lock(&self.state);
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let message = Message {
+            msg_id: msg_id(seq),
+            seq,
+            kind,
+            body,
+            run_id,
+            timestamp: time::now_unix(),
+        };
+        let record = json!({
+            "seq": seq, "type": message.kind, "body": message.body,
+            "run_id": message.run_id, "ts": message.timestamp,
+        });
+        let shared = self.state.clone();
+        let appends = self.appends.clone();
+        // Submitted under the lock, so journal order is sequence order, and
+        // the committer runs callbacks in that order too.
+        self.queue
+            .submit(record.to_string().into_bytes(), move |o| match o {
+                Ok(()) => {
+                    Self::lock(&shared).push(message.clone());
+                    appends.inc();
+                    done(Ok(message));
+                }
+                Err(e) => done(Err(Error::Storage(e.to_string()))),
+            });
+    }
+
+    /// Up to `limit` messages after `after` (from the start when `None`).
+    /// An id that is malformed or beyond the last message is not found.
+    pub fn read(&self, after: Option<&str>, limit: usize) -> Result<Vec<Message>, Error> {
+        let state = Self::lock(&self.state);
+        let from_seq = match after {
+            None => 0,
+            Some(id) => {
+                let newest = state.messages.back().map_or(0, |m| m.seq);
+                match parse_msg_id(id) {
+                    Some(seq) if seq <= newest && seq > 0 => seq,
+                    _ => return Err(Error::NotFound(format!("message {id} not found"))),
+                }
+            }
+        };
+        let start = state.messages.partition_point(|m| m.seq <= from_seq);
+        Ok(state
+            .messages
+            .iter()
+            .skip(start)
+            .take(limit.min(MAX_LIMIT))
+            .cloned()
+            .collect())
+    }
+
+    /// The number of messages appended and acknowledged, ever.
+    pub fn appended(&self) -> u64 {
+        Self::lock(&self.state).messages.back().map_or(0, |m| m.seq)
+    }
+}
+
+impl State {
+    fn push(&mut self, m: Message) {
+        self.messages.push_back(m);
+        while self.messages.len() > RETAINED {
+            self.messages.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_strictly() {
+        assert_eq!(parse_msg_id("MSG-000000000042"), Some(42));
+        assert_eq!(parse_msg_id("MSG-"), None);
+        assert_eq!(parse_msg_id("MSG-+1"), None);
+        assert_eq!(parse_msg_id("msg-1"), None);
+        assert_eq!(msg_id(7), "MSG-000000000007");
+    }
+}

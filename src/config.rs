@@ -1,0 +1,275 @@
+//! Command-line and environment configuration, parsed with std only. A
+//! flag wins over its environment variable, which wins over the default.
+
+use std::path::PathBuf;
+
+use crate::log::{Level, LogFormat};
+
+/// The default listen address: loopback, so nothing is exposed by accident.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
+/// The default base URL the client commands talk to.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
+/// The default body limit: 1 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+/// The default number of request workers.
+pub const DEFAULT_WORKERS: usize = 4;
+
+/// Settings of `serve`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// `--addr` / `CONDUCTOR_ADDR`.
+    pub addr: String,
+    /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `--workers` / `CONDUCTOR_WORKERS`.
+    pub workers: usize,
+    /// `--max-body` / `CONDUCTOR_MAX_BODY`, in bytes.
+    pub max_body: u64,
+    /// From `--api-key-file`, or `CONDUCTOR_API_KEY`.
+    pub api_key: Option<String>,
+    /// `--log-level` / `CONDUCTOR_LOG`.
+    pub log_level: Level,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeConfig),
+    /// Print a summary from a running server.
+    Status {
+        /// Base URL of the server.
+        url: String,
+    },
+    /// Print this text and exit 0.
+    Help(String),
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// The `--help` text.
+pub const HELP: &str = "\
+conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration
+
+Usage:
+  conductor-metrics [serve] [OPTIONS]    run the server (the default)
+  conductor-metrics status [--url URL]   print a summary from a running server
+  conductor-metrics --help | --version
+
+Serve options (each has an environment variable; the flag wins):
+  --addr ADDR            listen address            CONDUCTOR_ADDR      (127.0.0.1:14355)
+  --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
+  --workers N            request worker threads    CONDUCTOR_WORKERS   (4)
+  --max-body BYTES       request body limit        CONDUCTOR_MAX_BODY  (1MiB; K, M, KiB, MiB suffixes)
+  --api-key-file FILE    require this key on /api/v1/*  (or CONDUCTOR_API_KEY)
+  --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)
+  --log-format FORMAT    json or text                                  (json)
+
+Client options:
+  --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
+";
+
+/// Parses arguments (without the program name). `env` looks variables up.
+/// The error is a one-line message for exit code 2.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let mut args = args.iter().map(String::as_str).peekable();
+    let sub = match args.peek() {
+        Some(&"serve") | Some(&"status") => args.next(),
+        _ => None,
+    };
+    let mut flags: Vec<(&str, &str)> = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg {
+            "-h" | "--help" => return Ok(Command::Help(HELP.to_string())),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(name) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument {arg:?} (see --help)"));
+        };
+        let (name, value) = match name.split_once('=') {
+            Some((n, v)) => (n, v),
+            None => (
+                name,
+                args.next()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
+            ),
+        };
+        flags.push((name, value));
+    }
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let allowed: &[&str] = match sub {
+        Some("status") => &["url"],
+        _ => &[
+            "addr",
+            "data-dir",
+            "workers",
+            "max-body",
+            "api-key-file",
+            "log-level",
+            "log-format",
+        ],
+    };
+    if let Some((name, _)) = flags.iter().find(|(n, _)| !allowed.contains(n)) {
+        return Err(format!("unknown flag --{name} (see --help)"));
+    }
+    let setting = |name: &str, var: &str| flag(name).or_else(|| env(var));
+    if sub == Some("status") {
+        let url = setting("url", "CONDUCTOR_URL").unwrap_or_else(|| DEFAULT_URL.to_string());
+        return Ok(Command::Status { url });
+    }
+    let workers = match setting("workers", "CONDUCTOR_WORKERS") {
+        None => DEFAULT_WORKERS,
+        Some(w) => match w.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "--workers must be an integer from 1 to 1024, not {w:?}"
+                ))
+            }
+        },
+    };
+    let max_body = match setting("max-body", "CONDUCTOR_MAX_BODY") {
+        None => DEFAULT_MAX_BODY,
+        Some(b) => parse_size(&b)
+            .ok_or_else(|| format!("--max-body must be a size in bytes, not {b:?}"))?,
+    };
+    let api_key = match flag("api-key-file") {
+        Some(path) => {
+            let key = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read --api-key-file {path}: {e}"))?;
+            Some(key.trim().to_string())
+        }
+        None => env("CONDUCTOR_API_KEY").map(|k| k.trim().to_string()),
+    };
+    if api_key.as_deref() == Some("") {
+        return Err("the API key is empty".to_string());
+    }
+    let log_level = match setting("log-level", "CONDUCTOR_LOG") {
+        None => Level::Info,
+        Some(l) => Level::parse(&l)
+            .ok_or_else(|| format!("--log-level must be error, warn, info or debug, not {l:?}"))?,
+    };
+    let log_format = match flag("log-format").as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => return Err(format!("--log-format must be json or text, not {other:?}")),
+    };
+    Ok(Command::Serve(ServeConfig {
+        addr: setting("addr", "CONDUCTOR_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_string()),
+        data_dir: PathBuf::from(
+            setting("data-dir", "CONDUCTOR_DATA_DIR").unwrap_or_else(|| "data".to_string()),
+        ),
+        workers,
+        max_body,
+        api_key,
+        log_level,
+        log_format,
+    }))
+}
+
+/// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let Command::Serve(c) = parse(&[], &no_env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.addr.as_str(), c.workers, c.max_body),
+            (DEFAULT_ADDR, 4, 1 << 20)
+        );
+        let env = |k: &str| (k == "CONDUCTOR_WORKERS").then(|| "9".to_string());
+        let Command::Serve(c) =
+            parse(&args("serve --addr 127.0.0.1:0 --max-body=2KiB"), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (c.addr.as_str(), c.workers, c.max_body),
+            ("127.0.0.1:0", 9, 2048)
+        );
+        let Command::Serve(c) = parse(&args("--workers 3"), &env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.workers, 3);
+    }
+
+    #[test]
+    fn bad_input_is_one_line() {
+        for bad in [
+            "--nope 1",
+            "--workers x",
+            "--workers 0",
+            "--max-body 1X",
+            "--addr",
+            "stray",
+            "--log-format xml",
+            "status --addr x",
+        ] {
+            let e = parse(&args(bad), &no_env).unwrap_err();
+            assert!(!e.contains('\n'), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn help_version_status() {
+        assert!(matches!(
+            parse(&args("--help"), &no_env),
+            Ok(Command::Help(_))
+        ));
+        assert_eq!(
+            parse(&args("serve --version"), &no_env),
+            Ok(Command::Version)
+        );
+        assert_eq!(
+            parse(&args("status --url http://x:1"), &no_env),
+            Ok(Command::Status {
+                url: "http://x:1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("99999999999999999999"), None);
+    }
+}

@@ -1,0 +1,47 @@
+//! The domain error: what went wrong, in terms of the request rather than
+//! of HTTP. `http::response` is the one place that maps it to a status.
+
+use std::fmt;
+
+/// A failed domain operation. Safe to send across threads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// The input is malformed; `field` names the offending part.
+    Invalid {
+        /// The field (or `body`) at fault.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The named thing does not exist.
+    NotFound(String),
+    /// The request conflicts with the current state.
+    Conflict(String),
+    /// The body is larger than allowed.
+    TooLarge(String),
+    /// Storage failed; nothing was acknowledged.
+    Storage(String),
+}
+
+impl Error {
+    /// An [`Error::Invalid`] for `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid { field, message } => write!(f, "{field}: {message}"),
+            Error::NotFound(m) | Error::Conflict(m) | Error::TooLarge(m) | Error::Storage(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,284 @@
+//! One request and its answer. The HTTP handlers see this instead of
+//! tiny_http's types; it counts, logs and sends exactly one answer.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::response::{safe_header_value, Response};
+use crate::app::App;
+use crate::error::Error;
+
+/// A request in flight and the duty to answer it. Safe to move to another
+/// thread (the journal committer answers durable writes).
+///
+/// Dropping it unanswered, including while a handler panics, answers 500:
+/// every request gets exactly one counted and logged answer.
+pub struct Exchange {
+    request: Option<tiny_http::Request>,
+    app: Arc<App>,
+    method: &'static str,
+    path: String,
+    query: String,
+    request_id: String,
+    started: Instant,
+}
+
+/// The method label: one of a fixed set, so clients cannot grow the series.
+pub fn method_label(m: &tiny_http::Method) -> &'static str {
+    use tiny_http::Method::*;
+    match m {
+        Get => "GET",
+        Head => "HEAD",
+        Post => "POST",
+        Put => "PUT",
+        Delete => "DELETE",
+        Patch => "PATCH",
+        Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// True for an `X-Request-ID` we keep: 1–64 of `[A-Za-z0-9._:-]`.
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    format!("{:016x}", h.finish())
+}
+
+impl Exchange {
+    /// Wraps a request from tiny_http.
+    pub fn new(request: tiny_http::Request, app: Arc<App>) -> Exchange {
+        let method = method_label(request.method());
+        let url = request.url().to_string();
+        let (path, query) = match url.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (url, String::new()),
+        };
+        let request_id = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("X-Request-ID"))
+            .map(|h| h.value.as_str().trim().to_string())
+            .filter(|id| valid_request_id(id))
+            .unwrap_or_else(new_request_id);
+        Exchange {
+            request: Some(request),
+            app,
+            method,
+            path,
+            query,
+            request_id,
+            started: Instant::now(),
+        }
+    }
+
+    /// The method label (GET, POST, …, or OTHER).
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The request id echoed on the answer.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The application.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// The first value of query parameter `key`, percent-decoded.
+    pub fn query(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == key).then(|| percent_decode(v))
+        })
+    }
+
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let request = self.request.as_ref()?;
+        request
+            .headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_string())
+    }
+
+    /// Reads the body, refusing one over `max` bytes whether its
+    /// Content-Length says so or a chunked body grows past it.
+    pub fn read_body(&mut self, max: u64) -> Result<Vec<u8>, Error> {
+        let too_large = || Error::TooLarge(format!("the body limit is {max} bytes"));
+        let Some(request) = self.request.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if request.body_length().is_some_and(|n| n as u64 > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        request
+            .as_reader()
+            .take(max + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Error::invalid("body", format!("could not be read: {e}")))?;
+        if body.len() as u64 > max {
+            return Err(too_large());
+        }
+        Ok(body)
+    }
+
+    /// Sends the answer: adds the request id, counts it and logs it.
+    pub fn send(mut self, response: Response) {
+        self.finish(response);
+    }
+
+    fn finish(&mut self, response: Response) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        let status = response.status;
+        let bytes = response.body.len();
+        let mut out = tiny_http::Response::from_data(response.body).with_status_code(status);
+        let headers = [("Content-Type", response.content_type.to_string())]
+            .into_iter()
+            .chain(response.headers)
+            .chain([("X-Request-ID", self.request_id.clone())]);
+        for (name, value) in headers {
+            // Names are ours; values are checked so no client byte can
+            // split a header (tiny_http accepts CR and LF).
+            if !safe_header_value(&value) {
+                continue;
+            }
+            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                out.add_header(h);
+            }
+        }
+        let app = &self.app;
+        app.http.requests.inc(&[self.method, status_text(status)]);
+        let _ = request.respond(out);
+        app.log.info(
+            "request",
+            &[
+                ("method", json!(self.method)),
+                ("path", json!(self.path)),
+                ("status", json!(status)),
+                ("bytes", json!(bytes)),
+                (
+                    "duration_ms",
+                    json!((self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3),
+                ),
+                ("request_id", json!(self.request_id)),
+            ],
+        );
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.request.is_none() {
+            return;
+        }
+        if std::thread::panicking() {
+            self.app.http.panics.inc();
+            self.finish(Response::internal("the handler panicked"));
+        } else {
+            self.finish(Response::internal("the handler gave no answer"));
+        }
+    }
+}
+
+/// Status codes as label values without allocating for the common ones.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        100 => "100",
+        101 => "101",
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        411 => "411",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        501 => "501",
+        503 => "503",
+        505 => "505",
+        _ => "other",
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        assert!(valid_request_id("abc-123_x.y:z"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id(&"a".repeat(65)));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id("a\r\nb"));
+        let a = new_request_id();
+        assert!(valid_request_id(&a) && a != new_request_id());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("MSG-1"), "MSG-1");
+    }
+}

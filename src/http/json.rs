@@ -1,0 +1,121 @@
+//! Strict JSON request bodies: an object with known fields of known types,
+//! and errors that name the field.
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// A parsed JSON object body whose keys were checked against a list.
+pub struct Body(Map<String, Value>);
+
+impl Body {
+    /// Parses `bytes` as a JSON object with only `allowed` keys. An empty
+    /// body is an empty object.
+    pub fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Body, Error> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Map::new()));
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid("body", format!("not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(Error::invalid("body", "must be a JSON object"));
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(Error::invalid(unknown, "unknown field"));
+        }
+        Ok(Body(map))
+    }
+
+    /// Parses a body that may be one object or an array of them.
+    pub fn parse_value(bytes: &[u8]) -> Result<Value, Error> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid("body", format!("not valid JSON: {e}")))
+    }
+
+    /// Wraps an already parsed object, checking its keys.
+    pub fn from_object(value: &Value, allowed: &[&str], prefix: &str) -> Result<Body, Error> {
+        let Value::Object(map) = value else {
+            return Err(Error::invalid(prefix, "must be a JSON object"));
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(Error::invalid(
+                &format!("{prefix}.{unknown}"),
+                "unknown field",
+            ));
+        }
+        Ok(Body(map.clone()))
+    }
+
+    /// An optional string field; `null` counts as absent.
+    pub fn opt_str(&self, field: &str) -> Result<Option<String>, Error> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Error::invalid(field, "must be a string")),
+        }
+    }
+
+    /// A required string field.
+    pub fn str(&self, field: &str) -> Result<String, Error> {
+        self.opt_str(field)?
+            .ok_or_else(|| Error::invalid(field, "is required"))
+    }
+
+    /// An optional number field.
+    pub fn opt_f64(&self, field: &str) -> Result<Option<f64>, Error> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(_) => Err(Error::invalid(field, "must be a number")),
+        }
+    }
+
+    /// An optional non-negative integer field.
+    pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, Error> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Error::invalid(field, "must be a non-negative integer")),
+            Some(_) => Err(Error::invalid(field, "must be a non-negative integer")),
+        }
+    }
+
+    /// An optional boolean field.
+    pub fn opt_bool(&self, field: &str) -> Result<Option<bool>, Error> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(Error::invalid(field, "must be true or false")),
+        }
+    }
+
+    /// A field of any JSON type, or `None`.
+    pub fn any(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_field_at_fault() {
+        let e = Body::parse(br#"{"agent": 3}"#, &["agent"])
+            .unwrap()
+            .opt_str("agent");
+        assert_eq!(e, Err(Error::invalid("agent", "must be a string")));
+        let e = Body::parse(br#"{"agnet": "x"}"#, &["agent"]).err().unwrap();
+        assert_eq!(e, Error::invalid("agnet", "unknown field"));
+        assert!(Body::parse(b"[1]", &[]).is_err());
+        assert!(Body::parse(b"{", &[]).is_err());
+        assert!(Body::parse(b"  ", &[]).is_ok());
+        let b = Body::parse(br#"{"n": -1, "ok": true, "x": null}"#, &["n", "ok", "x"]).unwrap();
+        assert!(b.opt_u64("n").is_err());
+        assert_eq!(b.opt_bool("ok"), Ok(Some(true)));
+        assert_eq!(b.opt_str("x"), Ok(None));
+        assert!(b.str("missing").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Responses as plain data, and the one place that maps errors to HTTP.
+
+use serde_json::{json, Value};
+
+use crate::error::Error;
+
+/// The content type of every JSON answer.
+pub const JSON: &str = "application/json";
+
+/// An answer, built completely before any byte goes out so that a failure
+/// can still become a 500.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The Content-Type.
+    pub content_type: &'static str,
+    /// Extra headers. Names are ours; values are checked before sending.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, value: &Value) -> Response {
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: value.to_string().into_bytes(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The JSON error answer for an API error code.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        Response::json(
+            status,
+            &json!({"error": {"code": code, "message": message}}),
+        )
+    }
+
+    /// 405 with the methods the route allows.
+    pub fn method_not_allowed(allow: &'static str) -> Response {
+        Response::error(
+            405,
+            "METHOD_NOT_ALLOWED",
+            &format!("allowed methods: {allow}"),
+        )
+        .with_header("Allow", allow)
+    }
+
+    /// 401 with the challenge.
+    pub fn unauthorized() -> Response {
+        Response::error(401, "UNAUTHORIZED", "a valid API key is required")
+            .with_header("WWW-Authenticate", "Bearer realm=\"conductor\"")
+    }
+
+    /// 404 for an unknown route.
+    pub fn no_route(path: &str) -> Response {
+        Response::error(404, "NOT_FOUND", &format!("no route for {path}"))
+    }
+
+    /// An internal error.
+    pub fn internal(message: &str) -> Response {
+        Response::error(500, "INTERNAL", message)
+    }
+}
+
+impl From<Error> for Response {
+    fn from(e: Error) -> Response {
+        let (status, code) = match &e {
+            Error::Invalid { .. } => (400, "BAD_REQUEST"),
+            Error::NotFound(_) => (404, "NOT_FOUND"),
+            Error::Conflict(_) => (409, "CONFLICT"),
+            Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
+            Error::Storage(_) => (500, "INTERNAL"),
+        };
+        let mut r = Response::error(status, code, &e.to_string());
+        if let Error::Invalid { field, .. } = &e {
+            r = Response::json(
+                status,
+                &json!({"error": {"code": code, "message": e.to_string(), "field": field}}),
+            );
+        }
+        r
+    }
+}
+
+/// True when `value` may go into a response header: visible ASCII and
+/// spaces only, so no CR, LF or other control byte can split the header.
+pub fn safe_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_statuses_and_codes() {
+        let cases = [
+            (Error::invalid("run_id", "bad"), 400, "BAD_REQUEST"),
+            (Error::NotFound("x".into()), 404, "NOT_FOUND"),
+            (Error::Conflict("x".into()), 409, "CONFLICT"),
+            (Error::TooLarge("x".into()), 413, "PAYLOAD_TOO_LARGE"),
+            (Error::Storage("x".into()), 500, "INTERNAL"),
+        ];
+        for (e, status, code) in cases {
+            let r = Response::from(e);
+            assert_eq!(r.status, status);
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["error"]["code"], code);
+        }
+        let r = Response::from(Error::invalid("agent", "must be a string"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["field"], "agent");
+    }
+
+    #[test]
+    fn header_values_with_line_breaks_are_unsafe() {
+        assert!(safe_header_value("abc-123 x"));
+        assert!(!safe_header_value("a\r\nSet-Cookie: x"));
+        assert!(!safe_header_value("a\nb"));
+        assert!(!safe_header_value("é"));
+    }
+}

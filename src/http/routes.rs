@@ -1,0 +1,257 @@
+//! Routing and the handlers: each translates between an [`Exchange`] and
+//! plain calls into the domain.
+
+use serde_json::{json, Value};
+
+use super::exchange::Exchange;
+use super::json::Body;
+use super::response::Response;
+use crate::app::VERSION;
+use crate::bus;
+use crate::error::Error;
+use crate::metrics::Format;
+use crate::runs::{Finish, NewRun, Status};
+use crate::time;
+
+/// Dispatches one request. Every path through here answers exactly once.
+pub fn route(ex: Exchange) {
+    let path = ex.path().to_string();
+    let method = ex.method();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    if path.starts_with("/api/") && !authorized(&ex) {
+        return ex.send(Response::unauthorized());
+    }
+    match (segments.as_slice(), method) {
+        (["metrics"], "GET" | "HEAD") => metrics(ex),
+        (["metrics"], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
+        (["healthz"], "GET" | "HEAD") => ex.send(Response::json(200, &json!({"status": "ok"}))),
+        (["healthz"], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
+        (["api", "v1", "status"], "GET") => status(ex),
+        (["api", "v1", "status"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "runs"], "POST") => start_run(ex),
+        (["api", "v1", "runs"], "GET") => list_runs(ex),
+        (["api", "v1", "runs"], _) => ex.send(Response::method_not_allowed("GET, POST")),
+        (["api", "v1", "runs", id], "GET") => {
+            let id = id.to_string();
+            get_run(ex, &id)
+        }
+        (["api", "v1", "runs", _], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "runs", id, action @ ("complete" | "fail" | "cancel")], "POST") => {
+            let (id, action) = (id.to_string(), action.to_string());
+            finish_run(ex, &id, &action)
+        }
+        (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
+            ex.send(Response::method_not_allowed("POST"))
+        }
+        (["api", "v1", "messages"], "POST") => append_message(ex),
+        (["api", "v1", "messages"], "GET") => read_messages(ex),
+        (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
+        _ => {
+            let r = Response::no_route(&path);
+            ex.send(r)
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer KEY` or `X-API-Key: KEY` in constant time.
+fn authorized(ex: &Exchange) -> bool {
+    let Some(key) = ex.app().config.api_key.as_deref() else {
+        return true;
+    };
+    let bearer = ex
+        .header("Authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(|k| k.trim().to_string()));
+    let given = [bearer, ex.header("X-API-Key").map(|k| k.trim().to_string())];
+    given
+        .iter()
+        .flatten()
+        .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+}
+
+/// Compares without an early exit, so timing reveals nothing but length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn metrics(ex: Exchange) {
+    let format = match ex.query("format").as_deref() {
+        Some("openmetrics") => Format::OpenMetrics,
+        Some("text" | "prometheus") => Format::Text,
+        _ => Format::negotiate(ex.header("Accept").as_deref()),
+    };
+    let mut body = Vec::with_capacity(16 * 1024);
+    ex.app().registry.render(&mut body, format);
+    ex.send(Response {
+        status: 200,
+        content_type: format.content_type(),
+        headers: Vec::new(),
+        body,
+    })
+}
+
+fn status(ex: Exchange) {
+    let app = ex.app();
+    let counts = app.runs.counts();
+    let runs: Vec<Value> = app
+        .runs
+        .list(Some(Status::Running))
+        .iter()
+        .map(|r| {
+            let v = r.to_json();
+            json!({"run_id": v["run_id"], "agent": v["agent"], "started_at": v["started_at"]})
+        })
+        .collect();
+    let body = json!({
+        "version": VERSION,
+        "uptime_seconds": app.uptime_seconds(),
+        "active_runs_count": counts.active,
+        "completed_runs": counts.completed,
+        "failed_runs": counts.failed,
+        "cancelled_runs": counts.cancelled,
+        "messagebus_appends": app.bus.appended(),
+        "runs": runs,
+    });
+    ex.send(Response::json(200, &body))
+}
+
+fn start_run(mut ex: Exchange) {
+    let new = match new_run(&mut ex) {
+        Ok(new) => new,
+        Err(r) => return ex.send(r),
+    };
+    let app = ex.app().clone();
+    app.runs.start(new, move |result| match result {
+        Ok(run) => ex.send(Response::json(
+            201,
+            &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
+        )),
+        Err(e) => ex.send(e.into()),
+    });
+}
+
+fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
+    let max = ex.app().config.max_body;
+    let body = Body::parse(&ex.read_body(max)?, &["run_id", "agent", "goal"])?;
+    Ok(NewRun {
+        run_id: body.opt_str("run_id")?,
+        agent: body.opt_str("agent")?,
+        goal: body.opt_str("goal")?,
+    })
+}
+
+fn finish_run(mut ex: Exchange, id: &str, action: &str) {
+    let how = match finish_how(&mut ex, action) {
+        Ok(how) => how,
+        Err(r) => return ex.send(r),
+    };
+    let app = ex.app().clone();
+    app.runs.finish(id, how, move |result| match result {
+        Ok(run) => ex.send(Response::json(200, &run.to_json())),
+        Err(e) => ex.send(e.into()),
+    });
+}
+
+fn finish_how(ex: &mut Exchange, action: &str) -> Result<Finish, Response> {
+    let max = ex.app().config.max_body;
+    let body = ex.read_body(max)?;
+    Ok(match action {
+        "complete" => {
+            Body::parse(&body, &[])?;
+            Finish::Complete
+        }
+        "fail" => Finish::Fail(Body::parse(&body, &["error"])?.opt_str("error")?),
+        _ => {
+            Body::parse(&body, &[])?;
+            Finish::Cancel
+        }
+    })
+}
+
+fn list_runs(ex: Exchange) {
+    let status = match ex.query("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match Status::parse(&s) {
+            Some(st) => Some(st),
+            None => {
+                let e = Error::invalid("status", "must be running, completed, failed or cancelled");
+                return ex.send(e.into());
+            }
+        },
+    };
+    let runs: Vec<Value> = ex
+        .app()
+        .runs
+        .list(status)
+        .iter()
+        .map(|r| r.to_json())
+        .collect();
+    ex.send(Response::json(200, &json!({ "runs": runs })))
+}
+
+fn get_run(ex: Exchange, id: &str) {
+    match ex.app().runs.get(id) {
+        Some(run) => ex.send(Response::json(200, &run.to_json())),
+        None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
+    }
+}
+
+fn append_message(mut ex: Exchange) {
+    let (kind, content, run_id) = match new_message(&mut ex) {
+        Ok(m) => m,
+        Err(r) => return ex.send(r),
+    };
+    let app = ex.app().clone();
+    app.bus
+        .append(kind, content, run_id, move |result| match result {
+            Ok(m) => ex.send(Response::json(
+                201,
+                &json!({"msg_id": m.msg_id, "timestamp": time::rfc3339(m.timestamp)}),
+            )),
+            Err(e) => ex.send(e.into()),
+        });
+}
+
+fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
+    let max = ex.app().config.max_body;
+    let body = Body::parse(&ex.read_body(max)?, &["type", "body", "run_id"])?;
+    let kind = body.str("type")?;
+    let content = body
+        .any("body")
+        .cloned()
+        .ok_or_else(|| Error::invalid("body", "is required"))?;
+    Ok((kind, content, body.opt_str("run_id")?))
+}
+
+fn read_messages(ex: Exchange) {
+    let limit = match ex.query("limit") {
+        None => bus::DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=bus::MAX_LIMIT).contains(&n) => n,
+            _ => {
+                let e = Error::invalid("limit", "must be an integer from 1 to 1000");
+                return ex.send(e.into());
+            }
+        },
+    };
+    let after = ex.query("after").filter(|a| !a.is_empty());
+    match ex.app().bus.read(after.as_deref(), limit) {
+        Ok(messages) => {
+            let messages: Vec<Value> = messages.iter().map(|m| m.to_json()).collect();
+            ex.send(Response::json(200, &json!({ "messages": messages })))
+        }
+        Err(e) => ex.send(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_exactly() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret2"));
+    }
+}
