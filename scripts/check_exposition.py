@@ -27,7 +27,8 @@ def fetch(source, openmetrics):
             return response.read().decode("utf-8"), response.headers.get("Content-Type")
     if source == "-":
         return sys.stdin.read(), None
-    with open(source, encoding="utf-8") as f:
+    # newline="" keeps a CR inside a label value; universal newlines would split the line.
+    with open(source, encoding="utf-8", newline="") as f:
         return f.read(), None
 
 

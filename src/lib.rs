@@ -17,3 +17,8 @@ pub mod runs;
 pub mod sys;
 pub mod time;
 pub mod ws;
+
+/// The examples in `docs/metrics-library.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/metrics-library.md")]
+pub struct MetricsLibraryDoctests;

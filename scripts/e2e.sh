@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# End-to-end checks against real clients: promtool and Python's
+# prometheus_client parsers on the registry's hostile-label output and on a
+# live server's scrape in both formats. Loopback only; stops by itself.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$CM_REPO_ROOT"
+
+scripts/install-tools.sh promtool python >/dev/null
+
+# 1. The registry's hostile-label samples, written by the exposition tests.
+samples=${CARGO_TARGET_DIR:-target}/tmp/exposition
+if [[ ! -s $samples/hostile.prom ]]; then
+    cargo test --release --locked --quiet --test exposition writes_samples_for_external_parsers >/dev/null
+fi
+scripts/promtool-check.sh "$samples/hostile.prom"
+python3 scripts/check_exposition_samples.py "$samples"
+
+# 2. A live server: traffic, then its scrape through both parsers and promtool.
+build_release
+data=$(mktemp -d "${TMPDIR:-/tmp}/conductor-e2e.XXXXXX")
+cleanup() {
+    stop_server
+    rm -rf "$data"
+}
+trap cleanup EXIT
+start_server "$data"
+run=$(curl -fsS -X POST "$CM_URL/api/v1/runs" -d '{"agent":"e2e"}')
+run_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])' <<<"$run")
+curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/complete" >/dev/null
+curl -fsS -X POST "$CM_URL/api/v1/messages" -d '{"type":"note","body":"hello"}' >/dev/null
+curl -sS -o /dev/null -X DELETE "$CM_URL/metrics"
+curl -sS -o /dev/null "$CM_URL/no/such/route"
+
+scripts/promtool-check.sh "$CM_URL/metrics"
+expect=(conductor_uptime_seconds conductor_active_runs conductor_completed_runs_total
+    conductor_failed_runs_total conductor_cancelled_runs_total conductor_messagebus_appends_total
+    conductor_api_requests_total conductor_build_info process_cpu_seconds_total
+    process_resident_memory_bytes process_virtual_memory_bytes process_open_fds process_max_fds
+    process_start_time_seconds process_threads)
+expect_args=()
+for name in "${expect[@]}"; do
+    expect_args+=(--expect "$name")
+done
+python3 scripts/check_exposition.py "$CM_URL/metrics" "${expect_args[@]}"
+python3 scripts/check_exposition.py "$CM_URL/metrics" --openmetrics "${expect_args[@]}"
+echo "e2e: ok"

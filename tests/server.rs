@@ -1,0 +1,2 @@
+//! Placeholder while the server tests are written.
+mod common;
