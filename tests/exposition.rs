@@ -14,7 +14,11 @@ fn render(r: &Registry, fmt: Format) -> String {
 fn golden_text_output() {
     let r = Registry::new();
     let c = r
-        .counter_family("jobs_total", "Jobs done.\nBy kind \\ result.", &["kind", "result"])
+        .counter_family(
+            "jobs_total",
+            "Jobs done.\nBy kind \\ result.",
+            &["kind", "result"],
+        )
         .unwrap();
     c.inc(&["merge", "ok"]);
     c.inc_by(&["build", "ok"], 2_000_000);
@@ -53,7 +57,9 @@ queue_depth -2.5
 #[test]
 fn golden_openmetrics_output() {
     let r = Registry::new();
-    r.counter("runs_total", "Runs \"started\".").unwrap().inc_by(3);
+    r.counter("runs_total", "Runs \"started\".")
+        .unwrap()
+        .inc_by(3);
     let h = r
         .histogram_family("phase_seconds", "Phase time.", &["phase"], &[1.0])
         .unwrap();
@@ -97,8 +103,10 @@ fn registration_rules() {
         r.gauge("h_bucket", "x").err(),
         r.gauge("h_sum", "x").err(),
         r.gauge("h_count", "x").err(),
-        r.histogram("a", "clashes with a_total's OpenMetrics name", &[1.0]).err(),
-        r.counter("g_total", "clashes with gauge g in OpenMetrics").err(),
+        r.histogram("a", "clashes with a_total's OpenMetrics name", &[1.0])
+            .err(),
+        r.counter("g_total", "clashes with gauge g in OpenMetrics")
+            .err(),
         r.counter_family("f_total", "x", &["__reserved"]).err(),
         r.counter_family("f_total", "x", &["le"]).err(),
         r.counter_family("f_total", "x", &["quantile"]).err(),
@@ -135,7 +143,8 @@ fn series_cap_bounds_memory_and_counts_overflow() {
 fn callbacks_and_panicking_callbacks_never_fail_a_scrape() {
     let r = Registry::new();
     r.gauge_fn("fine", "x", || 42.0).unwrap();
-    r.gauge_fn("broken", "x", || panic!("callback bug")).unwrap();
+    r.gauge_fn("broken", "x", || panic!("callback bug"))
+        .unwrap();
     let text = render(&r, Format::Text);
     assert!(text.contains("\nfine 42\n"));
     assert!(text.contains("\nbroken NaN\n"));
@@ -155,8 +164,22 @@ impl Rng {
     /// A label value built from the pieces that break naive encoders.
     fn hostile(&mut self) -> String {
         const PIECES: [&str; 16] = [
-            "\"", "\\", "\n", "}", "{", ",", "=", " ", "\\n", "\\\"", "é", "🦀", "\u{0}", "\r",
-            "\"} 1\nevil_total 1\n# ", "le=\"",
+            "\"",
+            "\\",
+            "\n",
+            "}",
+            "{",
+            ",",
+            "=",
+            " ",
+            "\\n",
+            "\\\"",
+            "é",
+            "🦀",
+            "\u{0}",
+            "\r",
+            "\"} 1\nevil_total 1\n# ",
+            "le=\"",
         ];
         let n = self.next() % 6;
         (0..n)
@@ -245,12 +268,20 @@ fn hostile_label_values_round_trip_and_cannot_inject() {
         }
         let samples = parse(&render(&r, Format::Text));
         let mine: Vec<_> = samples.iter().filter(|s| s.0 == "x_total").collect();
-        assert_eq!(mine.len(), expected.len(), "one line per series, no injected ones");
-        assert!(samples.iter().all(|s| s.0 == "x_total" || s.0 == "conductor_series_overflow_total"));
+        assert_eq!(
+            mine.len(),
+            expected.len(),
+            "one line per series, no injected ones"
+        );
+        assert!(samples
+            .iter()
+            .all(|s| s.0 == "x_total" || s.0 == "conductor_series_overflow_total"));
         for (name, labels, value) in mine {
             assert_eq!(name, "x_total");
             let key = (labels[0].1.clone(), labels[1].1.clone());
-            let want = expected.get(&key).unwrap_or_else(|| panic!("unknown series {key:?}"));
+            let want = expected
+                .get(&key)
+                .unwrap_or_else(|| panic!("unknown series {key:?}"));
             assert_eq!(value, &want.to_string());
         }
     }
@@ -298,10 +329,19 @@ fn writes_samples_for_external_parsers() {
     let mut rng = Rng(0x0bad_cafe_f00d_0042);
     let r = Registry::new();
     let f = r
-        .counter_family("hostile_labels_total", "Counter with hostile label values.", &["a", "b"])
+        .counter_family(
+            "hostile_labels_total",
+            "Counter with hostile label values.",
+            &["a", "b"],
+        )
         .unwrap();
     let h = r
-        .histogram_family("hostile_duration_seconds", "Histogram \\ with \"odd\" help.\nSecond line.", &["a"], &[0.1, 1.0, 1e6])
+        .histogram_family(
+            "hostile_duration_seconds",
+            "Histogram \\ with \"odd\" help.\nSecond line.",
+            &["a"],
+            &[0.1, 1.0, 1e6],
+        )
         .unwrap();
     let g = r.gauge("hostile_value_bytes", "A gauge.").unwrap();
     g.set(1.5e-7);
@@ -329,6 +369,9 @@ fn writes_samples_for_external_parsers() {
     .unwrap();
     // Our own parser agrees before any external one is asked.
     let parsed = parse(std::str::from_utf8(&text).unwrap());
-    let counters = parsed.iter().filter(|s| s.0 == "hostile_labels_total").count();
+    let counters = parsed
+        .iter()
+        .filter(|s| s.0 == "hostile_labels_total")
+        .count();
     assert_eq!(counters, expected.len());
 }

@@ -20,6 +20,7 @@ impl Server {
     /// Serves `app` on `listener` with `workers` handler threads.
     pub fn start(app: Arc<App>, listener: TcpListener, workers: usize) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
+        crate::sys::set_listener_nodelay(&listener)?;
         let server = tiny_http::Server::from_listener(listener, None)
             .map(Arc::new)
             .map_err(|e| std::io::Error::other(e.to_string()))?;

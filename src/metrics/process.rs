@@ -1,20 +1,45 @@
 //! Process metrics with client_golang's names and meanings.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::encode::Kind;
 use super::registry::{Collector, Desc};
 
-/// A collector of the standard `process_*` metrics, read from `/proc/self`
-/// at each scrape. On other systems it describes nothing. Safe to share
-/// across threads.
-#[derive(Debug, Default)]
+/// A collector of the standard `process_*` metrics, read from `/proc/self`.
+/// On other systems it describes nothing. Safe to share across threads.
+///
+/// Reading `/proc` costs more than rendering everything else (counting the
+/// entries of `/proc/self/fd` alone is a quarter of a scrape with a few
+/// dozen connections open), so a reading is reused for scrapes within
+/// `max_age` of it. Prometheus scrapes every few seconds at most, so the
+/// default of one second never shows it a stale value, while a burst of
+/// scrapes stays cheap.
+#[derive(Debug)]
 pub struct ProcessCollector {
-    _private: (),
+    max_age: Duration,
+    last: Mutex<Option<(Instant, Vec<f64>)>>,
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        ProcessCollector::with_max_age(Duration::from_secs(1))
+    }
 }
 
 impl ProcessCollector {
-    /// Creates the collector.
+    /// Creates the collector with readings reused for up to one second.
     pub fn new() -> ProcessCollector {
         ProcessCollector::default()
+    }
+
+    /// Creates the collector with readings reused for up to `max_age`
+    /// (zero reads `/proc` at every scrape).
+    pub fn with_max_age(max_age: Duration) -> ProcessCollector {
+        ProcessCollector {
+            max_age,
+            last: Mutex::new(None),
+        }
     }
 }
 
@@ -72,22 +97,36 @@ impl Collector for ProcessCollector {
     }
 
     fn collect(&self) -> Vec<f64> {
-        #[cfg(target_os = "linux")]
-        {
-            let s = super::process_linux::sample();
-            vec![
-                s.cpu_seconds,
-                s.max_fds,
-                s.open_fds,
-                s.resident_bytes,
-                s.start_time_seconds,
-                s.threads,
-                s.virtual_bytes,
-            ]
+        // The cache holds plain values; a panic elsewhere cannot corrupt it.
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, values)) = last.as_ref() {
+            if at.elapsed() < self.max_age {
+                return values.clone();
+            }
         }
-        #[cfg(not(target_os = "linux"))]
-        Vec::new()
+        let values = read();
+        *last = Some((Instant::now(), values.clone()));
+        values
     }
+}
+
+#[cfg(target_os = "linux")]
+fn read() -> Vec<f64> {
+    let s = super::process_linux::sample();
+    vec![
+        s.cpu_seconds,
+        s.max_fds,
+        s.open_fds,
+        s.resident_bytes,
+        s.start_time_seconds,
+        s.threads,
+        s.virtual_bytes,
+    ]
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read() -> Vec<f64> {
+    Vec::new()
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -96,7 +135,7 @@ mod tests {
 
     #[test]
     fn values_are_plausible() {
-        let c = ProcessCollector::new();
+        let c = ProcessCollector::with_max_age(Duration::ZERO);
         let d = c.describe();
         let v = c.collect();
         assert_eq!(d.len(), v.len());
