@@ -184,7 +184,7 @@ impl Rng {
         let n = self.next() % 6;
         (0..n)
             .map(|_| {
-                if self.next() % 3 == 0 {
+                if self.next().is_multiple_of(3) {
                     char::from(b'a' + (self.next() % 26) as u8).to_string()
                 } else {
                     PIECES[(self.next() % PIECES.len() as u64) as usize].to_string()
@@ -194,9 +194,12 @@ impl Rng {
     }
 }
 
+/// One parsed sample: name, labels in order, and the value text.
+type Sample = (String, Vec<(String, String)>, String);
+
 /// Parses text format 0.0.4 strictly: returns (name, labels, value) per
 /// sample and panics on anything malformed.
-fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+fn parse(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     for line in text.lines() {
         if line.starts_with('#') {
