@@ -1,0 +1,281 @@
+//! Crash consistency: clients append messages and move runs through start and complete on
+//! keep-alive connections while the server is SIGKILLed mid-flight. After a restart on the same
+//! data dir, everything that was acknowledged must be there, the journals must be whole lines,
+//! and the server must take new writes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{get, get_json, poll_until, post_json, Client, ServerProc, TempDir};
+use serde_json::{json, Value};
+
+const THREADS: usize = 8;
+/// Acknowledgements to wait for before the kill; the clients keep going meanwhile.
+const ACKS_BEFORE_KILL: usize = 1500;
+/// Bounds on each client, so a server that never dies cannot keep the test running.
+const MAX_OPS_PER_THREAD: usize = 4000;
+const TIME_LIMIT: Duration = Duration::from_secs(15);
+/// More pages than the bound on messages could fill.
+const MAX_PAGES: usize = (THREADS * MAX_OPS_PER_THREAD) / 1000 + 2;
+
+/// What one client saw acknowledged.
+#[derive(Default)]
+struct Acked {
+    /// Message ids and bodies, in the order this client got them acknowledged.
+    messages: Vec<(String, Value)>,
+    /// Runs whose start was acknowledged, and whether their completion was too.
+    runs: Vec<(String, bool)>,
+    /// Answers that were neither 2xx nor cut off by the kill.
+    unexpected: Vec<String>,
+}
+
+/// Cycles through append, append, start, complete until told to stop, a bound is hit, or the
+/// connection dies with the server.
+fn client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool) -> Acked {
+    let mut acked = Acked::default();
+    let Ok(mut conn) = Client::connect(addr) else {
+        return acked;
+    };
+    let deadline = Instant::now() + TIME_LIMIT;
+    let headers = [("Content-Type", "application/json")];
+    for i in 0..MAX_OPS_PER_THREAD {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            break;
+        }
+        let (path, body) = match i % 4 {
+            0 | 1 => (
+                "/api/v1/messages".to_string(),
+                json!({"type": "crash", "body": {"t": t, "i": i}}),
+            ),
+            2 => (
+                "/api/v1/runs".to_string(),
+                json!({"run_id": format!("crash-{t}-{i}"), "agent": format!("agent-{t}")}),
+            ),
+            _ => match acked.runs.last() {
+                Some((id, false)) => (format!("/api/v1/runs/{id}/complete"), json!({})),
+                _ => continue,
+            },
+        };
+        let bytes = serde_json::to_vec(&body).expect("serialize");
+        let Ok(r) = conn.send("POST", &path, &headers, Some(&bytes)) else {
+            // The server is gone; whatever was in flight is unacknowledged.
+            break;
+        };
+        if !(200..300).contains(&r.status) {
+            let text = String::from_utf8_lossy(&r.body);
+            acked
+                .unexpected
+                .push(format!("POST {path}: {} {text}", r.status));
+            break;
+        }
+        let answer = r.json();
+        match i % 4 {
+            0 | 1 => {
+                let id = answer["msg_id"].as_str().expect("msg_id").to_string();
+                acked.messages.push((id, body["body"].clone()));
+            }
+            2 => {
+                assert_eq!(answer["status"], "running");
+                acked
+                    .runs
+                    .push((body["run_id"].as_str().unwrap().to_string(), false));
+            }
+            _ => {
+                assert_eq!(answer["status"], "completed");
+                if let Some(run) = acked.runs.last_mut() {
+                    run.1 = true;
+                }
+            }
+        }
+        acks.fetch_add(1, Ordering::Relaxed);
+        if conn.server_will_close() {
+            match Client::connect(addr) {
+                Ok(c) => conn = c,
+                Err(_) => break,
+            }
+        }
+    }
+    acked
+}
+
+/// Every message on the bus, paged with `after` and `limit`.
+fn all_messages(server: &ServerProc) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let query = match all.last() {
+            None => "?limit=1000".to_string(),
+            Some(m) => format!(
+                "?limit=1000&after={}",
+                m["msg_id"].as_str().expect("msg_id")
+            ),
+        };
+        let r = get_json(server.addr(), &format!("/api/v1/messages{query}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let page = r.json()["messages"].as_array().expect("messages").clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+    panic!("more than {MAX_PAGES} pages of messages");
+}
+
+/// Checks that every journal line is JSON and every journal ends with a newline; returns the
+/// line count of each file.
+fn clean_journals(data: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for entry in std::fs::read_dir(data).expect("read data dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read journal");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if bytes.is_empty() {
+            counts.insert(name, 0);
+            continue;
+        }
+        assert_eq!(bytes.last(), Some(&b'\n'), "{name} has a torn tail");
+        let lines: Vec<&[u8]> = bytes[..bytes.len() - 1].split(|&b| b == b'\n').collect();
+        for line in &lines {
+            assert!(
+                serde_json::from_slice::<Value>(line).is_ok(),
+                "{name}: torn or garbled line {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        counts.insert(name, lines.len());
+    }
+    counts
+}
+
+fn metric(server: &ServerProc, name: &str) -> f64 {
+    let text = get(server.addr(), "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut server = ServerProc::start(&data, &[], &[]);
+    let addr = server.addr();
+    let acks = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (acks, stop) = (Arc::clone(&acks), Arc::clone(&stop));
+            thread::spawn(move || client(addr, t, &acks, &stop))
+        })
+        .collect();
+    poll_until(TIME_LIMIT, || {
+        (acks.load(Ordering::Relaxed) >= ACKS_BEFORE_KILL).then_some(())
+    });
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = clients
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect();
+    for a in &acked {
+        assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
+    }
+    let acked_messages: usize = acked.iter().map(|a| a.messages.len()).sum();
+    let acked_runs: usize = acked.iter().map(|a| a.runs.len()).sum();
+    assert!(acks.load(Ordering::Relaxed) >= ACKS_BEFORE_KILL);
+    assert!(acked_messages > 0 && acked_runs > 0);
+
+    let server = ServerProc::start(&data, &[], &[]);
+    clean_journals(&data);
+
+    // The bus: a gap-free prefix of sequence numbers holding every acknowledged message.
+    let all = all_messages(&server);
+    assert!(
+        all.len() >= acked_messages,
+        "{} < {acked_messages}",
+        all.len()
+    );
+    let mut by_id = HashMap::new();
+    for (n, m) in all.iter().enumerate() {
+        let id = m["msg_id"].as_str().expect("msg_id");
+        assert_eq!(
+            id,
+            format!("MSG-{:012}", n + 1),
+            "ids are gap-free and in order"
+        );
+        assert_eq!(m["type"], "crash");
+        by_id.insert(id.to_string(), m["body"].clone());
+    }
+    for a in &acked {
+        let mut previous = "";
+        for (id, body) in &a.messages {
+            assert_eq!(
+                by_id.get(id),
+                Some(body),
+                "acknowledged {id} lost or changed"
+            );
+            assert!(id.as_str() > previous, "one client's ids increase");
+            previous = id;
+        }
+    }
+    assert_eq!(
+        metric(&server, "conductor_messagebus_appends_total"),
+        all.len() as f64
+    );
+
+    // Runs: every acknowledged start exists, every acknowledged completion holds.
+    for a in &acked {
+        for (id, completed) in &a.runs {
+            let r = get_json(server.addr(), &format!("/api/v1/runs/{id}"));
+            assert_eq!(r.status, 200, "acknowledged run {id} lost");
+            let status = r.json()["status"].as_str().unwrap_or_default().to_string();
+            if *completed {
+                assert_eq!(status, "completed", "{id}");
+            } else {
+                // A completion in flight at the kill may or may not have become durable.
+                assert!(
+                    status == "running" || status == "completed",
+                    "{id}: {status}"
+                );
+            }
+        }
+    }
+    let runs = get_json(server.addr(), "/api/v1/runs").json()["runs"]
+        .as_array()
+        .expect("runs")
+        .clone();
+    let count = |s: &str| runs.iter().filter(|r| r["status"] == s).count() as f64;
+    assert_eq!(metric(&server, "conductor_active_runs"), count("running"));
+    assert_eq!(
+        metric(&server, "conductor_completed_runs_total"),
+        count("completed")
+    );
+
+    // New writes after the restart.
+    let r = post_json(
+        server.addr(),
+        "/api/v1/messages",
+        &json!({"type": "after", "body": "restart"}),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["msg_id"], format!("MSG-{:012}", all.len() + 1));
+    let r = post_json(server.addr(), "/api/v1/runs", &json!({"run_id": "after"}));
+    assert_eq!(r.status, 201);
+    let r = post_json(server.addr(), "/api/v1/runs/after/complete", &json!({}));
+    assert_eq!(r.status, 200);
+    let lines = clean_journals(&data);
+    assert_eq!(lines.get("messages.jsonl"), Some(&(all.len() + 1)));
+    eprintln!(
+        "acknowledged {acked_messages} messages and {acked_runs} runs; {} messages durable",
+        all.len()
+    );
+}
