@@ -3,6 +3,7 @@
 #
 #   metrics_rps <n> req/s        GET /metrics, 32 connections, 2 threads, 5 s
 #   message_appends <n> acks/s   POST /api/v1/messages answered 201, 64 connections, 2 threads, 5 s
+#   events_ingest <n> events/s   POST /api/v1/runs/{id}/events, batches of 100, 8 keep-alive connections, 5 s
 #   idle_rss <n> MiB             VmRSS of a fresh server after one GET /healthz
 #   binary_size <n> MiB          the (stripped) release binary
 #
@@ -52,31 +53,21 @@ fi
 metrics_rps=$(awk '$1 == "Requests/sec:" { printf "%.0f", $2 }' "$tmp/metrics.out")
 [[ -n $metrics_rps ]] || { cat "$tmp/metrics.out" >&2; die "no Requests/sec in wrk output"; }
 
-# POST /api/v1/messages: the script counts 201s and everything else per thread, and sums them.
-cat >"$tmp/messages.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$MESSAGE_BODY'
-wrk.headers["Content-Type"] = "application/json"
-
+# Writes a wrk script that POSTs BODY_FILE and counts answers with status WANT
+# against everything else, summed over wrk's threads.
+write_counting_script() {
+    local want=$1 body_file=$2 out=$3
+    {
+        printf 'wrk.method = "POST"\n'
+        printf 'wrk.headers["Content-Type"] = "application/json"\n'
+        printf 'local f = io.open("%s", "r")\nwrk.body = f:read("*a")\nf:close()\n' "$body_file"
+        cat <<EOF
 local threads = {}
-
-function setup(thread)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    created = 0
-    other = 0
-end
-
+function setup(thread) table.insert(threads, thread) end
+function init(args) created = 0 other = 0 end
 function response(status, headers, body)
-    if status == 201 then
-        created = created + 1
-    else
-        other = other + 1
-    end
+    if status == $want then created = created + 1 else other = other + 1 end
 end
-
 function done(summary, latency, requests)
     local c, o = 0, 0
     for _, thread in ipairs(threads) do
@@ -88,19 +79,51 @@ function done(summary, latency, requests)
     io.write(string.format("socket_errors %d\n", e.connect + e.read + e.write + e.timeout))
 end
 EOF
-timeout "$WRK_DEADLINE_SECONDS" wrk -t2 -c64 -d"$DURATION" --timeout 5s -s "$tmp/messages.lua" \
-    "$CM_URL/api/v1/messages" >"$tmp/messages.out"
-created=$(wrk_value created "$tmp/messages.out") || { cat "$tmp/messages.out" >&2; die "no counts from wrk"; }
-other=$(wrk_value other "$tmp/messages.out")
-socket_errors=$(wrk_value socket_errors "$tmp/messages.out")
-seconds=$(wrk_value seconds "$tmp/messages.out")
-if ((other > 0 || socket_errors > 0)); then
-    die "POST /api/v1/messages: $other answers other than 201, $socket_errors socket errors ($created 201s)"
-fi
-((created > 0)) || die "POST /api/v1/messages: no 201 at all"
-message_appends=$(awk -v n="$created" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }')
+    } >"$out"
+}
+
+# Runs wrk with a counting script; prints the wanted answers per second.
+counted_rate() {
+    local name=$1 connections=$2 url=$3 script=$4 out="$tmp/$1.out"
+    timeout "$WRK_DEADLINE_SECONDS" wrk -t2 -c"$connections" -d"$DURATION" --timeout 5s -s "$script" "$url" >"$out"
+    local created other socket_errors seconds
+    created=$(wrk_value created "$out") || { cat "$out" >&2; die "$name: no counts from wrk"; }
+    other=$(wrk_value other "$out")
+    socket_errors=$(wrk_value socket_errors "$out")
+    seconds=$(wrk_value seconds "$out")
+    if ((other > 0 || socket_errors > 0)); then
+        die "$name: $other unexpected answers, $socket_errors socket errors ($created good)"
+    fi
+    ((created > 0)) || die "$name: no good answer at all"
+    awk -v n="$created" -v s="$seconds" 'BEGIN { printf "%.0f", n / s }'
+}
+
+printf '%s' "$MESSAGE_BODY" >"$tmp/message.json"
+write_counting_script 201 "$tmp/message.json" "$tmp/messages.lua"
+message_appends=$(counted_rate message_appends 64 "$CM_URL/api/v1/messages" "$tmp/messages.lua")
+
+# A batch of 100 events for one long-lived run: phases, tokens and gates.
+python3 - >"$tmp/events.json" <<'PY'
+import json
+phases = ["design", "implement", "test", "review"]
+events = []
+for i in range(25):
+    p = phases[i % 4]
+    events += [
+        {"type": "phase_started", "phase": p},
+        {"type": "tokens", "phase": p, "model": "bench-model", "input_tokens": 100, "output_tokens": 20},
+        {"type": "gate_checked", "gate": f"gate-{i % 3}", "passed": i % 5 != 0},
+        {"type": "phase_completed", "phase": p, "success": True, "duration_ms": 1500},
+    ]
+print(json.dumps(events))
+PY
+curl -fsS -o /dev/null -X POST "$CM_URL/api/v1/runs" -d '{"run_id":"bench-events"}'
+write_counting_script 200 "$tmp/events.json" "$tmp/events.lua"
+batches=$(counted_rate events_ingest 8 "$CM_URL/api/v1/runs/bench-events/events" "$tmp/events.lua")
+events_ingest=$((batches * 100))
 
 figure metrics_rps "$metrics_rps" req/s
 figure message_appends "$message_appends" acks/s
+figure events_ingest "$events_ingest" events/s
 figure idle_rss "$idle_rss" MiB
 figure binary_size "$binary_size" MiB

@@ -22,6 +22,7 @@ python3 scripts/check_exposition_samples.py "$samples"
 build_release
 data=$(mktemp -d "${TMPDIR:-/tmp}/conductor-e2e.XXXXXX")
 cleanup() {
+    stop_prometheus
     stop_server
     rm -rf "$data"
 }
@@ -29,6 +30,15 @@ trap cleanup EXIT
 start_server "$data"
 run=$(curl -fsS -X POST "$CM_URL/api/v1/runs" -d '{"agent":"e2e"}')
 run_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])' <<<"$run")
+curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/events" -d '[
+  {"type":"iteration_started","iteration":1},
+  {"type":"phase_started","phase":"implement"},
+  {"type":"tokens","phase":"implement","model":"m1","input_tokens":900,"output_tokens":120},
+  {"type":"phase_completed","phase":"implement","success":true,"duration_ms":2500},
+  {"type":"gate_checked","gate":"tests","passed":true},
+  {"type":"iteration_completed","iteration":1,"success":true},
+  {"type":"delivery_started"},
+  {"type":"delivery_completed","success":true}]' >/dev/null
 curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/complete" >/dev/null
 curl -fsS -X POST "$CM_URL/api/v1/messages" -d '{"type":"note","body":"hello"}' >/dev/null
 curl -sS -o /dev/null -X DELETE "$CM_URL/metrics"
@@ -39,11 +49,32 @@ expect=(conductor_uptime_seconds conductor_active_runs conductor_completed_runs_
     conductor_failed_runs_total conductor_cancelled_runs_total conductor_messagebus_appends_total
     conductor_api_requests_total conductor_build_info process_cpu_seconds_total
     process_resident_memory_bytes process_virtual_memory_bytes process_open_fds process_max_fds
-    process_start_time_seconds process_threads)
+    process_start_time_seconds process_threads conductor_runs_started_total
+    conductor_run_duration_seconds conductor_iterations_total conductor_iteration_duration_seconds
+    conductor_phase_duration_seconds conductor_phases_total conductor_gate_results_total
+    conductor_tokens_total conductor_deliveries_total)
 expect_args=()
 for name in "${expect[@]}"; do
     expect_args+=(--expect "$name")
 done
 python3 scripts/check_exposition.py "$CM_URL/metrics" "${expect_args[@]}"
 python3 scripts/check_exposition.py "$CM_URL/metrics" --openmetrics "${expect_args[@]}"
+
+# 3. A real Prometheus scraping the same server in both formats stores the same series.
+scripts/install-tools.sh prometheus >/dev/null
+target=${CM_URL#http://}
+mkdir -p "$data/prom"
+cat >"$data/prom/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: openmetrics
+    static_configs: [{targets: ["$target"]}]
+  - job_name: text
+    params: {format: [text]}
+    static_configs: [{targets: ["$target"]}]
+YAML
+start_prometheus "$data/prom/prometheus.yml"
+python3 scripts/prom_compare_formats.py "$PROM_URL" --timeout 60
 echo "e2e: ok"

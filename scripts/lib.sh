@@ -118,3 +118,35 @@ wait_http() {
 figure() {
     printf '%s %s %s\n' "$1" "$2" "$3"
 }
+
+# A free loopback TCP port, picked by the kernel.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Starts a real Prometheus server on loopback with the given config file;
+# exports PROM_URL and PROM_PID. Its data lives under the config's directory.
+start_prometheus() {
+    local config=${1:?start_prometheus needs a config file}
+    local dir port
+    dir=$(dirname "$config")
+    port=$(free_port)
+    prometheus --config.file="$config" --storage.tsdb.path="$dir/tsdb" \
+        --web.listen-address="127.0.0.1:$port" --log.level=warn \
+        >"$dir/prometheus.log" 2>&1 </dev/null &
+    PROM_PID=$!
+    PROM_URL="http://127.0.0.1:$port"
+    export PROM_PID PROM_URL
+    if ! wait_http "$PROM_URL/-/ready" 30; then
+        tail -n 20 "$dir/prometheus.log" >&2
+        die "prometheus did not become ready"
+    fi
+}
+
+stop_prometheus() {
+    if [[ -n ${PROM_PID:-} ]]; then
+        kill "$PROM_PID" 2>/dev/null || true
+        wait "$PROM_PID" 2>/dev/null || true
+    fi
+    unset PROM_PID PROM_URL
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::bus::Bus;
 use crate::error::Error;
 use crate::log::Logger;
-use crate::metrics::{Counter, CounterFamily, ProcessCollector, Registry};
+use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::runs::{RunMetrics, Runs};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
@@ -32,6 +32,10 @@ pub struct HttpMetrics {
     pub requests: CounterFamily,
     /// `conductor_http_panics_total`.
     pub panics: Counter,
+    /// `conductor_http_connections`.
+    pub connections: Gauge,
+    /// `conductor_http_connections_rejected_total{reason}`.
+    pub connections_rejected: CounterFamily,
 }
 
 /// Everything the server serves. Safe to share across threads.
@@ -81,23 +85,7 @@ impl App {
             )
             .map_err(registration)?;
         build.set(&[VERSION], 1.0);
-        let run_metrics = RunMetrics {
-            active: registry
-                .gauge(
-                    "conductor_active_runs",
-                    "Runs currently running (conductor-loop's conductor_active_runs_total, renamed because only counters may end in _total).",
-                )
-                .map_err(registration)?,
-            completed: registry
-                .counter("conductor_completed_runs_total", "Runs completed successfully.")
-                .map_err(registration)?,
-            failed: registry
-                .counter("conductor_failed_runs_total", "Runs that failed.")
-                .map_err(registration)?,
-            cancelled: registry
-                .counter("conductor_cancelled_runs_total", "Runs cancelled before finishing.")
-                .map_err(registration)?,
-        };
+        let run_metrics = RunMetrics::register(&registry).map_err(registration)?;
         let appends = registry
             .counter(
                 "conductor_messagebus_appends_total",
@@ -116,6 +104,16 @@ impl App {
                 .counter(
                     "conductor_http_panics_total",
                     "Request handlers that panicked and were answered with 500.",
+                )
+                .map_err(registration)?,
+            connections: registry
+                .gauge("conductor_http_connections", "Client connections open.")
+                .map_err(registration)?,
+            connections_rejected: registry
+                .counter_family(
+                    "conductor_http_connections_rejected_total",
+                    "Client connections closed or refused by a limit, by reason.",
+                    &["reason"],
                 )
                 .map_err(registration)?,
         };

@@ -64,8 +64,13 @@ pub struct Bus {
 
 #[derive(Default)]
 struct State {
-    /// Durable messages, in order.
+    /// Visible messages: durable, with every earlier one durable too.
     messages: VecDeque<Message>,
+    /// Settled sequence numbers waiting for an earlier one's callback; a
+    /// failed append settles as `None` so it never blocks later ones.
+    waiting: std::collections::BTreeMap<u64, Option<Message>>,
+    /// The last sequence number visible to readers.
+    visible_seq: u64,
     /// The last sequence number handed out (durable or not).
     last_seq: u64,
 }
@@ -97,6 +102,7 @@ impl Bus {
                 continue;
             };
             state.last_seq = state.last_seq.max(seq);
+            state.visible_seq = state.last_seq;
             state.push(Message {
                 msg_id: msg_id(seq),
                 seq,
@@ -156,16 +162,20 @@ impl Bus {
         });
         let shared = self.state.clone();
         let appends = self.appends.clone();
-        // Submitted under the lock, so journal order is sequence order, and
-        // the committer runs callbacks in that order too.
+        // Submitted under the lock, so journal order is sequence order;
+        // `settle` restores that order for readers whatever order the
+        // callbacks run in.
         self.queue
             .submit(record.to_string().into_bytes(), move |o| match o {
                 Ok(()) => {
-                    Self::lock(&shared).push(message.clone());
+                    Self::lock(&shared).settle(seq, Some(message.clone()));
                     appends.inc();
                     done(Ok(message));
                 }
-                Err(e) => done(Err(Error::Storage(e.to_string()))),
+                Err(e) => {
+                    Self::lock(&shared).settle(seq, None);
+                    done(Err(Error::Storage(e.to_string())))
+                }
             });
     }
 
@@ -200,6 +210,21 @@ impl Bus {
 }
 
 impl State {
+    /// Callbacks of one batch run in any order; messages become visible in
+    /// sequence order once every earlier one is durable.
+    fn settle(&mut self, seq: u64, m: Option<Message>) {
+        self.waiting.insert(seq, m);
+        while let Some(entry) = self.waiting.first_entry() {
+            if *entry.key() != self.visible_seq + 1 {
+                break;
+            }
+            self.visible_seq = *entry.key();
+            if let Some(m) = entry.remove() {
+                self.push(m);
+            }
+        }
+    }
+
     fn push(&mut self, m: Message) {
         self.messages.push_back(m);
         while self.messages.len() > RETAINED {

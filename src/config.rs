@@ -2,6 +2,7 @@
 //! flag wins over its environment variable, which wins over the default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::log::{Level, LogFormat};
 
@@ -31,6 +32,12 @@ pub struct ServeConfig {
     pub log_level: Level,
     /// `--log-format`.
     pub log_format: LogFormat,
+    /// `--idle-timeout` / `CONDUCTOR_IDLE_TIMEOUT`: keep-alive connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// `--header-timeout` / `CONDUCTOR_HEADER_TIMEOUT`: a request head must arrive within this.
+    pub header_timeout: Duration,
+    /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
+    pub max_connections: usize,
 }
 
 /// What the command line asks for.
@@ -66,6 +73,10 @@ Serve options (each has an environment variable; the flag wins):
   --api-key-file FILE    require this key on /api/v1/*  (or CONDUCTOR_API_KEY)
   --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)
   --log-format FORMAT    json or text                                  (json)
+  --idle-timeout DUR     close idle keep-alive connections  CONDUCTOR_IDLE_TIMEOUT    (30s)
+  --header-timeout DUR   time allowed to send a request head CONDUCTOR_HEADER_TIMEOUT (10s)
+  --max-connections N    open connection cap            CONDUCTOR_MAX_CONNECTIONS (4096)
+                         (DUR: seconds, or a number with ms or s)
 
 Client options:
   --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
@@ -163,6 +174,25 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         Some("text") => LogFormat::Text,
         Some(other) => return Err(format!("--log-format must be json or text, not {other:?}")),
     };
+    let duration = |name: &str, var: &str, default: u64| match setting(name, var) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => parse_duration(&v).ok_or_else(|| {
+            format!("--{name} must be a duration such as 30, 30s or 500ms, not {v:?}")
+        }),
+    };
+    let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
+    let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
+    let max_connections = match setting("max-connections", "CONDUCTOR_MAX_CONNECTIONS") {
+        None => 4096,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "--max-connections must be an integer from 1 to 1000000, not {v:?}"
+                ))
+            }
+        },
+    };
     Ok(Command::Serve(ServeConfig {
         addr: setting("addr", "CONDUCTOR_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_string()),
         data_dir: PathBuf::from(
@@ -173,7 +203,29 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         api_key,
         log_level,
         log_format,
+        idle_timeout,
+        header_timeout,
+        max_connections,
     }))
+}
+
+/// Parses `30`, `30s` or `500ms` into a non-zero duration.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (digits, millis) = match s.strip_suffix("ms") {
+        Some(d) => (d, true),
+        None => (s.strip_suffix('s').unwrap_or(s), false),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let d = if millis {
+        Duration::from_millis(n)
+    } else {
+        Duration::from_secs(n)
+    };
+    (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
@@ -262,6 +314,16 @@ mod tests {
                 url: "http://x:1".into()
             })
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "0", "-1", "1m", "s", "1.5s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]

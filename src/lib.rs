@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod budget;
 pub mod bus;
 pub mod cli;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod journal;
 pub mod log;
 pub mod metrics;
+pub mod otlp;
 pub mod runs;
 pub mod sys;
 pub mod time;
@@ -22,3 +24,8 @@ pub mod ws;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/metrics-library.md")]
 pub struct MetricsLibraryDoctests;
+
+/// The examples in `docs/instrumenting.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/instrumenting.md")]
+pub struct InstrumentingDoctests;

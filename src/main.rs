@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use conductor_metrics::app::{App, AppConfig, VERSION};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
+use conductor_metrics::http::front::FrontConfig;
 use conductor_metrics::http::Server;
 use conductor_metrics::log::Logger;
 
@@ -63,7 +64,14 @@ fn serve(c: ServeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = match Server::start(app, listener, c.workers) {
+    let front = FrontConfig {
+        max_connections: c.max_connections,
+        header_timeout: c.header_timeout,
+        idle_timeout: c.idle_timeout,
+        max_body: c.max_body,
+        ..FrontConfig::default()
+    };
+    let server = match Server::start(app, listener, c.workers, front) {
         Ok(s) => s,
         Err(e) => {
             log.error(

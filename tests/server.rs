@@ -764,7 +764,7 @@ const CHUNKED_POST: &str = "POST /api/v1/messages HTTP/1.1\r\nHost: x\r\n\
     Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 #[test]
-#[ignore = "src bug: the unread rest of a refused chunked body stays on the connection"]
+
 fn a_refused_chunked_body_does_not_leak_into_the_next_request() {
     let (_dir, server) = start(&["--max-body", "1024"], &[]);
     let payload = format!("{{\"type\":\"t\",\"body\":\"{}\"}}", "x".repeat(2048));
@@ -794,7 +794,7 @@ fn a_refused_chunked_body_does_not_leak_into_the_next_request() {
 }
 
 #[test]
-#[ignore = "src bug: a request hidden in a refused chunked body is served (request smuggling)"]
+
 fn a_request_hidden_in_a_refused_chunked_body_is_not_served() {
     let (_dir, server) = start(&["--max-body", "1024"], &[]);
     // 1024 bytes of body, then a chunk whose first byte crosses the limit and whose rest is a
@@ -821,7 +821,7 @@ fn a_request_hidden_in_a_refused_chunked_body_is_not_served() {
 }
 
 #[test]
-#[ignore = "src bug: an unread chunked body stays on the connection"]
+
 fn an_unread_chunked_body_does_not_break_the_next_request() {
     let (_dir, server) = start(&[], &[("CONDUCTOR_API_KEY", "secret")]);
     // /metrics refuses POST and /api/v1/runs refuses the missing key, both without reading.
@@ -1001,7 +1001,16 @@ fn hostile_request_ids_never_reach_the_response_headers() {
         }
         let id = r.header("x-request-id").expect("an id");
         assert!(id == "abc" || is_hex16(id), "{shown:?} gave id {id:?}");
-        assert_eq!(r.status, 200, "{shown:?}");
+        // The front guard refuses malformed heads (non-ASCII, bare CR,
+        // obsolete folding) with a JSON 400; clean ones reach the handler.
+        assert!(
+            r.status == 200 || r.status == 400,
+            "{shown:?}: {}",
+            r.status
+        );
+        if r.status == 400 {
+            assert_eq!(r.json()["error"]["code"], "BAD_REQUEST", "{shown:?}");
+        }
     }
     assert_eq!(get(addr, "/healthz").status, 200);
 }

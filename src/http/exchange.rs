@@ -52,7 +52,8 @@ pub fn valid_request_id(id: &str) -> bool {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn new_request_id() -> String {
+/// A new 16-hex-digit request id.
+pub fn new_request_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -207,8 +208,9 @@ impl Drop for Exchange {
     }
 }
 
-/// Status codes as label values without allocating for the common ones.
-fn status_text(status: u16) -> &'static str {
+/// A status code as a label value, without allocating for the codes the
+/// server sends; any other shows as `other`.
+pub fn status_text(status: u16) -> &'static str {
     match status {
         100 => "100",
         101 => "101",
@@ -228,6 +230,7 @@ fn status_text(status: u16) -> &'static str {
         415 => "415",
         429 => "429",
         431 => "431",
+        502 => "502",
         500 => "500",
         501 => "501",
         503 => "503",

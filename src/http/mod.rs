@@ -3,6 +3,7 @@
 //! counting and logging of requests). Domain modules never see it.
 
 pub mod exchange;
+pub mod front;
 pub mod json;
 pub mod response;
 pub mod routes;

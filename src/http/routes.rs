@@ -40,6 +40,11 @@ pub fn route(ex: Exchange) {
             let (id, action) = (id.to_string(), action.to_string());
             finish_run(ex, &id, &action)
         }
+        (["api", "v1", "runs", id, "events"], "POST") => {
+            let id = id.to_string();
+            record_events(ex, &id)
+        }
+        (["api", "v1", "runs", _, "events"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
             ex.send(Response::method_not_allowed("POST"))
         }
@@ -134,11 +139,24 @@ fn start_run(mut ex: Exchange) {
 
 fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
     let max = ex.app().config.max_body;
-    let body = Body::parse(&ex.read_body(max)?, &["run_id", "agent", "goal"])?;
+    let fields = [
+        "run_id",
+        "agent",
+        "goal",
+        "work_order_id",
+        "correlation_id",
+        "strategy",
+        "max_iterations",
+    ];
+    let body = Body::parse(&ex.read_body(max)?, &fields)?;
     Ok(NewRun {
         run_id: body.opt_str("run_id")?,
         agent: body.opt_str("agent")?,
         goal: body.opt_str("goal")?,
+        work_order_id: body.opt_str("work_order_id")?,
+        correlation_id: body.opt_str("correlation_id")?,
+        strategy: body.opt_str("strategy")?,
+        max_iterations: body.opt_u64("max_iterations")?,
     })
 }
 
@@ -168,6 +186,25 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<Finish, Response> {
             Finish::Cancel
         }
     })
+}
+
+fn record_events(mut ex: Exchange, id: &str) {
+    let events = match parse_events(&mut ex) {
+        Ok(events) => events,
+        Err(r) => return ex.send(r),
+    };
+    let app = ex.app().clone();
+    app.runs
+        .record_events(id, events, move |result| match result {
+            Ok(n) => ex.send(Response::json(200, &json!({ "accepted": n }))),
+            Err(e) => ex.send(e.into()),
+        });
+}
+
+fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> {
+    let max = ex.app().config.max_body;
+    let value = Body::parse_value(&ex.read_body(max)?)?;
+    Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
 }
 
 fn list_runs(ex: Exchange) {

@@ -1,5 +1,14 @@
-//! Agent runs: started, then completed, failed or cancelled, each
-//! transition journaled before it is acknowledged.
+//! Agent runs: started, then completed, failed or cancelled, with the
+//! events of their inside in between; each change journaled before it is
+//! acknowledged.
+
+pub mod detail;
+pub mod event;
+pub mod metrics;
+
+pub use detail::Detail;
+pub use event::{Event, Timed};
+pub use metrics::RunMetrics;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +20,6 @@ use serde_json::{json, Value};
 use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::journal::Journal;
-use crate::metrics::{Counter, Gauge};
 use crate::time;
 
 /// Where a run is in its life.
@@ -67,9 +75,24 @@ pub struct Run {
     pub ended_at: Option<f64>,
     /// The error a failed run reported.
     pub error: Option<String>,
+    /// The work order it serves, when given.
+    pub work_order_id: Option<String>,
+    /// The id that ties its logs and events together (its run id when not given).
+    pub correlation_id: Option<String>,
+    /// The orchestrator's strategy, when given.
+    pub strategy: Option<String>,
+    /// The iteration budget, when given.
+    pub max_iterations: Option<u64>,
+    /// What its events add up to.
+    pub detail: Detail,
 }
 
 impl Run {
+    /// The correlation id: the one given at start, or the run id.
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.run_id)
+    }
+
     /// The run as a JSON object.
     pub fn to_json(&self) -> Value {
         json!({
@@ -80,6 +103,11 @@ impl Run {
             "started_at": time::rfc3339(self.started_at),
             "ended_at": self.ended_at.map(time::rfc3339),
             "error": self.error,
+            "work_order_id": self.work_order_id,
+            "correlation_id": self.correlation(),
+            "strategy": self.strategy,
+            "max_iterations": self.max_iterations,
+            "detail": self.detail.to_json(),
         })
     }
 }
@@ -93,6 +121,14 @@ pub struct NewRun {
     pub agent: Option<String>,
     /// The goal.
     pub goal: Option<String>,
+    /// The work order it serves.
+    pub work_order_id: Option<String>,
+    /// The correlation id.
+    pub correlation_id: Option<String>,
+    /// The strategy.
+    pub strategy: Option<String>,
+    /// The iteration budget.
+    pub max_iterations: Option<u64>,
 }
 
 /// How a run ends.
@@ -104,19 +140,6 @@ pub enum Finish {
     Fail(Option<String>),
     /// Cancellation.
     Cancel,
-}
-
-/// The run metrics this module keeps up to date.
-#[derive(Clone)]
-pub struct RunMetrics {
-    /// `conductor_active_runs`.
-    pub active: Gauge,
-    /// `conductor_completed_runs_total`.
-    pub completed: Counter,
-    /// `conductor_failed_runs_total`.
-    pub failed: Counter,
-    /// `conductor_cancelled_runs_total`.
-    pub cancelled: Counter,
 }
 
 /// Totals by status.
@@ -169,13 +192,9 @@ impl Runs {
             // A record that is not ours (edited by hand) is skipped rather
             // than refusing to start; the journal stays append-only.
             if let Ok(v) = serde_json::from_slice::<Value>(record) {
-                state.apply(&v);
+                state.apply(&v, &metrics);
             }
         }
-        metrics.active.set(state.counts.active as f64);
-        metrics.completed.inc_by(state.counts.completed);
-        metrics.failed.inc_by(state.counts.failed);
-        metrics.cancelled.inc_by(state.counts.cancelled);
         let queue = CommitQueue::start(Arc::new(journal), "runs")
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
@@ -209,11 +228,13 @@ impl Runs {
             return done(Err(Error::Conflict(format!("run {id} already exists"))));
         }
         let now = time::now_unix();
-        let record =
-            json!({"op": "start", "run_id": id, "agent": new.agent, "goal": new.goal, "ts": now});
-        state.apply(&record);
+        let record = json!({
+            "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal, "ts": now,
+            "work_order_id": new.work_order_id, "correlation_id": new.correlation_id,
+            "strategy": new.strategy, "max_iterations": new.max_iterations,
+        });
+        state.apply(&record, &self.metrics);
         let run = state.runs[&id].clone();
-        self.metrics.active.inc();
         self.queue
             .submit(record.to_string().into_bytes(), move |o| {
                 done(o.map(|()| run).map_err(|e| Error::Storage(e.to_string())))
@@ -245,17 +266,45 @@ impl Runs {
             Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": now}),
             Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": now}),
         };
-        state.apply(&record);
+        state.apply(&record, &self.metrics);
         let run = state.runs[id].clone();
-        self.metrics.active.dec();
-        match how {
-            Finish::Complete => self.metrics.completed.inc(),
-            Finish::Fail(_) => self.metrics.failed.inc(),
-            Finish::Cancel => self.metrics.cancelled.inc(),
-        }
         self.queue
             .submit(record.to_string().into_bytes(), move |o| {
                 done(o.map(|()| run).map_err(|e| Error::Storage(e.to_string())))
+            });
+    }
+
+    /// Records a batch of events for a running run, all or nothing;
+    /// `done` gets the count once the batch is durable.
+    pub fn record_events(
+        &self,
+        id: &str,
+        events: Vec<Timed>,
+        done: impl FnOnce(Result<usize, Error>) + Send + 'static,
+    ) {
+        let mut state = self.lock();
+        let Some(run) = state.runs.get(id) else {
+            drop(state);
+            return done(Err(Error::NotFound(format!("run {id} not found"))));
+        };
+        if run.status != Status::Running {
+            let status = run.status.as_str();
+            drop(state);
+            return done(Err(Error::Conflict(format!(
+                "run {id} is already {status}"
+            ))));
+        }
+        let n = events.len();
+        let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
+        let record = json!({"op": "events", "run_id": id, "events": list});
+        if let Some(run) = state.runs.get_mut(id) {
+            for e in &events {
+                run.detail.apply(e, &self.metrics);
+            }
+        }
+        self.queue
+            .submit(record.to_string().into_bytes(), move |o| {
+                done(o.map(|()| n).map_err(|e| Error::Storage(e.to_string())))
             });
     }
 
@@ -294,54 +343,76 @@ impl Runs {
 }
 
 impl State {
-    /// Applies one journal record; used both live and on replay, so the
-    /// two can never disagree.
-    fn apply(&mut self, v: &Value) {
+    /// Applies one journal record and moves the metrics it concerns; used
+    /// both live and on replay, so the two can never disagree.
+    fn apply(&mut self, v: &Value, m: &RunMetrics) {
         let (Some(op), Some(id)) = (v["op"].as_str(), v["run_id"].as_str()) else {
             return;
         };
         let ts = v["ts"].as_f64().unwrap_or(0.0);
         let text = |k: &str| v[k].as_str().map(str::to_string);
-        if op == "start" {
-            if self.runs.contains_key(id) {
-                return;
+        match op {
+            "start" => {
+                if self.runs.contains_key(id) {
+                    return;
+                }
+                self.counts.active += 1;
+                m.active.inc();
+                m.started.inc();
+                self.runs.insert(
+                    id.to_string(),
+                    Run {
+                        run_id: id.to_string(),
+                        agent: text("agent"),
+                        goal: text("goal"),
+                        status: Status::Running,
+                        started_at: ts,
+                        ended_at: None,
+                        error: None,
+                        work_order_id: text("work_order_id"),
+                        correlation_id: text("correlation_id"),
+                        strategy: text("strategy"),
+                        max_iterations: v["max_iterations"].as_u64(),
+                        detail: Detail::default(),
+                    },
+                );
             }
-            self.counts.active += 1;
-            self.runs.insert(
-                id.to_string(),
-                Run {
-                    run_id: id.to_string(),
-                    agent: text("agent"),
-                    goal: text("goal"),
-                    status: Status::Running,
-                    started_at: ts,
-                    ended_at: None,
-                    error: None,
-                },
-            );
-            return;
+            "events" => {
+                let Some(run) = self.runs.get_mut(id) else {
+                    return;
+                };
+                if let Ok(events) = event::parse_batch(&v["events"], ts) {
+                    for e in &events {
+                        run.detail.apply(e, m);
+                    }
+                }
+            }
+            "complete" | "fail" | "cancel" => self.finish(id, op, ts, text("error"), m),
+            _ => {}
         }
-        let status = match op {
-            "complete" => Status::Completed,
-            "fail" => Status::Failed,
-            "cancel" => Status::Cancelled,
-            _ => return,
-        };
+    }
+
+    fn finish(&mut self, id: &str, op: &str, ts: f64, error: Option<String>, m: &RunMetrics) {
         let Some(run) = self.runs.get_mut(id) else {
             return;
         };
         if run.status != Status::Running {
             return;
         }
+        let (status, counter, count) = match op {
+            "complete" => (Status::Completed, &m.completed, &mut self.counts.completed),
+            "fail" => (Status::Failed, &m.failed, &mut self.counts.failed),
+            _ => (Status::Cancelled, &m.cancelled, &mut self.counts.cancelled),
+        };
         run.status = status;
         run.ended_at = Some(ts);
-        run.error = text("error");
+        run.error = error;
+        *count += 1;
+        counter.inc();
         self.counts.active -= 1;
-        match status {
-            Status::Completed => self.counts.completed += 1,
-            Status::Failed => self.counts.failed += 1,
-            _ => self.counts.cancelled += 1,
-        }
+        m.active.dec();
+        m.run_duration
+            .observe(&[status.as_str()], (ts - run.started_at).max(0.0));
         self.finished_order.push_back(id.to_string());
         while self.finished_order.len() > FINISHED_RETAINED {
             if let Some(old) = self.finished_order.pop_front() {

@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Checks a Grafana dashboard, and optionally alert rules, against a live Prometheus.
+
+    check_dashboard.py PROM_URL DASHBOARD_JSON [--alerts ALERTS_YML]
+
+For every panel target the dashboard's variables are replaced by fixed values ($instance by
+`.*`, $__rate_interval by 1m, $__interval by 15s, $__range by 1h) and the expression is run as
+an instant query; each must return at least one series (`panel TITLE: N series`). Every vector
+selector must filter on `instance=~"$instance"`, so the instance picker applies to all panels.
+Every metric name the expressions use must be one the server has series for. With --alerts,
+every rule expression in the file must be accepted by the server: it need not return series,
+but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails.
+
+Run it against a Prometheus that has scraped conductor-metrics after some traffic: labelled
+families such as conductor_gate_results_total have no series, and so no name, until used.
+Exit status: 0 when everything passes, 1 when any check fails, 2 when the files cannot be
+read or the server cannot be reached.
+"""
+
+import argparse
+import json
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+QUERY_TIMEOUT_SECONDS = 10
+
+# What each dashboard variable becomes in a query; $datasource only appears in datasource
+# fields, never in an expression.
+VARIABLES = {
+    "instance": ".*",
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__interval_ms": "15000",
+    "__range": "1h",
+    "__range_s": "3600",
+    "__range_ms": "3600000",
+}
+
+# $name, ${name}, ${name:format} and the deprecated [[name]]. A name never starts with a digit,
+# which keeps label_replace's "$1" alone.
+VARIABLE_RE = re.compile(r"\$\{([a-zA-Z_]\w*)(?::\w+)?\}|\$([a-zA-Z_]\w*)|\[\[([a-zA-Z_]\w*)\]\]")
+
+# Words PromQL reserves that would look like metric names when not followed by "(".
+KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+# Keywords followed by a parenthesised list of label names, not of expressions.
+LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+INSTANCE_MATCHER = 'instance=~"$instance"'
+# The matcher in any spelling Grafana expands the same way: $instance, ${instance}, ${instance:regex}.
+INSTANCE_MATCHER_RE = re.compile(r'instance=~"\$(?:instance\b|\{instance(?::\w+)?\})"')
+
+
+class Failure(Exception):
+    """A query the server refused or that could not be sent."""
+
+
+def substitute(expr):
+    """Returns expr with every known variable replaced, and the names of unknown ones."""
+    unknown = []
+
+    def replace(match):
+        name = match.group(1) or match.group(2) or match.group(3)
+        if name in VARIABLES:
+            return VARIABLES[name]
+        unknown.append(name)
+        return match.group(0)
+
+    return VARIABLE_RE.sub(replace, expr), unknown
+
+
+def skip_string(expr, i):
+    """Returns the index just past the string literal that starts at expr[i]."""
+    quote = expr[i]
+    i += 1
+    while i < len(expr) and expr[i] != quote:
+        i += 2 if expr[i] == "\\" and quote != "`" else 1
+    return i + 1
+
+
+def tokens(expr):
+    """Splits PromQL into the tokens that matter for finding selectors.
+
+    Yields (kind, text) with kind one of ident, matchers ({...}), "(", ")" and other; strings,
+    numbers, durations, ranges and comments come out as other, so nothing inside them is taken
+    for a metric name.
+    """
+    i = 0
+    n = len(expr)
+    while i < n:
+        c = expr[i]
+        if c.isspace():
+            i += 1
+        elif c in "\"'`":
+            i = skip_string(expr, i)
+            yield "other", ""
+        elif c == "#":
+            while i < n and expr[i] != "\n":
+                i += 1
+        elif c in "{[":
+            close = "}" if c == "{" else "]"
+            start = i
+            while i < n and expr[i] != close:
+                i = skip_string(expr, i) if expr[i] in "\"'`" else i + 1
+            i += 1
+            yield ("matchers" if c == "{" else "other"), expr[start:i]
+        elif c.isdigit() or (c == "." and expr[i + 1 : i + 2].isdigit()):
+            while i < n and (expr[i].isalnum() or expr[i] in "._"):
+                i += 1
+            yield "other", ""
+        elif c.isalpha() or c in "_:":
+            start = i
+            while i < n and (expr[i].isalnum() or expr[i] in "_:"):
+                i += 1
+            yield "ident", expr[start:i]
+        else:
+            i += 1
+            yield (c if c in "()" else "other"), c
+
+
+def selectors(expr):
+    """Returns (metric name or None, matchers text) for every vector selector in expr."""
+    toks = list(tokens(expr))
+    found = []
+    i = 0
+    while i < len(toks):
+        kind, text = toks[i]
+        following = toks[i + 1] if i + 1 < len(toks) else ("", "")
+        if kind == "ident" and text.lower() in LABEL_LIST_KEYWORDS and following[0] == "(":
+            while i < len(toks) and toks[i][0] != ")":
+                i += 1
+        elif kind == "ident" and following[0] == "ident" and following[1].lower() in ("by", "without"):
+            pass  # an aggregation written `sum by (...) (...)`
+        elif kind == "ident" and text.lower() not in KEYWORDS | LABEL_LIST_KEYWORDS and following[0] != "(":
+            matchers = following[1] if following[0] == "matchers" else ""
+            found.append((text, matchers))
+            i += 1 if matchers else 0
+        elif kind == "matchers":
+            found.append((None, text))
+        i += 1
+    return found
+
+
+def metric_names(expr):
+    """Returns the metric names an expression selects by name."""
+    return {name for name, _ in selectors(expr) if name}
+
+
+def selectors_without_instance(expr):
+    """Returns the vector selectors in expr (before substitution) that skip the instance matcher."""
+    return [
+        (name or "") + matchers
+        for name, matchers in selectors(expr)
+        if not INSTANCE_MATCHER_RE.search(re.sub(r"\s+", "", matchers))
+    ]
+
+
+def get_json(url, params=None):
+    """GETs a Prometheus API URL and returns the decoded `data`; raises Failure with its error."""
+    query = "?" + urllib.parse.urlencode(params) if params else ""
+    try:
+        with urllib.request.urlopen(url + query, timeout=QUERY_TIMEOUT_SECONDS) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as e:
+        # Prometheus explains a refused query in the JSON body of the error response.
+        try:
+            body = json.load(e)
+            detail = "%s: %s" % (body.get("errorType"), body.get("error"))
+        except ValueError:
+            detail = e.reason
+        kind = {400: "parse error", 422: "evaluation error"}.get(e.code, "HTTP %d" % e.code)
+        raise Failure("%s (HTTP %d): %s" % (kind, e.code, detail)) from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise Failure("cannot query %s: %s" % (url, e)) from e
+    if body.get("status") != "success":
+        raise Failure("%s: %s" % (body.get("errorType"), body.get("error")))
+    return body["data"]
+
+
+def instant_query(prom_url, expr):
+    """Runs expr as an instant query and returns how many series (or 1 for a scalar) it gave."""
+    data = get_json(prom_url + "/api/v1/query", {"query": expr})
+    if data["resultType"] in ("vector", "matrix"):
+        return len(data["result"])
+    return 1
+
+
+def panels_of(dashboard):
+    """Yields every panel, including those folded inside collapsed rows."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def check_dashboard(prom_url, dashboard):
+    """Queries every target; returns (failure lines, metric names used)."""
+    failures = []
+    names = set()
+    for panel in panels_of(dashboard):
+        title = panel.get("title", "<untitled>")
+        targets = [t for t in panel.get("targets", []) if t.get("expr")]
+        if not targets:
+            continue
+        empty = []
+        series = 0
+        for target in targets:
+            expr = target["expr"]
+            label = "panel %s [%s]" % (title, target.get("refId", "?"))
+            for selector in selectors_without_instance(expr):
+                failures.append("%s: selector without %s: %s" % (label, INSTANCE_MATCHER, selector))
+            query, unknown = substitute(expr)
+            if unknown:
+                failures.append("%s: unknown variables %s" % (label, ", ".join(sorted(set(unknown)))))
+                continue
+            names |= metric_names(query)
+            try:
+                count = instant_query(prom_url, query)
+            except Failure as e:
+                failures.append("%s: %s" % (label, e))
+                continue
+            series += count
+            if count == 0:
+                empty.append(target.get("refId", "?"))
+        print("panel %s: %d series" % (title, series))
+        if empty:
+            failures.append("panel %s: no series for %s" % (title, ", ".join(empty)))
+    return failures, names
+
+
+def check_names(prom_url, names):
+    """Returns failure lines for the metric names the server has no series for."""
+    try:
+        exported = set(get_json(prom_url + "/api/v1/label/__name__/values"))
+    except Failure as e:
+        return ["metric names: %s" % e]
+    missing = sorted(names - exported)
+    print("metric names: %d used, %d not exported" % (len(names), len(missing)))
+    return ["metric not exported: %s" % name for name in missing]
+
+
+def rule_exprs(text):
+    """Returns (rule name, expr) for every rule in a Prometheus rules file.
+
+    A small reader for the shapes rule files take (plain, quoted, and `|`/`>` block scalars)
+    keeps the script on the standard library; PromQL ignores the newlines a block keeps.
+    """
+    rules = []
+    name = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        named = re.match(r"\s*(?:-\s+)?(alert|record):\s*(.+?)\s*$", line)
+        if named:
+            name = "%s %s" % (named.group(1), named.group(2).strip("'\""))
+            continue
+        found = re.match(r"(\s*)(?:-\s+)?expr:\s*(.*?)\s*$", line)
+        if not found:
+            continue
+        value = found.group(2)
+        if value[:1] in ("|", ">"):
+            indent = len(found.group(1))
+            block = []
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent):
+                block.append(lines[i].strip())
+                i += 1
+            value = "\n".join(part for part in block if part)
+        elif value.startswith('"'):
+            value = json.loads(value)
+        elif value.startswith("'"):
+            value = value[1:-1].replace("''", "'")
+        else:
+            value = re.sub(r"\s+#.*$", "", value)
+        rules.append((name or "rule at line %d" % i, value))
+        name = None
+    return rules
+
+
+def check_alerts(prom_url, path):
+    """Returns failure lines for the rule expressions in path that the server refuses."""
+    with open(path, encoding="utf-8") as f:
+        rules = rule_exprs(f.read())
+    if not rules:
+        return ["%s: no rule expressions found" % path]
+    failures = []
+    for name, expr in rules:
+        try:
+            instant_query(prom_url, expr)
+        except Failure as e:
+            failures.append("%s: %s" % (name, e))
+            continue
+        print("%s: parses" % name)
+    return failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prom_url", help="base URL of Prometheus, e.g. http://127.0.0.1:9090")
+    parser.add_argument("dashboard", help="Grafana dashboard JSON file")
+    parser.add_argument("--alerts", help="Prometheus rules file whose expressions must parse")
+    args = parser.parse_args()
+    prom_url = args.prom_url.rstrip("/")
+
+    try:
+        with open(args.dashboard, encoding="utf-8") as f:
+            dashboard = json.load(f)
+    except (OSError, ValueError) as e:
+        print("cannot read dashboard %s: %s" % (args.dashboard, e), file=sys.stderr)
+        return 2
+
+    # One probe first, so an unreachable server is one message rather than one per query.
+    try:
+        get_json(prom_url + "/api/v1/status/buildinfo")
+    except Failure as e:
+        print("cannot check against %s: %s" % (prom_url, e), file=sys.stderr)
+        return 2
+
+    failures, names = check_dashboard(prom_url, dashboard)
+    if not names:
+        failures.append("no metric names found in %s" % args.dashboard)
+    failures += check_names(prom_url, names)
+    if args.alerts:
+        try:
+            failures += check_alerts(prom_url, args.alerts)
+        except (OSError, ValueError) as e:
+            print("cannot read rules %s: %s" % (args.alerts, e), file=sys.stderr)
+            return 2
+
+    if failures:
+        print("FAILED:", file=sys.stderr)
+        for line in failures:
+            print("  " + line, file=sys.stderr)
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

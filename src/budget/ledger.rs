@@ -1,0 +1,308 @@
+//! The ledger: one append-only JSON Lines file per UTC day,
+//! `YYYY-MM-DD.jsonl`, holding that day's spend events and alert markers,
+//! and the [`Tally`] a day's lines add up to.
+//!
+//! Files are only ever appended to through a [`Journal`], which syncs
+//! before it acknowledges and cuts a torn last line when it opens, so a
+//! day's sum is always the sum of its complete lines.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::time;
+
+use super::money::{self, Charge};
+
+/// The alert thresholds, in percent of the daily limit, lowest first.
+pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+/// What one day's ledger adds up to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Micro-dollars spent.
+    pub spent: i64,
+    /// Spend lines.
+    pub events: u64,
+    /// Bit `i` is set once `ALERT_THRESHOLDS[i]` has fired.
+    alerts: u8,
+}
+
+impl Tally {
+    /// Counts a spend and returns the thresholds it newly reaches, which
+    /// are marked fired.
+    pub fn charge(&mut self, micros: i64, limit: i64) -> Vec<u8> {
+        self.spent = self.spent.saturating_add(micros);
+        self.events += 1;
+        let mut fired = Vec::new();
+        for (i, &threshold) in ALERT_THRESHOLDS.iter().enumerate() {
+            let reached = i128::from(self.spent) * 100 >= i128::from(limit) * i128::from(threshold);
+            if self.alerts & (1 << i) == 0 && self.spent > 0 && reached {
+                self.alerts |= 1 << i;
+                fired.push(threshold);
+            }
+        }
+        fired
+    }
+
+    /// Adds another tally of the same day.
+    pub fn merge(&mut self, other: Tally) {
+        self.spent = self.spent.saturating_add(other.spent);
+        self.events += other.events;
+        self.alerts |= other.alerts;
+    }
+
+    /// Undoes a [`Tally::charge`] whose lines never became durable.
+    pub fn uncharge(&mut self, micros: i64, fired: &[u8]) {
+        self.spent = self.spent.saturating_sub(micros);
+        self.events -= 1;
+        for (i, threshold) in ALERT_THRESHOLDS.iter().enumerate() {
+            if fired.contains(threshold) {
+                self.alerts &= !(1 << i);
+            }
+        }
+    }
+
+    /// Adds one ledger line: a spend (`amount_micros`, or `amount` in
+    /// dollars for a hand-written line) or an alert marker.
+    fn apply(&mut self, record: &[u8]) -> Result<(), String> {
+        if record.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
+        if let Some(alert) = value.get("alert") {
+            let at = ALERT_THRESHOLDS
+                .iter()
+                .position(|&t| alert.as_u64() == Some(t.into()));
+            let i = at.ok_or_else(|| format!("unknown alert threshold {alert}"))?;
+            self.alerts |= 1 << i;
+            return Ok(());
+        }
+        let micros = match (value.get("amount_micros"), value.get("amount")) {
+            (Some(m), _) => m.as_i64().filter(|m| *m >= 0),
+            (None, Some(a)) => a.as_f64().and_then(|a| money::to_micros(a, "amount").ok()),
+            (None, None) => return Err("neither a spend nor an alert".into()),
+        };
+        let micros = micros.ok_or("the amount is not a non-negative number")?;
+        self.spent = self.spent.saturating_add(micros);
+        self.events += 1;
+        Ok(())
+    }
+}
+
+/// The ledger file of `day` in `dir`.
+pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
+    dir.join(format!("{}.jsonl", time::date_string(day)))
+}
+
+/// Opens `day`'s file through a journal (cutting a torn tail) and sums it.
+/// With `create` false, a missing file gives `None` and is not created.
+pub(crate) fn open(
+    dir: &Path,
+    day: i64,
+    create: bool,
+) -> Result<Option<(Arc<Journal>, Tally)>, Error> {
+    let path = path(dir, day);
+    match fs::metadata(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            let message = format!("ledger {}: {e}", path.display());
+            return Err(Error::Storage(message));
+        }
+        _ => {}
+    }
+    let (journal, replay) = Journal::open(&path).map_err(|e| Error::Storage(e.to_string()))?;
+    let mut tally = Tally::default();
+    for (i, record) in replay.records.iter().enumerate() {
+        tally.apply(record).map_err(|why| {
+            Error::Storage(format!("ledger {} line {}: {why}", path.display(), i + 1))
+        })?;
+    }
+    Ok(Some((Arc::new(journal), tally)))
+}
+
+/// The newest day with a ledger file in `dir`; other names are ignored.
+pub(crate) fn newest_day(dir: &Path) -> Result<Option<i64>, Error> {
+    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
+    let mut newest = None;
+    for entry in fs::read_dir(dir).map_err(storage)? {
+        let name = entry.map_err(storage)?.file_name();
+        let day = name.to_str().and_then(day_of_file_name);
+        newest = newest.max(day);
+    }
+    Ok(newest)
+}
+
+/// The day a `YYYY-MM-DD.jsonl` name stands for, if it is a real date.
+fn day_of_file_name(name: &str) -> Option<i64> {
+    let date = name.strip_suffix(".jsonl").filter(|d| d.len() == 10)?;
+    let mut parts = date.splitn(3, '-');
+    let y = parts.next()?.parse::<i64>().ok()?;
+    let m = parts.next()?.parse::<u32>().ok()?;
+    let d = parts.next()?.parse::<u32>().ok()?;
+    let day = time::days_from_civil(y, m, d);
+    // Formatting back rejects `2026-02-30`, `2026-1-011` and signs.
+    (time::date_string(day) == date).then_some(day)
+}
+
+/// Who recorded a spend, with the details the ledger keeps.
+pub(crate) struct Entry<'a> {
+    /// `"run"` for a settled run, `"direct"` for a direct spend.
+    pub kind: &'static str,
+    /// The priced amount.
+    pub charge: &'a Charge,
+    /// The run it belongs to, if any.
+    pub run_id: Option<&'a str>,
+    /// The phase of a direct spend.
+    pub phase: Option<&'a str>,
+    /// A settled run's cost by phase, in micro-dollars.
+    pub phases: &'a [(String, i64)],
+}
+
+/// The ledger line of a spend.
+pub(crate) fn spend_line(ts: f64, entry: &Entry<'_>) -> Vec<u8> {
+    let charge = entry.charge;
+    let mut line = format!("{{\"ts\":{}", Value::from(time::rfc3339(ts)));
+    let _ = write!(line, ",\"kind\":\"{}\"", entry.kind);
+    let _ = write!(
+        line,
+        ",\"amount\":{}",
+        Value::from(money::dollars(charge.micros))
+    );
+    let _ = write!(line, ",\"amount_micros\":{}", charge.micros);
+    let strings = [("run_id", entry.run_id), ("model", charge.model.as_deref())];
+    for (key, value) in strings.into_iter().chain([("phase", entry.phase)]) {
+        if let Some(value) = value {
+            let _ = write!(line, ",\"{key}\":{}", Value::from(value));
+        }
+    }
+    if let Some((input, output)) = charge.tokens {
+        let _ = write!(line, ",\"input_tokens\":{input},\"output_tokens\":{output}");
+    }
+    if !entry.phases.is_empty() {
+        let phases = entry.phases.iter();
+        let map = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
+        let _ = write!(line, ",\"phases\":{}", Value::Object(map.collect()));
+    }
+    line.push('}');
+    line.into_bytes()
+}
+
+/// The ledger line that marks `threshold` fired for `day`.
+pub(crate) fn alert_line(threshold: u8, ts: f64, day: i64, spent: i64, limit: i64) -> Vec<u8> {
+    format!(
+        "{{\"alert\":{threshold},\"ts\":{},\"date\":\"{}\",\"today_spend\":{},\"daily_limit\":{}}}",
+        Value::from(time::rfc3339(ts)),
+        time::date_string(day),
+        Value::from(money::dollars(spent)),
+        Value::from(money::dollars(limit)),
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(lines: &[&str]) -> Result<Tally, String> {
+        let mut t = Tally::default();
+        lines.iter().try_for_each(|l| t.apply(l.as_bytes()))?;
+        Ok(t)
+    }
+
+    #[test]
+    fn file_names_round_trip_and_reject_non_dates() {
+        for day in [0, 19_000, 20_780, -1] {
+            let name = format!("{}.jsonl", time::date_string(day));
+            assert_eq!(day_of_file_name(&name), Some(day), "{name}");
+        }
+        assert_eq!(day_of_file_name("2024-02-29.jsonl"), Some(19_782));
+        for bad in [
+            "2026-02-30.jsonl",
+            "2026-1-01.jsonl",
+            "x.jsonl",
+            "2026-01-01.json",
+        ] {
+            assert_eq!(day_of_file_name(bad), None, "{bad}");
+        }
+        let file = path(Path::new("d"), 19_782);
+        assert_eq!(file, Path::new("d/2024-02-29.jsonl"));
+    }
+
+    #[test]
+    fn charging_fires_each_threshold_once() {
+        let mut t = Tally::default();
+        assert_eq!(t.charge(400_000, 1_000_000), Vec::<u8>::new());
+        assert_eq!(t.charge(100_000, 1_000_000), vec![50]);
+        assert_eq!(t.charge(100_000, 1_000_000), Vec::<u8>::new());
+        assert_eq!(t.charge(900_000, 1_000_000), vec![80, 100]);
+        assert_eq!(t.charge(1, 1_000_000), Vec::<u8>::new());
+        t.uncharge(1, &[]);
+        t.uncharge(900_000, &[80, 100]);
+        assert_eq!((t.spent, t.events), (600_000, 3));
+        assert_eq!(t.charge(200_000, 1_000_000), vec![80]);
+        let mut zero_limit = Tally::default();
+        assert_eq!(zero_limit.charge(0, 0), Vec::<u8>::new());
+        assert_eq!(zero_limit.charge(1, 0), vec![50, 80, 100]);
+    }
+
+    #[test]
+    fn lines_written_are_lines_replayed() {
+        let charge = Charge {
+            micros: 22_500,
+            model: Some("m\"x".into()),
+            tokens: Some((1000, 100)),
+        };
+        let phases = [("plan".to_string(), 20_000), ("act".to_string(), 2_500)];
+        let entry = Entry {
+            kind: "run",
+            charge: &charge,
+            run_id: Some("r1"),
+            phase: None,
+            phases: &phases,
+        };
+        let line = spend_line(86_400.5, &entry);
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["ts"], "1970-01-02T00:00:00.500Z");
+        assert_eq!(
+            (value["amount"].as_f64(), value["kind"].as_str()),
+            (Some(0.0225), Some("run"))
+        );
+        assert_eq!(
+            (value["model"].as_str(), value["input_tokens"].as_u64()),
+            (Some("m\"x"), Some(1000))
+        );
+        assert_eq!(value["phases"]["plan"], 0.02);
+        let alert = alert_line(80, 0.0, 0, 800_000, 1_000_000);
+        let alert = String::from_utf8(alert).unwrap();
+        assert!(
+            alert.starts_with(r#"{"alert":80,"ts":"1970-01-01T00:00:00.000Z","date":"1970-01-01""#)
+        );
+        let t = tally(&[std::str::from_utf8(&line).unwrap(), &alert, ""]).unwrap();
+        assert_eq!((t.spent, t.events, t.alerts), (22_500, 1, 0b010));
+    }
+
+    #[test]
+    fn replay_accepts_hand_written_amounts_and_rejects_garbage() {
+        let t = tally(&[
+            r#"{"amount": 0.25}"#,
+            r#"{"amount_micros": 5, "amount": 9}"#,
+        ])
+        .unwrap();
+        assert_eq!((t.spent, t.events), (250_005, 2));
+        assert!(tally(&["{"]).unwrap_err().starts_with("not JSON"));
+        assert!(tally(&[r#"{"x":1}"#]).unwrap_err().contains("neither"));
+        assert!(tally(&[r#"{"amount_micros":-5}"#])
+            .unwrap_err()
+            .contains("non-negative"));
+        assert!(tally(&[r#"{"alert":70}"#])
+            .unwrap_err()
+            .contains("threshold 70"));
+    }
+}

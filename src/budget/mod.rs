@@ -1,0 +1,332 @@
+//! The daily budget: agent runs reserve an estimate when they start and
+//! record their actual cost when they end, and a day's reservations plus
+//! spend never pass the daily limit at admission.
+//!
+//! Money is kept as whole micro-dollars, so admission counts are exact. The
+//! day is the UTC day, read from an injectable [`Clock`] on every operation;
+//! it rolls at midnight and never moves backwards. Spends go to an
+//! append-only ledger file per day before they are acknowledged. See
+//! `docs/budget.md` for behaviour, file format and restart semantics.
+
+mod clock;
+mod ledger;
+mod metrics;
+mod money;
+mod pricing;
+mod record;
+mod report;
+mod reserve;
+mod state;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use crate::error::Error;
+use crate::metrics::CounterFamily;
+use crate::time;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ledger::ALERT_THRESHOLDS;
+pub use money::{SpendInput, MAX_AMOUNT};
+pub use pricing::{Price, Pricing, DEFAULT_PRICE};
+pub use record::valid_phase;
+pub use report::{Recorded, Refusal, Status};
+
+use state::{Settings, State};
+
+/// The default daily limit, in dollars (`AGENT_DAILY_BUDGET`).
+pub const DEFAULT_DAILY_LIMIT: f64 = 5.0;
+/// The default amount reserved when a run starts, in dollars.
+pub const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
+/// The ledger directory's name inside the data directory.
+pub const LEDGER_DIR: &str = "budget";
+
+/// Settings of a [`Budget`]. Plain data; safe to send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetConfig {
+    /// The daily limit in dollars; 0 refuses every run.
+    pub daily_limit: f64,
+    /// The estimate a run reserves when it starts, in dollars; above 0.
+    pub run_estimate: f64,
+    /// The ledger directory, holding one `YYYY-MM-DD.jsonl` per day.
+    pub dir: PathBuf,
+    /// Token prices, for spends given as tokens.
+    pub pricing: Pricing,
+}
+
+impl BudgetConfig {
+    /// The defaults for a data directory: $5.00 a day, $0.15 per run, the
+    /// ledger in `<data_dir>/budget`, and the default pricing table.
+    pub fn new(data_dir: &Path) -> BudgetConfig {
+        BudgetConfig {
+            daily_limit: DEFAULT_DAILY_LIMIT,
+            run_estimate: DEFAULT_RUN_ESTIMATE,
+            dir: data_dir.join(LEDGER_DIR),
+            pricing: Pricing::default_table(),
+        }
+    }
+}
+
+/// The daily budget. It is safe to share across threads (`Send + Sync`);
+/// wrap it in an `Arc`.
+///
+/// One lock guards all books, so checking the limit and reserving is one
+/// step. Ledger appends happen outside the lock and share syncs (group
+/// commit): a spend counts against its day from just before its append
+/// starts, and is taken back if the append fails. Open one `Budget` per
+/// ledger directory: a second one would open the same journals twice.
+pub struct Budget {
+    settings: Settings,
+    pricing: Pricing,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    /// `conductor_cost_dollars_total{phase}`, once metrics are registered.
+    phases: OnceLock<CounterFamily>,
+}
+
+impl Budget {
+    /// Opens the budget, creating the ledger directory and summing the
+    /// current day's ledger (cutting a torn last line).
+    ///
+    /// The current day is the clock's day or the newest ledger file's day,
+    /// whichever is later, so a clock that is behind after a restart never
+    /// reopens an earlier day. Bad settings are [`Error::Invalid`] naming
+    /// `daily_limit` or `run_estimate`; an unreadable ledger is
+    /// [`Error::Storage`].
+    pub fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
+        let limit = money::to_micros(config.daily_limit, "daily_limit")?;
+        let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
+        if estimate == 0 {
+            return Err(Error::invalid("run_estimate", "must be above 0"));
+        }
+        let dir = config.dir;
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
+        let clock_day = time::day_of(clock.now_unix());
+        let today = ledger::newest_day(&dir)?.map_or(clock_day, |d| d.max(clock_day));
+        let state = State::open(&dir, today)?;
+        Ok(Budget {
+            settings: Settings {
+                limit,
+                estimate,
+                dir,
+            },
+            pricing: config.pricing,
+            clock,
+            state: Mutex::new(state),
+            phases: OnceLock::new(),
+        })
+    }
+
+    /// Today's budget.
+    pub fn status(&self) -> Status {
+        self.lock().0.status(&self.settings)
+    }
+
+    /// The pricing table spends given as tokens are priced with.
+    pub fn pricing(&self) -> &Pricing {
+        &self.pricing
+    }
+
+    /// Locks the books and rolls them to the clock's day. The clock is read
+    /// under the lock, so the day seen by each operation only moves forward.
+    fn lock(&self) -> (MutexGuard<'_, State>, f64) {
+        let mut state = self.state();
+        let now = self.clock.now_unix();
+        state.roll(now);
+        (state, now)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Sections under this lock do bookkeeping arithmetic and return
+        // errors rather than panic, so a poisoned lock still guards books
+        // that add up.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// 2026-11-23.
+    pub const DAY: i64 = 20_780;
+
+    /// A unique ledger dir and a clock at noon of [`DAY`].
+    pub struct Fixture {
+        pub dir: PathBuf,
+        pub clock: Arc<ManualClock>,
+    }
+
+    impl Fixture {
+        pub fn new(name: &str) -> Fixture {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let unique = format!("budget-{name}-{}-{n}", std::process::id());
+            let dir = std::env::temp_dir().join(unique).join("budget");
+            let clock = Arc::new(ManualClock::new(DAY as f64 * 86_400.0 + 43_200.0));
+            Fixture { dir, clock }
+        }
+
+        pub fn open(&self, limit: f64, estimate: f64) -> Budget {
+            let config = BudgetConfig {
+                daily_limit: limit,
+                run_estimate: estimate,
+                ..BudgetConfig::new(self.dir.parent().unwrap())
+            };
+            Budget::open(config, self.clock.clone()).unwrap()
+        }
+
+        /// Sets the clock to `seconds` after midnight starting `day`.
+        pub fn at(&self, day: i64, seconds: f64) {
+            self.clock.set(day as f64 * 86_400.0 + seconds);
+        }
+
+        pub fn file(&self, day: i64) -> PathBuf {
+            ledger::path(&self.dir, day)
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(self.dir.parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn midnight_resets_spend_and_yesterdays_runs_settle_into_yesterday() {
+        let f = Fixture::new("rollover");
+        f.at(DAY, 86_400.0 - 10.0);
+        let budget = f.open(1.0, 0.15);
+        budget.spend(SpendInput::Amount(0.6), None, None).unwrap();
+        budget.reserve("late").unwrap();
+        let yesterday = fs::read(f.file(DAY)).unwrap();
+        f.at(DAY + 1, 5.0);
+        let s = budget.status();
+        assert_eq!(
+            (s.date.as_str(), s.today_spend, s.reserved, s.remaining),
+            ("2026-11-24", 0.0, 0.0, 1.0)
+        );
+        assert_eq!(s.reset_at, "2026-11-25T00:00:00.000Z");
+        let recorded = budget.settle("late", SpendInput::Amount(0.3), &[]).unwrap();
+        assert_eq!(
+            (recorded.day.as_str(), recorded.alerts.as_slice()),
+            ("2026-11-23", &[80u8][..])
+        );
+        assert_eq!(
+            (recorded.status.today_spend, recorded.status.remaining),
+            (0.0, 1.0)
+        );
+        assert!(!f.file(DAY + 1).exists());
+        let after = fs::read(f.file(DAY)).unwrap();
+        assert!(after.starts_with(&yesterday) && after.len() > yesterday.len());
+        assert_eq!(
+            budget.state().loaded_days(),
+            1,
+            "yesterday's book was dropped"
+        );
+        budget.spend(SpendInput::Amount(0.2), None, None).unwrap();
+        drop(budget);
+        assert_eq!(f.open(1.0, 0.15).status().today_spend, 0.2);
+        f.at(DAY, 100.0);
+        let yesterday_total = f.open(1.0, 0.15);
+        assert_eq!(
+            yesterday_total.status().date,
+            "2026-11-24",
+            "never back to an earlier day"
+        );
+    }
+
+    #[test]
+    fn a_clock_stepping_back_never_doubles_or_loses_spend() {
+        let f = Fixture::new("stepback");
+        f.at(DAY, 86_400.0 - 1.0);
+        let budget = f.open(5.0, 0.15);
+        budget.spend(SpendInput::Amount(1.0), None, None).unwrap();
+        f.at(DAY - 1, 86_000.0);
+        budget.spend(SpendInput::Amount(0.5), None, None).unwrap();
+        let s = budget.status();
+        assert_eq!(
+            (s.date.as_str(), s.today_spend, s.spend_events),
+            ("2026-11-23", 1.5, 2)
+        );
+        assert!(!f.file(DAY - 1).exists());
+        f.at(DAY + 1, 1.0);
+        budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
+        f.at(DAY, 86_399.5);
+        let s = budget.status();
+        assert_eq!((s.date.as_str(), s.today_spend), ("2026-11-24", 0.25));
+        assert_eq!(
+            budget.reserve("r").map_err(|r| r.retry_after_seconds),
+            Ok(())
+        );
+        drop(budget);
+        let reopened = f.open(5.0, 0.15).status();
+        assert_eq!(
+            (reopened.date.as_str(), reopened.today_spend),
+            ("2026-11-24", 0.25)
+        );
+        f.at(DAY + 1, 2.0);
+        let budget = f.open(5.0, 0.15);
+        assert_eq!(budget.status().today_spend, 0.25);
+        f.at(DAY + 2, 0.0);
+        assert_eq!(budget.status().today_spend, 0.0);
+        let totals: Vec<_> = [DAY, DAY + 1]
+            .iter()
+            .map(|&d| fs::read_to_string(f.file(d)).unwrap().lines().count())
+            .collect();
+        assert_eq!(totals, [2, 1]);
+    }
+
+    #[test]
+    fn an_unwritable_ledger_records_nothing_and_keeps_the_reservation() {
+        let f = Fixture::new("unwritable");
+        let budget = f.open(1.0, 0.15);
+        budget.reserve("r").unwrap();
+        // A directory where today's file belongs makes the journal fail to open.
+        fs::create_dir(f.file(DAY)).unwrap();
+        let failed = budget.settle("r", SpendInput::Amount(0.6), &[]);
+        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+        let s = budget.status();
+        assert_eq!((s.today_spend, s.reserved, s.spend_events), (0.0, 0.15, 0));
+        fs::remove_dir(f.file(DAY)).unwrap();
+        let recorded = budget.settle("r", SpendInput::Amount(0.6), &[]).unwrap();
+        assert_eq!(
+            (recorded.status.reserved, recorded.alerts.as_slice()),
+            (0.0, &[50u8][..])
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let f = Fixture::new("settings");
+        let clock: Arc<dyn Clock> = f.clock.clone();
+        let field = |limit: f64, estimate: f64| {
+            let config = BudgetConfig {
+                daily_limit: limit,
+                run_estimate: estimate,
+                ..BudgetConfig::new(&f.dir)
+            };
+            match Budget::open(config, clock.clone()) {
+                Err(Error::Invalid { field, .. }) => field,
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        };
+        assert_eq!(field(-1.0, 0.15), "daily_limit");
+        assert_eq!(field(f64::NAN, 0.15), "daily_limit");
+        assert_eq!(field(5.0, 0.0), "run_estimate");
+        assert_eq!(
+            BudgetConfig::new(Path::new("/d")).dir,
+            Path::new("/d/budget")
+        );
+    }
+
+    #[test]
+    fn budget_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Budget>();
+        assert_send_sync::<BudgetConfig>();
+    }
+}

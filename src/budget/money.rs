@@ -1,0 +1,161 @@
+//! Money as whole micro-dollars, and what a spend is made of.
+//!
+//! Every amount becomes an `i64` count of micro-dollars as soon as it
+//! enters, so sums are exact: 0.15 × 10 is exactly 1.50, and a thousand
+//! spends of 0.01 add up to exactly 10. Dollars appear again only on output.
+
+use crate::error::Error;
+
+use super::pricing::Pricing;
+
+/// Micro-dollars per dollar.
+const MICROS_PER_DOLLAR: f64 = 1_000_000.0;
+
+/// The largest single amount accepted, in dollars. It is far above any real
+/// spend, and small enough that sums of micro-dollars stay exact.
+pub const MAX_AMOUNT: f64 = 1_000_000_000.0;
+
+/// Converts dollars to micro-dollars, rounding to the nearest.
+///
+/// Negative, NaN, infinite or larger than [`MAX_AMOUNT`] is an
+/// [`Error::Invalid`] naming `field`.
+pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
+    if !dollars.is_finite() || dollars < 0.0 {
+        let message = "must be a finite, non-negative number of dollars";
+        return Err(Error::invalid(field, message));
+    }
+    if dollars > MAX_AMOUNT {
+        let message = format!("must be at most {MAX_AMOUNT} dollars");
+        return Err(Error::invalid(field, message));
+    }
+    Ok((dollars * MICROS_PER_DOLLAR).round() as i64)
+}
+
+/// Converts micro-dollars to dollars for output.
+pub(crate) fn dollars(micros: i64) -> f64 {
+    micros as f64 / MICROS_PER_DOLLAR
+}
+
+/// Converts a count of micro-dollars computed in floating point (a token
+/// price), rejecting what [`to_micros`] would reject.
+pub(crate) fn round_micros(micros: f64, field: &str) -> Result<i64, Error> {
+    to_micros(micros / MICROS_PER_DOLLAR, field)
+}
+
+/// What a spend costs: a dollar amount, or token counts priced by model.
+///
+/// Plain data; safe to send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpendInput {
+    /// An amount in dollars; negative or NaN is invalid, naming `amount`.
+    Amount(f64),
+    /// Token counts, priced by the pricing table for `model` (its default
+    /// price when the model is absent or unknown).
+    Tokens {
+        /// Input (prompt) tokens.
+        input_tokens: u64,
+        /// Output (completion) tokens.
+        output_tokens: u64,
+        /// The model that used them.
+        model: Option<String>,
+    },
+}
+
+impl SpendInput {
+    /// No cost: what a run that reported neither tokens nor a cost is charged.
+    pub fn zero() -> SpendInput {
+        SpendInput::Amount(0.0)
+    }
+
+    /// Prices the input in micro-dollars, keeping what the ledger records.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
+        match self {
+            SpendInput::Amount(amount) => Ok(Charge {
+                micros: to_micros(*amount, "amount")?,
+                model: None,
+                tokens: None,
+            }),
+            SpendInput::Tokens {
+                input_tokens,
+                output_tokens,
+                model,
+            } => Ok(Charge {
+                micros: pricing.cost_micros(model.as_deref(), *input_tokens, *output_tokens)?,
+                model: model.clone(),
+                tokens: Some((*input_tokens, *output_tokens)),
+            }),
+        }
+    }
+}
+
+/// A priced spend, ready for the ledger.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Charge {
+    /// The cost in micro-dollars.
+    pub micros: i64,
+    /// The model, for token spends that named one.
+    pub model: Option<String>,
+    /// `(input, output)` tokens, for token spends.
+    pub tokens: Option<(u64, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_round_to_whole_micros() {
+        assert_eq!(to_micros(0.15, "amount"), Ok(150_000));
+        assert_eq!(to_micros(1.5, "amount"), Ok(1_500_000));
+        assert_eq!(to_micros(0.0000004, "amount"), Ok(0));
+        assert_eq!(to_micros(0.0000005, "amount"), Ok(1));
+        assert_eq!(to_micros(MAX_AMOUNT, "amount"), Ok(1_000_000_000_000_000));
+        assert_eq!(dollars(150_000), 0.15);
+        assert_eq!(dollars(16_000_000), 16.0);
+    }
+
+    #[test]
+    fn sums_of_micros_are_exact_where_floats_drift() {
+        let cent = to_micros(0.01, "amount").unwrap();
+        let micros: i64 = (0..1000).map(|_| cent).sum();
+        assert_eq!(dollars(micros), 10.0);
+        let floats: f64 = (0..1000).map(|_| 0.01).sum();
+        assert_ne!(floats, 10.0, "the reason micro-dollars exist");
+        assert_eq!(dollars(to_micros(0.15, "e").unwrap() * 10), 1.5);
+    }
+
+    #[test]
+    fn bad_amounts_name_their_field() {
+        for bad in [-0.01, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 2e9] {
+            match to_micros(bad, "amount") {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, "amount"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let err = SpendInput::Amount(-1.0).charge(&Pricing::default_table());
+        assert!(matches!(err, Err(Error::Invalid { field, .. }) if field == "amount"));
+    }
+
+    #[test]
+    fn inputs_are_priced() {
+        let pricing = Pricing::default_table();
+        assert_eq!(
+            SpendInput::zero().charge(&pricing),
+            Ok(Charge {
+                micros: 0,
+                model: None,
+                tokens: None
+            })
+        );
+        let tokens = SpendInput::Tokens {
+            input_tokens: 1000,
+            output_tokens: 100,
+            model: Some("unknown-model".into()),
+        };
+        // 1000 × $15/M + 100 × $75/M = $0.015 + $0.0075.
+        let charge = tokens.charge(&pricing).unwrap();
+        assert_eq!(charge.micros, 22_500);
+        assert_eq!(charge.model.as_deref(), Some("unknown-model"));
+        assert_eq!(charge.tokens, Some((1000, 100)));
+    }
+}

@@ -1,0 +1,272 @@
+//! Token prices: dollars per million input and output tokens, by model,
+//! with a default for models the table does not name.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+use super::money;
+
+/// The price of models the table does not name: $15 per million input
+/// tokens and $75 per million output tokens. It is deliberately high, so an
+/// unknown model is over- rather than under-charged.
+pub const DEFAULT_PRICE: Price = Price {
+    input: 15.0,
+    output: 75.0,
+};
+
+/// One model's token prices, in dollars per million tokens. Plain data;
+/// safe to share across threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    /// Dollars per million input tokens.
+    pub input: f64,
+    /// Dollars per million output tokens.
+    pub output: f64,
+}
+
+/// A pricing table: model name to [`Price`], plus a default price. Plain
+/// data; safe to share across threads.
+///
+/// The JSON file is either `{"models": {"claude-x": {"input": 3.0,
+/// "output": 15.0}}, "default": {"input": 15, "output": 75}}` or a flat
+/// map `{"claude-x": {"input": 3.0, "output": 15.0}}`, in which a key
+/// `default` sets the default price. Models match by exact name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pricing {
+    models: HashMap<String, Price>,
+    default: Price,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Pricing::default_table()
+    }
+}
+
+impl Pricing {
+    /// The table used without a pricing file: no models, so every model is
+    /// charged [`DEFAULT_PRICE`]. Published prices change; they belong in
+    /// the file, not in code.
+    pub fn default_table() -> Pricing {
+        Pricing {
+            models: HashMap::new(),
+            default: DEFAULT_PRICE,
+        }
+    }
+
+    /// Parses a pricing file's text (see [`Pricing`] for the format).
+    ///
+    /// Prices must be finite and non-negative. Other keys inside a price
+    /// object (say, cache prices) are ignored; unknown top-level keys of
+    /// the `models` form are rejected, since they are likely typos. Errors
+    /// are [`Error::Invalid`] naming the offending key.
+    pub fn from_json(text: &str) -> Result<Pricing, Error> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("pricing", format!("not valid JSON: {e}")))?;
+        let Value::Object(top) = value else {
+            return Err(Error::invalid("pricing", "must be a JSON object"));
+        };
+        let mut pricing = Pricing::default_table();
+        if top.contains_key("models") {
+            for (key, value) in &top {
+                match key.as_str() {
+                    "models" => pricing.add_models(value, "pricing.models")?,
+                    "default" => pricing.default = price(value, "pricing.default")?,
+                    other => {
+                        let message = "unknown key; expected \"models\" and \"default\"";
+                        return Err(Error::invalid(&format!("pricing.{other}"), message));
+                    }
+                }
+            }
+        } else {
+            pricing.add_models(&Value::Object(top), "pricing")?;
+            if let Some(default) = pricing.models.remove("default") {
+                pricing.default = default;
+            }
+        }
+        Ok(pricing)
+    }
+
+    /// Reads and parses a pricing file. A file that cannot be read is an
+    /// [`Error::Invalid`] naming `pricing_file`, as it is a configuration
+    /// mistake.
+    pub fn read(path: &Path) -> Result<Pricing, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(
+                "pricing_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        Pricing::from_json(&text)
+    }
+
+    fn add_models(&mut self, value: &Value, field: &str) -> Result<(), Error> {
+        let Value::Object(models) = value else {
+            return Err(Error::invalid(field, "must be an object of model prices"));
+        };
+        for (model, value) in models {
+            let price = price(value, &format!("{field}.{model}"))?;
+            self.models.insert(model.clone(), price);
+        }
+        Ok(())
+    }
+
+    /// The price of `model`: its entry, or the default.
+    pub fn price(&self, model: Option<&str>) -> Price {
+        model
+            .and_then(|m| self.models.get(m))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// The number of models the table names.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether the table names no model (every model gets the default).
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// The cost in dollars of the given tokens of `model`, before the
+    /// rounding to whole micro-dollars that recording applies.
+    pub fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.micros(model, input_tokens, output_tokens) / 1_000_000.0
+    }
+
+    /// The cost in whole micro-dollars; too large a cost is an
+    /// [`Error::Invalid`] naming `input_tokens`.
+    pub(crate) fn cost_micros(
+        &self,
+        model: Option<&str>,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Result<i64, Error> {
+        let micros = self.micros(model, input_tokens, output_tokens);
+        money::round_micros(micros, "input_tokens")
+    }
+
+    /// Dollars per million tokens are micro-dollars per token, so this is
+    /// the cost in micro-dollars.
+    fn micros(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
+        let p = self.price(model);
+        input_tokens as f64 * p.input + output_tokens as f64 * p.output
+    }
+}
+
+fn price(value: &Value, field: &str) -> Result<Price, Error> {
+    let Value::Object(object) = value else {
+        let message = "must be an object like {\"input\": 3.0, \"output\": 15.0}";
+        return Err(Error::invalid(field, message));
+    };
+    Ok(Price {
+        input: per_million(object, field, "input")?,
+        output: per_million(object, field, "output")?,
+    })
+}
+
+fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f64, Error> {
+    let field = format!("{field}.{key}");
+    let message = "must be a non-negative number of dollars per million tokens";
+    match object.get(key).and_then(Value::as_f64) {
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(Error::invalid(&field, message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(result: Result<Pricing, Error>) -> String {
+        match result {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_table_charges_the_default_price() {
+        let p = Pricing::default_table();
+        assert!(p.is_empty() && p == Pricing::default());
+        assert_eq!(p.price(Some("anything")), DEFAULT_PRICE);
+        assert_eq!(p.price(None), DEFAULT_PRICE);
+        assert_eq!(p.cost(None, 1_000_000, 0), 15.0);
+        assert_eq!(p.cost(Some("x"), 0, 1_000_000), 75.0);
+        assert_eq!(p.cost_micros(None, 1000, 100), Ok(22_500));
+    }
+
+    #[test]
+    fn parses_the_models_form() {
+        let text = r#"{"models": {"claude-x": {"input": 3.0, "output": 15, "cache_read": 0.3}},
+                      "default": {"input": 10, "output": 50}}"#;
+        let p = Pricing::from_json(text).unwrap();
+        assert_eq!(p.len(), 1);
+        let x = Price {
+            input: 3.0,
+            output: 15.0,
+        };
+        assert_eq!(p.price(Some("claude-x")), x);
+        assert_eq!(p.price(Some("Claude-X")).input, 10.0);
+        assert_eq!(p.cost(Some("claude-x"), 1_000_000, 1_000_000), 18.0);
+        assert_eq!(p.cost_micros(Some("claude-x"), 1, 1), Ok(18));
+        assert_eq!(p.cost(None, 0, 2_000_000), 100.0);
+    }
+
+    #[test]
+    fn parses_the_flat_form_with_optional_default() {
+        let p = Pricing::from_json(r#"{"a": {"input": 1, "output": 2}}"#).unwrap();
+        assert_eq!((p.len(), p.price(Some("nope"))), (1, DEFAULT_PRICE));
+        let text = r#"{"a": {"input": 1, "output": 2}, "default": {"input": 0, "output": 0}}"#;
+        let p = Pricing::from_json(text).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.cost(Some("zzz"), 1000, 1000), 0.0);
+        assert_eq!(p.cost_micros(Some("a"), 1000, 1000), Ok(3000));
+        assert!(Pricing::from_json("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_malformed_tables_naming_the_key() {
+        assert_eq!(field_of(Pricing::from_json("nope")), "pricing");
+        assert_eq!(field_of(Pricing::from_json("[1]")), "pricing");
+        let bad_model = r#"{"m": {"input": -1, "output": 2}}"#;
+        assert_eq!(field_of(Pricing::from_json(bad_model)), "pricing.m.input");
+        let missing = r#"{"models": {"m": {"input": 1}}}"#;
+        assert_eq!(
+            field_of(Pricing::from_json(missing)),
+            "pricing.models.m.output"
+        );
+        let typo = r#"{"models": {}, "defualt": {"input": 1, "output": 1}}"#;
+        assert_eq!(field_of(Pricing::from_json(typo)), "pricing.defualt");
+        let not_object = r#"{"models": [1]}"#;
+        assert_eq!(field_of(Pricing::from_json(not_object)), "pricing.models");
+        let text_price = r#"{"m": {"input": "3", "output": 2}}"#;
+        assert_eq!(field_of(Pricing::from_json(text_price)), "pricing.m.input");
+    }
+
+    #[test]
+    fn reads_files_and_reports_missing_ones() {
+        let dir = std::env::temp_dir().join(format!("pricing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pricing.json");
+        std::fs::write(&path, r#"{"m": {"input": 1, "output": 1}}"#).unwrap();
+        assert_eq!(Pricing::read(&path).unwrap().len(), 1);
+        assert_eq!(
+            field_of(Pricing::read(&dir.join("absent.json"))),
+            "pricing_file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn absurd_token_costs_are_rejected() {
+        let p = Pricing::default_table();
+        let err = p.cost_micros(None, u64::MAX, u64::MAX).unwrap_err();
+        assert!(matches!(err, Error::Invalid { field, .. } if field == "input_tokens"));
+    }
+}

@@ -1,0 +1,349 @@
+//! Recording spends: a run's actual cost when it ends (settling its
+//! reservation), or a direct spend outside any run's lifecycle.
+
+use crate::error::Error;
+use crate::time;
+
+use super::ledger::{self, Entry};
+use super::money::{self, dollars, SpendInput};
+use super::report::Recorded;
+use super::state::{Hold, State};
+use super::Budget;
+
+/// The phase label of costs no phase was given for.
+const UNKNOWN_PHASE: &str = "unknown";
+
+/// Whether `phase` is a valid phase name: 1 to 64 of `[A-Za-z0-9_.:-]`.
+/// Phases become label values, so callers should check them on input.
+pub fn valid_phase(phase: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
+    (1..=64).contains(&phase.len()) && phase.bytes().all(allowed)
+}
+
+fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
+    match phase.is_empty() || valid_phase(phase) {
+        true => Ok(()),
+        false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
+    }
+}
+
+impl Budget {
+    /// Records the actual cost of a run that ended, releasing its
+    /// reservation, and returns once the ledger line is durable.
+    ///
+    /// The cost is charged to the day the reservation was made, so a run
+    /// that started before midnight lands in yesterday's ledger and leaves
+    /// today's remaining alone; a run without a reservation is charged
+    /// today. `phase_costs` split the cost by phase for the ledger and the
+    /// `conductor_cost_dollars_total{phase}` counter; what they leave
+    /// uncovered counts as phase `unknown`. Invalid input
+    /// ([`Error::Invalid`]) leaves the reservation in place; so does a
+    /// failed append ([`Error::Storage`]), after which nothing was recorded.
+    pub fn settle(
+        &self,
+        run_id: &str,
+        cost: SpendInput,
+        phase_costs: &[(String, f64)],
+    ) -> Result<Recorded, Error> {
+        let mut phases = Vec::with_capacity(phase_costs.len());
+        for (phase, cost) in phase_costs {
+            check_phase(phase, "phase_costs")?;
+            let micros = money::to_micros(*cost, "phase_costs")?;
+            // A phase named twice is one entry in the ledger's `phases` object.
+            match phases.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, sum)) => *sum += micros,
+                None => phases.push((phase.clone(), micros)),
+            }
+        }
+        let charge = cost.charge(&self.pricing)?;
+        let entry = Entry {
+            kind: "run",
+            charge: &charge,
+            run_id: Some(run_id),
+            phase: None,
+            phases: &phases,
+        };
+        self.record(Some(run_id), &entry)
+    }
+
+    /// Records a spend outside a run's lifecycle, charged to today, and
+    /// returns once the ledger line is durable.
+    ///
+    /// `run_id` and `phase` are only recorded; no reservation is touched.
+    /// An empty phase counts as none. Errors as for [`Budget::settle`].
+    pub fn spend(
+        &self,
+        input: SpendInput,
+        run_id: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Recorded, Error> {
+        let phase = phase.filter(|p| !p.is_empty());
+        phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
+        let charge = input.charge(&self.pricing)?;
+        let entry = Entry {
+            kind: "direct",
+            charge: &charge,
+            run_id,
+            phase,
+            phases: &[],
+        };
+        self.record(None, &entry)
+    }
+
+    /// Charges the entry under the lock, appends it (and any alert markers)
+    /// outside the lock, and takes the charge back if the append fails.
+    ///
+    /// The charge stays counted while the append is in flight, so a
+    /// concurrent reserve can never slip into the gap between a released
+    /// reservation and the cost that replaces it.
+    fn record(&self, settling: Option<&str>, entry: &Entry<'_>) -> Result<Recorded, Error> {
+        let micros = entry.charge.micros;
+        let limit = self.settings.limit;
+        let (mut state, now) = self.lock();
+        let hold = settling.and_then(|run| Some((run, state.unhold(run)?)));
+        let day = hold.map_or(state.today, |(_, h)| h.day);
+        let journal = match state.journal(&self.settings.dir, day) {
+            Ok(journal) => journal,
+            Err(e) => {
+                rehold(&mut state, hold);
+                return Err(e);
+            }
+        };
+        let tally = &mut state.book(day).tally;
+        let alerts = tally.charge(micros, limit);
+        let spent = tally.spent;
+        state.inflight(day, 1);
+        drop(state);
+
+        let mut lines = vec![ledger::spend_line(now, entry)];
+        lines.extend(
+            alerts
+                .iter()
+                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
+        );
+        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let appended = journal.append_all(&records);
+
+        let mut state = self.state();
+        state.inflight(day, -1);
+        if let Err(e) = appended {
+            state.book(day).tally.uncharge(micros, &alerts);
+            rehold(&mut state, hold);
+            return Err(Error::Storage(e.to_string()));
+        }
+        state.recorded = state.recorded.saturating_add(micros);
+        state.prune();
+        let status = state.status(&self.settings);
+        drop(state);
+        self.count_phases(entry, micros);
+        Ok(Recorded {
+            amount: dollars(micros),
+            day: time::date_string(day),
+            alerts,
+            status,
+        })
+    }
+
+    fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
+        let Some(family) = self.phases.get() else {
+            return;
+        };
+        let mut covered = 0i64;
+        for (phase, cost) in entry.phases {
+            let label = Some(phase.as_str()).filter(|p| !p.is_empty());
+            let label = label.unwrap_or(UNKNOWN_PHASE);
+            family.add(&[label], dollars(*cost));
+            covered = covered.saturating_add(*cost);
+        }
+        if micros > covered {
+            let label = entry.phase.unwrap_or(UNKNOWN_PHASE);
+            family.add(&[label], dollars(micros - covered));
+        }
+    }
+}
+
+/// Puts back a reservation that a failed settle had taken, and drops books
+/// that nothing refers to any more.
+fn rehold(state: &mut State, hold: Option<(&str, Hold)>) {
+    if let Some((run_id, hold)) = hold {
+        state.hold(run_id, hold);
+    }
+    state.prune();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Fixture, DAY};
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn phase_names_are_checked() {
+        assert!(valid_phase("plan") && valid_phase("a.b:c-d_9") && valid_phase(&"x".repeat(64)));
+        assert!(!valid_phase("") && !valid_phase("sp ace") && !valid_phase(&"x".repeat(65)));
+        assert!(!valid_phase("é") && !valid_phase("a\"b"));
+    }
+
+    #[test]
+    fn settle_records_the_cost_and_frees_the_reservation() {
+        let f = Fixture::new("settle");
+        let budget = f.open(1.0, 0.15);
+        budget.reserve("r1").unwrap();
+        let phases =
+            [("plan", 0.05), ("act", 0.04), ("act", 0.06)].map(|(p, c)| (p.to_string(), c));
+        let recorded = budget
+            .settle("r1", SpendInput::Amount(0.2), &phases)
+            .unwrap();
+        assert_eq!(
+            (recorded.amount, recorded.day.as_str()),
+            (0.2, "2026-11-23")
+        );
+        let s = &recorded.status;
+        assert_eq!(
+            (s.today_spend, s.reserved, s.remaining, s.spend_events),
+            (0.2, 0.0, 0.8, 1)
+        );
+        let line = std::fs::read_to_string(f.file(DAY)).unwrap();
+        let value: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(
+            (value["kind"].as_str(), value["run_id"].as_str()),
+            (Some("run"), Some("r1"))
+        );
+        assert_eq!(
+            (value["amount"].as_f64(), value["amount_micros"].as_i64()),
+            (Some(0.2), Some(200_000))
+        );
+        assert_eq!(value["phases"]["act"], 0.1);
+        budget.settle("r1", SpendInput::zero(), &[]).unwrap();
+        assert_eq!(
+            budget.status().spend_events,
+            2,
+            "a second settle is charged to today"
+        );
+    }
+
+    #[test]
+    fn spends_are_priced_and_checked() {
+        let f = Fixture::new("spend");
+        let budget = f.open(5.0, 0.15);
+        let tokens = SpendInput::Tokens {
+            input_tokens: 10_000,
+            output_tokens: 1_000,
+            model: None,
+        };
+        let recorded = budget.spend(tokens, Some("r9"), Some("review")).unwrap();
+        assert_eq!(recorded.amount, 0.225);
+        let invalid = |r: Result<Recorded, Error>| match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            invalid(budget.spend(SpendInput::Amount(f64::NAN), None, None)),
+            "amount"
+        );
+        assert_eq!(
+            invalid(budget.spend(SpendInput::Amount(-1.0), None, None)),
+            "amount"
+        );
+        assert_eq!(
+            invalid(budget.spend(SpendInput::zero(), None, Some("a b"))),
+            "phase"
+        );
+        budget.reserve("r").unwrap();
+        let bad = [("ok".to_string(), -0.5)];
+        assert_eq!(
+            invalid(budget.settle("r", SpendInput::zero(), &bad)),
+            "phase_costs"
+        );
+        assert_eq!(
+            budget.status().reserved,
+            0.15,
+            "invalid settles keep the reservation"
+        );
+        let line = std::fs::read_to_string(f.file(DAY)).unwrap();
+        assert!(line.contains(r#""kind":"direct""#) && line.contains(r#""phase":"review""#));
+        assert!(line.contains(r#""input_tokens":10000,"output_tokens":1000"#));
+    }
+
+    #[test]
+    fn reopening_sums_the_ledger_exactly() {
+        let f = Fixture::new("reopen");
+        let budget = f.open(100.0, 0.15);
+        let amounts = [0.1, 0.2, 0.3, 0.000001, 12.345678, 0.15];
+        for a in amounts {
+            budget.spend(SpendInput::Amount(a), None, None).unwrap();
+        }
+        let before = budget.status();
+        assert_eq!(before.today_spend, 13.095679);
+        drop(budget);
+        let after = f.open(100.0, 0.15).status();
+        assert_eq!(after, before);
+        assert_eq!(after.spend_events, 6);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_complete_lines_are_summed() {
+        let f = Fixture::new("torn");
+        let budget = f.open(5.0, 0.15);
+        budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
+        budget.spend(SpendInput::Amount(0.5), None, None).unwrap();
+        drop(budget);
+        let complete = std::fs::read(f.file(DAY)).unwrap();
+        let mut torn = complete.clone();
+        torn.extend_from_slice(br#"{"ts":"2026-11-23T12:00:00.000Z","kind":"direct","amount":9"#);
+        std::fs::write(f.file(DAY), torn).unwrap();
+        let budget = f.open(5.0, 0.15);
+        assert_eq!(
+            (budget.status().today_spend, budget.status().spend_events),
+            (0.75, 2)
+        );
+        assert_eq!(std::fs::read(f.file(DAY)).unwrap(), complete);
+        budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
+        drop(budget);
+        assert_eq!(f.open(5.0, 0.15).status().today_spend, 1.0);
+    }
+
+    #[test]
+    fn alerts_fire_once_per_threshold_per_day_across_reopens() {
+        let f = Fixture::new("alerts");
+        let budget = f.open(1.0, 0.15);
+        let spend = |b: &Budget, a: f64| b.spend(SpendInput::Amount(a), None, None).unwrap().alerts;
+        assert_eq!(spend(&budget, 0.49), Vec::<u8>::new());
+        assert_eq!(spend(&budget, 0.01), vec![50]);
+        assert_eq!(spend(&budget, 0.1), Vec::<u8>::new());
+        drop(budget);
+        let budget = f.open(1.0, 0.15);
+        assert_eq!(spend(&budget, 0.1), Vec::<u8>::new());
+        assert_eq!(spend(&budget, 0.5), vec![80, 100]);
+        drop(budget);
+        let budget = f.open(1.0, 0.15);
+        assert_eq!(spend(&budget, 1.0), Vec::<u8>::new());
+        let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
+        assert_eq!(ledger.matches(r#"{"alert":"#).count(), 3);
+        f.at(DAY + 1, 10.0);
+        assert_eq!(spend(&budget, 0.6), vec![50], "a new day fires again");
+    }
+
+    #[test]
+    fn concurrent_spends_add_up_exactly_after_reopen() {
+        let f = Fixture::new("concurrent");
+        let budget = Arc::new(f.open(5.0, 0.15));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    let spend = || budget.spend(SpendInput::Amount(0.01), None, Some("act"));
+                    (0..200)
+                        .map(|_| spend().unwrap().alerts.len())
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        let alerts: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(alerts, 3);
+        assert_eq!(budget.status().today_spend, 16.0);
+        drop(budget);
+        let status = f.open(5.0, 0.15).status();
+        assert_eq!((status.today_spend, status.spend_events), (16.0, 1600));
+    }
+}

@@ -1,0 +1,213 @@
+//! Reservations: a run reserves the estimate when it starts, checked
+//! against the day's limit in the same locked step, and gives it back when
+//! it ends (see `record.rs`) or never started.
+
+use crate::error::Error;
+use crate::time;
+
+use super::report::Refusal;
+use super::state::Hold;
+use super::Budget;
+
+impl Budget {
+    /// Reserves the run estimate for `run_id` if today's spend, today's
+    /// reservations and the estimate fit in the limit, as one atomic step.
+    ///
+    /// A run that already holds a reservation keeps it and gets `Ok`. On
+    /// refusal nothing is reserved or journaled, and the rejection counter
+    /// goes up. Reservations live in memory; after a restart, replay the
+    /// runs still active with [`Budget::restore_reservation`].
+    pub fn reserve(&self, run_id: &str) -> Result<(), Refusal> {
+        let (mut state, now) = self.lock();
+        if state.holds(run_id) {
+            return Ok(());
+        }
+        if !state.admits(&self.settings) {
+            state.rejections += 1;
+            let status = state.status(&self.settings);
+            let retry_after_seconds = ((status.reset_unix - now).ceil() as u64).max(1);
+            return Err(Refusal {
+                status,
+                retry_after_seconds,
+            });
+        }
+        let hold = Hold {
+            day: state.today,
+            micros: self.settings.estimate,
+        };
+        state.hold(run_id, hold);
+        Ok(())
+    }
+
+    /// Re-reserves the estimate for a run that was still active when the
+    /// process stopped, without the limit check: it was admitted then.
+    ///
+    /// The reservation belongs to the day the run started (never later
+    /// than the current day), whose ledger is summed if it is not loaded,
+    /// so the run's cost lands there. A non-finite start time is
+    /// [`Error::Invalid`]; an unreadable ledger is [`Error::Storage`].
+    pub fn restore_reservation(&self, run_id: &str, started_at_unix: f64) -> Result<(), Error> {
+        if !started_at_unix.is_finite() {
+            return Err(Error::invalid("started_at", "must be a finite Unix time"));
+        }
+        let (mut state, _) = self.lock();
+        if state.holds(run_id) {
+            return Ok(());
+        }
+        let day = time::day_of(started_at_unix).min(state.today);
+        state.load(&self.settings.dir, day)?;
+        let micros = self.settings.estimate;
+        state.hold(run_id, Hold { day, micros });
+        Ok(())
+    }
+
+    /// Drops `run_id`'s reservation without recording anything, for a
+    /// start that did not happen. Unknown runs are ignored.
+    pub fn release(&self, run_id: &str) {
+        let (mut state, _) = self.lock();
+        if state.unhold(run_id).is_some() {
+            state.prune();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Fixture, DAY};
+    use super::super::SpendInput;
+    use std::sync::Arc;
+
+    #[test]
+    fn concurrent_reserves_admit_exactly_what_fits() {
+        let f = Fixture::new("admit");
+        let budget = Arc::new(f.open(1.50, 0.15));
+        let threads: Vec<_> = (0..100)
+            .map(|i| {
+                let budget = budget.clone();
+                std::thread::spawn(move || budget.reserve(&format!("run-{i}")).is_ok())
+            })
+            .collect();
+        let admitted = threads.into_iter().map(|t| t.join().unwrap());
+        assert_eq!(admitted.filter(|ok| *ok).count(), 10);
+        let status = budget.status();
+        assert_eq!(
+            (status.reserved, status.remaining, status.cycles_affordable),
+            (1.5, 0.0, 0)
+        );
+        assert_eq!(budget.state().rejections, 90);
+        assert!(!f.file(DAY).exists(), "reservations are not journaled");
+    }
+
+    #[test]
+    fn refusal_reports_the_budget_and_seconds_to_midnight() {
+        let f = Fixture::new("refusal");
+        f.at(DAY, 86_400.0 - 30.0);
+        let budget = f.open(0.35, 0.15);
+        budget.reserve("a").unwrap();
+        budget.spend(SpendInput::Amount(0.1), None, None).unwrap();
+        let refusal = budget.reserve("b").unwrap_err();
+        assert_eq!(refusal.retry_after_seconds, 30);
+        let s = &refusal.status;
+        assert_eq!(
+            (s.daily_limit, s.today_spend, s.reserved),
+            (0.35, 0.1, 0.15)
+        );
+        assert_eq!(
+            (s.remaining, s.cycles_affordable, s.date.as_str()),
+            (0.1, 0, "2026-11-23")
+        );
+        assert_eq!(s.reset_at, "2026-11-24T00:00:00.000Z");
+        f.at(DAY, 86_400.0 - 0.25);
+        assert_eq!(budget.reserve("e").unwrap_err().retry_after_seconds, 1);
+        assert_eq!(budget.status().spend_events, 1, "refusals journal nothing");
+    }
+
+    #[test]
+    fn a_budget_below_one_estimate_refuses_the_first_run() {
+        let f = Fixture::new("tiny");
+        let budget = f.open(0.01, 0.15);
+        let refusal = budget.reserve("first").unwrap_err();
+        assert_eq!(
+            (refusal.status.remaining, refusal.status.reserved),
+            (0.01, 0.0)
+        );
+        assert_eq!(refusal.to_json()["reason"], "budget_exhausted");
+    }
+
+    #[test]
+    fn reserve_is_idempotent_and_release_frees() {
+        let f = Fixture::new("release");
+        let budget = f.open(0.30, 0.15);
+        budget.reserve("a").unwrap();
+        budget.reserve("a").unwrap();
+        assert_eq!(budget.status().reserved, 0.15);
+        budget.reserve("b").unwrap();
+        assert!(budget.reserve("c").is_err());
+        budget.release("a");
+        budget.release("unknown");
+        assert_eq!(budget.status().reserved, 0.15);
+        budget.reserve("c").unwrap();
+    }
+
+    #[test]
+    fn restored_reservations_skip_the_check_and_keep_their_day() {
+        let f = Fixture::new("restore");
+        f.at(DAY - 1, 50_000.0);
+        let budget = f.open(1.0, 0.15);
+        budget.spend(SpendInput::Amount(0.45), None, None).unwrap();
+        drop(budget);
+        f.at(DAY, 100.0);
+        let budget = f.open(0.20, 0.15);
+        budget
+            .restore_reservation("old", (DAY - 1) as f64 * 86_400.0 + 60_000.0)
+            .unwrap();
+        budget
+            .restore_reservation("now", DAY as f64 * 86_400.0 + 50.0)
+            .unwrap();
+        budget
+            .restore_reservation("later", (DAY + 5) as f64 * 86_400.0)
+            .unwrap();
+        assert_eq!(
+            budget.status().reserved,
+            0.3,
+            "over the limit, and yesterday's not counted"
+        );
+        assert!(budget.restore_reservation("x", f64::NAN).is_err());
+        let recorded = budget.settle("old", SpendInput::Amount(0.1), &[]).unwrap();
+        // Yesterday's $0.55 against today's $0.20 limit reaches every threshold.
+        assert_eq!(
+            (recorded.day.as_str(), recorded.alerts.as_slice()),
+            ("2026-11-22", &[50u8, 80, 100][..])
+        );
+        assert_eq!(budget.status().today_spend, 0.0);
+    }
+
+    #[test]
+    fn settles_racing_reserves_never_let_spend_pass_the_limit() {
+        let f = Fixture::new("race");
+        let budget = Arc::new(f.open(1.5, 0.15));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    let mut settled = 0;
+                    for i in 0..20 {
+                        let run = format!("{t}-{i}");
+                        if budget.reserve(&run).is_ok() {
+                            budget.settle(&run, SpendInput::Amount(0.15), &[]).unwrap();
+                            settled += 1;
+                        }
+                        let s = budget.status();
+                        assert!(s.today_spend + s.reserved <= 1.5 + 1e-9, "{s:?}");
+                    }
+                    settled
+                })
+            })
+            .collect();
+        let settled: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(settled, 10);
+        let s = budget.status();
+        assert_eq!((s.today_spend, s.reserved, s.spend_events), (1.5, 0.0, 10));
+        assert_eq!(s.date, crate::time::date_string(DAY));
+    }
+}

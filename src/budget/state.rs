@@ -1,0 +1,309 @@
+//! The budget's books, all behind the one lock: the current day, a tally
+//! per day still in use, and the outstanding reservations.
+//!
+//! A day's book stays loaded while it is the current day, while a
+//! reservation made on it is outstanding, or while an append to its ledger
+//! is in flight; then it is dropped with its journal.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::journal::Journal;
+use crate::time;
+
+use super::ledger::{self, Tally};
+use super::money::dollars;
+use super::report::Status;
+
+/// The fixed settings, in micro-dollars.
+pub(crate) struct Settings {
+    /// The daily limit.
+    pub limit: i64,
+    /// What a run reserves when it starts.
+    pub estimate: i64,
+    /// The ledger directory.
+    pub dir: PathBuf,
+}
+
+/// One day's books.
+#[derive(Default)]
+pub(crate) struct DayBook {
+    /// What the day's ledger holds, plus appends in flight.
+    pub tally: Tally,
+    /// Micro-dollars reserved by runs that started on this day.
+    reserved: i64,
+    /// How many reservations make up `reserved`.
+    holds: u32,
+    /// Appends to this day's ledger that have not finished.
+    inflight: u32,
+    /// Opened on the first append, so quiet days leave no file.
+    journal: Option<Arc<Journal>>,
+}
+
+/// An outstanding reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hold {
+    /// The day the run started, which its cost is charged to.
+    pub day: i64,
+    /// Micro-dollars held.
+    pub micros: i64,
+}
+
+/// Everything the lock guards.
+pub(crate) struct State {
+    /// The current UTC day. It never moves backwards.
+    pub today: i64,
+    books: BTreeMap<i64, DayBook>,
+    holds: HashMap<String, Hold>,
+    /// Micro-dollars recorded since the process started.
+    pub recorded: i64,
+    /// Reservations refused since the process started.
+    pub rejections: u64,
+}
+
+impl State {
+    /// Loads the books of `today` from its ledger, if it has one.
+    pub fn open(dir: &Path, today: i64) -> Result<State, Error> {
+        let mut state = State {
+            today,
+            books: BTreeMap::new(),
+            holds: HashMap::new(),
+            recorded: 0,
+            rejections: 0,
+        };
+        state.load(dir, today)?;
+        Ok(state)
+    }
+
+    /// Moves to the clock's day if it is later. A clock that steps back
+    /// leaves the day alone, so nothing is reset twice.
+    ///
+    /// The new day starts empty without touching the disk: no ledger file
+    /// is newer than the current day (see `Budget::open`).
+    pub fn roll(&mut self, now: f64) {
+        let day = time::day_of(now);
+        if day > self.today {
+            self.today = day;
+            self.books.entry(day).or_default();
+            self.prune();
+        }
+    }
+
+    /// Makes sure `day`'s book is loaded, summing its ledger if needed.
+    pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
+        if let Entry::Vacant(vacant) = self.books.entry(day) {
+            let mut book = DayBook::default();
+            if let Some((journal, tally)) = ledger::open(dir, day, false)? {
+                (book.journal, book.tally) = (Some(journal), tally);
+            }
+            vacant.insert(book);
+        }
+        Ok(())
+    }
+
+    /// The book of `day`, which must be today or a day loaded and pinned
+    /// by a hold or an append in flight.
+    pub fn book(&mut self, day: i64) -> &mut DayBook {
+        self.books.entry(day).or_default()
+    }
+
+    /// The journal of `day`'s ledger, opened (and created) on first use.
+    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<Journal>, Error> {
+        let book = self.book(day);
+        if let Some(journal) = &book.journal {
+            return Ok(journal.clone());
+        }
+        // Nothing on disk is expected, but whatever is there still counts.
+        let opened = ledger::open(dir, day, true)?;
+        let (journal, tally) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
+        book.tally.merge(tally);
+        book.journal = Some(journal.clone());
+        Ok(journal)
+    }
+
+    /// Whether today can take one more run estimate.
+    pub fn admits(&self, settings: &Settings) -> bool {
+        let (spent, reserved) = self.today_totals();
+        spent
+            .saturating_add(reserved)
+            .saturating_add(settings.estimate)
+            <= settings.limit
+    }
+
+    /// Reserves `micros` for `run_id` on `day`. A run that already holds a
+    /// reservation keeps it unchanged.
+    pub fn hold(&mut self, run_id: &str, hold: Hold) {
+        if self.holds.contains_key(run_id) {
+            return;
+        }
+        let book = self.book(hold.day);
+        book.reserved += hold.micros;
+        book.holds += 1;
+        self.holds.insert(run_id.to_string(), hold);
+    }
+
+    /// Removes `run_id`'s reservation, if it has one. The day's book stays
+    /// until [`State::prune`], so a settle can still charge it.
+    pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
+        let hold = self.holds.remove(run_id)?;
+        let book = self.book(hold.day);
+        book.reserved -= hold.micros;
+        book.holds -= 1;
+        Some(hold)
+    }
+
+    /// Whether `run_id` holds a reservation.
+    pub fn holds(&self, run_id: &str) -> bool {
+        self.holds.contains_key(run_id)
+    }
+
+    /// Marks an append to `day`'s ledger as started (`+1`) or finished (`-1`).
+    pub fn inflight(&mut self, day: i64, delta: i32) {
+        let book = self.book(day);
+        book.inflight = book.inflight.saturating_add_signed(delta);
+    }
+
+    /// Drops the books of past days nothing refers to any more.
+    pub fn prune(&mut self) {
+        let today = self.today;
+        self.books
+            .retain(|&day, b| day >= today || b.holds > 0 || b.inflight > 0);
+    }
+
+    /// How many days have books loaded.
+    #[cfg(test)]
+    pub fn loaded_days(&self) -> usize {
+        self.books.len()
+    }
+
+    fn today_totals(&self) -> (i64, i64) {
+        self.books
+            .get(&self.today)
+            .map_or((0, 0), |b| (b.tally.spent, b.reserved))
+    }
+
+    /// Today's status.
+    pub fn status(&self, settings: &Settings) -> Status {
+        let (spent, reserved) = self.today_totals();
+        let events = self.books.get(&self.today).map_or(0, |b| b.tally.events);
+        let remaining = settings
+            .limit
+            .saturating_sub(spent)
+            .saturating_sub(reserved)
+            .max(0);
+        let reset_unix = (self.today + 1) as f64 * 86_400.0;
+        Status {
+            date: time::date_string(self.today),
+            daily_limit: dollars(settings.limit),
+            today_spend: dollars(spent),
+            reserved: dollars(reserved),
+            remaining: dollars(remaining),
+            cycles_affordable: (remaining / settings.estimate) as u64,
+            spend_events: events,
+            reset_at: time::rfc3339(reset_unix),
+            reset_unix,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(limit: i64, estimate: i64) -> Settings {
+        let dir =
+            std::env::temp_dir().join(format!("budget-state-never-created-{}", std::process::id()));
+        Settings {
+            limit,
+            estimate,
+            dir,
+        }
+    }
+
+    fn state(today: i64) -> State {
+        State::open(&settings(0, 1).dir, today).unwrap()
+    }
+
+    #[test]
+    fn admission_counts_spend_and_reservations_of_today_only() {
+        let s = settings(1_500_000, 150_000);
+        let mut state = state(100);
+        for i in 0..10 {
+            assert!(state.admits(&s), "reservation {i}");
+            state.hold(
+                &format!("r{i}"),
+                Hold {
+                    day: 100,
+                    micros: 150_000,
+                },
+            );
+        }
+        assert!(!state.admits(&s));
+        state.hold(
+            "r0",
+            Hold {
+                day: 100,
+                micros: 150_000,
+            },
+        );
+        assert_eq!(state.status(&s).reserved, 1.5);
+        state.roll(101.0 * 86_400.0);
+        assert!(state.admits(&s), "yesterday's holds do not count today");
+        assert_eq!(state.loaded_days(), 2, "yesterday is pinned by its holds");
+        assert_eq!(
+            state.unhold("r3"),
+            Some(Hold {
+                day: 100,
+                micros: 150_000
+            })
+        );
+        assert_eq!(state.unhold("r3"), None);
+        for i in 0..10 {
+            state.unhold(&format!("r{i}"));
+        }
+        state.prune();
+        assert_eq!(state.loaded_days(), 1);
+    }
+
+    #[test]
+    fn the_day_never_moves_backwards() {
+        let mut state = state(100);
+        state.roll(99.5 * 86_400.0);
+        assert_eq!(state.today, 100);
+        state.roll(101.0 * 86_400.0 - 0.001);
+        assert_eq!(state.today, 100);
+        state.roll(101.0 * 86_400.0);
+        assert_eq!((state.today, state.loaded_days()), (101, 1));
+        state.roll(100.9 * 86_400.0);
+        assert_eq!(state.today, 101);
+    }
+
+    #[test]
+    fn status_math_is_exact_and_never_negative() {
+        let s = settings(1_000_000, 150_000);
+        let mut state = state(20_780);
+        state.book(20_780).tally.charge(300_000, s.limit);
+        state.hold(
+            "r",
+            Hold {
+                day: 20_780,
+                micros: 150_000,
+            },
+        );
+        let status = state.status(&s);
+        assert_eq!(status.date, "2026-11-23");
+        assert_eq!(
+            (status.today_spend, status.reserved, status.remaining),
+            (0.3, 0.15, 0.55)
+        );
+        assert_eq!((status.cycles_affordable, status.spend_events), (3, 1));
+        assert_eq!(status.reset_at, "2026-11-24T00:00:00.000Z");
+        assert_eq!(status.reset_unix, 20_781.0 * 86_400.0);
+        state.book(20_780).tally.charge(5_000_000, s.limit);
+        let status = state.status(&s);
+        assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
+    }
+}

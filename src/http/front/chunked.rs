@@ -1,0 +1,284 @@
+//! Chunked transfer coding (RFC 9112 section 7.1): strict line reading and
+//! chunk-size parsing, shared by request bodies and relayed responses.
+
+use std::io::{self, BufRead};
+use std::ops::Range;
+
+use super::syntax::split_field;
+
+/// Why framed input could not be read.
+#[derive(Debug)]
+pub(super) enum FramingError {
+    /// The stream failed, timed out or ended early.
+    Io(io::Error),
+    /// The bytes break the grammar.
+    Malformed(&'static str),
+    /// A line went over its limit.
+    LineTooLong,
+    /// The trailer lines together went over their limit.
+    TrailersTooLarge,
+    /// The decoded body went over its limit.
+    BodyTooLarge,
+}
+
+impl From<io::Error> for FramingError {
+    fn from(err: io::Error) -> FramingError {
+        FramingError::Io(err)
+    }
+}
+
+/// The longest chunk-size line (with extensions) we accept.
+pub(super) const MAX_CHUNK_LINE: usize = 1024;
+
+/// Reads one CRLF-terminated line, appending it without the CRLF to `out`,
+/// and returns where it landed. A bare LF is malformed; a line longer than
+/// `limit` bytes is refused as soon as that is known.
+pub(super) fn read_line(
+    r: &mut impl BufRead,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<Range<usize>, FramingError> {
+    let start = out.len();
+    loop {
+        let available = r.fill_buf()?;
+        if available.is_empty() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        out.extend_from_slice(&available[..taken]);
+        r.consume(taken);
+        if done {
+            if out.len() - start < 2 || out[out.len() - 2] != b'\r' {
+                return Err(FramingError::Malformed("a line must end in CRLF"));
+            }
+            out.truncate(out.len() - 2);
+            if out.len() - start > limit {
+                return Err(FramingError::LineTooLong);
+            }
+            return Ok(start..out.len());
+        }
+        // One more byte than the limit may be the CR of the line's CRLF.
+        if out.len() - start > limit + 1 {
+            return Err(FramingError::LineTooLong);
+        }
+    }
+}
+
+/// The size from a chunk-size line: hex digits, then optionally extensions,
+/// which are checked for stray bytes and then ignored.
+pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    const MALFORMED: FramingError = FramingError::Malformed("a chunk size is malformed");
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let (hex, rest) = line.split_at(digits);
+    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
+    if hex.is_empty() || significant.len() > 16 {
+        return Err(MALFORMED);
+    }
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
+    let extensions_ok = rest.is_empty()
+        || rest[0] == b';'
+            && rest
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    if !extensions_ok {
+        return Err(MALFORMED);
+    }
+    // At most 16 hex digits fit in a u64.
+    Ok(significant
+        .iter()
+        .fold(0u64, |n, &b| (n << 4) | u64::from(hex_value(b))))
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+/// Reads the trailer section after the last chunk, up to its empty line,
+/// and discards it. Trailer lines must be valid header fields and together
+/// fit in `limit` bytes.
+pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
+    let mut line = Vec::new();
+    let mut total = 0;
+    loop {
+        line.clear();
+        let range = match read_line(r, limit.saturating_sub(total), &mut line) {
+            Err(FramingError::LineTooLong) => return Err(FramingError::TrailersTooLarge),
+            other => other?,
+        };
+        total += range.len() + 2;
+        if range.is_empty() {
+            return Ok(());
+        }
+        if total > limit {
+            return Err(FramingError::TrailersTooLarge);
+        }
+        if split_field(&line).is_none() {
+            return Err(FramingError::Malformed("a trailer line is malformed"));
+        }
+    }
+}
+
+/// Reads the CRLF that ends a chunk's data.
+pub(super) fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
+    let mut seen = 0;
+    while seen < 2 {
+        let available = r.fill_buf()?;
+        let Some(&b) = available.first() else {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        };
+        if b != b"\r\n"[seen] {
+            return Err(FramingError::Malformed(
+                "chunk data is longer than its size",
+            ));
+        }
+        r.consume(1);
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// Decodes a whole chunked body into memory, refusing it as soon as it would
+/// grow past `max_body` bytes, before reading the chunk that would do so.
+pub(super) fn read_body(
+    r: &mut impl BufRead,
+    max_body: u64,
+    max_trailers: usize,
+) -> Result<Vec<u8>, FramingError> {
+    let mut body = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        read_line(r, MAX_CHUNK_LINE, &mut line)?;
+        let size = chunk_size(&line)?;
+        if size == 0 {
+            skip_trailers(r, max_trailers)?;
+            return Ok(body);
+        }
+        if size > max_body - body.len() as u64 {
+            return Err(FramingError::BodyTooLarge);
+        }
+        let mut left = size;
+        while left > 0 {
+            let available = r.fill_buf()?;
+            if available.is_empty() {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+            let n = available
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            body.extend_from_slice(&available[..n]);
+            r.consume(n);
+            left -= n as u64;
+        }
+        chunk_end(r)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_size, read_body, read_line, FramingError};
+    use std::io::BufReader;
+
+    fn decode(wire: &[u8], max: u64) -> Result<Vec<u8>, FramingError> {
+        // A tiny buffer makes every boundary fall inside a read.
+        read_body(&mut BufReader::with_capacity(3, wire), max, 64)
+    }
+
+    #[test]
+    fn decodes_chunks_with_extensions_and_trailers() {
+        let wire = b"5\r\nhello\r\n6;name=\"v\" \r\n world\r\n0 ;x\r\nA: b\r\nC: d\r\n\r\nNEXT";
+        let mut r = BufReader::with_capacity(3, &wire[..]);
+        assert_eq!(read_body(&mut r, 100, 64).unwrap(), b"hello world");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+        assert_eq!(rest, "NEXT");
+    }
+
+    #[test]
+    fn enforces_the_body_limit_before_reading() {
+        assert!(matches!(
+            decode(b"b\r\nhello world\r\n0\r\n\r\n", 10),
+            Err(FramingError::BodyTooLarge)
+        ));
+        assert!(decode(b"a\r\nhello worl\r\n0\r\n\r\n", 10).is_ok());
+        let huge = b"ffffffffffffffff\r\n";
+        assert!(matches!(
+            decode(huge, 1 << 20),
+            Err(FramingError::BodyTooLarge)
+        ));
+    }
+
+    #[test]
+    fn refuses_malformed_framing() {
+        let bad: [&[u8]; 9] = [
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"x\r\n",
+            b"-5\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+            b"5 5\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ];
+        for wire in bad {
+            assert!(
+                matches!(decode(wire, 100), Err(FramingError::Malformed(_))),
+                "{wire:?}"
+            );
+        }
+        assert!(matches!(decode(b"5\r\nhel", 100), Err(FramingError::Io(_))));
+    }
+
+    #[test]
+    fn bounds_lines_and_trailers() {
+        let long = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(2000));
+        assert!(matches!(
+            decode(long.as_bytes(), 100),
+            Err(FramingError::LineTooLong)
+        ));
+        let trailers = format!("0\r\nA: {}\r\n\r\n", "v".repeat(100));
+        assert!(matches!(
+            decode(trailers.as_bytes(), 100),
+            Err(FramingError::TrailersTooLarge)
+        ));
+        let trailers = format!("0\r\n{}\r\n", "A: b\r\n".repeat(20));
+        assert!(matches!(
+            decode(trailers.as_bytes(), 100),
+            Err(FramingError::TrailersTooLarge)
+        ));
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"fF").unwrap(), 255);
+        assert_eq!(chunk_size(b"00000000000000000001").unwrap(), 1);
+        assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        assert_eq!(chunk_size(b"1\t;a=b").unwrap(), 1);
+        assert!(chunk_size(b"1;a\x01").is_err());
+        assert!(chunk_size(b"0x1").is_err());
+    }
+
+    #[test]
+    fn lines() {
+        let mut out = Vec::new();
+        let mut r = BufReader::with_capacity(2, &b"ab\r\ncd"[..]);
+        let range = read_line(&mut r, 10, &mut out).unwrap();
+        assert_eq!(&out[range], b"ab");
+        assert!(matches!(
+            read_line(&mut r, 10, &mut out),
+            Err(FramingError::Io(_))
+        ));
+    }
+}

@@ -1,0 +1,310 @@
+//! The client's socket: buffered reads that give up at a deadline, and the
+//! search for the end of a request head.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The longest single wait on the socket. Waiting in slices keeps a deadline
+/// exact even when the socket timeout was set for an earlier, later deadline.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// The shortest socket timeout: zero would mean "block forever".
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// How much one read takes from the socket, into the heap buffer.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How much the first read after an idle wait takes, into a stack buffer.
+/// Idle connections wait in that read; a small buffer keeps the stack pages
+/// each connection thread touches, and so its memory, small. Most request
+/// heads fit in it.
+const IDLE_READ: usize = 1024;
+
+/// Why no request head could be read.
+#[derive(Debug)]
+pub(super) enum HeadError {
+    /// The client closed the connection before the head was complete.
+    Closed,
+    /// The socket failed or the deadline passed (`ErrorKind::TimedOut`).
+    Io(io::Error),
+    /// The head did not end within the byte limit.
+    TooLarge,
+    /// A line ended in a bare LF.
+    BareLf,
+}
+
+/// A client connection with its unread bytes. Not shared between threads.
+pub(super) struct ClientStream {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+    deadline: Instant,
+    /// The read timeout currently set on the socket, to skip needless syscalls.
+    timeout: Option<Duration>,
+}
+
+impl ClientStream {
+    pub(super) fn new(stream: TcpStream) -> ClientStream {
+        ClientStream {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            deadline: Instant::now(),
+            timeout: None,
+        }
+    }
+
+    /// The socket, for writing responses.
+    pub(super) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Makes reads fail with `TimedOut` once `within` has passed from now.
+    pub(super) fn set_deadline(&mut self, within: Duration) {
+        self.deadline = Instant::now() + within;
+    }
+
+    /// The bytes received but not yet consumed.
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Gives up the socket and the bytes received but not yet consumed.
+    pub(super) fn into_parts(mut self) -> (TcpStream, Vec<u8>) {
+        self.buf.drain(..self.pos);
+        (self.stream, self.buf)
+    }
+
+    /// Frees the buffer when nothing is in it, so that an idle connection
+    /// costs no heap memory.
+    pub(super) fn release_buffer(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// Waits until some bytes are buffered: `Ok(false)` if the client closed first.
+    pub(super) fn wait_for_data(&mut self) -> io::Result<bool> {
+        Ok(!self.fill_buf()?.is_empty())
+    }
+
+    /// Reads and consumes one request head, up to and including the empty line
+    /// that ends it. Empty lines before the request line are skipped but count
+    /// towards `limit`.
+    pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
+        let mut skipped = 0;
+        let mut scanned = 0;
+        loop {
+            while scanned == 0 && self.buffered().starts_with(b"\r\n") {
+                self.pos += 2;
+                skipped += 2;
+                if skipped > limit {
+                    return Err(HeadError::TooLarge);
+                }
+            }
+            let data = &self.buf[self.pos..];
+            while scanned < data.len() {
+                if skipped + scanned + 1 > limit {
+                    return Err(HeadError::TooLarge);
+                }
+                if data[scanned] == b'\n' {
+                    if scanned == 0 || data[scanned - 1] != b'\r' {
+                        return Err(HeadError::BareLf);
+                    }
+                    if scanned >= 3 && &data[scanned - 3..scanned - 1] == b"\r\n" {
+                        let head = data[..=scanned].to_vec();
+                        self.pos += scanned + 1;
+                        return Ok(head);
+                    }
+                }
+                scanned += 1;
+            }
+            match self.fill() {
+                Ok(0) => return Err(HeadError::Closed),
+                Ok(_) => {}
+                Err(err) => return Err(HeadError::Io(err)),
+            }
+        }
+    }
+
+    /// Appends exactly `n` body bytes to `out`.
+    pub(super) fn read_body(&mut self, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut left = n;
+        while left > 0 {
+            let available = self.fill_buf()?;
+            if available.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let take = available
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            out.extend_from_slice(&available[..take]);
+            self.consume(take);
+            left -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to the client.
+    pub(super) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        (&self.stream).write_all(bytes)
+    }
+
+    /// Appends what the socket has to the buffer: `Ok(0)` at end of stream,
+    /// `TimedOut` once the deadline has passed.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        loop {
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let want = remaining.clamp(MIN_TIMEOUT, SLICE);
+            let stale = match self.timeout {
+                None => true,
+                Some(set) => want < set || want >= set * 2,
+            };
+            if stale {
+                self.stream.set_read_timeout(Some(want))?;
+                self.timeout = Some(want);
+            }
+            match self.read_some() {
+                Ok(n) => return Ok(n),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One read from the socket, appended to the buffer.
+    fn read_some(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            let mut first = [0u8; IDLE_READ];
+            let n = self.stream.read(&mut first)?;
+            self.buf.extend_from_slice(&first[..n]);
+            return Ok(n);
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let result = self.stream.read(&mut self.buf[len..]);
+        self.buf.truncate(len + *result.as_ref().unwrap_or(&0));
+        result
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ClientStream {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.buf.len() {
+            self.fill()?;
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClientStream, HeadError};
+    use std::io::{ErrorKind, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    /// A connected pair: our side wrapped, and the peer to write from.
+    fn pair() -> (ClientStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let mut client = ClientStream::new(ours);
+        client.set_deadline(Duration::from_secs(5));
+        (client, peer)
+    }
+
+    #[test]
+    fn reads_pipelined_heads_one_at_a_time() {
+        let (mut client, mut peer) = pair();
+        peer.write_all(b"\r\nGET /a HTTP/1.1\r\nA: b\r\n\r\nGET /b HTTP/1.1\r\n\r\nxy")
+            .unwrap();
+        assert_eq!(
+            client.read_head(1024).unwrap(),
+            b"GET /a HTTP/1.1\r\nA: b\r\n\r\n"
+        );
+        assert_eq!(client.read_head(1024).unwrap(), b"GET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(client.buffered(), b"xy");
+    }
+
+    #[test]
+    fn refuses_bare_lf_and_oversized_heads() {
+        let (mut client, mut peer) = pair();
+        peer.write_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n").unwrap();
+        assert!(matches!(client.read_head(1024), Err(HeadError::BareLf)));
+
+        let (mut client, mut peer) = pair();
+        let head = b"GET / HTTP/1.1\r\n\r\n";
+        peer.write_all(head).unwrap();
+        assert!(matches!(
+            client.read_head(head.len() - 1),
+            Err(HeadError::TooLarge)
+        ));
+        let (mut client, mut peer) = pair();
+        peer.write_all(head).unwrap();
+        assert!(client.read_head(head.len()).is_ok());
+    }
+
+    #[test]
+    fn a_silent_client_times_out_at_the_deadline() {
+        let (mut client, mut peer) = pair();
+        peer.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        client.set_deadline(Duration::from_millis(50));
+        let started = Instant::now();
+        match client.read_head(1024) {
+            Err(HeadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn end_of_stream_is_reported() {
+        let (mut client, peer) = pair();
+        drop(peer);
+        assert!(!client.wait_for_data().unwrap());
+        assert!(matches!(client.read_head(1024), Err(HeadError::Closed)));
+    }
+
+    #[test]
+    fn body_reads_take_buffered_bytes_first() {
+        let (mut client, mut peer) = pair();
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\nhel").unwrap();
+        client.read_head(1024).unwrap();
+        peer.write_all(b"lo!").unwrap();
+        let mut body = Vec::new();
+        client.read_body(5, &mut body).unwrap();
+        assert_eq!(body, b"hello");
+        let (_, rest) = client.into_parts();
+        assert_eq!(rest, b"!");
+    }
+}

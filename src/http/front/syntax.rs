@@ -1,0 +1,139 @@
+//! The HTTP/1.1 grammar pieces (RFC 9110 and 9112) shared by request, body and response parsing.
+
+use std::ops::Range;
+
+/// Whether `b` may appear in a token (a method or a header name).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `s` is a non-empty token.
+pub(super) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Whether `b` may appear in a header value: visible ASCII, space or tab.
+/// Everything else, including obs-text and control bytes, is refused.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b)
+}
+
+/// Splits a header field line (without its CRLF) into name and trimmed value,
+/// as ranges into `line`. `None` when the line is not a valid field: a name
+/// that is not a token (which also refuses obs-fold and space before the
+/// colon), or a value with a byte outside visible ASCII, space and tab.
+pub(super) fn split_field(line: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    if !is_token(&line[..colon]) {
+        return None;
+    }
+    let mut start = colon + 1;
+    let mut end = line.len();
+    while start < end && matches!(line[start], b' ' | b'\t') {
+        start += 1;
+    }
+    while end > start && matches!(line[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    if !line[start..end].iter().all(|&b| is_value_byte(b)) {
+        return None;
+    }
+    Some((0..colon, start..end))
+}
+
+/// The comma-separated list elements of a header value, trimmed, empty ones skipped.
+pub(super) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A Content-Length value: digits only. Leading zeros are ignored; a value of
+/// more than 19 significant digits is reported as `u64::MAX`, which is over
+/// any body limit, so an absurd length gets 413 rather than a parse failure.
+pub(super) fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let significant = &value[value.iter().take_while(|&&b| b == b'0').count()..];
+    if significant.len() > 19 {
+        return Some(u64::MAX);
+    }
+    // 19 digits stay below 10^19 < 2^64, so this cannot overflow.
+    Some(
+        significant
+            .iter()
+            .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{content_length, is_token, list_items, split_field};
+
+    #[test]
+    fn tokens() {
+        assert!(is_token(b"GET"));
+        assert!(is_token(b"X-Custom_1.2~"));
+        assert!(!is_token(b""));
+        assert!(!is_token(b"A B"));
+        assert!(!is_token(b"A:"));
+        assert!(!is_token("é".as_bytes()));
+    }
+
+    #[test]
+    fn fields() {
+        let line = b"Host:  example.com \t";
+        let (n, v) = split_field(line).unwrap();
+        assert_eq!(&line[n], b"Host");
+        assert_eq!(&line[v], b"example.com");
+        let line = b"Empty:";
+        let (_, v) = split_field(line).unwrap();
+        assert!(v.is_empty());
+        assert!(split_field(b"Host : x").is_none());
+        assert!(split_field(b" folded").is_none());
+        assert!(split_field(b"\tfolded: x").is_none());
+        assert!(split_field(b"NoColon").is_none());
+        assert!(split_field(b": x").is_none());
+        assert!(split_field("X: caf\u{e9}".as_bytes()).is_none());
+        assert!(split_field(b"X: a\rb").is_none());
+        assert!(split_field(b"X: a\nb").is_none());
+        assert!(split_field(b"X: a\x00b").is_none());
+        assert!(split_field(b"X: a\x7fb").is_none());
+        assert!(split_field(b"X: a\tb c").is_some());
+    }
+
+    #[test]
+    fn lists() {
+        let items: Vec<&[u8]> = list_items(b" keep-alive ,, Upgrade,").collect();
+        assert_eq!(items, [&b"keep-alive"[..], &b"Upgrade"[..]]);
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"000123"), Some(123));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length(&[b'9'; 400]), Some(u64::MAX));
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"+5"), None);
+        assert_eq!(content_length(b"5 "), None);
+        assert_eq!(content_length(b"5,5"), None);
+        assert_eq!(content_length(b"0x10"), None);
+    }
+}

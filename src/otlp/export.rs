@@ -1,0 +1,446 @@
+//! The exporter: a bounded span queue drained by one background thread
+//! that batches, encodes and posts to the collector.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::config::OtlpConfig;
+use super::encode::encode_request;
+use super::span::Span;
+use super::transport::{self, Endpoint};
+use crate::metrics::Counter;
+
+/// How many times one batch is tried when the collector answers with a
+/// retryable status.
+const MAX_ATTEMPTS: u32 = 3;
+/// The pause before the first retry; each later pause doubles it.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Sends spans to an OTLP/HTTP collector from a background thread. Safe to
+/// share across threads (`Send + Sync`; wrap it in an `Arc`).
+///
+/// [`Exporter::export`] never blocks on the network: it takes a lock held
+/// only for queue pushes and pops, and drops what does not fit. Memory is
+/// bounded by the queue capacity plus one batch in flight. Spans are lost,
+/// and counted in the `dropped` counter, when the queue is full, when a
+/// request fails for any reason but a retryable status, and when the
+/// retries run out. Dropping the exporter lets the thread send what is
+/// queued and exit, without waiting for it (a batch waiting to be retried
+/// is dropped then); call [`Exporter::flush`] first to wait.
+pub struct Exporter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the export thread: spans arrived, a flush began, or shutdown.
+    work: Condvar,
+    /// Wakes flushers: a batch finished.
+    idle: Condvar,
+    dropped: Counter,
+    capacity: usize,
+    batch_size: usize,
+}
+
+struct State {
+    queue: VecDeque<Span>,
+    /// When the oldest queued span arrived; its batch is due a delay later.
+    oldest: Option<Instant>,
+    in_flight: bool,
+    /// How many `flush` calls wait; while any do, batches go out at once.
+    flushers: usize,
+    shutdown: bool,
+    last_error: Option<String>,
+}
+
+/// What the export thread needs besides the shared state.
+struct Target {
+    endpoint: Endpoint,
+    service_name: String,
+    batch_delay: Duration,
+    timeout: Duration,
+}
+
+impl Exporter {
+    /// Starts the export thread for `config`; spans that are lost are
+    /// counted in `dropped` (`conductor_trace_spans_dropped_total`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the endpoint is not a plain `http://` URL, and
+    /// the spawn error when the thread cannot start. A queue capacity or
+    /// batch size of zero is taken as one; the batch size is capped at the
+    /// queue capacity.
+    pub fn start(config: OtlpConfig, dropped: Counter) -> io::Result<Exporter> {
+        let endpoint = Endpoint::parse(&config.endpoint)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let capacity = config.queue_capacity.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(capacity),
+                oldest: None,
+                in_flight: false,
+                flushers: 0,
+                shutdown: false,
+                last_error: None,
+            }),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+            dropped,
+            capacity,
+            batch_size: config.batch_size.clamp(1, capacity),
+        });
+        let target = Target {
+            endpoint,
+            service_name: config.service_name,
+            batch_delay: config.batch_delay,
+            timeout: config.timeout,
+        };
+        let thread_shared = shared.clone();
+        thread::Builder::new()
+            .name("otlp-export".to_string())
+            .spawn(move || export_loop(&thread_shared, &target))?;
+        Ok(Exporter { shared })
+    }
+
+    /// Queues `spans` for export and returns at once. What does not fit in
+    /// the queue is dropped and counted.
+    pub fn export(&self, spans: Vec<Span>) {
+        if spans.is_empty() {
+            return;
+        }
+        let offered = spans.len();
+        let (accepted, wake) = {
+            let mut st = self.shared.lock();
+            let accepted = offered.min(self.shared.capacity - st.queue.len());
+            let was_empty = st.queue.is_empty();
+            st.queue.extend(spans.into_iter().take(accepted));
+            if was_empty && accepted > 0 {
+                st.oldest = Some(Instant::now());
+            }
+            // The thread only needs waking to start a batch timer or to
+            // send a full batch; otherwise its timed wait is already right.
+            let wake = (was_empty && accepted > 0) || st.queue.len() >= self.shared.batch_size;
+            (accepted, wake)
+        };
+        if wake {
+            self.shared.work.notify_one();
+        }
+        if accepted < offered {
+            self.shared.dropped.inc_by((offered - accepted) as u64);
+        }
+    }
+
+    /// Sends everything queued now, without waiting for batches to fill,
+    /// and waits up to `timeout` until the queue is empty and no batch is
+    /// in flight. Returns whether that happened in time. For tests and
+    /// shutdown; this call does block.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        st.flushers += 1;
+        self.shared.work.notify_one();
+        let done = loop {
+            if st.queue.is_empty() && !st.in_flight {
+                break true;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break false;
+            };
+            st = wait(&self.shared.idle, st, left);
+        };
+        st.flushers -= 1;
+        done
+    }
+
+    /// The most recent export failure, for status pages and logs.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.lock().last_error.clone()
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the lock is held (queue operations and field
+        // updates only), so a poisoned lock still guards a consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the next batch is due, then takes it; `None` at shutdown
+    /// once the queue is empty.
+    fn next_batch(&self, batch_delay: Duration) -> Option<Vec<Span>> {
+        let mut st = self.lock();
+        loop {
+            if st.queue.is_empty() {
+                if st.shutdown {
+                    return None;
+                }
+                st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let due = st.oldest.map_or_else(Instant::now, |t| t + batch_delay);
+            let now = Instant::now();
+            if st.queue.len() >= self.batch_size || st.flushers > 0 || st.shutdown || now >= due {
+                break;
+            }
+            st = wait(&self.work, st, due - now);
+        }
+        let n = st.queue.len().min(self.batch_size);
+        let batch: Vec<Span> = st.queue.drain(..n).collect();
+        // Spans left behind keep the old arrival time: they are already
+        // due, so they follow at once instead of waiting another delay.
+        if st.queue.is_empty() {
+            st.oldest = None;
+        }
+        st.in_flight = true;
+        Some(batch)
+    }
+
+    /// Pauses the export thread for `pause`; false when shutdown began.
+    fn backoff(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        let mut st = self.lock();
+        while !st.shutdown {
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return true;
+            };
+            st = wait(&self.work, st, left);
+        }
+        false
+    }
+}
+
+fn wait<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, State>,
+    timeout: Duration,
+) -> MutexGuard<'a, State> {
+    match cv.wait_timeout(guard, timeout) {
+        Ok((g, _)) => g,
+        Err(poisoned) => poisoned.into_inner().0,
+    }
+}
+
+fn export_loop(shared: &Shared, target: &Target) {
+    while let Some(batch) = shared.next_batch(target.batch_delay) {
+        let outcome = deliver(shared, target, &batch);
+        let mut st = shared.lock();
+        st.in_flight = false;
+        if let Err(e) = outcome {
+            shared.dropped.inc_by(batch.len() as u64);
+            st.last_error = Some(e.to_string());
+        }
+        drop(st);
+        shared.idle.notify_all();
+    }
+}
+
+/// Posts one batch, retrying with exponential backoff only on the statuses
+/// OTLP calls retryable. `Retry-After` is not honoured: a misbehaving
+/// collector must not be able to park the thread.
+fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), transport::Error> {
+    let body = encode_request(&target.service_name, batch);
+    let mut pause = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match transport::post(&target.endpoint, body.as_bytes(), target.timeout) {
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
+                attempt += 1;
+                pause *= 2;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::fake_collector::Collector;
+    use crate::otlp::{SpanStatus, TraceContext};
+    use std::net::TcpListener;
+
+    fn config(endpoint: String) -> OtlpConfig {
+        OtlpConfig {
+            endpoint,
+            service_name: "test-svc".into(),
+            queue_capacity: 64,
+            batch_size: 2,
+            batch_delay: Duration::from_secs(3600),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn span(n: u64) -> Span {
+        Span {
+            trace_id: TraceContext::new_root().trace_id,
+            span_id: crate::otlp::new_span_id(),
+            parent_span_id: None,
+            name: format!("s{n}"),
+            start_unix_nanos: n,
+            end_unix_nanos: n + 1,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            status: SpanStatus::Unset,
+        }
+    }
+
+    fn span_count(body: &str) -> usize {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
+    const LONG: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn full_batches_go_at_once_and_flush_sends_the_rest() {
+        let c = Collector::start(vec![], Some(200));
+        let dropped = Counter::new();
+        let e =
+            Exporter::start(config(format!("{}/otel/", c.endpoint())), dropped.clone()).unwrap();
+        for n in 0..5 {
+            e.export(vec![span(n)]);
+        }
+        assert!(c.wait_for(2, LONG), "full batches are not held back");
+        assert!(e.flush(LONG));
+        let seen = c.seen();
+        assert_eq!(seen.len(), 3);
+        for s in seen.iter() {
+            assert!(
+                s.head.starts_with("POST /otel/v1/traces HTTP/1.1\r\n"),
+                "{}",
+                s.head
+            );
+            assert!(
+                s.head.contains("\r\nContent-Type: application/json\r\n"),
+                "{}",
+                s.head
+            );
+            assert!(s
+                .body
+                .contains(r#"{"key":"service.name","value":{"stringValue":"test-svc"}}"#));
+        }
+        let counts: Vec<usize> = seen.iter().map(|s| span_count(&s.body)).collect();
+        assert_eq!(counts, vec![2, 2, 1]);
+        assert_eq!(dropped.get(), 0.0);
+        assert_eq!(e.last_error(), None);
+    }
+
+    #[test]
+    fn a_partial_batch_goes_after_the_delay() {
+        let c = Collector::start(vec![], Some(200));
+        let mut cfg = config(c.endpoint());
+        cfg.batch_size = 100;
+        cfg.batch_delay = Duration::from_millis(20);
+        let e = Exporter::start(cfg, Counter::new()).unwrap();
+        e.export(vec![span(1), span(2)]);
+        assert!(c.wait_for(1, LONG));
+        assert_eq!(span_count(&c.seen()[0].body), 2);
+    }
+
+    #[test]
+    fn retryable_statuses_are_retried_until_delivered() {
+        let c = Collector::start(vec![Some(503), Some(503)], Some(200));
+        let dropped = Counter::new();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        e.export(vec![span(1)]);
+        assert!(e.flush(LONG));
+        let seen = c.seen();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|s| s.body == seen[0].body));
+        assert_eq!(dropped.get(), 0.0);
+    }
+
+    #[test]
+    fn retries_stop_after_three_attempts() {
+        let c = Collector::start(vec![], Some(429));
+        let dropped = Counter::new();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        e.export(vec![span(1), span(2)]);
+        assert!(e.flush(LONG));
+        assert_eq!(c.seen().len(), 3);
+        assert_eq!(dropped.get(), 2.0);
+        assert!(e.last_error().unwrap().contains("429"));
+    }
+
+    #[test]
+    fn other_failures_drop_the_batch_without_retrying() {
+        let c = Collector::start(vec![Some(400)], Some(200));
+        let dropped = Counter::new();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        e.export(vec![span(1)]);
+        assert!(e.flush(LONG));
+        assert_eq!(c.seen().len(), 1);
+        assert_eq!(dropped.get(), 1.0);
+        assert!(e.last_error().unwrap().contains("400"));
+
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e =
+            Exporter::start(config(format!("http://127.0.0.1:{port}")), dropped.clone()).unwrap();
+        e.export(vec![span(1), span(2)]);
+        assert!(e.flush(LONG));
+        assert_eq!(dropped.get(), 3.0);
+    }
+
+    #[test]
+    fn a_silent_collector_costs_spans_not_memory_or_callers() {
+        let c = Collector::start(vec![], None);
+        let dropped = Counter::new();
+        let mut cfg = config(c.endpoint());
+        cfg.queue_capacity = 4;
+        cfg.timeout = Duration::from_millis(200);
+        let e = Exporter::start(cfg, dropped.clone()).unwrap();
+        for n in 0..10_000 {
+            e.export(vec![span(n)]);
+            assert!(e.shared.lock().queue.len() <= 4);
+        }
+        assert!(dropped.get() > 0.0);
+        assert!(e.flush(LONG));
+        assert_eq!(dropped.get(), 10_000.0);
+        assert!(c.wait_for(1, LONG));
+        let err = e.last_error().unwrap();
+        assert!(err.contains("read"), "{err}");
+    }
+
+    #[test]
+    fn dropping_the_exporter_still_sends_what_is_queued() {
+        let c = Collector::start(vec![], Some(200));
+        let e = Exporter::start(config(c.endpoint()), Counter::new()).unwrap();
+        e.export(vec![span(1)]);
+        drop(e);
+        assert!(c.wait_for(1, LONG));
+        assert_eq!(span_count(&c.seen()[0].body), 1);
+    }
+
+    #[test]
+    fn rejects_endpoints_it_cannot_reach() {
+        let err = Exporter::start(config("https://c:4318".into()), Counter::new())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn exporter_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Exporter>();
+    }
+}

@@ -1,0 +1,236 @@
+//! What a run's events add up to: iterations, phases, gates, tokens and
+//! delivery. The same `apply` runs live and on replay, and also moves the
+//! metrics, so a restart rebuilds exactly what was there.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::{json, Value};
+
+use super::event::{Event, Timed};
+use super::metrics::RunMetrics;
+
+/// Distinct phase, gate or model names kept per run; more are folded into
+/// `other`, so one run cannot grow without bound.
+pub const MAX_NAMES: usize = 256;
+/// Gate results kept per run, newest last.
+pub const MAX_GATES: usize = 100;
+
+/// Totals for one phase of one run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseStats {
+    /// Times completed.
+    pub completed: u64,
+    /// Completions that succeeded.
+    pub successes: u64,
+    /// Seconds spent in total.
+    pub total_seconds: f64,
+    /// Seconds of the last completion.
+    pub last_seconds: f64,
+}
+
+/// One gate check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    /// The gate.
+    pub gate: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// When, in Unix seconds.
+    pub at: f64,
+}
+
+/// The inside of a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Detail {
+    /// Iterations started.
+    pub iterations_started: u64,
+    /// Iterations completed.
+    pub iterations_completed: u64,
+    /// The iteration under way.
+    pub current_iteration: Option<u64>,
+    iteration_started_at: HashMap<u64, f64>,
+    /// The phase under way.
+    pub current_phase: Option<String>,
+    phase_started_at: HashMap<String, f64>,
+    /// Per-phase totals.
+    pub phases: BTreeMap<String, PhaseStats>,
+    /// The newest gate results.
+    pub gates: VecDeque<Gate>,
+    /// Tokens by phase, `(input, output)`.
+    pub tokens_by_phase: BTreeMap<String, (u64, u64)>,
+    /// Tokens by model, `(input, output)`.
+    pub tokens_by_model: BTreeMap<String, (u64, u64)>,
+    /// Delivery: started at, then `(success, pr_url, ci_status, at)`.
+    pub delivery_started: Option<f64>,
+    /// How delivery ended.
+    pub delivery_completed: Option<(bool, Option<String>, Option<String>, f64)>,
+}
+
+fn bounded(name: &str, existing: usize, known: bool) -> String {
+    if known || existing < MAX_NAMES {
+        name.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+impl Detail {
+    /// Applies one event and moves the metrics it concerns.
+    pub fn apply(&mut self, e: &Timed, m: &RunMetrics) {
+        match &e.event {
+            Event::IterationStarted { iteration } => {
+                self.iterations_started += 1;
+                self.current_iteration = Some(*iteration);
+                if self.iteration_started_at.len() < MAX_NAMES {
+                    self.iteration_started_at.insert(*iteration, e.at);
+                }
+                m.iterations.inc();
+            }
+            Event::IterationCompleted { iteration, .. } => {
+                self.iterations_completed += 1;
+                if let Some(start) = self.iteration_started_at.remove(iteration) {
+                    m.iteration_duration.observe((e.at - start).max(0.0));
+                }
+                if self.current_iteration == Some(*iteration) {
+                    self.current_iteration = None;
+                }
+            }
+            Event::PhaseStarted { phase, .. } => {
+                self.current_phase = Some(phase.clone());
+                if self.phase_started_at.len() < MAX_NAMES
+                    || self.phase_started_at.contains_key(phase)
+                {
+                    self.phase_started_at.insert(phase.clone(), e.at);
+                }
+            }
+            Event::PhaseCompleted {
+                phase,
+                success,
+                duration_ms,
+            } => {
+                let started = self.phase_started_at.remove(phase);
+                let seconds = duration_ms
+                    .map(|ms| ms / 1000.0)
+                    .or(started.map(|s| (e.at - s).max(0.0)));
+                let name = bounded(phase, self.phases.len(), self.phases.contains_key(phase));
+                let stats = self.phases.entry(name).or_default();
+                stats.completed += 1;
+                stats.successes += u64::from(*success);
+                if let Some(s) = seconds {
+                    stats.total_seconds += s;
+                    stats.last_seconds = s;
+                    m.phase_duration.observe(&[phase], s);
+                }
+                m.phases
+                    .inc(&[phase, if *success { "success" } else { "failure" }]);
+                if self.current_phase.as_deref() == Some(phase) {
+                    self.current_phase = None;
+                }
+            }
+            Event::GateChecked {
+                gate,
+                passed,
+                reason,
+            } => {
+                self.gates.push_back(Gate {
+                    gate: gate.clone(),
+                    passed: *passed,
+                    reason: reason.clone(),
+                    at: e.at,
+                });
+                while self.gates.len() > MAX_GATES {
+                    self.gates.pop_front();
+                }
+                m.gates.inc(&[gate, if *passed { "pass" } else { "fail" }]);
+            }
+            Event::Tokens {
+                phase,
+                model,
+                input_tokens,
+                output_tokens,
+            } => {
+                let key = bounded(
+                    phase,
+                    self.tokens_by_phase.len(),
+                    self.tokens_by_phase.contains_key(phase),
+                );
+                let t = self.tokens_by_phase.entry(key).or_default();
+                t.0 += input_tokens;
+                t.1 += output_tokens;
+                let model = model.as_deref().unwrap_or("unknown");
+                let key = bounded(
+                    model,
+                    self.tokens_by_model.len(),
+                    self.tokens_by_model.contains_key(model),
+                );
+                let t = self.tokens_by_model.entry(key).or_default();
+                t.0 += input_tokens;
+                t.1 += output_tokens;
+                m.tokens.inc_by(&[phase, "input"], *input_tokens);
+                m.tokens.inc_by(&[phase, "output"], *output_tokens);
+            }
+            Event::DeliveryStarted => self.delivery_started = Some(e.at),
+            Event::DeliveryCompleted {
+                success,
+                pr_url,
+                ci_status,
+            } => {
+                self.delivery_completed = Some((*success, pr_url.clone(), ci_status.clone(), e.at));
+                m.deliveries
+                    .inc(&[if *success { "success" } else { "failure" }]);
+            }
+        }
+    }
+
+    /// Total `(input, output)` tokens.
+    pub fn tokens(&self) -> (u64, u64) {
+        self.tokens_by_phase
+            .values()
+            .fold((0, 0), |(i, o), (a, b)| (i + a, o + b))
+    }
+
+    /// The detail as JSON for `GET /api/v1/runs/{id}`.
+    pub fn to_json(&self) -> Value {
+        let (input, output) = self.tokens();
+        let pair = |m: &BTreeMap<String, (u64, u64)>| -> Value {
+            m.iter()
+                .map(|(k, (i, o))| (k.clone(), json!({"input": i, "output": o})))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        json!({
+            "iterations": {
+                "started": self.iterations_started,
+                "completed": self.iterations_completed,
+                "current": self.current_iteration,
+            },
+            "current_phase": self.current_phase,
+            "phases": self.phases.iter().map(|(k, s)| (k.clone(), json!({
+                "completed": s.completed,
+                "successes": s.successes,
+                "failures": s.completed - s.successes,
+                "total_seconds": s.total_seconds,
+                "last_seconds": s.last_seconds,
+            }))).collect::<serde_json::Map<_, _>>(),
+            "gates": self.gates.iter().map(|g| json!({
+                "gate": g.gate, "passed": g.passed, "reason": g.reason, "at": crate::time::rfc3339(g.at),
+            })).collect::<Vec<_>>(),
+            "tokens": {
+                "input": input,
+                "output": output,
+                "by_phase": pair(&self.tokens_by_phase),
+                "by_model": pair(&self.tokens_by_model),
+            },
+            "delivery": match (&self.delivery_started, &self.delivery_completed) {
+                (None, None) => Value::Null,
+                (started, None) => json!({"status": "started", "started_at": started.map(crate::time::rfc3339)}),
+                (started, Some((success, pr_url, ci_status, at))) => json!({
+                    "status": "completed", "success": success, "pr_url": pr_url, "ci_status": ci_status,
+                    "started_at": started.map(crate::time::rfc3339), "completed_at": crate::time::rfc3339(*at),
+                }),
+            },
+        })
+    }
+}

@@ -1,0 +1,430 @@
+//! Run events: what an orchestrator reports about the inside of a run,
+//! parsed from JSON and checked field by field.
+
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::time;
+
+/// The most events one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// One event inside a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// An iteration began.
+    IterationStarted {
+        /// Its number.
+        iteration: u64,
+    },
+    /// An iteration ended.
+    IterationCompleted {
+        /// Its number.
+        iteration: u64,
+        /// Whether it succeeded.
+        success: bool,
+    },
+    /// A phase began.
+    PhaseStarted {
+        /// The phase name.
+        phase: String,
+        /// The iteration it belongs to.
+        iteration: Option<u64>,
+    },
+    /// A phase ended.
+    PhaseCompleted {
+        /// The phase name.
+        phase: String,
+        /// Whether it succeeded.
+        success: bool,
+        /// Its duration, when the orchestrator measured it.
+        duration_ms: Option<f64>,
+    },
+    /// A quality gate was checked.
+    GateChecked {
+        /// The gate name.
+        gate: String,
+        /// Whether it passed.
+        passed: bool,
+        /// Why, when given.
+        reason: Option<String>,
+    },
+    /// Tokens were used.
+    Tokens {
+        /// The phase that used them.
+        phase: String,
+        /// The model, when known.
+        model: Option<String>,
+        /// Input tokens.
+        input_tokens: u64,
+        /// Output tokens.
+        output_tokens: u64,
+    },
+    /// Delivery (a PR, a deploy) began.
+    DeliveryStarted,
+    /// Delivery ended.
+    DeliveryCompleted {
+        /// Whether it succeeded.
+        success: bool,
+        /// The pull request, when there is one.
+        pr_url: Option<String>,
+        /// The CI status, when known.
+        ci_status: Option<String>,
+    },
+}
+
+/// An event with the time it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timed {
+    /// Unix seconds.
+    pub at: f64,
+    /// The event.
+    pub event: Event,
+}
+
+/// True for phase, gate and model names: `[A-Za-z0-9_.:-]{1,64}`.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Parses one event object or an array of them, all or nothing. Errors
+/// name the event's index and field, e.g. `events[3].phase`.
+pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(_) => vec![value],
+        _ => {
+            return Err(Error::invalid(
+                "body",
+                "must be an event object or an array of them",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::invalid("body", "holds no events"));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "body",
+            format!(
+                "holds {} events; at most {MAX_BATCH} per batch",
+                items.len()
+            ),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_one(v, now)
+                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
+        })
+        .collect()
+}
+
+type FieldError = (String, String);
+
+struct Fields<'a> {
+    map: &'a serde_json::Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn u64(&self, k: &'static str) -> Result<u64, FieldError> {
+        match self.map.get(k) {
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or((k.to_string(), "must be a non-negative integer".to_string())),
+            Some(_) => Err((k.to_string(), "must be a non-negative integer".to_string())),
+            None => Err((k.to_string(), "is required".to_string())),
+        }
+    }
+
+    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, FieldError> {
+        match self.map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            _ => self.u64(k).map(Some),
+        }
+    }
+
+    fn bool(&self, k: &'static str) -> Result<bool, FieldError> {
+        match self.map.get(k) {
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err((k.to_string(), "must be true or false".to_string())),
+            None => Err((k.to_string(), "is required".to_string())),
+        }
+    }
+
+    fn name(&self, k: &'static str) -> Result<String, FieldError> {
+        match self.map.get(k) {
+            Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
+            Some(Value::String(_)) => Err((
+                k.to_string(),
+                "must be 1-64 characters of A-Z a-z 0-9 _ . : -".to_string(),
+            )),
+            Some(_) => Err((k.to_string(), "must be a string".to_string())),
+            None => Err((k.to_string(), "is required".to_string())),
+        }
+    }
+
+    fn opt_name(&self, k: &'static str) -> Result<Option<String>, FieldError> {
+        match self.map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            _ => self.name(k).map(Some),
+        }
+    }
+
+    fn opt_text(&self, k: &'static str) -> Result<Option<String>, FieldError> {
+        match self.map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s.clone())),
+            Some(Value::String(_)) => {
+                Err((k.to_string(), "must be at most 2048 bytes".to_string()))
+            }
+            Some(_) => Err((k.to_string(), "must be a string".to_string())),
+        }
+    }
+}
+
+fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
+    let Value::Object(map) = v else {
+        return Err((
+            "type".to_string(),
+            "the event must be a JSON object".to_string(),
+        ));
+    };
+    let f = Fields { map };
+    let kind = match map.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return Err(("type".to_string(), "must be a string".to_string())),
+        None => return Err(("type".to_string(), "is required".to_string())),
+    };
+    let allowed: &[&str] = match kind {
+        "iteration_started" => &["iteration"],
+        "iteration_completed" => &["iteration", "success"],
+        "phase_started" => &["phase", "iteration"],
+        "phase_completed" => &["phase", "success", "duration_ms"],
+        "gate_checked" => &["gate", "passed", "reason"],
+        "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
+        "delivery_started" => &[],
+        "delivery_completed" => &["success", "pr_url", "ci_status"],
+        _ => return Err(("type".to_string(), format!("unknown event type {kind:?}"))),
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| !["type", "timestamp"].contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+    {
+        return Err((k.clone(), "unknown field".to_string()));
+    }
+    let event = match kind {
+        "iteration_started" => Event::IterationStarted {
+            iteration: f.u64("iteration")?,
+        },
+        "iteration_completed" => Event::IterationCompleted {
+            iteration: f.u64("iteration")?,
+            success: f.bool("success")?,
+        },
+        "phase_started" => Event::PhaseStarted {
+            phase: f.name("phase")?,
+            iteration: f.opt_u64("iteration")?,
+        },
+        "phase_completed" => Event::PhaseCompleted {
+            phase: f.name("phase")?,
+            success: f.bool("success")?,
+            duration_ms: match map.get("duration_ms") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => match n.as_f64() {
+                    Some(ms) if ms >= 0.0 && ms.is_finite() => Some(ms),
+                    _ => {
+                        return Err((
+                            "duration_ms".to_string(),
+                            "must be a non-negative number".to_string(),
+                        ))
+                    }
+                },
+                Some(_) => {
+                    return Err((
+                        "duration_ms".to_string(),
+                        "must be a non-negative number".to_string(),
+                    ))
+                }
+            },
+        },
+        "gate_checked" => Event::GateChecked {
+            gate: f.name("gate")?,
+            passed: f.bool("passed")?,
+            reason: f.opt_text("reason")?,
+        },
+        "tokens" => Event::Tokens {
+            phase: f.name("phase")?,
+            model: f.opt_name("model")?,
+            input_tokens: f.u64("input_tokens")?,
+            output_tokens: f.u64("output_tokens")?,
+        },
+        "delivery_started" => Event::DeliveryStarted,
+        _ => Event::DeliveryCompleted {
+            success: f.bool("success")?,
+            pr_url: f.opt_text("pr_url")?,
+            ci_status: f.opt_text("ci_status")?,
+        },
+    };
+    let at = match map.get("timestamp") {
+        None | Some(Value::Null) => now,
+        Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0).ok_or((
+            "timestamp".to_string(),
+            "must be Unix seconds or RFC 3339 text".to_string(),
+        ))?,
+        Some(Value::String(s)) => time::parse_rfc3339(s).ok_or((
+            "timestamp".to_string(),
+            "must be Unix seconds or RFC 3339 text".to_string(),
+        ))?,
+        Some(_) => {
+            return Err((
+                "timestamp".to_string(),
+                "must be Unix seconds or RFC 3339 text".to_string(),
+            ))
+        }
+    };
+    Ok(Timed { at, event })
+}
+
+impl Timed {
+    /// The event as stored in the journal and shown in APIs.
+    pub fn to_json(&self) -> Value {
+        let mut v = match &self.event {
+            Event::IterationStarted { iteration } => {
+                json!({"type": "iteration_started", "iteration": iteration})
+            }
+            Event::IterationCompleted { iteration, success } => {
+                json!({"type": "iteration_completed", "iteration": iteration, "success": success})
+            }
+            Event::PhaseStarted { phase, iteration } => {
+                json!({"type": "phase_started", "phase": phase, "iteration": iteration})
+            }
+            Event::PhaseCompleted {
+                phase,
+                success,
+                duration_ms,
+            } => {
+                json!({"type": "phase_completed", "phase": phase, "success": success, "duration_ms": duration_ms})
+            }
+            Event::GateChecked {
+                gate,
+                passed,
+                reason,
+            } => {
+                json!({"type": "gate_checked", "gate": gate, "passed": passed, "reason": reason})
+            }
+            Event::Tokens {
+                phase,
+                model,
+                input_tokens,
+                output_tokens,
+            } => json!({
+                "type": "tokens", "phase": phase, "model": model,
+                "input_tokens": input_tokens, "output_tokens": output_tokens,
+            }),
+            Event::DeliveryStarted => json!({"type": "delivery_started"}),
+            Event::DeliveryCompleted {
+                success,
+                pr_url,
+                ci_status,
+            } => json!({
+                "type": "delivery_completed", "success": success, "pr_url": pr_url, "ci_status": ci_status,
+            }),
+        };
+        v["timestamp"] = json!(self.at);
+        v
+    }
+
+    /// The event's type name.
+    pub fn kind(&self) -> &'static str {
+        match self.event {
+            Event::IterationStarted { .. } => "iteration_started",
+            Event::IterationCompleted { .. } => "iteration_completed",
+            Event::PhaseStarted { .. } => "phase_started",
+            Event::PhaseCompleted { .. } => "phase_completed",
+            Event::GateChecked { .. } => "gate_checked",
+            Event::Tokens { .. } => "tokens",
+            Event::DeliveryStarted => "delivery_started",
+            Event::DeliveryCompleted { .. } => "delivery_completed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_type_and_round_trips() {
+        let batch = json!([
+            {"type": "iteration_started", "iteration": 1},
+            {"type": "phase_started", "phase": "design", "iteration": 1, "timestamp": "2026-11-23T13:14:38.5Z"},
+            {"type": "tokens", "phase": "design", "model": "claude-x", "input_tokens": 10, "output_tokens": 5},
+            {"type": "phase_completed", "phase": "design", "success": true, "duration_ms": 1500},
+            {"type": "gate_checked", "gate": "lint", "passed": false, "reason": "3 errors"},
+            {"type": "iteration_completed", "iteration": 1, "success": true},
+            {"type": "delivery_started"},
+            {"type": "delivery_completed", "success": true, "pr_url": "https://x/pr/1", "ci_status": "green", "timestamp": 5.0},
+        ]);
+        let events = parse_batch(&batch, 100.0).unwrap();
+        assert_eq!(events.len(), 8);
+        assert_eq!(events[1].at, 1_795_439_678.5);
+        assert_eq!(events[0].at, 100.0);
+        assert_eq!(events[7].at, 5.0);
+        for e in &events {
+            let again = parse_batch(&e.to_json(), 0.0).unwrap();
+            assert_eq!(again, vec![e.clone()]);
+        }
+    }
+
+    #[test]
+    fn errors_name_index_and_field() {
+        let cases = [
+            (
+                json!([{"type": "iteration_started", "iteration": 1}, {"type": "tokens", "phase": "x", "input_tokens": -1, "output_tokens": 0}]),
+                "events[1].input_tokens",
+            ),
+            (json!({"type": "nope"}), "events[0].type"),
+            (
+                json!({"type": "phase_started", "phase": "has space"}),
+                "events[0].phase",
+            ),
+            (
+                json!({"type": "gate_checked", "gate": "g"}),
+                "events[0].passed",
+            ),
+            (
+                json!({"type": "tokens", "phase": "p", "model": "m/x", "input_tokens": 1, "output_tokens": 1}),
+                "events[0].model",
+            ),
+            (
+                json!({"type": "phase_completed", "phase": "p", "success": true, "duration_ms": -5}),
+                "events[0].duration_ms",
+            ),
+            (
+                json!({"type": "delivery_started", "extra": 1}),
+                "events[0].extra",
+            ),
+            (
+                json!({"type": "iteration_started", "iteration": 1, "timestamp": "yesterday"}),
+                "events[0].timestamp",
+            ),
+            (json!([1]), "events[0].type"),
+        ];
+        for (v, field) in cases {
+            match parse_batch(&v, 0.0) {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+        assert!(parse_batch(&json!([]), 0.0).is_err());
+        let too_many: Vec<Value> = (0..1001)
+            .map(|_| json!({"type": "delivery_started"}))
+            .collect();
+        assert!(parse_batch(&Value::Array(too_many), 0.0).is_err());
+        assert!(valid_name(&"a".repeat(64)) && !valid_name(&"a".repeat(65)) && !valid_name(""));
+    }
+}
