@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::budget::{Budget, BudgetConfig, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::error::Error;
 use crate::log::Logger;
@@ -23,6 +24,8 @@ pub struct AppConfig {
     pub api_key: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body: u64,
+    /// The daily budget's settings.
+    pub budget: BudgetConfig,
 }
 
 /// The metrics the HTTP layer records.
@@ -46,6 +49,8 @@ pub struct App {
     pub runs: Runs,
     /// The message bus.
     pub bus: Bus,
+    /// The daily budget.
+    pub budget: Arc<Budget>,
     /// Request metrics.
     pub http: HttpMetrics,
     /// The logger.
@@ -120,17 +125,57 @@ impl App {
         registry
             .register_collector(Arc::new(ProcessCollector::new()))
             .map_err(registration)?;
-        let runs = Runs::open(&config.data_dir, run_metrics)?;
+        let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
+        budget.register_metrics(&registry).map_err(registration)?;
+        let runs = Runs::open(&config.data_dir, run_metrics, budget.clone())?;
         let bus = Bus::open(&config.data_dir, appends)?;
         Ok(Arc::new(App {
             registry,
             runs,
             bus,
+            budget,
             http,
             log,
             config,
             started,
         }))
+    }
+
+    /// Announces the alert thresholds a spend crossed: one warning line and
+    /// one `BUDGET_ALERT` bus message each.
+    pub fn budget_alerts(&self, recorded: &Recorded, run_id: Option<&str>) {
+        for threshold in &recorded.alerts {
+            let status = recorded.status.to_json();
+            self.log.warn(
+                "budget threshold crossed",
+                &[
+                    ("threshold_percent", serde_json::json!(threshold)),
+                    ("day", serde_json::json!(recorded.day)),
+                    ("today_spend", status["today_spend"].clone()),
+                    ("daily_limit", status["daily_limit"].clone()),
+                    ("run_id", serde_json::json!(run_id)),
+                ],
+            );
+            let body = serde_json::json!({
+                "threshold_percent": threshold,
+                "day": recorded.day,
+                "status": status,
+            });
+            let log = self.log;
+            self.bus.append(
+                "BUDGET_ALERT".to_string(),
+                body,
+                run_id.map(str::to_string),
+                move |r| {
+                    if let Err(e) = r {
+                        log.error(
+                            "budget alert not posted",
+                            &[("error", serde_json::json!(e.to_string()))],
+                        );
+                    }
+                },
+            );
+        }
     }
 
     /// Seconds since start.

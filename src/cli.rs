@@ -25,6 +25,73 @@ pub fn status(url: &str) -> i32 {
     }
 }
 
+/// Prints the day's budget as the milestone's table; returns the exit code.
+pub fn budget(url: &str) -> i32 {
+    match client::request("GET", url, "/api/v1/budget", None) {
+        Ok(a) if a.status == 200 => {
+            print!("{}", format_budget(&a.json));
+            0
+        }
+        Ok(a) => {
+            eprintln!(
+                "budget: the server answered {}: {}",
+                a.status, a.json["error"]["message"]
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("budget: {e}");
+            1
+        }
+    }
+}
+
+/// The budget table.
+pub fn format_budget(b: &Value) -> String {
+    let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
+    let rows = [
+        ("Date", b["date"].as_str().unwrap_or("?").to_string()),
+        ("Daily Limit", money("daily_limit")),
+        ("Today's Spend", money("today_spend")),
+        ("Remaining", money("remaining")),
+        ("Cycles Affordable", b["cycles_affordable"].to_string()),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()
+}
+
+/// Starts a run and prints the JSON answer: exit 0 when triggered, 3 when
+/// the budget is exhausted, 1 on any other failure.
+pub fn trigger(url: &str) -> i32 {
+    let body = serde_json::json!({"agent": "cli"});
+    match client::request("POST", url, "/api/v1/runs", Some(&body)) {
+        Ok(a) if a.status == 201 => {
+            let mut out = a.json;
+            out["triggered"] = Value::Bool(true);
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            0
+        }
+        Ok(a) if a.status == 429 => {
+            let mut out = a.json;
+            if let Some(o) = out.as_object_mut() {
+                o.remove("error");
+            }
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            3
+        }
+        Ok(a) => {
+            eprintln!(
+                "trigger: the server answered {}: {}",
+                a.status, a.json["error"]["message"]
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("trigger: {e}");
+            1
+        }
+    }
+}
+
 /// The readable status text.
 pub fn format_status(s: &Value) -> String {
     let mut out = format!(

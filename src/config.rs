@@ -38,6 +38,14 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
     pub max_connections: usize,
+    /// `--daily-budget` / `AGENT_DAILY_BUDGET`, dollars.
+    pub daily_budget: f64,
+    /// `--run-estimate` / `AGENT_RUN_ESTIMATE`, dollars reserved per run start.
+    pub run_estimate: f64,
+    /// `AGENT_BUDGET_DIR`; `<data-dir>/budget` when unset.
+    pub budget_dir: PathBuf,
+    /// `--pricing FILE`: model prices; the built-in default when unset.
+    pub pricing: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -47,6 +55,16 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print a summary from a running server.
     Status {
+        /// Base URL of the server.
+        url: String,
+    },
+    /// Print the day's budget from a running server.
+    Budget {
+        /// Base URL of the server.
+        url: String,
+    },
+    /// Start a run on a running server, if the budget allows.
+    Trigger {
         /// Base URL of the server.
         url: String,
     },
@@ -63,6 +81,8 @@ conductor-metrics: Prometheus metrics, a durable message bus and run tracking fo
 Usage:
   conductor-metrics [serve] [OPTIONS]    run the server (the default)
   conductor-metrics status [--url URL]   print a summary from a running server
+  conductor-metrics budget [--url URL]   print the day's budget
+  conductor-metrics trigger [--url URL]  start a run if the budget allows (exit 3 when exhausted)
   conductor-metrics --help | --version
 
 Serve options (each has an environment variable; the flag wins):
@@ -77,6 +97,10 @@ Serve options (each has an environment variable; the flag wins):
   --header-timeout DUR   time allowed to send a request head CONDUCTOR_HEADER_TIMEOUT (10s)
   --max-connections N    open connection cap            CONDUCTOR_MAX_CONNECTIONS (4096)
                          (DUR: seconds, or a number with ms or s)
+  --daily-budget DOLLARS daily spend limit         AGENT_DAILY_BUDGET  (5.00)
+  --run-estimate DOLLARS reserved per run start    AGENT_RUN_ESTIMATE  (0.15)
+  --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
+                         ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
 
 Client options:
   --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
@@ -87,7 +111,7 @@ Client options:
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     let sub = match args.peek() {
-        Some(&"serve") | Some(&"status") => args.next(),
+        Some(&"serve") | Some(&"status") | Some(&"budget") | Some(&"trigger") => args.next(),
         _ => None,
     };
     let mut flags: Vec<(&str, &str)> = Vec::new();
@@ -118,7 +142,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             .map(|(_, v)| v.to_string())
     };
     let allowed: &[&str] = match sub {
-        Some("status") => &["url"],
+        Some("status" | "budget" | "trigger") => &["url"],
         _ => &[
             "addr",
             "data-dir",
@@ -127,15 +151,25 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "api-key-file",
             "log-level",
             "log-format",
+            "idle-timeout",
+            "header-timeout",
+            "max-connections",
+            "daily-budget",
+            "run-estimate",
+            "pricing",
         ],
     };
     if let Some((name, _)) = flags.iter().find(|(n, _)| !allowed.contains(n)) {
         return Err(format!("unknown flag --{name} (see --help)"));
     }
     let setting = |name: &str, var: &str| flag(name).or_else(|| env(var));
-    if sub == Some("status") {
+    if let Some(client @ ("status" | "budget" | "trigger")) = sub {
         let url = setting("url", "CONDUCTOR_URL").unwrap_or_else(|| DEFAULT_URL.to_string());
-        return Ok(Command::Status { url });
+        return Ok(match client {
+            "status" => Command::Status { url },
+            "budget" => Command::Budget { url },
+            _ => Command::Trigger { url },
+        });
     }
     let workers = match setting("workers", "CONDUCTOR_WORKERS") {
         None => DEFAULT_WORKERS,
@@ -193,6 +227,24 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             }
         },
     };
+    let dollars = |name: &str, var: &str, default: f64| match setting(name, var) {
+        None => Ok(default),
+        Some(v) => match v.trim().trim_start_matches('$').parse::<f64>() {
+            Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
+            _ => Err(format!("--{name} must be an amount in dollars, not {v:?}")),
+        },
+    };
+    let daily_budget = dollars("daily-budget", "AGENT_DAILY_BUDGET", 5.0)?;
+    let run_estimate = dollars("run-estimate", "AGENT_RUN_ESTIMATE", 0.15)?;
+    if run_estimate <= 0.0 {
+        return Err("--run-estimate must be above 0".to_string());
+    }
+    let data_dir = PathBuf::from(
+        setting("data-dir", "CONDUCTOR_DATA_DIR").unwrap_or_else(|| "data".to_string()),
+    );
+    let budget_dir = env("AGENT_BUDGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("budget"));
     Ok(Command::Serve(ServeConfig {
         addr: setting("addr", "CONDUCTOR_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_string()),
         data_dir: PathBuf::from(
@@ -206,6 +258,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         idle_timeout,
         header_timeout,
         max_connections,
+        daily_budget,
+        run_estimate,
+        budget_dir,
+        pricing: flag("pricing").map(PathBuf::from),
     }))
 }
 

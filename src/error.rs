@@ -21,6 +21,8 @@ pub enum Error {
     TooLarge(String),
     /// Storage failed; nothing was acknowledged.
     Storage(String),
+    /// The day's budget cannot cover another run.
+    Exhausted(Box<crate::budget::Refusal>),
 }
 
 impl Error {
@@ -40,6 +42,7 @@ impl fmt::Display for Error {
             Error::NotFound(m) | Error::Conflict(m) | Error::TooLarge(m) | Error::Storage(m) => {
                 f.write_str(m)
             }
+            Error::Exhausted(refusal) => f.write_str(&refusal.message()),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use conductor_metrics::app::{App, AppConfig, VERSION};
+use conductor_metrics::budget::{BudgetConfig, Pricing};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::http::front::FrontConfig;
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
         Command::Help(text) => print!("{text}"),
         Command::Version => println!("conductor-metrics {VERSION}"),
         Command::Status { url } => return ExitCode::from(cli::status(&url) as u8),
+        Command::Budget { url } => return ExitCode::from(cli::budget(&url) as u8),
+        Command::Trigger { url } => return ExitCode::from(cli::trigger(&url) as u8),
         Command::Serve(c) => return serve(c),
     }
     ExitCode::SUCCESS
@@ -34,11 +37,28 @@ fn serve(c: ServeConfig) -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
+    let pricing = match &c.pricing {
+        None => Pricing::default_table(),
+        Some(path) => match Pricing::read(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("conductor-metrics: --pricing: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let budget = BudgetConfig {
+        daily_limit: c.daily_budget,
+        run_estimate: c.run_estimate,
+        dir: c.budget_dir.clone(),
+        pricing,
+    };
     let app = match App::open(
         AppConfig {
             data_dir: c.data_dir.clone(),
             api_key: c.api_key.clone(),
             max_body: c.max_body,
+            budget,
         },
         log,
     ) {

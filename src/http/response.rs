@@ -75,12 +75,20 @@ impl Response {
 
 impl From<Error> for Response {
     fn from(e: Error) -> Response {
+        if let Error::Exhausted(refusal) = &e {
+            // The refusal body the budget milestone specifies, plus the
+            // usual error object so generic clients see a JSON error too.
+            let mut body = refusal.to_json();
+            body["error"] = json!({"code": "BUDGET_EXHAUSTED", "message": refusal.message()});
+            return Response::json(429, &body)
+                .with_header("Retry-After", refusal.retry_after_seconds.to_string());
+        }
         let (status, code) = match &e {
             Error::Invalid { .. } => (400, "BAD_REQUEST"),
             Error::NotFound(_) => (404, "NOT_FOUND"),
             Error::Conflict(_) => (409, "CONFLICT"),
             Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
-            Error::Storage(_) => (500, "INTERNAL"),
+            Error::Storage(_) | Error::Exhausted(_) => (500, "INTERNAL"),
         };
         let mut r = Response::error(status, code, &e.to_string());
         if let Error::Invalid { field, .. } = &e {

@@ -7,6 +7,7 @@ use super::exchange::Exchange;
 use super::json::Body;
 use super::response::Response;
 use crate::app::VERSION;
+use crate::budget::SpendInput;
 use crate::bus;
 use crate::error::Error;
 use crate::metrics::Format;
@@ -48,6 +49,13 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
             ex.send(Response::method_not_allowed("POST"))
         }
+        (["api", "v1", "budget"], "GET") => {
+            let status = ex.app().budget.status();
+            ex.send(Response::json(200, &status.to_json()))
+        }
+        (["api", "v1", "budget"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "budget", "spend"], "POST") => spend(ex),
+        (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
@@ -166,26 +174,34 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
         Err(r) => return ex.send(r),
     };
     let app = ex.app().clone();
-    app.runs.finish(id, how, move |result| match result {
-        Ok(run) => ex.send(Response::json(200, &run.to_json())),
+    let (how, cost) = how;
+    app.runs.finish(id, how, cost, move |result| match result {
+        Ok(finished) => {
+            let app = ex.app().clone();
+            app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
+            let mut body = finished.run.to_json();
+            body["cost"] = json!(finished.spend.amount);
+            ex.send(Response::json(200, &body))
+        }
         Err(e) => ex.send(e.into()),
     });
 }
 
-fn finish_how(ex: &mut Exchange, action: &str) -> Result<Finish, Response> {
+fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
     let max = ex.app().config.max_body;
     let body = ex.read_body(max)?;
-    Ok(match action {
-        "complete" => {
-            Body::parse(&body, &[])?;
-            Finish::Complete
-        }
-        "fail" => Finish::Fail(Body::parse(&body, &["error"])?.opt_str("error")?),
-        _ => {
-            Body::parse(&body, &[])?;
-            Finish::Cancel
-        }
-    })
+    let fields: &[&str] = if action == "fail" {
+        &["error", "cost"]
+    } else {
+        &["cost"]
+    };
+    let body = Body::parse(&body, fields)?;
+    let how = match action {
+        "complete" => Finish::Complete,
+        "fail" => Finish::Fail(body.opt_str("error")?),
+        _ => Finish::Cancel,
+    };
+    Ok((how, body.opt_f64("cost")?))
 }
 
 fn record_events(mut ex: Exchange, id: &str) {
@@ -205,6 +221,62 @@ fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> 
     let max = ex.app().config.max_body;
     let value = Body::parse_value(&ex.read_body(max)?)?;
     Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
+}
+
+fn spend(mut ex: Exchange) {
+    let result = spend_input(&mut ex).and_then(|(input, run_id, phase)| {
+        let app = ex.app().clone();
+        let recorded = app
+            .budget
+            .spend(input, run_id.as_deref(), phase.as_deref())
+            .map_err(Response::from)?;
+        app.budget_alerts(&recorded, run_id.as_deref());
+        Ok(recorded)
+    });
+    match result {
+        Ok(recorded) => ex.send(Response::json(201, &recorded.to_json())),
+        Err(r) => ex.send(r),
+    }
+}
+
+type SpendRequest = (SpendInput, Option<String>, Option<String>);
+
+fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
+    let max = ex.app().config.max_body;
+    let fields = [
+        "amount",
+        "input_tokens",
+        "output_tokens",
+        "model",
+        "run_id",
+        "phase",
+    ];
+    let body = Body::parse(&ex.read_body(max)?, &fields)?;
+    let amount = body.opt_f64("amount")?;
+    let input_tokens = body.opt_u64("input_tokens")?;
+    let output_tokens = body.opt_u64("output_tokens")?;
+    let input = match (amount, input_tokens, output_tokens) {
+        (Some(a), None, None) => SpendInput::Amount(a),
+        (None, Some(i), Some(o)) => SpendInput::Tokens {
+            input_tokens: i,
+            output_tokens: o,
+            model: body.opt_str("model")?,
+        },
+        (Some(_), _, _) => {
+            return Err(Error::invalid(
+                "amount",
+                "give either amount or input_tokens and output_tokens",
+            )
+            .into())
+        }
+        (None, None, _) => {
+            return Err(Error::invalid("input_tokens", "is required without amount").into())
+        }
+        (None, Some(_), None) => {
+            return Err(Error::invalid("output_tokens", "is required with input_tokens").into())
+        }
+    };
+    Ok((input, body.opt_str("run_id")?, body.opt_str("phase")?))
 }
 
 fn list_runs(ex: Exchange) {

@@ -62,6 +62,9 @@ pub struct Detail {
     pub tokens_by_phase: BTreeMap<String, (u64, u64)>,
     /// Tokens by model, `(input, output)`.
     pub tokens_by_model: BTreeMap<String, (u64, u64)>,
+    /// Tokens by phase and model, `(input, output)`: what a run's cost is
+    /// priced from.
+    pub tokens_by_phase_model: BTreeMap<(String, String), (u64, u64)>,
     /// Delivery: started at, then `(success, pr_url, ci_status, at)`.
     pub delivery_started: Option<f64>,
     /// How delivery ended.
@@ -159,13 +162,26 @@ impl Detail {
                 let t = self.tokens_by_phase.entry(key).or_default();
                 t.0 += input_tokens;
                 t.1 += output_tokens;
-                let model = model.as_deref().unwrap_or("unknown");
+                let model_name = model.as_deref().unwrap_or("unknown");
                 let key = bounded(
-                    model,
+                    model_name,
                     self.tokens_by_model.len(),
-                    self.tokens_by_model.contains_key(model),
+                    self.tokens_by_model.contains_key(model_name),
                 );
                 let t = self.tokens_by_model.entry(key).or_default();
+                t.0 += input_tokens;
+                t.1 += output_tokens;
+                // An absent model is kept as the empty name and priced at
+                // the default price.
+                let pair = (phase.clone(), model.clone().unwrap_or_default());
+                let pair = if self.tokens_by_phase_model.len() < MAX_NAMES
+                    || self.tokens_by_phase_model.contains_key(&pair)
+                {
+                    pair
+                } else {
+                    ("other".to_string(), String::new())
+                };
+                let t = self.tokens_by_phase_model.entry(pair).or_default();
                 t.0 += input_tokens;
                 t.1 += output_tokens;
                 m.tokens.inc_by(&[phase, "input"], *input_tokens);
@@ -182,6 +198,21 @@ impl Detail {
                     .inc(&[if *success { "success" } else { "failure" }]);
             }
         }
+    }
+
+    /// The cost of the run's tokens by phase, priced by `price(model,
+    /// input, output)` (an empty model is unknown).
+    pub fn phase_costs(&self, price: impl Fn(Option<&str>, u64, u64) -> f64) -> Vec<(String, f64)> {
+        let mut costs: Vec<(String, f64)> = Vec::new();
+        for ((phase, model), (input, output)) in &self.tokens_by_phase_model {
+            let model = (!model.is_empty()).then_some(model.as_str());
+            let cost = price(model, *input, *output);
+            match costs.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, sum)) => *sum += cost,
+                None => costs.push((phase.clone(), cost)),
+            }
+        }
+        costs
     }
 
     /// Total `(input, output)` tokens.

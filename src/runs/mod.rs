@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
+use crate::budget::{Budget, Recorded, SpendInput};
 use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::journal::Journal;
@@ -142,6 +143,15 @@ pub enum Finish {
     Cancel,
 }
 
+/// A finished run and the spend its end recorded in the budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// The run.
+    pub run: Run,
+    /// What was charged: the explicit cost, or its tokens priced by model.
+    pub spend: Recorded,
+}
+
 /// Totals by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -164,6 +174,7 @@ pub struct Runs {
     state: Mutex<State>,
     queue: CommitQueue,
     metrics: RunMetrics,
+    budget: Arc<Budget>,
     next_id: AtomicU64,
 }
 
@@ -183,8 +194,9 @@ pub fn valid_run_id(id: &str) -> bool {
 }
 
 impl Runs {
-    /// Opens the run journal `runs.jsonl` under `dir` and replays it.
-    pub fn open(dir: &Path, metrics: RunMetrics) -> Result<Runs, Error> {
+    /// Opens the run journal `runs.jsonl` under `dir` and replays it; runs
+    /// still active get their budget reservation back.
+    pub fn open(dir: &Path, metrics: RunMetrics, budget: Arc<Budget>) -> Result<Runs, Error> {
         let (journal, replay) =
             Journal::open(dir.join("runs.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
         let mut state = State::default();
@@ -195,12 +207,16 @@ impl Runs {
                 state.apply(&v, &metrics);
             }
         }
+        for run in state.runs.values().filter(|r| r.status == Status::Running) {
+            budget.restore_reservation(&run.run_id, run.started_at)?;
+        }
         let queue = CommitQueue::start(Arc::new(journal), "runs")
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
             state: Mutex::new(state),
             queue,
             metrics,
+            budget,
             next_id: AtomicU64::new(0),
         })
     }
@@ -233,20 +249,34 @@ impl Runs {
             "work_order_id": new.work_order_id, "correlation_id": new.correlation_id,
             "strategy": new.strategy, "max_iterations": new.max_iterations,
         });
+        // Checked and reserved in one step under the budget's lock; a
+        // refused start creates nothing and journals nothing.
+        if let Err(refusal) = self.budget.reserve(&id) {
+            drop(state);
+            return done(Err(Error::Exhausted(Box::new(refusal))));
+        }
         state.apply(&record, &self.metrics);
         let run = state.runs[&id].clone();
+        let budget = self.budget.clone();
         self.queue
-            .submit(record.to_string().into_bytes(), move |o| {
-                done(o.map(|()| run).map_err(|e| Error::Storage(e.to_string())))
+            .submit(record.to_string().into_bytes(), move |o| match o {
+                Ok(()) => done(Ok(run)),
+                Err(e) => {
+                    budget.release(&run.run_id);
+                    done(Err(Error::Storage(e.to_string())))
+                }
             });
     }
 
-    /// Finishes a running run; `done` gets it once the transition is durable.
+    /// Finishes a running run; `done` gets it once the transition is
+    /// durable and its cost is in the budget ledger. The cost is `cost`
+    /// when given, otherwise its tokens priced by model.
     pub fn finish(
         &self,
         id: &str,
         how: Finish,
-        done: impl FnOnce(Result<Run, Error>) + Send + 'static,
+        cost: Option<f64>,
+        done: impl FnOnce(Result<Finished, Error>) + Send + 'static,
     ) {
         let mut state = self.lock();
         let Some(run) = state.runs.get(id) else {
@@ -266,11 +296,36 @@ impl Runs {
             Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": now}),
             Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": now}),
         };
+        if let Some(c) = cost {
+            if !(c.is_finite() && c >= 0.0) {
+                drop(state);
+                return done(Err(Error::invalid("cost", "must be a non-negative number")));
+            }
+        }
         state.apply(&record, &self.metrics);
         let run = state.runs[id].clone();
+        let budget = self.budget.clone();
+        // The spend is recorded after the transition is durable: a crash in
+        // between can lose the cost of an unacknowledged finish, but never
+        // charge a run twice.
         self.queue
             .submit(record.to_string().into_bytes(), move |o| {
-                done(o.map(|()| run).map_err(|e| Error::Storage(e.to_string())))
+                if let Err(e) = o {
+                    return done(Err(Error::Storage(e.to_string())));
+                }
+                let pricing = budget.pricing();
+                let phase_costs = match cost {
+                    Some(_) => Vec::new(),
+                    None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
+                };
+                let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
+                match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
+                    Ok(spend) => done(Ok(Finished { run, spend })),
+                    Err(e) => done(Err(Error::Storage(format!(
+                        "run {} finished, but its cost was not recorded: {e}",
+                        run.run_id
+                    )))),
+                }
             });
     }
 
