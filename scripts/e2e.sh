@@ -77,4 +77,38 @@ scrape_configs:
 YAML
 start_prometheus "$data/prom/prometheus.yml"
 python3 scripts/prom_compare_formats.py "$PROM_URL" --timeout 60
+stop_prometheus
+stop_server
+
+# 4. Traces: a run exported to a strict OTLP/HTTP JSON receiver.
+python3 scripts/otlp_receiver.py --port 0 --out "$data/spans.jsonl" --max-seconds 120 \
+    >"$data/receiver.out" 2>"$data/receiver.err" &
+receiver=$!
+port=""
+for _ in $(seq 1 100); do
+    port=$(awk '/^listening/ { print $2 }' "$data/receiver.out")
+    [[ -n $port ]] && break
+    sleep 0.1
+done
+[[ -n $port ]] || die "the OTLP receiver did not start: $(cat "$data/receiver.err")"
+start_server "$data/traced" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" \
+    OTEL_SERVICE_NAME=conductor-e2e OTEL_BSP_SCHEDULE_DELAY=100
+trace_id=4bf92f3577b34da6a3ce929d0e0e4736
+parent=00f067aa0ba902b7
+curl -fsS -X POST "$CM_URL/api/v1/runs" -H "traceparent: 00-$trace_id-$parent-01" \
+    -d '{"run_id":"traced-1","work_order_id":"wo-e2e"}' >/dev/null
+curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/events" -d '[
+  {"type":"gate_checked","gate":"preflight","passed":true},
+  {"type":"phase_started","phase":"design"},
+  {"type":"tokens","phase":"design","model":"claude-x","input_tokens":1200,"output_tokens":300},
+  {"type":"gate_checked","gate":"lint","passed":false,"reason":"3 errors"},
+  {"type":"phase_completed","phase":"design","success":true,"duration_ms":1500},
+  {"type":"phase_started","phase":"test"},
+  {"type":"phase_completed","phase":"test","success":false}]' >/dev/null
+curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/fail" -d '{"error":"tests failed"}' >/dev/null
+trace_rc=0
+python3 scripts/check_traces.py "$data/spans.jsonl" traced-1 "$trace_id" "$parent" --timeout 30 || trace_rc=$?
+kill "$receiver" 2>/dev/null || true
+wait "$receiver" 2>/dev/null || true
+((trace_rc == 0)) || die "trace check failed"
 echo "e2e: ok"

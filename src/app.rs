@@ -10,6 +10,7 @@ use crate::bus::Bus;
 use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
+use crate::otlp::{Exporter, OtlpConfig};
 use crate::runs::{RunMetrics, Runs};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
@@ -26,6 +27,8 @@ pub struct AppConfig {
     pub max_body: u64,
     /// The daily budget's settings.
     pub budget: BudgetConfig,
+    /// Where traces go, when anywhere.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// The metrics the HTTP layer records.
@@ -57,6 +60,8 @@ pub struct App {
     pub log: Logger,
     /// Settings.
     pub config: AppConfig,
+    /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub tracer: Option<Exporter>,
     started: Instant,
 }
 
@@ -125,6 +130,19 @@ impl App {
         registry
             .register_collector(Arc::new(ProcessCollector::new()))
             .map_err(registration)?;
+        let dropped = registry
+            .counter(
+                "conductor_trace_spans_dropped_total",
+                "Trace spans dropped: queue full, collector failing, or retries exhausted.",
+            )
+            .map_err(registration)?;
+        let tracer = match config.otlp.clone() {
+            None => None,
+            Some(otlp) => Some(
+                Exporter::start(otlp, dropped)
+                    .map_err(|e| Error::Storage(format!("trace exporter: {e}")))?,
+            ),
+        };
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
         let runs = Runs::open(&config.data_dir, run_metrics, budget.clone())?;
@@ -137,6 +155,7 @@ impl App {
             http,
             log,
             config,
+            tracer,
             started,
         }))
     }
@@ -175,6 +194,13 @@ impl App {
                     }
                 },
             );
+        }
+    }
+
+    /// Exports a finished run's trace, when tracing is on. Never blocks.
+    pub fn export_trace(&self, run: &crate::runs::Run) {
+        if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
+            tracer.export(trace.into_spans());
         }
     }
 

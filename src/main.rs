@@ -11,6 +11,7 @@ use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::http::front::FrontConfig;
 use conductor_metrics::http::Server;
 use conductor_metrics::log::Logger;
+use conductor_metrics::otlp::OtlpConfig;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +60,7 @@ fn serve(c: ServeConfig) -> ExitCode {
             api_key: c.api_key.clone(),
             max_body: c.max_body,
             budget,
+            otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
         },
         log,
     ) {

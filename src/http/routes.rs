@@ -165,6 +165,11 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
         correlation_id: body.opt_str("correlation_id")?,
         strategy: body.opt_str("strategy")?,
         max_iterations: body.opt_u64("max_iterations")?,
+        // Kept only when valid: it is echoed into trace exports later.
+        traceparent: ex
+            .header("traceparent")
+            .map(|t| t.trim().to_string())
+            .filter(|t| crate::otlp::TraceContext::parse_traceparent(t).is_some()),
     })
 }
 
@@ -179,6 +184,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
         Ok(finished) => {
             let app = ex.app().clone();
             app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
+            app.export_trace(&finished.run);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
             ex.send(Response::json(200, &body))

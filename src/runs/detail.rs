@@ -69,7 +69,42 @@ pub struct Detail {
     pub delivery_started: Option<f64>,
     /// How delivery ended.
     pub delivery_completed: Option<(bool, Option<String>, Option<String>, f64)>,
+    /// Each phase as it happened, oldest first, for tracing.
+    pub spans: Vec<PhaseRecord>,
+    /// Gate checks made outside any phase.
+    pub root_gates: Vec<Gate>,
 }
+
+/// One occurrence of a phase: when it ran and what happened in it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseRecord {
+    /// The phase name.
+    pub name: String,
+    /// Unix seconds it started.
+    pub started: f64,
+    /// Unix seconds it ended, once completed.
+    pub ended: Option<f64>,
+    /// Whether it succeeded, once completed.
+    pub success: Option<bool>,
+    /// Input tokens used in it.
+    pub input_tokens: u64,
+    /// Output tokens used in it.
+    pub output_tokens: u64,
+    /// The last model that used tokens in it.
+    pub model: Option<String>,
+    /// Gate checks made while it ran.
+    pub gates: Vec<Gate>,
+}
+
+/// The index of the newest occurrence of `phase` that has not completed.
+fn open_span(spans: &[PhaseRecord], phase: &str) -> Option<usize> {
+    spans
+        .iter()
+        .rposition(|s| s.name == phase && s.ended.is_none())
+}
+
+/// Phase occurrences kept per run for its trace.
+pub const MAX_SPANS: usize = 256;
 
 fn bounded(name: &str, existing: usize, known: bool) -> String {
     if known || existing < MAX_NAMES {
@@ -101,6 +136,13 @@ impl Detail {
                 }
             }
             Event::PhaseStarted { phase, .. } => {
+                if self.spans.len() < MAX_SPANS {
+                    self.spans.push(PhaseRecord {
+                        name: phase.clone(),
+                        started: e.at,
+                        ..PhaseRecord::default()
+                    });
+                }
                 self.current_phase = Some(phase.clone());
                 if self.phase_started_at.len() < MAX_NAMES
                     || self.phase_started_at.contains_key(phase)
@@ -117,6 +159,21 @@ impl Detail {
                 let seconds = duration_ms
                     .map(|ms| ms / 1000.0)
                     .or(started.map(|s| (e.at - s).max(0.0)));
+                match open_span(&self.spans, phase) {
+                    Some(i) => {
+                        let span = &mut self.spans[i];
+                        span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
+                        span.success = Some(*success);
+                    }
+                    None if self.spans.len() < MAX_SPANS => self.spans.push(PhaseRecord {
+                        name: phase.clone(),
+                        started: e.at - seconds.unwrap_or(0.0),
+                        ended: Some(e.at),
+                        success: Some(*success),
+                        ..PhaseRecord::default()
+                    }),
+                    None => {}
+                }
                 let name = bounded(phase, self.phases.len(), self.phases.contains_key(phase));
                 let stats = self.phases.entry(name).or_default();
                 stats.completed += 1;
@@ -137,12 +194,27 @@ impl Detail {
                 passed,
                 reason,
             } => {
-                self.gates.push_back(Gate {
+                let check = Gate {
                     gate: gate.clone(),
                     passed: *passed,
                     reason: reason.clone(),
                     at: e.at,
-                });
+                };
+                let open = self
+                    .current_phase
+                    .as_deref()
+                    .and_then(|p| open_span(&self.spans, p));
+                match open {
+                    Some(i) if self.spans[i].gates.len() < MAX_GATES => {
+                        self.spans[i].gates.push(check.clone())
+                    }
+                    Some(_) => {}
+                    None if self.root_gates.len() < MAX_GATES => {
+                        self.root_gates.push(check.clone())
+                    }
+                    None => {}
+                }
+                self.gates.push_back(check);
                 while self.gates.len() > MAX_GATES {
                     self.gates.pop_front();
                 }
@@ -184,6 +256,13 @@ impl Detail {
                 let t = self.tokens_by_phase_model.entry(pair).or_default();
                 t.0 += input_tokens;
                 t.1 += output_tokens;
+                if let Some(span) = self.spans.iter_mut().rev().find(|s| s.name == *phase) {
+                    span.input_tokens += input_tokens;
+                    span.output_tokens += output_tokens;
+                    if model.is_some() {
+                        span.model = model.clone();
+                    }
+                }
                 m.tokens.inc_by(&[phase, "input"], *input_tokens);
                 m.tokens.inc_by(&[phase, "output"], *output_tokens);
             }

@@ -5,6 +5,7 @@
 pub mod detail;
 pub mod event;
 pub mod metrics;
+pub mod trace;
 
 pub use detail::Detail;
 pub use event::{Event, Timed};
@@ -84,6 +85,8 @@ pub struct Run {
     pub strategy: Option<String>,
     /// The iteration budget, when given.
     pub max_iterations: Option<u64>,
+    /// The W3C `traceparent` it was started with, when valid.
+    pub traceparent: Option<String>,
     /// What its events add up to.
     pub detail: Detail,
 }
@@ -130,6 +133,8 @@ pub struct NewRun {
     pub strategy: Option<String>,
     /// The iteration budget.
     pub max_iterations: Option<u64>,
+    /// The caller's W3C `traceparent`, already checked.
+    pub traceparent: Option<String>,
 }
 
 /// How a run ends.
@@ -248,6 +253,7 @@ impl Runs {
             "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal, "ts": now,
             "work_order_id": new.work_order_id, "correlation_id": new.correlation_id,
             "strategy": new.strategy, "max_iterations": new.max_iterations,
+            "traceparent": new.traceparent,
         });
         // Checked and reserved in one step under the budget's lock; a
         // refused start creates nothing and journals nothing.
@@ -428,6 +434,7 @@ impl State {
                         correlation_id: text("correlation_id"),
                         strategy: text("strategy"),
                         max_iterations: v["max_iterations"].as_u64(),
+                        traceparent: text("traceparent"),
                         detail: Detail::default(),
                     },
                 );
