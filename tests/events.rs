@@ -307,3 +307,47 @@ fn openmetrics_is_served_when_asked_for() {
     let forced = get(server.addr(), "/metrics?format=openmetrics");
     assert!(forced.text().ends_with("# EOF\n"));
 }
+
+#[test]
+fn logs_about_a_run_carry_its_ids_and_events_their_iteration_and_phase() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &["--log-level", "debug"], &[]);
+    let addr = server.addr();
+    let body = json!({"run_id": "logged", "correlation_id": "corr-9", "work_order_id": "wo-1"});
+    assert_eq!(post_json(addr, "/api/v1/runs", &body).status, 201);
+    let events = json!([
+        {"type": "iteration_started", "iteration": 4},
+        {"type": "phase_started", "phase": "test"},
+        {"type": "gate_checked", "gate": "lint", "passed": true}
+    ]);
+    assert_eq!(
+        post_json(addr, "/api/v1/runs/logged/events", &events).status,
+        200
+    );
+    assert_eq!(
+        post_json(addr, "/api/v1/runs/logged/complete", &json!({})).status,
+        200
+    );
+    let find = |msg: &str, pred: &dyn Fn(&Value) -> bool| {
+        common::poll_until(std::time::Duration::from_secs(10), || {
+            server
+                .stderr_json()
+                .into_iter()
+                .find(|l| l["msg"] == msg && pred(l))
+        })
+    };
+    let started = find("run started", &|_| true);
+    assert_eq!(started["run_id"], "logged");
+    assert_eq!(started["correlation_id"], "corr-9");
+    let gate = find("run event", &|l| l["type"] == "gate_checked");
+    assert_eq!(gate["level"], "debug");
+    assert_eq!(gate["iteration"], 4);
+    assert_eq!(gate["phase"], "test");
+    assert_eq!(gate["correlation_id"], "corr-9");
+    let finished = find("run finished", &|_| true);
+    assert_eq!(finished["status"], "completed");
+    let request = find("request", &|l| l["path"] == "/api/v1/runs/logged/complete");
+    assert_eq!(request["run_id"], "logged");
+    assert_eq!(request["correlation_id"], "corr-9");
+    assert!(request["request_id"].is_string());
+}

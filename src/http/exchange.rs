@@ -25,6 +25,8 @@ pub struct Exchange {
     query: String,
     request_id: String,
     started: Instant,
+    /// Extra fields for the request's log line, such as the run it concerns.
+    fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// The method label: one of a fixed set, so clients cannot grow the series.
@@ -85,6 +87,7 @@ impl Exchange {
             query,
             request_id,
             started: Instant::now(),
+            fields: Vec::new(),
         }
     }
 
@@ -148,6 +151,11 @@ impl Exchange {
         Ok(body)
     }
 
+    /// Adds a field to this request's log line.
+    pub fn annotate(&mut self, key: &'static str, value: serde_json::Value) {
+        self.fields.push((key, value));
+    }
+
     /// Sends the answer: adds the request id, counts it and logs it.
     pub fn send(mut self, response: Response) {
         self.finish(response);
@@ -177,20 +185,19 @@ impl Exchange {
         let app = &self.app;
         app.http.requests.inc(&[self.method, status_text(status)]);
         let _ = request.respond(out);
-        app.log.info(
-            "request",
-            &[
-                ("method", json!(self.method)),
-                ("path", json!(self.path)),
-                ("status", json!(status)),
-                ("bytes", json!(bytes)),
-                (
-                    "duration_ms",
-                    json!((self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3),
-                ),
-                ("request_id", json!(self.request_id)),
-            ],
-        );
+        let mut fields = vec![
+            ("method", json!(self.method)),
+            ("path", json!(self.path)),
+            ("status", json!(status)),
+            ("bytes", json!(bytes)),
+            (
+                "duration_ms",
+                json!((self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3),
+            ),
+            ("request_id", json!(self.request_id)),
+        ];
+        fields.append(&mut self.fields);
+        app.log.info("request", &fields);
     }
 }
 

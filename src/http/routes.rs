@@ -137,12 +137,32 @@ fn start_run(mut ex: Exchange) {
     };
     let app = ex.app().clone();
     app.runs.start(new, move |result| match result {
-        Ok(run) => ex.send(Response::json(
-            201,
-            &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
-        )),
+        Ok(run) => {
+            let mut ex = ex;
+            annotate_run(&mut ex, &run);
+            ex.app().log.info("run started", &run_fields(&run));
+            ex.send(Response::json(
+                201,
+                &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
+            ))
+        }
         Err(e) => ex.send(e.into()),
     });
+}
+
+/// The fields every log line about a run carries.
+fn run_fields(run: &crate::runs::Run) -> Vec<(&'static str, Value)> {
+    vec![
+        ("run_id", json!(run.run_id)),
+        ("correlation_id", json!(run.correlation())),
+        ("work_order_id", json!(run.work_order_id)),
+    ]
+}
+
+/// Adds the run to the request's log line.
+fn annotate_run(ex: &mut Exchange, run: &crate::runs::Run) {
+    ex.annotate("run_id", json!(run.run_id));
+    ex.annotate("correlation_id", json!(run.correlation()));
 }
 
 fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
@@ -182,7 +202,14 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
     let (how, cost) = how;
     app.runs.finish(id, how, cost, move |result| match result {
         Ok(finished) => {
+            let mut ex = ex;
             let app = ex.app().clone();
+            annotate_run(&mut ex, &finished.run);
+            let mut fields = run_fields(&finished.run);
+            fields.push(("status", json!(finished.run.status.as_str())));
+            fields.push(("cost", json!(finished.spend.amount)));
+            fields.push(("error", json!(finished.run.error)));
+            app.log.info("run finished", &fields);
             app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
             app.export_trace(&finished.run);
             let mut body = finished.run.to_json();
@@ -216,9 +243,39 @@ fn record_events(mut ex: Exchange, id: &str) {
         Err(r) => return ex.send(r),
     };
     let app = ex.app().clone();
+    // Copies are only kept when debug lines will be written.
+    let logged = app
+        .log
+        .enabled(crate::log::Level::Debug)
+        .then(|| events.clone());
+    let run_id = id.to_string();
     app.runs
         .record_events(id, events, move |result| match result {
-            Ok(n) => ex.send(Response::json(200, &json!({ "accepted": n }))),
+            Ok(n) => {
+                let mut ex = ex;
+                let app = ex.app().clone();
+                if let Some(run) = app.runs.get(&run_id) {
+                    annotate_run(&mut ex, &run);
+                    for e in logged.iter().flatten() {
+                        let mut fields = run_fields(&run);
+                        let v = e.to_json();
+                        fields.push(("type", v["type"].clone()));
+                        let or = |own: &Value, current: Value| {
+                            if own.is_null() {
+                                current
+                            } else {
+                                own.clone()
+                            }
+                        };
+                        let iteration = json!(run.detail.current_iteration);
+                        let phase = json!(run.detail.current_phase);
+                        fields.push(("iteration", or(&v["iteration"], iteration)));
+                        fields.push(("phase", or(&v["phase"], phase)));
+                        app.log.log(crate::log::Level::Debug, "run event", &fields);
+                    }
+                }
+                ex.send(Response::json(200, &json!({ "accepted": n })))
+            }
             Err(e) => ex.send(e.into()),
         });
 }
