@@ -127,6 +127,18 @@ impl App {
                 )
                 .map_err(registration)?,
         };
+        // Every reason is visible at 0 from the start, so a dashboard or
+        // alert can rate() it before the first refusal.
+        for reason in [
+            "limit",
+            "evicted",
+            "idle_timeout",
+            "header_timeout",
+            "body_timeout",
+            "accept_error",
+        ] {
+            http.connections_rejected.inc_by(&[reason], 0);
+        }
         registry
             .register_collector(Arc::new(ProcessCollector::new()))
             .map_err(registration)?;

@@ -113,7 +113,7 @@ impl Bus {
             });
         }
         appends.inc_by(state.messages.len() as u64);
-        let queue = CommitQueue::start(Arc::new(journal), "bus")
+        let queue = CommitQueue::start(Arc::new(journal), "bus", 2)
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
             state: Arc::new(Mutex::new(state)),

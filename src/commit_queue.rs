@@ -22,8 +22,6 @@ type Done = Box<dyn FnOnce(Outcome) + Send>;
 
 /// The largest batch written with one sync; bounds the write size.
 const MAX_BATCH: usize = 4096;
-/// Threads that run callbacks.
-const ACK_THREADS: usize = 3;
 
 /// A queue of records waiting to become durable. Safe to share across threads.
 pub struct CommitQueue {
@@ -32,11 +30,17 @@ pub struct CommitQueue {
 }
 
 impl CommitQueue {
-    /// Starts the committer thread for `journal`.
-    pub fn start(journal: Arc<Journal>, name: &str) -> std::io::Result<CommitQueue> {
+    /// Starts the committer thread for `journal`, and `ack_threads` (at
+    /// least one) to run callbacks.
+    pub fn start(
+        journal: Arc<Journal>,
+        name: &str,
+        ack_threads: usize,
+    ) -> std::io::Result<CommitQueue> {
         let (tx, rx) = mpsc::channel();
-        let mut acks = Vec::with_capacity(ACK_THREADS);
-        for i in 0..ACK_THREADS {
+        let ack_threads = ack_threads.max(1);
+        let mut acks = Vec::with_capacity(ack_threads);
+        for i in 0..ack_threads {
             let (ack_tx, ack_rx) = mpsc::channel::<(Outcome, Vec<Done>)>();
             thread::Builder::new()
                 .name(format!("ack-{name}-{i}"))
@@ -133,7 +137,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("q.jsonl");
         let (journal, _) = Journal::open(&path).unwrap();
-        let q = CommitQueue::start(Arc::new(journal), "test").unwrap();
+        let q = CommitQueue::start(Arc::new(journal), "test", 3).unwrap();
         let (tx, rx) = channel();
         for i in 0..500u32 {
             let tx = tx.clone();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::demo::{self, Options as DemoOptions};
 use crate::log::{Level, LogFormat};
 
 /// The default listen address: loopback, so nothing is exposed by accident.
@@ -68,6 +69,8 @@ pub enum Command {
         /// Base URL of the server.
         url: String,
     },
+    /// Send a seeded synthetic workload to a running server.
+    Demo(DemoOptions),
     /// Print this text and exit 0.
     Help(String),
     /// Print the version and exit 0.
@@ -83,6 +86,8 @@ Usage:
   conductor-metrics status [--url URL]   print a summary from a running server
   conductor-metrics budget [--url URL]   print the day's budget
   conductor-metrics trigger [--url URL]  start a run if the budget allows (exit 3 when exhausted)
+  conductor-metrics demo [--url URL] [--runs N] [--seed S]
+                                         send a seeded synthetic workload to a running server
   conductor-metrics --help | --version
 
 Serve options (each has an environment variable; the flag wins):
@@ -104,6 +109,8 @@ Serve options (each has an environment variable; the flag wins):
 
 Client options:
   --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
+  --runs N               demo: runs to send (1-10000)                  (20)
+  --seed S               demo: workload seed; one seed, one workload   (1)
 ";
 
 /// Parses arguments (without the program name). `env` looks variables up.
@@ -111,7 +118,9 @@ Client options:
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     let sub = match args.peek() {
-        Some(&"serve") | Some(&"status") | Some(&"budget") | Some(&"trigger") => args.next(),
+        Some(&"serve") | Some(&"status") | Some(&"budget") | Some(&"trigger") | Some(&"demo") => {
+            args.next()
+        }
         _ => None,
     };
     let mut flags: Vec<(&str, &str)> = Vec::new();
@@ -143,6 +152,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let allowed: &[&str] = match sub {
         Some("status" | "budget" | "trigger") => &["url"],
+        Some("demo") => &["url", "runs", "seed"],
         _ => &[
             "addr",
             "data-dir",
@@ -170,6 +180,9 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "budget" => Command::Budget { url },
             _ => Command::Trigger { url },
         });
+    }
+    if sub == Some("demo") {
+        return parse_demo(setting("url", "CONDUCTOR_URL"), flag("runs"), flag("seed"));
     }
     let workers = match setting("workers", "CONDUCTOR_WORKERS") {
         None => DEFAULT_WORKERS,
@@ -284,6 +297,38 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
 }
 
+/// Checks the `demo` settings; absent ones take their defaults.
+fn parse_demo(
+    url: Option<String>,
+    runs: Option<String>,
+    seed: Option<String>,
+) -> Result<Command, String> {
+    let url = url.unwrap_or_else(|| DEFAULT_URL.to_string());
+    if !url.starts_with("http://") {
+        return Err(format!("--url must start with http://, not {url:?}"));
+    }
+    let runs = match runs {
+        None => demo::DEFAULT_RUNS,
+        Some(r) => r
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=demo::MAX_RUNS).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "--runs must be an integer from 1 to {}, not {r:?}",
+                    demo::MAX_RUNS
+                )
+            })?,
+    };
+    let seed = match seed {
+        None => demo::DEFAULT_SEED,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| format!("--seed must be a non-negative integer, not {s:?}"))?,
+    };
+    Ok(Command::Demo(DemoOptions { url, runs, seed }))
+}
+
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -348,6 +393,11 @@ mod tests {
             "stray",
             "--log-format xml",
             "status --addr x",
+            "demo --runs 0",
+            "demo --runs x",
+            "demo --seed -1",
+            "demo --url https://x",
+            "demo --addr x",
         ] {
             let e = parse(&args(bad), &no_env).unwrap_err();
             assert!(!e.contains('\n'), "{bad}: {e}");
@@ -369,6 +419,27 @@ mod tests {
             Ok(Command::Status {
                 url: "http://x:1".into()
             })
+        );
+    }
+
+    #[test]
+    fn demo_defaults_and_flags() {
+        let url = |k: &str| (k == "CONDUCTOR_URL").then(|| "http://h:1".to_string());
+        assert_eq!(
+            parse(&args("demo"), &url),
+            Ok(Command::Demo(DemoOptions {
+                url: "http://h:1".into(),
+                runs: 20,
+                seed: 1
+            }))
+        );
+        assert_eq!(
+            parse(&args("demo --url http://x:2 --runs 5 --seed=7"), &no_env),
+            Ok(Command::Demo(DemoOptions {
+                url: "http://x:2".into(),
+                runs: 5,
+                seed: 7
+            }))
         );
     }
 

@@ -8,6 +8,7 @@ use conductor_metrics::app::{App, AppConfig, VERSION};
 use conductor_metrics::budget::{BudgetConfig, Pricing};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
+use conductor_metrics::demo;
 use conductor_metrics::http::front::FrontConfig;
 use conductor_metrics::http::Server;
 use conductor_metrics::log::Logger;
@@ -28,12 +29,14 @@ fn main() -> ExitCode {
         Command::Status { url } => return ExitCode::from(cli::status(&url) as u8),
         Command::Budget { url } => return ExitCode::from(cli::budget(&url) as u8),
         Command::Trigger { url } => return ExitCode::from(cli::trigger(&url) as u8),
+        Command::Demo(options) => return ExitCode::from(demo::command(&options) as u8),
         Command::Serve(c) => return serve(c),
     }
     ExitCode::SUCCESS
 }
 
 fn serve(c: ServeConfig) -> ExitCode {
+    conductor_metrics::sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);

@@ -17,6 +17,15 @@ mod ffi {
         ) -> c_int;
     }
 
+    #[cfg(target_env = "gnu")]
+    extern "C" {
+        pub fn mallopt(param: c_int, value: c_int) -> c_int;
+    }
+
+    /// glibc's `M_ARENA_MAX`.
+    #[cfg(target_env = "gnu")]
+    pub const M_ARENA_MAX: c_int = -8;
+
     /// `IPPROTO_TCP`.
     pub const IPPROTO_TCP: c_int = 6;
     /// `TCP_NODELAY`.
@@ -79,6 +88,22 @@ pub fn set_listener_nodelay(listener: &std::net::TcpListener) -> std::io::Result
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Caps glibc's malloc arenas. glibc gives busy threads arenas of their
+/// own, each keeping touched pages, which is most of an idle server's
+/// private memory; two arenas are plenty for a few worker threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn limit_malloc_arenas(arenas: i32) {
+    // SAFETY: mallopt takes two integers and only adjusts allocator
+    // settings; it is safe to call at any time, from any thread.
+    unsafe {
+        ffi::mallopt(ffi::M_ARENA_MAX, arenas);
+    }
+}
+
+/// Other allocators manage their own arenas.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn limit_malloc_arenas(_arenas: i32) {}
 
 /// Elsewhere nothing is done; accepted sockets keep their defaults.
 #[cfg(not(target_os = "linux"))]

@@ -215,7 +215,7 @@ impl Runs {
         for run in state.runs.values().filter(|r| r.status == Status::Running) {
             budget.restore_reservation(&run.run_id, run.started_at)?;
         }
-        let queue = CommitQueue::start(Arc::new(journal), "runs")
+        let queue = CommitQueue::start(Arc::new(journal), "runs", 1)
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
             state: Mutex::new(state),

@@ -1,0 +1,791 @@
+//! The `demo` subcommand: a seeded, synthetic but realistic orchestrator
+//! workload sent to a running server, so its metrics, dashboard and alerts
+//! have something to show.
+//!
+//! Every run is planned in full before it is sent: iterations of design,
+//! implement, test and review, with tokens, gates, a delivery and bus
+//! messages, on a simulated clock. The events then carry timestamps placed
+//! so that the run's simulated timeline ends at the moment it is sent. The
+//! durations the server measures are therefore realistic (minutes, not
+//! microseconds) without the demo ever sleeping. The plan depends on the
+//! seed alone, so one seed always gives the same summary.
+//!
+//! The server prices a run's token events when the run ends, so the demo
+//! never posts those tokens again as spends. Its only direct spend is the
+//! triage of each work order, work done outside any run.
+
+use std::fmt;
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::client::{self, Answer};
+use crate::time;
+
+/// The default number of runs.
+pub const DEFAULT_RUNS: u64 = 20;
+/// The default seed.
+pub const DEFAULT_SEED: u64 = 1;
+/// The most runs one invocation may ask for.
+pub const MAX_RUNS: u64 = 10_000;
+
+/// What `conductor-metrics demo` was asked to do. Plain data; safe to send
+/// and share across threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The server's base URL (`--url` / `CONDUCTOR_URL`).
+    pub url: String,
+    /// How many runs to send (`--runs`).
+    pub runs: u64,
+    /// The seed of the workload (`--seed`).
+    pub seed: u64,
+}
+
+/// What the demo sent and how the server took it. Plain data; safe to send
+/// and share across threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Runs attempted.
+    pub runs: u64,
+    /// Runs completed.
+    pub completed: u64,
+    /// Runs failed.
+    pub failed: u64,
+    /// Runs cancelled.
+    pub cancelled: u64,
+    /// Run starts refused with 429 (budget exhausted).
+    pub refused: u64,
+    /// Events the server accepted.
+    pub events: u64,
+    /// Bus messages the server acknowledged.
+    pub messages: u64,
+    /// Budget spends the server recorded (0 when it has no budget route).
+    pub spends: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "demo: {} runs, {} completed, {} failed, {} cancelled, {} events, {} messages",
+            self.runs, self.completed, self.failed, self.cancelled, self.events, self.messages
+        )?;
+        if self.refused > 0 {
+            write!(f, ", {} refused (budget exhausted)", self.refused)?;
+        }
+        if self.spends > 0 {
+            write!(f, ", {} budget spends", self.spends)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the demo stopped early. Safe to send and share across threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ErrorKind {
+    /// The request never got an answer.
+    Unreachable(String),
+    /// The server answered with a status the demo cannot carry on from.
+    Rejected {
+        what: String,
+        status: u16,
+        message: String,
+    },
+}
+
+impl Error {
+    /// True when the server could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unreachable(_))
+    }
+
+    /// The status of the answer that stopped the demo, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self.kind {
+            ErrorKind::Rejected { status, .. } => Some(status),
+            ErrorKind::Unreachable(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Unreachable(e) => f.write_str(e),
+            ErrorKind::Rejected {
+                what,
+                status,
+                message,
+            } => write!(f, "{what}: the server answered {status}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The HTTP client reports its failures as text, so there is no error to chain.
+        None
+    }
+}
+
+/// Runs the demo and prints its report to stdout; returns the exit code:
+/// 0 when it ran to the end, 1 when the server could not be reached or
+/// refused something the demo needs.
+pub fn command(options: &Options) -> i32 {
+    let stdout = std::io::stdout();
+    match run(options, &mut stdout.lock()) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            1
+        }
+    }
+}
+
+/// Sends `options.runs` planned runs to the server, writing one line per run
+/// and the summary line to `out`, and returns the summary.
+///
+/// A run start refused with 429 is counted and reported, not fatal. The
+/// triage spends are sent while `POST /api/v1/budget/spend` exists; a 404
+/// there means it does not, and stops them quietly.
+pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
+    let mut sender = Sender {
+        url: &options.url,
+        summary: Summary::default(),
+        spend_route: SpendRoute::Unknown,
+    };
+    // Unique per invocation, so one seed can be replayed against the same data dir.
+    let stamp = format!(
+        "{:x}{:x}",
+        (time::now_unix() * 1000.0) as u64,
+        std::process::id()
+    );
+    let mut rng = Rng::new(options.seed);
+    for index in 1..=options.runs {
+        let plan = plan_run(&mut rng, index);
+        let run_id = format!("demo-s{}-{stamp}-{index:04}", options.seed);
+        let line = sender.send(&run_id, &plan)?;
+        // The report is secondary: a closed stdout must not stop the workload.
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "{}", sender.summary);
+    Ok(sender.summary)
+}
+
+/// Whether the server has the budget spend route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SpendRoute {
+    Unknown,
+    Present,
+    Absent,
+}
+
+struct Sender<'a> {
+    url: &'a str,
+    summary: Summary,
+    spend_route: SpendRoute,
+}
+
+impl Sender<'_> {
+    fn call(&self, method: &str, path: &str, body: &Value) -> Result<Answer, Error> {
+        client::request(method, self.url, path, Some(body)).map_err(|e| Error {
+            kind: ErrorKind::Unreachable(e),
+        })
+    }
+
+    /// Sends one request that must answer `want`.
+    fn expect(&self, path: &str, body: &Value, want: u16) -> Result<Answer, Error> {
+        let answer = self.call("POST", path, body)?;
+        if answer.status == want {
+            return Ok(answer);
+        }
+        Err(rejected(&format!("POST {path}"), &answer))
+    }
+
+    /// Sends a planned run and returns its report line.
+    fn send(&mut self, run_id: &str, plan: &RunPlan) -> Result<String, Error> {
+        self.summary.runs += 1;
+        let head = format!("{run_id}  {}  {:<14}", plan.work_order_id, plan.strategy);
+        let start = json!({
+            "run_id": run_id,
+            "agent": plan.agent,
+            "goal": plan.goal,
+            "work_order_id": plan.work_order_id,
+            "correlation_id": plan.correlation_id,
+            "strategy": plan.strategy,
+            "max_iterations": plan.max_iterations,
+        });
+        let answer = self.call("POST", "/api/v1/runs", &start)?;
+        match answer.status {
+            201 => {}
+            429 => {
+                self.summary.refused += 1;
+                return Ok(format!("{head}  refused: budget exhausted (429)"));
+            }
+            _ => return Err(rejected("POST /api/v1/runs", &answer)),
+        }
+        self.triage(run_id, plan)?;
+        // The simulated timeline ends now, so every timestamp lies in the past.
+        let base = time::now_unix() - plan.duration;
+        for step in &plan.steps {
+            match step {
+                Step::Events(batch) => self.events(run_id, base, batch)?,
+                Step::Message(kind, body) => {
+                    let msg = json!({"type": kind, "body": body, "run_id": run_id});
+                    self.expect("/api/v1/messages", &msg, 201)?;
+                    self.summary.messages += 1;
+                }
+            }
+        }
+        let (action, body, outcome) = match &plan.outcome {
+            Outcome::Complete => ("complete", json!({}), "completed".to_string()),
+            Outcome::Fail(error) => (
+                "fail",
+                json!({ "error": error }),
+                format!("failed: {error}"),
+            ),
+            Outcome::Cancel => ("cancel", json!({}), "cancelled".to_string()),
+        };
+        let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
+        match plan.outcome {
+            Outcome::Complete => self.summary.completed += 1,
+            Outcome::Fail(_) => self.summary.failed += 1,
+            Outcome::Cancel => self.summary.cancelled += 1,
+        }
+        let iterations = match plan.iterations {
+            1 => "1 iteration ".to_string(),
+            n => format!("{n} iterations"),
+        };
+        let minutes = plan.duration / 60.0;
+        // A server without the budget answers no cost.
+        let cost = ended.json["cost"]
+            .as_f64()
+            .map(|c| format!("  ${c:.2}"))
+            .unwrap_or_default();
+        let pr = plan.pr_url.as_deref().unwrap_or("");
+        Ok(
+            format!("{head}  {iterations}  {minutes:5.1} min{cost}  {outcome}  {pr}")
+                .trim_end()
+                .to_string(),
+        )
+    }
+
+    fn events(&mut self, run_id: &str, base: f64, batch: &[(f64, Value)]) -> Result<(), Error> {
+        let list: Vec<Value> = batch
+            .iter()
+            .map(|(offset, event)| {
+                let mut event = event.clone();
+                // Whole milliseconds keep the JSON short and the durations exact.
+                event["timestamp"] = json!(((base + offset) * 1000.0).round() / 1000.0);
+                event
+            })
+            .collect();
+        let answer = self.expect(
+            &format!("/api/v1/runs/{run_id}/events"),
+            &Value::Array(list),
+            200,
+        )?;
+        self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Posts the work order's triage as a direct budget spend.
+    fn triage(&mut self, run_id: &str, plan: &RunPlan) -> Result<(), Error> {
+        if self.spend_route == SpendRoute::Absent {
+            return Ok(());
+        }
+        let (input, output) = plan.triage_tokens;
+        let body = json!({
+            "run_id": run_id, "phase": TRIAGE_PHASE, "model": TRIAGE_MODEL,
+            "input_tokens": input, "output_tokens": output,
+        });
+        let answer = self.call("POST", "/api/v1/budget/spend", &body)?;
+        match answer.status {
+            200..=299 => {
+                self.spend_route = SpendRoute::Present;
+                self.summary.spends += 1;
+            }
+            404 if self.spend_route == SpendRoute::Unknown => {
+                self.spend_route = SpendRoute::Absent;
+            }
+            _ => {
+                // Spends are an extra: the runs themselves go on.
+                eprintln!(
+                    "demo: budget spends stopped: {}",
+                    rejected("POST /api/v1/budget/spend", &answer)
+                );
+                self.spend_route = SpendRoute::Absent;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rejected(what: &str, answer: &Answer) -> Error {
+    let message = answer.json["error"]["message"]
+        .as_str()
+        .unwrap_or("no error message")
+        .to_string();
+    Error {
+        kind: ErrorKind::Rejected {
+            what: what.to_string(),
+            status: answer.status,
+            message,
+        },
+    }
+}
+
+/// A small deterministic generator (SplitMix64): the same seed gives the
+/// same workload on every platform, which no std source of randomness does.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// In [lo, hi], bunched towards the middle as real durations are.
+    fn around(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.unit() + self.unit()) / 2.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.next_u64() as usize % items.len()]
+    }
+}
+
+/// One phase of an iteration and what can happen in it.
+struct PhaseSpec {
+    name: &'static str,
+    /// Duration range in seconds.
+    seconds: (f64, f64),
+    /// Input and output token ranges.
+    input: (u64, u64),
+    output: (u64, u64),
+    /// The chance that the phase itself fails (the agent gives up or crashes).
+    failure: f64,
+    failure_reason: &'static str,
+    /// The gate checked after the phase, with its pass chance and failure reasons.
+    gate: Option<(&'static str, f64, &'static [&'static str])>,
+}
+
+const PHASES: [PhaseSpec; 4] = [
+    PhaseSpec {
+        name: "design",
+        seconds: (20.0, 180.0),
+        input: (3_000, 12_000),
+        output: (400, 2_500),
+        failure: 0.02,
+        failure_reason: "design phase gave up: the work order is ambiguous",
+        gate: None,
+    },
+    PhaseSpec {
+        name: "implement",
+        seconds: (90.0, 900.0),
+        input: (8_000, 40_000),
+        output: (1_500, 9_000),
+        failure: 0.04,
+        failure_reason: "implement phase hit the context limit",
+        gate: Some((
+            "lint",
+            0.92,
+            &[
+                "3 clippy warnings",
+                "unused import in src/auth.rs",
+                "formatting differs in 2 files",
+            ],
+        )),
+    },
+    PhaseSpec {
+        name: "test",
+        seconds: (30.0, 420.0),
+        input: (2_000, 15_000),
+        output: (300, 3_000),
+        failure: 0.03,
+        failure_reason: "test phase: the test runner crashed",
+        gate: Some((
+            "unit-tests",
+            0.78,
+            &[
+                "2 tests failing",
+                "test_login_redirect timed out",
+                "1 test failing: checkout::totals",
+            ],
+        )),
+    },
+    PhaseSpec {
+        name: "review",
+        seconds: (20.0, 240.0),
+        input: (4_000, 20_000),
+        output: (300, 2_000),
+        failure: 0.01,
+        failure_reason: "review phase: the reviewer timed out",
+        gate: Some((
+            "review",
+            0.88,
+            &[
+                "missing error handling in the handler",
+                "needs a test for the empty cart",
+                "public API change without docs",
+            ],
+        )),
+    },
+];
+
+/// The phase and model of the triage spend, made before each run.
+const TRIAGE_PHASE: &str = "triage";
+const TRIAGE_MODEL: &str = "claude-haiku";
+
+const AGENTS: [&str; 3] = ["coder", "fixer", "feature-builder"];
+const STRATEGIES: [&str; 3] = ["plan-code-test", "test-first", "review-heavy"];
+const GOALS: [&str; 6] = [
+    "Fix the login redirect",
+    "Add pagination to the orders API",
+    "Cache product thumbnails",
+    "Make checkout totals round correctly",
+    "Retry webhook deliveries with backoff",
+    "Remove the legacy session store",
+];
+
+/// How a planned run ends.
+#[derive(Clone, Debug, PartialEq)]
+enum Outcome {
+    Complete,
+    Fail(String),
+    Cancel,
+}
+
+/// One request's worth of a run, in the order it is sent.
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    /// Events, each at an offset in seconds from the run's start.
+    Events(Vec<(f64, Value)>),
+    /// A bus message: its type and body.
+    Message(&'static str, Value),
+}
+
+/// A whole run, planned before any of it is sent.
+#[derive(Clone, Debug, PartialEq)]
+struct RunPlan {
+    agent: &'static str,
+    goal: &'static str,
+    work_order_id: String,
+    correlation_id: String,
+    strategy: &'static str,
+    max_iterations: u64,
+    steps: Vec<Step>,
+    /// Input and output tokens of the work order's triage.
+    triage_tokens: (u64, u64),
+    iterations: u64,
+    pr_url: Option<String>,
+    outcome: Outcome,
+    /// Seconds from the run's start to its end.
+    duration: f64,
+}
+
+/// Plans run number `index`: up to `max_iterations` iterations of the four
+/// phases until the gates pass, then a delivery; or a cancellation midway.
+fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
+    let agent = *rng.pick(&AGENTS);
+    let goal = *rng.pick(&GOALS);
+    let strategy = *rng.pick(&STRATEGIES);
+    let work_order_id = format!("WO-{}", rng.between(100, 999));
+    let correlation_id = format!("trace-{:08x}", rng.next_u64() as u32);
+    let max_iterations = rng.between(2, 3);
+    let triage_tokens = (rng.between(1_500, 4_000), rng.between(100, 400));
+    // Some runs are cancelled by an operator, at a phase of some iteration.
+    let cancel_at = rng
+        .chance(0.15)
+        .then(|| (rng.between(1, max_iterations), rng.between(0, 3) as usize));
+    let mut steps = vec![Step::Message(
+        "PLAN",
+        json!({
+            "work_order_id": work_order_id, "strategy": strategy, "goal": goal,
+            "phases": PHASES.iter().map(|p| p.name).collect::<Vec<_>>(),
+            "max_iterations": max_iterations,
+        }),
+    )];
+    let mut t = 0.0;
+    let mut outcome = None;
+    let mut pr_url = None;
+    let mut iterations = 0;
+    for iteration in 1..=max_iterations {
+        iterations = iteration;
+        t += rng.around(1.0, 6.0);
+        let mut batch = vec![(
+            t,
+            json!({"type": "iteration_started", "iteration": iteration}),
+        )];
+        let mut problem: Option<String> = None;
+        let mut cancelled = false;
+        for (i, spec) in PHASES.iter().enumerate() {
+            if cancel_at == Some((iteration, i)) {
+                cancelled = true;
+                break;
+            }
+            batch.push((
+                t,
+                json!({"type": "phase_started", "phase": spec.name, "iteration": iteration}),
+            ));
+            let seconds = rng.around(spec.seconds.0, spec.seconds.1);
+            let model = if spec.name == "test" || rng.chance(0.1) {
+                "claude-haiku"
+            } else {
+                "claude-sonnet"
+            };
+            let (input, output) = (
+                rng.between(spec.input.0, spec.input.1),
+                rng.between(spec.output.0, spec.output.1),
+            );
+            t += seconds;
+            let success = !rng.chance(spec.failure);
+            batch.push((
+                t,
+                json!({"type": "tokens", "phase": spec.name, "model": model,
+                       "input_tokens": input, "output_tokens": output}),
+            ));
+            batch.push((
+                t,
+                json!({"type": "phase_completed", "phase": spec.name, "success": success,
+                       "duration_ms": (seconds * 1000.0).round()}),
+            ));
+            if !success {
+                // A phase that fails ends its iteration; the next one starts over.
+                problem = Some(spec.failure_reason.to_string());
+                break;
+            }
+            if let Some((gate, pass, reasons)) = spec.gate {
+                let passed = rng.chance(pass);
+                let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
+                if !passed {
+                    event["reason"] = json!(*rng.pick(reasons));
+                    problem.get_or_insert(format!("{gate} still failing"));
+                }
+                t += rng.around(2.0, 30.0);
+                batch.push((t, event));
+            }
+            t += rng.around(0.5, 4.0);
+        }
+        if cancelled {
+            steps.push(Step::Events(batch));
+            steps.push(Step::Message(
+                "STATUS",
+                json!({"iteration": iteration, "state": "cancelled"}),
+            ));
+            outcome = Some(Outcome::Cancel);
+            break;
+        }
+        let success = problem.is_none();
+        batch.push((
+            t,
+            json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
+        ));
+        steps.push(Step::Events(batch));
+        steps.push(Step::Message(
+            "STATUS",
+            json!({"iteration": iteration, "success": success, "problem": problem}),
+        ));
+        if let Some(problem) = problem {
+            if iteration == max_iterations {
+                outcome = Some(Outcome::Fail(format!(
+                    "{problem} (iteration {iteration} of {max_iterations})"
+                )));
+            }
+            continue;
+        }
+        let url = format!("https://github.com/acme/shop/pull/{}", 800 + index);
+        t += rng.around(5.0, 20.0);
+        let started = t;
+        t += rng.around(60.0, 480.0);
+        let delivered = rng.chance(0.95);
+        let ci = if delivered { "passed" } else { "failed" };
+        steps.push(Step::Events(vec![
+            (started, json!({"type": "delivery_started"})),
+            (
+                t,
+                json!({"type": "delivery_completed", "success": delivered,
+                       "pr_url": url, "ci_status": ci}),
+            ),
+        ]));
+        outcome = Some(if delivered {
+            Outcome::Complete
+        } else {
+            Outcome::Fail("delivery failed: CI checks failed on the pull request".to_string())
+        });
+        pr_url = Some(url);
+        break;
+    }
+    RunPlan {
+        agent,
+        goal,
+        work_order_id,
+        correlation_id,
+        strategy,
+        max_iterations,
+        steps,
+        triage_tokens,
+        iterations,
+        pr_url,
+        // Every path through the loop sets it; a run with no outcome failed.
+        outcome: outcome.unwrap_or_else(|| Outcome::Fail("no iterations ran".to_string())),
+        duration: t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::event::parse_batch;
+
+    fn plans(seed: u64, n: u64) -> Vec<RunPlan> {
+        let mut rng = Rng::new(seed);
+        (1..=n).map(|i| plan_run(&mut rng, i)).collect()
+    }
+
+    #[test]
+    fn the_same_seed_plans_the_same_workload() {
+        assert_eq!(plans(7, 30), plans(7, 30));
+        assert_ne!(plans(7, 30), plans(8, 30));
+    }
+
+    #[test]
+    fn the_generator_is_fixed_across_platforms() {
+        // SplitMix64's published first output for seed 0.
+        assert_eq!(Rng::new(0).next_u64(), 0xE220_A839_7B1D_CDAF);
+        let mut rng = Rng::new(3);
+        for _ in 0..1000 {
+            let u = rng.unit();
+            assert!((0.0..1.0).contains(&u));
+            assert!((5..=9).contains(&rng.between(5, 9)));
+        }
+    }
+
+    #[test]
+    fn every_planned_event_is_one_the_server_accepts() {
+        for plan in plans(1, 200) {
+            for step in &plan.steps {
+                if let Step::Events(batch) = step {
+                    let list: Vec<Value> = batch.iter().map(|(_, e)| e.clone()).collect();
+                    let parsed = parse_batch(&Value::Array(list), 0.0);
+                    assert!(parsed.is_ok(), "{parsed:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timelines_move_forward_and_last_minutes() {
+        for plan in plans(2, 200) {
+            let mut last = 0.0;
+            for step in &plan.steps {
+                if let Step::Events(batch) = step {
+                    for (at, _) in batch {
+                        assert!(*at >= last, "{plan:?}");
+                        last = *at;
+                    }
+                }
+            }
+            assert!(plan.duration >= last && plan.duration > 0.0);
+            assert!((1..=plan.max_iterations).contains(&plan.iterations));
+        }
+        let long = plans(2, 200).iter().filter(|p| p.duration > 300.0).count();
+        assert!(long > 100, "{long} of 200 runs last over 5 minutes");
+    }
+
+    #[test]
+    fn outcomes_are_mixed_and_consistent() {
+        let all = plans(1, 300);
+        let count = |f: fn(&Outcome) -> bool| all.iter().filter(|p| f(&p.outcome)).count();
+        let completed = count(|o| *o == Outcome::Complete);
+        let failed = count(|o| matches!(o, Outcome::Fail(_)));
+        let cancelled = count(|o| *o == Outcome::Cancel);
+        assert_eq!(completed + failed + cancelled, 300);
+        assert!(
+            completed > 150 && failed > 15 && cancelled > 15,
+            "{completed} {failed} {cancelled}"
+        );
+        for plan in &all {
+            // A completed run delivered a PR; a cancelled one never got that far.
+            match plan.outcome {
+                Outcome::Complete => assert!(plan.pr_url.is_some()),
+                Outcome::Cancel => assert!(plan.pr_url.is_none()),
+                Outcome::Fail(ref e) => assert!(!e.is_empty()),
+            }
+            assert!(matches!(plan.steps[0], Step::Message("PLAN", _)));
+        }
+    }
+
+    #[test]
+    fn summary_line() {
+        let mut s = Summary {
+            runs: 5,
+            completed: 3,
+            failed: 1,
+            cancelled: 1,
+            events: 120,
+            messages: 12,
+            ..Summary::default()
+        };
+        assert_eq!(
+            s.to_string(),
+            "demo: 5 runs, 3 completed, 1 failed, 1 cancelled, 120 events, 12 messages"
+        );
+        s.refused = 2;
+        s.spends = 9;
+        assert!(s
+            .to_string()
+            .ends_with(", 2 refused (budget exhausted), 9 budget spends"));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_an_error() {
+        // Bind then drop, so the port is very likely closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = Options {
+            url: format!("http://127.0.0.1:{port}"),
+            runs: 1,
+            seed: 1,
+        };
+        let e = run(&options, &mut Vec::new()).unwrap_err();
+        assert!(e.is_unreachable() && e.status().is_none(), "{e}");
+    }
+
+    #[test]
+    fn errors_are_shareable() {
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<Error>();
+        is_send_sync::<Summary>();
+        is_send_sync::<Options>();
+    }
+}

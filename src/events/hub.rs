@@ -1,0 +1,772 @@
+//! The hub: gives each event its seq, keeps the newest ones, and fills one
+//! bounded queue per subscriber.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use super::seq::{SeqFile, SEQ_RESERVE};
+use super::Error;
+use crate::log::Logger;
+use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
+use crate::time;
+
+/// How many of the newest events the hub keeps for subscribers that resume.
+pub const RETAINED: usize = 10_000;
+
+/// How many events may wait for one subscriber before it is cut off as lagged.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// The keys every event starts with; an event's own fields cannot override them.
+const ENVELOPE: [&str; 6] = [
+    "seq",
+    "type",
+    "timestamp",
+    "run_id",
+    "correlation_id",
+    "work_order_id",
+];
+
+/// An event about to be published: its type, when it happened, the run it
+/// concerns and its own fields. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    kind: &'static str,
+    at: f64,
+    run_id: Option<String>,
+    correlation_id: Option<String>,
+    work_order_id: Option<String>,
+    fields: Map<String, Value>,
+}
+
+impl NewEvent {
+    /// An event of type `kind` that happened at `at` (Unix seconds).
+    pub fn new(kind: &'static str, at: f64) -> NewEvent {
+        NewEvent {
+            kind,
+            at,
+            run_id: None,
+            correlation_id: None,
+            work_order_id: None,
+            fields: Map::new(),
+        }
+    }
+
+    /// Ties the event to a run; `correlation_id` defaults to the run id.
+    pub fn run(
+        mut self,
+        run_id: &str,
+        correlation_id: Option<&str>,
+        work_order_id: Option<&str>,
+    ) -> NewEvent {
+        self.run_id = Some(run_id.to_string());
+        self.correlation_id = Some(correlation_id.unwrap_or(run_id).to_string());
+        self.work_order_id = work_order_id.map(str::to_string);
+        self
+    }
+
+    /// Adds one of the event's own fields. Envelope names (`seq`, `type`,
+    /// `timestamp`, `run_id`, `correlation_id`, `work_order_id`) are ignored.
+    pub fn field(mut self, key: &str, value: Value) -> NewEvent {
+        if !ENVELOPE.contains(&key) {
+            self.fields.insert(key.to_string(), value);
+        }
+        self
+    }
+
+    /// The event type.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Everything after `"seq":N,`, so the lock is held only to number it.
+    fn render_tail(&self) -> String {
+        let mut out = String::with_capacity(128);
+        out.push_str("\"type\":");
+        out.push_str(&Value::from(self.kind).to_string());
+        out.push_str(",\"timestamp\":");
+        out.push_str(&Value::from(time::rfc3339(self.at)).to_string());
+        let envelope = [
+            ("run_id", &self.run_id),
+            ("correlation_id", &self.correlation_id),
+            ("work_order_id", &self.work_order_id),
+        ];
+        for (key, value) in envelope {
+            if let Some(v) = value {
+                out.push_str(&format!(",\"{key}\":{}", Value::from(v.as_str())));
+            }
+        }
+        for (key, value) in &self.fields {
+            out.push(',');
+            out.push_str(&Value::from(key.as_str()).to_string());
+            out.push(':');
+            out.push_str(&value.to_string());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A published event: numbered and rendered once, shared by every
+/// subscriber. Immutable; safe to share across threads.
+#[derive(Debug, PartialEq)]
+pub struct Published {
+    seq: u64,
+    kind: &'static str,
+    run_id: Option<String>,
+    json: String,
+}
+
+impl Published {
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its type, e.g. `run_started`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The run it concerns, if any.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// The event as one line of JSON.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// Which events a subscriber wants. Plain data; safe to send across threads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    run_id: Option<String>,
+}
+
+impl Filter {
+    /// Every event.
+    pub fn all() -> Filter {
+        Filter::default()
+    }
+
+    /// Only the events of run `run_id`.
+    pub fn run(run_id: &str) -> Filter {
+        Filter {
+            run_id: Some(run_id.to_string()),
+        }
+    }
+
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Published) -> bool {
+        self.run_id.is_none() || self.run_id.as_deref() == event.run_id()
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// With the next event published.
+    Live,
+    /// With the retained events after this seq, then live ones.
+    After(u64),
+    /// With the newest retained events (at most this many), then live ones.
+    Tail(usize),
+}
+
+/// How a subscriber is connected, for `conductor_event_subscribers{transport}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-sent events.
+    Sse,
+    /// A WebSocket.
+    WebSocket,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// The final notice to a subscriber that fell too far behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lagged {
+    /// The events it was due and will not get on this subscription.
+    pub dropped: u64,
+    /// The last seq it took, to resume after; `None` if it took none.
+    pub last_seq: Option<u64>,
+}
+
+impl Lagged {
+    /// The notice as JSON: `{"type":"lagged","dropped":N,"last_seq":S}`.
+    pub fn to_json(&self) -> Value {
+        json!({"type": "lagged", "dropped": self.dropped, "last_seq": self.last_seq})
+    }
+}
+
+/// What [`Subscription::next`] found.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// The next event, in seq order.
+    Event(Arc<Published>),
+    /// Nothing arrived within the wait.
+    Idle,
+    /// The subscriber fell behind and is cut off; every later call returns `Closed`.
+    Lagged(Lagged),
+    /// The subscription was closed through a [`Closer`].
+    Closed,
+}
+
+/// Why a queue takes no more events.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    Lagged { dropped: u64 },
+    Closed,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<Arc<Published>>,
+    end: Option<End>,
+}
+
+/// One subscriber's queue: filled by publishers, emptied by its reader.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+enum Push {
+    Queued,
+    Lagged(u64),
+    Ended,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Every update is a push, a pop or setting `end`; none can panic midway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, event: &Arc<Published>) -> Push {
+        let mut q = self.lock();
+        if q.end.is_some() {
+            return Push::Ended;
+        }
+        if q.events.len() >= QUEUE_CAPACITY {
+            // The events already queued go too: a stuck reader would never
+            // take them, and a slow one resumes from the ring instead.
+            let dropped = q.events.len() as u64 + 1;
+            q.events = VecDeque::new();
+            q.end = Some(End::Lagged { dropped });
+            drop(q);
+            self.ready.notify_all();
+            return Push::Lagged(dropped);
+        }
+        // The reader only waits on an empty queue, so only that push wakes it.
+        let was_empty = q.events.is_empty();
+        q.events.push_back(event.clone());
+        drop(q);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Push::Queued
+    }
+
+    fn close(&self) {
+        let mut q = self.lock();
+        if q.end.is_none() {
+            q.end = Some(End::Closed);
+        }
+        drop(q);
+        self.ready.notify_all();
+    }
+}
+
+struct Registered {
+    id: u64,
+    filter: Filter,
+    queue: Arc<Queue>,
+}
+
+struct State {
+    next_seq: u64,
+    /// Every seq below this is covered by the sequence file.
+    reserved: u64,
+    /// Whether the last reservation failed, so the error is logged once.
+    reserve_failing: bool,
+    ring: VecDeque<Arc<Published>>,
+    subscribers: Vec<Registered>,
+    next_id: u64,
+}
+
+struct Metrics {
+    subscribers: GaugeFamily,
+    published: CounterFamily,
+    dropped: Counter,
+}
+
+/// The event hub of one data dir. Safe to share across threads; publishing
+/// never blocks on a subscriber.
+pub struct Hub {
+    state: Mutex<State>,
+    file: SeqFile,
+    metrics: Metrics,
+    log: Logger,
+}
+
+impl Hub {
+    /// Opens the hub for `dir`, reserving the first block of seqs, and
+    /// registers its metrics in `registry`.
+    pub fn open(dir: &Path, registry: &Registry, log: Logger) -> Result<Hub, Error> {
+        let (file, first) = SeqFile::open(dir)?;
+        let reserved = first.saturating_add(SEQ_RESERVE);
+        file.reserve(reserved)?;
+        let metrics = Metrics {
+            subscribers: registry
+                .gauge_family(
+                    "conductor_event_subscribers",
+                    "Live event stream subscribers, by transport (sse or websocket).",
+                    &["transport"],
+                )
+                .map_err(Error::metrics)?,
+            published: registry
+                .counter_family(
+                    "conductor_events_published_total",
+                    "Progress events published, by type.",
+                    &["type"],
+                )
+                .map_err(Error::metrics)?,
+            dropped: registry
+                .counter(
+                    "conductor_events_dropped_total",
+                    "Events thrown away unread because their subscriber fell too far behind.",
+                )
+                .map_err(Error::metrics)?,
+        };
+        Ok(Hub {
+            state: Mutex::new(State {
+                next_seq: first,
+                reserved,
+                reserve_failing: false,
+                ring: VecDeque::new(),
+                subscribers: Vec::new(),
+                next_id: 0,
+            }),
+            file,
+            metrics,
+            log,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Publishing and (un)subscribing update the state whole and do not
+        // panic midway, so a poisoned lock still guards a consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `event` to every matching subscriber and returns its seq.
+    pub fn publish(&self, event: NewEvent) -> u64 {
+        let tail = event.render_tail();
+        let kind = event.kind;
+        let mut dropped = 0;
+        let seq = {
+            let mut s = self.lock();
+            if s.next_seq >= s.reserved {
+                self.reserve(&mut s);
+            }
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let published = Arc::new(Published {
+                seq,
+                kind,
+                run_id: event.run_id,
+                json: format!("{{\"seq\":{seq},{tail}"),
+            });
+            s.ring.push_back(published.clone());
+            if s.ring.len() > RETAINED {
+                s.ring.pop_front();
+            }
+            s.subscribers.retain(|r| {
+                if !r.filter.matches(&published) {
+                    return true;
+                }
+                match r.queue.push(&published) {
+                    Push::Queued => true,
+                    Push::Lagged(n) => {
+                        dropped += n;
+                        false
+                    }
+                    Push::Ended => false,
+                }
+            });
+            seq
+        };
+        self.metrics.published.inc(&[kind]);
+        if dropped > 0 {
+            self.metrics.dropped.inc_by(dropped);
+        }
+        seq
+    }
+
+    /// Extends the reservation. On failure the event still goes out: the
+    /// journals share the disk, so a publisher whose change just became
+    /// durable will rarely see this, and it is retried with every event.
+    fn reserve(&self, s: &mut State) {
+        let limit = s.next_seq.saturating_add(SEQ_RESERVE);
+        match self.file.reserve(limit) {
+            Ok(()) => {
+                s.reserved = limit;
+                if s.reserve_failing {
+                    s.reserve_failing = false;
+                    self.log.info("event sequence file written again", &[]);
+                }
+            }
+            Err(e) => {
+                if !s.reserve_failing {
+                    s.reserve_failing = true;
+                    self.log.error(
+                        "cannot reserve event sequence numbers; a crash now may reuse some",
+                        &[("error", json!(e.to_string()))],
+                    );
+                }
+            }
+        }
+    }
+
+    /// Subscribes to the events `filter` passes, from `start` on.
+    pub fn subscribe(
+        self: &Arc<Hub>,
+        filter: Filter,
+        start: Start,
+        transport: Transport,
+    ) -> Subscription {
+        let queue = Arc::new(Queue::default());
+        let (id, backlog) = {
+            let mut s = self.lock();
+            let backlog: VecDeque<Arc<Published>> = match start {
+                Start::Live => VecDeque::new(),
+                Start::After(after) => {
+                    let from = s.ring.partition_point(|e| e.seq <= after);
+                    s.ring
+                        .range(from..)
+                        .filter(|e| filter.matches(e))
+                        .cloned()
+                        .collect()
+                }
+                Start::Tail(n) => {
+                    let mut newest: Vec<Arc<Published>> = s
+                        .ring
+                        .iter()
+                        .rev()
+                        .filter(|e| filter.matches(e))
+                        .take(n)
+                        .cloned()
+                        .collect();
+                    newest.reverse();
+                    newest.into()
+                }
+            };
+            s.next_id += 1;
+            let id = s.next_id;
+            s.subscribers.push(Registered {
+                id,
+                filter,
+                queue: queue.clone(),
+            });
+            (id, backlog)
+        };
+        self.metrics.subscribers.inc(&[transport.label()]);
+        Subscription {
+            hub: self.clone(),
+            id,
+            queue,
+            backlog,
+            transport,
+            last_seq: None,
+            ended: false,
+        }
+    }
+
+    /// The seq of the newest event published since the hub opened.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.lock().ring.back().map(|e| e.seq)
+    }
+
+    /// How many subscribers are still being fed (lagged ones are not).
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+}
+
+/// Wakes a subscription's reader and ends it; for another thread, such as a
+/// WebSocket's reader when the client closes. Safe to share across threads.
+#[derive(Clone)]
+pub struct Closer {
+    queue: Arc<Queue>,
+}
+
+impl Closer {
+    /// Ends the subscription: its next call to [`Subscription::next`] returns
+    /// [`Next::Closed`].
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+/// One subscriber's view of the hub. Dropping it unsubscribes. It can move
+/// to another thread but is read by one thread at a time.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+    queue: Arc<Queue>,
+    /// Retained events it asked to resume with, delivered before live ones.
+    backlog: VecDeque<Arc<Published>>,
+    transport: Transport,
+    last_seq: Option<u64>,
+    ended: bool,
+}
+
+impl Subscription {
+    /// The next event, waiting up to `wait` for one.
+    pub fn next(&mut self, wait: Duration) -> Next {
+        if self.ended {
+            return Next::Closed;
+        }
+        let deadline = Instant::now().checked_add(wait);
+        let mut q = self.queue.lock();
+        loop {
+            if let Some(end) = q.end {
+                drop(q);
+                self.ended = true;
+                return match end {
+                    End::Lagged { dropped } => Next::Lagged(Lagged {
+                        dropped,
+                        last_seq: self.last_seq,
+                    }),
+                    End::Closed => Next::Closed,
+                };
+            }
+            if let Some(e) = self.backlog.pop_front().or_else(|| q.events.pop_front()) {
+                self.last_seq = Some(e.seq);
+                return Next::Event(e);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => wait,
+            };
+            if left.is_zero() {
+                return Next::Idle;
+            }
+            q = self
+                .queue
+                .ready
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// A handle that ends this subscription from another thread.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// The seq of the last event taken.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.hub.lock().subscribers.retain(|r| r.id != id);
+        self.hub.metrics.subscribers.dec(&[self.transport.label()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Level, LogFormat};
+
+    fn hub(name: &str) -> (Arc<Hub>, Registry, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "events-hub-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = Registry::new();
+        let log = Logger::new(Level::Error, LogFormat::Json);
+        let hub = Arc::new(Hub::open(&dir, &registry, log).unwrap());
+        (hub, registry, dir)
+    }
+
+    fn event(kind: &'static str, run: &str) -> NewEvent {
+        NewEvent::new(kind, 0.0).run(run, None, None)
+    }
+
+    #[test]
+    fn events_render_with_the_envelope_first() {
+        let (hub, _, dir) = hub("render");
+        let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let seq = hub.publish(
+            NewEvent::new("phase_started", 1.5)
+                .run("r1", Some("c1"), Some("wo-1"))
+                .field("phase", json!("plan"))
+                .field("seq", json!(99)),
+        );
+        let Next::Event(e) = sub.next(Duration::ZERO) else {
+            panic!("no event");
+        };
+        assert_eq!(e.seq(), seq);
+        assert!(e
+            .json()
+            .starts_with(&format!("{{\"seq\":{seq},\"type\":\"phase_started\"")));
+        let v: Value = serde_json::from_str(e.json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"seq": seq, "type": "phase_started", "timestamp": "1970-01-01T00:00:01.500Z",
+                   "run_id": "r1", "correlation_id": "c1", "work_order_id": "wo-1", "phase": "plan"})
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn subscribers_get_matching_events_in_seq_order() {
+        let (hub, _, dir) = hub("order");
+        let mut all = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let mut one = hub.subscribe(Filter::run("b"), Start::Live, Transport::WebSocket);
+        for i in 0..10 {
+            hub.publish(event("run_started", if i % 2 == 0 { "a" } else { "b" }));
+        }
+        let mut seqs = Vec::new();
+        while let Next::Event(e) = all.next(Duration::ZERO) {
+            seqs.push(e.seq());
+        }
+        assert_eq!(seqs.len(), 10);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        let mut runs = Vec::new();
+        while let Next::Event(e) = one.next(Duration::ZERO) {
+            runs.push(e.run_id().unwrap().to_string());
+        }
+        assert_eq!(runs, vec!["b"; 5]);
+        assert_eq!(all.next(Duration::from_millis(1)), Next::Idle);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn resuming_replays_retained_events_after_a_seq_or_the_tail() {
+        let (hub, _, dir) = hub("resume");
+        let seqs: Vec<u64> = (0..20)
+            .map(|_| hub.publish(event("run_started", "a")))
+            .collect();
+        let mut after = hub.subscribe(Filter::all(), Start::After(seqs[14]), Transport::Sse);
+        hub.publish(event("run_completed", "a"));
+        let mut got = Vec::new();
+        while let Next::Event(e) = after.next(Duration::ZERO) {
+            got.push(e.seq());
+        }
+        assert_eq!(got, (seqs[15]..=seqs[19] + 1).collect::<Vec<_>>());
+        let mut tail = hub.subscribe(Filter::all(), Start::Tail(3), Transport::Sse);
+        let mut got = Vec::new();
+        while let Next::Event(e) = tail.next(Duration::ZERO) {
+            got.push(e.seq());
+        }
+        assert_eq!(got, vec![seqs[18], seqs[19], seqs[19] + 1]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_events_only() {
+        let (hub, _, dir) = hub("ring");
+        let first = hub.publish(event("run_started", "a"));
+        for _ in 0..RETAINED {
+            hub.publish(event("run_started", "a"));
+        }
+        let mut sub = hub.subscribe(Filter::all(), Start::After(0), Transport::Sse);
+        let Next::Event(e) = sub.next(Duration::ZERO) else {
+            panic!("no event");
+        };
+        assert_eq!(e.seq(), first + 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_subscriber_that_never_reads_is_cut_off_without_slowing_others() {
+        let (hub, registry, dir) = hub("lag");
+        let mut stuck = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let mut reader = hub.subscribe(Filter::all(), Start::Live, Transport::WebSocket);
+        let total = QUEUE_CAPACITY + 100;
+        let mut got = 0;
+        for _ in 0..total {
+            hub.publish(event("run_started", "a"));
+            while let Next::Event(_) = reader.next(Duration::ZERO) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, total);
+        assert_eq!(hub.subscribers(), 1);
+        let dropped = QUEUE_CAPACITY as u64 + 1;
+        assert_eq!(
+            stuck.next(Duration::ZERO),
+            Next::Lagged(Lagged {
+                dropped,
+                last_seq: None
+            })
+        );
+        assert_eq!(stuck.next(Duration::ZERO), Next::Closed);
+        let mut text = Vec::new();
+        registry.render(&mut text, crate::metrics::Format::Text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(&format!("conductor_events_dropped_total {dropped}")),
+            "{text}"
+        );
+        assert!(text.contains("conductor_event_subscribers{transport=\"sse\"} 1"));
+        drop(stuck);
+        let mut text = Vec::new();
+        registry.render(&mut text, crate::metrics::Format::Text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("conductor_event_subscribers{transport=\"sse\"} 0"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_closer_ends_a_waiting_reader() {
+        let (hub, _, dir) = hub("close");
+        let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::WebSocket);
+        let closer = sub.closer();
+        let t = std::thread::spawn(move || sub.next(Duration::from_secs(30)));
+        closer.close();
+        assert_eq!(t.join().unwrap(), Next::Closed);
+        assert_eq!(hub.subscribers(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn seqs_continue_after_the_reserved_block_on_reopen() {
+        let (hub, _, dir) = hub("reopen");
+        let first = hub.publish(event("run_started", "a"));
+        assert_eq!(first, 1);
+        drop(hub);
+        let log = Logger::new(Level::Error, LogFormat::Json);
+        let hub = Hub::open(&dir, &Registry::new(), log).unwrap();
+        assert_eq!(hub.publish(event("run_started", "a")), 1 + SEQ_RESERVE);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

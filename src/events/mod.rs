@@ -1,0 +1,144 @@
+//! Live progress events: every acknowledged change (runs, their events,
+//! messages, budget alerts) published once, numbered, kept for resuming,
+//! and handed to subscribers (the SSE and WebSocket streams).
+//!
+//! - **Numbering.** Each event gets a `seq` that increases and is never
+//!   reused within a data dir. The high-water mark lives in `events.seq`,
+//!   written a block of [`SEQ_RESERVE`] numbers ahead and synced, so a
+//!   restart continues after the reserved block with one sync per block
+//!   rather than one per event.
+//! - **Order.** A seq is given and the event handed to every subscriber under
+//!   one lock, so seq order is publish order and each subscriber sees
+//!   increasing seqs.
+//! - **After the ack.** Publishers call the hub once a change is durable and
+//!   before its request is answered, so a client that sees its answer can
+//!   count on the event being out. Runs publish from the HTTP handlers'
+//!   acknowledgement callbacks; the bus publishes from inside, in message
+//!   order, because the acknowledgements of one journal batch run in any
+//!   order while messages become visible in sequence.
+//! - **Slow subscribers.** Each has a queue of [`QUEUE_CAPACITY`] events.
+//!   Publishing never waits for a subscriber: one whose queue is full has it
+//!   emptied, the lost events counted in `conductor_events_dropped_total`,
+//!   and gets a final `lagged` notice naming the last seq it took, so it can
+//!   resume from the [`RETAINED`] newest events the hub keeps.
+//!
+//! Event JSON: `seq`, `type`, `timestamp` (RFC 3339), `run_id`,
+//! `correlation_id` and `work_order_id` where known, then the event's own
+//! fields. Types: `run_started`, `run_completed`, `run_failed`,
+//! `run_canceled`, `iteration_started`, `iteration_completed`,
+//! `phase_started`, `phase_completed`, `gate_checked`, `delivery_started`,
+//! `delivery_completed`, `budget_alert` and `message_appended`. Token events
+//! only move metrics and are not published.
+
+mod hub;
+mod publish;
+mod seq;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use hub::{
+    Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Subscription, Transport,
+    QUEUE_CAPACITY, RETAINED,
+};
+pub use publish::{run_event, MAX_INLINE_BODY};
+pub use seq::{SEQ_FILE, SEQ_RESERVE};
+
+use crate::app::App;
+
+/// Connects the publishers that live inside the domain to `app`'s hub: the
+/// bus reports each message as it becomes visible, with the correlation of
+/// the run it names.
+pub fn wire(app: &Arc<App>) {
+    let weak = Arc::downgrade(app);
+    app.bus.on_visible(Box::new(move |message| {
+        let Some(app) = weak.upgrade() else {
+            return;
+        };
+        let run = message.run_id.as_deref().and_then(|id| app.runs.get(id));
+        app.events.message_appended(message, run.as_ref());
+    }));
+}
+
+/// Why the hub could not start or keep its sequence file. Safe to send
+/// across threads.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+enum ErrorKind {
+    Read(std::io::Error),
+    Parse(String),
+    Write(std::io::Error),
+    Metrics(crate::metrics::Error),
+}
+
+impl Error {
+    fn read(path: PathBuf, e: std::io::Error) -> Error {
+        Error {
+            kind: ErrorKind::Read(e),
+            path,
+        }
+    }
+
+    fn parse(path: PathBuf, text: String) -> Error {
+        Error {
+            kind: ErrorKind::Parse(text),
+            path,
+        }
+    }
+
+    fn write(path: PathBuf, e: std::io::Error) -> Error {
+        Error {
+            kind: ErrorKind::Write(e),
+            path,
+        }
+    }
+
+    fn metrics(e: crate::metrics::Error) -> Error {
+        Error {
+            kind: ErrorKind::Metrics(e),
+            path: PathBuf::new(),
+        }
+    }
+
+    /// The sequence file concerned; empty for a metric registration failure.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Whether the sequence file exists but does not hold a sequence number,
+    /// in which case the hub refuses to start rather than risk reusing one.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.kind, ErrorKind::Parse(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.kind {
+            ErrorKind::Read(e) => write!(f, "cannot read event sequence file {path}: {e}"),
+            ErrorKind::Parse(text) => write!(
+                f,
+                "event sequence file {path} holds {text:?}, not a sequence number"
+            ),
+            ErrorKind::Write(e) => write!(f, "cannot write event sequence file {path}: {e}"),
+            ErrorKind::Metrics(e) => write!(f, "event metric registration failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Read(e) | ErrorKind::Write(e) => Some(e),
+            ErrorKind::Metrics(e) => Some(e),
+            ErrorKind::Parse(_) => None,
+        }
+    }
+}

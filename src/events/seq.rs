@@ -1,0 +1,103 @@
+//! The event sequence high-water mark, kept so a restart never hands out a
+//! sequence number twice.
+//!
+//! The file holds one decimal number: every seq handed out so far is below
+//! it. The hub writes it a block ahead and syncs it before using the block,
+//! so after a crash the next run starts at the file's number and skips at
+//! most one block. It is replaced whole (temp file, sync, rename, sync the
+//! directory), so a crash mid-write leaves the old number or the new one.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use super::Error;
+
+/// The file's name inside the data dir.
+pub const SEQ_FILE: &str = "events.seq";
+
+/// How many seqs each write of the file reserves ahead.
+pub const SEQ_RESERVE: u64 = 10_000;
+
+/// The sequence file of one data dir. Used under the hub's lock only.
+#[derive(Debug)]
+pub(super) struct SeqFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl SeqFile {
+    /// Opens the file under `dir` and returns it with the first seq this
+    /// process may use: 1 for a new data dir, else the stored mark.
+    pub(super) fn open(dir: &Path) -> Result<(SeqFile, u64), Error> {
+        let path = dir.join(SEQ_FILE);
+        let first = match fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n,
+                _ => return Err(Error::parse(path, text)),
+            },
+            Err(e) if e.kind() == ErrorKind::NotFound => 1,
+            Err(e) => return Err(Error::read(path, e)),
+        };
+        Ok((
+            SeqFile {
+                dir: dir.to_path_buf(),
+                path,
+            },
+            first,
+        ))
+    }
+
+    /// Durably records that every seq below `limit` may have been used.
+    pub(super) fn reserve(&self, limit: u64) -> Result<(), Error> {
+        let tmp = self.dir.join(format!("{SEQ_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("{limit}\n").as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            // The rename is only durable once the directory entry is.
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| Error::write(self.path.clone(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "events-seq-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_dir_starts_at_one_and_a_reservation_is_read_back() {
+        let dir = temp_dir("new");
+        let (file, first) = SeqFile::open(&dir).unwrap();
+        assert_eq!(first, 1);
+        file.reserve(10_001).unwrap();
+        let (_, first) = SeqFile::open(&dir).unwrap();
+        assert_eq!(first, 10_001);
+        assert_eq!(fs::read_to_string(dir.join(SEQ_FILE)).unwrap(), "10001\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused() {
+        let dir = temp_dir("corrupt");
+        fs::write(dir.join(SEQ_FILE), "12x\n").unwrap();
+        let e = SeqFile::open(&dir).unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        assert!(e.to_string().contains("12x"), "{e}");
+        fs::write(dir.join(SEQ_FILE), "0\n").unwrap();
+        assert!(SeqFile::open(&dir).unwrap_err().is_corrupt());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
