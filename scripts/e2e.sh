@@ -111,4 +111,11 @@ python3 scripts/check_traces.py "$data/spans.jsonl" traced-1 "$trace_id" "$paren
 kill "$receiver" 2>/dev/null || true
 wait "$receiver" 2>/dev/null || true
 ((trace_rc == 0)) || die "trace check failed"
+stop_server
+
+# 5. Live progress: a real WebSocket client, SSE latency, 500 subscribers, and the page in
+# headless Chromium.
+scripts/install-tools.sh chromium >/dev/null
+start_server "$data/live"
+python3 scripts/check_streams.py "$CM_URL" --subscribers 500 --trials 20
 echo "e2e: ok"

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::budget::{Budget, BudgetConfig, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::error::Error;
+use crate::events::Hub;
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::otlp::{Exporter, OtlpConfig};
@@ -54,6 +55,8 @@ pub struct App {
     pub bus: Bus,
     /// The daily budget.
     pub budget: Arc<Budget>,
+    /// Live progress events.
+    pub events: Arc<Hub>,
     /// Request metrics.
     pub http: HttpMetrics,
     /// The logger.
@@ -159,17 +162,22 @@ impl App {
         budget.register_metrics(&registry).map_err(registration)?;
         let runs = Runs::open(&config.data_dir, run_metrics, budget.clone())?;
         let bus = Bus::open(&config.data_dir, appends)?;
-        Ok(Arc::new(App {
+        let events = Hub::open(&config.data_dir, &registry, log)
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let app = Arc::new(App {
             registry,
             runs,
             bus,
             budget,
+            events: Arc::new(events),
             http,
             log,
             config,
             tracer,
             started,
-        }))
+        });
+        crate::events::wire(&app);
+        Ok(app)
     }
 
     /// Announces the alert thresholds a spend crossed: one warning line and
@@ -187,6 +195,7 @@ impl App {
                     ("run_id", serde_json::json!(run_id)),
                 ],
             );
+            self.events.publish_budget_alert(*threshold, &status);
             let body = serde_json::json!({
                 "threshold_percent": threshold,
                 "day": recorded.day,

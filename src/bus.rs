@@ -55,6 +55,10 @@ impl Message {
     }
 }
 
+/// Called with each message as it becomes visible, in sequence order, with
+/// the bus locked: it must be quick and must not call into the bus.
+pub type OnVisible = Box<dyn Fn(&Message) + Send + Sync>;
+
 /// The bus. Safe to share across threads.
 pub struct Bus {
     state: Arc<Mutex<State>>,
@@ -73,6 +77,8 @@ struct State {
     visible_seq: u64,
     /// The last sequence number handed out (durable or not).
     last_seq: u64,
+    /// Told of each message as it becomes visible (not on replay).
+    on_visible: Option<OnVisible>,
 }
 
 fn msg_id(seq: u64) -> String {
@@ -203,6 +209,12 @@ impl Bus {
             .collect())
     }
 
+    /// Sets the function told of each appended message as it becomes
+    /// visible, in sequence order; it replaces any earlier one.
+    pub fn on_visible(&self, f: OnVisible) {
+        Self::lock(&self.state).on_visible = Some(f);
+    }
+
     /// The number of messages appended and acknowledged, ever.
     pub fn appended(&self) -> u64 {
         Self::lock(&self.state).messages.back().map_or(0, |m| m.seq)
@@ -220,6 +232,9 @@ impl State {
             }
             self.visible_seq = *entry.key();
             if let Some(m) = entry.remove() {
+                if let Some(f) = &self.on_visible {
+                    f(&m);
+                }
                 self.push(m);
             }
         }

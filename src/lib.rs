@@ -11,6 +11,7 @@ pub mod commit_queue;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod journal;
 pub mod log;

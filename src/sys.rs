@@ -111,6 +111,55 @@ pub fn set_listener_nodelay(_listener: &std::net::TcpListener) -> std::io::Resul
     Ok(())
 }
 
+/// A new handle to this process's TCP socket whose peer is `peer`, found
+/// among the open file descriptors; `None` if there is none.
+///
+/// tiny_http hides the sockets it accepts, and the stream it returns from a
+/// WebSocket upgrade reads and writes through one `&mut`, so it cannot be
+/// read by one thread while another writes. A second handle to the same
+/// socket lets a writer thread send frames while a reader thread blocks in
+/// that stream. Matching the peer is exact: the front's end of the same
+/// connection has the server's address as its peer, and no other socket can
+/// be connected to the front's ephemeral port.
+#[cfg(target_os = "linux")]
+pub fn socket_with_peer(peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
+    use std::os::fd::BorrowedFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    // The socket was accepted moments ago and new descriptors tend to be the
+    // highest, so look there first.
+    fds.sort_unstable_by(|a, b| b.cmp(a));
+    fds.into_iter().find_map(|fd| {
+        // Only sockets are duplicated: closing a copy of a file's descriptor
+        // drops the process's POSIX locks on that file (the crate takes none,
+        // and a number reused between these two calls is the only way in).
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        if !target.as_os_str().as_bytes().starts_with(b"socket:") {
+            return None;
+        }
+        // SAFETY: the borrow lives for one fcntl(F_DUPFD_CLOEXEC) call.
+        // Another thread may close the descriptor meanwhile; the kernel then
+        // fails the call or duplicates whatever file took the number, which
+        // the address check below rejects and the drop closes. Either way
+        // only our own new descriptor is ever closed.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .ok()?;
+        let stream = std::net::TcpStream::from(owned);
+        (stream.peer_addr().ok()? == peer).then_some(stream)
+    })
+}
+
+/// Elsewhere the descriptors cannot be listed, so there is no second handle.
+#[cfg(not(target_os = "linux"))]
+pub fn socket_with_peer(_peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
+    None
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
@@ -118,5 +167,20 @@ mod tests {
         assert_eq!(super::clock_ticks_per_second(), 100.0);
         let page = super::page_size();
         assert!(page >= 4096.0 && (page as u64).is_power_of_two());
+    }
+
+    #[test]
+    fn a_socket_is_found_by_its_peer() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        let mut second = super::socket_with_peer(peer).expect("the accepted socket");
+        second.write_all(b"hi").unwrap();
+        let mut got = [0; 2];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        let unknown = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        assert!(super::socket_with_peer(unknown).is_none());
     }
 }

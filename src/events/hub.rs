@@ -354,6 +354,10 @@ impl Hub {
                 )
                 .map_err(Error::metrics)?,
         };
+        // Both transports show 0 from the start, so dashboards have a series.
+        for transport in [Transport::Sse, Transport::WebSocket] {
+            metrics.subscribers.add(&[transport.label()], 0.0);
+        }
         Ok(Hub {
             state: Mutex::new(State {
                 next_seq: first,

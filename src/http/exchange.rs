@@ -1,7 +1,8 @@
 //! One request and its answer. The HTTP handlers see this instead of
 //! tiny_http's types; it counts, logs and sends exactly one answer.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -185,6 +186,10 @@ impl Exchange {
         let app = &self.app;
         app.http.requests.inc(&[self.method, status_text(status)]);
         let _ = request.respond(out);
+        self.log_answer(status, bytes);
+    }
+
+    fn log_answer(&mut self, status: u16, bytes: usize) {
         let mut fields = vec![
             ("method", json!(self.method)),
             ("path", json!(self.path)),
@@ -197,7 +202,66 @@ impl Exchange {
             ("request_id", json!(self.request_id)),
         ];
         fields.append(&mut self.fields);
-        app.log.info("request", &fields);
+        self.app.log.info("request", &fields);
+    }
+
+    /// The address of the peer tiny_http got the request from (the front).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.request.as_ref()?.remote_addr().copied()
+    }
+
+    /// Answers `200` with a chunked body the caller streams: writes the head
+    /// (`content_type`, `headers`, `Transfer-Encoding: chunked` and the
+    /// request id), counts and logs the answer, and hands over the
+    /// connection. The caller frames each chunk, flushes when it should, and
+    /// ends with the last chunk; it owns the connection until then.
+    pub fn stream(
+        mut self,
+        content_type: &str,
+        headers: &[(&'static str, String)],
+    ) -> std::io::Result<Box<dyn Write + Send>> {
+        let Some(request) = self.request.take() else {
+            return Err(std::io::Error::other("the request was already answered"));
+        };
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
+        );
+        let request_id = [("X-Request-ID", self.request_id.clone())];
+        for (name, value) in headers.iter().chain(&request_id) {
+            if safe_header_value(value) {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        self.app.http.requests.inc(&[self.method, "200"]);
+        self.log_answer(200, 0);
+        let mut writer = request.into_writer();
+        writer.write_all(head.as_bytes())?;
+        writer.flush()?;
+        Ok(writer)
+    }
+
+    /// Answers `101 Switching Protocols` to `protocol` with `headers` and the
+    /// request id, counts and logs it, and returns the raw connection.
+    pub fn upgrade(
+        mut self,
+        protocol: &str,
+        headers: &[(&'static str, String)],
+    ) -> Option<Box<dyn tiny_http::ReadWrite + Send>> {
+        let request = self.request.take()?;
+        let mut out = tiny_http::Response::empty(101);
+        let request_id = [("X-Request-ID", self.request_id.clone())];
+        for (name, value) in headers.iter().chain(&request_id) {
+            if !safe_header_value(value) {
+                continue;
+            }
+            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                out.add_header(h);
+            }
+        }
+        self.app.http.requests.inc(&[self.method, "101"]);
+        self.log_answer(101, 0);
+        Some(request.upgrade(protocol, out))
     }
 }
 

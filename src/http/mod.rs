@@ -8,5 +8,6 @@ pub mod json;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod streams;
 
 pub use server::Server;

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::Response;
+use super::streams;
 use crate::app::VERSION;
 use crate::budget::SpendInput;
 use crate::bus;
@@ -59,6 +60,12 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
+        (["api", "v1", "events"], "GET") => streams::events(ex),
+        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "ws"], "GET") => streams::websocket(ex),
+        (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
+        ([], "GET" | "HEAD") => streams::page(ex),
+        ([], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
         _ => {
             let r = Response::no_route(&path);
             ex.send(r)
@@ -141,6 +148,7 @@ fn start_run(mut ex: Exchange) {
             let mut ex = ex;
             annotate_run(&mut ex, &run);
             ex.app().log.info("run started", &run_fields(&run));
+            ex.app().events.run_started(&run);
             ex.send(Response::json(
                 201,
                 &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
@@ -210,6 +218,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             fields.push(("cost", json!(finished.spend.amount)));
             fields.push(("error", json!(finished.run.error)));
             app.log.info("run finished", &fields);
+            app.events.run_finished(&finished.run);
             app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
             app.export_trace(&finished.run);
             let mut body = finished.run.to_json();
@@ -248,6 +257,7 @@ fn record_events(mut ex: Exchange, id: &str) {
         .log
         .enabled(crate::log::Level::Debug)
         .then(|| events.clone());
+    let published = events.clone();
     let run_id = id.to_string();
     app.runs
         .record_events(id, events, move |result| match result {
@@ -255,6 +265,7 @@ fn record_events(mut ex: Exchange, id: &str) {
                 let mut ex = ex;
                 let app = ex.app().clone();
                 if let Some(run) = app.runs.get(&run_id) {
+                    app.events.run_events(Some(&run), &published);
                     annotate_run(&mut ex, &run);
                     for e in logged.iter().flatten() {
                         let mut fields = run_fields(&run);
