@@ -6,41 +6,31 @@ use crate::client;
 
 /// Prints the `/api/v1/status` summary; returns the exit code.
 pub fn status(url: &str) -> i32 {
-    match client::request("GET", url, "/api/v1/status", None) {
-        Ok(a) if a.status == 200 => {
-            print!("{}", format_status(&a.json));
-            0
-        }
-        Ok(a) => {
-            eprintln!(
-                "status: the server answered {}: {}",
-                a.status, a.json["error"]["message"]
-            );
-            1
-        }
-        Err(e) => {
-            eprintln!("status: {e}");
-            1
-        }
-    }
+    show("status", url, "/api/v1/status", format_status)
 }
 
 /// Prints the day's budget as the milestone's table; returns the exit code.
 pub fn budget(url: &str) -> i32 {
-    match client::request("GET", url, "/api/v1/budget", None) {
+    show("budget", url, "/api/v1/budget", format_budget)
+}
+
+/// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
+/// error when the server cannot be reached or answers with an error.
+fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i32 {
+    match client::request("GET", url, path, None) {
         Ok(a) if a.status == 200 => {
-            print!("{}", format_budget(&a.json));
+            print!("{}", format(&a.json));
             0
         }
         Ok(a) => {
             eprintln!(
-                "budget: the server answered {}: {}",
+                "{command}: the server answered {}: {}",
                 a.status, a.json["error"]["message"]
             );
             1
         }
         Err(e) => {
-            eprintln!("budget: {e}");
+            eprintln!("{command}: {e}");
             1
         }
     }
