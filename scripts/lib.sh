@@ -15,7 +15,8 @@ readonly CM_REPO_ROOT CM_BIN
 readonly CM_STARTUP_SECONDS=10
 readonly CM_LISTENING_PREFIX="conductor-metrics listening on "
 # Variables the server reads; cleared so the caller's shell cannot change what a script measures.
-readonly CM_SERVER_ENV=(CONDUCTOR_ADDR CONDUCTOR_DATA_DIR CONDUCTOR_WORKERS CONDUCTOR_MAX_BODY CONDUCTOR_API_KEY)
+readonly CM_SERVER_ENV=(CONDUCTOR_ADDR CONDUCTOR_DATA_DIR CONDUCTOR_WORKERS CONDUCTOR_MAX_BODY CONDUCTOR_API_KEY
+    CONDUCTOR_LOG CONDUCTOR_IDLE_TIMEOUT CONDUCTOR_HEADER_TIMEOUT CONDUCTOR_MAX_CONNECTIONS)
 
 die() {
     printf '%s: %s\n' "$(basename "$0")" "$*" >&2

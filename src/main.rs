@@ -41,6 +41,17 @@ fn serve(c: ServeConfig) -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
+    // Every connection costs descriptors; the soft limit is often far below what is allowed.
+    match conductor_metrics::sys::raise_fd_limit() {
+        Ok(limits) => log.info(
+            "descriptor limit",
+            &[("nofile", serde_json::json!(limits.soft))],
+        ),
+        Err(e) => log.warn(
+            "cannot raise the descriptor limit",
+            &[("error", serde_json::json!(e.to_string()))],
+        ),
+    }
     let pricing = match &c.pricing {
         None => Pricing::default_table(),
         Some(path) => match Pricing::read(path) {

@@ -6,8 +6,21 @@ mod ffi {
     use std::ffi::c_int;
     use std::ffi::c_long;
 
+    /// `struct rlimit`, whose `rlim_t` is 64 bits wide on every 64-bit
+    /// Linux target, in glibc and musl alike.
+    #[cfg(target_pointer_width = "64")]
+    #[repr(C)]
+    pub struct Rlimit {
+        pub cur: u64,
+        pub max: u64,
+    }
+
     extern "C" {
         pub fn sysconf(name: c_int) -> c_long;
+        #[cfg(target_pointer_width = "64")]
+        pub fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
+        #[cfg(target_pointer_width = "64")]
+        pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
         pub fn setsockopt(
             fd: c_int,
             level: c_int,
@@ -35,6 +48,111 @@ mod ffi {
     pub const SC_CLK_TCK: c_int = 2;
     /// glibc's and musl's `_SC_PAGESIZE`.
     pub const SC_PAGESIZE: c_int = 30;
+
+    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
+    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+    pub const RLIMIT_NOFILE: c_int = 5;
+    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
+    #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+    pub const RLIMIT_NOFILE: c_int = 6;
+    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
+    #[cfg(not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
+    pub const RLIMIT_NOFILE: c_int = 7;
+}
+
+/// `EMFILE`: this process has as many descriptors open as its limit allows.
+const EMFILE: i32 = 24;
+
+/// `ENFILE`: the whole system is out of descriptors.
+const ENFILE: i32 = 23;
+
+/// Whether `err` says no descriptor could be had (`EMFILE` or `ENFILE`).
+pub fn out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+/// The limits on open descriptors (`RLIMIT_NOFILE`). `u64::MAX`
+/// (`RLIM_INFINITY`) stands for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimits {
+    /// The limit in force, which the process may raise up to `hard`.
+    pub soft: u64,
+    /// The ceiling only a privileged process may raise.
+    pub hard: u64,
+}
+
+/// The most the soft limit is raised to when the hard limit is infinite:
+/// Linux refuses a soft limit above `fs.nr_open`, whose default is this.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+const NR_OPEN_DEFAULT: u64 = 1 << 20;
+
+/// The limits on open descriptors now in force.
+///
+/// # Errors
+///
+/// Fails if `getrlimit` does.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn fd_limits() -> std::io::Result<FdLimits> {
+    let mut rlim = ffi::Rlimit { cur: 0, max: 0 };
+    // SAFETY: getrlimit writes one `struct rlimit`, whose layout `Rlimit`
+    // repeats, through a pointer to a live local that outlives the call.
+    let rc = unsafe { ffi::getrlimit(ffi::RLIMIT_NOFILE, &mut rlim) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FdLimits {
+        soft: rlim.cur,
+        hard: rlim.max,
+    })
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, so that
+/// every connection the server admits can have its descriptors, and returns
+/// the limits then in force. Each client connection costs the front two
+/// descriptors, and three more while a request is in flight.
+///
+/// # Errors
+///
+/// Fails if the limits cannot be read or set; the old limits then stay.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
+    let limits = fd_limits()?;
+    let target = if limits.hard == u64::MAX {
+        NR_OPEN_DEFAULT
+    } else {
+        limits.hard
+    };
+    if limits.soft >= target {
+        return Ok(limits);
+    }
+    let rlim = ffi::Rlimit {
+        cur: target,
+        max: limits.hard,
+    };
+    // SAFETY: setrlimit only reads one `struct rlimit`, whose layout
+    // `Rlimit` repeats, through a pointer to a live local.
+    let rc = unsafe { ffi::setrlimit(ffi::RLIMIT_NOFILE, &rlim) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    fd_limits()
+}
+
+/// Elsewhere the limits are not read.
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+pub fn fd_limits() -> std::io::Result<FdLimits> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Elsewhere the limits are left as they are.
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// Clock ticks per second, as `/proc` times are counted (100 on Linux).
@@ -182,5 +300,27 @@ mod tests {
         assert_eq!(&got, b"hi");
         let unknown = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         assert!(super::socket_with_peer(unknown).is_none());
+    }
+
+    #[test]
+    fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+        let before = super::fd_limits().unwrap();
+        assert!(before.soft <= before.hard);
+        let after = super::raise_fd_limit().unwrap();
+        assert_eq!(after.hard, before.hard);
+        assert!(after.soft >= before.soft);
+        if before.hard != u64::MAX {
+            assert_eq!(after.soft, before.hard);
+        }
+        assert_eq!(super::fd_limits().unwrap(), after);
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_recognised() {
+        use std::io::Error;
+        assert!(super::out_of_descriptors(&Error::from_raw_os_error(24)));
+        assert!(super::out_of_descriptors(&Error::from_raw_os_error(23)));
+        assert!(!super::out_of_descriptors(&Error::from_raw_os_error(2)));
+        assert!(!super::out_of_descriptors(&Error::other("x")));
     }
 }

@@ -1,6 +1,10 @@
 //! The server: the front guard owns the public socket and passes clean,
 //! complete requests to tiny_http on a private loopback socket, where a
 //! fixed pool of workers hands each to the router inside a panic guard.
+//!
+//! Scrapes and health checks take a lane of their own: a second tiny_http
+//! server on another loopback socket, with its own workers, so that they
+//! never queue behind bulk writes.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -14,9 +18,14 @@ use super::front::{Front, FrontConfig, FrontHandle, FrontHooks};
 use super::routes;
 use crate::app::App;
 
-/// A running server: the front guard, tiny_http and its workers.
+/// Workers of the priority lane. Scrapes and health checks are quick and
+/// few; two workers answer them while the others are busy with bulk writes,
+/// so that a slow scrape does not hold up a health check.
+const PRIORITY_WORKERS: usize = 2;
+
+/// A running server: the front guard, the two tiny_http servers and their workers.
 pub struct Server {
-    server: Arc<tiny_http::Server>,
+    servers: [Arc<tiny_http::Server>; 2],
     front: FrontHandle,
     workers: Vec<JoinHandle<()>>,
 }
@@ -66,29 +75,33 @@ impl Server {
         workers: usize,
         front: FrontConfig,
     ) -> io::Result<Server> {
-        let inner = TcpListener::bind("127.0.0.1:0")?;
-        let upstream = inner.local_addr()?;
-        // The front's own sockets set TCP_NODELAY; tiny_http's accepted
-        // sockets inherit it from this listener.
-        crate::sys::set_listener_nodelay(&inner)?;
-        let listener_for_tiny = inner;
-        let server = tiny_http::Server::from_listener(listener_for_tiny, None)
-            .map(Arc::new)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        let workers = (0..workers.max(1))
-            .map(|i| {
+        let (server, upstream) = inner_server()?;
+        let (priority, priority_upstream) = inner_server()?;
+        let lanes = [
+            (&server, workers.max(1), "worker"),
+            (&priority, PRIORITY_WORKERS, "priority-worker"),
+        ];
+        let mut handles = Vec::new();
+        for (server, count, name) in lanes {
+            for i in 0..count {
                 let (server, app) = (server.clone(), app.clone());
-                thread::Builder::new()
-                    .name(format!("worker-{i}"))
-                    .spawn(move || work(&server, &app))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+                handles.push(
+                    thread::Builder::new()
+                        .name(format!("{name}-{i}"))
+                        .spawn(move || work(&server, &app))?,
+                );
+            }
+        }
         let hooks = Arc::new(Hooks { app });
+        let front = FrontConfig {
+            priority_upstream: Some(priority_upstream),
+            ..front
+        };
         let front = Front::start(listener, upstream, front, hooks)?;
         Ok(Server {
-            server,
+            servers: [server, priority],
             front,
-            workers,
+            workers: handles,
         })
     }
 
@@ -102,8 +115,21 @@ impl Server {
         for w in self.workers {
             let _ = w.join();
         }
-        drop(self.server);
+        drop(self.servers);
     }
+}
+
+/// A tiny_http server on a private loopback socket, and its address.
+fn inner_server() -> io::Result<(Arc<tiny_http::Server>, SocketAddr)> {
+    let inner = TcpListener::bind("127.0.0.1:0")?;
+    let addr = inner.local_addr()?;
+    // The front's own sockets set TCP_NODELAY; tiny_http's accepted
+    // sockets inherit it from this listener.
+    crate::sys::set_listener_nodelay(&inner)?;
+    let server = tiny_http::Server::from_listener(inner, None)
+        .map(Arc::new)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok((server, addr))
 }
 
 fn work(server: &tiny_http::Server, app: &Arc<App>) {

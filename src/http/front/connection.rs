@@ -109,31 +109,41 @@ fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Ne
         let reject = Reject::too_large("the request body is too large");
         return refuse(client, shared, label, head_only, reject);
     }
-    // tiny_http answers an unknown expectation with 417 before it reads a
-    // body, so none is read or sent, and the connection ends after.
-    let body = if request.expect == Expect::Unknown {
-        Vec::new()
-    } else {
-        match read_body(client, &request, shared, label) {
-            Ok(body) => body,
-            Err(next) => return next,
-        }
+    // Answered here rather than by tiny_http, whose own 417 no handler sees
+    // and so nothing counts. The body is left unread, as RFC 9110 allows.
+    if request.expect == Expect::Unknown {
+        let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
+        return refuse(client, shared, label, head_only, reject);
+    }
+    let body = match read_body(client, &request, shared, label) {
+        Ok(body) => body,
+        Err(next) => return next,
     };
     let message = request.forward(&body, peer);
     drop(body);
     let want = Want {
         head: head_only,
         http10: request.http10,
-        close: !request.keep_alive || request.expect == Expect::Unknown,
+        close: !request.keep_alive,
         upgrade: request.upgrade,
-        reusable: !request.upgrade && request.expect != Expect::Unknown,
+        reusable: !request.upgrade,
     };
-    match shared.upstream.exchange(&message, want, client.stream()) {
+    let upstream = match &shared.priority {
+        Some(lane) if request.is_priority(config.priority_paths) => lane,
+        _ => &shared.upstream,
+    };
+    match upstream.exchange(&message, want, client.stream()) {
         Ok(Exchange::Done { close }) if close || want.close => Next::Linger,
         Ok(Exchange::Done { .. }) => Next::Request,
         Ok(Exchange::Upgraded(upstream, leftover)) => Next::Tunnel(upstream, leftover),
         Err(ExchangeError::Unreachable) => {
             let reject = Reject::bad_gateway("the server is unreachable");
+            refuse(client, shared, label, head_only, reject)
+        }
+        // Closing this connection frees two descriptors towards the next try.
+        Err(ExchangeError::NoDescriptors) => {
+            let reject =
+                Reject::unavailable("the server is out of file descriptors; retry shortly");
             refuse(client, shared, label, head_only, reject)
         }
         // The upstream saw this request and counted it, so the hook is not told.

@@ -23,15 +23,24 @@
 //! - **Responses** are relayed as they arrive: chunked ones chunk by chunk,
 //!   so streamed events are not held back. A `101 Switching Protocols` turns
 //!   the connection into a raw two-way tunnel.
+//! - **Lanes.** With [`FrontConfig::priority_upstream`] set, reads of
+//!   [`FrontConfig::priority_paths`] (scrapes, health checks) go to a server
+//!   of their own, so they never wait behind bulk requests for an upstream
+//!   connection or a worker.
+//! - **Descriptors.** A new upstream connection is opened only with enough
+//!   descriptors to spare, because tiny_http stops accepting for good when
+//!   it runs out (see the `fds` module). Without them the request gets 503
+//!   and its connection closes, which frees two.
 //!
 //! The reasons given to [`FrontHooks::connection_rejected`] are `"limit"`
-//! (cap reached with no idle connection, or no thread could be started),
-//! `"evicted"` (an idle connection closed to make room), `"idle_timeout"`,
-//! `"header_timeout"` and `"body_timeout"`.
+//! (cap reached with no idle connection, or no descriptor or thread could be
+//! had for the connection), `"evicted"` (an idle connection closed to make
+//! room), `"idle_timeout"`, `"header_timeout"` and `"body_timeout"`.
 
 mod chunked;
 mod client;
 mod connection;
+mod fds;
 mod registry;
 mod reply;
 mod request;
@@ -48,6 +57,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use fds::Headroom;
 use registry::Registry;
 use upstream::Upstream;
 
@@ -65,7 +75,8 @@ const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// How often unused upstream connections are looked for and closed.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
 
-/// Limits and timeouts of the front. The default is a production setting.
+/// Limits, timeouts and lanes of the front. The default is a production
+/// setting, with a single lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontConfig {
     /// The most client connections open at once (default 4096).
@@ -82,6 +93,14 @@ pub struct FrontConfig {
     pub body_timeout: Duration,
     /// The largest request body in bytes (default 1 MiB). Larger gets 413.
     pub max_body: u64,
+    /// Where `GET` and `HEAD` requests for `priority_paths` go instead of the
+    /// main upstream (default none: every request goes to the main one).
+    /// With a server and workers of their own, scrapes and health checks
+    /// never queue behind bulk writes.
+    pub priority_upstream: Option<SocketAddr>,
+    /// The paths of the priority lane, compared without the query and any
+    /// trailing `/` (default `/metrics` and `/healthz`).
+    pub priority_paths: &'static [&'static str],
 }
 
 impl Default for FrontConfig {
@@ -93,6 +112,8 @@ impl Default for FrontConfig {
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
+            priority_upstream: None,
+            priority_paths: &["/metrics", "/healthz"],
         }
     }
 }
@@ -103,7 +124,7 @@ impl Default for FrontConfig {
 pub trait FrontHooks: Send + Sync {
     /// A request the front answered itself and tiny_http never saw. `method`
     /// is one of `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH`, `OPTIONS` or
-    /// `OTHER`; `status` is 400, 413, 431, 501, 502 or 505.
+    /// `OTHER`; `status` is 400, 413, 417, 431, 501, 502, 503 or 505.
     fn request_rejected(&self, method: &str, status: u16);
 
     /// A connection closed or refused by the front; see the module docs for the reasons.
@@ -140,7 +161,10 @@ struct Shared {
     config: FrontConfig,
     hooks: Arc<dyn FrontHooks>,
     upstream: Upstream,
+    /// The priority lane's upstream, when there is one.
+    priority: Option<Upstream>,
     registry: Arc<Registry>,
+    headroom: Arc<Headroom>,
 }
 
 impl Front {
@@ -181,11 +205,17 @@ where
     A: FnMut() -> io::Result<(TcpStream, SocketAddr)> + Send + 'static,
 {
     let registry = Arc::new(Registry::new(config.max_connections, Arc::clone(&hooks)));
+    let headroom = Arc::new(Headroom::new());
+    let priority = config
+        .priority_upstream
+        .map(|addr| Upstream::new(addr, Arc::clone(&headroom)));
     let shared = Arc::new(Shared {
         config,
         hooks,
-        upstream: Upstream::new(upstream),
+        upstream: Upstream::new(upstream, Arc::clone(&headroom)),
+        priority,
         registry,
+        headroom,
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (accept_shared, accept_stop) = (Arc::clone(&shared), Arc::clone(&stop));
@@ -221,6 +251,9 @@ fn sweep_pool(shared: &Weak<Shared>, stop: &AtomicBool) {
             return;
         }
         shared.upstream.close_idle();
+        if let Some(lane) = &shared.priority {
+            lane.close_idle();
+        }
     }
 }
 
@@ -248,6 +281,9 @@ impl FrontHandle {
         }
         self.shared.registry.close_all();
         self.shared.upstream.close_all();
+        if let Some(lane) = &self.shared.priority {
+            lane.close_all();
+        }
     }
 }
 
@@ -275,6 +311,10 @@ where
 {
     let mut backoff = Backoff::default();
     while !stop.load(Ordering::SeqCst) {
+        // An upstream connection being opened needs the descriptors that
+        // are free now; this thread may take at most one (and its clone)
+        // before it waits here again.
+        shared.headroom.pass();
         match accept() {
             Ok((stream, peer)) => {
                 backoff.reset();

@@ -14,10 +14,12 @@ pub(super) struct Reject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Status {
     BadRequest,
+    ExpectationFailed,
     PayloadTooLarge,
     HeadersTooLarge,
     NotImplemented,
     BadGateway,
+    Unavailable,
     VersionNotSupported,
 }
 
@@ -25,6 +27,13 @@ impl Reject {
     pub(super) const fn bad_request(message: &'static str) -> Reject {
         Reject {
             status: Status::BadRequest,
+            message,
+        }
+    }
+
+    pub(super) const fn expectation_failed(message: &'static str) -> Reject {
+        Reject {
+            status: Status::ExpectationFailed,
             message,
         }
     }
@@ -57,6 +66,13 @@ impl Reject {
         }
     }
 
+    pub(super) const fn unavailable(message: &'static str) -> Reject {
+        Reject {
+            status: Status::Unavailable,
+            message,
+        }
+    }
+
     pub(super) const fn version(message: &'static str) -> Reject {
         Reject {
             status: Status::VersionNotSupported,
@@ -70,10 +86,12 @@ impl Status {
     pub(super) fn code(self) -> u16 {
         match self {
             Status::BadRequest => 400,
+            Status::ExpectationFailed => 417,
             Status::PayloadTooLarge => 413,
             Status::HeadersTooLarge => 431,
             Status::NotImplemented => 501,
             Status::BadGateway => 502,
+            Status::Unavailable => 503,
             Status::VersionNotSupported => 505,
         }
     }
@@ -81,10 +99,12 @@ impl Status {
     fn reason(self) -> &'static str {
         match self {
             Status::BadRequest => "Bad Request",
+            Status::ExpectationFailed => "Expectation Failed",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
             Status::NotImplemented => "Not Implemented",
             Status::BadGateway => "Bad Gateway",
+            Status::Unavailable => "Service Unavailable",
             Status::VersionNotSupported => "HTTP Version Not Supported",
         }
     }
@@ -92,10 +112,12 @@ impl Status {
     fn error_code(self) -> &'static str {
         match self {
             Status::BadRequest => "BAD_REQUEST",
+            Status::ExpectationFailed => "EXPECTATION_FAILED",
             Status::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Status::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Status::NotImplemented => "NOT_IMPLEMENTED",
             Status::BadGateway => "BAD_GATEWAY",
+            Status::Unavailable => "UNAVAILABLE",
             Status::VersionNotSupported => "HTTP_VERSION_NOT_SUPPORTED",
         }
     }

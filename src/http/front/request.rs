@@ -25,7 +25,7 @@ pub(super) enum Expect {
     Nothing,
     /// `100-continue`: the client waits for our interim response before the body.
     Continue,
-    /// Anything else. Passed to tiny_http unchanged so that it answers 417.
+    /// Anything else, which the front answers with 417.
     Unknown,
 }
 
@@ -46,10 +46,11 @@ pub(super) struct RequestHead {
     pub(super) upgrade: bool,
 }
 
-/// Header names that describe one hop, or the framing we redo ourselves, and
-/// so never go upstream as the client sent them.
-const HOP_BY_HOP: [&str; 8] = [
+/// Header names that describe one hop, or the framing (and `Expect`) we
+/// handle ourselves, and so never go upstream as the client sent them.
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
+    "expect",
     "keep-alive",
     "transfer-encoding",
     "content-length",
@@ -164,6 +165,18 @@ impl RequestHead {
         self.method() == b"HEAD"
     }
 
+    /// Whether this is a `GET` or `HEAD` of one of `paths`, compared as the
+    /// router does: without the query and any trailing `/`.
+    pub(super) fn is_priority(&self, paths: &[&str]) -> bool {
+        if !matches!(self.method(), b"GET" | b"HEAD") {
+            return false;
+        }
+        let target = &self.bytes[self.target.clone()];
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        let end = path.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        paths.iter().any(|p| p.as_bytes() == &path[..end])
+    }
+
     /// Whether a body is expected on the wire after the head.
     pub(super) fn has_body(&self) -> bool {
         matches!(self.framing, Framing::Chunked)
@@ -215,9 +228,6 @@ impl RequestHead {
     fn is_hop_by_hop(&self, name: &[u8], listed: &[&[u8]]) -> bool {
         if name.eq_ignore_ascii_case(b"upgrade") && self.upgrade {
             return false;
-        }
-        if name.eq_ignore_ascii_case(b"expect") {
-            return self.expect != Expect::Unknown;
         }
         HOP_BY_HOP
             .iter()
@@ -329,6 +339,27 @@ mod tests {
         assert_eq!(head.framing, Framing::Empty);
         assert_eq!(head.expect, Expect::Nothing);
         assert!(head.keep_alive && !head.http10 && !head.upgrade && !head.is_head());
+    }
+
+    #[test]
+    fn priority_requests_are_reads_of_the_listed_paths() {
+        let paths = ["/metrics", "/healthz"];
+        let priority = |text: &str| parse(text).unwrap().is_priority(&paths);
+        assert!(priority("GET /metrics HTTP/1.1\r\n\r\n"));
+        assert!(priority("HEAD /healthz HTTP/1.1\r\n\r\n"));
+        assert!(priority(
+            "GET /metrics/?format=openmetrics HTTP/1.1\r\n\r\n"
+        ));
+        assert!(priority("GET /metrics//?a/b HTTP/1.1\r\n\r\n"));
+        assert!(!priority("POST /metrics HTTP/1.1\r\n\r\n"));
+        assert!(!priority("get /metrics HTTP/1.1\r\n\r\n"));
+        assert!(!priority("GET /metricsx HTTP/1.1\r\n\r\n"));
+        assert!(!priority("GET /api/v1/metrics HTTP/1.1\r\n\r\n"));
+        assert!(!priority("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!priority("OPTIONS * HTTP/1.1\r\n\r\n"));
+        assert!(!parse("GET /metrics HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .is_priority(&[]));
     }
 
     #[test]
@@ -477,12 +508,11 @@ mod tests {
     }
 
     #[test]
-    fn forward_keeps_upgrade_and_unknown_expect() {
-        let text =
-            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nExpect: fly\r\n\r\n";
+    fn forward_keeps_upgrade() {
+        let text = "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX: y\r\n\r\n";
         assert_eq!(
             forwarded(text, b""),
-            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nExpect: fly\r\nConnection: upgrade\r\n\
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nX: y\r\nConnection: upgrade\r\n\
              X-Forwarded-For: 10.0.0.7\r\n\r\n"
         );
     }

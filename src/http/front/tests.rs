@@ -295,9 +295,9 @@ fn a_bad_request_leaves_other_connections_unharmed() {
 }
 
 #[test]
-fn expectations_are_handled_for_tiny_http() {
+fn expectations_are_handled_by_the_front() {
     let backend = Backend::start(1);
-    let (front, _) = start(&backend, quick());
+    let (front, recorder) = start(&backend, quick());
     let mut client = Client::connect(&front);
     client.send(b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(client.head().status, 100);
@@ -305,9 +305,40 @@ fn expectations_are_handled_for_tiny_http() {
     assert_eq!(client.reply().text(), "PUT /e 5");
 
     client.send(b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\nContent-Length: 5\r\n\r\nhello");
-    assert_eq!(client.reply().status, 417);
+    let reply = client.reply();
+    assert_eq!(reply.status, 417);
+    assert!(reply.text().contains("\"EXPECTATION_FAILED\""));
     assert!(client.is_closed());
     assert_eq!(backend.urls(), ["/e"]);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        [("PUT".to_string(), 417)]
+    );
+}
+
+#[test]
+fn reads_of_the_priority_paths_take_their_own_lane() {
+    let bulk = Backend::start(1);
+    let priority = Backend::start(1);
+    let config = FrontConfig {
+        priority_upstream: Some(priority.addr),
+        ..quick()
+    };
+    let (front, _) = start(&bulk, config);
+    let mut client = Client::connect(&front);
+    for path in [
+        "/metrics",
+        "/healthz?x=1",
+        "/metrics/",
+        "/m",
+        "/api/v1/messages",
+    ] {
+        assert_eq!(client.get(path).status, 200, "{path}");
+    }
+    client.send(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(client.reply().text(), "POST /metrics 0");
+    assert_eq!(priority.urls(), ["/metrics", "/healthz?x=1", "/metrics/"]);
+    assert_eq!(bulk.urls(), ["/m", "/api/v1/messages", "/metrics"]);
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chunked::{
     chunk_end, chunk_size, read_line, skip_trailers, FramingError, MAX_CHUNK_LINE,
 };
+use super::fds::Headroom;
 use super::response::{Body, ResponseHead, MAX_RESPONSE_HEAD};
 
 /// The most idle upstream connections kept. Each holds a tiny_http thread.
@@ -37,6 +38,9 @@ pub(super) struct Upstream {
     idle: Mutex<Vec<(TcpStream, Instant)>>,
     /// Held while a new connection is being opened.
     opening: Mutex<()>,
+    /// Checked before each new connection, so tiny_http is never the one
+    /// left without a descriptor.
+    headroom: Arc<Headroom>,
 }
 
 /// What the client side of an exchange asked for.
@@ -51,7 +55,7 @@ pub(super) struct Want {
     /// The client asked to switch protocols.
     pub(super) upgrade: bool,
     /// tiny_http keeps its side of the connection open after this request.
-    /// It closes after a request that asks to upgrade or that it answers 417.
+    /// It closes after a request that asks to upgrade.
     pub(super) reusable: bool,
 }
 
@@ -71,6 +75,9 @@ pub(super) enum Exchange {
 pub(super) enum ExchangeError {
     /// No connection could be made, so the request never reached the upstream.
     Unreachable,
+    /// Too few descriptors were free to open a connection safely, so the
+    /// request never reached the upstream.
+    NoDescriptors,
     /// The upstream's answer was unusable, and nothing has been sent to the client yet.
     BadResponse(&'static str),
     /// The relay failed part-way; the client has a partial response and must be closed.
@@ -78,11 +85,12 @@ pub(super) enum ExchangeError {
 }
 
 impl Upstream {
-    pub(super) fn new(addr: SocketAddr) -> Upstream {
+    pub(super) fn new(addr: SocketAddr, headroom: Arc<Headroom>) -> Upstream {
         Upstream {
             addr,
             idle: Mutex::new(Vec::new()),
             opening: Mutex::new(()),
+            headroom,
         }
     }
 
@@ -135,12 +143,19 @@ impl Upstream {
     /// waits until that connection closes. So connections are opened one at
     /// a time, each only once the previous one is being served (its answer
     /// has started, or `OPENING_WAIT` has passed).
+    ///
+    /// The descriptor headroom stays reserved for as long, which is past the
+    /// moment tiny_http accepts the connection and clones it.
     fn open(&self, request: &[u8]) -> Result<BufReader<TcpStream>, ExchangeError> {
         let opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
         // While we waited, another request may have returned a connection.
         if let Some(reader) = self.take().and_then(|stream| try_send(stream, request)) {
             return Ok(reader);
         }
+        let reserved = self
+            .headroom
+            .reserve()
+            .ok_or(ExchangeError::NoDescriptors)?;
         let stream = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
             .map_err(|_| ExchangeError::Unreachable)?;
         const NO_RESPONSE: ExchangeError =
@@ -162,6 +177,7 @@ impl Upstream {
             }
             Err(_) => Some(false),
         };
+        drop(reserved);
         drop(opening);
         if reader.get_ref().set_read_timeout(None).is_err() {
             return Err(NO_RESPONSE);
