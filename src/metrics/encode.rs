@@ -4,7 +4,8 @@
 use super::counter::Counter;
 use super::family::Family;
 use super::format::{
-    write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_uint,
+    write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_small_uint,
+    write_uint,
 };
 use super::gauge::Gauge;
 use super::histogram::Histogram;
@@ -148,7 +149,19 @@ pub(crate) fn write_header(out: &mut Vec<u8>, fmt: Format, name: &str, help: &st
 }
 
 /// Writes a float sample value in the format's convention, then a newline.
+#[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
+    // A whole number below 1e6, the usual value, is its digits in both
+    // formats (OpenMetrics adds `.0`); the round trip through u32 tests
+    // wholeness without a call to `trunc`.
+    if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
+        write_small_uint(out, v as u32);
+        match fmt {
+            Format::Text => out.push(b'\n'),
+            Format::OpenMetrics => out.extend_from_slice(b".0\n"),
+        }
+        return;
+    }
     match fmt {
         Format::Text => write_float(out, v),
         Format::OpenMetrics => write_float_openmetrics(out, v),
@@ -175,17 +188,40 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
 
 /// Writes every sample of a counter family.
 pub(crate) fn write_counters(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Counter>) {
-    for s in f.read().iter() {
-        write_series_name(out, name, &s.labels);
-        write_value(out, fmt, s.metric.get());
-    }
+    write_samples(out, fmt, name, f, Counter::get);
 }
 
 /// Writes every sample of a gauge family.
 pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Gauge>) {
+    write_samples(out, fmt, name, f, Gauge::get);
+}
+
+/// Writes one `name{labels} value` line per series.
+///
+/// Each series keeps its `name{labels} ` from the first scrape, so that a
+/// line costs one copy and the value rather than two copies and three
+/// single bytes; the price is the name once more per series. Kept out of
+/// line so that its loop is compiled on its own, not inside `render`.
+#[inline(never)]
+fn write_samples<M: Clone>(
+    out: &mut Vec<u8>,
+    fmt: Format,
+    name: &str,
+    f: &Family<M>,
+    get: impl Fn(&M) -> f64,
+) {
+    let cached = f.prefixes(name);
     for s in f.read().iter() {
-        write_series_name(out, name, &s.labels);
-        write_value(out, fmt, s.metric.get());
+        if cached {
+            out.extend_from_slice(s.prefix.get_or_init(|| {
+                let mut prefix = Vec::new();
+                write_series_name(&mut prefix, name, &s.labels);
+                prefix.into()
+            }));
+        } else {
+            write_series_name(out, name, &s.labels);
+        }
+        write_value(out, fmt, get(&s.metric));
     }
 }
 
@@ -290,6 +326,40 @@ mod tests {
              # TYPE b_bytes gauge\n# UNIT b_bytes bytes\n# HELP b_bytes h\n\
              # TYPE c_microseconds gauge\n# HELP c_microseconds h\n"
         );
+    }
+
+    #[test]
+    fn samples_are_exact_in_both_formats_and_scrapes() {
+        let f = Family::new(&["k"], 10, Counter::new(), Gauge::new);
+        for (k, v) in [
+            ("a", 0.0),
+            ("b", 7.0),
+            ("c", 999_999.0),
+            ("d", 1e6),
+            ("e", -3.0),
+        ] {
+            f.with(&[k], |g| g.set(v));
+        }
+        f.with(&["f"], |g| g.set(0.25));
+        let unlabelled = Family::new(&[], 1, Counter::new(), Counter::new);
+        unlabelled.with(&[], |c| c.inc_by(42));
+        let text = "g{k=\"a\"} 0\ng{k=\"b\"} 7\ng{k=\"c\"} 999999\ng{k=\"d\"} 1e+06\n\
+                    g{k=\"e\"} -3\ng{k=\"f\"} 0.25\nc_total 42\n";
+        let om = "g{k=\"a\"} 0.0\ng{k=\"b\"} 7.0\ng{k=\"c\"} 999999.0\ng{k=\"d\"} 1e+06\n\
+                  g{k=\"e\"} -3.0\ng{k=\"f\"} 0.25\nc_total 42.0\n";
+        // The second scrape of each format reuses the prefixes the first built.
+        for (fmt, want) in [(Format::Text, text), (Format::OpenMetrics, om)] {
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                write_gauges(&mut out, fmt, "g", &f);
+                write_counters(&mut out, fmt, "c_total", &unlabelled);
+                assert_eq!(String::from_utf8(out).unwrap(), want);
+            }
+        }
+        // A family rendered under a second name does not use the first's.
+        let mut out = Vec::new();
+        write_counters(&mut out, Format::Text, "d_total", &unlabelled);
+        assert_eq!(out, b"d_total 42\n");
     }
 
     #[test]

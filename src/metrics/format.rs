@@ -12,8 +12,9 @@ use std::io::Write;
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
     // Whole numbers below 1e6 are by far the most common value (counts),
-    // and take a short path that needs no digit generation.
-    if v.fract() == 0.0 && v.abs() < 1e6 {
+    // and take a short path that needs no digit generation. The round trip
+    // through i64 tests wholeness without a call to `trunc`.
+    if v.abs() < 1e6 && v as i64 as f64 == v {
         write_int(out, v as i64);
         return;
     }
@@ -48,7 +49,12 @@ pub fn write_int(out: &mut Vec<u8>, v: i64) {
 }
 
 /// Appends an unsigned integer in decimal, without going through `fmt`.
+#[inline]
 pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    if let Some(v) = u32::try_from(v).ok().filter(|&v| v < 100_000_000) {
+        write_small_uint(out, v);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -61,6 +67,45 @@ pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
     }
     out.extend_from_slice(&buf[i..]);
 }
+
+/// Appends `v` in decimal, as [`write_uint`] does, always inlined.
+///
+/// Below 10^8 the digits are put together in a register and stored as one
+/// 8-byte word, and the buffer is then cut back to their length: cheaper
+/// than copying an exact length from memory.
+#[inline(always)]
+pub(crate) fn write_small_uint(out: &mut Vec<u8>, mut v: u32) {
+    if v >= 100_000_000 {
+        write_uint(out, u64::from(v));
+        return;
+    }
+    // Little-endian, so the first character is the lowest byte: each step
+    // shifts the digits so far up and puts the ones before them below. The
+    // bound on `n`, never reached below 10^8, lets the loop be unrolled.
+    let (mut word, mut n) = (0u64, 0);
+    while v >= 10 && n < 8 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        let pair = u16::from_le_bytes([DIGIT_PAIRS[pair], DIGIT_PAIRS[pair + 1]]);
+        word = word << 16 | u64::from(pair);
+        n += 2;
+    }
+    if v > 0 || n == 0 {
+        word = word << 8 | u64::from(b'0' + v as u8);
+        n += 1;
+    }
+    let len = out.len() + n;
+    out.extend_from_slice(&word.to_le_bytes());
+    out.truncate(len);
+}
+
+/// `"00"` to `"99"`, so that digits are produced two at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// The general case: Rust's `{:e}` gives the shortest round-trip digits,
 /// which are then laid out by Go's `%g` rules.
@@ -264,5 +309,14 @@ mod tests {
         out.push(b' ');
         write_int(&mut out, i64::MIN);
         assert_eq!(out, b"18446744073709551615 -9223372036854775808");
+        let mut n = 1u64;
+        while let Some(next) = n.checked_mul(3) {
+            for v in [n - 1, n, n + 1] {
+                out.clear();
+                write_uint(&mut out, v);
+                assert_eq!(out, v.to_string().as_bytes());
+            }
+            n = next;
+        }
     }
 }
