@@ -124,8 +124,8 @@ impl<M: Clone> Family<M> {
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         let series = match self.find(&Lookup::new(self.seed, values)) {
             Some((_, s)) => s,
-            // Passing the lookup on instead of `values` would keep its
-            // words in memory rather than registers on this fast path.
+            // Hashed again there: passing the lookup on made this fast
+            // path copy it to memory first.
             None => self.find_or_insert(values),
         };
         f(&series.metric)
@@ -335,13 +335,8 @@ impl<'a> Lookup<'a> {
         };
         for_each_word(values, |w| {
             key.hash = mix(key.hash, w);
-            // Constant indexes only, so that the words stay in registers.
-            match key.len {
-                0 => key.words[0] = w,
-                1 => key.words[1] = w,
-                2 => key.words[2] = w,
-                3 => key.words[3] = w,
-                _ => {}
+            if let Some(slot) = key.words.get_mut(key.len) {
+                *slot = w;
             }
             key.len += 1;
         });
