@@ -130,9 +130,10 @@ impl Exchange {
             .map(|h| h.value.as_str().to_string())
     }
 
-    /// Reads the body, refusing one over `max` bytes whether its
-    /// Content-Length says so or a chunked body grows past it.
-    pub fn read_body(&mut self, max: u64) -> Result<Vec<u8>, Error> {
+    /// Reads the body, refusing one over the configured `--max-body`
+    /// whether its Content-Length says so or a chunked body grows past it.
+    pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
+        let max = self.app.config.max_body;
         let too_large = || Error::TooLarge(format!("the body limit is {max} bytes"));
         let Some(request) = self.request.as_mut() else {
             return Ok(Vec::new());

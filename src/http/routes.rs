@@ -174,7 +174,6 @@ fn annotate_run(ex: &mut Exchange, run: &crate::runs::Run) {
 }
 
 fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
-    let max = ex.app().config.max_body;
     let fields = [
         "run_id",
         "agent",
@@ -184,7 +183,7 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
         "strategy",
         "max_iterations",
     ];
-    let body = Body::parse(&ex.read_body(max)?, &fields)?;
+    let body = Body::parse(&ex.read_body()?, &fields)?;
     Ok(NewRun {
         run_id: body.opt_str("run_id")?,
         agent: body.opt_str("agent")?,
@@ -230,8 +229,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
 }
 
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
-    let max = ex.app().config.max_body;
-    let body = ex.read_body(max)?;
+    let body = ex.read_body()?;
     let fields: &[&str] = if action == "fail" {
         &["error", "cost"]
     } else {
@@ -292,8 +290,7 @@ fn record_events(mut ex: Exchange, id: &str) {
 }
 
 fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> {
-    let max = ex.app().config.max_body;
-    let value = Body::parse_value(&ex.read_body(max)?)?;
+    let value = Body::parse_value(&ex.read_body()?)?;
     Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
 }
 
@@ -316,7 +313,6 @@ fn spend(mut ex: Exchange) {
 type SpendRequest = (SpendInput, Option<String>, Option<String>);
 
 fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
-    let max = ex.app().config.max_body;
     let fields = [
         "amount",
         "input_tokens",
@@ -325,7 +321,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
         "run_id",
         "phase",
     ];
-    let body = Body::parse(&ex.read_body(max)?, &fields)?;
+    let body = Body::parse(&ex.read_body()?, &fields)?;
     let amount = body.opt_f64("amount")?;
     let input_tokens = body.opt_u64("input_tokens")?;
     let output_tokens = body.opt_u64("output_tokens")?;
@@ -398,8 +394,7 @@ fn append_message(mut ex: Exchange) {
 }
 
 fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
-    let max = ex.app().config.max_body;
-    let body = Body::parse(&ex.read_body(max)?, &["type", "body", "run_id"])?;
+    let body = Body::parse(&ex.read_body()?, &["type", "body", "run_id"])?;
     let kind = body.str("type")?;
     let content = body
         .any("body")
