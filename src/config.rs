@@ -13,7 +13,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 /// The default body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
-/// The default number of request workers.
+/// The default number of tiny_http workers for the stream routes.
 pub const DEFAULT_WORKERS: usize = 4;
 
 /// Settings of `serve`.
@@ -93,7 +93,7 @@ Usage:
 Serve options (each has an environment variable; the flag wins):
   --addr ADDR            listen address            CONDUCTOR_ADDR      (127.0.0.1:14355)
   --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
-  --workers N            request worker threads    CONDUCTOR_WORKERS   (4)
+  --workers N            stream worker threads     CONDUCTOR_WORKERS   (4)
   --max-body BYTES       request body limit        CONDUCTOR_MAX_BODY  (1MiB; K, M, KiB, MiB suffixes)
   --api-key-file FILE    require this key on /api/v1/*  (or CONDUCTOR_API_KEY)
   --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)

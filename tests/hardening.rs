@@ -370,6 +370,46 @@ const BAD_REQUESTS: [(&str, &[u8], u16); 18] = [
     ),
 ];
 
+/// Handlers run on the front's connection threads, whose stacks are small; JSON nested to the
+/// parser's limit, or far past it, must be answered there without overflowing one.
+#[test]
+fn deeply_nested_json_is_answered_on_every_post_route() {
+    let (_dir, server) = start(&[], &[]);
+    let addr = server.addr();
+    let post = |path: &str, body: String| {
+        common::request(addr, "POST", path, &[], Some(body.as_bytes()))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .status
+    };
+    assert_eq!(post("/api/v1/runs", r#"{"run_id":"deep"}"#.into()), 201);
+    for depth in [126, 127, 100_000] {
+        let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        // At 126 the message body still parses, inside its own object.
+        let want = if depth == 126 { 201 } else { 400 };
+        for nested in [&arrays, &objects] {
+            let message = format!(r#"{{"type":"t","body":{nested}}}"#);
+            assert_eq!(post("/api/v1/messages", message), want, "depth {depth}");
+            let cases = [
+                ("/api/v1/runs", format!(r#"{{"goal":{nested}}}"#)),
+                ("/api/v1/runs/deep/events", format!("[{nested}]")),
+                ("/api/v1/runs/deep/fail", format!(r#"{{"error":{nested}}}"#)),
+                (
+                    "/api/v1/budget/spend",
+                    format!(r#"{{"cost":1,"x":{nested}}}"#),
+                ),
+            ];
+            for (path, body) in cases {
+                assert_eq!(post(path, body), 400, "{path} at depth {depth}");
+            }
+        }
+    }
+    assert_eq!(get(addr, "/healthz").status, 200);
+    // The listing nests two levels deeper than serde_json reads back, so count its ids.
+    let listed = get(addr, "/api/v1/messages").text();
+    assert_eq!(listed.matches("\"msg_id\"").count(), 2, "{listed}");
+}
+
 #[test]
 fn malformed_requests_are_refused_and_end_their_connection() {
     let (_dir, server) = start(&[], &[]);

@@ -1,14 +1,17 @@
 //! One request and its answer. The HTTP handlers see this instead of
-//! tiny_http's types; it counts, logs and sends exactly one answer.
+//! tiny_http's types or the front's; it counts, logs and sends exactly one
+//! answer.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
+use super::front::{LocalRequest, LocalResponse};
 use super::response::{safe_header_value, Response};
 use crate::app::App;
 use crate::error::Error;
@@ -19,7 +22,8 @@ use crate::error::Error;
 /// Dropping it unanswered, including while a handler panics, answers 500:
 /// every request gets exactly one counted and logged answer.
 pub struct Exchange {
-    request: Option<tiny_http::Request>,
+    /// Where the answer goes; `None` once it is sent.
+    reply: Option<Reply>,
     app: Arc<App>,
     method: &'static str,
     path: String,
@@ -30,19 +34,25 @@ pub struct Exchange {
     fields: Vec<(&'static str, serde_json::Value)>,
 }
 
+/// Where an exchange's answer goes.
+enum Reply {
+    /// Back through tiny_http, which serves the streaming routes.
+    Tiny(tiny_http::Request),
+    /// To the front's connection thread, which waits for it and writes it.
+    Local {
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        answer: SyncSender<LocalResponse>,
+    },
+}
+
 /// The method label: one of a fixed set, so clients cannot grow the series.
-pub fn method_label(m: &tiny_http::Method) -> &'static str {
-    use tiny_http::Method::*;
-    match m {
-        Get => "GET",
-        Head => "HEAD",
-        Post => "POST",
-        Put => "PUT",
-        Delete => "DELETE",
-        Patch => "PATCH",
-        Options => "OPTIONS",
-        _ => "OTHER",
-    }
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
 }
 
 /// True for an `X-Request-ID` we keep: 1–64 of `[A-Za-z0-9._:-]`.
@@ -67,21 +77,50 @@ pub fn new_request_id() -> String {
 impl Exchange {
     /// Wraps a request from tiny_http.
     pub fn new(request: tiny_http::Request, app: Arc<App>) -> Exchange {
-        let method = method_label(request.method());
-        let url = request.url().to_string();
-        let (path, query) = match url.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (url, String::new()),
-        };
+        let method = method_label(request.method().as_str());
+        let target = request.url().to_string();
         let request_id = request
             .headers()
             .iter()
             .find(|h| h.field.equiv("X-Request-ID"))
-            .map(|h| h.value.as_str().trim().to_string())
+            .map(|h| h.value.as_str().to_string());
+        Exchange::with(Reply::Tiny(request), app, method, target, request_id)
+    }
+
+    /// Wraps a request the front answers in-process; the answer is sent on
+    /// `answer`, exactly once, from whichever thread finishes the exchange.
+    pub fn local(
+        request: LocalRequest,
+        answer: SyncSender<LocalResponse>,
+        app: Arc<App>,
+    ) -> Exchange {
+        let method = method_label(&request.method);
+        let request_id = find_header(&request.headers, "X-Request-ID").map(str::to_string);
+        let reply = Reply::Local {
+            headers: request.headers,
+            body: request.body,
+            answer,
+        };
+        Exchange::with(reply, app, method, request.target, request_id)
+    }
+
+    fn with(
+        reply: Reply,
+        app: Arc<App>,
+        method: &'static str,
+        target: String,
+        request_id: Option<String>,
+    ) -> Exchange {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target, String::new()),
+        };
+        let request_id = request_id
+            .map(|id| id.trim().to_string())
             .filter(|id| valid_request_id(id))
             .unwrap_or_else(new_request_id);
         Exchange {
-            request: Some(request),
+            reply: Some(reply),
             app,
             method,
             path,
@@ -122,12 +161,14 @@ impl Exchange {
 
     /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
-        let request = self.request.as_ref()?;
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_string())
+        match self.reply.as_ref()? {
+            Reply::Tiny(request) => request
+                .headers()
+                .iter()
+                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                .map(|h| h.value.as_str().to_string()),
+            Reply::Local { headers, .. } => find_header(headers, name).map(str::to_string),
+        }
     }
 
     /// Reads the body, refusing one over the configured `--max-body`
@@ -135,8 +176,14 @@ impl Exchange {
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
         let max = self.app.config.max_body;
         let too_large = || Error::TooLarge(format!("the body limit is {max} bytes"));
-        let Some(request) = self.request.as_mut() else {
-            return Ok(Vec::new());
+        let request = match self.reply.as_mut() {
+            Some(Reply::Tiny(request)) => request,
+            // The front has read it whole, within the same limit.
+            Some(Reply::Local { body, .. }) if body.len() as u64 <= max => {
+                return Ok(std::mem::take(body))
+            }
+            Some(Reply::Local { .. }) => return Err(too_large()),
+            None => return Ok(Vec::new()),
         };
         if request.body_length().is_some_and(|n| n as u64 > max) {
             return Err(too_large());
@@ -164,29 +211,46 @@ impl Exchange {
     }
 
     fn finish(&mut self, response: Response) {
-        let Some(request) = self.request.take() else {
+        let Some(reply) = self.reply.take() else {
             return;
         };
         let status = response.status;
         let bytes = response.body.len();
-        let mut out = tiny_http::Response::from_data(response.body).with_status_code(status);
-        let headers = [("Content-Type", response.content_type.to_string())]
-            .into_iter()
-            .chain(response.headers)
-            .chain([("X-Request-ID", self.request_id.clone())]);
-        for (name, value) in headers {
-            // Names are ours; values are checked so no client byte can
-            // split a header (tiny_http accepts CR and LF).
-            if !safe_header_value(&value) {
-                continue;
+        // Names are ours; values are checked so no client byte can split a
+        // header (tiny_http accepts CR and LF).
+        let headers: Vec<(&'static str, String)> =
+            [("Content-Type", response.content_type.to_string())]
+                .into_iter()
+                .chain(response.headers)
+                .chain([("X-Request-ID", self.request_id.clone())])
+                .filter(|(_, value)| safe_header_value(value))
+                .collect();
+        self.app
+            .http
+            .requests
+            .inc(&[self.method, status_text(status)]);
+        match reply {
+            Reply::Tiny(request) => {
+                let mut out =
+                    tiny_http::Response::from_data(response.body).with_status_code(status);
+                for (name, value) in headers {
+                    if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+                    {
+                        out.add_header(h);
+                    }
+                }
+                let _ = request.respond(out);
             }
-            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                out.add_header(h);
+            Reply::Local { answer, .. } => {
+                // The front thread waits for exactly this one answer; if it
+                // is gone, so is the client.
+                let _ = answer.send(LocalResponse {
+                    status,
+                    headers,
+                    body: response.body,
+                });
             }
         }
-        let app = &self.app;
-        app.http.requests.inc(&[self.method, status_text(status)]);
-        let _ = request.respond(out);
         self.log_answer(status, bytes);
     }
 
@@ -206,9 +270,26 @@ impl Exchange {
         self.app.log.info("request", &fields);
     }
 
-    /// The address of the peer tiny_http got the request from (the front).
+    /// The address of the peer tiny_http got the request from (the front);
+    /// `None` for a request answered in-process.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.request.as_ref()?.remote_addr().copied()
+        match self.reply.as_ref()? {
+            Reply::Tiny(request) => request.remote_addr().copied(),
+            Reply::Local { .. } => None,
+        }
+    }
+
+    /// The tiny_http request, taken for a streamed answer. A request answered
+    /// in-process stays, and is answered 500 when the exchange drops: the
+    /// front sends the streaming routes to tiny_http, so this is a bug.
+    fn take_tiny(&mut self) -> Option<tiny_http::Request> {
+        match self.reply.take()? {
+            Reply::Tiny(request) => Some(request),
+            local => {
+                self.reply = Some(local);
+                None
+            }
+        }
     }
 
     /// Answers `200` with a chunked body the caller streams: writes the head
@@ -221,8 +302,10 @@ impl Exchange {
         content_type: &str,
         headers: &[(&'static str, String)],
     ) -> std::io::Result<Box<dyn Write + Send>> {
-        let Some(request) = self.request.take() else {
-            return Err(std::io::Error::other("the request was already answered"));
+        let Some(request) = self.take_tiny() else {
+            return Err(std::io::Error::other(
+                "only tiny_http connections can stream",
+            ));
         };
         let mut head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
@@ -249,7 +332,7 @@ impl Exchange {
         protocol: &str,
         headers: &[(&'static str, String)],
     ) -> Option<Box<dyn tiny_http::ReadWrite + Send>> {
-        let request = self.request.take()?;
+        let request = self.take_tiny()?;
         let mut out = tiny_http::Response::empty(101);
         let request_id = [("X-Request-ID", self.request_id.clone())];
         for (name, value) in headers.iter().chain(&request_id) {
@@ -268,7 +351,7 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if self.request.is_none() {
+        if self.reply.is_none() {
             return;
         }
         if std::thread::panicking() {
@@ -312,6 +395,14 @@ pub fn status_text(status: u16) -> &'static str {
     }
 }
 
+/// The value of the first field named `name`, compared case-insensitively.
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(field, _)| field.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -349,6 +440,89 @@ mod tests {
         assert!(!valid_request_id("a\r\nb"));
         let a = new_request_id();
         assert!(valid_request_id(&a) && a != new_request_id());
+    }
+
+    fn app(name: &str) -> (std::path::PathBuf, Arc<App>) {
+        let dir = std::env::temp_dir().join(format!("exchange-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::app::AppConfig {
+            data_dir: dir.clone(),
+            api_key: None,
+            max_body: 8,
+            budget: crate::budget::BudgetConfig::new(&dir),
+            otlp: None,
+        };
+        let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);
+        (dir, App::open(config, log).unwrap())
+    }
+
+    fn local(target: &str, headers: &[(&str, &str)], body: &[u8]) -> LocalRequest {
+        LocalRequest {
+            method: "POST".into(),
+            target: target.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn local_exchanges_answer_once_with_safe_headers() {
+        let (dir, app) = app("local");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let headers = [("x-request-id", "abc"), ("X-Key", "k")];
+        let mut ex = Exchange::local(local("/p?a=b%20c", &headers, b"12345678"), tx, app.clone());
+        assert_eq!(
+            (ex.method(), ex.path(), ex.request_id()),
+            ("POST", "/p", "abc")
+        );
+        assert_eq!(ex.query("a").as_deref(), Some("b c"));
+        assert_eq!(ex.header("x-KEY").as_deref(), Some("k"));
+        assert_eq!(ex.read_body().unwrap(), b"12345678");
+        assert!(ex.remote_addr().is_none());
+        ex.send(Response::json(201, &json!({})).with_header("X-Bad", "a\r\nb"));
+        let answer = rx.try_recv().unwrap();
+        assert_eq!(answer.status, 201);
+        assert_eq!(
+            answer.headers,
+            [
+                ("Content-Type", "application/json".to_string()),
+                ("X-Request-ID", "abc".to_string())
+            ]
+        );
+        assert!(rx.try_recv().is_err());
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut ex = Exchange::local(local("/p", &[], b"123456789"), tx, app.clone());
+        assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
+        drop(ex);
+        assert_eq!(rx.try_recv().unwrap().status, 500);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_panic_is_answered_500_and_counted_and_streams_are_refused() {
+        let (dir, app) = app("panic");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ex = Exchange::local(local("/p", &[], b""), tx, app.clone());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = ex;
+            panic!("handler bug");
+        }));
+        assert!(outcome.is_err());
+        let answer = rx.try_recv().unwrap();
+        assert_eq!(answer.status, 500);
+        assert!(String::from_utf8_lossy(&answer.body).contains("the handler panicked"));
+        assert_eq!(app.http.panics.get(), 1.0);
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let ex = Exchange::local(local("/p", &[], b""), tx, app.clone());
+        assert!(ex.stream("text/event-stream", &[]).is_err());
+        assert_eq!(rx.try_recv().unwrap().status, 500);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

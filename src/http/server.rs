@@ -1,33 +1,60 @@
-//! The server: the front guard owns the public socket and passes clean,
-//! complete requests to tiny_http on a private loopback socket, where a
-//! fixed pool of workers hands each to the router inside a panic guard.
+//! The server: the front guard owns the public socket and reads each
+//! request whole and checked. It answers the plain request-and-response
+//! routes itself, in the connection's thread, through the router inside a
+//! panic guard. The long-lived streams (server-sent events and WebSockets)
+//! go on to tiny_http on a private loopback socket, where a fixed pool of
+//! workers hands each to the same router.
 //!
-//! Scrapes and health checks take a lane of their own: a second tiny_http
-//! server on another loopback socket, with its own workers, so that they
-//! never queue behind bulk writes.
+//! Answering in-process saves a loopback hop, its copies and two thread
+//! switches per request. A scrape or health check then never queues behind
+//! bulk writes: each connection has its own thread.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
 use serde_json::json;
 
-use super::exchange::Exchange;
-use super::front::{Front, FrontConfig, FrontHandle, FrontHooks};
+use super::exchange::{method_label, Exchange};
+use super::front::{
+    Front, FrontConfig, FrontHandle, FrontHooks, LocalHandler, LocalRequest, LocalResponse,
+};
 use super::routes;
 use crate::app::App;
 
-/// Workers of the priority lane. Scrapes and health checks are quick and
-/// few; two workers answer them while the others are busy with bulk writes,
-/// so that a slow scrape does not hold up a health check.
-const PRIORITY_WORKERS: usize = 2;
+/// The routes tiny_http serves: their answers stream for as long as the
+/// client stays, which the front's request-and-response path cannot carry.
+const STREAM_PATHS: [&[u8]; 2] = [b"/api/v1/events", b"/api/v1/ws"];
 
-/// A running server: the front guard, the two tiny_http servers and their workers.
+/// A running server: the front guard, the tiny_http server and its workers.
 pub struct Server {
-    servers: [Arc<tiny_http::Server>; 2],
+    server: Arc<tiny_http::Server>,
     front: FrontHandle,
     workers: Vec<JoinHandle<()>>,
+}
+
+/// Answers requests in the front's connection threads.
+struct Local {
+    app: Arc<App>,
+}
+
+impl LocalHandler for Local {
+    fn handles(&self, _method: &[u8], path: &[u8]) -> bool {
+        // Compared as the router does, without trailing slashes.
+        let end = path.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        !STREAM_PATHS.contains(&&path[..end])
+    }
+
+    fn handle(&self, request: LocalRequest) -> Option<LocalResponse> {
+        // Durable writes are answered by a journal thread, so the answer
+        // comes back on a channel; everything else answers before `route`
+        // returns and the value is already there.
+        let (answer, answered) = mpsc::sync_channel(1);
+        let exchange = Exchange::local(request, answer, self.app.clone());
+        dispatch(exchange);
+        answered.recv().ok()
+    }
 }
 
 /// What the front reports, turned into metrics and log lines.
@@ -37,10 +64,7 @@ struct Hooks {
 
 impl FrontHooks for Hooks {
     fn request_rejected(&self, method: &str, status: u16) {
-        let method = match method {
-            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
-            _ => "OTHER",
-        };
+        let method = method_label(method);
         let status_label = super::exchange::status_text(status);
         self.app.http.requests.inc(&[method, status_label]);
         self.app.log.info(
@@ -68,7 +92,7 @@ impl FrontHooks for Hooks {
 
 impl Server {
     /// Serves `app` on `listener` through the front guard, with `workers`
-    /// handler threads.
+    /// tiny_http threads for the streaming routes.
     pub fn start(
         app: Arc<App>,
         listener: TcpListener,
@@ -76,30 +100,20 @@ impl Server {
         front: FrontConfig,
     ) -> io::Result<Server> {
         let (server, upstream) = inner_server()?;
-        let (priority, priority_upstream) = inner_server()?;
-        let lanes = [
-            (&server, workers.max(1), "worker"),
-            (&priority, PRIORITY_WORKERS, "priority-worker"),
-        ];
         let mut handles = Vec::new();
-        for (server, count, name) in lanes {
-            for i in 0..count {
-                let (server, app) = (server.clone(), app.clone());
-                handles.push(
-                    thread::Builder::new()
-                        .name(format!("{name}-{i}"))
-                        .spawn(move || work(&server, &app))?,
-                );
-            }
+        for i in 0..workers.max(1) {
+            let (server, app) = (server.clone(), app.clone());
+            handles.push(
+                thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || work(&server, &app))?,
+            );
         }
-        let hooks = Arc::new(Hooks { app });
-        let front = FrontConfig {
-            priority_upstream: Some(priority_upstream),
-            ..front
-        };
-        let front = Front::start(listener, upstream, front, hooks)?;
+        let hooks = Arc::new(Hooks { app: app.clone() });
+        let local: Arc<dyn LocalHandler> = Arc::new(Local { app });
+        let front = Front::start(listener, upstream, front, hooks, Some(local))?;
         Ok(Server {
-            servers: [server, priority],
+            server,
             front,
             workers: handles,
         })
@@ -115,7 +129,7 @@ impl Server {
         for w in self.workers {
             let _ = w.join();
         }
-        drop(self.servers);
+        drop(self.server);
     }
 }
 
@@ -144,9 +158,12 @@ fn work(server: &tiny_http::Server, app: &Arc<App>) {
                 continue;
             }
         };
-        let exchange = Exchange::new(request, app.clone());
-        // A panic unwinds through the exchange, whose Drop answers 500 and
-        // counts it; the worker then carries on with the next request.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::route(exchange)));
+        dispatch(Exchange::new(request, app.clone()));
     }
+}
+
+/// Routes `exchange`. A panic unwinds through the exchange, whose Drop
+/// answers 500 and counts it; the thread then carries on.
+fn dispatch(exchange: Exchange) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::route(exchange)));
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{self, FramingError};
 use super::client::{ClientStream, HeadError};
+use super::local::{self, LocalHandler};
 use super::registry::Activity;
 use super::reply::{self, method_label, Reject};
 use super::request::{Expect, Framing, RequestHead};
@@ -119,6 +120,11 @@ fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Ne
         Ok(body) => body,
         Err(next) => return next,
     };
+    if let Some(handler) = shared.local.as_deref() {
+        if !request.upgrade && handler.handles(request.method(), request.path()) {
+            return answer_locally(client, &request, body, peer, handler);
+        }
+    }
     let message = request.forward(&body, peer);
     drop(body);
     let want = Want {
@@ -128,11 +134,7 @@ fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Ne
         upgrade: request.upgrade,
         reusable: !request.upgrade,
     };
-    let upstream = match &shared.priority {
-        Some(lane) if request.is_priority(config.priority_paths) => lane,
-        _ => &shared.upstream,
-    };
-    match upstream.exchange(&message, want, client.stream()) {
+    match shared.upstream.exchange(&message, want, client.stream()) {
         Ok(Exchange::Done { close }) if close || want.close => Next::Linger,
         Ok(Exchange::Done { .. }) => Next::Request,
         Ok(Exchange::Upgraded(upstream, leftover)) => Next::Tunnel(upstream, leftover),
@@ -151,6 +153,27 @@ fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Ne
             answer(client, head_only, Reject::bad_gateway(message))
         }
         Err(ExchangeError::Broken) => Next::Close,
+    }
+}
+
+/// Answers `request` in this thread through `handler`.
+fn answer_locally(
+    client: &ClientStream,
+    request: &RequestHead,
+    body: Vec<u8>,
+    peer: IpAddr,
+    handler: &dyn LocalHandler,
+) -> Next {
+    let close = !request.keep_alive;
+    let Some(response) = handler.handle(request.local(body, peer)) else {
+        return Next::Close;
+    };
+    let keep_alive_10 = request.http10 && !close;
+    let bytes = local::encode(&response, request.is_head(), close, keep_alive_10);
+    match client.write_all(&bytes) {
+        Ok(()) if close => Next::Linger,
+        Ok(()) => Next::Request,
+        Err(_) => Next::Close,
     }
 }
 

@@ -23,10 +23,11 @@
 //! - **Responses** are relayed as they arrive: chunked ones chunk by chunk,
 //!   so streamed events are not held back. A `101 Switching Protocols` turns
 //!   the connection into a raw two-way tunnel.
-//! - **Lanes.** With [`FrontConfig::priority_upstream`] set, reads of
-//!   [`FrontConfig::priority_paths`] (scrapes, health checks) go to a server
-//!   of their own, so they never wait behind bulk requests for an upstream
-//!   connection or a worker.
+//! - **In-process answers.** With a [`LocalHandler`], the requests it
+//!   [handles](LocalHandler::handles) are answered in the connection's own
+//!   thread, with no loopback hop: only protocol upgrades and the routes it
+//!   declines (long-lived streams) go upstream. A scrape then never waits
+//!   behind bulk requests for an upstream connection or a worker.
 //! - **Descriptors.** A new upstream connection is opened only with enough
 //!   descriptors to spare, because tiny_http stops accepting for good when
 //!   it runs out (see the `fds` module). Without them the request gets 503
@@ -41,6 +42,7 @@ mod chunked;
 mod client;
 mod connection;
 mod fds;
+mod local;
 mod registry;
 mod reply;
 mod request;
@@ -58,13 +60,15 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use fds::Headroom;
+pub use local::{LocalHandler, LocalRequest, LocalResponse};
 use registry::Registry;
 use upstream::Upstream;
 
-/// The stack size of connection threads. Two thousand idle connections must
-/// stay far below 64 MiB, and nothing we do recurses or keeps large buffers
-/// on the stack.
-const CONNECTION_STACK: usize = 128 * 1024;
+/// The stack size of connection threads. Handlers run on them: the deepest
+/// is a JSON body nested to serde_json's limit of 128, measured to fit in
+/// 80 KiB, so this leaves three times that. Stack pages cost memory only
+/// once touched, so two thousand idle connections stay far below 64 MiB.
+const CONNECTION_STACK: usize = 256 * 1024;
 
 /// The first wait after an accept error.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
@@ -93,14 +97,6 @@ pub struct FrontConfig {
     pub body_timeout: Duration,
     /// The largest request body in bytes (default 1 MiB). Larger gets 413.
     pub max_body: u64,
-    /// Where `GET` and `HEAD` requests for `priority_paths` go instead of the
-    /// main upstream (default none: every request goes to the main one).
-    /// With a server and workers of their own, scrapes and health checks
-    /// never queue behind bulk writes.
-    pub priority_upstream: Option<SocketAddr>,
-    /// The paths of the priority lane, compared without the query and any
-    /// trailing `/` (default `/metrics` and `/healthz`).
-    pub priority_paths: &'static [&'static str],
 }
 
 impl Default for FrontConfig {
@@ -112,8 +108,6 @@ impl Default for FrontConfig {
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
-            priority_upstream: None,
-            priority_paths: &["/metrics", "/healthz"],
         }
     }
 }
@@ -161,15 +155,15 @@ struct Shared {
     config: FrontConfig,
     hooks: Arc<dyn FrontHooks>,
     upstream: Upstream,
-    /// The priority lane's upstream, when there is one.
-    priority: Option<Upstream>,
+    /// Answers what it handles in-process, when there is one.
+    local: Option<Arc<dyn LocalHandler>>,
     registry: Arc<Registry>,
     headroom: Arc<Headroom>,
 }
 
 impl Front {
-    /// Starts serving clients from `listener`, passing their requests to the
-    /// HTTP server at `upstream`.
+    /// Starts serving clients from `listener`: requests `local` handles are
+    /// answered in-process, the others passed to the HTTP server at `upstream`.
     ///
     /// # Errors
     ///
@@ -180,16 +174,12 @@ impl Front {
         upstream: SocketAddr,
         config: FrontConfig,
         hooks: Arc<dyn FrontHooks>,
+        local: Option<Arc<dyn LocalHandler>>,
     ) -> io::Result<FrontHandle> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(false)?;
-        start_with(
-            move || listener.accept(),
-            local_addr,
-            upstream,
-            config,
-            hooks,
-        )
+        let accept = move || listener.accept();
+        start_with(accept, local_addr, upstream, config, hooks, local)
     }
 }
 
@@ -200,20 +190,18 @@ fn start_with<A>(
     upstream: SocketAddr,
     config: FrontConfig,
     hooks: Arc<dyn FrontHooks>,
+    local: Option<Arc<dyn LocalHandler>>,
 ) -> io::Result<FrontHandle>
 where
     A: FnMut() -> io::Result<(TcpStream, SocketAddr)> + Send + 'static,
 {
     let registry = Arc::new(Registry::new(config.max_connections, Arc::clone(&hooks)));
     let headroom = Arc::new(Headroom::new());
-    let priority = config
-        .priority_upstream
-        .map(|addr| Upstream::new(addr, Arc::clone(&headroom)));
     let shared = Arc::new(Shared {
         config,
         hooks,
         upstream: Upstream::new(upstream, Arc::clone(&headroom)),
-        priority,
+        local,
         registry,
         headroom,
     });
@@ -251,9 +239,6 @@ fn sweep_pool(shared: &Weak<Shared>, stop: &AtomicBool) {
             return;
         }
         shared.upstream.close_idle();
-        if let Some(lane) = &shared.priority {
-            lane.close_idle();
-        }
     }
 }
 
@@ -281,9 +266,6 @@ impl FrontHandle {
         }
         self.shared.registry.close_all();
         self.shared.upstream.close_all();
-        if let Some(lane) = &self.shared.priority {
-            lane.close_all();
-        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::ops::Range;
 
+use super::local::LocalRequest;
 use super::reply::Reject;
 use super::syntax::{content_length, is_token, list_items, split_field};
 
@@ -165,16 +166,10 @@ impl RequestHead {
         self.method() == b"HEAD"
     }
 
-    /// Whether this is a `GET` or `HEAD` of one of `paths`, compared as the
-    /// router does: without the query and any trailing `/`.
-    pub(super) fn is_priority(&self, paths: &[&str]) -> bool {
-        if !matches!(self.method(), b"GET" | b"HEAD") {
-            return false;
-        }
+    /// The request target without its query.
+    pub(super) fn path(&self) -> &[u8] {
         let target = &self.bytes[self.target.clone()];
-        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-        let end = path.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-        paths.iter().any(|p| p.as_bytes() == &path[..end])
+        target.split(|&b| b == b'?').next().unwrap_or_default()
     }
 
     /// Whether a body is expected on the wire after the head.
@@ -213,6 +208,27 @@ impl RequestHead {
         let _ = write!(out, "X-Forwarded-For: {peer}\r\n\r\n");
         out.extend_from_slice(body);
         out
+    }
+
+    /// The request as handed to an in-process handler: the client's
+    /// end-to-end fields, `body` and the client's address. Every byte of the
+    /// head is ASCII (see [`RequestHead`]), so the text conversions are exact.
+    pub(super) fn local(&self, body: Vec<u8>, peer: IpAddr) -> LocalRequest {
+        let text = |r: &Range<usize>| String::from_utf8_lossy(&self.bytes[r.clone()]).into_owned();
+        let listed = self.connection_options();
+        let headers = self
+            .fields
+            .iter()
+            .filter(|(name, _)| !self.is_hop_by_hop(&self.bytes[name.clone()], &listed))
+            .map(|(name, value)| (text(name), text(value)))
+            .collect();
+        LocalRequest {
+            method: text(&self.method),
+            target: text(&self.target),
+            headers,
+            body,
+            peer,
+        }
     }
 
     /// The header names the client's `Connection` header lists: they describe
@@ -342,24 +358,26 @@ mod tests {
     }
 
     #[test]
-    fn priority_requests_are_reads_of_the_listed_paths() {
-        let paths = ["/metrics", "/healthz"];
-        let priority = |text: &str| parse(text).unwrap().is_priority(&paths);
-        assert!(priority("GET /metrics HTTP/1.1\r\n\r\n"));
-        assert!(priority("HEAD /healthz HTTP/1.1\r\n\r\n"));
-        assert!(priority(
-            "GET /metrics/?format=openmetrics HTTP/1.1\r\n\r\n"
-        ));
-        assert!(priority("GET /metrics//?a/b HTTP/1.1\r\n\r\n"));
-        assert!(!priority("POST /metrics HTTP/1.1\r\n\r\n"));
-        assert!(!priority("get /metrics HTTP/1.1\r\n\r\n"));
-        assert!(!priority("GET /metricsx HTTP/1.1\r\n\r\n"));
-        assert!(!priority("GET /api/v1/metrics HTTP/1.1\r\n\r\n"));
-        assert!(!priority("GET / HTTP/1.1\r\n\r\n"));
-        assert!(!priority("OPTIONS * HTTP/1.1\r\n\r\n"));
-        assert!(!parse("GET /metrics HTTP/1.1\r\n\r\n")
-            .unwrap()
-            .is_priority(&[]));
+    fn local_requests_keep_the_end_to_end_fields() {
+        let head = parse(
+            "POST /api/v1/messages?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\n\
+             X-Hop: 1\r\nContent-Length: 2\r\nX-Request-ID: r-1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(head.path(), b"/api/v1/messages");
+        let local = head.local(b"{}".to_vec(), "10.0.0.7".parse().unwrap());
+        assert_eq!(local.method, "POST");
+        assert_eq!(local.target, "/api/v1/messages?x=1");
+        assert_eq!(
+            local.headers,
+            [
+                ("Host".to_string(), "a".to_string()),
+                ("X-Request-ID".to_string(), "r-1".to_string())
+            ]
+        );
+        assert_eq!(local.body, b"{}");
+        assert_eq!(local.peer.to_string(), "10.0.0.7");
+        assert_eq!(parse("OPTIONS * HTTP/1.1\r\n\r\n").unwrap().path(), b"*");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The harness for the front's end-to-end tests: a real tiny_http server
 //! with a few routes, a raw HTTP/1.1 client, and hooks that record.
 
-use super::{Front, FrontConfig, FrontHandle, FrontHooks};
+use super::{Front, FrontConfig, FrontHandle, FrontHooks, LocalHandler};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -173,9 +173,18 @@ pub(super) fn quick() -> FrontConfig {
 }
 
 pub(super) fn start(backend: &Backend, config: FrontConfig) -> (FrontHandle, Arc<Recorder>) {
+    start_local(backend, config, None)
+}
+
+/// [`start`] with an in-process handler.
+pub(super) fn start_local(
+    backend: &Backend,
+    config: FrontConfig,
+    local: Option<Arc<dyn LocalHandler>>,
+) -> (FrontHandle, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let front = Front::start(listener, backend.addr, config, recorder.clone()).unwrap();
+    let front = Front::start(listener, backend.addr, config, recorder.clone(), local).unwrap();
     (front, recorder)
 }
 

@@ -1,7 +1,12 @@
 //! End-to-end tests of the front, with a real tiny_http server behind it.
 
-use super::test_support::{quick, start, wait_until, Backend, Client, Recorder, PATIENCE};
-use super::{start_with, Backoff, Front, FrontConfig, FrontHandle, BACKOFF_MAX};
+use super::test_support::{
+    quick, start, start_local, wait_until, Backend, Client, Recorder, PATIENCE,
+};
+use super::{
+    start_with, Backoff, Front, FrontConfig, FrontHandle, LocalHandler, LocalRequest,
+    LocalResponse, BACKOFF_MAX,
+};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -316,29 +321,81 @@ fn expectations_are_handled_by_the_front() {
     );
 }
 
-#[test]
-fn reads_of_the_priority_paths_take_their_own_lane() {
-    let bulk = Backend::start(1);
-    let priority = Backend::start(1);
-    let config = FrontConfig {
-        priority_upstream: Some(priority.addr),
-        ..quick()
-    };
-    let (front, _) = start(&bulk, config);
-    let mut client = Client::connect(&front);
-    for path in [
-        "/metrics",
-        "/healthz?x=1",
-        "/metrics/",
-        "/m",
-        "/api/v1/messages",
-    ] {
-        assert_eq!(client.get(path).status, 200, "{path}");
+/// Answers every path but `/stream*` in-process, and none for `/none`.
+struct Echo;
+
+impl LocalHandler for Echo {
+    fn handles(&self, _method: &[u8], path: &[u8]) -> bool {
+        !path.starts_with(b"/stream")
     }
-    client.send(b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(client.reply().text(), "POST /metrics 0");
-    assert_eq!(priority.urls(), ["/metrics", "/healthz?x=1", "/metrics/"]);
-    assert_eq!(bulk.urls(), ["/m", "/api/v1/messages", "/metrics"]);
+
+    fn handle(&self, request: LocalRequest) -> Option<LocalResponse> {
+        if request.target == "/none" {
+            return None;
+        }
+        let headers: Vec<String> = request
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let body = format!(
+            "local {} {} {} {} {}",
+            request.method,
+            request.target,
+            request.body.len(),
+            request.peer,
+            headers.join(",")
+        );
+        Some(LocalResponse {
+            status: 200,
+            headers: vec![("X-Local", "yes".to_string())],
+            body: body.into_bytes(),
+        })
+    }
+}
+
+#[test]
+fn handled_requests_are_answered_in_process_and_the_rest_go_upstream() {
+    let backend = Backend::start(1);
+    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo)));
+    let mut client = Client::connect(&front);
+    let reply = client.get("/metrics?x=1");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "local GET /metrics?x=1 0 127.0.0.1 Host=t");
+    client.send(
+        b"POST /m HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    assert_eq!(
+        client.reply().text(),
+        "local POST /m 3 127.0.0.1 Host=t,X-A=b"
+    );
+    client.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.status, 200);
+    // Same connection: the streaming path goes upstream, then back to local.
+    let stream = client.get("/stream-less");
+    assert_eq!(stream.text(), "GET /stream-less 0");
+    assert_eq!(client.get("/again").status, 200);
+    assert_eq!(backend.urls(), ["/stream-less"]);
+    // An upgrade always goes upstream, whatever the handler says.
+    client.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
+    assert_eq!(client.head().status, 101);
+    assert_eq!(backend.urls(), ["/stream-less", "/ws"]);
+}
+
+#[test]
+fn a_local_request_without_an_answer_closes_the_connection() {
+    let backend = Backend::start(1);
+    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo)));
+    let mut client = Client::connect(&front);
+    client.send(b"GET /none HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(client.is_closed());
+    let mut client = Client::connect(&front);
+    client.send(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(client.reply().status, 200);
+    client.send(b"GET /y HTTP/1.0\r\n\r\n");
+    assert_eq!(client.reply().text(), "local GET /y 0 127.0.0.1 ");
+    assert!(client.is_closed());
 }
 
 #[test]
@@ -436,7 +493,7 @@ fn a_stale_pooled_connection_is_replaced() {
     });
     let recorder = Arc::new(Recorder::default());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let front = Front::start(listener, upstream_addr, quick(), recorder).unwrap();
+    let front = Front::start(listener, upstream_addr, quick(), recorder, None).unwrap();
     let mut client = Client::connect(&front);
     assert_eq!(client.get("/").text(), "answer 0");
     assert_eq!(client.get("/").text(), "answer 1");
@@ -450,7 +507,7 @@ fn an_unreachable_upstream_gets_502() {
         .unwrap();
     let recorder = Arc::new(Recorder::default());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let front = Front::start(listener, unused, quick(), recorder.clone()).unwrap();
+    let front = Front::start(listener, unused, quick(), recorder.clone(), None).unwrap();
     let mut client = Client::connect(&front);
     let reply = client.get("/");
     assert_eq!(reply.status, 502);
@@ -475,7 +532,7 @@ fn accepting_survives_errors() {
         listener.accept()
     };
     let recorder = Arc::new(Recorder::default());
-    let front = start_with(accept, addr, backend.addr, quick(), recorder.clone()).unwrap();
+    let front = start_with(accept, addr, backend.addr, quick(), recorder.clone(), None).unwrap();
     assert_eq!(Client::connect(&front).get("/after-errors").status, 200);
     assert_eq!(recorder.accept_errors.load(Ordering::SeqCst), 3);
 }
