@@ -1,7 +1,9 @@
 //! The storage behind a labelled family: lock-free series lookup by label
 //! values, a stable render order, and the series cap.
 
-use std::cmp::Ordering::{self as Order, Equal, Greater, Less};
+mod key;
+
+use std::cmp::Ordering::Less;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::counter::Counter;
 use super::format::write_label_value;
+use key::{for_each_word, hash_words, order, Lookup};
 
 /// The label value every label of the overflow series carries.
 pub const OVERFLOW_VALUE: &str = "other";
@@ -314,159 +317,6 @@ fn place(table: &[AtomicU64], hash: u64, i: u32) {
     table[at].store((hash >> 32) << 32 | u64::from(i + 1), Ordering::Release);
 }
 
-/// The label values of a lookup, hashed by the words of `for_each_word`,
-/// which include each value's length, so `["ab","c"]` and `["a","bc"]`
-/// differ before any comparison. The first words are kept for comparing.
-struct Lookup<'a> {
-    values: &'a [&'a str],
-    hash: u64,
-    len: usize,
-    words: [u64; 4],
-}
-
-impl<'a> Lookup<'a> {
-    #[inline(always)]
-    fn new(seed: u64, values: &'a [&'a str]) -> Lookup<'a> {
-        let mut key = Lookup {
-            values,
-            hash: seed,
-            len: 0,
-            words: [0; 4],
-        };
-        for_each_word(values, |w| {
-            key.hash = mix(key.hash, w);
-            if let Some(slot) = key.words.get_mut(key.len) {
-                *slot = w;
-            }
-            key.len += 1;
-        });
-        key.hash = fold(key.hash);
-        key
-    }
-
-    /// Whether a series' key spells the same values.
-    #[inline(always)]
-    fn matches(&self, key: &[u64]) -> bool {
-        let w = &self.words;
-        key.len() == self.len
-            && match *key {
-                [] => true,
-                [a] => a == w[0],
-                [a, b] => a == w[0] && b == w[1],
-                [a, b, c] => a == w[0] && b == w[1] && c == w[2],
-                [a, b, c, d] => a == w[0] && b == w[1] && c == w[2] && d == w[3],
-                _ => {
-                    let mut rest = key.iter();
-                    let mut same = true;
-                    for_each_word(self.values, |w| same &= rest.next() == Some(&w));
-                    same
-                }
-            }
-    }
-}
-
-/// Calls `f` on words that spell `values` unambiguously. A value under 8
-/// bytes is one word with its length in the top byte, which its bytes never
-/// reach; a longer one is its length (top byte 0), its whole words, then
-/// its last 8 bytes if its length is no multiple of 8.
-#[inline(always)]
-fn for_each_word(values: &[&str], mut f: impl FnMut(u64)) {
-    for v in values {
-        let (b, n) = (v.as_bytes(), v.len());
-        if n < 8 {
-            f(short_word(b) | (n as u64) << 56);
-            continue;
-        }
-        f(n as u64);
-        (0..n / 8).for_each(|i| f(word(b, 8 * i)));
-        if n % 8 != 0 {
-            f(word(b, n - 8));
-        }
-    }
-}
-
-/// Orders the values `key` spells against `values`, as lists of byte
-/// strings (the render order), without decoding them.
-fn order(key: &[u64], values: &[&str]) -> Order {
-    let (mut words, mut values) = (key.iter(), values.iter());
-    loop {
-        let (w, v) = match (words.next(), values.next()) {
-            (Some(&w), Some(v)) => (w, v.as_bytes()),
-            (w, v) => return w.is_some().cmp(&v.is_some()),
-        };
-        let short = (w >> 56) as usize;
-        let by = if short > 0 || w == 0 {
-            w.to_le_bytes()[..short].cmp(v)
-        } else {
-            order_long(&mut words, w as usize, v)
-        };
-        if by != Equal {
-            return by;
-        }
-    }
-}
-
-/// Orders a value of `n` bytes (8 or more), spelled by the next words,
-/// against `v`, consuming those words.
-fn order_long<'a>(words: &mut impl Iterator<Item = &'a u64>, n: usize, v: &[u8]) -> Order {
-    for (i, w) in words.take(n.div_ceil(8)).enumerate() {
-        // The last word holds bytes `n - 8..n`: skip those already seen.
-        let mine = &w.to_le_bytes()[8 * i - (8 * i).min(n - 8)..];
-        let theirs = v.get(8 * i..).unwrap_or_default();
-        let theirs = &theirs[..theirs.len().min(mine.len())];
-        match mine.cmp(theirs) {
-            Equal if theirs.len() < mine.len() => return Greater,
-            Equal => {}
-            by => return by,
-        }
-    }
-    n.cmp(&v.len())
-}
-
-/// The 8 bytes of `s` at `at`, as a little-endian number.
-#[inline(always)]
-fn word(s: &[u8], at: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&s[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// `s` (under 8 bytes) as a little-endian number, read with fixed-size
-/// loads only, whose overlaps put each byte at its own place.
-#[inline(always)]
-fn short_word(s: &[u8]) -> u64 {
-    let n = s.len();
-    let half = |at: usize| {
-        let mut w = [0; 4];
-        w.copy_from_slice(&s[at..at + 4]);
-        u64::from(u32::from_le_bytes(w)) << (8 * at)
-    };
-    let byte = |at: usize| u64::from(s[at]) << (8 * at);
-    match n {
-        0 => 0,
-        1..=3 => byte(0) | byte(n / 2) | byte(n - 1),
-        _ => half(0) | half(n - 4),
-    }
-}
-
-/// Hashes a series' key as `Lookup::new` hashes the values it spells.
-fn hash_words(seed: u64, words: &[u64]) -> u64 {
-    fold(words.iter().fold(seed, |h, &w| mix(h, w)))
-}
-
-#[inline(always)]
-fn mix(h: u64, w: u64) -> u64 {
-    (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95)
-}
-
-/// Moves the best-mixed bits, the top ones of the last multiply, to the
-/// bottom, where probing starts: low product bits never see the high bytes
-/// of the last word, where values such as `id-0001` and `id-0002` differ.
-#[inline(always)]
-fn fold(h: u64) -> u64 {
-    h.swap_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,37 +370,6 @@ mod tests {
         }
         for missing in [&["8", "x"][..], &["1", "y"], &["1"]] {
             assert!(f.find(&seven(missing)).is_none());
-        }
-    }
-
-    #[test]
-    fn keys_match_and_order_exactly() {
-        let base: String = (0..40).map(|i| char::from(b'0' + i)).collect();
-        for n in 0..base.len() {
-            let (a, b) = base[..n].split_at(n / 3);
-            let mut key = Vec::new();
-            for_each_word(&[a, b], |w| key.push(w));
-            let check = |values: &[&str]| {
-                let same = Lookup::new(1, values).matches(&key);
-                assert_eq!(same, values == [a, b], "{values:?}");
-                let bytes =
-                    |v: &[&str]| v.iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>();
-                assert_eq!(order(&key, values), bytes(&[a, b]).cmp(&bytes(values)));
-            };
-            check(&[a, b]);
-            check(&[a]);
-            check(&[a, b, ""]);
-            check(&[a, &base[n / 3..=n]]);
-            check(&[&base[..n], ""]);
-            for at in 0..n {
-                for by in ["#", "~"] {
-                    let mut changed = base[..n].to_string();
-                    changed.replace_range(at..=at, by);
-                    let (c, d) = changed.split_at(n / 3);
-                    check(&[c, d]);
-                    assert_ne!(Lookup::new(1, &[a, b]).hash, Lookup::new(1, &[c, d]).hash);
-                }
-            }
         }
     }
 
