@@ -10,8 +10,12 @@ pub(super) struct Lookup<'a> {
     pub(super) values: &'a [&'a str],
     pub(super) hash: u64,
     pub(super) len: usize,
-    pub(super) words: [u64; 4],
+    pub(super) words: [u64; HEAD],
 }
+
+/// How many key words a lookup keeps, and an index slot holds, for
+/// comparing without the series' own copy.
+pub(super) const HEAD: usize = 4;
 
 impl<'a> Lookup<'a> {
     #[inline(always)]
@@ -20,7 +24,7 @@ impl<'a> Lookup<'a> {
             values,
             hash: seed,
             len: 0,
-            words: [0; 4],
+            words: [0; HEAD],
         };
         for_each_word(values, |w| {
             key.hash = mix(key.hash, w);
@@ -31,6 +35,18 @@ impl<'a> Lookup<'a> {
         });
         key.hash = fold(key.hash);
         key
+    }
+
+    /// Whether an index slot's `len` and `head` (see `Entry`) agree with
+    /// these values: for keys up to `HEAD` words, whether they are equal.
+    #[inline(always)]
+    pub(super) fn matches_head(&self, len: u32, head: &[u64; HEAD]) -> bool {
+        // One branch for all the words: they are usually all equal.
+        let differ = head
+            .iter()
+            .zip(&self.words)
+            .fold(0, |d, (a, b)| d | (a ^ b));
+        len as usize == self.len.min(HEAD + 1) && differ == 0
     }
 
     /// Whether a series' key spells the same values.
@@ -136,11 +152,6 @@ fn short_word(s: &[u8]) -> u64 {
         1..=3 => byte(0) | byte(n / 2) | byte(n - 1),
         _ => half(0) | half(n - 4),
     }
-}
-
-/// Hashes a series' key as `Lookup::new` hashes the values it spells.
-pub(super) fn hash_words(seed: u64, words: &[u64]) -> u64 {
-    fold(words.iter().fold(seed, |h, &w| mix(h, w)))
 }
 
 #[inline(always)]

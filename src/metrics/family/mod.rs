@@ -6,12 +6,12 @@ mod key;
 use std::cmp::Ordering::Less;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::counter::Counter;
 use super::format::write_label_value;
-use key::{for_each_word, hash_words, order, Lookup};
+use key::{for_each_word, order, Lookup, HEAD};
 
 /// The label value every label of the overflow series carries.
 pub const OVERFLOW_VALUE: &str = "other";
@@ -27,7 +27,7 @@ const LEVELS: usize = 32;
 const FIRST_TABLE: usize = 16;
 
 /// The most series a family holds whatever its cap, so that an index fits
-/// the low half of a slot and every chunk and table it needs exists.
+/// a `u32` and every chunk and table it needs exists.
 const MAX_SERIES: usize = 1 << 31;
 
 /// One series: its label values, their pre-escaped rendering and its metric.
@@ -44,6 +44,24 @@ pub(crate) struct Series<M> {
 /// Series slots: chunk `k` holds `2^k` of them, each set once.
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
+/// An index slot's contents: enough to recognise a series by its first key
+/// words and to reach its metric without visiting the series, since each
+/// pointer followed was a few nanoseconds of every lookup.
+#[derive(Clone)]
+struct Entry<M> {
+    hash: u64,
+    index: u32,
+    /// The number of key words, or `HEAD + 1` for any more.
+    len: u32,
+    /// The first key words, zero-padded: all of a key up to `HEAD` words.
+    head: [u64; HEAD],
+    /// A clone of the series' metric, sharing its value.
+    metric: M,
+}
+
+/// An index table: open addressing with linear probing, each slot set once.
+type Table<M> = Box<[OnceLock<Entry<M>>]>;
+
 /// What only a thread holding the insert mutex touches: every series
 /// index, sorted by label values, and the overflow series if there is one.
 struct Writer {
@@ -55,10 +73,12 @@ struct Writer {
 /// share across threads.
 ///
 /// Looking up an existing series takes no lock: the values are hashed with
-/// a per-family random seed, an open-addressing index of atomic slots is
+/// a per-family random seed, an open-addressing index of set-once slots is
 /// probed, and the values themselves are compared, so two different value
 /// lists never share a series and colliding hashes only cost a comparison.
-/// New series are added under a mutex that lookups never take.
+/// New series are added under a mutex that lookups never take. A slot
+/// holds a clone of its series' metric, so `M` must be a handle whose
+/// clones share one value, as `Counter`, `Gauge` and `Histogram` are.
 ///
 /// Series live in chunks of doubling size (chunk `k` holds `2^k`) and are
 /// never moved or removed, so a reference to one needs no lock. The index
@@ -73,8 +93,7 @@ pub(crate) struct Family<M> {
     make: Box<dyn Fn() -> M + Send + Sync>,
     overflowed: Counter,
     chunks: [Chunk<M>; LEVELS],
-    /// Slots hold `(hash >> 32) << 32 | (index + 1)`; 0 is empty.
-    tables: [OnceLock<Box<[AtomicU64]>>; LEVELS],
+    tables: [OnceLock<Table<M>>; LEVELS],
     /// Which table lookups probe.
     current: AtomicUsize,
     writer: Mutex<Writer>,
@@ -82,10 +101,10 @@ pub(crate) struct Family<M> {
     prefixed: OnceLock<Box<str>>,
 }
 
-// Ordering: a series is stored in its `OnceLock` before its slot is stored
-// with `Release`, and a table is filled before `current` names it with
-// `Release`; lookups load both with `Acquire`, so a slot they see leads to
-// a series they see. `OnceLock` orders its own contents the same way.
+// Ordering: a series is stored in its `OnceLock` before its slot's is set,
+// and a table is filled before `current` names it with `Release`; lookups
+// load `current` with `Acquire` and `OnceLock` orders its own contents the
+// same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
     /// Creates an empty family. `overflowed` counts lookups sent to the
@@ -125,33 +144,31 @@ impl<M: Clone> Family<M> {
     /// overflow series.
     #[inline]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
-        let series = match self.find(&Lookup::new(self.seed, values)) {
-            Some((_, s)) => s,
+        let metric = match self.find(&Lookup::new(self.seed, values)) {
+            Some((_, m)) => m,
             // Hashed again there: passing the lookup on made this fast
             // path copy it to memory first.
             None => self.find_or_insert(values),
         };
-        f(&series.metric)
+        f(metric)
     }
 
-    /// The series `key` names, and its index, if the current table has it.
+    /// The metric of the series `key` names, and its index, if the current
+    /// table has it. Keys longer than `HEAD` words are checked in full
+    /// against the series.
     #[inline(always)]
-    fn find(&self, key: &Lookup) -> Option<(u32, &Series<M>)> {
+    fn find(&self, key: &Lookup) -> Option<(u32, &M)> {
         let table = self.tables.get(self.current.load(Ordering::Acquire))?;
         let table = table.get()?;
         let mask = table.len() - 1;
         let mut at = key.hash as usize;
         loop {
-            let slot = table.get(at & mask)?.load(Ordering::Acquire);
-            if slot == 0 {
-                return None;
-            }
-            if slot >> 32 == key.hash >> 32 {
-                let i = (slot as u32).wrapping_sub(1);
-                match self.series(i) {
-                    Some(s) if key.matches(&s.key) => return Some((i, s)),
-                    _ => {}
-                }
+            let e = table.get(at & mask)?.get()?;
+            if e.hash == key.hash
+                && key.matches_head(e.len, &e.head)
+                && (key.len <= HEAD || self.series(e.index).is_some_and(|s| key.matches(&s.key)))
+            {
+                return Some((e.index, &e.metric));
             }
             at = (at & mask) + 1;
         }
@@ -166,14 +183,14 @@ impl<M: Clone> Family<M> {
 
     #[cold]
     #[inline(never)]
-    fn find_or_insert(&self, values: &[&str]) -> &Series<M> {
+    fn find_or_insert(&self, values: &[&str]) -> &M {
         let key = &Lookup::new(self.seed, values);
         // A panic cannot leave the state half updated (see `push`), so a
         // poisoned mutex still guards a sound one.
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread may have added it, or grown the index, since.
-        if let Some((_, s)) = self.find(key) {
-            return s;
+        if let Some((_, m)) = self.find(key) {
+            return m;
         }
         let live = w.sorted.len() - usize::from(w.overflow.is_some());
         if values.len() == self.label_names.len() && live < self.cap {
@@ -181,19 +198,19 @@ impl<M: Clone> Family<M> {
         }
         self.overflowed.inc();
         if let Some(s) = w.overflow.and_then(|i| self.series(i)) {
-            return s;
+            return &s.metric;
         }
         let other = vec![OVERFLOW_VALUE; self.label_names.len()];
         let other = Lookup::new(self.seed, &other);
-        let (i, s) = match self.find(&other) {
+        let (i, m) = match self.find(&other) {
             Some(found) => found,
             None => self.push(&mut w, &other),
         };
         w.overflow = Some(i);
-        s
+        m
     }
 
-    fn push(&self, w: &mut Writer, key: &Lookup) -> (u32, &Series<M>) {
+    fn push(&self, w: &mut Writer, key: &Lookup) -> (u32, &M) {
         let mut labels = Vec::new();
         for (i, (name, value)) in self.label_names.iter().zip(key.values).enumerate() {
             if i > 0 {
@@ -225,30 +242,36 @@ impl<M: Clone> Family<M> {
             prefix: OnceLock::new(),
             metric: (self.make)(),
         });
-        self.index(key.hash, i);
+        self.index(Entry {
+            hash: key.hash,
+            index: i,
+            len: key.len.min(HEAD + 1) as u32,
+            head: key.words,
+            metric: series.metric.clone(),
+        });
         w.sorted.insert(position, i);
-        (i, series)
+        (i, &series.metric)
     }
 
-    /// Adds series `i`, the newest, to the index, first moving to a table
+    /// Adds `e`, the newest series, to the index, first moving to a table
     /// twice the size if the current one would be over half full.
-    fn index(&self, hash: u64, i: u32) {
+    fn index(&self, e: Entry<M>) {
         let mut level = self.current.load(Ordering::Relaxed);
         let Some(mut table) = self.tables[level].get() else {
             return;
         };
-        if 2 * (i as usize + 1) > table.len() {
+        if 2 * (e.index as usize + 1) > table.len() {
             level += 1;
             table = self.tables[level].get_or_init(|| {
                 let bigger = empty_table(table.len() * 2);
-                for (j, s) in (0..i).filter_map(|j| Some((j, self.series(j)?))) {
-                    place(&bigger, hash_words(self.seed, &s.key), j);
+                for old in table.iter().filter_map(OnceLock::get) {
+                    place(&bigger, old.clone());
                 }
                 bigger
             });
             self.current.store(level, Ordering::Release);
         }
-        place(table, hash, i);
+        place(table, e);
     }
 
     /// Whether the series' `prefix`es hold, or may be given, `name`: true
@@ -303,18 +326,20 @@ fn place_of(i: u32) -> (usize, usize) {
     (k, n as usize - (1 << k))
 }
 
-fn empty_table(size: usize) -> Box<[AtomicU64]> {
-    (0..size).map(|_| AtomicU64::new(0)).collect()
+fn empty_table<M>(size: usize) -> Table<M> {
+    (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores index `i` in the first free slot of its probe sequence.
-fn place(table: &[AtomicU64], hash: u64, i: u32) {
+/// Stores `e` in the first free slot of its probe sequence. Only a thread
+/// holding the insert mutex places entries, so the slot found stays free
+/// and `set` cannot fail.
+fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
-    let mut at = hash as usize & mask;
-    while table[at].load(Ordering::Relaxed) != 0 {
+    let mut at = e.hash as usize & mask;
+    while table[at].get().is_some() {
         at = (at + 1) & mask;
     }
-    table[at].store((hash >> 32) << 32 | u64::from(i + 1), Ordering::Release);
+    let _ = table[at].set(e);
 }
 
 #[cfg(test)]
@@ -382,7 +407,7 @@ mod tests {
         let table = f.tables[f.current.load(Ordering::Relaxed)].get().unwrap();
         let (mut run, mut longest) = (0, 0);
         for slot in table.iter() {
-            let full = slot.load(Ordering::Relaxed) != 0;
+            let full = slot.get().is_some();
             run = if full { run + 1 } else { 0 };
             longest = longest.max(run);
         }
