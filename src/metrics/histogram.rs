@@ -102,7 +102,7 @@ impl Histogram {
             return;
         }
         let core = &*self.core;
-        let slot = core.bounds.partition_point(|b| *b < v);
+        let slot = bucket_of(&core.bounds, v);
         let n = core.count_and_hot.fetch_add(1, Ordering::Relaxed);
         let shard = &core.shards[(n >> 63) as usize];
         add_f64(&shard.sum_bits, v);
@@ -167,6 +167,24 @@ impl Histogram {
     }
 }
 
+/// The slot of `v`: the number of bounds below it.
+///
+/// Up to `LINEAR_BOUNDS` bounds, every one is compared: the comparisons
+/// are independent and vectorise, where a binary search is a chain of
+/// dependent loads and was a third of the cost of `observe` at 12 bounds.
+#[inline(always)]
+fn bucket_of(bounds: &[f64], v: f64) -> usize {
+    if bounds.len() <= LINEAR_BOUNDS {
+        bounds.iter().map(|b| usize::from(*b < v)).sum()
+    } else {
+        bounds.partition_point(|b| *b < v)
+    }
+}
+
+/// The most bounds `bucket_of` compares one by one; past this a binary
+/// search measured faster.
+const LINEAR_BOUNDS: usize = 32;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +204,19 @@ mod tests {
         h.observe(5.0);
         let (sum, count) = h.snapshot(&mut counts);
         assert_eq!((counts, sum, count), (vec![2, 4, 6, 7], 113.5, 7));
+    }
+
+    #[test]
+    fn linear_and_binary_bucket_searches_agree() {
+        for n in [0, 1, 2, LINEAR_BOUNDS, LINEAR_BOUNDS + 1, 100] {
+            let bounds: Vec<f64> = (0..n).map(|i| i as f64 - 10.0).collect();
+            let mut values: Vec<f64> = bounds.iter().flat_map(|b| [b - 0.5, *b]).collect();
+            values.extend([f64::NEG_INFINITY, f64::INFINITY, -0.0, 1e300]);
+            for v in values {
+                let want = bounds.iter().filter(|b| **b < v).count();
+                assert_eq!(bucket_of(&bounds, v), want, "{n} bounds, {v}");
+            }
+        }
     }
 
     #[test]
