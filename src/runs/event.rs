@@ -338,6 +338,115 @@ impl Timed {
         v
     }
 
+    /// Appends the event's own fields (all but `type` and `timestamp`) as
+    /// `"key":value` pairs joined by commas, in the order and with the
+    /// bytes [`Timed::to_json`] prints them. Returns whether it wrote any.
+    pub fn push_fields(&self, out: &mut String) -> bool {
+        use crate::json_text::{
+            push_bool, push_key, push_opt_f64, push_opt_str, push_opt_u64, push_str, push_u64,
+        };
+        // Keys in sorted order, as serde_json's BTreeMap-backed map prints them.
+        match &self.event {
+            Event::IterationStarted { iteration } => {
+                push_key(out, "iteration");
+                push_u64(out, *iteration);
+            }
+            Event::IterationCompleted { iteration, success } => {
+                push_key(out, "iteration");
+                push_u64(out, *iteration);
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+            Event::PhaseStarted { phase, iteration } => {
+                push_key(out, "iteration");
+                push_opt_u64(out, *iteration);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+            }
+            Event::PhaseCompleted {
+                phase,
+                success,
+                duration_ms,
+            } => {
+                push_key(out, "duration_ms");
+                push_opt_f64(out, *duration_ms);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+            Event::GateChecked {
+                gate,
+                passed,
+                reason,
+            } => {
+                push_key(out, "gate");
+                push_str(out, gate);
+                out.push(',');
+                push_key(out, "passed");
+                push_bool(out, *passed);
+                out.push(',');
+                push_key(out, "reason");
+                push_opt_str(out, reason.as_deref());
+            }
+            Event::Tokens {
+                phase,
+                model,
+                input_tokens,
+                output_tokens,
+            } => {
+                push_key(out, "input_tokens");
+                push_u64(out, *input_tokens);
+                out.push(',');
+                push_key(out, "model");
+                push_opt_str(out, model.as_deref());
+                out.push(',');
+                push_key(out, "output_tokens");
+                push_u64(out, *output_tokens);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+            }
+            Event::DeliveryStarted => return false,
+            Event::DeliveryCompleted {
+                success,
+                pr_url,
+                ci_status,
+            } => {
+                push_key(out, "ci_status");
+                push_opt_str(out, ci_status.as_deref());
+                out.push(',');
+                push_key(out, "pr_url");
+                push_opt_str(out, pr_url.as_deref());
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+        }
+        true
+    }
+
+    /// Appends exactly the text of `self.to_json().to_string()`, without
+    /// building the value: the journal record of every event goes through
+    /// here.
+    pub fn push_json(&self, out: &mut String) {
+        out.push('{');
+        // Every own field name sorts before `timestamp` and `type`.
+        if self.push_fields(out) {
+            out.push(',');
+        }
+        crate::json_text::push_key(out, "timestamp");
+        crate::json_text::push_f64(out, self.at);
+        out.push(',');
+        crate::json_text::push_key(out, "type");
+        crate::json_text::push_str(out, self.kind());
+        out.push('}');
+    }
+
     /// The event's type name.
     pub fn kind(&self) -> &'static str {
         match self.event {
@@ -377,6 +486,39 @@ mod tests {
         for e in &events {
             let again = parse_batch(&e.to_json(), 0.0).unwrap();
             assert_eq!(again, vec![e.clone()]);
+        }
+    }
+
+    #[test]
+    fn written_text_matches_the_json_value() {
+        let batch = json!([
+            {"type": "iteration_started", "iteration": 1},
+            {"type": "iteration_completed", "iteration": 1, "success": false, "timestamp": 0.1},
+            {"type": "phase_started", "phase": "design"},
+            {"type": "phase_started", "phase": "design", "iteration": 7},
+            {"type": "phase_completed", "phase": "design", "success": true},
+            {"type": "phase_completed", "phase": "d", "success": false, "duration_ms": 1500},
+            {"type": "phase_completed", "phase": "d", "success": true, "duration_ms": 0.25},
+            {"type": "gate_checked", "gate": "lint", "passed": false, "reason": "3 \"errors\"\n"},
+            {"type": "gate_checked", "gate": "lint", "passed": true},
+            {"type": "tokens", "phase": "design", "input_tokens": 10, "output_tokens": 5},
+            {"type": "tokens", "phase": "design", "model": "m-1", "input_tokens": 0, "output_tokens": 5},
+            {"type": "delivery_started"},
+            {"type": "delivery_completed", "success": true},
+            {"type": "delivery_completed", "success": false, "pr_url": "https://x/pr/1", "ci_status": "grün"},
+        ]);
+        for e in parse_batch(&batch, 1_795_439_678.123_456).unwrap() {
+            let mut text = String::new();
+            e.push_json(&mut text);
+            assert_eq!(text, e.to_json().to_string());
+            let mut fields = String::from("{");
+            e.push_fields(&mut fields);
+            fields.push('}');
+            let mut v = e.to_json();
+            let map = v.as_object_mut().unwrap();
+            map.remove("type");
+            map.remove("timestamp");
+            assert_eq!(fields, v.to_string());
         }
     }
 
