@@ -98,19 +98,28 @@ pub struct PhaseRecord {
 
 /// The index of the newest occurrence of `phase` that has not completed.
 fn open_span(spans: &[PhaseRecord], phase: &str) -> Option<usize> {
+    // The cheap test first: most spans of a long run have ended, and
+    // names would be compared for every one of them.
     spans
         .iter()
-        .rposition(|s| s.name == phase && s.ended.is_none())
+        .rposition(|s| s.ended.is_none() && s.name == phase)
 }
 
 /// Phase occurrences kept per run for its trace.
 pub const MAX_SPANS: usize = 256;
 
-fn bounded(name: &str, existing: usize, known: bool) -> String {
-    if known || existing < MAX_NAMES {
-        name.to_string()
+/// Runs `f` on the entry for `name`, made when absent; past
+/// [`MAX_NAMES`] names a new one goes to `other`. The name is copied only
+/// when an entry is made: this runs for nearly every event.
+fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&mut V)) {
+    let key = if map.len() < MAX_NAMES || map.contains_key(name) {
+        name
     } else {
-        "other".to_string()
+        "other"
+    };
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_string()).or_default()),
     }
 }
 
@@ -174,13 +183,15 @@ impl Detail {
                     }),
                     None => {}
                 }
-                let name = bounded(phase, self.phases.len(), self.phases.contains_key(phase));
-                let stats = self.phases.entry(name).or_default();
-                stats.completed += 1;
-                stats.successes += u64::from(*success);
+                bump(&mut self.phases, phase, |stats| {
+                    stats.completed += 1;
+                    stats.successes += u64::from(*success);
+                    if let Some(s) = seconds {
+                        stats.total_seconds += s;
+                        stats.last_seconds = s;
+                    }
+                });
                 if let Some(s) = seconds {
-                    stats.total_seconds += s;
-                    stats.last_seconds = s;
                     m.phase_duration.observe(&[phase], s);
                 }
                 m.phases
@@ -226,23 +237,15 @@ impl Detail {
                 input_tokens,
                 output_tokens,
             } => {
-                let key = bounded(
-                    phase,
-                    self.tokens_by_phase.len(),
-                    self.tokens_by_phase.contains_key(phase),
-                );
-                let t = self.tokens_by_phase.entry(key).or_default();
-                t.0 += input_tokens;
-                t.1 += output_tokens;
+                bump(&mut self.tokens_by_phase, phase, |t| {
+                    t.0 += input_tokens;
+                    t.1 += output_tokens;
+                });
                 let model_name = model.as_deref().unwrap_or("unknown");
-                let key = bounded(
-                    model_name,
-                    self.tokens_by_model.len(),
-                    self.tokens_by_model.contains_key(model_name),
-                );
-                let t = self.tokens_by_model.entry(key).or_default();
-                t.0 += input_tokens;
-                t.1 += output_tokens;
+                bump(&mut self.tokens_by_model, model_name, |t| {
+                    t.0 += input_tokens;
+                    t.1 += output_tokens;
+                });
                 // An absent model is kept as the empty name and priced at
                 // the default price.
                 let pair = (phase.clone(), model.clone().unwrap_or_default());

@@ -434,13 +434,21 @@ impl Timed {
     /// building the value: the journal record of every event goes through
     /// here.
     pub fn push_json(&self, out: &mut String) {
+        let mut at = String::new();
+        crate::json_text::push_f64(&mut at, self.at);
+        self.push_json_at(out, &at);
+    }
+
+    /// [`Timed::push_json`] with the timestamp already printed as `at`, so
+    /// a batch whose events share a time prints it once.
+    pub fn push_json_at(&self, out: &mut String, at: &str) {
         out.push('{');
         // Every own field name sorts before `timestamp` and `type`.
         if self.push_fields(out) {
             out.push(',');
         }
         crate::json_text::push_key(out, "timestamp");
-        crate::json_text::push_f64(out, self.at);
+        out.push_str(at);
         out.push(',');
         crate::json_text::push_key(out, "type");
         crate::json_text::push_str(out, self.kind());

@@ -446,11 +446,21 @@ impl Runs {
 fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + events.len() * 112);
     out.push_str("{\"events\":[");
+    // Events of a batch nearly always share one time: printed once.
+    let mut at: Option<(f64, String)> = None;
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        e.push_json(&mut out);
+        if at
+            .as_ref()
+            .is_none_or(|(t, _)| t.to_bits() != e.at.to_bits())
+        {
+            let mut text = String::new();
+            crate::json_text::push_f64(&mut text, e.at);
+            at = Some((e.at, text));
+        }
+        e.push_json_at(&mut out, at.as_ref().map_or("", |(_, text)| text));
     }
     out.push_str("],\"op\":\"events\",\"run_id\":");
     crate::json_text::push_str(&mut out, id);
@@ -549,6 +559,8 @@ mod tests {
             {"type": "phase_started", "phase": "design"},
             {"type": "tokens", "phase": "design", "model": "m", "input_tokens": 1, "output_tokens": 2},
             {"type": "gate_checked", "gate": "g", "passed": true, "reason": "ok \"quoted\""},
+            {"type": "delivery_started"},
+            {"type": "delivery_started", "timestamp": 12.5},
             {"type": "delivery_started"},
         ]);
         let events = event::parse_batch(&batch, 1_795_439_678.5).unwrap();
