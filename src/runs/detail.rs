@@ -73,6 +73,10 @@ pub struct Detail {
     pub spans: Vec<PhaseRecord>,
     /// Gate checks made outside any phase.
     pub root_gates: Vec<Gate>,
+    /// How many spans at the front have all ended: spans only ever end,
+    /// so the search for an open one (every phase end and gate check)
+    /// need not look at them again.
+    ended_before: usize,
 }
 
 /// One occurrence of a phase: when it ran and what happened in it.
@@ -96,15 +100,6 @@ pub struct PhaseRecord {
     pub gates: Vec<Gate>,
 }
 
-/// The index of the newest occurrence of `phase` that has not completed.
-fn open_span(spans: &[PhaseRecord], phase: &str) -> Option<usize> {
-    // The cheap test first: most spans of a long run have ended, and
-    // names would be compared for every one of them.
-    spans
-        .iter()
-        .rposition(|s| s.ended.is_none() && s.name == phase)
-}
-
 /// Phase occurrences kept per run for its trace.
 pub const MAX_SPANS: usize = 256;
 
@@ -124,6 +119,16 @@ fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&m
 }
 
 impl Detail {
+    /// The index of the newest occurrence of `phase` that has not completed.
+    fn open_span(&self, phase: &str) -> Option<usize> {
+        let from = self.ended_before.min(self.spans.len());
+        // The cheap test first: names are compared for open spans only.
+        self.spans[from..]
+            .iter()
+            .rposition(|s| s.ended.is_none() && s.name == phase)
+            .map(|i| from + i)
+    }
+
     /// Applies one event and moves the metrics it concerns.
     pub fn apply(&mut self, e: &Timed, m: &RunMetrics) {
         match &e.event {
@@ -168,7 +173,7 @@ impl Detail {
                 let seconds = duration_ms
                     .map(|ms| ms / 1000.0)
                     .or(started.map(|s| (e.at - s).max(0.0)));
-                match open_span(&self.spans, phase) {
+                match self.open_span(phase) {
                     Some(i) => {
                         let span = &mut self.spans[i];
                         span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
@@ -182,6 +187,13 @@ impl Detail {
                         ..PhaseRecord::default()
                     }),
                     None => {}
+                }
+                while self
+                    .spans
+                    .get(self.ended_before)
+                    .is_some_and(|s| s.ended.is_some())
+                {
+                    self.ended_before += 1;
                 }
                 bump(&mut self.phases, phase, |stats| {
                     stats.completed += 1;
@@ -214,7 +226,7 @@ impl Detail {
                 let open = self
                     .current_phase
                     .as_deref()
-                    .and_then(|p| open_span(&self.spans, p));
+                    .and_then(|p| self.open_span(p));
                 match open {
                     Some(i) if self.spans[i].gates.len() < MAX_GATES => {
                         self.spans[i].gates.push(check.clone())
@@ -345,5 +357,90 @@ impl Detail {
                 }),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+
+    fn timed(at: f64, event: Event) -> Timed {
+        Timed { at, event }
+    }
+
+    fn start(at: f64, phase: &str) -> Timed {
+        let phase = phase.to_string();
+        timed(
+            at,
+            Event::PhaseStarted {
+                phase,
+                iteration: None,
+            },
+        )
+    }
+
+    fn end(at: f64, phase: &str) -> Timed {
+        let phase = phase.to_string();
+        timed(
+            at,
+            Event::PhaseCompleted {
+                phase,
+                success: true,
+                duration_ms: None,
+            },
+        )
+    }
+
+    fn gate(at: f64, name: &str) -> Timed {
+        let gate = name.to_string();
+        timed(
+            at,
+            Event::GateChecked {
+                gate,
+                passed: true,
+                reason: None,
+            },
+        )
+    }
+
+    #[test]
+    fn interleaved_phases_end_their_newest_open_span() {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let mut d = Detail::default();
+        let events = [
+            start(1.0, "a"),
+            start(2.0, "b"),
+            end(3.0, "a"),
+            start(4.0, "a"),
+            gate(5.0, "g1"),
+            end(6.0, "b"),
+            end(7.0, "a"),
+            end(8.0, "c"),
+            gate(9.0, "g2"),
+            start(10.0, "a"),
+            gate(11.0, "g3"),
+        ];
+        for e in &events {
+            d.apply(e, &m);
+        }
+        let got: Vec<(&str, f64, Option<f64>, usize)> = d
+            .spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.started, s.ended, s.gates.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 1.0, Some(3.0), 0),
+                ("b", 2.0, Some(6.0), 0),
+                ("a", 4.0, Some(7.0), 1),
+                ("c", 8.0, Some(8.0), 0),
+                ("a", 10.0, None, 1),
+            ]
+        );
+        assert_eq!(d.spans[2].gates[0].gate, "g1");
+        assert_eq!(d.root_gates.len(), 1);
+        assert_eq!(d.ended_before, 4);
     }
 }
