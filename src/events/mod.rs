@@ -42,7 +42,7 @@ pub use hub::{
     Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Subscription, Transport,
     QUEUE_CAPACITY, RETAINED,
 };
-pub use publish::MAX_INLINE_BODY;
+pub use publish::{PreparedEvents, MAX_INLINE_BODY};
 pub use seq::{SEQ_FILE, SEQ_RESERVE};
 
 use crate::app::App;

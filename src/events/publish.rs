@@ -24,6 +24,78 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
+/// A batch of run events rendered for publishing but not yet numbered:
+/// rendering is most of the work, and this way it can happen on whichever
+/// thread has time, before the batch is durable. Plain data; safe to send
+/// across threads.
+pub struct PreparedEvents {
+    ids: RunIds,
+    batch: Vec<Rendered>,
+}
+
+impl PreparedEvents {
+    /// Renders `events` of `run` as [`Hub::run_events`] publishes them.
+    pub fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
+        // The run's part of the envelope is the same for the whole batch,
+        // and so, nearly always, is the timestamp.
+        let mut envelope = String::with_capacity(96);
+        envelope.push(',');
+        push_key(&mut envelope, "run_id");
+        push_str(&mut envelope, &run.run_id);
+        envelope.push(',');
+        push_key(&mut envelope, "correlation_id");
+        push_str(&mut envelope, run.correlation());
+        if let Some(w) = &run.work_order_id {
+            envelope.push(',');
+            push_key(&mut envelope, "work_order_id");
+            push_str(&mut envelope, w);
+        }
+        let run_id: Arc<str> = Arc::from(run.run_id.as_str());
+        let mut stamp: Option<(f64, String)> = None;
+        let batch = events
+            .iter()
+            .filter(|t| !matches!(t.event, Event::Tokens { .. }))
+            .map(|timed| {
+                if stamp
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.to_bits() != timed.at.to_bits())
+                {
+                    stamp = Some((timed.at, time::rfc3339(timed.at)));
+                }
+                let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
+                let kind = timed.kind();
+                let mut tail = String::with_capacity(envelope.len() + at.len() + 96);
+                tail.push_str("\"type\":");
+                push_str(&mut tail, kind);
+                tail.push_str(",\"timestamp\":\"");
+                tail.push_str(at);
+                tail.push('"');
+                tail.push_str(&envelope);
+                let own = tail.len();
+                tail.push(',');
+                if !timed.push_fields(&mut tail) {
+                    tail.truncate(own);
+                }
+                tail.push('}');
+                Rendered {
+                    kind,
+                    run_id: Some(run_id.clone()),
+                    tail,
+                }
+            })
+            .collect();
+        PreparedEvents {
+            ids: run.clone(),
+            batch,
+        }
+    }
+
+    /// The ids of the run they were rendered for.
+    pub fn ids(&self) -> &RunIds {
+        &self.ids
+    }
+}
+
 impl Hub {
     /// Publishes `run_started` for a run whose start is durable.
     pub fn run_started(&self, run: &Run) -> u64 {
@@ -60,56 +132,14 @@ impl Hub {
     /// Each event carries the envelope and then its own fields as
     /// [`Timed::to_json`] has them, `type` and `timestamp` aside.
     pub fn run_events(&self, run: &RunIds, events: &[Timed]) {
-        // The run's part of the envelope is the same for the whole batch,
-        // and so, nearly always, is the timestamp.
-        let mut envelope = String::with_capacity(96);
-        envelope.push(',');
-        push_key(&mut envelope, "run_id");
-        push_str(&mut envelope, &run.run_id);
-        envelope.push(',');
-        push_key(&mut envelope, "correlation_id");
-        push_str(&mut envelope, run.correlation());
-        if let Some(w) = &run.work_order_id {
-            envelope.push(',');
-            push_key(&mut envelope, "work_order_id");
-            push_str(&mut envelope, w);
-        }
-        let run_id: Arc<str> = Arc::from(run.run_id.as_str());
-        let mut stamp: Option<(f64, String)> = None;
-        let batch: Vec<Rendered> = events
-            .iter()
-            .filter(|t| !matches!(t.event, Event::Tokens { .. }))
-            .map(|timed| {
-                if stamp
-                    .as_ref()
-                    .is_none_or(|(at, _)| at.to_bits() != timed.at.to_bits())
-                {
-                    stamp = Some((timed.at, time::rfc3339(timed.at)));
-                }
-                let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
-                let kind = timed.kind();
-                let mut tail = String::with_capacity(envelope.len() + at.len() + 96);
-                tail.push_str("\"type\":");
-                push_str(&mut tail, kind);
-                tail.push_str(",\"timestamp\":\"");
-                tail.push_str(at);
-                tail.push('"');
-                tail.push_str(&envelope);
-                let own = tail.len();
-                tail.push(',');
-                if !timed.push_fields(&mut tail) {
-                    tail.truncate(own);
-                }
-                tail.push('}');
-                Rendered {
-                    kind,
-                    run_id: Some(run_id.clone()),
-                    tail,
-                }
-            })
-            .collect();
-        if !batch.is_empty() {
-            self.publish_all(batch, |_| {});
+        self.publish_prepared(PreparedEvents::new(run, events));
+    }
+
+    /// Publishes events rendered ahead by [`PreparedEvents::new`], as
+    /// [`Hub::run_events`] would have.
+    pub fn publish_prepared(&self, prepared: PreparedEvents) {
+        if !prepared.batch.is_empty() {
+            self.publish_all(prepared.batch, |_| {});
         }
     }
 

@@ -255,12 +255,18 @@ fn record_events(mut ex: Exchange, id: &str) {
         Ok(events) => events,
         Err(r) => return ex.send(r),
     };
-    // Shared with the acknowledgement, which publishes them: no deep copy.
+    // Shared with the acknowledgement: no deep copy.
     let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
     let published = events.clone();
     let app = ex.app().clone();
     let debug = app.log.enabled(crate::log::Level::Debug);
     let run_id = id.to_string();
+    // Rendered here, so the single acknowledgement thread of the run
+    // journal only numbers and hands out the events.
+    let prepared = app
+        .runs
+        .with_run(id, |run| run.ids())
+        .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
     app.runs
         .record_events(id, &events, move |result| match result {
             Ok(n) => {
@@ -276,7 +282,12 @@ fn record_events(mut ex: Exchange, id: &str) {
                     (run.ids(), now)
                 });
                 if let Some((ids, now)) = found {
-                    app.events.run_events(&ids, &published);
+                    // The events go out with the ids the run has now, as
+                    // if rendered now: prepared ones only when those match.
+                    match prepared.filter(|p| *p.ids() == ids) {
+                        Some(p) => app.events.publish_prepared(p),
+                        None => app.events.run_events(&ids, &published),
+                    }
                     annotate_run(&mut ex, &ids.run_id, ids.correlation());
                     let (iteration, phase) = now.unwrap_or_default();
                     for e in published.iter().filter(|_| debug) {
