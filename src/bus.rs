@@ -145,7 +145,9 @@ impl Bus {
         if kind.is_empty() || kind.len() > 128 {
             return done(Err(Error::invalid("type", "must be 1-128 bytes")));
         }
-        let size = body.to_string().len();
+        // Printed once: for the size check and then inside the record.
+        let body_text = body.to_string();
+        let size = body_text.len();
         if size > MAX_BODY_BYTES {
             return done(Err(Error::TooLarge(format!(
                 "body is {size} bytes; the limit is {MAX_BODY_BYTES}"
@@ -162,27 +164,23 @@ impl Bus {
             run_id,
             timestamp: time::now_unix(),
         };
-        let record = json!({
-            "seq": seq, "type": message.kind, "body": message.body,
-            "run_id": message.run_id, "ts": message.timestamp,
-        });
+        let record = record(&message, &body_text);
         let shared = self.state.clone();
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order;
         // `settle` restores that order for readers whatever order the
         // callbacks run in.
-        self.queue
-            .submit(record.to_string().into_bytes(), move |o| match o {
-                Ok(()) => {
-                    Self::lock(&shared).settle(seq, Some(message.clone()));
-                    appends.inc();
-                    done(Ok(message));
-                }
-                Err(e) => {
-                    Self::lock(&shared).settle(seq, None);
-                    done(Err(Error::Storage(e.to_string())))
-                }
-            });
+        self.queue.submit(record, move |o| match o {
+            Ok(()) => {
+                Self::lock(&shared).settle(seq, Some(message.clone()));
+                appends.inc();
+                done(Ok(message));
+            }
+            Err(e) => {
+                Self::lock(&shared).settle(seq, None);
+                done(Err(Error::Storage(e.to_string())))
+            }
+        });
     }
 
     /// Up to `limit` messages after `after` (from the start when `None`).
@@ -219,6 +217,26 @@ impl Bus {
     pub fn appended(&self) -> u64 {
         Self::lock(&self.state).messages.back().map_or(0, |m| m.seq)
     }
+}
+
+/// The journal record of `m`, whose body prints as `body_text`: the bytes
+/// of `json!({"seq", "type", "body", "run_id", "ts"})`, keys sorted as
+/// serde_json prints them.
+fn record(m: &Message, body_text: &str) -> Vec<u8> {
+    use crate::json_text::{push_f64, push_opt_str, push_str, push_u64};
+    let mut out = String::with_capacity(body_text.len() + 96);
+    out.push_str("{\"body\":");
+    out.push_str(body_text);
+    out.push_str(",\"run_id\":");
+    push_opt_str(&mut out, m.run_id.as_deref());
+    out.push_str(",\"seq\":");
+    push_u64(&mut out, m.seq);
+    out.push_str(",\"ts\":");
+    push_f64(&mut out, m.timestamp);
+    out.push_str(",\"type\":");
+    push_str(&mut out, &m.kind);
+    out.push('}');
+    out.into_bytes()
 }
 
 impl State {
@@ -259,5 +277,27 @@ mod tests {
         assert_eq!(parse_msg_id("MSG-+1"), None);
         assert_eq!(parse_msg_id("msg-1"), None);
         assert_eq!(msg_id(7), "MSG-000000000007");
+    }
+
+    #[test]
+    fn records_are_the_bytes_json_prints() {
+        for (body, run_id) in [
+            (json!({"z": [1, 2.5], "a": "t\"x\n"}), Some("r-1")),
+            (json!("hello"), None),
+        ] {
+            let m = Message {
+                msg_id: msg_id(42),
+                seq: 42,
+                kind: "no\"te".into(),
+                body: body.clone(),
+                run_id: run_id.map(str::to_string),
+                timestamp: 1_795_439_678.123_456,
+            };
+            let old = json!({
+                "seq": m.seq, "type": m.kind, "body": m.body,
+                "run_id": m.run_id, "ts": m.timestamp,
+            });
+            assert_eq!(record(&m, &body.to_string()), old.to_string().into_bytes());
+        }
     }
 }

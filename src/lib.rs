@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod journal;
+mod json_text;
 pub mod log;
 pub mod metrics;
 pub mod otlp;

@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::json_text;
 use crate::time;
 
 /// A log level, most severe first.
@@ -82,18 +83,7 @@ impl Logger {
     fn render(&self, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
         let ts = time::rfc3339(time::now_unix());
         match self.format {
-            LogFormat::Json => {
-                let mut obj = Map::new();
-                obj.insert("ts".into(), Value::String(ts));
-                obj.insert("level".into(), Value::String(level.as_str().into()));
-                obj.insert("msg".into(), Value::String(msg.into()));
-                for (k, v) in fields {
-                    obj.insert((*k).into(), v.clone());
-                }
-                let mut line = Value::Object(obj).to_string();
-                line.push('\n');
-                line
-            }
+            LogFormat::Json => json_line(&ts, level, msg, fields),
             LogFormat::Text => {
                 let mut line = format!("{ts} {:5} {msg}", level.as_str().to_uppercase());
                 for (k, v) in fields {
@@ -124,6 +114,45 @@ impl Logger {
     }
 }
 
+/// A value of a log line: our own text, or a caller's field.
+enum Piece<'a> {
+    Text(&'a str),
+    Value(&'a Value),
+}
+
+/// One JSON log line, printed as a serde_json object of `ts`, `level`,
+/// `msg` and `fields` would be (keys sorted, a later duplicate winning),
+/// but written straight into the line: one runs for every request.
+fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
+    let mut pairs: Vec<(&str, Piece)> = Vec::with_capacity(fields.len() + 3);
+    pairs.extend([
+        ("ts", Piece::Text(ts)),
+        ("level", Piece::Text(level.as_str())),
+        ("msg", Piece::Text(msg)),
+    ]);
+    pairs.extend(fields.iter().map(|(k, v)| (*k, Piece::Value(v))));
+    // A stable sort keeps duplicates in insertion order; the last wins.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut line = String::with_capacity(256);
+    line.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if pairs.get(i + 1).is_some_and(|next| next.0 == *k) {
+            continue;
+        }
+        if line.len() > 1 {
+            line.push(',');
+        }
+        json_text::push_str(&mut line, k);
+        line.push(':');
+        match v {
+            Piece::Text(text) => json_text::push_str(&mut line, text),
+            Piece::Value(value) => json_text::push_value(&mut line, value),
+        }
+    }
+    line.push_str("}\n");
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +174,27 @@ mod tests {
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
         assert!(!l.enabled(Level::Debug));
         assert!(l.enabled(Level::Error));
+    }
+
+    #[test]
+    fn json_lines_print_as_a_serde_json_object_would() {
+        let fields = [
+            ("path", json!("/x \"y\"")),
+            ("status", json!(200)),
+            ("msg", json!("overridden")),
+            ("a", json!({"z": 1, "b": [null, 2.5]})),
+            ("status", json!(201)),
+            ("duration_ms", json!(0.125)),
+        ];
+        let line = json_line("2026-11-23T13:14:38.123Z", Level::Info, "request", &fields);
+        let mut obj = serde_json::Map::new();
+        obj.insert("ts".into(), json!("2026-11-23T13:14:38.123Z"));
+        obj.insert("level".into(), json!("info"));
+        obj.insert("msg".into(), json!("request"));
+        for (k, v) in &fields {
+            obj.insert((*k).into(), v.clone());
+        }
+        assert_eq!(line, format!("{}\n", Value::Object(obj)));
     }
 
     #[test]

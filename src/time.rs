@@ -99,18 +99,52 @@ pub fn date_string(day: i64) -> String {
 
 /// RFC 3339 UTC text with milliseconds, e.g. `2026-11-23T13:14:38.123Z`.
 pub fn rfc3339(unix: f64) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, unix);
+    out
+}
+
+/// Appends [`rfc3339`] text for `unix` to `out`, without allocating.
+pub fn push_rfc3339(out: &mut String, unix: f64) {
     let millis = (unix * 1000.0).round() as i64;
     let secs = millis.div_euclid(1000);
     let ms = millis.rem_euclid(1000);
     let day = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(day);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        tod / 3600,
-        tod / 60 % 60,
-        tod % 60
-    )
+    if (0..=9999).contains(&y) {
+        // The common case, digit by digit: this runs for every event and
+        // log line, where the formatting machinery showed in profiles.
+        let digits = |out: &mut String, n: i64, width: u32| {
+            for p in (0..width).rev() {
+                out.push(char::from(b'0' + (n / 10_i64.pow(p) % 10) as u8));
+            }
+        };
+        digits(out, y, 4);
+        out.push('-');
+        digits(out, i64::from(m), 2);
+        out.push('-');
+        digits(out, i64::from(d), 2);
+        out.push('T');
+        digits(out, tod / 3600, 2);
+        out.push(':');
+        digits(out, tod / 60 % 60, 2);
+        out.push(':');
+        digits(out, tod % 60, 2);
+        out.push('.');
+        digits(out, ms, 3);
+        out.push('Z');
+    } else {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            tod / 3600,
+            tod / 60 % 60,
+            tod % 60
+        );
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +157,8 @@ mod tests {
         assert_eq!(rfc3339(1_795_439_678.123), "2026-11-23T13:14:38.123Z");
         assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(-1.0), "1969-12-31T23:59:59.000Z");
+        assert_eq!(rfc3339(253_402_300_800.0), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-62_167_219_201.0), "-001-12-31T23:59:59.000Z");
         assert_eq!(date_string(day_of(1_795_439_678.0)), "2026-11-23");
         assert_eq!(date_string(day_of(1_795_391_999.999)), "2026-11-22");
         assert_eq!(date_string(day_of(1_795_392_000.0)), "2026-11-23");

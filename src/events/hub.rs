@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::seq::{SeqFile, SEQ_RESERVE};
 use super::Error;
+use crate::json_text::{push_key, push_str, push_value};
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
 use crate::time;
@@ -82,13 +83,14 @@ impl NewEvent {
         self.kind
     }
 
-    /// Everything after `"seq":N,`, so the lock is held only to number it.
-    fn render_tail(&self) -> String {
-        let mut out = String::with_capacity(128);
-        out.push_str("\"type\":");
-        out.push_str(&Value::from(self.kind).to_string());
-        out.push_str(",\"timestamp\":");
-        out.push_str(&Value::from(time::rfc3339(self.at)).to_string());
+    /// The event rendered up to its seq, so the lock is held only to number it.
+    fn render(self) -> Rendered {
+        let mut tail = String::with_capacity(128);
+        tail.push_str("\"type\":");
+        push_str(&mut tail, self.kind);
+        tail.push_str(",\"timestamp\":\"");
+        time::push_rfc3339(&mut tail, self.at);
+        tail.push('"');
         let envelope = [
             ("run_id", &self.run_id),
             ("correlation_id", &self.correlation_id),
@@ -96,18 +98,35 @@ impl NewEvent {
         ];
         for (key, value) in envelope {
             if let Some(v) = value {
-                out.push_str(&format!(",\"{key}\":{}", Value::from(v.as_str())));
+                tail.push(',');
+                push_key(&mut tail, key);
+                push_str(&mut tail, v);
             }
         }
         for (key, value) in &self.fields {
-            out.push(',');
-            out.push_str(&Value::from(key.as_str()).to_string());
-            out.push(':');
-            out.push_str(&value.to_string());
+            tail.push(',');
+            push_str(&mut tail, key);
+            tail.push(':');
+            push_value(&mut tail, value);
         }
-        out.push('}');
-        out
+        tail.push('}');
+        Rendered {
+            kind: self.kind,
+            run_id: self.run_id.as_deref().map(Arc::from),
+            tail,
+        }
     }
+}
+
+/// An event rendered but not numbered yet: everything of its JSON after
+/// `{"seq":N,`. Built outside the hub's lock by whoever publishes.
+pub(super) struct Rendered {
+    /// The event type.
+    pub(super) kind: &'static str,
+    /// The run it concerns, if any.
+    pub(super) run_id: Option<Arc<str>>,
+    /// The JSON after the seq, closing brace included.
+    pub(super) tail: String,
 }
 
 /// A published event: numbered and rendered once, shared by every
@@ -116,7 +135,7 @@ impl NewEvent {
 pub struct Published {
     seq: u64,
     kind: &'static str,
-    run_id: Option<String>,
+    run_id: Option<Arc<str>>,
     json: String,
 }
 
@@ -381,46 +400,67 @@ impl Hub {
 
     /// Publishes `event` to every matching subscriber and returns its seq.
     pub fn publish(&self, event: NewEvent) -> u64 {
-        let tail = event.render_tail();
-        let kind = event.kind;
+        let mut seq = 0;
+        self.publish_all(vec![event.render()], |s| seq = s);
+        seq
+    }
+
+    /// Publishes rendered events in order, numbering them under one hold
+    /// of the lock, so a batch costs one acquisition and stays contiguous;
+    /// `numbered` is told each seq.
+    pub(super) fn publish_all(&self, batch: Vec<Rendered>, mut numbered: impl FnMut(u64)) {
         let mut dropped = 0;
-        let seq = {
+        // Counted after the lock is released, one increment per type.
+        let mut counts: Vec<(&'static str, u64)> = Vec::new();
+        {
             let mut s = self.lock();
-            if s.next_seq >= s.reserved {
-                self.reserve(&mut s);
-            }
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            let published = Arc::new(Published {
-                seq,
-                kind,
-                run_id: event.run_id,
-                json: format!("{{\"seq\":{seq},{tail}"),
-            });
-            s.ring.push_back(published.clone());
-            if s.ring.len() > RETAINED {
-                s.ring.pop_front();
-            }
-            s.subscribers.retain(|r| {
-                if !r.filter.matches(&published) {
-                    return true;
+            for event in batch {
+                if s.next_seq >= s.reserved {
+                    self.reserve(&mut s);
                 }
-                match r.queue.push(&published) {
-                    Push::Queued => true,
-                    Push::Lagged(n) => {
-                        dropped += n;
-                        false
+                let seq = s.next_seq;
+                s.next_seq += 1;
+                numbered(seq);
+                let mut json = String::with_capacity(event.tail.len() + 28);
+                json.push_str("{\"seq\":");
+                crate::json_text::push_u64(&mut json, seq);
+                json.push(',');
+                json.push_str(&event.tail);
+                let published = Arc::new(Published {
+                    seq,
+                    kind: event.kind,
+                    run_id: event.run_id,
+                    json,
+                });
+                s.ring.push_back(published.clone());
+                if s.ring.len() > RETAINED {
+                    s.ring.pop_front();
+                }
+                s.subscribers.retain(|r| {
+                    if !r.filter.matches(&published) {
+                        return true;
                     }
-                    Push::Ended => false,
+                    match r.queue.push(&published) {
+                        Push::Queued => true,
+                        Push::Lagged(n) => {
+                            dropped += n;
+                            false
+                        }
+                        Push::Ended => false,
+                    }
+                });
+                match counts.iter_mut().find(|(k, _)| *k == event.kind) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((event.kind, 1)),
                 }
-            });
-            seq
-        };
-        self.metrics.published.inc(&[kind]);
+            }
+        }
+        for (kind, n) in counts {
+            self.metrics.published.inc_by(&[kind], n);
+        }
         if dropped > 0 {
             self.metrics.dropped.inc_by(dropped);
         }
-        seq
     }
 
     /// Extends the reservation. On failure the event still goes out: the

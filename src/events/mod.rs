@@ -42,7 +42,7 @@ pub use hub::{
     Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Subscription, Transport,
     QUEUE_CAPACITY, RETAINED,
 };
-pub use publish::{run_event, MAX_INLINE_BODY};
+pub use publish::{PreparedEvents, MAX_INLINE_BODY};
 pub use seq::{SEQ_FILE, SEQ_RESERVE};
 
 use crate::app::App;
@@ -56,7 +56,10 @@ pub fn wire(app: &Arc<App>) {
         let Some(app) = weak.upgrade() else {
             return;
         };
-        let run = message.run_id.as_deref().and_then(|id| app.runs.get(id));
+        let run = message
+            .run_id
+            .as_deref()
+            .and_then(|id| app.runs.with_run(id, |run| run.ids()));
         app.events.message_appended(message, run.as_ref());
     }));
 }

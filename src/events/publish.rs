@@ -3,9 +3,12 @@
 
 use serde_json::{json, Value};
 
-use super::hub::{Hub, NewEvent};
+use std::sync::Arc;
+
+use super::hub::{Hub, NewEvent, Rendered};
 use crate::bus::Message;
-use crate::runs::{Event, Run, Status, Timed};
+use crate::json_text::{push_key, push_str};
+use crate::runs::{Event, Run, RunIds, Status, Timed};
 use crate::time;
 
 /// The largest message body carried inline by `message_appended`, in bytes
@@ -21,21 +24,76 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// The event for a run's inside, or `None` for token counts, which only
-/// move metrics.
-pub fn run_event(run: &Run, timed: &Timed) -> Option<NewEvent> {
-    if matches!(timed.event, Event::Tokens { .. }) {
-        return None;
+/// A batch of run events rendered for publishing but not yet numbered:
+/// rendering is most of the work, and this way it can happen on whichever
+/// thread has time, before the batch is durable. Plain data; safe to send
+/// across threads.
+pub struct PreparedEvents {
+    ids: RunIds,
+    batch: Vec<Rendered>,
+}
+
+impl PreparedEvents {
+    /// Renders `events` of `run` as [`Hub::run_events`] publishes them.
+    pub fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
+        // The run's part of the envelope is the same for the whole batch,
+        // and so, nearly always, is the timestamp.
+        let mut envelope = String::with_capacity(96);
+        envelope.push(',');
+        push_key(&mut envelope, "run_id");
+        push_str(&mut envelope, &run.run_id);
+        envelope.push(',');
+        push_key(&mut envelope, "correlation_id");
+        push_str(&mut envelope, run.correlation());
+        if let Some(w) = &run.work_order_id {
+            envelope.push(',');
+            push_key(&mut envelope, "work_order_id");
+            push_str(&mut envelope, w);
+        }
+        let run_id: Arc<str> = Arc::from(run.run_id.as_str());
+        let mut stamp: Option<(f64, String)> = None;
+        let batch = events
+            .iter()
+            .filter(|t| !matches!(t.event, Event::Tokens { .. }))
+            .map(|timed| {
+                if stamp
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.to_bits() != timed.at.to_bits())
+                {
+                    stamp = Some((timed.at, time::rfc3339(timed.at)));
+                }
+                let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
+                let kind = timed.kind();
+                let mut tail = String::with_capacity(envelope.len() + at.len() + 96);
+                tail.push_str("\"type\":");
+                push_str(&mut tail, kind);
+                tail.push_str(",\"timestamp\":\"");
+                tail.push_str(at);
+                tail.push('"');
+                tail.push_str(&envelope);
+                let own = tail.len();
+                tail.push(',');
+                if !timed.push_fields(&mut tail) {
+                    tail.truncate(own);
+                }
+                tail.push('}');
+                Rendered {
+                    kind,
+                    run_id: Some(run_id.clone()),
+                    tail,
+                }
+            })
+            .collect();
+        PreparedEvents {
+            ids: run.clone(),
+            batch,
+        }
     }
-    let Value::Object(fields) = timed.to_json() else {
-        return None;
-    };
-    let event = for_run(timed.kind(), timed.at, run);
-    Some(
-        fields
-            .into_iter()
-            .fold(event, |event, (k, v)| event.field(&k, v)),
-    )
+
+    /// The ids of the run they were rendered for.
+    pub fn ids(&self) -> &RunIds {
+        &self.ids
+    }
 }
 
 impl Hub {
@@ -69,45 +127,77 @@ impl Hub {
         Some(self.publish(event))
     }
 
-    /// Publishes each event of a durable batch, in order, skipping token
-    /// counts. `run` is the run as it stands after the batch, or `None` if
-    /// it is no longer known, when nothing is published.
-    pub fn run_events(&self, run: Option<&Run>, events: &[Timed]) {
-        let Some(run) = run else {
-            return;
-        };
-        for timed in events {
-            if let Some(event) = run_event(run, timed) {
-                self.publish(event);
-            }
+    /// Publishes each event of a durable batch of `run`, in order and with
+    /// consecutive seqs, skipping token counts, which only move metrics.
+    /// Each event carries the envelope and then its own fields as
+    /// [`Timed::to_json`] has them, `type` and `timestamp` aside.
+    pub fn run_events(&self, run: &RunIds, events: &[Timed]) {
+        self.publish_prepared(PreparedEvents::new(run, events));
+    }
+
+    /// Publishes events rendered ahead by [`PreparedEvents::new`], as
+    /// [`Hub::run_events`] would have.
+    pub fn publish_prepared(&self, prepared: PreparedEvents) {
+        if !prepared.batch.is_empty() {
+            self.publish_all(prepared.batch, |_| {});
         }
     }
 
     /// Publishes `message_appended` for a message now visible on the bus;
     /// `run` is the run it names, when that run is known. The body is
     /// included up to [`MAX_INLINE_BODY`] bytes; `body_bytes` is its size.
-    pub fn message_appended(&self, message: &Message, run: Option<&Run>) -> u64 {
-        let mut event = NewEvent::new("message_appended", message.timestamp);
-        match (run, &message.run_id) {
-            (Some(run), _) => {
-                event = event.run(
-                    &run.run_id,
-                    run.correlation_id.as_deref(),
-                    run.work_order_id.as_deref(),
-                )
+    pub fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
+        let (run_id, correlation_id, work_order_id) = match (run, &message.run_id) {
+            (Some(run), _) => (
+                Some(run.run_id.as_str()),
+                Some(run.correlation()),
+                run.work_order_id.as_deref(),
+            ),
+            (None, Some(id)) => (Some(id.as_str()), Some(id.as_str()), None),
+            (None, None) => (None, None, None),
+        };
+        // Rendered by hand so the body is printed once, for its size and
+        // inline; the keys come in the order a `NewEvent` would print them.
+        let body = message.body.to_string();
+        let mut tail = String::with_capacity(body.len().min(MAX_INLINE_BODY) + 192);
+        tail.push_str("\"type\":\"message_appended\",\"timestamp\":\"");
+        time::push_rfc3339(&mut tail, message.timestamp);
+        tail.push('"');
+        let envelope = [
+            ("run_id", run_id),
+            ("correlation_id", correlation_id),
+            ("work_order_id", work_order_id),
+        ];
+        for (key, value) in envelope {
+            if let Some(v) = value {
+                tail.push(',');
+                push_key(&mut tail, key);
+                push_str(&mut tail, v);
             }
-            (None, Some(id)) => event = event.run(id, None, None),
-            (None, None) => {}
         }
-        let size = message.body.to_string().len();
-        event = event
-            .field("msg_id", json!(message.msg_id))
-            .field("message_type", json!(message.kind))
-            .field("body_bytes", json!(size));
-        if size <= MAX_INLINE_BODY {
-            event = event.field("body", message.body.clone());
+        if body.len() <= MAX_INLINE_BODY {
+            tail.push(',');
+            push_key(&mut tail, "body");
+            tail.push_str(&body);
         }
-        self.publish(event)
+        tail.push(',');
+        push_key(&mut tail, "body_bytes");
+        crate::json_text::push_u64(&mut tail, body.len() as u64);
+        tail.push(',');
+        push_key(&mut tail, "message_type");
+        push_str(&mut tail, &message.kind);
+        tail.push(',');
+        push_key(&mut tail, "msg_id");
+        push_str(&mut tail, &message.msg_id);
+        tail.push('}');
+        let event = Rendered {
+            kind: "message_appended",
+            run_id: run_id.map(Arc::from),
+            tail,
+        };
+        let mut seq = 0;
+        self.publish_all(vec![event], |s| seq = s);
+        seq
     }
 
     /// Publishes `budget_alert`: the daily spend reached `threshold` percent
@@ -150,35 +240,136 @@ mod tests {
         }
     }
 
+    fn hub(name: &str) -> (Arc<Hub>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "events-publish-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = Logger::new(Level::Error, LogFormat::Json);
+        (
+            Arc::new(Hub::open(&dir, &Registry::new(), log).unwrap()),
+            dir,
+        )
+    }
+
+    /// Everything after `{"seq":N,`.
+    fn tail(json: &str) -> String {
+        let comma = json.find(',').unwrap();
+        json[comma + 1..].to_string()
+    }
+
+    fn drain(sub: &mut crate::events::Subscription) -> Vec<Arc<crate::events::Published>> {
+        let mut got = Vec::new();
+        while let Next::Event(e) = sub.next(Duration::ZERO) {
+            got.push(e);
+        }
+        got
+    }
+
+    /// The event as it was built before run events were rendered by hand:
+    /// the envelope, then the fields of `to_json` through `NewEvent`.
+    fn reference(run: &Run, timed: &Timed) -> NewEvent {
+        let Value::Object(fields) = timed.to_json() else {
+            unreachable!()
+        };
+        fields
+            .into_iter()
+            .fold(for_run(timed.kind(), timed.at, run), |event, (k, v)| {
+                event.field(&k, v)
+            })
+    }
+
     #[test]
-    fn run_events_keep_their_fields_and_skip_tokens() {
-        let r = run();
-        let phase = Timed {
-            at: 11.0,
-            event: Event::PhaseCompleted {
-                phase: "plan".into(),
-                success: true,
-                duration_ms: Some(5.0),
-            },
-        };
-        let e = run_event(&r, &phase).unwrap();
-        assert_eq!(e.kind(), "phase_completed");
-        let expected = NewEvent::new("phase_completed", 11.0)
-            .run("r1", None, Some("wo-7"))
-            .field("phase", json!("plan"))
-            .field("success", json!(true))
-            .field("duration_ms", json!(5.0));
-        assert_eq!(e, expected);
-        let tokens = Timed {
-            at: 11.0,
-            event: Event::Tokens {
-                phase: "plan".into(),
-                model: None,
-                input_tokens: 1,
-                output_tokens: 2,
-            },
-        };
-        assert!(run_event(&r, &tokens).is_none());
+    fn run_events_render_as_new_events_did_and_skip_tokens() {
+        let (hub, dir) = hub("runs");
+        let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let batch = json!([
+            {"type": "iteration_started", "iteration": 1, "timestamp": 11.0},
+            {"type": "phase_started", "phase": "plan"},
+            {"type": "tokens", "phase": "plan", "input_tokens": 1, "output_tokens": 2},
+            {"type": "phase_completed", "phase": "plan", "success": true, "duration_ms": 5},
+            {"type": "gate_checked", "gate": "lint", "passed": false, "reason": "a \"b\"\n"},
+            {"type": "gate_checked", "gate": "lint", "passed": true},
+            {"type": "delivery_started", "timestamp": 12.25},
+            {"type": "delivery_completed", "success": true, "pr_url": "https://x/1"},
+            {"type": "iteration_completed", "iteration": 1, "success": true},
+        ]);
+        let events = crate::runs::event::parse_batch(&batch, 1_795_439_678.123).unwrap();
+        let mut runs = vec![run()];
+        runs.push(Run {
+            correlation_id: Some("c \"1\"".into()),
+            work_order_id: None,
+            ..run()
+        });
+        for r in &runs {
+            hub.run_events(&r.ids(), &events);
+            let got = drain(&mut sub);
+            assert_eq!(got.len(), events.len() - 1);
+            assert!(got.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+            for (e, timed) in got
+                .iter()
+                .zip(events.iter().filter(|t| t.kind() != "tokens"))
+            {
+                assert_eq!(e.kind(), timed.kind());
+                assert_eq!(e.run_id(), Some("r1"));
+                hub.publish(reference(r, timed));
+                let expected = drain(&mut sub).pop().unwrap();
+                assert_eq!(tail(e.json()), tail(expected.json()));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn message_events_render_as_new_events_did() {
+        let (hub, dir) = hub("messages");
+        let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let bodies = [
+            json!({"k": "small", "a": [1, 2.5, null]}),
+            json!("x".repeat(MAX_INLINE_BODY)),
+            json!("x".repeat(MAX_INLINE_BODY - 2)),
+        ];
+        for body in bodies {
+            for (run_id, run) in [(None, None), (Some("r9"), None), (Some("r1"), Some(run()))] {
+                let m = Message {
+                    msg_id: "MSG-000000000001".into(),
+                    seq: 1,
+                    kind: "no\"te".into(),
+                    body: body.clone(),
+                    run_id: run_id.map(str::to_string),
+                    timestamp: 5.0,
+                };
+                hub.message_appended(&m, run.as_ref().map(Run::ids).as_ref());
+                let got = drain(&mut sub).pop().unwrap();
+                assert_eq!(got.run_id(), run_id);
+                let mut event = NewEvent::new("message_appended", m.timestamp);
+                match (&run, &m.run_id) {
+                    (Some(run), _) => {
+                        event = event.run(
+                            &run.run_id,
+                            run.correlation_id.as_deref(),
+                            run.work_order_id.as_deref(),
+                        )
+                    }
+                    (None, Some(id)) => event = event.run(id, None, None),
+                    (None, None) => {}
+                }
+                let size = m.body.to_string().len();
+                event = event
+                    .field("msg_id", json!(m.msg_id))
+                    .field("message_type", json!(m.kind))
+                    .field("body_bytes", json!(size));
+                if size <= MAX_INLINE_BODY {
+                    event = event.field("body", m.body.clone());
+                }
+                hub.publish(event);
+                let expected = drain(&mut sub).pop().unwrap();
+                assert_eq!(tail(got.json()), tail(expected.json()));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -201,7 +392,7 @@ mod tests {
                 run_id: Some("r1".into()),
                 timestamp: 5.0,
             };
-            hub.message_appended(&m, Some(&run()));
+            hub.message_appended(&m, Some(&run().ids()));
             let Next::Event(e) = sub.next(Duration::ZERO) else {
                 panic!("no event");
             };

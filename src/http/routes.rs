@@ -146,8 +146,9 @@ fn start_run(mut ex: Exchange) {
     app.runs.start(new, move |result| match result {
         Ok(run) => {
             let mut ex = ex;
-            annotate_run(&mut ex, &run);
-            ex.app().log.info("run started", &run_fields(&run));
+            annotate_run(&mut ex, &run.run_id, run.correlation());
+            let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+            ex.app().log.info("run started", &fields);
             ex.app().events.run_started(&run);
             ex.send(Response::json(
                 201,
@@ -159,18 +160,22 @@ fn start_run(mut ex: Exchange) {
 }
 
 /// The fields every log line about a run carries.
-fn run_fields(run: &crate::runs::Run) -> Vec<(&'static str, Value)> {
+fn run_fields(
+    run_id: &str,
+    correlation: &str,
+    work_order_id: &Option<String>,
+) -> Vec<(&'static str, Value)> {
     vec![
-        ("run_id", json!(run.run_id)),
-        ("correlation_id", json!(run.correlation())),
-        ("work_order_id", json!(run.work_order_id)),
+        ("run_id", json!(run_id)),
+        ("correlation_id", json!(correlation)),
+        ("work_order_id", json!(work_order_id)),
     ]
 }
 
 /// Adds the run to the request's log line.
-fn annotate_run(ex: &mut Exchange, run: &crate::runs::Run) {
-    ex.annotate("run_id", json!(run.run_id));
-    ex.annotate("correlation_id", json!(run.correlation()));
+fn annotate_run(ex: &mut Exchange, run_id: &str, correlation: &str) {
+    ex.annotate("run_id", json!(run_id));
+    ex.annotate("correlation_id", json!(correlation));
 }
 
 fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
@@ -211,8 +216,9 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
         Ok(finished) => {
             let mut ex = ex;
             let app = ex.app().clone();
-            annotate_run(&mut ex, &finished.run);
-            let mut fields = run_fields(&finished.run);
+            let run = &finished.run;
+            annotate_run(&mut ex, &run.run_id, run.correlation());
+            let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
             fields.push(("status", json!(finished.run.status.as_str())));
             fields.push(("cost", json!(finished.spend.amount)));
             fields.push(("error", json!(finished.run.error)));
@@ -249,24 +255,44 @@ fn record_events(mut ex: Exchange, id: &str) {
         Ok(events) => events,
         Err(r) => return ex.send(r),
     };
-    let app = ex.app().clone();
-    // Copies are only kept when debug lines will be written.
-    let logged = app
-        .log
-        .enabled(crate::log::Level::Debug)
-        .then(|| events.clone());
+    // Shared with the acknowledgement: no deep copy.
+    let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
     let published = events.clone();
+    let app = ex.app().clone();
+    let debug = app.log.enabled(crate::log::Level::Debug);
     let run_id = id.to_string();
+    // Rendered here, so the single acknowledgement thread of the run
+    // journal only numbers and hands out the events.
+    let prepared = app
+        .runs
+        .with_run(id, |run| run.ids())
+        .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
     app.runs
-        .record_events(id, events, move |result| match result {
+        .record_events(id, &events, move |result| match result {
             Ok(n) => {
                 let mut ex = ex;
                 let app = ex.app().clone();
-                if let Some(run) = app.runs.get(&run_id) {
-                    app.events.run_events(Some(&run), &published);
-                    annotate_run(&mut ex, &run);
-                    for e in logged.iter().flatten() {
-                        let mut fields = run_fields(&run);
+                // Only the ids (and, for debug lines, where the run stands)
+                // are copied out: a whole run can hold hundreds of spans.
+                let found = app.runs.with_run(&run_id, |run| {
+                    let now = debug.then(|| {
+                        let d = &run.detail;
+                        (d.current_iteration, d.current_phase.clone())
+                    });
+                    (run.ids(), now)
+                });
+                if let Some((ids, now)) = found {
+                    // The events go out with the ids the run has now, as
+                    // if rendered now: prepared ones only when those match.
+                    match prepared.filter(|p| *p.ids() == ids) {
+                        Some(p) => app.events.publish_prepared(p),
+                        None => app.events.run_events(&ids, &published),
+                    }
+                    annotate_run(&mut ex, &ids.run_id, ids.correlation());
+                    let (iteration, phase) = now.unwrap_or_default();
+                    for e in published.iter().filter(|_| debug) {
+                        let mut fields =
+                            run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
                         let v = e.to_json();
                         fields.push(("type", v["type"].clone()));
                         let or = |own: &Value, current: Value| {
@@ -276,10 +302,8 @@ fn record_events(mut ex: Exchange, id: &str) {
                                 own.clone()
                             }
                         };
-                        let iteration = json!(run.detail.current_iteration);
-                        let phase = json!(run.detail.current_phase);
-                        fields.push(("iteration", or(&v["iteration"], iteration)));
-                        fields.push(("phase", or(&v["phase"], phase)));
+                        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
+                        fields.push(("phase", or(&v["phase"], json!(phase))));
                         app.log.log(crate::log::Level::Debug, "run event", &fields);
                     }
                 }
@@ -290,7 +314,13 @@ fn record_events(mut ex: Exchange, id: &str) {
 }
 
 fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> {
-    let value = Body::parse_value(&ex.read_body()?)?;
+    let body = ex.read_body()?;
+    // Most batches are plain and skip the JSON tree; the rest, and every
+    // error, go the general way.
+    if let Some(events) = crate::runs::event::parse_plain_batch(&body, time::now_unix()) {
+        return Ok(events);
+    }
+    let value = Body::parse_value(&body)?;
     Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
 }
 

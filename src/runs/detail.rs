@@ -73,6 +73,10 @@ pub struct Detail {
     pub spans: Vec<PhaseRecord>,
     /// Gate checks made outside any phase.
     pub root_gates: Vec<Gate>,
+    /// How many spans at the front have all ended: spans only ever end,
+    /// so the search for an open one (every phase end and gate check)
+    /// need not look at them again.
+    ended_before: usize,
 }
 
 /// One occurrence of a phase: when it ran and what happened in it.
@@ -96,25 +100,35 @@ pub struct PhaseRecord {
     pub gates: Vec<Gate>,
 }
 
-/// The index of the newest occurrence of `phase` that has not completed.
-fn open_span(spans: &[PhaseRecord], phase: &str) -> Option<usize> {
-    spans
-        .iter()
-        .rposition(|s| s.name == phase && s.ended.is_none())
-}
-
 /// Phase occurrences kept per run for its trace.
 pub const MAX_SPANS: usize = 256;
 
-fn bounded(name: &str, existing: usize, known: bool) -> String {
-    if known || existing < MAX_NAMES {
-        name.to_string()
+/// Runs `f` on the entry for `name`, made when absent; past
+/// [`MAX_NAMES`] names a new one goes to `other`. The name is copied only
+/// when an entry is made: this runs for nearly every event.
+fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&mut V)) {
+    let key = if map.len() < MAX_NAMES || map.contains_key(name) {
+        name
     } else {
-        "other".to_string()
+        "other"
+    };
+    match map.get_mut(key) {
+        Some(v) => f(v),
+        None => f(map.entry(key.to_string()).or_default()),
     }
 }
 
 impl Detail {
+    /// The index of the newest occurrence of `phase` that has not completed.
+    fn open_span(&self, phase: &str) -> Option<usize> {
+        let from = self.ended_before.min(self.spans.len());
+        // The cheap test first: names are compared for open spans only.
+        self.spans[from..]
+            .iter()
+            .rposition(|s| s.ended.is_none() && s.name == phase)
+            .map(|i| from + i)
+    }
+
     /// Applies one event and moves the metrics it concerns.
     pub fn apply(&mut self, e: &Timed, m: &RunMetrics) {
         match &e.event {
@@ -159,7 +173,7 @@ impl Detail {
                 let seconds = duration_ms
                     .map(|ms| ms / 1000.0)
                     .or(started.map(|s| (e.at - s).max(0.0)));
-                match open_span(&self.spans, phase) {
+                match self.open_span(phase) {
                     Some(i) => {
                         let span = &mut self.spans[i];
                         span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
@@ -174,13 +188,22 @@ impl Detail {
                     }),
                     None => {}
                 }
-                let name = bounded(phase, self.phases.len(), self.phases.contains_key(phase));
-                let stats = self.phases.entry(name).or_default();
-                stats.completed += 1;
-                stats.successes += u64::from(*success);
+                while self
+                    .spans
+                    .get(self.ended_before)
+                    .is_some_and(|s| s.ended.is_some())
+                {
+                    self.ended_before += 1;
+                }
+                bump(&mut self.phases, phase, |stats| {
+                    stats.completed += 1;
+                    stats.successes += u64::from(*success);
+                    if let Some(s) = seconds {
+                        stats.total_seconds += s;
+                        stats.last_seconds = s;
+                    }
+                });
                 if let Some(s) = seconds {
-                    stats.total_seconds += s;
-                    stats.last_seconds = s;
                     m.phase_duration.observe(&[phase], s);
                 }
                 m.phases
@@ -203,7 +226,7 @@ impl Detail {
                 let open = self
                     .current_phase
                     .as_deref()
-                    .and_then(|p| open_span(&self.spans, p));
+                    .and_then(|p| self.open_span(p));
                 match open {
                     Some(i) if self.spans[i].gates.len() < MAX_GATES => {
                         self.spans[i].gates.push(check.clone())
@@ -226,23 +249,15 @@ impl Detail {
                 input_tokens,
                 output_tokens,
             } => {
-                let key = bounded(
-                    phase,
-                    self.tokens_by_phase.len(),
-                    self.tokens_by_phase.contains_key(phase),
-                );
-                let t = self.tokens_by_phase.entry(key).or_default();
-                t.0 += input_tokens;
-                t.1 += output_tokens;
+                bump(&mut self.tokens_by_phase, phase, |t| {
+                    t.0 += input_tokens;
+                    t.1 += output_tokens;
+                });
                 let model_name = model.as_deref().unwrap_or("unknown");
-                let key = bounded(
-                    model_name,
-                    self.tokens_by_model.len(),
-                    self.tokens_by_model.contains_key(model_name),
-                );
-                let t = self.tokens_by_model.entry(key).or_default();
-                t.0 += input_tokens;
-                t.1 += output_tokens;
+                bump(&mut self.tokens_by_model, model_name, |t| {
+                    t.0 += input_tokens;
+                    t.1 += output_tokens;
+                });
                 // An absent model is kept as the empty name and priced at
                 // the default price.
                 let pair = (phase.clone(), model.clone().unwrap_or_default());
@@ -342,5 +357,90 @@ impl Detail {
                 }),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+
+    fn timed(at: f64, event: Event) -> Timed {
+        Timed { at, event }
+    }
+
+    fn start(at: f64, phase: &str) -> Timed {
+        let phase = phase.to_string();
+        timed(
+            at,
+            Event::PhaseStarted {
+                phase,
+                iteration: None,
+            },
+        )
+    }
+
+    fn end(at: f64, phase: &str) -> Timed {
+        let phase = phase.to_string();
+        timed(
+            at,
+            Event::PhaseCompleted {
+                phase,
+                success: true,
+                duration_ms: None,
+            },
+        )
+    }
+
+    fn gate(at: f64, name: &str) -> Timed {
+        let gate = name.to_string();
+        timed(
+            at,
+            Event::GateChecked {
+                gate,
+                passed: true,
+                reason: None,
+            },
+        )
+    }
+
+    #[test]
+    fn interleaved_phases_end_their_newest_open_span() {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let mut d = Detail::default();
+        let events = [
+            start(1.0, "a"),
+            start(2.0, "b"),
+            end(3.0, "a"),
+            start(4.0, "a"),
+            gate(5.0, "g1"),
+            end(6.0, "b"),
+            end(7.0, "a"),
+            end(8.0, "c"),
+            gate(9.0, "g2"),
+            start(10.0, "a"),
+            gate(11.0, "g3"),
+        ];
+        for e in &events {
+            d.apply(e, &m);
+        }
+        let got: Vec<(&str, f64, Option<f64>, usize)> = d
+            .spans
+            .iter()
+            .map(|s| (s.name.as_str(), s.started, s.ended, s.gates.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 1.0, Some(3.0), 0),
+                ("b", 2.0, Some(6.0), 0),
+                ("a", 4.0, Some(7.0), 1),
+                ("c", 8.0, Some(8.0), 0),
+                ("a", 10.0, None, 1),
+            ]
+        );
+        assert_eq!(d.spans[2].gates[0].gate, "g1");
+        assert_eq!(d.root_gates.len(), 1);
+        assert_eq!(d.ended_before, 4);
     }
 }

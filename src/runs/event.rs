@@ -124,6 +124,283 @@ pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
         .collect()
 }
 
+/// Parses the common shape of a batch straight from the request bytes: an
+/// array of plain event objects (no escapes in strings, integers only, no
+/// `timestamp` but null, no repeated keys). Returns `None` for anything
+/// else, valid or not, and the caller parses it with [`parse_batch`]; when
+/// it returns events, they are exactly what [`parse_batch`] would return.
+pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
+    let mut p = Cursor { b: bytes, i: 0 };
+    p.ws();
+    p.eat(b'[')?;
+    let mut events = Vec::with_capacity(bytes.len() / 64);
+    loop {
+        p.ws();
+        events.push(p.event(now)?);
+        if events.len() > MAX_BATCH {
+            return None;
+        }
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b']' => break,
+            _ => return None,
+        }
+    }
+    p.ws();
+    (p.i == bytes.len()).then_some(events)
+}
+
+/// A value [`parse_plain_batch`] accepts.
+#[derive(Clone, Copy)]
+enum PlainValue<'a> {
+    Str(&'a str),
+    Int(u64),
+    Bool(bool),
+    Null,
+}
+
+/// At most this many keys per plain event: `type`, `timestamp` and the
+/// four fields of `tokens`.
+const PLAIN_KEYS: usize = 6;
+
+struct PlainFields<'a> {
+    keys: [(&'a str, PlainValue<'a>); PLAIN_KEYS],
+    len: usize,
+}
+
+impl<'a> PlainFields<'a> {
+    fn get(&self, k: &str) -> Option<PlainValue<'a>> {
+        self.keys[..self.len]
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| *v)
+    }
+
+    fn u64(&self, k: &str) -> Option<u64> {
+        match self.get(k)? {
+            PlainValue::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// `Some(None)` when absent or null; `None` (give up) when not an integer.
+    fn opt_u64(&self, k: &str) -> Option<Option<u64>> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Some(None),
+            Some(PlainValue::Int(n)) => Some(Some(n)),
+            Some(_) => None,
+        }
+    }
+
+    fn bool(&self, k: &str) -> Option<bool> {
+        match self.get(k)? {
+            PlainValue::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn name(&self, k: &str) -> Option<String> {
+        match self.get(k)? {
+            PlainValue::Str(s) if valid_name(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    fn opt_name(&self, k: &str) -> Option<Option<String>> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Some(None),
+            Some(PlainValue::Str(s)) if valid_name(s) => Some(Some(s.to_string())),
+            Some(_) => None,
+        }
+    }
+
+    fn opt_text(&self, k: &str) -> Option<Option<String>> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Some(None),
+            Some(PlainValue::Str(s)) if s.len() <= 2048 => Some(Some(s.to_string())),
+            Some(_) => None,
+        }
+    }
+
+    /// Integers below 2^53 only, which are exactly the same as `f64`.
+    fn opt_ms(&self, k: &str) -> Option<Option<f64>> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Some(None),
+            Some(PlainValue::Int(n)) if n < 1 << 53 => Some(Some(n as f64)),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The cursor of [`parse_plain_batch`]; every method gives up with `None`.
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => {}
+            }
+        }
+        std::str::from_utf8(&self.b[start..self.i - 1]).ok()
+    }
+
+    fn value(&mut self) -> Option<PlainValue<'a>> {
+        match *self.b.get(self.i)? {
+            b'"' => self.string().map(PlainValue::Str),
+            b't' => self.literal(b"true").map(|()| PlainValue::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| PlainValue::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| PlainValue::Null),
+            b'0' => {
+                self.i += 1;
+                // JSON allows no leading zero; `0.5` and `0e1` are left
+                // to serde_json.
+                (!self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E')))
+                .then_some(PlainValue::Int(0))
+            }
+            b'1'..=b'9' => {
+                let mut n: u64 = 0;
+                while let Some(c @ b'0'..=b'9') = self.b.get(self.i).copied() {
+                    n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                    self.i += 1;
+                }
+                (!self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| matches!(c, b'.' | b'e' | b'E')))
+                .then_some(PlainValue::Int(n))
+            }
+            _ => None,
+        }
+    }
+
+    fn event(&mut self, now: f64) -> Option<Timed> {
+        self.eat(b'{')?;
+        let mut f = PlainFields {
+            keys: [("", PlainValue::Null); PLAIN_KEYS],
+            len: 0,
+        };
+        self.ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            return None;
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            if f.len == PLAIN_KEYS || f.get(key).is_some() {
+                return None;
+            }
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            f.keys[f.len] = (key, self.value()?);
+            f.len += 1;
+            self.ws();
+            match self.next()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        let PlainValue::Str(kind) = f.get("type")? else {
+            return None;
+        };
+        let allowed: &[&str] = match kind {
+            "iteration_started" => &["iteration"],
+            "iteration_completed" => &["iteration", "success"],
+            "phase_started" => &["phase", "iteration"],
+            "phase_completed" => &["phase", "success", "duration_ms"],
+            "gate_checked" => &["gate", "passed", "reason"],
+            "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
+            "delivery_started" => &[],
+            "delivery_completed" => &["success", "pr_url", "ci_status"],
+            _ => return None,
+        };
+        let known = |k: &str| k == "type" || k == "timestamp" || allowed.contains(&k);
+        if !f.keys[..f.len].iter().all(|(k, _)| known(k)) {
+            return None;
+        }
+        match f.get("timestamp") {
+            None | Some(PlainValue::Null) => {}
+            Some(_) => return None,
+        }
+        let event = match kind {
+            "iteration_started" => Event::IterationStarted {
+                iteration: f.u64("iteration")?,
+            },
+            "iteration_completed" => Event::IterationCompleted {
+                iteration: f.u64("iteration")?,
+                success: f.bool("success")?,
+            },
+            "phase_started" => Event::PhaseStarted {
+                phase: f.name("phase")?,
+                iteration: f.opt_u64("iteration")?,
+            },
+            "phase_completed" => Event::PhaseCompleted {
+                phase: f.name("phase")?,
+                success: f.bool("success")?,
+                duration_ms: f.opt_ms("duration_ms")?,
+            },
+            "gate_checked" => Event::GateChecked {
+                gate: f.name("gate")?,
+                passed: f.bool("passed")?,
+                reason: f.opt_text("reason")?,
+            },
+            "tokens" => Event::Tokens {
+                phase: f.name("phase")?,
+                model: f.opt_name("model")?,
+                input_tokens: f.u64("input_tokens")?,
+                output_tokens: f.u64("output_tokens")?,
+            },
+            "delivery_started" => Event::DeliveryStarted,
+            _ => Event::DeliveryCompleted {
+                success: f.bool("success")?,
+                pr_url: f.opt_text("pr_url")?,
+                ci_status: f.opt_text("ci_status")?,
+            },
+        };
+        Some(Timed { at: now, event })
+    }
+}
+
 type FieldError = (String, String);
 
 struct Fields<'a> {
@@ -338,6 +615,123 @@ impl Timed {
         v
     }
 
+    /// Appends the event's own fields (all but `type` and `timestamp`) as
+    /// `"key":value` pairs joined by commas, in the order and with the
+    /// bytes [`Timed::to_json`] prints them. Returns whether it wrote any.
+    pub fn push_fields(&self, out: &mut String) -> bool {
+        use crate::json_text::{
+            push_bool, push_key, push_opt_f64, push_opt_str, push_opt_u64, push_str, push_u64,
+        };
+        // Keys in sorted order, as serde_json's BTreeMap-backed map prints them.
+        match &self.event {
+            Event::IterationStarted { iteration } => {
+                push_key(out, "iteration");
+                push_u64(out, *iteration);
+            }
+            Event::IterationCompleted { iteration, success } => {
+                push_key(out, "iteration");
+                push_u64(out, *iteration);
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+            Event::PhaseStarted { phase, iteration } => {
+                push_key(out, "iteration");
+                push_opt_u64(out, *iteration);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+            }
+            Event::PhaseCompleted {
+                phase,
+                success,
+                duration_ms,
+            } => {
+                push_key(out, "duration_ms");
+                push_opt_f64(out, *duration_ms);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+            Event::GateChecked {
+                gate,
+                passed,
+                reason,
+            } => {
+                push_key(out, "gate");
+                push_str(out, gate);
+                out.push(',');
+                push_key(out, "passed");
+                push_bool(out, *passed);
+                out.push(',');
+                push_key(out, "reason");
+                push_opt_str(out, reason.as_deref());
+            }
+            Event::Tokens {
+                phase,
+                model,
+                input_tokens,
+                output_tokens,
+            } => {
+                push_key(out, "input_tokens");
+                push_u64(out, *input_tokens);
+                out.push(',');
+                push_key(out, "model");
+                push_opt_str(out, model.as_deref());
+                out.push(',');
+                push_key(out, "output_tokens");
+                push_u64(out, *output_tokens);
+                out.push(',');
+                push_key(out, "phase");
+                push_str(out, phase);
+            }
+            Event::DeliveryStarted => return false,
+            Event::DeliveryCompleted {
+                success,
+                pr_url,
+                ci_status,
+            } => {
+                push_key(out, "ci_status");
+                push_opt_str(out, ci_status.as_deref());
+                out.push(',');
+                push_key(out, "pr_url");
+                push_opt_str(out, pr_url.as_deref());
+                out.push(',');
+                push_key(out, "success");
+                push_bool(out, *success);
+            }
+        }
+        true
+    }
+
+    /// Appends exactly the text of `self.to_json().to_string()`, without
+    /// building the value: the journal record of every event goes through
+    /// here.
+    pub fn push_json(&self, out: &mut String) {
+        let mut at = String::new();
+        crate::json_text::push_f64(&mut at, self.at);
+        self.push_json_at(out, &at);
+    }
+
+    /// [`Timed::push_json`] with the timestamp already printed as `at`, so
+    /// a batch whose events share a time prints it once.
+    pub fn push_json_at(&self, out: &mut String, at: &str) {
+        out.push('{');
+        // Every own field name sorts before `timestamp` and `type`.
+        if self.push_fields(out) {
+            out.push(',');
+        }
+        crate::json_text::push_key(out, "timestamp");
+        out.push_str(at);
+        out.push(',');
+        crate::json_text::push_key(out, "type");
+        crate::json_text::push_str(out, self.kind());
+        out.push('}');
+    }
+
     /// The event's type name.
     pub fn kind(&self) -> &'static str {
         match self.event {
@@ -377,6 +771,116 @@ mod tests {
         for e in &events {
             let again = parse_batch(&e.to_json(), 0.0).unwrap();
             assert_eq!(again, vec![e.clone()]);
+        }
+    }
+
+    /// What the slow path makes of `bytes`, as the handler runs it.
+    fn slow(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        parse_batch(&v, now).ok()
+    }
+
+    #[test]
+    fn plain_batches_parse_as_the_general_parser_does() {
+        let body = r#" [{"type": "phase_started", "phase": "design"},
+            {"type":"tokens","phase":"design","model":"m-1","input_tokens":100,"output_tokens":0},
+            {"type": "gate_checked", "gate": "gate-0", "passed": false, "reason": null},
+            {"type": "phase_completed", "phase": "design", "success": true, "duration_ms": 1500},
+            {"type": "iteration_started", "iteration": 7, "timestamp": null},
+            {"type": "delivery_completed", "success": true, "pr_url": "hé", "ci_status": null},
+            {"type": "delivery_started"} ]
+"#
+        .as_bytes();
+        let fast = parse_plain_batch(body, 12.5).expect("a plain batch");
+        assert_eq!(Some(fast), slow(body, 12.5));
+        // Every one-byte change either gives up or agrees with serde_json.
+        let mut agreed = 0;
+        for i in 0..body.len() {
+            let mut variants: Vec<Vec<u8>> = b"0 9-.e\"{}[],:nx\\\x01\xff"
+                .iter()
+                .map(|&c| {
+                    let mut v = body.to_vec();
+                    v[i] = c;
+                    v
+                })
+                .collect();
+            let mut cut = body.to_vec();
+            cut.remove(i);
+            variants.push(cut);
+            for v in variants {
+                if let Some(fast) = parse_plain_batch(&v, 3.0) {
+                    assert_eq!(Some(fast), slow(&v, 3.0), "{}", String::from_utf8_lossy(&v));
+                    agreed += 1;
+                }
+            }
+        }
+        assert!(agreed > 100, "{agreed}");
+        let give_up: [&[u8]; 12] = [
+            b"[]",
+            b"{\"type\": \"delivery_started\"}",
+            b"[{\"type\": \"delivery_started\", \"type\": \"delivery_started\"}]",
+            b"[{\"type\": \"delivery_started\", \"timestamp\": 5}]",
+            b"[{\"type\": \"iteration_started\", \"iteration\": 01}]",
+            b"[{\"type\": \"iteration_started\", \"iteration\": 1.0}]",
+            b"[{\"type\": \"iteration_started\", \"iteration\": 18446744073709551616}]",
+            b"[{\"type\": \"phase_started\", \"phase\": \"a\\u0062\"}]",
+            b"[{\"type\": \"phase_started\", \"phase\": \"has space\"}]",
+            b"[{\"type\": \"delivery_started\"}] x",
+            b"[{}]",
+            b"[{\"type\": \"delivery_started\", \"extra\": 1}]",
+        ];
+        for body in give_up {
+            assert!(
+                parse_plain_batch(body, 0.0).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let max = format!(
+            "[{}]",
+            vec![r#"{"type":"delivery_started"}"#; MAX_BATCH].join(",")
+        );
+        assert_eq!(
+            parse_plain_batch(max.as_bytes(), 0.0).map(|e| e.len()),
+            Some(MAX_BATCH)
+        );
+        let over = format!(
+            "[{}]",
+            vec![r#"{"type":"delivery_started"}"#; MAX_BATCH + 1].join(",")
+        );
+        assert!(parse_plain_batch(over.as_bytes(), 0.0).is_none());
+    }
+
+    #[test]
+    fn written_text_matches_the_json_value() {
+        let batch = json!([
+            {"type": "iteration_started", "iteration": 1},
+            {"type": "iteration_completed", "iteration": 1, "success": false, "timestamp": 0.1},
+            {"type": "phase_started", "phase": "design"},
+            {"type": "phase_started", "phase": "design", "iteration": 7},
+            {"type": "phase_completed", "phase": "design", "success": true},
+            {"type": "phase_completed", "phase": "d", "success": false, "duration_ms": 1500},
+            {"type": "phase_completed", "phase": "d", "success": true, "duration_ms": 0.25},
+            {"type": "gate_checked", "gate": "lint", "passed": false, "reason": "3 \"errors\"\n"},
+            {"type": "gate_checked", "gate": "lint", "passed": true},
+            {"type": "tokens", "phase": "design", "input_tokens": 10, "output_tokens": 5},
+            {"type": "tokens", "phase": "design", "model": "m-1", "input_tokens": 0, "output_tokens": 5},
+            {"type": "delivery_started"},
+            {"type": "delivery_completed", "success": true},
+            {"type": "delivery_completed", "success": false, "pr_url": "https://x/pr/1", "ci_status": "grün"},
+        ]);
+        for e in parse_batch(&batch, 1_795_439_678.123_456).unwrap() {
+            let mut text = String::new();
+            e.push_json(&mut text);
+            assert_eq!(text, e.to_json().to_string());
+            let mut fields = String::from("{");
+            e.push_fields(&mut fields);
+            fields.push('}');
+            let mut v = e.to_json();
+            let map = v.as_object_mut().unwrap();
+            map.remove("type");
+            map.remove("timestamp");
+            assert_eq!(fields, v.to_string());
         }
     }
 

@@ -97,6 +97,15 @@ impl Run {
         self.correlation_id.as_deref().unwrap_or(&self.run_id)
     }
 
+    /// A copy of the ids that tie events and log lines to the run.
+    pub fn ids(&self) -> RunIds {
+        RunIds {
+            run_id: self.run_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            work_order_id: self.work_order_id.clone(),
+        }
+    }
+
     /// The run as a JSON object.
     pub fn to_json(&self) -> Value {
         json!({
@@ -113,6 +122,26 @@ impl Run {
             "max_iterations": self.max_iterations,
             "detail": self.detail.to_json(),
         })
+    }
+}
+
+/// The ids that tie events and log lines to a run, copied out of it so a
+/// caller need not copy the whole run. Plain data; safe to send across
+/// threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunIds {
+    /// The run's id.
+    pub run_id: String,
+    /// The correlation id given at start, if any.
+    pub correlation_id: Option<String>,
+    /// The work order it serves, when given.
+    pub work_order_id: Option<String>,
+}
+
+impl RunIds {
+    /// The correlation id: the one given at start, or the run id.
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.run_id)
     }
 }
 
@@ -340,9 +369,13 @@ impl Runs {
     pub fn record_events(
         &self,
         id: &str,
-        events: Vec<Timed>,
+        events: &[Timed],
         done: impl FnOnce(Result<usize, Error>) + Send + 'static,
     ) {
+        // The record depends on the request only, so it is written before
+        // taking the lock; it is still submitted under the lock, so the
+        // journal holds batches in the order they were applied.
+        let record = events_record(id, events);
         let mut state = self.lock();
         let Some(run) = state.runs.get(id) else {
             drop(state);
@@ -356,22 +389,26 @@ impl Runs {
             ))));
         }
         let n = events.len();
-        let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
-        let record = json!({"op": "events", "run_id": id, "events": list});
         if let Some(run) = state.runs.get_mut(id) {
-            for e in &events {
+            for e in events {
                 run.detail.apply(e, &self.metrics);
             }
         }
-        self.queue
-            .submit(record.to_string().into_bytes(), move |o| {
-                done(o.map(|()| n).map_err(|e| Error::Storage(e.to_string())))
-            });
+        self.queue.submit(record, move |o| {
+            done(o.map(|()| n).map_err(|e| Error::Storage(e.to_string())))
+        });
     }
 
     /// The run with `id`, if known.
     pub fn get(&self, id: &str) -> Option<Run> {
         self.lock().runs.get(id).cloned()
+    }
+
+    /// What `f` makes of the run with `id`, if known. `f` runs under the
+    /// store's lock, so it should only copy out the few fields it needs;
+    /// that is far cheaper than [`Runs::get`] for a run with a long history.
+    pub fn with_run<R>(&self, id: &str, f: impl FnOnce(&Run) -> R) -> Option<R> {
+        self.lock().runs.get(id).map(f)
     }
 
     /// Runs with `status` (all when `None`), oldest first.
@@ -401,6 +438,34 @@ impl Runs {
         let ms = (time::now_unix() * 1000.0) as u64;
         format!("run-{ms}-{:x}-{n}", std::process::id())
     }
+}
+
+/// The journal record of an events batch, the same bytes as
+/// `json!({"op": "events", "run_id": id, "events": [each to_json()]})`
+/// prints, written directly.
+fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + events.len() * 112);
+    out.push_str("{\"events\":[");
+    // Events of a batch nearly always share one time: printed once.
+    let mut at: Option<(f64, String)> = None;
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if at
+            .as_ref()
+            .is_none_or(|(t, _)| t.to_bits() != e.at.to_bits())
+        {
+            let mut text = String::new();
+            crate::json_text::push_f64(&mut text, e.at);
+            at = Some((e.at, text));
+        }
+        e.push_json_at(&mut out, at.as_ref().map_or("", |(_, text)| text));
+    }
+    out.push_str("],\"op\":\"events\",\"run_id\":");
+    crate::json_text::push_str(&mut out, id);
+    out.push('}');
+    out.into_bytes()
 }
 
 impl State {
@@ -480,6 +545,29 @@ impl State {
             if let Some(old) = self.finished_order.pop_front() {
                 self.runs.remove(&old);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_records_are_the_bytes_json_prints() {
+        let batch = json!([
+            {"type": "phase_started", "phase": "design"},
+            {"type": "tokens", "phase": "design", "model": "m", "input_tokens": 1, "output_tokens": 2},
+            {"type": "gate_checked", "gate": "g", "passed": true, "reason": "ok \"quoted\""},
+            {"type": "delivery_started"},
+            {"type": "delivery_started", "timestamp": 12.5},
+            {"type": "delivery_started"},
+        ]);
+        let events = event::parse_batch(&batch, 1_795_439_678.5).unwrap();
+        let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
+        for id in ["r-1", "odd \" id\n"] {
+            let old = json!({"op": "events", "run_id": id, "events": list});
+            assert_eq!(events_record(id, &events), old.to_string().into_bytes());
         }
     }
 }

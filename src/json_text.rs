@@ -1,0 +1,161 @@
+//! Writing JSON text straight into a `String`, for hot paths that would
+//! otherwise build a `serde_json::Value` only to print it once.
+//!
+//! Every function writes exactly the bytes serde_json prints for the same
+//! value (strings escaped the same way, numbers through serde_json's own
+//! `Number`), so a record or event written here is indistinguishable from
+//! one written through `json!`. Callers write keys in the order serde_json
+//! would: sorted, since its `Map` is a `BTreeMap` in this build.
+
+use std::fmt::Write;
+
+use serde_json::{Number, Value};
+
+/// Appends `s` as a quoted, escaped JSON string.
+pub fn push_str(out: &mut String, s: &str) {
+    // Names and ids are plain almost always; only text that needs escaping
+    // pays for serde_json's escaper.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}", Escaped(s));
+    }
+}
+
+/// Appends `s` as a JSON string, or `null` when absent.
+pub fn push_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `n`.
+pub fn push_u64(out: &mut String, n: u64) {
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Appends `n`, or `null` when absent.
+pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
+    match n {
+        Some(n) => push_u64(out, n),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `x` as serde_json prints an `f64` (`1500.0`, `0.1`); `null`
+/// when it is not finite, as `json!` makes it.
+pub fn push_f64(out: &mut String, x: f64) {
+    match Number::from_f64(x) {
+        // Writing into a String cannot fail.
+        Some(n) => {
+            let _ = write!(out, "{n}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `x`, or `null` when absent.
+pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
+    match x {
+        Some(x) => push_f64(out, x),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends `b`.
+pub fn push_bool(out: &mut String, b: bool) {
+    out.push_str(if b { "true" } else { "false" });
+}
+
+/// Appends any value, compact.
+pub fn push_value(out: &mut String, v: &Value) {
+    match v {
+        Value::String(s) => push_str(out, s),
+        // Writing into a String cannot fail.
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// Prints a borrowed string through serde_json's escaper.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = Vec::with_capacity(self.0.len() + 8);
+        serde_json::to_writer(&mut buf, self.0).map_err(|_| std::fmt::Error)?;
+        f.write_str(&String::from_utf8_lossy(&buf))
+    }
+}
+
+/// Appends `"key":`; `key` must need no escaping (it is one of ours).
+pub fn push_key(out: &mut String, key: &str) {
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        for s in [
+            "",
+            "plain-id_1.2:3",
+            "quote \" and \\ back",
+            "ctl \u{1}\u{8}\t\n\u{c}\r\u{1f}\u{7f}",
+            "ünï cødé ✓ 😀",
+            "</script>",
+        ] {
+            let mut out = String::new();
+            push_str(&mut out, s);
+            assert_eq!(out, json!(s).to_string(), "{s:?}");
+            let mut out = String::new();
+            push_value(&mut out, &json!(s));
+            assert_eq!(out, json!(s).to_string(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_print_like_serde_json() {
+        for x in [
+            0.0,
+            -0.0,
+            5.0,
+            1500.0,
+            0.1,
+            1e21,
+            1.5e-7,
+            1_795_439_678.123_456,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            let mut out = String::new();
+            push_f64(&mut out, x);
+            assert_eq!(out, json!(x).to_string(), "{x}");
+        }
+        for n in [0, 7, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, json!(n).to_string());
+        }
+        let mut out = String::new();
+        push_opt_u64(&mut out, None);
+        push_opt_f64(&mut out, None);
+        push_opt_str(&mut out, None);
+        push_bool(&mut out, true);
+        push_key(&mut out, "k");
+        push_value(&mut out, &json!({"b": [1, null], "a": "x"}));
+        assert_eq!(out, "nullnullnulltrue\"k\":{\"a\":\"x\",\"b\":[1,null]}");
+    }
+}
