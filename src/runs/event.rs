@@ -176,59 +176,63 @@ impl<'a> PlainFields<'a> {
             .find(|(key, _)| *key == k)
             .map(|(_, v)| *v)
     }
+}
 
-    fn u64(&self, k: &str) -> Option<u64> {
-        match self.get(k)? {
-            PlainValue::Int(n) => Some(n),
-            _ => None,
-        }
-    }
+impl EventFields for PlainFields<'_> {
+    /// Giving up: the caller hands the batch to the serde_json path.
+    type Error = ();
 
-    /// `Some(None)` when absent or null; `None` (give up) when not an integer.
-    fn opt_u64(&self, k: &str) -> Option<Option<u64>> {
+    fn u64(&self, k: &'static str) -> Result<u64, ()> {
         match self.get(k) {
-            None | Some(PlainValue::Null) => Some(None),
-            Some(PlainValue::Int(n)) => Some(Some(n)),
-            Some(_) => None,
+            Some(PlainValue::Int(n)) => Ok(n),
+            _ => Err(()),
         }
     }
 
-    fn bool(&self, k: &str) -> Option<bool> {
-        match self.get(k)? {
-            PlainValue::Bool(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    fn name(&self, k: &str) -> Option<String> {
-        match self.get(k)? {
-            PlainValue::Str(s) if valid_name(s) => Some(s.to_string()),
-            _ => None,
-        }
-    }
-
-    fn opt_name(&self, k: &str) -> Option<Option<String>> {
+    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, ()> {
         match self.get(k) {
-            None | Some(PlainValue::Null) => Some(None),
-            Some(PlainValue::Str(s)) if valid_name(s) => Some(Some(s.to_string())),
-            Some(_) => None,
+            None | Some(PlainValue::Null) => Ok(None),
+            Some(PlainValue::Int(n)) => Ok(Some(n)),
+            Some(_) => Err(()),
         }
     }
 
-    fn opt_text(&self, k: &str) -> Option<Option<String>> {
+    fn bool(&self, k: &'static str) -> Result<bool, ()> {
         match self.get(k) {
-            None | Some(PlainValue::Null) => Some(None),
-            Some(PlainValue::Str(s)) if s.len() <= 2048 => Some(Some(s.to_string())),
-            Some(_) => None,
+            Some(PlainValue::Bool(b)) => Ok(b),
+            _ => Err(()),
+        }
+    }
+
+    fn name(&self, k: &'static str) -> Result<String, ()> {
+        match self.get(k) {
+            Some(PlainValue::Str(s)) if valid_name(s) => Ok(s.to_string()),
+            _ => Err(()),
+        }
+    }
+
+    fn opt_name(&self, k: &'static str) -> Result<Option<String>, ()> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Ok(None),
+            Some(PlainValue::Str(s)) if valid_name(s) => Ok(Some(s.to_string())),
+            Some(_) => Err(()),
+        }
+    }
+
+    fn opt_text(&self, k: &'static str) -> Result<Option<String>, ()> {
+        match self.get(k) {
+            None | Some(PlainValue::Null) => Ok(None),
+            Some(PlainValue::Str(s)) if s.len() <= MAX_TEXT => Ok(Some(s.to_string())),
+            Some(_) => Err(()),
         }
     }
 
     /// Integers below 2^53 only, which are exactly the same as `f64`.
-    fn opt_ms(&self, k: &str) -> Option<Option<f64>> {
+    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, ()> {
         match self.get(k) {
-            None | Some(PlainValue::Null) => Some(None),
-            Some(PlainValue::Int(n)) if n < 1 << 53 => Some(Some(n as f64)),
-            Some(_) => None,
+            None | Some(PlainValue::Null) => Ok(None),
+            Some(PlainValue::Int(n)) if n < 1 << 53 => Ok(Some(n as f64)),
+            Some(_) => Err(()),
         }
     }
 }
@@ -343,17 +347,7 @@ impl<'a> Cursor<'a> {
         let PlainValue::Str(kind) = f.get("type")? else {
             return None;
         };
-        let allowed: &[&str] = match kind {
-            "iteration_started" => &["iteration"],
-            "iteration_completed" => &["iteration", "success"],
-            "phase_started" => &["phase", "iteration"],
-            "phase_completed" => &["phase", "success", "duration_ms"],
-            "gate_checked" => &["gate", "passed", "reason"],
-            "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
-            "delivery_started" => &[],
-            "delivery_completed" => &["success", "pr_url", "ci_status"],
-            _ => return None,
-        };
+        let allowed = allowed_fields(kind)?;
         let known = |k: &str| k == "type" || k == "timestamp" || allowed.contains(&k);
         if !f.keys[..f.len].iter().all(|(k, _)| known(k)) {
             return None;
@@ -362,43 +356,81 @@ impl<'a> Cursor<'a> {
             None | Some(PlainValue::Null) => {}
             Some(_) => return None,
         }
-        let event = match kind {
-            "iteration_started" => Event::IterationStarted {
-                iteration: f.u64("iteration")?,
-            },
-            "iteration_completed" => Event::IterationCompleted {
-                iteration: f.u64("iteration")?,
-                success: f.bool("success")?,
-            },
-            "phase_started" => Event::PhaseStarted {
-                phase: f.name("phase")?,
-                iteration: f.opt_u64("iteration")?,
-            },
-            "phase_completed" => Event::PhaseCompleted {
-                phase: f.name("phase")?,
-                success: f.bool("success")?,
-                duration_ms: f.opt_ms("duration_ms")?,
-            },
-            "gate_checked" => Event::GateChecked {
-                gate: f.name("gate")?,
-                passed: f.bool("passed")?,
-                reason: f.opt_text("reason")?,
-            },
-            "tokens" => Event::Tokens {
-                phase: f.name("phase")?,
-                model: f.opt_name("model")?,
-                input_tokens: f.u64("input_tokens")?,
-                output_tokens: f.u64("output_tokens")?,
-            },
-            "delivery_started" => Event::DeliveryStarted,
-            _ => Event::DeliveryCompleted {
-                success: f.bool("success")?,
-                pr_url: f.opt_text("pr_url")?,
-                ci_status: f.opt_text("ci_status")?,
-            },
-        };
+        let event = build(kind, &f).ok()?;
         Some(Timed { at: now, event })
     }
+}
+
+/// The longest free text an event may carry (`reason`, `pr_url`, `ci_status`).
+const MAX_TEXT: usize = 2048;
+
+/// The fields an event of type `kind` may carry besides `type` and
+/// `timestamp`; `None` for an unknown type.
+fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "iteration_started" => &["iteration"],
+        "iteration_completed" => &["iteration", "success"],
+        "phase_started" => &["phase", "iteration"],
+        "phase_completed" => &["phase", "success", "duration_ms"],
+        "gate_checked" => &["gate", "passed", "reason"],
+        "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
+        "delivery_started" => &[],
+        "delivery_completed" => &["success", "pr_url", "ci_status"],
+        _ => return None,
+    })
+}
+
+/// An event's fields as either parser reads them, so that both build events
+/// the same way and differ only in what a bad field costs: an error naming
+/// it, or giving up on the fast path.
+trait EventFields {
+    type Error;
+    fn u64(&self, k: &'static str) -> Result<u64, Self::Error>;
+    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, Self::Error>;
+    fn bool(&self, k: &'static str) -> Result<bool, Self::Error>;
+    fn name(&self, k: &'static str) -> Result<String, Self::Error>;
+    fn opt_name(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
+    fn opt_text(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
+    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, Self::Error>;
+}
+
+/// The event of type `kind` (one [`allowed_fields`] knows) from its fields.
+fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
+    Ok(match kind {
+        "iteration_started" => Event::IterationStarted {
+            iteration: f.u64("iteration")?,
+        },
+        "iteration_completed" => Event::IterationCompleted {
+            iteration: f.u64("iteration")?,
+            success: f.bool("success")?,
+        },
+        "phase_started" => Event::PhaseStarted {
+            phase: f.name("phase")?,
+            iteration: f.opt_u64("iteration")?,
+        },
+        "phase_completed" => Event::PhaseCompleted {
+            phase: f.name("phase")?,
+            success: f.bool("success")?,
+            duration_ms: f.opt_ms("duration_ms")?,
+        },
+        "gate_checked" => Event::GateChecked {
+            gate: f.name("gate")?,
+            passed: f.bool("passed")?,
+            reason: f.opt_text("reason")?,
+        },
+        "tokens" => Event::Tokens {
+            phase: f.name("phase")?,
+            model: f.opt_name("model")?,
+            input_tokens: f.u64("input_tokens")?,
+            output_tokens: f.u64("output_tokens")?,
+        },
+        "delivery_started" => Event::DeliveryStarted,
+        _ => Event::DeliveryCompleted {
+            success: f.bool("success")?,
+            pr_url: f.opt_text("pr_url")?,
+            ci_status: f.opt_text("ci_status")?,
+        },
+    })
 }
 
 type FieldError = (String, String);
@@ -407,7 +439,9 @@ struct Fields<'a> {
     map: &'a serde_json::Map<String, Value>,
 }
 
-impl Fields<'_> {
+impl EventFields for Fields<'_> {
+    type Error = FieldError;
+
     fn u64(&self, k: &'static str) -> Result<u64, FieldError> {
         match self.map.get(k) {
             Some(Value::Number(n)) => n
@@ -455,11 +489,23 @@ impl Fields<'_> {
     fn opt_text(&self, k: &'static str) -> Result<Option<String>, FieldError> {
         match self.map.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s.clone())),
+            Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
             Some(Value::String(_)) => {
-                Err((k.to_string(), "must be at most 2048 bytes".to_string()))
+                Err((k.to_string(), format!("must be at most {MAX_TEXT} bytes")))
             }
             Some(_) => Err((k.to_string(), "must be a string".to_string())),
+        }
+    }
+
+    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, FieldError> {
+        let invalid = || (k.to_string(), "must be a non-negative number".to_string());
+        match self.map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(ms) if ms >= 0.0 && ms.is_finite() => Ok(Some(ms)),
+                _ => Err(invalid()),
+            },
+            Some(_) => Err(invalid()),
         }
     }
 }
@@ -477,16 +523,8 @@ fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
         Some(_) => return Err(("type".to_string(), "must be a string".to_string())),
         None => return Err(("type".to_string(), "is required".to_string())),
     };
-    let allowed: &[&str] = match kind {
-        "iteration_started" => &["iteration"],
-        "iteration_completed" => &["iteration", "success"],
-        "phase_started" => &["phase", "iteration"],
-        "phase_completed" => &["phase", "success", "duration_ms"],
-        "gate_checked" => &["gate", "passed", "reason"],
-        "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
-        "delivery_started" => &[],
-        "delivery_completed" => &["success", "pr_url", "ci_status"],
-        _ => return Err(("type".to_string(), format!("unknown event type {kind:?}"))),
+    let Some(allowed) = allowed_fields(kind) else {
+        return Err(("type".to_string(), format!("unknown event type {kind:?}")));
     };
     if let Some(k) = map
         .keys()
@@ -494,58 +532,7 @@ fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     {
         return Err((k.clone(), "unknown field".to_string()));
     }
-    let event = match kind {
-        "iteration_started" => Event::IterationStarted {
-            iteration: f.u64("iteration")?,
-        },
-        "iteration_completed" => Event::IterationCompleted {
-            iteration: f.u64("iteration")?,
-            success: f.bool("success")?,
-        },
-        "phase_started" => Event::PhaseStarted {
-            phase: f.name("phase")?,
-            iteration: f.opt_u64("iteration")?,
-        },
-        "phase_completed" => Event::PhaseCompleted {
-            phase: f.name("phase")?,
-            success: f.bool("success")?,
-            duration_ms: match map.get("duration_ms") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) => match n.as_f64() {
-                    Some(ms) if ms >= 0.0 && ms.is_finite() => Some(ms),
-                    _ => {
-                        return Err((
-                            "duration_ms".to_string(),
-                            "must be a non-negative number".to_string(),
-                        ))
-                    }
-                },
-                Some(_) => {
-                    return Err((
-                        "duration_ms".to_string(),
-                        "must be a non-negative number".to_string(),
-                    ))
-                }
-            },
-        },
-        "gate_checked" => Event::GateChecked {
-            gate: f.name("gate")?,
-            passed: f.bool("passed")?,
-            reason: f.opt_text("reason")?,
-        },
-        "tokens" => Event::Tokens {
-            phase: f.name("phase")?,
-            model: f.opt_name("model")?,
-            input_tokens: f.u64("input_tokens")?,
-            output_tokens: f.u64("output_tokens")?,
-        },
-        "delivery_started" => Event::DeliveryStarted,
-        _ => Event::DeliveryCompleted {
-            success: f.bool("success")?,
-            pr_url: f.opt_text("pr_url")?,
-            ci_status: f.opt_text("ci_status")?,
-        },
-    };
+    let event = build(kind, &f)?;
     let at = match map.get("timestamp") {
         None | Some(Value::Null) => now,
         Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0).ok_or((
