@@ -28,7 +28,13 @@ mod ffi {
             value: *const std::ffi::c_void,
             len: u32,
         ) -> c_int;
+        pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
     }
+
+    /// `MSG_DONTWAIT`: this one call does not block.
+    pub const MSG_DONTWAIT: c_int = 0x40;
+    /// `MSG_NOSIGNAL`: a closed peer gives `EPIPE`, never `SIGPIPE`.
+    pub const MSG_NOSIGNAL: c_int = 0x4000;
 
     #[cfg(target_env = "gnu")]
     extern "C" {
@@ -205,6 +211,32 @@ pub fn set_listener_nodelay(listener: &std::net::TcpListener) -> std::io::Result
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Sends what of `bytes` the socket takes at once, without blocking and
+/// without touching the socket's blocking mode, which other handles to the
+/// same socket share: `WouldBlock` when it takes nothing.
+#[cfg(target_os = "linux")]
+pub fn send_nonblocking(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
+    // and the kernel reads at most `bytes.len()` bytes from `bytes`, which
+    // outlives the call.
+    let sent = unsafe {
+        ffi::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Elsewhere every send may block, so none is tried.
+#[cfg(not(target_os = "linux"))]
+pub fn send_nonblocking(_stream: &std::net::TcpStream, _bytes: &[u8]) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::WouldBlock.into())
 }
 
 /// Caps glibc's malloc arenas. glibc gives busy threads arenas of their

@@ -5,13 +5,12 @@
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::front::{LocalRequest, LocalResponse};
+use super::front::{Answer, LocalRequest, LocalResponse};
 use super::response::{safe_header_value, Response};
 use crate::app::App;
 use crate::error::Error;
@@ -38,11 +37,11 @@ pub struct Exchange {
 enum Reply {
     /// Back through tiny_http, which serves the streaming routes.
     Tiny(tiny_http::Request),
-    /// To the front's connection thread, which waits for it and writes it.
+    /// To the front, which writes it to the client.
     Local {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
-        answer: SyncSender<LocalResponse>,
+        answer: Answer,
     },
 }
 
@@ -87,13 +86,10 @@ impl Exchange {
         Exchange::with(Reply::Tiny(request), app, method, target, request_id)
     }
 
-    /// Wraps a request the front answers in-process; the answer is sent on
-    /// `answer`, exactly once, from whichever thread finishes the exchange.
-    pub fn local(
-        request: LocalRequest,
-        answer: SyncSender<LocalResponse>,
-        app: Arc<App>,
-    ) -> Exchange {
+    /// Wraps a request the front answers in-process; the answer goes
+    /// through `answer`, exactly once, from whichever thread finishes the
+    /// exchange.
+    pub fn local(request: LocalRequest, answer: Answer, app: Arc<App>) -> Exchange {
         let method = method_label(&request.method);
         let request_id = find_header(&request.headers, "X-Request-ID").map(str::to_string);
         let reply = Reply::Local {
@@ -241,15 +237,11 @@ impl Exchange {
                 }
                 let _ = request.respond(out);
             }
-            Reply::Local { answer, .. } => {
-                // The front thread waits for exactly this one answer; if it
-                // is gone, so is the client.
-                let _ = answer.send(LocalResponse {
-                    status,
-                    headers,
-                    body: response.body,
-                });
-            }
+            Reply::Local { answer, .. } => answer.send(LocalResponse {
+                status,
+                headers,
+                body: response.body,
+            }),
         }
         self.log_answer(status, bytes);
     }
@@ -472,9 +464,13 @@ mod tests {
     #[test]
     fn local_exchanges_answer_once_with_safe_headers() {
         let (dir, app) = app("local");
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "abc"), ("X-Key", "k")];
-        let mut ex = Exchange::local(local("/p?a=b%20c", &headers, b"12345678"), tx, app.clone());
+        let mut ex = Exchange::local(
+            local("/p?a=b%20c", &headers, b"12345678"),
+            answer,
+            app.clone(),
+        );
         assert_eq!(
             (ex.method(), ex.path(), ex.request_id()),
             ("POST", "/p", "abc")
@@ -484,44 +480,39 @@ mod tests {
         assert_eq!(ex.read_body().unwrap(), b"12345678");
         assert!(ex.remote_addr().is_none());
         ex.send(Response::json(201, &json!({})).with_header("X-Bad", "a\r\nb"));
-        let answer = rx.try_recv().unwrap();
-        assert_eq!(answer.status, 201);
         assert_eq!(
-            answer.headers,
-            [
-                ("Content-Type", "application/json".to_string()),
-                ("X-Request-ID", "abc".to_string())
-            ]
+            slot.answered().unwrap(),
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Request-ID: abc\r\n\
+             Content-Length: 2\r\n\r\n{}"
         );
-        assert!(rx.try_recv().is_err());
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let mut ex = Exchange::local(local("/p", &[], b"123456789"), tx, app.clone());
+        let (answer, slot) = Answer::for_test();
+        let mut ex = Exchange::local(local("/p", &[], b"123456789"), answer, app.clone());
         assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
         drop(ex);
-        assert_eq!(rx.try_recv().unwrap().status, 500);
+        assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_panic_is_answered_500_and_counted_and_streams_are_refused() {
         let (dir, app) = app("panic");
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let ex = Exchange::local(local("/p", &[], b""), tx, app.clone());
+        let (answer, slot) = Answer::for_test();
+        let ex = Exchange::local(local("/p", &[], b""), answer, app.clone());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _held = ex;
             panic!("handler bug");
         }));
         assert!(outcome.is_err());
-        let answer = rx.try_recv().unwrap();
-        assert_eq!(answer.status, 500);
-        assert!(String::from_utf8_lossy(&answer.body).contains("the handler panicked"));
+        let answered = slot.answered().unwrap();
+        assert!(answered.starts_with("HTTP/1.1 500 "), "{answered}");
+        assert!(answered.contains("the handler panicked"));
         assert_eq!(app.http.panics.get(), 1.0);
 
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let ex = Exchange::local(local("/p", &[], b""), tx, app.clone());
+        let (answer, slot) = Answer::for_test();
+        let ex = Exchange::local(local("/p", &[], b""), answer, app.clone());
         assert!(ex.stream("text/event-stream", &[]).is_err());
-        assert_eq!(rx.try_recv().unwrap().status, 500);
+        assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -11,14 +11,14 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use serde_json::json;
 
 use super::exchange::{method_label, Exchange};
 use super::front::{
-    Front, FrontConfig, FrontHandle, FrontHooks, LocalHandler, LocalRequest, LocalResponse,
+    Answer, Front, FrontConfig, FrontHandle, FrontHooks, LocalHandler, LocalRequest,
 };
 use super::routes;
 use crate::app::App;
@@ -46,14 +46,9 @@ impl LocalHandler for Local {
         !STREAM_PATHS.contains(&&path[..end])
     }
 
-    fn handle(&self, request: LocalRequest) -> Option<LocalResponse> {
-        // Durable writes are answered by a journal thread, so the answer
-        // comes back on a channel; everything else answers before `route`
-        // returns and the value is already there.
-        let (answer, answered) = mpsc::sync_channel(1);
-        let exchange = Exchange::local(request, answer, self.app.clone());
-        dispatch(exchange);
-        answered.recv().ok()
+    fn handle(&self, request: LocalRequest, answer: Answer) {
+        // Durable writes are answered later, by the journal's thread.
+        dispatch(Exchange::local(request, answer, self.app.clone()));
     }
 }
 

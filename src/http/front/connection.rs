@@ -3,11 +3,12 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::{self, FramingError};
 use super::client::{ClientStream, HeadError};
-use super::local::{self, LocalHandler};
+use super::local::{Answer, LocalHandler, Outcome, Slot};
 use super::registry::Activity;
 use super::reply::{self, method_label, Reject};
 use super::request::{Expect, Framing, RequestHead};
@@ -35,11 +36,14 @@ enum Next {
     Linger,
     /// The upstream switched protocols: copy raw bytes both ways.
     Tunnel(TcpStream, Vec<u8>),
+    /// The answer is written by its sender: wait for the next request, and
+    /// for the answer to be written before serving it.
+    Later(Arc<Slot>),
 }
 
 /// Serves requests on `stream` until the client leaves, a limit is hit, or
 /// the registry evicts the connection while it is idle.
-pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: &Activity) {
+pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: &Arc<Activity>) {
     let config = &shared.config;
     // A client that stops reading must not hold this thread, and the upstream
     // connection behind it, for ever.
@@ -48,6 +52,7 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
         return;
     }
     let mut client = ClientStream::new(stream);
+    let mut pending: Option<Arc<Slot>> = None;
     // A new connection starts idle, since its admission.
     loop {
         client.release_buffer();
@@ -62,11 +67,17 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
                 return;
             }
         }
+        // Answers go out in order: the last one first, if its sender is
+        // still writing it. Its sender marked the connection idle.
+        if pending.take().is_some_and(|slot| !slot.wait_written()) {
+            return;
+        }
         if !activity.mark_busy() {
             return;
         }
-        match serve_request(&mut client, peer, shared) {
+        match serve_request(&mut client, peer, shared, activity) {
             Next::Request => activity.mark_idle(),
+            Next::Later(slot) => pending = Some(slot),
             Next::Close => return,
             Next::Linger => return linger(client.stream()),
             Next::Tunnel(upstream, upstream_leftover) => {
@@ -77,7 +88,12 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
     }
 }
 
-fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Next {
+fn serve_request(
+    client: &mut ClientStream,
+    peer: IpAddr,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+) -> Next {
     let config = &shared.config;
     client.set_deadline(config.header_timeout);
     let head = match client.read_head(config.max_header_bytes) {
@@ -122,7 +138,7 @@ fn serve_request(client: &mut ClientStream, peer: IpAddr, shared: &Shared) -> Ne
     };
     if let Some(handler) = shared.local.as_deref() {
         if !request.upgrade && handler.handles(request.method(), request.path()) {
-            return answer_locally(client, &request, body, peer, handler);
+            return answer_locally(client, &request, body, peer, handler, activity);
         }
     }
     let message = request.forward(&body, peer);
@@ -163,17 +179,20 @@ fn answer_locally(
     body: Vec<u8>,
     peer: IpAddr,
     handler: &dyn LocalHandler,
+    activity: &Arc<Activity>,
 ) -> Next {
     let close = !request.keep_alive;
-    let Some(response) = handler.handle(request.local(body, peer)) else {
-        return Next::Close;
-    };
     let keep_alive_10 = request.http10 && !close;
-    let bytes = local::encode(&response, request.is_head(), close, keep_alive_10);
-    match client.write_all(&bytes) {
-        Ok(()) if close => Next::Linger,
-        Ok(()) => Next::Request,
-        Err(_) => Next::Close,
+    let (answer, slot) = Answer::new(request.is_head(), close, keep_alive_10, activity.clone());
+    handler.handle(request.local(body, peer), answer);
+    match slot.outcome(client.stream()) {
+        Outcome::Ready(bytes) => match client.write_all(&bytes) {
+            Ok(()) if close => Next::Linger,
+            Ok(()) => Next::Request,
+            Err(_) => Next::Close,
+        },
+        Outcome::Later(slot) => Next::Later(slot),
+        Outcome::Failed => Next::Close,
     }
 }
 

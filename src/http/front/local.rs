@@ -1,9 +1,22 @@
 //! Requests answered in-process: the front's connection thread hands a
-//! checked, complete request to a [`LocalHandler`] and writes its answer,
-//! with no loopback hop and no thread in between.
+//! checked, complete request to a [`LocalHandler`], with no loopback hop and
+//! no thread in between.
+//!
+//! An answer ready before the handler returns is written by the connection
+//! thread. One that comes later, from the thread that made a write durable,
+//! is written by that thread straight to the socket while the connection
+//! thread already waits for the client's next request: waking it only to
+//! write a hundred bytes cost more than the write.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+
+use super::registry::Activity;
+
+/// The stack of a thread that finishes writing a late answer to a slow reader.
+const WRITER_STACK: usize = 64 * 1024;
 
 /// A request the front answers in-process: its head checked, its body read
 /// whole and within the limit. Hop-by-hop fields are left out, as they are
@@ -44,9 +57,222 @@ pub trait LocalHandler: Send + Sync {
     /// to the upstream server.
     fn handles(&self, method: &[u8], path: &[u8]) -> bool;
 
-    /// Answers `request`, blocking until the answer is ready. `None` means
-    /// no answer could be had: the connection is closed without one.
-    fn handle(&self, request: LocalRequest) -> Option<LocalResponse>;
+    /// Takes `request` and sends its answer through `answer`, before
+    /// returning or later from any thread. Dropping `answer` unsent closes
+    /// the connection without an answer.
+    fn handle(&self, request: LocalRequest, answer: Answer);
+}
+
+/// The duty to answer one in-process request. Safe to send to another
+/// thread; [`Answer::send`] takes it, so it answers at most once.
+pub struct Answer {
+    /// `None` once sent.
+    slot: Option<Arc<Slot>>,
+}
+
+/// Where an answer meets its connection thread.
+pub(crate) struct Slot {
+    state: Mutex<State>,
+    changed: Condvar,
+    head_only: bool,
+    close: bool,
+    keep_alive_10: bool,
+    /// Marked idle once a late answer is written, as the connection thread
+    /// marks it after writing an answer itself.
+    activity: Arc<Activity>,
+}
+
+enum State {
+    /// Not answered yet; the connection thread will write the answer.
+    Waiting,
+    /// Answered; the connection thread writes these bytes.
+    Ready(Vec<u8>),
+    /// Not answered yet, and the connection thread has gone back to reading:
+    /// the sender writes the answer to this handle of the socket.
+    Detached(TcpStream),
+    /// The sender is writing the answer.
+    Writing,
+    /// The sender wrote the answer.
+    Written,
+    /// No answer, or writing it failed: the connection must close.
+    Failed,
+}
+
+/// What a connection thread finds once the handler has returned.
+pub(super) enum Outcome {
+    /// The answer, to write now.
+    Ready(Vec<u8>),
+    /// The answer's sender writes it; wait for that before the next request.
+    Later(Arc<Slot>),
+    /// No answer: close the connection.
+    Failed,
+}
+
+impl Answer {
+    /// A new answer, framed by the flags as [`encode`] says, and its slot.
+    pub(super) fn new(
+        head_only: bool,
+        close: bool,
+        keep_alive_10: bool,
+        activity: Arc<Activity>,
+    ) -> (Answer, Arc<Slot>) {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(State::Waiting),
+            changed: Condvar::new(),
+            head_only,
+            close,
+            keep_alive_10,
+            activity,
+        });
+        let answer = Answer {
+            slot: Some(slot.clone()),
+        };
+        (answer, slot)
+    }
+
+    /// Sends `response`.
+    pub fn send(mut self, response: LocalResponse) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let bytes = encode(&response, slot.head_only, slot.close, slot.keep_alive_10);
+        let mut state = slot.lock();
+        match std::mem::replace(&mut *state, State::Writing) {
+            State::Detached(stream) => {
+                drop(state);
+                write_late(slot, stream, bytes);
+            }
+            _ => {
+                *state = State::Ready(bytes);
+                slot.changed.notify_all();
+            }
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        // The connection thread is reading if detached; closing ends that.
+        if let State::Detached(stream) = std::mem::replace(&mut *slot.lock(), State::Failed) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        slot.changed.notify_all();
+    }
+}
+
+/// Writes a late answer: what the socket takes at once here, and the rest,
+/// if the client is slow to read, from a thread of its own, so that the
+/// thread that made a write durable never waits for a client.
+fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
+    let sent = match crate::sys::send_nonblocking(&stream, &bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return slot.finish(false, &stream),
+    };
+    if sent == bytes.len() {
+        return slot.finish(true, &stream);
+    }
+    let (spare, waiter) = (stream.try_clone(), slot.clone());
+    let spawned = thread::Builder::new()
+        .name("front-answer".into())
+        .stack_size(WRITER_STACK)
+        .spawn(move || {
+            // The socket's write timeout bounds this, as it bounds every
+            // write to a client.
+            let written = (&stream).write_all(&bytes[sent..]).is_ok();
+            slot.finish(written, &stream);
+        });
+    if spawned.is_err() {
+        match spare {
+            Ok(stream) => waiter.finish(false, &stream),
+            Err(_) => waiter.finish_failed(),
+        }
+    }
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every section under this lock only moves values, so a panic
+        // elsewhere cannot leave it half updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records how writing a late answer went; a failure closes the socket.
+    fn finish(&self, written: bool, stream: &TcpStream) {
+        if !written {
+            let _ = stream.shutdown(Shutdown::Both);
+            return self.finish_failed();
+        }
+        self.activity.mark_idle();
+        *self.lock() = State::Written;
+        self.changed.notify_all();
+    }
+
+    fn finish_failed(&self) {
+        *self.lock() = State::Failed;
+        self.changed.notify_all();
+    }
+
+    /// What the connection thread does once the handler has returned: write
+    /// the answer if it is ready, or else hand a handle of `stream` to its
+    /// sender. An answer that closes the connection is waited for, since
+    /// the connection thread lingers after it.
+    pub(super) fn outcome(self: &Arc<Self>, stream: &TcpStream) -> Outcome {
+        let mut state = self.lock();
+        loop {
+            match std::mem::replace(&mut *state, State::Failed) {
+                State::Ready(bytes) => return Outcome::Ready(bytes),
+                State::Waiting => {
+                    if !self.close {
+                        if let Ok(handle) = stream.try_clone() {
+                            *state = State::Detached(handle);
+                            return Outcome::Later(self.clone());
+                        }
+                    }
+                    *state = State::Waiting;
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                _ => return Outcome::Failed,
+            }
+        }
+    }
+
+    /// Waits until a late answer is written: true if it was, false if the
+    /// connection must close.
+    pub(super) fn wait_written(&self) -> bool {
+        let mut state = self.lock();
+        loop {
+            match &*state {
+                State::Written => return true,
+                State::Failed => return false,
+                _ => state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Answer {
+    /// An answer for a keep-alive HTTP/1.1 request and its slot, for tests
+    /// elsewhere in the crate; [`Slot::answered`] shows what was sent.
+    pub(crate) fn for_test() -> (Answer, Arc<Slot>) {
+        let activity = Arc::new(Activity::new(std::time::Instant::now()));
+        Answer::new(false, false, false, activity)
+    }
+}
+
+#[cfg(test)]
+impl Slot {
+    /// The answer, as the client would read it, if one was sent.
+    pub(crate) fn answered(&self) -> Option<String> {
+        match &*self.lock() {
+            State::Ready(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => None,
+        }
+    }
 }
 
 /// The whole HTTP/1.1 response for `response`. `head_only` leaves the body
@@ -123,7 +349,76 @@ fn reason(status: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{encode, LocalResponse};
+    use super::{encode, Answer, LocalResponse, Outcome};
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair: the server's side and the client's.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        (server, client)
+    }
+
+    fn body(n: usize) -> LocalResponse {
+        LocalResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: vec![b'x'; n],
+        }
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_handler_returns_is_written_by_the_connection() {
+        let (server, _client) = pair();
+        let (answer, slot) = Answer::for_test();
+        answer.send(body(2));
+        let Outcome::Ready(bytes) = slot.outcome(&server) else {
+            panic!("not ready");
+        };
+        assert!(bytes.ends_with(b"Content-Length: 2\r\n\r\nxx"));
+    }
+
+    #[test]
+    fn a_late_answer_is_written_by_its_sender_even_to_a_slow_reader() {
+        let (server, mut client) = pair();
+        for size in [10, 8 << 20] {
+            let (answer, slot) = Answer::for_test();
+            let Outcome::Later(slot) = slot.outcome(&server) else {
+                panic!("not detached");
+            };
+            // Far more than the socket buffers hold: the rest goes from a
+            // thread of its own while this one reads.
+            answer.send(body(size));
+            let head = format!("HTTP/1.1 201 Created\r\nContent-Length: {size}\r\n\r\n");
+            let mut got = Vec::new();
+            let mut buf = vec![0; 64 * 1024];
+            while got.len() < head.len() + size {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0, "closed after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got.len(), head.len() + size);
+            assert!(got.starts_with(head.as_bytes()));
+            assert!(slot.wait_written());
+        }
+    }
+
+    #[test]
+    fn a_late_answer_dropped_unsent_closes_the_connection() {
+        let (server, mut client) = pair();
+        let (answer, slot) = Answer::for_test();
+        let Outcome::Later(slot) = slot.outcome(&server) else {
+            panic!("not detached");
+        };
+        drop(answer);
+        assert!(!slot.wait_written());
+        assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
+    }
 
     fn response(status: u16, body: &str) -> LocalResponse {
         LocalResponse {

@@ -60,7 +60,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use fds::Headroom;
-pub use local::{LocalHandler, LocalRequest, LocalResponse};
+pub use local::{Answer, LocalHandler, LocalRequest, LocalResponse};
 use registry::Registry;
 use upstream::Upstream;
 

@@ -41,7 +41,7 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    fn new(epoch: Instant) -> Activity {
+    pub(super) fn new(epoch: Instant) -> Activity {
         let activity = Activity {
             epoch,
             state: AtomicU8::new(IDLE),
@@ -95,7 +95,7 @@ pub(super) struct Registration {
 }
 
 impl Registration {
-    pub(super) fn activity(&self) -> &Activity {
+    pub(super) fn activity(&self) -> &Arc<Activity> {
         &self.activity
     }
 }

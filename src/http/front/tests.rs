@@ -4,13 +4,13 @@ use super::test_support::{
     quick, start, start_local, wait_until, Backend, Client, Recorder, PATIENCE,
 };
 use super::{
-    start_with, Backoff, Front, FrontConfig, FrontHandle, LocalHandler, LocalRequest,
+    start_with, Answer, Backoff, Front, FrontConfig, FrontHandle, LocalHandler, LocalRequest,
     LocalResponse, BACKOFF_MAX,
 };
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -321,17 +321,21 @@ fn expectations_are_handled_by_the_front() {
     );
 }
 
-/// Answers every path but `/stream*` in-process, and none for `/none`.
-struct Echo;
+/// Answers every path but `/stream*` in-process, none for `/none`, and
+/// parks the answers of `/later*` for the test to send from its own thread.
+#[derive(Default)]
+struct Echo {
+    parked: Mutex<Vec<(Answer, LocalResponse)>>,
+}
 
 impl LocalHandler for Echo {
     fn handles(&self, _method: &[u8], path: &[u8]) -> bool {
         !path.starts_with(b"/stream")
     }
 
-    fn handle(&self, request: LocalRequest) -> Option<LocalResponse> {
+    fn handle(&self, request: LocalRequest, answer: Answer) {
         if request.target == "/none" {
-            return None;
+            return;
         }
         let headers: Vec<String> = request
             .headers
@@ -346,18 +350,79 @@ impl LocalHandler for Echo {
             request.peer,
             headers.join(",")
         );
-        Some(LocalResponse {
+        let response = LocalResponse {
             status: 200,
             headers: vec![("X-Local", "yes".to_string())],
             body: body.into_bytes(),
-        })
+        };
+        if request.target.starts_with("/later") {
+            self.parked.lock().unwrap().push((answer, response));
+        } else {
+            answer.send(response);
+        }
     }
+}
+
+impl Echo {
+    /// Waits for a parked answer and sends it from this thread.
+    fn send_parked(&self) {
+        let mut parked = None;
+        wait_until("a parked answer", || {
+            parked = self.parked.lock().unwrap().pop();
+            parked.is_some()
+        });
+        let (answer, response) = parked.unwrap();
+        answer.send(response);
+    }
+}
+
+#[test]
+fn answers_sent_later_from_another_thread_keep_their_order() {
+    let backend = Backend::start(1);
+    let echo = Arc::new(Echo::default());
+    let (front, _) = start_local(&backend, quick(), Some(echo.clone()));
+    let mut client = Client::connect(&front);
+    for i in 0..3 {
+        client.send(
+            format!("POST /later-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes(),
+        );
+        echo.send_parked();
+        assert_eq!(
+            client.reply().text(),
+            format!("local POST /later-{i} 1 127.0.0.1 Host=t")
+        );
+    }
+    // Pipelined: the second request waits for the first answer to be written.
+    client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\n\r\n");
+    echo.send_parked();
+    assert_eq!(
+        client.reply().text(),
+        "local POST /later 0 127.0.0.1 Host=t"
+    );
+    assert_eq!(client.reply().text(), "local GET /now 0 127.0.0.1 Host=t");
+    // Connection: close is answered, then the connection ends.
+    client
+        .send(b"POST /later HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    echo.send_parked();
+    let reply = client.reply();
+    assert_eq!(reply.header("Connection"), Some("close"));
+    assert!(client.is_closed());
+    // An answer dropped unsent closes the connection.
+    let mut client = Client::connect(&front);
+    client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let mut parked = None;
+    wait_until("a parked answer", || {
+        parked = echo.parked.lock().unwrap().pop();
+        parked.is_some()
+    });
+    drop(parked);
+    assert!(client.is_closed());
 }
 
 #[test]
 fn handled_requests_are_answered_in_process_and_the_rest_go_upstream() {
     let backend = Backend::start(1);
-    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo)));
+    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo::default())));
     let mut client = Client::connect(&front);
     let reply = client.get("/metrics?x=1");
     assert_eq!(reply.status, 200);
@@ -386,7 +451,7 @@ fn handled_requests_are_answered_in_process_and_the_rest_go_upstream() {
 #[test]
 fn a_local_request_without_an_answer_closes_the_connection() {
     let backend = Backend::start(1);
-    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo)));
+    let (front, _) = start_local(&backend, quick(), Some(Arc::new(Echo::default())));
     let mut client = Client::connect(&front);
     client.send(b"GET /none HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(client.is_closed());
