@@ -11,6 +11,7 @@ use crate::app::VERSION;
 use crate::budget::SpendInput;
 use crate::bus;
 use crate::error::Error;
+use crate::json_text;
 use crate::metrics::Format;
 use crate::runs::{Finish, NewRun, Status};
 use crate::time;
@@ -415,12 +416,25 @@ fn append_message(mut ex: Exchange) {
     let app = ex.app().clone();
     app.bus
         .append(kind, content, run_id, move |result| match result {
-            Ok(m) => ex.send(Response::json(
-                201,
-                &json!({"msg_id": m.msg_id, "timestamp": time::rfc3339(m.timestamp)}),
-            )),
+            Ok(m) => ex.send(appended(&m.msg_id, m.timestamp)),
             Err(e) => ex.send(e.into()),
         });
+}
+
+/// `201 {"msg_id", "timestamp"}`, written directly: it answers every append.
+fn appended(msg_id: &str, timestamp: f64) -> Response {
+    let mut body = String::with_capacity(72);
+    body.push_str("{\"msg_id\":");
+    json_text::push_str(&mut body, msg_id);
+    body.push_str(",\"timestamp\":\"");
+    time::push_rfc3339(&mut body, timestamp);
+    body.push_str("\"}");
+    Response {
+        status: 201,
+        content_type: super::response::JSON,
+        headers: Vec::new(),
+        body: body.into_bytes(),
+    }
 }
 
 fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
@@ -461,5 +475,16 @@ mod tests {
         assert!(super::constant_time_eq(b"secret", b"secret"));
         assert!(!super::constant_time_eq(b"secret", b"secreT"));
         assert!(!super::constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn the_append_answer_is_what_json_prints() {
+        let at = 1_795_000_000.123;
+        let answer = super::appended("MSG-000000000007", at);
+        let value = serde_json::json!({
+            "msg_id": "MSG-000000000007",
+            "timestamp": crate::time::rfc3339(at),
+        });
+        assert_eq!(answer, super::Response::json(201, &value));
     }
 }

@@ -214,7 +214,11 @@ impl RequestHead {
     /// end-to-end fields, `body` and the client's address. Every byte of the
     /// head is ASCII (see [`RequestHead`]), so the text conversions are exact.
     pub(super) fn local(&self, body: Vec<u8>, peer: IpAddr) -> LocalRequest {
-        let text = |r: &Range<usize>| String::from_utf8_lossy(&self.bytes[r.clone()]).into_owned();
+        let text = |r: &Range<usize>| {
+            let bytes = self.bytes[r.clone()].to_vec();
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        };
         let listed = self.connection_options();
         let headers = self
             .fields
