@@ -457,7 +457,6 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             body: body.to_vec(),
-            peer: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 

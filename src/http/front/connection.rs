@@ -138,7 +138,7 @@ fn serve_request(
     };
     if let Some(handler) = shared.local.as_deref() {
         if !request.upgrade && handler.handles(request.method(), request.path()) {
-            return answer_locally(client, &request, body, peer, handler, activity);
+            return answer_locally(client, &request, body, handler, activity);
         }
     }
     let message = request.forward(&body, peer);
@@ -177,14 +177,13 @@ fn answer_locally(
     client: &ClientStream,
     request: &RequestHead,
     body: Vec<u8>,
-    peer: IpAddr,
     handler: &dyn LocalHandler,
     activity: &Arc<Activity>,
 ) -> Next {
     let close = !request.keep_alive;
     let keep_alive_10 = request.http10 && !close;
     let (answer, slot) = Answer::new(request.is_head(), close, keep_alive_10, activity.clone());
-    handler.handle(request.local(body, peer), answer);
+    handler.handle(request.local(body), answer);
     match slot.outcome(client.stream()) {
         Outcome::Ready(bytes) => match client.write_all(&bytes) {
             Ok(()) if close => Next::Linger,

@@ -9,7 +9,7 @@
 //! write a hundred bytes cost more than the write.
 
 use std::io::Write;
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
@@ -31,8 +31,6 @@ pub struct LocalRequest {
     pub headers: Vec<(String, String)>,
     /// The whole body; empty when there is none.
     pub body: Vec<u8>,
-    /// The client's address.
-    pub peer: IpAddr,
 }
 
 /// The answer to a [`LocalRequest`]: everything but the framing, which the

@@ -211,9 +211,9 @@ impl RequestHead {
     }
 
     /// The request as handed to an in-process handler: the client's
-    /// end-to-end fields, `body` and the client's address. Every byte of the
+    /// end-to-end fields and `body`. Every byte of the
     /// head is ASCII (see [`RequestHead`]), so the text conversions are exact.
-    pub(super) fn local(&self, body: Vec<u8>, peer: IpAddr) -> LocalRequest {
+    pub(super) fn local(&self, body: Vec<u8>) -> LocalRequest {
         let text = |r: &Range<usize>| {
             let bytes = self.bytes[r.clone()].to_vec();
             String::from_utf8(bytes)
@@ -231,7 +231,6 @@ impl RequestHead {
             target: text(&self.target),
             headers,
             body,
-            peer,
         }
     }
 
@@ -369,7 +368,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(head.path(), b"/api/v1/messages");
-        let local = head.local(b"{}".to_vec(), "10.0.0.7".parse().unwrap());
+        let local = head.local(b"{}".to_vec());
         assert_eq!(local.method, "POST");
         assert_eq!(local.target, "/api/v1/messages?x=1");
         assert_eq!(
@@ -380,7 +379,6 @@ mod tests {
             ]
         );
         assert_eq!(local.body, b"{}");
-        assert_eq!(local.peer.to_string(), "10.0.0.7");
         assert_eq!(parse("OPTIONS * HTTP/1.1\r\n\r\n").unwrap().path(), b"*");
     }
 
