@@ -16,6 +16,12 @@ use crate::time;
 /// The largest message body, in bytes of its JSON encoding.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The deepest nesting of arrays and objects a message body may have. A
+/// listing wraps each body two levels deeper and serde_json, like many
+/// parsers, reads no more than 128 levels, so a deeper body could be
+/// appended and then never read back.
+pub const MAX_BODY_DEPTH: usize = 64;
+
 /// The most messages a read returns, and the default.
 pub const MAX_LIMIT: usize = 1000;
 /// The default number of messages a read returns.
@@ -145,6 +151,12 @@ impl Bus {
         if kind.is_empty() || kind.len() > 128 {
             return done(Err(Error::invalid("type", "must be 1-128 bytes")));
         }
+        if too_deep(&body, MAX_BODY_DEPTH) {
+            return done(Err(Error::invalid(
+                "body",
+                format!("must not nest arrays and objects more than {MAX_BODY_DEPTH} deep"),
+            )));
+        }
         // Printed once: for the size check and then inside the record.
         let body_text = body.to_string();
         let size = body_text.len();
@@ -266,9 +278,40 @@ impl State {
     }
 }
 
+/// Whether `value` nests arrays and objects more than `max` deep. Walks
+/// without recursion, since an embedding program may build any depth.
+fn too_deep(value: &Value, max: usize) -> bool {
+    let mut pending = vec![(value, 0usize)];
+    while let Some((v, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth == max {
+            return true;
+        }
+        pending.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_levels_of_arrays_and_objects() {
+        let nest = |n: usize| (0..n).fold(json!(1), |v, _| json!([v]));
+        assert!(!too_deep(&json!(1), 0));
+        assert!(too_deep(&json!([]), 0));
+        assert!(!too_deep(&nest(MAX_BODY_DEPTH), MAX_BODY_DEPTH));
+        assert!(too_deep(&nest(MAX_BODY_DEPTH + 1), MAX_BODY_DEPTH));
+        // Six levels: object, array, object and three arrays.
+        let mixed = json!({"a": [1, {"b": nest(3)}]});
+        assert!(too_deep(&mixed, 5));
+        assert!(!too_deep(&mixed, 6));
+    }
 
     #[test]
     fn ids_parse_strictly() {
