@@ -2,9 +2,10 @@
 //! callback and return at once; the thread appends everything queued in
 //! one write and one fdatasync, then runs each callback in order.
 //!
-//! This is group commit without blocking the caller: an HTTP worker hands
-//! over its request and is free for the next one, so a handful of workers
-//! can keep thousands of durable appends a second in flight. The callbacks
+//! This is group commit without blocking the caller: a connection thread
+//! hands over its request and goes back to reading, and the answer goes out
+//! from here once the record is durable. Concurrent writers share one sync
+//! however many there are. The callbacks
 //! of a large batch are spread over a few ack threads while the committer
 //! syncs the next batch; a small batch is answered by the committer itself,
 //! since waking a thread costs more than answering a few requests, and the
