@@ -166,13 +166,11 @@ fn push_json_escaped(out: &mut String, text: &str) {
 /// The method label for metrics, read from the start of a request head:
 /// one of a fixed set, so a client cannot create new label values.
 pub(super) fn method_label(head: &[u8]) -> &'static str {
-    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     let token = head.split(|&b| b == b' ').next().unwrap_or_default();
-    KNOWN
-        .iter()
-        .find(|m| m.as_bytes() == token && head.len() > token.len())
-        .copied()
-        .unwrap_or("OTHER")
+    match std::str::from_utf8(token) {
+        Ok(method) if head.len() > token.len() => crate::http::exchange::method_label(method),
+        _ => "OTHER",
+    }
 }
 
 #[cfg(test)]

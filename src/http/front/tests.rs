@@ -363,14 +363,18 @@ impl LocalHandler for Echo {
 }
 
 impl Echo {
-    /// Waits for a parked answer and sends it from this thread.
-    fn send_parked(&self) {
-        let mut parked = None;
+    /// Waits for a parked answer and sends it from this thread. With
+    /// `detached`, waits until the connection thread has left it to its
+    /// sender and gone back to reading, so the late path is always taken.
+    fn send_parked(&self, detached: bool) {
         wait_until("a parked answer", || {
-            parked = self.parked.lock().unwrap().pop();
-            parked.is_some()
+            self.parked
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|(answer, _)| !detached || answer.is_detached())
         });
-        let (answer, response) = parked.unwrap();
+        let (answer, response) = self.parked.lock().unwrap().pop().unwrap();
         answer.send(response);
     }
 }
@@ -385,7 +389,7 @@ fn answers_sent_later_from_another_thread_keep_their_order() {
         client.send(
             format!("POST /later-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes(),
         );
-        echo.send_parked();
+        echo.send_parked(true);
         assert_eq!(
             client.reply().text(),
             format!("local POST /later-{i} 1 Host=t")
@@ -393,13 +397,13 @@ fn answers_sent_later_from_another_thread_keep_their_order() {
     }
     // Pipelined: the second request waits for the first answer to be written.
     client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\n\r\n");
-    echo.send_parked();
+    echo.send_parked(true);
     assert_eq!(client.reply().text(), "local POST /later 0 Host=t");
     assert_eq!(client.reply().text(), "local GET /now 0 Host=t");
     // Connection: close is answered, then the connection ends.
     client
         .send(b"POST /later HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    echo.send_parked();
+    echo.send_parked(false);
     let reply = client.reply();
     assert_eq!(reply.header("Connection"), Some("close"));
     assert!(client.is_closed());

@@ -277,11 +277,7 @@ impl Relay<'_> {
 
 impl Read for Relay<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        super::client::read_buffered(self, out)
     }
 }
 
