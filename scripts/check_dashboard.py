@@ -16,7 +16,7 @@ titles, rows included, each with one query whose expression is EXPR verbatim. Wi
 every rule expression in the file must be accepted by the server: it need not return series,
 but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails. With --recorded, every
 name the file's recording rules record must return at least one series (`recorded NAME: N
-series`), so the rules were loaded and their sources exist.
+series, M NaN`), so the rules were loaded and their sources exist.
 
 Run it against a Prometheus that has scraped conductor-metrics after some traffic: labelled
 families such as agent_gate_results_total show only HELP and TYPE, so Prometheus has no
