@@ -51,11 +51,17 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
             ex.send(Response::method_not_allowed("POST"))
         }
-        (["api", "v1", "budget"], "GET") => {
+        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], "GET") => {
             let status = ex.app().budget.status();
             ex.send(Response::json(200, &status.to_json()))
         }
-        (["api", "v1", "budget"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
+            ex.send(Response::method_not_allowed("GET"))
+        }
+        (["api", "v1", "agent", "trigger"], "POST") => trigger(ex),
+        (["api", "v1", "agent", "trigger"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "agent", "status"], "GET") => agent_status(ex),
+        (["api", "v1", "agent", "status"], _) => ex.send(Response::method_not_allowed("GET")),
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
@@ -139,10 +145,37 @@ fn status(ex: Exchange) {
 }
 
 fn start_run(mut ex: Exchange) {
-    let new = match new_run(&mut ex) {
-        Ok(new) => new,
-        Err(r) => return ex.send(r),
-    };
+    match new_run(&mut ex) {
+        Ok(new) => begin(ex, new, |run| {
+            let body = json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
+            Response::json(201, &body)
+        }),
+        Err(r) => ex.send(r),
+    }
+}
+
+/// `POST /api/v1/agent/trigger`: starts a cycle as the research agent's
+/// clients ask for one. The run it starts is reported and finished through
+/// the run API under `operation_id`.
+fn trigger(mut ex: Exchange) {
+    match new_run(&mut ex) {
+        Ok(new) => begin(ex, new, |run| {
+            let body = json!({
+                "triggered": true,
+                "operation_id": run.run_id,
+                "run_id": run.run_id,
+                "status": "running",
+                "started_at": time::rfc3339(run.started_at),
+            });
+            Response::json(200, &body)
+        }),
+        Err(r) => ex.send(r),
+    }
+}
+
+/// Starts `new` and answers with `answer` once the start is durable; a
+/// refusal by the budget is the 429 every start route shares.
+fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
     let app = ex.app().clone();
     app.runs.start(new, move |result| match result {
         Ok(run) => {
@@ -151,13 +184,25 @@ fn start_run(mut ex: Exchange) {
             let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
             ex.app().log.info("run started", &fields);
             ex.app().events.run_started(&run);
-            ex.send(Response::json(
-                201,
-                &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
-            ))
+            ex.send(answer(&run))
         }
         Err(e) => ex.send(e.into()),
     });
+}
+
+/// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
+/// cycle and how many are running.
+fn agent_status(ex: Exchange) {
+    let body = match ex.app().runs.newest_running() {
+        None => json!({"status": "idle"}),
+        Some((newest, active)) => json!({
+            "status": "running",
+            "operation_id": newest.run_id,
+            "active_runs": active,
+            "started_at": time::rfc3339(newest.started_at),
+        }),
+    };
+    ex.send(Response::json(200, &body))
 }
 
 /// The fields every log line about a run carries.

@@ -145,6 +145,15 @@ impl RunIds {
     }
 }
 
+/// Which run started when. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStart {
+    /// The run's id.
+    pub run_id: String,
+    /// Unix seconds when it started.
+    pub started_at: f64,
+}
+
 /// A request to start a run.
 #[derive(Clone, Debug, Default)]
 pub struct NewRun {
@@ -428,6 +437,27 @@ impl Runs {
         runs
     }
 
+    /// The newest running run (by start time, then id) and how many runs
+    /// are running, or `None` when none is. Copies only that one run's
+    /// start.
+    pub fn newest_running(&self) -> Option<(RunStart, u64)> {
+        let state = self.lock();
+        let newest = state
+            .runs
+            .values()
+            .filter(|r| r.status == Status::Running)
+            .max_by(|a, b| {
+                a.started_at
+                    .total_cmp(&b.started_at)
+                    .then(a.run_id.cmp(&b.run_id))
+            })?;
+        let start = RunStart {
+            run_id: newest.run_id.clone(),
+            started_at: newest.started_at,
+        };
+        Some((start, state.counts.active))
+    }
+
     /// Totals by status.
     pub fn counts(&self) -> Counts {
         self.lock().counts
@@ -526,19 +556,19 @@ impl State {
         if run.status != Status::Running {
             return;
         }
-        let (status, counter, count) = match op {
-            "complete" => (Status::Completed, &m.completed, &mut self.counts.completed),
-            "fail" => (Status::Failed, &m.failed, &mut self.counts.failed),
-            _ => (Status::Cancelled, &m.cancelled, &mut self.counts.cancelled),
+        let (status, count) = match op {
+            "complete" => (Status::Completed, &mut self.counts.completed),
+            "fail" => (Status::Failed, &mut self.counts.failed),
+            _ => (Status::Cancelled, &mut self.counts.cancelled),
         };
         run.status = status;
         run.ended_at = Some(ts);
         run.error = error;
         *count += 1;
-        counter.inc();
+        m.cycles.inc(&[status.as_str()]);
         self.counts.active -= 1;
         m.active.dec();
-        m.run_duration
+        m.cycle_duration
             .observe(&[status.as_str()], (ts - run.started_at).max(0.0));
         self.finished_order.push_back(id.to_string());
         while self.finished_order.len() > FINISHED_RETAINED {
