@@ -297,14 +297,15 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
 }
 
 fn record_events(mut ex: Exchange, id: &str) {
-    let events = match parse_events(&mut ex) {
+    let mut events = match parse_events(&mut ex) {
         Ok(events) => events,
         Err(r) => return ex.send(r),
     };
+    let app = ex.app().clone();
+    let version = app.runs.fill_events(id, &mut events);
     // Shared with the acknowledgement: no deep copy.
     let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
-    let published = events.clone();
-    let app = ex.app().clone();
+    let sent = events.clone();
     let debug = app.log.enabled(crate::log::Level::Debug);
     let run_id = id.to_string();
     // Rendered here, so the single acknowledgement thread of the run
@@ -314,8 +315,9 @@ fn record_events(mut ex: Exchange, id: &str) {
         .with_run(id, |run| run.ids())
         .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
     app.runs
-        .record_events(id, &events, move |result| match result {
-            Ok(n) => {
+        .record_events(id, events, version, move |result| match result {
+            Ok(published) => {
+                let n = published.len();
                 let mut ex = ex;
                 let app = ex.app().clone();
                 // Only the ids (and, for debug lines, where the run stands)
@@ -329,8 +331,10 @@ fn record_events(mut ex: Exchange, id: &str) {
                 });
                 if let Some((ids, now)) = found {
                     // The events go out with the ids the run has now, as
-                    // if rendered now: prepared ones only when those match.
-                    match prepared.filter(|p| *p.ids() == ids) {
+                    // if rendered now: prepared ones only when those, and
+                    // the events themselves, are what was journaled.
+                    let same = std::sync::Arc::ptr_eq(&sent, &published);
+                    match prepared.filter(|p| same && *p.ids() == ids) {
                         Some(p) => app.events.publish_prepared(p),
                         None => app.events.run_events(&ids, &published),
                     }

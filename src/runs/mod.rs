@@ -373,20 +373,38 @@ impl Runs {
             });
     }
 
+    /// Fills in what `events` left out and the run `id` knows (see
+    /// [`Detail::fill`]) and returns the run's version they were filled
+    /// against, or `None` for a run not known. Takes the lock briefly, so
+    /// that the batch can be rendered outside it.
+    pub fn fill_events(&self, id: &str, events: &mut [Timed]) -> Option<u64> {
+        let state = self.lock();
+        let run = state.runs.get(id)?;
+        run.detail.fill(events);
+        Some(run.detail.version)
+    }
+
     /// Records a batch of events for a running run, all or nothing;
-    /// `done` gets the count once the batch is durable.
+    /// `done` gets the events as journaled once the batch is durable.
+    ///
+    /// `events` should come from [`Runs::fill_events`] with its `version`.
+    /// When the run has moved on since, they are filled again under the
+    /// lock, and `done` gets that new batch instead of the one passed in
+    /// (compare with `Arc::ptr_eq`).
     pub fn record_events(
         &self,
         id: &str,
-        events: &[Timed],
-        done: impl FnOnce(Result<usize, Error>) + Send + 'static,
+        events: Arc<[Timed]>,
+        version: Option<u64>,
+        done: impl FnOnce(Result<Arc<[Timed]>, Error>) + Send + 'static,
     ) {
         // The record depends on the request only, so it is written before
         // taking the lock; it is still submitted under the lock, so the
         // journal holds batches in the order they were applied.
-        let record = events_record(id, events);
+        let mut record = events_record(id, &events);
+        let mut events = events;
         let mut state = self.lock();
-        let Some(run) = state.runs.get(id) else {
+        let Some(run) = state.runs.get_mut(id) else {
             drop(state);
             return done(Err(Error::NotFound(format!("run {id} not found"))));
         };
@@ -397,14 +415,20 @@ impl Runs {
                 "run {id} is already {status}"
             ))));
         }
-        let n = events.len();
-        if let Some(run) = state.runs.get_mut(id) {
-            for e in events {
-                run.detail.apply(e, &self.metrics);
-            }
+        if version != Some(run.detail.version) {
+            let mut again = events.to_vec();
+            run.detail.fill(&mut again);
+            events = again.into();
+            record = events_record(id, &events);
+        }
+        for e in events.iter() {
+            run.detail.apply(e, &self.metrics);
         }
         self.queue.submit(record, move |o| {
-            done(o.map(|()| n).map_err(|e| Error::Storage(e.to_string())))
+            done(
+                o.map(|()| events)
+                    .map_err(|e| Error::Storage(e.to_string())),
+            )
         });
     }
 
