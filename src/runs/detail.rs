@@ -167,10 +167,8 @@ impl Detail {
             let at = e.at;
             match &mut e.event {
                 Event::IterationStarted { iteration } => current = Some(*iteration),
-                Event::IterationCompleted { iteration, .. } => {
-                    if current == Some(*iteration) {
-                        current = None;
-                    }
+                Event::IterationCompleted { iteration, .. } if current == Some(*iteration) => {
+                    current = None;
                 }
                 Event::PhaseStarted { iteration, phase } => {
                     *iteration = iteration.or(current);
