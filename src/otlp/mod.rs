@@ -28,5 +28,5 @@ pub use context::TraceContext;
 pub use encode::{encode_request, CONTENT_TYPE};
 pub use export::Exporter;
 pub use id::new_span_id;
-pub use run::{GateEvent, PhaseSpan, RunTrace};
+pub use run::{GateEvent, Outcome, PhaseSpan, RunTrace};
 pub use span::{AttrValue, Span, SpanEvent, SpanStatus};

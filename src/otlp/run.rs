@@ -1,4 +1,12 @@
 //! A whole run as a trace: the facts of a finished run in, spans out.
+//!
+//! The attributes follow the ktrdr research agent's tracing, so its Jaeger
+//! searches work unchanged: every span has `operation.id`; the run span has
+//! `operation.type` = `agent_research` (ktrdr's `OperationType` of a whole
+//! research cycle) and `outcome` (`completed`, `failed` or `cancelled`),
+//! and a failed run also `error` plus an OpenTelemetry `exception` event;
+//! each phase span has `phase`, its `iteration` when known, and the
+//! `gate.*` result of the last gate checked during it.
 
 use super::context::TraceContext;
 use super::id::new_span_id;
@@ -15,12 +23,14 @@ pub struct RunTrace {
     /// The id that ties the run to its work: the correlation or work-order
     /// id, or the run id when there is none.
     pub operation_id: String,
-    /// Unix seconds when the run started.
+    /// Unix seconds when the run started. The run span starts at the
+    /// earliest of this and its phases' starts.
     pub started_unix: f64,
-    /// Unix seconds when it ended.
+    /// Unix seconds when it ended. The run span ends at the latest of this
+    /// and its phases' ends.
     pub ended_unix: f64,
-    /// The error text of a failed run; `None` when it succeeded.
-    pub failed: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
     /// Its phases, each becoming a child span of the run.
     pub phases: Vec<PhaseSpan>,
     /// Gate checks made outside any phase; they become events on the run's
@@ -34,11 +44,36 @@ pub struct RunTrace {
     pub model: Option<String>,
 }
 
+/// How a run ended. Plain data; safe to share across threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It finished successfully.
+    Completed,
+    /// It failed, with the failure text.
+    Failed(String),
+    /// It was stopped before finishing.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The `outcome` attribute's value, as ktrdr and `agent_cycles_total`
+    /// spell it.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One phase of a run. Plain data; safe to share across threads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseSpan {
     /// The phase name; the span is `conductor.phase.<name>`.
     pub name: String,
+    /// The iteration it ran in, when known.
+    pub iteration: Option<u64>,
     /// Unix seconds when it started.
     pub started_unix: f64,
     /// Unix seconds when it ended.
@@ -51,7 +86,7 @@ pub struct PhaseSpan {
     pub output_tokens: u64,
     /// The model used in this phase, when known.
     pub model: Option<String>,
-    /// Gate checks made during it.
+    /// Gate checks made during it, oldest first.
     pub gates: Vec<GateEvent>,
 }
 
@@ -74,18 +109,30 @@ const RUN_SPAN: &str = "conductor.run";
 const PHASE_SPAN_PREFIX: &str = "conductor.phase.";
 /// The name of a gate check event.
 const GATE_EVENT: &str = "conductor.gate";
+/// The run span's `operation.type`: ktrdr's operation type of a whole
+/// research cycle, which a run is.
+const OPERATION_TYPE: &str = "agent_research";
+/// The OpenTelemetry semantic-convention name of an exception event.
+const EXCEPTION_EVENT: &str = "exception";
 
 impl RunTrace {
     /// The run's spans: the root `conductor.run` first, then one
     /// `conductor.phase.<name>` child per phase, in order.
     ///
-    /// Every span carries `operation.id` and `run.id`. Token usage goes on
-    /// as `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens` when
+    /// The root spans from the earliest of `started_unix` and every phase's
+    /// start to the latest of `ended_unix` and every phase's end, so each
+    /// phase lies inside it whatever clock its times came from. An end
+    /// before its start is moved to the start.
+    ///
+    /// Every span carries `operation.id` and `run.id`; the other attributes
+    /// are listed in the module doc. Token usage goes on as
+    /// `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens` when
     /// either count is non-zero (a pair of zeros means no usage was
     /// reported, and claiming zero would mislead), and the model as
-    /// `gen_ai.request.model` when known. The root's status is Ok, or
-    /// Error with the failure text; a phase's is Ok, Error or Unset after
-    /// its `success`. An end before the start is moved to the start.
+    /// `gen_ai.request.model` when known. The root's status is Ok for a
+    /// completed run, Error with the failure text for a failed one, and
+    /// Unset for a cancelled one, which neither succeeded nor failed; a
+    /// phase's is Ok, Error or Unset after its `success`.
     pub fn into_spans(self) -> Vec<Span> {
         let root_id = new_span_id();
         let ids = [
@@ -95,35 +142,29 @@ impl RunTrace {
             ),
             ("run.id".to_string(), AttrValue::Str(self.run_id)),
         ];
-        let mut root_attributes = ids.to_vec();
-        push_usage(
-            &mut root_attributes,
-            self.input_tokens,
-            self.output_tokens,
-            self.model,
-        );
-        let (start, end) = times(self.started_unix, self.ended_unix);
+        let (mut start, mut end) = times(self.started_unix, self.ended_unix);
         let mut spans = Vec::with_capacity(1 + self.phases.len());
-        spans.push(Span {
-            trace_id: self.ctx.trace_id,
-            span_id: root_id,
-            parent_span_id: self.ctx.parent_span_id,
-            name: RUN_SPAN.to_string(),
-            start_unix_nanos: start,
-            end_unix_nanos: end,
-            attributes: root_attributes,
-            events: self.gates.into_iter().map(gate_event).collect(),
-            status: self.failed.map_or(SpanStatus::Ok, SpanStatus::Error),
-        });
         for phase in self.phases {
             let mut attributes = ids.to_vec();
+            attributes.push(("phase".to_string(), AttrValue::Str(phase.name.clone())));
+            if let Some(n) = phase.iteration {
+                attributes.push(("iteration".to_string(), int(n)));
+            }
             push_usage(
                 &mut attributes,
                 phase.input_tokens,
                 phase.output_tokens,
                 phase.model,
             );
-            let (start, end) = times(phase.started_unix, phase.ended_unix);
+            // ktrdr gives a phase one gate result. When several checks were
+            // made the last one wins: a later check (a retry, or the next
+            // gate) supersedes what came before. Every check stays an event.
+            if let Some(last) = phase.gates.last() {
+                attributes.extend(gate_attributes(last));
+            }
+            let (phase_start, phase_end) = times(phase.started_unix, phase.ended_unix);
+            start = start.min(phase_start);
+            end = end.max(phase_end);
             let status = match phase.success {
                 Some(true) => SpanStatus::Ok,
                 Some(false) => SpanStatus::Error(format!("phase {} failed", phase.name)),
@@ -134,13 +175,61 @@ impl RunTrace {
                 span_id: new_span_id(),
                 parent_span_id: Some(root_id),
                 name: format!("{PHASE_SPAN_PREFIX}{}", phase.name),
-                start_unix_nanos: start,
-                end_unix_nanos: end,
+                start_unix_nanos: phase_start,
+                end_unix_nanos: phase_end,
                 attributes,
                 events: phase.gates.into_iter().map(gate_event).collect(),
                 status,
             });
         }
+        let mut attributes = ids.to_vec();
+        attributes.push((
+            "operation.type".to_string(),
+            AttrValue::Str(OPERATION_TYPE.to_string()),
+        ));
+        attributes.push((
+            "outcome".to_string(),
+            AttrValue::Str(self.outcome.as_str().to_string()),
+        ));
+        push_usage(
+            &mut attributes,
+            self.input_tokens,
+            self.output_tokens,
+            self.model,
+        );
+        let mut events: Vec<SpanEvent> = self.gates.into_iter().map(gate_event).collect();
+        let status = match self.outcome {
+            Outcome::Completed => SpanStatus::Ok,
+            Outcome::Cancelled => SpanStatus::Unset,
+            Outcome::Failed(error) => {
+                attributes.push(("error".to_string(), AttrValue::Str(error.clone())));
+                // The OpenTelemetry exception convention, which trace UIs
+                // show as the span's error, at the moment the run failed.
+                events.push(SpanEvent {
+                    name: EXCEPTION_EVENT.to_string(),
+                    time_unix_nanos: end,
+                    attributes: vec![(
+                        "exception.message".to_string(),
+                        AttrValue::Str(error.clone()),
+                    )],
+                });
+                SpanStatus::Error(error)
+            }
+        };
+        spans.insert(
+            0,
+            Span {
+                trace_id: self.ctx.trace_id,
+                span_id: root_id,
+                parent_span_id: self.ctx.parent_span_id,
+                name: RUN_SPAN.to_string(),
+                start_unix_nanos: start,
+                end_unix_nanos: end,
+                attributes,
+                events,
+                status,
+            },
+        );
         spans
     }
 }
@@ -148,6 +237,12 @@ impl RunTrace {
 fn times(started: f64, ended: f64) -> (u64, u64) {
     let start = unix_nanos(started);
     (start, unix_nanos(ended).max(start))
+}
+
+/// An integer attribute; past `i64::MAX` it saturates, as OTLP has no
+/// unsigned integers.
+fn int(n: u64) -> AttrValue {
+    AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn push_usage(
@@ -161,8 +256,7 @@ fn push_usage(
             ("gen_ai.usage.input_tokens", input),
             ("gen_ai.usage.output_tokens", output),
         ] {
-            let n = i64::try_from(n).unwrap_or(i64::MAX);
-            attributes.push((key.to_string(), AttrValue::Int(n)));
+            attributes.push((key.to_string(), int(n)));
         }
     }
     if let Some(model) = model.filter(|m| !m.is_empty()) {
@@ -170,18 +264,24 @@ fn push_usage(
     }
 }
 
-fn gate_event(gate: GateEvent) -> SpanEvent {
+/// `gate.name`, `gate.passed` and, when given, `gate.reason` of one check:
+/// the attributes of its event, and of its phase's span for the last one.
+fn gate_attributes(gate: &GateEvent) -> Vec<(String, AttrValue)> {
     let mut attributes = vec![
-        ("gate.name".to_string(), AttrValue::Str(gate.gate)),
+        ("gate.name".to_string(), AttrValue::Str(gate.gate.clone())),
         ("gate.passed".to_string(), AttrValue::Bool(gate.passed)),
     ];
-    if let Some(reason) = gate.reason {
-        attributes.push(("gate.reason".to_string(), AttrValue::Str(reason)));
+    if let Some(reason) = &gate.reason {
+        attributes.push(("gate.reason".to_string(), AttrValue::Str(reason.clone())));
     }
+    attributes
+}
+
+fn gate_event(gate: GateEvent) -> SpanEvent {
     SpanEvent {
         name: GATE_EVENT.to_string(),
         time_unix_nanos: unix_nanos(gate.at_unix),
-        attributes,
+        attributes: gate_attributes(&gate),
     }
 }
 
@@ -206,10 +306,11 @@ mod tests {
             operation_id: "wo-42".into(),
             started_unix: 100.0,
             ended_unix: 110.5,
-            failed: None,
+            outcome: Outcome::Completed,
             phases: vec![
                 PhaseSpan {
                     name: "plan".into(),
+                    iteration: Some(1),
                     started_unix: 100.0,
                     ended_unix: 102.0,
                     success: Some(true),
@@ -291,7 +392,19 @@ mod tests {
                 ("gate.reason".to_string(), AttrValue::Str("2 errors".into())),
             ]
         );
+        assert_eq!(attr(plan, "phase"), Some(&AttrValue::Str("plan".into())));
+        assert_eq!(attr(plan, "iteration"), Some(&AttrValue::Int(1)));
+        assert_eq!(
+            attr(plan, "gate.reason"),
+            Some(&AttrValue::Str("2 errors".into()))
+        );
         let review = &spans[2];
+        assert_eq!(
+            attr(review, "phase"),
+            Some(&AttrValue::Str("review".into()))
+        );
+        assert_eq!(attr(review, "iteration"), None);
+        assert_eq!(attr(review, "gate.passed"), None);
         assert_eq!(review.status, SpanStatus::Unset);
         assert_eq!(review.end_unix_nanos, review.start_unix_nanos);
         assert_eq!(attr(review, "gen_ai.usage.input_tokens"), None);
@@ -302,7 +415,7 @@ mod tests {
     #[test]
     fn failures_become_error_statuses() {
         let mut r = run();
-        r.failed = Some("tests failed".into());
+        r.outcome = Outcome::Failed("tests failed".into());
         r.phases[0].success = Some(false);
         r.input_tokens = u64::MAX;
         r.ctx = TraceContext {
@@ -320,5 +433,120 @@ mod tests {
             attr(&spans[0], "gen_ai.usage.input_tokens"),
             Some(&AttrValue::Int(i64::MAX))
         );
+    }
+
+    #[test]
+    fn the_run_span_says_what_it_was_and_how_it_ended() {
+        let spans = run().into_spans();
+        let root = &spans[0];
+        assert_eq!(
+            attr(root, "operation.type"),
+            Some(&AttrValue::Str("agent_research".into()))
+        );
+        assert_eq!(
+            attr(root, "outcome"),
+            Some(&AttrValue::Str("completed".into()))
+        );
+        assert_eq!(attr(root, "error"), None);
+        assert!(root.events.iter().all(|e| e.name != "exception"));
+        for s in &spans[1..] {
+            assert_eq!(attr(s, "operation.type"), None);
+            assert_eq!(attr(s, "outcome"), None);
+        }
+
+        let mut failed = run();
+        failed.outcome = Outcome::Failed("tests failed".into());
+        let spans = failed.into_spans();
+        let root = &spans[0];
+        assert_eq!(
+            attr(root, "outcome"),
+            Some(&AttrValue::Str("failed".into()))
+        );
+        assert_eq!(
+            attr(root, "error"),
+            Some(&AttrValue::Str("tests failed".into()))
+        );
+        let exception: Vec<&SpanEvent> = root
+            .events
+            .iter()
+            .filter(|e| e.name == "exception")
+            .collect();
+        assert_eq!(exception.len(), 1);
+        assert_eq!(exception[0].time_unix_nanos, root.end_unix_nanos);
+        assert_eq!(
+            exception[0].attributes,
+            vec![(
+                "exception.message".to_string(),
+                AttrValue::Str("tests failed".into())
+            )]
+        );
+        // The gate event is still there, before the exception.
+        assert_eq!(root.events[0].name, "conductor.gate");
+
+        let mut cancelled = run();
+        cancelled.outcome = Outcome::Cancelled;
+        let spans = cancelled.into_spans();
+        assert_eq!(
+            attr(&spans[0], "outcome"),
+            Some(&AttrValue::Str("cancelled".into()))
+        );
+        assert_eq!(spans[0].status, SpanStatus::Unset);
+        assert_eq!(attr(&spans[0], "error"), None);
+    }
+
+    #[test]
+    fn the_last_gate_checked_in_a_phase_is_its_gate_result() {
+        let mut r = run();
+        r.phases[0].gates.push(GateEvent {
+            gate: "tests".into(),
+            passed: true,
+            reason: None,
+            at_unix: 101.5,
+        });
+        let spans = r.into_spans();
+        let plan = &spans[1];
+        assert_eq!(
+            attr(plan, "gate.name"),
+            Some(&AttrValue::Str("tests".into()))
+        );
+        assert_eq!(attr(plan, "gate.passed"), Some(&AttrValue::Bool(true)));
+        // The reason belongs to the earlier check, not to this one.
+        assert_eq!(attr(plan, "gate.reason"), None);
+        let names: Vec<&AttrValue> = plan.events.iter().map(|e| &e.attributes[0].1).collect();
+        assert_eq!(
+            names,
+            vec![
+                &AttrValue::Str("lint".into()),
+                &AttrValue::Str("tests".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_run_span_encloses_phases_timed_by_another_clock() {
+        let mut r = run();
+        // The run's own times come from the server's clock; its phases'
+        // from the emitter's, here well before and after them.
+        r.started_unix = 1000.0;
+        r.ended_unix = 1010.0;
+        r.phases[0].started_unix = 500.0;
+        r.phases[0].ended_unix = 510.0;
+        r.phases[1].started_unix = 1005.0;
+        r.phases[1].ended_unix = 1020.25;
+        let spans = r.into_spans();
+        let root = &spans[0];
+        assert_eq!(root.start_unix_nanos, 500_000_000_000);
+        assert_eq!(root.end_unix_nanos, 1_020_250_000_000);
+        for phase in &spans[1..] {
+            assert!(phase.start_unix_nanos >= root.start_unix_nanos);
+            assert!(phase.end_unix_nanos <= root.end_unix_nanos);
+        }
+        // Phases inside the run's own times leave them as they are.
+        let mut inside = run();
+        inside.started_unix = 90.0;
+        inside.ended_unix = 120.0;
+        let spans = inside.into_spans();
+        assert_eq!(spans[0].start_unix_nanos, 90_000_000_000);
+        assert_eq!(spans[0].end_unix_nanos, 120_000_000_000);
     }
 }

@@ -1,7 +1,14 @@
 //! A finished run as the facts its trace is built from.
+//!
+//! A run's own start and end are the server's clock, but its events carry
+//! the times the emitter reported, which may be far from it (a replayed or
+//! simulated timeline, as `demo` sends). So the run span starts at the
+//! earliest of its start, its first event and its phases' starts, and ends
+//! at the latest of its end, its last event and its phases' ends: every
+//! phase span lies inside it.
 
 use super::{Run, Status};
-use crate::otlp::{GateEvent, PhaseSpan, RunTrace, TraceContext};
+use crate::otlp::{GateEvent, Outcome, PhaseSpan, RunTrace, TraceContext};
 
 fn gate_event(g: &super::detail::Gate) -> GateEvent {
     GateEvent {
@@ -15,7 +22,20 @@ fn gate_event(g: &super::detail::Gate) -> GateEvent {
 /// The trace of a finished run: it joins the caller's trace when the run
 /// was started with a valid `traceparent`. `None` while the run is running.
 pub fn run_trace(run: &Run) -> Option<RunTrace> {
-    let ended = run.ended_at?;
+    let outcome = match run.status {
+        Status::Running => return None,
+        Status::Completed => Outcome::Completed,
+        Status::Failed => Outcome::Failed(
+            run.error
+                .clone()
+                .unwrap_or_else(|| "run failed".to_string()),
+        ),
+        Status::Cancelled => Outcome::Cancelled,
+    };
+    let (started, ended) = match (run.detail.event_span, run.ended_at?) {
+        (Some((first, last)), ended) => (run.started_at.min(first), ended.max(last)),
+        (None, ended) => (run.started_at, ended),
+    };
     let ctx = run
         .traceparent
         .as_deref()
@@ -29,13 +49,17 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         .max_by_key(|(_, (i, o))| i + o)
         .map(|(m, _)| m.clone())
         .filter(|m| m != "unknown");
+    // Each record already holds the tokens of its own iteration (see
+    // `Detail::apply`), so two occurrences of one phase stay apart here.
     let phases = run
         .detail
         .spans
         .iter()
         .map(|p| PhaseSpan {
             name: p.name.clone(),
+            iteration: p.iteration,
             started_unix: p.started,
+            // A phase still open when the run ended ends with the run.
             ended_unix: p.ended.unwrap_or(ended),
             success: p.success,
             input_tokens: p.input_tokens,
@@ -51,20 +75,202 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
             .work_order_id
             .clone()
             .unwrap_or_else(|| run.correlation().to_string()),
-        started_unix: run.started_at,
+        started_unix: started,
         ended_unix: ended,
-        failed: match run.status {
-            Status::Failed => Some(
-                run.error
-                    .clone()
-                    .unwrap_or_else(|| "run failed".to_string()),
-            ),
-            _ => None,
-        },
+        outcome,
         phases,
         gates: run.detail.root_gates.iter().map(gate_event).collect(),
         input_tokens,
         output_tokens,
         model,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::metrics::Registry;
+    use crate::otlp::{AttrValue, Span};
+    use crate::runs::event::parse_batch;
+    use crate::runs::{Detail, RunMetrics};
+
+    /// The server's clock while the runs below are sent.
+    const NOW: f64 = 1_795_000_000.0;
+
+    /// A run started at `NOW` and finished as `status` a second later, with
+    /// `events` applied in between.
+    fn run(status: Status, events: Value) -> Run {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let mut detail = Detail::default();
+        let mut batch = parse_batch(&events, NOW).unwrap();
+        detail.fill(&mut batch);
+        for e in &batch {
+            detail.apply(e, &m);
+        }
+        Run {
+            run_id: "r-1".into(),
+            agent: None,
+            goal: None,
+            status,
+            started_at: NOW,
+            ended_at: Some(NOW + 1.0),
+            error: None,
+            work_order_id: Some("wo-1".into()),
+            correlation_id: None,
+            strategy: None,
+            max_iterations: None,
+            traceparent: None,
+            detail,
+        }
+    }
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue> {
+        span.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    fn assert_nested(spans: &[Span]) {
+        let root = &spans[0];
+        assert!(root.start_unix_nanos <= root.end_unix_nanos);
+        for phase in &spans[1..] {
+            assert!(
+                phase.start_unix_nanos >= root.start_unix_nanos
+                    && phase.end_unix_nanos <= root.end_unix_nanos,
+                "{} [{}, {}] outside the run [{}, {}]",
+                phase.name,
+                phase.start_unix_nanos,
+                phase.end_unix_nanos,
+                root.start_unix_nanos,
+                root.end_unix_nanos,
+            );
+        }
+    }
+
+    #[test]
+    fn phases_reported_in_the_past_lie_inside_the_run_span() {
+        // As `demo` sends them: a timeline an hour before the server's
+        // clock, with a phase end that claims more than its events span
+        // and a phase never ended.
+        let t = NOW - 3600.0;
+        let r = run(
+            Status::Completed,
+            json!([
+                {"type": "iteration_started", "iteration": 1, "timestamp": t},
+                {"type": "phase_started", "phase": "design", "timestamp": t + 1.0},
+                {"type": "phase_completed", "phase": "design", "success": true, "timestamp": t + 60.0},
+                {"type": "phase_completed", "phase": "implement", "success": true,
+                 "duration_ms": 7_200_000.0, "timestamp": t + 120.0},
+                {"type": "phase_started", "phase": "test", "timestamp": t + 130.0},
+            ]),
+        );
+        let trace = run_trace(&r).unwrap();
+        // The first event; then the span widens to the implement phase,
+        // which claims two hours ending at t + 120.
+        assert_eq!(trace.started_unix, t);
+        assert_eq!(trace.ended_unix, NOW + 1.0);
+        let spans = trace.into_spans();
+        assert_eq!(spans.len(), 4);
+        assert_nested(&spans);
+        let root = &spans[0];
+        let nanos = |secs: u64| secs * 1_000_000_000;
+        assert_eq!(root.start_unix_nanos, nanos(NOW as u64 - 3600 - 7080));
+        assert_eq!(root.end_unix_nanos, nanos(NOW as u64 + 1));
+        // The open phase ends with the run.
+        assert_eq!(spans[3].end_unix_nanos, root.end_unix_nanos);
+    }
+
+    #[test]
+    fn events_after_the_run_ended_stretch_its_span() {
+        let r = run(
+            Status::Completed,
+            json!([
+                {"type": "phase_started", "phase": "review", "timestamp": NOW + 5.0},
+                {"type": "gate_checked", "gate": "ci", "passed": true, "timestamp": NOW + 9.0},
+            ]),
+        );
+        let trace = run_trace(&r).unwrap();
+        assert_eq!((trace.started_unix, trace.ended_unix), (NOW, NOW + 9.0));
+        assert_nested(&trace.into_spans());
+    }
+
+    #[test]
+    fn each_phase_span_carries_the_tokens_of_its_own_iteration() {
+        let r = run(
+            Status::Completed,
+            json!([
+                {"type": "iteration_started", "iteration": 1, "timestamp": 10.0},
+                {"type": "phase_started", "phase": "code", "timestamp": 11.0},
+                {"type": "tokens", "phase": "code", "model": "m1", "input_tokens": 100, "output_tokens": 10, "timestamp": 12.0},
+                {"type": "phase_completed", "phase": "code", "success": false, "timestamp": 13.0},
+                {"type": "iteration_completed", "iteration": 1, "success": false, "timestamp": 14.0},
+                {"type": "iteration_started", "iteration": 2, "timestamp": 15.0},
+                // Before iteration 2's span began, and after it ended: both
+                // belong to it, not to iteration 1's.
+                {"type": "tokens", "phase": "code", "input_tokens": 500, "output_tokens": 50, "timestamp": 15.5},
+                {"type": "phase_started", "phase": "code", "timestamp": 16.0},
+                {"type": "phase_completed", "phase": "code", "success": true, "timestamp": 18.0},
+                {"type": "tokens", "phase": "code", "model": "m2", "input_tokens": 1500, "output_tokens": 150, "timestamp": 18.5},
+            ]),
+        );
+        let spans = run_trace(&r).unwrap().into_spans();
+        let code: Vec<(Option<&AttrValue>, Option<&AttrValue>, Option<&AttrValue>)> = spans[1..]
+            .iter()
+            .map(|s| {
+                (
+                    attr(s, "iteration"),
+                    attr(s, "gen_ai.usage.input_tokens"),
+                    attr(s, "gen_ai.request.model"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            code,
+            vec![
+                (
+                    Some(&AttrValue::Int(1)),
+                    Some(&AttrValue::Int(100)),
+                    Some(&AttrValue::Str("m1".into()))
+                ),
+                (
+                    Some(&AttrValue::Int(2)),
+                    Some(&AttrValue::Int(2000)),
+                    Some(&AttrValue::Str("m2".into()))
+                ),
+            ]
+        );
+        assert_eq!(
+            attr(&spans[0], "gen_ai.usage.input_tokens"),
+            Some(&AttrValue::Int(2100))
+        );
+    }
+
+    #[test]
+    fn the_outcome_follows_the_status() {
+        let events = json!([{"type": "phase_started", "phase": "p"}]);
+        assert_eq!(run_trace(&run(Status::Running, events.clone())), None);
+        let mut failed = run(Status::Failed, events.clone());
+        failed.error = Some("tests failed".into());
+        assert_eq!(
+            run_trace(&failed).unwrap().outcome,
+            Outcome::Failed("tests failed".into())
+        );
+        failed.error = None;
+        assert_eq!(
+            run_trace(&failed).unwrap().outcome,
+            Outcome::Failed("run failed".into())
+        );
+        assert_eq!(
+            run_trace(&run(Status::Cancelled, events.clone()))
+                .unwrap()
+                .outcome,
+            Outcome::Cancelled
+        );
+        let done = run_trace(&run(Status::Completed, events)).unwrap();
+        assert_eq!(done.outcome, Outcome::Completed);
+        assert_eq!(done.operation_id, "wo-1");
+    }
 }
