@@ -1,20 +1,38 @@
 #!/usr/bin/env python3
-"""Checks the spans a strict OTLP receiver recorded for one run: the tree,
-names and attributes the server promises.
+"""Checks the spans a strict OTLP receiver recorded for the failed run e2e.sh sends: the tree,
+times, names and attributes the server promises.
 
     check_traces.py SPANS_FILE RUN_ID TRACE_ID PARENT_SPAN_ID [--timeout S]
 
-Waits until the run's root span has arrived, then asserts: no request was
-refused; the root `conductor.run` joined the caller's trace (TRACE_ID) with
-PARENT_SPAN_ID as its parent and failed with status 2; a child
-`conductor.phase.<name>` per phase points at the root; every span carries
-`operation.id` and `run.id`; gate checks are span events with `gate.passed`;
-token and model attributes are on the spans that used them.
+Waits until the run's root span has arrived, then asserts:
+
+- no request was refused;
+- the root `conductor.run` joined the caller's trace (TRACE_ID) with PARENT_SPAN_ID as its
+  parent, failed with status 2, and carries `operation.type` = `agent_research`,
+  `outcome` = `failed`, `error` and an `exception` event with `exception.message`;
+- one child `conductor.phase.<name>` per phase occurrence points at the root, with `phase` and
+  `iteration`, the tokens and model of its own iteration only, and the `gate.name`,
+  `gate.passed` and `gate.reason` of the last gate checked in it;
+- every phase span lies inside the root, and the root starts at the run's earliest event (its
+  events carry the emitter's clock, an hour before the server's);
+- every span carries `operation.id` and `run.id`; gate checks stay `conductor.gate` events.
 """
 import argparse
 import json
 import sys
 import time
+
+OPERATION_ID = "wo-e2e"
+ERROR = "tests failed"
+# Each phase span in start order: (phase, iteration, (input, output) tokens or None,
+# (gate.name, gate.passed, gate.reason) or None).
+PHASES = [
+    ("design", 1, (1200, 300), ("lint", False, "3 errors")),
+    ("code", 1, (400, 40), None),
+    # 500 reported before this span began and 600 after it ended: all iteration 2's.
+    ("code", 2, (1100, 110), ("tests", True, "42 passed")),
+    ("test", 2, None, None),
+]
 
 
 def load(path):
@@ -48,31 +66,69 @@ def main():
         print("\n".join(failures))
         return 1
     root = roots[0]
-    phases = [r for r in mine if r["name"].startswith("conductor.phase.")]
+    phases = sorted(
+        (r for r in mine if r["name"].startswith("conductor.phase.")),
+        key=lambda s: s["start_time_unix_nano"],
+    )
 
     def check(cond, what):
         if not cond:
             failures.append(what)
 
+    # The tree and the ids.
     check(root["trace_id"] == a.trace_id, f"root trace {root['trace_id']} != caller's {a.trace_id}")
     check(root["parent_span_id"] == a.parent, f"root parent {root['parent_span_id']} != {a.parent}")
-    check(root["status_code"] == 2, f"failed run has status {root['status_code']}")
     check(root.get("service_name") == "conductor-e2e", f"service.name {root.get('service_name')}")
-    check({p["name"] for p in phases} == {"conductor.phase.design", "conductor.phase.test"},
-          f"phase spans {[p['name'] for p in phases]}")
+    check(len(mine) == 1 + len(PHASES), f"{len(mine)} spans: {[s['name'] for s in mine]}")
     for s in mine:
         check(s["trace_id"] == a.trace_id, f"{s['name']} in another trace")
-        check(s["attributes"].get("operation.id") == "wo-e2e", f"{s['name']} operation.id")
+        check(s["attributes"].get("operation.id") == OPERATION_ID, f"{s['name']} operation.id")
         check(s["attributes"].get("run.id") == a.run_id, f"{s['name']} run.id")
+
+    # The run span: what it was and how it ended.
+    attrs = root["attributes"]
+    check(root["status_code"] == 2, f"failed run has status {root['status_code']}")
+    check(root["status_message"] == ERROR, f"status message {root['status_message']!r}")
+    check(attrs.get("operation.type") == "agent_research", f"operation.type {attrs}")
+    check(attrs.get("outcome") == "failed", f"outcome {attrs}")
+    check(attrs.get("error") == ERROR, f"error {attrs}")
+    exceptions = [e for e in root["events"] if e["name"] == "exception"]
+    check(
+        [e["attributes"].get("exception.message") for e in exceptions] == [ERROR],
+        f"exception events {exceptions}",
+    )
+
+    # Nesting: every phase inside the run, which starts at its earliest event.
+    start, end = root["start_time_unix_nano"], root["end_time_unix_nano"]
     for ph in phases:
         check(ph["parent_span_id"] == root["span_id"], f"{ph['name']} parent is not the root")
-    design = next((p for p in phases if p["name"] == "conductor.phase.design"), None)
-    if design:
-        attrs = design["attributes"]
-        check(str(attrs.get("gen_ai.usage.input_tokens")) == "1200", f"design input tokens {attrs}")
-        check(str(attrs.get("gen_ai.usage.output_tokens")) == "300", f"design output tokens {attrs}")
-        check(attrs.get("gen_ai.request.model") == "claude-x", f"design model {attrs}")
-    gates = [e for s in mine for e in s.get("events", [])]
+        check(
+            start <= ph["start_time_unix_nano"] <= ph["end_time_unix_nano"] <= end,
+            f"{ph['name']} [{ph['start_time_unix_nano']}, {ph['end_time_unix_nano']}] "
+            f"is outside the run [{start}, {end}]",
+        )
+    gates = [e for s in mine for e in s["events"] if e["name"] == "conductor.gate"]
+    earliest = min(
+        [e["time_unix_nano"] for e in gates] + [ph["start_time_unix_nano"] for ph in phases],
+        default=None,
+    )
+    check(start == earliest, f"the run starts at {start}, not at its earliest event {earliest}")
+    check(end >= time.time_ns() - 600 * 10**9, f"the run ends at {end}, before the server ended it")
+
+    # Each phase: its name, iteration, own tokens and gate result.
+    got = [ph["attributes"].get("phase") for ph in phases]
+    check(got == [name for name, *_ in PHASES], f"phases in start order: {got}")
+    for ph, (name, iteration, tokens, gate) in zip(phases, PHASES):
+        attrs = ph["attributes"]
+        what = f"{ph['name']} of iteration {iteration}"
+        check(ph["name"] == f"conductor.phase.{name}", f"{what} is named {ph['name']}")
+        check(attrs.get("iteration") == iteration, f"{what}: iteration {attrs.get('iteration')}")
+        usage = (attrs.get("gen_ai.usage.input_tokens"), attrs.get("gen_ai.usage.output_tokens"))
+        check(usage == (tokens or (None, None)), f"{what}: tokens {usage}, not {tokens}")
+        model = attrs.get("gen_ai.request.model")
+        check(model == ("claude-x" if tokens else None), f"{what}: model {model}")
+        result = (attrs.get("gate.name"), attrs.get("gate.passed"), attrs.get("gate.reason"))
+        check(result == (gate or (None, None, None)), f"{what}: gate {result}, not {gate}")
     check(any(e["attributes"].get("gate.passed") is False for e in gates), f"no failed gate event: {gates}")
     check(any(e["attributes"].get("gate.passed") is True for e in gates), f"no passed gate event: {gates}")
     if failures:

@@ -125,14 +125,32 @@ trace_id=4bf92f3577b34da6a3ce929d0e0e4736
 parent=00f067aa0ba902b7
 curl -fsS -X POST "$CM_URL/api/v1/runs" -H "traceparent: 00-$trace_id-$parent-01" \
     -d '{"run_id":"traced-1","work_order_id":"wo-e2e"}' >/dev/null
-curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/events" -d '[
-  {"type":"gate_checked","gate":"preflight","passed":true},
-  {"type":"phase_started","phase":"design"},
-  {"type":"tokens","phase":"design","model":"claude-x","input_tokens":1200,"output_tokens":300},
-  {"type":"gate_checked","gate":"lint","passed":false,"reason":"3 errors"},
-  {"type":"phase_completed","phase":"design","success":true,"duration_ms":1500},
-  {"type":"phase_started","phase":"test"},
-  {"type":"phase_completed","phase":"test","success":false}]' >/dev/null
+# The run as `demo` reports one: its events carry the emitter's clock, an hour before the
+# server's, so only a run span taken from its events can hold its phases. Two iterations of
+# `code`, each with its own tokens (iteration 2's arrive before its span begins and after it
+# ends), and a gate with a reason in two phases, so each check has something to bite on.
+t=$(($(date +%s) - 3600))
+curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/events" --data-binary @- >/dev/null <<JSON
+[
+  {"type":"gate_checked","gate":"preflight","passed":true,"timestamp":$t},
+  {"type":"iteration_started","iteration":1,"timestamp":$((t + 1))},
+  {"type":"phase_started","phase":"design","timestamp":$((t + 2))},
+  {"type":"tokens","phase":"design","model":"claude-x","input_tokens":1200,"output_tokens":300,"timestamp":$((t + 3))},
+  {"type":"gate_checked","gate":"lint","passed":false,"reason":"3 errors","timestamp":$((t + 4))},
+  {"type":"phase_completed","phase":"design","success":true,"duration_ms":1500,"timestamp":$((t + 5))},
+  {"type":"phase_started","phase":"code","timestamp":$((t + 6))},
+  {"type":"tokens","phase":"code","model":"claude-x","input_tokens":400,"output_tokens":40,"timestamp":$((t + 7))},
+  {"type":"phase_completed","phase":"code","success":false,"timestamp":$((t + 8))},
+  {"type":"iteration_completed","iteration":1,"success":false,"timestamp":$((t + 9))},
+  {"type":"iteration_started","iteration":2,"timestamp":$((t + 10))},
+  {"type":"tokens","phase":"code","model":"claude-x","input_tokens":500,"output_tokens":50,"timestamp":$((t + 11))},
+  {"type":"phase_started","phase":"code","timestamp":$((t + 12))},
+  {"type":"gate_checked","gate":"tests","passed":true,"reason":"42 passed","timestamp":$((t + 13))},
+  {"type":"phase_completed","phase":"code","success":true,"timestamp":$((t + 14))},
+  {"type":"tokens","phase":"code","model":"claude-x","input_tokens":600,"output_tokens":60,"timestamp":$((t + 15))},
+  {"type":"phase_started","phase":"test","timestamp":$((t + 16))},
+  {"type":"phase_completed","phase":"test","success":false,"timestamp":$((t + 17))}]
+JSON
 curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/fail" -d '{"error":"tests failed"}' >/dev/null
 trace_rc=0
 python3 scripts/check_traces.py "$data/spans.jsonl" traced-1 "$trace_id" "$parent" --timeout 30 || trace_rc=$?
