@@ -114,7 +114,8 @@ python3 scripts/otlp_receiver.py --port 0 --out "$data/spans.jsonl" --max-second
 receiver=$!
 port=""
 for _ in $(seq 1 100); do
-    port=$(awk '/^listening/ { print $2 }' "$data/receiver.out")
+    # The background job opens the file only once it has forked: it may not be there yet.
+    port=$(awk '/^listening/ { print $2 }' "$data/receiver.out" 2>/dev/null || true)
     [[ -n $port ]] && break
     sleep 0.1
 done

@@ -18,6 +18,7 @@ mod encode;
 mod export;
 #[cfg(test)]
 mod fake_collector;
+mod gate;
 mod id;
 mod run;
 mod span;
@@ -27,6 +28,7 @@ pub use config::OtlpConfig;
 pub use context::TraceContext;
 pub use encode::{encode_request, CONTENT_TYPE};
 pub use export::Exporter;
+pub use gate::GateEvent;
 pub use id::new_span_id;
-pub use run::{GateEvent, Outcome, PhaseSpan, RunTrace};
+pub use run::{Outcome, PhaseSpan, RunTrace};
 pub use span::{AttrValue, Span, SpanEvent, SpanStatus};
