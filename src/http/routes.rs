@@ -68,7 +68,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "events"], "GET") => streams::events(ex),
-        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "events"], "POST") => progress(ex),
+        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "ws"], "GET") => streams::websocket(ex),
         (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
         ([], "GET" | "HEAD") => streams::page(ex),
@@ -264,20 +265,59 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             let app = ex.app().clone();
             let run = &finished.run;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
-            fields.push(("status", json!(finished.run.status.as_str())));
-            fields.push(("cost", json!(finished.spend.amount)));
-            fields.push(("error", json!(finished.run.error)));
-            app.log.info("run finished", &fields);
-            app.events.run_finished(&finished.run);
-            app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
-            app.export_trace(&finished.run);
+            announce_finished(&app, &finished);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
             ex.send(Response::json(200, &body))
         }
         Err(e) => ex.send(e.into()),
     });
+}
+
+/// Writes one debug line per event, with the iteration and phase it
+/// belongs to: its own, or where the run stood (`now`) when it had none.
+fn log_events(
+    app: &crate::app::App,
+    ids: &crate::runs::RunIds,
+    events: &[crate::runs::Timed],
+    now: (Option<u64>, Option<String>),
+) {
+    let (iteration, phase) = now;
+    for e in events {
+        let mut fields = run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
+        let v = e.to_json();
+        fields.push(("type", v["type"].clone()));
+        let or = |own: &Value, current: Value| {
+            if own.is_null() {
+                current
+            } else {
+                own.clone()
+            }
+        };
+        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
+        fields.push(("phase", or(&v["phase"], json!(phase))));
+        if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
+            fields.push(("duration_ms", ms.clone()));
+        }
+        app.log.log(crate::log::Level::Debug, "run event", &fields);
+    }
+}
+
+/// Logs, publishes, traces and alerts on a run that ended.
+fn announce_finished(app: &crate::app::App, finished: &crate::runs::Finished) {
+    let run = &finished.run;
+    let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+    fields.push(("status", json!(run.status.as_str())));
+    fields.push(("cost", json!(finished.spend.amount)));
+    fields.push(("error", json!(run.error)));
+    fields.push(("iterations", json!(run.detail.iterations_started)));
+    if let Some(seconds) = run.detail.duration_seconds {
+        fields.push(("duration_ms", json!((seconds * 1000.0).round())));
+    }
+    app.log.info("run finished", &fields);
+    app.events.run_finished(run, finished.spend.amount);
+    app.budget_alerts(&finished.spend, Some(&run.run_id));
+    app.export_trace(run);
 }
 
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
@@ -297,8 +337,9 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
 }
 
 fn record_events(mut ex: Exchange, id: &str) {
-    let mut events = match parse_events(&mut ex) {
-        Ok(events) => events,
+    let mut events = match parse_events(&mut ex, id) {
+        Ok(Parsed::Events(events)) => events,
+        Ok(Parsed::Progress(steps)) => return apply_progress(ex, steps),
         Err(r) => return ex.send(r),
     };
     let app = ex.app().clone();
@@ -339,22 +380,8 @@ fn record_events(mut ex: Exchange, id: &str) {
                         None => app.events.run_events(&ids, &published),
                     }
                     annotate_run(&mut ex, &ids.run_id, ids.correlation());
-                    let (iteration, phase) = now.unwrap_or_default();
-                    for e in published.iter().filter(|_| debug) {
-                        let mut fields =
-                            run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
-                        let v = e.to_json();
-                        fields.push(("type", v["type"].clone()));
-                        let or = |own: &Value, current: Value| {
-                            if own.is_null() {
-                                current
-                            } else {
-                                own.clone()
-                            }
-                        };
-                        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
-                        fields.push(("phase", or(&v["phase"], json!(phase))));
-                        app.log.log(crate::log::Level::Debug, "run event", &fields);
+                    if let Some(now) = now {
+                        log_events(&app, &ids, &published, now);
                     }
                 }
                 ex.send(Response::json(200, &json!({ "accepted": n })))
@@ -363,15 +390,83 @@ fn record_events(mut ex: Exchange, id: &str) {
         });
 }
 
-fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> {
+/// A request's events: all inside one run, or steps that may start and
+/// end runs.
+enum Parsed {
+    Events(Vec<crate::runs::Timed>),
+    Progress(Vec<crate::runs::Progress>),
+}
+
+fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
     let body = ex.read_body()?;
     // Most batches are plain and skip the JSON tree; the rest, and every
     // error, go the general way.
     if let Some(events) = crate::runs::event::parse_plain_batch(&body, time::now_unix()) {
-        return Ok(events);
+        return Ok(Parsed::Events(events));
     }
     let value = Body::parse_value(&body)?;
-    Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
+    let steps = crate::runs::progress::parse_batch(&value, time::now_unix(), Some(id))?;
+    if steps
+        .iter()
+        .all(|p| matches!(p.step, crate::runs::Step::Event(_)))
+    {
+        let events = steps.into_iter().filter_map(|p| match p.step {
+            crate::runs::Step::Event(e) => Some(e),
+            _ => None,
+        });
+        return Ok(Parsed::Events(events.collect()));
+    }
+    Ok(Parsed::Progress(steps))
+}
+
+/// `POST /api/v1/events`: progress events as an AgentGate-style emitter
+/// sends them, each naming its run.
+fn progress(mut ex: Exchange) {
+    let steps = ex.read_body().and_then(|body| {
+        let value = Body::parse_value(&body)?;
+        crate::runs::progress::parse_batch(&value, time::now_unix(), None)
+    });
+    match steps {
+        Ok(steps) => apply_progress(ex, steps),
+        Err(e) => ex.send(e.into()),
+    }
+}
+
+/// Applies a batch of progress steps, then announces each as its own
+/// route would: starts, events and ends, in order.
+fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
+    let n = steps.len();
+    let app = ex.app().clone();
+    app.runs.apply_batch(steps, move |result| match result {
+        Ok(applied) => {
+            let app = ex.app().clone();
+            for a in &applied {
+                match a {
+                    crate::runs::Applied::Started(run) => {
+                        let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+                        app.log.info("run started", &fields);
+                        app.events.run_started(run);
+                    }
+                    crate::runs::Applied::Events(ids, events) => {
+                        app.events.run_events(ids, events);
+                        if app.log.enabled(crate::log::Level::Debug) {
+                            let now = app.runs.with_run(&ids.run_id, |run| {
+                                (
+                                    run.detail.current_iteration,
+                                    run.detail.current_phase.clone(),
+                                )
+                            });
+                            log_events(&app, ids, events, now.unwrap_or_default());
+                        }
+                    }
+                    crate::runs::Applied::Finished(finished) => announce_finished(&app, finished),
+                    crate::runs::Applied::Ended(_) => {}
+                }
+            }
+            ex.send(Response::json(200, &json!({ "accepted": n })))
+        }
+        Err(e) => ex.send(e.into()),
+    });
 }
 
 fn spend(mut ex: Exchange) {

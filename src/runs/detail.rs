@@ -83,6 +83,9 @@ pub struct Detail {
     /// Events applied so far: a batch prepared against one version is
     /// still right if the version has not moved.
     pub version: u64,
+    /// How long the run took once it ended: as the emitter measured it
+    /// when it sent a duration, otherwise from its start to its end.
+    pub duration_seconds: Option<f64>,
     /// How many spans at the front have all ended: spans only ever end,
     /// so the search for an open one (every phase end and gate check)
     /// need not look at them again.

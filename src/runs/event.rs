@@ -485,7 +485,8 @@ fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
     })
 }
 
-type FieldError = (String, String);
+/// A field at fault and what is wrong with it.
+pub(super) type FieldError = (String, String);
 
 struct Fields<'a> {
     map: &'a serde_json::Map<String, Value>,
@@ -562,7 +563,8 @@ impl EventFields for Fields<'_> {
     }
 }
 
-fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
+/// Parses one event object; errors name the field.
+pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     let Value::Object(map) = v else {
         return Err((
             "type".to_string(),
@@ -597,28 +599,27 @@ fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
             }
         }
     }
-    let at = match map.get("timestamp") {
-        None | Some(Value::Null) => now,
-        Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0).ok_or((
-            "timestamp".to_string(),
-            "must be Unix seconds or RFC 3339 text".to_string(),
-        ))?,
-        Some(Value::String(s)) => time::parse_rfc3339(s).ok_or((
-            "timestamp".to_string(),
-            "must be Unix seconds or RFC 3339 text".to_string(),
-        ))?,
-        Some(_) => {
-            return Err((
-                "timestamp".to_string(),
-                "must be Unix seconds or RFC 3339 text".to_string(),
-            ))
-        }
-    };
+    let at = parse_at(map.get("timestamp"), now)?;
     Ok(Timed {
         at,
         event,
         extra: (!extra.is_empty()).then(|| Box::new(extra)),
     })
+}
+
+/// The time of an event: its `timestamp` (Unix seconds or RFC 3339 text),
+/// or `now` when it has none.
+pub(super) fn parse_at(timestamp: Option<&Value>, now: f64) -> Result<f64, FieldError> {
+    let at = match timestamp {
+        None | Some(Value::Null) => return Ok(now),
+        Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0),
+        Some(Value::String(s)) => time::parse_rfc3339(s),
+        Some(_) => None,
+    };
+    at.ok_or((
+        "timestamp".to_string(),
+        "must be Unix seconds or RFC 3339 text".to_string(),
+    ))
 }
 
 impl Timed {

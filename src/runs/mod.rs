@@ -5,11 +5,13 @@
 pub mod detail;
 pub mod event;
 pub mod metrics;
+pub mod progress;
 pub mod trace;
 
 pub use detail::Detail;
 pub use event::{Event, Timed};
 pub use metrics::RunMetrics;
+pub use progress::{Progress, Step};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -155,7 +157,7 @@ pub struct RunStart {
 }
 
 /// A request to start a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewRun {
     /// The id to use; one is made when absent.
     pub run_id: Option<String>,
@@ -193,6 +195,39 @@ pub struct Finished {
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
+}
+
+/// What one step of [`Runs::apply_batch`] did, for the caller to publish
+/// and log. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// A run started.
+    Started(Box<Run>),
+    /// Events of one run, as journaled (filled in, see [`Detail::fill`]).
+    Events(RunIds, Vec<Timed>),
+    /// A run ended and its cost was recorded.
+    Finished(Box<Finished>),
+    /// A run ended; replaced by [`Applied::Finished`] before the caller
+    /// sees it.
+    Ended(String),
+}
+
+/// Records the cost of a run that just ended: `cost` when given, otherwise
+/// its tokens priced by model.
+fn settle(budget: &Budget, run: Run, cost: Option<f64>) -> Result<Finished, Error> {
+    let pricing = budget.pricing();
+    let phase_costs = match cost {
+        Some(_) => Vec::new(),
+        None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
+    };
+    let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
+    match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
+        Ok(spend) => Ok(Finished { run, spend }),
+        Err(e) => Err(Error::Storage(format!(
+            "run {} finished, but its cost was not recorded: {e}",
+            run.run_id
+        ))),
+    }
 }
 
 /// Totals by status.
@@ -357,20 +392,183 @@ impl Runs {
                 if let Err(e) = o {
                     return done(Err(Error::Storage(e.to_string())));
                 }
-                let pricing = budget.pricing();
-                let phase_costs = match cost {
-                    Some(_) => Vec::new(),
-                    None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
-                };
-                let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
-                match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
-                    Ok(spend) => done(Ok(Finished { run, spend })),
-                    Err(e) => done(Err(Error::Storage(format!(
-                        "run {} finished, but its cost was not recorded: {e}",
-                        run.run_id
-                    )))),
-                }
+                done(settle(&budget, run, cost));
             });
+    }
+
+    /// Applies a batch of progress events, possibly for several runs, all
+    /// or nothing: runs start (each reserving its budget), take events and
+    /// end, in order, as one journal record. `done` gets what each step
+    /// did, in order, once the record is durable and the costs of the runs
+    /// it ended are in the budget ledger.
+    ///
+    /// Before anything is applied, every step is checked against the runs
+    /// and the steps before it: a start of a run that exists is
+    /// [`Error::Conflict`], an event for an unknown run [`Error::NotFound`],
+    /// for an ended one [`Error::Conflict`], and a start the budget refuses
+    /// [`Error::Exhausted`], with the reservations of earlier starts in the
+    /// batch given back.
+    pub fn apply_batch(
+        &self,
+        steps: Vec<Progress>,
+        done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
+    ) {
+        let mut state = self.lock();
+        if let Err(e) = self.check_batch(&state, &steps) {
+            drop(state);
+            return done(Err(e));
+        }
+        let mut reserved: Vec<&str> = Vec::new();
+        for p in &steps {
+            if let Step::Start(_) = p.step {
+                if let Err(refusal) = self.budget.reserve(&p.run_id) {
+                    for id in reserved {
+                        self.budget.release(id);
+                    }
+                    drop(state);
+                    return done(Err(Error::Exhausted(Box::new(refusal))));
+                }
+                reserved.push(&p.run_id);
+            }
+        }
+        let now = time::now_unix();
+        let mut records = Vec::with_capacity(steps.len());
+        let mut applied: Vec<Applied> = Vec::with_capacity(steps.len());
+        let mut started: Vec<String> = Vec::new();
+        for p in steps {
+            let id = p.run_id;
+            match p.step {
+                Step::Start(new) => {
+                    let record = json!({
+                        "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal,
+                        "ts": now, "at": p.at, "work_order_id": new.work_order_id,
+                        "correlation_id": new.correlation_id, "strategy": new.strategy,
+                        "max_iterations": new.max_iterations,
+                    });
+                    state.apply(&record, &self.metrics);
+                    records.push(record);
+                    applied.push(Applied::Started(Box::new(state.runs[&id].clone())));
+                    started.push(id);
+                }
+                Step::Event(e) => {
+                    let Some(run) = state.runs.get_mut(&id) else {
+                        continue;
+                    };
+                    let mut batch = [e];
+                    run.detail.fill(&mut batch);
+                    run.detail.apply(&batch[0], &self.metrics);
+                    let [e] = batch;
+                    match (applied.last_mut(), records.last_mut()) {
+                        // Consecutive events of one run share a record.
+                        (Some(Applied::Events(ids, list)), Some(last))
+                            if ids.run_id == id && last["op"] == "events" =>
+                        {
+                            if let Some(events) = last["events"].as_array_mut() {
+                                events.push(e.to_json());
+                            }
+                            list.push(e);
+                        }
+                        _ => {
+                            records.push(
+                                json!({"op": "events", "run_id": id, "events": [e.to_json()]}),
+                            );
+                            applied.push(Applied::Events(run.ids(), vec![e]));
+                        }
+                    }
+                }
+                Step::Finish {
+                    how,
+                    reason,
+                    duration_ms,
+                } => {
+                    let (op, error) = match how {
+                        Finish::Complete => ("complete", None),
+                        Finish::Fail(error) => ("fail", error),
+                        Finish::Cancel => ("cancel", reason),
+                    };
+                    let record = json!({
+                        "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
+                        "duration_ms": duration_ms,
+                    });
+                    state.apply(&record, &self.metrics);
+                    records.push(record);
+                    applied.push(Applied::Ended(id));
+                }
+            }
+        }
+        let record = json!({"op": "batch", "ts": now, "ops": records});
+        let budget = self.budget.clone();
+        let ended: Vec<(usize, Run)> = applied
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Applied::Ended(id) => state.runs.get(id).map(|r| (i, r.clone())),
+                _ => None,
+            })
+            .collect();
+        drop(state);
+        self.queue
+            .submit(record.to_string().into_bytes(), move |o| {
+                if let Err(e) = o {
+                    for id in &started {
+                        budget.release(id);
+                    }
+                    return done(Err(Error::Storage(e.to_string())));
+                }
+                for (i, run) in ended {
+                    match settle(&budget, run, None) {
+                        Ok(finished) => applied[i] = Applied::Finished(Box::new(finished)),
+                        Err(e) => return done(Err(e)),
+                    }
+                }
+                done(Ok(applied))
+            });
+    }
+
+    /// Checks a batch's steps in order against the runs, as
+    /// [`Runs::apply_batch`] describes, without changing anything.
+    fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
+        let mut now: HashMap<&str, Status> = HashMap::new();
+        for p in steps {
+            let id = p.run_id.as_str();
+            let status = now
+                .get(id)
+                .copied()
+                .or_else(|| state.runs.get(id).map(|r| r.status));
+            let at = p.index;
+            match (&p.step, status) {
+                (Step::Start(_), None) => {
+                    now.insert(id, Status::Running);
+                }
+                (Step::Start(_), Some(_)) => {
+                    return Err(Error::Conflict(format!(
+                        "events[{at}]: run {id} already exists"
+                    )))
+                }
+                (_, None) => {
+                    return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
+                }
+                (_, Some(Status::Running)) => {
+                    if let Step::Finish { how, .. } = &p.step {
+                        now.insert(
+                            id,
+                            match how {
+                                Finish::Complete => Status::Completed,
+                                Finish::Fail(_) => Status::Failed,
+                                Finish::Cancel => Status::Cancelled,
+                            },
+                        );
+                    }
+                }
+                (_, Some(s)) => {
+                    return Err(Error::Conflict(format!(
+                        "events[{at}]: run {id} is already {}",
+                        s.as_str()
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fills in what `events` left out and the run `id` knows (see
@@ -526,6 +724,12 @@ impl State {
     /// Applies one journal record and moves the metrics it concerns; used
     /// both live and on replay, so the two can never disagree.
     fn apply(&mut self, v: &Value, m: &RunMetrics) {
+        if v["op"] == "batch" {
+            for op in v["ops"].as_array().into_iter().flatten() {
+                self.apply(op, m);
+            }
+            return;
+        }
         let (Some(op), Some(id)) = (v["op"].as_str(), v["run_id"].as_str()) else {
             return;
         };
@@ -568,12 +772,26 @@ impl State {
                     }
                 }
             }
-            "complete" | "fail" | "cancel" => self.finish(id, op, ts, text("error"), m),
+            "complete" | "fail" | "cancel" => {
+                self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m)
+            }
             _ => {}
+        }
+        // A lifecycle event's own time widens the run's span of events.
+        if let (Some(at), Some(run)) = (v["at"].as_f64(), self.runs.get_mut(id)) {
+            run.detail.saw(at);
         }
     }
 
-    fn finish(&mut self, id: &str, op: &str, ts: f64, error: Option<String>, m: &RunMetrics) {
+    fn finish(
+        &mut self,
+        id: &str,
+        op: &str,
+        ts: f64,
+        error: Option<String>,
+        reported_ms: Option<f64>,
+        m: &RunMetrics,
+    ) {
         let Some(run) = self.runs.get_mut(id) else {
             return;
         };
@@ -592,8 +810,11 @@ impl State {
         m.cycles.inc(&[status.as_str()]);
         self.counts.active -= 1;
         m.active.dec();
-        m.cycle_duration
-            .observe(&[status.as_str()], (ts - run.started_at).max(0.0));
+        // The emitter's own measure when it sent one: its clock saw the
+        // whole run, the server only the reports.
+        let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
+        run.detail.duration_seconds = Some(seconds);
+        m.cycle_duration.observe(&[status.as_str()], seconds);
         self.finished_order.push_back(id.to_string());
         while self.finished_order.len() > FINISHED_RETAINED {
             if let Some(old) = self.finished_order.pop_front() {
