@@ -3,8 +3,9 @@
 times, names and attributes the server promises.
 
     check_traces.py SPANS_FILE RUN_ID TRACE_ID PARENT_SPAN_ID [--timeout S]
+    check_traces.py SPANS_FILE --demo-runs N [--timeout S]
 
-Waits until the run's root span has arrived, then asserts:
+The first form waits until the run's root span has arrived, then asserts:
 
 - no request was refused;
 - the root `conductor.run` joined the caller's trace (TRACE_ID) with PARENT_SPAN_ID as its
@@ -16,6 +17,10 @@ Waits until the run's root span has arrived, then asserts:
 - every phase span lies inside the root, and the root starts at the run's earliest event (its
   events carry the emitter's clock, an hour before the server's);
 - every span carries `operation.id` and `run.id`; gate checks stay `conductor.gate` events.
+
+The second waits for the traces of N runs `demo` sent (run ids `demo-*`) and asserts that every
+phase span lies inside its run span, and that every run span has `operation.id`,
+`operation.type` and `outcome`.
 """
 import argparse
 import json
@@ -43,14 +48,57 @@ def load(path):
         return []
 
 
+def check_demo(path, runs, timeout):
+    """The second form: every phase of every demo run inside its run span."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = load(path)
+        demo = [r for r in records if str(r.get("attributes", {}).get("run.id")).startswith("demo-")]
+        roots = {r["span_id"]: r for r in demo if r["name"] == "conductor.run"}
+        phases = [r for r in demo if r["name"] != "conductor.run"]
+        orphans = [p for p in phases if p["parent_span_id"] not in roots]
+        if (len(roots) >= runs and not orphans) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    failures = [f"receiver refused a request: {r['error']}" for r in records if "error" in r]
+    if len(roots) != runs or orphans:
+        failures.append(f"{len(roots)} demo run spans, not {runs}; {len(orphans)} phases without one")
+    outside = []
+    for ph in phases:
+        root = roots.get(ph["parent_span_id"])
+        if root and not (
+            root["start_time_unix_nano"] <= ph["start_time_unix_nano"]
+            and ph["end_time_unix_nano"] <= root["end_time_unix_nano"]
+        ):
+            outside.append(f"{ph['attributes'].get('run.id')} {ph['name']}")
+    if outside:
+        failures.append(f"{len(outside)} of {len(phases)} phase spans outside their run: {outside[:5]}")
+    for root in roots.values():
+        attrs = root["attributes"]
+        if not (attrs.get("operation.id") and attrs.get("operation.type") == "agent_research"
+                and attrs.get("outcome") in ("completed", "failed", "cancelled")):
+            failures.append(f"run span attributes {attrs}")
+            break
+    if failures:
+        print("\n".join(failures))
+        return 1
+    print(f"traces: {len(roots)} demo runs, all {len(phases)} phase spans inside their run span")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("spans")
-    p.add_argument("run_id")
-    p.add_argument("trace_id")
-    p.add_argument("parent")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("trace_id", nargs="?")
+    p.add_argument("parent", nargs="?")
+    p.add_argument("--demo-runs", type=int, metavar="N")
     p.add_argument("--timeout", type=float, default=30)
     a = p.parse_args()
+    if a.demo_runs is not None:
+        return check_demo(a.spans, a.demo_runs, a.timeout)
+    if a.parent is None:
+        p.error("RUN_ID, TRACE_ID and PARENT_SPAN_ID are required without --demo-runs")
     deadline = time.monotonic() + a.timeout
     while True:
         records = load(a.spans)
