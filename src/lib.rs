@@ -22,6 +22,7 @@ pub mod otlp;
 pub mod runs;
 pub mod sys;
 pub mod time;
+pub mod usage;
 pub mod ws;
 
 /// The examples in `docs/metrics-library.md`, compiled and run as doctests.
