@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub budget_dir: PathBuf,
     /// `--pricing FILE`: model prices; the built-in default when unset.
     pub pricing: Option<PathBuf>,
+    /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// What the command line asks for.
@@ -106,6 +108,7 @@ Serve options (each has an environment variable; the flag wins):
   --run-estimate DOLLARS reserved per run start    AGENT_RUN_ESTIMATE  (0.15)
   --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
                          ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
+  --metrics-file FILE    declared metric families, JSON  CONDUCTOR_METRICS_FILE (none)
 
 Client options:
   --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
@@ -167,6 +170,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "daily-budget",
             "run-estimate",
             "pricing",
+            "metrics-file",
         ],
     };
     if let Some((name, _)) = flags.iter().find(|(n, _)| !allowed.contains(n)) {
@@ -275,6 +279,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         run_estimate,
         budget_dir,
         pricing: flag("pricing").map(PathBuf::from),
+        metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE").map(PathBuf::from),
     }))
 }
 

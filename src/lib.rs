@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod commit_queue;
 pub mod config;
+pub mod declared;
 pub mod demo;
 pub mod error;
 pub mod events;

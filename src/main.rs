@@ -62,6 +62,19 @@ fn serve(c: ServeConfig) -> ExitCode {
             }
         },
     };
+    let declared = match &c.metrics_file {
+        None => Vec::new(),
+        Some(path) => {
+            let read = std::fs::read_to_string(path).map_err(|e| e.to_string());
+            match read.and_then(|text| conductor_metrics::declared::spec::parse(&text)) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("conductor-metrics: --metrics-file {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let budget = BudgetConfig {
         daily_limit: c.daily_budget,
         run_estimate: c.run_estimate,
@@ -75,10 +88,16 @@ fn serve(c: ServeConfig) -> ExitCode {
             max_body: c.max_body,
             budget,
             otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
+            declared,
         },
         log,
     ) {
         Ok(app) => app,
+        // A declared family the registry refuses is the file's fault.
+        Err(conductor_metrics::error::Error::Invalid { field, message }) => {
+            eprintln!("conductor-metrics: --metrics-file: {field}: {message}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             log.error(
                 "cannot start",
