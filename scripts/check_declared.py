@@ -5,10 +5,10 @@
     check_declared.py URL --same-as STATE        after a restart: every declared series unchanged
 
 The server must run with `--metrics-file docs/examples/orchestrator-metrics.json`. --play checks
-that the first scrape announces all twelve families, refuses two bad batches (an undeclared name,
-a misspelt label) without applying their good updates, then plays a merge with a conflict and
-its resolution, a clean merge, a merge that raises, a task that is retried once, and an LLM call
-that is rate-limited and then succeeds. Both formats are parsed with prometheus_client (the
+that the first scrape announces all twelve families, reports a run with the client's run calls,
+has two bad batches (an undeclared name, a misspelt label) refused without applying their good
+updates, then plays a merge with a conflict and its resolution, a clean merge, a merge that
+raises, a task that is retried once, and an LLM call that is rate-limited and then succeeds. Both formats are parsed with prometheus_client (the
 OpenMetrics one strictly) and must hold exactly the expected declared series. Counts and buckets
 are exact; the sums of blocks the client timed are checked against a bound. STATE keeps what the
 text parser saw, and --same-as compares a later scrape to it value for value.
@@ -166,6 +166,12 @@ def expect_refused(metrics, field):
 
 def play(metrics):
     """An orchestrator's morning, through the client's public API."""
+    # The run calls the client shares with docs/instrumenting.md.
+    run = metrics.start_run(work_order_id="WO-e2e-client")
+    metrics.events(run, {"type": "phase_started", "phase": "code"},
+                   {"type": "phase_completed", "phase": "code", "success": True})
+    metrics.complete(run)
+
     # Two bad batches: each holds a good update first, which must not be applied either.
     metrics.inc("git_merge_total", result="success")
     metrics.inc("git_merges_total", result="success")

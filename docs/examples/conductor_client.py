@@ -1,9 +1,10 @@
-"""Declared metrics for conductor-metrics, on the Python standard library only.
+"""A client for conductor-metrics, on the Python standard library only.
 
-The server must declare every name used: start it with
-`--metrics-file docs/examples/orchestrator-metrics.json`. Updates are queued and posted
-to /api/v1/metrics in batches of up to 1000, which the server takes whole or not at all,
-and answers once they are on disk.
+`Conductor` reports runs and their events (docs/instrumenting.md). `Metrics` also sends
+updates to declared metrics, which the server must declare: start it with
+`--metrics-file docs/examples/orchestrator-metrics.json` for the names used here. Updates are
+queued and posted to /api/v1/metrics in batches of up to 1000, which the server takes whole or
+not at all, and answers once they are on disk. Both read CONDUCTOR_URL and CONDUCTOR_API_KEY.
 """
 import json
 import logging
@@ -19,12 +20,46 @@ ACTIVE_GAUGES = {"git_merge": "git_active_merges"}  # track() keeps these at the
 log = logging.getLogger("conductor_client")
 
 
-class Metrics:
-    """Queues updates to declared metrics and sends them in batches. Safe to share across threads."""
+class Conductor:
+    """Reports runs and their events to conductor-metrics."""
 
-    def __init__(self, url=None, api_key=None, max_delay=5.0):
+    def __init__(self, url=None, api_key=None):
         self.url = (url or os.environ.get("CONDUCTOR_URL") or "http://127.0.0.1:14355").rstrip("/")
         self.api_key = api_key or os.environ.get("CONDUCTOR_API_KEY")
+
+    def _post(self, path, body):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        if self.api_key:
+            req.add_header("Authorization", "Bearer " + self.api_key)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as e:
+            if e.code >= 500:
+                raise  # the server's trouble, not the request's: worth sending again
+            err = json.load(e).get("error", {})
+            raise RuntimeError(f"{path}: {e.code} {err.get('message', e.reason)}") from None
+
+    def start_run(self, **fields):
+        return self._post("/api/v1/runs", fields)["run_id"]
+
+    def events(self, run_id, *events):
+        return self._post(f"/api/v1/runs/{run_id}/events", list(events))["accepted"]
+
+    def complete(self, run_id):
+        return self._post(f"/api/v1/runs/{run_id}/complete", {})
+
+    def fail(self, run_id, error=None):
+        return self._post(f"/api/v1/runs/{run_id}/fail", {"error": error})
+
+
+class Metrics(Conductor):
+    """A Conductor that also queues updates to declared metrics and sends them in batches.
+    Safe to share across threads."""
+
+    def __init__(self, url=None, api_key=None, max_delay=5.0):
+        super().__init__(url, api_key)
         self.max_delay = max_delay  # seconds an update may wait for its batch to fill
         self._pending, self._lock, self._sent_at = [], threading.RLock(), time.monotonic()
 
@@ -52,26 +87,19 @@ class Metrics:
         """Sends every queued update; returns how many the server accepted.
 
         A batch the server refuses is dropped and raises RuntimeError, naming the update and
-        field (`updates[2].labels.model: ...`). One that cannot be delivered stays queued for
-        the next flush and raises OSError.
+        field (`updates[2].labels.model: ...`). One that cannot be delivered, or that meets a
+        server error, stays queued for the next flush and raises OSError.
         """
         accepted = 0
         with self._lock:
             self._sent_at = time.monotonic()
             while self._pending:
                 batch = self._pending[:MAX_BATCH]
-                req = urllib.request.Request(self.url + "/api/v1/metrics", data=json.dumps(batch).encode(),
-                                             method="POST", headers={"Content-Type": "application/json"})
-                if self.api_key:
-                    req.add_header("Authorization", "Bearer " + self.api_key)
                 try:
-                    with urllib.request.urlopen(req, timeout=10) as resp:
-                        accepted += json.load(resp)["accepted"]
-                except urllib.error.HTTPError as e:
-                    if e.code != 400:
-                        raise
-                    del self._pending[:len(batch)]
-                    raise RuntimeError("/api/v1/metrics: " + json.load(e)["error"]["message"]) from None
+                    accepted += self._post("/api/v1/metrics", batch)["accepted"]
+                except RuntimeError:
+                    del self._pending[:len(batch)]  # refused: sending it again would not help
+                    raise
                 del self._pending[:len(batch)]
         return accepted
 
