@@ -64,6 +64,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "agent", "status"], _) => ex.send(Response::method_not_allowed("GET")),
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "metrics"], "POST") => update_metrics(ex),
+        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
@@ -549,6 +551,24 @@ fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
         Some(run) => ex.send(Response::json(200, &run.to_json())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
+    }
+}
+
+/// `POST /api/v1/metrics`: updates to declared families, all or nothing.
+fn update_metrics(mut ex: Exchange) {
+    let updates = ex.read_body().and_then(|body| {
+        let value = Body::parse_value(&body)?;
+        ex.app().declared.parse(&value)
+    });
+    match updates {
+        Ok(updates) => {
+            let app = ex.app().clone();
+            app.declared.update(updates, move |result| match result {
+                Ok(n) => ex.send(Response::json(200, &json!({ "accepted": n }))),
+                Err(e) => ex.send(e.into()),
+            });
+        }
+        Err(e) => ex.send(e.into()),
     }
 }
 
