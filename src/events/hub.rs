@@ -697,7 +697,10 @@ mod tests {
         let mut v: Value = serde_json::from_str(e.json()).unwrap();
         let received = v["received_at"].as_str().map(crate::time::parse_rfc3339);
         let now = crate::time::now_unix();
-        assert!(matches!(received, Some(Some(t)) if (now - t).abs() < 60.0), "{v}");
+        assert!(
+            matches!(received, Some(Some(t)) if (now - t).abs() < 60.0),
+            "{v}"
+        );
         v.as_object_mut().unwrap().remove("received_at");
         assert_eq!(
             v,
