@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod batch;
 pub mod budget;
 pub mod bus;
 pub mod cli;

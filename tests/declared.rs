@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, post_json, run_cli, ServerProc, TempDir};
+use common::{get, post_json, run_cli, sample, ServerProc, TempDir};
 use serde_json::{json, Value};
 
 const FAMILIES: &str = r#"[
@@ -16,13 +16,6 @@ const FAMILIES: &str = r#"[
   {"name": "llm_request_duration_seconds", "type": "histogram", "help": "LLM latency.",
    "labels": ["model", "provider"], "buckets": [0.5, 1, 5]}
 ]"#;
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.parse().expect("a numeric sample"))
-}
 
 fn start(dir: &TempDir) -> ServerProc {
     let file = dir.join("families.json");

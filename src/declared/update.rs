@@ -64,26 +64,7 @@ pub fn parse_batch(
     declared: &[Declaration],
     index: &HashMap<String, usize>,
 ) -> Result<Vec<Update>, Error> {
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Object(_) => vec![value],
-        _ => {
-            return Err(Error::invalid(
-                "body",
-                "must be an update object or an array of them",
-            ))
-        }
-    };
-    if items.is_empty() {
-        return Err(Error::invalid("body", "holds no updates"));
-    }
-    if items.len() > MAX_BATCH {
-        let n = items.len();
-        return Err(Error::invalid(
-            "body",
-            format!("holds {n} updates; at most {MAX_BATCH} per batch"),
-        ));
-    }
+    let items = crate::batch::items(value, "update", MAX_BATCH)?;
     items
         .iter()
         .enumerate()
