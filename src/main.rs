@@ -9,8 +9,7 @@ use conductor_metrics::budget::{BudgetConfig, Pricing};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::demo;
-use conductor_metrics::http::front::FrontConfig;
-use conductor_metrics::http::Server;
+use conductor_metrics::http::{Limits, Server};
 use conductor_metrics::log::Logger;
 use conductor_metrics::otlp::OtlpConfig;
 
@@ -100,14 +99,14 @@ fn serve(c: ServeConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let front = FrontConfig {
+    let limits = Limits {
         max_connections: c.max_connections,
         header_timeout: c.header_timeout,
         idle_timeout: c.idle_timeout,
         max_body: c.max_body,
-        ..FrontConfig::default()
+        ..Limits::default()
     };
-    let server = match Server::start(app, listener, c.workers, front) {
+    let server = match Server::start(app, listener, limits) {
         Ok(s) => s,
         Err(e) => {
             log.error(

@@ -21,13 +21,6 @@ mod ffi {
         pub fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
         #[cfg(target_pointer_width = "64")]
         pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
-        pub fn setsockopt(
-            fd: c_int,
-            level: c_int,
-            name: c_int,
-            value: *const std::ffi::c_void,
-            len: u32,
-        ) -> c_int;
         pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
     }
 
@@ -44,11 +37,6 @@ mod ffi {
     /// glibc's `M_ARENA_MAX`.
     #[cfg(target_env = "gnu")]
     pub const M_ARENA_MAX: c_int = -8;
-
-    /// `IPPROTO_TCP`.
-    pub const IPPROTO_TCP: c_int = 6;
-    /// `TCP_NODELAY`.
-    pub const TCP_NODELAY: c_int = 1;
 
     /// glibc's and musl's `_SC_CLK_TCK`.
     pub const SC_CLK_TCK: c_int = 2;
@@ -69,17 +57,6 @@ mod ffi {
         target_arch = "sparc64"
     )))]
     pub const RLIMIT_NOFILE: c_int = 7;
-}
-
-/// `EMFILE`: this process has as many descriptors open as its limit allows.
-const EMFILE: i32 = 24;
-
-/// `ENFILE`: the whole system is out of descriptors.
-const ENFILE: i32 = 23;
-
-/// Whether `err` says no descriptor could be had (`EMFILE` or `ENFILE`).
-pub fn out_of_descriptors(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// The limits on open descriptors (`RLIMIT_NOFILE`). `u64::MAX`
@@ -186,33 +163,6 @@ pub fn page_size() -> f64 {
     }
 }
 
-/// Sets `TCP_NODELAY` on a listening socket. Linux copies it to every
-/// accepted socket, which is the only way to reach the sockets tiny_http
-/// accepts: without it, a response written as header then body waits for
-/// a delayed ACK (about 40 ms) under Nagle's algorithm.
-#[cfg(target_os = "linux")]
-pub fn set_listener_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: std::ffi::c_int = 1;
-    // SAFETY: the fd is a live socket owned by `listener` for the whole
-    // call, and the option value points to a c_int that outlives the call,
-    // with its exact size passed as the length.
-    let rc = unsafe {
-        ffi::setsockopt(
-            listener.as_raw_fd(),
-            ffi::IPPROTO_TCP,
-            ffi::TCP_NODELAY,
-            (&one as *const std::ffi::c_int).cast(),
-            std::mem::size_of::<std::ffi::c_int>() as u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Sends what of `bytes` the socket takes at once, without blocking and
 /// without touching the socket's blocking mode, which other handles to the
 /// same socket share: `WouldBlock` when it takes nothing.
@@ -255,61 +205,6 @@ pub fn limit_malloc_arenas(arenas: i32) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_malloc_arenas(_arenas: i32) {}
 
-/// Elsewhere nothing is done; accepted sockets keep their defaults.
-#[cfg(not(target_os = "linux"))]
-pub fn set_listener_nodelay(_listener: &std::net::TcpListener) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// A new handle to this process's TCP socket whose peer is `peer`, found
-/// among the open file descriptors; `None` if there is none.
-///
-/// tiny_http hides the sockets it accepts, and the stream it returns from a
-/// WebSocket upgrade reads and writes through one `&mut`, so it cannot be
-/// read by one thread while another writes. A second handle to the same
-/// socket lets a writer thread send frames while a reader thread blocks in
-/// that stream. Matching the peer is exact: the front's end of the same
-/// connection has the server's address as its peer, and no other socket can
-/// be connected to the front's ephemeral port.
-#[cfg(target_os = "linux")]
-pub fn socket_with_peer(peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
-    use std::os::fd::BorrowedFd;
-    use std::os::unix::ffi::OsStrExt;
-    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    // The socket was accepted moments ago and new descriptors tend to be the
-    // highest, so look there first.
-    fds.sort_unstable_by(|a, b| b.cmp(a));
-    fds.into_iter().find_map(|fd| {
-        // Only sockets are duplicated: closing a copy of a file's descriptor
-        // drops the process's POSIX locks on that file (the crate takes none,
-        // and a number reused between these two calls is the only way in).
-        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-        if !target.as_os_str().as_bytes().starts_with(b"socket:") {
-            return None;
-        }
-        // SAFETY: the borrow lives for one fcntl(F_DUPFD_CLOEXEC) call.
-        // Another thread may close the descriptor meanwhile; the kernel then
-        // fails the call or duplicates whatever file took the number, which
-        // the address check below rejects and the drop closes. Either way
-        // only our own new descriptor is ever closed.
-        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
-            .try_clone_to_owned()
-            .ok()?;
-        let stream = std::net::TcpStream::from(owned);
-        (stream.peer_addr().ok()? == peer).then_some(stream)
-    })
-}
-
-/// Elsewhere the descriptors cannot be listed, so there is no second handle.
-#[cfg(not(target_os = "linux"))]
-pub fn socket_with_peer(_peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
-    None
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
@@ -317,21 +212,6 @@ mod tests {
         assert_eq!(super::clock_ticks_per_second(), 100.0);
         let page = super::page_size();
         assert!(page >= 4096.0 && (page as u64).is_power_of_two());
-    }
-
-    #[test]
-    fn a_socket_is_found_by_its_peer() {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_accepted, peer) = listener.accept().unwrap();
-        let mut second = super::socket_with_peer(peer).expect("the accepted socket");
-        second.write_all(b"hi").unwrap();
-        let mut got = [0; 2];
-        client.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hi");
-        let unknown = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(super::socket_with_peer(unknown).is_none());
     }
 
     #[test]
@@ -345,14 +225,5 @@ mod tests {
             assert_eq!(after.soft, before.hard);
         }
         assert_eq!(super::fd_limits().unwrap(), after);
-    }
-
-    #[test]
-    fn running_out_of_descriptors_is_recognised() {
-        use std::io::Error;
-        assert!(super::out_of_descriptors(&Error::from_raw_os_error(24)));
-        assert!(super::out_of_descriptors(&Error::from_raw_os_error(23)));
-        assert!(!super::out_of_descriptors(&Error::from_raw_os_error(2)));
-        assert!(!super::out_of_descriptors(&Error::other("x")));
     }
 }

@@ -256,6 +256,11 @@ enum End {
 struct QueueState {
     events: VecDeque<Arc<Published>>,
     end: Option<End>,
+    /// Whether the reader waits on `ready`: only then does a push wake it,
+    /// so a reader busy writing costs its publishers no system call.
+    waiting: bool,
+    /// Run once, by the publisher, when the subscriber is cut off for lagging.
+    on_lag: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// One subscriber's queue: filled by publishers, emptied by its reader.
@@ -288,15 +293,19 @@ impl Queue {
             let dropped = q.events.len() as u64 + 1;
             q.events = VecDeque::new();
             q.end = Some(End::Lagged { dropped });
+            let on_lag = q.on_lag.take();
             drop(q);
             self.ready.notify_all();
+            if let Some(on_lag) = on_lag {
+                on_lag();
+            }
             return Push::Lagged(dropped);
         }
-        // The reader only waits on an empty queue, so only that push wakes it.
-        let was_empty = q.events.is_empty();
         q.events.push_back(event.clone());
+        // A waiting reader waits on an empty queue, so only the first push wakes it.
+        let wake = std::mem::take(&mut q.waiting);
         drop(q);
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
         Push::Queued
@@ -612,13 +621,23 @@ impl Subscription {
             if left.is_zero() {
                 return Next::Idle;
             }
+            q.waiting = true;
             q = self
                 .queue
                 .ready
                 .wait_timeout(q, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            q.waiting = false;
         }
+    }
+
+    /// Runs `f` once if the subscriber is cut off for lagging, from the
+    /// publisher's thread under the hub's lock: it must be quick and must
+    /// not call into the hub. The transport uses it to stop a write that a
+    /// client which stopped reading holds up.
+    pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
+        self.queue.lock().on_lag = Some(Box::new(f));
     }
 
     /// A handle that ends this subscription from another thread.
@@ -787,6 +806,21 @@ mod tests {
         registry.render(&mut text, crate::metrics::Format::Text);
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("conductor_event_subscribers{transport=\"sse\"} 0"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lagging_subscriber_hears_of_it_at_once() {
+        let (hub, _, dir) = hub("on-lag");
+        let stuck = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let (told, heard) = std::sync::mpsc::channel();
+        stuck.on_lag(move || told.send(()).unwrap());
+        for _ in 0..QUEUE_CAPACITY {
+            hub.publish(event("run_started", "a"));
+        }
+        assert!(heard.try_recv().is_err());
+        hub.publish(event("run_started", "a"));
+        assert!(heard.try_recv().is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

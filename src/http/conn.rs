@@ -1,19 +1,19 @@
 //! One client connection: each request is read completely and within its
-//! limits, checked, and only then sent upstream.
+//! limits, checked, and handed to the handler; answers go out in order.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::answer::{Answer, Outcome, Slot, Takeover};
 use super::chunked::{self, FramingError};
-use super::client::{ClientStream, HeadError};
-use super::local::{Answer, LocalHandler, Outcome, Slot};
-use super::registry::Activity;
-use super::reply::{self, method_label, Reject};
-use super::request::{Expect, Framing, RequestHead};
-use super::upstream::{Exchange, ExchangeError, Want};
-use super::{tunnel, Shared};
+use super::conns::Activity;
+use super::parse::{Expect, Framing, RequestHead};
+use super::reject::{self, method_label, Reject};
+use super::socket::{ClientStream, HeadError};
+use super::Shared;
 
 /// How long a closing connection keeps reading what the client still sends,
 /// so that our last response is not destroyed by a reset (RFC 9112 section 9.6).
@@ -27,27 +27,26 @@ const LINGER_BYTES: usize = 1024 * 1024;
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
 /// What the connection does after a request.
-enum Next {
+enum AfterRequest {
     /// Wait for the next request.
-    Request,
+    Read,
     /// Close at once: the client is gone, timed out, or broke the framing.
     Close,
     /// A response went out and the connection ends: close gracefully.
     Linger,
-    /// The upstream switched protocols: copy raw bytes both ways.
-    Tunnel(TcpStream, Vec<u8>),
+    /// A stream took the connection over: run it, then close.
+    Stream(Takeover),
     /// The answer is written by its sender: wait for the next request, and
     /// for the answer to be written before serving it.
     Later(Arc<Slot>),
 }
 
 /// Serves requests on `stream` until the client leaves, a limit is hit, or
-/// the registry evicts the connection while it is idle.
-pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: &Arc<Activity>) {
-    let config = &shared.config;
-    // A client that stops reading must not hold this thread, and the upstream
-    // connection behind it, for ever.
-    let write_timeout = config.body_timeout.max(Duration::from_millis(1));
+/// the connection is evicted while it is idle.
+pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) {
+    let limits = &shared.limits;
+    // A client that stops reading must not hold this thread for ever.
+    let write_timeout = limits.body_timeout.max(Duration::from_millis(1));
     if stream.set_write_timeout(Some(write_timeout)).is_err() {
         return;
     }
@@ -56,7 +55,7 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
     // A new connection starts idle, since its admission.
     loop {
         client.release_buffer();
-        client.set_deadline(config.idle_timeout);
+        client.set_deadline(limits.idle_timeout);
         match client.wait_for_data() {
             Ok(true) => {}
             Ok(false) => return,
@@ -75,14 +74,19 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
         if !activity.mark_busy() {
             return;
         }
-        match serve_request(&mut client, peer, shared, activity) {
-            Next::Request => activity.mark_idle(),
-            Next::Later(slot) => pending = Some(slot),
-            Next::Close => return,
-            Next::Linger => return linger(client.stream()),
-            Next::Tunnel(upstream, upstream_leftover) => {
-                let (stream, client_leftover) = client.into_parts();
-                return tunnel::run(stream, &client_leftover, upstream, &upstream_leftover);
+        match serve_request(&mut client, shared, activity) {
+            AfterRequest::Read => activity.mark_idle(),
+            AfterRequest::Later(slot) => pending = Some(slot),
+            AfterRequest::Close => return,
+            AfterRequest::Linger => return linger(client.stream()),
+            AfterRequest::Stream(run) => {
+                let (stream, leftover) = client.into_parts();
+                // A stream waits on the client for as long as both stay;
+                // the deadlines of requests no longer apply.
+                if stream.set_read_timeout(None).is_ok() {
+                    run(stream, leftover);
+                }
+                return;
             }
         }
     }
@@ -90,20 +94,19 @@ pub(super) fn serve(stream: TcpStream, peer: IpAddr, shared: &Shared, activity: 
 
 fn serve_request(
     client: &mut ClientStream,
-    peer: IpAddr,
     shared: &Shared,
     activity: &Arc<Activity>,
-) -> Next {
-    let config = &shared.config;
-    client.set_deadline(config.header_timeout);
-    let head = match client.read_head(config.max_header_bytes) {
+) -> AfterRequest {
+    let limits = &shared.limits;
+    client.set_deadline(limits.header_timeout);
+    let head = match client.read_head(limits.max_header_bytes) {
         Ok(head) => head,
-        Err(HeadError::Closed) => return Next::Close,
+        Err(HeadError::Closed) => return AfterRequest::Close,
         Err(HeadError::Io(err)) => {
             if timed_out(&err) {
                 shared.hooks.connection_rejected("header_timeout");
             }
-            return Next::Close;
+            return AfterRequest::Close;
         }
         Err(HeadError::TooLarge) => {
             let label = method_label(client.buffered());
@@ -117,100 +120,113 @@ fn serve_request(
         }
     };
     let label = method_label(&head);
-    let request = match RequestHead::parse(head) {
-        Ok(request) => request,
+    let head = match RequestHead::parse(head) {
+        Ok(head) => head,
         Err(reject) => return refuse(client, shared, label, false, reject),
     };
-    let head_only = request.is_head();
-    if matches!(request.framing, Framing::Length(n) if n > config.max_body) {
+    let head_only = head.is_head();
+    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
         let reject = Reject::too_large("the request body is too large");
         return refuse(client, shared, label, head_only, reject);
     }
-    // Answered here rather than by tiny_http, whose own 417 no handler sees
-    // and so nothing counts. The body is left unread, as RFC 9110 allows.
-    if request.expect == Expect::Unknown {
+    // The body is left unread, as RFC 9110 allows.
+    if head.expect == Expect::Unknown {
         let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
         return refuse(client, shared, label, head_only, reject);
     }
-    let body = match read_body(client, &request, shared, label) {
+    let mut request = head.request(Vec::new());
+    if !shared.handler.admits(&request) {
+        // Answered on the head alone: a body is never read, and the
+        // connection then closes, since its next request would start inside it.
+        let close = head.has_body() || !head.keep_alive;
+        let keep_alive_10 = head.http10 && !close;
+        let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+        shared.handler.refuse(request, answer);
+        return write_outcome(client, &slot, close);
+    }
+    let Some(reservation) = Reservation::take(shared, &head) else {
+        let reject = Reject::busy("the server holds too many request bodies; retry shortly");
+        return refuse(client, shared, label, head_only, reject);
+    };
+    request.body = match read_body(client, &head, shared, label) {
         Ok(body) => body,
         Err(next) => return next,
     };
-    if let Some(handler) = shared.local.as_deref() {
-        if !request.upgrade && handler.handles(request.method(), request.path()) {
-            return answer_locally(client, &request, body, handler, activity);
-        }
-    }
-    let message = request.forward(&body, peer);
-    drop(body);
-    let want = Want {
-        head: head_only,
-        http10: request.http10,
-        close: !request.keep_alive,
-        upgrade: request.upgrade,
-        reusable: !request.upgrade,
-    };
-    match shared.upstream.exchange(&message, want, client.stream()) {
-        Ok(Exchange::Done { close }) if close || want.close => Next::Linger,
-        Ok(Exchange::Done { .. }) => Next::Request,
-        Ok(Exchange::Upgraded(upstream, leftover)) => Next::Tunnel(upstream, leftover),
-        Err(ExchangeError::Unreachable) => {
-            let reject = Reject::bad_gateway("the server is unreachable");
-            refuse(client, shared, label, head_only, reject)
-        }
-        // Closing this connection frees two descriptors towards the next try.
-        Err(ExchangeError::NoDescriptors) => {
-            let reject =
-                Reject::unavailable("the server is out of file descriptors; retry shortly");
-            refuse(client, shared, label, head_only, reject)
-        }
-        // The upstream saw this request and counted it, so the hook is not told.
-        Err(ExchangeError::BadResponse(message)) => {
-            answer(client, head_only, Reject::bad_gateway(message))
-        }
-        Err(ExchangeError::Broken) => Next::Close,
-    }
+    let close = !head.keep_alive;
+    let keep_alive_10 = head.http10 && !close;
+    let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+    shared.handler.handle(request, answer);
+    // The handler has parsed the body, or dropped it, by now.
+    drop(reservation);
+    write_outcome(client, &slot, close)
 }
 
-/// Answers `request` in this thread through `handler`.
-fn answer_locally(
-    client: &ClientStream,
-    request: &RequestHead,
-    body: Vec<u8>,
-    handler: &dyn LocalHandler,
-    activity: &Arc<Activity>,
-) -> Next {
-    let close = !request.keep_alive;
-    let keep_alive_10 = request.http10 && !close;
-    let (answer, slot) = Answer::new(request.is_head(), close, keep_alive_10, activity.clone());
-    handler.handle(request.local(body), answer);
+/// Writes what the handler left in `slot`, or leaves it to the answer's
+/// sender, or hands the connection to a stream.
+fn write_outcome(client: &ClientStream, slot: &Arc<Slot>, close: bool) -> AfterRequest {
     match slot.outcome(client.stream()) {
         Outcome::Ready(bytes) => match client.write_all(&bytes) {
-            Ok(()) if close => Next::Linger,
-            Ok(()) => Next::Request,
-            Err(_) => Next::Close,
+            Ok(()) if close => AfterRequest::Linger,
+            Ok(()) => AfterRequest::Read,
+            Err(_) => AfterRequest::Close,
         },
-        Outcome::Later(slot) => Next::Later(slot),
-        Outcome::Failed => Next::Close,
+        Outcome::Stream(head, run) => match client.write_all(&head) {
+            Ok(()) => AfterRequest::Stream(run),
+            Err(_) => AfterRequest::Close,
+        },
+        Outcome::Later(slot) => AfterRequest::Later(slot),
+        Outcome::Failed => AfterRequest::Close,
     }
 }
 
-/// Reads the whole body into memory, so that tiny_http never waits on a slow
-/// client, and never has to drain a body it did not read.
+/// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
+/// request is read and handled; given back when dropped.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves room for the body `head` announces: its length, or the body
+    /// limit for a chunked one. `None` when the cap has no room for it.
+    fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
+        let bytes = match head.framing {
+            Framing::Length(n) => n,
+            Framing::Chunked => shared.limits.max_body,
+            Framing::Empty => 0,
+        };
+        // Relaxed is enough: the counter is the only shared state, and
+        // each add is undone by exactly one subtract.
+        let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);
+        let reservation = Reservation { shared, bytes };
+        (bytes == 0 || before + bytes <= shared.limits.max_buffered_bodies).then_some(reservation)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .buffered
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reads the whole body into memory, so that a handler never waits on a
+/// slow client.
 fn read_body(
     client: &mut ClientStream,
     request: &RequestHead,
     shared: &Shared,
     label: &'static str,
-) -> Result<Vec<u8>, Next> {
-    let config = &shared.config;
+) -> Result<Vec<u8>, AfterRequest> {
+    let config = &shared.limits;
     if !request.has_body() {
         return Ok(Vec::new());
     }
     if request.expect == Expect::Continue
         && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
     {
-        return Err(Next::Close);
+        return Err(AfterRequest::Close);
     }
     client.set_deadline(config.body_timeout);
     let result = match request.framing {
@@ -231,7 +247,7 @@ fn read_body(
                 if timed_out(&err) {
                     shared.hooks.connection_rejected("body_timeout");
                 }
-                return Next::Close;
+                return AfterRequest::Close;
             }
             FramingError::Malformed(message) => Reject::bad_request(message),
             FramingError::LineTooLong => Reject::bad_request("a chunk-size line is too long"),
@@ -244,23 +260,19 @@ fn read_body(
     })
 }
 
-/// Answers a request that tiny_http will never see, and tells the hooks so
-/// that it is still counted once.
+/// Answers a request no handler will see, and tells the hooks so that it
+/// is still counted once.
 fn refuse(
     client: &ClientStream,
     shared: &Shared,
     label: &'static str,
     head_only: bool,
     reject: Reject,
-) -> Next {
-    shared.hooks.request_rejected(label, reject.status.code());
-    answer(client, head_only, reject)
-}
-
-fn answer(client: &ClientStream, head_only: bool, reject: Reject) -> Next {
+) -> AfterRequest {
+    shared.hooks.request_rejected(label, reject.status);
     // The connection ends either way; a failed write changes nothing.
-    let _ = client.write_all(&reply::response(reject, head_only));
-    Next::Linger
+    let _ = client.write_all(&reject::response(reject, head_only));
+    AfterRequest::Linger
 }
 
 /// Ends our side of the connection, then reads and discards what the client

@@ -1,0 +1,486 @@
+//! End-to-end tests of the layer, with a test handler behind it.
+
+use super::test_support::{quick, start, wait_until, Client, Recorder, PATIENCE};
+use super::{start_with, Backoff, Limits, Server, BACKOFF_MAX};
+use std::io::{self, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+#[test]
+fn keep_alive_requests_share_one_connection() {
+    let (server, echo, recorder) = start(quick());
+    let mut client = Client::connect(&server);
+    assert_eq!(client.get("/a").text(), "GET /a 0");
+    client.send(b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let reply = client.reply();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "POST /b 5"));
+    assert_eq!(client.get("/c").text(), "GET /c 0");
+    assert_eq!(echo.urls(), ["/a", "/b", "/c"]);
+    assert_eq!(recorder.open(), 1);
+}
+
+#[test]
+fn absurd_content_lengths_get_413_without_reaching_the_handler() {
+    let (server, echo, recorder) = start(quick());
+    for length in ["18446744073709551615", "1000000000000000", "1048577"] {
+        let mut client = Client::connect(&server);
+        client.send(
+            format!("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n").as_bytes(),
+        );
+        let reply = client.reply();
+        assert_eq!(reply.status, 413);
+        assert!(reply.text().contains("\"PAYLOAD_TOO_LARGE\""));
+        assert!(client.is_closed());
+    }
+    assert!(echo.urls().is_empty());
+    assert_eq!(recorder.rejected.lock().unwrap().len(), 3);
+    assert_eq!(Client::connect(&server).get("/ok").status, 200);
+}
+
+#[test]
+fn chunked_bodies_are_decoded_and_limited() {
+    let limits = Limits {
+        max_body: 16,
+        ..quick()
+    };
+    let (server, echo, recorder) = start(limits);
+    let mut client = Client::connect(&server);
+    client.send(b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n");
+    assert_eq!(client.reply().text(), "POST /c 11");
+
+    let mut client = Client::connect(&server);
+    client.send(b"PUT /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n");
+    assert_eq!(client.reply().status, 413);
+    assert!(client.is_closed());
+    assert_eq!(echo.urls(), ["/c"]);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        [("PUT".to_string(), 413)]
+    );
+}
+
+#[test]
+fn a_slow_body_times_out_without_holding_up_others() {
+    let limits = Limits {
+        body_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let (server, echo, recorder) = start(limits);
+    let mut slow = Client::connect(&server);
+    slow.send(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
+    assert_eq!(Client::connect(&server).get("/fast").status, 200);
+    assert!(slow.is_closed());
+    assert!(recorder.has_reason("body_timeout"));
+    assert_eq!(echo.urls(), ["/fast"]);
+}
+
+#[test]
+fn a_refused_head_is_answered_without_reading_its_body() {
+    let (server, echo, _) = start(quick());
+    let mut client = Client::connect(&server);
+    // The body never comes: the answer must not wait for it.
+    client.send(b"POST /secret HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
+    let reply = client.reply();
+    assert_eq!((reply.status, reply.text().as_str()), (401, "no"));
+    assert_eq!(reply.header("Connection"), Some("close"));
+    assert!(client.is_closed());
+    assert!(echo.urls().is_empty());
+}
+
+#[test]
+fn past_the_cap_on_buffered_bodies_requests_get_503() {
+    let limits = Limits {
+        max_buffered_bodies: 100,
+        ..quick()
+    };
+    let (server, _, recorder) = start(limits);
+    let mut holding = Client::connect(&server);
+    holding.send(b"POST /hold HTTP/1.1\r\nHost: t\r\nContent-Length: 80\r\n\r\npart");
+    let mut refused = Client::connect(&server);
+    // Sent until refused: the first connection may not hold its share yet.
+    wait_until("a body is refused", || {
+        let mut client = Client::connect(&server);
+        client.send(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n");
+        // Sent whole, so that a request admitted before the first one held
+        // its share is answered rather than left waiting.
+        client.send(&[b'y'; 30]);
+        let reply = client.reply();
+        if reply.status == 503 {
+            refused = client;
+            assert_eq!(reply.header("Retry-After"), Some("1"));
+            return true;
+        }
+        false
+    });
+    assert!(refused.is_closed());
+    // A bodiless request needs no room.
+    assert_eq!(Client::connect(&server).get("/free").status, 200);
+    holding.send(&[b'x'; 76]);
+    assert_eq!(holding.reply().text(), "POST /hold 80");
+    assert!(recorder
+        .rejected
+        .lock()
+        .unwrap()
+        .contains(&("POST".to_string(), 503)));
+}
+
+#[test]
+fn malformed_requests_get_json_errors_and_are_closed() {
+    let (server, echo, recorder) = start(quick());
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        "X-Filler: 0123456789abcdef\r\n".repeat(740)
+    );
+    let cases: [(&[u8], u16, &str, &str); 11] = [
+        (
+            b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
+            505,
+            "HTTP_VERSION_NOT_SUPPORTED",
+            "GET",
+        ),
+        (b"GET / HTTP/1.1\nHost: t\r\n\r\n", 400, "BAD_REQUEST", "GET"),
+        (
+            "GET / HTTP/1.1\r\nHost: t\r\nX-Name: caf\u{e9}\r\n\r\n".as_bytes(),
+            400,
+            "BAD_REQUEST",
+            "GET",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+            "BAD_REQUEST",
+            "POST",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+            501,
+            "NOT_IMPLEMENTED",
+            "POST",
+        ),
+        (many_headers.as_bytes(), 431, "HEADERS_TOO_LARGE", "GET"),
+        (
+            b"DELETE /x HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+            400,
+            "BAD_REQUEST",
+            "DELETE",
+        ),
+        (b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400, "BAD_REQUEST", "OTHER"),
+        (b"get / HTTP/1.1\r\nHost: t\r\n\r\n", 501, "NOT_IMPLEMENTED", "OTHER"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "BAD_REQUEST", "GET"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            400,
+            "BAD_REQUEST",
+            "GET",
+        ),
+    ];
+    for (request, status, code, _) in cases {
+        let mut client = Client::connect(&server);
+        client.send(request);
+        let reply = client.reply();
+        assert_eq!(reply.status, status, "{}", String::from_utf8_lossy(request));
+        assert_eq!(reply.header("Content-Type"), Some("application/json"));
+        assert_eq!(reply.header("Connection"), Some("close"));
+        assert!(reply
+            .text()
+            .starts_with(&format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"")));
+        assert!(client.is_closed());
+    }
+    let expected: Vec<(String, u16)> = cases.iter().map(|c| (c.3.to_string(), c.1)).collect();
+    assert_eq!(*recorder.rejected.lock().unwrap(), expected);
+    assert!(echo.urls().is_empty());
+}
+
+#[test]
+fn idle_and_slowloris_connections_are_closed() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(200),
+        header_timeout: Duration::from_millis(200),
+        ..quick()
+    };
+    let (server, echo, recorder) = start(limits);
+    let mut idle = Client::connect(&server);
+    let mut slowloris = Client::connect(&server);
+    slowloris.send(b"GET / HTTP/1.1\r\nX-a: b\r\n");
+    assert!(idle.is_closed());
+    assert!(slowloris.is_closed());
+    assert!(recorder.has_reason("idle_timeout"));
+    assert!(recorder.has_reason("header_timeout"));
+    wait_until("both are gone", || recorder.open() == 0);
+    assert!(echo.urls().is_empty());
+}
+
+#[test]
+fn over_the_cap_the_longest_idle_connection_is_closed() {
+    let limits = Limits {
+        max_connections: 2,
+        ..quick()
+    };
+    let (server, _, recorder) = start(limits);
+    let mut oldest = Client::connect(&server);
+    wait_until("one is open", || recorder.open() == 1);
+    let mut newer = Client::connect(&server);
+    wait_until("two are open", || recorder.open() == 2);
+    let mut newest = Client::connect(&server);
+    assert!(oldest.is_closed());
+    assert_eq!(newest.get("/3").status, 200);
+    assert_eq!(newer.get("/2").status, 200);
+    assert_eq!(*recorder.reasons.lock().unwrap(), ["evicted"]);
+}
+
+#[test]
+fn a_stream_counts_under_the_cap_and_frees_its_place_when_it_ends() {
+    let limits = Limits {
+        max_connections: 1,
+        ..quick()
+    };
+    let (server, echo, recorder) = start(limits);
+    let mut streaming = Client::connect(&server);
+    streaming.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(streaming.head().status, 200);
+    assert_eq!(streaming.chunk(), b"data: one\n\n");
+    let mut refused = Client::connect(&server);
+    assert!(refused.is_closed());
+    assert_eq!(*recorder.reasons.lock().unwrap(), ["limit"]);
+    echo.release();
+    assert_eq!(streaming.chunk(), b"data: two\n\n");
+    assert!(streaming.chunk().is_empty());
+    assert!(streaming.is_closed());
+    wait_until("the stream is gone", || recorder.open() == 0);
+    assert_eq!(Client::connect(&server).get("/next").status, 200);
+}
+
+#[test]
+fn streamed_events_arrive_before_the_stream_ends() {
+    let (server, echo, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+    assert_eq!(client.chunk(), b"data: one\n\n");
+    echo.release();
+    assert_eq!(client.chunk(), b"data: two\n\n");
+    assert!(client.chunk().is_empty());
+}
+
+#[test]
+fn an_upgrade_hands_the_socket_to_the_new_protocol() {
+    let (server, _, recorder) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.status, 101);
+    assert_eq!(head.header("Upgrade"), Some("echo"));
+    for message in [&b"ping"[..], b"and a longer message"] {
+        client.send(message);
+        let mut echo = vec![0; message.len()];
+        client.0.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, message);
+    }
+    client
+        .0
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    assert!(client.is_closed());
+    wait_until("the connection is gone", || recorder.open() == 0);
+}
+
+#[test]
+fn head_responses_have_no_body() {
+    let (server, _, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n");
+    let reply = client.reply_to(true);
+    assert_eq!(
+        (reply.status, reply.header("Content-Length")),
+        (200, Some("9"))
+    );
+    client.send(b"HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    let reply = client.reply_to(true);
+    assert_eq!(reply.header("Content-Length"), Some("100000"));
+    assert_eq!(client.get("/next").text(), "GET /next 0");
+    assert_eq!(client.get("/big").body.len(), 100_000);
+}
+
+#[test]
+fn a_bad_request_leaves_other_connections_unharmed() {
+    let (server, echo, _) = start(quick());
+    let mut first = Client::connect(&server);
+    assert_eq!(first.get("/1").status, 200);
+    first
+        .send(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+    assert_eq!(first.reply().status, 400);
+    assert!(first.is_closed());
+    let mut second = Client::connect(&server);
+    assert_eq!(second.get("/2").text(), "GET /2 0");
+    assert_eq!(echo.urls(), ["/1", "/2"]);
+}
+
+#[test]
+fn expectations_are_handled_by_the_layer() {
+    let (server, echo, recorder) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(client.head().status, 100);
+    client.send(b"hello");
+    assert_eq!(client.reply().text(), "PUT /e 5");
+
+    client.send(b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\nContent-Length: 5\r\n\r\nhello");
+    let reply = client.reply();
+    assert_eq!(reply.status, 417);
+    assert!(reply.text().contains("\"EXPECTATION_FAILED\""));
+    assert!(client.is_closed());
+    assert_eq!(echo.urls(), ["/e"]);
+    assert_eq!(
+        *recorder.rejected.lock().unwrap(),
+        [("PUT".to_string(), 417)]
+    );
+}
+
+#[test]
+fn answers_sent_later_from_another_thread_keep_their_order() {
+    let (server, echo, _) = start(quick());
+    let mut client = Client::connect(&server);
+    for i in 0..3 {
+        client.send(
+            format!("POST /later-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes(),
+        );
+        echo.send_parked(true);
+        assert_eq!(client.reply().text(), format!("POST /later-{i} 1"));
+    }
+    // Pipelined: the second request waits for the first answer to be written.
+    client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\r\n");
+    echo.send_parked(true);
+    assert_eq!(client.reply().text(), "POST /later 0");
+    assert_eq!(client.reply().text(), "GET /now 0 X-A=b");
+    // Connection: close is answered, then the connection ends.
+    client
+        .send(b"POST /later HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    echo.send_parked(false);
+    let reply = client.reply();
+    assert_eq!(reply.header("Connection"), Some("close"));
+    assert!(client.is_closed());
+    // An answer dropped unsent closes the connection.
+    let mut client = Client::connect(&server);
+    client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let mut parked = None;
+    wait_until("a parked answer", || {
+        parked = echo.parked.lock().unwrap().pop();
+        parked.is_some()
+    });
+    drop(parked);
+    assert!(client.is_closed());
+}
+
+#[test]
+fn a_request_without_an_answer_closes_the_connection() {
+    let (server, _, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"GET /none HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(client.is_closed());
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused_before_100_continue() {
+    let (server, echo, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(
+        b"PUT /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n",
+    );
+    assert_eq!(client.head().status, 413);
+    assert!(echo.urls().is_empty());
+}
+
+#[test]
+fn http10_clients_keep_alive_only_when_asked() {
+    let (server, _, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let reply = client.reply();
+    assert_eq!(reply.header("Connection"), Some("keep-alive"));
+    client.send(b"GET /l HTTP/1.0\r\n\r\n");
+    assert_eq!(client.reply().text(), "GET /l 0");
+    assert!(client.is_closed());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (server, _, _) = start(quick());
+    let mut client = Client::connect(&server);
+    client.send(b"GET /p1 HTTP/1.1\r\nHost: t\r\n\r\nPOST /p2 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhiGET /p3 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(client.reply().text(), "GET /p1 0");
+    assert_eq!(client.reply().text(), "POST /p2 2");
+    assert_eq!(client.reply().text(), "GET /p3 0");
+}
+
+#[test]
+fn a_burst_of_new_clients_is_served_promptly() {
+    let (server, _, _) = start(quick());
+    let addr = server.addr();
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            thread::spawn(move || {
+                let stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                let mut client = Client(BufReader::new(stream));
+                let reply = client.get(&format!("/burst/{i}"));
+                (reply.status, client)
+            })
+        })
+        .collect();
+    let replies: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(replies.iter().all(|(status, _)| *status == 200));
+}
+
+#[test]
+fn accepting_survives_errors() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut failures = 3;
+    let accept = move || {
+        if failures > 0 {
+            failures -= 1;
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        listener.accept()
+    };
+    let recorder = Arc::new(Recorder::default());
+    let echo = Arc::new(super::test_support::Echo::default());
+    let server = start_with(accept, addr, quick(), recorder.clone(), echo).unwrap();
+    assert_eq!(Client::connect(&server).get("/after-errors").status, 200);
+    assert_eq!(recorder.accept_errors.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn backoff_doubles_to_its_cap_and_resets() {
+    let mut backoff = Backoff::default();
+    let delays: Vec<u64> = (0..9)
+        .map(|_| backoff.next_delay().as_millis() as u64)
+        .collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
+    assert_eq!(backoff.next_delay(), BACKOFF_MAX);
+    backoff.reset();
+    assert_eq!(backoff.next_delay(), Duration::from_millis(1));
+}
+
+#[test]
+fn shutdown_stops_accepting_and_closes_connections() {
+    let (server, _, _) = start(quick());
+    let mut client = Client::connect(&server);
+    assert_eq!(client.get("/").status, 200);
+    server.shutdown();
+    server.shutdown();
+    assert!(client.is_closed());
+    assert!(TcpStream::connect(server.addr()).is_err());
+}
+
+/// `Server` and `Limits` are shared between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Server>();
+    assert_send_sync::<Limits>();
+};
