@@ -1,24 +1,32 @@
 #!/usr/bin/env python3
-"""Checks a Grafana dashboard, and optionally alert rules, against a live Prometheus.
+"""Checks a Grafana dashboard, and optionally rules files, against a live Prometheus.
 
-    check_dashboard.py PROM_URL DASHBOARD_JSON [--alerts ALERTS_YML]
+    check_dashboard.py PROM_URL DASHBOARD_JSON [--panel 'TITLE=EXPR' ...]
+                       [--alerts RULES_YML] [--recorded RULES_YML]
 
 For every panel target the dashboard's variables are replaced by fixed values ($instance by
 `.*`, $__rate_interval by 1m, $__interval by 15s, $__range by 1h) and the expression is run as
-an instant query; each must return at least one series (`panel TITLE: N series`). Every vector
-selector must filter on `instance=~"$instance"`, so the instance picker applies to all panels.
-Every metric name the expressions use must be one the server has series for. With --alerts,
+an instant query; each must return at least one series with a number, not NaN (`panel TITLE:
+N series, M NaN`). When the dashboard has an `instance` variable, every vector selector must
+filter on `instance=~"$instance"`, so the instance picker applies to all panels. Every metric
+name the expressions use must be one the server has series for.
+
+With --panel, given once per panel, the dashboard must have exactly those panels: the same
+titles, rows included, each with one query whose expression is EXPR verbatim. With --alerts,
 every rule expression in the file must be accepted by the server: it need not return series,
-but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails.
+but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails. With --recorded, every
+name the file's recording rules record must return at least one series (`recorded NAME: N
+series, M NaN`), so the rules were loaded and their sources exist.
 
 Run it against a Prometheus that has scraped conductor-metrics after some traffic: labelled
-families such as conductor_gate_results_total have no series, and so no name, until used.
-Exit status: 0 when everything passes, 1 when any check fails, 2 when the files cannot be
-read or the server cannot be reached.
+families such as agent_gate_results_total show only HELP and TYPE, so Prometheus has no
+series and no name for them, until used. Exit status: 0 when everything passes, 1 when any
+check fails, 2 when the files cannot be read or the server cannot be reached.
 """
 
 import argparse
 import json
+import math
 import re
 import sys
 import urllib.error
@@ -178,12 +186,24 @@ def get_json(url, params=None):
     return body["data"]
 
 
+def is_nan(value):
+    """True when a sample value as the API writes it ("NaN", "1.5", "+Inf") is not a number."""
+    return math.isnan(float(value))
+
+
 def instant_query(prom_url, expr):
-    """Runs expr as an instant query and returns how many series (or 1 for a scalar) it gave."""
+    """Runs expr as an instant query; returns (series, series whose value is NaN).
+
+    A scalar counts as one series. A panel whose every value is NaN (a ratio or a quantile of
+    nothing) draws nothing, so the NaN count tells such a panel apart from one with data.
+    """
     data = get_json(prom_url + "/api/v1/query", {"query": expr})
-    if data["resultType"] in ("vector", "matrix"):
-        return len(data["result"])
-    return 1
+    if data["resultType"] == "vector":
+        return len(data["result"]), sum(is_nan(r["value"][1]) for r in data["result"])
+    if data["resultType"] == "matrix":
+        nan = sum(all(is_nan(v) for _, v in r["values"]) for r in data["result"])
+        return len(data["result"]), nan
+    return 1, int(is_nan(data["result"][1]))
 
 
 def panels_of(dashboard):
@@ -193,10 +213,20 @@ def panels_of(dashboard):
         yield from panel.get("panels", [])
 
 
+def variables_of(dashboard):
+    """Returns the names of the dashboard's template variables."""
+    return {v.get("name") for v in dashboard.get("templating", {}).get("list", [])}
+
+
 def check_dashboard(prom_url, dashboard):
-    """Queries every target; returns (failure lines, metric names used)."""
+    """Queries every target; returns (failure lines, metric names used).
+
+    A dashboard without an `instance` variable (agent-research, whose queries are another
+    system's, verbatim) has no picker to apply, so its selectors are not held to the matcher.
+    """
     failures = []
     names = set()
+    need_instance = "instance" in variables_of(dashboard)
     for panel in panels_of(dashboard):
         title = panel.get("title", "<untitled>")
         targets = [t for t in panel.get("targets", []) if t.get("expr")]
@@ -204,10 +234,11 @@ def check_dashboard(prom_url, dashboard):
             continue
         empty = []
         series = 0
+        nan = 0
         for target in targets:
             expr = target["expr"]
             label = "panel %s [%s]" % (title, target.get("refId", "?"))
-            for selector in selectors_without_instance(expr):
+            for selector in selectors_without_instance(expr) if need_instance else []:
                 failures.append("%s: selector without %s: %s" % (label, INSTANCE_MATCHER, selector))
             query, unknown = substitute(expr)
             if unknown:
@@ -215,17 +246,50 @@ def check_dashboard(prom_url, dashboard):
                 continue
             names |= metric_names(query)
             try:
-                count = instant_query(prom_url, query)
+                count, count_nan = instant_query(prom_url, query)
             except Failure as e:
                 failures.append("%s: %s" % (label, e))
                 continue
             series += count
-            if count == 0:
+            nan += count_nan
+            if count == count_nan:
                 empty.append(target.get("refId", "?"))
-        print("panel %s: %d series" % (title, series))
+        print("panel %s: %d series, %d NaN" % (title, series, nan))
         if empty:
-            failures.append("panel %s: no series for %s" % (title, ", ".join(empty)))
+            failures.append("panel %s: no series with a number for %s" % (title, ", ".join(empty)))
     return failures, names
+
+
+def parse_panel_spec(spec):
+    """Splits a --panel argument at its first "=": the title never holds one, PromQL may."""
+    title, sep, expr = spec.partition("=")
+    if not sep or not title or not expr:
+        raise argparse.ArgumentTypeError("expected TITLE=EXPR, got %r" % spec)
+    return title, expr
+
+
+def check_exact_panels(dashboard, expected):
+    """Returns failure lines unless the panels are exactly `expected` [(title, expr)]."""
+    failures = []
+    want = dict(expected)
+    if len(want) != len(expected):
+        return ["--panel: a title is given twice"]
+    have = {}
+    for panel in panels_of(dashboard):
+        title = panel.get("title", "<untitled>")
+        if title in have:
+            failures.append("panel %s: title used twice" % title)
+        have[title] = [t.get("expr") for t in panel.get("targets", []) if t.get("expr")]
+    for title in sorted(set(have) - set(want)):
+        failures.append("panel %s: not an expected panel" % title)
+    for title, expr in expected:
+        if title not in have:
+            failures.append("panel %s: missing" % title)
+        elif have[title] != [expr]:
+            failures.append("panel %s: queries %s, expected exactly [%r]" % (title, have[title], expr))
+    if not failures:
+        print("panels: exactly the %d expected, expressions verbatim" % len(expected))
+    return failures
 
 
 def check_names(prom_url, names):
@@ -278,6 +342,34 @@ def rule_exprs(text):
     return rules
 
 
+def recorded_names(text):
+    """Returns the names a rules file records, in file order, each once."""
+    names = []
+    for found in re.finditer(r"^\s*(?:-\s+)?record:\s*['\"]?([a-zA-Z_:][\w:]*)", text, re.M):
+        if found.group(1) not in names:
+            names.append(found.group(1))
+    return names
+
+
+def check_recorded(prom_url, path):
+    """Returns failure lines for the names recorded in path that have no series."""
+    with open(path, encoding="utf-8") as f:
+        names = recorded_names(f.read())
+    if not names:
+        return ["%s: no recording rules found" % path]
+    failures = []
+    for name in names:
+        try:
+            count, count_nan = instant_query(prom_url, name)
+        except Failure as e:
+            failures.append("recorded %s: %s" % (name, e))
+            continue
+        print("recorded %s: %d series, %d NaN" % (name, count, count_nan))
+        if count == 0:
+            failures.append("recorded %s: no series" % name)
+    return failures
+
+
 def check_alerts(prom_url, path):
     """Returns failure lines for the rule expressions in path that the server refuses."""
     with open(path, encoding="utf-8") as f:
@@ -299,7 +391,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prom_url", help="base URL of Prometheus, e.g. http://127.0.0.1:9090")
     parser.add_argument("dashboard", help="Grafana dashboard JSON file")
+    parser.add_argument(
+        "--panel",
+        action="append",
+        default=[],
+        type=parse_panel_spec,
+        metavar="TITLE=EXPR",
+        help="an expected panel; given at all, the dashboard must have exactly these",
+    )
     parser.add_argument("--alerts", help="Prometheus rules file whose expressions must parse")
+    parser.add_argument("--recorded", help="Prometheus rules file whose recorded names must have series")
     args = parser.parse_args()
     prom_url = args.prom_url.rstrip("/")
 
@@ -317,7 +418,9 @@ def main():
         print("cannot check against %s: %s" % (prom_url, e), file=sys.stderr)
         return 2
 
-    failures, names = check_dashboard(prom_url, dashboard)
+    failures = check_exact_panels(dashboard, args.panel) if args.panel else []
+    more, names = check_dashboard(prom_url, dashboard)
+    failures += more
     if not names:
         failures.append("no metric names found in %s" % args.dashboard)
     failures += check_names(prom_url, names)
@@ -326,6 +429,12 @@ def main():
             failures += check_alerts(prom_url, args.alerts)
         except (OSError, ValueError) as e:
             print("cannot read rules %s: %s" % (args.alerts, e), file=sys.stderr)
+            return 2
+    if args.recorded:
+        try:
+            failures += check_recorded(prom_url, args.recorded)
+        except OSError as e:
+            print("cannot read rules %s: %s" % (args.recorded, e), file=sys.stderr)
             return 2
 
     if failures:

@@ -28,6 +28,23 @@ cleanup() {
 }
 trap cleanup EXIT
 start_server "$data"
+
+# The first scrape, before any run, as ktrdr's verification script and Python's
+# prometheus_client see it: every family is announced (HELP and TYPE) though it has no series
+# yet, the known outcomes start at 0, and both parsers and promtool accept that.
+first=$(curl -fsS "$CM_URL/metrics")
+for line in '# TYPE agent_cycles_total counter' '# TYPE agent_phase_duration_seconds histogram' \
+    '# TYPE agent_gate_results_total counter' '# TYPE agent_tokens_total counter' \
+    'agent_cycles_total{outcome="completed"} 0' 'agent_cycles_total{outcome="failed"} 0' \
+    'agent_cycles_total{outcome="cancelled"} 0'; do
+    grep -qxF "$line" <<<"$first" || die "the first scrape has no line: $line"
+done
+scripts/promtool-check.sh "$CM_URL/metrics"
+first_expect=(--expect agent_cycles_total --expect agent_phase_duration_seconds
+    --expect agent_gate_results_total --expect agent_tokens_total)
+python3 scripts/check_exposition.py "$CM_URL/metrics" "${first_expect[@]}"
+python3 scripts/check_exposition.py "$CM_URL/metrics" --openmetrics "${first_expect[@]}"
+
 run=$(curl -fsS -X POST "$CM_URL/api/v1/runs" -d '{"agent":"e2e"}')
 run_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])' <<<"$run")
 curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/events" -d '[
@@ -45,14 +62,25 @@ curl -sS -o /dev/null -X DELETE "$CM_URL/metrics"
 curl -sS -o /dev/null "$CM_URL/no/such/route"
 
 scripts/promtool-check.sh "$CM_URL/metrics"
-expect=(conductor_uptime_seconds conductor_active_runs conductor_completed_runs_total
-    conductor_failed_runs_total conductor_cancelled_runs_total conductor_messagebus_appends_total
+# The run-level and budget facts are served under their agent_* names only: none of the
+# conductor_* names they replaced is left, so no fact is counted twice.
+renamed='conductor_(runs_started|completed_runs|failed_runs|cancelled_runs|run_duration_seconds'
+renamed+='|iterations|iteration_duration_seconds|phase_duration_seconds|phases|gate_results|tokens'
+renamed+='|deliveries|budget|cost)'
+scrape=$(curl -fsS "$CM_URL/metrics")
+if old=$(grep -E "^(# (HELP|TYPE) )?${renamed}" <<<"$scrape"); then
+    die "still served under a replaced name: $(head -n 3 <<<"$old")"
+fi
+expect=(conductor_uptime_seconds conductor_active_runs conductor_messagebus_appends_total
     conductor_api_requests_total conductor_build_info process_cpu_seconds_total
     process_resident_memory_bytes process_virtual_memory_bytes process_open_fds process_max_fds
-    process_start_time_seconds process_threads conductor_runs_started_total
-    conductor_run_duration_seconds conductor_iterations_total conductor_iteration_duration_seconds
-    conductor_phase_duration_seconds conductor_phases_total conductor_gate_results_total
-    conductor_tokens_total conductor_deliveries_total)
+    process_start_time_seconds process_threads agent_runs_started_total agent_cycles_total
+    agent_cycle_duration_seconds agent_iterations_total agent_iteration_duration_seconds
+    agent_phase_duration_seconds agent_phases_total agent_gate_results_total
+    agent_tokens_total agent_deliveries_total agent_budget_limit_dollars
+    agent_budget_today_spend_dollars agent_budget_reserved_dollars agent_budget_remaining_dollars
+    agent_budget_reset_timestamp_seconds agent_budget_spend_total agent_budget_rejections_total
+    agent_cost_dollars_total)
 expect_args=()
 for name in "${expect[@]}"; do
     expect_args+=(--expect "$name")

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The operations kit against a real Prometheus: the alert rules pass promtool, a Prometheus
-# scraping conductor-metrics every second (job `conductor`, as in docs/prometheus/prometheus.yml)
-# loads docs/prometheus/alerts.yml, `conductor-metrics demo --runs 30` drives a workload, and
-# then every Grafana dashboard panel must return series and every alert expression must parse
-# (scripts/check_dashboard.py). Loopback only; bounded; cleans up after itself.
+# The operations kit against a real Prometheus: the alert rules and the AgentGate recording
+# rules pass promtool and their unit tests, a Prometheus scraping conductor-metrics every second
+# (job `conductor`, as in docs/prometheus/prometheus.yml) loads both rules files,
+# `conductor-metrics demo --runs 30` drives a workload, and then (scripts/check_dashboard.py)
+# every panel of both Grafana dashboards must return data, the agent-research dashboard must
+# have exactly ktrdr's panels and queries, every alert expression must parse, and every
+# AgentGate name must be recorded with the values of its source. Loopback only; bounded;
+# cleans up after itself.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -11,6 +14,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$CM_REPO_ROOT"
 
 readonly DEMO_RUNS=30
+# Runs in the first part of the demo; the budget below admits about fifteen runs in all.
+readonly DEMO_FIRST_RUNS=10
 readonly UP_TIMEOUT=30
 readonly SCRAPE_TIMEOUT=30
 readonly RULES_TIMEOUT=30
@@ -21,9 +26,20 @@ scripts/install-tools.sh prometheus promtool python >/dev/null
 need_cmd prometheus promtool python3 curl
 
 # 1. The rules and the shipped config, statically.
-promtool check rules docs/prometheus/alerts.yml
-(cd docs/prometheus && promtool test rules alerts.test.yml)
+promtool check rules docs/prometheus/alerts.yml docs/prometheus/agentgate.rules.yml
+(cd docs/prometheus && promtool test rules alerts.test.yml agentgate.rules.test.yml)
 (cd docs/prometheus && promtool check config --syntax-only prometheus.yml)
+python3 - docs/grafana/dashboards/*.json <<'PY'
+import json, sys
+uids = {}
+for path in sys.argv[1:]:
+    with open(path, encoding="utf-8") as f:
+        uid = json.load(f)["uid"]
+    if uid in uids:
+        sys.exit("dashboards %s and %s share the uid %s" % (uids[uid], path, uid))
+    uids[uid] = path
+print("e2e_ops: %d dashboards, uids %s" % (len(uids), ", ".join(sorted(uids))))
+PY
 
 # 2. The server and a real Prometheus scraping it, with the alert rules loaded.
 build_release
@@ -37,7 +53,7 @@ trap cleanup EXIT
 # A budget the demo exhausts part way, so the dashboard shows admitted and refused runs alike.
 start_server "$work/data" --daily-budget 30
 mkdir -p "$work/prom"
-cp docs/prometheus/alerts.yml "$work/prom/alerts.yml"
+cp docs/prometheus/alerts.yml docs/prometheus/agentgate.rules.yml "$work/prom/"
 cat >"$work/prom/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s
@@ -45,6 +61,7 @@ global:
   evaluation_interval: 1s
 rule_files:
   - alerts.yml
+  - agentgate.rules.yml
 scrape_configs:
   - job_name: conductor
     metrics_path: /metrics
@@ -80,13 +97,30 @@ wait_prom() {
 wait_prom 'up{job="conductor"}' "== 1" "$UP_TIMEOUT"
 echo "e2e_ops: Prometheus scrapes conductor-metrics (up == 1)"
 
-# 3. The workload.
-"$CM_BIN" demo --url "$CM_URL" --runs "$DEMO_RUNS" | tail -n 1
+# 3. The workload, in two parts with Prometheus caught up in between. A series the first part
+# creates is first scraped with its final value, so rate() and increase() see it move only
+# once the second part adds to it; without that, quantile and ratio panels would be NaN.
+# Prometheus has caught up once it has the server's counts of started and of finished runs: a
+# run's last call finishes it.
+caught_up() {
+    local scrape finished
+    scrape=$(curl -fsS "$CM_URL/metrics")
+    started=$(awk '$1 == "agent_runs_started_total" {print $2}' <<<"$scrape")
+    finished=$(awk '$1 ~ /^agent_cycles_total[{]/ {n += $2} END {print n + 0}' <<<"$scrape")
+    [[ -n $started ]] || die "the server serves no agent_runs_started_total"
+    wait_prom 'agent_runs_started_total{job="conductor"}' "== $started" "$SCRAPE_TIMEOUT"
+    wait_prom 'sum(agent_cycles_total{job="conductor"})' "== $finished" "$SCRAPE_TIMEOUT"
+}
+"$CM_BIN" demo --url "$CM_URL" --runs "$DEMO_FIRST_RUNS" | tail -n 1
+caught_up
+"$CM_BIN" demo --url "$CM_URL" --runs "$((DEMO_RUNS - DEMO_FIRST_RUNS))" | tail -n 1
 wait_prom 'up{job="conductor"}' "== 1" "$UP_TIMEOUT"
-started=$(curl -fsS "$CM_URL/metrics" | awk '$1 == "conductor_runs_started_total" {print $2}')
-# Prometheus has caught up with the demo, and every series the demo created has enough samples.
-wait_prom 'conductor_runs_started_total{job="conductor"}' "== $started" "$SCRAPE_TIMEOUT"
-wait_prom 'min(count_over_time({job="conductor",__name__=~"conductor_(tokens|phases|gate_results|deliveries)_total"}[1m]))' \
+caught_up
+# Every series the demo created has enough samples. The families are picked so that no two
+# share a label set: count_over_time() drops the name, and Prometheus refuses a result with
+# two series alike.
+new_series='agent_(tokens|phases|gate_results|deliveries)_total|agent_(cycle|iteration|phase)_duration_seconds_bucket'
+wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$new_series\"}[1m]))" \
     ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
 echo "e2e_ops: Prometheus has $started started runs, ${SAMPLES_AFTER_DEMO}+ scrapes of each new series"
 
@@ -103,16 +137,45 @@ if bad:
     sys.exit(2)
 if not rules or pending:
     sys.exit(1)
-print("e2e_ops: %d alert rules loaded, all evaluating" % len(rules))'
+kinds = {}
+for r in rules:
+    kinds[r["type"]] = kinds.get(r["type"], 0) + 1
+print("e2e_ops: %d rules loaded (%d alerting, %d recording), all evaluating" % (
+    len(rules), kinds.get("alerting", 0), kinds.get("recording", 0)))'
 }
 deadline=$((SECONDS + RULES_TIMEOUT))
 until check_rules; do
-    (($? == 1)) || die "an alert rule fails to evaluate"
-    ((SECONDS < deadline)) || die "the alert rules were not all evaluated within ${RULES_TIMEOUT}s"
+    (($? == 1)) || die "a rule fails to evaluate"
+    ((SECONDS < deadline)) || die "the rules were not all evaluated within ${RULES_TIMEOUT}s"
     sleep 0.2
 done
 
-# 5. Every dashboard panel has data, every name it uses is exported, every alert parses.
+# 5. The AgentGate names hold their sources' values once the rules have seen the last scrape:
+# each result is its outcome renamed, no outcome label is left, and the run duration histogram
+# is the sum over outcomes, bucket by bucket.
+for pair in succeeded:completed failed:failed canceled:cancelled; do
+    wait_prom "sum(runs_completed_total{result=\"${pair%%:*}\"}) - sum(agent_cycles_total{outcome=\"${pair#*:}\"})" \
+        "== 0" "$RULES_TIMEOUT"
+done
+wait_prom 'count(runs_completed_total{outcome!=""}) or vector(0)' "== 0" "$RULES_TIMEOUT"
+wait_prom 'count(runs_completed_total) - count(count by (job, instance, outcome) (agent_cycles_total))' \
+    "== 0" "$RULES_TIMEOUT"
+wait_prom 'max(abs(run_duration_seconds_bucket - sum without (outcome) (agent_cycle_duration_seconds_bucket)))' \
+    "== 0" "$RULES_TIMEOUT"
+wait_prom 'sum(run_duration_seconds_count) - sum(agent_cycle_duration_seconds_count)' "== 0" "$RULES_TIMEOUT"
+wait_prom 'sum(runs_started_total) - sum(agent_runs_started_total)' "== 0" "$RULES_TIMEOUT"
+echo "e2e_ops: AgentGate names match their sources (results renamed, durations summed over outcomes)"
+
+# 6. Every panel of both dashboards has data and every name it uses is exported; the
+# agent-research dashboard is exactly ktrdr's; every alert parses; every AgentGate name is recorded.
 python3 scripts/check_dashboard.py "$PROM_URL" docs/grafana/dashboards/conductor.json \
-    --alerts docs/prometheus/alerts.yml
+    --alerts docs/prometheus/alerts.yml --recorded docs/prometheus/agentgate.rules.yml
+python3 scripts/check_dashboard.py "$PROM_URL" docs/grafana/dashboards/agent-research.json \
+    --panel 'Cycles per Hour=rate(agent_cycles_total[1h])' \
+    --panel 'Cycle Outcomes=sum by (outcome) (agent_cycles_total)' \
+    --panel 'Average Cycle Duration=histogram_quantile(0.5, rate(agent_cycle_duration_seconds_bucket[1h]))' \
+    --panel 'Phase Durations=rate(agent_phase_duration_seconds_bucket[1h])' \
+    --panel 'Gate Pass Rate=sum(agent_gate_results_total{result="pass"}) / sum(agent_gate_results_total) * 100' \
+    --panel 'Token Usage=rate(agent_tokens_total[1h])' \
+    --panel 'Daily Budget=agent_budget_remaining_dollars'
 echo "e2e_ops: ok"

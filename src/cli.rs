@@ -11,7 +11,7 @@ pub fn status(url: &str) -> i32 {
 
 /// Prints the day's budget as the milestone's table; returns the exit code.
 pub fn budget(url: &str) -> i32 {
-    show("budget", url, "/api/v1/budget", format_budget)
+    show("budget", url, "/api/v1/agent/budget", format_budget)
 }
 
 /// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
@@ -36,7 +36,8 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i
     }
 }
 
-/// The budget table.
+/// The budget table, as the research agent's `budget` command prints it:
+/// a title, then one `Label: value` row each, values aligned.
 pub fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
     let rows = [
@@ -44,20 +45,26 @@ pub fn format_budget(b: &Value) -> String {
         ("Daily Limit", money("daily_limit")),
         ("Today's Spend", money("today_spend")),
         ("Remaining", money("remaining")),
-        ("Cycles Affordable", b["cycles_affordable"].to_string()),
+        ("Cycles Affordable", format!("~{}", b["cycles_affordable"])),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()
+    let mut out = String::from("Agent Budget Status\n");
+    for (label, value) in rows {
+        out.push_str(&format!("{:<19}{value}\n", format!("{label}:")));
+    }
+    out
 }
 
-/// Starts a run and prints the JSON answer: exit 0 when triggered, 3 when
-/// the budget is exhausted, 1 on any other failure.
+/// Triggers a cycle (`POST /api/v1/agent/trigger`) and prints the JSON
+/// answer: exit 0 when triggered, 3 when the budget refused it, 1 on any
+/// other failure.
 pub fn trigger(url: &str) -> i32 {
     let body = serde_json::json!({"agent": "cli"});
-    match client::request("POST", url, "/api/v1/runs", Some(&body)) {
-        Ok(a) if a.status == 201 => {
-            let mut out = a.json;
-            out["triggered"] = Value::Bool(true);
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
+        Ok(a) if a.status == 200 => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.json).unwrap_or_default()
+            );
             0
         }
         Ok(a) if a.status == 429 => {

@@ -47,7 +47,7 @@ fn concurrent_starts_admit_exactly_what_the_budget_covers() {
     );
     let metrics = common::get(addr, "/metrics").text();
     assert!(
-        metrics.contains("\nconductor_budget_rejections_total 90\n"),
+        metrics.contains("\nagent_budget_rejections_total 90\n"),
         "{metrics}"
     );
 }
@@ -168,10 +168,10 @@ fn a_run_is_charged_its_priced_tokens_or_its_explicit_cost() {
     assert_eq!(bad.status, 409);
     let metrics = common::get(addr, "/metrics").text();
     assert!(
-        metrics.contains("conductor_cost_dollars_total{phase=\"design\"} 2\n"),
+        metrics.contains("agent_cost_dollars_total{phase=\"design\"} 2\n"),
         "{metrics}"
     );
-    assert!(metrics.contains("conductor_cost_dollars_total{phase=\"test\"} 1.5\n"));
+    assert!(metrics.contains("agent_cost_dollars_total{phase=\"test\"} 1.5\n"));
     assert_eq!(get_json(addr, "/api/v1/budget").json()["today_spend"], 3.75);
     let spend = post_json(
         addr,

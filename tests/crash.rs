@@ -256,7 +256,7 @@ fn acknowledged_writes_survive_sigkill() {
     let count = |s: &str| runs.iter().filter(|r| r["status"] == s).count() as f64;
     assert_eq!(metric(&server, "conductor_active_runs"), count("running"));
     assert_eq!(
-        metric(&server, "conductor_completed_runs_total"),
+        metric(&server, r#"agent_cycles_total{outcome="completed"}"#),
         count("completed")
     );
 

@@ -49,14 +49,22 @@ fn summary(stdout: &str) -> (String, BTreeMap<String, u64>) {
     (line, counts)
 }
 
-/// The sum of every sample of family `name` (its labelled series included).
+/// The sum of every sample of family `name` (its labelled series included), or
+/// the one series `name` when it carries labels.
 fn total(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let (series, v) = l.rsplit_once(' ')?;
+            // A name with labels matches that one series; a bare name, every
+            // series of the family.
             let family = series.split('{').next()?;
-            (family == name).then(|| v.parse::<f64>().unwrap())
+            let matched = if name.contains('{') {
+                series == name
+            } else {
+                family == name
+            };
+            matched.then(|| v.parse::<f64>().unwrap())
         })
         .sum()
 }
@@ -82,11 +90,11 @@ fn summary_matches_the_servers_counters_and_the_seed_fixes_it() {
     let r = get(server.addr(), "/metrics");
     assert_eq!(r.status, 200);
     let text = r.text();
-    let started = total(&text, "conductor_runs_started_total");
+    let started = total(&text, "agent_runs_started_total");
     let ended = [
-        ("completed", "conductor_completed_runs_total"),
-        ("failed", "conductor_failed_runs_total"),
-        ("cancelled", "conductor_cancelled_runs_total"),
+        ("completed", r#"agent_cycles_total{outcome="completed"}"#),
+        ("failed", r#"agent_cycles_total{outcome="failed"}"#),
+        ("cancelled", r#"agent_cycles_total{outcome="cancelled"}"#),
     ];
     for (word, metric) in ended {
         assert_eq!(total(&text, metric), n[word] as f64, "{metric} vs {line}");
@@ -102,17 +110,17 @@ fn summary_matches_the_servers_counters_and_the_seed_fixes_it() {
         n["messages"] as f64
     );
     for family in [
-        "conductor_iterations_total",
-        "conductor_phases_total",
-        "conductor_gate_results_total",
-        "conductor_tokens_total",
-        "conductor_phase_duration_seconds_count",
+        "agent_iterations_total",
+        "agent_phases_total",
+        "agent_gate_results_total",
+        "agent_tokens_total",
+        "agent_phase_duration_seconds_count",
     ] {
         assert!(total(&text, family) > 0.0, "{family} did not move");
     }
     // The simulated clock makes iterations last minutes, not the microseconds the demo took.
-    let iterations = total(&text, "conductor_iteration_duration_seconds_count");
-    let seconds = total(&text, "conductor_iteration_duration_seconds_sum");
+    let iterations = total(&text, "agent_iteration_duration_seconds_count");
+    let seconds = total(&text, "agent_iteration_duration_seconds_sum");
     assert!(
         iterations > 0.0 && seconds / iterations > 60.0,
         "{seconds} s over {iterations} iterations"
@@ -156,11 +164,11 @@ fn starts_refused_by_the_budget_are_counted_not_fatal() {
     );
     let text = get(server.addr(), "/metrics").text();
     assert_eq!(
-        total(&text, "conductor_budget_rejections_total"),
+        total(&text, "agent_budget_rejections_total"),
         refused as f64
     );
     assert_eq!(
-        total(&text, "conductor_runs_started_total"),
+        total(&text, "agent_runs_started_total"),
         (5 - refused) as f64
     );
 }

@@ -74,83 +74,74 @@ fn events_move_metrics_and_show_in_the_run() {
         200
     );
     let text = get(addr, "/metrics").text();
-    assert_eq!(metric(&text, "conductor_runs_started_total"), 1.0);
-    assert_eq!(metric(&text, "conductor_iterations_total"), 1.0);
+    assert_eq!(metric(&text, "agent_runs_started_total"), 1.0);
+    assert_eq!(metric(&text, "agent_iterations_total"), 1.0);
+    assert_eq!(metric(&text, "agent_iteration_duration_seconds_sum"), 45.0);
     assert_eq!(
-        metric(&text, "conductor_iteration_duration_seconds_sum"),
-        45.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "conductor_phase_duration_seconds_sum{phase=\"design\"}"
-        ),
+        metric(&text, "agent_phase_duration_seconds_sum{phase=\"design\"}"),
         2.5
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_phase_duration_seconds_bucket{phase=\"test\",le=\"30\"}"
+            "agent_phase_duration_seconds_bucket{phase=\"test\",le=\"30\"}"
         ),
         0.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_phase_duration_seconds_bucket{phase=\"test\",le=\"60\"}"
+            "agent_phase_duration_seconds_bucket{phase=\"test\",le=\"60\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_phases_total{phase=\"design\",result=\"success\"}"
+            "agent_phases_total{phase=\"design\",result=\"success\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_phases_total{phase=\"test\",result=\"failure\"}"
+            "agent_phases_total{phase=\"test\",result=\"failure\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_gate_results_total{gate=\"lint\",result=\"pass\"}"
+            "agent_gate_results_total{gate=\"lint\",result=\"pass\"}"
         ),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_gate_results_total{gate=\"unit-tests\",result=\"fail\"}"
+            "agent_gate_results_total{gate=\"unit-tests\",result=\"fail\"}"
         ),
         1.0
     );
     assert_eq!(
-        metric(
-            &text,
-            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
-        ),
+        metric(&text, "agent_tokens_total{phase=\"design\",type=\"input\"}"),
         1200.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_tokens_total{phase=\"design\",type=\"output\"}"
+            "agent_tokens_total{phase=\"design\",type=\"output\"}"
         ),
         300.0
     );
     assert_eq!(
-        metric(&text, "conductor_deliveries_total{result=\"success\"}"),
+        metric(&text, "agent_deliveries_total{result=\"success\"}"),
         1.0
     );
     assert_eq!(
         metric(
             &text,
-            "conductor_run_duration_seconds_count{outcome=\"failed\"}"
+            "agent_cycle_duration_seconds_count{outcome=\"failed\"}"
         ),
         1.0
     );
@@ -217,11 +208,11 @@ fn a_bad_event_rejects_the_whole_batch_and_names_it() {
     );
     let text = get(addr, "/metrics").text();
     assert_eq!(
-        metric(&text, "conductor_iterations_total"),
+        metric(&text, "agent_iterations_total"),
         0.0,
         "nothing from a rejected batch"
     );
-    assert!(!text.contains("conductor_tokens_total{"));
+    assert!(!text.contains("agent_tokens_total{"));
     let run = get_json(addr, "/api/v1/runs/r").json();
     assert_eq!(run["detail"]["iterations"]["started"], 0);
 }
@@ -249,17 +240,11 @@ fn events_and_their_metrics_survive_a_restart() {
     assert_eq!(run["detail"]["tokens"]["input"], 1200);
     let text = get(addr, "/metrics").text();
     assert_eq!(
-        metric(
-            &text,
-            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
-        ),
+        metric(&text, "agent_tokens_total{phase=\"design\",type=\"input\"}"),
         1200.0
     );
     assert_eq!(
-        metric(
-            &text,
-            "conductor_phase_duration_seconds_sum{phase=\"design\"}"
-        ),
+        metric(&text, "agent_phase_duration_seconds_sum{phase=\"design\"}"),
         2.5
     );
     assert_eq!(
@@ -289,8 +274,8 @@ fn openmetrics_is_served_when_asked_for() {
     );
     let text = om.text();
     assert!(text.ends_with("# EOF\n"));
-    assert!(text.contains("# TYPE conductor_runs_started counter\n"));
-    assert!(text.contains("\nconductor_runs_started_total 0.0\n"));
+    assert!(text.contains("# TYPE agent_runs_started counter\n"));
+    assert!(text.contains("\nagent_runs_started_total 0.0\n"));
     assert!(text.contains("# UNIT conductor_uptime_seconds seconds\n"));
     let plain = common::request(
         server.addr(),

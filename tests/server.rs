@@ -21,12 +21,10 @@ const POLL: Duration = Duration::from_secs(5);
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every family the issue lists, with its TYPE.
-const FAMILIES: [(&str, &str); 15] = [
+const FAMILIES: [(&str, &str); 13] = [
     ("conductor_uptime_seconds", "gauge"),
     ("conductor_active_runs", "gauge"),
-    ("conductor_completed_runs_total", "counter"),
-    ("conductor_failed_runs_total", "counter"),
-    ("conductor_cancelled_runs_total", "counter"),
+    ("agent_cycles_total", "counter"),
     ("conductor_messagebus_appends_total", "counter"),
     ("conductor_api_requests_total", "counter"),
     ("conductor_build_info", "gauge"),
@@ -230,9 +228,9 @@ fn metrics_exposes_every_family_with_the_text_content_type() {
     );
     for zero in [
         "conductor_active_runs",
-        "conductor_completed_runs_total",
-        "conductor_failed_runs_total",
-        "conductor_cancelled_runs_total",
+        r#"agent_cycles_total{outcome="completed"}"#,
+        r#"agent_cycles_total{outcome="failed"}"#,
+        r#"agent_cycles_total{outcome="cancelled"}"#,
         "conductor_messagebus_appends_total",
     ] {
         assert_eq!(value(&text, zero), 0.0, "{zero}");
@@ -398,9 +396,15 @@ fn runs_move_through_their_lifecycle_and_counters_follow() {
 
     let text = scrape(&server);
     assert_eq!(value(&text, "conductor_active_runs"), 0.0);
-    assert_eq!(value(&text, "conductor_completed_runs_total"), 1.0);
-    assert_eq!(value(&text, "conductor_failed_runs_total"), 2.0);
-    assert_eq!(value(&text, "conductor_cancelled_runs_total"), 1.0);
+    assert_eq!(
+        value(&text, r#"agent_cycles_total{outcome="completed"}"#),
+        1.0
+    );
+    assert_eq!(value(&text, r#"agent_cycles_total{outcome="failed"}"#), 2.0);
+    assert_eq!(
+        value(&text, r#"agent_cycles_total{outcome="cancelled"}"#),
+        1.0
+    );
 
     let r = request(addr, "GET", "/api/v1/runs/run-a/complete", &[], None).expect("GET");
     assert_error(&r, 405, "METHOD_NOT_ALLOWED");
@@ -1113,9 +1117,15 @@ fn state_survives_sigkill_and_restart() {
 
     let text = scrape(&second);
     assert_eq!(value(&text, "conductor_active_runs"), 1.0);
-    assert_eq!(value(&text, "conductor_completed_runs_total"), 1.0);
-    assert_eq!(value(&text, "conductor_failed_runs_total"), 1.0);
-    assert_eq!(value(&text, "conductor_cancelled_runs_total"), 1.0);
+    assert_eq!(
+        value(&text, r#"agent_cycles_total{outcome="completed"}"#),
+        1.0
+    );
+    assert_eq!(value(&text, r#"agent_cycles_total{outcome="failed"}"#), 1.0);
+    assert_eq!(
+        value(&text, r#"agent_cycles_total{outcome="cancelled"}"#),
+        1.0
+    );
     assert_eq!(value(&text, "conductor_messagebus_appends_total"), 3.0);
     let status = get_json(addr, "/api/v1/status").json();
     assert_eq!(status["active_runs_count"], 1);
@@ -1142,7 +1152,10 @@ fn state_survives_sigkill_and_restart() {
     );
     let text = scrape(&second);
     assert_eq!(value(&text, "conductor_active_runs"), 0.0);
-    assert_eq!(value(&text, "conductor_completed_runs_total"), 2.0);
+    assert_eq!(
+        value(&text, r#"agent_cycles_total{outcome="completed"}"#),
+        2.0
+    );
     assert_eq!(value(&text, "conductor_messagebus_appends_total"), 4.0);
     assert_eq!(assert_clean_journal(&data.join("messages.jsonl")), 4);
     assert_clean_journal(&data.join("runs.jsonl"));

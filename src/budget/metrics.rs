@@ -1,59 +1,59 @@
 //! The budget's metrics: its state read under the budget's lock at scrape
 //! time through a [`Collector`], and cost counted by phase.
 //!
-//! Today's spend is `conductor_budget_today_spend_dollars`, not
-//! `conductor_budget_spend_dollars`: that name is the family name of the
-//! counter `conductor_budget_spend_dollars_total` in OpenMetrics, so the
-//! registry refuses a gauge of that name beside the counter.
+//! The names are the research agent's (`agent_budget_*`), which its
+//! dashboard queries. Today's spend is `agent_budget_today_spend_dollars`:
+//! the running total is the counter `agent_budget_spend_total`, and a gauge
+//! cannot share a counter's OpenMetrics family name.
 
 use std::sync::Arc;
 
 use crate::metrics::{self, Collector, Desc, Kind, Registry};
 
-use super::money::dollars;
+use super::money::{dollars, MICROS_PER_DOLLAR};
 use super::Budget;
 
 /// The metrics the collector produces, in the order of its values.
 const METRICS: [(&str, &str, Kind); 7] = [
     (
-        "conductor_budget_limit_dollars",
+        "agent_budget_limit_dollars",
         "The daily budget limit in dollars.",
         Kind::Gauge,
     ),
     (
-        "conductor_budget_today_spend_dollars",
+        "agent_budget_today_spend_dollars",
         "Dollars recorded against the current UTC day's budget.",
         Kind::Gauge,
     ),
     (
-        "conductor_budget_reserved_dollars",
+        "agent_budget_reserved_dollars",
         "Dollars reserved by runs that started today and have not ended.",
         Kind::Gauge,
     ),
     (
-        "conductor_budget_remaining_dollars",
+        "agent_budget_remaining_dollars",
         "Dollars left today after spend and reservations, never negative.",
         Kind::Gauge,
     ),
     (
-        "conductor_budget_reset_timestamp_seconds",
+        "agent_budget_reset_timestamp_seconds",
         "When the daily budget next resets (UTC midnight), in Unix seconds.",
         Kind::Gauge,
     ),
     (
-        "conductor_budget_spend_dollars_total",
-        "Dollars recorded since the process started.",
+        "agent_budget_spend_total",
+        "Dollars of agent spend recorded since the process started.",
         Kind::Counter,
     ),
     (
-        "conductor_budget_rejections_total",
+        "agent_budget_rejections_total",
         "Run starts refused because the daily budget was exhausted.",
         Kind::Counter,
     ),
 ];
 
 /// The cost counter by phase.
-const PHASE_METRIC: &str = "conductor_cost_dollars_total";
+const PHASE_METRIC: &str = "agent_cost_dollars_total";
 
 /// Reads the budget for a scrape. Safe to share across threads.
 struct BudgetCollector(Arc<Budget>);
@@ -86,14 +86,19 @@ impl Collector for BudgetCollector {
 impl Budget {
     /// Registers the budget's metrics in `registry`: the gauges and
     /// counters read together at scrape time, and
-    /// `conductor_cost_dollars_total{phase}`.
+    /// `agent_cost_dollars_total{phase}`.
     ///
     /// Register once: costs recorded before registration are missing from
     /// the phase counter (the other values are read from the budget), and
     /// a second registration fails on the duplicate names.
     pub fn register_metrics(self: &Arc<Self>, registry: &Registry) -> Result<(), metrics::Error> {
         let help = "Dollars of agent spend recorded, by phase (unknown when none was given).";
-        let phases = registry.counter_family(PHASE_METRIC, help, &["phase"])?;
+        let phases = registry.fixed_point_counter_family(
+            PHASE_METRIC,
+            help,
+            &["phase"],
+            MICROS_PER_DOLLAR,
+        )?;
         registry.register_collector(Arc::new(BudgetCollector(self.clone())))?;
         // A second budget registered in another registry keeps the first family.
         let _ = self.phases.set(phases);
@@ -137,30 +142,30 @@ mod tests {
             .unwrap();
         while budget.reserve("x").is_ok() {}
         let text = scrape(&registry);
-        assert_eq!(value(&text, "conductor_budget_limit_dollars"), "1.5");
-        assert_eq!(value(&text, "conductor_budget_today_spend_dollars"), "1.25");
-        assert_eq!(value(&text, "conductor_budget_reserved_dollars"), "0.15");
-        assert_eq!(value(&text, "conductor_budget_remaining_dollars"), "0.1");
-        let reset = value(&text, "conductor_budget_reset_timestamp_seconds");
+        assert_eq!(value(&text, "agent_budget_limit_dollars"), "1.5");
+        assert_eq!(value(&text, "agent_budget_today_spend_dollars"), "1.25");
+        assert_eq!(value(&text, "agent_budget_reserved_dollars"), "0.15");
+        assert_eq!(value(&text, "agent_budget_remaining_dollars"), "0.1");
+        let reset = value(&text, "agent_budget_reset_timestamp_seconds");
         assert_eq!(reset.parse::<f64>().unwrap(), (DAY + 1) as f64 * 86_400.0);
-        assert_eq!(value(&text, "conductor_budget_spend_dollars_total"), "1.25");
-        assert_eq!(value(&text, "conductor_budget_rejections_total"), "1");
+        assert_eq!(value(&text, "agent_budget_spend_total"), "1.25");
+        assert_eq!(value(&text, "agent_budget_rejections_total"), "1");
         assert_eq!(
-            value(&text, r#"conductor_cost_dollars_total{phase="plan"}"#),
+            value(&text, r#"agent_cost_dollars_total{phase="plan"}"#),
             "0.2"
         );
         assert_eq!(
-            value(&text, r#"conductor_cost_dollars_total{phase="review"}"#),
+            value(&text, r#"agent_cost_dollars_total{phase="review"}"#),
             "0.5"
         );
         assert_eq!(
-            value(&text, r#"conductor_cost_dollars_total{phase="unknown"}"#),
+            value(&text, r#"agent_cost_dollars_total{phase="unknown"}"#),
             "0.55"
         );
         f.at(DAY + 1, 1.0);
         let text = scrape(&registry);
-        assert_eq!(value(&text, "conductor_budget_today_spend_dollars"), "0");
-        assert_eq!(value(&text, "conductor_budget_spend_dollars_total"), "1.25");
+        assert_eq!(value(&text, "agent_budget_today_spend_dollars"), "0");
+        assert_eq!(value(&text, "agent_budget_spend_total"), "1.25");
         assert!(budget
             .register_metrics(&registry)
             .unwrap_err()
@@ -170,12 +175,37 @@ mod tests {
     #[test]
     fn the_spend_gauge_cannot_share_the_counters_family_name() {
         let registry = Registry::new();
-        registry
-            .counter("conductor_budget_spend_dollars_total", "h")
-            .unwrap();
-        let clash = registry
-            .gauge("conductor_budget_spend_dollars", "h")
-            .unwrap_err();
+        registry.counter("agent_budget_spend_total", "h").unwrap();
+        let clash = registry.gauge("agent_budget_spend", "h").unwrap_err();
         assert!(clash.is_duplicate());
+    }
+
+    #[test]
+    fn phase_costs_add_up_exactly_on_the_wire() {
+        let f = Fixture::new("metrics-exact");
+        let budget = Arc::new(f.open(100.0, 0.15));
+        let registry = Registry::new();
+        budget.register_metrics(&registry).unwrap();
+        // As floats, these sum to 5.703720000000001 and 0.30000000000000004.
+        let costs = [1.90124, 1.90124, 1.90124];
+        let mut float_sum = 0.0;
+        for c in costs {
+            float_sum += c;
+            budget
+                .spend(SpendInput::Amount(c), None, Some("design"))
+                .unwrap();
+        }
+        assert_ne!(float_sum.to_string(), "5.70372", "the drift this prevents");
+        for c in [0.1, 0.2] {
+            budget
+                .spend(SpendInput::Amount(c), None, Some("plan"))
+                .unwrap();
+        }
+        let text = scrape(&registry);
+        let design = value(&text, r#"agent_cost_dollars_total{phase="design"}"#);
+        assert_eq!(design, "5.70372");
+        let plan = value(&text, r#"agent_cost_dollars_total{phase="plan"}"#);
+        assert_eq!(plan, "0.3");
+        assert_eq!(value(&text, "agent_budget_spend_total"), "6.00372");
     }
 }

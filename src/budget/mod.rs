@@ -81,7 +81,7 @@ pub struct Budget {
     pricing: Pricing,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
-    /// `conductor_cost_dollars_total{phase}`, once metrics are registered.
+    /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
 }
 

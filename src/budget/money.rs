@@ -9,7 +9,7 @@ use crate::error::Error;
 use super::pricing::Pricing;
 
 /// Micro-dollars per dollar.
-const MICROS_PER_DOLLAR: f64 = 1_000_000.0;
+pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
 /// The largest single amount accepted, in dollars. It is far above any real
 /// spend, and small enough that sums of micro-dollars stay exact.
@@ -28,18 +28,18 @@ pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
         let message = format!("must be at most {MAX_AMOUNT} dollars");
         return Err(Error::invalid(field, message));
     }
-    Ok((dollars * MICROS_PER_DOLLAR).round() as i64)
+    Ok((dollars * f64::from(MICROS_PER_DOLLAR)).round() as i64)
 }
 
 /// Converts micro-dollars to dollars for output.
 pub(crate) fn dollars(micros: i64) -> f64 {
-    micros as f64 / MICROS_PER_DOLLAR
+    micros as f64 / f64::from(MICROS_PER_DOLLAR)
 }
 
 /// Converts a count of micro-dollars computed in floating point (a token
 /// price), rejecting what [`to_micros`] would reject.
 pub(crate) fn round_micros(micros: f64, field: &str) -> Result<i64, Error> {
-    to_micros(micros / MICROS_PER_DOLLAR, field)
+    to_micros(micros / f64::from(MICROS_PER_DOLLAR), field)
 }
 
 /// What a spend costs: a dollar amount, or token counts priced by model.

@@ -35,7 +35,7 @@ impl Budget {
     /// that started before midnight lands in yesterday's ledger and leaves
     /// today's remaining alone; a run without a reservation is charged
     /// today. `phase_costs` split the cost by phase for the ledger and the
-    /// `conductor_cost_dollars_total{phase}` counter; what they leave
+    /// `agent_cost_dollars_total{phase}` counter; what they leave
     /// uncovered counts as phase `unknown`. Invalid input
     /// ([`Error::Invalid`]) leaves the reservation in place; so does a
     /// failed append ([`Error::Storage`]), after which nothing was recorded.
@@ -152,12 +152,12 @@ impl Budget {
         for (phase, cost) in entry.phases {
             let label = Some(phase.as_str()).filter(|p| !p.is_empty());
             let label = label.unwrap_or(UNKNOWN_PHASE);
-            family.add(&[label], dollars(*cost));
+            family.inc_by(&[label], u64::try_from(*cost).unwrap_or(0));
             covered = covered.saturating_add(*cost);
         }
         if micros > covered {
             let label = entry.phase.unwrap_or(UNKNOWN_PHASE);
-            family.add(&[label], dollars(micros - covered));
+            family.inc_by(&[label], u64::try_from(micros - covered).unwrap_or(0));
         }
     }
 }

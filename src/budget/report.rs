@@ -29,7 +29,8 @@ pub struct Status {
 }
 
 impl Status {
-    /// The status as a JSON object (`reset_unix` is left out).
+    /// The status as a JSON object: every field, `reset_at` and
+    /// `reset_unix` both.
     pub fn to_json(&self) -> Value {
         json!({
             "date": self.date,
@@ -40,6 +41,7 @@ impl Status {
             "cycles_affordable": self.cycles_affordable,
             "spend_events": self.spend_events,
             "reset_at": self.reset_at,
+            "reset_unix": self.reset_unix,
         })
     }
 }
@@ -51,21 +53,34 @@ impl Status {
 pub struct Refusal {
     /// The budget at the moment of refusal.
     pub status: Status,
+    /// The estimate the refused run would have reserved, in dollars: what
+    /// did not fit.
+    pub run_estimate: f64,
     /// Whole seconds until the reset, rounded up and at least 1: the value
     /// for a `Retry-After` header.
     pub retry_after_seconds: u64,
 }
 
 impl Refusal {
-    /// A one-line explanation for people.
+    /// A one-line explanation for people, in dollars and cents: the
+    /// estimate that did not fit, and what is left of the limit.
+    ///
+    /// It opens with "Daily budget exhausted:", the words the research
+    /// agent's clients look for, then says what refused the run, since
+    /// money can be left that is still less than one run's estimate.
     pub fn message(&self) -> String {
         let s = &self.status;
+        let left = if s.remaining > 0.0 {
+            format!("only {} of", cents(s.remaining))
+        } else {
+            "nothing is left of".to_string()
+        };
         format!(
-            "daily budget exhausted: ${} of ${} spent and ${} reserved today, ${} remaining; resets at {}",
-            money_text(s.today_spend),
-            money_text(s.daily_limit),
-            money_text(s.reserved),
-            money_text(s.remaining),
+            "Daily budget exhausted: a run reserves its estimate of {} when it starts, and {left} today's {} limit ({} spent, {} reserved by running runs); the budget resets at {}",
+            cents(self.run_estimate),
+            cents(s.daily_limit),
+            cents(s.today_spend),
+            cents(s.reserved),
             s.reset_at,
         )
     }
@@ -81,7 +96,9 @@ impl Refusal {
             "today_spend": s.today_spend,
             "reserved": s.reserved,
             "remaining": s.remaining,
+            "run_estimate": self.run_estimate,
             "reset_at": s.reset_at,
+            "reset_unix": s.reset_unix,
         })
     }
 }
@@ -115,12 +132,15 @@ impl Recorded {
     }
 }
 
-/// Dollars with at least two decimals and no float noise: `1.50`, `0.0225`.
-fn money_text(dollars: f64) -> String {
-    let text = format!("{dollars:.6}");
-    let text = text.trim_end_matches('0');
-    let decimals = text.len() - text.find('.').map_or(text.len(), |dot| dot + 1);
-    format!("{text}{}", "0".repeat(2usize.saturating_sub(decimals)))
+/// Dollars rounded to the cent, as people read money: `$0.15`, `$41.80`.
+/// An amount above zero that rounds to nothing reads `under $0.01`, so a
+/// remainder is never shown as `$0.00` while money is left.
+fn cents(dollars: f64) -> String {
+    let cents = (dollars * 100.0).round();
+    if cents == 0.0 && dollars > 0.0 {
+        return "under $0.01".to_string();
+    }
+    format!("${:.2}", cents / 100.0)
 }
 
 #[cfg(test)]
@@ -142,19 +162,20 @@ mod tests {
     }
 
     #[test]
-    fn money_text_keeps_cents_and_drops_noise() {
-        assert_eq!(money_text(1.5), "1.50");
-        assert_eq!(money_text(0.0), "0.00");
-        assert_eq!(money_text(0.0225), "0.0225");
-        assert_eq!(money_text(0.1 + 0.2), "0.30");
-        assert_eq!(money_text(12.0), "12.00");
-        assert_eq!(money_text(0.000001), "0.000001");
+    fn money_is_shown_in_cents() {
+        assert_eq!(cents(1.5), "$1.50");
+        assert_eq!(cents(0.0), "$0.00");
+        assert_eq!(cents(0.1 + 0.2), "$0.30");
+        assert_eq!(cents(41.797305), "$41.80");
+        assert_eq!(cents(0.004), "under $0.01");
+        assert_eq!(cents(0.005), "$0.01");
     }
 
     #[test]
     fn refusal_json_carries_the_budget() {
         let refusal = Refusal {
             status: status(),
+            run_estimate: 0.15,
             retry_after_seconds: 30,
         };
         let body = refusal.to_json();
@@ -164,12 +185,35 @@ mod tests {
         assert_eq!(body["today_spend"], 0.2);
         assert_eq!(body["reserved"], 1.2);
         assert_eq!(body["remaining"], 0.1);
+        assert_eq!(body["run_estimate"], 0.15);
         assert_eq!(body["reset_at"], "2026-11-24T00:00:00.000Z");
+        assert_eq!(body["reset_unix"], 1_795_478_400.0);
         assert_eq!(
             body["message"],
-            "daily budget exhausted: $0.20 of $1.50 spent and $1.20 reserved today, \
-             $0.10 remaining; resets at 2026-11-24T00:00:00.000Z"
+            "Daily budget exhausted: a run reserves its estimate of $0.15 when it starts, \
+             and only $0.10 of today's $1.50 limit ({spent} spent, $1.20 reserved by running \
+             runs); the budget resets at 2026-11-24T00:00:00.000Z"
+                .replace("{spent}", "$0.20")
         );
+    }
+
+    #[test]
+    fn a_refusal_with_nothing_left_says_so_and_names_the_estimate() {
+        let mut s = status();
+        (s.today_spend, s.reserved, s.remaining, s.daily_limit) = (41.797305, 0.0, 0.0, 5.0);
+        let refusal = Refusal {
+            status: s,
+            run_estimate: 0.15,
+            retry_after_seconds: 30,
+        };
+        let message = refusal.message();
+        assert!(message.starts_with("Daily budget exhausted: "), "{message}");
+        assert!(message.contains("estimate of $0.15"), "{message}");
+        assert!(
+            message.contains("nothing is left of today's $5.00 limit"),
+            "{message}"
+        );
+        assert!(message.contains("$41.80 spent"), "{message}");
     }
 
     #[test]
@@ -180,7 +224,8 @@ mod tests {
             (s["cycles_affordable"].as_u64(), s["spend_events"].as_u64()),
             (Some(0), Some(3))
         );
-        assert!(s.get("reset_unix").is_none());
+        assert_eq!(s["reset_unix"], 1_795_478_400.0);
+        assert_eq!(s["reset_at"], "2026-11-24T00:00:00.000Z");
         let recorded = Recorded {
             amount: 0.15,
             day: "2026-11-22".into(),

@@ -5,6 +5,7 @@
 use crate::error::Error;
 use crate::time;
 
+use super::money::dollars;
 use super::report::Refusal;
 use super::state::Hold;
 use super::Budget;
@@ -28,6 +29,7 @@ impl Budget {
             let retry_after_seconds = ((status.reset_unix - now).ceil() as u64).max(1);
             return Err(Refusal {
                 status,
+                run_estimate: dollars(self.settings.estimate),
                 retry_after_seconds,
             });
         }

@@ -109,20 +109,45 @@ impl Hub {
     }
 
     /// Publishes `run_completed`, `run_failed` or `run_canceled` for a run
-    /// whose end is durable; nothing for a run still running.
-    pub fn run_finished(&self, run: &Run) -> Option<u64> {
-        let kind = match run.status {
+    /// whose end is durable and whose cost (`cost`, in dollars) is
+    /// recorded; nothing for a run still running.
+    ///
+    /// Each carries what the emitter's own `run_completed` has: `result`
+    /// (`succeeded`, `failed` or `canceled`), `iterations` (the count
+    /// started), `duration_ms`, and the run's `summary` (tokens, cost and
+    /// phases); a failed run also its `error`, a cancelled one its `reason`.
+    pub fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
+        let (kind, result) = match run.status {
             Status::Running => return None,
-            Status::Completed => "run_completed",
-            Status::Failed => "run_failed",
-            Status::Cancelled => "run_canceled",
+            Status::Completed => ("run_completed", "succeeded"),
+            Status::Failed => ("run_failed", "failed"),
+            Status::Cancelled => ("run_canceled", "canceled"),
         };
         let ended = run.ended_at.unwrap_or_else(time::now_unix);
+        let seconds = run
+            .detail
+            .duration_seconds
+            .unwrap_or((ended - run.started_at).max(0.0));
+        let (input, output) = run.detail.tokens();
+        let detail = run.detail.to_json();
         let mut event = for_run(kind, ended, run)
             .field("status", json!(run.status.as_str()))
-            .field("duration_seconds", json!((ended - run.started_at).max(0.0)));
-        if run.status == Status::Failed {
-            event = event.field("error", json!(run.error));
+            .field("result", json!(result))
+            .field("iterations", json!(run.detail.iterations_started))
+            .field("duration_seconds", json!(seconds))
+            .field("duration_ms", json!((seconds * 1000.0).round()))
+            .field(
+                "summary",
+                json!({
+                    "tokens": {"input": input, "output": output},
+                    "cost": cost,
+                    "phases": detail["phases"],
+                }),
+            );
+        match run.status {
+            Status::Failed => event = event.field("error", json!(run.error)),
+            Status::Cancelled => event = event.field("reason", json!(run.error)),
+            _ => {}
         }
         Some(self.publish(event))
     }

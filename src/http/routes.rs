@@ -54,18 +54,25 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
             ex.send(Response::method_not_allowed("POST"))
         }
-        (["api", "v1", "budget"], "GET") => {
+        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], "GET") => {
             let status = ex.app().budget.status();
             ex.send(Response::json(200, &status.to_json()))
         }
-        (["api", "v1", "budget"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
+            ex.send(Response::method_not_allowed("GET"))
+        }
+        (["api", "v1", "agent", "trigger"], "POST") => trigger(ex),
+        (["api", "v1", "agent", "trigger"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "agent", "status"], "GET") => agent_status(ex),
+        (["api", "v1", "agent", "status"], _) => ex.send(Response::method_not_allowed("GET")),
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "events"], "GET") => streams::events(ex),
-        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["api", "v1", "events"], "POST") => progress(ex),
+        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "ws"], "GET") => streams::websocket(ex),
         (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
         ([], "GET" | "HEAD") => streams::page(ex),
@@ -143,10 +150,37 @@ fn status(ex: Exchange) {
 }
 
 fn start_run(mut ex: Exchange) {
-    let new = match new_run(&mut ex) {
-        Ok(new) => new,
-        Err(r) => return ex.send(r),
-    };
+    match new_run(&mut ex) {
+        Ok(new) => begin(ex, new, |run| {
+            let body = json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
+            Response::json(201, &body)
+        }),
+        Err(r) => ex.send(r),
+    }
+}
+
+/// `POST /api/v1/agent/trigger`: starts a cycle as the research agent's
+/// clients ask for one. The run it starts is reported and finished through
+/// the run API under `operation_id`.
+fn trigger(mut ex: Exchange) {
+    match new_run(&mut ex) {
+        Ok(new) => begin(ex, new, |run| {
+            let body = json!({
+                "triggered": true,
+                "operation_id": run.run_id,
+                "run_id": run.run_id,
+                "status": "running",
+                "started_at": time::rfc3339(run.started_at),
+            });
+            Response::json(200, &body)
+        }),
+        Err(r) => ex.send(r),
+    }
+}
+
+/// Starts `new` and answers with `answer` once the start is durable; a
+/// refusal by the budget is the 429 every start route shares.
+fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
     let app = ex.app().clone();
     app.runs.start(new, move |result| match result {
         Ok(run) => {
@@ -155,13 +189,25 @@ fn start_run(mut ex: Exchange) {
             let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
             ex.app().log.info("run started", &fields);
             ex.app().events.run_started(&run);
-            ex.send(Response::json(
-                201,
-                &json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)}),
-            ))
+            ex.send(answer(&run))
         }
         Err(e) => ex.send(e.into()),
     });
+}
+
+/// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
+/// cycle and how many are running.
+fn agent_status(ex: Exchange) {
+    let body = match ex.app().runs.newest_running() {
+        None => json!({"status": "idle"}),
+        Some((newest, active)) => json!({
+            "status": "running",
+            "operation_id": newest.run_id,
+            "active_runs": active,
+            "started_at": time::rfc3339(newest.started_at),
+        }),
+    };
+    ex.send(Response::json(200, &body))
 }
 
 /// The fields every log line about a run carries.
@@ -223,20 +269,26 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             let app = ex.app().clone();
             let run = &finished.run;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
-            fields.push(("status", json!(finished.run.status.as_str())));
-            fields.push(("cost", json!(finished.spend.amount)));
-            fields.push(("error", json!(finished.run.error)));
-            app.log.info("run finished", &fields);
-            app.events.run_finished(&finished.run);
-            app.budget_alerts(&finished.spend, Some(&finished.run.run_id));
-            app.export_trace(&finished.run);
+            announce_finished(&app, &finished);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
             ex.send(Response::json(200, &body))
         }
         Err(e) => ex.send(e.into()),
     });
+}
+
+/// Logs, publishes, traces and alerts on a run that ended.
+fn announce_finished(app: &crate::app::App, finished: &crate::runs::Finished) {
+    let run = &finished.run;
+    let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+    fields.push(("status", json!(run.status.as_str())));
+    fields.push(("cost", json!(finished.spend.amount)));
+    fields.push(("error", json!(run.error)));
+    app.log.info("run finished", &fields);
+    app.events.run_finished(run, finished.spend.amount);
+    app.budget_alerts(&finished.spend, Some(&run.run_id));
+    app.export_trace(run);
 }
 
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
@@ -256,14 +308,16 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
 }
 
 fn record_events(mut ex: Exchange, id: &str) {
-    let events = match parse_events(&mut ex) {
-        Ok(events) => events,
+    let mut events = match parse_events(&mut ex, id) {
+        Ok(Parsed::Events(events)) => events,
+        Ok(Parsed::Progress(steps)) => return apply_progress(ex, steps),
         Err(r) => return ex.send(r),
     };
+    let app = ex.app().clone();
+    let version = app.runs.fill_events(id, &mut events);
     // Shared with the acknowledgement: no deep copy.
     let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
-    let published = events.clone();
-    let app = ex.app().clone();
+    let sent = events.clone();
     let debug = app.log.enabled(crate::log::Level::Debug);
     let run_id = id.to_string();
     // Rendered here, so the single acknowledgement thread of the run
@@ -273,8 +327,9 @@ fn record_events(mut ex: Exchange, id: &str) {
         .with_run(id, |run| run.ids())
         .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
     app.runs
-        .record_events(id, &events, move |result| match result {
-            Ok(n) => {
+        .record_events(id, events, version, move |result| match result {
+            Ok(published) => {
+                let n = published.len();
                 let mut ex = ex;
                 let app = ex.app().clone();
                 // Only the ids (and, for debug lines, where the run stands)
@@ -288,8 +343,10 @@ fn record_events(mut ex: Exchange, id: &str) {
                 });
                 if let Some((ids, now)) = found {
                     // The events go out with the ids the run has now, as
-                    // if rendered now: prepared ones only when those match.
-                    match prepared.filter(|p| *p.ids() == ids) {
+                    // if rendered now: prepared ones only when those, and
+                    // the events themselves, are what was journaled.
+                    let same = std::sync::Arc::ptr_eq(&sent, &published);
+                    match prepared.filter(|p| same && *p.ids() == ids) {
                         Some(p) => app.events.publish_prepared(p),
                         None => app.events.run_events(&ids, &published),
                     }
@@ -318,15 +375,72 @@ fn record_events(mut ex: Exchange, id: &str) {
         });
 }
 
-fn parse_events(ex: &mut Exchange) -> Result<Vec<crate::runs::Timed>, Response> {
+/// A request's events: all inside one run, or steps that may start and
+/// end runs.
+enum Parsed {
+    Events(Vec<crate::runs::Timed>),
+    Progress(Vec<crate::runs::Progress>),
+}
+
+fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
     let body = ex.read_body()?;
     // Most batches are plain and skip the JSON tree; the rest, and every
     // error, go the general way.
     if let Some(events) = crate::runs::event::parse_plain_batch(&body, time::now_unix()) {
-        return Ok(events);
+        return Ok(Parsed::Events(events));
     }
     let value = Body::parse_value(&body)?;
-    Ok(crate::runs::event::parse_batch(&value, time::now_unix())?)
+    let steps = crate::runs::progress::parse_batch(&value, time::now_unix(), Some(id))?;
+    if steps
+        .iter()
+        .all(|p| matches!(p.step, crate::runs::Step::Event(_)))
+    {
+        let events = steps.into_iter().filter_map(|p| match p.step {
+            crate::runs::Step::Event(e) => Some(e),
+            _ => None,
+        });
+        return Ok(Parsed::Events(events.collect()));
+    }
+    Ok(Parsed::Progress(steps))
+}
+
+/// `POST /api/v1/events`: progress events as an AgentGate-style emitter
+/// sends them, each naming its run.
+fn progress(mut ex: Exchange) {
+    let steps = ex.read_body().and_then(|body| {
+        let value = Body::parse_value(&body)?;
+        crate::runs::progress::parse_batch(&value, time::now_unix(), None)
+    });
+    match steps {
+        Ok(steps) => apply_progress(ex, steps),
+        Err(e) => ex.send(e.into()),
+    }
+}
+
+/// Applies a batch of progress steps, then announces each as its own
+/// route would: starts, events and ends, in order.
+fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
+    let n = steps.len();
+    let app = ex.app().clone();
+    app.runs.apply_batch(steps, move |result| match result {
+        Ok(applied) => {
+            let app = ex.app().clone();
+            for a in &applied {
+                match a {
+                    crate::runs::Applied::Started(run) => {
+                        let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+                        app.log.info("run started", &fields);
+                        app.events.run_started(run);
+                    }
+                    crate::runs::Applied::Events(ids, events) => app.events.run_events(ids, events),
+                    crate::runs::Applied::Finished(finished) => announce_finished(&app, finished),
+                    crate::runs::Applied::Ended(_) => {}
+                }
+            }
+            ex.send(Response::json(200, &json!({ "accepted": n })))
+        }
+        Err(e) => ex.send(e.into()),
+    });
 }
 
 fn spend(mut ex: Exchange) {

@@ -186,9 +186,23 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     write_value(out, fmt, v);
 }
 
-/// Writes every sample of a counter family.
-pub(crate) fn write_counters(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Counter>) {
-    write_samples(out, fmt, name, f, Counter::get);
+/// Writes every sample of a counter family, each value divided by
+/// `per_unit` (see `Registry::fixed_point_counter_family`).
+pub(crate) fn write_counters(
+    out: &mut Vec<u8>,
+    fmt: Format,
+    name: &str,
+    f: &Family<Counter>,
+    per_unit: u32,
+) {
+    if per_unit <= 1 {
+        write_samples(out, fmt, name, f, Counter::get);
+    } else {
+        // One correctly rounded division: the nearest double to the exact
+        // decimal, which the shortest round-trip form prints as that decimal.
+        let per_unit = f64::from(per_unit);
+        write_samples(out, fmt, name, f, |c| c.get() / per_unit);
+    }
 }
 
 /// Writes every sample of a gauge family.
@@ -352,13 +366,13 @@ mod tests {
             for _ in 0..2 {
                 let mut out = Vec::new();
                 write_gauges(&mut out, fmt, "g", &f);
-                write_counters(&mut out, fmt, "c_total", &unlabelled);
+                write_counters(&mut out, fmt, "c_total", &unlabelled, 1);
                 assert_eq!(String::from_utf8(out).unwrap(), want);
             }
         }
         // A family rendered under a second name does not use the first's.
         let mut out = Vec::new();
-        write_counters(&mut out, Format::Text, "d_total", &unlabelled);
+        write_counters(&mut out, Format::Text, "d_total", &unlabelled, 1);
         assert_eq!(out, b"d_total 42\n");
     }
 

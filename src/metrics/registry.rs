@@ -53,7 +53,9 @@ pub trait Collector: Send + Sync {
 }
 
 enum Body {
-    Counters(Arc<Family<Counter>>),
+    /// Counters, and what their values are divided by when rendered (1 for
+    /// plain counters).
+    Counters(Arc<Family<Counter>>, u32),
     Gauges(Arc<Family<Gauge>>),
     Histograms(Arc<Family<Histogram>>, Box<[Box<[u8]>]>),
     GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>),
@@ -122,7 +124,7 @@ impl Registry {
             OVERFLOW_METRIC,
             "Lookups of new label sets sent to a family's overflow series because it reached its series cap.",
             Kind::Counter,
-            Body::Counters(overflow),
+            Body::Counters(overflow, 1),
         );
         registry
     }
@@ -131,7 +133,7 @@ impl Registry {
     pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
         let family = Arc::new(Family::new(&[], 1, Counter::new(), Counter::new));
         let counter = family.with(&[], Counter::clone);
-        self.add(name, help, Kind::Counter, Body::Counters(family))?;
+        self.add(name, help, Kind::Counter, Body::Counters(family, 1))?;
         Ok(counter)
     }
 
@@ -174,6 +176,24 @@ impl Registry {
         help: &str,
         labels: &[&str],
     ) -> Result<CounterFamily, Error> {
+        self.fixed_point_counter_family(name, help, labels, 1)
+    }
+
+    /// Registers a family of counters that count whole parts of a unit, of
+    /// which `per_unit` make one, through [`CounterFamily::inc_by`]; each is
+    /// rendered as its count divided by `per_unit`.
+    ///
+    /// This is for money: a sum of micro-dollars (`per_unit` 1,000,000) is
+    /// exact, and 5,703,720 renders as `5.70372`, where a float sum of the
+    /// same dollars renders as `5.703720000000001`. A `per_unit` of 0 is
+    /// taken as 1.
+    pub fn fixed_point_counter_family(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        per_unit: u32,
+    ) -> Result<CounterFamily, Error> {
         check_label_names(name, labels)?;
         let family = Arc::new(Family::new(
             labels,
@@ -181,7 +201,8 @@ impl Registry {
             self.overflowed(name, labels),
             Counter::new,
         ));
-        self.add(name, help, Kind::Counter, Body::Counters(family.clone()))?;
+        let body = Body::Counters(family.clone(), per_unit.max(1));
+        self.add(name, help, Kind::Counter, body)?;
         Ok(CounterFamily { inner: family })
     }
 
@@ -248,7 +269,7 @@ impl Registry {
         self.snapshot()
             .iter()
             .map(|e| match &e.body {
-                Body::Counters(f) => f.read().len(),
+                Body::Counters(f, _) => f.read().len(),
                 Body::Gauges(f) => f.read().len(),
                 Body::Histograms(f, _) => f.read().len(),
                 Body::GaugeFn(_) | Body::Collected(..) => 1,
@@ -266,19 +287,21 @@ impl Registry {
         for e in &entries {
             let (name, help, kind) = (e.name.as_str(), e.help.as_str(), e.kind);
             match &e.body {
-                Body::Counters(f) if f.read().len() > 0 => {
+                // A family with no series yet still shows its HELP and
+                // TYPE, as client_golang and prometheus_client do, so that
+                // a scrape tells what exists before anything happened.
+                Body::Counters(f, per_unit) => {
                     encode::write_header(out, fmt, name, help, kind);
-                    encode::write_counters(out, fmt, name, f);
+                    encode::write_counters(out, fmt, name, f, *per_unit);
                 }
-                Body::Gauges(f) if f.read().len() > 0 => {
+                Body::Gauges(f) => {
                     encode::write_header(out, fmt, name, help, kind);
                     encode::write_gauges(out, fmt, name, f);
                 }
-                Body::Histograms(f, les) if f.read().len() > 0 => {
+                Body::Histograms(f, les) => {
                     encode::write_header(out, fmt, name, help, kind);
                     encode::write_histograms(out, fmt, name, les, f, &mut scratch);
                 }
-                Body::Counters(_) | Body::Gauges(_) | Body::Histograms(..) => {}
                 Body::GaugeFn(f) => {
                     let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
                     encode::write_header(out, fmt, name, help, kind);

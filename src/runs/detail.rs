@@ -73,6 +73,19 @@ pub struct Detail {
     pub spans: Vec<PhaseRecord>,
     /// Gate checks made outside any phase.
     pub root_gates: Vec<Gate>,
+    /// Tokens reported for a phase before its span of the current
+    /// iteration began, `(input, output, model)`: they go to that span once
+    /// it does, not to an earlier iteration's.
+    pending_tokens: BTreeMap<String, (u64, u64, Option<String>)>,
+    /// The earliest and latest times of the events applied, reported or
+    /// received: where the run's trace span begins and ends.
+    pub event_span: Option<(f64, f64)>,
+    /// Events applied so far: a batch prepared against one version is
+    /// still right if the version has not moved.
+    pub version: u64,
+    /// How long the run took once it ended: as the emitter measured it
+    /// when it sent a duration, otherwise from its start to its end.
+    pub duration_seconds: Option<f64>,
     /// How many spans at the front have all ended: spans only ever end,
     /// so the search for an open one (every phase end and gate check)
     /// need not look at them again.
@@ -96,6 +109,8 @@ pub struct PhaseRecord {
     pub output_tokens: u64,
     /// The last model that used tokens in it.
     pub model: Option<String>,
+    /// The iteration it ran in, when known.
+    pub iteration: Option<u64>,
     /// Gate checks made while it ran.
     pub gates: Vec<Gate>,
 }
@@ -129,8 +144,68 @@ impl Detail {
             .map(|i| from + i)
     }
 
+    /// Widens the run's event span to take in `at`.
+    pub fn saw(&mut self, at: f64) {
+        if !at.is_finite() {
+            return;
+        }
+        self.event_span = Some(match self.event_span {
+            None => (at, at),
+            Some((first, last)) => (first.min(at), last.max(at)),
+        });
+    }
+
+    /// Fills in what an event left out and the run knows, as
+    /// [`Detail::apply`] will see the batch: a phase or gate event without
+    /// an iteration gets the current one, and a phase end without a
+    /// duration gets the one measured from its start. So the journal, the
+    /// streams and the log all carry the same, whole events.
+    pub fn fill(&self, events: &mut [Timed]) {
+        let mut current = self.current_iteration;
+        // Phases started within the batch, and when; and phases whose start
+        // before the batch an end in it has already taken.
+        let mut started: Vec<(String, f64)> = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
+        for e in events.iter_mut() {
+            let at = e.at;
+            match &mut e.event {
+                Event::IterationStarted { iteration } => current = Some(*iteration),
+                Event::IterationCompleted { iteration, .. } if current == Some(*iteration) => {
+                    current = None;
+                }
+                Event::PhaseStarted { iteration, phase } => {
+                    *iteration = iteration.or(current);
+                    started.push((phase.clone(), at));
+                }
+                Event::PhaseCompleted {
+                    iteration,
+                    duration_ms,
+                    phase,
+                    ..
+                } => {
+                    *iteration = iteration.or(current);
+                    let start = match started.iter().rposition(|(p, _)| p == phase) {
+                        Some(i) => Some(started.remove(i).1),
+                        None if taken.contains(phase) => None,
+                        None => {
+                            taken.push(phase.clone());
+                            self.phase_started_at.get(phase.as_str()).copied()
+                        }
+                    };
+                    if duration_ms.is_none() {
+                        *duration_ms = start.map(|s| ((at - s).max(0.0) * 1000.0).round());
+                    }
+                }
+                Event::GateChecked { iteration, .. } => *iteration = iteration.or(current),
+                _ => {}
+            }
+        }
+    }
+
     /// Applies one event and moves the metrics it concerns.
     pub fn apply(&mut self, e: &Timed, m: &RunMetrics) {
+        self.version += 1;
+        self.saw(e.at);
         match &e.event {
             Event::IterationStarted { iteration } => {
                 self.iterations_started += 1;
@@ -149,13 +224,16 @@ impl Detail {
                     self.current_iteration = None;
                 }
             }
-            Event::PhaseStarted { phase, .. } => {
+            Event::PhaseStarted { phase, iteration } => {
                 if self.spans.len() < MAX_SPANS {
-                    self.spans.push(PhaseRecord {
+                    let mut span = PhaseRecord {
                         name: phase.clone(),
                         started: e.at,
+                        iteration: iteration.or(self.current_iteration),
                         ..PhaseRecord::default()
-                    });
+                    };
+                    self.take_pending(&mut span);
+                    self.spans.push(span);
                 }
                 self.current_phase = Some(phase.clone());
                 if self.phase_started_at.len() < MAX_NAMES
@@ -168,6 +246,7 @@ impl Detail {
                 phase,
                 success,
                 duration_ms,
+                iteration,
             } => {
                 let started = self.phase_started_at.remove(phase);
                 let seconds = duration_ms
@@ -179,13 +258,18 @@ impl Detail {
                         span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
                         span.success = Some(*success);
                     }
-                    None if self.spans.len() < MAX_SPANS => self.spans.push(PhaseRecord {
-                        name: phase.clone(),
-                        started: e.at - seconds.unwrap_or(0.0),
-                        ended: Some(e.at),
-                        success: Some(*success),
-                        ..PhaseRecord::default()
-                    }),
+                    None if self.spans.len() < MAX_SPANS => {
+                        let mut span = PhaseRecord {
+                            name: phase.clone(),
+                            started: e.at - seconds.unwrap_or(0.0),
+                            ended: Some(e.at),
+                            success: Some(*success),
+                            iteration: iteration.or(self.current_iteration),
+                            ..PhaseRecord::default()
+                        };
+                        self.take_pending(&mut span);
+                        self.spans.push(span);
+                    }
                     None => {}
                 }
                 while self
@@ -216,6 +300,7 @@ impl Detail {
                 gate,
                 passed,
                 reason,
+                ..
             } => {
                 let check = Gate {
                     gate: gate.clone(),
@@ -271,13 +356,7 @@ impl Detail {
                 let t = self.tokens_by_phase_model.entry(pair).or_default();
                 t.0 += input_tokens;
                 t.1 += output_tokens;
-                if let Some(span) = self.spans.iter_mut().rev().find(|s| s.name == *phase) {
-                    span.input_tokens += input_tokens;
-                    span.output_tokens += output_tokens;
-                    if model.is_some() {
-                        span.model = model.clone();
-                    }
-                }
+                self.attribute_tokens(phase, model, *input_tokens, *output_tokens);
                 m.tokens.inc_by(&[phase, "input"], *input_tokens);
                 m.tokens.inc_by(&[phase, "output"], *output_tokens);
             }
@@ -291,6 +370,49 @@ impl Detail {
                 m.deliveries
                     .inc(&[if *success { "success" } else { "failure" }]);
             }
+        }
+    }
+
+    /// Adds tokens to the span of `phase` they belong to: the open one, or
+    /// the newest one when it ran in the current iteration (tokens reported
+    /// just after the phase ended). Otherwise that iteration's span has
+    /// not begun yet, and they wait for it.
+    fn attribute_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
+        let current = self.current_iteration;
+        let target = match self.open_span(phase) {
+            Some(i) => Some(i),
+            None => self
+                .spans
+                .iter()
+                .rposition(|s| s.name == phase)
+                .filter(|&i| current.is_none() || self.spans[i].iteration == current),
+        };
+        if let Some(i) = target {
+            let span = &mut self.spans[i];
+            span.input_tokens += input;
+            span.output_tokens += output;
+            if model.is_some() {
+                span.model = model.clone();
+            }
+            return;
+        }
+        if self.pending_tokens.len() >= MAX_NAMES && !self.pending_tokens.contains_key(phase) {
+            return;
+        }
+        let pending = self.pending_tokens.entry(phase.to_string()).or_default();
+        pending.0 += input;
+        pending.1 += output;
+        if model.is_some() {
+            pending.2 = model.clone();
+        }
+    }
+
+    /// Gives a new span the tokens that waited for it.
+    fn take_pending(&mut self, span: &mut PhaseRecord) {
+        if let Some((input, output, model)) = self.pending_tokens.remove(&span.name) {
+            span.input_tokens += input;
+            span.output_tokens += output;
+            span.model = model.or(span.model.take());
         }
     }
 
@@ -366,7 +488,11 @@ mod tests {
     use crate::metrics::Registry;
 
     fn timed(at: f64, event: Event) -> Timed {
-        Timed { at, event }
+        Timed {
+            at,
+            event,
+            extra: None,
+        }
     }
 
     fn start(at: f64, phase: &str) -> Timed {
@@ -388,6 +514,7 @@ mod tests {
                 phase,
                 success: true,
                 duration_ms: None,
+                iteration: None,
             },
         )
     }
@@ -400,6 +527,7 @@ mod tests {
                 gate,
                 passed: true,
                 reason: None,
+                iteration: None,
             },
         )
     }
@@ -442,5 +570,110 @@ mod tests {
         assert_eq!(d.spans[2].gates[0].gate, "g1");
         assert_eq!(d.root_gates.len(), 1);
         assert_eq!(d.ended_before, 4);
+    }
+
+    fn iteration(at: f64, n: u64) -> Timed {
+        timed(at, Event::IterationStarted { iteration: n })
+    }
+
+    fn tokens(at: f64, phase: &str, input: u64) -> Timed {
+        let phase = phase.to_string();
+        timed(
+            at,
+            Event::Tokens {
+                phase,
+                model: None,
+                input_tokens: input,
+                output_tokens: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn fill_gives_phase_and_gate_events_the_iteration_and_measured_durations() {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let mut d = Detail::default();
+        d.apply(&iteration(1.0, 4), &m);
+        d.apply(&start(2.0, "before"), &m);
+        let mut batch = vec![
+            end(2.5, "before"),
+            start(3.0, "a"),
+            gate(3.5, "g"),
+            end(4.25, "a"),
+            end(5.0, "a"),
+            iteration(6.0, 5),
+            end(7.0, "c"),
+        ];
+        d.fill(&mut batch);
+        let got: Vec<(Option<u64>, Option<f64>)> = batch
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::PhaseCompleted {
+                    iteration,
+                    duration_ms,
+                    ..
+                } => Some((*iteration, *duration_ms)),
+                Event::GateChecked { iteration, .. } => Some((*iteration, None)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(4), Some(500.0)),
+                (Some(4), None),
+                (Some(4), Some(1250.0)),
+                // A second end with no start of its own measures nothing.
+                (Some(4), None),
+                (Some(5), None),
+            ]
+        );
+        // A value the emitter sent is kept.
+        let mut own = vec![timed(
+            9.0,
+            Event::GateChecked {
+                gate: "g".into(),
+                passed: false,
+                reason: None,
+                iteration: Some(2),
+            },
+        )];
+        d.fill(&mut own);
+        assert!(matches!(
+            own[0].event,
+            Event::GateChecked {
+                iteration: Some(2),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn tokens_go_to_the_span_of_their_own_iteration() {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let mut d = Detail::default();
+        let events = [
+            iteration(1.0, 1),
+            start(1.0, "code"),
+            tokens(2.0, "code", 10),
+            end(3.0, "code"),
+            // Just after the end, still iteration 1's.
+            tokens(3.5, "code", 1),
+            iteration(4.0, 2),
+            // Before iteration 2's span began: it waits for that span.
+            tokens(4.5, "code", 200),
+            end(6.0, "code"),
+        ];
+        for e in &events {
+            d.apply(e, &m);
+        }
+        let got: Vec<(Option<u64>, u64)> = d
+            .spans
+            .iter()
+            .map(|s| (s.iteration, s.input_tokens))
+            .collect();
+        assert_eq!(got, vec![(Some(1), 11), (Some(2), 200)]);
+        assert_eq!(d.event_span, Some((1.0, 6.0)));
+        assert_eq!(d.version, events.len() as u64);
     }
 }

@@ -1,7 +1,7 @@
 //! Run events: what an orchestrator reports about the inside of a run,
 //! parsed from JSON and checked field by field.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 use crate::time;
@@ -37,8 +37,11 @@ pub enum Event {
         phase: String,
         /// Whether it succeeded.
         success: bool,
-        /// Its duration, when the orchestrator measured it.
+        /// Its duration, when the orchestrator measured it (the server
+        /// fills in what it measured when it was not sent).
         duration_ms: Option<f64>,
+        /// The iteration it belongs to (the run's current one when not sent).
+        iteration: Option<u64>,
     },
     /// A quality gate was checked.
     GateChecked {
@@ -48,6 +51,8 @@ pub enum Event {
         passed: bool,
         /// Why, when given.
         reason: Option<String>,
+        /// The iteration it belongs to (the run's current one when not sent).
+        iteration: Option<u64>,
     },
     /// Tokens were used.
     Tokens {
@@ -80,6 +85,11 @@ pub struct Timed {
     pub at: f64,
     /// The event.
     pub event: Event,
+    /// What the emitter sent beside the typed fields and that moves no
+    /// metric (`metadata`, `feedback`, `phase_timings`, ...), kept so that
+    /// the journal and the streams carry it on; `None` for nearly every
+    /// event, which keeps them small.
+    pub extra: Option<Box<Map<String, Value>>>,
 }
 
 /// True for phase, gate and model names: `[A-Za-z0-9_.:-]{1,64}`.
@@ -357,7 +367,11 @@ impl<'a> Cursor<'a> {
             Some(_) => return None,
         }
         let event = build(kind, &f).ok()?;
-        Some(Timed { at: now, event })
+        Some(Timed {
+            at: now,
+            event,
+            extra: None,
+        })
     }
 }
 
@@ -371,8 +385,8 @@ fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
         "iteration_started" => &["iteration"],
         "iteration_completed" => &["iteration", "success"],
         "phase_started" => &["phase", "iteration"],
-        "phase_completed" => &["phase", "success", "duration_ms"],
-        "gate_checked" => &["gate", "passed", "reason"],
+        "phase_completed" => &["phase", "success", "duration_ms", "iteration"],
+        "gate_checked" => &["gate", "passed", "reason", "iteration"],
         "tokens" => &["phase", "model", "input_tokens", "output_tokens"],
         "delivery_started" => &[],
         "delivery_completed" => &["success", "pr_url", "ci_status"],
@@ -383,6 +397,42 @@ fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
 /// An event's fields as either parser reads them, so that both build events
 /// the same way and differ only in what a bad field costs: an error naming
 /// it, or giving up on the fast path.
+/// The fields beside the typed ones that an event may carry through: the
+/// emitter's own data, journaled and published as sent, moving no metric.
+fn extra_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "iteration_started" => &["metadata", "max_iterations", "feedback"],
+        "iteration_completed" => &["metadata", "phase_timings", "gate_results"],
+        _ => &["metadata"],
+    }
+}
+
+/// Checks the shape of an extra field.
+fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
+    let fail = |m: &str| Err((k.to_string(), m.to_string()));
+    match (k, v) {
+        ("metadata", Value::Object(_)) => Ok(()),
+        ("metadata", _) => fail("must be a JSON object"),
+        ("max_iterations", Value::Number(n)) if n.is_u64() => Ok(()),
+        ("max_iterations", _) => fail("must be a non-negative integer"),
+        ("feedback", Value::String(_)) => Ok(()),
+        ("feedback", _) => fail("must be a string"),
+        ("gate_results", Value::Array(_)) => Ok(()),
+        ("gate_results", _) => fail("must be an array"),
+        ("phase_timings", Value::Object(m)) => {
+            let ms = |v: &Value| v.as_f64().is_some_and(|x| x >= 0.0 && x.is_finite());
+            match m.iter().find(|(p, v)| !valid_name(p) || !ms(v)) {
+                None => Ok(()),
+                Some((p, _)) => Err((
+                    format!("{k}.{p}"),
+                    "must map phase names to non-negative milliseconds".to_string(),
+                )),
+            }
+        }
+        _ => fail("must be an object of phase names to milliseconds"),
+    }
+}
+
 trait EventFields {
     type Error;
     fn u64(&self, k: &'static str) -> Result<u64, Self::Error>;
@@ -412,11 +462,13 @@ fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
             phase: f.name("phase")?,
             success: f.bool("success")?,
             duration_ms: f.opt_ms("duration_ms")?,
+            iteration: f.opt_u64("iteration")?,
         },
         "gate_checked" => Event::GateChecked {
             gate: f.name("gate")?,
             passed: f.bool("passed")?,
             reason: f.opt_text("reason")?,
+            iteration: f.opt_u64("iteration")?,
         },
         "tokens" => Event::Tokens {
             phase: f.name("phase")?,
@@ -433,7 +485,8 @@ fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
     })
 }
 
-type FieldError = (String, String);
+/// A field at fault and what is wrong with it.
+pub(super) type FieldError = (String, String);
 
 struct Fields<'a> {
     map: &'a serde_json::Map<String, Value>,
@@ -510,7 +563,8 @@ impl EventFields for Fields<'_> {
     }
 }
 
-fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
+/// Parses one event object; errors name the field.
+pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     let Value::Object(map) = v else {
         return Err((
             "type".to_string(),
@@ -526,31 +580,46 @@ fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     let Some(allowed) = allowed_fields(kind) else {
         return Err(("type".to_string(), format!("unknown event type {kind:?}")));
     };
+    let extras = extra_fields(kind);
+    let known = |k: &str| ["type", "timestamp"].contains(&k) || allowed.contains(&k);
     if let Some(k) = map
         .keys()
-        .find(|k| !["type", "timestamp"].contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+        .find(|k| !known(k) && !extras.contains(&k.as_str()))
     {
         return Err((k.clone(), "unknown field".to_string()));
     }
     let event = build(kind, &f)?;
-    let at = match map.get("timestamp") {
-        None | Some(Value::Null) => now,
-        Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0).ok_or((
-            "timestamp".to_string(),
-            "must be Unix seconds or RFC 3339 text".to_string(),
-        ))?,
-        Some(Value::String(s)) => time::parse_rfc3339(s).ok_or((
-            "timestamp".to_string(),
-            "must be Unix seconds or RFC 3339 text".to_string(),
-        ))?,
-        Some(_) => {
-            return Err((
-                "timestamp".to_string(),
-                "must be Unix seconds or RFC 3339 text".to_string(),
-            ))
+    let mut extra = Map::new();
+    for k in extras {
+        match map.get(*k) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                check_extra(k, v)?;
+                extra.insert(k.to_string(), v.clone());
+            }
         }
+    }
+    let at = parse_at(map.get("timestamp"), now)?;
+    Ok(Timed {
+        at,
+        event,
+        extra: (!extra.is_empty()).then(|| Box::new(extra)),
+    })
+}
+
+/// The time of an event: its `timestamp` (Unix seconds or RFC 3339 text),
+/// or `now` when it has none.
+pub(super) fn parse_at(timestamp: Option<&Value>, now: f64) -> Result<f64, FieldError> {
+    let at = match timestamp {
+        None | Some(Value::Null) => return Ok(now),
+        Some(Value::Number(n)) => n.as_f64().filter(|t| t.is_finite() && *t >= 0.0),
+        Some(Value::String(s)) => time::parse_rfc3339(s),
+        Some(_) => None,
     };
-    Ok(Timed { at, event })
+    at.ok_or((
+        "timestamp".to_string(),
+        "must be Unix seconds or RFC 3339 text".to_string(),
+    ))
 }
 
 impl Timed {
@@ -570,16 +639,20 @@ impl Timed {
                 phase,
                 success,
                 duration_ms,
-            } => {
-                json!({"type": "phase_completed", "phase": phase, "success": success, "duration_ms": duration_ms})
-            }
+                iteration,
+            } => json!({
+                "type": "phase_completed", "phase": phase, "success": success,
+                "duration_ms": duration_ms, "iteration": iteration,
+            }),
             Event::GateChecked {
                 gate,
                 passed,
                 reason,
-            } => {
-                json!({"type": "gate_checked", "gate": gate, "passed": passed, "reason": reason})
-            }
+                iteration,
+            } => json!({
+                "type": "gate_checked", "gate": gate, "passed": passed, "reason": reason,
+                "iteration": iteration,
+            }),
             Event::Tokens {
                 phase,
                 model,
@@ -599,6 +672,11 @@ impl Timed {
             }),
         };
         v["timestamp"] = json!(self.at);
+        if let (Some(extra), Some(map)) = (&self.extra, v.as_object_mut()) {
+            for (k, x) in extra.iter() {
+                map.insert(k.clone(), x.clone());
+            }
+        }
         v
     }
 
@@ -609,6 +687,18 @@ impl Timed {
         use crate::json_text::{
             push_bool, push_key, push_opt_f64, push_opt_str, push_opt_u64, push_str, push_u64,
         };
+        if self.extra.is_some() {
+            // Rare: the extras interleave with the typed fields in sorted
+            // order, so the value is built and printed whole.
+            let mut v = self.to_json();
+            if let Some(map) = v.as_object_mut() {
+                map.remove("type");
+                map.remove("timestamp");
+                let text = v.to_string();
+                out.push_str(&text[1..text.len() - 1]);
+                return text.len() > 2;
+            }
+        }
         // Keys in sorted order, as serde_json's BTreeMap-backed map prints them.
         match &self.event {
             Event::IterationStarted { iteration } => {
@@ -633,9 +723,13 @@ impl Timed {
                 phase,
                 success,
                 duration_ms,
+                iteration,
             } => {
                 push_key(out, "duration_ms");
                 push_opt_f64(out, *duration_ms);
+                out.push(',');
+                push_key(out, "iteration");
+                push_opt_u64(out, *iteration);
                 out.push(',');
                 push_key(out, "phase");
                 push_str(out, phase);
@@ -647,9 +741,13 @@ impl Timed {
                 gate,
                 passed,
                 reason,
+                iteration,
             } => {
                 push_key(out, "gate");
                 push_str(out, gate);
+                out.push(',');
+                push_key(out, "iteration");
+                push_opt_u64(out, *iteration);
                 out.push(',');
                 push_key(out, "passed");
                 push_bool(out, *passed);
@@ -706,6 +804,10 @@ impl Timed {
     /// [`Timed::push_json`] with the timestamp already printed as `at`, so
     /// a batch whose events share a time prints it once.
     pub fn push_json_at(&self, out: &mut String, at: &str) {
+        if self.extra.is_some() {
+            out.push_str(&self.to_json().to_string());
+            return;
+        }
         out.push('{');
         // Every own field name sorts before `timestamp` and `type`.
         if self.push_fields(out) {

@@ -5,11 +5,13 @@
 pub mod detail;
 pub mod event;
 pub mod metrics;
+pub mod progress;
 pub mod trace;
 
 pub use detail::Detail;
 pub use event::{Event, Timed};
 pub use metrics::RunMetrics;
+pub use progress::{Progress, Step};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -145,8 +147,17 @@ impl RunIds {
     }
 }
 
+/// Which run started when. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunStart {
+    /// The run's id.
+    pub run_id: String,
+    /// Unix seconds when it started.
+    pub started_at: f64,
+}
+
 /// A request to start a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewRun {
     /// The id to use; one is made when absent.
     pub run_id: Option<String>,
@@ -184,6 +195,39 @@ pub struct Finished {
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
+}
+
+/// What one step of [`Runs::apply_batch`] did, for the caller to publish
+/// and log. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// A run started.
+    Started(Box<Run>),
+    /// Events of one run, as journaled (filled in, see [`Detail::fill`]).
+    Events(RunIds, Vec<Timed>),
+    /// A run ended and its cost was recorded.
+    Finished(Box<Finished>),
+    /// A run ended; replaced by [`Applied::Finished`] before the caller
+    /// sees it.
+    Ended(String),
+}
+
+/// Records the cost of a run that just ended: `cost` when given, otherwise
+/// its tokens priced by model.
+fn settle(budget: &Budget, run: Run, cost: Option<f64>) -> Result<Finished, Error> {
+    let pricing = budget.pricing();
+    let phase_costs = match cost {
+        Some(_) => Vec::new(),
+        None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
+    };
+    let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
+    match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
+        Ok(spend) => Ok(Finished { run, spend }),
+        Err(e) => Err(Error::Storage(format!(
+            "run {} finished, but its cost was not recorded: {e}",
+            run.run_id
+        ))),
+    }
 }
 
 /// Totals by status.
@@ -348,36 +392,217 @@ impl Runs {
                 if let Err(e) = o {
                     return done(Err(Error::Storage(e.to_string())));
                 }
-                let pricing = budget.pricing();
-                let phase_costs = match cost {
-                    Some(_) => Vec::new(),
-                    None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
-                };
-                let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
-                match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
-                    Ok(spend) => done(Ok(Finished { run, spend })),
-                    Err(e) => done(Err(Error::Storage(format!(
-                        "run {} finished, but its cost was not recorded: {e}",
-                        run.run_id
-                    )))),
-                }
+                done(settle(&budget, run, cost));
             });
     }
 
+    /// Applies a batch of progress events, possibly for several runs, all
+    /// or nothing: runs start (each reserving its budget), take events and
+    /// end, in order, as one journal record. `done` gets what each step
+    /// did, in order, once the record is durable and the costs of the runs
+    /// it ended are in the budget ledger.
+    ///
+    /// Before anything is applied, every step is checked against the runs
+    /// and the steps before it: a start of a run that exists is
+    /// [`Error::Conflict`], an event for an unknown run [`Error::NotFound`],
+    /// for an ended one [`Error::Conflict`], and a start the budget refuses
+    /// [`Error::Exhausted`], with the reservations of earlier starts in the
+    /// batch given back.
+    pub fn apply_batch(
+        &self,
+        steps: Vec<Progress>,
+        done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
+    ) {
+        let mut state = self.lock();
+        if let Err(e) = self.check_batch(&state, &steps) {
+            drop(state);
+            return done(Err(e));
+        }
+        let mut reserved: Vec<&str> = Vec::new();
+        for p in &steps {
+            if let Step::Start(_) = p.step {
+                if let Err(refusal) = self.budget.reserve(&p.run_id) {
+                    for id in reserved {
+                        self.budget.release(id);
+                    }
+                    drop(state);
+                    return done(Err(Error::Exhausted(Box::new(refusal))));
+                }
+                reserved.push(&p.run_id);
+            }
+        }
+        let now = time::now_unix();
+        let mut records = Vec::with_capacity(steps.len());
+        let mut applied: Vec<Applied> = Vec::with_capacity(steps.len());
+        let mut started: Vec<String> = Vec::new();
+        for p in steps {
+            let id = p.run_id;
+            match p.step {
+                Step::Start(new) => {
+                    let record = json!({
+                        "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal,
+                        "ts": now, "at": p.at, "work_order_id": new.work_order_id,
+                        "correlation_id": new.correlation_id, "strategy": new.strategy,
+                        "max_iterations": new.max_iterations,
+                    });
+                    state.apply(&record, &self.metrics);
+                    records.push(record);
+                    applied.push(Applied::Started(Box::new(state.runs[&id].clone())));
+                    started.push(id);
+                }
+                Step::Event(e) => {
+                    let Some(run) = state.runs.get_mut(&id) else {
+                        continue;
+                    };
+                    let mut batch = [e];
+                    run.detail.fill(&mut batch);
+                    run.detail.apply(&batch[0], &self.metrics);
+                    let [e] = batch;
+                    match (applied.last_mut(), records.last_mut()) {
+                        // Consecutive events of one run share a record.
+                        (Some(Applied::Events(ids, list)), Some(last))
+                            if ids.run_id == id && last["op"] == "events" =>
+                        {
+                            if let Some(events) = last["events"].as_array_mut() {
+                                events.push(e.to_json());
+                            }
+                            list.push(e);
+                        }
+                        _ => {
+                            records.push(
+                                json!({"op": "events", "run_id": id, "events": [e.to_json()]}),
+                            );
+                            applied.push(Applied::Events(run.ids(), vec![e]));
+                        }
+                    }
+                }
+                Step::Finish {
+                    how,
+                    reason,
+                    duration_ms,
+                } => {
+                    let (op, error) = match how {
+                        Finish::Complete => ("complete", None),
+                        Finish::Fail(error) => ("fail", error),
+                        Finish::Cancel => ("cancel", reason),
+                    };
+                    let record = json!({
+                        "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
+                        "duration_ms": duration_ms,
+                    });
+                    state.apply(&record, &self.metrics);
+                    records.push(record);
+                    applied.push(Applied::Ended(id));
+                }
+            }
+        }
+        let record = json!({"op": "batch", "ts": now, "ops": records});
+        let budget = self.budget.clone();
+        let ended: Vec<(usize, Run)> = applied
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Applied::Ended(id) => state.runs.get(id).map(|r| (i, r.clone())),
+                _ => None,
+            })
+            .collect();
+        drop(state);
+        self.queue
+            .submit(record.to_string().into_bytes(), move |o| {
+                if let Err(e) = o {
+                    for id in &started {
+                        budget.release(id);
+                    }
+                    return done(Err(Error::Storage(e.to_string())));
+                }
+                for (i, run) in ended {
+                    match settle(&budget, run, None) {
+                        Ok(finished) => applied[i] = Applied::Finished(Box::new(finished)),
+                        Err(e) => return done(Err(e)),
+                    }
+                }
+                done(Ok(applied))
+            });
+    }
+
+    /// Checks a batch's steps in order against the runs, as
+    /// [`Runs::apply_batch`] describes, without changing anything.
+    fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
+        let mut now: HashMap<&str, Status> = HashMap::new();
+        for p in steps {
+            let id = p.run_id.as_str();
+            let status = now
+                .get(id)
+                .copied()
+                .or_else(|| state.runs.get(id).map(|r| r.status));
+            let at = p.index;
+            match (&p.step, status) {
+                (Step::Start(_), None) => {
+                    now.insert(id, Status::Running);
+                }
+                (Step::Start(_), Some(_)) => {
+                    return Err(Error::Conflict(format!(
+                        "events[{at}]: run {id} already exists"
+                    )))
+                }
+                (_, None) => {
+                    return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
+                }
+                (_, Some(Status::Running)) => {
+                    if let Step::Finish { how, .. } = &p.step {
+                        now.insert(
+                            id,
+                            match how {
+                                Finish::Complete => Status::Completed,
+                                Finish::Fail(_) => Status::Failed,
+                                Finish::Cancel => Status::Cancelled,
+                            },
+                        );
+                    }
+                }
+                (_, Some(s)) => {
+                    return Err(Error::Conflict(format!(
+                        "events[{at}]: run {id} is already {}",
+                        s.as_str()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills in what `events` left out and the run `id` knows (see
+    /// [`Detail::fill`]) and returns the run's version they were filled
+    /// against, or `None` for a run not known. Takes the lock briefly, so
+    /// that the batch can be rendered outside it.
+    pub fn fill_events(&self, id: &str, events: &mut [Timed]) -> Option<u64> {
+        let state = self.lock();
+        let run = state.runs.get(id)?;
+        run.detail.fill(events);
+        Some(run.detail.version)
+    }
+
     /// Records a batch of events for a running run, all or nothing;
-    /// `done` gets the count once the batch is durable.
+    /// `done` gets the events as journaled once the batch is durable.
+    ///
+    /// `events` should come from [`Runs::fill_events`] with its `version`.
+    /// When the run has moved on since, they are filled again under the
+    /// lock, and `done` gets that new batch instead of the one passed in
+    /// (compare with `Arc::ptr_eq`).
     pub fn record_events(
         &self,
         id: &str,
-        events: &[Timed],
-        done: impl FnOnce(Result<usize, Error>) + Send + 'static,
+        events: Arc<[Timed]>,
+        version: Option<u64>,
+        done: impl FnOnce(Result<Arc<[Timed]>, Error>) + Send + 'static,
     ) {
         // The record depends on the request only, so it is written before
         // taking the lock; it is still submitted under the lock, so the
         // journal holds batches in the order they were applied.
-        let record = events_record(id, events);
+        let mut record = events_record(id, &events);
+        let mut events = events;
         let mut state = self.lock();
-        let Some(run) = state.runs.get(id) else {
+        let Some(run) = state.runs.get_mut(id) else {
             drop(state);
             return done(Err(Error::NotFound(format!("run {id} not found"))));
         };
@@ -388,14 +613,20 @@ impl Runs {
                 "run {id} is already {status}"
             ))));
         }
-        let n = events.len();
-        if let Some(run) = state.runs.get_mut(id) {
-            for e in events {
-                run.detail.apply(e, &self.metrics);
-            }
+        if version != Some(run.detail.version) {
+            let mut again = events.to_vec();
+            run.detail.fill(&mut again);
+            events = again.into();
+            record = events_record(id, &events);
+        }
+        for e in events.iter() {
+            run.detail.apply(e, &self.metrics);
         }
         self.queue.submit(record, move |o| {
-            done(o.map(|()| n).map_err(|e| Error::Storage(e.to_string())))
+            done(
+                o.map(|()| events)
+                    .map_err(|e| Error::Storage(e.to_string())),
+            )
         });
     }
 
@@ -426,6 +657,27 @@ impl Runs {
                 .then(a.run_id.cmp(&b.run_id))
         });
         runs
+    }
+
+    /// The newest running run (by start time, then id) and how many runs
+    /// are running, or `None` when none is. Copies only that one run's
+    /// start.
+    pub fn newest_running(&self) -> Option<(RunStart, u64)> {
+        let state = self.lock();
+        let newest = state
+            .runs
+            .values()
+            .filter(|r| r.status == Status::Running)
+            .max_by(|a, b| {
+                a.started_at
+                    .total_cmp(&b.started_at)
+                    .then(a.run_id.cmp(&b.run_id))
+            })?;
+        let start = RunStart {
+            run_id: newest.run_id.clone(),
+            started_at: newest.started_at,
+        };
+        Some((start, state.counts.active))
     }
 
     /// Totals by status.
@@ -472,6 +724,12 @@ impl State {
     /// Applies one journal record and moves the metrics it concerns; used
     /// both live and on replay, so the two can never disagree.
     fn apply(&mut self, v: &Value, m: &RunMetrics) {
+        if v["op"] == "batch" {
+            for op in v["ops"].as_array().into_iter().flatten() {
+                self.apply(op, m);
+            }
+            return;
+        }
         let (Some(op), Some(id)) = (v["op"].as_str(), v["run_id"].as_str()) else {
             return;
         };
@@ -514,32 +772,49 @@ impl State {
                     }
                 }
             }
-            "complete" | "fail" | "cancel" => self.finish(id, op, ts, text("error"), m),
+            "complete" | "fail" | "cancel" => {
+                self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m)
+            }
             _ => {}
+        }
+        // A lifecycle event's own time widens the run's span of events.
+        if let (Some(at), Some(run)) = (v["at"].as_f64(), self.runs.get_mut(id)) {
+            run.detail.saw(at);
         }
     }
 
-    fn finish(&mut self, id: &str, op: &str, ts: f64, error: Option<String>, m: &RunMetrics) {
+    fn finish(
+        &mut self,
+        id: &str,
+        op: &str,
+        ts: f64,
+        error: Option<String>,
+        reported_ms: Option<f64>,
+        m: &RunMetrics,
+    ) {
         let Some(run) = self.runs.get_mut(id) else {
             return;
         };
         if run.status != Status::Running {
             return;
         }
-        let (status, counter, count) = match op {
-            "complete" => (Status::Completed, &m.completed, &mut self.counts.completed),
-            "fail" => (Status::Failed, &m.failed, &mut self.counts.failed),
-            _ => (Status::Cancelled, &m.cancelled, &mut self.counts.cancelled),
+        let (status, count) = match op {
+            "complete" => (Status::Completed, &mut self.counts.completed),
+            "fail" => (Status::Failed, &mut self.counts.failed),
+            _ => (Status::Cancelled, &mut self.counts.cancelled),
         };
         run.status = status;
         run.ended_at = Some(ts);
         run.error = error;
         *count += 1;
-        counter.inc();
+        m.cycles.inc(&[status.as_str()]);
         self.counts.active -= 1;
         m.active.dec();
-        m.run_duration
-            .observe(&[status.as_str()], (ts - run.started_at).max(0.0));
+        // The emitter's own measure when it sent one: its clock saw the
+        // whole run, the server only the reports.
+        let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
+        run.detail.duration_seconds = Some(seconds);
+        m.cycle_duration.observe(&[status.as_str()], seconds);
         self.finished_order.push_back(id.to_string());
         while self.finished_order.len() > FINISHED_RETAINED {
             if let Some(old) = self.finished_order.pop_front() {

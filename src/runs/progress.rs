@@ -1,0 +1,500 @@
+//! Progress events as an AgentGate-style emitter builds them: TypeScript
+//! `ProgressEvent` objects, camelCase as sent or in our snake_case, each
+//! naming its run. Lifecycle types start and finish runs; the rest are run
+//! events ([`Timed`]).
+
+use serde_json::{Map, Value};
+
+use super::event::{self, parse_at, FieldError, Timed, MAX_BATCH};
+use super::{valid_run_id, Finish, NewRun};
+use crate::error::Error;
+
+/// What one progress event asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// `run_started`: start the run, reserving its budget.
+    Start(NewRun),
+    /// Any other type: an event inside the run.
+    Event(Timed),
+    /// `run_completed`, `run_failed` or `run_canceled`: end the run.
+    Finish {
+        /// How it ends.
+        how: Finish,
+        /// The cancel reason, for `run_canceled`.
+        reason: Option<String>,
+        /// The run's duration as the emitter measured it.
+        duration_ms: Option<f64>,
+    },
+}
+
+/// One parsed progress event. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// Its index in the batch, for error messages.
+    pub index: usize,
+    /// The run it names.
+    pub run_id: String,
+    /// When it happened: its `timestamp`, or when it was received.
+    pub at: f64,
+    /// What it asks for.
+    pub step: Step,
+}
+
+/// camelCase names as the emitter sends them, and ours.
+const ALIASES: [(&str, &str); 12] = [
+    ("runId", "run_id"),
+    ("workOrderId", "work_order_id"),
+    ("correlationId", "correlation_id"),
+    ("maxIterations", "max_iterations"),
+    ("durationMs", "duration_ms"),
+    ("phaseTimings", "phase_timings"),
+    ("gateResults", "gate_results"),
+    ("taskSpec", "task_spec"),
+    ("prUrl", "pr_url"),
+    ("ciStatus", "ci_status"),
+    ("inputTokens", "input_tokens"),
+    ("outputTokens", "output_tokens"),
+];
+
+/// Parses one progress event or an array of them, all or nothing. Every
+/// event names its run with `runId`; with `path_run`, the run of the route,
+/// an event may leave it out and must not name another. Errors name the
+/// event's index and field, e.g. `events[2].taskSpec.goal`.
+pub fn parse_batch(
+    value: &Value,
+    now: f64,
+    path_run: Option<&str>,
+) -> Result<Vec<Progress>, Error> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(_) => vec![value],
+        _ => {
+            return Err(Error::invalid(
+                "body",
+                "must be an event object or an array of them",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::invalid("body", "holds no events"));
+    }
+    if items.len() > MAX_BATCH {
+        let n = items.len();
+        let message = format!("holds {n} events; at most {MAX_BATCH} per batch");
+        return Err(Error::invalid("body", message));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_one(i, v, now, path_run)
+                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
+        })
+        .collect()
+}
+
+/// Renames camelCase keys to ours; a key given both ways is an error.
+fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError> {
+    let mut out = Map::new();
+    for (k, v) in map {
+        let name = ALIASES
+            .iter()
+            .find(|(camel, _)| camel == k)
+            .map_or(k.as_str(), |(_, snake)| snake);
+        if out.insert(name.to_string(), v.clone()).is_some() {
+            return Err((
+                k.clone(),
+                "is given twice, in camelCase and snake_case".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
+    match map.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s)),
+        Some(Value::String(_)) => Err((k.into(), "must be at most 2048 bytes".into())),
+        Some(_) => Err((k.into(), "must be a string".into())),
+    }
+}
+
+fn opt_u64(map: &mut Map<String, Value>, k: &str) -> Result<Option<u64>, FieldError> {
+    match map.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or((k.into(), "must be a non-negative integer".into())),
+    }
+}
+
+fn opt_ms(map: &mut Map<String, Value>, k: &str) -> Result<Option<f64>, FieldError> {
+    match map.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|ms| *ms >= 0.0 && ms.is_finite())
+            .map(Some)
+            .ok_or((k.into(), "must be a non-negative number".into())),
+    }
+}
+
+fn opt_object(
+    map: &mut Map<String, Value>,
+    k: &str,
+) -> Result<Option<Map<String, Value>>, FieldError> {
+    match map.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err((k.into(), "must be a JSON object".into())),
+    }
+}
+
+/// Refuses any key left over once a type took its fields.
+fn no_more(map: &Map<String, Value>, prefix: &str) -> Result<(), FieldError> {
+    match map.keys().next() {
+        None => Ok(()),
+        Some(k) => Err((format!("{prefix}{k}"), "unknown field".into())),
+    }
+}
+
+fn parse_one(
+    index: usize,
+    v: &Value,
+    now: f64,
+    path_run: Option<&str>,
+) -> Result<Progress, FieldError> {
+    let Value::Object(raw) = v else {
+        return Err(("type".into(), "the event must be a JSON object".into()));
+    };
+    let mut map = normalize(raw)?;
+    let run_id = match (opt_string(&mut map, "run_id")?, path_run) {
+        (Some(id), Some(path)) if id != path => {
+            return Err((
+                "run_id".into(),
+                format!("{id:?} disagrees with the path's run {path:?}"),
+            ))
+        }
+        (Some(id), _) if !valid_run_id(&id) => {
+            return Err((
+                "run_id".into(),
+                "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
+            ))
+        }
+        (Some(id), _) => id,
+        (None, Some(path)) => path.to_string(),
+        (None, None) => return Err(("run_id".into(), "is required".into())),
+    };
+    let work_order_id = opt_string(&mut map, "work_order_id")?;
+    let correlation_id = opt_string(&mut map, "correlation_id")?;
+    let kind = match map.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(("type".into(), "must be a string".into())),
+        None => return Err(("type".into(), "is required".into())),
+    };
+    let at = parse_at(map.get("timestamp"), now)?;
+    let lifecycle = matches!(
+        kind.as_str(),
+        "run_started" | "run_completed" | "run_failed" | "run_canceled" | "run_cancelled"
+    );
+    if lifecycle {
+        map.remove("type");
+        map.remove("timestamp");
+        // The emitter's own data: accepted, checked, and not kept.
+        opt_object(&mut map, "metadata")?;
+    }
+    let step = match kind.as_str() {
+        "run_started" => {
+            let spec = match opt_object(&mut map, "task_spec")? {
+                Some(spec) => normalize(&spec).map_err(|(k, m)| (format!("task_spec.{k}"), m))?,
+                None => Map::new(),
+            };
+            let mut spec = spec;
+            let nested = |(k, m): FieldError| (format!("task_spec.{k}"), m);
+            let new = NewRun {
+                run_id: Some(run_id.clone()),
+                agent: opt_string(&mut map, "agent")?,
+                goal: opt_string(&mut spec, "goal").map_err(nested)?,
+                work_order_id,
+                correlation_id,
+                strategy: opt_string(&mut spec, "strategy").map_err(nested)?,
+                max_iterations: opt_u64(&mut spec, "max_iterations").map_err(nested)?,
+                traceparent: None,
+            };
+            no_more(&spec, "task_spec.")?;
+            Step::Start(new)
+        }
+        "run_completed" => {
+            let how = match opt_string(&mut map, "result")?.as_deref() {
+                Some("succeeded" | "success" | "completed") => Finish::Complete,
+                Some("failed" | "failure") => {
+                    Finish::Fail(Some("the run completed with result failed".into()))
+                }
+                Some("canceled" | "cancelled") => Finish::Cancel,
+                Some(_) => {
+                    return Err((
+                        "result".into(),
+                        "must be succeeded, failed or canceled".into(),
+                    ))
+                }
+                None => return Err(("result".into(), "is required".into())),
+            };
+            opt_u64(&mut map, "iterations")?;
+            opt_object(&mut map, "metrics")?;
+            Step::Finish {
+                how,
+                reason: None,
+                duration_ms: opt_ms(&mut map, "duration_ms")?,
+            }
+        }
+        "run_failed" => {
+            let error = match map.remove("error") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                // An Error object as TypeScript serialises it.
+                Some(Value::Object(o)) => Some(match o.get("message") {
+                    Some(Value::String(m)) => m.clone(),
+                    _ => Value::Object(o).to_string(),
+                }),
+                Some(_) => return Err(("error".into(), "must be a string or an object".into())),
+            };
+            if error.as_ref().is_some_and(|e| e.len() > 2048) {
+                return Err(("error".into(), "must be at most 2048 bytes".into()));
+            }
+            Step::Finish {
+                how: Finish::Fail(error),
+                reason: None,
+                duration_ms: opt_ms(&mut map, "duration_ms")?,
+            }
+        }
+        "run_canceled" | "run_cancelled" => Step::Finish {
+            how: Finish::Cancel,
+            reason: opt_string(&mut map, "reason")?,
+            duration_ms: opt_ms(&mut map, "duration_ms")?,
+        },
+        "delivery_completed" => {
+            lift_delivery(&mut map)?;
+            Step::Event(event::parse_one(&Value::Object(map.clone()), now)?)
+        }
+        _ => Step::Event(event::parse_one(&Value::Object(map.clone()), now)?),
+    };
+    if lifecycle {
+        no_more(&map, "")?;
+    }
+    Ok(Progress {
+        index,
+        run_id,
+        at,
+        step,
+    })
+}
+
+/// AgentGate sends a delivery's outcome inside `metadata` (`success`,
+/// `prUrl`, `ciStatus`); lifts each to the top unless it is there already.
+fn lift_delivery(map: &mut Map<String, Value>) -> Result<(), FieldError> {
+    let Some(Value::Object(meta)) = map.get("metadata") else {
+        return Ok(());
+    };
+    let meta = normalize(meta).map_err(|(k, m)| (format!("metadata.{k}"), m))?;
+    for k in ["success", "pr_url", "ci_status"] {
+        if let Some(v) = meta.get(k).filter(|_| !map.contains_key(k)) {
+            map.insert(k.to_string(), v.clone());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::Event;
+    use serde_json::json;
+
+    fn one(v: Value) -> Result<Progress, Error> {
+        parse_batch(&v, 100.0, None).map(|mut p| p.remove(0))
+    }
+
+    fn field(v: Value, path: Option<&str>) -> String {
+        match parse_batch(&v, 0.0, path) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn camel_case_and_snake_case_parse_alike() {
+        let camel = json!({"type": "phase_completed", "runId": "r1", "workOrderId": "wo",
+            "correlationId": "c", "iteration": 2, "phase": "build", "success": true,
+            "durationMs": 1500, "timestamp": "2026-12-03T10:00:00Z", "metadata": {"k": 1}});
+        let snake = json!({"type": "phase_completed", "run_id": "r1", "work_order_id": "wo",
+            "correlation_id": "c", "iteration": 2, "phase": "build", "success": true,
+            "duration_ms": 1500, "timestamp": "2026-12-03T10:00:00Z", "metadata": {"k": 1}});
+        let (a, b) = (one(camel).unwrap(), one(snake).unwrap());
+        assert_eq!(a, b);
+        let Step::Event(e) = &a.step else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            e.event,
+            Event::PhaseCompleted {
+                phase: "build".into(),
+                success: true,
+                duration_ms: Some(1500.0),
+                iteration: Some(2),
+            }
+        );
+        assert_eq!(
+            e.extra.as_deref(),
+            json!({"metadata": {"k": 1}}).as_object()
+        );
+        assert_eq!(a.run_id, "r1");
+    }
+
+    #[test]
+    fn lifecycle_types_start_and_finish_runs() {
+        let start = one(
+            json!({"type": "run_started", "runId": "r", "workOrderId": "wo-1",
+            "timestamp": 50.0, "taskSpec": {"goal": "g", "strategy": "s", "maxIterations": 3}}),
+        )
+        .unwrap();
+        assert_eq!(start.at, 50.0);
+        let Step::Start(new) = start.step else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                new.goal.as_deref(),
+                new.strategy.as_deref(),
+                new.max_iterations
+            ),
+            (Some("g"), Some("s"), Some(3))
+        );
+        assert_eq!(new.work_order_id.as_deref(), Some("wo-1"));
+        let cases = [
+            (
+                json!({"type": "run_completed", "runId": "r", "result": "succeeded", "iterations": 2, "durationMs": 90, "metrics": {}}),
+                Finish::Complete,
+            ),
+            (
+                json!({"type": "run_completed", "runId": "r", "result": "failed"}),
+                Finish::Fail(Some("the run completed with result failed".into())),
+            ),
+            (
+                json!({"type": "run_failed", "runId": "r", "error": "boom"}),
+                Finish::Fail(Some("boom".into())),
+            ),
+            (
+                json!({"type": "run_failed", "runId": "r", "error": {"message": "bang", "stack": "x"}}),
+                Finish::Fail(Some("bang".into())),
+            ),
+            (
+                json!({"type": "run_canceled", "runId": "r", "reason": "user"}),
+                Finish::Cancel,
+            ),
+        ];
+        for (v, want) in cases {
+            match one(v.clone()).unwrap().step {
+                Step::Finish { how, .. } => assert_eq!(how, want, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_delivery_outcome_in_metadata_is_lifted() {
+        let p = one(json!({"type": "delivery_completed", "runId": "r",
+            "metadata": {"success": true, "prUrl": "https://x/pr/1", "ciStatus": "passed"}}))
+        .unwrap();
+        let Step::Event(e) = p.step else { panic!() };
+        assert_eq!(
+            e.event,
+            Event::DeliveryCompleted {
+                success: true,
+                pr_url: Some("https://x/pr/1".into()),
+                ci_status: Some("passed".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_index_and_field() {
+        let ok = json!({"type": "iteration_started", "runId": "r", "iteration": 1});
+        assert_eq!(
+            field(
+                json!([ok, {"type": "gate_checked", "gate": "g", "passed": true}]),
+                None
+            ),
+            "events[1].run_id"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "phase_started", "phase": "p", "bogus": 1}),
+                Some("r")
+            ),
+            "events[0].bogus"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "phase_started", "phase": "p", "runId": "other"}),
+                Some("r")
+            ),
+            "events[0].run_id"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "phase_started", "phase": "p", "runId": "r", "run_id": "r"}),
+                None
+            ),
+            "events[0].run_id"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "run_started", "runId": "r", "taskSpec": {"goal": 1}}),
+                None
+            ),
+            "events[0].task_spec.goal"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "run_started", "runId": "r", "taskSpec": {"x": 1}}),
+                None
+            ),
+            "events[0].task_spec.x"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "run_completed", "runId": "r", "result": "maybe"}),
+                None
+            ),
+            "events[0].result"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "run_canceled", "runId": "r", "why": "x"}),
+                None
+            ),
+            "events[0].why"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "phase_started", "phase": "p", "runId": "r", "metadata": 3}),
+                None
+            ),
+            "events[0].metadata"
+        );
+        assert_eq!(
+            field(
+                json!({"type": "iteration_completed", "runId": "r", "iteration": 1, "success": true, "phaseTimings": {"a": -1}}),
+                None
+            ),
+            "events[0].phase_timings.a"
+        );
+        assert_eq!(
+            field(json!({"type": "nope", "runId": "r"}), None),
+            "events[0].type"
+        );
+        assert_eq!(field(json!([]), None), "body");
+    }
+}

@@ -1,0 +1,246 @@
+//! The research agent's contract through the real binary: its budget,
+//! trigger and status routes, its `budget` table, and its `agent_*` metric
+//! names, visible from the first scrape.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, get_json, post_json, run_cli, ServerProc, TempDir};
+use serde_json::{json, Value};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The names the agent's dashboard and verification script query, with
+/// their TYPE.
+const AGENT_FAMILIES: [(&str, &str); 7] = [
+    ("agent_cycles_total", "counter"),
+    ("agent_cycle_duration_seconds", "histogram"),
+    ("agent_phase_duration_seconds", "histogram"),
+    ("agent_gate_results_total", "counter"),
+    ("agent_tokens_total", "counter"),
+    ("agent_budget_spend_total", "counter"),
+    ("agent_budget_remaining_dollars", "gauge"),
+];
+
+/// The `conductor_*` twins the agent names replaced: one name per fact.
+const RETIRED: [&str; 10] = [
+    "conductor_completed_runs_total",
+    "conductor_failed_runs_total",
+    "conductor_cancelled_runs_total",
+    "conductor_run_duration_seconds",
+    "conductor_phase_duration_seconds",
+    "conductor_gate_results_total",
+    "conductor_tokens_total",
+    "conductor_budget_spend_dollars_total",
+    "conductor_budget_remaining_dollars",
+    "conductor_cost_dollars_total",
+];
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a numeric sample"))
+}
+
+#[test]
+fn every_agent_family_shows_from_the_first_scrape() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let text = get(server.addr(), "/metrics").text();
+    for (name, kind) in AGENT_FAMILIES {
+        let type_line = format!("# TYPE {name} {kind}");
+        assert!(
+            text.lines().any(|l| l == type_line),
+            "{type_line} in\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "HELP of {name}"
+        );
+    }
+    for outcome in ["completed", "failed", "cancelled"] {
+        let series = format!("agent_cycles_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+    }
+    assert_eq!(sample(&text, "agent_budget_spend_total"), Some(0.0));
+    assert_eq!(sample(&text, "agent_budget_remaining_dollars"), Some(5.0));
+    for old in RETIRED {
+        assert!(!text.contains(old), "{old} is still served");
+    }
+}
+
+#[test]
+fn the_agent_budget_is_the_budget_and_carries_its_reset() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &["--daily-budget", "2"], &[]);
+    let agent = get_json(server.addr(), "/api/v1/agent/budget");
+    assert_eq!(agent.status, 200);
+    let ours = get_json(server.addr(), "/api/v1/budget").json();
+    assert_eq!(agent.json(), ours);
+    let b = agent.json();
+    for key in [
+        "date",
+        "daily_limit",
+        "today_spend",
+        "remaining",
+        "cycles_affordable",
+        "reset_at",
+        "reset_unix",
+    ] {
+        assert!(!b[key].is_null(), "{key} in {b}");
+    }
+    let reset = b["reset_unix"].as_f64().unwrap();
+    assert_eq!(reset % 86_400.0, 0.0, "UTC midnight: {b}");
+    assert_eq!(b["cycles_affordable"], 13);
+    let post = post_json(server.addr(), "/api/v1/agent/budget", &json!({}));
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("Allow"), Some("GET"));
+}
+
+#[test]
+fn a_trigger_starts_a_cycle_that_the_run_api_finishes() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let addr = server.addr();
+    assert_eq!(
+        get_json(addr, "/api/v1/agent/status").json(),
+        json!({"status": "idle"})
+    );
+
+    // No body at all, as the verification script sends it.
+    let first = common::request(addr, "POST", "/api/v1/agent/trigger", &[], None).unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = first.json();
+    assert_eq!(first["triggered"], true);
+    let id = first["operation_id"].as_str().unwrap().to_string();
+    assert_eq!(first["run_id"], id.as_str());
+
+    let body = json!({"agent": "researcher", "goal": "find a signal", "run_id": "cycle-2"});
+    let second = post_json(addr, "/api/v1/agent/trigger", &body);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["operation_id"], "cycle-2");
+    let run = get_json(addr, "/api/v1/runs/cycle-2").json();
+    assert_eq!(
+        (run["agent"].as_str(), run["goal"].as_str()),
+        (Some("researcher"), Some("find a signal"))
+    );
+
+    let status = get_json(addr, "/api/v1/agent/status").json();
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["active_runs"], 2);
+    assert!(
+        status["operation_id"] == "cycle-2" || status["operation_id"] == id.as_str(),
+        "{status}"
+    );
+
+    let again = post_json(addr, "/api/v1/agent/trigger", &json!({"run_id": "cycle-2"}));
+    assert_eq!(again.status, 409);
+    let unknown = post_json(addr, "/api/v1/agent/trigger", &json!({"agnet": "x"}));
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.json()["error"]["field"], "agnet");
+
+    for (run, action) in [(id.as_str(), "complete"), ("cycle-2", "fail")] {
+        let done = post_json(addr, &format!("/api/v1/runs/{run}/{action}"), &json!({}));
+        assert_eq!(done.status, 200);
+    }
+    assert_eq!(
+        get_json(addr, "/api/v1/agent/status").json(),
+        json!({"status": "idle"})
+    );
+    let text = get(addr, "/metrics").text();
+    assert_eq!(
+        sample(&text, r#"agent_cycles_total{outcome="completed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"agent_cycles_total{outcome="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "agent_runs_started_total"), Some(2.0));
+}
+
+#[test]
+fn a_refused_trigger_is_429_and_names_the_estimate_in_cents() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[("AGENT_DAILY_BUDGET", "0.01")]);
+    let r = post_json(server.addr(), "/api/v1/agent/trigger", &json!({}));
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry));
+    let body = r.json();
+    assert_eq!(body["triggered"], false);
+    assert_eq!(body["reason"], "budget_exhausted");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("Daily budget exhausted: "), "{message}");
+    assert!(message.contains("estimate of $0.15"), "{message}");
+    assert!(
+        message.contains("only $0.01 of today's $0.01 limit"),
+        "{message}"
+    );
+    assert_eq!(body["run_estimate"], 0.15);
+    assert!(
+        dir.join("runs.jsonl")
+            .metadata()
+            .map_or(true, |m| m.len() == 0),
+        "a refused trigger journals nothing"
+    );
+    assert_eq!(
+        get_json(server.addr(), "/api/v1/agent/status").json(),
+        json!({"status": "idle"})
+    );
+
+    let out = run_cli(
+        &["trigger", "--url", &server.url("")],
+        &[],
+        None,
+        CLI_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(printed["triggered"], false);
+    assert_eq!(printed["reason"], "budget_exhausted");
+    assert!(printed.get("error").is_none(), "{printed}");
+}
+
+#[test]
+fn the_cli_triggers_and_prints_the_budget_table() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let out = run_cli(
+        &["trigger", "--url", &server.url("")],
+        &[],
+        None,
+        CLI_TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(printed["triggered"], true);
+    assert!(printed["operation_id"].is_string(), "{printed}");
+
+    let table = run_cli(
+        &["budget", "--url", &server.url("")],
+        &[],
+        None,
+        CLI_TIMEOUT,
+    );
+    assert_eq!(table.status.code(), Some(0), "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    let date = get_json(server.addr(), "/api/v1/budget").json()["date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        lines,
+        [
+            "Agent Budget Status".to_string(),
+            format!("Date:              {date}"),
+            "Daily Limit:       $5.00".to_string(),
+            "Today's Spend:     $0.00".to_string(),
+            "Remaining:         $4.85".to_string(),
+            "Cycles Affordable: ~32".to_string(),
+        ]
+    );
+}
