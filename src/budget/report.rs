@@ -61,6 +61,16 @@ pub struct Refusal {
     pub retry_after_seconds: u64,
 }
 
+impl From<Refusal> for crate::error::Refused {
+    fn from(refusal: Refusal) -> crate::error::Refused {
+        crate::error::Refused {
+            message: refusal.message(),
+            body: refusal.to_json(),
+            retry_after_seconds: refusal.retry_after_seconds,
+        }
+    }
+}
+
 impl Refusal {
     /// A one-line explanation for people, in dollars and cents: the
     /// estimate that did not fit, and what is left of the limit.

@@ -85,13 +85,13 @@ impl Response {
 
 impl From<Error> for Response {
     fn from(e: Error) -> Response {
-        if let Error::Exhausted(refusal) = &e {
+        if let Error::Exhausted(refused) = &e {
             // The refusal body the budget milestone specifies, plus the
             // usual error object so generic clients see a JSON error too.
-            let mut body = refusal.to_json();
-            body["error"] = json!({"code": "BUDGET_EXHAUSTED", "message": refusal.message()});
+            let mut body = refused.body.clone();
+            body["error"] = json!({"code": "BUDGET_EXHAUSTED", "message": refused.message});
             return Response::json(429, &body)
-                .with_header("Retry-After", refusal.retry_after_seconds.to_string());
+                .with_header("Retry-After", refused.retry_after_seconds.to_string());
         }
         let (status, code) = match &e {
             Error::Invalid { .. } => (400, "BAD_REQUEST"),
