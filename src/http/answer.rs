@@ -234,6 +234,17 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// Whether the connection has gone on to read the client's next
+    /// request, leaving this answer to be written by whichever thread sends
+    /// it (not yet sent, and not before the handler returned).
+    pub fn is_detached(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| matches!(*slot.lock(), State::Detached(_)))
+    }
+}
+
 impl Drop for Answer {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else {
@@ -341,14 +352,6 @@ impl Slot {
 
 #[cfg(test)]
 impl Answer {
-    /// Whether the connection thread has gone back to reading, leaving the
-    /// answer to be written by its sender.
-    pub(crate) fn is_detached(&self) -> bool {
-        self.slot
-            .as_ref()
-            .is_some_and(|slot| matches!(*slot.lock(), State::Detached(_)))
-    }
-
     /// An answer for a keep-alive HTTP/1.1 request and its slot, for tests
     /// elsewhere in the crate; [`Slot::answered`] shows what was sent.
     pub(crate) fn for_test() -> (Answer, Arc<Slot>) {

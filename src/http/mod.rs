@@ -431,6 +431,83 @@ impl Backoff {
 }
 
 #[cfg(test)]
-mod test_support;
-#[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts accept errors; answers every request with an empty 200.
+    #[derive(Default)]
+    struct Errors(AtomicUsize);
+
+    impl Hooks for Errors {
+        fn request_rejected(&self, _: &str, _: u16) {}
+        fn accept_error(&self, _: &io::Error) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Handler for Errors {
+        fn handle(&self, _: Request, answer: Answer) {
+            answer.send(Reply {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+        }
+    }
+
+    #[test]
+    fn accepting_survives_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut failures = 3;
+        let accept = move || {
+            if failures > 0 {
+                failures -= 1;
+                return Err(io::Error::from_raw_os_error(24)); // EMFILE
+            }
+            listener.accept()
+        };
+        let errors = Arc::new(Errors::default());
+        let server = start_with(
+            accept,
+            addr,
+            Limits::default(),
+            errors.clone(),
+            errors.clone(),
+        );
+        let _server = server.unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(errors.0.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
+        assert_eq!(backoff.next_delay(), BACKOFF_MAX);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(1));
+    }
+
+    /// Checked when the tests compile: the server and its limits are shared between threads.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Server>();
+        assert_send_sync::<Limits>();
+    };
+}
