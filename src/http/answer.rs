@@ -23,7 +23,7 @@ const WRITER_STACK: usize = 64 * 1024;
 /// The statuses the server sends: code, metric label and reason phrase. The
 /// phrase is optional in HTTP/1.1 (RFC 9112 section 4), so others go
 /// without, and their label is `other`.
-const STATUSES: [(u16, &str, &str); 25] = [
+const STATUSES: [(u16, &str, &str); 24] = [
     (100, "100", "Continue"),
     (101, "101", "Switching Protocols"),
     (200, "200", "OK"),
@@ -47,7 +47,6 @@ const STATUSES: [(u16, &str, &str); 25] = [
     (501, "501", "Not Implemented"),
     (502, "502", "Bad Gateway"),
     (503, "503", "Service Unavailable"),
-    (504, "504", "Gateway Timeout"),
     (505, "505", "HTTP Version Not Supported"),
 ];
 
