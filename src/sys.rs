@@ -22,7 +22,20 @@ mod ffi {
         #[cfg(target_pointer_width = "64")]
         pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
         pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
+        pub fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const std::ffi::c_void,
+            len: u32,
+        ) -> c_int;
     }
+
+    /// `SOL_SOCKET` and `SO_SNDBUF` (x86, ARM and most others; not MIPS,
+    /// SPARC or PA-RISC, where `set_send_buffer` does nothing).
+    pub const SOL_SOCKET: c_int = 1;
+    /// See [`SOL_SOCKET`].
+    pub const SO_SNDBUF: c_int = 7;
 
     /// `MSG_DONTWAIT`: this one call does not block.
     pub const MSG_DONTWAIT: c_int = 0x40;
@@ -138,29 +151,29 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// Clock ticks per second, as `/proc` times are counted (100 on Linux).
+/// A positive `sysconf(name)`, or `fallback`.
 #[cfg(target_os = "linux")]
-pub fn clock_ticks_per_second() -> f64 {
+fn sysconf(name: std::ffi::c_int, fallback: f64) -> f64 {
     // SAFETY: sysconf takes an integer and returns an integer; it reads no
     // memory of ours and is thread-safe.
-    let v = unsafe { ffi::sysconf(ffi::SC_CLK_TCK) };
+    let v = unsafe { ffi::sysconf(name) };
     if v > 0 {
         v as f64
     } else {
-        100.0
+        fallback
     }
+}
+
+/// Clock ticks per second, as `/proc` times are counted (100 on Linux).
+#[cfg(target_os = "linux")]
+pub fn clock_ticks_per_second() -> f64 {
+    sysconf(ffi::SC_CLK_TCK, 100.0)
 }
 
 /// The memory page size in bytes, for turning `/proc` page counts to bytes.
 #[cfg(target_os = "linux")]
 pub fn page_size() -> f64 {
-    // SAFETY: as above, sysconf touches no memory of ours.
-    let v = unsafe { ffi::sysconf(ffi::SC_PAGESIZE) };
-    if v > 0 {
-        v as f64
-    } else {
-        4096.0
-    }
+    sysconf(ffi::SC_PAGESIZE, 4096.0)
 }
 
 /// Sends what of `bytes` the socket takes at once, without blocking and
@@ -181,6 +194,47 @@ pub fn send_nonblocking(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::
         )
     };
     usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
+/// doubles the value for its bookkeeping), so that a client that stops
+/// reading holds little memory and is found out soon. On architectures
+/// whose socket option numbers differ, it does nothing.
+#[cfg(target_os = "linux")]
+pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if cfg!(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )) {
+        return Ok(());
+    }
+    let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
+    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
+    // and the option value points to a c_int that outlives the call, with
+    // its exact size passed as the length.
+    let rc = unsafe {
+        ffi::setsockopt(
+            stream.as_raw_fd(),
+            ffi::SOL_SOCKET,
+            ffi::SO_SNDBUF,
+            (&value as *const std::ffi::c_int).cast(),
+            std::mem::size_of::<std::ffi::c_int>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the send buffer keeps its default.
+#[cfg(not(target_os = "linux"))]
+pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Elsewhere every send may block, so none is tried.

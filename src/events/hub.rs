@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -137,6 +137,8 @@ pub struct Published {
     kind: &'static str,
     run_id: Option<Arc<str>>,
     json: String,
+    /// The transports' shared rendering; see [`Published::rendered`].
+    rendered: OnceLock<Box<str>>,
 }
 
 impl Published {
@@ -158,6 +160,13 @@ impl Published {
     /// The event as one line of JSON.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The event as a transport sends it, rendered by `render` once and
+    /// shared by every subscriber: a hundred subscribers then cost one
+    /// rendering, not a hundred. Every caller must pass the same rendering.
+    pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
+        self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 }
 
@@ -440,6 +449,7 @@ impl Hub {
                     kind: event.kind,
                     run_id: event.run_id,
                     json,
+                    rendered: OnceLock::new(),
                 });
                 s.ring.push_back(published.clone());
                 if s.ring.len() > RETAINED {
@@ -597,6 +607,12 @@ impl Subscription {
             return Next::Closed;
         }
         let deadline = Instant::now().checked_add(wait);
+        // Events already taken out of the queue go out first, without the
+        // lock, as if taken one by one before the subscription ended.
+        if let Some(e) = self.backlog.pop_front() {
+            self.last_seq = Some(e.seq);
+            return Next::Event(e);
+        }
         let mut q = self.queue.lock();
         loop {
             if let Some(end) = q.end {
@@ -610,9 +626,12 @@ impl Subscription {
                     End::Closed => Next::Closed,
                 };
             }
-            if let Some(e) = self.backlog.pop_front().or_else(|| q.events.pop_front()) {
-                self.last_seq = Some(e.seq);
-                return Next::Event(e);
+            if !q.events.is_empty() {
+                // Everything queued moves out under one hold of the lock, so
+                // a reader taking a batch contends with publishers once.
+                std::mem::swap(&mut self.backlog, &mut q.events);
+                drop(q);
+                return self.next(Duration::ZERO);
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),

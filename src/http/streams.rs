@@ -74,6 +74,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// The close code sent to a subscriber cut off for lagging (policy violation).
 const CLOSE_LAGGED: u16 = 1008;
+/// The kernel's send buffer for a stream, instead of the megabytes Linux
+/// grows it to: a client that stops reading then holds little memory, and
+/// its queue fills, cutting it off, within about a thousand events. It holds
+/// a few hundred events, far more than a reading client falls behind.
+const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 /// The live page, built into the binary.
 const PAGE: &str = include_str!("page.html");
@@ -198,6 +203,7 @@ struct Link {
 impl Link {
     /// A link over a second handle to `stream`, told when `sub` lags.
     fn new(stream: &TcpStream, sub: &Subscription) -> io::Result<Arc<Link>> {
+        crate::sys::set_send_buffer(stream, STREAM_SEND_BUFFER)?;
         let link = Arc::new(Link {
             socket: stream.try_clone()?,
             closed: Mutex::new(false),
@@ -328,12 +334,14 @@ fn sse(link: &Link, mut sub: Subscription) {
         let (events, end) = batch(&mut sub, first);
         let mut text = String::new();
         for e in &events {
-            text.push_str(&format!(
-                "id: {}\nevent: {}\ndata: {}\n\n",
-                e.seq(),
-                e.kind(),
-                e.json()
-            ));
+            text.push_str(e.rendered(|e| {
+                format!(
+                    "id: {}\nevent: {}\ndata: {}\n\n",
+                    e.seq(),
+                    e.kind(),
+                    e.json()
+                )
+            }));
         }
         if let Some(Next::Lagged(lagged)) = &end {
             text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
