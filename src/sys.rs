@@ -109,8 +109,8 @@ pub fn fd_limits() -> std::io::Result<FdLimits> {
 
 /// Raises the soft limit on open descriptors to the hard limit, so that
 /// every connection the server admits can have its descriptors, and returns
-/// the limits then in force. Each client connection costs the front two
-/// descriptors, and three more while a request is in flight.
+/// the limits then in force. Each client connection costs two
+/// descriptors, and one more while it streams or awaits a durable write.
 ///
 /// # Errors
 ///

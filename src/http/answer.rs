@@ -271,7 +271,7 @@ fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
     }
     let (spare, waiter) = (stream.try_clone(), slot.clone());
     let spawned = thread::Builder::new()
-        .name("front-answer".into())
+        .name("http-answer".into())
         .stack_size(WRITER_STACK)
         .spawn(move || {
             // The socket's write timeout bounds this, as it bounds every

@@ -24,7 +24,7 @@ pub(super) enum Expect {
     Nothing,
     /// `100-continue`: the client waits for our interim response before the body.
     Continue,
-    /// Anything else, which the front answers with 417.
+    /// Anything else, which is answered with 417.
     Unknown,
 }
 
