@@ -13,7 +13,13 @@
 #   idle_rss <n> MiB             VmRSS of a fresh server after one GET /healthz
 #   idle_threads <n> threads     the threads of that server (<= 8)
 #   binary_size <n> MiB          the (stripped) release binary
+#   metric_updates <n> updates/s POST /api/v1/metrics answered 200 (durable), batches of 1000, 8 connections, 5 s
+#   render_declared_10k_us <n> us  p50 server-side render of GET /metrics, 10,000 declared series valued in dollars
+#   render_declared_10k_counts_us <n> us  the same with whole-number values (token counts)
 #   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 5000, <= 6, 0)
+#
+# The three declared-metrics figures run on servers started with docs/examples/orchestrator-metrics.json.
+# Targets, reported rather than asserted: metric_updates >= 200,000/s, render_declared_10k_us < 1000.
 #
 # Fails if any request fails or a figure is out of its bound, so a broken server cannot produce
 # a flattering figure.
@@ -155,6 +161,93 @@ write_counting_script 200 "$tmp/events.json" "$tmp/events.lua"
 batches=$(counted_rate events_ingest 8 "$CM_URL/api/v1/runs/bench-events/events" "$tmp/events.lua")
 events_ingest=$((batches * 100))
 
+# Declared metrics, on a second server with the example declarations.
+stop_server
+start_server "$tmp/declared" --metrics-file "$CM_REPO_ROOT/docs/examples/orchestrator-metrics.json"
+
+# A batch of 1000 updates: counter increments over a few label sets, histogram observations
+# and gauge sets.
+python3 - >"$tmp/updates.json" <<'PY'
+import json
+models = ["claude-sonnet-4", "claude-haiku", "gpt-5"]
+updates = []
+for i in range(200):
+    m = {"model": models[i % 3]}
+    llm = dict(m, provider="anthropic" if i % 3 < 2 else "openai")
+    updates += [
+        {"name": "llm_requests_total", "labels": dict(llm, result="rate_limit" if i % 10 == 0 else "success"), "inc": 1},
+        {"name": "llm_tokens_total", "labels": dict(m, type="prompt" if i % 2 else "completion"), "inc": 100 + i},
+        {"name": "llm_request_duration_seconds", "labels": llm, "observe": 0.2 + (i % 50) / 10},
+        {"name": "task_execution_duration_seconds", "labels": {"phase": "execute", "worker_profile": "w%d" % (i % 4)}, "observe": 1.5 * i},
+        {"name": "tasks_by_state", "labels": {"status": ("queued", "running", "completed")[i % 3]}, "set": i},
+    ]
+assert len(updates) == 1000
+print(json.dumps(updates))
+PY
+write_counting_script 200 "$tmp/updates.json" "$tmp/updates.lua"
+update_batches=$(counted_rate metric_updates 8 "$CM_URL/api/v1/metrics" "$tmp/updates.lua")
+metric_updates=$((update_batches * 1000))
+
+# Sets render_us to the p50 render time of GET /metrics with 10,000 declared series: on a fresh
+# server (started in this shell, so the exit trap stops it if anything fails), FAMILY gets ten
+# batches of 1000 new label sets, each series incremented by VALUE. 10,000 is exactly the
+# registry's per-family series cap, so none may go to the overflow series.
+#
+# The render time is the server's own: the request log's duration_ms runs from the request's
+# arrival to its answer being handed to the connection, so it covers the render and leaves out
+# curl and the loopback round trip. The median over RENDER_SCRAPES sequential keep-alive scrapes.
+readonly RENDER_SCRAPES=200
+render_p50() {
+    local family=$1 value=$2 dir=$3 batch scrape series logged_before
+    start_server "$dir" --metrics-file "$CM_REPO_ROOT/docs/examples/orchestrator-metrics.json"
+    for batch in $(seq 0 9); do
+        python3 - "$family" "$value" "$batch" >"$tmp/series.json" <<'PY'
+import json, sys
+family, value, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+# llm_tokens_total has two labels: 5000 models x 2 types; llm_cost_dollars_total one.
+def labels(n):
+    if family == "llm_tokens_total":
+        return {"model": "bench-%05d" % (n // 2), "type": ("prompt", "completion")[n % 2]}
+    return {"model": "bench-%05d" % n}
+print(json.dumps([{"name": family, "labels": labels(batch * 1000 + i), "inc": value} for i in range(1000)]))
+PY
+        curl -fsS -o /dev/null --max-time 10 -X POST -H 'Content-Type: application/json' \
+            --data-binary "@$tmp/series.json" "$CM_URL/api/v1/metrics" || die "filling 10,000 series of $family failed"
+    done
+    scrape=$(curl -fsS --max-time 10 "$CM_URL/metrics")
+    series=$(grep -c "^$family{model=\"bench-" <<<"$scrape" || true)
+    ((series == 10000)) || die "expected 10000 $family series, the scrape has $series"
+    if grep -E '^conductor_series_overflow_total\{[^}]*\} [1-9]' <<<"$scrape" >&2; then
+        die "series of $family went to the overflow series"
+    fi
+    logged_before=$(grep -c '"path":"/metrics"' "$CM_STDERR" || true)
+    local urls=() _
+    for _ in $(seq "$RENDER_SCRAPES"); do
+        urls+=(-o /dev/null "$CM_URL/metrics")
+    done
+    curl -fsS --max-time 60 "${urls[@]}" || die "GET /metrics failed while timing renders"
+    local deadline=$((SECONDS + 10))
+    until (($(grep -c '"path":"/metrics"' "$CM_STDERR" || true) >= logged_before + RENDER_SCRAPES)); do
+        ((SECONDS < deadline)) || die "the request log has fewer than $RENDER_SCRAPES lines for GET /metrics"
+        sleep 0.05
+    done
+    render_us=$(grep '"path":"/metrics"' "$CM_STDERR" | tail -n "$RENDER_SCRAPES" | python3 -c '
+import json, statistics, sys
+lines = [json.loads(line) for line in sys.stdin]
+bad = [l["status"] for l in lines if l["status"] != 200]
+if bad:
+    sys.exit("render timing: answers %s" % bad)
+print("%.0f" % (statistics.median(l["duration_ms"] for l in lines) * 1000))')
+    stop_server
+}
+stop_server
+# Dollars: fractional values, which take the general float formatting path.
+render_p50 llm_cost_dollars_total 0.0125 "$tmp/render-dollars"
+render_declared_10k_us=$render_us
+# Token counts: whole numbers, which take the integer fast path.
+render_p50 llm_tokens_total 1500 "$tmp/render-counts"
+render_declared_10k_counts_us=$render_us
+
 figure metrics_rps "$metrics_rps" req/s
 figure message_appends "$message_appends" acks/s
 figure appends_with_100_idle_subscribers "$appends_idle_subs" acks/s
@@ -163,6 +256,9 @@ figure sse_delivery_p50 "$sse_delivery_p50" ms
 figure idle_rss "$idle_rss" MiB
 figure idle_threads "$idle_threads" threads
 figure binary_size "$binary_size" MiB
+figure metric_updates "$metric_updates" updates/s
+figure render_declared_10k_us "$render_declared_10k_us" us
+figure render_declared_10k_counts_us "$render_declared_10k_counts_us" us
 python3 "$CM_REPO_ROOT/scripts/code_figures.py" >"$tmp/code.out"
 cat "$tmp/code.out"
 

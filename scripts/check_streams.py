@@ -403,6 +403,29 @@ def check_page(api):
             browser.wait_for(f"{row} !== null && {row}.textContent.includes('deploy')",
                              "the phase change pushed over SSE", EVENT_TIMEOUT_SECONDS)
             pushed = (time.perf_counter() - posted) * 1e3
+            # An event from a simulated clock: the time column shows when the
+            # server received it (one clock, in seq order), the event's own
+            # time is in the tooltip, and its duration reads as people say it.
+            old = "2020-01-01T00:00:00Z"
+            api.post(f"/api/v1/runs/{run_id}/events",
+                     {"type": "phase_completed", "phase": "deploy", "success": True,
+                      "durationMs": 80000, "timestamp": old}, 200)
+            cell = ("[...document.querySelectorAll('#events tr')].find(tr =>"
+                    " tr.textContent.includes('phase_completed'))")
+            browser.wait_for(f"{cell} !== undefined", "the simulated-clock event", EVENT_TIMEOUT_SECONDS)
+            shown_row = browser.evaluate(
+                f"(() => {{ const tr = {cell}; const t = tr.children[1];"
+                f" return [t.textContent, t.title, tr.textContent,"
+                f" new Date('{old}').toLocaleTimeString()]; }})()")
+            text, title, row_text, old_text = shown_row
+            if "2020" not in title or text == old_text:
+                raise CheckFailed(f"the time column shows the event's own time: {shown_row}")
+            if "duration_ms=1 m 20 s" not in row_text:
+                raise CheckFailed(f"the duration is not rounded for people: {row_text!r}")
+            seqs = browser.evaluate(
+                "[...document.querySelectorAll('#events tr')].map(tr => Number(tr.children[0].textContent))")
+            if any(a <= b for a, b in zip(seqs, seqs[1:])):
+                raise CheckFailed(f"the events are not in seq order: {seqs}")
             api.post(f"/api/v1/runs/{run_id}/complete", {}, 200)
             completed = True
             browser.wait_for(f"{row} === null", "the run leaving the active list", EVENT_TIMEOUT_SECONDS)
@@ -420,6 +443,7 @@ def check_page(api):
     print(
         f"page: headless chromium showed run {run_id} {shown:.2f} s after loading, took a phase"
         f" change over SSE within {pushed:.0f} ms (DOM polled every 10 ms over DevTools),"
+        f" kept seq order with the server's receive time, rounded durations for people,"
         f" dropped the run on completion; budget: {budget!r}"
     )
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks against real clients: promtool and Python's
-# prometheus_client parsers on the registry's hostile-label output and on a
-# live server's scrape in both formats. Loopback only; stops by itself.
+# prometheus_client parsers on the registry's hostile-label output, on a
+# live server's scrape in both formats, and on declared metrics sent by the
+# example Python client. Loopback only; stops by itself.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -108,7 +109,20 @@ python3 scripts/prom_compare_formats.py "$PROM_URL" --timeout 60
 stop_prometheus
 stop_server
 
-# 4. Traces: a run exported to a strict OTLP/HTTP JSON receiver.
+# 4. Declared metrics: the example client (docs/examples/conductor_client.py) plays merges, a
+# retried task and a rate-limited LLM call against the example declarations; the series are
+# exact in both parsers and clean in promtool, and a restart on the same data dir keeps every
+# counter and histogram exactly and every gauge at its last value.
+declared=(--metrics-file docs/examples/orchestrator-metrics.json)
+start_server "$data/declared" "${declared[@]}"
+python3 scripts/check_declared.py "$CM_URL" --play --save "$data/declared.json"
+scripts/promtool-check.sh "$CM_URL/metrics"
+stop_server
+start_server "$data/declared" "${declared[@]}"
+python3 scripts/check_declared.py "$CM_URL" --same-as "$data/declared.json"
+stop_server
+
+# 5. Traces: a run exported to a strict OTLP/HTTP JSON receiver.
 python3 scripts/otlp_receiver.py --port 0 --out "$data/spans.jsonl" --max-seconds 120 \
     >"$data/receiver.out" 2>"$data/receiver.err" &
 receiver=$!
@@ -141,7 +155,7 @@ wait "$receiver" 2>/dev/null || true
 ((trace_rc == 0)) || die "trace check failed"
 stop_server
 
-# 5. Live progress: a real WebSocket client, SSE latency, 500 subscribers, and the page in
+# 6. Live progress: a real WebSocket client, SSE latency, 500 subscribers, and the page in
 # headless Chromium.
 scripts/install-tools.sh chromium >/dev/null
 start_server "$data/live"

@@ -2,7 +2,8 @@
 # The operations kit against a real Prometheus: the alert rules and the AgentGate recording
 # rules pass promtool and their unit tests, a Prometheus scraping conductor-metrics every second
 # (job `conductor`, as in docs/prometheus/prometheus.yml) loads both rules files,
-# `conductor-metrics demo --runs 30` drives a workload, and then (scripts/check_dashboard.py)
+# `conductor-metrics demo --runs 30` drives a workload (with the example declared metrics
+# loaded, so it also sends LLM-call and merge updates), and then (scripts/check_dashboard.py)
 # every panel of both Grafana dashboards must return data, the agent-research dashboard must
 # have exactly ktrdr's panels and queries, every alert expression must parse, and every
 # AgentGate name must be recorded with the values of its source. Loopback only; bounded;
@@ -51,7 +52,9 @@ cleanup() {
 }
 trap cleanup EXIT
 # A budget the demo exhausts part way, so the dashboard shows admitted and refused runs alike.
-start_server "$work/data" --daily-budget 30
+# With the example declarations the demo also sends LLM-call and merge updates for the
+# dashboard's declared-metrics row.
+start_server "$work/data" --daily-budget 30 --metrics-file docs/examples/orchestrator-metrics.json
 mkdir -p "$work/prom"
 cp docs/prometheus/alerts.yml docs/prometheus/agentgate.rules.yml "$work/prom/"
 cat >"$work/prom/prometheus.yml" <<YAML
@@ -122,6 +125,12 @@ caught_up
 new_series='agent_(tokens|phases|gate_results|deliveries)_total|agent_(cycle|iteration|phase)_duration_seconds_bucket'
 wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$new_series\"}[1m]))" \
     ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
+# The same for the declared families the demo sends (no two share a label set either).
+declared_series='llm_(requests|rate_limit_events|tokens|cost_dollars)_total|llm_request_duration_seconds_bucket'
+declared_series+='|git_merge_total|git_merge_duration_seconds_bucket|git_active_merges'
+wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$declared_series\"}[1m]))" \
+    ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
+wait_prom "count(count by (__name__) ({job=\"conductor\",__name__=~\"$declared_series\"}))" "== 8" "$SCRAPE_TIMEOUT"
 echo "e2e_ops: Prometheus has $started started runs, ${SAMPLES_AFTER_DEMO}+ scrapes of each new series"
 
 # 4. The rules were loaded and evaluate without error.

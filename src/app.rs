@@ -30,6 +30,8 @@ pub struct AppConfig {
     pub budget: BudgetConfig,
     /// Where traces go, when anywhere.
     pub otlp: Option<OtlpConfig>,
+    /// The families declared in `--metrics-file`, already checked.
+    pub declared: Vec<crate::declared::Declaration>,
 }
 
 /// The metrics the HTTP layer records.
@@ -65,6 +67,8 @@ pub struct App {
     pub config: AppConfig,
     /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
+    /// The families declared in `--metrics-file`, updated over HTTP.
+    pub declared: crate::declared::Declared,
     started: Instant,
 }
 
@@ -164,6 +168,14 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
+        let declared =
+            crate::declared::Declared::open(&config.data_dir, config.declared.clone(), &registry)?;
+        if declared.skipped_on_replay > 0 {
+            log.warn(
+                "declared metric updates skipped on replay: their family is no longer declared as it was",
+                &[("updates", serde_json::json!(declared.skipped_on_replay))],
+            );
+        }
         let app = Arc::new(App {
             registry,
             runs,
@@ -174,6 +186,7 @@ impl App {
             log,
             config,
             tracer,
+            declared,
             started,
         });
         wire_events(&app);

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::client;
+use crate::config::FinishOptions;
 
 /// Prints the `/api/v1/status` summary; returns the exit code.
 pub fn status(url: &str) -> i32 {
@@ -22,15 +23,56 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i
             print!("{}", format(&a.json));
             0
         }
-        Ok(a) => {
-            eprintln!(
-                "{command}: the server answered {}: {}",
-                a.status, a.json["error"]["message"]
-            );
-            1
-        }
+        Ok(a) => refused(command, &a),
         Err(e) => {
             eprintln!("{command}: {e}");
+            1
+        }
+    }
+}
+
+/// Says why the server refused, with what to do about a missing key;
+/// returns exit code 1.
+fn refused(command: &str, a: &client::Answer) -> i32 {
+    let message = a.json["error"]["message"]
+        .as_str()
+        .unwrap_or("no reason given");
+    if a.status == 401 {
+        let hint = if std::env::var_os("CONDUCTOR_API_KEY").is_some() {
+            "the key in CONDUCTOR_API_KEY was refused"
+        } else {
+            "set CONDUCTOR_API_KEY to the server's API key"
+        };
+        eprintln!("{command}: the server requires an API key ({message}): {hint}");
+    } else {
+        eprintln!("{command}: the server answered {}: {message}", a.status);
+    }
+    1
+}
+
+/// Completes, fails or cancels a run (`complete|fail|cancel RUN_ID`), such
+/// as one `trigger` started, and prints the run with its cost: exit 0, or 1
+/// when the server refused (an unknown or finished run) or was unreachable.
+pub fn finish(o: &FinishOptions) -> i32 {
+    let mut body = serde_json::Map::new();
+    if let Some(error) = &o.error {
+        body.insert("error".into(), Value::from(error.as_str()));
+    }
+    if let Some(cost) = o.cost {
+        body.insert("cost".into(), Value::from(cost));
+    }
+    let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
+    match client::request("POST", &o.url, &path, Some(&Value::Object(body))) {
+        Ok(a) if a.status == 200 => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.json).unwrap_or_default()
+            );
+            0
+        }
+        Ok(a) => refused(&o.action, &a),
+        Err(e) => {
+            eprintln!("{}: {e}", o.action);
             1
         }
     }
@@ -75,13 +117,7 @@ pub fn trigger(url: &str) -> i32 {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             3
         }
-        Ok(a) => {
-            eprintln!(
-                "trigger: the server answered {}: {}",
-                a.status, a.json["error"]["message"]
-            );
-            1
-        }
+        Ok(a) => refused("trigger", &a),
         Err(e) => {
             eprintln!("trigger: {e}");
             1

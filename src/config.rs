@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::demo::{self, Options as DemoOptions};
 use crate::log::{Level, LogFormat};
+use crate::usage;
 
 /// The default listen address: loopback, so nothing is exposed by accident.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
@@ -35,6 +36,9 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
     pub max_connections: usize,
+    /// `--shutdown-timeout` / `CONDUCTOR_SHUTDOWN_TIMEOUT`: how long a graceful
+    /// stop waits for the requests in flight.
+    pub shutdown_timeout: Duration,
     /// `--daily-budget` / `AGENT_DAILY_BUDGET`, dollars.
     pub daily_budget: f64,
     /// `--run-estimate` / `AGENT_RUN_ESTIMATE`, dollars reserved per run start.
@@ -43,6 +47,23 @@ pub struct ServeConfig {
     pub budget_dir: PathBuf,
     /// `--pricing FILE`: model prices; the built-in default when unset.
     pub pricing: Option<PathBuf>,
+    /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishOptions {
+    /// Base URL of the server.
+    pub url: String,
+    /// The run to finish.
+    pub run_id: String,
+    /// `complete`, `fail` or `cancel`.
+    pub action: String,
+    /// `--error`, for `fail`.
+    pub error: Option<String>,
+    /// `--cost`, in dollars.
+    pub cost: Option<f64>,
 }
 
 /// What the command line asks for.
@@ -65,6 +86,8 @@ pub enum Command {
         /// Base URL of the server.
         url: String,
     },
+    /// Complete, fail or cancel a run on a running server.
+    Finish(FinishOptions),
     /// Send a seeded synthetic workload to a running server.
     Demo(DemoOptions),
     /// Print this text and exit 0.
@@ -73,81 +96,22 @@ pub enum Command {
     Version,
 }
 
-/// The `--help` text.
-pub const HELP: &str = "\
-conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration
-
-Usage:
-  conductor-metrics [serve] [OPTIONS]    run the server (the default)
-  conductor-metrics status [--url URL]   print a summary from a running server
-  conductor-metrics budget [--url URL]   print the day's budget
-  conductor-metrics trigger [--url URL]  start a run if the budget allows (exit 3 when exhausted)
-  conductor-metrics demo [--url URL] [--runs N] [--seed S]
-                                         send a seeded synthetic workload to a running server
-  conductor-metrics --help | --version
-
-Serve options (each has an environment variable; the flag wins):
-  --addr ADDR            listen address            CONDUCTOR_ADDR      (127.0.0.1:14355)
-  --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
-  --max-body BYTES       request body limit        CONDUCTOR_MAX_BODY  (1MiB; K, M, KiB, MiB suffixes)
-  --api-key-file FILE    require this key on /api/v1/*  (or CONDUCTOR_API_KEY)
-  --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)
-  --log-format FORMAT    json or text                                  (json)
-  --idle-timeout DUR     close idle keep-alive connections  CONDUCTOR_IDLE_TIMEOUT    (30s)
-  --header-timeout DUR   time allowed to send a request head CONDUCTOR_HEADER_TIMEOUT (10s)
-  --max-connections N    open connection cap            CONDUCTOR_MAX_CONNECTIONS (4096)
-                         (DUR: seconds, or a number with ms or s)
-  --daily-budget DOLLARS daily spend limit         AGENT_DAILY_BUDGET  (5.00)
-  --run-estimate DOLLARS reserved per run start    AGENT_RUN_ESTIMATE  (0.15)
-  --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
-                         ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
-
-Client options:
-  --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
-  --runs N               demo: runs to send (1-10000)                  (20)
-  --seed S               demo: workload seed; one seed, one workload   (1)
-";
-
-/// Parses arguments (without the program name). `env` looks variables up.
-/// The error is a one-line message for exit code 2.
-pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
-    let mut args = args.iter().map(String::as_str).peekable();
-    let sub = match args.peek() {
-        Some(&"serve") | Some(&"status") | Some(&"budget") | Some(&"trigger") | Some(&"demo") => {
-            args.next()
-        }
-        _ => None,
-    };
-    let mut flags: Vec<(&str, &str)> = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg {
-            "-h" | "--help" => return Ok(Command::Help(HELP.to_string())),
-            "-V" | "--version" => return Ok(Command::Version),
-            _ => {}
-        }
-        let Some(name) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg:?} (see --help)"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((n, v)) => (n, v),
-            None => (
-                name,
-                args.next()
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
-            ),
-        };
-        flags.push((name, value));
+/// Where a setting came from, for error messages: a flag or a variable.
+fn source(flag_given: bool, name: &str, var: &str) -> String {
+    if flag_given {
+        format!("--{name}")
+    } else {
+        var.to_string()
     }
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_string())
-    };
-    let allowed: &[&str] = match sub {
-        Some("status" | "budget" | "trigger") => &["url"],
-        Some("demo") => &["url", "runs", "seed"],
+}
+
+/// The flags each subcommand takes.
+fn flags_of(sub: &str) -> &'static [&'static str] {
+    match sub {
+        "status" | "budget" | "trigger" => &["url"],
+        "complete" | "cancel" => &["url", "cost"],
+        "fail" => &["url", "cost", "error"],
+        "demo" => &["url", "runs", "seed"],
         _ => &[
             "addr",
             "data-dir",
@@ -158,30 +122,146 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             "idle-timeout",
             "header-timeout",
             "max-connections",
+            "shutdown-timeout",
             "daily-budget",
             "run-estimate",
             "pricing",
+            "metrics-file",
         ],
+    }
+}
+
+/// Parses arguments (without the program name). `env` looks variables up.
+/// The error is a one-line message for exit code 2; a value from the
+/// environment is named by its variable, one from a flag by the flag.
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let mut args = args.iter().map(String::as_str).peekable();
+    let sub = match args.peek().copied() {
+        None => "serve",
+        Some(first) if first.starts_with('-') => "serve",
+        Some("help") => {
+            args.next();
+            return match args.next() {
+                None => Ok(Command::Help(usage::HELP.to_string())),
+                Some(topic) => usage::subcommand_help(topic)
+                    .map(Command::Help)
+                    .ok_or_else(|| unknown_command(topic)),
+            };
+        }
+        Some(first) if usage::SUBCOMMANDS.contains(&first) => {
+            args.next();
+            first
+        }
+        Some(first) => return Err(unknown_command(first)),
     };
-    if let Some((name, _)) = flags.iter().find(|(n, _)| !allowed.contains(n)) {
-        return Err(format!("unknown flag --{name} (see --help)"));
+    let allowed = flags_of(sub);
+    let mut flags: Vec<(&str, &str)> = Vec::new();
+    let mut positional: Vec<&str> = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg {
+            "-h" | "--help" => {
+                return Ok(Command::Help(
+                    usage::subcommand_help(sub).unwrap_or_else(|| usage::HELP.to_string()),
+                ))
+            }
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        let Some(name) = arg.strip_prefix("--") else {
+            positional.push(arg);
+            continue;
+        };
+        let (name, inline) = match name.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (name, None),
+        };
+        // Known before its value is looked for: `--bogus` is not a flag,
+        // whatever follows it.
+        if !allowed.contains(&name) {
+            return Err(format!(
+                "--{name} is not a flag of `{sub}` (see conductor-metrics {sub} --help)"
+            ));
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or_else(|| {
+                format!("--{name} needs a value (see conductor-metrics {sub} --help)")
+            })?,
+        };
+        flags.push((name, value));
     }
-    let setting = |name: &str, var: &str| flag(name).or_else(|| env(var));
-    if let Some(client @ ("status" | "budget" | "trigger")) = sub {
-        let url = setting("url", "CONDUCTOR_URL").unwrap_or_else(|| DEFAULT_URL.to_string());
-        return Ok(match client {
-            "status" => Command::Status { url },
-            "budget" => Command::Budget { url },
-            _ => Command::Trigger { url },
-        });
+    let flag = |name: &str| {
+        flags
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    // A setting's value and the name of where it came from.
+    let setting = |name: &str, var: &str| match flag(name) {
+        Some(v) => Some((v, source(true, name, var))),
+        None => env(var).map(|v| (v, source(false, name, var))),
+    };
+    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    match (positional.as_slice(), takes_run) {
+        ([], false) | ([_], true) => {}
+        ([], true) => {
+            return Err(format!(
+                "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
+            ))
+        }
+        (extra, _) => {
+            let arg = extra[usize::from(takes_run)];
+            return Err(format!(
+                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
+            ));
+        }
     }
-    if sub == Some("demo") {
-        return parse_demo(setting("url", "CONDUCTOR_URL"), flag("runs"), flag("seed"));
+    let url = || -> Result<String, String> {
+        match setting("url", "CONDUCTOR_URL") {
+            None => Ok(DEFAULT_URL.to_string()),
+            Some((u, _)) if u.starts_with("http://") => Ok(u),
+            Some((u, from)) => Err(format!("{from} must start with http://, not {u:?}")),
+        }
+    };
+    match sub {
+        "status" => return Ok(Command::Status { url: url()? }),
+        "budget" => return Ok(Command::Budget { url: url()? }),
+        "trigger" => return Ok(Command::Trigger { url: url()? }),
+        "demo" => return parse_demo(url()?, flag("runs"), flag("seed")),
+        "complete" | "fail" | "cancel" => {
+            let cost = match flag("cost") {
+                None => None,
+                Some(c) => Some(
+                    c.trim()
+                        .trim_start_matches('$')
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|d| d.is_finite() && *d >= 0.0)
+                        .ok_or_else(|| format!("--cost must be an amount in dollars, not {c:?}"))?,
+                ),
+            };
+            if !crate::runs::valid_run_id(positional[0]) {
+                return Err(format!(
+                    "RUN_ID must be 1-128 characters of A-Z a-z 0-9 . _ : -, not {:?}",
+                    positional[0]
+                ));
+            }
+            return Ok(Command::Finish(FinishOptions {
+                url: url()?,
+                run_id: positional[0].to_string(),
+                action: sub.to_string(),
+                error: flag("error"),
+                cost,
+            }));
+        }
+        _ => {}
     }
     let max_body = match setting("max-body", "CONDUCTOR_MAX_BODY") {
         None => DEFAULT_MAX_BODY,
-        Some(b) => parse_size(&b)
-            .ok_or_else(|| format!("--max-body must be a size in bytes, not {b:?}"))?,
+        Some((b, from)) => parse_size(&b).ok_or_else(|| {
+            format!("{from} must be a size in bytes such as 1MiB or 65536, not {b:?}")
+        })?,
     };
     let api_key = match flag("api-key-file") {
         Some(path) => {
@@ -196,8 +276,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     }
     let log_level = match setting("log-level", "CONDUCTOR_LOG") {
         None => Level::Info,
-        Some(l) => Level::parse(&l)
-            .ok_or_else(|| format!("--log-level must be error, warn, info or debug, not {l:?}"))?,
+        Some((l, from)) => Level::parse(&l)
+            .ok_or_else(|| format!("{from} must be error, warn, info or debug, not {l:?}"))?,
     };
     let log_format = match flag("log-format").as_deref() {
         None | Some("json") => LogFormat::Json,
@@ -206,58 +286,88 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let duration = |name: &str, var: &str, default: u64| match setting(name, var) {
         None => Ok(Duration::from_secs(default)),
-        Some(v) => parse_duration(&v).ok_or_else(|| {
-            format!("--{name} must be a duration such as 30, 30s or 500ms, not {v:?}")
+        Some((v, from)) => parse_duration(&v).ok_or_else(|| {
+            format!("{from} must be a duration such as 30, 30s or 500ms, not {v:?}")
         }),
     };
     let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
     let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
+    let shutdown_timeout = duration("shutdown-timeout", "CONDUCTOR_SHUTDOWN_TIMEOUT", 10)?;
     let max_connections = match setting("max-connections", "CONDUCTOR_MAX_CONNECTIONS") {
         None => 4096,
-        Some(v) => match v.parse::<usize>() {
+        Some((v, from)) => match v.parse::<usize>() {
             Ok(n) if (1..=1_000_000).contains(&n) => n,
             _ => {
                 return Err(format!(
-                    "--max-connections must be an integer from 1 to 1000000, not {v:?}"
+                    "{from} must be an integer from 1 to 1000000, not {v:?}"
                 ))
             }
         },
     };
     let dollars = |name: &str, var: &str, default: f64| match setting(name, var) {
         None => Ok(default),
-        Some(v) => match v.trim().trim_start_matches('$').parse::<f64>() {
+        Some((v, from)) => match v.trim().trim_start_matches('$').parse::<f64>() {
             Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
-            _ => Err(format!("--{name} must be an amount in dollars, not {v:?}")),
+            _ => Err(format!(
+                "{from} must be an amount in dollars such as 5 or 0.15, not {v:?}"
+            )),
         },
     };
     let daily_budget = dollars("daily-budget", "AGENT_DAILY_BUDGET", 5.0)?;
     let run_estimate = dollars("run-estimate", "AGENT_RUN_ESTIMATE", 0.15)?;
     if run_estimate <= 0.0 {
-        return Err("--run-estimate must be above 0".to_string());
+        return Err(
+            "the run estimate (--run-estimate, AGENT_RUN_ESTIMATE) must be above 0".to_string(),
+        );
     }
+    let addr = match setting("addr", "CONDUCTOR_ADDR") {
+        None => DEFAULT_ADDR.to_string(),
+        Some((a, from)) => {
+            let valid = a
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(format!(
+                    "{from} must be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355, not {a:?}"
+                ));
+            }
+            a
+        }
+    };
     let data_dir = PathBuf::from(
-        setting("data-dir", "CONDUCTOR_DATA_DIR").unwrap_or_else(|| "data".to_string()),
+        setting("data-dir", "CONDUCTOR_DATA_DIR").map_or_else(|| "data".to_string(), |(d, _)| d),
     );
     let budget_dir = env("AGENT_BUDGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("budget"));
     Ok(Command::Serve(ServeConfig {
-        addr: setting("addr", "CONDUCTOR_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_string()),
-        data_dir: PathBuf::from(
-            setting("data-dir", "CONDUCTOR_DATA_DIR").unwrap_or_else(|| "data".to_string()),
-        ),
+        addr,
+        data_dir,
         max_body,
         api_key,
         log_level,
         log_format,
         idle_timeout,
         header_timeout,
+        shutdown_timeout,
         max_connections,
         daily_budget,
         run_estimate,
         budget_dir,
         pricing: flag("pricing").map(PathBuf::from),
+        metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
+            .map(|(f, _)| PathBuf::from(f)),
     }))
+}
+
+/// The message for a word that is not a subcommand, with the nearest one.
+fn unknown_command(word: &str) -> String {
+    match usage::nearest(word) {
+        Some(near) => format!(
+            "unknown command {word:?}; did you mean `{near}`? (see conductor-metrics --help)"
+        ),
+        None => format!("unknown command {word:?} (see conductor-metrics --help)"),
+    }
 }
 
 /// Parses `30`, `30s` or `500ms` into a non-zero duration.
@@ -280,15 +390,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Checks the `demo` settings; absent ones take their defaults.
-fn parse_demo(
-    url: Option<String>,
-    runs: Option<String>,
-    seed: Option<String>,
-) -> Result<Command, String> {
-    let url = url.unwrap_or_else(|| DEFAULT_URL.to_string());
-    if !url.starts_with("http://") {
-        return Err(format!("--url must start with http://, not {url:?}"));
-    }
+fn parse_demo(url: String, runs: Option<String>, seed: Option<String>) -> Result<Command, String> {
     let runs = match runs {
         None => demo::DEFAULT_RUNS,
         Some(r) => r
@@ -375,6 +477,60 @@ mod tests {
             let e = parse(&args(bad), &no_env).unwrap_err();
             assert!(!e.contains('\n'), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn messages_name_what_was_wrong_and_where_it_came_from() {
+        let err = |a: &str, env: &dyn Fn(&str) -> Option<String>| parse(&args(a), env).unwrap_err();
+        assert_eq!(
+            err("serve --bogus", &no_env),
+            "--bogus is not a flag of `serve` (see conductor-metrics serve --help)"
+        );
+        assert!(err("--addr 15110", &no_env).contains("--addr must be HOST:PORT"));
+        let budget = |k: &str| (k == "AGENT_DAILY_BUDGET").then(|| "abc".to_string());
+        assert!(err("", &budget).starts_with("AGENT_DAILY_BUDGET must be an amount in dollars"));
+        let addr = |k: &str| (k == "CONDUCTOR_ADDR").then(|| "15110".to_string());
+        assert!(err("", &addr).starts_with("CONDUCTOR_ADDR must be HOST:PORT"));
+        assert_eq!(
+            err("stauts", &no_env),
+            "unknown command \"stauts\"; did you mean `status`? (see conductor-metrics --help)"
+        );
+        assert!(err("complete", &no_env).contains("needs a RUN_ID"));
+        assert!(err("status extra", &no_env).contains("unexpected argument \"extra\""));
+        assert!(err("fail r1 r2", &no_env).contains("unexpected argument \"r2\""));
+    }
+
+    #[test]
+    fn each_subcommand_has_its_help() {
+        for sub in [
+            "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo",
+        ] {
+            let Ok(Command::Help(a)) = parse(&args(&format!("{sub} --help")), &no_env) else {
+                panic!("{sub}")
+            };
+            let Ok(Command::Help(b)) = parse(&args(&format!("help {sub}")), &no_env) else {
+                panic!("{sub}")
+            };
+            assert_eq!(a, b);
+            assert!(a.contains(&format!("conductor-metrics {sub}")), "{a}");
+        }
+        assert!(parse(&args("help nope"), &no_env).is_err());
+    }
+
+    #[test]
+    fn finishing_a_run() {
+        assert_eq!(
+            parse(&args("fail r-1 --error boom --cost 0.5"), &no_env),
+            Ok(Command::Finish(FinishOptions {
+                url: DEFAULT_URL.into(),
+                run_id: "r-1".into(),
+                action: "fail".into(),
+                error: Some("boom".into()),
+                cost: Some(0.5),
+            }))
+        );
+        assert!(parse(&args("cancel r --error x"), &no_env).is_err());
+        assert!(parse(&args("complete r --cost -1"), &no_env).is_err());
     }
 
     #[test]

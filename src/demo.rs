@@ -61,6 +61,9 @@ pub struct Summary {
     pub messages: u64,
     /// Budget spends the server recorded (0 when it has no budget route).
     pub spends: u64,
+    /// Declared-metric updates the server took (0 unless it was started
+    /// with the example `--metrics-file`).
+    pub metric_updates: u64,
 }
 
 impl fmt::Display for Summary {
@@ -75,6 +78,9 @@ impl fmt::Display for Summary {
         }
         if self.spends > 0 {
             write!(f, ", {} budget spends", self.spends)?;
+        }
+        if self.metric_updates > 0 {
+            write!(f, ", {} metric updates", self.metric_updates)?;
         }
         Ok(())
     }
@@ -157,7 +163,8 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
     let mut sender = Sender {
         url: &options.url,
         summary: Summary::default(),
-        spend_route: SpendRoute::Unknown,
+        spend_route: Route::Unknown,
+        metrics_route: Route::Unknown,
     };
     // Unique per invocation, so one seed can be replayed against the same data dir.
     let stamp = format!(
@@ -177,9 +184,10 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
     Ok(sender.summary)
 }
 
-/// Whether the server has the budget spend route.
+/// Whether the server has an optional route: the budget's spends, or
+/// declared metrics (which a server without `--metrics-file` refuses).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum SpendRoute {
+enum Route {
     Unknown,
     Present,
     Absent,
@@ -188,7 +196,8 @@ enum SpendRoute {
 struct Sender<'a> {
     url: &'a str,
     summary: Summary,
-    spend_route: SpendRoute,
+    spend_route: Route,
+    metrics_route: Route,
 }
 
 impl Sender<'_> {
@@ -252,6 +261,7 @@ impl Sender<'_> {
             Outcome::Cancel => ("cancel", json!({}), "cancelled".to_string()),
         };
         let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
+        self.declared(plan)?;
         match plan.outcome {
             Outcome::Complete => self.summary.completed += 1,
             Outcome::Fail(_) => self.summary.failed += 1,
@@ -294,9 +304,44 @@ impl Sender<'_> {
         Ok(())
     }
 
+    /// Posts the run's LLM calls and merge as updates to the declared
+    /// families of `docs/examples/orchestrator-metrics.json`, while the
+    /// server has them: the first refusal of an undeclared name means it
+    /// was started without that file, and stops them quietly.
+    fn declared(&mut self, plan: &RunPlan) -> Result<(), Error> {
+        if self.metrics_route == Route::Absent {
+            return Ok(());
+        }
+        let updates = declared_updates(plan);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let n = updates.len() as u64;
+        let answer = self.call("POST", "/api/v1/metrics", &Value::Array(updates))?;
+        match answer.status {
+            200 => {
+                self.metrics_route = Route::Present;
+                self.summary.metric_updates += n;
+            }
+            400 if self.metrics_route == Route::Unknown
+                && answer.json["error"]["field"] == "updates[0].name" =>
+            {
+                self.metrics_route = Route::Absent;
+            }
+            _ => {
+                eprintln!(
+                    "demo: metric updates stopped: {}",
+                    rejected("POST /api/v1/metrics", &answer)
+                );
+                self.metrics_route = Route::Absent;
+            }
+        }
+        Ok(())
+    }
+
     /// Posts the work order's triage as a direct budget spend.
     fn triage(&mut self, run_id: &str, plan: &RunPlan) -> Result<(), Error> {
-        if self.spend_route == SpendRoute::Absent {
+        if self.spend_route == Route::Absent {
             return Ok(());
         }
         let (input, output) = plan.triage_tokens;
@@ -307,11 +352,11 @@ impl Sender<'_> {
         let answer = self.call("POST", "/api/v1/budget/spend", &body)?;
         match answer.status {
             200..=299 => {
-                self.spend_route = SpendRoute::Present;
+                self.spend_route = Route::Present;
                 self.summary.spends += 1;
             }
-            404 if self.spend_route == SpendRoute::Unknown => {
-                self.spend_route = SpendRoute::Absent;
+            404 if self.spend_route == Route::Unknown => {
+                self.spend_route = Route::Absent;
             }
             _ => {
                 // Spends are an extra: the runs themselves go on.
@@ -319,11 +364,74 @@ impl Sender<'_> {
                     "demo: budget spends stopped: {}",
                     rejected("POST /api/v1/budget/spend", &answer)
                 );
-                self.spend_route = SpendRoute::Absent;
+                self.spend_route = Route::Absent;
             }
         }
         Ok(())
     }
+}
+
+/// The provider the demo's models are served by.
+const PROVIDER: &str = "anthropic";
+
+/// A run's LLM calls and merge as declared-metric updates: one call per
+/// `tokens` event, every fifth of them rate-limited once before it
+/// succeeds, and a merge per pull request, every third with a conflict.
+/// Derived from the plan alone, so a seed still fixes the whole workload.
+fn declared_updates(plan: &RunPlan) -> Vec<Value> {
+    let mut updates = Vec::new();
+    let mut calls = 0u64;
+    let tokens = plan.steps.iter().flat_map(|step| match step {
+        Step::Events(batch) => batch.iter().map(|(_, e)| e).collect(),
+        Step::Message(..) => Vec::new(),
+    });
+    for event in tokens.filter(|e| e["type"] == "tokens") {
+        let model = event["model"].as_str().unwrap_or("unknown");
+        let (input, output) = (
+            event["input_tokens"].as_u64().unwrap_or(0),
+            event["output_tokens"].as_u64().unwrap_or(0),
+        );
+        calls += 1;
+        let call = json!({"model": model, "provider": PROVIDER});
+        if calls.is_multiple_of(5) {
+            updates.push(json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "rate_limit"}, "inc": 1}));
+            updates.push(json!({"name": "llm_rate_limit_events_total", "labels": call, "inc": 1}));
+        }
+        // Per million tokens, in and out.
+        let (price_in, price_out) = if model == "claude-haiku" {
+            (0.8, 4.0)
+        } else {
+            (3.0, 15.0)
+        };
+        let cost = (input as f64 * price_in + output as f64 * price_out) / 1e6;
+        updates.extend([
+            json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "success"}, "inc": 1}),
+            json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "prompt"}, "inc": input}),
+            json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "completion"}, "inc": output}),
+            json!({"name": "llm_cost_dollars_total", "labels": {"model": model}, "add": (cost * 1e6).round() / 1e6}),
+            // About 50 output tokens a second, plus a second to the first one.
+            json!({"name": "llm_request_duration_seconds", "labels": call, "observe": 1.0 + output as f64 / 50.0}),
+        ]);
+    }
+    if let Some(pr) = &plan.pr_url {
+        let number: u64 = pr
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let result = if number.is_multiple_of(3) {
+            "conflict"
+        } else {
+            "success"
+        };
+        updates.extend([
+            json!({"name": "git_active_merges", "set": 1}),
+            json!({"name": "git_merge_total", "labels": {"result": result}, "inc": 1}),
+            json!({"name": "git_merge_duration_seconds", "observe": 2.0 + (number % 40) as f64}),
+            json!({"name": "git_active_merges", "set": 0}),
+        ]);
+    }
+    updates
 }
 
 fn rejected(what: &str, answer: &Answer) -> Error {

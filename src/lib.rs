@@ -3,12 +3,14 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod batch;
 pub mod budget;
 pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod commit_queue;
 pub mod config;
+pub mod declared;
 pub mod demo;
 pub mod error;
 pub mod events;
@@ -21,6 +23,7 @@ pub mod otlp;
 pub mod runs;
 pub mod sys;
 pub mod time;
+pub mod usage;
 pub mod ws;
 
 /// The examples in `docs/metrics-library.md`, compiled and run as doctests.

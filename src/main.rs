@@ -2,6 +2,7 @@
 //! the server or a client subcommand.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use conductor_metrics::app::{App, AppConfig, VERSION};
@@ -9,6 +10,7 @@ use conductor_metrics::budget::{BudgetConfig, Pricing};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::demo;
+use conductor_metrics::error::Error;
 use conductor_metrics::http::{Limits, Server};
 use conductor_metrics::log::Logger;
 use conductor_metrics::otlp::OtlpConfig;
@@ -28,10 +30,34 @@ fn main() -> ExitCode {
         Command::Status { url } => return ExitCode::from(cli::status(&url) as u8),
         Command::Budget { url } => return ExitCode::from(cli::budget(&url) as u8),
         Command::Trigger { url } => return ExitCode::from(cli::trigger(&url) as u8),
+        Command::Finish(options) => return ExitCode::from(cli::finish(&options) as u8),
         Command::Demo(options) => return ExitCode::from(demo::command(&options) as u8),
         Command::Serve(c) => return serve(c),
     }
     ExitCode::SUCCESS
+}
+
+/// Why the server did not start: bad input (exit 2) or the environment
+/// (exit 1), said once as a plain line on stderr and once as a log line.
+struct StartError {
+    code: u8,
+    message: String,
+}
+
+impl StartError {
+    fn input(message: impl Into<String>) -> StartError {
+        StartError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    fn environment(message: impl Into<String>) -> StartError {
+        StartError {
+            code: 1,
+            message: message.into(),
+        }
+    }
 }
 
 fn serve(c: ServeConfig) -> ExitCode {
@@ -40,65 +66,82 @@ fn serve(c: ServeConfig) -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
-    // Every connection costs descriptors; the soft limit is often far below what is allowed.
-    match conductor_metrics::sys::raise_fd_limit() {
-        Ok(limits) => log.info(
-            "descriptor limit",
-            &[("nofile", serde_json::json!(limits.soft))],
-        ),
-        Err(e) => log.warn(
-            "cannot raise the descriptor limit",
-            &[("error", serde_json::json!(e.to_string()))],
-        ),
+    match start(&c, log) {
+        Ok(server) => {
+            server.join();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("conductor-metrics: {}", e.message);
+            log.error("cannot start", &[("error", serde_json::json!(e.message))]);
+            ExitCode::from(e.code)
+        }
     }
+}
+
+/// Everything from the settings to a listening server.
+fn start(c: &ServeConfig, log: Logger) -> Result<Server, StartError> {
+    // Every connection costs descriptors; the soft limit is often far below
+    // what is allowed. Said on the listening line, or as a warning.
+    let nofile = match conductor_metrics::sys::raise_fd_limit() {
+        Ok(limits) => Some(limits.soft),
+        Err(e) => {
+            log.warn(
+                "cannot raise the descriptor limit",
+                &[("error", serde_json::json!(e.to_string()))],
+            );
+            None
+        }
+    };
     let pricing = match &c.pricing {
         None => Pricing::default_table(),
-        Some(path) => match Pricing::read(path) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("conductor-metrics: --pricing: {e}");
-                return ExitCode::from(2);
-            }
-        },
+        Some(path) => {
+            Pricing::read(path).map_err(|e| StartError::input(format!("--pricing: {e}")))?
+        }
     };
+    let declared = match &c.metrics_file {
+        None => Vec::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| conductor_metrics::declared::spec::parse(&text))
+            .map_err(|e| StartError::input(format!("--metrics-file {}: {e}", path.display())))?,
+    };
+    let data_dir = data_dir(&c.data_dir)?;
     let budget = BudgetConfig {
         daily_limit: c.daily_budget,
         run_estimate: c.run_estimate,
         dir: c.budget_dir.clone(),
         pricing,
     };
-    let app = match App::open(
-        AppConfig {
-            data_dir: c.data_dir.clone(),
-            api_key: c.api_key.clone(),
-            max_body: c.max_body,
-            budget,
-            otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
-        },
-        log,
-    ) {
-        Ok(app) => app,
-        Err(e) => {
-            log.error(
-                "cannot start",
-                &[("error", serde_json::json!(e.to_string()))],
-            );
-            return ExitCode::from(1);
-        }
+    let config = AppConfig {
+        data_dir: data_dir.clone(),
+        api_key: c.api_key.clone(),
+        max_body: c.max_body,
+        budget,
+        otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
+        declared,
     };
-    let listener = match TcpListener::bind(&c.addr) {
-        Ok(l) => l,
-        Err(e) => {
-            log.error(
-                "cannot listen",
-                &[
-                    ("addr", serde_json::json!(c.addr)),
-                    ("error", serde_json::json!(e.to_string())),
-                ],
-            );
-            return ExitCode::from(1);
+    let app = App::open(config, log).map_err(|e| match e {
+        // A declared family the registry refuses is the file's fault.
+        Error::Invalid { field, message } => {
+            StartError::input(format!("--metrics-file: {field}: {message}"))
         }
-    };
+        e => StartError::environment(format!(
+            "cannot open the data dir {}: {e}",
+            data_dir.display()
+        )),
+    })?;
+    let listener = TcpListener::bind(&c.addr).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "the port is in use by another process".to_string(),
+            std::io::ErrorKind::AddrNotAvailable => "no interface has that address".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".to_string()
+            }
+            _ => e.to_string(),
+        };
+        StartError::environment(format!("cannot listen on {}: {why}", c.addr))
+    })?;
     let limits = Limits {
         max_connections: c.max_connections,
         header_timeout: c.header_timeout,
@@ -106,16 +149,8 @@ fn serve(c: ServeConfig) -> ExitCode {
         max_body: c.max_body,
         ..Limits::default()
     };
-    let server = match Server::start(app, listener, limits) {
-        Ok(s) => s,
-        Err(e) => {
-            log.error(
-                "cannot serve",
-                &[("error", serde_json::json!(e.to_string()))],
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let server = Server::start(app, listener, limits)
+        .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
     log.info(
         "listening",
@@ -123,10 +158,28 @@ fn serve(c: ServeConfig) -> ExitCode {
             ("addr", serde_json::json!(server.addr().to_string())),
             (
                 "data_dir",
-                serde_json::json!(c.data_dir.display().to_string()),
+                serde_json::json!(data_dir.display().to_string()),
             ),
+            ("nofile", serde_json::json!(nofile)),
         ],
     );
-    server.join();
-    ExitCode::SUCCESS
+    Ok(server)
+}
+
+/// Makes the data dir when it is missing, and returns it as an absolute
+/// path: the default `./data` depends on the working directory, and the
+/// start log should say which one it is.
+fn data_dir(dir: &Path) -> Result<PathBuf, StartError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(StartError::input(format!(
+            "the data dir {} is a file, not a directory (choose another with --data-dir)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StartError::environment(format!("cannot create the data dir {}: {e}", dir.display()))
+    })?;
+    dir.canonicalize().map_err(|e| {
+        StartError::environment(format!("cannot open the data dir {}: {e}", dir.display()))
+    })
 }

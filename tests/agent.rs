@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, get_json, post_json, run_cli, ServerProc, TempDir};
+use common::{get, get_json, post_json, run_cli, sample, ServerProc, TempDir};
 use serde_json::{json, Value};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,13 +36,6 @@ const RETIRED: [&str; 10] = [
     "conductor_budget_remaining_dollars",
     "conductor_cost_dollars_total",
 ];
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.parse().expect("a numeric sample"))
-}
 
 #[test]
 fn every_agent_family_shows_from_the_first_scrape() {

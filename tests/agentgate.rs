@@ -9,17 +9,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{get, get_json, post_json, ServerProc, TempDir};
+use common::{get, get_json, post_json, sample, ServerProc, TempDir};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.parse().expect("a numeric sample"))
-}
 
 /// Every event the SSE stream has for `run`, from the start of what the
 /// server retains, up to and including one of type `last`.

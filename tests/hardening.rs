@@ -616,8 +616,7 @@ fn out_of_descriptors_the_server_answers_again_once_they_free_up() {
         rejected(&samples, "accept_error") + rejected(&samples, "limit") > 0.0,
         "running out of descriptors was not counted"
     );
-    // Once the pooled upstream connections have aged out, every request needs a new one, which
-    // tiny_http must still accept: it stops accepting for good if it ever runs out.
+    // Every descriptor of the stress is given back, and accepting goes on after running out.
     poll_until(Duration::from_secs(10), || {
         (try_scrape(addr)?["process_open_fds"] <= fds_at_rest + 2.0).then_some(())
     });

@@ -293,9 +293,13 @@ fn sse_resumes_after_last_event_id_and_filters_by_run() {
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], "BAD_REQUEST");
     }
-    // POST on the same path takes progress events; an empty one is refused.
+    // POST on the stream's path takes progress events; other methods are 405.
     let r = post_json(addr, "/api/v1/events", &json!({}));
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["field"], "events[0].run_id");
+    let r = request(addr, "PUT", "/api/v1/events", &[], Some(b"{}")).unwrap();
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, POST"));
 }
 
 #[test]

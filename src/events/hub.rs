@@ -22,8 +22,9 @@ pub const RETAINED: usize = 10_000;
 pub const QUEUE_CAPACITY: usize = 1024;
 
 /// The keys every event starts with; an event's own fields cannot override them.
-const ENVELOPE: [&str; 6] = [
+const ENVELOPE: [&str; 7] = [
     "seq",
+    "received_at",
     "type",
     "timestamp",
     "run_id",
@@ -345,6 +346,9 @@ struct State {
     ring: VecDeque<Arc<Published>>,
     subscribers: Vec<Registered>,
     next_id: u64,
+    /// The latest `received_at` given, so that one never goes back in seq
+    /// order even when the clock does.
+    last_received: f64,
 }
 
 struct Metrics {
@@ -403,6 +407,7 @@ impl Hub {
                 ring: VecDeque::new(),
                 subscribers: Vec::new(),
                 next_id: 0,
+                last_received: 0.0,
             }),
             file,
             metrics,
@@ -432,6 +437,13 @@ impl Hub {
         let mut counts: Vec<(&'static str, u64)> = Vec::new();
         {
             let mut s = self.lock();
+            // The server's own time, one clock for every event: an event's
+            // `timestamp` is the emitter's, which may be late or simulated.
+            s.last_received = s.last_received.max(time::now_unix());
+            let mut received = String::with_capacity(40);
+            received.push_str(",\"received_at\":\"");
+            time::push_rfc3339(&mut received, s.last_received);
+            received.push_str("\",");
             for event in batch {
                 if s.next_seq >= s.reserved {
                     self.reserve(&mut s);
@@ -439,10 +451,10 @@ impl Hub {
                 let seq = s.next_seq;
                 s.next_seq += 1;
                 numbered(seq);
-                let mut json = String::with_capacity(event.tail.len() + 28);
+                let mut json = String::with_capacity(event.tail.len() + 28 + received.len());
                 json.push_str("{\"seq\":");
                 crate::json_text::push_u64(&mut json, seq);
-                json.push(',');
+                json.push_str(&received);
                 json.push_str(&event.tail);
                 let published = Arc::new(Published {
                     seq,
@@ -710,7 +722,8 @@ mod tests {
             NewEvent::new("phase_started", 1.5)
                 .run("r1", Some("c1"), Some("wo-1"))
                 .field("phase", json!("plan"))
-                .field("seq", json!(99)),
+                .field("seq", json!(99))
+                .field("received_at", json!("forged")),
         );
         let Next::Event(e) = sub.next(Duration::ZERO) else {
             panic!("no event");
@@ -718,8 +731,15 @@ mod tests {
         assert_eq!(e.seq(), seq);
         assert!(e
             .json()
-            .starts_with(&format!("{{\"seq\":{seq},\"type\":\"phase_started\"")));
-        let v: Value = serde_json::from_str(e.json()).unwrap();
+            .starts_with(&format!("{{\"seq\":{seq},\"received_at\":\"")));
+        let mut v: Value = serde_json::from_str(e.json()).unwrap();
+        let received = v["received_at"].as_str().map(crate::time::parse_rfc3339);
+        let now = crate::time::now_unix();
+        assert!(
+            matches!(received, Some(Some(t)) if (now - t).abs() < 60.0),
+            "{v}"
+        );
+        v.as_object_mut().unwrap().remove("received_at");
         assert_eq!(
             v,
             json!({"seq": seq, "type": "phase_started", "timestamp": "1970-01-01T00:00:01.500Z",

@@ -266,6 +266,7 @@ mod tests {
             max_body: 8,
             budget: crate::budget::BudgetConfig::new(&dir),
             otlp: None,
+            declared: Vec::new(),
         };
         let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);
         (dir, App::open(config, log).unwrap())

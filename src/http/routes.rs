@@ -67,6 +67,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "agent", "status"], _) => ex.send(Response::method_not_allowed("GET")),
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "metrics"], "POST") => update_metrics(ex),
+        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
@@ -278,6 +280,35 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
     });
 }
 
+/// Writes one debug line per event, with the iteration and phase it
+/// belongs to: its own, or where the run stood (`now`) when it had none.
+fn log_events(
+    app: &crate::app::App,
+    ids: &crate::runs::RunIds,
+    events: &[crate::runs::Timed],
+    now: (Option<u64>, Option<String>),
+) {
+    let (iteration, phase) = now;
+    for e in events {
+        let mut fields = run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
+        let v = e.to_json();
+        fields.push(("type", v["type"].clone()));
+        let or = |own: &Value, current: Value| {
+            if own.is_null() {
+                current
+            } else {
+                own.clone()
+            }
+        };
+        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
+        fields.push(("phase", or(&v["phase"], json!(phase))));
+        if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
+            fields.push(("duration_ms", ms.clone()));
+        }
+        app.log.log(crate::log::Level::Debug, "run event", &fields);
+    }
+}
+
 /// Logs, publishes, traces and alerts on a run that ended.
 fn announce_finished(app: &crate::app::App, finished: &crate::runs::Finished) {
     let run = &finished.run;
@@ -285,6 +316,10 @@ fn announce_finished(app: &crate::app::App, finished: &crate::runs::Finished) {
     fields.push(("status", json!(run.status.as_str())));
     fields.push(("cost", json!(finished.spend.amount)));
     fields.push(("error", json!(run.error)));
+    fields.push(("iterations", json!(run.detail.iterations_started)));
+    if let Some(seconds) = run.detail.duration_seconds {
+        fields.push(("duration_ms", json!((seconds * 1000.0).round())));
+    }
     app.log.info("run finished", &fields);
     app.events.run_finished(run, finished.spend.amount);
     app.budget_alerts(&finished.spend, Some(&run.run_id));
@@ -351,22 +386,8 @@ fn record_events(mut ex: Exchange, id: &str) {
                         None => app.events.run_events(&ids, &published),
                     }
                     annotate_run(&mut ex, &ids.run_id, ids.correlation());
-                    let (iteration, phase) = now.unwrap_or_default();
-                    for e in published.iter().filter(|_| debug) {
-                        let mut fields =
-                            run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
-                        let v = e.to_json();
-                        fields.push(("type", v["type"].clone()));
-                        let or = |own: &Value, current: Value| {
-                            if own.is_null() {
-                                current
-                            } else {
-                                own.clone()
-                            }
-                        };
-                        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
-                        fields.push(("phase", or(&v["phase"], json!(phase))));
-                        app.log.log(crate::log::Level::Debug, "run event", &fields);
+                    if let Some(now) = now {
+                        log_events(&app, &ids, &published, now);
                     }
                 }
                 ex.send(Response::json(200, &json!({ "accepted": n })))
@@ -432,7 +453,18 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
                         app.log.info("run started", &fields);
                         app.events.run_started(run);
                     }
-                    crate::runs::Applied::Events(ids, events) => app.events.run_events(ids, events),
+                    crate::runs::Applied::Events(ids, events) => {
+                        app.events.run_events(ids, events);
+                        if app.log.enabled(crate::log::Level::Debug) {
+                            let now = app.runs.with_run(&ids.run_id, |run| {
+                                (
+                                    run.detail.current_iteration,
+                                    run.detail.current_phase.clone(),
+                                )
+                            });
+                            log_events(&app, ids, events, now.unwrap_or_default());
+                        }
+                    }
                     crate::runs::Applied::Finished(finished) => announce_finished(&app, finished),
                     crate::runs::Applied::Ended(_) => {}
                 }
@@ -523,6 +555,24 @@ fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
         Some(run) => ex.send(Response::json(200, &run.to_json())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
+    }
+}
+
+/// `POST /api/v1/metrics`: updates to declared families, all or nothing.
+fn update_metrics(mut ex: Exchange) {
+    let updates = ex.read_body().and_then(|body| {
+        let value = Body::parse_value(&body)?;
+        ex.app().declared.parse(&value)
+    });
+    match updates {
+        Ok(updates) => {
+            let app = ex.app().clone();
+            app.declared.update(updates, move |result| match result {
+                Ok(n) => ex.send(Response::json(200, &json!({ "accepted": n }))),
+                Err(e) => ex.send(e.into()),
+            });
+        }
+        Err(e) => ex.send(e.into()),
     }
 }
 

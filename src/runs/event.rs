@@ -102,28 +102,7 @@ pub fn valid_name(s: &str) -> bool {
 /// Parses one event object or an array of them, all or nothing. Errors
 /// name the event's index and field, e.g. `events[3].phase`.
 pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Object(_) => vec![value],
-        _ => {
-            return Err(Error::invalid(
-                "body",
-                "must be an event object or an array of them",
-            ))
-        }
-    };
-    if items.is_empty() {
-        return Err(Error::invalid("body", "holds no events"));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(Error::invalid(
-            "body",
-            format!(
-                "holds {} events; at most {MAX_BATCH} per batch",
-                items.len()
-            ),
-        ));
-    }
+    let items = crate::batch::items(value, "event", MAX_BATCH)?;
     items
         .iter()
         .enumerate()

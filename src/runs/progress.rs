@@ -65,24 +65,7 @@ pub fn parse_batch(
     now: f64,
     path_run: Option<&str>,
 ) -> Result<Vec<Progress>, Error> {
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Object(_) => vec![value],
-        _ => {
-            return Err(Error::invalid(
-                "body",
-                "must be an event object or an array of them",
-            ))
-        }
-    };
-    if items.is_empty() {
-        return Err(Error::invalid("body", "holds no events"));
-    }
-    if items.len() > MAX_BATCH {
-        let n = items.len();
-        let message = format!("holds {n} events; at most {MAX_BATCH} per batch");
-        return Err(Error::invalid("body", message));
-    }
+    let items = crate::batch::items(value, "event", MAX_BATCH)?;
     items
         .iter()
         .enumerate()

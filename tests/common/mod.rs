@@ -750,3 +750,12 @@ fn write_then_read(
         Err(e) => Err(e),
     }
 }
+
+/// The value of the sample `series` (a name with its labels, as written) in
+/// a text-format scrape, or `None` when it is not there.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("a numeric sample"))
+}

@@ -1,0 +1,52 @@
+//! A JSON request body that is one item or an array of them, the shape of
+//! every batch route (run events, progress events, metric updates).
+
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// The items of `value`: the object itself, or the array's elements.
+/// `what` names an item in errors ("event", "update"). An empty batch, one
+/// over `max`, and anything but an object or an array are
+/// [`Error::Invalid`] on `body`.
+pub fn items<'a>(value: &'a Value, what: &str, max: usize) -> Result<Vec<&'a Value>, Error> {
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(_) => vec![value],
+        _ => {
+            let message = format!("must be an {what} object or an array of them");
+            return Err(Error::invalid("body", message));
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::invalid("body", format!("holds no {what}s")));
+    }
+    if items.len() > max {
+        let n = items.len();
+        let message = format!("holds {n} {what}s; at most {max} per batch");
+        return Err(Error::invalid("body", message));
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_item_or_a_bounded_array() {
+        assert_eq!(items(&json!({"a": 1}), "event", 2).unwrap().len(), 1);
+        assert_eq!(items(&json!([{}, {}]), "event", 2).unwrap().len(), 2);
+        for bad in [json!([]), json!([{}, {}, {}]), json!(3), json!("x")] {
+            match items(&bad, "update", 2) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, "body", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let Err(e) = items(&json!([]), "update", 2) else {
+            panic!()
+        };
+        assert_eq!(e.to_string(), "body: holds no updates");
+    }
+}

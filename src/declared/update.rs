@@ -1,0 +1,358 @@
+//! Updates to declared families: parsed and checked against the
+//! declarations, all or nothing, and written to and read from the journal.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::spec::{Declaration, Type};
+use crate::error::Error;
+use crate::json_text;
+
+/// The most updates one request may carry.
+pub const MAX_BATCH: usize = 1000;
+/// The longest label value, in bytes: values are stored once per series.
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// What an update does to its series.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// Adds a non-negative amount to a counter.
+    Inc(f64),
+    /// Adds to a counter (non-negative) or a gauge (any sign).
+    Add(f64),
+    /// Sets a gauge.
+    Set(f64),
+    /// Observes a value into a histogram.
+    Observe(f64),
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Inc(_) => "inc",
+            Op::Add(_) => "add",
+            Op::Set(_) => "set",
+            Op::Observe(_) => "observe",
+        }
+    }
+
+    fn value(self) -> f64 {
+        match self {
+            Op::Inc(v) | Op::Add(v) | Op::Set(v) | Op::Observe(v) => v,
+        }
+    }
+}
+
+/// One checked update. Plain data; safe to send across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    /// The family's index among the declarations.
+    pub family: usize,
+    /// Label values, in the family's label order.
+    pub labels: Vec<String>,
+    /// What to do.
+    pub op: Op,
+}
+
+type FieldError = (String, String);
+
+/// Parses one update object or an array of at most [`MAX_BATCH`], all or
+/// nothing; errors name the index and field, e.g. `updates[2].labels.model`.
+pub fn parse_batch(
+    value: &Value,
+    declared: &[Declaration],
+    index: &HashMap<String, usize>,
+) -> Result<Vec<Update>, Error> {
+    let items = crate::batch::items(value, "update", MAX_BATCH)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_one(v, declared, index)
+                .map_err(|(field, why)| Error::invalid(&format!("updates[{i}].{field}"), why))
+        })
+        .collect()
+}
+
+fn parse_one(
+    v: &Value,
+    declared: &[Declaration],
+    index: &HashMap<String, usize>,
+) -> Result<Update, FieldError> {
+    let fail = |field: &str, why: &str| Err((field.to_string(), why.to_string()));
+    let Value::Object(map) = v else {
+        return fail("name", "the update must be a JSON object");
+    };
+    let ops = ["inc", "add", "set", "observe"];
+    if let Some(k) = map
+        .keys()
+        .find(|k| !ops.contains(&k.as_str()) && k.as_str() != "name" && k.as_str() != "labels")
+    {
+        return fail(k, "unknown field");
+    }
+    let name = match map.get("name") {
+        Some(Value::String(s)) => s,
+        Some(_) => return fail("name", "must be a string"),
+        None => return fail("name", "is required"),
+    };
+    let Some(&family) = index.get(name.as_str()) else {
+        return Err((
+            "name".into(),
+            format!("{name:?} is not declared (see --metrics-file)"),
+        ));
+    };
+    let d = &declared[family];
+    let labels = labels(map.get("labels"), d)?;
+    let mut given = ops.iter().filter(|k| map.contains_key(**k));
+    let (Some(&key), None) = (given.next(), given.next()) else {
+        return fail("name", "give exactly one of inc, add, set or observe");
+    };
+    let value = match map.get(key).and_then(Value::as_f64) {
+        Some(v) if v.is_finite() => v,
+        _ => return fail(key, "must be a finite number"),
+    };
+    let op = match (d.kind, key) {
+        (Type::Counter, "inc" | "add") if value < 0.0 => {
+            return fail(key, "must not be negative: a counter only goes up")
+        }
+        (Type::Counter, "inc") => Op::Inc(value),
+        (Type::Counter | Type::Gauge, "add") => Op::Add(value),
+        (Type::Gauge, "set") => Op::Set(value),
+        (Type::Histogram, "observe") => Op::Observe(value),
+        (kind, _) => {
+            let allowed = match kind {
+                Type::Counter => "inc or add",
+                Type::Gauge => "set or add",
+                Type::Histogram => "observe",
+            };
+            return Err((
+                key.into(),
+                format!("is not an operation on a {}; use {allowed}", kind.as_str()),
+            ));
+        }
+    };
+    Ok(Update { family, labels, op })
+}
+
+/// The label values of `v`, in the declared order; exactly the declared
+/// names, no more.
+fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError> {
+    let empty = serde_json::Map::new();
+    let map = match v {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(("labels".into(), "must be an object of label values".into())),
+    };
+    if let Some(k) = map.keys().find(|k| !d.labels.contains(k)) {
+        let declared = d.labels.join(", ");
+        return Err((
+            format!("labels.{k}"),
+            format!("is not a label of {} (its labels: {declared})", d.name),
+        ));
+    }
+    d.labels
+        .iter()
+        .map(|l| match map.get(l) {
+            Some(Value::String(s)) if s.len() <= MAX_LABEL_VALUE => Ok(s.clone()),
+            Some(Value::String(_)) => Err((
+                format!("labels.{l}"),
+                format!("must be at most {MAX_LABEL_VALUE} bytes"),
+            )),
+            Some(_) => Err((format!("labels.{l}"), "must be a string".into())),
+            None => Err((format!("labels.{l}"), "is required".into())),
+        })
+        .collect()
+}
+
+/// The journal record of a batch:
+/// `{"u":[["name",["label value",...],"op",value],...]}`, with names rather
+/// than indexes so that a changed declarations file cannot misread it.
+pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
+    let mut out = String::with_capacity(16 + updates.len() * 48);
+    out.push_str("{\"u\":[");
+    for (i, u) in updates.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        json_text::push_str(&mut out, &declared[u.family].name);
+        out.push_str(",[");
+        for (j, l) in u.labels.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            json_text::push_str(&mut out, l);
+        }
+        out.push_str("],\"");
+        out.push_str(u.op.name());
+        out.push_str("\",");
+        json_text::push_f64(&mut out, u.op.value());
+        out.push(']');
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+/// Reads a journal record back. Updates of families no longer declared, or
+/// declared with other labels or another type, are counted in `skipped`
+/// and left out; they stay in the journal.
+pub fn from_record(
+    bytes: &[u8],
+    declared: &[Declaration],
+    index: &HashMap<String, usize>,
+    skipped: &mut u64,
+) -> Vec<Update> {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        *skipped += 1;
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in v["u"].as_array().into_iter().flatten() {
+        let parsed = (|| {
+            let family = *index.get(item[0].as_str()?)?;
+            let labels: Option<Vec<String>> = item[1]
+                .as_array()?
+                .iter()
+                .map(|l| l.as_str().map(str::to_string))
+                .collect();
+            let labels = labels.filter(|l| l.len() == declared[family].labels.len())?;
+            let value = item[3].as_f64()?;
+            let op = match (declared[family].kind, item[2].as_str()?) {
+                (Type::Counter, "inc") => Op::Inc(value),
+                (Type::Counter | Type::Gauge, "add") => Op::Add(value),
+                (Type::Gauge, "set") => Op::Set(value),
+                (Type::Histogram, "observe") => Op::Observe(value),
+                _ => return None,
+            };
+            Some(Update { family, labels, op })
+        })();
+        match parsed {
+            Some(u) => out.push(u),
+            None => *skipped += 1,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declared::spec;
+    use serde_json::json;
+
+    fn declared() -> (Vec<Declaration>, HashMap<String, usize>) {
+        let d = spec::parse(
+            r#"[{"name": "llm_requests_total", "type": "counter", "help": "h", "labels": ["model", "result"]},
+                {"name": "git_active_merges", "type": "gauge", "help": "h"},
+                {"name": "git_merge_duration_seconds", "type": "histogram", "help": "h"}]"#,
+        )
+        .unwrap();
+        let index = d
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        (d, index)
+    }
+
+    fn field(v: Value) -> String {
+        let (d, index) = declared();
+        match parse_batch(&v, &d, &index) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_each_operation_and_round_trips_through_the_journal() {
+        let (d, index) = declared();
+        let batch = json!([
+            {"name": "llm_requests_total", "labels": {"result": "ok", "model": "m \"x\""}, "inc": 1},
+            {"name": "llm_requests_total", "labels": {"model": "m", "result": "ok"}, "add": 2.5},
+            {"name": "git_active_merges", "set": -3},
+            {"name": "git_active_merges", "labels": {}, "add": -1.5},
+            {"name": "git_merge_duration_seconds", "observe": 0.25},
+        ]);
+        let updates = parse_batch(&batch, &d, &index).unwrap();
+        assert_eq!(updates[0].labels, ["m \"x\"", "ok"]);
+        assert_eq!(updates[2].op, Op::Set(-3.0));
+        let mut skipped = 0;
+        let back = from_record(&record(&updates, &d), &d, &index, &mut skipped);
+        assert_eq!((back, skipped), (updates, 0));
+    }
+
+    #[test]
+    fn refusals_name_the_index_and_field() {
+        let ok = json!({"name": "git_active_merges", "set": 1});
+        assert_eq!(
+            field(json!([ok, {"name": "nope", "inc": 1}])),
+            "updates[1].name"
+        );
+        assert_eq!(
+            field(json!({"name": "llm_requests_total", "labels": {"model": "m"}, "inc": 1})),
+            "updates[0].labels.result"
+        );
+        assert_eq!(
+            field(
+                json!({"name": "llm_requests_total", "labels": {"model": "m", "result": "ok", "x": "y"}, "inc": 1})
+            ),
+            "updates[0].labels.x"
+        );
+        assert_eq!(
+            field(
+                json!({"name": "llm_requests_total", "labels": {"model": 1, "result": "ok"}, "inc": 1})
+            ),
+            "updates[0].labels.model"
+        );
+        assert_eq!(
+            field(
+                json!({"name": "llm_requests_total", "labels": {"model": "m", "result": "ok"}, "inc": -1})
+            ),
+            "updates[0].inc"
+        );
+        assert_eq!(
+            field(
+                json!({"name": "llm_requests_total", "labels": {"model": "m", "result": "ok"}, "set": 1})
+            ),
+            "updates[0].set"
+        );
+        assert_eq!(
+            field(json!({"name": "git_active_merges", "inc": 1})),
+            "updates[0].inc"
+        );
+        assert_eq!(
+            field(json!({"name": "git_merge_duration_seconds", "add": 1})),
+            "updates[0].add"
+        );
+        assert_eq!(
+            field(json!({"name": "git_active_merges", "set": "NaN"})),
+            "updates[0].set"
+        );
+        assert_eq!(
+            field(json!({"name": "git_active_merges", "set": 1, "add": 1})),
+            "updates[0].name"
+        );
+        assert_eq!(
+            field(json!({"name": "git_active_merges"})),
+            "updates[0].name"
+        );
+        assert_eq!(
+            field(json!({"name": "git_active_merges", "set": 1, "colour": 1})),
+            "updates[0].colour"
+        );
+        assert_eq!(field(json!([])), "body");
+        let too_many: Vec<Value> = (0..=MAX_BATCH).map(|_| ok.clone()).collect();
+        assert_eq!(field(Value::Array(too_many)), "body");
+    }
+
+    #[test]
+    fn records_of_families_no_longer_declared_are_skipped() {
+        let (d, index) = declared();
+        let mut skipped = 0;
+        let line = br#"{"u":[["gone_total",[],"inc",1],["git_active_merges",[],"set",4],["git_active_merges",[],"observe",1]]}"#;
+        let back = from_record(line, &d, &index, &mut skipped);
+        assert_eq!(back.len(), 1);
+        assert_eq!(skipped, 2);
+    }
+}

@@ -1,0 +1,235 @@
+//! The command line as a new user meets it: start errors that say what is
+//! wrong in one plain line with the right exit code, help per subcommand,
+//! and finishing from the CLI a run that `trigger` started.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{get_json, run_cli, ServerProc, TempDir};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs the binary, which must fail with `code` and one plain stderr line
+/// containing each of `want`; returns that line.
+fn refused(args: &[&str], envs: &[(&str, &str)], code: i32, want: &[&str]) -> String {
+    let out = run_cli(args, envs, None, TIMEOUT);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+    let plain: Vec<&str> = out.stderr.lines().filter(|l| !l.starts_with('{')).collect();
+    assert_eq!(
+        plain.len(),
+        1,
+        "{args:?}: one plain line in {:?}",
+        out.stderr
+    );
+    assert!(plain[0].starts_with("conductor-metrics: "), "{}", plain[0]);
+    for w in want {
+        assert!(plain[0].contains(w), "{args:?}: {w:?} in {:?}", plain[0]);
+    }
+    assert!(out.stdout.is_empty(), "{args:?}: {:?}", out.stdout);
+    plain[0].to_string()
+}
+
+#[test]
+fn bad_input_says_what_is_wrong_and_exits_2() {
+    let dir = TempDir::new();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    refused(
+        &["serve", "--bogus"],
+        &[],
+        2,
+        &["--bogus is not a flag", "--help"],
+    );
+    refused(&["--bogus", "1"], &[], 2, &["--bogus is not a flag"]);
+    refused(&["--addr", "15110"], &[], 2, &["HOST:PORT", "\"15110\""]);
+    refused(
+        &[],
+        &[("AGENT_DAILY_BUDGET", "abc")],
+        2,
+        &["AGENT_DAILY_BUDGET must be an amount"],
+    );
+    refused(
+        &[],
+        &[("CONDUCTOR_MAX_BODY", "lots")],
+        2,
+        &["CONDUCTOR_MAX_BODY must be a size"],
+    );
+    refused(
+        &["--daily-budget", "abc"],
+        &[],
+        2,
+        &["--daily-budget must be an amount"],
+    );
+    refused(
+        &[
+            "--data-dir",
+            file.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+        2,
+        &["is a file, not a directory", "--data-dir"],
+    );
+    refused(
+        &["stauts"],
+        &[],
+        2,
+        &["unknown command \"stauts\"", "did you mean `status`"],
+    );
+    refused(&["complete"], &[], 2, &["needs a RUN_ID"]);
+    refused(&["help", "nope"], &[], 2, &["unknown command \"nope\""]);
+}
+
+#[test]
+fn a_port_in_use_is_an_environment_error_and_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new();
+    let out = run_cli(
+        &[
+            "--addr",
+            &addr,
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+        ],
+        &[],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let plain: Vec<&&str> = lines.iter().filter(|l| !l.starts_with('{')).collect();
+    assert_eq!(plain.len(), 1, "{:?}", out.stderr);
+    assert!(
+        plain[0].contains(&format!("cannot listen on {addr}: the port is in use")),
+        "{}",
+        plain[0]
+    );
+    // The JSON log line says the same, and nothing unrelated comes first.
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(logged.len(), 1, "{:?}", out.stderr);
+    assert_eq!(logged[0]["msg"], "cannot start");
+}
+
+#[test]
+fn every_subcommand_has_its_own_help() {
+    for sub in [
+        "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo",
+    ] {
+        let a = run_cli(&[sub, "--help"], &[], None, TIMEOUT);
+        let b = run_cli(&["help", sub], &[], None, TIMEOUT);
+        assert!(a.status.success() && b.status.success(), "{sub}: {a:?}");
+        assert_eq!(a.stdout, b.stdout, "{sub}");
+        assert!(
+            a.stdout.contains(&format!("conductor-metrics {sub}")),
+            "{sub}: {}",
+            a.stdout
+        );
+    }
+    let serve = run_cli(&["serve", "--help"], &[], None, TIMEOUT).stdout;
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "CONDUCTOR_METRICS_FILE",
+        "--shutdown-timeout",
+    ] {
+        assert!(serve.contains(var), "{var} in {serve}");
+    }
+    let all = run_cli(&["help"], &[], None, TIMEOUT).stdout;
+    assert!(
+        all.contains("complete RUN_ID") && all.contains("cancel RUN_ID"),
+        "{all}"
+    );
+}
+
+#[test]
+fn the_cli_finishes_a_run_that_trigger_started() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let url = server.url("");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = run_cli(&["trigger", "--url", &url], &[], None, TIMEOUT);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        ids.push(v["operation_id"].as_str().unwrap().to_string());
+    }
+    let done = run_cli(
+        &["complete", &ids[0], "--url", &url, "--cost", "0.25"],
+        &[],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(done.status.code(), Some(0), "{done:?}");
+    let v: Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["cost"].as_f64()),
+        (Some("completed"), Some(0.25))
+    );
+    let failed = run_cli(
+        &["fail", &ids[1], "--url", &url, "--error", "out of ideas"],
+        &[],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(failed.status.code(), Some(0), "{failed:?}");
+    let cancelled = run_cli(&["cancel", &ids[2], "--url", &url], &[], None, TIMEOUT);
+    assert_eq!(cancelled.status.code(), Some(0), "{cancelled:?}");
+    let run = get_json(server.addr(), &format!("/api/v1/runs/{}", ids[1])).json();
+    assert_eq!(
+        (run["status"].as_str(), run["error"].as_str()),
+        (Some("failed"), Some("out of ideas"))
+    );
+    let again = run_cli(&["cancel", &ids[2], "--url", &url], &[], None, TIMEOUT);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        again.stderr.contains("409") && again.stderr.contains("already cancelled"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_401_tells_the_user_to_set_the_key_and_the_start_log_names_the_data_dir() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[("CONDUCTOR_API_KEY", "s3cret")]);
+    let url = server.url("");
+    let out = run_cli(&["status", "--url", &url], &[], None, TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("set CONDUCTOR_API_KEY"),
+        "{}",
+        out.stderr
+    );
+    let wrong = run_cli(
+        &["budget", "--url", &url],
+        &[("CONDUCTOR_API_KEY", "nope")],
+        None,
+        TIMEOUT,
+    );
+    assert!(
+        wrong
+            .stderr
+            .contains("the key in CONDUCTOR_API_KEY was refused"),
+        "{}",
+        wrong.stderr
+    );
+    let listening = server
+        .stderr_json()
+        .into_iter()
+        .find(|l| l["msg"] == "listening")
+        .unwrap();
+    let logged = listening["data_dir"].as_str().unwrap();
+    assert!(std::path::Path::new(logged).is_absolute(), "{logged}");
+    assert_eq!(
+        std::path::Path::new(logged),
+        dir.path().canonicalize().unwrap()
+    );
+}
