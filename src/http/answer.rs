@@ -124,8 +124,8 @@ pub(crate) struct Slot {
     head_only: bool,
     close: bool,
     keep_alive_10: bool,
-    /// Marked idle once a late answer is written, as the connection thread
-    /// marks it after writing an answer itself.
+    /// Marked idle, and given its place in the idle order, when the answer
+    /// is sent.
     activity: Arc<Activity>,
 }
 
@@ -300,7 +300,6 @@ impl Slot {
             let _ = stream.shutdown(Shutdown::Both);
             return self.finish_failed();
         }
-        self.activity.mark_idle();
         *self.lock() = State::Written;
         self.changed.notify_all();
     }

@@ -75,7 +75,8 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
             return;
         }
         match serve_request(&mut client, shared, activity) {
-            AfterRequest::Read => activity.mark_idle(),
+            // The answer marked the connection idle when it was ready.
+            AfterRequest::Read => {}
             AfterRequest::Later(slot) => pending = Some(slot),
             AfterRequest::Close => return,
             AfterRequest::Linger => return linger(client.stream()),

@@ -57,16 +57,15 @@ impl Activity {
     // Relaxed is enough: the state is a single atomic whose compare-exchanges
     // decide every race on their own, and the ticket only ranks candidates.
 
-    /// Records that the connection's answer is ready, before it is written:
-    /// the client cannot send its next request, or another client act on
-    /// the answer, before this.
+    /// Records that the connection's answer is ready, and marks it idle and
+    /// so evictable, before the answer is written: the client cannot send
+    /// its next request, or another client act on the answer, before this,
+    /// so the order of idle connections never hangs on how threads are
+    /// scheduled afterwards. Eviction only shuts the reading side, so an
+    /// answer being written still goes out whole.
     pub(super) fn answered(&self) {
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
         self.ticket.store(ticket, Ordering::Relaxed);
-    }
-
-    /// Marks the connection as waiting for a request, and so evictable.
-    pub(super) fn mark_idle(&self) {
         let _ = self
             .state
             .compare_exchange(BUSY, IDLE, Ordering::Relaxed, Ordering::Relaxed);
@@ -148,8 +147,10 @@ impl Connections {
             // The compare-exchange fails if the connection just became busy;
             // then the loop looks again.
             if inner.live.get(&id).is_some_and(|e| e.activity.evict()) {
+                // Its thread, waiting for a request or finishing an answer,
+                // then reads the end of the stream and closes.
                 if let Some(entry) = inner.live.remove(&id) {
-                    let _ = entry.stream.shutdown(Shutdown::Both);
+                    let _ = entry.stream.shutdown(Shutdown::Read);
                 }
                 self.hooks.connection_rejected("evicted");
             }
@@ -225,7 +226,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let log = Arc::new(Log::default());
         let connections = Arc::new(Connections::new(2, log.clone()));
-        let (a, a_client) = pair(&listener);
+        let (a, _a_client) = pair(&listener);
         let (b, _b_client) = pair(&listener);
         let (c, _c_client) = pair(&listener);
         let ra = connections.admit(&a).unwrap();
@@ -233,9 +234,9 @@ mod tests {
         // `b` goes busy and back to idle, so it is now newer than `a`.
         assert!(rb.activity().mark_busy());
         rb.activity().answered();
-        rb.activity().mark_idle();
         let rc = connections.admit(&c).unwrap();
-        assert!(closed(&a_client));
+        // Its reading side is shut, which its thread sees as the end of the stream.
+        assert!(closed(&a));
         assert!(
             !ra.activity().mark_busy(),
             "an evicted connection must not serve"
