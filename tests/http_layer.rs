@@ -385,7 +385,7 @@ fn malformed_requests_get_json_errors_and_are_closed() {
         "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
         "X-Filler: 0123456789abcdef\r\n".repeat(740)
     );
-    let cases: [(&[u8], u16, &str, &str); 11] = [
+    let cases: [(&[u8], u16, &str, &str); 10] = [
         (
             b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
             505,
@@ -419,7 +419,6 @@ fn malformed_requests_get_json_errors_and_are_closed() {
             "DELETE",
         ),
         (b"G(T / HTTP/1.1\r\nHost: t\r\n\r\n", 400, "BAD_REQUEST", "OTHER"),
-        (b"get / HTTP/1.1\r\nHost: t\r\n\r\n", 501, "NOT_IMPLEMENTED", "OTHER"),
         (b"GET / HTTP/1.1\r\n\r\n", 400, "BAD_REQUEST", "GET"),
         (
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -443,6 +442,24 @@ fn malformed_requests_get_json_errors_and_are_closed() {
     let expected: Vec<(String, u16)> = cases.iter().map(|c| (c.3.to_string(), c.1)).collect();
     assert_eq!(*recorder.rejected.lock().unwrap(), expected);
     assert!(echo.urls().is_empty());
+}
+
+#[test]
+fn unknown_and_lowercase_methods_get_501_and_the_connection_goes_on() {
+    let (server, echo, recorder) = start(quick());
+    let mut client = Client::connect(&server);
+    for method in ["get", "BREW"] {
+        client.send(
+            format!("{method} /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi").as_bytes(),
+        );
+        let reply = client.reply();
+        assert_eq!(reply.status, 501, "{method}");
+        assert!(reply.text().contains("\"NOT_IMPLEMENTED\""));
+        assert_eq!(reply.header("Connection"), None);
+    }
+    assert_eq!(client.get("/after").text(), "GET /after 0");
+    assert_eq!(echo.urls(), ["/after"]);
+    assert_eq!(recorder.rejected.lock().unwrap().len(), 2);
 }
 
 #[test]

@@ -136,7 +136,7 @@ fn serve_request(
         return refuse(client, shared, label, head_only, reject);
     }
     let mut request = head.request(Vec::new());
-    if !shared.handler.admits(&request) {
+    if head.implemented() && !shared.handler.admits(&request) {
         // Answered on the head alone: a body is never read, and the
         // connection then closes, since its next request would start inside it.
         let close = head.has_body() || !head.keep_alive;
@@ -155,6 +155,22 @@ fn serve_request(
     };
     let close = !head.keep_alive;
     let keep_alive_10 = head.http10 && !close;
+    if !head.implemented() {
+        // The framing was sound and the body is read, so the connection goes on.
+        let reject = Reject::not_implemented("the request method is not implemented");
+        shared.hooks.request_rejected(label, reject.status);
+        activity.answered();
+        let connection = match (close, keep_alive_10) {
+            (true, _) => "Connection: close\r\n",
+            (false, true) => "Connection: keep-alive\r\n",
+            (false, false) => "",
+        };
+        return match client.write_all(&reject::framed(reject, head_only, connection)) {
+            Ok(()) if close => AfterRequest::Linger,
+            Ok(()) => AfterRequest::Read,
+            Err(_) => AfterRequest::Close,
+        };
+    }
     let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
     shared.handler.handle(request, answer);
     // The handler has parsed the body, or dropped it, by now.

@@ -85,6 +85,12 @@ impl Reject {
 /// next request starts. A 503 says when to retry.
 /// `head_only` leaves the body out, as a response to `HEAD` must.
 pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
+    framed(reject, head_only, "Connection: close\r\n")
+}
+
+/// [`response`] for a request whose framing was sound, so the connection
+/// goes on: `connection` is the `Connection` line to send, if any.
+pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u8> {
     let mut body = String::with_capacity(96);
     body.push_str("{\"error\":{\"code\":\"");
     body.push_str(reject.error_code());
@@ -97,7 +103,7 @@ pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
         ""
     };
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{connection}\r\n",
         reject.status,
         reason(reject.status),
         body.len(),
