@@ -4,16 +4,25 @@
 #   metrics_rps <n> req/s        GET /metrics, 32 connections, 2 threads, 5 s
 #   message_appends <n> acks/s   POST /api/v1/messages answered 201, 64 connections, 2 threads, 5 s
 #   events_ingest <n> events/s   POST /api/v1/runs/{id}/events, batches of 100, 8 keep-alive connections, 5 s
+#   appends_with_100_idle_subscribers <n> acks/s
+#                                the message_appends run again beside 100 SSE streams that never
+#                                read (>= 0.8 x message_appends: a slow subscriber never slows a
+#                                publisher)
+#   sse_delivery_p50 <n> ms      from sending an append to its event arriving on an SSE stream,
+#                                its durable write included, 200 samples 10 ms apart (< 2)
 #   idle_rss <n> MiB             VmRSS of a fresh server after one GET /healthz
+#   idle_threads <n> threads     the threads of that server (<= 8)
 #   binary_size <n> MiB          the (stripped) release binary
 #   metric_updates <n> updates/s POST /api/v1/metrics answered 200 (durable), batches of 1000, 8 connections, 5 s
 #   render_declared_10k_us <n> us  p50 server-side render of GET /metrics, 10,000 declared series valued in dollars
 #   render_declared_10k_counts_us <n> us  the same with whole-number values (token counts)
+#   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 5000, <= 6, 0)
 #
-# The last three run on servers started with docs/examples/orchestrator-metrics.json.
+# The three declared-metrics figures run on servers started with docs/examples/orchestrator-metrics.json.
 # Targets, reported rather than asserted: metric_updates >= 200,000/s, render_declared_10k_us < 1000.
 #
-# Fails if any request fails, so a broken server cannot produce a flattering figure.
+# Fails if any request fails or a figure is out of its bound, so a broken server cannot produce
+# a flattering figure.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -24,10 +33,16 @@ readonly DURATION=5s
 readonly WRK_DEADLINE_SECONDS=30
 readonly MESSAGE_BODY='{"type":"bench","body":"hello"}'
 
-need_cmd cargo curl wrk timeout awk
+need_cmd cargo curl wrk timeout awk python3
+
+readonly CLIENTS="$CM_REPO_ROOT/scripts/chaos_clients.py"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/conductor-bench.XXXXXX")
+holder_pid=
 cleanup() {
+    if [[ -n $holder_pid ]]; then
+        kill "$holder_pid" 2>/dev/null || true
+    fi
     stop_server
     rm -rf "$tmp"
 }
@@ -49,6 +64,7 @@ curl -fsS -o /dev/null --max-time 5 "$CM_URL/healthz"
 rss_kib=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$CM_PID/status")
 [[ -n $rss_kib ]] || die "no VmRSS for pid $CM_PID"
 idle_rss=$(mib $((rss_kib * 1024)))
+idle_threads=$(awk '$1 == "Threads:" { print $2 }' "/proc/$CM_PID/status")
 binary_size=$(mib "$(stat -c %s "$CM_BIN")")
 
 # GET /metrics: any non-2xx answer or socket error fails the run.
@@ -107,6 +123,23 @@ counted_rate() {
 printf '%s' "$MESSAGE_BODY" >"$tmp/message.json"
 write_counting_script 201 "$tmp/message.json" "$tmp/messages.lua"
 message_appends=$(counted_rate message_appends 64 "$CM_URL/api/v1/messages" "$tmp/messages.lua")
+
+# The same appends beside 100 SSE subscribers whose clients never read.
+python3 "$CLIENTS" holdsse --url "$CM_URL" --count 100 >"$tmp/holdsse.out" &
+holder_pid=$!
+for _ in $(seq 100); do
+    grep -q '^sse_held 100$' "$tmp/holdsse.out" && break
+    sleep 0.1
+done
+grep -q '^sse_held 100$' "$tmp/holdsse.out" || die "the 100 idle subscribers did not connect"
+appends_idle_subs=$(counted_rate appends_with_100_idle_subscribers 64 "$CM_URL/api/v1/messages" "$tmp/messages.lua")
+kill "$holder_pid"
+wait "$holder_pid" 2>/dev/null || true
+holder_pid=
+
+timeout 60 python3 "$CLIENTS" ssedelay --url "$CM_URL" --samples 200 --pause 0.01 >"$tmp/ssedelay.out" ||
+    die "ssedelay failed"
+sse_delivery_p50=$(awk '$1 == "sse_delivery_p50_ms" { print $2 }' "$tmp/ssedelay.out")
 
 # A batch of 100 events for one long-lived run: phases, tokens and gates.
 python3 - >"$tmp/events.json" <<'PY'
@@ -217,9 +250,35 @@ render_declared_10k_counts_us=$render_us
 
 figure metrics_rps "$metrics_rps" req/s
 figure message_appends "$message_appends" acks/s
+figure appends_with_100_idle_subscribers "$appends_idle_subs" acks/s
 figure events_ingest "$events_ingest" events/s
+figure sse_delivery_p50 "$sse_delivery_p50" ms
 figure idle_rss "$idle_rss" MiB
+figure idle_threads "$idle_threads" threads
 figure binary_size "$binary_size" MiB
 figure metric_updates "$metric_updates" updates/s
 figure render_declared_10k_us "$render_declared_10k_us" us
 figure render_declared_10k_counts_us "$render_declared_10k_counts_us" us
+python3 "$CM_REPO_ROOT/scripts/code_figures.py" >"$tmp/code.out"
+cat "$tmp/code.out"
+
+failures=()
+check() {
+    awk -v g="$2" -v op="$3" -v b="$4" 'BEGIN {
+        ok = (op == "<") ? g < b : (op == "<=") ? g <= b : (op == ">=") ? g >= b : (op == "==") ? g == b : 0
+        exit !ok
+    }' || failures+=("$1 is $2, not $3 $4")
+}
+code_value() {
+    awk -v name="$1" '$1 == name { print $2 }' "$tmp/code.out"
+}
+check appends_with_100_idle_subscribers "$appends_idle_subs" '>=' "$(awk -v m="$message_appends" 'BEGIN { print 0.8 * m }')"
+check sse_delivery_p50 "$sse_delivery_p50" '<' 2
+check idle_threads "$idle_threads" '<=' 8
+check src_http_lines "$(code_value src_http_lines)" '<=' 5000
+check unsafe_blocks "$(code_value unsafe_blocks)" '<=' 6
+check import_circles "$(code_value import_circles)" '==' 0
+if ((${#failures[@]} > 0)); then
+    printf 'out of bounds: %s\n' "${failures[@]}" >&2
+    exit 1
+fi

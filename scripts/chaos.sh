@@ -13,6 +13,13 @@
 #                                   next answer (<= 5)
 #   cardinality_series_max <n>      most series seen in /metrics during 100,000 random requests
 #                                   (<= 322, the bound derived in docs/operations.md)
+#   sse_storm_fds_max <n>           the server's most descriptors while 12 clients open SSE streams,
+#                                   read their first bytes and close them, for 6 s (< 1000)
+#   sse_storm_healthz_failed <n>    GET /healthz every 50 ms meanwhile that got no 200 (0)
+#   stream_freed_s <n> s            from the storm's end until its descriptors and threads are
+#                                   given back (<= 1)
+#   lagged_threads_freed_s <n> s    50 SSE subscribers that never read, cut off for lagging under a
+#                                   flood of appends: from the last cut to their threads gone (<= 1)
 #
 # It also checks, failing on the first miss: idle and header timeouts close and count connections,
 # the connection cap closes the oldest idle connection first, heads over 16 KiB get 431 with flat
@@ -28,6 +35,8 @@ readonly IDLE_P99_MAX_MS=100
 readonly RSS_MAX_MIB=64
 readonly FLOOD_P99_MAX_MS=50
 readonly EMFILE_RECOVERY_MAX_S=5
+readonly STORM_FDS_MAX=1000
+readonly STREAM_FREED_MAX_S=1
 # docs/operations.md, "Series bound": 62 fixed + 8 methods x 25 status labels + 13 event types
 # + 3 run outcomes x 15 run-duration series + 2 delivery results.
 readonly SERIES_BOUND=322
@@ -134,6 +143,22 @@ clients cardinality --count "$CARDINALITY_REQUESTS" --workers 4 --batch 200 --se
 series_max=$(value cardinality cardinality_series_max)
 figures+=("cardinality_series_max $series_max series")
 bound cardinality_series_max "$series_max" '<=' "$SERIES_BOUND"
+stop_server
+
+step "an SSE storm, then subscribers that never read"
+start_server "$tmp/streams"
+clients ssestorm --count 12 --seconds 6 --within 5
+storm_fds=$(value ssestorm sse_storm_fds_max)
+storm_failed=$(value ssestorm sse_storm_healthz_failed)
+stream_freed=$(value ssestorm stream_freed_s)
+clients lagged --count 50 --seconds 30 --within 5
+lagged_freed=$(value lagged lagged_threads_freed_s)
+figures+=("sse_storm_fds_max $storm_fds fds" "sse_storm_healthz_failed $storm_failed requests"
+    "stream_freed_s $stream_freed s" "lagged_threads_freed_s $lagged_freed s")
+bound sse_storm_fds_max "$storm_fds" '<' "$STORM_FDS_MAX"
+bound sse_storm_healthz_failed "$storm_failed" '==' 0
+bound stream_freed_s "$stream_freed" '<=' "$STREAM_FREED_MAX_S"
+bound lagged_threads_freed_s "$lagged_freed" '<=' "$STREAM_FREED_MAX_S"
 stop_server
 
 step "scrapes under a flood of POST /api/v1/messages, 3 rounds"

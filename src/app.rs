@@ -189,7 +189,7 @@ impl App {
             declared,
             started,
         });
-        crate::events::wire(&app);
+        wire_events(&app);
         Ok(app)
     }
 
@@ -242,4 +242,22 @@ impl App {
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// Connects the publishers that live inside the domain to `app`'s hub: the
+/// bus reports each message as it becomes visible, with the correlation of
+/// the run it names. It lives here, in the composition root, because it
+/// reaches into the bus, the runs and the hub at once.
+fn wire_events(app: &Arc<App>) {
+    let weak = Arc::downgrade(app);
+    app.bus.on_visible(Box::new(move |message| {
+        let Some(app) = weak.upgrade() else {
+            return;
+        };
+        let run = message
+            .run_id
+            .as_deref()
+            .and_then(|id| app.runs.with_run(id, |run| run.ids()));
+        app.events.message_appended(message, run.as_ref());
+    }));
 }

@@ -1,13 +1,319 @@
-//! A minimal HTTP/1.1 client over std, for the command-line subcommands
-//! that talk to a running server.
+//! The one HTTP/1.1 client: a request on a fresh connection under one
+//! deadline, and the response parser. The command-line subcommands, the
+//! OTLP exporter and the integration tests all go through it.
+//!
+//! Plain `http://` only: std has no TLS, and the server and collectors it
+//! talks to sit on the same host or pod.
 
-use std::io::{Read, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// An answer from the server.
+/// The longest status or header line read.
+const MAX_LINE: u64 = 64 * 1024;
+/// The most header fields read.
+const MAX_HEADERS: usize = 256;
+/// The largest body read.
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// How long a subcommand waits for the server's whole answer.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTP response as read off the wire. Plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values in wire order, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+    /// Whether the connection ends after it: the response said so, or its
+    /// body ran to the end of the stream, or it switched protocols.
+    pub closes: bool,
+}
+
+impl Response {
+    /// The first value of header `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body as text, with any invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; `Null` when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Why a request failed, and at which stage: `resolve`, `connect`, `send`
+/// or `read`. Safe to send across threads.
+#[derive(Debug)]
+pub struct Failure {
+    /// The stage that failed.
+    pub stage: &'static str,
+    /// The error.
+    pub error: io::Error,
+}
+
+/// Sends `method target` with `headers` and `body` to `authority`
+/// (`host[:port]`, port 80 by default) on a new connection, and reads the
+/// whole response; everything must be done within `timeout`. `Host`,
+/// `Content-Length` and `Connection: close` are added.
+///
+/// # Errors
+///
+/// A [`Failure`] naming the stage, `TimedOut` once the deadline passed.
+pub fn exchange(
+    authority: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let deadline = Instant::now() + timeout;
+    let fail = |stage| move |error| Failure { stage, error };
+    let addrs = socket_target(authority)
+        .to_socket_addrs()
+        .map_err(fail("resolve"))?;
+    let mut last = io::Error::new(ErrorKind::NotFound, "the host has no address");
+    let mut connected = None;
+    for addr in addrs {
+        let budget = remaining(deadline).map_err(fail("connect"))?;
+        match TcpStream::connect_timeout(&addr, budget) {
+            Ok(stream) => {
+                connected = Some(stream);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let stream = connected.ok_or(last).map_err(fail("connect"))?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut timed = Timed { stream, deadline };
+    timed
+        .write_all(head.as_bytes())
+        .and_then(|()| timed.write_all(body))
+        .map_err(fail("send"))?;
+    read_response(&mut BufReader::new(timed), method == "HEAD").map_err(fail("read"))
+}
+
+/// `host:port` for the resolver, with HTTP's port 80 when none is given.
+fn socket_target(authority: &str) -> String {
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    }
+}
+
+fn remaining(deadline: Instant) -> io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| io::Error::new(ErrorKind::TimedOut, "the deadline passed"))
+}
+
+/// A socket whose every read and write waits at most until the deadline,
+/// so a peer that trickles bytes cannot stretch it.
+struct Timed {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream
+            .set_read_timeout(Some(remaining(self.deadline)?))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream
+            .set_write_timeout(Some(remaining(self.deadline)?))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// Reads one response from `r`; `head` says whether it answers a `HEAD`
+/// request. Interim `1xx` responses are skipped, except `101`. The body is
+/// framed by `Transfer-Encoding: chunked`, `Content-Length`, or the end of
+/// the stream.
+///
+/// # Errors
+///
+/// `UnexpectedEof` when the stream ends first, `InvalidData` for a
+/// malformed or oversized response, or the reader's own error.
+pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Response> {
+    loop {
+        let line = read_line(r)?.ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            )
+        })?;
+        let mut parts = line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default().to_string();
+        let code = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            return Err(invalid(format!("bad status line: {line:?}")));
+        }
+        let status: u16 = code
+            .parse()
+            .map_err(|_| invalid(format!("bad status code in {line:?}")))?;
+        let mut resp = Response {
+            status,
+            headers: read_headers(r)?,
+            body: Vec::new(),
+            closes: false,
+        };
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        let has_token = |resp: &Response, token: &str| {
+            resp.header_all("connection")
+                .iter()
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        resp.closes = has_token(&resp, "close")
+            || (version == "HTTP/1.0" && !has_token(&resp, "keep-alive"))
+            || status == 101;
+        if head || matches!(status, 101 | 204 | 304) {
+            return Ok(resp);
+        }
+        let chunked = resp
+            .header("transfer-encoding")
+            .and_then(|v| v.split(',').next_back())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            resp.body = read_chunked(r)?;
+        } else if let Some(len) = resp.header("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| invalid(format!("bad Content-Length {len:?}")))?;
+            if len > MAX_BODY {
+                return Err(invalid(format!("Content-Length {len} too large")));
+            }
+            resp.body = vec![0; len];
+            r.read_exact(&mut resp.body)?;
+        } else {
+            r.by_ref()
+                .take(MAX_BODY as u64)
+                .read_to_end(&mut resp.body)?;
+            resp.closes = true;
+        }
+        return Ok(resp);
+    }
+}
+
+/// Reads one line without its CR LF; `None` at a clean end of stream before
+/// the first byte.
+fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        let kind = if buf.len() as u64 >= MAX_LINE {
+            ErrorKind::InvalidData
+        } else {
+            ErrorKind::UnexpectedEof
+        };
+        let line = String::from_utf8_lossy(&buf);
+        return Err(io::Error::new(kind, format!("incomplete line: {line:?}")));
+    }
+    let line = String::from_utf8_lossy(&buf);
+    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, msg)
+}
+
+fn read_headers(r: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(r)?
+            .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "EOF in headers"))?;
+        if line.is_empty() {
+            return Ok(headers);
+        }
+        if headers.len() >= MAX_HEADERS {
+            return Err(invalid("too many headers".to_string()));
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(r)?
+            .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "EOF in chunked body"))?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailers, if any, end with an empty line like the headers.
+            read_headers(r)?;
+            return Ok(body);
+        }
+        if body.len() + size > MAX_BODY {
+            return Err(invalid("chunked body too large".to_string()));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+        if &crlf != b"\r\n" {
+            return Err(invalid(format!("chunk not followed by CRLF: {crlf:?}")));
+        }
+    }
+}
+
+/// A subcommand's answer from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// The status code.
@@ -16,8 +322,13 @@ pub struct Answer {
     pub json: Value,
 }
 
-/// Sends one request to `base_url` + `path` and reads the whole answer.
-/// `CONDUCTOR_API_KEY`, when set, goes in `Authorization`.
+/// Sends one request to `base_url` + `path` and reads the whole answer, for
+/// the subcommands. `CONDUCTOR_API_KEY`, when set, goes in `Authorization`.
+///
+/// # Errors
+///
+/// A one-line message: the URL is not `http://`, or the server could not
+/// be reached, written to or read from.
 pub fn request(
     method: &str,
     base_url: &str,
@@ -27,92 +338,75 @@ pub fn request(
     let rest = base_url
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// URLs are supported, not {base_url:?}"))?;
-    let (host, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {host}"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to {base_url}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let target = format!("/{}{path}", prefix.trim_end_matches('/')).replace("//", "/");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut head = format!(
-        "{method} /{}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
-        prefix.trim_end_matches('/'),
-        body.len()
-    )
-    .replace("//", "/");
+    let key = std::env::var("CONDUCTOR_API_KEY").map(|k| format!("Bearer {}", k.trim()));
+    let mut headers = vec![("Accept", "application/json")];
     if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
+        headers.push(("Content-Type", "application/json"));
     }
-    if let Ok(key) = std::env::var("CONDUCTOR_API_KEY") {
-        head.push_str(&format!("Authorization: Bearer {}\r\n", key.trim()));
+    if let Ok(key) = &key {
+        headers.push(("Authorization", key));
     }
-    head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()))
-        .map_err(|e| format!("cannot send to {base_url}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("cannot read from {base_url}: {e}"))?;
-    parse_answer(&raw)
-}
-
-fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the server's answer has no header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("the server's answer has no status")?;
-    let mut body = raw[split + 4..].to_vec();
-    if head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    }) {
-        body = dechunk(&body);
-    }
+    let response = exchange(
+        host,
+        method,
+        &target,
+        &headers,
+        body.as_bytes(),
+        CLI_TIMEOUT,
+    )
+    .map_err(|f| match f.stage {
+        "resolve" | "connect" => format!("cannot connect to {base_url}: {}", f.error),
+        "send" => format!("cannot send to {base_url}: {}", f.error),
+        _ => format!("cannot read from {base_url}: {}", f.error),
+    })?;
     Ok(Answer {
-        status,
-        json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        status: response.status,
+        json: response.json(),
     })
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
-        data = &data[eol + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(bytes: &[u8], head: bool) -> io::Result<Response> {
+        read_response(&mut io::Cursor::new(bytes), head)
+    }
+
     #[test]
-    fn parses_plain_and_chunked_answers() {
-        let a =
-            parse_answer(b"HTTP/1.1 201 Created\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n").unwrap();
-        assert_eq!(a.status, 201);
-        assert_eq!(a.json["a"], 1);
-        let a = parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n").unwrap();
-        assert_eq!(a.json["b"], 2);
-        assert!(parse_answer(b"garbage").is_err());
+    fn parses_plain_chunked_and_interim_answers() {
+        let a = parse(
+            b"HTTP/1.1 201 Created\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n",
+            false,
+        );
+        let a = a.unwrap();
+        assert_eq!(
+            (a.status, a.json()["a"].as_i64(), a.closes),
+            (201, Some(1), false)
+        );
+        let chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\
+            Transfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n";
+        let a = parse(chunked, false).unwrap();
+        assert_eq!((a.status, a.json()["b"].as_i64()), (200, Some(2)));
+        let a = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert!(a.body.is_empty() && a.closes);
+        let a = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end",
+            false,
+        );
+        assert_eq!(a.unwrap().text(), "to the end");
+        assert!(parse(b"garbage\r\n\r\n", false).is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", false).is_err());
+    }
+
+    #[test]
+    fn authorities_get_port_80_by_default() {
+        assert_eq!(socket_target("example.com"), "example.com:80");
+        assert_eq!(socket_target("127.0.0.1:4318"), "127.0.0.1:4318");
+        assert_eq!(socket_target("[::1]"), "[::1]:80");
+        assert_eq!(socket_target("[::1]:9"), "[::1]:9");
     }
 }

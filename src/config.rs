@@ -14,8 +14,6 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 /// The default body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
-/// The default number of tiny_http workers for the stream routes.
-pub const DEFAULT_WORKERS: usize = 4;
 
 /// Settings of `serve`.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,8 +22,6 @@ pub struct ServeConfig {
     pub addr: String,
     /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
     pub data_dir: PathBuf,
-    /// `--workers` / `CONDUCTOR_WORKERS`.
-    pub workers: usize,
     /// `--max-body` / `CONDUCTOR_MAX_BODY`, in bytes.
     pub max_body: u64,
     /// From `--api-key-file`, or `CONDUCTOR_API_KEY`.
@@ -119,7 +115,6 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
         _ => &[
             "addr",
             "data-dir",
-            "workers",
             "max-body",
             "api-key-file",
             "log-level",
@@ -262,17 +257,6 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
         _ => {}
     }
-    let workers = match setting("workers", "CONDUCTOR_WORKERS") {
-        None => DEFAULT_WORKERS,
-        Some((w, from)) => match w.parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "{from} must be an integer from 1 to 1024, not {w:?}"
-                ))
-            }
-        },
-    };
     let max_body = match setting("max-body", "CONDUCTOR_MAX_BODY") {
         None => DEFAULT_MAX_BODY,
         Some((b, from)) => parse_size(&b).ok_or_else(|| {
@@ -359,7 +343,6 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     Ok(Command::Serve(ServeConfig {
         addr,
         data_dir,
-        workers,
         max_body,
         api_key,
         log_level,
@@ -463,32 +446,23 @@ mod tests {
         let Command::Serve(c) = parse(&[], &no_env).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (c.addr.as_str(), c.workers, c.max_body),
-            (DEFAULT_ADDR, 4, 1 << 20)
-        );
-        let env = |k: &str| (k == "CONDUCTOR_WORKERS").then(|| "9".to_string());
-        let Command::Serve(c) =
-            parse(&args("serve --addr 127.0.0.1:0 --max-body=2KiB"), &env).unwrap()
-        else {
+        assert_eq!((c.addr.as_str(), c.max_body), (DEFAULT_ADDR, 1 << 20));
+        let env = |k: &str| (k == "CONDUCTOR_MAX_BODY").then(|| "9".to_string());
+        let Command::Serve(c) = parse(&args("serve --addr 127.0.0.1:0"), &env).unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (c.addr.as_str(), c.workers, c.max_body),
-            ("127.0.0.1:0", 9, 2048)
-        );
-        let Command::Serve(c) = parse(&args("--workers 3"), &env).unwrap() else {
+        assert_eq!((c.addr.as_str(), c.max_body), ("127.0.0.1:0", 9));
+        let Command::Serve(c) = parse(&args("--max-body=2KiB"), &env).unwrap() else {
             panic!()
         };
-        assert_eq!(c.workers, 3);
+        assert_eq!(c.max_body, 2048);
     }
 
     #[test]
     fn bad_input_is_one_line() {
         for bad in [
             "--nope 1",
-            "--workers x",
-            "--workers 0",
+            "--workers 4",
             "--max-body 1X",
             "--addr",
             "stray",

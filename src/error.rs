@@ -22,7 +22,20 @@ pub enum Error {
     /// Storage failed; nothing was acknowledged.
     Storage(String),
     /// The day's budget cannot cover another run.
-    Exhausted(Box<crate::budget::Refusal>),
+    Exhausted(Box<Refused>),
+}
+
+/// A run the day's budget refused, as its answer shows it. Plain data, so
+/// that this module needs nothing from the budget's; safe to send across
+/// threads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// A one-line explanation for people.
+    pub message: String,
+    /// The refusal as JSON: the budget at that moment and what did not fit.
+    pub body: serde_json::Value,
+    /// Whole seconds until the budget resets, at least 1: the `Retry-After` value.
+    pub retry_after_seconds: u64,
 }
 
 impl Error {
@@ -42,7 +55,7 @@ impl fmt::Display for Error {
             Error::NotFound(m) | Error::Conflict(m) | Error::TooLarge(m) | Error::Storage(m) => {
                 f.write_str(m)
             }
-            Error::Exhausted(refusal) => f.write_str(&refusal.message()),
+            Error::Exhausted(refused) => f.write_str(&refused.message),
         }
     }
 }

@@ -11,8 +11,7 @@ use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::demo;
 use conductor_metrics::error::Error;
-use conductor_metrics::http::front::FrontConfig;
-use conductor_metrics::http::Server;
+use conductor_metrics::http::{Limits, Server};
 use conductor_metrics::log::Logger;
 use conductor_metrics::otlp::OtlpConfig;
 
@@ -143,14 +142,14 @@ fn start(c: &ServeConfig, log: Logger) -> Result<Server, StartError> {
         };
         StartError::environment(format!("cannot listen on {}: {why}", c.addr))
     })?;
-    let front = FrontConfig {
+    let limits = Limits {
         max_connections: c.max_connections,
         header_timeout: c.header_timeout,
         idle_timeout: c.idle_timeout,
         max_body: c.max_body,
-        ..FrontConfig::default()
+        ..Limits::default()
     };
-    let server = Server::start(app, listener, c.workers, front)
+    let server = Server::start(app, listener, limits)
         .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
     log.info(

@@ -21,6 +21,7 @@ mod ffi {
         pub fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
         #[cfg(target_pointer_width = "64")]
         pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
+        pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
         pub fn setsockopt(
             fd: c_int,
             level: c_int,
@@ -28,8 +29,13 @@ mod ffi {
             value: *const std::ffi::c_void,
             len: u32,
         ) -> c_int;
-        pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
     }
+
+    /// `SOL_SOCKET` and `SO_SNDBUF` (x86, ARM and most others; not MIPS,
+    /// SPARC or PA-RISC, where `set_send_buffer` does nothing).
+    pub const SOL_SOCKET: c_int = 1;
+    /// See [`SOL_SOCKET`].
+    pub const SO_SNDBUF: c_int = 7;
 
     /// `MSG_DONTWAIT`: this one call does not block.
     pub const MSG_DONTWAIT: c_int = 0x40;
@@ -44,11 +50,6 @@ mod ffi {
     /// glibc's `M_ARENA_MAX`.
     #[cfg(target_env = "gnu")]
     pub const M_ARENA_MAX: c_int = -8;
-
-    /// `IPPROTO_TCP`.
-    pub const IPPROTO_TCP: c_int = 6;
-    /// `TCP_NODELAY`.
-    pub const TCP_NODELAY: c_int = 1;
 
     /// glibc's and musl's `_SC_CLK_TCK`.
     pub const SC_CLK_TCK: c_int = 2;
@@ -69,17 +70,6 @@ mod ffi {
         target_arch = "sparc64"
     )))]
     pub const RLIMIT_NOFILE: c_int = 7;
-}
-
-/// `EMFILE`: this process has as many descriptors open as its limit allows.
-const EMFILE: i32 = 24;
-
-/// `ENFILE`: the whole system is out of descriptors.
-const ENFILE: i32 = 23;
-
-/// Whether `err` says no descriptor could be had (`EMFILE` or `ENFILE`).
-pub fn out_of_descriptors(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// The limits on open descriptors (`RLIMIT_NOFILE`). `u64::MAX`
@@ -119,8 +109,8 @@ pub fn fd_limits() -> std::io::Result<FdLimits> {
 
 /// Raises the soft limit on open descriptors to the hard limit, so that
 /// every connection the server admits can have its descriptors, and returns
-/// the limits then in force. Each client connection costs the front two
-/// descriptors, and three more while a request is in flight.
+/// the limits then in force. Each client connection costs two
+/// descriptors, and one more while it streams or awaits a durable write.
 ///
 /// # Errors
 ///
@@ -161,56 +151,29 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// Clock ticks per second, as `/proc` times are counted (100 on Linux).
+/// A positive `sysconf(name)`, or `fallback`.
 #[cfg(target_os = "linux")]
-pub fn clock_ticks_per_second() -> f64 {
+fn sysconf(name: std::ffi::c_int, fallback: f64) -> f64 {
     // SAFETY: sysconf takes an integer and returns an integer; it reads no
     // memory of ours and is thread-safe.
-    let v = unsafe { ffi::sysconf(ffi::SC_CLK_TCK) };
+    let v = unsafe { ffi::sysconf(name) };
     if v > 0 {
         v as f64
     } else {
-        100.0
+        fallback
     }
+}
+
+/// Clock ticks per second, as `/proc` times are counted (100 on Linux).
+#[cfg(target_os = "linux")]
+pub fn clock_ticks_per_second() -> f64 {
+    sysconf(ffi::SC_CLK_TCK, 100.0)
 }
 
 /// The memory page size in bytes, for turning `/proc` page counts to bytes.
 #[cfg(target_os = "linux")]
 pub fn page_size() -> f64 {
-    // SAFETY: as above, sysconf touches no memory of ours.
-    let v = unsafe { ffi::sysconf(ffi::SC_PAGESIZE) };
-    if v > 0 {
-        v as f64
-    } else {
-        4096.0
-    }
-}
-
-/// Sets `TCP_NODELAY` on a listening socket. Linux copies it to every
-/// accepted socket, which is the only way to reach the sockets tiny_http
-/// accepts: without it, a response written as header then body waits for
-/// a delayed ACK (about 40 ms) under Nagle's algorithm.
-#[cfg(target_os = "linux")]
-pub fn set_listener_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: std::ffi::c_int = 1;
-    // SAFETY: the fd is a live socket owned by `listener` for the whole
-    // call, and the option value points to a c_int that outlives the call,
-    // with its exact size passed as the length.
-    let rc = unsafe {
-        ffi::setsockopt(
-            listener.as_raw_fd(),
-            ffi::IPPROTO_TCP,
-            ffi::TCP_NODELAY,
-            (&one as *const std::ffi::c_int).cast(),
-            std::mem::size_of::<std::ffi::c_int>() as u32,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    sysconf(ffi::SC_PAGESIZE, 4096.0)
 }
 
 /// Sends what of `bytes` the socket takes at once, without blocking and
@@ -231,6 +194,47 @@ pub fn send_nonblocking(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::
         )
     };
     usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
+/// doubles the value for its bookkeeping), so that a client that stops
+/// reading holds little memory and is found out soon. On architectures
+/// whose socket option numbers differ, it does nothing.
+#[cfg(target_os = "linux")]
+pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if cfg!(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )) {
+        return Ok(());
+    }
+    let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
+    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
+    // and the option value points to a c_int that outlives the call, with
+    // its exact size passed as the length.
+    let rc = unsafe {
+        ffi::setsockopt(
+            stream.as_raw_fd(),
+            ffi::SOL_SOCKET,
+            ffi::SO_SNDBUF,
+            (&value as *const std::ffi::c_int).cast(),
+            std::mem::size_of::<std::ffi::c_int>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the send buffer keeps its default.
+#[cfg(not(target_os = "linux"))]
+pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Elsewhere every send may block, so none is tried.
@@ -255,61 +259,6 @@ pub fn limit_malloc_arenas(arenas: i32) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_malloc_arenas(_arenas: i32) {}
 
-/// Elsewhere nothing is done; accepted sockets keep their defaults.
-#[cfg(not(target_os = "linux"))]
-pub fn set_listener_nodelay(_listener: &std::net::TcpListener) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// A new handle to this process's TCP socket whose peer is `peer`, found
-/// among the open file descriptors; `None` if there is none.
-///
-/// tiny_http hides the sockets it accepts, and the stream it returns from a
-/// WebSocket upgrade reads and writes through one `&mut`, so it cannot be
-/// read by one thread while another writes. A second handle to the same
-/// socket lets a writer thread send frames while a reader thread blocks in
-/// that stream. Matching the peer is exact: the front's end of the same
-/// connection has the server's address as its peer, and no other socket can
-/// be connected to the front's ephemeral port.
-#[cfg(target_os = "linux")]
-pub fn socket_with_peer(peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
-    use std::os::fd::BorrowedFd;
-    use std::os::unix::ffi::OsStrExt;
-    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    // The socket was accepted moments ago and new descriptors tend to be the
-    // highest, so look there first.
-    fds.sort_unstable_by(|a, b| b.cmp(a));
-    fds.into_iter().find_map(|fd| {
-        // Only sockets are duplicated: closing a copy of a file's descriptor
-        // drops the process's POSIX locks on that file (the crate takes none,
-        // and a number reused between these two calls is the only way in).
-        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-        if !target.as_os_str().as_bytes().starts_with(b"socket:") {
-            return None;
-        }
-        // SAFETY: the borrow lives for one fcntl(F_DUPFD_CLOEXEC) call.
-        // Another thread may close the descriptor meanwhile; the kernel then
-        // fails the call or duplicates whatever file took the number, which
-        // the address check below rejects and the drop closes. Either way
-        // only our own new descriptor is ever closed.
-        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
-            .try_clone_to_owned()
-            .ok()?;
-        let stream = std::net::TcpStream::from(owned);
-        (stream.peer_addr().ok()? == peer).then_some(stream)
-    })
-}
-
-/// Elsewhere the descriptors cannot be listed, so there is no second handle.
-#[cfg(not(target_os = "linux"))]
-pub fn socket_with_peer(_peer: std::net::SocketAddr) -> Option<std::net::TcpStream> {
-    None
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
@@ -317,21 +266,6 @@ mod tests {
         assert_eq!(super::clock_ticks_per_second(), 100.0);
         let page = super::page_size();
         assert!(page >= 4096.0 && (page as u64).is_power_of_two());
-    }
-
-    #[test]
-    fn a_socket_is_found_by_its_peer() {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_accepted, peer) = listener.accept().unwrap();
-        let mut second = super::socket_with_peer(peer).expect("the accepted socket");
-        second.write_all(b"hi").unwrap();
-        let mut got = [0; 2];
-        client.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hi");
-        let unknown = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(super::socket_with_peer(unknown).is_none());
     }
 
     #[test]
@@ -345,14 +279,5 @@ mod tests {
             assert_eq!(after.soft, before.hard);
         }
         assert_eq!(super::fd_limits().unwrap(), after);
-    }
-
-    #[test]
-    fn running_out_of_descriptors_is_recognised() {
-        use std::io::Error;
-        assert!(super::out_of_descriptors(&Error::from_raw_os_error(24)));
-        assert!(super::out_of_descriptors(&Error::from_raw_os_error(23)));
-        assert!(!super::out_of_descriptors(&Error::from_raw_os_error(2)));
-        assert!(!super::out_of_descriptors(&Error::other("x")));
     }
 }

@@ -36,7 +36,6 @@ Usage: conductor-metrics [serve] [OPTIONS]
 Options (each has an environment variable; the flag wins):
   --addr HOST:PORT       listen address            CONDUCTOR_ADDR      (127.0.0.1:14355)
   --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
-  --workers N            stream worker threads     CONDUCTOR_WORKERS   (4)
   --max-body BYTES       request body limit        CONDUCTOR_MAX_BODY  (1MiB; K, M, KiB, MiB suffixes)
   --api-key-file FILE    require this key on /api/v1/*  (or the key itself in CONDUCTOR_API_KEY)
   --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)

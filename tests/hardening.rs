@@ -231,9 +231,9 @@ fn heads_over_16_kib_get_431_and_the_server_carries_on() {
 }
 
 #[test]
-fn hostile_bodies_leave_every_worker_free() {
-    // One worker: if any of these held it, nothing else would be answered.
-    let (_dir, server) = start(&[], &["--workers", "1"]);
+fn hostile_bodies_hold_up_no_other_request() {
+    // Each connection has its own thread: none of these may slow the others.
+    let (_dir, server) = start(&[], &[]);
     let addr = server.addr();
     let post = "POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
     let stalled: Vec<&[u8]> = vec![
@@ -616,8 +616,7 @@ fn out_of_descriptors_the_server_answers_again_once_they_free_up() {
         rejected(&samples, "accept_error") + rejected(&samples, "limit") > 0.0,
         "running out of descriptors was not counted"
     );
-    // Once the pooled upstream connections have aged out, every request needs a new one, which
-    // tiny_http must still accept: it stops accepting for good if it ever runs out.
+    // Every descriptor of the stress is given back, and accepting goes on after running out.
     poll_until(Duration::from_secs(10), || {
         (try_scrape(addr)?["process_open_fds"] <= fds_at_rest + 2.0).then_some(())
     });

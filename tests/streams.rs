@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{get, post_json, request, ServerProc, TempDir, IO_TIMEOUT};
+use conductor_metrics::client::{read_response, Response};
 use conductor_metrics::events::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 use conductor_metrics::log::{Level, LogFormat, Logger};
 use conductor_metrics::metrics::{Format, Registry};
@@ -21,21 +22,6 @@ use serde_json::{json, Value};
 const EVENT_DEADLINE: Duration = Duration::from_secs(5);
 const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-/// A response head read off a stream that goes on after it.
-struct Head {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> BufReader<TcpStream> {
     let stream = TcpStream::connect(addr).expect("connect");
@@ -50,25 +36,9 @@ fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> BufReader<Tcp
     BufReader::new(stream)
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> Head {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            return Head { status, headers };
-        }
-        let (n, v) = l.split_once(':').expect("header line");
-        headers.push((n.trim().to_string(), v.trim().to_string()));
-    }
+/// A stream's head, leaving its body to be read.
+fn read_head(r: &mut BufReader<TcpStream>) -> Response {
+    read_response(r, true).expect("a response head")
 }
 
 /// One server-sent event.
@@ -83,7 +53,7 @@ struct Sse {
 struct SseClient {
     reader: BufReader<TcpStream>,
     text: String,
-    head: Head,
+    head: Response,
 }
 
 impl SseClient {
@@ -361,7 +331,7 @@ fn seqs_continue_past_the_reserved_block_after_a_crash() {
 /// A WebSocket client speaking raw frames.
 struct WsClient {
     reader: BufReader<TcpStream>,
-    head: Head,
+    head: Response,
 }
 
 impl WsClient {

@@ -6,8 +6,6 @@
 
 use crate::error::Error;
 
-use super::pricing::Pricing;
-
 /// Micro-dollars per dollar.
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
@@ -66,26 +64,6 @@ impl SpendInput {
     pub fn zero() -> SpendInput {
         SpendInput::Amount(0.0)
     }
-
-    /// Prices the input in micro-dollars, keeping what the ledger records.
-    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
-        match self {
-            SpendInput::Amount(amount) => Ok(Charge {
-                micros: to_micros(*amount, "amount")?,
-                model: None,
-                tokens: None,
-            }),
-            SpendInput::Tokens {
-                input_tokens,
-                output_tokens,
-                model,
-            } => Ok(Charge {
-                micros: pricing.cost_micros(model.as_deref(), *input_tokens, *output_tokens)?,
-                model: model.clone(),
-                tokens: Some((*input_tokens, *output_tokens)),
-            }),
-        }
-    }
 }
 
 /// A priced spend, ready for the ledger.
@@ -102,6 +80,7 @@ pub(crate) struct Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::Pricing;
 
     #[test]
     fn dollars_round_to_whole_micros() {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-use super::money;
+use super::money::{self, Charge, SpendInput};
 
 /// The price of models the table does not name: $15 per million input
 /// tokens and $75 per million output tokens. It is deliberately high, so an
@@ -176,6 +176,30 @@ fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f6
     match object.get(key).and_then(Value::as_f64) {
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(Error::invalid(&field, message)),
+    }
+}
+
+/// Pricing lives here, beside the table, so that `money` needs nothing
+/// from this module.
+impl SpendInput {
+    /// Prices the input in micro-dollars, keeping what the ledger records.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
+        match self {
+            SpendInput::Amount(amount) => Ok(Charge {
+                micros: money::to_micros(*amount, "amount")?,
+                model: None,
+                tokens: None,
+            }),
+            SpendInput::Tokens {
+                input_tokens,
+                output_tokens,
+                model,
+            } => Ok(Charge {
+                micros: pricing.cost_micros(model.as_deref(), *input_tokens, *output_tokens)?,
+                model: model.clone(),
+                tokens: Some((*input_tokens, *output_tokens)),
+            }),
+        }
     }
 }
 

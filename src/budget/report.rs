@@ -61,6 +61,16 @@ pub struct Refusal {
     pub retry_after_seconds: u64,
 }
 
+impl From<Refusal> for crate::error::Refused {
+    fn from(refusal: Refusal) -> crate::error::Refused {
+        crate::error::Refused {
+            message: refusal.message(),
+            body: refusal.to_json(),
+            retry_after_seconds: refusal.retry_after_seconds,
+        }
+    }
+}
+
 impl Refusal {
     /// A one-line explanation for people, in dollars and cents: the
     /// estimate that did not fit, and what is left of the limit.
@@ -241,11 +251,11 @@ mod tests {
         assert_eq!(r["status"]["remaining"], 0.1);
     }
 
-    #[test]
-    fn reports_are_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
+    /// Checked when the tests compile: reports are send and sync.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Status>();
         assert_send_sync::<Refusal>();
         assert_send_sync::<Recorded>();
-    }
+    };
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -138,6 +138,8 @@ pub struct Published {
     kind: &'static str,
     run_id: Option<Arc<str>>,
     json: String,
+    /// The transports' shared rendering; see [`Published::rendered`].
+    rendered: OnceLock<Box<str>>,
 }
 
 impl Published {
@@ -159,6 +161,13 @@ impl Published {
     /// The event as one line of JSON.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The event as a transport sends it, rendered by `render` once and
+    /// shared by every subscriber: a hundred subscribers then cost one
+    /// rendering, not a hundred. Every caller must pass the same rendering.
+    pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
+        self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 }
 
@@ -257,6 +266,11 @@ enum End {
 struct QueueState {
     events: VecDeque<Arc<Published>>,
     end: Option<End>,
+    /// Whether the reader waits on `ready`: only then does a push wake it,
+    /// so a reader busy writing costs its publishers no system call.
+    waiting: bool,
+    /// Run once, by the publisher, when the subscriber is cut off for lagging.
+    on_lag: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// One subscriber's queue: filled by publishers, emptied by its reader.
@@ -289,15 +303,19 @@ impl Queue {
             let dropped = q.events.len() as u64 + 1;
             q.events = VecDeque::new();
             q.end = Some(End::Lagged { dropped });
+            let on_lag = q.on_lag.take();
             drop(q);
             self.ready.notify_all();
+            if let Some(on_lag) = on_lag {
+                on_lag();
+            }
             return Push::Lagged(dropped);
         }
-        // The reader only waits on an empty queue, so only that push wakes it.
-        let was_empty = q.events.is_empty();
         q.events.push_back(event.clone());
+        // A waiting reader waits on an empty queue, so only the first push wakes it.
+        let wake = std::mem::take(&mut q.waiting);
         drop(q);
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
         Push::Queued
@@ -443,6 +461,7 @@ impl Hub {
                     kind: event.kind,
                     run_id: event.run_id,
                     json,
+                    rendered: OnceLock::new(),
                 });
                 s.ring.push_back(published.clone());
                 if s.ring.len() > RETAINED {
@@ -600,6 +619,12 @@ impl Subscription {
             return Next::Closed;
         }
         let deadline = Instant::now().checked_add(wait);
+        // Events already taken out of the queue go out first, without the
+        // lock, as if taken one by one before the subscription ended.
+        if let Some(e) = self.backlog.pop_front() {
+            self.last_seq = Some(e.seq);
+            return Next::Event(e);
+        }
         let mut q = self.queue.lock();
         loop {
             if let Some(end) = q.end {
@@ -613,9 +638,12 @@ impl Subscription {
                     End::Closed => Next::Closed,
                 };
             }
-            if let Some(e) = self.backlog.pop_front().or_else(|| q.events.pop_front()) {
-                self.last_seq = Some(e.seq);
-                return Next::Event(e);
+            if !q.events.is_empty() {
+                // Everything queued moves out under one hold of the lock, so
+                // a reader taking a batch contends with publishers once.
+                std::mem::swap(&mut self.backlog, &mut q.events);
+                drop(q);
+                return self.next(Duration::ZERO);
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
@@ -624,13 +652,23 @@ impl Subscription {
             if left.is_zero() {
                 return Next::Idle;
             }
+            q.waiting = true;
             q = self
                 .queue
                 .ready
                 .wait_timeout(q, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            q.waiting = false;
         }
+    }
+
+    /// Runs `f` once if the subscriber is cut off for lagging, from the
+    /// publisher's thread under the hub's lock: it must be quick and must
+    /// not call into the hub. The transport uses it to stop a write that a
+    /// client which stopped reading holds up.
+    pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
+        self.queue.lock().on_lag = Some(Box::new(f));
     }
 
     /// A handle that ends this subscription from another thread.
@@ -807,6 +845,21 @@ mod tests {
         registry.render(&mut text, crate::metrics::Format::Text);
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("conductor_event_subscribers{transport=\"sse\"} 0"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lagging_subscriber_hears_of_it_at_once() {
+        let (hub, _, dir) = hub("on-lag");
+        let stuck = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let (told, heard) = std::sync::mpsc::channel();
+        stuck.on_lag(move || told.send(()).unwrap());
+        for _ in 0..QUEUE_CAPACITY {
+            hub.publish(event("run_started", "a"));
+        }
+        assert!(heard.try_recv().is_err());
+        hub.publish(event("run_started", "a"));
+        assert!(heard.try_recv().is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -36,7 +36,6 @@ mod seq;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub use hub::{
     Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Subscription, Transport,
@@ -44,25 +43,6 @@ pub use hub::{
 };
 pub use publish::{PreparedEvents, MAX_INLINE_BODY};
 pub use seq::{SEQ_FILE, SEQ_RESERVE};
-
-use crate::app::App;
-
-/// Connects the publishers that live inside the domain to `app`'s hub: the
-/// bus reports each message as it becomes visible, with the correlation of
-/// the run it names.
-pub fn wire(app: &Arc<App>) {
-    let weak = Arc::downgrade(app);
-    app.bus.on_visible(Box::new(move |message| {
-        let Some(app) = weak.upgrade() else {
-            return;
-        };
-        let run = message
-            .run_id
-            .as_deref()
-            .and_then(|id| app.runs.with_run(id, |run| run.ids()));
-        app.events.message_appended(message, run.as_ref());
-    }));
-}
 
 /// Why the hub could not start or keep its sequence file. Safe to send
 /// across threads.

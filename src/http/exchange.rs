@@ -1,17 +1,16 @@
-//! One request and its answer. The HTTP handlers see this instead of
-//! tiny_http's types or the front's; it counts, logs and sends exactly one
-//! answer.
+//! The middleware every request passes: one request and its answer. The
+//! handlers see this instead of the connection layer's types; it gives the
+//! request an id, and counts, logs and sends exactly one answer, a 500 when
+//! the handler panics or gives none.
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::front::{Answer, LocalRequest, LocalResponse};
-use super::response::{safe_header_value, Response};
+use super::answer::{status_label, Answer, Reply, Request, Takeover};
+use super::response::Response;
 use crate::app::App;
 use crate::error::Error;
 
@@ -22,7 +21,9 @@ use crate::error::Error;
 /// every request gets exactly one counted and logged answer.
 pub struct Exchange {
     /// Where the answer goes; `None` once it is sent.
-    reply: Option<Reply>,
+    answer: Option<Answer>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
     app: Arc<App>,
     method: &'static str,
     path: String,
@@ -31,18 +32,6 @@ pub struct Exchange {
     started: Instant,
     /// Extra fields for the request's log line, such as the run it concerns.
     fields: Vec<(&'static str, serde_json::Value)>,
-}
-
-/// Where an exchange's answer goes.
-enum Reply {
-    /// Back through tiny_http, which serves the streaming routes.
-    Tiny(tiny_http::Request),
-    /// To the front, which writes it to the client.
-    Local {
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        answer: Answer,
-    },
 }
 
 /// The method label: one of a fixed set, so clients cannot grow the series.
@@ -74,49 +63,23 @@ pub fn new_request_id() -> String {
 }
 
 impl Exchange {
-    /// Wraps a request from tiny_http.
-    pub fn new(request: tiny_http::Request, app: Arc<App>) -> Exchange {
-        let method = method_label(request.method().as_str());
-        let target = request.url().to_string();
-        let request_id = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("X-Request-ID"))
-            .map(|h| h.value.as_str().to_string());
-        Exchange::with(Reply::Tiny(request), app, method, target, request_id)
-    }
-
-    /// Wraps a request the front answers in-process; the answer goes
-    /// through `answer`, exactly once, from whichever thread finishes the
-    /// exchange.
-    pub fn local(request: LocalRequest, answer: Answer, app: Arc<App>) -> Exchange {
+    /// Wraps `request`; the answer goes through `answer`, exactly once, from
+    /// whichever thread finishes the exchange.
+    pub fn new(request: Request, answer: Answer, app: Arc<App>) -> Exchange {
         let method = method_label(&request.method);
-        let request_id = find_header(&request.headers, "X-Request-ID").map(str::to_string);
-        let reply = Reply::Local {
-            headers: request.headers,
-            body: request.body,
-            answer,
-        };
-        Exchange::with(reply, app, method, request.target, request_id)
-    }
-
-    fn with(
-        reply: Reply,
-        app: Arc<App>,
-        method: &'static str,
-        target: String,
-        request_id: Option<String>,
-    ) -> Exchange {
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (target, String::new()),
-        };
-        let request_id = request_id
+        let request_id = request
+            .header("X-Request-ID")
             .map(|id| id.trim().to_string())
             .filter(|id| valid_request_id(id))
             .unwrap_or_else(new_request_id);
+        let (path, query) = match request.target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (request.target, String::new()),
+        };
         Exchange {
-            reply: Some(reply),
+            answer: Some(answer),
+            headers: request.headers,
+            body: request.body,
             app,
             method,
             path,
@@ -157,43 +120,20 @@ impl Exchange {
 
     /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
-        match self.reply.as_ref()? {
-            Reply::Tiny(request) => request
-                .headers()
-                .iter()
-                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                .map(|h| h.value.as_str().to_string()),
-            Reply::Local { headers, .. } => find_header(headers, name).map(str::to_string),
-        }
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
     }
 
-    /// Reads the body, refusing one over the configured `--max-body`
-    /// whether its Content-Length says so or a chunked body grows past it.
+    /// Takes the body, which the connection read whole and within
+    /// `--max-body`.
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
         let max = self.app.config.max_body;
-        let too_large = || Error::TooLarge(format!("the body limit is {max} bytes"));
-        let request = match self.reply.as_mut() {
-            Some(Reply::Tiny(request)) => request,
-            // The front has read it whole, within the same limit.
-            Some(Reply::Local { body, .. }) if body.len() as u64 <= max => {
-                return Ok(std::mem::take(body))
-            }
-            Some(Reply::Local { .. }) => return Err(too_large()),
-            None => return Ok(Vec::new()),
-        };
-        if request.body_length().is_some_and(|n| n as u64 > max) {
-            return Err(too_large());
+        if self.body.len() as u64 > max {
+            return Err(Error::TooLarge(format!("the body limit is {max} bytes")));
         }
-        let mut body = Vec::new();
-        request
-            .as_reader()
-            .take(max + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| Error::invalid("body", format!("could not be read: {e}")))?;
-        if body.len() as u64 > max {
-            return Err(too_large());
-        }
-        Ok(body)
+        Ok(std::mem::take(&mut self.body))
     }
 
     /// Adds a field to this request's log line.
@@ -207,42 +147,25 @@ impl Exchange {
     }
 
     fn finish(&mut self, response: Response) {
-        let Some(reply) = self.reply.take() else {
+        let Some(answer) = self.answer.take() else {
             return;
         };
         let status = response.status;
         let bytes = response.body.len();
-        // Names are ours; values are checked so no client byte can split a
-        // header (tiny_http accepts CR and LF).
-        let headers: Vec<(&'static str, String)> =
-            [("Content-Type", response.content_type.to_string())]
-                .into_iter()
-                .chain(response.headers)
-                .chain([("X-Request-ID", self.request_id.clone())])
-                .filter(|(_, value)| safe_header_value(value))
-                .collect();
+        let headers = [("Content-Type", response.content_type.to_string())]
+            .into_iter()
+            .chain(response.headers)
+            .chain([("X-Request-ID", self.request_id.clone())])
+            .collect();
         self.app
             .http
             .requests
-            .inc(&[self.method, status_text(status)]);
-        match reply {
-            Reply::Tiny(request) => {
-                let mut out =
-                    tiny_http::Response::from_data(response.body).with_status_code(status);
-                for (name, value) in headers {
-                    if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-                    {
-                        out.add_header(h);
-                    }
-                }
-                let _ = request.respond(out);
-            }
-            Reply::Local { answer, .. } => answer.send(LocalResponse {
-                status,
-                headers,
-                body: response.body,
-            }),
-        }
+            .inc(&[self.method, status_label(status)]);
+        answer.send(Reply {
+            status,
+            headers,
+            body: response.body,
+        });
         self.log_answer(status, bytes);
     }
 
@@ -262,88 +185,28 @@ impl Exchange {
         self.app.log.info("request", &fields);
     }
 
-    /// The address of the peer tiny_http got the request from (the front);
-    /// `None` for a request answered in-process.
-    pub fn remote_addr(&self) -> Option<SocketAddr> {
-        match self.reply.as_ref()? {
-            Reply::Tiny(request) => request.remote_addr().copied(),
-            Reply::Local { .. } => None,
-        }
-    }
-
-    /// The tiny_http request, taken for a streamed answer. A request answered
-    /// in-process stays, and is answered 500 when the exchange drops: the
-    /// front sends the streaming routes to tiny_http, so this is a bug.
-    fn take_tiny(&mut self) -> Option<tiny_http::Request> {
-        match self.reply.take()? {
-            Reply::Tiny(request) => Some(request),
-            local => {
-                self.reply = Some(local);
-                None
-            }
-        }
-    }
-
-    /// Answers `200` with a chunked body the caller streams: writes the head
-    /// (`content_type`, `headers`, `Transfer-Encoding: chunked` and the
-    /// request id), counts and logs the answer, and hands over the
-    /// connection. The caller frames each chunk, flushes when it should, and
-    /// ends with the last chunk; it owns the connection until then.
-    pub fn stream(
-        mut self,
-        content_type: &str,
-        headers: &[(&'static str, String)],
-    ) -> std::io::Result<Box<dyn Write + Send>> {
-        let Some(request) = self.take_tiny() else {
-            return Err(std::io::Error::other(
-                "only tiny_http connections can stream",
-            ));
+    /// Answers `status` with `headers` and the request id, counts and logs
+    /// the answer, and hands the client's socket to `run`, which owns the
+    /// connection from then on: a `200` whose body `run` streams and ends,
+    /// or a `101` after which `run` speaks the new protocol.
+    pub fn take_over(mut self, status: u16, headers: &[(&'static str, String)], run: Takeover) {
+        let Some(answer) = self.answer.take() else {
+            return;
         };
-        let mut head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
-        );
-        let request_id = [("X-Request-ID", self.request_id.clone())];
-        for (name, value) in headers.iter().chain(&request_id) {
-            if safe_header_value(value) {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-        }
-        head.push_str("\r\n");
-        self.app.http.requests.inc(&[self.method, "200"]);
-        self.log_answer(200, 0);
-        let mut writer = request.into_writer();
-        writer.write_all(head.as_bytes())?;
-        writer.flush()?;
-        Ok(writer)
-    }
-
-    /// Answers `101 Switching Protocols` to `protocol` with `headers` and the
-    /// request id, counts and logs it, and returns the raw connection.
-    pub fn upgrade(
-        mut self,
-        protocol: &str,
-        headers: &[(&'static str, String)],
-    ) -> Option<Box<dyn tiny_http::ReadWrite + Send>> {
-        let request = self.take_tiny()?;
-        let mut out = tiny_http::Response::empty(101);
-        let request_id = [("X-Request-ID", self.request_id.clone())];
-        for (name, value) in headers.iter().chain(&request_id) {
-            if !safe_header_value(value) {
-                continue;
-            }
-            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                out.add_header(h);
-            }
-        }
-        self.app.http.requests.inc(&[self.method, "101"]);
-        self.log_answer(101, 0);
-        Some(request.upgrade(protocol, out))
+        let mut all = headers.to_vec();
+        all.push(("X-Request-ID", self.request_id.clone()));
+        self.app
+            .http
+            .requests
+            .inc(&[self.method, status_label(status)]);
+        self.log_answer(status, 0);
+        answer.take_over(status, &all, run);
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if self.reply.is_none() {
+        if self.answer.is_none() {
             return;
         }
         if std::thread::panicking() {
@@ -353,46 +216,6 @@ impl Drop for Exchange {
             self.finish(Response::internal("the handler gave no answer"));
         }
     }
-}
-
-/// A status code as a label value, without allocating for the codes the
-/// server sends; any other shows as `other`.
-pub fn status_text(status: u16) -> &'static str {
-    match status {
-        100 => "100",
-        101 => "101",
-        200 => "200",
-        201 => "201",
-        202 => "202",
-        204 => "204",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        411 => "411",
-        413 => "413",
-        415 => "415",
-        417 => "417",
-        429 => "429",
-        431 => "431",
-        502 => "502",
-        500 => "500",
-        501 => "501",
-        503 => "503",
-        505 => "505",
-        _ => "other",
-    }
-}
-
-/// The value of the first field named `name`, compared case-insensitively.
-fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(field, _)| field.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.as_str())
 }
 
 fn percent_decode(s: &str) -> String {
@@ -449,8 +272,8 @@ mod tests {
         (dir, App::open(config, log).unwrap())
     }
 
-    fn local(target: &str, headers: &[(&str, &str)], body: &[u8]) -> LocalRequest {
-        LocalRequest {
+    fn request(target: &str, headers: &[(&str, &str)], body: &[u8]) -> Request {
+        Request {
             method: "POST".into(),
             target: target.into(),
             headers: headers
@@ -462,12 +285,12 @@ mod tests {
     }
 
     #[test]
-    fn local_exchanges_answer_once_with_safe_headers() {
+    fn exchanges_answer_once_with_safe_headers() {
         let (dir, app) = app("local");
         let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "abc"), ("X-Key", "k")];
-        let mut ex = Exchange::local(
-            local("/p?a=b%20c", &headers, b"12345678"),
+        let mut ex = Exchange::new(
+            request("/p?a=b%20c", &headers, b"12345678"),
             answer,
             app.clone(),
         );
@@ -478,7 +301,6 @@ mod tests {
         assert_eq!(ex.query("a").as_deref(), Some("b c"));
         assert_eq!(ex.header("x-KEY").as_deref(), Some("k"));
         assert_eq!(ex.read_body().unwrap(), b"12345678");
-        assert!(ex.remote_addr().is_none());
         ex.send(Response::json(201, &json!({})).with_header("X-Bad", "a\r\nb"));
         assert_eq!(
             slot.answered().unwrap(),
@@ -487,7 +309,7 @@ mod tests {
         );
 
         let (answer, slot) = Answer::for_test();
-        let mut ex = Exchange::local(local("/p", &[], b"123456789"), answer, app.clone());
+        let mut ex = Exchange::new(request("/p", &[], b"123456789"), answer, app.clone());
         assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
         drop(ex);
         assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
@@ -495,10 +317,10 @@ mod tests {
     }
 
     #[test]
-    fn a_panic_is_answered_500_and_counted_and_streams_are_refused() {
+    fn a_panic_is_answered_500_and_counted() {
         let (dir, app) = app("panic");
         let (answer, slot) = Answer::for_test();
-        let ex = Exchange::local(local("/p", &[], b""), answer, app.clone());
+        let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _held = ex;
             panic!("handler bug");
@@ -508,11 +330,6 @@ mod tests {
         assert!(answered.starts_with("HTTP/1.1 500 "), "{answered}");
         assert!(answered.contains("the handler panicked"));
         assert_eq!(app.http.panics.get(), 1.0);
-
-        let (answer, slot) = Answer::for_test();
-        let ex = Exchange::local(local("/p", &[], b""), answer, app.clone());
-        assert!(ex.stream("text/event-stream", &[]).is_err());
-        assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,13 +1,513 @@
-//! The HTTP layer: it translates between tiny_http and the domain, and
-//! owns every HTTP concern (routing, statuses, headers, auth, request ids,
-//! counting and logging of requests). Domain modules never see it.
+//! The HTTP layer: our own HTTP/1.1 server, and the translation between it
+//! and the domain. It owns every HTTP concern (framing, limits, routing,
+//! statuses, headers, auth, request ids, counting and logging of requests);
+//! domain modules never see it. Read in this order:
+//!
+//! - this file: the accept loop, its backoff, and [`Limits`];
+//! - `conns`: the connection cap, closing the longest-idle connection to
+//!   make room;
+//! - `conn`: one connection's loop, its deadlines and ordered answers;
+//!   `socket` reads the client's bytes under a deadline;
+//! - `parse`, `syntax`, `chunked`: the strict request head and bodies;
+//! - `answer`: response encoding, and the status table; `reject`: the
+//!   answers the layer gives on its own;
+//! - [`exchange`]: the middleware every request passes (request id,
+//!   counting, logging, panic→500);
+//! - [`response`]: the one domain-error→status map;
+//! - [`routes`] and [`streams`]: the handlers.
+//!
+//! What the layer guarantees:
+//!
+//! - **Accepting** never stops: errors are reported to [`Hooks::accept_error`]
+//!   and retried with a backoff of 1 ms doubling to 100 ms.
+//! - **Connections** are capped at [`Limits::max_connections`], streams
+//!   included; past the cap the longest-idle connection is closed, or the new
+//!   one is refused if none is idle. Each has its own thread with a small
+//!   stack and no heap buffer while idle.
+//! - **Requests** are read whole, head and body, under size limits and
+//!   deadlines, and checked strictly (RFC 9112) before a handler sees them.
+//!   The head is authorised before the body is read, and the bodies buffered
+//!   across all connections share one cap. What fails gets a JSON error and
+//!   the connection is closed.
+//! - **Streams** (server-sent events, WebSockets) run on the client's own
+//!   socket, in its connection thread, once the handler has taken it over.
+//!
+//! The reasons given to [`Hooks::connection_rejected`] are `"limit"` (cap
+//! reached with no idle connection, or no thread could be had for the
+//! connection), `"evicted"` (an idle connection closed to make room),
+//! `"idle_timeout"`, `"header_timeout"` and `"body_timeout"`.
 
+mod answer;
+mod chunked;
+mod conn;
+mod conns;
 pub mod exchange;
-pub mod front;
 pub mod json;
+mod parse;
+mod reject;
 pub mod response;
 pub mod routes;
-pub mod server;
+mod socket;
 pub mod streams;
+mod syntax;
 
-pub use server::Server;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use serde_json::json;
+
+pub use answer::{Answer, Reply, Request, Takeover};
+use conns::Connections;
+use exchange::Exchange;
+
+use crate::app::App;
+
+/// The stack size of connection threads. Handlers and streams run on them:
+/// the deepest is a JSON body nested to serde_json's limit of 128, measured
+/// to fit in 80 KiB, so this leaves three times that. Stack pages cost
+/// memory only once touched, so two thousand idle connections stay far
+/// below 64 MiB.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// The first wait after an accept error.
+const BACKOFF_MIN: Duration = Duration::from_millis(1);
+
+/// The longest wait after repeated accept errors.
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// Limits and timeouts of the server. The default is a production setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The most client connections open at once, streams included (default 4096).
+    pub max_connections: usize,
+    /// The largest request head, request line included (default 16 KiB). Also
+    /// bounds the trailers of a chunked body. Larger gets 431.
+    pub max_header_bytes: usize,
+    /// How long a request head may take to arrive, from its first byte (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a connection may wait for its next request (default 30 s).
+    pub idle_timeout: Duration,
+    /// How long a whole request body may take to arrive (default 10 s). Also
+    /// bounds each write to the client, so a client that stops reading is dropped.
+    pub body_timeout: Duration,
+    /// The largest request body in bytes (default 1 MiB). Larger gets 413.
+    pub max_body: u64,
+    /// The most body bytes buffered across all connections at once (default
+    /// 64 MiB). A body that would pass it gets 503 with `Retry-After`.
+    pub max_buffered_bodies: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+            max_buffered_bodies: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the layer reports, for metrics. Called from connection threads,
+/// sometimes with an internal lock held: implementations must be quick and
+/// must not call back into the server.
+pub trait Hooks: Send + Sync {
+    /// A request the layer refused before any handler saw it. `method` is
+    /// one of `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH`, `OPTIONS` or
+    /// `OTHER`; `status` is 400, 413, 417, 431, 501, 503 or 505.
+    fn request_rejected(&self, method: &str, status: u16);
+
+    /// A connection closed or refused by the layer; see the module docs for the reasons.
+    fn connection_rejected(&self, reason: &str) {
+        let _ = reason;
+    }
+
+    /// The number of open client connections, after each change.
+    fn connections(&self, open: usize) {
+        let _ = open;
+    }
+
+    /// An error from `accept()`, after which the server waits briefly and goes on.
+    fn accept_error(&self, err: &io::Error) {
+        let _ = err;
+    }
+}
+
+/// Answers requests in the connection threads. Called from many threads at
+/// once, so implementations must be safe to share.
+pub trait Handler: Send + Sync {
+    /// Whether `request`, whose body has not been read yet, may go on. A
+    /// request refused here goes to [`Handler::refuse`] with its body
+    /// unread; if it announced one, its connection closes after the answer.
+    fn admits(&self, request: &Request) -> bool {
+        let _ = request;
+        true
+    }
+
+    /// Answers a request [`Handler::admits`] refused.
+    fn refuse(&self, request: Request, answer: Answer) {
+        let _ = request;
+        drop(answer);
+    }
+
+    /// Takes `request` and sends its answer through `answer`, before
+    /// returning or later from any thread. Dropping `answer` unsent closes
+    /// the connection without an answer.
+    fn handle(&self, request: Request, answer: Answer);
+}
+
+/// A running server. Safe to share between threads. Dropping it leaves the
+/// server running; [`Server::shutdown`] stops it.
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept_thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection thread shares.
+struct Shared {
+    limits: Limits,
+    hooks: Arc<dyn Hooks>,
+    handler: Arc<dyn Handler>,
+    connections: Arc<Connections>,
+    /// Body bytes buffered by all connections now.
+    buffered: AtomicU64,
+}
+
+/// Routes requests to the app, inside the exchange's panic guard.
+struct AppHandler {
+    app: Arc<App>,
+}
+
+impl Handler for AppHandler {
+    fn admits(&self, request: &Request) -> bool {
+        !request.target.starts_with("/api/") || routes::authorized(&self.app, request)
+    }
+
+    fn refuse(&self, request: Request, answer: Answer) {
+        Exchange::new(request, answer, self.app.clone()).send(response::Response::unauthorized());
+    }
+
+    fn handle(&self, request: Request, answer: Answer) {
+        // A panic unwinds through the exchange, whose Drop answers 500 and
+        // counts it; the thread then carries on.
+        let exchange = Exchange::new(request, answer, self.app.clone());
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::route(exchange)));
+    }
+}
+
+/// What the layer reports, turned into metrics and log lines.
+struct AppHooks {
+    app: Arc<App>,
+}
+
+impl Hooks for AppHooks {
+    fn request_rejected(&self, method: &str, status: u16) {
+        let method = exchange::method_label(method);
+        self.app
+            .http
+            .requests
+            .inc(&[method, answer::status_label(status)]);
+        self.app.log.info(
+            "request refused by the HTTP layer",
+            &[("method", json!(method)), ("status", json!(status))],
+        );
+    }
+
+    fn connection_rejected(&self, reason: &str) {
+        self.app.http.connections_rejected.inc(&[reason]);
+    }
+
+    fn connections(&self, open: usize) {
+        self.app.http.connections.set(open as f64);
+    }
+
+    fn accept_error(&self, err: &io::Error) {
+        self.app.http.connections_rejected.inc(&["accept_error"]);
+        self.app.log.warn(
+            "accept failed; retrying",
+            &[("error", json!(err.to_string()))],
+        );
+    }
+}
+
+impl Server {
+    /// Serves `app` on `listener` within `limits`.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the listener's address cannot be read or its blocking mode
+    /// set, or if the accept thread cannot be started.
+    pub fn start(app: Arc<App>, listener: TcpListener, limits: Limits) -> io::Result<Server> {
+        let hooks = Arc::new(AppHooks { app: app.clone() });
+        Server::with_handler(listener, limits, hooks, Arc::new(AppHandler { app }))
+    }
+
+    /// Serves `handler` on `listener`, reporting to `hooks`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`].
+    pub fn with_handler(
+        listener: TcpListener,
+        limits: Limits,
+        hooks: Arc<dyn Hooks>,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        listener.set_nonblocking(false)?;
+        start_with(
+            move || listener.accept(),
+            local_addr,
+            limits,
+            hooks,
+            handler,
+        )
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for the accept thread, which runs until [`Server::shutdown`].
+    pub fn join(&self) {
+        let thread = self
+            .accept_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops accepting, waits for the accept thread to end, and closes every
+    /// open client connection, cutting short any response or stream in
+    /// progress. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self
+            .accept_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            // The accept thread is blocked in accept(); a connection wakes it.
+            // If connecting fails, it is not blocked there, and sees the flag.
+            let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
+            let _ = thread.join();
+        }
+        self.shared.connections.close_all();
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Server::with_handler`] with the accept call passed in, so tests can make it fail.
+fn start_with<A>(
+    accept: A,
+    local_addr: SocketAddr,
+    limits: Limits,
+    hooks: Arc<dyn Hooks>,
+    handler: Arc<dyn Handler>,
+) -> io::Result<Server>
+where
+    A: FnMut() -> io::Result<(TcpStream, SocketAddr)> + Send + 'static,
+{
+    let connections = Arc::new(Connections::new(limits.max_connections, hooks.clone()));
+    let shared = Arc::new(Shared {
+        limits,
+        hooks,
+        handler,
+        connections,
+        buffered: AtomicU64::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let (accept_shared, accept_stop) = (shared.clone(), stop.clone());
+    let accept_thread = thread::Builder::new()
+        .name("http-accept".into())
+        .spawn(move || accept_loop(accept, &accept_shared, &accept_stop))?;
+    Ok(Server {
+        local_addr,
+        stop,
+        accept_thread: Mutex::new(Some(accept_thread)),
+        shared,
+    })
+}
+
+/// The address to connect to for reaching our own listener, which may be
+/// bound to the unspecified address.
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+fn accept_loop<A>(mut accept: A, shared: &Arc<Shared>, stop: &AtomicBool)
+where
+    A: FnMut() -> io::Result<(TcpStream, SocketAddr)>,
+{
+    let mut backoff = Backoff::default();
+    while !stop.load(Ordering::SeqCst) {
+        match accept() {
+            Ok((stream, _)) => {
+                backoff.reset();
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                admit(stream, shared);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                // Out of descriptors (EMFILE) or an aborted handshake must
+                // not end accepting for good.
+                shared.hooks.accept_error(&err);
+                thread::sleep(backoff.next_delay());
+            }
+        }
+    }
+}
+
+fn admit(stream: TcpStream, shared: &Arc<Shared>) {
+    // Responses and events go out in few writes; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let Some(registration) = shared.connections.admit(&stream) else {
+        return;
+    };
+    let thread_shared = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("http-conn".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            conn::serve(stream, &thread_shared, registration.activity());
+            drop(registration);
+        });
+    if spawned.is_err() {
+        // The closure was dropped: the stream closed and the registration ended.
+        shared.hooks.connection_rejected("limit");
+    }
+}
+
+/// The wait after consecutive accept errors: 1 ms, doubling to 100 ms.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts accept errors; answers every request with an empty 200.
+    #[derive(Default)]
+    struct Errors(AtomicUsize);
+
+    impl Hooks for Errors {
+        fn request_rejected(&self, _: &str, _: u16) {}
+        fn accept_error(&self, _: &io::Error) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Handler for Errors {
+        fn handle(&self, _: Request, answer: Answer) {
+            answer.send(Reply {
+                status: 200,
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+        }
+    }
+
+    #[test]
+    fn accepting_survives_errors() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut failures = 3;
+        let accept = move || {
+            if failures > 0 {
+                failures -= 1;
+                return Err(io::Error::from_raw_os_error(24)); // EMFILE
+            }
+            listener.accept()
+        };
+        let errors = Arc::new(Errors::default());
+        let server = start_with(
+            accept,
+            addr,
+            Limits::default(),
+            errors.clone(),
+            errors.clone(),
+        );
+        let _server = server.unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(errors.0.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
+        assert_eq!(backoff.next_delay(), BACKOFF_MAX);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(1));
+    }
+
+    /// Checked when the tests compile: the server and its limits are shared between threads.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Server>();
+        assert_send_sync::<Limits>();
+    };
+}

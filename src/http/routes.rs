@@ -3,11 +3,12 @@
 
 use serde_json::{json, Value};
 
+use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::Response;
 use super::streams;
-use crate::app::VERSION;
+use crate::app::{App, VERSION};
 use crate::budget::SpendInput;
 use crate::bus;
 use crate::error::Error;
@@ -20,10 +21,12 @@ use crate::time;
 pub fn route(ex: Exchange) {
     let path = ex.path().to_string();
     let method = ex.method();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    if path.starts_with("/api/") && !authorized(&ex) {
-        return ex.send(Response::unauthorized());
+    // The API key was checked on the head, before the body was read.
+    if path == "*" {
+        // `OPTIONS *` asks what the server as a whole supports (RFC 9110 9.3.7).
+        return ex.send(Response::no_content().with_header("Allow", "GET, HEAD, POST"));
     }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (segments.as_slice(), method) {
         (["metrics"], "GET" | "HEAD") => metrics(ex),
         (["metrics"], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
@@ -83,19 +86,20 @@ pub fn route(ex: Exchange) {
     }
 }
 
-/// Checks `Authorization: Bearer KEY` or `X-API-Key: KEY` in constant time.
-fn authorized(ex: &Exchange) -> bool {
-    let Some(key) = ex.app().config.api_key.as_deref() else {
+/// Checks `Authorization: Bearer KEY` (the scheme in any case, RFC 9110
+/// section 11.1) or `X-API-Key: KEY` in constant time; true when no key is set.
+pub fn authorized(app: &App, request: &Request) -> bool {
+    let Some(key) = app.config.api_key.as_deref() else {
         return true;
     };
-    let bearer = ex
-        .header("Authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").map(|k| k.trim().to_string()));
-    let given = [bearer, ex.header("X-API-Key").map(|k| k.trim().to_string())];
-    given
-        .iter()
+    let bearer = request.header("Authorization").and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    });
+    [bearer, request.header("X-API-Key")]
+        .into_iter()
         .flatten()
-        .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+        .any(|k| constant_time_eq(k.trim().as_bytes(), key.as_bytes()))
 }
 
 /// Compares without an early exit, so timing reveals nothing but length.

@@ -6,45 +6,45 @@
 //! from `Last-Event-ID` (or `?last_event_id=`), the WebSocket from
 //! `?after_seq=`; both also take `?tail=N`, the N newest retained events.
 //!
-//! **No worker is held.** A handler answers, subscribes and hands the
-//! connection to threads of its own with 64 KiB stacks, then returns to the
-//! pool; `/metrics` is served by the same few workers however many streams
-//! are open.
+//! **On the client's own socket.** A handler answers, subscribes and takes
+//! the connection over ([`Exchange::take_over`]). The connection's thread
+//! then reads from the client, so that it sees at once when the client
+//! leaves, and one writer thread with a 64 KiB stack, holding a second
+//! handle to the socket (`try_clone`), writes events. Whichever side ends
+//! first wakes the other: the reader closes the subscription, the writer
+//! shuts the socket down. A stream thus keeps its place under
+//! `--max-connections` while it lives and frees its threads and descriptor
+//! as soon as the client goes.
 //!
-//! **SSE** bypasses tiny_http's response, which buffers a body of unknown
-//! length until it ends: [`Exchange::stream`] writes the head, and one
-//! thread per subscriber writes each batch of ready events as one chunk and
-//! flushes it, with a comment line every 15 s to keep proxies and dead-peer
-//! detection going. A lagged subscriber gets a `lagged` event without an
-//! `id`, so an `EventSource` reconnects with the last seq it saw.
+//! **Slow subscribers.** Publishers only queue events (see [`crate::events`]).
+//! A writer takes whatever is queued as one batch, and while events keep
+//! coming it takes a batch at most every 5 ms, so a hundred subscribers
+//! cost a publisher a hundred queue pushes and few wake-ups. A subscriber
+//! cut off for lagging is told at once: its writer sends the final `lagged`
+//! event (SSE) or close frame (WebSocket) when it can, and if it is stuck
+//! writing to a client that stopped reading, the socket is shut down.
 //!
-//! **WebSocket.** tiny_http's upgraded connection is one boxed
-//! `Read + Write` whose halves (a reader and a writer over two descriptors
-//! of the same socket) cannot be reached separately, and it offers no read
-//! timeout, so one thread blocked reading client frames would stop events
-//! from going out. Holding it behind a mutex does not help, and polling
-//! with a timeout would cost either latency or wake-ups. The handler
-//! instead takes a second handle to the same socket
-//! ([`crate::sys::socket_with_peer`]): a reader thread owns the box and
-//! blocks on client frames, answering pings; a writer thread owns the
-//! subscription and writes events and heartbeat pings through the second
-//! handle. Both write under one mutex, which also records that a close
-//! frame went out, after which nothing else is sent. Shutting the socket
-//! down from either side wakes the other. The 101 has been flushed through
-//! tiny_http's buffer before the second handle writes, so bytes never
-//! interleave.
+//! **SSE**: each batch of events is one chunk, written as one write, with a
+//! comment line every 15 s to keep proxies and dead-peer detection going. A
+//! lagged subscriber gets a `lagged` event without an `id`, so an
+//! `EventSource` reconnects with the last seq it saw.
 //!
-//! Client frames must be masked; a protocol error or a message over 64 KiB
-//! is answered with the close code [`frame::ReadError::close_code`] gives.
-//! After sending a close frame the server half-closes and waits up to 5 s
-//! for the client's close or end of stream before letting go.
+//! **WebSocket**: the reader answers pings and the client's close; the
+//! writer sends events and heartbeat pings. Both write under one mutex,
+//! which also records that a close frame went out, after which nothing
+//! else is sent. Client frames must be masked; a protocol error or a
+//! message over 64 KiB is answered with the close code
+//! [`frame::ReadError::close_code`] gives. After sending a close frame the
+//! server half-closes and waits up to 5 s for the client's close or end of
+//! stream before letting go.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -57,20 +57,28 @@ use crate::ws::{self, frame};
 
 /// How long a stream may stay silent before a heartbeat goes out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// The stack of each stream thread; they format short lines and recurse nowhere.
+/// The stack of each writer thread; they format short lines and recurse nowhere.
 const STREAM_STACK: usize = 64 * 1024;
-/// The most events written with one flush.
+/// The most events written with one write.
 const BATCH: usize = 256;
+/// While events keep coming, a writer takes a batch at most this often, so
+/// that publishing to many subscribers costs few wake-ups. An event after a
+/// quiet spell goes out at once.
+const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// How long a closing WebSocket waits for the client's close or end of stream.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// How long one write to a WebSocket client may block.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most bytes read and thrown away while a WebSocket closes.
+/// The most bytes read and thrown away while a stream closes, or from an
+/// SSE client, which has nothing to send.
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// The close code sent to a subscriber cut off for lagging (policy violation).
 const CLOSE_LAGGED: u16 = 1008;
+/// The kernel's send buffer for a stream, instead of the megabytes Linux
+/// grows it to: a client that stops reading then holds little memory, and
+/// its queue fills, cutting it off, within about a thousand events. It holds
+/// a few hundred events, far more than a reading client falls behind.
+const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 /// The live page, built into the binary.
 const PAGE: &str = include_str!("page.html");
@@ -163,6 +171,98 @@ fn batch(sub: &mut Subscription, first: Next) -> (Vec<Arc<Published>>, Option<Ne
     }
 }
 
+/// Sleeps out the rest of [`PACE`] since `last`, when a batch went out then.
+fn pace(last: &mut Option<Instant>) {
+    if let Some(at) = last.replace(Instant::now()) {
+        let since = at.elapsed();
+        if since < PACE {
+            thread::sleep(PACE - since);
+        }
+    }
+}
+
+fn warn_no_thread(log: &Logger, stream: &str, e: &io::Error) {
+    log.warn(
+        "cannot start a stream thread; closing the stream",
+        &[("stream", json!(stream)), ("error", json!(e.to_string()))],
+    );
+}
+
+/// The write side of a stream, shared by its reader, its writer and the
+/// hub's lag notice. Safe to share across threads.
+struct Link {
+    /// A second handle to the client's socket.
+    socket: TcpStream,
+    /// Held while writing; true once a WebSocket close frame went out.
+    closed: Mutex<bool>,
+    /// Whether a write is under way, which a client that stopped reading
+    /// can hold up until the write timeout.
+    writing: AtomicBool,
+}
+
+impl Link {
+    /// A link over a second handle to `stream`, told when `sub` lags.
+    fn new(stream: &TcpStream, sub: &Subscription) -> io::Result<Arc<Link>> {
+        crate::sys::set_send_buffer(stream, STREAM_SEND_BUFFER)?;
+        let link = Arc::new(Link {
+            socket: stream.try_clone()?,
+            closed: Mutex::new(false),
+            writing: AtomicBool::new(false),
+        });
+        let lagged = link.clone();
+        sub.on_lag(move || {
+            // An idle writer wakes and sends its final notice itself; a
+            // stuck one is stopped here.
+            if lagged.writing.load(Ordering::SeqCst) {
+                lagged.abort();
+            }
+        });
+        Ok(link)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // Only a flag lives under the lock; a panic cannot leave it half set.
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `bytes` (whole chunks or frames) unless a close frame went out.
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let closed = self.lock();
+        if *closed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the close frame was sent",
+            ));
+        }
+        self.writing.store(true, Ordering::SeqCst);
+        let written = (&self.socket).write_all(bytes);
+        self.writing.store(false, Ordering::SeqCst);
+        written
+    }
+
+    fn close_sent(&self) -> bool {
+        *self.lock()
+    }
+
+    /// Sends a WebSocket close frame once, then half-closes and bounds how
+    /// long the reader's next reads may wait for the client's answer.
+    fn close(&self, code: u16, reason: &str) {
+        let mut closed = self.lock();
+        if *closed {
+            return;
+        }
+        *closed = true;
+        let _ = frame::write_close(&mut &self.socket, code, reason);
+        let _ = self.socket.shutdown(Shutdown::Write);
+        let _ = self.socket.set_read_timeout(Some(CLOSE_WAIT));
+    }
+
+    /// Ends the connection at once, waking a reader blocked on it.
+    fn abort(&self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     thread::Builder::new()
         .name(name.to_string())
@@ -185,22 +285,28 @@ pub fn events(ex: Exchange) {
     // client sees the 200 is missed.
     let sub = app.events.subscribe(p.filter, p.start, Transport::Sse);
     let headers = [
+        ("Content-Type", "text/event-stream".to_string()),
+        ("Transfer-Encoding", "chunked".to_string()),
         ("Cache-Control", "no-cache".to_string()),
         ("X-Accel-Buffering", "no".to_string()),
     ];
-    let Ok(writer) = ex.stream("text/event-stream", &headers) else {
-        return;
+    let run = move |stream: TcpStream, _: Vec<u8>| {
+        let Ok(link) = Link::new(&stream, &sub) else {
+            return;
+        };
+        let closer = sub.closer();
+        let writer = link.clone();
+        if let Err(e) = spawn("sse", move || {
+            sse(&writer, sub);
+            writer.abort();
+        }) {
+            return warn_no_thread(&app.log, "sse", &e);
+        }
+        // The client sends nothing more; its end of stream ends the stream.
+        drain(&mut &stream);
+        closer.close();
     };
-    if let Err(e) = spawn("sse", move || sse(writer, sub)) {
-        warn_no_thread(&app.log, "sse", &e);
-    }
-}
-
-fn warn_no_thread(log: &Logger, stream: &str, e: &io::Error) {
-    log.warn(
-        "cannot start a stream thread; closing the stream",
-        &[("stream", json!(stream)), ("error", json!(e.to_string()))],
-    );
+    ex.take_over(200, &headers, Box::new(run));
 }
 
 /// Appends `data` as one chunk of a chunked body.
@@ -210,12 +316,13 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn sse(mut w: Box<dyn Write + Send>, mut sub: Subscription) {
+fn sse(link: &Link, mut sub: Subscription) {
     // EventSource waits this long before reconnecting.
     let mut out = Vec::with_capacity(4096);
     chunk(&mut out, b"retry: 2000\n\n");
+    let mut last = None;
     loop {
-        if w.write_all(&out).and_then(|()| w.flush()).is_err() {
+        if link.send(&out).is_err() {
             return;
         }
         out.clear();
@@ -227,12 +334,14 @@ fn sse(mut w: Box<dyn Write + Send>, mut sub: Subscription) {
         let (events, end) = batch(&mut sub, first);
         let mut text = String::new();
         for e in &events {
-            text.push_str(&format!(
-                "id: {}\nevent: {}\ndata: {}\n\n",
-                e.seq(),
-                e.kind(),
-                e.json()
-            ));
+            text.push_str(e.rendered(|e| {
+                format!(
+                    "id: {}\nevent: {}\ndata: {}\n\n",
+                    e.seq(),
+                    e.kind(),
+                    e.json()
+                )
+            }));
         }
         if let Some(Next::Lagged(lagged)) = &end {
             text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
@@ -242,9 +351,10 @@ fn sse(mut w: Box<dyn Write + Send>, mut sub: Subscription) {
         }
         if end.is_some() {
             out.extend_from_slice(b"0\r\n\r\n");
-            let _ = w.write_all(&out).and_then(|()| w.flush());
+            let _ = link.send(&out);
             return;
         }
+        pace(&mut last);
     }
 }
 
@@ -285,99 +395,40 @@ pub fn websocket(ex: Exchange) {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
-    let Some(socket) = ex.remote_addr().and_then(crate::sys::socket_with_peer) else {
-        return ex.send(Response::internal(
-            "the connection's socket cannot be reached for a WebSocket",
-        ));
-    };
-    let _ = socket.set_write_timeout(Some(WRITE_TIMEOUT));
     let app = ex.app().clone();
     let sub = app
         .events
         .subscribe(p.filter, p.start, Transport::WebSocket);
-    let accept = [("Sec-WebSocket-Accept", ws::accept_key(&key))];
-    let Some(stream) = ex.upgrade("websocket", &accept) else {
-        return;
-    };
-    let conn = Arc::new(Conn {
-        socket,
-        close_sent: Mutex::new(false),
-    });
-    let closer = sub.closer();
-    // The reader drops the sender when it ends; the writer waits on that
-    // after a close it sent, and no longer than CLOSE_WAIT.
-    let (reader_done, reader_gone) = mpsc::channel::<()>();
-    let writer_conn = conn.clone();
-    if let Err(e) = spawn("ws-write", move || {
-        ws_writer(&writer_conn, sub, &reader_gone)
-    }) {
-        conn.abort();
-        return warn_no_thread(&app.log, "websocket", &e);
-    }
-    let reader_conn = conn.clone();
-    let reader_closer = closer.clone();
-    let reader = move || {
-        ws_reader(&reader_conn, stream, &reader_closer);
+    let headers = [
+        ("Upgrade", "websocket".to_string()),
+        ("Connection", "Upgrade".to_string()),
+        ("Sec-WebSocket-Accept", ws::accept_key(&key)),
+    ];
+    let run = move |stream: TcpStream, leftover: Vec<u8>| {
+        let Ok(link) = Link::new(&stream, &sub) else {
+            return;
+        };
+        let closer = sub.closer();
+        // The reader drops the sender when it ends; the writer waits on that
+        // after a close it sent, and no longer than CLOSE_WAIT.
+        let (reader_done, reader_gone) = mpsc::channel::<()>();
+        let writer = link.clone();
+        if let Err(e) = spawn("ws-write", move || ws_writer(&writer, sub, &reader_gone)) {
+            return warn_no_thread(&app.log, "websocket", &e);
+        }
+        // Bytes the client sent right after its handshake come first.
+        ws_reader(
+            &link,
+            &mut io::Cursor::new(leftover).chain(&stream),
+            &closer,
+        );
         drop(reader_done);
     };
-    if let Err(e) = spawn("ws-read", reader) {
-        closer.close();
-        conn.abort();
-        warn_no_thread(&app.log, "websocket", &e);
-    }
+    ex.take_over(101, &headers, Box::new(run));
 }
 
-/// The write side of a WebSocket, shared by its two threads. Safe to share
-/// across threads.
-struct Conn {
-    /// A second handle to the upgraded socket.
-    socket: TcpStream,
-    /// Held while writing a frame; true once a close frame went out.
-    close_sent: Mutex<bool>,
-}
-
-impl Conn {
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        // Only a flag lives under the lock; a panic cannot leave it half set.
-        self.close_sent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Writes `bytes` (whole frames) unless a close frame already went out.
-    fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        let closed = self.lock();
-        if *closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the close frame was sent",
-            ));
-        }
-        (&self.socket).write_all(bytes)
-    }
-
-    fn close_sent(&self) -> bool {
-        *self.lock()
-    }
-
-    /// Sends a close frame once, then half-closes and bounds how long the
-    /// reader may wait for the client's answer.
-    fn close(&self, code: u16, reason: &str) {
-        let mut closed = self.lock();
-        if *closed {
-            return;
-        }
-        *closed = true;
-        let _ = frame::write_close(&mut &self.socket, code, reason);
-        let _ = self.socket.shutdown(Shutdown::Write);
-        let _ = self.socket.set_read_timeout(Some(CLOSE_WAIT));
-    }
-
-    /// Ends the connection at once, waking a reader blocked on it.
-    fn abort(&self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
-    }
-}
-
-fn ws_writer(conn: &Conn, mut sub: Subscription, reader_gone: &Receiver<()>) {
+fn ws_writer(conn: &Link, mut sub: Subscription, reader_gone: &Receiver<()>) {
+    let mut last = None;
     loop {
         let first = sub.next(HEARTBEAT);
         let mut out = Vec::new();
@@ -399,7 +450,7 @@ fn ws_writer(conn: &Conn, mut sub: Subscription, reader_gone: &Receiver<()>) {
             break;
         }
         match end {
-            None => continue,
+            None => pace(&mut last),
             Some(Next::Lagged(_)) => {
                 conn.close(CLOSE_LAGGED, "lagged");
                 // A blocked read does not see the new read timeout, so the
@@ -418,10 +469,10 @@ fn ws_writer(conn: &Conn, mut sub: Subscription, reader_gone: &Receiver<()>) {
     }
 }
 
-fn ws_reader(conn: &Conn, mut stream: Box<dyn tiny_http::ReadWrite + Send>, closer: &Closer) {
+fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
     let mut reader = frame::Reader::new(MAX_CLIENT_MESSAGE);
     loop {
-        match reader.read_message(&mut stream) {
+        match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
                 let _ = frame::write_pong(&mut out, &payload);
@@ -432,7 +483,10 @@ fn ws_reader(conn: &Conn, mut stream: Box<dyn tiny_http::ReadWrite + Send>, clos
             Ok(frame::Message::Close(status)) => {
                 // The client's code was checked on reading; echo it.
                 conn.close(status.map_or(1000, |(code, _)| code), "");
-                drain(&mut stream);
+                // The closing handshake is done: the subscription ends now,
+                // while the reader waits out the client's end of stream.
+                closer.close();
+                drain(stream);
                 break;
             }
             // Clients send nothing the server acts on.
@@ -440,7 +494,8 @@ fn ws_reader(conn: &Conn, mut stream: Box<dyn tiny_http::ReadWrite + Send>, clos
             Err(e) if e.is_io() => break,
             Err(e) => {
                 conn.close(e.close_code(), &e.to_string());
-                drain(&mut stream);
+                closer.close();
+                drain(stream);
                 break;
             }
         }
@@ -448,9 +503,9 @@ fn ws_reader(conn: &Conn, mut stream: Box<dyn tiny_http::ReadWrite + Send>, clos
     closer.close();
 }
 
-/// Reads and discards until the client ends the stream, the close timeout
-/// passes or [`DRAIN_LIMIT`] bytes went by, so closing does not reset a
-/// connection with unread bytes and lose the close frame.
+/// Reads and discards until the client ends the stream, the socket fails
+/// or [`DRAIN_LIMIT`] bytes went by, so closing does not reset a connection
+/// with unread bytes and lose the close frame.
 fn drain(stream: &mut dyn Read) {
     let mut buf = vec![0; 4096];
     let mut left = DRAIN_LIMIT;

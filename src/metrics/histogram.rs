@@ -3,11 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use super::counter::add_f64;
 use super::error::{Error, ErrorKind};
-use super::timer::Timer;
 
 /// A histogram: counts observations into buckets and keeps their sum.
 /// Cloning is cheap and every clone updates the same histogram; safe to
@@ -108,11 +106,6 @@ impl Histogram {
         add_f64(&shard.sum_bits, v);
         // Release: a scrape that sees this increment also sees the sum.
         shard.buckets[slot].fetch_add(1, Ordering::Release);
-    }
-
-    /// Starts a timer that observes the elapsed seconds when dropped.
-    pub fn start_timer(&self) -> Timer {
-        Timer::for_histogram(self.clone(), Instant::now())
     }
 
     /// The upper bounds, without the implied `+Inf`.

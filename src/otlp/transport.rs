@@ -1,20 +1,18 @@
-//! One OTLP/HTTP POST over a std `TcpStream`, with one deadline covering
+//! One OTLP/HTTP POST through [`crate::client`], with one deadline covering
 //! connect, write and read.
 //!
 //! Plain `http://` only: std has no TLS, and the usual deployment puts a
 //! collector on the same host or pod anyway.
 
 use std::fmt;
-use std::io::{self, ErrorKind as IoKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
 use super::encode::CONTENT_TYPE;
+use crate::client;
 
 /// The path OTLP/HTTP appends to the base endpoint for traces.
 const TRACES_PATH: &str = "v1/traces";
-/// The most response header bytes read before the answer is refused.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// Where batches go: a parsed `http://host[:port][/prefix]` endpoint.
 #[derive(Clone, Debug)]
@@ -56,110 +54,30 @@ impl Endpoint {
             path,
         })
     }
-
-    /// `host:port` for the resolver, with HTTP's port 80 when none is given.
-    fn socket_target(&self) -> String {
-        let has_port = match self.authority.rfind(']') {
-            Some(close) => self.authority[close..].contains(':'),
-            None => self.authority.contains(':'),
-        };
-        if has_port {
-            self.authority.clone()
-        } else {
-            format!("{}:80", self.authority)
-        }
-    }
 }
 
 /// Posts `body` as JSON to `endpoint`, giving up when `timeout` has passed
 /// since the call began. Success is any 2xx answer.
 pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), Error> {
-    let deadline = Instant::now() + timeout;
+    let agent = concat!("conductor-metrics/", env!("CARGO_PKG_VERSION"));
+    let headers = [("Content-Type", CONTENT_TYPE), ("User-Agent", agent)];
     let fail = |kind| Error::new(&endpoint.url, kind);
-    let mut stream =
-        connect(endpoint, deadline).map_err(|(stage, e)| fail(ErrorKind::Io(stage, e)))?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\n\
-         User-Agent: conductor-metrics/{}\r\nConnection: close\r\n\r\n",
-        endpoint.path,
-        endpoint.authority,
-        body.len(),
-        env!("CARGO_PKG_VERSION"),
+    let answer = client::exchange(
+        &endpoint.authority,
+        "POST",
+        &endpoint.path,
+        &headers,
+        body,
+        timeout,
     );
-    write_before(&mut stream, head.as_bytes(), deadline)
-        .and_then(|()| write_before(&mut stream, body, deadline))
-        .map_err(|e| fail(ErrorKind::Io("send", e)))?;
-    let status = read_status(&mut stream, deadline).map_err(|e| fail(ErrorKind::Io("read", e)))?;
-    match status {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        Some(code) => Err(fail(ErrorKind::Status(code))),
-        None => Err(fail(ErrorKind::BadAnswer)),
-    }
-}
-
-fn remaining(deadline: Instant) -> io::Result<Duration> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| io::Error::new(IoKind::TimedOut, "the export timeout passed"))
-}
-
-fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, (&'static str, io::Error)> {
-    let addrs = endpoint
-        .socket_target()
-        .to_socket_addrs()
-        .map_err(|e| ("resolve", e))?;
-    let mut last = io::Error::new(IoKind::NotFound, "the host has no address");
-    for addr in addrs {
-        let budget = remaining(deadline).map_err(|e| ("connect", e))?;
-        match TcpStream::connect_timeout(&addr, budget) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
+    match answer {
+        Ok(r) if (200..300).contains(&r.status) => Ok(()),
+        Ok(r) => Err(fail(ErrorKind::Status(r.status))),
+        Err(f) if f.stage == "read" && f.error.kind() == io::ErrorKind::InvalidData => {
+            Err(fail(ErrorKind::BadAnswer))
         }
+        Err(f) => Err(fail(ErrorKind::Io(f.stage, f.error))),
     }
-    Err(("connect", last))
-}
-
-/// `write_all` with the socket timeout re-armed to what is left before each
-/// write, so a slow reader cannot stretch the deadline.
-fn write_before(stream: &mut TcpStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
-    while !data.is_empty() {
-        stream.set_write_timeout(Some(remaining(deadline)?))?;
-        match stream.write(data) {
-            Ok(0) => return Err(io::Error::new(IoKind::WriteZero, "the collector closed")),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == IoKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads until the end of the response head and returns the status code,
-/// or `None` when the answer is not HTTP. The body is not needed.
-fn read_status(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<u16>> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        stream.set_read_timeout(Some(remaining(deadline)?))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == IoKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let line_end = head.windows(2).position(|w| w == b"\r\n");
-    let status = line_end.and_then(|end| {
-        let line = std::str::from_utf8(&head[..end]).ok()?;
-        let mut parts = line.split(' ');
-        let version = parts.next()?;
-        let code = parts.next()?;
-        (version.starts_with("HTTP/1.") && code.len() == 3)
-            .then(|| code.parse().ok())
-            .flatten()
-    });
-    Ok(status)
 }
 
 /// Why one export request failed. Safe to send across threads.
@@ -219,6 +137,7 @@ impl std::error::Error for Error {
 mod tests {
     use super::*;
     use std::error::Error as _;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
 
@@ -230,17 +149,10 @@ mod tests {
             ("127.0.0.1:4318", "/v1/traces")
         );
         assert_eq!(e.url, "http://127.0.0.1:4318/v1/traces");
-        assert_eq!(e.socket_target(), "127.0.0.1:4318");
         let e = Endpoint::parse("http://collector/otel/").unwrap();
-        assert_eq!(e.path, "/otel/v1/traces");
-        assert_eq!(e.socket_target(), "collector:80");
         assert_eq!(
-            Endpoint::parse("http://[::1]").unwrap().socket_target(),
-            "[::1]:80"
-        );
-        assert_eq!(
-            Endpoint::parse("http://[::1]:9/").unwrap().socket_target(),
-            "[::1]:9"
+            (e.authority.as_str(), e.path.as_str()),
+            ("collector", "/otel/v1/traces")
         );
         for bad in [
             "https://c:4318",
@@ -299,9 +211,9 @@ mod tests {
         assert!(err.to_string().contains("connect"), "{err}");
     }
 
-    #[test]
-    fn error_is_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
+    /// Checked when the tests compile: error is send and sync.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Error>();
-    }
+    };
 }

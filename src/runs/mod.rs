@@ -332,7 +332,7 @@ impl Runs {
         // refused start creates nothing and journals nothing.
         if let Err(refusal) = self.budget.reserve(&id) {
             drop(state);
-            return done(Err(Error::Exhausted(Box::new(refusal))));
+            return done(Err(Error::Exhausted(Box::new(refusal.into()))));
         }
         state.apply(&record, &self.metrics);
         let run = state.runs[&id].clone();
@@ -426,7 +426,7 @@ impl Runs {
                         self.budget.release(id);
                     }
                     drop(state);
-                    return done(Err(Error::Exhausted(Box::new(refusal))));
+                    return done(Err(Error::Exhausted(Box::new(refusal.into()))));
                 }
                 reserved.push(&p.run_id);
             }

@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use conductor_metrics::client::read_response;
+
 /// How long a server may take to print its listening line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read and write timeout of every client socket.
@@ -38,10 +40,6 @@ const SERVER_ENV_VARS: [&str; 9] = [
     "CONDUCTOR_HEADER_TIMEOUT",
     "CONDUCTOR_MAX_CONNECTIONS",
 ];
-/// Caps that turn a runaway response into an error instead of an allocation failure.
-const MAX_LINE: u64 = 64 * 1024;
-const MAX_HEADERS: usize = 256;
-const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// Path of the binary under test, as built by Cargo for integration tests.
 pub fn bin() -> &'static str {
@@ -465,62 +463,7 @@ pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
 // ---------------------------------------------------------------------------------------------
 // HTTP client
 
-/// One HTTP response as read off the wire.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// Header names and values in wire order, values trimmed.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The first value of header `name`, compared case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The body as UTF-8; panics if it is not.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.clone())
-            .unwrap_or_else(|e| panic!("status {} body is not UTF-8: {e}", self.status))
-    }
-
-    /// The body as JSON; panics with the body if it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {} body is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn closes_connection(&self, version: &str) -> bool {
-        let has_token = |token: &str| {
-            self.header_all("connection")
-                .iter()
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        };
-        has_token("close") || (version == "HTTP/1.0" && !has_token("keep-alive"))
-    }
-}
+pub use conductor_metrics::client::Response;
 
 /// Sends one request on a new connection with `Connection: close` and reads the response.
 ///
@@ -537,7 +480,7 @@ pub fn request(
     let stream = connect(addr)?;
     let mut reader = BufReader::new(stream);
     let bytes = encode_request(addr, method, path, headers, body, true);
-    write_then_read(&mut reader, &bytes, is_head(method)).map(|(resp, _)| resp)
+    write_then_read(&mut reader, &bytes, is_head(method))
 }
 
 /// `GET path`; panics on a transport error.
@@ -632,8 +575,8 @@ impl Client {
 
     /// Reads the next response; `head` says whether it answers a HEAD request.
     pub fn read_response(&mut self, head: bool) -> io::Result<Response> {
-        let (resp, closing) = read_response(&mut self.reader, head)?;
-        self.closing = closing;
+        let resp = read_response(&mut self.reader, head)?;
+        self.closing = resp.closes;
         Ok(resp)
     }
 
@@ -671,8 +614,8 @@ impl Client {
                 "the previous response said the server closes this connection",
             ));
         }
-        let (resp, closing) = write_then_read(&mut self.reader, bytes, head)?;
-        self.closing = closing;
+        let resp = write_then_read(&mut self.reader, bytes, head)?;
+        self.closing = resp.closes;
         Ok(resp)
     }
 }
@@ -722,7 +665,7 @@ pub fn raw_with(
 
 /// Parses one response from raw bytes, e.g. the output of `raw`.
 pub fn parse_response(bytes: &[u8], head: bool) -> io::Result<Response> {
-    read_response(&mut io::Cursor::new(bytes), head).map(|(resp, _)| resp)
+    read_response(&mut io::Cursor::new(bytes), head)
 }
 
 /// Parses every response in `bytes`, e.g. the answers to pipelined requests (none for HEAD).
@@ -730,7 +673,7 @@ pub fn parse_responses(bytes: &[u8]) -> io::Result<Vec<Response>> {
     let mut cursor = io::Cursor::new(bytes);
     let mut out = Vec::new();
     while !cursor.fill_buf()?.is_empty() {
-        out.push(read_response(&mut cursor, false)?.0);
+        out.push(read_response(&mut cursor, false)?);
     }
     Ok(out)
 }
@@ -797,7 +740,7 @@ fn write_then_read(
     reader: &mut BufReader<TcpStream>,
     bytes: &[u8],
     head: bool,
-) -> io::Result<(Response, bool)> {
+) -> io::Result<Response> {
     let stream = reader.get_mut();
     let written = stream.write_all(bytes).and_then(|()| stream.flush());
     match written {
@@ -805,134 +748,6 @@ fn write_then_read(
         // E.g. a 413 sent before the body was taken: the answer is what the test wants.
         Err(e) if is_disconnect(&e) => read_response(reader, head).map_err(|_| e),
         Err(e) => Err(e),
-    }
-}
-
-/// Reads one line without its CR LF; `None` at a clean EOF before the first byte.
-fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut buf = Vec::new();
-    r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        let kind = if buf.len() as u64 >= MAX_LINE {
-            io::ErrorKind::InvalidData
-        } else {
-            io::ErrorKind::UnexpectedEof
-        };
-        return Err(io::Error::new(
-            kind,
-            format!("incomplete line: {:?}", String::from_utf8_lossy(&buf)),
-        ));
-    }
-    let line = String::from_utf8_lossy(&buf);
-    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
-}
-
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// Reads one response; the flag says whether the connection ends after it.
-fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<(Response, bool)> {
-    loop {
-        let line = read_line(r)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )
-        })?;
-        let mut parts = line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_string();
-        let code = parts.next().unwrap_or_default();
-        if !version.starts_with("HTTP/1.") {
-            return Err(invalid(format!("bad status line: {line:?}")));
-        }
-        let status: u16 = code
-            .parse()
-            .map_err(|_| invalid(format!("bad status code in {line:?}")))?;
-        let headers = read_headers(r)?;
-        let mut resp = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        // Interim responses (100 Continue) precede the real one; 101 hands the socket over.
-        if (100..200).contains(&status) && status != 101 {
-            continue;
-        }
-        let mut closing = resp.closes_connection(&version);
-        if head || status == 101 || status == 204 || status == 304 {
-            return Ok((resp, closing || status == 101));
-        }
-        let chunked = resp
-            .header("transfer-encoding")
-            .and_then(|v| v.split(',').next_back())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
-            resp.body = read_chunked(r)?;
-        } else if let Some(len) = resp.header("content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| invalid(format!("bad Content-Length {len:?}")))?;
-            if len > MAX_BODY {
-                return Err(invalid(format!("Content-Length {len} too large")));
-            }
-            resp.body = vec![0; len];
-            r.read_exact(&mut resp.body)?;
-        } else {
-            r.by_ref()
-                .take(MAX_BODY as u64)
-                .read_to_end(&mut resp.body)?;
-            closing = true;
-        }
-        return Ok((resp, closing));
-    }
-}
-
-fn read_headers(r: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(r)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in headers"))?;
-        if line.is_empty() {
-            return Ok(headers);
-        }
-        if headers.len() >= MAX_HEADERS {
-            return Err(invalid("too many headers".to_string()));
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
-}
-
-fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(r)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in chunked body"))?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
-        if size == 0 {
-            // Trailers, if any, end with an empty line like the headers.
-            read_headers(r)?;
-            return Ok(body);
-        }
-        if body.len() + size > MAX_BODY {
-            return Err(invalid("chunked body too large".to_string()));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        r.read_exact(&mut body[start..])?;
-        let mut crlf = [0u8; 2];
-        r.read_exact(&mut crlf)?;
-        if &crlf != b"\r\n" {
-            return Err(invalid(format!("chunk not followed by CRLF: {crlf:?}")));
-        }
     }
 }
 

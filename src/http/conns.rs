@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use super::FrontHooks;
+use super::Hooks;
 
 const IDLE: u8 = 0;
 const BUSY: u8 = 1;
@@ -15,10 +14,9 @@ const EVICTED: u8 = 2;
 
 /// Every live client connection, with a handle to close it. Safe to share
 /// between threads.
-pub(super) struct Registry {
+pub(super) struct Connections {
     max: usize,
-    epoch: Instant,
-    hooks: Arc<dyn FrontHooks>,
+    hooks: Arc<dyn Hooks>,
     inner: Mutex<Inner>,
 }
 
@@ -32,36 +30,42 @@ struct Entry {
     activity: Arc<Activity>,
 }
 
-/// Whether a connection is between requests, and since when. Shared by the
-/// connection's thread (which marks it) and the registry (which may evict it).
+/// Ranks idle connections: each answer handed out takes the next ticket.
+/// A counter rather than a clock, so two connections never tie and their
+/// order is the order their answers were ready, however threads are
+/// scheduled afterwards.
+static TICKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a connection is between requests, and since which answer. Shared
+/// by the connection's thread (which marks it) and [`Connections`] (which
+/// may evict it).
 pub(super) struct Activity {
-    epoch: Instant,
     state: AtomicU8,
-    since_nanos: AtomicU64,
+    ticket: AtomicU64,
 }
 
 impl Activity {
-    pub(super) fn new(epoch: Instant) -> Activity {
+    pub(super) fn new() -> Activity {
         let activity = Activity {
-            epoch,
             state: AtomicU8::new(IDLE),
-            since_nanos: AtomicU64::new(0),
+            ticket: AtomicU64::new(0),
         };
-        activity.touch();
+        activity.answered();
         activity
     }
 
-    fn touch(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.since_nanos.store(nanos, Ordering::Relaxed);
-    }
-
     // Relaxed is enough: the state is a single atomic whose compare-exchanges
-    // decide every race on their own, and the timestamp only ranks candidates.
+    // decide every race on their own, and the ticket only ranks candidates.
 
-    /// Marks the connection as waiting for a request, and so evictable.
-    pub(super) fn mark_idle(&self) {
-        self.touch();
+    /// Records that the connection's answer is ready, and marks it idle and
+    /// so evictable, before the answer is written: the client cannot send
+    /// its next request, or another client act on the answer, before this,
+    /// so the order of idle connections never hangs on how threads are
+    /// scheduled afterwards. Eviction only shuts the reading side, so an
+    /// answer being written still goes out whole.
+    pub(super) fn answered(&self) {
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        self.ticket.store(ticket, Ordering::Relaxed);
         let _ = self
             .state
             .compare_exchange(BUSY, IDLE, Ordering::Relaxed, Ordering::Relaxed);
@@ -76,8 +80,7 @@ impl Activity {
     }
 
     fn idle_since(&self) -> Option<u64> {
-        (self.state.load(Ordering::Relaxed) == IDLE)
-            .then(|| self.since_nanos.load(Ordering::Relaxed))
+        (self.state.load(Ordering::Relaxed) == IDLE).then(|| self.ticket.load(Ordering::Relaxed))
     }
 
     fn evict(&self) -> bool {
@@ -87,9 +90,9 @@ impl Activity {
     }
 }
 
-/// A connection's place in the registry, given up when dropped.
+/// A connection's place among the live ones, given up when dropped.
 pub(super) struct Registration {
-    registry: Arc<Registry>,
+    connections: Arc<Connections>,
     id: u64,
     activity: Arc<Activity>,
 }
@@ -102,16 +105,15 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.remove(self.id);
+        self.connections.remove(self.id);
     }
 }
 
-impl Registry {
-    /// A registry of at most `max` connections (at least one).
-    pub(super) fn new(max: usize, hooks: Arc<dyn FrontHooks>) -> Registry {
-        Registry {
+impl Connections {
+    /// Room for at most `max` connections (at least one).
+    pub(super) fn new(max: usize, hooks: Arc<dyn Hooks>) -> Connections {
+        Connections {
             max: max.max(1),
-            epoch: Instant::now(),
             hooks,
             inner: Mutex::new(Inner {
                 next_id: 0,
@@ -120,8 +122,8 @@ impl Registry {
         }
     }
 
-    /// Admits a new connection, closing the longest-idle one if the registry
-    /// is full. `None` when it is full of busy connections (or the socket
+    /// Admits a new connection, closing the longest-idle one if the cap
+    /// is reached. `None` when all are busy connections (or the socket
     /// cannot be cloned): the caller must close the new one.
     ///
     /// Hooks are called with the lock held, so that the last count reported
@@ -145,15 +147,17 @@ impl Registry {
             // The compare-exchange fails if the connection just became busy;
             // then the loop looks again.
             if inner.live.get(&id).is_some_and(|e| e.activity.evict()) {
+                // Its thread, waiting for a request or finishing an answer,
+                // then reads the end of the stream and closes.
                 if let Some(entry) = inner.live.remove(&id) {
-                    let _ = entry.stream.shutdown(Shutdown::Both);
+                    let _ = entry.stream.shutdown(Shutdown::Read);
                 }
                 self.hooks.connection_rejected("evicted");
             }
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        let activity = Arc::new(Activity::new(self.epoch));
+        let activity = Arc::new(Activity::new());
         inner.live.insert(
             id,
             Entry {
@@ -163,7 +167,7 @@ impl Registry {
         );
         self.hooks.connections(inner.live.len());
         Some(Registration {
-            registry: Arc::clone(self),
+            connections: Arc::clone(self),
             id,
             activity,
         })
@@ -187,8 +191,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::FrontHooks;
-    use super::Registry;
+    use super::super::Hooks;
+    use super::Connections;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::sync::{Arc, Mutex};
@@ -196,7 +200,7 @@ mod tests {
     #[derive(Default)]
     struct Log(Mutex<Vec<String>>);
 
-    impl FrontHooks for Log {
+    impl Hooks for Log {
         fn request_rejected(&self, _: &str, _: u16) {}
         fn connection_rejected(&self, reason: &str) {
             self.0.lock().unwrap().push(reason.to_string());
@@ -218,20 +222,21 @@ mod tests {
     }
 
     #[test]
-    fn full_registry_evicts_the_longest_idle() {
+    fn at_the_cap_the_longest_idle_is_evicted() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let log = Arc::new(Log::default());
-        let registry = Arc::new(Registry::new(2, log.clone()));
-        let (a, a_client) = pair(&listener);
+        let connections = Arc::new(Connections::new(2, log.clone()));
+        let (a, _a_client) = pair(&listener);
         let (b, _b_client) = pair(&listener);
         let (c, _c_client) = pair(&listener);
-        let ra = registry.admit(&a).unwrap();
-        let rb = registry.admit(&b).unwrap();
+        let ra = connections.admit(&a).unwrap();
+        let rb = connections.admit(&b).unwrap();
         // `b` goes busy and back to idle, so it is now newer than `a`.
         assert!(rb.activity().mark_busy());
-        rb.activity().mark_idle();
-        let rc = registry.admit(&c).unwrap();
-        assert!(closed(&a_client));
+        rb.activity().answered();
+        let rc = connections.admit(&c).unwrap();
+        // Its reading side is shut, which its thread sees as the end of the stream.
+        assert!(closed(&a));
         assert!(
             !ra.activity().mark_busy(),
             "an evicted connection must not serve"
@@ -243,25 +248,25 @@ mod tests {
     }
 
     #[test]
-    fn full_registry_of_busy_connections_refuses() {
+    fn at_the_cap_with_all_busy_the_new_one_is_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let log = Arc::new(Log::default());
-        let registry = Arc::new(Registry::new(1, log.clone()));
+        let connections = Arc::new(Connections::new(1, log.clone()));
         let (a, _a_client) = pair(&listener);
         let (b, _b_client) = pair(&listener);
-        let ra = registry.admit(&a).unwrap();
+        let ra = connections.admit(&a).unwrap();
         assert!(ra.activity().mark_busy());
-        assert!(registry.admit(&b).is_none());
+        assert!(connections.admit(&b).is_none());
         assert_eq!(*log.0.lock().unwrap(), ["1", "limit"]);
     }
 
     #[test]
     fn close_all_shuts_every_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let registry = Arc::new(Registry::new(4, Arc::new(Log::default())));
+        let connections = Arc::new(Connections::new(4, Arc::new(Log::default())));
         let (a, a_client) = pair(&listener);
-        let _ra = registry.admit(&a).unwrap();
-        registry.close_all();
+        let _ra = connections.admit(&a).unwrap();
+        connections.close_all();
         assert!(closed(&a_client));
     }
 }

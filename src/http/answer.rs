@@ -1,28 +1,77 @@
-//! Requests answered in-process: the front's connection thread hands a
-//! checked, complete request to a [`LocalHandler`], with no loopback hop and
-//! no thread in between.
+//! Answers: the request a handler gets, the duty to answer it, and the
+//! encoding of the answer.
 //!
 //! An answer ready before the handler returns is written by the connection
 //! thread. One that comes later, from the thread that made a write durable,
 //! is written by that thread straight to the socket while the connection
 //! thread already waits for the client's next request: waking it only to
-//! write a hundred bytes cost more than the write.
+//! write a hundred bytes cost more than the write. A stream takes the
+//! connection over instead: its head is written and the connection thread
+//! runs it on the client's socket until it ends.
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
-use super::registry::Activity;
+use super::conns::Activity;
+use super::syntax::is_field_value;
 
 /// The stack of a thread that finishes writing a late answer to a slow reader.
 const WRITER_STACK: usize = 64 * 1024;
 
-/// A request the front answers in-process: its head checked, its body read
-/// whole and within the limit. Hop-by-hop fields are left out, as they are
-/// for requests sent upstream.
+/// The statuses the server sends: code, metric label and reason phrase. The
+/// phrase is optional in HTTP/1.1 (RFC 9112 section 4), so others go
+/// without, and their label is `other`.
+const STATUSES: [(u16, &str, &str); 24] = [
+    (100, "100", "Continue"),
+    (101, "101", "Switching Protocols"),
+    (200, "200", "OK"),
+    (201, "201", "Created"),
+    (202, "202", "Accepted"),
+    (204, "204", "No Content"),
+    (304, "304", "Not Modified"),
+    (400, "400", "Bad Request"),
+    (401, "401", "Unauthorized"),
+    (403, "403", "Forbidden"),
+    (404, "404", "Not Found"),
+    (405, "405", "Method Not Allowed"),
+    (409, "409", "Conflict"),
+    (411, "411", "Length Required"),
+    (413, "413", "Payload Too Large"),
+    (415, "415", "Unsupported Media Type"),
+    (417, "417", "Expectation Failed"),
+    (429, "429", "Too Many Requests"),
+    (431, "431", "Request Header Fields Too Large"),
+    (500, "500", "Internal Server Error"),
+    (501, "501", "Not Implemented"),
+    (502, "502", "Bad Gateway"),
+    (503, "503", "Service Unavailable"),
+    (505, "505", "HTTP Version Not Supported"),
+];
+
+/// A status code as a label value, without allocating; a code the server
+/// does not send shows as `other`.
+pub(super) fn status_label(status: u16) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|(code, _, _)| *code == status)
+        .map_or("other", |(_, label, _)| label)
+}
+
+/// The reason phrase of `status`, or none.
+pub(super) fn reason(status: u16) -> &'static str {
+    STATUSES
+        .iter()
+        .find(|(code, _, _)| *code == status)
+        .map_or("", |(_, _, phrase)| phrase)
+}
+
+/// A request as a handler gets it: its head checked, and its body read
+/// whole and within the limit (or, before [`super::Handler::admits`], not
+/// yet). Framing and connection fields are left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalRequest {
+pub struct Request {
     /// The method token, exactly as the client sent it.
     pub method: String,
     /// The request target: the path and any query, as sent.
@@ -33,10 +82,20 @@ pub struct LocalRequest {
     pub body: Vec<u8>,
 }
 
-/// The answer to a [`LocalRequest`]: everything but the framing, which the
-/// front adds (`Content-Length`, and `Connection` when it closes).
+impl Request {
+    /// The value of the first field named `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// An answer to a [`Request`]: everything but the framing, which the layer
+/// adds (`Content-Length`, and `Connection` when it closes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalResponse {
+pub struct Reply {
     /// The status code, 200 to 599.
     pub status: u16,
     /// Header fields. A value with a control character is left out, so no
@@ -47,22 +106,12 @@ pub struct LocalResponse {
     pub body: Vec<u8>,
 }
 
-/// Answers requests in the front's own connection threads. Called from many
-/// threads at once, so implementations must be safe to share.
-pub trait LocalHandler: Send + Sync {
-    /// Whether the request for `method` and `path` (the target without its
-    /// query) is answered here; the others, and every protocol upgrade, go
-    /// to the upstream server.
-    fn handles(&self, method: &[u8], path: &[u8]) -> bool;
+/// What runs a stream on the client's socket, given the bytes the client
+/// sent after its request, which are the stream's first.
+pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>;
 
-    /// Takes `request` and sends its answer through `answer`, before
-    /// returning or later from any thread. Dropping `answer` unsent closes
-    /// the connection without an answer.
-    fn handle(&self, request: LocalRequest, answer: Answer);
-}
-
-/// The duty to answer one in-process request. Safe to send to another
-/// thread; [`Answer::send`] takes it, so it answers at most once.
+/// The duty to answer one request. Safe to send to another thread;
+/// [`Answer::send`] takes it, so it answers at most once.
 pub struct Answer {
     /// `None` once sent.
     slot: Option<Arc<Slot>>,
@@ -75,8 +124,8 @@ pub(crate) struct Slot {
     head_only: bool,
     close: bool,
     keep_alive_10: bool,
-    /// Marked idle once a late answer is written, as the connection thread
-    /// marks it after writing an answer itself.
+    /// Marked idle, and given its place in the idle order, when the answer
+    /// is sent.
     activity: Arc<Activity>,
 }
 
@@ -85,6 +134,9 @@ enum State {
     Waiting,
     /// Answered; the connection thread writes these bytes.
     Ready(Vec<u8>),
+    /// Taken over by a stream: the connection thread writes the head, then
+    /// runs the stream.
+    Stream(Vec<u8>, Takeover),
     /// Not answered yet, and the connection thread has gone back to reading:
     /// the sender writes the answer to this handle of the socket.
     Detached(TcpStream),
@@ -100,6 +152,8 @@ enum State {
 pub(super) enum Outcome {
     /// The answer, to write now.
     Ready(Vec<u8>),
+    /// A stream's head, to write now, and the stream to run after it.
+    Stream(Vec<u8>, Takeover),
     /// The answer's sender writes it; wait for that before the next request.
     Later(Arc<Slot>),
     /// No answer: close the connection.
@@ -129,11 +183,12 @@ impl Answer {
     }
 
     /// Sends `response`.
-    pub fn send(mut self, response: LocalResponse) {
+    pub fn send(mut self, response: Reply) {
         let Some(slot) = self.slot.take() else {
             return;
         };
         let bytes = encode(&response, slot.head_only, slot.close, slot.keep_alive_10);
+        slot.activity.answered();
         let mut state = slot.lock();
         match std::mem::replace(&mut *state, State::Writing) {
             State::Detached(stream) => {
@@ -145,6 +200,47 @@ impl Answer {
                 slot.changed.notify_all();
             }
         }
+    }
+}
+
+impl Answer {
+    /// Answers with `status` and `headers` and no framed body, then hands
+    /// the client's socket to `run` in the connection's thread: for a
+    /// response streamed until it ends, or a protocol switch. The stream
+    /// keeps its place under the connection cap until `run` returns, and
+    /// the connection closes then.
+    ///
+    /// It must be called before the handler returns; later, the connection
+    /// has gone on to read the next request, and it closes instead.
+    pub fn take_over(mut self, status: u16, headers: &[(&'static str, String)], run: Takeover) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        let mut head = Vec::with_capacity(256);
+        // Writing to a Vec cannot fail.
+        let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
+        push_fields(&mut head, headers);
+        head.extend_from_slice(b"\r\n");
+        let mut state = slot.lock();
+        match std::mem::replace(&mut *state, State::Failed) {
+            State::Waiting => *state = State::Stream(head, run),
+            State::Detached(stream) => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            _ => {}
+        }
+        slot.changed.notify_all();
+    }
+}
+
+impl Answer {
+    /// Whether the connection has gone on to read the client's next
+    /// request, leaving this answer to be written by whichever thread sends
+    /// it (not yet sent, and not before the handler returned).
+    pub fn is_detached(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| matches!(*slot.lock(), State::Detached(_)))
     }
 }
 
@@ -175,7 +271,7 @@ fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
     }
     let (spare, waiter) = (stream.try_clone(), slot.clone());
     let spawned = thread::Builder::new()
-        .name("front-answer".into())
+        .name("http-answer".into())
         .stack_size(WRITER_STACK)
         .spawn(move || {
             // The socket's write timeout bounds this, as it bounds every
@@ -204,7 +300,6 @@ impl Slot {
             let _ = stream.shutdown(Shutdown::Both);
             return self.finish_failed();
         }
-        self.activity.mark_idle();
         *self.lock() = State::Written;
         self.changed.notify_all();
     }
@@ -223,6 +318,7 @@ impl Slot {
         loop {
             match std::mem::replace(&mut *state, State::Failed) {
                 State::Ready(bytes) => return Outcome::Ready(bytes),
+                State::Stream(head, run) => return Outcome::Stream(head, run),
                 State::Waiting => {
                     if !self.close {
                         if let Ok(handle) = stream.try_clone() {
@@ -254,18 +350,10 @@ impl Slot {
 
 #[cfg(test)]
 impl Answer {
-    /// Whether the connection thread has gone back to reading, leaving the
-    /// answer to be written by its sender.
-    pub(crate) fn is_detached(&self) -> bool {
-        self.slot
-            .as_ref()
-            .is_some_and(|slot| matches!(*slot.lock(), State::Detached(_)))
-    }
-
     /// An answer for a keep-alive HTTP/1.1 request and its slot, for tests
     /// elsewhere in the crate; [`Slot::answered`] shows what was sent.
     pub(crate) fn for_test() -> (Answer, Arc<Slot>) {
-        let activity = Arc::new(Activity::new(std::time::Instant::now()));
+        let activity = Arc::new(Activity::new());
         Answer::new(false, false, false, activity)
     }
 }
@@ -281,11 +369,25 @@ impl Slot {
     }
 }
 
+/// Appends `fields` as header lines, leaving out any whose value could
+/// split the head.
+fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, String)]) {
+    for (name, value) in fields {
+        if !is_field_value(value.as_bytes()) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The whole HTTP/1.1 response for `response`. `head_only` leaves the body
 /// out (a `HEAD` request); `close` announces that the connection ends after
 /// it, and `keep_alive_10` that an HTTP/1.0 client's connection stays open.
 pub(super) fn encode(
-    response: &LocalResponse,
+    response: &Reply,
     head_only: bool,
     close: bool,
     keep_alive_10: bool,
@@ -298,18 +400,7 @@ pub(super) fn encode(
         response.status,
         reason(response.status)
     );
-    for (name, value) in &response.headers {
-        if !value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    push_fields(&mut out, &response.headers);
     // A 1xx, 204 or 304 answer has no body and no length (RFC 9110 8.6).
     let bodiless = matches!(response.status, 100..=199 | 204 | 304);
     if !bodiless {
@@ -327,35 +418,9 @@ pub(super) fn encode(
     out
 }
 
-/// The reason phrase of the statuses the server sends; the phrase is
-/// optional in HTTP/1.1 (RFC 9112 section 4), so others go without.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{encode, Answer, LocalResponse, Outcome};
+    use super::{encode, Answer, Outcome, Reply};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
@@ -370,8 +435,8 @@ mod tests {
         (server, client)
     }
 
-    fn body(n: usize) -> LocalResponse {
-        LocalResponse {
+    fn body(n: usize) -> Reply {
+        Reply {
             status: 201,
             headers: Vec::new(),
             body: vec![b'x'; n],
@@ -426,8 +491,8 @@ mod tests {
         assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
     }
 
-    fn response(status: u16, body: &str) -> LocalResponse {
-        LocalResponse {
+    fn response(status: u16, body: &str) -> Reply {
+        Reply {
             status,
             headers: vec![
                 ("Content-Type", "text/plain".to_string()),

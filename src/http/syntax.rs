@@ -12,10 +12,13 @@ pub(super) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-/// Whether `b` may appear in a header value: visible ASCII, space or tab.
-/// Everything else, including obs-text and control bytes, is refused.
-fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b)
+/// Whether `value` may be a header value, in a request or a response:
+/// visible ASCII, space or tab. Everything else, including obs-text and
+/// control bytes such as CR and LF, is refused, so no value can split a head.
+pub(super) fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Splits a header field line (without its CRLF) into name and trimmed value,
@@ -35,7 +38,7 @@ pub(super) fn split_field(line: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     while end > start && matches!(line[end - 1], b' ' | b'\t') {
         end -= 1;
     }
-    if !line[start..end].iter().all(|&b| is_value_byte(b)) {
+    if !is_field_value(&line[start..end]) {
         return None;
     }
     Some((0..colon, start..end))
@@ -80,7 +83,7 @@ pub(super) fn content_length(value: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{content_length, is_token, list_items, split_field};
+    use super::{content_length, is_field_value, is_token, list_items, split_field};
 
     #[test]
     fn tokens() {
@@ -112,6 +115,14 @@ mod tests {
         assert!(split_field(b"X: a\x00b").is_none());
         assert!(split_field(b"X: a\x7fb").is_none());
         assert!(split_field(b"X: a\tb c").is_some());
+    }
+
+    #[test]
+    fn field_values_with_line_breaks_are_refused() {
+        assert!(is_field_value(b"abc-123 x\ty"));
+        assert!(!is_field_value(b"a\r\nSet-Cookie: x"));
+        assert!(!is_field_value(b"a\nb"));
+        assert!(!is_field_value("\u{e9}".as_bytes()));
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! One client connection: each request is read completely and within its
+//! limits, checked, and handed to the handler; answers go out in order.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::answer::{Answer, Outcome, Slot, Takeover};
+use super::chunked::{self, FramingError};
+use super::conns::Activity;
+use super::parse::{Expect, Framing, RequestHead};
+use super::reject::{self, method_label, Reject};
+use super::socket::{ClientStream, HeadError};
+use super::Shared;
+
+/// How long a closing connection keeps reading what the client still sends,
+/// so that our last response is not destroyed by a reset (RFC 9112 section 9.6).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// The most bytes read while lingering.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Bodies are read into memory that grows as bytes arrive, so a large
+/// Content-Length alone cannot make us allocate.
+const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
+
+/// What the connection does after a request.
+enum AfterRequest {
+    /// Wait for the next request.
+    Read,
+    /// Close at once: the client is gone, timed out, or broke the framing.
+    Close,
+    /// A response went out and the connection ends: close gracefully.
+    Linger,
+    /// A stream took the connection over: run it, then close.
+    Stream(Takeover),
+    /// The answer is written by its sender: wait for the next request, and
+    /// for the answer to be written before serving it.
+    Later(Arc<Slot>),
+}
+
+/// Serves requests on `stream` until the client leaves, a limit is hit, or
+/// the connection is evicted while it is idle.
+pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) {
+    let limits = &shared.limits;
+    // A client that stops reading must not hold this thread for ever.
+    let write_timeout = limits.body_timeout.max(Duration::from_millis(1));
+    if stream.set_write_timeout(Some(write_timeout)).is_err() {
+        return;
+    }
+    let mut client = ClientStream::new(stream);
+    let mut pending: Option<Arc<Slot>> = None;
+    // A new connection starts idle, since its admission.
+    loop {
+        client.release_buffer();
+        client.set_deadline(limits.idle_timeout);
+        match client.wait_for_data() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                if timed_out(&err) {
+                    shared.hooks.connection_rejected("idle_timeout");
+                }
+                return;
+            }
+        }
+        // Answers go out in order: the last one first, if its sender is
+        // still writing it. Its sender marked the connection idle.
+        if pending.take().is_some_and(|slot| !slot.wait_written()) {
+            return;
+        }
+        if !activity.mark_busy() {
+            return;
+        }
+        match serve_request(&mut client, shared, activity) {
+            // The answer marked the connection idle when it was ready.
+            AfterRequest::Read => {}
+            AfterRequest::Later(slot) => pending = Some(slot),
+            AfterRequest::Close => return,
+            AfterRequest::Linger => return linger(client.stream()),
+            AfterRequest::Stream(run) => {
+                let (stream, leftover) = client.into_parts();
+                // A stream waits on the client for as long as both stay;
+                // the deadlines of requests no longer apply.
+                if stream.set_read_timeout(None).is_ok() {
+                    run(stream, leftover);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn serve_request(
+    client: &mut ClientStream,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+) -> AfterRequest {
+    let limits = &shared.limits;
+    client.set_deadline(limits.header_timeout);
+    let head = match client.read_head(limits.max_header_bytes) {
+        Ok(head) => head,
+        Err(HeadError::Closed) => return AfterRequest::Close,
+        Err(HeadError::Io(err)) => {
+            if timed_out(&err) {
+                shared.hooks.connection_rejected("header_timeout");
+            }
+            return AfterRequest::Close;
+        }
+        Err(HeadError::TooLarge) => {
+            let label = method_label(client.buffered());
+            let reject = Reject::headers_too_large("the request head is too large");
+            return refuse(client, shared, label, false, reject);
+        }
+        Err(HeadError::BareLf) => {
+            let label = method_label(client.buffered());
+            let reject = Reject::bad_request("every line must end in CRLF");
+            return refuse(client, shared, label, false, reject);
+        }
+    };
+    let label = method_label(&head);
+    let head = match RequestHead::parse(head) {
+        Ok(head) => head,
+        Err(reject) => return refuse(client, shared, label, false, reject),
+    };
+    let head_only = head.is_head();
+    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
+        let reject = Reject::too_large("the request body is too large");
+        return refuse(client, shared, label, head_only, reject);
+    }
+    // The body is left unread, as RFC 9110 allows.
+    if head.expect == Expect::Unknown {
+        let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
+        return refuse(client, shared, label, head_only, reject);
+    }
+    let mut request = head.request(Vec::new());
+    if head.implemented() && !shared.handler.admits(&request) {
+        // Answered on the head alone: a body is never read, and the
+        // connection then closes, since its next request would start inside it.
+        let close = head.has_body() || !head.keep_alive;
+        let keep_alive_10 = head.http10 && !close;
+        let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+        shared.handler.refuse(request, answer);
+        return write_outcome(client, &slot, close);
+    }
+    let Some(reservation) = Reservation::take(shared, &head) else {
+        let reject = Reject::busy("the server holds too many request bodies; retry shortly");
+        return refuse(client, shared, label, head_only, reject);
+    };
+    request.body = match read_body(client, &head, shared, label) {
+        Ok(body) => body,
+        Err(next) => return next,
+    };
+    let close = !head.keep_alive;
+    let keep_alive_10 = head.http10 && !close;
+    if !head.implemented() {
+        // The framing was sound and the body is read, so the connection goes on.
+        let reject = Reject::not_implemented("the request method is not implemented");
+        shared.hooks.request_rejected(label, reject.status);
+        activity.answered();
+        let connection = match (close, keep_alive_10) {
+            (true, _) => "Connection: close\r\n",
+            (false, true) => "Connection: keep-alive\r\n",
+            (false, false) => "",
+        };
+        return match client.write_all(&reject::framed(reject, head_only, connection)) {
+            Ok(()) if close => AfterRequest::Linger,
+            Ok(()) => AfterRequest::Read,
+            Err(_) => AfterRequest::Close,
+        };
+    }
+    let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+    shared.handler.handle(request, answer);
+    // The handler has parsed the body, or dropped it, by now.
+    drop(reservation);
+    write_outcome(client, &slot, close)
+}
+
+/// Writes what the handler left in `slot`, or leaves it to the answer's
+/// sender, or hands the connection to a stream.
+fn write_outcome(client: &ClientStream, slot: &Arc<Slot>, close: bool) -> AfterRequest {
+    match slot.outcome(client.stream()) {
+        Outcome::Ready(bytes) => match client.write_all(&bytes) {
+            Ok(()) if close => AfterRequest::Linger,
+            Ok(()) => AfterRequest::Read,
+            Err(_) => AfterRequest::Close,
+        },
+        Outcome::Stream(head, run) => match client.write_all(&head) {
+            Ok(()) => AfterRequest::Stream(run),
+            Err(_) => AfterRequest::Close,
+        },
+        Outcome::Later(slot) => AfterRequest::Later(slot),
+        Outcome::Failed => AfterRequest::Close,
+    }
+}
+
+/// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
+/// request is read and handled; given back when dropped.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves room for the body `head` announces: its length, or the body
+    /// limit for a chunked one. `None` when the cap has no room for it.
+    fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
+        let bytes = match head.framing {
+            Framing::Length(n) => n,
+            Framing::Chunked => shared.limits.max_body,
+            Framing::Empty => 0,
+        };
+        // Relaxed is enough: the counter is the only shared state, and
+        // each add is undone by exactly one subtract.
+        let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);
+        let reservation = Reservation { shared, bytes };
+        (bytes == 0 || before + bytes <= shared.limits.max_buffered_bodies).then_some(reservation)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .buffered
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reads the whole body into memory, so that a handler never waits on a
+/// slow client.
+fn read_body(
+    client: &mut ClientStream,
+    request: &RequestHead,
+    shared: &Shared,
+    label: &'static str,
+) -> Result<Vec<u8>, AfterRequest> {
+    let config = &shared.limits;
+    if !request.has_body() {
+        return Ok(Vec::new());
+    }
+    if request.expect == Expect::Continue
+        && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+    {
+        return Err(AfterRequest::Close);
+    }
+    client.set_deadline(config.body_timeout);
+    let result = match request.framing {
+        Framing::Length(n) => {
+            let capacity = n.min(INITIAL_BODY_CAPACITY) as usize;
+            let mut body = Vec::with_capacity(capacity);
+            client
+                .read_body(n, &mut body)
+                .map(|()| body)
+                .map_err(FramingError::Io)
+        }
+        Framing::Chunked => chunked::read_body(client, config.max_body, config.max_header_bytes),
+        Framing::Empty => Ok(Vec::new()),
+    };
+    result.map_err(|err| {
+        let reject = match err {
+            FramingError::Io(err) => {
+                if timed_out(&err) {
+                    shared.hooks.connection_rejected("body_timeout");
+                }
+                return AfterRequest::Close;
+            }
+            FramingError::Malformed(message) => Reject::bad_request(message),
+            FramingError::LineTooLong => Reject::bad_request("a chunk-size line is too long"),
+            FramingError::TrailersTooLarge => {
+                Reject::headers_too_large("the trailers are too large")
+            }
+            FramingError::BodyTooLarge => Reject::too_large("the request body is too large"),
+        };
+        refuse(client, shared, label, request.is_head(), reject)
+    })
+}
+
+/// Answers a request no handler will see, and tells the hooks so that it
+/// is still counted once.
+fn refuse(
+    client: &ClientStream,
+    shared: &Shared,
+    label: &'static str,
+    head_only: bool,
+    reject: Reject,
+) -> AfterRequest {
+    shared.hooks.request_rejected(label, reject.status);
+    // The connection ends either way; a failed write changes nothing.
+    let _ = client.write_all(&reject::response(reject, head_only));
+    AfterRequest::Linger
+}
+
+/// Ends our side of the connection, then reads and discards what the client
+/// still sends for a bounded time, so that closing with unread bytes does not
+/// send a reset that could destroy the response before the client reads it.
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => drained += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn timed_out(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}

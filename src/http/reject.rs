@@ -1,0 +1,174 @@
+//! The answers the layer gives on its own, when it refuses a request before
+//! any handler sees it.
+
+use super::answer::reason;
+
+/// Why a request was refused: the status to answer with and a fixed
+/// explanation.
+///
+/// The message is always one of our own constants, never client bytes, so it is
+/// safe to put in the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reject {
+    /// 400, 413, 417, 431, 501, 503 or 505.
+    pub(super) status: u16,
+    pub(super) message: &'static str,
+}
+
+impl Reject {
+    pub(super) const fn bad_request(message: &'static str) -> Reject {
+        Reject {
+            status: 400,
+            message,
+        }
+    }
+
+    pub(super) const fn too_large(message: &'static str) -> Reject {
+        Reject {
+            status: 413,
+            message,
+        }
+    }
+
+    pub(super) const fn headers_too_large(message: &'static str) -> Reject {
+        Reject {
+            status: 431,
+            message,
+        }
+    }
+
+    pub(super) const fn not_implemented(message: &'static str) -> Reject {
+        Reject {
+            status: 501,
+            message,
+        }
+    }
+
+    pub(super) const fn version(message: &'static str) -> Reject {
+        Reject {
+            status: 505,
+            message,
+        }
+    }
+
+    /// 503 with `Retry-After`: the server holds too many request bodies now.
+    pub(super) const fn busy(message: &'static str) -> Reject {
+        Reject {
+            status: 503,
+            message,
+        }
+    }
+
+    pub(super) const fn expectation_failed(message: &'static str) -> Reject {
+        Reject {
+            status: 417,
+            message,
+        }
+    }
+
+    fn error_code(self) -> &'static str {
+        match self.status {
+            400 => "BAD_REQUEST",
+            413 => "PAYLOAD_TOO_LARGE",
+            417 => "EXPECTATION_FAILED",
+            431 => "HEADERS_TOO_LARGE",
+            501 => "NOT_IMPLEMENTED",
+            503 => "UNAVAILABLE",
+            _ => "HTTP_VERSION_NOT_SUPPORTED",
+        }
+    }
+}
+
+/// The whole response for `reject`: a JSON error body, a fresh request id
+/// (the client's own is not trusted on a request we refuse), and
+/// `Connection: close` because after a refusal we no longer trust where the
+/// next request starts. A 503 says when to retry.
+/// `head_only` leaves the body out, as a response to `HEAD` must.
+pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
+    framed(reject, head_only, "Connection: close\r\n")
+}
+
+/// [`response`] for a request whose framing was sound, so the connection
+/// goes on: `connection` is the `Connection` line to send, if any.
+pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u8> {
+    let mut body = String::with_capacity(96);
+    body.push_str("{\"error\":{\"code\":\"");
+    body.push_str(reject.error_code());
+    body.push_str("\",\"message\":");
+    crate::json_text::push_str(&mut body, reject.message);
+    body.push_str("}}");
+    let retry = if reject.status == 503 {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{connection}\r\n",
+        reject.status,
+        reason(reject.status),
+        body.len(),
+        super::exchange::new_request_id()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// The method label for metrics, read from the start of a request head:
+/// one of a fixed set, so a client cannot create new label values.
+pub(super) fn method_label(head: &[u8]) -> &'static str {
+    let token = head.split(|&b| b == b' ').next().unwrap_or_default();
+    match std::str::from_utf8(token) {
+        Ok(method) if head.len() > token.len() => super::exchange::method_label(method),
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{method_label, response, Reject};
+
+    #[test]
+    fn error_response_is_json_with_close() {
+        let out = response(Reject::too_large("body too \"big\""), false);
+        let text = String::from_utf8(out).unwrap();
+        let id_at = text.find("X-Request-ID: ").unwrap() + 14;
+        let id = &text[id_at..id_at + 16];
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let text = text.replace(id, "ID");
+        let body =
+            "{\"error\":{\"code\":\"PAYLOAD_TOO_LARGE\",\"message\":\"body too \\\"big\\\"\"}}";
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nX-Request-ID: ID\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn head_response_has_no_body_and_busy_says_when_to_retry() {
+        let out = response(Reject::bad_request("x"), true);
+        assert!(out.ends_with(b"Connection: close\r\n\r\n"));
+        assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        let text = String::from_utf8(response(Reject::busy("x"), false)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        assert_eq!(method_label(b"GET / HTTP/1.1\r\n"), "GET");
+        assert_eq!(method_label(b"OPTIONS * HTTP/1.1"), "OPTIONS");
+        assert_eq!(method_label(b"PATCH "), "PATCH");
+        assert_eq!(method_label(b"get / HTTP/1.1"), "OTHER");
+        assert_eq!(method_label(b"GETX / HTTP/1.1"), "OTHER");
+        assert_eq!(method_label(b"GET"), "OTHER");
+        assert_eq!(method_label(b""), "OTHER");
+        assert_eq!(method_label(b"\xff\xfe"), "OTHER");
+    }
+}
