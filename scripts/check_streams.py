@@ -411,7 +411,7 @@ def check_page(api):
                      {"type": "phase_completed", "phase": "deploy", "success": True,
                       "durationMs": 80000, "timestamp": old}, 200)
             cell = ("[...document.querySelectorAll('#events tr')].find(tr =>"
-                    " tr.textContent.includes('phase_completed'))")
+                    f" tr.textContent.includes('phase_completed') && tr.textContent.includes('{run_id}'))")
             browser.wait_for(f"{cell} !== undefined", "the simulated-clock event", EVENT_TIMEOUT_SECONDS)
             shown_row = browser.evaluate(
                 f"(() => {{ const tr = {cell}; const t = tr.children[1];"
