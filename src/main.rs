@@ -4,6 +4,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use conductor_metrics::app::{App, AppConfig, VERSION};
 use conductor_metrics::budget::{BudgetConfig, Pricing};
@@ -14,6 +16,7 @@ use conductor_metrics::error::Error;
 use conductor_metrics::http::{Limits, Server};
 use conductor_metrics::log::Logger;
 use conductor_metrics::otlp::OtlpConfig;
+use conductor_metrics::sys;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,14 +64,26 @@ impl StartError {
 }
 
 fn serve(c: ServeConfig) -> ExitCode {
-    conductor_metrics::sys::limit_malloc_arenas(2);
+    // Before any thread starts, so that every thread inherits the mask and
+    // the signals wait for `stop` below.
+    let signals = sys::block_stop_signals();
+    sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
     match start(&c, log) {
-        Ok(server) => {
-            server.join();
+        Ok((server, app)) => {
+            match signals.and_then(|()| sys::wait_for_stop_signal()) {
+                Ok(signal) => stop(&server, &app, signal, c.shutdown_timeout),
+                Err(e) => {
+                    log.warn(
+                        "cannot wait for SIGTERM or SIGINT; they stop the server at once",
+                        &[("error", serde_json::json!(e.to_string()))],
+                    );
+                    server.join();
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -79,11 +94,43 @@ fn serve(c: ServeConfig) -> ExitCode {
     }
 }
 
+/// The graceful stop: no new connections, streams end with a final notice,
+/// requests in flight are answered (each acknowledged write is durable
+/// before its answer goes out), and traces are flushed, all within `grace`.
+fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
+    let started = Instant::now();
+    let log = app.log;
+    log.info(
+        "stopping",
+        &[
+            ("signal", serde_json::json!(signal)),
+            ("grace_seconds", serde_json::json!(grace.as_secs_f64())),
+        ],
+    );
+    let drained = server.stop(grace);
+    let flushed = app
+        .tracer
+        .as_ref()
+        .is_none_or(|t| t.flush(grace.saturating_sub(started.elapsed())));
+    let fields = [
+        ("connections_cut", serde_json::json!(!drained)),
+        ("traces_flushed", serde_json::json!(flushed)),
+        (
+            "duration_ms",
+            serde_json::json!(started.elapsed().as_secs_f64() * 1000.0),
+        ),
+    ];
+    match drained && flushed {
+        true => log.info("stopped", &fields),
+        false => log.warn("stopped when the grace period ran out", &fields),
+    }
+}
+
 /// Everything from the settings to a listening server.
-fn start(c: &ServeConfig, log: Logger) -> Result<Server, StartError> {
+fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>), StartError> {
     // Every connection costs descriptors; the soft limit is often far below
     // what is allowed. Said on the listening line, or as a warning.
-    let nofile = match conductor_metrics::sys::raise_fd_limit() {
+    let nofile = match sys::raise_fd_limit() {
         Ok(limits) => Some(limits.soft),
         Err(e) => {
             log.warn(
@@ -149,7 +196,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<Server, StartError> {
         max_body: c.max_body,
         ..Limits::default()
     };
-    let server = Server::start(app, listener, limits)
+    let server = Server::start(app.clone(), listener, limits)
         .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
     log.info(
@@ -163,7 +210,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<Server, StartError> {
             ("nofile", serde_json::json!(nofile)),
         ],
     );
-    Ok(server)
+    Ok((server, app))
 }
 
 /// Makes the data dir when it is missing, and returns it as an absolute

@@ -4,7 +4,6 @@
 #[cfg(target_os = "linux")]
 mod ffi {
     use std::ffi::c_int;
-    use std::ffi::c_long;
 
     /// `struct rlimit`, whose `rlim_t` is 64 bits wide on every 64-bit
     /// Linux target, in glibc and musl alike.
@@ -16,9 +15,6 @@ mod ffi {
     }
 
     extern "C" {
-        pub fn sysconf(name: c_int) -> c_long;
-        #[cfg(target_pointer_width = "64")]
-        pub fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
         #[cfg(target_pointer_width = "64")]
         pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
         pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
@@ -29,7 +25,36 @@ mod ffi {
             value: *const std::ffi::c_void,
             len: u32,
         ) -> c_int;
+        pub fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
+        pub fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
     }
+
+    /// `sigset_t`: 1024 bits in glibc and musl alike, signal N at bit N - 1
+    /// of the native-endian words.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct SigSet(pub [u64; 16]);
+
+    /// `SIG_BLOCK`, whose number depends on the architecture.
+    #[cfg(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))]
+    pub const SIG_BLOCK: c_int = 1;
+    /// `SIG_BLOCK`, whose number depends on the architecture.
+    #[cfg(not(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )))]
+    pub const SIG_BLOCK: c_int = 0;
+    /// `SIGINT` and `SIGTERM`, the same on every Linux architecture.
+    pub const SIGINT: c_int = 2;
+    /// See [`SIGINT`].
+    pub const SIGTERM: c_int = 15;
 
     /// `SOL_SOCKET` and `SO_SNDBUF` (x86, ARM and most others; not MIPS,
     /// SPARC or PA-RISC, where `set_send_buffer` does nothing).
@@ -50,11 +75,6 @@ mod ffi {
     /// glibc's `M_ARENA_MAX`.
     #[cfg(target_env = "gnu")]
     pub const M_ARENA_MAX: c_int = -8;
-
-    /// glibc's and musl's `_SC_CLK_TCK`.
-    pub const SC_CLK_TCK: c_int = 2;
-    /// glibc's and musl's `_SC_PAGESIZE`.
-    pub const SC_PAGESIZE: c_int = 30;
 
     /// `RLIMIT_NOFILE`, whose number depends on the architecture.
     #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
@@ -87,23 +107,37 @@ pub struct FdLimits {
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 const NR_OPEN_DEFAULT: u64 = 1 << 20;
 
-/// The limits on open descriptors now in force.
+/// The limits on open descriptors now in force, as `/proc/self/limits`
+/// shows them (which spares a `getrlimit` call).
 ///
 /// # Errors
 ///
-/// Fails if `getrlimit` does.
+/// Fails if that file cannot be read or has no line for open files.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn fd_limits() -> std::io::Result<FdLimits> {
-    let mut rlim = ffi::Rlimit { cur: 0, max: 0 };
-    // SAFETY: getrlimit writes one `struct rlimit`, whose layout `Rlimit`
-    // repeats, through a pointer to a live local that outlives the call.
-    let rc = unsafe { ffi::getrlimit(ffi::RLIMIT_NOFILE, &mut rlim) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(FdLimits {
-        soft: rlim.cur,
-        hard: rlim.max,
+    let text = std::fs::read_to_string("/proc/self/limits")?;
+    parse_fd_limits(&text).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "/proc/self/limits has no readable \"Max open files\" line",
+        )
+    })
+}
+
+/// The soft and hard limits from the `Max open files` line of a
+/// `/proc/<pid>/limits` text; `unlimited` is `u64::MAX`.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn parse_fd_limits(text: &str) -> Option<FdLimits> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut values = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|v| match v {
+            "unlimited" => Some(u64::MAX),
+            v => v.parse().ok(),
+        });
+    Some(FdLimits {
+        soft: values.next()??,
+        hard: values.next()??,
     })
 }
 
@@ -151,29 +185,45 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// A positive `sysconf(name)`, or `fallback`.
-#[cfg(target_os = "linux")]
-fn sysconf(name: std::ffi::c_int, fallback: f64) -> f64 {
-    // SAFETY: sysconf takes an integer and returns an integer; it reads no
-    // memory of ours and is thread-safe.
-    let v = unsafe { ffi::sysconf(name) };
-    if v > 0 {
-        v as f64
-    } else {
-        fallback
-    }
+/// The value of entry `key` of the auxiliary vector the kernel handed the
+/// process (`/proc/self/auxv`: pairs of native words), when positive.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn auxv(key: u64) -> Option<u64> {
+    let bytes = std::fs::read("/proc/self/auxv").ok()?;
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or_default());
+    bytes
+        .chunks_exact(16)
+        .map(|pair| (word(&pair[..8]), word(&pair[8..])))
+        .find(|&(k, v)| k == key && v > 0)
+        .map(|(_, v)| v)
 }
+
+/// Elsewhere the vector is not read, and the usual values stand.
+#[cfg(all(target_os = "linux", not(target_pointer_width = "64")))]
+fn auxv(_key: u64) -> Option<u64> {
+    None
+}
+
+/// `AT_PAGESZ` and `AT_CLKTCK`, the auxiliary vector's page size and clock
+/// tick rate: what `sysconf` itself reads.
+#[cfg(target_os = "linux")]
+const AT_PAGESZ: u64 = 6;
+/// See [`AT_PAGESZ`].
+#[cfg(target_os = "linux")]
+const AT_CLKTCK: u64 = 17;
 
 /// Clock ticks per second, as `/proc` times are counted (100 on Linux).
 #[cfg(target_os = "linux")]
 pub fn clock_ticks_per_second() -> f64 {
-    sysconf(ffi::SC_CLK_TCK, 100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| auxv(AT_CLKTCK).map_or(100.0, |v| v as f64))
 }
 
 /// The memory page size in bytes, for turning `/proc` page counts to bytes.
 #[cfg(target_os = "linux")]
 pub fn page_size() -> f64 {
-    sysconf(ffi::SC_PAGESIZE, 4096.0)
+    static PAGE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| auxv(AT_PAGESZ).map_or(4096.0, |v| v as f64))
 }
 
 /// Sends what of `bytes` the socket takes at once, without blocking and
@@ -259,10 +309,85 @@ pub fn limit_malloc_arenas(arenas: i32) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_malloc_arenas(_arenas: i32) {}
 
+/// The signals that ask the server to stop: SIGTERM and SIGINT.
+#[cfg(target_os = "linux")]
+fn stop_signals() -> ffi::SigSet {
+    let mut set = ffi::SigSet([0; 16]);
+    for sig in [ffi::SIGINT, ffi::SIGTERM] {
+        set.0[(sig as usize - 1) / 64] |= 1 << ((sig as usize - 1) % 64);
+    }
+    set
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
+/// it starts afterwards, so that they wait for [`wait_for_stop_signal`]
+/// instead of killing the process. Call it first thing, before any thread
+/// starts.
+///
+/// # Errors
+///
+/// Fails if the mask cannot be set; the signals then still kill.
+#[cfg(target_os = "linux")]
+pub fn block_stop_signals() -> std::io::Result<()> {
+    let set = stop_signals();
+    // SAFETY: the set is a live local laid out as `sigset_t`, only read;
+    // a null old-set pointer is allowed and means it is not wanted.
+    let rc = unsafe { ffi::pthread_sigmask(ffi::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    match rc {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Waits until SIGTERM or SIGINT arrives, and returns its name. Only
+/// meaningful after [`block_stop_signals`].
+///
+/// # Errors
+///
+/// Fails if `sigwait` does.
+#[cfg(target_os = "linux")]
+pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
+    let set = stop_signals();
+    let mut sig: std::ffi::c_int = 0;
+    // SAFETY: sigwait reads the live local set and writes one c_int
+    // through a pointer to a live local; both outlive the call.
+    let rc = unsafe { ffi::sigwait(&set, &mut sig) };
+    match (rc, sig) {
+        (0, ffi::SIGINT) => Ok("SIGINT"),
+        (0, _) => Ok("SIGTERM"),
+        (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Elsewhere the signals keep their default action.
+#[cfg(not(target_os = "linux"))]
+pub fn block_stop_signals() -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Elsewhere there is nothing to wait for.
+#[cfg(not(target_os = "linux"))]
+pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
-    fn sysconf_values_are_sane() {
+    fn fd_limits_are_read_from_the_limits_table() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max processes             63704                63704                processes\n\
+                    Max open files            1024                 524288               files\n";
+        let limits = super::parse_fd_limits(text).unwrap();
+        assert_eq!((limits.soft, limits.hard), (1024, 524288));
+        let text = "Max open files            unlimited            unlimited            files\n";
+        let limits = super::parse_fd_limits(text).unwrap();
+        assert_eq!((limits.soft, limits.hard), (u64::MAX, u64::MAX));
+        assert!(super::parse_fd_limits("Max processes 1 2 processes\n").is_none());
+    }
+
+    #[test]
+    fn auxiliary_vector_values_are_sane() {
         assert_eq!(super::clock_ticks_per_second(), 100.0);
         let page = super::page_size();
         assert!(page >= 4096.0 && (page as u64).is_power_of_two());

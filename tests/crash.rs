@@ -163,11 +163,9 @@ fn metric(server: &ServerProc, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    let dir = TempDir::new();
-    let data = dir.join("data");
-    let mut server = ServerProc::start(&data, &[], &[]);
+/// Runs the clients on `server` until [`ACKS_BEFORE_KILL`] acknowledgements, ends the server
+/// with `end` while they keep writing, and returns what they saw acknowledged.
+fn write_then(server: &mut ServerProc, end: impl FnOnce(&mut ServerProc)) -> Vec<Acked> {
     let addr = server.addr();
     let acks = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -180,7 +178,7 @@ fn acknowledged_writes_survive_sigkill() {
     poll_until(TIME_LIMIT, || {
         (acks.load(Ordering::Relaxed) >= ACKS_BEFORE_KILL).then_some(())
     });
-    server.kill();
+    end(server);
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<Acked> = clients
         .into_iter()
@@ -189,13 +187,18 @@ fn acknowledged_writes_survive_sigkill() {
     for a in &acked {
         assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
     }
+    assert!(acks.load(Ordering::Relaxed) >= ACKS_BEFORE_KILL);
+    acked
+}
+
+/// Restarts on `data` and checks that everything acknowledged is there, and that the metrics
+/// agree with it; returns the server and every message on the bus.
+fn check_acknowledged(data: &Path, acked: &[Acked]) -> (ServerProc, Vec<Value>) {
     let acked_messages: usize = acked.iter().map(|a| a.messages.len()).sum();
     let acked_runs: usize = acked.iter().map(|a| a.runs.len()).sum();
-    assert!(acks.load(Ordering::Relaxed) >= ACKS_BEFORE_KILL);
     assert!(acked_messages > 0 && acked_runs > 0);
-
-    let server = ServerProc::start(&data, &[], &[]);
-    clean_journals(&data);
+    let server = ServerProc::start(data, &[], &[]);
+    clean_journals(data);
 
     // The bus: a gap-free prefix of sequence numbers holding every acknowledged message.
     let all = all_messages(&server);
@@ -215,7 +218,7 @@ fn acknowledged_writes_survive_sigkill() {
         assert_eq!(m["type"], "crash");
         by_id.insert(id.to_string(), m["body"].clone());
     }
-    for a in &acked {
+    for a in acked {
         let mut previous = "";
         for (id, body) in &a.messages {
             assert_eq!(
@@ -233,7 +236,7 @@ fn acknowledged_writes_survive_sigkill() {
     );
 
     // Runs: every acknowledged start exists, every acknowledged completion holds.
-    for a in &acked {
+    for a in acked {
         for (id, completed) in &a.runs {
             let r = get_json(server.addr(), &format!("/api/v1/runs/{id}"));
             assert_eq!(r.status, 200, "acknowledged run {id} lost");
@@ -259,6 +262,20 @@ fn acknowledged_writes_survive_sigkill() {
         metric(&server, r#"agent_cycles_total{outcome="completed"}"#),
         count("completed")
     );
+    eprintln!(
+        "acknowledged {acked_messages} messages and {acked_runs} runs; {} messages durable",
+        all.len()
+    );
+    (server, all)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut server = ServerProc::start(&data, &[], &[]);
+    let acked = write_then(&mut server, ServerProc::kill);
+    let (server, all) = check_acknowledged(&data, &acked);
 
     // New writes after the restart.
     let r = post_json(
@@ -274,8 +291,33 @@ fn acknowledged_writes_survive_sigkill() {
     assert_eq!(r.status, 200);
     let lines = clean_journals(&data);
     assert_eq!(lines.get("messages.jsonl"), Some(&(all.len() + 1)));
-    eprintln!(
-        "acknowledged {acked_messages} messages and {acked_runs} runs; {} messages durable",
-        all.len()
-    );
+}
+
+/// A SIGTERM while clients write: the server answers what is in flight and exits 0, so every
+/// write it took was answered, and every answered write is on disk.
+#[test]
+fn sigterm_during_writes_answers_what_is_in_flight_and_exits_0() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut server = ServerProc::start(&data, &[], &[]);
+    let acked = write_then(&mut server, |server| {
+        server.terminate();
+        let status = server.wait_timeout(TIME_LIMIT).expect("the server exits");
+        assert_eq!(status.code(), Some(0), "exit status");
+    });
+    let log = server.stderr_lines().join("\n");
+    assert!(log.contains("\"signal\":\"SIGTERM\""), "{log}");
+    assert!(log.contains("\"connections_cut\":false"), "{log}");
+    let (restarted, all) = check_acknowledged(&data, &acked);
+    // Nothing was cut off mid-answer: the bus holds exactly the acknowledged messages, and
+    // every run on disk has the status its client was last told.
+    let acked_messages: usize = acked.iter().map(|a| a.messages.len()).sum();
+    assert_eq!(all.len(), acked_messages);
+    for a in &acked {
+        for (id, completed) in &a.runs {
+            let r = get_json(restarted.addr(), &format!("/api/v1/runs/{id}"));
+            let want = if *completed { "completed" } else { "running" };
+            assert_eq!(r.json()["status"], want, "{id}");
+        }
+    }
 }

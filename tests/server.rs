@@ -734,17 +734,25 @@ fn bodies_over_max_body_are_refused_with_413() {
     let (_dir, server) = start(&["--max-body", "1024"], &[]);
     let body = |n: usize| format!("{{\"type\":\"t\",\"body\":\"{}\"}}", "x".repeat(n));
 
+    // The answer names the limit and the setting that raises it.
+    let names_the_limit = |e: Value| {
+        let message = e["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            message.contains("1024 bytes") && message.contains("--max-body"),
+            "{message}"
+        );
+    };
     let r = post_raw(&server, "/api/v1/messages", &[], body(2048).as_bytes());
-    assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    names_the_limit(assert_error(&r, 413, "PAYLOAD_TOO_LARGE"));
     let r = post_raw(&server, "/api/v1/runs", &[], &[b' '; 2048]);
-    assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    names_the_limit(assert_error(&r, 413, "PAYLOAD_TOO_LARGE"));
     let r = post_raw(&server, "/api/v1/messages", &[], body(900).as_bytes());
     assert_eq!(r.status, 201, "a body under the limit is taken");
 
     let te = [("Transfer-Encoding", "chunked")];
     let growing = chunked(body(2048).as_bytes(), 512);
     let r = post_raw(&server, "/api/v1/messages", &te, &growing);
-    assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    names_the_limit(assert_error(&r, 413, "PAYLOAD_TOO_LARGE"));
     let small = chunked(body(100).as_bytes(), 37);
     let r = post_raw(&server, "/api/v1/messages", &te, &small);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -768,7 +776,6 @@ const CHUNKED_POST: &str = "POST /api/v1/messages HTTP/1.1\r\nHost: x\r\n\
     Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 #[test]
-
 fn a_refused_chunked_body_does_not_leak_into_the_next_request() {
     let (_dir, server) = start(&["--max-body", "1024"], &[]);
     let payload = format!("{{\"type\":\"t\",\"body\":\"{}\"}}", "x".repeat(2048));

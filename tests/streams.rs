@@ -491,6 +491,51 @@ fn websocket_streams_events_answers_pings_and_closes_cleanly() {
 }
 
 #[test]
+fn a_stopping_server_ends_both_streams_with_a_final_notice_and_exits_0() {
+    let dir = TempDir::new();
+    let mut server = ServerProc::start(dir.path(), &[], &[]);
+    let addr = server.addr();
+    let mut sse = SseClient::connect(addr, "/api/v1/events", &[]);
+    let mut ws = WsClient::connect(addr, "/api/v1/ws");
+    assert_eq!((sse.head.status, ws.head.status), (200, 101));
+    common::poll_until(EVENT_DEADLINE, || {
+        (metric(addr, "conductor_event_subscribers{transport=\"websocket\"}") == 1.0).then_some(())
+    });
+    start_run(addr, "s1");
+    let started = sse.until("run_started", "s1");
+    assert_eq!(ws.event()["run_id"], "s1");
+    let last_seq = started.last().and_then(|e| e.id).expect("an id");
+
+    server.terminate();
+    let notice = sse.next().expect("a shutdown event");
+    assert_eq!((notice.id, notice.event.as_str()), (None, "shutdown"));
+    assert_eq!(
+        notice.data,
+        json!({"type": "shutdown", "last_seq": last_seq})
+    );
+    assert!(
+        sse.next().is_none(),
+        "the chunked body ends after the notice"
+    );
+    assert_eq!(
+        ws.event(),
+        json!({"type": "shutdown", "last_seq": last_seq})
+    );
+    assert_eq!(ws.close_code(), 1001);
+    ws.send(&encode_client_frame(
+        0x8,
+        true,
+        MASK,
+        &1001u16.to_be_bytes(),
+    ));
+    drop(ws);
+    let status = server.wait_timeout(Duration::from_secs(10));
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "exit status");
+    let stopped = server.wait_for_stderr(EVENT_DEADLINE, |l| l.contains("\"msg\":\"stopped\""));
+    assert!(stopped.contains("\"connections_cut\":false"), "{stopped}");
+}
+
+#[test]
 fn websocket_closes_with_1002_on_an_unmasked_frame_and_1009_when_oversized() {
     let dir = TempDir::new();
     let server = ServerProc::start(dir.path(), &[], &[]);

@@ -253,6 +253,23 @@ pub enum Next {
     Lagged(Lagged),
     /// The subscription was closed through a [`Closer`].
     Closed,
+    /// The server is stopping: every event published before the stop was
+    /// delivered, and every later call returns `Closed`.
+    Stopping(Stopped),
+}
+
+/// The final notice to a subscriber when the server stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// The last seq it took, to resume after; `None` if it took none.
+    pub last_seq: Option<u64>,
+}
+
+impl Stopped {
+    /// The notice as JSON: `{"type":"shutdown","last_seq":S}`.
+    pub fn to_json(&self) -> Value {
+        json!({"type": "shutdown", "last_seq": self.last_seq})
+    }
 }
 
 /// Why a queue takes no more events.
@@ -260,6 +277,7 @@ pub enum Next {
 enum End {
     Lagged { dropped: u64 },
     Closed,
+    Stopping,
 }
 
 #[derive(Default)]
@@ -321,10 +339,11 @@ impl Queue {
         Push::Queued
     }
 
-    fn close(&self) {
+    /// Ends the queue with `end`, unless it has ended already.
+    fn end(&self, end: End) {
         let mut q = self.lock();
         if q.end.is_none() {
-            q.end = Some(End::Closed);
+            q.end = Some(end);
         }
         drop(q);
         self.ready.notify_all();
@@ -349,6 +368,8 @@ struct State {
     /// The latest `received_at` given, so that one never goes back in seq
     /// order even when the clock does.
     last_received: f64,
+    /// Set by [`Hub::stop`]: new subscriptions end at once.
+    stopping: bool,
 }
 
 struct Metrics {
@@ -408,6 +429,7 @@ impl Hub {
                 subscribers: Vec::new(),
                 next_id: 0,
                 last_received: 0.0,
+                stopping: false,
             }),
             file,
             metrics,
@@ -552,6 +574,9 @@ impl Hub {
                     newest.into()
                 }
             };
+            if s.stopping {
+                queue.end(End::Stopping);
+            }
             s.next_id += 1;
             let id = s.next_id;
             s.subscribers.push(Registered {
@@ -582,6 +607,18 @@ impl Hub {
     pub fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
     }
+
+    /// Ends every subscription, now and to come, once it has taken the
+    /// events already queued for it: its reader then gets
+    /// [`Next::Stopping`]. For a server that is stopping; events published
+    /// afterwards still go to the ring and the metrics, but to no stream.
+    pub fn stop(&self) {
+        let mut s = self.lock();
+        s.stopping = true;
+        for r in &s.subscribers {
+            r.queue.end(End::Stopping);
+        }
+    }
 }
 
 /// Wakes a subscription's reader and ends it; for another thread, such as a
@@ -595,7 +632,7 @@ impl Closer {
     /// Ends the subscription: its next call to [`Subscription::next`] returns
     /// [`Next::Closed`].
     pub fn close(&self) {
-        self.queue.close();
+        self.queue.end(End::Closed);
     }
 }
 
@@ -627,6 +664,15 @@ impl Subscription {
         }
         let mut q = self.queue.lock();
         loop {
+            // A lagged queue was emptied when it ended; a stopped one still
+            // holds what was published before the stop, which goes out first.
+            if !q.events.is_empty() {
+                // Everything queued moves out under one hold of the lock, so
+                // a reader taking a batch contends with publishers once.
+                std::mem::swap(&mut self.backlog, &mut q.events);
+                drop(q);
+                return self.next(Duration::ZERO);
+            }
             if let Some(end) = q.end {
                 drop(q);
                 self.ended = true;
@@ -636,14 +682,10 @@ impl Subscription {
                         last_seq: self.last_seq,
                     }),
                     End::Closed => Next::Closed,
+                    End::Stopping => Next::Stopping(Stopped {
+                        last_seq: self.last_seq,
+                    }),
                 };
-            }
-            if !q.events.is_empty() {
-                // Everything queued moves out under one hold of the lock, so
-                // a reader taking a batch contends with publishers once.
-                std::mem::swap(&mut self.backlog, &mut q.events);
-                drop(q);
-                return self.next(Duration::ZERO);
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
@@ -872,6 +914,34 @@ mod tests {
         closer.close();
         assert_eq!(t.join().unwrap(), Next::Closed);
         assert_eq!(hub.subscribers(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_stop_delivers_what_was_queued_then_ends_every_subscription() {
+        let (hub, _, dir) = hub("stop");
+        let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let first = hub.publish(event("run_started", "a"));
+        let second = hub.publish(event("run_started", "b"));
+        hub.stop();
+        hub.publish(event("run_started", "c"));
+        let mut seqs = Vec::new();
+        let end = loop {
+            match sub.next(Duration::from_secs(5)) {
+                Next::Event(e) => seqs.push(e.seq()),
+                end => break end,
+            }
+        };
+        assert_eq!(seqs, [first, second]);
+        let stopped = Stopped {
+            last_seq: Some(second),
+        };
+        assert_eq!(end, Next::Stopping(stopped));
+        assert_eq!(stopped.to_json()["type"], "shutdown");
+        assert_eq!(sub.next(Duration::ZERO), Next::Closed);
+        let mut late = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
+        let none = Stopped { last_seq: None };
+        assert_eq!(late.next(Duration::from_secs(5)), Next::Stopping(none));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -38,8 +38,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use hub::{
-    Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Subscription, Transport,
-    QUEUE_CAPACITY, RETAINED,
+    Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Stopped, Subscription,
+    Transport, QUEUE_CAPACITY, RETAINED,
 };
 pub use publish::{PreparedEvents, MAX_INLINE_BODY};
 pub use seq::{SEQ_FILE, SEQ_RESERVE};

@@ -58,12 +58,12 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
         client.set_deadline(limits.idle_timeout);
         match client.wait_for_data() {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return written(pending),
             Err(err) => {
                 if timed_out(&err) {
                     shared.hooks.connection_rejected("idle_timeout");
                 }
-                return;
+                return written(pending);
             }
         }
         // Answers go out in order: the last one first, if its sender is
@@ -90,6 +90,15 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
                 return;
             }
         }
+    }
+}
+
+/// Waits for the last answer's sender to finish writing it, so that the
+/// connection counts as live until its last answer is out: a stopping
+/// server waits for that.
+fn written(pending: Option<Arc<Slot>>) {
+    if let Some(slot) = pending {
+        slot.wait_written();
     }
 }
 
@@ -127,7 +136,7 @@ fn serve_request(
     };
     let head_only = head.is_head();
     if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
-        let reject = Reject::too_large("the request body is too large");
+        let reject = Reject::too_large(limits.max_body);
         return refuse(client, shared, label, head_only, reject);
     }
     // The body is left unread, as RFC 9110 allows.
@@ -271,7 +280,7 @@ fn read_body(
             FramingError::TrailersTooLarge => {
                 Reject::headers_too_large("the trailers are too large")
             }
-            FramingError::BodyTooLarge => Reject::too_large("the request body is too large"),
+            FramingError::BodyTooLarge => Reject::too_large(config.max_body),
         };
         refuse(client, shared, label, request.is_head(), reject)
     })

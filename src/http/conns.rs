@@ -4,9 +4,14 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::Hooks;
+
+/// While draining, how often connections that became idle are looked for:
+/// a connection's thread does not report finishing an answer.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 const IDLE: u8 = 0;
 const BUSY: u8 = 1;
@@ -18,11 +23,15 @@ pub(super) struct Connections {
     max: usize,
     hooks: Arc<dyn Hooks>,
     inner: Mutex<Inner>,
+    /// Signalled when a connection ends while a drain waits.
+    ended: Condvar,
 }
 
 struct Inner {
     next_id: u64,
     live: HashMap<u64, Entry>,
+    /// Whether [`Connections::drain`] waits on `ended`.
+    draining: bool,
 }
 
 struct Entry {
@@ -118,7 +127,9 @@ impl Connections {
             inner: Mutex::new(Inner {
                 next_id: 0,
                 live: HashMap::new(),
+                draining: false,
             }),
+            ended: Condvar::new(),
         }
     }
 
@@ -177,6 +188,38 @@ impl Connections {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.live.remove(&id).is_some() {
             self.hooks.connections(inner.live.len());
+            if inner.draining {
+                self.ended.notify_all();
+            }
+        }
+    }
+
+    /// Closes each connection as soon as it is idle, so that requests in
+    /// flight are answered first, until none is left or `deadline` passes;
+    /// true if none is left. Streams are not idle: they must be ended
+    /// another way. Closing only shuts the reading side, so an answer being
+    /// written still goes out whole.
+    pub(super) fn drain(&self, deadline: Instant) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.draining = true;
+        loop {
+            for entry in inner.live.values() {
+                if entry.activity.evict() {
+                    let _ = entry.stream.shutdown(Shutdown::Read);
+                }
+            }
+            if inner.live.is_empty() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self
+                .ended
+                .wait_timeout(inner, left.min(DRAIN_POLL))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 

@@ -131,7 +131,7 @@ impl Exchange {
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
         let max = self.app.config.max_body;
         if self.body.len() as u64 > max {
-            return Err(Error::TooLarge(format!("the body limit is {max} bytes")));
+            return Err(Error::TooLarge(super::reject::body_limit_message(max)));
         }
         Ok(std::mem::take(&mut self.body))
     }

@@ -57,7 +57,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -139,6 +139,11 @@ pub trait Hooks: Send + Sync {
     fn accept_error(&self, err: &io::Error) {
         let _ = err;
     }
+
+    /// The server stopped accepting and waits for its connections to end:
+    /// whatever holds a connection open for long, such as a stream, must
+    /// end now.
+    fn stopping(&self) {}
 }
 
 /// Answers requests in the connection threads. Called from many threads at
@@ -231,6 +236,10 @@ impl Hooks for AppHooks {
         self.app.http.connections.set(open as f64);
     }
 
+    fn stopping(&self) {
+        self.app.events.stop();
+    }
+
     fn accept_error(&self, err: &io::Error) {
         self.app.http.connections_rejected.inc(&["accept_error"]);
         self.app.log.warn(
@@ -295,6 +304,27 @@ impl Server {
     /// open client connection, cutting short any response or stream in
     /// progress. Calling it again does nothing.
     pub fn shutdown(&self) {
+        self.stop_accepting();
+        self.shared.connections.close_all();
+    }
+
+    /// Stops the server gracefully: stops accepting (the listener closes, so
+    /// new clients are refused), tells [`Hooks::stopping`] so that streams
+    /// end, answers the requests in flight, and closes each connection once
+    /// it is idle. Whatever is still open after `grace` is cut off. True if
+    /// every connection ended within `grace`.
+    pub fn stop(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        self.stop_accepting();
+        self.shared.hooks.stopping();
+        let drained = self.shared.connections.drain(deadline);
+        if !drained {
+            self.shared.connections.close_all();
+        }
+        drained
+    }
+
+    fn stop_accepting(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let thread = self
             .accept_thread
@@ -307,7 +337,6 @@ impl Server {
             let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
             let _ = thread.join();
         }
-        self.shared.connections.close_all();
     }
 }
 

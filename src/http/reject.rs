@@ -1,53 +1,57 @@
 //! The answers the layer gives on its own, when it refuses a request before
 //! any handler sees it.
 
+use std::borrow::Cow;
+
 use super::answer::reason;
 
 /// Why a request was refused: the status to answer with and a fixed
 /// explanation.
 ///
-/// The message is always one of our own constants, never client bytes, so it is
-/// safe to put in the response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The message is always our own text (a constant, or one naming a limit
+/// of ours), never client bytes, so it is safe to put in the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reject {
     /// 400, 413, 417, 431, 501, 503 or 505.
     pub(super) status: u16,
-    pub(super) message: &'static str,
+    pub(super) message: Cow<'static, str>,
 }
 
 impl Reject {
     pub(super) const fn bad_request(message: &'static str) -> Reject {
         Reject {
             status: 400,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
-    pub(super) const fn too_large(message: &'static str) -> Reject {
+    /// 413 for a body over `max_body` bytes, naming the limit and how to
+    /// raise it.
+    pub(super) fn too_large(max_body: u64) -> Reject {
         Reject {
             status: 413,
-            message,
+            message: Cow::Owned(body_limit_message(max_body)),
         }
     }
 
     pub(super) const fn headers_too_large(message: &'static str) -> Reject {
         Reject {
             status: 431,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
     pub(super) const fn not_implemented(message: &'static str) -> Reject {
         Reject {
             status: 501,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
     pub(super) const fn version(message: &'static str) -> Reject {
         Reject {
             status: 505,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
@@ -55,18 +59,18 @@ impl Reject {
     pub(super) const fn busy(message: &'static str) -> Reject {
         Reject {
             status: 503,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
     pub(super) const fn expectation_failed(message: &'static str) -> Reject {
         Reject {
             status: 417,
-            message,
+            message: Cow::Borrowed(message),
         }
     }
 
-    fn error_code(self) -> &'static str {
+    fn error_code(&self) -> &'static str {
         match self.status {
             400 => "BAD_REQUEST",
             413 => "PAYLOAD_TOO_LARGE",
@@ -77,6 +81,14 @@ impl Reject {
             _ => "HTTP_VERSION_NOT_SUPPORTED",
         }
     }
+}
+
+/// What a 413 says: the limit, and the setting that raises it.
+pub(super) fn body_limit_message(max_body: u64) -> String {
+    format!(
+        "the request body is over the limit of {max_body} bytes \
+         (raise it with --max-body or CONDUCTOR_MAX_BODY)"
+    )
 }
 
 /// The whole response for `reject`: a JSON error body, a fresh request id
@@ -95,7 +107,7 @@ pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u
     body.push_str("{\"error\":{\"code\":\"");
     body.push_str(reject.error_code());
     body.push_str("\",\"message\":");
-    crate::json_text::push_str(&mut body, reject.message);
+    crate::json_text::push_str(&mut body, &reject.message);
     body.push_str("}}");
     let retry = if reject.status == 503 {
         "Retry-After: 1\r\n"
@@ -132,14 +144,15 @@ mod tests {
 
     #[test]
     fn error_response_is_json_with_close() {
-        let out = response(Reject::too_large("body too \"big\""), false);
+        let out = response(Reject::too_large(1024), false);
         let text = String::from_utf8(out).unwrap();
         let id_at = text.find("X-Request-ID: ").unwrap() + 14;
         let id = &text[id_at..id_at + 16];
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         let text = text.replace(id, "ID");
         let body =
-            "{\"error\":{\"code\":\"PAYLOAD_TOO_LARGE\",\"message\":\"body too \\\"big\\\"\"}}";
+            "{\"error\":{\"code\":\"PAYLOAD_TOO_LARGE\",\"message\":\"the request body is over \
+            the limit of 1024 bytes (raise it with --max-body or CONDUCTOR_MAX_BODY)\"}}";
         assert_eq!(
             text,
             format!(

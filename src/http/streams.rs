@@ -29,6 +29,12 @@
 //! lagged subscriber gets a `lagged` event without an `id`, so an
 //! `EventSource` reconnects with the last seq it saw.
 //!
+//! **Stopping**: when the server stops, each stream first gets the events
+//! published before the stop, then a final `shutdown` notice
+//! (`{"type":"shutdown","last_seq":S}`): an SSE event without an `id`,
+//! after which the chunked body ends, or a WebSocket text frame followed
+//! by the close code 1001 (going away).
+//!
 //! **WebSocket**: the reader answers pings and the client's close; the
 //! writer sends events and heartbeat pings. Both write under one mutex,
 //! which also records that a close frame went out, after which nothing
@@ -74,6 +80,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// The close code sent to a subscriber cut off for lagging (policy violation).
 const CLOSE_LAGGED: u16 = 1008;
+/// The close code sent when the server stops (going away).
+const CLOSE_GOING_AWAY: u16 = 1001;
 /// The kernel's send buffer for a stream, instead of the megabytes Linux
 /// grows it to: a client that stops reading then holds little memory, and
 /// its queue fills, cutting it off, within about a thousand events. It holds
@@ -343,8 +351,14 @@ fn sse(link: &Link, mut sub: Subscription) {
                 )
             }));
         }
-        if let Some(Next::Lagged(lagged)) = &end {
-            text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
+        match &end {
+            Some(Next::Lagged(lagged)) => {
+                text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
+            }
+            Some(Next::Stopping(stopped)) => {
+                text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
+            }
+            _ => {}
         }
         if !text.is_empty() {
             chunk(&mut out, text.as_bytes());
@@ -443,16 +457,24 @@ fn ws_writer(conn: &Link, mut sub: Subscription, reader_gone: &Receiver<()>) {
         for e in &events {
             let _ = frame::write_text(&mut out, e.json());
         }
-        if let Some(Next::Lagged(lagged)) = &end {
-            let _ = frame::write_text(&mut out, &lagged.to_json().to_string());
-        }
+        let close = match &end {
+            Some(Next::Lagged(lagged)) => {
+                let _ = frame::write_text(&mut out, &lagged.to_json().to_string());
+                Some((CLOSE_LAGGED, "lagged"))
+            }
+            Some(Next::Stopping(stopped)) => {
+                let _ = frame::write_text(&mut out, &stopped.to_json().to_string());
+                Some((CLOSE_GOING_AWAY, "server stopping"))
+            }
+            _ => None,
+        };
         if conn.send(&out).is_err() {
             break;
         }
-        match end {
-            None => pace(&mut last),
-            Some(Next::Lagged(_)) => {
-                conn.close(CLOSE_LAGGED, "lagged");
+        match (end, close) {
+            (None, _) => pace(&mut last),
+            (Some(_), Some((code, reason))) => {
+                conn.close(code, reason);
                 // A blocked read does not see the new read timeout, so the
                 // wait for the client's close is bounded here.
                 if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
@@ -461,7 +483,7 @@ fn ws_writer(conn: &Link, mut sub: Subscription, reader_gone: &Receiver<()>) {
                 return;
             }
             // Closed: the reader has finished with the connection.
-            Some(_) => return,
+            (Some(_), None) => return,
         }
     }
     if !conn.close_sent() {
