@@ -80,7 +80,7 @@ start_server() {
             stop_server
             die "server printed no listening line within ${CM_STARTUP_SECONDS}s"
         fi
-        sleep 0.05
+        sleep 0.01
     done
 }
 

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Measures how the server ages: start time, memory and disk after a long history of bus appends,
+# whether the appends counter survives restarts exactly, and the memory each retained run costs.
+# Prints one figure per line:
+#
+#   start_ms_small <n> ms         from exec to the first 2xx of GET /healthz, after about 150k appends
+#   start_ms_big <n> ms           the same after about 1.2M appends, on the same data dir
+#   rss_restart_ratio <n> ratio   VmRSS after that restart over VmRSS just before it
+#   data_dir_mib <n> MiB          the data dir after those 1.2M appends, with the default settings
+#   appends_counter_exact <0|1>   conductor_messagebus_appends_total after the restart equals the
+#                                 201s the clients counted
+#   bytes_per_run <n> bytes       RssAnon growth per run over 100k runs started through the API
+#
+# Targets (docs/operations.md): start_ms_big <= 1.5 x start_ms_small and <= 300 ms,
+# rss_restart_ratio <= 1.25, data_dir_mib <= 64, appends_counter_exact 1, bytes_per_run <= 512.
+# Every append and start must be answered 201, so a failing server cannot produce a figure.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly SMALL_APPENDS=150000
+readonly BIG_APPENDS=1200000
+readonly RUNS=100000
+# Each wrk round; rounds repeat until the count is reached.
+readonly ROUND=3s
+# wrk stops by itself after ROUND; this only guards against a wedged wrk.
+readonly WRK_DEADLINE_SECONDS=30
+# Bounds the rounds, so a server that stops answering cannot keep the script running.
+readonly MAX_ROUNDS=200
+
+need_cmd cargo curl wrk timeout awk python3
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/conductor-lifecycle.XXXXXX")
+cleanup() {
+    stop_server
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Writes a wrk script that POSTs to its URL and counts 201s against everything else; with
+# `runs`, each request starts a run with an id of its own.
+write_script() {
+    local kind=$1 out=$2
+    {
+        cat <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"type":"lifecycle","body":"hello from the lifecycle bench"}'
+local threads = {}
+function setup(thread)
+    thread:set("id", #threads)
+    table.insert(threads, thread)
+end
+function init(args) created = 0 other = 0 n = 0 tag = args[1] or "0" end
+function response(status, headers, body)
+    if status == 201 then created = created + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+    local c, o = 0, 0
+    for _, thread in ipairs(threads) do
+        c = c + thread:get("created")
+        o = o + thread:get("other")
+    end
+    local e = summary.errors
+    io.write(string.format("created %d\nother %d\n", c, o))
+    io.write(string.format("socket_errors %d\n", e.connect + e.read + e.write + e.timeout))
+end
+EOF
+        if [[ $kind == runs ]]; then
+            # Ids unique across threads and rounds: the round is passed as wrk's first argument.
+            cat <<'EOF'
+function request()
+    n = n + 1
+    local body = string.format('{"run_id":"life-%s-%d-%d"}', tag, id, n)
+    return wrk.format(nil, nil, nil, body)
+end
+EOF
+        fi
+    } >"$out"
+}
+
+# Runs wrk rounds against PATH until TARGET answers were 201 in all (counting from DONE), and
+# prints the new total. Any other answer or socket error fails the run.
+drive() {
+    local path=$1 script=$2 done=$3 target=$4 round=0 out="$tmp/wrk.out"
+    while ((done < target)); do
+        ((round < MAX_ROUNDS)) || die "$path: only $done of $target after $MAX_ROUNDS rounds"
+        round=$((round + 1))
+        timeout "$WRK_DEADLINE_SECONDS" wrk -t2 -c64 -d"$ROUND" --timeout 5s -s "$script" \
+            "$CM_URL$path" -- "$round-$done" >"$out"
+        local created other errors
+        created=$(awk '$1 == "created" { print $2 }' "$out")
+        other=$(awk '$1 == "other" { print $2 }' "$out")
+        errors=$(awk '$1 == "socket_errors" { print $2 }' "$out")
+        [[ -n $created ]] || { cat "$out" >&2; die "$path: no counts from wrk"; }
+        if ((other > 0 || errors > 0)); then
+            cat "$out" >&2
+            die "$path: $other answers other than 201 and $errors socket errors"
+        fi
+        done=$((done + created))
+    done
+    echo "$done"
+}
+
+# Prints a field of /proc/PID/status in KiB.
+status_kib() {
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$CM_PID/status"
+}
+
+# Restarts the server on DATA_DIR and sets restart_ms to the milliseconds from exec to the first
+# 2xx of GET /healthz (the listening line comes after the journals are read, /healthz right after).
+timed_restart() {
+    local data_dir=$1
+    shift
+    stop_server
+    local start_ns
+    start_ns=$(date +%s%N)
+    start_server "$data_dir" "$@"
+    local deadline=$((SECONDS + 30))
+    until curl -fsS -o /dev/null --max-time 1 "$CM_URL/healthz"; do
+        ((SECONDS < deadline)) || die "no healthy answer within 30 s of a restart"
+        sleep 0.005
+    done
+    restart_ms=$((($(date +%s%N) - start_ns) / 1000000))
+}
+
+counter() {
+    curl -fsS --max-time 10 "$CM_URL/metrics" |
+        awk -v name="$1" '$1 == name { printf "%.0f", $2; found = 1 } END { exit !found }'
+}
+
+build_release
+write_script messages "$tmp/messages.lua"
+write_script runs "$tmp/runs.lua"
+
+start_server "$tmp/data"
+appended=$(drive /api/v1/messages "$tmp/messages.lua" 0 "$SMALL_APPENDS")
+timed_restart "$tmp/data"
+start_ms_small=$restart_ms
+printf 'lifecycle: %s appends, restarted in %s ms\n' "$appended" "$start_ms_small" >&2
+
+appended=$(drive /api/v1/messages "$tmp/messages.lua" "$appended" "$BIG_APPENDS")
+rss_before=$(status_kib VmRSS)
+timed_restart "$tmp/data"
+start_ms_big=$restart_ms
+rss_after=$(status_kib VmRSS)
+counted=$(counter conductor_messagebus_appends_total)
+printf 'lifecycle: %s appends, restarted in %s ms; VmRSS %s KiB before, %s KiB after; counter %s\n' \
+    "$appended" "$start_ms_big" "$rss_before" "$rss_after" "$counted" >&2
+appends_counter_exact=0
+((counted == appended)) && appends_counter_exact=1
+data_dir_bytes=$(du -sb "$tmp/data" | awk '{ print $1 }')
+stop_server
+
+# Runs start with a reservation of the run estimate; the budget must hold them all.
+start_server "$tmp/runs" --daily-budget 100000
+curl -fsS -o /dev/null --max-time 5 "$CM_URL/healthz"
+anon_before=$(status_kib RssAnon)
+started=$(drive /api/v1/runs "$tmp/runs.lua" 0 "$RUNS")
+anon_after=$(status_kib RssAnon)
+printf 'lifecycle: %s runs; RssAnon %s KiB before, %s KiB after\n' "$started" "$anon_before" "$anon_after" >&2
+
+figure start_ms_small "$start_ms_small" ms
+figure start_ms_big "$start_ms_big" ms
+figure rss_restart_ratio "$(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%.2f", a / b }')" ratio
+figure data_dir_mib "$(awk -v b="$data_dir_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" MiB
+figure appends_counter_exact "$appends_counter_exact" boolean
+figure bytes_per_run "$(awk -v a="$anon_after" -v b="$anon_before" -v n="$started" \
+    'BEGIN { printf "%.0f", (a - b) * 1024 / n }')" bytes
