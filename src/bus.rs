@@ -106,12 +106,13 @@ impl Bus {
         let (journal, replay) =
             Journal::open(dir.join("messages.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
         let mut state = State::default();
-        for record in &replay.records {
-            let Ok(v) = serde_json::from_slice::<Value>(record) else {
-                continue;
-            };
+        for (i, record) in replay.records.iter().enumerate() {
+            // Each line's checksum was checked: a record without a seq was
+            // written by another version, and skipping it would lose it.
+            let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
             let Some(seq) = v["seq"].as_u64() else {
-                continue;
+                let why = "not a message record";
+                return Err(Error::Storage(replay.unreadable(i, why).to_string()));
             };
             state.last_seq = state.last_seq.max(seq);
             state.visible_seq = state.last_seq;

@@ -1,4 +1,5 @@
-//! The client subcommands: readable summaries of a running server.
+//! The client subcommands (readable summaries of a running server, and
+//! ways to change it) and `repair`, which works on the data dir itself.
 
 use serde_json::Value;
 
@@ -150,4 +151,34 @@ pub fn format_status(s: &Value) -> String {
         }
     }
     out
+}
+
+/// Moves the damaged journal lines under the data dir and the budget dir
+/// aside, printing each and a summary; returns the exit code.
+pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
+    match crate::repair::repair(&[data_dir, budget_dir]) {
+        Ok(report) => {
+            for m in &report.moved {
+                println!(
+                    "repair: {} line {} (byte {}): {}; moved to {}.corrupt",
+                    m.file.display(),
+                    m.line,
+                    m.offset,
+                    m.why,
+                    m.file.display()
+                );
+            }
+            println!(
+                "repair: checked {} journals; moved {} damaged lines aside; cut {} bytes of torn tail",
+                report.files,
+                report.moved.len(),
+                report.torn_bytes
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("repair: {e}");
+            1
+        }
+    }
 }

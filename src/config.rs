@@ -90,6 +90,13 @@ pub enum Command {
     Finish(FinishOptions),
     /// Send a seeded synthetic workload to a running server.
     Demo(DemoOptions),
+    /// Move the damaged lines of the journals under a data dir aside.
+    Repair {
+        /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
+        data_dir: PathBuf,
+        /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
+        budget_dir: PathBuf,
+    },
     /// Print this text and exit 0.
     Help(String),
     /// Print the version and exit 0.
@@ -105,6 +112,19 @@ fn source(flag_given: bool, name: &str, var: &str) -> String {
     }
 }
 
+/// The data dir (`./data` unless set) and the budget ledger dir
+/// (`AGENT_BUDGET_DIR`, else `budget` inside the data dir).
+fn dirs(
+    data_dir: Option<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (PathBuf, PathBuf) {
+    let data_dir = PathBuf::from(data_dir.map_or_else(|| "data".to_string(), |(d, _)| d));
+    let budget_dir = env("AGENT_BUDGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("budget"));
+    (data_dir, budget_dir)
+}
+
 /// The flags each subcommand takes.
 fn flags_of(sub: &str) -> &'static [&'static str] {
     match sub {
@@ -112,6 +132,7 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
         "complete" | "cancel" => &["url", "cost"],
         "fail" => &["url", "cost", "error"],
         "demo" => &["url", "runs", "seed"],
+        "repair" => &["data-dir"],
         _ => &[
             "addr",
             "data-dir",
@@ -229,6 +250,13 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         "budget" => return Ok(Command::Budget { url: url()? }),
         "trigger" => return Ok(Command::Trigger { url: url()? }),
         "demo" => return parse_demo(url()?, flag("runs"), flag("seed")),
+        "repair" => {
+            let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
+            return Ok(Command::Repair {
+                data_dir,
+                budget_dir,
+            });
+        }
         "complete" | "fail" | "cancel" => {
             let cost = match flag("cost") {
                 None => None,
@@ -334,12 +362,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             a
         }
     };
-    let data_dir = PathBuf::from(
-        setting("data-dir", "CONDUCTOR_DATA_DIR").map_or_else(|| "data".to_string(), |(d, _)| d),
-    );
-    let budget_dir = env("AGENT_BUDGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data_dir.join("budget"));
+    let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
     Ok(Command::Serve(ServeConfig {
         addr,
         data_dir,

@@ -2,6 +2,14 @@
 //!
 //! A crash can only leave a torn last line, which [`Journal::open`] cuts off. Appends are
 //! acknowledged after `fdatasync`, and concurrent appenders share one sync (group commit).
+//!
+//! **Checksums.** A record is a JSON object, and its line ends with one more member,
+//! `"crc32c":"xxxxxxxx"`: the CRC-32C of the record as it was given, in hex. So a flipped byte
+//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open`]
+//! refuses a file with a damaged complete line (a checksum that does not match, or a line
+//! without one after lines with one), naming the file, the line, the byte offset and the
+//! command that moves such lines aside (`conductor-metrics repair`, [`crate::repair`]). Lines from before checksums (a
+//! prefix of the file with none) are taken as they are, if they are JSON.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -30,10 +38,149 @@ pub struct Journal {
 /// What [`Journal::open`] found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
-    /// Complete records in file order, without their `'\n'`.
+    /// Complete records in file order, as they were appended (without their checksum).
     pub records: Vec<Vec<u8>>,
     /// Bytes of torn tail that were cut off (0 if none).
     pub truncated_bytes: u64,
+    /// The byte offset of each record's line.
+    offsets: Vec<u64>,
+    path: PathBuf,
+}
+
+impl Replay {
+    /// The error for record `index`, which its store cannot read: it names the file, the
+    /// line and the byte offset, like a damaged checksum does.
+    pub fn unreadable(&self, index: usize, why: &str) -> Error {
+        let why = format!("it is not a record this version can read ({why})");
+        damaged(
+            &self.path,
+            index as u64 + 1,
+            self.offsets[index],
+            why,
+            false,
+        )
+    }
+}
+
+/// The member each record line ends with, before the checksum's eight hex digits and `"}`.
+const CRC_MEMBER: &[u8] = b",\"crc32c\":\"";
+
+/// The bytes a checksum adds in place of a record's closing brace.
+const CRC_SUFFIX_LEN: usize = CRC_MEMBER.len() + 8 + 2;
+
+/// Appends `record` (a JSON object with at least one member) as one line with its checksum.
+fn push_line(out: &mut Vec<u8>, record: &[u8]) {
+    out.extend_from_slice(&record[..record.len() - 1]);
+    out.extend_from_slice(CRC_MEMBER);
+    let crc = crate::crc32c::checksum(record);
+    for shift in (0..8).rev() {
+        out.push(b"0123456789abcdef"[(crc >> (shift * 4)) as usize & 0xf]);
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// Whether a journal takes `record`: a one-line JSON object with at least one member, whose
+/// closing brace the checksum member goes before.
+fn is_record(record: &[u8]) -> bool {
+    record.len() > 2
+        && record[0] == b'{'
+        && record[record.len() - 1] == b'}'
+        && !record.contains(&b'\n')
+}
+
+/// What one complete line holds.
+enum Line {
+    /// A record whose checksum matches.
+    Checked(Vec<u8>),
+    /// A line with no checksum member.
+    Unchecked,
+    /// A checksum member that does not match the record.
+    Mismatch,
+}
+
+fn read_line(line: &[u8]) -> Line {
+    let n = line.len();
+    if n <= CRC_SUFFIX_LEN
+        || &line[n - CRC_SUFFIX_LEN..n - 10] != CRC_MEMBER
+        || &line[n - 2..] != b"\"}"
+    {
+        return Line::Unchecked;
+    }
+    let hex = std::str::from_utf8(&line[n - 10..n - 2]).ok();
+    let Some(crc) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) else {
+        return Line::Mismatch;
+    };
+    let mut record = Vec::with_capacity(n - CRC_SUFFIX_LEN + 1);
+    record.extend_from_slice(&line[..n - CRC_SUFFIX_LEN]);
+    record.push(b'}');
+    match crate::crc32c::checksum(&record) == crc {
+        true => Line::Checked(record),
+        false => Line::Mismatch,
+    }
+}
+
+/// Checks one complete line: its record, or why it is damaged. `checked` tracks whether a
+/// checksummed line came yet.
+fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> {
+    match read_line(line) {
+        Line::Checked(record) => {
+            *checked = true;
+            Ok(record)
+        }
+        Line::Mismatch => Err("its checksum does not match"),
+        Line::Unchecked if *checked => Err("it has no checksum, unlike the lines before it"),
+        // A line from before checksums: taken if it is JSON, as it was then.
+        Line::Unchecked => match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(_) => Ok(line.to_vec()),
+            Err(_) => Err("it is not JSON"),
+        },
+    }
+}
+
+/// One complete line of a journal file, as [`scan`] found it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Scanned<'a> {
+    /// Its 1-based line number.
+    pub(crate) line: u64,
+    /// The byte offset where it starts.
+    pub(crate) offset: u64,
+    /// The line, without its `'\n'`.
+    pub(crate) bytes: &'a [u8],
+    /// The record it holds, or why it is damaged.
+    pub(crate) record: Result<Vec<u8>, &'static str>,
+}
+
+/// Checks every complete line of a journal file's bytes as [`Journal::open`] does, but goes
+/// on past damage; also returns the length of the torn tail. A damaged line does not count
+/// as checksummed for the lines after it.
+pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
+    let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let (mut lines, mut offset, mut checked) = (Vec::new(), 0u64, false);
+    let split = data[..keep.saturating_sub(1)].split(|&b| b == b'\n');
+    for (i, bytes) in split.filter(|_| keep > 0).enumerate() {
+        lines.push(Scanned {
+            line: i as u64 + 1,
+            offset,
+            bytes,
+            record: check_line(bytes, &mut checked),
+        });
+        offset += bytes.len() as u64 + 1;
+    }
+    (lines, data.len() - keep)
+}
+
+/// The error for a damaged line; `repairable` says whether the repair command moves it aside.
+fn damaged(path: &Path, line: u64, offset: u64, why: String, repairable: bool) -> Error {
+    Error::new(
+        path,
+        Kind::Damaged {
+            line,
+            why,
+            repairable,
+        },
+        Some(offset),
+        None,
+    )
 }
 
 /// Group-commit bookkeeping. Every append call gets a sequence number; calls
@@ -89,12 +236,21 @@ impl Journal {
             let cut = file.set_len(keep as u64).and_then(|()| file.sync_data());
             cut.map_err(|e| fail(Kind::Truncate, Some(keep as u64), e))?;
         }
-        let lines = data[..keep.saturating_sub(1)].split(|&b| b == b'\n');
-        // With no complete line, `split` would still yield one empty slice.
-        let records = lines.filter(|_| keep > 0).map(<[u8]>::to_vec).collect();
+        let lines = scan(&data[..keep]).0;
+        let (mut records, mut offsets) = (Vec::with_capacity(lines.len()), Vec::new());
+        for scanned in lines {
+            let (line, offset) = (scanned.line, scanned.offset);
+            let record = scanned
+                .record
+                .map_err(|why| damaged(&path, line, offset, why.to_string(), true))?;
+            records.push(record);
+            offsets.push(offset);
+        }
         let replay = Replay {
             records,
             truncated_bytes,
+            offsets,
+            path: path.clone(),
         };
         Ok((Journal::with_file(path, file, keep as u64), replay))
     }
@@ -116,17 +272,18 @@ impl Journal {
 
     /// Appends one record and returns once it is durable.
     ///
-    /// A record containing `b'\n'` is rejected with an error for which
-    /// [`Error::is_invalid_record`] holds, and nothing is written.
+    /// A record that is not a one-line JSON object with at least one member is rejected with
+    /// an error for which [`Error::is_invalid_record`] holds, and nothing is written. The
+    /// object itself is not parsed: its writer built it.
     pub fn append(&self, record: &[u8]) -> Result<(), Error> {
         self.append_all(&[record])
     }
 
     /// Appends several records in one write and one sync; they become durable together.
     ///
-    /// If any record contains `b'\n'`, none is written. An empty slice returns at once.
+    /// If any record is not one, none is written. An empty slice returns at once.
     pub fn append_all(&self, records: &[&[u8]]) -> Result<(), Error> {
-        if let Some(i) = records.iter().position(|r| r.contains(&b'\n')) {
+        if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
         }
         if records.is_empty() {
@@ -134,8 +291,7 @@ impl Journal {
         }
         let mut s = self.lock_state();
         for record in records {
-            s.pending.extend_from_slice(record);
-            s.pending.push(b'\n');
+            push_line(&mut s.pending, record);
         }
         s.pending_records += records.len() as u64;
         s.enqueued += 1;
@@ -262,7 +418,7 @@ pub struct Error {
     source: Option<io::Error>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Kind {
     Open,
     Read,
@@ -272,6 +428,11 @@ enum Kind {
     Poisoned,
     Closed,
     InvalidRecord(usize),
+    Damaged {
+        line: u64,
+        why: String,
+        repairable: bool,
+    },
 }
 
 impl Error {
@@ -291,7 +452,7 @@ impl Error {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         Error::new(
             &self.path,
-            self.kind,
+            self.kind.clone(),
             self.offset,
             self.source.as_ref().map(copy),
         )
@@ -312,14 +473,43 @@ impl Error {
         self.offset
     }
 
-    /// Whether the error is a rejected record (one containing `b'\n'`); nothing was written.
+    /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
     pub fn is_invalid_record(&self) -> bool {
         matches!(self.kind, Kind::InvalidRecord(_))
+    }
+
+    /// Whether the file holds a damaged line, so the journal was not opened.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self.kind, Kind::Damaged { .. })
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Kind::Damaged {
+            line,
+            why,
+            repairable,
+        } = &self.kind
+        {
+            let offset = self.offset.unwrap_or(0);
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            write!(
+                f,
+                "journal {}: line {line} (byte {offset}) is damaged: {why}",
+                self.path.display()
+            )?;
+            return match repairable {
+                true => write!(
+                    f,
+                    "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
+                     into {}.corrupt",
+                    dir.display(),
+                    self.path.display()
+                ),
+                false => f.write_str("; was it written by a newer conductor-metrics?"),
+            };
+        }
         write!(f, "journal {}", self.path.display())?;
         if let Some(offset) = self.offset {
             write!(f, " at byte {offset}")?;
@@ -332,7 +522,8 @@ impl fmt::Display for Error {
             Kind::Rollback => f.write_str(": append failed and could not be rolled back")?,
             Kind::Poisoned => f.write_str(": unusable since an append could not be rolled back")?,
             Kind::Closed => f.write_str(": its committer has stopped")?,
-            Kind::InvalidRecord(i) => write!(f, ": record {i} contains a newline")?,
+            Kind::InvalidRecord(i) => write!(f, ": record {i} is not a one-line JSON object")?,
+            Kind::Damaged { .. } => {}
         }
         match &self.source {
             Some(e) => write!(f, ": {e}"),
@@ -376,12 +567,27 @@ mod tests {
         let (j, replay) = Journal::open(&path).unwrap();
         assert_eq!((replay.records.len(), replay.truncated_bytes), (0, 0));
         j.append(br#"{"a":1}"#).unwrap();
-        j.append_all(&[b"", b"2", b"3"]).unwrap();
+        j.append_all(&[br#"{"b":""}"#, br#"{"c":2}"#, br#"{"d":[3]}"#])
+            .unwrap();
         j.append_all(&[]).unwrap();
         assert_eq!((j.appended(), j.syncs(), j.path()), (4, 2, path.as_path()));
         drop(j);
         let records = Journal::open(&path).unwrap().1.records;
-        assert_eq!(records, [&br#"{"a":1}"#[..], b"", b"2", b"3"]);
+        let want: [&[u8]; 4] = [
+            br#"{"a":1}"#,
+            br#"{"b":""}"#,
+            br#"{"c":2}"#,
+            br#"{"d":[3]}"#,
+        ];
+        assert_eq!(records, want);
+        // Each line is the record with its checksum as a last member, so it is still JSON.
+        let text = fs::read_to_string(&path).unwrap();
+        let first = text.lines().next().unwrap();
+        let crc = crate::crc32c::checksum(br#"{"a":1}"#);
+        assert_eq!(first, format!(r#"{{"a":1,"crc32c":"{crc:08x}"}}"#));
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
         cleanup(&path);
     }
 
@@ -401,7 +607,9 @@ mod tests {
             .append(br#"{"c":3}"#)
             .unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+        let crc = crate::crc32c::checksum(br#"{"c":3}"#);
+        let want = format!("{{\"a\":1}}\n{{\"b\":2}}\n{{\"c\":3,\"crc32c\":\"{crc:08x}\"}}\n");
+        assert_eq!(text, want);
         cleanup(&path);
     }
 
@@ -409,8 +617,13 @@ mod tests {
     fn record_with_newline_is_rejected_and_nothing_written() {
         let path = temp_path("newline");
         let (j, _) = Journal::open(&path).unwrap();
-        assert!(j.append(b"a\nb").unwrap_err().is_invalid_record());
-        let err = j.append_all(&[b"ok", b"bad\n"]).unwrap_err();
+        assert!(j.append(b"{\"a\":\n1}").unwrap_err().is_invalid_record());
+        for not_an_object in [&b"{}"[..], b"", b"2", b"[1]", b"{\"a\":1"] {
+            assert!(j.append(not_an_object).unwrap_err().is_invalid_record());
+        }
+        let err = j
+            .append_all(&[b"{\"ok\":1}", b"{\"bad\":\n1}"])
+            .unwrap_err();
         assert!(err.is_invalid_record() && err.to_string().contains("record 1"));
         assert_eq!((j.appended(), j.syncs()), (0, 0));
         assert_eq!(reopen(&path), (0, 0, 0));
@@ -423,7 +636,12 @@ mod tests {
         let j = Arc::new(Journal::open(&path).unwrap().0);
         let appender = |t: usize| {
             let j = Arc::clone(&j);
-            move || (0..500).for_each(|i| j.append(format!("[{t},{i}]").as_bytes()).unwrap())
+            move || {
+                (0..500).for_each(|i| {
+                    j.append(format!("{{\"t\":{t},\"i\":{i}}}").as_bytes())
+                        .unwrap()
+                })
+            }
         };
         let threads: Vec<_> = (0..8).map(|t| std::thread::spawn(appender(t))).collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
@@ -432,7 +650,7 @@ mod tests {
         let mut next = [0; 8];
         for record in Journal::open(&path).unwrap().1.records {
             let text = String::from_utf8(record).unwrap();
-            let (t, i) = text[1..text.len() - 1].split_once(',').unwrap();
+            let (t, i) = text[5..text.len() - 1].split_once(",\"i\":").unwrap();
             let t: usize = t.parse().unwrap();
             assert_eq!(
                 i.parse::<u32>().unwrap(),
@@ -471,11 +689,11 @@ mod tests {
         // /dev/full fails every write with ENOSPC and cannot be truncated.
         let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
         let j = Journal::with_file(PathBuf::from("/dev/full"), file, 7);
-        let err = j.append(b"x").unwrap_err();
+        let err = j.append(b"{\"x\":1}").unwrap_err();
         let shown = "journal /dev/full at byte 7: append failed and could not be rolled back";
         assert!(err.to_string().starts_with(shown), "{err}");
         assert!(!err.is_invalid_record() && err.offset() == Some(7));
-        let err = j.append(b"y").unwrap_err();
+        let err = j.append(b"{\"y\":1}").unwrap_err();
         assert!(err.to_string().contains("at byte 7: unusable"), "{err}");
         assert_eq!((j.appended(), j.syncs()), (0, 1));
     }

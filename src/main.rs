@@ -35,6 +35,10 @@ fn main() -> ExitCode {
         Command::Trigger { url } => return ExitCode::from(cli::trigger(&url) as u8),
         Command::Finish(options) => return ExitCode::from(cli::finish(&options) as u8),
         Command::Demo(options) => return ExitCode::from(demo::command(&options) as u8),
+        Command::Repair {
+            data_dir,
+            budget_dir,
+        } => return ExitCode::from(cli::repair(&data_dir, &budget_dir) as u8),
         Command::Serve(c) => return serve(c),
     }
     ExitCode::SUCCESS

@@ -2,8 +2,8 @@
 //! subcommand, and the nearest subcommand to a mistyped one.
 
 /// The subcommands, in the order the help lists them.
-pub const SUBCOMMANDS: [&str; 9] = [
-    "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo", "help",
+pub const SUBCOMMANDS: [&str; 10] = [
+    "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo", "repair", "help",
 ];
 
 /// The `--help` text of the whole program.
@@ -21,6 +21,8 @@ Usage:
                                            finish a run, such as one `trigger` started
   conductor-metrics demo [--url URL] [--runs N] [--seed S]
                                            send a seeded synthetic workload to a running server
+  conductor-metrics repair [--data-dir DIR]
+                                           move damaged journal lines aside, so the server starts
   conductor-metrics help [SUBCOMMAND]      this text, or a subcommand's own
   conductor-metrics --version
 
@@ -63,6 +65,27 @@ SIGTERM or SIGINT stops the server gracefully: it stops accepting, answers
 the requests in flight, closes the streams and exits 0.
 ";
 
+/// `repair --help`.
+pub const REPAIR: &str = "\
+conductor-metrics repair: move damaged journal lines aside, so the server starts
+
+Usage: conductor-metrics repair [--data-dir DIR]
+
+A server refuses to start on a journal with a damaged line (a checksum that
+does not match, or a line that is not JSON), naming the file, the line and
+the byte offset. This checks every journal (*.jsonl) under the data dir and
+the budget ledger dir, appends each damaged line to FILE.corrupt beside it,
+rewrites the journal without it, and prints what it moved. A torn last line
+is cut, as a start would. Stop the server first.
+
+Options:
+  --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
+                         ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
+
+Exit codes: 0 done (whether or not anything was moved), 1 a file could not be
+read or written, 2 bad input.
+";
+
 /// The options every client subcommand shares.
 const CLIENT_OPTIONS: &str = "\
   --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
@@ -73,6 +96,7 @@ const CLIENT_OPTIONS: &str = "\
 pub fn subcommand_help(sub: &str) -> Option<String> {
     let (usage, what, extra) = match sub {
         "serve" => return Some(SERVE.to_string()),
+        "repair" => return Some(REPAIR.to_string()),
         "help" => return Some(HELP.to_string()),
         "status" => ("status [--url URL]", "print a summary of a running server: uptime, run counts, bus appends and the active runs", ""),
         "budget" => ("budget [--url URL]", "print the day's budget as the research agent's CLI does (Agent Budget Status)", ""),

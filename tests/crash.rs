@@ -321,3 +321,69 @@ fn sigterm_during_writes_answers_what_is_in_flight_and_exits_0() {
         }
     }
 }
+
+/// A byte flipped on disk inside an acknowledged message, so the line is still JSON: the start
+/// refuses with the file, line, offset and the repair command; `repair` moves the line aside
+/// and the server starts with every other record.
+#[test]
+fn a_flipped_byte_refuses_the_start_until_repair_moves_the_line_aside() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut server = ServerProc::start(&data, &[], &[]);
+    for i in 1..=5 {
+        let body = json!({"type": "flip", "body": format!("message-{i}")});
+        assert_eq!(
+            post_json(server.addr(), "/api/v1/messages", &body).status,
+            201
+        );
+    }
+    server.terminate();
+    assert_eq!(server.wait().code(), Some(0));
+
+    let journal = data.join("messages.jsonl");
+    let mut bytes = std::fs::read(&journal).expect("read journal");
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"message-3")
+        .expect("message 3 on disk");
+    bytes[at] = b'M';
+    std::fs::write(&journal, &bytes).expect("write journal");
+    let line_start = bytes[..at]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+
+    let data_arg = data.to_str().expect("utf-8 path");
+    let serve = ["serve", "--addr", "127.0.0.1:0", "--data-dir", data_arg];
+    let refused = common::run_cli(&serve, &[], None, TIME_LIMIT);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    let want = format!("line 3 (byte {line_start}) is damaged: its checksum does not match");
+    for part in [
+        "messages.jsonl",
+        want.as_str(),
+        "conductor-metrics repair --data-dir",
+    ] {
+        assert!(
+            refused.stderr.contains(part),
+            "{part:?} in {}",
+            refused.stderr
+        );
+    }
+
+    let repaired = common::run_cli(&["repair", "--data-dir", data_arg], &[], None, TIME_LIMIT);
+    assert_eq!(repaired.status.code(), Some(0), "{}", repaired.stderr);
+    assert!(
+        repaired.stdout.contains("line 3") && repaired.stdout.contains("moved 1 damaged line"),
+        "{}",
+        repaired.stdout
+    );
+    let aside = std::fs::read(data.join("messages.jsonl.corrupt")).expect("the .corrupt file");
+    assert!(aside.windows(9).any(|w| w == b"Message-3"));
+
+    let server = ServerProc::start(&data, &[], &[]);
+    let bodies: Vec<Value> = all_messages(&server)
+        .iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(bodies, [1, 2, 4, 5].map(|i| json!(format!("message-{i}"))));
+}

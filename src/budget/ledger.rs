@@ -120,9 +120,9 @@ pub(crate) fn open(
     let (journal, replay) = Journal::open(&path).map_err(|e| Error::Storage(e.to_string()))?;
     let mut tally = Tally::default();
     for (i, record) in replay.records.iter().enumerate() {
-        tally.apply(record).map_err(|why| {
-            Error::Storage(format!("ledger {} line {}: {why}", path.display(), i + 1))
-        })?;
+        tally
+            .apply(record)
+            .map_err(|why| Error::Storage(replay.unreadable(i, &why).to_string()))?;
     }
     Ok(Some((Arc::new(journal), tally)))
 }

@@ -168,13 +168,22 @@ mod tests {
         }
     }
 
+    /// Serves one connection: reads the whole request (whose body the tests
+    /// send is always `{}`) before answering, since closing with unread
+    /// bytes would reset the connection and lose the answer.
     fn answer_once(response: &'static [u8]) -> Endpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
+            while !request.ends_with(b"\r\n\r\n{}") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = s.write_all(response);
         });
         Endpoint::parse(&format!("http://{addr}")).unwrap()

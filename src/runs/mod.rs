@@ -271,6 +271,9 @@ pub fn valid_run_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// The `op` of every record the run journal holds.
+const RECORD_OPS: [&str; 6] = ["start", "events", "complete", "fail", "cancel", "batch"];
+
 impl Runs {
     /// Opens the run journal `runs.jsonl` under `dir` and replays it; runs
     /// still active get their budget reservation back.
@@ -278,12 +281,16 @@ impl Runs {
         let (journal, replay) =
             Journal::open(dir.join("runs.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
         let mut state = State::default();
-        for record in &replay.records {
-            // A record that is not ours (edited by hand) is skipped rather
-            // than refusing to start; the journal stays append-only.
-            if let Ok(v) = serde_json::from_slice::<Value>(record) {
-                state.apply(&v, &metrics);
+        for (i, record) in replay.records.iter().enumerate() {
+            // The journal checked each line's checksum, so a record that is
+            // not one of ours was written by another version: skipping it
+            // would lose a change and make the counters jump.
+            let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
+            if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
+                let why = "not a run record";
+                return Err(Error::Storage(replay.unreadable(i, why).to_string()));
             }
+            state.apply(&v, &metrics);
         }
         for run in state.runs.values().filter(|r| r.status == Status::Running) {
             budget.restore_reservation(&run.run_id, run.started_at)?;

@@ -1,0 +1,249 @@
+//! `conductor-metrics repair`: moves the damaged lines of every journal
+//! under a directory aside, so that a server refusing to start on them
+//! starts again.
+//!
+//! A damaged line is one [`Journal::open`](crate::journal::Journal::open)
+//! refuses: its checksum does not match, it has none after lines that had
+//! one, or (before checksums) it is not JSON. Each is appended, as it was,
+//! to `<file>.corrupt` beside its journal, and the journal is rewritten
+//! without it. The steps are crash-only: the `.corrupt` file is synced
+//! before the journal is replaced, and the journal is replaced by renaming
+//! a synced copy over it and syncing the directory, so a crash at any point
+//! leaves either the old file or the new one (and a repeat run finishes the
+//! job, at worst copying a line into `.corrupt` twice). A torn last line is
+//! cut, as a start would.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::journal;
+
+/// A line moved aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The journal it was in.
+    pub file: PathBuf,
+    /// Its 1-based line number there.
+    pub line: u64,
+    /// The byte offset where it started.
+    pub offset: u64,
+    /// Why it was damaged.
+    pub why: &'static str,
+}
+
+/// What a repair did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The journal files checked.
+    pub files: usize,
+    /// The lines moved aside, in file and line order.
+    pub moved: Vec<Moved>,
+    /// Bytes of torn tails cut off.
+    pub torn_bytes: u64,
+}
+
+/// Checks every journal (`*.jsonl`) under each of `dirs` that exists, their
+/// subdirectories included, and moves their damaged lines aside. A file
+/// under two of them is checked once.
+///
+/// # Errors
+///
+/// Fails on the first file or directory that cannot be read or written;
+/// the files already repaired stay repaired.
+pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
+    let mut report = Report::default();
+    let mut files = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        journals(&dir.canonicalize()?, &mut files)?;
+    }
+    files.sort();
+    files.dedup();
+    for file in files {
+        // io::Error does not name its file; the operator needs to know which.
+        repair_file(&file, &mut report)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+    }
+    Ok(report)
+}
+
+fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            journals(&path, out)?;
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "jsonl") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
+    report.files += 1;
+    let data = fs::read(path)?;
+    let (lines, torn) = journal::scan(&data);
+    report.torn_bytes += torn as u64;
+    let damaged = lines.iter().filter(|l| l.record.is_err()).count();
+    if damaged == 0 && torn == 0 {
+        return Ok(());
+    }
+    if damaged > 0 {
+        let mut corrupt = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(aside(path, "corrupt"))?;
+        for line in lines.iter().filter(|l| l.record.is_err()) {
+            corrupt.write_all(line.bytes)?;
+            corrupt.write_all(b"\n")?;
+        }
+        corrupt.sync_all()?;
+    }
+    let mut kept = Vec::with_capacity(data.len());
+    for line in &lines {
+        match line.record {
+            Ok(_) => {
+                kept.extend_from_slice(line.bytes);
+                kept.push(b'\n');
+            }
+            Err(why) => report.moved.push(Moved {
+                file: path.to_path_buf(),
+                line: line.line,
+                offset: line.offset,
+                why,
+            }),
+        }
+    }
+    let temp = aside(path, "repair");
+    let mut out = File::create(&temp)?;
+    out.write_all(&kept)?;
+    out.sync_all()?;
+    fs::rename(&temp, path)?;
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
+fn aside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Journal;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("repair-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("budget")).unwrap();
+        dir
+    }
+
+    /// Flips one byte of line `n` (1-based) of `path`, inside its record.
+    fn flip(path: &Path, n: usize) {
+        let mut text = fs::read(path).unwrap();
+        let start: usize = text
+            .split(|&b| b == b'\n')
+            .take(n - 1)
+            .map(|l| l.len() + 1)
+            .sum();
+        text[start + 9] ^= 0x01;
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn damaged_lines_refuse_the_open_until_repaired_and_are_kept_aside() {
+        let dir = temp_dir("moves");
+        let runs = dir.join("runs.jsonl");
+        let ledger = dir.join("budget").join("2026-12-03.jsonl");
+        for path in [&runs, &ledger] {
+            let (j, _) = Journal::open(path).unwrap();
+            for i in 0..5 {
+                j.append(format!(r#"{{"op":"start","n":{i}}}"#).as_bytes())
+                    .unwrap();
+            }
+        }
+        let clean = fs::read(&ledger).unwrap();
+        flip(&runs, 2);
+        flip(&runs, 4);
+        let damaged = fs::read(&runs).unwrap();
+
+        let err = Journal::open(&runs).err().expect("damage refuses the open");
+        let shown = err.to_string();
+        assert!(err.is_damaged(), "{shown}");
+        let second_line = damaged.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let at = format!("line 2 (byte {second_line}) is damaged: its checksum does not match");
+        assert!(shown.contains(&at), "{shown}");
+        let hint = format!("conductor-metrics repair --data-dir {}", dir.display());
+        assert!(shown.contains(&hint), "{shown}");
+        fs::write(&runs, [&damaged[..], b"{\"torn"].concat()).unwrap();
+
+        let report = repair(&[&dir, &dir.join("budget"), &dir.join("none")]).unwrap();
+        assert_eq!(report.files, 2);
+        assert_eq!(report.torn_bytes, 6);
+        let lines: Vec<u64> = report.moved.iter().map(|m| m.line).collect();
+        assert_eq!(lines, [2, 4]);
+        let canonical = runs.canonicalize().unwrap();
+        assert!(report.moved.iter().all(|m| m.file == canonical));
+        let records = Journal::open(&runs).unwrap().1.records;
+        let kept: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            [0, 2, 4].map(|i| format!(r#"{{"op":"start","n":{i}}}"#))
+        );
+        let corrupt = fs::read(aside(&runs, "corrupt")).unwrap();
+        let original: Vec<&[u8]> = damaged.split(|&b| b == b'\n').collect();
+        assert_eq!(corrupt, [original[1], b"\n", original[3], b"\n"].concat());
+        assert_eq!(
+            fs::read(&ledger).unwrap(),
+            clean,
+            "a sound file is left alone"
+        );
+        assert!(!aside(&runs, "repair").exists());
+        assert_eq!(
+            repair(&[&dir]).unwrap().moved,
+            [],
+            "a second run finds nothing"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lines_from_before_checksums_are_kept_unless_they_are_not_json() {
+        let dir = temp_dir("legacy");
+        let path = dir.join("messages.jsonl");
+        fs::write(&path, "{\"seq\":1}\n{\"seq\":2\n").unwrap();
+        let err = Journal::open(&path)
+            .err()
+            .expect("a legacy line that is not JSON");
+        assert!(err
+            .to_string()
+            .contains("line 2 (byte 10) is damaged: it is not JSON"));
+        fs::write(&path, "{\"seq\":1}\n{\"seq\":2}\n").unwrap();
+        let (j, replay) = Journal::open(&path).unwrap();
+        assert_eq!(replay.records.len(), 2);
+        j.append(br#"{"seq":3}"#).unwrap();
+        drop(j);
+        // Once a line has a checksum, one without is damage.
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("{\"seq\":4}\n");
+        fs::write(&path, text).unwrap();
+        let err = Journal::open(&path)
+            .err()
+            .expect("a line without a checksum");
+        assert!(err.to_string().contains("line 4"), "{err}");
+        assert!(err.to_string().contains("no checksum"), "{err}");
+        let report = repair(&[&dir]).unwrap();
+        assert_eq!(report.moved.len(), 1);
+        assert_eq!(Journal::open(&path).unwrap().1.records.len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
