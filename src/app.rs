@@ -32,6 +32,8 @@ pub struct AppConfig {
     pub otlp: Option<OtlpConfig>,
     /// The families declared in `--metrics-file`, already checked.
     pub declared: Vec<crate::declared::Declaration>,
+    /// How many bus messages are kept.
+    pub message_retention: crate::bus::Retention,
 }
 
 /// The metrics the HTTP layer records.
@@ -165,7 +167,7 @@ impl App {
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
         let runs = Runs::open(&config.data_dir, run_metrics, budget.clone())?;
-        let bus = Bus::open(&config.data_dir, appends)?;
+        let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
         let declared =

@@ -1,5 +1,12 @@
 //! The message bus: an ordered, durable log of typed messages that agents
 //! and orchestrators append to and read after a given message id.
+//!
+//! Messages are journalled in segments (`DATA_DIR/messages/`, see
+//! [`crate::segments`]) and the newest of them are kept, in memory and on
+//! disk alike, by count and by bytes ([`Retention`]): older segments are
+//! deleted, so a start reads only what is kept, however long the history.
+//! `conductor_messagebus_appends_total` counts every append ever
+//! acknowledged, from the segment headers, not from what is kept.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -9,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::commit_queue::CommitQueue;
 use crate::error::Error;
-use crate::journal::Journal;
 use crate::metrics::Counter;
+use crate::segments::{self, Segments};
 use crate::time;
 
 /// The largest message body, in bytes of its JSON encoding.
@@ -27,9 +34,50 @@ pub const MAX_LIMIT: usize = 1000;
 /// The default number of messages a read returns.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// How many messages stay in memory for reads; older ones remain in the
-/// journal. A read after an evicted id starts at the oldest retained one.
-pub const RETAINED: usize = 100_000;
+/// How many messages are kept by default, in memory and on disk.
+pub const DEFAULT_RETAINED: u64 = 100_000;
+
+/// How many bytes of messages (as journalled) are kept by default.
+pub const DEFAULT_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How many of the newest messages the bus keeps, for reads and on disk. A
+/// read after an id no longer kept starts at the oldest kept. 0 in a field
+/// means no bound of that kind; both 0 keeps every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept.
+    pub messages: u64,
+    /// Bytes of messages kept, counted as journalled.
+    pub bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            messages: DEFAULT_RETAINED,
+            bytes: DEFAULT_RETAINED_BYTES,
+        }
+    }
+}
+
+impl Retention {
+    /// The segmenting of the journal that keeps this much: eight segments'
+    /// worth, so that at most an eighth more than kept stays on disk.
+    fn segments(self) -> segments::Retention {
+        let eighth = |n: u64, fallback: u64| if n == 0 { fallback } else { (n / 8).max(1) };
+        segments::Retention {
+            records: self.messages,
+            bytes: self.bytes,
+            segment_records: eighth(self.messages, 16_384),
+            segment_bytes: eighth(self.bytes, 8 * 1024 * 1024),
+        }
+    }
+
+    fn keeps(self, messages: usize, bytes: u64) -> bool {
+        (self.messages == 0 || messages as u64 <= self.messages)
+            && (self.bytes == 0 || bytes <= self.bytes)
+    }
+}
 
 /// A message on the bus.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,9 +124,14 @@ pub struct Bus {
 struct State {
     /// Visible messages: durable, with every earlier one durable too.
     messages: VecDeque<Message>,
-    /// Settled sequence numbers waiting for an earlier one's callback; a
-    /// failed append settles as `None` so it never blocks later ones.
-    waiting: std::collections::BTreeMap<u64, Option<Message>>,
+    /// The journalled size of each of `messages`, and their sum.
+    sizes: VecDeque<u64>,
+    bytes: u64,
+    retention: Retention,
+    /// Settled sequence numbers, with their messages and sizes, waiting
+    /// for an earlier one's callback; a failed append settles as `None` so
+    /// it never blocks later ones.
+    waiting: std::collections::BTreeMap<u64, Option<(Message, u64)>>,
     /// The last sequence number visible to readers.
     visible_seq: u64,
     /// The last sequence number handed out (durable or not).
@@ -100,34 +153,47 @@ fn parse_msg_id(id: &str) -> Option<u64> {
 }
 
 impl Bus {
-    /// Opens `messages.jsonl` under `dir` and replays it. `appends` is
+    /// Opens the message journal under `dir` (the segments in `messages/`,
+    /// after moving a `messages.jsonl` from before segments there) and
+    /// reads what `retention` keeps. `appends` is
     /// `conductor_messagebus_appends_total`, counted per acknowledged append.
-    pub fn open(dir: &Path, appends: Counter) -> Result<Bus, Error> {
-        let (journal, replay) =
-            Journal::open(dir.join("messages.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
-        let mut state = State::default();
-        for (i, record) in replay.records.iter().enumerate() {
+    pub fn open(dir: &Path, appends: Counter, retention: Retention) -> Result<Bus, Error> {
+        let legacy = dir.join("messages.jsonl");
+        let (segments, opened) =
+            Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())
+                .map_err(Error::Storage)?;
+        let mut state = State {
+            retention,
+            ..State::default()
+        };
+        for record in &opened.records {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
             let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
             let Some(seq) = v["seq"].as_u64() else {
-                let why = "not a message record";
-                return Err(Error::Storage(replay.unreadable(i, why).to_string()));
+                let why = "a record without a seq, which no message lacks";
+                return Err(Error::Storage(format!(
+                    "the message journal in {}: {why}",
+                    dir.join("messages").display()
+                )));
             };
             state.last_seq = state.last_seq.max(seq);
             state.visible_seq = state.last_seq;
-            state.push(Message {
-                msg_id: msg_id(seq),
-                seq,
-                kind: v["type"].as_str().unwrap_or_default().to_string(),
-                body: v["body"].clone(),
-                run_id: v["run_id"].as_str().map(str::to_string),
-                timestamp: v["ts"].as_f64().unwrap_or(0.0),
-            });
+            state.push(
+                Message {
+                    msg_id: msg_id(seq),
+                    seq,
+                    kind: v["type"].as_str().unwrap_or_default().to_string(),
+                    body: v["body"].clone(),
+                    run_id: v["run_id"].as_str().map(str::to_string),
+                    timestamp: v["ts"].as_f64().unwrap_or(0.0),
+                },
+                record.len() as u64 + 1,
+            );
         }
-        appends.inc_by(state.messages.len() as u64);
-        let queue = CommitQueue::start(Arc::new(journal), "bus", 2)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        appends.inc_by(opened.appended);
+        let queue =
+            CommitQueue::start(segments, "bus", 2).map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
             state: Arc::new(Mutex::new(state)),
             queue,
@@ -178,6 +244,7 @@ impl Bus {
             timestamp: time::now_unix(),
         };
         let record = record(&message, &body_text);
+        let size = record.len() as u64 + 1;
         let shared = self.state.clone();
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order;
@@ -185,7 +252,7 @@ impl Bus {
         // callbacks run in.
         self.queue.submit(record, move |o| match o {
             Ok(()) => {
-                Self::lock(&shared).settle(seq, Some(message.clone()));
+                Self::lock(&shared).settle(seq, Some((message.clone(), size)));
                 appends.inc();
                 done(Ok(message));
             }
@@ -228,7 +295,7 @@ impl Bus {
 
     /// The number of messages appended and acknowledged, ever.
     pub fn appended(&self) -> u64 {
-        Self::lock(&self.state).messages.back().map_or(0, |m| m.seq)
+        self.appends.get() as u64
     }
 }
 
@@ -255,26 +322,31 @@ fn record(m: &Message, body_text: &str) -> Vec<u8> {
 impl State {
     /// Callbacks of one batch run in any order; messages become visible in
     /// sequence order once every earlier one is durable.
-    fn settle(&mut self, seq: u64, m: Option<Message>) {
+    fn settle(&mut self, seq: u64, m: Option<(Message, u64)>) {
         self.waiting.insert(seq, m);
         while let Some(entry) = self.waiting.first_entry() {
             if *entry.key() != self.visible_seq + 1 {
                 break;
             }
             self.visible_seq = *entry.key();
-            if let Some(m) = entry.remove() {
+            if let Some((m, size)) = entry.remove() {
                 if let Some(f) = &self.on_visible {
                     f(&m);
                 }
-                self.push(m);
+                self.push(m, size);
             }
         }
     }
 
-    fn push(&mut self, m: Message) {
+    /// Keeps `m`, which takes `size` bytes in the journal, and lets the
+    /// oldest go past retention; the newest is always kept.
+    fn push(&mut self, m: Message, size: u64) {
         self.messages.push_back(m);
-        while self.messages.len() > RETAINED {
+        self.sizes.push_back(size);
+        self.bytes += size;
+        while self.messages.len() > 1 && !self.retention.keeps(self.messages.len(), self.bytes) {
             self.messages.pop_front();
+            self.bytes -= self.sizes.pop_front().unwrap_or(0);
         }
     }
 }

@@ -11,11 +11,42 @@
 //! since waking a thread costs more than answering a few requests, and the
 //! next batch gathers meanwhile. Callbacks run in no particular order.
 
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::journal::{self, Journal};
+use crate::segments::Segments;
+
+/// Where a committer writes: one journal, or a journal cut into segments.
+pub trait Sink: Send + 'static {
+    /// Appends `records` durably and together, or none of them.
+    fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error>;
+
+    /// The file records go to now, for errors.
+    fn path(&self) -> PathBuf;
+}
+
+impl Sink for Arc<Journal> {
+    fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        Journal::append_all(self, records)
+    }
+
+    fn path(&self) -> PathBuf {
+        Journal::path(self).to_path_buf()
+    }
+}
+
+impl Sink for Segments {
+    fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        Segments::append_all(self, records)
+    }
+
+    fn path(&self) -> PathBuf {
+        Segments::path(self).to_path_buf()
+    }
+}
 
 /// What a callback learns: durable, or the journal error shared by its batch.
 pub type Outcome = Result<(), Arc<journal::Error>>;
@@ -33,17 +64,20 @@ const INLINE_CALLBACKS: usize = 16;
 /// A queue of records waiting to become durable. Safe to share across threads.
 pub struct CommitQueue {
     tx: Mutex<Sender<(Vec<u8>, Done)>>,
-    journal: Arc<Journal>,
+    /// The file written when the queue started, for the error of a record
+    /// queued after the committer stopped.
+    path: PathBuf,
 }
 
 impl CommitQueue {
-    /// Starts the committer thread for `journal`, and `ack_threads` (at
-    /// least one) to run callbacks.
+    /// Starts the committer thread for `sink`, and `ack_threads` (at least
+    /// one) to run callbacks.
     pub fn start(
-        journal: Arc<Journal>,
+        mut sink: impl Sink,
         name: &str,
         ack_threads: usize,
     ) -> std::io::Result<CommitQueue> {
+        let path = sink.path();
         let (tx, rx) = mpsc::channel();
         let ack_threads = ack_threads.max(1);
         let mut acks = Vec::with_capacity(ack_threads);
@@ -58,13 +92,12 @@ impl CommitQueue {
                 })?;
             acks.push(ack_tx);
         }
-        let j = journal.clone();
         thread::Builder::new()
             .name(format!("commit-{name}"))
-            .spawn(move || commit_loop(&j, &rx, &acks))?;
+            .spawn(move || commit_loop(&mut sink, &rx, &acks))?;
         Ok(CommitQueue {
             tx: Mutex::new(tx),
-            journal,
+            path,
         })
     }
 
@@ -77,19 +110,14 @@ impl CommitQueue {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError((_, done))) = tx.send((record, Box::new(done))) {
             // The committer thread is gone; nothing can become durable.
-            let err = journal::Error::closed(self.journal.path());
+            let err = journal::Error::closed(&self.path);
             done(Err(Arc::new(err)));
         }
-    }
-
-    /// The journal behind the queue.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
     }
 }
 
 fn commit_loop(
-    journal: &Journal,
+    sink: &mut impl Sink,
     rx: &Receiver<(Vec<u8>, Done)>,
     acks: &[Sender<(Outcome, Vec<Done>)>],
 ) {
@@ -108,7 +136,7 @@ fn commit_loop(
             }
         }
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        let outcome = journal.append_all(&refs).map_err(Arc::new);
+        let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
         if dones.len() <= INLINE_CALLBACKS {
             run_callbacks(&outcome, std::mem::take(&mut dones));
@@ -147,8 +175,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cq-{}-{}", std::process::id(), line!()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("q.jsonl");
-        let (journal, _) = Journal::open(&path).unwrap();
-        let q = CommitQueue::start(Arc::new(journal), "test", 3).unwrap();
+        let journal = Arc::new(Journal::open(&path).unwrap().0);
+        let q = CommitQueue::start(journal.clone(), "test", 3).unwrap();
         // The first record's callback, which the committer runs itself,
         // holds it until the other 499 are queued: they must then become
         // durable together, with one sync.
@@ -173,7 +201,7 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..500).map(|i| (i, true)).collect::<Vec<_>>());
         assert_eq!(
-            q.journal().syncs(),
+            journal.syncs(),
             2,
             "one sync for the first, one for the rest"
         );

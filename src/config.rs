@@ -47,6 +47,10 @@ pub struct ServeConfig {
     pub budget_dir: PathBuf,
     /// `--pricing FILE`: model prices; the built-in default when unset.
     pub pricing: Option<PathBuf>,
+    /// `--retain-messages` / `CONDUCTOR_RETAIN_MESSAGES` and
+    /// `--retain-message-bytes` / `CONDUCTOR_RETAIN_MESSAGE_BYTES`: how many
+    /// of the newest bus messages are kept, in memory and on disk.
+    pub message_retention: crate::bus::Retention,
     /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
     pub metrics_file: Option<PathBuf>,
 }
@@ -148,6 +152,8 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "run-estimate",
             "pricing",
             "metrics-file",
+            "retain-messages",
+            "retain-message-bytes",
         ],
     }
 }
@@ -362,6 +368,19 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             a
         }
     };
+    let retain_messages = match setting("retain-messages", "CONDUCTOR_RETAIN_MESSAGES") {
+        None => crate::bus::DEFAULT_RETAINED,
+        Some((v, from)) => v.parse::<u64>().map_err(|_| {
+            format!("{from} must be a number of messages (0 keeps every one), not {v:?}")
+        })?,
+    };
+    let retain_message_bytes =
+        match setting("retain-message-bytes", "CONDUCTOR_RETAIN_MESSAGE_BYTES") {
+            None => crate::bus::DEFAULT_RETAINED_BYTES,
+            Some((v, from)) => parse_size(&v).ok_or_else(|| {
+                format!("{from} must be a size in bytes such as 64MiB (0 for no bound), not {v:?}")
+            })?,
+        };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
     Ok(Command::Serve(ServeConfig {
         addr,
@@ -380,6 +399,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         pricing: flag("pricing").map(PathBuf::from),
         metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
             .map(|(f, _)| PathBuf::from(f)),
+        message_retention: crate::bus::Retention {
+            messages: retain_messages,
+            bytes: retain_message_bytes,
+        },
     }))
 }
 

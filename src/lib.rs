@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod repair;
 pub mod runs;
+pub mod segments;
 pub mod sys;
 pub mod time;
 pub mod usage;

@@ -52,6 +52,8 @@ Options (each has an environment variable; the flag wins):
   --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
                          ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
   --metrics-file FILE    declared metric families, JSON  CONDUCTOR_METRICS_FILE (none)
+  --retain-messages N    newest bus messages kept  CONDUCTOR_RETAIN_MESSAGES (100000; 0: no bound)
+  --retain-message-bytes BYTES  bytes of them kept  CONDUCTOR_RETAIN_MESSAGE_BYTES (64MiB; 0: no bound)
 
 Traces (OpenTelemetry), by environment variable only:
   OTEL_EXPORTER_OTLP_ENDPOINT     http:// OTLP/HTTP collector; unset: no tracing

@@ -1164,7 +1164,9 @@ fn state_survives_sigkill_and_restart() {
         2.0
     );
     assert_eq!(value(&text, "conductor_messagebus_appends_total"), 4.0);
-    assert_eq!(assert_clean_journal(&data.join("messages.jsonl")), 4);
+    // The bus's first segment: its header, then the four messages.
+    let segment = data.join("messages").join("0000000001.jsonl");
+    assert_eq!(assert_clean_journal(&segment), 5);
     assert_clean_journal(&data.join("runs.jsonl"));
 }
 
@@ -1177,7 +1179,7 @@ fn a_torn_journal_tail_is_cut_on_start() {
     let m2 = append(&first, json!({"type": "ok", "body": 2}));
     first.kill();
 
-    let journal = data.join("messages.jsonl");
+    let journal = data.join("messages").join("0000000001.jsonl");
     let fragment = b"{\"seq\":3,\"type\":\"torn\",\"bo";
     let mut bytes = std::fs::read(&journal).expect("read journal");
     assert_eq!(bytes.last(), Some(&b'\n'));
@@ -1194,12 +1196,54 @@ fn a_torn_journal_tail_is_cut_on_start() {
 
     let m3 = append(&second, json!({"type": "after", "body": 3}));
     assert!(m3 > m2);
-    assert_eq!(assert_clean_journal(&journal), 3);
+    // The header, then the three messages.
+    assert_eq!(assert_clean_journal(&journal), 4);
     let last = read_messages(&second, &format!("?after={m2}"));
     assert_eq!(last.len(), 1);
     assert_eq!(last[0]["type"], "after");
     let text = scrape(&second);
     assert_eq!(value(&text, "conductor_messagebus_appends_total"), 3.0);
+}
+
+/// Past retention, old segments go from disk and old messages from memory, but the appends
+/// counter and the ids go on from every append ever made, across restarts.
+#[test]
+fn retention_drops_old_segments_while_the_appends_counter_stays_exact() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let keep = ["--retain-messages", "40"];
+    let mut first = ServerProc::start(&data, &keep, &[]);
+    for i in 1..=200 {
+        append(&first, json!({"type": "r", "body": i}));
+    }
+    let text = scrape(&first);
+    assert_eq!(value(&text, "conductor_messagebus_appends_total"), 200.0);
+    first.kill();
+
+    let second = ServerProc::start(&data, &keep, &[]);
+    let text = scrape(&second);
+    assert_eq!(value(&text, "conductor_messagebus_appends_total"), 200.0);
+    let kept = read_messages(&second, "?limit=1000");
+    let want: Vec<String> = (161..=200).map(|n| format!("MSG-{n:012}")).collect();
+    assert_eq!(ids(&kept), want, "the newest 40, in order");
+    assert_eq!(kept[0]["body"], 161);
+    // Five messages to a segment (40 / 8): what is on disk is what is kept, and one segment.
+    let on_disk: usize = std::fs::read_dir(data.join("messages"))
+        .expect("the segments")
+        .map(|e| assert_clean_journal(&e.expect("entry").path()))
+        .sum();
+    assert!(
+        (41..=40 + 10 + 2).contains(&on_disk),
+        "{on_disk} lines on disk"
+    );
+    assert_eq!(
+        append(&second, json!({"type": "r", "body": 201})),
+        "MSG-000000000201"
+    );
+    assert_eq!(
+        value(&scrape(&second), "conductor_messagebus_appends_total"),
+        201.0
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -267,6 +267,7 @@ mod tests {
             budget: crate::budget::BudgetConfig::new(&dir),
             otlp: None,
             declared: Vec::new(),
+            message_retention: crate::bus::Retention::default(),
         };
         let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);
         (dir, App::open(config, log).unwrap())

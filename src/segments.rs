@@ -1,0 +1,460 @@
+//! A journal cut into segment files, so that history can be dropped by
+//! deleting whole files, and a start reads only the segments that hold what
+//! is retained.
+//!
+//! The segments of one store live in a directory, named by a number that
+//! grows by one: `0000000001.jsonl`, `0000000002.jsonl`, ... Each is a
+//! [`Journal`], with its checksums and torn-tail rule. The first line of
+//! every segment but a migrated one is a header,
+//! `{"segment":{"appended_before":N}}`: the number of records appended to
+//! the store before this segment, so that a count of everything ever
+//! appended survives the deletion of old segments exactly.
+//!
+//! **Rotation.** After a write, once the current segment holds
+//! [`Retention::segment_records`] records or [`Retention::segment_bytes`]
+//! bytes, the next record goes to a new segment, whose header is written
+//! with it, in the same write and sync.
+//!
+//! **Retention.** After a rotation, the oldest segment is deleted while the
+//! newer ones still hold at least [`Retention::records`] records or
+//! [`Retention::bytes`] bytes: everything in it is older than what a store
+//! keeps. A deletion lost to a crash is done again at the next rotation or
+//! start. A start reads segments from the newest back until the same
+//! amounts are covered, and deletes the rest.
+//!
+//! Safe to move to another thread; used by one writer at a time.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::journal::{self, Journal};
+
+/// How much a segmented store keeps, and how big a segment grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest records kept; 0 keeps every record (unless `bytes` says otherwise).
+    pub records: u64,
+    /// The newest bytes of records kept; 0 keeps every byte (unless `records` says otherwise).
+    pub bytes: u64,
+    /// Records after which a segment is closed and a new one begun.
+    pub segment_records: u64,
+    /// Bytes after which a segment is closed and a new one begun.
+    pub segment_bytes: u64,
+}
+
+impl Retention {
+    /// Whether `records` records taking `bytes` bytes cover what is kept,
+    /// so that anything older may go.
+    fn covered(&self, records: u64, bytes: u64) -> bool {
+        (self.records > 0 && records >= self.records) || (self.bytes > 0 && bytes >= self.bytes)
+    }
+}
+
+/// One segment file: its number, and what it holds.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    number: u64,
+    records: u64,
+    bytes: u64,
+}
+
+/// A segmented journal, open for appending to its newest segment.
+pub struct Segments {
+    dir: PathBuf,
+    retention: Retention,
+    /// Every segment kept, oldest first; the last is `current`'s.
+    kept: VecDeque<Segment>,
+    current: Journal,
+    /// Whether `current` still needs its header: it is new, and empty.
+    headless: bool,
+    /// Records appended durably, ever (the headers not counted).
+    appended: u64,
+    /// Whether the next write must begin a new segment.
+    rotate: bool,
+}
+
+/// What [`Segments::open`] found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The records read, oldest first: those of the segments kept.
+    pub records: Vec<Vec<u8>>,
+    /// Records appended to the store ever, deleted segments included.
+    pub appended: u64,
+}
+
+/// The header that begins a segment, naming the records appended before it.
+fn header(appended_before: u64) -> Vec<u8> {
+    format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
+}
+
+/// `appended_before` of a header record, or `None` for any other record.
+fn read_header(record: &[u8]) -> Option<u64> {
+    let rest = record.strip_prefix(b"{\"segment\":{\"appended_before\":")?;
+    let digits = rest.strip_suffix(b"}}")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn file_name(number: u64) -> String {
+    format!("{number:010}.jsonl")
+}
+
+fn storage(path: &Path, e: std::io::Error) -> String {
+    format!("segments {}: {e}", path.display())
+}
+
+impl Segments {
+    /// Opens the segments in `dir` (creating it), reads the newest ones that
+    /// cover `retention`, and deletes the older ones.
+    ///
+    /// `legacy`, when it names an existing file, is a journal from before
+    /// segments: it becomes segment 0 (renamed into `dir`), holding the
+    /// first records of the store.
+    ///
+    /// # Errors
+    ///
+    /// Fails if a kept segment cannot be read or is damaged (see
+    /// [`Journal::open`]), or the directory cannot be listed or written.
+    pub fn open(
+        dir: &Path,
+        legacy: Option<&Path>,
+        retention: Retention,
+    ) -> Result<(Segments, Opened), String> {
+        fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
+        if let Some(old) = legacy.filter(|p| p.is_file()) {
+            migrate(old, dir)?;
+        }
+        let mut numbers = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| storage(dir, e))? {
+            let name = entry.map_err(|e| storage(dir, e))?.file_name();
+            let number = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
+            if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        if numbers.is_empty() {
+            numbers.push(1);
+        }
+        // Newest first, until the retained amounts are covered.
+        let mut loaded: Vec<(Segment, Vec<Vec<u8>>, Option<u64>)> = Vec::new();
+        let (mut records, mut bytes) = (0u64, 0u64);
+        let mut current = None;
+        let (mut headless, mut unheaded) = (false, false);
+        for &number in numbers.iter().rev() {
+            if current.is_some() && retention.covered(records, bytes) {
+                break;
+            }
+            let path = dir.join(file_name(number));
+            let (journal, replay) = Journal::open(&path).map_err(|e| e.to_string())?;
+            let mut body = replay.records;
+            let before = body.first().and_then(|r| read_header(r));
+            if before.is_some() {
+                body.remove(0);
+            }
+            let seg = Segment {
+                number,
+                records: body.len() as u64,
+                bytes: body.iter().map(|r| r.len() as u64 + 1).sum(),
+            };
+            (records, bytes) = (records + seg.records, bytes + seg.bytes);
+            if current.is_none() {
+                // Segment 0 (a migrated journal) never has a header; any
+                // other gets one with its first records.
+                headless = number != 0 && before.is_none() && seg.records == 0;
+                // One with records but no header (which this code does not
+                // write) could not be told from a migrated one later: the
+                // next records begin a new segment after it.
+                unheaded = number != 0 && before.is_none() && seg.records > 0;
+                current = Some(journal);
+            }
+            loaded.push((seg, body, before));
+        }
+        let oldest_kept = loaded.last().map_or(0, |(s, _, _)| s.number);
+        for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
+            // A file left behind is deleted again at the next rotation's
+            // check or start; it is never read.
+            let _ = fs::remove_file(dir.join(file_name(number)));
+        }
+        loaded.reverse();
+        // The count before the oldest segment kept: its header's, or 0 for
+        // the first segment ever (or a migrated journal).
+        let appended_before = loaded.first().and_then(|(_, _, b)| *b).unwrap_or(0);
+        let kept: VecDeque<Segment> = loaded.iter().map(|(s, _, _)| *s).collect();
+        let all: Vec<Vec<u8>> = loaded.into_iter().flat_map(|(_, r, _)| r).collect();
+        let appended = appended_before + all.len() as u64;
+        let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
+        let mut segments = Segments {
+            dir: dir.to_path_buf(),
+            retention,
+            kept,
+            current,
+            headless,
+            appended,
+            rotate: false,
+        };
+        segments.rotate = segments.full() || unheaded;
+        let opened = Opened {
+            records: all,
+            appended,
+        };
+        Ok((segments, opened))
+    }
+
+    /// Appends `records` durably, together, beginning a new segment first if
+    /// the current one is full; then deletes segments past retention.
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::append_all`], or if a new segment cannot be created;
+    /// nothing of the records is then durable.
+    pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.rotate {
+            self.begin_segment(records)?;
+        } else if self.headless {
+            with_header(&self.current, self.appended, records)?;
+            self.headless = false;
+        } else {
+            self.current.append_all(records)?;
+        }
+        self.appended += records.len() as u64;
+        if let Some(seg) = self.kept.back_mut() {
+            seg.records += records.len() as u64;
+            seg.bytes += records.iter().map(|r| r.len() as u64 + 1).sum::<u64>();
+        }
+        self.rotate = self.full();
+        if self.rotate {
+            self.drop_old();
+        }
+        Ok(())
+    }
+
+    /// Opens the next segment and writes its header with `records`, in one
+    /// write and sync. If that fails, the empty file stays (a start finds a
+    /// header-less, empty segment and treats it as such) and the next write
+    /// tries a new segment again.
+    fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        let number = self.kept.back().map_or(1, |s| s.number + 1);
+        let (journal, _) = Journal::open(self.dir.join(file_name(number)))?;
+        with_header(&journal, self.appended, records)?;
+        self.current = journal;
+        self.headless = false;
+        self.kept.push_back(Segment {
+            number,
+            records: 0,
+            bytes: 0,
+        });
+        self.rotate = false;
+        Ok(())
+    }
+
+    fn full(&self) -> bool {
+        let r = &self.retention;
+        self.kept.back().is_some_and(|s| {
+            (r.segment_records > 0 && s.records >= r.segment_records)
+                || (r.segment_bytes > 0 && s.bytes >= r.segment_bytes)
+        })
+    }
+
+    /// Deletes the oldest segments while the newer ones cover retention.
+    fn drop_old(&mut self) {
+        let total = |kept: &VecDeque<Segment>| {
+            kept.iter()
+                .skip(1)
+                .fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes))
+        };
+        while self.kept.len() > 1 {
+            let (records, bytes) = total(&self.kept);
+            if !self.retention.covered(records, bytes) {
+                break;
+            }
+            let oldest = self.kept[0].number;
+            if fs::remove_file(self.dir.join(file_name(oldest))).is_err() {
+                break;
+            }
+            self.kept.pop_front();
+        }
+    }
+
+    /// The file records go to now.
+    pub fn path(&self) -> &Path {
+        self.current.path()
+    }
+
+    /// Records appended durably, ever.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// The numbers of the segment files kept, oldest first.
+    pub fn numbers(&self) -> Vec<u64> {
+        self.kept.iter().map(|s| s.number).collect()
+    }
+}
+
+/// Appends `records` to `journal` after the header naming `appended_before`,
+/// in one write and sync.
+fn with_header(
+    journal: &Journal,
+    appended_before: u64,
+    records: &[&[u8]],
+) -> Result<(), journal::Error> {
+    let head = header(appended_before);
+    let mut all: Vec<&[u8]> = Vec::with_capacity(records.len() + 1);
+    all.push(&head);
+    all.extend_from_slice(records);
+    journal.append_all(&all)
+}
+
+/// Moves a journal from before segments into `dir` as segment 0, crash-only:
+/// the rename is atomic, and the directories are synced after it.
+fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
+    let to = dir.join(file_name(0));
+    fs::rename(old, &to).map_err(|e| storage(old, e))?;
+    for d in [Some(dir), old.parent()].into_iter().flatten() {
+        let synced = fs::File::open(d).and_then(|f| f.sync_all());
+        synced.map_err(|e| storage(d, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("segments-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn retention(records: u64, segment_records: u64) -> Retention {
+        Retention {
+            records,
+            bytes: 0,
+            segment_records,
+            segment_bytes: 0,
+        }
+    }
+
+    fn record(i: u64) -> Vec<u8> {
+        format!("{{\"seq\":{i}}}").into_bytes()
+    }
+
+    fn seqs(records: &[Vec<u8>]) -> Vec<u64> {
+        records
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+                v["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn old_segments_go_while_the_count_of_appends_stays_exact() {
+        let dir = temp_dir("retain");
+        let keep = retention(25, 10);
+        let (mut s, opened) = Segments::open(&dir, None, keep).unwrap();
+        assert_eq!((opened.records.len(), opened.appended), (0, 0));
+        for i in 1..=95 {
+            s.append_all(&[&record(i)]).unwrap();
+        }
+        assert_eq!(s.appended(), 95);
+        // Ten to a segment: 1-10 ... 81-90, then 91-95. When 81-90 filled
+        // its segment, 71-90 covered 25, so segments 1-6 (1-60) went.
+        assert_eq!(s.numbers(), [7, 8, 9, 10]);
+        drop(s);
+        // A start reads back from the newest until 25 are covered (71-95)
+        // and deletes the rest.
+        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        assert_eq!(opened.appended, 95);
+        assert_eq!(seqs(&opened.records), (71..=95).collect::<Vec<_>>());
+        assert_eq!(s.numbers(), [8, 9, 10]);
+        // Reading needs only the newest segments: a smaller retention drops more.
+        drop(s);
+        let (s, opened) = Segments::open(&dir, None, retention(5, 10)).unwrap();
+        assert_eq!(
+            (seqs(&opened.records), opened.appended),
+            ((91..=95).collect(), 95)
+        );
+        assert_eq!(s.numbers(), [10]);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["0000000010.jsonl"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_that_fills_a_segment_rotates_before_the_next_and_0_keeps_all() {
+        let dir = temp_dir("batch");
+        let keep = retention(0, 4);
+        let (mut s, _) = Segments::open(&dir, None, keep).unwrap();
+        let batch: Vec<Vec<u8>> = (1..=6).map(record).collect();
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        s.append_all(&refs).unwrap();
+        s.append_all(&[&record(7)]).unwrap();
+        s.append_all(&[&record(8)]).unwrap();
+        assert_eq!(s.numbers(), [1, 2]);
+        let second = fs::read_to_string(dir.join(file_name(2))).unwrap();
+        assert!(second.starts_with("{\"segment\":{\"appended_before\":6},\"crc32c\""));
+        drop(s);
+        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
+        assert_eq!(
+            (seqs(&opened.records), opened.appended),
+            ((1..=8).collect(), 8)
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_from_before_segments_becomes_segment_0() {
+        let dir = temp_dir("legacy");
+        fs::create_dir_all(&dir).unwrap();
+        let legacy = dir.join("messages.jsonl");
+        fs::write(&legacy, "{\"seq\":1}\n{\"seq\":2}\n").unwrap();
+        let segs = dir.join("messages");
+        let (mut s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        assert!(!legacy.exists());
+        assert_eq!(
+            (seqs(&opened.records), opened.appended),
+            ((1..=2).collect(), 2)
+        );
+        s.append_all(&[&record(3)]).unwrap();
+        assert_eq!(s.numbers(), [0, 1]);
+        drop(s);
+        let (_, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        assert_eq!(
+            (seqs(&opened.records), opened.appended),
+            ((1..=3).collect(), 3)
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_retention_in_bytes_keeps_the_newest_bytes() {
+        let dir = temp_dir("bytes");
+        let keep = Retention {
+            records: 0,
+            bytes: 100,
+            segment_records: 0,
+            segment_bytes: 40,
+        };
+        let (mut s, _) = Segments::open(&dir, None, keep).unwrap();
+        for i in 1..=50 {
+            s.append_all(&[&record(i)]).unwrap();
+        }
+        drop(s);
+        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
+        let bytes: usize = opened.records.iter().map(|r| r.len() + 1).sum();
+        assert!((100..100 + 2 * 40 + 12).contains(&bytes), "{bytes}");
+        assert_eq!(seqs(&opened.records).last(), Some(&50));
+        assert_eq!(opened.appended, 50);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
