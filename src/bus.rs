@@ -88,8 +88,10 @@ pub struct Message {
     pub seq: u64,
     /// The message type.
     pub kind: String,
-    /// The body, any JSON value.
-    pub body: Value,
+    /// The body, any JSON value, as compact JSON text: kept as text, a body
+    /// costs its length in memory, where a parsed one of many small values
+    /// could cost ten times that.
+    pub body: Box<str>,
     /// The run it concerns, if any.
     pub run_id: Option<String>,
     /// Unix seconds when it was appended.
@@ -97,12 +99,18 @@ pub struct Message {
 }
 
 impl Message {
+    /// The body, parsed.
+    pub fn body_value(&self) -> Value {
+        // The text was printed by serde_json from a value, so it parses.
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
     /// The message as a JSON object.
     pub fn to_json(&self) -> Value {
         json!({
             "msg_id": self.msg_id,
             "type": self.kind,
-            "body": self.body,
+            "body": self.body_value(),
             "run_id": self.run_id,
             "timestamp": time::rfc3339(self.timestamp),
         })
@@ -184,7 +192,7 @@ impl Bus {
                     msg_id: msg_id(seq),
                     seq,
                     kind: v["type"].as_str().unwrap_or_default().to_string(),
-                    body: v["body"].clone(),
+                    body: v["body"].to_string().into_boxed_str(),
                     run_id: v["run_id"].as_str().map(str::to_string),
                     timestamp: v["ts"].as_f64().unwrap_or(0.0),
                 },
@@ -239,11 +247,11 @@ impl Bus {
             msg_id: msg_id(seq),
             seq,
             kind,
-            body,
+            body: body_text.into_boxed_str(),
             run_id,
             timestamp: time::now_unix(),
         };
-        let record = record(&message, &body_text);
+        let record = record(&message);
         let size = record.len() as u64 + 1;
         let shared = self.state.clone();
         let appends = self.appends.clone();
@@ -299,14 +307,14 @@ impl Bus {
     }
 }
 
-/// The journal record of `m`, whose body prints as `body_text`: the bytes
-/// of `json!({"seq", "type", "body", "run_id", "ts"})`, keys sorted as
+/// The journal record of `m`: the bytes of
+/// `json!({"seq", "type", "body", "run_id", "ts"})`, keys sorted as
 /// serde_json prints them.
-fn record(m: &Message, body_text: &str) -> Vec<u8> {
+fn record(m: &Message) -> Vec<u8> {
     use crate::json_text::{push_f64, push_opt_str, push_str, push_u64};
-    let mut out = String::with_capacity(body_text.len() + 96);
+    let mut out = String::with_capacity(m.body.len() + 96);
     out.push_str("{\"body\":");
-    out.push_str(body_text);
+    out.push_str(&m.body);
     out.push_str(",\"run_id\":");
     push_opt_str(&mut out, m.run_id.as_deref());
     out.push_str(",\"seq\":");
@@ -405,15 +413,15 @@ mod tests {
                 msg_id: msg_id(42),
                 seq: 42,
                 kind: "no\"te".into(),
-                body: body.clone(),
+                body: body.to_string().into_boxed_str(),
                 run_id: run_id.map(str::to_string),
                 timestamp: 1_795_439_678.123_456,
             };
             let old = json!({
-                "seq": m.seq, "type": m.kind, "body": m.body,
+                "seq": m.seq, "type": m.kind, "body": m.body_value(),
                 "run_id": m.run_id, "ts": m.timestamp,
             });
-            assert_eq!(record(&m, &body.to_string()), old.to_string().into_bytes());
+            assert_eq!(record(&m), old.to_string().into_bytes());
         }
     }
 }
