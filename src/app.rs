@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::budget::{Budget, BudgetConfig, Recorded, SystemClock};
 use crate::bus::Bus;
@@ -34,6 +34,9 @@ pub struct AppConfig {
     pub declared: Vec<crate::declared::Declaration>,
     /// How many bus messages are kept.
     pub message_retention: crate::bus::Retention,
+    /// How long a run may go without news before it is ended as
+    /// abandoned; `None` never ends one.
+    pub run_timeout: Option<Duration>,
 }
 
 /// The metrics the HTTP layer records.
@@ -192,6 +195,12 @@ impl App {
             started,
         });
         wire_events(&app);
+        if let Some(timeout) = app.config.run_timeout {
+            // The runs a dead orchestrator left before this start end at once.
+            app.end_stale_runs(timeout);
+            app.start_run_timeout(timeout)
+                .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
+        }
         Ok(app)
     }
 
@@ -230,6 +239,75 @@ impl App {
                     }
                 },
             );
+        }
+    }
+
+    /// Tells everyone who follows runs that one ended: one log line, the
+    /// `run_*` event on the streams, the budget alerts its cost crossed, and
+    /// its trace.
+    pub fn announce_finished(&self, finished: &crate::runs::Finished) {
+        let run = &finished.run;
+        let fields = [
+            ("run_id", serde_json::json!(run.run_id)),
+            ("correlation_id", serde_json::json!(run.correlation())),
+            ("work_order_id", serde_json::json!(run.work_order_id)),
+            ("status", serde_json::json!(run.status.as_str())),
+            ("cost", serde_json::json!(finished.spend.amount)),
+            ("error", serde_json::json!(run.error)),
+            (
+                "iterations",
+                serde_json::json!(run.detail.iterations_started),
+            ),
+            (
+                "duration_ms",
+                serde_json::json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
+            ),
+        ];
+        self.log.info("run finished", &fields);
+        self.events.run_finished(run, finished.spend.amount);
+        self.budget_alerts(&finished.spend, Some(&run.run_id));
+        self.export_trace(run);
+    }
+
+    /// Starts the thread that ends runs with no news for `timeout`
+    /// ([`Finish::Abandon`](crate::runs::Finish::Abandon)), checking a tenth
+    /// of the timeout apart (at most once a minute). It holds the app
+    /// weakly, and ends with it.
+    pub fn start_run_timeout(self: &Arc<App>, timeout: Duration) -> std::io::Result<()> {
+        let every = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
+        let app = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("run-timeout".into())
+            .stack_size(64 * 1024)
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(app) = app.upgrade() else {
+                    return;
+                };
+                app.end_stale_runs(timeout);
+            })
+            .map(drop)
+    }
+
+    /// Ends the runs with no news for `timeout` now.
+    fn end_stale_runs(self: &Arc<App>, timeout: Duration) {
+        let now = crate::time::now_unix();
+        for id in self.runs.stale(now, timeout.as_secs_f64()) {
+            let (app, run_id) = (self.clone(), id.clone());
+            let how = crate::runs::Finish::Abandon;
+            self.runs
+                .finish(&run_id, how, None, move |result| match result {
+                    Ok(finished) => app.announce_finished(&finished),
+                    // Finished meanwhile by its orchestrator: nothing to do.
+                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => {}
+                    Err(e) => app.log.error(
+                        "cannot end an abandoned run; retrying at the next check",
+                        &[
+                            ("run_id", serde_json::json!(id)),
+                            ("error", serde_json::json!(e.to_string())),
+                        ],
+                    ),
+                });
         }
     }
 

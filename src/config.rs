@@ -15,6 +15,10 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 /// The default body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 
+/// How long a run may go without news, by default, before it is ended as
+/// abandoned: longer than any research cycle we know of.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
 /// Settings of `serve`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServeConfig {
@@ -47,6 +51,9 @@ pub struct ServeConfig {
     pub budget_dir: PathBuf,
     /// `--pricing FILE`: model prices; the built-in default when unset.
     pub pricing: Option<PathBuf>,
+    /// `--run-timeout` / `CONDUCTOR_RUN_TIMEOUT`: a running run with no news
+    /// for this long is ended as abandoned; `None` (`0`) never ends one.
+    pub run_timeout: Option<Duration>,
     /// `--retain-messages` / `CONDUCTOR_RETAIN_MESSAGES` and
     /// `--retain-message-bytes` / `CONDUCTOR_RETAIN_MESSAGE_BYTES`: how many
     /// of the newest bus messages are kept, in memory and on disk.
@@ -154,6 +161,7 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "metrics-file",
             "retain-messages",
             "retain-message-bytes",
+            "run-timeout",
         ],
     }
 }
@@ -327,6 +335,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
     let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
     let shutdown_timeout = duration("shutdown-timeout", "CONDUCTOR_SHUTDOWN_TIMEOUT", 10)?;
+    let run_timeout = match setting("run-timeout", "CONDUCTOR_RUN_TIMEOUT") {
+        None => Some(DEFAULT_RUN_TIMEOUT),
+        Some((v, _)) if v.trim() == "0" => None,
+        Some((v, from)) => Some(parse_duration(&v).ok_or_else(|| {
+            format!(
+                "{from} must be a duration such as 6h, 90m or 3600s (0 turns it off), not {v:?}"
+            )
+        })?),
+    };
     let max_connections = match setting("max-connections", "CONDUCTOR_MAX_CONNECTIONS") {
         None => 4096,
         Some((v, from)) => match v.parse::<usize>() {
@@ -399,6 +416,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         pricing: flag("pricing").map(PathBuf::from),
         metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
             .map(|(f, _)| PathBuf::from(f)),
+        run_timeout,
         message_retention: crate::bus::Retention {
             messages: retain_messages,
             bytes: retain_message_bytes,
@@ -416,22 +434,24 @@ fn unknown_command(word: &str) -> String {
     }
 }
 
-/// Parses `30`, `30s` or `500ms` into a non-zero duration.
+/// Parses `30`, `30s`, `500ms`, `90m` or `6h` into a non-zero duration of
+/// at most a year.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (digits, millis) = match s.strip_suffix("ms") {
-        Some(d) => (d, true),
-        None => (s.strip_suffix('s').unwrap_or(s), false),
+    let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = s.strip_suffix('h') {
+        (d, 3_600_000)
+    } else if let Some(d) = s.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), 1000)
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
-    let d = if millis {
-        Duration::from_millis(n)
-    } else {
-        Duration::from_secs(n)
-    };
+    let d = Duration::from_millis(n.checked_mul(unit_ms)?);
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
 }
 
@@ -623,9 +643,32 @@ mod tests {
         assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        for bad in ["", "0", "-1", "1m", "s", "1.5s"] {
+        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("6h"), Some(Duration::from_secs(21_600)));
+        for bad in ["", "0", "-1", "1d", "s", "h", "1.5s", "9000h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_run_timeout_defaults_to_6h_and_0_turns_it_off() {
+        let no_env = |_: &str| None;
+        let timeout = |line: &str| match parse(&args(line), &no_env) {
+            Ok(Command::Serve(c)) => Ok(c.run_timeout),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(timeout("serve"), Ok(Some(DEFAULT_RUN_TIMEOUT)));
+        assert_eq!(timeout("serve --run-timeout 0"), Ok(None));
+        assert_eq!(
+            timeout("serve --run-timeout 45m"),
+            Ok(Some(Duration::from_secs(2700)))
+        );
+        let err = timeout("serve --run-timeout soon").unwrap_err();
+        assert!(err.contains("--run-timeout must be a duration"), "{err}");
+        let env = |k: &str| (k == "CONDUCTOR_RUN_TIMEOUT").then(|| "x".to_string());
+        let err = parse(&args("serve"), &env).unwrap_err();
+        assert!(err.starts_with("CONDUCTOR_RUN_TIMEOUT must be"), "{err}");
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>), StartError>
         otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
         declared,
         message_retention: c.message_retention,
+        run_timeout: c.run_timeout,
     };
     let app = App::open(config, log).map_err(|e| match e {
         // A declared family the registry refuses is the file's fault.

@@ -237,3 +237,55 @@ fn the_cli_triggers_and_prints_the_budget_table() {
         ]
     );
 }
+
+/// A run whose orchestrator died: with no news for `--run-timeout` it fails as `abandoned`,
+/// durably, gives its reservation back, and counts under its own outcome; a run left over from
+/// before a restart ends the same way.
+#[test]
+fn a_run_with_no_news_for_the_run_timeout_ends_as_abandoned() {
+    let dir = TempDir::new();
+    let mut first = ServerProc::start(dir.path(), &["--run-timeout", "0"], &[]);
+    let r = post_json(first.addr(), "/api/v1/runs", &json!({"run_id": "before"}));
+    assert_eq!(r.status, 201);
+    first.kill();
+
+    let server = ServerProc::start(dir.path(), &["--run-timeout", "1s"], &[]);
+    let r = post_json(server.addr(), "/api/v1/runs", &json!({"run_id": "orphan"}));
+    assert_eq!(r.status, 201);
+    let reserved = |server: &ServerProc| {
+        get_json(server.addr(), "/api/v1/budget").json()["reserved"]
+            .as_f64()
+            .expect("reserved")
+    };
+    assert!(reserved(&server) > 0.0);
+    for id in ["before", "orphan"] {
+        let run = common::poll_until(Duration::from_secs(20), || {
+            let run = get_json(server.addr(), &format!("/api/v1/runs/{id}")).json();
+            (run["status"] == "failed").then_some(run)
+        });
+        assert_eq!(run["error"], "abandoned", "{run}");
+    }
+    // The reservation goes back once the end is durable, just after it shows.
+    common::poll_until(Duration::from_secs(20), || {
+        (reserved(&server) == 0.0).then_some(())
+    });
+    let text = get(server.addr(), "/metrics").text();
+    let abandoned = r#"agent_cycles_total{outcome="abandoned"}"#;
+    assert_eq!(sample(&text, abandoned), Some(2.0));
+    assert_eq!(
+        sample(&text, r#"agent_cycles_total{outcome="failed"}"#),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "conductor_active_runs"), Some(0.0));
+    drop(server);
+
+    // Durable: a restart with the timeout off reads both as abandoned.
+    let again = ServerProc::start(dir.path(), &["--run-timeout", "0"], &[]);
+    let text = get(again.addr(), "/metrics").text();
+    assert_eq!(sample(&text, abandoned), Some(2.0));
+    let run = get_json(again.addr(), "/api/v1/runs/orphan").json();
+    assert_eq!(
+        (run["status"].as_str(), run["error"].as_str()),
+        (Some("failed"), Some("abandoned"))
+    );
+}

@@ -271,7 +271,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             let app = ex.app().clone();
             let run = &finished.run;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            announce_finished(&app, &finished);
+            app.announce_finished(&finished);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
             ex.send(Response::json(200, &body))
@@ -310,22 +310,6 @@ fn log_events(
 }
 
 /// Logs, publishes, traces and alerts on a run that ended.
-fn announce_finished(app: &crate::app::App, finished: &crate::runs::Finished) {
-    let run = &finished.run;
-    let mut fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
-    fields.push(("status", json!(run.status.as_str())));
-    fields.push(("cost", json!(finished.spend.amount)));
-    fields.push(("error", json!(run.error)));
-    fields.push(("iterations", json!(run.detail.iterations_started)));
-    if let Some(seconds) = run.detail.duration_seconds {
-        fields.push(("duration_ms", json!((seconds * 1000.0).round())));
-    }
-    app.log.info("run finished", &fields);
-    app.events.run_finished(run, finished.spend.amount);
-    app.budget_alerts(&finished.spend, Some(&run.run_id));
-    app.export_trace(run);
-}
-
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
     let body = ex.read_body()?;
     let fields: &[&str] = if action == "fail" {
@@ -465,7 +449,7 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
                             log_events(&app, ids, events, now.unwrap_or_default());
                         }
                     }
-                    crate::runs::Applied::Finished(finished) => announce_finished(&app, finished),
+                    crate::runs::Applied::Finished(finished) => app.announce_finished(finished),
                     crate::runs::Applied::Ended(_) => {}
                 }
             }

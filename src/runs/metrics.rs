@@ -20,7 +20,7 @@ pub struct RunMetrics {
     pub active: Gauge,
     /// `agent_runs_started_total`.
     pub started: Counter,
-    /// `agent_cycles_total{outcome}`: completed, failed or cancelled.
+    /// `agent_cycles_total{outcome}`: completed, failed, cancelled or abandoned.
     pub cycles: CounterFamily,
     /// `agent_cycle_duration_seconds{outcome}`.
     pub cycle_duration: HistogramFamily,
@@ -42,7 +42,7 @@ pub struct RunMetrics {
 
 /// The outcomes a finished run is counted under, each visible at 0 from the
 /// first scrape so that `rate()` sees the first increment.
-pub const OUTCOMES: [&str; 3] = ["completed", "failed", "cancelled"];
+pub const OUTCOMES: [&str; 4] = ["completed", "failed", "cancelled", "abandoned"];
 
 impl RunMetrics {
     /// Registers the run metric set in `r`.
@@ -55,7 +55,7 @@ impl RunMetrics {
             started: r.counter("agent_runs_started_total", "Agent cycles (runs) started.")?,
             cycles: r.counter_family(
                 "agent_cycles_total",
-                "Agent cycles (runs) finished, by outcome: completed, failed or cancelled.",
+                "Agent cycles (runs) finished, by outcome: completed, failed, cancelled or abandoned (no event within the run timeout).",
                 &["outcome"],
             )?,
             cycle_duration: r.histogram_family(

@@ -186,6 +186,10 @@ pub enum Finish {
     Fail(Option<String>),
     /// Cancellation.
     Cancel,
+    /// Failure for want of news: no event within the run timeout (see
+    /// [`Runs::stale`]). The run reads `failed` with the error `abandoned`,
+    /// and is counted under the outcome `abandoned`.
+    Abandon,
 }
 
 /// A finished run and the spend its end recorded in the budget.
@@ -272,7 +276,12 @@ pub fn valid_run_id(id: &str) -> bool {
 }
 
 /// The `op` of every record the run journal holds.
-const RECORD_OPS: [&str; 6] = ["start", "events", "complete", "fail", "cancel", "batch"];
+const RECORD_OPS: [&str; 7] = [
+    "start", "events", "complete", "fail", "cancel", "abandon", "batch",
+];
+
+/// The error of a run ended by the run timeout.
+pub const ABANDONED: &str = "abandoned";
 
 impl Runs {
     /// Opens the run journal `runs.jsonl` under `dir` and replays it; runs
@@ -381,6 +390,9 @@ impl Runs {
             Finish::Complete => json!({"op": "complete", "run_id": id, "ts": now}),
             Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": now}),
             Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": now}),
+            Finish::Abandon => {
+                json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": now})
+            }
         };
         if let Some(c) = cost {
             if !(c.is_finite() && c >= 0.0) {
@@ -492,6 +504,7 @@ impl Runs {
                         Finish::Complete => ("complete", None),
                         Finish::Fail(error) => ("fail", error),
                         Finish::Cancel => ("cancel", reason),
+                        Finish::Abandon => ("abandon", Some(ABANDONED.to_string())),
                     };
                     let record = json!({
                         "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
@@ -561,7 +574,7 @@ impl Runs {
                             id,
                             match how {
                                 Finish::Complete => Status::Completed,
-                                Finish::Fail(_) => Status::Failed,
+                                Finish::Fail(_) | Finish::Abandon => Status::Failed,
                                 Finish::Cancel => Status::Cancelled,
                             },
                         );
@@ -635,6 +648,24 @@ impl Runs {
                     .map_err(|e| Error::Storage(e.to_string())),
             )
         });
+    }
+
+    /// The running runs with no news for `timeout` seconds at `now`: no
+    /// event whose time (its own, or when it arrived) is later than that,
+    /// and no start. Checked with the times the journal keeps, so a run
+    /// whose orchestrator died before a restart ends too.
+    pub fn stale(&self, now: f64, timeout: f64) -> Vec<String> {
+        let state = self.lock();
+        state
+            .runs
+            .values()
+            .filter(|r| r.status == Status::Running)
+            .filter(|r| {
+                let last = r.detail.event_span.map_or(r.started_at, |(_, l)| l);
+                last.max(r.started_at) + timeout <= now
+            })
+            .map(|r| r.run_id.clone())
+            .collect()
     }
 
     /// The run with `id`, if known.
@@ -779,7 +810,7 @@ impl State {
                     }
                 }
             }
-            "complete" | "fail" | "cancel" => {
+            "complete" | "fail" | "cancel" | "abandon" => {
                 self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m)
             }
             _ => {}
@@ -807,21 +838,27 @@ impl State {
         }
         let (status, count) = match op {
             "complete" => (Status::Completed, &mut self.counts.completed),
-            "fail" => (Status::Failed, &mut self.counts.failed),
+            "fail" | "abandon" => (Status::Failed, &mut self.counts.failed),
             _ => (Status::Cancelled, &mut self.counts.cancelled),
+        };
+        // An abandoned run is a failed one, counted apart in the metrics so
+        // that dead orchestrators show.
+        let outcome = match op {
+            "abandon" => "abandoned",
+            _ => status.as_str(),
         };
         run.status = status;
         run.ended_at = Some(ts);
         run.error = error;
         *count += 1;
-        m.cycles.inc(&[status.as_str()]);
+        m.cycles.inc(&[outcome]);
         self.counts.active -= 1;
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
         let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
         run.detail.duration_seconds = Some(seconds);
-        m.cycle_duration.observe(&[status.as_str()], seconds);
+        m.cycle_duration.observe(&[outcome], seconds);
         self.finished_order.push_back(id.to_string());
         while self.finished_order.len() > FINISHED_RETAINED {
             if let Some(old) = self.finished_order.pop_front() {
