@@ -156,6 +156,15 @@ pub fn format_status(s: &Value) -> String {
 /// Moves the damaged journal lines under the data dir and the budget dir
 /// aside, printing each and a summary; returns the exit code.
 pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
+    // A server writing the journals meanwhile would lose what it appends
+    // to a file being replaced.
+    let _lock = match data_dir.is_dir().then(|| crate::lock::lock(data_dir)) {
+        Some(Err(e)) => {
+            eprintln!("repair: {e}");
+            return 1;
+        }
+        lock => lock,
+    };
     match crate::repair::repair(&[data_dir, budget_dir]) {
         Ok(report) => {
             for m in &report.moved {

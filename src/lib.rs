@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod journal;
 mod json_text;
+pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod otlp;

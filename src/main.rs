@@ -14,6 +14,7 @@ use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::demo;
 use conductor_metrics::error::Error;
 use conductor_metrics::http::{Limits, Server};
+use conductor_metrics::lock::{self, DirLock, LockError};
 use conductor_metrics::log::Logger;
 use conductor_metrics::otlp::OtlpConfig;
 use conductor_metrics::sys;
@@ -77,7 +78,7 @@ fn serve(c: ServeConfig) -> ExitCode {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
     match start(&c, log) {
-        Ok((server, app)) => {
+        Ok((server, app, _locks)) => {
             match signals.and_then(|()| sys::wait_for_stop_signal()) {
                 Ok(signal) => stop(&server, &app, signal, c.shutdown_timeout),
                 Err(e) => {
@@ -131,7 +132,7 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
 }
 
 /// Everything from the settings to a listening server.
-fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>), StartError> {
+fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>), StartError> {
     // Every connection costs descriptors; the soft limit is often far below
     // what is allowed. Said on the listening line, or as a warning.
     let nofile = match sys::raise_fd_limit() {
@@ -158,6 +159,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>), StartError>
             .map_err(|e| StartError::input(format!("--metrics-file {}: {e}", path.display())))?,
     };
     let data_dir = data_dir(&c.data_dir)?;
+    let locks = lock_dirs(&data_dir, &c.budget_dir)?;
     let budget = BudgetConfig {
         daily_limit: c.daily_budget,
         run_estimate: c.run_estimate,
@@ -216,7 +218,26 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>), StartError>
             ("nofile", serde_json::json!(nofile)),
         ],
     );
-    Ok((server, app))
+    Ok((server, app, locks))
+}
+
+/// Locks the data dir, and the budget dir when it lies outside it, before
+/// anything in them is read: two servers on one dir would both write it.
+fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<DirLock>, StartError> {
+    let held = |e: LockError| StartError::environment(e.to_string());
+    let mut locks = vec![lock::lock(data_dir).map_err(held)?];
+    let budget_dir = std::fs::create_dir_all(budget_dir)
+        .and_then(|()| budget_dir.canonicalize())
+        .map_err(|e| {
+            StartError::environment(format!(
+                "cannot create the budget dir {}: {e}",
+                budget_dir.display()
+            ))
+        })?;
+    if !budget_dir.starts_with(data_dir) {
+        locks.push(lock::lock(&budget_dir).map_err(held)?);
+    }
+    Ok(locks)
 }
 
 /// Makes the data dir when it is missing, and returns it as an absolute

@@ -7,7 +7,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{get_json, run_cli, ServerProc, TempDir};
+use common::{get, get_json, run_cli, ServerProc, TempDir};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -232,4 +232,41 @@ fn a_401_tells_the_user_to_set_the_key_and_the_start_log_names_the_data_dir() {
         std::path::Path::new(logged),
         dir.path().canonicalize().unwrap()
     );
+}
+
+/// One server per data dir: a second one, or a repair, is refused with the dir and the
+/// holder's pid while the first runs, and a SIGKILL leaves no stale lock behind.
+#[test]
+fn a_second_server_on_a_data_dir_is_refused_until_the_first_is_gone() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut first = ServerProc::start(&data, &[], &[]);
+    let data_arg = data.to_str().expect("utf-8 path");
+    let second = run_cli(
+        &["serve", "--addr", "127.0.0.1:0", "--data-dir", data_arg],
+        &[],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(second.status.code(), Some(1), "{}", second.stderr);
+    let absolute = data.canonicalize().expect("the data dir");
+    let want = format!(
+        "conductor-metrics: the data dir {} is in use by another conductor-metrics (pid {}); \
+         stop it or choose another --data-dir",
+        absolute.display(),
+        first.pid()
+    );
+    assert_eq!(
+        second.stderr.lines().next(),
+        Some(want.as_str()),
+        "{}",
+        second.stderr
+    );
+    let repair = run_cli(&["repair", "--data-dir", data_arg], &[], None, TIMEOUT);
+    assert_eq!(repair.status.code(), Some(1), "{}", repair.stderr);
+    assert!(repair.stderr.contains("is in use"), "{}", repair.stderr);
+
+    first.kill();
+    let third = ServerProc::start(&data, &[], &[]);
+    assert_eq!(get(third.addr(), "/healthz").status, 200);
 }

@@ -146,10 +146,19 @@ impl Exchange {
         self.finish(response);
     }
 
-    fn finish(&mut self, response: Response) {
+    fn finish(&mut self, mut response: Response) {
         let Some(answer) = self.answer.take() else {
             return;
         };
+        if let Some(detail) = response.detail.take() {
+            // The client gets the request id to quote; the log line, which
+            // carries the same id, gets the detail.
+            if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response.body) {
+                body["error"]["request_id"] = json!(self.request_id);
+                response.body = body.to_string().into_bytes();
+            }
+            self.fields.push(("error", json!(detail)));
+        }
         let status = response.status;
         let bytes = response.body.len();
         let headers = [("Content-Type", response.content_type.to_string())]
@@ -211,9 +220,15 @@ impl Drop for Exchange {
         }
         if std::thread::panicking() {
             self.app.http.panics.inc();
-            self.finish(Response::internal("the handler panicked"));
+            self.finish(Response::internal(
+                "the request failed",
+                "the handler panicked",
+            ));
         } else {
-            self.finish(Response::internal("the handler gave no answer"));
+            self.finish(Response::internal(
+                "the request failed",
+                "the handler gave no answer",
+            ));
         }
     }
 }
@@ -330,8 +345,24 @@ mod tests {
         assert!(outcome.is_err());
         let answered = slot.answered().unwrap();
         assert!(answered.starts_with("HTTP/1.1 500 "), "{answered}");
-        assert!(answered.contains("the handler panicked"));
+        assert!(answered.contains("the request failed"), "{answered}");
+        assert!(!answered.contains("panicked"), "{answered}");
         assert_eq!(app.http.panics.get(), 1.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_5xx_body_carries_the_request_id_and_not_the_detail() {
+        let (dir, app) = app("detail");
+        let (answer, slot) = Answer::for_test();
+        let headers = [("x-request-id", "req-42")];
+        let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
+        let detail = format!("journal {}/runs.jsonl at byte 7: disk full", dir.display());
+        ex.send(Error::Storage(detail).into());
+        let answered = slot.answered().unwrap();
+        let body = answered.split("\r\n\r\n").nth(1).unwrap();
+        let want = r#"{"error":{"code":"INTERNAL","message":"storage write failed","request_id":"req-42"}}"#;
+        assert_eq!(body, want);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

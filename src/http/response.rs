@@ -19,6 +19,10 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// On a 5xx, what failed in full (paths, offsets, the OS error): for
+    /// the request's log line only. The body says what failed in words
+    /// that name nothing on the server, and the request id to look for.
+    pub detail: Option<String>,
 }
 
 impl Response {
@@ -29,6 +33,7 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: value.to_string().into_bytes(),
+            detail: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: Vec::new(),
+            detail: None,
         }
     }
 
@@ -77,9 +83,11 @@ impl Response {
         Response::error(404, "NOT_FOUND", &format!("no route for {path}"))
     }
 
-    /// An internal error.
-    pub fn internal(message: &str) -> Response {
-        Response::error(500, "INTERNAL", message)
+    /// An internal error: `message` for the client, `detail` for the log.
+    pub fn internal(message: &str, detail: impl Into<String>) -> Response {
+        let mut r = Response::error(500, "INTERNAL", message);
+        r.detail = Some(detail.into());
+        r
     }
 }
 
@@ -98,7 +106,8 @@ impl From<Error> for Response {
             Error::NotFound(_) => (404, "NOT_FOUND"),
             Error::Conflict(_) => (409, "CONFLICT"),
             Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
-            Error::Storage(_) | Error::Exhausted(_) => (500, "INTERNAL"),
+            Error::Storage(detail) => return Response::internal("storage write failed", detail),
+            Error::Exhausted(_) => (500, "INTERNAL"),
         };
         let mut r = Response::error(status, code, &e.to_string());
         if let Error::Invalid { field, .. } = &e {
@@ -133,5 +142,19 @@ mod tests {
         let r = Response::from(Error::invalid("agent", "must be a string"));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"]["field"], "agent");
+    }
+
+    #[test]
+    fn a_storage_error_names_nothing_on_the_server_and_keeps_the_detail_for_the_log() {
+        let detail = "journal /var/lib/conductor/messages/0000000003.jsonl at byte 1567693: \
+                      append failed and was rolled back: No space left on device";
+        let r = Response::from(Error::Storage(detail.to_string()));
+        assert_eq!(r.status, 500);
+        let text = String::from_utf8(r.body.clone()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"error":{"code":"INTERNAL","message":"storage write failed"}}"#
+        );
+        assert_eq!(r.detail.as_deref(), Some(detail));
     }
 }

@@ -123,6 +123,7 @@ fn metrics(ex: Exchange) {
         content_type: format.content_type(),
         headers: Vec::new(),
         body,
+        detail: None,
     })
 }
 
@@ -586,6 +587,7 @@ fn appended(msg_id: &str, timestamp: f64) -> Response {
         content_type: super::response::JSON,
         headers: Vec::new(),
         body: body.into_bytes(),
+        detail: None,
     }
 }
 

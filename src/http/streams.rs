@@ -106,6 +106,7 @@ pub fn page(ex: Exchange) {
             ("Content-Security-Policy", PAGE_CSP.to_string()),
         ],
         body: PAGE.as_bytes().to_vec(),
+        detail: None,
     })
 }
 
