@@ -127,6 +127,23 @@ fn all_messages(server: &ServerProc) -> Vec<Value> {
     panic!("more than {MAX_PAGES} pages of messages");
 }
 
+/// Every run, paged with `after` and `limit`.
+fn all_runs(server: &ServerProc) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut query = "?limit=1000".to_string();
+    for _ in 0..MAX_PAGES {
+        let r = get_json(server.addr(), &format!("/api/v1/runs{query}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let page = r.json();
+        all.extend(page["runs"].as_array().expect("runs").iter().cloned());
+        match page["next_after"].as_str() {
+            None => return all,
+            Some(id) => query = format!("?limit=1000&after={id}"),
+        }
+    }
+    panic!("more than {MAX_PAGES} pages of runs");
+}
+
 /// Checks that every journal line, in the data dir and its subdirectories, is JSON and every
 /// journal ends with a newline; returns the line count of each file, by its path under `data`.
 fn clean_journals(data: &Path) -> HashMap<String, usize> {
@@ -276,10 +293,7 @@ fn check_acknowledged(data: &Path, acked: &[Acked]) -> (ServerProc, Vec<Value>) 
             }
         }
     }
-    let runs = get_json(server.addr(), "/api/v1/runs").json()["runs"]
-        .as_array()
-        .expect("runs")
-        .clone();
+    let runs = all_runs(&server);
     let count = |s: &str| runs.iter().filter(|r| r["status"] == s).count() as f64;
     assert_eq!(metric(&server, "conductor_active_runs"), count("running"));
     assert_eq!(

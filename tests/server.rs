@@ -1246,6 +1246,59 @@ fn retention_drops_old_segments_while_the_appends_counter_stays_exact() {
     );
 }
 
+/// `GET /api/v1/runs` pages: `limit` (100 by default, at most 1000), `after` a run id and
+/// `status`, in start order, each run once, with `next_after` naming the next page.
+#[test]
+fn the_run_listing_pages_in_start_order() {
+    let (_dir, server) = start(&["--daily-budget", "1000"], &[]);
+    let addr = server.addr();
+    let mut started = Vec::new();
+    for i in 0..250 {
+        let id = format!("page-{i:03}");
+        start_run(&server, json!({ "run_id": id }));
+        if i % 5 == 0 {
+            assert_eq!(finish(&server, &id, "complete", json!({})).status, 200);
+        }
+        started.push(id);
+    }
+    let page = |query: &str| {
+        let r = get_json(addr, &format!("/api/v1/runs{query}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = page("");
+    assert_eq!(ids(&first), started[..100]);
+    assert_eq!(first["next_after"], "page-099");
+    let mut seen = Vec::new();
+    let mut query = "?limit=70".to_string();
+    loop {
+        let p = page(&query);
+        seen.extend(ids(&p));
+        match p["next_after"].as_str() {
+            Some(after) => query = format!("?limit=70&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, started, "every run once, in start order");
+    let completed = page("?status=completed&limit=1000");
+    let want: Vec<String> = started.iter().step_by(5).cloned().collect();
+    assert_eq!(ids(&completed), want);
+    assert!(completed["next_after"].is_null());
+    let running = page("?status=running&after=page-247");
+    assert_eq!(ids(&running), ["page-248", "page-249"]);
+    assert_bad_field(&get_json(addr, "/api/v1/runs?limit=1001"), "limit");
+    assert_bad_field(&get_json(addr, "/api/v1/runs?limit=0"), "limit");
+    assert_error(&get_json(addr, "/api/v1/runs?after=nope"), 404, "NOT_FOUND");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 

@@ -127,12 +127,19 @@ fn metrics(ex: Exchange) {
     })
 }
 
+/// The most running runs `GET /api/v1/status` lists.
+const STATUS_RUNS: usize = 100;
+
 fn status(ex: Exchange) {
     let app = ex.app();
     let counts = app.runs.counts();
-    let runs: Vec<Value> = app
+    // The oldest running runs; `active_runs_count` has them all.
+    let running = app
         .runs
-        .list(Some(Status::Running))
+        .list(Some(Status::Running), None, STATUS_RUNS)
+        .map(|page| page.runs)
+        .unwrap_or_default();
+    let runs: Vec<Value> = running
         .iter()
         .map(|r| {
             let v = r.to_json();
@@ -526,14 +533,30 @@ fn list_runs(ex: Exchange) {
             }
         },
     };
-    let runs: Vec<Value> = ex
-        .app()
-        .runs
-        .list(status)
-        .iter()
-        .map(|r| r.to_json())
-        .collect();
-    ex.send(Response::json(200, &json!({ "runs": runs })))
+    let limit = match limit(&ex) {
+        Ok(limit) => limit,
+        Err(e) => return ex.send(e.into()),
+    };
+    let after = ex.query("after").filter(|a| !a.is_empty());
+    match ex.app().runs.list(status, after.as_deref(), limit) {
+        Ok(page) => {
+            let runs: Vec<Value> = page.runs.iter().map(|r| r.to_json()).collect();
+            let body = json!({"runs": runs, "next_after": page.next_after});
+            ex.send(Response::json(200, &body))
+        }
+        Err(e) => ex.send(e.into()),
+    }
+}
+
+/// The `limit` of a listing: 1 to 1000, 100 when absent.
+fn limit(ex: &Exchange) -> Result<usize, Error> {
+    match ex.query("limit") {
+        None => Ok(bus::DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=bus::MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(Error::invalid("limit", "must be an integer from 1 to 1000")),
+        },
+    }
 }
 
 fn get_run(ex: Exchange, id: &str) {
@@ -602,15 +625,9 @@ fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Res
 }
 
 fn read_messages(ex: Exchange) {
-    let limit = match ex.query("limit") {
-        None => bus::DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=bus::MAX_LIMIT).contains(&n) => n,
-            _ => {
-                let e = Error::invalid("limit", "must be an integer from 1 to 1000");
-                return ex.send(e.into());
-            }
-        },
+    let limit = match limit(&ex) {
+        Ok(limit) => limit,
+        Err(e) => return ex.send(e.into()),
     };
     let after = ex.query("after").filter(|a| !a.is_empty());
     match ex.app().bus.read(after.as_deref(), limit) {

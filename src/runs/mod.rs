@@ -13,7 +13,7 @@ pub use event::{Event, Timed};
 pub use metrics::RunMetrics;
 pub use progress::{Progress, Step};
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -250,6 +250,54 @@ pub struct Counts {
 /// How many finished runs stay in memory for lookups; older ones remain in
 /// the journal and in the counts.
 pub const FINISHED_RETAINED: usize = 100_000;
+
+/// One page of [`Runs::list`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The runs, in start order (start time, then id).
+    pub runs: Vec<Run>,
+    /// The id to list after for the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Where a run stands in a listing: by start time, then id, so that the
+/// order is total and a cursor resumes exactly.
+#[derive(Debug, Clone, Copy)]
+struct ListKey<'a> {
+    started_at: f64,
+    id: &'a str,
+}
+
+impl<'a> ListKey<'a> {
+    fn of(run: &'a Run) -> ListKey<'a> {
+        ListKey {
+            started_at: run.started_at,
+            id: &run.run_id,
+        }
+    }
+}
+
+impl PartialEq for ListKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for ListKey<'_> {}
+
+impl PartialOrd for ListKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ListKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.started_at
+            .total_cmp(&other.started_at)
+            .then(self.id.cmp(other.id))
+    }
+}
 
 /// The run store. Safe to share across threads.
 pub struct Runs {
@@ -680,21 +728,52 @@ impl Runs {
         self.lock().runs.get(id).map(f)
     }
 
-    /// Runs with `status` (all when `None`), oldest first.
-    pub fn list(&self, status: Option<Status>) -> Vec<Run> {
-        let mut runs: Vec<Run> = self
-            .lock()
-            .runs
-            .values()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .cloned()
-            .collect();
-        runs.sort_by(|a, b| {
-            a.started_at
-                .total_cmp(&b.started_at)
-                .then(a.run_id.cmp(&b.run_id))
-        });
-        runs
+    /// Up to `limit` runs with `status` (all when `None`) in start order,
+    /// after the run `after` when given.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when `after` is not a run held in memory.
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page, Error> {
+        let state = self.lock();
+        let from = match after {
+            None => None,
+            Some(id) => match state.runs.get(id) {
+                Some(run) => Some(ListKey::of(run)),
+                None => return Err(Error::NotFound(format!("run {id} not found"))),
+            },
+        };
+        // The `limit + 1` first in order, kept in a max-heap so a listing of
+        // a page costs one pass over the runs and clones only that page.
+        let mut first: BinaryHeap<ListKey<'_>> = BinaryHeap::with_capacity(limit + 2);
+        for run in state.runs.values() {
+            if status.is_some_and(|s| run.status != s) {
+                continue;
+            }
+            let key = ListKey::of(run);
+            if from.as_ref().is_some_and(|f| key <= *f) {
+                continue;
+            }
+            if first.len() <= limit {
+                first.push(key);
+            } else if first.peek().is_some_and(|top| key < *top) {
+                first.pop();
+                first.push(key);
+            }
+        }
+        let mut keys = first.into_sorted_vec();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let runs: Vec<Run> = keys.iter().map(|k| state.runs[k.id].clone()).collect();
+        let next_after = more
+            .then(|| keys.last().map(|k| k.id.to_string()))
+            .flatten();
+        Ok(Page { runs, next_after })
     }
 
     /// The newest running run (by start time, then id) and how many runs
