@@ -160,14 +160,16 @@ until check_rules; do
 done
 
 # 5. The AgentGate names hold their sources' values once the rules have seen the last scrape:
-# each result is its outcome renamed, no outcome label is left, and the run duration histogram
+# each result is its outcomes renamed, no outcome label is left, and the run duration histogram
 # is the sum over outcomes, bucket by bucket.
-for pair in succeeded:completed failed:failed canceled:cancelled; do
-    wait_prom "sum(runs_completed_total{result=\"${pair%%:*}\"}) - sum(agent_cycles_total{outcome=\"${pair#*:}\"})" \
+# An abandoned run (ended by the run timeout) is a failed one to AgentGate.
+for pair in succeeded:completed 'failed:failed|abandoned' canceled:cancelled; do
+    wait_prom "sum(runs_completed_total{result=\"${pair%%:*}\"}) - sum(agent_cycles_total{outcome=~\"${pair#*:}\"})" \
         "== 0" "$RULES_TIMEOUT"
 done
 wait_prom 'count(runs_completed_total{outcome!=""}) or vector(0)' "== 0" "$RULES_TIMEOUT"
-wait_prom 'count(runs_completed_total) - count(count by (job, instance, outcome) (agent_cycles_total))' \
+# Three results per target, from four outcomes.
+wait_prom 'count(runs_completed_total) - 3 * count(count by (job, instance) (agent_cycles_total))' \
     "== 0" "$RULES_TIMEOUT"
 wait_prom 'max(abs(run_duration_seconds_bucket - sum without (outcome) (agent_cycle_duration_seconds_bucket)))' \
     "== 0" "$RULES_TIMEOUT"
