@@ -264,6 +264,18 @@ impl App {
             ),
         ];
         self.log.info("run finished", &fields);
+        if let Some(e) = &finished.ledger_error {
+            // The run journal holds the cost; the ledger gets it with the
+            // next settlement of its day, or at the next start.
+            self.log.warn(
+                "run cost not yet copied into the budget ledger",
+                &[
+                    ("run_id", serde_json::json!(run.run_id)),
+                    ("day", serde_json::json!(finished.spend.day)),
+                    ("error", serde_json::json!(e)),
+                ],
+            );
+        }
         self.events.run_finished(run, finished.spend.amount);
         self.budget_alerts(&finished.spend, Some(&run.run_id));
         self.export_trace(run);

@@ -1,6 +1,6 @@
 //! A committer thread in front of a journal: callers queue a record with a
 //! callback and return at once; the thread appends everything queued in
-//! one write and one fdatasync, then runs each callback in order.
+//! one write and one fdatasync, then runs each callback.
 //!
 //! This is group commit without blocking the caller: a connection thread
 //! hands over its request and goes back to reading, and the answer goes out
@@ -10,6 +10,11 @@
 //! syncs the next batch; a small batch is answered by the committer itself,
 //! since waking a thread costs more than answering a few requests, and the
 //! next batch gathers meanwhile. Callbacks run in no particular order.
+//!
+//! A store that must change its memory only once a record is durable, and
+//! in the journal's order, queues it with [`CommitQueue::submit_in_order`]:
+//! its first stage runs on the committer, in submission order, right after
+//! the append, and hands back the second stage, which answers.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -51,7 +56,10 @@ impl Sink for Segments {
 /// What a callback learns: durable, or the journal error shared by its batch.
 pub type Outcome = Result<(), Arc<journal::Error>>;
 
-type Done = Box<dyn FnOnce(Outcome) + Send>;
+/// The second stage of a callback: what answers, in no particular order.
+pub type Reply = Box<dyn FnOnce() + Send>;
+
+type Apply = Box<dyn FnOnce(Outcome) -> Reply + Send>;
 
 /// The largest batch written with one sync; bounds the write size.
 const MAX_BATCH: usize = 4096;
@@ -63,7 +71,7 @@ const INLINE_CALLBACKS: usize = 16;
 
 /// A queue of records waiting to become durable. Safe to share across threads.
 pub struct CommitQueue {
-    tx: Mutex<Sender<(Vec<u8>, Done)>>,
+    tx: Mutex<Sender<(Vec<u8>, Apply)>>,
     /// The file written when the queue started, for the error of a record
     /// queued after the committer stopped.
     path: PathBuf,
@@ -82,12 +90,12 @@ impl CommitQueue {
         let ack_threads = ack_threads.max(1);
         let mut acks = Vec::with_capacity(ack_threads);
         for i in 0..ack_threads {
-            let (ack_tx, ack_rx) = mpsc::channel::<(Outcome, Vec<Done>)>();
+            let (ack_tx, ack_rx) = mpsc::channel::<Vec<Reply>>();
             thread::Builder::new()
                 .name(format!("ack-{name}-{i}"))
                 .spawn(move || {
-                    while let Ok((outcome, dones)) = ack_rx.recv() {
-                        run_callbacks(&outcome, dones);
+                    while let Ok(replies) = ack_rx.recv() {
+                        run_replies(replies);
                     }
                 })?;
             acks.push(ack_tx);
@@ -105,32 +113,44 @@ impl CommitQueue {
     /// an ack thread once the record is durable or its batch failed. Records are written
     /// in the order they are submitted; callbacks may run in any order.
     pub fn submit(&self, record: Vec<u8>, done: impl FnOnce(Outcome) + Send + 'static) {
+        self.submit_in_order(record, move |o| -> Reply { Box::new(move || done(o)) });
+    }
+
+    /// Queues `record` like [`CommitQueue::submit`], with a callback in two
+    /// stages: `apply` runs on the committer thread right after the
+    /// record's batch is appended (or failed), before any later record's
+    /// `apply`, so a store can change its memory in the journal's order and
+    /// only once the record is durable; the [`Reply`] it returns runs
+    /// afterwards, in any order. `apply` should be short: the next batch
+    /// waits for it.
+    pub fn submit_in_order(
+        &self,
+        record: Vec<u8>,
+        apply: impl FnOnce(Outcome) -> Reply + Send + 'static,
+    ) {
         // The sender is only ever used under this lock, which no code path
         // can panic while holding, so poisoning cannot hide a broken state.
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError((_, done))) = tx.send((record, Box::new(done))) {
+        if let Err(mpsc::SendError((_, apply))) = tx.send((record, Box::new(apply))) {
             // The committer thread is gone; nothing can become durable.
             let err = journal::Error::closed(&self.path);
-            done(Err(Arc::new(err)));
+            drop(tx);
+            run_replies(run_applies(&Err(Arc::new(err)), vec![apply]));
         }
     }
 }
 
-fn commit_loop(
-    sink: &mut impl Sink,
-    rx: &Receiver<(Vec<u8>, Done)>,
-    acks: &[Sender<(Outcome, Vec<Done>)>],
-) {
+fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, acks: &[Sender<Vec<Reply>>]) {
     let mut records: Vec<Vec<u8>> = Vec::new();
-    let mut dones: Vec<Done> = Vec::new();
-    while let Ok((record, done)) = rx.recv() {
+    let mut applies: Vec<Apply> = Vec::new();
+    while let Ok((record, apply)) = rx.recv() {
         records.push(record);
-        dones.push(done);
+        applies.push(apply);
         while records.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok((record, done)) => {
+                Ok((record, apply)) => {
                     records.push(record);
-                    dones.push(done);
+                    applies.push(apply);
                 }
                 Err(_) => break,
             }
@@ -138,30 +158,44 @@ fn commit_loop(
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
-        if dones.len() <= INLINE_CALLBACKS {
-            run_callbacks(&outcome, std::mem::take(&mut dones));
+        let mut replies = run_applies(&outcome, std::mem::take(&mut applies));
+        if replies.len() <= INLINE_CALLBACKS {
+            run_replies(replies);
             continue;
         }
-        let per_thread = dones.len().div_ceil(acks.len());
+        let per_thread = replies.len().div_ceil(acks.len());
         for ack in acks {
-            if dones.is_empty() {
+            if replies.is_empty() {
                 break;
             }
-            let rest = dones.split_off(per_thread.min(dones.len()));
-            let chunk = std::mem::replace(&mut dones, rest);
-            if let Err(mpsc::SendError((o, chunk))) = ack.send((outcome.clone(), chunk)) {
+            let rest = replies.split_off(per_thread.min(replies.len()));
+            let chunk = std::mem::replace(&mut replies, rest);
+            if let Err(mpsc::SendError(chunk)) = ack.send(chunk) {
                 // An ack thread is gone; answer here rather than never.
-                run_callbacks(&o, chunk);
+                run_replies(chunk);
             }
         }
     }
 }
 
-fn run_callbacks(outcome: &Outcome, dones: Vec<Done>) {
-    for done in dones {
-        // A panicking callback must not stop every later acknowledgement.
+/// Runs the first stages in order; a panicking one answers nothing, and
+/// must not stop the others.
+fn run_applies(outcome: &Outcome, applies: Vec<Apply>) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(applies.len());
+    for apply in applies {
         let o = outcome.clone();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(o)));
+        let run = std::panic::AssertUnwindSafe(move || apply(o));
+        if let Ok(reply) = std::panic::catch_unwind(run) {
+            replies.push(reply);
+        }
+    }
+    replies
+}
+
+fn run_replies(replies: Vec<Reply>) {
+    for reply in replies {
+        // A panicking reply must not stop every later acknowledgement.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reply));
     }
 }
 
@@ -209,6 +243,31 @@ mod tests {
         let (_, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.records.len(), 500);
         assert_eq!(replay.records[499], b"{\"i\":499}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn first_stages_run_in_submission_order_after_the_append() {
+        let dir = std::env::temp_dir().join(format!("cq-{}-{}", std::process::id(), line!()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("q.jsonl");
+        let journal = Arc::new(Journal::open(&path).unwrap().0);
+        let q = CommitQueue::start(journal.clone(), "test", 2).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = channel();
+        for i in 0..300u64 {
+            let (order, journal, tx) = (order.clone(), journal.clone(), tx.clone());
+            q.submit_in_order(format!("{{\"i\":{i}}}").into_bytes(), move |o| {
+                // The record is durable before its first stage runs.
+                assert!(o.is_ok() && journal.appended() > i);
+                order.lock().unwrap().push(i);
+                Box::new(move || tx.send(i).unwrap())
+            });
+        }
+        let mut answered: Vec<u64> = (0..300).map(|_| rx.recv().unwrap()).collect();
+        answered.sort();
+        assert_eq!(answered, (0..300).collect::<Vec<_>>());
+        assert_eq!(*order.lock().unwrap(), (0..300).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

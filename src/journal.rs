@@ -356,6 +356,10 @@ impl Journal {
     fn write_batch(&self, batch: &[u8], offset: u64) -> Result<(), Error> {
         // Only the leader gets here, so this never blocks, and nothing panics while it is held.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(test)]
+        if let Some(e) = faults::take(&self.path) {
+            return Err(Error::new(&self.path, Kind::Write, Some(offset), Some(e)));
+        }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let e = match file.write_all(batch) {
             Ok(()) => match file.sync_data() {
@@ -535,6 +539,44 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// Write failures on demand, for tests of what a failed write leaves
+/// behind: a full disk cannot be had without privileges, and tests of
+/// different stores run side by side in one process, so each arms only
+/// the journals under its own directory.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    /// Directories whose journals fail writes: after `skip` more
+    /// successful writes, the next `fail` writes fail.
+    static ARMED: Mutex<Vec<(PathBuf, u64, u64)>> = Mutex::new(Vec::new());
+
+    /// Makes writes of journals under `dir` fail as a full disk would:
+    /// `skip` more succeed, then `fail` fail, then all succeed again.
+    pub(crate) fn fail_writes(dir: &Path, skip: u64, fail: u64) {
+        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        armed.retain(|(d, ..)| d != dir);
+        armed.push((dir.to_path_buf(), skip, fail));
+    }
+
+    /// The error for this write of `path`, if one is armed.
+    pub(super) fn take(path: &Path) -> Option<io::Error> {
+        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, skip, fail) = armed.iter_mut().find(|(d, ..)| path.starts_with(d))?;
+        if *skip > 0 {
+            *skip -= 1;
+            return None;
+        }
+        if *fail == 0 {
+            return None;
+        }
+        *fail -= 1;
+        Some(io::Error::from_raw_os_error(28))
     }
 }
 

@@ -16,6 +16,7 @@ mod pricing;
 mod record;
 mod report;
 mod reserve;
+mod settlement;
 mod state;
 
 use std::fs;
@@ -32,6 +33,7 @@ pub use money::{SpendInput, MAX_AMOUNT};
 pub use pricing::{Price, Pricing, DEFAULT_PRICE};
 pub use record::valid_phase;
 pub use report::{Recorded, Refusal, Status};
+pub use settlement::{LedgerLines, Settlement};
 
 use state::{Settings, State};
 

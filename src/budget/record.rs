@@ -20,7 +20,7 @@ pub fn valid_phase(phase: &str) -> bool {
     (1..=64).contains(&phase.len()) && phase.bytes().all(allowed)
 }
 
-fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
+pub(crate) fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
     match phase.is_empty() || valid_phase(phase) {
         true => Ok(()),
         false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
@@ -95,7 +95,8 @@ impl Budget {
     ///
     /// The charge stays counted while the append is in flight, so a
     /// concurrent reserve can never slip into the gap between a released
-    /// reservation and the cost that replaces it.
+    /// reservation and the cost that replaces it; the status shows it as
+    /// reserved, not spent, until it is durable.
     fn record(&self, settling: Option<&str>, entry: &Entry<'_>) -> Result<Recorded, Error> {
         let micros = entry.charge.micros;
         let limit = self.settings.limit;
@@ -113,6 +114,7 @@ impl Budget {
         let alerts = tally.charge(micros, limit);
         let spent = tally.spent;
         state.inflight(day, 1);
+        state.unsettled(day, micros, 1);
         drop(state);
 
         let mut lines = vec![ledger::spend_line(now, entry)];
@@ -126,6 +128,7 @@ impl Budget {
 
         let mut state = self.state();
         state.inflight(day, -1);
+        state.unsettled(day, micros, -1);
         if let Err(e) = appended {
             state.book(day).tally.uncharge(micros, &alerts);
             rehold(&mut state, hold);
@@ -144,7 +147,7 @@ impl Budget {
         })
     }
 
-    fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
+    pub(crate) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
         let Some(family) = self.phases.get() else {
             return;
         };

@@ -39,6 +39,12 @@ pub(crate) struct DayBook {
     holds: u32,
     /// Appends to this day's ledger that have not finished.
     inflight: u32,
+    /// Micro-dollars of direct spends whose append has not finished:
+    /// counted in the tally, so admission and alerts see them, but
+    /// reported as held rather than spent until they are durable.
+    unsettled: i64,
+    /// How many spend lines make up `unsettled`.
+    unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<Journal>>,
 }
@@ -62,6 +68,9 @@ pub(crate) struct State {
     pub recorded: i64,
     /// Reservations refused since the process started.
     pub rejections: u64,
+    /// Ledger lines of settlements whose append failed, by day, to write
+    /// before the next settlement of that day.
+    owed: BTreeMap<i64, Vec<Vec<u8>>>,
 }
 
 impl State {
@@ -73,6 +82,7 @@ impl State {
             holds: HashMap::new(),
             recorded: 0,
             rejections: 0,
+            owed: BTreeMap::new(),
         };
         state.load(dir, today)?;
         Ok(state)
@@ -155,6 +165,23 @@ impl State {
         Some(hold)
     }
 
+    /// The day of `run_id`'s reservation, if it holds one.
+    pub fn hold_day(&self, run_id: &str) -> Option<i64> {
+        self.holds.get(run_id).map(|h| h.day)
+    }
+
+    /// Takes the lines owed to `day`'s ledger.
+    pub fn take_owed(&mut self, day: i64) -> Vec<Vec<u8>> {
+        self.owed.remove(&day).unwrap_or_default()
+    }
+
+    /// Keeps `lines` owed to `day`'s ledger, ahead of any owed since.
+    pub fn owe(&mut self, day: i64, mut lines: Vec<Vec<u8>>) {
+        let owed = self.owed.entry(day).or_default();
+        lines.append(owed);
+        *owed = lines;
+    }
+
     /// Whether `run_id` holds a reservation.
     pub fn holds(&self, run_id: &str) -> bool {
         self.holds.contains_key(run_id)
@@ -164,6 +191,13 @@ impl State {
     pub fn inflight(&mut self, day: i64, delta: i32) {
         let book = self.book(day);
         book.inflight = book.inflight.saturating_add_signed(delta);
+    }
+
+    /// Marks a direct spend of `micros` as in flight (`+1`) or done (`-1`).
+    pub fn unsettled(&mut self, day: i64, micros: i64, delta: i64) {
+        let book = self.book(day);
+        book.unsettled += micros * delta;
+        book.unsettled_events = book.unsettled_events.saturating_add_signed(delta);
     }
 
     /// Drops the books of past days nothing refers to any more.
@@ -185,10 +219,14 @@ impl State {
             .map_or((0, 0), |b| (b.tally.spent, b.reserved))
     }
 
-    /// Today's status.
+    /// Today's status: spends whose append is in flight show as reserved,
+    /// not spent, until they are durable.
     pub fn status(&self, settings: &Settings) -> Status {
-        let (spent, reserved) = self.today_totals();
-        let events = self.books.get(&self.today).map_or(0, |b| b.tally.events);
+        let (total, held) = self.today_totals();
+        let book = self.books.get(&self.today);
+        let unsettled = book.map_or(0, |b| b.unsettled);
+        let (spent, reserved) = (total - unsettled, held + unsettled);
+        let events = book.map_or(0, |b| b.tally.events - b.unsettled_events);
         let remaining = settings
             .limit
             .saturating_sub(spent)

@@ -458,7 +458,6 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
                         }
                     }
                     crate::runs::Applied::Finished(finished) => app.announce_finished(finished),
-                    crate::runs::Applied::Ended(_) => {}
                 }
             }
             ex.send(Response::json(200, &json!({ "accepted": n })))

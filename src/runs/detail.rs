@@ -133,6 +133,27 @@ fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&m
     }
 }
 
+/// Adds tokens to the table a run's cost is priced from. An absent model
+/// is kept as the empty name and priced at the default price; past
+/// [`MAX_NAMES`] pairs a new one goes to `other`.
+fn add_priced_tokens(
+    table: &mut BTreeMap<(String, String), (u64, u64)>,
+    phase: &str,
+    model: &Option<String>,
+    input: u64,
+    output: u64,
+) {
+    let pair = (phase.to_string(), model.clone().unwrap_or_default());
+    let pair = if table.len() < MAX_NAMES || table.contains_key(&pair) {
+        pair
+    } else {
+        ("other".to_string(), String::new())
+    };
+    let t = table.entry(pair).or_default();
+    t.0 += input;
+    t.1 += output;
+}
+
 impl Detail {
     /// The index of the newest occurrence of `phase` that has not completed.
     fn open_span(&self, phase: &str) -> Option<usize> {
@@ -343,19 +364,13 @@ impl Detail {
                     t.0 += input_tokens;
                     t.1 += output_tokens;
                 });
-                // An absent model is kept as the empty name and priced at
-                // the default price.
-                let pair = (phase.clone(), model.clone().unwrap_or_default());
-                let pair = if self.tokens_by_phase_model.len() < MAX_NAMES
-                    || self.tokens_by_phase_model.contains_key(&pair)
-                {
-                    pair
-                } else {
-                    ("other".to_string(), String::new())
-                };
-                let t = self.tokens_by_phase_model.entry(pair).or_default();
-                t.0 += input_tokens;
-                t.1 += output_tokens;
+                add_priced_tokens(
+                    &mut self.tokens_by_phase_model,
+                    phase,
+                    model,
+                    *input_tokens,
+                    *output_tokens,
+                );
                 self.attribute_tokens(phase, model, *input_tokens, *output_tokens);
                 m.tokens.inc_by(&[phase, "input"], *input_tokens);
                 m.tokens.inc_by(&[phase, "output"], *output_tokens);
@@ -429,6 +444,43 @@ impl Detail {
             }
         }
         costs
+    }
+
+    /// What [`Detail::phase_costs`] would give once `later` events were
+    /// applied too: the price of a run's end that follows events still on
+    /// their way to the journal. Copies the token table only when `later`
+    /// holds tokens.
+    pub fn phase_costs_after<'a>(
+        &self,
+        later: impl IntoIterator<Item = &'a Timed>,
+        price: impl Fn(Option<&str>, u64, u64) -> f64,
+    ) -> Vec<(String, f64)> {
+        let mut tokens = later.into_iter().filter_map(|e| match &e.event {
+            Event::Tokens {
+                phase,
+                model,
+                input_tokens,
+                output_tokens,
+            } => Some((phase, model, *input_tokens, *output_tokens)),
+            _ => None,
+        });
+        let Some(first) = tokens.next() else {
+            return self.phase_costs(price);
+        };
+        let mut table = Detail {
+            tokens_by_phase_model: self.tokens_by_phase_model.clone(),
+            ..Detail::default()
+        };
+        for (phase, model, input, output) in std::iter::once(first).chain(tokens) {
+            add_priced_tokens(
+                &mut table.tokens_by_phase_model,
+                phase,
+                model,
+                input,
+                output,
+            );
+        }
+        table.phase_costs(price)
     }
 
     /// Total `(input, output)` tokens.

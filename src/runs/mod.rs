@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::budget::{Budget, Recorded, SpendInput};
+use crate::budget::{Budget, Recorded, Settlement, SpendInput};
 use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::journal::Journal;
@@ -199,6 +199,10 @@ pub struct Finished {
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
+    /// Why the cost's copy in the budget ledger could not be written, when
+    /// it could not: the end and its cost are durable in the run journal
+    /// all the same, and the ledger line is written again later.
+    pub ledger_error: Option<String>,
 }
 
 /// What one step of [`Runs::apply_batch`] did, for the caller to publish
@@ -211,27 +215,6 @@ pub enum Applied {
     Events(RunIds, Vec<Timed>),
     /// A run ended and its cost was recorded.
     Finished(Box<Finished>),
-    /// A run ended; replaced by [`Applied::Finished`] before the caller
-    /// sees it.
-    Ended(String),
-}
-
-/// Records the cost of a run that just ended: `cost` when given, otherwise
-/// its tokens priced by model.
-fn settle(budget: &Budget, run: Run, cost: Option<f64>) -> Result<Finished, Error> {
-    let pricing = budget.pricing();
-    let phase_costs = match cost {
-        Some(_) => Vec::new(),
-        None => run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o)),
-    };
-    let total = cost.unwrap_or_else(|| phase_costs.iter().map(|(_, c)| c).sum());
-    match budget.settle(&run.run_id, SpendInput::Amount(total), &phase_costs) {
-        Ok(spend) => Ok(Finished { run, spend }),
-        Err(e) => Err(Error::Storage(format!(
-            "run {} finished, but its cost was not recorded: {e}",
-            run.run_id
-        ))),
-    }
 }
 
 /// Totals by status.
@@ -300,8 +283,14 @@ impl Ord for ListKey<'_> {
 }
 
 /// The run store. Safe to share across threads.
+///
+/// A change is checked and journaled first, and applied to the runs, the
+/// metrics and the budget only once its record is durable, in the
+/// journal's order (see [`CommitQueue::submit_in_order`]); a failed write
+/// changes nothing. Meanwhile the change is pending: a second start of the
+/// same id, or a second end, is refused as if it were applied.
 pub struct Runs {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     queue: CommitQueue,
     metrics: RunMetrics,
     budget: Arc<Budget>,
@@ -313,6 +302,105 @@ struct State {
     runs: HashMap<String, Run>,
     finished_order: std::collections::VecDeque<String>,
     counts: Counts,
+    /// Runs with a record on its way to the journal.
+    pending: HashMap<String, Pending>,
+}
+
+/// What the records on their way to the journal will do to one run.
+#[derive(Default)]
+struct Pending {
+    /// How many records in flight concern the run.
+    records: u32,
+    /// Its start is in flight.
+    starting: bool,
+    /// Its end is in flight, to this status.
+    ending: Option<Status>,
+    /// Its events in flight, which the price of an end after them counts.
+    events: Vec<Arc<[Timed]>>,
+}
+
+impl Pending {
+    /// Drops `list` from the events in flight.
+    fn forget(&mut self, list: Option<&Arc<[Timed]>>) {
+        let i = list.and_then(|l| self.events.iter().position(|e| Arc::ptr_eq(e, l)));
+        if let Some(i) = i {
+            self.events.swap_remove(i);
+        }
+    }
+}
+
+/// One step of a batch as its record will apply it, with the index of its
+/// op in the record.
+enum Planned {
+    /// A run starts.
+    Start(String, usize),
+    /// Events of one run, filled.
+    Events(String, Vec<Timed>),
+    /// A run ends, to this status, at this price.
+    End(String, usize, Status, Box<Settlement>),
+}
+
+/// Fills in the events of a batch (see [`Detail::fill`]): each run's
+/// events together, in order, against the run as its durable records
+/// left it (a run the batch starts, as new).
+fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
+    let mut ids: Vec<&str> = Vec::new();
+    let owned: Vec<String> = steps.iter().map(|p| p.run_id.clone()).collect();
+    for (p, id) in steps.iter().zip(&owned) {
+        if matches!(p.step, Step::Event(_)) && !ids.contains(&id.as_str()) {
+            ids.push(id);
+        }
+    }
+    let new = Detail::default();
+    for id in ids {
+        let of_run = |p: &Progress| p.run_id == id && matches!(p.step, Step::Event(_));
+        let mut events: Vec<Timed> = steps
+            .iter()
+            .filter(|p| of_run(p))
+            .filter_map(|p| match &p.step {
+                Step::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        state
+            .runs
+            .get(id)
+            .map_or(&new, |r| &r.detail)
+            .fill(&mut events);
+        let mut filled = events.into_iter();
+        for p in steps.iter_mut().filter(|p| of_run(p)) {
+            if let (Step::Event(e), Some(f)) = (&mut p.step, filled.next()) {
+                *e = f;
+            }
+        }
+    }
+    steps
+}
+
+/// The cost an end record carries, if it carries one.
+fn settlement_of(end: &Value) -> Option<Settlement> {
+    let id = end["run_id"].as_str()?;
+    Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])
+}
+
+/// The status a run ends with.
+fn end_status(how: &Finish) -> Status {
+    match how {
+        Finish::Complete => Status::Completed,
+        Finish::Fail(_) | Finish::Abandon => Status::Failed,
+        Finish::Cancel => Status::Cancelled,
+    }
+}
+
+/// The error of a change to a run whose start was never written: its
+/// own record is durable, but the journal's replay ignores it too.
+fn start_lost(id: &str) -> Error {
+    Error::Storage(format!("run {id} has no durable start"))
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Updates are applied whole under the lock and do not panic midway.
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -333,11 +421,15 @@ pub const ABANDONED: &str = "abandoned";
 
 impl Runs {
     /// Opens the run journal `runs.jsonl` under `dir` and replays it; runs
-    /// still active get their budget reservation back.
+    /// still active get their budget reservation back, and the costs of
+    /// runs that ended today or yesterday go into the budget ledger where
+    /// a crash kept them out of it (see [`Budget::reconcile`]).
     pub fn open(dir: &Path, metrics: RunMetrics, budget: Arc<Budget>) -> Result<Runs, Error> {
         let (journal, replay) =
             Journal::open(dir.join("runs.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
         let mut state = State::default();
+        let since = time::day_of(time::now_unix()) - 1;
+        let mut settlements = Vec::new();
         for (i, record) in replay.records.iter().enumerate() {
             // The journal checked each line's checksum, so a record that is
             // not one of ours was written by another version: skipping it
@@ -347,15 +439,20 @@ impl Runs {
                 let why = "not a run record";
                 return Err(Error::Storage(replay.unreadable(i, why).to_string()));
             }
-            state.apply(&v, &metrics);
+            state.apply(&v, &metrics, &mut |end| {
+                if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
+                    settlements.push(s);
+                }
+            });
         }
         for run in state.runs.values().filter(|r| r.status == Status::Running) {
             budget.restore_reservation(&run.run_id, run.started_at)?;
         }
+        budget.reconcile(&settlements)?;
         let queue = CommitQueue::start(Arc::new(journal), "runs", 1)
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
             queue,
             metrics,
             budget,
@@ -364,8 +461,7 @@ impl Runs {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Updates are applied whole under the lock and do not panic midway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Starts a run; `done` gets it once the start is durable.
@@ -381,7 +477,7 @@ impl Runs {
             None => self.make_id(),
         };
         let mut state = self.lock();
-        if state.runs.contains_key(&id) {
+        if state.status_of(&id).is_some() {
             drop(state);
             return done(Err(Error::Conflict(format!("run {id} already exists"))));
         }
@@ -393,27 +489,39 @@ impl Runs {
             "traceparent": new.traceparent,
         });
         // Checked and reserved in one step under the budget's lock; a
-        // refused start creates nothing and journals nothing.
+        // refused start creates nothing and journals nothing. The
+        // reservation is held while the start is written, so that
+        // concurrent starts cannot overdraw the day.
         if let Err(refusal) = self.budget.reserve(&id) {
             drop(state);
             return done(Err(Error::Exhausted(Box::new(refusal.into()))));
         }
-        state.apply(&record, &self.metrics);
-        let run = state.runs[&id].clone();
-        let budget = self.budget.clone();
-        self.queue
-            .submit(record.to_string().into_bytes(), move |o| match o {
-                Ok(()) => done(Ok(run)),
-                Err(e) => {
-                    budget.release(&run.run_id);
-                    done(Err(Error::Storage(e.to_string())))
+        state.mark(&id, |p| p.starting = true);
+        let bytes = record.to_string().into_bytes();
+        let (shared, metrics, budget) = self.parts();
+        self.queue.submit_in_order(bytes, move |o| {
+            let mut state = lock(&shared);
+            state.unmark(&id, |p| p.starting = false);
+            let result = match o {
+                Ok(()) => {
+                    state.apply(&record, &metrics, &mut |_| {});
+                    Ok(state.runs[&id].clone())
                 }
-            });
+                Err(e) => {
+                    budget.release(&id);
+                    Err(Error::Storage(e.to_string()))
+                }
+            };
+            drop(state);
+            Box::new(move || done(result))
+        });
     }
 
-    /// Finishes a running run; `done` gets it once the transition is
-    /// durable and its cost is in the budget ledger. The cost is `cost`
-    /// when given, otherwise its tokens priced by model.
+    /// Finishes a running run; `done` gets it once the end, carrying its
+    /// cost, is durable. The cost is `cost` when given, otherwise its
+    /// tokens priced by model, counting events still on their way to the
+    /// journal. It is charged to the budget once the end is durable, and
+    /// copied into the budget ledger before `done` runs.
     pub fn finish(
         &self,
         id: &str,
@@ -422,19 +530,27 @@ impl Runs {
         done: impl FnOnce(Result<Finished, Error>) + Send + 'static,
     ) {
         let mut state = self.lock();
-        let Some(run) = state.runs.get(id) else {
-            drop(state);
-            return done(Err(Error::NotFound(format!("run {id} not found"))));
+        let refused = match state.status_of(id) {
+            None => Some(Error::NotFound(format!("run {id} not found"))),
+            Some(Status::Running) => None,
+            Some(s) => Some(Error::Conflict(format!(
+                "run {id} is already {}",
+                s.as_str()
+            ))),
         };
-        if run.status != Status::Running {
-            let status = run.status.as_str();
+        if let Some(e) = refused {
             drop(state);
-            return done(Err(Error::Conflict(format!(
-                "run {id} is already {status}"
-            ))));
+            return done(Err(e));
         }
         let now = time::now_unix();
-        let record = match &how {
+        let settlement = match self.price_end(&state, id, cost, &[], now) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(state);
+                return done(Err(e));
+            }
+        };
+        let mut record = match &how {
             Finish::Complete => json!({"op": "complete", "run_id": id, "ts": now}),
             Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": now}),
             Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": now}),
@@ -442,34 +558,82 @@ impl Runs {
                 json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": now})
             }
         };
+        record["spend"] = settlement.to_json();
+        let ending = end_status(&how);
+        state.mark(id, |p| p.ending = Some(ending));
+        let bytes = record.to_string().into_bytes();
+        let (shared, metrics, budget) = self.parts();
+        let id = id.to_string();
+        self.queue.submit_in_order(bytes, move |o| {
+            let mut state = lock(&shared);
+            state.unmark(&id, |p| p.ending = None);
+            if let Err(e) = o {
+                drop(state);
+                return Box::new(move || done(Err(Error::Storage(e.to_string()))));
+            }
+            let mut ended = false;
+            state.apply(&record, &metrics, &mut |_| ended = true);
+            let run = state.runs.get(&id).filter(|_| ended).cloned();
+            drop(state);
+            let Some(run) = run else {
+                return Box::new(move || done(Err(start_lost(&id))));
+            };
+            let (spend, lines) = budget.charge(&settlement);
+            Box::new(move || {
+                let ledger_error = budget.write_settlement(lines).err();
+                done(Ok(Finished {
+                    run,
+                    spend,
+                    ledger_error: ledger_error.map(|e| e.to_string()),
+                }))
+            })
+        });
+    }
+
+    /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
+    /// those in flight and `later` ones, priced by model.
+    fn price_end(
+        &self,
+        state: &State,
+        id: &str,
+        cost: Option<f64>,
+        later: &[&Timed],
+        now: f64,
+    ) -> Result<Settlement, Error> {
         if let Some(c) = cost {
             if !(c.is_finite() && c >= 0.0) {
-                drop(state);
-                return done(Err(Error::invalid("cost", "must be a non-negative number")));
+                return Err(Error::invalid("cost", "must be a non-negative number"));
             }
+            return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
-        state.apply(&record, &self.metrics);
-        let run = state.runs[id].clone();
-        let budget = self.budget.clone();
-        // The spend is recorded after the transition is durable: a crash in
-        // between can lose the cost of an unacknowledged finish, but never
-        // charge a run twice.
-        self.queue
-            .submit(record.to_string().into_bytes(), move |o| {
-                if let Err(e) = o {
-                    return done(Err(Error::Storage(e.to_string())));
-                }
-                done(settle(&budget, run, cost));
-            });
+        let pricing = self.budget.pricing();
+        let empty = Detail::default();
+        let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
+        let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
+        let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
+        let events = in_flight.chain(later.iter().copied());
+        let phase_costs = detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o));
+        let total = phase_costs.iter().map(|(_, c)| c).sum();
+        self.budget
+            .price(id, SpendInput::Amount(total), &phase_costs, now)
+    }
+
+    /// What a record's callback needs of the store.
+    fn parts(&self) -> (Arc<Mutex<State>>, RunMetrics, Arc<Budget>) {
+        (
+            self.state.clone(),
+            self.metrics.clone(),
+            self.budget.clone(),
+        )
     }
 
     /// Applies a batch of progress events, possibly for several runs, all
     /// or nothing: runs start (each reserving its budget), take events and
     /// end, in order, as one journal record. `done` gets what each step
     /// did, in order, once the record is durable and the costs of the runs
-    /// it ended are in the budget ledger.
+    /// it ended are charged.
     ///
-    /// Before anything is applied, every step is checked against the runs
+    /// Before anything is journaled, every step is checked against the runs
     /// and the steps before it: a start of a run that exists is
     /// [`Error::Conflict`], an event for an unknown run [`Error::NotFound`],
     /// for an ended one [`Error::Conflict`], and a start the budget refuses
@@ -498,51 +662,38 @@ impl Runs {
                 reserved.push(&p.run_id);
             }
         }
+        let steps = fill_batch(&state, steps);
         let now = time::now_unix();
-        let mut records = Vec::with_capacity(steps.len());
-        let mut applied: Vec<Applied> = Vec::with_capacity(steps.len());
+        let mut records: Vec<Value> = Vec::with_capacity(steps.len());
+        let mut plan: Vec<Planned> = Vec::with_capacity(steps.len());
         let mut started: Vec<String> = Vec::new();
-        for p in steps {
-            let id = p.run_id;
-            match p.step {
+        for (i, p) in steps.iter().enumerate() {
+            let id = &p.run_id;
+            match &p.step {
                 Step::Start(new) => {
-                    let record = json!({
+                    records.push(json!({
                         "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal,
                         "ts": now, "at": p.at, "work_order_id": new.work_order_id,
                         "correlation_id": new.correlation_id, "strategy": new.strategy,
                         "max_iterations": new.max_iterations,
-                    });
-                    state.apply(&record, &self.metrics);
-                    records.push(record);
-                    applied.push(Applied::Started(Box::new(state.runs[&id].clone())));
-                    started.push(id);
+                    }));
+                    plan.push(Planned::Start(id.clone(), records.len() - 1));
+                    started.push(id.clone());
                 }
-                Step::Event(e) => {
-                    let Some(run) = state.runs.get_mut(&id) else {
-                        continue;
-                    };
-                    let mut batch = [e];
-                    run.detail.fill(&mut batch);
-                    run.detail.apply(&batch[0], &self.metrics);
-                    let [e] = batch;
-                    match (applied.last_mut(), records.last_mut()) {
-                        // Consecutive events of one run share a record.
-                        (Some(Applied::Events(ids, list)), Some(last))
-                            if ids.run_id == id && last["op"] == "events" =>
-                        {
-                            if let Some(events) = last["events"].as_array_mut() {
-                                events.push(e.to_json());
-                            }
-                            list.push(e);
+                Step::Event(e) => match (plan.last_mut(), records.last_mut()) {
+                    // Consecutive events of one run share a record.
+                    (Some(Planned::Events(run, list)), Some(last)) if run == id => {
+                        if let Some(events) = last["events"].as_array_mut() {
+                            events.push(e.to_json());
                         }
-                        _ => {
-                            records.push(
-                                json!({"op": "events", "run_id": id, "events": [e.to_json()]}),
-                            );
-                            applied.push(Applied::Events(run.ids(), vec![e]));
-                        }
+                        list.push(e.clone());
                     }
-                }
+                    _ => {
+                        records
+                            .push(json!({"op": "events", "run_id": id, "events": [e.to_json()]}));
+                        plan.push(Planned::Events(id.clone(), vec![e.clone()]));
+                    }
+                },
                 Step::Finish {
                     how,
                     reason,
@@ -550,47 +701,126 @@ impl Runs {
                 } => {
                     let (op, error) = match how {
                         Finish::Complete => ("complete", None),
-                        Finish::Fail(error) => ("fail", error),
-                        Finish::Cancel => ("cancel", reason),
+                        Finish::Fail(error) => ("fail", error.clone()),
+                        Finish::Cancel => ("cancel", reason.clone()),
                         Finish::Abandon => ("abandon", Some(ABANDONED.to_string())),
                     };
-                    let record = json!({
+                    // The run's events earlier in this batch count too.
+                    let later: Vec<&Timed> = steps[..i]
+                        .iter()
+                        .filter(|q| q.run_id == *id)
+                        .filter_map(|q| match &q.step {
+                            Step::Event(e) => Some(e),
+                            _ => None,
+                        })
+                        .collect();
+                    let settlement = match self.price_end(&state, id, None, &later, now) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            for id in &started {
+                                self.budget.release(id);
+                            }
+                            drop(state);
+                            return done(Err(e));
+                        }
+                    };
+                    records.push(json!({
                         "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
-                        "duration_ms": duration_ms,
-                    });
-                    state.apply(&record, &self.metrics);
-                    records.push(record);
-                    applied.push(Applied::Ended(id));
+                        "duration_ms": duration_ms, "spend": settlement.to_json(),
+                    }));
+                    plan.push(Planned::End(
+                        id.clone(),
+                        records.len() - 1,
+                        end_status(how),
+                        Box::new(settlement),
+                    ));
                 }
             }
         }
-        let record = json!({"op": "batch", "ts": now, "ops": records});
-        let budget = self.budget.clone();
-        let ended: Vec<(usize, Run)> = applied
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| match a {
-                Applied::Ended(id) => state.runs.get(id).map(|r| (i, r.clone())),
-                _ => None,
-            })
-            .collect();
-        drop(state);
-        self.queue
-            .submit(record.to_string().into_bytes(), move |o| {
-                if let Err(e) = o {
-                    for id in &started {
-                        budget.release(id);
-                    }
-                    return done(Err(Error::Storage(e.to_string())));
+        // Each events step's list, shared with the run's pending events.
+        let mut in_flight: Vec<Arc<[Timed]>> = Vec::new();
+        for step in &plan {
+            match step {
+                Planned::Start(id, _) => state.mark(id, |p| p.starting = true),
+                Planned::Events(id, list) => {
+                    let list: Arc<[Timed]> = list.clone().into();
+                    in_flight.push(list.clone());
+                    state.mark(id, |p| p.events.push(list));
                 }
-                for (i, run) in ended {
-                    match settle(&budget, run, None) {
-                        Ok(finished) => applied[i] = Applied::Finished(Box::new(finished)),
-                        Err(e) => return done(Err(e)),
+                Planned::End(id, _, status, _) => state.mark(id, |p| p.ending = Some(*status)),
+            }
+        }
+        drop(state);
+        let record = json!({"op": "batch", "ts": now, "ops": records});
+        let bytes = record.to_string().into_bytes();
+        let (shared, metrics, budget) = self.parts();
+        self.queue.submit_in_order(bytes, move |o| {
+            let mut state = lock(&shared);
+            let mut in_flight = in_flight.iter();
+            for step in &plan {
+                match step {
+                    Planned::Start(id, _) => state.unmark(id, |p| p.starting = false),
+                    Planned::Events(id, _) => {
+                        let list = in_flight.next();
+                        state.unmark(id, |p| p.forget(list));
+                    }
+                    Planned::End(id, ..) => state.unmark(id, |p| p.ending = None),
+                }
+            }
+            if let Err(e) = o {
+                drop(state);
+                for id in &started {
+                    budget.release(id);
+                }
+                return Box::new(move || done(Err(Error::Storage(e.to_string()))));
+            }
+            let ops = record["ops"].as_array().map_or(&[][..], Vec::as_slice);
+            let mut applied: Vec<Applied> = Vec::with_capacity(plan.len());
+            let mut charged = Vec::new();
+            for step in plan {
+                match step {
+                    Planned::Start(id, at) => {
+                        state.apply(&ops[at], &metrics, &mut |_| {});
+                        if let Some(run) = state.runs.get(&id) {
+                            applied.push(Applied::Started(Box::new(run.clone())));
+                        }
+                    }
+                    Planned::Events(id, events) => {
+                        let Some(run) = state.runs.get_mut(&id) else {
+                            continue;
+                        };
+                        for e in &events {
+                            run.detail.apply(e, &metrics);
+                        }
+                        applied.push(Applied::Events(run.ids(), events));
+                    }
+                    Planned::End(id, at, _, settlement) => {
+                        let mut ended = false;
+                        state.apply(&ops[at], &metrics, &mut |_| ended = true);
+                        if let Some(run) = state.runs.get(&id).filter(|_| ended) {
+                            let (spend, lines) = budget.charge(&settlement);
+                            charged.push((applied.len(), lines));
+                            applied.push(Applied::Finished(Box::new(Finished {
+                                run: run.clone(),
+                                spend,
+                                ledger_error: None,
+                            })));
+                        }
+                    }
+                }
+            }
+            drop(state);
+            Box::new(move || {
+                for (i, lines) in charged {
+                    if let (Err(e), Some(Applied::Finished(f))) =
+                        (budget.write_settlement(lines), applied.get_mut(i))
+                    {
+                        f.ledger_error = Some(e.to_string());
                     }
                 }
                 done(Ok(applied))
-            });
+            })
+        });
     }
 
     /// Checks a batch's steps in order against the runs, as
@@ -599,10 +829,7 @@ impl Runs {
         let mut now: HashMap<&str, Status> = HashMap::new();
         for p in steps {
             let id = p.run_id.as_str();
-            let status = now
-                .get(id)
-                .copied()
-                .or_else(|| state.runs.get(id).map(|r| r.status));
+            let status = now.get(id).copied().or_else(|| state.status_of(id));
             let at = p.index;
             match (&p.step, status) {
                 (Step::Start(_), None) => {
@@ -618,14 +845,7 @@ impl Runs {
                 }
                 (_, Some(Status::Running)) => {
                     if let Step::Finish { how, .. } = &p.step {
-                        now.insert(
-                            id,
-                            match how {
-                                Finish::Complete => Status::Completed,
-                                Finish::Fail(_) | Finish::Abandon => Status::Failed,
-                                Finish::Cancel => Status::Cancelled,
-                            },
-                        );
+                        now.insert(id, end_status(how));
                     }
                 }
                 (_, Some(s)) => {
@@ -656,7 +876,9 @@ impl Runs {
     /// `events` should come from [`Runs::fill_events`] with its `version`.
     /// When the run has moved on since, they are filled again under the
     /// lock, and `done` gets that new batch instead of the one passed in
-    /// (compare with `Arc::ptr_eq`).
+    /// (compare with `Arc::ptr_eq`). Events are filled against the run as
+    /// its durable records left it: batches of one run sent at once, each
+    /// before the other is answered, are filled independently.
     pub fn record_events(
         &self,
         id: &str,
@@ -666,35 +888,47 @@ impl Runs {
     ) {
         // The record depends on the request only, so it is written before
         // taking the lock; it is still submitted under the lock, so the
-        // journal holds batches in the order they were applied.
+        // journal holds batches in the order they were checked.
         let mut record = events_record(id, &events);
         let mut events = events;
         let mut state = self.lock();
-        let Some(run) = state.runs.get_mut(id) else {
-            drop(state);
-            return done(Err(Error::NotFound(format!("run {id} not found"))));
+        let refused = match state.status_of(id) {
+            None => Some(Error::NotFound(format!("run {id} not found"))),
+            Some(Status::Running) => None,
+            Some(s) => Some(Error::Conflict(format!(
+                "run {id} is already {}",
+                s.as_str()
+            ))),
         };
-        if run.status != Status::Running {
-            let status = run.status.as_str();
+        if let Some(e) = refused {
             drop(state);
-            return done(Err(Error::Conflict(format!(
-                "run {id} is already {status}"
-            ))));
+            return done(Err(e));
         }
-        if version != Some(run.detail.version) {
+        let current = state.runs.get(id).map(|r| &r.detail);
+        if version.is_none() || version != current.map(|d| d.version) {
             let mut again = events.to_vec();
-            run.detail.fill(&mut again);
+            current.unwrap_or(&Detail::default()).fill(&mut again);
             events = again.into();
             record = events_record(id, &events);
         }
-        for e in events.iter() {
-            run.detail.apply(e, &self.metrics);
-        }
-        self.queue.submit(record, move |o| {
-            done(
-                o.map(|()| events)
-                    .map_err(|e| Error::Storage(e.to_string())),
-            )
+        state.mark(id, |p| p.events.push(events.clone()));
+        let (shared, metrics, _) = self.parts();
+        let id = id.to_string();
+        self.queue.submit_in_order(record, move |o| {
+            let mut state = lock(&shared);
+            state.unmark(&id, |p| p.forget(Some(&events)));
+            let result = match (o, state.runs.get_mut(&id)) {
+                (Err(e), _) => Err(Error::Storage(e.to_string())),
+                (Ok(()), None) => Err(start_lost(&id)),
+                (Ok(()), Some(run)) => {
+                    for e in events.iter() {
+                        run.detail.apply(e, &metrics);
+                    }
+                    Ok(events)
+                }
+            };
+            drop(state);
+            Box::new(move || done(result))
         });
     }
 
@@ -838,12 +1072,41 @@ fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
 }
 
 impl State {
+    /// Where a run stands once the records in flight are durable: a
+    /// pending end or start counts as done.
+    fn status_of(&self, id: &str) -> Option<Status> {
+        match self.pending.get(id) {
+            Some(p) if p.ending.is_some() => p.ending,
+            Some(p) if p.starting => Some(Status::Running),
+            _ => self.runs.get(id).map(|r| r.status),
+        }
+    }
+
+    /// Notes a record in flight for run `id`, doing `f`.
+    fn mark(&mut self, id: &str, f: impl FnOnce(&mut Pending)) {
+        let p = self.pending.entry(id.to_string()).or_default();
+        p.records += 1;
+        f(p);
+    }
+
+    /// Notes that a record for run `id` is durable or failed, undoing `f`.
+    fn unmark(&mut self, id: &str, f: impl FnOnce(&mut Pending)) {
+        if let Some(p) = self.pending.get_mut(id) {
+            f(p);
+            p.records -= 1;
+            if p.records == 0 {
+                self.pending.remove(id);
+            }
+        }
+    }
+
     /// Applies one journal record and moves the metrics it concerns; used
-    /// both live and on replay, so the two can never disagree.
-    fn apply(&mut self, v: &Value, m: &RunMetrics) {
+    /// both live and on replay, so the two can never disagree. `ended`
+    /// sees each end op that ended a run.
+    fn apply(&mut self, v: &Value, m: &RunMetrics, ended: &mut dyn FnMut(&Value)) {
         if v["op"] == "batch" {
             for op in v["ops"].as_array().into_iter().flatten() {
-                self.apply(op, m);
+                self.apply(op, m, ended);
             }
             return;
         }
@@ -889,8 +1152,10 @@ impl State {
                     }
                 }
             }
-            "complete" | "fail" | "cancel" | "abandon" => {
-                self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m)
+            "complete" | "fail" | "cancel" | "abandon"
+                if self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m) =>
+            {
+                ended(v)
             }
             _ => {}
         }
@@ -908,12 +1173,12 @@ impl State {
         error: Option<String>,
         reported_ms: Option<f64>,
         m: &RunMetrics,
-    ) {
+    ) -> bool {
         let Some(run) = self.runs.get_mut(id) else {
-            return;
+            return false;
         };
         if run.status != Status::Running {
-            return;
+            return false;
         }
         let (status, count) = match op {
             "complete" => (Status::Completed, &mut self.counts.completed),
@@ -944,6 +1209,7 @@ impl State {
                 self.runs.remove(&old);
             }
         }
+        true
     }
 }
 
@@ -967,5 +1233,75 @@ mod tests {
             let old = json!({"op": "events", "run_id": id, "events": list});
             assert_eq!(events_record(id, &events), old.to_string().into_bytes());
         }
+    }
+
+    fn open(dir: &Path) -> Runs {
+        let budget = crate::budget::BudgetConfig::new(dir);
+        let clock = Arc::new(crate::budget::SystemClock);
+        let budget = Arc::new(Budget::open(budget, clock).unwrap());
+        let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
+        Runs::open(dir, metrics, budget).unwrap()
+    }
+
+    /// Calls `f` with a callback and waits for what it is given.
+    fn wait<T: Send + 'static>(f: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        f(Box::new(move |t| tx.send(t).unwrap()));
+        rx.recv().unwrap()
+    }
+
+    #[test]
+    fn changes_in_flight_count_for_later_checks_and_prices() {
+        let dir = std::env::temp_dir().join(format!("runs-pending-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = open(&dir);
+        // The committer waits in this record's first stage until released,
+        // so everything submitted meanwhile stays in flight.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = std::sync::mpsc::channel::<()>();
+        let noop = br#"{"events":[],"op":"events","run_id":"none"}"#.to_vec();
+        runs.queue.submit_in_order(noop, move |_| {
+            holding.send(()).unwrap();
+            released.recv().unwrap();
+            Box::new(|| {})
+        });
+        held.recv().unwrap();
+        let (tx, started) = std::sync::mpsc::channel();
+        let new = NewRun {
+            run_id: Some("r".into()),
+            ..NewRun::default()
+        };
+        runs.start(new.clone(), move |r| tx.send(r).unwrap());
+        assert!(runs.get("r").is_none(), "not visible before it is durable");
+        let again = wait(|done| runs.start(new, done));
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+        let tokens = json!([{"type": "tokens", "phase": "plan", "model": "m",
+            "input_tokens": 1_000_000, "output_tokens": 0}]);
+        let events: Arc<[Timed]> = event::parse_batch(&tokens, time::now_unix())
+            .unwrap()
+            .into();
+        let (tx, recorded) = std::sync::mpsc::channel();
+        runs.record_events("r", events, None, move |r| tx.send(r).unwrap());
+        let (tx, finished) = std::sync::mpsc::channel();
+        runs.finish("r", Finish::Complete, None, move |r| tx.send(r).unwrap());
+        let twice = wait(|done| runs.finish("r", Finish::Cancel, None, done));
+        assert!(matches!(twice, Err(Error::Conflict(_))), "{twice:?}");
+        let late = wait(|done| runs.record_events("r", Arc::from(Vec::new()), None, done));
+        assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+        assert_eq!(runs.counts(), Counts::default());
+        release.send(()).unwrap();
+        assert_eq!(started.recv().unwrap().unwrap().status, Status::Running);
+        assert_eq!(recorded.recv().unwrap().unwrap().len(), 1);
+        let finished = finished.recv().unwrap().unwrap();
+        let price = runs.budget.pricing().cost(Some("m"), 1_000_000, 0);
+        assert!(price > 0.0);
+        assert_eq!(finished.spend.amount, (price * 1e6).round() / 1e6);
+        assert_eq!(finished.run.status, Status::Completed);
+        assert_eq!(runs.counts().completed, 1);
+        drop(runs);
+        let reopened = open(&dir);
+        assert_eq!(reopened.get("r").unwrap(), finished.run);
+        assert_eq!(reopened.budget.status().today_spend, finished.spend.amount);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

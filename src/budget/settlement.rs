@@ -1,0 +1,234 @@
+//! A run's cost carried by the run's own end record, so that the end and
+//! its cost become durable together: priced when the end is asked for,
+//! charged in memory once that record is durable, then copied into the
+//! day's ledger. A copy the ledger missed (a failed append, or a crash in
+//! between) is appended when the server next starts (see
+//! [`Budget::reconcile`]).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+use crate::journal;
+use crate::time;
+
+use super::ledger::{self, Entry};
+use super::money::{self, dollars, Charge, SpendInput};
+use super::record::check_phase;
+use super::report::Recorded;
+use super::Budget;
+
+/// A run's priced cost, as its end record carries it. Plain data; safe to
+/// send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settlement {
+    /// The run it settles.
+    pub run_id: String,
+    /// The UTC day it is charged to: the day the run's reservation was
+    /// made, or the day it was priced when it held none.
+    pub day: i64,
+    /// The cost in micro-dollars.
+    pub micros: i64,
+    /// The cost by phase, in micro-dollars; what they leave uncovered
+    /// counts as phase `unknown`.
+    pub phases: Vec<(String, i64)>,
+    /// Unix seconds of the run's end: the ledger line's time.
+    pub ts: f64,
+}
+
+impl Settlement {
+    /// The `spend` member of a run's end record.
+    pub fn to_json(&self) -> Value {
+        let phases: Map<String, Value> = self
+            .phases
+            .iter()
+            .map(|(p, m)| (p.clone(), Value::from(*m)))
+            .collect();
+        json!({"day": self.day, "micros": self.micros, "phases": phases})
+    }
+
+    /// Reads the `spend` member of the end record of `run_id` at `ts`;
+    /// `None` when the record has none (written before costs were carried).
+    pub fn from_record(run_id: &str, ts: f64, spend: &Value) -> Option<Settlement> {
+        let phases = spend["phases"].as_object().map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter_map(|(p, v)| Some((p.clone(), v.as_i64()?)))
+                .collect()
+        });
+        Some(Settlement {
+            run_id: run_id.to_string(),
+            day: spend["day"].as_i64()?,
+            micros: spend["micros"].as_i64().filter(|m| *m >= 0)?,
+            phases,
+            ts,
+        })
+    }
+}
+
+/// The ledger lines of a charged settlement, to append with
+/// [`Budget::write_settlement`].
+#[derive(Debug)]
+pub struct LedgerLines {
+    day: i64,
+    lines: Vec<Vec<u8>>,
+}
+
+impl Budget {
+    /// Prices the end of `run_id` at `ts`: `cost`, split by
+    /// `phase_costs`, charged to the day of its reservation. Changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for a cost or phase that cannot be recorded.
+    pub fn price(
+        &self,
+        run_id: &str,
+        cost: SpendInput,
+        phase_costs: &[(String, f64)],
+        ts: f64,
+    ) -> Result<Settlement, Error> {
+        let mut phases: Vec<(String, i64)> = Vec::with_capacity(phase_costs.len());
+        for (phase, cost) in phase_costs {
+            check_phase(phase, "phase_costs")?;
+            let micros = money::to_micros(*cost, "phase_costs")?;
+            // A phase named twice is one entry in the ledger's `phases` object.
+            match phases.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, sum)) => *sum += micros,
+                None => phases.push((phase.clone(), micros)),
+            }
+        }
+        let micros = cost.charge(&self.pricing)?.micros;
+        let (state, _) = self.lock();
+        let day = state.hold_day(run_id).unwrap_or(state.today);
+        Ok(Settlement {
+            run_id: run_id.to_string(),
+            day,
+            micros,
+            phases,
+            ts,
+        })
+    }
+
+    /// Charges a settlement whose run end is durable: releases the run's
+    /// reservation, adds the cost to its day and to
+    /// `agent_cost_dollars_total`, and returns what was recorded with the
+    /// ledger lines still to write. Nothing here can fail: the record
+    /// holding the cost is already on disk.
+    pub fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
+        let limit = self.settings.limit;
+        let (mut state, now) = self.lock();
+        state.unhold(&s.run_id);
+        // A day no reservation pins is summed first, so that its alerts
+        // fire once; should its ledger be unreadable, the charge still
+        // counts, and the append below reports the error.
+        let _ = state.load(&self.settings.dir, s.day);
+        let tally = &mut state.book(s.day).tally;
+        let alerts = tally.charge(s.micros, limit);
+        let spent = tally.spent;
+        state.inflight(s.day, 1);
+        state.recorded = state.recorded.saturating_add(s.micros);
+        let status = state.status(&self.settings);
+        drop(state);
+        let charge = Charge {
+            micros: s.micros,
+            model: None,
+            tokens: None,
+        };
+        let entry = Entry {
+            kind: "run",
+            charge: &charge,
+            run_id: Some(&s.run_id),
+            phase: None,
+            phases: &s.phases,
+        };
+        self.count_phases(&entry, s.micros);
+        let mut lines = vec![ledger::spend_line(s.ts, &entry)];
+        lines.extend(
+            alerts
+                .iter()
+                .map(|&a| ledger::alert_line(a, now, s.day, spent, limit)),
+        );
+        let recorded = Recorded {
+            amount: dollars(s.micros),
+            day: time::date_string(s.day),
+            alerts,
+            status,
+        };
+        (recorded, LedgerLines { day: s.day, lines })
+    }
+
+    /// Appends a charged settlement's lines to its day's ledger, with
+    /// those of earlier settlements whose append failed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the append fails; the lines are kept and
+    /// tried again with the next settlement of that day, and a restart
+    /// restores them from the run journal in any case.
+    pub fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
+        let day = lines.day;
+        let mut state = self.state();
+        let mut all = state.take_owed(day);
+        all.extend(lines.lines);
+        let journal = state.journal(&self.settings.dir, day);
+        drop(state);
+        let appended = journal.and_then(|j| {
+            let records: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
+            j.append_all(&records)
+                .map_err(|e| Error::Storage(e.to_string()))
+        });
+        let mut state = self.state();
+        state.inflight(day, -1);
+        if appended.is_err() {
+            state.owe(day, all);
+        }
+        state.prune();
+        appended
+    }
+
+    /// Charges and writes the settlements of runs whose end is in the run
+    /// journal but whose line is missing from that day's ledger, as a
+    /// crash between the two leaves them. A ledger holds a run's line at
+    /// most once, so a run id already there counts as settled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when a ledger cannot be read; a failed append is
+    /// kept to try again (see [`Budget::write_settlement`]).
+    pub fn reconcile(&self, settlements: &[Settlement]) -> Result<usize, Error> {
+        let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
+        days.sort_unstable();
+        days.dedup();
+        let mut missing = 0;
+        for day in days {
+            let settled = settled_runs(&ledger::path(&self.settings.dir, day))?;
+            for s in settlements.iter().filter(|s| s.day == day) {
+                if !settled.contains(s.run_id.as_str()) {
+                    let (_, lines) = self.charge(s);
+                    let _ = self.write_settlement(lines);
+                    missing += 1;
+                }
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// The run ids of the `"run"` lines of one ledger file.
+fn settled_runs(path: &std::path::Path) -> Result<HashSet<String>, Error> {
+    let data = match fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
+    };
+    let (lines, _) = journal::scan(&data);
+    let ids = lines.iter().filter_map(|l| {
+        let v: Value = serde_json::from_slice(l.record.as_ref().ok()?).ok()?;
+        (v["kind"] == "run").then(|| v["run_id"].as_str().map(str::to_string))?
+    });
+    Ok(ids.collect())
+}
