@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::commit_queue::CommitQueue;
+use crate::commit_queue::{Acks, CommitQueue};
 use crate::error::Error;
 use crate::metrics::Counter;
 use crate::segments::{self, Segments};
@@ -200,8 +200,8 @@ impl Bus {
             );
         }
         appends.inc_by(opened.appended);
-        let queue =
-            CommitQueue::start(segments, "bus", 2).map_err(|e| Error::Storage(e.to_string()))?;
+        let queue = CommitQueue::start(segments, "bus", Acks::Spread(2))
+            .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
             state: Arc::new(Mutex::new(state)),
             queue,

@@ -13,10 +13,13 @@
 //!
 //! A store that must change its memory only once a record is durable, and
 //! in the journal's order, queues it with [`CommitQueue::submit_in_order`]:
-//! its first stage runs on the committer, in submission order, right after
-//! the append, and hands back the second stage, which answers.
+//! its first stage runs in submission order right after the append, and
+//! hands back the second stage, which answers. With [`Acks::InOrder`] the
+//! first stages run on a thread of their own, so that applying one batch
+//! overlaps the sync of the next.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -77,32 +80,67 @@ pub struct CommitQueue {
     path: PathBuf,
 }
 
+/// Where a queue's callbacks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// The committer runs the first stages itself, and answers a small
+    /// batch too; the replies of a large one are spread over this many
+    /// threads (at least one).
+    Spread(usize),
+    /// One thread runs the first stages and then the replies of each batch,
+    /// batch after batch, while the committer writes and syncs the next:
+    /// for a store whose first stages do real work, which would otherwise
+    /// wait for every sync.
+    InOrder,
+}
+
+/// How the committer hands over a batch's callbacks.
+enum Handoff {
+    Spread(Vec<Sender<Vec<Reply>>>),
+    /// The thread, and how many batches it has not finished.
+    InOrder(Sender<(Outcome, Vec<Apply>)>, Arc<AtomicUsize>),
+}
+
 impl CommitQueue {
-    /// Starts the committer thread for `sink`, and `ack_threads` (at least
-    /// one) to run callbacks.
-    pub fn start(
-        mut sink: impl Sink,
-        name: &str,
-        ack_threads: usize,
-    ) -> std::io::Result<CommitQueue> {
+    /// Starts the committer thread for `sink`, and the threads `acks` asks
+    /// for to run callbacks.
+    pub fn start(mut sink: impl Sink, name: &str, acks: Acks) -> std::io::Result<CommitQueue> {
         let path = sink.path();
         let (tx, rx) = mpsc::channel();
-        let ack_threads = ack_threads.max(1);
-        let mut acks = Vec::with_capacity(ack_threads);
-        for i in 0..ack_threads {
-            let (ack_tx, ack_rx) = mpsc::channel::<Vec<Reply>>();
-            thread::Builder::new()
-                .name(format!("ack-{name}-{i}"))
-                .spawn(move || {
-                    while let Ok(replies) = ack_rx.recv() {
-                        run_replies(replies);
-                    }
-                })?;
-            acks.push(ack_tx);
-        }
+        let handoff = match acks {
+            Acks::Spread(n) => {
+                let mut senders = Vec::with_capacity(n.max(1));
+                for i in 0..n.max(1) {
+                    let (ack_tx, ack_rx) = mpsc::channel::<Vec<Reply>>();
+                    thread::Builder::new()
+                        .name(format!("ack-{name}-{i}"))
+                        .spawn(move || {
+                            while let Ok(replies) = ack_rx.recv() {
+                                run_replies(replies);
+                            }
+                        })?;
+                    senders.push(ack_tx);
+                }
+                Handoff::Spread(senders)
+            }
+            Acks::InOrder => {
+                let (ack_tx, ack_rx) = mpsc::channel::<(Outcome, Vec<Apply>)>();
+                let unfinished = Arc::new(AtomicUsize::new(0));
+                let left = unfinished.clone();
+                thread::Builder::new()
+                    .name(format!("ack-{name}"))
+                    .spawn(move || {
+                        while let Ok((outcome, applies)) = ack_rx.recv() {
+                            run_replies(run_applies(&outcome, applies));
+                            left.fetch_sub(1, Ordering::Release);
+                        }
+                    })?;
+                Handoff::InOrder(ack_tx, unfinished)
+            }
+        };
         thread::Builder::new()
             .name(format!("commit-{name}"))
-            .spawn(move || commit_loop(&mut sink, &rx, &acks))?;
+            .spawn(move || commit_loop(&mut sink, &rx, &handoff))?;
         Ok(CommitQueue {
             tx: Mutex::new(tx),
             path,
@@ -117,12 +155,10 @@ impl CommitQueue {
     }
 
     /// Queues `record` like [`CommitQueue::submit`], with a callback in two
-    /// stages: `apply` runs on the committer thread right after the
-    /// record's batch is appended (or failed), before any later record's
-    /// `apply`, so a store can change its memory in the journal's order and
-    /// only once the record is durable; the [`Reply`] it returns runs
-    /// afterwards, in any order. `apply` should be short: the next batch
-    /// waits for it.
+    /// stages: `apply` runs once the record's batch is appended (or
+    /// failed), before any later record's `apply`, so a store can change
+    /// its memory in the journal's order and only once the record is
+    /// durable; the [`Reply`] it returns runs afterwards (see [`Acks`]).
     pub fn submit_in_order(
         &self,
         record: Vec<u8>,
@@ -140,7 +176,7 @@ impl CommitQueue {
     }
 }
 
-fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, acks: &[Sender<Vec<Reply>>]) {
+fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, handoff: &Handoff) {
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut applies: Vec<Apply> = Vec::new();
     while let Ok((record, apply)) = rx.recv() {
@@ -158,6 +194,29 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, acks: &[Se
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
+        let acks = match handoff {
+            // A small batch with nothing before it unfinished is answered
+            // here, as waking the thread costs more; order is kept, since
+            // only this thread hands batches over.
+            Handoff::InOrder(_, unfinished)
+                if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 =>
+            {
+                run_replies(run_applies(&outcome, std::mem::take(&mut applies)));
+                continue;
+            }
+            Handoff::InOrder(ack, unfinished) => {
+                unfinished.fetch_add(1, Ordering::Relaxed);
+                if let Err(mpsc::SendError((o, applies))) =
+                    ack.send((outcome, std::mem::take(&mut applies)))
+                {
+                    // The ack thread is gone; answer here rather than never.
+                    run_replies(run_applies(&o, applies));
+                    unfinished.fetch_sub(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            Handoff::Spread(acks) => acks,
+        };
         let mut replies = run_applies(&outcome, std::mem::take(&mut applies));
         if replies.len() <= INLINE_CALLBACKS {
             run_replies(replies);
@@ -210,7 +269,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("q.jsonl");
         let journal = Arc::new(Journal::open(&path).unwrap().0);
-        let q = CommitQueue::start(journal.clone(), "test", 3).unwrap();
+        let q = CommitQueue::start(journal.clone(), "test", Acks::Spread(3)).unwrap();
         // The first record's callback, which the committer runs itself,
         // holds it until the other 499 are queued: they must then become
         // durable together, with one sync.
@@ -252,7 +311,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("q.jsonl");
         let journal = Arc::new(Journal::open(&path).unwrap().0);
-        let q = CommitQueue::start(journal.clone(), "test", 2).unwrap();
+        let q = CommitQueue::start(journal.clone(), "test", Acks::InOrder).unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = channel();
         for i in 0..300u64 {

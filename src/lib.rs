@@ -15,6 +15,8 @@ pub mod declared;
 pub mod demo;
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod failed_writes;
 pub mod http;
 pub mod journal;
 mod json_text;

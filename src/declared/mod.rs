@@ -28,7 +28,7 @@ use serde_json::Value;
 pub use spec::{Declaration, Type};
 pub use update::{Op, Update, MAX_BATCH};
 
-use crate::commit_queue::CommitQueue;
+use crate::commit_queue::{Acks, CommitQueue};
 use crate::error::Error;
 use crate::journal::Journal;
 use crate::metrics::{CounterFamily, GaugeFamily, HistogramFamily, Registry};
@@ -155,7 +155,7 @@ impl Declared {
                 let updates = update::from_record(record, &f.declared, &f.index, &mut skipped);
                 f.apply(&updates);
             }
-            let queue = CommitQueue::start(Arc::new(journal), "metrics", 1)
+            let queue = CommitQueue::start(Arc::new(journal), "metrics", Acks::Spread(1))
                 .map_err(|e| Error::Storage(e.to_string()))?;
             Some(queue)
         };

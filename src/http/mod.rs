@@ -42,8 +42,6 @@ mod chunked;
 mod conn;
 mod conns;
 pub mod exchange;
-#[cfg(test)]
-mod failed_writes;
 pub mod json;
 mod parse;
 mod reject;

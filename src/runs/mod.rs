@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 
 use crate::budget::{Budget, Recorded, Settlement, SpendInput};
-use crate::commit_queue::CommitQueue;
+use crate::commit_queue::{Acks, CommitQueue};
 use crate::error::Error;
 use crate::journal::Journal;
 use crate::time;
@@ -449,7 +449,7 @@ impl Runs {
             budget.restore_reservation(&run.run_id, run.started_at)?;
         }
         budget.reconcile(&settlements)?;
-        let queue = CommitQueue::start(Arc::new(journal), "runs", 1)
+        let queue = CommitQueue::start(Arc::new(journal), "runs", Acks::InOrder)
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
             state: Arc::new(Mutex::new(state)),
