@@ -261,7 +261,7 @@ mod tests {
             strategy: None,
             max_iterations: Some(3),
             traceparent: None,
-            detail: Detail::default(),
+            detail: Detail::default().into(),
         }
     }
 

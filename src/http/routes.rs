@@ -196,7 +196,7 @@ fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
         Ok(run) => {
             let mut ex = ex;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+            let fields = run_fields(&run.run_id, run.correlation(), run.work_order_id.as_deref());
             ex.app().log.info("run started", &fields);
             ex.app().events.run_started(&run);
             ex.send(answer(&run))
@@ -224,7 +224,7 @@ fn agent_status(ex: Exchange) {
 fn run_fields(
     run_id: &str,
     correlation: &str,
-    work_order_id: &Option<String>,
+    work_order_id: Option<&str>,
 ) -> Vec<(&'static str, Value)> {
     vec![
         ("run_id", json!(run_id)),
@@ -298,7 +298,7 @@ fn log_events(
 ) {
     let (iteration, phase) = now;
     for e in events {
-        let mut fields = run_fields(&ids.run_id, ids.correlation(), &ids.work_order_id);
+        let mut fields = run_fields(&ids.run_id, ids.correlation(), ids.work_order_id.as_deref());
         let v = e.to_json();
         fields.push(("type", v["type"].clone()));
         let or = |own: &Value, current: Value| {
@@ -441,7 +441,11 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
             for a in &applied {
                 match a {
                     crate::runs::Applied::Started(run) => {
-                        let fields = run_fields(&run.run_id, run.correlation(), &run.work_order_id);
+                        let fields = run_fields(
+                            &run.run_id,
+                            run.correlation(),
+                            run.work_order_id.as_deref(),
+                        );
                         app.log.info("run started", &fields);
                         app.events.run_started(run);
                     }

@@ -92,6 +92,42 @@ pub struct Detail {
     ended_before: usize,
 }
 
+/// A run's [`Detail`], made on its first change: a busy server holds many
+/// runs that have started and reported nothing yet, and an empty detail
+/// costs more than all the rest of a run. Reads of a run without one see
+/// an empty detail. Plain data; safe to send and share across threads.
+#[derive(Clone, Debug, Default)]
+pub struct LazyDetail(Option<Box<Detail>>);
+
+impl std::ops::Deref for LazyDetail {
+    type Target = Detail;
+
+    fn deref(&self) -> &Detail {
+        static EMPTY: std::sync::OnceLock<Detail> = std::sync::OnceLock::new();
+        self.0
+            .as_deref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Detail::default))
+    }
+}
+
+impl std::ops::DerefMut for LazyDetail {
+    fn deref_mut(&mut self) -> &mut Detail {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<Detail> for LazyDetail {
+    fn from(detail: Detail) -> LazyDetail {
+        LazyDetail(Some(Box::new(detail)))
+    }
+}
+
+impl PartialEq for LazyDetail {
+    fn eq(&self, other: &LazyDetail) -> bool {
+        **self == **other
+    }
+}
+
 /// One occurrence of a phase: when it ran and what happened in it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseRecord {

@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod progress;
 pub mod trace;
 
-pub use detail::Detail;
+pub use detail::{Detail, LazyDetail};
 pub use event::{Event, Timed};
 pub use metrics::RunMetrics;
 pub use progress::{Progress, Step};
@@ -68,9 +68,9 @@ pub struct Run {
     /// The run's id, unique within the data dir.
     pub run_id: String,
     /// Which agent runs it, when given.
-    pub agent: Option<String>,
+    pub agent: Option<Box<str>>,
     /// What it is for, when given.
-    pub goal: Option<String>,
+    pub goal: Option<Box<str>>,
     /// Its status.
     pub status: Status,
     /// Unix seconds when it started.
@@ -78,19 +78,19 @@ pub struct Run {
     /// Unix seconds when it finished.
     pub ended_at: Option<f64>,
     /// The error a failed run reported.
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     /// The work order it serves, when given.
-    pub work_order_id: Option<String>,
+    pub work_order_id: Option<Box<str>>,
     /// The id that ties its logs and events together (its run id when not given).
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Box<str>>,
     /// The orchestrator's strategy, when given.
-    pub strategy: Option<String>,
+    pub strategy: Option<Box<str>>,
     /// The iteration budget, when given.
     pub max_iterations: Option<u64>,
     /// The W3C `traceparent` it was started with, when valid.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Box<str>>,
     /// What its events add up to.
-    pub detail: Detail,
+    pub detail: LazyDetail,
 }
 
 impl Run {
@@ -103,8 +103,8 @@ impl Run {
     pub fn ids(&self) -> RunIds {
         RunIds {
             run_id: self.run_id.clone(),
-            correlation_id: self.correlation_id.clone(),
-            work_order_id: self.work_order_id.clone(),
+            correlation_id: self.correlation_id.as_deref().map(str::to_string),
+            work_order_id: self.work_order_id.as_deref().map(str::to_string),
         }
     }
 
@@ -299,7 +299,9 @@ pub struct Runs {
 
 #[derive(Default)]
 struct State {
-    runs: HashMap<String, Run>,
+    /// Boxed, so that the table's free slots, up to half of it after it
+    /// grows, cost a pointer each rather than a whole run.
+    runs: HashMap<String, Box<Run>>,
     finished_order: std::collections::VecDeque<String>,
     counts: Counts,
     /// Runs with a record on its way to the journal.
@@ -505,7 +507,7 @@ impl Runs {
             let result = match o {
                 Ok(()) => {
                     state.apply(&record, &metrics, &mut |_| {});
-                    Ok(state.runs[&id].clone())
+                    Ok(Run::clone(&state.runs[&id]))
                 }
                 Err(e) => {
                     budget.release(&id);
@@ -573,7 +575,7 @@ impl Runs {
             }
             let mut ended = false;
             state.apply(&record, &metrics, &mut |_| ended = true);
-            let run = state.runs.get(&id).filter(|_| ended).cloned();
+            let run = state.runs.get(&id).filter(|_| ended).map(|r| Run::clone(r));
             drop(state);
             let Some(run) = run else {
                 return Box::new(move || done(Err(start_lost(&id))));
@@ -782,7 +784,7 @@ impl Runs {
                     Planned::Start(id, at) => {
                         state.apply(&ops[at], &metrics, &mut |_| {});
                         if let Some(run) = state.runs.get(&id) {
-                            applied.push(Applied::Started(Box::new(run.clone())));
+                            applied.push(Applied::Started(run.clone()));
                         }
                     }
                     Planned::Events(id, events) => {
@@ -801,7 +803,7 @@ impl Runs {
                             let (spend, lines) = budget.charge(&settlement);
                             charged.push((applied.len(), lines));
                             applied.push(Applied::Finished(Box::new(Finished {
-                                run: run.clone(),
+                                run: Run::clone(run),
                                 spend,
                                 ledger_error: None,
                             })));
@@ -907,7 +909,7 @@ impl Runs {
         let current = state.runs.get(id).map(|r| &r.detail);
         if version.is_none() || version != current.map(|d| d.version) {
             let mut again = events.to_vec();
-            current.unwrap_or(&Detail::default()).fill(&mut again);
+            current.unwrap_or(&LazyDetail::default()).fill(&mut again);
             events = again.into();
             record = events_record(id, &events);
         }
@@ -952,14 +954,14 @@ impl Runs {
 
     /// The run with `id`, if known.
     pub fn get(&self, id: &str) -> Option<Run> {
-        self.lock().runs.get(id).cloned()
+        self.lock().runs.get(id).map(|r| Run::clone(r))
     }
 
     /// What `f` makes of the run with `id`, if known. `f` runs under the
     /// store's lock, so it should only copy out the few fields it needs;
     /// that is far cheaper than [`Runs::get`] for a run with a long history.
     pub fn with_run<R>(&self, id: &str, f: impl FnOnce(&Run) -> R) -> Option<R> {
-        self.lock().runs.get(id).map(f)
+        self.lock().runs.get(id).map(|r| f(r))
     }
 
     /// Up to `limit` runs with `status` (all when `None`) in start order,
@@ -1003,7 +1005,7 @@ impl Runs {
         let mut keys = first.into_sorted_vec();
         let more = keys.len() > limit;
         keys.truncate(limit);
-        let runs: Vec<Run> = keys.iter().map(|k| state.runs[k.id].clone()).collect();
+        let runs: Vec<Run> = keys.iter().map(|k| Run::clone(&state.runs[k.id])).collect();
         let next_after = more
             .then(|| keys.last().map(|k| k.id.to_string()))
             .flatten();
@@ -1114,7 +1116,7 @@ impl State {
             return;
         };
         let ts = v["ts"].as_f64().unwrap_or(0.0);
-        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let text = |k: &str| v[k].as_str().map(Box::from);
         match op {
             "start" => {
                 if self.runs.contains_key(id) {
@@ -1125,7 +1127,7 @@ impl State {
                 m.started.inc();
                 self.runs.insert(
                     id.to_string(),
-                    Run {
+                    Box::new(Run {
                         run_id: id.to_string(),
                         agent: text("agent"),
                         goal: text("goal"),
@@ -1138,8 +1140,8 @@ impl State {
                         strategy: text("strategy"),
                         max_iterations: v["max_iterations"].as_u64(),
                         traceparent: text("traceparent"),
-                        detail: Detail::default(),
-                    },
+                        detail: LazyDetail::default(),
+                    }),
                 );
             }
             "events" => {
@@ -1170,7 +1172,7 @@ impl State {
         id: &str,
         op: &str,
         ts: f64,
-        error: Option<String>,
+        error: Option<Box<str>>,
         reported_ms: Option<f64>,
         m: &RunMetrics,
     ) -> bool {

@@ -25,11 +25,7 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
     let outcome = match run.status {
         Status::Running => return None,
         Status::Completed => Outcome::Completed,
-        Status::Failed => Outcome::Failed(
-            run.error
-                .clone()
-                .unwrap_or_else(|| "run failed".to_string()),
-        ),
+        Status::Failed => Outcome::Failed(run.error.as_deref().unwrap_or("run failed").to_string()),
         Status::Cancelled => Outcome::Cancelled,
     };
     let (started, ended) = match (run.detail.event_span, run.ended_at?) {
@@ -73,8 +69,9 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         run_id: run.run_id.clone(),
         operation_id: run
             .work_order_id
-            .clone()
-            .unwrap_or_else(|| run.correlation().to_string()),
+            .as_deref()
+            .unwrap_or(run.correlation())
+            .to_string(),
         started_unix: started,
         ended_unix: ended,
         outcome,
@@ -122,7 +119,7 @@ mod tests {
             strategy: None,
             max_iterations: None,
             traceparent: None,
-            detail,
+            detail: detail.into(),
         }
     }
 
