@@ -34,6 +34,8 @@ pub struct AppConfig {
     pub declared: Vec<crate::declared::Declaration>,
     /// How many bus messages are kept.
     pub message_retention: crate::bus::Retention,
+    /// How many finished runs stay in memory, by count and bytes.
+    pub run_retention: crate::runs::Retention,
     /// How long a run may go without news before it is ended as
     /// abandoned; `None` never ends one.
     pub run_timeout: Option<Duration>,
@@ -169,7 +171,12 @@ impl App {
         };
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
-        let runs = Runs::open(&config.data_dir, run_metrics, budget.clone())?;
+        let runs = Runs::open(
+            &config.data_dir,
+            run_metrics,
+            budget.clone(),
+            config.run_retention,
+        )?;
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;

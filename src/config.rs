@@ -58,6 +58,10 @@ pub struct ServeConfig {
     /// `--retain-message-bytes` / `CONDUCTOR_RETAIN_MESSAGE_BYTES`: how many
     /// of the newest bus messages are kept, in memory and on disk.
     pub message_retention: crate::bus::Retention,
+    /// `--retain-runs` / `CONDUCTOR_RETAIN_RUNS` and `--retain-run-bytes` /
+    /// `CONDUCTOR_RETAIN_RUN_BYTES`: how many finished runs stay in memory,
+    /// by count and by bytes; 0 is no bound of that kind.
+    pub run_retention: crate::runs::Retention,
     /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
     pub metrics_file: Option<PathBuf>,
 }
@@ -161,6 +165,8 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "metrics-file",
             "retain-messages",
             "retain-message-bytes",
+            "retain-runs",
+            "retain-run-bytes",
             "run-timeout",
         ],
     }
@@ -398,6 +404,18 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 format!("{from} must be a size in bytes such as 64MiB (0 for no bound), not {v:?}")
             })?,
         };
+    let retain_runs = match setting("retain-runs", "CONDUCTOR_RETAIN_RUNS") {
+        None => crate::runs::DEFAULT_RETAINED_RUNS,
+        Some((v, from)) => v.parse::<u64>().map_err(|_| {
+            format!("{from} must be a number of finished runs (0 keeps every one), not {v:?}")
+        })?,
+    };
+    let retain_run_bytes = match setting("retain-run-bytes", "CONDUCTOR_RETAIN_RUN_BYTES") {
+        None => crate::runs::DEFAULT_RETAINED_RUN_BYTES,
+        Some((v, from)) => parse_size(&v).ok_or_else(|| {
+            format!("{from} must be a size in bytes such as 128MiB (0 for no bound), not {v:?}")
+        })?,
+    };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
     Ok(Command::Serve(ServeConfig {
         addr,
@@ -420,6 +438,10 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         message_retention: crate::bus::Retention {
             messages: retain_messages,
             bytes: retain_message_bytes,
+        },
+        run_retention: crate::runs::Retention {
+            runs: retain_runs,
+            bytes: retain_run_bytes,
         },
     }))
 }

@@ -38,6 +38,7 @@ impl Harness {
             otlp: None,
             declared,
             message_retention: crate::bus::Retention::default(),
+            run_retention: crate::runs::Retention::default(),
             run_timeout: None,
         };
         let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();

@@ -174,6 +174,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
         declared,
         message_retention: c.message_retention,
+        run_retention: c.run_retention,
         run_timeout: c.run_timeout,
     };
     let app = App::open(config, log).map_err(|e| match e {

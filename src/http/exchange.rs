@@ -283,6 +283,7 @@ mod tests {
             otlp: None,
             declared: Vec::new(),
             message_retention: crate::bus::Retention::default(),
+            run_retention: crate::runs::Retention::default(),
             run_timeout: None,
         };
         let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);

@@ -92,6 +92,55 @@ pub struct Detail {
     ended_before: usize,
 }
 
+/// Names each map of a finished run's [`Detail::summary`] keeps.
+pub const SUMMARY_NAMES: usize = 8;
+/// Gates a finished run's summary keeps, the newest.
+pub const SUMMARY_GATES: usize = 3;
+/// Bytes of each text a finished run's summary keeps (a gate's reason, a
+/// pull request's URL); longer ones are cut at a character boundary.
+pub const SUMMARY_TEXT: usize = 256;
+
+/// `s` cut to [`SUMMARY_TEXT`] bytes.
+fn cut(s: &str) -> String {
+    let mut end = s.len().min(SUMMARY_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn add_pair(sum: &mut (u64, u64), t: &(u64, u64)) {
+    sum.0 += t.0;
+    sum.1 += t.1;
+}
+
+/// The [`SUMMARY_NAMES`] entries of `map` with the largest `weight` (the
+/// first by name among equals), and the rest folded by `fold` under
+/// `other`.
+fn top<V: Clone + Default>(
+    map: &BTreeMap<String, V>,
+    weight: impl Fn(&V) -> u64,
+    fold: impl Fn(&mut V, &V),
+) -> BTreeMap<String, V> {
+    if map.len() <= SUMMARY_NAMES {
+        return map.iter().map(|(k, v)| (cut(k), v.clone())).collect();
+    }
+    let mut order: Vec<(&String, &V)> = map.iter().collect();
+    order.sort_by(|a, b| weight(b.1).cmp(&weight(a.1)).then(a.0.cmp(b.0)));
+    let keep = SUMMARY_NAMES - 1;
+    let mut out: BTreeMap<String, V> = BTreeMap::new();
+    let mut other = V::default();
+    for (i, (k, v)) in order.into_iter().enumerate() {
+        if i < keep && k != "other" {
+            out.insert(cut(k), v.clone());
+        } else {
+            fold(&mut other, v);
+        }
+    }
+    out.insert("other".to_string(), other);
+    out
+}
+
 /// A run's [`Detail`], made on its first change: a busy server holds many
 /// runs that have started and reported nothing yet, and an empty detail
 /// costs more than all the rest of a run. Reads of a run without one see
@@ -113,6 +162,18 @@ impl std::ops::Deref for LazyDetail {
 impl std::ops::DerefMut for LazyDetail {
     fn deref_mut(&mut self) -> &mut Detail {
         self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl LazyDetail {
+    /// The [`Detail::summary`] of a detail that was made; none otherwise.
+    pub fn summary(&self) -> LazyDetail {
+        LazyDetail(self.0.as_ref().map(|d| Box::new(d.summary())))
+    }
+
+    /// [`Detail::approx_bytes`] of a detail that was made; 0 otherwise.
+    pub fn approx_bytes(&self) -> u64 {
+        self.0.as_ref().map_or(0, |d| d.approx_bytes())
     }
 }
 
@@ -517,6 +578,100 @@ impl Detail {
             );
         }
         table.phase_costs(price)
+    }
+
+    /// What a finished run keeps of its detail: the counts and totals, the
+    /// [`SUMMARY_NAMES`] phases, phase token counts and models with the
+    /// most, the rest summed under `other`, the last [`SUMMARY_GATES`]
+    /// gates with reasons cut to [`SUMMARY_TEXT`] bytes, and how delivery
+    /// ended. What only a running run needs (open spans, start times,
+    /// tokens waiting for a span, the pricing table) is dropped: the trace
+    /// and the cost were taken from the whole detail when the run ended.
+    pub fn summary(&self) -> Detail {
+        let gates = self.gates.iter().rev().take(SUMMARY_GATES).rev();
+        let gates = gates.map(|g| Gate {
+            gate: cut(&g.gate),
+            passed: g.passed,
+            reason: g.reason.as_deref().map(cut),
+            at: g.at,
+        });
+        let delivery = self.delivery_completed.as_ref();
+        Detail {
+            iterations_started: self.iterations_started,
+            iterations_completed: self.iterations_completed,
+            current_iteration: self.current_iteration,
+            current_phase: self.current_phase.as_deref().map(cut),
+            phases: top(
+                &self.phases,
+                |s| s.completed,
+                |sum, s| {
+                    sum.completed += s.completed;
+                    sum.successes += s.successes;
+                    sum.total_seconds += s.total_seconds;
+                    sum.last_seconds = s.last_seconds;
+                },
+            ),
+            gates: gates.collect(),
+            tokens_by_phase: top(&self.tokens_by_phase, |t| t.0 + t.1, add_pair),
+            tokens_by_model: top(&self.tokens_by_model, |t| t.0 + t.1, add_pair),
+            delivery_started: self.delivery_started,
+            delivery_completed: delivery
+                .map(|(ok, pr, ci, at)| (*ok, pr.as_deref().map(cut), ci.as_deref().map(cut), *at)),
+            event_span: self.event_span,
+            version: self.version,
+            duration_seconds: self.duration_seconds,
+            ..Detail::default()
+        }
+    }
+
+    /// About how many bytes of memory the detail holds, allocator
+    /// overhead included: what retention by bytes counts.
+    pub fn approx_bytes(&self) -> u64 {
+        let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
+        let opt = |s: &Option<String>| s.as_deref().map_or(0, text);
+        // A map entry: its key, its share of a node, and the value.
+        let entry = |k: &str, value: usize| text(k) + 32 + value as u64;
+        let mut n = std::mem::size_of::<Detail>() as u64 + 16;
+        n += self.iteration_started_at.len() as u64 * 32;
+        n += self
+            .phase_started_at
+            .keys()
+            .map(|k| entry(k, 8))
+            .sum::<u64>();
+        n += self.phases.keys().map(|k| entry(k, 32)).sum::<u64>();
+        let gate = |g: &Gate| text(&g.gate) + opt(&g.reason) + std::mem::size_of::<Gate>() as u64;
+        n += self
+            .gates
+            .iter()
+            .chain(&self.root_gates)
+            .map(gate)
+            .sum::<u64>();
+        n += self
+            .tokens_by_phase
+            .keys()
+            .map(|k| entry(k, 16))
+            .sum::<u64>();
+        n += self
+            .tokens_by_model
+            .keys()
+            .map(|k| entry(k, 16))
+            .sum::<u64>();
+        let pairs = self.tokens_by_phase_model.keys();
+        n += pairs.map(|(p, m)| entry(p, 16) + text(m)).sum::<u64>();
+        n += self
+            .pending_tokens
+            .keys()
+            .map(|k| entry(k, 40))
+            .sum::<u64>();
+        for s in &self.spans {
+            n += std::mem::size_of::<PhaseRecord>() as u64 + text(&s.name) + opt(&s.model);
+            n += s.gates.iter().map(gate).sum::<u64>();
+        }
+        n += opt(&self.current_phase);
+        if let Some((_, pr, ci, _)) = &self.delivery_completed {
+            n += opt(pr) + opt(ci);
+        }
+        n
     }
 
     /// Total `(input, output)` tokens.

@@ -230,9 +230,59 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// How many finished runs stay in memory for lookups; older ones remain in
-/// the journal and in the counts.
-pub const FINISHED_RETAINED: usize = 100_000;
+/// The default of [`Retention::runs`].
+pub const DEFAULT_RETAINED_RUNS: u64 = 100_000;
+/// The default of [`Retention::bytes`]: 128 MiB.
+pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How many finished runs stay in memory for lookups, the newest, by
+/// count and by their approximate bytes (see [`Detail::approx_bytes`]);
+/// 0 means no bound of that kind. Older ones remain in the journal and in
+/// the counts. Plain data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished runs kept.
+    pub runs: u64,
+    /// Bytes of finished runs kept.
+    pub bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            runs: DEFAULT_RETAINED_RUNS,
+            bytes: DEFAULT_RETAINED_RUN_BYTES,
+        }
+    }
+}
+
+impl Run {
+    /// About how many bytes of memory the run holds in the store.
+    fn approx_bytes(&self) -> u64 {
+        let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
+        let texts = [
+            &self.agent,
+            &self.goal,
+            &self.error,
+            &self.work_order_id,
+            &self.correlation_id,
+            &self.strategy,
+            &self.traceparent,
+        ];
+        let own = texts
+            .iter()
+            .filter_map(|t| t.as_deref())
+            .map(text)
+            .sum::<u64>();
+        // The run, its box, its table slot, and its id three times: in the
+        // run, as its key, and in the order of finished runs.
+        std::mem::size_of::<Run>() as u64
+            + 64
+            + 3 * text(&self.run_id)
+            + own
+            + self.detail.approx_bytes()
+    }
+}
 
 /// One page of [`Runs::list`].
 #[derive(Clone, Debug, PartialEq)]
@@ -299,10 +349,14 @@ pub struct Runs {
 
 #[derive(Default)]
 struct State {
+    retention: Retention,
+    /// Finished runs held, oldest first, with their approximate bytes.
+    finished: std::collections::VecDeque<(String, u64)>,
+    /// The sum of those bytes.
+    finished_bytes: u64,
     /// Boxed, so that the table's free slots, up to half of it after it
     /// grows, cost a pointer each rather than a whole run.
     runs: HashMap<String, Box<Run>>,
-    finished_order: std::collections::VecDeque<String>,
     counts: Counts,
     /// Runs with a record on its way to the journal.
     pending: HashMap<String, Pending>,
@@ -426,10 +480,18 @@ impl Runs {
     /// still active get their budget reservation back, and the costs of
     /// runs that ended today or yesterday go into the budget ledger where
     /// a crash kept them out of it (see [`Budget::reconcile`]).
-    pub fn open(dir: &Path, metrics: RunMetrics, budget: Arc<Budget>) -> Result<Runs, Error> {
+    pub fn open(
+        dir: &Path,
+        metrics: RunMetrics,
+        budget: Arc<Budget>,
+        retention: Retention,
+    ) -> Result<Runs, Error> {
         let (journal, replay) =
             Journal::open(dir.join("runs.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
-        let mut state = State::default();
+        let mut state = State {
+            retention,
+            ..State::default()
+        };
         let since = time::day_of(time::now_unix()) - 1;
         let mut settlements = Vec::new();
         for (i, record) in replay.records.iter().enumerate() {
@@ -441,7 +503,7 @@ impl Runs {
                 let why = "not a run record";
                 return Err(Error::Storage(replay.unreadable(i, why).to_string()));
             }
-            state.apply(&v, &metrics, &mut |end| {
+            state.apply(&v, &metrics, &mut |end, _| {
                 if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
                     settlements.push(s);
                 }
@@ -506,7 +568,7 @@ impl Runs {
             state.unmark(&id, |p| p.starting = false);
             let result = match o {
                 Ok(()) => {
-                    state.apply(&record, &metrics, &mut |_| {});
+                    state.apply(&record, &metrics, &mut |_, _| {});
                     Ok(Run::clone(&state.runs[&id]))
                 }
                 Err(e) => {
@@ -573,9 +635,9 @@ impl Runs {
                 drop(state);
                 return Box::new(move || done(Err(Error::Storage(e.to_string()))));
             }
-            let mut ended = false;
-            state.apply(&record, &metrics, &mut |_| ended = true);
-            let run = state.runs.get(&id).filter(|_| ended).map(|r| Run::clone(r));
+            let mut whole = None;
+            state.apply(&record, &metrics, &mut |_, d| whole = Some(d));
+            let run = state.whole(&id, whole);
             drop(state);
             let Some(run) = run else {
                 return Box::new(move || done(Err(start_lost(&id))));
@@ -782,7 +844,7 @@ impl Runs {
             for step in plan {
                 match step {
                     Planned::Start(id, at) => {
-                        state.apply(&ops[at], &metrics, &mut |_| {});
+                        state.apply(&ops[at], &metrics, &mut |_, _| {});
                         if let Some(run) = state.runs.get(&id) {
                             applied.push(Applied::Started(run.clone()));
                         }
@@ -797,13 +859,13 @@ impl Runs {
                         applied.push(Applied::Events(run.ids(), events));
                     }
                     Planned::End(id, at, _, settlement) => {
-                        let mut ended = false;
-                        state.apply(&ops[at], &metrics, &mut |_| ended = true);
-                        if let Some(run) = state.runs.get(&id).filter(|_| ended) {
+                        let mut whole = None;
+                        state.apply(&ops[at], &metrics, &mut |_, d| whole = Some(d));
+                        if let Some(run) = state.whole(&id, whole) {
                             let (spend, lines) = budget.charge(&settlement);
                             charged.push((applied.len(), lines));
                             applied.push(Applied::Finished(Box::new(Finished {
-                                run: Run::clone(run),
+                                run,
                                 spend,
                                 ledger_error: None,
                             })));
@@ -1084,6 +1146,15 @@ impl State {
         }
     }
 
+    /// The run `id` that just ended, with the `whole` detail its end gave
+    /// back: what its answer, its events and its trace show.
+    fn whole(&self, id: &str, whole: Option<LazyDetail>) -> Option<Run> {
+        let (run, whole) = (self.runs.get(id)?, whole?);
+        let mut run = Run::clone(run);
+        run.detail = whole;
+        Some(run)
+    }
+
     /// Notes a record in flight for run `id`, doing `f`.
     fn mark(&mut self, id: &str, f: impl FnOnce(&mut Pending)) {
         let p = self.pending.entry(id.to_string()).or_default();
@@ -1104,8 +1175,9 @@ impl State {
 
     /// Applies one journal record and moves the metrics it concerns; used
     /// both live and on replay, so the two can never disagree. `ended`
-    /// sees each end op that ended a run.
-    fn apply(&mut self, v: &Value, m: &RunMetrics, ended: &mut dyn FnMut(&Value)) {
+    /// sees each end op that ended a run, with the run's whole detail: the
+    /// store keeps only its summary.
+    fn apply(&mut self, v: &Value, m: &RunMetrics, ended: &mut dyn FnMut(&Value, LazyDetail)) {
         if v["op"] == "batch" {
             for op in v["ops"].as_array().into_iter().flatten() {
                 self.apply(op, m, ended);
@@ -1154,10 +1226,11 @@ impl State {
                     }
                 }
             }
-            "complete" | "fail" | "cancel" | "abandon"
-                if self.finish(id, op, ts, text("error"), v["duration_ms"].as_f64(), m) =>
-            {
-                ended(v)
+            "complete" | "fail" | "cancel" | "abandon" => {
+                let error = text("error");
+                if let Some(whole) = self.finish(id, op, ts, error, v["duration_ms"].as_f64(), m) {
+                    ended(v, whole);
+                }
             }
             _ => {}
         }
@@ -1175,12 +1248,10 @@ impl State {
         error: Option<Box<str>>,
         reported_ms: Option<f64>,
         m: &RunMetrics,
-    ) -> bool {
-        let Some(run) = self.runs.get_mut(id) else {
-            return false;
-        };
+    ) -> Option<LazyDetail> {
+        let run = self.runs.get_mut(id)?;
         if run.status != Status::Running {
-            return false;
+            return None;
         }
         let (status, count) = match op {
             "complete" => (Status::Completed, &mut self.counts.completed),
@@ -1203,15 +1274,24 @@ impl State {
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
         let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
-        run.detail.duration_seconds = Some(seconds);
         m.cycle_duration.observe(&[outcome], seconds);
-        self.finished_order.push_back(id.to_string());
-        while self.finished_order.len() > FINISHED_RETAINED {
-            if let Some(old) = self.finished_order.pop_front() {
+        let summary = run.detail.summary();
+        let mut whole = std::mem::replace(&mut run.detail, summary);
+        whole.duration_seconds = Some(seconds);
+        let bytes = run.approx_bytes();
+        self.finished.push_back((id.to_string(), bytes));
+        self.finished_bytes += bytes;
+        let Retention { runs, bytes: most } = self.retention;
+        while self.finished.len() > 1
+            && ((runs > 0 && self.finished.len() as u64 > runs)
+                || (most > 0 && self.finished_bytes > most))
+        {
+            if let Some((old, bytes)) = self.finished.pop_front() {
                 self.runs.remove(&old);
+                self.finished_bytes -= bytes;
             }
         }
-        true
+        Some(whole)
     }
 }
 
@@ -1242,7 +1322,7 @@ mod tests {
         let clock = Arc::new(crate::budget::SystemClock);
         let budget = Arc::new(Budget::open(budget, clock).unwrap());
         let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
-        Runs::open(dir, metrics, budget).unwrap()
+        Runs::open(dir, metrics, budget, Retention::default()).unwrap()
     }
 
     /// Calls `f` with a callback and waits for what it is given.
@@ -1300,10 +1380,93 @@ mod tests {
         assert_eq!(finished.spend.amount, (price * 1e6).round() / 1e6);
         assert_eq!(finished.run.status, Status::Completed);
         assert_eq!(runs.counts().completed, 1);
+        // The store keeps the finished run's summary; its answer had all.
+        let kept = runs.get("r").unwrap();
+        assert_eq!(kept.detail.tokens(), finished.run.detail.tokens());
+        assert!(kept.detail.tokens_by_phase_model.is_empty());
         drop(runs);
         let reopened = open(&dir);
-        assert_eq!(reopened.get("r").unwrap(), finished.run);
+        assert_eq!(reopened.get("r").unwrap(), kept);
         assert_eq!(reopened.budget.status().today_spend, finished.spend.amount);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A run with 250 distinct 64-character phase, gate and model names and
+    /// 2,048-byte gate reasons, as JSON events.
+    fn heavy_events() -> Value {
+        let name = |kind: &str, i: usize| format!("{kind}-{i:0>58}");
+        let events: Vec<Value> = (0..250)
+            .flat_map(|i| {
+                [
+                    json!({"type": "phase_started", "phase": name("phase", i)}),
+                    json!({"type": "tokens", "phase": name("phase", i), "model": name("model", i),
+                        "input_tokens": 10 + i, "output_tokens": 1}),
+                    json!({"type": "gate_checked", "gate": name("gate-", i), "passed": i % 2 == 0,
+                        "reason": "r".repeat(2048)}),
+                    json!({"type": "phase_completed", "phase": name("phase", i), "success": true}),
+                ]
+            })
+            .collect();
+        Value::Array(events)
+    }
+
+    #[test]
+    fn a_finished_run_keeps_a_summary_and_retention_bounds_bytes() {
+        let dir = std::env::temp_dir().join(format!("runs-summary-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = open(&dir);
+        let events: Arc<[Timed]> = event::parse_batch(&heavy_events(), time::now_unix())
+            .unwrap()
+            .into();
+        let new = |id: &str| NewRun {
+            run_id: Some(id.into()),
+            ..NewRun::default()
+        };
+        wait(|done| runs.start(new("heavy"), done)).unwrap();
+        wait(|done| runs.record_events("heavy", events, None, done)).unwrap();
+        let running = runs.get("heavy").unwrap();
+        let finished = wait(|done| runs.finish("heavy", Finish::Complete, None, done)).unwrap();
+        assert_eq!(finished.run.detail.phases.len(), 250, "the answer has all");
+        let kept = runs.get("heavy").unwrap();
+        let d = &kept.detail;
+        assert_eq!(d.phases.len(), detail::SUMMARY_NAMES);
+        assert_eq!(d.phases["other"].completed, 250 - 7);
+        assert_eq!(d.tokens(), running.detail.tokens(), "totals are whole");
+        assert_eq!(d.tokens_by_model.len(), detail::SUMMARY_NAMES);
+        assert_eq!(d.gates.len(), detail::SUMMARY_GATES);
+        let reason = d.gates[0].reason.as_deref().unwrap();
+        assert_eq!(reason.len(), detail::SUMMARY_TEXT);
+        assert!(d.spans.is_empty() && d.tokens_by_phase_model.is_empty());
+        let before = running.detail.approx_bytes();
+        let after = kept.detail.approx_bytes();
+        assert!(before > 500_000 && after < 8_192, "{before} then {after}");
+        drop(runs);
+        // Reopened with room for about three such summaries: the oldest
+        // go first, and the counts stay whole.
+        let budget = crate::budget::BudgetConfig::new(&dir);
+        let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
+        let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
+        let retention = Retention {
+            runs: 0,
+            bytes: Run::clone(&kept).approx_bytes() * 3 + 100,
+        };
+        let runs = Runs::open(&dir, metrics, budget, retention).unwrap();
+        assert_eq!(runs.get("heavy").unwrap(), kept);
+        for i in 0..5 {
+            let id = format!("h{i}");
+            wait(|done| runs.start(new(&id), done)).unwrap();
+            let events: Arc<[Timed]> = event::parse_batch(&heavy_events(), time::now_unix())
+                .unwrap()
+                .into();
+            wait(|done| runs.record_events(&id, events, None, done)).unwrap();
+            wait(|done| runs.finish(&id, Finish::Cancel, None, done)).unwrap();
+        }
+        let held: Vec<bool> = ["heavy", "h0", "h1", "h2", "h3", "h4"]
+            .iter()
+            .map(|id| runs.get(id).is_some())
+            .collect();
+        assert_eq!(held, [false, false, false, true, true, true]);
+        assert_eq!((runs.counts().completed, runs.counts().cancelled), (1, 5));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
