@@ -11,9 +11,12 @@
 #                                 as before it, at least the 201s wrk read (wrk drops the answers
 #                                 in flight when a round ends), and the next message's id follows it
 #   bytes_per_run <n> bytes       RssAnon growth per run over 100k runs started through the API
+#   rss_worst_case_mib <n> MiB    VmRSS after scripts/worst_case_load.py filled every in-memory
+#                                 cap with the worst shapes of run and message
 #
 # Targets (docs/operations.md): start_ms_big <= 1.5 x start_ms_small and <= 300 ms,
-# rss_restart_ratio <= 1.25, data_dir_mib <= 64, appends_counter_exact 1, bytes_per_run <= 512.
+# rss_restart_ratio <= 1.25, data_dir_mib <= 64, appends_counter_exact 1, bytes_per_run <= 512,
+# rss_worst_case_mib <= 256.
 # Every append and start must be answered 201, so a failing server cannot produce a figure.
 set -euo pipefail
 
@@ -173,6 +176,16 @@ started=$(drive /api/v1/runs "$tmp/runs.lua" 0 "$RUNS")
 anon_after=$(status_kib RssAnon)
 printf 'lifecycle: %s runs; RssAnon %s KiB before, %s KiB after\n' "$started" "$anon_before" "$anon_after" >&2
 
+stop_server
+
+# The worst case: every in-memory cap filled with the largest shapes, at the default caps.
+start_server "$tmp/worst" --daily-budget 1000000
+curl -fsS -o /dev/null --max-time 5 "$CM_URL/healthz"
+timeout 600 python3 "$(dirname "${BASH_SOURCE[0]}")/worst_case_load.py" "$CM_URL" \
+    $((64 * 1024 * 1024)) $((64 * 1024 * 1024)) >&2
+rss_worst_kib=$(status_kib VmRSS)
+printf 'lifecycle: worst case VmRSS %s KiB, RssAnon %s KiB\n' "$rss_worst_kib" "$(status_kib RssAnon)" >&2
+
 figure start_ms_small "$start_ms_small" ms
 figure start_ms_big "$start_ms_big" ms
 figure rss_restart_ratio "$(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%.2f", a / b }')" ratio
@@ -180,3 +193,4 @@ figure data_dir_mib "$(awk -v b="$data_dir_bytes" 'BEGIN { printf "%.1f", b / 10
 figure appends_counter_exact "$appends_counter_exact" boolean
 figure bytes_per_run "$(awk -v a="$anon_after" -v b="$anon_before" -v n="$started" \
     'BEGIN { printf "%.0f", (a - b) * 1024 / n }')" bytes
+figure rss_worst_case_mib "$(awk -v k="$rss_worst_kib" 'BEGIN { printf "%.1f", k / 1024 }')" MiB

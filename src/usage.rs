@@ -56,7 +56,7 @@ Options (each has an environment variable; the flag wins):
   --retain-messages N    newest bus messages kept  CONDUCTOR_RETAIN_MESSAGES (100000; 0: no bound)
   --retain-message-bytes BYTES  bytes of them kept  CONDUCTOR_RETAIN_MESSAGE_BYTES (64MiB; 0: no bound)
   --retain-runs N        newest finished runs kept  CONDUCTOR_RETAIN_RUNS (100000; 0: no bound)
-  --retain-run-bytes BYTES  bytes of them kept   CONDUCTOR_RETAIN_RUN_BYTES (128MiB; 0: no bound)
+  --retain-run-bytes BYTES  bytes of them kept   CONDUCTOR_RETAIN_RUN_BYTES (64MiB; 0: no bound)
 
 Traces (OpenTelemetry), by environment variable only:
   OTEL_EXPORTER_OTLP_ENDPOINT     http:// OTLP/HTTP collector; unset: no tracing

@@ -63,7 +63,8 @@ pub(crate) struct State {
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     books: BTreeMap<i64, DayBook>,
-    holds: HashMap<String, Hold>,
+    /// By run id; a boxed str, as every running run has one.
+    holds: HashMap<Box<str>, Hold>,
     /// Micro-dollars recorded since the process started.
     pub recorded: i64,
     /// Reservations refused since the process started.
@@ -152,7 +153,7 @@ impl State {
         let book = self.book(hold.day);
         book.reserved += hold.micros;
         book.holds += 1;
-        self.holds.insert(run_id.to_string(), hold);
+        self.holds.insert(run_id.into(), hold);
     }
 
     /// Removes `run_id`'s reservation, if it has one. The day's book stays

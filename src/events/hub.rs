@@ -18,6 +18,11 @@ use crate::time;
 /// How many of the newest events the hub keeps for subscribers that resume.
 pub const RETAINED: usize = 10_000;
 
+/// How many bytes of them at most: an event carries what its client sent
+/// (a run's goal, a gate's reason), so a count alone would not bound it.
+/// An event's bytes count twice, for its rendering for the streams.
+pub const RETAINED_BYTES: usize = 8 * 1024 * 1024;
+
 /// How many events may wait for one subscriber before it is cut off as lagged.
 pub const QUEUE_CAPACITY: usize = 1024;
 
@@ -143,6 +148,12 @@ pub struct Published {
 }
 
 impl Published {
+    /// The bytes it counts for in the ring: its JSON twice (once rendered
+    /// for the streams) and its bookkeeping.
+    fn bytes(&self) -> usize {
+        2 * self.json.len() + 128
+    }
+
     /// Its sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -363,6 +374,8 @@ struct State {
     /// Whether the last reservation failed, so the error is logged once.
     reserve_failing: bool,
     ring: VecDeque<Arc<Published>>,
+    /// The bytes the ring's events hold, as [`RETAINED_BYTES`] counts them.
+    ring_bytes: usize,
     subscribers: Vec<Registered>,
     next_id: u64,
     /// The latest `received_at` given, so that one never goes back in seq
@@ -426,6 +439,7 @@ impl Hub {
                 reserved,
                 reserve_failing: false,
                 ring: VecDeque::new(),
+                ring_bytes: 0,
                 subscribers: Vec::new(),
                 next_id: 0,
                 last_received: 0.0,
@@ -485,9 +499,13 @@ impl Hub {
                     json,
                     rendered: OnceLock::new(),
                 });
+                s.ring_bytes += published.bytes();
                 s.ring.push_back(published.clone());
-                if s.ring.len() > RETAINED {
-                    s.ring.pop_front();
+                while s.ring.len() > RETAINED || (s.ring_bytes > RETAINED_BYTES && s.ring.len() > 1)
+                {
+                    if let Some(old) = s.ring.pop_front() {
+                        s.ring_bytes -= old.bytes();
+                    }
                 }
                 s.subscribers.retain(|r| {
                     if !r.filter.matches(&published) {

@@ -232,8 +232,8 @@ pub struct Counts {
 
 /// The default of [`Retention::runs`].
 pub const DEFAULT_RETAINED_RUNS: u64 = 100_000;
-/// The default of [`Retention::bytes`]: 128 MiB.
-pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 128 * 1024 * 1024;
+/// The default of [`Retention::bytes`]: 64 MiB.
+pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many finished runs stay in memory for lookups, the newest, by
 /// count and by their approximate bytes (see [`Detail::approx_bytes`]);
@@ -356,7 +356,7 @@ struct State {
     finished_bytes: u64,
     /// Boxed, so that the table's free slots, up to half of it after it
     /// grows, cost a pointer each rather than a whole run.
-    runs: HashMap<String, Box<Run>>,
+    runs: HashMap<Box<str>, Box<Run>>,
     counts: Counts,
     /// Runs with a record on its way to the journal.
     pending: HashMap<String, Pending>,
@@ -569,7 +569,7 @@ impl Runs {
             let result = match o {
                 Ok(()) => {
                     state.apply(&record, &metrics, &mut |_, _| {});
-                    Ok(Run::clone(&state.runs[&id]))
+                    Ok(Run::clone(&state.runs[id.as_str()]))
                 }
                 Err(e) => {
                     budget.release(&id);
@@ -845,12 +845,12 @@ impl Runs {
                 match step {
                     Planned::Start(id, at) => {
                         state.apply(&ops[at], &metrics, &mut |_, _| {});
-                        if let Some(run) = state.runs.get(&id) {
+                        if let Some(run) = state.runs.get(id.as_str()) {
                             applied.push(Applied::Started(run.clone()));
                         }
                     }
                     Planned::Events(id, events) => {
-                        let Some(run) = state.runs.get_mut(&id) else {
+                        let Some(run) = state.runs.get_mut(id.as_str()) else {
                             continue;
                         };
                         for e in &events {
@@ -981,7 +981,7 @@ impl Runs {
         self.queue.submit_in_order(record, move |o| {
             let mut state = lock(&shared);
             state.unmark(&id, |p| p.forget(Some(&events)));
-            let result = match (o, state.runs.get_mut(&id)) {
+            let result = match (o, state.runs.get_mut(id.as_str())) {
                 (Err(e), _) => Err(Error::Storage(e.to_string())),
                 (Ok(()), None) => Err(start_lost(&id)),
                 (Ok(()), Some(run)) => {
@@ -1198,7 +1198,7 @@ impl State {
                 m.active.inc();
                 m.started.inc();
                 self.runs.insert(
-                    id.to_string(),
+                    id.into(),
                     Box::new(Run {
                         run_id: id.to_string(),
                         agent: text("agent"),
@@ -1287,7 +1287,7 @@ impl State {
                 || (most > 0 && self.finished_bytes > most))
         {
             if let Some((old, bytes)) = self.finished.pop_front() {
-                self.runs.remove(&old);
+                self.runs.remove(old.as_str());
                 self.finished_bytes -= bytes;
             }
         }
