@@ -120,6 +120,22 @@ figure() {
     printf '%s %s %s\n' "$1" "$2" "$3"
 }
 
+# check NAME VALUE OP BOUND notes a figure out of its bound (OP is <, <=, >= or ==);
+# end_checks then names every one noted and fails.
+bound_failures=()
+check() {
+    awk -v g="$2" -v op="$3" -v b="$4" 'BEGIN {
+        ok = (op == "<") ? g < b : (op == "<=") ? g <= b : (op == ">=") ? g >= b : (op == "==") ? g == b : 0
+        exit !ok
+    }' || bound_failures+=("$1 is $2, not $3 $4")
+}
+end_checks() {
+    if ((${#bound_failures[@]} > 0)); then
+        printf 'out of bounds: %s\n' "${bound_failures[@]}" >&2
+        exit 1
+    fi
+}
+
 # A free loopback TCP port, picked by the kernel.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
