@@ -513,3 +513,158 @@ fn sigkill_during_segment_rotation_and_deletion_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// The cost, in micro-dollars, client `t` gives the `i`th run it completes.
+fn cost_micros(t: usize, i: usize) -> u64 {
+    1_000 + ((t * 7919 + i * 104_729) % 9_000) as u64
+}
+
+/// Starts runs, reports tokens and completes them with a cost, until stopped; returns the runs
+/// whose start was acknowledged, and whether their completion was.
+fn run_client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool) -> Acked {
+    let mut acked = Acked::default();
+    let Ok(mut conn) = Client::connect(addr) else {
+        return acked;
+    };
+    let deadline = Instant::now() + TIME_LIMIT;
+    let headers = [("Content-Type", "application/json")];
+    let tokens = json!([{"type": "tokens", "phase": "plan", "model": "m",
+        "input_tokens": 1000, "output_tokens": 10}]);
+    for i in 0..MAX_OPS_PER_THREAD {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            break;
+        }
+        let id = format!("cost-{t}-{}", i / 3);
+        let (path, body) = match i % 3 {
+            0 => ("/api/v1/runs".to_string(), json!({"run_id": id})),
+            1 => (format!("/api/v1/runs/{id}/events"), tokens.clone()),
+            _ => {
+                let cost = cost_micros(t, i / 3) as f64 / 1e6;
+                (format!("/api/v1/runs/{id}/complete"), json!({"cost": cost}))
+            }
+        };
+        let bytes = serde_json::to_vec(&body).expect("serialize");
+        let Ok(r) = conn.send("POST", &path, &headers, Some(&bytes)) else {
+            break;
+        };
+        if !(200..300).contains(&r.status) {
+            let text = String::from_utf8_lossy(&r.body);
+            acked
+                .unexpected
+                .push(format!("POST {path}: {} {text}", r.status));
+            break;
+        }
+        match i % 3 {
+            0 => acked.runs.push((id, false)),
+            2 => {
+                let last = acked.runs.last_mut().expect("started");
+                last.1 = true;
+            }
+            _ => {}
+        }
+        acks.fetch_add(1, Ordering::Relaxed);
+    }
+    acked
+}
+
+/// SIGKILL at random moments while clients start runs, report tokens and complete them with a
+/// cost. A run's end and its cost are one record: after each restart, every acknowledged
+/// completion holds, the day's spend is exactly the sum of the costs of the completed runs
+/// (never a cost without its end, nor an end without its cost), the completed counter equals
+/// the completed runs and never goes back, and the ledger holds each run at most once.
+#[test]
+fn sigkill_during_run_ends_keeps_each_end_and_its_cost_together() {
+    const ROUNDS: usize = 4;
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let args = ["--daily-budget", "1000000"];
+    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut completed_before = 0.0;
+    for round in 0..ROUNDS {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let kill_after = 60 + (seed >> 33) as usize % 300;
+        let mut server = ServerProc::start(&data, &args, &[]);
+        let acks = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = server.addr();
+        let clients: Vec<_> = (0..4)
+            .map(|t| {
+                let (acks, stop) = (Arc::clone(&acks), Arc::clone(&stop));
+                thread::spawn(move || run_client(addr, round * 10 + t, &acks, &stop))
+            })
+            .collect();
+        poll_until(TIME_LIMIT, || {
+            (acks.load(Ordering::Relaxed) >= kill_after).then_some(())
+        });
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        let acked: Vec<Acked> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+        for a in &acked {
+            assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
+        }
+
+        let server = ServerProc::start(&data, &args, &[]);
+        clean_journals(&data);
+        let runs = all_runs(&server);
+        let status: HashMap<&str, &str> = runs
+            .iter()
+            .map(|r| (r["run_id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+            .collect();
+        for a in &acked {
+            for (id, completed) in &a.runs {
+                let want: &[&str] = if *completed {
+                    &["completed"]
+                } else {
+                    &["running", "completed"]
+                };
+                let got = status.get(id.as_str()).copied();
+                assert!(
+                    got.is_some_and(|s| want.contains(&s)),
+                    "round {round}: {id} is {got:?}"
+                );
+            }
+        }
+        let mut spent = 0u64;
+        let mut completed = 0;
+        for r in runs.iter().filter(|r| r["status"] == "completed") {
+            let id = r["run_id"].as_str().unwrap();
+            let (t, n) = id
+                .strip_prefix("cost-")
+                .and_then(|rest| rest.split_once('-'))
+                .expect("a run of this test");
+            spent += cost_micros(t.parse().unwrap(), n.parse().unwrap());
+            completed += 1;
+        }
+        let budget = get_json(server.addr(), "/api/v1/budget").json();
+        let today = (budget["today_spend"].as_f64().unwrap() * 1e6).round() as u64;
+        assert_eq!(
+            today, spent,
+            "round {round}: the spend is the completed runs' costs"
+        );
+        assert_eq!(budget["spend_events"].as_u64(), Some(completed));
+        let counted = metric(&server, "agent_cycles_total{outcome=\"completed\"}");
+        assert_eq!(counted, completed as f64);
+        assert!(counted >= completed_before, "the counter went back");
+        completed_before = counted;
+        let ledgers = std::fs::read_dir(data.join("budget")).unwrap();
+        let mut lines = 0;
+        for entry in ledgers.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".jsonl") {
+                let text = std::fs::read_to_string(entry.path()).unwrap();
+                lines += text
+                    .lines()
+                    .filter(|l| l.contains("\"kind\":\"run\""))
+                    .count();
+            }
+        }
+        assert_eq!(lines as u64, completed, "each run once in the ledger");
+        eprintln!(
+            "round {round}: killed after {kill_after} acks; {completed} runs completed, \
+             ${} spent",
+            budget["today_spend"]
+        );
+    }
+}
