@@ -62,6 +62,9 @@ impl Replay {
     }
 }
 
+/// How much of a journal a start reads at once.
+const READ_CHUNK: usize = 1 << 20;
+
 /// The member each record line ends with, before the checksum's eight hex digits and `"}`.
 const CRC_MEMBER: &[u8] = b",\"crc32c\":\"";
 
@@ -211,48 +214,102 @@ impl Journal {
     /// Opens or creates the journal at `path` (creating parent dirs) and replays it.
     ///
     /// A torn tail (bytes after the last `'\n'`) is cut off by truncating the file and syncing,
-    /// so later appends start on a clean line. The whole file is read into memory.
+    /// so later appends start on a clean line. Every record is kept in memory; a store that
+    /// replays a long journal reads it with [`Journal::open_each`] instead.
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
         let path = path.as_ref().to_path_buf();
-        let fail = |kind, offset, e| Error::new(&path, kind, offset, Some(e));
+        let (mut records, mut offsets) = (Vec::new(), Vec::new());
+        let (journal, truncated_bytes) = Journal::read(&path, |_, offset, record| {
+            records.push(record.to_vec());
+            offsets.push(offset);
+            Ok(())
+        })?;
+        let replay = Replay {
+            records,
+            truncated_bytes,
+            offsets,
+            path,
+        };
+        Ok((journal, replay))
+    }
+
+    /// Opens or creates the journal at `path` like [`Journal::open`], handing each record to
+    /// `each` in file order as it is read, so that neither the file nor its records are held
+    /// in memory: a replay needs only the store's own state. An error from `each` (why the
+    /// store cannot read the record) refuses the open naming the file, the line and the byte
+    /// offset, as damage does. Returns the journal and the bytes of torn tail cut off.
+    pub fn open_each(
+        path: impl AsRef<Path>,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(Journal, u64), Error> {
+        let path = path.as_ref().to_path_buf();
+        Journal::read(&path, |line, offset, record| {
+            each(record).map_err(|why| {
+                let why = format!("it is not a record this version can read ({why})");
+                damaged(&path, line, offset, why, false)
+            })
+        })
+    }
+
+    /// Opens `path`, reads it a chunk at a time and hands each complete line's record to
+    /// `each` with its line number and offset, then cuts the torn tail.
+    fn read(
+        path: &Path,
+        mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), Error>,
+    ) -> Result<(Journal, u64), Error> {
+        let fail = |kind, offset, e| Error::new(path, kind, offset, Some(e));
         let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = parent {
             fs::create_dir_all(dir).map_err(|e| fail(Kind::Open, None, e))?;
         }
         let mut options = OpenOptions::new();
-        let opened = options.read(true).append(true).create(true).open(&path);
+        let opened = options.read(true).append(true).create(true).open(path);
         let mut file = opened.map_err(|e| fail(Kind::Open, None, e))?;
-        let mut data = Vec::new();
-        let read = file.read_to_end(&mut data);
-        read.map_err(|e| fail(Kind::Read, None, e))?;
-        if data.is_empty() {
+        // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
+        let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
+        let (mut line, mut offset, mut checked, mut total) = (0u64, 0u64, false, 0u64);
+        loop {
+            if start > 0 {
+                buf.drain(..start);
+                start = 0;
+            }
+            let have = buf.len();
+            buf.resize(have + READ_CHUNK, 0);
+            let n = loop {
+                match file.read(&mut buf[have..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other.map_err(|e| fail(Kind::Read, None, e))?,
+                }
+            };
+            buf.truncate(have + n);
+            total += n as u64;
+            while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+                let bytes = &buf[start..start + end];
+                line += 1;
+                let record = check_line(bytes, &mut checked)
+                    .map_err(|why| damaged(path, line, offset, why.to_string(), true))?;
+                each(line, offset, &record)?;
+                offset += end as u64 + 1;
+                start += end + 1;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        if total == 0 {
             // The file may have just been created; its directory entry must be durable too.
             let dir = File::open(parent.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
             dir.map_err(|e| fail(Kind::Open, None, e))?;
         }
-        let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let truncated_bytes = (data.len() - keep) as u64;
+        let truncated_bytes = total - offset;
         if truncated_bytes > 0 {
-            let cut = file.set_len(keep as u64).and_then(|()| file.sync_data());
-            cut.map_err(|e| fail(Kind::Truncate, Some(keep as u64), e))?;
+            let cut = file.set_len(offset).and_then(|()| file.sync_data());
+            cut.map_err(|e| fail(Kind::Truncate, Some(offset), e))?;
         }
-        let lines = scan(&data[..keep]).0;
-        let (mut records, mut offsets) = (Vec::with_capacity(lines.len()), Vec::new());
-        for scanned in lines {
-            let (line, offset) = (scanned.line, scanned.offset);
-            let record = scanned
-                .record
-                .map_err(|why| damaged(&path, line, offset, why.to_string(), true))?;
-            records.push(record);
-            offsets.push(offset);
-        }
-        let replay = Replay {
-            records,
+        Ok((
+            Journal::with_file(path.to_path_buf(), file, offset),
             truncated_bytes,
-            offsets,
-            path: path.clone(),
-        };
-        Ok((Journal::with_file(path, file, keep as u64), replay))
+        ))
     }
 
     fn with_file(path: PathBuf, file: File, len: u64) -> Journal {
@@ -630,6 +687,45 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+        cleanup(&path);
+    }
+
+    #[test]
+    fn open_each_streams_lines_longer_than_a_chunk_and_names_what_it_refuses() {
+        let path = temp_path("each");
+        let (j, _) = Journal::open(&path).unwrap();
+        let long = format!(r#"{{"x":"{}"}}"#, "y".repeat(READ_CHUNK * 2 + 17));
+        let records: Vec<Vec<u8>> = (0..5)
+            .map(|i| match i {
+                2 => long.clone().into_bytes(),
+                _ => format!(r#"{{"i":{i}}}"#).into_bytes(),
+            })
+            .collect();
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        j.append_all(&refs).unwrap();
+        drop(j);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"torn":"#).unwrap();
+        let mut seen = Vec::new();
+        let (_, cut) = Journal::open_each(&path, |r| {
+            seen.push(r.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cut, 8, "the torn tail is cut");
+        assert!(seen == records, "the records, whole and in order");
+        assert!(Journal::open(&path).unwrap().1.records == records);
+        let refused = Journal::open_each(&path, |r| match r.starts_with(b"{\"x\"") {
+            true => Err("too long".to_string()),
+            false => Ok(()),
+        });
+        let e = refused.err().unwrap().to_string();
+        let offset = 2 * (records[0].len() + CRC_SUFFIX_LEN);
+        assert!(
+            e.contains("line 3") && e.contains(&offset.to_string()),
+            "{e}"
+        );
+        assert!(e.contains("too long"), "{e}");
         cleanup(&path);
     }
 

@@ -148,13 +148,14 @@ impl Declared {
         let queue = if families.declared.is_empty() {
             None
         } else {
-            let (journal, replay) =
-                Journal::open(dir.join(JOURNAL)).map_err(|e| Error::Storage(e.to_string()))?;
-            for record in &replay.records {
-                let f = &families;
+            // A record at a time: a start holds the series, not their history.
+            let f = &families;
+            let (journal, _) = Journal::open_each(dir.join(JOURNAL), |record| {
                 let updates = update::from_record(record, &f.declared, &f.index, &mut skipped);
                 f.apply(&updates);
-            }
+                Ok(())
+            })
+            .map_err(|e| Error::Storage(e.to_string()))?;
             let queue = CommitQueue::start(Arc::new(journal), "metrics", Acks::Spread(1))
                 .map_err(|e| Error::Storage(e.to_string()))?;
             Some(queue)

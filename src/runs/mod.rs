@@ -486,29 +486,29 @@ impl Runs {
         budget: Arc<Budget>,
         retention: Retention,
     ) -> Result<Runs, Error> {
-        let (journal, replay) =
-            Journal::open(dir.join("runs.jsonl")).map_err(|e| Error::Storage(e.to_string()))?;
         let mut state = State {
             retention,
             ..State::default()
         };
         let since = time::day_of(time::now_unix()) - 1;
         let mut settlements = Vec::new();
-        for (i, record) in replay.records.iter().enumerate() {
+        // Read a record at a time: a start holds the runs, not their history.
+        let (journal, _) = Journal::open_each(dir.join("runs.jsonl"), |record| {
             // The journal checked each line's checksum, so a record that is
             // not one of ours was written by another version: skipping it
             // would lose a change and make the counters jump.
             let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
             if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
-                let why = "not a run record";
-                return Err(Error::Storage(replay.unreadable(i, why).to_string()));
+                return Err("not a run record".into());
             }
             state.apply(&v, &metrics, &mut |end, _| {
                 if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
                     settlements.push(s);
                 }
             });
-        }
+            Ok(())
+        })
+        .map_err(|e| Error::Storage(e.to_string()))?;
         for run in state.runs.values().filter(|r| r.status == Status::Running) {
             budget.restore_reservation(&run.run_id, run.started_at)?;
         }
