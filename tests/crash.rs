@@ -36,6 +36,23 @@ struct Acked {
     unexpected: Vec<String>,
 }
 
+/// POSTs `body` to `path`; the answer's JSON when it is a 2xx. `None` when the server is gone
+/// (whatever was in flight is unacknowledged) or answered otherwise, which goes in
+/// `acked.unexpected`.
+fn post_acked(conn: &mut Client, path: &str, body: &Value, acked: &mut Acked) -> Option<Value> {
+    let headers = [("Content-Type", "application/json")];
+    let bytes = serde_json::to_vec(body).expect("serialize");
+    let r = conn.send("POST", path, &headers, Some(&bytes)).ok()?;
+    if !(200..300).contains(&r.status) {
+        let text = String::from_utf8_lossy(&r.body);
+        acked
+            .unexpected
+            .push(format!("POST {path}: {} {text}", r.status));
+        return None;
+    }
+    Some(r.json())
+}
+
 /// Cycles through append, append, start, complete until told to stop, a bound is hit, or the
 /// connection dies with the server.
 fn client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool) -> Acked {
@@ -44,7 +61,6 @@ fn client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool) -> 
         return acked;
     };
     let deadline = Instant::now() + TIME_LIMIT;
-    let headers = [("Content-Type", "application/json")];
     for i in 0..MAX_OPS_PER_THREAD {
         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
             break;
@@ -63,19 +79,9 @@ fn client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool) -> 
                 _ => continue,
             },
         };
-        let bytes = serde_json::to_vec(&body).expect("serialize");
-        let Ok(r) = conn.send("POST", &path, &headers, Some(&bytes)) else {
-            // The server is gone; whatever was in flight is unacknowledged.
+        let Some(answer) = post_acked(&mut conn, &path, &body, &mut acked) else {
             break;
         };
-        if !(200..300).contains(&r.status) {
-            let text = String::from_utf8_lossy(&r.body);
-            acked
-                .unexpected
-                .push(format!("POST {path}: {} {text}", r.status));
-            break;
-        }
-        let answer = r.json();
         match i % 4 {
             0 | 1 => {
                 let id = answer["msg_id"].as_str().expect("msg_id").to_string();
@@ -429,6 +435,48 @@ fn a_flipped_byte_refuses_the_start_until_repair_moves_the_line_aside() {
     assert_eq!(bodies, [1, 2, 4, 5].map(|i| json!(format!("message-{i}"))));
 }
 
+/// The next number of a small generator, so that kill points differ from run to run.
+fn next_random(seed: &mut u64) -> usize {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*seed >> 33) as usize
+}
+
+/// A client of a kill round: its address, its number, the shared count of acknowledgements and
+/// the flag that stops it.
+type RoundClient = fn(SocketAddr, usize, &AtomicUsize, &AtomicBool) -> Acked;
+
+/// Runs four `client`s on `server`, numbered after `round` so that each round's run ids are
+/// new, SIGKILLs the server once they have `kill_after` acknowledgements while they keep
+/// writing, and returns what they saw acknowledged, none of it unexpected.
+fn kill_after_acks(
+    server: &mut ServerProc,
+    kill_after: usize,
+    round: usize,
+    client: RoundClient,
+) -> Vec<Acked> {
+    let acks = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = server.addr();
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (acks, stop) = (Arc::clone(&acks), Arc::clone(&stop));
+            thread::spawn(move || client(addr, round * 10 + t, &acks, &stop))
+        })
+        .collect();
+    poll_until(TIME_LIMIT, || {
+        (acks.load(Ordering::Relaxed) >= kill_after).then_some(())
+    });
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<Acked> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    for a in &acked {
+        assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
+    }
+    acked
+}
+
 /// SIGKILL at random moments while clients write to a bus that keeps only 64 messages, in
 /// segments of 8, so that kills land during segment rotations and deletions too. After each
 /// restart: the counter never went back and counts every acknowledged append, the kept messages
@@ -441,40 +489,19 @@ fn sigkill_during_segment_rotation_and_deletion_loses_nothing_acknowledged() {
     let data = dir.join("data");
     let keep = KEEP.to_string();
     let args = ["--retain-messages", keep.as_str()];
-    // A small generator: the kill points differ from run to run, and are printed.
+    // The kill points differ from run to run, and are printed.
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     let mut counted = 0.0;
     let mut acked_ever = 0usize;
     for round in 0..ROUNDS {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let kill_after = 100 + (seed >> 33) as usize % 400;
+        let kill_after = 100 + next_random(&mut seed) % 400;
         let mut server = ServerProc::start(&data, &args, &[]);
         let after_restart = metric(&server, "conductor_messagebus_appends_total");
         assert!(
             after_restart >= counted,
             "the counter went back: {after_restart} < {counted}"
         );
-        let acks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let addr = server.addr();
-        // Run ids carry the client's number, so each round's are new.
-        let clients: Vec<_> = (0..4)
-            .map(|t| {
-                let (acks, stop) = (Arc::clone(&acks), Arc::clone(&stop));
-                thread::spawn(move || client(addr, round * 10 + t, &acks, &stop))
-            })
-            .collect();
-        poll_until(TIME_LIMIT, || {
-            (acks.load(Ordering::Relaxed) >= kill_after).then_some(())
-        });
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        let acked: Vec<Acked> = clients.into_iter().map(|h| h.join().unwrap()).collect();
-        for a in &acked {
-            assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
-        }
+        let acked = kill_after_acks(&mut server, kill_after, round, client);
         let acked_now: usize = acked.iter().map(|a| a.messages.len()).sum();
         acked_ever += acked_now;
 
@@ -527,7 +554,6 @@ fn run_client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool)
         return acked;
     };
     let deadline = Instant::now() + TIME_LIMIT;
-    let headers = [("Content-Type", "application/json")];
     let tokens = json!([{"type": "tokens", "phase": "plan", "model": "m",
         "input_tokens": 1000, "output_tokens": 10}]);
     for i in 0..MAX_OPS_PER_THREAD {
@@ -543,15 +569,7 @@ fn run_client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool)
                 (format!("/api/v1/runs/{id}/complete"), json!({"cost": cost}))
             }
         };
-        let bytes = serde_json::to_vec(&body).expect("serialize");
-        let Ok(r) = conn.send("POST", &path, &headers, Some(&bytes)) else {
-            break;
-        };
-        if !(200..300).contains(&r.status) {
-            let text = String::from_utf8_lossy(&r.body);
-            acked
-                .unexpected
-                .push(format!("POST {path}: {} {text}", r.status));
+        if post_acked(&mut conn, &path, &body, &mut acked).is_none() {
             break;
         }
         match i % 3 {
@@ -581,29 +599,9 @@ fn sigkill_during_run_ends_keeps_each_end_and_its_cost_together() {
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     let mut completed_before = 0.0;
     for round in 0..ROUNDS {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let kill_after = 60 + (seed >> 33) as usize % 300;
+        let kill_after = 60 + next_random(&mut seed) % 300;
         let mut server = ServerProc::start(&data, &args, &[]);
-        let acks = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let addr = server.addr();
-        let clients: Vec<_> = (0..4)
-            .map(|t| {
-                let (acks, stop) = (Arc::clone(&acks), Arc::clone(&stop));
-                thread::spawn(move || run_client(addr, round * 10 + t, &acks, &stop))
-            })
-            .collect();
-        poll_until(TIME_LIMIT, || {
-            (acks.load(Ordering::Relaxed) >= kill_after).then_some(())
-        });
-        server.kill();
-        stop.store(true, Ordering::Relaxed);
-        let acked: Vec<Acked> = clients.into_iter().map(|h| h.join().unwrap()).collect();
-        for a in &acked {
-            assert!(a.unexpected.is_empty(), "{:?}", a.unexpected);
-        }
+        let acked = kill_after_acks(&mut server, kill_after, round, run_client);
 
         let server = ServerProc::start(&data, &args, &[]);
         clean_journals(&data);

@@ -20,7 +20,22 @@ pub fn valid_phase(phase: &str) -> bool {
     (1..=64).contains(&phase.len()) && phase.bytes().all(allowed)
 }
 
-pub(crate) fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
+/// Checks a run's cost by phase and converts it to micro-dollars; a phase
+/// named twice is one entry, as in the ledger's `phases` object.
+pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String, i64)>, Error> {
+    let mut phases: Vec<(String, i64)> = Vec::with_capacity(phase_costs.len());
+    for (phase, cost) in phase_costs {
+        check_phase(phase, "phase_costs")?;
+        let micros = money::to_micros(*cost, "phase_costs")?;
+        match phases.iter_mut().find(|(p, _)| p == phase) {
+            Some((_, sum)) => *sum += micros,
+            None => phases.push((phase.clone(), micros)),
+        }
+    }
+    Ok(phases)
+}
+
+fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
     match phase.is_empty() || valid_phase(phase) {
         true => Ok(()),
         false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
@@ -45,16 +60,7 @@ impl Budget {
         cost: SpendInput,
         phase_costs: &[(String, f64)],
     ) -> Result<Recorded, Error> {
-        let mut phases = Vec::with_capacity(phase_costs.len());
-        for (phase, cost) in phase_costs {
-            check_phase(phase, "phase_costs")?;
-            let micros = money::to_micros(*cost, "phase_costs")?;
-            // A phase named twice is one entry in the ledger's `phases` object.
-            match phases.iter_mut().find(|(p, _)| p == phase) {
-                Some((_, sum)) => *sum += micros,
-                None => phases.push((phase.clone(), micros)),
-            }
-        }
+        let phases = phase_micros(phase_costs)?;
         let charge = cost.charge(&self.pricing)?;
         let entry = Entry {
             kind: "run",

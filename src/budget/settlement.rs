@@ -16,8 +16,8 @@ use crate::journal;
 use crate::time;
 
 use super::ledger::{self, Entry};
-use super::money::{self, dollars, Charge, SpendInput};
-use super::record::check_phase;
+use super::money::{dollars, Charge, SpendInput};
+use super::record::phase_micros;
 use super::report::Recorded;
 use super::Budget;
 
@@ -91,16 +91,7 @@ impl Budget {
         phase_costs: &[(String, f64)],
         ts: f64,
     ) -> Result<Settlement, Error> {
-        let mut phases: Vec<(String, i64)> = Vec::with_capacity(phase_costs.len());
-        for (phase, cost) in phase_costs {
-            check_phase(phase, "phase_costs")?;
-            let micros = money::to_micros(*cost, "phase_costs")?;
-            // A phase named twice is one entry in the ledger's `phases` object.
-            match phases.iter_mut().find(|(p, _)| p == phase) {
-                Some((_, sum)) => *sum += micros,
-                None => phases.push((phase.clone(), micros)),
-            }
-        }
+        let phases = phase_micros(phase_costs)?;
         let micros = cost.charge(&self.pricing)?.micros;
         let (state, _) = self.lock();
         let day = state.hold_day(run_id).unwrap_or(state.today);

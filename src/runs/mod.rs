@@ -594,15 +594,7 @@ impl Runs {
         done: impl FnOnce(Result<Finished, Error>) + Send + 'static,
     ) {
         let mut state = self.lock();
-        let refused = match state.status_of(id) {
-            None => Some(Error::NotFound(format!("run {id} not found"))),
-            Some(Status::Running) => None,
-            Some(s) => Some(Error::Conflict(format!(
-                "run {id} is already {}",
-                s.as_str()
-            ))),
-        };
-        if let Some(e) = refused {
+        if let Err(e) = state.running(id) {
             drop(state);
             return done(Err(e));
         }
@@ -956,15 +948,7 @@ impl Runs {
         let mut record = events_record(id, &events);
         let mut events = events;
         let mut state = self.lock();
-        let refused = match state.status_of(id) {
-            None => Some(Error::NotFound(format!("run {id} not found"))),
-            Some(Status::Running) => None,
-            Some(s) => Some(Error::Conflict(format!(
-                "run {id} is already {}",
-                s.as_str()
-            ))),
-        };
-        if let Some(e) = refused {
+        if let Err(e) = state.running(id) {
             drop(state);
             return done(Err(e));
         }
@@ -1153,6 +1137,19 @@ impl State {
         let mut run = Run::clone(run);
         run.detail = whole;
         Some(run)
+    }
+
+    /// Whether run `id` is running, counting records in flight: an unknown
+    /// run is [`Error::NotFound`], an ended one [`Error::Conflict`].
+    fn running(&self, id: &str) -> Result<(), Error> {
+        match self.status_of(id) {
+            None => Err(Error::NotFound(format!("run {id} not found"))),
+            Some(Status::Running) => Ok(()),
+            Some(s) => Err(Error::Conflict(format!(
+                "run {id} is already {}",
+                s.as_str()
+            ))),
+        }
     }
 
     /// Notes a record in flight for run `id`, doing `f`.
