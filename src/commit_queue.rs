@@ -168,10 +168,16 @@ impl CommitQueue {
         // can panic while holding, so poisoning cannot hide a broken state.
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError((_, apply))) = tx.send((record, Box::new(apply))) {
-            // The committer thread is gone; nothing can become durable.
-            let err = journal::Error::closed(&self.path);
-            drop(tx);
-            run_replies(run_applies(&Err(Arc::new(err)), vec![apply]));
+            // The committer thread is gone; nothing can become durable. The
+            // callback runs on a thread of its own, as the caller may hold a
+            // lock it takes.
+            let err = Arc::new(journal::Error::closed(&self.path));
+            let answer = move || run_replies(run_applies(&Err(err), vec![apply]));
+            // Should even that thread not start, the request goes unanswered
+            // until its connection times out.
+            let _ = thread::Builder::new()
+                .name("ack-closed".into())
+                .spawn(answer);
         }
     }
 }
