@@ -8,7 +8,7 @@
 //! `conductor_messagebus_appends_total` counts every append ever
 //! acknowledged, from the segment headers, not from what is kept.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -139,7 +139,7 @@ struct State {
     /// Settled sequence numbers, with their messages and sizes, waiting
     /// for an earlier one's callback; a failed append settles as `None` so
     /// it never blocks later ones.
-    waiting: std::collections::BTreeMap<u64, Option<(Message, u64)>>,
+    waiting: BTreeMap<u64, Option<(Message, u64)>>,
     /// The last sequence number visible to readers.
     visible_seq: u64,
     /// The last sequence number handed out (durable or not).
@@ -177,27 +177,16 @@ impl Bus {
         for record in &opened.records {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
-            let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
-            let Some(seq) = v["seq"].as_u64() else {
+            let Some(message) = read_record(record) else {
                 let why = "a record without a seq, which no message lacks";
                 return Err(Error::Storage(format!(
                     "the message journal in {}: {why}",
                     dir.join("messages").display()
                 )));
             };
-            state.last_seq = state.last_seq.max(seq);
+            state.last_seq = state.last_seq.max(message.seq);
             state.visible_seq = state.last_seq;
-            state.push(
-                Message {
-                    msg_id: msg_id(seq),
-                    seq,
-                    kind: v["type"].as_str().unwrap_or_default().to_string(),
-                    body: v["body"].to_string().into_boxed_str(),
-                    run_id: v["run_id"].as_str().map(str::to_string),
-                    timestamp: v["ts"].as_f64().unwrap_or(0.0),
-                },
-                record.len() as u64 + 1,
-            );
+            state.push(message, record.len() as u64 + 1);
         }
         appends.inc_by(opened.appended);
         let queue = CommitQueue::start(segments, "bus", Acks::Spread(2))
@@ -305,6 +294,25 @@ impl Bus {
     pub fn appended(&self) -> u64 {
         self.appends.get() as u64
     }
+}
+
+/// The message a journal record holds, or `None` for a record without a
+/// seq. The body is kept as the record's text of it, which [`record`]
+/// wrote from a parsed value, so it is already compact: no tree is built.
+fn read_record(record: &[u8]) -> Option<Message> {
+    use serde_json::value::RawValue;
+    let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(record).ok()?;
+    let field = |k: &str| fields.get(k).map(|v| v.get());
+    let seq: u64 = serde_json::from_str(field("seq")?).ok()?;
+    let text = |k: &str| field(k).and_then(|v| serde_json::from_str::<Option<String>>(v).ok());
+    Some(Message {
+        msg_id: msg_id(seq),
+        seq,
+        kind: text("type").flatten().unwrap_or_default(),
+        body: field("body").unwrap_or("null").into(),
+        run_id: text("run_id").flatten(),
+        timestamp: field("ts").and_then(|t| t.parse().ok()).unwrap_or(0.0),
+    })
 }
 
 /// The journal record of `m`: the bytes of
