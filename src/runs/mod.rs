@@ -400,16 +400,15 @@ enum Planned {
 /// events together, in order, against the run as its durable records
 /// left it (a run the batch starts, as new).
 fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
-    let mut ids: Vec<&str> = Vec::new();
-    let owned: Vec<String> = steps.iter().map(|p| p.run_id.clone()).collect();
-    for (p, id) in steps.iter().zip(&owned) {
-        if matches!(p.step, Step::Event(_)) && !ids.contains(&id.as_str()) {
-            ids.push(id);
+    let mut ids: Vec<String> = Vec::new();
+    for p in &steps {
+        if matches!(p.step, Step::Event(_)) && !ids.contains(&p.run_id) {
+            ids.push(p.run_id.clone());
         }
     }
     let new = Detail::default();
-    for id in ids {
-        let of_run = |p: &Progress| p.run_id == id && matches!(p.step, Step::Event(_));
+    for id in &ids {
+        let of_run = |p: &Progress| p.run_id == *id && matches!(p.step, Step::Event(_));
         let mut events: Vec<Timed> = steps
             .iter()
             .filter(|p| of_run(p))
@@ -420,7 +419,7 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
             .collect();
         state
             .runs
-            .get(id)
+            .get(id.as_str())
             .map_or(&new, |r| &r.detail)
             .fill(&mut events);
         let mut filled = events.into_iter();
@@ -773,8 +772,11 @@ impl Runs {
                     let settlement = match self.price_end(&state, id, None, &later, now) {
                         Ok(s) => s,
                         Err(e) => {
-                            for id in &started {
-                                self.budget.release(id);
+                            // Every start of the batch reserved, not only
+                            // those before this end.
+                            let starts = steps.iter().filter(|q| matches!(q.step, Step::Start(_)));
+                            for q in starts {
+                                self.budget.release(&q.run_id);
                             }
                             drop(state);
                             return done(Err(e));
@@ -1464,6 +1466,28 @@ mod tests {
             .collect();
         assert_eq!(held, [false, false, false, true, true, true]);
         assert_eq!((runs.counts().completed, runs.counts().cancelled), (1, 5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_batch_refused_for_its_price_keeps_no_reservation() {
+        let dir = std::env::temp_dir().join(format!("runs-batch-price-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = open(&dir);
+        // An end priced past the largest amount is refused, after the
+        // batch's first start and before its second.
+        let batch = json!([
+            {"type": "run_started", "run_id": "a"},
+            {"type": "tokens", "run_id": "a", "phase": "p", "model": "m",
+                "input_tokens": 1_000_000_000_000_000_u64, "output_tokens": 0},
+            {"type": "run_completed", "run_id": "a", "result": "succeeded"},
+            {"type": "run_started", "run_id": "b"},
+        ]);
+        let steps = progress::parse_batch(&batch, time::now_unix(), None).unwrap();
+        let refused = wait(|done| runs.apply_batch(steps, done));
+        assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
+        assert_eq!(runs.budget.status().reserved, 0.0);
+        assert!(runs.get("a").is_none() && runs.get("b").is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
