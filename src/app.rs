@@ -36,6 +36,8 @@ pub struct AppConfig {
     pub message_retention: crate::bus::Retention,
     /// How many finished runs stay in memory, by count and bytes.
     pub run_retention: crate::runs::Retention,
+    /// The journal growth after which the run store writes a snapshot.
+    pub snapshot_bytes: u64,
     /// How long a run may go without news before it is ended as
     /// abandoned; `None` never ends one.
     pub run_timeout: Option<Duration>,
@@ -176,6 +178,8 @@ impl App {
             run_metrics,
             budget.clone(),
             config.run_retention,
+            config.snapshot_bytes,
+            log,
         )?;
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)

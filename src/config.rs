@@ -62,6 +62,9 @@ pub struct ServeConfig {
     /// `CONDUCTOR_RETAIN_RUN_BYTES`: how many finished runs stay in memory,
     /// by count and by bytes; 0 is no bound of that kind.
     pub run_retention: crate::runs::Retention,
+    /// `--snapshot-bytes` / `CONDUCTOR_SNAPSHOT_BYTES`: the journal growth
+    /// after which the run store writes a snapshot; 0 writes none.
+    pub snapshot_bytes: u64,
     /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
     pub metrics_file: Option<PathBuf>,
 }
@@ -167,6 +170,7 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "retain-message-bytes",
             "retain-runs",
             "retain-run-bytes",
+            "snapshot-bytes",
             "run-timeout",
         ],
     }
@@ -416,6 +420,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             format!("{from} must be a size in bytes such as 128MiB (0 for no bound), not {v:?}")
         })?,
     };
+    let snapshot_bytes = match setting("snapshot-bytes", "CONDUCTOR_SNAPSHOT_BYTES") {
+        None => crate::runs::DEFAULT_SNAPSHOT_BYTES,
+        Some((v, from)) => parse_size(&v).ok_or_else(|| {
+            format!("{from} must be a size in bytes such as 16MiB (0 for no snapshots), not {v:?}")
+        })?,
+    };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
     Ok(Command::Serve(ServeConfig {
         addr,
@@ -443,6 +453,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             runs: retain_runs,
             bytes: retain_run_bytes,
         },
+        snapshot_bytes,
     }))
 }
 

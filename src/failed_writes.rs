@@ -39,6 +39,7 @@ impl Harness {
             declared,
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
+            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout: None,
         };
         let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();

@@ -82,6 +82,35 @@ fn push_line(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(b"\"}\n");
 }
 
+/// Writes `records` as the whole of the file at `path`, in the journal's
+/// line format, crash-only: into `PATH.tmp` first, synced, then renamed
+/// over `path`, and the directory synced. A crash leaves the old file or
+/// the new one whole, and at worst a `.tmp` file to delete. Returns the
+/// bytes written.
+pub fn replace_with(path: &Path, records: impl IntoIterator<Item = Vec<u8>>) -> io::Result<u64> {
+    let tmp = path.with_extension("tmp");
+    let mut file = io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
+    let (mut line, mut written) = (Vec::new(), 0u64);
+    for record in records {
+        if !is_record(&record) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a one-line JSON object",
+            ));
+        }
+        line.clear();
+        push_line(&mut line, &record);
+        io::Write::write_all(&mut file, &line)?;
+        written += line.len() as u64;
+    }
+    let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+    Ok(written)
+}
+
 /// Whether a journal takes `record`: a one-line JSON object with at least one member, whose
 /// closing brace the checksum member goes before.
 fn is_record(record: &[u8]) -> bool {

@@ -175,6 +175,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         declared,
         message_retention: c.message_retention,
         run_retention: c.run_retention,
+        snapshot_bytes: c.snapshot_bytes,
         run_timeout: c.run_timeout,
     };
     let app = App::open(config, log).map_err(|e| match e {

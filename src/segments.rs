@@ -120,22 +120,7 @@ impl Segments {
         legacy: Option<&Path>,
         retention: Retention,
     ) -> Result<(Segments, Opened), String> {
-        fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
-        if let Some(old) = legacy.filter(|p| p.is_file()) {
-            migrate(old, dir)?;
-        }
-        let mut numbers = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| storage(dir, e))? {
-            let name = entry.map_err(|e| storage(dir, e))?.file_name();
-            let number = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
-            if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
-                numbers.push(n);
-            }
-        }
-        numbers.sort_unstable();
-        if numbers.is_empty() {
-            numbers.push(1);
-        }
+        let numbers = prepare(dir, legacy)?;
         // Newest first, until the retained amounts are covered.
         let mut loaded: Vec<(Segment, Vec<Vec<u8>>, Option<u64>)> = Vec::new();
         let (mut records, mut bytes) = (0u64, 0u64);
@@ -199,6 +184,106 @@ impl Segments {
             appended,
         };
         Ok((segments, opened))
+    }
+
+    /// Opens the segments in `dir` (creating it) of a store whose state up
+    /// to record number `from` (counting every record ever appended, from
+    /// 0) a snapshot holds: deletes the segments wholly before that record,
+    /// and hands each record from it on to `each`, oldest first, a record at
+    /// a time. `retention` gives only the segment size here: the store
+    /// keeps what it writes until [`drop_covered`] deletes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Segments::open`]; also when records after `from` are missing
+    /// (a segment deleted by hand), and when `each` refuses a record.
+    pub fn open_from(
+        dir: &Path,
+        legacy: Option<&Path>,
+        retention: Retention,
+        from: u64,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<Segments, String> {
+        let mut numbers = prepare(dir, legacy)?;
+        let firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
+        // The newest segment that begins at or before `from` holds it; the
+        // ones before it are covered.
+        let start = (0..numbers.len())
+            .rev()
+            .find(|&i| firsts[i].is_some_and(|f| f <= from))
+            .unwrap_or(0);
+        for &number in &numbers[..start] {
+            let _ = fs::remove_file(dir.join(file_name(number)));
+        }
+        numbers.drain(..start);
+        let mut kept = VecDeque::new();
+        let mut appended = firsts[start].unwrap_or(0);
+        if appended > from {
+            return Err(format!(
+                "segments {}: records {from} to {} are missing; a snapshot covers the records before {from}",
+                dir.display(),
+                appended - 1
+            ));
+        }
+        let mut current = None;
+        let (mut headless, mut unheaded) = (false, false);
+        for (i, &number) in numbers.iter().enumerate() {
+            let path = dir.join(file_name(number));
+            let mut seg = Segment {
+                number,
+                records: 0,
+                bytes: 0,
+            };
+            let mut headed = false;
+            let (journal, _) = Journal::open_each(&path, |record| {
+                if seg.records == 0 && !headed {
+                    if let Some(before) = read_header(record) {
+                        headed = true;
+                        if before != appended {
+                            return Err(format!("its header counts {before} records before it, the segments before it {appended}"));
+                        }
+                        return Ok(());
+                    }
+                }
+                seg.records += 1;
+                seg.bytes += record.len() as u64 + 1;
+                appended += 1;
+                if appended > from {
+                    each(record)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            if i + 1 == numbers.len() {
+                headless = number != 0 && !headed && seg.records == 0;
+                unheaded = number != 0 && !headed && seg.records > 0;
+                current = Some(journal);
+            }
+            kept.push_back(seg);
+        }
+        if appended < from {
+            return Err(format!(
+                "segments {}: records {appended} to {} are missing; a snapshot covers the records before {from}",
+                dir.display(),
+                from - 1
+            ));
+        }
+        let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
+        let mut segments = Segments {
+            dir: dir.to_path_buf(),
+            retention: Retention {
+                records: 0,
+                bytes: 0,
+                ..retention
+            },
+            kept,
+            current,
+            headless,
+            appended,
+            rotate: false,
+        };
+        segments.rotate = segments.full() || unheaded;
+        Ok(segments)
     }
 
     /// Appends `records` durably, together, beginning a new segment first if
@@ -293,6 +378,62 @@ impl Segments {
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()
     }
+}
+
+/// Creates `dir`, moves a `legacy` journal into it (see [`Segments::open`]),
+/// and lists its segments' numbers, oldest first: at least one.
+fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
+    fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
+    if let Some(old) = legacy.filter(|p| p.is_file()) {
+        migrate(old, dir)?;
+    }
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| storage(dir, e))? {
+        let name = entry.map_err(|e| storage(dir, e))?.file_name();
+        let number = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
+        if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    if numbers.is_empty() {
+        numbers.push(1);
+    }
+    Ok(numbers)
+}
+
+/// The number of the first record of segment `number` in `dir`: 0 for
+/// segment 0 (a migrated journal), its header's count for any other, and
+/// `None` when it has no header yet (it is new, or missing).
+fn first_of(dir: &Path, number: u64) -> Option<u64> {
+    if number == 0 {
+        return Some(0);
+    }
+    let mut head = [0u8; 256];
+    let n = fs::File::open(dir.join(file_name(number)))
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .ok()?;
+    let line = &head[..=head[..n].iter().position(|&b| b == b'\n')?];
+    let (lines, _) = journal::scan(line);
+    read_header(lines.first()?.record.as_deref().ok()?)
+}
+
+/// Deletes the segments in `dir` whose records all come before record
+/// number `before`, as a durable snapshot of the store holds them; the
+/// newest segment always stays. Returns how many went. A deletion lost to
+/// a crash is done by the next start ([`Segments::open_from`]).
+pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
+    let numbers = prepare(dir, None)?;
+    let mut dropped = 0;
+    for pair in numbers.windows(2) {
+        // The next segment's first record is one past this one's last.
+        if first_of(dir, pair[1]).is_none_or(|f| f > before) {
+            break;
+        }
+        fs::remove_file(dir.join(file_name(pair[0]))).map_err(|e| storage(dir, e))?;
+        dropped += 1;
+    }
+    Ok(dropped)
 }
 
 /// Appends `records` to `journal` after the header naming `appended_before`,

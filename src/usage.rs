@@ -57,6 +57,7 @@ Options (each has an environment variable; the flag wins):
   --retain-message-bytes BYTES  bytes of them kept  CONDUCTOR_RETAIN_MESSAGE_BYTES (64MiB; 0: no bound)
   --retain-runs N        newest finished runs kept  CONDUCTOR_RETAIN_RUNS (100000; 0: no bound)
   --retain-run-bytes BYTES  bytes of them kept   CONDUCTOR_RETAIN_RUN_BYTES (64MiB; 0: no bound)
+  --snapshot-bytes BYTES  run journal growth between snapshots  CONDUCTOR_SNAPSHOT_BYTES (16MiB; 0: none)
 
 Traces (OpenTelemetry), by environment variable only:
   OTEL_EXPORTER_OTLP_ENDPOINT     http:// OTLP/HTTP collector; unset: no tracing

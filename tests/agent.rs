@@ -174,12 +174,9 @@ fn a_refused_trigger_is_429_and_names_the_estimate_in_cents() {
         "{message}"
     );
     assert_eq!(body["run_estimate"], 0.15);
-    assert!(
-        dir.join("runs.jsonl")
-            .metadata()
-            .map_or(true, |m| m.len() == 0),
-        "a refused trigger journals nothing"
-    );
+    let segment = dir.join("runs").join("0000000001.jsonl");
+    let journaled = segment.metadata().expect("the run journal's first segment");
+    assert_eq!(journaled.len(), 0, "a refused trigger journals nothing");
     assert_eq!(
         get_json(server.addr(), "/api/v1/agent/status").json(),
         json!({"status": "idle"})

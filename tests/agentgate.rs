@@ -283,7 +283,8 @@ fn a_bad_event_anywhere_in_a_batch_changes_nothing() {
     ] {
         assert_eq!(sample(&after, series), sample(&before, series), "{series}");
     }
-    let journal = std::fs::read_to_string(dir.join("runs.jsonl")).unwrap_or_default();
+    let segment = dir.join("runs").join("0000000001.jsonl");
+    let journal = std::fs::read_to_string(segment).expect("the run journal's first segment");
     assert!(journal.is_empty(), "{journal}");
 }
 

@@ -74,12 +74,9 @@ fn an_exhausted_budget_answers_429_with_retry_after_and_the_milestone_body() {
         assert!(!body[key].is_null(), "{key} in {body}");
     }
     assert_eq!(body["error"]["code"], "BUDGET_EXHAUSTED");
-    assert!(
-        dir.join("runs.jsonl")
-            .metadata()
-            .map_or(true, |m| m.len() == 0),
-        "nothing journaled"
-    );
+    let segment = dir.join("runs").join("0000000001.jsonl");
+    let journaled = segment.metadata().expect("the run journal's first segment");
+    assert_eq!(journaled.len(), 0, "nothing journaled");
 
     // The milestone's own check, through the CLI.
     let out = run_cli(

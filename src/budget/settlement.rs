@@ -182,30 +182,34 @@ impl Budget {
     }
 
     /// Charges and writes the settlements of runs whose end is in the run
-    /// journal but whose line is missing from that day's ledger, as a
-    /// crash between the two leaves them. A ledger holds a run's line at
-    /// most once, so a run id already there counts as settled.
+    /// journal (or its snapshot) but whose line is missing from that day's
+    /// ledger, as a crash between the two leaves them. A ledger holds a
+    /// run's line at most once, so a run id already there counts as
+    /// settled. Returns the settlements whose append failed: they are kept
+    /// to try again (see [`Budget::write_settlement`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] when a ledger cannot be read; a failed append is
-    /// kept to try again (see [`Budget::write_settlement`]).
-    pub fn reconcile(&self, settlements: &[Settlement]) -> Result<usize, Error> {
+    /// [`Error::Storage`] when a ledger cannot be read.
+    pub fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
         days.dedup();
-        let mut missing = 0;
+        let mut owed = Vec::new();
         for day in days {
-            let settled = settled_runs(&ledger::path(&self.settings.dir, day))?;
+            let mut settled = settled_runs(&ledger::path(&self.settings.dir, day))?;
             for s in settlements.iter().filter(|s| s.day == day) {
-                if !settled.contains(s.run_id.as_str()) {
+                // A settlement carried by the snapshot may also be in the
+                // journal after it: charged once.
+                if settled.insert(s.run_id.clone()) {
                     let (_, lines) = self.charge(s);
-                    let _ = self.write_settlement(lines);
-                    missing += 1;
+                    if self.write_settlement(lines).is_err() {
+                        owed.push(s.clone());
+                    }
                 }
             }
         }
-        Ok(missing)
+        Ok(owed)
     }
 }
 

@@ -284,6 +284,7 @@ mod tests {
             declared: Vec::new(),
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
+            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout: None,
         };
         let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);

@@ -55,6 +55,27 @@ impl Counter {
         add_f64(&self.core.float_bits, v);
     }
 
+    /// The value in its two parts, the whole-number increments and the
+    /// fractional ones, which [`Counter::add_parts`] adds back exactly: for
+    /// carrying a counter across a restart.
+    pub fn parts(&self) -> (u64, f64) {
+        let int = self.core.int.load(Ordering::Relaxed);
+        (
+            int,
+            f64::from_bits(self.core.float_bits.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Adds a value given in the parts [`Counter::parts`] returns. A
+    /// negative, NaN or infinite fractional part is ignored, as in
+    /// [`Counter::add`].
+    pub fn add_parts(&self, int: u64, fraction: f64) {
+        self.inc_by(int);
+        if fraction.is_finite() && fraction >= 0.0 {
+            add_f64(&self.core.float_bits, fraction);
+        }
+    }
+
     /// The current value.
     pub fn get(&self) -> f64 {
         let int = self.core.int.load(Ordering::Relaxed) as f64;

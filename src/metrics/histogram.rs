@@ -160,6 +160,32 @@ impl Histogram {
     }
 }
 
+impl Histogram {
+    /// Adds observations made elsewhere, given as [`Histogram::snapshot`]
+    /// returns them: `cumulative` counts, one per bound plus `+Inf`, and
+    /// their sum. For carrying a histogram across a restart. Counts of the
+    /// wrong length, or that decrease, change nothing and return false.
+    pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
+        let core = &*self.core;
+        let slots = core.bounds.len() + 1;
+        if cumulative.len() != slots || cumulative.windows(2).any(|w| w[0] > w[1]) || sum.is_nan() {
+            return false;
+        }
+        let total = cumulative[slots - 1];
+        // Taken as observations are: counted first, then added to the
+        // shard that count chose, so a scrape under way waits for them.
+        let n = core.count_and_hot.fetch_add(total, Ordering::Relaxed);
+        let shard = &core.shards[(n >> 63) as usize];
+        add_f64(&shard.sum_bits, sum);
+        let mut previous = 0;
+        for (bucket, &c) in shard.buckets.iter().zip(cumulative) {
+            bucket.fetch_add(c - previous, Ordering::Release);
+            previous = c;
+        }
+        true
+    }
+}
+
 /// The slot of `v`: the number of bounds below it.
 ///
 /// Up to `LINEAR_BOUNDS` bounds, every one is compared: the comparisons
@@ -197,6 +223,26 @@ mod tests {
         h.observe(5.0);
         let (sum, count) = h.snapshot(&mut counts);
         assert_eq!((counts, sum, count), (vec![2, 4, 6, 7], 113.5, 7));
+    }
+
+    #[test]
+    fn added_counts_remake_a_histogram_exactly() {
+        let h = Histogram::new(&[1.0, 2.5, 10.0]).unwrap();
+        for v in [0.5, 1.0, 1.5, 2.5, 3.0, 100.0, 0.1] {
+            h.observe(v);
+        }
+        let mut counts = Vec::new();
+        let (sum, count) = h.snapshot(&mut counts);
+        let copy = Histogram::new(&[1.0, 2.5, 10.0]).unwrap();
+        assert!(copy.add_counts(&counts, sum));
+        assert!(!copy.add_counts(&[1, 2], 1.0));
+        assert!(!copy.add_counts(&[3, 2, 2, 2], 1.0));
+        copy.observe(5.0);
+        h.observe(5.0);
+        let mut again = Vec::new();
+        assert_eq!(copy.snapshot(&mut again), h.snapshot(&mut counts));
+        assert_eq!(again, counts);
+        assert_eq!(count, 7);
     }
 
     #[test]

@@ -42,6 +42,13 @@ impl CounterFamily {
     pub fn add(&self, values: &[&str], v: f64) {
         self.inner.with(values, |c| c.add(v))
     }
+
+    /// Calls `f` with each series' label values and counter, in label-value
+    /// order, the overflow series last: adding each to a new family in that
+    /// order remakes this one.
+    pub fn each(&self, f: impl FnMut(&[String], &Counter)) {
+        self.inner.each(f)
+    }
 }
 
 /// A family of gauges with a fixed list of label names. Cloning is cheap;
@@ -102,6 +109,12 @@ impl HistogramFamily {
     pub fn label_names(&self) -> &[String] {
         self.inner.label_names()
     }
+
+    /// Calls `f` with each series' label values and histogram, in the
+    /// order [`CounterFamily::each`] gives.
+    pub fn each(&self, f: impl FnMut(&[String], &Histogram)) {
+        self.inner.each(f)
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +146,27 @@ mod tests {
         let mut counts = Vec::new();
         assert_eq!(h.get(&["1"]).snapshot(&mut counts), (2.5, 2));
         assert_eq!(h.label_names(), &["a".to_string()]);
+    }
+
+    #[test]
+    fn each_gives_values_that_remake_the_family() {
+        let r = Registry::new();
+        let c = r.counter_family("x_total", "x", &["a", "b"]).unwrap();
+        let long = "a value longer than eight bytes, \u{e9}t\u{e9}";
+        c.inc_by(&["2", long], 3);
+        c.add(&["1", ""], 0.25);
+        c.inc(&["only one value"]);
+        let mut seen = Vec::new();
+        c.each(|values, counter| seen.push((values.to_vec(), counter.parts())));
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                (owned(&["1", ""]), (0, 0.25)),
+                (owned(&["2", long]), (3, 0.0)),
+                (owned(&["other", "other"]), (1, 0.0)),
+            ]
+        );
     }
 
     /// Checked when the tests compile: handles are send and sync.

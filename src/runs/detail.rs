@@ -50,10 +50,10 @@ pub struct Detail {
     pub iterations_completed: u64,
     /// The iteration under way.
     pub current_iteration: Option<u64>,
-    iteration_started_at: HashMap<u64, f64>,
+    pub(super) iteration_started_at: HashMap<u64, f64>,
     /// The phase under way.
     pub current_phase: Option<String>,
-    phase_started_at: HashMap<String, f64>,
+    pub(super) phase_started_at: HashMap<String, f64>,
     /// Per-phase totals.
     pub phases: BTreeMap<String, PhaseStats>,
     /// The newest gate results.
@@ -76,7 +76,7 @@ pub struct Detail {
     /// Tokens reported for a phase before its span of the current
     /// iteration began, `(input, output, model)`: they go to that span once
     /// it does, not to an earlier iteration's.
-    pending_tokens: BTreeMap<String, (u64, u64, Option<String>)>,
+    pub(super) pending_tokens: BTreeMap<String, (u64, u64, Option<String>)>,
     /// The earliest and latest times of the events applied, reported or
     /// received: where the run's trace span begins and ends.
     pub event_span: Option<(f64, f64)>,
@@ -89,7 +89,7 @@ pub struct Detail {
     /// How many spans at the front have all ended: spans only ever end,
     /// so the search for an open one (every phase end and gate check)
     /// need not look at them again.
-    ended_before: usize,
+    pub(super) ended_before: usize,
 }
 
 /// Names each map of a finished run's [`Detail::summary`] keeps.
@@ -166,6 +166,11 @@ impl std::ops::DerefMut for LazyDetail {
 }
 
 impl LazyDetail {
+    /// The detail, if one was made.
+    pub fn made(&self) -> Option<&Detail> {
+        self.0.as_deref()
+    }
+
     /// The [`Detail::summary`] of a detail that was made; none otherwise.
     pub fn summary(&self) -> LazyDetail {
         LazyDetail(self.0.as_ref().map(|d| Box::new(d.summary())))

@@ -1,5 +1,7 @@
 //! The run metric set, registered in one place.
 
+use serde_json::{json, Value};
+
 use crate::metrics::{Counter, CounterFamily, Error, Gauge, Histogram, HistogramFamily, Registry};
 
 /// Buckets for run and iteration durations, in seconds.
@@ -104,5 +106,99 @@ impl RunMetrics {
             m.deliveries.inc_by(&[result], 0);
         }
         Ok(m)
+    }
+}
+
+/// A counter's value as a snapshot holds it: its two parts (see
+/// [`Counter::parts`]).
+fn counter_to_json(c: &Counter) -> Value {
+    let (int, fraction) = c.parts();
+    json!([int, fraction])
+}
+
+fn counter_from_json(c: &Counter, v: &Value) -> Option<()> {
+    c.add_parts(v[0].as_u64()?, v[1].as_f64()?);
+    Some(())
+}
+
+/// A histogram as a snapshot holds it: its cumulative counts and sum.
+fn histogram_to_json(h: &Histogram) -> Value {
+    let mut counts = Vec::new();
+    let (sum, _) = h.snapshot(&mut counts);
+    json!([counts, sum])
+}
+
+fn histogram_from_json(h: &Histogram, v: &Value) -> Option<()> {
+    let counts: Vec<u64> = v[0]
+        .as_array()?
+        .iter()
+        .map(Value::as_u64)
+        .collect::<Option<_>>()?;
+    h.add_counts(&counts, v[1].as_f64()?).then_some(())
+}
+
+/// A family as a snapshot holds it: `[[label values], value]` pairs, in
+/// the order that remakes it.
+fn family_to_json<M>(
+    each: impl FnOnce(&mut dyn FnMut(&[String], &M)),
+    f: fn(&M) -> Value,
+) -> Value {
+    let mut series = Vec::new();
+    each(&mut |values, m| series.push(json!([values, f(m)])));
+    Value::Array(series)
+}
+
+fn family_from_json(v: &Value, mut add: impl FnMut(&[&str], &Value) -> Option<()>) -> Option<()> {
+    for s in v.as_array()? {
+        let values: Vec<&str> = s[0]
+            .as_array()?
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<_>>()?;
+        add(&values, &s[1])?;
+    }
+    Some(())
+}
+
+impl RunMetrics {
+    /// The run metrics' values, for a snapshot of the run store: every
+    /// counter and histogram, by label. `conductor_active_runs` is left
+    /// out: it follows the running runs.
+    pub fn dump(&self) -> Value {
+        let counters = |f: &CounterFamily| family_to_json(|e| f.each(e), counter_to_json);
+        let histograms = |f: &HistogramFamily| family_to_json(|e| f.each(e), histogram_to_json);
+        json!({
+            "started": counter_to_json(&self.started),
+            "cycles": counters(&self.cycles),
+            "cycle_duration": histograms(&self.cycle_duration),
+            "iterations": counter_to_json(&self.iterations),
+            "iteration_duration": histogram_to_json(&self.iteration_duration),
+            "phase_duration": histograms(&self.phase_duration),
+            "phases": counters(&self.phases),
+            "gates": counters(&self.gates),
+            "tokens": counters(&self.tokens),
+            "deliveries": counters(&self.deliveries),
+        })
+    }
+
+    /// Adds the values of a [`RunMetrics::dump`] to these metrics, which
+    /// are new. `None` when `v` is not a dump; what was added by then stays.
+    pub fn restore(&self, v: &Value) -> Option<()> {
+        let counters = |f: &CounterFamily, v: &Value| {
+            family_from_json(v, |values, c| counter_from_json(&f.get(values), c))
+        };
+        let histograms = |f: &HistogramFamily, v: &Value| {
+            family_from_json(v, |values, h| histogram_from_json(&f.get(values), h))
+        };
+        counter_from_json(&self.started, &v["started"])?;
+        counters(&self.cycles, &v["cycles"])?;
+        histograms(&self.cycle_duration, &v["cycle_duration"])?;
+        counter_from_json(&self.iterations, &v["iterations"])?;
+        histogram_from_json(&self.iteration_duration, &v["iteration_duration"])?;
+        histograms(&self.phase_duration, &v["phase_duration"])?;
+        counters(&self.phases, &v["phases"])?;
+        counters(&self.gates, &v["gates"])?;
+        counters(&self.tokens, &v["tokens"])?;
+        counters(&self.deliveries, &v["deliveries"])
     }
 }

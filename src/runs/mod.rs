@@ -6,6 +6,7 @@ pub mod detail;
 pub mod event;
 pub mod metrics;
 pub mod progress;
+pub mod snapshot;
 pub mod trace;
 
 pub use detail::{Detail, LazyDetail};
@@ -14,16 +15,17 @@ pub use metrics::RunMetrics;
 pub use progress::{Progress, Step};
 
 use std::collections::{BinaryHeap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
 use crate::budget::{Budget, Recorded, Settlement, SpendInput};
-use crate::commit_queue::{Acks, CommitQueue};
+use crate::commit_queue::{Acks, CommitQueue, Outcome, Reply};
 use crate::error::Error;
-use crate::journal::Journal;
+use crate::log::Logger;
+use crate::segments::{self, Segments};
 use crate::time;
 
 /// Where a run is in its life.
@@ -345,6 +347,35 @@ pub struct Runs {
     metrics: RunMetrics,
     budget: Arc<Budget>,
     next_id: AtomicU64,
+    snapshots: Arc<Snapshots>,
+}
+
+/// The default of [`Runs::open`]'s `snapshot_bytes`: 16 MiB.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// When the run store writes its snapshot, and where.
+///
+/// A snapshot is taken once the journal has grown, since the last one, by
+/// `every` bytes or by the size of the last snapshot, whichever is more:
+/// so a start reads at most about twice a snapshot's size, and snapshots
+/// write at most about as much again as the journal.
+struct Snapshots {
+    dir: PathBuf,
+    every: u64,
+    progress: Mutex<SnapshotProgress>,
+    log: Logger,
+}
+
+#[derive(Default)]
+struct SnapshotProgress {
+    /// Journal records applied, ever: the number of the next record.
+    applied: u64,
+    /// Journal bytes applied since the last snapshot was taken.
+    since: u64,
+    /// The size of the last snapshot written.
+    last: u64,
+    /// Whether a snapshot is being written.
+    busy: bool,
 }
 
 #[derive(Default)]
@@ -355,11 +386,17 @@ struct State {
     /// The sum of those bytes.
     finished_bytes: u64,
     /// Boxed, so that the table's free slots, up to half of it after it
-    /// grows, cost a pointer each rather than a whole run.
-    runs: HashMap<Box<str>, Box<Run>>,
+    /// grows, cost a pointer each rather than a whole run; shared, so that
+    /// a snapshot takes the runs as they are at once and writes them out
+    /// while the store goes on (a run changed meanwhile is copied first).
+    runs: HashMap<Box<str>, Arc<Run>>,
     counts: Counts,
     /// Runs with a record on its way to the journal.
     pending: HashMap<String, Pending>,
+    /// Settlements of ended runs, oldest first, whose copy in the budget
+    /// ledger was not written yet, or failed: a snapshot carries them, so
+    /// that a start can still write them when the end records are gone.
+    unledgered: Vec<Settlement>,
 }
 
 /// What the records on their way to the journal will do to one run.
@@ -475,15 +512,22 @@ const RECORD_OPS: [&str; 7] = [
 pub const ABANDONED: &str = "abandoned";
 
 impl Runs {
-    /// Opens the run journal `runs.jsonl` under `dir` and replays it; runs
-    /// still active get their budget reservation back, and the costs of
-    /// runs that ended today or yesterday go into the budget ledger where
-    /// a crash kept them out of it (see [`Budget::reconcile`]).
+    /// Opens the run store under `dir`: reads the snapshot `runs/snapshot`
+    /// if there is one, then replays the journal's records after it, in
+    /// the segments `runs/NNNNNNNNNN.jsonl` (a `runs.jsonl` from before
+    /// segments becomes the first). Runs still active get their budget
+    /// reservation back, and the costs of runs that ended today or
+    /// yesterday go into the budget ledger where a crash kept them out of
+    /// it (see [`Budget::reconcile`]). A new snapshot is written as the
+    /// journal grows by `snapshot_bytes` (see [`DEFAULT_SNAPSHOT_BYTES`];
+    /// 0 writes none), and `log` says so.
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
         budget: Arc<Budget>,
         retention: Retention,
+        snapshot_bytes: u64,
+        log: Logger,
     ) -> Result<Runs, Error> {
         let mut state = State {
             retention,
@@ -491,28 +535,65 @@ impl Runs {
         };
         let since = time::day_of(time::now_unix()) - 1;
         let mut settlements = Vec::new();
+        let store = dir.join("runs");
+        let storage = |e: String| Error::Storage(e);
+        std::fs::create_dir_all(&store)
+            .map_err(|e| storage(format!("{}: {e}", store.display())))?;
+        let mut covered = snapshot::Header::default();
+        let found = snapshot::read(
+            &store.join(snapshot::FILE),
+            |h| covered = h,
+            |run| state.restore(run),
+        )
+        .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
+        if found {
+            state.counts = covered.counts;
+            metrics.active.set(covered.counts.active as f64);
+            metrics
+                .restore(&covered.metrics)
+                .ok_or_else(|| storage("the run snapshot's metrics are not readable".into()))?;
+            covered.metrics = Value::Null;
+            settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
+            state.trim();
+        }
+        let sizes = segments::Retention {
+            records: 0,
+            bytes: 0,
+            segment_records: 0,
+            segment_bytes: snapshot_bytes.max(1),
+        };
         // Read a record at a time: a start holds the runs, not their history.
-        let (journal, _) = Journal::open_each(dir.join("runs.jsonl"), |record| {
-            // The journal checked each line's checksum, so a record that is
-            // not one of ours was written by another version: skipping it
-            // would lose a change and make the counters jump.
-            let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
-            if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
-                return Err("not a run record".into());
-            }
-            state.apply(&v, &metrics, &mut |end, _| {
-                if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
-                    settlements.push(s);
+        let journal = Segments::open_from(
+            &store,
+            Some(&dir.join("runs.jsonl")),
+            sizes,
+            covered.records,
+            |record| {
+                // The journal checked each line's checksum, so a record that
+                // is not one of ours was written by another version: skipping
+                // it would lose a change and make the counters jump.
+                let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
+                if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
+                    return Err("not a run record".into());
                 }
-            });
-            Ok(())
-        })
-        .map_err(|e| Error::Storage(e.to_string()))?;
+                state.apply(&v, &metrics, &mut |end, _| {
+                    if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
+                        settlements.push(s);
+                    }
+                });
+                Ok(())
+            },
+        )
+        .map_err(storage)?;
         for run in state.runs.values().filter(|r| r.status == Status::Running) {
             budget.restore_reservation(&run.run_id, run.started_at)?;
         }
-        budget.reconcile(&settlements)?;
-        let queue = CommitQueue::start(Arc::new(journal), "runs", Acks::InOrder)
+        state.unledgered = budget.reconcile(&settlements)?;
+        let progress = SnapshotProgress {
+            applied: journal.appended(),
+            ..SnapshotProgress::default()
+        };
+        let queue = CommitQueue::start(journal, "runs", Acks::InOrder)
             .map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
             state: Arc::new(Mutex::new(state)),
@@ -520,7 +601,31 @@ impl Runs {
             metrics,
             budget,
             next_id: AtomicU64::new(0),
+            snapshots: Arc::new(Snapshots {
+                dir: store,
+                every: snapshot_bytes,
+                progress: Mutex::new(progress),
+                log,
+            }),
         })
+    }
+
+    /// Queues `record` for the journal with `apply` as its first stage
+    /// (see [`CommitQueue::submit_in_order`]); once a durable record's
+    /// stage has run, takes a snapshot if one is due. Every record of the
+    /// store goes through here, so the count of records applied is exact.
+    fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Outcome) -> Reply + Send + 'static) {
+        let bytes = record.len() as u64 + 1;
+        let (shared, metrics, _) = self.parts();
+        let snapshots = self.snapshots.clone();
+        self.queue.submit_in_order(record, move |o| {
+            let durable = o.is_ok();
+            let reply = apply(o);
+            if durable {
+                snapshots.applied(bytes, &shared, &metrics);
+            }
+            reply
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -562,7 +667,7 @@ impl Runs {
         state.mark(&id, |p| p.starting = true);
         let bytes = record.to_string().into_bytes();
         let (shared, metrics, budget) = self.parts();
-        self.queue.submit_in_order(bytes, move |o| {
+        self.submit(bytes, move |o| {
             let mut state = lock(&shared);
             state.unmark(&id, |p| p.starting = false);
             let result = match o {
@@ -619,7 +724,7 @@ impl Runs {
         let bytes = record.to_string().into_bytes();
         let (shared, metrics, budget) = self.parts();
         let id = id.to_string();
-        self.queue.submit_in_order(bytes, move |o| {
+        self.submit(bytes, move |o| {
             let mut state = lock(&shared);
             state.unmark(&id, |p| p.ending = None);
             if let Err(e) = o {
@@ -634,8 +739,12 @@ impl Runs {
                 return Box::new(move || done(Err(start_lost(&id))));
             };
             let (spend, lines) = budget.charge(&settlement);
+            lock(&shared).unledgered.push(settlement.clone());
             Box::new(move || {
                 let ledger_error = budget.write_settlement(lines).err();
+                if ledger_error.is_none() {
+                    lock(&shared).ledgered(&settlement);
+                }
                 done(Ok(Finished {
                     run,
                     spend,
@@ -812,7 +921,7 @@ impl Runs {
         let record = json!({"op": "batch", "ts": now, "ops": records});
         let bytes = record.to_string().into_bytes();
         let (shared, metrics, budget) = self.parts();
-        self.queue.submit_in_order(bytes, move |o| {
+        self.submit(bytes, move |o| {
             let mut state = lock(&shared);
             let mut in_flight = in_flight.iter();
             for step in &plan {
@@ -840,11 +949,11 @@ impl Runs {
                     Planned::Start(id, at) => {
                         state.apply(&ops[at], &metrics, &mut |_, _| {});
                         if let Some(run) = state.runs.get(id.as_str()) {
-                            applied.push(Applied::Started(run.clone()));
+                            applied.push(Applied::Started(Box::new(Run::clone(run))));
                         }
                     }
                     Planned::Events(id, events) => {
-                        let Some(run) = state.runs.get_mut(id.as_str()) else {
+                        let Some(run) = state.runs.get_mut(id.as_str()).map(Arc::make_mut) else {
                             continue;
                         };
                         for e in &events {
@@ -857,7 +966,8 @@ impl Runs {
                         state.apply(&ops[at], &metrics, &mut |_, d| whole = Some(d));
                         if let Some(run) = state.whole(&id, whole) {
                             let (spend, lines) = budget.charge(&settlement);
-                            charged.push((applied.len(), lines));
+                            state.unledgered.push(Settlement::clone(&settlement));
+                            charged.push((applied.len(), lines, settlement));
                             applied.push(Applied::Finished(Box::new(Finished {
                                 run,
                                 spend,
@@ -869,11 +979,13 @@ impl Runs {
             }
             drop(state);
             Box::new(move || {
-                for (i, lines) in charged {
-                    if let (Err(e), Some(Applied::Finished(f))) =
-                        (budget.write_settlement(lines), applied.get_mut(i))
-                    {
-                        f.ledger_error = Some(e.to_string());
+                for (i, lines, settlement) in charged {
+                    match (budget.write_settlement(lines), applied.get_mut(i)) {
+                        (Ok(()), _) => lock(&shared).ledgered(&settlement),
+                        (Err(e), Some(Applied::Finished(f))) => {
+                            f.ledger_error = Some(e.to_string())
+                        }
+                        (Err(_), _) => {}
                     }
                 }
                 done(Ok(applied))
@@ -964,10 +1076,10 @@ impl Runs {
         state.mark(id, |p| p.events.push(events.clone()));
         let (shared, metrics, _) = self.parts();
         let id = id.to_string();
-        self.queue.submit_in_order(record, move |o| {
+        self.submit(record, move |o| {
             let mut state = lock(&shared);
             state.unmark(&id, |p| p.forget(Some(&events)));
-            let result = match (o, state.runs.get_mut(id.as_str())) {
+            let result = match (o, state.runs.get_mut(id.as_str()).map(Arc::make_mut)) {
                 (Err(e), _) => Err(Error::Storage(e.to_string())),
                 (Ok(()), None) => Err(start_lost(&id)),
                 (Ok(()), Some(run)) => {
@@ -1121,7 +1233,111 @@ fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     out.into_bytes()
 }
 
+impl Snapshots {
+    /// Counts a durable record of `bytes` as applied, and takes a snapshot
+    /// when one is due. Runs on the thread that applies records, after
+    /// this one's: the state and the metrics are then exactly those of the
+    /// records before the next one, and nothing changes them meanwhile.
+    fn applied(self: &Arc<Self>, bytes: u64, shared: &Mutex<State>, metrics: &RunMetrics) {
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.applied += 1;
+        p.since += bytes;
+        if p.busy || self.every == 0 || p.since < self.every.max(p.last) {
+            return;
+        }
+        let state = lock(shared);
+        let header = snapshot::Header {
+            records: p.applied,
+            counts: state.counts,
+            metrics: metrics.dump(),
+            unledgered: state.unledgered.clone(),
+        };
+        let finished = state
+            .finished
+            .iter()
+            .filter_map(|(id, _)| state.runs.get(id.as_str()));
+        let running = state.runs.values().filter(|r| r.status == Status::Running);
+        let runs: Vec<Arc<Run>> = finished.chain(running).cloned().collect();
+        drop(state);
+        p.busy = true;
+        p.since = 0;
+        drop(p);
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("runs-snapshot".into())
+            .spawn(move || me.write(&header, &runs));
+        if spawned.is_err() {
+            self.progress.lock().unwrap_or_else(|e| e.into_inner()).busy = false;
+        }
+    }
+
+    /// Writes a snapshot taken by [`Snapshots::applied`], then deletes the
+    /// journal segments it covers. A failure is logged, and the next one
+    /// is taken when it is due again.
+    fn write(&self, header: &snapshot::Header, runs: &[Arc<Run>]) {
+        let path = self.dir.join(snapshot::FILE);
+        let written = snapshot::write(&path, header, runs)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|size| {
+                segments::drop_covered(&self.dir, header.records).map(|dropped| (size, dropped))
+            });
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.busy = false;
+        match written {
+            Ok((size, dropped)) => {
+                p.last = size;
+                self.log.info(
+                    "run snapshot written",
+                    &[
+                        ("records", header.records.into()),
+                        ("runs", runs.len().into()),
+                        ("bytes", size.into()),
+                        ("segments_deleted", dropped.into()),
+                    ],
+                );
+            }
+            Err(e) => self.log.warn("run snapshot failed", &[("error", e.into())]),
+        }
+    }
+}
+
 impl State {
+    /// Adds a run read from a snapshot, in the snapshot's order.
+    fn restore(&mut self, run: Run) {
+        if run.status != Status::Running {
+            let bytes = run.approx_bytes();
+            self.finished.push_back((run.run_id.clone(), bytes));
+            self.finished_bytes += bytes;
+        }
+        self.runs.insert(run.run_id.as_str().into(), Arc::new(run));
+    }
+
+    /// Notes that the ledger copy of `s` and of every settlement of its day
+    /// before it is written: the ledger appends those owed with each.
+    fn ledgered(&mut self, s: &Settlement) {
+        if let Some(i) = self.unledgered.iter().position(|u| u.run_id == s.run_id) {
+            let mut at = 0;
+            self.unledgered.retain(|u| {
+                at += 1;
+                at > i + 1 || u.day != s.day
+            });
+        }
+    }
+
+    /// Forgets the oldest finished runs past the retention.
+    fn trim(&mut self) {
+        let Retention { runs, bytes: most } = self.retention;
+        while self.finished.len() > 1
+            && ((runs > 0 && self.finished.len() as u64 > runs)
+                || (most > 0 && self.finished_bytes > most))
+        {
+            if let Some((old, bytes)) = self.finished.pop_front() {
+                self.runs.remove(old.as_str());
+                self.finished_bytes -= bytes;
+            }
+        }
+    }
+
     /// Where a run stands once the records in flight are durable: a
     /// pending end or start counts as done.
     fn status_of(&self, id: &str) -> Option<Status> {
@@ -1198,7 +1414,7 @@ impl State {
                 m.started.inc();
                 self.runs.insert(
                     id.into(),
-                    Box::new(Run {
+                    Arc::new(Run {
                         run_id: id.to_string(),
                         agent: text("agent"),
                         goal: text("goal"),
@@ -1216,7 +1432,7 @@ impl State {
                 );
             }
             "events" => {
-                let Some(run) = self.runs.get_mut(id) else {
+                let Some(run) = self.runs.get_mut(id).map(Arc::make_mut) else {
                     return;
                 };
                 if let Ok(events) = event::parse_batch(&v["events"], ts) {
@@ -1235,7 +1451,7 @@ impl State {
         }
         // A lifecycle event's own time widens the run's span of events.
         if let (Some(at), Some(run)) = (v["at"].as_f64(), self.runs.get_mut(id)) {
-            run.detail.saw(at);
+            Arc::make_mut(run).detail.saw(at);
         }
     }
 
@@ -1248,7 +1464,7 @@ impl State {
         reported_ms: Option<f64>,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
-        let run = self.runs.get_mut(id)?;
+        let run = Arc::make_mut(self.runs.get_mut(id)?);
         if run.status != Status::Running {
             return None;
         }
@@ -1280,16 +1496,7 @@ impl State {
         let bytes = run.approx_bytes();
         self.finished.push_back((id.to_string(), bytes));
         self.finished_bytes += bytes;
-        let Retention { runs, bytes: most } = self.retention;
-        while self.finished.len() > 1
-            && ((runs > 0 && self.finished.len() as u64 > runs)
-                || (most > 0 && self.finished_bytes > most))
-        {
-            if let Some((old, bytes)) = self.finished.pop_front() {
-                self.runs.remove(old.as_str());
-                self.finished_bytes -= bytes;
-            }
-        }
+        self.trim();
         Some(whole)
     }
 }
@@ -1321,7 +1528,19 @@ mod tests {
         let clock = Arc::new(crate::budget::SystemClock);
         let budget = Arc::new(Budget::open(budget, clock).unwrap());
         let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
-        Runs::open(dir, metrics, budget, Retention::default()).unwrap()
+        Runs::open(
+            dir,
+            metrics,
+            budget,
+            Retention::default(),
+            DEFAULT_SNAPSHOT_BYTES,
+            quiet(),
+        )
+        .unwrap()
+    }
+
+    fn quiet() -> Logger {
+        Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json)
     }
 
     /// Calls `f` with a callback and waits for what it is given.
@@ -1449,7 +1668,15 @@ mod tests {
             runs: 0,
             bytes: Run::clone(&kept).approx_bytes() * 3 + 100,
         };
-        let runs = Runs::open(&dir, metrics, budget, retention).unwrap();
+        let runs = Runs::open(
+            &dir,
+            metrics,
+            budget,
+            retention,
+            DEFAULT_SNAPSHOT_BYTES,
+            quiet(),
+        )
+        .unwrap();
         assert_eq!(runs.get("heavy").unwrap(), kept);
         for i in 0..5 {
             let id = format!("h{i}");
@@ -1488,6 +1715,117 @@ mod tests {
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
         assert_eq!(runs.budget.status().reserved, 0.0);
         assert!(runs.get("a").is_none() && runs.get("b").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opens the store in `dir` with a snapshot after every `every` bytes
+    /// of journal, and its own registry.
+    fn open_snapshotting(dir: &Path, every: u64) -> (Runs, crate::metrics::Registry) {
+        let mut budget = crate::budget::BudgetConfig::new(dir);
+        budget.daily_limit = 1000.0;
+        let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
+        let registry = crate::metrics::Registry::new();
+        let metrics = RunMetrics::register(&registry).unwrap();
+        let runs = Runs::open(dir, metrics, budget, Retention::default(), every, quiet()).unwrap();
+        (runs, registry)
+    }
+
+    /// Everything a start must rebuild: every run, the counts, the budget's
+    /// spend and every metric line.
+    fn everything(
+        runs: &Runs,
+        registry: &crate::metrics::Registry,
+    ) -> (Vec<Run>, Counts, f64, String) {
+        let mut text = Vec::new();
+        registry.render(&mut text, crate::metrics::Format::Text);
+        let page = runs.list(None, None, 1000).unwrap();
+        let spend = runs.budget.status().today_spend;
+        (
+            page.runs,
+            runs.counts(),
+            spend,
+            String::from_utf8(text).unwrap(),
+        )
+    }
+
+    /// Waits until no snapshot is being written.
+    fn settled(runs: &Runs) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while runs.snapshots.progress.lock().unwrap().busy {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a snapshot never ended"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_start_from_a_snapshot_rebuilds_what_the_journal_did() {
+        let dir = std::env::temp_dir().join(format!("runs-snapshot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (runs, registry) = open_snapshotting(&dir, 4096);
+        let now = time::now_unix();
+        for i in 0..60u64 {
+            let id = format!("run-{i}");
+            let new = NewRun {
+                run_id: Some(id.clone()),
+                agent: Some(format!("agent-{}", i % 3)),
+                max_iterations: Some(i),
+                ..NewRun::default()
+            };
+            wait(|done| runs.start(new, done)).unwrap();
+            let phase = format!("phase-{}", i % 5);
+            let batch = json!([
+                {"type": "iteration_started", "iteration": 1},
+                {"type": "phase_started", "phase": phase},
+                {"type": "tokens", "phase": phase, "model": format!("model-{}", i % 2),
+                    "input_tokens": 1000 * i, "output_tokens": 7 * i},
+                {"type": "gate_checked", "gate": "tests", "passed": i % 2 == 0, "reason": "why \"not\""},
+                {"type": "phase_completed", "phase": phase, "success": i % 3 != 0, "duration_ms": 1500.5},
+                {"type": "iteration_completed", "iteration": 1, "success": true},
+                {"type": "phase_started", "phase": "open"},
+                {"type": "delivery_started"},
+            ]);
+            let events: Arc<[Timed]> = event::parse_batch(&batch, now + i as f64).unwrap().into();
+            wait(|done| runs.record_events(&id, events, None, done)).unwrap();
+            let how = match i % 4 {
+                0 => Finish::Complete,
+                1 => Finish::Fail(Some("broke".into())),
+                2 => Finish::Cancel,
+                _ => continue,
+            };
+            let cost = (i % 8 == 0).then_some(0.25);
+            wait(|done| runs.finish(&id, how, cost, done)).unwrap();
+        }
+        let batch = json!([
+            {"type": "run_started", "run_id": "batched"},
+            {"type": "tokens", "run_id": "batched", "phase": "p", "model": "m",
+                "input_tokens": 5, "output_tokens": 5},
+            {"type": "run_completed", "run_id": "batched", "result": "succeeded"},
+        ]);
+        let steps = progress::parse_batch(&batch, now, None).unwrap();
+        wait(|done| runs.apply_batch(steps, done)).unwrap();
+        settled(&runs);
+        let store = dir.join("runs");
+        assert!(store.join(snapshot::FILE).is_file());
+        assert!(
+            !store.join("0000000001.jsonl").exists(),
+            "covered segments go"
+        );
+        let before = everything(&runs, &registry);
+        assert_eq!(before.0.len(), 61);
+        assert_eq!(before.1.completed, 16);
+        drop(runs);
+        // Twice: the second start reads the snapshot the first one's
+        // journal tail did not change.
+        for _ in 0..2 {
+            let (runs, registry) = open_snapshotting(&dir, 4096);
+            assert_eq!(everything(&runs, &registry), before);
+        }
+        // With snapshots off the same snapshot is read, and nothing is lost.
+        let (runs, registry) = open_snapshotting(&dir, 0);
+        assert_eq!(everything(&runs, &registry), before);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -111,6 +111,28 @@ pub(super) fn order(key: &[u64], values: &[&str]) -> Order {
     }
 }
 
+/// The values a key's words spell: `for_each_word` undone.
+pub(super) fn decode(key: &[u64]) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut words = key.iter();
+    while let Some(&w) = words.next() {
+        let short = (w >> 56) as usize;
+        let bytes = if short > 0 || w == 0 {
+            w.to_le_bytes()[..short].to_vec()
+        } else {
+            let n = w as usize;
+            let mut bytes = Vec::with_capacity(n);
+            for (i, w) in words.by_ref().take(n.div_ceil(8)).enumerate() {
+                // The last word holds bytes `n - 8..n`: skip those already had.
+                bytes.extend_from_slice(&w.to_le_bytes()[8 * i - (8 * i).min(n - 8)..]);
+            }
+            bytes
+        };
+        values.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    values
+}
+
 /// Orders a value of `n` bytes (8 or more), spelled by the next words,
 /// against `v`, consuming those words.
 fn order_long<'a>(words: &mut impl Iterator<Item = &'a u64>, n: usize, v: &[u8]) -> Order {
@@ -186,6 +208,7 @@ mod tests {
                 assert_eq!(order(&key, values), bytes(&[a, b]).cmp(&bytes(values)));
             };
             check(&[a, b]);
+            assert_eq!(decode(&key), [a, b]);
             check(&[a]);
             check(&[a, b, ""]);
             check(&[a, &base[n / 3..=n]]);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::counter::Counter;
 use super::format::write_label_value;
-use key::{for_each_word, order, Lookup, HEAD};
+use key::{decode, for_each_word, order, Lookup, HEAD};
 
 /// The label value every label of the overflow series carries.
 pub const OVERFLOW_VALUE: &str = "other";
@@ -283,6 +283,20 @@ impl<M: Clone> Family<M> {
     /// one when it is registered once.
     pub(crate) fn prefixes(&self, name: &str) -> bool {
         **self.prefixed.get_or_init(|| name.into()) == *name
+    }
+
+    /// Calls `f` with each series' label values and metric, in label-value
+    /// order, the overflow series last: the order in which giving them to
+    /// [`Family::with`] again remakes the same series.
+    pub(crate) fn each(&self, mut f: impl FnMut(&[String], &M)) {
+        let read = self.read();
+        let overflow = read.writer.overflow;
+        let order = read.writer.sorted.iter().filter(|&&i| Some(i) != overflow);
+        for &i in order.chain(overflow.as_ref()) {
+            if let Some(s) = self.series(i) {
+                f(&decode(&s.key), &s.metric);
+            }
+        }
     }
 
     /// Read access to the series in label-value order, for rendering. It
