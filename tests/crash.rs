@@ -456,6 +456,19 @@ fn kill_after_acks(
     round: usize,
     client: RoundClient,
 ) -> Vec<Acked> {
+    kill_when(server, round, client, None, |acks| acks >= kill_after)
+}
+
+/// Runs four `client`s on `server` as [`kill_after_acks`] does, and SIGKILLs it as soon as
+/// `watch` (when given) exists or `enough` holds for the acknowledgements so far, watching in a
+/// loop that only yields, so that a file that exists for a millisecond is seen.
+fn kill_when(
+    server: &mut ServerProc,
+    round: usize,
+    client: RoundClient,
+    watch: Option<&Path>,
+    enough: impl Fn(usize) -> bool,
+) -> Vec<Acked> {
     let acks = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let addr = server.addr();
@@ -465,9 +478,14 @@ fn kill_after_acks(
             thread::spawn(move || client(addr, round * 10 + t, &acks, &stop))
         })
         .collect();
-    poll_until(TIME_LIMIT, || {
-        (acks.load(Ordering::Relaxed) >= kill_after).then_some(())
-    });
+    let deadline = Instant::now() + TIME_LIMIT;
+    while !enough(acks.load(Ordering::Relaxed)) && !watch.is_some_and(Path::exists) {
+        assert!(
+            Instant::now() < deadline,
+            "no kill point within {TIME_LIMIT:?}"
+        );
+        thread::yield_now();
+    }
     server.kill();
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<Acked> = clients.into_iter().map(|h| h.join().unwrap()).collect();
@@ -592,19 +610,55 @@ fn run_client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool)
 /// the completed runs and never goes back, and the ledger holds each run at most once.
 #[test]
 fn sigkill_during_run_ends_keeps_each_end_and_its_cost_together() {
-    const ROUNDS: usize = 4;
+    let dir = TempDir::new();
+    run_end_rounds(&dir.join("data"), &["--daily-budget", "1000000"], None);
+}
+
+/// The same, with a snapshot of the run store after every 2 KiB of its journal: kills land
+/// while a snapshot is written and while the segments it covers are deleted, and each start
+/// reads the newest snapshot and the records after it.
+#[test]
+fn sigkill_during_run_snapshots_loses_nothing_acknowledged() {
     let dir = TempDir::new();
     let data = dir.join("data");
-    let args = ["--daily-budget", "1000000"];
+    let args = ["--daily-budget", "1000000", "--snapshot-bytes", "2KiB"];
+    run_end_rounds(&data, &args, Some(&data.join("runs").join("snapshot.tmp")));
+    let store = data.join("runs");
+    assert!(store.join("snapshot").is_file(), "a snapshot was written");
+    let segments = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .count();
+    let first = store.join("0000000001.jsonl");
+    assert!(!first.exists(), "covered segments were deleted");
+    eprintln!("{segments} run journal segments left");
+}
+
+/// Rounds of run ends with costs, each killed at a random moment, and the checks after each
+/// restart that [`sigkill_during_run_ends_keeps_each_end_and_its_cost_together`] names. With
+/// `snapshot` (the file a snapshot is written to before its rename), every other round kills
+/// the server the moment that file appears, and at least one kill must find it still there:
+/// a snapshot cut short.
+fn run_end_rounds(data: &Path, args: &[&str], snapshot: Option<&Path>) {
+    const ROUNDS: usize = 6;
+    let mut cut_short = 0;
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     let mut completed_before = 0.0;
     for round in 0..ROUNDS {
         let kill_after = 60 + next_random(&mut seed) % 300;
-        let mut server = ServerProc::start(&data, &args, &[]);
-        let acked = kill_after_acks(&mut server, kill_after, round, run_client);
+        let mut server = ServerProc::start(data, args, &[]);
+        let acked = match snapshot.filter(|_| round % 2 == 1) {
+            Some(tmp) => kill_when(&mut server, round, run_client, Some(tmp), |acks| {
+                acks >= 30 * kill_after
+            }),
+            None => kill_after_acks(&mut server, kill_after, round, run_client),
+        };
+        let during = snapshot.is_some_and(Path::exists);
+        cut_short += usize::from(during);
 
-        let server = ServerProc::start(&data, &args, &[]);
-        clean_journals(&data);
+        let server = ServerProc::start(data, args, &[]);
+        clean_journals(data);
         let runs = all_runs(&server);
         let status: HashMap<&str, &str> = runs
             .iter()
@@ -660,9 +714,12 @@ fn sigkill_during_run_ends_keeps_each_end_and_its_cost_together() {
         }
         assert_eq!(lines as u64, completed, "each run once in the ledger");
         eprintln!(
-            "round {round}: killed after {kill_after} acks; {completed} runs completed, \
-             ${} spent",
+            "round {round}: killed after {kill_after} acks or a snapshot (during one: \
+             {during}); {completed} runs completed, ${} spent",
             budget["today_spend"]
         );
+    }
+    if snapshot.is_some() {
+        assert!(cut_short > 0, "no kill landed while a snapshot was written");
     }
 }
