@@ -404,7 +404,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let retain_message_bytes =
         match setting("retain-message-bytes", "CONDUCTOR_RETAIN_MESSAGE_BYTES") {
             None => crate::bus::DEFAULT_RETAINED_BYTES,
-            Some((v, from)) => parse_size(&v).ok_or_else(|| {
+            Some((v, from)) => parse_bound(&v).ok_or_else(|| {
                 format!("{from} must be a size in bytes such as 64MiB (0 for no bound), not {v:?}")
             })?,
         };
@@ -416,13 +416,13 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let retain_run_bytes = match setting("retain-run-bytes", "CONDUCTOR_RETAIN_RUN_BYTES") {
         None => crate::runs::DEFAULT_RETAINED_RUN_BYTES,
-        Some((v, from)) => parse_size(&v).ok_or_else(|| {
+        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
             format!("{from} must be a size in bytes such as 128MiB (0 for no bound), not {v:?}")
         })?,
     };
     let snapshot_bytes = match setting("snapshot-bytes", "CONDUCTOR_SNAPSHOT_BYTES") {
         None => crate::runs::DEFAULT_SNAPSHOT_BYTES,
-        Some((v, from)) => parse_size(&v).ok_or_else(|| {
+        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
             format!("{from} must be a size in bytes such as 16MiB (0 for no snapshots), not {v:?}")
         })?,
     };
@@ -512,6 +512,14 @@ fn parse_demo(url: String, runs: Option<String>, seed: Option<String>) -> Result
     Ok(Command::Demo(DemoOptions { url, runs, seed }))
 }
 
+/// A size as [`parse_size`] reads it, or `0`: for a bound that 0 turns off.
+fn parse_bound(s: &str) -> Option<u64> {
+    match s.trim() {
+        "0" => Some(0),
+        s => parse_size(s),
+    }
+}
+
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -555,6 +563,27 @@ mod tests {
             panic!()
         };
         assert_eq!(c.max_body, 2048);
+    }
+
+    #[test]
+    fn zero_turns_a_byte_bound_off_and_sizes_take_units() {
+        let line = "--retain-message-bytes 0 --retain-run-bytes 0 --snapshot-bytes 0";
+        let Command::Serve(c) = parse(&args(line), &no_env).unwrap() else {
+            panic!()
+        };
+        let bounds = (
+            c.message_retention.bytes,
+            c.run_retention.bytes,
+            c.snapshot_bytes,
+        );
+        assert_eq!(bounds, (0, 0, 0));
+        let env = |k: &str| (k == "CONDUCTOR_SNAPSHOT_BYTES").then(|| "2KiB".to_string());
+        let Command::Serve(c) = parse(&[], &env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.snapshot_bytes, 2048);
+        assert!(parse(&args("--snapshot-bytes -1"), &no_env).is_err());
+        assert!(parse(&args("--max-body 0"), &no_env).is_err());
     }
 
     #[test]

@@ -43,7 +43,17 @@ const fn tables() -> [[u32; 256]; 8] {
 
 /// The CRC-32C of `bytes`.
 pub fn checksum(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    finish(extend(START, bytes))
+}
+
+/// The state of a checksum over no bytes yet, for [`extend`].
+pub const START: u32 = !0;
+
+/// The checksum state `crc` extended by `bytes`, for a checksum computed a
+/// piece at a time: `finish(extend(extend(START, a), b))` is the checksum
+/// of `a` then `b`.
+pub fn extend(crc: u32, bytes: &[u8]) -> u32 {
+    let mut crc = crc;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -59,6 +69,11 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     for &b in chunks.remainder() {
         crc = (crc >> 8) ^ TABLES[0][((crc ^ b as u32) & 0xff) as usize];
     }
+    crc
+}
+
+/// The checksum an [`extend`]ed state stands for.
+pub fn finish(crc: u32) -> u32 {
     !crc
 }
 

@@ -85,30 +85,103 @@ fn push_line(out: &mut Vec<u8>, record: &[u8]) {
 /// Writes `records` as the whole of the file at `path`, in the journal's
 /// line format, crash-only: into `PATH.tmp` first, synced, then renamed
 /// over `path`, and the directory synced. A crash leaves the old file or
-/// the new one whole, and at worst a `.tmp` file to delete. Returns the
-/// bytes written.
-pub fn replace_with(path: &Path, records: impl IntoIterator<Item = Vec<u8>>) -> io::Result<u64> {
+/// the new one whole, and at worst a `.tmp` file to delete. Each record is
+/// printed straight into the file's buffer, its checksum taken on the way,
+/// so that no record is ever held as text: a snapshot of large records
+/// needs no more memory than its buffer. Returns the bytes written.
+pub fn replace_with(
+    path: &Path,
+    records: impl IntoIterator<Item = impl Printable>,
+) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let mut file = io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?);
-    let (mut line, mut written) = (Vec::new(), 0u64);
+    let mut out = Checksummed {
+        file: io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?),
+        crc: crate::crc32c::START,
+        held: None,
+        written: 0,
+    };
     for record in records {
-        if !is_record(&record) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a one-line JSON object",
-            ));
-        }
-        line.clear();
-        push_line(&mut line, &record);
-        io::Write::write_all(&mut file, &line)?;
-        written += line.len() as u64;
+        record.print(&mut out)?;
+        out.end_line()?;
     }
-    let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+    let file = out
+        .file
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(written)
+    Ok(out.written)
+}
+
+/// A record [`replace_with`] writes: one JSON object with at least one
+/// member, printed on one line.
+pub trait Printable {
+    /// Prints the record into `out`.
+    fn print(&self, out: &mut dyn Write) -> io::Result<()>;
+}
+
+impl Printable for serde_json::Value {
+    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
+        if self.as_object().is_none_or(|o| o.is_empty()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a JSON object with members",
+            ));
+        }
+        Ok(serde_json::to_writer(out, self)?)
+    }
+}
+
+/// A writer of journal lines that takes each record's checksum as it goes
+/// and holds its last byte back, the closing brace the checksum member
+/// goes before.
+struct Checksummed<W> {
+    file: W,
+    crc: u32,
+    held: Option<u8>,
+    written: u64,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let Some((&last, body)) = bytes.split_last() else {
+            return Ok(0);
+        };
+        if let Some(b) = self.held.take() {
+            self.file.write_all(&[b])?;
+        }
+        self.file.write_all(body)?;
+        self.crc = crate::crc32c::extend(self.crc, bytes);
+        self.held = Some(last);
+        self.written += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl<W: Write> Checksummed<W> {
+    /// Ends the record written since the last line: its checksum member,
+    /// then its closing brace and the newline.
+    fn end_line(&mut self) -> io::Result<()> {
+        if self.held.take() != Some(b'}') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a record is not an object",
+            ));
+        }
+        let crc = crate::crc32c::finish(std::mem::replace(&mut self.crc, crate::crc32c::START));
+        let mut tail = Vec::with_capacity(CRC_SUFFIX_LEN + 1);
+        tail.extend_from_slice(CRC_MEMBER);
+        tail.extend_from_slice(format!("{crc:08x}\"}}\n").as_bytes());
+        self.file.write_all(&tail)?;
+        self.written += tail.len() as u64 - 1;
+        Ok(())
+    }
 }
 
 /// Whether a journal takes `record`: a one-line JSON object with at least one member, whose
@@ -755,6 +828,38 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("too long"), "{e}");
+        cleanup(&path);
+    }
+
+    #[test]
+    fn a_replaced_file_reads_back_as_its_records_with_their_checksums() {
+        let path = temp_path("replace");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let records = vec![
+            serde_json::json!({"a": {"b": [1, {"c": "}"}]}, "d": "x".repeat(100_000)}),
+            serde_json::json!({"e": "line\nbreak \"quoted\""}),
+        ];
+        let written = replace_with(&path, records.clone()).unwrap();
+        assert_eq!(written, fs::metadata(&path).unwrap().len());
+        let (_, replay) = Journal::open(&path).unwrap();
+        let want: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+        assert_eq!(replay.records, want);
+        let mut lines = Vec::new();
+        for r in &want {
+            push_line(&mut lines, r);
+        }
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            lines,
+            "the bytes an append writes"
+        );
+        assert!(replace_with(&path, [serde_json::json!({})]).is_err());
+        assert!(replace_with(&path, [serde_json::json!([1])]).is_err());
+        assert_eq!(
+            Journal::open(&path).unwrap().1.records,
+            want,
+            "a refused write leaves the file"
+        );
         cleanup(&path);
     }
 

@@ -43,11 +43,18 @@ impl CounterFamily {
         self.inner.with(values, |c| c.add(v))
     }
 
-    /// Calls `f` with each series' label values and counter, in label-value
-    /// order, the overflow series last: adding each to a new family in that
-    /// order remakes this one.
-    pub fn each(&self, f: impl FnMut(&[String], &Counter)) {
+    /// Calls `f` with each series' number and counter, in label-value
+    /// order, the overflow series last: adding each, by its
+    /// [`CounterFamily::label_values`], to a new family in that order
+    /// remakes this one. Cheap: the values are spelled out only when asked
+    /// for, so that a copy of every value can be taken quickly.
+    pub fn each(&self, f: impl FnMut(u32, &Counter)) {
         self.inner.each(f)
+    }
+
+    /// The label values of the series [`CounterFamily::each`] numbered `i`.
+    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
+        self.inner.label_values(i)
     }
 }
 
@@ -110,10 +117,15 @@ impl HistogramFamily {
         self.inner.label_names()
     }
 
-    /// Calls `f` with each series' label values and histogram, in the
-    /// order [`CounterFamily::each`] gives.
-    pub fn each(&self, f: impl FnMut(&[String], &Histogram)) {
+    /// Calls `f` with each series' number and histogram, as
+    /// [`CounterFamily::each`] does.
+    pub fn each(&self, f: impl FnMut(u32, &Histogram)) {
         self.inner.each(f)
+    }
+
+    /// The label values of the series [`HistogramFamily::each`] numbered `i`.
+    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
+        self.inner.label_values(i)
     }
 }
 
@@ -157,7 +169,7 @@ mod tests {
         c.add(&["1", ""], 0.25);
         c.inc(&["only one value"]);
         let mut seen = Vec::new();
-        c.each(|values, counter| seen.push((values.to_vec(), counter.parts())));
+        c.each(|i, counter| seen.push((c.label_values(i).unwrap(), counter.parts())));
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             seen,

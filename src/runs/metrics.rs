@@ -109,23 +109,96 @@ impl RunMetrics {
     }
 }
 
-/// A counter's value as a snapshot holds it: its two parts (see
-/// [`Counter::parts`]).
-fn counter_to_json(c: &Counter) -> Value {
-    let (int, fraction) = c.parts();
+/// A histogram's cumulative counts and sum.
+type HistogramValue = (Vec<u64>, f64);
+
+/// The run metrics' values at one moment, as numbers: taken quickly, and
+/// spelled out later and elsewhere, label values and all, by
+/// [`Values::into_series`]. Plain data; safe to send across threads.
+pub struct Values {
+    started: (u64, f64),
+    iterations: (u64, f64),
+    iteration_duration: HistogramValue,
+    /// By series number: cycles, phases, gates, tokens, deliveries.
+    counters: [Vec<(u32, (u64, f64))>; 5],
+    /// By series number: cycle_duration, phase_duration.
+    histograms: [Vec<(u32, HistogramValue)>; 2],
+}
+
+/// The snapshot names of the counter families in [`Values::counters`]
+/// and of the histogram families in [`Values::histograms`], in order.
+const COUNTER_FAMILIES: [&str; 5] = ["cycles", "phases", "gates", "tokens", "deliveries"];
+const HISTOGRAM_FAMILIES: [&str; 2] = ["cycle_duration", "phase_duration"];
+
+fn histogram_value(h: &Histogram) -> HistogramValue {
+    let mut counts = Vec::new();
+    let (sum, _) = h.snapshot(&mut counts);
+    (counts, sum)
+}
+
+fn counter_values(f: &CounterFamily) -> Vec<(u32, (u64, f64))> {
+    let mut values = Vec::new();
+    f.each(|i, c| values.push((i, c.parts())));
+    values
+}
+
+fn histogram_values(f: &HistogramFamily) -> Vec<(u32, HistogramValue)> {
+    let mut values = Vec::new();
+    f.each(|i, h| values.push((i, histogram_value(h))));
+    values
+}
+
+fn counter_to_json(&(int, fraction): &(u64, f64)) -> Value {
     json!([int, fraction])
+}
+
+fn histogram_to_json((counts, sum): &HistogramValue) -> Value {
+    json!([counts, sum])
+}
+
+impl Values {
+    /// The values as a snapshot holds them, a series each, `[name, [label
+    /// values], value]`, in the order that remakes each family; read back
+    /// by [`RunMetrics::restore`]. `m` spells out the label values. One
+    /// small line a series keeps the writer's memory small however many
+    /// series there are.
+    pub fn into_series(self, m: &RunMetrics) -> impl Iterator<Item = Value> + '_ {
+        let [cycles, phases, gates, tokens, deliveries] = self.counters;
+        let [cycle_duration, phase_duration] = self.histograms;
+        let counter_families = [&m.cycles, &m.phases, &m.gates, &m.tokens, &m.deliveries];
+        let counters = [cycles, phases, gates, tokens, deliveries]
+            .into_iter()
+            .zip(COUNTER_FAMILIES.into_iter().zip(counter_families))
+            .flat_map(|(values, (name, f))| {
+                values.into_iter().filter_map(move |(i, v)| {
+                    Some(json!([name, f.label_values(i)?, counter_to_json(&v)]))
+                })
+            });
+        let histogram_families = [&m.cycle_duration, &m.phase_duration];
+        let histograms = [cycle_duration, phase_duration]
+            .into_iter()
+            .zip(HISTOGRAM_FAMILIES.into_iter().zip(histogram_families))
+            .flat_map(|(values, (name, f))| {
+                values.into_iter().filter_map(move |(i, v)| {
+                    Some(json!([name, f.label_values(i)?, histogram_to_json(&v)]))
+                })
+            });
+        let single = [
+            json!(["started", [], counter_to_json(&self.started)]),
+            json!(["iterations", [], counter_to_json(&self.iterations)]),
+            json!([
+                "iteration_duration",
+                [],
+                histogram_to_json(&self.iteration_duration)
+            ]),
+        ];
+        single.into_iter().chain(counters).chain(histograms)
+    }
 }
 
 fn counter_from_json(c: &Counter, v: &Value) -> Option<()> {
     c.add_parts(v[0].as_u64()?, v[1].as_f64()?);
     Some(())
-}
-
-/// A histogram as a snapshot holds it: its cumulative counts and sum.
-fn histogram_to_json(h: &Histogram) -> Value {
-    let mut counts = Vec::new();
-    let (sum, _) = h.snapshot(&mut counts);
-    json!([counts, sum])
 }
 
 fn histogram_from_json(h: &Histogram, v: &Value) -> Option<()> {
@@ -137,68 +210,59 @@ fn histogram_from_json(h: &Histogram, v: &Value) -> Option<()> {
     h.add_counts(&counts, v[1].as_f64()?).then_some(())
 }
 
-/// A family as a snapshot holds it: `[[label values], value]` pairs, in
-/// the order that remakes it.
-fn family_to_json<M>(
-    each: impl FnOnce(&mut dyn FnMut(&[String], &M)),
-    f: fn(&M) -> Value,
-) -> Value {
-    let mut series = Vec::new();
-    each(&mut |values, m| series.push(json!([values, f(m)])));
-    Value::Array(series)
-}
+impl RunMetrics {
+    /// The run metrics' values now, for a snapshot of the run store: every
+    /// counter and histogram, by series. `conductor_active_runs` is left
+    /// out: it follows the running runs.
+    pub fn values(&self) -> Values {
+        Values {
+            started: self.started.parts(),
+            iterations: self.iterations.parts(),
+            iteration_duration: histogram_value(&self.iteration_duration),
+            counters: [
+                counter_values(&self.cycles),
+                counter_values(&self.phases),
+                counter_values(&self.gates),
+                counter_values(&self.tokens),
+                counter_values(&self.deliveries),
+            ],
+            histograms: [
+                histogram_values(&self.cycle_duration),
+                histogram_values(&self.phase_duration),
+            ],
+        }
+    }
 
-fn family_from_json(v: &Value, mut add: impl FnMut(&[&str], &Value) -> Option<()>) -> Option<()> {
-    for s in v.as_array()? {
-        let values: Vec<&str> = s[0]
+    /// Adds one series of [`Values::into_series`] to these metrics, which
+    /// are new but for the series added before it. `None` when `v` is not
+    /// one.
+    pub fn restore(&self, v: &Value) -> Option<()> {
+        let labels: Vec<&str> = v[1]
             .as_array()?
             .iter()
             .map(Value::as_str)
             .collect::<Option<_>>()?;
-        add(&values, &s[1])?;
-    }
-    Some(())
-}
-
-impl RunMetrics {
-    /// The run metrics' values, for a snapshot of the run store: every
-    /// counter and histogram, by label. `conductor_active_runs` is left
-    /// out: it follows the running runs.
-    pub fn dump(&self) -> Value {
-        let counters = |f: &CounterFamily| family_to_json(|e| f.each(e), counter_to_json);
-        let histograms = |f: &HistogramFamily| family_to_json(|e| f.each(e), histogram_to_json);
-        json!({
-            "started": counter_to_json(&self.started),
-            "cycles": counters(&self.cycles),
-            "cycle_duration": histograms(&self.cycle_duration),
-            "iterations": counter_to_json(&self.iterations),
-            "iteration_duration": histogram_to_json(&self.iteration_duration),
-            "phase_duration": histograms(&self.phase_duration),
-            "phases": counters(&self.phases),
-            "gates": counters(&self.gates),
-            "tokens": counters(&self.tokens),
-            "deliveries": counters(&self.deliveries),
-        })
-    }
-
-    /// Adds the values of a [`RunMetrics::dump`] to these metrics, which
-    /// are new. `None` when `v` is not a dump; what was added by then stays.
-    pub fn restore(&self, v: &Value) -> Option<()> {
-        let counters = |f: &CounterFamily, v: &Value| {
-            family_from_json(v, |values, c| counter_from_json(&f.get(values), c))
-        };
-        let histograms = |f: &HistogramFamily, v: &Value| {
-            family_from_json(v, |values, h| histogram_from_json(&f.get(values), h))
-        };
-        counter_from_json(&self.started, &v["started"])?;
-        counters(&self.cycles, &v["cycles"])?;
-        histograms(&self.cycle_duration, &v["cycle_duration"])?;
-        counter_from_json(&self.iterations, &v["iterations"])?;
-        histogram_from_json(&self.iteration_duration, &v["iteration_duration"])?;
-        histograms(&self.phase_duration, &v["phase_duration"])?;
-        counters(&self.phases, &v["phases"])?;
-        counters(&self.gates, &v["gates"])?;
-        counters(&self.tokens, &v["tokens"])?;
-        counters(&self.deliveries, &v["deliveries"])
+        let value = &v[2];
+        let name = v[0].as_str()?;
+        let counters = [
+            &self.cycles,
+            &self.phases,
+            &self.gates,
+            &self.tokens,
+            &self.deliveries,
+        ];
+        if let Some(i) = COUNTER_FAMILIES.iter().position(|n| *n == name) {
+            return counter_from_json(&counters[i].get(&labels), value);
+        }
+        if let Some(i) = HISTOGRAM_FAMILIES.iter().position(|n| *n == name) {
+            let f = [&self.cycle_duration, &self.phase_duration][i];
+            return histogram_from_json(&f.get(&labels), value);
+        }
+        match name {
+            "started" => counter_from_json(&self.started, value),
+            "iterations" => counter_from_json(&self.iterations, value),
+            "iteration_duration" => histogram_from_json(&self.iteration_duration, value),
+            _ => None,
+        }
     }
 }

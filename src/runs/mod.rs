@@ -544,15 +544,16 @@ impl Runs {
             &store.join(snapshot::FILE),
             |h| covered = h,
             |run| state.restore(run),
+            |m| {
+                metrics
+                    .restore(m)
+                    .ok_or_else(|| "not a metric series".into())
+            },
         )
         .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
         if found {
             state.counts = covered.counts;
             metrics.active.set(covered.counts.active as f64);
-            metrics
-                .restore(&covered.metrics)
-                .ok_or_else(|| storage("the run snapshot's metrics are not readable".into()))?;
-            covered.metrics = Value::Null;
             settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
             state.trim();
         }
@@ -560,7 +561,11 @@ impl Runs {
             records: 0,
             bytes: 0,
             segment_records: 0,
-            segment_bytes: snapshot_bytes.max(1),
+            segment_bytes: if snapshot_bytes == 0 {
+                DEFAULT_SNAPSHOT_BYTES
+            } else {
+                snapshot_bytes
+            },
         };
         // Read a record at a time: a start holds the runs, not their history.
         let journal = Segments::open_from(
@@ -1245,27 +1250,29 @@ impl Snapshots {
         if p.busy || self.every == 0 || p.since < self.every.max(p.last) {
             return;
         }
+        let taken = std::time::Instant::now();
         let state = lock(shared);
         let header = snapshot::Header {
             records: p.applied,
             counts: state.counts,
-            metrics: metrics.dump(),
             unledgered: state.unledgered.clone(),
         };
+        let values = metrics.values();
         let finished = state
             .finished
             .iter()
             .filter_map(|(id, _)| state.runs.get(id.as_str()));
         let running = state.runs.values().filter(|r| r.status == Status::Running);
-        let runs: Vec<Arc<Run>> = finished.chain(running).cloned().collect();
+        let runs: Vec<Arc<Run>> = running.chain(finished).cloned().collect();
         drop(state);
         p.busy = true;
         p.since = 0;
         drop(p);
-        let me = self.clone();
+        let (me, metrics) = (self.clone(), metrics.clone());
+        let paused = taken.elapsed();
         let spawned = std::thread::Builder::new()
             .name("runs-snapshot".into())
-            .spawn(move || me.write(&header, &runs));
+            .spawn(move || me.write(&header, runs, || values.into_series(&metrics), paused));
         if spawned.is_err() {
             self.progress.lock().unwrap_or_else(|e| e.into_inner()).busy = false;
         }
@@ -1273,10 +1280,19 @@ impl Snapshots {
 
     /// Writes a snapshot taken by [`Snapshots::applied`], then deletes the
     /// journal segments it covers. A failure is logged, and the next one
-    /// is taken when it is due again.
-    fn write(&self, header: &snapshot::Header, runs: &[Arc<Run>]) {
+    /// is taken when it is due again. `paused` is how long taking it held
+    /// up the records behind it, for the log.
+    fn write<I: Iterator<Item = Value>>(
+        &self,
+        header: &snapshot::Header,
+        runs: Vec<Arc<Run>>,
+        metrics: impl FnOnce() -> I,
+        paused: std::time::Duration,
+    ) {
+        let began = std::time::Instant::now();
         let path = self.dir.join(snapshot::FILE);
-        let written = snapshot::write(&path, header, runs)
+        let n = runs.len();
+        let written = snapshot::write(&path, header, runs, metrics)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|size| {
                 segments::drop_covered(&self.dir, header.records).map(|dropped| (size, dropped))
@@ -1290,9 +1306,14 @@ impl Snapshots {
                     "run snapshot written",
                     &[
                         ("records", header.records.into()),
-                        ("runs", runs.len().into()),
+                        ("runs", n.into()),
                         ("bytes", size.into()),
                         ("segments_deleted", dropped.into()),
+                        ("taking_ms", (paused.as_secs_f64() * 1000.0).into()),
+                        (
+                            "writing_ms",
+                            (began.elapsed().as_secs_f64() * 1000.0).into(),
+                        ),
                     ],
                 );
             }
@@ -1464,10 +1485,12 @@ impl State {
         reported_ms: Option<f64>,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
-        let run = Arc::make_mut(self.runs.get_mut(id)?);
-        if run.status != Status::Running {
+        // Checked before the run is changed: a finished run a snapshot
+        // shares is not copied.
+        if self.runs.get(id)?.status != Status::Running {
             return None;
         }
+        let run = Arc::make_mut(self.runs.get_mut(id)?);
         let (status, count) = match op {
             "complete" => (Status::Completed, &mut self.counts.completed),
             "fail" | "abandon" => (Status::Failed, &mut self.counts.failed),

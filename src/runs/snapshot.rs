@@ -4,19 +4,23 @@
 //!
 //! The file, `runs/snapshot`, is in the journal's line format, with
 //! checksums: a header line, `{"snapshot":{...}}`, then a line
-//! `{"run":{...}}` per run, finished runs oldest first, then the running
-//! ones, then `{"end":N}` with the number of runs. A run holds every field
+//! `{"run":{...}}` per run, the running ones first, then the finished ones
+//! oldest first, then the run metrics a series each, `{"metric":[...]}`,
+//! and `{"end":N}` with the number of runs. The running runs go first so that
+//! the writer lets go of each as soon as it is written: until then, a
+//! change to one copies it (see [`super::Runs`]). A run holds every field
 //! exactly, so that a start from the snapshot rebuilds the run a replay of
 //! its records would; in arrays where a run has many entries.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::budget::Settlement;
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
 use super::{Counts, Run, Status};
@@ -31,8 +35,6 @@ pub struct Header {
     pub records: u64,
     /// The totals by status, of every run ever, not only those kept.
     pub counts: Counts,
-    /// The run metrics (see [`super::RunMetrics::dump`]).
-    pub metrics: Value,
     /// Settlements of ended runs whose copy in the budget ledger may not
     /// be written yet: checked against the ledger at start.
     pub unledgered: Vec<Settlement>,
@@ -42,25 +44,38 @@ fn settlement_to_json(s: &Settlement) -> Value {
     json!({"run_id": s.run_id, "ts": s.ts, "spend": s.to_json()})
 }
 
-/// Writes the snapshot `header` and `runs` at `path`, crash-only (see
-/// [`journal::replace_with`]); returns its bytes.
-pub fn write(path: &Path, header: &Header, runs: &[Arc<Run>]) -> std::io::Result<u64> {
+/// Writes the snapshot `header` and `runs` (the running ones first) at
+/// `path`, crash-only (see [`journal::replace_with`]), letting go of each
+/// run once it is written; `metrics` gives the metrics' series, asked for
+/// after the runs. Returns the snapshot's bytes.
+pub fn write<I: Iterator<Item = Value>>(
+    path: &Path,
+    header: &Header,
+    runs: Vec<Arc<Run>>,
+    metrics: impl FnOnce() -> I,
+) -> std::io::Result<u64> {
     let c = &header.counts;
     let head = json!({"snapshot": {
         "records": header.records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
-        "metrics": header.metrics,
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
     }});
-    let lines = std::iter::once(head)
-        .chain(runs.iter().map(|r| json!({"run": run_to_json(r)})))
-        .chain(std::iter::once(json!({"end": runs.len()})))
-        .map(|v| v.to_string().into_bytes());
+    let n = runs.len();
+    let tail = [Line::Json(json!({"end": n}))];
+    let lines = std::iter::once(Line::Json(head))
+        .chain(runs.into_iter().map(Line::Run))
+        .chain(
+            std::iter::once_with(metrics)
+                .flatten()
+                .map(|m| Line::Json(json!({"metric": m}))),
+        )
+        .chain(tail);
     journal::replace_with(path, lines)
 }
 
 /// Reads the snapshot at `path`, if there is one: its header to `header`,
-/// then each run to `run`, a line at a time. Returns whether there was one.
+/// then each run to `run`, a line at a time, and then each metric series
+/// to `metric`. Returns whether there was one.
 ///
 /// # Errors
 ///
@@ -70,6 +85,7 @@ pub fn read(
     path: &Path,
     mut header: impl FnMut(Header),
     mut run: impl FnMut(Run),
+    mut metric: impl FnMut(&Value) -> Result<(), String>,
 ) -> Result<bool, String> {
     if !path.is_file() {
         return Ok(false);
@@ -82,6 +98,8 @@ pub fn read(
         } else if let Some(r) = v.get("run") {
             run(run_from_json(r).ok_or("not a run")?);
             runs += 1;
+        } else if let Some(m) = v.get("metric") {
+            metric(m)?;
         } else if v["end"].as_u64() == Some(runs) {
             ended = true;
         } else {
@@ -113,28 +131,148 @@ fn header_from_json(h: &Value) -> Option<Header> {
             failed: c[2].as_u64()?,
             cancelled: c[3].as_u64()?,
         },
-        metrics: h["metrics"].clone(),
         unledgered: unledgered.collect::<Option<_>>()?,
     })
 }
 
-/// A run as its snapshot line.
-pub fn run_to_json(run: &Run) -> Value {
-    json!({
-        "run_id": run.run_id,
-        "agent": run.agent,
-        "goal": run.goal,
-        "status": run.status.as_str(),
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "error": run.error,
-        "work_order_id": run.work_order_id,
-        "correlation_id": run.correlation_id,
-        "strategy": run.strategy,
-        "max_iterations": run.max_iterations,
-        "traceparent": run.traceparent,
-        "detail": run.detail.made().map(detail_to_json),
-    })
+/// One line of a snapshot.
+enum Line {
+    Json(Value),
+    Run(Arc<Run>),
+}
+
+impl Printable for Line {
+    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Line::Json(v) => v.print(out),
+            Line::Run(run) => {
+                out.write_all(b"{\"run\":")?;
+                print_run(run, out)?;
+                out.write_all(b"}")
+            }
+        }
+    }
+}
+
+/// Prints the members of one JSON object, a key at a time, each value
+/// printed by serde_json straight from the run: no JSON tree in between,
+/// since a running run's detail can be a MiB, and a tree of it several.
+struct Members<'a> {
+    out: &'a mut dyn Write,
+    first: bool,
+}
+
+impl<'a> Members<'a> {
+    fn new(out: &'a mut dyn Write) -> Members<'a> {
+        Members { out, first: true }
+    }
+
+    /// Begins the member `name` (one of ours, which needs no escaping) and
+    /// gives the writer for its value.
+    fn key(&mut self, name: &str) -> io::Result<&mut dyn Write> {
+        let sep = if std::mem::replace(&mut self.first, false) {
+            '{'
+        } else {
+            ','
+        };
+        write!(self.out, "{sep}\"{name}\":")?;
+        Ok(&mut *self.out)
+    }
+
+    fn end(self) -> io::Result<()> {
+        self.out.write_all(if self.first { b"{}" } else { b"}" })
+    }
+}
+
+/// Gates as the tuples a snapshot prints them as: `[gate, passed, reason, at]`.
+fn gate_tuples<'a>(
+    gates: impl Iterator<Item = &'a Gate>,
+) -> Vec<(&'a str, bool, Option<&'a str>, f64)> {
+    gates
+        .map(|g| (g.gate.as_str(), g.passed, g.reason.as_deref(), g.at))
+        .collect()
+}
+
+fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
+    let mut m = Members::new(out);
+    serde_json::to_writer(m.key("run_id")?, &run.run_id)?;
+    serde_json::to_writer(m.key("agent")?, &run.agent)?;
+    serde_json::to_writer(m.key("goal")?, &run.goal)?;
+    serde_json::to_writer(m.key("status")?, run.status.as_str())?;
+    serde_json::to_writer(m.key("started_at")?, &run.started_at)?;
+    serde_json::to_writer(m.key("ended_at")?, &run.ended_at)?;
+    serde_json::to_writer(m.key("error")?, &run.error)?;
+    serde_json::to_writer(m.key("work_order_id")?, &run.work_order_id)?;
+    serde_json::to_writer(m.key("correlation_id")?, &run.correlation_id)?;
+    serde_json::to_writer(m.key("strategy")?, &run.strategy)?;
+    serde_json::to_writer(m.key("max_iterations")?, &run.max_iterations)?;
+    serde_json::to_writer(m.key("traceparent")?, &run.traceparent)?;
+    match run.detail.made() {
+        None => m.key("detail")?.write_all(b"null")?,
+        Some(d) => print_detail(d, m.key("detail")?)?,
+    }
+    m.end()
+}
+
+fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
+    let mut m = Members::new(out);
+    let mut iterations: Vec<(&u64, &f64)> = d.iteration_started_at.iter().collect();
+    iterations.sort_by_key(|(i, _)| **i);
+    serde_json::to_writer(m.key("iterations_started")?, &d.iterations_started)?;
+    serde_json::to_writer(m.key("iterations_completed")?, &d.iterations_completed)?;
+    serde_json::to_writer(m.key("current_iteration")?, &d.current_iteration)?;
+    serde_json::to_writer(m.key("iteration_started_at")?, &iterations)?;
+    serde_json::to_writer(m.key("current_phase")?, &d.current_phase)?;
+    serde_json::to_writer(m.key("phase_started_at")?, &d.phase_started_at)?;
+    let phases: BTreeMap<&str, (u64, u64, f64, f64)> = d
+        .phases
+        .iter()
+        .map(|(k, p)| {
+            (
+                k.as_str(),
+                (p.completed, p.successes, p.total_seconds, p.last_seconds),
+            )
+        })
+        .collect();
+    serde_json::to_writer(m.key("phases")?, &phases)?;
+    serde_json::to_writer(m.key("gates")?, &gate_tuples(d.gates.iter()))?;
+    serde_json::to_writer(m.key("tokens_by_phase")?, &d.tokens_by_phase)?;
+    serde_json::to_writer(m.key("tokens_by_model")?, &d.tokens_by_model)?;
+    let by_pair: Vec<(&str, &str, u64, u64)> = d
+        .tokens_by_phase_model
+        .iter()
+        .map(|((p, model), (i, o))| (p.as_str(), model.as_str(), *i, *o))
+        .collect();
+    serde_json::to_writer(m.key("tokens_by_phase_model")?, &by_pair)?;
+    serde_json::to_writer(m.key("delivery_started")?, &d.delivery_started)?;
+    serde_json::to_writer(m.key("delivery_completed")?, &d.delivery_completed)?;
+    let out = m.key("spans")?;
+    out.write_all(b"[")?;
+    for (i, s) in d.spans.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let span = (
+            s.name.as_str(),
+            s.started,
+            s.ended,
+            s.success,
+            s.input_tokens,
+            s.output_tokens,
+            s.model.as_deref(),
+            s.iteration,
+            gate_tuples(s.gates.iter()),
+        );
+        serde_json::to_writer(&mut *out, &span)?;
+    }
+    out.write_all(b"]")?;
+    serde_json::to_writer(m.key("root_gates")?, &gate_tuples(d.root_gates.iter()))?;
+    serde_json::to_writer(m.key("pending_tokens")?, &d.pending_tokens)?;
+    serde_json::to_writer(m.key("event_span")?, &d.event_span)?;
+    serde_json::to_writer(m.key("version")?, &d.version)?;
+    serde_json::to_writer(m.key("duration_seconds")?, &d.duration_seconds)?;
+    serde_json::to_writer(m.key("ended_before")?, &d.ended_before)?;
+    m.end()
 }
 
 /// The run a snapshot line holds; `None` when it is not one.
@@ -159,10 +297,6 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
         traceparent: text("traceparent"),
         detail,
     })
-}
-
-fn gate_to_json(g: &Gate) -> Value {
-    json!([g.gate, g.passed, g.reason, g.at])
 }
 
 fn gate_from_json(v: &Value) -> Option<Gate> {
@@ -196,71 +330,6 @@ fn entries<V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<Vec<(String,
         .iter()
         .map(|(k, v)| Some((k.clone(), f(v)?)))
         .collect()
-}
-
-fn object<V>(map: impl IntoIterator<Item = (String, V)>, f: impl Fn(V) -> Value) -> Value {
-    Value::Object(
-        map.into_iter()
-            .map(|(k, v)| (k, f(v)))
-            .collect::<Map<_, _>>(),
-    )
-}
-
-fn detail_to_json(d: &Detail) -> Value {
-    let spans: Vec<Value> = d
-        .spans
-        .iter()
-        .map(|s| {
-            let gates: Vec<Value> = s.gates.iter().map(gate_to_json).collect();
-            json!([
-                s.name,
-                s.started,
-                s.ended,
-                s.success,
-                s.input_tokens,
-                s.output_tokens,
-                s.model,
-                s.iteration,
-                gates
-            ])
-        })
-        .collect();
-    let by_pair: Vec<Value> = d
-        .tokens_by_phase_model
-        .iter()
-        .map(|((p, m), (i, o))| json!([p, m, i, o]))
-        .collect();
-    let mut iterations: Vec<(&u64, &f64)> = d.iteration_started_at.iter().collect();
-    iterations.sort_by_key(|(i, _)| **i);
-    let tokens = |m: &std::collections::BTreeMap<String, (u64, u64)>| {
-        object(m.iter().map(|(k, v)| (k.clone(), *v)), |(i, o)| {
-            json!([i, o])
-        })
-    };
-    json!({
-        "iterations_started": d.iterations_started,
-        "iterations_completed": d.iterations_completed,
-        "current_iteration": d.current_iteration,
-        "iteration_started_at": iterations,
-        "current_phase": d.current_phase,
-        "phase_started_at": object(d.phase_started_at.iter().map(|(k, v)| (k.clone(), *v)), Value::from),
-        "phases": object(d.phases.iter().map(|(k, v)| (k.clone(), v)), |p| {
-            json!([p.completed, p.successes, p.total_seconds, p.last_seconds])
-        }),
-        "gates": d.gates.iter().map(gate_to_json).collect::<Vec<_>>(),
-        "tokens_by_phase": tokens(&d.tokens_by_phase),
-        "tokens_by_model": tokens(&d.tokens_by_model),
-        "tokens_by_phase_model": by_pair,
-        "delivery_started": d.delivery_started,
-        "delivery_completed": d.delivery_completed,
-        "spans": spans,
-        "root_gates": d.root_gates.iter().map(gate_to_json).collect::<Vec<_>>(),
-        "pending_tokens": object(d.pending_tokens.iter().map(|(k, v)| (k.clone(), v)), |(i, o, m)| json!([i, o, m])),
-        "event_span": d.event_span,
-        "version": d.version,
-        "duration_seconds": d.duration_seconds,
-        "ended_before": d.ended_before,
-    })
 }
 
 fn detail_from_json(v: &Value) -> Option<Detail> {

@@ -285,18 +285,24 @@ impl<M: Clone> Family<M> {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' label values and metric, in label-value
-    /// order, the overflow series last: the order in which giving them to
-    /// [`Family::with`] again remakes the same series.
-    pub(crate) fn each(&self, mut f: impl FnMut(&[String], &M)) {
+    /// Calls `f` with each series' number and metric, in label-value
+    /// order, the overflow series last: the order in which giving their
+    /// [`Family::label_values`] to [`Family::with`] again remakes the same
+    /// series. A series keeps its number for as long as the family lives.
+    pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let read = self.read();
         let overflow = read.writer.overflow;
         let order = read.writer.sorted.iter().filter(|&&i| Some(i) != overflow);
         for &i in order.chain(overflow.as_ref()) {
             if let Some(s) = self.series(i) {
-                f(&decode(&s.key), &s.metric);
+                f(i, &s.metric);
             }
         }
+    }
+
+    /// The label values of series number `i`, if it exists.
+    pub(crate) fn label_values(&self, i: u32) -> Option<Vec<String>> {
+        self.series(i).map(|s| decode(&s.key))
     }
 
     /// Read access to the series in label-value order, for rendering. It
