@@ -259,7 +259,7 @@ impl App {
     pub fn announce_finished(&self, finished: &crate::runs::Finished) {
         let run = &finished.run;
         let fields = [
-            ("run_id", serde_json::json!(run.run_id)),
+            ("run_id", serde_json::json!(&*run.run_id)),
             ("correlation_id", serde_json::json!(run.correlation())),
             ("work_order_id", serde_json::json!(run.work_order_id)),
             ("status", serde_json::json!(run.status.as_str())),
@@ -281,7 +281,7 @@ impl App {
             self.log.warn(
                 "run cost not yet copied into the budget ledger",
                 &[
-                    ("run_id", serde_json::json!(run.run_id)),
+                    ("run_id", serde_json::json!(&*run.run_id)),
                     ("day", serde_json::json!(finished.spend.day)),
                     ("error", serde_json::json!(e)),
                 ],

@@ -162,7 +162,7 @@ fn status(ex: Exchange) {
 fn start_run(mut ex: Exchange) {
     match new_run(&mut ex) {
         Ok(new) => begin(ex, new, |run| {
-            let body = json!({"run_id": run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
+            let body = json!({"run_id": &*run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
             Response::json(201, &body)
         }),
         Err(r) => ex.send(r),
@@ -177,8 +177,8 @@ fn trigger(mut ex: Exchange) {
         Ok(new) => begin(ex, new, |run| {
             let body = json!({
                 "triggered": true,
-                "operation_id": run.run_id,
-                "run_id": run.run_id,
+                "operation_id": &*run.run_id,
+                "run_id": &*run.run_id,
                 "status": "running",
                 "started_at": time::rfc3339(run.started_at),
             });

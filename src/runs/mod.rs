@@ -67,8 +67,9 @@ impl Status {
 /// A run as callers see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    /// The run's id, unique within the data dir.
-    pub run_id: String,
+    /// The run's id, unique within the data dir; shared with the store's
+    /// table, which is keyed by it.
+    pub run_id: Arc<str>,
     /// Which agent runs it, when given.
     pub agent: Option<Box<str>>,
     /// What it is for, when given.
@@ -104,7 +105,7 @@ impl Run {
     /// A copy of the ids that tie events and log lines to the run.
     pub fn ids(&self) -> RunIds {
         RunIds {
-            run_id: self.run_id.clone(),
+            run_id: self.run_id.to_string(),
             correlation_id: self.correlation_id.as_deref().map(str::to_string),
             work_order_id: self.work_order_id.as_deref().map(str::to_string),
         }
@@ -113,7 +114,7 @@ impl Run {
     /// The run as a JSON object.
     pub fn to_json(&self) -> Value {
         json!({
-            "run_id": self.run_id,
+            "run_id": &*self.run_id,
             "agent": self.agent,
             "goal": self.goal,
             "status": self.status.as_str(),
@@ -276,11 +277,11 @@ impl Run {
             .filter_map(|t| t.as_deref())
             .map(text)
             .sum::<u64>();
-        // The run, its box, its table slot, and its id three times: in the
-        // run, as its key, and in the order of finished runs.
+        // The run, its shared box, its table slot, and its id twice: in the
+        // run (the table's key shares it), and in the order of finished runs.
         std::mem::size_of::<Run>() as u64
             + 64
-            + 3 * text(&self.run_id)
+            + 2 * text(&self.run_id)
             + own
             + self.detail.approx_bytes()
     }
@@ -389,7 +390,7 @@ struct State {
     /// grows, cost a pointer each rather than a whole run; shared, so that
     /// a snapshot takes the runs as they are at once and writes them out
     /// while the store goes on (a run changed meanwhile is copied first).
-    runs: HashMap<Box<str>, Arc<Run>>,
+    runs: HashMap<Arc<str>, Arc<Run>>,
     counts: Counts,
     /// Runs with a record on its way to the journal.
     pending: HashMap<String, Pending>,
@@ -1113,7 +1114,7 @@ impl Runs {
                 let last = r.detail.event_span.map_or(r.started_at, |(_, l)| l);
                 last.max(r.started_at) + timeout <= now
             })
-            .map(|r| r.run_id.clone())
+            .map(|r| r.run_id.to_string())
             .collect()
     }
 
@@ -1192,7 +1193,7 @@ impl Runs {
                     .then(a.run_id.cmp(&b.run_id))
             })?;
         let start = RunStart {
-            run_id: newest.run_id.clone(),
+            run_id: newest.run_id.to_string(),
             started_at: newest.started_at,
         };
         Some((start, state.counts.active))
@@ -1327,10 +1328,10 @@ impl State {
     fn restore(&mut self, run: Run) {
         if run.status != Status::Running {
             let bytes = run.approx_bytes();
-            self.finished.push_back((run.run_id.clone(), bytes));
+            self.finished.push_back((run.run_id.to_string(), bytes));
             self.finished_bytes += bytes;
         }
-        self.runs.insert(run.run_id.as_str().into(), Arc::new(run));
+        self.runs.insert(run.run_id.clone(), Arc::new(run));
     }
 
     /// Notes that the ledger copy of `s` and of every settlement of its day
@@ -1433,10 +1434,11 @@ impl State {
                 self.counts.active += 1;
                 m.active.inc();
                 m.started.inc();
+                let key: Arc<str> = id.into();
                 self.runs.insert(
-                    id.into(),
+                    key.clone(),
                     Arc::new(Run {
-                        run_id: id.to_string(),
+                        run_id: key,
                         agent: text("agent"),
                         goal: text("goal"),
                         status: Status::Running,

@@ -195,7 +195,7 @@ fn gate_tuples<'a>(
 
 fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let mut m = Members::new(out);
-    serde_json::to_writer(m.key("run_id")?, &run.run_id)?;
+    serde_json::to_writer(m.key("run_id")?, &*run.run_id)?;
     serde_json::to_writer(m.key("agent")?, &run.agent)?;
     serde_json::to_writer(m.key("goal")?, &run.goal)?;
     serde_json::to_writer(m.key("status")?, run.status.as_str())?;
@@ -283,7 +283,7 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
         d => LazyDetail::from(detail_from_json(d)?),
     };
     Some(Run {
-        run_id: v["run_id"].as_str()?.to_string(),
+        run_id: v["run_id"].as_str()?.into(),
         agent: text("agent"),
         goal: text("goal"),
         status: Status::parse(v["status"].as_str()?)?,

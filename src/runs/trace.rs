@@ -66,7 +66,7 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         .collect();
     Some(RunTrace {
         ctx,
-        run_id: run.run_id.clone(),
+        run_id: run.run_id.to_string(),
         operation_id: run
             .work_order_id
             .as_deref()
