@@ -276,13 +276,13 @@ pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
 
 /// The error for a damaged line; `repairable` says whether the repair command moves it aside.
 fn damaged(path: &Path, line: u64, offset: u64, why: String, repairable: bool) -> Error {
+    let remedy = match repairable {
+        true => Remedy::Repair,
+        false => Remedy::Newer,
+    };
     Error::new(
         path,
-        Kind::Damaged {
-            line,
-            why,
-            repairable,
-        },
+        Kind::Damaged { line, why, remedy },
         Some(offset),
         None,
     )
@@ -594,8 +594,19 @@ enum Kind {
     Damaged {
         line: u64,
         why: String,
-        repairable: bool,
+        remedy: Remedy,
     },
+}
+
+/// What the message of a damaged line suggests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remedy {
+    /// The repair command, which moves the line aside.
+    Repair,
+    /// A newer version, which may read a record this one cannot.
+    Newer,
+    /// A backup: moving the line aside would lose what no journal holds.
+    Backup,
 }
 
 impl Error {
@@ -645,16 +656,23 @@ impl Error {
     pub fn is_damaged(&self) -> bool {
         matches!(self.kind, Kind::Damaged { .. })
     }
+
+    /// The same error for a file the repair command does not touch, whose
+    /// damaged line only a backup mends: a snapshot, whose records are in no
+    /// journal any more.
+    pub fn unrepairable(mut self) -> Error {
+        if let Kind::Damaged { remedy, .. } = &mut self.kind {
+            if *remedy == Remedy::Repair {
+                *remedy = Remedy::Backup;
+            }
+        }
+        self
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Kind::Damaged {
-            line,
-            why,
-            repairable,
-        } = &self.kind
-        {
+        if let Kind::Damaged { line, why, remedy } = &self.kind {
             let offset = self.offset.unwrap_or(0);
             let dir = self.path.parent().unwrap_or(Path::new("."));
             write!(
@@ -662,15 +680,19 @@ impl fmt::Display for Error {
                 "journal {}: line {line} (byte {offset}) is damaged: {why}",
                 self.path.display()
             )?;
-            return match repairable {
-                true => write!(
+            return match remedy {
+                Remedy::Repair => write!(
                     f,
                     "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
                      into {}.corrupt",
                     dir.display(),
                     self.path.display()
                 ),
-                false => f.write_str("; was it written by a newer conductor-metrics?"),
+                Remedy::Newer => f.write_str("; was it written by a newer conductor-metrics?"),
+                Remedy::Backup => f.write_str(
+                    "; `repair` cannot mend it, as what it holds is in no journal any more: \
+                     restore the data dir from a backup",
+                ),
             };
         }
         write!(f, "journal {}", self.path.display())?;

@@ -195,7 +195,7 @@ impl Segments {
     ///
     /// # Errors
     ///
-    /// As [`Segments::open`]; also when records after `from` are missing
+    /// As [`Segments::open`]; also when records from `from` on are missing
     /// (a segment deleted by hand), and when `each` refuses a record.
     pub fn open_from(
         dir: &Path,
@@ -261,13 +261,11 @@ impl Segments {
             }
             kept.push_back(seg);
         }
-        if appended < from {
-            return Err(format!(
-                "segments {}: records {appended} to {} are missing; a snapshot covers the records before {from}",
-                dir.display(),
-                from - 1
-            ));
-        }
+        // The snapshot is ahead of the segments only in a copy of the data
+        // dir that took the snapshot after the segments: the records between
+        // are in it, and the next record begins a segment numbered after it.
+        let ahead = appended < from;
+        appended = appended.max(from);
         let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -282,7 +280,7 @@ impl Segments {
             appended,
             rotate: false,
         };
-        segments.rotate = segments.full() || unheaded;
+        segments.rotate = segments.full() || unheaded || ahead;
         Ok(segments)
     }
 
@@ -493,6 +491,56 @@ mod tests {
                 v["seq"].as_u64().unwrap()
             })
             .collect()
+    }
+
+    /// Opens `dir` from record `from` and returns the store and the
+    /// records handed over.
+    fn from(dir: &Path, from: u64) -> (Segments, Vec<Vec<u8>>) {
+        let mut seen = Vec::new();
+        let s = Segments::open_from(dir, None, retention(0, 4), from, |r| {
+            seen.push(r.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        (s, seen)
+    }
+
+    #[test]
+    fn a_start_from_a_snapshot_reads_the_records_after_it_and_drops_the_covered_segments() {
+        let dir = temp_dir("from");
+        let (mut s, seen) = from(&dir, 0);
+        assert!(seen.is_empty());
+        for i in 0..10 {
+            s.append_all(&[&record(i)]).unwrap();
+        }
+        drop(s);
+        // Segments of 4: records 0-3, 4-7 and 8-9.
+        assert_eq!(
+            drop_covered(&dir, 5).unwrap(),
+            1,
+            "only the first is wholly before 5"
+        );
+        let (_, seen) = from(&dir, 6);
+        assert_eq!(seen, (6..10).map(record).collect::<Vec<_>>());
+        let (s, seen) = from(&dir, 8);
+        assert_eq!(seen, [record(8), record(9)]);
+        assert_eq!(s.numbers(), [3], "the segment before 8 went");
+        assert!(
+            Segments::open_from(&dir, None, retention(0, 4), 3, |_| Ok(())).is_err(),
+            "3 is gone"
+        );
+        // A snapshot ahead of the segments, as a copy of the data dir that
+        // took the segments first and the snapshot after them has it: the
+        // records between are in the snapshot, and the next one is
+        // numbered after them.
+        let (mut s, seen) = from(&dir, 12);
+        assert!(seen.is_empty());
+        assert_eq!(s.appended(), 12);
+        s.append_all(&[&record(12)]).unwrap();
+        drop(s);
+        let (s, seen) = from(&dir, 12);
+        assert_eq!((seen, s.appended()), (vec![record(12)], 13));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

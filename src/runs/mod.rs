@@ -1851,6 +1851,67 @@ mod tests {
         // With snapshots off the same snapshot is read, and nothing is lost.
         let (runs, registry) = open_snapshotting(&dir, 0);
         assert_eq!(everything(&runs, &registry), before);
+        drop(runs);
+        // A flipped byte in the snapshot refuses the start, pointing at a
+        // backup: repair cannot mend what no journal holds any more.
+        let path = store.join(snapshot::FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.iter().position(|&b| b == b'a').unwrap() + 1000;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let budget = crate::budget::BudgetConfig::new(&dir);
+        let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
+        let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
+        let refused = Runs::open(&dir, metrics, budget, Retention::default(), 4096, quiet());
+        let Err(Error::Storage(why)) = refused else {
+            panic!("a damaged snapshot was read");
+        };
+        assert!(
+            why.contains("runs/snapshot: line") && why.contains("from a backup"),
+            "{why}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn counts_and_counters_come_from_the_snapshot_not_from_the_runs_kept() {
+        let dir = std::env::temp_dir().join(format!("runs-counted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let open = |dir: &Path| {
+            let mut budget = crate::budget::BudgetConfig::new(dir);
+            budget.daily_limit = 1000.0;
+            let clock = Arc::new(crate::budget::SystemClock);
+            let budget = Arc::new(Budget::open(budget, clock).unwrap());
+            let registry = crate::metrics::Registry::new();
+            let metrics = RunMetrics::register(&registry).unwrap();
+            let retention = Retention { runs: 3, bytes: 0 };
+            let runs = Runs::open(dir, metrics, budget, retention, 1024, quiet()).unwrap();
+            (runs, registry)
+        };
+        let (runs, _) = open(&dir);
+        for i in 0..40 {
+            let new = NewRun {
+                run_id: Some(format!("r{i}")),
+                ..NewRun::default()
+            };
+            wait(|done| runs.start(new, done)).unwrap();
+            wait(|done| runs.finish(&format!("r{i}"), Finish::Complete, None, done)).unwrap();
+        }
+        settled(&runs);
+        drop(runs);
+        let first = dir.join("runs").join("0000000001.jsonl");
+        assert!(!first.exists(), "the journal of the first runs is gone");
+        let (runs, registry) = open(&dir);
+        assert_eq!(runs.counts().completed, 40);
+        assert_eq!(runs.list(None, None, 100).unwrap().runs.len(), 3);
+        let mut text = Vec::new();
+        registry.render(&mut text, crate::metrics::Format::Text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("agent_cycles_total{outcome=\"completed\"} 40\n"),
+            "{text}"
+        );
+        assert!(text.contains("agent_runs_started_total 40\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -107,7 +107,7 @@ pub fn read(
         }
         Ok(())
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.unrepairable().to_string())?;
     if !ended {
         return Err(format!(
             "snapshot {}: cut short after {runs} runs",
