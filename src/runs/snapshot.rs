@@ -196,20 +196,32 @@ fn gate_tuples<'a>(
 fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     let mut m = Members::new(out);
     serde_json::to_writer(m.key("run_id")?, &*run.run_id)?;
-    serde_json::to_writer(m.key("agent")?, &run.agent)?;
-    serde_json::to_writer(m.key("goal")?, &run.goal)?;
     serde_json::to_writer(m.key("status")?, run.status.as_str())?;
     serde_json::to_writer(m.key("started_at")?, &run.started_at)?;
-    serde_json::to_writer(m.key("ended_at")?, &run.ended_at)?;
-    serde_json::to_writer(m.key("error")?, &run.error)?;
-    serde_json::to_writer(m.key("work_order_id")?, &run.work_order_id)?;
-    serde_json::to_writer(m.key("correlation_id")?, &run.correlation_id)?;
-    serde_json::to_writer(m.key("strategy")?, &run.strategy)?;
-    serde_json::to_writer(m.key("max_iterations")?, &run.max_iterations)?;
-    serde_json::to_writer(m.key("traceparent")?, &run.traceparent)?;
-    match run.detail.made() {
-        None => m.key("detail")?.write_all(b"null")?,
-        Some(d) => print_detail(d, m.key("detail")?)?,
+    // Members a run does not have are left out, as most runs have few: the
+    // reader takes a missing one for none.
+    let texts = [
+        ("agent", &run.agent),
+        ("goal", &run.goal),
+        ("error", &run.error),
+        ("work_order_id", &run.work_order_id),
+        ("correlation_id", &run.correlation_id),
+        ("strategy", &run.strategy),
+        ("traceparent", &run.traceparent),
+    ];
+    for (name, text) in texts {
+        if let Some(text) = text {
+            serde_json::to_writer(m.key(name)?, text)?;
+        }
+    }
+    if let Some(at) = run.ended_at {
+        serde_json::to_writer(m.key("ended_at")?, &at)?;
+    }
+    if let Some(n) = run.max_iterations {
+        serde_json::to_writer(m.key("max_iterations")?, &n)?;
+    }
+    if let Some(d) = run.detail.made() {
+        print_detail(d, m.key("detail")?)?;
     }
     m.end()
 }
