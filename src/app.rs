@@ -184,8 +184,13 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        let declared =
-            crate::declared::Declared::open(&config.data_dir, config.declared.clone(), &registry)?;
+        let declared = crate::declared::Declared::open(
+            &config.data_dir,
+            config.declared.clone(),
+            &registry,
+            config.snapshot_bytes,
+            log,
+        )?;
         if declared.skipped_on_replay > 0 {
             log.warn(
                 "declared metric updates skipped on replay: their family is no longer declared as it was",

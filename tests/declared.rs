@@ -242,7 +242,7 @@ fn without_declarations_every_update_is_refused() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["field"], "updates[0].name");
     assert!(
-        !dir.join("metrics.jsonl").exists(),
+        !dir.join("metrics.jsonl").exists() && !dir.join("metrics").exists(),
         "no journal without declarations"
     );
 }

@@ -9,13 +9,15 @@
 //!   once it is synced, in journal order, so a gauge's value is always the
 //!   last one written. A restart replays the journal: counters and
 //!   histograms come back exact, gauges with their last value.
-//! - **Ready for snapshots.** Each record is self-contained (names, label
-//!   values, operation, value), so the state it adds up to is the series'
-//!   values alone: a snapshot can write those and let the journal restart
-//!   after it.
+//! - **Snapshots.** Each record is self-contained (names, label values,
+//!   operation, value), so the state it adds up to is the series' values
+//!   alone: as the journal (segments in `DATA_DIR/metrics/`) grows, a
+//!   snapshot of them is written and the segments it covers are deleted
+//!   (see [`snapshot`]).
 //! - **Bounded.** Each family is capped by the registry's series cap, past
 //!   which new label sets go to its overflow series.
 
+pub mod snapshot;
 pub mod spec;
 pub mod update;
 
@@ -30,11 +32,17 @@ pub use update::{Op, Update, MAX_BATCH};
 
 use crate::commit_queue::{Acks, CommitQueue};
 use crate::error::Error;
-use crate::journal::Journal;
+use crate::log::Logger;
 use crate::metrics::{CounterFamily, GaugeFamily, HistogramFamily, Registry};
+use crate::segments::{self, Segments};
 
-/// The journal's file name in the data dir.
+/// The journal's file name in the data dir before it was cut into
+/// segments: the first start moves it into [`STORE`].
 pub const JOURNAL: &str = "metrics.jsonl";
+
+/// The store's directory in the data dir: the journal's segments and the
+/// snapshot.
+pub const STORE: &str = "metrics";
 
 /// A registered family's handle.
 enum Handle {
@@ -45,13 +53,27 @@ enum Handle {
 
 type Done = Box<dyn FnOnce(Result<usize, Error>) + Send>;
 
+/// A batch waiting its turn: its updates (or why it failed), who to tell,
+/// and its record's bytes.
+type Waiting = (Result<Vec<Update>, Error>, Done, u64);
+
 /// Batches that are durable (or failed) but wait for an earlier one: the
 /// commit queue may run callbacks out of order, and gauges need the order.
+/// Also when the next snapshot is due: it is taken here, between two
+/// batches, as they are applied.
 #[derive(Default)]
 struct Order {
     submitted: u64,
     applied: u64,
-    waiting: BTreeMap<u64, (Result<Vec<Update>, Error>, Done)>,
+    waiting: BTreeMap<u64, Waiting>,
+    /// Journal records applied, ever: the number of the next one.
+    durable: u64,
+    /// Journal bytes applied since the last snapshot.
+    since: u64,
+    /// The size of the last snapshot written.
+    last: u64,
+    /// Whether a snapshot is being written.
+    busy: bool,
 }
 
 /// The declared families and their journal. Safe to share across threads.
@@ -59,6 +81,7 @@ pub struct Declared {
     families: Arc<Families>,
     queue: Option<CommitQueue>,
     order: Arc<Mutex<Order>>,
+    snapshots: Arc<Snapshots>,
     /// Journal updates left out on replay because their family is no
     /// longer declared as it was.
     pub skipped_on_replay: u64,
@@ -70,7 +93,63 @@ struct Families {
     index: HashMap<String, usize>,
 }
 
+/// Where snapshots go and when, and what they carry as it was.
+struct Snapshots {
+    dir: std::path::PathBuf,
+    /// The journal growth after which one is due (at least the last one's
+    /// size); 0 for none.
+    every: u64,
+    /// What the declarations did not take at start, as it was.
+    kept: Arc<Vec<Value>>,
+    log: Logger,
+}
+
 impl Families {
+    /// Adds a snapshot's series line, `[name, [labels], type, value]`, to
+    /// its family; false when no family declared now takes it as it is.
+    fn restore(&self, line: &Value) -> bool {
+        let s = &line["series"];
+        let (Some(name), Some(labels), Some(kind)) =
+            (s[0].as_str(), s[1].as_array(), s[2].as_str())
+        else {
+            return false;
+        };
+        let labels: Option<Vec<&str>> = labels.iter().map(Value::as_str).collect();
+        let (Some(labels), Some(&i)) = (labels, self.index.get(name)) else {
+            return false;
+        };
+        if labels.len() != self.declared[i].labels.len() {
+            return false;
+        }
+        let value = &s[3];
+        match (&self.handles[i], kind) {
+            (Handle::Counter(f), "counter") => match (value[0].as_u64(), value[1].as_f64()) {
+                (Some(int), Some(fraction)) => f.get(&labels).add_parts(int, fraction),
+                _ => return false,
+            },
+            (Handle::Gauge(f), "gauge") => match value.as_f64() {
+                Some(v) => f.set(&labels, v),
+                None => return false,
+            },
+            (Handle::Histogram(f), "histogram") => {
+                let counts: Option<Vec<u64>> = value[0]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(Value::as_u64).collect());
+                let (Some(counts), Some(sum)) = (counts, value[1].as_f64()) else {
+                    return false;
+                };
+                // Other buckets than declared now: kept as it was.
+                let h = f.get(&labels);
+                if counts.len() != h.bounds().len() + 1 {
+                    return false;
+                }
+                return h.add_counts(&counts, sum);
+            }
+            _ => return false,
+        }
+        true
+    }
+
     fn apply(&self, updates: &[Update]) {
         for u in updates {
             let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
@@ -87,14 +166,18 @@ impl Families {
 }
 
 impl Declared {
-    /// Registers `declared` in `registry` and replays the journal under
-    /// `dir`. With nothing declared there is no journal and no thread.
-    /// A family the registry refuses (a clash with a built-in family, say)
-    /// is [`Error::Invalid`] naming it.
+    /// Registers `declared` in `registry`, reads the snapshot under `dir`
+    /// and replays the journal after it. With nothing declared there is no
+    /// journal and no thread. A family the registry refuses (a clash with a
+    /// built-in family, say) is [`Error::Invalid`] naming it. A snapshot is
+    /// written as the journal grows by `snapshot_bytes` (0: none), and
+    /// `log` says so.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
         registry: &Registry,
+        snapshot_bytes: u64,
+        log: Logger,
     ) -> Result<Declared, Error> {
         let mut handles = Vec::with_capacity(declared.len());
         for d in &declared {
@@ -144,27 +227,73 @@ impl Declared {
             handles,
             index,
         });
-        let mut skipped = 0;
+        let store = dir.join(STORE);
+        let mut order = Order::default();
+        let mut kept = Vec::new();
         let queue = if families.declared.is_empty() {
             None
         } else {
-            // A record at a time: a start holds the series, not their history.
+            let storage = |e: String| Error::Storage(e);
             let f = &families;
-            let (journal, _) = Journal::open_each(dir.join(JOURNAL), |record| {
+            // What no family declared now takes is kept as it was: series
+            // of the snapshot as lines, journal updates as one record.
+            let mut skipped: Vec<Value> = Vec::new();
+            let mut replay = |record: &[u8]| {
                 let updates = update::from_record(record, &f.declared, &f.index, &mut skipped);
                 f.apply(&updates);
-                Ok(())
+            };
+            let from = snapshot::read(&store.join(snapshot::FILE), |line| {
+                if line.get("u").is_some() {
+                    replay(line.to_string().as_bytes());
+                } else if !f.restore(line) {
+                    kept.push(line.clone());
+                }
             })
-            .map_err(|e| Error::Storage(e.to_string()))?;
-            let queue = CommitQueue::start(Arc::new(journal), "metrics", Acks::Spread(1))
+            .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
+            let sizes = segments::Retention {
+                records: 0,
+                bytes: 0,
+                segment_records: 0,
+                segment_bytes: if snapshot_bytes == 0 {
+                    crate::runs::DEFAULT_SNAPSHOT_BYTES
+                } else {
+                    snapshot_bytes
+                },
+            };
+            let journal = Segments::open_from(
+                &store,
+                Some(&dir.join(JOURNAL)),
+                sizes,
+                from.unwrap_or(0),
+                |record| {
+                    replay(record);
+                    Ok(())
+                },
+            )
+            .map_err(storage)?;
+            if !skipped.is_empty() {
+                kept.push(serde_json::json!({ "u": skipped }));
+            }
+            order.durable = journal.appended();
+            let queue = CommitQueue::start(journal, "metrics", Acks::Spread(1))
                 .map_err(|e| Error::Storage(e.to_string()))?;
             Some(queue)
         };
+        let skipped_on_replay = kept
+            .iter()
+            .map(|k| k["u"].as_array().map_or(1, Vec::len) as u64)
+            .sum();
         Ok(Declared {
             families,
             queue,
-            order: Arc::new(Mutex::new(Order::default())),
-            skipped_on_replay: skipped,
+            order: Arc::new(Mutex::new(order)),
+            snapshots: Arc::new(Snapshots {
+                dir: store,
+                every: snapshot_bytes,
+                kept: Arc::new(kept),
+                log,
+            }),
+            skipped_on_replay,
         })
     }
 
@@ -195,7 +324,9 @@ impl Declared {
             )));
         };
         let record = update::record(&updates, &self.families.declared);
+        let bytes = record.len() as u64 + 1;
         let (families, order) = (self.families.clone(), self.order.clone());
+        let snapshots = self.snapshots.clone();
         // Submitted under the lock, so that sequence order is journal order.
         let mut o = lock(&self.order);
         let seq = o.submitted;
@@ -207,10 +338,10 @@ impl Declared {
             let mut ready = Vec::new();
             {
                 let mut o = lock(&order);
-                o.waiting.insert(seq, (result, Box::new(done)));
+                o.waiting.insert(seq, (result, Box::new(done), bytes));
                 loop {
                     let next = o.applied;
-                    let Some((result, done)) = o.waiting.remove(&next) else {
+                    let Some((result, done, bytes)) = o.waiting.remove(&next) else {
                         break;
                     };
                     o.applied += 1;
@@ -218,14 +349,62 @@ impl Declared {
                         families.apply(&updates);
                         updates.len()
                     });
+                    if result.is_ok() {
+                        o.durable += 1;
+                        o.since += bytes;
+                    }
                     ready.push((result, done));
                 }
+                snapshots.take_if_due(&mut o, &families, &order);
             }
             // Answered outside the lock: an answer may write to a socket.
             for (result, done) in ready {
                 done(result);
             }
         });
+    }
+}
+
+impl Snapshots {
+    /// Takes a snapshot if one is due, under the lock that applies
+    /// batches, and has a thread of its own write it and delete the
+    /// segments it covers.
+    fn take_if_due(&self, o: &mut Order, families: &Arc<Families>, order: &Arc<Mutex<Order>>) {
+        if o.busy || self.every == 0 || o.since < self.every.max(o.last) {
+            return;
+        }
+        let taken = snapshot::Taken::take(o.durable, families, &self.kept);
+        o.busy = true;
+        o.since = 0;
+        let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
+        let write = move || {
+            let records = taken.records();
+            let written = taken
+                .write(&dir.join(snapshot::FILE))
+                .map_err(|e| format!("{}: {e}", dir.display()))
+                .and_then(|size| segments::drop_covered(&dir, records).map(|n| (size, n)));
+            let mut o = lock(&order);
+            o.busy = false;
+            match written {
+                Ok((size, dropped)) => {
+                    o.last = size;
+                    let fields = [
+                        ("records", records.into()),
+                        ("bytes", size.into()),
+                        ("segments_deleted", dropped.into()),
+                    ];
+                    log.info("declared metrics snapshot written", &fields);
+                }
+                Err(e) => log.warn("declared metrics snapshot failed", &[("error", e.into())]),
+            }
+        };
+        if std::thread::Builder::new()
+            .name("metrics-snapshot".into())
+            .spawn(write)
+            .is_err()
+        {
+            o.busy = false;
+        }
     }
 }
 
@@ -255,6 +434,10 @@ mod tests {
         d
     }
 
+    fn quiet() -> Logger {
+        Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json)
+    }
+
     fn scrape(r: &Registry) -> String {
         let mut out = Vec::new();
         r.render(&mut out, Format::Text);
@@ -273,7 +456,8 @@ mod tests {
         let dir = dir("restart");
         let text = {
             let registry = Registry::new();
-            let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry).unwrap();
+            let d =
+                Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
             let first = scrape(&registry);
             assert!(
                 first.contains("# TYPE llm_cost_dollars_total counter"),
@@ -293,7 +477,7 @@ mod tests {
         assert!(text.contains("\ngit_active_merges 19\n"), "{text}");
         assert!(text.contains("task_retry_count_count 20\n"), "{text}");
         let registry = Registry::new();
-        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry).unwrap();
+        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
         assert_eq!(scrape(&registry), text);
         assert_eq!(d.skipped_on_replay, 0);
         let _ = std::fs::remove_dir_all(&dir);
@@ -303,7 +487,7 @@ mod tests {
     fn a_refused_batch_changes_nothing_and_a_clash_is_refused_at_start() {
         let dir = dir("refused");
         let registry = Registry::new();
-        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry).unwrap();
+        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
         let before = scrape(&registry);
         let batch = json!([
             {"name": "git_active_merges", "set": 5},
@@ -312,7 +496,7 @@ mod tests {
         assert!(matches!(post(&d, batch), Err(Error::Invalid { .. })));
         assert_eq!(scrape(&registry), before);
         let clash = spec::parse(r#"[{"name": "git_active_merges", "type": "gauge", "help": "h"}]"#);
-        let again = Declared::open(&dir, clash.unwrap(), &registry);
+        let again = Declared::open(&dir, clash.unwrap(), &registry, 0, quiet());
         assert!(
             matches!(again, Err(Error::Invalid { ref field, .. }) if field.contains("git_active_merges"))
         );
@@ -323,7 +507,9 @@ mod tests {
     fn concurrent_gauge_sets_end_on_the_last_journaled_value() {
         let dir = dir("order");
         let registry = Registry::new();
-        let d = Arc::new(Declared::open(&dir, spec::parse(FILE).unwrap(), &registry).unwrap());
+        let d = Arc::new(
+            Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap(),
+        );
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let d = d.clone();
@@ -340,8 +526,76 @@ mod tests {
         }
         let live = scrape(&registry);
         let replayed = Registry::new();
-        Declared::open(&dir, spec::parse(FILE).unwrap(), &replayed).unwrap();
+        Declared::open(&dir, spec::parse(FILE).unwrap(), &replayed, 0, quiet()).unwrap();
         assert_eq!(scrape(&replayed), live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Waits until no snapshot is being written.
+    fn settled(d: &Declared) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while lock(&d.order).busy {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a snapshot never ended"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_start_from_a_snapshot_rebuilds_every_series_and_keeps_what_it_cannot_take() {
+        let dir = dir("snapshot");
+        let open = |file: &str, every: u64| {
+            let registry = Registry::new();
+            let d = Declared::open(&dir, spec::parse(file).unwrap(), &registry, every, quiet());
+            (d.unwrap(), registry)
+        };
+        let (d, registry) = open(FILE, 512);
+        for i in 0..200 {
+            let batch = json!([
+                {"name": "llm_cost_dollars_total", "labels": {"model": format!("m{}", i % 3)}, "add": 0.1},
+                {"name": "git_active_merges", "set": i},
+                {"name": "task_retry_count", "observe": i % 5},
+            ]);
+            assert_eq!(post(&d, batch), Ok(3));
+        }
+        settled(&d);
+        let store = dir.join(STORE);
+        assert!(store.join(snapshot::FILE).is_file());
+        assert!(
+            !store.join("0000000001.jsonl").exists(),
+            "covered segments go"
+        );
+        let before = scrape(&registry);
+        drop(d);
+        for every in [512, 0] {
+            let (d, registry) = open(FILE, every);
+            assert_eq!(scrape(&registry), before);
+            assert_eq!(d.skipped_on_replay, 0);
+        }
+        // Declared without the gauge, its series are kept as they were,
+        // through snapshots that let the segments with its updates go.
+        let without = r#"[
+            {"name": "llm_cost_dollars_total", "type": "counter", "help": "Dollars.", "labels": ["model"]},
+            {"name": "task_retry_count", "type": "histogram", "help": "Retries.", "buckets": [0, 1, 2, 3]}
+        ]"#;
+        let (d, registry) = open(without, 512);
+        assert!(d.skipped_on_replay > 0);
+        assert!(!scrape(&registry).contains("git_active_merges"));
+        for _ in 0..50 {
+            post(
+                &d,
+                json!({"name": "llm_cost_dollars_total", "labels": {"model": "m0"}, "add": 1}),
+            )
+            .unwrap();
+        }
+        settled(&d);
+        drop(d);
+        let (_, registry) = open(FILE, 512);
+        let text = scrape(&registry);
+        assert!(text.contains("\ngit_active_merges 199\n"), "{text}");
+        assert!(text.contains("task_retry_count_count 200\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -195,16 +195,16 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
 }
 
 /// Reads a journal record back. Updates of families no longer declared, or
-/// declared with other labels or another type, are counted in `skipped`
-/// and left out; they stay in the journal.
+/// declared with other labels or another type, are added to `skipped` as
+/// they were, and left out; a snapshot keeps them.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],
     index: &HashMap<String, usize>,
-    skipped: &mut u64,
+    skipped: &mut Vec<Value>,
 ) -> Vec<Update> {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
-        *skipped += 1;
+        skipped.push(Value::String(String::from_utf8_lossy(bytes).into_owned()));
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -229,7 +229,7 @@ pub fn from_record(
         })();
         match parsed {
             Some(u) => out.push(u),
-            None => *skipped += 1,
+            None => skipped.push(item.clone()),
         }
     }
     out
@@ -277,9 +277,10 @@ mod tests {
         let updates = parse_batch(&batch, &d, &index).unwrap();
         assert_eq!(updates[0].labels, ["m \"x\"", "ok"]);
         assert_eq!(updates[2].op, Op::Set(-3.0));
-        let mut skipped = 0;
+        let mut skipped = Vec::new();
         let back = from_record(&record(&updates, &d), &d, &index, &mut skipped);
-        assert_eq!((back, skipped), (updates, 0));
+        assert_eq!(back, updates);
+        assert!(skipped.is_empty());
     }
 
     #[test]
@@ -349,10 +350,14 @@ mod tests {
     #[test]
     fn records_of_families_no_longer_declared_are_skipped() {
         let (d, index) = declared();
-        let mut skipped = 0;
+        let mut skipped = Vec::new();
         let line = br#"{"u":[["gone_total",[],"inc",1],["git_active_merges",[],"set",4],["git_active_merges",[],"observe",1]]}"#;
         let back = from_record(line, &d, &index, &mut skipped);
         assert_eq!(back.len(), 1);
-        assert_eq!(skipped, 2);
+        let kept = json!([
+            ["gone_total", [], "inc", 1],
+            ["git_active_merges", [], "observe", 1]
+        ]);
+        assert_eq!(Value::Array(skipped), kept, "kept as they were");
     }
 }

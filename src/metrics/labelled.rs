@@ -90,6 +90,17 @@ impl GaugeFamily {
     pub fn dec(&self, values: &[&str]) {
         self.add(values, -1.0)
     }
+
+    /// Calls `f` with each series' number and gauge, as
+    /// [`CounterFamily::each`] does.
+    pub fn each(&self, f: impl FnMut(u32, &Gauge)) {
+        self.inner.each(f)
+    }
+
+    /// The label values of the series [`GaugeFamily::each`] numbered `i`.
+    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
+        self.inner.label_values(i)
+    }
 }
 
 /// A family of histograms sharing one set of buckets and a fixed list of

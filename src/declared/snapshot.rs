@@ -1,0 +1,147 @@
+//! The snapshot of the declared metrics: every series' value as of one
+//! record of the journal, so that a start reads it and only the records
+//! after it, and the segments before it can go.
+//!
+//! The file, `metrics/snapshot`, is in the journal's line format: a header,
+//! `{"snapshot":{"records":N}}`; a line per series,
+//! `{"series":[name,[label values],type,value]}`, where a counter's value
+//! is its two parts (see [`Counter::parts`]), a gauge's its value and a
+//! histogram's its cumulative counts and sum; then what the declarations
+//! in force did not take, kept as it was: series of families no longer
+//! declared as they were, and journal updates (`{"u":[...]}`) the same;
+//! and `{"end":N}` with the number of lines before it.
+//!
+//! [`Counter::parts`]: crate::metrics::Counter::parts
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::journal::{self, Journal};
+
+use super::{Families, Handle};
+
+/// The file name of the snapshot, in the store's directory.
+pub const FILE: &str = "snapshot";
+
+/// One series' value, as numbers.
+enum SeriesValue {
+    Counter(u64, f64),
+    Gauge(f64),
+    Histogram(Vec<u64>, f64),
+}
+
+/// The declared metrics at one record of the journal: taken quickly, as
+/// numbers, and written later by [`Taken::write`]. Safe to send across
+/// threads.
+pub struct Taken {
+    /// The journal records it covers: those numbered below this.
+    records: u64,
+    /// By family index: each series' number and value.
+    series: Vec<(usize, u32, SeriesValue)>,
+    families: Arc<Families>,
+    /// What the declarations in force did not take, as it was.
+    kept: Arc<Vec<Value>>,
+}
+
+impl Taken {
+    /// Takes every series' value of `families` as of `records` journal
+    /// records; `kept` is carried as it is.
+    pub(super) fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
+        let mut series = Vec::new();
+        for (i, handle) in families.handles.iter().enumerate() {
+            match handle {
+                Handle::Counter(f) => f.each(|n, c| {
+                    let (int, fraction) = c.parts();
+                    series.push((i, n, SeriesValue::Counter(int, fraction)));
+                }),
+                Handle::Gauge(f) => f.each(|n, g| series.push((i, n, SeriesValue::Gauge(g.get())))),
+                Handle::Histogram(f) => f.each(|n, h| {
+                    let mut counts = Vec::new();
+                    let (sum, _) = h.snapshot(&mut counts);
+                    series.push((i, n, SeriesValue::Histogram(counts, sum)));
+                }),
+            }
+        }
+        Taken {
+            records,
+            series,
+            families: families.clone(),
+            kept: kept.clone(),
+        }
+    }
+
+    /// The journal records the snapshot covers.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Writes the snapshot at `path`, crash-only (see
+    /// [`journal::replace_with`]); returns its bytes.
+    pub fn write(self, path: &Path) -> std::io::Result<u64> {
+        let families = &self.families;
+        let series = self.series.into_iter().filter_map(|(i, n, v)| {
+            let name = &families.declared[i].name;
+            let (labels, kind, value) = match (&families.handles[i], v) {
+                (Handle::Counter(f), SeriesValue::Counter(int, fraction)) => {
+                    (f.label_values(n)?, "counter", json!([int, fraction]))
+                }
+                (Handle::Gauge(f), SeriesValue::Gauge(v)) => {
+                    (f.label_values(n)?, "gauge", json!(v))
+                }
+                (Handle::Histogram(f), SeriesValue::Histogram(counts, sum)) => {
+                    (f.label_values(n)?, "histogram", json!([counts, sum]))
+                }
+                _ => return None,
+            };
+            Some(json!({"series": [name, labels, kind, value]}))
+        });
+        let head = json!({"snapshot": {"records": self.records}});
+        let lines = std::cell::Cell::new(0usize);
+        let body = series
+            .chain(self.kept.iter().cloned())
+            .inspect(|_| lines.set(lines.get() + 1));
+        let all = std::iter::once(head)
+            .chain(body)
+            .chain(std::iter::once_with(|| json!({"end": lines.get()})));
+        journal::replace_with(path, all)
+    }
+}
+
+/// Reads the snapshot at `path`, if there is one, handing each line after
+/// the header to `line`; returns the journal records it covers, or `None`
+/// when there is none.
+///
+/// # Errors
+///
+/// The file, line and offset of a damaged line, or one that is not a
+/// snapshot's, and a snapshot cut short.
+pub fn read(path: &Path, mut line: impl FnMut(&Value)) -> Result<Option<u64>, String> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (mut records, mut lines, mut ended) = (None, 0u64, false);
+    Journal::open_each(path, |record| {
+        let v: Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+        if let Some(n) = v["snapshot"]["records"].as_u64() {
+            records = Some(n);
+        } else if v["end"].as_u64() == Some(lines) {
+            ended = true;
+        } else if records.is_some() && (v.get("series").is_some() || v.get("u").is_some()) {
+            line(&v);
+            lines += 1;
+        } else {
+            return Err("not a snapshot line".into());
+        }
+        Ok(())
+    })
+    .map_err(|e| e.unrepairable().to_string())?;
+    if !ended {
+        return Err(format!(
+            "snapshot {}: cut short after {lines} lines",
+            path.display()
+        ));
+    }
+    Ok(records)
+}
