@@ -18,7 +18,7 @@
 #                                 during that load (its log line's taking_ms)
 #   start_ms_runs <n> ms          a restart after that load: the run snapshot and the records after it
 #   runs_dir_mib <n> MiB          the run store on disk after that load (snapshot and segments), of
-#                                 about 280 MiB of run records written
+#                                 about 266 MB of run records written
 #
 # Targets (docs/operations.md), checked at the end: start_ms_big <= 1.5 x start_ms_small and <= 300 ms,
 # rss_restart_ratio <= 1.25, data_dir_mib <= 64, appends_counter_exact 1, bytes_per_run <= 512,
