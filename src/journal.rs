@@ -115,6 +115,78 @@ pub fn replace_with(
     Ok(out.written)
 }
 
+/// Writes `lines` as a snapshot at `path`, crash-only, as [`replace_with`]
+/// does, then a last line `{"end":N}` with the number of lines before it,
+/// by which [`read_snapshot`] tells a whole snapshot from one cut short.
+/// Returns the bytes written.
+pub fn write_snapshot<P: Printable>(
+    path: &Path,
+    lines: impl IntoIterator<Item = P>,
+) -> io::Result<u64> {
+    let count = std::cell::Cell::new(0u64);
+    let lines = lines
+        .into_iter()
+        .inspect(|_| count.set(count.get() + 1))
+        .map(Ended::Line)
+        .chain(std::iter::once_with(|| Ended::End(count.get())));
+    replace_with(path, lines)
+}
+
+/// A line of a snapshot, or its end line.
+enum Ended<P> {
+    Line(P),
+    End(u64),
+}
+
+impl<P: Printable> Printable for Ended<P> {
+    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Ended::Line(line) => line.print(out),
+            Ended::End(n) => write!(out, "{{\"end\":{n}}}"),
+        }
+    }
+}
+
+/// Reads the snapshot [`write_snapshot`] wrote at `path`, a line at a
+/// time, handing each line but the end line to `each`; returns false when
+/// there is none.
+///
+/// # Errors
+///
+/// A damaged line, or one `each` refuses, with the file, the line and the
+/// offset, pointing at a backup rather than at `repair`: what a snapshot
+/// holds is in no journal any more. A snapshot without its end line is cut
+/// short.
+pub fn read_snapshot(
+    path: &Path,
+    mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
+) -> Result<bool, String> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let (mut lines, mut ended) = (0u64, false);
+    Journal::open_each(path, |record| {
+        if ended {
+            return Err("a line after the end line".into());
+        }
+        let v: serde_json::Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+        if v["end"].as_u64() == Some(lines) {
+            ended = true;
+            return Ok(());
+        }
+        lines += 1;
+        each(v)
+    })
+    .map_err(|e| e.unrepairable().to_string())?;
+    if !ended {
+        return Err(format!(
+            "snapshot {}: cut short after {lines} lines",
+            path.display()
+        ));
+    }
+    Ok(true)
+}
+
 /// A record [`replace_with`] writes: one JSON object with at least one
 /// member, printed on one line.
 pub trait Printable {
@@ -881,6 +953,31 @@ mod tests {
             Journal::open(&path).unwrap().1.records,
             want,
             "a refused write leaves the file"
+        );
+        cleanup(&path);
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_whole_and_one_cut_short_is_refused() {
+        let path = temp_path("snapshot");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let lines = vec![serde_json::json!({"a": 1}), serde_json::json!({"end": 0})];
+        write_snapshot(&path, lines.clone()).unwrap();
+        let mut seen = Vec::new();
+        let read = read_snapshot(&path, |v| {
+            seen.push(v);
+            Ok(())
+        });
+        assert_eq!(read, Ok(true));
+        assert_eq!(seen, lines, "a line that only looks like the end is a line");
+        let text = fs::read_to_string(&path).unwrap();
+        let cut: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        fs::write(&path, cut).unwrap();
+        let refused = read_snapshot(&path, |_| Ok(())).unwrap_err();
+        assert!(refused.contains("cut short after 2 lines"), "{refused}");
+        assert_eq!(
+            read_snapshot(&path.with_extension("none"), |_| Ok(())),
+            Ok(false)
         );
         cleanup(&path);
     }

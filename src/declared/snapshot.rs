@@ -9,7 +9,8 @@
 //! histogram's its cumulative counts and sum; then what the declarations
 //! in force did not take, kept as it was: series of families no longer
 //! declared as they were, and journal updates (`{"u":[...]}`) the same;
-//! and `{"end":N}` with the number of lines before it.
+//! and `{"end":N}` with the number of lines before it (see
+//! [`journal::write_snapshot`]).
 //!
 //! [`Counter::parts`]: crate::metrics::Counter::parts
 
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::journal::{self, Journal};
+use crate::journal;
 
 use super::{Families, Handle};
 
@@ -78,7 +79,7 @@ impl Taken {
     }
 
     /// Writes the snapshot at `path`, crash-only (see
-    /// [`journal::replace_with`]); returns its bytes.
+    /// [`journal::write_snapshot`]); returns its bytes.
     pub fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
         let series = self.series.into_iter().filter_map(|(i, n, v)| {
@@ -98,14 +99,10 @@ impl Taken {
             Some(json!({"series": [name, labels, kind, value]}))
         });
         let head = json!({"snapshot": {"records": self.records}});
-        let lines = std::cell::Cell::new(0usize);
-        let body = series
-            .chain(self.kept.iter().cloned())
-            .inspect(|_| lines.set(lines.get() + 1));
         let all = std::iter::once(head)
-            .chain(body)
-            .chain(std::iter::once_with(|| json!({"end": lines.get()})));
-        journal::replace_with(path, all)
+            .chain(series)
+            .chain(self.kept.iter().cloned());
+        journal::write_snapshot(path, all)
     }
 }
 
@@ -115,33 +112,18 @@ impl Taken {
 ///
 /// # Errors
 ///
-/// The file, line and offset of a damaged line, or one that is not a
-/// snapshot's, and a snapshot cut short.
+/// As [`journal::read_snapshot`]; also a line that is not a snapshot's.
 pub fn read(path: &Path, mut line: impl FnMut(&Value)) -> Result<Option<u64>, String> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let (mut records, mut lines, mut ended) = (None, 0u64, false);
-    Journal::open_each(path, |record| {
-        let v: Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+    let mut records = None;
+    journal::read_snapshot(path, |v| {
         if let Some(n) = v["snapshot"]["records"].as_u64() {
             records = Some(n);
-        } else if v["end"].as_u64() == Some(lines) {
-            ended = true;
         } else if records.is_some() && (v.get("series").is_some() || v.get("u").is_some()) {
             line(&v);
-            lines += 1;
         } else {
             return Err("not a snapshot line".into());
         }
         Ok(())
-    })
-    .map_err(|e| e.unrepairable().to_string())?;
-    if !ended {
-        return Err(format!(
-            "snapshot {}: cut short after {lines} lines",
-            path.display()
-        ));
-    }
+    })?;
     Ok(records)
 }

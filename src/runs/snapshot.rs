@@ -6,7 +6,8 @@
 //! checksums: a header line, `{"snapshot":{...}}`, then a line
 //! `{"run":{...}}` per run, the running ones first, then the finished ones
 //! oldest first, then the run metrics a series each, `{"metric":[...]}`,
-//! and `{"end":N}` with the number of runs. The running runs go first so that
+//! and `{"end":N}` with the number of lines before it (see
+//! [`journal::write_snapshot`]). The running runs go first so that
 //! the writer lets go of each as soon as it is written: until then, a
 //! change to one copies it (see [`super::Runs`]). A run holds every field
 //! exactly, so that a start from the snapshot rebuilds the run a replay of
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::budget::Settlement;
-use crate::journal::{self, Journal, Printable};
+use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
 use super::{Counts, Run, Status};
@@ -45,7 +46,7 @@ fn settlement_to_json(s: &Settlement) -> Value {
 }
 
 /// Writes the snapshot `header` and `runs` (the running ones first) at
-/// `path`, crash-only (see [`journal::replace_with`]), letting go of each
+/// `path`, crash-only (see [`journal::write_snapshot`]), letting go of each
 /// run once it is written; `metrics` gives the metrics' series, asked for
 /// after the runs. Returns the snapshot's bytes.
 pub fn write<I: Iterator<Item = Value>>(
@@ -60,17 +61,14 @@ pub fn write<I: Iterator<Item = Value>>(
         "counts": [c.active, c.completed, c.failed, c.cancelled],
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
     }});
-    let n = runs.len();
-    let tail = [Line::Json(json!({"end": n}))];
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
         .chain(
             std::iter::once_with(metrics)
                 .flatten()
                 .map(|m| Line::Json(json!({"metric": m}))),
-        )
-        .chain(tail);
-    journal::replace_with(path, lines)
+        );
+    journal::write_snapshot(path, lines)
 }
 
 /// Reads the snapshot at `path`, if there is one: its header to `header`,
@@ -79,42 +77,25 @@ pub fn write<I: Iterator<Item = Value>>(
 ///
 /// # Errors
 ///
-/// The file, line and offset of a line that is damaged or not a snapshot's,
-/// and a snapshot cut short.
+/// As [`journal::read_snapshot`]; also a line that is not a snapshot's.
 pub fn read(
     path: &Path,
     mut header: impl FnMut(Header),
     mut run: impl FnMut(Run),
     mut metric: impl FnMut(&Value) -> Result<(), String>,
 ) -> Result<bool, String> {
-    if !path.is_file() {
-        return Ok(false);
-    }
-    let (mut runs, mut ended) = (0u64, false);
-    Journal::open_each(path, |record| {
-        let v: Value = serde_json::from_slice(record).map_err(|e| e.to_string())?;
+    journal::read_snapshot(path, |v| {
         if let Some(h) = v.get("snapshot") {
             header(header_from_json(h).ok_or("not a snapshot header")?);
         } else if let Some(r) = v.get("run") {
             run(run_from_json(r).ok_or("not a run")?);
-            runs += 1;
         } else if let Some(m) = v.get("metric") {
             metric(m)?;
-        } else if v["end"].as_u64() == Some(runs) {
-            ended = true;
         } else {
             return Err("not a snapshot line".into());
         }
         Ok(())
     })
-    .map_err(|e| e.unrepairable().to_string())?;
-    if !ended {
-        return Err(format!(
-            "snapshot {}: cut short after {runs} runs",
-            path.display()
-        ));
-    }
-    Ok(true)
 }
 
 fn header_from_json(h: &Value) -> Option<Header> {
