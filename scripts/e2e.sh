@@ -63,17 +63,21 @@ curl -sS -o /dev/null -X DELETE "$CM_URL/metrics"
 curl -sS -o /dev/null "$CM_URL/no/such/route"
 
 scripts/promtool-check.sh "$CM_URL/metrics"
-# The run-level and budget facts are served under their agent_* names only: none of the
-# conductor_* names they replaced is left, so no fact is counted twice.
-renamed='conductor_(runs_started|completed_runs|failed_runs|cancelled_runs|run_duration_seconds'
-renamed+='|iterations|iteration_duration_seconds|phase_duration_seconds|phases|gate_results|tokens'
-renamed+='|deliveries|budget|cost)'
+# Names this server once served and no source system has: none is left.
+retired='conductor_(cancelled_runs_total|iterations_total|iteration_duration_seconds'
+retired+='|phase_duration_seconds|phases_total|gate_results_total|deliveries_total|budget_|cost_)'
 scrape=$(curl -fsS "$CM_URL/metrics")
-if old=$(grep -E "^(# (HELP|TYPE) )?${renamed}" <<<"$scrape"); then
-    die "still served under a replaced name: $(head -n 3 <<<"$old")"
+if old=$(grep -E "^(# (HELP|TYPE) )?${retired}" <<<"$scrape"); then
+    die "still served under a retired name: $(head -n 3 <<<"$old")"
 fi
-expect=(conductor_uptime_seconds conductor_active_runs conductor_messagebus_appends_total
-    conductor_api_requests_total conductor_build_info process_cpu_seconds_total
+# Every source system's names, as it wrote them (docs/api-reference.md, "Source names"):
+# conductor-loop's six families, AgentGate's collector, and the research agent's agent_*.
+expect=(conductor_uptime_seconds conductor_active_runs_total conductor_completed_runs_total
+    conductor_failed_runs_total conductor_messagebus_appends_total conductor_api_requests_total
+    agentgate_runs_started_total agentgate_runs_completed_total agentgate_iterations_total
+    agentgate_active_runs agentgate_run_duration_seconds agentgate_iteration_duration_seconds
+    agentgate_phase_duration_seconds conductor_run_duration_seconds conductor_tokens_total
+    conductor_active_runs conductor_build_info process_cpu_seconds_total
     process_resident_memory_bytes process_virtual_memory_bytes process_open_fds process_max_fds
     process_start_time_seconds process_threads agent_runs_started_total agent_cycles_total
     agent_cycle_duration_seconds agent_iterations_total agent_iteration_duration_seconds

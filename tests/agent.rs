@@ -23,15 +23,11 @@ const AGENT_FAMILIES: [(&str, &str); 7] = [
     ("agent_budget_remaining_dollars", "gauge"),
 ];
 
-/// The `conductor_*` twins the agent names replaced: one name per fact.
-const RETIRED: [&str; 10] = [
-    "conductor_completed_runs_total",
-    "conductor_failed_runs_total",
+/// Names this server once served and serves no more.
+const RETIRED: [&str; 6] = [
     "conductor_cancelled_runs_total",
-    "conductor_run_duration_seconds",
     "conductor_phase_duration_seconds",
     "conductor_gate_results_total",
-    "conductor_tokens_total",
     "conductor_budget_spend_dollars_total",
     "conductor_budget_remaining_dollars",
     "conductor_cost_dollars_total",
@@ -285,4 +281,136 @@ fn a_run_with_no_news_for_the_run_timeout_ends_as_abandoned() {
         (run["status"].as_str(), run["error"].as_str()),
         (Some("failed"), Some("abandoned"))
     );
+}
+
+/// The series of every source system's run families, and of our own
+/// breakdowns, as a scrape shows them: the lines a restart must give back.
+fn source_series(text: &str) -> Vec<&str> {
+    const PREFIXES: [&str; 12] = [
+        "conductor_completed_runs_total",
+        "conductor_failed_runs_total",
+        "conductor_active_runs_total",
+        "conductor_messagebus_appends_total",
+        "conductor_run_duration_seconds",
+        "conductor_tokens_total",
+        "agentgate_",
+        "agent_cycle_duration_seconds",
+        "agent_tokens_total",
+        "agent_cycles_total",
+        "agent_runs_started_total",
+        "agent_phase_duration_seconds",
+    ];
+    text.lines()
+        .filter(|l| !l.starts_with('#') && PREFIXES.iter().any(|p| l.starts_with(p)))
+        .collect()
+}
+
+#[test]
+fn every_source_name_is_served_with_its_own_label_set_and_survives_a_restart() {
+    let dir = TempDir::new();
+    // Small snapshots, so that the restart reads the families back from a
+    // snapshot as well as from the journal after it.
+    let args = ["--daily-budget", "1000", "--snapshot-bytes", "1KiB"];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let events = json!([
+        {"type": "phase_started", "phase": "designing", "timestamp": 1000.0},
+        {"type": "tokens", "phase": "design", "input_tokens": 1200, "output_tokens": 300},
+        {"type": "tokens", "phase": "assessment", "input_tokens": 10, "output_tokens": 5},
+        {"type": "phase_completed", "phase": "designing", "success": true, "timestamp": 1002.5}
+    ]);
+    for (id, end) in [
+        ("c1", "complete"),
+        ("f1", "fail"),
+        ("x1", "cancel"),
+        ("a1", ""),
+    ] {
+        let r = post_json(addr, "/api/v1/runs", &json!({"run_id": id}));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = post_json(addr, &format!("/api/v1/runs/{id}/events"), &events);
+        assert_eq!(r.status, 200, "{}", r.text());
+        if !end.is_empty() {
+            let r = post_json(addr, &format!("/api/v1/runs/{id}/{end}"), &json!({}));
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+    let m = post_json(
+        addr,
+        "/api/v1/messages",
+        &json!({"type": "note", "body": "x"}),
+    );
+    assert_eq!(m.status, 201, "{}", m.text());
+    let text = get(addr, "/metrics").text();
+
+    // conductor-loop's six families, with its names and types.
+    for (name, kind) in [
+        ("conductor_uptime_seconds", "gauge"),
+        ("conductor_active_runs_total", "gauge"),
+        ("conductor_completed_runs_total", "counter"),
+        ("conductor_failed_runs_total", "counter"),
+        ("conductor_messagebus_appends_total", "counter"),
+        ("conductor_api_requests_total", "counter"),
+    ] {
+        let line = format!("# TYPE {name} {kind}");
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert_eq!(sample(&text, "conductor_active_runs_total"), Some(1.0));
+    assert_eq!(sample(&text, "conductor_completed_runs_total"), Some(1.0));
+    assert_eq!(sample(&text, "conductor_failed_runs_total"), Some(1.0));
+    assert_eq!(
+        sample(&text, "conductor_messagebus_appends_total"),
+        Some(1.0)
+    );
+    let runs_posted = r#"conductor_api_requests_total{method="POST",status="201"}"#;
+    assert_eq!(sample(&text, runs_posted), Some(5.0));
+
+    // AgentGate's families, with its names and labels.
+    assert_eq!(sample(&text, "agentgate_runs_started_total"), Some(4.0));
+    assert_eq!(sample(&text, "agentgate_active_runs"), Some(1.0));
+    for (result, n) in [("succeeded", 1.0), ("failed", 1.0), ("canceled", 1.0)] {
+        let series = format!("agentgate_runs_completed_total{{result=\"{result}\"}}");
+        assert_eq!(sample(&text, &series), Some(n), "{series}");
+    }
+    assert_eq!(
+        sample(&text, "agentgate_run_duration_seconds_count"),
+        Some(3.0)
+    );
+    assert_eq!(sample(&text, "agentgate_iterations_total"), Some(0.0));
+    assert_eq!(
+        sample(&text, "agentgate_iteration_duration_seconds_count"),
+        Some(0.0)
+    );
+    let phase = r#"agentgate_phase_duration_seconds_count{phase="designing"}"#;
+    assert_eq!(sample(&text, phase), Some(4.0));
+
+    // The research agent's label sets: no outcome on the cycle duration, and
+    // tokens by phase alone; our breakdowns under names of our own.
+    assert_eq!(
+        sample(&text, "agent_cycle_duration_seconds_count"),
+        Some(3.0)
+    );
+    assert!(!text.contains("agent_cycle_duration_seconds_count{"));
+    assert_eq!(
+        sample(&text, r#"agent_tokens_total{phase="design"}"#),
+        Some(6000.0)
+    );
+    assert_eq!(
+        sample(&text, r#"agent_tokens_total{phase="assessment"}"#),
+        Some(60.0)
+    );
+    assert!(!text.contains("agent_tokens_total{phase=\"design\",type"));
+    let by_outcome = r#"conductor_run_duration_seconds_count{outcome="failed"}"#;
+    assert_eq!(sample(&text, by_outcome), Some(1.0));
+    let by_type = r#"conductor_tokens_total{phase="design",type="input"}"#;
+    assert_eq!(sample(&text, by_type), Some(4800.0));
+
+    let before: Vec<String> = source_series(&text).into_iter().map(String::from).collect();
+    assert!(
+        dir.join("runs/snapshot").exists(),
+        "no run snapshot was taken"
+    );
+    server.kill();
+    let again = ServerProc::start(dir.path(), &args, &[]);
+    let after = get(again.addr(), "/metrics").text();
+    assert_eq!(source_series(&after), before, "after a restart");
 }

@@ -124,13 +124,16 @@ fn events_move_metrics_and_show_in_the_run() {
         1.0
     );
     assert_eq!(
-        metric(&text, "agent_tokens_total{phase=\"design\",type=\"input\"}"),
+        metric(
+            &text,
+            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
+        ),
         1200.0
     );
     assert_eq!(
         metric(
             &text,
-            "agent_tokens_total{phase=\"design\",type=\"output\"}"
+            "conductor_tokens_total{phase=\"design\",type=\"output\"}"
         ),
         300.0
     );
@@ -141,7 +144,7 @@ fn events_move_metrics_and_show_in_the_run() {
     assert_eq!(
         metric(
             &text,
-            "agent_cycle_duration_seconds_count{outcome=\"failed\"}"
+            "conductor_run_duration_seconds_count{outcome=\"failed\"}"
         ),
         1.0
     );
@@ -240,7 +243,10 @@ fn events_and_their_metrics_survive_a_restart() {
     assert_eq!(run["detail"]["tokens"]["input"], 1200);
     let text = get(addr, "/metrics").text();
     assert_eq!(
-        metric(&text, "agent_tokens_total{phase=\"design\",type=\"input\"}"),
+        metric(
+            &text,
+            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
+        ),
         1200.0
     );
     assert_eq!(

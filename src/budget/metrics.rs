@@ -14,7 +14,7 @@ use super::money::{dollars, MICROS_PER_DOLLAR};
 use super::Budget;
 
 /// The metrics the collector produces, in the order of its values.
-const METRICS: [(&str, &str, Kind); 7] = [
+const METRICS: [(&str, &str, Kind); 8] = [
     (
         "agent_budget_limit_dollars",
         "The daily budget limit in dollars.",
@@ -33,6 +33,11 @@ const METRICS: [(&str, &str, Kind); 7] = [
     (
         "agent_budget_remaining_dollars",
         "Dollars left today after spend and reservations, never negative.",
+        Kind::Gauge,
+    ),
+    (
+        "agent_budget_run_estimate_dollars",
+        "Dollars a run reserves when it starts; a start is refused when less than this remains.",
         Kind::Gauge,
     ),
     (
@@ -76,6 +81,7 @@ impl Collector for BudgetCollector {
             s.today_spend,
             s.reserved,
             s.remaining,
+            dollars(self.0.settings.estimate),
             s.reset_unix,
             dollars(state.recorded),
             state.rejections as f64,
@@ -146,6 +152,7 @@ mod tests {
         assert_eq!(value(&text, "agent_budget_today_spend_dollars"), "1.25");
         assert_eq!(value(&text, "agent_budget_reserved_dollars"), "0.15");
         assert_eq!(value(&text, "agent_budget_remaining_dollars"), "0.1");
+        assert_eq!(value(&text, "agent_budget_run_estimate_dollars"), "0.15");
         let reset = value(&text, "agent_budget_reset_timestamp_seconds");
         assert_eq!(reset.parse::<f64>().unwrap(), (DAY + 1) as f64 * 86_400.0);
         assert_eq!(value(&text, "agent_budget_spend_total"), "1.25");

@@ -22,6 +22,7 @@ pub(crate) enum ErrorKind {
     CounterSuffix,
     NonCounterSuffix,
     InvalidBuckets(&'static str),
+    NoOriginal(String),
 }
 
 impl Error {
@@ -75,6 +76,10 @@ impl fmt::Display for Error {
                 )
             }
             ErrorKind::InvalidBuckets(why) => write!(f, "histogram {name}: {why}"),
+            ErrorKind::NoOriginal(of) => write!(
+                f,
+                "alias {name}: {of} is not a registered counter, gauge or histogram family"
+            ),
         }
     }
 }

@@ -251,6 +251,28 @@ impl Registry {
         Ok(HistogramFamily { inner: family })
     }
 
+    /// Serves the counter, gauge or histogram family registered as `of`
+    /// under a second name too, with its own HELP: the same series, counted
+    /// once, and no new memory per series.
+    ///
+    /// This is for a fact that two systems name differently, where each
+    /// system's clients query their own name. A gauge's second name may end
+    /// in `_total`, because that is a name another system gave it
+    /// (conductor-loop's `conductor_active_runs_total`); promtool's lint
+    /// flags such a name. Fails as registration does, and when `of` is not
+    /// a registered counter, gauge or histogram family.
+    pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
+        let original = self.snapshot().into_iter().find(|e| e.name == of);
+        let body = match original.as_ref().map(|e| &e.body) {
+            Some(Body::Counters(f, per_unit)) => Body::Counters(f.clone(), *per_unit),
+            Some(Body::Gauges(f)) => Body::Gauges(f.clone()),
+            Some(Body::Histograms(f, les)) => Body::Histograms(f.clone(), les.clone()),
+            _ => return Err(Error::new(name, ErrorKind::NoOriginal(of.to_string()))),
+        };
+        let kind = original.map_or(Kind::Gauge, |e| e.kind);
+        self.insert(name, help, kind, body, kind == Kind::Gauge)
+    }
+
     /// Registers every metric a collector describes, or none of them.
     pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<(), Error> {
         let descs = collector.describe();
@@ -346,11 +368,24 @@ impl Registry {
     }
 
     fn add(&self, name: &str, help: &str, kind: Kind, body: Body) -> Result<(), Error> {
+        self.insert(name, help, kind, body, false)
+    }
+
+    /// Adds a family; `total_gauge` lets a gauge's name end in `_total`.
+    fn insert(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        body: Body,
+        total_gauge: bool,
+    ) -> Result<(), Error> {
         if !valid_metric_name(name) {
             return Err(Error::new(name, ErrorKind::InvalidMetricName));
         }
         match (kind, name.ends_with("_total")) {
             (Kind::Counter, false) => return Err(Error::new(name, ErrorKind::CounterSuffix)),
+            (Kind::Gauge, true) if total_gauge => {}
             (Kind::Gauge | Kind::Histogram, true) => {
                 return Err(Error::new(name, ErrorKind::NonCounterSuffix))
             }
@@ -413,4 +448,56 @@ fn claimed_names(name: &str, kind: Kind) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: &Registry) -> String {
+        let mut out = Vec::new();
+        r.render(&mut out, Format::Text);
+        String::from_utf8(out).expect("the encoder writes UTF-8")
+    }
+
+    #[test]
+    fn an_alias_serves_the_same_series_under_a_second_name() {
+        let r = Registry::new();
+        let g = r.gauge("active_runs", "Runs running.").unwrap();
+        let h = r
+            .histogram_family("phase_seconds", "Phases.", &["phase"], &[1.0])
+            .unwrap();
+        r.alias("active_runs_total", "Source name.", "active_runs")
+            .unwrap();
+        r.alias("source_phase_seconds", "Source name.", "phase_seconds")
+            .unwrap();
+        g.set(3.0);
+        h.observe(&["design"], 0.5);
+        let out = text(&r);
+        assert!(out.contains("# TYPE active_runs_total gauge\nactive_runs_total 3\n"));
+        assert!(out.contains("\nactive_runs 3\n"));
+        assert!(out.contains("source_phase_seconds_bucket{phase=\"design\",le=\"1\"} 1\n"));
+        assert!(out.contains("\nphase_seconds_count{phase=\"design\"} 1\n"));
+        assert!(out.contains("# HELP source_phase_seconds Source name.\n"));
+    }
+
+    #[test]
+    fn an_alias_is_checked_as_a_registration_is() {
+        let r = Registry::new();
+        r.counter("done_total", "Done.").unwrap();
+        r.histogram("took_seconds", "Took.", &[1.0]).unwrap();
+        let missing = r.alias("x_total", "X.", "nothing").unwrap_err();
+        assert!(missing.to_string().contains("nothing is not a registered"));
+        let suffix = r.alias("done", "Done.", "done_total").unwrap_err();
+        assert_eq!(suffix.to_string(), "counter done must end in _total");
+        // Only a gauge's second name may end in _total.
+        let histogram = r.alias("took_total", "Took.", "took_seconds").unwrap_err();
+        assert!(histogram.to_string().contains("must not end in _total"));
+        assert!(r
+            .alias("done_total", "Done.", "done_total")
+            .unwrap_err()
+            .is_duplicate());
+        let clash = r.alias("took_seconds_count_total", "X.", "done_total");
+        assert!(clash.unwrap_err().is_duplicate());
+    }
 }

@@ -474,8 +474,7 @@ impl Detail {
                     *output_tokens,
                 );
                 self.attribute_tokens(phase, model, *input_tokens, *output_tokens);
-                m.tokens.inc_by(&[phase, "input"], *input_tokens);
-                m.tokens.inc_by(&[phase, "output"], *output_tokens);
+                m.tokens(phase, *input_tokens, *output_tokens);
             }
             Event::DeliveryStarted => self.delivery_started = Some(e.at),
             Event::DeliveryCompleted {

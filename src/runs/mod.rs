@@ -1508,13 +1508,12 @@ impl State {
         run.ended_at = Some(ts);
         run.error = error;
         *count += 1;
-        m.cycles.inc(&[outcome]);
         self.counts.active -= 1;
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
         let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
-        m.cycle_duration.observe(&[outcome], seconds);
+        m.finished(outcome, seconds);
         let summary = run.detail.summary();
         let mut whole = std::mem::replace(&mut run.detail, summary);
         whole.duration_seconds = Some(seconds);
