@@ -144,20 +144,22 @@ start_server "$data/traced" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port"
 trace_id=4bf92f3577b34da6a3ce929d0e0e4736
 parent=00f067aa0ba902b7
 curl -fsS -X POST "$CM_URL/api/v1/runs" -H "traceparent: 00-$trace_id-$parent-01" \
-    -d '{"run_id":"traced-1","work_order_id":"wo-e2e"}' >/dev/null
+    -d '{"run_id":"traced-1","work_order_id":"wo-e2e","strategy":"momentum-v2"}' >/dev/null
 # The run as `demo` reports one: its events carry the emitter's clock, an hour before the
 # server's, so only a run span taken from its events can hold its phases. Two iterations of
 # `code`, each with its own tokens (iteration 2's arrive before its span begins and after it
-# ends), and a gate with a reason in two phases, so each check has something to bite on.
+# ends), and a gate with a reason in three phases, so each check has something to bite on.
+# `designing` and `training` as the research agent reports them: the design tokens under its
+# short name `design`, the training accuracy in the metadata of the phase's end.
 t=$(($(date +%s) - 3600))
 curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/events" --data-binary @- >/dev/null <<JSON
 [
   {"type":"gate_checked","gate":"preflight","passed":true,"timestamp":$t},
   {"type":"iteration_started","iteration":1,"timestamp":$((t + 1))},
-  {"type":"phase_started","phase":"design","timestamp":$((t + 2))},
+  {"type":"phase_started","phase":"designing","timestamp":$((t + 2))},
   {"type":"tokens","phase":"design","model":"claude-x","input_tokens":1200,"output_tokens":300,"timestamp":$((t + 3))},
   {"type":"gate_checked","gate":"lint","passed":false,"reason":"3 errors","timestamp":$((t + 4))},
-  {"type":"phase_completed","phase":"design","success":true,"duration_ms":1500,"timestamp":$((t + 5))},
+  {"type":"phase_completed","phase":"designing","success":true,"duration_ms":1500,"timestamp":$((t + 5))},
   {"type":"phase_started","phase":"code","timestamp":$((t + 6))},
   {"type":"tokens","phase":"code","model":"claude-x","input_tokens":400,"output_tokens":40,"timestamp":$((t + 7))},
   {"type":"phase_completed","phase":"code","success":false,"timestamp":$((t + 8))},
@@ -168,8 +170,9 @@ curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/events" --data-binary @- >/dev/n
   {"type":"gate_checked","gate":"tests","passed":true,"reason":"42 passed","timestamp":$((t + 13))},
   {"type":"phase_completed","phase":"code","success":true,"timestamp":$((t + 14))},
   {"type":"tokens","phase":"code","model":"claude-x","input_tokens":600,"output_tokens":60,"timestamp":$((t + 15))},
-  {"type":"phase_started","phase":"test","timestamp":$((t + 16))},
-  {"type":"phase_completed","phase":"test","success":false,"timestamp":$((t + 17))}]
+  {"type":"phase_started","phase":"training","timestamp":$((t + 16))},
+  {"type":"gate_checked","gate":"training","passed":false,"reason":"accuracy below 0.45","timestamp":$((t + 17))},
+  {"type":"phase_completed","phase":"training","success":false,"metadata":{"accuracy":0.41,"final_loss":0.7},"timestamp":$((t + 18))}]
 JSON
 curl -fsS -X POST "$CM_URL/api/v1/runs/traced-1/fail" -d '{"error":"tests failed"}' >/dev/null
 trace_rc=0

@@ -189,7 +189,7 @@ mod tests {
             trace_id: [0x4b; 16],
             span_id: [0, 0, 0, 0, 0, 0, 0, 1],
             parent_span_id: Some([0xab; 8]),
-            name: "conductor.phase.plan".into(),
+            name: "agent.phase.plan".into(),
             start_unix_nanos: 1_795_439_678_123_456_789,
             end_unix_nanos: 1_795_439_679_000_000_000,
             attributes: vec![
@@ -215,7 +215,7 @@ mod tests {
             r#""scopeSpans":[{"scope":{"name":"conductor-metrics","version":""#,
             env!("CARGO_PKG_VERSION"),
             r#""},"spans":[{"traceId":"4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b","spanId":"0000000000000001","#,
-            r#""parentSpanId":"abababababababab","name":"conductor.phase.plan","kind":1,"#,
+            r#""parentSpanId":"abababababababab","name":"agent.phase.plan","kind":1,"#,
             r#""startTimeUnixNano":"1795439678123456789","endTimeUnixNano":"1795439679000000000","#,
             r#""attributes":[{"key":"run.id","value":{"stringValue":"r-1"}},"#,
             r#"{"key":"gen_ai.usage.input_tokens","value":{"intValue":"9223372036854775807"}},"#,

@@ -1,17 +1,24 @@
 //! A whole run as a trace: the facts of a finished run in, spans out.
 //!
-//! The attributes follow the ktrdr research agent's tracing, so searches by
-//! its tags work unchanged: every span has `operation.id`; the run span has
+//! The names and attributes follow the ktrdr research agent's tracing, so
+//! its searches work unchanged. The run span is `agent.research_cycle`
+//! and each phase a child `agent.phase.<short>`, where `<short>` is the
+//! name the agent counts the phase's tokens under (`design` for
+//! `designing`, `assessment` for `assessing`, any other name as it is; see
+//! [`short_phase`]). Every span has `operation.id`; the run span has
 //! `operation.type` = `agent_research` (ktrdr's `OperationType` of a whole
 //! research cycle) and `outcome` (`completed`, `failed` or `cancelled`),
 //! and a failed run also `error` plus an OpenTelemetry `exception` event;
-//! each phase span has `phase`, its `iteration` when known, and the
-//! `gate.*` result of the last gate checked during it.
+//! each phase span has `phase` as reported, its `iteration` when known,
+//! `tokens` when it used any, `accuracy` when one was reported, and the
+//! `gate.*` result of the last gate checked during it; the design and
+//! assessment spans have the run's `strategy_name`.
 
 use super::context::TraceContext;
 use super::gate::GateEvent;
 use super::id::new_span_id;
 use super::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
+use crate::runs::event::short_phase;
 
 /// The facts of one finished run, from which its trace is built. Plain
 /// data; safe to share across threads.
@@ -21,9 +28,17 @@ pub struct RunTrace {
     pub ctx: TraceContext,
     /// The run's id.
     pub run_id: String,
-    /// The id that ties the run to its work: the correlation or work-order
-    /// id, or the run id when there is none.
+    /// The research agent's operation id of the run, which is the id
+    /// `POST /api/v1/agent/trigger` answers with as `operation_id`: the
+    /// run id.
     pub operation_id: String,
+    /// The work order it serves, when given.
+    pub work_order_id: Option<String>,
+    /// The correlation id it was started with, when given.
+    pub correlation_id: Option<String>,
+    /// The run's strategy, when given: the design and assessment spans'
+    /// `strategy_name`.
+    pub strategy: Option<String>,
     /// Unix seconds when the run started. The run span starts at the
     /// earliest of this and its phases' starts.
     pub started_unix: f64,
@@ -71,7 +86,8 @@ impl Outcome {
 /// One phase of a run. Plain data; safe to share across threads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseSpan {
-    /// The phase name; the span is `conductor.phase.<name>`.
+    /// The phase name as reported; the span is `agent.phase.<short>`
+    /// (see [`short_phase`]).
     pub name: String,
     /// The iteration it ran in, when known.
     pub iteration: Option<u64>,
@@ -89,12 +105,18 @@ pub struct PhaseSpan {
     pub model: Option<String>,
     /// Gate checks made during it, oldest first.
     pub gates: Vec<GateEvent>,
+    /// The accuracy reported for it, when one was.
+    pub accuracy: Option<f64>,
 }
 
-/// The root span's name.
-const RUN_SPAN: &str = "conductor.run";
-/// The prefix of a phase span's name.
-const PHASE_SPAN_PREFIX: &str = "conductor.phase.";
+/// The root span's name: ktrdr's span of a whole research cycle.
+const RUN_SPAN: &str = "agent.research_cycle";
+/// The prefix of a phase span's name, before the phase's short name.
+const PHASE_SPAN_PREFIX: &str = "agent.phase.";
+/// The short names of the phases whose spans carry `strategy_name`: the
+/// one that designs the strategy and the one that assesses it, as ktrdr's
+/// do.
+const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
 /// The run span's `operation.type`: ktrdr's operation type of a whole
 /// research cycle, which a run is.
 const OPERATION_TYPE: &str = "agent_research";
@@ -102,20 +124,22 @@ const OPERATION_TYPE: &str = "agent_research";
 const EXCEPTION_EVENT: &str = "exception";
 
 impl RunTrace {
-    /// The run's spans: the root `conductor.run` first, then one
-    /// `conductor.phase.<name>` child per phase, in order.
+    /// The run's spans: the root `agent.research_cycle` first, then one
+    /// `agent.phase.<short>` child per phase, in order.
     ///
     /// The root spans from the earliest of `started_unix` and every phase's
     /// start to the latest of `ended_unix` and every phase's end, so each
     /// phase lies inside it whatever clock its times came from. An end
     /// before its start is moved to the start.
     ///
-    /// Every span carries `operation.id` and `run.id`; the other attributes
-    /// are listed in the module doc. Token usage goes on as
+    /// Every span carries `operation.id` and `run.id`, and the root also
+    /// `work_order.id` and `correlation.id` when they were given; the other
+    /// attributes are listed in the module doc. Token usage goes on as
     /// `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens` when
     /// either count is non-zero (a pair of zeros means no usage was
     /// reported, and claiming zero would mislead), and the model as
-    /// `gen_ai.request.model` when known. The root's status is Ok for a
+    /// `gen_ai.request.model` when known, and on a phase also as `tokens`,
+    /// their sum, as ktrdr puts it. The root's status is Ok for a
     /// completed run, Error with the failure text for a failed one, and
     /// Unset for a cancelled one, which neither succeeded nor failed; a
     /// phase's is Ok, Error or Unset after its `success`.
@@ -131,10 +155,29 @@ impl RunTrace {
         let (mut start, mut end) = times(self.started_unix, self.ended_unix);
         let mut spans = Vec::with_capacity(1 + self.phases.len());
         for phase in self.phases {
+            let short = short_phase(&phase.name);
             let mut attributes = ids.to_vec();
             attributes.push(("phase".to_string(), AttrValue::Str(phase.name.clone())));
             if let Some(n) = phase.iteration {
                 attributes.push(("iteration".to_string(), int(n)));
+            }
+            if let Some(strategy) = self
+                .strategy
+                .as_ref()
+                .filter(|_| STRATEGY_PHASES.contains(&short))
+            {
+                attributes.push((
+                    "strategy_name".to_string(),
+                    AttrValue::Str(strategy.clone()),
+                ));
+            }
+            // Like the gen_ai pair, only when usage was reported.
+            let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
+            if tokens > 0 {
+                attributes.push(("tokens".to_string(), int(tokens)));
+            }
+            if let Some(accuracy) = phase.accuracy {
+                attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
             }
             push_usage(
                 &mut attributes,
@@ -160,7 +203,7 @@ impl RunTrace {
                 trace_id: self.ctx.trace_id,
                 span_id: new_span_id(),
                 parent_span_id: Some(root_id),
-                name: format!("{PHASE_SPAN_PREFIX}{}", phase.name),
+                name: format!("{PHASE_SPAN_PREFIX}{short}"),
                 start_unix_nanos: phase_start,
                 end_unix_nanos: phase_end,
                 attributes,
@@ -169,6 +212,14 @@ impl RunTrace {
             });
         }
         let mut attributes = ids.to_vec();
+        for (key, id) in [
+            ("work_order.id", self.work_order_id),
+            ("correlation.id", self.correlation_id),
+        ] {
+            if let Some(id) = id {
+                attributes.push((key.to_string(), AttrValue::Str(id)));
+            }
+        }
         attributes.push((
             "operation.type".to_string(),
             AttrValue::Str(OPERATION_TYPE.to_string()),
@@ -269,7 +320,10 @@ mod tests {
                 parent_span_id: Some([9; 8]),
             },
             run_id: "run-1".into(),
-            operation_id: "wo-42".into(),
+            operation_id: "run-1".into(),
+            work_order_id: Some("wo-42".into()),
+            correlation_id: None,
+            strategy: Some("momentum-v2".into()),
             started_unix: 100.0,
             ended_unix: 110.5,
             outcome: Outcome::Completed,
@@ -289,6 +343,7 @@ mod tests {
                         reason: Some("2 errors".into()),
                         at_unix: 101.0,
                     }],
+                    accuracy: None,
                 },
                 PhaseSpan {
                     name: "review".into(),
@@ -314,7 +369,7 @@ mod tests {
         let spans = run().into_spans();
         assert_eq!(spans.len(), 3);
         let root = &spans[0];
-        assert_eq!(root.name, "conductor.run");
+        assert_eq!(root.name, "agent.research_cycle");
         assert_eq!(root.trace_id, [7; 16]);
         assert_eq!(root.parent_span_id, Some([9; 8]));
         assert_eq!(root.start_unix_nanos, 100_000_000_000);
@@ -338,13 +393,13 @@ mod tests {
             assert_eq!(attr(s, "run.id"), Some(&AttrValue::Str("run-1".into())));
             assert_eq!(
                 attr(s, "operation.id"),
-                Some(&AttrValue::Str("wo-42".into()))
+                Some(&AttrValue::Str("run-1".into()))
             );
             assert_eq!(s.trace_id, [7; 16]);
             assert_ne!(s.span_id, [0; 8]);
         }
         let plan = &spans[1];
-        assert_eq!(plan.name, "conductor.phase.plan");
+        assert_eq!(plan.name, "agent.phase.plan");
         assert_eq!(plan.parent_span_id, Some(root.span_id));
         assert_eq!(plan.status, SpanStatus::Ok);
         // Its gate check stays an event (its attributes: see `gate.rs`).
@@ -352,6 +407,9 @@ mod tests {
         assert_eq!(plan.events[0].time_unix_nanos, 101_000_000_000);
         assert_eq!(attr(plan, "phase"), Some(&AttrValue::Str("plan".into())));
         assert_eq!(attr(plan, "iteration"), Some(&AttrValue::Int(1)));
+        assert_eq!(attr(plan, "tokens"), Some(&AttrValue::Int(13)));
+        // Neither designs nor assesses the strategy.
+        assert_eq!(attr(plan, "strategy_name"), None);
         assert_eq!(
             attr(plan, "gate.reason"),
             Some(&AttrValue::Str("2 errors".into()))
@@ -366,6 +424,8 @@ mod tests {
         assert_eq!(review.status, SpanStatus::Unset);
         assert_eq!(review.end_unix_nanos, review.start_unix_nanos);
         assert_eq!(attr(review, "gen_ai.usage.input_tokens"), None);
+        assert_eq!(attr(review, "tokens"), None);
+        assert_eq!(attr(review, "accuracy"), None);
         assert_eq!(attr(review, "gen_ai.request.model"), None);
         assert_ne!(review.span_id, plan.span_id);
     }
@@ -499,5 +559,97 @@ mod tests {
         let spans = inside.into_spans();
         assert_eq!(spans[0].start_unix_nanos, 90_000_000_000);
         assert_eq!(spans[0].end_unix_nanos, 120_000_000_000);
+    }
+
+    #[test]
+    fn research_agent_phases_get_its_span_names_and_attributes() {
+        let mut r = run();
+        r.correlation_id = Some("corr-7".into());
+        let phase = |name: &str, input, output, accuracy| PhaseSpan {
+            name: name.into(),
+            started_unix: 101.0,
+            ended_unix: 102.0,
+            input_tokens: input,
+            output_tokens: output,
+            accuracy,
+            ..PhaseSpan::default()
+        };
+        r.phases = vec![
+            phase("designing", 1200, 300, None),
+            phase("training", 0, 0, Some(0.625)),
+            phase("backtesting", 0, 0, None),
+            phase("assessing", 800, 200, None),
+            // Reported under the short name already.
+            phase("design", 0, 0, None),
+        ];
+        let spans = r.into_spans();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "agent.research_cycle",
+                "agent.phase.design",
+                "agent.phase.training",
+                "agent.phase.backtesting",
+                "agent.phase.assessment",
+                "agent.phase.design",
+            ]
+        );
+        let reported: Vec<Option<&AttrValue>> =
+            spans[1..].iter().map(|s| attr(s, "phase")).collect();
+        let str = |s: &str| AttrValue::Str(s.into());
+        assert_eq!(
+            reported,
+            [
+                Some(&str("designing")),
+                Some(&str("training")),
+                Some(&str("backtesting")),
+                Some(&str("assessing")),
+                Some(&str("design")),
+            ]
+        );
+        let (root, design, training, backtesting, assessment) =
+            (&spans[0], &spans[1], &spans[2], &spans[3], &spans[4]);
+        for s in &spans {
+            assert_eq!(attr(s, "operation.id"), Some(&str("run-1")));
+        }
+        for s in &spans[1..] {
+            assert_eq!(s.parent_span_id, Some(root.span_id));
+        }
+        assert_eq!(attr(root, "work_order.id"), Some(&str("wo-42")));
+        assert_eq!(attr(root, "correlation.id"), Some(&str("corr-7")));
+        assert_eq!(attr(design, "work_order.id"), None);
+        assert_eq!(attr(design, "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(design, "tokens"), Some(&AttrValue::Int(1500)));
+        assert_eq!(attr(design, "accuracy"), None);
+        assert_eq!(attr(training, "accuracy"), Some(&AttrValue::Double(0.625)));
+        assert_eq!(attr(training, "strategy_name"), None);
+        // No usage reported is no `tokens`, not a claim of zero.
+        assert_eq!(attr(training, "tokens"), None);
+        assert_eq!(attr(backtesting, "strategy_name"), None);
+        assert_eq!(attr(assessment, "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(assessment, "tokens"), Some(&AttrValue::Int(1000)));
+        assert_eq!(attr(&spans[5], "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(root, "strategy_name"), None);
+        assert_eq!(attr(root, "tokens"), None);
+
+        // A run without a strategy, work order or correlation id says
+        // nothing of them.
+        let mut bare = run();
+        bare.strategy = None;
+        bare.work_order_id = None;
+        bare.phases[0].name = "designing".into();
+        let spans = bare.into_spans();
+        assert_eq!(attr(&spans[1], "strategy_name"), None);
+        assert_eq!(attr(&spans[0], "work_order.id"), None);
+        assert_eq!(attr(&spans[0], "correlation.id"), None);
+    }
+
+    #[test]
+    fn a_phase_token_sum_saturates() {
+        let mut r = run();
+        r.phases[0].input_tokens = u64::MAX;
+        let spans = r.into_spans();
+        assert_eq!(attr(&spans[1], "tokens"), Some(&AttrValue::Int(i64::MAX)));
     }
 }

@@ -9,7 +9,7 @@ pub struct Span {
     pub span_id: [u8; 8],
     /// Its parent's id; `None` for a root span.
     pub parent_span_id: Option<[u8; 8]>,
-    /// What it measures, e.g. `conductor.run`.
+    /// What it measures, e.g. `agent.research_cycle`.
     pub name: String,
     /// Start time, nanoseconds since the Unix epoch.
     pub start_unix_nanos: u64,

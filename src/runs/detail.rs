@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
-use super::event::{Event, Timed};
+use super::event::{metadata_accuracy, same_phase, Event, Timed};
 use super::metrics::RunMetrics;
 
 /// Distinct phase, gate or model names kept per run; more are folded into
@@ -215,6 +215,9 @@ pub struct PhaseRecord {
     pub iteration: Option<u64>,
     /// Gate checks made while it ran.
     pub gates: Vec<Gate>,
+    /// The accuracy last reported in the `metadata` of its start, its end
+    /// or a gate check made while it ran.
+    pub accuracy: Option<f64>,
 }
 
 /// Phase occurrences kept per run for its trace.
@@ -259,11 +262,17 @@ fn add_priced_tokens(
 impl Detail {
     /// The index of the newest occurrence of `phase` that has not completed.
     fn open_span(&self, phase: &str) -> Option<usize> {
+        self.open_span_where(|name| name == phase)
+    }
+
+    /// The index of the newest span not yet completed whose name `named`
+    /// accepts.
+    fn open_span_where(&self, named: impl Fn(&str) -> bool) -> Option<usize> {
         let from = self.ended_before.min(self.spans.len());
         // The cheap test first: names are compared for open spans only.
         self.spans[from..]
             .iter()
-            .rposition(|s| s.ended.is_none() && s.name == phase)
+            .rposition(|s| s.ended.is_none() && named(&s.name))
             .map(|i| from + i)
     }
 
@@ -353,6 +362,7 @@ impl Detail {
                         name: phase.clone(),
                         started: e.at,
                         iteration: iteration.or(self.current_iteration),
+                        accuracy: metadata_accuracy(e),
                         ..PhaseRecord::default()
                     };
                     self.take_pending(&mut span);
@@ -380,6 +390,7 @@ impl Detail {
                         let span = &mut self.spans[i];
                         span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
                         span.success = Some(*success);
+                        span.accuracy = metadata_accuracy(e).or(span.accuracy);
                     }
                     None if self.spans.len() < MAX_SPANS => {
                         let mut span = PhaseRecord {
@@ -388,6 +399,7 @@ impl Detail {
                             ended: Some(e.at),
                             success: Some(*success),
                             iteration: iteration.or(self.current_iteration),
+                            accuracy: metadata_accuracy(e),
                             ..PhaseRecord::default()
                         };
                         self.take_pending(&mut span);
@@ -435,6 +447,12 @@ impl Detail {
                     .current_phase
                     .as_deref()
                     .and_then(|p| self.open_span(p));
+                // A gate judges the phase it ran in (the research agent's
+                // training gate judges the model trained), so the accuracy
+                // it reports is that phase's, even past MAX_GATES checks.
+                if let (Some(i), Some(accuracy)) = (open, metadata_accuracy(e)) {
+                    self.spans[i].accuracy = Some(accuracy);
+                }
                 match open {
                     Some(i) if self.spans[i].gates.len() < MAX_GATES => {
                         self.spans[i].gates.push(check.clone())
@@ -492,15 +510,17 @@ impl Detail {
     /// Adds tokens to the span of `phase` they belong to: the open one, or
     /// the newest one when it ran in the current iteration (tokens reported
     /// just after the phase ended). Otherwise that iteration's span has
-    /// not begun yet, and they wait for it.
+    /// not begun yet, and they wait for it. The research agent counts the
+    /// tokens of its `designing` phase under `design` (see
+    /// [`same_phase`]), so either name finds the span.
     fn attribute_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
         let current = self.current_iteration;
-        let target = match self.open_span(phase) {
+        let target = match self.open_span_where(|name| same_phase(name, phase)) {
             Some(i) => Some(i),
             None => self
                 .spans
                 .iter()
-                .rposition(|s| s.name == phase)
+                .rposition(|s| same_phase(&s.name, phase))
                 .filter(|&i| current.is_none() || self.spans[i].iteration == current),
         };
         if let Some(i) = target {
@@ -523,13 +543,20 @@ impl Detail {
         }
     }
 
-    /// Gives a new span the tokens that waited for it.
+    /// Gives a new span the tokens that waited for it, under either name
+    /// of its phase. The wait list is short (at most [`MAX_NAMES`] names,
+    /// nearly always none), so it is searched rather than kept by a
+    /// second key.
     fn take_pending(&mut self, span: &mut PhaseRecord) {
-        if let Some((input, output, model)) = self.pending_tokens.remove(&span.name) {
-            span.input_tokens += input;
-            span.output_tokens += output;
-            span.model = model.or(span.model.take());
-        }
+        self.pending_tokens.retain(|phase, (input, output, model)| {
+            if !same_phase(phase, &span.name) {
+                return true;
+            }
+            span.input_tokens += *input;
+            span.output_tokens += *output;
+            span.model = model.take().or(span.model.take());
+            false
+        });
     }
 
     /// The cost of the run's tokens by phase, priced by `price(model,

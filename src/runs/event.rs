@@ -99,6 +99,31 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// The name the research agent gives `phase` in `agent_tokens_total` and
+/// in its phase spans: it reports its phases as `designing` and
+/// `assessing` but counts their tokens under `design` and `assessment`.
+/// Any other name is its own.
+pub fn short_phase(phase: &str) -> &str {
+    match phase {
+        "designing" => "design",
+        "assessing" => "assessment",
+        other => other,
+    }
+}
+
+/// Whether `a` and `b` name the same phase, however each spells it
+/// ([`short_phase`]): `design` and `designing` are one phase.
+pub fn same_phase(a: &str, b: &str) -> bool {
+    short_phase(a) == short_phase(b)
+}
+
+/// The `accuracy` an event reports in its `metadata`, when it is a JSON
+/// number (always finite: JSON has no other); anything else there (text,
+/// `null`, an object) is no accuracy.
+pub fn metadata_accuracy(e: &Timed) -> Option<f64> {
+    e.extra.as_ref()?.get("metadata")?.get("accuracy")?.as_f64()
+}
+
 /// Parses one event object or an array of them, all or nothing. Errors
 /// name the event's index and field, e.g. `events[3].phase`.
 pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
@@ -818,6 +843,33 @@ impl Timed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_research_agents_two_names_of_a_phase_are_one() {
+        assert_eq!(short_phase("designing"), "design");
+        assert_eq!(short_phase("assessing"), "assessment");
+        assert_eq!(short_phase("training"), "training");
+        assert_eq!(short_phase("backtesting"), "backtesting");
+        assert!(same_phase("design", "designing") && same_phase("assessing", "assessment"));
+        assert!(same_phase("code", "code") && !same_phase("design", "assessment"));
+        // Whole names are mapped, not prefixes.
+        assert!(!same_phase("designing", "designer"));
+    }
+
+    #[test]
+    fn accuracy_is_a_number_in_the_metadata() {
+        let accuracy = |v: Value| metadata_accuracy(&parse_one(&v, 0.0).unwrap());
+        let end = |metadata: Value| json!({"type": "phase_completed", "phase": "training", "success": true, "metadata": metadata});
+        assert_eq!(accuracy(end(json!({"accuracy": 0.61}))), Some(0.61));
+        assert_eq!(accuracy(end(json!({"accuracy": 1}))), Some(1.0));
+        assert_eq!(accuracy(end(json!({"accuracy": "0.61"}))), None);
+        assert_eq!(accuracy(end(json!({"accuracy": null}))), None);
+        assert_eq!(accuracy(end(json!({"metrics": {"accuracy": 0.5}}))), None);
+        assert_eq!(
+            accuracy(json!({"type": "phase_completed", "phase": "training", "success": true})),
+            None
+        );
+    }
 
     #[test]
     fn parses_every_type_and_round_trips() {

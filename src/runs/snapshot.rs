@@ -255,6 +255,7 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
             s.model.as_deref(),
             s.iteration,
             gate_tuples(s.gates.iter()),
+            s.accuracy,
         );
         serde_json::to_writer(&mut *out, &span)?;
     }
@@ -338,6 +339,8 @@ fn detail_from_json(v: &Value) -> Option<Detail> {
             model: s[6].as_str().map(str::to_string),
             iteration: s[7].as_u64(),
             gates: gates_from_json(&s[8])?,
+            // Absent from the snapshots of versions before it.
+            accuracy: s[9].as_f64(),
         })
     };
     let delivered = &v["delivery_completed"];

@@ -62,16 +62,20 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
             output_tokens: p.output_tokens,
             model: p.model.clone(),
             gates: p.gates.iter().map(gate_event).collect(),
+            accuracy: p.accuracy,
         })
         .collect();
     Some(RunTrace {
         ctx,
         run_id: run.run_id.to_string(),
-        operation_id: run
-            .work_order_id
-            .as_deref()
-            .unwrap_or(run.correlation())
-            .to_string(),
+        // The research agent's clients know a cycle by the operation id
+        // `POST /api/v1/agent/trigger` and `GET /api/v1/agent/status`
+        // answer with, which is the run id; the work order and correlation
+        // ids go on as attributes of their own.
+        operation_id: run.run_id.to_string(),
+        work_order_id: run.work_order_id.as_deref().map(str::to_string),
+        correlation_id: run.correlation_id.as_deref().map(str::to_string),
+        strategy: run.strategy.as_deref().map(str::to_string),
         started_unix: started,
         ended_unix: ended,
         outcome,
@@ -268,6 +272,109 @@ mod tests {
         );
         let done = run_trace(&run(Status::Completed, events)).unwrap();
         assert_eq!(done.outcome, Outcome::Completed);
-        assert_eq!(done.operation_id, "wo-1");
+        // The research agent's operation id is the run id; the work order
+        // keeps its own attribute.
+        assert_eq!(done.operation_id, "r-1");
+        assert_eq!(done.work_order_id.as_deref(), Some("wo-1"));
+        assert_eq!(done.correlation_id, None);
+    }
+
+    #[test]
+    fn a_research_cycle_traces_as_the_research_agent_does() {
+        // The agent reports its phases as `designing` and `assessing` but
+        // its tokens as `design` and `assessment`; the accuracy comes in
+        // the metadata of a gate check or of the phase's end.
+        let mut r = run(
+            Status::Completed,
+            json!([
+                {"type": "iteration_started", "iteration": 1, "timestamp": 10.0},
+                {"type": "phase_started", "phase": "designing", "timestamp": 11.0},
+                {"type": "tokens", "phase": "design", "model": "m1", "input_tokens": 1200, "output_tokens": 300, "timestamp": 12.0},
+                {"type": "phase_completed", "phase": "designing", "success": true, "timestamp": 13.0},
+                // Just after the end: still that occurrence's.
+                {"type": "tokens", "phase": "designing", "input_tokens": 5, "output_tokens": 5, "timestamp": 13.5},
+                {"type": "phase_started", "phase": "training", "timestamp": 14.0},
+                {"type": "gate_checked", "gate": "training", "passed": true,
+                 "metadata": {"accuracy": 0.58}, "timestamp": 15.0},
+                {"type": "phase_completed", "phase": "training", "success": true,
+                 "metadata": {"accuracy": 0.61, "final_loss": 0.4}, "timestamp": 16.0},
+                // Before its span began: it waits for it under either name.
+                {"type": "tokens", "phase": "assessment", "input_tokens": 700, "output_tokens": 100, "timestamp": 16.5},
+                {"type": "phase_started", "phase": "assessing", "timestamp": 17.0},
+                {"type": "phase_completed", "phase": "assessing", "success": true, "timestamp": 18.0},
+            ]),
+        );
+        r.strategy = Some("momentum-v2".into());
+        let spans = run_trace(&r).unwrap().into_spans();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "agent.research_cycle",
+                "agent.phase.design",
+                "agent.phase.training",
+                "agent.phase.assessment",
+            ]
+        );
+        let (root, design, training, assessment) = (&spans[0], &spans[1], &spans[2], &spans[3]);
+        let str = |s: &str| AttrValue::Str(s.into());
+        for s in &spans {
+            assert_eq!(attr(s, "operation.id"), Some(&str("r-1")));
+        }
+        for s in &spans[1..] {
+            assert_eq!(s.parent_span_id, Some(root.span_id));
+        }
+        assert_eq!(attr(root, "work_order.id"), Some(&str("wo-1")));
+        assert_eq!(attr(design, "phase"), Some(&str("designing")));
+        assert_eq!(attr(design, "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(design, "tokens"), Some(&AttrValue::Int(1510)));
+        assert_eq!(attr(training, "phase"), Some(&str("training")));
+        // The end's accuracy, reported last.
+        assert_eq!(attr(training, "accuracy"), Some(&AttrValue::Double(0.61)));
+        assert_eq!(attr(training, "tokens"), None);
+        assert_eq!(attr(assessment, "phase"), Some(&str("assessing")));
+        assert_eq!(attr(assessment, "tokens"), Some(&AttrValue::Int(800)));
+        assert_eq!(
+            attr(root, "gen_ai.usage.input_tokens"),
+            Some(&AttrValue::Int(1905))
+        );
+    }
+
+    #[test]
+    fn accuracy_comes_from_the_metadata_of_the_phases_own_events() {
+        let r = run(
+            Status::Completed,
+            json!([
+                // Outside any phase: no span to carry it.
+                {"type": "gate_checked", "gate": "g", "passed": true, "metadata": {"accuracy": 0.1}},
+                {"type": "phase_started", "phase": "training", "metadata": {"accuracy": 0.2}},
+                {"type": "phase_completed", "phase": "training", "success": true},
+                {"type": "phase_started", "phase": "training"},
+                {"type": "gate_checked", "gate": "g", "passed": false, "metadata": {"accuracy": 0.3}},
+                // Not a number: no accuracy, and the gate's stays.
+                {"type": "phase_completed", "phase": "training", "success": false,
+                 "metadata": {"accuracy": "high"}},
+                {"type": "phase_started", "phase": "training"},
+                // A tokens event's metadata is not the phase's result.
+                {"type": "tokens", "phase": "training", "input_tokens": 1, "output_tokens": 1,
+                 "metadata": {"accuracy": 0.4}},
+                {"type": "phase_completed", "phase": "training", "success": true},
+                // A phase end with no start of its own.
+                {"type": "phase_completed", "phase": "backtesting", "success": true,
+                 "metadata": {"accuracy": 0.5}},
+            ]),
+        );
+        let spans = run_trace(&r).unwrap().into_spans();
+        let accuracy: Vec<Option<&AttrValue>> = spans.iter().map(|s| attr(s, "accuracy")).collect();
+        assert_eq!(
+            accuracy,
+            [
+                None,
+                Some(&AttrValue::Double(0.2)),
+                Some(&AttrValue::Double(0.3)),
+                None,
+                Some(&AttrValue::Double(0.5)),
+            ]
+        );
     }
 }
