@@ -122,7 +122,8 @@ caught_up
 # Every series the demo created has enough samples. The families are picked so that no two
 # share a label set: count_over_time() drops the name, and Prometheus refuses a result with
 # two series alike.
-new_series='agent_(tokens|phases|gate_results|deliveries)_total|agent_(cycle|iteration|phase)_duration_seconds_bucket'
+new_series='agent_(tokens|phases|gate_results|deliveries)_total|agent_(iteration|phase)_duration_seconds_bucket'
+new_series+='|conductor_run_duration_seconds_bucket'
 wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$new_series\"}[1m]))" \
     ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
 # The same for the declared families the demo sends (no two share a label set either).

@@ -79,6 +79,19 @@ pub struct App {
     /// The families declared in `--metrics-file`, updated over HTTP.
     pub declared: crate::declared::Declared,
     started: Instant,
+    abandoning: Abandoning,
+}
+
+/// How many times the run timeout tries to end one run before it gives up.
+const ABANDON_TRIES: u32 = 5;
+
+/// The run timeout's failed attempts to end a run, by run id, so that a
+/// run it cannot end costs a bounded number of tries and log lines, not
+/// one at every check for ever.
+struct Abandoning {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// `conductor_run_timeout_given_up_total`.
+    given_up: crate::metrics::Counter,
 }
 
 fn registration(e: crate::metrics::Error) -> Error {
@@ -197,6 +210,12 @@ impl App {
                 &[("updates", serde_json::json!(declared.skipped_on_replay))],
             );
         }
+        let given_up = registry
+            .counter(
+                "conductor_run_timeout_given_up_total",
+                "Runs the run timeout failed to end after 5 tries; they stay running until a restart.",
+            )
+            .map_err(registration)?;
         let app = Arc::new(App {
             registry,
             runs,
@@ -209,6 +228,10 @@ impl App {
             tracer,
             declared,
             started,
+            abandoning: Abandoning {
+                failures: Default::default(),
+                given_up,
+            },
         });
         wire_events(&app);
         if let Some(timeout) = app.config.run_timeout {
@@ -317,25 +340,64 @@ impl App {
             .map(drop)
     }
 
-    /// Ends the runs with no news for `timeout` now.
+    /// Ends the runs with no news for `timeout` now. A run whose end fails
+    /// (its write fails) is tried again at the next checks, up to
+    /// [`ABANDON_TRIES`] times in all; then the timeout gives up on it with
+    /// an `error` line and counts it.
     fn end_stale_runs(self: &Arc<App>, timeout: Duration) {
         let now = crate::time::now_unix();
         for id in self.runs.stale(now, timeout.as_secs_f64()) {
+            if self.abandon_tries(&id) >= ABANDON_TRIES {
+                continue;
+            }
             let (app, run_id) = (self.clone(), id.clone());
             let how = crate::runs::Finish::Abandon;
-            self.runs
-                .finish(&run_id, how, None, move |result| match result {
-                    Ok(finished) => app.announce_finished(&finished),
+            self.runs.finish(&run_id, how, None, move |result| {
+                let failed = match result {
+                    Ok(finished) => {
+                        app.announce_finished(&finished);
+                        None
+                    }
                     // Finished meanwhile by its orchestrator: nothing to do.
-                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => {}
-                    Err(e) => app.log.error(
-                        "cannot end an abandoned run; retrying at the next check",
-                        &[
-                            ("run_id", serde_json::json!(id)),
-                            ("error", serde_json::json!(e.to_string())),
-                        ],
-                    ),
-                });
+                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
+                    Err(e) => Some(e),
+                };
+                app.abandon_result(&id, failed);
+            });
+        }
+    }
+
+    fn abandon_tries(&self, id: &str) -> u32 {
+        let failures = self.abandoning.failures.lock();
+        // Counts only: a panic while it was held leaves a usable map.
+        let failures = failures.unwrap_or_else(|e| e.into_inner());
+        failures.get(id).copied().unwrap_or(0)
+    }
+
+    fn abandon_result(&self, id: &str, failed: Option<Error>) {
+        let failures = self.abandoning.failures.lock();
+        // Counts only: a panic while it was held leaves a usable map.
+        let mut failures = failures.unwrap_or_else(|e| e.into_inner());
+        let Some(e) = failed else {
+            failures.remove(id);
+            return;
+        };
+        let tries = failures.entry(id.to_string()).or_default();
+        *tries += 1;
+        let fields = [
+            ("run_id", serde_json::json!(id)),
+            ("tries", serde_json::json!(*tries)),
+            ("error", serde_json::json!(e.to_string())),
+        ];
+        if *tries < ABANDON_TRIES {
+            self.log
+                .warn("cannot end an abandoned run; retrying at the next check", &fields);
+        } else {
+            self.abandoning.given_up.inc();
+            self.log.error(
+                "cannot end an abandoned run; giving up until a restart",
+                &fields,
+            );
         }
     }
 

@@ -817,6 +817,12 @@ pub(crate) mod faults {
         armed.push((dir.to_path_buf(), skip, fail));
     }
 
+    /// How many writes under `dir` are still armed to fail.
+    pub(crate) fn armed(dir: &Path) -> u64 {
+        let armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        armed.iter().find(|(d, ..)| d == dir).map_or(0, |a| a.2)
+    }
+
     /// The error for this write of `path`, if one is armed.
     pub(super) fn take(path: &Path) -> Option<io::Error> {
         let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());

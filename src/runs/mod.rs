@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::budget::{Budget, Recorded, Settlement, SpendInput};
+use crate::budget::{Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
 use crate::commit_queue::{Acks, CommitQueue, Outcome, Reply};
 use crate::error::Error;
 use crate::log::Logger;
@@ -762,6 +762,11 @@ impl Runs {
 
     /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
     /// those in flight and `later` ones, priced by model.
+    ///
+    /// Tokens are priced at most [`MAX_AMOUNT`], in all and by phase: token
+    /// events that would price a run past it are refused when they arrive
+    /// ([`Runs::check_token_cost`]), so this cap only binds when the
+    /// pricing changed under a running run, and then the run still ends.
     fn price_end(
         &self,
         state: &State,
@@ -776,16 +781,52 @@ impl Runs {
             }
             return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
+        let mut phase_costs = self.token_costs(state, id, later.iter().copied());
+        for (_, c) in &mut phase_costs {
+            *c = c.min(MAX_AMOUNT);
+        }
+        let total = phase_costs
+            .iter()
+            .map(|(_, c)| c)
+            .sum::<f64>()
+            .min(MAX_AMOUNT);
+        self.budget
+            .price(id, SpendInput::Amount(total), &phase_costs, now)
+    }
+
+    /// The cost by phase of the tokens of run `id`: those applied, those in
+    /// flight, then `later` ones.
+    fn token_costs<'a>(
+        &self,
+        state: &'a State,
+        id: &str,
+        later: impl Iterator<Item = &'a Timed>,
+    ) -> Vec<(String, f64)> {
         let pricing = self.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
-        let events = in_flight.chain(later.iter().copied());
-        let phase_costs = detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o));
-        let total = phase_costs.iter().map(|(_, c)| c).sum();
-        self.budget
-            .price(id, SpendInput::Amount(total), &phase_costs, now)
+        let events = in_flight.chain(later);
+        detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o))
+    }
+
+    /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
+    /// with what it has and has in flight, so that every run can be priced,
+    /// and so ended, whatever ends it.
+    fn check_token_cost<'a>(
+        &self,
+        state: &'a State,
+        id: &str,
+        later: impl Iterator<Item = &'a Timed>,
+        field: &str,
+    ) -> Result<(), Error> {
+        let costs = self.token_costs(state, id, later);
+        if costs.iter().map(|(_, c)| c).sum::<f64>() <= MAX_AMOUNT {
+            return Ok(());
+        }
+        let message = format!("would price run {id} above {MAX_AMOUNT} dollars of tokens");
+        Err(Error::invalid(field, message))
     }
 
     /// What a record's callback needs of the store.
@@ -1019,11 +1060,24 @@ impl Runs {
                 (_, None) => {
                     return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
                 }
-                (_, Some(Status::Running)) => {
-                    if let Step::Finish { how, .. } = &p.step {
+                (_, Some(Status::Running)) => match &p.step {
+                    Step::Finish { how, .. } => {
                         now.insert(id, end_status(how));
                     }
-                }
+                    Step::Event(e) if matches!(e.event, Event::Tokens { .. }) => {
+                        let batch = steps.iter().take_while(|q| q.index <= at);
+                        let events =
+                            batch
+                                .filter(|q| q.run_id == id)
+                                .filter_map(|q| match &q.step {
+                                    Step::Event(e) => Some(e),
+                                    _ => None,
+                                });
+                        let field = format!("events[{at}].input_tokens");
+                        self.check_token_cost(state, id, events, &field)?;
+                    }
+                    _ => {}
+                },
                 (_, Some(s)) => {
                     return Err(Error::Conflict(format!(
                         "events[{at}]: run {id} is already {}",
@@ -1068,7 +1122,10 @@ impl Runs {
         let mut record = events_record(id, &events);
         let mut events = events;
         let mut state = self.lock();
-        if let Err(e) = state.running(id) {
+        let checked = state
+            .running(id)
+            .and_then(|()| self.check_token_cost(&state, id, events.iter(), "input_tokens"));
+        if let Err(e) = checked {
             drop(state);
             return done(Err(e));
         }
