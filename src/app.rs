@@ -390,8 +390,10 @@ impl App {
             ("error", serde_json::json!(e.to_string())),
         ];
         if *tries < ABANDON_TRIES {
-            self.log
-                .warn("cannot end an abandoned run; retrying at the next check", &fields);
+            self.log.warn(
+                "cannot end an abandoned run; retrying at the next check",
+                &fields,
+            );
         } else {
             self.abandoning.given_up.inc();
             self.log.error(

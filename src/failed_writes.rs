@@ -237,7 +237,14 @@ fn the_run_timeout_gives_up_on_a_run_it_cannot_end_after_bounded_tries() {
     faults::fail_writes(&dir, 0, ARMED);
     let given_up = |h: &Harness| {
         let authority = h.server.addr().to_string();
-        let r = client::exchange(&authority, "GET", "/metrics", &[], b"", Duration::from_secs(30));
+        let r = client::exchange(
+            &authority,
+            "GET",
+            "/metrics",
+            &[],
+            b"",
+            Duration::from_secs(30),
+        );
         let text = String::from_utf8(r.unwrap().body).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("conductor_run_timeout_given_up_total "))
@@ -252,7 +259,11 @@ fn the_run_timeout_gives_up_on_a_run_it_cannot_end_after_bounded_tries() {
     // however many checks follow (a check runs every 10 ms here).
     assert_eq!(faults::armed(&dir), ARMED - 5);
     std::thread::sleep(timeout * 5);
-    assert_eq!(faults::armed(&dir), ARMED - 5, "tried again after giving up");
+    assert_eq!(
+        faults::armed(&dir),
+        ARMED - 5,
+        "tried again after giving up"
+    );
     assert_eq!(given_up(&h).as_deref(), Some("1"));
     faults::fail_writes(&dir, 0, 0);
     let (_, run) = h.call("GET", "/api/v1/runs/stuck", None);

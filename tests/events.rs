@@ -355,13 +355,22 @@ fn tokens_that_would_price_a_run_past_the_bound_are_refused_so_every_run_can_end
     // The default price is $15 a million input tokens: 6e13 is $900,000,000,
     // under the $1e9 bound; twice that is over it.
     let tokens = |n: u64| json!({"type": "tokens", "phase": "design", "input_tokens": n, "output_tokens": 0});
-    let r = post_json(addr, "/api/v1/runs/big/events", &tokens(100_000_000_000_000));
+    let r = post_json(
+        addr,
+        "/api/v1/runs/big/events",
+        &tokens(100_000_000_000_000),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("input_tokens"), "{}", r.text());
     let r = post_json(addr, "/api/v1/runs/big/events", &tokens(60_000_000_000_000));
     assert_eq!(r.status, 200, "{}", r.text());
     let r = post_json(addr, "/api/v1/runs/big/events", &tokens(60_000_000_000_000));
-    assert_eq!(r.status, 400, "the bound is on the run's total: {}", r.text());
+    assert_eq!(
+        r.status,
+        400,
+        "the bound is on the run's total: {}",
+        r.text()
+    );
     let run = get_json(addr, "/api/v1/runs/big").json();
     assert_eq!(run["detail"]["tokens"]["input"], 60_000_000_000_000u64);
 
@@ -375,7 +384,11 @@ fn tokens_that_would_price_a_run_past_the_bound_are_refused_so_every_run_can_end
     assert!(r.text().contains("events[1].input_tokens"), "{}", r.text());
     assert_eq!(get(addr, "/api/v1/runs/p1").status, 404);
 
-    for (id, end) in [("big", "complete"), ("failing", "fail"), ("cancelling", "cancel")] {
+    for (id, end) in [
+        ("big", "complete"),
+        ("failing", "fail"),
+        ("cancelling", "cancel"),
+    ] {
         let r = post_json(addr, &format!("/api/v1/runs/{id}/{end}"), &json!({}));
         assert_eq!(r.status, 200, "{id}: {}", r.text());
     }
@@ -385,11 +398,18 @@ fn tokens_that_would_price_a_run_past_the_bound_are_refused_so_every_run_can_end
 fn token_counts_saturate_instead_of_wrapping() {
     let dir = TempDir::new();
     let pricing = dir.join("pricing.json");
-    std::fs::write(&pricing, r#"{"models": {"free": {"input": 0, "output": 0}}}"#).unwrap();
+    std::fs::write(
+        &pricing,
+        r#"{"models": {"free": {"input": 0, "output": 0}}}"#,
+    )
+    .unwrap();
     let args = ["--pricing", pricing.to_str().unwrap()];
     let server = ServerProc::start(&dir.join("data"), &args, &[]);
     let addr = server.addr();
-    assert_eq!(post_json(addr, "/api/v1/runs", &json!({"run_id": "r"})).status, 201);
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "r"})).status,
+        201
+    );
     let huge = json!({"type": "tokens", "phase": "design", "model": "free",
         "input_tokens": 1u64 << 63, "output_tokens": 1u64 << 63});
     for _ in 0..2 {
@@ -400,7 +420,10 @@ fn token_counts_saturate_instead_of_wrapping() {
     let max = u64::MAX as f64;
     assert_eq!(metric(&text, "agent_tokens_total{phase=\"design\"}"), max);
     assert_eq!(
-        metric(&text, "conductor_tokens_total{phase=\"design\",type=\"input\"}"),
+        metric(
+            &text,
+            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
+        ),
         max
     );
     let run = get_json(addr, "/api/v1/runs/r").json();
