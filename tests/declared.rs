@@ -134,8 +134,46 @@ fn a_bad_update_anywhere_refuses_the_batch_and_names_the_field() {
     };
     assert_eq!(keep(&after), keep(&before));
     after.clear();
-    let get_is_405 = common::request(addr, "GET", "/api/v1/metrics", &[], None).unwrap();
-    assert_eq!(get_is_405.status, 405);
+    let delete_is_405 = common::request(addr, "DELETE", "/api/v1/metrics", &[], None).unwrap();
+    assert_eq!(delete_is_405.status, 405);
+    assert_eq!(delete_is_405.header("Allow"), Some("GET, POST"));
+}
+
+#[test]
+fn get_lists_the_declared_families_in_the_files_format() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let r = get(server.addr(), "/api/v1/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let families = r.json()["families"].clone();
+    // In file order, with the labels and buckets made explicit.
+    assert_eq!(
+        families[1],
+        json!({"name": "git_active_merges", "type": "gauge", "help": "Merges under way.", "labels": []})
+    );
+    assert_eq!(families[3]["buckets"], json!([0.5, 1.0, 5.0]), "{families}");
+    // What it lists is a metrics file the server takes, declaring the same families.
+    let listed = dir.join("listed.json");
+    std::fs::write(&listed, families.to_string()).unwrap();
+    let again = ServerProc::start(
+        &dir.join("again"),
+        &["--metrics-file", listed.to_str().unwrap()],
+        &[],
+    );
+    let r = get(again.addr(), "/api/v1/metrics");
+    assert_eq!(r.json()["families"], families);
+
+    // Without declarations the list is empty; asking leaves nothing refused behind.
+    let bare_dir = TempDir::new();
+    let bare = ServerProc::start(bare_dir.path(), &[], &[]);
+    let r = get(bare.addr(), "/api/v1/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"families": []}));
+    let text = get(bare.addr(), "/metrics").text();
+    assert!(
+        !text.contains("status=\"4"),
+        "a refusal was counted: {text}"
+    );
 }
 
 #[test]

@@ -68,7 +68,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "metrics"], "POST") => update_metrics(ex),
-        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "metrics"], "GET") => declared_families(ex),
+        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
@@ -567,6 +568,19 @@ fn get_run(ex: Exchange, id: &str) {
         Some(run) => ex.send(Response::json(200, &run.to_json())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
     }
+}
+
+/// `GET /api/v1/metrics`: the declared families, in the file's format, so a
+/// client can send only updates they take instead of learning it from a 400.
+fn declared_families(ex: Exchange) {
+    let families: Vec<Value> = ex
+        .app()
+        .declared
+        .declarations()
+        .iter()
+        .map(|d| d.to_json())
+        .collect();
+    ex.send(Response::json(200, &json!({ "families": families })))
 }
 
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
