@@ -562,7 +562,7 @@ fn list_runs(ex: Exchange) {
                 if i > 0 {
                     body.push(',');
                 }
-                body.push_str(&run.print_json(run.to_json()));
+                body.push_str(&run.to_json_text());
             }
             body.push_str("]}");
             ex.send(json_text_response(200, body))
@@ -584,7 +584,7 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
 
 fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
-        Some(run) => ex.send(json_text_response(200, run.print_json(run.to_json()))),
+        Some(run) => ex.send(json_text_response(200, run.to_json_text())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
     }
 }

@@ -115,12 +115,41 @@ impl Run {
     }
 
     /// The run as a JSON object. Its `metrics` is the emitter's object
-    /// parsed, so its keys come sorted; [`Run::print_json`] prints it as sent.
+    /// parsed, so its keys come sorted; [`Run::to_json_text`] prints it as
+    /// sent.
     pub fn to_json(&self) -> Value {
-        let metrics = self
+        let mut value = self.members();
+        value["metrics"] = self
             .metrics
             .as_deref()
-            .and_then(|m| serde_json::from_str::<Value>(m).ok());
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or(Value::Null);
+        value
+    }
+
+    /// The run as JSON text: [`Run::to_json`] with `metrics` the text the
+    /// emitter sent, byte for byte, as the last member.
+    pub fn to_json_text(&self) -> String {
+        self.print_json(self.members())
+    }
+
+    /// Prints `value`, this run's [`Run::to_json`] with members added, as
+    /// [`Run::to_json_text`] prints the run.
+    pub fn print_json(&self, mut value: Value) -> String {
+        if let Value::Object(members) = &mut value {
+            members.remove("metrics");
+        }
+        let mut text = value.to_string();
+        crate::json_text::push_raw_member(
+            &mut text,
+            "metrics",
+            self.metrics.as_deref().unwrap_or("null"),
+        );
+        text
+    }
+
+    /// Every member of [`Run::to_json`] but `metrics`.
+    fn members(&self) -> Value {
         json!({
             "run_id": &*self.run_id,
             "agent": self.agent,
@@ -133,25 +162,8 @@ impl Run {
             "correlation_id": self.correlation(),
             "strategy": self.strategy,
             "max_iterations": self.max_iterations,
-            "metrics": metrics,
             "detail": self.detail.to_json(),
         })
-    }
-
-    /// Prints `value`, this run's [`Run::to_json`] perhaps with members
-    /// added, with `metrics` replaced by the text the emitter sent, byte
-    /// for byte, as the last member.
-    pub fn print_json(&self, mut value: Value) -> String {
-        if let Value::Object(members) = &mut value {
-            members.remove("metrics");
-        }
-        let mut text = value.to_string();
-        crate::json_text::push_raw_member(
-            &mut text,
-            "metrics",
-            self.metrics.as_deref().unwrap_or("null"),
-        );
-        text
     }
 }
 
