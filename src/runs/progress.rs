@@ -25,7 +25,7 @@ pub enum Step {
         /// The run's duration as the emitter measured it.
         duration_ms: Option<f64>,
         /// The `metrics` object of `run_completed`, as its JSON text was
-        /// sent (on one line, see [`crate::json_text::one_line`]).
+        /// sent, put on one line when it spanned several.
         metrics: Option<String>,
     },
 }
