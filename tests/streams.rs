@@ -1,7 +1,9 @@
 //! Live progress through the real binary: the SSE stream (order, resume,
 //! filter, timing), the WebSocket (handshake, framing, ping, close, errors),
-//! seqs across a restart, budget alerts, and the hub itself under concurrent
-//! publishers and a subscriber that never reads.
+//! AgentGate's dashboard frames on `/ws` and the run metrics they carry
+//! (kept byte for byte, across a crash), seqs across a restart, budget
+//! alerts, and the hub itself under concurrent publishers and a subscriber
+//! that never reads.
 
 mod common;
 
