@@ -398,6 +398,14 @@ fn deeply_nested_json_is_answered_on_every_post_route() {
                     "/api/v1/budget/spend",
                     format!(r#"{{"cost":1,"x":{nested}}}"#),
                 ),
+                // The metrics' text is read a second time; the bad run id
+                // keeps every depth a 400.
+                (
+                    "/api/v1/events",
+                    format!(
+                        r#"{{"type":"run_completed","runId":"bad id","result":"succeeded","metrics":{nested}}}"#
+                    ),
+                ),
             ];
             for (path, body) in cases {
                 assert_eq!(post(path, body), 400, "{path} at depth {depth}");

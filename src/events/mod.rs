@@ -28,8 +28,10 @@
 //! `run_canceled`, `iteration_started`, `iteration_completed`,
 //! `phase_started`, `phase_completed`, `gate_checked`, `delivery_started`,
 //! `delivery_completed`, `budget_alert` and `message_appended`. Token events
-//! only move metrics and are not published.
+//! only move metrics and are not published. [`agentgate`] renders four of
+//! them as AgentGate's dashboard takes them.
 
+pub mod agentgate;
 mod hub;
 mod publish;
 mod seq;

@@ -195,7 +195,7 @@ struct AppHandler {
 
 impl Handler for AppHandler {
     fn admits(&self, request: &Request) -> bool {
-        !request.target.starts_with("/api/") || routes::authorized(&self.app, request)
+        !routes::needs_key(&request.target) || routes::authorized(&self.app, request)
     }
 
     fn refuse(&self, request: Request, answer: Answer) {

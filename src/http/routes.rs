@@ -78,6 +78,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "ws"], "GET") => streams::websocket(ex),
         (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["ws"], "GET") => streams::agentgate_websocket(ex),
+        (["ws"], _) => ex.send(Response::method_not_allowed("GET")),
         ([], "GET" | "HEAD") => streams::page(ex),
         ([], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
         _ => {
@@ -85,6 +87,14 @@ pub fn route(ex: Exchange) {
             ex.send(r)
         }
     }
+}
+
+/// Whether a request for `target` needs the API key, when one is set: the
+/// API's routes and AgentGate's dashboard stream `/ws`, which carries what
+/// `/api/v1/ws` does.
+pub fn needs_key(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    path.starts_with("/api/") || path.trim_end_matches('/') == "/ws"
 }
 
 /// Checks `Authorization: Bearer KEY` (the scheme in any case, RFC 9110
@@ -283,7 +293,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             app.announce_finished(&finished);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
-            ex.send(Response::json(200, &body))
+            ex.send(json_text_response(200, finished.run.print_json(body)))
         }
         Err(e) => ex.send(e.into()),
     });
@@ -404,7 +414,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
         return Ok(Parsed::Events(events));
     }
     let value = Body::parse_value(&body)?;
-    let steps = crate::runs::progress::parse_batch(&value, time::now_unix(), Some(id))?;
+    let steps = crate::runs::progress::parse_batch(&value, &body, time::now_unix(), Some(id))?;
     if steps
         .iter()
         .all(|p| matches!(p.step, crate::runs::Step::Event(_)))
@@ -423,7 +433,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
 fn progress(mut ex: Exchange) {
     let steps = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
-        crate::runs::progress::parse_batch(&value, time::now_unix(), None)
+        crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
     });
     match steps {
         Ok(steps) => apply_progress(ex, steps),
@@ -544,9 +554,19 @@ fn list_runs(ex: Exchange) {
     let after = ex.query("after").filter(|a| !a.is_empty());
     match ex.app().runs.list(status, after.as_deref(), limit) {
         Ok(page) => {
-            let runs: Vec<Value> = page.runs.iter().map(|r| r.to_json()).collect();
-            let body = json!({"runs": runs, "next_after": page.next_after});
-            ex.send(Response::json(200, &body))
+            // Printed by hand, each run with its metrics as sent; the keys
+            // in the order serde_json prints them.
+            let mut body = String::from("{\"next_after\":");
+            json_text::push_opt_str(&mut body, page.next_after.as_deref());
+            body.push_str(",\"runs\":[");
+            for (i, run) in page.runs.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&run.to_json_text());
+            }
+            body.push_str("]}");
+            ex.send(json_text_response(200, body))
         }
         Err(e) => ex.send(e.into()),
     }
@@ -565,7 +585,7 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
 
 fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
-        Some(run) => ex.send(Response::json(200, &run.to_json())),
+        Some(run) => ex.send(json_text_response(200, run.to_json_text())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
     }
 }
@@ -581,6 +601,17 @@ fn declared_families(ex: Exchange) {
         .map(|d| d.to_json())
         .collect();
     ex.send(Response::json(200, &json!({ "families": families })))
+}
+
+/// A JSON answer already printed.
+fn json_text_response(status: u16, body: String) -> Response {
+    Response {
+        status,
+        content_type: super::response::JSON,
+        headers: Vec::new(),
+        body: body.into_bytes(),
+        detail: None,
+    }
 }
 
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
@@ -658,6 +689,24 @@ fn read_messages(ex: Exchange) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_api_and_agentgates_stream_need_the_key() {
+        for target in [
+            "/api/v1/runs",
+            "/api/v1/ws?run_id=r",
+            "/ws",
+            "/ws/",
+            "/ws?tail=5",
+        ] {
+            assert!(super::needs_key(target), "{target}");
+        }
+        for target in [
+            "/", "/metrics", "/healthz", "/wsx", "/ws/x", "/api", "/x?/ws",
+        ] {
+            assert!(!super::needs_key(target), "{target}");
+        }
+    }
+
     #[test]
     fn constant_time_eq_compares_exactly() {
         assert!(super::constant_time_eq(b"secret", b"secret"));

@@ -92,6 +92,9 @@ pub struct Run {
     pub max_iterations: Option<u64>,
     /// The W3C `traceparent` it was started with, when valid.
     pub traceparent: Option<Box<str>>,
+    /// The `metrics` object its emitter's `run_completed` carried: the JSON
+    /// text as sent, on one line (see [`progress::MAX_METRICS_BYTES`]).
+    pub metrics: Option<Box<str>>,
     /// What its events add up to.
     pub detail: LazyDetail,
 }
@@ -111,8 +114,42 @@ impl Run {
         }
     }
 
-    /// The run as a JSON object.
+    /// The run as a JSON object. Its `metrics` is the emitter's object
+    /// parsed, so its keys come sorted; [`Run::to_json_text`] prints it as
+    /// sent.
     pub fn to_json(&self) -> Value {
+        let mut value = self.members();
+        value["metrics"] = self
+            .metrics
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or(Value::Null);
+        value
+    }
+
+    /// The run as JSON text: [`Run::to_json`] with `metrics` the text the
+    /// emitter sent, byte for byte, as the last member.
+    pub fn to_json_text(&self) -> String {
+        self.print_json(self.members())
+    }
+
+    /// Prints `value`, this run's [`Run::to_json`] with members added, as
+    /// [`Run::to_json_text`] prints the run.
+    pub fn print_json(&self, mut value: Value) -> String {
+        if let Value::Object(members) = &mut value {
+            members.remove("metrics");
+        }
+        let mut text = value.to_string();
+        crate::json_text::push_raw_member(
+            &mut text,
+            "metrics",
+            self.metrics.as_deref().unwrap_or("null"),
+        );
+        text
+    }
+
+    /// Every member of [`Run::to_json`] but `metrics`.
+    fn members(&self) -> Value {
         json!({
             "run_id": &*self.run_id,
             "agent": self.agent,
@@ -271,6 +308,7 @@ impl Run {
             &self.correlation_id,
             &self.strategy,
             &self.traceparent,
+            &self.metrics,
         ];
         let own = texts
             .iter()
@@ -909,6 +947,7 @@ impl Runs {
                     how,
                     reason,
                     duration_ms,
+                    metrics,
                 } => {
                     let (op, error) = match how {
                         Finish::Complete => ("complete", None),
@@ -938,10 +977,15 @@ impl Runs {
                             return done(Err(e));
                         }
                     };
-                    records.push(json!({
+                    let mut record = json!({
                         "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
                         "duration_ms": duration_ms, "spend": settlement.to_json(),
-                    }));
+                    });
+                    // As a string: the text as sent, which an object would reorder.
+                    if let Some(text) = metrics {
+                        record["metrics"] = json!(text);
+                    }
+                    records.push(record);
                     plan.push(Planned::End(
                         id.clone(),
                         records.len() - 1,
@@ -1380,6 +1424,16 @@ impl Snapshots {
     }
 }
 
+/// What an end record says beside its op and time.
+struct End {
+    /// The error of a failed run, or the reason of a cancelled one.
+    error: Option<Box<str>>,
+    /// The run's duration as the emitter measured it.
+    reported_ms: Option<f64>,
+    /// The emitter's `metrics` text.
+    metrics: Option<Box<str>>,
+}
+
 impl State {
     /// Adds a run read from a snapshot, in the snapshot's order.
     fn restore(&mut self, run: Run) {
@@ -1507,6 +1561,7 @@ impl State {
                         strategy: text("strategy"),
                         max_iterations: v["max_iterations"].as_u64(),
                         traceparent: text("traceparent"),
+                        metrics: None,
                         detail: LazyDetail::default(),
                     }),
                 );
@@ -1522,8 +1577,12 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                let error = text("error");
-                if let Some(whole) = self.finish(id, op, ts, error, v["duration_ms"].as_f64(), m) {
+                let end = End {
+                    error: text("error"),
+                    reported_ms: v["duration_ms"].as_f64(),
+                    metrics: text("metrics"),
+                };
+                if let Some(whole) = self.finish(id, op, ts, end, m) {
                     ended(v, whole);
                 }
             }
@@ -1540,8 +1599,7 @@ impl State {
         id: &str,
         op: &str,
         ts: f64,
-        error: Option<Box<str>>,
-        reported_ms: Option<f64>,
+        end: End,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
         // Checked before the run is changed: a finished run a snapshot
@@ -1563,13 +1621,16 @@ impl State {
         };
         run.status = status;
         run.ended_at = Some(ts);
-        run.error = error;
+        run.error = end.error;
+        run.metrics = end.metrics;
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
-        let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
+        let seconds = end
+            .reported_ms
+            .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
         m.finished(outcome, seconds);
         let summary = run.detail.summary();
         let mut whole = std::mem::replace(&mut run.detail, summary);
@@ -1791,7 +1852,8 @@ mod tests {
             {"type": "run_completed", "run_id": "a", "result": "succeeded"},
             {"type": "run_started", "run_id": "b"},
         ]);
-        let steps = progress::parse_batch(&batch, time::now_unix(), None).unwrap();
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
         let refused = wait(|done| runs.apply_batch(steps, done));
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
         assert_eq!(runs.budget.status().reserved, 0.0);
@@ -1847,6 +1909,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (runs, registry) = open_snapshotting(&dir, 4096);
         let now = time::now_unix();
+        // A run ended with the emitter's metrics early, so that a snapshot
+        // covers it, and another at the end, which the journal's tail holds.
+        let with_metrics = |id: &str, metrics: &str| {
+            let body = format!(
+                r#"[{{"type":"run_started","runId":"{id}"}},
+                    {{"type":"run_completed","runId":"{id}","result":"succeeded","metrics":{metrics}}}]"#
+            );
+            let value: Value = serde_json::from_str(&body).unwrap();
+            let steps = progress::parse_batch(&value, body.as_bytes(), now, None).unwrap();
+            wait(|done| runs.apply_batch(steps, done)).unwrap();
+        };
+        let early = r#"{"z": 1.50, "a": [1e3, "\u00e9"]}"#;
+        with_metrics("early", early);
         for i in 0..60u64 {
             let id = format!("run-{i}");
             let new = NewRun {
@@ -1886,8 +1961,11 @@ mod tests {
                 "input_tokens": 5, "output_tokens": 5},
             {"type": "run_completed", "run_id": "batched", "result": "succeeded"},
         ]);
-        let steps = progress::parse_batch(&batch, now, None).unwrap();
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), now, None).unwrap();
         wait(|done| runs.apply_batch(steps, done)).unwrap();
+        let late = r#"{"totalDurationMs":9000,"phaseBreakdown":{"build":1}}"#;
+        with_metrics("late", late);
         settled(&runs);
         let store = dir.join("runs");
         assert!(store.join(snapshot::FILE).is_file());
@@ -1896,8 +1974,15 @@ mod tests {
             "covered segments go"
         );
         let before = everything(&runs, &registry);
-        assert_eq!(before.0.len(), 61);
-        assert_eq!(before.1.completed, 16);
+        assert_eq!(before.0.len(), 63);
+        assert_eq!(before.1.completed, 18);
+        let metrics = |runs: &[Run], id: &str| {
+            let run = runs.iter().find(|r| &*r.run_id == id).unwrap();
+            run.metrics.as_deref().map(str::to_string)
+        };
+        assert_eq!(metrics(&before.0, "early").as_deref(), Some(early));
+        assert_eq!(metrics(&before.0, "late").as_deref(), Some(late));
+        assert_eq!(metrics(&before.0, "batched"), None);
         drop(runs);
         // Twice: the second start reads the snapshot the first one's
         // journal tail did not change.
