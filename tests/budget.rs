@@ -1,6 +1,7 @@
 //! The daily budget through the real binary: exact admission under
-//! concurrency, the 429 answer, run costs, the CLI, and no acknowledged
-//! spend lost to `kill -9`.
+//! concurrency, the 429 answer, run costs, the CLI, no acknowledged spend
+//! lost to `kill -9`, the research agent's budget file counted once, and
+//! spends of an `operation_id` counted once.
 
 mod common;
 
