@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::time;
 
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
-use super::money::{self, dollars, Charge, MAX_AMOUNT};
+use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::{valid_operation_id, OPERATION_ID_RULE, UNKNOWN_PHASE};
 use super::report::Recorded;
 use super::state::{OpState, State};
@@ -37,8 +37,9 @@ use super::Budget;
 /// One day's file, checked.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
-    /// `total_spend` in micro-dollars, when the file has one.
-    pub total_spend: Option<i64>,
+    /// `total_spend` in dollars, when the file has one. Only compared with
+    /// the entries, so it has no upper bound.
+    pub total_spend: Option<f64>,
     /// The `spend` entries, in file order.
     pub entries: Vec<AgentSpend>,
 }
@@ -93,15 +94,29 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     };
     let total_spend = match doc.get("total_spend") {
         None | Some(Value::Null) => None,
-        Some(total) => Some(dollars_of(total).ok_or_else(|| {
-            format!(r#""total_spend" must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"#)
-        })?),
+        Some(total) => Some(
+            total
+                .as_f64()
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .ok_or(r#""total_spend" must be a finite, non-negative number of dollars"#)?,
+        ),
     };
-    let entries = spend
+    let entries: Vec<AgentSpend> = spend
         .iter()
         .enumerate()
         .map(|(i, entry)| spend_entry(i, entry))
         .collect::<Result<_, _>>()?;
+    // Each amount is at most the maximum; so is their sum, which keeps
+    // every sum of the import exact in micro-dollars.
+    let most = money::to_micros(MAX_AMOUNT, "amount").unwrap_or(i64::MAX);
+    let total = entries.iter().try_fold(0i64, |sum, e| {
+        sum.checked_add(e.micros).filter(|s| *s <= most)
+    });
+    if total.is_none() {
+        return Err(format!(
+            r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#
+        ));
+    }
     Ok(AgentFile {
         total_spend,
         entries,
@@ -214,7 +229,8 @@ impl Budget {
                 None => OpKey::Position(i as u64),
             })
             .collect();
-        let entries_micros = file.entries.iter().map(|e| e.micros).sum::<i64>();
+        // `parse` bounds the sum, so it cannot overflow.
+        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
         // Each amount rounds to whole micro-dollars by at most a half.
         let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
         let mut imported = Imported {
@@ -223,11 +239,11 @@ impl Budget {
             counted: 0,
             already_recorded: 0,
             repeated: 0,
-            total_spend: file.total_spend.map(dollars),
+            total_spend: file.total_spend,
             entries_total: dollars(entries_micros),
-            total_disagrees: file
-                .total_spend
-                .is_some_and(|t| (t - entries_micros).abs() > slack),
+            total_disagrees: file.total_spend.is_some_and(|t| {
+                (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
+            }),
             recorded: Recorded {
                 amount: 0.0,
                 day: time::date_string(day),
@@ -373,7 +389,7 @@ mod tests {
         assert_eq!(
             file,
             AgentFile {
-                total_spend: Some(4_900_000),
+                total_spend: Some(4.9),
                 entries: vec![
                     AgentSpend {
                         micros: 150_000,
@@ -607,6 +623,22 @@ mod tests {
         assert!(
             message.starts_with("not JSON: expected ident at line 1 column 2"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_cannot_add_up_to_more_than_the_largest_amount() {
+        let at_most = agent_file(&[(MAX_AMOUNT / 2.0, None), (MAX_AMOUNT / 2.0, None)]);
+        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().entries.len(), 2);
+        let past = agent_file(&vec![(MAX_AMOUNT, None); 10_000]);
+        assert_eq!(
+            err(&past),
+            r#"the amounts of "spend" add up to more than 1000000000 dollars"#
+        );
+        let text = r#"{"date":"2026-11-23","spend":[],"total_spend":1e300}"#;
+        assert_eq!(
+            parse(text.as_bytes(), DAY).unwrap().total_spend,
+            Some(1e300)
         );
     }
 

@@ -1,10 +1,10 @@
 //! Recording spends: a run's actual cost when it ends (settling its
 //! reservation), or a direct spend outside any run's lifecycle.
 
+use std::sync::MutexGuard;
+
 use crate::error::Error;
 use crate::time;
-
-use std::sync::MutexGuard;
 
 use super::ledger::{self, Entry, OpKey};
 use super::money::{self, dollars, SpendInput};
@@ -37,8 +37,8 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
     Ok(phases)
 }
 
-/// What an operation id must be: the rule of run ids, so that the ids the
-/// research agent's clients pass around fit either.
+/// What an operation id must be: the rule of run ids, since the trigger
+/// route hands a run id out as the `operation_id` its client then reports.
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 /// Whether `id` can name an operation (see [`OPERATION_ID_RULE`]).
@@ -230,7 +230,7 @@ impl Budget {
     /// Locks the books, rolled to the clock's day, once no append of `key`
     /// to that day's ledger is in flight: it is then either in the ledger
     /// or not, and the caller's check is final until the lock is dropped.
-    pub(crate) fn lock_settled(&self, key: &OpKey) -> (MutexGuard<'_, State>, f64) {
+    fn lock_settled(&self, key: &OpKey) -> (MutexGuard<'_, State>, f64) {
         let (state, mut now) = self.lock();
         let pending = |s: &mut State| {
             now = self.clock.now_unix();
