@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::{Budget, BudgetConfig, Recorded, SystemClock};
+use crate::budget::{Budget, BudgetConfig, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::error::Error;
 use crate::events::Hub;
@@ -99,7 +99,15 @@ fn registration(e: crate::metrics::Error) -> Error {
 }
 
 impl App {
-    /// Registers the metric set, opens and replays the journals.
+    /// Registers the metric set, opens and replays the journals, and
+    /// counts the research agent's budget file of the day
+    /// ([`Budget::import_agent_file`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for bad input, its field naming the input: the
+    /// `--metrics-file` or the research agent's budget file.
+    /// [`Error::Storage`] for what the environment refuses.
     pub fn open(config: AppConfig, log: Logger) -> Result<Arc<App>, Error> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Storage(format!(
@@ -203,7 +211,17 @@ impl App {
             &registry,
             config.snapshot_bytes,
             log,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A declared family the registry refuses is the file's fault.
+            Error::Invalid { field, message } => Error::Invalid {
+                field: format!("--metrics-file: {field}"),
+                message,
+            },
+            e => e,
+        })?;
+        // After the run journal's settlements, which never name an operation.
+        let imported = budget.import_agent_file()?;
         if declared.skipped_on_replay > 0 {
             log.warn(
                 "declared metric updates skipped on replay: their family is no longer declared as it was",
@@ -234,6 +252,9 @@ impl App {
             },
         });
         wire_events(&app);
+        if let Some(imported) = &imported {
+            app.announce_import(imported);
+        }
         if let Some(timeout) = app.config.run_timeout {
             // The runs a dead orchestrator left before this start end at once.
             app.end_stale_runs(timeout);
@@ -279,6 +300,42 @@ impl App {
                 },
             );
         }
+    }
+
+    /// Says what counting the research agent's budget file did: one `info`
+    /// line, a `warn` line when its `total_spend` is not the sum of its
+    /// entries, and the budget alerts the counted spend reached.
+    fn announce_import(&self, imported: &Imported) {
+        let file = serde_json::json!(imported.file.display().to_string());
+        self.log.info(
+            "research agent budget file read",
+            &[
+                ("file", file.clone()),
+                ("entries", serde_json::json!(imported.entries)),
+                ("counted", serde_json::json!(imported.counted)),
+                (
+                    "already_recorded",
+                    serde_json::json!(imported.already_recorded),
+                ),
+                ("repeated", serde_json::json!(imported.repeated)),
+                ("amount", serde_json::json!(imported.recorded.amount)),
+                (
+                    "today_spend",
+                    serde_json::json!(imported.recorded.status.today_spend),
+                ),
+            ],
+        );
+        if imported.total_disagrees {
+            self.log.warn(
+                "research agent budget file: total_spend is not the sum of its entries; the entries are counted",
+                &[
+                    ("file", file),
+                    ("total_spend", serde_json::json!(imported.total_spend)),
+                    ("entries_total", serde_json::json!(imported.entries_total)),
+                ],
+            );
+        }
+        self.budget_alerts(&imported.recorded, None);
     }
 
     /// Tells everyone who follows runs that one ended: one log line, the

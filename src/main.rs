@@ -179,10 +179,9 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         run_timeout: c.run_timeout,
     };
     let app = App::open(config, log).map_err(|e| match e {
-        // A declared family the registry refuses is the file's fault.
-        Error::Invalid { field, message } => {
-            StartError::input(format!("--metrics-file: {field}: {message}"))
-        }
+        // Its field names the input at fault: the metrics file, or the
+        // research agent's budget file.
+        e @ Error::Invalid { .. } => StartError::input(e.to_string()),
         e => StartError::environment(format!(
             "cannot open the data dir {}: {e}",
             data_dir.display()

@@ -135,6 +135,8 @@ impl Budget {
             run_id: Some(&s.run_id),
             phase: None,
             phases: &s.phases,
+            operation_id: None,
+            source: None,
         };
         self.count_phases(&entry, s.micros);
         let mut lines = vec![ledger::spend_line(s.ts, &entry)];

@@ -9,7 +9,7 @@ use super::json::Body;
 use super::response::Response;
 use super::streams;
 use crate::app::{App, VERSION};
-use crate::budget::SpendInput;
+use crate::budget::{SpendInput, Spent};
 use crate::bus;
 use crate::error::Error;
 use crate::json_text;
@@ -481,23 +481,52 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
     });
 }
 
+/// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
+/// was recorded before, for an `operation_id` today's ledger already holds.
 fn spend(mut ex: Exchange) {
-    let result = spend_input(&mut ex).and_then(|(input, run_id, phase)| {
+    let result = spend_input(&mut ex).and_then(|request| {
         let app = ex.app().clone();
-        let recorded = app
-            .budget
-            .spend(input, run_id.as_deref(), phase.as_deref())
-            .map_err(Response::from)?;
-        app.budget_alerts(&recorded, run_id.as_deref());
-        Ok(recorded)
+        let SpendRequest {
+            input,
+            run_id,
+            phase,
+            operation_id,
+        } = request;
+        let (run_id, phase) = (run_id.as_deref(), phase.as_deref());
+        let spent = match &operation_id {
+            Some(id) => app.budget.spend_once(id, input, run_id, phase),
+            None => app.budget.spend(input, run_id, phase).map(Spent::New),
+        };
+        let spent = spent.map_err(Response::from)?;
+        if let Spent::New(recorded) = &spent {
+            app.budget_alerts(recorded, run_id);
+        }
+        Ok((spent, operation_id))
     });
     match result {
-        Ok(recorded) => ex.send(Response::json(201, &recorded.to_json())),
+        Ok((spent, operation_id)) => {
+            let (status, repeat, recorded) = match spent {
+                Spent::New(r) => (201, false, r),
+                Spent::Repeat(r) => (200, true, r),
+            };
+            let mut body = recorded.to_json();
+            if let Some(id) = operation_id {
+                body["operation_id"] = json!(id);
+                body["already_recorded"] = json!(repeat);
+            }
+            ex.send(Response::json(status, &body))
+        }
         Err(r) => ex.send(r),
     }
 }
 
-type SpendRequest = (SpendInput, Option<String>, Option<String>);
+/// A direct spend as asked for.
+struct SpendRequest {
+    input: SpendInput,
+    run_id: Option<String>,
+    phase: Option<String>,
+    operation_id: Option<String>,
+}
 
 fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
     let fields = [
@@ -507,6 +536,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
         "model",
         "run_id",
         "phase",
+        "operation_id",
     ];
     let body = Body::parse(&ex.read_body()?, &fields)?;
     let amount = body.opt_f64("amount")?;
@@ -533,7 +563,12 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             return Err(Error::invalid("output_tokens", "is required with input_tokens").into())
         }
     };
-    Ok((input, body.opt_str("run_id")?, body.opt_str("phase")?))
+    Ok(SpendRequest {
+        input,
+        run_id: body.opt_str("run_id")?,
+        phase: body.opt_str("phase")?,
+        operation_id: body.opt_str("operation_id")?,
+    })
 }
 
 fn list_runs(ex: Exchange) {
