@@ -263,11 +263,11 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
     let body = Body::parse(&ex.read_body()?, &fields)?;
     Ok(NewRun {
         run_id: body.opt_str("run_id")?,
-        agent: body.opt_str("agent")?,
-        goal: body.opt_str("goal")?,
-        work_order_id: body.opt_str("work_order_id")?,
-        correlation_id: body.opt_str("correlation_id")?,
-        strategy: body.opt_str("strategy")?,
+        agent: body.opt_text("agent")?,
+        goal: body.opt_text("goal")?,
+        work_order_id: body.opt_text("work_order_id")?,
+        correlation_id: body.opt_text("correlation_id")?,
+        strategy: body.opt_text("strategy")?,
         max_iterations: body.opt_u64("max_iterations")?,
         // Kept only when valid: it is echoed into trace exports later.
         traceparent: ex
@@ -339,7 +339,7 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
     let body = Body::parse(&body, fields)?;
     let how = match action {
         "complete" => Finish::Complete,
-        "fail" => Finish::Fail(body.opt_str("error")?),
+        "fail" => Finish::Fail(body.opt_text("error")?),
         _ => Finish::Cancel,
     };
     Ok((how, body.opt_f64("cost")?))
@@ -547,7 +547,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
         (None, Some(i), Some(o)) => SpendInput::Tokens {
             input_tokens: i,
             output_tokens: o,
-            model: body.opt_str("model")?,
+            model: body.opt_text("model")?,
         },
         (Some(_), _, _) => {
             return Err(Error::invalid(
@@ -565,7 +565,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
     };
     Ok(SpendRequest {
         input,
-        run_id: body.opt_str("run_id")?,
+        run_id: body.opt_text("run_id")?,
         phase: body.opt_str("phase")?,
         operation_id: body.opt_str("operation_id")?,
     })

@@ -534,6 +534,16 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The most bytes of free text a run keeps in any one field (a goal, an
+/// agent, a strategy, an error, a reason, a work order or correlation id, a
+/// PR link), on every route that takes it: one limit per kind of text.
+pub const MAX_TEXT_BYTES: usize = 2048;
+
+/// The error for a text over [`MAX_TEXT_BYTES`].
+pub fn text_too_long() -> String {
+    format!("must be at most {MAX_TEXT_BYTES} bytes")
+}
+
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn valid_run_id(id: &str) -> bool {
     (1..=128).contains(&id.len())

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::event::{self, parse_at, FieldError, Timed, MAX_BATCH};
-use super::{valid_run_id, Finish, NewRun};
+use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES};
 use crate::error::Error;
 
 /// What one progress event asks for.
@@ -163,8 +163,8 @@ fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError>
 fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
     match map.remove(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s)),
-        Some(Value::String(_)) => Err((k.into(), "must be at most 2048 bytes".into())),
+        Some(Value::String(s)) if s.len() <= MAX_TEXT_BYTES => Ok(Some(s)),
+        Some(Value::String(_)) => Err((k.into(), text_too_long())),
         Some(_) => Err((k.into(), "must be a string".into())),
     }
 }
@@ -314,8 +314,8 @@ fn parse_one(
                 }),
                 Some(_) => return Err(("error".into(), "must be a string or an object".into())),
             };
-            if error.as_ref().is_some_and(|e| e.len() > 2048) {
-                return Err(("error".into(), "must be at most 2048 bytes".into()));
+            if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
+                return Err(("error".into(), text_too_long()));
             }
             Step::Finish {
                 how: Finish::Fail(error),
