@@ -165,8 +165,8 @@ pub fn command(options: &Options) -> i32 {
 /// and the summary line to `out`, and returns the summary.
 ///
 /// A run start refused with 429 is counted and reported, not fatal. The
-/// triage spends are sent while `POST /api/v1/budget/spend` exists; a 404
-/// there means it does not, and stops them quietly. Declared-metric updates
+/// triage spends stop, with one line saying why, at the first the server
+/// refuses. Declared-metric updates
 /// are sent for the families `GET /api/v1/metrics` lists, and only those
 /// the declarations take.
 pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
@@ -180,7 +180,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
     let mut sender = Sender {
         url: &options.url,
         summary: Summary::default(),
-        spend_route: Route::Unknown,
+        spending: true,
         declared,
         // The demo is one run of the orchestrator's dispatch loop.
         loop_run: format!("demo-s{}-{stamp}", options.seed),
@@ -196,14 +196,6 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
     }
     let _ = writeln!(out, "{}", sender.summary);
     Ok(sender.summary)
-}
-
-/// Whether the server has the budget's spend route.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Unknown,
-    Present,
-    Absent,
 }
 
 /// The families a server declares, as `GET /api/v1/metrics` lists them.
@@ -252,7 +244,9 @@ fn declared_families(url: &str) -> Result<Declared, Error> {
 struct Sender<'a> {
     url: &'a str,
     summary: Summary,
-    spend_route: Route,
+    /// False once a spend was refused: spends are an extra, and one line
+    /// says why they stopped.
+    spending: bool,
     declared: Declared,
     /// The `run_id` of the dispatch loop the demo stands for.
     loop_run: String,
@@ -380,7 +374,7 @@ impl Sender<'_> {
 
     /// Posts the work order's triage as a direct budget spend.
     fn triage(&mut self, run_id: &str, plan: &RunPlan) -> Result<(), Error> {
-        if self.spend_route == Route::Absent {
+        if !self.spending {
             return Ok(());
         }
         let (input, output) = plan.triage_tokens;
@@ -389,22 +383,15 @@ impl Sender<'_> {
             "input_tokens": input, "output_tokens": output,
         });
         let answer = self.call("POST", "/api/v1/budget/spend", &body)?;
-        match answer.status {
-            200..=299 => {
-                self.spend_route = Route::Present;
-                self.summary.spends += 1;
-            }
-            404 if self.spend_route == Route::Unknown => {
-                self.spend_route = Route::Absent;
-            }
-            _ => {
-                // Spends are an extra: the runs themselves go on.
-                eprintln!(
-                    "demo: budget spends stopped: {}",
-                    rejected("POST /api/v1/budget/spend", &answer)
-                );
-                self.spend_route = Route::Absent;
-            }
+        if (200..300).contains(&answer.status) {
+            self.summary.spends += 1;
+        } else {
+            // Spends are an extra: the runs themselves go on.
+            eprintln!(
+                "demo: budget spends stopped: {}",
+                rejected("POST /api/v1/budget/spend", &answer)
+            );
+            self.spending = false;
         }
         Ok(())
     }
