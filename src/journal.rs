@@ -802,20 +802,28 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Kind::Damaged { line, why, remedy } = &self.kind {
             let offset = self.offset.unwrap_or(0);
-            let dir = self.path.parent().unwrap_or(Path::new("."));
             write!(
                 f,
                 "journal {}: line {line} (byte {offset}) is damaged: {why}",
                 self.path.display()
             )?;
             return match remedy {
-                Remedy::Repair => write!(
-                    f,
-                    "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
-                     into {}.corrupt",
-                    dir.display(),
-                    self.path.display()
-                ),
+                Remedy::Repair => match crate::lock::data_dir_of(&self.path) {
+                    Some(dir) => write!(
+                        f,
+                        "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
+                         into {}.corrupt",
+                        dir.display(),
+                        self.path.display()
+                    ),
+                    // A ledger in AGENT_BUDGET_DIR, outside the data dir.
+                    None => write!(
+                        f,
+                        "; `conductor-metrics repair`, with the server's --data-dir and \
+                         AGENT_BUDGET_DIR, moves damaged lines aside into {}.corrupt",
+                        self.path.display()
+                    ),
+                },
                 Remedy::Newer => f.write_str("; was it written by a newer conductor-metrics?"),
                 Remedy::Backup => f.write_str(
                     "; `repair` cannot mend it, as what it holds is in no journal any more: \

@@ -43,6 +43,39 @@ pub struct Report {
     pub torn_bytes: u64,
 }
 
+/// The stores a data dir holds: one of these, or the lock a server left,
+/// tells a data dir from any other directory.
+const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
+
+/// Refuses a path that is not a data dir: missing, a file, or a directory
+/// with neither a lock nor a store in it, such as a store's own directory
+/// inside one (whose repair would take the wrong lock and run beside a live
+/// server).
+pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let looks_like = dir.join(crate::lock::LOCK_FILE).exists()
+        || STORES.iter().any(|s| dir.join(s).is_dir())
+        || dir.join("runs.jsonl").exists();
+    if looks_like {
+        return Ok(());
+    }
+    let inside = dir
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join(crate::lock::LOCK_FILE).exists());
+    Err(match inside {
+        Some(data) => format!(
+            "{} is inside the data dir {}: run repair with --data-dir {}",
+            dir.display(),
+            data.display(),
+            data.display()
+        ),
+        None => format!("{} is not a conductor-metrics data dir", dir.display()),
+    })
+}
+
 /// Checks every journal (`*.jsonl`) under each of `dirs` that exists, their
 /// subdirectories included, and moves their damaged lines aside. A file
 /// under two of them is checked once.

@@ -265,8 +265,49 @@ fn a_second_server_on_a_data_dir_is_refused_until_the_first_is_gone() {
     let repair = run_cli(&["repair", "--data-dir", data_arg], &[], None, TIMEOUT);
     assert_eq!(repair.status.code(), Some(1), "{}", repair.stderr);
     assert!(repair.stderr.contains("is in use"), "{}", repair.stderr);
+    // A store's directory inside the data dir is not one: its repair would
+    // take no lock and run beside the live server.
+    let store = data.join("messages");
+    let inner = run_cli(
+        &["repair", "--data-dir", store.to_str().unwrap()],
+        &[],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(inner.status.code(), Some(2), "{}", inner.stderr);
+    assert!(
+        inner.stderr.contains("is inside the data dir"),
+        "{}",
+        inner.stderr
+    );
 
     first.kill();
     let third = ServerProc::start(&data, &[], &[]);
     assert_eq!(get(third.addr(), "/healthz").status, 200);
+}
+
+/// `repair` refuses a path that is no data dir rather than report that it
+/// checked nothing.
+#[test]
+fn repair_refuses_a_path_that_is_not_a_data_dir() {
+    let dir = TempDir::new();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (path, why) in [
+        (dir.join("missing"), "is not a directory"),
+        (file, "is not a directory"),
+        (empty, "is not a conductor-metrics data dir"),
+    ] {
+        let out = run_cli(
+            &["repair", "--data-dir", path.to_str().unwrap()],
+            &[],
+            None,
+            TIMEOUT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+        assert!(!out.stdout.contains("checked"), "{}", out.stdout);
+    }
 }
