@@ -94,8 +94,22 @@ pub fn replace_with(
     records: impl IntoIterator<Item = impl Printable>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
+    let written = write_then_rename(&tmp, path, records);
+    if written.is_err() {
+        // A failed write (a full disk) leaves no half file behind; the old
+        // file, if any, is untouched.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_then_rename(
+    tmp: &Path,
+    path: &Path,
+    records: impl IntoIterator<Item = impl Printable>,
+) -> io::Result<u64> {
     let mut out = Checksummed {
-        file: io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?),
+        file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
         crc: crate::crc32c::START,
         held: None,
         written: 0,
@@ -110,7 +124,7 @@ pub fn replace_with(
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, path)?;
+    fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(out.written)
 }
@@ -1019,6 +1033,10 @@ mod tests {
         );
         assert!(replace_with(&path, [serde_json::json!({})]).is_err());
         assert!(replace_with(&path, [serde_json::json!([1])]).is_err());
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "a failed write leaves no .tmp behind"
+        );
         assert_eq!(
             Journal::open(&path).unwrap().1.records,
             want,
