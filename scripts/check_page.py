@@ -127,8 +127,12 @@ RUN_BARS = ("(() => { const n = {completed: 0, failed: 0, cancelled: 0};"
 def check_runs_chart(api, page):
     page.open(page_url(api, api.key))
     page.wait("document.getElementById('conn').textContent === 'live'", "a live stream")
-    before = page.js(RUN_BARS)
+    # Once a message posted now is listed, the page has drawn every older
+    # event of the stream's tail too, so the bars are counted from there.
     tag = uuid.uuid4().hex[:8]
+    api.post("/api/v1/messages", {"type": "note", "body": {"check_page": tag}}, 201)
+    page.wait(f"document.getElementById('events').textContent.includes('{tag}')", "the marker message")
+    before = page.js(RUN_BARS)
     finish = {"completed": "complete", "failed": "fail", "cancelled": "cancel"}
     n = 0
     for outcome, count in OUTCOMES.items():
@@ -173,8 +177,9 @@ def check_layout(api, page, out):
     scroll, inner = page.js("[document.scrollingElement.scrollWidth, innerWidth]")
     if scroll > inner:
         raise CheckFailed(f"at {NARROW} px the page scrolls sideways: scrollWidth {scroll} > innerWidth {inner}")
-    cut = page.js("[...document.querySelectorAll('.card, #budget-bar, .counter')]"
-                  ".filter(e => e.getBoundingClientRect().right > innerWidth + 0.5)"
+    # clientWidth leaves out the scroll bar, which innerWidth counts.
+    cut = page.js("[...document.querySelectorAll('.card, #budget-bar, .counter, .chart svg')]"
+                  ".filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)"
                   ".map(e => e.id || e.className)")
     if cut:
         raise CheckFailed(f"at {NARROW} px these are cut at the right edge: {cut}")
@@ -196,8 +201,7 @@ def ledger_points(ledger_dir, date):
             if "kind" not in entry:  # an alert marker, not a spend
                 continue
             micros += entry.get("amount_micros", round(entry["amount"] * 1e6))
-            ts = datetime.datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
-            points.append((ts, micros / 1e6))
+            points.append((unix(entry["ts"]), micros / 1e6))
     return points
 
 
