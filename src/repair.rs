@@ -212,7 +212,12 @@ mod tests {
         let second_line = damaged.iter().position(|&b| b == b'\n').unwrap() + 1;
         let at = format!("line 2 (byte {second_line}) is damaged: its checksum does not match");
         assert!(shown.contains(&at), "{shown}");
-        let hint = format!("conductor-metrics repair --data-dir {}", dir.display());
+        // Outside a data dir the hint can only name the settings.
+        assert!(shown.contains("with the server's --data-dir"), "{shown}");
+        // Inside one (a server's lock above the journal), it names that dir.
+        fs::write(dir.join(crate::lock::LOCK_FILE), "").unwrap();
+        let shown = Journal::open(&runs).err().expect("still damaged").to_string();
+        let hint = format!("`conductor-metrics repair --data-dir {}`", dir.display());
         assert!(shown.contains(&hint), "{shown}");
         fs::write(&runs, [&damaged[..], b"{\"torn"].concat()).unwrap();
 
