@@ -164,7 +164,11 @@ impl Declared {
         for d in &declared {
             let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
             let refused = |e: crate::metrics::Error| {
-                Error::invalid(&format!("family {:?}", d.name), e.to_string())
+                let hint = match e.is_over_ceiling() {
+                    true => " (see --declared-label-bytes and --declared-exposition-bytes)",
+                    false => "",
+                };
+                Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
             };
             let handle = match d.kind {
                 Type::Counter => {

@@ -49,6 +49,12 @@ impl Error {
     pub fn is_duplicate(&self) -> bool {
         matches!(self.kind, ErrorKind::Duplicate | ErrorKind::Clash(_))
     }
+
+    /// True when the family's fixed part did not fit under its byte
+    /// ceiling (see [`crate::metrics::ByteCeiling`]).
+    pub fn is_over_ceiling(&self) -> bool {
+        matches!(self.kind, ErrorKind::OverCeiling { .. })
+    }
 }
 
 impl fmt::Display for Error {
