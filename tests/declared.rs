@@ -392,3 +392,23 @@ fn a_declaration_that_cannot_fit_under_the_ceiling_stops_the_start() {
         out.stderr
     );
 }
+
+#[test]
+fn a_declared_counter_never_goes_backwards() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let inc = json!({"name": "git_merge_total", "labels": {"result": "ok"}, "inc": 8.9e15});
+    let batch = Value::Array(vec![inc; 1000]);
+    let mut last = 0.0;
+    for _ in 0..3 {
+        assert_eq!(
+            post_json(server.addr(), "/api/v1/metrics", &batch).status,
+            200
+        );
+        let text = get(server.addr(), "/metrics").text();
+        let now = sample(&text, r#"git_merge_total{result="ok"}"#).unwrap();
+        assert!(now > last, "{now} after {last}");
+        last = now;
+    }
+    assert!((last - 3000.0 * 8.9e15).abs() < 1e6, "{last}");
+}

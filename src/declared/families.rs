@@ -224,25 +224,26 @@ pub(super) fn counts_for(
     Some(out)
 }
 
-/// Adds `v` (not negative) to a counter, stopping at the largest finite
-/// value. Only the counter's fractional part can get there (whole
-/// increments go to an integer), so what is added is at most what takes
-/// that part to `f64::MAX`.
+/// Adds `v` (not negative) to a counter as an f64 value adds: up to the
+/// largest finite value, where it stops. A counter keeps whole increments in
+/// an integer, which stops at `u64::MAX`, so those that would take it past
+/// go to its fractional part instead, and the counter keeps counting.
 fn add_saturating(c: &Counter, v: f64) {
-    if (c.get() + v).is_finite() {
-        c.add(v);
-        return;
-    }
-    let (_, fraction) = c.parts();
-    let room = f64::MAX - fraction;
-    // `room` is rounded, and may be half a unit too much for the sum to
-    // stay finite; one step down is then enough.
-    let room = if (fraction + room).is_finite() {
-        room
+    let (int, fraction) = c.parts();
+    if !(fraction + v).is_finite() {
+        // `room` is rounded, and may be half a unit too much for the sum
+        // to stay finite; one step down is then enough.
+        let room = f64::MAX - fraction;
+        let room = match (fraction + room).is_finite() {
+            true => room,
+            false => room.next_down(),
+        };
+        c.add_parts(0, room);
+    } else if int.checked_add(v as u64).is_none() {
+        c.add_parts(0, v);
     } else {
-        f64::from_bits(room.to_bits() - 1)
-    };
-    c.add(room);
+        c.add(v);
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +267,16 @@ mod tests {
             add_saturating(&c, f64::MAX);
             assert!(c.get().is_finite() && c.get() > 1.79e308, "{fraction}");
         }
+    }
+
+    #[test]
+    fn whole_increments_past_the_integer_keep_counting() {
+        let c = Counter::new();
+        for _ in 0..3_000 {
+            add_saturating(&c, 8.9e15);
+        }
+        let want = 3_000.0 * 8.9e15;
+        assert!((c.get() - want).abs() < want * 1e-12, "{}", c.get());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   exactly the declared labels, an operation its type allows, a finite
 //!   value, no negative counter increment, and no value it would make
 //!   infinite. A batch is all or nothing.
-//! - **Durable before visible.** A batch is one journal record
-//!   (`DATA_DIR/metrics.jsonl`, group commit), and moves the metrics only
+//! - **Durable before visible.** A batch is one journal record (segments in
+//!   `DATA_DIR/metrics/`, group commit), and moves the metrics only
 //!   once it is synced, in journal order, so a gauge's value is always the
 //!   last one written. A restart replays the journal: counters and
 //!   histograms come back exact, gauges with their last value.
@@ -15,9 +15,8 @@
 //!   snapshot (with a histogram's bounds), so a start with a changed
 //!   declarations file takes what still fits by label name and by bucket
 //!   bound, and keeps the rest aside as it was (see [`families`]).
-//! - **Snapshots.** As the journal (segments in `DATA_DIR/metrics/`) grows,
-//!   a snapshot of every series' value is written and the segments it
-//!   covers are deleted (see [`snapshot`]).
+//! - **Snapshots.** As the journal grows, a snapshot of every series' value
+//!   is written and the segments it covers are deleted (see [`snapshot`]).
 //! - **Bounded.** Each family is capped by the registry's series cap, and
 //!   all of them together by a [`Ceiling`] in bytes; past either, new label
 //!   sets go to the family's overflow series.
