@@ -32,6 +32,8 @@ pub struct AppConfig {
     pub otlp: Option<OtlpConfig>,
     /// The families declared in `--metrics-file`, already checked.
     pub declared: Vec<crate::declared::Declaration>,
+    /// The ceiling in bytes on what the declared families hold together.
+    pub declared_ceiling: crate::declared::Ceiling,
     /// How many bus messages are kept.
     pub message_retention: crate::bus::Retention,
     /// How many finished runs stay in memory, by count and bytes.
@@ -209,6 +211,7 @@ impl App {
             &config.data_dir,
             config.declared.clone(),
             &registry,
+            config.declared_ceiling,
             config.snapshot_bytes,
             log,
         )

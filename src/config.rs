@@ -67,6 +67,10 @@ pub struct ServeConfig {
     pub snapshot_bytes: u64,
     /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
     pub metrics_file: Option<PathBuf>,
+    /// `--declared-label-bytes` / `CONDUCTOR_DECLARED_LABEL_BYTES` and
+    /// `--declared-exposition-bytes` / `CONDUCTOR_DECLARED_EXPOSITION_BYTES`:
+    /// the ceiling in bytes on the declared families; 0 is no bound.
+    pub declared_ceiling: crate::declared::Ceiling,
 }
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
@@ -166,6 +170,8 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "run-estimate",
             "pricing",
             "metrics-file",
+            "declared-label-bytes",
+            "declared-exposition-bytes",
             "retain-messages",
             "retain-message-bytes",
             "retain-runs",
@@ -426,6 +432,24 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             format!("{from} must be a size in bytes such as 16MiB (0 for no snapshots), not {v:?}")
         })?,
     };
+    let declared_bytes = |name: &str, var: &str, default: u64| match setting(name, var) {
+        None => Ok(default),
+        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
+            format!("{from} must be a size in bytes such as 16MiB (0 for no bound), not {v:?}")
+        }),
+    };
+    let declared_ceiling = crate::declared::Ceiling {
+        label_bytes: declared_bytes(
+            "declared-label-bytes",
+            "CONDUCTOR_DECLARED_LABEL_BYTES",
+            crate::declared::DEFAULT_LABEL_BYTES,
+        )?,
+        exposition_bytes: declared_bytes(
+            "declared-exposition-bytes",
+            "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+            crate::declared::DEFAULT_EXPOSITION_BYTES,
+        )?,
+    };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
     Ok(Command::Serve(ServeConfig {
         addr,
@@ -444,6 +468,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         pricing: flag("pricing").map(PathBuf::from),
         metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
             .map(|(f, _)| PathBuf::from(f)),
+        declared_ceiling,
         run_timeout,
         message_retention: crate::bus::Retention {
             messages: retain_messages,
@@ -567,10 +592,16 @@ mod tests {
 
     #[test]
     fn zero_turns_a_byte_bound_off_and_sizes_take_units() {
-        let line = "--retain-message-bytes 0 --retain-run-bytes 0 --snapshot-bytes 0";
+        let line = "--retain-message-bytes 0 --retain-run-bytes 0 --snapshot-bytes 0 \
+                    --declared-label-bytes 0 --declared-exposition-bytes 0";
         let Command::Serve(c) = parse(&args(line), &no_env).unwrap() else {
             panic!()
         };
+        let none = crate::declared::Ceiling {
+            label_bytes: 0,
+            exposition_bytes: 0,
+        };
+        assert_eq!(c.declared_ceiling, none);
         let bounds = (
             c.message_retention.bytes,
             c.run_retention.bytes,
@@ -582,6 +613,22 @@ mod tests {
             panic!()
         };
         assert_eq!(c.snapshot_bytes, 2048);
+        assert_eq!(c.declared_ceiling, crate::declared::Ceiling::default());
+        let env = |k: &str| (k == "CONDUCTOR_DECLARED_EXPOSITION_BYTES").then(|| "1MiB".into());
+        let Command::Serve(c) = parse(&args("--declared-label-bytes 64KiB"), &env).unwrap() else {
+            panic!()
+        };
+        let both = (
+            c.declared_ceiling.label_bytes,
+            c.declared_ceiling.exposition_bytes,
+        );
+        assert_eq!(both, (64 << 10, 1 << 20));
+        let err = parse(&[], &|k: &str| {
+            (k == "CONDUCTOR_DECLARED_LABEL_BYTES").then(|| "lots".into())
+        });
+        assert!(err
+            .unwrap_err()
+            .starts_with("CONDUCTOR_DECLARED_LABEL_BYTES must be a size"));
         assert!(parse(&args("--snapshot-bytes -1"), &no_env).is_err());
         assert!(parse(&args("--max-body 0"), &no_env).is_err());
     }

@@ -41,6 +41,7 @@ impl Harness {
             budget: BudgetConfig::new(dir),
             otlp: None,
             declared,
+            declared_ceiling: crate::declared::Ceiling::default(),
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
             snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,

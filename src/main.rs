@@ -173,6 +173,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         budget,
         otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
         declared,
+        declared_ceiling: c.declared_ceiling,
         message_retention: c.message_retention,
         run_retention: c.run_retention,
         snapshot_bytes: c.snapshot_bytes,

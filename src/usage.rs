@@ -52,6 +52,8 @@ Options (each has an environment variable; the flag wins):
   --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
                          ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
   --metrics-file FILE    declared metric families, JSON  CONDUCTOR_METRICS_FILE (none)
+  --declared-label-bytes BYTES  their label bytes, all series  CONDUCTOR_DECLARED_LABEL_BYTES (4MiB; 0: no bound)
+  --declared-exposition-bytes BYTES  their most in a scrape  CONDUCTOR_DECLARED_EXPOSITION_BYTES (16MiB; 0: no bound)
   --run-timeout DUR      end a run with no event this long as abandoned  CONDUCTOR_RUN_TIMEOUT (6h; 0: never)
   --retain-messages N    newest bus messages kept  CONDUCTOR_RETAIN_MESSAGES (100000; 0: no bound)
   --retain-message-bytes BYTES  bytes of them kept  CONDUCTOR_RETAIN_MESSAGE_BYTES (64MiB; 0: no bound)

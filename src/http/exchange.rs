@@ -301,6 +301,7 @@ mod tests {
             budget: crate::budget::BudgetConfig::new(&dir),
             otlp: None,
             declared: Vec::new(),
+            declared_ceiling: crate::declared::Ceiling::default(),
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
             snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
