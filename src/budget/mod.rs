@@ -18,6 +18,7 @@ mod report;
 mod reserve;
 mod settlement;
 mod state;
+mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,8 @@ pub struct Budget {
     state: Mutex<State>,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
+    /// Models priced by the default because the table does not name them.
+    unknown_models: unknown_model::UnknownModels,
 }
 
 impl Budget {
@@ -118,6 +121,7 @@ impl Budget {
             clock,
             state: Mutex::new(state),
             phases: OnceLock::new(),
+            unknown_models: unknown_model::UnknownModels::default(),
         })
     }
 

@@ -92,7 +92,7 @@ impl Budget {
         ts: f64,
     ) -> Result<Settlement, Error> {
         let phases = phase_micros(phase_costs)?;
-        let micros = cost.charge(&self.pricing)?.micros;
+        let micros = self.price_input(&cost)?.micros;
         let (state, _) = self.lock();
         let day = state.hold_day(run_id).unwrap_or(state.today);
         Ok(Settlement {

@@ -776,13 +776,12 @@ impl Runs {
             }
             return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
-        let pricing = self.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
         let events = in_flight.chain(later.iter().copied());
-        let phase_costs = detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o));
+        let phase_costs = detail.phase_costs_after(events, |m, i, o| self.budget.cost(m, i, o));
         let total = phase_costs.iter().map(|(_, c)| c).sum();
         self.budget
             .price(id, SpendInput::Amount(total), &phase_costs, now)
