@@ -61,7 +61,7 @@ impl Budget {
         phase_costs: &[(String, f64)],
     ) -> Result<Recorded, Error> {
         let phases = phase_micros(phase_costs)?;
-        let charge = self.price_input(&cost)?;
+        let charge = cost.charge(&self.pricing)?;
         let entry = Entry {
             kind: "run",
             charge: &charge,
@@ -85,7 +85,7 @@ impl Budget {
     ) -> Result<Recorded, Error> {
         let phase = phase.filter(|p| !p.is_empty());
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
-        let charge = self.price_input(&input)?;
+        let charge = input.charge(&self.pricing)?;
         let entry = Entry {
             kind: "direct",
             charge: &charge,
@@ -145,6 +145,7 @@ impl Budget {
         let status = state.status(&self.settings);
         drop(state);
         self.count_phases(entry, micros);
+        self.note_models(entry.charge.model.as_deref());
         Ok(Recorded {
             amount: dollars(micros),
             day: time::date_string(day),

@@ -1,8 +1,8 @@
 //! Models the pricing table does not name. Their tokens are charged the
 //! table's default price, deliberately high; so that a missing entry is
 //! found, each such model is said once in a `warn` line and counted in
-//! `conductor_pricing_unknown_models_total`, the first time tokens of it
-//! are priced (a spend given as tokens, or a run's end).
+//! `conductor_pricing_unknown_models_total`, the first time a spend given
+//! as tokens of it, or a run's end priced from them, is durable.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -10,8 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::log::Logger;
 use crate::metrics::Counter;
 
-use super::money::{Charge, SpendInput};
-use super::{Budget, Error};
+use super::Budget;
 
 /// The most model names remembered. Names come from clients, so the set
 /// must not grow without bound; past it, one last line says that later
@@ -85,25 +84,12 @@ impl Budget {
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// The cost in dollars of the given tokens of `model` (see
-    /// [`super::Pricing::cost`]), noting a model the table does not name.
-    pub fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
-        self.note_model(model);
-        self.pricing.cost(model, input_tokens, output_tokens)
-    }
-
-    /// Prices `input` by the table, noting a model it does not name.
-    pub(super) fn price_input(&self, input: &SpendInput) -> Result<Charge, Error> {
-        if let SpendInput::Tokens { model, .. } = input {
-            self.note_model(model.as_deref());
-        }
-        input.charge(&self.pricing)
-    }
-
-    fn note_model(&self, model: Option<&str>) {
-        // Tokens without a model are priced by the default on purpose.
-        if let Some(model) = model.filter(|m| !self.pricing.names(m)) {
-            let default = self.pricing.price(None);
+    /// Notes the models of a spend or a run's end that is durable: one
+    /// the table does not name is said and counted, the first time only.
+    /// Tokens without a model are priced by the default on purpose.
+    pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
+        let default = self.pricing.price(None);
+        for model in models.into_iter().filter(|m| !self.pricing.names(m)) {
             self.unknown_models
                 .note(model, (default.input, default.output));
         }
@@ -113,6 +99,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::super::tests::Fixture;
+    use super::super::SpendInput;
     use super::super::{BudgetConfig, Pricing};
     use super::*;
     use crate::log::{Level, LogFormat};
@@ -131,22 +118,30 @@ mod tests {
         budget.register_metrics(&registry).unwrap();
         budget.log_to(Logger::new(Level::Error, LogFormat::Json));
         let counted = || budget.unknown_models.counter.get().unwrap().get();
-        assert_eq!(budget.cost(Some("known"), 1_000_000, 0), 1.0);
-        assert_eq!(budget.cost(None, 1_000_000, 0), 15.0);
-        assert_eq!(counted(), 0.0, "a named model, or none, is not unknown");
-        assert_eq!(budget.cost(Some("mystery"), 1_000_000, 0), 15.0);
-        assert_eq!(budget.cost(Some("mystery"), 0, 1_000_000), 75.0);
-        let tokens = |model: &str| SpendInput::Tokens {
-            input_tokens: 10,
+        let tokens = |model: Option<&str>| SpendInput::Tokens {
+            input_tokens: 1_000_000,
             output_tokens: 0,
-            model: Some(model.to_string()),
+            model: model.map(str::to_string),
         };
-        budget.spend(tokens("other"), None, None).unwrap();
-        budget.spend(tokens("known"), None, None).unwrap();
-        assert_eq!(counted(), 2.0);
-        for n in 0..REMEMBERED + 10 {
-            budget.cost(Some(&format!("m{n}")), 1, 1);
+        for model in [Some("known"), None, Some("mystery"), Some("mystery")] {
+            budget.spend(tokens(model), None, None).unwrap();
         }
+        assert_eq!(counted(), 1.0, "a named model, or none, is not unknown");
+        // A run's end: its models are noted when it is charged, once durable.
+        let mut end = budget
+            .price("r", SpendInput::Amount(1.0), &[], 0.0)
+            .unwrap();
+        end.models = vec!["known".into(), "mystery".into(), "other".into()];
+        assert_eq!(counted(), 1.0, "nothing is noted before the charge");
+        budget.charge(&end);
+        assert_eq!(counted(), 2.0);
+        budget.note_models(
+            (0..REMEMBERED + 10)
+                .map(|n| format!("m{n}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
         let seen = budget.unknown_models.seen.lock().unwrap().len();
         assert_eq!(seen, REMEMBERED + 1, "the set stops growing");
         assert_eq!(counted(), REMEMBERED as f64);

@@ -776,15 +776,25 @@ impl Runs {
             }
             return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
+        let pricing = self.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
         let events = in_flight.chain(later.iter().copied());
-        let phase_costs = detail.phase_costs_after(events, |m, i, o| self.budget.cost(m, i, o));
+        // The models priced go with the settlement: one the table does not
+        // name is said once the end is durable.
+        let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let phase_costs = detail.phase_costs_after(events, |m, i, o| {
+            models.borrow_mut().extend(m.map(str::to_string));
+            pricing.cost(m, i, o)
+        });
         let total = phase_costs.iter().map(|(_, c)| c).sum();
-        self.budget
-            .price(id, SpendInput::Amount(total), &phase_costs, now)
+        let mut settlement = self
+            .budget
+            .price(id, SpendInput::Amount(total), &phase_costs, now)?;
+        settlement.models = models.into_inner().into_iter().collect();
+        Ok(settlement)
     }
 
     /// What a record's callback needs of the store.
