@@ -11,7 +11,8 @@
 //! a synced copy over it and syncing the directory, so a crash at any point
 //! leaves either the old file or the new one (and a repeat run finishes the
 //! job, at worst copying a line into `.corrupt` twice). A torn last line is
-//! cut, as a start would.
+//! cut, as a start would: a start calls [`cut_torn_tails`] itself, before
+//! its stores open their journals, so that each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

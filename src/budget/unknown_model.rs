@@ -86,10 +86,12 @@ impl Budget {
 
     /// Notes the models of a spend or a run's end that is durable: one
     /// the table does not name is said and counted, the first time only.
-    /// Tokens without a model are priced by the default on purpose.
+    /// Tokens without a model (or with an empty one) are priced by the
+    /// default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
         let default = self.pricing.price(None);
-        for model in models.into_iter().filter(|m| !self.pricing.names(m)) {
+        let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
+        for model in models.into_iter().filter(unknown) {
             self.unknown_models
                 .note(model, (default.input, default.output));
         }

@@ -69,33 +69,32 @@ struct State {
 
 /// When to warn about lost spans: at the first loss, then at the first
 /// loss a minute or more after the last warning, each time with the count
-/// lost since the last one. Losses in between wait for that line, or for
-/// the one a flush writes. Plain data.
+/// lost since the last one and the latest reason. Losses in between wait
+/// for that line, or for the one a flush writes. Plain data.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
     unreported: u64,
+    why: String,
 }
 
 impl LossReport {
-    /// Notes `n` spans lost at `now`; returns the count to warn about now,
-    /// if a warning is due.
-    fn lost(&mut self, n: u64, now: Instant) -> Option<u64> {
+    /// Notes `n` spans lost at `now` for `why`; returns the count and the
+    /// reason to warn about now, if a warning is due.
+    fn lost(&mut self, n: u64, why: &str, now: Instant) -> Option<(u64, String)> {
         self.unreported += n;
+        why.clone_into(&mut self.why);
         let due = self
             .last_warning
             .is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY);
-        due.then(|| {
-            self.last_warning = Some(now);
-            std::mem::take(&mut self.unreported)
-        })
+        due.then(|| self.take(now)).flatten()
     }
 
-    /// The count no warning has named yet, now named.
-    fn take(&mut self, now: Instant) -> Option<u64> {
+    /// The count no warning has named yet, and the latest reason, now named.
+    fn take(&mut self, now: Instant) -> Option<(u64, String)> {
         (self.unreported > 0).then(|| {
             self.last_warning = Some(now);
-            std::mem::take(&mut self.unreported)
+            (std::mem::take(&mut self.unreported), self.why.clone())
         })
     }
 }
@@ -172,16 +171,17 @@ impl Exporter {
             // The thread only needs waking to start a batch timer or to
             // send a full batch; otherwise its timed wait is already right.
             let wake = (was_empty && accepted > 0) || st.queue.len() >= self.shared.batch_size;
-            let warning = (accepted < offered)
-                .then(|| self.shared.lose(&mut st, (offered - accepted) as u64))
+            let lost = (offered - accepted) as u64;
+            let warning = (lost > 0)
+                .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
                 .flatten();
             (wake, warning)
         };
         if wake {
             self.shared.work.notify_one();
         }
-        if let Some(spans) = warning {
-            self.shared.warn(spans, "the export queue is full");
+        if let Some(warning) = warning {
+            self.shared.warn(warning);
         }
     }
 
@@ -208,11 +208,9 @@ impl Exporter {
         st.flushers -= 1;
         let sent = drained && st.lost == 0;
         let warning = st.report.take(Instant::now());
-        let why = st.last_error.clone();
         drop(st);
-        if let Some(spans) = warning {
-            let why = why.unwrap_or_else(|| "the export queue is full".to_string());
-            self.shared.warn(spans, &why);
+        if let Some(warning) = warning {
+            self.shared.warn(warning);
         }
         sent
     }
@@ -231,24 +229,20 @@ impl Drop for Exporter {
 }
 
 impl Shared {
-    /// Counts `n` lost spans; returns how many to warn about, if a warning
-    /// is due. The caller warns after letting go of the lock.
-    fn lose(&self, st: &mut State, n: u64) -> Option<u64> {
+    /// Counts `n` spans lost for `why`; returns what to warn about, if a
+    /// warning is due. The caller warns after letting go of the lock.
+    fn lose(&self, st: &mut State, n: u64, why: &str) -> Option<(u64, String)> {
         self.dropped.inc_by(n);
         st.lost += n;
-        st.report.lost(n, Instant::now())
+        st.report.lost(n, why, Instant::now())
     }
 
-    fn warn(&self, spans: u64, why: &str) {
+    fn warn(&self, (spans, why): (u64, String)) {
         self.log.warn(
             "trace spans dropped",
             &[
                 ("spans", serde_json::json!(spans)),
                 ("error", serde_json::json!(why)),
-                (
-                    "next_warning_seconds",
-                    serde_json::json!(WARN_EVERY.as_secs()),
-                ),
             ],
         );
     }
@@ -323,16 +317,15 @@ fn export_loop(shared: &Shared, target: &Target) {
             Ok(()) => None,
             Err(e) => {
                 let why = e.to_string();
-                st.last_error = Some(why.clone());
-                shared
-                    .lose(&mut st, batch.len() as u64)
-                    .map(|spans| (spans, why))
+                let warning = shared.lose(&mut st, batch.len() as u64, &why);
+                st.last_error = Some(why);
+                warning
             }
         };
         drop(st);
         shared.idle.notify_all();
-        if let Some((spans, why)) = warning {
-            shared.warn(spans, &why);
+        if let Some(warning) = warning {
+            shared.warn(warning);
         }
     }
 }
@@ -541,25 +534,25 @@ mod tests {
     fn losses_are_warned_about_at_most_once_a_minute_with_their_count() {
         let start = Instant::now();
         let at = |seconds| start + Duration::from_secs(seconds);
+        let said = |n: u64, why: &str| Some((n, why.to_string()));
         let mut r = LossReport::default();
         assert_eq!(r.take(at(0)), None, "nothing lost, nothing to say");
-        assert_eq!(r.lost(3, at(0)), Some(3), "the first loss is said at once");
-        assert_eq!(r.lost(2, at(10)), None);
-        assert_eq!(r.lost(5, at(59)), None);
+        let first = r.lost(3, "a", at(0));
+        assert_eq!(first, said(3, "a"), "the first loss is said at once");
+        assert_eq!(r.lost(2, "b", at(10)), None);
+        assert_eq!(r.lost(5, "c", at(59)), None);
+        let minute = r.lost(1, "d", at(60));
         assert_eq!(
-            r.lost(1, at(60)),
-            Some(8),
-            "a minute later, with the count since"
+            minute,
+            said(8, "d"),
+            "a minute later: the count since, the latest reason"
         );
-        assert_eq!(r.lost(4, at(61)), None);
-        assert_eq!(r.take(at(62)), Some(4), "a flush says what is left");
+        assert_eq!(r.lost(4, "e", at(61)), None);
+        assert_eq!(r.take(at(62)), said(4, "e"), "a flush says what is left");
         assert_eq!(r.take(at(63)), None);
-        assert_eq!(
-            r.lost(1, at(100)),
-            None,
-            "the flush's line starts a new minute"
-        );
-        assert_eq!(r.lost(1, at(122)), Some(2));
+        let after_flush = r.lost(1, "f", at(100));
+        assert_eq!(after_flush, None, "the flush's line starts a new minute");
+        assert_eq!(r.lost(1, "g", at(122)), said(2, "g"));
     }
 
     #[test]
