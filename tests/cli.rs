@@ -205,11 +205,9 @@ fn every_subcommand_has_its_own_help() {
 #[test]
 fn lost_spans_are_warned_about_and_the_stop_does_not_claim_a_flush() {
     let dir = TempDir::new();
-    // A port nothing listens on: every export is refused at once.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens there: every export is refused at once.
+    let nothing = common::RefusedAddr::new();
+    let dead = nothing.addr();
     let endpoint = format!("http://{dead}");
     let envs = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
