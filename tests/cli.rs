@@ -420,6 +420,31 @@ fn a_401_tells_the_user_to_set_the_key_and_the_start_log_names_the_data_dir() {
     );
 }
 
+/// The README's top block: a server on another port and data dir, and a client command that
+/// finds it through `CONDUCTOR_URL`.
+#[test]
+fn a_client_finds_a_server_on_another_port_through_conductor_url() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(&dir.join("elsewhere"), &[], &[]);
+    let url = server.url("");
+    let out = run_cli(
+        &["status"],
+        &[("CONDUCTOR_URL", url.as_str())],
+        None,
+        TIMEOUT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout.starts_with("conductor-metrics "),
+        "{}",
+        out.stdout
+    );
+    let nothing = common::RefusedAddr::new();
+    let elsewhere = format!("http://{}", nothing.addr());
+    let lost = run_cli(&["status", "--url", &elsewhere], &[], None, TIMEOUT);
+    assert_eq!(lost.status.code(), Some(1), "{lost:?}");
+}
+
 /// One server per data dir: a second one, or a repair, is refused with the dir and the
 /// holder's pid while the first runs, and a SIGKILL leaves no stale lock behind.
 #[test]
