@@ -29,6 +29,7 @@ Exit status: 0 when every check passes, 1 when one fails, 2 when the server cann
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -541,13 +542,18 @@ def check_page(api):
                 "[...document.querySelectorAll('#events tr')].map(tr => Number(tr.children[0].textContent))")
             if any(a <= b for a, b in zip(seqs, seqs[1:])):
                 raise CheckFailed(f"the events are not in seq order: {seqs}")
-            api.post(f"/api/v1/runs/{run_id}/complete", {}, 200)
+            # A cost of six decimals shows three; a duration given in both
+            # milliseconds and seconds shows once.
+            api.post(f"/api/v1/runs/{run_id}/complete", {"cost": 0.123457}, 200)
             completed = True
             browser.wait_for(f"{row} === null", "the run leaving the active list", EVENT_TIMEOUT_SECONDS)
-            browser.wait_for(
-                f"[...document.querySelectorAll('#events tr')].some(tr => tr.textContent.includes('run_completed')"
-                f" && tr.textContent.includes('{run_id}'))",
-                "run_completed in the last events", EVENT_TIMEOUT_SECONDS)
+            ended = ("[...document.querySelectorAll('#events tr')].find(tr => tr.textContent.includes('run_completed')"
+                     f" && tr.textContent.includes('{run_id}'))")
+            browser.wait_for(f"{ended} !== undefined", "run_completed in the last events", EVENT_TIMEOUT_SECONDS)
+            ended_text = browser.evaluate(f"{ended}.textContent")
+            if ("duration_ms=" not in ended_text or "duration_seconds=" in ended_text
+                    or '"cost":0.123,' not in ended_text or re.search(r"\d\.\d{4,}", ended_text)):
+                raise CheckFailed(f"run_completed is not shown rounded, each value once: {ended_text!r}")
             budget = browser.evaluate("document.getElementById('budget-note').textContent")
             dom = browser.evaluate("document.documentElement.outerHTML")
     finally:

@@ -117,6 +117,21 @@ impl App {
                 config.data_dir.display()
             ))
         })?;
+        // A crash mid-append leaves a torn last line, which opening a
+        // journal cuts without a word; cut here first, so that each cut is
+        // said with its file.
+        let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
+        let cuts = crate::repair::cut_torn_tails(&dirs)
+            .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
+        for cut in cuts {
+            log.warn(
+                "cut the torn tail of a journal: its last write was interrupted",
+                &[
+                    ("file", serde_json::json!(cut.file.display().to_string())),
+                    ("bytes", serde_json::json!(cut.bytes)),
+                ],
+            );
+        }
         let registry = Registry::new();
         let started = Instant::now();
         registry
@@ -190,12 +205,13 @@ impl App {
         let tracer = match config.otlp.clone() {
             None => None,
             Some(otlp) => Some(
-                Exporter::start(otlp, dropped)
+                Exporter::start(otlp, dropped, log)
                     .map_err(|e| Error::Storage(format!("trace exporter: {e}")))?,
             ),
         };
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
+        budget.log_to(log);
         let runs = Runs::open(
             &config.data_dir,
             run_metrics,

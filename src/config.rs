@@ -1,6 +1,7 @@
 //! Command-line and environment configuration, parsed with std only. A
 //! flag wins over its environment variable, which wins over the default.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,6 +72,15 @@ pub struct ServeConfig {
     /// `--declared-exposition-bytes` / `CONDUCTOR_DECLARED_EXPOSITION_BYTES`:
     /// the ceiling in bytes on the declared families; 0 is no bound.
     pub declared_ceiling: crate::declared::Ceiling,
+}
+
+impl ServeConfig {
+    /// Whether a server with these settings, bound to `addr`, takes writes
+    /// from anyone who can reach the host: an address other than loopback
+    /// and no API key. The start warns about it.
+    pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
+        self.api_key.is_none() && !addr.ip().is_loopback()
+    }
 }
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
@@ -147,39 +157,13 @@ fn dirs(
     (data_dir, budget_dir)
 }
 
-/// The flags each subcommand takes.
-fn flags_of(sub: &str) -> &'static [&'static str] {
-    match sub {
-        "status" | "budget" | "trigger" => &["url"],
-        "complete" | "cancel" => &["url", "cost"],
-        "fail" => &["url", "cost", "error"],
-        "demo" => &["url", "runs", "seed"],
-        "repair" => &["data-dir"],
-        _ => &[
-            "addr",
-            "data-dir",
-            "max-body",
-            "api-key-file",
-            "log-level",
-            "log-format",
-            "idle-timeout",
-            "header-timeout",
-            "max-connections",
-            "shutdown-timeout",
-            "daily-budget",
-            "run-estimate",
-            "pricing",
-            "metrics-file",
-            "declared-label-bytes",
-            "declared-exposition-bytes",
-            "retain-messages",
-            "retain-message-bytes",
-            "retain-runs",
-            "retain-run-bytes",
-            "snapshot-bytes",
-            "run-timeout",
-        ],
-    }
+/// The flags `sub` takes, from the table its help is printed from.
+fn flags_of(sub: &str) -> Vec<&'static str> {
+    usage::options(sub)
+        .iter()
+        .map(|o| o.flag)
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// Parses arguments (without the program name). `env` looks variables up.
@@ -187,14 +171,17 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
 /// environment is named by its variable, one from a flag by the flag.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
+    // Without a command the server runs, but `--help` then means the
+    // program's help, which lists the commands.
+    let named = args.peek().is_some_and(|first| !first.starts_with('-'));
     let sub = match args.peek().copied() {
         None => "serve",
         Some(first) if first.starts_with('-') => "serve",
         Some("help") => {
             args.next();
             return match args.next() {
-                None => Ok(Command::Help(usage::HELP.to_string())),
-                Some(topic) => usage::subcommand_help(topic)
+                None | Some("-h" | "--help") => Ok(Command::Help(usage::program_help())),
+                Some(topic) => usage::command_help(topic)
                     .map(Command::Help)
                     .ok_or_else(|| unknown_command(topic)),
             };
@@ -210,11 +197,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let mut positional: Vec<&str> = Vec::new();
     while let Some(arg) = args.next() {
         match arg {
-            "-h" | "--help" => {
+            "-h" | "--help" if named => {
                 return Ok(Command::Help(
-                    usage::subcommand_help(sub).unwrap_or_else(|| usage::HELP.to_string()),
+                    usage::command_help(sub).unwrap_or_else(usage::program_help),
                 ))
             }
+            "-h" | "--help" => return Ok(Command::Help(usage::program_help())),
             "-V" | "--version" => return Ok(Command::Version),
             _ => {}
         }
@@ -229,8 +217,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         // Known before its value is looked for: `--bogus` is not a flag,
         // whatever follows it.
         if !allowed.contains(&name) {
+            let hint = match usage::nearest(name, allowed.iter().copied()) {
+                Some(near) => format!("; did you mean --{near}?"),
+                None => String::new(),
+            };
             return Err(format!(
-                "--{name} is not a flag of `{sub}` (see conductor-metrics {sub} --help)"
+                "--{name} is not a flag of `{sub}`{hint} (see conductor-metrics {sub} --help)"
             ));
         }
         let value = match inline {
@@ -484,11 +476,11 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 
 /// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
-    match usage::nearest(word) {
-        Some(near) => format!(
-            "unknown command {word:?}; did you mean `{near}`? (see conductor-metrics --help)"
-        ),
-        None => format!("unknown command {word:?} (see conductor-metrics --help)"),
+    match usage::nearest(word, usage::SUBCOMMANDS) {
+        Some(near) => {
+            format!("unknown command {word:?}; did you mean `{near}`? (see conductor-metrics help)")
+        }
+        None => format!("unknown command {word:?} (see conductor-metrics help)"),
     }
 }
 
@@ -668,7 +660,16 @@ mod tests {
         assert!(err("", &addr).starts_with("CONDUCTOR_ADDR must be HOST:PORT"));
         assert_eq!(
             err("stauts", &no_env),
-            "unknown command \"stauts\"; did you mean `status`? (see conductor-metrics --help)"
+            "unknown command \"stauts\"; did you mean `status`? (see conductor-metrics help)"
+        );
+        assert_eq!(
+            err("--adr 127.0.0.1:1", &no_env),
+            "--adr is not a flag of `serve`; did you mean --addr? (see conductor-metrics serve --help)"
+        );
+        assert!(err("demo --sed 3", &no_env).contains("did you mean --seed?"));
+        assert_eq!(
+            err("bogus", &no_env),
+            "unknown command \"bogus\" (see conductor-metrics help)"
         );
         assert!(err("complete", &no_env).contains("needs a RUN_ID"));
         assert!(err("status extra", &no_env).contains("unexpected argument \"extra\""));
@@ -690,6 +691,43 @@ mod tests {
             assert!(a.contains(&format!("conductor-metrics {sub}")), "{a}");
         }
         assert!(parse(&args("help nope"), &no_env).is_err());
+    }
+
+    #[test]
+    fn the_program_help_lists_the_commands_and_help_takes_help() {
+        let program = Command::Help(usage::program_help());
+        for line in [
+            "--help",
+            "-h",
+            "help",
+            "help --help",
+            "help help",
+            "--addr x --help",
+        ] {
+            assert_eq!(parse(&args(line), &no_env).as_ref(), Ok(&program), "{line}");
+        }
+        let Command::Help(text) = program else {
+            unreachable!()
+        };
+        for sub in usage::SUBCOMMANDS {
+            assert!(text.contains(&format!("\n  {sub} ")), "{sub} in {text}");
+        }
+    }
+
+    #[test]
+    fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
+        let Command::Serve(mut c) = parse(&[], &no_env).unwrap() else {
+            panic!()
+        };
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(c.open_to_the_network(at("0.0.0.0:14355")));
+        assert!(c.open_to_the_network(at("[::]:14355")));
+        assert!(c.open_to_the_network(at("192.168.1.5:80")));
+        assert!(!c.open_to_the_network(at("127.0.0.1:14355")));
+        assert!(!c.open_to_the_network(at("127.0.0.2:14355")));
+        assert!(!c.open_to_the_network(at("[::1]:14355")));
+        c.api_key = Some("k".into());
+        assert!(!c.open_to_the_network(at("0.0.0.0:14355")));
     }
 
     #[test]

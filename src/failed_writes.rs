@@ -173,6 +173,7 @@ fn a_failed_write_changes_nothing_on_any_route_and_a_retry_succeeds() {
         "conductor_events_published_total",
         "agent_budget_spend_total",
         "agent_cost_dollars_total",
+        "conductor_pricing_unknown_models_total",
     ];
     assert_eq!(again["runs"], seen["runs"]);
     assert_eq!(again["budget"], seen["budget"]);

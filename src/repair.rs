@@ -11,7 +11,8 @@
 //! a synced copy over it and syncing the directory, so a crash at any point
 //! leaves either the old file or the new one (and a repeat run finishes the
 //! job, at worst copying a line into `.corrupt` twice). A torn last line is
-//! cut, as a start would.
+//! cut, as a start would: a start calls [`cut_torn_tails`] itself, before
+//! its stores open their journals, so that each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -98,6 +99,73 @@ pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     }
     Ok(report)
+}
+
+/// A torn tail cut off a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The journal.
+    pub file: PathBuf,
+    /// The bytes cut: those after its last newline.
+    pub bytes: u64,
+}
+
+/// Cuts the torn tail (the bytes after the last newline, which a crash
+/// mid-append leaves) off every journal (`*.jsonl`) under each of `dirs`
+/// that exists, as opening it would, and returns what was cut. A start
+/// calls this before the stores open their journals, so that each cut is
+/// logged with its file: the stores' own opens then find none. Reads only
+/// the end of each file.
+///
+/// # Errors
+///
+/// Fails on the first file or directory that cannot be read, cut or
+/// synced, naming it; the tails already cut stay cut.
+pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
+    let mut files = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        journals(&dir.canonicalize()?, &mut files)?;
+    }
+    files.sort();
+    files.dedup();
+    let mut cuts = Vec::new();
+    for file in files {
+        let cut = cut_tail(&file)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+        if cut > 0 {
+            cuts.push(Cut { file, bytes: cut });
+        }
+    }
+    Ok(cuts)
+}
+
+/// Cuts one file after its last newline; returns the bytes cut.
+fn cut_tail(path: &Path) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = Vec::new();
+    // Backwards a chunk at a time: a torn tail is at most one record.
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(CHUNK);
+        chunk.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_data()?;
+    }
+    Ok(len - keep)
 }
 
 fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -216,7 +284,10 @@ mod tests {
         assert!(shown.contains("with the server's --data-dir"), "{shown}");
         // Inside one (a server's lock above the journal), it names that dir.
         fs::write(dir.join(crate::lock::LOCK_FILE), "").unwrap();
-        let shown = Journal::open(&runs).err().expect("still damaged").to_string();
+        let shown = Journal::open(&runs)
+            .err()
+            .expect("still damaged")
+            .to_string();
         let hint = format!("`conductor-metrics repair --data-dir {}`", dir.display());
         assert!(shown.contains(&hint), "{shown}");
         fs::write(&runs, [&damaged[..], b"{\"torn"].concat()).unwrap();
@@ -282,6 +353,65 @@ mod tests {
         let report = repair(&[&dir]).unwrap();
         assert_eq!(report.moved.len(), 1);
         assert_eq!(Journal::open(&path).unwrap().1.records.len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_tails_are_cut_before_a_start_and_named() {
+        let dir = temp_dir("tails");
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            path.canonicalize().unwrap()
+        };
+        let whole = b"{\"a\":1}\n{\"a\":2}\n".to_vec();
+        let sound = write("sound.jsonl", &whole);
+        let short = write(
+            "messages/0000000001.jsonl",
+            &[&whole[..], b"{\"torn"].concat(),
+        );
+        // Longer than the chunk read backwards, so the newline is found in an earlier one.
+        let long_tail = vec![b'x'; 200_000];
+        let long = write(
+            "budget/2026-12-03.jsonl",
+            &[&whole[..], &long_tail].concat(),
+        );
+        let no_line = write("runs/0000000001.jsonl", b"{\"half");
+        write("empty.jsonl", b"");
+        write("not-a-journal.txt", b"no newline");
+
+        let cuts = cut_torn_tails(&[&dir, &dir.join("budget"), &dir.join("none")]).unwrap();
+        let mut want = vec![
+            Cut {
+                file: long,
+                bytes: 200_000,
+            },
+            Cut {
+                file: short.clone(),
+                bytes: 6,
+            },
+            Cut {
+                file: no_line.clone(),
+                bytes: 6,
+            },
+        ];
+        want.sort_by(|a, b| a.file.cmp(&b.file));
+        assert_eq!(cuts, want);
+        for path in [&sound, &short, &want[0].file] {
+            assert_eq!(fs::read(path).unwrap(), whole, "{}", path.display());
+        }
+        assert_eq!(fs::read(&no_line).unwrap(), b"");
+        assert_eq!(
+            fs::read(dir.join("not-a-journal.txt")).unwrap(),
+            b"no newline"
+        );
+        assert_eq!(Journal::open(&short).unwrap().1.truncated_bytes, 0);
+        assert_eq!(
+            cut_torn_tails(&[&dir]).unwrap(),
+            [],
+            "a second pass finds nothing"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

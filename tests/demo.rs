@@ -227,13 +227,8 @@ fn starts_refused_by_the_budget_are_counted_not_fatal() {
 
 #[test]
 fn exit_codes_for_an_unreachable_server_and_bad_flags() {
-    // Bound then dropped, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let nothing = common::RefusedAddr::new();
+    let url = format!("http://{}", nothing.addr());
     let out = run_cli(&["demo", "--url", &url], &[], None, DEMO_TIMEOUT);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);

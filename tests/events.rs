@@ -297,6 +297,21 @@ fn openmetrics_is_served_when_asked_for() {
     );
     let forced = get(server.addr(), "/metrics?format=openmetrics");
     assert!(forced.text().ends_with("# EOF\n"));
+    let shouted = get(server.addr(), "/metrics?format=OpenMetrics");
+    assert!(shouted.text().ends_with("# EOF\n"));
+    let empty = get(server.addr(), "/metrics?format=");
+    assert_eq!(
+        (empty.status, empty.header("Content-Type")),
+        (200, Some("text/plain; version=0.0.4; charset=utf-8"))
+    );
+    // A format it does not have is refused, naming the ones it has.
+    let xml = get(server.addr(), "/metrics?format=xml");
+    assert_eq!(xml.status, 400, "{}", xml.text());
+    let error: serde_json::Value = serde_json::from_str(&xml.text()).unwrap();
+    assert_eq!(
+        error["error"]["message"], "format: must be text, prometheus or openmetrics",
+        "{error}"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod report;
 mod reserve;
 mod settlement;
 mod state;
+mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub struct Budget {
     appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
+    /// Models priced by the default because the table does not name them.
+    unknown_models: unknown_model::UnknownModels,
 }
 
 impl Budget {
@@ -124,6 +127,7 @@ impl Budget {
             state: Mutex::new(state),
             appended: Condvar::new(),
             phases: OnceLock::new(),
+            unknown_models: unknown_model::UnknownModels::default(),
         })
     }
 

@@ -219,6 +219,7 @@ impl Budget {
         let status = state.status(&self.settings);
         drop(state);
         self.count_phases(entry, micros);
+        self.note_models(entry.charge.model.as_deref());
         Ok(Spent::New(Recorded {
             amount: dollars(micros),
             day: time::date_string(day),

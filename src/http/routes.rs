@@ -122,10 +122,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn metrics(ex: Exchange) {
-    let format = match ex.query("format").as_deref() {
+    // An empty `?format=` is no choice, as an empty `?status=` is.
+    let chosen = ex.query("format").filter(|f| !f.is_empty());
+    let format = match chosen.map(|f| f.to_ascii_lowercase()).as_deref() {
+        None => Format::negotiate(ex.header("Accept").as_deref()),
         Some("openmetrics") => Format::OpenMetrics,
         Some("text" | "prometheus") => Format::Text,
-        _ => Format::negotiate(ex.header("Accept").as_deref()),
+        Some(_) => {
+            let e = Error::invalid("format", "must be text, prometheus or openmetrics");
+            return ex.send(e.into());
+        }
     };
     let mut body = Vec::with_capacity(16 * 1024);
     ex.app().registry.render(&mut body, format);

@@ -829,7 +829,7 @@ impl Runs {
             }
             return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
-        let mut phase_costs = self.token_costs(state, id, later.iter().copied());
+        let (mut phase_costs, models) = self.token_costs(state, id, later.iter().copied());
         for (_, c) in &mut phase_costs {
             *c = c.min(MAX_AMOUNT);
         }
@@ -838,25 +838,35 @@ impl Runs {
             .map(|(_, c)| c)
             .sum::<f64>()
             .min(MAX_AMOUNT);
-        self.budget
-            .price(id, SpendInput::Amount(total), &phase_costs, now)
+        let mut settlement = self
+            .budget
+            .price(id, SpendInput::Amount(total), &phase_costs, now)?;
+        // The models priced go with the settlement: one the table does not
+        // name is said once the end is durable.
+        settlement.models = models;
+        Ok(settlement)
     }
 
-    /// The cost by phase of the tokens of run `id`: those applied, those in
-    /// flight, then `later` ones.
+    /// The cost by phase of the tokens of run `id` (those applied, those in
+    /// flight, then `later` ones), and the models they were priced for.
     fn token_costs<'a>(
         &self,
         state: &'a State,
         id: &str,
         later: impl Iterator<Item = &'a Timed>,
-    ) -> Vec<(String, f64)> {
+    ) -> (Vec<(String, f64)>, Vec<String>) {
         let pricing = self.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
         let events = in_flight.chain(later);
-        detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o))
+        let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let costs = detail.phase_costs_after(events, |m, i, o| {
+            models.borrow_mut().extend(m.map(str::to_string));
+            pricing.cost(m, i, o)
+        });
+        (costs, models.into_inner().into_iter().collect())
     }
 
     /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
@@ -869,7 +879,7 @@ impl Runs {
         later: impl Iterator<Item = &'a Timed>,
         field: &str,
     ) -> Result<(), Error> {
-        let costs = self.token_costs(state, id, later);
+        let (costs, _) = self.token_costs(state, id, later);
         if costs.iter().map(|(_, c)| c).sum::<f64>() <= MAX_AMOUNT {
             return Ok(());
         }
