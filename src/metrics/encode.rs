@@ -1,7 +1,10 @@
 //! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
 //! written straight into a byte buffer with no intermediate model.
 
+use std::collections::BTreeMap;
+
 use super::counter::Counter;
+use super::exemplar::Slots;
 use super::family::Family;
 use super::format::{
     write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_small_uint,
@@ -224,6 +227,13 @@ fn write_samples<M: Clone>(
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
 ) {
+    if fmt == Format::OpenMetrics {
+        let exemplars = f.exemplars.lock();
+        if !exemplars.is_empty() {
+            write_samples_with_exemplars(out, name, f, &exemplars, get);
+            return;
+        }
+    }
     let cached = f.prefixes(name);
     for s in f.read().iter() {
         if cached {
@@ -239,8 +249,31 @@ fn write_samples<M: Clone>(
     }
 }
 
+/// Writes the OpenMetrics samples of a family some of whose series have an
+/// exemplar, each after its value. Only the few families given exemplars
+/// come here, so it keeps no prefixes.
+#[cold]
+fn write_samples_with_exemplars<M: Clone>(
+    out: &mut Vec<u8>,
+    name: &str,
+    f: &Family<M>,
+    exemplars: &BTreeMap<u32, Slots>,
+    get: impl Fn(&M) -> f64,
+) {
+    for (i, s) in f.read().numbered() {
+        write_series_name(out, name, &s.labels);
+        write_float_openmetrics(out, get(&s.metric));
+        let held = exemplars.get(&i).and_then(|slots| slots.first()?.as_ref());
+        if let Some(e) = held {
+            e.write(out);
+        }
+        out.push(b'\n');
+    }
+}
+
 /// Writes every sample of a histogram family. `les` holds the formatted
-/// upper bounds, `+Inf` last; `scratch` is reused between series.
+/// upper bounds, `+Inf` last; `scratch` is reused between series. In
+/// OpenMetrics a bucket's exemplar follows its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     fmt: Format,
@@ -249,9 +282,16 @@ pub(crate) fn write_histograms(
     f: &Family<Histogram>,
     scratch: &mut Vec<u64>,
 ) {
-    for s in f.read().iter() {
+    // Held through the family, so that offers wait rather than a scrape
+    // copying every exemplar first; text format 0.0.4 has none to show.
+    let exemplars = match fmt {
+        Format::OpenMetrics => Some(f.exemplars.lock()),
+        Format::Text => None,
+    };
+    for (i, s) in f.read().numbered() {
+        let slots = exemplars.as_ref().and_then(|e| e.get(&i));
         let (sum, count) = s.metric.snapshot(scratch);
-        for (le, n) in les.iter().zip(scratch.iter()) {
+        for (bucket, (le, n)) in les.iter().zip(scratch.iter()).enumerate() {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"_bucket{");
             if !s.labels.is_empty() {
@@ -262,6 +302,9 @@ pub(crate) fn write_histograms(
             out.extend_from_slice(le);
             out.extend_from_slice(b"\"} ");
             write_uint(out, *n);
+            if let Some(Some(e)) = slots.and_then(|slots| slots.get(bucket)) {
+                e.write(out);
+            }
             out.push(b'\n');
         }
         out.extend_from_slice(name.as_bytes());
@@ -416,6 +459,112 @@ mod tests {
         let mut out = Vec::new();
         write_counters(&mut out, Format::Text, "d_total", &unlabelled, 1);
         assert_eq!(out, b"d_total 42\n");
+    }
+
+    /// A registry whose families record the same values, through
+    /// exemplars or not.
+    fn recorded(exemplars: bool) -> super::super::Registry {
+        let r = super::super::Registry::new();
+        let h = r
+            .histogram_family("took_seconds", "Took.", &["phase"], &[1.0, 10.0])
+            .unwrap();
+        let c = r
+            .counter_family("done_total", "Done.", &["outcome"])
+            .unwrap();
+        r.alias(
+            "source_took_seconds",
+            "Took, by another name.",
+            "took_seconds",
+        )
+        .unwrap();
+        let ex = |id: &'static str| {
+            [
+                ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("run_id", id),
+            ]
+        };
+        for (phase, v, id, at) in [
+            ("a", 0.5, "r-1", 1_795_439_678.5),
+            ("a", 0.25, "r-2", 1_795_439_679.0),
+            ("a", 12.0, "r\"3", 1_795_439_680.25),
+            ("b", 2.0, "r-4", 1_795_439_681.0),
+        ] {
+            if exemplars {
+                h.observe_with_exemplar(&[phase], v, &ex(id), at);
+                c.inc_with_exemplar(&["completed"], &ex(id)[1..], at);
+            } else {
+                h.observe(&[phase], v);
+                c.inc(&["completed"]);
+            }
+        }
+        c.inc(&["failed"]);
+        r
+    }
+
+    fn rendered(r: &super::super::Registry, fmt: Format) -> String {
+        let mut out = Vec::new();
+        r.render(&mut out, fmt);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn exemplars_follow_their_samples_in_openmetrics() {
+        let om = rendered(&recorded(true), Format::OpenMetrics);
+        let want = r#"# TYPE done counter
+# HELP done Done.
+done_total{outcome="completed"} 4.0 # {run_id="r-4"} 1.0 1795439681
+done_total{outcome="failed"} 1.0
+# TYPE source_took_seconds histogram
+# UNIT source_took_seconds seconds
+# HELP source_took_seconds Took, by another name.
+source_took_seconds_bucket{phase="a",le="1"} 2 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r-2"} 0.25 1795439679
+source_took_seconds_bucket{phase="a",le="10"} 2
+source_took_seconds_bucket{phase="a",le="+Inf"} 3 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r\"3"} 12.0 1795439680.25
+source_took_seconds_sum{phase="a"} 12.75
+source_took_seconds_count{phase="a"} 3
+source_took_seconds_bucket{phase="b",le="1"} 0
+source_took_seconds_bucket{phase="b",le="10"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r-4"} 2.0 1795439681
+source_took_seconds_bucket{phase="b",le="+Inf"} 1
+source_took_seconds_sum{phase="b"} 2.0
+source_took_seconds_count{phase="b"} 1
+"#;
+        assert!(om.contains(want), "{om}");
+        // The original name shows the same exemplars as its alias.
+        assert!(om.contains(
+            "\ntook_seconds_bucket{phase=\"a\",le=\"1\"} 2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",run_id=\"r-2\"} 0.25 1795439679\n"
+        ));
+        // Without exemplars, OpenMetrics is what it always was.
+        let plain = rendered(&recorded(false), Format::OpenMetrics);
+        let stripped: String = om
+            .lines()
+            .map(|l| l.split(" # {").next().unwrap_or(l).to_string() + "\n")
+            .collect();
+        assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn text_format_is_the_same_bytes_with_exemplars() {
+        let with = rendered(&recorded(true), Format::Text);
+        assert_eq!(with, rendered(&recorded(false), Format::Text));
+        let want = r#"# HELP done_total Done.
+# TYPE done_total counter
+done_total{outcome="completed"} 4
+done_total{outcome="failed"} 1
+# HELP source_took_seconds Took, by another name.
+# TYPE source_took_seconds histogram
+source_took_seconds_bucket{phase="a",le="1"} 2
+source_took_seconds_bucket{phase="a",le="10"} 2
+source_took_seconds_bucket{phase="a",le="+Inf"} 3
+source_took_seconds_sum{phase="a"} 12.75
+source_took_seconds_count{phase="a"} 3
+source_took_seconds_bucket{phase="b",le="1"} 0
+source_took_seconds_bucket{phase="b",le="10"} 1
+source_took_seconds_bucket{phase="b",le="+Inf"} 1
+source_took_seconds_sum{phase="b"} 2
+source_took_seconds_count{phase="b"} 1
+"#;
+        assert!(with.contains(want), "{with}");
+        assert!(!with.contains(" # {"));
     }
 
     #[test]
