@@ -154,8 +154,8 @@ const SERVE_OPTIONS: &[Opt] = &[
     ),
     opt(
         "run-estimate",
-        "DOLLARS",
-        "reserved per run start (0.15)",
+        "DOLLARS|auto",
+        "reserved per run start (auto: $0.15, or the p90 of the agent's last 50 run costs when more)",
         "AGENT_RUN_ESTIMATE",
     ),
     opt(
