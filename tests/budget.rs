@@ -817,3 +817,57 @@ fn the_forecast_and_the_history_follow_the_ledger() {
         "{rate_again} then {rate}"
     );
 }
+
+/// A running run whose tokens cost more than its estimate holds what they cost, so later starts
+/// see it; a restart holds the same, and the end charges the cost and frees the rest.
+#[test]
+fn a_running_runs_reservation_grows_to_what_its_tokens_cost() {
+    let dir = TempDir::new();
+    let pricing = dir.join("pricing.json");
+    std::fs::write(&pricing, r#"{"cheap": {"input": 1.0, "output": 2.0}}"#).unwrap();
+    let args = [
+        "--pricing",
+        pricing.to_str().unwrap(),
+        "--daily-budget",
+        "3",
+    ];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "a"})).status,
+        201
+    );
+    // $1 of input and $1 of output.
+    let tokens = json!([{"type": "tokens", "phase": "p", "model": "cheap",
+        "input_tokens": 1_000_000, "output_tokens": 500_000}]);
+    assert_eq!(
+        post_json(addr, "/api/v1/runs/a/events", &tokens).status,
+        200
+    );
+    let run = get_json(addr, "/api/v1/runs/a").json();
+    assert_eq!(
+        (&run["reserved"], &run["cost"]),
+        (&json!(2.0), &json!(null))
+    );
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["reserved"], &b["remaining"]),
+        (&json!(2.0), &json!(1.0))
+    );
+    server.kill();
+
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    assert_eq!(get_json(addr, "/api/v1/runs/a").json()["reserved"], 2.0);
+    assert_eq!(get_json(addr, "/api/v1/budget").json()["reserved"], 2.0);
+    let done = post_json(addr, "/api/v1/runs/a/complete", &json!({})).json();
+    assert_eq!(
+        (&done["cost"], &done["reserved"]),
+        (&json!(2.0), &json!(null))
+    );
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["reserved"], &b["today_spend"]),
+        (&json!(0.0), &json!(2.0))
+    );
+}

@@ -79,6 +79,16 @@ impl Budget {
         Ok(())
     }
 
+    /// Grows `run_id`'s reservation to `micros` when it holds less, so
+    /// that a running run's reservation covers at least what it has spent
+    /// so far (its tokens, priced). No limit check: the run was admitted,
+    /// and its spending is already happening; later starts see it. A run
+    /// without a reservation is ignored.
+    pub fn cover(&self, run_id: &str, micros: i64) {
+        let (mut state, _) = self.lock();
+        state.grow(run_id, micros);
+    }
+
     /// Drops `run_id`'s reservation without recording anything, for a
     /// start that did not happen. Unknown runs are ignored.
     pub fn release(&self, run_id: &str) {
@@ -276,5 +286,21 @@ mod tests {
         assert_eq!(fixed.reserve("e", Some("coder")), Ok(150_000));
         let s = fixed.status();
         assert_eq!((s.run_estimate, s.run_estimate_mode), (0.15, "fixed"));
+    }
+
+    #[test]
+    fn cover_grows_a_reservation_and_never_shrinks_it() {
+        let f = Fixture::new("cover");
+        let budget = f.open(2.0, 0.15);
+        budget.reserve("a", None).unwrap();
+        budget.cover("a", 1_000_000);
+        assert_eq!(budget.status().reserved, 1.0);
+        budget.cover("a", 500_000);
+        budget.cover("unknown", 9_000_000);
+        let s = budget.status();
+        assert_eq!((s.reserved, s.remaining), (1.0, 1.0));
+        budget.settle("a", SpendInput::Amount(1.2), &[]).unwrap();
+        let s = budget.status();
+        assert_eq!((s.reserved, s.today_spend), (0.0, 1.2));
     }
 }

@@ -224,6 +224,19 @@ impl State {
         self.holds.insert(run_id.into(), hold);
     }
 
+    /// Grows `run_id`'s reservation to `micros`, if it holds less.
+    pub fn grow(&mut self, run_id: &str, micros: i64) {
+        let Some(hold) = self.holds.get_mut(run_id) else {
+            return;
+        };
+        let more = micros - hold.micros;
+        if more > 0 {
+            hold.micros = micros;
+            let day = hold.day;
+            self.book(day).reserved += more;
+        }
+    }
+
     /// Removes `run_id`'s reservation, if it has one. The day's book stays
     /// until [`State::prune`], so a settle can still charge it.
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {

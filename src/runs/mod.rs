@@ -522,6 +522,34 @@ fn learn(budget: &Budget, end: &Value, run: &Run) {
     }
 }
 
+/// What the tokens of `run` have cost so far at the budget's prices, in
+/// micro-dollars.
+fn accrued(budget: &Budget, run: &Run) -> i64 {
+    let pricing = budget.pricing();
+    let costs = run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o));
+    let total = costs.iter().map(|(_, c)| c).sum::<f64>().min(MAX_AMOUNT);
+    (total * 1e6).round() as i64
+}
+
+/// Grows a running run's reservation to what its tokens have cost so far,
+/// once `events` with tokens are applied: a run that turns out dearer
+/// than its estimate holds what it has spent, so that later starts see
+/// it rather than overdraw the day. Derived from the start record and the
+/// run's events, so a restart holds the same (see [`Runs::open`]).
+fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
+    if !events
+        .iter()
+        .any(|e| matches!(e.event, Event::Tokens { .. }))
+    {
+        return;
+    }
+    let spent = accrued(budget, run);
+    if run.reserved.is_some_and(|held| spent > held) {
+        run.reserved = Some(spent);
+        budget.cover(&run.run_id, spent);
+    }
+}
+
 /// The status a run ends with.
 fn end_status(how: &Finish) -> Status {
     match how {
@@ -655,12 +683,14 @@ impl Runs {
             .filter(|r| r.status == Status::Running)
         {
             // A start written before starts recorded their reservation
-            // gets what its agent's start would reserve now.
-            let micros = run
+            // gets what its agent's start would reserve now; a run whose
+            // tokens cost more already holds that (see `cover`).
+            let started = run
                 .reserved
                 .unwrap_or_else(|| budget.run_estimate(run.agent.as_deref()));
+            let micros = started.max(accrued(&budget, run));
             budget.restore_reservation(&run.run_id, run.started_at, micros)?;
-            if run.reserved.is_none() {
+            if run.reserved != Some(micros) {
                 Arc::make_mut(run).reserved = Some(micros);
             }
         }
@@ -1100,6 +1130,7 @@ impl Runs {
                         for e in &events {
                             run.detail.apply(e, &metrics);
                         }
+                        cover(&budget, run, &events);
                         applied.push(Applied::Events(run.ids(), events));
                     }
                     Planned::End(id, at, _, settlement) => {
@@ -1234,7 +1265,7 @@ impl Runs {
             record = events_record(id, &events);
         }
         state.mark(id, |p| p.events.push(events.clone()));
-        let (shared, metrics, _) = self.parts();
+        let (shared, metrics, budget) = self.parts();
         let id = id.to_string();
         self.submit(record, move |o| {
             let mut state = lock(&shared);
@@ -1246,6 +1277,7 @@ impl Runs {
                     for e in events.iter() {
                         run.detail.apply(e, &metrics);
                     }
+                    cover(&budget, run, &events);
                     Ok(events)
                 }
             };
