@@ -95,8 +95,10 @@ pub struct Run {
     /// The `metrics` object its emitter's `run_completed` carried: the JSON
     /// text as sent, on one line (see [`progress::MAX_METRICS_BYTES`]).
     pub metrics: Option<Box<str>>,
-    /// Micro-dollars the budget reserved for it at its start, when its
-    /// start record says (see [`Budget::reserve`]).
+    /// Micro-dollars the budget holds for it while it runs: what its
+    /// start reserved (its start record says, see [`Budget::reserve`]),
+    /// or what its tokens have cost when that is more. None once it has
+    /// ended, when the reservation is released.
     pub reserved: Option<i64>,
     /// Micro-dollars its end charged, when its end record carries its
     /// priced cost.
@@ -159,8 +161,8 @@ impl Run {
             "correlation_id": self.correlation(),
             "strategy": self.strategy,
             "max_iterations": self.max_iterations,
-            "cost": self.cost.filter(|_| self.status != Status::Running).map(dollars),
-            "reserved": self.reserved.filter(|_| self.status == Status::Running).map(dollars),
+            "cost": self.cost.map(dollars),
+            "reserved": self.reserved.map(dollars),
             "detail": self.detail.to_json(),
         })
     }
@@ -1728,6 +1730,10 @@ impl State {
         run.error = end.error;
         run.metrics = end.metrics;
         run.cost = end.cost;
+        // Released. It grew with the run's tokens as the live store
+        // applied them, and a start grows only the running runs' again
+        // (see `Runs::open`): an ended run keeps none, so both agree.
+        run.reserved = None;
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
