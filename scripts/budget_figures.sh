@@ -34,7 +34,8 @@ readonly ROUNDS=3
 
 need_cmd cargo curl python3 timeout
 
-forecast=$(cargo test --release --locked --quiet --lib \
+# The test profile, as .ci/run's `cargo test` builds it: the test is deterministic.
+forecast=$(cargo test --locked --quiet --lib \
     budget::forecast::tests::a_steady_spend_is_forecast_within_ten_percent -- --exact --nocapture |
     awk '$1 == "forecast_error_percent" { print $2 }')
 [[ -n $forecast ]] || die "the forecast test printed no forecast_error_percent"
