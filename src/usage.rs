@@ -155,7 +155,7 @@ const SERVE_OPTIONS: &[Opt] = &[
     opt(
         "run-estimate",
         "DOLLARS|auto",
-        "reserved per run start (auto: $0.15, or the p90 of the agent's last 50 run costs when more)",
+        "reserved per run start (auto: p90 of the agent's last 50 runs)",
         "AGENT_RUN_ESTIMATE",
     ),
     opt(
