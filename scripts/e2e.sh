@@ -203,9 +203,12 @@ python3 scripts/check_streams.py "$CM_URL" --subscribers 500 --trials 20
 stop_server
 
 # 7. The live page's pictures and layout in headless Chromium, on a server that wants a key:
-# the key hint, runs per minute by outcome, and no sideways scroll at 420 px; screenshots at
+# the key hint, runs per minute by outcome, the budget burn-down drawn from the ledger, and no
+# sideways scroll at 420 px; screenshots at
 # 420 and 1,400 px go to a temp dir that is kept, and their paths are printed. The budget is
 # one the check's runs and spends stay well under, so it can hold a reservation.
 start_server "$data/page" CONDUCTOR_API_KEY=e2e-page-key AGENT_DAILY_BUDGET=50
 python3 scripts/check_page.py "$CM_URL" --api-key e2e-page-key
+# The burn-down's drawn spend points against the history route and today's ledger lines.
+python3 scripts/check_page.py "$CM_URL" --api-key e2e-page-key --burn-down --ledger-dir "$data/page/budget"
 echo "e2e: ok"
