@@ -1,5 +1,8 @@
 //! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
-//! written straight into a byte buffer with no intermediate model.
+//! written straight into a byte buffer with no intermediate model, and
+//! passed on in pieces between series.
+
+use std::io;
 
 use super::counter::Counter;
 use super::family::Family;
@@ -186,28 +189,93 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     write_value(out, fmt, v);
 }
 
+/// Where a scrape goes while it is rendered: the bytes collect in a
+/// buffer, which is handed to `flush` between series once it holds a
+/// piece, so that a scrape never has to be held whole.
+///
+/// It also holds a family's series numbers while they are rendered: they
+/// are copied out of the family, so that its insert mutex is not held
+/// while `flush` waits for a slow client.
+pub(crate) struct Pieces<'a> {
+    piece: usize,
+    flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+    numbers: Vec<u32>,
+    /// Reused between histogram series.
+    scratch: Vec<u64>,
+}
+
+impl<'a> Pieces<'a> {
+    /// Hands the buffer to `flush` whenever it holds `piece` bytes or more.
+    pub(crate) fn new(
+        piece: usize,
+        flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Pieces<'a> {
+        Pieces {
+            piece,
+            flush,
+            numbers: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Passes `out` on, and empties it, once it holds a piece. Called
+    /// after each series: one comparison when it does not.
+    #[inline(always)]
+    fn series_done(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if out.len() >= self.piece {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    /// Passes `out` on, if it holds anything, and empties it.
+    #[cold]
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if !out.is_empty() {
+            (self.flush)(out)?;
+            out.clear();
+        }
+        Ok(())
+    }
+
+    /// The family's series numbers in render order, copied while its
+    /// insert mutex is held for as short a time as that takes.
+    fn numbers_of<M: Clone>(&mut self, f: &Family<M>) -> Vec<u32> {
+        let mut numbers = std::mem::take(&mut self.numbers);
+        f.read().numbers_into(&mut numbers);
+        numbers
+    }
+}
+
 /// Writes every sample of a counter family, each value divided by
 /// `per_unit` (see `Registry::fixed_point_counter_family`).
 pub(crate) fn write_counters(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     f: &Family<Counter>,
     per_unit: u32,
-) {
+) -> io::Result<()> {
     if per_unit <= 1 {
-        write_samples(out, fmt, name, f, Counter::get);
+        write_samples(out, pieces, fmt, name, f, Counter::get)
     } else {
         // One correctly rounded division: the nearest double to the exact
         // decimal, which the shortest round-trip form prints as that decimal.
         let per_unit = f64::from(per_unit);
-        write_samples(out, fmt, name, f, |c| c.get() / per_unit);
+        write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)
     }
 }
 
 /// Writes every sample of a gauge family.
-pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Gauge>) {
-    write_samples(out, fmt, name, f, Gauge::get);
+pub(crate) fn write_gauges(
+    out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
+    fmt: Format,
+    name: &str,
+    f: &Family<Gauge>,
+) -> io::Result<()> {
+    write_samples(out, pieces, fmt, name, f, Gauge::get)
 }
 
 /// Writes one `name{labels} value` line per series.
@@ -219,13 +287,16 @@ pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Famil
 #[inline(never)]
 fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
-) {
+) -> io::Result<()> {
     let cached = f.prefixes(name);
-    for s in f.read().iter() {
+    let numbers = pieces.numbers_of(f);
+    let mut result = Ok(());
+    for s in numbers.iter().filter_map(|&i| f.series_at(i)) {
         if cached {
             out.extend_from_slice(s.prefix.get_or_init(|| {
                 let mut prefix = Vec::new();
@@ -236,21 +307,30 @@ fn write_samples<M: Clone>(
             write_series_name(out, name, &s.labels);
         }
         write_value(out, fmt, get(&s.metric));
+        result = pieces.series_done(out);
+        if result.is_err() {
+            break;
+        }
     }
+    pieces.numbers = numbers;
+    result
 }
 
 /// Writes every sample of a histogram family. `les` holds the formatted
-/// upper bounds, `+Inf` last; `scratch` is reused between series.
+/// upper bounds, `+Inf` last.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     les: &[Box<[u8]>],
     f: &Family<Histogram>,
-    scratch: &mut Vec<u64>,
-) {
-    for s in f.read().iter() {
-        let (sum, count) = s.metric.snapshot(scratch);
+) -> io::Result<()> {
+    let numbers = pieces.numbers_of(f);
+    let mut scratch = std::mem::take(&mut pieces.scratch);
+    let mut result = Ok(());
+    for s in numbers.iter().filter_map(|&i| f.series_at(i)) {
+        let (sum, count) = s.metric.snapshot(&mut scratch);
         for (le, n) in les.iter().zip(scratch.iter()) {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"_bucket{");
@@ -273,7 +353,14 @@ pub(crate) fn write_histograms(
         write_series_name(out, "", &s.labels);
         write_uint(out, count);
         out.push(b'\n');
+        result = pieces.series_done(out);
+        if result.is_err() {
+            break;
+        }
     }
+    pieces.numbers = numbers;
+    pieces.scratch = scratch;
+    result
 }
 
 /// Formats bucket bounds for `le`, the same way in both formats so that
@@ -364,15 +451,25 @@ mod tests {
         // The second scrape of each format reuses the prefixes the first built.
         for (fmt, want) in [(Format::Text, text), (Format::OpenMetrics, om)] {
             for _ in 0..2 {
-                let mut out = Vec::new();
-                write_gauges(&mut out, fmt, "g", &f);
-                write_counters(&mut out, fmt, "c_total", &unlabelled, 1);
+                let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
+                let mut pieces = Pieces::new(usize::MAX, &mut never);
+                write_gauges(&mut out, &mut pieces, fmt, "g", &f).unwrap();
+                write_counters(&mut out, &mut pieces, fmt, "c_total", &unlabelled, 1).unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), want);
             }
         }
         // A family rendered under a second name does not use the first's.
-        let mut out = Vec::new();
-        write_counters(&mut out, Format::Text, "d_total", &unlabelled, 1);
+        let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
+        let mut pieces = Pieces::new(usize::MAX, &mut never);
+        write_counters(
+            &mut out,
+            &mut pieces,
+            Format::Text,
+            "d_total",
+            &unlabelled,
+            1,
+        )
+        .unwrap();
         assert_eq!(out, b"d_total 42\n");
     }
 
