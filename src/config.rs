@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// `--header-timeout` / `CONDUCTOR_HEADER_TIMEOUT`: a request head must arrive within this.
     pub header_timeout: Duration,
+    /// `--write-timeout` / `CONDUCTOR_WRITE_TIMEOUT`: a client must take each piece of an answer within this.
+    pub write_timeout: Duration,
     /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
     pub max_connections: usize,
     /// `--shutdown-timeout` / `CONDUCTOR_SHUTDOWN_TIMEOUT`: how long a graceful
@@ -160,6 +162,7 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
             "log-format",
             "idle-timeout",
             "header-timeout",
+            "write-timeout",
             "max-connections",
             "shutdown-timeout",
             "daily-budget",
@@ -344,6 +347,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
     let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
+    let write_timeout = duration("write-timeout", "CONDUCTOR_WRITE_TIMEOUT", 10)?;
     let shutdown_timeout = duration("shutdown-timeout", "CONDUCTOR_SHUTDOWN_TIMEOUT", 10)?;
     let run_timeout = match setting("run-timeout", "CONDUCTOR_RUN_TIMEOUT") {
         None => Some(DEFAULT_RUN_TIMEOUT),
@@ -436,6 +440,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         log_format,
         idle_timeout,
         header_timeout,
+        write_timeout,
         shutdown_timeout,
         max_connections,
         daily_budget,

@@ -203,6 +203,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         max_connections: c.max_connections,
         header_timeout: c.header_timeout,
         idle_timeout: c.idle_timeout,
+        write_timeout: c.write_timeout,
         max_body: c.max_body,
         ..Limits::default()
     };

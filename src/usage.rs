@@ -44,6 +44,7 @@ Options (each has an environment variable; the flag wins):
   --log-format FORMAT    json or text                                  (json)
   --idle-timeout DUR     close idle keep-alive connections  CONDUCTOR_IDLE_TIMEOUT    (30s)
   --header-timeout DUR   time allowed to send a request head CONDUCTOR_HEADER_TIMEOUT (10s)
+  --write-timeout DUR    time a client has to take each 64 KiB of an answer  CONDUCTOR_WRITE_TIMEOUT (10s)
   --max-connections N    open connection cap            CONDUCTOR_MAX_CONNECTIONS (4096)
   --shutdown-timeout DUR time to finish requests on SIGTERM CONDUCTOR_SHUTDOWN_TIMEOUT (10s)
                          (DUR: seconds, or a number with ms, s, m or h)

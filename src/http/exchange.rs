@@ -3,6 +3,7 @@
 //! request an id, and counts, logs and sends exactly one answer, a 500 when
 //! the handler panics or gives none.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::answer::{status_label, Answer, Reply, Request, Takeover};
+use super::body::BodyWriter;
 use super::response::Response;
 use crate::app::App;
 use crate::error::Error;
@@ -146,10 +148,23 @@ impl Exchange {
         self.finish(response);
     }
 
-    fn finish(&mut self, mut response: Response) {
+    fn finish(&mut self, response: Response) {
         let Some(answer) = self.answer.take() else {
             return;
         };
+        let reply = self.reply(response);
+        let (status, bytes) = (reply.status, reply.body.len());
+        self.app
+            .http
+            .requests
+            .inc(&[self.method, status_label(status)]);
+        answer.send(reply);
+        self.log_answer(status, bytes as u64);
+    }
+
+    /// What goes out for `response`: its headers with the request id, and
+    /// a 5xx's detail moved to the log line, the request id into the body.
+    fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
             // The client gets the request id to quote; the log line, which
             // carries the same id, gets the detail.
@@ -159,26 +174,85 @@ impl Exchange {
             }
             self.fields.push(("error", json!(detail)));
         }
-        let status = response.status;
-        let bytes = response.body.len();
         let headers = [("Content-Type", response.content_type.to_string())]
             .into_iter()
             .chain(response.headers)
             .chain([("X-Request-ID", self.request_id.clone())])
             .collect();
+        Reply {
+            status: response.status,
+            headers,
+            body: response.body,
+        }
+    }
+
+    /// Answers 200 with `content_type` and a body that `write` makes as it
+    /// goes, sent in pieces while it is made, so that the answer is never
+    /// held whole; the request is counted and logged once it ends, with
+    /// the bytes made and the time to the last one.
+    ///
+    /// Check everything that can refuse the request first, and answer
+    /// with [`Exchange::send`] then: once the first piece is out, a
+    /// failure can only cut the answer short. So `write` fails only when
+    /// the client does (it is gone, or too slow), and the connection closes.
+    /// If `write` panics before the first piece went out, the answer is a
+    /// 500 as from any handler; after, the connection closes.
+    ///
+    /// `write` runs in the connection's thread after the handler returns,
+    /// so this must be called before then.
+    pub fn stream<F>(mut self, content_type: &'static str, write: F)
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
+    {
+        let Some(answer) = self.answer.take() else {
+            return;
+        };
+        let headers = vec![
+            ("Content-Type", content_type.to_string()),
+            ("X-Request-ID", self.request_id.clone()),
+        ];
+        answer.stream(
+            headers,
+            Box::new(move |body| self.write_stream(body, write)),
+        );
+    }
+
+    fn write_stream<F>(mut self, body: &mut BodyWriter<'_>, write: F)
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
+    {
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(body)));
+        let status = match made {
+            Ok(written) => {
+                if let Err(e) = written.and_then(|()| body.finish()) {
+                    body.abort();
+                    let why = format!("the answer was cut short: {e}");
+                    self.fields.push(("error", json!(why)));
+                }
+                200
+            }
+            Err(_) => {
+                self.app.http.panics.inc();
+                let reply = self.reply(Response::internal(
+                    "the request failed",
+                    "the handler panicked",
+                ));
+                if body.replace(&reply) {
+                    reply.status
+                } else {
+                    body.abort();
+                    200
+                }
+            }
+        };
         self.app
             .http
             .requests
             .inc(&[self.method, status_label(status)]);
-        answer.send(Reply {
-            status,
-            headers,
-            body: response.body,
-        });
-        self.log_answer(status, bytes);
+        self.log_answer(status, body.bytes());
     }
 
-    fn log_answer(&mut self, status: u16, bytes: usize) {
+    fn log_answer(&mut self, status: u16, bytes: u64) {
         let mut fields = vec![
             ("method", json!(self.method)),
             ("path", json!(self.path)),
