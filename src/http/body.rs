@@ -88,6 +88,11 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
+    /// Whether any of the answer has gone out.
+    pub(super) fn started(&self) -> bool {
+        self.progress != Progress::Head
+    }
+
     /// The body's length so far, in bytes; for `HEAD`, what it would be.
     pub(super) fn bytes(&self) -> u64 {
         self.bytes

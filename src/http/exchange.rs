@@ -222,33 +222,36 @@ impl Exchange {
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
     {
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(body)));
-        let status = match made {
-            Ok(written) => {
-                if let Err(e) = written.and_then(|()| body.finish()) {
-                    body.abort();
-                    let why = format!("the answer was cut short: {e}");
-                    self.fields.push(("error", json!(why)));
-                }
-                200
-            }
-            Err(_) => {
-                self.app.http.panics.inc();
-                let reply = self.reply(Response::internal(
-                    "the request failed",
-                    "the handler panicked",
-                ));
-                if body.replace(&reply) {
-                    reply.status
-                } else {
-                    body.abort();
-                    200
-                }
-            }
-        };
+        if made.is_err() {
+            self.app.http.panics.inc();
+        }
+        // Before the head goes out a panic is answered as in any handler.
+        let instead = (made.is_err() && !body.started()).then(|| {
+            self.reply(Response::internal(
+                "the request failed",
+                "the handler panicked",
+            ))
+        });
+        let status = instead.as_ref().map_or(200, |reply| reply.status);
+        // Counted before the answer's end goes out, as a whole answer is:
+        // a client that has it and asks again sees this one counted.
         self.app
             .http
             .requests
             .inc(&[self.method, status_label(status)]);
+        let sent = match (made, instead) {
+            (_, Some(reply)) => {
+                body.replace(&reply);
+                Ok(())
+            }
+            (Ok(written), None) => written.and_then(|()| body.finish()),
+            (Err(_), None) => Err(io::Error::other("the handler panicked")),
+        };
+        if let Err(e) = sent {
+            body.abort();
+            let why = format!("the answer was cut short: {e}");
+            self.fields.push(("error", json!(why)));
+        }
         self.log_answer(status, body.bytes());
     }
 
@@ -424,6 +427,70 @@ mod tests {
         assert!(answered.contains("the request failed"), "{answered}");
         assert!(!answered.contains("panicked"), "{answered}");
         assert_eq!(app.http.panics.get(), 1.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs the streamed answer `ex` left in `slot` as a connection thread
+    /// does, and returns what the client read and whether the answer ended.
+    fn run_stream(slot: &Arc<super::super::answer::Slot>) -> (Vec<u8>, bool) {
+        use super::super::answer::Outcome;
+        use super::super::socket::ClientStream;
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        struct Quiet;
+        impl super::super::Hooks for Quiet {
+            fn request_rejected(&self, _: &str, _: u16) {}
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let Outcome::Body(headers, write) = slot.outcome(&ours) else {
+            panic!("not a streamed answer");
+        };
+        let client = ClientStream::new(ours, std::time::Duration::from_secs(10)).unwrap();
+        let mut body = BodyWriter::new(&client, &Quiet, slot.delivery(), headers);
+        write(&mut body);
+        let ended = body.finish().is_ok();
+        drop(body);
+        drop(client);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        (got, ended)
+    }
+
+    #[test]
+    fn a_stream_that_panics_is_a_500_before_its_first_piece_and_cut_short_after() {
+        use std::io::Write;
+        let (dir, app) = app("stream-panic");
+        let (answer, slot) = Answer::for_test();
+        let headers = [("x-request-id", "req-7")];
+        let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
+        ex.stream("text/plain", |out| {
+            out.write_all(b"a partial body")?;
+            panic!("producer bug")
+        });
+        let (got, ended) = run_stream(&slot);
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(text.ends_with(
+            r#"{"error":{"code":"INTERNAL","message":"the request failed","request_id":"req-7"}}"#
+        ));
+        assert!(ended);
+
+        let (answer, slot) = Answer::for_test();
+        let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
+        ex.stream("text/plain", |out| {
+            out.write_all(&vec![b'x'; 100_000])?;
+            panic!("producer bug")
+        });
+        let (got, ended) = run_stream(&slot);
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{}", &text[..40]);
+        assert!(text.contains("Transfer-Encoding: chunked\r\n"));
+        // One piece went out, and no last chunk after it.
+        assert!(text.ends_with(&format!("10000\r\n{}\r\n", "x".repeat(65536))));
+        assert!(!ended);
+        assert_eq!(app.http.panics.get(), 2.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
