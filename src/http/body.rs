@@ -19,17 +19,23 @@ use super::answer::{self, Delivery, Framing, Reply};
 use super::socket::{ClientStream, PIECE};
 use super::Hooks;
 
-/// The room kept before a piece for its chunk-size line: up to 8 hex digits,
-/// far more than a piece needs, and CRLF.
+/// The room kept before a piece for the answer's head, when it has not gone
+/// out yet, and the piece's chunk-size line: so that the head and the first
+/// piece, or a whole short answer, go out in one write, with no copy. A head
+/// that does not fit goes out in a write of its own.
+const ROOM: usize = 512;
+
+/// The longest chunk-size line: 8 hex digits, far more than a piece needs,
+/// and CRLF.
 const SIZE_LINE: usize = 10;
 
 /// What ends a chunked body: the last chunk and an empty trailer section.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// The buffer of a streamed answer: the chunk-size line, a piece, the CRLF
-/// after it and the last chunk. It is all the memory the answer holds, and
-/// it is taken once, so it never grows past this.
-const BUFFER: usize = SIZE_LINE + PIECE + 2 + LAST_CHUNK.len();
+/// The buffer of a streamed answer: the room, a piece, the CRLF after it and
+/// the last chunk. It is all the memory the answer holds, and it is taken
+/// once, so it never grows past this.
+const BUFFER: usize = ROOM + PIECE + 2 + LAST_CHUNK.len();
 
 /// How far an answer has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +63,7 @@ pub struct BodyWriter<'a> {
     hooks: &'a dyn Hooks,
     delivery: Delivery,
     headers: Vec<(&'static str, String)>,
-    /// Room for a chunk-size line, then the piece being made.
+    /// [`ROOM`], then the piece being made.
     buf: Vec<u8>,
     progress: Progress,
     /// Whether the body ends with the connection (an HTTP/1.0 client).
@@ -140,37 +146,22 @@ impl<'a> BodyWriter<'a> {
     /// once the answer was given up; the connection must close then.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
-            Progress::Ended => Ok(()),
-            Progress::Failed => Err(ended()),
-            Progress::Body => {
-                self.send_piece(true)?;
-                self.buf = Vec::new();
-                self.progress = Progress::Ended;
-                Ok(())
-            }
+            Progress::Ended => return Ok(()),
+            Progress::Failed => return Err(ended()),
+            Progress::Body => self.send_piece(true)?,
             Progress::Head => {
-                let body = self.buf.get(SIZE_LINE..).unwrap_or_default();
-                let d = self.delivery;
-                let mut whole = Vec::with_capacity(256 + body.len());
-                let framing = Framing::Length(self.bytes);
-                answer::head(
-                    &mut whole,
-                    200,
-                    &self.headers,
-                    framing,
-                    d.close,
-                    d.keep_alive_10,
-                );
-                whole.extend_from_slice(body);
-                self.buf = Vec::new();
-                let sent = self.send(&whole);
-                self.progress = match sent {
-                    Ok(()) => Progress::Ended,
-                    Err(_) => Progress::Failed,
-                };
-                sent
+                let head = self.head(Framing::Length(self.bytes));
+                if self.buf.is_empty() {
+                    self.send(&head)?;
+                } else {
+                    let from = self.put_head(ROOM, &head)?;
+                    self.send_buffer(from)?;
+                }
             }
         }
+        self.buf = Vec::new();
+        self.progress = Progress::Ended;
+        Ok(())
     }
 
     /// Sends the piece in the buffer, after the head if it has not gone
@@ -178,27 +169,10 @@ impl<'a> BodyWriter<'a> {
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
         if self.progress == Progress::Head {
             self.until_close = self.delivery.http10;
-            let framing = if self.until_close {
-                Framing::Close
-            } else {
-                Framing::Chunked
-            };
-            let d = self.delivery;
-            let mut head = Vec::with_capacity(256);
-            answer::head(
-                &mut head,
-                200,
-                &self.headers,
-                framing,
-                d.close,
-                d.keep_alive_10,
-            );
-            self.send(&head)?;
-            self.progress = Progress::Body;
         }
-        let data = self.buf.len().saturating_sub(SIZE_LINE);
-        let mut from = SIZE_LINE.min(self.buf.len());
+        let mut from = ROOM;
         if !self.until_close {
+            let data = self.buf.len() - ROOM;
             // A chunk of size 0 would end the body, so none is sent empty.
             if data > 0 {
                 let mut line = [0u8; SIZE_LINE];
@@ -206,17 +180,54 @@ impl<'a> BodyWriter<'a> {
                 // A piece's size always fits the room kept for its line.
                 let _ = write!(rest, "{data:x}\r\n");
                 let len = SIZE_LINE - rest.len();
-                from = SIZE_LINE - len;
-                self.buf[from..SIZE_LINE].copy_from_slice(&line[..len]);
+                from -= len;
+                self.buf[from..ROOM].copy_from_slice(&line[..len]);
                 self.buf.extend_from_slice(b"\r\n");
             }
             if last {
                 self.buf.extend_from_slice(LAST_CHUNK);
             }
         }
+        if self.progress == Progress::Head {
+            let framing = if self.until_close {
+                Framing::Close
+            } else {
+                Framing::Chunked
+            };
+            let head = self.head(framing);
+            from = self.put_head(from, &head)?;
+            self.progress = Progress::Body;
+        }
         let sent = self.send_buffer(from);
-        self.buf.truncate(SIZE_LINE);
+        self.buf.truncate(ROOM);
         sent
+    }
+
+    /// The answer's head, its body framed as `framing` says.
+    fn head(&self, framing: Framing) -> Vec<u8> {
+        let d = self.delivery;
+        let mut head = Vec::with_capacity(256);
+        answer::head(
+            &mut head,
+            200,
+            &self.headers,
+            framing,
+            d.close,
+            d.keep_alive_10,
+        );
+        head
+    }
+
+    /// Puts `head` just before `from` in the buffer, where it then starts,
+    /// or, when it does not fit there, sends it on its own.
+    fn put_head(&mut self, from: usize, head: &[u8]) -> io::Result<usize> {
+        if head.len() > from {
+            self.send(head)?;
+            return Ok(from);
+        }
+        let at = from - head.len();
+        self.buf[at..from].copy_from_slice(head);
+        Ok(at)
     }
 
     fn send_buffer(&mut self, from: usize) -> io::Result<()> {
@@ -255,12 +266,12 @@ impl Write for BodyWriter<'_> {
         }
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(BUFFER);
-            self.buf.resize(SIZE_LINE, 0);
+            self.buf.resize(ROOM, 0);
         }
-        let n = data.len().min(SIZE_LINE + PIECE - self.buf.len());
+        let n = data.len().min(ROOM + PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         self.bytes += n as u64;
-        if self.buf.len() == SIZE_LINE + PIECE {
+        if self.buf.len() == ROOM + PIECE {
             self.send_piece(false)?;
         }
         Ok(n)
@@ -426,6 +437,33 @@ mod tests {
         let piece = format!("10000\r\n{}\r\n", "a".repeat(PIECE));
         let want = format!("{piece}{piece}3\r\naaa\r\n0\r\n\r\n");
         assert!(rest == want.as_bytes());
+    }
+
+    #[test]
+    fn a_head_too_long_for_its_room_goes_out_on_its_own() {
+        for size in [5, PIECE + 5] {
+            let (server, client) = pair(Duration::from_secs(10));
+            let hooks = Reasons::default();
+            let long = vec![("X-Long", "v".repeat(2 * ROOM))];
+            let mut body = BodyWriter::new(&server, &hooks, delivery(false, false), long);
+            body.write_all(&vec![b'b'; size]).unwrap();
+            body.finish().unwrap();
+            drop(server);
+            let mut r = BufReader::new(client);
+            let head = read_head(&mut r);
+            assert!(head.contains(&"v".repeat(2 * ROOM)));
+            let got = if size < PIECE {
+                assert!(head.contains(&format!("Content-Length: {size}\r\n")));
+                let mut rest = Vec::new();
+                r.read_to_end(&mut rest).unwrap();
+                rest
+            } else {
+                read_body(&mut r, u64::MAX, 1024)
+                    .map_err(|_| "bad chunks")
+                    .unwrap()
+            };
+            assert!(got == vec![b'b'; size]);
+        }
     }
 
     #[test]
