@@ -739,6 +739,29 @@ mod tests {
     }
 
     #[test]
+    fn the_write_timeout_defaults_to_10s_and_comes_from_a_flag_or_its_variable() {
+        let write_timeout =
+            |line: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(line), env) {
+                Ok(Command::Serve(c)) => Ok(c.write_timeout),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
+        let no_env = |_: &str| None;
+        let env = |k: &str| (k == "CONDUCTOR_WRITE_TIMEOUT").then(|| "750ms".to_string());
+        assert_eq!(write_timeout("serve", &no_env), Ok(Duration::from_secs(10)));
+        assert_eq!(write_timeout("serve", &env), Ok(Duration::from_millis(750)));
+        assert_eq!(
+            write_timeout("serve --write-timeout 2m", &env),
+            Ok(Duration::from_secs(120))
+        );
+        let err = write_timeout("serve --write-timeout never", &no_env).unwrap_err();
+        assert!(
+            err.starts_with("--write-timeout must be a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
         assert_eq!(parse_size("64k"), Some(65536));
