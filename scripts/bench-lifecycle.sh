@@ -19,10 +19,17 @@
 #   start_ms_runs <n> ms          a restart after that load: the run snapshot and the records after it
 #   runs_dir_mib <n> MiB          the run store on disk after that load (snapshot and segments), of
 #                                 about 266 MB of run records written
+#   worst_metrics_bytes <n> bytes the largest /metrics (of its two formats) after
+#                                 scripts/worst_metrics.py filled every series cap with the worst
+#                                 shapes: the built-in families past their 10,000-series caps with
+#                                 64-character names, and docs/examples/orchestrator-metrics.json
+#                                 past the declared byte ceiling, at the default caps
+#   worst_metrics_bound_bytes <n> bytes  what that /metrics could weigh with every value at its widest
 #
 # Targets (docs/operations.md), checked at the end: start_ms_big <= 1.5 x start_ms_small and <= 300 ms,
 # rss_restart_ratio <= 1.25, data_dir_mib <= 64, appends_counter_exact 1, bytes_per_run <= 512,
-# rss_worst_case_mib <= 256, snapshot_pause_ms <= 50, start_ms_runs <= 1500.
+# rss_worst_case_mib <= 256, snapshot_pause_ms <= 50, start_ms_runs <= 1500, worst_metrics_bytes and
+# worst_metrics_bound_bytes <= 64 MiB (67108864).
 # Every append and start must be answered 201, so a failing server cannot produce a figure.
 set -euo pipefail
 
@@ -216,6 +223,25 @@ start_ms_runs=$restart_ms
 runs_dir_mib=$(awk -v b="$runs_written" 'BEGIN { printf "%.1f", b / 1048576 }')
 printf 'lifecycle: the worst case run store (%s MiB) restarted in %s ms\n' "$runs_dir_mib" "$start_ms_runs" >&2
 
+stop_server
+
+# The worst /metrics: every series cap filled with the worst shapes, built-in families and the
+# shipped example declarations, at the default caps. Bounded: it takes well under a minute.
+start_server "$tmp/worst-metrics" --metrics-file "$CM_REPO_ROOT/docs/examples/orchestrator-metrics.json" \
+    --daily-budget 1000000
+curl -fsS -o /dev/null --max-time 5 "$CM_URL/healthz"
+worst_status=0
+timeout 120 python3 "$(dirname "${BASH_SOURCE[0]}")/worst_metrics.py" "$CM_URL" \
+    "$CM_REPO_ROOT/docs/examples/orchestrator-metrics.json" $((64 * 1024 * 1024)) \
+    >"$tmp/worst_metrics.out" || worst_status=$?
+cat "$tmp/worst_metrics.out" >&2
+worst_metrics_bytes=$(awk '$1 == "worst_metrics_bytes" { print $2 }' "$tmp/worst_metrics.out")
+worst_metrics_bound_bytes=$(awk '$1 == "worst_metrics_bound_bytes" { print $2 }' "$tmp/worst_metrics.out")
+# Past the limit the script says so and exits 1, after its figures; the check below reports it.
+[[ -n $worst_metrics_bytes && -n $worst_metrics_bound_bytes ]] ||
+    die "worst_metrics.py gave no figure (exit $worst_status)"
+stop_server
+
 rss_restart_ratio=$(awk -v a="$rss_after" -v b="$rss_before" 'BEGIN { printf "%.2f", a / b }')
 data_dir_mib=$(awk -v b="$data_dir_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
 bytes_per_run=$(awk -v a="$anon_after" -v b="$anon_before" -v n="$started" \
@@ -232,6 +258,8 @@ figure rss_worst_case_mib "$rss_worst_case_mib" MiB
 figure snapshot_pause_ms "$snapshot_pause_ms" ms
 figure start_ms_runs "$start_ms_runs" ms
 figure runs_dir_mib "$runs_dir_mib" MiB
+figure worst_metrics_bytes "$worst_metrics_bytes" bytes
+figure worst_metrics_bound_bytes "$worst_metrics_bound_bytes" bytes
 
 check start_ms_big "$start_ms_big" '<=' 300
 check start_ms_big "$start_ms_big" '<=' "$(awk -v s="$start_ms_small" 'BEGIN { print 1.5 * s }')"
@@ -242,4 +270,6 @@ check bytes_per_run "$bytes_per_run" '<=' 512
 check rss_worst_case_mib "$rss_worst_case_mib" '<=' 256
 check snapshot_pause_ms "$snapshot_pause_ms" '<=' 50
 check start_ms_runs "$start_ms_runs" '<=' 1500
+check worst_metrics_bytes "$worst_metrics_bytes" '<=' $((64 * 1024 * 1024))
+check worst_metrics_bound_bytes "$worst_metrics_bound_bytes" '<=' $((64 * 1024 * 1024))
 end_checks

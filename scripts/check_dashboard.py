@@ -2,21 +2,25 @@
 """Checks a Grafana dashboard, and optionally rules files, against a live Prometheus.
 
     check_dashboard.py PROM_URL DASHBOARD_JSON [--panel 'TITLE=EXPR' ...]
-                       [--alerts RULES_YML] [--recorded RULES_YML]
+                       [--panel-type 'TITLE=TYPE[|TYPE...]' ...]
+                       [--alerts RULES_YML]
 
-For every panel target the dashboard's variables are replaced by fixed values ($instance by
-`.*`, $__rate_interval by 1m, $__interval by 15s, $__range by 1h) and the expression is run as
-an instant query; each must return at least one series with a number, not NaN (`panel TITLE:
-N series, M NaN`). When the dashboard has an `instance` variable, every vector selector must
-filter on `instance=~"$instance"`, so the instance picker applies to all panels. Every metric
-name the expressions use must be one the server has series for.
+For every panel target the variables are replaced by what Grafana would send with the
+dashboard's defaults, and the expression is run as an instant query; each must return at least
+one series with a number, not NaN (`panel TITLE: N series, M NaN`). Grafana's own variables
+become fixed values ($__rate_interval 1m, $__interval 15s, $__range 1h); a template variable
+that offers "All" becomes its allValue (`.*` without one, as Grafana's regex for all), and any
+other its current value, or the first of its options. A variable that is neither fails the
+target. When the dashboard has an `instance` variable, every vector selector must filter on
+`instance=~"$instance"`, so the instance picker applies to all panels. Every metric name the
+expressions use must be one the server has series for.
 
 With --panel, given once per panel, the dashboard must have exactly those panels: the same
-titles, rows included, each with one query whose expression is EXPR verbatim. With --alerts,
+titles, rows included, each with one query whose expression is EXPR verbatim. With
+--panel-type, each panel it names must exist and be of one of the types given (`graph|timeseries`
+for a source's graph panel that Grafana now draws as a timeseries). With --alerts,
 every rule expression in the file must be accepted by the server: it need not return series,
-but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails. With --recorded, every
-name the file's recording rules record must return at least one series (`recorded NAME: N
-series, M NaN`), so the rules were loaded and their sources exist.
+but a parse error (HTTP 400) or an evaluation error (HTTP 422) fails.
 
 Run it against a Prometheus that has scraped conductor-metrics after some traffic: labelled
 families such as agent_gate_results_total show only HELP and TYPE, so Prometheus has no
@@ -35,10 +39,10 @@ import urllib.request
 
 QUERY_TIMEOUT_SECONDS = 10
 
-# What each dashboard variable becomes in a query; $datasource only appears in datasource
-# fields, never in an expression.
-VARIABLES = {
-    "instance": ".*",
+# What Grafana's own variables become in a query, as Grafana would send them for a recent range
+# at a 15 s scrape interval. $datasource only appears in datasource fields, never in an
+# expression; the dashboard's template variables come from its templating list.
+BUILTIN_VARIABLES = {
     "__rate_interval": "1m",
     "__interval": "15s",
     "__interval_ms": "15000",
@@ -64,14 +68,49 @@ class Failure(Exception):
     """A query the server refused or that could not be sent."""
 
 
-def substitute(expr):
+def variable_value(variable):
+    """Returns what a template variable stands for with the dashboard's defaults, or None.
+
+    "All" is what a multi-value picker starts on, so a variable that offers it stands for its
+    allValue, or `.*`, the regex Grafana sends for all when there is none. Any other stands for
+    its current value, or the first of its options (a custom variable's comma-separated query).
+    """
+    if variable.get("includeAll"):
+        return variable.get("allValue") or ".*"
+    current = (variable.get("current") or {}).get("value")
+    if isinstance(current, list):
+        current = current[0] if len(current) == 1 else None
+    if current not in (None, ""):
+        return str(current)
+    options = [o.get("value") for o in variable.get("options") or [] if o.get("value") not in (None, "")]
+    if options:
+        return str(options[0])
+    query = variable.get("query")
+    if variable.get("type") in ("custom", "constant", "textbox", "interval") and isinstance(query, str) and query:
+        return query.split(",")[0].strip()
+    return None
+
+
+def dashboard_variables(dashboard):
+    """Returns {name: value} for Grafana's own variables and the dashboard's template variables."""
+    values = dict(BUILTIN_VARIABLES)
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "datasource":
+            continue
+        value = variable_value(variable)
+        if value is not None:
+            values[variable.get("name")] = value
+    return values
+
+
+def substitute(expr, variables):
     """Returns expr with every known variable replaced, and the names of unknown ones."""
     unknown = []
 
     def replace(match):
         name = match.group(1) or match.group(2) or match.group(3)
-        if name in VARIABLES:
-            return VARIABLES[name]
+        if name in variables:
+            return variables[name]
         unknown.append(name)
         return match.group(0)
 
@@ -227,6 +266,7 @@ def check_dashboard(prom_url, dashboard):
     failures = []
     names = set()
     need_instance = "instance" in variables_of(dashboard)
+    variables = dashboard_variables(dashboard)
     for panel in panels_of(dashboard):
         title = panel.get("title", "<untitled>")
         targets = [t for t in panel.get("targets", []) if t.get("expr")]
@@ -240,7 +280,7 @@ def check_dashboard(prom_url, dashboard):
             label = "panel %s [%s]" % (title, target.get("refId", "?"))
             for selector in selectors_without_instance(expr) if need_instance else []:
                 failures.append("%s: selector without %s: %s" % (label, INSTANCE_MATCHER, selector))
-            query, unknown = substitute(expr)
+            query, unknown = substitute(expr, variables)
             if unknown:
                 failures.append("%s: unknown variables %s" % (label, ", ".join(sorted(set(unknown)))))
                 continue
@@ -289,6 +329,33 @@ def check_exact_panels(dashboard, expected):
             failures.append("panel %s: queries %s, expected exactly [%r]" % (title, have[title], expr))
     if not failures:
         print("panels: exactly the %d expected, expressions verbatim" % len(expected))
+    return failures
+
+
+def parse_type_spec(spec):
+    """Splits a --panel-type argument, TITLE=TYPE[|TYPE...], at its last "="."""
+    title, sep, types = spec.rpartition("=")
+    allowed = [t for t in types.split("|") if t]
+    if not sep or not title or not allowed:
+        raise argparse.ArgumentTypeError("expected TITLE=TYPE[|TYPE...], got %r" % spec)
+    return title, allowed
+
+
+def check_panel_types(dashboard, expected):
+    """Returns failure lines for the panels of `expected` [(title, [types])] of another type."""
+    failures = []
+    types = {}
+    for panel in panels_of(dashboard):
+        types.setdefault(panel.get("title", "<untitled>"), []).append(panel.get("type"))
+    for title, allowed in expected:
+        if title not in types:
+            failures.append("panel %s: missing (expected type %s)" % (title, " or ".join(allowed)))
+            continue
+        for kind in types[title]:
+            if kind not in allowed:
+                failures.append("panel %s: type %s, expected %s" % (title, kind, " or ".join(allowed)))
+    if not failures:
+        print("panel types: the %d named panels have their types" % len(expected))
     return failures
 
 
@@ -342,34 +409,6 @@ def rule_exprs(text):
     return rules
 
 
-def recorded_names(text):
-    """Returns the names a rules file records, in file order, each once."""
-    names = []
-    for found in re.finditer(r"^\s*(?:-\s+)?record:\s*['\"]?([a-zA-Z_:][\w:]*)", text, re.M):
-        if found.group(1) not in names:
-            names.append(found.group(1))
-    return names
-
-
-def check_recorded(prom_url, path):
-    """Returns failure lines for the names recorded in path that have no series."""
-    with open(path, encoding="utf-8") as f:
-        names = recorded_names(f.read())
-    if not names:
-        return ["%s: no recording rules found" % path]
-    failures = []
-    for name in names:
-        try:
-            count, count_nan = instant_query(prom_url, name)
-        except Failure as e:
-            failures.append("recorded %s: %s" % (name, e))
-            continue
-        print("recorded %s: %d series, %d NaN" % (name, count, count_nan))
-        if count == 0:
-            failures.append("recorded %s: no series" % name)
-    return failures
-
-
 def check_alerts(prom_url, path):
     """Returns failure lines for the rule expressions in path that the server refuses."""
     with open(path, encoding="utf-8") as f:
@@ -399,8 +438,15 @@ def main():
         metavar="TITLE=EXPR",
         help="an expected panel; given at all, the dashboard must have exactly these",
     )
+    parser.add_argument(
+        "--panel-type",
+        action="append",
+        default=[],
+        type=parse_type_spec,
+        metavar="TITLE=TYPE[|TYPE...]",
+        help="a panel that must be of one of these types",
+    )
     parser.add_argument("--alerts", help="Prometheus rules file whose expressions must parse")
-    parser.add_argument("--recorded", help="Prometheus rules file whose recorded names must have series")
     args = parser.parse_args()
     prom_url = args.prom_url.rstrip("/")
 
@@ -419,6 +465,7 @@ def main():
         return 2
 
     failures = check_exact_panels(dashboard, args.panel) if args.panel else []
+    failures += check_panel_types(dashboard, args.panel_type) if args.panel_type else []
     more, names = check_dashboard(prom_url, dashboard)
     failures += more
     if not names:
@@ -429,12 +476,6 @@ def main():
             failures += check_alerts(prom_url, args.alerts)
         except (OSError, ValueError) as e:
             print("cannot read rules %s: %s" % (args.alerts, e), file=sys.stderr)
-            return 2
-    if args.recorded:
-        try:
-            failures += check_recorded(prom_url, args.recorded)
-        except OSError as e:
-            print("cannot read rules %s: %s" % (args.recorded, e), file=sys.stderr)
             return 2
 
     if failures:

@@ -6,13 +6,18 @@
 1. WebSocket: subscribes to /api/v1/ws?run_id=... with a real client (the `websockets`
    package, sync API), checks a ping is answered, drives one run through the HTTP API and
    checks its events arrive as JSON text frames in seq order, with the expected types.
-2. SSE latency: keeps /api/v1/events open and, for each of --trials messages, measures the
+2. AgentGate's dashboard stream: subscribes to /ws with a real client, drives one run through
+   AgentGate-style progress events (POST /api/v1/events, with a `metrics` object spelt as no
+   JSON library would re-print it) and one through the run API, and checks that only the
+   frames iteration:started, iteration:completed, phase:completed and run:completed arrive,
+   each with exactly its keys in the broadcaster's order, and the metrics byte for byte.
+3. SSE latency: keeps /api/v1/events open and, for each of --trials messages, measures the
    time from sending the POST to reading its message_appended event. Prints
    `sse_latency_ms <median> ms` and the spread; the time includes the durable write.
-3. Many subscribers: opens --subscribers SSE streams (default 500), checks the subscriber
+4. Many subscribers: opens --subscribers SSE streams (default 500), checks the subscriber
    gauge counts them and times GET /metrics while they are open
    (`metrics_ms_with_<N>_subscribers`).
-4. Live page: starts a run, loads URL/ in headless Chromium and checks the page lists the run
+5. Live page: starts a run, loads URL/ in headless Chromium and checks the page lists the run
    with its phase, goes live, shows a phase change pushed over SSE, drops the run when it
    completes and lists run_completed among the last events. The DOM is read over the
    DevTools protocol (see Browser for why not --dump-dom). Chromium is installed with
@@ -24,6 +29,7 @@ Exit status: 0 when every check passes, 1 when one fails, 2 when the server cann
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -89,7 +95,20 @@ class Api:
             raise Unreachable(f"{method} {path}: {e}") from e
 
     def post(self, path, body, expect):
-        status, raw = self.call("POST", path, body)
+        return self.post_text(path, json.dumps(body), expect)
+
+    def post_text(self, path, text, expect):
+        """POSTs `text` as it is, for JSON whose spelling matters."""
+        req = urllib.request.Request(
+            self.url + path, data=text.encode(), method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json", **self.headers()})
+        try:
+            with urllib.request.urlopen(req, timeout=IO_TIMEOUT_SECONDS) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise Unreachable(f"POST {path}: {e}") from e
         if status != expect:
             raise CheckFailed(f"POST {path}: status {status}, expected {expect}: {raw[:300]!r}")
         return json.loads(raw)
@@ -210,6 +229,103 @@ def check_websocket(api):
     if any(e.get("run_id") != run_id for e in events):
         raise CheckFailed("websocket: an event of another run passed the filter")
     print(f"websocket: {len(events)} events in seq order {seqs[0]}..{seqs[-1]}, ping answered")
+
+
+# AgentGate's broadcaster frames: their keys in the order it builds them.
+AGENTGATE_FRAME_KEYS = {
+    "iteration:started": ["type", "workOrderId", "runId", "iteration"],
+    "iteration:completed": ["type", "workOrderId", "runId", "iteration", "success"],
+    "phase:completed": ["type", "workOrderId", "runId", "phase", "durationMs"],
+    "run:completed": ["type", "workOrderId", "runId", "result", "metrics"],
+}
+# Spacing, key order and number spellings that json.dumps would not reproduce.
+AGENTGATE_METRICS = (
+    '{"totalDurationMs": 42000, "iterationCount":1,"phaseBreakdown":{"verify":500,"build":1500.0},'
+    '"agentMetrics":{"totalTokens":1e3,"totalCostUsd":0.10,"avgIterationMs":42000}}'
+)
+
+
+def check_agentgate_ws(api):
+    from websockets.sync.client import connect
+
+    tag = uuid.uuid4().hex[:8]
+    ag_run, own_run = "ag-check-" + tag, "own-check-" + tag
+    ws_url = "ws" + api.url[len("http"):] + "/ws"
+    try:
+        ws = connect(ws_url, additional_headers=api.headers(), open_timeout=IO_TIMEOUT_SECONDS)
+    except OSError as e:
+        raise Unreachable(f"websocket {ws_url}: {e}") from e
+    with ws:
+        if not ws.ping(b"check").wait(EVENT_TIMEOUT_SECONDS):
+            raise CheckFailed("/ws: no pong within the timeout")
+        run = f'"runId":"{ag_run}","workOrderId":"WO-ag-{tag}"'
+        api.post_text("/api/v1/events", f"""[
+            {{"type":"run_started",{run},"taskSpec":{{"goal":"check","maxIterations":1}}}},
+            {{"type":"iteration_started",{run},"iteration":1,"maxIterations":1}},
+            {{"type":"phase_started",{run},"iteration":1,"phase":"build"}},
+            {{"type":"phase_completed",{run},"iteration":1,"phase":"build","success":true,"durationMs":1500}},
+            {{"type":"gate_checked",{run},"iteration":1,"gate":"tests","passed":true}},
+            {{"type":"iteration_completed",{run},"iteration":1,"success":true,"phaseTimings":{{"build":1500}}}},
+            {{"type":"run_completed",{run},"result":"succeeded","iterations":1,"durationMs":42000,
+              "metrics":{AGENTGATE_METRICS}}}]""", 200)
+        drive_run(api, own_run)
+        frames, ended = [], set()
+        while ended != {ag_run, own_run}:
+            try:
+                text = ws.recv(timeout=EVENT_TIMEOUT_SECONDS)
+            except TimeoutError as e:
+                raise CheckFailed(f"/ws: stalled after {[f['type'] for _, f in frames]}") from e
+            frame = json.loads(text)
+            keys = AGENTGATE_FRAME_KEYS.get(frame.get("type"))
+            if keys is None:
+                raise CheckFailed(f"/ws: a frame AgentGate does not know: {text}")
+            if list(frame) != keys:
+                raise CheckFailed(f"/ws: keys {list(frame)}, expected exactly {keys}: {text}")
+            if frame["runId"] in (ag_run, own_run):
+                frames.append((text, frame))
+                if frame["type"] == "run:completed":
+                    ended.add(frame["runId"])
+    by_run = {r: [f for _, f in frames if f["runId"] == r] for r in (ag_run, own_run)}
+    expected = {
+        ag_run: [
+            {"type": "iteration:started", "workOrderId": f"WO-ag-{tag}", "runId": ag_run, "iteration": 1},
+            {"type": "phase:completed", "workOrderId": f"WO-ag-{tag}", "runId": ag_run, "phase": "build",
+             "durationMs": 1500},
+            {"type": "iteration:completed", "workOrderId": f"WO-ag-{tag}", "runId": ag_run, "iteration": 1,
+             "success": True},
+            {"type": "run:completed", "workOrderId": f"WO-ag-{tag}", "runId": ag_run, "result": "succeeded",
+             "metrics": json.loads(AGENTGATE_METRICS)},
+        ],
+        own_run: [
+            {"type": "iteration:started", "workOrderId": "WO-check", "runId": own_run, "iteration": 1},
+            {"type": "phase:completed", "workOrderId": "WO-check", "runId": own_run, "phase": "plan"},
+            {"type": "iteration:completed", "workOrderId": "WO-check", "runId": own_run, "iteration": 1,
+             "success": True},
+            {"type": "run:completed", "workOrderId": "WO-check", "runId": own_run, "result": "succeeded",
+             "metrics": None},
+        ],
+    }
+    # The run API's phase had no duration sent: the server measured one.
+    own_phase = by_run[own_run][1] if len(by_run[own_run]) > 1 else {}
+    if not isinstance(own_phase.get("durationMs"), (int, float)):
+        raise CheckFailed(f"/ws: the measured phase has no durationMs: {own_phase}")
+    expected[own_run][1]["durationMs"] = own_phase["durationMs"]
+    for run_id, want in expected.items():
+        if by_run[run_id] != want:
+            raise CheckFailed(f"/ws: frames of {run_id}: {by_run[run_id]}, expected {want}")
+    done = next(t for t, f in frames if f["runId"] == ag_run and f["type"] == "run:completed")
+    if not done.endswith(f',"metrics":{AGENTGATE_METRICS}}}'):
+        raise CheckFailed(f"/ws: the metrics were not sent byte for byte: {done}")
+    phase = next(t for t, f in frames if f["runId"] == ag_run and f["type"] == "phase:completed")
+    if '"durationMs":1500}' not in phase:
+        raise CheckFailed("/ws: durationMs is not printed as JavaScript prints it")
+    status, raw = api.call("GET", f"/api/v1/runs/{ag_run}")
+    if status != 200 or f'"metrics":{AGENTGATE_METRICS}' not in raw.decode():
+        raise CheckFailed(f"GET /api/v1/runs/{ag_run}: the metrics as sent are missing: {raw[:500]!r}")
+    print(
+        f"/ws: {len(frames)} AgentGate frames for two runs (progress events and run API), exact keys"
+        " in order, metrics byte for byte, in the run detail too; ping answered"
+    )
 
 
 def check_sse_latency(api, trials):
@@ -426,13 +542,18 @@ def check_page(api):
                 "[...document.querySelectorAll('#events tr')].map(tr => Number(tr.children[0].textContent))")
             if any(a <= b for a, b in zip(seqs, seqs[1:])):
                 raise CheckFailed(f"the events are not in seq order: {seqs}")
-            api.post(f"/api/v1/runs/{run_id}/complete", {}, 200)
+            # A cost of six decimals shows three; a duration given in both
+            # milliseconds and seconds shows once.
+            api.post(f"/api/v1/runs/{run_id}/complete", {"cost": 0.123457}, 200)
             completed = True
             browser.wait_for(f"{row} === null", "the run leaving the active list", EVENT_TIMEOUT_SECONDS)
-            browser.wait_for(
-                f"[...document.querySelectorAll('#events tr')].some(tr => tr.textContent.includes('run_completed')"
-                f" && tr.textContent.includes('{run_id}'))",
-                "run_completed in the last events", EVENT_TIMEOUT_SECONDS)
+            ended = ("[...document.querySelectorAll('#events tr')].find(tr => tr.textContent.includes('run_completed')"
+                     f" && tr.textContent.includes('{run_id}'))")
+            browser.wait_for(f"{ended} !== undefined", "run_completed in the last events", EVENT_TIMEOUT_SECONDS)
+            ended_text = browser.evaluate(f"{ended}.textContent")
+            if ("duration_ms=" not in ended_text or "duration_seconds=" in ended_text
+                    or '"cost":0.123,' not in ended_text or re.search(r"\d\.\d{4,}", ended_text)):
+                raise CheckFailed(f"run_completed is not shown rounded, each value once: {ended_text!r}")
             budget = browser.evaluate("document.getElementById('budget-note').textContent")
             dom = browser.evaluate("document.documentElement.outerHTML")
     finally:
@@ -459,6 +580,7 @@ def main():
     api = Api(args.url, args.api_key)
     checks = [
         ("websocket", lambda: check_websocket(api)),
+        ("agentgate websocket", lambda: check_agentgate_ws(api)),
         ("sse latency", lambda: check_sse_latency(api, args.trials)),
         ("many subscribers", lambda: check_many_subscribers(api, args.subscribers)),
     ]

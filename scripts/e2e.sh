@@ -14,7 +14,7 @@ scripts/install-tools.sh promtool python >/dev/null
 # 1. The registry's hostile-label samples, written by the exposition tests.
 samples=${CARGO_TARGET_DIR:-target}/tmp/exposition
 if [[ ! -s $samples/hostile.prom ]]; then
-    cargo test --release --locked --quiet --test exposition writes_samples_for_external_parsers >/dev/null
+    cargo test --locked --quiet --test exposition writes_samples_for_external_parsers >/dev/null
 fi
 scripts/promtool-check.sh "$samples/hostile.prom"
 python3 scripts/check_exposition_samples.py "$samples"
@@ -59,6 +59,14 @@ curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/events" -d '[
   {"type":"delivery_completed","success":true}]' >/dev/null
 curl -fsS -X POST "$CM_URL/api/v1/runs/$run_id/complete" >/dev/null
 curl -fsS -X POST "$CM_URL/api/v1/messages" -d '{"type":"note","body":"hello"}' >/dev/null
+# JSON nested to serde_json's limit and past it is answered on a connection thread of the
+# shipped binary's size (`cargo test` runs a debug build, whose threads are given more stack).
+for depth in 127 128 100000; do
+    nested=$(python3 -c "import sys; d = int(sys.argv[1]); print('{\"type\":\"t\",\"body\":' + '[' * d + ']' * d + '}')" "$depth")
+    status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$CM_URL/api/v1/messages" --data-binary @- <<<"$nested")
+    [[ $status == 400 ]] || die "a body nested $depth deep was answered $status, not 400"
+done
+curl -fsS -o /dev/null "$CM_URL/healthz" || die "the server is gone after deeply nested bodies"
 curl -sS -o /dev/null -X DELETE "$CM_URL/metrics"
 curl -sS -o /dev/null "$CM_URL/no/such/route"
 
@@ -192,4 +200,12 @@ stop_server
 scripts/install-tools.sh chromium >/dev/null
 start_server "$data/live"
 python3 scripts/check_streams.py "$CM_URL" --subscribers 500 --trials 20
+stop_server
+
+# 7. The live page's pictures and layout in headless Chromium, on a server that wants a key:
+# the key hint, runs per minute by outcome, and no sideways scroll at 420 px; screenshots at
+# 420 and 1,400 px go to a temp dir that is kept, and their paths are printed. The budget is
+# one the check's runs and spends stay well under, so it can hold a reservation.
+start_server "$data/page" CONDUCTOR_API_KEY=e2e-page-key AGENT_DAILY_BUDGET=50
+python3 scripts/check_page.py "$CM_URL" --api-key e2e-page-key
 echo "e2e: ok"

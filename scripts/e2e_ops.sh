@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
-# The operations kit against a real Prometheus: the alert rules pass promtool and their unit
-# tests, a Prometheus scraping conductor-metrics every second (job `conductor`, as in
-# docs/prometheus/prometheus.yml) loads them,
-# `conductor-metrics demo --runs 30` drives a workload (with the example declared metrics
-# loaded, so it also sends LLM-call and merge updates), and then (scripts/check_dashboard.py)
-# every panel of both Grafana dashboards must return data, the agent-research dashboard must
-# have exactly ktrdr's panels and queries, every alert expression must parse, and every query of
-# a source system on its own names (conductor-loop's, AgentGate's) must answer with the values of
-# the facts they name. Loopback only; bounded;
-# cleans up after itself.
+# The operations kit against a real Prometheus, after the README's quick start. The alert rules
+# pass promtool and their unit tests. Then the quick start runs
+# as the README has it: its `serve` flags (read from the README, with a loopback port and a
+# temporary data dir added) and its client commands verbatim (`demo`, `status`, `budget`, with
+# CONDUCTOR_URL pointing at that server), while a Prometheus scrapes the server (job
+# `conductor`, as in docs/prometheus/prometheus.yml) with the alert rules loaded. The demo's
+# summary line must be the one the README shows. Then (scripts/check_dashboard.py) every panel
+# query of every shipped dashboard must return data, the agent-research dashboard must have
+# exactly ktrdr's panels, queries and panel types, every alert expression must parse, and every
+# query of a source system on its own names (conductor-loop's, AgentGate's) must answer with the
+# values of the facts they name. Every dashboard is checked even
+# when one fails, so the report names every empty query. Loopback only; bounded; cleans up
+# after itself.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$CM_REPO_ROOT"
 
-readonly DEMO_RUNS=30
-# Runs in the first part of the demo; the budget below admits about fifteen runs in all.
-readonly DEMO_FIRST_RUNS=10
 readonly UP_TIMEOUT=30
 readonly SCRAPE_TIMEOUT=30
 readonly RULES_TIMEOUT=30
-# Scrapes each new series must have after the demo: rate() and increase() need two samples.
-readonly SAMPLES_AFTER_DEMO=3
+# Prometheus scrapes this often. rate() and histogram_quantile() see a series move only between
+# two scrapes, and the demo takes about a second: scraping several times a second lets the
+# series it creates in its first runs be seen before its last runs add to them, as a scrape
+# interval shorter than a workload does.
+readonly SCRAPE_INTERVAL=100ms
+# Seconds of scrapes to wait for after the demo, so that every series has several samples.
+readonly SECONDS_AFTER_DEMO=2
 
 scripts/install-tools.sh prometheus promtool python >/dev/null
 need_cmd prometheus promtool python3 curl
@@ -43,7 +48,47 @@ for path in sys.argv[1:]:
 print("e2e_ops: %d dashboards, uids %s" % (len(uids), ", ".join(sorted(uids))))
 PY
 
-# 2. The server and a real Prometheus scraping it, with the alert rules loaded.
+# 2. The quick start as the README has it: its serve flags, its client commands and the demo's
+# summary line, read from its first code block.
+quickstart=$(python3 - README.md <<'PY'
+import re, shlex, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+block = re.search(r"^## Quick start\n+```sh\n(.*?)^```", text, re.S | re.M)
+if not block:
+    sys.exit("README.md: no quick start code block")
+for line in block.group(1).replace("\\\n", " ").splitlines():
+    words = shlex.split(line, comments=True)
+    if words[-1:] == ["&"]:
+        words.pop()
+    if len(words) < 2 or not words[0].endswith("/conductor-metrics"):
+        continue
+    if words[1] == "serve":
+        if any(w.split("=")[0] in ("--addr", "--data-dir") for w in words[2:]):
+            sys.exit("README.md: the quick start's serve sets --addr or --data-dir; this check picks its own")
+        print("serve " + " ".join(map(shlex.quote, words[2:])))
+    else:
+        print("run " + " ".join(map(shlex.quote, words[1:])))
+summary = re.search(r"the last line sums it up:\s*`(demo: [^`]*)`", text)
+if not summary:
+    sys.exit("README.md: no documented demo summary line")
+print("summary " + shlex.quote(summary.group(1)))
+PY
+)
+serve_args=()
+client_commands=()
+documented_summary=""
+while IFS= read -r line; do
+    case $line in
+        serve\ *) eval "serve_args=(${line#serve })" ;;
+        run\ *) client_commands+=("${line#run }") ;;
+        summary\ *) eval "documented_summary=${line#summary }" ;;
+    esac
+done <<<"$quickstart"
+((${#serve_args[@]} > 0)) || die "README.md: the quick start has no serve line with flags"
+[[ " ${client_commands[*]} " == *" demo "* ]] || die "README.md: the quick start runs no demo"
+echo "e2e_ops: the quick start serves with: ${serve_args[*]}"
+
+# 3. The server, and a real Prometheus scraping it with the rules loaded.
 build_release
 work=$(mktemp -d "${TMPDIR:-/tmp}/conductor-e2e-ops.XXXXXX")
 cleanup() {
@@ -52,16 +97,13 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-# A budget the demo exhausts part way, so the dashboard shows admitted and refused runs alike.
-# With the example declarations the demo also sends LLM-call and merge updates for the
-# dashboard's declared-metrics row.
-start_server "$work/data" --daily-budget 30 --metrics-file docs/examples/orchestrator-metrics.json
+start_server "$work/data" "${serve_args[@]}"
 mkdir -p "$work/prom"
 cp docs/prometheus/alerts.yml "$work/prom/"
 cat >"$work/prom/prometheus.yml" <<YAML
 global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
+  scrape_interval: $SCRAPE_INTERVAL
+  scrape_timeout: $SCRAPE_INTERVAL
   evaluation_interval: 1s
 rule_files:
   - alerts.yml
@@ -97,43 +139,41 @@ wait_prom() {
     done
 }
 
+# Prometheus has scraped the server before the workload, as it would a server it watches.
 wait_prom 'up{job="conductor"}' "== 1" "$UP_TIMEOUT"
-echo "e2e_ops: Prometheus scrapes conductor-metrics (up == 1)"
+echo "e2e_ops: Prometheus scrapes conductor-metrics every $SCRAPE_INTERVAL (up == 1)"
 
-# 3. The workload, in two parts with Prometheus caught up in between. A series the first part
-# creates is first scraped with its final value, so rate() and increase() see it move only
-# once the second part adds to it; without that, quantile and ratio panels would be NaN.
-# Prometheus has caught up once it has the server's counts of started and of finished runs: a
-# run's last call finishes it.
-caught_up() {
-    local scrape finished
-    scrape=$(curl -fsS "$CM_URL/metrics")
-    started=$(awk '$1 == "agent_runs_started_total" {print $2}' <<<"$scrape")
-    finished=$(awk '$1 ~ /^agent_cycles_total[{]/ {n += $2} END {print n + 0}' <<<"$scrape")
-    [[ -n $started ]] || die "the server serves no agent_runs_started_total"
-    wait_prom 'agent_runs_started_total{job="conductor"}' "== $started" "$SCRAPE_TIMEOUT"
-    wait_prom 'sum(agent_cycles_total{job="conductor"})' "== $finished" "$SCRAPE_TIMEOUT"
-}
-"$CM_BIN" demo --url "$CM_URL" --runs "$DEMO_FIRST_RUNS" | tail -n 1
-caught_up
-"$CM_BIN" demo --url "$CM_URL" --runs "$((DEMO_RUNS - DEMO_FIRST_RUNS))" | tail -n 1
-wait_prom 'up{job="conductor"}' "== 1" "$UP_TIMEOUT"
-caught_up
-# Every series the demo created has enough samples. The families are picked so that no two
-# share a label set: count_over_time() drops the name, and Prometheus refuses a result with
-# two series alike.
-new_series='agent_(tokens|phases|gate_results|deliveries)_total|agent_(cycle|iteration|phase)_duration_seconds_bucket'
-wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$new_series\"}[1m]))" \
-    ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
-# The same for the declared families the demo sends (no two share a label set either).
-declared_series='llm_(requests|rate_limit_events|tokens|cost_dollars)_total|llm_request_duration_seconds_bucket'
-declared_series+='|git_merge_total|git_merge_duration_seconds_bucket|git_active_merges'
-wait_prom "min(count_over_time({job=\"conductor\",__name__=~\"$declared_series\"}[1m]))" \
-    ">= $SAMPLES_AFTER_DEMO" "$SCRAPE_TIMEOUT"
-wait_prom "count(count by (__name__) ({job=\"conductor\",__name__=~\"$declared_series\"}))" "== 8" "$SCRAPE_TIMEOUT"
-echo "e2e_ops: Prometheus has $started started runs, ${SAMPLES_AFTER_DEMO}+ scrapes of each new series"
+# 4. The quick start's client commands, verbatim, against that server.
+export CONDUCTOR_URL=$CM_URL
+unset CONDUCTOR_API_KEY
+for command in "${client_commands[@]}"; do
+    eval "args=($command)"
+    echo "e2e_ops: conductor-metrics ${args[*]}"
+    if [[ ${args[0]} == demo ]]; then
+        "$CM_BIN" "${args[@]}" >"$work/demo.out"
+        summary=$(tail -n 1 "$work/demo.out")
+        echo "$summary"
+        [[ $summary == "$documented_summary" ]] ||
+            die "the demo's summary is not the README's: '$summary', README: '$documented_summary'"
+        demo_end=$(date +%s.%N)
+    else
+        "$CM_BIN" "${args[@]}" >/dev/null
+    fi
+done
 
-# 4. The rules were loaded and evaluate without error.
+# Prometheus has caught up once it has the server's counts of started and of finished runs (a
+# run's last call finishes it), and has scraped for a while since, so every series the demo
+# made has several samples.
+scrape=$(curl -fsS "$CM_URL/metrics")
+started=$(awk '$1 == "agent_runs_started_total" {print $2}' <<<"$scrape")
+finished=$(awk '$1 ~ /^agent_cycles_total[{]/ {n += $2} END {print n + 0}' <<<"$scrape")
+[[ -n $started ]] || die "the server serves no agent_runs_started_total"
+wait_prom 'agent_runs_started_total{job="conductor"}' "== $started" "$SCRAPE_TIMEOUT"
+wait_prom 'sum(agent_cycles_total{job="conductor"})' "== $finished" "$SCRAPE_TIMEOUT"
+wait_prom "timestamp(up{job=\"conductor\"}) - $demo_end" ">= $SECONDS_AFTER_DEMO" "$SCRAPE_TIMEOUT"
+echo "e2e_ops: Prometheus has $started started runs and ${SECONDS_AFTER_DEMO}s of scrapes since the demo"
+
+# 5. The rules were loaded and evaluate without error.
 check_rules() {
     curl -fsS --max-time 5 "$PROM_URL/api/v1/rules" | python3 -c '
 import json, sys
@@ -159,8 +199,8 @@ until check_rules; do
     sleep 0.2
 done
 
-# 5. Each source system's own queries answer, on the names it wrote, with the values of the
-# facts they name. AgentGate's collector (its result for each of our outcomes: an abandoned run
+# 6. Each source system's own queries answer, on the names it wrote, with the values of the
+# facts they name: AgentGate's collector (its result for each of our outcomes; an abandoned run
 # is a failed one to AgentGate), and conductor-loop's /metrics.
 for pair in succeeded:completed 'failed:failed|abandoned' canceled:cancelled; do
     wait_prom "sum(agentgate_runs_completed_total{result=\"${pair%%:*}\"}) - sum(agent_cycles_total{outcome=~\"${pair#*:}\"})" \
@@ -188,16 +228,39 @@ for query in "${source_queries[@]}"; do
 done
 echo "e2e_ops: ${#source_queries[@]} AgentGate and conductor-loop queries answer, equal to their sources"
 
-# 6. Every panel of both dashboards has data and every name it uses is exported; the
-# agent-research dashboard is exactly ktrdr's; every alert parses.
-python3 scripts/check_dashboard.py "$PROM_URL" docs/grafana/dashboards/conductor.json \
-    --alerts docs/prometheus/alerts.yml
-python3 scripts/check_dashboard.py "$PROM_URL" docs/grafana/dashboards/agent-research.json \
-    --panel 'Cycles per Hour=rate(agent_cycles_total[1h])' \
-    --panel 'Cycle Outcomes=sum by (outcome) (agent_cycles_total)' \
-    --panel 'Average Cycle Duration=histogram_quantile(0.5, rate(agent_cycle_duration_seconds_bucket[1h]))' \
-    --panel 'Phase Durations=rate(agent_phase_duration_seconds_bucket[1h])' \
-    --panel 'Gate Pass Rate=sum(agent_gate_results_total{result="pass"}) / sum(agent_gate_results_total) * 100' \
-    --panel 'Token Usage=rate(agent_tokens_total[1h])' \
-    --panel 'Daily Budget=agent_budget_remaining_dollars'
+# 7. Every panel query of every shipped dashboard has data, and every name it uses is exported;
+# the agent-research dashboard is exactly ktrdr's, panel types included (its graphs may be
+# timeseries); every alert parses. Every dashboard is checked
+# before the verdict, so one failure does not hide another.
+failed=()
+for dashboard in docs/grafana/dashboards/*.json; do
+    uid=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["uid"])' "$dashboard")
+    extra=()
+    case $uid in
+        conductor-metrics)
+            extra=(--alerts docs/prometheus/alerts.yml)
+            ;;
+        agent-research)
+            extra=(
+                --panel 'Cycles per Hour=rate(agent_cycles_total[1h])'
+                --panel 'Cycle Outcomes=sum by (outcome) (agent_cycles_total)'
+                --panel 'Average Cycle Duration=histogram_quantile(0.5, rate(agent_cycle_duration_seconds_bucket[1h]))'
+                --panel 'Phase Durations=rate(agent_phase_duration_seconds_bucket[1h])'
+                --panel 'Gate Pass Rate=sum(agent_gate_results_total{result="pass"}) / sum(agent_gate_results_total) * 100'
+                --panel 'Token Usage=rate(agent_tokens_total[1h])'
+                --panel 'Daily Budget=agent_budget_remaining_dollars'
+                --panel-type 'Cycles per Hour=graph|timeseries'
+                --panel-type 'Cycle Outcomes=piechart'
+                --panel-type 'Average Cycle Duration=stat'
+                --panel-type 'Phase Durations=heatmap'
+                --panel-type 'Gate Pass Rate=gauge'
+                --panel-type 'Token Usage=graph|timeseries'
+                --panel-type 'Daily Budget=gauge'
+            )
+            ;;
+    esac
+    echo "e2e_ops: dashboard $uid ($dashboard)"
+    python3 scripts/check_dashboard.py "$PROM_URL" "$dashboard" "${extra[@]}" || failed+=("$uid")
+done
+((${#failed[@]} == 0)) || die "dashboards failing: ${failed[*]}"
 echo "e2e_ops: ok"

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::{Budget, BudgetConfig, Recorded, SystemClock};
+use crate::budget::{Budget, BudgetConfig, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::error::Error;
 use crate::events::Hub;
@@ -32,6 +32,8 @@ pub struct AppConfig {
     pub otlp: Option<OtlpConfig>,
     /// The families declared in `--metrics-file`, already checked.
     pub declared: Vec<crate::declared::Declaration>,
+    /// The ceiling in bytes on what the declared families hold together.
+    pub declared_ceiling: crate::declared::Ceiling,
     /// How many bus messages are kept.
     pub message_retention: crate::bus::Retention,
     /// How many finished runs stay in memory, by count and bytes.
@@ -79,6 +81,19 @@ pub struct App {
     /// The families declared in `--metrics-file`, updated over HTTP.
     pub declared: crate::declared::Declared,
     started: Instant,
+    abandoning: Abandoning,
+}
+
+/// How many times the run timeout tries to end one run before it gives up.
+const ABANDON_TRIES: u32 = 5;
+
+/// The run timeout's failed attempts to end a run, by run id, so that a
+/// run it cannot end costs a bounded number of tries and log lines, not
+/// one at every check for ever.
+struct Abandoning {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// `conductor_run_timeout_given_up_total`.
+    given_up: crate::metrics::Counter,
 }
 
 fn registration(e: crate::metrics::Error) -> Error {
@@ -86,7 +101,15 @@ fn registration(e: crate::metrics::Error) -> Error {
 }
 
 impl App {
-    /// Registers the metric set, opens and replays the journals.
+    /// Registers the metric set, opens and replays the journals, and
+    /// counts the research agent's budget file of the day
+    /// ([`Budget::import_agent_file`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for bad input, its field naming the input: the
+    /// `--metrics-file` or the research agent's budget file.
+    /// [`Error::Storage`] for what the environment refuses.
     pub fn open(config: AppConfig, log: Logger) -> Result<Arc<App>, Error> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Storage(format!(
@@ -94,6 +117,21 @@ impl App {
                 config.data_dir.display()
             ))
         })?;
+        // A crash mid-append leaves a torn last line, which opening a
+        // journal cuts without a word; cut here first, so that each cut is
+        // said with its file.
+        let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
+        let cuts = crate::repair::cut_torn_tails(&dirs)
+            .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
+        for cut in cuts {
+            log.warn(
+                "cut the torn tail of a journal: its last write was interrupted",
+                &[
+                    ("file", serde_json::json!(cut.file.display().to_string())),
+                    ("bytes", serde_json::json!(cut.bytes)),
+                ],
+            );
+        }
         let registry = Registry::new();
         let started = Instant::now();
         registry
@@ -168,12 +206,13 @@ impl App {
         let tracer = match config.otlp.clone() {
             None => None,
             Some(otlp) => Some(
-                Exporter::start(otlp, dropped)
+                Exporter::start(otlp, dropped, log)
                     .map_err(|e| Error::Storage(format!("trace exporter: {e}")))?,
             ),
         };
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
+        budget.log_to(log);
         let runs = Runs::open(
             &config.data_dir,
             run_metrics,
@@ -189,15 +228,32 @@ impl App {
             &config.data_dir,
             config.declared.clone(),
             &registry,
+            config.declared_ceiling,
             config.snapshot_bytes,
             log,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A declared family the registry refuses is the file's fault.
+            Error::Invalid { field, message } => Error::Invalid {
+                field: format!("--metrics-file: {field}"),
+                message,
+            },
+            e => e,
+        })?;
+        // After the run journal's settlements, which never name an operation.
+        let imported = budget.import_agent_file()?;
         if declared.skipped_on_replay > 0 {
             log.warn(
                 "declared metric updates skipped on replay: their family is no longer declared as it was",
                 &[("updates", serde_json::json!(declared.skipped_on_replay))],
             );
         }
+        let given_up = registry
+            .counter(
+                "conductor_run_timeout_given_up_total",
+                "Runs the run timeout failed to end after 5 tries; they stay running until a restart.",
+            )
+            .map_err(registration)?;
         let app = Arc::new(App {
             registry,
             runs,
@@ -210,8 +266,15 @@ impl App {
             tracer,
             declared,
             started,
+            abandoning: Abandoning {
+                failures: Default::default(),
+                given_up,
+            },
         });
         wire_events(&app);
+        if let Some(imported) = &imported {
+            app.announce_import(imported);
+        }
         if let Some(timeout) = app.config.run_timeout {
             // The runs a dead orchestrator left before this start end at once.
             app.end_stale_runs(timeout);
@@ -257,6 +320,42 @@ impl App {
                 },
             );
         }
+    }
+
+    /// Says what counting the research agent's budget file did: one `info`
+    /// line, a `warn` line when its `total_spend` is not the sum of its
+    /// entries, and the budget alerts the counted spend reached.
+    fn announce_import(&self, imported: &Imported) {
+        let file = serde_json::json!(imported.file.display().to_string());
+        self.log.info(
+            "research agent budget file read",
+            &[
+                ("file", file.clone()),
+                ("entries", serde_json::json!(imported.entries)),
+                ("counted", serde_json::json!(imported.counted)),
+                (
+                    "already_recorded",
+                    serde_json::json!(imported.already_recorded),
+                ),
+                ("repeated", serde_json::json!(imported.repeated)),
+                ("amount", serde_json::json!(imported.recorded.amount)),
+                (
+                    "today_spend",
+                    serde_json::json!(imported.recorded.status.today_spend),
+                ),
+            ],
+        );
+        if imported.total_disagrees {
+            self.log.warn(
+                "research agent budget file: total_spend is not the sum of its entries; the entries are counted",
+                &[
+                    ("file", file),
+                    ("total_spend", serde_json::json!(imported.total_spend)),
+                    ("entries_total", serde_json::json!(imported.entries_total)),
+                ],
+            );
+        }
+        self.budget_alerts(&imported.recorded, None);
     }
 
     /// Tells everyone who follows runs that one ended: one log line, the
@@ -318,25 +417,66 @@ impl App {
             .map(drop)
     }
 
-    /// Ends the runs with no news for `timeout` now.
+    /// Ends the runs with no news for `timeout` now. A run whose end fails
+    /// (its write fails) is tried again at the next checks, up to
+    /// [`ABANDON_TRIES`] times in all; then the timeout gives up on it with
+    /// an `error` line and counts it.
     fn end_stale_runs(self: &Arc<App>, timeout: Duration) {
         let now = crate::time::now_unix();
         for id in self.runs.stale(now, timeout.as_secs_f64()) {
+            if self.abandon_tries(&id) >= ABANDON_TRIES {
+                continue;
+            }
             let (app, run_id) = (self.clone(), id.clone());
             let how = crate::runs::Finish::Abandon;
-            self.runs
-                .finish(&run_id, how, None, move |result| match result {
-                    Ok(finished) => app.announce_finished(&finished),
+            self.runs.finish(&run_id, how, None, move |result| {
+                let failed = match result {
+                    Ok(finished) => {
+                        app.announce_finished(&finished);
+                        None
+                    }
                     // Finished meanwhile by its orchestrator: nothing to do.
-                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => {}
-                    Err(e) => app.log.error(
-                        "cannot end an abandoned run; retrying at the next check",
-                        &[
-                            ("run_id", serde_json::json!(id)),
-                            ("error", serde_json::json!(e.to_string())),
-                        ],
-                    ),
-                });
+                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
+                    Err(e) => Some(e),
+                };
+                app.abandon_result(&id, failed);
+            });
+        }
+    }
+
+    fn abandon_tries(&self, id: &str) -> u32 {
+        let failures = self.abandoning.failures.lock();
+        // Counts only: a panic while it was held leaves a usable map.
+        let failures = failures.unwrap_or_else(|e| e.into_inner());
+        failures.get(id).copied().unwrap_or(0)
+    }
+
+    fn abandon_result(&self, id: &str, failed: Option<Error>) {
+        let failures = self.abandoning.failures.lock();
+        // Counts only: a panic while it was held leaves a usable map.
+        let mut failures = failures.unwrap_or_else(|e| e.into_inner());
+        let Some(e) = failed else {
+            failures.remove(id);
+            return;
+        };
+        let tries = failures.entry(id.to_string()).or_default();
+        *tries += 1;
+        let fields = [
+            ("run_id", serde_json::json!(id)),
+            ("tries", serde_json::json!(*tries)),
+            ("error", serde_json::json!(e.to_string())),
+        ];
+        if *tries < ABANDON_TRIES {
+            self.log.warn(
+                "cannot end an abandoned run; retrying at the next check",
+                &fields,
+            );
+        } else {
+            self.abandoning.given_up.inc();
+            self.log.error(
+                "cannot end an abandoned run; giving up until a restart",
+                &fields,
+            );
         }
     }
 

@@ -400,7 +400,7 @@ impl State {
 
 /// Whether `value` nests arrays and objects more than `max` deep. Walks
 /// without recursion, since an embedding program may build any depth.
-fn too_deep(value: &Value, max: usize) -> bool {
+pub(crate) fn too_deep(value: &Value, max: usize) -> bool {
     let mut pending = vec![(value, 0usize)];
     while let Some((v, depth)) = pending.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match v {

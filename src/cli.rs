@@ -156,10 +156,14 @@ pub fn format_status(s: &Value) -> String {
 /// Moves the damaged journal lines under the data dir and the budget dir
 /// aside, printing each and a summary; returns the exit code.
 pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
+    if let Err(e) = crate::repair::check_data_dir(data_dir) {
+        eprintln!("repair: {e}");
+        return 2;
+    }
     // A server writing the journals meanwhile would lose what it appends
     // to a file being replaced.
-    let _lock = match data_dir.is_dir().then(|| crate::lock::lock(data_dir)) {
-        Some(Err(e)) => {
+    let _lock = match crate::lock::lock(data_dir) {
+        Err(e) => {
             eprintln!("repair: {e}");
             return 1;
         }

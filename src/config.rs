@@ -1,6 +1,7 @@
 //! Command-line and environment configuration, parsed with std only. A
 //! flag wins over its environment variable, which wins over the default.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,6 +70,19 @@ pub struct ServeConfig {
     pub snapshot_bytes: u64,
     /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
     pub metrics_file: Option<PathBuf>,
+    /// `--declared-label-bytes` / `CONDUCTOR_DECLARED_LABEL_BYTES` and
+    /// `--declared-exposition-bytes` / `CONDUCTOR_DECLARED_EXPOSITION_BYTES`:
+    /// the ceiling in bytes on the declared families; 0 is no bound.
+    pub declared_ceiling: crate::declared::Ceiling,
+}
+
+impl ServeConfig {
+    /// Whether a server with these settings, bound to `addr`, takes writes
+    /// from anyone who can reach the host: an address other than loopback
+    /// and no API key. The start warns about it.
+    pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
+        self.api_key.is_none() && !addr.ip().is_loopback()
+    }
 }
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
@@ -89,8 +103,9 @@ pub struct FinishOptions {
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Run the server.
-    Serve(ServeConfig),
+    /// Run the server. Boxed: the settings are many, and the other
+    /// commands few.
+    Serve(Box<ServeConfig>),
     /// Print a summary from a running server.
     Status {
         /// Base URL of the server.
@@ -145,38 +160,13 @@ fn dirs(
     (data_dir, budget_dir)
 }
 
-/// The flags each subcommand takes.
-fn flags_of(sub: &str) -> &'static [&'static str] {
-    match sub {
-        "status" | "budget" | "trigger" => &["url"],
-        "complete" | "cancel" => &["url", "cost"],
-        "fail" => &["url", "cost", "error"],
-        "demo" => &["url", "runs", "seed"],
-        "repair" => &["data-dir"],
-        _ => &[
-            "addr",
-            "data-dir",
-            "max-body",
-            "api-key-file",
-            "log-level",
-            "log-format",
-            "idle-timeout",
-            "header-timeout",
-            "write-timeout",
-            "max-connections",
-            "shutdown-timeout",
-            "daily-budget",
-            "run-estimate",
-            "pricing",
-            "metrics-file",
-            "retain-messages",
-            "retain-message-bytes",
-            "retain-runs",
-            "retain-run-bytes",
-            "snapshot-bytes",
-            "run-timeout",
-        ],
-    }
+/// The flags `sub` takes, from the table its help is printed from.
+fn flags_of(sub: &str) -> Vec<&'static str> {
+    usage::options(sub)
+        .iter()
+        .map(|o| o.flag)
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// Parses arguments (without the program name). `env` looks variables up.
@@ -184,14 +174,17 @@ fn flags_of(sub: &str) -> &'static [&'static str] {
 /// environment is named by its variable, one from a flag by the flag.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
+    // Without a command the server runs, but `--help` then means the
+    // program's help, which lists the commands.
+    let named = args.peek().is_some_and(|first| !first.starts_with('-'));
     let sub = match args.peek().copied() {
         None => "serve",
         Some(first) if first.starts_with('-') => "serve",
         Some("help") => {
             args.next();
             return match args.next() {
-                None => Ok(Command::Help(usage::HELP.to_string())),
-                Some(topic) => usage::subcommand_help(topic)
+                None | Some("-h" | "--help") => Ok(Command::Help(usage::program_help())),
+                Some(topic) => usage::command_help(topic)
                     .map(Command::Help)
                     .ok_or_else(|| unknown_command(topic)),
             };
@@ -207,11 +200,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let mut positional: Vec<&str> = Vec::new();
     while let Some(arg) = args.next() {
         match arg {
-            "-h" | "--help" => {
+            "-h" | "--help" if named => {
                 return Ok(Command::Help(
-                    usage::subcommand_help(sub).unwrap_or_else(|| usage::HELP.to_string()),
+                    usage::command_help(sub).unwrap_or_else(usage::program_help),
                 ))
             }
+            "-h" | "--help" => return Ok(Command::Help(usage::program_help())),
             "-V" | "--version" => return Ok(Command::Version),
             _ => {}
         }
@@ -226,8 +220,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         // Known before its value is looked for: `--bogus` is not a flag,
         // whatever follows it.
         if !allowed.contains(&name) {
+            let hint = match usage::nearest(name, allowed.iter().copied()) {
+                Some(near) => format!("; did you mean --{near}?"),
+                None => String::new(),
+            };
             return Err(format!(
-                "--{name} is not a flag of `{sub}` (see conductor-metrics {sub} --help)"
+                "--{name} is not a flag of `{sub}`{hint} (see conductor-metrics {sub} --help)"
             ));
         }
         let value = match inline {
@@ -430,8 +428,26 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             format!("{from} must be a size in bytes such as 16MiB (0 for no snapshots), not {v:?}")
         })?,
     };
+    let declared_bytes = |name: &str, var: &str, default: u64| match setting(name, var) {
+        None => Ok(default),
+        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
+            format!("{from} must be a size in bytes such as 16MiB (0 for no bound), not {v:?}")
+        }),
+    };
+    let declared_ceiling = crate::declared::Ceiling {
+        label_bytes: declared_bytes(
+            "declared-label-bytes",
+            "CONDUCTOR_DECLARED_LABEL_BYTES",
+            crate::declared::DEFAULT_LABEL_BYTES,
+        )?,
+        exposition_bytes: declared_bytes(
+            "declared-exposition-bytes",
+            "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+            crate::declared::DEFAULT_EXPOSITION_BYTES,
+        )?,
+    };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
-    Ok(Command::Serve(ServeConfig {
+    Ok(Command::Serve(Box::new(ServeConfig {
         addr,
         data_dir,
         max_body,
@@ -449,6 +465,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         pricing: flag("pricing").map(PathBuf::from),
         metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
             .map(|(f, _)| PathBuf::from(f)),
+        declared_ceiling,
         run_timeout,
         message_retention: crate::bus::Retention {
             messages: retain_messages,
@@ -459,16 +476,16 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             bytes: retain_run_bytes,
         },
         snapshot_bytes,
-    }))
+    })))
 }
 
 /// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
-    match usage::nearest(word) {
-        Some(near) => format!(
-            "unknown command {word:?}; did you mean `{near}`? (see conductor-metrics --help)"
-        ),
-        None => format!("unknown command {word:?} (see conductor-metrics --help)"),
+    match usage::nearest(word, usage::SUBCOMMANDS) {
+        Some(near) => {
+            format!("unknown command {word:?}; did you mean `{near}`? (see conductor-metrics help)")
+        }
+        None => format!("unknown command {word:?} (see conductor-metrics help)"),
     }
 }
 
@@ -572,10 +589,16 @@ mod tests {
 
     #[test]
     fn zero_turns_a_byte_bound_off_and_sizes_take_units() {
-        let line = "--retain-message-bytes 0 --retain-run-bytes 0 --snapshot-bytes 0";
+        let line = "--retain-message-bytes 0 --retain-run-bytes 0 --snapshot-bytes 0 \
+                    --declared-label-bytes 0 --declared-exposition-bytes 0";
         let Command::Serve(c) = parse(&args(line), &no_env).unwrap() else {
             panic!()
         };
+        let none = crate::declared::Ceiling {
+            label_bytes: 0,
+            exposition_bytes: 0,
+        };
+        assert_eq!(c.declared_ceiling, none);
         let bounds = (
             c.message_retention.bytes,
             c.run_retention.bytes,
@@ -587,6 +610,22 @@ mod tests {
             panic!()
         };
         assert_eq!(c.snapshot_bytes, 2048);
+        assert_eq!(c.declared_ceiling, crate::declared::Ceiling::default());
+        let env = |k: &str| (k == "CONDUCTOR_DECLARED_EXPOSITION_BYTES").then(|| "1MiB".into());
+        let Command::Serve(c) = parse(&args("--declared-label-bytes 64KiB"), &env).unwrap() else {
+            panic!()
+        };
+        let both = (
+            c.declared_ceiling.label_bytes,
+            c.declared_ceiling.exposition_bytes,
+        );
+        assert_eq!(both, (64 << 10, 1 << 20));
+        let err = parse(&[], &|k: &str| {
+            (k == "CONDUCTOR_DECLARED_LABEL_BYTES").then(|| "lots".into())
+        });
+        assert!(err
+            .unwrap_err()
+            .starts_with("CONDUCTOR_DECLARED_LABEL_BYTES must be a size"));
         assert!(parse(&args("--snapshot-bytes -1"), &no_env).is_err());
         assert!(parse(&args("--max-body 0"), &no_env).is_err());
     }
@@ -626,7 +665,16 @@ mod tests {
         assert!(err("", &addr).starts_with("CONDUCTOR_ADDR must be HOST:PORT"));
         assert_eq!(
             err("stauts", &no_env),
-            "unknown command \"stauts\"; did you mean `status`? (see conductor-metrics --help)"
+            "unknown command \"stauts\"; did you mean `status`? (see conductor-metrics help)"
+        );
+        assert_eq!(
+            err("--adr 127.0.0.1:1", &no_env),
+            "--adr is not a flag of `serve`; did you mean --addr? (see conductor-metrics serve --help)"
+        );
+        assert!(err("demo --sed 3", &no_env).contains("did you mean --seed?"));
+        assert_eq!(
+            err("bogus", &no_env),
+            "unknown command \"bogus\" (see conductor-metrics help)"
         );
         assert!(err("complete", &no_env).contains("needs a RUN_ID"));
         assert!(err("status extra", &no_env).contains("unexpected argument \"extra\""));
@@ -648,6 +696,43 @@ mod tests {
             assert!(a.contains(&format!("conductor-metrics {sub}")), "{a}");
         }
         assert!(parse(&args("help nope"), &no_env).is_err());
+    }
+
+    #[test]
+    fn the_program_help_lists_the_commands_and_help_takes_help() {
+        let program = Command::Help(usage::program_help());
+        for line in [
+            "--help",
+            "-h",
+            "help",
+            "help --help",
+            "help help",
+            "--addr x --help",
+        ] {
+            assert_eq!(parse(&args(line), &no_env).as_ref(), Ok(&program), "{line}");
+        }
+        let Command::Help(text) = program else {
+            unreachable!()
+        };
+        for sub in usage::SUBCOMMANDS {
+            assert!(text.contains(&format!("\n  {sub} ")), "{sub} in {text}");
+        }
+    }
+
+    #[test]
+    fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
+        let Command::Serve(mut c) = parse(&[], &no_env).unwrap() else {
+            panic!()
+        };
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(c.open_to_the_network(at("0.0.0.0:14355")));
+        assert!(c.open_to_the_network(at("[::]:14355")));
+        assert!(c.open_to_the_network(at("192.168.1.5:80")));
+        assert!(!c.open_to_the_network(at("127.0.0.1:14355")));
+        assert!(!c.open_to_the_network(at("127.0.0.2:14355")));
+        assert!(!c.open_to_the_network(at("[::1]:14355")));
+        c.api_key = Some("k".into());
+        assert!(!c.open_to_the_network(at("0.0.0.0:14355")));
     }
 
     #[test]

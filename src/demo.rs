@@ -13,13 +13,21 @@
 //! The server prices a run's token events when the run ends, so the demo
 //! never posts those tokens again as spends. Its only direct spend is the
 //! triage of each work order, work done outside any run.
+//!
+//! Each run's worker, worktree, merge, dispatch-loop and LLM activity also
+//! goes to the declared families of `docs/examples/orchestrator-metrics.json`,
+//! as far as the server declares them: the demo asks `GET /api/v1/metrics`
+//! once and sends only the updates it takes, so a server without those
+//! declarations is never sent one it must refuse.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 
 use serde_json::{json, Value};
 
 use crate::client::{self, Answer};
+use crate::declared::{spec, update, Declaration};
 use crate::time;
 
 /// The default number of runs.
@@ -61,8 +69,8 @@ pub struct Summary {
     pub messages: u64,
     /// Budget spends the server recorded (0 when it has no budget route).
     pub spends: u64,
-    /// Declared-metric updates the server took (0 unless it was started
-    /// with the example `--metrics-file`).
+    /// Declared-metric updates the server took: those its declarations
+    /// take (all of them with the example `--metrics-file`, none without).
     pub metric_updates: u64,
 }
 
@@ -157,21 +165,27 @@ pub fn command(options: &Options) -> i32 {
 /// and the summary line to `out`, and returns the summary.
 ///
 /// A run start refused with 429 is counted and reported, not fatal. The
-/// triage spends are sent while `POST /api/v1/budget/spend` exists; a 404
-/// there means it does not, and stops them quietly.
+/// triage spends stop, with one line saying why, at the first the server
+/// refuses. Declared-metric updates
+/// are sent for the families `GET /api/v1/metrics` lists, and only those
+/// the declarations take.
 pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
-    let mut sender = Sender {
-        url: &options.url,
-        summary: Summary::default(),
-        spend_route: Route::Unknown,
-        metrics_route: Route::Unknown,
-    };
+    let declared = declared_families(&options.url)?;
     // Unique per invocation, so one seed can be replayed against the same data dir.
     let stamp = format!(
         "{:x}{:x}",
         (time::now_unix() * 1000.0) as u64,
         std::process::id()
     );
+    let mut sender = Sender {
+        url: &options.url,
+        summary: Summary::default(),
+        spending: true,
+        declared,
+        // The demo is one run of the orchestrator's dispatch loop.
+        loop_run: format!("demo-s{}-{stamp}", options.seed),
+        total: options.runs,
+    };
     let mut rng = Rng::new(options.seed);
     for index in 1..=options.runs {
         let plan = plan_run(&mut rng, index);
@@ -184,20 +198,60 @@ pub fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, Error> {
     Ok(sender.summary)
 }
 
-/// Whether the server has an optional route: the budget's spends, or
-/// declared metrics (which a server without `--metrics-file` refuses).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Unknown,
-    Present,
-    Absent,
+/// The families a server declares, as `GET /api/v1/metrics` lists them.
+struct Declared {
+    families: Vec<Declaration>,
+    index: HashMap<String, usize>,
+}
+
+impl Declared {
+    fn new(families: Vec<Declaration>) -> Declared {
+        let index = families
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        Declared { families, index }
+    }
+
+    /// True when the server takes `update` as it is: its family declared,
+    /// with an operation its type allows and exactly those labels. The
+    /// server's own check, so what passes here is never refused there.
+    fn takes(&self, update: &Value) -> bool {
+        update::parse_batch(update, &self.families, &self.index).is_ok()
+    }
+}
+
+/// Asks the server which families it declares (none without `--metrics-file`).
+fn declared_families(url: &str) -> Result<Declared, Error> {
+    const WHAT: &str = "GET /api/v1/metrics";
+    let answer = client::request("GET", url, "/api/v1/metrics", None).map_err(|e| Error {
+        kind: ErrorKind::Unreachable(e),
+    })?;
+    if answer.status != 200 {
+        return Err(rejected(WHAT, &answer));
+    }
+    let families = spec::parse_value(&answer.json["families"]).map_err(|e| Error {
+        kind: ErrorKind::Rejected {
+            what: WHAT.to_string(),
+            status: answer.status,
+            message: format!("the families listed cannot be read: {e}"),
+        },
+    })?;
+    Ok(Declared::new(families))
 }
 
 struct Sender<'a> {
     url: &'a str,
     summary: Summary,
-    spend_route: Route,
-    metrics_route: Route,
+    /// False once a spend was refused: spends are an extra, and one line
+    /// says why they stopped.
+    spending: bool,
+    declared: Declared,
+    /// The `run_id` of the dispatch loop the demo stands for.
+    loop_run: String,
+    /// The runs this invocation sends.
+    total: u64,
 }
 
 impl Sender<'_> {
@@ -261,12 +315,12 @@ impl Sender<'_> {
             Outcome::Cancel => ("cancel", json!({}), "cancelled".to_string()),
         };
         let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
-        self.declared(plan)?;
         match plan.outcome {
             Outcome::Complete => self.summary.completed += 1,
             Outcome::Fail(_) => self.summary.failed += 1,
             Outcome::Cancel => self.summary.cancelled += 1,
         }
+        self.declared(plan)?;
         let iterations = match plan.iterations {
             1 => "1 iteration ".to_string(),
             n => format!("{n} iterations"),
@@ -304,44 +358,23 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Posts the run's LLM calls and merge as updates to the declared
-    /// families of `docs/examples/orchestrator-metrics.json`, while the
-    /// server has them: the first refusal of an undeclared name means it
-    /// was started without that file, and stops them quietly.
+    /// Posts the run's updates to the declared families, and the work
+    /// orders by state, leaving out those the server's declarations do not
+    /// take. A refusal of the rest stops the demo, as for any other request.
     fn declared(&mut self, plan: &RunPlan) -> Result<(), Error> {
-        if self.metrics_route == Route::Absent {
-            return Ok(());
-        }
-        let updates = declared_updates(plan);
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let n = updates.len() as u64;
-        let answer = self.call("POST", "/api/v1/metrics", &Value::Array(updates))?;
-        match answer.status {
-            200 => {
-                self.metrics_route = Route::Present;
-                self.summary.metric_updates += n;
-            }
-            400 if self.metrics_route == Route::Unknown
-                && answer.json["error"]["field"] == "updates[0].name" =>
-            {
-                self.metrics_route = Route::Absent;
-            }
-            _ => {
-                eprintln!(
-                    "demo: metric updates stopped: {}",
-                    rejected("POST /api/v1/metrics", &answer)
-                );
-                self.metrics_route = Route::Absent;
-            }
+        let mut updates = declared_updates(plan, &self.loop_run);
+        updates.extend(work_order_states(&self.summary, self.total));
+        updates.retain(|u| self.declared.takes(u));
+        for batch in updates.chunks(update::MAX_BATCH) {
+            let answer = self.expect("/api/v1/metrics", &Value::Array(batch.to_vec()), 200)?;
+            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
         }
         Ok(())
     }
 
     /// Posts the work order's triage as a direct budget spend.
     fn triage(&mut self, run_id: &str, plan: &RunPlan) -> Result<(), Error> {
-        if self.spend_route == Route::Absent {
+        if !self.spending {
             return Ok(());
         }
         let (input, output) = plan.triage_tokens;
@@ -350,22 +383,15 @@ impl Sender<'_> {
             "input_tokens": input, "output_tokens": output,
         });
         let answer = self.call("POST", "/api/v1/budget/spend", &body)?;
-        match answer.status {
-            200..=299 => {
-                self.spend_route = Route::Present;
-                self.summary.spends += 1;
-            }
-            404 if self.spend_route == Route::Unknown => {
-                self.spend_route = Route::Absent;
-            }
-            _ => {
-                // Spends are an extra: the runs themselves go on.
-                eprintln!(
-                    "demo: budget spends stopped: {}",
-                    rejected("POST /api/v1/budget/spend", &answer)
-                );
-                self.spend_route = Route::Absent;
-            }
+        if (200..300).contains(&answer.status) {
+            self.summary.spends += 1;
+        } else {
+            // Spends are an extra: the runs themselves go on.
+            eprintln!(
+                "demo: budget spends stopped: {}",
+                rejected("POST /api/v1/budget/spend", &answer)
+            );
+            self.spending = false;
         }
         Ok(())
     }
@@ -374,44 +400,63 @@ impl Sender<'_> {
 /// The provider the demo's models are served by.
 const PROVIDER: &str = "anthropic";
 
-/// A run's LLM calls and merge as declared-metric updates: one call per
-/// `tokens` event, every fifth of them rate-limited once before it
-/// succeeds, and a merge per pull request, every third with a conflict.
-/// Derived from the plan alone, so a seed still fixes the whole workload.
-fn declared_updates(plan: &RunPlan) -> Vec<Value> {
-    let mut updates = Vec::new();
+/// A run's activity as updates to the families of
+/// `docs/examples/orchestrator-metrics.json`. Derived from the plan (and the
+/// loop's run id) alone, so a seed still fixes the whole workload:
+///
+/// - each phase is a task that a worker of the run's agent profile executes:
+///   its time, and its completion (`success` or `failed`);
+/// - each iteration is a cycle of the dispatch loop `loop_run`: the phases
+///   it dispatched and those that finished;
+/// - the run gets a worktree, created and then cleaned up; every seventh
+///   creation fails once first;
+/// - one LLM call per `tokens` event, every fifth rate-limited once before
+///   it succeeds;
+/// - a merge per pull request, after a checkout; every third conflicts, and
+///   the LLM resolves its conflicts except every ninth;
+/// - the retries the work order needed (its iterations after the first).
+fn declared_updates(plan: &RunPlan, loop_run: &str) -> Vec<Value> {
+    let mut updates = worktree_created(plan.index);
+    let profile = plan.agent;
     let mut calls = 0u64;
-    let tokens = plan.steps.iter().flat_map(|step| match step {
-        Step::Events(batch) => batch.iter().map(|(_, e)| e).collect(),
-        Step::Message(..) => Vec::new(),
-    });
-    for event in tokens.filter(|e| e["type"] == "tokens") {
-        let model = event["model"].as_str().unwrap_or("unknown");
-        let (input, output) = (
-            event["input_tokens"].as_u64().unwrap_or(0),
-            event["output_tokens"].as_u64().unwrap_or(0),
-        );
-        calls += 1;
-        let call = json!({"model": model, "provider": PROVIDER});
-        if calls.is_multiple_of(5) {
-            updates.push(json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "rate_limit"}, "inc": 1}));
-            updates.push(json!({"name": "llm_rate_limit_events_total", "labels": call, "inc": 1}));
+    for step in &plan.steps {
+        let Step::Events(batch) = step else { continue };
+        let (mut cycle, mut dispatched, mut finished) = (false, 0u64, 0u64);
+        for event in batch.iter().map(|(_, e)| e) {
+            match event["type"].as_str() {
+                Some("iteration_started") => cycle = true,
+                Some("phase_started") => dispatched += 1,
+                Some("phase_completed") => {
+                    finished += 1;
+                    let phase = event["phase"].as_str().unwrap_or("unknown");
+                    let seconds = event["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+                    let status = if event["success"] == true {
+                        "success"
+                    } else {
+                        "failed"
+                    };
+                    updates.extend([
+                        json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": seconds}),
+                        json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
+                    ]);
+                }
+                Some("tokens") => {
+                    calls += 1;
+                    updates.extend(llm_call(event, calls));
+                }
+                _ => {}
+            }
         }
-        // Per million tokens, in and out.
-        let (price_in, price_out) = if model == "claude-haiku" {
-            (0.8, 4.0)
-        } else {
-            (3.0, 15.0)
-        };
-        let cost = (input as f64 * price_in + output as f64 * price_out) / 1e6;
-        updates.extend([
-            json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "success"}, "inc": 1}),
-            json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "prompt"}, "inc": input}),
-            json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "completion"}, "inc": output}),
-            json!({"name": "llm_cost_dollars_total", "labels": {"model": model}, "add": (cost * 1e6).round() / 1e6}),
-            // About 50 output tokens a second, plus a second to the first one.
-            json!({"name": "llm_request_duration_seconds", "labels": call, "observe": 1.0 + output as f64 / 50.0}),
-        ]);
+        if cycle {
+            // The loop's own work: a fixed cost, and a little per task handed out.
+            let seconds = 0.2 + 0.3 * dispatched as f64;
+            updates.extend([
+                json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": loop_run}, "inc": 1}),
+                json!({"name": "dispatch_loop_cycle_duration_seconds", "observe": seconds}),
+                json!({"name": "dispatch_tasks_dispatched_per_cycle", "observe": dispatched}),
+                json!({"name": "dispatch_worker_completions_per_cycle", "observe": finished}),
+            ]);
+        }
     }
     if let Some(pr) = &plan.pr_url {
         let number: u64 = pr
@@ -419,19 +464,112 @@ fn declared_updates(plan: &RunPlan) -> Vec<Value> {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        let result = if number.is_multiple_of(3) {
-            "conflict"
+        updates.extend(merge(number));
+    }
+    updates.extend([
+        json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
+        json!({"name": "task_retry_count", "labels": {"worker_profile": profile}, "observe": plan.iterations - 1}),
+    ]);
+    updates
+}
+
+/// Run `index`'s worktree creation: every seventh fails once, quickly, and
+/// is tried again.
+fn worktree_created(index: u64) -> Vec<Value> {
+    let mut updates = Vec::new();
+    if index.is_multiple_of(7) {
+        updates.extend([
+            json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.05}),
+            json!({"name": "git_worktree_operations_total", "labels": {"operation": "create", "result": "error"}, "inc": 1}),
+        ]);
+    }
+    updates.extend([
+        json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.3 + (index % 25) as f64 / 10.0}),
+        json!({"name": "git_worktree_operations_total", "labels": {"operation": "create", "result": "success"}, "inc": 1}),
+    ]);
+    updates
+}
+
+/// LLM call number `call` of a run, for one `tokens` event: every fifth is
+/// rate-limited once before it succeeds.
+fn llm_call(event: &Value, call: u64) -> Vec<Value> {
+    let model = event["model"].as_str().unwrap_or("unknown");
+    let (input, output) = (
+        event["input_tokens"].as_u64().unwrap_or(0),
+        event["output_tokens"].as_u64().unwrap_or(0),
+    );
+    let labels = json!({"model": model, "provider": PROVIDER});
+    let mut updates = Vec::new();
+    if call.is_multiple_of(5) {
+        updates.push(json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "rate_limit"}, "inc": 1}));
+        updates.push(json!({"name": "llm_rate_limit_events_total", "labels": labels, "inc": 1}));
+    }
+    // Per million tokens, in and out.
+    let (price_in, price_out) = if model == "claude-haiku" {
+        (0.8, 4.0)
+    } else {
+        (3.0, 15.0)
+    };
+    let cost = (input as f64 * price_in + output as f64 * price_out) / 1e6;
+    updates.extend([
+        json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "success"}, "inc": 1}),
+        json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "prompt"}, "inc": input}),
+        json!({"name": "llm_tokens_total", "labels": {"model": model, "type": "completion"}, "inc": output}),
+        json!({"name": "llm_cost_dollars_total", "labels": {"model": model}, "add": (cost * 1e6).round() / 1e6}),
+        // About 50 output tokens a second, plus a second to the first one.
+        json!({"name": "llm_request_duration_seconds", "labels": labels, "observe": 1.0 + output as f64 / 50.0}),
+    ]);
+    updates
+}
+
+/// The merge of pull request `number`, after a checkout of main: every
+/// third conflicts, and the LLM resolves the conflicts of all but every ninth.
+fn merge(number: u64) -> Vec<Value> {
+    let conflicts = if number.is_multiple_of(3) {
+        1 + number % 4
+    } else {
+        0
+    };
+    let result = if conflicts > 0 { "conflict" } else { "success" };
+    let mut updates = vec![
+        json!({"name": "git_checkout_duration_seconds", "observe": 0.02 + (number % 25) as f64 / 20.0}),
+        json!({"name": "git_active_merges", "set": 1}),
+        json!({"name": "git_merge_total", "labels": {"result": result}, "inc": 1}),
+        json!({"name": "git_merge_duration_seconds", "observe": 2.0 + (number % 40) as f64}),
+        json!({"name": "git_conflicts_per_merge", "observe": conflicts}),
+    ];
+    if conflicts > 0 {
+        let resolved = if number.is_multiple_of(9) {
+            "failure"
         } else {
             "success"
         };
         updates.extend([
-            json!({"name": "git_active_merges", "set": 1}),
-            json!({"name": "git_merge_total", "labels": {"result": result}, "inc": 1}),
-            json!({"name": "git_merge_duration_seconds", "observe": 2.0 + (number % 40) as f64}),
-            json!({"name": "git_active_merges", "set": 0}),
+            json!({"name": "git_conflict_resolution_duration_seconds", "observe": 5.0 + 2.0 * (number % 60) as f64}),
+            json!({"name": "git_conflict_resolution_total", "labels": {"result": resolved, "method": "llm"}, "inc": 1}),
         ]);
     }
+    updates.push(json!({"name": "git_active_merges", "set": 0}));
     updates
+}
+
+/// The demo's work orders by state, every state set, zeros included: those
+/// still to send are `ready`, and those sent are `complete`, `failed` or
+/// `cancelled` (none stays `active` past its own request).
+fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
+    let states = [
+        ("ready", total.saturating_sub(summary.runs)),
+        ("active", 0),
+        ("complete", summary.completed),
+        ("failed", summary.failed),
+        ("cancelled", summary.cancelled),
+    ];
+    states
+        .iter()
+        .map(
+            |(status, n)| json!({"name": "tasks_by_state", "labels": {"status": status}, "set": n}),
+        )
+        .collect()
 }
 
 fn rejected(what: &str, answer: &Answer) -> Error {
@@ -602,6 +740,8 @@ enum Step {
 /// A whole run, planned before any of it is sent.
 #[derive(Clone, Debug, PartialEq)]
 struct RunPlan {
+    /// The run's number in the workload, from 1.
+    index: u64,
     agent: &'static str,
     goal: &'static str,
     work_order_id: String,
@@ -751,6 +891,7 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
         break;
     }
     RunPlan {
+        index,
         agent,
         goal,
         work_order_id,
@@ -867,9 +1008,90 @@ mod tests {
         );
         s.refused = 2;
         s.spends = 9;
+        s.metric_updates = 4000;
         assert!(s
             .to_string()
-            .ends_with(", 2 refused (budget exhausted), 9 budget spends"));
+            .ends_with(", 2 refused (budget exhausted), 9 budget spends, 4000 metric updates"));
+    }
+
+    /// The example declarations, as a server started with them lists them.
+    fn example() -> Declared {
+        let text = include_str!("../docs/examples/orchestrator-metrics.json");
+        Declared::new(spec::parse(text).unwrap())
+    }
+
+    #[test]
+    fn the_example_declarations_take_every_update_and_every_family_gets_some() {
+        let declared = example();
+        let mut moved = std::collections::BTreeSet::new();
+        let mut summary = Summary::default();
+        for plan in plans(1, 50) {
+            summary.runs += 1;
+            let mut updates = declared_updates(&plan, "demo-s1-test");
+            updates.extend(work_order_states(&summary, 50));
+            // One run's updates go in one request.
+            assert!(updates.len() <= update::MAX_BATCH, "{}", updates.len());
+            for u in &updates {
+                assert!(declared.takes(u), "refused: {u}");
+                moved.insert(u["name"].as_str().unwrap().to_string());
+            }
+        }
+        let all: std::collections::BTreeSet<String> =
+            declared.families.iter().map(|d| d.name.clone()).collect();
+        assert_eq!(moved, all);
+    }
+
+    #[test]
+    fn only_updates_the_declarations_take_are_kept() {
+        let declared = Declared::new(
+            spec::parse(
+                r#"[{"name": "git_merge_total", "type": "counter", "help": "h", "labels": ["result"]},
+                    {"name": "llm_cost_dollars_total", "type": "counter", "help": "h", "labels": ["model", "provider"]},
+                    {"name": "git_active_merges", "type": "histogram", "help": "h"}]"#,
+            )
+            .unwrap(),
+        );
+        assert!(declared
+            .takes(&json!({"name": "git_merge_total", "labels": {"result": "success"}, "inc": 1})));
+        // Another label set, another type, an undeclared name.
+        assert!(!declared.takes(
+            &json!({"name": "llm_cost_dollars_total", "labels": {"model": "m"}, "add": 0.5})
+        ));
+        assert!(!declared.takes(&json!({"name": "git_active_merges", "set": 1})));
+        assert!(!declared.takes(&json!({"name": "llm_tokens_total", "labels": {"model": "m", "type": "prompt"}, "inc": 1})));
+        let nothing = Declared::new(Vec::new());
+        let plan = &plans(1, 1)[0];
+        assert!(declared_updates(plan, "l")
+            .iter()
+            .all(|u| !nothing.takes(u)));
+    }
+
+    #[test]
+    fn work_orders_by_state_cover_every_state() {
+        let summary = Summary {
+            runs: 4,
+            completed: 2,
+            failed: 1,
+            cancelled: 1,
+            ..Summary::default()
+        };
+        let states: Vec<(String, u64)> = work_order_states(&summary, 10)
+            .iter()
+            .map(|u| {
+                (
+                    u["labels"]["status"].as_str().unwrap().to_string(),
+                    u["set"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let want = [
+            ("ready", 6),
+            ("active", 0),
+            ("complete", 2),
+            ("failed", 1),
+            ("cancelled", 1),
+        ];
+        assert_eq!(states, want.map(|(s, n)| (s.to_string(), n)));
     }
 
     #[test]

@@ -26,6 +26,10 @@ struct Harness {
 
 impl Harness {
     fn open(dir: &Path) -> Harness {
+        Harness::open_with(dir, None)
+    }
+
+    fn open_with(dir: &Path, run_timeout: Option<Duration>) -> Harness {
         let declared = crate::declared::spec::parse(
             r#"[{"name": "git_merge_total", "type": "counter", "help": "Merges.", "labels": ["result"]}]"#,
         )
@@ -37,10 +41,11 @@ impl Harness {
             budget: BudgetConfig::new(dir),
             otlp: None,
             declared,
+            declared_ceiling: crate::declared::Ceiling::default(),
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
             snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
-            run_timeout: None,
+            run_timeout,
         };
         let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -168,6 +173,7 @@ fn a_failed_write_changes_nothing_on_any_route_and_a_retry_succeeds() {
         "conductor_events_published_total",
         "agent_budget_spend_total",
         "agent_cost_dollars_total",
+        "conductor_pricing_unknown_models_total",
     ];
     assert_eq!(again["runs"], seen["runs"]);
     assert_eq!(again["budget"], seen["budget"]);
@@ -220,4 +226,48 @@ fn an_end_whose_ledger_copy_fails_is_acknowledged_and_charged_once() {
     let text = std::fs::read_to_string(ledgers[0].as_ref().unwrap().path()).unwrap();
     assert_eq!(text.matches("\"run_id\":\"r\"").count(), 1, "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_run_timeout_gives_up_on_a_run_it_cannot_end_after_bounded_tries() {
+    let dir = temp_dir("timeout");
+    let timeout = Duration::from_millis(100);
+    let h = Harness::open_with(&dir, Some(timeout));
+    let (status, _) = h.call("POST", "/api/v1/runs", Some(json!({"run_id": "stuck"})));
+    assert_eq!(status, 201);
+    const ARMED: u64 = 1000;
+    faults::fail_writes(&dir, 0, ARMED);
+    let given_up = |h: &Harness| {
+        let authority = h.server.addr().to_string();
+        let r = client::exchange(
+            &authority,
+            "GET",
+            "/metrics",
+            &[],
+            b"",
+            Duration::from_secs(30),
+        );
+        let text = String::from_utf8(r.unwrap().body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("conductor_run_timeout_given_up_total "))
+            .map(|v| v.to_string())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while given_up(&h).as_deref() != Some("1") {
+        assert!(std::time::Instant::now() < deadline, "never gave up");
+        std::thread::yield_now();
+    }
+    // Each try is one failed write of the run's end: five, then no more,
+    // however many checks follow (a check runs every 10 ms here).
+    assert_eq!(faults::armed(&dir), ARMED - 5);
+    std::thread::sleep(timeout * 5);
+    assert_eq!(
+        faults::armed(&dir),
+        ARMED - 5,
+        "tried again after giving up"
+    );
+    assert_eq!(given_up(&h).as_deref(), Some("1"));
+    faults::fail_writes(&dir, 0, 0);
+    let (_, run) = h.call("GET", "/api/v1/runs/stuck", None);
+    assert_eq!(run["status"], "running", "{run}");
 }

@@ -94,8 +94,22 @@ pub fn replace_with(
     records: impl IntoIterator<Item = impl Printable>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
+    let written = write_then_rename(&tmp, path, records);
+    if written.is_err() {
+        // A failed write (a full disk) leaves no half file behind; the old
+        // file, if any, is untouched.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_then_rename(
+    tmp: &Path,
+    path: &Path,
+    records: impl IntoIterator<Item = impl Printable>,
+) -> io::Result<u64> {
     let mut out = Checksummed {
-        file: io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?),
+        file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
         crc: crate::crc32c::START,
         held: None,
         written: 0,
@@ -110,7 +124,7 @@ pub fn replace_with(
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, path)?;
+    fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(out.written)
 }
@@ -360,6 +374,15 @@ fn damaged(path: &Path, line: u64, offset: u64, why: String, repairable: bool) -
     )
 }
 
+/// What an open does with a torn tail: bytes after the last whole line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Cut it: a crash during an append leaves one in the newest file.
+    Cut,
+    /// Refuse the open: the file was complete, so it was cut or damaged.
+    Refuse,
+}
+
 /// Group-commit bookkeeping. Every append call gets a sequence number; calls
 /// `done + 1 ..= enqueued` are either in `pending` or in the batch being flushed.
 #[derive(Default)]
@@ -391,9 +414,21 @@ impl Journal {
     /// so later appends start on a clean line. Every record is kept in memory; a store that
     /// replays a long journal reads it with [`Journal::open_each`] instead.
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
+        Journal::open_replay(path, Tail::Cut)
+    }
+
+    /// Opens a journal that is complete, such as a segment that is not the
+    /// newest, like [`Journal::open`]; but a torn tail is not cut: no crash
+    /// leaves one there, so it is a file cut or damaged since, and the open
+    /// is refused naming the file and the offset, with nothing changed.
+    pub fn open_sealed(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
+        Journal::open_replay(path, Tail::Refuse)
+    }
+
+    fn open_replay(path: impl AsRef<Path>, tail: Tail) -> Result<(Journal, Replay), Error> {
         let path = path.as_ref().to_path_buf();
         let (mut records, mut offsets) = (Vec::new(), Vec::new());
-        let (journal, truncated_bytes) = Journal::read(&path, |_, offset, record| {
+        let (journal, truncated_bytes) = Journal::read(&path, tail, |_, offset, record| {
             records.push(record.to_vec());
             offsets.push(offset);
             Ok(())
@@ -414,10 +449,27 @@ impl Journal {
     /// offset, as damage does. Returns the journal and the bytes of torn tail cut off.
     pub fn open_each(
         path: impl AsRef<Path>,
+        each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(Journal, u64), Error> {
+        Journal::open_each_with(path, Tail::Cut, each)
+    }
+
+    /// [`Journal::open_each`] for a journal that is complete, refusing a
+    /// torn tail as [`Journal::open_sealed`] does.
+    pub fn open_each_sealed(
+        path: impl AsRef<Path>,
+        each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(Journal, u64), Error> {
+        Journal::open_each_with(path, Tail::Refuse, each)
+    }
+
+    fn open_each_with(
+        path: impl AsRef<Path>,
+        tail: Tail,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(Journal, u64), Error> {
         let path = path.as_ref().to_path_buf();
-        Journal::read(&path, |line, offset, record| {
+        Journal::read(&path, tail, |line, offset, record| {
             each(record).map_err(|why| {
                 let why = format!("it is not a record this version can read ({why})");
                 damaged(&path, line, offset, why, false)
@@ -426,9 +478,11 @@ impl Journal {
     }
 
     /// Opens `path`, reads it a chunk at a time and hands each complete line's record to
-    /// `each` with its line number and offset, then cuts the torn tail.
+    /// `each` with its line number and offset, then cuts the torn tail, or
+    /// refuses it, as `tail` says.
     fn read(
         path: &Path,
+        tail: Tail,
         mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), Error>,
     ) -> Result<(Journal, u64), Error> {
         let fail = |kind, offset, e| Error::new(path, kind, offset, Some(e));
@@ -476,6 +530,22 @@ impl Journal {
             dir.map_err(|e| fail(Kind::Open, None, e))?;
         }
         let truncated_bytes = total - offset;
+        if truncated_bytes > 0 && tail == Tail::Refuse {
+            let why = format!(
+                "{truncated_bytes} bytes after the last whole line, in a file no crash leaves \
+                 torn: it was cut or damaged"
+            );
+            return Err(Error::new(
+                path,
+                Kind::Damaged {
+                    line: line + 1,
+                    why,
+                    remedy: Remedy::Backup,
+                },
+                Some(offset),
+                None,
+            ));
+        }
         if truncated_bytes > 0 {
             let cut = file.set_len(offset).and_then(|()| file.sync_data());
             cut.map_err(|e| fail(Kind::Truncate, Some(offset), e))?;
@@ -746,20 +816,28 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Kind::Damaged { line, why, remedy } = &self.kind {
             let offset = self.offset.unwrap_or(0);
-            let dir = self.path.parent().unwrap_or(Path::new("."));
             write!(
                 f,
                 "journal {}: line {line} (byte {offset}) is damaged: {why}",
                 self.path.display()
             )?;
             return match remedy {
-                Remedy::Repair => write!(
-                    f,
-                    "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
-                     into {}.corrupt",
-                    dir.display(),
-                    self.path.display()
-                ),
+                Remedy::Repair => match crate::lock::data_dir_of(&self.path) {
+                    Some(dir) => write!(
+                        f,
+                        "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
+                         into {}.corrupt",
+                        dir.display(),
+                        self.path.display()
+                    ),
+                    // A ledger in AGENT_BUDGET_DIR, outside the data dir.
+                    None => write!(
+                        f,
+                        "; `conductor-metrics repair`, with the server's --data-dir and \
+                         AGENT_BUDGET_DIR, moves damaged lines aside into {}.corrupt",
+                        self.path.display()
+                    ),
+                },
                 Remedy::Newer => f.write_str("; was it written by a newer conductor-metrics?"),
                 Remedy::Backup => f.write_str(
                     "; `repair` cannot mend it, as what it holds is in no journal any more: \
@@ -815,6 +893,12 @@ pub(crate) mod faults {
         let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
         armed.retain(|(d, ..)| d != dir);
         armed.push((dir.to_path_buf(), skip, fail));
+    }
+
+    /// How many writes under `dir` are still armed to fail.
+    pub(crate) fn armed(dir: &Path) -> u64 {
+        let armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+        armed.iter().find(|(d, ..)| d == dir).map_or(0, |a| a.2)
     }
 
     /// The error for this write of `path`, if one is armed.
@@ -949,6 +1033,10 @@ mod tests {
         );
         assert!(replace_with(&path, [serde_json::json!({})]).is_err());
         assert!(replace_with(&path, [serde_json::json!([1])]).is_err());
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "a failed write leaves no .tmp behind"
+        );
         assert_eq!(
             Journal::open(&path).unwrap().1.records,
             want,

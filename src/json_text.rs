@@ -102,10 +102,83 @@ pub fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
+/// Adds the member `"key":raw` as the last of the JSON object printed in
+/// `object`; `key` must need no escaping, and `raw` must be one JSON value,
+/// which goes in as it is: the way to carry a client's text byte for byte,
+/// which a `Value` would reorder.
+pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
+    // An object printed by serde_json ends with its brace and has no
+    // whitespace, so `{}` is the only one without a member.
+    if object.ends_with('}') {
+        object.pop();
+    }
+    if !object.ends_with('{') {
+        object.push(',');
+    }
+    push_key(object, key);
+    object.push_str(raw);
+    object.push('}');
+}
+
+/// `text`, one JSON value, on one line: as it is when it has no line break,
+/// otherwise with every whitespace between tokens taken out. A line break
+/// can only be whitespace between tokens (inside strings it is escaped), so
+/// nothing else changes.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\n', '\r']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn raw_members_go_last_and_as_given() {
+        for (object, want) in [
+            ("{}", r#"{"m":{"b": 1,"a":2.50}}"#),
+            (r#"{"x":1}"#, r#"{"x":1,"m":{"b": 1,"a":2.50}}"#),
+        ] {
+            let mut text = object.to_string();
+            push_raw_member(&mut text, "m", r#"{"b": 1,"a":2.50}"#);
+            assert_eq!(text, want);
+            serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn one_line_keeps_single_lines_and_strips_only_whitespace_between_tokens() {
+        let single = r#"{"b": 1, "a" :[1.50, "x y"]}"#;
+        assert!(matches!(one_line(single), std::borrow::Cow::Borrowed(t) if t == single));
+        let multi = "{\n  \"b\": 1,\r\n\t\"s\": \"a \\\" {\\n} b\",\n  \"a\": [1e3, true]\n}";
+        let flat = one_line(multi);
+        assert_eq!(flat, r#"{"b":1,"s":"a \" {\n} b","a":[1e3,true]}"#);
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(multi).unwrap(),
+            serde_json::from_str(&flat).unwrap(),
+        );
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn strings_escape_like_serde_json() {

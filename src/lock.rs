@@ -14,6 +14,14 @@ use std::path::{Path, PathBuf};
 /// The lock file's name inside the data dir.
 pub const LOCK_FILE: &str = "lock";
 
+/// The data dir a file at `path` belongs to: the nearest directory above it
+/// holding a server's lock, for errors to name.
+pub fn data_dir_of(path: &std::path::Path) -> Option<&std::path::Path> {
+    path.ancestors()
+        .skip(1)
+        .find(|d| d.join(LOCK_FILE).exists())
+}
+
 /// The data dir's lock, held until dropped. Safe to move across threads.
 #[derive(Debug)]
 pub struct DirLock {

@@ -89,7 +89,10 @@ impl Logger {
                 for (k, v) in fields {
                     match v {
                         Value::String(s) => line.push_str(&format!(" {k}={s:?}")),
-                        other => line.push_str(&format!(" {k}={other}")),
+                        other => {
+                            line.push_str(&format!(" {k}="));
+                            push_rounded(&mut line, other);
+                        }
                     }
                 }
                 line.push('\n');
@@ -146,11 +149,56 @@ fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> Str
         line.push(':');
         match v {
             Piece::Text(text) => json_text::push_str(&mut line, text),
-            Piece::Value(value) => json_text::push_value(&mut line, value),
+            Piece::Value(value) => push_rounded(&mut line, value),
         }
     }
     line.push_str("}\n");
     line
+}
+
+/// Appends `v` as compact JSON with every float rounded to three decimals,
+/// nested ones too: log lines are read by people, and `0.126` says all
+/// that `0.12595499999999998` does. Integers and strings are as given.
+fn push_rounded(out: &mut String, v: &Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            json_text::push_f64(out, round3(n.as_f64().unwrap_or(f64::NAN)))
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_rounded(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            out.push('{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_text::push_str(out, k);
+                out.push(':');
+                push_rounded(out, item);
+            }
+            out.push('}');
+        }
+        other => json_text::push_value(out, other),
+    }
+}
+
+/// `x` rounded to three decimals, a negative that rounds to zero made
+/// plain `0.0`. Past 2^53 / 1000 a float has no decimals to round, and the
+/// arithmetic would only add error.
+fn round3(x: f64) -> f64 {
+    if x.abs() < 9.0e12 {
+        (x * 1000.0).round() / 1000.0 + 0.0
+    } else {
+        x
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +243,33 @@ mod tests {
             obj.insert((*k).into(), v.clone());
         }
         assert_eq!(line, format!("{}\n", Value::Object(obj)));
+    }
+
+    #[test]
+    fn floats_are_rounded_for_people_and_integers_and_text_are_not() {
+        let fields = [
+            ("duration_ms", json!(0.12595499999999998)),
+            ("grace_seconds", json!(10.0)),
+            ("nested", json!({"cost": [1.23456, 7], "id": "0.123456"})),
+            ("big", json!(u64::MAX)),
+            ("huge", json!(1.5e300)),
+            ("small", json!(-0.0004)),
+        ];
+        let line = json_line("t", Level::Info, "stopped", &fields);
+        let v: Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["duration_ms"], json!(0.126));
+        assert_eq!(v["nested"], json!({"cost": [1.235, 7], "id": "0.123456"}));
+        assert_eq!(v["big"], json!(u64::MAX));
+        assert_eq!(v["huge"], json!(1.5e300));
+        assert!(line.contains(r#""grace_seconds":10.0"#), "{line}");
+        assert!(line.contains(r#""small":0.0"#), "{line}");
+        let l = Logger::new(Level::Info, LogFormat::Text);
+        let text = l.render(Level::Info, "stopped", &fields);
+        assert!(text.contains(" duration_ms=0.126 "), "{text}");
+        assert!(
+            text.contains(r#" nested={"cost":[1.235,7],"id":"0.123456"}"#),
+            "{text}"
+        );
     }
 
     #[test]

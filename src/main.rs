@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             data_dir,
             budget_dir,
         } => return ExitCode::from(cli::repair(&data_dir, &budget_dir) as u8),
-        Command::Serve(c) => return serve(c),
+        Command::Serve(c) => return serve(*c),
     }
     ExitCode::SUCCESS
 }
@@ -125,9 +125,11 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
             serde_json::json!(started.elapsed().as_secs_f64() * 1000.0),
         ),
     ];
+    // One message whatever happened, so a search for it finds every stop;
+    // a stop that cut connections or lost spans is a warning.
     match drained && flushed {
         true => log.info("stopped", &fields),
-        false => log.warn("stopped when the grace period ran out", &fields),
+        false => log.warn("stopped", &fields),
     }
 }
 
@@ -147,9 +149,10 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
     };
     let pricing = match &c.pricing {
         None => Pricing::default_table(),
-        Some(path) => {
-            Pricing::read(path).map_err(|e| StartError::input(format!("--pricing: {e}")))?
-        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Pricing::from_json(&text).map_err(|e| e.to_string()))
+            .map_err(|e| StartError::input(format!("--pricing {}: {e}", path.display())))?,
     };
     let declared = match &c.metrics_file {
         None => Vec::new(),
@@ -173,16 +176,16 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         budget,
         otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
         declared,
+        declared_ceiling: c.declared_ceiling,
         message_retention: c.message_retention,
         run_retention: c.run_retention,
         snapshot_bytes: c.snapshot_bytes,
         run_timeout: c.run_timeout,
     };
     let app = App::open(config, log).map_err(|e| match e {
-        // A declared family the registry refuses is the file's fault.
-        Error::Invalid { field, message } => {
-            StartError::input(format!("--metrics-file: {field}: {message}"))
-        }
+        // Its field names the input at fault: the metrics file, or the
+        // research agent's budget file.
+        e @ Error::Invalid { .. } => StartError::input(e.to_string()),
         e => StartError::environment(format!(
             "cannot open the data dir {}: {e}",
             data_dir.display()
@@ -210,6 +213,12 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
     let server = Server::start(app.clone(), listener, limits)
         .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
+    if c.open_to_the_network(server.addr()) {
+        log.warn(
+            "listening beyond this host without an API key: anyone who can reach the port can write; set --api-key-file or CONDUCTOR_API_KEY",
+            &[("addr", serde_json::json!(server.addr().to_string()))],
+        );
+    }
     log.info(
         "listening",
         &[

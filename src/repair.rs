@@ -11,7 +11,8 @@
 //! a synced copy over it and syncing the directory, so a crash at any point
 //! leaves either the old file or the new one (and a repeat run finishes the
 //! job, at worst copying a line into `.corrupt` twice). A torn last line is
-//! cut, as a start would.
+//! cut, as a start would: a start calls [`cut_torn_tails`] itself, before
+//! its stores open their journals, so that each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,6 +44,39 @@ pub struct Report {
     pub torn_bytes: u64,
 }
 
+/// The stores a data dir holds: one of these, or the lock a server left,
+/// tells a data dir from any other directory.
+const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
+
+/// Refuses a path that is not a data dir: missing, a file, or a directory
+/// with neither a lock nor a store in it, such as a store's own directory
+/// inside one (whose repair would take the wrong lock and run beside a live
+/// server).
+pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let looks_like = dir.join(crate::lock::LOCK_FILE).exists()
+        || STORES.iter().any(|s| dir.join(s).is_dir())
+        || dir.join("runs.jsonl").exists();
+    if looks_like {
+        return Ok(());
+    }
+    let inside = dir
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join(crate::lock::LOCK_FILE).exists());
+    Err(match inside {
+        Some(data) => format!(
+            "{} is inside the data dir {}: run repair with --data-dir {}",
+            dir.display(),
+            data.display(),
+            data.display()
+        ),
+        None => format!("{} is not a conductor-metrics data dir", dir.display()),
+    })
+}
+
 /// Checks every journal (`*.jsonl`) under each of `dirs` that exists, their
 /// subdirectories included, and moves their damaged lines aside. A file
 /// under two of them is checked once.
@@ -65,6 +99,73 @@ pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     }
     Ok(report)
+}
+
+/// A torn tail cut off a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The journal.
+    pub file: PathBuf,
+    /// The bytes cut: those after its last newline.
+    pub bytes: u64,
+}
+
+/// Cuts the torn tail (the bytes after the last newline, which a crash
+/// mid-append leaves) off every journal (`*.jsonl`) under each of `dirs`
+/// that exists, as opening it would, and returns what was cut. A start
+/// calls this before the stores open their journals, so that each cut is
+/// logged with its file: the stores' own opens then find none. Reads only
+/// the end of each file.
+///
+/// # Errors
+///
+/// Fails on the first file or directory that cannot be read, cut or
+/// synced, naming it; the tails already cut stay cut.
+pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
+    let mut files = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        journals(&dir.canonicalize()?, &mut files)?;
+    }
+    files.sort();
+    files.dedup();
+    let mut cuts = Vec::new();
+    for file in files {
+        let cut = cut_tail(&file)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+        if cut > 0 {
+            cuts.push(Cut { file, bytes: cut });
+        }
+    }
+    Ok(cuts)
+}
+
+/// Cuts one file after its last newline; returns the bytes cut.
+fn cut_tail(path: &Path) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = Vec::new();
+    // Backwards a chunk at a time: a torn tail is at most one record.
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(CHUNK);
+        chunk.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_data()?;
+    }
+    Ok(len - keep)
 }
 
 fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
@@ -179,7 +280,15 @@ mod tests {
         let second_line = damaged.iter().position(|&b| b == b'\n').unwrap() + 1;
         let at = format!("line 2 (byte {second_line}) is damaged: its checksum does not match");
         assert!(shown.contains(&at), "{shown}");
-        let hint = format!("conductor-metrics repair --data-dir {}", dir.display());
+        // Outside a data dir the hint can only name the settings.
+        assert!(shown.contains("with the server's --data-dir"), "{shown}");
+        // Inside one (a server's lock above the journal), it names that dir.
+        fs::write(dir.join(crate::lock::LOCK_FILE), "").unwrap();
+        let shown = Journal::open(&runs)
+            .err()
+            .expect("still damaged")
+            .to_string();
+        let hint = format!("`conductor-metrics repair --data-dir {}`", dir.display());
         assert!(shown.contains(&hint), "{shown}");
         fs::write(&runs, [&damaged[..], b"{\"torn"].concat()).unwrap();
 
@@ -244,6 +353,65 @@ mod tests {
         let report = repair(&[&dir]).unwrap();
         assert_eq!(report.moved.len(), 1);
         assert_eq!(Journal::open(&path).unwrap().1.records.len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn torn_tails_are_cut_before_a_start_and_named() {
+        let dir = temp_dir("tails");
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+            path.canonicalize().unwrap()
+        };
+        let whole = b"{\"a\":1}\n{\"a\":2}\n".to_vec();
+        let sound = write("sound.jsonl", &whole);
+        let short = write(
+            "messages/0000000001.jsonl",
+            &[&whole[..], b"{\"torn"].concat(),
+        );
+        // Longer than the chunk read backwards, so the newline is found in an earlier one.
+        let long_tail = vec![b'x'; 200_000];
+        let long = write(
+            "budget/2026-12-03.jsonl",
+            &[&whole[..], &long_tail].concat(),
+        );
+        let no_line = write("runs/0000000001.jsonl", b"{\"half");
+        write("empty.jsonl", b"");
+        write("not-a-journal.txt", b"no newline");
+
+        let cuts = cut_torn_tails(&[&dir, &dir.join("budget"), &dir.join("none")]).unwrap();
+        let mut want = vec![
+            Cut {
+                file: long,
+                bytes: 200_000,
+            },
+            Cut {
+                file: short.clone(),
+                bytes: 6,
+            },
+            Cut {
+                file: no_line.clone(),
+                bytes: 6,
+            },
+        ];
+        want.sort_by(|a, b| a.file.cmp(&b.file));
+        assert_eq!(cuts, want);
+        for path in [&sound, &short, &want[0].file] {
+            assert_eq!(fs::read(path).unwrap(), whole, "{}", path.display());
+        }
+        assert_eq!(fs::read(&no_line).unwrap(), b"");
+        assert_eq!(
+            fs::read(dir.join("not-a-journal.txt")).unwrap(),
+            b"no newline"
+        );
+        assert_eq!(Journal::open(&short).unwrap().1.truncated_bytes, 0);
+        assert_eq!(
+            cut_torn_tails(&[&dir]).unwrap(),
+            [],
+            "a second pass finds nothing"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

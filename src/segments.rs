@@ -83,6 +83,83 @@ pub struct Opened {
     pub appended: u64,
 }
 
+/// Refuses a gap between two consecutive segments kept: the newer one's
+/// header must count exactly the records before the older one, those it
+/// holds, and those `repair` moved aside from it (`<segment>.corrupt`, one
+/// line each). A segment deleted, cut or emptied by hand breaks the count.
+/// Every segment but the first ever has a header, so one without (its first
+/// line moved aside) cannot be placed, and is refused too.
+fn check_continuity(
+    dir: &Path,
+    older: &Segment,
+    older_first: Option<u64>,
+    newer: u64,
+    newer_first: Option<u64>,
+) -> Result<(), String> {
+    let older_path = dir.join(file_name(older.number));
+    let newer_path = dir.join(file_name(newer));
+    let Some(newer_first) = newer_first else {
+        return Err(format!(
+            "segment {} has no header, so the records it holds cannot be numbered; \
+             restore it from a backup",
+            newer_path.display()
+        ));
+    };
+    let older_first = match (older_first, older.number) {
+        (Some(first), _) => first,
+        // A migrated journal, the first segment ever.
+        (None, 0) => 0,
+        (None, _) => {
+            return Err(format!(
+                "segment {} has no header, so the records it holds cannot be numbered; \
+                 restore it from a backup",
+                older_path.display()
+            ))
+        }
+    };
+    let aside = fs::read(format!("{}.corrupt", older_path.display()))
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
+    let expected = older_first + older.records + aside;
+    if newer_first == expected {
+        return Ok(());
+    }
+    if newer_first > expected {
+        return Err(format!(
+            "segments {}: {} records are missing: {} holds records up to number {}, \
+             but {} begins at record {newer_first}; restore the segments from a backup",
+            dir.display(),
+            newer_first - expected,
+            older_path.display(),
+            expected.saturating_sub(1),
+            newer_path.display()
+        ));
+    }
+    Err(format!(
+        "segments {}: {} begins at record {newer_first}, but {} ends at record {expected}; \
+         a segment was lost, replaced or damaged: restore from a backup",
+        dir.display(),
+        newer_path.display(),
+        older_path.display()
+    ))
+}
+
+/// Refuses a gap in the segment files' numbers, from the oldest kept to the
+/// newest: a segment file deleted by hand.
+fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
+    match numbers.windows(2).find(|w| w[1] != w[0] + 1) {
+        None => Ok(()),
+        Some(w) => Err(format!(
+            "segments {}: segments {} to {} are missing between {} and {}; \
+             restore them from a backup",
+            dir.display(),
+            w[0] + 1,
+            w[1] - 1,
+            dir.join(file_name(w[0])).display(),
+            dir.join(file_name(w[1])).display()
+        )),
+    }
+}
+
 /// The header that begins a segment, naming the records appended before it.
 fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
@@ -131,7 +208,14 @@ impl Segments {
                 break;
             }
             let path = dir.join(file_name(number));
-            let (journal, replay) = Journal::open(&path).map_err(|e| e.to_string())?;
+            // Only the newest segment can end in a torn line, which a crash
+            // during an append leaves; any other was complete when the next
+            // one began, so a torn end there is damage, refused.
+            let opened = match current {
+                None => Journal::open(&path),
+                Some(_) => Journal::open_sealed(&path),
+            };
+            let (journal, replay) = opened.map_err(|e| e.to_string())?;
             let mut body = replay.records;
             let before = body.first().and_then(|r| read_header(r));
             if before.is_some() {
@@ -162,6 +246,19 @@ impl Segments {
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         loaded.reverse();
+        let kept_numbers: Vec<u64> = loaded.iter().map(|(s, _, _)| s.number).collect();
+        check_numbers(dir, &kept_numbers)?;
+        // An empty segment without a header (a crash just after it was
+        // created) holds nothing, so the count runs on past it.
+        let holding: Vec<(&Segment, Option<u64>)> = loaded
+            .iter()
+            .filter(|(s, _, first)| s.records > 0 || first.is_some())
+            .map(|(s, _, first)| (s, *first))
+            .collect();
+        for pair in holding.windows(2) {
+            let ((older, older_first), (newer, newer_first)) = (pair[0], pair[1]);
+            check_continuity(dir, older, older_first, newer.number, newer_first)?;
+        }
         // The count before the oldest segment kept: its header's, or 0 for
         // the first segment ever (or a migrated journal).
         let appended_before = loaded.first().and_then(|(_, _, b)| *b).unwrap_or(0);
@@ -227,6 +324,8 @@ impl Segments {
         }
         let mut current = None;
         let (mut headless, mut unheaded) = (false, false);
+        check_numbers(dir, &numbers)?;
+        let mut previous: Option<(Segment, Option<u64>)> = None;
         for (i, &number) in numbers.iter().enumerate() {
             let path = dir.join(file_name(number));
             let mut seg = Segment {
@@ -235,10 +334,23 @@ impl Segments {
                 bytes: 0,
             };
             let mut headed = false;
-            let (journal, _) = Journal::open_each(&path, |record| {
+            let mut first = None;
+            let newest = i + 1 == numbers.len();
+            let open = match newest {
+                true => Journal::open_each,
+                false => Journal::open_each_sealed,
+            };
+            let mut continuity = Ok(());
+            let (journal, _) = open(&path, &mut |record: &[u8]| {
                 if seg.records == 0 && !headed {
                     if let Some(before) = read_header(record) {
                         headed = true;
+                        first = Some(before);
+                        if let Some((older, older_first)) = &previous {
+                            continuity =
+                                check_continuity(dir, older, *older_first, number, Some(before));
+                            continuity.clone()?;
+                        }
                         // The header numbers the records: a line `repair`
                         // moved aside from an earlier segment leaves the
                         // numbers of the later ones as they were written.
@@ -254,8 +366,19 @@ impl Segments {
                 }
                 Ok(())
             })
-            .map_err(|e| e.to_string())?;
-            if i + 1 == numbers.len() {
+            .map_err(|e| continuity.clone().err().unwrap_or_else(|| e.to_string()))?;
+            // An empty segment without a header holds nothing: the count
+            // runs on past it.
+            let holds = headed || seg.records > 0;
+            if let Some((older, older_first)) = previous.as_ref().filter(|_| holds) {
+                if !headed {
+                    check_continuity(dir, older, *older_first, number, None)?;
+                }
+            }
+            if holds {
+                previous = Some((seg, first));
+            }
+            if newest {
                 headless = number != 0 && !headed && seg.records == 0;
                 unheaded = number != 0 && !headed && seg.records > 0;
                 current = Some(journal);
@@ -514,7 +637,8 @@ mod tests {
             s.append_all(&[&record(i)]).unwrap();
         }
         drop(s);
-        // As `repair` leaves a segment: its second record's line gone.
+        // As `repair` leaves a segment: its second record's line gone, and
+        // kept in `.corrupt` beside it.
         let first = dir.join(file_name(1));
         let text = fs::read_to_string(&first).unwrap();
         let kept: Vec<&str> = text
@@ -524,12 +648,78 @@ mod tests {
             .map(|(_, l)| l)
             .collect();
         fs::write(&first, kept.join("\n") + "\n").unwrap();
+        let moved = text.lines().nth(2).unwrap().to_string() + "\n";
+        fs::write(format!("{}.corrupt", first.display()), moved).unwrap();
         let (s, seen) = from(&dir, 0);
         assert_eq!(seen.len(), 9);
         assert_eq!(s.appended(), 10, "the next record is still number 10");
         let (_, seen) = from(&dir, 8);
         assert_eq!(seen, [record(8), record(9)]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Ten records in segments of four: records 0-3, 4-7 and 8-9.
+    fn three_segments(name: &str) -> PathBuf {
+        let dir = temp_dir(name);
+        let (mut s, _) = from(&dir, 0);
+        for i in 0..10 {
+            s.append_all(&[&record(i)]).unwrap();
+        }
+        dir
+    }
+
+    fn refused(dir: &Path) -> String {
+        let by_snapshot = Segments::open_from(dir, None, retention(0, 4), 0, |_| Ok(()));
+        let whole = Segments::open(dir, None, retention(0, 4));
+        let (Err(a), Err(b)) = (by_snapshot, whole) else {
+            panic!("{} opened", dir.display());
+        };
+        assert_eq!(a.split(';').next(), b.split(';').next(), "{a} / {b}");
+        a
+    }
+
+    #[test]
+    fn a_gap_between_segments_refuses_the_start_naming_the_missing_records() {
+        // A line gone from an older segment, with nothing in `.corrupt`.
+        let dir = three_segments("gap-line");
+        let first = dir.join(file_name(1));
+        let text = fs::read_to_string(&first).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"seq\":2")).collect();
+        assert_eq!(kept.len() + 1, text.lines().count());
+        fs::write(&first, kept.join("\n") + "\n").unwrap();
+        let e = refused(&dir);
+        assert!(e.contains("1 records are missing"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+
+        // A middle segment deleted.
+        let dir = three_segments("gap-file");
+        fs::remove_file(dir.join(file_name(2))).unwrap();
+        let e = refused(&dir);
+        assert!(e.contains("segments 2 to 2 are missing"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_the_newest_segments_torn_tail_is_cut() {
+        let dir = three_segments("torn-middle");
+        let middle = dir.join(file_name(2));
+        let len = fs::metadata(&middle).unwrap().len();
+        let file = fs::OpenOptions::new().write(true).open(&middle).unwrap();
+        file.set_len(len - 5).unwrap();
+        let e = refused(&dir);
+        assert!(e.contains("cut or damaged"), "{e}");
+        assert!(e.contains("0000000002.jsonl"), "{e}");
+        assert_eq!(fs::metadata(&middle).unwrap().len(), len - 5, "nothing cut");
+
+        // The newest one's torn tail is a crash's, and is cut.
+        let dir2 = three_segments("torn-newest");
+        let newest = dir2.join(file_name(3));
+        let mut file = fs::OpenOptions::new().append(true).open(&newest).unwrap();
+        std::io::Write::write_all(&mut file, b"{\"torn").unwrap();
+        let (s, seen) = from(&dir2, 0);
+        assert_eq!((seen.len(), s.appended()), (10, 10));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&dir2);
     }
 
     #[test]

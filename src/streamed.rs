@@ -59,6 +59,7 @@ impl Harness {
             run_retention: crate::runs::Retention::default(),
             snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout: None,
+            declared_ceiling: crate::declared::Ceiling::default(),
         };
         let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -243,9 +244,14 @@ fn listings_written_a_page_at_a_time_read_as_one_answer() {
         (Some(Status::Completed), None, 1000),
         (Some(Status::Running), Some("run-001"), 70),
     ] {
+        // As the listing printed it whole: each run with its metrics as sent.
         let page = h.app.runs.list(status, after, limit).unwrap();
-        let runs: Vec<Value> = page.runs.iter().map(|r| r.to_json()).collect();
-        let want = json!({"runs": runs, "next_after": page.next_after}).to_string();
+        let runs: Vec<String> = page.runs.iter().map(|r| r.to_json_text()).collect();
+        let next_after = serde_json::to_string(&page.next_after).unwrap();
+        let want = format!(
+            r#"{{"next_after":{next_after},"runs":[{}]}}"#,
+            runs.join(",")
+        );
         let mut target = format!("/api/v1/runs?limit={limit}");
         if let Some(s) = status {
             target.push_str(&format!("&status={}", s.as_str()));

@@ -1,134 +1,442 @@
-//! The command line's help: one text for the whole program and one per
-//! subcommand, and the nearest subcommand to a mistyped one.
+//! The command line's help, from one table of commands and one of options:
+//! the program's help lists the commands, each command's help lists its
+//! options in aligned columns, the parser ([`crate::config`]) takes the
+//! flags each command accepts from the same table, and a mistyped command
+//! or flag gets the nearest one suggested.
+
+/// The commands, in the order the help lists them: the name, its usage
+/// after `conductor-metrics`, and what it does.
+const COMMANDS: [(&str, &str, &str); 10] = [
+    (
+        "serve",
+        "[serve] [OPTIONS]",
+        "run the server (the default: no command runs it)",
+    ),
+    (
+        "status",
+        "status [--url URL]",
+        "print a summary of a running server",
+    ),
+    ("budget", "budget [--url URL]", "print the day's budget"),
+    (
+        "trigger",
+        "trigger [--url URL]",
+        "start a run if the budget allows (exit 3 when refused)",
+    ),
+    (
+        "complete",
+        "complete RUN_ID [--cost DOLLARS] [--url URL]",
+        "complete the run RUN_ID, such as one `trigger` started",
+    ),
+    (
+        "fail",
+        "fail RUN_ID [--error TEXT] [--cost DOLLARS] [--url URL]",
+        "fail the run RUN_ID",
+    ),
+    (
+        "cancel",
+        "cancel RUN_ID [--cost DOLLARS] [--url URL]",
+        "cancel the run RUN_ID",
+    ),
+    (
+        "demo",
+        "demo [--url URL] [--runs N] [--seed S]",
+        "send a seeded synthetic workload to a running server",
+    ),
+    (
+        "repair",
+        "repair [--data-dir DIR]",
+        "move damaged journal lines aside, so the server starts",
+    ),
+    (
+        "help",
+        "help [COMMAND]",
+        "print this text, or a command's own help",
+    ),
+];
 
 /// The subcommands, in the order the help lists them.
 pub const SUBCOMMANDS: [&str; 10] = [
     "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo", "repair", "help",
 ];
 
-/// The `--help` text of the whole program.
-pub const HELP: &str = "\
-conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration
-
-Usage:
-  conductor-metrics [serve] [OPTIONS]      run the server (the default)
-  conductor-metrics status [--url URL]     print a summary from a running server
-  conductor-metrics budget [--url URL]     print the day's budget
-  conductor-metrics trigger [--url URL]    start a run if the budget allows (exit 3 when refused)
-  conductor-metrics complete RUN_ID [--cost DOLLARS]
-  conductor-metrics fail RUN_ID [--error TEXT] [--cost DOLLARS]
-  conductor-metrics cancel RUN_ID [--cost DOLLARS]
-                                           finish a run, such as one `trigger` started
-  conductor-metrics demo [--url URL] [--runs N] [--seed S]
-                                           send a seeded synthetic workload to a running server
-  conductor-metrics repair [--data-dir DIR]
-                                           move damaged journal lines aside, so the server starts
-  conductor-metrics help [SUBCOMMAND]      this text, or a subcommand's own
-  conductor-metrics --version
-
-Run `conductor-metrics SUBCOMMAND --help` for a subcommand's options.
-";
-
-/// `serve --help`.
-pub const SERVE: &str = "\
-conductor-metrics serve: run the server (the default subcommand)
-
-Usage: conductor-metrics [serve] [OPTIONS]
-
-Options (each has an environment variable; the flag wins):
-  --addr HOST:PORT       listen address            CONDUCTOR_ADDR      (127.0.0.1:14355)
-  --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
-  --max-body BYTES       request body limit        CONDUCTOR_MAX_BODY  (1MiB; K, M, KiB, MiB suffixes)
-  --api-key-file FILE    require this key on /api/v1/*  (or the key itself in CONDUCTOR_API_KEY)
-  --log-level LEVEL      error, warn, info, debug  CONDUCTOR_LOG       (info)
-  --log-format FORMAT    json or text                                  (json)
-  --idle-timeout DUR     close idle keep-alive connections  CONDUCTOR_IDLE_TIMEOUT    (30s)
-  --header-timeout DUR   time allowed to send a request head CONDUCTOR_HEADER_TIMEOUT (10s)
-  --write-timeout DUR    time a client has to take each 64 KiB of an answer  CONDUCTOR_WRITE_TIMEOUT (10s)
-  --max-connections N    open connection cap            CONDUCTOR_MAX_CONNECTIONS (4096)
-  --shutdown-timeout DUR time to finish requests on SIGTERM CONDUCTOR_SHUTDOWN_TIMEOUT (10s)
-                         (DUR: seconds, or a number with ms, s, m or h)
-  --daily-budget DOLLARS daily spend limit         AGENT_DAILY_BUDGET  (5.00)
-  --run-estimate DOLLARS reserved per run start    AGENT_RUN_ESTIMATE  (0.15)
-  --pricing FILE         model prices, JSON        (default $15 in / $75 out per 1M tokens)
-                         ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
-  --metrics-file FILE    declared metric families, JSON  CONDUCTOR_METRICS_FILE (none)
-  --run-timeout DUR      end a run with no event this long as abandoned  CONDUCTOR_RUN_TIMEOUT (6h; 0: never)
-  --retain-messages N    newest bus messages kept  CONDUCTOR_RETAIN_MESSAGES (100000; 0: no bound)
-  --retain-message-bytes BYTES  bytes of them kept  CONDUCTOR_RETAIN_MESSAGE_BYTES (64MiB; 0: no bound)
-  --retain-runs N        newest finished runs kept  CONDUCTOR_RETAIN_RUNS (100000; 0: no bound)
-  --retain-run-bytes BYTES  bytes of them kept   CONDUCTOR_RETAIN_RUN_BYTES (64MiB; 0: no bound)
-  --snapshot-bytes BYTES  run journal growth between snapshots  CONDUCTOR_SNAPSHOT_BYTES (16MiB; 0: none)
-
-Traces (OpenTelemetry), by environment variable only:
-  OTEL_EXPORTER_OTLP_ENDPOINT     http:// OTLP/HTTP collector; unset: no tracing
-  OTEL_SERVICE_NAME               service.name               (conductor-metrics)
-  OTEL_BSP_MAX_QUEUE_SIZE         spans waiting for export   (2048)
-  OTEL_BSP_MAX_EXPORT_BATCH_SIZE  spans per request          (512)
-  OTEL_BSP_SCHEDULE_DELAY         ms a partial batch waits   (1000)
-  OTEL_EXPORTER_OTLP_TIMEOUT      ms per export request      (5000)
-
-SIGTERM or SIGINT stops the server gracefully: it stops accepting, answers
-the requests in flight, closes the streams and exits 0.
-";
-
-/// `repair --help`.
-pub const REPAIR: &str = "\
-conductor-metrics repair: move damaged journal lines aside, so the server starts
-
-Usage: conductor-metrics repair [--data-dir DIR]
-
-A server refuses to start on a journal with a damaged line (a checksum that
-does not match, or a line that is not JSON), naming the file, the line and
-the byte offset. This checks every journal (*.jsonl) under the data dir and
-the budget ledger dir, appends each damaged line to FILE.corrupt beside it,
-rewrites the journal without it, and prints what it moved. A torn last line
-is cut, as a start would. Stop the server first.
-
-Options:
-  --data-dir DIR         journals and ledgers      CONDUCTOR_DATA_DIR  (./data)
-                         ledger directory          AGENT_BUDGET_DIR    (DATA_DIR/budget)
-
-Exit codes: 0 done (whether or not anything was moved), 1 a file could not be
-read or written, 2 bad input.
-";
-
-/// The options every client subcommand shares.
-const CLIENT_OPTIONS: &str = "\
-  --url URL              server base URL           CONDUCTOR_URL       (http://127.0.0.1:14355)
-  CONDUCTOR_API_KEY      sent as a bearer token when set
-";
-
-/// The help text of `sub`, or `None` for a name that is not a subcommand.
-pub fn subcommand_help(sub: &str) -> Option<String> {
-    let (usage, what, extra) = match sub {
-        "serve" => return Some(SERVE.to_string()),
-        "repair" => return Some(REPAIR.to_string()),
-        "help" => return Some(HELP.to_string()),
-        "status" => ("status [--url URL]", "print a summary of a running server: uptime, run counts, bus appends and the active runs", ""),
-        "budget" => ("budget [--url URL]", "print the day's budget as the research agent's CLI does (Agent Budget Status)", ""),
-        "trigger" => ("trigger [--url URL]", "trigger a cycle (POST /api/v1/agent/trigger) and print the JSON answer; exit 0 when triggered, 3 when the budget refused it, 1 otherwise", ""),
-        "complete" => ("complete RUN_ID [--cost DOLLARS] [--url URL]", "complete a running run and print it with the cost recorded", "  --cost DOLLARS         the run's cost; priced from its token events when absent\n"),
-        "fail" => ("fail RUN_ID [--error TEXT] [--cost DOLLARS] [--url URL]", "fail a running run and print it with the cost recorded", "  --error TEXT           what went wrong\n  --cost DOLLARS         the run's cost; priced from its token events when absent\n"),
-        "cancel" => ("cancel RUN_ID [--cost DOLLARS] [--url URL]", "cancel a running run and print it with the cost recorded", "  --cost DOLLARS         the run's cost; priced from its token events when absent\n"),
-        "demo" => ("demo [--url URL] [--runs N] [--seed S]", "send a seeded synthetic workload to a running server", "  --runs N               runs to send, 1 to 10000                      (20)\n  --seed S               workload seed; one seed, one workload          (1)\n"),
-        _ => return None,
-    };
-    Some(format!(
-        "conductor-metrics {sub}: {what}\n\nUsage: conductor-metrics {usage}\n\nOptions:\n{extra}{CLIENT_OPTIONS}\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input{}.\n",
-        if sub == "trigger" { ", 3 the budget refused the run" } else { "" }
-    ))
+/// One setting of a command, as its help shows it: a flag with its
+/// value's placeholder, an environment variable, or both. Plain data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opt {
+    /// The flag without its leading `--`, or `""` for a setting that only
+    /// an environment variable sets.
+    pub flag: &'static str,
+    /// The placeholder of the flag's value.
+    pub value: &'static str,
+    /// What it sets, with the default in parentheses.
+    pub what: &'static str,
+    /// The environment variable that sets it too, or `""`.
+    pub env: &'static str,
 }
 
-/// The subcommand nearest to `word` by edit distance, when it is near
-/// enough to be a typo (at most two edits, and fewer than its length).
-pub fn nearest(word: &str) -> Option<&'static str> {
-    SUBCOMMANDS
+const fn opt(
+    flag: &'static str,
+    value: &'static str,
+    what: &'static str,
+    env: &'static str,
+) -> Opt {
+    Opt {
+        flag,
+        value,
+        what,
+        env,
+    }
+}
+
+/// `serve`'s settings.
+const SERVE_OPTIONS: &[Opt] = &[
+    opt(
+        "addr",
+        "HOST:PORT",
+        "listen address (127.0.0.1:14355)",
+        "CONDUCTOR_ADDR",
+    ),
+    opt(
+        "data-dir",
+        "DIR",
+        "journals and ledgers (./data)",
+        "CONDUCTOR_DATA_DIR",
+    ),
+    opt(
+        "max-body",
+        "BYTES",
+        "request body limit (1MiB)",
+        "CONDUCTOR_MAX_BODY",
+    ),
+    opt(
+        "api-key-file",
+        "FILE",
+        "require the key in FILE on /api/v1/* (none)",
+        "CONDUCTOR_API_KEY",
+    ),
+    opt(
+        "log-level",
+        "LEVEL",
+        "error, warn, info or debug (info)",
+        "CONDUCTOR_LOG",
+    ),
+    opt("log-format", "FORMAT", "json or text (json)", ""),
+    opt(
+        "idle-timeout",
+        "DUR",
+        "close keep-alive connections idle this long (30s)",
+        "CONDUCTOR_IDLE_TIMEOUT",
+    ),
+    opt(
+        "header-timeout",
+        "DUR",
+        "time allowed to send a request head (10s)",
+        "CONDUCTOR_HEADER_TIMEOUT",
+    ),
+    opt(
+        "write-timeout",
+        "DUR",
+        "time a client has to take each 64 KiB of an answer (10s)",
+        "CONDUCTOR_WRITE_TIMEOUT",
+    ),
+    opt(
+        "max-connections",
+        "N",
+        "open connection cap (4096)",
+        "CONDUCTOR_MAX_CONNECTIONS",
+    ),
+    opt(
+        "shutdown-timeout",
+        "DUR",
+        "time to finish requests on SIGTERM (10s)",
+        "CONDUCTOR_SHUTDOWN_TIMEOUT",
+    ),
+    opt(
+        "daily-budget",
+        "DOLLARS",
+        "daily spend limit (5.00)",
+        "AGENT_DAILY_BUDGET",
+    ),
+    opt(
+        "run-estimate",
+        "DOLLARS",
+        "reserved per run start (0.15)",
+        "AGENT_RUN_ESTIMATE",
+    ),
+    opt(
+        "pricing",
+        "FILE",
+        "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
+        "",
+    ),
+    opt(
+        "",
+        "",
+        "ledger directory (DATA_DIR/budget)",
+        "AGENT_BUDGET_DIR",
+    ),
+    opt(
+        "metrics-file",
+        "FILE",
+        "declared metric families, JSON (none)",
+        "CONDUCTOR_METRICS_FILE",
+    ),
+    opt(
+        "declared-label-bytes",
+        "BYTES",
+        "label bytes of all declared series (4MiB; 0: no bound)",
+        "CONDUCTOR_DECLARED_LABEL_BYTES",
+    ),
+    opt(
+        "declared-exposition-bytes",
+        "BYTES",
+        "most the declared families write in a scrape (16MiB; 0: no bound)",
+        "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+    ),
+    opt(
+        "run-timeout",
+        "DUR",
+        "end a run silent this long as abandoned (6h; 0: never)",
+        "CONDUCTOR_RUN_TIMEOUT",
+    ),
+    opt(
+        "retain-messages",
+        "N",
+        "newest bus messages kept (100000; 0: no bound)",
+        "CONDUCTOR_RETAIN_MESSAGES",
+    ),
+    opt(
+        "retain-message-bytes",
+        "BYTES",
+        "bytes of them kept (64MiB; 0: no bound)",
+        "CONDUCTOR_RETAIN_MESSAGE_BYTES",
+    ),
+    opt(
+        "retain-runs",
+        "N",
+        "newest finished runs kept (100000; 0: no bound)",
+        "CONDUCTOR_RETAIN_RUNS",
+    ),
+    opt(
+        "retain-run-bytes",
+        "BYTES",
+        "bytes of them kept (64MiB; 0: no bound)",
+        "CONDUCTOR_RETAIN_RUN_BYTES",
+    ),
+    opt(
+        "snapshot-bytes",
+        "BYTES",
+        "run journal growth between snapshots (16MiB; 0: none)",
+        "CONDUCTOR_SNAPSHOT_BYTES",
+    ),
+];
+
+/// The server every client command talks to, and its key.
+const URL: Opt = opt(
+    "url",
+    "URL",
+    "server base URL (http://127.0.0.1:14355)",
+    "CONDUCTOR_URL",
+);
+const KEY: Opt = opt(
+    "",
+    "",
+    "sent as a bearer token when set",
+    "CONDUCTOR_API_KEY",
+);
+const COST: Opt = opt(
+    "cost",
+    "DOLLARS",
+    "the run's cost (priced from its token events)",
+    "",
+);
+
+const FAIL_OPTIONS: &[Opt] = &[opt("error", "TEXT", "what went wrong", ""), COST, URL, KEY];
+const DEMO_OPTIONS: &[Opt] = &[
+    opt("runs", "N", "runs to send, 1 to 10000 (20)", ""),
+    opt("seed", "S", "workload seed; one seed, one workload (1)", ""),
+    URL,
+    KEY,
+];
+const REPAIR_OPTIONS: &[Opt] = &[
+    opt(
+        "data-dir",
+        "DIR",
+        "journals and ledgers (./data)",
+        "CONDUCTOR_DATA_DIR",
+    ),
+    opt(
+        "",
+        "",
+        "ledger directory (DATA_DIR/budget)",
+        "AGENT_BUDGET_DIR",
+    ),
+];
+
+/// The settings of `command`; none for `help` or a word that is not a command.
+pub fn options(command: &str) -> &'static [Opt] {
+    match command {
+        "serve" => SERVE_OPTIONS,
+        "status" | "budget" | "trigger" => &[URL, KEY],
+        "complete" | "cancel" => &[COST, URL, KEY],
+        "fail" => FAIL_OPTIONS,
+        "demo" => DEMO_OPTIONS,
+        "repair" => REPAIR_OPTIONS,
+        _ => &[],
+    }
+}
+
+/// The environment variables of traces, with what each sets.
+const TRACE_VARIABLES: [(&str, &str); 6] = [
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http:// OTLP/HTTP collector (unset: no tracing)",
+    ),
+    ("OTEL_SERVICE_NAME", "service.name (conductor-metrics)"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "spans waiting for export (2048)"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans per request (512)"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "ms a partial batch waits (1000)"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (5000)"),
+];
+
+/// The `--help` text of the whole program: the commands, and where each
+/// one's options are.
+pub fn program_help() -> String {
+    let mut out = String::from(
+        "conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration\n\n\
+         Usage: conductor-metrics [COMMAND] [OPTIONS]\n\nCommands:\n",
+    );
+    let rows: Vec<[&str; 2]> = COMMANDS
         .iter()
-        .map(|s| (distance(word, s), *s))
+        .map(|(name, _, what)| [*name, *what])
+        .collect();
+    columns(&mut out, &rows);
+    out.push_str(
+        "\nRun `conductor-metrics help COMMAND` or `conductor-metrics COMMAND --help` for a command's\n\
+         options; `conductor-metrics --version` prints the version.\n",
+    );
+    out
+}
+
+/// The help text of `command`, or `None` for a word that is not one.
+pub fn command_help(command: &str) -> Option<String> {
+    let (_, usage, what) = COMMANDS.iter().find(|(name, _, _)| *name == command)?;
+    if command == "help" {
+        return Some(program_help());
+    }
+    let mut out =
+        format!("conductor-metrics {command}: {what}\n\nUsage: conductor-metrics {usage}\n");
+    if let Some(about) = about(command) {
+        out.push('\n');
+        out.push_str(about);
+    }
+    out.push_str("\nOptions (a flag wins over its environment variable):\n");
+    let flags: Vec<String> = options(command)
+        .iter()
+        .map(|o| match o.flag {
+            "" => String::new(),
+            flag => format!("--{flag} {}", o.value),
+        })
+        .collect();
+    let rows: Vec<[&str; 3]> = options(command)
+        .iter()
+        .zip(&flags)
+        .map(|(o, flag)| [flag.as_str(), o.what, o.env])
+        .collect();
+    columns(&mut out, &rows);
+    out.push_str(&footer(command));
+    Some(out)
+}
+
+/// What a command's help says between its usage and its options.
+fn about(command: &str) -> Option<&'static str> {
+    match command {
+        "repair" => Some(
+            "A server refuses to start on a journal with a damaged line (a checksum that\n\
+             does not match, or a line that is not JSON), naming the file, the line and\n\
+             the byte offset. This checks every journal (*.jsonl) under the data dir and\n\
+             the budget ledger dir, appends each damaged line to FILE.corrupt beside it,\n\
+             rewrites the journal without it, and prints what it moved. A torn last line\n\
+             is cut, as a start would. Stop the server first.\n",
+        ),
+        "complete" | "fail" | "cancel" => {
+            Some("Prints the run as the server answers it, with the cost recorded.\n")
+        }
+        "trigger" => Some("Posts to /api/v1/agent/trigger and prints the JSON answer.\n"),
+        _ => None,
+    }
+}
+
+/// What a command's help says after its options.
+fn footer(command: &str) -> String {
+    match command {
+        "serve" => {
+            let mut out = String::from(
+                "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
+                 K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
+                 Traces (OpenTelemetry), by environment variable only:\n",
+            );
+            let rows: Vec<[&str; 2]> = TRACE_VARIABLES
+                .iter()
+                .map(|(v, what)| [*v, *what])
+                .collect();
+            columns(&mut out, &rows);
+            out.push_str(
+                "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
+                 the requests in flight, closes the streams and exits 0.\n",
+            );
+            out
+        }
+        "repair" => {
+            "\nExit codes: 0 done (whether or not anything was moved), 1 a file could not be\n\
+             read or written, 2 bad input.\n"
+                .to_string()
+        }
+        "trigger" => {
+            "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input,\n\
+             3 the budget refused the run.\n"
+                .to_string()
+        }
+        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n"
+            .to_string(),
+    }
+}
+
+/// Appends `rows` as aligned columns, two spaces in, two spaces apart. A
+/// cell with nothing after it sets no column's width, and leaves no
+/// trailing space.
+fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
+    let mut widths = [0; N];
+    for row in rows {
+        let filled = row.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (w, cell) in widths.iter_mut().zip(&row[..filled]) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in rows {
+        let mut line = String::from("  ");
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < N {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+/// The word among `candidates` nearest to `word` by edit distance, when it
+/// is near enough to be a typo (at most two edits, and fewer than its length).
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
         .filter(|(d, _)| *d <= 2 && *d < word.len())
         .min_by_key(|(d, _)| *d)
-        .map(|(_, s)| s)
+        .map(|(_, c)| c)
 }
 
 /// The Levenshtein distance, over bytes: names are ASCII.
@@ -154,25 +462,90 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_subcommand_has_its_own_help() {
+    fn every_command_has_its_own_help_and_the_program_help_lists_them() {
+        let program = program_help();
         for sub in SUBCOMMANDS {
-            let text = subcommand_help(sub).unwrap();
+            let text = command_help(sub).unwrap();
+            assert!(text.contains(&format!("conductor-metrics {sub}")), "{sub}");
             assert!(
-                text.contains(&format!("conductor-metrics {sub}")) || sub == "help",
-                "{sub}"
+                program.contains(&format!("\n  {sub} ")),
+                "{sub} in {program}"
             );
         }
-        assert!(subcommand_help("nope").is_none());
-        assert!(SERVE.contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        assert_eq!(command_help("help"), Some(program));
+        assert!(command_help("nope").is_none());
+        assert!(command_help("serve")
+            .unwrap()
+            .contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.0).collect();
+        assert_eq!(names, SUBCOMMANDS);
+    }
+
+    /// The column each line's cells start at, after the two-space indent.
+    fn starts(line: &str) -> Vec<usize> {
+        let bytes = line.as_bytes();
+        (2..bytes.len())
+            .filter(|&i| bytes[i] != b' ' && (i == 2 || bytes[i - 2..i] == *b"  "))
+            .collect()
+    }
+
+    #[test]
+    fn every_option_line_is_aligned() {
+        for sub in SUBCOMMANDS {
+            let text = command_help(sub).unwrap();
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  --")).collect();
+            assert_eq!(
+                lines.len(),
+                options(sub).iter().filter(|o| !o.flag.is_empty()).count(),
+                "{sub}: {text}"
+            );
+            // The description column is the same for every flag; so is the
+            // variable column for every flag that has one.
+            let description: Vec<usize> = lines.iter().map(|l| starts(l)[1]).collect();
+            assert!(
+                description.windows(2).all(|w| w[0] == w[1]),
+                "{sub}: {text}"
+            );
+            let variables: Vec<usize> = lines
+                .iter()
+                .filter(|l| starts(l).len() == 3)
+                .map(|l| starts(l)[2])
+                .collect();
+            assert!(variables.windows(2).all(|w| w[0] == w[1]), "{sub}: {text}");
+            for o in options(sub).iter().filter(|o| !o.env.is_empty()) {
+                let line = text.lines().find(|l| l.ends_with(o.env)).unwrap();
+                if !o.flag.is_empty() {
+                    assert!(line.starts_with(&format!("  --{} ", o.flag)), "{line}");
+                }
+                assert_eq!(starts(line).last(), variables.first(), "{sub}: {line}");
+            }
+        }
+        let program = program_help();
+        let commands: Vec<usize> = program
+            .lines()
+            .filter(|l| {
+                SUBCOMMANDS
+                    .iter()
+                    .any(|s| l.starts_with(&format!("  {s} ")))
+            })
+            .map(|l| starts(l)[1])
+            .collect();
+        assert_eq!(commands.len(), SUBCOMMANDS.len(), "{program}");
+        assert!(commands.windows(2).all(|w| w[0] == w[1]), "{program}");
     }
 
     #[test]
     fn near_misses_are_suggested() {
-        assert_eq!(nearest("stauts"), Some("status"));
-        assert_eq!(nearest("serv"), Some("serve"));
-        assert_eq!(nearest("tigger"), Some("trigger"));
-        assert_eq!(nearest("xyzzy"), None);
-        assert_eq!(nearest("a"), None);
+        let commands = || SUBCOMMANDS.iter().copied();
+        assert_eq!(nearest("stauts", commands()), Some("status"));
+        assert_eq!(nearest("serv", commands()), Some("serve"));
+        assert_eq!(nearest("tigger", commands()), Some("trigger"));
+        assert_eq!(nearest("xyzzy", commands()), None);
+        assert_eq!(nearest("a", commands()), None);
+        let flags = || options("serve").iter().map(|o| o.flag);
+        assert_eq!(nearest("adr", flags()), Some("addr"));
+        assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
+        assert_eq!(nearest("workers", flags()), None);
         assert_eq!(distance("kitten", "sitting"), 3);
     }
 }

@@ -388,3 +388,36 @@ fn a_batch_survives_a_restart_whole() {
         "completed"
     );
 }
+
+/// A run's free texts have one limit on every route that takes them.
+#[test]
+fn a_text_has_the_same_limit_on_every_route() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let addr = server.addr();
+    let at_limit = "g".repeat(2048);
+    let over = "g".repeat(2049);
+    let ours = |id: &str, goal: &str| {
+        post_json(addr, "/api/v1/runs", &json!({"run_id": id, "goal": goal}))
+    };
+    let theirs = |id: &str, goal: &str| {
+        let event = json!({"type": "run_started", "runId": id, "taskSpec": {"goal": goal}});
+        post_json(addr, "/api/v1/events", &event)
+    };
+    assert_eq!(ours("a1", &at_limit).status, 201);
+    assert_eq!(theirs("b1", &at_limit).status, 200);
+    for (route, r) in [("runs", ours("a2", &over)), ("events", theirs("b2", &over))] {
+        assert_eq!(r.status, 400, "{route}: {}", r.text());
+        assert!(r.text().contains("goal"), "{route}: {}", r.text());
+        assert!(
+            r.text().contains("at most 2048 bytes"),
+            "{route}: {}",
+            r.text()
+        );
+    }
+    for id in ["a2", "b2"] {
+        assert_eq!(get(addr, &format!("/api/v1/runs/{id}")).status, 404);
+    }
+    let r = post_json(addr, "/api/v1/runs/a1/fail", &json!({"error": over}));
+    assert_eq!(r.status, 400, "{}", r.text());
+}

@@ -1,6 +1,7 @@
 //! The daily budget through the real binary: exact admission under
-//! concurrency, the 429 answer, run costs, the CLI, and no acknowledged
-//! spend lost to `kill -9`.
+//! concurrency, the 429 answer, run costs, the CLI, no acknowledged spend
+//! lost to `kill -9`, the research agent's budget file counted once, and
+//! spends of an `operation_id` counted once.
 
 mod common;
 
@@ -280,4 +281,306 @@ fn kill_9_during_concurrent_spending_loses_no_acknowledged_spend() {
                 .expect("every ledger line is whole JSON");
         }
     }
+}
+
+/// Today's UTC day, as the server's budget sees it on a fresh data dir.
+fn today() -> i64 {
+    conductor_metrics::time::day_of(conductor_metrics::time::now_unix())
+}
+
+/// `YYYY-MM-DD` of `day`.
+fn date(day: i64) -> String {
+    conductor_metrics::time::date_string(day)
+}
+
+/// The research agent's budget file of `day` as its `BudgetTracker` writes
+/// it (indented, `isoformat()` timestamps, a float `total_spend`): 30
+/// cycles of $0.15 and one entry of $0.40 without an operation id, $4.90.
+fn research_agent_file(day: i64) -> String {
+    let mut spend: Vec<serde_json::Value> = (0..30)
+        .map(|i| {
+            json!({
+                "amount": 0.15,
+                "operation_id": format!("op_agent_research_{i:03}"),
+                "timestamp": format!("{}T08:{:02}:00.123456+00:00", date(day), i),
+            })
+        })
+        .collect();
+    spend.push(json!({"amount": 0.40, "timestamp": format!("{}T09:00:00+00:00", date(day))}));
+    let total: f64 = spend.iter().map(|s| s["amount"].as_f64().unwrap()).sum();
+    let doc = json!({"date": date(day), "limit": 5.0, "spend": spend, "total_spend": total});
+    serde_json::to_string_pretty(&doc).unwrap()
+}
+
+/// The server's log lines with `msg`.
+fn logged(server: &ServerProc, msg: &str) -> Vec<serde_json::Value> {
+    let lines = server.stderr_json().into_iter();
+    lines.filter(|l| l["msg"] == msg).collect()
+}
+
+#[test]
+fn a_research_agent_budget_file_is_counted_once_across_two_restarts() {
+    let dir = TempDir::new();
+    let budget_dir = dir.join("agent-budget");
+    std::fs::create_dir(&budget_dir).unwrap();
+    // Today's file, and tomorrow's, in case the UTC day rolls while the test
+    // runs: whichever is the server's day is counted, and only it.
+    let today = today();
+    for day in [today, today + 1] {
+        let file = budget_dir.join(format!("{}.json", date(day)));
+        std::fs::write(file, research_agent_file(day)).unwrap();
+    }
+    let env = [("AGENT_BUDGET_DIR", budget_dir.to_str().unwrap())];
+    let args = ["--daily-budget", "5", "--run-estimate", "0.15"];
+    for start in 0..3 {
+        let mut server = ServerProc::start(dir.path(), &args, &env);
+        let addr = server.addr();
+        let b = get_json(addr, "/api/v1/budget").json();
+        assert_eq!(b["today_spend"], 4.9, "start {start}: {b}");
+        assert_eq!(b["spend_events"], 31, "start {start}: {b}");
+        assert!([date(today), date(today + 1)].contains(&b["date"].as_str().unwrap().into()));
+        let metrics = common::get(addr, "/metrics").text();
+        assert_eq!(
+            common::sample(&metrics, "agent_budget_today_spend_dollars"),
+            Some(4.9)
+        );
+        // $4.90 spent and $0.15 to reserve is past the $5.00 limit.
+        let refused = post_json(addr, "/api/v1/runs", &json!({}));
+        assert_eq!(refused.status, 429, "start {start}");
+        let trigger = post_json(addr, "/api/v1/agent/trigger", &json!({}));
+        assert_eq!(
+            trigger.json()["reason"],
+            "budget_exhausted",
+            "start {start}"
+        );
+        let read = logged(&server, "research agent budget file read");
+        assert_eq!(read.len(), 1, "start {start}");
+        let counted = if start == 0 { 31 } else { 0 };
+        assert_eq!(read[0]["counted"], counted, "start {start}: {}", read[0]);
+        assert_eq!(read[0]["already_recorded"], 31 - counted);
+        assert!(
+            read[0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{}.json", b["date"].as_str().unwrap())),
+            "{}",
+            read[0]
+        );
+        assert!(logged(&server, "research agent budget file: total_spend is not the sum of its entries; the entries are counted").is_empty());
+        if start == 0 {
+            // The import crossed 50% and 80% of the limit, once; the bus
+            // messages are posted as the server starts.
+            let thresholds = common::poll_until(Duration::from_secs(10), || {
+                let messages = get_json(addr, "/api/v1/messages").json();
+                let alerts: Vec<_> = messages["messages"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["type"] == "BUDGET_ALERT")
+                    .map(|m| m["body"]["threshold_percent"].clone())
+                    .collect();
+                (alerts.len() >= 2).then_some(alerts)
+            });
+            assert_eq!(thresholds, [json!(50), json!(80)]);
+        }
+        server.kill();
+    }
+}
+
+#[test]
+fn a_research_agent_budget_file_for_another_day_is_ignored() {
+    let dir = TempDir::new();
+    let budget_dir = dir.join("budget");
+    std::fs::create_dir(&budget_dir).unwrap();
+    let today = today();
+    for day in [today - 1, today + 2] {
+        let file = budget_dir.join(format!("{}.json", date(day)));
+        std::fs::write(file, research_agent_file(day)).unwrap();
+    }
+    let broken = budget_dir.join(format!("{}.json", date(today - 3)));
+    std::fs::write(&broken, "{\"date\": ").unwrap();
+    let server = ServerProc::start(dir.path(), &["--daily-budget", "5"], &[]);
+    let b = get_json(server.addr(), "/api/v1/budget").json();
+    assert_eq!(
+        (b["today_spend"].as_f64(), b["spend_events"].as_u64()),
+        (Some(0.0), Some(0))
+    );
+    assert_eq!(
+        post_json(server.addr(), "/api/v1/runs", &json!({})).status,
+        201
+    );
+    assert!(logged(&server, "research agent budget file read").is_empty());
+    assert_eq!(std::fs::read_to_string(&broken).unwrap(), "{\"date\": ");
+}
+
+#[test]
+fn a_malformed_research_agent_budget_file_stops_the_start_naming_the_file() {
+    let today = today();
+    let cut = &research_agent_file(today)[..60];
+    let no_spend = format!(
+        r#"{{"date": "{}", "limit": 5.0, "total_spend": 4.9}}"#,
+        date(today)
+    );
+    let bad_amount = research_agent_file(today).replacen("0.15", "-0.15", 1);
+    let cases = [
+        (
+            cut.to_string(),
+            "not JSON: EOF while parsing an object at line 5 column 5",
+        ),
+        (no_spend, r#"no "spend" list"#),
+        (
+            bad_amount,
+            "spend[0].amount must be a finite, non-negative number",
+        ),
+    ];
+    for (text, why) in cases {
+        let dir = TempDir::new();
+        let budget_dir = dir.join("budget");
+        std::fs::create_dir(&budget_dir).unwrap();
+        // Today's and tomorrow's, in case the UTC day rolls meanwhile.
+        for day in [today, today + 1] {
+            let text = text.replace(&date(today), &date(day));
+            std::fs::write(budget_dir.join(format!("{}.json", date(day))), text).unwrap();
+        }
+        let data = dir.path().to_str().unwrap();
+        let out = run_cli(
+            &["serve", "--addr", "127.0.0.1:0", "--data-dir", data],
+            &[],
+            None,
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(2), "{why}: {out:?}");
+        let plain: Vec<&str> = out.stderr.lines().filter(|l| !l.starts_with('{')).collect();
+        assert_eq!(plain.len(), 1, "{:?}", out.stderr);
+        let named = [today, today + 1].iter().any(|&d| {
+            let file = budget_dir.join(format!("{}.json", date(d)));
+            let file = file.canonicalize().unwrap();
+            plain[0].starts_with(&format!(
+                "conductor-metrics: research agent budget file {}: ",
+                file.display()
+            ))
+        });
+        assert!(named, "{}", plain[0]);
+        assert!(plain[0].contains(why), "{why} in {}", plain[0]);
+        assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+        let ledgers = std::fs::read_dir(&budget_dir).unwrap().filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_str().unwrap().ends_with(".jsonl")
+        });
+        assert_eq!(ledgers.count(), 0, "nothing counted");
+    }
+}
+
+#[test]
+fn a_spend_with_an_operation_id_is_counted_once() {
+    let dir = TempDir::new();
+    let args = ["--daily-budget", "5"];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let spend = |body: serde_json::Value| post_json(addr, "/api/v1/budget/spend", &body);
+    let first = spend(json!({"amount": 0.5, "operation_id": "op_1"}));
+    assert_eq!(first.status, 201);
+    let first = first.json();
+    assert_eq!(
+        (
+            &first["operation_id"],
+            &first["already_recorded"],
+            &first["amount"]
+        ),
+        (&json!("op_1"), &json!(false), &json!(0.5))
+    );
+    let again = spend(json!({"amount": 0.7, "operation_id": "op_1", "run_id": "r"}));
+    assert_eq!(again.status, 200);
+    let again = again.json();
+    assert_eq!(
+        (
+            &again["already_recorded"],
+            &again["amount"],
+            &again["alerts"]
+        ),
+        (&json!(true), &json!(0.5), &json!([]))
+    );
+    assert_eq!(again["status"]["today_spend"], 0.5);
+    // Without an operation id, every spend counts, and the answer is as before.
+    let plain = spend(json!({"amount": 0.25}));
+    assert_eq!(plain.status, 201);
+    assert!(plain.json().get("operation_id").is_none());
+    for bad in [
+        json!({"amount": 0.1, "operation_id": "op 1"}),
+        json!({"amount": 0.1, "operation_id": ""}),
+        json!({"amount": 0.1, "operation_id": "x".repeat(129)}),
+        json!({"amount": 0.1, "operation_id": 7}),
+    ] {
+        let r = spend(bad.clone());
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.json()["error"]["field"], "operation_id", "{bad}");
+    }
+    let invalid_repeat = spend(json!({"amount": -1, "operation_id": "op_1"}));
+    assert_eq!(
+        invalid_repeat.status, 400,
+        "input is checked before the repeat"
+    );
+
+    // Concurrent sends of one operation: one is recorded, the rest repeat it.
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let body = json!({"amount": 1.0, "operation_id": "op_2"});
+                post_json(addr, "/api/v1/budget/spend", &body).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (b["today_spend"].as_f64(), b["spend_events"].as_u64()),
+        (Some(1.75), Some(3))
+    );
+    server.kill();
+
+    // After a restart the ledger still knows both, and so does the import
+    // of a research agent file that names them.
+    let today = today();
+    for day in [today, today + 1] {
+        let doc = json!({"date": date(day), "limit": 5.0, "total_spend": 1.75, "spend": [
+            {"amount": 0.5, "operation_id": "op_1", "timestamp": "x"},
+            {"amount": 1.0, "operation_id": "op_2"},
+            {"amount": 0.25, "operation_id": "op_3"},
+        ]});
+        let file = dir.join("budget").join(format!("{}.json", date(day)));
+        std::fs::write(file, doc.to_string()).unwrap();
+    }
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let b = get_json(addr, "/api/v1/budget").json();
+    if b["date"] == date(today) {
+        assert_eq!(b["today_spend"], 2.0, "only op_3 is new: {b}");
+        let read = &logged(&server, "research agent budget file read")[0];
+        assert_eq!(
+            (&read["counted"], &read["already_recorded"]),
+            (&json!(1), &json!(2))
+        );
+        assert_eq!(spend_status(addr, "op_1"), 200);
+        assert_eq!(spend_status(addr, "op_3"), 200);
+    } else {
+        // The UTC day rolled during the test: the new day has its own file.
+        assert_eq!(b["today_spend"], 1.75, "{b}");
+    }
+}
+
+/// The status of a $0.10 spend of `operation_id`.
+fn spend_status(addr: std::net::SocketAddr, operation_id: &str) -> u16 {
+    let body = json!({"amount": 0.1, "operation_id": operation_id});
+    post_json(addr, "/api/v1/budget/spend", &body).status
 }

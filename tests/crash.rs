@@ -403,11 +403,9 @@ fn a_flipped_byte_refuses_the_start_until_repair_moves_the_line_aside() {
     let refused = common::run_cli(&serve, &[], None, TIME_LIMIT);
     assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
     let want = format!("line {line} (byte {line_start}) is damaged: its checksum does not match");
-    for part in [
-        "0000000001.jsonl",
-        want.as_str(),
-        "conductor-metrics repair --data-dir",
-    ] {
+    // The command names the data dir itself, not the store's directory in it.
+    let command = format!("`conductor-metrics repair --data-dir {data_arg}`");
+    for part in ["0000000001.jsonl", want.as_str(), command.as_str()] {
         assert!(
             refused.stderr.contains(part),
             "{part:?} in {}",

@@ -134,8 +134,46 @@ fn a_bad_update_anywhere_refuses_the_batch_and_names_the_field() {
     };
     assert_eq!(keep(&after), keep(&before));
     after.clear();
-    let get_is_405 = common::request(addr, "GET", "/api/v1/metrics", &[], None).unwrap();
-    assert_eq!(get_is_405.status, 405);
+    let delete_is_405 = common::request(addr, "DELETE", "/api/v1/metrics", &[], None).unwrap();
+    assert_eq!(delete_is_405.status, 405);
+    assert_eq!(delete_is_405.header("Allow"), Some("GET, POST"));
+}
+
+#[test]
+fn get_lists_the_declared_families_in_the_files_format() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let r = get(server.addr(), "/api/v1/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let families = r.json()["families"].clone();
+    // In file order, with the labels and buckets made explicit.
+    assert_eq!(
+        families[1],
+        json!({"name": "git_active_merges", "type": "gauge", "help": "Merges under way.", "labels": []})
+    );
+    assert_eq!(families[3]["buckets"], json!([0.5, 1.0, 5.0]), "{families}");
+    // What it lists is a metrics file the server takes, declaring the same families.
+    let listed = dir.join("listed.json");
+    std::fs::write(&listed, families.to_string()).unwrap();
+    let again = ServerProc::start(
+        &dir.join("again"),
+        &["--metrics-file", listed.to_str().unwrap()],
+        &[],
+    );
+    let r = get(again.addr(), "/api/v1/metrics");
+    assert_eq!(r.json()["families"], families);
+
+    // Without declarations the list is empty; asking leaves nothing refused behind.
+    let bare_dir = TempDir::new();
+    let bare = ServerProc::start(bare_dir.path(), &[], &[]);
+    let r = get(bare.addr(), "/api/v1/metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"families": []}));
+    let text = get(bare.addr(), "/metrics").text();
+    assert!(
+        !text.contains("status=\"4"),
+        "a refusal was counted: {text}"
+    );
 }
 
 #[test]
@@ -245,4 +283,170 @@ fn without_declarations_every_update_is_refused() {
         !dir.join("metrics.jsonl").exists() && !dir.join("metrics").exists(),
         "no journal without declarations"
     );
+}
+
+/// Starts the server on `dir`'s data with `families` as its metrics file.
+fn start_with(dir: &TempDir, families: &str, extra: &[&str]) -> ServerProc {
+    let file = dir.join("families.json");
+    std::fs::write(&file, families).unwrap();
+    let mut args = vec!["--metrics-file", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ServerProc::start(&dir.join("data"), &args, &[])
+}
+
+#[test]
+fn a_renamed_label_does_not_take_the_data_of_the_old_one() {
+    let dir = TempDir::new();
+    let model = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["model"]}]"#;
+    let result = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["result"]}]"#;
+    let mut server = start_with(&dir, model, &[]);
+    let inc = json!({"name": "c_total", "labels": {"model": "gpt"}, "inc": 50});
+    assert_eq!(
+        post_json(server.addr(), "/api/v1/metrics", &inc).status,
+        200
+    );
+    server.kill();
+    let mut server = start_with(&dir, result, &[]);
+    let text = get(server.addr(), "/metrics").text();
+    assert_eq!(sample(&text, r#"c_total{result="gpt"}"#), None, "{text}");
+    assert!(!text.contains("c_total{"), "{text}");
+    server.kill();
+    let server = start_with(&dir, model, &[]);
+    let text = get(server.addr(), "/metrics").text();
+    assert_eq!(sample(&text, r#"c_total{model="gpt"}"#), Some(50.0));
+}
+
+#[test]
+fn an_update_that_would_make_a_value_infinite_is_refused_and_what_was_taken_survives() {
+    let dir = TempDir::new();
+    // Snapshots after every record, so a restart reads the values from one.
+    let mut server = start_with(&dir, FAMILIES, &["--snapshot-bytes", "1"]);
+    let addr = server.addr();
+    let first = json!([
+        {"name": "git_merge_total", "labels": {"result": "ok"}, "inc": 3},
+        {"name": "git_merge_total", "labels": {"result": "ok"}, "inc": 1.5e308},
+        {"name": "git_active_merges", "set": 1.5e308},
+        {"name": "llm_request_duration_seconds", "labels": {"model": "m", "provider": "p"}, "observe": 1.5e308},
+    ]);
+    assert_eq!(post_json(addr, "/api/v1/metrics", &first).status, 200);
+    let before = get(addr, "/metrics").text();
+    let cases = [
+        (
+            json!({"name": "git_merge_total", "labels": {"result": "ok"}, "inc": 1.5e308}),
+            "updates[0].inc",
+        ),
+        (
+            json!([{"name": "git_active_merges", "set": 1}, {"name": "git_active_merges", "add": 1.7e308}, {"name": "git_active_merges", "add": 1.7e308}]),
+            "updates[2].add",
+        ),
+        (
+            json!({"name": "llm_request_duration_seconds", "labels": {"model": "m", "provider": "p"}, "observe": 1.5e308}),
+            "updates[0].observe",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = post_json(addr, "/api/v1/metrics", &body);
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(r.json()["error"]["field"], field, "{body}");
+    }
+    let after = get(addr, "/metrics").text();
+    let ours = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("git_") || l.starts_with("llm_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(ours(&after), ours(&before));
+    let counter = sample(&before, r#"git_merge_total{result="ok"}"#);
+    assert_eq!(counter, Some(1.5e308 + 3.0));
+    server.kill();
+    let server = start_with(&dir, FAMILIES, &["--snapshot-bytes", "1"]);
+    assert_eq!(ours(&get(server.addr(), "/metrics").text()), ours(&before));
+}
+
+#[test]
+fn past_the_byte_ceiling_new_series_go_to_the_overflow_series() {
+    let dir = TempDir::new();
+    let families = r#"[{"name": "wide", "type": "gauge", "help": "h", "labels": ["a", "b"]}]"#;
+    let ceiling = [
+        "--declared-exposition-bytes",
+        "64KiB",
+        "--declared-label-bytes",
+        "32KiB",
+    ];
+    let server = start_with(&dir, families, &ceiling);
+    let addr = server.addr();
+    let value = "v".repeat(256);
+    for batch in 0..10 {
+        let updates: Vec<Value> = (0..100)
+            .map(|i| json!({"name": "wide", "labels": {"a": format!("{batch}-{i}"), "b": value}, "set": -1.2345678901234567e-300}))
+            .collect();
+        let r = post_json(addr, "/api/v1/metrics", &Value::Array(updates));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let text = get(addr, "/metrics").text();
+    let declared: usize = text
+        .split_inclusive('\n')
+        .filter(|l| {
+            l.starts_with("wide") || l.starts_with("# HELP wide") || l.starts_with("# TYPE wide")
+        })
+        .map(str::len)
+        .sum();
+    assert!(declared <= 64 << 10, "{declared}");
+    let series = text.lines().filter(|l| l.starts_with("wide{")).count();
+    // About 270 bytes a series: 32 KiB of labels holds about 120.
+    assert!((100..130).contains(&series), "{series}");
+    assert!(text.contains(r#"wide{a="other",b="other"} "#), "{text}");
+    let overflowed = sample(&text, r#"conductor_series_overflow_total{metric="wide"}"#);
+    assert_eq!(overflowed, Some(1000.0 - (series - 1) as f64));
+}
+
+#[test]
+fn a_declaration_that_cannot_fit_under_the_ceiling_stops_the_start() {
+    let dir = TempDir::new();
+    let file = dir.join("families.json");
+    std::fs::write(&file, FAMILIES).unwrap();
+    let out = run_cli(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "--metrics-file",
+            file.to_str().unwrap(),
+            "--declared-exposition-bytes",
+            "1KiB",
+        ],
+        &[],
+        None,
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("byte ceiling"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--declared-exposition-bytes"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_declared_counter_never_goes_backwards() {
+    let dir = TempDir::new();
+    let server = start(&dir);
+    let inc = json!({"name": "git_merge_total", "labels": {"result": "ok"}, "inc": 8.9e15});
+    let batch = Value::Array(vec![inc; 1000]);
+    let mut last = 0.0;
+    for _ in 0..3 {
+        assert_eq!(
+            post_json(server.addr(), "/api/v1/metrics", &batch).status,
+            200
+        );
+        let text = get(server.addr(), "/metrics").text();
+        let now = sample(&text, r#"git_merge_total{result="ok"}"#).unwrap();
+        assert!(now > last, "{now} after {last}");
+        last = now;
+    }
+    assert!((last - 3000.0 * 8.9e15).abs() < 1e6, "{last}");
 }

@@ -1,6 +1,6 @@
 //! `conductor-metrics demo` through the real binary: its summary agrees with the server's
-//! counters, the same seed gives the same summary, budget refusals are counted, and its exit
-//! codes.
+//! counters, the same seed gives the same summary, budget refusals are counted, the example
+//! declarations get updates for every family without a refusal, and its exit codes.
 
 mod common;
 
@@ -86,6 +86,9 @@ fn summary_matches_the_servers_counters_and_the_seed_fixes_it() {
     assert!(n["events"] > 0 && n["messages"] > 0, "{line}");
     // One triage spend per run, on a server with the budget route.
     assert_eq!(n["budget"], 5, "{line}");
+    // Nothing declared, so no metric updates, and nothing was refused on the way to knowing it.
+    assert!(!n.contains_key("metric"), "{line}");
+    assert_eq!(refusals(&server), Vec::<serde_json::Value>::new());
 
     let r = get(server.addr(), "/metrics");
     assert_eq!(r.status, 200);
@@ -144,6 +147,55 @@ fn summary_matches_the_servers_counters_and_the_seed_fixes_it() {
     assert!(same_server_line.starts_with("demo: 5 runs, "));
 }
 
+/// The requests the server logged as answered with a 4xx.
+fn refusals(server: &ServerProc) -> Vec<serde_json::Value> {
+    server
+        .stderr_json()
+        .into_iter()
+        .filter(|l| {
+            l["msg"] == "request" && (400..500).contains(&l["status"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+#[test]
+fn with_the_example_declarations_every_family_moves_and_nothing_is_refused() {
+    let dir = TempDir::new();
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/examples/orchestrator-metrics.json"
+    );
+    let mut args = AMPLE_BUDGET.to_vec();
+    args.extend(["--metrics-file", file]);
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let out = demo(&server, &["--runs", "20", "--seed", "1"]);
+    let (line, n) = summary(&out.stdout);
+    assert!(n["metric"] > 0, "{line}");
+    assert_eq!(refusals(&server), Vec::<serde_json::Value>::new());
+
+    let text = get(server.addr(), "/metrics").text();
+    let declared: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    for family in declared.as_array().unwrap() {
+        let name = family["name"].as_str().unwrap();
+        match family["type"].as_str().unwrap() {
+            "histogram" => assert!(total(&text, &format!("{name}_count")) > 0.0, "{name}"),
+            "counter" => assert!(total(&text, name) > 0.0, "{name}"),
+            // A gauge may end at 0 (no merge in progress); it must have been set.
+            _ => assert!(
+                text.lines()
+                    .any(|l| l.starts_with(name) && !l.starts_with('#')),
+                "{name}"
+            ),
+        }
+    }
+    assert_eq!(total(&text, r#"tasks_by_state{status="ready"}"#), 0.0);
+    assert_eq!(
+        total(&text, r#"tasks_by_state{status="complete"}"#),
+        n["completed"] as f64
+    );
+}
+
 #[test]
 fn starts_refused_by_the_budget_are_counted_not_fatal() {
     let dir = TempDir::new();
@@ -175,13 +227,8 @@ fn starts_refused_by_the_budget_are_counted_not_fatal() {
 
 #[test]
 fn exit_codes_for_an_unreachable_server_and_bad_flags() {
-    // Bound then dropped, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let nothing = common::RefusedAddr::new();
+    let url = format!("http://{}", nothing.addr());
     let out = run_cli(&["demo", "--url", &url], &[], None, DEMO_TIMEOUT);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("cannot connect"), "{}", out.stderr);

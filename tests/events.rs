@@ -297,6 +297,21 @@ fn openmetrics_is_served_when_asked_for() {
     );
     let forced = get(server.addr(), "/metrics?format=openmetrics");
     assert!(forced.text().ends_with("# EOF\n"));
+    let shouted = get(server.addr(), "/metrics?format=OpenMetrics");
+    assert!(shouted.text().ends_with("# EOF\n"));
+    let empty = get(server.addr(), "/metrics?format=");
+    assert_eq!(
+        (empty.status, empty.header("Content-Type")),
+        (200, Some("text/plain; version=0.0.4; charset=utf-8"))
+    );
+    // A format it does not have is refused, naming the ones it has.
+    let xml = get(server.addr(), "/metrics?format=xml");
+    assert_eq!(xml.status, 400, "{}", xml.text());
+    let error: serde_json::Value = serde_json::from_str(&xml.text()).unwrap();
+    assert_eq!(
+        error["error"]["message"], "format: must be text, prometheus or openmetrics",
+        "{error}"
+    );
 }
 
 #[test]
@@ -341,4 +356,92 @@ fn logs_about_a_run_carry_its_ids_and_events_their_iteration_and_phase() {
     assert_eq!(request["run_id"], "logged");
     assert_eq!(request["correlation_id"], "corr-9");
     assert!(request["request_id"].is_string());
+}
+
+#[test]
+fn tokens_that_would_price_a_run_past_the_bound_are_refused_so_every_run_can_end() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &["--daily-budget", "1000"], &[]);
+    let addr = server.addr();
+    for id in ["big", "failing", "cancelling"] {
+        let r = post_json(addr, "/api/v1/runs", &json!({"run_id": id}));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // The default price is $15 a million input tokens: 6e13 is $900,000,000,
+    // under the $1e9 bound; twice that is over it.
+    let tokens = |n: u64| json!({"type": "tokens", "phase": "design", "input_tokens": n, "output_tokens": 0});
+    let r = post_json(
+        addr,
+        "/api/v1/runs/big/events",
+        &tokens(100_000_000_000_000),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("input_tokens"), "{}", r.text());
+    let r = post_json(addr, "/api/v1/runs/big/events", &tokens(60_000_000_000_000));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(addr, "/api/v1/runs/big/events", &tokens(60_000_000_000_000));
+    assert_eq!(
+        r.status,
+        400,
+        "the bound is on the run's total: {}",
+        r.text()
+    );
+    let run = get_json(addr, "/api/v1/runs/big").json();
+    assert_eq!(run["detail"]["tokens"]["input"], 60_000_000_000_000u64);
+
+    // The same bound on AgentGate's progress route, all or nothing.
+    let progress = json!([
+        {"type": "run_started", "runId": "p1", "workOrderId": "w", "timestamp": "2026-01-01T00:00:00Z"},
+        {"type": "tokens", "runId": "p1", "workOrderId": "w", "phase": "build", "input_tokens": 100_000_000_000_000u64, "output_tokens": 0}
+    ]);
+    let r = post_json(addr, "/api/v1/events", &progress);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("events[1].input_tokens"), "{}", r.text());
+    assert_eq!(get(addr, "/api/v1/runs/p1").status, 404);
+
+    for (id, end) in [
+        ("big", "complete"),
+        ("failing", "fail"),
+        ("cancelling", "cancel"),
+    ] {
+        let r = post_json(addr, &format!("/api/v1/runs/{id}/{end}"), &json!({}));
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+}
+
+#[test]
+fn token_counts_saturate_instead_of_wrapping() {
+    let dir = TempDir::new();
+    let pricing = dir.join("pricing.json");
+    std::fs::write(
+        &pricing,
+        r#"{"models": {"free": {"input": 0, "output": 0}}}"#,
+    )
+    .unwrap();
+    let args = ["--pricing", pricing.to_str().unwrap()];
+    let server = ServerProc::start(&dir.join("data"), &args, &[]);
+    let addr = server.addr();
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "r"})).status,
+        201
+    );
+    let huge = json!({"type": "tokens", "phase": "design", "model": "free",
+        "input_tokens": 1u64 << 63, "output_tokens": 1u64 << 63});
+    for _ in 0..2 {
+        let r = post_json(addr, "/api/v1/runs/r/events", &huge);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let text = get(addr, "/metrics").text();
+    let max = u64::MAX as f64;
+    assert_eq!(metric(&text, "agent_tokens_total{phase=\"design\"}"), max);
+    assert_eq!(
+        metric(
+            &text,
+            "conductor_tokens_total{phase=\"design\",type=\"input\"}"
+        ),
+        max
+    );
+    let run = get_json(addr, "/api/v1/runs/r").json();
+    assert_eq!(run["detail"]["tokens"]["input"], u64::MAX);
+    assert_eq!(run["detail"]["tokens"]["output"], u64::MAX);
 }

@@ -1305,9 +1305,13 @@ fn the_run_listing_pages_in_start_order() {
 
 #[test]
 fn help_and_version_exit_zero() {
+    // The program's help lists the commands; serve's own lists its options.
     let out = run_cli(&["--help"], &[], None, CLI_TIMEOUT);
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("Usage"), "{}", out.stdout);
+    assert!(out.stdout.contains("\n  serve "), "{}", out.stdout);
+    let out = run_cli(&["serve", "--help"], &[], None, CLI_TIMEOUT);
+    assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.contains("--api-key-file"), "{}", out.stdout);
     let out = run_cli(&["--version"], &[], None, CLI_TIMEOUT);
     assert!(out.status.success(), "{out:?}");

@@ -1,7 +1,9 @@
 //! Live progress through the real binary: the SSE stream (order, resume,
 //! filter, timing), the WebSocket (handshake, framing, ping, close, errors),
-//! seqs across a restart, budget alerts, and the hub itself under concurrent
-//! publishers and a subscriber that never reads.
+//! AgentGate's dashboard frames on `/ws` and the run metrics they carry
+//! (kept byte for byte, across a crash), seqs across a restart, budget
+//! alerts, and the hub itself under concurrent publishers and a subscriber
+//! that never reads.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{get, post_json, request, ServerProc, TempDir, IO_TIMEOUT};
+use common::{get, get_json, post_json, request, ServerProc, TempDir, IO_TIMEOUT};
 use conductor_metrics::client::{read_response, Response};
 use conductor_metrics::events::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 use conductor_metrics::log::{Level, LogFormat, Logger};
@@ -336,16 +338,18 @@ struct WsClient {
 
 impl WsClient {
     fn connect(addr: SocketAddr, path: &str) -> WsClient {
-        let mut reader = open(
-            addr,
-            path,
-            &[
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", RFC_KEY),
-            ],
-        );
+        WsClient::connect_with(addr, path, &[])
+    }
+
+    fn connect_with(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> WsClient {
+        let mut headers = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", RFC_KEY),
+        ];
+        headers.extend_from_slice(extra);
+        let mut reader = open(addr, path, &headers);
         let head = read_head(&mut reader);
         WsClient { reader, head }
     }
@@ -377,9 +381,14 @@ impl WsClient {
     }
 
     fn event(&mut self) -> Value {
+        serde_json::from_str(&self.text()).unwrap()
+    }
+
+    /// The next frame, which must be a text frame, as sent.
+    fn text(&mut self) -> String {
         let (op, payload) = self.frame();
         assert_eq!(op, 0x1, "a text frame");
-        serde_json::from_slice(&payload).unwrap()
+        String::from_utf8(payload).unwrap()
     }
 }
 
@@ -565,6 +574,255 @@ fn websocket_closes_with_1002_on_an_unmasked_frame_and_1009_when_oversized() {
     assert_eq!(ws.head.status, 101);
     start_run(addr, "after-errors");
     assert_eq!(ws.event()["run_id"], "after-errors");
+}
+
+/// The keys of the JSON object `text`, in the order they were printed.
+fn printed_keys(text: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(text).unwrap();
+    let mut keys: Vec<(usize, String)> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| (text.find(&format!("\"{k}\":")).unwrap(), k.clone()))
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
+/// The emitter's metrics, with spacing, key order and number spellings
+/// that a JSON tree would not keep.
+const AG_METRICS: &str = r#"{"totalDurationMs": 240000, "iterationCount":2,"phaseBreakdown":{"verify":2500,"build":9000.0},"agentMetrics":{"totalTokens":1e3,"totalCostUsd":0.10,"avgIterationMs":120000}}"#;
+
+/// Posts `body`, progress events as text, to `POST /api/v1/events`.
+fn post_progress(addr: SocketAddr, body: &str) -> Response {
+    request(
+        addr,
+        "POST",
+        "/api/v1/events",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn agentgate_ws_sends_its_four_frame_types_with_exactly_their_keys() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let addr = server.addr();
+    let mut ag = WsClient::connect(addr, "/ws");
+    assert_eq!(ag.head.status, 101);
+    assert_eq!(
+        ag.head.header("Sec-WebSocket-Accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+
+    // A run reported by AgentGate's emitter, with other types in between
+    // that /ws leaves out.
+    let body = format!(
+        r#"[{{"type":"run_started","runId":"ag-1","workOrderId":"wo-7","taskSpec":{{"goal":"g"}}}},
+            {{"type":"iteration_started","runId":"ag-1","iteration":1,"maxIterations":2}},
+            {{"type":"phase_started","runId":"ag-1","phase":"build"}},
+            {{"type":"phase_completed","runId":"ag-1","phase":"build","success":true,"durationMs":9000}},
+            {{"type":"gate_checked","runId":"ag-1","gate":"tests","passed":true}},
+            {{"type":"phase_started","runId":"ag-1","phase":"verify"}},
+            {{"type":"phase_completed","runId":"ag-1","phase":"verify","success":false,"durationMs":2.5}},
+            {{"type":"iteration_completed","runId":"ag-1","iteration":1,"success":false}},
+            {{"type":"delivery_started","runId":"ag-1"}},
+            {{"type":"run_completed","runId":"ag-1","result":"succeeded","iterations":1,"durationMs":240000,"metrics":{AG_METRICS}}}]"#
+    );
+    let r = post_progress(addr, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(
+        addr,
+        "/api/v1/messages",
+        &json!({"type": "note", "body": {}, "run_id": "ag-1"}),
+    );
+    assert_eq!(r.status, 201);
+    // Runs reported through our own API: one with a work order that
+    // fails, one without that is cancelled, one whose completion is an
+    // AgentGate run_completed with result failed and no metrics.
+    start_run(addr, "own-1");
+    events_of(
+        addr,
+        "own-1",
+        &json!([{"type": "iteration_started", "iteration": 3}]),
+    );
+    let r = post_json(addr, "/api/v1/runs/own-1/fail", &json!({"error": "boom"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(addr, "/api/v1/runs", &json!({"run_id": "own-2"}));
+    assert_eq!(r.status, 201);
+    // Measured from its start: the server fills in the duration.
+    events_of(
+        addr,
+        "own-2",
+        &json!([{"type": "phase_started", "phase": "p", "timestamp": 100.0},
+                {"type": "phase_completed", "phase": "p", "success": true, "timestamp": 101.5}]),
+    );
+    let r = post_json(addr, "/api/v1/runs/own-2/cancel", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_progress(
+        addr,
+        r#"[{"type":"run_started","runId":"ag-2","workOrderId":"wo-8"},
+            {"type":"run_completed","runId":"ag-2","result":"failed"}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let expected = [
+        json!({"type": "iteration:started", "workOrderId": "wo-7", "runId": "ag-1", "iteration": 1}),
+        json!({"type": "phase:completed", "workOrderId": "wo-7", "runId": "ag-1", "phase": "build", "durationMs": 9000}),
+        json!({"type": "phase:completed", "workOrderId": "wo-7", "runId": "ag-1", "phase": "verify", "durationMs": 2.5}),
+        json!({"type": "iteration:completed", "workOrderId": "wo-7", "runId": "ag-1", "iteration": 1, "success": false}),
+        json!({"type": "run:completed", "workOrderId": "wo-7", "runId": "ag-1", "result": "succeeded",
+               "metrics": serde_json::from_str::<Value>(AG_METRICS).unwrap()}),
+        json!({"type": "iteration:started", "workOrderId": "WO-9", "runId": "own-1", "iteration": 3}),
+        json!({"type": "run:completed", "workOrderId": "WO-9", "runId": "own-1", "result": "failed", "metrics": null}),
+        json!({"type": "phase:completed", "workOrderId": "own-2", "runId": "own-2", "phase": "p", "durationMs": 1500}),
+        json!({"type": "run:completed", "workOrderId": "own-2", "runId": "own-2", "result": "canceled", "metrics": null}),
+        json!({"type": "run:completed", "workOrderId": "wo-8", "runId": "ag-2", "result": "failed", "metrics": null}),
+    ];
+    let frames: Vec<String> = expected.iter().map(|_| ag.text()).collect();
+    for (frame, want) in frames.iter().zip(&expected) {
+        assert_eq!(
+            &serde_json::from_str::<Value>(frame).unwrap(),
+            want,
+            "{frame}"
+        );
+        // Exactly these keys, in the broadcaster's order.
+        let own: &[&str] = match want["type"].as_str().unwrap() {
+            "iteration:started" => &["iteration"],
+            "iteration:completed" => &["iteration", "success"],
+            "phase:completed" => &["phase", "durationMs"],
+            _ => &["result", "metrics"],
+        };
+        let order: Vec<&str> = ["type", "workOrderId", "runId"]
+            .into_iter()
+            .chain(own.iter().copied())
+            .collect();
+        assert_eq!(printed_keys(frame), order, "{frame}");
+    }
+    // The metrics byte for byte, and durations as JavaScript prints them.
+    assert!(
+        frames[4].ends_with(&format!(r#","metrics":{AG_METRICS}}}"#)),
+        "{}",
+        frames[4]
+    );
+    assert!(
+        frames[1].ends_with(r#""durationMs":9000}"#),
+        "{}",
+        frames[1]
+    );
+
+    // Nothing else went out: the next frame is the next qualifying event.
+    start_run(addr, "last");
+    events_of(
+        addr,
+        "last",
+        &json!({"type": "iteration_started", "iteration": 9}),
+    );
+    assert_eq!(ag.event()["runId"], "last");
+
+    // Our own stream still carries our own format, now with the metrics.
+    let mut ours = WsClient::connect(addr, "/api/v1/ws?run_id=ag-1&after_seq=0");
+    let done = loop {
+        let text = ours.text();
+        if text.contains(r#""type":"run_completed""#) {
+            break text;
+        }
+    };
+    assert!(
+        done.contains(&format!(r#","metrics":{AG_METRICS}"#)),
+        "{done}"
+    );
+    assert!(serde_json::from_str::<Value>(&done).unwrap()["seq"].is_u64());
+
+    // /ws takes the stream's query and its handshake checks.
+    let mut tail = WsClient::connect(addr, "/ws?run_id=ag-1&tail=1");
+    assert_eq!(tail.event()["type"], "run:completed");
+    let r = request(addr, "GET", "/ws", &[], None).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["field"], "Upgrade");
+    assert_eq!(post_json(addr, "/ws", &json!({})).status, 405);
+}
+
+#[test]
+fn agentgate_ws_takes_the_api_key_as_api_v1_ws_does() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[("CONDUCTOR_API_KEY", "k3y")]);
+    let addr = server.addr();
+    for path in ["/ws", "/ws/", "/ws?tail=1", "/api/v1/ws"] {
+        let ws = WsClient::connect(addr, path);
+        assert_eq!(ws.head.status, 401, "{path}");
+        for key in [("Authorization", "Bearer k3y"), ("X-API-Key", "k3y")] {
+            let ws = WsClient::connect_with(addr, path, &[key]);
+            assert_eq!(ws.head.status, 101, "{path} {key:?}");
+        }
+    }
+    assert_eq!(get(addr, "/metrics").status, 200);
+}
+
+#[test]
+fn run_metrics_show_in_the_detail_and_survive_a_crash_from_snapshot_and_journal() {
+    let dir = TempDir::new();
+    let args = ["--snapshot-bytes", "1"];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let finish = |addr: SocketAddr, id: &str, metrics: &str| {
+        let body = format!(
+            r#"[{{"type":"run_started","runId":"{id}"}},
+                {{"type":"run_completed","runId":"{id}","result":"succeeded","metrics":{metrics}}}]"#
+        );
+        post_progress(addr, &body)
+    };
+    // Oversized: 400 naming the field, and nothing of the batch is kept.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4096));
+    let r = finish(addr, "big", &big);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["field"], "events[1].metrics");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 4096"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(get_json(addr, "/api/v1/runs/big").status, 404);
+
+    // The first is covered by a snapshot, the second only by the journal.
+    assert_eq!(finish(addr, "snap", AG_METRICS).status, 200);
+    server.wait_for_stderr(EVENT_DEADLINE, |l| l.contains("run snapshot written"));
+    let late = r#"{"b": [1.0, "\u00e9"], "a": {}}"#;
+    assert_eq!(finish(addr, "tail", late).status, 200);
+    let shown = |addr: SocketAddr, id: &str, metrics: &str| {
+        let r = get_json(addr, &format!("/api/v1/runs/{id}"));
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        assert!(text.contains(&format!(r#""metrics":{metrics}"#)), "{text}");
+        assert_eq!(
+            r.json()["metrics"],
+            serde_json::from_str::<Value>(metrics).unwrap()
+        );
+        let list = get_json(addr, "/api/v1/runs?status=completed").text();
+        assert!(list.contains(&format!(r#""metrics":{metrics}"#)), "{list}");
+    };
+    shown(addr, "snap", AG_METRICS);
+    shown(addr, "tail", late);
+    server.kill();
+
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    shown(addr, "snap", AG_METRICS);
+    shown(addr, "tail", late);
+    // A run ended through our own API has none.
+    start_run(addr, "plain");
+    let r = post_json(addr, "/api/v1/runs/plain/complete", &json!({}));
+    assert_eq!(r.status, 200);
+    assert!(r.text().ends_with(r#","metrics":null}"#), "{}", r.text());
+    assert_eq!(
+        get_json(addr, "/api/v1/runs/plain").json()["metrics"],
+        Value::Null
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! before it acknowledges and cuts a torn last line when it opens, so a
 //! day's sum is always the sum of its complete lines.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::ErrorKind;
@@ -68,9 +69,34 @@ impl Tally {
             }
         }
     }
+}
 
+/// What identifies a spend that a day counts once: an operation id given
+/// to a direct spend or carried by an entry of the research agent's file,
+/// or the position of an entry without one in that day's file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum OpKey {
+    /// An operation id.
+    Id(Box<str>),
+    /// The index of an entry without an operation id in the day's
+    /// research agent file.
+    Position(u64),
+}
+
+/// What one day's ledger holds: its tally, and the micro-dollars recorded
+/// for each operation it counted once.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Summed {
+    /// The spend, events and alerts.
+    pub tally: Tally,
+    /// By operation: the micro-dollars first recorded for it.
+    pub operations: HashMap<OpKey, i64>,
+}
+
+impl Summed {
     /// Adds one ledger line: a spend (`amount_micros`, or `amount` in
-    /// dollars for a hand-written line) or an alert marker.
+    /// dollars for a hand-written line), with its operation when it has
+    /// one, or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
         if record.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -81,7 +107,7 @@ impl Tally {
                 .iter()
                 .position(|&t| alert.as_u64() == Some(t.into()));
             let i = at.ok_or_else(|| format!("unknown alert threshold {alert}"))?;
-            self.alerts |= 1 << i;
+            self.tally.alerts |= 1 << i;
             return Ok(());
         }
         let micros = match (value.get("amount_micros"), value.get("amount")) {
@@ -90,11 +116,26 @@ impl Tally {
             (None, None) => return Err("neither a spend nor an alert".into()),
         };
         let micros = micros.ok_or("the amount is not a non-negative number")?;
-        self.spent = self.spent.saturating_add(micros);
-        self.events += 1;
+        self.tally.spent = self.tally.spent.saturating_add(micros);
+        self.tally.events += 1;
+        let key = match value.get("operation_id").and_then(Value::as_str) {
+            Some(id) => Some(OpKey::Id(id.into())),
+            None if value["kind"] == IMPORT_KIND => {
+                value["source_index"].as_u64().map(OpKey::Position)
+            }
+            None => None,
+        };
+        if let Some(key) = key {
+            // A ledger holds an operation once; should it hold it twice,
+            // the first amount is the one reported for repeats.
+            self.operations.entry(key).or_insert(micros);
+        }
         Ok(())
     }
 }
+
+/// The `kind` of a ledger line imported from the research agent's file.
+pub(crate) const IMPORT_KIND: &str = "import";
 
 /// The ledger file of `day` in `dir`.
 pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
@@ -107,7 +148,7 @@ pub(crate) fn open(
     dir: &Path,
     day: i64,
     create: bool,
-) -> Result<Option<(Arc<Journal>, Tally)>, Error> {
+) -> Result<Option<(Arc<Journal>, Summed)>, Error> {
     let path = path(dir, day);
     match fs::metadata(&path) {
         Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
@@ -118,13 +159,13 @@ pub(crate) fn open(
         _ => {}
     }
     let (journal, replay) = Journal::open(&path).map_err(|e| Error::Storage(e.to_string()))?;
-    let mut tally = Tally::default();
+    let mut summed = Summed::default();
     for (i, record) in replay.records.iter().enumerate() {
-        tally
+        summed
             .apply(record)
             .map_err(|why| Error::Storage(replay.unreadable(i, &why).to_string()))?;
     }
-    Ok(Some((Arc::new(journal), tally)))
+    Ok(Some((Arc::new(journal), summed)))
 }
 
 /// The newest day with a ledger file in `dir`; other names are ignored.
@@ -141,7 +182,14 @@ pub(crate) fn newest_day(dir: &Path) -> Result<Option<i64>, Error> {
 
 /// The day a `YYYY-MM-DD.jsonl` name stands for, if it is a real date.
 fn day_of_file_name(name: &str) -> Option<i64> {
-    let date = name.strip_suffix(".jsonl").filter(|d| d.len() == 10)?;
+    parse_date(name.strip_suffix(".jsonl")?)
+}
+
+/// The day `YYYY-MM-DD` stands for, if it is exactly that and a real date.
+pub(crate) fn parse_date(date: &str) -> Option<i64> {
+    if date.len() != 10 {
+        return None;
+    }
     let mut parts = date.splitn(3, '-');
     let y = parts.next()?.parse::<i64>().ok()?;
     let m = parts.next()?.parse::<u32>().ok()?;
@@ -153,7 +201,8 @@ fn day_of_file_name(name: &str) -> Option<i64> {
 
 /// Who recorded a spend, with the details the ledger keeps.
 pub(crate) struct Entry<'a> {
-    /// `"run"` for a settled run, `"direct"` for a direct spend.
+    /// `"run"` for a settled run, `"direct"` for a direct spend,
+    /// [`IMPORT_KIND`] for an entry of the research agent's file.
     pub kind: &'static str,
     /// The priced amount.
     pub charge: &'a Charge,
@@ -163,6 +212,11 @@ pub(crate) struct Entry<'a> {
     pub phase: Option<&'a str>,
     /// A settled run's cost by phase, in micro-dollars.
     pub phases: &'a [(String, i64)],
+    /// The operation the spend belongs to, which the day counts once.
+    pub operation_id: Option<&'a str>,
+    /// For an imported entry: the research agent's file (its name) and
+    /// the entry's index in its `spend` list.
+    pub source: Option<(&'a str, u64)>,
 }
 
 /// The ledger line of a spend.
@@ -176,11 +230,23 @@ pub(crate) fn spend_line(ts: f64, entry: &Entry<'_>) -> Vec<u8> {
         Value::from(money::dollars(charge.micros))
     );
     let _ = write!(line, ",\"amount_micros\":{}", charge.micros);
-    let strings = [("run_id", entry.run_id), ("model", charge.model.as_deref())];
-    for (key, value) in strings.into_iter().chain([("phase", entry.phase)]) {
+    let strings = [
+        ("run_id", entry.run_id),
+        ("model", charge.model.as_deref()),
+        ("phase", entry.phase),
+        ("operation_id", entry.operation_id),
+    ];
+    for (key, value) in strings {
         if let Some(value) = value {
             let _ = write!(line, ",\"{key}\":{}", Value::from(value));
         }
+    }
+    if let Some((file, index)) = entry.source {
+        let _ = write!(
+            line,
+            ",\"source\":{},\"source_index\":{index}",
+            Value::from(file)
+        );
     }
     if let Some((input, output)) = charge.tokens {
         let _ = write!(line, ",\"input_tokens\":{input},\"output_tokens\":{output}");
@@ -210,10 +276,14 @@ pub(crate) fn alert_line(threshold: u8, ts: f64, day: i64, spent: i64, limit: i6
 mod tests {
     use super::*;
 
+    fn summed(lines: &[&str]) -> Result<Summed, String> {
+        let mut s = Summed::default();
+        lines.iter().try_for_each(|l| s.apply(l.as_bytes()))?;
+        Ok(s)
+    }
+
     fn tally(lines: &[&str]) -> Result<Tally, String> {
-        let mut t = Tally::default();
-        lines.iter().try_for_each(|l| t.apply(l.as_bytes()))?;
-        Ok(t)
+        summed(lines).map(|s| s.tally)
     }
 
     #[test]
@@ -266,6 +336,8 @@ mod tests {
             run_id: Some("r1"),
             phase: None,
             phases: &phases,
+            operation_id: None,
+            source: None,
         };
         let line = spend_line(86_400.5, &entry);
         let value: Value = serde_json::from_slice(&line).unwrap();
@@ -304,5 +376,54 @@ mod tests {
         assert!(tally(&[r#"{"alert":70}"#])
             .unwrap_err()
             .contains("threshold 70"));
+    }
+
+    #[test]
+    fn operations_are_replayed_by_id_or_by_position_in_the_agent_file() {
+        let charge = |micros| Charge {
+            micros,
+            model: None,
+            tokens: None,
+        };
+        let line = |micros, kind, operation_id, source| {
+            let c = charge(micros);
+            let entry = Entry {
+                kind,
+                charge: &c,
+                run_id: None,
+                phase: None,
+                phases: &[],
+                operation_id,
+                source,
+            };
+            String::from_utf8(spend_line(0.0, &entry)).unwrap()
+        };
+        let direct = line(500_000, "direct", Some("op_1"), None);
+        assert!(direct.ends_with(r#","operation_id":"op_1"}"#), "{direct}");
+        let imported = line(150_000, IMPORT_KIND, Some("op_2"), Some(("x.json", 0)));
+        assert!(
+            imported.ends_with(r#""operation_id":"op_2","source":"x.json","source_index":0}"#),
+            "{imported}"
+        );
+        let anonymous = line(100_000, IMPORT_KIND, None, Some(("x.json", 1)));
+        let again = line(7, "direct", Some("op_1"), None);
+        let plain = line(1, "direct", None, None);
+        let s = summed(&[&direct, &imported, &anonymous, &again, &plain]).unwrap();
+        assert_eq!((s.tally.spent, s.tally.events), (750_008, 5));
+        let expected: HashMap<OpKey, i64> = [
+            (OpKey::Id("op_1".into()), 500_000),
+            (OpKey::Id("op_2".into()), 150_000),
+            (OpKey::Position(1), 100_000),
+        ]
+        .into();
+        assert_eq!(s.operations, expected, "the first amount of an id stands");
+    }
+
+    #[test]
+    fn dates_parse_only_when_exact_and_real() {
+        assert_eq!(parse_date("2026-11-23"), Some(20_780));
+        for bad in ["2026-11-31", "2026-11-3", "+2026-11-2", "2026/11/23", ""] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 }

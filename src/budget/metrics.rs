@@ -91,8 +91,9 @@ impl Collector for BudgetCollector {
 
 impl Budget {
     /// Registers the budget's metrics in `registry`: the gauges and
-    /// counters read together at scrape time, and
-    /// `agent_cost_dollars_total{phase}`.
+    /// counters read together at scrape time,
+    /// `agent_cost_dollars_total{phase}` and
+    /// `conductor_pricing_unknown_models_total`.
     ///
     /// Register once: costs recorded before registration are missing from
     /// the phase counter (the other values are read from the budget), and
@@ -105,9 +106,14 @@ impl Budget {
             &["phase"],
             MICROS_PER_DOLLAR,
         )?;
+        let unknown_models = registry.counter(
+            "conductor_pricing_unknown_models_total",
+            "Models the pricing table does not name, charged its default price; each counted once, when first priced.",
+        )?;
         registry.register_collector(Arc::new(BudgetCollector(self.clone())))?;
         // A second budget registered in another registry keeps the first family.
         let _ = self.phases.set(phases);
+        let _ = self.unknown_models.counter.set(unknown_models);
         Ok(())
     }
 }

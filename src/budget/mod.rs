@@ -8,6 +8,7 @@
 //! append-only ledger file per day before they are acknowledged. See
 //! `docs/budget.md` for behaviour, file format and restart semantics.
 
+mod agent_file;
 mod clock;
 mod ledger;
 mod metrics;
@@ -18,21 +19,23 @@ mod report;
 mod reserve;
 mod settlement;
 mod state;
+mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
 use crate::metrics::CounterFamily;
 use crate::time;
 
+pub use agent_file::Imported;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ledger::ALERT_THRESHOLDS;
 pub use money::{SpendInput, MAX_AMOUNT};
 pub use pricing::{Price, Pricing, DEFAULT_PRICE};
 pub use record::valid_phase;
-pub use report::{Recorded, Refusal, Status};
+pub use report::{Recorded, Refusal, Spent, Status};
 pub use settlement::{LedgerLines, Settlement};
 
 use state::{Settings, State};
@@ -83,8 +86,13 @@ pub struct Budget {
     pricing: Pricing,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Signalled when an append of an operation's spend ends, for the
+    /// repeats of that operation waiting to learn whether it is recorded.
+    appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
+    /// Models priced by the default because the table does not name them.
+    unknown_models: unknown_model::UnknownModels,
 }
 
 impl Budget {
@@ -117,7 +125,9 @@ impl Budget {
             pricing: config.pricing,
             clock,
             state: Mutex::new(state),
+            appended: Condvar::new(),
             phases: OnceLock::new(),
+            unknown_models: unknown_model::UnknownModels::default(),
         })
     }
 

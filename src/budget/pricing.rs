@@ -123,6 +123,11 @@ impl Pricing {
             .unwrap_or(self.default)
     }
 
+    /// Whether the table names `model` (which then has a price of its own).
+    pub fn names(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
     /// The number of models the table names.
     pub fn len(&self) -> usize {
         self.models.len()

@@ -1,17 +1,19 @@
 //! Recording spends: a run's actual cost when it ends (settling its
 //! reservation), or a direct spend outside any run's lifecycle.
 
+use std::sync::MutexGuard;
+
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry};
+use super::ledger::{self, Entry, OpKey};
 use super::money::{self, dollars, SpendInput};
-use super::report::Recorded;
-use super::state::{Hold, State};
+use super::report::{Recorded, Spent};
+use super::state::{Hold, OpState, State};
 use super::Budget;
 
 /// The phase label of costs no phase was given for.
-const UNKNOWN_PHASE: &str = "unknown";
+pub(crate) const UNKNOWN_PHASE: &str = "unknown";
 
 /// Whether `phase` is a valid phase name: 1 to 64 of `[A-Za-z0-9_.:-]`.
 /// Phases become label values, so callers should check them on input.
@@ -33,6 +35,15 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
         }
     }
     Ok(phases)
+}
+
+/// What an operation id must be: the rule of run ids, since the trigger
+/// route hands a run id out as the `operation_id` its client then reports.
+pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+
+/// Whether `id` can name an operation (see [`OPERATION_ID_RULE`]).
+pub(crate) fn valid_operation_id(id: &str) -> bool {
+    crate::runs::valid_run_id(id)
 }
 
 fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
@@ -68,8 +79,10 @@ impl Budget {
             run_id: Some(run_id),
             phase: None,
             phases: &phases,
+            operation_id: None,
+            source: None,
         };
-        self.record(Some(run_id), &entry)
+        self.record(Some(run_id), &entry).map(Spent::recorded)
     }
 
     /// Records a spend outside a run's lifecycle, charged to today, and
@@ -83,6 +96,41 @@ impl Budget {
         run_id: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Recorded, Error> {
+        self.direct(None, input, run_id, phase).map(Spent::recorded)
+    }
+
+    /// Records a spend of the operation `operation_id` as
+    /// [`Budget::spend`] does, unless today's ledger already holds a spend
+    /// of that operation: then nothing is recorded, and the answer is
+    /// [`Spent::Repeat`] with the amount recorded for it before.
+    ///
+    /// The amount of a repeat is not compared with the first one: the
+    /// operation id alone says it is the same spend, as the research agent
+    /// counts it. A repeat that arrives while the first is being appended
+    /// waits for that append: it answers `Repeat` once it is durable, and
+    /// records itself if it failed. An operation id that is not 1 to 128
+    /// of `[A-Za-z0-9._:-]` is [`Error::Invalid`] naming `operation_id`;
+    /// other errors as for [`Budget::settle`].
+    pub fn spend_once(
+        &self,
+        operation_id: &str,
+        input: SpendInput,
+        run_id: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Spent, Error> {
+        if !valid_operation_id(operation_id) {
+            return Err(Error::invalid("operation_id", OPERATION_ID_RULE));
+        }
+        self.direct(Some(operation_id), input, run_id, phase)
+    }
+
+    fn direct(
+        &self,
+        operation_id: Option<&str>,
+        input: SpendInput,
+        run_id: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Spent, Error> {
         let phase = phase.filter(|p| !p.is_empty());
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
         let charge = input.charge(&self.pricing)?;
@@ -92,6 +140,8 @@ impl Budget {
             run_id,
             phase,
             phases: &[],
+            operation_id,
+            source: None,
         };
         self.record(None, &entry)
     }
@@ -103,10 +153,27 @@ impl Budget {
     /// concurrent reserve can never slip into the gap between a released
     /// reservation and the cost that replaces it; the status shows it as
     /// reserved, not spent, until it is durable.
-    fn record(&self, settling: Option<&str>, entry: &Entry<'_>) -> Result<Recorded, Error> {
+    ///
+    /// An entry naming an operation already in today's ledger records
+    /// nothing and is a [`Spent::Repeat`].
+    fn record(&self, settling: Option<&str>, entry: &Entry<'_>) -> Result<Spent, Error> {
         let micros = entry.charge.micros;
         let limit = self.settings.limit;
-        let (mut state, now) = self.lock();
+        let key = entry.operation_id.map(|id| OpKey::Id(id.into()));
+        let (mut state, now) = match &key {
+            None => self.lock(),
+            Some(key) => self.lock_settled(key),
+        };
+        if let Some(key) = &key {
+            if let OpState::Recorded(first) = state.operation(state.today, key) {
+                return Ok(Spent::Repeat(Recorded {
+                    amount: dollars(first),
+                    day: time::date_string(state.today),
+                    alerts: Vec::new(),
+                    status: state.status(&self.settings),
+                }));
+            }
+        }
         let hold = settling.and_then(|run| Some((run, state.unhold(run)?)));
         let day = hold.map_or(state.today, |(_, h)| h.day);
         let journal = match state.journal(&self.settings.dir, day) {
@@ -121,6 +188,9 @@ impl Budget {
         let spent = tally.spent;
         state.inflight(day, 1);
         state.unsettled(day, micros, 1);
+        if let Some(key) = &key {
+            state.begin_operation(day, key.clone());
+        }
         drop(state);
 
         let mut lines = vec![ledger::spend_line(now, entry)];
@@ -135,6 +205,10 @@ impl Budget {
         let mut state = self.state();
         state.inflight(day, -1);
         state.unsettled(day, micros, -1);
+        if let Some(key) = &key {
+            state.end_operation(day, key, appended.is_ok().then_some(micros));
+            self.appended.notify_all();
+        }
         if let Err(e) = appended {
             state.book(day).tally.uncharge(micros, &alerts);
             rehold(&mut state, hold);
@@ -145,12 +219,31 @@ impl Budget {
         let status = state.status(&self.settings);
         drop(state);
         self.count_phases(entry, micros);
-        Ok(Recorded {
+        self.note_models(entry.charge.model.as_deref());
+        Ok(Spent::New(Recorded {
             amount: dollars(micros),
             day: time::date_string(day),
             alerts,
             status,
-        })
+        }))
+    }
+
+    /// Locks the books, rolled to the clock's day, once no append of `key`
+    /// to that day's ledger is in flight: it is then either in the ledger
+    /// or not, and the caller's check is final until the lock is dropped.
+    fn lock_settled(&self, key: &OpKey) -> (MutexGuard<'_, State>, f64) {
+        let (state, mut now) = self.lock();
+        let pending = |s: &mut State| {
+            now = self.clock.now_unix();
+            s.roll(now);
+            s.operation(s.today, key) == OpState::Pending
+        };
+        // As in `Budget::state`: a poisoned lock still guards books that add up.
+        let state = self
+            .appended
+            .wait_while(state, pending)
+            .unwrap_or_else(|e| e.into_inner());
+        (state, now)
     }
 
     pub(crate) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
@@ -354,5 +447,96 @@ mod tests {
         drop(budget);
         let status = f.open(5.0, 0.15).status();
         assert_eq!((status.today_spend, status.spend_events), (16.0, 1600));
+    }
+
+    #[test]
+    fn an_operation_is_spent_once_a_day_across_reopens() {
+        let f = Fixture::new("once");
+        let budget = f.open(5.0, 0.15);
+        let once = |b: &Budget, id: &str, a: f64| {
+            b.spend_once(id, SpendInput::Amount(a), Some("r1"), Some("act"))
+        };
+        let first = once(&budget, "op_1", 0.5).unwrap();
+        assert!(
+            matches!(&first, Spent::New(r) if r.amount == 0.5),
+            "{first:?}"
+        );
+        let Spent::Repeat(repeat) = once(&budget, "op_1", 0.7).unwrap() else {
+            panic!("a repeat is not recorded again")
+        };
+        assert_eq!(
+            (
+                repeat.amount,
+                repeat.alerts.len(),
+                repeat.status.today_spend
+            ),
+            (0.5, 0, 0.5)
+        );
+        let invalid = once(&budget, "op 1", 0.1);
+        assert!(
+            matches!(invalid, Err(Error::Invalid { ref field, .. }) if field == "operation_id"),
+            "{invalid:?}"
+        );
+        assert!(matches!(
+            budget.spend_once("op_2", SpendInput::Amount(-1.0), None, None),
+            Err(Error::Invalid { .. })
+        ));
+        drop(budget);
+        let budget = f.open(5.0, 0.15);
+        assert!(matches!(once(&budget, "op_1", 0.5), Ok(Spent::Repeat(_))));
+        assert!(matches!(once(&budget, "op_2", 0.25), Ok(Spent::New(_))));
+        let s = budget.status();
+        assert_eq!((s.today_spend, s.spend_events), (0.75, 2));
+        let line = std::fs::read_to_string(f.file(DAY)).unwrap();
+        assert!(
+            line.contains(r#""phase":"act","operation_id":"op_1""#),
+            "{line}"
+        );
+        f.at(DAY + 1, 10.0);
+        assert!(
+            matches!(once(&budget, "op_1", 0.5), Ok(Spent::New(_))),
+            "a new day counts it again"
+        );
+    }
+
+    #[test]
+    fn concurrent_spends_of_one_operation_count_once() {
+        let f = Fixture::new("once-concurrent");
+        let budget = Arc::new(f.open(100.0, 0.15));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let id = format!("op_{}", (i + t) % 10);
+                            let spent =
+                                budget.spend_once(&id, SpendInput::Amount(0.25), None, None);
+                            matches!(spent.unwrap(), Spent::New(_))
+                        })
+                        .filter(|new| *new)
+                        .count()
+                })
+            })
+            .collect();
+        let new: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(new, 10);
+        assert_eq!(budget.status().today_spend, 2.5);
+        drop(budget);
+        let s = f.open(100.0, 0.15).status();
+        assert_eq!((s.today_spend, s.spend_events), (2.5, 10));
+    }
+
+    #[test]
+    fn an_operation_whose_append_failed_is_recorded_by_its_retry() {
+        let f = Fixture::new("once-retry");
+        let budget = f.open(5.0, 0.15);
+        std::fs::create_dir(f.file(DAY)).unwrap();
+        let failed = budget.spend_once("op_1", SpendInput::Amount(0.5), None, None);
+        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+        std::fs::remove_dir(f.file(DAY)).unwrap();
+        let retry = budget.spend_once("op_1", SpendInput::Amount(0.5), None, None);
+        assert!(matches!(retry, Ok(Spent::New(_))), "{retry:?}");
+        assert_eq!(budget.status().today_spend, 0.5);
     }
 }

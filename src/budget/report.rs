@@ -142,6 +142,27 @@ impl Recorded {
     }
 }
 
+/// The outcome of a direct spend, which may name an operation that today
+/// already counted. Plain data; safe to send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spent {
+    /// Recorded now.
+    New(Recorded),
+    /// Its operation was already in today's ledger, so nothing was
+    /// recorded: `amount` is what was recorded for it then, `alerts` is
+    /// empty, and `status` is today's budget as it stands.
+    Repeat(Recorded),
+}
+
+impl Spent {
+    /// What was recorded, now or before.
+    pub fn recorded(self) -> Recorded {
+        match self {
+            Spent::New(r) | Spent::Repeat(r) => r,
+        }
+    }
+}
+
 /// Dollars rounded to the cent, as people read money: `$0.15`, `$41.80`.
 /// An amount above zero that rounds to nothing reads `under $0.01`, so a
 /// remainder is never shown as `$0.00` while money is left.

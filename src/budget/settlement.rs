@@ -37,6 +37,10 @@ pub struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// Unix seconds of the run's end: the ledger line's time.
     pub ts: f64,
+    /// The models its tokens were priced for; those the pricing table does
+    /// not name are said and counted once the end is durable. Not in the
+    /// record: empty when read back.
+    pub models: Vec<String>,
 }
 
 impl Settlement {
@@ -64,6 +68,7 @@ impl Settlement {
             micros: spend["micros"].as_i64().filter(|m| *m >= 0)?,
             phases,
             ts,
+            models: Vec::new(),
         })
     }
 }
@@ -101,6 +106,7 @@ impl Budget {
             micros,
             phases,
             ts,
+            models: Vec::new(),
         })
     }
 
@@ -135,8 +141,11 @@ impl Budget {
             run_id: Some(&s.run_id),
             phase: None,
             phases: &s.phases,
+            operation_id: None,
+            source: None,
         };
         self.count_phases(&entry, s.micros);
+        self.note_models(s.models.iter().map(String::as_str));
         let mut lines = vec![ledger::spend_line(s.ts, &entry)];
         lines.extend(
             alerts

@@ -6,7 +6,7 @@
 //! is in flight; then it is dropped with its journal.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::journal::Journal;
 use crate::time;
 
-use super::ledger::{self, Tally};
+use super::ledger::{self, OpKey, Tally};
 use super::money::dollars;
 use super::report::Status;
 
@@ -47,6 +47,23 @@ pub(crate) struct DayBook {
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<Journal>>,
+    /// The operations the day's ledger holds, with the micro-dollars
+    /// recorded for each.
+    operations: HashMap<OpKey, i64>,
+    /// Operations whose append is in flight: counted in the tally, not yet
+    /// in `operations`.
+    pending: HashSet<OpKey>,
+}
+
+/// Where an operation stands on a day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpState {
+    /// Not recorded.
+    Absent,
+    /// Its append is in flight.
+    Pending,
+    /// Durable, with the micro-dollars recorded for it.
+    Recorded(i64),
 }
 
 /// An outstanding reservation.
@@ -107,8 +124,9 @@ impl State {
     pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
         if let Entry::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, tally)) = ledger::open(dir, day, false)? {
-                (book.journal, book.tally) = (Some(journal), tally);
+            if let Some((journal, summed)) = ledger::open(dir, day, false)? {
+                (book.journal, book.tally) = (Some(journal), summed.tally);
+                book.operations = summed.operations;
             }
             vacant.insert(book);
         }
@@ -129,8 +147,11 @@ impl State {
         }
         // Nothing on disk is expected, but whatever is there still counts.
         let opened = ledger::open(dir, day, true)?;
-        let (journal, tally) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
-        book.tally.merge(tally);
+        let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
+        book.tally.merge(summed.tally);
+        for (key, micros) in summed.operations {
+            book.operations.entry(key).or_insert(micros);
+        }
         book.journal = Some(journal.clone());
         Ok(journal)
     }
@@ -199,6 +220,33 @@ impl State {
         let book = self.book(day);
         book.unsettled += micros * delta;
         book.unsettled_events = book.unsettled_events.saturating_add_signed(delta);
+    }
+
+    /// Where `key` stands on `day`.
+    pub fn operation(&self, day: i64, key: &OpKey) -> OpState {
+        let Some(book) = self.books.get(&day) else {
+            return OpState::Absent;
+        };
+        match book.operations.get(key) {
+            Some(micros) => OpState::Recorded(*micros),
+            None if book.pending.contains(key) => OpState::Pending,
+            None => OpState::Absent,
+        }
+    }
+
+    /// Marks `key` as being appended to `day`'s ledger.
+    pub fn begin_operation(&mut self, day: i64, key: OpKey) {
+        self.book(day).pending.insert(key);
+    }
+
+    /// Ends `key`'s append to `day`'s ledger: recorded with `micros` when
+    /// it became durable, absent again when it failed (`None`).
+    pub fn end_operation(&mut self, day: i64, key: &OpKey, micros: Option<i64>) {
+        let book = self.book(day);
+        book.pending.remove(key);
+        if let Some(micros) = micros {
+            book.operations.insert(key.clone(), micros);
+        }
     }
 
     /// Drops the books of past days nothing refers to any more.

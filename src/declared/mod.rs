@@ -3,25 +3,32 @@
 //!
 //! - **Typed.** Every update is checked against its declaration: the name,
 //!   exactly the declared labels, an operation its type allows, a finite
-//!   value, and no negative counter increment. A batch is all or nothing.
-//! - **Durable before visible.** A batch is one journal record
-//!   (`DATA_DIR/metrics.jsonl`, group commit), and moves the metrics only
+//!   value, no negative counter increment, and no value it would make
+//!   infinite. A batch is all or nothing.
+//! - **Durable before visible.** A batch is one journal record (segments in
+//!   `DATA_DIR/metrics/`, group commit), and moves the metrics only
 //!   once it is synced, in journal order, so a gauge's value is always the
 //!   last one written. A restart replays the journal: counters and
 //!   histograms come back exact, gauges with their last value.
-//! - **Snapshots.** Each record is self-contained (names, label values,
-//!   operation, value), so the state it adds up to is the series' values
-//!   alone: as the journal (segments in `DATA_DIR/metrics/`) grows, a
-//!   snapshot of them is written and the segments it covers are deleted
-//!   (see [`snapshot`]).
-//! - **Bounded.** Each family is capped by the registry's series cap, past
-//!   which new label sets go to its overflow series.
+//! - **Matched by name.** Each record is self-contained (family name, label
+//!   names and values, operation, value), and so is each series of a
+//!   snapshot (with a histogram's bounds), so a start with a changed
+//!   declarations file takes what still fits by label name and by bucket
+//!   bound, and keeps the rest aside as it was (see [`families`]).
+//! - **Snapshots.** As the journal grows, a snapshot of every series' value
+//!   is written and the segments it covers are deleted (see [`snapshot`]).
+//! - **Bounded.** Each family is capped by the registry's series cap, and
+//!   all of them together by a [`Ceiling`] in bytes; past either, new label
+//!   sets go to the family's overflow series.
 
+mod families;
+#[cfg(test)]
+mod restart_tests;
 pub mod snapshot;
 pub mod spec;
 pub mod update;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,8 +40,10 @@ pub use update::{Op, Update, MAX_BATCH};
 use crate::commit_queue::{Acks, CommitQueue};
 use crate::error::Error;
 use crate::log::Logger;
-use crate::metrics::{CounterFamily, GaugeFamily, HistogramFamily, Registry};
+use crate::metrics::{ByteCeiling, Registry};
 use crate::segments::{self, Segments};
+use families::{Families, Handle};
+use update::Positional;
 
 /// The journal's file name in the data dir before it was cut into
 /// segments: the first start moves it into [`STORE`].
@@ -44,11 +53,38 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// snapshot.
 pub const STORE: &str = "metrics";
 
-/// A registered family's handle.
-enum Handle {
-    Counter(CounterFamily),
-    Gauge(GaugeFamily),
-    Histogram(HistogramFamily),
+/// The default ceiling on label bytes, across every declared series: see
+/// [`Ceiling`].
+pub const DEFAULT_LABEL_BYTES: u64 = 4 << 20;
+
+/// The default ceiling on what a scrape of every declared family can
+/// weigh: see [`Ceiling`].
+pub const DEFAULT_EXPOSITION_BYTES: u64 = 16 << 20;
+
+/// The ceiling in bytes on what the declared families hold together, as
+/// [`ByteCeiling`] counts it; 0 is no limit of that kind. Plain data.
+///
+/// The defaults keep the whole of `/metrics` under 64 MiB at its worst:
+/// every built-in family at its series cap with the longest label values
+/// it takes, and the declared families at this ceiling (see
+/// `docs/operations.md`, "Series bound").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ceiling {
+    /// `--declared-label-bytes`: each series' labels as a scrape writes
+    /// them (`model="gpt"`), which a series keeps in memory.
+    pub label_bytes: u64,
+    /// `--declared-exposition-bytes`: the most a scrape of the declared
+    /// families can write, every value at its widest.
+    pub exposition_bytes: u64,
+}
+
+impl Default for Ceiling {
+    fn default() -> Self {
+        Ceiling {
+            label_bytes: DEFAULT_LABEL_BYTES,
+            exposition_bytes: DEFAULT_EXPOSITION_BYTES,
+        }
+    }
 }
 
 type Done = Box<dyn FnOnce(Result<usize, Error>) + Send>;
@@ -82,15 +118,9 @@ pub struct Declared {
     queue: Option<CommitQueue>,
     order: Arc<Mutex<Order>>,
     snapshots: Arc<Snapshots>,
-    /// Journal updates left out on replay because their family is no
-    /// longer declared as it was.
+    /// Journal updates and snapshot series left out on replay because
+    /// their family is no longer declared as it was.
     pub skipped_on_replay: u64,
-}
-
-struct Families {
-    declared: Vec<Declaration>,
-    handles: Vec<Handle>,
-    index: HashMap<String, usize>,
 }
 
 /// Where snapshots go and when, and what they carry as it was.
@@ -104,86 +134,40 @@ struct Snapshots {
     log: Logger,
 }
 
-impl Families {
-    /// Adds a snapshot's series line, `[name, [labels], type, value]`, to
-    /// its family; false when no family declared now takes it as it is.
-    fn restore(&self, line: &Value) -> bool {
-        let s = &line["series"];
-        let (Some(name), Some(labels), Some(kind)) =
-            (s[0].as_str(), s[1].as_array(), s[2].as_str())
-        else {
-            return false;
-        };
-        let labels: Option<Vec<&str>> = labels.iter().map(Value::as_str).collect();
-        let (Some(labels), Some(&i)) = (labels, self.index.get(name)) else {
-            return false;
-        };
-        if labels.len() != self.declared[i].labels.len() {
-            return false;
-        }
-        let value = &s[3];
-        match (&self.handles[i], kind) {
-            (Handle::Counter(f), "counter") => match (value[0].as_u64(), value[1].as_f64()) {
-                (Some(int), Some(fraction)) => f.get(&labels).add_parts(int, fraction),
-                _ => return false,
-            },
-            (Handle::Gauge(f), "gauge") => match value.as_f64() {
-                Some(v) => f.set(&labels, v),
-                None => return false,
-            },
-            (Handle::Histogram(f), "histogram") => {
-                let counts: Option<Vec<u64>> = value[0]
-                    .as_array()
-                    .map(|c| c.iter().filter_map(Value::as_u64).collect());
-                let (Some(counts), Some(sum)) = (counts, value[1].as_f64()) else {
-                    return false;
-                };
-                // Other buckets than declared now: kept as it was.
-                let h = f.get(&labels);
-                if counts.len() != h.bounds().len() + 1 {
-                    return false;
-                }
-                return h.add_counts(&counts, sum);
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn apply(&self, updates: &[Update]) {
-        for u in updates {
-            let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
-            match (&self.handles[u.family], u.op) {
-                (Handle::Counter(c), Op::Inc(v) | Op::Add(v)) => c.add(&labels, v),
-                (Handle::Gauge(g), Op::Set(v)) => g.set(&labels, v),
-                (Handle::Gauge(g), Op::Add(v)) => g.add(&labels, v),
-                (Handle::Histogram(h), Op::Observe(v)) => h.observe(&labels, v),
-                // Parsing pairs every operation with its type.
-                _ => {}
-            }
-        }
-    }
-}
-
 impl Declared {
-    /// Registers `declared` in `registry`, reads the snapshot under `dir`
-    /// and replays the journal after it. With nothing declared there is no
-    /// journal and no thread. A family the registry refuses (a clash with a
-    /// built-in family, say) is [`Error::Invalid`] naming it. A snapshot is
-    /// written as the journal grows by `snapshot_bytes` (0: none), and
-    /// `log` says so.
+    /// Registers `declared` in `registry` under `ceiling`, reads the
+    /// snapshot under `dir` and replays the journal after it. With nothing
+    /// declared there is no journal and no thread. A family the registry
+    /// refuses (a clash with a built-in family, or a header and overflow
+    /// series that do not fit under the ceiling) is [`Error::Invalid`]
+    /// naming it. A snapshot is written as the journal grows by
+    /// `snapshot_bytes` (0: none), and `log` says so.
+    ///
+    /// A store written before records named their labels is read by
+    /// position, once: on its first start under this version, whose
+    /// declarations are taken to be those it was written under. A snapshot
+    /// with names is then written at once, whatever `snapshot_bytes` says,
+    /// so that no later start reads a position; if it cannot be written
+    /// the start fails ([`Error::Storage`]).
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
         registry: &Registry,
+        ceiling: Ceiling,
         snapshot_bytes: u64,
         log: Logger,
     ) -> Result<Declared, Error> {
+        let ceiling = ByteCeiling::new(ceiling.label_bytes, ceiling.exposition_bytes);
+        let registry = registry.within(&ceiling);
         let mut handles = Vec::with_capacity(declared.len());
         for d in &declared {
             let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
             let refused = |e: crate::metrics::Error| {
-                Error::invalid(&format!("family {:?}", d.name), e.to_string())
+                let hint = match e.is_over_ceiling() {
+                    true => " (see --declared-label-bytes and --declared-exposition-bytes)",
+                    false => "",
+                };
+                Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
             };
             let handle = match d.kind {
                 Type::Counter => {
@@ -230,26 +214,40 @@ impl Declared {
         let store = dir.join(STORE);
         let mut order = Order::default();
         let mut kept = Vec::new();
+        let mut snapshots = Snapshots {
+            dir: store.clone(),
+            every: snapshot_bytes,
+            kept: Arc::default(),
+            log,
+        };
         let queue = if families.declared.is_empty() {
             None
         } else {
             let storage = |e: String| Error::Storage(e);
             let f = &families;
+            // Positions are read only where no snapshot with names exists.
+            let mut positional = Positional {
+                allowed: true,
+                seen: 0,
+            };
             // What no family declared now takes is kept as it was: series
             // of the snapshot as lines, journal updates as one record.
             let mut skipped: Vec<Value> = Vec::new();
-            let mut replay = |record: &[u8]| {
-                let updates = update::from_record(record, &f.declared, &f.index, &mut skipped);
+            let mut replay = |record: &[u8], positional: &mut Positional| {
+                let updates =
+                    update::from_record(record, &f.declared, &f.index, &mut skipped, positional);
                 f.apply(&updates);
             };
-            let from = snapshot::read(&store.join(snapshot::FILE), |line| {
+            let header = snapshot::read(&store.join(snapshot::FILE), |line, header| {
+                positional.allowed = !header.named;
                 if line.get("u").is_some() {
-                    replay(line.to_string().as_bytes());
-                } else if !f.restore(line) {
+                    replay(line.to_string().as_bytes(), &mut positional);
+                } else if !f.restore(line, &mut positional) {
                     kept.push(line.clone());
                 }
             })
             .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
+            positional.allowed = header.is_none_or(|h| !h.named);
             let sizes = segments::Retention {
                 records: 0,
                 bytes: 0,
@@ -264,9 +262,9 @@ impl Declared {
                 &store,
                 Some(&dir.join(JOURNAL)),
                 sizes,
-                from.unwrap_or(0),
+                header.map_or(0, |h| h.records),
                 |record| {
-                    replay(record);
+                    replay(record, &mut positional);
                     Ok(())
                 },
             )
@@ -275,11 +273,16 @@ impl Declared {
                 kept.push(serde_json::json!({ "u": skipped }));
             }
             order.durable = journal.appended();
+            snapshots.kept = Arc::new(std::mem::take(&mut kept));
+            if positional.allowed && positional.seen > 0 {
+                snapshots.rewrite_with_names(order.durable, &families)?;
+            }
             let queue = CommitQueue::start(journal, "metrics", Acks::Spread(1))
                 .map_err(|e| Error::Storage(e.to_string()))?;
             Some(queue)
         };
-        let skipped_on_replay = kept
+        let skipped_on_replay = snapshots
+            .kept
             .iter()
             .map(|k| k["u"].as_array().map_or(1, Vec::len) as u64)
             .sum();
@@ -287,12 +290,7 @@ impl Declared {
             families,
             queue,
             order: Arc::new(Mutex::new(order)),
-            snapshots: Arc::new(Snapshots {
-                dir: store,
-                every: snapshot_bytes,
-                kept: Arc::new(kept),
-                log,
-            }),
+            snapshots: Arc::new(snapshots),
             skipped_on_replay,
         })
     }
@@ -303,9 +301,13 @@ impl Declared {
     }
 
     /// Checks a request body (one update or an array) against the
-    /// declarations, all or nothing.
+    /// declarations and the values now, all or nothing: see
+    /// [`update::parse_batch`], and no update may make a value infinite
+    /// (the field it names is that update's operation).
     pub fn parse(&self, body: &Value) -> Result<Vec<Update>, Error> {
-        update::parse_batch(body, &self.families.declared, &self.families.index)
+        let updates = update::parse_batch(body, &self.families.declared, &self.families.index)?;
+        self.families.check(&updates)?;
+        Ok(updates)
     }
 
     /// Journals `updates` as one record and, once it is durable and every
@@ -366,6 +368,30 @@ impl Declared {
 }
 
 impl Snapshots {
+    /// Writes a snapshot of everything applied, `records` journal records,
+    /// at once, and deletes the segments it covers: for a store read by
+    /// position, so that no later start reads one.
+    fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
+        let taken = snapshot::Taken::take(records, families, &self.kept);
+        let written = taken
+            .write(&self.dir.join(snapshot::FILE))
+            .map_err(|e| format!("{}: {e}", self.dir.display()))
+            .and_then(|size| segments::drop_covered(&self.dir, records).map(|n| (size, n)));
+        let (size, dropped) = written.map_err(|e| {
+            Error::Storage(format!(
+                "cannot rewrite the declared metrics with their label names: {e}"
+            ))
+        })?;
+        let fields = [
+            ("records", records.into()),
+            ("bytes", size.into()),
+            ("segments_deleted", dropped.into()),
+        ];
+        self.log
+            .info("declared metrics rewritten with their label names", &fields);
+        Ok(())
+    }
+
     /// Takes a snapshot if one is due, under the lock that applies
     /// batches, and has a thread of its own write it and delete the
     /// segments it covers.
@@ -456,8 +482,15 @@ mod tests {
         let dir = dir("restart");
         let text = {
             let registry = Registry::new();
-            let d =
-                Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
+            let d = Declared::open(
+                &dir,
+                spec::parse(FILE).unwrap(),
+                &registry,
+                Ceiling::default(),
+                0,
+                quiet(),
+            )
+            .unwrap();
             let first = scrape(&registry);
             assert!(
                 first.contains("# TYPE llm_cost_dollars_total counter"),
@@ -477,7 +510,15 @@ mod tests {
         assert!(text.contains("\ngit_active_merges 19\n"), "{text}");
         assert!(text.contains("task_retry_count_count 20\n"), "{text}");
         let registry = Registry::new();
-        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
+        let d = Declared::open(
+            &dir,
+            spec::parse(FILE).unwrap(),
+            &registry,
+            Ceiling::default(),
+            0,
+            quiet(),
+        )
+        .unwrap();
         assert_eq!(scrape(&registry), text);
         assert_eq!(d.skipped_on_replay, 0);
         let _ = std::fs::remove_dir_all(&dir);
@@ -487,7 +528,15 @@ mod tests {
     fn a_refused_batch_changes_nothing_and_a_clash_is_refused_at_start() {
         let dir = dir("refused");
         let registry = Registry::new();
-        let d = Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap();
+        let d = Declared::open(
+            &dir,
+            spec::parse(FILE).unwrap(),
+            &registry,
+            Ceiling::default(),
+            0,
+            quiet(),
+        )
+        .unwrap();
         let before = scrape(&registry);
         let batch = json!([
             {"name": "git_active_merges", "set": 5},
@@ -496,7 +545,14 @@ mod tests {
         assert!(matches!(post(&d, batch), Err(Error::Invalid { .. })));
         assert_eq!(scrape(&registry), before);
         let clash = spec::parse(r#"[{"name": "git_active_merges", "type": "gauge", "help": "h"}]"#);
-        let again = Declared::open(&dir, clash.unwrap(), &registry, 0, quiet());
+        let again = Declared::open(
+            &dir,
+            clash.unwrap(),
+            &registry,
+            Ceiling::default(),
+            0,
+            quiet(),
+        );
         assert!(
             matches!(again, Err(Error::Invalid { ref field, .. }) if field.contains("git_active_merges"))
         );
@@ -508,7 +564,15 @@ mod tests {
         let dir = dir("order");
         let registry = Registry::new();
         let d = Arc::new(
-            Declared::open(&dir, spec::parse(FILE).unwrap(), &registry, 0, quiet()).unwrap(),
+            Declared::open(
+                &dir,
+                spec::parse(FILE).unwrap(),
+                &registry,
+                Ceiling::default(),
+                0,
+                quiet(),
+            )
+            .unwrap(),
         );
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -526,8 +590,128 @@ mod tests {
         }
         let live = scrape(&registry);
         let replayed = Registry::new();
-        Declared::open(&dir, spec::parse(FILE).unwrap(), &replayed, 0, quiet()).unwrap();
+        Declared::open(
+            &dir,
+            spec::parse(FILE).unwrap(),
+            &replayed,
+            Ceiling::default(),
+            0,
+            quiet(),
+        )
+        .unwrap();
         assert_eq!(scrape(&replayed), live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The field a refused post names.
+    fn refused_field(d: &Declared, body: Value) -> String {
+        match post(d, body) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_update_that_would_make_a_value_non_finite_is_refused_naming_its_field() {
+        let dir = dir("finite");
+        let open = || {
+            let registry = Registry::new();
+            let d = Declared::open(
+                &dir,
+                spec::parse(FILE).unwrap(),
+                &registry,
+                Ceiling::default(),
+                0,
+                quiet(),
+            );
+            (d.unwrap(), registry)
+        };
+        let (d, registry) = open();
+        let cost =
+            |v: f64| json!({"name": "llm_cost_dollars_total", "labels": {"model": "m"}, "add": v});
+        let merges = |op: &str, v: f64| json!({"name": "git_active_merges", op: v});
+        let retries = |v: f64| json!({"name": "task_retry_count", "observe": v});
+        post(
+            &d,
+            json!([cost(1.5e308), merges("set", 1.5e308), retries(1.5e308)]),
+        )
+        .unwrap();
+        let before = scrape(&registry);
+        assert_eq!(refused_field(&d, cost(1.5e308)), "updates[0].add");
+        assert_eq!(
+            refused_field(&d, json!([merges("add", 1.0), merges("add", 1.5e308)])),
+            "updates[1].add"
+        );
+        assert_eq!(refused_field(&d, retries(1.5e308)), "updates[0].observe");
+        post(&d, merges("set", -1.5e308)).unwrap();
+        assert_eq!(refused_field(&d, merges("add", -1.5e308)), "updates[0].add");
+        // A new series adds up within its batch too.
+        let fresh = |v: f64| json!({"name": "llm_cost_dollars_total", "labels": {"model": "new"}, "inc": v});
+        assert_eq!(
+            refused_field(&d, json!([fresh(1e308), fresh(1e308)])),
+            "updates[1].inc"
+        );
+        post(&d, merges("set", 1.5e308)).unwrap();
+        assert_eq!(scrape(&registry), before, "refused batches change nothing");
+        drop(d);
+        let (_, registry) = open();
+        assert_eq!(scrape(&registry), before, "what was acknowledged survives");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn updates_in_flight_that_add_up_past_the_largest_value_saturate() {
+        let dir = dir("saturate");
+        let open = || {
+            let registry = Registry::new();
+            let d = Declared::open(
+                &dir,
+                spec::parse(FILE).unwrap(),
+                &registry,
+                Ceiling::default(),
+                0,
+                quiet(),
+            );
+            (d.unwrap(), registry)
+        };
+        let (d, registry) = open();
+        let batch = json!([
+            {"name": "llm_cost_dollars_total", "labels": {"model": "m"}, "add": 1e308},
+            {"name": "git_active_merges", "add": -1e308},
+            {"name": "task_retry_count", "observe": 1e308},
+        ]);
+        // Both are checked before either is applied, as when they are in
+        // flight together.
+        let first = d.parse(&batch).unwrap();
+        let second = d.parse(&batch).unwrap();
+        for updates in [first, second] {
+            let (tx, rx) = mpsc::channel();
+            d.update(updates, move |r| tx.send(r).unwrap());
+            assert_eq!(rx.recv().unwrap(), Ok(3));
+        }
+        let text = scrape(&registry);
+        let max = "1.7976931348623157e+308";
+        assert!(
+            text.contains(&format!("llm_cost_dollars_total{{model=\"m\"}} {max}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\ngit_active_merges -{max}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\ntask_retry_count_sum {max}\n")),
+            "{text}"
+        );
+        assert!(text.contains("\ntask_retry_count_count 2\n"), "{text}");
+        drop(d);
+        // From the journal, then from a snapshot.
+        let (d, registry) = open();
+        assert_eq!(scrape(&registry), text);
+        super::restart_tests::snapshot_now(&d);
+        drop(d);
+        let (_, registry) = open();
+        assert_eq!(scrape(&registry), text);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -548,7 +732,14 @@ mod tests {
         let dir = dir("snapshot");
         let open = |file: &str, every: u64| {
             let registry = Registry::new();
-            let d = Declared::open(&dir, spec::parse(file).unwrap(), &registry, every, quiet());
+            let d = Declared::open(
+                &dir,
+                spec::parse(file).unwrap(),
+                &registry,
+                Ceiling::default(),
+                every,
+                quiet(),
+            );
             (d.unwrap(), registry)
         };
         let (d, registry) = open(FILE, 512);

@@ -3,14 +3,19 @@
 //! after it, and the segments before it can go.
 //!
 //! The file, `metrics/snapshot`, is in the journal's line format: a header,
-//! `{"snapshot":{"records":N}}`; a line per series,
-//! `{"series":[name,[label values],type,value]}`, where a counter's value
-//! is its two parts (see [`Counter::parts`]), a gauge's its value and a
-//! histogram's its cumulative counts and sum; then what the declarations
-//! in force did not take, kept as it was: series of families no longer
-//! declared as they were, and journal updates (`{"u":[...]}`) the same;
-//! and `{"end":N}` with the number of lines before it (see
+//! `{"snapshot":{"records":N,"format":2}}`; a line per series,
+//! `{"series":[name,{label:value,...},type,value]}`, where a counter's
+//! value is its two parts (see [`Counter::parts`]), a gauge's its value and
+//! a histogram's `[cumulative counts, sum, bounds]`; then what the
+//! declarations in force did not take, kept as it was: series of families
+//! no longer declared as they were, and journal updates (`{"u":[...]}`)
+//! the same; and `{"end":N}` with the number of lines before it (see
 //! [`journal::write_snapshot`]).
+//!
+//! Format 2 names each series' labels and a histogram's bounds, so that a
+//! start matches them by name and by bound. A snapshot without a format
+//! (written before) has label values by position and counts without bounds:
+//! see [`Positional`].
 //!
 //! [`Counter::parts`]: crate::metrics::Counter::parts
 
@@ -21,7 +26,12 @@ use serde_json::{json, Value};
 
 use crate::journal;
 
-use super::{Families, Handle};
+use super::families::{Families, Handle};
+#[cfg(doc)]
+use super::update::Positional;
+
+/// The snapshot format this version writes: label names and bucket bounds.
+const FORMAT: u64 = 2;
 
 /// The file name of the snapshot, in the store's directory.
 pub const FILE: &str = "snapshot";
@@ -83,22 +93,26 @@ impl Taken {
     pub fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
         let series = self.series.into_iter().filter_map(|(i, n, v)| {
-            let name = &families.declared[i].name;
-            let (labels, kind, value) = match (&families.handles[i], v) {
+            let d = &families.declared[i];
+            let (values, value) = match (&families.handles[i], v) {
                 (Handle::Counter(f), SeriesValue::Counter(int, fraction)) => {
-                    (f.label_values(n)?, "counter", json!([int, fraction]))
+                    (f.label_values(n)?, json!([int, fraction]))
                 }
-                (Handle::Gauge(f), SeriesValue::Gauge(v)) => {
-                    (f.label_values(n)?, "gauge", json!(v))
-                }
+                (Handle::Gauge(f), SeriesValue::Gauge(v)) => (f.label_values(n)?, json!(v)),
                 (Handle::Histogram(f), SeriesValue::Histogram(counts, sum)) => {
-                    (f.label_values(n)?, "histogram", json!([counts, sum]))
+                    (f.label_values(n)?, json!([counts, sum, d.buckets]))
                 }
                 _ => return None,
             };
-            Some(json!({"series": [name, labels, kind, value]}))
+            let labels: serde_json::Map<String, Value> = d
+                .labels
+                .iter()
+                .cloned()
+                .zip(values.into_iter().map(Value::String))
+                .collect();
+            Some(json!({"series": [d.name, labels, d.kind.as_str(), value]}))
         });
-        let head = json!({"snapshot": {"records": self.records}});
+        let head = json!({"snapshot": {"records": self.records, "format": FORMAT}});
         let all = std::iter::once(head)
             .chain(series)
             .chain(self.kept.iter().cloned());
@@ -106,24 +120,38 @@ impl Taken {
     }
 }
 
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The journal records it covers: those numbered below this.
+    pub records: u64,
+    /// Whether its series name their labels and bounds (format 2); if not,
+    /// it was written before they did.
+    pub named: bool,
+}
+
 /// Reads the snapshot at `path`, if there is one, handing each line after
-/// the header to `line`; returns the journal records it covers, or `None`
-/// when there is none.
+/// the header to `line` with the header; returns the header, or `None`
+/// when there is no snapshot.
 ///
 /// # Errors
 ///
 /// As [`journal::read_snapshot`]; also a line that is not a snapshot's.
-pub fn read(path: &Path, mut line: impl FnMut(&Value)) -> Result<Option<u64>, String> {
-    let mut records = None;
+pub fn read(path: &Path, mut line: impl FnMut(&Value, Header)) -> Result<Option<Header>, String> {
+    let mut header = None;
     journal::read_snapshot(path, |v| {
-        if let Some(n) = v["snapshot"]["records"].as_u64() {
-            records = Some(n);
-        } else if records.is_some() && (v.get("series").is_some() || v.get("u").is_some()) {
-            line(&v);
+        if let Some(records) = v["snapshot"]["records"].as_u64() {
+            let named = v["snapshot"]["format"]
+                .as_u64()
+                .is_some_and(|f| f >= FORMAT);
+            header = Some(Header { records, named });
+        } else if let (Some(h), true) = (header, v.get("series").is_some() || v.get("u").is_some())
+        {
+            line(&v, h);
         } else {
             return Err("not a snapshot line".into());
         }
         Ok(())
     })?;
-    Ok(records)
+    Ok(header)
 }

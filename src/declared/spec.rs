@@ -1,7 +1,7 @@
 //! Declarations: the families an orchestrator declares in its metrics file,
 //! checked field by field before anything is registered.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::metrics::{valid_label_name, valid_metric_name};
 
@@ -57,11 +57,36 @@ pub struct Declaration {
     pub buckets: Vec<f64>,
 }
 
+impl Declaration {
+    /// The declaration as the metrics file writes it, with what the server
+    /// filled in made explicit: `labels` always (empty for none), and a
+    /// histogram's `buckets` (the defaults when the file gave none).
+    /// [`parse_value`] reads it back as the same declaration.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "name": self.name,
+            "type": self.kind.as_str(),
+            "help": self.help,
+            "labels": self.labels,
+        });
+        if self.kind == Type::Histogram {
+            v["buckets"] = json!(self.buckets);
+        }
+        v
+    }
+}
+
 /// Parses the metrics file's text. Errors name the family (by name, or by
 /// index when it has no usable name) and the field, e.g.
 /// `family "git_merge_total": labels[1]: "2x" is not a valid label name`.
 pub fn parse(text: &str) -> Result<Vec<Declaration>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    parse_value(&value)
+}
+
+/// Parses declarations already read as JSON (the metrics file, or the
+/// `families` of `GET /api/v1/metrics`), with [`parse`]'s checks and errors.
+pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
     let Value::Array(items) = value else {
         return Err("must be a JSON array of family declarations".to_string());
     };
@@ -207,6 +232,25 @@ mod tests {
         assert_eq!(d[1].kind, Type::Gauge);
         assert_eq!(d[2].buckets, DEFAULT_BUCKETS);
         assert_eq!(d[3].buckets, [1.0, 2.5]);
+    }
+
+    #[test]
+    fn to_json_reads_back_as_the_same_declarations() {
+        let d = parse(
+            r#"[{"name": "a_total", "type": "counter", "help": "h", "labels": ["x", "y"]},
+                {"name": "b", "type": "gauge", "help": "h"},
+                {"name": "c_seconds", "type": "histogram", "help": "h"},
+                {"name": "d", "type": "histogram", "help": "h", "buckets": [0, 2.5]}]"#,
+        )
+        .unwrap();
+        let written: Vec<Value> = d.iter().map(Declaration::to_json).collect();
+        assert_eq!(parse_value(&Value::Array(written.clone())).unwrap(), d);
+        // What the file left out is explicit: no labels, and the default buckets.
+        assert_eq!(
+            written[1],
+            json!({"name": "b", "type": "gauge", "help": "h", "labels": []})
+        );
+        assert_eq!(written[2]["buckets"], json!(DEFAULT_BUCKETS));
     }
 
     #[test]

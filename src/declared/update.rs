@@ -28,7 +28,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn name(self) -> &'static str {
+    /// The operation's name in an update and in the journal.
+    pub(super) fn name(self) -> &'static str {
         match self {
             Op::Inc(_) => "inc",
             Op::Add(_) => "add",
@@ -165,9 +166,52 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
         .collect()
 }
 
+/// How a start reads label values given by position, as a store written
+/// before label names were recorded has them (and bucket counts without
+/// their bounds). Plain data.
+#[derive(Debug, Default)]
+pub struct Positional {
+    /// Whether they are taken by position: only on the first start on such
+    /// a store, which then rewrites it with names (see
+    /// [`crate::declared::Declared::open`]).
+    pub allowed: bool,
+    /// How many were met, taken or not.
+    pub seen: u64,
+}
+
+/// The values of `labels` (as a journal record or a snapshot has them) for
+/// the declaration `d`, in its label order: an object with exactly the
+/// declared label names, in any order; or, only as `positional` allows, an
+/// array of as many values as it has labels. An empty array fits an
+/// unlabelled family always. `None` when they do not fit: a label renamed,
+/// added or removed.
+pub fn label_values(
+    labels: &Value,
+    d: &Declaration,
+    positional: &mut Positional,
+) -> Option<Vec<String>> {
+    let owned = |v: &Value| v.as_str().map(str::to_string);
+    match labels {
+        Value::Object(map) if map.len() == d.labels.len() => d
+            .labels
+            .iter()
+            .map(|l| map.get(l).and_then(owned))
+            .collect(),
+        Value::Array(values) if values.is_empty() && d.labels.is_empty() => Some(Vec::new()),
+        Value::Array(values) => {
+            positional.seen += 1;
+            let fits = positional.allowed && values.len() == d.labels.len();
+            fits.then(|| values.iter().map(owned).collect())?
+        }
+        _ => None,
+    }
+}
+
 /// The journal record of a batch:
-/// `{"u":[["name",["label value",...],"op",value],...]}`, with names rather
-/// than indexes so that a changed declarations file cannot misread it.
+/// `{"u":[["name",{"label":"value",...},"op",value],...]}`, with names
+/// rather than indexes or positions so that a changed declarations file
+/// cannot misread it. A histogram's observations need no bounds: a replay
+/// counts them into the buckets declared then.
 pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     let mut out = String::with_capacity(16 + updates.len() * 48);
     out.push_str("{\"u\":[");
@@ -176,15 +220,18 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
             out.push(',');
         }
         out.push('[');
-        json_text::push_str(&mut out, &declared[u.family].name);
-        out.push_str(",[");
-        for (j, l) in u.labels.iter().enumerate() {
+        let d = &declared[u.family];
+        json_text::push_str(&mut out, &d.name);
+        out.push_str(",{");
+        for (j, (name, value)) in d.labels.iter().zip(&u.labels).enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            json_text::push_str(&mut out, l);
+            json_text::push_str(&mut out, name);
+            out.push(':');
+            json_text::push_str(&mut out, value);
         }
-        out.push_str("],\"");
+        out.push_str("},\"");
         out.push_str(u.op.name());
         out.push_str("\",");
         json_text::push_f64(&mut out, u.op.value());
@@ -195,13 +242,15 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
 }
 
 /// Reads a journal record back. Updates of families no longer declared, or
-/// declared with other labels or another type, are added to `skipped` as
-/// they were, and left out; a snapshot keeps them.
+/// declared with other label names (see [`label_values`]) or another type,
+/// are added to `skipped` as they were, and left out; a snapshot keeps
+/// them.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],
     index: &HashMap<String, usize>,
     skipped: &mut Vec<Value>,
+    positional: &mut Positional,
 ) -> Vec<Update> {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
         skipped.push(Value::String(String::from_utf8_lossy(bytes).into_owned()));
@@ -211,12 +260,7 @@ pub fn from_record(
     for item in v["u"].as_array().into_iter().flatten() {
         let parsed = (|| {
             let family = *index.get(item[0].as_str()?)?;
-            let labels: Option<Vec<String>> = item[1]
-                .as_array()?
-                .iter()
-                .map(|l| l.as_str().map(str::to_string))
-                .collect();
-            let labels = labels.filter(|l| l.len() == declared[family].labels.len())?;
+            let labels = label_values(&item[1], &declared[family], positional)?;
             let value = item[3].as_f64()?;
             let op = match (declared[family].kind, item[2].as_str()?) {
                 (Type::Counter, "inc") => Op::Inc(value),
@@ -278,9 +322,17 @@ mod tests {
         assert_eq!(updates[0].labels, ["m \"x\"", "ok"]);
         assert_eq!(updates[2].op, Op::Set(-3.0));
         let mut skipped = Vec::new();
-        let back = from_record(&record(&updates, &d), &d, &index, &mut skipped);
+        let line = record(&updates, &d);
+        let named: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            named["u"][0][1],
+            json!({"model": "m \"x\"", "result": "ok"})
+        );
+        let mut positional = Positional::default();
+        let back = from_record(&line, &d, &index, &mut skipped, &mut positional);
         assert_eq!(back, updates);
         assert!(skipped.is_empty());
+        assert_eq!(positional.seen, 0);
     }
 
     #[test]
@@ -351,13 +403,48 @@ mod tests {
     fn records_of_families_no_longer_declared_are_skipped() {
         let (d, index) = declared();
         let mut skipped = Vec::new();
-        let line = br#"{"u":[["gone_total",[],"inc",1],["git_active_merges",[],"set",4],["git_active_merges",[],"observe",1]]}"#;
-        let back = from_record(line, &d, &index, &mut skipped);
+        let line = br#"{"u":[["gone_total",{},"inc",1],["git_active_merges",{},"set",4],["git_active_merges",{},"observe",1]]}"#;
+        let back = from_record(line, &d, &index, &mut skipped, &mut Positional::default());
         assert_eq!(back.len(), 1);
         let kept = json!([
-            ["gone_total", [], "inc", 1],
-            ["git_active_merges", [], "observe", 1]
+            ["gone_total", {}, "inc", 1],
+            ["git_active_merges", {}, "observe", 1]
         ]);
         assert_eq!(Value::Array(skipped), kept, "kept as they were");
+    }
+
+    #[test]
+    fn labels_are_matched_by_name_and_by_position_only_in_a_store_from_before_names() {
+        let (d, index) = declared();
+        let read = |line: &[u8], positional: &mut Positional| {
+            let mut skipped = Vec::new();
+            let back = from_record(line, &d, &index, &mut skipped, positional);
+            (back, skipped.len())
+        };
+        let mut named = Positional::default();
+        let other_order = br#"{"u":[["llm_requests_total",{"result":"ok","model":"m"},"inc",1]]}"#;
+        let (back, skipped) = read(other_order, &mut named);
+        assert_eq!(
+            (back[0].labels.clone(), skipped),
+            (vec!["m".into(), "ok".into()], 0)
+        );
+        for renamed in [
+            br#"{"u":[["llm_requests_total",{"model":"m","outcome":"ok"},"inc",1]]}"#.as_slice(),
+            br#"{"u":[["llm_requests_total",{"model":"m"},"inc",1]]}"#,
+            br#"{"u":[["llm_requests_total",{"model":"m","result":"ok","x":"y"},"inc",1]]}"#,
+            br#"{"u":[["llm_requests_total",{"model":"m","result":1},"inc",1]]}"#,
+        ] {
+            assert_eq!(read(renamed, &mut named), (Vec::new(), 1));
+        }
+        let by_position = br#"{"u":[["llm_requests_total",["m","ok"],"inc",1],["git_active_merges",[],"set",2]]}"#;
+        let (back, skipped) = read(by_position, &mut named);
+        assert_eq!((back.len(), skipped, named.seen), (1, 1, 1), "kept aside");
+        let mut legacy = Positional {
+            allowed: true,
+            seen: 0,
+        };
+        let (back, skipped) = read(by_position, &mut legacy);
+        assert_eq!((back.len(), skipped, legacy.seen), (2, 0, 1));
+        assert_eq!(back[0].labels, ["m", "ok"]);
     }
 }

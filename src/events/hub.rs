@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use super::agentgate;
 use super::seq::{SeqFile, SEQ_RESERVE};
 use super::Error;
 use crate::json_text::{push_key, push_str, push_value};
@@ -47,6 +48,8 @@ pub struct NewEvent {
     correlation_id: Option<String>,
     work_order_id: Option<String>,
     fields: Map<String, Value>,
+    /// Fields whose JSON text goes out as it is, after the others.
+    raw_fields: Vec<(&'static str, Box<str>)>,
 }
 
 impl NewEvent {
@@ -59,6 +62,7 @@ impl NewEvent {
             correlation_id: None,
             work_order_id: None,
             fields: Map::new(),
+            raw_fields: Vec::new(),
         }
     }
 
@@ -80,6 +84,18 @@ impl NewEvent {
     pub fn field(mut self, key: &str, value: Value) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.fields.insert(key.to_string(), value);
+        }
+        self
+    }
+
+    /// Adds one of the event's own fields as JSON text that goes out byte
+    /// for byte, after the fields [`NewEvent::field`] adds: a client's text
+    /// that a `Value` would reorder. `json` must be one JSON value on one
+    /// line, and `key` one of ours, needing no escaping and not given to
+    /// [`NewEvent::field`].
+    pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
+        if !ENVELOPE.contains(&key) {
+            self.raw_fields.push((key, json.into()));
         }
         self
     }
@@ -115,6 +131,11 @@ impl NewEvent {
             tail.push(':');
             push_value(&mut tail, value);
         }
+        for (key, json) in &self.raw_fields {
+            tail.push(',');
+            push_key(&mut tail, key);
+            tail.push_str(json);
+        }
         tail.push('}');
         Rendered {
             kind: self.kind,
@@ -145,13 +166,21 @@ pub struct Published {
     json: String,
     /// The transports' shared rendering; see [`Published::rendered`].
     rendered: OnceLock<Box<str>>,
+    /// Its AgentGate frame, once asked for; see [`Published::agentgate_frame`].
+    agentgate: OnceLock<Option<Box<str>>>,
 }
 
 impl Published {
     /// The bytes it counts for in the ring: its JSON twice (once rendered
-    /// for the streams) and its bookkeeping.
+    /// for the streams), a third time for a type with an AgentGate frame
+    /// (which is shorter than the JSON), and its bookkeeping.
     fn bytes(&self) -> usize {
-        2 * self.json.len() + 128
+        let copies = if agentgate::KINDS.contains(&self.kind) {
+            3
+        } else {
+            2
+        };
+        copies * self.json.len() + 128
     }
 
     /// Its sequence number.
@@ -180,12 +209,23 @@ impl Published {
     pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
+
+    /// The event as AgentGate's dashboard takes it (see [`agentgate`]),
+    /// made once and shared by every subscriber; `None` for a type it does
+    /// not take.
+    pub fn agentgate_frame(&self) -> Option<&str> {
+        self.agentgate
+            .get_or_init(|| agentgate::frame(self.kind, &self.json).map(String::into_boxed_str))
+            .as_deref()
+    }
 }
 
 /// Which events a subscriber wants. Plain data; safe to send across threads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     run_id: Option<String>,
+    /// Only events of these types, when set.
+    kinds: Option<&'static [&'static str]>,
 }
 
 impl Filter {
@@ -198,12 +238,23 @@ impl Filter {
     pub fn run(run_id: &str) -> Filter {
         Filter {
             run_id: Some(run_id.to_string()),
+            kinds: None,
+        }
+    }
+
+    /// Only the events of these types that this filter passes: a
+    /// subscriber that wants a few types then has no others queued for it.
+    pub fn only(self, kinds: &'static [&'static str]) -> Filter {
+        Filter {
+            kinds: Some(kinds),
+            ..self
         }
     }
 
     /// Whether `event` passes.
     pub fn matches(&self, event: &Published) -> bool {
-        self.run_id.is_none() || self.run_id.as_deref() == event.run_id()
+        (self.run_id.is_none() || self.run_id.as_deref() == event.run_id())
+            && self.kinds.is_none_or(|kinds| kinds.contains(&event.kind))
     }
 }
 
@@ -498,6 +549,7 @@ impl Hub {
                     run_id: event.run_id,
                     json,
                     rendered: OnceLock::new(),
+                    agentgate: OnceLock::new(),
                 });
                 s.ring_bytes += published.bytes();
                 s.ring.push_back(published.clone());

@@ -28,8 +28,10 @@
 //! `run_canceled`, `iteration_started`, `iteration_completed`,
 //! `phase_started`, `phase_completed`, `gate_checked`, `delivery_started`,
 //! `delivery_completed`, `budget_alert` and `message_appended`. Token events
-//! only move metrics and are not published.
+//! only move metrics and are not published. [`agentgate`] renders four of
+//! them as AgentGate's dashboard takes them.
 
+pub mod agentgate;
 mod hub;
 mod publish;
 mod seq;
@@ -56,6 +58,7 @@ pub struct Error {
 enum ErrorKind {
     Read(std::io::Error),
     Parse(String),
+    Exhausted(u64),
     Write(std::io::Error),
     Metrics(crate::metrics::Error),
 }
@@ -71,6 +74,13 @@ impl Error {
     fn parse(path: PathBuf, text: String) -> Error {
         Error {
             kind: ErrorKind::Parse(text),
+            path,
+        }
+    }
+
+    fn exhausted(path: PathBuf, first: u64) -> Error {
+        Error {
+            kind: ErrorKind::Exhausted(first),
             path,
         }
     }
@@ -97,7 +107,7 @@ impl Error {
     /// Whether the sequence file exists but does not hold a sequence number,
     /// in which case the hub refuses to start rather than risk reusing one.
     pub fn is_corrupt(&self) -> bool {
-        matches!(self.kind, ErrorKind::Parse(_))
+        matches!(self.kind, ErrorKind::Parse(_) | ErrorKind::Exhausted(_))
     }
 }
 
@@ -110,6 +120,12 @@ impl fmt::Display for Error {
                 f,
                 "event sequence file {path} holds {text:?}, not a sequence number"
             ),
+            ErrorKind::Exhausted(first) => write!(
+                f,
+                "event sequence file {path} holds {first}, too near the largest sequence number \
+                 ({}) to reserve another block; refusing to start rather than wrap",
+                u64::MAX
+            ),
             ErrorKind::Write(e) => write!(f, "cannot write event sequence file {path}: {e}"),
             ErrorKind::Metrics(e) => write!(f, "event metric registration failed: {e}"),
         }
@@ -121,7 +137,7 @@ impl std::error::Error for Error {
         match &self.kind {
             ErrorKind::Read(e) | ErrorKind::Write(e) => Some(e),
             ErrorKind::Metrics(e) => Some(e),
-            ErrorKind::Parse(_) => None,
+            ErrorKind::Parse(_) | ErrorKind::Exhausted(_) => None,
         }
     }
 }

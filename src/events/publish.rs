@@ -114,8 +114,10 @@ impl Hub {
     ///
     /// Each carries what the emitter's own `run_completed` has: `result`
     /// (`succeeded`, `failed` or `canceled`), `iterations` (the count
-    /// started), `duration_ms`, and the run's `summary` (tokens, cost and
-    /// phases); a failed run also its `error`, a cancelled one its `reason`.
+    /// started), `duration_ms`, the run's `summary` (tokens, cost and
+    /// phases), and `metrics`, the emitter's text byte for byte (`null`
+    /// when it sent none); a failed run also its `error`, a cancelled one
+    /// its `reason`.
     pub fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let (kind, result) = match run.status {
             Status::Running => return None,
@@ -149,7 +151,8 @@ impl Hub {
             Status::Cancelled => event = event.field("reason", json!(run.error)),
             _ => {}
         }
-        Some(self.publish(event))
+        let metrics = run.metrics.as_deref().unwrap_or("null");
+        Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
     /// Publishes each event of a durable batch of `run`, in order and with
@@ -261,6 +264,7 @@ mod tests {
             strategy: None,
             max_iterations: Some(3),
             traceparent: None,
+            metrics: None,
             detail: Detail::default().into(),
         }
     }

@@ -33,6 +33,9 @@ impl SeqFile {
         let path = dir.join(SEQ_FILE);
         let first = match fs::read_to_string(&path) {
             Ok(text) => match text.trim().parse::<u64>() {
+                // Sequence numbers never wrap: a mark with no room for one
+                // more block ends the sequence, and the start with it.
+                Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => return Err(Error::exhausted(path, n)),
                 Ok(n) if n >= 1 => n,
                 _ => return Err(Error::parse(path, text)),
             },
@@ -87,6 +90,23 @@ mod tests {
         assert_eq!(first, 10_001);
         assert_eq!(fs::read_to_string(dir.join(SEQ_FILE)).unwrap(), "10001\n");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_mark_at_the_end_of_the_sequence_refuses_to_start_rather_than_wrap() {
+        let dir = temp_dir("exhausted");
+        for n in [u64::MAX, u64::MAX - SEQ_RESERVE] {
+            fs::write(dir.join(SEQ_FILE), format!("{n}\n")).unwrap();
+            let e = SeqFile::open(&dir).unwrap_err();
+            assert!(
+                e.to_string().contains("refusing to start rather than wrap"),
+                "{e}"
+            );
+        }
+        let last = u64::MAX - 2 * SEQ_RESERVE;
+        fs::write(dir.join(SEQ_FILE), format!("{last}\n")).unwrap();
+        assert_eq!(SeqFile::open(&dir).unwrap().1, last);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

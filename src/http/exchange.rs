@@ -55,6 +55,16 @@ pub fn valid_request_id(id: &str) -> bool {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
+/// The level of a request's log line: a 5xx is the server failing (a write
+/// on a full disk, say), which an operator who keeps only warnings and
+/// errors must still see; any other answer is routine.
+fn request_level(status: u16) -> crate::log::Level {
+    match status {
+        500.. => crate::log::Level::Error,
+        _ => crate::log::Level::Info,
+    }
+}
+
 /// A new 16-hex-digit request id.
 pub fn new_request_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -268,7 +278,7 @@ impl Exchange {
             ("request_id", json!(self.request_id)),
         ];
         fields.append(&mut self.fields);
-        self.app.log.info("request", &fields);
+        self.app.log.log(request_level(status), "request", &fields);
     }
 
     /// Answers `status` with `headers` and the request id, counts and logs
@@ -339,6 +349,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failed_answer_is_logged_as_an_error() {
+        use crate::log::Level;
+        assert_eq!(request_level(500), Level::Error);
+        assert_eq!(request_level(503), Level::Error);
+        assert_eq!(request_level(404), Level::Info);
+        assert_eq!(request_level(201), Level::Info);
+    }
+
+    #[test]
     fn request_ids_are_checked() {
         assert!(valid_request_id("abc-123_x.y:z"));
         assert!(!valid_request_id(""));
@@ -359,6 +378,7 @@ mod tests {
             budget: crate::budget::BudgetConfig::new(&dir),
             otlp: None,
             declared: Vec::new(),
+            declared_ceiling: crate::declared::Ceiling::default(),
             message_retention: crate::bus::Retention::default(),
             run_retention: crate::runs::Retention::default(),
             snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,

@@ -55,6 +55,19 @@ impl Body {
         }
     }
 
+    /// An optional free-text field of a run, at most
+    /// [`MAX_TEXT_BYTES`](crate::runs::MAX_TEXT_BYTES), as on every route.
+    pub fn opt_text(&self, field: &str) -> Result<Option<String>, Error> {
+        let text = self.opt_str(field)?;
+        if text
+            .as_ref()
+            .is_some_and(|t| t.len() > crate::runs::MAX_TEXT_BYTES)
+        {
+            return Err(Error::invalid(field, crate::runs::text_too_long()));
+        }
+        Ok(text)
+    }
+
     /// A required string field.
     pub fn str(&self, field: &str) -> Result<String, Error> {
         self.opt_str(field)?

@@ -11,7 +11,7 @@ use super::json::Body;
 use super::response::Response;
 use super::streams;
 use crate::app::{App, VERSION};
-use crate::budget::SpendInput;
+use crate::budget::{SpendInput, Spent};
 use crate::bus;
 use crate::error::Error;
 use crate::json_text;
@@ -70,7 +70,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "budget", "spend"], "POST") => spend(ex),
         (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "metrics"], "POST") => update_metrics(ex),
-        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "metrics"], "GET") => declared_families(ex),
+        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], "GET") => read_messages(ex),
         (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
@@ -79,6 +80,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET, POST")),
         (["api", "v1", "ws"], "GET") => streams::websocket(ex),
         (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
+        (["ws"], "GET") => streams::agentgate_websocket(ex),
+        (["ws"], _) => ex.send(Response::method_not_allowed("GET")),
         ([], "GET" | "HEAD") => streams::page(ex),
         ([], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
         _ => {
@@ -86,6 +89,14 @@ pub fn route(ex: Exchange) {
             ex.send(r)
         }
     }
+}
+
+/// Whether a request for `target` needs the API key, when one is set: the
+/// API's routes and AgentGate's dashboard stream `/ws`, which carries what
+/// `/api/v1/ws` does.
+pub fn needs_key(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    path.starts_with("/api/") || path.trim_end_matches('/') == "/ws"
 }
 
 /// Checks `Authorization: Bearer KEY` (the scheme in any case, RFC 9110
@@ -113,10 +124,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn metrics(ex: Exchange) {
-    let format = match ex.query("format").as_deref() {
+    // An empty `?format=` is no choice, as an empty `?status=` is.
+    let chosen = ex.query("format").filter(|f| !f.is_empty());
+    let format = match chosen.map(|f| f.to_ascii_lowercase()).as_deref() {
+        None => Format::negotiate(ex.header("Accept").as_deref()),
         Some("openmetrics") => Format::OpenMetrics,
         Some("text" | "prometheus") => Format::Text,
-        _ => Format::negotiate(ex.header("Accept").as_deref()),
+        Some(_) => {
+            let e = Error::invalid("format", "must be text, prometheus or openmetrics");
+            return ex.send(e.into());
+        }
     };
     // Rendered as it is sent: a scrape of any size costs a piece of memory.
     let app = ex.app().clone();
@@ -259,11 +276,11 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
     let body = Body::parse(&ex.read_body()?, &fields)?;
     Ok(NewRun {
         run_id: body.opt_str("run_id")?,
-        agent: body.opt_str("agent")?,
-        goal: body.opt_str("goal")?,
-        work_order_id: body.opt_str("work_order_id")?,
-        correlation_id: body.opt_str("correlation_id")?,
-        strategy: body.opt_str("strategy")?,
+        agent: body.opt_text("agent")?,
+        goal: body.opt_text("goal")?,
+        work_order_id: body.opt_text("work_order_id")?,
+        correlation_id: body.opt_text("correlation_id")?,
+        strategy: body.opt_text("strategy")?,
         max_iterations: body.opt_u64("max_iterations")?,
         // Kept only when valid: it is echoed into trace exports later.
         traceparent: ex
@@ -289,7 +306,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             app.announce_finished(&finished);
             let mut body = finished.run.to_json();
             body["cost"] = json!(finished.spend.amount);
-            ex.send(Response::json(200, &body))
+            ex.send(json_text_response(200, finished.run.print_json(body)))
         }
         Err(e) => ex.send(e.into()),
     });
@@ -335,7 +352,7 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
     let body = Body::parse(&body, fields)?;
     let how = match action {
         "complete" => Finish::Complete,
-        "fail" => Finish::Fail(body.opt_str("error")?),
+        "fail" => Finish::Fail(body.opt_text("error")?),
         _ => Finish::Cancel,
     };
     Ok((how, body.opt_f64("cost")?))
@@ -410,7 +427,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
         return Ok(Parsed::Events(events));
     }
     let value = Body::parse_value(&body)?;
-    let steps = crate::runs::progress::parse_batch(&value, time::now_unix(), Some(id))?;
+    let steps = crate::runs::progress::parse_batch(&value, &body, time::now_unix(), Some(id))?;
     if steps
         .iter()
         .all(|p| matches!(p.step, crate::runs::Step::Event(_)))
@@ -429,7 +446,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
 fn progress(mut ex: Exchange) {
     let steps = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
-        crate::runs::progress::parse_batch(&value, time::now_unix(), None)
+        crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
     });
     match steps {
         Ok(steps) => apply_progress(ex, steps),
@@ -477,23 +494,52 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
     });
 }
 
+/// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
+/// was recorded before, for an `operation_id` today's ledger already holds.
 fn spend(mut ex: Exchange) {
-    let result = spend_input(&mut ex).and_then(|(input, run_id, phase)| {
+    let result = spend_input(&mut ex).and_then(|request| {
         let app = ex.app().clone();
-        let recorded = app
-            .budget
-            .spend(input, run_id.as_deref(), phase.as_deref())
-            .map_err(Response::from)?;
-        app.budget_alerts(&recorded, run_id.as_deref());
-        Ok(recorded)
+        let SpendRequest {
+            input,
+            run_id,
+            phase,
+            operation_id,
+        } = request;
+        let (run_id, phase) = (run_id.as_deref(), phase.as_deref());
+        let spent = match &operation_id {
+            Some(id) => app.budget.spend_once(id, input, run_id, phase),
+            None => app.budget.spend(input, run_id, phase).map(Spent::New),
+        };
+        let spent = spent.map_err(Response::from)?;
+        if let Spent::New(recorded) = &spent {
+            app.budget_alerts(recorded, run_id);
+        }
+        Ok((spent, operation_id))
     });
     match result {
-        Ok(recorded) => ex.send(Response::json(201, &recorded.to_json())),
+        Ok((spent, operation_id)) => {
+            let (status, repeat, recorded) = match spent {
+                Spent::New(r) => (201, false, r),
+                Spent::Repeat(r) => (200, true, r),
+            };
+            let mut body = recorded.to_json();
+            if let Some(id) = operation_id {
+                body["operation_id"] = json!(id);
+                body["already_recorded"] = json!(repeat);
+            }
+            ex.send(Response::json(status, &body))
+        }
         Err(r) => ex.send(r),
     }
 }
 
-type SpendRequest = (SpendInput, Option<String>, Option<String>);
+/// A direct spend as asked for.
+struct SpendRequest {
+    input: SpendInput,
+    run_id: Option<String>,
+    phase: Option<String>,
+    operation_id: Option<String>,
+}
 
 fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
     let fields = [
@@ -503,6 +549,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
         "model",
         "run_id",
         "phase",
+        "operation_id",
     ];
     let body = Body::parse(&ex.read_body()?, &fields)?;
     let amount = body.opt_f64("amount")?;
@@ -513,7 +560,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
         (None, Some(i), Some(o)) => SpendInput::Tokens {
             input_tokens: i,
             output_tokens: o,
-            model: body.opt_str("model")?,
+            model: body.opt_text("model")?,
         },
         (Some(_), _, _) => {
             return Err(Error::invalid(
@@ -529,7 +576,12 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             return Err(Error::invalid("output_tokens", "is required with input_tokens").into())
         }
     };
-    Ok((input, body.opt_str("run_id")?, body.opt_str("phase")?))
+    Ok(SpendRequest {
+        input,
+        run_id: body.opt_text("run_id")?,
+        phase: body.opt_str("phase")?,
+        operation_id: body.opt_str("operation_id")?,
+    })
 }
 
 fn list_runs(ex: Exchange) {
@@ -553,8 +605,9 @@ fn list_runs(ex: Exchange) {
         Err(e) => return ex.send(e.into()),
     };
     // The text of `{"runs": [...], "next_after": ...}`, keys in the order
-    // serde_json prints them, a page of runs at a time. A run that ended or
-    // was let go while its page waited is left out.
+    // serde_json prints them, each run with its metrics as sent, a page of
+    // runs at a time. A run that ended or was let go while its page waited
+    // is left out.
     let app = ex.app().clone();
     ex.stream(super::response::JSON, move |out| {
         out.write_all(b"{\"next_after\":")?;
@@ -566,7 +619,7 @@ fn list_runs(ex: Exchange) {
                 if !std::mem::take(&mut first) {
                     out.write_all(b",")?;
                 }
-                serde_json::to_writer(&mut *out, &run.to_json())?;
+                out.write_all(run.to_json_text().as_bytes())?;
             }
         }
         out.write_all(b"]}")
@@ -586,8 +639,32 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
 
 fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
-        Some(run) => ex.send(Response::json(200, &run.to_json())),
+        Some(run) => ex.send(json_text_response(200, run.to_json_text())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
+    }
+}
+
+/// `GET /api/v1/metrics`: the declared families, in the file's format, so a
+/// client can send only updates they take instead of learning it from a 400.
+fn declared_families(ex: Exchange) {
+    let families: Vec<Value> = ex
+        .app()
+        .declared
+        .declarations()
+        .iter()
+        .map(|d| d.to_json())
+        .collect();
+    ex.send(Response::json(200, &json!({ "families": families })))
+}
+
+/// A JSON answer already printed.
+fn json_text_response(status: u16, body: String) -> Response {
+    Response {
+        status,
+        content_type: super::response::JSON,
+        headers: Vec::new(),
+        body: body.into_bytes(),
+        detail: None,
     }
 }
 
@@ -688,6 +765,24 @@ fn read_messages(ex: Exchange) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_api_and_agentgates_stream_need_the_key() {
+        for target in [
+            "/api/v1/runs",
+            "/api/v1/ws?run_id=r",
+            "/ws",
+            "/ws/",
+            "/ws?tail=5",
+        ] {
+            assert!(super::needs_key(target), "{target}");
+        }
+        for target in [
+            "/", "/metrics", "/healthz", "/wsx", "/ws/x", "/api", "/x?/ws",
+        ] {
+            assert!(!super::needs_key(target), "{target}");
+        }
+    }
+
     #[test]
     fn constant_time_eq_compares_exactly() {
         assert!(super::constant_time_eq(b"secret", b"secret"));

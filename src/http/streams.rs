@@ -1,10 +1,11 @@
 //! The live views: `GET /api/v1/events` (server-sent events), `GET
-//! /api/v1/ws` (a WebSocket carrying the same events) and `GET /`, a page
-//! that shows them.
+//! /api/v1/ws` (a WebSocket carrying the same events), `GET /ws` (a
+//! WebSocket carrying AgentGate's dashboard frames of four of them, see
+//! [`agentgate`]) and `GET /`, a page that shows them.
 //!
-//! Both streams take `?run_id=` (only that run's events) and resume: SSE
-//! from `Last-Event-ID` (or `?last_event_id=`), the WebSocket from
-//! `?after_seq=`; both also take `?tail=N`, the N newest retained events.
+//! The streams take `?run_id=` (only that run's events) and resume: SSE
+//! from `Last-Event-ID` (or `?last_event_id=`), the WebSockets from
+//! `?after_seq=`; all also take `?tail=N`, the N newest retained events.
 //!
 //! **On the client's own socket.** A handler answers, subscribes and takes
 //! the connection over ([`Exchange::take_over`]). The connection's thread
@@ -36,7 +37,9 @@
 //! by the close code 1001 (going away).
 //!
 //! **WebSocket**: the reader answers pings and the client's close; the
-//! writer sends events and heartbeat pings. Both write under one mutex,
+//! writer sends events and heartbeat pings. On `/ws` it sends only the
+//! frames AgentGate knows: no `lagged` or `shutdown` notice, only their
+//! close codes. Both write under one mutex,
 //! which also records that a close frame went out, after which nothing
 //! else is sent. Client frames must be masked; a protocol error or a
 //! message over 64 KiB is answered with the close code
@@ -57,7 +60,9 @@ use serde_json::json;
 use super::exchange::Exchange;
 use super::response::Response;
 use crate::error::Error;
-use crate::events::{Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED};
+use crate::events::{
+    agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,
+};
 use crate::log::Logger;
 use crate::ws::{self, frame};
 
@@ -400,8 +405,29 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
+/// What a WebSocket stream sends.
+#[derive(Clone, Copy)]
+enum Dialect {
+    /// Our events as they are, and the `lagged` and `shutdown` notices.
+    Ours,
+    /// AgentGate's dashboard frames only ([`agentgate`]): the notices,
+    /// which it does not know, are left to the close codes.
+    AgentGate,
+}
+
 /// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
 pub fn websocket(ex: Exchange) {
+    websocket_stream(ex, Dialect::Ours)
+}
+
+/// `GET /ws`: AgentGate's dashboard stream, one text frame per
+/// `iteration:started`, `iteration:completed`, `phase:completed` and
+/// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
+pub fn agentgate_websocket(ex: Exchange) {
+    websocket_stream(ex, Dialect::AgentGate)
+}
+
+fn websocket_stream(ex: Exchange, dialect: Dialect) {
     let key = match handshake_key(&ex) {
         Ok(key) => key,
         Err(r) => return ex.send(r),
@@ -410,10 +436,12 @@ pub fn websocket(ex: Exchange) {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
+    let filter = match dialect {
+        Dialect::Ours => p.filter,
+        Dialect::AgentGate => p.filter.only(&agentgate::KINDS),
+    };
     let app = ex.app().clone();
-    let sub = app
-        .events
-        .subscribe(p.filter, p.start, Transport::WebSocket);
+    let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
     let headers = [
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
@@ -428,7 +456,8 @@ pub fn websocket(ex: Exchange) {
         // after a close it sent, and no longer than CLOSE_WAIT.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        if let Err(e) = spawn("ws-write", move || ws_writer(&writer, sub, &reader_gone)) {
+        let write = move || ws_writer(&writer, sub, dialect, &reader_gone);
+        if let Err(e) = spawn("ws-write", write) {
             return warn_no_thread(&app.log, "websocket", &e);
         }
         // Bytes the client sent right after its handshake come first.
@@ -442,7 +471,7 @@ pub fn websocket(ex: Exchange) {
     ex.take_over(101, &headers, Box::new(run));
 }
 
-fn ws_writer(conn: &Link, mut sub: Subscription, reader_gone: &Receiver<()>) {
+fn ws_writer(conn: &Link, mut sub: Subscription, dialect: Dialect, reader_gone: &Receiver<()>) {
     let mut last = None;
     loop {
         let first = sub.next(HEARTBEAT);
@@ -456,19 +485,25 @@ fn ws_writer(conn: &Link, mut sub: Subscription, reader_gone: &Receiver<()>) {
         }
         let (events, end) = batch(&mut sub, first);
         for e in &events {
-            let _ = frame::write_text(&mut out, e.json());
+            let text = match dialect {
+                Dialect::Ours => Some(e.json()),
+                Dialect::AgentGate => e.agentgate_frame(),
+            };
+            if let Some(text) = text {
+                let _ = frame::write_text(&mut out, text);
+            }
         }
-        let close = match &end {
-            Some(Next::Lagged(lagged)) => {
-                let _ = frame::write_text(&mut out, &lagged.to_json().to_string());
-                Some((CLOSE_LAGGED, "lagged"))
-            }
-            Some(Next::Stopping(stopped)) => {
-                let _ = frame::write_text(&mut out, &stopped.to_json().to_string());
-                Some((CLOSE_GOING_AWAY, "server stopping"))
-            }
-            _ => None,
+        let (notice, close) = match &end {
+            Some(Next::Lagged(lagged)) => (Some(lagged.to_json()), Some((CLOSE_LAGGED, "lagged"))),
+            Some(Next::Stopping(stopped)) => (
+                Some(stopped.to_json()),
+                Some((CLOSE_GOING_AWAY, "server stopping")),
+            ),
+            _ => (None, None),
         };
+        if let (Some(notice), Dialect::Ours) = (notice, dialect) {
+            let _ = frame::write_text(&mut out, &notice.to_string());
+        }
         if conn.send(&out).is_err() {
             break;
         }
@@ -558,8 +593,18 @@ mod tests {
     fn the_page_is_self_contained() {
         assert!(PAGE.starts_with("<!DOCTYPE html>"));
         assert!(PAGE.contains("EventSource"));
-        for external in ["http://", "https://", "//cdn"] {
-            assert!(!PAGE.contains(external), "{external}");
+        // The charts' SVG namespace is a name, never fetched.
+        let page = PAGE.replace("\"http://www.w3.org/2000/svg\"", "");
+        for external in [
+            "http://", "https://", "//cdn", "src=", "href=", "url(", "@import",
+        ] {
+            assert!(!page.contains(external), "{external}");
         }
+    }
+
+    #[test]
+    fn the_page_stays_small() {
+        // Served from the binary: its size is the binary's.
+        assert!(PAGE.len() < 32 * 1024, "the page is {} bytes", PAGE.len());
     }
 }

@@ -7,9 +7,13 @@ use std::sync::Arc;
 /// updates the same value; safe to share across threads.
 ///
 /// It keeps two fields, like client_golang's counter: whole-number
-/// increments go to an integer with one `fetch_add`, the fastest update
-/// there is, while fractional [`Counter::add`] calls go to a float. The
-/// value is their sum.
+/// increments go to an integer, while fractional [`Counter::add`] calls go
+/// to a float. The value is their sum.
+///
+/// A counter never goes backwards: both fields saturate at the largest
+/// value they can hold (`u64::MAX`, `f64::MAX`) instead of wrapping or
+/// becoming infinite, so a client that sends huge increments pins the
+/// counter at its ceiling rather than resetting it.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
     core: Arc<CounterCore>,
@@ -30,16 +34,25 @@ impl Counter {
         Counter::default()
     }
 
-    /// Adds one.
+    /// Adds one, saturating at `u64::MAX` like [`Counter::inc_by`]: a
+    /// counter that huge increments pinned at its ceiling stays there.
     #[inline]
     pub fn inc(&self) {
-        self.core.int.fetch_add(1, Ordering::Relaxed);
+        self.inc_by(1);
     }
 
-    /// Adds a whole number.
+    /// Adds a whole number, saturating at `u64::MAX`.
     #[inline]
     pub fn inc_by(&self, n: u64) {
-        self.core.int.fetch_add(n, Ordering::Relaxed);
+        let int = &self.core.int;
+        let mut current = int.load(Ordering::Relaxed);
+        loop {
+            let next = current.saturating_add(n);
+            match int.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Adds `v`. A negative, NaN or infinite `v` is ignored: a counter
@@ -52,7 +65,7 @@ impl Counter {
             self.inc_by(v as u64);
             return;
         }
-        add_f64(&self.core.float_bits, v);
+        add_fraction(&self.core.float_bits, v);
     }
 
     /// The value in its two parts, the whole-number increments and the
@@ -72,7 +85,7 @@ impl Counter {
     pub fn add_parts(&self, int: u64, fraction: f64) {
         self.inc_by(int);
         if fraction.is_finite() && fraction >= 0.0 {
-            add_f64(&self.core.float_bits, fraction);
+            add_fraction(&self.core.float_bits, fraction);
         }
     }
 
@@ -96,6 +109,19 @@ pub(crate) fn add_f64(cell: &AtomicU64, v: f64) {
     }
 }
 
+/// Adds a finite, non-negative `v` to a counter's float part, saturating at
+/// `f64::MAX` so that the part stays finite.
+fn add_fraction(cell: &AtomicU64, v: f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = (f64::from_bits(current) + v).min(f64::MAX).to_bits();
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +137,26 @@ mod tests {
         c.add(f64::NAN);
         c.add(f64::INFINITY);
         assert_eq!(c.get(), 7.5);
+    }
+
+    #[test]
+    fn huge_increments_saturate_and_never_go_back() {
+        let c = Counter::new();
+        let mut last = 0.0;
+        for _ in 0..3 {
+            c.inc_by(8_900_000_000_000_000_000);
+            assert!(c.get() >= last, "{} after {last}", c.get());
+            last = c.get();
+        }
+        assert_eq!(c.parts().0, u64::MAX);
+        c.inc();
+        c.add_parts(5, 0.0);
+        assert_eq!(c.parts().0, u64::MAX);
+        c.add(1.5e308);
+        c.add(1.5e308);
+        c.add_parts(0, 1.5e308);
+        assert_eq!(c.parts().1, f64::MAX);
+        assert!(c.get().is_finite());
     }
 
     #[test]

@@ -363,6 +363,48 @@ pub(crate) fn write_histograms(
     result
 }
 
+/// The widest sample value either format writes: a sign, 17 significant
+/// digits, a point and a four-character exponent, `-1.2345678901234567e-300`.
+const MAX_VALUE_BYTES: usize = 24;
+
+/// The widest count: `u64::MAX` has 20 digits.
+const MAX_COUNT_BYTES: usize = 20;
+
+/// The most bytes one series of the family `name` can take in a scrape, in
+/// either format, whatever its values: `labels` is the length of its
+/// rendered labels (0 for none) and `les` a histogram's bounds as
+/// [`le_strings`] gives them.
+pub(crate) fn series_bytes(name: &str, kind: Kind, les: &[Box<[u8]>], labels: usize) -> u64 {
+    let n = name.len();
+    // `{labels} ` on a sample line; `labels,` before a bucket's `le`.
+    let (braced, before_le) = match labels {
+        0 => (0, 0),
+        l => (l + 2, l + 1),
+    };
+    let bytes = match kind {
+        Kind::Counter | Kind::Gauge => n + braced + 1 + MAX_VALUE_BYTES + 1,
+        Kind::Histogram => {
+            let bucket = n + "_bucket{".len() + before_le + "le=\"\"} ".len() + MAX_COUNT_BYTES + 1;
+            let buckets: usize = les.iter().map(|le| bucket + le.len()).sum();
+            let sum = n + "_sum".len() + braced + 1 + MAX_VALUE_BYTES + 1;
+            let count = n + "_count".len() + braced + 1 + MAX_COUNT_BYTES + 1;
+            buckets + sum + count
+        }
+    };
+    bytes as u64
+}
+
+/// The bytes of a family's HELP, TYPE and UNIT lines in the longer of the
+/// two formats.
+pub(crate) fn header_bytes(name: &str, help: &str, kind: Kind) -> u64 {
+    let mut out = Vec::new();
+    write_header(&mut out, Format::Text, name, help, kind);
+    let text = out.len();
+    out.clear();
+    write_header(&mut out, Format::OpenMetrics, name, help, kind);
+    text.max(out.len()) as u64
+}
+
 /// Formats bucket bounds for `le`, the same way in both formats so that
 /// both store the same series, with `+Inf` last.
 pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {

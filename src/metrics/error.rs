@@ -23,6 +23,12 @@ pub(crate) enum ErrorKind {
     NonCounterSuffix,
     InvalidBuckets(&'static str),
     NoOriginal(String),
+    /// A family's fixed part, as label and exposition bytes, and what its
+    /// byte ceiling had left of each.
+    OverCeiling {
+        fixed: (u64, u64),
+        left: (u64, u64),
+    },
 }
 
 impl Error {
@@ -42,6 +48,12 @@ impl Error {
     /// samples of a registered family.
     pub fn is_duplicate(&self) -> bool {
         matches!(self.kind, ErrorKind::Duplicate | ErrorKind::Clash(_))
+    }
+
+    /// True when the family's fixed part did not fit under its byte
+    /// ceiling (see [`crate::metrics::ByteCeiling`]).
+    pub fn is_over_ceiling(&self) -> bool {
+        matches!(self.kind, ErrorKind::OverCeiling { .. })
     }
 }
 
@@ -79,6 +91,13 @@ impl fmt::Display for Error {
             ErrorKind::NoOriginal(of) => write!(
                 f,
                 "alias {name}: {of} is not a registered counter, gauge or histogram family"
+            ),
+            ErrorKind::OverCeiling { fixed, left } => write!(
+                f,
+                "metric {name} does not fit under its byte ceiling: its header and \
+                 overflow series take {} bytes of a scrape and {} label bytes, where \
+                 {} and {} are left",
+                fixed.1, fixed.0, left.1, left.0
             ),
         }
     }

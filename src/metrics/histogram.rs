@@ -96,6 +96,18 @@ impl Histogram {
     /// NaN for good.
     #[inline]
     pub fn observe(&self, v: f64) {
+        self.observe_with(v, add_f64)
+    }
+
+    /// Records one observation as [`Histogram::observe`] does, except that
+    /// a finite `v` never takes `_sum` past the largest finite value: the
+    /// sum stops at `±f64::MAX`, so that a sum of finite values is finite.
+    pub fn observe_saturating(&self, v: f64) {
+        self.observe_with(v, add_f64_saturating)
+    }
+
+    #[inline(always)]
+    fn observe_with(&self, v: f64, add: impl Fn(&AtomicU64, f64)) {
         if v.is_nan() {
             return;
         }
@@ -103,9 +115,22 @@ impl Histogram {
         let slot = bucket_of(&core.bounds, v);
         let n = core.count_and_hot.fetch_add(1, Ordering::Relaxed);
         let shard = &core.shards[(n >> 63) as usize];
-        add_f64(&shard.sum_bits, v);
+        add(&shard.sum_bits, v);
         // Release: a scrape that sees this increment also sees the sum.
         shard.buckets[slot].fetch_add(1, Ordering::Release);
+    }
+
+    /// The sum of the observations, as a scrape would show it now. It
+    /// waits for a scrape under way, but not for observations.
+    pub fn sum(&self) -> f64 {
+        let core = &*self.core;
+        // Between two scrapes one shard holds every folded observation and
+        // the other what came since; the lock keeps a fold from being
+        // half done. Its state is irrelevant if poisoned, as in `snapshot`.
+        let _guard = core.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let [a, b] = &core.shards;
+        let sum = |s: &Shard| f64::from_bits(s.sum_bits.load(Ordering::Relaxed));
+        saturating_sum(sum(a), sum(b))
     }
 
     /// The upper bounds, without the implied `+Inf`.
@@ -149,13 +174,14 @@ impl Histogram {
         }
         let sum = f64::from_bits(cold.sum_bits.swap(0f64.to_bits(), Ordering::Relaxed));
         // Fold the cold totals into the hot shard, so it alone holds every
-        // observation by the next flip.
+        // observation by the next flip. Saturating, as the halves of a
+        // saturated sum may each be finite where their total is not.
         let mut previous = 0;
         for (bucket, total) in hot.buckets.iter().zip(cumulative.iter()) {
             bucket.fetch_add(total - previous, Ordering::Relaxed);
             previous = *total;
         }
-        add_f64(&hot.sum_bits, sum);
+        add_f64_saturating(&hot.sum_bits, sum);
         (sum, count)
     }
 }
@@ -164,7 +190,8 @@ impl Histogram {
     /// Adds observations made elsewhere, given as [`Histogram::snapshot`]
     /// returns them: `cumulative` counts, one per bound plus `+Inf`, and
     /// their sum. For carrying a histogram across a restart. Counts of the
-    /// wrong length, or that decrease, change nothing and return false.
+    /// wrong length, or that decrease, change nothing and return false. A
+    /// finite sum is added as [`Histogram::observe_saturating`] adds.
     pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
         let core = &*self.core;
         let slots = core.bounds.len() + 1;
@@ -176,13 +203,37 @@ impl Histogram {
         // shard that count chose, so a scrape under way waits for them.
         let n = core.count_and_hot.fetch_add(total, Ordering::Relaxed);
         let shard = &core.shards[(n >> 63) as usize];
-        add_f64(&shard.sum_bits, sum);
+        add_f64_saturating(&shard.sum_bits, sum);
         let mut previous = 0;
         for (bucket, &c) in shard.buckets.iter().zip(cumulative) {
             bucket.fetch_add(c - previous, Ordering::Release);
             previous = c;
         }
         true
+    }
+}
+
+/// `a + b`, or `±f64::MAX` where two finite numbers add up past it; an
+/// infinite operand gives what IEEE addition gives.
+pub(crate) fn saturating_sum(a: f64, b: f64) -> f64 {
+    let sum = a + b;
+    if sum.is_infinite() && a.is_finite() && b.is_finite() {
+        f64::MAX.copysign(sum)
+    } else {
+        sum
+    }
+}
+
+/// Adds `v` to an f64 stored as bits, as [`saturating_sum`] adds, with a
+/// compare-exchange loop.
+fn add_f64_saturating(cell: &AtomicU64, v: f64) {
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let next = saturating_sum(f64::from_bits(current), v).to_bits();
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
+        }
     }
 }
 
@@ -243,6 +294,35 @@ mod tests {
         assert_eq!(copy.snapshot(&mut again), h.snapshot(&mut counts));
         assert_eq!(again, counts);
         assert_eq!(count, 7);
+    }
+
+    #[test]
+    fn a_saturating_sum_of_finite_values_stays_finite() {
+        let h = Histogram::new(&[1.0]).unwrap();
+        h.observe_saturating(1.5e308);
+        let mut counts = Vec::new();
+        // Folded into the other shard by the scrape, then added to there.
+        h.snapshot(&mut counts);
+        h.observe_saturating(1.5e308);
+        assert_eq!(h.sum(), f64::MAX);
+        assert_eq!(h.snapshot(&mut counts), (f64::MAX, 2));
+        h.observe_saturating(-f64::MAX);
+        assert_eq!(h.sum(), 0.0);
+        assert!(h.add_counts(&[0, 1], f64::MAX));
+        assert!(h.add_counts(&[0, 1], f64::MAX));
+        assert_eq!(h.snapshot(&mut counts), (f64::MAX, 5));
+        assert_eq!(counts, [1, 5]);
+        // Infinity itself is still summed as IEEE sums it.
+        h.observe_saturating(f64::INFINITY);
+        assert_eq!(h.sum(), f64::INFINITY);
+        let plain = Histogram::new(&[1.0]).unwrap();
+        plain.observe(1.5e308);
+        plain.observe(1.5e308);
+        assert_eq!(
+            plain.sum(),
+            f64::INFINITY,
+            "observe itself does not saturate"
+        );
     }
 
     #[test]

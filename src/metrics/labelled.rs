@@ -26,6 +26,11 @@ impl CounterFamily {
         self.inner.with(values, Counter::clone)
     }
 
+    /// The counter for `values` if it exists; never creates one.
+    pub fn existing(&self, values: &[&str]) -> Option<Counter> {
+        self.inner.existing(values).cloned()
+    }
+
     /// Adds one to the counter for `values`.
     #[inline]
     pub fn inc(&self, values: &[&str]) {
@@ -69,6 +74,11 @@ impl GaugeFamily {
     /// The gauge for `values`, created at zero if new.
     pub fn get(&self, values: &[&str]) -> Gauge {
         self.inner.with(values, Gauge::clone)
+    }
+
+    /// The gauge for `values` if it exists; never creates one.
+    pub fn existing(&self, values: &[&str]) -> Option<Gauge> {
+        self.inner.existing(values).cloned()
     }
 
     /// Sets the gauge for `values`.
@@ -115,6 +125,11 @@ impl HistogramFamily {
     /// The histogram for `values`, created empty if new.
     pub fn get(&self, values: &[&str]) -> Histogram {
         self.inner.with(values, Histogram::clone)
+    }
+
+    /// The histogram for `values` if it exists; never creates one.
+    pub fn existing(&self, values: &[&str]) -> Option<Histogram> {
+        self.inner.existing(values).cloned()
     }
 
     /// Records `v` in the histogram for `values`.

@@ -6,6 +6,7 @@
 //! return nothing and cannot fail, because names and labels are checked
 //! once, at registration. See `docs/metrics-library.md` for a tour.
 
+mod ceiling;
 mod counter;
 mod encode;
 mod error;
@@ -21,12 +22,14 @@ mod process_linux;
 mod registry;
 mod timer;
 
+pub use ceiling::ByteCeiling;
 pub use counter::Counter;
 pub use encode::{Format, Kind, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 pub use error::Error;
 pub use family::{DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
 pub use format::{write_float, write_label_value};
 pub use gauge::Gauge;
+pub(crate) use histogram::saturating_sum;
 pub use histogram::Histogram;
 pub use labelled::{CounterFamily, GaugeFamily, HistogramFamily};
 pub use name::{valid_label_name, valid_metric_name};

@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::{Arc, RwLock};
 
+use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
 use super::error::{Error, ErrorKind};
-use super::family::{Family, DEFAULT_SERIES_CAP};
+use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
+use super::format::write_label_value;
 use super::gauge::Gauge;
 use super::histogram::{checked_bounds, Histogram};
 use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
@@ -87,6 +89,9 @@ struct Entries {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+    /// The ceiling that labelled families registered through this handle
+    /// are held under (see [`Registry::within`]).
+    ceiling: Option<ByteCeiling>,
 }
 
 struct Inner {
@@ -122,6 +127,7 @@ impl Registry {
                 entries: RwLock::new(Entries::default()),
                 overflow: overflow.clone(),
             }),
+            ceiling: None,
         };
         // The name is valid and the registry empty, so this cannot fail.
         let _ = registry.add(
@@ -131,6 +137,19 @@ impl Registry {
             Body::Counters(overflow, 1),
         );
         registry
+    }
+
+    /// A handle on the same registry through which the labelled families
+    /// registered ([`Registry::counter_family`], [`Registry::gauge_family`],
+    /// [`Registry::histogram_family`]) are held under `ceiling`, as
+    /// [`ByteCeiling`] describes: their fixed part is counted at
+    /// registration, which fails when it does not fit, and each new series
+    /// that does not fit goes to its family's overflow series.
+    pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
+        Registry {
+            inner: self.inner.clone(),
+            ceiling: Some(ceiling.clone()),
+        }
     }
 
     /// Registers an unlabelled counter. Its name must end in `_total`.
@@ -199,14 +218,17 @@ impl Registry {
         per_unit: u32,
     ) -> Result<CounterFamily, Error> {
         check_label_names(name, labels)?;
-        let family = Arc::new(Family::new(
+        let family = Family::new(
             labels,
             self.cap(),
             self.overflowed(name, labels),
             Counter::new,
-        ));
+        );
+        let (family, counted) = self.charge(family, (name, help, Kind::Counter), &[], labels)?;
+        let family = Arc::new(family);
         let body = Body::Counters(family.clone(), per_unit.max(1));
-        self.add(name, help, Kind::Counter, body)?;
+        self.add(name, help, Kind::Counter, body)
+            .inspect_err(|_| self.give_back(counted))?;
         Ok(CounterFamily { inner: family })
     }
 
@@ -218,13 +240,16 @@ impl Registry {
         labels: &[&str],
     ) -> Result<GaugeFamily, Error> {
         check_label_names(name, labels)?;
-        let family = Arc::new(Family::new(
+        let family = Family::new(
             labels,
             self.cap(),
             self.overflowed(name, labels),
             Gauge::new,
-        ));
-        self.add(name, help, Kind::Gauge, Body::Gauges(family.clone()))?;
+        );
+        let (family, counted) = self.charge(family, (name, help, Kind::Gauge), &[], labels)?;
+        let family = Arc::new(family);
+        self.add(name, help, Kind::Gauge, Body::Gauges(family.clone()))
+            .inspect_err(|_| self.give_back(counted))?;
         Ok(GaugeFamily { inner: family })
     }
 
@@ -240,18 +265,17 @@ impl Registry {
         check_label_names(name, labels)?;
         let bounds = checked_bounds(name, bounds)?;
         let les = encode::le_strings(&bounds);
-        let family = Arc::new(Family::new(
+        let family = Family::new(
             labels,
             self.cap(),
             self.overflowed(name, labels),
             move || Histogram::with_checked_bounds(bounds.clone()),
-        ));
-        self.add(
-            name,
-            help,
-            Kind::Histogram,
-            Body::Histograms(family.clone(), les),
-        )?;
+        );
+        let kind = Kind::Histogram;
+        let (family, counted) = self.charge(family, (name, help, kind), &les, labels)?;
+        let family = Arc::new(family);
+        self.add(name, help, kind, Body::Histograms(family.clone(), les))
+            .inspect_err(|_| self.give_back(counted))?;
         Ok(HistogramFamily { inner: family })
     }
 
@@ -391,6 +415,69 @@ impl Registry {
         // guards a consistent map.
         let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
         entries.by_name.values().cloned().collect()
+    }
+
+    /// Puts a new labelled family under this handle's ceiling, if it has
+    /// one: counts its fixed part (its header; its one series when it has
+    /// no labels; else its overflow series and that series' line in
+    /// `conductor_series_overflow_total`), and has it count each new series.
+    /// Returns the family and what was counted, to give back should the
+    /// registration fail after all.
+    fn charge<M: Clone>(
+        &self,
+        family: Family<M>,
+        (name, help, kind): (&str, &str, Kind),
+        les: &[Box<[u8]>],
+        labels: &[&str],
+    ) -> Result<(Family<M>, (u64, u64)), Error> {
+        let Some(ceiling) = &self.ceiling else {
+            return Ok((family, (0, 0)));
+        };
+        let header = encode::header_bytes(name, help, kind);
+        let (label_bytes, series) = if labels.is_empty() {
+            (0, encode::series_bytes(name, kind, les, 0))
+        } else {
+            // `a="other",b="other"`, and `metric="name"`.
+            let other: usize = labels
+                .iter()
+                .map(|l| l.len() + "=\"\",".len() + OVERFLOW_VALUE.len())
+                .sum::<usize>()
+                - 1;
+            let mut metric = b"metric=\"".to_vec();
+            write_label_value(&mut metric, name);
+            metric.push(b'"');
+            let overflow = encode::series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
+            (
+                other as u64,
+                encode::series_bytes(name, kind, les, other) + overflow,
+            )
+        };
+        let fixed = (label_bytes, header + series);
+        if !ceiling.take(fixed.0, fixed.1) {
+            let (limits, used) = (ceiling.limits(), ceiling.used());
+            let left = (
+                limits.0.saturating_sub(used.0),
+                limits.1.saturating_sub(used.1),
+            );
+            return Err(Error::new(name, ErrorKind::OverCeiling { fixed, left }));
+        }
+        if labels.is_empty() {
+            // Its one series is counted: every lookup finds it.
+            return Ok((family, fixed));
+        }
+        let (name, les) = (name.to_string(), les.to_vec());
+        let charge = Charge {
+            ceiling: ceiling.clone(),
+            weigh: Box::new(move |labels| encode::series_bytes(&name, kind, &les, labels)),
+        };
+        Ok((family.charged(charge), fixed))
+    }
+
+    /// Gives back what [`Registry::charge`] counted.
+    fn give_back(&self, (labels, exposition): (u64, u64)) {
+        if let Some(ceiling) = &self.ceiling {
+            ceiling.give_back(labels, exposition);
+        }
     }
 
     fn cap(&self) -> usize {

@@ -11,7 +11,12 @@ use super::config::OtlpConfig;
 use super::encode::encode_request;
 use super::span::Span;
 use super::transport::{self, Endpoint};
+use crate::log::Logger;
 use crate::metrics::Counter;
+
+/// The least time between two warnings about lost spans: a collector that
+/// is down for an hour gets sixty lines, not one per batch.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// How many times one batch is tried when the collector answers with a
 /// retryable status.
@@ -27,7 +32,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// bounded by the queue capacity plus one batch in flight. Spans are lost,
 /// and counted in the `dropped` counter, when the queue is full, when a
 /// request fails for any reason but a retryable status, and when the
-/// retries run out. Dropping the exporter lets the thread send what is
+/// retries run out; a `warn` line says so, at most once a minute (see
+/// [`LossReport`]). Dropping the exporter lets the thread send what is
 /// queued and exit, without waiting for it (a batch waiting to be retried
 /// is dropped then); call [`Exporter::flush`] first to wait.
 pub struct Exporter {
@@ -41,6 +47,7 @@ struct Shared {
     /// Wakes flushers: a batch finished.
     idle: Condvar,
     dropped: Counter,
+    log: Logger,
     capacity: usize,
     batch_size: usize,
 }
@@ -54,6 +61,42 @@ struct State {
     flushers: usize,
     shutdown: bool,
     last_error: Option<String>,
+    /// Spans lost since the start: a flush after any loss did not send
+    /// everything.
+    lost: u64,
+    report: LossReport,
+}
+
+/// When to warn about lost spans: at the first loss, then at the first
+/// loss a minute or more after the last warning, each time with the count
+/// lost since the last one and the latest reason. Losses in between wait
+/// for that line, or for the one a flush writes. Plain data.
+#[derive(Debug, Default)]
+struct LossReport {
+    last_warning: Option<Instant>,
+    unreported: u64,
+    why: String,
+}
+
+impl LossReport {
+    /// Notes `n` spans lost at `now` for `why`; returns the count and the
+    /// reason to warn about now, if a warning is due.
+    fn lost(&mut self, n: u64, why: &str, now: Instant) -> Option<(u64, String)> {
+        self.unreported += n;
+        why.clone_into(&mut self.why);
+        let due = self
+            .last_warning
+            .is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY);
+        due.then(|| self.take(now)).flatten()
+    }
+
+    /// The count no warning has named yet, and the latest reason, now named.
+    fn take(&mut self, now: Instant) -> Option<(u64, String)> {
+        (self.unreported > 0).then(|| {
+            self.last_warning = Some(now);
+            (std::mem::take(&mut self.unreported), self.why.clone())
+        })
+    }
 }
 
 /// What the export thread needs besides the shared state.
@@ -66,7 +109,8 @@ struct Target {
 
 impl Exporter {
     /// Starts the export thread for `config`; spans that are lost are
-    /// counted in `dropped` (`conductor_trace_spans_dropped_total`).
+    /// counted in `dropped` (`conductor_trace_spans_dropped_total`) and
+    /// warned about on `log`.
     ///
     /// # Errors
     ///
@@ -74,7 +118,7 @@ impl Exporter {
     /// the spawn error when the thread cannot start. A queue capacity or
     /// batch size of zero is taken as one; the batch size is capped at the
     /// queue capacity.
-    pub fn start(config: OtlpConfig, dropped: Counter) -> io::Result<Exporter> {
+    pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let capacity = config.queue_capacity.max(1);
@@ -86,10 +130,13 @@ impl Exporter {
                 flushers: 0,
                 shutdown: false,
                 last_error: None,
+                lost: 0,
+                report: LossReport::default(),
             }),
             work: Condvar::new(),
             idle: Condvar::new(),
             dropped,
+            log,
             capacity,
             batch_size: config.batch_size.clamp(1, capacity),
         });
@@ -113,7 +160,7 @@ impl Exporter {
             return;
         }
         let offered = spans.len();
-        let (accepted, wake) = {
+        let (wake, warning) = {
             let mut st = self.shared.lock();
             let accepted = offered.min(self.shared.capacity - st.queue.len());
             let was_empty = st.queue.is_empty();
@@ -124,26 +171,32 @@ impl Exporter {
             // The thread only needs waking to start a batch timer or to
             // send a full batch; otherwise its timed wait is already right.
             let wake = (was_empty && accepted > 0) || st.queue.len() >= self.shared.batch_size;
-            (accepted, wake)
+            let lost = (offered - accepted) as u64;
+            let warning = (lost > 0)
+                .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
+                .flatten();
+            (wake, warning)
         };
         if wake {
             self.shared.work.notify_one();
         }
-        if accepted < offered {
-            self.shared.dropped.inc_by((offered - accepted) as u64);
+        if let Some(warning) = warning {
+            self.shared.warn(warning);
         }
     }
 
     /// Sends everything queued now, without waiting for batches to fill,
     /// and waits up to `timeout` until the queue is empty and no batch is
-    /// in flight. Returns whether that happened in time. For tests and
-    /// shutdown; this call does block.
+    /// in flight. Returns whether that happened in time and no span was
+    /// ever lost: true only when everything was sent. Spans lost since the
+    /// last warning are warned about now, whatever the minute. For tests
+    /// and shutdown; this call does block.
     pub fn flush(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         st.flushers += 1;
         self.shared.work.notify_one();
-        let done = loop {
+        let drained = loop {
             if st.queue.is_empty() && !st.in_flight {
                 break true;
             }
@@ -153,7 +206,13 @@ impl Exporter {
             st = wait(&self.shared.idle, st, left);
         };
         st.flushers -= 1;
-        done
+        let sent = drained && st.lost == 0;
+        let warning = st.report.take(Instant::now());
+        drop(st);
+        if let Some(warning) = warning {
+            self.shared.warn(warning);
+        }
+        sent
     }
 
     /// The most recent export failure, for status pages and logs.
@@ -170,6 +229,24 @@ impl Drop for Exporter {
 }
 
 impl Shared {
+    /// Counts `n` spans lost for `why`; returns what to warn about, if a
+    /// warning is due. The caller warns after letting go of the lock.
+    fn lose(&self, st: &mut State, n: u64, why: &str) -> Option<(u64, String)> {
+        self.dropped.inc_by(n);
+        st.lost += n;
+        st.report.lost(n, why, Instant::now())
+    }
+
+    fn warn(&self, (spans, why): (u64, String)) {
+        self.log.warn(
+            "trace spans dropped",
+            &[
+                ("spans", serde_json::json!(spans)),
+                ("error", serde_json::json!(why)),
+            ],
+        );
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while the lock is held (queue operations and field
         // updates only), so a poisoned lock still guards a consistent state.
@@ -236,12 +313,20 @@ fn export_loop(shared: &Shared, target: &Target) {
         let outcome = deliver(shared, target, &batch);
         let mut st = shared.lock();
         st.in_flight = false;
-        if let Err(e) = outcome {
-            shared.dropped.inc_by(batch.len() as u64);
-            st.last_error = Some(e.to_string());
-        }
+        let warning = match outcome {
+            Ok(()) => None,
+            Err(e) => {
+                let why = e.to_string();
+                let warning = shared.lose(&mut st, batch.len() as u64, &why);
+                st.last_error = Some(why);
+                warning
+            }
+        };
         drop(st);
         shared.idle.notify_all();
+        if let Some(warning) = warning {
+            shared.warn(warning);
+        }
     }
 }
 
@@ -266,9 +351,15 @@ fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), trans
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{Level, LogFormat};
     use crate::otlp::fake_collector::Collector;
     use crate::otlp::{SpanStatus, TraceContext};
     use std::net::TcpListener;
+
+    /// A logger for tests: the warnings about lost spans are not printed.
+    fn quiet() -> Logger {
+        Logger::new(Level::Error, LogFormat::Json)
+    }
 
     fn config(endpoint: String) -> OtlpConfig {
         OtlpConfig {
@@ -309,8 +400,12 @@ mod tests {
     fn full_batches_go_at_once_and_flush_sends_the_rest() {
         let c = Collector::start(vec![], Some(200));
         let dropped = Counter::new();
-        let e =
-            Exporter::start(config(format!("{}/otel/", c.endpoint())), dropped.clone()).unwrap();
+        let e = Exporter::start(
+            config(format!("{}/otel/", c.endpoint())),
+            dropped.clone(),
+            quiet(),
+        )
+        .unwrap();
         for n in 0..5 {
             e.export(vec![span(n)]);
         }
@@ -345,7 +440,7 @@ mod tests {
         let mut cfg = config(c.endpoint());
         cfg.batch_size = 100;
         cfg.batch_delay = Duration::from_millis(20);
-        let e = Exporter::start(cfg, Counter::new()).unwrap();
+        let e = Exporter::start(cfg, Counter::new(), quiet()).unwrap();
         e.export(vec![span(1), span(2)]);
         assert!(c.wait_for(1, LONG));
         assert_eq!(span_count(&c.seen()[0].body), 2);
@@ -355,7 +450,7 @@ mod tests {
     fn retryable_statuses_are_retried_until_delivered() {
         let c = Collector::start(vec![Some(503), Some(503)], Some(200));
         let dropped = Counter::new();
-        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone(), quiet()).unwrap();
         e.export(vec![span(1)]);
         assert!(e.flush(LONG));
         let seen = c.seen();
@@ -368,9 +463,9 @@ mod tests {
     fn retries_stop_after_three_attempts() {
         let c = Collector::start(vec![], Some(429));
         let dropped = Counter::new();
-        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone(), quiet()).unwrap();
         e.export(vec![span(1), span(2)]);
-        assert!(e.flush(LONG));
+        assert!(!e.flush(LONG), "a lost batch is not flushed");
         assert_eq!(c.seen().len(), 3);
         assert_eq!(dropped.get(), 2.0);
         assert!(e.last_error().unwrap().contains("429"));
@@ -380,9 +475,9 @@ mod tests {
     fn other_failures_drop_the_batch_without_retrying() {
         let c = Collector::start(vec![Some(400)], Some(200));
         let dropped = Counter::new();
-        let e = Exporter::start(config(c.endpoint()), dropped.clone()).unwrap();
+        let e = Exporter::start(config(c.endpoint()), dropped.clone(), quiet()).unwrap();
         e.export(vec![span(1)]);
-        assert!(e.flush(LONG));
+        assert!(!e.flush(LONG));
         assert_eq!(c.seen().len(), 1);
         assert_eq!(dropped.get(), 1.0);
         assert!(e.last_error().unwrap().contains("400"));
@@ -392,10 +487,14 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e =
-            Exporter::start(config(format!("http://127.0.0.1:{port}")), dropped.clone()).unwrap();
+        let e = Exporter::start(
+            config(format!("http://127.0.0.1:{port}")),
+            dropped.clone(),
+            quiet(),
+        )
+        .unwrap();
         e.export(vec![span(1), span(2)]);
-        assert!(e.flush(LONG));
+        assert!(!e.flush(LONG));
         assert_eq!(dropped.get(), 3.0);
     }
 
@@ -406,13 +505,13 @@ mod tests {
         let mut cfg = config(c.endpoint());
         cfg.queue_capacity = 4;
         cfg.timeout = Duration::from_millis(200);
-        let e = Exporter::start(cfg, dropped.clone()).unwrap();
+        let e = Exporter::start(cfg, dropped.clone(), quiet()).unwrap();
         for n in 0..10_000 {
             e.export(vec![span(n)]);
             assert!(e.shared.lock().queue.len() <= 4);
         }
         assert!(dropped.get() > 0.0);
-        assert!(e.flush(LONG));
+        assert!(!e.flush(LONG));
         assert_eq!(dropped.get(), 10_000.0);
         assert!(c.wait_for(1, LONG));
         let err = e.last_error().unwrap();
@@ -420,9 +519,46 @@ mod tests {
     }
 
     #[test]
+    fn a_span_lost_before_the_flush_still_makes_it_false() {
+        let c = Collector::start(vec![Some(400)], Some(200));
+        let e = Exporter::start(config(c.endpoint()), Counter::new(), quiet()).unwrap();
+        // A full batch goes at once, and is refused.
+        e.export(vec![span(1), span(2)]);
+        assert!(c.wait_for(1, LONG));
+        e.export(vec![span(3)]);
+        assert!(!e.flush(LONG), "not everything was sent");
+        assert_eq!(c.seen().len(), 2, "what came later was sent");
+    }
+
+    #[test]
+    fn losses_are_warned_about_at_most_once_a_minute_with_their_count() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let said = |n: u64, why: &str| Some((n, why.to_string()));
+        let mut r = LossReport::default();
+        assert_eq!(r.take(at(0)), None, "nothing lost, nothing to say");
+        let first = r.lost(3, "a", at(0));
+        assert_eq!(first, said(3, "a"), "the first loss is said at once");
+        assert_eq!(r.lost(2, "b", at(10)), None);
+        assert_eq!(r.lost(5, "c", at(59)), None);
+        let minute = r.lost(1, "d", at(60));
+        assert_eq!(
+            minute,
+            said(8, "d"),
+            "a minute later: the count since, the latest reason"
+        );
+        assert_eq!(r.lost(4, "e", at(61)), None);
+        assert_eq!(r.take(at(62)), said(4, "e"), "a flush says what is left");
+        assert_eq!(r.take(at(63)), None);
+        let after_flush = r.lost(1, "f", at(100));
+        assert_eq!(after_flush, None, "the flush's line starts a new minute");
+        assert_eq!(r.lost(1, "g", at(122)), said(2, "g"));
+    }
+
+    #[test]
     fn dropping_the_exporter_still_sends_what_is_queued() {
         let c = Collector::start(vec![], Some(200));
-        let e = Exporter::start(config(c.endpoint()), Counter::new()).unwrap();
+        let e = Exporter::start(config(c.endpoint()), Counter::new(), quiet()).unwrap();
         e.export(vec![span(1)]);
         drop(e);
         assert!(c.wait_for(1, LONG));
@@ -431,7 +567,7 @@ mod tests {
 
     #[test]
     fn rejects_endpoints_it_cannot_reach() {
-        let err = Exporter::start(config("https://c:4318".into()), Counter::new())
+        let err = Exporter::start(config("https://c:4318".into()), Counter::new(), quiet())
             .err()
             .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -110,8 +110,8 @@ fn cut(s: &str) -> String {
 }
 
 fn add_pair(sum: &mut (u64, u64), t: &(u64, u64)) {
-    sum.0 += t.0;
-    sum.1 += t.1;
+    sum.0 = sum.0.saturating_add(t.0);
+    sum.1 = sum.1.saturating_add(t.1);
 }
 
 /// The [`SUMMARY_NAMES`] entries of `map` with the largest `weight` (the
@@ -255,8 +255,8 @@ fn add_priced_tokens(
         ("other".to_string(), String::new())
     };
     let t = table.entry(pair).or_default();
-    t.0 += input;
-    t.1 += output;
+    t.0 = t.0.saturating_add(input);
+    t.1 = t.1.saturating_add(output);
 }
 
 impl Detail {
@@ -476,13 +476,13 @@ impl Detail {
                 output_tokens,
             } => {
                 bump(&mut self.tokens_by_phase, phase, |t| {
-                    t.0 += input_tokens;
-                    t.1 += output_tokens;
+                    t.0 = t.0.saturating_add(*input_tokens);
+                    t.1 = t.1.saturating_add(*output_tokens);
                 });
                 let model_name = model.as_deref().unwrap_or("unknown");
                 bump(&mut self.tokens_by_model, model_name, |t| {
-                    t.0 += input_tokens;
-                    t.1 += output_tokens;
+                    t.0 = t.0.saturating_add(*input_tokens);
+                    t.1 = t.1.saturating_add(*output_tokens);
                 });
                 add_priced_tokens(
                     &mut self.tokens_by_phase_model,
@@ -525,8 +525,8 @@ impl Detail {
         };
         if let Some(i) = target {
             let span = &mut self.spans[i];
-            span.input_tokens += input;
-            span.output_tokens += output;
+            span.input_tokens = span.input_tokens.saturating_add(input);
+            span.output_tokens = span.output_tokens.saturating_add(output);
             if model.is_some() {
                 span.model = model.clone();
             }
@@ -536,8 +536,8 @@ impl Detail {
             return;
         }
         let pending = self.pending_tokens.entry(phase.to_string()).or_default();
-        pending.0 += input;
-        pending.1 += output;
+        pending.0 = pending.0.saturating_add(input);
+        pending.1 = pending.1.saturating_add(output);
         if model.is_some() {
             pending.2 = model.clone();
         }
@@ -552,8 +552,8 @@ impl Detail {
             if !same_phase(phase, &span.name) {
                 return true;
             }
-            span.input_tokens += *input;
-            span.output_tokens += *output;
+            span.input_tokens = span.input_tokens.saturating_add(*input);
+            span.output_tokens = span.output_tokens.saturating_add(*output);
             span.model = model.take().or(span.model.take());
             false
         });
@@ -643,8 +643,8 @@ impl Detail {
                 },
             ),
             gates: gates.collect(),
-            tokens_by_phase: top(&self.tokens_by_phase, |t| t.0 + t.1, add_pair),
-            tokens_by_model: top(&self.tokens_by_model, |t| t.0 + t.1, add_pair),
+            tokens_by_phase: top(&self.tokens_by_phase, |t| t.0.saturating_add(t.1), add_pair),
+            tokens_by_model: top(&self.tokens_by_model, |t| t.0.saturating_add(t.1), add_pair),
             delivery_started: self.delivery_started,
             delivery_completed: delivery
                 .map(|(ok, pr, ci, at)| (*ok, pr.as_deref().map(cut), ci.as_deref().map(cut), *at)),
@@ -709,7 +709,9 @@ impl Detail {
     pub fn tokens(&self) -> (u64, u64) {
         self.tokens_by_phase
             .values()
-            .fold((0, 0), |(i, o), (a, b)| (i + a, o + b))
+            .fold((0u64, 0u64), |(i, o), (a, b)| {
+                (i.saturating_add(*a), o.saturating_add(*b))
+            })
     }
 
     /// The detail as JSON for `GET /api/v1/runs/{id}`.

@@ -380,7 +380,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// The longest free text an event may carry (`reason`, `pr_url`, `ci_status`).
-const MAX_TEXT: usize = 2048;
+const MAX_TEXT: usize = super::MAX_TEXT_BYTES;
 
 /// The fields an event of type `kind` may carry besides `type` and
 /// `timestamp`; `None` for an unknown type.
@@ -547,9 +547,7 @@ impl EventFields for Fields<'_> {
         match self.map.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
-            Some(Value::String(_)) => {
-                Err((k.to_string(), format!("must be at most {MAX_TEXT} bytes")))
-            }
+            Some(Value::String(_)) => Err((k.to_string(), super::text_too_long())),
             Some(_) => Err((k.to_string(), "must be a string".to_string())),
         }
     }

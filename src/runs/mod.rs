@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::budget::{Budget, Recorded, Settlement, SpendInput};
+use crate::budget::{Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
 use crate::commit_queue::{Acks, CommitQueue, Outcome, Reply};
 use crate::error::Error;
 use crate::log::Logger;
@@ -92,6 +92,9 @@ pub struct Run {
     pub max_iterations: Option<u64>,
     /// The W3C `traceparent` it was started with, when valid.
     pub traceparent: Option<Box<str>>,
+    /// The `metrics` object its emitter's `run_completed` carried: the JSON
+    /// text as sent, on one line (see [`progress::MAX_METRICS_BYTES`]).
+    pub metrics: Option<Box<str>>,
     /// What its events add up to.
     pub detail: LazyDetail,
 }
@@ -111,8 +114,42 @@ impl Run {
         }
     }
 
-    /// The run as a JSON object.
+    /// The run as a JSON object. Its `metrics` is the emitter's object
+    /// parsed, so its keys come sorted; [`Run::to_json_text`] prints it as
+    /// sent.
     pub fn to_json(&self) -> Value {
+        let mut value = self.members();
+        value["metrics"] = self
+            .metrics
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or(Value::Null);
+        value
+    }
+
+    /// The run as JSON text: [`Run::to_json`] with `metrics` the text the
+    /// emitter sent, byte for byte, as the last member.
+    pub fn to_json_text(&self) -> String {
+        self.print_json(self.members())
+    }
+
+    /// Prints `value`, this run's [`Run::to_json`] with members added, as
+    /// [`Run::to_json_text`] prints the run.
+    pub fn print_json(&self, mut value: Value) -> String {
+        if let Value::Object(members) = &mut value {
+            members.remove("metrics");
+        }
+        let mut text = value.to_string();
+        crate::json_text::push_raw_member(
+            &mut text,
+            "metrics",
+            self.metrics.as_deref().unwrap_or("null"),
+        );
+        text
+    }
+
+    /// Every member of [`Run::to_json`] but `metrics`.
+    fn members(&self) -> Value {
         json!({
             "run_id": &*self.run_id,
             "agent": self.agent,
@@ -271,6 +308,7 @@ impl Run {
             &self.correlation_id,
             &self.strategy,
             &self.traceparent,
+            &self.metrics,
         ];
         let own = texts
             .iter()
@@ -503,6 +541,16 @@ fn start_lost(id: &str) -> Error {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Updates are applied whole under the lock and do not panic midway.
     state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The most bytes of free text a run keeps in any one field (a goal, an
+/// agent, a strategy, an error, a reason, a work order or correlation id, a
+/// PR link), on every route that takes it: one limit per kind of text.
+pub const MAX_TEXT_BYTES: usize = 2048;
+
+/// The error for a text over [`MAX_TEXT_BYTES`].
+pub fn text_too_long() -> String {
+    format!("must be at most {MAX_TEXT_BYTES} bytes")
 }
 
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -771,6 +819,11 @@ impl Runs {
 
     /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
     /// those in flight and `later` ones, priced by model.
+    ///
+    /// Tokens are priced at most [`MAX_AMOUNT`], in all and by phase: token
+    /// events that would price a run past it are refused when they arrive
+    /// ([`Runs::check_token_cost`]), so this cap only binds when the
+    /// pricing changed under a running run, and then the run still ends.
     fn price_end(
         &self,
         state: &State,
@@ -785,16 +838,62 @@ impl Runs {
             }
             return self.budget.price(id, SpendInput::Amount(c), &[], now);
         }
+        let (mut phase_costs, models) = self.token_costs(state, id, later.iter().copied());
+        for (_, c) in &mut phase_costs {
+            *c = c.min(MAX_AMOUNT);
+        }
+        let total = phase_costs
+            .iter()
+            .map(|(_, c)| c)
+            .sum::<f64>()
+            .min(MAX_AMOUNT);
+        let mut settlement = self
+            .budget
+            .price(id, SpendInput::Amount(total), &phase_costs, now)?;
+        // The models priced go with the settlement: one the table does not
+        // name is said once the end is durable.
+        settlement.models = models;
+        Ok(settlement)
+    }
+
+    /// The cost by phase of the tokens of run `id` (those applied, those in
+    /// flight, then `later` ones), and the models they were priced for.
+    fn token_costs<'a>(
+        &self,
+        state: &'a State,
+        id: &str,
+        later: impl Iterator<Item = &'a Timed>,
+    ) -> (Vec<(String, f64)>, Vec<String>) {
         let pricing = self.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
-        let events = in_flight.chain(later.iter().copied());
-        let phase_costs = detail.phase_costs_after(events, |m, i, o| pricing.cost(m, i, o));
-        let total = phase_costs.iter().map(|(_, c)| c).sum();
-        self.budget
-            .price(id, SpendInput::Amount(total), &phase_costs, now)
+        let events = in_flight.chain(later);
+        let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let costs = detail.phase_costs_after(events, |m, i, o| {
+            models.borrow_mut().extend(m.map(str::to_string));
+            pricing.cost(m, i, o)
+        });
+        (costs, models.into_inner().into_iter().collect())
+    }
+
+    /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
+    /// with what it has and has in flight, so that every run can be priced,
+    /// and so ended, whatever ends it.
+    fn check_token_cost<'a>(
+        &self,
+        state: &'a State,
+        id: &str,
+        later: impl Iterator<Item = &'a Timed>,
+        field: &str,
+    ) -> Result<(), Error> {
+        let (costs, _) = self.token_costs(state, id, later);
+        if costs.iter().map(|(_, c)| c).sum::<f64>() <= MAX_AMOUNT {
+            return Ok(());
+        }
+        let message = format!("would price run {id} above {MAX_AMOUNT} dollars of tokens");
+        Err(Error::invalid(field, message))
     }
 
     /// What a record's callback needs of the store.
@@ -877,6 +976,7 @@ impl Runs {
                     how,
                     reason,
                     duration_ms,
+                    metrics,
                 } => {
                     let (op, error) = match how {
                         Finish::Complete => ("complete", None),
@@ -906,10 +1006,15 @@ impl Runs {
                             return done(Err(e));
                         }
                     };
-                    records.push(json!({
+                    let mut record = json!({
                         "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
                         "duration_ms": duration_ms, "spend": settlement.to_json(),
-                    }));
+                    });
+                    // As a string: the text as sent, which an object would reorder.
+                    if let Some(text) = metrics {
+                        record["metrics"] = json!(text);
+                    }
+                    records.push(record);
                     plan.push(Planned::End(
                         id.clone(),
                         records.len() - 1,
@@ -1028,11 +1133,24 @@ impl Runs {
                 (_, None) => {
                     return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
                 }
-                (_, Some(Status::Running)) => {
-                    if let Step::Finish { how, .. } = &p.step {
+                (_, Some(Status::Running)) => match &p.step {
+                    Step::Finish { how, .. } => {
                         now.insert(id, end_status(how));
                     }
-                }
+                    Step::Event(e) if matches!(e.event, Event::Tokens { .. }) => {
+                        let batch = steps.iter().take_while(|q| q.index <= at);
+                        let events =
+                            batch
+                                .filter(|q| q.run_id == id)
+                                .filter_map(|q| match &q.step {
+                                    Step::Event(e) => Some(e),
+                                    _ => None,
+                                });
+                        let field = format!("events[{at}].input_tokens");
+                        self.check_token_cost(state, id, events, &field)?;
+                    }
+                    _ => {}
+                },
                 (_, Some(s)) => {
                     return Err(Error::Conflict(format!(
                         "events[{at}]: run {id} is already {}",
@@ -1077,7 +1195,10 @@ impl Runs {
         let mut record = events_record(id, &events);
         let mut events = events;
         let mut state = self.lock();
-        if let Err(e) = state.running(id) {
+        let checked = state
+            .running(id)
+            .and_then(|()| self.check_token_cost(&state, id, events.iter(), "input_tokens"));
+        if let Err(e) = checked {
             drop(state);
             return done(Err(e));
         }
@@ -1367,6 +1488,16 @@ impl Snapshots {
     }
 }
 
+/// What an end record says beside its op and time.
+struct End {
+    /// The error of a failed run, or the reason of a cancelled one.
+    error: Option<Box<str>>,
+    /// The run's duration as the emitter measured it.
+    reported_ms: Option<f64>,
+    /// The emitter's `metrics` text.
+    metrics: Option<Box<str>>,
+}
+
 impl State {
     /// Adds a run read from a snapshot, in the snapshot's order.
     fn restore(&mut self, run: Run) {
@@ -1494,6 +1625,7 @@ impl State {
                         strategy: text("strategy"),
                         max_iterations: v["max_iterations"].as_u64(),
                         traceparent: text("traceparent"),
+                        metrics: None,
                         detail: LazyDetail::default(),
                     }),
                 );
@@ -1509,8 +1641,12 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                let error = text("error");
-                if let Some(whole) = self.finish(id, op, ts, error, v["duration_ms"].as_f64(), m) {
+                let end = End {
+                    error: text("error"),
+                    reported_ms: v["duration_ms"].as_f64(),
+                    metrics: text("metrics"),
+                };
+                if let Some(whole) = self.finish(id, op, ts, end, m) {
                     ended(v, whole);
                 }
             }
@@ -1527,8 +1663,7 @@ impl State {
         id: &str,
         op: &str,
         ts: f64,
-        error: Option<Box<str>>,
-        reported_ms: Option<f64>,
+        end: End,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
         // Checked before the run is changed: a finished run a snapshot
@@ -1550,13 +1685,16 @@ impl State {
         };
         run.status = status;
         run.ended_at = Some(ts);
-        run.error = error;
+        run.error = end.error;
+        run.metrics = end.metrics;
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
-        let seconds = reported_ms.map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
+        let seconds = end
+            .reported_ms
+            .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
         m.finished(outcome, seconds);
         let summary = run.detail.summary();
         let mut whole = std::mem::replace(&mut run.detail, summary);
@@ -1778,7 +1916,8 @@ mod tests {
             {"type": "run_completed", "run_id": "a", "result": "succeeded"},
             {"type": "run_started", "run_id": "b"},
         ]);
-        let steps = progress::parse_batch(&batch, time::now_unix(), None).unwrap();
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
         let refused = wait(|done| runs.apply_batch(steps, done));
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
         assert_eq!(runs.budget.status().reserved, 0.0);
@@ -1834,6 +1973,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let (runs, registry) = open_snapshotting(&dir, 4096);
         let now = time::now_unix();
+        // A run ended with the emitter's metrics early, so that a snapshot
+        // covers it, and another at the end, which the journal's tail holds.
+        let with_metrics = |id: &str, metrics: &str| {
+            let body = format!(
+                r#"[{{"type":"run_started","runId":"{id}"}},
+                    {{"type":"run_completed","runId":"{id}","result":"succeeded","metrics":{metrics}}}]"#
+            );
+            let value: Value = serde_json::from_str(&body).unwrap();
+            let steps = progress::parse_batch(&value, body.as_bytes(), now, None).unwrap();
+            wait(|done| runs.apply_batch(steps, done)).unwrap();
+        };
+        let early = r#"{"z": 1.50, "a": [1e3, "\u00e9"]}"#;
+        with_metrics("early", early);
         for i in 0..60u64 {
             let id = format!("run-{i}");
             let new = NewRun {
@@ -1873,8 +2025,11 @@ mod tests {
                 "input_tokens": 5, "output_tokens": 5},
             {"type": "run_completed", "run_id": "batched", "result": "succeeded"},
         ]);
-        let steps = progress::parse_batch(&batch, now, None).unwrap();
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), now, None).unwrap();
         wait(|done| runs.apply_batch(steps, done)).unwrap();
+        let late = r#"{"totalDurationMs":9000,"phaseBreakdown":{"build":1}}"#;
+        with_metrics("late", late);
         settled(&runs);
         let store = dir.join("runs");
         assert!(store.join(snapshot::FILE).is_file());
@@ -1883,8 +2038,15 @@ mod tests {
             "covered segments go"
         );
         let before = everything(&runs, &registry);
-        assert_eq!(before.0.len(), 61);
-        assert_eq!(before.1.completed, 16);
+        assert_eq!(before.0.len(), 63);
+        assert_eq!(before.1.completed, 18);
+        let metrics = |runs: &[Run], id: &str| {
+            let run = runs.iter().find(|r| &*r.run_id == id).unwrap();
+            run.metrics.as_deref().map(str::to_string)
+        };
+        assert_eq!(metrics(&before.0, "early").as_deref(), Some(early));
+        assert_eq!(metrics(&before.0, "late").as_deref(), Some(late));
+        assert_eq!(metrics(&before.0, "batched"), None);
         drop(runs);
         // Twice: the second start reads the snapshot the first one's
         // journal tail did not change.

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::event::{self, parse_at, FieldError, Timed, MAX_BATCH};
-use super::{valid_run_id, Finish, NewRun};
+use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES};
 use crate::error::Error;
 
 /// What one progress event asks for.
@@ -24,8 +24,16 @@ pub enum Step {
         reason: Option<String>,
         /// The run's duration as the emitter measured it.
         duration_ms: Option<f64>,
+        /// The `metrics` object of `run_completed`, as its JSON text was
+        /// sent, put on one line when it spanned several.
+        metrics: Option<String>,
     },
 }
+
+/// The longest `metrics` text a `run_completed` may carry, in bytes: like
+/// every text a run keeps, it is bounded, and by the most of a client's
+/// JSON an event carries inline ([`crate::events::MAX_INLINE_BODY`]).
+pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event. Plain data; safe to send across threads.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,24 +64,82 @@ const ALIASES: [(&str, &str); 12] = [
     ("outputTokens", "output_tokens"),
 ];
 
-/// Parses one progress event or an array of them, all or nothing. Every
+/// Parses one progress event or an array of them, all or nothing; `value`
+/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. Every
 /// event names its run with `runId`; with `path_run`, the run of the route,
 /// an event may leave it out and must not name another. Errors name the
 /// event's index and field, e.g. `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
+    body: &[u8],
     now: f64,
     path_run: Option<&str>,
 ) -> Result<Vec<Progress>, Error> {
     let items = crate::batch::items(value, "event", MAX_BATCH)?;
+    // Only a batch with metrics pays for reading the body a second time.
+    let texts = if items.iter().any(|v| v.get("metrics").is_some()) {
+        member_texts(body, "metrics")
+    } else {
+        Vec::new()
+    };
     items
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            parse_one(i, v, now, path_run)
+            let text = texts.get(i).and_then(Option::as_deref);
+            parse_one(i, v, text, now, path_run)
                 .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
         })
         .collect()
+}
+
+/// The text of member `key` of each event in `body` (one object or an
+/// array of them) as it was sent; `None` where an event has none. Empty
+/// when the body is not such JSON.
+fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
+    use serde_json::value::RawValue;
+    let Ok(top) = serde_json::from_slice::<&RawValue>(body) else {
+        return Vec::new();
+    };
+    let items: Vec<&RawValue> = if top.get().starts_with('[') {
+        serde_json::from_str(top.get()).unwrap_or_default()
+    } else {
+        vec![top]
+    };
+    items
+        .iter()
+        .map(|item| {
+            // Keys are read unescaped, as the parsed value has them; a key
+            // given twice is the last one there as here.
+            let members: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(item.get()).ok()?;
+            members.get(key).map(|v| v.get())
+        })
+        .collect()
+}
+
+/// The `metrics` of a `run_completed`: `text` as sent (or `value` printed,
+/// should the body's text be missing), bounded in size and depth.
+fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError> {
+    let text = match text {
+        Some(t) => crate::json_text::one_line(t).into_owned(),
+        None => value.to_string(),
+    };
+    if text.len() > MAX_METRICS_BYTES {
+        let n = text.len();
+        return Err((
+            "metrics".into(),
+            format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}"),
+        ));
+    }
+    let depth = crate::bus::MAX_BODY_DEPTH;
+    if crate::bus::too_deep(value, depth) {
+        return Err((
+            "metrics".into(),
+            format!("must not nest arrays and objects more than {depth} deep"),
+        ));
+    }
+    Ok(text)
 }
 
 /// Renames camelCase keys to ours; a key given both ways is an error.
@@ -97,8 +163,8 @@ fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError>
 fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
     match map.remove(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 2048 => Ok(Some(s)),
-        Some(Value::String(_)) => Err((k.into(), "must be at most 2048 bytes".into())),
+        Some(Value::String(s)) if s.len() <= MAX_TEXT_BYTES => Ok(Some(s)),
+        Some(Value::String(_)) => Err((k.into(), text_too_long())),
         Some(_) => Err((k.into(), "must be a string".into())),
     }
 }
@@ -146,6 +212,7 @@ fn no_more(map: &Map<String, Value>, prefix: &str) -> Result<(), FieldError> {
 fn parse_one(
     index: usize,
     v: &Value,
+    metrics: Option<&str>,
     now: f64,
     path_run: Option<&str>,
 ) -> Result<Progress, FieldError> {
@@ -225,11 +292,15 @@ fn parse_one(
                 None => return Err(("result".into(), "is required".into())),
             };
             opt_u64(&mut map, "iterations")?;
-            opt_object(&mut map, "metrics")?;
+            let metrics = match opt_object(&mut map, "metrics")? {
+                Some(object) => Some(metrics_text(&Value::Object(object), metrics)?),
+                None => None,
+            };
             Step::Finish {
                 how,
                 reason: None,
                 duration_ms: opt_ms(&mut map, "duration_ms")?,
+                metrics,
             }
         }
         "run_failed" => {
@@ -243,19 +314,21 @@ fn parse_one(
                 }),
                 Some(_) => return Err(("error".into(), "must be a string or an object".into())),
             };
-            if error.as_ref().is_some_and(|e| e.len() > 2048) {
-                return Err(("error".into(), "must be at most 2048 bytes".into()));
+            if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
+                return Err(("error".into(), text_too_long()));
             }
             Step::Finish {
                 how: Finish::Fail(error),
                 reason: None,
                 duration_ms: opt_ms(&mut map, "duration_ms")?,
+                metrics: None,
             }
         }
         "run_canceled" | "run_cancelled" => Step::Finish {
             how: Finish::Cancel,
             reason: opt_string(&mut map, "reason")?,
             duration_ms: opt_ms(&mut map, "duration_ms")?,
+            metrics: None,
         },
         "delivery_completed" => {
             lift_delivery(&mut map)?;
@@ -296,11 +369,11 @@ mod tests {
     use serde_json::json;
 
     fn one(v: Value) -> Result<Progress, Error> {
-        parse_batch(&v, 100.0, None).map(|mut p| p.remove(0))
+        parse_batch(&v, v.to_string().as_bytes(), 100.0, None).map(|mut p| p.remove(0))
     }
 
     fn field(v: Value, path: Option<&str>) -> String {
-        match parse_batch(&v, 0.0, path) {
+        match parse_batch(&v, v.to_string().as_bytes(), 0.0, path) {
             Err(Error::Invalid { field, .. }) => field,
             other => panic!("{v}: {other:?}"),
         }
@@ -382,6 +455,91 @@ mod tests {
                 Step::Finish { how, .. } => assert_eq!(how, want, "{v}"),
                 other => panic!("{v}: {other:?}"),
             }
+        }
+    }
+
+    /// The `metrics` each event of `body` ends its run with.
+    fn metrics_of(body: &str) -> Result<Vec<Option<String>>, Error> {
+        let value: Value = serde_json::from_str(body).unwrap();
+        let steps = parse_batch(&value, body.as_bytes(), 0.0, None)?;
+        Ok(steps
+            .into_iter()
+            .map(|p| match p.step {
+                Step::Finish { metrics, .. } => metrics,
+                _ => None,
+            })
+            .collect())
+    }
+
+    #[test]
+    fn run_completed_keeps_its_metrics_as_sent() {
+        // Key order, spacing, number spelling and escapes survive; the
+        // events around it take nothing.
+        let sent = r#"{"totalDurationMs": 9000, "a":[1.50, 1e3, "\u00e9 \" }"], "z" : {}}"#;
+        let body = format!(
+            r#"  [{{"type":"run_started","runId":"r"}},
+               {{"type":"run_completed","runId":"r","result":"succeeded","metrics":{sent}}},
+               {{"type":"run_completed","runId":"s","result":"failed","metrics":null}}]  "#
+        );
+        assert_eq!(
+            metrics_of(&body).unwrap(),
+            [None, Some(sent.to_string()), None]
+        );
+        // One event, not an array; the member given twice is the last one.
+        let body = r#"{"type":"run_completed","runId":"r","result":"canceled","metrics":{"x":1},"metrics":{"b":2,"a":1}}"#;
+        assert_eq!(
+            metrics_of(body).unwrap(),
+            [Some(r#"{"b":2,"a":1}"#.to_string())]
+        );
+        // Spread over lines, it is put on one, with nothing else changed.
+        let body = "{\"type\":\"run_completed\",\"runId\":\"r\",\"result\":\"succeeded\",\n\
+            \"metrics\": {\n  \"b\": \"x y\",\n  \"a\": 1.0\n}}";
+        assert_eq!(
+            metrics_of(body).unwrap(),
+            [Some(r#"{"b":"x y","a":1.0}"#.to_string())]
+        );
+    }
+
+    #[test]
+    fn oversized_or_deep_metrics_are_refused_naming_the_field() {
+        let padding = "x".repeat(MAX_METRICS_BYTES - 8);
+        let fits = format!(r#"{{"p":"{padding}"}}"#);
+        assert_eq!(fits.len(), MAX_METRICS_BYTES);
+        let event = |metrics: &str| {
+            format!(
+                r#"[{{"type":"run_started","runId":"r"}},{{"type":"run_completed","runId":"r","result":"succeeded","metrics":{metrics}}}]"#
+            )
+        };
+        assert_eq!(
+            metrics_of(&event(&fits)).unwrap()[1].as_deref(),
+            Some(&*fits)
+        );
+        let over = format!(r#"{{"p":"{padding}x"}}"#);
+        let Err(e) = metrics_of(&event(&over)) else {
+            panic!("oversized metrics were kept");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "events[1].metrics: is {} bytes of JSON; the limit is 4096",
+                MAX_METRICS_BYTES + 1
+            )
+        );
+        let depth = crate::bus::MAX_BODY_DEPTH;
+        let nest = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+        assert!(metrics_of(&event(&nest(depth))).is_ok());
+        let Err(Error::Invalid { field, message }) = metrics_of(&event(&nest(depth + 1))) else {
+            panic!("deep metrics were kept");
+        };
+        assert_eq!(field, "events[1].metrics");
+        assert!(message.contains("64 deep"), "{message}");
+        assert_eq!(field_of(&event("[1]")), "events[1].metrics");
+    }
+
+    fn field_of(body: &str) -> String {
+        match metrics_of(body) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{body}: {other:?}"),
         }
     }
 

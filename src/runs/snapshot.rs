@@ -189,6 +189,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
         ("correlation_id", &run.correlation_id),
         ("strategy", &run.strategy),
         ("traceparent", &run.traceparent),
+        ("metrics", &run.metrics),
     ];
     for (name, text) in texts {
         if let Some(text) = text {
@@ -289,6 +290,7 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
         strategy: text("strategy"),
         max_iterations: v["max_iterations"].as_u64(),
         traceparent: text("traceparent"),
+        metrics: text("metrics"),
         detail,
     })
 }

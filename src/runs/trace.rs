@@ -123,6 +123,7 @@ mod tests {
             strategy: None,
             max_iterations: None,
             traceparent: None,
+            metrics: None,
             detail: detail.into(),
         }
     }

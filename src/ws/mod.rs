@@ -14,8 +14,8 @@
 //! - **Extensions** (such as `permessage-deflate`). Every reserved bit must be zero,
 //!   and frames that set one are rejected. Compression would need a dependency, and
 //!   inflating client data would let a small frame become a large allocation.
-//! - **Subprotocols.** The server speaks a single message format, so it never
-//!   negotiates or echoes `Sec-WebSocket-Protocol`.
+//! - **Subprotocols.** Each route speaks a single message format, so the server
+//!   never negotiates or echoes `Sec-WebSocket-Protocol`.
 //! - **The client role.** [`frame::encode_client_frame`] and
 //!   [`frame::decode_server_frame`] exist only so that tests can act as a client.
 

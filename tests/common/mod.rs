@@ -760,3 +760,36 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&prefix))
         .map(|v| v.parse().expect("a numeric sample"))
 }
+
+/// An address nothing listens on, and nothing can start listening on, while this lives: the
+/// local end of a connection to a listener since closed. A connect to it is refused at once.
+/// A port freed by dropping a listener would not do: a server started meanwhile by a test
+/// running in parallel may be given it.
+pub struct RefusedAddr {
+    addr: SocketAddr,
+    _ends: (TcpStream, TcpStream),
+}
+
+impl RefusedAddr {
+    pub fn new() -> RefusedAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+        let client =
+            TcpStream::connect(listener.local_addr().expect("its address")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        RefusedAddr {
+            addr: client.local_addr().expect("the client's address"),
+            _ends: (client, server),
+        }
+    }
+
+    /// The address a connect to is refused.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for RefusedAddr {
+    fn default() -> Self {
+        RefusedAddr::new()
+    }
+}

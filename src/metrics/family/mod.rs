@@ -9,6 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::format::write_label_value;
 use key::{decode, for_each_word, order, Lookup, HEAD};
@@ -62,6 +63,14 @@ struct Entry<M> {
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
+/// What a family's new series cost against a ceiling shared with other
+/// families: their rendered labels, and what `weigh` says a scrape of a
+/// series with labels that long can write.
+pub(crate) struct Charge {
+    pub(crate) ceiling: ByteCeiling,
+    pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
+}
+
 /// What only a thread holding the insert mutex touches: every series
 /// index, sorted by label values, and the overflow series if there is one.
 struct Writer {
@@ -99,6 +108,8 @@ pub(crate) struct Family<M> {
     writer: Mutex<Writer>,
     /// The metric name in the series' prefixes.
     prefixed: OnceLock<Box<str>>,
+    /// What new series cost, when the family is under a byte ceiling.
+    charge: Option<Charge>,
 }
 
 // Ordering: a series is stored in its `OnceLock` before its slot's is set,
@@ -131,7 +142,16 @@ impl<M: Clone> Family<M> {
                 overflow: None,
             }),
             prefixed: OnceLock::new(),
+            charge: None,
         }
+    }
+
+    /// The family with each new series counted against `charge`'s ceiling:
+    /// one that does not fit goes to the overflow series, which is never
+    /// counted (its cost is the registrar's to count up front).
+    pub(crate) fn charged(mut self, charge: Charge) -> Family<M> {
+        self.charge = Some(charge);
+        self
     }
 
     /// The label names, in declaration order.
@@ -140,8 +160,8 @@ impl<M: Clone> Family<M> {
     }
 
     /// Runs `f` on the series for `values`, creating it if needed. A value
-    /// list of the wrong length, or a new one past the cap, gets the
-    /// overflow series.
+    /// list of the wrong length, or a new one past the cap or that the
+    /// family's ceiling cannot take, gets the overflow series.
     ///
     /// Inlined at every call: a call's saved registers and spills were a
     /// tenth of a lookup, and callers' value lists usually have a length
@@ -198,7 +218,10 @@ impl<M: Clone> Family<M> {
         }
         let live = w.sorted.len() - usize::from(w.overflow.is_some());
         if values.len() == self.label_names.len() && live < self.cap {
-            return self.push(&mut w, key).1;
+            let labels = self.render(values);
+            if self.affords(&labels) {
+                return self.push(&mut w, key, labels).1;
+            }
         }
         self.overflowed.inc();
         if let Some(s) = w.overflow.and_then(|i| self.series(i)) {
@@ -208,15 +231,16 @@ impl<M: Clone> Family<M> {
         let other = Lookup::new(self.seed, &other);
         let (i, m) = match self.find(&other) {
             Some(found) => found,
-            None => self.push(&mut w, &other),
+            None => self.push(&mut w, &other, self.render(other.values)),
         };
         w.overflow = Some(i);
         m
     }
 
-    fn push(&self, w: &mut Writer, key: &Lookup) -> (u32, &M) {
+    /// `a="x",b="y"`: the labels of the series for `values`, escaped.
+    fn render(&self, values: &[&str]) -> Vec<u8> {
         let mut labels = Vec::new();
-        for (i, (name, value)) in self.label_names.iter().zip(key.values).enumerate() {
+        for (i, (name, value)) in self.label_names.iter().zip(values).enumerate() {
             if i > 0 {
                 labels.push(b',');
             }
@@ -225,6 +249,20 @@ impl<M: Clone> Family<M> {
             write_label_value(&mut labels, value);
             labels.push(b'"');
         }
+        labels
+    }
+
+    /// Whether the ceiling, if any, takes a new series with `labels`; if
+    /// it does, the series is counted.
+    fn affords(&self, labels: &[u8]) -> bool {
+        self.charge.as_ref().is_none_or(|c| {
+            let exposition = (c.weigh)(labels.len());
+            c.ceiling.take(labels.len() as u64, exposition)
+        })
+    }
+
+    /// Stores a new series for `key`, with `labels` as `render` made them.
+    fn push(&self, w: &mut Writer, key: &Lookup, labels: Vec<u8>) -> (u32, &M) {
         let position = w
             .sorted
             .binary_search_by(|&j| self.series(j).map_or(Less, |s| order(&s.key, key.values)))
@@ -298,6 +336,12 @@ impl<M: Clone> Family<M> {
                 f(i, &s.metric);
             }
         }
+    }
+
+    /// The metric of the series for `values`, if it exists; never creates
+    /// one, and takes no lock.
+    pub(crate) fn existing(&self, values: &[&str]) -> Option<&M> {
+        self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
 
     /// Series number `i`, if it exists. Series are never moved or
@@ -415,7 +459,8 @@ mod tests {
         let (f, _) = family(100);
         let mut w = f.writer.lock().unwrap();
         for i in 0..8 {
-            f.push(&mut w, &seven(&[&i.to_string(), "x"]));
+            let values = [&i.to_string()[..], "x"];
+            f.push(&mut w, &seven(&values), f.render(&values));
         }
         assert_eq!(f.current.load(Ordering::Relaxed), 0);
         for i in 0..8 {
@@ -486,6 +531,34 @@ mod tests {
         let all = series(&f);
         assert!(all.contains(&(labels("other", "other"), 8.0)));
         assert!(all.contains(&(labels("0", "x"), 2.0)));
+    }
+
+    #[test]
+    fn a_ceiling_sends_series_it_cannot_take_to_overflow() {
+        let ceiling = ByteCeiling::new(40, 1_000);
+        let (f, overflowed) = family(100);
+        // Each series weighs twice its labels, plus 10.
+        let f = f.charged(Charge {
+            ceiling: ceiling.clone(),
+            weigh: Box::new(|labels| 2 * labels as u64 + 10),
+        });
+        f.with(&["1", "x"], Counter::inc);
+        f.with(&["a longer one", "x"], Counter::inc);
+        assert_eq!(ceiling.used(), (11 + 22, 32 + 54));
+        // `a="22",b="x"` is 12 bytes: 45 is over the label limit.
+        f.with(&["22", "x"], Counter::inc);
+        f.with(&["1", "x"], Counter::inc);
+        assert_eq!(
+            ceiling.used(),
+            (33, 86),
+            "the overflow series is not counted"
+        );
+        assert_eq!(overflowed.get(), 1.0);
+        let all = series(&f);
+        assert!(all.contains(&(labels("other", "other"), 1.0)), "{all:?}");
+        assert!(all.contains(&(labels("1", "x"), 2.0)), "{all:?}");
+        assert!(f.existing(&["22", "x"]).is_none());
+        assert_eq!(f.existing(&["1", "x"]).map(Counter::get), Some(2.0));
     }
 
     #[test]

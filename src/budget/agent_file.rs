@@ -1,0 +1,662 @@
+//! The research agent's budget file, counted once when a server takes over
+//! from it mid-day.
+//!
+//! The research agent keeps `<budget dir>/YYYY-MM-DD.json` per UTC day and
+//! rewrites it whole on every spend:
+//!
+//! ```json
+//! {"date": "2026-11-23", "limit": 5.0,
+//!  "spend": [{"amount": 0.15, "operation_id": "op_...", "timestamp": "2026-11-23T09:12:01.5+00:00"}],
+//!  "total_spend": 4.9}
+//! ```
+//!
+//! [`Budget::import_agent_file`] appends one ledger line of kind `import`
+//! per entry, carrying its `operation_id` (or, for an entry without one,
+//! its index in `spend`) and the file's name. Whether an entry was counted
+//! is then whether the day's ledger holds its operation, which a restart,
+//! a crash halfway through an import, and a direct spend of the same
+//! operation all answer the same way.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::time;
+
+use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
+use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
+use super::record::{valid_operation_id, OPERATION_ID_RULE, UNKNOWN_PHASE};
+use super::report::Recorded;
+use super::state::{OpState, State};
+use super::Budget;
+
+/// One day's file, checked.
+#[derive(Debug, PartialEq)]
+pub(crate) struct AgentFile {
+    /// `total_spend` in dollars, when the file has one. Only compared with
+    /// the entries, so it has no upper bound.
+    pub total_spend: Option<f64>,
+    /// The `spend` entries, in file order.
+    pub entries: Vec<AgentSpend>,
+}
+
+/// One entry of `spend`.
+#[derive(Debug, PartialEq)]
+pub(crate) struct AgentSpend {
+    /// `amount` in micro-dollars.
+    pub micros: i64,
+    /// `operation_id`; `None` when absent or null.
+    pub operation_id: Option<String>,
+    /// `timestamp` in Unix seconds, when it is RFC 3339 text.
+    pub ts: Option<f64>,
+}
+
+/// The name of the research agent's file of `day`.
+pub(crate) fn file_name(day: i64) -> String {
+    format!("{}.json", time::date_string(day))
+}
+
+/// Reads the file of `day`. The error says what is wrong and where:
+/// serde_json's line and column for text that is not JSON, the member
+/// (`spend[2].amount`) otherwise.
+///
+/// `date` and `spend` are required, as the research agent always writes
+/// them; `limit` and unknown members are not read. An entry's `timestamp`
+/// is only used when it is RFC 3339 text, so it is never an error.
+pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(doc) = &value else {
+        return Err("not a JSON object".into());
+    };
+    let date = match doc.get("date") {
+        None => return Err(r#"no "date""#.into()),
+        Some(Value::String(date)) => date,
+        Some(_) => return Err(r#""date" must be a YYYY-MM-DD string"#.into()),
+    };
+    match ledger::parse_date(date) {
+        None => return Err(format!(r#""date" must be a YYYY-MM-DD date, not {date:?}"#)),
+        Some(d) if d != day => {
+            let named = time::date_string(day);
+            return Err(format!(
+                r#""date" is {date}, but the file is named for {named}"#
+            ));
+        }
+        Some(_) => {}
+    }
+    let spend = match doc.get("spend") {
+        None => return Err(r#"no "spend" list"#.into()),
+        Some(Value::Array(spend)) => spend,
+        Some(_) => return Err(r#""spend" must be a list"#.into()),
+    };
+    let total_spend = match doc.get("total_spend") {
+        None | Some(Value::Null) => None,
+        Some(total) => Some(
+            total
+                .as_f64()
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .ok_or(r#""total_spend" must be a finite, non-negative number of dollars"#)?,
+        ),
+    };
+    let entries: Vec<AgentSpend> = spend
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| spend_entry(i, entry))
+        .collect::<Result<_, _>>()?;
+    // Each amount is at most the maximum; so is their sum, which keeps
+    // every sum of the import exact in micro-dollars.
+    let most = money::to_micros(MAX_AMOUNT, "amount").unwrap_or(i64::MAX);
+    let total = entries.iter().try_fold(0i64, |sum, e| {
+        sum.checked_add(e.micros).filter(|s| *s <= most)
+    });
+    if total.is_none() {
+        return Err(format!(
+            r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#
+        ));
+    }
+    Ok(AgentFile {
+        total_spend,
+        entries,
+    })
+}
+
+fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
+    let Value::Object(entry) = entry else {
+        return Err(format!("spend[{i}] must be an object"));
+    };
+    let amount = entry
+        .get("amount")
+        .ok_or_else(|| format!(r#"spend[{i}] has no "amount""#))?;
+    let micros = dollars_of(amount).ok_or_else(|| {
+        format!(
+            "spend[{i}].amount must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"
+        )
+    })?;
+    let operation_id = match entry.get("operation_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if valid_operation_id(id) => Some(id.clone()),
+        Some(_) => return Err(format!("spend[{i}].operation_id {OPERATION_ID_RULE}")),
+    };
+    let ts = entry
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(time::parse_rfc3339);
+    Ok(AgentSpend {
+        micros,
+        operation_id,
+        ts,
+    })
+}
+
+fn dollars_of(value: &Value) -> Option<i64> {
+    money::to_micros(value.as_f64()?, "amount").ok()
+}
+
+/// What counting the research agent's file did. Plain data; safe to send
+/// and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Imported {
+    /// The file read.
+    pub file: PathBuf,
+    /// Its `spend` entries.
+    pub entries: usize,
+    /// Entries counted now.
+    pub counted: usize,
+    /// Entries the day's ledger already held: counted by an earlier start,
+    /// or an operation recorded by a direct spend.
+    pub already_recorded: usize,
+    /// Entries repeating the `operation_id` of an earlier entry of the
+    /// file, which the day counts once.
+    pub repeated: usize,
+    /// The file's `total_spend`, in dollars, when it has one.
+    pub total_spend: Option<f64>,
+    /// The sum of the entries' amounts, in dollars, as the research agent
+    /// computes `total_spend`.
+    pub entries_total: f64,
+    /// Whether `total_spend` differs from `entries_total` by more than the
+    /// entries' rounding to whole micro-dollars. The entries are counted
+    /// either way.
+    pub total_disagrees: bool,
+    /// What was counted now (its `amount` is 0 when nothing was), the
+    /// alert thresholds that reached, and the day's budget after it.
+    pub recorded: Recorded,
+}
+
+impl Budget {
+    /// Counts the research agent's file of the current day
+    /// (`<dir>/YYYY-MM-DD.json`) into that day's spend, once: each entry
+    /// whose operation the day's ledger does not hold yet becomes one
+    /// ledger line, and the lines are durable before this returns. Files
+    /// of other days are not read. `None` when there is no file.
+    ///
+    /// An entry's operation is its `operation_id`; an entry without one is
+    /// known by its index in `spend`, which stays put as long as the file
+    /// is only appended to, as the research agent does. Its `timestamp`
+    /// becomes the line's time when it is RFC 3339 text; otherwise the time
+    /// of the import does. The amounts are counted as given, whatever
+    /// `total_spend` says (see [`Imported::total_disagrees`]).
+    ///
+    /// Call it at start, before serving. It is safe alongside other
+    /// spends, but a file the research agent writes after it is only read
+    /// by the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`], its field naming the file, when the file is not
+    /// the research agent's format (nothing is counted); [`Error::Storage`]
+    /// when it cannot be read, or the ledger cannot be written, after which
+    /// nothing was counted.
+    pub fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
+        let day = self.lock().0.today;
+        let name = file_name(day);
+        let path = self.settings.dir.join(&name);
+        let what = || format!("research agent budget file {}", path.display());
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
+        };
+        let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
+        let keys: Vec<OpKey> = file
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match &e.operation_id {
+                Some(id) => OpKey::Id(id.as_str().into()),
+                None => OpKey::Position(i as u64),
+            })
+            .collect();
+        // `parse` bounds the sum, so it cannot overflow.
+        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
+        // Each amount rounds to whole micro-dollars by at most a half.
+        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
+        let mut imported = Imported {
+            file: path.clone(),
+            entries: file.entries.len(),
+            counted: 0,
+            already_recorded: 0,
+            repeated: 0,
+            total_spend: file.total_spend,
+            entries_total: dollars(entries_micros),
+            total_disagrees: file.total_spend.is_some_and(|t| {
+                (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
+            }),
+            recorded: Recorded {
+                amount: 0.0,
+                day: time::date_string(day),
+                alerts: Vec::new(),
+                status: self.status(),
+            },
+        };
+
+        let (state, now) = self.lock();
+        // Spends of these operations whose append is in flight settle
+        // first, so that each is counted by one side only.
+        let pending = |s: &mut State| keys.iter().any(|k| s.operation(day, k) == OpState::Pending);
+        let mut state = self
+            .appended
+            .wait_while(state, pending)
+            .unwrap_or_else(|e| e.into_inner());
+        state.load(&self.settings.dir, day)?;
+        let mut seen = HashSet::new();
+        let mut new = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(key) {
+                imported.repeated += 1;
+            } else if let OpState::Recorded(_) = state.operation(day, key) {
+                imported.already_recorded += 1;
+            } else {
+                new.push(i);
+            }
+        }
+        if new.is_empty() {
+            state.prune();
+            imported.recorded.status = state.status(&self.settings);
+            return Ok(Some(imported));
+        }
+        let journal = state.journal(&self.settings.dir, day)?;
+        let limit = self.settings.limit;
+        let mut lines = Vec::new();
+        let mut charged = Vec::with_capacity(new.len());
+        for &i in &new {
+            let spend = &file.entries[i];
+            let tally = &mut state.book(day).tally;
+            let alerts = tally.charge(spend.micros, limit);
+            let spent = tally.spent;
+            let charge = Charge {
+                micros: spend.micros,
+                model: None,
+                tokens: None,
+            };
+            let entry = Entry {
+                kind: IMPORT_KIND,
+                charge: &charge,
+                run_id: None,
+                phase: None,
+                phases: &[],
+                operation_id: spend.operation_id.as_deref(),
+                source: Some((&name, i as u64)),
+            };
+            lines.push(ledger::spend_line(spend.ts.unwrap_or(now), &entry));
+            lines.extend(
+                alerts
+                    .iter()
+                    .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
+            );
+            state.unsettled(day, spend.micros, 1);
+            state.begin_operation(day, keys[i].clone());
+            charged.push((i, alerts));
+        }
+        state.inflight(day, 1);
+        drop(state);
+
+        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let appended = journal.append_all(&records);
+
+        let mut state = self.state();
+        state.inflight(day, -1);
+        for (i, _) in &charged {
+            let micros = file.entries[*i].micros;
+            state.unsettled(day, micros, -1);
+            state.end_operation(day, &keys[*i], appended.is_ok().then_some(micros));
+        }
+        self.appended.notify_all();
+        if let Err(e) = appended {
+            for (i, alerts) in charged.iter().rev() {
+                let micros = file.entries[*i].micros;
+                state.book(day).tally.uncharge(micros, alerts);
+            }
+            state.prune();
+            return Err(Error::Storage(e.to_string()));
+        }
+        let counted: i64 = charged.iter().map(|(i, _)| file.entries[*i].micros).sum();
+        state.recorded = state.recorded.saturating_add(counted);
+        state.prune();
+        imported.recorded.status = state.status(&self.settings);
+        drop(state);
+        // The research agent's entries name no phase.
+        if let Some(family) = self.phases.get() {
+            family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
+        }
+        imported.counted = charged.len();
+        imported.recorded.amount = dollars(counted);
+        imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
+        Ok(Some(imported))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Fixture, DAY};
+    use super::super::{SpendInput, Spent};
+    use super::*;
+
+    /// A file of [`DAY`] as the research agent writes it: indented, with
+    /// Python's `isoformat()` timestamps and float sums.
+    fn agent_file(entries: &[(f64, Option<&str>)]) -> String {
+        let spend: Vec<Value> = entries
+            .iter()
+            .map(|(amount, id)| {
+                let mut e = serde_json::json!({
+                    "amount": amount,
+                    "timestamp": "2026-11-23T09:00:00.250000+00:00",
+                });
+                if let Some(id) = id {
+                    e["operation_id"] = serde_json::json!(id);
+                }
+                e
+            })
+            .collect();
+        let total: f64 = entries.iter().map(|(a, _)| a).sum();
+        let doc = serde_json::json!({
+            "date": "2026-11-23", "limit": 5.0, "spend": spend, "total_spend": total,
+        });
+        serde_json::to_string_pretty(&doc).unwrap()
+    }
+
+    fn err(text: &str) -> String {
+        parse(text.as_bytes(), DAY).unwrap_err()
+    }
+
+    #[test]
+    fn the_research_agents_file_parses() {
+        let text = agent_file(&[(0.15, Some("op_a")), (4.75, None)]);
+        let file = parse(text.as_bytes(), DAY).unwrap();
+        let ts = time::parse_rfc3339("2026-11-23T09:00:00.25Z");
+        assert_eq!(
+            file,
+            AgentFile {
+                total_spend: Some(4.9),
+                entries: vec![
+                    AgentSpend {
+                        micros: 150_000,
+                        operation_id: Some("op_a".into()),
+                        ts,
+                    },
+                    AgentSpend {
+                        micros: 4_750_000,
+                        operation_id: None,
+                        ts,
+                    },
+                ],
+            }
+        );
+        let minimal = r#"{"date":"2026-11-23","spend":[{"amount":1,"operation_id":null,"timestamp":"2026-11-23T09:00:00.123456"}],"extra":[]}"#;
+        let file = parse(minimal.as_bytes(), DAY).unwrap();
+        assert_eq!(file.total_spend, None);
+        assert_eq!(
+            (file.entries[0].micros, file.entries[0].ts),
+            (1_000_000, None),
+            "a timestamp without an offset is not RFC 3339, and not an error"
+        );
+        let empty = parse(
+            br#"{"date":"2026-11-23","spend":[],"total_spend":0.0}"#,
+            DAY,
+        );
+        assert_eq!(empty.unwrap().entries, vec![]);
+    }
+
+    #[test]
+    fn what_is_wrong_with_a_file_is_named() {
+        // Cut short, as a crash while the research agent rewrites it leaves it.
+        let cut = &agent_file(&[(0.15, Some("op_a"))])[..40];
+        assert_eq!(
+            err(cut),
+            "not JSON: EOF while parsing an object at line 3 column 14"
+        );
+        assert_eq!(err("[]"), "not a JSON object");
+        assert_eq!(err(r#"{"spend":[]}"#), r#"no "date""#);
+        assert_eq!(
+            err(r#"{"date":20780,"spend":[]}"#),
+            r#""date" must be a YYYY-MM-DD string"#
+        );
+        assert_eq!(
+            err(r#"{"date":"2026-11-31","spend":[]}"#),
+            r#""date" must be a YYYY-MM-DD date, not "2026-11-31""#
+        );
+        assert_eq!(
+            err(r#"{"date":"2026-11-22","spend":[]}"#),
+            r#""date" is 2026-11-22, but the file is named for 2026-11-23"#
+        );
+        assert_eq!(err(r#"{"date":"2026-11-23"}"#), r#"no "spend" list"#);
+        assert_eq!(
+            err(r#"{"date":"2026-11-23","spend":{}}"#),
+            r#""spend" must be a list"#
+        );
+        let entries = |spend: &str| err(&format!(r#"{{"date":"2026-11-23","spend":[{spend}]}}"#));
+        assert_eq!(entries(r#"{"amount":1},3"#), "spend[1] must be an object");
+        assert_eq!(
+            entries(r#"{"operation_id":"op"}"#),
+            r#"spend[0] has no "amount""#
+        );
+        for bad in [r#""1""#, "-0.5", "1e10", "null"] {
+            let e = entries(&format!(r#"{{"amount":{bad}}}"#));
+            assert!(
+                e.starts_with("spend[0].amount must be a finite, non-negative"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in [r#""""#, r#""op 1""#, "7", &format!("{:?}", "x".repeat(129))] {
+            let e = entries(&format!(r#"{{"amount":1,"operation_id":{bad}}}"#));
+            assert_eq!(
+                e,
+                format!("spend[0].operation_id {OPERATION_ID_RULE}"),
+                "{bad}"
+            );
+        }
+        let total = err(r#"{"date":"2026-11-23","spend":[],"total_spend":"4.90"}"#);
+        assert!(total.starts_with(r#""total_spend" must be"#), "{total}");
+    }
+
+    #[test]
+    fn a_file_is_counted_once_across_reopens() {
+        let f = Fixture::new("import-once");
+        let budget = f.open(5.0, 0.15);
+        assert_eq!(budget.import_agent_file(), Ok(None), "no file");
+        let amounts = [0.15; 30];
+        let mut entries: Vec<(f64, Option<&str>)> = Vec::new();
+        let ids: Vec<String> = (0..30).map(|i| format!("op_{i}")).collect();
+        for (a, id) in amounts.iter().zip(&ids) {
+            entries.push((*a, Some(id)));
+        }
+        entries.push((0.40, None));
+        std::fs::write(f.dir.join("2026-11-23.json"), agent_file(&entries)).unwrap();
+        let imported = budget.import_agent_file().unwrap().unwrap();
+        assert_eq!(
+            (
+                imported.entries,
+                imported.counted,
+                imported.already_recorded
+            ),
+            (31, 31, 0)
+        );
+        assert_eq!(imported.recorded.amount, 4.9);
+        assert_eq!(imported.recorded.alerts, vec![50, 80]);
+        assert!(!imported.total_disagrees, "{imported:?}");
+        assert_eq!(imported.recorded.status.today_spend, 4.9);
+        assert!(budget.reserve("r").is_err(), "4.90 + 0.15 is past 5.00");
+        assert_eq!(budget.import_agent_file().unwrap().unwrap().counted, 0);
+        drop(budget);
+        for _ in 0..2 {
+            let budget = f.open(5.0, 0.15);
+            let again = budget.import_agent_file().unwrap().unwrap();
+            assert_eq!((again.counted, again.already_recorded), (0, 31));
+            let s = budget.status();
+            assert_eq!((s.today_spend, s.spend_events), (4.9, 31));
+        }
+        let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
+        let first: Value = serde_json::from_str(ledger.lines().next().unwrap()).unwrap();
+        assert_eq!(first["kind"], "import");
+        assert_eq!(first["operation_id"], "op_0");
+        assert_eq!(first["source"], "2026-11-23.json");
+        assert_eq!(first["ts"], "2026-11-23T09:00:00.250Z");
+        assert_eq!(ledger.matches(r#""alert":"#).count(), 2);
+    }
+
+    #[test]
+    fn an_import_cut_short_by_a_crash_counts_the_rest_once() {
+        let f = Fixture::new("import-crash");
+        let file = agent_file(&[(1.0, Some("op_a")), (0.5, None), (0.25, Some("op_c"))]);
+        let budget = f.open(100.0, 0.15);
+        std::fs::write(f.dir.join("2026-11-23.json"), &file).unwrap();
+        budget.import_agent_file().unwrap();
+        drop(budget);
+        // Keep only the first line, as a crash before the rest were synced can.
+        let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
+        let first = ledger.split_inclusive('\n').next().unwrap().to_string();
+        std::fs::write(f.file(DAY), first + r#"{"ts":"2026-11-23T09:"#).unwrap();
+        let budget = f.open(100.0, 0.15);
+        assert_eq!(budget.status().today_spend, 1.0);
+        let rest = budget.import_agent_file().unwrap().unwrap();
+        assert_eq!((rest.counted, rest.already_recorded), (2, 1));
+        assert_eq!(rest.recorded.amount, 0.75);
+        drop(budget);
+        let budget = f.open(100.0, 0.15);
+        assert_eq!(budget.import_agent_file().unwrap().unwrap().counted, 0);
+        assert_eq!(budget.status().today_spend, 1.75);
+    }
+
+    #[test]
+    fn operations_count_once_between_direct_spends_and_the_file() {
+        let f = Fixture::new("import-ops");
+        let budget = f.open(100.0, 0.15);
+        let spent = budget
+            .spend_once("op_a", SpendInput::Amount(1.0), None, None)
+            .unwrap();
+        assert!(matches!(spent, Spent::New(_)));
+        let file = agent_file(&[
+            (1.0, Some("op_a")),
+            (0.5, Some("op_b")),
+            (0.5, Some("op_b")),
+            (0.25, None),
+        ]);
+        std::fs::write(f.dir.join("2026-11-23.json"), file).unwrap();
+        let imported = budget.import_agent_file().unwrap().unwrap();
+        assert_eq!(
+            (
+                imported.counted,
+                imported.already_recorded,
+                imported.repeated
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(imported.recorded.amount, 0.75);
+        assert_eq!(imported.entries_total, 2.25);
+        assert_eq!(budget.status().today_spend, 1.75);
+        let repeat = budget.spend_once("op_b", SpendInput::Amount(9.0), None, None);
+        let Ok(Spent::Repeat(r)) = repeat else {
+            panic!("{repeat:?}")
+        };
+        assert_eq!((r.amount, r.status.today_spend), (0.5, 1.75));
+    }
+
+    #[test]
+    fn total_spend_that_is_not_the_entries_sum_is_reported_and_the_entries_count() {
+        let f = Fixture::new("import-total");
+        let budget = f.open(100.0, 0.15);
+        let text = r#"{"date":"2026-11-23","limit":5.0,"total_spend":4.9,
+            "spend":[{"amount":0.1,"operation_id":"op_a"},{"amount":0.2,"operation_id":"op_b"}]}"#;
+        std::fs::write(f.dir.join("2026-11-23.json"), text).unwrap();
+        let imported = budget.import_agent_file().unwrap().unwrap();
+        assert!(imported.total_disagrees);
+        assert_eq!(
+            (imported.total_spend, imported.entries_total),
+            (Some(4.9), 0.3)
+        );
+        assert_eq!(budget.status().today_spend, 0.3);
+        // Python's float sum of the same amounts is not a disagreement.
+        let text = text.replace("4.9", "0.30000000000000004");
+        let f = Fixture::new("import-float-sum");
+        let budget = f.open(100.0, 0.15);
+        std::fs::write(f.dir.join("2026-11-23.json"), text).unwrap();
+        assert!(!budget.import_agent_file().unwrap().unwrap().total_disagrees);
+    }
+
+    #[test]
+    fn other_days_files_are_left_alone_and_a_bad_file_counts_nothing() {
+        let f = Fixture::new("import-days");
+        let budget = f.open(100.0, 0.15);
+        let other = agent_file(&[(1.0, Some("op_a"))]).replace("2026-11-23", "2026-11-22");
+        std::fs::write(f.dir.join("2026-11-22.json"), &other).unwrap();
+        std::fs::write(f.dir.join("2026-11-24.json"), "not json").unwrap();
+        assert_eq!(budget.import_agent_file(), Ok(None));
+        let path = f.dir.join("2026-11-23.json");
+        std::fs::write(&path, &other).unwrap();
+        let Err(Error::Invalid { field, message }) = budget.import_agent_file() else {
+            panic!("a file of another day under today's name is refused")
+        };
+        assert_eq!(
+            field,
+            format!("research agent budget file {}", path.display())
+        );
+        assert!(message.contains("named for 2026-11-23"), "{message}");
+        assert_eq!(budget.status().today_spend, 0.0);
+        assert!(!f.file(DAY).exists(), "nothing written");
+        // The day rolls: tomorrow's file is read by the next import.
+        f.at(DAY + 1, 60.0);
+        let Err(Error::Invalid { message, .. }) = budget.import_agent_file() else {
+            panic!("tomorrow's file is not JSON")
+        };
+        assert!(
+            message.starts_with("not JSON: expected ident at line 1 column 2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_file_cannot_add_up_to_more_than_the_largest_amount() {
+        let at_most = agent_file(&[(MAX_AMOUNT / 2.0, None), (MAX_AMOUNT / 2.0, None)]);
+        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().entries.len(), 2);
+        let past = agent_file(&vec![(MAX_AMOUNT, None); 10_000]);
+        assert_eq!(
+            err(&past),
+            r#"the amounts of "spend" add up to more than 1000000000 dollars"#
+        );
+        let text = r#"{"date":"2026-11-23","spend":[],"total_spend":1e300}"#;
+        assert_eq!(
+            parse(text.as_bytes(), DAY).unwrap().total_spend,
+            Some(1e300)
+        );
+    }
+
+    #[test]
+    fn a_failed_ledger_write_counts_nothing_and_the_next_import_counts_it() {
+        let f = Fixture::new("import-unwritable");
+        let budget = f.open(100.0, 0.15);
+        std::fs::write(
+            f.dir.join("2026-11-23.json"),
+            agent_file(&[(1.0, Some("op_a")), (2.0, None)]),
+        )
+        .unwrap();
+        std::fs::create_dir(f.file(DAY)).unwrap();
+        assert!(matches!(budget.import_agent_file(), Err(Error::Storage(_))));
+        assert_eq!(budget.status().today_spend, 0.0);
+        std::fs::remove_dir(f.file(DAY)).unwrap();
+        let imported = budget.import_agent_file().unwrap().unwrap();
+        assert_eq!((imported.counted, imported.recorded.amount), (2, 3.0));
+        assert_eq!(budget.status().today_spend, 3.0);
+    }
+}

@@ -1,0 +1,312 @@
+//! The registered declared families: updates checked against their values
+//! and applied to them, and a snapshot's series restored into them, matched
+//! by label names and bucket bounds.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::spec::Declaration;
+use super::update::{label_values, Op, Positional, Update};
+use crate::error::Error;
+use crate::metrics::{
+    saturating_sum, Counter, CounterFamily, GaugeFamily, HistogramFamily, OVERFLOW_VALUE,
+};
+
+/// A registered family's handle.
+pub(super) enum Handle {
+    Counter(CounterFamily),
+    Gauge(GaugeFamily),
+    Histogram(HistogramFamily),
+}
+
+/// The declarations in force and their families. Safe to share across
+/// threads; [`Families::apply`] and [`Families::restore`] must not run
+/// concurrently with each other (the store serialises them), since they
+/// read a value and then write it.
+pub(super) struct Families {
+    pub(super) declared: Vec<Declaration>,
+    pub(super) handles: Vec<Handle>,
+    pub(super) index: HashMap<String, usize>,
+}
+
+impl Families {
+    /// Checks that no update of a batch would make a value infinite: a
+    /// counter's or a gauge's value, or a histogram's sum, added to by the
+    /// updates before it in the batch. The value an update starts from is
+    /// its series', or when the series does not exist yet its family's
+    /// overflow series', where it may land. [`Error::Invalid`] names the
+    /// update's field.
+    ///
+    /// Batches already accepted but not yet applied are not counted: two of
+    /// them may still add up past the largest value, and
+    /// [`Families::apply`] then saturates.
+    pub(super) fn check(&self, updates: &[Update]) -> Result<(), Error> {
+        let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            let key = (u.family, u.labels.as_slice());
+            let (field, next) = match u.op {
+                Op::Set(v) => ("set", v),
+                Op::Inc(v) | Op::Add(v) | Op::Observe(v) => {
+                    let now = match after.get(&key) {
+                        Some(&v) => v,
+                        None => self.value(u),
+                    };
+                    (u.op.name(), now + v)
+                }
+            };
+            if !next.is_finite() {
+                return Err(Error::invalid(
+                    &format!("updates[{i}].{field}"),
+                    format!(
+                        "would take {}{} past the largest finite value, {:e}",
+                        self.declared[u.family].name,
+                        self.describe(u),
+                        f64::MAX
+                    ),
+                ));
+            }
+            after.insert(key, next);
+        }
+        Ok(())
+    }
+
+    /// The value `u` adds to now: see [`Families::check`].
+    fn value(&self, u: &Update) -> f64 {
+        let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
+        let other = vec![OVERFLOW_VALUE; labels.len()];
+        match &self.handles[u.family] {
+            Handle::Counter(f) => f
+                .existing(&labels)
+                .or_else(|| f.existing(&other))
+                .map(|c| c.get()),
+            Handle::Gauge(f) => f
+                .existing(&labels)
+                .or_else(|| f.existing(&other))
+                .map(|g| g.get()),
+            Handle::Histogram(f) => f
+                .existing(&labels)
+                .or_else(|| f.existing(&other))
+                .map(|h| h.sum()),
+        }
+        .unwrap_or(0.0)
+    }
+
+    /// `{a="x"}`, for messages; nothing when unlabelled.
+    fn describe(&self, u: &Update) -> String {
+        let names = &self.declared[u.family].labels;
+        if names.is_empty() {
+            return String::new();
+        }
+        let pairs: Vec<String> = names
+            .iter()
+            .zip(&u.labels)
+            .map(|(n, v)| format!("{n}={v:?}"))
+            .collect();
+        format!("{{{}}}", pairs.join(","))
+    }
+
+    /// Applies checked updates in order. A value never becomes infinite:
+    /// an addition that would take it past `±f64::MAX`, which only batches
+    /// in flight together can make (see [`Families::check`]), stops there,
+    /// the same way at every replay of the journal.
+    pub(super) fn apply(&self, updates: &[Update]) {
+        for u in updates {
+            let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
+            match (&self.handles[u.family], u.op) {
+                (Handle::Counter(f), Op::Inc(v) | Op::Add(v)) => add_saturating(&f.get(&labels), v),
+                (Handle::Gauge(f), Op::Set(v)) => f.set(&labels, v),
+                (Handle::Gauge(f), Op::Add(v)) => {
+                    let g = f.get(&labels);
+                    g.set(saturating_sum(g.get(), v));
+                }
+                (Handle::Histogram(f), Op::Observe(v)) => f.get(&labels).observe_saturating(v),
+                // Parsing pairs every operation with its type.
+                _ => {}
+            }
+        }
+    }
+
+    /// Adds a snapshot's series line to its family, matched by name, type,
+    /// label names and, for a histogram, bucket bounds; false when no
+    /// family declared now takes it as it is (see [`label_values`] and
+    /// [`counts_for`]).
+    ///
+    /// The line is `{"series": [name, {label: value}, type, value]}`, where
+    /// a counter's value is its two parts, a gauge's its value and a
+    /// histogram's `[cumulative counts, sum, bounds]`; a store from before
+    /// names were recorded has label values in an array and no bounds.
+    pub(super) fn restore(&self, line: &Value, positional: &mut Positional) -> bool {
+        let s = &line["series"];
+        let (Some(name), Some(kind)) = (s[0].as_str(), s[2].as_str()) else {
+            return false;
+        };
+        let Some(&i) = self.index.get(name) else {
+            return false;
+        };
+        let d = &self.declared[i];
+        if kind != d.kind.as_str() {
+            return false;
+        }
+        let Some(labels) = label_values(&s[1], d, positional) else {
+            return false;
+        };
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let value = &s[3];
+        match &self.handles[i] {
+            Handle::Counter(f) => match (value[0].as_u64(), value[1].as_f64()) {
+                (Some(int), Some(fraction)) => {
+                    let c = f.get(&labels);
+                    c.add_parts(int, 0.0);
+                    add_saturating(&c, fraction);
+                    true
+                }
+                _ => false,
+            },
+            Handle::Gauge(f) => match value.as_f64() {
+                Some(v) => {
+                    f.set(&labels, v);
+                    true
+                }
+                None => false,
+            },
+            Handle::Histogram(f) => {
+                let counts: Option<Vec<u64>> = value[0]
+                    .as_array()
+                    .and_then(|c| c.iter().map(Value::as_u64).collect());
+                let bounds: Option<Option<Vec<f64>>> = match &value[2] {
+                    Value::Null => Some(None),
+                    b => b
+                        .as_array()
+                        .and_then(|b| b.iter().map(Value::as_f64).collect())
+                        .map(Some),
+                };
+                let (Some(counts), Some(sum), Some(bounds)) = (counts, value[1].as_f64(), bounds)
+                else {
+                    return false;
+                };
+                let Some(counts) = counts_for(&d.buckets, bounds.as_deref(), &counts, positional)
+                else {
+                    return false;
+                };
+                f.get(&labels).add_counts(&counts, sum)
+            }
+        }
+    }
+}
+
+/// The cumulative counts for buckets `declared`, from `counts` taken under
+/// `bounds`: the count at each declared bound is the count at the same
+/// bound then, so a histogram whose bounds were only removed keeps its
+/// counts exactly. `None` when a declared bound was not a bound then (what
+/// fell below it is unknown), or the counts do not fit their bounds. Counts
+/// without bounds (a store from before they were recorded) are taken as
+/// they are when `positional` allows it and their number fits.
+pub(super) fn counts_for(
+    declared: &[f64],
+    bounds: Option<&[f64]>,
+    counts: &[u64],
+    positional: &mut Positional,
+) -> Option<Vec<u64>> {
+    let Some(bounds) = bounds else {
+        positional.seen += 1;
+        return (positional.allowed && counts.len() == declared.len() + 1).then(|| counts.to_vec());
+    };
+    if counts.len() != bounds.len() + 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(declared.len() + 1);
+    for b in declared {
+        let at = bounds.iter().position(|x| x == b)?;
+        out.push(counts[at]);
+    }
+    out.push(*counts.last()?);
+    Some(out)
+}
+
+/// Adds `v` (not negative) to a counter as an f64 value adds: up to the
+/// largest finite value, where it stops. A counter keeps whole increments in
+/// an integer, which stops at `u64::MAX`, so those that would take it past
+/// go to its fractional part instead, and the counter keeps counting.
+fn add_saturating(c: &Counter, v: f64) {
+    let (int, fraction) = c.parts();
+    if !(fraction + v).is_finite() {
+        // `room` is rounded, and may be half a unit too much for the sum
+        // to stay finite; one step down is then enough.
+        let room = f64::MAX - fraction;
+        let room = match (fraction + room).is_finite() {
+            true => room,
+            false => room.next_down(),
+        };
+        c.add_parts(0, room);
+    } else if int.checked_add(v as u64).is_none() {
+        c.add_parts(0, v);
+    } else {
+        c.add(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_saturates_at_the_largest_finite_value() {
+        let c = Counter::new();
+        c.add_parts(3, 0.5);
+        add_saturating(&c, 1.5e308);
+        add_saturating(&c, 1.5e308);
+        assert_eq!(c.get(), f64::MAX);
+        add_saturating(&c, f64::MAX);
+        c.inc();
+        assert_eq!(c.get(), f64::MAX);
+        assert!(c.parts().1.is_finite());
+        for fraction in [1.0, 1e300, 8.98846567431158e307, 1.7e308] {
+            let c = Counter::new();
+            c.add(fraction + 0.5);
+            add_saturating(&c, f64::MAX);
+            assert!(c.get().is_finite() && c.get() > 1.79e308, "{fraction}");
+        }
+    }
+
+    #[test]
+    fn whole_increments_past_the_integer_keep_counting() {
+        let c = Counter::new();
+        for _ in 0..3_000 {
+            add_saturating(&c, 8.9e15);
+        }
+        let want = 3_000.0 * 8.9e15;
+        assert!((c.get() - want).abs() < want * 1e-12, "{}", c.get());
+    }
+
+    #[test]
+    fn counts_follow_bounds() {
+        let mut named = Positional::default();
+        let counts = [3, 5, 9, 13];
+        let bounds = [1.0, 5.0, 10.0];
+        let got =
+            |declared: &[f64], p: &mut Positional| counts_for(declared, Some(&bounds), &counts, p);
+        assert_eq!(got(&[1.0, 10.0], &mut named), Some(vec![3, 9, 13]));
+        assert_eq!(got(&[5.0], &mut named), Some(vec![5, 13]));
+        assert_eq!(got(&[], &mut named), Some(vec![13]));
+        assert_eq!(got(&[1.0, 100.0], &mut named), None);
+        assert_eq!(got(&[2.0, 5.0, 10.0], &mut named), None);
+        assert_eq!(
+            counts_for(&[1.0], Some(&[1.0, 2.0]), &counts, &mut named),
+            None
+        );
+        assert_eq!(named.seen, 0);
+        // Without bounds, by position, only when the store may have them so.
+        assert_eq!(counts_for(&bounds, None, &counts, &mut named), None);
+        let mut legacy = Positional {
+            allowed: true,
+            seen: 0,
+        };
+        assert_eq!(
+            counts_for(&bounds, None, &counts, &mut legacy),
+            Some(counts.to_vec())
+        );
+        assert_eq!(counts_for(&[1.0], None, &counts, &mut legacy), None);
+        assert_eq!(legacy.seen, 2);
+    }
+}
