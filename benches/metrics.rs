@@ -61,6 +61,21 @@ fn main() {
     });
     println!("histogram_observe {observe:.2} ns");
 
+    // What a run's end pays for its exemplar: the labels made and escaped,
+    // and the family's exemplar lock.
+    let linked = registry
+        .histogram_family("bench_linked_seconds", "bench", &[], &bounds)
+        .unwrap();
+    let trace = [
+        ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("run_id", "run-000042"),
+    ];
+    let with_exemplar = per_call_ns(N / 20, |i| {
+        let v = values[(i & 63) as usize];
+        black_box(&linked).observe_with_exemplar(&[], v, black_box(&trace), i as f64);
+    });
+    println!("histogram_observe_with_exemplar {with_exemplar:.2} ns");
+
     let render_registry = Registry::new();
     let wide = render_registry
         .counter_family("bench_wide_total", "A 10,000-series family.", &["id"])

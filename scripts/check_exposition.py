@@ -2,11 +2,14 @@
 """Parses a Prometheus exposition with the reference Python parser and prints what it found.
 
     check_exposition.py URL_OR_FILE [--openmetrics] [--expect NAME ...]
+                        [--expect-exemplar NAME=LABEL ...]
 
 URL_OR_FILE is an http(s) URL, a file, or '-' for stdin. With --openmetrics the scrape asks for
-OpenMetrics 1.0 and the strict OpenMetrics parser is used. Prints `families N` and `samples N`.
-Exit status: 0 when it parses and every --expect name is there, 1 when not, 2 when the text
-cannot be had at all.
+OpenMetrics 1.0 and the strict OpenMetrics parser is used. Prints `families N`, `samples N` and
+`exemplars N`. With --expect-exemplar, some sample of family NAME (as --expect names it) must
+carry an exemplar with the label LABEL, and each such exemplar is printed as
+`exemplar SAMPLE LABEL=VALUE`. Exit status: 0 when it parses and every --expect name and
+exemplar is there, 1 when not, 2 when the text cannot be had at all.
 """
 
 import argparse
@@ -55,6 +58,13 @@ def main():
     parser.add_argument(
         "--expect", action="append", default=[], metavar="NAME", help="a family that must exist"
     )
+    parser.add_argument(
+        "--expect-exemplar",
+        action="append",
+        default=[],
+        metavar="NAME=LABEL",
+        help="a family some sample of which has an exemplar with this label",
+    )
     args = parser.parse_args()
 
     try:
@@ -74,6 +84,8 @@ def main():
         print(f"content_type {content_type}")
     print(f"families {len(families)}")
     print(f"samples {sum(len(family.samples) for family in families)}")
+    with_exemplar = [s for family in families for s in family.samples if s.exemplar]
+    print(f"exemplars {len(with_exemplar)}")
 
     known = set()
     for family in families:
@@ -82,6 +94,20 @@ def main():
     if missing:
         print(f"missing families: {' '.join(missing)}", file=sys.stderr)
         return 1
+    for want in args.expect_exemplar:
+        name, _, label = want.partition("=")
+        found = [
+            (sample.name, sample.exemplar.labels[label])
+            for family in families
+            if name in names_of(family)
+            for sample in family.samples
+            if sample.exemplar and label in sample.exemplar.labels
+        ]
+        for sample, value in found:
+            print(f"exemplar {sample} {label}={value}")
+        if not found:
+            print(f"no exemplar with {label} in {name}", file=sys.stderr)
+            return 1
     return 0
 
 

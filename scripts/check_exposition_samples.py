@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks the hostile-label samples that `cargo test --test exposition` writes
 (target/tmp/exposition/) with Python's prometheus_client parsers: the text and
-the strict OpenMetrics parser must both yield exactly the expected series."""
+the strict OpenMetrics parser must both yield exactly the expected series, and
+the OpenMetrics parser exactly the expected exemplars (labels, value and
+timestamp), which text format 0.0.4 does not carry."""
 import json
 import math
 import sys
@@ -26,6 +28,21 @@ def samples(families, name):
         for s in f.samples
         if s.name == name
     )
+
+
+def exemplars(families):
+    """Each sample's exemplar as the test writes it, as sorted JSON text."""
+    found = []
+    for f in families:
+        for s in f.samples:
+            e = getattr(s, "exemplar", None)
+            if e is None:
+                continue
+            exemplar = {"labels": e.labels, "value": float(e.value), "timestamp": float(e.timestamp)}
+            found.append(
+                json.dumps({"name": s.name, "labels": s.labels, "exemplar": exemplar}, sort_keys=True)
+            )
+    return found
 
 
 def main() -> int:
@@ -59,6 +76,15 @@ def main() -> int:
                         print(f"{label}: +Inf bucket != _count for {s.labels}")
                         failures += 1
         print(f"exposition_{label}_series {len(samples(fams, 'hostile_labels_total'))} series")
+    want = sorted(json.dumps(e, sort_keys=True) for e in json.loads(read(d / "hostile.exemplars.json")))
+    for label, fams, expect in (("text", text, []), ("openmetrics", om, want)):
+        got = sorted(exemplars(fams))
+        if got != expect:
+            print(f"{label}: {len(got)} exemplars parsed, {len(expect)} expected")
+            for e in sorted(set(got) ^ set(expect))[:3]:
+                print(f"  differs: {e}")
+            failures += 1
+        print(f"exposition_{label}_exemplars {len(got)} exemplars")
     return 1 if failures else 0
 
 

@@ -142,15 +142,17 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Starts a real Prometheus server on loopback with the given config file;
-# exports PROM_URL and PROM_PID. Its data lives under the config's directory.
+# Starts a real Prometheus server on loopback with the given config file and
+# any further flags (such as --enable-feature=exemplar-storage); exports
+# PROM_URL and PROM_PID. Its data lives under the config's directory.
 start_prometheus() {
     local config=${1:?start_prometheus needs a config file}
+    shift
     local dir port
     dir=$(dirname "$config")
     port=$(free_port)
     prometheus --config.file="$config" --storage.tsdb.path="$dir/tsdb" \
-        --web.listen-address="127.0.0.1:$port" --log.level=warn \
+        --web.listen-address="127.0.0.1:$port" --log.level=warn "$@" \
         >"$dir/prometheus.log" 2>&1 </dev/null &
     PROM_PID=$!
     PROM_URL="http://127.0.0.1:$port"

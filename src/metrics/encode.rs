@@ -218,11 +218,17 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    /// Passes `out` on, and empties it, once it holds a piece. Called
-    /// after each series: one comparison when it does not.
+    /// Whether `out` holds a piece, to pass on. Asked after each series:
+    /// one comparison.
+    #[inline(always)]
+    fn full(&self, out: &[u8]) -> bool {
+        out.len() >= self.piece
+    }
+
+    /// Passes `out` on, and empties it, once it holds a piece.
     #[inline(always)]
     fn series_done(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        if out.len() >= self.piece {
+        if self.full(out) {
             self.flush(out)?;
         }
         Ok(())
@@ -293,6 +299,9 @@ fn write_samples<M: Clone>(
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
 ) -> io::Result<()> {
+    if fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty() {
+        return write_samples_with_exemplars(out, pieces, name, f, get);
+    }
     let cached = f.prefixes(name);
     let numbers = pieces.numbers_of(f);
     let mut result = Ok(());
@@ -316,8 +325,51 @@ fn write_samples<M: Clone>(
     result
 }
 
+/// Writes the OpenMetrics samples of a family some of whose series have an
+/// exemplar, each after its value. Only the few families given exemplars
+/// come here, so it keeps no prefixes.
+///
+/// The exemplars are held while series are rendered, so that offers wait
+/// rather than a scrape copying every exemplar first, but never while a
+/// piece is passed on: a slow client never holds up an offer.
+#[cold]
+fn write_samples_with_exemplars<M: Clone>(
+    out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
+    name: &str,
+    f: &Family<M>,
+    get: impl Fn(&M) -> f64,
+) -> io::Result<()> {
+    let numbers = pieces.numbers_of(f);
+    let mut exemplars = f.exemplars.lock();
+    let mut result = Ok(());
+    for &i in &numbers {
+        let Some(s) = f.series_at(i) else {
+            continue;
+        };
+        write_series_name(out, name, &s.labels);
+        write_float_openmetrics(out, get(&s.metric));
+        let held = exemplars.get(&i).and_then(|slots| slots.first()?.as_ref());
+        if let Some(e) = held {
+            e.write(out);
+        }
+        out.push(b'\n');
+        if pieces.full(out) {
+            drop(exemplars);
+            result = pieces.flush(out);
+            if result.is_err() {
+                break;
+            }
+            exemplars = f.exemplars.lock();
+        }
+    }
+    pieces.numbers = numbers;
+    result
+}
+
 /// Writes every sample of a histogram family. `les` holds the formatted
-/// upper bounds, `+Inf` last.
+/// upper bounds, `+Inf` last. In OpenMetrics a bucket's exemplar follows
+/// its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,
@@ -326,12 +378,25 @@ pub(crate) fn write_histograms(
     les: &[Box<[u8]>],
     f: &Family<Histogram>,
 ) -> io::Result<()> {
+    // Held through the family, so that offers wait rather than a scrape
+    // copying every exemplar first, but let go while a piece is passed on,
+    // so that a slow client never holds up an offer; text format 0.0.4 has
+    // none to show.
+    let lock = || match fmt {
+        Format::OpenMetrics => Some(f.exemplars.lock()),
+        Format::Text => None,
+    };
     let numbers = pieces.numbers_of(f);
     let mut scratch = std::mem::take(&mut pieces.scratch);
+    let mut exemplars = lock();
     let mut result = Ok(());
-    for s in numbers.iter().filter_map(|&i| f.series_at(i)) {
+    for &i in &numbers {
+        let Some(s) = f.series_at(i) else {
+            continue;
+        };
+        let slots = exemplars.as_ref().and_then(|e| e.get(&i));
         let (sum, count) = s.metric.snapshot(&mut scratch);
-        for (le, n) in les.iter().zip(scratch.iter()) {
+        for (bucket, (le, n)) in les.iter().zip(scratch.iter()).enumerate() {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"_bucket{");
             if !s.labels.is_empty() {
@@ -342,6 +407,9 @@ pub(crate) fn write_histograms(
             out.extend_from_slice(le);
             out.extend_from_slice(b"\"} ");
             write_uint(out, *n);
+            if let Some(Some(e)) = slots.and_then(|slots| slots.get(bucket)) {
+                e.write(out);
+            }
             out.push(b'\n');
         }
         out.extend_from_slice(name.as_bytes());
@@ -353,9 +421,13 @@ pub(crate) fn write_histograms(
         write_series_name(out, "", &s.labels);
         write_uint(out, count);
         out.push(b'\n');
-        result = pieces.series_done(out);
-        if result.is_err() {
-            break;
+        if pieces.full(out) {
+            drop(exemplars.take());
+            result = pieces.flush(out);
+            if result.is_err() {
+                break;
+            }
+            exemplars = lock();
         }
     }
     pieces.numbers = numbers;
@@ -513,6 +585,112 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, b"d_total 42\n");
+    }
+
+    /// A registry whose families record the same values, through
+    /// exemplars or not.
+    fn recorded(exemplars: bool) -> super::super::Registry {
+        let r = super::super::Registry::new();
+        let h = r
+            .histogram_family("took_seconds", "Took.", &["phase"], &[1.0, 10.0])
+            .unwrap();
+        let c = r
+            .counter_family("done_total", "Done.", &["outcome"])
+            .unwrap();
+        r.alias(
+            "source_took_seconds",
+            "Took, by another name.",
+            "took_seconds",
+        )
+        .unwrap();
+        let ex = |id: &'static str| {
+            [
+                ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+                ("run_id", id),
+            ]
+        };
+        for (phase, v, id, at) in [
+            ("a", 0.5, "r-1", 1_795_439_678.5),
+            ("a", 0.25, "r-2", 1_795_439_679.0),
+            ("a", 12.0, "r\"3", 1_795_439_680.25),
+            ("b", 2.0, "r-4", 1_795_439_681.0),
+        ] {
+            if exemplars {
+                h.observe_with_exemplar(&[phase], v, &ex(id), at);
+                c.inc_with_exemplar(&["completed"], &ex(id)[1..], at);
+            } else {
+                h.observe(&[phase], v);
+                c.inc(&["completed"]);
+            }
+        }
+        c.inc(&["failed"]);
+        r
+    }
+
+    fn rendered(r: &super::super::Registry, fmt: Format) -> String {
+        let mut out = Vec::new();
+        r.render(&mut out, fmt);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn exemplars_follow_their_samples_in_openmetrics() {
+        let om = rendered(&recorded(true), Format::OpenMetrics);
+        let want = r#"# TYPE done counter
+# HELP done Done.
+done_total{outcome="completed"} 4.0 # {run_id="r-4"} 1.0 1795439681
+done_total{outcome="failed"} 1.0
+# TYPE source_took_seconds histogram
+# UNIT source_took_seconds seconds
+# HELP source_took_seconds Took, by another name.
+source_took_seconds_bucket{phase="a",le="1"} 2 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r-2"} 0.25 1795439679
+source_took_seconds_bucket{phase="a",le="10"} 2
+source_took_seconds_bucket{phase="a",le="+Inf"} 3 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r\"3"} 12.0 1795439680.25
+source_took_seconds_sum{phase="a"} 12.75
+source_took_seconds_count{phase="a"} 3
+source_took_seconds_bucket{phase="b",le="1"} 0
+source_took_seconds_bucket{phase="b",le="10"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",run_id="r-4"} 2.0 1795439681
+source_took_seconds_bucket{phase="b",le="+Inf"} 1
+source_took_seconds_sum{phase="b"} 2.0
+source_took_seconds_count{phase="b"} 1
+"#;
+        assert!(om.contains(want), "{om}");
+        // The original name shows the same exemplars as its alias.
+        assert!(om.contains(
+            "\ntook_seconds_bucket{phase=\"a\",le=\"1\"} 2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",run_id=\"r-2\"} 0.25 1795439679\n"
+        ));
+        // Without exemplars, OpenMetrics is what it always was.
+        let plain = rendered(&recorded(false), Format::OpenMetrics);
+        let stripped: String = om
+            .lines()
+            .map(|l| l.split(" # {").next().unwrap_or(l).to_string() + "\n")
+            .collect();
+        assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn text_format_is_the_same_bytes_with_exemplars() {
+        let with = rendered(&recorded(true), Format::Text);
+        assert_eq!(with, rendered(&recorded(false), Format::Text));
+        let want = r#"# HELP done_total Done.
+# TYPE done_total counter
+done_total{outcome="completed"} 4
+done_total{outcome="failed"} 1
+# HELP source_took_seconds Took, by another name.
+# TYPE source_took_seconds histogram
+source_took_seconds_bucket{phase="a",le="1"} 2
+source_took_seconds_bucket{phase="a",le="10"} 2
+source_took_seconds_bucket{phase="a",le="+Inf"} 3
+source_took_seconds_sum{phase="a"} 12.75
+source_took_seconds_count{phase="a"} 3
+source_took_seconds_bucket{phase="b",le="1"} 0
+source_took_seconds_bucket{phase="b",le="10"} 1
+source_took_seconds_bucket{phase="b",le="+Inf"} 1
+source_took_seconds_sum{phase="b"} 2
+source_took_seconds_count{phase="b"} 1
+"#;
+        assert!(with.contains(want), "{with}");
+        assert!(!with.contains(" # {"));
     }
 
     #[test]

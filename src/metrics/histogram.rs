@@ -138,6 +138,11 @@ impl Histogram {
         &self.core.bounds
     }
 
+    /// The bucket `v` is counted in, `+Inf`'s being the number of bounds.
+    pub(crate) fn slot(&self, v: f64) -> usize {
+        bucket_of(&self.core.bounds, v)
+    }
+
     /// Takes a consistent snapshot: fills `cumulative` with one count per
     /// bound plus the `+Inf` bucket, and returns `(sum, count)`.
     pub fn snapshot(&self, cumulative: &mut Vec<u64>) -> (f64, u64) {

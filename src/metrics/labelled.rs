@@ -1,8 +1,10 @@
 //! Public handles for labelled families of counters, gauges and histograms.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::counter::Counter;
+use super::exemplar::Exemplar;
 use super::family::Family;
 use super::gauge::Gauge;
 use super::histogram::Histogram;
@@ -46,6 +48,42 @@ impl CounterFamily {
     /// Adds `v` to the counter for `values`; negative and NaN are ignored.
     pub fn add(&self, values: &[&str], v: f64) {
         self.inner.with(values, |c| c.add(v))
+    }
+
+    /// Adds one to the counter for `values` and offers it an exemplar of
+    /// that increment: `labels` as [`Exemplar::new`] keeps them, the value
+    /// 1 and `timestamp` (Unix seconds). The counter keeps the latest
+    /// exemplar by timestamp, and OpenMetrics scrapes show it.
+    ///
+    /// Slower than [`CounterFamily::inc`], and meant for events worth
+    /// linking to (a finished run, not a request): it allocates and takes
+    /// the family's exemplar lock.
+    pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
+        let exemplar = Exemplar::new(labels, 1.0, timestamp);
+        self.inner.with_numbered(values, |i, c| {
+            c.inc();
+            if let Some(e) = exemplar {
+                self.inner.exemplars.offer(i, 1, 0, e);
+            }
+        })
+    }
+
+    /// Offers an exemplar made elsewhere, such as one read back after a
+    /// restart, to the counter for `values`, which keeps it unless it holds
+    /// a later one. The value is unchanged.
+    pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
+        self.inner
+            .with_numbered(values, |i, _| self.inner.exemplars.offer(i, 1, 0, e))
+    }
+
+    /// Every exemplar the family's counters hold, by the series numbers
+    /// [`CounterFamily::each`] gives.
+    pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
+        let by_series = self.inner.exemplars.lock();
+        by_series
+            .iter()
+            .filter_map(|(i, slots)| Some((*i, slots.first()?.clone()?)))
+            .collect()
     }
 
     /// Calls `f` with each series' number and counter, in label-value
@@ -136,6 +174,54 @@ impl HistogramFamily {
     #[inline]
     pub fn observe(&self, values: &[&str], v: f64) {
         self.inner.with(values, |h| h.observe(v))
+    }
+
+    /// Records `v` in the histogram for `values` and offers the bucket it
+    /// falls in an exemplar: `labels` as [`Exemplar::new`] keeps them, the
+    /// value `v` and `timestamp` (Unix seconds). Each bucket keeps the
+    /// latest exemplar by timestamp, and OpenMetrics scrapes show it on the
+    /// bucket's line.
+    ///
+    /// Slower than [`HistogramFamily::observe`], and meant for
+    /// observations worth linking to (a run, not a request): it allocates
+    /// and takes the family's exemplar lock.
+    pub fn observe_with_exemplar(
+        &self,
+        values: &[&str],
+        v: f64,
+        labels: &[(&str, &str)],
+        timestamp: f64,
+    ) {
+        let exemplar = Exemplar::new(labels, v, timestamp);
+        self.inner.with_numbered(values, |i, h| {
+            h.observe(v);
+            if let Some(e) = exemplar {
+                self.inner
+                    .exemplars
+                    .offer(i, h.bounds().len() + 1, h.slot(v), e);
+            }
+        })
+    }
+
+    /// Offers an exemplar made elsewhere, such as one read back after a
+    /// restart, to the bucket of the histogram for `values` that its value
+    /// falls in, which keeps it unless it holds a later one. The counts are
+    /// unchanged.
+    pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
+        self.inner.with_numbered(values, |i, h| {
+            let slot = h.slot(e.value());
+            self.inner.exemplars.offer(i, h.bounds().len() + 1, slot, e)
+        })
+    }
+
+    /// Every exemplar the family's histograms hold, by the series numbers
+    /// [`HistogramFamily::each`] gives: one entry per bucket, `+Inf` last.
+    pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
+        let by_series = self.inner.exemplars.lock();
+        by_series
+            .iter()
+            .map(|(i, slots)| (*i, slots.to_vec()))
+            .collect()
     }
 
     /// The label names, in declaration order.

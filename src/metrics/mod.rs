@@ -4,12 +4,14 @@
 //! It uses the standard library only. Handles are cheap to clone and safe
 //! to share across threads; their hot paths (`inc`, `add`, `observe`)
 //! return nothing and cannot fail, because names and labels are checked
-//! once, at registration. See `docs/metrics-library.md` for a tour.
+//! once, at registration. A family's series may carry exemplars, shown on
+//! OpenMetrics scrapes. See `docs/metrics-library.md` for a tour.
 
 mod ceiling;
 mod counter;
 mod encode;
 mod error;
+mod exemplar;
 mod family;
 mod format;
 mod gauge;
@@ -26,6 +28,7 @@ pub use ceiling::ByteCeiling;
 pub use counter::Counter;
 pub use encode::{Format, Kind, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 pub use error::Error;
+pub use exemplar::{Exemplar, EXEMPLAR_MAX_LABEL_CHARS};
 pub use family::{DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
 pub use format::{write_float, write_label_value};
 pub use gauge::Gauge;

@@ -585,8 +585,9 @@ mod tests {
     }
 
     /// A registry whose scrape is many pieces long: counters, gauges and
-    /// histograms with 2,000 series each, in both formats' shapes.
-    fn large() -> (Registry, CounterFamily) {
+    /// histograms with 2,000 series each, in both formats' shapes, and
+    /// exemplars on some counters and buckets.
+    fn large() -> (Registry, CounterFamily, HistogramFamily) {
         let r = Registry::new();
         let c = r.counter_family("c_total", "C.", &["phase"]).unwrap();
         let g = r.gauge_family("g", "G.", &["phase"]).unwrap();
@@ -599,8 +600,13 @@ mod tests {
             c.inc_by(&[&phase], i);
             g.set(&[&phase], f64::from(i as u32) / 8.0);
             h.observe(&[&phase], 0.75);
+            if i % 100 == 0 {
+                let run = [("run_id", phase.as_str())];
+                c.inc_with_exemplar(&[&phase], &run, 1_795_000_000.5);
+                h.observe_with_exemplar(&[&phase], 0.25, &run, 1_795_000_000.5);
+            }
         }
-        (r, c)
+        (r, c, h)
     }
 
     /// Records each `write_all` a scrape makes.
@@ -619,7 +625,7 @@ mod tests {
 
     #[test]
     fn a_scrape_in_pieces_is_the_whole_scrape_cut_between_series() {
-        let (r, _) = large();
+        let (r, _, _) = large();
         for fmt in [Format::Text, Format::OpenMetrics] {
             let mut whole = Vec::new();
             r.render(&mut whole, fmt);
@@ -651,7 +657,7 @@ mod tests {
                 Ok(())
             }
         }
-        let (r, _) = large();
+        let (r, _, _) = large();
         let mut out = Fails(0);
         let err = r.render_to(&mut out, Format::Text).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -660,7 +666,7 @@ mod tests {
 
     #[test]
     fn a_slow_writer_holds_no_lock_that_recording_needs() {
-        let (r, c) = large();
+        let (r, c, _) = large();
         // The writer waits, as a slow client makes it wait, for a new
         // series of the family being rendered: it would never come if the
         // family's insert mutex were held during the write.
@@ -692,6 +698,37 @@ mod tests {
         let first = String::from_utf8(out.2).unwrap();
         assert!(first.starts_with("# HELP c_total ") && !first.contains("# HELP conductor"));
         assert!(text(&r).contains("c_total{phase=\"added-1\"} 1\n"));
+    }
+
+    #[test]
+    fn a_slow_writer_never_holds_up_an_exemplar() {
+        let (r, c, h) = large();
+        // The writer waits, as a slow client makes it wait, for exemplars
+        // offered to the families being rendered: they would never come if
+        // a scrape held the families' exemplars while it writes.
+        struct Offers(CounterFamily, HistogramFamily, usize);
+        impl io::Write for Offers {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.2 += 1;
+                let (c, h) = (self.0.clone(), self.1.clone());
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let run = [("run_id", "late")];
+                    c.inc_with_exemplar(&["phase-00100"], &run, 1_795_000_001.0);
+                    h.observe_with_exemplar(&["phase-00100"], 0.25, &run, 1_795_000_001.0);
+                    let _ = tx.send(());
+                });
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| io::Error::other("an exemplar was held up by the scrape"))?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Offers(c, h, 0);
+        r.render_to(&mut out, Format::OpenMetrics).unwrap();
+        assert!(out.2 > 4);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde_json::{json, Value};
 
 use super::event::{metadata_accuracy, same_phase, Event, Timed};
-use super::metrics::RunMetrics;
+use super::metrics::{RunMetrics, RunRef};
 
 /// Distinct phase, gate or model names kept per run; more are folded into
 /// `other`, so one run cannot grow without bound.
@@ -334,8 +334,9 @@ impl Detail {
         }
     }
 
-    /// Applies one event and moves the metrics it concerns.
-    pub fn apply(&mut self, e: &Timed, m: &RunMetrics) {
+    /// Applies one event of `run` and moves the metrics it concerns, with
+    /// `run` as the exemplar of what it observes.
+    pub fn apply(&mut self, e: &Timed, m: &RunMetrics, run: RunRef) {
         self.version += 1;
         self.saw(e.at);
         match &e.event {
@@ -423,7 +424,7 @@ impl Detail {
                     }
                 });
                 if let Some(s) = seconds {
-                    m.phase_duration.observe(&[phase], s);
+                    m.phase_completed(run, phase, s, e.at);
                 }
                 m.phases
                     .inc(&[phase, if *success { "success" } else { "failure" }]);
@@ -826,7 +827,7 @@ mod tests {
             gate(11.0, "g3"),
         ];
         for e in &events {
-            d.apply(e, &m);
+            d.apply(e, &m, RunRef::new("r", None));
         }
         let got: Vec<(&str, f64, Option<f64>, usize)> = d
             .spans
@@ -869,8 +870,8 @@ mod tests {
     fn fill_gives_phase_and_gate_events_the_iteration_and_measured_durations() {
         let m = RunMetrics::register(&Registry::new()).unwrap();
         let mut d = Detail::default();
-        d.apply(&iteration(1.0, 4), &m);
-        d.apply(&start(2.0, "before"), &m);
+        d.apply(&iteration(1.0, 4), &m, RunRef::new("r", None));
+        d.apply(&start(2.0, "before"), &m, RunRef::new("r", None));
         let mut batch = vec![
             end(2.5, "before"),
             start(3.0, "a"),
@@ -941,7 +942,7 @@ mod tests {
             end(6.0, "code"),
         ];
         for e in &events {
-            d.apply(e, &m);
+            d.apply(e, &m, RunRef::new("r", None));
         }
         let got: Vec<(Option<u64>, u64)> = d
             .spans

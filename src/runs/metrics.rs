@@ -2,7 +2,12 @@
 
 use serde_json::{json, Value};
 
-use crate::metrics::{Counter, CounterFamily, Error, Gauge, Histogram, HistogramFamily, Registry};
+use std::collections::BTreeMap;
+
+use crate::metrics::{
+    Counter, CounterFamily, Error, Exemplar, Gauge, Histogram, HistogramFamily, Registry,
+};
+use crate::otlp::TraceContext;
 
 /// Buckets for run and iteration durations, in seconds.
 pub const RUN_BUCKETS: [f64; 12] = [
@@ -34,15 +39,17 @@ pub struct RunMetrics {
     /// `agentgate_iteration_duration_seconds`.
     pub iteration_duration: Histogram,
     /// `agent_phase_duration_seconds{phase}`, also
-    /// `agentgate_phase_duration_seconds{phase}`.
-    pub phase_duration: HistogramFamily,
+    /// `agentgate_phase_duration_seconds{phase}`; observed with an exemplar
+    /// of the run through [`RunMetrics::phase_completed`].
+    phase_duration: HistogramFamily,
     /// `agent_phases_total{phase,result}`.
     pub phases: CounterFamily,
     /// `agent_gate_results_total{gate,result}`.
     pub gates: CounterFamily,
     /// `agent_deliveries_total{result}`.
     pub deliveries: CounterFamily,
-    /// `agent_cycles_total{outcome}`: completed, failed, cancelled or abandoned.
+    /// `agent_cycles_total{outcome}`: completed, failed, cancelled or
+    /// abandoned, each with an exemplar of the run counted last.
     cycles: CounterFamily,
     /// `conductor_completed_runs_total`: outcome completed.
     completed: Counter,
@@ -51,9 +58,11 @@ pub struct RunMetrics {
     /// `agentgate_runs_completed_total{result}`: succeeded, failed or canceled.
     agentgate_results: CounterFamily,
     /// `agent_cycle_duration_seconds`, unlabelled, also
-    /// `agentgate_run_duration_seconds`.
-    cycle_duration: Histogram,
-    /// `conductor_run_duration_seconds{outcome}`, our breakdown of it.
+    /// `agentgate_run_duration_seconds`: a family with no labels, as
+    /// exemplars are kept by families.
+    cycle_duration: HistogramFamily,
+    /// `conductor_run_duration_seconds{outcome}`, our breakdown of it, with
+    /// the same exemplars.
     duration_by_outcome: HistogramFamily,
     /// `agent_tokens_total{phase}`: input and output together.
     tokens: CounterFamily,
@@ -166,9 +175,10 @@ impl RunMetrics {
                 "Runs finished, by AgentGate's result: succeeded, failed (abandoned included) or canceled.",
                 &["result"],
             )?,
-            cycle_duration: r.histogram(
+            cycle_duration: r.histogram_family(
                 "agent_cycle_duration_seconds",
                 "Agent cycle (run) duration from start to finish.",
+                &[],
                 &RUN_BUCKETS,
             )?,
             duration_by_outcome: r.histogram_family(
@@ -191,6 +201,9 @@ impl RunMetrics {
         for (name, help, of) in ALIASES {
             r.alias(name, help, of)?;
         }
+        // Its one series, empty, from the first scrape, as an unlabelled
+        // histogram's is.
+        m.cycle_duration.get(&[]);
         for outcome in OUTCOMES {
             m.cycles.inc_by(&[outcome], 0);
             m.agentgate_results.inc_by(&[agentgate_result(outcome)], 0);
@@ -201,13 +214,28 @@ impl RunMetrics {
         Ok(m)
     }
 
-    /// Counts a run that finished with `outcome` (one of [`OUTCOMES`])
-    /// after `seconds`, under every name that counts it.
-    pub fn finished(&self, outcome: &str, seconds: f64) {
-        self.cycles.inc(&[outcome]);
+    /// Counts `run`, which finished with `outcome` (one of [`OUTCOMES`])
+    /// at `at` (Unix seconds, as its journal record has it) after
+    /// `seconds`, under every name that counts it. The cycle counter and
+    /// durations keep the run as the exemplar of what it was counted in.
+    pub fn finished(&self, run: RunRef, outcome: &str, seconds: f64, at: f64) {
+        run.exemplar_labels(|labels| {
+            self.cycles.inc_with_exemplar(&[outcome], labels, at);
+            self.cycle_duration
+                .observe_with_exemplar(&[], seconds, labels, at);
+            self.duration_by_outcome
+                .observe_with_exemplar(&[outcome], seconds, labels, at);
+        });
         self.count_outcome(outcome, |c| c.inc());
-        self.cycle_duration.observe(seconds);
-        self.duration_by_outcome.observe(&[outcome], seconds);
+    }
+
+    /// Counts a phase of `run` that took `seconds` and ended at `at` (its
+    /// event's time), with the run as the exemplar of its bucket.
+    pub fn phase_completed(&self, run: RunRef, phase: &str, seconds: f64, at: f64) {
+        run.exemplar_labels(|labels| {
+            self.phase_duration
+                .observe_with_exemplar(&[phase], seconds, labels, at)
+        });
     }
 
     /// Counts the tokens of one tokens event of `phase`.
@@ -229,6 +257,43 @@ impl RunMetrics {
     }
 }
 
+/// The run an observation belongs to, which its exemplar names. Borrowed
+/// from the run; plain data.
+#[derive(Clone, Copy, Debug)]
+pub struct RunRef<'a> {
+    run_id: &'a str,
+    traceparent: Option<&'a str>,
+}
+
+impl<'a> RunRef<'a> {
+    /// The run `run_id`, started with `traceparent` (the W3C header it
+    /// was given, if any).
+    pub fn new(run_id: &'a str, traceparent: Option<&'a str>) -> RunRef<'a> {
+        RunRef {
+            run_id,
+            traceparent,
+        }
+    }
+
+    /// The trace id of the run's `traceparent`, 32 lower-case hex digits,
+    /// when it is a valid one: the trace its spans are exported in.
+    fn trace_id(&self) -> Option<&'a str> {
+        let header = self.traceparent?.trim_matches([' ', '\t']);
+        TraceContext::parse_traceparent(header)?;
+        header.get(3..35)
+    }
+
+    /// Calls `f` with the exemplar labels of the run: `trace_id` when it
+    /// has a trace, then `run_id`. A run id that would take them past
+    /// OpenMetrics' 128 characters is left out (see [`Exemplar::new`]).
+    fn exemplar_labels<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        match self.trace_id() {
+            Some(trace_id) => f(&[("trace_id", trace_id), ("run_id", self.run_id)]),
+            None => f(&[("run_id", self.run_id)]),
+        }
+    }
+}
+
 /// A histogram's cumulative counts and sum.
 type HistogramValue = (Vec<u64>, f64);
 
@@ -243,6 +308,10 @@ pub struct Values {
     counters: [Vec<(u32, (u64, f64))>; 5],
     /// By series number: cycle_duration, phase_duration.
     histograms: [Vec<(u32, HistogramValue)>; 2],
+    /// The exemplars of the cycles, by series number.
+    cycle_exemplars: BTreeMap<u32, Exemplar>,
+    /// The exemplars of [`Values::histograms`], by series number.
+    histogram_exemplars: [BTreeMap<u32, Vec<Option<Exemplar>>>; 2],
 }
 
 /// The snapshot names of the counter families in [`Values::counters`]
@@ -276,12 +345,28 @@ fn histogram_to_json((counts, sum): &HistogramValue) -> Value {
     json!([counts, sum])
 }
 
+/// An exemplar as a snapshot holds it: `[[[name, value], ...], value,
+/// timestamp]`, its labels in order.
+fn exemplar_to_json(e: &Exemplar) -> Value {
+    json!([e.labels(), e.value(), e.timestamp()])
+}
+
+/// A series line, with its exemplars as a fourth member when it has any:
+/// snapshots written before exemplars have three, and read the same.
+fn series_line(name: &str, labels: Vec<String>, value: Value, exemplars: Option<Value>) -> Value {
+    match exemplars {
+        Some(e) => json!([name, labels, value, e]),
+        None => json!([name, labels, value]),
+    }
+}
+
 impl Values {
     /// The values as a snapshot holds them, a series each, `[name, [label
-    /// values], value]`, in the order that remakes each family; read back
-    /// by [`RunMetrics::restore`]. `m` spells out the label values. One
-    /// small line a series keeps the writer's memory small however many
-    /// series there are.
+    /// values], value]` and the series' exemplars when it has any, in the
+    /// order that remakes each family; read back by
+    /// [`RunMetrics::restore`]. `m` spells out the label values. One small
+    /// line a series keeps the writer's memory small however many series
+    /// there are.
     pub fn into_series(self, m: &RunMetrics) -> impl Iterator<Item = Value> + '_ {
         let [cycles, phases, gates, tokens, deliveries] = self.counters;
         let [cycle_duration, phase_duration] = self.histograms;
@@ -292,21 +377,40 @@ impl Values {
             &m.tokens_by_type,
             &m.deliveries,
         ];
+        let cycle_exemplars = self.cycle_exemplars;
         let counters = [cycles, phases, gates, tokens, deliveries]
             .into_iter()
             .zip(COUNTER_FAMILIES.into_iter().zip(counter_families))
-            .flat_map(|(values, (name, f))| {
+            .flat_map(move |(values, (name, f))| {
+                // Only the cycles have exemplars; the map is theirs.
+                let exemplars = (name == "cycles").then(|| cycle_exemplars.clone());
                 values.into_iter().filter_map(move |(i, v)| {
-                    Some(json!([name, f.label_values(i)?, counter_to_json(&v)]))
+                    let e = exemplars.as_ref().and_then(|e| e.get(&i));
+                    Some(series_line(
+                        name,
+                        f.label_values(i)?,
+                        counter_to_json(&v),
+                        e.map(exemplar_to_json),
+                    ))
                 })
             });
         let histogram_families = [&m.duration_by_outcome, &m.phase_duration];
         let histograms = [cycle_duration, phase_duration]
             .into_iter()
+            .zip(self.histogram_exemplars)
             .zip(HISTOGRAM_FAMILIES.into_iter().zip(histogram_families))
-            .flat_map(|(values, (name, f))| {
+            .flat_map(|((values, exemplars), (name, f))| {
                 values.into_iter().filter_map(move |(i, v)| {
-                    Some(json!([name, f.label_values(i)?, histogram_to_json(&v)]))
+                    let e = exemplars.get(&i).map(|slots| {
+                        let slots = slots.iter().map(|e| e.as_ref().map(exemplar_to_json));
+                        Value::from(slots.collect::<Vec<_>>())
+                    });
+                    Some(series_line(
+                        name,
+                        f.label_values(i)?,
+                        histogram_to_json(&v),
+                        e,
+                    ))
                 })
             });
         let single = [
@@ -341,6 +445,31 @@ fn histogram_from_json(h: &Histogram, v: &Value) -> Option<()> {
     h.add_counts(&counts, v[1].as_f64()?).then_some(())
 }
 
+fn exemplar_from_json(v: &Value) -> Option<Exemplar> {
+    let labels: Vec<(&str, &str)> = v[0]
+        .as_array()?
+        .iter()
+        .map(|l| Some((l[0].as_str()?, l[1].as_str()?)))
+        .collect::<Option<_>>()?;
+    Exemplar::new(&labels, v[1].as_f64()?, v[2].as_f64()?)
+}
+
+/// The exemplars of a series line, which has none when written before
+/// exemplars were: a histogram's, one per bucket, each `null` or one; a
+/// counter's, one. `None` when they are there but not these.
+fn exemplars_from_json(v: &Value, histogram: bool) -> Option<Vec<Exemplar>> {
+    match (v, histogram) {
+        (Value::Null, _) => Some(Vec::new()),
+        (Value::Array(slots), true) => slots
+            .iter()
+            .filter(|e| !e.is_null())
+            .map(exemplar_from_json)
+            .collect(),
+        (e, false) => Some(vec![exemplar_from_json(e)?]),
+        _ => None,
+    }
+}
+
 impl RunMetrics {
     /// The run metrics' values now, for a snapshot of the run store: every
     /// counter and histogram, by series. `conductor_active_runs` is left
@@ -361,6 +490,11 @@ impl RunMetrics {
                 histogram_values(&self.duration_by_outcome),
                 histogram_values(&self.phase_duration),
             ],
+            cycle_exemplars: self.cycles.exemplars(),
+            histogram_exemplars: [
+                self.duration_by_outcome.exemplars(),
+                self.phase_duration.exemplars(),
+            ],
         }
     }
 
@@ -370,7 +504,9 @@ impl RunMetrics {
     ///
     /// A snapshot holds the breakdowns (by outcome, by token type), and the
     /// families that sum them are rebuilt from those here, so that every
-    /// name of a fact restarts from one value.
+    /// name of a fact restarts from one value. So do the exemplars of
+    /// `agent_cycle_duration_seconds`: each of its buckets keeps the latest
+    /// of the outcomes', which is the one it held.
     pub fn restore(&self, v: &Value) -> Option<()> {
         let labels: Vec<&str> = v[1]
             .as_array()?
@@ -378,11 +514,16 @@ impl RunMetrics {
             .map(Value::as_str)
             .collect::<Option<_>>()?;
         let value = &v[2];
-        match (v[0].as_str()?, labels.as_slice()) {
+        let name = v[0].as_str()?;
+        let exemplars = exemplars_from_json(&v[3], name.ends_with("_duration"))?;
+        match (name, labels.as_slice()) {
             ("cycles", [outcome]) => {
                 let (int, fraction) = counter_parts(value)?;
                 self.cycles.get(&labels).add_parts(int, fraction);
                 self.count_outcome(outcome, |c| c.add_parts(int, fraction));
+                for e in exemplars {
+                    self.cycles.add_exemplar(&labels, e);
+                }
                 Some(())
             }
             ("tokens", [phase, _]) => {
@@ -393,16 +534,200 @@ impl RunMetrics {
             }
             ("cycle_duration", [_]) => {
                 histogram_from_json(&self.duration_by_outcome.get(&labels), value)?;
-                histogram_from_json(&self.cycle_duration, value)
+                histogram_from_json(&self.cycle_duration.get(&[]), value)?;
+                for e in exemplars {
+                    self.duration_by_outcome.add_exemplar(&labels, e.clone());
+                    self.cycle_duration.add_exemplar(&[], e);
+                }
+                Some(())
             }
             ("phases", _) => counter_from_json(&self.phases.get(&labels), value),
             ("gates", _) => counter_from_json(&self.gates.get(&labels), value),
             ("deliveries", _) => counter_from_json(&self.deliveries.get(&labels), value),
-            ("phase_duration", _) => histogram_from_json(&self.phase_duration.get(&labels), value),
+            ("phase_duration", _) => {
+                histogram_from_json(&self.phase_duration.get(&labels), value)?;
+                for e in exemplars {
+                    self.phase_duration.add_exemplar(&labels, e);
+                }
+                Some(())
+            }
             ("started", []) => counter_from_json(&self.started, value),
             ("iterations", []) => counter_from_json(&self.iterations, value),
             ("iteration_duration", []) => histogram_from_json(&self.iteration_duration, value),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Format;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn openmetrics(r: &Registry) -> String {
+        let mut out = Vec::new();
+        r.render(&mut out, Format::OpenMetrics);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A registry whose run metrics counted runs in and out of traces.
+    fn recorded() -> (Registry, RunMetrics) {
+        let r = Registry::new();
+        let m = RunMetrics::register(&r).unwrap();
+        let traced = format!("00-{TRACE}-00f067aa0ba902b7-01");
+        let runs = [
+            ("r-1", Some(traced.as_str()), "completed", 3.0, 100.0),
+            ("r-2", None, "completed", 2.0, 101.0),
+            ("r-3", Some(traced.as_str()), "failed", 700.0, 102.0),
+            ("r-4", None, "abandoned", 4000.0, 103.0),
+        ];
+        for (id, traceparent, outcome, seconds, at) in runs {
+            let run = RunRef::new(id, traceparent);
+            m.phase_completed(run, "design", seconds / 10.0, at - 1.0);
+            m.finished(run, outcome, seconds, at);
+        }
+        (r, m)
+    }
+
+    #[test]
+    fn a_finished_run_is_the_exemplar_of_what_it_was_counted_in() {
+        let (r, _) = recorded();
+        let om = openmetrics(&r);
+        let ex = |labels: &str, value: &str, at: &str| format!(" # {{{labels}}} {value} {at}\n");
+        let traced = |id: &str| format!("trace_id=\"{TRACE}\",run_id=\"{id}\"");
+        for want in [
+            format!(
+                "agent_cycles_total{{outcome=\"completed\"}} 2.0{}",
+                ex("run_id=\"r-2\"", "1.0", "101")
+            ),
+            format!(
+                "agent_cycles_total{{outcome=\"failed\"}} 1.0{}",
+                ex(&traced("r-3"), "1.0", "102")
+            ),
+            // r-2 (2 s) is later than r-1 (3 s) in the same bucket.
+            format!(
+                "agent_cycle_duration_seconds_bucket{{le=\"5\"}} 2{}",
+                ex("run_id=\"r-2\"", "2.0", "101")
+            ),
+            format!(
+                "agentgate_run_duration_seconds_bucket{{le=\"900\"}} 3{}",
+                ex(&traced("r-3"), "700.0", "102")
+            ),
+            format!(
+                "conductor_run_duration_seconds_bucket{{outcome=\"completed\",le=\"5\"}} 2{}",
+                ex("run_id=\"r-2\"", "2.0", "101")
+            ),
+            format!(
+                "agent_phase_duration_seconds_bucket{{phase=\"design\",le=\"600\"}} 4{}",
+                ex("run_id=\"r-4\"", "400.0", "102")
+            ),
+            format!(
+                "agentgate_phase_duration_seconds_bucket{{phase=\"design\",le=\"120\"}} 3{}",
+                ex(&traced("r-3"), "70.0", "101")
+            ),
+        ] {
+            assert!(om.contains(&want), "{want}");
+        }
+        // Counters of other names, and the iteration histogram, have none.
+        assert!(om.contains("\nagent_cycles_total{outcome=\"cancelled\"} 0.0\n"));
+        assert!(om.contains("\nconductor_completed_runs_total 2.0\n"));
+        assert!(om.contains("\nagentgate_runs_completed_total{result=\"failed\"} 2.0\n"));
+    }
+
+    #[test]
+    fn the_unlabelled_cycle_histogram_shows_from_the_first_scrape() {
+        let r = Registry::new();
+        RunMetrics::register(&r).unwrap();
+        let om = openmetrics(&r);
+        for name in [
+            "agent_cycle_duration_seconds",
+            "agentgate_run_duration_seconds",
+        ] {
+            assert!(
+                om.contains(&format!("\n{name}_bucket{{le=\"1\"}} 0\n")),
+                "{name}"
+            );
+            assert!(om.contains(&format!("\n{name}_count 0\n")), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_trace_id_needs_a_valid_traceparent_and_a_long_run_id_is_left_out() {
+        let label = |run: RunRef| run.exemplar_labels(|l| Exemplar::new(l, 1.0, 0.0).unwrap());
+        let long = "r".repeat(100);
+        let traced = format!("00-{TRACE}-00f067aa0ba902b7-01");
+        let e = label(RunRef::new(&long, Some(&traced)));
+        assert_eq!(e.labels(), [("trace_id".to_string(), TRACE.to_string())]);
+        let e = label(RunRef::new(
+            &long,
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ));
+        assert_eq!(e.labels(), [("run_id".to_string(), long.clone())]);
+        let e = label(RunRef::new("r-1", Some(&format!(" {traced}"))));
+        assert_eq!(e.labels()[0], ("trace_id".to_string(), TRACE.to_string()));
+    }
+
+    /// The snapshot lines of `m`'s values.
+    fn lines(m: &RunMetrics) -> Vec<Value> {
+        m.values().into_series(m).collect()
+    }
+
+    #[test]
+    fn exemplars_survive_a_snapshot_and_old_snapshots_still_load() {
+        let (r, m) = recorded();
+        let taken = openmetrics(&r);
+        let lines = lines(&m);
+        let with_exemplars = lines.iter().filter(|l| !l[3].is_null()).count();
+        // cycles: 3 outcomes; cycle_duration: 3 outcomes; phase_duration: 1.
+        assert_eq!(with_exemplars, 7);
+        let again = Registry::new();
+        let restored = RunMetrics::register(&again).unwrap();
+        for line in &lines {
+            restored.restore(line).unwrap();
+        }
+        assert_eq!(openmetrics(&again), taken);
+        // Observed again after the restart, as a replay of the journal
+        // does: the later exemplar wins in each, as it did before it.
+        for metrics in [&m, &restored] {
+            metrics.finished(RunRef::new("r-5", None), "completed", 2.5, 200.0);
+            metrics.finished(RunRef::new("r-0", None), "completed", 2.5, 50.0);
+        }
+        assert_eq!(openmetrics(&again), openmetrics(&r));
+        // A snapshot written before exemplars has three members a line.
+        let old = Registry::new();
+        let from_old = RunMetrics::register(&old).unwrap();
+        for line in &lines {
+            let mut line = line.clone();
+            line.as_array_mut().unwrap().truncate(3);
+            from_old.restore(&line).unwrap();
+        }
+        let stripped: String = taken
+            .lines()
+            .map(|l| l.split(" # {").next().unwrap_or(l).to_string() + "\n")
+            .collect();
+        assert_eq!(openmetrics(&old), stripped);
+    }
+
+    #[test]
+    fn a_malformed_exemplar_is_not_a_metric_series() {
+        let m = RunMetrics::register(&Registry::new()).unwrap();
+        let labels = json!([["run_id", "r-1"]]);
+        for bad in [
+            json!(["cycles", ["completed"], [1, 0.0], [labels, "one", 5.0]]),
+            json!(["cycles", ["completed"], [1, 0.0], [[["1x", "r"]], 1.0, 5.0]]),
+            json!(["phase_duration", ["p"], [[0, 1], 2.0], {"not": "a list"}]),
+            json!(["phase_duration", ["p"], [[0, 1], 2.0], [[labels, 2.0]]]),
+        ] {
+            assert_eq!(m.restore(&bad), None, "{bad}");
+        }
+        let good = json!([
+            "phase_duration",
+            ["p"],
+            [[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1], 2.0],
+            [null, null, null, null, [labels, 2.0, 5.0]]
+        ]);
+        assert_eq!(m.restore(&good), Some(()));
     }
 }

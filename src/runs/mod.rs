@@ -11,7 +11,7 @@ pub mod trace;
 
 pub use detail::{Detail, LazyDetail};
 pub use event::{Event, Timed};
-pub use metrics::RunMetrics;
+pub use metrics::{RunMetrics, RunRef};
 pub use progress::{Progress, Step};
 
 use std::collections::{BinaryHeap, HashMap};
@@ -103,6 +103,13 @@ impl Run {
     /// The correlation id: the one given at start, or the run id.
     pub fn correlation(&self) -> &str {
         self.correlation_id.as_deref().unwrap_or(&self.run_id)
+    }
+
+    /// Applies one event to the run's detail and moves the metrics it
+    /// concerns, with the run as the exemplar of what it observes.
+    pub fn apply_event(&mut self, e: &Timed, m: &RunMetrics) {
+        let run = RunRef::new(&self.run_id, self.traceparent.as_deref());
+        self.detail.apply(e, m, run);
     }
 
     /// A copy of the ids that tie events and log lines to the run.
@@ -1077,7 +1084,7 @@ impl Runs {
                             continue;
                         };
                         for e in &events {
-                            run.detail.apply(e, &metrics);
+                            run.apply_event(e, &metrics);
                         }
                         applied.push(Applied::Events(run.ids(), events));
                     }
@@ -1220,7 +1227,7 @@ impl Runs {
                 (Ok(()), None) => Err(start_lost(&id)),
                 (Ok(()), Some(run)) => {
                     for e in events.iter() {
-                        run.detail.apply(e, &metrics);
+                        run.apply_event(e, &metrics);
                     }
                     Ok(events)
                 }
@@ -1636,7 +1643,7 @@ impl State {
                 };
                 if let Ok(events) = event::parse_batch(&v["events"], ts) {
                     for e in &events {
-                        run.detail.apply(e, m);
+                        run.apply_event(e, m);
                     }
                 }
             }
@@ -1695,7 +1702,8 @@ impl State {
         let seconds = end
             .reported_ms
             .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
-        m.finished(outcome, seconds);
+        let who = RunRef::new(&run.run_id, run.traceparent.as_deref());
+        m.finished(who, outcome, seconds, ts);
         let summary = run.detail.summary();
         let mut whole = std::mem::replace(&mut run.detail, summary);
         whole.duration_seconds = Some(seconds);
@@ -1938,13 +1946,13 @@ mod tests {
     }
 
     /// Everything a start must rebuild: every run, the counts, the budget's
-    /// spend and every metric line.
+    /// spend and every metric line, exemplars included.
     fn everything(
         runs: &Runs,
         registry: &crate::metrics::Registry,
     ) -> (Vec<Run>, Counts, f64, String) {
         let mut text = Vec::new();
-        registry.render(&mut text, crate::metrics::Format::Text);
+        registry.render(&mut text, crate::metrics::Format::OpenMetrics);
         let page = runs.list(None, None, 1000).unwrap();
         let spend = runs.budget.status().today_spend;
         (
@@ -1988,10 +1996,14 @@ mod tests {
         with_metrics("early", early);
         for i in 0..60u64 {
             let id = format!("run-{i}");
+            // Every other run is in a trace, which its exemplars name.
+            let traceparent =
+                (i % 2 == 0).then(|| format!("00-{:032x}-00f067aa0ba902b7-01", i + 1));
             let new = NewRun {
                 run_id: Some(id.clone()),
                 agent: Some(format!("agent-{}", i % 3)),
                 max_iterations: Some(i),
+                traceparent,
                 ..NewRun::default()
             };
             wait(|done| runs.start(new, done)).unwrap();
@@ -2039,6 +2051,16 @@ mod tests {
         );
         let before = everything(&runs, &registry);
         assert_eq!(before.0.len(), 63);
+        // The exemplars of runs the snapshot covers and of the tail's, on
+        // every family that has them, are rebuilt with the rest.
+        for line in [
+            "agent_cycles_total{outcome=\"cancelled\"} 15.0 # {trace_id=\"0000000000000000000000000000003b\",run_id=\"run-58\"} 1.0 ",
+            "agent_cycle_duration_seconds_bucket{le=\"1\"} 48 # {run_id=\"late\"} 0.0 ",
+            "conductor_run_duration_seconds_bucket{outcome=\"cancelled\",le=\"1\"} 15 # {trace_id=\"0000000000000000000000000000003b\",run_id=\"run-58\"} ",
+            "agent_phase_duration_seconds_bucket{phase=\"phase-1\",le=\"5\"} 12 # {trace_id=\"00000000000000000000000000000039\",run_id=\"run-56\"} 1.5005 ",
+        ] {
+            assert!(before.3.contains(line), "{line} in {}", before.3);
+        }
         assert_eq!(before.1.completed, 18);
         let metrics = |runs: &[Run], id: &str| {
             let run = runs.iter().find(|r| &*r.run_id == id).unwrap();

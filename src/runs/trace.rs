@@ -108,7 +108,7 @@ mod tests {
         let mut batch = parse_batch(&events, NOW).unwrap();
         detail.fill(&mut batch);
         for e in &batch {
-            detail.apply(e, &m);
+            detail.apply(e, &m, crate::runs::metrics::RunRef::new("r", None));
         }
         Run {
             run_id: "r-1".into(),

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
+use super::exemplar::Exemplars;
 use super::format::write_label_value;
 use key::{decode, for_each_word, order, Lookup, HEAD};
 
@@ -110,6 +111,8 @@ pub(crate) struct Family<M> {
     prefixed: OnceLock<Box<str>>,
     /// What new series cost, when the family is under a byte ceiling.
     charge: Option<Charge>,
+    /// The series' exemplars, for the families that are given any.
+    pub(crate) exemplars: Exemplars,
 }
 
 // Ordering: a series is stored in its `OnceLock` before its slot's is set,
@@ -143,6 +146,7 @@ impl<M: Clone> Family<M> {
             }),
             prefixed: OnceLock::new(),
             charge: None,
+            exemplars: Exemplars::default(),
         }
     }
 
@@ -172,9 +176,20 @@ impl<M: Clone> Family<M> {
             Some((_, m)) => m,
             // Hashed again there: passing the lookup on made this fast
             // path copy it to memory first.
-            None => self.find_or_insert(values),
+            None => self.find_or_insert(values).1,
         };
         f(metric)
+    }
+
+    /// Runs `f` on the number and metric of the series for `values`, as
+    /// [`Family::with`] finds or makes it: for the calls that keep
+    /// something beside the series, such as an exemplar.
+    pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
+        let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
+            Some(found) => found,
+            None => self.find_or_insert(values),
+        };
+        f(i, metric)
     }
 
     /// The metric of the series `key` names, and its index, if the current
@@ -207,25 +222,25 @@ impl<M: Clone> Family<M> {
 
     #[cold]
     #[inline(never)]
-    fn find_or_insert(&self, values: &[&str]) -> &M {
+    fn find_or_insert(&self, values: &[&str]) -> (u32, &M) {
         let key = &Lookup::new(self.seed, values);
         // A panic cannot leave the state half updated (see `push`), so a
         // poisoned mutex still guards a sound one.
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         // Another thread may have added it, or grown the index, since.
-        if let Some((_, m)) = self.find(key) {
-            return m;
+        if let Some(found) = self.find(key) {
+            return found;
         }
         let live = w.sorted.len() - usize::from(w.overflow.is_some());
         if values.len() == self.label_names.len() && live < self.cap {
             let labels = self.render(values);
             if self.affords(&labels) {
-                return self.push(&mut w, key, labels).1;
+                return self.push(&mut w, key, labels);
             }
         }
         self.overflowed.inc();
-        if let Some(s) = w.overflow.and_then(|i| self.series(i)) {
-            return &s.metric;
+        if let Some((i, s)) = w.overflow.and_then(|i| Some((i, self.series(i)?))) {
+            return (i, &s.metric);
         }
         let other = vec![OVERFLOW_VALUE; self.label_names.len()];
         let other = Lookup::new(self.seed, &other);
@@ -234,7 +249,7 @@ impl<M: Clone> Family<M> {
             None => self.push(&mut w, &other, self.render(other.values)),
         };
         w.overflow = Some(i);
-        m
+        (i, m)
     }
 
     /// `a="x",b="y"`: the labels of the series for `values`, escaped.

@@ -1,0 +1,275 @@
+//! Exemplars: a sample's link to one observation behind it, such as the
+//! trace of a slow run, written on OpenMetrics scrapes only.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+
+use super::format::{write_float_openmetrics, write_label_value};
+use super::name::valid_label_name;
+
+/// The most characters an exemplar's label names and values may hold
+/// together: OpenMetrics 1.0 counts UTF-8 code points, and Prometheus
+/// refuses a longer set.
+pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
+
+/// One observation behind a sample: its labels (a trace id, say), its
+/// value and the time it was made. Plain data; safe to share across threads.
+///
+/// The labels are kept as a scrape writes them, escaped once when the
+/// exemplar is made, so that a scrape only copies them: one allocation per
+/// exemplar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar {
+    labels: Box<str>,
+    value: f64,
+    timestamp: f64,
+}
+
+impl Exemplar {
+    /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
+    ///
+    /// Labels are kept in the order given while they fit: one whose name is
+    /// not a valid label name, or repeats an earlier one, or that would take
+    /// the names and values past [`EXEMPLAR_MAX_LABEL_CHARS`] characters, is
+    /// left out whole. A value is never cut, since a cut id names nothing.
+    /// Returns `None` when no label is left, or when `value` or
+    /// `timestamp` is not finite.
+    pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
+        if !value.is_finite() || !timestamp.is_finite() {
+            return None;
+        }
+        let mut text = Vec::new();
+        let mut kept: Vec<&str> = Vec::with_capacity(labels.len());
+        let mut chars = 0;
+        for &(name, value) in labels {
+            let size = name.chars().count() + value.chars().count();
+            if !valid_label_name(name)
+                || kept.contains(&name)
+                || chars + size > EXEMPLAR_MAX_LABEL_CHARS
+            {
+                continue;
+            }
+            if !kept.is_empty() {
+                text.push(b',');
+            }
+            text.extend_from_slice(name.as_bytes());
+            text.extend_from_slice(b"=\"");
+            write_label_value(&mut text, value);
+            text.push(b'"');
+            kept.push(name);
+            chars += size;
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        Some(Exemplar {
+            // Names are ASCII and values were UTF-8, and escaping only
+            // adds ASCII, so the text is UTF-8.
+            labels: String::from_utf8(text).ok()?.into(),
+            value,
+            timestamp,
+        })
+    }
+
+    /// The labels, in order, unescaped.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        let mut labels = Vec::new();
+        let mut rest = self.labels.chars();
+        loop {
+            let name: String = rest.by_ref().take_while(|&c| c != '=').collect();
+            if name.is_empty() {
+                return labels;
+            }
+            rest.next(); // the opening quote
+            let mut value = String::new();
+            while let Some(c) = rest.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match rest.next() {
+                        Some('n') => value.push('\n'),
+                        Some(c) => value.push(c),
+                        None => {}
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.push((name, value));
+            rest.next(); // the comma between labels
+        }
+    }
+
+    /// The observed value.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// When it was observed, in Unix seconds.
+    pub fn timestamp(&self) -> f64 {
+        self.timestamp
+    }
+
+    /// Appends ` # {labels} value timestamp`, what follows a sample's value
+    /// in OpenMetrics.
+    ///
+    /// The value is written as sample values are. The timestamp is written
+    /// in plain decimal, the shortest that reads back exactly
+    /// (`1795439678.5`), where the Go client writes `1.7954396785e+09`:
+    /// Python's prometheus_client takes the digits before the point of that
+    /// for the seconds, and reads it as 1.795 seconds.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b" # {");
+        out.extend_from_slice(self.labels.as_bytes());
+        out.extend_from_slice(b"} ");
+        write_float_openmetrics(out, self.value);
+        // Writing to a Vec cannot fail, and `{}` never uses an exponent.
+        let _ = write!(out, " {}", self.timestamp);
+    }
+}
+
+/// A series' exemplar slots: one per bucket for a histogram, `+Inf` last,
+/// and one for a counter.
+pub(crate) type Slots = Box<[Option<Exemplar>]>;
+
+/// A family's exemplars, by series number. Safe to share across threads.
+///
+/// Kept beside the series rather than in each metric so that a family that
+/// never has an exemplar costs this struct and nothing per series: the map
+/// allocates on its first exemplar. The lock is taken only by the calls
+/// that offer or read exemplars and by OpenMetrics scrapes, never by
+/// `inc` or `observe`.
+#[derive(Debug, Default)]
+pub(crate) struct Exemplars {
+    by_series: Mutex<BTreeMap<u32, Slots>>,
+}
+
+impl Exemplars {
+    /// Keeps `e` in slot `slot` of series `series`, which has `slots`
+    /// slots, unless that slot holds a later one: a slot holds the latest
+    /// observation by its own time, whatever the order they were offered
+    /// in, so that replaying them after a restart ends where it began.
+    pub(crate) fn offer(&self, series: u32, slots: usize, slot: usize, e: Exemplar) {
+        let mut by_series = self.lock();
+        let slots = by_series
+            .entry(series)
+            .or_insert_with(|| vec![None; slots].into());
+        if let Some(held) = slots.get_mut(slot) {
+            if held.as_ref().is_none_or(|h| h.timestamp <= e.timestamp) {
+                *held = Some(e);
+            }
+        }
+    }
+
+    /// Every series' slots, for a scrape. The guard blocks offers only.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Slots>> {
+        // Each change is one assignment, so a poisoned lock still guards a
+        // sound map.
+        self.by_series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(e: &Exemplar) -> String {
+        let mut out = Vec::new();
+        e.write(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn labels_are_escaped_once_and_read_back() {
+        let hostile = "a\\b\"c\nd}{é,=";
+        let e = Exemplar::new(&[("trace_id", "4bf9"), ("run_id", hostile)], 3.25, 1.5).unwrap();
+        assert_eq!(
+            written(&e),
+            " # {trace_id=\"4bf9\",run_id=\"a\\\\b\\\"c\\nd}{é,=\"} 3.25 1.5"
+        );
+        let want = [
+            ("trace_id".to_string(), "4bf9".to_string()),
+            ("run_id".to_string(), hostile.to_string()),
+        ];
+        assert_eq!(e.labels(), want);
+        let again = Exemplar::new(&[("a", "")], 1.0, 1_795_439_678.5).unwrap();
+        assert_eq!(again.labels(), [("a".to_string(), String::new())]);
+        assert_eq!(written(&again), " # {a=\"\"} 1.0 1795439678.5");
+        let whole = Exemplar::new(&[("a", "b")], 2.5e-7, 1e12).unwrap();
+        assert_eq!(written(&whole), " # {a=\"b\"} 2.5e-07 1000000000000");
+    }
+
+    #[test]
+    fn labels_past_128_characters_are_left_out_whole() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        // 8 + 32 + 6 + 82 = 128: exactly at the limit, both are kept.
+        let fits = "r".repeat(82);
+        let e = Exemplar::new(&[("trace_id", trace), ("run_id", &fits)], 1.0, 0.0).unwrap();
+        assert_eq!(e.labels().len(), 2);
+        // One more, and the run id is left out, never cut.
+        let long = "r".repeat(83);
+        let e = Exemplar::new(&[("trace_id", trace), ("run_id", &long)], 1.0, 0.0).unwrap();
+        assert_eq!(e.labels(), [("trace_id".to_string(), trace.to_string())]);
+        // Characters, not bytes: 127 two-byte characters fit beside `v`.
+        let wide = "é".repeat(127);
+        assert!(Exemplar::new(&[("v", &wide)], 1.0, 0.0).is_some());
+        assert!(Exemplar::new(&[("v", &format!("{wide}é"))], 1.0, 0.0).is_none());
+    }
+
+    #[test]
+    fn bad_names_repeats_and_non_finite_numbers_are_refused() {
+        let e = Exemplar::new(
+            &[("1x", "a"), ("a", "1"), ("a", "2"), ("__b", "3")],
+            1.0,
+            0.0,
+        );
+        let want = [
+            ("a".to_string(), "1".to_string()),
+            ("__b".to_string(), "3".to_string()),
+        ];
+        assert_eq!(e.unwrap().labels(), want);
+        assert!(Exemplar::new(&[], 1.0, 0.0).is_none());
+        assert!(Exemplar::new(&[("a", "1")], f64::NAN, 0.0).is_none());
+        assert!(Exemplar::new(&[("a", "1")], 1.0, f64::INFINITY).is_none());
+    }
+
+    #[test]
+    fn a_slot_keeps_the_latest_by_time() {
+        let store = Exemplars::default();
+        assert!(store.lock().is_empty());
+        let at = |t: f64| Exemplar::new(&[("t", &t.to_string())], 1.0, t).unwrap();
+        store.offer(3, 2, 1, at(10.0));
+        store.offer(3, 2, 1, at(5.0));
+        store.offer(3, 2, 0, at(7.0));
+        store.offer(3, 2, 9, at(99.0));
+        let slots = store.lock();
+        let times: Vec<_> = slots[&3]
+            .iter()
+            .map(|e| e.as_ref().map(|e| e.timestamp))
+            .collect();
+        assert_eq!(times, [Some(7.0), Some(10.0)]);
+    }
+
+    #[test]
+    fn concurrent_offers_keep_the_latest() {
+        let store = Exemplars::default();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..1_000 {
+                        let ts = f64::from(i * 4 + t);
+                        store.offer(0, 1, 0, Exemplar::new(&[("i", "x")], 1.0, ts).unwrap());
+                    }
+                });
+            }
+        });
+        assert_eq!(store.lock()[&0][0].as_ref().unwrap().timestamp, 3_999.0);
+    }
+
+    /// Checked when the tests compile: exemplars cross threads.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Exemplar>();
+        assert_send_sync::<Exemplars>();
+    };
+}
