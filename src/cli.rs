@@ -80,21 +80,47 @@ pub fn finish(o: &FinishOptions) -> i32 {
 }
 
 /// The budget table, as the research agent's `budget` command prints it:
-/// a title, then one `Label: value` row each, values aligned.
+/// a title, then one `Label: value` row each, values aligned; then, from
+/// a server that forecasts, the estimate a start reserves, the last
+/// hour's spend rate and the forecast in words.
 pub fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
-    let rows = [
+    let mut rows = vec![
         ("Date", b["date"].as_str().unwrap_or("?").to_string()),
         ("Daily Limit", money("daily_limit")),
         ("Today's Spend", money("today_spend")),
         ("Remaining", money("remaining")),
         ("Cycles Affordable", format!("~{}", b["cycles_affordable"])),
     ];
+    if let Some(rate) = b["spend_rate_dollars_per_hour"].as_f64() {
+        let mode = b["run_estimate_mode"].as_str().unwrap_or("?");
+        rows.push((
+            "Run Estimate",
+            format!("{} ({mode})", money("run_estimate")),
+        ));
+        rows.push(("Spend Rate", format!("${rate:.2}/hour over the last hour")));
+        rows.push(("Forecast", forecast(b)));
+    }
     let mut out = String::from("Agent Budget Status\n");
     for (label, value) in rows {
         out.push_str(&format!("{:<19}{value}\n", format!("{label}:")));
     }
     out
+}
+
+/// The forecast in words: when the budget runs out at the last hour's
+/// rate, or that it lasts to the reset.
+fn forecast(b: &Value) -> String {
+    // `HH:MM` of an RFC 3339 time in UTC, as the server writes them.
+    let clock = |k: &str| b[k].as_str().and_then(|t| t.get(11..16)).unwrap_or("?");
+    let reset = clock("reset_at");
+    match b["exhausts_at"].as_str() {
+        _ if b["remaining"].as_f64() == Some(0.0) => {
+            format!("exhausted; the budget resets at {reset} UTC")
+        }
+        Some(_) => format!("at this rate, exhausted at {} UTC", clock("exhausts_at")),
+        None => format!("at this rate, it lasts to the reset at {reset} UTC"),
+    }
 }
 
 /// Triggers a cycle (`POST /api/v1/agent/trigger`) and prints the JSON
@@ -193,5 +219,40 @@ pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
             eprintln!("repair: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_forecast_reads_as_a_time_or_the_reset() {
+        let mut b = json!({
+            "date": "2026-11-23", "daily_limit": 100.0, "today_spend": 40.0, "remaining": 52.5,
+            "cycles_affordable": 15, "run_estimate": 3.5, "run_estimate_mode": "auto",
+            "spend_rate_dollars_per_hour": 12.5, "exhausts_at": "2026-11-23T15:40:12.345Z",
+            "reset_at": "2026-11-24T00:00:00.000Z",
+        });
+        let table = format_budget(&b);
+        let tail: Vec<&str> = table.lines().skip(6).collect();
+        assert_eq!(
+            tail,
+            [
+                "Run Estimate:      $3.50 (auto)",
+                "Spend Rate:        $12.50/hour over the last hour",
+                "Forecast:          at this rate, exhausted at 15:40 UTC",
+            ]
+        );
+        b["exhausts_at"] = Value::Null;
+        let lasting = "Forecast:          at this rate, it lasts to the reset at 00:00 UTC";
+        assert_eq!(format_budget(&b).lines().last(), Some(lasting));
+        b["remaining"] = json!(0.0);
+        let exhausted = "Forecast:          exhausted; the budget resets at 00:00 UTC";
+        assert_eq!(format_budget(&b).lines().last(), Some(exhausted));
+        // An older server's answer has no forecast, and no rows for one.
+        let old = json!({"date": "2026-11-23", "cycles_affordable": 3});
+        assert_eq!(format_budget(&old).lines().count(), 6);
     }
 }

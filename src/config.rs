@@ -48,8 +48,10 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// `--daily-budget` / `AGENT_DAILY_BUDGET`, dollars.
     pub daily_budget: f64,
-    /// `--run-estimate` / `AGENT_RUN_ESTIMATE`, dollars reserved per run start.
-    pub run_estimate: f64,
+    /// `--run-estimate` / `AGENT_RUN_ESTIMATE`, dollars reserved per run
+    /// start; `None` for `auto` (the default): at least $0.15, and the 90th
+    /// percentile of the agent's recent run costs when that is more.
+    pub run_estimate: Option<f64>,
     /// `AGENT_BUDGET_DIR`; `<data-dir>/budget` when unset.
     pub budget_dir: PathBuf,
     /// `--pricing FILE`: model prices; the built-in default when unset.
@@ -377,12 +379,18 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         },
     };
     let daily_budget = dollars("daily-budget", "AGENT_DAILY_BUDGET", 5.0)?;
-    let run_estimate = dollars("run-estimate", "AGENT_RUN_ESTIMATE", 0.15)?;
-    if run_estimate <= 0.0 {
-        return Err(
-            "the run estimate (--run-estimate, AGENT_RUN_ESTIMATE) must be above 0".to_string(),
-        );
-    }
+    let run_estimate = match setting("run-estimate", "AGENT_RUN_ESTIMATE") {
+        None => None,
+        Some((v, _)) if v.trim() == "auto" => None,
+        Some((v, from)) => match v.trim().trim_start_matches('$').parse::<f64>() {
+            Ok(d) if d.is_finite() && d > 0.0 => Some(d),
+            _ => {
+                return Err(format!(
+                    "{from} must be auto or an amount in dollars above 0 such as 0.15, not {v:?}"
+                ))
+            }
+        },
+    };
     let addr = match setting("addr", "CONDUCTOR_ADDR") {
         None => DEFAULT_ADDR.to_string(),
         Some((a, from)) => {
@@ -585,6 +593,32 @@ mod tests {
             panic!()
         };
         assert_eq!(c.max_body, 2048);
+    }
+
+    #[test]
+    fn the_run_estimate_is_auto_or_dollars() {
+        let estimate = |a: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(a), env) {
+            Ok(Command::Serve(c)) => Ok(c.run_estimate),
+            Ok(_) => panic!("{a}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(estimate("", &no_env), Ok(None), "auto by default");
+        assert_eq!(estimate("--run-estimate auto", &no_env), Ok(None));
+        assert_eq!(estimate("--run-estimate $0.15", &no_env), Ok(Some(0.15)));
+        let env = |k: &str| (k == "AGENT_RUN_ESTIMATE").then(|| "2.5".to_string());
+        assert_eq!(estimate("", &env), Ok(Some(2.5)));
+        assert_eq!(
+            estimate("--run-estimate auto", &env),
+            Ok(None),
+            "the flag wins"
+        );
+        for bad in ["0", "-1", "abc", "AUTO"] {
+            let e = estimate(&format!("--run-estimate {bad}"), &no_env).unwrap_err();
+            assert!(
+                e.starts_with("--run-estimate must be auto or an amount"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -706,6 +706,13 @@ impl Journal {
         self.syncs.load(Ordering::Relaxed)
     }
 
+    /// The length of the file's durable part: what it held at open, after
+    /// a torn tail was cut, and every append since that returned `Ok`. A
+    /// reader of the file never sees a half-written record below it.
+    pub fn durable_len(&self) -> u64 {
+        self.lock_state().durable_len
+    }
+
     /// Number of records durably appended since open.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)

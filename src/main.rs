@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conductor_metrics::app::{App, AppConfig, VERSION};
-use conductor_metrics::budget::{BudgetConfig, Pricing};
+use conductor_metrics::budget::{BudgetConfig, Pricing, DEFAULT_RUN_ESTIMATE};
 use conductor_metrics::cli;
 use conductor_metrics::config::{self, Command, ServeConfig};
 use conductor_metrics::demo;
@@ -165,7 +165,8 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
     let locks = lock_dirs(&data_dir, &c.budget_dir)?;
     let budget = BudgetConfig {
         daily_limit: c.daily_budget,
-        run_estimate: c.run_estimate,
+        run_estimate: c.run_estimate.unwrap_or(DEFAULT_RUN_ESTIMATE),
+        learn: c.run_estimate.is_none(),
         dir: c.budget_dir.clone(),
         pricing,
     };

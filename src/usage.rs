@@ -160,8 +160,8 @@ const SERVE_OPTIONS: &[Opt] = &[
     ),
     opt(
         "run-estimate",
-        "DOLLARS",
-        "reserved per run start (0.15)",
+        "DOLLARS|auto",
+        "reserved per run start (auto: p90 of the agent's last 50 runs)",
         "AGENT_RUN_ESTIMATE",
     ),
     opt(

@@ -84,6 +84,12 @@ fn the_agent_budget_is_the_budget_and_carries_its_reset() {
     let reset = b["reset_unix"].as_f64().unwrap();
     assert_eq!(reset % 86_400.0, 0.0, "UTC midnight: {b}");
     assert_eq!(b["cycles_affordable"], 13);
+    // Nothing spent yet: no rate, and the budget lasts to the reset; the
+    // estimate is the research agent's $0.15 until real costs are known.
+    assert_eq!(b["spend_rate_dollars_per_hour"], 0.0);
+    assert_eq!(b["exhausts_at"], Value::Null);
+    assert_eq!(b["run_estimate"], 0.15);
+    assert_eq!(b["run_estimate_mode"], "auto");
     let post = post_json(server.addr(), "/api/v1/agent/budget", &json!({}));
     assert_eq!(post.status, 405);
     assert_eq!(post.header("Allow"), Some("GET"));
@@ -191,6 +197,64 @@ fn a_refused_trigger_is_429_and_names_the_estimate_in_cents() {
     assert!(printed.get("error").is_none(), "{printed}");
 }
 
+/// A cycle's money through the research agent's routes: what its start
+/// reserved while it runs, its cost once ended, on its answer and in the
+/// listing; and the next cycle reserves what the last ones cost.
+#[test]
+fn a_cycle_shows_its_reservation_then_its_cost_and_the_next_reserves_what_it_cost() {
+    let dir = TempDir::new();
+    let server = ServerProc::start(dir.path(), &[], &[]);
+    let addr = server.addr();
+    let entry = |id: &str| {
+        let list = get_json(addr, "/api/v1/runs").json();
+        let runs = list["runs"].as_array().unwrap().clone();
+        runs.into_iter().find(|r| r["run_id"] == id).unwrap()
+    };
+    let first = post_json(addr, "/api/v1/agent/trigger", &json!({})).json();
+    let id = first["operation_id"].as_str().unwrap().to_string();
+    let running = get_json(addr, &format!("/api/v1/runs/{id}")).json();
+    assert_eq!(
+        (&running["reserved"], &running["cost"]),
+        (&json!(0.15), &Value::Null)
+    );
+    assert_eq!(entry(&id)["reserved"], 0.15);
+    let done = post_json(
+        addr,
+        &format!("/api/v1/runs/{id}/complete"),
+        &json!({"cost": 0.4}),
+    );
+    assert_eq!(done.status, 200);
+    assert_eq!(
+        (&done.json()["cost"], &done.json()["reserved"]),
+        (&json!(0.4), &Value::Null)
+    );
+    let ended = get_json(addr, &format!("/api/v1/runs/{id}")).json();
+    assert_eq!(
+        (&ended["cost"], &ended["reserved"]),
+        (&json!(0.4), &Value::Null)
+    );
+    assert_eq!(
+        (&entry(&id)["cost"], &entry(&id)["reserved"]),
+        (&json!(0.4), &Value::Null)
+    );
+
+    let b = get_json(addr, "/api/v1/agent/budget").json();
+    assert_eq!(
+        (&b["run_estimate"], &b["cycles_affordable"]),
+        (&json!(0.4), &json!(11))
+    );
+    let second = post_json(addr, "/api/v1/agent/trigger", &json!({})).json();
+    let id = second["operation_id"].as_str().unwrap();
+    assert_eq!(
+        get_json(addr, &format!("/api/v1/runs/{id}")).json()["reserved"],
+        0.4
+    );
+    assert_eq!(
+        get_json(addr, "/api/v1/agent/budget").json()["reserved"],
+        0.4
+    );
+}
+
 #[test]
 fn the_cli_triggers_and_prints_the_budget_table() {
     let dir = TempDir::new();
@@ -227,6 +291,9 @@ fn the_cli_triggers_and_prints_the_budget_table() {
             "Today's Spend:     $0.00".to_string(),
             "Remaining:         $4.85".to_string(),
             "Cycles Affordable: ~32".to_string(),
+            "Run Estimate:      $0.15 (auto)".to_string(),
+            "Spend Rate:        $0.00/hour over the last hour".to_string(),
+            "Forecast:          at this rate, it lasts to the reset at 00:00 UTC".to_string(),
         ]
     );
 }

@@ -584,3 +584,290 @@ fn spend_status(addr: std::net::SocketAddr, operation_id: &str) -> u16 {
     let body = json!({"amount": 0.1, "operation_id": operation_id});
     post_json(addr, "/api/v1/budget/spend", &body).status
 }
+
+/// The dollars of a JSON number, to the cent, for comparing sums.
+fn cents(v: &serde_json::Value) -> i64 {
+    (v.as_f64().expect("a number") * 100.0).round() as i64
+}
+
+/// `--run-estimate auto`, the default: a start reserves the larger of $0.15 and the 90th
+/// percentile of its agent's last 50 run costs; the status, `cycles_affordable`, the gauge and
+/// the refusal use it; it is learned again after a restart (from a snapshot and the journal
+/// after it); `--run-estimate 0.15` reserves the fixed amount.
+#[test]
+fn a_start_reserves_what_its_agents_recent_runs_cost_and_a_restart_keeps_it() {
+    let dir = TempDir::new();
+    // Small snapshots, so the restart reads one and the journal's records after it.
+    let args = ["--daily-budget", "20", "--snapshot-bytes", "2KiB"];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["run_estimate"], &b["run_estimate_mode"]),
+        (&json!(0.15), &json!("auto"))
+    );
+    // Ten runs of the coder costing $1.00 to $1.90: their 90th percentile is $1.80.
+    for i in 0..10 {
+        let id = format!("c{i}");
+        let start = post_json(
+            addr,
+            "/api/v1/runs",
+            &json!({"run_id": id, "agent": "coder"}),
+        );
+        assert_eq!(start.status, 201);
+        let cost = 1.0 + f64::from(i) / 10.0;
+        let done = post_json(
+            addr,
+            &format!("/api/v1/runs/{id}/complete"),
+            &json!({"cost": cost}),
+        );
+        assert_eq!(done.json()["cost"], cost);
+    }
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(b["run_estimate"], 1.8);
+    // $20 less $14.50 spent leaves $5.50: three runs of $1.80.
+    assert_eq!(b["cycles_affordable"], 3);
+    let metrics = common::get(addr, "/metrics").text();
+    assert_eq!(
+        common::sample(&metrics, "agent_budget_run_estimate_dollars"),
+        Some(1.8)
+    );
+    for (id, agent) in [("next", "coder"), ("other", "tester")] {
+        let r = post_json(addr, "/api/v1/runs", &json!({"run_id": id, "agent": agent}));
+        assert_eq!(r.status, 201);
+    }
+    let reserved =
+        |addr, id: &str| get_json(addr, &format!("/api/v1/runs/{id}")).json()["reserved"].clone();
+    assert_eq!(
+        (reserved(addr, "next"), reserved(addr, "other")),
+        (json!(1.8), json!(0.15))
+    );
+    assert_eq!(get_json(addr, "/api/v1/budget").json()["reserved"], 1.95);
+    server.kill();
+
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let store = dir.join("runs").join("snapshot");
+    assert!(store.is_file(), "the restart read a snapshot");
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["run_estimate"], &b["reserved"]),
+        (&json!(1.8), &json!(1.95))
+    );
+    assert_eq!(
+        (reserved(addr, "next"), reserved(addr, "other")),
+        (json!(1.8), json!(0.15))
+    );
+    // $3.55 left: one more coder run fits, then its estimate does not.
+    let fits = post_json(
+        addr,
+        "/api/v1/runs",
+        &json!({"run_id": "c10", "agent": "coder"}),
+    );
+    assert_eq!(fits.status, 201);
+    let refused = post_json(addr, "/api/v1/runs", &json!({"agent": "coder"}));
+    assert_eq!(refused.status, 429);
+    let body = refused.json();
+    assert_eq!(body["run_estimate"], 1.8);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("estimate of $1.80"), "{message}");
+    assert!(
+        message.contains("only $1.75 of today's $20.00 limit"),
+        "{message}"
+    );
+    // Another agent's run still fits at its own estimate.
+    let small = post_json(addr, "/api/v1/runs", &json!({"agent": "tester"}));
+    assert_eq!(small.status, 201);
+    drop(server);
+
+    let fixed = ["--daily-budget", "20", "--run-estimate", "0.15"];
+    let server = ServerProc::start(dir.path(), &fixed, &[]);
+    let addr = server.addr();
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["run_estimate"], &b["run_estimate_mode"]),
+        (&json!(0.15), &json!("fixed"))
+    );
+    let r = post_json(
+        addr,
+        "/api/v1/runs",
+        &json!({"run_id": "f", "agent": "coder"}),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(reserved(addr, "f"), json!(0.15));
+}
+
+/// The forecast and the day's history: the spend rate of the last hour, when the budget runs
+/// out at it (API, gauge, CLI), and the ledger as cumulative points, the same after a restart.
+#[test]
+fn the_forecast_and_the_history_follow_the_ledger() {
+    let dir = TempDir::new();
+    // Small enough that what is left lasts minutes, before the reset but
+    // in the day's last minutes.
+    let args = ["--daily-budget", "3.5"];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["spend_rate_dollars_per_hour"], &b["exhausts_at"]),
+        (&json!(0.0), &json!(null))
+    );
+    let metrics = common::get(addr, "/metrics").text();
+    assert!(
+        metrics.contains("\nagent_budget_exhausted_in_seconds +Inf\n"),
+        "{metrics}"
+    );
+    let h = get_json(addr, "/api/v1/budget/history").json();
+    assert_eq!((&h["points"], &h["daily_limit"]), (&json!([]), &json!(3.5)));
+    assert_eq!(
+        post_json(addr, "/api/v1/budget/history", &json!({})).status,
+        405
+    );
+
+    for amount in [0.5, 0.25] {
+        let r = post_json(addr, "/api/v1/budget/spend", &json!({"amount": amount}));
+        assert_eq!(r.status, 201);
+    }
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "r"})).status,
+        201
+    );
+    let done = post_json(addr, "/api/v1/runs/r/complete", &json!({"cost": 0.75}));
+    assert_eq!(done.status, 200);
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "held"})).status,
+        201
+    );
+    let spent = post_json(addr, "/api/v1/budget/spend", &json!({"amount": 1.0}));
+    assert_eq!(spent.status, 201);
+
+    // The points are the ledger's spend lines, in its order, summed.
+    let h = get_json(addr, "/api/v1/budget/history").json();
+    let ledger = dir
+        .join("budget")
+        .join(format!("{}.jsonl", h["date"].as_str().unwrap()));
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut total = 0i64;
+    let mut expected = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(micros) = v["amount_micros"].as_i64() {
+            total += micros;
+            let t = conductor_metrics::time::parse_rfc3339(v["ts"].as_str().unwrap()).unwrap();
+            expected.push(json!({"t": t, "spend": total as f64 / 1e6}));
+        }
+    }
+    assert_eq!(h["points"], json!(expected));
+    assert_eq!(cents(&h["points"][3]["spend"]), 250);
+    // The held run reserves what the last run without an agent cost.
+    assert_eq!(h["reserved"], 0.75);
+
+    // $2.50 in the last hour (or since midnight, but at least five minutes).
+    let now = conductor_metrics::time::now_unix();
+    let midnight = h["reset_at"]
+        .as_str()
+        .and_then(conductor_metrics::time::parse_rfc3339)
+        .unwrap()
+        - 86_400.0;
+    let span = (now - midnight).clamp(300.0, 3_600.0);
+    let rate = h["spend_rate_dollars_per_hour"].as_f64().unwrap();
+    assert!(
+        (rate - 2.5 * 3_600.0 / span).abs() / rate < 0.01,
+        "{rate} over {span} s"
+    );
+    // $0.25 left at that rate.
+    let left = 0.25 / rate * 3_600.0;
+    let b = get_json(addr, "/api/v1/budget").json();
+    let metrics = common::get(addr, "/metrics").text();
+    let gauge = common::sample(&metrics, "agent_budget_exhausted_in_seconds").unwrap();
+    let table = run_cli(
+        &["budget", "--url", &server.url("")],
+        &[],
+        None,
+        Duration::from_secs(20),
+    );
+    let forecast = table.stdout.lines().last().unwrap().to_string();
+    if now + left < midnight + 86_400.0 - 60.0 {
+        let at =
+            conductor_metrics::time::parse_rfc3339(b["exhausts_at"].as_str().unwrap()).unwrap();
+        assert!((at - (now + left)).abs() < 60.0, "{b}");
+        assert!((gauge - left).abs() < 60.0, "{gauge} against {left}");
+        let hhmm = &b["exhausts_at"].as_str().unwrap()[11..16];
+        assert_eq!(
+            forecast,
+            format!("Forecast:          at this rate, exhausted at {hhmm} UTC")
+        );
+    } else if now + left > midnight + 86_400.0 + 60.0 {
+        assert_eq!(b["exhausts_at"], json!(null));
+        assert_eq!(gauge, f64::INFINITY);
+        assert_eq!(
+            forecast,
+            "Forecast:          at this rate, it lasts to the reset at 00:00 UTC"
+        );
+    }
+    server.kill();
+
+    // The ledger is the history, and its times are the rate, after a restart too.
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let again = get_json(server.addr(), "/api/v1/budget/history").json();
+    assert_eq!(again["points"], h["points"]);
+    let rate_again = again["spend_rate_dollars_per_hour"].as_f64().unwrap();
+    assert!(
+        (rate_again - rate).abs() / rate < 0.01,
+        "{rate_again} then {rate}"
+    );
+}
+
+/// A running run whose tokens cost more than its estimate holds what they cost, so later starts
+/// see it; a restart holds the same, and the end charges the cost and frees the rest.
+#[test]
+fn a_running_runs_reservation_grows_to_what_its_tokens_cost() {
+    let dir = TempDir::new();
+    let pricing = dir.join("pricing.json");
+    std::fs::write(&pricing, r#"{"cheap": {"input": 1.0, "output": 2.0}}"#).unwrap();
+    let args = [
+        "--pricing",
+        pricing.to_str().unwrap(),
+        "--daily-budget",
+        "3",
+    ];
+    let mut server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    assert_eq!(
+        post_json(addr, "/api/v1/runs", &json!({"run_id": "a"})).status,
+        201
+    );
+    // $1 of input and $1 of output.
+    let tokens = json!([{"type": "tokens", "phase": "p", "model": "cheap",
+        "input_tokens": 1_000_000, "output_tokens": 500_000}]);
+    assert_eq!(
+        post_json(addr, "/api/v1/runs/a/events", &tokens).status,
+        200
+    );
+    let run = get_json(addr, "/api/v1/runs/a").json();
+    assert_eq!(
+        (&run["reserved"], &run["cost"]),
+        (&json!(2.0), &json!(null))
+    );
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["reserved"], &b["remaining"]),
+        (&json!(2.0), &json!(1.0))
+    );
+    server.kill();
+
+    let server = ServerProc::start(dir.path(), &args, &[]);
+    let addr = server.addr();
+    assert_eq!(get_json(addr, "/api/v1/runs/a").json()["reserved"], 2.0);
+    assert_eq!(get_json(addr, "/api/v1/budget").json()["reserved"], 2.0);
+    let done = post_json(addr, "/api/v1/runs/a/complete", &json!({})).json();
+    assert_eq!(
+        (&done["cost"], &done["reserved"]),
+        (&json!(2.0), &json!(null))
+    );
+    let b = get_json(addr, "/api/v1/budget").json();
+    assert_eq!(
+        (&b["reserved"], &b["today_spend"]),
+        (&json!(0.0), &json!(2.0))
+    );
+}

@@ -274,7 +274,7 @@ impl Budget {
         }
         if new.is_empty() {
             state.prune();
-            imported.recorded.status = state.status(&self.settings);
+            imported.recorded.status = state.status(&self.settings, now);
             return Ok(Some(imported));
         }
         let journal = state.journal(&self.settings.dir, day)?;
@@ -283,9 +283,9 @@ impl Budget {
         let mut charged = Vec::with_capacity(new.len());
         for &i in &new {
             let spend = &file.entries[i];
-            let tally = &mut state.book(day).tally;
-            let alerts = tally.charge(spend.micros, limit);
-            let spent = tally.spent;
+            let at = spend.ts.unwrap_or(now);
+            let alerts = state.charge(day, spend.micros, at, limit);
+            let spent = state.book(day).tally.spent;
             let charge = Charge {
                 micros: spend.micros,
                 model: None,
@@ -300,7 +300,7 @@ impl Budget {
                 operation_id: spend.operation_id.as_deref(),
                 source: Some((&name, i as u64)),
             };
-            lines.push(ledger::spend_line(spend.ts.unwrap_or(now), &entry));
+            lines.push(ledger::spend_line(at, &entry));
             lines.extend(
                 alerts
                     .iter()
@@ -326,8 +326,8 @@ impl Budget {
         self.appended.notify_all();
         if let Err(e) = appended {
             for (i, alerts) in charged.iter().rev() {
-                let micros = file.entries[*i].micros;
-                state.book(day).tally.uncharge(micros, alerts);
+                let spend = &file.entries[*i];
+                state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
             }
             state.prune();
             return Err(Error::Storage(e.to_string()));
@@ -335,7 +335,7 @@ impl Budget {
         let counted: i64 = charged.iter().map(|(i, _)| file.entries[*i].micros).sum();
         state.recorded = state.recorded.saturating_add(counted);
         state.prune();
-        imported.recorded.status = state.status(&self.settings);
+        imported.recorded.status = state.status(&self.settings, now);
         drop(state);
         // The research agent's entries name no phase.
         if let Some(family) = self.phases.get() {
@@ -497,7 +497,10 @@ mod tests {
         assert_eq!(imported.recorded.alerts, vec![50, 80]);
         assert!(!imported.total_disagrees, "{imported:?}");
         assert_eq!(imported.recorded.status.today_spend, 4.9);
-        assert!(budget.reserve("r").is_err(), "4.90 + 0.15 is past 5.00");
+        assert!(
+            budget.reserve("r", None).is_err(),
+            "4.90 + 0.15 is past 5.00"
+        );
         assert_eq!(budget.import_agent_file().unwrap().unwrap().counted, 0);
         drop(budget);
         for _ in 0..2 {

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::journal::Journal;
 use crate::time;
 
+use super::forecast::Recent;
 use super::money::{self, Charge};
 
 /// The alert thresholds, in percent of the daily limit, lowest first.
@@ -91,6 +92,8 @@ pub(crate) struct Summed {
     pub tally: Tally,
     /// By operation: the micro-dollars first recorded for it.
     pub operations: HashMap<OpKey, i64>,
+    /// The spends by their time (`ts`); a line without one is left out.
+    pub recent: Recent,
 }
 
 impl Summed {
@@ -102,22 +105,20 @@ impl Summed {
             return Ok(());
         }
         let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
-        if let Some(alert) = value.get("alert") {
+        let Some(micros) = spend_micros(&value)? else {
+            let alert = &value["alert"];
             let at = ALERT_THRESHOLDS
                 .iter()
                 .position(|&t| alert.as_u64() == Some(t.into()));
             let i = at.ok_or_else(|| format!("unknown alert threshold {alert}"))?;
             self.tally.alerts |= 1 << i;
             return Ok(());
-        }
-        let micros = match (value.get("amount_micros"), value.get("amount")) {
-            (Some(m), _) => m.as_i64().filter(|m| *m >= 0),
-            (None, Some(a)) => a.as_f64().and_then(|a| money::to_micros(a, "amount").ok()),
-            (None, None) => return Err("neither a spend nor an alert".into()),
         };
-        let micros = micros.ok_or("the amount is not a non-negative number")?;
         self.tally.spent = self.tally.spent.saturating_add(micros);
         self.tally.events += 1;
+        if let Some(at) = spend_time(&value) {
+            self.recent.push(at, micros);
+        }
         let key = match value.get("operation_id").and_then(Value::as_str) {
             Some(id) => Some(OpKey::Id(id.into())),
             None if value["kind"] == IMPORT_KIND => {
@@ -132,6 +133,28 @@ impl Summed {
         }
         Ok(())
     }
+}
+
+/// The micro-dollars of a ledger line: `Some` for a spend
+/// (`amount_micros`, or `amount` in dollars for a hand-written line),
+/// `None` for an alert marker, an error for anything else.
+pub(crate) fn spend_micros(line: &Value) -> Result<Option<i64>, String> {
+    if line.get("alert").is_some() {
+        return Ok(None);
+    }
+    let micros = match (line.get("amount_micros"), line.get("amount")) {
+        (Some(m), _) => m.as_i64().filter(|m| *m >= 0),
+        (None, Some(a)) => a.as_f64().and_then(|a| money::to_micros(a, "amount").ok()),
+        (None, None) => return Err("neither a spend nor an alert".into()),
+    };
+    micros
+        .map(Some)
+        .ok_or_else(|| "the amount is not a non-negative number".into())
+}
+
+/// The time of a ledger line (its `ts`), if it has a readable one.
+pub(crate) fn spend_time(line: &Value) -> Option<f64> {
+    line["ts"].as_str().and_then(time::parse_rfc3339)
 }
 
 /// The `kind` of a ledger line imported from the research agent's file.

@@ -14,7 +14,7 @@ use super::money::{dollars, MICROS_PER_DOLLAR};
 use super::Budget;
 
 /// The metrics the collector produces, in the order of its values.
-const METRICS: [(&str, &str, Kind); 8] = [
+const METRICS: [(&str, &str, Kind); 9] = [
     (
         "agent_budget_limit_dollars",
         "The daily budget limit in dollars.",
@@ -37,7 +37,12 @@ const METRICS: [(&str, &str, Kind); 8] = [
     ),
     (
         "agent_budget_run_estimate_dollars",
-        "Dollars a run reserves when it starts; a start is refused when less than this remains.",
+        "Dollars a run reserves when it starts (the estimate in force, the largest of any recent agent); a start is refused when less than this remains.",
+        Kind::Gauge,
+    ),
+    (
+        "agent_budget_exhausted_in_seconds",
+        "Seconds until today's remaining budget runs out at the last hour's spend rate; +Inf when it lasts to the reset, 0 when nothing remains.",
         Kind::Gauge,
     ),
     (
@@ -74,14 +79,15 @@ impl Collector for BudgetCollector {
     }
 
     fn collect(&self) -> Vec<f64> {
-        let (state, _) = self.0.lock();
-        let s = state.status(&self.0.settings);
+        let (mut state, now) = self.0.lock();
+        let s = state.status(&self.0.settings, now);
         vec![
             s.daily_limit,
             s.today_spend,
             s.reserved,
             s.remaining,
-            dollars(self.0.settings.estimate),
+            s.run_estimate,
+            s.forecast.exhausted_in_seconds,
             s.reset_unix,
             dollars(state.recorded),
             state.rejections as f64,
@@ -143,22 +149,28 @@ mod tests {
         let budget = Arc::new(f.open(1.5, 0.15));
         let registry = Registry::new();
         budget.register_metrics(&registry).unwrap();
-        budget.reserve("a").unwrap();
+        budget.reserve("a", None).unwrap();
         budget
             .settle("a", SpendInput::Amount(0.25), &[("plan".into(), 0.2)])
             .unwrap();
-        budget.reserve("b").unwrap();
+        budget.reserve("b", None).unwrap();
         budget.spend(SpendInput::Amount(0.5), None, None).unwrap();
         budget
             .spend(SpendInput::Amount(0.5), None, Some("review"))
             .unwrap();
-        while budget.reserve("x").is_ok() {}
+        while budget.reserve("x", None).is_ok() {}
         let text = scrape(&registry);
         assert_eq!(value(&text, "agent_budget_limit_dollars"), "1.5");
         assert_eq!(value(&text, "agent_budget_today_spend_dollars"), "1.25");
         assert_eq!(value(&text, "agent_budget_reserved_dollars"), "0.15");
         assert_eq!(value(&text, "agent_budget_remaining_dollars"), "0.1");
         assert_eq!(value(&text, "agent_budget_run_estimate_dollars"), "0.15");
+        // $1.25 spent in the last hour leaves $0.10 for 288 seconds.
+        let left = value(&text, "agent_budget_exhausted_in_seconds");
+        assert!(
+            (left.parse::<f64>().unwrap() - 288.0).abs() < 1e-6,
+            "{left}"
+        );
         let reset = value(&text, "agent_budget_reset_timestamp_seconds");
         assert_eq!(reset.parse::<f64>().unwrap(), (DAY + 1) as f64 * 86_400.0);
         assert_eq!(value(&text, "agent_budget_spend_total"), "1.25");
@@ -179,6 +191,7 @@ mod tests {
         let text = scrape(&registry);
         assert_eq!(value(&text, "agent_budget_today_spend_dollars"), "0");
         assert_eq!(value(&text, "agent_budget_spend_total"), "1.25");
+        assert_eq!(value(&text, "agent_budget_exhausted_in_seconds"), "+Inf");
         assert!(budget
             .register_metrics(&registry)
             .unwrap_err()

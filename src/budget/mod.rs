@@ -10,6 +10,9 @@
 
 mod agent_file;
 mod clock;
+mod forecast;
+mod history;
+mod learn;
 mod ledger;
 mod metrics;
 mod money;
@@ -31,7 +34,11 @@ use crate::time;
 
 pub use agent_file::Imported;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use forecast::{Forecast, MIN_RATE_SPAN_SECONDS, RATE_WINDOW_SECONDS};
+pub use history::History;
+pub use learn::{AgentCosts, LEARNED_AGENTS, LEARNED_PERCENTILE, LEARNED_RUNS};
 pub use ledger::ALERT_THRESHOLDS;
+pub(crate) use money::dollars;
 pub use money::{SpendInput, MAX_AMOUNT};
 pub use pricing::{Price, Pricing, DEFAULT_PRICE};
 pub use record::valid_phase;
@@ -42,7 +49,8 @@ use state::{Settings, State};
 
 /// The default daily limit, in dollars (`AGENT_DAILY_BUDGET`).
 pub const DEFAULT_DAILY_LIMIT: f64 = 5.0;
-/// The default amount reserved when a run starts, in dollars.
+/// The default amount reserved when a run starts, in dollars: the least a
+/// start reserves with `--run-estimate auto`.
 pub const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
 /// The ledger directory's name inside the data directory.
 pub const LEDGER_DIR: &str = "budget";
@@ -54,6 +62,10 @@ pub struct BudgetConfig {
     pub daily_limit: f64,
     /// The estimate a run reserves when it starts, in dollars; above 0.
     pub run_estimate: f64,
+    /// Whether a start reserves the larger of `run_estimate` and the 90th
+    /// percentile of its agent's recent run costs (`--run-estimate auto`)
+    /// rather than `run_estimate` alone.
+    pub learn: bool,
     /// The ledger directory, holding one `YYYY-MM-DD.jsonl` per day.
     pub dir: PathBuf,
     /// Token prices, for spends given as tokens.
@@ -61,12 +73,14 @@ pub struct BudgetConfig {
 }
 
 impl BudgetConfig {
-    /// The defaults for a data directory: $5.00 a day, $0.15 per run, the
-    /// ledger in `<data_dir>/budget`, and the default pricing table.
+    /// The defaults for a data directory: $5.00 a day, at least $0.15 per
+    /// run and more as recent runs cost more (`auto`), the ledger in
+    /// `<data_dir>/budget`, and the default pricing table.
     pub fn new(data_dir: &Path) -> BudgetConfig {
         BudgetConfig {
             daily_limit: DEFAULT_DAILY_LIMIT,
             run_estimate: DEFAULT_RUN_ESTIMATE,
+            learn: true,
             dir: data_dir.join(LEDGER_DIR),
             pricing: Pricing::default_table(),
         }
@@ -93,6 +107,8 @@ pub struct Budget {
     phases: OnceLock<CounterFamily>,
     /// Models priced by the default because the table does not name them.
     unknown_models: unknown_model::UnknownModels,
+    /// What [`Budget::history`] has read of today's ledger.
+    tail: Mutex<history::Tail>,
 }
 
 impl Budget {
@@ -120,6 +136,7 @@ impl Budget {
             settings: Settings {
                 limit,
                 estimate,
+                learn: config.learn,
                 dir,
             },
             pricing: config.pricing,
@@ -128,12 +145,36 @@ impl Budget {
             appended: Condvar::new(),
             phases: OnceLock::new(),
             unknown_models: unknown_model::UnknownModels::default(),
+            tail: Mutex::new(history::Tail::default()),
         })
     }
 
     /// Today's budget.
     pub fn status(&self) -> Status {
-        self.lock().0.status(&self.settings)
+        let (mut state, now) = self.lock();
+        state.status(&self.settings, now)
+    }
+
+    /// Learns the cost of a run of `agent` (`None` for a run without one)
+    /// that ended at `at`, in micro-dollars: its agent's later starts
+    /// reserve at least the 90th percentile of its last
+    /// [`LEARNED_RUNS`] costs, with `--run-estimate auto`.
+    ///
+    /// The budget keeps this in memory only: the caller feeds it every run
+    /// end, live and when replaying its journal, and keeps
+    /// [`Budget::learned`] with its snapshots.
+    pub fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
+        self.state().learned.observe(agent, micros, at);
+    }
+
+    /// The recent run costs of every agent, for a snapshot.
+    pub fn learned(&self) -> Vec<AgentCosts> {
+        self.state().learned.export()
+    }
+
+    /// Replaces the recent run costs with those [`Budget::learned`] gave.
+    pub fn restore_learned(&self, all: Vec<AgentCosts>) {
+        self.state().learned.restore(all);
     }
 
     /// The pricing table spends given as tokens are priced with.
@@ -213,7 +254,7 @@ pub(crate) mod tests {
         f.at(DAY, 86_400.0 - 10.0);
         let budget = f.open(1.0, 0.15);
         budget.spend(SpendInput::Amount(0.6), None, None).unwrap();
-        budget.reserve("late").unwrap();
+        budget.reserve("late", None).unwrap();
         let yesterday = fs::read(f.file(DAY)).unwrap();
         f.at(DAY + 1, 5.0);
         let s = budget.status();
@@ -271,8 +312,8 @@ pub(crate) mod tests {
         let s = budget.status();
         assert_eq!((s.date.as_str(), s.today_spend), ("2026-11-24", 0.25));
         assert_eq!(
-            budget.reserve("r").map_err(|r| r.retry_after_seconds),
-            Ok(())
+            budget.reserve("r", None).map_err(|r| r.retry_after_seconds),
+            Ok(150_000)
         );
         drop(budget);
         let reopened = f.open(5.0, 0.15).status();
@@ -296,7 +337,7 @@ pub(crate) mod tests {
     fn an_unwritable_ledger_records_nothing_and_keeps_the_reservation() {
         let f = Fixture::new("unwritable");
         let budget = f.open(1.0, 0.15);
-        budget.reserve("r").unwrap();
+        budget.reserve("r", None).unwrap();
         // A directory where today's file belongs makes the journal fail to open.
         fs::create_dir(f.file(DAY)).unwrap();
         let failed = budget.settle("r", SpendInput::Amount(0.6), &[]);

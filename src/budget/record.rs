@@ -170,7 +170,7 @@ impl Budget {
                     amount: dollars(first),
                     day: time::date_string(state.today),
                     alerts: Vec::new(),
-                    status: state.status(&self.settings),
+                    status: state.status(&self.settings, now),
                 }));
             }
         }
@@ -183,9 +183,8 @@ impl Budget {
                 return Err(e);
             }
         };
-        let tally = &mut state.book(day).tally;
-        let alerts = tally.charge(micros, limit);
-        let spent = tally.spent;
+        let alerts = state.charge(day, micros, now, limit);
+        let spent = state.book(day).tally.spent;
         state.inflight(day, 1);
         state.unsettled(day, micros, 1);
         if let Some(key) = &key {
@@ -210,13 +209,13 @@ impl Budget {
             self.appended.notify_all();
         }
         if let Err(e) = appended {
-            state.book(day).tally.uncharge(micros, &alerts);
+            state.uncharge(day, micros, now, &alerts);
             rehold(&mut state, hold);
             return Err(Error::Storage(e.to_string()));
         }
         state.recorded = state.recorded.saturating_add(micros);
         state.prune();
-        let status = state.status(&self.settings);
+        let status = state.status(&self.settings, now);
         drop(state);
         self.count_phases(entry, micros);
         self.note_models(entry.charge.model.as_deref());
@@ -290,7 +289,7 @@ mod tests {
     fn settle_records_the_cost_and_frees_the_reservation() {
         let f = Fixture::new("settle");
         let budget = f.open(1.0, 0.15);
-        budget.reserve("r1").unwrap();
+        budget.reserve("r1", None).unwrap();
         let phases =
             [("plan", 0.05), ("act", 0.04), ("act", 0.06)].map(|(p, c)| (p.to_string(), c));
         let recorded = budget
@@ -351,7 +350,7 @@ mod tests {
             invalid(budget.spend(SpendInput::zero(), None, Some("a b"))),
             "phase"
         );
-        budget.reserve("r").unwrap();
+        budget.reserve("r", None).unwrap();
         let bad = [("ok".to_string(), -0.5)];
         assert_eq!(
             invalid(budget.settle("r", SpendInput::zero(), &bad)),

@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use super::forecast::Forecast;
+
 /// The budget of the current UTC day, read under one lock. Plain data;
 /// safe to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,7 +20,7 @@ pub struct Status {
     pub reserved: f64,
     /// `daily_limit - today_spend - reserved`, never negative.
     pub remaining: f64,
-    /// How many more run estimates fit in `remaining`.
+    /// How many more of `run_estimate` fit in `remaining`.
     pub cycles_affordable: u64,
     /// Spend events recorded today.
     pub spend_events: u64,
@@ -26,12 +28,24 @@ pub struct Status {
     pub reset_at: String,
     /// The same instant in Unix seconds.
     pub reset_unix: f64,
+    /// The estimate in force, in dollars: what a start reserves now, the
+    /// largest for any agent that ended a run in the last day (see
+    /// `docs/budget.md`).
+    pub run_estimate: f64,
+    /// `"auto"` when the estimate learns from recent run costs,
+    /// `"fixed"` when it is the configured amount.
+    pub run_estimate_mode: &'static str,
+    /// Today's recent spend rate and when the budget runs out at it.
+    pub forecast: Forecast,
 }
 
 impl Status {
     /// The status as a JSON object: every field, `reset_at` and
-    /// `reset_unix` both.
+    /// `reset_unix` both, and of the forecast `spend_rate_dollars_per_hour`
+    /// and `exhausts_at` (RFC 3339, or null when the budget lasts to the
+    /// reset).
     pub fn to_json(&self) -> Value {
+        let exhausts_at = self.forecast.exhausts_unix.map(crate::time::rfc3339);
         json!({
             "date": self.date,
             "daily_limit": self.daily_limit,
@@ -42,6 +56,10 @@ impl Status {
             "spend_events": self.spend_events,
             "reset_at": self.reset_at,
             "reset_unix": self.reset_unix,
+            "run_estimate": self.run_estimate,
+            "run_estimate_mode": self.run_estimate_mode,
+            "spend_rate_dollars_per_hour": self.forecast.rate_per_hour,
+            "exhausts_at": exhausts_at,
         })
     }
 }
@@ -189,6 +207,13 @@ mod tests {
             spend_events: 3,
             reset_at: "2026-11-24T00:00:00.000Z".into(),
             reset_unix: 1_795_478_400.0,
+            run_estimate: 0.15,
+            run_estimate_mode: "auto",
+            forecast: Forecast {
+                rate_per_hour: 0.5,
+                exhausts_unix: Some(1_795_478_400.0 - 3_600.0),
+                exhausted_in_seconds: 720.0,
+            },
         }
     }
 
@@ -257,6 +282,15 @@ mod tests {
         );
         assert_eq!(s["reset_unix"], 1_795_478_400.0);
         assert_eq!(s["reset_at"], "2026-11-24T00:00:00.000Z");
+        assert_eq!(
+            (&s["run_estimate"], &s["run_estimate_mode"]),
+            (&json!(0.15), &json!("auto"))
+        );
+        assert_eq!(s["spend_rate_dollars_per_hour"], 0.5);
+        assert_eq!(s["exhausts_at"], "2026-11-23T23:00:00.000Z");
+        let mut lasting = status();
+        lasting.forecast.exhausts_unix = None;
+        assert_eq!(lasting.to_json()["exhausts_at"], Value::Null);
         let recorded = Recorded {
             amount: 0.15,
             day: "2026-11-22".into(),

@@ -11,44 +11,61 @@ use super::state::Hold;
 use super::Budget;
 
 impl Budget {
-    /// Reserves the run estimate for `run_id` if today's spend, today's
-    /// reservations and the estimate fit in the limit, as one atomic step.
+    /// Reserves the run estimate of `agent` (see [`Budget::run_estimate`])
+    /// for `run_id` if today's spend, today's reservations and it fit in
+    /// the limit, as one atomic step, and returns the micro-dollars held.
     ///
-    /// A run that already holds a reservation keeps it and gets `Ok`. On
-    /// refusal nothing is reserved or journaled, and the rejection counter
-    /// goes up. Reservations live in memory; after a restart, replay the
-    /// runs still active with [`Budget::restore_reservation`].
-    pub fn reserve(&self, run_id: &str) -> Result<(), Refusal> {
+    /// A run that already holds a reservation keeps it and gets what it
+    /// holds. On refusal nothing is reserved or journaled, and the
+    /// rejection counter goes up. Reservations live in memory; after a
+    /// restart, replay the runs still active with
+    /// [`Budget::restore_reservation`].
+    pub fn reserve(&self, run_id: &str, agent: Option<&str>) -> Result<i64, Box<Refusal>> {
         let (mut state, now) = self.lock();
-        if state.holds(run_id) {
-            return Ok(());
+        if let Some(held) = state.held(run_id) {
+            return Ok(held);
         }
-        if !state.admits(&self.settings) {
+        let estimate = state.estimate(&self.settings, agent);
+        if !state.admits(&self.settings, estimate) {
             state.rejections += 1;
-            let status = state.status(&self.settings);
+            let status = state.status(&self.settings, now);
             let retry_after_seconds = ((status.reset_unix - now).ceil() as u64).max(1);
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 status,
-                run_estimate: dollars(self.settings.estimate),
+                run_estimate: dollars(estimate),
                 retry_after_seconds,
-            });
+            }));
         }
         let hold = Hold {
             day: state.today,
-            micros: self.settings.estimate,
+            micros: estimate,
         };
         state.hold(run_id, hold);
-        Ok(())
+        Ok(estimate)
     }
 
-    /// Re-reserves the estimate for a run that was still active when the
+    /// What a start of a run of `agent` would reserve now, in
+    /// micro-dollars: the configured estimate, or with
+    /// `--run-estimate auto` the larger of it and the 90th percentile of
+    /// the costs of the agent's last 50 finished runs.
+    pub fn run_estimate(&self, agent: Option<&str>) -> i64 {
+        let (state, _) = self.lock();
+        state.estimate(&self.settings, agent)
+    }
+
+    /// Re-reserves `micros` for a run that was still active when the
     /// process stopped, without the limit check: it was admitted then.
     ///
     /// The reservation belongs to the day the run started (never later
     /// than the current day), whose ledger is summed if it is not loaded,
     /// so the run's cost lands there. A non-finite start time is
     /// [`Error::Invalid`]; an unreadable ledger is [`Error::Storage`].
-    pub fn restore_reservation(&self, run_id: &str, started_at_unix: f64) -> Result<(), Error> {
+    pub fn restore_reservation(
+        &self,
+        run_id: &str,
+        started_at_unix: f64,
+        micros: i64,
+    ) -> Result<(), Error> {
         if !started_at_unix.is_finite() {
             return Err(Error::invalid("started_at", "must be a finite Unix time"));
         }
@@ -58,9 +75,18 @@ impl Budget {
         }
         let day = time::day_of(started_at_unix).min(state.today);
         state.load(&self.settings.dir, day)?;
-        let micros = self.settings.estimate;
         state.hold(run_id, Hold { day, micros });
         Ok(())
+    }
+
+    /// Grows `run_id`'s reservation to `micros` when it holds less, so
+    /// that a running run's reservation covers at least what it has spent
+    /// so far (its tokens, priced). No limit check: the run was admitted,
+    /// and its spending is already happening; later starts see it. A run
+    /// without a reservation is ignored.
+    pub fn cover(&self, run_id: &str, micros: i64) {
+        let (mut state, _) = self.lock();
+        state.grow(run_id, micros);
     }
 
     /// Drops `run_id`'s reservation without recording anything, for a
@@ -76,7 +102,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{Fixture, DAY};
-    use super::super::SpendInput;
+    use super::super::{Budget, BudgetConfig, Clock, SpendInput};
     use std::sync::Arc;
 
     #[test]
@@ -86,7 +112,7 @@ mod tests {
         let threads: Vec<_> = (0..100)
             .map(|i| {
                 let budget = budget.clone();
-                std::thread::spawn(move || budget.reserve(&format!("run-{i}")).is_ok())
+                std::thread::spawn(move || budget.reserve(&format!("run-{i}"), None).is_ok())
             })
             .collect();
         let admitted = threads.into_iter().map(|t| t.join().unwrap());
@@ -105,9 +131,9 @@ mod tests {
         let f = Fixture::new("refusal");
         f.at(DAY, 86_400.0 - 30.0);
         let budget = f.open(0.35, 0.15);
-        budget.reserve("a").unwrap();
+        budget.reserve("a", None).unwrap();
         budget.spend(SpendInput::Amount(0.1), None, None).unwrap();
-        let refusal = budget.reserve("b").unwrap_err();
+        let refusal = budget.reserve("b", None).unwrap_err();
         assert_eq!(refusal.retry_after_seconds, 30);
         let s = &refusal.status;
         assert_eq!(
@@ -120,7 +146,10 @@ mod tests {
         );
         assert_eq!(s.reset_at, "2026-11-24T00:00:00.000Z");
         f.at(DAY, 86_400.0 - 0.25);
-        assert_eq!(budget.reserve("e").unwrap_err().retry_after_seconds, 1);
+        assert_eq!(
+            budget.reserve("e", None).unwrap_err().retry_after_seconds,
+            1
+        );
         assert_eq!(budget.status().spend_events, 1, "refusals journal nothing");
     }
 
@@ -128,7 +157,7 @@ mod tests {
     fn a_budget_below_one_estimate_refuses_the_first_run() {
         let f = Fixture::new("tiny");
         let budget = f.open(0.01, 0.15);
-        let refusal = budget.reserve("first").unwrap_err();
+        let refusal = budget.reserve("first", None).unwrap_err();
         assert_eq!(
             (refusal.status.remaining, refusal.status.reserved),
             (0.01, 0.0)
@@ -140,15 +169,15 @@ mod tests {
     fn reserve_is_idempotent_and_release_frees() {
         let f = Fixture::new("release");
         let budget = f.open(0.30, 0.15);
-        budget.reserve("a").unwrap();
-        budget.reserve("a").unwrap();
+        budget.reserve("a", None).unwrap();
+        budget.reserve("a", None).unwrap();
         assert_eq!(budget.status().reserved, 0.15);
-        budget.reserve("b").unwrap();
-        assert!(budget.reserve("c").is_err());
+        budget.reserve("b", None).unwrap();
+        assert!(budget.reserve("c", None).is_err());
         budget.release("a");
         budget.release("unknown");
         assert_eq!(budget.status().reserved, 0.15);
-        budget.reserve("c").unwrap();
+        budget.reserve("c", None).unwrap();
     }
 
     #[test]
@@ -161,20 +190,20 @@ mod tests {
         f.at(DAY, 100.0);
         let budget = f.open(0.20, 0.15);
         budget
-            .restore_reservation("old", (DAY - 1) as f64 * 86_400.0 + 60_000.0)
+            .restore_reservation("old", (DAY - 1) as f64 * 86_400.0 + 60_000.0, 150_000)
             .unwrap();
         budget
-            .restore_reservation("now", DAY as f64 * 86_400.0 + 50.0)
+            .restore_reservation("now", DAY as f64 * 86_400.0 + 50.0, 150_000)
             .unwrap();
         budget
-            .restore_reservation("later", (DAY + 5) as f64 * 86_400.0)
+            .restore_reservation("later", (DAY + 5) as f64 * 86_400.0, 150_000)
             .unwrap();
         assert_eq!(
             budget.status().reserved,
             0.3,
             "over the limit, and yesterday's not counted"
         );
-        assert!(budget.restore_reservation("x", f64::NAN).is_err());
+        assert!(budget.restore_reservation("x", f64::NAN, 1).is_err());
         let recorded = budget.settle("old", SpendInput::Amount(0.1), &[]).unwrap();
         // Yesterday's $0.55 against today's $0.20 limit reaches every threshold.
         assert_eq!(
@@ -195,7 +224,7 @@ mod tests {
                     let mut settled = 0;
                     for i in 0..20 {
                         let run = format!("{t}-{i}");
-                        if budget.reserve(&run).is_ok() {
+                        if budget.reserve(&run, None).is_ok() {
                             budget.settle(&run, SpendInput::Amount(0.15), &[]).unwrap();
                             settled += 1;
                         }
@@ -211,5 +240,67 @@ mod tests {
         let s = budget.status();
         assert_eq!((s.today_spend, s.reserved, s.spend_events), (1.5, 0.0, 10));
         assert_eq!(s.date, crate::time::date_string(DAY));
+    }
+
+    #[test]
+    fn auto_reserves_the_learned_percentile_of_the_agent_and_fixed_does_not() {
+        let f = Fixture::new("learned");
+        let budget = f.open(10.0, 0.15);
+        // No history: the configured estimate, the research agent's contract.
+        assert_eq!(budget.reserve("first", Some("coder")), Ok(150_000));
+        let now = f.clock.now_unix();
+        for cost in [1.0, 2.0, 3.0, 4.0, 2.5] {
+            budget.learn(Some("coder"), (cost * 1e6) as i64, now);
+        }
+        budget.learn(Some("tidy"), 10_000, now);
+        assert_eq!(budget.run_estimate(Some("coder")), 4_000_000);
+        assert_eq!(budget.run_estimate(Some("tidy")), 150_000, "never below it");
+        assert_eq!(budget.run_estimate(None), 150_000);
+        let s = budget.status();
+        assert_eq!((s.run_estimate, s.run_estimate_mode), (4.0, "auto"));
+        assert_eq!(s.cycles_affordable, 2, "$9.85 left is two of $4.00");
+        assert_eq!(budget.reserve("a", Some("coder")), Ok(4_000_000));
+        assert_eq!(budget.reserve("a", Some("tidy")), Ok(4_000_000), "kept");
+        assert_eq!(budget.reserve("b", Some("coder")), Ok(4_000_000));
+        let refusal = budget.reserve("c", Some("coder")).unwrap_err();
+        assert_eq!(refusal.run_estimate, 4.0);
+        let message = refusal.message();
+        assert!(message.contains("estimate of $4.00"), "{message}");
+        assert!(message.contains("only $1.85 of"), "{message}");
+        assert_eq!(budget.reserve("d", Some("tidy")), Ok(150_000));
+        // A day later the agent has not run: the status forgets it, its
+        // own starts still reserve what it learned.
+        f.clock.advance(86_400.0);
+        assert_eq!(budget.status().run_estimate, 0.15);
+        assert_eq!(budget.run_estimate(Some("coder")), 4_000_000);
+        drop(budget);
+
+        let config = BudgetConfig {
+            daily_limit: 10.0,
+            run_estimate: 0.15,
+            learn: false,
+            ..BudgetConfig::new(f.dir.parent().unwrap())
+        };
+        let fixed = Budget::open(config, f.clock.clone()).unwrap();
+        fixed.learn(Some("coder"), 4_000_000, f.clock.now_unix());
+        assert_eq!(fixed.reserve("e", Some("coder")), Ok(150_000));
+        let s = fixed.status();
+        assert_eq!((s.run_estimate, s.run_estimate_mode), (0.15, "fixed"));
+    }
+
+    #[test]
+    fn cover_grows_a_reservation_and_never_shrinks_it() {
+        let f = Fixture::new("cover");
+        let budget = f.open(2.0, 0.15);
+        budget.reserve("a", None).unwrap();
+        budget.cover("a", 1_000_000);
+        assert_eq!(budget.status().reserved, 1.0);
+        budget.cover("a", 500_000);
+        budget.cover("unknown", 9_000_000);
+        let s = budget.status();
+        assert_eq!((s.reserved, s.remaining), (1.0, 1.0));
+        budget.settle("a", SpendInput::Amount(1.2), &[]).unwrap();
+        let s = budget.status();
+        assert_eq!((s.reserved, s.today_spend), (0.0, 1.2));
     }
 }

@@ -123,12 +123,11 @@ impl Budget {
         // fire once; should its ledger be unreadable, the charge still
         // counts, and the append below reports the error.
         let _ = state.load(&self.settings.dir, s.day);
-        let tally = &mut state.book(s.day).tally;
-        let alerts = tally.charge(s.micros, limit);
-        let spent = tally.spent;
+        let alerts = state.charge(s.day, s.micros, s.ts, limit);
+        let spent = state.book(s.day).tally.spent;
         state.inflight(s.day, 1);
         state.recorded = state.recorded.saturating_add(s.micros);
-        let status = state.status(&self.settings);
+        let status = state.status(&self.settings, now);
         drop(state);
         let charge = Charge {
             micros: s.micros,

@@ -14,6 +14,8 @@ use crate::error::Error;
 use crate::journal::Journal;
 use crate::time;
 
+use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
+use super::learn::Learned;
 use super::ledger::{self, OpKey, Tally};
 use super::money::dollars;
 use super::report::Status;
@@ -22,8 +24,12 @@ use super::report::Status;
 pub(crate) struct Settings {
     /// The daily limit.
     pub limit: i64,
-    /// What a run reserves when it starts.
+    /// What a run reserves when it starts: always (`fixed`), or at least
+    /// (`auto`, when `learn` is set).
     pub estimate: i64,
+    /// Whether a start reserves the larger of `estimate` and what its
+    /// agent's recent runs cost (`--run-estimate auto`).
+    pub learn: bool,
     /// The ledger directory.
     pub dir: PathBuf,
 }
@@ -33,6 +39,9 @@ pub(crate) struct Settings {
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
     pub tally: Tally,
+    /// The day's spends by ledger time, for the spend rate: those the
+    /// ledger holds, and settled runs' costs from the moment they count.
+    pub recent: Recent,
     /// Micro-dollars reserved by runs that started on this day.
     reserved: i64,
     /// How many reservations make up `reserved`.
@@ -89,6 +98,8 @@ pub(crate) struct State {
     /// Ledger lines of settlements whose append failed, by day, to write
     /// before the next settlement of that day.
     owed: BTreeMap<i64, Vec<Vec<u8>>>,
+    /// The recent costs of each agent's runs.
+    pub learned: Learned,
 }
 
 impl State {
@@ -101,6 +112,7 @@ impl State {
             recorded: 0,
             rejections: 0,
             owed: BTreeMap::new(),
+            learned: Learned::default(),
         };
         state.load(dir, today)?;
         Ok(state)
@@ -126,7 +138,7 @@ impl State {
             let mut book = DayBook::default();
             if let Some((journal, summed)) = ledger::open(dir, day, false)? {
                 (book.journal, book.tally) = (Some(journal), summed.tally);
-                book.operations = summed.operations;
+                (book.operations, book.recent) = (summed.operations, summed.recent);
             }
             vacant.insert(book);
         }
@@ -149,6 +161,7 @@ impl State {
         let opened = ledger::open(dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
         book.tally.merge(summed.tally);
+        book.recent.merge(summed.recent);
         for (key, micros) in summed.operations {
             book.operations.entry(key).or_insert(micros);
         }
@@ -156,13 +169,47 @@ impl State {
         Ok(journal)
     }
 
-    /// Whether today can take one more run estimate.
-    pub fn admits(&self, settings: &Settings) -> bool {
+    /// What a start of a run of `agent` reserves now: the configured
+    /// estimate, or with `learn` the larger of it and the 90th percentile
+    /// of the agent's recent run costs.
+    pub fn estimate(&self, settings: &Settings, agent: Option<&str>) -> i64 {
+        let learned = settings.learn.then(|| self.learned.percentile(agent));
+        settings.estimate.max(learned.flatten().unwrap_or(0))
+    }
+
+    /// The estimate the status reports: the largest a start of any agent
+    /// that ended a run in the last day would reserve now.
+    fn estimate_in_force(&self, settings: &Settings, now: f64) -> i64 {
+        let learned = settings.learn.then(|| self.learned.largest_recent(now));
+        settings.estimate.max(learned.flatten().unwrap_or(0))
+    }
+
+    /// The durable length of `day`'s ledger; 0 when it has none yet.
+    pub fn durable_len(&self, day: i64) -> u64 {
+        let journal = self.books.get(&day).and_then(|b| b.journal.as_ref());
+        journal.map_or(0, |j| j.durable_len())
+    }
+
+    /// Whether today can take one more reservation of `estimate`.
+    pub fn admits(&self, settings: &Settings, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
-        spent
-            .saturating_add(reserved)
-            .saturating_add(settings.estimate)
-            <= settings.limit
+        spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
+    }
+
+    /// Charges `micros` spent at `at` to `day`, returning the alert
+    /// thresholds it newly reaches.
+    pub fn charge(&mut self, day: i64, micros: i64, at: f64, limit: i64) -> Vec<u8> {
+        let book = self.book(day);
+        book.recent.push(at, micros);
+        book.tally.charge(micros, limit)
+    }
+
+    /// Takes back a [`State::charge`] whose ledger lines never became
+    /// durable.
+    pub fn uncharge(&mut self, day: i64, micros: i64, at: f64, fired: &[u8]) {
+        let book = self.book(day);
+        book.recent.remove(at, micros);
+        book.tally.uncharge(micros, fired);
     }
 
     /// Reserves `micros` for `run_id` on `day`. A run that already holds a
@@ -177,6 +224,19 @@ impl State {
         self.holds.insert(run_id.into(), hold);
     }
 
+    /// Grows `run_id`'s reservation to `micros`, if it holds less.
+    pub fn grow(&mut self, run_id: &str, micros: i64) {
+        let Some(hold) = self.holds.get_mut(run_id) else {
+            return;
+        };
+        let more = micros - hold.micros;
+        if more > 0 {
+            hold.micros = micros;
+            let day = hold.day;
+            self.book(day).reserved += more;
+        }
+    }
+
     /// Removes `run_id`'s reservation, if it has one. The day's book stays
     /// until [`State::prune`], so a settle can still charge it.
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
@@ -185,6 +245,11 @@ impl State {
         book.reserved -= hold.micros;
         book.holds -= 1;
         Some(hold)
+    }
+
+    /// The micro-dollars `run_id` holds, if it holds a reservation.
+    pub fn held(&self, run_id: &str) -> Option<i64> {
+        self.holds.get(run_id).map(|h| h.micros)
     }
 
     /// The day of `run_id`'s reservation, if it holds one.
@@ -268,9 +333,15 @@ impl State {
             .map_or((0, 0), |b| (b.tally.spent, b.reserved))
     }
 
-    /// Today's status: spends whose append is in flight show as reserved,
-    /// not spent, until they are durable.
-    pub fn status(&self, settings: &Settings) -> Status {
+    /// Today's status at `now`: spends whose append is in flight show as
+    /// reserved, not spent, until they are durable.
+    pub fn status(&mut self, settings: &Settings, now: f64) -> Status {
+        let day_start = self.today as f64 * 86_400.0;
+        let since = (now - RATE_WINDOW_SECONDS).max(day_start);
+        let window_spend = self
+            .books
+            .get_mut(&self.today)
+            .map_or(0, |b| b.recent.since(since));
         let (total, held) = self.today_totals();
         let book = self.books.get(&self.today);
         let unsettled = book.map_or(0, |b| b.unsettled);
@@ -281,17 +352,21 @@ impl State {
             .saturating_sub(spent)
             .saturating_sub(reserved)
             .max(0);
-        let reset_unix = (self.today + 1) as f64 * 86_400.0;
+        let reset_unix = day_start + 86_400.0;
+        let estimate = self.estimate_in_force(settings, now);
         Status {
             date: time::date_string(self.today),
             daily_limit: dollars(settings.limit),
             today_spend: dollars(spent),
             reserved: dollars(reserved),
             remaining: dollars(remaining),
-            cycles_affordable: (remaining / settings.estimate) as u64,
+            cycles_affordable: (remaining / estimate) as u64,
             spend_events: events,
             reset_at: time::rfc3339(reset_unix),
             reset_unix,
+            run_estimate: dollars(estimate),
+            run_estimate_mode: if settings.learn { "auto" } else { "fixed" },
+            forecast: forecast::forecast(now, day_start, reset_unix, remaining, window_spend),
         }
     }
 }
@@ -306,6 +381,7 @@ mod tests {
         Settings {
             limit,
             estimate,
+            learn: false,
             dir,
         }
     }
@@ -319,7 +395,7 @@ mod tests {
         let s = settings(1_500_000, 150_000);
         let mut state = state(100);
         for i in 0..10 {
-            assert!(state.admits(&s), "reservation {i}");
+            assert!(state.admits(&s, s.estimate), "reservation {i}");
             state.hold(
                 &format!("r{i}"),
                 Hold {
@@ -328,7 +404,7 @@ mod tests {
                 },
             );
         }
-        assert!(!state.admits(&s));
+        assert!(!state.admits(&s, s.estimate));
         state.hold(
             "r0",
             Hold {
@@ -336,9 +412,12 @@ mod tests {
                 micros: 150_000,
             },
         );
-        assert_eq!(state.status(&s).reserved, 1.5);
+        assert_eq!(state.status(&s, 100.5 * 86_400.0).reserved, 1.5);
         state.roll(101.0 * 86_400.0);
-        assert!(state.admits(&s), "yesterday's holds do not count today");
+        assert!(
+            state.admits(&s, s.estimate),
+            "yesterday's holds do not count today"
+        );
         assert_eq!(state.loaded_days(), 2, "yesterday is pinned by its holds");
         assert_eq!(
             state.unhold("r3"),
@@ -380,7 +459,7 @@ mod tests {
                 micros: 150_000,
             },
         );
-        let status = state.status(&s);
+        let status = state.status(&s, 20_780.5 * 86_400.0);
         assert_eq!(status.date, "2026-11-23");
         assert_eq!(
             (status.today_spend, status.reserved, status.remaining),
@@ -389,8 +468,14 @@ mod tests {
         assert_eq!((status.cycles_affordable, status.spend_events), (3, 1));
         assert_eq!(status.reset_at, "2026-11-24T00:00:00.000Z");
         assert_eq!(status.reset_unix, 20_781.0 * 86_400.0);
+        assert_eq!(
+            (status.run_estimate, status.run_estimate_mode),
+            (0.15, "fixed")
+        );
+        // The charge above is not in the rate: it has no time.
+        assert_eq!(status.forecast.rate_per_hour, 0.0);
         state.book(20_780).tally.charge(5_000_000, s.limit);
-        let status = state.status(&s);
+        let status = state.status(&s, 20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
 }

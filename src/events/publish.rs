@@ -265,6 +265,8 @@ mod tests {
             max_iterations: Some(3),
             traceparent: None,
             metrics: None,
+            reserved: None,
+            cost: None,
             detail: Detail::default().into(),
         }
     }

@@ -63,6 +63,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
             ex.send(Response::method_not_allowed("GET"))
         }
+        (["api", "v1", "budget", "history"], "GET") => budget_history(ex),
+        (["api", "v1", "budget", "history"], _) => ex.send(Response::method_not_allowed("GET")),
         (["api", "v1", "agent", "trigger"], "POST") => trigger(ex),
         (["api", "v1", "agent", "trigger"], _) => ex.send(Response::method_not_allowed("POST")),
         (["api", "v1", "agent", "status"], "GET") => agent_status(ex),
@@ -229,6 +231,15 @@ fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
     });
 }
 
+/// `GET /api/v1/budget/history`: today's ledger as cumulative spend
+/// points, with the budget and its forecast, for a burn-down.
+fn budget_history(ex: Exchange) {
+    match ex.app().budget.history() {
+        Ok(history) => ex.send(Response::json(200, &history.to_json())),
+        Err(e) => ex.send(e.into()),
+    }
+}
+
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
 /// cycle and how many are running.
 fn agent_status(ex: Exchange) {
@@ -304,9 +315,7 @@ fn finish_run(mut ex: Exchange, id: &str, action: &str) {
             let run = &finished.run;
             annotate_run(&mut ex, &run.run_id, run.correlation());
             app.announce_finished(&finished);
-            let mut body = finished.run.to_json();
-            body["cost"] = json!(finished.spend.amount);
-            ex.send(json_text_response(200, finished.run.print_json(body)))
+            ex.send(json_text_response(200, finished.run.to_json_text()))
         }
         Err(e) => ex.send(e.into()),
     });

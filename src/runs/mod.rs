@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::budget::{Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
+use crate::budget::{dollars, Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
 use crate::commit_queue::{Acks, CommitQueue, Outcome, Reply};
 use crate::error::Error;
 use crate::log::Logger;
@@ -95,6 +95,14 @@ pub struct Run {
     /// The `metrics` object its emitter's `run_completed` carried: the JSON
     /// text as sent, on one line (see [`progress::MAX_METRICS_BYTES`]).
     pub metrics: Option<Box<str>>,
+    /// Micro-dollars the budget holds for it while it runs: what its
+    /// start reserved (its start record says, see [`Budget::reserve`]),
+    /// or what its tokens have cost when that is more. None once it has
+    /// ended, when the reservation is released.
+    pub reserved: Option<i64>,
+    /// Micro-dollars its end charged, when its end record carries its
+    /// priced cost.
+    pub cost: Option<i64>,
     /// What its events add up to.
     pub detail: LazyDetail,
 }
@@ -137,16 +145,7 @@ impl Run {
     /// The run as JSON text: [`Run::to_json`] with `metrics` the text the
     /// emitter sent, byte for byte, as the last member.
     pub fn to_json_text(&self) -> String {
-        self.print_json(self.members())
-    }
-
-    /// Prints `value`, this run's [`Run::to_json`] with members added, as
-    /// [`Run::to_json_text`] prints the run.
-    pub fn print_json(&self, mut value: Value) -> String {
-        if let Value::Object(members) = &mut value {
-            members.remove("metrics");
-        }
-        let mut text = value.to_string();
+        let mut text = self.members().to_string();
         crate::json_text::push_raw_member(
             &mut text,
             "metrics",
@@ -169,6 +168,8 @@ impl Run {
             "correlation_id": self.correlation(),
             "strategy": self.strategy,
             "max_iterations": self.max_iterations,
+            "cost": self.cost.map(dollars),
+            "reserved": self.reserved.map(dollars),
             "detail": self.detail.to_json(),
         })
     }
@@ -530,6 +531,43 @@ fn settlement_of(end: &Value) -> Option<Settlement> {
     Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])
 }
 
+/// Teaches the budget the cost an end record carries, for the run's
+/// agent: live and on replay alike, so a restart learns exactly what the
+/// running server had.
+fn learn(budget: &Budget, end: &Value, run: &Run) {
+    if let (Some(micros), Some(at)) = (end["spend"]["micros"].as_i64(), run.ended_at) {
+        budget.learn(run.agent.as_deref(), micros, at);
+    }
+}
+
+/// What the tokens of `run` have cost so far at the budget's prices, in
+/// micro-dollars.
+fn accrued(budget: &Budget, run: &Run) -> i64 {
+    let pricing = budget.pricing();
+    let costs = run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o));
+    let total = costs.iter().map(|(_, c)| c).sum::<f64>().min(MAX_AMOUNT);
+    (total * 1e6).round() as i64
+}
+
+/// Grows a running run's reservation to what its tokens have cost so far,
+/// once `events` with tokens are applied: a run that turns out dearer
+/// than its estimate holds what it has spent, so that later starts see
+/// it rather than overdraw the day. Derived from the start record and the
+/// run's events, so a restart holds the same (see [`Runs::open`]).
+fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
+    if !events
+        .iter()
+        .any(|e| matches!(e.event, Event::Tokens { .. }))
+    {
+        return;
+    }
+    let spent = accrued(budget, run);
+    if run.reserved.is_some_and(|held| spent > held) {
+        run.reserved = Some(spent);
+        budget.cover(&run.run_id, spent);
+    }
+}
+
 /// The status a run ends with.
 fn end_status(how: &Finish) -> Status {
     match how {
@@ -617,6 +655,7 @@ impl Runs {
         )
         .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
         if found {
+            budget.restore_learned(std::mem::take(&mut covered.learned));
             state.counts = covered.counts;
             metrics.active.set(covered.counts.active as f64);
             settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
@@ -646,7 +685,8 @@ impl Runs {
                 if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
                     return Err("not a run record".into());
                 }
-                state.apply(&v, &metrics, &mut |end, _| {
+                state.apply(&v, &metrics, &mut |end, run, _| {
+                    learn(&budget, end, run);
                     if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
                         settlements.push(s);
                     }
@@ -655,8 +695,22 @@ impl Runs {
             },
         )
         .map_err(storage)?;
-        for run in state.runs.values().filter(|r| r.status == Status::Running) {
-            budget.restore_reservation(&run.run_id, run.started_at)?;
+        for run in state
+            .runs
+            .values_mut()
+            .filter(|r| r.status == Status::Running)
+        {
+            // A start written before starts recorded their reservation
+            // gets what its agent's start would reserve now; a run whose
+            // tokens cost more already holds that (see `cover`).
+            let started = run
+                .reserved
+                .unwrap_or_else(|| budget.run_estimate(run.agent.as_deref()));
+            let micros = started.max(accrued(&budget, run));
+            budget.restore_reservation(&run.run_id, run.started_at, micros)?;
+            if run.reserved != Some(micros) {
+                Arc::make_mut(run).reserved = Some(micros);
+            }
         }
         state.unledgered = budget.reconcile(&settlements)?;
         let progress = SnapshotProgress {
@@ -686,13 +740,13 @@ impl Runs {
     /// store goes through here, so the count of records applied is exact.
     fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Outcome) -> Reply + Send + 'static) {
         let bytes = record.len() as u64 + 1;
-        let (shared, metrics, _) = self.parts();
+        let (shared, metrics, budget) = self.parts();
         let snapshots = self.snapshots.clone();
         self.queue.submit_in_order(record, move |o| {
             let durable = o.is_ok();
             let reply = apply(o);
             if durable {
-                snapshots.applied(bytes, &shared, &metrics);
+                snapshots.applied(bytes, &shared, &metrics, &budget);
             }
             reply
         });
@@ -719,21 +773,24 @@ impl Runs {
             drop(state);
             return done(Err(Error::Conflict(format!("run {id} already exists"))));
         }
+        // Checked and reserved in one step under the budget's lock; a
+        // refused start creates nothing and journals nothing. The
+        // reservation is held while the start is written, so that
+        // concurrent starts cannot overdraw the day.
+        let reserved = match self.budget.reserve(&id, new.agent.as_deref()) {
+            Ok(micros) => micros,
+            Err(refusal) => {
+                drop(state);
+                return done(Err(Error::Exhausted(Box::new((*refusal).into()))));
+            }
+        };
         let now = time::now_unix();
         let record = json!({
             "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal, "ts": now,
             "work_order_id": new.work_order_id, "correlation_id": new.correlation_id,
             "strategy": new.strategy, "max_iterations": new.max_iterations,
-            "traceparent": new.traceparent,
+            "traceparent": new.traceparent, "reserved_micros": reserved,
         });
-        // Checked and reserved in one step under the budget's lock; a
-        // refused start creates nothing and journals nothing. The
-        // reservation is held while the start is written, so that
-        // concurrent starts cannot overdraw the day.
-        if let Err(refusal) = self.budget.reserve(&id) {
-            drop(state);
-            return done(Err(Error::Exhausted(Box::new(refusal.into()))));
-        }
         state.mark(&id, |p| p.starting = true);
         let bytes = record.to_string().into_bytes();
         let (shared, metrics, budget) = self.parts();
@@ -742,7 +799,7 @@ impl Runs {
             state.unmark(&id, |p| p.starting = false);
             let result = match o {
                 Ok(()) => {
-                    state.apply(&record, &metrics, &mut |_, _| {});
+                    state.apply(&record, &metrics, &mut |_, _, _| {});
                     Ok(Run::clone(&state.runs[id.as_str()]))
                 }
                 Err(e) => {
@@ -802,7 +859,10 @@ impl Runs {
                 return Box::new(move || done(Err(Error::Storage(e.to_string()))));
             }
             let mut whole = None;
-            state.apply(&record, &metrics, &mut |_, d| whole = Some(d));
+            state.apply(&record, &metrics, &mut |end, run, d| {
+                learn(&budget, end, run);
+                whole = Some(d);
+            });
             let run = state.whole(&id, whole);
             drop(state);
             let Some(run) = run else {
@@ -934,17 +994,19 @@ impl Runs {
             drop(state);
             return done(Err(e));
         }
-        let mut reserved: Vec<&str> = Vec::new();
+        let mut reserved: HashMap<String, i64> = HashMap::new();
         for p in &steps {
-            if let Step::Start(_) = p.step {
-                if let Err(refusal) = self.budget.reserve(&p.run_id) {
-                    for id in reserved {
-                        self.budget.release(id);
+            if let Step::Start(new) = &p.step {
+                match self.budget.reserve(&p.run_id, new.agent.as_deref()) {
+                    Ok(micros) => reserved.insert(p.run_id.clone(), micros),
+                    Err(refusal) => {
+                        for id in reserved.keys() {
+                            self.budget.release(id);
+                        }
+                        drop(state);
+                        return done(Err(Error::Exhausted(Box::new((*refusal).into()))));
                     }
-                    drop(state);
-                    return done(Err(Error::Exhausted(Box::new(refusal.into()))));
-                }
-                reserved.push(&p.run_id);
+                };
             }
         }
         let steps = fill_batch(&state, steps);
@@ -960,7 +1022,7 @@ impl Runs {
                         "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal,
                         "ts": now, "at": p.at, "work_order_id": new.work_order_id,
                         "correlation_id": new.correlation_id, "strategy": new.strategy,
-                        "max_iterations": new.max_iterations,
+                        "max_iterations": new.max_iterations, "reserved_micros": reserved.get(id),
                     }));
                     plan.push(Planned::Start(id.clone(), records.len() - 1));
                     started.push(id.clone());
@@ -1074,7 +1136,7 @@ impl Runs {
             for step in plan {
                 match step {
                     Planned::Start(id, at) => {
-                        state.apply(&ops[at], &metrics, &mut |_, _| {});
+                        state.apply(&ops[at], &metrics, &mut |_, _, _| {});
                         if let Some(run) = state.runs.get(id.as_str()) {
                             applied.push(Applied::Started(Box::new(Run::clone(run))));
                         }
@@ -1086,11 +1148,15 @@ impl Runs {
                         for e in &events {
                             run.apply_event(e, &metrics);
                         }
+                        cover(&budget, run, &events);
                         applied.push(Applied::Events(run.ids(), events));
                     }
                     Planned::End(id, at, _, settlement) => {
                         let mut whole = None;
-                        state.apply(&ops[at], &metrics, &mut |_, d| whole = Some(d));
+                        state.apply(&ops[at], &metrics, &mut |end, run, d| {
+                            learn(&budget, end, run);
+                            whole = Some(d);
+                        });
                         if let Some(run) = state.whole(&id, whole) {
                             let (spend, lines) = budget.charge(&settlement);
                             state.unledgered.push(Settlement::clone(&settlement));
@@ -1217,7 +1283,7 @@ impl Runs {
             record = events_record(id, &events);
         }
         state.mark(id, |p| p.events.push(events.clone()));
-        let (shared, metrics, _) = self.parts();
+        let (shared, metrics, budget) = self.parts();
         let id = id.to_string();
         self.submit(record, move |o| {
             let mut state = lock(&shared);
@@ -1229,6 +1295,7 @@ impl Runs {
                     for e in events.iter() {
                         run.apply_event(e, &metrics);
                     }
+                    cover(&budget, run, &events);
                     Ok(events)
                 }
             };
@@ -1416,7 +1483,13 @@ impl Snapshots {
     /// when one is due. Runs on the thread that applies records, after
     /// this one's: the state and the metrics are then exactly those of the
     /// records before the next one, and nothing changes them meanwhile.
-    fn applied(self: &Arc<Self>, bytes: u64, shared: &Mutex<State>, metrics: &RunMetrics) {
+    fn applied(
+        self: &Arc<Self>,
+        bytes: u64,
+        shared: &Mutex<State>,
+        metrics: &RunMetrics,
+        budget: &Budget,
+    ) {
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         p.applied += 1;
         p.since += bytes;
@@ -1429,6 +1502,7 @@ impl Snapshots {
             records: p.applied,
             counts: state.counts,
             unledgered: state.unledgered.clone(),
+            learned: budget.learned(),
         };
         let values = metrics.values();
         let finished = state
@@ -1503,6 +1577,8 @@ struct End {
     reported_ms: Option<f64>,
     /// The emitter's `metrics` text.
     metrics: Option<Box<str>>,
+    /// Micro-dollars of its priced cost.
+    cost: Option<i64>,
 }
 
 impl State {
@@ -1594,9 +1670,14 @@ impl State {
 
     /// Applies one journal record and moves the metrics it concerns; used
     /// both live and on replay, so the two can never disagree. `ended`
-    /// sees each end op that ended a run, with the run's whole detail: the
-    /// store keeps only its summary.
-    fn apply(&mut self, v: &Value, m: &RunMetrics, ended: &mut dyn FnMut(&Value, LazyDetail)) {
+    /// sees each end op that ended a run, with the run as it ended and its
+    /// whole detail: the store keeps only its summary.
+    fn apply(
+        &mut self,
+        v: &Value,
+        m: &RunMetrics,
+        ended: &mut dyn FnMut(&Value, &Run, LazyDetail),
+    ) {
         if v["op"] == "batch" {
             for op in v["ops"].as_array().into_iter().flatten() {
                 self.apply(op, m, ended);
@@ -1633,6 +1714,8 @@ impl State {
                         max_iterations: v["max_iterations"].as_u64(),
                         traceparent: text("traceparent"),
                         metrics: None,
+                        reserved: v["reserved_micros"].as_i64(),
+                        cost: None,
                         detail: LazyDetail::default(),
                     }),
                 );
@@ -1652,9 +1735,12 @@ impl State {
                     error: text("error"),
                     reported_ms: v["duration_ms"].as_f64(),
                     metrics: text("metrics"),
+                    cost: v["spend"]["micros"].as_i64(),
                 };
                 if let Some(whole) = self.finish(id, op, ts, end, m) {
-                    ended(v, whole);
+                    if let Some(run) = self.runs.get(id) {
+                        ended(v, run, whole);
+                    }
                 }
             }
             _ => {}
@@ -1694,6 +1780,11 @@ impl State {
         run.ended_at = Some(ts);
         run.error = end.error;
         run.metrics = end.metrics;
+        run.cost = end.cost;
+        // Released. It grew with the run's tokens as the live store
+        // applied them, and a start grows only the running runs' again
+        // (see `Runs::open`): an ended run keeps none, so both agree.
+        run.reserved = None;
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
@@ -1946,22 +2037,29 @@ mod tests {
     }
 
     /// Everything a start must rebuild: every run, the counts, the budget's
-    /// spend and every metric line, exemplars included.
-    fn everything(
-        runs: &Runs,
-        registry: &crate::metrics::Registry,
-    ) -> (Vec<Run>, Counts, f64, String) {
+    /// spend, reservations and learned costs, and every metric line,
+    /// exemplars included.
+    fn everything(runs: &Runs, registry: &crate::metrics::Registry) -> Everything {
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::OpenMetrics);
         let page = runs.list(None, None, 1000).unwrap();
-        let spend = runs.budget.status().today_spend;
+        let status = runs.budget.status();
         (
             page.runs,
             runs.counts(),
-            spend,
+            (status.today_spend, status.reserved),
+            runs.budget.learned(),
             String::from_utf8(text).unwrap(),
         )
     }
+
+    type Everything = (
+        Vec<Run>,
+        Counts,
+        (f64, f64),
+        Vec<crate::budget::AgentCosts>,
+        String,
+    );
 
     /// Waits until no snapshot is being written.
     fn settled(runs: &Runs) {
@@ -2059,9 +2157,20 @@ mod tests {
             "conductor_run_duration_seconds_bucket{outcome=\"cancelled\",le=\"1\"} 15 # {trace_id=\"0000000000000000000000000000003b\",run_id=\"run-58\"} ",
             "agent_phase_duration_seconds_bucket{phase=\"phase-1\",le=\"5\"} 12 # {trace_id=\"00000000000000000000000000000039\",run_id=\"run-56\"} 1.5005 ",
         ] {
-            assert!(before.3.contains(line), "{line} in {}", before.3);
+            assert!(before.4.contains(line), "{line} in {}", before.4);
         }
         assert_eq!(before.1.completed, 18);
+        // Three agents and the runs without one learned their costs, and
+        // the 15 runs still running hold what their agent's start reserved.
+        let learned: Vec<usize> = before.3.iter().map(|a| a.costs.len()).collect();
+        assert_eq!(learned.iter().sum::<usize>(), 48, "{:?}", before.3);
+        assert_eq!(learned.len(), 4);
+        let running = before.0.iter().filter(|r| r.status == Status::Running);
+        let held: i64 = running.map(|r| r.reserved.unwrap()).sum();
+        assert_eq!(crate::budget::dollars(held), before.2 .1);
+        let ended = before.0.iter().filter(|r| r.status != Status::Running);
+        assert!(ended.clone().all(|r| r.cost.is_some()));
+        assert!(ended.clone().any(|r| r.cost == Some(250_000)));
         let metrics = |runs: &[Run], id: &str| {
             let run = runs.iter().find(|r| &*r.run_id == id).unwrap();
             run.metrics.as_deref().map(str::to_string)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::budget::Settlement;
+use crate::budget::{AgentCosts, Settlement};
 use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
@@ -39,6 +39,10 @@ pub struct Header {
     /// Settlements of ended runs whose copy in the budget ledger may not
     /// be written yet: checked against the ledger at start.
     pub unledgered: Vec<Settlement>,
+    /// The budget's recent run costs by agent as of these records (see
+    /// [`crate::budget::Budget::learned`]); none in a snapshot written
+    /// before runs taught the budget their costs.
+    pub learned: Vec<AgentCosts>,
 }
 
 fn settlement_to_json(s: &Settlement) -> Value {
@@ -60,6 +64,7 @@ pub fn write<I: Iterator<Item = Value>>(
         "records": header.records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
+        "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
     }});
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
@@ -104,6 +109,14 @@ fn header_from_json(h: &Value) -> Option<Header> {
         .as_array()?
         .iter()
         .map(|s| Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"]));
+    let learned = match &h["learned"] {
+        Value::Null => Vec::new(),
+        l => l
+            .as_array()?
+            .iter()
+            .map(AgentCosts::from_json)
+            .collect::<Option<_>>()?,
+    };
     Some(Header {
         records: h["records"].as_u64()?,
         counts: Counts {
@@ -113,6 +126,7 @@ fn header_from_json(h: &Value) -> Option<Header> {
             cancelled: c[3].as_u64()?,
         },
         unledgered: unledgered.collect::<Option<_>>()?,
+        learned,
     })
 }
 
@@ -201,6 +215,12 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     }
     if let Some(n) = run.max_iterations {
         serde_json::to_writer(m.key("max_iterations")?, &n)?;
+    }
+    if let Some(micros) = run.reserved {
+        serde_json::to_writer(m.key("reserved_micros")?, &micros)?;
+    }
+    if let Some(micros) = run.cost {
+        serde_json::to_writer(m.key("cost_micros")?, &micros)?;
     }
     if let Some(d) = run.detail.made() {
         print_detail(d, m.key("detail")?)?;
@@ -291,6 +311,8 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
         max_iterations: v["max_iterations"].as_u64(),
         traceparent: text("traceparent"),
         metrics: text("metrics"),
+        reserved: v["reserved_micros"].as_i64(),
+        cost: v["cost_micros"].as_i64(),
         detail,
     })
 }

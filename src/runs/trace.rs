@@ -124,6 +124,8 @@ mod tests {
             max_iterations: None,
             traceparent: None,
             metrics: None,
+            reserved: None,
+            cost: None,
             detail: detail.into(),
         }
     }

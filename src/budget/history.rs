@@ -1,0 +1,177 @@
+//! Today's spend over the day, for a burn-down: one point per spend line
+//! of today's ledger, in the ledger's order, each with the day's spend
+//! after it.
+//!
+//! The points are read from the ledger file itself, up to the journal's
+//! durable length, so they are exactly the ledger's lines: no line still
+//! being written, and no spend that is counted but not yet on disk. The
+//! lines read are kept, and each call reads only what was appended since.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::journal;
+
+use super::ledger;
+use super::money::dollars;
+use super::report::Status;
+use super::Budget;
+
+/// Today's spend points, and the budget they belong to. Plain data; safe
+/// to send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct History {
+    /// Today's budget, with its forecast.
+    pub status: Status,
+    /// `(unix seconds, cumulative dollars)` per spend line of today's
+    /// ledger, in its order. A line's time is its `ts`; a line without a
+    /// readable one takes the time of the line before it (midnight for
+    /// the first).
+    pub points: Vec<(f64, f64)>,
+}
+
+impl History {
+    /// `{"date", "daily_limit", "reset_at", "points": [{"t", "spend"}],
+    /// "reserved", "exhausts_at", "spend_rate_dollars_per_hour"}`.
+    pub fn to_json(&self) -> Value {
+        let s = self.status.to_json();
+        let points: Vec<Value> = self
+            .points
+            .iter()
+            .map(|(t, spend)| json!({"t": t, "spend": spend}))
+            .collect();
+        json!({
+            "date": s["date"],
+            "daily_limit": s["daily_limit"],
+            "reset_at": s["reset_at"],
+            "points": points,
+            "reserved": s["reserved"],
+            "exhausts_at": s["exhausts_at"],
+            "spend_rate_dollars_per_hour": s["spend_rate_dollars_per_hour"],
+        })
+    }
+}
+
+/// What has been read of one day's ledger. Plain data, behind its own
+/// lock so that reading the file never holds the budget's.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    day: i64,
+    /// Bytes of the file read so far: always at a line's end.
+    read: u64,
+    /// `(unix seconds, cumulative micro-dollars)` per spend line.
+    points: Vec<(f64, i64)>,
+}
+
+impl Tail {
+    /// Reads `dir`'s ledger of `day` up to `durable` bytes, starting over
+    /// when the day changed.
+    fn catch_up(&mut self, dir: &std::path::Path, day: i64, durable: u64) -> Result<(), Error> {
+        if self.day != day {
+            *self = Tail {
+                day,
+                ..Tail::default()
+            };
+        }
+        if durable <= self.read {
+            return Ok(());
+        }
+        let path = ledger::path(dir, day);
+        let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", path.display()));
+        let mut file = File::open(&path).map_err(storage)?;
+        file.seek(SeekFrom::Start(self.read)).map_err(storage)?;
+        let mut bytes = Vec::new();
+        file.take(durable - self.read)
+            .read_to_end(&mut bytes)
+            .map_err(storage)?;
+        let (lines, torn) = journal::scan(&bytes);
+        let mut total = self.points.last().map_or(0, |p| p.1);
+        let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
+        for line in &lines {
+            // The budget refuses to open a ledger with a damaged line, so
+            // one here is a line it already did not count.
+            let Ok(record) = &line.record else { continue };
+            let Ok(value) = serde_json::from_slice::<Value>(record) else {
+                continue;
+            };
+            if let Ok(Some(micros)) = ledger::spend_micros(&value) {
+                at = ledger::spend_time(&value).unwrap_or(at);
+                total = total.saturating_add(micros);
+                self.points.push((at, total));
+            }
+        }
+        // Only whole lines are taken: a short read leaves the rest for later.
+        self.read += (bytes.len() - torn) as u64;
+        Ok(())
+    }
+}
+
+impl Budget {
+    /// Today's spend points (see [`History`]) and status.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when today's ledger cannot be read.
+    pub fn history(&self) -> Result<History, Error> {
+        let (mut state, now) = self.lock();
+        let day = state.today;
+        let durable = state.durable_len(day);
+        let status = state.status(&self.settings, now);
+        drop(state);
+        // Tail's sections read a file and push points; nothing panics there.
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.catch_up(&self.settings.dir, day, durable)?;
+        let points = tail.points.iter().map(|&(t, m)| (t, dollars(m))).collect();
+        Ok(History { status, points })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Fixture, DAY};
+    use super::super::SpendInput;
+
+    #[test]
+    fn points_are_the_ledgers_spend_lines_summed_in_order() {
+        let f = Fixture::new("history");
+        f.at(DAY, 3_600.0);
+        let budget = f.open(1.0, 0.15);
+        assert!(budget.history().unwrap().points.is_empty());
+        budget.spend(SpendInput::Amount(0.3), None, None).unwrap();
+        f.at(DAY, 7_200.0);
+        // Reaches 50%: an alert line follows it, which is not a point.
+        budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
+        budget.reserve("r", None).unwrap();
+        let h = budget.history().unwrap();
+        let midnight = DAY as f64 * 86_400.0;
+        assert_eq!(
+            h.points,
+            [(midnight + 3_600.0, 0.3), (midnight + 7_200.0, 0.55)]
+        );
+        let json = h.to_json();
+        assert_eq!(json["date"], "2026-11-23");
+        assert_eq!(json["points"][1]["spend"], 0.55);
+        assert_eq!(json["points"][1]["t"], midnight + 7_200.0);
+        assert_eq!(json["reserved"], 0.15);
+        assert_eq!(json["reset_at"], "2026-11-24T00:00:00.000Z");
+        // The last hour holds the second spend only (the first is at its
+        // very start): $0.25 an hour, so the $0.30 left lasts 1.2 hours.
+        assert_eq!(json["spend_rate_dollars_per_hour"], 0.25);
+        assert_eq!(json["exhausts_at"], "2026-11-23T03:12:00.000Z");
+        // Read on from where the last call stopped.
+        budget.spend(SpendInput::Amount(0.05), None, None).unwrap();
+        let again = budget.history().unwrap();
+        let last = again.points.last().copied();
+        assert_eq!(
+            (again.points.len(), last),
+            (3, Some((midnight + 7_200.0, 0.6)))
+        );
+        let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
+        assert_eq!(ledger.lines().count(), 4, "three spends and one alert");
+        f.at(DAY + 1, 10.0);
+        assert!(budget.history().unwrap().points.is_empty(), "a new day");
+    }
+}

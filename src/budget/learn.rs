@@ -1,0 +1,242 @@
+//! The learned run estimate: the costs of each agent's recent finished
+//! runs, whose 90th percentile a start reserves when it is more than the
+//! configured estimate (`--run-estimate auto`).
+//!
+//! The budget does not keep this history on disk itself: the run store
+//! feeds it every run end it applies, live and on replay, and carries it
+//! in its snapshot (see `Runs::open`), so it is rebuilt exactly after a
+//! restart from the end records that carry each run's cost.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::{json, Value};
+
+/// How many of an agent's latest run costs the estimate is learned from.
+pub const LEARNED_RUNS: usize = 50;
+/// The most agents whose costs are kept; past it, the agent whose latest
+/// run ended longest ago is forgotten. Agent names come from clients, so
+/// the history must be bounded.
+pub const LEARNED_AGENTS: usize = 1_000;
+/// The percentile of an agent's recent costs that its start reserves.
+pub const LEARNED_PERCENTILE: f64 = 0.9;
+/// Agents whose latest run ended within this many seconds make up the
+/// budget-wide estimate (the largest of theirs), which the status,
+/// `cycles_affordable` and `agent_budget_run_estimate_dollars` use.
+pub const RECENT_AGENT_SECONDS: f64 = 86_400.0;
+
+/// One agent's recent costs, as a run snapshot carries them. Plain data;
+/// safe to send and share across threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentCosts {
+    /// The agent; `None` for runs started without one, which learn together.
+    pub agent: Option<String>,
+    /// Unix seconds of the end of its latest run.
+    pub last_end: f64,
+    /// Its latest run costs in micro-dollars, oldest first, at most
+    /// [`LEARNED_RUNS`].
+    pub costs: Vec<i64>,
+}
+
+impl AgentCosts {
+    /// As JSON: `{"agent", "last_end", "costs"}`.
+    pub fn to_json(&self) -> Value {
+        json!({"agent": self.agent, "last_end": self.last_end, "costs": self.costs})
+    }
+
+    /// Reads [`AgentCosts::to_json`]; `None` when it is not that shape.
+    pub fn from_json(v: &Value) -> Option<AgentCosts> {
+        let agent = match &v["agent"] {
+            Value::Null => None,
+            a => Some(a.as_str()?.to_string()),
+        };
+        let costs = v["costs"].as_array()?.iter();
+        let costs = costs.map(|c| c.as_i64().filter(|c| *c >= 0));
+        Some(AgentCosts {
+            agent,
+            last_end: v["last_end"].as_f64()?,
+            costs: costs.collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// An agent's history with its percentile worked out once per run end,
+/// since admission and every status read it.
+#[derive(Debug, Default)]
+struct History {
+    costs: VecDeque<i64>,
+    percentile: i64,
+    last_end: f64,
+}
+
+impl History {
+    fn push(&mut self, micros: i64, at: f64) {
+        self.costs.push_back(micros);
+        while self.costs.len() > LEARNED_RUNS {
+            self.costs.pop_front();
+        }
+        self.last_end = self.last_end.max(at);
+        self.percentile = percentile(&self.costs);
+    }
+}
+
+/// The nearest-rank 90th percentile: the smallest cost at least 90% of
+/// the costs are at or below. Of 50 costs, the 45th smallest; of 1, it.
+fn percentile(costs: &VecDeque<i64>) -> i64 {
+    let mut sorted: Vec<i64> = costs.iter().copied().collect();
+    sorted.sort_unstable();
+    let rank = (LEARNED_PERCENTILE * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied().unwrap_or(0)
+}
+
+/// Every agent's recent costs. Plain data, kept under the budget's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    agents: HashMap<Option<Box<str>>, History>,
+}
+
+impl Learned {
+    /// Adds the cost of a run of `agent` that ended at `at`.
+    pub fn observe(&mut self, agent: Option<&str>, micros: i64, at: f64) {
+        let key = agent.map(Box::from);
+        if !self.agents.contains_key(&key) && self.agents.len() >= LEARNED_AGENTS {
+            self.forget_oldest();
+        }
+        self.agents.entry(key).or_default().push(micros, at);
+    }
+
+    fn forget_oldest(&mut self) {
+        let oldest = self
+            .agents
+            .iter()
+            .min_by(|a, b| a.1.last_end.total_cmp(&b.1.last_end))
+            .map(|(k, _)| k.clone());
+        if let Some(key) = oldest {
+            self.agents.remove(&key);
+        }
+    }
+
+    /// The 90th percentile of `agent`'s recent costs, if it has any.
+    pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {
+        let key = agent.map(Box::from);
+        self.agents.get(&key).map(|h| h.percentile)
+    }
+
+    /// The largest percentile of the agents whose latest run ended within
+    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it, for a clock that
+    /// stepped back).
+    pub fn largest_recent(&self, now: f64) -> Option<i64> {
+        self.agents
+            .values()
+            .filter(|h| h.last_end > now - RECENT_AGENT_SECONDS)
+            .map(|h| h.percentile)
+            .max()
+    }
+
+    /// Every agent's costs, the agent whose latest run ended longest ago
+    /// first.
+    pub fn export(&self) -> Vec<AgentCosts> {
+        let mut all: Vec<AgentCosts> = self
+            .agents
+            .iter()
+            .map(|(agent, h)| AgentCosts {
+                agent: agent.as_deref().map(str::to_string),
+                last_end: h.last_end,
+                costs: h.costs.iter().copied().collect(),
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            let by_time = a.last_end.total_cmp(&b.last_end);
+            by_time.then_with(|| a.agent.cmp(&b.agent))
+        });
+        all
+    }
+
+    /// Replaces the history with `all`, as [`Learned::export`] gave it.
+    pub fn restore(&mut self, all: Vec<AgentCosts>) {
+        self.agents.clear();
+        for a in all {
+            for micros in a.costs {
+                self.observe(a.agent.as_deref(), micros, a.last_end);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_percentile_is_the_nearest_rank() {
+        let of = |costs: &[i64]| percentile(&costs.iter().copied().collect());
+        assert_eq!(of(&[]), 0);
+        assert_eq!(of(&[7]), 7);
+        assert_eq!(of(&[1, 2]), 2);
+        let ten: Vec<i64> = (1..=10).rev().collect();
+        assert_eq!(of(&ten), 9, "9 of 10 are at or below it");
+        let fifty: Vec<i64> = (1..=50).collect();
+        assert_eq!(of(&fifty), 45);
+    }
+
+    #[test]
+    fn each_agent_learns_from_its_last_fifty_runs() {
+        let mut l = Learned::default();
+        assert_eq!(l.percentile(Some("a")), None);
+        for i in 0..100 {
+            // The first fifty are expensive and must be forgotten.
+            let cost = if i < 50 { 9_000_000 } else { 1_000 + i };
+            l.observe(Some("a"), cost, f64::from(i as u32));
+        }
+        assert_eq!(l.percentile(Some("a")), Some(1_000 + 94));
+        l.observe(None, 5, 0.0);
+        assert_eq!(
+            (l.percentile(None), l.percentile(Some(""))),
+            (Some(5), None),
+            "no agent is not the empty agent"
+        );
+        let exported = l.export();
+        assert_eq!(exported[0].agent, None);
+        assert_eq!(exported[1].costs.len(), LEARNED_RUNS);
+        let mut again = Learned::default();
+        again.restore(exported.clone());
+        assert_eq!(again.export(), exported);
+        let json: Vec<_> = exported.iter().map(AgentCosts::to_json).collect();
+        let back: Vec<_> = json
+            .iter()
+            .map(|v| AgentCosts::from_json(v).unwrap())
+            .collect();
+        assert_eq!(back, exported);
+        assert_eq!(
+            AgentCosts::from_json(&json!({"costs": [-1], "last_end": 0})),
+            None
+        );
+    }
+
+    #[test]
+    fn the_budget_wide_estimate_is_the_largest_of_recent_agents() {
+        let mut l = Learned::default();
+        let now = 10.0 * RECENT_AGENT_SECONDS;
+        l.observe(
+            Some("retired"),
+            50_000_000,
+            now - RECENT_AGENT_SECONDS - 1.0,
+        );
+        assert_eq!(l.largest_recent(now), None);
+        l.observe(Some("cheap"), 100_000, now - 60.0);
+        l.observe(Some("dear"), 3_000_000, now - 3_600.0);
+        assert_eq!(l.largest_recent(now), Some(3_000_000));
+    }
+
+    #[test]
+    fn agents_are_bounded_and_the_longest_idle_goes_first() {
+        let mut l = Learned::default();
+        for i in 0..LEARNED_AGENTS {
+            l.observe(Some(&format!("a{i}")), 1, i as f64);
+        }
+        l.observe(Some("new"), 2, 1e9);
+        assert_eq!(l.agents.len(), LEARNED_AGENTS);
+        assert_eq!(l.percentile(Some("a0")), None);
+        assert_eq!(l.percentile(Some("a1")), Some(1));
+        assert_eq!(l.percentile(Some("new")), Some(2));
+    }
+}
