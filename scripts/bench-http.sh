@@ -15,7 +15,7 @@
 #   idle_threads <n> threads     the threads of that server (<= 8)
 #   binary_size <n> MiB          the (stripped) release binary
 #   metric_updates <n> updates/s POST /api/v1/metrics answered 200 (durable), batches of 1000, 8 connections, 5 s
-#   render_declared_10k_us <n> us  p50 server-side render of GET /metrics, 10,000 declared series valued in dollars
+#   render_declared_10k_us <n> us  p50 server-side render of /metrics (timed on HEAD), 10,000 declared series valued in dollars
 #   render_declared_10k_counts_us <n> us  the same with whole-number values (token counts)
 #   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 5000, <= 6, 0)
 #
@@ -205,14 +205,16 @@ write_counting_script 200 "$tmp/updates.json" "$tmp/updates.lua"
 update_batches=$(counted_rate metric_updates 8 "$CM_URL/api/v1/metrics" "$tmp/updates.lua")
 metric_updates=$((update_batches * 1000))
 
-# Sets render_us to the p50 render time of GET /metrics with 10,000 declared series: on a fresh
+# Sets render_us to the p50 render time of /metrics with 10,000 declared series: on a fresh
 # server (started in this shell, so the exit trap stops it if anything fails), FAMILY gets ten
 # batches of 1000 new label sets, each series incremented by VALUE. 10,000 is exactly the
 # registry's per-family series cap, so none may go to the overflow series.
 #
-# The render time is the server's own: the request log's duration_ms runs from the request's
-# arrival to its answer being handed to the connection, so it covers the render and leaves out
-# curl and the loopback round trip. The median over RENDER_SCRAPES sequential keep-alive scrapes.
+# The render time is the server's own, timed on HEAD /metrics: HEAD renders the whole scrape to
+# measure it and sends only the head, so the request log's duration_ms, from the request's arrival
+# to its last byte handed to the connection, covers the render and leaves out curl and the
+# loopback round trip. (A GET's answer is written as it is rendered, so its duration_ms includes
+# sending it.) The median over RENDER_SCRAPES sequential keep-alive scrapes.
 readonly RENDER_SCRAPES=200
 render_p50() {
     local family=$1 value=$2 dir=$3 batch scrape series logged_before
@@ -242,10 +244,10 @@ PY
     for _ in $(seq "$RENDER_SCRAPES"); do
         urls+=(-o /dev/null "$CM_URL/metrics")
     done
-    curl -fsS --max-time 60 "${urls[@]}" || die "GET /metrics failed while timing renders"
+    curl -fsS --head --max-time 60 "${urls[@]}" || die "HEAD /metrics failed while timing renders"
     local deadline=$((SECONDS + 10))
     until (($(grep -c '"path":"/metrics"' "$CM_STDERR" || true) >= logged_before + RENDER_SCRAPES)); do
-        ((SECONDS < deadline)) || die "the request log has fewer than $RENDER_SCRAPES lines for GET /metrics"
+        ((SECONDS < deadline)) || die "the request log has fewer than $RENDER_SCRAPES lines for HEAD /metrics"
         sleep 0.05
     done
     render_us=$(grep '"path":"/metrics"' "$CM_STDERR" | tail -n "$RENDER_SCRAPES" | python3 -c '

@@ -189,6 +189,7 @@ impl App {
             "idle_timeout",
             "header_timeout",
             "body_timeout",
+            "write_timeout",
             "accept_error",
         ] {
             http.connections_rejected.inc_by(&[reason], 0);

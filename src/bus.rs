@@ -115,6 +115,24 @@ impl Message {
             "timestamp": time::rfc3339(self.timestamp),
         })
     }
+
+    /// Appends the text of [`Message::to_json`], byte for byte, without
+    /// building it: the body goes in as kept, which serde_json printed
+    /// compact with sorted keys, just as it prints the tree.
+    pub fn push_json(&self, out: &mut String) {
+        use crate::json_text::{push_opt_str, push_str};
+        out.push_str("{\"body\":");
+        out.push_str(&self.body);
+        out.push_str(",\"msg_id\":");
+        push_str(out, &self.msg_id);
+        out.push_str(",\"run_id\":");
+        push_opt_str(out, self.run_id.as_deref());
+        out.push_str(",\"timestamp\":\"");
+        time::push_rfc3339(out, self.timestamp);
+        out.push_str("\",\"type\":");
+        push_str(out, &self.kind);
+        out.push('}');
+    }
 }
 
 /// Called with each message as it becomes visible, in sequence order, with
@@ -260,28 +278,41 @@ impl Bus {
         });
     }
 
-    /// Up to `limit` messages after `after` (from the start when `None`).
-    /// An id that is malformed or beyond the last message is not found.
-    pub fn read(&self, after: Option<&str>, limit: usize) -> Result<Vec<Message>, Error> {
-        let state = Self::lock(&self.state);
-        let from_seq = match after {
-            None => 0,
-            Some(id) => {
-                let newest = state.messages.back().map_or(0, |m| m.seq);
-                match parse_msg_id(id) {
-                    Some(seq) if seq <= newest && seq > 0 => seq,
-                    _ => return Err(Error::NotFound(format!("message {id} not found"))),
-                }
-            }
+    /// Where a read after `after` starts: the sequence number it reads
+    /// after, 0 from the start when `None`. An id that is malformed or
+    /// beyond the last message is not found.
+    pub fn cursor(&self, after: Option<&str>) -> Result<u64, Error> {
+        let Some(id) = after else {
+            return Ok(0);
         };
-        let start = state.messages.partition_point(|m| m.seq <= from_seq);
-        Ok(state
+        let newest = Self::lock(&self.state).messages.back().map_or(0, |m| m.seq);
+        match parse_msg_id(id) {
+            Some(seq) if seq <= newest && seq > 0 => Ok(seq),
+            _ => Err(Error::NotFound(format!("message {id} not found"))),
+        }
+    }
+
+    /// Up to `limit` messages with a sequence number above `from`, oldest
+    /// first, stopping early once their bodies reach `max_bytes` (but never
+    /// before the first): one page of a listing, which goes on after the
+    /// last one's `seq`. Messages dropped meanwhile by retention are
+    /// skipped: the page starts at the oldest one kept.
+    pub fn read_after(&self, from: u64, limit: usize, max_bytes: usize) -> Vec<Message> {
+        let state = Self::lock(&self.state);
+        let start = state.messages.partition_point(|m| m.seq <= from);
+        let mut bytes = 0;
+        state
             .messages
             .iter()
             .skip(start)
             .take(limit.min(MAX_LIMIT))
+            .take_while(|m| {
+                let fits = bytes < max_bytes;
+                bytes += m.body.len();
+                fits
+            })
             .cloned()
-            .collect())
+            .collect()
     }
 
     /// Sets the function told of each appended message as it becomes
@@ -400,6 +431,30 @@ mod tests {
         let mixed = json!({"a": [1, {"b": nest(3)}]});
         assert!(too_deep(&mixed, 5));
         assert!(!too_deep(&mixed, 6));
+    }
+
+    #[test]
+    fn the_listing_text_is_what_json_prints() {
+        for (body, run_id) in [
+            (
+                json!({"z": [1, 2.5, -0.0, 1e300], "a": "t\"x\n\u{1}é"}),
+                Some("r-\"1"),
+            ),
+            (json!("hello"), None),
+            (json!(null), None),
+        ] {
+            let m = Message {
+                msg_id: msg_id(42),
+                seq: 42,
+                kind: "no\"te\t".into(),
+                body: body.to_string().into_boxed_str(),
+                run_id: run_id.map(str::to_string),
+                timestamp: 1_795_439_678.123_456,
+            };
+            let mut text = String::new();
+            m.push_json(&mut text);
+            assert_eq!(text, m.to_json().to_string());
+        }
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// `--header-timeout` / `CONDUCTOR_HEADER_TIMEOUT`: a request head must arrive within this.
     pub header_timeout: Duration,
+    /// `--write-timeout` / `CONDUCTOR_WRITE_TIMEOUT`: a client must take each piece of an answer within this.
+    pub write_timeout: Duration,
     /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
     pub max_connections: usize,
     /// `--shutdown-timeout` / `CONDUCTOR_SHUTDOWN_TIMEOUT`: how long a graceful
@@ -103,8 +105,9 @@ pub struct FinishOptions {
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Run the server.
-    Serve(ServeConfig),
+    /// Run the server. Boxed: the settings are many, and the other
+    /// commands few.
+    Serve(Box<ServeConfig>),
     /// Print a summary from a running server.
     Status {
         /// Base URL of the server.
@@ -344,6 +347,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
     let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
+    let write_timeout = duration("write-timeout", "CONDUCTOR_WRITE_TIMEOUT", 10)?;
     let shutdown_timeout = duration("shutdown-timeout", "CONDUCTOR_SHUTDOWN_TIMEOUT", 10)?;
     let run_timeout = match setting("run-timeout", "CONDUCTOR_RUN_TIMEOUT") {
         None => Some(DEFAULT_RUN_TIMEOUT),
@@ -451,7 +455,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         )?,
     };
     let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
-    Ok(Command::Serve(ServeConfig {
+    Ok(Command::Serve(Box::new(ServeConfig {
         addr,
         data_dir,
         max_body,
@@ -460,6 +464,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         log_format,
         idle_timeout,
         header_timeout,
+        write_timeout,
         shutdown_timeout,
         max_connections,
         daily_budget,
@@ -479,7 +484,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             bytes: retain_run_bytes,
         },
         snapshot_bytes,
-    }))
+    })))
 }
 
 /// The message for a word that is not a subcommand, with the nearest one.
@@ -850,6 +855,29 @@ mod tests {
         let env = |k: &str| (k == "CONDUCTOR_RUN_TIMEOUT").then(|| "x".to_string());
         let err = parse(&args("serve"), &env).unwrap_err();
         assert!(err.starts_with("CONDUCTOR_RUN_TIMEOUT must be"), "{err}");
+    }
+
+    #[test]
+    fn the_write_timeout_defaults_to_10s_and_comes_from_a_flag_or_its_variable() {
+        let write_timeout =
+            |line: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(line), env) {
+                Ok(Command::Serve(c)) => Ok(c.write_timeout),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
+        let no_env = |_: &str| None;
+        let env = |k: &str| (k == "CONDUCTOR_WRITE_TIMEOUT").then(|| "750ms".to_string());
+        assert_eq!(write_timeout("serve", &no_env), Ok(Duration::from_secs(10)));
+        assert_eq!(write_timeout("serve", &env), Ok(Duration::from_millis(750)));
+        assert_eq!(
+            write_timeout("serve --write-timeout 2m", &env),
+            Ok(Duration::from_secs(120))
+        );
+        let err = write_timeout("serve --write-timeout never", &no_env).unwrap_err();
+        assert!(
+            err.starts_with("--write-timeout must be a duration"),
+            "{err}"
+        );
     }
 
     #[test]

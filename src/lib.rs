@@ -27,6 +27,8 @@ pub mod otlp;
 pub mod repair;
 pub mod runs;
 pub mod segments;
+#[cfg(test)]
+mod streamed;
 pub mod sys;
 pub mod time;
 pub mod usage;

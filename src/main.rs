@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             data_dir,
             budget_dir,
         } => return ExitCode::from(cli::repair(&data_dir, &budget_dir) as u8),
-        Command::Serve(c) => return serve(c),
+        Command::Serve(c) => return serve(*c),
     }
     ExitCode::SUCCESS
 }
@@ -207,6 +207,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         max_connections: c.max_connections,
         header_timeout: c.header_timeout,
         idle_timeout: c.idle_timeout,
+        write_timeout: c.write_timeout,
         max_body: c.max_body,
         ..Limits::default()
     };

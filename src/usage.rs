@@ -135,6 +135,12 @@ const SERVE_OPTIONS: &[Opt] = &[
         "CONDUCTOR_HEADER_TIMEOUT",
     ),
     opt(
+        "write-timeout",
+        "DUR",
+        "time a client has to take each 64 KiB of an answer (10s)",
+        "CONDUCTOR_WRITE_TIMEOUT",
+    ),
+    opt(
         "max-connections",
         "N",
         "open connection cap (4096)",

@@ -141,6 +141,50 @@ fn idle_and_header_timeouts_close_connections_and_are_counted() {
 }
 
 #[test]
+fn a_client_that_stops_reading_is_dropped_at_the_write_timeout_and_counted() {
+    let (_dir, server) = start(&[], &["--write-timeout", "300ms"]);
+    let addr = server.addr();
+    // 100 messages of 60 KB: a listing of 6 MB, more than the socket buffers of both ends take.
+    let message = json!({"type": "t", "body": "x".repeat(60_000)});
+    let mut client = Client::connect(addr).unwrap();
+    for _ in 0..100 {
+        let body = message.to_string();
+        let r = client
+            .send("POST", "/api/v1/messages", &[], Some(body.as_bytes()))
+            .unwrap();
+        assert_eq!(r.status, 201);
+    }
+    let before = scrape(addr);
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(b"GET /api/v1/messages?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // It never reads: one piece of the answer soon waits longer than the write timeout.
+    poll_until(Duration::from_secs(30), || {
+        let dropped = rejected(&scrape(addr), "write_timeout") - rejected(&before, "write_timeout");
+        (dropped == 1.0).then_some(())
+    });
+    let line = server.wait_for_stderr(PATIENCE, |l| {
+        l.contains("\"path\":\"/api/v1/messages\"") && l.contains("cut short")
+    });
+    assert!(line.contains("\"status\":200"), "{line}");
+    // What the client can still read is a chunked answer that stops short.
+    stalled.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        &text[..text.len().min(80)]
+    );
+    assert!(text.contains("\r\nTransfer-Encoding: chunked\r\n"));
+    assert!(got.len() < 6_000_000 && !text.ends_with("\r\n0\r\n\r\n"));
+    // The server goes on serving.
+    assert_eq!(get(addr, "/healthz").status, 200);
+}
+
+#[test]
 fn past_the_cap_the_longest_idle_connection_is_closed_first() {
     let (_dir, server) = start(&[("CONDUCTOR_MAX_CONNECTIONS", "4")], &[]);
     let addr = server.addr();

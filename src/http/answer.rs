@@ -7,14 +7,21 @@
 //! thread already waits for the client's next request: waking it only to
 //! write a hundred bytes cost more than the write. A stream takes the
 //! connection over instead: its head is written and the connection thread
-//! runs it on the client's socket until it ends.
+//! runs it on the client's socket until it ends. A streamed answer is
+//! written by the connection thread too, as its producer makes it (see
+//! [`super::body`]).
 
+use std::cell::Cell;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
 
+use super::body::BodyWriter;
 use super::conns::Activity;
+use super::socket::write_pieces;
 use super::syntax::is_field_value;
 
 /// The stack of a thread that finishes writing a late answer to a slow reader.
@@ -110,6 +117,27 @@ pub struct Reply {
 /// sent after its request, which are the stream's first.
 pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>;
 
+/// What makes a streamed answer's body, writing it to the [`BodyWriter`]
+/// as it goes, in the connection's thread.
+pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>) + Send>;
+
+/// How an answer goes to its client: what the request asked of the
+/// connection, and how long the client has to take each piece. Plain data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Delivery {
+    /// A `HEAD` request: the body is measured, not sent.
+    pub(super) head_only: bool,
+    /// The connection ends after the answer.
+    pub(super) close: bool,
+    /// An HTTP/1.0 client's connection stays open (`Connection: keep-alive`).
+    pub(super) keep_alive_10: bool,
+    /// An HTTP/1.0 request: a body of unknown length is framed by closing
+    /// the connection, since such a client cannot read chunks.
+    pub(super) http10: bool,
+    /// How long the client has to accept each piece of the answer.
+    pub(super) write_timeout: Duration,
+}
+
 /// The duty to answer one request. Safe to send to another thread;
 /// [`Answer::send`] takes it, so it answers at most once.
 pub struct Answer {
@@ -121,12 +149,12 @@ pub struct Answer {
 pub(crate) struct Slot {
     state: Mutex<State>,
     changed: Condvar,
-    head_only: bool,
-    close: bool,
-    keep_alive_10: bool,
+    delivery: Delivery,
     /// Marked idle, and given its place in the idle order, when the answer
     /// is sent.
     activity: Arc<Activity>,
+    /// Writing a late answer failed because the client took too long.
+    timed_out: AtomicBool,
 }
 
 enum State {
@@ -137,6 +165,9 @@ enum State {
     /// Taken over by a stream: the connection thread writes the head, then
     /// runs the stream.
     Stream(Vec<u8>, Takeover),
+    /// Answered 200 with these headers and a body the connection thread
+    /// writes as the producer makes it.
+    Body(Vec<(&'static str, String)>, Producer),
     /// Not answered yet, and the connection thread has gone back to reading:
     /// the sender writes the answer to this handle of the socket.
     Detached(TcpStream),
@@ -154,6 +185,8 @@ pub(super) enum Outcome {
     Ready(Vec<u8>),
     /// A stream's head, to write now, and the stream to run after it.
     Stream(Vec<u8>, Takeover),
+    /// The headers of a 200 whose body the producer makes now.
+    Body(Vec<(&'static str, String)>, Producer),
     /// The answer's sender writes it; wait for that before the next request.
     Later(Arc<Slot>),
     /// No answer: close the connection.
@@ -161,20 +194,14 @@ pub(super) enum Outcome {
 }
 
 impl Answer {
-    /// A new answer, framed by the flags as [`encode`] says, and its slot.
-    pub(super) fn new(
-        head_only: bool,
-        close: bool,
-        keep_alive_10: bool,
-        activity: Arc<Activity>,
-    ) -> (Answer, Arc<Slot>) {
+    /// A new answer, delivered as `delivery` says, and its slot.
+    pub(super) fn new(delivery: Delivery, activity: Arc<Activity>) -> (Answer, Arc<Slot>) {
         let slot = Arc::new(Slot {
             state: Mutex::new(State::Waiting),
             changed: Condvar::new(),
-            head_only,
-            close,
-            keep_alive_10,
+            delivery,
             activity,
+            timed_out: AtomicBool::new(false),
         });
         let answer = Answer {
             slot: Some(slot.clone()),
@@ -187,7 +214,8 @@ impl Answer {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        let bytes = encode(&response, slot.head_only, slot.close, slot.keep_alive_10);
+        let d = slot.delivery;
+        let bytes = encode(&response, d.head_only, d.close, d.keep_alive_10);
         slot.activity.answered();
         let mut state = slot.lock();
         match std::mem::replace(&mut *state, State::Writing) {
@@ -216,14 +244,39 @@ impl Answer {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        let mut head = Vec::with_capacity(256);
-        // Writing to a Vec cannot fail.
-        let _ = write!(head, "HTTP/1.1 {status} {}\r\n", reason(status));
-        push_fields(&mut head, headers);
-        head.extend_from_slice(b"\r\n");
+        let mut bytes = Vec::with_capacity(256);
+        head(&mut bytes, status, headers, Framing::None, false, false);
+        let head = bytes;
         let mut state = slot.lock();
         match std::mem::replace(&mut *state, State::Failed) {
             State::Waiting => *state = State::Stream(head, run),
+            State::Detached(stream) => {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            _ => {}
+        }
+        slot.changed.notify_all();
+    }
+}
+
+impl Answer {
+    /// Answers 200 with `headers` and a body that `write` makes while the
+    /// connection thread sends it, in pieces, so that the answer is never
+    /// held whole; see [`BodyWriter`] for how it is framed and when it can
+    /// still become another answer.
+    ///
+    /// `write` runs in the connection's thread once the handler has
+    /// returned, so this must be called before then, as
+    /// [`Answer::take_over`] must; later, the connection closes unanswered
+    /// and `write` is dropped unrun.
+    pub fn stream(mut self, headers: Vec<(&'static str, String)>, write: Producer) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        slot.activity.answered();
+        let mut state = slot.lock();
+        match std::mem::replace(&mut *state, State::Failed) {
+            State::Waiting => *state = State::Body(headers, write),
             State::Detached(stream) => {
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -261,6 +314,7 @@ impl Drop for Answer {
 /// if the client is slow to read, from a thread of its own, so that the
 /// thread that made a write durable never waits for a client.
 fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
+    let within = slot.delivery.write_timeout;
     let sent = match crate::sys::send_nonblocking(&stream, &bytes) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -274,10 +328,17 @@ fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
         .name("http-answer".into())
         .stack_size(WRITER_STACK)
         .spawn(move || {
-            // The socket's write timeout bounds this, as it bounds every
-            // write to a client.
-            let written = (&stream).write_all(&bytes[sent..]).is_ok();
-            slot.finish(written, &stream);
+            // The connection thread left the write timeout set on the socket.
+            let written = write_pieces(&stream, &bytes[sent..], within, &Cell::new(within));
+            if written
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            {
+                // Relaxed: the connection thread reads it after the
+                // slot's mutex, taken in `finish`, orders it.
+                slot.timed_out.store(true, Ordering::Relaxed);
+            }
+            slot.finish(written.is_ok(), &stream);
         });
     if spawned.is_err() {
         match spare {
@@ -319,8 +380,9 @@ impl Slot {
             match std::mem::replace(&mut *state, State::Failed) {
                 State::Ready(bytes) => return Outcome::Ready(bytes),
                 State::Stream(head, run) => return Outcome::Stream(head, run),
+                State::Body(headers, write) => return Outcome::Body(headers, write),
                 State::Waiting => {
-                    if !self.close {
+                    if !self.delivery.close {
                         if let Ok(handle) = stream.try_clone() {
                             *state = State::Detached(handle);
                             return Outcome::Later(self.clone());
@@ -332,6 +394,17 @@ impl Slot {
                 _ => return Outcome::Failed,
             }
         }
+    }
+
+    /// How the answer goes to its client.
+    pub(super) fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Whether writing a late answer failed because the client took longer
+    /// than the write timeout; known once [`Slot::wait_written`] returned.
+    pub(super) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     /// Waits until a late answer is written: true if it was, false if the
@@ -354,7 +427,14 @@ impl Answer {
     /// elsewhere in the crate; [`Slot::answered`] shows what was sent.
     pub(crate) fn for_test() -> (Answer, Arc<Slot>) {
         let activity = Arc::new(Activity::new());
-        Answer::new(false, false, false, activity)
+        let delivery = Delivery {
+            head_only: false,
+            close: false,
+            keep_alive_10: false,
+            http10: false,
+            write_timeout: Duration::from_secs(10),
+        };
+        Answer::new(delivery, activity)
     }
 }
 
@@ -383,9 +463,52 @@ fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, String)]) {
     }
 }
 
+/// How an answer's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body and no length: a 1xx, 204 or 304 (RFC 9110 section 8.6).
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// The end of the connection, for an HTTP/1.0 client (RFC 9112
+    /// section 6.3); the head says `Connection: close`.
+    Close,
+}
+
+/// Appends the head of an answer: the status line, `headers`, the framing
+/// of its body, and the `Connection` field that `close` (the connection
+/// ends after it) or `keep_alive_10` (an HTTP/1.0 client's connection
+/// stays open) calls for.
+pub(super) fn head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &[(&'static str, String)],
+    framing: Framing,
+    close: bool,
+    keep_alive_10: bool,
+) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    push_fields(out, headers);
+    match framing {
+        Framing::None | Framing::Close => {}
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if close || framing == Framing::Close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if keep_alive_10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The whole HTTP/1.1 response for `response`. `head_only` leaves the body
-/// out (a `HEAD` request); `close` announces that the connection ends after
-/// it, and `keep_alive_10` that an HTTP/1.0 client's connection stays open.
+/// out (a `HEAD` request); `close` and `keep_alive_10` are as for [`head`].
 pub(super) fn encode(
     response: &Reply,
     head_only: bool,
@@ -393,25 +516,20 @@ pub(super) fn encode(
     keep_alive_10: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + response.body.len());
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        response.status,
-        reason(response.status)
-    );
-    push_fields(&mut out, &response.headers);
-    // A 1xx, 204 or 304 answer has no body and no length (RFC 9110 8.6).
     let bodiless = matches!(response.status, 100..=199 | 204 | 304);
-    if !bodiless {
-        let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
-    }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if keep_alive_10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    let framing = if bodiless {
+        Framing::None
+    } else {
+        Framing::Length(response.body.len() as u64)
+    };
+    head(
+        &mut out,
+        response.status,
+        &response.headers,
+        framing,
+        close,
+        keep_alive_10,
+    );
     if !head_only && !bodiless {
         out.extend_from_slice(&response.body);
     }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Outcome, Slot, Takeover};
+use super::answer::{Answer, Delivery, Outcome, Slot, Takeover};
+use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
@@ -46,11 +47,9 @@ enum AfterRequest {
 pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
-    let write_timeout = limits.body_timeout.max(Duration::from_millis(1));
-    if stream.set_write_timeout(Some(write_timeout)).is_err() {
+    let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
         return;
-    }
-    let mut client = ClientStream::new(stream);
+    };
     let mut pending: Option<Arc<Slot>> = None;
     // A new connection starts idle, since its admission.
     loop {
@@ -58,17 +57,24 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
         client.set_deadline(limits.idle_timeout);
         match client.wait_for_data() {
             Ok(true) => {}
-            Ok(false) => return written(pending),
+            Ok(false) => {
+                written(pending, shared);
+                return;
+            }
             Err(err) => {
                 if timed_out(&err) {
                     shared.hooks.connection_rejected("idle_timeout");
                 }
-                return written(pending);
+                written(pending, shared);
+                return;
             }
         }
         // Answers go out in order: the last one first, if its sender is
         // still writing it. Its sender marked the connection idle.
-        if pending.take().is_some_and(|slot| !slot.wait_written()) {
+        if pending
+            .take()
+            .is_some_and(|slot| !written(Some(slot), shared))
+        {
             return;
         }
         if !activity.mark_busy() {
@@ -95,11 +101,17 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
 
 /// Waits for the last answer's sender to finish writing it, so that the
 /// connection counts as live until its last answer is out: a stopping
-/// server waits for that.
-fn written(pending: Option<Arc<Slot>>) {
-    if let Some(slot) = pending {
-        slot.wait_written();
+/// server waits for that. False if it failed, counted when the client took
+/// too long.
+fn written(pending: Option<Arc<Slot>>, shared: &Shared) -> bool {
+    let Some(slot) = pending else {
+        return true;
+    };
+    let ok = slot.wait_written();
+    if !ok && slot.timed_out() {
+        shared.hooks.connection_rejected("write_timeout");
     }
+    ok
 }
 
 fn serve_request(
@@ -149,10 +161,9 @@ fn serve_request(
         // Answered on the head alone: a body is never read, and the
         // connection then closes, since its next request would start inside it.
         let close = head.has_body() || !head.keep_alive;
-        let keep_alive_10 = head.http10 && !close;
-        let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+        let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
         shared.handler.refuse(request, answer);
-        return write_outcome(client, &slot, close);
+        return write_outcome(client, shared, &slot);
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
         let reject = Reject::busy("the server holds too many request bodies; retry shortly");
@@ -174,35 +185,70 @@ fn serve_request(
             (false, true) => "Connection: keep-alive\r\n",
             (false, false) => "",
         };
-        return match client.write_all(&reject::framed(reject, head_only, connection)) {
+        return match send(
+            client,
+            shared,
+            &reject::framed(reject, head_only, connection),
+        ) {
             Ok(()) if close => AfterRequest::Linger,
             Ok(()) => AfterRequest::Read,
             Err(_) => AfterRequest::Close,
         };
     }
-    let (answer, slot) = Answer::new(head_only, close, keep_alive_10, activity.clone());
+    let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
     shared.handler.handle(request, answer);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
-    write_outcome(client, &slot, close)
+    write_outcome(client, shared, &slot)
+}
+
+/// How the answer to `head` goes out; `close` ends the connection after it.
+fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
+    Delivery {
+        head_only: head.is_head(),
+        close,
+        keep_alive_10: head.http10 && !close,
+        http10: head.http10,
+        write_timeout: shared.limits.write_timeout,
+    }
 }
 
 /// Writes what the handler left in `slot`, or leaves it to the answer's
-/// sender, or hands the connection to a stream.
-fn write_outcome(client: &ClientStream, slot: &Arc<Slot>, close: bool) -> AfterRequest {
+/// sender, or hands the connection to a stream, or sends a body as its
+/// producer makes it.
+fn write_outcome(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
+    let close = slot.delivery().close;
     match slot.outcome(client.stream()) {
-        Outcome::Ready(bytes) => match client.write_all(&bytes) {
+        Outcome::Ready(bytes) => match send(client, shared, &bytes) {
             Ok(()) if close => AfterRequest::Linger,
             Ok(()) => AfterRequest::Read,
             Err(_) => AfterRequest::Close,
         },
-        Outcome::Stream(head, run) => match client.write_all(&head) {
+        Outcome::Stream(head, run) => match send(client, shared, &head) {
             Ok(()) => AfterRequest::Stream(run),
             Err(_) => AfterRequest::Close,
         },
+        Outcome::Body(headers, write) => {
+            let mut body = BodyWriter::new(client, &*shared.hooks, slot.delivery(), headers);
+            write(&mut body);
+            match body.finish() {
+                Ok(()) if close || body.closes() => AfterRequest::Linger,
+                Ok(()) => AfterRequest::Read,
+                Err(_) => AfterRequest::Close,
+            }
+        }
         Outcome::Later(slot) => AfterRequest::Later(slot),
         Outcome::Failed => AfterRequest::Close,
     }
+}
+
+/// Writes `bytes` to the client, counting a client too slow to take them.
+fn send(client: &ClientStream, shared: &Shared, bytes: &[u8]) -> io::Result<()> {
+    let sent = client.write_all(bytes);
+    if sent.as_ref().is_err_and(timed_out) {
+        shared.hooks.connection_rejected("write_timeout");
+    }
+    sent
 }
 
 /// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
@@ -250,7 +296,7 @@ fn read_body(
         return Ok(Vec::new());
     }
     if request.expect == Expect::Continue
-        && client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        && send(client, shared, b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
     {
         return Err(AfterRequest::Close);
     }
@@ -297,7 +343,7 @@ fn refuse(
 ) -> AfterRequest {
     shared.hooks.request_rejected(label, reject.status);
     // The connection ends either way; a failed write changes nothing.
-    let _ = client.write_all(&reject::response(reject, head_only));
+    let _ = send(client, shared, &reject::response(reject, head_only));
     AfterRequest::Linger
 }
 

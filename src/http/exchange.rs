@@ -3,6 +3,7 @@
 //! request an id, and counts, logs and sends exactly one answer, a 500 when
 //! the handler panics or gives none.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::answer::{status_label, Answer, Reply, Request, Takeover};
+use super::body::BodyWriter;
 use super::response::Response;
 use crate::app::App;
 use crate::error::Error;
@@ -156,10 +158,23 @@ impl Exchange {
         self.finish(response);
     }
 
-    fn finish(&mut self, mut response: Response) {
+    fn finish(&mut self, response: Response) {
         let Some(answer) = self.answer.take() else {
             return;
         };
+        let reply = self.reply(response);
+        let (status, bytes) = (reply.status, reply.body.len());
+        self.app
+            .http
+            .requests
+            .inc(&[self.method, status_label(status)]);
+        answer.send(reply);
+        self.log_answer(status, bytes as u64);
+    }
+
+    /// What goes out for `response`: its headers with the request id, and
+    /// a 5xx's detail moved to the log line, the request id into the body.
+    fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
             // The client gets the request id to quote; the log line, which
             // carries the same id, gets the detail.
@@ -169,26 +184,88 @@ impl Exchange {
             }
             self.fields.push(("error", json!(detail)));
         }
-        let status = response.status;
-        let bytes = response.body.len();
         let headers = [("Content-Type", response.content_type.to_string())]
             .into_iter()
             .chain(response.headers)
             .chain([("X-Request-ID", self.request_id.clone())])
             .collect();
+        Reply {
+            status: response.status,
+            headers,
+            body: response.body,
+        }
+    }
+
+    /// Answers 200 with `content_type` and a body that `write` makes as it
+    /// goes, sent in pieces while it is made, so that the answer is never
+    /// held whole; the request is counted and logged once it ends, with
+    /// the bytes made and the time to the last one.
+    ///
+    /// Check everything that can refuse the request first, and answer
+    /// with [`Exchange::send`] then: once the first piece is out, a
+    /// failure can only cut the answer short. So `write` fails only when
+    /// the client does (it is gone, or too slow), and the connection closes.
+    /// If `write` panics before the first piece went out, the answer is a
+    /// 500 as from any handler; after, the connection closes.
+    ///
+    /// `write` runs in the connection's thread after the handler returns,
+    /// so this must be called before then.
+    pub fn stream<F>(mut self, content_type: &'static str, write: F)
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
+    {
+        let Some(answer) = self.answer.take() else {
+            return;
+        };
+        let headers = vec![
+            ("Content-Type", content_type.to_string()),
+            ("X-Request-ID", self.request_id.clone()),
+        ];
+        answer.stream(
+            headers,
+            Box::new(move |body| self.write_stream(body, write)),
+        );
+    }
+
+    fn write_stream<F>(mut self, body: &mut BodyWriter<'_>, write: F)
+    where
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
+    {
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(body)));
+        if made.is_err() {
+            self.app.http.panics.inc();
+        }
+        // Before the head goes out a panic is answered as in any handler.
+        let instead = (made.is_err() && !body.started()).then(|| {
+            self.reply(Response::internal(
+                "the request failed",
+                "the handler panicked",
+            ))
+        });
+        let status = instead.as_ref().map_or(200, |reply| reply.status);
+        // Counted before the answer's end goes out, as a whole answer is:
+        // a client that has it and asks again sees this one counted.
         self.app
             .http
             .requests
             .inc(&[self.method, status_label(status)]);
-        answer.send(Reply {
-            status,
-            headers,
-            body: response.body,
-        });
-        self.log_answer(status, bytes);
+        let sent = match (made, instead) {
+            (_, Some(reply)) => {
+                body.replace(&reply);
+                Ok(())
+            }
+            (Ok(written), None) => written.and_then(|()| body.finish()),
+            (Err(_), None) => Err(io::Error::other("the handler panicked")),
+        };
+        if let Err(e) = sent {
+            body.abort();
+            let why = format!("the answer was cut short: {e}");
+            self.fields.push(("error", json!(why)));
+        }
+        self.log_answer(status, body.bytes());
     }
 
-    fn log_answer(&mut self, status: u16, bytes: usize) {
+    fn log_answer(&mut self, status: u16, bytes: u64) {
         let mut fields = vec![
             ("method", json!(self.method)),
             ("path", json!(self.path)),
@@ -370,6 +447,70 @@ mod tests {
         assert!(answered.contains("the request failed"), "{answered}");
         assert!(!answered.contains("panicked"), "{answered}");
         assert_eq!(app.http.panics.get(), 1.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs the streamed answer `ex` left in `slot` as a connection thread
+    /// does, and returns what the client read and whether the answer ended.
+    fn run_stream(slot: &Arc<super::super::answer::Slot>) -> (Vec<u8>, bool) {
+        use super::super::answer::Outcome;
+        use super::super::socket::ClientStream;
+        use std::io::Read;
+        use std::net::{TcpListener, TcpStream};
+        struct Quiet;
+        impl super::super::Hooks for Quiet {
+            fn request_rejected(&self, _: &str, _: u16) {}
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let Outcome::Body(headers, write) = slot.outcome(&ours) else {
+            panic!("not a streamed answer");
+        };
+        let client = ClientStream::new(ours, std::time::Duration::from_secs(10)).unwrap();
+        let mut body = BodyWriter::new(&client, &Quiet, slot.delivery(), headers);
+        write(&mut body);
+        let ended = body.finish().is_ok();
+        drop(body);
+        drop(client);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        (got, ended)
+    }
+
+    #[test]
+    fn a_stream_that_panics_is_a_500_before_its_first_piece_and_cut_short_after() {
+        use std::io::Write;
+        let (dir, app) = app("stream-panic");
+        let (answer, slot) = Answer::for_test();
+        let headers = [("x-request-id", "req-7")];
+        let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
+        ex.stream("text/plain", |out| {
+            out.write_all(b"a partial body")?;
+            panic!("producer bug")
+        });
+        let (got, ended) = run_stream(&slot);
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        assert!(text.ends_with(
+            r#"{"error":{"code":"INTERNAL","message":"the request failed","request_id":"req-7"}}"#
+        ));
+        assert!(ended);
+
+        let (answer, slot) = Answer::for_test();
+        let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
+        ex.stream("text/plain", |out| {
+            out.write_all(&vec![b'x'; 100_000])?;
+            panic!("producer bug")
+        });
+        let (got, ended) = run_stream(&slot);
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{}", &text[..40]);
+        assert!(text.contains("Transfer-Encoding: chunked\r\n"));
+        // One piece went out, and no last chunk after it.
+        assert!(text.ends_with(&format!("10000\r\n{}\r\n", "x".repeat(65536))));
+        assert!(!ended);
+        assert_eq!(app.http.panics.get(), 2.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -9,8 +9,9 @@
 //! - `conn`: one connection's loop, its deadlines and ordered answers;
 //!   `socket` reads the client's bytes under a deadline;
 //! - `parse`, `syntax`, `chunked`: the strict request head and bodies;
-//! - `answer`: response encoding, and the status table; `reject`: the
-//!   answers the layer gives on its own;
+//! - `answer`: response encoding, and the status table; `body`: answers
+//!   written as they are made; `reject`: the answers the layer gives on
+//!   its own;
 //! - [`exchange`]: the middleware every request passes (request id,
 //!   counting, logging, panic→500);
 //! - [`response`]: the one domain-error→status map;
@@ -29,15 +30,20 @@
 //!   The head is authorised before the body is read, and the bodies buffered
 //!   across all connections share one cap. What fails gets a JSON error and
 //!   the connection is closed.
+//! - **Answers** go out in pieces of at most 64 KiB, each of which the client
+//!   must accept within [`Limits::write_timeout`]. A large one is written as
+//!   it is made ([`BodyWriter`]), so no answer is held whole.
 //! - **Streams** (server-sent events, WebSockets) run on the client's own
 //!   socket, in its connection thread, once the handler has taken it over.
 //!
 //! The reasons given to [`Hooks::connection_rejected`] are `"limit"` (cap
 //! reached with no idle connection, or no thread could be had for the
 //! connection), `"evicted"` (an idle connection closed to make room),
-//! `"idle_timeout"`, `"header_timeout"` and `"body_timeout"`.
+//! `"idle_timeout"`, `"header_timeout"`, `"body_timeout"` and
+//! `"write_timeout"` (a client too slow to take a piece of its answer).
 
 mod answer;
+mod body;
 mod chunked;
 mod conn;
 mod conns;
@@ -61,7 +67,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use answer::{Answer, Reply, Request, Takeover};
+pub use answer::{Answer, Producer, Reply, Request, Takeover};
+pub use body::BodyWriter;
 use conns::Connections;
 use exchange::Exchange;
 
@@ -98,9 +105,11 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a connection may wait for its next request (default 30 s).
     pub idle_timeout: Duration,
-    /// How long a whole request body may take to arrive (default 10 s). Also
-    /// bounds each write to the client, so a client that stops reading is dropped.
+    /// How long a whole request body may take to arrive (default 10 s).
     pub body_timeout: Duration,
+    /// How long a client may take to accept each piece (up to 64 KiB) of an
+    /// answer (default 10 s); one that takes longer is dropped.
+    pub write_timeout: Duration,
     /// The largest request body in bytes (default 1 MiB). Larger gets 413.
     pub max_body: u64,
     /// The most body bytes buffered across all connections at once (default
@@ -116,6 +125,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_body: 1024 * 1024,
             max_buffered_bodies: 64 * 1024 * 1024,
         }

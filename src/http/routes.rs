@@ -1,6 +1,8 @@
 //! Routing and the handlers: each translates between an [`Exchange`] and
 //! plain calls into the domain.
 
+use std::io::Write;
+
 use serde_json::{json, Value};
 
 use super::answer::Request;
@@ -135,16 +137,21 @@ fn metrics(ex: Exchange) {
             return ex.send(e.into());
         }
     };
-    let mut body = Vec::with_capacity(16 * 1024);
-    ex.app().registry.render(&mut body, format);
-    ex.send(Response {
-        status: 200,
-        content_type: format.content_type(),
-        headers: Vec::new(),
-        body,
-        detail: None,
+    // Rendered as it is sent: a scrape of any size costs a piece of memory.
+    let app = ex.app().clone();
+    ex.stream(format.content_type(), move |out| {
+        app.registry.render_to(out, format)
     })
 }
+
+/// The most items of a listing read at once: a listing is written a page
+/// at a time, so it holds one page, however long it is and however slowly
+/// its client reads.
+const LIST_PAGE: usize = 64;
+
+/// The most bytes of message bodies in one page of a listing, past the
+/// first message.
+const LIST_PAGE_BYTES: usize = 256 * 1024;
 
 /// The most running runs `GET /api/v1/status` lists.
 const STATUS_RUNS: usize = 100;
@@ -602,24 +609,30 @@ fn list_runs(ex: Exchange) {
         Err(e) => return ex.send(e.into()),
     };
     let after = ex.query("after").filter(|a| !a.is_empty());
-    match ex.app().runs.list(status, after.as_deref(), limit) {
-        Ok(page) => {
-            // Printed by hand, each run with its metrics as sent; the keys
-            // in the order serde_json prints them.
-            let mut body = String::from("{\"next_after\":");
-            json_text::push_opt_str(&mut body, page.next_after.as_deref());
-            body.push_str(",\"runs\":[");
-            for (i, run) in page.runs.iter().enumerate() {
-                if i > 0 {
-                    body.push(',');
+    let listing = match ex.app().runs.listing(status, after.as_deref(), limit) {
+        Ok(listing) => listing,
+        Err(e) => return ex.send(e.into()),
+    };
+    // The text of `{"runs": [...], "next_after": ...}`, keys in the order
+    // serde_json prints them, each run with its metrics as sent, a page of
+    // runs at a time. A run that ended or was let go while its page waited
+    // is left out.
+    let app = ex.app().clone();
+    ex.stream(super::response::JSON, move |out| {
+        out.write_all(b"{\"next_after\":")?;
+        serde_json::to_writer(&mut *out, &listing.next_after)?;
+        out.write_all(b",\"runs\":[")?;
+        let mut first = true;
+        for ids in listing.ids.chunks(LIST_PAGE) {
+            for run in app.runs.runs_of(ids, status) {
+                if !std::mem::take(&mut first) {
+                    out.write_all(b",")?;
                 }
-                body.push_str(&run.to_json_text());
+                out.write_all(run.to_json_text().as_bytes())?;
             }
-            body.push_str("]}");
-            ex.send(json_text_response(200, body))
         }
-        Err(e) => ex.send(e.into()),
-    }
+        out.write_all(b"]}")
+    })
 }
 
 /// The `limit` of a listing: 1 to 1000, 100 when absent.
@@ -728,13 +741,35 @@ fn read_messages(ex: Exchange) {
         Err(e) => return ex.send(e.into()),
     };
     let after = ex.query("after").filter(|a| !a.is_empty());
-    match ex.app().bus.read(after.as_deref(), limit) {
-        Ok(messages) => {
-            let messages: Vec<Value> = messages.iter().map(|m| m.to_json()).collect();
-            ex.send(Response::json(200, &json!({ "messages": messages })))
+    let mut from = match ex.app().bus.cursor(after.as_deref()) {
+        Ok(from) => from,
+        Err(e) => return ex.send(e.into()),
+    };
+    // The text of `{"messages": [...]}`, a page of messages at a time.
+    let app = ex.app().clone();
+    ex.stream(super::response::JSON, move |out| {
+        out.write_all(b"{\"messages\":[")?;
+        let (mut left, mut text) = (limit, String::new());
+        while left > 0 {
+            let page = app
+                .bus
+                .read_after(from, left.min(LIST_PAGE), LIST_PAGE_BYTES);
+            let Some(last) = page.last() else {
+                break;
+            };
+            from = last.seq;
+            for m in &page {
+                if left < limit {
+                    out.write_all(b",")?;
+                }
+                left -= 1;
+                text.clear();
+                m.push_json(&mut text);
+                out.write_all(text.as_bytes())?;
+            }
         }
-        Err(e) => ex.send(e.into()),
-    }
+        out.write_all(b"]}")
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The client's socket: buffered reads that give up at a deadline, and the
-//! search for the end of a request head.
+//! The client's socket: buffered reads that give up at a deadline, writes
+//! that give the client a deadline for each piece, and the search for the
+//! end of a request head.
 
+use std::cell::Cell;
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -20,6 +22,11 @@ const READ_CHUNK: usize = 8 * 1024;
 /// each connection thread touches, and so its memory, small. Most request
 /// heads fit in it.
 const IDLE_READ: usize = 1024;
+
+/// The most bytes a client is given one write deadline to accept. Every
+/// answer goes out in pieces of at most this size, each of which the client
+/// must take within [`super::Limits::write_timeout`].
+pub(super) const PIECE: usize = 64 * 1024;
 
 /// Why no request head could be read.
 #[derive(Debug)]
@@ -42,17 +49,28 @@ pub(super) struct ClientStream {
     deadline: Instant,
     /// The read timeout currently set on the socket, to skip needless syscalls.
     timeout: Option<Duration>,
+    /// How long the client has to accept each piece of an answer.
+    write_timeout: Duration,
+    /// The write timeout set on the socket: `write_timeout` between writes,
+    /// less while the rest of a piece goes to a slow client.
+    send_timeout: Cell<Duration>,
 }
 
 impl ClientStream {
-    pub(super) fn new(stream: TcpStream) -> ClientStream {
-        ClientStream {
+    /// Wraps `stream`, whose client gets `write_timeout` to accept each
+    /// piece of an answer (at least 1 ms).
+    pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<ClientStream> {
+        let write_timeout = write_timeout.max(MIN_TIMEOUT);
+        stream.set_write_timeout(Some(write_timeout))?;
+        Ok(ClientStream {
             stream,
             buf: Vec::new(),
             pos: 0,
             deadline: Instant::now(),
             timeout: None,
-        }
+            write_timeout,
+            send_timeout: Cell::new(write_timeout),
+        })
     }
 
     /// The socket, for writing responses.
@@ -147,9 +165,9 @@ impl ClientStream {
         Ok(())
     }
 
-    /// Writes `bytes` to the client.
+    /// Writes `bytes` to the client as [`write_pieces`] does.
     pub(super) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        (&self.stream).write_all(bytes)
+        write_pieces(&self.stream, bytes, self.write_timeout, &self.send_timeout)
     }
 
     /// Appends what the socket has to the buffer: `Ok(0)` at end of stream,
@@ -203,6 +221,57 @@ impl ClientStream {
     }
 }
 
+/// Writes `bytes` to `stream` in pieces of at most [`PIECE`] bytes that the
+/// client must each accept within `within`; `TimedOut` if it does not. The
+/// socket's own timeout bounds each `write` call only, so a client taking a
+/// few bytes at a time would never trip it. `set` is the write timeout on
+/// the socket, `within` unless a slow client had it lowered; it is `within`
+/// again once all is written, which is what a stream that takes the
+/// connection over, or the sender of a late answer, relies on.
+pub(super) fn write_pieces(
+    stream: &TcpStream,
+    bytes: &[u8],
+    within: Duration,
+    set: &Cell<Duration>,
+) -> io::Result<()> {
+    let set_timeout = |timeout: Duration| {
+        stream.set_write_timeout(Some(timeout))?;
+        set.set(timeout);
+        Ok::<_, io::Error>(())
+    };
+    for mut piece in bytes.chunks(PIECE) {
+        let deadline = Instant::now() + within;
+        loop {
+            match (&*stream).write(piece) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => piece = &piece[n..],
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err) => return Err(err),
+            }
+            if piece.is_empty() {
+                break;
+            }
+            // The client is slow: the rest of the piece gets what is left
+            // of its time, and no more.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            set_timeout(left.max(MIN_TIMEOUT))?;
+        }
+    }
+    if set.get() != within {
+        set_timeout(within)?;
+    }
+    Ok(())
+}
+
 impl Read for ClientStream {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         read_buffered(self, out)
@@ -243,7 +312,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let mut client = ClientStream::new(ours);
+        let mut client = ClientStream::new(ours, Duration::from_secs(5)).unwrap();
         client.set_deadline(Duration::from_secs(5));
         (client, peer)
     }

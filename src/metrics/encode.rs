@@ -1,10 +1,10 @@
 //! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
-//! written straight into a byte buffer with no intermediate model.
+//! written straight into a byte buffer with no intermediate model, and
+//! passed on in pieces between series.
 
-use std::collections::BTreeMap;
+use std::io;
 
 use super::counter::Counter;
-use super::exemplar::Slots;
 use super::family::Family;
 use super::format::{
     write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_small_uint,
@@ -189,28 +189,99 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     write_value(out, fmt, v);
 }
 
+/// Where a scrape goes while it is rendered: the bytes collect in a
+/// buffer, which is handed to `flush` between series once it holds a
+/// piece, so that a scrape never has to be held whole.
+///
+/// It also holds a family's series numbers while they are rendered: they
+/// are copied out of the family, so that its insert mutex is not held
+/// while `flush` waits for a slow client.
+pub(crate) struct Pieces<'a> {
+    piece: usize,
+    flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+    numbers: Vec<u32>,
+    /// Reused between histogram series.
+    scratch: Vec<u64>,
+}
+
+impl<'a> Pieces<'a> {
+    /// Hands the buffer to `flush` whenever it holds `piece` bytes or more.
+    pub(crate) fn new(
+        piece: usize,
+        flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Pieces<'a> {
+        Pieces {
+            piece,
+            flush,
+            numbers: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether `out` holds a piece, to pass on. Asked after each series:
+    /// one comparison.
+    #[inline(always)]
+    fn full(&self, out: &[u8]) -> bool {
+        out.len() >= self.piece
+    }
+
+    /// Passes `out` on, and empties it, once it holds a piece.
+    #[inline(always)]
+    fn series_done(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if self.full(out) {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    /// Passes `out` on, if it holds anything, and empties it.
+    #[cold]
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        if !out.is_empty() {
+            (self.flush)(out)?;
+            out.clear();
+        }
+        Ok(())
+    }
+
+    /// The family's series numbers in render order, copied while its
+    /// insert mutex is held for as short a time as that takes.
+    fn numbers_of<M: Clone>(&mut self, f: &Family<M>) -> Vec<u32> {
+        let mut numbers = std::mem::take(&mut self.numbers);
+        f.read().numbers_into(&mut numbers);
+        numbers
+    }
+}
+
 /// Writes every sample of a counter family, each value divided by
 /// `per_unit` (see `Registry::fixed_point_counter_family`).
 pub(crate) fn write_counters(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     f: &Family<Counter>,
     per_unit: u32,
-) {
+) -> io::Result<()> {
     if per_unit <= 1 {
-        write_samples(out, fmt, name, f, Counter::get);
+        write_samples(out, pieces, fmt, name, f, Counter::get)
     } else {
         // One correctly rounded division: the nearest double to the exact
         // decimal, which the shortest round-trip form prints as that decimal.
         let per_unit = f64::from(per_unit);
-        write_samples(out, fmt, name, f, |c| c.get() / per_unit);
+        write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)
     }
 }
 
 /// Writes every sample of a gauge family.
-pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Family<Gauge>) {
-    write_samples(out, fmt, name, f, Gauge::get);
+pub(crate) fn write_gauges(
+    out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
+    fmt: Format,
+    name: &str,
+    f: &Family<Gauge>,
+) -> io::Result<()> {
+    write_samples(out, pieces, fmt, name, f, Gauge::get)
 }
 
 /// Writes one `name{labels} value` line per series.
@@ -222,20 +293,19 @@ pub(crate) fn write_gauges(out: &mut Vec<u8>, fmt: Format, name: &str, f: &Famil
 #[inline(never)]
 fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
-) {
-    if fmt == Format::OpenMetrics {
-        let exemplars = f.exemplars.lock();
-        if !exemplars.is_empty() {
-            write_samples_with_exemplars(out, name, f, &exemplars, get);
-            return;
-        }
+) -> io::Result<()> {
+    if fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty() {
+        return write_samples_with_exemplars(out, pieces, name, f, get);
     }
     let cached = f.prefixes(name);
-    for s in f.read().iter() {
+    let numbers = pieces.numbers_of(f);
+    let mut result = Ok(());
+    for s in numbers.iter().filter_map(|&i| f.series_at(i)) {
         if cached {
             out.extend_from_slice(s.prefix.get_or_init(|| {
                 let mut prefix = Vec::new();
@@ -246,21 +316,37 @@ fn write_samples<M: Clone>(
             write_series_name(out, name, &s.labels);
         }
         write_value(out, fmt, get(&s.metric));
+        result = pieces.series_done(out);
+        if result.is_err() {
+            break;
+        }
     }
+    pieces.numbers = numbers;
+    result
 }
 
 /// Writes the OpenMetrics samples of a family some of whose series have an
 /// exemplar, each after its value. Only the few families given exemplars
 /// come here, so it keeps no prefixes.
+///
+/// The exemplars are held while series are rendered, so that offers wait
+/// rather than a scrape copying every exemplar first, but never while a
+/// piece is passed on: a slow client never holds up an offer.
 #[cold]
 fn write_samples_with_exemplars<M: Clone>(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     name: &str,
     f: &Family<M>,
-    exemplars: &BTreeMap<u32, Slots>,
     get: impl Fn(&M) -> f64,
-) {
-    for (i, s) in f.read().numbered() {
+) -> io::Result<()> {
+    let numbers = pieces.numbers_of(f);
+    let mut exemplars = f.exemplars.lock();
+    let mut result = Ok(());
+    for &i in &numbers {
+        let Some(s) = f.series_at(i) else {
+            continue;
+        };
         write_series_name(out, name, &s.labels);
         write_float_openmetrics(out, get(&s.metric));
         let held = exemplars.get(&i).and_then(|slots| slots.first()?.as_ref());
@@ -268,29 +354,48 @@ fn write_samples_with_exemplars<M: Clone>(
             e.write(out);
         }
         out.push(b'\n');
+        if pieces.full(out) {
+            drop(exemplars);
+            result = pieces.flush(out);
+            if result.is_err() {
+                break;
+            }
+            exemplars = f.exemplars.lock();
+        }
     }
+    pieces.numbers = numbers;
+    result
 }
 
 /// Writes every sample of a histogram family. `les` holds the formatted
-/// upper bounds, `+Inf` last; `scratch` is reused between series. In
-/// OpenMetrics a bucket's exemplar follows its count.
+/// upper bounds, `+Inf` last. In OpenMetrics a bucket's exemplar follows
+/// its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
+    pieces: &mut Pieces<'_>,
     fmt: Format,
     name: &str,
     les: &[Box<[u8]>],
     f: &Family<Histogram>,
-    scratch: &mut Vec<u64>,
-) {
+) -> io::Result<()> {
     // Held through the family, so that offers wait rather than a scrape
-    // copying every exemplar first; text format 0.0.4 has none to show.
-    let exemplars = match fmt {
+    // copying every exemplar first, but let go while a piece is passed on,
+    // so that a slow client never holds up an offer; text format 0.0.4 has
+    // none to show.
+    let lock = || match fmt {
         Format::OpenMetrics => Some(f.exemplars.lock()),
         Format::Text => None,
     };
-    for (i, s) in f.read().numbered() {
+    let numbers = pieces.numbers_of(f);
+    let mut scratch = std::mem::take(&mut pieces.scratch);
+    let mut exemplars = lock();
+    let mut result = Ok(());
+    for &i in &numbers {
+        let Some(s) = f.series_at(i) else {
+            continue;
+        };
         let slots = exemplars.as_ref().and_then(|e| e.get(&i));
-        let (sum, count) = s.metric.snapshot(scratch);
+        let (sum, count) = s.metric.snapshot(&mut scratch);
         for (bucket, (le, n)) in les.iter().zip(scratch.iter()).enumerate() {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"_bucket{");
@@ -316,7 +421,18 @@ pub(crate) fn write_histograms(
         write_series_name(out, "", &s.labels);
         write_uint(out, count);
         out.push(b'\n');
+        if pieces.full(out) {
+            drop(exemplars.take());
+            result = pieces.flush(out);
+            if result.is_err() {
+                break;
+            }
+            exemplars = lock();
+        }
     }
+    pieces.numbers = numbers;
+    pieces.scratch = scratch;
+    result
 }
 
 /// The widest sample value either format writes: a sign, 17 significant
@@ -449,15 +565,25 @@ mod tests {
         // The second scrape of each format reuses the prefixes the first built.
         for (fmt, want) in [(Format::Text, text), (Format::OpenMetrics, om)] {
             for _ in 0..2 {
-                let mut out = Vec::new();
-                write_gauges(&mut out, fmt, "g", &f);
-                write_counters(&mut out, fmt, "c_total", &unlabelled, 1);
+                let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
+                let mut pieces = Pieces::new(usize::MAX, &mut never);
+                write_gauges(&mut out, &mut pieces, fmt, "g", &f).unwrap();
+                write_counters(&mut out, &mut pieces, fmt, "c_total", &unlabelled, 1).unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), want);
             }
         }
         // A family rendered under a second name does not use the first's.
-        let mut out = Vec::new();
-        write_counters(&mut out, Format::Text, "d_total", &unlabelled, 1);
+        let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
+        let mut pieces = Pieces::new(usize::MAX, &mut never);
+        write_counters(
+            &mut out,
+            &mut pieces,
+            Format::Text,
+            "d_total",
+            &unlabelled,
+            1,
+        )
+        .unwrap();
         assert_eq!(out, b"d_total 42\n");
     }
 

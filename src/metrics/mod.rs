@@ -37,5 +37,5 @@ pub use histogram::Histogram;
 pub use labelled::{CounterFamily, GaugeFamily, HistogramFamily};
 pub use name::{valid_label_name, valid_metric_name};
 pub use process::ProcessCollector;
-pub use registry::{Collector, Desc, Registry, RegistryOptions, OVERFLOW_METRIC};
+pub use registry::{Collector, Desc, Registry, RegistryOptions, OVERFLOW_METRIC, RENDER_PIECE};
 pub use timer::Timer;

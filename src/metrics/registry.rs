@@ -1,11 +1,12 @@
 //! The registry: owns every family, checks names, and renders a scrape.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::sync::{Arc, RwLock};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
-use super::encode::{self, openmetrics_name, Format, Kind};
+use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
 use super::error::{Error, ErrorKind};
 use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
 use super::format::write_label_value;
@@ -16,6 +17,9 @@ use super::name::{check_label_names, valid_metric_name};
 
 /// The name of the counter of lookups sent to a family's overflow series.
 pub const OVERFLOW_METRIC: &str = "conductor_series_overflow_total";
+
+/// About how many bytes [`Registry::render_to`] writes at a time.
+pub const RENDER_PIECE: usize = 32 * 1024;
 
 /// Settings for a [`Registry`]. The default is a sensible production setting.
 #[derive(Clone, Debug)]
@@ -327,9 +331,41 @@ impl Registry {
     /// by label values. Reuse `out` between scrapes to avoid reallocating.
     /// Never panics; callbacks and collectors run with no registry lock held.
     pub fn render(&self, out: &mut Vec<u8>, fmt: Format) {
+        let mut never = |_: &[u8]| Ok(());
+        // Nothing is ever passed on, so nothing can fail.
+        let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
+    }
+
+    /// Writes a scrape in `fmt` to `out` as it is rendered, the same bytes
+    /// [`Registry::render`] appends, in `write_all` calls of about
+    /// [`RENDER_PIECE`] bytes each, cut between series.
+    ///
+    /// So a scrape costs one piece of memory, and one series, however large
+    /// it is, and a slow `out` holds no lock that recording needs: a
+    /// family's series are listed first, and new ones wait only for that.
+    /// A series added meanwhile is in the next scrape.
+    ///
+    /// # Errors
+    ///
+    /// The first error of `out`, after which nothing more is written.
+    pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
+        // Room for a piece and the series that passes it, mostly.
+        let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
+        let mut write = |piece: &[u8]| out.write_all(piece);
+        let mut pieces = Pieces::new(RENDER_PIECE, &mut write);
+        self.render_pieces(&mut buf, &mut pieces, fmt)?;
+        pieces.flush(&mut buf)
+    }
+
+    /// Renders into `out`, which `pieces` passes on between series.
+    fn render_pieces(
+        &self,
+        out: &mut Vec<u8>,
+        pieces: &mut Pieces<'_>,
+        fmt: Format,
+    ) -> io::Result<()> {
         let entries = self.snapshot();
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
-        let mut scratch = Vec::new();
         for e in &entries {
             let (name, help, kind) = (e.name.as_str(), e.help.as_str(), e.kind);
             match &e.body {
@@ -338,15 +374,15 @@ impl Registry {
                 // a scrape tells what exists before anything happened.
                 Body::Counters(f, per_unit) => {
                     encode::write_header(out, fmt, name, help, kind);
-                    encode::write_counters(out, fmt, name, f, *per_unit);
+                    encode::write_counters(out, pieces, fmt, name, f, *per_unit)?;
                 }
                 Body::Gauges(f) => {
                     encode::write_header(out, fmt, name, help, kind);
-                    encode::write_gauges(out, fmt, name, f);
+                    encode::write_gauges(out, pieces, fmt, name, f)?;
                 }
                 Body::Histograms(f, les) => {
                     encode::write_header(out, fmt, name, help, kind);
-                    encode::write_histograms(out, fmt, name, les, f, &mut scratch);
+                    encode::write_histograms(out, pieces, fmt, name, les, f)?;
                 }
                 Body::GaugeFn(f) => {
                     let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
@@ -371,6 +407,7 @@ impl Registry {
         if fmt == Format::OpenMetrics {
             out.extend_from_slice(b"# EOF\n");
         }
+        Ok(())
     }
 
     fn snapshot(&self) -> Vec<Arc<Entry>> {
@@ -545,6 +582,153 @@ mod tests {
         let mut out = Vec::new();
         r.render(&mut out, Format::Text);
         String::from_utf8(out).expect("the encoder writes UTF-8")
+    }
+
+    /// A registry whose scrape is many pieces long: counters, gauges and
+    /// histograms with 2,000 series each, in both formats' shapes, and
+    /// exemplars on some counters and buckets.
+    fn large() -> (Registry, CounterFamily, HistogramFamily) {
+        let r = Registry::new();
+        let c = r.counter_family("c_total", "C.", &["phase"]).unwrap();
+        let g = r.gauge_family("g", "G.", &["phase"]).unwrap();
+        let h = r
+            .histogram_family("h_seconds", "H.", &["phase"], &[0.5, 1.0])
+            .unwrap();
+        r.gauge_fn("f", "F.", || 1.5).unwrap();
+        for i in 0..2000 {
+            let phase = format!("phase-{i:05}");
+            c.inc_by(&[&phase], i);
+            g.set(&[&phase], f64::from(i as u32) / 8.0);
+            h.observe(&[&phase], 0.75);
+            if i % 100 == 0 {
+                let run = [("run_id", phase.as_str())];
+                c.inc_with_exemplar(&[&phase], &run, 1_795_000_000.5);
+                h.observe_with_exemplar(&[&phase], 0.25, &run, 1_795_000_000.5);
+            }
+        }
+        (r, c, h)
+    }
+
+    /// Records each `write_all` a scrape makes.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl io::Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_scrape_in_pieces_is_the_whole_scrape_cut_between_series() {
+        let (r, _, _) = large();
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            let mut whole = Vec::new();
+            r.render(&mut whole, fmt);
+            let mut writes = Writes::default();
+            r.render_to(&mut writes, fmt).unwrap();
+            assert!(writes.0.len() > 4, "{} pieces", writes.0.len());
+            assert_eq!(writes.0.concat(), whole);
+            // Each piece ends a series, and holds a piece and at most the
+            // series that passed it (a histogram's 5 lines here).
+            for piece in &writes.0 {
+                assert!(piece.ends_with(b"\n"));
+                assert!(piece.len() < RENDER_PIECE + 512, "{}", piece.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_writer_stops_the_scrape() {
+        struct Fails(usize);
+        impl io::Write for Fails {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0 += 1;
+                if self.0 > 1 {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (r, _, _) = large();
+        let mut out = Fails(0);
+        let err = r.render_to(&mut out, Format::Text).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(out.0, 2, "nothing is written after the first error");
+    }
+
+    #[test]
+    fn a_slow_writer_holds_no_lock_that_recording_needs() {
+        let (r, c, _) = large();
+        // The writer waits, as a slow client makes it wait, for a new
+        // series of the family being rendered: it would never come if the
+        // family's insert mutex were held during the write.
+        struct AddsSeries(CounterFamily, usize, Vec<u8>);
+        impl io::Write for AddsSeries {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.1 == 0 {
+                    self.2 = buf.to_vec();
+                }
+                self.1 += 1;
+                let family = self.0.clone();
+                let n = self.1;
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    family.inc(&[&format!("added-{n}")]);
+                    let _ = tx.send(());
+                });
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| io::Error::other("recording was blocked by the scrape"))?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = AddsSeries(c.clone(), 0, Vec::new());
+        r.render_to(&mut out, Format::Text).unwrap();
+        // The first write came in the middle of c_total's series.
+        let first = String::from_utf8(out.2).unwrap();
+        assert!(first.starts_with("# HELP c_total ") && !first.contains("# HELP conductor"));
+        assert!(text(&r).contains("c_total{phase=\"added-1\"} 1\n"));
+    }
+
+    #[test]
+    fn a_slow_writer_never_holds_up_an_exemplar() {
+        let (r, c, h) = large();
+        // The writer waits, as a slow client makes it wait, for exemplars
+        // offered to the families being rendered: they would never come if
+        // a scrape held the families' exemplars while it writes.
+        struct Offers(CounterFamily, HistogramFamily, usize);
+        impl io::Write for Offers {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.2 += 1;
+                let (c, h) = (self.0.clone(), self.1.clone());
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let run = [("run_id", "late")];
+                    c.inc_with_exemplar(&["phase-00100"], &run, 1_795_000_001.0);
+                    h.observe_with_exemplar(&["phase-00100"], 0.25, &run, 1_795_000_001.0);
+                    let _ = tx.send(());
+                });
+                rx.recv_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|_| io::Error::other("an exemplar was held up by the scrape"))?;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Offers(c, h, 0);
+        r.render_to(&mut out, Format::OpenMetrics).unwrap();
+        assert!(out.2 > 4);
     }
 
     #[test]

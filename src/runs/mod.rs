@@ -342,6 +342,15 @@ pub struct Page {
     pub next_after: Option<String>,
 }
 
+/// The runs of one page of a listing, by id, from [`Runs::listing`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing {
+    /// The ids, in start order (start time, then id).
+    pub ids: Vec<Arc<str>>,
+    /// The id to list after for the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
 /// Where a run stands in a listing: by start time, then id, so that the
 /// order is total and a cursor resumes exactly.
 #[derive(Debug, Clone, Copy)]
@@ -1337,6 +1346,26 @@ impl Runs {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page, Error> {
+        let listing = self.listing(status, after, limit)?;
+        let runs = self.runs_of(&listing.ids, status);
+        Ok(Page {
+            runs: runs.iter().map(|r| Run::clone(r)).collect(),
+            next_after: listing.next_after,
+        })
+    }
+
+    /// The ids of [`Runs::list`]'s page, to read a few runs at a time with
+    /// [`Runs::runs_of`]: a listing then holds a page's ids, not its runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runs::list`].
+    pub fn listing(
+        &self,
+        status: Option<Status>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Listing, Error> {
         let state = self.lock();
         let from = match after {
             None => None,
@@ -1366,11 +1395,26 @@ impl Runs {
         let mut keys = first.into_sorted_vec();
         let more = keys.len() > limit;
         keys.truncate(limit);
-        let runs: Vec<Run> = keys.iter().map(|k| Run::clone(&state.runs[k.id])).collect();
+        let ids = keys
+            .iter()
+            .filter_map(|k| state.runs.get_key_value(k.id).map(|(id, _)| id.clone()))
+            .collect();
         let next_after = more
             .then(|| keys.last().map(|k| k.id.to_string()))
             .flatten();
-        Ok(Page { runs, next_after })
+        Ok(Listing { ids, next_after })
+    }
+
+    /// The runs of `ids` still held, and still with `status` when given, in
+    /// the order of `ids`. They are shared with the store, not copied: a run
+    /// that changes meanwhile is copied by the store first.
+    pub fn runs_of(&self, ids: &[Arc<str>], status: Option<Status>) -> Vec<Arc<Run>> {
+        let state = self.lock();
+        ids.iter()
+            .filter_map(|id| state.runs.get(id))
+            .filter(|run| status.is_none_or(|s| run.status == s))
+            .cloned()
+            .collect()
     }
 
     /// The newest running run (by start time, then id) and how many runs

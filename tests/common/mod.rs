@@ -29,7 +29,7 @@ pub const RAW_TIMEOUT: Duration = Duration::from_secs(5);
 /// The prefix of the one line the server prints on stdout once it accepts connections.
 const LISTENING_PREFIX: &str = "conductor-metrics listening on http://";
 /// Variables the server reads; cleared for every child so the developer's shell cannot leak into a test.
-const SERVER_ENV_VARS: [&str; 9] = [
+const SERVER_ENV_VARS: [&str; 10] = [
     "CONDUCTOR_ADDR",
     "CONDUCTOR_DATA_DIR",
     "CONDUCTOR_WORKERS",
@@ -38,6 +38,7 @@ const SERVER_ENV_VARS: [&str; 9] = [
     "CONDUCTOR_LOG",
     "CONDUCTOR_IDLE_TIMEOUT",
     "CONDUCTOR_HEADER_TIMEOUT",
+    "CONDUCTOR_WRITE_TIMEOUT",
     "CONDUCTOR_MAX_CONNECTIONS",
 ];
 

@@ -359,6 +359,13 @@ impl<M: Clone> Family<M> {
         self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
 
+    /// Series number `i`, if it exists. Series are never moved or
+    /// removed, so this needs no lock: a renderer holds a family's series
+    /// numbers, not its insert mutex, while it waits for a client.
+    pub(crate) fn series_at(&self, i: u32) -> Option<&Series<M>> {
+        self.series(i)
+    }
+
     /// The label values of series number `i`, if it exists.
     pub(crate) fn label_values(&self, i: u32) -> Option<Vec<String>> {
         self.series(i).map(|s| decode(&s.key))
@@ -366,34 +373,24 @@ impl<M: Clone> Family<M> {
 
     /// Read access to the series in label-value order, for rendering. It
     /// holds the insert mutex, which blocks new series but no lookups.
-    pub(crate) fn read(&self) -> SortedSeries<'_, M> {
+    pub(crate) fn read(&self) -> SortedSeries<'_> {
         SortedSeries {
-            family: self,
             writer: self.writer.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }
 
 /// A view of a family's series in label-value order.
-pub(crate) struct SortedSeries<'a, M> {
-    family: &'a Family<M>,
+pub(crate) struct SortedSeries<'a> {
     writer: MutexGuard<'a, Writer>,
 }
 
-impl<M> SortedSeries<'_, M> {
-    /// Iterates the series in label-value order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Series<M>> {
-        self.numbered().map(|(_, s)| s)
-    }
-
-    /// Iterates the series in label-value order, each with its number.
-    pub(crate) fn numbered(&self) -> impl Iterator<Item = (u32, &Series<M>)> {
-        let chunks: [&[OnceLock<Series<M>>]; LEVELS] =
-            std::array::from_fn(|k| self.family.chunks[k].get().map_or(&[][..], |c| &c[..]));
-        self.writer.sorted.iter().filter_map(move |&i| {
-            let (k, at) = place_of(i);
-            Some((i, chunks.get(k)?.get(at)?.get()?))
-        })
+impl SortedSeries<'_> {
+    /// Replaces `out` with the series' numbers in label-value order, for
+    /// [`Family::series_at`].
+    pub(crate) fn numbers_into(&self, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(&self.writer.sorted);
     }
 
     /// The number of series.
@@ -443,8 +440,11 @@ mod tests {
     /// Each series' labels and count, in render order.
     fn series(f: &Family<Counter>) -> Vec<(String, f64)> {
         let labels = |s: &Series<Counter>| String::from_utf8(s.labels.to_vec()).unwrap();
-        f.read()
+        let mut numbers = Vec::new();
+        f.read().numbers_into(&mut numbers);
+        numbers
             .iter()
+            .filter_map(|&i| f.series_at(i))
             .map(|s| (labels(s), s.metric.get()))
             .collect()
     }
