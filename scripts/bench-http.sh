@@ -17,7 +17,7 @@
 #   metric_updates <n> updates/s POST /api/v1/metrics answered 200 (durable), batches of 1000, 8 connections, 5 s
 #   render_declared_10k_us <n> us  p50 server-side render of /metrics (timed on HEAD), 10,000 declared series valued in dollars
 #   render_declared_10k_counts_us <n> us  the same with whole-number values (token counts)
-#   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 5000, <= 6, 0)
+#   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 6500, <= 6, 0)
 #
 # The three declared-metrics figures run on servers started with docs/examples/orchestrator-metrics.json.
 # Targets, reported rather than asserted: metric_updates >= 200,000/s, render_declared_10k_us < 1000.
@@ -287,7 +287,10 @@ code_value() {
 check appends_with_100_idle_subscribers "$appends_idle_subs" '>=' "$(awk -v m="$message_appends" 'BEGIN { print 0.8 * m }')"
 check sse_delivery_p50 "$sse_delivery_p50" '<' 2
 check idle_threads "$idle_threads" '<=' 8
-check src_http_lines "$(code_value src_http_lines)" '<=' 5000
+# 5,000 until answers were written as they are made (issue 24): the body writer, its framing
+# (http/wire.rs) and their tests took the layer to about 6,200 lines. The bound keeps it from
+# growing further; bringing it back down is part of the one-engine work (issue 23).
+check src_http_lines "$(code_value src_http_lines)" '<=' 6500
 check unsafe_blocks "$(code_value unsafe_blocks)" '<=' 6
 check import_circles "$(code_value import_circles)" '==' 0
 end_checks

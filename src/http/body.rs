@@ -15,8 +15,8 @@
 
 use std::io::{self, Write};
 
-use super::answer::{self, Delivery, Framing, Reply};
 use super::socket::{ClientStream, PIECE};
+use super::wire::{self, Delivery, Framing, Reply};
 use super::Hooks;
 
 /// The room kept before a piece for the answer's head, when it has not gone
@@ -120,7 +120,7 @@ impl<'a> BodyWriter<'a> {
         self.buf = Vec::new();
         self.bytes = reply.body.len() as u64;
         let d = self.delivery;
-        let whole = answer::encode(reply, d.head_only, d.close, d.keep_alive_10);
+        let whole = wire::encode(reply, d.head_only, d.close, d.keep_alive_10);
         self.progress = match self.send(&whole) {
             Ok(()) => Progress::Ended,
             Err(_) => Progress::Failed,
@@ -207,7 +207,7 @@ impl<'a> BodyWriter<'a> {
     fn head(&self, framing: Framing) -> Vec<u8> {
         let d = self.delivery;
         let mut head = Vec::with_capacity(256);
-        answer::head(
+        wire::head(
             &mut head,
             200,
             &self.headers,
@@ -384,7 +384,7 @@ mod tests {
             headers: headers(),
             body: b"hello world".to_vec(),
         };
-        let want = answer::encode(&reply, false, false, false);
+        let want = wire::encode(&reply, false, false, false);
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);
@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(body.bytes(), 12);
         assert!(body.write_all(b"more").is_err());
         body.finish().unwrap();
-        let want = answer::encode(&error, false, false, false);
+        let want = wire::encode(&error, false, false, false);
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);

@@ -56,6 +56,7 @@ pub mod routes;
 mod socket;
 pub mod streams;
 mod syntax;
+mod wire;
 
 use std::fmt;
 use std::io;
