@@ -80,8 +80,8 @@ def code_counts(root):
     """The method labels and status labels conductor_api_requests_total can take, from the code."""
     exchange = (root / "src/http/exchange.rs").read_text()
     known = one(r"const KNOWN: \[&str; (\d+)\]", exchange, "src/http/exchange.rs")
-    answer = (root / "src/http/answer.rs").read_text()
-    statuses = one(r"const STATUSES: \[\(u16, &str, &str\); (\d+)\]", answer, "src/http/answer.rs")
+    answer = (root / "src/http/wire.rs").read_text()
+    statuses = one(r"const STATUSES: \[\(u16, &str, &str\); (\d+)\]", answer, "src/http/wire.rs")
     # Each known method, and OTHER; each status, and `other`.
     return int(known.group(1)) + 1, int(statuses.group(1)) + 1
 
