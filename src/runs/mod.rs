@@ -1268,9 +1268,15 @@ impl Runs {
         let mut record = events_record(id, &events);
         let mut events = events;
         let mut state = self.lock();
-        let checked = state
-            .running(id)
-            .and_then(|()| self.check_token_cost(&state, id, events.iter(), "input_tokens"));
+        // Only tokens change a run's price: a batch without them skips the
+        // pricing of the run's whole detail.
+        let priced = events
+            .iter()
+            .any(|e| matches!(e.event, Event::Tokens { .. }));
+        let checked = state.running(id).and_then(|()| match priced {
+            true => self.check_token_cost(&state, id, events.iter(), "input_tokens"),
+            false => Ok(()),
+        });
         if let Err(e) = checked {
             drop(state);
             return done(Err(e));
