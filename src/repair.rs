@@ -128,8 +128,27 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
     }
     files.sort();
     files.dedup();
+    // Of a store's segments only the newest can end torn: an older one was
+    // complete when the next began, so a torn end there is damage, which
+    // its open refuses, naming it. It is not cut here.
+    let older_segment = |f: &PathBuf| {
+        let number = |p: &Path| -> Option<u64> {
+            let name = p.file_name()?.to_str()?.strip_suffix(".jsonl")?;
+            (name.len() == 10).then(|| name.parse().ok())?
+        };
+        number(f).is_some_and(|n| {
+            files
+                .iter()
+                .any(|g| g.parent() == f.parent() && number(g).is_some_and(|m| m > n))
+        })
+    };
+    let newest: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !older_segment(f))
+        .cloned()
+        .collect();
     let mut cuts = Vec::new();
-    for file in files {
+    for file in newest {
         let cut = cut_tail(&file)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
         if cut > 0 {

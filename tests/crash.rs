@@ -721,3 +721,55 @@ fn run_end_rounds(data: &Path, args: &[&str], snapshot: Option<&Path>) {
         assert!(cut_short > 0, "no kill landed while a snapshot was written");
     }
 }
+
+/// Only the newest segment's torn tail is a crash's: an older segment cut
+/// short refuses the start, naming it, and the start cuts nothing.
+#[test]
+fn an_older_segment_cut_short_refuses_the_start_and_is_left_as_it_is() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let mut server = ServerProc::start(&data, &["--retain-messages", "64"], &[]);
+    for i in 0..200 {
+        let body = json!({"type": "note", "body": format!("message {i}")});
+        assert_eq!(
+            post_json(server.addr(), "/api/v1/messages", &body).status,
+            201
+        );
+    }
+    server.kill();
+    let mut segments: Vec<_> = std::fs::read_dir(data.join("messages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let older = &segments[segments.len() - 2];
+    let len = std::fs::metadata(older).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(older).unwrap();
+    file.set_len(len - 5).unwrap();
+    let data_arg = data.to_str().unwrap();
+    let serve = [
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_arg,
+        "--retain-messages",
+        "64",
+    ];
+    let refused = common::run_cli(&serve, &[], None, Duration::from_secs(60));
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    let name = older.file_name().unwrap().to_str().unwrap();
+    assert!(refused.stderr.contains(name), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("cut or damaged"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::metadata(older).unwrap().len(),
+        len - 5,
+        "nothing cut"
+    );
+}
