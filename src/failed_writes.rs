@@ -78,7 +78,13 @@ impl Harness {
     fn seen(&self) -> Value {
         let (_, runs) = self.call("GET", "/api/v1/runs?limit=1000", None);
         let (_, mut budget) = self.call("GET", "/api/v1/budget", None);
-        budget.as_object_mut().map(|b| b.remove("reset_unix"));
+        // The forecast moves with the clock: a spend rate over a window
+        // that slides, and when the budget runs out at that rate.
+        if let Some(b) = budget.as_object_mut() {
+            for moving in ["reset_unix", "exhausts_at", "spend_rate_dollars_per_hour"] {
+                b.remove(moving);
+            }
+        }
         let (_, messages) = self.call("GET", "/api/v1/messages?limit=1000", None);
         let authority = self.server.addr().to_string();
         let metrics = client::exchange(
@@ -95,6 +101,7 @@ impl Harness {
             "conductor_api_requests",
             "conductor_http_",
             "conductor_uptime",
+            "agent_budget_exhausted_in_seconds",
         ];
         let metrics: Vec<String> = String::from_utf8_lossy(&metrics.body)
             .lines()
