@@ -12,7 +12,7 @@ use crate::events::Hub;
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::otlp::{Exporter, OtlpConfig};
-use crate::runs::{RunMetrics, Runs};
+use crate::runs::{RunMetrics, Runs, Text};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -366,10 +366,13 @@ impl App {
         let fields = [
             ("run_id", serde_json::json!(&*run.run_id)),
             ("correlation_id", serde_json::json!(run.correlation())),
-            ("work_order_id", serde_json::json!(run.work_order_id)),
+            (
+                "work_order_id",
+                serde_json::json!(run.text(Text::WorkOrderId)),
+            ),
             ("status", serde_json::json!(run.status.as_str())),
             ("cost", serde_json::json!(finished.spend.amount)),
-            ("error", serde_json::json!(run.error)),
+            ("error", serde_json::json!(run.text(Text::Error))),
             (
                 "iterations",
                 serde_json::json!(run.detail.iterations_started),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::hub::{Hub, NewEvent, Rendered};
 use crate::bus::Message;
 use crate::json_text::{push_key, push_str};
-use crate::runs::{Event, Run, RunIds, Status, Timed};
+use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
 /// The largest message body carried inline by `message_appended`, in bytes
@@ -19,8 +19,8 @@ pub const MAX_INLINE_BODY: usize = 4096;
 fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     NewEvent::new(kind, at).run(
         &run.run_id,
-        run.correlation_id.as_deref(),
-        run.work_order_id.as_deref(),
+        run.text(Text::CorrelationId),
+        run.text(Text::WorkOrderId),
     )
 }
 
@@ -101,9 +101,9 @@ impl Hub {
     pub fn run_started(&self, run: &Run) -> u64 {
         self.publish(
             for_run("run_started", run.started_at, run)
-                .field("agent", json!(run.agent))
-                .field("goal", json!(run.goal))
-                .field("strategy", json!(run.strategy))
+                .field("agent", json!(run.text(Text::Agent)))
+                .field("goal", json!(run.text(Text::Goal)))
+                .field("strategy", json!(run.text(Text::Strategy)))
                 .field("max_iterations", json!(run.max_iterations)),
         )
     }
@@ -147,11 +147,11 @@ impl Hub {
                 }),
             );
         match run.status {
-            Status::Failed => event = event.field("error", json!(run.error)),
-            Status::Cancelled => event = event.field("reason", json!(run.error)),
+            Status::Failed => event = event.field("error", json!(run.text(Text::Error))),
+            Status::Cancelled => event = event.field("reason", json!(run.text(Text::Error))),
             _ => {}
         }
-        let metrics = run.metrics.as_deref().unwrap_or("null");
+        let metrics = run.text(Text::Metrics).unwrap_or("null");
         Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
@@ -253,18 +253,13 @@ mod tests {
     fn run() -> Run {
         Run {
             run_id: "r1".into(),
-            agent: Some("coder".into()),
-            goal: None,
+            texts: crate::runs::Texts::from_json(
+                &json!({"agent": "coder", "error": "boom", "work_order_id": "wo-7"}),
+            ),
             status: Status::Failed,
             started_at: 10.0,
             ended_at: Some(12.5),
-            error: Some("boom".into()),
-            work_order_id: Some("wo-7".into()),
-            correlation_id: None,
-            strategy: None,
             max_iterations: Some(3),
-            traceparent: None,
-            metrics: None,
             reserved: None,
             cost: None,
             detail: Detail::default().into(),
@@ -334,11 +329,10 @@ mod tests {
         ]);
         let events = crate::runs::event::parse_batch(&batch, 1_795_439_678.123).unwrap();
         let mut runs = vec![run()];
-        runs.push(Run {
-            correlation_id: Some("c \"1\"".into()),
-            work_order_id: None,
-            ..run()
-        });
+        let mut other = run();
+        other.texts.set(Text::CorrelationId, Some("c \"1\""));
+        other.texts.set(Text::WorkOrderId, None);
+        runs.push(other);
         for r in &runs {
             hub.run_events(&r.ids(), &events);
             let got = drain(&mut sub);
@@ -385,8 +379,8 @@ mod tests {
                     (Some(run), _) => {
                         event = event.run(
                             &run.run_id,
-                            run.correlation_id.as_deref(),
-                            run.work_order_id.as_deref(),
+                            run.text(Text::CorrelationId),
+                            run.text(Text::WorkOrderId),
                         )
                     }
                     (None, Some(id)) => event = event.run(id, None, None),

@@ -16,7 +16,7 @@ use crate::bus;
 use crate::error::Error;
 use crate::json_text;
 use crate::metrics::Format;
-use crate::runs::{Finish, NewRun, Status};
+use crate::runs::{Finish, NewRun, Status, Text};
 use crate::time;
 
 /// Dispatches one request. Every path through here answers exactly once.
@@ -222,7 +222,7 @@ fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
         Ok(run) => {
             let mut ex = ex;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            let fields = run_fields(&run.run_id, run.correlation(), run.work_order_id.as_deref());
+            let fields = run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
             ex.app().log.info("run started", &fields);
             ex.app().events.run_started(&run);
             ex.send(answer(&run))
@@ -474,11 +474,8 @@ fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
             for a in &applied {
                 match a {
                     crate::runs::Applied::Started(run) => {
-                        let fields = run_fields(
-                            &run.run_id,
-                            run.correlation(),
-                            run.work_order_id.as_deref(),
-                        );
+                        let fields =
+                            run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
                         app.log.info("run started", &fields);
                         app.events.run_started(run);
                     }

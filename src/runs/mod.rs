@@ -7,12 +7,14 @@ pub mod event;
 pub mod metrics;
 pub mod progress;
 pub mod snapshot;
+pub mod texts;
 pub mod trace;
 
 pub use detail::{Detail, LazyDetail};
 pub use event::{Event, Timed};
 pub use metrics::{RunMetrics, RunRef};
 pub use progress::{Progress, Step};
+pub use texts::{Text, Texts};
 
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
@@ -70,31 +72,17 @@ pub struct Run {
     /// The run's id, unique within the data dir; shared with the store's
     /// table, which is keyed by it.
     pub run_id: Arc<str>,
-    /// Which agent runs it, when given.
-    pub agent: Option<Box<str>>,
-    /// What it is for, when given.
-    pub goal: Option<Box<str>>,
+    /// Its texts: agent, goal, error, work order, correlation id,
+    /// strategy, `traceparent` and the emitter's `metrics` (see [`Text`]).
+    pub texts: Texts,
     /// Its status.
     pub status: Status,
     /// Unix seconds when it started.
     pub started_at: f64,
     /// Unix seconds when it finished.
     pub ended_at: Option<f64>,
-    /// The error a failed run reported.
-    pub error: Option<Box<str>>,
-    /// The work order it serves, when given.
-    pub work_order_id: Option<Box<str>>,
-    /// The id that ties its logs and events together (its run id when not given).
-    pub correlation_id: Option<Box<str>>,
-    /// The orchestrator's strategy, when given.
-    pub strategy: Option<Box<str>>,
     /// The iteration budget, when given.
     pub max_iterations: Option<u64>,
-    /// The W3C `traceparent` it was started with, when valid.
-    pub traceparent: Option<Box<str>>,
-    /// The `metrics` object its emitter's `run_completed` carried: the JSON
-    /// text as sent, on one line (see [`progress::MAX_METRICS_BYTES`]).
-    pub metrics: Option<Box<str>>,
     /// Micro-dollars the budget holds for it while it runs: what its
     /// start reserved (its start record says, see [`Budget::reserve`]),
     /// or what its tokens have cost when that is more. None once it has
@@ -108,15 +96,20 @@ pub struct Run {
 }
 
 impl Run {
+    /// One of its texts, if present.
+    pub fn text(&self, which: Text) -> Option<&str> {
+        self.texts.get(which)
+    }
+
     /// The correlation id: the one given at start, or the run id.
     pub fn correlation(&self) -> &str {
-        self.correlation_id.as_deref().unwrap_or(&self.run_id)
+        self.text(Text::CorrelationId).unwrap_or(&self.run_id)
     }
 
     /// Applies one event to the run's detail and moves the metrics it
     /// concerns, with the run as the exemplar of what it observes.
     pub fn apply_event(&mut self, e: &Timed, m: &RunMetrics) {
-        let run = RunRef::new(&self.run_id, self.traceparent.as_deref());
+        let run = RunRef::new(&self.run_id, self.texts.get(Text::Traceparent));
         self.detail.apply(e, m, run);
     }
 
@@ -124,8 +117,8 @@ impl Run {
     pub fn ids(&self) -> RunIds {
         RunIds {
             run_id: self.run_id.to_string(),
-            correlation_id: self.correlation_id.as_deref().map(str::to_string),
-            work_order_id: self.work_order_id.as_deref().map(str::to_string),
+            correlation_id: self.text(Text::CorrelationId).map(str::to_string),
+            work_order_id: self.text(Text::WorkOrderId).map(str::to_string),
         }
     }
 
@@ -135,8 +128,7 @@ impl Run {
     pub fn to_json(&self) -> Value {
         let mut value = self.members();
         value["metrics"] = self
-            .metrics
-            .as_deref()
+            .text(Text::Metrics)
             .and_then(|m| serde_json::from_str(m).ok())
             .unwrap_or(Value::Null);
         value
@@ -149,7 +141,7 @@ impl Run {
         crate::json_text::push_raw_member(
             &mut text,
             "metrics",
-            self.metrics.as_deref().unwrap_or("null"),
+            self.text(Text::Metrics).unwrap_or("null"),
         );
         text
     }
@@ -158,15 +150,15 @@ impl Run {
     fn members(&self) -> Value {
         json!({
             "run_id": &*self.run_id,
-            "agent": self.agent,
-            "goal": self.goal,
+            "agent": self.text(Text::Agent),
+            "goal": self.text(Text::Goal),
             "status": self.status.as_str(),
             "started_at": time::rfc3339(self.started_at),
             "ended_at": self.ended_at.map(time::rfc3339),
-            "error": self.error,
-            "work_order_id": self.work_order_id,
+            "error": self.text(Text::Error),
+            "work_order_id": self.text(Text::WorkOrderId),
             "correlation_id": self.correlation(),
-            "strategy": self.strategy,
+            "strategy": self.text(Text::Strategy),
             "max_iterations": self.max_iterations,
             "cost": self.cost.map(dollars),
             "reserved": self.reserved.map(dollars),
@@ -308,21 +300,10 @@ impl Run {
     /// About how many bytes of memory the run holds in the store.
     fn approx_bytes(&self) -> u64 {
         let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
-        let texts = [
-            &self.agent,
-            &self.goal,
-            &self.error,
-            &self.work_order_id,
-            &self.correlation_id,
-            &self.strategy,
-            &self.traceparent,
-            &self.metrics,
-        ];
-        let own = texts
-            .iter()
-            .filter_map(|t| t.as_deref())
-            .map(text)
-            .sum::<u64>();
+        let own = match self.texts.stored_bytes() {
+            0 => 0,
+            n => (n as u64).next_multiple_of(16) + 16,
+        };
         // The run, its shared box, its table slot, and its id twice: in the
         // run (the table's key shares it), and in the order of finished runs.
         std::mem::size_of::<Run>() as u64
@@ -536,7 +517,7 @@ fn settlement_of(end: &Value) -> Option<Settlement> {
 /// running server had.
 fn learn(budget: &Budget, end: &Value, run: &Run) {
     if let (Some(micros), Some(at)) = (end["spend"]["micros"].as_i64(), run.ended_at) {
-        budget.learn(run.agent.as_deref(), micros, at);
+        budget.learn(run.text(Text::Agent), micros, at);
     }
 }
 
@@ -705,7 +686,7 @@ impl Runs {
             // tokens cost more already holds that (see `cover`).
             let started = run
                 .reserved
-                .unwrap_or_else(|| budget.run_estimate(run.agent.as_deref()));
+                .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
             let micros = started.max(accrued(&budget, run));
             budget.restore_reservation(&run.run_id, run.started_at, micros)?;
             if run.reserved != Some(micros) {
@@ -1708,18 +1689,11 @@ impl State {
                     key.clone(),
                     Arc::new(Run {
                         run_id: key,
-                        agent: text("agent"),
-                        goal: text("goal"),
+                        texts: Texts::from_json(v),
                         status: Status::Running,
                         started_at: ts,
                         ended_at: None,
-                        error: None,
-                        work_order_id: text("work_order_id"),
-                        correlation_id: text("correlation_id"),
-                        strategy: text("strategy"),
                         max_iterations: v["max_iterations"].as_u64(),
-                        traceparent: text("traceparent"),
-                        metrics: None,
                         reserved: v["reserved_micros"].as_i64(),
                         cost: None,
                         detail: LazyDetail::default(),
@@ -1784,8 +1758,8 @@ impl State {
         };
         run.status = status;
         run.ended_at = Some(ts);
-        run.error = end.error;
-        run.metrics = end.metrics;
+        run.texts.set(Text::Error, end.error.as_deref());
+        run.texts.set(Text::Metrics, end.metrics.as_deref());
         run.cost = end.cost;
         // Released. It grew with the run's tokens as the live store
         // applied them, and a start grows only the running runs' again
@@ -1799,7 +1773,7 @@ impl State {
         let seconds = end
             .reported_ms
             .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
-        let who = RunRef::new(&run.run_id, run.traceparent.as_deref());
+        let who = RunRef::new(&run.run_id, run.text(Text::Traceparent));
         m.finished(who, outcome, seconds, ts);
         let summary = run.detail.summary();
         let mut whole = std::mem::replace(&mut run.detail, summary);
@@ -2179,7 +2153,7 @@ mod tests {
         assert!(ended.clone().any(|r| r.cost == Some(250_000)));
         let metrics = |runs: &[Run], id: &str| {
             let run = runs.iter().find(|r| &*r.run_id == id).unwrap();
-            run.metrics.as_deref().map(str::to_string)
+            run.text(Text::Metrics).map(str::to_string)
         };
         assert_eq!(metrics(&before.0, "early").as_deref(), Some(early));
         assert_eq!(metrics(&before.0, "late").as_deref(), Some(late));

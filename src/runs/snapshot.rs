@@ -24,7 +24,7 @@ use crate::budget::{AgentCosts, Settlement};
 use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
-use super::{Counts, Run, Status};
+use super::{Counts, Run, Status, Text, Texts};
 
 /// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
@@ -195,19 +195,9 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(m.key("started_at")?, &run.started_at)?;
     // Members a run does not have are left out, as most runs have few: the
     // reader takes a missing one for none.
-    let texts = [
-        ("agent", &run.agent),
-        ("goal", &run.goal),
-        ("error", &run.error),
-        ("work_order_id", &run.work_order_id),
-        ("correlation_id", &run.correlation_id),
-        ("strategy", &run.strategy),
-        ("traceparent", &run.traceparent),
-        ("metrics", &run.metrics),
-    ];
-    for (name, text) in texts {
-        if let Some(text) = text {
-            serde_json::to_writer(m.key(name)?, text)?;
+    for which in Text::ALL {
+        if let Some(text) = run.text(which) {
+            serde_json::to_writer(m.key(which.key())?, text)?;
         }
     }
     if let Some(at) = run.ended_at {
@@ -292,25 +282,17 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
 
 /// The run a snapshot line holds; `None` when it is not one.
 pub fn run_from_json(v: &Value) -> Option<Run> {
-    let text = |k: &str| v[k].as_str().map(Box::from);
     let detail = match &v["detail"] {
         Value::Null => LazyDetail::default(),
         d => LazyDetail::from(detail_from_json(d)?),
     };
     Some(Run {
         run_id: v["run_id"].as_str()?.into(),
-        agent: text("agent"),
-        goal: text("goal"),
+        texts: Texts::from_json(v),
         status: Status::parse(v["status"].as_str()?)?,
         started_at: v["started_at"].as_f64()?,
         ended_at: v["ended_at"].as_f64(),
-        error: text("error"),
-        work_order_id: text("work_order_id"),
-        correlation_id: text("correlation_id"),
-        strategy: text("strategy"),
         max_iterations: v["max_iterations"].as_u64(),
-        traceparent: text("traceparent"),
-        metrics: text("metrics"),
         reserved: v["reserved_micros"].as_i64(),
         cost: v["cost_micros"].as_i64(),
         detail,

@@ -7,7 +7,7 @@
 //! at the latest of its end, its last event and its phases' ends: every
 //! phase span lies inside it.
 
-use super::{Run, Status};
+use super::{Run, Status, Text};
 use crate::otlp::{GateEvent, Outcome, PhaseSpan, RunTrace, TraceContext};
 
 fn gate_event(g: &super::detail::Gate) -> GateEvent {
@@ -25,7 +25,9 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
     let outcome = match run.status {
         Status::Running => return None,
         Status::Completed => Outcome::Completed,
-        Status::Failed => Outcome::Failed(run.error.as_deref().unwrap_or("run failed").to_string()),
+        Status::Failed => {
+            Outcome::Failed(run.text(Text::Error).unwrap_or("run failed").to_string())
+        }
         Status::Cancelled => Outcome::Cancelled,
     };
     let (started, ended) = match (run.detail.event_span, run.ended_at?) {
@@ -33,8 +35,7 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         (None, ended) => (run.started_at, ended),
     };
     let ctx = run
-        .traceparent
-        .as_deref()
+        .text(Text::Traceparent)
         .and_then(TraceContext::parse_traceparent)
         .unwrap_or_else(TraceContext::new_root);
     let (input_tokens, output_tokens) = run.detail.tokens();
@@ -73,9 +74,9 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         // answer with, which is the run id; the work order and correlation
         // ids go on as attributes of their own.
         operation_id: run.run_id.to_string(),
-        work_order_id: run.work_order_id.as_deref().map(str::to_string),
-        correlation_id: run.correlation_id.as_deref().map(str::to_string),
-        strategy: run.strategy.as_deref().map(str::to_string),
+        work_order_id: run.text(Text::WorkOrderId).map(str::to_string),
+        correlation_id: run.text(Text::CorrelationId).map(str::to_string),
+        strategy: run.text(Text::Strategy).map(str::to_string),
         started_unix: started,
         ended_unix: ended,
         outcome,
@@ -112,18 +113,11 @@ mod tests {
         }
         Run {
             run_id: "r-1".into(),
-            agent: None,
-            goal: None,
+            texts: crate::runs::Texts::from_json(&json!({"work_order_id": "wo-1"})),
             status,
             started_at: NOW,
             ended_at: Some(NOW + 1.0),
-            error: None,
-            work_order_id: Some("wo-1".into()),
-            correlation_id: None,
-            strategy: None,
             max_iterations: None,
-            traceparent: None,
-            metrics: None,
             reserved: None,
             cost: None,
             detail: detail.into(),
@@ -257,12 +251,12 @@ mod tests {
         let events = json!([{"type": "phase_started", "phase": "p"}]);
         assert_eq!(run_trace(&run(Status::Running, events.clone())), None);
         let mut failed = run(Status::Failed, events.clone());
-        failed.error = Some("tests failed".into());
+        failed.texts.set(Text::Error, Some("tests failed"));
         assert_eq!(
             run_trace(&failed).unwrap().outcome,
             Outcome::Failed("tests failed".into())
         );
-        failed.error = None;
+        failed.texts.set(Text::Error, None);
         assert_eq!(
             run_trace(&failed).unwrap().outcome,
             Outcome::Failed("run failed".into())
@@ -307,7 +301,7 @@ mod tests {
                 {"type": "phase_completed", "phase": "assessing", "success": true, "timestamp": 18.0},
             ]),
         );
-        r.strategy = Some("momentum-v2".into());
+        r.texts.set(Text::Strategy, Some("momentum-v2"));
         let spans = run_trace(&r).unwrap().into_spans();
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(

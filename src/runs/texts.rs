@@ -1,0 +1,179 @@
+//! The optional texts a run carries, kept in one allocation.
+//!
+//! Eight `Option<Box<str>>` fields cost 128 bytes in every run, set or not,
+//! and one allocation each when set. A run store holds every active run in
+//! memory, so the texts live together: one length per text and one string.
+
+use serde_json::Value;
+
+/// Which of a run's texts; the JSON key of each is [`Text::key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Text {
+    /// Which agent runs it.
+    Agent,
+    /// What it is for.
+    Goal,
+    /// The error a failed run reported.
+    Error,
+    /// The work order it serves.
+    WorkOrderId,
+    /// The id that ties its logs and events together.
+    CorrelationId,
+    /// The orchestrator's strategy.
+    Strategy,
+    /// The W3C `traceparent` it was started with.
+    Traceparent,
+    /// The `metrics` object its emitter's `run_completed` carried, as JSON
+    /// text on one line.
+    Metrics,
+}
+
+impl Text {
+    /// Every text, in the order they are stored.
+    pub const ALL: [Text; 8] = [
+        Text::Agent,
+        Text::Goal,
+        Text::Error,
+        Text::WorkOrderId,
+        Text::CorrelationId,
+        Text::Strategy,
+        Text::Traceparent,
+        Text::Metrics,
+    ];
+
+    /// The member that holds it in a run's records and in the API.
+    pub fn key(self) -> &'static str {
+        match self {
+            Text::Agent => "agent",
+            Text::Goal => "goal",
+            Text::Error => "error",
+            Text::WorkOrderId => "work_order_id",
+            Text::CorrelationId => "correlation_id",
+            Text::Strategy => "strategy",
+            Text::Traceparent => "traceparent",
+            Text::Metrics => "metrics",
+        }
+    }
+}
+
+/// A length that marks a text as absent: every text is far shorter (the
+/// longest, `metrics`, is at most 4096 bytes).
+const ABSENT: u16 = u16::MAX;
+
+/// A run's texts: each present or absent, stored end to end.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Texts {
+    lens: [u16; 8],
+    all: Box<str>,
+}
+
+impl Default for Texts {
+    fn default() -> Texts {
+        Texts {
+            lens: [ABSENT; 8],
+            all: Box::default(),
+        }
+    }
+}
+
+impl Texts {
+    /// The texts of a JSON object's string members named by [`Text::key`];
+    /// any other value, or one too long to store, counts as absent.
+    pub fn from_json(v: &Value) -> Texts {
+        let mut texts = Texts::default();
+        for which in Text::ALL {
+            texts.set(which, v[which.key()].as_str());
+        }
+        texts
+    }
+
+    /// The text, if present.
+    pub fn get(&self, which: Text) -> Option<&str> {
+        let i = which as usize;
+        if self.lens[i] == ABSENT {
+            return None;
+        }
+        let start: usize = self.lens[..i]
+            .iter()
+            .filter(|&&n| n != ABSENT)
+            .map(|&n| usize::from(n))
+            .sum();
+        Some(&self.all[start..start + usize::from(self.lens[i])])
+    }
+
+    /// The bytes of every present text together: what the one allocation
+    /// holds.
+    pub fn stored_bytes(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Sets one text, or clears it with `None`. A text longer than the
+    /// stored lengths allow counts as absent; the API's limits refuse far
+    /// shorter texts before they get here.
+    pub fn set(&mut self, which: Text, text: Option<&str>) {
+        let text = text.filter(|t| t.len() < usize::from(ABSENT));
+        let mut all = String::with_capacity(self.all.len() + text.map_or(0, str::len));
+        let mut lens = [ABSENT; 8];
+        for (i, each) in Text::ALL.into_iter().enumerate() {
+            let value = if each == which { text } else { self.get(each) };
+            if let Some(t) = value {
+                all.push_str(t);
+                lens[i] = t.len() as u16;
+            }
+        }
+        *self = Texts {
+            lens,
+            all: all.into_boxed_str(),
+        };
+    }
+}
+
+impl std::fmt::Debug for Texts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for which in Text::ALL {
+            if let Some(t) = self.get(which) {
+                map.entry(&which.key(), &t);
+            }
+        }
+        map.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_text_reads_back_as_set_and_empty_differs_from_absent() {
+        let mut t =
+            Texts::from_json(&json!({"agent": "a", "goal": "", "strategy": "s-1", "error": 3}));
+        assert_eq!(t.get(Text::Agent), Some("a"));
+        assert_eq!(t.get(Text::Goal), Some(""));
+        assert_eq!(t.get(Text::Error), None, "not a string");
+        assert_eq!(t.get(Text::Strategy), Some("s-1"));
+        t.set(Text::Error, Some("boom"));
+        t.set(Text::Metrics, Some("{\"k\":1}"));
+        t.set(Text::Agent, None);
+        assert_eq!(t.get(Text::Agent), None);
+        assert_eq!(t.get(Text::Error), Some("boom"));
+        assert_eq!(t.get(Text::Strategy), Some("s-1"));
+        assert_eq!(t.get(Text::Metrics), Some("{\"k\":1}"));
+        assert_eq!(
+            format!("{t:?}"),
+            r#"{"goal": "", "error": "boom", "strategy": "s-1", "metrics": "{\"k\":1}"}"#
+        );
+    }
+
+    #[test]
+    fn texts_past_the_length_limit_are_absent_and_the_others_stay() {
+        let long = "x".repeat(usize::from(ABSENT));
+        let mut t = Texts::default();
+        t.set(Text::Goal, Some("g"));
+        t.set(Text::Metrics, Some(&long));
+        assert_eq!(t.get(Text::Metrics), None);
+        assert_eq!(t.get(Text::Goal), Some("g"));
+        assert_eq!(std::mem::size_of::<Texts>(), 32);
+    }
+}
