@@ -433,6 +433,23 @@ fn a_flipped_byte_refuses_the_start_until_repair_moves_the_line_aside() {
     assert_eq!(bodies, [1, 2, 4, 5].map(|i| json!(format!("message-{i}"))));
 }
 
+/// The seed of a test's kill points: `CRASH_SEED` when set, to replay a run, or a new one. It is
+/// printed either way, so that a failing run can be replayed with the seed it names.
+fn crash_seed(test: &str) -> u64 {
+    let seed = match std::env::var("CRASH_SEED") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .expect("CRASH_SEED must be a whole number"),
+        Err(_) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            std::process::id() as u64 ^ now.map_or(0, |d| d.as_nanos() as u64)
+        }
+    };
+    eprintln!("{test}: seed {seed} (replay with CRASH_SEED={seed} cargo test --test crash {test})");
+    seed
+}
+
 /// The next number of a small generator, so that kill points differ from run to run.
 fn next_random(seed: &mut u64) -> usize {
     *seed = seed
@@ -506,7 +523,8 @@ fn sigkill_during_segment_rotation_and_deletion_loses_nothing_acknowledged() {
     let keep = KEEP.to_string();
     let args = ["--retain-messages", keep.as_str()];
     // The kill points differ from run to run, and are printed.
-    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut seed =
+        crash_seed("sigkill_during_segment_rotation_and_deletion_loses_nothing_acknowledged");
     let mut counted = 0.0;
     let mut acked_ever = 0usize;
     for round in 0..ROUNDS {
@@ -609,7 +627,13 @@ fn run_client(addr: SocketAddr, t: usize, acks: &AtomicUsize, stop: &AtomicBool)
 #[test]
 fn sigkill_during_run_ends_keeps_each_end_and_its_cost_together() {
     let dir = TempDir::new();
-    run_end_rounds(&dir.join("data"), &["--daily-budget", "1000000"], None);
+    let test = "sigkill_during_run_ends_keeps_each_end_and_its_cost_together";
+    run_end_rounds(
+        test,
+        &dir.join("data"),
+        &["--daily-budget", "1000000"],
+        None,
+    );
 }
 
 /// The same, with a snapshot of the run store after every 2 KiB of its journal: kills land
@@ -620,7 +644,13 @@ fn sigkill_during_run_snapshots_loses_nothing_acknowledged() {
     let dir = TempDir::new();
     let data = dir.join("data");
     let args = ["--daily-budget", "1000000", "--snapshot-bytes", "2KiB"];
-    run_end_rounds(&data, &args, Some(&data.join("runs").join("snapshot.tmp")));
+    let tmp = data.join("runs").join("snapshot.tmp");
+    run_end_rounds(
+        "sigkill_during_run_snapshots_loses_nothing_acknowledged",
+        &data,
+        &args,
+        Some(&tmp),
+    );
     let store = data.join("runs");
     assert!(store.join("snapshot").is_file(), "a snapshot was written");
     let segments = std::fs::read_dir(&store)
@@ -638,10 +668,10 @@ fn sigkill_during_run_snapshots_loses_nothing_acknowledged() {
 /// `snapshot` (the file a snapshot is written to before its rename), every other round kills
 /// the server the moment that file appears, and at least one kill must find it still there:
 /// a snapshot cut short.
-fn run_end_rounds(data: &Path, args: &[&str], snapshot: Option<&Path>) {
+fn run_end_rounds(test: &str, data: &Path, args: &[&str], snapshot: Option<&Path>) {
     const ROUNDS: usize = 6;
     let mut cut_short = 0;
-    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut seed = crash_seed(test);
     let mut completed_before = 0.0;
     for round in 0..ROUNDS {
         let kill_after = 60 + next_random(&mut seed) % 300;

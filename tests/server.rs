@@ -854,10 +854,10 @@ fn an_unread_chunked_body_does_not_break_the_next_request() {
     }
 }
 
-/// The 2^64-1 Content-Length is meant for a front guard that is not wired yet; until then this
-/// only checks that the server survives it.
+/// A 2^64-1 Content-Length is refused from the head, before any body is read: 413 with the JSON
+/// error, and the server goes on.
 #[test]
-fn absurd_content_length_does_not_take_the_server_down() {
+fn absurd_content_length_is_refused_with_413() {
     let (_dir, mut server) = start(&["--max-body", "1024"], &[]);
     let bytes = format!(
         "POST /api/v1/messages HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
@@ -868,10 +868,14 @@ fn absurd_content_length_does_not_take_the_server_down() {
     client
         .write_raw(bytes.as_bytes())
         .expect("send the request");
-    match client.read_response(false) {
-        Ok(r) => eprintln!("absurd Content-Length answered {}", r.status),
-        Err(e) => eprintln!("absurd Content-Length: no complete answer ({e})"),
-    }
+    let r = client.read_response(false).expect("an answer to the head");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "PAYLOAD_TOO_LARGE",
+        "{}",
+        r.text()
+    );
     assert!(server.is_running(), "the server died");
     let r = get(server.addr(), "/healthz");
     assert_eq!(r.json(), json!({"status": "ok"}));
