@@ -34,7 +34,7 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i
 
 /// Says why the server refused, with what to do about a missing key;
 /// returns exit code 1.
-fn refused(command: &str, a: &client::Answer) -> i32 {
+fn refused(command: &str, a: &client::ApiAnswer) -> i32 {
     let message = a.json["error"]["message"]
         .as_str()
         .unwrap_or("no reason given");

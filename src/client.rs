@@ -23,7 +23,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One HTTP response as read off the wire. Plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub struct Received {
     /// The status code.
     pub status: u16,
     /// Header names and values in wire order, values trimmed.
@@ -35,7 +35,7 @@ pub struct Response {
     pub closes: bool,
 }
 
-impl Response {
+impl Received {
     /// The first value of header `name`, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -89,7 +89,7 @@ pub fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
     timeout: Duration,
-) -> Result<Response, Failure> {
+) -> Result<Received, Failure> {
     let deadline = Instant::now() + timeout;
     let fail = |stage| move |error| Failure { stage, error };
     let addrs = socket_target(authority)
@@ -180,7 +180,7 @@ impl Write for Timed {
 ///
 /// `UnexpectedEof` when the stream ends first, `InvalidData` for a
 /// malformed or oversized response, or the reader's own error.
-pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Response> {
+pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Received> {
     loop {
         let line = read_line(r)?.ok_or_else(|| {
             io::Error::new(
@@ -197,7 +197,7 @@ pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Response> {
         let status: u16 = code
             .parse()
             .map_err(|_| invalid(format!("bad status code in {line:?}")))?;
-        let mut resp = Response {
+        let mut resp = Received {
             status,
             headers: read_headers(r)?,
             body: Vec::new(),
@@ -206,7 +206,7 @@ pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Response> {
         if (100..200).contains(&status) && status != 101 {
             continue;
         }
-        let has_token = |resp: &Response, token: &str| {
+        let has_token = |resp: &Received, token: &str| {
             resp.header_all("connection")
                 .iter()
                 .flat_map(|v| v.split(','))
@@ -315,7 +315,7 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
 
 /// A subcommand's answer from the server.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub struct ApiAnswer {
     /// The status code.
     pub status: u16,
     /// The body parsed as JSON (`Null` when it is not JSON).
@@ -334,7 +334,7 @@ pub fn request(
     base_url: &str,
     path: &str,
     body: Option<&Value>,
-) -> Result<Answer, String> {
+) -> Result<ApiAnswer, String> {
     let rest = base_url
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// URLs are supported, not {base_url:?}"))?;
@@ -362,7 +362,7 @@ pub fn request(
         "send" => format!("cannot send to {base_url}: {}", f.error),
         _ => format!("cannot read from {base_url}: {}", f.error),
     })?;
-    Ok(Answer {
+    Ok(ApiAnswer {
         status: response.status,
         json: response.json(),
     })
@@ -372,7 +372,7 @@ pub fn request(
 mod tests {
     use super::*;
 
-    fn parse(bytes: &[u8], head: bool) -> io::Result<Response> {
+    fn parse(bytes: &[u8], head: bool) -> io::Result<Received> {
         read_response(&mut io::Cursor::new(bytes), head)
     }
 

@@ -57,12 +57,12 @@ impl Sink for Segments {
 }
 
 /// What a callback learns: durable, or the journal error shared by its batch.
-pub type Outcome = Result<(), Arc<journal::Error>>;
+pub type Written = Result<(), Arc<journal::Error>>;
 
 /// The second stage of a callback: what answers, in no particular order.
-pub type Reply = Box<dyn FnOnce() + Send>;
+pub type AfterApply = Box<dyn FnOnce() + Send>;
 
-type Apply = Box<dyn FnOnce(Outcome) -> Reply + Send>;
+type Apply = Box<dyn FnOnce(Written) -> AfterApply + Send>;
 
 /// The largest batch written with one sync; bounds the write size.
 const MAX_BATCH: usize = 4096;
@@ -96,9 +96,9 @@ pub enum Acks {
 
 /// How the committer hands over a batch's callbacks.
 enum Handoff {
-    Spread(Vec<Sender<Vec<Reply>>>),
+    Spread(Vec<Sender<Vec<AfterApply>>>),
     /// The thread, and how many batches it has not finished.
-    InOrder(Sender<(Outcome, Vec<Apply>)>, Arc<AtomicUsize>),
+    InOrder(Sender<(Written, Vec<Apply>)>, Arc<AtomicUsize>),
 }
 
 impl CommitQueue {
@@ -111,7 +111,7 @@ impl CommitQueue {
             Acks::Spread(n) => {
                 let mut senders = Vec::with_capacity(n.max(1));
                 for i in 0..n.max(1) {
-                    let (ack_tx, ack_rx) = mpsc::channel::<Vec<Reply>>();
+                    let (ack_tx, ack_rx) = mpsc::channel::<Vec<AfterApply>>();
                     thread::Builder::new()
                         .name(format!("ack-{name}-{i}"))
                         .spawn(move || {
@@ -124,7 +124,7 @@ impl CommitQueue {
                 Handoff::Spread(senders)
             }
             Acks::InOrder => {
-                let (ack_tx, ack_rx) = mpsc::channel::<(Outcome, Vec<Apply>)>();
+                let (ack_tx, ack_rx) = mpsc::channel::<(Written, Vec<Apply>)>();
                 let unfinished = Arc::new(AtomicUsize::new(0));
                 let left = unfinished.clone();
                 thread::Builder::new()
@@ -150,19 +150,19 @@ impl CommitQueue {
     /// Queues `record` (one line, no `\n`); `done` runs on the committer or
     /// an ack thread once the record is durable or its batch failed. Records are written
     /// in the order they are submitted; callbacks may run in any order.
-    pub fn submit(&self, record: Vec<u8>, done: impl FnOnce(Outcome) + Send + 'static) {
-        self.submit_in_order(record, move |o| -> Reply { Box::new(move || done(o)) });
+    pub fn submit(&self, record: Vec<u8>, done: impl FnOnce(Written) + Send + 'static) {
+        self.submit_in_order(record, move |o| -> AfterApply { Box::new(move || done(o)) });
     }
 
     /// Queues `record` like [`CommitQueue::submit`], with a callback in two
     /// stages: `apply` runs once the record's batch is appended (or
     /// failed), before any later record's `apply`, so a store can change
     /// its memory in the journal's order and only once the record is
-    /// durable; the [`Reply`] it returns runs afterwards (see [`Acks`]).
+    /// durable; the [`AfterApply`] it returns runs afterwards (see [`Acks`]).
     pub fn submit_in_order(
         &self,
         record: Vec<u8>,
-        apply: impl FnOnce(Outcome) -> Reply + Send + 'static,
+        apply: impl FnOnce(Written) -> AfterApply + Send + 'static,
     ) {
         // The sender is only ever used under this lock, which no code path
         // can panic while holding, so poisoning cannot hide a broken state.
@@ -245,7 +245,7 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, handoff: &
 
 /// Runs the first stages in order; a panicking one answers nothing, and
 /// must not stop the others.
-fn run_applies(outcome: &Outcome, applies: Vec<Apply>) -> Vec<Reply> {
+fn run_applies(outcome: &Written, applies: Vec<Apply>) -> Vec<AfterApply> {
     let mut replies = Vec::with_capacity(applies.len());
     for apply in applies {
         let o = outcome.clone();
@@ -257,7 +257,7 @@ fn run_applies(outcome: &Outcome, applies: Vec<Apply>) -> Vec<Reply> {
     replies
 }
 
-fn run_replies(replies: Vec<Reply>) {
+fn run_replies(replies: Vec<AfterApply>) {
     for reply in replies {
         // A panicking reply must not stop every later acknowledgement.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reply));

@@ -26,7 +26,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::client::{self, Answer};
+use crate::client::{self, ApiAnswer};
 use crate::declared::{spec, update, Declaration};
 use crate::time;
 
@@ -255,14 +255,14 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    fn call(&self, method: &str, path: &str, body: &Value) -> Result<Answer, Error> {
+    fn call(&self, method: &str, path: &str, body: &Value) -> Result<ApiAnswer, Error> {
         client::request(method, self.url, path, Some(body)).map_err(|e| Error {
             kind: ErrorKind::Unreachable(e),
         })
     }
 
     /// Sends one request that must answer `want`.
-    fn expect(&self, path: &str, body: &Value, want: u16) -> Result<Answer, Error> {
+    fn expect(&self, path: &str, body: &Value, want: u16) -> Result<ApiAnswer, Error> {
         let answer = self.call("POST", path, body)?;
         if answer.status == want {
             return Ok(answer);
@@ -306,19 +306,19 @@ impl Sender<'_> {
             }
         }
         let (action, body, outcome) = match &plan.outcome {
-            Outcome::Complete => ("complete", json!({}), "completed".to_string()),
-            Outcome::Fail(error) => (
+            PlannedEnd::Complete => ("complete", json!({}), "completed".to_string()),
+            PlannedEnd::Fail(error) => (
                 "fail",
                 json!({ "error": error }),
                 format!("failed: {error}"),
             ),
-            Outcome::Cancel => ("cancel", json!({}), "cancelled".to_string()),
+            PlannedEnd::Cancel => ("cancel", json!({}), "cancelled".to_string()),
         };
         let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
         match plan.outcome {
-            Outcome::Complete => self.summary.completed += 1,
-            Outcome::Fail(_) => self.summary.failed += 1,
-            Outcome::Cancel => self.summary.cancelled += 1,
+            PlannedEnd::Complete => self.summary.completed += 1,
+            PlannedEnd::Fail(_) => self.summary.failed += 1,
+            PlannedEnd::Cancel => self.summary.cancelled += 1,
         }
         self.declared(plan)?;
         let iterations = match plan.iterations {
@@ -572,7 +572,7 @@ fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
         .collect()
 }
 
-fn rejected(what: &str, answer: &Answer) -> Error {
+fn rejected(what: &str, answer: &ApiAnswer) -> Error {
     let message = answer.json["error"]["message"]
         .as_str()
         .unwrap_or("no error message")
@@ -722,7 +722,7 @@ const GOALS: [&str; 6] = [
 
 /// How a planned run ends.
 #[derive(Clone, Debug, PartialEq)]
-enum Outcome {
+enum PlannedEnd {
     Complete,
     Fail(String),
     Cancel,
@@ -753,7 +753,7 @@ struct RunPlan {
     triage_tokens: (u64, u64),
     iterations: u64,
     pr_url: Option<String>,
-    outcome: Outcome,
+    outcome: PlannedEnd,
     /// Seconds from the run's start to its end.
     duration: f64,
 }
@@ -847,7 +847,7 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
                 "STATUS",
                 json!({"iteration": iteration, "state": "cancelled"}),
             ));
-            outcome = Some(Outcome::Cancel);
+            outcome = Some(PlannedEnd::Cancel);
             break;
         }
         let success = problem.is_none();
@@ -862,7 +862,7 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
         ));
         if let Some(problem) = problem {
             if iteration == max_iterations {
-                outcome = Some(Outcome::Fail(format!(
+                outcome = Some(PlannedEnd::Fail(format!(
                     "{problem} (iteration {iteration} of {max_iterations})"
                 )));
             }
@@ -883,9 +883,9 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
             ),
         ]));
         outcome = Some(if delivered {
-            Outcome::Complete
+            PlannedEnd::Complete
         } else {
-            Outcome::Fail("delivery failed: CI checks failed on the pull request".to_string())
+            PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".to_string())
         });
         pr_url = Some(url);
         break;
@@ -903,7 +903,7 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
         iterations,
         pr_url,
         // Every path through the loop sets it; a run with no outcome failed.
-        outcome: outcome.unwrap_or_else(|| Outcome::Fail("no iterations ran".to_string())),
+        outcome: outcome.unwrap_or_else(|| PlannedEnd::Fail("no iterations ran".to_string())),
         duration: t,
     }
 }
@@ -971,10 +971,10 @@ mod tests {
     #[test]
     fn outcomes_are_mixed_and_consistent() {
         let all = plans(1, 300);
-        let count = |f: fn(&Outcome) -> bool| all.iter().filter(|p| f(&p.outcome)).count();
-        let completed = count(|o| *o == Outcome::Complete);
-        let failed = count(|o| matches!(o, Outcome::Fail(_)));
-        let cancelled = count(|o| *o == Outcome::Cancel);
+        let count = |f: fn(&PlannedEnd) -> bool| all.iter().filter(|p| f(&p.outcome)).count();
+        let completed = count(|o| *o == PlannedEnd::Complete);
+        let failed = count(|o| matches!(o, PlannedEnd::Fail(_)));
+        let cancelled = count(|o| *o == PlannedEnd::Cancel);
         assert_eq!(completed + failed + cancelled, 300);
         assert!(
             completed > 150 && failed > 15 && cancelled > 15,
@@ -983,9 +983,9 @@ mod tests {
         for plan in &all {
             // A completed run delivered a PR; a cancelled one never got that far.
             match plan.outcome {
-                Outcome::Complete => assert!(plan.pr_url.is_some()),
-                Outcome::Cancel => assert!(plan.pr_url.is_none()),
-                Outcome::Fail(ref e) => assert!(!e.is_empty()),
+                PlannedEnd::Complete => assert!(plan.pr_url.is_some()),
+                PlannedEnd::Cancel => assert!(plan.pr_url.is_none()),
+                PlannedEnd::Fail(ref e) => assert!(!e.is_empty()),
             }
             assert!(matches!(plan.steps[0], Step::Message("PLAN", _)));
         }

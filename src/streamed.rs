@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::app::{App, AppConfig};
 use crate::budget::BudgetConfig;
-use crate::client::{self, Response};
+use crate::client::{self, Received};
 use crate::http::{Limits, Server};
 use crate::log::{Level, LogFormat, Logger};
 use crate::metrics::Format;
@@ -71,7 +71,7 @@ impl Harness {
         }
     }
 
-    fn call(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    fn call(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Received {
         let authority = self.server.addr().to_string();
         let timeout = Duration::from_secs(60);
         client::exchange(

@@ -2,7 +2,7 @@
 //! handler with a few routes behind a real server, a raw HTTP/1.1 client,
 //! and hooks that record.
 
-use conductor_metrics::client::{read_response, Response};
+use conductor_metrics::client::{read_response, Received};
 use conductor_metrics::http::{Answer, Handler, Hooks, Limits, Reply, Request, Server};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -215,7 +215,7 @@ impl Client {
     }
 
     /// A response's head, leaving its body to be read.
-    fn head(&mut self) -> Response {
+    fn head(&mut self) -> Received {
         read_response(&mut self.0, true).unwrap()
     }
 
@@ -228,15 +228,15 @@ impl Client {
         data
     }
 
-    fn reply_to(&mut self, head_request: bool) -> Response {
+    fn reply_to(&mut self, head_request: bool) -> Received {
         read_response(&mut self.0, head_request).unwrap()
     }
 
-    fn reply(&mut self) -> Response {
+    fn reply(&mut self) -> Received {
         self.reply_to(false)
     }
 
-    fn get(&mut self, path: &str) -> Response {
+    fn get(&mut self, path: &str) -> Received {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         self.reply()
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     get, get_json, get_json_with, parse_response, poll_until, post_json, post_json_with, raw,
-    request, run_cli, Client, Response, ServerProc, TempDir,
+    request, run_cli, Client, Received, ServerProc, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -85,7 +85,7 @@ fn family(text: &str, name: &str) -> Vec<(String, f64)> {
 
 /// Asserts a JSON error answer and returns its `error` object.
 #[track_caller]
-fn assert_error(r: &Response, status: u16, code: &str) -> Value {
+fn assert_error(r: &Received, status: u16, code: &str) -> Value {
     assert_eq!(
         r.status,
         status,
@@ -103,7 +103,7 @@ fn assert_error(r: &Response, status: u16, code: &str) -> Value {
 
 /// Asserts a 400 that names `field` both in `field` and in the message.
 #[track_caller]
-fn assert_bad_field(r: &Response, field: &str) {
+fn assert_bad_field(r: &Received, field: &str) {
     let e = assert_error(r, 400, "BAD_REQUEST");
     assert_eq!(e["field"], field, "{e}");
     let message = e["message"].as_str().unwrap_or_default();
@@ -114,7 +114,7 @@ fn assert_bad_field(r: &Response, field: &str) {
 }
 
 #[track_caller]
-fn post_raw(server: &ServerProc, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+fn post_raw(server: &ServerProc, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Received {
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
     request(server.addr(), "POST", path, &all, Some(body))
@@ -129,7 +129,7 @@ fn start_run(server: &ServerProc, body: Value) -> Value {
 }
 
 #[track_caller]
-fn finish(server: &ServerProc, id: &str, action: &str, body: Value) -> Response {
+fn finish(server: &ServerProc, id: &str, action: &str, body: Value) -> Received {
     post_json(server.addr(), &format!("/api/v1/runs/{id}/{action}"), &body)
 }
 
@@ -643,7 +643,7 @@ fn every_request_is_counted_once() {
     let key = [("X-API-Key", "secret")];
     let big = format!("{{\"type\":\"t\",\"body\":\"{}\"}}", "x".repeat(2048));
     let mut k = 0;
-    let mut expect = |r: Response, status: u16| {
+    let mut expect = |r: Received, status: u16| {
         assert_eq!(
             r.status,
             status,

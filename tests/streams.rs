@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{get, get_json, post_json, request, ServerProc, TempDir, IO_TIMEOUT};
-use conductor_metrics::client::{read_response, Response};
+use conductor_metrics::client::{read_response, Received};
 use conductor_metrics::events::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 use conductor_metrics::log::{Level, LogFormat, Logger};
 use conductor_metrics::metrics::{Format, Registry};
@@ -39,7 +39,7 @@ fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> BufReader<Tcp
 }
 
 /// A stream's head, leaving its body to be read.
-fn read_head(r: &mut BufReader<TcpStream>) -> Response {
+fn read_head(r: &mut BufReader<TcpStream>) -> Received {
     read_response(r, true).expect("a response head")
 }
 
@@ -55,7 +55,7 @@ struct Sse {
 struct SseClient {
     reader: BufReader<TcpStream>,
     text: String,
-    head: Response,
+    head: Received,
 }
 
 impl SseClient {
@@ -333,7 +333,7 @@ fn seqs_continue_past_the_reserved_block_after_a_crash() {
 /// A WebSocket client speaking raw frames.
 struct WsClient {
     reader: BufReader<TcpStream>,
-    head: Response,
+    head: Received,
 }
 
 impl WsClient {
@@ -594,7 +594,7 @@ fn printed_keys(text: &str) -> Vec<String> {
 const AG_METRICS: &str = r#"{"totalDurationMs": 240000, "iterationCount":2,"phaseBreakdown":{"verify":2500,"build":9000.0},"agentMetrics":{"totalTokens":1e3,"totalCostUsd":0.10,"avgIterationMs":120000}}"#;
 
 /// Posts `body`, progress events as text, to `POST /api/v1/events`.
-fn post_progress(addr: SocketAddr, body: &str) -> Response {
+fn post_progress(addr: SocketAddr, body: &str) -> Received {
     request(
         addr,
         "POST",

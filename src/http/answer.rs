@@ -101,7 +101,7 @@ enum State {
 }
 
 /// What a connection thread finds once the handler has returned.
-pub(super) enum Outcome {
+pub(super) enum Handoff {
     /// The answer, to write now.
     Ready(Vec<u8>),
     /// A stream's head, to write now, and the stream to run after it.
@@ -295,24 +295,24 @@ impl Slot {
     /// the answer if it is ready, or else hand a handle of `stream` to its
     /// sender. An answer that closes the connection is waited for, since
     /// the connection thread lingers after it.
-    pub(super) fn outcome(self: &Arc<Self>, stream: &TcpStream) -> Outcome {
+    pub(super) fn handoff(self: &Arc<Self>, stream: &TcpStream) -> Handoff {
         let mut state = self.lock();
         loop {
             match std::mem::replace(&mut *state, State::Failed) {
-                State::Ready(bytes) => return Outcome::Ready(bytes),
-                State::Stream(head, run) => return Outcome::Stream(head, run),
-                State::Body(headers, write) => return Outcome::Body(headers, write),
+                State::Ready(bytes) => return Handoff::Ready(bytes),
+                State::Stream(head, run) => return Handoff::Stream(head, run),
+                State::Body(headers, write) => return Handoff::Body(headers, write),
                 State::Waiting => {
                     if !self.delivery.close {
                         if let Ok(handle) = stream.try_clone() {
                             *state = State::Detached(handle);
-                            return Outcome::Later(self.clone());
+                            return Handoff::Later(self.clone());
                         }
                     }
                     *state = State::Waiting;
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                _ => return Outcome::Failed,
+                _ => return Handoff::Failed,
             }
         }
     }
@@ -372,7 +372,7 @@ impl Slot {
 
 #[cfg(test)]
 mod tests {
-    use super::{encode, Answer, Outcome, Reply};
+    use super::{encode, Answer, Handoff, Reply};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
@@ -400,7 +400,7 @@ mod tests {
         let (server, _client) = pair();
         let (answer, slot) = Answer::for_test();
         answer.send(body(2));
-        let Outcome::Ready(bytes) = slot.outcome(&server) else {
+        let Handoff::Ready(bytes) = slot.handoff(&server) else {
             panic!("not ready");
         };
         assert!(bytes.ends_with(b"Content-Length: 2\r\n\r\nxx"));
@@ -411,7 +411,7 @@ mod tests {
         let (server, mut client) = pair();
         for size in [10, 8 << 20] {
             let (answer, slot) = Answer::for_test();
-            let Outcome::Later(slot) = slot.outcome(&server) else {
+            let Handoff::Later(slot) = slot.handoff(&server) else {
                 panic!("not detached");
             };
             // Far more than the socket buffers hold: the rest goes from a
@@ -435,7 +435,7 @@ mod tests {
     fn a_late_answer_dropped_unsent_closes_the_connection() {
         let (server, mut client) = pair();
         let (answer, slot) = Answer::for_test();
-        let Outcome::Later(slot) = slot.outcome(&server) else {
+        let Handoff::Later(slot) = slot.handoff(&server) else {
             panic!("not detached");
         };
         drop(answer);

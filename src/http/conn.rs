@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Delivery, Outcome, Slot, Takeover};
+use super::answer::{Answer, Delivery, Handoff, Slot, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
@@ -163,7 +163,7 @@ fn serve_request(
         let close = head.has_body() || !head.keep_alive;
         let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
         shared.handler.refuse(request, answer);
-        return write_outcome(client, shared, &slot);
+        return write_handoff(client, shared, &slot);
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
         let reject = Reject::busy("the server holds too many request bodies; retry shortly");
@@ -199,7 +199,7 @@ fn serve_request(
     shared.handler.handle(request, answer);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
-    write_outcome(client, shared, &slot)
+    write_handoff(client, shared, &slot)
 }
 
 /// How the answer to `head` goes out; `close` ends the connection after it.
@@ -216,19 +216,19 @@ fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
 /// Writes what the handler left in `slot`, or leaves it to the answer's
 /// sender, or hands the connection to a stream, or sends a body as its
 /// producer makes it.
-fn write_outcome(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
+fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
     let close = slot.delivery().close;
-    match slot.outcome(client.stream()) {
-        Outcome::Ready(bytes) => match send(client, shared, &bytes) {
+    match slot.handoff(client.stream()) {
+        Handoff::Ready(bytes) => match send(client, shared, &bytes) {
             Ok(()) if close => AfterRequest::Linger,
             Ok(()) => AfterRequest::Read,
             Err(_) => AfterRequest::Close,
         },
-        Outcome::Stream(head, run) => match send(client, shared, &head) {
+        Handoff::Stream(head, run) => match send(client, shared, &head) {
             Ok(()) => AfterRequest::Stream(run),
             Err(_) => AfterRequest::Close,
         },
-        Outcome::Body(headers, write) => {
+        Handoff::Body(headers, write) => {
             let mut body = BodyWriter::new(client, &*shared.hooks, slot.delivery(), headers);
             write(&mut body);
             match body.finish() {
@@ -237,8 +237,8 @@ fn write_outcome(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> Af
                 Err(_) => AfterRequest::Close,
             }
         }
-        Outcome::Later(slot) => AfterRequest::Later(slot),
-        Outcome::Failed => AfterRequest::Close,
+        Handoff::Later(slot) => AfterRequest::Later(slot),
+        Handoff::Failed => AfterRequest::Close,
     }
 }
 

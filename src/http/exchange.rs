@@ -453,7 +453,7 @@ mod tests {
     /// Runs the streamed answer `ex` left in `slot` as a connection thread
     /// does, and returns what the client read and whether the answer ended.
     fn run_stream(slot: &Arc<super::super::answer::Slot>) -> (Vec<u8>, bool) {
-        use super::super::answer::Outcome;
+        use super::super::answer::Handoff;
         use super::super::socket::ClientStream;
         use std::io::Read;
         use std::net::{TcpListener, TcpStream};
@@ -464,7 +464,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let Outcome::Body(headers, write) = slot.outcome(&ours) else {
+        let Handoff::Body(headers, write) = slot.handoff(&ours) else {
             panic!("not a streamed answer");
         };
         let client = ClientStream::new(ours, std::time::Duration::from_secs(10)).unwrap();

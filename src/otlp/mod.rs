@@ -30,5 +30,5 @@ pub use encode::{encode_request, CONTENT_TYPE};
 pub use export::Exporter;
 pub use gate::GateEvent;
 pub use id::new_span_id;
-pub use run::{Outcome, PhaseSpan, RunTrace};
+pub use run::{PhaseSpan, RunEnd, RunTrace};
 pub use span::{AttrValue, Span, SpanEvent, SpanStatus};

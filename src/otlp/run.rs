@@ -46,7 +46,7 @@ pub struct RunTrace {
     /// and its phases' ends.
     pub ended_unix: f64,
     /// How it ended.
-    pub outcome: Outcome,
+    pub outcome: RunEnd,
     /// Its phases, each becoming a child span of the run.
     pub phases: Vec<PhaseSpan>,
     /// Gate checks made outside any phase; they become events on the run's
@@ -62,7 +62,7 @@ pub struct RunTrace {
 
 /// How a run ended. Plain data; safe to share across threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunEnd {
     /// It finished successfully.
     Completed,
     /// It failed, with the failure text.
@@ -71,14 +71,14 @@ pub enum Outcome {
     Cancelled,
 }
 
-impl Outcome {
+impl RunEnd {
     /// The `outcome` attribute's value, as ktrdr and `agent_cycles_total`
     /// spell it.
     fn as_str(&self) -> &'static str {
         match self {
-            Outcome::Completed => "completed",
-            Outcome::Failed(_) => "failed",
-            Outcome::Cancelled => "cancelled",
+            RunEnd::Completed => "completed",
+            RunEnd::Failed(_) => "failed",
+            RunEnd::Cancelled => "cancelled",
         }
     }
 }
@@ -237,9 +237,9 @@ impl RunTrace {
         let mut events: Vec<SpanEvent> =
             self.gates.into_iter().map(GateEvent::into_event).collect();
         let status = match self.outcome {
-            Outcome::Completed => SpanStatus::Ok,
-            Outcome::Cancelled => SpanStatus::Unset,
-            Outcome::Failed(error) => {
+            RunEnd::Completed => SpanStatus::Ok,
+            RunEnd::Cancelled => SpanStatus::Unset,
+            RunEnd::Failed(error) => {
                 attributes.push(("error".to_string(), AttrValue::Str(error.clone())));
                 // The OpenTelemetry exception convention, which trace UIs
                 // show as the span's error, at the end of the run.
@@ -326,7 +326,7 @@ mod tests {
             strategy: Some("momentum-v2".into()),
             started_unix: 100.0,
             ended_unix: 110.5,
-            outcome: Outcome::Completed,
+            outcome: RunEnd::Completed,
             phases: vec![
                 PhaseSpan {
                     name: "plan".into(),
@@ -433,7 +433,7 @@ mod tests {
     #[test]
     fn failures_become_error_statuses() {
         let mut r = run();
-        r.outcome = Outcome::Failed("tests failed".into());
+        r.outcome = RunEnd::Failed("tests failed".into());
         r.phases[0].success = Some(false);
         r.input_tokens = u64::MAX;
         r.ctx = TraceContext {
@@ -473,7 +473,7 @@ mod tests {
         }
 
         let mut failed = run();
-        failed.outcome = Outcome::Failed("tests failed".into());
+        failed.outcome = RunEnd::Failed("tests failed".into());
         let spans = failed.into_spans();
         let root = &spans[0];
         assert_eq!(
@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(root.events[0].name, "conductor.gate");
 
         let mut cancelled = run();
-        cancelled.outcome = Outcome::Cancelled;
+        cancelled.outcome = RunEnd::Cancelled;
         let spans = cancelled.into_spans();
         assert_eq!(
             attr(&spans[0], "outcome"),

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::{Acks, CommitQueue, Outcome, Reply};
+use crate::commit_queue::{Acks, AfterApply, CommitQueue, Written};
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -719,7 +719,7 @@ impl Runs {
     /// (see [`CommitQueue::submit_in_order`]); once a durable record's
     /// stage has run, takes a snapshot if one is due. Every record of the
     /// store goes through here, so the count of records applied is exact.
-    fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Outcome) -> Reply + Send + 'static) {
+    fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Written) -> AfterApply + Send + 'static) {
         let bytes = record.len() as u64 + 1;
         let (shared, metrics, budget) = self.parts();
         let snapshots = self.snapshots.clone();

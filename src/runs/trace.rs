@@ -8,7 +8,7 @@
 //! phase span lies inside it.
 
 use super::{Run, Status, Text};
-use crate::otlp::{GateEvent, Outcome, PhaseSpan, RunTrace, TraceContext};
+use crate::otlp::{GateEvent, PhaseSpan, RunEnd, RunTrace, TraceContext};
 
 fn gate_event(g: &super::detail::Gate) -> GateEvent {
     GateEvent {
@@ -24,11 +24,9 @@ fn gate_event(g: &super::detail::Gate) -> GateEvent {
 pub fn run_trace(run: &Run) -> Option<RunTrace> {
     let outcome = match run.status {
         Status::Running => return None,
-        Status::Completed => Outcome::Completed,
-        Status::Failed => {
-            Outcome::Failed(run.text(Text::Error).unwrap_or("run failed").to_string())
-        }
-        Status::Cancelled => Outcome::Cancelled,
+        Status::Completed => RunEnd::Completed,
+        Status::Failed => RunEnd::Failed(run.text(Text::Error).unwrap_or("run failed").to_string()),
+        Status::Cancelled => RunEnd::Cancelled,
     };
     let (started, ended) = match (run.detail.event_span, run.ended_at?) {
         (Some((first, last)), ended) => (run.started_at.min(first), ended.max(last)),
@@ -254,21 +252,21 @@ mod tests {
         failed.texts.set(Text::Error, Some("tests failed"));
         assert_eq!(
             run_trace(&failed).unwrap().outcome,
-            Outcome::Failed("tests failed".into())
+            RunEnd::Failed("tests failed".into())
         );
         failed.texts.set(Text::Error, None);
         assert_eq!(
             run_trace(&failed).unwrap().outcome,
-            Outcome::Failed("run failed".into())
+            RunEnd::Failed("run failed".into())
         );
         assert_eq!(
             run_trace(&run(Status::Cancelled, events.clone()))
                 .unwrap()
                 .outcome,
-            Outcome::Cancelled
+            RunEnd::Cancelled
         );
         let done = run_trace(&run(Status::Completed, events)).unwrap();
-        assert_eq!(done.outcome, Outcome::Completed);
+        assert_eq!(done.outcome, RunEnd::Completed);
         // The research agent's operation id is the run id; the work order
         // keeps its own attribute.
         assert_eq!(done.operation_id, "r-1");

@@ -464,7 +464,7 @@ pub fn poll_until<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T 
 // ---------------------------------------------------------------------------------------------
 // HTTP client
 
-pub use conductor_metrics::client::Response;
+pub use conductor_metrics::client::Received;
 
 /// Sends one request on a new connection with `Connection: close` and reads the response.
 ///
@@ -477,7 +477,7 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> io::Result<Response> {
+) -> io::Result<Received> {
     let stream = connect(addr)?;
     let mut reader = BufReader::new(stream);
     let bytes = encode_request(addr, method, path, headers, body, true);
@@ -486,19 +486,19 @@ pub fn request(
 
 /// `GET path`; panics on a transport error.
 #[track_caller]
-pub fn get(addr: SocketAddr, path: &str) -> Response {
+pub fn get(addr: SocketAddr, path: &str) -> Received {
     request(addr, "GET", path, &[], None).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// `GET path` with `Accept: application/json`; panics on a transport error.
 #[track_caller]
-pub fn get_json(addr: SocketAddr, path: &str) -> Response {
+pub fn get_json(addr: SocketAddr, path: &str) -> Received {
     get_json_with(addr, path, &[])
 }
 
 /// `GET path` with `Accept: application/json` and extra headers; panics on a transport error.
 #[track_caller]
-pub fn get_json_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+pub fn get_json_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Received {
     let mut all = vec![("Accept", "application/json")];
     all.extend_from_slice(headers);
     request(addr, "GET", path, &all, None).unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -506,7 +506,7 @@ pub fn get_json_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
 
 /// `POST path` with `value` as a JSON body; panics on a transport error.
 #[track_caller]
-pub fn post_json(addr: SocketAddr, path: &str, value: &serde_json::Value) -> Response {
+pub fn post_json(addr: SocketAddr, path: &str, value: &serde_json::Value) -> Received {
     post_json_with(addr, path, &[], value)
 }
 
@@ -517,7 +517,7 @@ pub fn post_json_with(
     path: &str,
     headers: &[(&str, &str)],
     value: &serde_json::Value,
-) -> Response {
+) -> Received {
     let body = serde_json::to_vec(value).expect("serialize JSON body");
     let mut all = vec![("Content-Type", "application/json")];
     all.extend_from_slice(headers);
@@ -551,7 +551,7 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
-    ) -> io::Result<Response> {
+    ) -> io::Result<Received> {
         let bytes = encode_request(self.addr, method, path, headers, body, false);
         let resp = self.send_bytes(&bytes, is_head(method))?;
         // Asking for close ends the connection whether or not the server says so.
@@ -563,7 +563,7 @@ impl Client {
     }
 
     /// Writes `bytes` verbatim as one request and reads one response (never a HEAD one).
-    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<Response> {
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<Received> {
         self.send_bytes(bytes, false)
     }
 
@@ -575,7 +575,7 @@ impl Client {
     }
 
     /// Reads the next response; `head` says whether it answers a HEAD request.
-    pub fn read_response(&mut self, head: bool) -> io::Result<Response> {
+    pub fn read_response(&mut self, head: bool) -> io::Result<Received> {
         let resp = read_response(&mut self.reader, head)?;
         self.closing = resp.closes;
         Ok(resp)
@@ -608,7 +608,7 @@ impl Client {
         result
     }
 
-    fn send_bytes(&mut self, bytes: &[u8], head: bool) -> io::Result<Response> {
+    fn send_bytes(&mut self, bytes: &[u8], head: bool) -> io::Result<Received> {
         if self.closing {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -665,12 +665,12 @@ pub fn raw_with(
 }
 
 /// Parses one response from raw bytes, e.g. the output of `raw`.
-pub fn parse_response(bytes: &[u8], head: bool) -> io::Result<Response> {
+pub fn parse_response(bytes: &[u8], head: bool) -> io::Result<Received> {
     read_response(&mut io::Cursor::new(bytes), head)
 }
 
 /// Parses every response in `bytes`, e.g. the answers to pipelined requests (none for HEAD).
-pub fn parse_responses(bytes: &[u8]) -> io::Result<Vec<Response>> {
+pub fn parse_responses(bytes: &[u8]) -> io::Result<Vec<Received>> {
     let mut cursor = io::Cursor::new(bytes);
     let mut out = Vec::new();
     while !cursor.fill_buf()?.is_empty() {
@@ -741,7 +741,7 @@ fn write_then_read(
     reader: &mut BufReader<TcpStream>,
     bytes: &[u8],
     head: bool,
-) -> io::Result<Response> {
+) -> io::Result<Received> {
     let stream = reader.get_mut();
     let written = stream.write_all(bytes).and_then(|()| stream.flush());
     match written {
