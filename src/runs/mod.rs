@@ -217,6 +217,22 @@ pub struct NewRun {
     pub traceparent: Option<String>,
 }
 
+impl NewRun {
+    /// The journal record of its start as `id` at `ts`, holding `reserved`
+    /// micro-dollars: the one place a start record is made, so that a start
+    /// through the API and one in a batch of progress events carry the
+    /// same members, which the store reads back with [`Texts::from_json`].
+    fn start_record(&self, id: &str, ts: f64, reserved: Option<i64>) -> Value {
+        json!({
+            "op": "start", "run_id": id, "ts": ts,
+            "agent": self.agent, "goal": self.goal, "work_order_id": self.work_order_id,
+            "correlation_id": self.correlation_id, "strategy": self.strategy,
+            "max_iterations": self.max_iterations, "traceparent": self.traceparent,
+            "reserved_micros": reserved,
+        })
+    }
+}
+
 /// How a run ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finish {
@@ -738,8 +754,8 @@ impl Runs {
     }
 
     /// Starts a run; `done` gets it once the start is durable.
-    pub fn start(&self, new: NewRun, done: impl FnOnce(Result<Run, Error>) + Send + 'static) {
-        let id = match new.run_id {
+    pub fn start(&self, mut new: NewRun, done: impl FnOnce(Result<Run, Error>) + Send + 'static) {
+        let id = match new.run_id.take() {
             Some(id) if !valid_run_id(&id) => {
                 return done(Err(Error::invalid(
                     "run_id",
@@ -766,12 +782,7 @@ impl Runs {
             }
         };
         let now = time::now_unix();
-        let record = json!({
-            "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal, "ts": now,
-            "work_order_id": new.work_order_id, "correlation_id": new.correlation_id,
-            "strategy": new.strategy, "max_iterations": new.max_iterations,
-            "traceparent": new.traceparent, "reserved_micros": reserved,
-        });
+        let record = new.start_record(&id, now, Some(reserved));
         state.mark(&id, |p| p.starting = true);
         let bytes = record.to_string().into_bytes();
         let (shared, metrics, budget) = self.parts();
@@ -999,12 +1010,9 @@ impl Runs {
             let id = &p.run_id;
             match &p.step {
                 Step::Start(new) => {
-                    records.push(json!({
-                        "op": "start", "run_id": id, "agent": new.agent, "goal": new.goal,
-                        "ts": now, "at": p.at, "work_order_id": new.work_order_id,
-                        "correlation_id": new.correlation_id, "strategy": new.strategy,
-                        "max_iterations": new.max_iterations, "reserved_micros": reserved.get(id),
-                    }));
+                    let mut record = new.start_record(id, now, reserved.get(id).copied());
+                    record["at"] = json!(p.at);
+                    records.push(record);
                     plan.push(Planned::Start(id.clone(), records.len() - 1));
                     started.push(id.clone());
                 }
