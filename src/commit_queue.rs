@@ -267,12 +267,12 @@ fn run_replies(replies: Vec<AfterApply>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
     use std::sync::mpsc::channel;
 
     #[test]
     fn records_queued_meanwhile_share_one_sync_and_callbacks_follow_it() {
-        let dir = std::env::temp_dir().join(format!("cq-{}-{}", std::process::id(), line!()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("cq");
         let path = dir.join("q.jsonl");
         let journal = Arc::new(Journal::open(&path).unwrap().0);
         let q = CommitQueue::start(journal.clone(), "test", Acks::Spread(3)).unwrap();
@@ -313,8 +313,7 @@ mod tests {
 
     #[test]
     fn first_stages_run_in_submission_order_after_the_append() {
-        let dir = std::env::temp_dir().join(format!("cq-{}-{}", std::process::id(), line!()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("cq");
         let path = dir.join("q.jsonl");
         let journal = Arc::new(Journal::open(&path).unwrap().0);
         let q = CommitQueue::start(journal.clone(), "test", Acks::InOrder).unwrap();

@@ -17,6 +17,7 @@ use crate::client;
 use crate::http::{Limits, Server};
 use crate::journal::faults;
 use crate::log::{Level, LogFormat, Logger};
+use crate::testing::TempDir;
 
 struct Harness {
     dir: PathBuf,
@@ -132,10 +133,8 @@ impl Harness {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("failed-writes-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(&format!("failed-writes-{name}"))
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub mod segments;
 #[cfg(test)]
 mod streamed;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod time;
 pub mod usage;
 pub mod ws;

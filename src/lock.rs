@@ -116,12 +116,11 @@ pub fn lock(dir: &Path) -> Result<DirLock, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
     #[test]
     fn a_second_lock_is_refused_with_the_holders_pid_until_the_first_goes() {
-        let dir = std::env::temp_dir().join(format!("lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("lock");
         let held = lock(&dir).unwrap();
         let text = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));

@@ -256,10 +256,10 @@ fn aside(path: &Path, suffix: &str) -> PathBuf {
 mod tests {
     use super::*;
     use crate::journal::Journal;
+    use crate::testing::TempDir;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("repair-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+    fn temp_dir(name: &str) -> TempDir {
+        let dir = TempDir::new(&format!("repair-{name}"));
         fs::create_dir_all(dir.join("budget")).unwrap();
         dir
     }
@@ -341,7 +341,6 @@ mod tests {
             [],
             "a second run finds nothing"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -372,7 +371,6 @@ mod tests {
         let report = repair(&[&dir]).unwrap();
         assert_eq!(report.moved.len(), 1);
         assert_eq!(Journal::open(&path).unwrap().1.records.len(), 3);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -431,6 +429,5 @@ mod tests {
             [],
             "a second pass finds nothing"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

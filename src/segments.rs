@@ -587,11 +587,10 @@ fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("segments-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+    fn temp_dir(name: &str) -> TempDir {
+        TempDir::new(&format!("segments-{name}"))
     }
 
     fn retention(records: u64, segment_records: u64) -> Retention {
@@ -655,11 +654,10 @@ mod tests {
         assert_eq!(s.appended(), 10, "the next record is still number 10");
         let (_, seen) = from(&dir, 8);
         assert_eq!(seen, [record(8), record(9)]);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     /// Ten records in segments of four: records 0-3, 4-7 and 8-9.
-    fn three_segments(name: &str) -> PathBuf {
+    fn three_segments(name: &str) -> TempDir {
         let dir = temp_dir(name);
         let (mut s, _) = from(&dir, 0);
         for i in 0..10 {
@@ -689,14 +687,12 @@ mod tests {
         fs::write(&first, kept.join("\n") + "\n").unwrap();
         let e = refused(&dir);
         assert!(e.contains("1 records are missing"), "{e}");
-        let _ = fs::remove_dir_all(&dir);
 
         // A middle segment deleted.
         let dir = three_segments("gap-file");
         fs::remove_file(dir.join(file_name(2))).unwrap();
         let e = refused(&dir);
         assert!(e.contains("segments 2 to 2 are missing"), "{e}");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -718,8 +714,6 @@ mod tests {
         std::io::Write::write_all(&mut file, b"{\"torn").unwrap();
         let (s, seen) = from(&dir2, 0);
         assert_eq!((seen.len(), s.appended()), (10, 10));
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_dir_all(&dir2);
     }
 
     #[test]
@@ -757,7 +751,6 @@ mod tests {
         drop(s);
         let (s, seen) = from(&dir, 12);
         assert_eq!((seen, s.appended()), (vec![record(12)], 13));
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -793,7 +786,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["0000000010.jsonl"]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -815,7 +807,6 @@ mod tests {
             (seqs(&opened.records), opened.appended),
             ((1..=8).collect(), 8)
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -839,7 +830,6 @@ mod tests {
             (seqs(&opened.records), opened.appended),
             ((1..=3).collect(), 3)
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -861,6 +851,5 @@ mod tests {
         assert!((100..100 + 2 * 40 + 12).contains(&bytes), "{bytes}");
         assert_eq!(seqs(&opened.records).last(), Some(&50));
         assert_eq!(opened.appended, 50);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

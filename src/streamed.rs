@@ -4,7 +4,6 @@
 //! fall. Run in process, to compare with the render and the store.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,41 +16,25 @@ use crate::http::{Limits, Server};
 use crate::log::{Level, LogFormat, Logger};
 use crate::metrics::Format;
 use crate::runs::Status;
-
-/// A data dir removed when dropped, even after a failed assertion.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("streamed-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::testing::TempDir;
 
 struct Harness {
     server: Server,
     app: Arc<App>,
-    _dir: Dir,
+    _dir: TempDir,
 }
 
 impl Harness {
     fn open(name: &str) -> Harness {
-        let dir = Dir::new(name);
+        let dir = TempDir::new(name);
         let config = AppConfig {
-            data_dir: dir.0.clone(),
+            data_dir: dir.to_path_buf(),
             api_key: None,
             max_body: 1 << 20,
             // Room for every run the tests start.
             budget: BudgetConfig {
                 daily_limit: 1e6,
-                ..BudgetConfig::new(&dir.0)
+                ..BudgetConfig::new(&dir)
             },
             otlp: None,
             declared: Vec::new(),

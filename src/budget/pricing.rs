@@ -211,6 +211,7 @@ impl SpendInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
     fn field_of(result: Result<Pricing, Error>) -> String {
         match result {
@@ -280,8 +281,7 @@ mod tests {
 
     #[test]
     fn reads_files_and_reports_missing_ones() {
-        let dir = std::env::temp_dir().join(format!("pricing-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("pricing");
         let path = dir.join("pricing.json");
         std::fs::write(&path, r#"{"m": {"input": 1, "output": 1}}"#).unwrap();
         assert_eq!(Pricing::read(&path).unwrap().len(), 1);
@@ -289,7 +289,6 @@ mod tests {
             field_of(Pricing::read(&dir.join("absent.json"))),
             "pricing_file"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -444,6 +444,7 @@ fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {
 mod tests {
     use super::*;
     use crate::metrics::Format;
+    use crate::testing::{quiet, TempDir};
     use serde_json::json;
     use std::sync::mpsc;
 
@@ -453,15 +454,8 @@ mod tests {
         {"name": "task_retry_count", "type": "histogram", "help": "Retries.", "buckets": [0, 1, 2, 3]}
     ]"#;
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("declared-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn quiet() -> Logger {
-        Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json)
+    fn dir(name: &str) -> TempDir {
+        TempDir::new(&format!("declared-{name}"))
     }
 
     fn scrape(r: &Registry) -> String {

@@ -1,35 +1,14 @@
 //! Declared data across restarts with a changed declarations file: every
 //! way a file can change, through the journal and through a snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use serde_json::{json, Value};
 
 use super::*;
 use crate::metrics::Format;
-
-/// A scratch data dir that removes itself.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("declared-rt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn quiet() -> Logger {
-    Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json)
-}
+use crate::testing::{quiet, TempDir};
 
 fn open(dir: &Path, file: &str) -> (Declared, Registry) {
     let registry = Registry::new();
@@ -91,11 +70,11 @@ fn change(
     after: &str,
     after_update: Value,
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let dir = Dir::new(
+    let dir = TempDir::new(
         &format!("{via:?}-{}", std::thread::current().name().unwrap_or("t")).replace("::", "-"),
     );
     let original = {
-        let (d, r) = open(&dir.0, before);
+        let (d, r) = open(&dir, before);
         post(&d, updates).unwrap();
         if let Via::Snapshot = via {
             snapshot_now(&d);
@@ -103,14 +82,14 @@ fn change(
         declared_lines(&r)
     };
     let changed = {
-        let (d, r) = open(&dir.0, after);
+        let (d, r) = open(&dir, after);
         post(&d, after_update).unwrap();
         if let Via::Snapshot = via {
             snapshot_now(&d);
         }
         declared_lines(&r)
     };
-    let (_, r) = open(&dir.0, before);
+    let (_, r) = open(&dir, before);
     (changed, declared_lines(&r), original)
 }
 
@@ -330,23 +309,23 @@ fn snapshot_lines(dir: &Path) -> (snapshot::Header, Vec<Value>) {
 
 #[test]
 fn a_journal_from_before_names_is_read_by_position_once_then_by_name() {
-    let dir = Dir::new("legacy-journal");
+    let dir = TempDir::new("legacy-journal");
     // A journal as the version before wrote it: label values by position.
     let legacy = [
         r#"{"u":[["c_total",["gpt"],"inc",50],["g",[],"set",3]]}"#,
         r#"{"u":[["c_total",["gpt"],"inc",1]]}"#,
     ];
-    std::fs::write(dir.0.join(JOURNAL), legacy.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join(JOURNAL), legacy.join("\n") + "\n").unwrap();
     let file = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["model"]},
                    {"name": "g", "type": "gauge", "help": "h"}]"#;
     let first = {
-        let (d, r) = open(&dir.0, file);
+        let (d, r) = open(&dir, file);
         assert_eq!(d.skipped_on_replay, 0);
         declared_lines(&r)
     };
     assert_eq!(first, ["c_total{model=\"gpt\"} 51", "g 3"]);
     // Rewritten with names at once, so that a renamed label cannot take it.
-    let (header, lines) = snapshot_lines(&dir.0);
+    let (header, lines) = snapshot_lines(&dir);
     assert!(header.named && header.records == 2, "{header:?}");
     assert!(
         lines.contains(&json!({"series": ["c_total", {"model": "gpt"}, "counter", [51, 0.0]]})),
@@ -354,18 +333,18 @@ fn a_journal_from_before_names_is_read_by_position_once_then_by_name() {
     );
     let renamed = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["result"]},
                       {"name": "g", "type": "gauge", "help": "h"}]"#;
-    let (d, r) = open(&dir.0, renamed);
+    let (d, r) = open(&dir, renamed);
     assert_eq!(declared_lines(&r), ["g 3"]);
     assert_eq!(d.skipped_on_replay, 1);
     drop(d);
-    let (_, r) = open(&dir.0, file);
+    let (_, r) = open(&dir, file);
     assert_eq!(declared_lines(&r), first);
 }
 
 #[test]
 fn a_snapshot_from_before_names_is_read_by_position_once_and_what_it_kept_stays_kept() {
-    let dir = Dir::new("legacy-snapshot");
-    let store = dir.0.join(STORE);
+    let dir = TempDir::new("legacy-snapshot");
+    let store = dir.join(STORE);
     std::fs::create_dir_all(&store).unwrap();
     let lines = [
         json!({"snapshot": {"records": 0}}),
@@ -379,7 +358,7 @@ fn a_snapshot_from_before_names_is_read_by_position_once_and_what_it_kept_stays_
     let file = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["model"]},
                    {"name": "h_seconds", "type": "histogram", "help": "h", "buckets": [1, 10]}]"#;
     let first = {
-        let (d, r) = open(&dir.0, file);
+        let (d, r) = open(&dir, file);
         assert_eq!(d.skipped_on_replay, 2);
         declared_lines(&r)
     };
@@ -392,17 +371,17 @@ fn a_snapshot_from_before_names_is_read_by_position_once_and_what_it_kept_stays_
         "h_seconds_count 13",
     ];
     assert_eq!(first, want);
-    let (header, lines) = snapshot_lines(&dir.0);
+    let (header, lines) = snapshot_lines(&dir);
     assert!(header.named, "{header:?}");
     let h = json!({"series": ["h_seconds", {}, "histogram", [[3, 3, 13], 501.5, [1.0, 10.0]]]});
     assert!(lines.contains(&h), "{lines:?}");
     // What was kept by position stays as it was, and is never taken by
     // position again, even by a family with as many labels.
     let two = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["p", "q"]}]"#;
-    let (d, r) = open(&dir.0, two);
+    let (d, r) = open(&dir, two);
     assert_eq!(declared_lines(&r), Vec::<String>::new());
     assert_eq!(d.skipped_on_replay, 4);
     drop(d);
-    let (_, r) = open(&dir.0, file);
+    let (_, r) = open(&dir, file);
     assert_eq!(declared_lines(&r), want);
 }

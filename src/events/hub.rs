@@ -808,17 +808,12 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use crate::log::{Level, LogFormat};
+    use crate::testing::{quiet, TempDir};
 
-    fn hub(name: &str) -> (Arc<Hub>, Registry, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "events-hub-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn hub(name: &str) -> (Arc<Hub>, Registry, TempDir) {
+        let dir = TempDir::new(&format!("events-hub-{name}"));
         let registry = Registry::new();
-        let log = Logger::new(Level::Error, LogFormat::Json);
-        let hub = Arc::new(Hub::open(&dir, &registry, log).unwrap());
+        let hub = Arc::new(Hub::open(&dir, &registry, quiet()).unwrap());
         (hub, registry, dir)
     }
 
@@ -828,7 +823,7 @@ mod tests {
 
     #[test]
     fn events_render_with_the_envelope_first() {
-        let (hub, _, dir) = hub("render");
+        let (hub, _, _dir) = hub("render");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let seq = hub.publish(
             NewEvent::new("phase_started", 1.5)
@@ -857,12 +852,11 @@ mod tests {
             json!({"seq": seq, "type": "phase_started", "timestamp": "1970-01-01T00:00:01.500Z",
                    "run_id": "r1", "correlation_id": "c1", "work_order_id": "wo-1", "phase": "plan"})
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn subscribers_get_matching_events_in_seq_order() {
-        let (hub, _, dir) = hub("order");
+        let (hub, _, _dir) = hub("order");
         let mut all = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let mut one = hub.subscribe(Filter::run("b"), Start::Live, Transport::WebSocket);
         for i in 0..10 {
@@ -880,12 +874,11 @@ mod tests {
         }
         assert_eq!(runs, vec!["b"; 5]);
         assert_eq!(all.next(Duration::from_millis(1)), Next::Idle);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn resuming_replays_retained_events_after_a_seq_or_the_tail() {
-        let (hub, _, dir) = hub("resume");
+        let (hub, _, _dir) = hub("resume");
         let seqs: Vec<u64> = (0..20)
             .map(|_| hub.publish(event("run_started", "a")))
             .collect();
@@ -902,12 +895,11 @@ mod tests {
             got.push(e.seq());
         }
         assert_eq!(got, vec![seqs[18], seqs[19], seqs[19] + 1]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_ring_keeps_the_newest_events_only() {
-        let (hub, _, dir) = hub("ring");
+        let (hub, _, _dir) = hub("ring");
         let first = hub.publish(event("run_started", "a"));
         for _ in 0..RETAINED {
             hub.publish(event("run_started", "a"));
@@ -917,12 +909,11 @@ mod tests {
             panic!("no event");
         };
         assert_eq!(e.seq(), first + 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_subscriber_that_never_reads_is_cut_off_without_slowing_others() {
-        let (hub, registry, dir) = hub("lag");
+        let (hub, registry, _dir) = hub("lag");
         let mut stuck = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let mut reader = hub.subscribe(Filter::all(), Start::Live, Transport::WebSocket);
         let total = QUEUE_CAPACITY + 100;
@@ -957,12 +948,11 @@ mod tests {
         registry.render(&mut text, crate::metrics::Format::Text);
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("conductor_event_subscribers{transport=\"sse\"} 0"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_lagging_subscriber_hears_of_it_at_once() {
-        let (hub, _, dir) = hub("on-lag");
+        let (hub, _, _dir) = hub("on-lag");
         let stuck = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let (told, heard) = std::sync::mpsc::channel();
         stuck.on_lag(move || told.send(()).unwrap());
@@ -972,24 +962,22 @@ mod tests {
         assert!(heard.try_recv().is_err());
         hub.publish(event("run_started", "a"));
         assert!(heard.try_recv().is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_closer_ends_a_waiting_reader() {
-        let (hub, _, dir) = hub("close");
+        let (hub, _, _dir) = hub("close");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::WebSocket);
         let closer = sub.closer();
         let t = std::thread::spawn(move || sub.next(Duration::from_secs(30)));
         closer.close();
         assert_eq!(t.join().unwrap(), Next::Closed);
         assert_eq!(hub.subscribers(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_stop_delivers_what_was_queued_then_ends_every_subscription() {
-        let (hub, _, dir) = hub("stop");
+        let (hub, _, _dir) = hub("stop");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let first = hub.publish(event("run_started", "a"));
         let second = hub.publish(event("run_started", "b"));
@@ -1012,7 +1000,6 @@ mod tests {
         let mut late = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let none = Stopped { last_seq: None };
         assert_eq!(late.next(Duration::from_secs(5)), Next::Stopping(none));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1024,6 +1011,5 @@ mod tests {
         let log = Logger::new(Level::Error, LogFormat::Json);
         let hub = Hub::open(&dir, &Registry::new(), log).unwrap();
         assert_eq!(hub.publish(event("run_started", "a")), 1 + SEQ_RESERVE);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

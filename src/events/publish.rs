@@ -244,7 +244,8 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::events::{Filter, Next, Start, Transport};
-    use crate::log::{Level, LogFormat, Logger};
+    use crate::testing::{quiet, TempDir};
+
     use crate::metrics::Registry;
     use crate::runs::Detail;
     use std::sync::Arc;
@@ -266,16 +267,10 @@ mod tests {
         }
     }
 
-    fn hub(name: &str) -> (Arc<Hub>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "events-publish-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = Logger::new(Level::Error, LogFormat::Json);
+    fn hub(name: &str) -> (Arc<Hub>, TempDir) {
+        let dir = TempDir::new(&format!("events-publish-{name}"));
         (
-            Arc::new(Hub::open(&dir, &Registry::new(), log).unwrap()),
+            Arc::new(Hub::open(&dir, &Registry::new(), quiet()).unwrap()),
             dir,
         )
     }
@@ -314,7 +309,7 @@ mod tests {
 
     #[test]
     fn run_events_render_as_new_events_did_and_skip_tokens() {
-        let (hub, dir) = hub("runs");
+        let (hub, _dir) = hub("runs");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let batch = json!([
             {"type": "iteration_started", "iteration": 1, "timestamp": 11.0},
@@ -349,12 +344,11 @@ mod tests {
                 assert_eq!(tail(e.json()), tail(expected.json()));
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn message_events_render_as_new_events_did() {
-        let (hub, dir) = hub("messages");
+        let (hub, _dir) = hub("messages");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         let bodies = [
             json!({"k": "small", "a": [1, 2.5, null]}),
@@ -399,19 +393,11 @@ mod tests {
                 assert_eq!(tail(got.json()), tail(expected.json()));
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn large_message_bodies_are_left_out() {
-        let dir = std::env::temp_dir().join(format!(
-            "events-publish-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = Logger::new(Level::Error, LogFormat::Json);
-        let hub = Arc::new(Hub::open(&dir, &Registry::new(), log).unwrap());
+        let (hub, _dir) = hub("large-bodies");
         let mut sub = hub.subscribe(Filter::all(), Start::Live, Transport::Sse);
         for body in [json!({"k": "small"}), json!("x".repeat(MAX_INLINE_BODY))] {
             let m = Message {
@@ -432,6 +418,5 @@ mod tests {
             let inline = body.to_string().len() <= MAX_INLINE_BODY;
             assert_eq!(v.get("body"), inline.then_some(&body));
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -69,15 +69,10 @@ impl SeqFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "events-seq-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp_dir(name: &str) -> TempDir {
+        TempDir::new(&format!("events-seq-{name}"))
     }
 
     #[test]
@@ -89,7 +84,6 @@ mod tests {
         let (_, first) = SeqFile::open(&dir).unwrap();
         assert_eq!(first, 10_001);
         assert_eq!(fs::read_to_string(dir.join(SEQ_FILE)).unwrap(), "10001\n");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -106,7 +100,6 @@ mod tests {
         let last = u64::MAX - 2 * SEQ_RESERVE;
         fs::write(dir.join(SEQ_FILE), format!("{last}\n")).unwrap();
         assert_eq!(SeqFile::open(&dir).unwrap().1, last);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -118,6 +111,5 @@ mod tests {
         assert!(e.to_string().contains("12x"), "{e}");
         fs::write(dir.join(SEQ_FILE), "0\n").unwrap();
         assert!(SeqFile::open(&dir).unwrap_err().is_corrupt());
-        let _ = fs::remove_dir_all(&dir);
     }
 }

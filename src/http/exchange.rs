@@ -347,6 +347,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::TempDir;
 
     #[test]
     fn a_failed_answer_is_logged_as_an_error() {
@@ -368,11 +369,10 @@ mod tests {
         assert!(valid_request_id(&a) && a != new_request_id());
     }
 
-    fn app(name: &str) -> (std::path::PathBuf, Arc<App>) {
-        let dir = std::env::temp_dir().join(format!("exchange-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn app(name: &str) -> (TempDir, Arc<App>) {
+        let dir = TempDir::new(&format!("exchange-{name}"));
         let config = crate::app::AppConfig {
-            data_dir: dir.clone(),
+            data_dir: dir.to_path_buf(),
             api_key: None,
             max_body: 8,
             budget: crate::budget::BudgetConfig::new(&dir),
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn exchanges_answer_once_with_safe_headers() {
-        let (dir, app) = app("local");
+        let (_dir, app) = app("local");
         let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "abc"), ("X-Key", "k")];
         let mut ex = Exchange::new(
@@ -429,12 +429,11 @@ mod tests {
         assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
         drop(ex);
         assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_panic_is_answered_500_and_counted() {
-        let (dir, app) = app("panic");
+        let (_dir, app) = app("panic");
         let (answer, slot) = Answer::for_test();
         let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -447,7 +446,6 @@ mod tests {
         assert!(answered.contains("the request failed"), "{answered}");
         assert!(!answered.contains("panicked"), "{answered}");
         assert_eq!(app.http.panics.get(), 1.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Runs the streamed answer `ex` left in `slot` as a connection thread
@@ -481,7 +479,7 @@ mod tests {
     #[test]
     fn a_stream_that_panics_is_a_500_before_its_first_piece_and_cut_short_after() {
         use std::io::Write;
-        let (dir, app) = app("stream-panic");
+        let (_dir, app) = app("stream-panic");
         let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "req-7")];
         let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
@@ -511,7 +509,6 @@ mod tests {
         assert!(text.ends_with(&format!("10000\r\n{}\r\n", "x".repeat(65536))));
         assert!(!ended);
         assert_eq!(app.http.panics.get(), 2.0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -526,7 +523,6 @@ mod tests {
         let body = answered.split("\r\n\r\n").nth(1).unwrap();
         let want = r#"{"error":{"code":"INTERNAL","message":"storage write failed","request_id":"req-42"}}"#;
         assert_eq!(body, want);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

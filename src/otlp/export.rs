@@ -351,16 +351,12 @@ fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), trans
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Level, LogFormat};
     use crate::otlp::fake_collector::Collector;
     use crate::otlp::{SpanStatus, TraceContext};
+    use crate::testing::quiet;
     use std::net::TcpListener;
 
     /// A logger for tests: the warnings about lost spans are not printed.
-    fn quiet() -> Logger {
-        Logger::new(Level::Error, LogFormat::Json)
-    }
-
     fn config(endpoint: String) -> OtlpConfig {
         OtlpConfig {
             endpoint,

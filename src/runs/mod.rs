@@ -1797,6 +1797,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{quiet, TempDir};
 
     #[test]
     fn events_records_are_the_bytes_json_prints() {
@@ -1832,10 +1833,6 @@ mod tests {
         .unwrap()
     }
 
-    fn quiet() -> Logger {
-        Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json)
-    }
-
     /// Calls `f` with a callback and waits for what it is given.
     fn wait<T: Send + 'static>(f: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1845,8 +1842,7 @@ mod tests {
 
     #[test]
     fn changes_in_flight_count_for_later_checks_and_prices() {
-        let dir = std::env::temp_dir().join(format!("runs-pending-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-pending");
         let runs = open(&dir);
         // The committer waits in this record's first stage until released,
         // so everything submitted meanwhile stays in flight.
@@ -1899,7 +1895,6 @@ mod tests {
         let reopened = open(&dir);
         assert_eq!(reopened.get("r").unwrap(), kept);
         assert_eq!(reopened.budget.status().today_spend, finished.spend.amount);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A run with 250 distinct 64-character phase, gate and model names and
@@ -1923,8 +1918,7 @@ mod tests {
 
     #[test]
     fn a_finished_run_keeps_a_summary_and_retention_bounds_bytes() {
-        let dir = std::env::temp_dir().join(format!("runs-summary-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-summary");
         let runs = open(&dir);
         let events: Arc<[Timed]> = event::parse_batch(&heavy_events(), time::now_unix())
             .unwrap()
@@ -1986,13 +1980,11 @@ mod tests {
             .collect();
         assert_eq!(held, [false, false, false, true, true, true]);
         assert_eq!((runs.counts().completed, runs.counts().cancelled), (1, 5));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_batch_refused_for_its_price_keeps_no_reservation() {
-        let dir = std::env::temp_dir().join(format!("runs-batch-price-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-batch-price");
         let runs = open(&dir);
         // An end priced past the largest amount is refused, after the
         // batch's first start and before its second.
@@ -2009,7 +2001,6 @@ mod tests {
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
         assert_eq!(runs.budget.status().reserved, 0.0);
         assert!(runs.get("a").is_none() && runs.get("b").is_none());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Opens the store in `dir` with a snapshot after every `every` bytes
@@ -2063,8 +2054,7 @@ mod tests {
 
     #[test]
     fn a_start_from_a_snapshot_rebuilds_what_the_journal_did() {
-        let dir = std::env::temp_dir().join(format!("runs-snapshot-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-snapshot");
         let (runs, registry) = open_snapshotting(&dir, 4096);
         let now = time::now_unix();
         // A run ended with the emitter's metrics early, so that a snapshot
@@ -2195,13 +2185,11 @@ mod tests {
             why.contains("runs/snapshot: line") && why.contains("from a backup"),
             "{why}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn counts_and_counters_come_from_the_snapshot_not_from_the_runs_kept() {
-        let dir = std::env::temp_dir().join(format!("runs-counted-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-counted");
         let open = |dir: &Path| {
             let mut budget = crate::budget::BudgetConfig::new(dir);
             budget.daily_limit = 1000.0;
@@ -2237,6 +2225,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("agent_runs_started_total 40\n"), "{text}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
