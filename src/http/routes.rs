@@ -432,7 +432,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
     let body = ex.read_body()?;
     // Most batches are plain and skip the JSON tree; the rest, and every
     // error, go the general way.
-    if let Some(events) = crate::runs::event::parse_plain_batch(&body, time::now_unix()) {
+    if let Some(events) = crate::runs::plain_batch::parse_plain_batch(&body, time::now_unix()) {
         return Ok(Parsed::Events(events));
     }
     let value = Body::parse_value(&body)?;

@@ -5,6 +5,7 @@
 pub mod detail;
 pub mod event;
 pub mod metrics;
+pub mod plain_batch;
 pub mod progress;
 pub mod snapshot;
 pub mod texts;
