@@ -4,6 +4,9 @@
   src_http_lines <n> lines    every line of src/http/**/*.rs (the HTTP layer, its tests included)
   unsafe_blocks <n> blocks    `unsafe {` blocks in src/
   import_circles <n> circles  groups of modules that import one another in a loop
+  src_lines_non_test <n> lines  lines of src/ outside `#[cfg(test)]` items and test-only files
+  longest_fn_lines <n> lines  the longest non-test function, from its `fn` line to its closing brace
+                              (the function is named on stderr)
 
 A module is a file (`mod.rs` stands for its directory). Module A imports B when A names a path
 into B (`use crate::b::...`, `super::b::...`, or a `crate::b::...` path in code). A module and
@@ -13,6 +16,7 @@ of two or more modules is one circle.
 
 Usage: code_figures.py [ROOT]   (ROOT defaults to the repository holding this script)
 """
+import bisect
 import pathlib
 import re
 import sys
@@ -33,6 +37,92 @@ def code_lines(text):
     text = re.sub(r'"(\\.|[^"\\])*"', '""', text)
     for line in text.splitlines():
         yield line.split("//", 1)[0]
+
+
+def blank_literals(text):
+    """The text with comments, string and char literals blanked, newlines kept, so braces match."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+        elif text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                step = text[j : j + 2]
+                depth += (step == "/*") - (step == "*/")
+                j += 2 if step in ("/*", "*/") else 1
+        elif (m := re.match(r'r(#*)"', text[i : i + 10])) and not (i and (text[i - 1].isalnum() or text[i - 1] == "_")):
+            close = text.find('"' + m.group(1), i + len(m.group(0)))
+            j = n if close < 0 else close + 1 + len(m.group(1))
+        elif text[i] == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            j += 1
+        elif m := re.match(r"'(\\.[^']*|[^'\\])'", text[i : i + 12]):
+            j = i + len(m.group(0))
+        else:
+            out.append(text[i])
+            i += 1
+            continue
+        out.append(re.sub(r"[^\n]", " ", text[i:j]))
+        i = j
+    return "".join(out)
+
+
+def block_end(masked, start):
+    """The index of the brace that closes the block opening at or after `start`; None when a `;`
+    ends the item first (a declaration such as `mod x;`)."""
+    depth = 0
+    for k in range(start, len(masked)):
+        ch = masked[k]
+        if ch == ";" and depth == 0:
+            return None
+        depth += (ch == "{") - (ch == "}")
+        if ch == "}" and depth == 0:
+            return k
+    return None
+
+
+FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?((const|async|unsafe|extern\s+\"C\")\s+)*fn\s+(\w+)")
+
+
+def shape(files):
+    """(non-test lines, (length, where, name) of the longest non-test function)."""
+    test_only = set()
+    for f in files:
+        base = f.parent if f.name in ("mod.rs", "lib.rs", "main.rs") else f.with_suffix("")
+        for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*;", f.read_text()):
+            test_only |= {base / (m.group(3) + ".rs"), base / m.group(3) / "mod.rs"}
+    total, longest = 0, (0, "", "")
+    for f in files:
+        if f in test_only:
+            continue
+        masked = blank_literals(f.read_text())
+        lines = masked.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        starts = [0]
+        for line in lines:
+            starts.append(starts[-1] + len(line) + 1)
+        line_of = lambda index: bisect.bisect_right(starts, index) - 1
+        test = [False] * len(lines)
+        for m in re.finditer(r"#!?\[cfg\(test\)\]", masked):
+            if m.group(0).startswith("#!"):
+                test = [True] * len(lines)
+                break
+            end = block_end(masked, m.end())
+            if end is not None:
+                for k in range(line_of(m.start()), line_of(end) + 1):
+                    test[k] = True
+        total += test.count(False)
+        for k, line in enumerate(lines):
+            m = FN.match(line)
+            end = None if test[k] or not m else block_end(masked, starts[k] + m.end())
+            if end is not None:
+                longest = max(longest, (line_of(end) - k + 1, f"{f.relative_to(ROOT)}:{k + 1}", m.group(5)))
+    return total, longest
 
 
 def expand(path):
@@ -126,6 +216,10 @@ def main():
     print(f"src_http_lines {http_lines} lines")
     print(f"unsafe_blocks {unsafe_blocks} blocks")
     print(f"import_circles {len(circles)} circles")
+    non_test, (fn_lines, fn_at, fn_name) = shape(files)
+    print(f"src_lines_non_test {non_test} lines")
+    print(f"longest_fn_lines {fn_lines} lines")
+    print(f"longest_fn: {fn_name} at {fn_at}", file=sys.stderr)
 
 
 main()
