@@ -1,49 +1,21 @@
 //! The application: the registry, the core metric set and the domain
 //! stores, wired together. HTTP handlers call into this.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::{Budget, BudgetConfig, Imported, Recorded, SystemClock};
+use crate::budget::{Budget, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
+use crate::config::Config;
 use crate::error::Error;
 use crate::events::Hub;
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
-use crate::otlp::{Exporter, OtlpConfig};
+use crate::otlp::Exporter;
 use crate::runs::{RunMetrics, Runs};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What the application needs to start.
-#[derive(Clone, Debug)]
-pub struct AppConfig {
-    /// Where journals live.
-    pub data_dir: PathBuf,
-    /// The API key `/api/v1/*` requires, if any.
-    pub api_key: Option<String>,
-    /// The largest request body accepted, in bytes.
-    pub max_body: u64,
-    /// The daily budget's settings.
-    pub budget: BudgetConfig,
-    /// Where traces go, when anywhere.
-    pub otlp: Option<OtlpConfig>,
-    /// The families declared in `--metrics-file`, already checked.
-    pub declared: Vec<crate::declared::Declaration>,
-    /// The ceiling in bytes on what the declared families hold together.
-    pub declared_ceiling: crate::declared::Ceiling,
-    /// How many bus messages are kept.
-    pub message_retention: crate::bus::Retention,
-    /// How many finished runs stay in memory, by count and bytes.
-    pub run_retention: crate::runs::Retention,
-    /// The journal growth after which the run store writes a snapshot.
-    pub snapshot_bytes: u64,
-    /// How long a run may go without news before it is ended as
-    /// abandoned; `None` never ends one.
-    pub run_timeout: Option<Duration>,
-}
 
 /// The metrics the HTTP layer records.
 #[derive(Clone)]
@@ -75,7 +47,7 @@ pub struct App {
     /// The logger.
     pub log: Logger,
     /// Settings.
-    pub config: AppConfig,
+    pub config: Config,
     /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
     /// The families declared in `--metrics-file`, updated over HTTP.
@@ -110,7 +82,7 @@ impl App {
     /// [`Error::Invalid`] for bad input, its field naming the input: the
     /// `--metrics-file` or the research agent's budget file.
     /// [`Error::Storage`] for what the environment refuses.
-    pub fn open(config: AppConfig, log: Logger) -> Result<Arc<App>, Error> {
+    pub fn open(config: Config, log: Logger) -> Result<Arc<App>, Error> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Storage(format!(
                 "cannot create data dir {}: {e}",

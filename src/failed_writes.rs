@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::app::{App, AppConfig};
-use crate::budget::BudgetConfig;
+use crate::app::App;
 use crate::client;
+use crate::config::Config;
 use crate::http::{Limits, Server};
 use crate::journal::faults;
 use crate::log::{Level, LogFormat, Logger};
@@ -34,18 +34,10 @@ impl Harness {
             r#"[{"name": "git_merge_total", "type": "counter", "help": "Merges.", "labels": ["result"]}]"#,
         )
         .unwrap();
-        let config = AppConfig {
-            data_dir: dir.to_path_buf(),
-            api_key: None,
-            max_body: 1 << 20,
-            budget: BudgetConfig::new(dir),
-            otlp: None,
+        let config = Config {
             declared,
-            declared_ceiling: crate::declared::Ceiling::default(),
-            message_retention: crate::bus::Retention::default(),
-            run_retention: crate::runs::Retention::default(),
-            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout,
+            ..Config::for_data_dir(dir)
         };
         let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

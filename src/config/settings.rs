@@ -1,0 +1,691 @@
+//! The settings of `serve`, one row each: its flag, its environment
+//! variable, its default, how its value is read, and its help. The parser
+//! ([`super::parse`]), the unknown-flag check and `serve --help`
+//! ([`crate::usage`]) all read [`SETTINGS`], so a setting is defined once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{parse_duration, parse_size};
+use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
+use crate::declared::{Ceiling, Declaration};
+use crate::http::Limits;
+use crate::log::{Level, LogFormat};
+use crate::otlp::OtlpConfig;
+use crate::usage::Opt;
+use crate::{bus, runs};
+
+/// The default listen address: loopback, so nothing is exposed by accident.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
+
+/// The data dir when neither `--data-dir` nor `CONDUCTOR_DATA_DIR` names
+/// one, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// How long a run may go without news, by default, before it is ended as
+/// abandoned: longer than any research cycle we know of.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything the server runs with: what `serve` parsed, and what the
+/// start reads from the files it names. Plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `--addr`: where the server listens.
+    pub addr: String,
+    /// `--data-dir`: where the journals live.
+    pub data_dir: PathBuf,
+    /// The key `/api/v1/*` requires, if any: from `--api-key-file`, or
+    /// `CONDUCTOR_API_KEY` itself.
+    pub api_key: Option<String>,
+    /// `--log-level`.
+    pub log_level: Level,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// The HTTP layer's limits: `--max-body`, `--max-connections`, and the
+    /// idle, header and write timeouts.
+    pub limits: Limits,
+    /// `--shutdown-timeout`: how long a graceful stop waits for the
+    /// requests in flight.
+    pub shutdown_timeout: Duration,
+    /// The daily budget: `--daily-budget`, `--run-estimate` (`auto` is
+    /// `learn`), `AGENT_BUDGET_DIR`, and the prices of `pricing_file` once
+    /// the start has read them.
+    pub budget: BudgetConfig,
+    /// `--pricing`: the model prices the start reads into `budget.pricing`.
+    pub pricing_file: Option<PathBuf>,
+    /// `--metrics-file`: the declared families the start reads into
+    /// `declared`.
+    pub metrics_file: Option<PathBuf>,
+    /// The declared families, checked; none until the start has read
+    /// `metrics_file`.
+    pub declared: Vec<Declaration>,
+    /// `--declared-label-bytes` and `--declared-exposition-bytes`: the
+    /// ceiling in bytes on the declared families; 0 is no bound.
+    pub declared_ceiling: Ceiling,
+    /// `--retain-messages` and `--retain-message-bytes`: how many of the
+    /// newest bus messages are kept, in memory and on disk.
+    pub message_retention: bus::Retention,
+    /// `--retain-runs` and `--retain-run-bytes`: how many finished runs
+    /// stay in memory; 0 is no bound of that kind.
+    pub run_retention: runs::Retention,
+    /// `--snapshot-bytes`: the journal growth after which the run store
+    /// writes a snapshot; 0 writes none.
+    pub snapshot_bytes: u64,
+    /// `--run-timeout`: a running run with no news for this long is ended
+    /// as abandoned; `None` (`0`) never ends one.
+    pub run_timeout: Option<Duration>,
+    /// Where traces go, from the `OTEL_*` variables; `None` traces nothing.
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Config {
+    /// The defaults, with the journals in `dir` and the budget ledger in
+    /// `dir/budget`: what `serve --data-dir DIR` runs with. Each value is
+    /// the one the owning module calls its default ([`Limits::default`],
+    /// [`BudgetConfig::new`], ...), and the one its row of [`SETTINGS`]
+    /// shows (a test reads each row's default to check it).
+    pub fn for_data_dir(dir: &Path) -> Config {
+        Config {
+            addr: DEFAULT_ADDR.to_string(),
+            data_dir: dir.to_path_buf(),
+            api_key: None,
+            log_level: Level::Info,
+            log_format: LogFormat::Json,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            budget: BudgetConfig::new(dir),
+            pricing_file: None,
+            metrics_file: None,
+            declared: Vec::new(),
+            declared_ceiling: Ceiling::default(),
+            message_retention: bus::Retention::default(),
+            run_retention: runs::Retention::default(),
+            snapshot_bytes: runs::DEFAULT_SNAPSHOT_BYTES,
+            run_timeout: Some(DEFAULT_RUN_TIMEOUT),
+            otlp: None,
+        }
+    }
+
+    /// Whether a server with these settings, bound to `addr`, takes writes
+    /// from anyone who can reach the host: an address other than loopback
+    /// and no API key. The start warns about it.
+    pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
+        self.api_key.is_none() && !addr.ip().is_loopback()
+    }
+}
+
+/// One setting of `serve`, a row of [`SETTINGS`]. Plain data.
+pub struct Setting {
+    /// The flag without its leading `--`, or `""` for a setting that only
+    /// an environment variable sets.
+    pub flag: &'static str,
+    /// The placeholder of the flag's value, for the help.
+    pub value: &'static str,
+    /// The environment variable that sets it when the flag is not given,
+    /// or `""`.
+    pub env: &'static str,
+    /// The default, as `set` reads it; `""` for a setting unset by default,
+    /// or one that follows another (the ledger follows the data dir).
+    pub default: &'static str,
+    /// What it sets, with its default in parentheses.
+    pub help: &'static str,
+    /// Reads a value given by the flag or the variable into the config;
+    /// the error is the whole one-line message.
+    set: fn(&mut Config, &Given) -> Result<(), String>,
+}
+
+impl Setting {
+    /// The row as the help shows it.
+    pub fn opt(&self) -> Opt {
+        Opt {
+            flag: self.flag,
+            value: self.value,
+            what: self.help,
+            env: self.env,
+        }
+    }
+}
+
+/// A value as given, and where it came from, which its error names.
+struct Given<'a> {
+    text: &'a str,
+    /// `--flag`, or the variable.
+    from: String,
+}
+
+impl Given<'_> {
+    /// The text as `parse` reads it, or the message that the value must
+    /// be what `must` says instead.
+    fn read<T>(&self, parse: impl Fn(&str) -> Option<T>, must: &str) -> Result<T, String> {
+        parse(self.text).ok_or_else(|| format!("{} must {must}, not {:?}", self.from, self.text))
+    }
+}
+
+const DURATION: &str = "be a duration such as 30, 30s or 500ms";
+const DOLLARS: &str = "be an amount in dollars such as 5 or 0.15";
+
+/// The settings of `serve`, in the order its help lists them. Rows apply in
+/// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
+/// puts the ledger inside it.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: "addr",
+        value: "HOST:PORT",
+        env: "CONDUCTOR_ADDR",
+        default: DEFAULT_ADDR,
+        help: "listen address (127.0.0.1:14355)",
+        set: |c, v| {
+            let must = "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355";
+            v.read(host_port, must).map(|a| c.addr = a)
+        },
+    },
+    Setting {
+        flag: "data-dir",
+        value: "DIR",
+        env: "CONDUCTOR_DATA_DIR",
+        default: DEFAULT_DATA_DIR,
+        help: "journals and ledgers (./data)",
+        set: |c, v| {
+            c.data_dir = PathBuf::from(v.text);
+            c.budget.dir = c.data_dir.join(LEDGER_DIR);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "max-body",
+        value: "BYTES",
+        env: "CONDUCTOR_MAX_BODY",
+        default: "1MiB",
+        help: "request body limit (1MiB)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 1MiB or 65536";
+            v.read(parse_size, must).map(|b| c.limits.max_body = b)
+        },
+    },
+    Setting {
+        flag: "api-key-file",
+        value: "FILE",
+        env: "CONDUCTOR_API_KEY",
+        default: "",
+        help: "require the key in FILE on /api/v1/* (none)",
+        set: api_key,
+    },
+    Setting {
+        flag: "log-level",
+        value: "LEVEL",
+        env: "CONDUCTOR_LOG",
+        default: "info",
+        help: "error, warn, info or debug (info)",
+        set: |c, v| {
+            let must = "be error, warn, info or debug";
+            v.read(Level::parse, must).map(|l| c.log_level = l)
+        },
+    },
+    Setting {
+        flag: "log-format",
+        value: "FORMAT",
+        env: "",
+        default: "json",
+        help: "json or text (json)",
+        set: |c, v| {
+            v.read(log_format, "be json or text")
+                .map(|f| c.log_format = f)
+        },
+    },
+    Setting {
+        flag: "idle-timeout",
+        value: "DUR",
+        env: "CONDUCTOR_IDLE_TIMEOUT",
+        default: "30s",
+        help: "close keep-alive connections idle this long (30s)",
+        set: |c, v| {
+            v.read(parse_duration, DURATION)
+                .map(|d| c.limits.idle_timeout = d)
+        },
+    },
+    Setting {
+        flag: "header-timeout",
+        value: "DUR",
+        env: "CONDUCTOR_HEADER_TIMEOUT",
+        default: "10s",
+        help: "time allowed to send a request head (10s)",
+        set: |c, v| {
+            v.read(parse_duration, DURATION)
+                .map(|d| c.limits.header_timeout = d)
+        },
+    },
+    Setting {
+        flag: "write-timeout",
+        value: "DUR",
+        env: "CONDUCTOR_WRITE_TIMEOUT",
+        default: "10s",
+        help: "time a client has to take each 64 KiB of an answer (10s)",
+        set: |c, v| {
+            v.read(parse_duration, DURATION)
+                .map(|d| c.limits.write_timeout = d)
+        },
+    },
+    Setting {
+        flag: "max-connections",
+        value: "N",
+        env: "CONDUCTOR_MAX_CONNECTIONS",
+        default: "4096",
+        help: "open connection cap (4096)",
+        set: |c, v| {
+            let cap = |s: &str| s.parse().ok().filter(|n| (1..=1_000_000).contains(n));
+            let must = "be an integer from 1 to 1000000";
+            v.read(cap, must).map(|n| c.limits.max_connections = n)
+        },
+    },
+    Setting {
+        flag: "shutdown-timeout",
+        value: "DUR",
+        env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
+        default: "10s",
+        help: "time to finish requests on SIGTERM (10s)",
+        set: |c, v| {
+            v.read(parse_duration, DURATION)
+                .map(|d| c.shutdown_timeout = d)
+        },
+    },
+    Setting {
+        flag: "daily-budget",
+        value: "DOLLARS",
+        env: "AGENT_DAILY_BUDGET",
+        default: "5.00",
+        help: "daily spend limit (5.00)",
+        set: |c, v| v.read(dollars, DOLLARS).map(|d| c.budget.daily_limit = d),
+    },
+    Setting {
+        flag: "run-estimate",
+        value: "DOLLARS|auto",
+        env: "AGENT_RUN_ESTIMATE",
+        default: "auto",
+        help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
+        set: run_estimate,
+    },
+    Setting {
+        flag: "pricing",
+        value: "FILE",
+        env: "",
+        default: "",
+        help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
+        set: |c, v| {
+            c.pricing_file = Some(PathBuf::from(v.text));
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "",
+        value: "",
+        env: "AGENT_BUDGET_DIR",
+        default: "",
+        help: "ledger directory (DATA_DIR/budget)",
+        set: |c, v| {
+            c.budget.dir = PathBuf::from(v.text);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "metrics-file",
+        value: "FILE",
+        env: "CONDUCTOR_METRICS_FILE",
+        default: "",
+        help: "declared metric families, JSON (none)",
+        set: |c, v| {
+            c.metrics_file = Some(PathBuf::from(v.text));
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "declared-label-bytes",
+        value: "BYTES",
+        env: "CONDUCTOR_DECLARED_LABEL_BYTES",
+        default: "4MiB",
+        help: "label bytes of all declared series (4MiB; 0: no bound)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 16MiB (0 for no bound)";
+            v.read(parse_bound, must)
+                .map(|b| c.declared_ceiling.label_bytes = b)
+        },
+    },
+    Setting {
+        flag: "declared-exposition-bytes",
+        value: "BYTES",
+        env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+        default: "16MiB",
+        help: "most the declared families write in a scrape (16MiB; 0: no bound)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 16MiB (0 for no bound)";
+            v.read(parse_bound, must)
+                .map(|b| c.declared_ceiling.exposition_bytes = b)
+        },
+    },
+    Setting {
+        flag: "run-timeout",
+        value: "DUR",
+        env: "CONDUCTOR_RUN_TIMEOUT",
+        default: "6h",
+        help: "end a run silent this long as abandoned (6h; 0: never)",
+        set: |c, v| {
+            let timeout = |s: &str| match s.trim() {
+                "0" => Some(None),
+                s => parse_duration(s).map(Some),
+            };
+            let must = "be a duration such as 6h, 90m or 3600s (0 turns it off)";
+            v.read(timeout, must).map(|t| c.run_timeout = t)
+        },
+    },
+    Setting {
+        flag: "retain-messages",
+        value: "N",
+        env: "CONDUCTOR_RETAIN_MESSAGES",
+        default: "100000",
+        help: "newest bus messages kept (100000; 0: no bound)",
+        set: |c, v| {
+            let must = "be a number of messages (0 keeps every one)";
+            v.read(|s| s.parse().ok(), must)
+                .map(|n| c.message_retention.messages = n)
+        },
+    },
+    Setting {
+        flag: "retain-message-bytes",
+        value: "BYTES",
+        env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
+        default: "64MiB",
+        help: "bytes of them kept (64MiB; 0: no bound)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 64MiB (0 for no bound)";
+            v.read(parse_bound, must)
+                .map(|b| c.message_retention.bytes = b)
+        },
+    },
+    Setting {
+        flag: "retain-runs",
+        value: "N",
+        env: "CONDUCTOR_RETAIN_RUNS",
+        default: "100000",
+        help: "newest finished runs kept (100000; 0: no bound)",
+        set: |c, v| {
+            let must = "be a number of finished runs (0 keeps every one)";
+            v.read(|s| s.parse().ok(), must)
+                .map(|n| c.run_retention.runs = n)
+        },
+    },
+    Setting {
+        flag: "retain-run-bytes",
+        value: "BYTES",
+        env: "CONDUCTOR_RETAIN_RUN_BYTES",
+        default: "64MiB",
+        help: "bytes of them kept (64MiB; 0: no bound)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 128MiB (0 for no bound)";
+            v.read(parse_bound, must).map(|b| c.run_retention.bytes = b)
+        },
+    },
+    Setting {
+        flag: "snapshot-bytes",
+        value: "BYTES",
+        env: "CONDUCTOR_SNAPSHOT_BYTES",
+        default: "16MiB",
+        help: "run journal growth between snapshots (16MiB; 0: none)",
+        set: |c, v| {
+            let must = "be a size in bytes such as 16MiB (0 for no snapshots)";
+            v.read(parse_bound, must).map(|b| c.snapshot_bytes = b)
+        },
+    },
+];
+
+/// The rows `command` takes: all of them for `serve`; where the journals
+/// are, for `repair`; none for the others.
+pub fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
+    SETTINGS.iter().filter(move |s| match command {
+        "serve" => true,
+        "repair" => s.flag == "data-dir" || s.env == "AGENT_BUDGET_DIR",
+        _ => false,
+    })
+}
+
+/// Reads `rows` into `config`, each from its flag when given (the last
+/// time), else from its variable when set; a row given neither keeps the
+/// config's value. `env` looks variables up.
+pub(super) fn apply<'a>(
+    config: &mut Config,
+    rows: impl Iterator<Item = &'a Setting>,
+    flags: &[(&str, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    for row in rows {
+        let flag = flags.iter().rev().find(|(name, _)| *name == row.flag);
+        let given = match flag {
+            Some((_, text)) if !row.flag.is_empty() => {
+                Some((text.to_string(), format!("--{}", row.flag)))
+            }
+            _ if row.env.is_empty() => None,
+            _ => env(row.env).map(|text| (text, row.env.to_string())),
+        };
+        if let Some((text, from)) = given {
+            (row.set)(config, &Given { text: &text, from })?;
+        }
+    }
+    Ok(())
+}
+
+/// `--api-key-file` names a file holding the key; `CONDUCTOR_API_KEY` is
+/// the key itself. Either way an empty key is refused.
+fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
+    let key = if v.from.starts_with("--") {
+        std::fs::read_to_string(v.text)
+            .map_err(|e| format!("cannot read --api-key-file {}: {e}", v.text))?
+    } else {
+        v.text.to_string()
+    };
+    match key.trim() {
+        "" => Err("the API key is empty".to_string()),
+        key => {
+            c.api_key = Some(key.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// `auto` learns the estimate from the agent's recent runs, from at least
+/// [`DEFAULT_RUN_ESTIMATE`]; an amount above 0 is fixed.
+fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
+    let estimate = |s: &str| match s.trim() {
+        "auto" => Some(None),
+        s => dollars(s).filter(|d| *d > 0.0).map(Some),
+    };
+    let must = "be auto or an amount in dollars above 0 such as 0.15";
+    let fixed = v.read(estimate, must)?;
+    c.budget.learn = fixed.is_none();
+    c.budget.run_estimate = fixed.unwrap_or(DEFAULT_RUN_ESTIMATE);
+    Ok(())
+}
+
+/// `HOST:PORT` with a host and a port number; the host is resolved when
+/// the server binds.
+fn host_port(s: &str) -> Option<String> {
+    let (host, port) = s.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| s.to_string())
+}
+
+fn log_format(s: &str) -> Option<LogFormat> {
+    match s {
+        "json" => Some(LogFormat::Json),
+        "text" => Some(LogFormat::Text),
+        _ => None,
+    }
+}
+
+/// An amount in dollars, `$` allowed, finite and not negative.
+pub(super) fn dollars(s: &str) -> Option<f64> {
+    let d: f64 = s.trim().trim_start_matches('$').parse().ok()?;
+    (d.is_finite() && d >= 0.0).then_some(d)
+}
+
+/// A size as [`parse_size`] reads it, or `0`: for a bound that 0 turns off.
+fn parse_bound(s: &str) -> Option<u64> {
+    match s.trim() {
+        "0" => Some(0),
+        s => parse_size(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Command};
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn serve(args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match parse(&args, env)? {
+            Command::Serve(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A file holding an API key, removed when dropped.
+    struct KeyFile(PathBuf);
+
+    impl KeyFile {
+        fn new(name: &str) -> KeyFile {
+            let unique = format!("settings-key-{name}-{}", std::process::id());
+            let path = std::env::temp_dir().join(unique);
+            std::fs::write(&path, "k\n").unwrap();
+            KeyFile(path)
+        }
+    }
+
+    impl Drop for KeyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn every_row_is_in_the_help_and_taken_by_its_flag_and_its_variable() {
+        let help = crate::usage::command_help("serve").unwrap();
+        let key = KeyFile::new("rows");
+        let key = key.0.to_str().unwrap();
+        for row in SETTINGS {
+            // One line each, with its flag, its help and its variable.
+            let line = match row.flag {
+                "" => help
+                    .lines()
+                    .find(|l| l.ends_with(&format!("  {}", row.env))),
+                flag => help
+                    .lines()
+                    .find(|l| l.starts_with(&format!("  --{flag} "))),
+            };
+            let line = line.unwrap_or_else(|| panic!("{} in {help}", row.help));
+            assert!(line.contains(&format!("  {}", row.help)), "{line}");
+            assert!(line.ends_with(row.env), "{line}");
+            // A value each row takes; those without a default take a path.
+            let value = match (row.flag, row.default) {
+                ("api-key-file", _) => key,
+                (_, "") => "some/file",
+                (_, default) => default,
+            };
+            if !row.flag.is_empty() {
+                let flag = format!("--{} {}", row.flag, row.value);
+                assert!(line.starts_with(&format!("  {flag} ")), "{line}");
+                let given = serve(&[&format!("--{}", row.flag), value], &no_env);
+                assert!(given.is_ok(), "--{}: {given:?}", row.flag);
+                let inline = serve(&[&format!("--{}={value}", row.flag)], &no_env);
+                assert_eq!(inline, given, "--{}=", row.flag);
+            }
+            if !row.env.is_empty() {
+                let env = |k: &str| (k == row.env).then(|| value.to_string());
+                let given = serve(&[], &env);
+                assert!(given.is_ok(), "{}: {given:?}", row.env);
+            }
+        }
+    }
+
+    #[test]
+    fn each_default_is_what_the_config_starts_with_and_what_the_help_says() {
+        let defaults = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+        assert_eq!(serve(&[], &no_env), Ok(defaults.clone()));
+        for row in SETTINGS.iter().filter(|r| !r.default.is_empty()) {
+            assert!(row.help.contains(row.default), "{}", row.help);
+            let mut config = defaults.clone();
+            let given = Given {
+                text: row.default,
+                from: "the default".to_string(),
+            };
+            assert_eq!((row.set)(&mut config, &given), Ok(()), "{}", row.help);
+            assert_eq!(config, defaults, "{}", row.help);
+        }
+    }
+
+    #[test]
+    fn a_flag_not_in_the_table_gets_the_nearest_row_suggested() {
+        let err = serve(&["--max-conections", "5"], &no_env).unwrap_err();
+        assert_eq!(
+            err,
+            "--max-conections is not a flag of `serve`; did you mean --max-connections? \
+             (see conductor-metrics serve --help)"
+        );
+        let err = serve(&["--retain-run", "5"], &no_env).unwrap_err();
+        assert!(err.contains("did you mean --retain-runs?"), "{err}");
+        let args = ["repair".to_string(), "--data-dri".into(), "d".into()];
+        let err = parse(&args, &no_env).unwrap_err();
+        assert!(err.contains("did you mean --data-dir?"), "{err}");
+        // A row of `serve` is not a flag of `repair`.
+        let args = ["repair".to_string(), "--addr".into(), "127.0.0.1:1".into()];
+        assert!(parse(&args, &no_env)
+            .unwrap_err()
+            .contains("not a flag of `repair`"));
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_variable_and_the_ledger_follows_the_data_dir() {
+        let env = |k: &str| match k {
+            "CONDUCTOR_DATA_DIR" => Some("from-env".to_string()),
+            "CONDUCTOR_API_KEY" => Some(" secret ".to_string()),
+            _ => None,
+        };
+        let c = serve(&[], &env).unwrap();
+        assert_eq!(c.data_dir, Path::new("from-env"));
+        assert_eq!(c.budget.dir, Path::new("from-env/budget"));
+        assert_eq!(c.api_key.as_deref(), Some("secret"));
+        let key = KeyFile::new("precedence");
+        let key = key.0.to_str().unwrap();
+        let c = serve(&["--data-dir", "d", "--api-key-file", key], &env).unwrap();
+        assert_eq!(
+            (c.data_dir.as_path(), c.budget.dir.as_path()),
+            (Path::new("d"), Path::new("d/budget"))
+        );
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        let ledger = |k: &str| (k == "AGENT_BUDGET_DIR").then(|| "elsewhere".to_string());
+        let c = serve(&["--data-dir", "d"], &ledger).unwrap();
+        assert_eq!(c.budget.dir, Path::new("elsewhere"));
+        let empty = |k: &str| (k == "CONDUCTOR_API_KEY").then(String::new);
+        assert_eq!(serve(&[], &empty), Err("the API key is empty".to_string()));
+        let err = serve(&["--api-key-file", "/nonexistent/key"], &no_env).unwrap_err();
+        assert!(
+            err.starts_with("cannot read --api-key-file /nonexistent/key: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
+        let mut c = Config::for_data_dir(Path::new("d"));
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(c.open_to_the_network(at("0.0.0.0:14355")));
+        assert!(c.open_to_the_network(at("[::]:14355")));
+        assert!(c.open_to_the_network(at("192.168.1.5:80")));
+        assert!(!c.open_to_the_network(at("127.0.0.1:14355")));
+        assert!(!c.open_to_the_network(at("127.0.0.2:14355")));
+        assert!(!c.open_to_the_network(at("[::1]:14355")));
+        c.api_key = Some("k".into());
+        assert!(!c.open_to_the_network(at("0.0.0.0:14355")));
+    }
+}
