@@ -11,6 +11,8 @@ use crate::usage;
 
 mod settings;
 
+use settings::Given;
+
 pub use settings::{
     settings_of, Config, Setting, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_RUN_TIMEOUT, SETTINGS,
 };
@@ -128,40 +130,39 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             ));
         }
     }
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_string())
-    };
-    let url = || -> Result<String, String> {
-        let (url, from) = match flag("url") {
-            Some(u) => (u, "--url"),
-            None => match env("CONDUCTOR_URL") {
-                Some(u) => (u, "CONDUCTOR_URL"),
-                None => return Ok(DEFAULT_URL.to_string()),
-            },
-        };
-        match url.starts_with("http://") {
-            true => Ok(url),
-            false => Err(format!("{from} must start with http://, not {url:?}")),
-        }
+    // The client commands' flags; `serve`'s and `repair`'s are rows of SETTINGS.
+    let given = |flag: &str, var: &str, must| Given::find(&flags, env, (flag, var), must);
+    let url = || match given("url", "CONDUCTOR_URL", "start with http://") {
+        None => Ok(DEFAULT_URL.to_string()),
+        Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
     };
     let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
     match sub {
         "status" => Ok(Command::Status { url: url()? }),
         "budget" => Ok(Command::Budget { url: url()? }),
         "trigger" => Ok(Command::Trigger { url: url()? }),
-        "demo" => parse_demo(url()?, flag("runs"), flag("seed")),
+        "demo" => {
+            let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
+            let runs = given("runs", "", &runs).map(|v| v.read(demo_runs));
+            let seed = given("seed", "", "be a non-negative integer");
+            Ok(Command::Demo(DemoOptions {
+                url: url()?,
+                runs: runs.transpose()?.unwrap_or(demo::DEFAULT_RUNS),
+                seed: seed
+                    .map(|v| v.read(|s| s.parse().ok()))
+                    .transpose()?
+                    .unwrap_or(demo::DEFAULT_SEED),
+            }))
+        }
         "complete" | "fail" | "cancel" => {
-            let cost = cost(flag("cost"))?;
+            let cost = given("cost", "", "be an amount in dollars");
+            let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
             let run_id = run_id(positional[0])?;
             Ok(Command::Finish(FinishOptions {
                 url: url()?,
                 run_id,
                 action: sub.to_string(),
-                error: flag("error"),
+                error: given("error", "", "").map(|v| v.text),
                 cost,
             }))
         }
@@ -245,15 +246,6 @@ fn run_id(id: &str) -> Result<String, String> {
     }
 }
 
-/// `--cost`, when given: an amount in dollars.
-fn cost(cost: Option<String>) -> Result<Option<f64>, String> {
-    let Some(c) = cost else { return Ok(None) };
-    match settings::dollars(&c) {
-        Some(d) => Ok(Some(d)),
-        None => Err(format!("--cost must be an amount in dollars, not {c:?}")),
-    }
-}
-
 /// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
     match usage::nearest(word, usage::SUBCOMMANDS) {
@@ -285,28 +277,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
 }
 
-/// Checks the `demo` settings; absent ones take their defaults.
-fn parse_demo(url: String, runs: Option<String>, seed: Option<String>) -> Result<Command, String> {
-    let runs = match runs {
-        None => demo::DEFAULT_RUNS,
-        Some(r) => r
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=demo::MAX_RUNS).contains(n))
-            .ok_or_else(|| {
-                format!(
-                    "--runs must be an integer from 1 to {}, not {r:?}",
-                    demo::MAX_RUNS
-                )
-            })?,
-    };
-    let seed = match seed {
-        None => demo::DEFAULT_SEED,
-        Some(s) => s
-            .parse::<u64>()
-            .map_err(|_| format!("--seed must be a non-negative integer, not {s:?}"))?,
-    };
-    Ok(Command::Demo(DemoOptions { url, runs, seed }))
+/// A number of runs `demo` sends.
+fn demo_runs(s: &str) -> Option<u64> {
+    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).

@@ -388,7 +388,7 @@ mod tests {
         assert_eq!(nearest("tigger", commands()), Some("trigger"));
         assert_eq!(nearest("xyzzy", commands()), None);
         assert_eq!(nearest("a", commands()), None);
-        let flags = || config::SETTINGS.iter().map(|s| s.flag);
+        let flags = || config::SETTINGS.iter().map(|s| s.flag.0);
         assert_eq!(nearest("adr", flags()), Some("addr"));
         assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
         assert_eq!(nearest("workers", flags()), None);

@@ -27,53 +27,42 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 /// abandoned: longer than any research cycle we know of.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Everything the server runs with: what `serve` parsed, and what the
-/// start reads from the files it names. Plain data.
+/// Everything the server runs with: what `serve` parsed (each field's row
+/// in [`SETTINGS`] says which flag sets it), and what the start reads from
+/// the files it names. Plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// `--addr`: where the server listens.
+    /// Where the server listens.
     pub addr: String,
-    /// `--data-dir`: where the journals live.
+    /// Where the journals live.
     pub data_dir: PathBuf,
-    /// The key `/api/v1/*` requires, if any: from `--api-key-file`, or
-    /// `CONDUCTOR_API_KEY` itself.
+    /// The key `/api/v1/*` requires, if any.
     pub api_key: Option<String>,
-    /// `--log-level`.
+    /// The least severe level logged.
     pub log_level: Level,
-    /// `--log-format`.
+    /// JSON lines or text.
     pub log_format: LogFormat,
-    /// The HTTP layer's limits: `--max-body`, `--max-connections`, and the
-    /// idle, header and write timeouts.
+    /// The HTTP layer's limits and timeouts.
     pub limits: Limits,
-    /// `--shutdown-timeout`: how long a graceful stop waits for the
-    /// requests in flight.
+    /// How long a graceful stop waits for the requests in flight.
     pub shutdown_timeout: Duration,
-    /// The daily budget: `--daily-budget`, `--run-estimate` (`auto` is
-    /// `learn`), `AGENT_BUDGET_DIR`, and the prices of `pricing_file` once
-    /// the start has read them.
+    /// The daily budget, with the prices of `pricing_file` once read.
     pub budget: BudgetConfig,
-    /// `--pricing`: the model prices the start reads into `budget.pricing`.
+    /// The model prices the start reads into `budget.pricing`.
     pub pricing_file: Option<PathBuf>,
-    /// `--metrics-file`: the declared families the start reads into
-    /// `declared`.
+    /// The declared families the start reads into `declared`.
     pub metrics_file: Option<PathBuf>,
-    /// The declared families, checked; none until the start has read
-    /// `metrics_file`.
+    /// The declared families, checked; none before the start reads them.
     pub declared: Vec<Declaration>,
-    /// `--declared-label-bytes` and `--declared-exposition-bytes`: the
-    /// ceiling in bytes on the declared families; 0 is no bound.
+    /// The ceiling in bytes on the declared families; 0 is no bound.
     pub declared_ceiling: Ceiling,
-    /// `--retain-messages` and `--retain-message-bytes`: how many of the
-    /// newest bus messages are kept, in memory and on disk.
+    /// How many of the newest bus messages are kept.
     pub message_retention: bus::Retention,
-    /// `--retain-runs` and `--retain-run-bytes`: how many finished runs
-    /// stay in memory; 0 is no bound of that kind.
+    /// How many finished runs stay in memory.
     pub run_retention: runs::Retention,
-    /// `--snapshot-bytes`: the journal growth after which the run store
-    /// writes a snapshot; 0 writes none.
+    /// The journal growth after which the run store writes a snapshot.
     pub snapshot_bytes: u64,
-    /// `--run-timeout`: a running run with no news for this long is ended
-    /// as abandoned; `None` (`0`) never ends one.
+    /// How long a run may go without news; `None` never ends one.
     pub run_timeout: Option<Duration>,
     /// Where traces go, from the `OTEL_*` variables; `None` traces nothing.
     pub otlp: Option<OtlpConfig>,
@@ -117,11 +106,9 @@ impl Config {
 
 /// One setting of `serve`, a row of [`SETTINGS`]. Plain data.
 pub struct Setting {
-    /// The flag without its leading `--`, or `""` for a setting that only
-    /// an environment variable sets.
-    pub flag: &'static str,
-    /// The placeholder of the flag's value, for the help.
-    pub value: &'static str,
+    /// The flag without its leading `--`, and the placeholder of its value
+    /// in the help; `("", "")` for a setting only a variable sets.
+    pub flag: (&'static str, &'static str),
     /// The environment variable that sets it when the flag is not given,
     /// or `""`.
     pub env: &'static str,
@@ -130,8 +117,10 @@ pub struct Setting {
     pub default: &'static str,
     /// What it sets, with its default in parentheses.
     pub help: &'static str,
-    /// Reads a value given by the flag or the variable into the config;
-    /// the error is the whole one-line message.
+    /// What a value must be, for the message that refuses another: "`from`
+    /// must `must`, not `value`".
+    must: &'static str,
+    /// Reads a value given by the flag or the variable into the config.
     set: fn(&mut Config, &Given) -> Result<(), String>,
 }
 
@@ -139,8 +128,8 @@ impl Setting {
     /// The row as the help shows it.
     pub fn opt(&self) -> Opt {
         Opt {
-            flag: self.flag,
-            value: self.value,
+            flag: self.flag.0,
+            value: self.flag.1,
             what: self.help,
             env: self.env,
         }
@@ -148,292 +137,243 @@ impl Setting {
 }
 
 /// A value as given, and where it came from, which its error names.
-struct Given<'a> {
-    text: &'a str,
+pub(super) struct Given<'a> {
+    pub(super) text: String,
     /// `--flag`, or the variable.
     from: String,
+    /// What the value must be, for the message refusing another.
+    must: &'a str,
 }
 
-impl Given<'_> {
-    /// The text as `parse` reads it, or the message that the value must
-    /// be what `must` says instead.
-    fn read<T>(&self, parse: impl Fn(&str) -> Option<T>, must: &str) -> Result<T, String> {
-        parse(self.text).ok_or_else(|| format!("{} must {must}, not {:?}", self.from, self.text))
+impl<'a> Given<'a> {
+    /// The value of `--flag` when given (the last time), else of the
+    /// variable `var` when set; `""` names neither.
+    pub(super) fn find(
+        flags: &[(&str, &str)],
+        env: &dyn Fn(&str) -> Option<String>,
+        (flag, var): (&str, &str),
+        must: &'a str,
+    ) -> Option<Given<'a>> {
+        let given = flags.iter().rev().find(|(name, _)| *name == flag);
+        let (text, from) = match given {
+            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
+            _ if var.is_empty() => return None,
+            _ => (env(var)?, var.to_string()),
+        };
+        Some(Given { text, from, must })
+    }
+
+    /// The text as `parse` reads it, or the message that refuses it.
+    pub(super) fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+        let (from, must, text) = (&self.from, self.must, &self.text);
+        parse(text).ok_or_else(|| format!("{from} must {must}, not {text:?}"))
     }
 }
 
 const DURATION: &str = "be a duration such as 30, 30s or 500ms";
-const DOLLARS: &str = "be an amount in dollars such as 5 or 0.15";
+const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 
 /// The settings of `serve`, in the order its help lists them. Rows apply in
 /// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
 /// puts the ledger inside it.
 pub const SETTINGS: &[Setting] = &[
     Setting {
-        flag: "addr",
-        value: "HOST:PORT",
+        flag: ("addr", "HOST:PORT"),
         env: "CONDUCTOR_ADDR",
         default: DEFAULT_ADDR,
         help: "listen address (127.0.0.1:14355)",
-        set: |c, v| {
-            let must = "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355";
-            v.read(host_port, must).map(|a| c.addr = a)
-        },
+        must: "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355",
+        set: |c, v| v.read(host_port).map(|a| c.addr = a),
     },
     Setting {
-        flag: "data-dir",
-        value: "DIR",
+        flag: ("data-dir", "DIR"),
         env: "CONDUCTOR_DATA_DIR",
         default: DEFAULT_DATA_DIR,
         help: "journals and ledgers (./data)",
-        set: |c, v| {
-            c.data_dir = PathBuf::from(v.text);
-            c.budget.dir = c.data_dir.join(LEDGER_DIR);
-            Ok(())
-        },
+        must: "",
+        set: data_dir,
     },
     Setting {
-        flag: "max-body",
-        value: "BYTES",
+        flag: ("max-body", "BYTES"),
         env: "CONDUCTOR_MAX_BODY",
         default: "1MiB",
         help: "request body limit (1MiB)",
-        set: |c, v| {
-            let must = "be a size in bytes such as 1MiB or 65536";
-            v.read(parse_size, must).map(|b| c.limits.max_body = b)
-        },
+        must: "be a size in bytes such as 1MiB or 65536",
+        set: |c, v| v.read(parse_size).map(|b| c.limits.max_body = b),
     },
     Setting {
-        flag: "api-key-file",
-        value: "FILE",
+        flag: ("api-key-file", "FILE"),
         env: "CONDUCTOR_API_KEY",
         default: "",
         help: "require the key in FILE on /api/v1/* (none)",
+        must: "",
         set: api_key,
     },
     Setting {
-        flag: "log-level",
-        value: "LEVEL",
+        flag: ("log-level", "LEVEL"),
         env: "CONDUCTOR_LOG",
         default: "info",
         help: "error, warn, info or debug (info)",
-        set: |c, v| {
-            let must = "be error, warn, info or debug";
-            v.read(Level::parse, must).map(|l| c.log_level = l)
-        },
+        must: "be error, warn, info or debug",
+        set: |c, v| v.read(Level::parse).map(|l| c.log_level = l),
     },
     Setting {
-        flag: "log-format",
-        value: "FORMAT",
+        flag: ("log-format", "FORMAT"),
         env: "",
         default: "json",
         help: "json or text (json)",
-        set: |c, v| {
-            v.read(log_format, "be json or text")
-                .map(|f| c.log_format = f)
-        },
+        must: "be json or text",
+        set: |c, v| v.read(log_format).map(|f| c.log_format = f),
     },
     Setting {
-        flag: "idle-timeout",
-        value: "DUR",
+        flag: ("idle-timeout", "DUR"),
         env: "CONDUCTOR_IDLE_TIMEOUT",
         default: "30s",
         help: "close keep-alive connections idle this long (30s)",
-        set: |c, v| {
-            v.read(parse_duration, DURATION)
-                .map(|d| c.limits.idle_timeout = d)
-        },
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d),
     },
     Setting {
-        flag: "header-timeout",
-        value: "DUR",
+        flag: ("header-timeout", "DUR"),
         env: "CONDUCTOR_HEADER_TIMEOUT",
         default: "10s",
         help: "time allowed to send a request head (10s)",
-        set: |c, v| {
-            v.read(parse_duration, DURATION)
-                .map(|d| c.limits.header_timeout = d)
-        },
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d),
     },
     Setting {
-        flag: "write-timeout",
-        value: "DUR",
+        flag: ("write-timeout", "DUR"),
         env: "CONDUCTOR_WRITE_TIMEOUT",
         default: "10s",
         help: "time a client has to take each 64 KiB of an answer (10s)",
-        set: |c, v| {
-            v.read(parse_duration, DURATION)
-                .map(|d| c.limits.write_timeout = d)
-        },
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d),
     },
     Setting {
-        flag: "max-connections",
-        value: "N",
+        flag: ("max-connections", "N"),
         env: "CONDUCTOR_MAX_CONNECTIONS",
         default: "4096",
         help: "open connection cap (4096)",
-        set: |c, v| {
-            let cap = |s: &str| s.parse().ok().filter(|n| (1..=1_000_000).contains(n));
-            let must = "be an integer from 1 to 1000000";
-            v.read(cap, must).map(|n| c.limits.max_connections = n)
-        },
+        must: "be an integer from 1 to 1000000",
+        set: |c, v| v.read(connections).map(|n| c.limits.max_connections = n),
     },
     Setting {
-        flag: "shutdown-timeout",
-        value: "DUR",
+        flag: ("shutdown-timeout", "DUR"),
         env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
         default: "10s",
         help: "time to finish requests on SIGTERM (10s)",
-        set: |c, v| {
-            v.read(parse_duration, DURATION)
-                .map(|d| c.shutdown_timeout = d)
-        },
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d),
     },
     Setting {
-        flag: "daily-budget",
-        value: "DOLLARS",
+        flag: ("daily-budget", "DOLLARS"),
         env: "AGENT_DAILY_BUDGET",
         default: "5.00",
         help: "daily spend limit (5.00)",
-        set: |c, v| v.read(dollars, DOLLARS).map(|d| c.budget.daily_limit = d),
+        must: "be an amount in dollars such as 5 or 0.15",
+        set: |c, v| v.read(dollars).map(|d| c.budget.daily_limit = d),
     },
     Setting {
-        flag: "run-estimate",
-        value: "DOLLARS|auto",
+        flag: ("run-estimate", "DOLLARS|auto"),
         env: "AGENT_RUN_ESTIMATE",
         default: "auto",
         help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
+        must: "be auto or an amount in dollars above 0 such as 0.15",
         set: run_estimate,
     },
     Setting {
-        flag: "pricing",
-        value: "FILE",
+        flag: ("pricing", "FILE"),
         env: "",
         default: "",
         help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
-        set: |c, v| {
-            c.pricing_file = Some(PathBuf::from(v.text));
-            Ok(())
-        },
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.pricing_file = Some(p)),
     },
     Setting {
-        flag: "",
-        value: "",
+        flag: ("", ""),
         env: "AGENT_BUDGET_DIR",
         default: "",
         help: "ledger directory (DATA_DIR/budget)",
-        set: |c, v| {
-            c.budget.dir = PathBuf::from(v.text);
-            Ok(())
-        },
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.budget.dir = p),
     },
     Setting {
-        flag: "metrics-file",
-        value: "FILE",
+        flag: ("metrics-file", "FILE"),
         env: "CONDUCTOR_METRICS_FILE",
         default: "",
         help: "declared metric families, JSON (none)",
-        set: |c, v| {
-            c.metrics_file = Some(PathBuf::from(v.text));
-            Ok(())
-        },
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.metrics_file = Some(p)),
     },
     Setting {
-        flag: "declared-label-bytes",
-        value: "BYTES",
+        flag: ("declared-label-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_LABEL_BYTES",
         default: "4MiB",
         help: "label bytes of all declared series (4MiB; 0: no bound)",
+        must: NO_BOUND,
         set: |c, v| {
-            let must = "be a size in bytes such as 16MiB (0 for no bound)";
-            v.read(parse_bound, must)
+            v.read(parse_bound)
                 .map(|b| c.declared_ceiling.label_bytes = b)
         },
     },
     Setting {
-        flag: "declared-exposition-bytes",
-        value: "BYTES",
+        flag: ("declared-exposition-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
         default: "16MiB",
         help: "most the declared families write in a scrape (16MiB; 0: no bound)",
+        must: NO_BOUND,
         set: |c, v| {
-            let must = "be a size in bytes such as 16MiB (0 for no bound)";
-            v.read(parse_bound, must)
+            v.read(parse_bound)
                 .map(|b| c.declared_ceiling.exposition_bytes = b)
         },
     },
     Setting {
-        flag: "run-timeout",
-        value: "DUR",
+        flag: ("run-timeout", "DUR"),
         env: "CONDUCTOR_RUN_TIMEOUT",
         default: "6h",
         help: "end a run silent this long as abandoned (6h; 0: never)",
-        set: |c, v| {
-            let timeout = |s: &str| match s.trim() {
-                "0" => Some(None),
-                s => parse_duration(s).map(Some),
-            };
-            let must = "be a duration such as 6h, 90m or 3600s (0 turns it off)";
-            v.read(timeout, must).map(|t| c.run_timeout = t)
-        },
+        must: "be a duration such as 6h, 90m or 3600s (0 turns it off)",
+        set: |c, v| v.read(run_timeout).map(|t| c.run_timeout = t),
     },
     Setting {
-        flag: "retain-messages",
-        value: "N",
+        flag: ("retain-messages", "N"),
         env: "CONDUCTOR_RETAIN_MESSAGES",
         default: "100000",
         help: "newest bus messages kept (100000; 0: no bound)",
-        set: |c, v| {
-            let must = "be a number of messages (0 keeps every one)";
-            v.read(|s| s.parse().ok(), must)
-                .map(|n| c.message_retention.messages = n)
-        },
+        must: "be a number of messages (0 keeps every one)",
+        set: |c, v| v.read(count).map(|n| c.message_retention.messages = n),
     },
     Setting {
-        flag: "retain-message-bytes",
-        value: "BYTES",
+        flag: ("retain-message-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
         default: "64MiB",
         help: "bytes of them kept (64MiB; 0: no bound)",
-        set: |c, v| {
-            let must = "be a size in bytes such as 64MiB (0 for no bound)";
-            v.read(parse_bound, must)
-                .map(|b| c.message_retention.bytes = b)
-        },
+        must: "be a size in bytes such as 64MiB (0 for no bound)",
+        set: |c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b),
     },
     Setting {
-        flag: "retain-runs",
-        value: "N",
+        flag: ("retain-runs", "N"),
         env: "CONDUCTOR_RETAIN_RUNS",
         default: "100000",
         help: "newest finished runs kept (100000; 0: no bound)",
-        set: |c, v| {
-            let must = "be a number of finished runs (0 keeps every one)";
-            v.read(|s| s.parse().ok(), must)
-                .map(|n| c.run_retention.runs = n)
-        },
+        must: "be a number of finished runs (0 keeps every one)",
+        set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
     },
     Setting {
-        flag: "retain-run-bytes",
-        value: "BYTES",
+        flag: ("retain-run-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_RUN_BYTES",
         default: "64MiB",
         help: "bytes of them kept (64MiB; 0: no bound)",
-        set: |c, v| {
-            let must = "be a size in bytes such as 128MiB (0 for no bound)";
-            v.read(parse_bound, must).map(|b| c.run_retention.bytes = b)
-        },
+        must: "be a size in bytes such as 128MiB (0 for no bound)",
+        set: |c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b),
     },
     Setting {
-        flag: "snapshot-bytes",
-        value: "BYTES",
+        flag: ("snapshot-bytes", "BYTES"),
         env: "CONDUCTOR_SNAPSHOT_BYTES",
         default: "16MiB",
         help: "run journal growth between snapshots (16MiB; 0: none)",
-        set: |c, v| {
-            let must = "be a size in bytes such as 16MiB (0 for no snapshots)";
-            v.read(parse_bound, must).map(|b| c.snapshot_bytes = b)
-        },
+        must: "be a size in bytes such as 16MiB (0 for no snapshots)",
+        set: |c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b),
     },
 ];
 
@@ -442,7 +382,7 @@ pub const SETTINGS: &[Setting] = &[
 pub fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
     SETTINGS.iter().filter(move |s| match command {
         "serve" => true,
-        "repair" => s.flag == "data-dir" || s.env == "AGENT_BUDGET_DIR",
+        "repair" => s.flag.0 == "data-dir" || s.env == "AGENT_BUDGET_DIR",
         _ => false,
     })
 }
@@ -457,18 +397,18 @@ pub(super) fn apply<'a>(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     for row in rows {
-        let flag = flags.iter().rev().find(|(name, _)| *name == row.flag);
-        let given = match flag {
-            Some((_, text)) if !row.flag.is_empty() => {
-                Some((text.to_string(), format!("--{}", row.flag)))
-            }
-            _ if row.env.is_empty() => None,
-            _ => env(row.env).map(|text| (text, row.env.to_string())),
-        };
-        if let Some((text, from)) = given {
-            (row.set)(config, &Given { text: &text, from })?;
+        if let Some(given) = Given::find(flags, env, (row.flag.0, row.env), row.must) {
+            (row.set)(config, &given)?;
         }
     }
+    Ok(())
+}
+
+/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR`
+/// (a later row) moves it.
+fn data_dir(c: &mut Config, v: &Given) -> Result<(), String> {
+    c.data_dir = PathBuf::from(&v.text);
+    c.budget.dir = c.data_dir.join(LEDGER_DIR);
     Ok(())
 }
 
@@ -476,10 +416,10 @@ pub(super) fn apply<'a>(
 /// the key itself. Either way an empty key is refused.
 fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
     let key = if v.from.starts_with("--") {
-        std::fs::read_to_string(v.text)
+        std::fs::read_to_string(&v.text)
             .map_err(|e| format!("cannot read --api-key-file {}: {e}", v.text))?
     } else {
-        v.text.to_string()
+        v.text.clone()
     };
     match key.trim() {
         "" => Err("the API key is empty".to_string()),
@@ -493,12 +433,10 @@ fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
 /// `auto` learns the estimate from the agent's recent runs, from at least
 /// [`DEFAULT_RUN_ESTIMATE`]; an amount above 0 is fixed.
 fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
-    let estimate = |s: &str| match s.trim() {
+    let fixed = v.read(|s| match s.trim() {
         "auto" => Some(None),
         s => dollars(s).filter(|d| *d > 0.0).map(Some),
-    };
-    let must = "be auto or an amount in dollars above 0 such as 0.15";
-    let fixed = v.read(estimate, must)?;
+    })?;
     c.budget.learn = fixed.is_none();
     c.budget.run_estimate = fixed.unwrap_or(DEFAULT_RUN_ESTIMATE);
     Ok(())
@@ -516,6 +454,26 @@ fn log_format(s: &str) -> Option<LogFormat> {
         "json" => Some(LogFormat::Json),
         "text" => Some(LogFormat::Text),
         _ => None,
+    }
+}
+
+fn path(s: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(s))
+}
+
+fn count(s: &str) -> Option<u64> {
+    s.parse().ok()
+}
+
+fn connections(s: &str) -> Option<usize> {
+    s.parse().ok().filter(|n| (1..=1_000_000).contains(n))
+}
+
+/// A duration, or `0` for none.
+fn run_timeout(s: &str) -> Option<Option<Duration>> {
+    match s.trim() {
+        "0" => Some(None),
+        s => parse_duration(s).map(Some),
     }
 }
 
@@ -575,7 +533,8 @@ mod tests {
         let key = key.0.to_str().unwrap();
         for row in SETTINGS {
             // One line each, with its flag, its help and its variable.
-            let line = match row.flag {
+            let (name, placeholder) = row.flag;
+            let line = match name {
                 "" => help
                     .lines()
                     .find(|l| l.ends_with(&format!("  {}", row.env))),
@@ -587,18 +546,18 @@ mod tests {
             assert!(line.contains(&format!("  {}", row.help)), "{line}");
             assert!(line.ends_with(row.env), "{line}");
             // A value each row takes; those without a default take a path.
-            let value = match (row.flag, row.default) {
+            let value = match (name, row.default) {
                 ("api-key-file", _) => key,
                 (_, "") => "some/file",
                 (_, default) => default,
             };
-            if !row.flag.is_empty() {
-                let flag = format!("--{} {}", row.flag, row.value);
+            if !name.is_empty() {
+                let flag = format!("--{name} {placeholder}");
                 assert!(line.starts_with(&format!("  {flag} ")), "{line}");
-                let given = serve(&[&format!("--{}", row.flag), value], &no_env);
-                assert!(given.is_ok(), "--{}: {given:?}", row.flag);
-                let inline = serve(&[&format!("--{}={value}", row.flag)], &no_env);
-                assert_eq!(inline, given, "--{}=", row.flag);
+                let given = serve(&[&format!("--{name}"), value], &no_env);
+                assert!(given.is_ok(), "--{name}: {given:?}");
+                let inline = serve(&[&format!("--{name}={value}")], &no_env);
+                assert_eq!(inline, given, "--{name}=");
             }
             if !row.env.is_empty() {
                 let env = |k: &str| (k == row.env).then(|| value.to_string());
@@ -616,8 +575,9 @@ mod tests {
             assert!(row.help.contains(row.default), "{}", row.help);
             let mut config = defaults.clone();
             let given = Given {
-                text: row.default,
+                text: row.default.to_string(),
                 from: "the default".to_string(),
+                must: row.must,
             };
             assert_eq!((row.set)(&mut config, &given), Ok(()), "{}", row.help);
             assert_eq!(config, defaults, "{}", row.help);
