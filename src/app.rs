@@ -72,6 +72,109 @@ fn registration(e: crate::metrics::Error) -> Error {
     Error::Storage(format!("metric registration failed: {e}"))
 }
 
+/// Registers the core metric set in `r`, in this order: the uptime, the
+/// build, the run metrics, the bus appends, the HTTP metrics and the
+/// process collector.
+fn register_core(
+    r: &Registry,
+    started: Instant,
+) -> Result<(RunMetrics, Counter, HttpMetrics), crate::metrics::Error> {
+    r.gauge_fn(
+        "conductor_uptime_seconds",
+        "Seconds since the server started.",
+        move || started.elapsed().as_secs_f64(),
+    )?;
+    let build = r.gauge_family(
+        "conductor_build_info",
+        "Build information; the value is always 1.",
+        &["version"],
+    )?;
+    build.set(&[VERSION], 1.0);
+    let run_metrics = RunMetrics::register(r)?;
+    let appends = r.counter(
+        "conductor_messagebus_appends_total",
+        "Messages appended to the message bus and acknowledged.",
+    )?;
+    let http = HttpMetrics {
+        requests: r.counter_family(
+            "conductor_api_requests_total",
+            "HTTP requests answered, by method and status code.",
+            &["method", "status"],
+        )?,
+        panics: r.counter(
+            "conductor_http_panics_total",
+            "Request handlers that panicked and were answered with 500.",
+        )?,
+        connections: r.gauge("conductor_http_connections", "Client connections open.")?,
+        connections_rejected: r.counter_family(
+            "conductor_http_connections_rejected_total",
+            "Client connections closed or refused by a limit, by reason.",
+            &["reason"],
+        )?,
+    };
+    // Every reason is visible at 0 from the start, so a dashboard or
+    // alert can rate() it before the first refusal.
+    for reason in [
+        "limit",
+        "evicted",
+        "idle_timeout",
+        "header_timeout",
+        "body_timeout",
+        "write_timeout",
+        "accept_error",
+    ] {
+        http.connections_rejected.inc_by(&[reason], 0);
+    }
+    r.register_collector(Arc::new(ProcessCollector::new()))?;
+    Ok((run_metrics, appends, http))
+}
+
+/// The trace exporter, when `config` sends traces anywhere, counting the
+/// spans it drops in `registry`.
+fn start_tracer(
+    config: &Config,
+    registry: &Registry,
+    log: Logger,
+) -> Result<Option<Exporter>, Error> {
+    let dropped = registry
+        .counter(
+            "conductor_trace_spans_dropped_total",
+            "Trace spans dropped: queue full, collector failing, or retries exhausted.",
+        )
+        .map_err(registration)?;
+    let Some(otlp) = config.otlp.clone() else {
+        return Ok(None);
+    };
+    Exporter::start(otlp, dropped, log)
+        .map(Some)
+        .map_err(|e| Error::Storage(format!("trace exporter: {e}")))
+}
+
+/// Opens the families `--metrics-file` declared, with what was recorded
+/// into them.
+fn open_declared(
+    config: &Config,
+    registry: &Registry,
+    log: Logger,
+) -> Result<crate::declared::Declared, Error> {
+    crate::declared::Declared::open(
+        &config.data_dir,
+        config.declared.clone(),
+        registry,
+        config.declared_ceiling,
+        config.snapshot_bytes,
+        log,
+    )
+    .map_err(|e| match e {
+        // A declared family the registry refuses is the file's fault.
+        Error::Invalid { field, message } => Error::Invalid {
+            field: format!("--metrics-file: {field}"),
+            message,
+        },
+        e => e,
+    })
+}
+
 impl App {
     /// Registers the metric set, opens and replays the journals, and
     /// counts the research agent's budget file of the day
@@ -106,82 +209,9 @@ impl App {
         }
         let registry = Registry::new();
         let started = Instant::now();
-        registry
-            .gauge_fn(
-                "conductor_uptime_seconds",
-                "Seconds since the server started.",
-                move || started.elapsed().as_secs_f64(),
-            )
-            .map_err(registration)?;
-        let build = registry
-            .gauge_family(
-                "conductor_build_info",
-                "Build information; the value is always 1.",
-                &["version"],
-            )
-            .map_err(registration)?;
-        build.set(&[VERSION], 1.0);
-        let run_metrics = RunMetrics::register(&registry).map_err(registration)?;
-        let appends = registry
-            .counter(
-                "conductor_messagebus_appends_total",
-                "Messages appended to the message bus and acknowledged.",
-            )
-            .map_err(registration)?;
-        let http = HttpMetrics {
-            requests: registry
-                .counter_family(
-                    "conductor_api_requests_total",
-                    "HTTP requests answered, by method and status code.",
-                    &["method", "status"],
-                )
-                .map_err(registration)?,
-            panics: registry
-                .counter(
-                    "conductor_http_panics_total",
-                    "Request handlers that panicked and were answered with 500.",
-                )
-                .map_err(registration)?,
-            connections: registry
-                .gauge("conductor_http_connections", "Client connections open.")
-                .map_err(registration)?,
-            connections_rejected: registry
-                .counter_family(
-                    "conductor_http_connections_rejected_total",
-                    "Client connections closed or refused by a limit, by reason.",
-                    &["reason"],
-                )
-                .map_err(registration)?,
-        };
-        // Every reason is visible at 0 from the start, so a dashboard or
-        // alert can rate() it before the first refusal.
-        for reason in [
-            "limit",
-            "evicted",
-            "idle_timeout",
-            "header_timeout",
-            "body_timeout",
-            "write_timeout",
-            "accept_error",
-        ] {
-            http.connections_rejected.inc_by(&[reason], 0);
-        }
-        registry
-            .register_collector(Arc::new(ProcessCollector::new()))
-            .map_err(registration)?;
-        let dropped = registry
-            .counter(
-                "conductor_trace_spans_dropped_total",
-                "Trace spans dropped: queue full, collector failing, or retries exhausted.",
-            )
-            .map_err(registration)?;
-        let tracer = match config.otlp.clone() {
-            None => None,
-            Some(otlp) => Some(
-                Exporter::start(otlp, dropped, log)
-                    .map_err(|e| Error::Storage(format!("trace exporter: {e}")))?,
-            ),
-        };
+        let (run_metrics, appends, http) =
+            register_core(&registry, started).map_err(registration)?;
+        let tracer = start_tracer(&config, &registry, log)?;
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
         budget.log_to(log);
@@ -196,22 +226,7 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        let declared = crate::declared::Declared::open(
-            &config.data_dir,
-            config.declared.clone(),
-            &registry,
-            config.declared_ceiling,
-            config.snapshot_bytes,
-            log,
-        )
-        .map_err(|e| match e {
-            // A declared family the registry refuses is the file's fault.
-            Error::Invalid { field, message } => Error::Invalid {
-                field: format!("--metrics-file: {field}"),
-                message,
-            },
-            e => e,
-        })?;
+        let declared = open_declared(&config, &registry, log)?;
         // After the run journal's settlements, which never name an operation.
         let imported = budget.import_agent_file()?;
         if declared.skipped_on_replay > 0 {
@@ -243,17 +258,25 @@ impl App {
                 given_up,
             },
         });
-        wire_events(&app);
-        if let Some(imported) = &imported {
-            app.announce_import(imported);
+        app.begin(imported.as_ref())?;
+        Ok(app)
+    }
+
+    /// Starts what follows the open stores: the bus's and the hub's
+    /// events, the announcement of what the budget file of the day
+    /// counted, and the run timeout, which first ends the runs a dead
+    /// orchestrator left.
+    fn begin(self: &Arc<App>, imported: Option<&Imported>) -> Result<(), Error> {
+        wire_events(self);
+        if let Some(imported) = imported {
+            self.announce_import(imported);
         }
-        if let Some(timeout) = app.config.run_timeout {
-            // The runs a dead orchestrator left before this start end at once.
-            app.end_stale_runs(timeout);
-            app.start_run_timeout(timeout)
+        if let Some(timeout) = self.config.run_timeout {
+            self.end_stale_runs(timeout);
+            self.start_run_timeout(timeout)
                 .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
         }
-        Ok(app)
+        Ok(())
     }
 
     /// Announces the alert thresholds a spend crossed: one warning line and

@@ -73,18 +73,6 @@ pub enum Command {
     Version,
 }
 
-/// The flags and plain arguments after a command's name, or what `--help`
-/// or `--version` among them asked for.
-enum Line<'a> {
-    /// `--name value` or `--name=value` pairs in order, and the rest.
-    Args {
-        flags: Vec<(&'a str, &'a str)>,
-        positional: Vec<&'a str>,
-    },
-    /// Help or the version, whatever else was given.
-    Asked(Command),
-}
-
 /// Parses arguments (without the program name). `env` looks variables up.
 /// The error is a one-line message for exit code 2; a value from the
 /// environment is named by its variable, one from a flag by the flag.
@@ -111,12 +99,18 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
         Some(first) => return Err(unknown_command(first)),
     };
-    let (flags, positional) = match read_line(sub, named, args)? {
-        Line::Asked(command) => return Ok(command),
-        Line::Args { flags, positional } => (flags, positional),
-    };
+    read_line(sub, named, args, env)
+}
+
+/// What `sub` with these flags and plain arguments asks for.
+fn command(
+    sub: &str,
+    flags: &[(&str, &str)],
+    positional: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
     let takes_run = matches!(sub, "complete" | "fail" | "cancel");
-    match (positional.as_slice(), takes_run) {
+    match (positional, takes_run) {
         ([], false) | ([_], true) => {}
         ([], true) => {
             return Err(format!(
@@ -131,7 +125,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
     }
     // The client commands' flags; `serve`'s and `repair`'s are rows of SETTINGS.
-    let given = |flag: &str, var: &str, must| Given::find(&flags, env, (flag, var), must);
+    let given = |flag: &str, var: &str, must| Given::find(flags, env, (flag, var), must);
     let url = || match given("url", "CONDUCTOR_URL", "start with http://") {
         None => Ok(DEFAULT_URL.to_string()),
         Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
@@ -167,14 +161,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             }))
         }
         "repair" => {
-            settings::apply(&mut config, settings_of(sub), &flags, env)?;
+            settings::apply(&mut config, settings_of(sub), flags, env)?;
             Ok(Command::Repair {
                 data_dir: config.data_dir,
                 budget_dir: config.budget.dir,
             })
         }
         _ => {
-            settings::apply(&mut config, settings_of(sub), &flags, env)?;
+            settings::apply(&mut config, settings_of(sub), flags, env)?;
             config.otlp = OtlpConfig::from_env(env);
             Ok(Command::Serve(Box::new(config)))
         }
@@ -182,13 +176,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 }
 
 /// Reads the arguments after `sub`'s name (`named`: it was given by name)
-/// into flags and plain arguments. A flag `sub` does not take is refused,
-/// with the nearest one it does take.
+/// into flags and plain arguments, and then the command they ask for,
+/// unless they ask for help or the version. A flag `sub` does not take is
+/// refused, with the nearest one it does take.
 fn read_line<'a>(
     sub: &str,
     named: bool,
     mut args: impl Iterator<Item = &'a str>,
-) -> Result<Line<'a>, String> {
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
     let allowed: Vec<&str> = usage::options(sub)
         .iter()
         .map(|o| o.flag)
@@ -200,10 +196,10 @@ fn read_line<'a>(
         match arg {
             "-h" | "--help" if named => {
                 let help = usage::command_help(sub).unwrap_or_else(usage::program_help);
-                return Ok(Line::Asked(Command::Help(help)));
+                return Ok(Command::Help(help));
             }
-            "-h" | "--help" => return Ok(Line::Asked(Command::Help(usage::program_help()))),
-            "-V" | "--version" => return Ok(Line::Asked(Command::Version)),
+            "-h" | "--help" => return Ok(Command::Help(usage::program_help())),
+            "-V" | "--version" => return Ok(Command::Version),
             _ => {}
         }
         let Some(name) = arg.strip_prefix("--") else {
@@ -233,7 +229,7 @@ fn read_line<'a>(
         };
         flags.push((name, value));
     }
-    Ok(Line::Args { flags, positional })
+    command(sub, &flags, &positional, env)
 }
 
 /// A run id as the server takes it.

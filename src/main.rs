@@ -162,15 +162,12 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
     }
     c.data_dir = data_dir(&c.data_dir)?;
     let locks = lock_dirs(&c.data_dir, &c.budget.dir)?;
-    let data_dir = c.data_dir.clone();
+    let data_dir = c.data_dir.display().to_string();
     let app = App::open(c, log).map_err(|e| match e {
         // Its field names the input at fault: the metrics file, or the
         // research agent's budget file.
         e @ Error::Invalid { .. } => StartError::input(e.to_string()),
-        e => StartError::environment(format!(
-            "cannot open the data dir {}: {e}",
-            data_dir.display()
-        )),
+        e => StartError::environment(format!("cannot open the data dir {data_dir}: {e}")),
     })?;
     let c = &app.config;
     let listener = TcpListener::bind(&c.addr).map_err(|e| {
@@ -197,10 +194,7 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
         "listening",
         &[
             ("addr", serde_json::json!(server.addr().to_string())),
-            (
-                "data_dir",
-                serde_json::json!(data_dir.display().to_string()),
-            ),
+            ("data_dir", serde_json::json!(data_dir)),
             ("nofile", serde_json::json!(nofile)),
         ],
     );

@@ -6,7 +6,7 @@
 //! flags each command accepts from the same tables, and a mistyped command
 //! or flag gets the nearest one suggested.
 
-use crate::config::{self, Setting};
+use crate::config;
 
 /// The commands, in the order the help lists them: the name, its usage
 /// after `conductor-metrics`, and what it does.
@@ -120,10 +120,13 @@ const DEMO_OPTIONS: &[Opt] = &[
     URL,
     KEY,
 ];
+
 /// The settings of `command`; none for `help` or a word that is not a command.
 pub fn options(command: &str) -> Vec<Opt> {
     match command {
-        "serve" | "repair" => config::settings_of(command).map(Setting::opt).collect(),
+        "serve" | "repair" => config::settings_of(command)
+            .map(|s| opt(s.flag.0, s.flag.1, s.help, s.env))
+            .collect(),
         "status" | "budget" | "trigger" => vec![URL, KEY],
         "complete" | "cancel" => vec![COST, URL, KEY],
         "fail" => FAIL_OPTIONS.to_vec(),

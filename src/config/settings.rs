@@ -13,7 +13,6 @@ use crate::declared::{Ceiling, Declaration};
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
-use crate::usage::Opt;
 use crate::{bus, runs};
 
 /// The default listen address: loopback, so nothing is exposed by accident.
@@ -122,18 +121,6 @@ pub struct Setting {
     must: &'static str,
     /// Reads a value given by the flag or the variable into the config.
     set: fn(&mut Config, &Given) -> Result<(), String>,
-}
-
-impl Setting {
-    /// The row as the help shows it.
-    pub fn opt(&self) -> Opt {
-        Opt {
-            flag: self.flag.0,
-            value: self.flag.1,
-            what: self.help,
-            env: self.env,
-        }
-    }
 }
 
 /// A value as given, and where it came from, which its error names.
@@ -357,7 +344,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "100000",
         help: "newest finished runs kept (100000; 0: no bound)",
         must: "be a number of finished runs (0 keeps every one)",
-        set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
+        set: |c, v| v.read(|s| s.parse().ok()).map(|n| c.run_retention.runs = n),
     },
     Setting {
         flag: ("retain-run-bytes", "BYTES"),
