@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::events::Hub;
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
-use crate::otlp::Exporter;
+use crate::otlp::{Exporter, OtlpConfig};
 use crate::runs::{RunMetrics, Runs};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
@@ -72,9 +72,8 @@ fn registration(e: crate::metrics::Error) -> Error {
     Error::Storage(format!("metric registration failed: {e}"))
 }
 
-/// Registers the core metric set in `r`, in this order: the uptime, the
-/// build, the run metrics, the bus appends, the HTTP metrics and the
-/// process collector.
+/// Registers the core metric set in `r`: the uptime, the build, the run
+/// metrics, the bus appends, the HTTP metrics and the process collector.
 fn register_core(
     r: &Registry,
     started: Instant,
@@ -129,24 +128,17 @@ fn register_core(
     Ok((run_metrics, appends, http))
 }
 
-/// The trace exporter, when `config` sends traces anywhere, counting the
-/// spans it drops in `registry`.
-fn start_tracer(
-    config: &Config,
-    registry: &Registry,
-    log: Logger,
-) -> Result<Option<Exporter>, Error> {
-    let dropped = registry
+/// The trace exporter, when `otlp` sends traces anywhere, counting the
+/// spans it drops in `r`.
+fn tracer(otlp: Option<OtlpConfig>, r: &Registry, log: Logger) -> Result<Option<Exporter>, Error> {
+    let dropped = r
         .counter(
             "conductor_trace_spans_dropped_total",
             "Trace spans dropped: queue full, collector failing, or retries exhausted.",
         )
         .map_err(registration)?;
-    let Some(otlp) = config.otlp.clone() else {
-        return Ok(None);
-    };
-    Exporter::start(otlp, dropped, log)
-        .map(Some)
+    otlp.map(|otlp| Exporter::start(otlp, dropped, log))
+        .transpose()
         .map_err(|e| Error::Storage(format!("trace exporter: {e}")))
 }
 
@@ -211,7 +203,7 @@ impl App {
         let started = Instant::now();
         let (run_metrics, appends, http) =
             register_core(&registry, started).map_err(registration)?;
-        let tracer = start_tracer(&config, &registry, log)?;
+        let tracer = tracer(config.otlp.clone(), &registry, log)?;
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
         budget.log_to(log);

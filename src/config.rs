@@ -11,8 +11,6 @@ use crate::usage;
 
 mod settings;
 
-use settings::Given;
-
 pub use settings::{
     settings_of, Config, Setting, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_RUN_TIMEOUT, SETTINGS,
 };
@@ -125,7 +123,7 @@ fn command(
         }
     }
     // The client commands' flags; `serve`'s and `repair`'s are rows of SETTINGS.
-    let given = |flag: &str, var: &str, must| Given::find(flags, env, (flag, var), must);
+    let given = |flag: &str, var: &str, must| settings::Given::find(flags, env, (flag, var), must);
     let url = || match given("url", "CONDUCTOR_URL", "start with http://") {
         None => Ok(DEFAULT_URL.to_string()),
         Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
@@ -151,7 +149,11 @@ fn command(
         "complete" | "fail" | "cancel" => {
             let cost = given("cost", "", "be an amount in dollars");
             let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
-            let run_id = run_id(positional[0])?;
+            let run_id = positional[0].to_string();
+            if !crate::runs::valid_run_id(&run_id) {
+                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+                return Err(format!("RUN_ID {must}, not {run_id:?}"));
+            }
             Ok(Command::Finish(FinishOptions {
                 url: url()?,
                 run_id,
@@ -230,16 +232,6 @@ fn read_line<'a>(
         flags.push((name, value));
     }
     command(sub, &flags, &positional, env)
-}
-
-/// A run id as the server takes it.
-fn run_id(id: &str) -> Result<String, String> {
-    match crate::runs::valid_run_id(id) {
-        true => Ok(id.to_string()),
-        false => Err(format!(
-            "RUN_ID must be 1-128 characters of A-Z a-z 0-9 . _ : -, not {id:?}"
-        )),
-    }
 }
 
 /// The message for a word that is not a subcommand, with the nearest one.

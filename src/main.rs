@@ -76,11 +76,10 @@ fn serve(c: Config) -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
-    let grace = c.shutdown_timeout;
     match start(c, log) {
         Ok((server, app, _locks)) => {
             match signals.and_then(|()| sys::wait_for_stop_signal()) {
-                Ok(signal) => stop(&server, &app, signal, grace),
+                Ok(signal) => stop(&server, &app, signal, app.config.shutdown_timeout),
                 Err(e) => {
                     log.warn(
                         "cannot wait for SIGTERM or SIGINT; they stop the server at once",

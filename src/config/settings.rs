@@ -68,11 +68,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, with the journals in `dir` and the budget ledger in
-    /// `dir/budget`: what `serve --data-dir DIR` runs with. Each value is
-    /// the one the owning module calls its default ([`Limits::default`],
-    /// [`BudgetConfig::new`], ...), and the one its row of [`SETTINGS`]
-    /// shows (a test reads each row's default to check it).
+    /// What `serve --data-dir DIR` runs with: the owning modules' defaults
+    /// ([`Limits::default`], ...), which each row of [`SETTINGS`] shows (a
+    /// test reads each row's default to check it), and the ledger in `dir`.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -108,16 +106,14 @@ pub struct Setting {
     /// The flag without its leading `--`, and the placeholder of its value
     /// in the help; `("", "")` for a setting only a variable sets.
     pub flag: (&'static str, &'static str),
-    /// The environment variable that sets it when the flag is not given,
-    /// or `""`.
+    /// The variable that sets it when the flag is not given, or `""`.
     pub env: &'static str,
     /// The default, as `set` reads it; `""` for a setting unset by default,
     /// or one that follows another (the ledger follows the data dir).
     pub default: &'static str,
     /// What it sets, with its default in parentheses.
     pub help: &'static str,
-    /// What a value must be, for the message that refuses another: "`from`
-    /// must `must`, not `value`".
+    /// What a value must be, for the message that refuses another.
     must: &'static str,
     /// Reads a value given by the flag or the variable into the config.
     set: fn(&mut Config, &Given) -> Result<(), String>,
@@ -126,9 +122,7 @@ pub struct Setting {
 /// A value as given, and where it came from, which its error names.
 pub(super) struct Given<'a> {
     pub(super) text: String,
-    /// `--flag`, or the variable.
     from: String,
-    /// What the value must be, for the message refusing another.
     must: &'a str,
 }
 
@@ -402,19 +396,16 @@ fn data_dir(c: &mut Config, v: &Given) -> Result<(), String> {
 /// `--api-key-file` names a file holding the key; `CONDUCTOR_API_KEY` is
 /// the key itself. Either way an empty key is refused.
 fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
-    let key = if v.from.starts_with("--") {
-        std::fs::read_to_string(&v.text)
-            .map_err(|e| format!("cannot read --api-key-file {}: {e}", v.text))?
-    } else {
-        v.text.clone()
+    let key = match v.from.starts_with("--") {
+        true => std::fs::read_to_string(&v.text)
+            .map_err(|e| format!("cannot read --api-key-file {}: {e}", v.text))?,
+        false => v.text.clone(),
     };
-    match key.trim() {
-        "" => Err("the API key is empty".to_string()),
-        key => {
-            c.api_key = Some(key.to_string());
-            Ok(())
-        }
+    if key.trim().is_empty() {
+        return Err("the API key is empty".to_string());
     }
+    c.api_key = Some(key.trim().to_string());
+    Ok(())
 }
 
 /// `auto` learns the estimate from the agent's recent runs, from at least
