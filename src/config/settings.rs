@@ -614,6 +614,28 @@ mod tests {
     }
 
     #[test]
+    fn the_api_reference_lists_every_row() {
+        let docs = include_str!("../../docs/api-reference.md");
+        for row in SETTINGS {
+            let (flag, placeholder) = row.flag;
+            if !flag.is_empty() {
+                let placeholder = placeholder.replace('|', "\\|");
+                let cell = format!("| `--{flag} {placeholder}` |");
+                assert!(docs.contains(&cell), "{cell}");
+            }
+            if !row.env.is_empty() {
+                assert!(docs.contains(&format!("`{}`", row.env)), "{}", row.env);
+            }
+        }
+    }
+
+    #[test]
+    fn with_several_bad_values_the_first_row_is_named() {
+        let err = serve(&["--max-body", "x", "--addr", "y"], &no_env).unwrap_err();
+        assert!(err.starts_with("--addr must be HOST:PORT"), "{err}");
+    }
+
+    #[test]
     fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
         let mut c = Config::for_data_dir(Path::new("d"));
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
