@@ -338,7 +338,7 @@ pub const SETTINGS: &[Setting] = &[
         default: "100000",
         help: "newest finished runs kept (100000; 0: no bound)",
         must: "be a number of finished runs (0 keeps every one)",
-        set: |c, v| v.read(|s| s.parse().ok()).map(|n| c.run_retention.runs = n),
+        set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
     },
     Setting {
         flag: ("retain-run-bytes", "BYTES"),
