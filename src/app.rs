@@ -1,12 +1,12 @@
 //! The application: the registry, the core metric set and the domain
 //! stores, wired together. HTTP handlers call into this.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::{Budget, BudgetConfig, Imported, Recorded, SystemClock};
+use crate::budget::{Budget, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
+use crate::config::Config;
 use crate::error::Error;
 use crate::events::Hub;
 use crate::log::Logger;
@@ -16,34 +16,6 @@ use crate::runs::{RunMetrics, Runs, Text};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What the application needs to start.
-#[derive(Clone, Debug)]
-pub struct AppConfig {
-    /// Where journals live.
-    pub data_dir: PathBuf,
-    /// The API key `/api/v1/*` requires, if any.
-    pub api_key: Option<String>,
-    /// The largest request body accepted, in bytes.
-    pub max_body: u64,
-    /// The daily budget's settings.
-    pub budget: BudgetConfig,
-    /// Where traces go, when anywhere.
-    pub otlp: Option<OtlpConfig>,
-    /// The families declared in `--metrics-file`, already checked.
-    pub declared: Vec<crate::declared::Declaration>,
-    /// The ceiling in bytes on what the declared families hold together.
-    pub declared_ceiling: crate::declared::Ceiling,
-    /// How many bus messages are kept.
-    pub message_retention: crate::bus::Retention,
-    /// How many finished runs stay in memory, by count and bytes.
-    pub run_retention: crate::runs::Retention,
-    /// The journal growth after which the run store writes a snapshot.
-    pub snapshot_bytes: u64,
-    /// How long a run may go without news before it is ended as
-    /// abandoned; `None` never ends one.
-    pub run_timeout: Option<Duration>,
-}
 
 /// The metrics the HTTP layer records.
 #[derive(Clone)]
@@ -75,7 +47,7 @@ pub struct App {
     /// The logger.
     pub log: Logger,
     /// Settings.
-    pub config: AppConfig,
+    pub config: Config,
     /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
     /// The families declared in `--metrics-file`, updated over HTTP.
@@ -100,6 +72,101 @@ fn registration(e: crate::metrics::Error) -> Error {
     Error::Storage(format!("metric registration failed: {e}"))
 }
 
+/// Registers the core metric set in `r`: the uptime, the build, the run
+/// metrics, the bus appends, the HTTP metrics and the process collector.
+fn register_core(
+    r: &Registry,
+    started: Instant,
+) -> Result<(RunMetrics, Counter, HttpMetrics), crate::metrics::Error> {
+    r.gauge_fn(
+        "conductor_uptime_seconds",
+        "Seconds since the server started.",
+        move || started.elapsed().as_secs_f64(),
+    )?;
+    let build = r.gauge_family(
+        "conductor_build_info",
+        "Build information; the value is always 1.",
+        &["version"],
+    )?;
+    build.set(&[VERSION], 1.0);
+    let run_metrics = RunMetrics::register(r)?;
+    let appends = r.counter(
+        "conductor_messagebus_appends_total",
+        "Messages appended to the message bus and acknowledged.",
+    )?;
+    let http = HttpMetrics {
+        requests: r.counter_family(
+            "conductor_api_requests_total",
+            "HTTP requests answered, by method and status code.",
+            &["method", "status"],
+        )?,
+        panics: r.counter(
+            "conductor_http_panics_total",
+            "Request handlers that panicked and were answered with 500.",
+        )?,
+        connections: r.gauge("conductor_http_connections", "Client connections open.")?,
+        connections_rejected: r.counter_family(
+            "conductor_http_connections_rejected_total",
+            "Client connections closed or refused by a limit, by reason.",
+            &["reason"],
+        )?,
+    };
+    // Every reason is visible at 0 from the start, so a dashboard or
+    // alert can rate() it before the first refusal.
+    for reason in [
+        "limit",
+        "evicted",
+        "idle_timeout",
+        "header_timeout",
+        "body_timeout",
+        "write_timeout",
+        "accept_error",
+    ] {
+        http.connections_rejected.inc_by(&[reason], 0);
+    }
+    r.register_collector(Arc::new(ProcessCollector::new()))?;
+    Ok((run_metrics, appends, http))
+}
+
+/// The trace exporter, when `otlp` sends traces anywhere, counting the
+/// spans it drops in `r`.
+fn tracer(otlp: Option<OtlpConfig>, r: &Registry, log: Logger) -> Result<Option<Exporter>, Error> {
+    let dropped = r
+        .counter(
+            "conductor_trace_spans_dropped_total",
+            "Trace spans dropped: queue full, collector failing, or retries exhausted.",
+        )
+        .map_err(registration)?;
+    otlp.map(|otlp| Exporter::start(otlp, dropped, log))
+        .transpose()
+        .map_err(|e| Error::Storage(format!("trace exporter: {e}")))
+}
+
+/// Opens the families `--metrics-file` declared, with what was recorded
+/// into them.
+fn open_declared(
+    config: &Config,
+    registry: &Registry,
+    log: Logger,
+) -> Result<crate::declared::Declared, Error> {
+    crate::declared::Declared::open(
+        &config.data_dir,
+        config.declared.clone(),
+        registry,
+        config.declared_ceiling,
+        config.snapshot_bytes,
+        log,
+    )
+    .map_err(|e| match e {
+        // A declared family the registry refuses is the file's fault.
+        Error::Invalid { field, message } => Error::Invalid {
+            field: format!("--metrics-file: {field}"),
+            message,
+        },
+        e => e,
+    })
+}
+
 impl App {
     /// Registers the metric set, opens and replays the journals, and
     /// counts the research agent's budget file of the day
@@ -110,7 +177,7 @@ impl App {
     /// [`Error::Invalid`] for bad input, its field naming the input: the
     /// `--metrics-file` or the research agent's budget file.
     /// [`Error::Storage`] for what the environment refuses.
-    pub fn open(config: AppConfig, log: Logger) -> Result<Arc<App>, Error> {
+    pub fn open(config: Config, log: Logger) -> Result<Arc<App>, Error> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             Error::Storage(format!(
                 "cannot create data dir {}: {e}",
@@ -134,82 +201,9 @@ impl App {
         }
         let registry = Registry::new();
         let started = Instant::now();
-        registry
-            .gauge_fn(
-                "conductor_uptime_seconds",
-                "Seconds since the server started.",
-                move || started.elapsed().as_secs_f64(),
-            )
-            .map_err(registration)?;
-        let build = registry
-            .gauge_family(
-                "conductor_build_info",
-                "Build information; the value is always 1.",
-                &["version"],
-            )
-            .map_err(registration)?;
-        build.set(&[VERSION], 1.0);
-        let run_metrics = RunMetrics::register(&registry).map_err(registration)?;
-        let appends = registry
-            .counter(
-                "conductor_messagebus_appends_total",
-                "Messages appended to the message bus and acknowledged.",
-            )
-            .map_err(registration)?;
-        let http = HttpMetrics {
-            requests: registry
-                .counter_family(
-                    "conductor_api_requests_total",
-                    "HTTP requests answered, by method and status code.",
-                    &["method", "status"],
-                )
-                .map_err(registration)?,
-            panics: registry
-                .counter(
-                    "conductor_http_panics_total",
-                    "Request handlers that panicked and were answered with 500.",
-                )
-                .map_err(registration)?,
-            connections: registry
-                .gauge("conductor_http_connections", "Client connections open.")
-                .map_err(registration)?,
-            connections_rejected: registry
-                .counter_family(
-                    "conductor_http_connections_rejected_total",
-                    "Client connections closed or refused by a limit, by reason.",
-                    &["reason"],
-                )
-                .map_err(registration)?,
-        };
-        // Every reason is visible at 0 from the start, so a dashboard or
-        // alert can rate() it before the first refusal.
-        for reason in [
-            "limit",
-            "evicted",
-            "idle_timeout",
-            "header_timeout",
-            "body_timeout",
-            "write_timeout",
-            "accept_error",
-        ] {
-            http.connections_rejected.inc_by(&[reason], 0);
-        }
-        registry
-            .register_collector(Arc::new(ProcessCollector::new()))
-            .map_err(registration)?;
-        let dropped = registry
-            .counter(
-                "conductor_trace_spans_dropped_total",
-                "Trace spans dropped: queue full, collector failing, or retries exhausted.",
-            )
-            .map_err(registration)?;
-        let tracer = match config.otlp.clone() {
-            None => None,
-            Some(otlp) => Some(
-                Exporter::start(otlp, dropped, log)
-                    .map_err(|e| Error::Storage(format!("trace exporter: {e}")))?,
-            ),
-        };
+        let (run_metrics, appends, http) =
+            register_core(&registry, started).map_err(registration)?;
+        let tracer = tracer(config.otlp.clone(), &registry, log)?;
         let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
         budget.register_metrics(&registry).map_err(registration)?;
         budget.log_to(log);
@@ -224,22 +218,7 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        let declared = crate::declared::Declared::open(
-            &config.data_dir,
-            config.declared.clone(),
-            &registry,
-            config.declared_ceiling,
-            config.snapshot_bytes,
-            log,
-        )
-        .map_err(|e| match e {
-            // A declared family the registry refuses is the file's fault.
-            Error::Invalid { field, message } => Error::Invalid {
-                field: format!("--metrics-file: {field}"),
-                message,
-            },
-            e => e,
-        })?;
+        let declared = open_declared(&config, &registry, log)?;
         // After the run journal's settlements, which never name an operation.
         let imported = budget.import_agent_file()?;
         if declared.skipped_on_replay > 0 {
@@ -271,17 +250,25 @@ impl App {
                 given_up,
             },
         });
-        wire_events(&app);
-        if let Some(imported) = &imported {
-            app.announce_import(imported);
+        app.begin(imported.as_ref())?;
+        Ok(app)
+    }
+
+    /// Starts what follows the open stores: the bus's and the hub's
+    /// events, the announcement of what the budget file of the day
+    /// counted, and the run timeout, which first ends the runs a dead
+    /// orchestrator left.
+    fn begin(self: &Arc<App>, imported: Option<&Imported>) -> Result<(), Error> {
+        wire_events(self);
+        if let Some(imported) = imported {
+            self.announce_import(imported);
         }
-        if let Some(timeout) = app.config.run_timeout {
-            // The runs a dead orchestrator left before this start end at once.
-            app.end_stale_runs(timeout);
-            app.start_run_timeout(timeout)
+        if let Some(timeout) = self.config.run_timeout {
+            self.end_stale_runs(timeout);
+            self.start_run_timeout(timeout)
                 .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
         }
-        Ok(app)
+        Ok(())
     }
 
     /// Announces the alert thresholds a spend crossed: one warning line and

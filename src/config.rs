@@ -1,91 +1,22 @@
 //! Command-line and environment configuration, parsed with std only. A
 //! flag wins over its environment variable, which wins over the default.
+//! `serve`'s settings are the rows of [`SETTINGS`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::demo::{self, Options as DemoOptions};
-use crate::log::{Level, LogFormat};
+use crate::otlp::OtlpConfig;
 use crate::usage;
 
-/// The default listen address: loopback, so nothing is exposed by accident.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
+mod settings;
+
+pub use settings::{
+    settings_of, Config, Setting, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_RUN_TIMEOUT, SETTINGS,
+};
+
 /// The default base URL the client commands talk to.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
-/// The default body limit: 1 MiB.
-pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
-
-/// How long a run may go without news, by default, before it is ended as
-/// abandoned: longer than any research cycle we know of.
-pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
-
-/// Settings of `serve`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServeConfig {
-    /// `--addr` / `CONDUCTOR_ADDR`.
-    pub addr: String,
-    /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
-    pub data_dir: PathBuf,
-    /// `--max-body` / `CONDUCTOR_MAX_BODY`, in bytes.
-    pub max_body: u64,
-    /// From `--api-key-file`, or `CONDUCTOR_API_KEY`.
-    pub api_key: Option<String>,
-    /// `--log-level` / `CONDUCTOR_LOG`.
-    pub log_level: Level,
-    /// `--log-format`.
-    pub log_format: LogFormat,
-    /// `--idle-timeout` / `CONDUCTOR_IDLE_TIMEOUT`: keep-alive connections idle this long are closed.
-    pub idle_timeout: Duration,
-    /// `--header-timeout` / `CONDUCTOR_HEADER_TIMEOUT`: a request head must arrive within this.
-    pub header_timeout: Duration,
-    /// `--write-timeout` / `CONDUCTOR_WRITE_TIMEOUT`: a client must take each piece of an answer within this.
-    pub write_timeout: Duration,
-    /// `--max-connections` / `CONDUCTOR_MAX_CONNECTIONS`: past it the oldest idle connection is closed.
-    pub max_connections: usize,
-    /// `--shutdown-timeout` / `CONDUCTOR_SHUTDOWN_TIMEOUT`: how long a graceful
-    /// stop waits for the requests in flight.
-    pub shutdown_timeout: Duration,
-    /// `--daily-budget` / `AGENT_DAILY_BUDGET`, dollars.
-    pub daily_budget: f64,
-    /// `--run-estimate` / `AGENT_RUN_ESTIMATE`, dollars reserved per run
-    /// start; `None` for `auto` (the default): at least $0.15, and the 90th
-    /// percentile of the agent's recent run costs when that is more.
-    pub run_estimate: Option<f64>,
-    /// `AGENT_BUDGET_DIR`; `<data-dir>/budget` when unset.
-    pub budget_dir: PathBuf,
-    /// `--pricing FILE`: model prices; the built-in default when unset.
-    pub pricing: Option<PathBuf>,
-    /// `--run-timeout` / `CONDUCTOR_RUN_TIMEOUT`: a running run with no news
-    /// for this long is ended as abandoned; `None` (`0`) never ends one.
-    pub run_timeout: Option<Duration>,
-    /// `--retain-messages` / `CONDUCTOR_RETAIN_MESSAGES` and
-    /// `--retain-message-bytes` / `CONDUCTOR_RETAIN_MESSAGE_BYTES`: how many
-    /// of the newest bus messages are kept, in memory and on disk.
-    pub message_retention: crate::bus::Retention,
-    /// `--retain-runs` / `CONDUCTOR_RETAIN_RUNS` and `--retain-run-bytes` /
-    /// `CONDUCTOR_RETAIN_RUN_BYTES`: how many finished runs stay in memory,
-    /// by count and by bytes; 0 is no bound of that kind.
-    pub run_retention: crate::runs::Retention,
-    /// `--snapshot-bytes` / `CONDUCTOR_SNAPSHOT_BYTES`: the journal growth
-    /// after which the run store writes a snapshot; 0 writes none.
-    pub snapshot_bytes: u64,
-    /// `--metrics-file FILE` / `CONDUCTOR_METRICS_FILE`: declared families.
-    pub metrics_file: Option<PathBuf>,
-    /// `--declared-label-bytes` / `CONDUCTOR_DECLARED_LABEL_BYTES` and
-    /// `--declared-exposition-bytes` / `CONDUCTOR_DECLARED_EXPOSITION_BYTES`:
-    /// the ceiling in bytes on the declared families; 0 is no bound.
-    pub declared_ceiling: crate::declared::Ceiling,
-}
-
-impl ServeConfig {
-    /// Whether a server with these settings, bound to `addr`, takes writes
-    /// from anyone who can reach the host: an address other than loopback
-    /// and no API key. The start warns about it.
-    pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
-        self.api_key.is_none() && !addr.ip().is_loopback()
-    }
-}
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +38,7 @@ pub struct FinishOptions {
 pub enum Command {
     /// Run the server. Boxed: the settings are many, and the other
     /// commands few.
-    Serve(Box<ServeConfig>),
+    Serve(Box<Config>),
     /// Print a summary from a running server.
     Status {
         /// Base URL of the server.
@@ -140,37 +71,6 @@ pub enum Command {
     Version,
 }
 
-/// Where a setting came from, for error messages: a flag or a variable.
-fn source(flag_given: bool, name: &str, var: &str) -> String {
-    if flag_given {
-        format!("--{name}")
-    } else {
-        var.to_string()
-    }
-}
-
-/// The data dir (`./data` unless set) and the budget ledger dir
-/// (`AGENT_BUDGET_DIR`, else `budget` inside the data dir).
-fn dirs(
-    data_dir: Option<(String, String)>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> (PathBuf, PathBuf) {
-    let data_dir = PathBuf::from(data_dir.map_or_else(|| "data".to_string(), |(d, _)| d));
-    let budget_dir = env("AGENT_BUDGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| data_dir.join("budget"));
-    (data_dir, budget_dir)
-}
-
-/// The flags `sub` takes, from the table its help is printed from.
-fn flags_of(sub: &str) -> Vec<&'static str> {
-    usage::options(sub)
-        .iter()
-        .map(|o| o.flag)
-        .filter(|f| !f.is_empty())
-        .collect()
-}
-
 /// Parses arguments (without the program name). `env` looks variables up.
 /// The error is a one-line message for exit code 2; a value from the
 /// environment is named by its variable, one from a flag by the flag.
@@ -197,15 +97,108 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
         Some(first) => return Err(unknown_command(first)),
     };
-    let allowed = flags_of(sub);
-    let mut flags: Vec<(&str, &str)> = Vec::new();
-    let mut positional: Vec<&str> = Vec::new();
+    read_line(sub, named, args, env)
+}
+
+/// What `sub` with these flags and plain arguments asks for.
+fn command(
+    sub: &str,
+    flags: &[(&str, &str)],
+    positional: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    match (positional, takes_run) {
+        ([], false) | ([_], true) => {}
+        ([], true) => {
+            return Err(format!(
+                "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
+            ))
+        }
+        (extra, _) => {
+            let arg = extra[usize::from(takes_run)];
+            return Err(format!(
+                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
+            ));
+        }
+    }
+    // The client commands' flags; `serve`'s and `repair`'s are rows of SETTINGS.
+    let given = |flag: &str, var: &str, must| settings::Given::find(flags, env, (flag, var), must);
+    let url = || match given("url", "CONDUCTOR_URL", "start with http://") {
+        None => Ok(DEFAULT_URL.to_string()),
+        Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
+    };
+    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+    match sub {
+        "status" => Ok(Command::Status { url: url()? }),
+        "budget" => Ok(Command::Budget { url: url()? }),
+        "trigger" => Ok(Command::Trigger { url: url()? }),
+        "demo" => {
+            let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
+            let runs = given("runs", "", &runs).map(|v| v.read(demo_runs));
+            let seed = given("seed", "", "be a non-negative integer");
+            Ok(Command::Demo(DemoOptions {
+                url: url()?,
+                runs: runs.transpose()?.unwrap_or(demo::DEFAULT_RUNS),
+                seed: seed
+                    .map(|v| v.read(|s| s.parse().ok()))
+                    .transpose()?
+                    .unwrap_or(demo::DEFAULT_SEED),
+            }))
+        }
+        "complete" | "fail" | "cancel" => {
+            let cost = given("cost", "", "be an amount in dollars");
+            let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
+            let run_id = positional[0].to_string();
+            if !crate::runs::valid_run_id(&run_id) {
+                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+                return Err(format!("RUN_ID {must}, not {run_id:?}"));
+            }
+            Ok(Command::Finish(FinishOptions {
+                url: url()?,
+                run_id,
+                action: sub.to_string(),
+                error: given("error", "", "").map(|v| v.text),
+                cost,
+            }))
+        }
+        "repair" => {
+            settings::apply(&mut config, settings_of(sub), flags, env)?;
+            Ok(Command::Repair {
+                data_dir: config.data_dir,
+                budget_dir: config.budget.dir,
+            })
+        }
+        _ => {
+            settings::apply(&mut config, settings_of(sub), flags, env)?;
+            config.otlp = OtlpConfig::from_env(env);
+            Ok(Command::Serve(Box::new(config)))
+        }
+    }
+}
+
+/// Reads the arguments after `sub`'s name (`named`: it was given by name)
+/// into flags and plain arguments, and then the command they ask for,
+/// unless they ask for help or the version. A flag `sub` does not take is
+/// refused, with the nearest one it does take.
+fn read_line<'a>(
+    sub: &str,
+    named: bool,
+    mut args: impl Iterator<Item = &'a str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let allowed: Vec<&str> = usage::options(sub)
+        .iter()
+        .map(|o| o.flag)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
     while let Some(arg) = args.next() {
         match arg {
             "-h" | "--help" if named => {
-                return Ok(Command::Help(
-                    usage::command_help(sub).unwrap_or_else(usage::program_help),
-                ))
+                let help = usage::command_help(sub).unwrap_or_else(usage::program_help);
+                return Ok(Command::Help(help));
             }
             "-h" | "--help" => return Ok(Command::Help(usage::program_help())),
             "-V" | "--version" => return Ok(Command::Version),
@@ -238,253 +231,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         };
         flags.push((name, value));
     }
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_string())
-    };
-    // A setting's value and the name of where it came from.
-    let setting = |name: &str, var: &str| match flag(name) {
-        Some(v) => Some((v, source(true, name, var))),
-        None => env(var).map(|v| (v, source(false, name, var))),
-    };
-    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
-    match (positional.as_slice(), takes_run) {
-        ([], false) | ([_], true) => {}
-        ([], true) => {
-            return Err(format!(
-                "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
-            ))
-        }
-        (extra, _) => {
-            let arg = extra[usize::from(takes_run)];
-            return Err(format!(
-                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
-            ));
-        }
-    }
-    let url = || -> Result<String, String> {
-        match setting("url", "CONDUCTOR_URL") {
-            None => Ok(DEFAULT_URL.to_string()),
-            Some((u, _)) if u.starts_with("http://") => Ok(u),
-            Some((u, from)) => Err(format!("{from} must start with http://, not {u:?}")),
-        }
-    };
-    match sub {
-        "status" => return Ok(Command::Status { url: url()? }),
-        "budget" => return Ok(Command::Budget { url: url()? }),
-        "trigger" => return Ok(Command::Trigger { url: url()? }),
-        "demo" => return parse_demo(url()?, flag("runs"), flag("seed")),
-        "repair" => {
-            let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
-            return Ok(Command::Repair {
-                data_dir,
-                budget_dir,
-            });
-        }
-        "complete" | "fail" | "cancel" => {
-            let cost = match flag("cost") {
-                None => None,
-                Some(c) => Some(
-                    c.trim()
-                        .trim_start_matches('$')
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|d| d.is_finite() && *d >= 0.0)
-                        .ok_or_else(|| format!("--cost must be an amount in dollars, not {c:?}"))?,
-                ),
-            };
-            if !crate::runs::valid_run_id(positional[0]) {
-                return Err(format!(
-                    "RUN_ID must be 1-128 characters of A-Z a-z 0-9 . _ : -, not {:?}",
-                    positional[0]
-                ));
-            }
-            return Ok(Command::Finish(FinishOptions {
-                url: url()?,
-                run_id: positional[0].to_string(),
-                action: sub.to_string(),
-                error: flag("error"),
-                cost,
-            }));
-        }
-        _ => {}
-    }
-    let max_body = match setting("max-body", "CONDUCTOR_MAX_BODY") {
-        None => DEFAULT_MAX_BODY,
-        Some((b, from)) => parse_size(&b).ok_or_else(|| {
-            format!("{from} must be a size in bytes such as 1MiB or 65536, not {b:?}")
-        })?,
-    };
-    let api_key = match flag("api-key-file") {
-        Some(path) => {
-            let key = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read --api-key-file {path}: {e}"))?;
-            Some(key.trim().to_string())
-        }
-        None => env("CONDUCTOR_API_KEY").map(|k| k.trim().to_string()),
-    };
-    if api_key.as_deref() == Some("") {
-        return Err("the API key is empty".to_string());
-    }
-    let log_level = match setting("log-level", "CONDUCTOR_LOG") {
-        None => Level::Info,
-        Some((l, from)) => Level::parse(&l)
-            .ok_or_else(|| format!("{from} must be error, warn, info or debug, not {l:?}"))?,
-    };
-    let log_format = match flag("log-format").as_deref() {
-        None | Some("json") => LogFormat::Json,
-        Some("text") => LogFormat::Text,
-        Some(other) => return Err(format!("--log-format must be json or text, not {other:?}")),
-    };
-    let duration = |name: &str, var: &str, default: u64| match setting(name, var) {
-        None => Ok(Duration::from_secs(default)),
-        Some((v, from)) => parse_duration(&v).ok_or_else(|| {
-            format!("{from} must be a duration such as 30, 30s or 500ms, not {v:?}")
-        }),
-    };
-    let idle_timeout = duration("idle-timeout", "CONDUCTOR_IDLE_TIMEOUT", 30)?;
-    let header_timeout = duration("header-timeout", "CONDUCTOR_HEADER_TIMEOUT", 10)?;
-    let write_timeout = duration("write-timeout", "CONDUCTOR_WRITE_TIMEOUT", 10)?;
-    let shutdown_timeout = duration("shutdown-timeout", "CONDUCTOR_SHUTDOWN_TIMEOUT", 10)?;
-    let run_timeout = match setting("run-timeout", "CONDUCTOR_RUN_TIMEOUT") {
-        None => Some(DEFAULT_RUN_TIMEOUT),
-        Some((v, _)) if v.trim() == "0" => None,
-        Some((v, from)) => Some(parse_duration(&v).ok_or_else(|| {
-            format!(
-                "{from} must be a duration such as 6h, 90m or 3600s (0 turns it off), not {v:?}"
-            )
-        })?),
-    };
-    let max_connections = match setting("max-connections", "CONDUCTOR_MAX_CONNECTIONS") {
-        None => 4096,
-        Some((v, from)) => match v.parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "{from} must be an integer from 1 to 1000000, not {v:?}"
-                ))
-            }
-        },
-    };
-    let dollars = |name: &str, var: &str, default: f64| match setting(name, var) {
-        None => Ok(default),
-        Some((v, from)) => match v.trim().trim_start_matches('$').parse::<f64>() {
-            Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
-            _ => Err(format!(
-                "{from} must be an amount in dollars such as 5 or 0.15, not {v:?}"
-            )),
-        },
-    };
-    let daily_budget = dollars("daily-budget", "AGENT_DAILY_BUDGET", 5.0)?;
-    let run_estimate = match setting("run-estimate", "AGENT_RUN_ESTIMATE") {
-        None => None,
-        Some((v, _)) if v.trim() == "auto" => None,
-        Some((v, from)) => match v.trim().trim_start_matches('$').parse::<f64>() {
-            Ok(d) if d.is_finite() && d > 0.0 => Some(d),
-            _ => {
-                return Err(format!(
-                    "{from} must be auto or an amount in dollars above 0 such as 0.15, not {v:?}"
-                ))
-            }
-        },
-    };
-    let addr = match setting("addr", "CONDUCTOR_ADDR") {
-        None => DEFAULT_ADDR.to_string(),
-        Some((a, from)) => {
-            let valid = a
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !valid {
-                return Err(format!(
-                    "{from} must be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355, not {a:?}"
-                ));
-            }
-            a
-        }
-    };
-    let retain_messages = match setting("retain-messages", "CONDUCTOR_RETAIN_MESSAGES") {
-        None => crate::bus::DEFAULT_RETAINED,
-        Some((v, from)) => v.parse::<u64>().map_err(|_| {
-            format!("{from} must be a number of messages (0 keeps every one), not {v:?}")
-        })?,
-    };
-    let retain_message_bytes =
-        match setting("retain-message-bytes", "CONDUCTOR_RETAIN_MESSAGE_BYTES") {
-            None => crate::bus::DEFAULT_RETAINED_BYTES,
-            Some((v, from)) => parse_bound(&v).ok_or_else(|| {
-                format!("{from} must be a size in bytes such as 64MiB (0 for no bound), not {v:?}")
-            })?,
-        };
-    let retain_runs = match setting("retain-runs", "CONDUCTOR_RETAIN_RUNS") {
-        None => crate::runs::DEFAULT_RETAINED_RUNS,
-        Some((v, from)) => v.parse::<u64>().map_err(|_| {
-            format!("{from} must be a number of finished runs (0 keeps every one), not {v:?}")
-        })?,
-    };
-    let retain_run_bytes = match setting("retain-run-bytes", "CONDUCTOR_RETAIN_RUN_BYTES") {
-        None => crate::runs::DEFAULT_RETAINED_RUN_BYTES,
-        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
-            format!("{from} must be a size in bytes such as 128MiB (0 for no bound), not {v:?}")
-        })?,
-    };
-    let snapshot_bytes = match setting("snapshot-bytes", "CONDUCTOR_SNAPSHOT_BYTES") {
-        None => crate::runs::DEFAULT_SNAPSHOT_BYTES,
-        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
-            format!("{from} must be a size in bytes such as 16MiB (0 for no snapshots), not {v:?}")
-        })?,
-    };
-    let declared_bytes = |name: &str, var: &str, default: u64| match setting(name, var) {
-        None => Ok(default),
-        Some((v, from)) => parse_bound(&v).ok_or_else(|| {
-            format!("{from} must be a size in bytes such as 16MiB (0 for no bound), not {v:?}")
-        }),
-    };
-    let declared_ceiling = crate::declared::Ceiling {
-        label_bytes: declared_bytes(
-            "declared-label-bytes",
-            "CONDUCTOR_DECLARED_LABEL_BYTES",
-            crate::declared::DEFAULT_LABEL_BYTES,
-        )?,
-        exposition_bytes: declared_bytes(
-            "declared-exposition-bytes",
-            "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
-            crate::declared::DEFAULT_EXPOSITION_BYTES,
-        )?,
-    };
-    let (data_dir, budget_dir) = dirs(setting("data-dir", "CONDUCTOR_DATA_DIR"), env);
-    Ok(Command::Serve(Box::new(ServeConfig {
-        addr,
-        data_dir,
-        max_body,
-        api_key,
-        log_level,
-        log_format,
-        idle_timeout,
-        header_timeout,
-        write_timeout,
-        shutdown_timeout,
-        max_connections,
-        daily_budget,
-        run_estimate,
-        budget_dir,
-        pricing: flag("pricing").map(PathBuf::from),
-        metrics_file: setting("metrics-file", "CONDUCTOR_METRICS_FILE")
-            .map(|(f, _)| PathBuf::from(f)),
-        declared_ceiling,
-        run_timeout,
-        message_retention: crate::bus::Retention {
-            messages: retain_messages,
-            bytes: retain_message_bytes,
-        },
-        run_retention: crate::runs::Retention {
-            runs: retain_runs,
-            bytes: retain_run_bytes,
-        },
-        snapshot_bytes,
-    })))
+    command(sub, &flags, &positional, env)
 }
 
 /// The message for a word that is not a subcommand, with the nearest one.
@@ -518,36 +265,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
 }
 
-/// Checks the `demo` settings; absent ones take their defaults.
-fn parse_demo(url: String, runs: Option<String>, seed: Option<String>) -> Result<Command, String> {
-    let runs = match runs {
-        None => demo::DEFAULT_RUNS,
-        Some(r) => r
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=demo::MAX_RUNS).contains(n))
-            .ok_or_else(|| {
-                format!(
-                    "--runs must be an integer from 1 to {}, not {r:?}",
-                    demo::MAX_RUNS
-                )
-            })?,
-    };
-    let seed = match seed {
-        None => demo::DEFAULT_SEED,
-        Some(s) => s
-            .parse::<u64>()
-            .map_err(|_| format!("--seed must be a non-negative integer, not {s:?}"))?,
-    };
-    Ok(Command::Demo(DemoOptions { url, runs, seed }))
-}
-
-/// A size as [`parse_size`] reads it, or `0`: for a bound that 0 turns off.
-fn parse_bound(s: &str) -> Option<u64> {
-    match s.trim() {
-        "0" => Some(0),
-        s => parse_size(s),
-    }
+/// A number of runs `demo` sends.
+fn demo_runs(s: &str) -> Option<u64> {
+    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
@@ -583,22 +303,25 @@ mod tests {
         let Command::Serve(c) = parse(&[], &no_env).unwrap() else {
             panic!()
         };
-        assert_eq!((c.addr.as_str(), c.max_body), (DEFAULT_ADDR, 1 << 20));
+        assert_eq!(
+            (c.addr.as_str(), c.limits.max_body),
+            (DEFAULT_ADDR, 1 << 20)
+        );
         let env = |k: &str| (k == "CONDUCTOR_MAX_BODY").then(|| "9".to_string());
         let Command::Serve(c) = parse(&args("serve --addr 127.0.0.1:0"), &env).unwrap() else {
             panic!()
         };
-        assert_eq!((c.addr.as_str(), c.max_body), ("127.0.0.1:0", 9));
+        assert_eq!((c.addr.as_str(), c.limits.max_body), ("127.0.0.1:0", 9));
         let Command::Serve(c) = parse(&args("--max-body=2KiB"), &env).unwrap() else {
             panic!()
         };
-        assert_eq!(c.max_body, 2048);
+        assert_eq!(c.limits.max_body, 2048);
     }
 
     #[test]
     fn the_run_estimate_is_auto_or_dollars() {
         let estimate = |a: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(a), env) {
-            Ok(Command::Serve(c)) => Ok(c.run_estimate),
+            Ok(Command::Serve(c)) => Ok((!c.budget.learn).then_some(c.budget.run_estimate)),
             Ok(_) => panic!("{a}"),
             Err(e) => Err(e),
         };
@@ -754,22 +477,6 @@ mod tests {
     }
 
     #[test]
-    fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
-        let Command::Serve(mut c) = parse(&[], &no_env).unwrap() else {
-            panic!()
-        };
-        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
-        assert!(c.open_to_the_network(at("0.0.0.0:14355")));
-        assert!(c.open_to_the_network(at("[::]:14355")));
-        assert!(c.open_to_the_network(at("192.168.1.5:80")));
-        assert!(!c.open_to_the_network(at("127.0.0.1:14355")));
-        assert!(!c.open_to_the_network(at("127.0.0.2:14355")));
-        assert!(!c.open_to_the_network(at("[::1]:14355")));
-        c.api_key = Some("k".into());
-        assert!(!c.open_to_the_network(at("0.0.0.0:14355")));
-    }
-
-    #[test]
     fn finishing_a_run() {
         assert_eq!(
             parse(&args("fail r-1 --error boom --cost 0.5"), &no_env),
@@ -861,7 +568,7 @@ mod tests {
     fn the_write_timeout_defaults_to_10s_and_comes_from_a_flag_or_its_variable() {
         let write_timeout =
             |line: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(line), env) {
-                Ok(Command::Serve(c)) => Ok(c.write_timeout),
+                Ok(Command::Serve(c)) => Ok(c.limits.write_timeout),
                 Ok(other) => panic!("{other:?}"),
                 Err(e) => Err(e),
             };

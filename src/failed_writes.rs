@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::app::{App, AppConfig};
-use crate::budget::BudgetConfig;
+use crate::app::App;
 use crate::client;
+use crate::config::Config;
 use crate::http::{Limits, Server};
 use crate::journal::faults;
-use crate::log::{Level, LogFormat, Logger};
 use crate::testing::TempDir;
 
 struct Harness {
@@ -35,20 +34,12 @@ impl Harness {
             r#"[{"name": "git_merge_total", "type": "counter", "help": "Merges.", "labels": ["result"]}]"#,
         )
         .unwrap();
-        let config = AppConfig {
-            data_dir: dir.to_path_buf(),
-            api_key: None,
-            max_body: 1 << 20,
-            budget: BudgetConfig::new(dir),
-            otlp: None,
+        let config = Config {
             declared,
-            declared_ceiling: crate::declared::Ceiling::default(),
-            message_retention: crate::bus::Retention::default(),
-            run_retention: crate::runs::Retention::default(),
-            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout,
+            ..Config::for_data_dir(dir)
         };
-        let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();
+        let app = App::open(config, crate::testing::quiet()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = Server::start(app.clone(), listener, Limits::default()).unwrap();
         Harness {
@@ -196,7 +187,6 @@ fn a_failed_write_changes_nothing_on_any_route_and_a_retry_succeeds() {
         .filter(|l| !again["metrics"].as_array().unwrap().contains(l))
         .collect();
     assert_eq!(lost, Vec::<&Value>::new());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -231,7 +221,6 @@ fn an_end_whose_ledger_copy_fails_is_acknowledged_and_charged_once() {
     assert_eq!(ledgers.len(), 1);
     let text = std::fs::read_to_string(ledgers[0].as_ref().unwrap().path()).unwrap();
     assert_eq!(text.matches("\"run_id\":\"r\"").count(), 1, "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

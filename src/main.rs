@@ -7,16 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conductor_metrics::app::{App, AppConfig, VERSION};
-use conductor_metrics::budget::{BudgetConfig, Pricing, DEFAULT_RUN_ESTIMATE};
+use conductor_metrics::app::{App, VERSION};
+use conductor_metrics::budget::Pricing;
 use conductor_metrics::cli;
-use conductor_metrics::config::{self, Command, ServeConfig};
+use conductor_metrics::config::{self, Command, Config};
 use conductor_metrics::demo;
 use conductor_metrics::error::Error;
-use conductor_metrics::http::{Limits, Server};
+use conductor_metrics::http::Server;
 use conductor_metrics::lock::{self, DirLock, LockError};
 use conductor_metrics::log::Logger;
-use conductor_metrics::otlp::OtlpConfig;
 use conductor_metrics::sys;
 
 fn main() -> ExitCode {
@@ -68,7 +67,7 @@ impl StartError {
     }
 }
 
-fn serve(c: ServeConfig) -> ExitCode {
+fn serve(c: Config) -> ExitCode {
     // Before any thread starts, so that every thread inherits the mask and
     // the signals wait for `stop` below.
     let signals = sys::block_stop_signals();
@@ -77,10 +76,10 @@ fn serve(c: ServeConfig) -> ExitCode {
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
     }));
-    match start(&c, log) {
+    match start(c, log) {
         Ok((server, app, _locks)) => {
             match signals.and_then(|()| sys::wait_for_stop_signal()) {
-                Ok(signal) => stop(&server, &app, signal, c.shutdown_timeout),
+                Ok(signal) => stop(&server, &app, signal, app.config.shutdown_timeout),
                 Err(e) => {
                     log.warn(
                         "cannot wait for SIGTERM or SIGINT; they stop the server at once",
@@ -133,8 +132,9 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
     }
 }
 
-/// Everything from the settings to a listening server.
-fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>), StartError> {
+/// Everything from the settings to a listening server: reads the files
+/// they name into them, and hands them to the app as they are.
+fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>), StartError> {
     // Every connection costs descriptors; the soft limit is often far below
     // what is allowed. Said on the listening line, or as a warning.
     let nofile = match sys::raise_fd_limit() {
@@ -147,51 +147,28 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
             None
         }
     };
-    let pricing = match &c.pricing {
-        None => Pricing::default_table(),
-        Some(path) => std::fs::read_to_string(path)
+    if let Some(path) = &c.pricing_file {
+        c.budget.pricing = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|text| Pricing::from_json(&text).map_err(|e| e.to_string()))
-            .map_err(|e| StartError::input(format!("--pricing {}: {e}", path.display())))?,
-    };
-    let declared = match &c.metrics_file {
-        None => Vec::new(),
-        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| StartError::input(format!("--pricing {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &c.metrics_file {
+        c.declared = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|text| conductor_metrics::declared::spec::parse(&text))
-            .map_err(|e| StartError::input(format!("--metrics-file {}: {e}", path.display())))?,
-    };
-    let data_dir = data_dir(&c.data_dir)?;
-    let locks = lock_dirs(&data_dir, &c.budget_dir)?;
-    let budget = BudgetConfig {
-        daily_limit: c.daily_budget,
-        run_estimate: c.run_estimate.unwrap_or(DEFAULT_RUN_ESTIMATE),
-        learn: c.run_estimate.is_none(),
-        dir: c.budget_dir.clone(),
-        pricing,
-    };
-    let config = AppConfig {
-        data_dir: data_dir.clone(),
-        api_key: c.api_key.clone(),
-        max_body: c.max_body,
-        budget,
-        otlp: OtlpConfig::from_env(&|k| std::env::var(k).ok()),
-        declared,
-        declared_ceiling: c.declared_ceiling,
-        message_retention: c.message_retention,
-        run_retention: c.run_retention,
-        snapshot_bytes: c.snapshot_bytes,
-        run_timeout: c.run_timeout,
-    };
-    let app = App::open(config, log).map_err(|e| match e {
+            .map_err(|e| StartError::input(format!("--metrics-file {}: {e}", path.display())))?;
+    }
+    c.data_dir = data_dir(&c.data_dir)?;
+    let locks = lock_dirs(&c.data_dir, &c.budget.dir)?;
+    let data_dir = c.data_dir.display().to_string();
+    let app = App::open(c, log).map_err(|e| match e {
         // Its field names the input at fault: the metrics file, or the
         // research agent's budget file.
         e @ Error::Invalid { .. } => StartError::input(e.to_string()),
-        e => StartError::environment(format!(
-            "cannot open the data dir {}: {e}",
-            data_dir.display()
-        )),
+        e => StartError::environment(format!("cannot open the data dir {data_dir}: {e}")),
     })?;
+    let c = &app.config;
     let listener = TcpListener::bind(&c.addr).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::AddrInUse => "the port is in use by another process".to_string(),
@@ -203,15 +180,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         };
         StartError::environment(format!("cannot listen on {}: {why}", c.addr))
     })?;
-    let limits = Limits {
-        max_connections: c.max_connections,
-        header_timeout: c.header_timeout,
-        idle_timeout: c.idle_timeout,
-        write_timeout: c.write_timeout,
-        max_body: c.max_body,
-        ..Limits::default()
-    };
-    let server = Server::start(app.clone(), listener, limits)
+    let server = Server::start(app.clone(), listener, c.limits.clone())
         .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
     if c.open_to_the_network(server.addr()) {
@@ -224,10 +193,7 @@ fn start(c: &ServeConfig, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>
         "listening",
         &[
             ("addr", serde_json::json!(server.addr().to_string())),
-            (
-                "data_dir",
-                serde_json::json!(data_dir.display().to_string()),
-            ),
+            ("data_dir", serde_json::json!(data_dir)),
             ("nofile", serde_json::json!(nofile)),
         ],
     );

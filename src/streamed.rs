@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::app::{App, AppConfig};
-use crate::budget::BudgetConfig;
+use crate::app::App;
 use crate::client::{self, Received};
+use crate::config::Config;
 use crate::http::{Limits, Server};
-use crate::log::{Level, LogFormat, Logger};
 use crate::metrics::Format;
 use crate::runs::Status;
 use crate::testing::TempDir;
@@ -27,24 +26,11 @@ struct Harness {
 impl Harness {
     fn open(name: &str) -> Harness {
         let dir = TempDir::new(name);
-        let config = AppConfig {
-            data_dir: dir.to_path_buf(),
-            api_key: None,
-            max_body: 1 << 20,
-            // Room for every run the tests start.
-            budget: BudgetConfig {
-                daily_limit: 1e6,
-                ..BudgetConfig::new(&dir)
-            },
-            otlp: None,
-            declared: Vec::new(),
-            message_retention: crate::bus::Retention::default(),
-            run_retention: crate::runs::Retention::default(),
-            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
-            run_timeout: None,
-            declared_ceiling: crate::declared::Ceiling::default(),
-        };
-        let app = App::open(config, Logger::new(Level::Error, LogFormat::Json)).unwrap();
+        let mut config = Config::for_data_dir(&dir);
+        // Room for every run the tests start.
+        config.budget.daily_limit = 1e6;
+        config.run_timeout = None;
+        let app = App::open(config, crate::testing::quiet()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = Server::start(app.clone(), listener, Limits::default()).unwrap();
         Harness {

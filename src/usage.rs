@@ -1,8 +1,12 @@
-//! The command line's help, from one table of commands and one of options:
-//! the program's help lists the commands, each command's help lists its
+//! The command line's help, from one table of commands and one of options
+//! per command (`serve`'s and `repair`'s are rows of
+//! [`crate::config::SETTINGS`], the client commands' are here): the
+//! program's help lists the commands, each command's help lists its
 //! options in aligned columns, the parser ([`crate::config`]) takes the
-//! flags each command accepts from the same table, and a mistyped command
+//! flags each command accepts from the same tables, and a mistyped command
 //! or flag gets the nearest one suggested.
+
+use crate::config;
 
 /// The commands, in the order the help lists them: the name, its usage
 /// after `conductor-metrics`, and what it does.
@@ -89,149 +93,6 @@ const fn opt(
     }
 }
 
-/// `serve`'s settings.
-const SERVE_OPTIONS: &[Opt] = &[
-    opt(
-        "addr",
-        "HOST:PORT",
-        "listen address (127.0.0.1:14355)",
-        "CONDUCTOR_ADDR",
-    ),
-    opt(
-        "data-dir",
-        "DIR",
-        "journals and ledgers (./data)",
-        "CONDUCTOR_DATA_DIR",
-    ),
-    opt(
-        "max-body",
-        "BYTES",
-        "request body limit (1MiB)",
-        "CONDUCTOR_MAX_BODY",
-    ),
-    opt(
-        "api-key-file",
-        "FILE",
-        "require the key in FILE on /api/v1/* (none)",
-        "CONDUCTOR_API_KEY",
-    ),
-    opt(
-        "log-level",
-        "LEVEL",
-        "error, warn, info or debug (info)",
-        "CONDUCTOR_LOG",
-    ),
-    opt("log-format", "FORMAT", "json or text (json)", ""),
-    opt(
-        "idle-timeout",
-        "DUR",
-        "close keep-alive connections idle this long (30s)",
-        "CONDUCTOR_IDLE_TIMEOUT",
-    ),
-    opt(
-        "header-timeout",
-        "DUR",
-        "time allowed to send a request head (10s)",
-        "CONDUCTOR_HEADER_TIMEOUT",
-    ),
-    opt(
-        "write-timeout",
-        "DUR",
-        "time a client has to take each 64 KiB of an answer (10s)",
-        "CONDUCTOR_WRITE_TIMEOUT",
-    ),
-    opt(
-        "max-connections",
-        "N",
-        "open connection cap (4096)",
-        "CONDUCTOR_MAX_CONNECTIONS",
-    ),
-    opt(
-        "shutdown-timeout",
-        "DUR",
-        "time to finish requests on SIGTERM (10s)",
-        "CONDUCTOR_SHUTDOWN_TIMEOUT",
-    ),
-    opt(
-        "daily-budget",
-        "DOLLARS",
-        "daily spend limit (5.00)",
-        "AGENT_DAILY_BUDGET",
-    ),
-    opt(
-        "run-estimate",
-        "DOLLARS|auto",
-        "reserved per run start (auto: p90 of the agent's last 50 runs)",
-        "AGENT_RUN_ESTIMATE",
-    ),
-    opt(
-        "pricing",
-        "FILE",
-        "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
-        "",
-    ),
-    opt(
-        "",
-        "",
-        "ledger directory (DATA_DIR/budget)",
-        "AGENT_BUDGET_DIR",
-    ),
-    opt(
-        "metrics-file",
-        "FILE",
-        "declared metric families, JSON (none)",
-        "CONDUCTOR_METRICS_FILE",
-    ),
-    opt(
-        "declared-label-bytes",
-        "BYTES",
-        "label bytes of all declared series (4MiB; 0: no bound)",
-        "CONDUCTOR_DECLARED_LABEL_BYTES",
-    ),
-    opt(
-        "declared-exposition-bytes",
-        "BYTES",
-        "most the declared families write in a scrape (16MiB; 0: no bound)",
-        "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
-    ),
-    opt(
-        "run-timeout",
-        "DUR",
-        "end a run silent this long as abandoned (6h; 0: never)",
-        "CONDUCTOR_RUN_TIMEOUT",
-    ),
-    opt(
-        "retain-messages",
-        "N",
-        "newest bus messages kept (100000; 0: no bound)",
-        "CONDUCTOR_RETAIN_MESSAGES",
-    ),
-    opt(
-        "retain-message-bytes",
-        "BYTES",
-        "bytes of them kept (64MiB; 0: no bound)",
-        "CONDUCTOR_RETAIN_MESSAGE_BYTES",
-    ),
-    opt(
-        "retain-runs",
-        "N",
-        "newest finished runs kept (100000; 0: no bound)",
-        "CONDUCTOR_RETAIN_RUNS",
-    ),
-    opt(
-        "retain-run-bytes",
-        "BYTES",
-        "bytes of them kept (64MiB; 0: no bound)",
-        "CONDUCTOR_RETAIN_RUN_BYTES",
-    ),
-    opt(
-        "snapshot-bytes",
-        "BYTES",
-        "run journal growth between snapshots (16MiB; 0: none)",
-        "CONDUCTOR_SNAPSHOT_BYTES",
-    ),
-];
-
 /// The server every client command talks to, and its key.
 const URL: Opt = opt(
     "url",
@@ -259,31 +120,18 @@ const DEMO_OPTIONS: &[Opt] = &[
     URL,
     KEY,
 ];
-const REPAIR_OPTIONS: &[Opt] = &[
-    opt(
-        "data-dir",
-        "DIR",
-        "journals and ledgers (./data)",
-        "CONDUCTOR_DATA_DIR",
-    ),
-    opt(
-        "",
-        "",
-        "ledger directory (DATA_DIR/budget)",
-        "AGENT_BUDGET_DIR",
-    ),
-];
 
 /// The settings of `command`; none for `help` or a word that is not a command.
-pub fn options(command: &str) -> &'static [Opt] {
+pub fn options(command: &str) -> Vec<Opt> {
     match command {
-        "serve" => SERVE_OPTIONS,
-        "status" | "budget" | "trigger" => &[URL, KEY],
-        "complete" | "cancel" => &[COST, URL, KEY],
-        "fail" => FAIL_OPTIONS,
-        "demo" => DEMO_OPTIONS,
-        "repair" => REPAIR_OPTIONS,
-        _ => &[],
+        "serve" | "repair" => config::settings_of(command)
+            .map(|s| opt(s.flag.0, s.flag.1, s.help, s.env))
+            .collect(),
+        "status" | "budget" | "trigger" => vec![URL, KEY],
+        "complete" | "cancel" => vec![COST, URL, KEY],
+        "fail" => FAIL_OPTIONS.to_vec(),
+        "demo" => DEMO_OPTIONS.to_vec(),
+        _ => Vec::new(),
     }
 }
 
@@ -332,14 +180,15 @@ pub fn command_help(command: &str) -> Option<String> {
         out.push_str(about);
     }
     out.push_str("\nOptions (a flag wins over its environment variable):\n");
-    let flags: Vec<String> = options(command)
+    let options = options(command);
+    let flags: Vec<String> = options
         .iter()
         .map(|o| match o.flag {
             "" => String::new(),
             flag => format!("--{flag} {}", o.value),
         })
         .collect();
-    let rows: Vec<[&str; 3]> = options(command)
+    let rows: Vec<[&str; 3]> = options
         .iter()
         .zip(&flags)
         .map(|(o, flag)| [flag.as_str(), o.what, o.env])
@@ -542,7 +391,7 @@ mod tests {
         assert_eq!(nearest("tigger", commands()), Some("trigger"));
         assert_eq!(nearest("xyzzy", commands()), None);
         assert_eq!(nearest("a", commands()), None);
-        let flags = || options("serve").iter().map(|o| o.flag);
+        let flags = || config::SETTINGS.iter().map(|s| s.flag.0);
         assert_eq!(nearest("adr", flags()), Some("addr"));
         assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
         assert_eq!(nearest("workers", flags()), None);

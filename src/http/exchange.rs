@@ -141,7 +141,7 @@ impl Exchange {
     /// Takes the body, which the connection read whole and within
     /// `--max-body`.
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
-        let max = self.app.config.max_body;
+        let max = self.app.config.limits.max_body;
         if self.body.len() as u64 > max {
             return Err(Error::TooLarge(super::reject::body_limit_message(max)));
         }
@@ -371,20 +371,10 @@ mod tests {
 
     fn app(name: &str) -> (TempDir, Arc<App>) {
         let dir = TempDir::new(&format!("exchange-{name}"));
-        let config = crate::app::AppConfig {
-            data_dir: dir.to_path_buf(),
-            api_key: None,
-            max_body: 8,
-            budget: crate::budget::BudgetConfig::new(&dir),
-            otlp: None,
-            declared: Vec::new(),
-            declared_ceiling: crate::declared::Ceiling::default(),
-            message_retention: crate::bus::Retention::default(),
-            run_retention: crate::runs::Retention::default(),
-            snapshot_bytes: crate::runs::DEFAULT_SNAPSHOT_BYTES,
-            run_timeout: None,
-        };
-        let log = crate::log::Logger::new(crate::log::Level::Error, crate::log::LogFormat::Json);
+        let mut config = crate::config::Config::for_data_dir(&dir);
+        config.limits.max_body = 8;
+        config.run_timeout = None;
+        let log = crate::testing::quiet();
         (dir, App::open(config, log).unwrap())
     }
 

@@ -1,0 +1,651 @@
+//! The settings of `serve`, one row each: its flag, its environment
+//! variable, its default, how its value is read, and its help. The parser
+//! ([`super::parse`]), the unknown-flag check and `serve --help`
+//! ([`crate::usage`]) all read [`SETTINGS`], so a setting is defined once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{parse_duration, parse_size};
+use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
+use crate::declared::{Ceiling, Declaration};
+use crate::http::Limits;
+use crate::log::{Level, LogFormat};
+use crate::otlp::OtlpConfig;
+use crate::{bus, runs};
+
+/// The default listen address: loopback, so nothing is exposed by accident.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
+
+/// The data dir when neither `--data-dir` nor `CONDUCTOR_DATA_DIR` names
+/// one, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// How long a run may go without news, by default, before it is ended as
+/// abandoned: longer than any research cycle we know of.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// Everything the server runs with: what `serve` parsed (each field's row
+/// in [`SETTINGS`] says which flag sets it), and what the start reads from
+/// the files it names. Plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where the server listens.
+    pub addr: String,
+    /// Where the journals live.
+    pub data_dir: PathBuf,
+    /// The key `/api/v1/*` requires, if any.
+    pub api_key: Option<String>,
+    /// The least severe level logged.
+    pub log_level: Level,
+    /// JSON lines or text.
+    pub log_format: LogFormat,
+    /// The HTTP layer's limits and timeouts.
+    pub limits: Limits,
+    /// How long a graceful stop waits for the requests in flight.
+    pub shutdown_timeout: Duration,
+    /// The daily budget, with the prices of `pricing_file` once read.
+    pub budget: BudgetConfig,
+    /// The model prices the start reads into `budget.pricing`.
+    pub pricing_file: Option<PathBuf>,
+    /// The declared families the start reads into `declared`.
+    pub metrics_file: Option<PathBuf>,
+    /// The declared families, checked; none before the start reads them.
+    pub declared: Vec<Declaration>,
+    /// The ceiling in bytes on the declared families; 0 is no bound.
+    pub declared_ceiling: Ceiling,
+    /// How many of the newest bus messages are kept.
+    pub message_retention: bus::Retention,
+    /// How many finished runs stay in memory.
+    pub run_retention: runs::Retention,
+    /// The journal growth after which the run store writes a snapshot.
+    pub snapshot_bytes: u64,
+    /// How long a run may go without news; `None` never ends one.
+    pub run_timeout: Option<Duration>,
+    /// Where traces go, from the `OTEL_*` variables; `None` traces nothing.
+    pub otlp: Option<OtlpConfig>,
+}
+
+impl Config {
+    /// What `serve --data-dir DIR` runs with: the owning modules' defaults
+    /// ([`Limits::default`], ...), which each row of [`SETTINGS`] shows (a
+    /// test reads each row's default to check it), and the ledger in `dir`.
+    pub fn for_data_dir(dir: &Path) -> Config {
+        Config {
+            addr: DEFAULT_ADDR.to_string(),
+            data_dir: dir.to_path_buf(),
+            api_key: None,
+            log_level: Level::Info,
+            log_format: LogFormat::Json,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(10),
+            budget: BudgetConfig::new(dir),
+            pricing_file: None,
+            metrics_file: None,
+            declared: Vec::new(),
+            declared_ceiling: Ceiling::default(),
+            message_retention: bus::Retention::default(),
+            run_retention: runs::Retention::default(),
+            snapshot_bytes: runs::DEFAULT_SNAPSHOT_BYTES,
+            run_timeout: Some(DEFAULT_RUN_TIMEOUT),
+            otlp: None,
+        }
+    }
+
+    /// Whether a server with these settings, bound to `addr`, takes writes
+    /// from anyone who can reach the host: an address other than loopback
+    /// and no API key. The start warns about it.
+    pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
+        self.api_key.is_none() && !addr.ip().is_loopback()
+    }
+}
+
+/// One setting of `serve`, a row of [`SETTINGS`]. Plain data.
+pub struct Setting {
+    /// The flag without its leading `--`, and the placeholder of its value
+    /// in the help; `("", "")` for a setting only a variable sets.
+    pub flag: (&'static str, &'static str),
+    /// The variable that sets it when the flag is not given, or `""`.
+    pub env: &'static str,
+    /// The default, as `set` reads it; `""` for a setting unset by default,
+    /// or one that follows another (the ledger follows the data dir).
+    pub default: &'static str,
+    /// What it sets, with its default in parentheses.
+    pub help: &'static str,
+    /// What a value must be, for the message that refuses another.
+    must: &'static str,
+    /// Reads a value given by the flag or the variable into the config.
+    set: fn(&mut Config, &Given) -> Result<(), String>,
+}
+
+/// A value as given, and where it came from, which its error names.
+pub(super) struct Given<'a> {
+    pub(super) text: String,
+    from: String,
+    must: &'a str,
+}
+
+impl<'a> Given<'a> {
+    /// The value of `--flag` when given (the last time), else of the
+    /// variable `var` when set; `""` names neither.
+    pub(super) fn find(
+        flags: &[(&str, &str)],
+        env: &dyn Fn(&str) -> Option<String>,
+        (flag, var): (&str, &str),
+        must: &'a str,
+    ) -> Option<Given<'a>> {
+        let given = flags.iter().rev().find(|(name, _)| *name == flag);
+        let (text, from) = match given {
+            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
+            _ if var.is_empty() => return None,
+            _ => (env(var)?, var.to_string()),
+        };
+        Some(Given { text, from, must })
+    }
+
+    /// The text as `parse` reads it, or the message that refuses it.
+    pub(super) fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+        let (from, must, text) = (&self.from, self.must, &self.text);
+        parse(text).ok_or_else(|| format!("{from} must {must}, not {text:?}"))
+    }
+}
+
+const DURATION: &str = "be a duration such as 30, 30s or 500ms";
+const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
+
+/// The settings of `serve`, in the order its help lists them. Rows apply in
+/// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
+/// puts the ledger inside it.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: ("addr", "HOST:PORT"),
+        env: "CONDUCTOR_ADDR",
+        default: DEFAULT_ADDR,
+        help: "listen address (127.0.0.1:14355)",
+        must: "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355",
+        set: |c, v| v.read(host_port).map(|a| c.addr = a),
+    },
+    Setting {
+        flag: ("data-dir", "DIR"),
+        env: "CONDUCTOR_DATA_DIR",
+        default: DEFAULT_DATA_DIR,
+        help: "journals and ledgers (./data)",
+        must: "",
+        set: data_dir,
+    },
+    Setting {
+        flag: ("max-body", "BYTES"),
+        env: "CONDUCTOR_MAX_BODY",
+        default: "1MiB",
+        help: "request body limit (1MiB)",
+        must: "be a size in bytes such as 1MiB or 65536",
+        set: |c, v| v.read(parse_size).map(|b| c.limits.max_body = b),
+    },
+    Setting {
+        flag: ("api-key-file", "FILE"),
+        env: "CONDUCTOR_API_KEY",
+        default: "",
+        help: "require the key in FILE on /api/v1/* (none)",
+        must: "",
+        set: api_key,
+    },
+    Setting {
+        flag: ("log-level", "LEVEL"),
+        env: "CONDUCTOR_LOG",
+        default: "info",
+        help: "error, warn, info or debug (info)",
+        must: "be error, warn, info or debug",
+        set: |c, v| v.read(Level::parse).map(|l| c.log_level = l),
+    },
+    Setting {
+        flag: ("log-format", "FORMAT"),
+        env: "",
+        default: "json",
+        help: "json or text (json)",
+        must: "be json or text",
+        set: |c, v| v.read(log_format).map(|f| c.log_format = f),
+    },
+    Setting {
+        flag: ("idle-timeout", "DUR"),
+        env: "CONDUCTOR_IDLE_TIMEOUT",
+        default: "30s",
+        help: "close keep-alive connections idle this long (30s)",
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d),
+    },
+    Setting {
+        flag: ("header-timeout", "DUR"),
+        env: "CONDUCTOR_HEADER_TIMEOUT",
+        default: "10s",
+        help: "time allowed to send a request head (10s)",
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d),
+    },
+    Setting {
+        flag: ("write-timeout", "DUR"),
+        env: "CONDUCTOR_WRITE_TIMEOUT",
+        default: "10s",
+        help: "time a client has to take each 64 KiB of an answer (10s)",
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d),
+    },
+    Setting {
+        flag: ("max-connections", "N"),
+        env: "CONDUCTOR_MAX_CONNECTIONS",
+        default: "4096",
+        help: "open connection cap (4096)",
+        must: "be an integer from 1 to 1000000",
+        set: |c, v| v.read(connections).map(|n| c.limits.max_connections = n),
+    },
+    Setting {
+        flag: ("shutdown-timeout", "DUR"),
+        env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
+        default: "10s",
+        help: "time to finish requests on SIGTERM (10s)",
+        must: DURATION,
+        set: |c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d),
+    },
+    Setting {
+        flag: ("daily-budget", "DOLLARS"),
+        env: "AGENT_DAILY_BUDGET",
+        default: "5.00",
+        help: "daily spend limit (5.00)",
+        must: "be an amount in dollars such as 5 or 0.15",
+        set: |c, v| v.read(dollars).map(|d| c.budget.daily_limit = d),
+    },
+    Setting {
+        flag: ("run-estimate", "DOLLARS|auto"),
+        env: "AGENT_RUN_ESTIMATE",
+        default: "auto",
+        help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
+        must: "be auto or an amount in dollars above 0 such as 0.15",
+        set: run_estimate,
+    },
+    Setting {
+        flag: ("pricing", "FILE"),
+        env: "",
+        default: "",
+        help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.pricing_file = Some(p)),
+    },
+    Setting {
+        flag: ("", ""),
+        env: "AGENT_BUDGET_DIR",
+        default: "",
+        help: "ledger directory (DATA_DIR/budget)",
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.budget.dir = p),
+    },
+    Setting {
+        flag: ("metrics-file", "FILE"),
+        env: "CONDUCTOR_METRICS_FILE",
+        default: "",
+        help: "declared metric families, JSON (none)",
+        must: "",
+        set: |c, v| v.read(path).map(|p| c.metrics_file = Some(p)),
+    },
+    Setting {
+        flag: ("declared-label-bytes", "BYTES"),
+        env: "CONDUCTOR_DECLARED_LABEL_BYTES",
+        default: "4MiB",
+        help: "label bytes of all declared series (4MiB; 0: no bound)",
+        must: NO_BOUND,
+        set: |c, v| {
+            v.read(parse_bound)
+                .map(|b| c.declared_ceiling.label_bytes = b)
+        },
+    },
+    Setting {
+        flag: ("declared-exposition-bytes", "BYTES"),
+        env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+        default: "16MiB",
+        help: "most the declared families write in a scrape (16MiB; 0: no bound)",
+        must: NO_BOUND,
+        set: |c, v| {
+            v.read(parse_bound)
+                .map(|b| c.declared_ceiling.exposition_bytes = b)
+        },
+    },
+    Setting {
+        flag: ("run-timeout", "DUR"),
+        env: "CONDUCTOR_RUN_TIMEOUT",
+        default: "6h",
+        help: "end a run silent this long as abandoned (6h; 0: never)",
+        must: "be a duration such as 6h, 90m or 3600s (0 turns it off)",
+        set: |c, v| v.read(run_timeout).map(|t| c.run_timeout = t),
+    },
+    Setting {
+        flag: ("retain-messages", "N"),
+        env: "CONDUCTOR_RETAIN_MESSAGES",
+        default: "100000",
+        help: "newest bus messages kept (100000; 0: no bound)",
+        must: "be a number of messages (0 keeps every one)",
+        set: |c, v| v.read(count).map(|n| c.message_retention.messages = n),
+    },
+    Setting {
+        flag: ("retain-message-bytes", "BYTES"),
+        env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
+        default: "64MiB",
+        help: "bytes of them kept (64MiB; 0: no bound)",
+        must: "be a size in bytes such as 64MiB (0 for no bound)",
+        set: |c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b),
+    },
+    Setting {
+        flag: ("retain-runs", "N"),
+        env: "CONDUCTOR_RETAIN_RUNS",
+        default: "100000",
+        help: "newest finished runs kept (100000; 0: no bound)",
+        must: "be a number of finished runs (0 keeps every one)",
+        set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
+    },
+    Setting {
+        flag: ("retain-run-bytes", "BYTES"),
+        env: "CONDUCTOR_RETAIN_RUN_BYTES",
+        default: "64MiB",
+        help: "bytes of them kept (64MiB; 0: no bound)",
+        must: "be a size in bytes such as 128MiB (0 for no bound)",
+        set: |c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b),
+    },
+    Setting {
+        flag: ("snapshot-bytes", "BYTES"),
+        env: "CONDUCTOR_SNAPSHOT_BYTES",
+        default: "16MiB",
+        help: "run journal growth between snapshots (16MiB; 0: none)",
+        must: "be a size in bytes such as 16MiB (0 for no snapshots)",
+        set: |c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b),
+    },
+];
+
+/// The rows `command` takes: all of them for `serve`; where the journals
+/// are, for `repair`; none for the others.
+pub fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
+    SETTINGS.iter().filter(move |s| match command {
+        "serve" => true,
+        "repair" => s.flag.0 == "data-dir" || s.env == "AGENT_BUDGET_DIR",
+        _ => false,
+    })
+}
+
+/// Reads `rows` into `config`, each from its flag when given (the last
+/// time), else from its variable when set; a row given neither keeps the
+/// config's value. `env` looks variables up.
+pub(super) fn apply<'a>(
+    config: &mut Config,
+    rows: impl Iterator<Item = &'a Setting>,
+    flags: &[(&str, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    for row in rows {
+        if let Some(given) = Given::find(flags, env, (row.flag.0, row.env), row.must) {
+            (row.set)(config, &given)?;
+        }
+    }
+    Ok(())
+}
+
+/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR`
+/// (a later row) moves it.
+fn data_dir(c: &mut Config, v: &Given) -> Result<(), String> {
+    c.data_dir = PathBuf::from(&v.text);
+    c.budget.dir = c.data_dir.join(LEDGER_DIR);
+    Ok(())
+}
+
+/// `--api-key-file` names a file holding the key; `CONDUCTOR_API_KEY` is
+/// the key itself. Either way an empty key is refused.
+fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
+    let key = match v.from.starts_with("--") {
+        true => std::fs::read_to_string(&v.text)
+            .map_err(|e| format!("cannot read --api-key-file {}: {e}", v.text))?,
+        false => v.text.clone(),
+    };
+    if key.trim().is_empty() {
+        return Err("the API key is empty".to_string());
+    }
+    c.api_key = Some(key.trim().to_string());
+    Ok(())
+}
+
+/// `auto` learns the estimate from the agent's recent runs, from at least
+/// [`DEFAULT_RUN_ESTIMATE`]; an amount above 0 is fixed.
+fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
+    let fixed = v.read(|s| match s.trim() {
+        "auto" => Some(None),
+        s => dollars(s).filter(|d| *d > 0.0).map(Some),
+    })?;
+    c.budget.learn = fixed.is_none();
+    c.budget.run_estimate = fixed.unwrap_or(DEFAULT_RUN_ESTIMATE);
+    Ok(())
+}
+
+/// `HOST:PORT` with a host and a port number; the host is resolved when
+/// the server binds.
+fn host_port(s: &str) -> Option<String> {
+    let (host, port) = s.rsplit_once(':')?;
+    (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| s.to_string())
+}
+
+fn log_format(s: &str) -> Option<LogFormat> {
+    match s {
+        "json" => Some(LogFormat::Json),
+        "text" => Some(LogFormat::Text),
+        _ => None,
+    }
+}
+
+fn path(s: &str) -> Option<PathBuf> {
+    Some(PathBuf::from(s))
+}
+
+fn count(s: &str) -> Option<u64> {
+    s.parse().ok()
+}
+
+fn connections(s: &str) -> Option<usize> {
+    s.parse().ok().filter(|n| (1..=1_000_000).contains(n))
+}
+
+/// A duration, or `0` for none.
+fn run_timeout(s: &str) -> Option<Option<Duration>> {
+    match s.trim() {
+        "0" => Some(None),
+        s => parse_duration(s).map(Some),
+    }
+}
+
+/// An amount in dollars, `$` allowed, finite and not negative.
+pub(super) fn dollars(s: &str) -> Option<f64> {
+    let d: f64 = s.trim().trim_start_matches('$').parse().ok()?;
+    (d.is_finite() && d >= 0.0).then_some(d)
+}
+
+/// A size as [`parse_size`] reads it, or `0`: for a bound that 0 turns off.
+fn parse_bound(s: &str) -> Option<u64> {
+    match s.trim() {
+        "0" => Some(0),
+        s => parse_size(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Command};
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn serve(args: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match parse(&args, env)? {
+            Command::Serve(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A file holding an API key, removed when dropped.
+    struct KeyFile(PathBuf);
+
+    impl KeyFile {
+        fn new(name: &str) -> KeyFile {
+            let unique = format!("settings-key-{name}-{}", std::process::id());
+            let path = std::env::temp_dir().join(unique);
+            std::fs::write(&path, "k\n").unwrap();
+            KeyFile(path)
+        }
+    }
+
+    impl Drop for KeyFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn every_row_is_in_the_help_and_taken_by_its_flag_and_its_variable() {
+        let help = crate::usage::command_help("serve").unwrap();
+        let key = KeyFile::new("rows");
+        let key = key.0.to_str().unwrap();
+        for row in SETTINGS {
+            // One line each, with its flag, its help and its variable.
+            let (name, placeholder) = row.flag;
+            let line = match name {
+                "" => help
+                    .lines()
+                    .find(|l| l.ends_with(&format!("  {}", row.env))),
+                flag => help
+                    .lines()
+                    .find(|l| l.starts_with(&format!("  --{flag} "))),
+            };
+            let line = line.unwrap_or_else(|| panic!("{} in {help}", row.help));
+            assert!(line.contains(&format!("  {}", row.help)), "{line}");
+            assert!(line.ends_with(row.env), "{line}");
+            // A value each row takes; those without a default take a path.
+            let value = match (name, row.default) {
+                ("api-key-file", _) => key,
+                (_, "") => "some/file",
+                (_, default) => default,
+            };
+            if !name.is_empty() {
+                let flag = format!("--{name} {placeholder}");
+                assert!(line.starts_with(&format!("  {flag} ")), "{line}");
+                let given = serve(&[&format!("--{name}"), value], &no_env);
+                assert!(given.is_ok(), "--{name}: {given:?}");
+                let inline = serve(&[&format!("--{name}={value}")], &no_env);
+                assert_eq!(inline, given, "--{name}=");
+            }
+            if !row.env.is_empty() {
+                let env = |k: &str| (k == row.env).then(|| value.to_string());
+                let given = serve(&[], &env);
+                assert!(given.is_ok(), "{}: {given:?}", row.env);
+            }
+        }
+    }
+
+    #[test]
+    fn each_default_is_what_the_config_starts_with_and_what_the_help_says() {
+        let defaults = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+        assert_eq!(serve(&[], &no_env), Ok(defaults.clone()));
+        for row in SETTINGS.iter().filter(|r| !r.default.is_empty()) {
+            assert!(row.help.contains(row.default), "{}", row.help);
+            let mut config = defaults.clone();
+            let given = Given {
+                text: row.default.to_string(),
+                from: "the default".to_string(),
+                must: row.must,
+            };
+            assert_eq!((row.set)(&mut config, &given), Ok(()), "{}", row.help);
+            assert_eq!(config, defaults, "{}", row.help);
+        }
+    }
+
+    #[test]
+    fn a_flag_not_in_the_table_gets_the_nearest_row_suggested() {
+        let err = serve(&["--max-conections", "5"], &no_env).unwrap_err();
+        assert_eq!(
+            err,
+            "--max-conections is not a flag of `serve`; did you mean --max-connections? \
+             (see conductor-metrics serve --help)"
+        );
+        let err = serve(&["--retain-run", "5"], &no_env).unwrap_err();
+        assert!(err.contains("did you mean --retain-runs?"), "{err}");
+        let args = ["repair".to_string(), "--data-dri".into(), "d".into()];
+        let err = parse(&args, &no_env).unwrap_err();
+        assert!(err.contains("did you mean --data-dir?"), "{err}");
+        // A row of `serve` is not a flag of `repair`.
+        let args = ["repair".to_string(), "--addr".into(), "127.0.0.1:1".into()];
+        assert!(parse(&args, &no_env)
+            .unwrap_err()
+            .contains("not a flag of `repair`"));
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_variable_and_the_ledger_follows_the_data_dir() {
+        let env = |k: &str| match k {
+            "CONDUCTOR_DATA_DIR" => Some("from-env".to_string()),
+            "CONDUCTOR_API_KEY" => Some(" secret ".to_string()),
+            _ => None,
+        };
+        let c = serve(&[], &env).unwrap();
+        assert_eq!(c.data_dir, Path::new("from-env"));
+        assert_eq!(c.budget.dir, Path::new("from-env/budget"));
+        assert_eq!(c.api_key.as_deref(), Some("secret"));
+        let key = KeyFile::new("precedence");
+        let key = key.0.to_str().unwrap();
+        let c = serve(&["--data-dir", "d", "--api-key-file", key], &env).unwrap();
+        assert_eq!(
+            (c.data_dir.as_path(), c.budget.dir.as_path()),
+            (Path::new("d"), Path::new("d/budget"))
+        );
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        let ledger = |k: &str| (k == "AGENT_BUDGET_DIR").then(|| "elsewhere".to_string());
+        let c = serve(&["--data-dir", "d"], &ledger).unwrap();
+        assert_eq!(c.budget.dir, Path::new("elsewhere"));
+        let empty = |k: &str| (k == "CONDUCTOR_API_KEY").then(String::new);
+        assert_eq!(serve(&[], &empty), Err("the API key is empty".to_string()));
+        let err = serve(&["--api-key-file", "/nonexistent/key"], &no_env).unwrap_err();
+        assert!(
+            err.starts_with("cannot read --api-key-file /nonexistent/key: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_api_reference_lists_every_row() {
+        let docs = include_str!("../../docs/api-reference.md");
+        for row in SETTINGS {
+            let (flag, placeholder) = row.flag;
+            if !flag.is_empty() {
+                let placeholder = placeholder.replace('|', "\\|");
+                let cell = format!("| `--{flag} {placeholder}` |");
+                assert!(docs.contains(&cell), "{cell}");
+            }
+            if !row.env.is_empty() {
+                assert!(docs.contains(&format!("`{}`", row.env)), "{}", row.env);
+            }
+        }
+    }
+
+    #[test]
+    fn with_several_bad_values_the_first_row_is_named() {
+        let err = serve(&["--max-body", "x", "--addr", "y"], &no_env).unwrap_err();
+        assert!(err.starts_with("--addr must be HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn only_a_keyless_server_beyond_loopback_is_open_to_the_network() {
+        let mut c = Config::for_data_dir(Path::new("d"));
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(c.open_to_the_network(at("0.0.0.0:14355")));
+        assert!(c.open_to_the_network(at("[::]:14355")));
+        assert!(c.open_to_the_network(at("192.168.1.5:80")));
+        assert!(!c.open_to_the_network(at("127.0.0.1:14355")));
+        assert!(!c.open_to_the_network(at("127.0.0.2:14355")));
+        assert!(!c.open_to_the_network(at("[::1]:14355")));
+        c.api_key = Some("k".into());
+        assert!(!c.open_to_the_network(at("0.0.0.0:14355")));
+    }
+}
