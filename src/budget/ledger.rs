@@ -6,7 +6,7 @@
 //! before it acknowledges and cuts a torn last line when it opens, so a
 //! day's sum is always the sum of its complete lines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::ErrorKind;
@@ -133,6 +133,77 @@ impl Summed {
         }
         Ok(())
     }
+}
+
+/// What every ledger file of a directory adds up to: what the budget's
+/// counters (`agent_budget_spend_total`, `agent_cost_dollars_total`) and
+/// the `budget_alert` events published have counted, ever. The ledgers are
+/// the record of every spend and alert and are never pruned, so a start
+/// derives the counters from them rather than keep them apart.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Totals {
+    /// Micro-dollars of every spend line.
+    pub spent: i64,
+    /// Those micro-dollars by phase label, split as the live counter splits
+    /// them (see [`super::record::split_phases`]).
+    pub phases: BTreeMap<String, i64>,
+    /// Alert marker lines.
+    pub alerts: u64,
+}
+
+impl Totals {
+    /// Adds one ledger line (see [`Summed::apply`] for what it may be).
+    fn add(&mut self, record: &[u8]) -> Result<(), String> {
+        if record.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(micros) = spend_micros(&value)? else {
+            self.alerts += 1;
+            return Ok(());
+        };
+        self.spent = self.spent.saturating_add(micros);
+        // A settled run's phases, in dollars as the line prints them.
+        let phases: Vec<(String, i64)> = value["phases"].as_object().map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter_map(|(p, v)| Some((p.clone(), money::to_micros(v.as_f64()?, "").ok()?)))
+                .collect()
+        });
+        let phase = value["phase"].as_str();
+        super::record::split_phases(&phases, phase, micros, |label, m| {
+            let sum = self.phases.entry(label.to_string()).or_default();
+            *sum = sum.saturating_add(m);
+        });
+        Ok(())
+    }
+}
+
+/// Sums every `YYYY-MM-DD.jsonl` ledger in `dir` (a missing dir has none),
+/// cutting a torn last line as opening it for an append would.
+///
+/// # Errors
+///
+/// [`Error::Storage`] naming the file, the line and the offset for a
+/// damaged line or one that is not a ledger's: a counter that skipped it
+/// would count less than was recorded.
+pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
+    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
+    let mut totals = Totals::default();
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(totals),
+        entries => entries.map_err(storage)?,
+    };
+    let mut days = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(storage)?.file_name();
+        days.extend(name.to_str().and_then(day_of_file_name));
+    }
+    days.sort_unstable();
+    for day in days {
+        Journal::open_each(path(dir, day), |record| totals.add(record))
+            .map_err(|e| Error::Storage(e.to_string()))?;
+    }
+    Ok(totals)
 }
 
 /// The micro-dollars of a ledger line: `Some` for a spend

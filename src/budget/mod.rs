@@ -109,11 +109,16 @@ pub struct Budget {
     unknown_models: unknown_model::UnknownModels,
     /// What [`Budget::history`] has read of today's ledger.
     tail: Mutex<history::Tail>,
+    /// What the ledgers held when the budget opened: the cost counter by
+    /// phase starts from it once registered, and the alerts count toward
+    /// the events published.
+    opened: ledger::Totals,
 }
 
 impl Budget {
     /// Opens the budget, creating the ledger directory and summing the
-    /// current day's ledger (cutting a torn last line).
+    /// current day's ledger (cutting a torn last line), and every day's
+    /// ledger for the counters of all spend ever recorded.
     ///
     /// The current day is the clock's day or the newest ledger file's day,
     /// whichever is later, so a clock that is behind after a restart never
@@ -131,7 +136,9 @@ impl Budget {
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
         let clock_day = time::day_of(clock.now_unix());
         let today = ledger::newest_day(&dir)?.map_or(clock_day, |d| d.max(clock_day));
-        let state = State::open(&dir, today)?;
+        let opened = ledger::totals(&dir)?;
+        let mut state = State::open(&dir, today)?;
+        state.recorded = opened.spent;
         Ok(Budget {
             settings: Settings {
                 limit,
@@ -146,6 +153,7 @@ impl Budget {
             phases: OnceLock::new(),
             unknown_models: unknown_model::UnknownModels::default(),
             tail: Mutex::new(history::Tail::default()),
+            opened,
         })
     }
 
@@ -175,6 +183,13 @@ impl Budget {
     /// Replaces the recent run costs with those [`Budget::learned`] gave.
     pub fn restore_learned(&self, all: Vec<AgentCosts>) {
         self.state().learned.restore(all);
+    }
+
+    /// The alert markers the ledgers held when the budget opened: each was
+    /// published as a `budget_alert` event when it was recorded (or, for
+    /// one a start's reconcile recorded, never: it counts all the same).
+    pub fn alerts_at_open(&self) -> u64 {
+        self.opened.alerts
     }
 
     /// The pricing table spends given as tokens are priced with.

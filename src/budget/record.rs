@@ -245,21 +245,37 @@ impl Budget {
         (state, now)
     }
 
+    /// Adds a recorded spend of `micros` to `agent_cost_dollars_total`,
+    /// by phase as [`split_phases`] splits it.
     pub(crate) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
         let Some(family) = self.phases.get() else {
             return;
         };
-        let mut covered = 0i64;
-        for (phase, cost) in entry.phases {
-            let label = Some(phase.as_str()).filter(|p| !p.is_empty());
-            let label = label.unwrap_or(UNKNOWN_PHASE);
-            family.inc_by(&[label], u64::try_from(*cost).unwrap_or(0));
-            covered = covered.saturating_add(*cost);
-        }
-        if micros > covered {
-            let label = entry.phase.unwrap_or(UNKNOWN_PHASE);
-            family.inc_by(&[label], u64::try_from(micros - covered).unwrap_or(0));
-        }
+        split_phases(entry.phases, entry.phase, micros, |label, m| {
+            family.inc_by(&[label], u64::try_from(m).unwrap_or(0));
+        });
+    }
+}
+
+/// Splits a spend of `micros` by phase label for
+/// `agent_cost_dollars_total`: each of `phases` (a settled run's costs by
+/// phase; an empty name is `unknown`), then what they leave uncovered under
+/// `phase` (a direct spend's), or `unknown`. Live counting and the sum of
+/// the ledgers at start both split through here, so they agree.
+pub(crate) fn split_phases(
+    phases: &[(String, i64)],
+    phase: Option<&str>,
+    micros: i64,
+    mut each: impl FnMut(&str, i64),
+) {
+    let mut covered = 0i64;
+    for (name, cost) in phases {
+        let label = Some(name.as_str()).filter(|p| !p.is_empty());
+        each(label.unwrap_or(UNKNOWN_PHASE), *cost);
+        covered = covered.saturating_add(*cost);
+    }
+    if micros > covered {
+        each(phase.unwrap_or(UNKNOWN_PHASE), micros - covered);
     }
 }
 
