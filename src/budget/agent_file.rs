@@ -295,6 +295,7 @@ impl Budget {
                 kind: IMPORT_KIND,
                 charge: &charge,
                 run_id: None,
+                run_started_at: None,
                 phase: None,
                 phases: &[],
                 operation_id: spend.operation_id.as_deref(),

@@ -302,6 +302,10 @@ pub(crate) struct Entry<'a> {
     pub charge: &'a Charge,
     /// The run it belongs to, if any.
     pub run_id: Option<&'a str>,
+    /// For a settled run: when it started (its start record's time), which
+    /// tells it from a later run given the same id once retention forgot
+    /// the first (see [`super::Budget::reconcile`]).
+    pub run_started_at: Option<f64>,
     /// The phase of a direct spend.
     pub phase: Option<&'a str>,
     /// A settled run's cost by phase, in micro-dollars.
@@ -334,6 +338,9 @@ pub(crate) fn spend_line(ts: f64, entry: &Entry<'_>) -> Vec<u8> {
         if let Some(value) = value {
             let _ = write!(line, ",\"{key}\":{}", Value::from(value));
         }
+    }
+    if let Some(at) = entry.run_started_at {
+        let _ = write!(line, ",\"run_started_at\":{}", Value::from(at));
     }
     if let Some((file, index)) = entry.source {
         let _ = write!(
@@ -428,6 +435,7 @@ mod tests {
             kind: "run",
             charge: &charge,
             run_id: Some("r1"),
+            run_started_at: None,
             phase: None,
             phases: &phases,
             operation_id: None,
@@ -485,6 +493,7 @@ mod tests {
                 kind,
                 charge: &c,
                 run_id: None,
+                run_started_at: None,
                 phase: None,
                 phases: &[],
                 operation_id,

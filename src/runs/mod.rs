@@ -525,10 +525,12 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     steps
 }
 
-/// The cost an end record carries, if it carries one.
-fn settlement_of(end: &Value) -> Option<Settlement> {
+/// The cost an end record of `run` carries, if it carries one.
+fn settlement_of(end: &Value, run: &Run) -> Option<Settlement> {
     let id = end["run_id"].as_str()?;
-    Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])
+    let mut s = Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])?;
+    s.started_at = Some(run.started_at);
+    Some(s)
 }
 
 /// Teaches the budget the cost an end record carries, for the run's
@@ -687,7 +689,7 @@ impl Runs {
                 }
                 state.apply(&v, &metrics, &mut |end, run, _| {
                     learn(&budget, end, run);
-                    if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
+                    if let Some(s) = settlement_of(end, run).filter(|s| s.day >= since) {
                         settlements.push(s);
                     }
                 });
@@ -859,8 +861,12 @@ impl Runs {
                 return Box::new(move || done(Err(Error::Storage(e.to_string()))));
             }
             let mut whole = None;
+            let mut settlement = settlement;
             state.apply(&record, &metrics, &mut |end, run, d| {
                 learn(&budget, end, run);
+                // Known only now: the start may have been in flight when
+                // the end was priced.
+                settlement.started_at = Some(run.started_at);
                 whole = Some(d);
             });
             let run = state.whole(&id, whole);
@@ -1151,10 +1157,11 @@ impl Runs {
                         cover(&budget, run, &events);
                         applied.push(Applied::Events(run.ids(), events));
                     }
-                    Planned::End(id, at, _, settlement) => {
+                    Planned::End(id, at, _, mut settlement) => {
                         let mut whole = None;
                         state.apply(&ops[at], &metrics, &mut |end, run, d| {
                             learn(&budget, end, run);
+                            settlement.started_at = Some(run.started_at);
                             whole = Some(d);
                         });
                         if let Some(run) = state.whole(&id, whole) {
@@ -1601,7 +1608,8 @@ impl State {
     /// Notes that the ledger copy of `s` and of every settlement of its day
     /// before it is written: the ledger appends those owed with each.
     fn ledgered(&mut self, s: &Settlement) {
-        if let Some(i) = self.unledgered.iter().position(|u| u.run_id == s.run_id) {
+        let same = |u: &Settlement| u.run_id == s.run_id && u.started_at == s.started_at;
+        if let Some(i) = self.unledgered.iter().position(same) {
             let mut at = 0;
             self.unledgered.retain(|u| {
                 at += 1;
@@ -2256,5 +2264,52 @@ mod tests {
         );
         assert!(text.contains("agent_runs_started_total 40\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reused_run_id_whose_ledger_copy_failed_is_charged_at_the_next_start() {
+        // Without snapshots the journal holds both ends at the restart;
+        // with one after every record, the snapshot may hold either.
+        for every in [0, 1] {
+            let dir =
+                std::env::temp_dir().join(format!("runs-reused-id-{every}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let open = |dir: &Path| {
+                let mut budget = crate::budget::BudgetConfig::new(dir);
+                budget.daily_limit = 1000.0;
+                let clock = Arc::new(crate::budget::SystemClock);
+                let budget = Arc::new(Budget::open(budget, clock).unwrap());
+                let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
+                let retention = Retention { runs: 1, bytes: 0 };
+                Runs::open(dir, metrics, budget, retention, every, quiet()).unwrap()
+            };
+            let runs = open(&dir);
+            let run = |runs: &Runs, id: &str, cost: f64| {
+                let new = NewRun {
+                    run_id: Some(id.into()),
+                    ..NewRun::default()
+                };
+                wait(|done| runs.start(new, done)).unwrap();
+                wait(|done| runs.finish(id, Finish::Complete, Some(cost), done)).unwrap()
+            };
+            run(&runs, "x", 0.125);
+            // Ending y makes retention forget x, so x can start again.
+            run(&runs, "y", 0.25);
+            assert!(runs.get("x").is_none());
+            crate::journal::faults::fail_writes(&dir.join("budget"), 0, 1);
+            let again = run(&runs, "x", 0.5);
+            assert!(again.ledger_error.is_some(), "the ledger copy failed");
+            assert_eq!(crate::journal::faults::armed(&dir.join("budget")), 0);
+            settled(&runs);
+            let live = runs.budget.status().today_spend;
+            assert_eq!(live, 0.875);
+            drop(runs);
+            let reopened = open(&dir);
+            assert_eq!(reopened.budget.status().today_spend, live, "every={every}");
+            drop(reopened);
+            // Written by the first reopen: the next one charges nothing more.
+            assert_eq!(open(&dir).budget.status().today_spend, live);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

@@ -46,7 +46,7 @@ pub struct Header {
 }
 
 fn settlement_to_json(s: &Settlement) -> Value {
-    json!({"run_id": s.run_id, "ts": s.ts, "spend": s.to_json()})
+    json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
 /// Writes the snapshot `header` and `runs` (the running ones first) at
@@ -105,10 +105,12 @@ pub fn read(
 
 fn header_from_json(h: &Value) -> Option<Header> {
     let c = &h["counts"];
-    let unledgered = h["unledgered"]
-        .as_array()?
-        .iter()
-        .map(|s| Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"]));
+    let unledgered = h["unledgered"].as_array()?.iter().map(|s| {
+        let mut settlement =
+            Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"])?;
+        settlement.started_at = s["started_at"].as_f64();
+        Some(settlement)
+    });
     let learned = match &h["learned"] {
         Value::Null => Vec::new(),
         l => l
