@@ -224,6 +224,12 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
+        // Events are not journaled, but each one stands for a durable
+        // record: a run's, a message's, or an alert's line in a ledger.
+        let mut published = runs.published();
+        published.push(("message_appended".to_string(), bus.appended()));
+        published.push(("budget_alert".to_string(), budget.alerts_recorded()));
+        events.restore_published(&published);
         let declared = crate::declared::Declared::open(
             &config.data_dir,
             config.declared.clone(),

@@ -26,6 +26,7 @@ mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
@@ -113,6 +114,8 @@ pub struct Budget {
     /// phase starts from it once registered, and the alerts count toward
     /// the events published.
     opened: ledger::Totals,
+    /// Alert markers [`Budget::reconcile`] recorded since.
+    reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
@@ -154,6 +157,7 @@ impl Budget {
             unknown_models: unknown_model::UnknownModels::default(),
             tail: Mutex::new(history::Tail::default()),
             opened,
+            reconciled_alerts: AtomicU64::new(0),
         })
     }
 
@@ -185,11 +189,15 @@ impl Budget {
         self.state().learned.restore(all);
     }
 
-    /// The alert markers the ledgers held when the budget opened: each was
-    /// published as a `budget_alert` event when it was recorded (or, for
-    /// one a start's reconcile recorded, never: it counts all the same).
-    pub fn alerts_at_open(&self) -> u64 {
-        self.opened.alerts
+    /// The alert markers the ledgers held when the budget opened, and
+    /// those [`Budget::reconcile`] recorded since: the `budget_alert`
+    /// events published, ever, when the server starts. Each was published
+    /// when it was recorded, but for one a start's reconcile recorded,
+    /// which counts all the same: it stands for the alert a settlement
+    /// fired before a crash kept its line out of the ledger.
+    pub fn alerts_recorded(&self) -> u64 {
+        let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
+        self.opened.alerts.saturating_add(reconciled)
     }
 
     /// The pricing table spends given as tokens are priced with.
@@ -217,7 +225,6 @@ impl Budget {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// 2026-11-23.
     pub const DAY: i64 = 20_780;

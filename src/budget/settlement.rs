@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
@@ -223,7 +224,10 @@ impl Budget {
                 // A settlement carried by the snapshot may also be in the
                 // journal after it: charged once.
                 if settled.take(s) {
-                    let (_, lines) = self.charge(s);
+                    let (recorded, lines) = self.charge(s);
+                    let alerts = recorded.alerts.len() as u64;
+                    // Relaxed: read once the start is over, by the thread that ran it.
+                    self.reconciled_alerts.fetch_add(alerts, Ordering::Relaxed);
                     if self.write_settlement(lines).is_err() {
                         owed.push(s.clone());
                     }

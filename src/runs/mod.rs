@@ -14,7 +14,7 @@ pub use event::{Event, Timed};
 pub use metrics::{RunMetrics, RunRef};
 pub use progress::{Progress, Step};
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +49,17 @@ impl Status {
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// The type of the event published when a run ends with this status;
+    /// `None` for [`Status::Running`].
+    pub fn end_event(self) -> Option<&'static str> {
+        match self {
+            Status::Running => None,
+            Status::Completed => Some("run_completed"),
+            Status::Failed => Some("run_failed"),
+            Status::Cancelled => Some("run_canceled"),
         }
     }
 
@@ -453,6 +464,11 @@ struct State {
     /// ledger was not written yet, or failed: a snapshot carries them, so
     /// that a start can still write them when the end records are gone.
     unledgered: Vec<Settlement>,
+    /// By type, the progress events the records applied ever published:
+    /// `run_started`, each event but `tokens`, and the end's (see
+    /// [`Status::end_event`]). A snapshot carries them, so that
+    /// `conductor_events_published_total` starts where it was.
+    published: BTreeMap<Box<str>, u64>,
 }
 
 /// What the records on their way to the journal will do to one run.
@@ -659,6 +675,10 @@ impl Runs {
         if found {
             budget.restore_learned(std::mem::take(&mut covered.learned));
             state.counts = covered.counts;
+            state.published = std::mem::take(&mut covered.published)
+                .into_iter()
+                .map(|(kind, n)| (kind.into(), n))
+                .collect();
             metrics.active.set(covered.counts.active as f64);
             settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
             state.trim();
@@ -1155,7 +1175,9 @@ impl Runs {
                             run.apply_event(e, &metrics);
                         }
                         cover(&budget, run, &events);
-                        applied.push(Applied::Events(run.ids(), events));
+                        let ids = run.ids();
+                        state.publish_events(&events);
+                        applied.push(Applied::Events(ids, events));
                     }
                     Planned::End(id, at, _, mut settlement) => {
                         let mut whole = None;
@@ -1312,6 +1334,9 @@ impl Runs {
                     Ok(events)
                 }
             };
+            if let Ok(events) = &result {
+                state.publish_events(events);
+            }
             drop(state);
             Box::new(move || done(result))
         });
@@ -1456,6 +1481,13 @@ impl Runs {
         self.lock().counts
     }
 
+    /// By type, the progress events the records applied ever published
+    /// (see [`crate::events::Hub::run_started`] and its siblings), for
+    /// `conductor_events_published_total` at start.
+    pub fn published(&self) -> Vec<(String, u64)> {
+        self.lock().published()
+    }
+
     fn make_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ms = (time::now_unix() * 1000.0) as u64;
@@ -1516,6 +1548,7 @@ impl Snapshots {
             counts: state.counts,
             unledgered: state.unledgered.clone(),
             learned: budget.learned(),
+            published: state.published(),
         };
         let values = metrics.values();
         let finished = state
@@ -1595,6 +1628,33 @@ struct End {
 }
 
 impl State {
+    /// Counts one progress event of type `kind` published.
+    fn publish(&mut self, kind: &str) {
+        match self.published.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.published.insert(kind.into(), 1);
+            }
+        }
+    }
+
+    /// Counts the events of a batch applied to a run as published: all
+    /// but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
+    fn publish_events(&mut self, events: &[Timed]) {
+        let published = events
+            .iter()
+            .filter(|e| !matches!(e.event, Event::Tokens { .. }));
+        for e in published {
+            self.publish(e.kind());
+        }
+    }
+
+    /// The events published by type, for a snapshot or the hub.
+    fn published(&self) -> Vec<(String, u64)> {
+        let all = self.published.iter();
+        all.map(|(kind, n)| (kind.to_string(), *n)).collect()
+    }
+
     /// Adds a run read from a snapshot, in the snapshot's order.
     fn restore(&mut self, run: Run) {
         if run.status != Status::Running {
@@ -1711,6 +1771,7 @@ impl State {
                 self.counts.active += 1;
                 m.active.inc();
                 m.started.inc();
+                self.publish("run_started");
                 let key: Arc<str> = id.into();
                 self.runs.insert(
                     key.clone(),
@@ -1742,6 +1803,7 @@ impl State {
                     for e in &events {
                         run.apply_event(e, m);
                     }
+                    self.publish_events(&events);
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
@@ -1753,7 +1815,11 @@ impl State {
                 };
                 if let Some(whole) = self.finish(id, op, ts, end, m) {
                     if let Some(run) = self.runs.get(id) {
+                        let kind = run.status.end_event();
                         ended(v, run, whole);
+                        if let Some(k) = kind {
+                            self.publish(k);
+                        }
                     }
                 }
             }
@@ -2192,12 +2258,16 @@ mod tests {
         assert_eq!(metrics(&before.0, "early").as_deref(), Some(early));
         assert_eq!(metrics(&before.0, "late").as_deref(), Some(late));
         assert_eq!(metrics(&before.0, "batched"), None);
+        let published = runs.published();
+        let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(kinds.contains(&"gate_checked") && !kinds.contains(&"tokens"));
         drop(runs);
         // Twice: the second start reads the snapshot the first one's
         // journal tail did not change.
         for _ in 0..2 {
             let (runs, registry) = open_snapshotting(&dir, 4096);
             assert_eq!(everything(&runs, &registry), before);
+            assert_eq!(runs.published(), published);
         }
         // With snapshots off the same snapshot is read, and nothing is lost.
         let (runs, registry) = open_snapshotting(&dir, 0);

@@ -43,6 +43,10 @@ pub struct Header {
     /// [`crate::budget::Budget::learned`]); none in a snapshot written
     /// before runs taught the budget their costs.
     pub learned: Vec<AgentCosts>,
+    /// By type, the progress events the records it covers published (see
+    /// [`super::Runs::published`]); none in a snapshot written before it
+    /// counted them.
+    pub published: Vec<(String, u64)>,
 }
 
 fn settlement_to_json(s: &Settlement) -> Value {
@@ -65,6 +69,9 @@ pub fn write<I: Iterator<Item = Value>>(
         "counts": [c.active, c.completed, c.failed, c.cancelled],
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
         "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
+        "published": header.published.iter()
+            .map(|(kind, n)| (kind.clone(), Value::from(*n)))
+            .collect::<serde_json::Map<_, _>>(),
     }});
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
@@ -119,6 +126,14 @@ fn header_from_json(h: &Value) -> Option<Header> {
             .map(AgentCosts::from_json)
             .collect::<Option<_>>()?,
     };
+    let published = match &h["published"] {
+        Value::Null => Vec::new(),
+        p => p
+            .as_object()?
+            .iter()
+            .map(|(kind, n)| Some((kind.clone(), n.as_u64()?)))
+            .collect::<Option<_>>()?,
+    };
     Some(Header {
         records: h["records"].as_u64()?,
         counts: Counts {
@@ -129,6 +144,7 @@ fn header_from_json(h: &Value) -> Option<Header> {
         },
         unledgered: unledgered.collect::<Option<_>>()?,
         learned,
+        published,
     })
 }
 
