@@ -132,6 +132,21 @@ impl App {
                 ],
             );
         }
+        let aside = crate::repair::set_aside(&dirs)
+            .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
+        for a in aside {
+            log.warn(
+                "journal records moved aside by repair are not in the store",
+                &[
+                    ("file", serde_json::json!(a.file.display().to_string())),
+                    ("records", serde_json::json!(a.lines)),
+                    (
+                        "moved_to",
+                        serde_json::json!(format!("{}.corrupt", a.file.display())),
+                    ),
+                ],
+            );
+        }
         let registry = Registry::new();
         let started = Instant::now();
         registry
