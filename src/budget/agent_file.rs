@@ -27,9 +27,9 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
+use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
-use super::record::{valid_operation_id, OPERATION_ID_RULE, UNKNOWN_PHASE};
+use super::record::{valid_operation_id, OPERATION_ID_RULE};
 use super::report::Recorded;
 use super::state::{OpState, State};
 use super::Budget;

@@ -22,6 +22,9 @@ use crate::time;
 use super::forecast::Recent;
 use super::money::{self, Charge};
 
+/// The phase label of costs no phase was given for.
+pub(crate) const UNKNOWN_PHASE: &str = "unknown";
+
 /// The alert thresholds, in percent of the daily limit, lowest first.
 pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 
@@ -145,7 +148,7 @@ pub(crate) struct Totals {
     /// Micro-dollars of every spend line.
     pub spent: i64,
     /// Those micro-dollars by phase label, split as the live counter splits
-    /// them (see [`super::record::split_phases`]).
+    /// them (see [`split_phases`]).
     pub phases: BTreeMap<String, i64>,
     /// Alert marker lines.
     pub alerts: u64,
@@ -185,7 +188,7 @@ impl Totals {
 
     fn count(&mut self, micros: i64, phases: &[(String, i64)], phase: Option<&str>) {
         self.spent = self.spent.saturating_add(micros);
-        super::record::split_phases(phases, phase, micros, |label, m| {
+        split_phases(phases, phase, micros, |label, m| {
             match self.phases.get_mut(label) {
                 Some(sum) => *sum = sum.saturating_add(m),
                 None => {
@@ -273,6 +276,28 @@ pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
             .map_err(|e| Error::Storage(e.to_string()))?;
     }
     Ok(totals)
+}
+
+/// Splits a spend of `micros` by phase label for
+/// `agent_cost_dollars_total`: each of `phases` (a settled run's costs by
+/// phase; an empty name is `unknown`), then what they leave uncovered under
+/// `phase` (a direct spend's), or `unknown`. Live counting and the sum of
+/// the ledgers at start both split through here, so they agree.
+pub(crate) fn split_phases(
+    phases: &[(String, i64)],
+    phase: Option<&str>,
+    micros: i64,
+    mut each: impl FnMut(&str, i64),
+) {
+    let mut covered = 0i64;
+    for (name, cost) in phases {
+        let label = Some(name.as_str()).filter(|p| !p.is_empty());
+        each(label.unwrap_or(UNKNOWN_PHASE), *cost);
+        covered = covered.saturating_add(*cost);
+    }
+    if micros > covered {
+        each(phase.unwrap_or(UNKNOWN_PHASE), micros - covered);
+    }
 }
 
 /// The micro-dollars of a ledger line: `Some` for a spend

@@ -6,14 +6,11 @@ use std::sync::MutexGuard;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey};
+use super::ledger::{self, split_phases, Entry, OpKey};
 use super::money::{self, dollars, SpendInput};
 use super::report::{Recorded, Spent};
 use super::state::{Hold, OpState, State};
 use super::Budget;
-
-/// The phase label of costs no phase was given for.
-pub(crate) const UNKNOWN_PHASE: &str = "unknown";
 
 /// Whether `phase` is a valid phase name: 1 to 64 of `[A-Za-z0-9_.:-]`.
 /// Phases become label values, so callers should check them on input.
@@ -256,28 +253,6 @@ impl Budget {
         split_phases(entry.phases, entry.phase, micros, |label, m| {
             family.inc_by(&[label], u64::try_from(m).unwrap_or(0));
         });
-    }
-}
-
-/// Splits a spend of `micros` by phase label for
-/// `agent_cost_dollars_total`: each of `phases` (a settled run's costs by
-/// phase; an empty name is `unknown`), then what they leave uncovered under
-/// `phase` (a direct spend's), or `unknown`. Live counting and the sum of
-/// the ledgers at start both split through here, so they agree.
-pub(crate) fn split_phases(
-    phases: &[(String, i64)],
-    phase: Option<&str>,
-    micros: i64,
-    mut each: impl FnMut(&str, i64),
-) {
-    let mut covered = 0i64;
-    for (name, cost) in phases {
-        let label = Some(name.as_str()).filter(|p| !p.is_empty());
-        each(label.unwrap_or(UNKNOWN_PHASE), *cost);
-        covered = covered.saturating_add(*cost);
-    }
-    if micros > covered {
-        each(phase.unwrap_or(UNKNOWN_PHASE), micros - covered);
     }
 }
 
