@@ -638,8 +638,9 @@ impl Runs {
     /// the segments `runs/NNNNNNNNNN.jsonl` (a `runs.jsonl` from before
     /// segments becomes the first). Runs still active get their budget
     /// reservation back, and the costs of runs that ended today or
-    /// yesterday go into the budget ledger where a crash kept them out of
-    /// it (see [`Budget::reconcile`]). A new snapshot is written as the
+    /// yesterday, and those the snapshot says are not in the ledger yet
+    /// whatever their day, go into the budget ledger where a crash or a
+    /// failed write kept them out of it (see [`Budget::reconcile`]). A new snapshot is written as the
     /// journal grows by `snapshot_bytes` (see [`DEFAULT_SNAPSHOT_BYTES`];
     /// 0 writes none), and `log` says so.
     pub fn open(
@@ -680,7 +681,9 @@ impl Runs {
                 .map(|(kind, n)| (kind.into(), n))
                 .collect();
             metrics.active.set(covered.counts.active as f64);
-            settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
+            // Every day's: these are known to be missing from the ledger,
+            // and were counted before the restart.
+            settlements.append(&mut covered.unledgered);
             state.trim();
         }
         let sizes = segments::Retention {
@@ -2381,5 +2384,72 @@ mod tests {
             assert_eq!(open(&dir).budget.status().today_spend, live);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn an_unledgered_settlement_of_an_older_day_in_the_snapshot_is_charged_at_start() {
+        let dir = std::env::temp_dir().join(format!("runs-old-day-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The budget's clock three days back: the run is charged to that day.
+        let clock = Arc::new(crate::budget::ManualClock::new(
+            time::now_unix() - 3.0 * 86_400.0,
+        ));
+        let open = |dir: &Path| {
+            let mut config = crate::budget::BudgetConfig::new(dir);
+            config.daily_limit = 1000.0;
+            let budget = Arc::new(Budget::open(config, clock.clone()).unwrap());
+            let registry = crate::metrics::Registry::new();
+            budget.register_metrics(&registry).unwrap();
+            let metrics = RunMetrics::register(&registry).unwrap();
+            let runs = Runs::open(dir, metrics, budget, Retention::default(), 1, quiet()).unwrap();
+            (runs, registry)
+        };
+        let spend_total = |registry: &crate::metrics::Registry| {
+            let mut text = Vec::new();
+            registry.render(&mut text, crate::metrics::Format::Text);
+            let text = String::from_utf8(text).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("agent_budget_spend_total "));
+            line.unwrap().to_string()
+        };
+        let (runs, registry) = open(&dir);
+        let new = |id: &str| NewRun {
+            run_id: Some(id.into()),
+            ..NewRun::default()
+        };
+        wait(|done| runs.start(new("x"), done)).unwrap();
+        crate::journal::faults::fail_writes(&dir.join("budget"), 0, 1);
+        let ended = wait(|done| runs.finish("x", Finish::Complete, Some(0.5), done)).unwrap();
+        assert!(ended.ledger_error.is_some());
+        // Records until a snapshot covers the end: it carries the end's
+        // settlement as unledgered, and the end's segment goes.
+        let snapshot = dir.join("runs").join(snapshot::FILE);
+        let covers = |records: u64| {
+            let mut covered = 0;
+            let read = snapshot::read(&snapshot, |h| covered = h.records, |_| {}, |_| Ok(()));
+            read.unwrap_or(false) && covered >= records
+        };
+        for i in 0.. {
+            settled(&runs);
+            if covers(2) {
+                break;
+            }
+            assert!(i < 1000, "no snapshot covers the end");
+            wait(|done| runs.start(new(&format!("y{i}")), done)).unwrap();
+        }
+        let before = spend_total(&registry);
+        assert_eq!(before, "agent_budget_spend_total 0.5");
+        drop(runs);
+        let (runs, registry) = open(&dir);
+        assert_eq!(spend_total(&registry), before);
+        let day = time::day_of(crate::budget::Clock::now_unix(&*clock));
+        let ledger = dir
+            .join("budget")
+            .join(format!("{}.jsonl", time::date_string(day)));
+        let text = std::fs::read_to_string(ledger).unwrap();
+        assert!(text.contains(r#""run_id":"x""#), "{text}");
+        drop(runs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
