@@ -199,6 +199,21 @@ impl App {
                 ],
             );
         }
+        let aside = crate::repair::set_aside(&dirs)
+            .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
+        for a in aside {
+            log.warn(
+                "journal records moved aside by repair are not in the store",
+                &[
+                    ("file", serde_json::json!(a.file.display().to_string())),
+                    ("records", serde_json::json!(a.lines)),
+                    (
+                        "moved_to",
+                        serde_json::json!(format!("{}.corrupt", a.file.display())),
+                    ),
+                ],
+            );
+        }
         let registry = Registry::new();
         let started = Instant::now();
         let (run_metrics, appends, http) =
@@ -218,6 +233,12 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
+        // Events are not journaled, but each one stands for a durable
+        // record: a run's, a message's, or an alert's line in a ledger.
+        let mut published = runs.published();
+        published.push(("message_appended".to_string(), bus.appended()));
+        published.push(("budget_alert".to_string(), budget.alerts_recorded()));
+        events.restore_published(&published);
         let declared = open_declared(&config, &registry, log)?;
         // After the run journal's settlements, which never name an operation.
         let imported = budget.import_agent_file()?;

@@ -198,8 +198,9 @@ pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
     match crate::repair::repair(&[data_dir, budget_dir]) {
         Ok(report) => {
             for m in &report.moved {
+                let record = m.record.map_or(String::new(), |r| format!(", record {r}"));
                 println!(
-                    "repair: {} line {} (byte {}): {}; moved to {}.corrupt",
+                    "repair: {} line {} (byte {}{record}): {}; moved to {}.corrupt",
                     m.file.display(),
                     m.line,
                     m.offset,
@@ -207,13 +208,42 @@ pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
                     m.file.display()
                 );
             }
+            for r in &report.rebuilt {
+                println!(
+                    "repair: {} line 1: its header was damaged; written again from the segments beside it (records before it: {}); the damaged line is in {}.corrupt-header",
+                    r.file.display(),
+                    r.appended_before,
+                    r.file.display()
+                );
+            }
             println!(
-                "repair: checked {} journals; moved {} damaged lines aside; cut {} bytes of torn tail",
+                "repair: checked {} journals; moved {} damaged lines aside; rebuilt {} segment headers; cut {} bytes of torn tail",
                 report.files,
                 report.moved.len(),
+                report.rebuilt.len(),
                 report.torn_bytes
             );
-            0
+            if report.complete() {
+                return 0;
+            }
+            // Not a success: the store starts without these records.
+            for m in &report.moved {
+                let record = m.record.map_or(String::new(), |r| format!("record {r}, "));
+                eprintln!(
+                    "repair: {} {record}line {}: could not be read and stays out of the store (kept in {}.corrupt)",
+                    m.file.display(),
+                    m.line,
+                    m.file.display()
+                );
+            }
+            for u in &report.unnumbered {
+                eprintln!(
+                    "repair: {}: its header is damaged and no segment beside it numbers it, so its {} records stay out of the store and a start refuses it; restore it from a backup",
+                    u.file.display(),
+                    u.records
+                );
+            }
+            3
         }
         Err(e) => {
             eprintln!("repair: {e}");

@@ -74,7 +74,7 @@ const CRC_MEMBER: &[u8] = b",\"crc32c\":\"";
 const CRC_SUFFIX_LEN: usize = CRC_MEMBER.len() + 8 + 2;
 
 /// Appends `record` (a JSON object with at least one member) as one line with its checksum.
-fn push_line(out: &mut Vec<u8>, record: &[u8]) {
+pub(crate) fn push_line(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(&record[..record.len() - 1]);
     out.extend_from_slice(CRC_MEMBER);
     let crc = crate::crc32c::checksum(record);

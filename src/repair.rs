@@ -31,6 +31,29 @@ pub struct Moved {
     pub offset: u64,
     /// Why it was damaged.
     pub why: &'static str,
+    /// Its record number in its store (counting every record ever
+    /// appended, from 0), for a line of a segment whose numbering is
+    /// known: one with a header, and no lines moved aside before.
+    pub record: Option<u64>,
+}
+
+/// A segment whose damaged header `repair` wrote again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The segment.
+    pub file: PathBuf,
+    /// The count of records before it, as its neighbours number it.
+    pub appended_before: u64,
+}
+
+/// A segment whose header is damaged and that no neighbour numbers: left
+/// as it was, so that a start refuses it, naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unnumbered {
+    /// The segment.
+    pub file: PathBuf,
+    /// The records it holds, which stay out of the store.
+    pub records: u64,
 }
 
 /// What a repair did.
@@ -42,6 +65,18 @@ pub struct Report {
     pub moved: Vec<Moved>,
     /// Bytes of torn tails cut off.
     pub torn_bytes: u64,
+    /// Segments whose damaged header was written again.
+    pub rebuilt: Vec<Rebuilt>,
+    /// Segments whose damaged header could not be written again.
+    pub unnumbered: Vec<Unnumbered>,
+}
+
+impl Report {
+    /// Whether every record the journals held is in them again: no line
+    /// but a header was moved aside, and every segment can be numbered.
+    pub fn complete(&self) -> bool {
+        self.moved.is_empty() && self.unnumbered.is_empty()
+    }
 }
 
 /// The stores a data dir holds: one of these, or the lock a server left,
@@ -91,14 +126,69 @@ pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     for dir in dirs.iter().filter(|d| d.is_dir()) {
         journals(&dir.canonicalize()?, &mut files)?;
     }
+    // In name order, so that a store's segments are repaired oldest first:
+    // a damaged header is numbered from the segment before, once repaired.
     files.sort();
     files.dedup();
-    for file in files {
+    for file in &files {
         // io::Error does not name its file; the operator needs to know which.
-        repair_file(&file, &mut report)
+        repair_file(file, &files, &mut report)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     }
     Ok(report)
+}
+
+/// The number of a store's segment file (`NNNNNNNNNN.jsonl`).
+fn segment_number(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".jsonl")?;
+    (name.len() == 10).then(|| name.parse().ok())?
+}
+
+/// The lines of `path`'s `.suffix` file beside it; 0 when it has none.
+fn lines_aside(path: &Path, suffix: &str) -> u64 {
+    fs::read(aside(path, suffix)).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
+/// The records before segment `number` at `path`, whose header is
+/// damaged, as its neighbours number it: the segment before it (already
+/// repaired) ends where it begins, and the one after it begins where it
+/// ends (`records` it holds readable, `damaged` more moved aside now).
+/// `None` when neither says.
+fn number_segment(
+    path: &Path,
+    number: u64,
+    files: &[PathBuf],
+    records: u64,
+    damaged: u64,
+) -> io::Result<Option<u64>> {
+    let sibling = |n: u64| {
+        files
+            .iter()
+            .find(|f| f.parent() == path.parent() && segment_number(f) == Some(n))
+    };
+    if let Some(older) = number.checked_sub(1).and_then(sibling) {
+        let data = fs::read(older)?;
+        let (lines, _) = journal::scan(&data);
+        let first = lines.first().and_then(|l| l.record.as_deref().ok());
+        let header = first.and_then(crate::segments::read_header);
+        // Segment 0, a migrated journal, begins at record 0 without one.
+        let begins = header.or((number == 1).then_some(0));
+        if let Some(begins) = begins {
+            let held = lines.iter().filter(|l| l.record.is_ok()).count() as u64
+                - u64::from(header.is_some());
+            return Ok(Some(begins + held + lines_aside(older, "corrupt")));
+        }
+    }
+    if let Some(newer) = sibling(number + 1) {
+        let data = fs::read(newer)?;
+        let (lines, _) = journal::scan(&data);
+        let first = lines.first().and_then(|l| l.record.as_deref().ok());
+        if let Some(next) = first.and_then(crate::segments::read_header) {
+            let held = records + damaged + lines_aside(path, "corrupt");
+            return Ok(next.checked_sub(held));
+        }
+    }
+    Ok(None)
 }
 
 /// A torn tail cut off a journal.
@@ -132,14 +222,10 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
     // complete when the next began, so a torn end there is damage, which
     // its open refuses, naming it. It is not cut here.
     let older_segment = |f: &PathBuf| {
-        let number = |p: &Path| -> Option<u64> {
-            let name = p.file_name()?.to_str()?.strip_suffix(".jsonl")?;
-            (name.len() == 10).then(|| name.parse().ok())?
-        };
-        number(f).is_some_and(|n| {
+        segment_number(f).is_some_and(|n| {
             files
                 .iter()
-                .any(|g| g.parent() == f.parent() && number(g).is_some_and(|m| m > n))
+                .any(|g| g.parent() == f.parent() && segment_number(g).is_some_and(|m| m > n))
         })
     };
     let newest: Vec<PathBuf> = files
@@ -156,6 +242,36 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
         }
     }
     Ok(cuts)
+}
+
+/// A journal's lines that `repair` moved aside: they are not in its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The journal.
+    pub file: PathBuf,
+    /// The lines in its `.corrupt` file.
+    pub lines: u64,
+}
+
+/// Every journal (`*.jsonl`) under each of `dirs` that exists with lines
+/// `repair` moved aside, so that a start says, every time, that their
+/// records are not in the store rather than go on without a word.
+///
+/// # Errors
+///
+/// Fails on the first directory that cannot be read, naming it.
+pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<SetAside>> {
+    let mut files = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        journals(&dir.canonicalize()?, &mut files)?;
+    }
+    files.sort();
+    files.dedup();
+    let all = files.into_iter().map(|file| {
+        let lines = lines_aside(&file, "corrupt");
+        SetAside { file, lines }
+    });
+    Ok(all.filter(|s| s.lines > 0).collect())
 }
 
 /// Cuts one file after its last newline; returns the bytes cut.
@@ -201,7 +317,7 @@ fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
+fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Result<()> {
     report.files += 1;
     let data = fs::read(path)?;
     let (lines, torn) = journal::scan(&data);
@@ -210,19 +326,68 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     if damaged == 0 && torn == 0 {
         return Ok(());
     }
-    if damaged > 0 {
+    // A segment but the first ever begins with its header, which numbers
+    // its records: moved aside, it would leave them all unreadable.
+    let segment = segment_number(path).filter(|&n| n != 0);
+    let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
+    let body = &lines[usize::from(header_damaged)..];
+    let mut rebuilt = None;
+    if let (Some(number), true) = (segment, header_damaged) {
+        let readable = body.iter().filter(|l| l.record.is_ok()).count() as u64;
+        let unreadable = body.len() as u64 - readable;
+        match number_segment(path, number, files, readable, unreadable)? {
+            Some(before) => rebuilt = Some(before),
+            None => {
+                report.unnumbered.push(Unnumbered {
+                    file: path.to_path_buf(),
+                    records: body.len() as u64,
+                });
+                return Ok(());
+            }
+        }
+    }
+    let header = match rebuilt {
+        Some(before) => Some(before),
+        None => lines
+            .first()
+            .and_then(|l| l.record.as_deref().ok())
+            .and_then(crate::segments::read_header),
+    };
+    // Record numbers are known while no line was moved aside before.
+    let numbered = segment
+        .and(header)
+        .filter(|_| lines_aside(path, "corrupt") == 0);
+    let records = &body[usize::from(rebuilt.is_none() && header.is_some())..];
+    if body.iter().any(|l| l.record.is_err()) {
         let mut corrupt = OpenOptions::new()
             .create(true)
             .append(true)
             .open(aside(path, "corrupt"))?;
-        for line in lines.iter().filter(|l| l.record.is_err()) {
+        for line in body.iter().filter(|l| l.record.is_err()) {
             corrupt.write_all(line.bytes)?;
             corrupt.write_all(b"\n")?;
         }
         corrupt.sync_all()?;
     }
     let mut kept = Vec::with_capacity(data.len());
-    for line in &lines {
+    if let (Some(before), Some(first)) = (rebuilt, lines.first()) {
+        // Kept for a person to look at, apart from the records moved aside,
+        // which the segments' count includes.
+        let mut old = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(aside(path, "corrupt-header"))?;
+        old.write_all(first.bytes)?;
+        old.write_all(b"\n")?;
+        old.sync_all()?;
+        journal::push_line(&mut kept, &crate::segments::header(before));
+        report.rebuilt.push(Rebuilt {
+            file: path.to_path_buf(),
+            appended_before: before,
+        });
+    }
+    let first_record = body.len() - records.len();
+    for (i, line) in body.iter().enumerate() {
         match line.record {
             Ok(_) => {
                 kept.extend_from_slice(line.bytes);
@@ -233,6 +398,7 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
                 line: line.line,
                 offset: line.offset,
                 why,
+                record: numbered.map(|n| n + (i - first_record) as u64),
             }),
         }
     }
@@ -429,5 +595,38 @@ mod tests {
             [],
             "a second pass finds nothing"
         );
+    }
+
+    #[test]
+    fn a_header_no_neighbour_numbers_is_left_as_it_was_and_reported() {
+        let dir = temp_dir("unnumbered");
+        let store = dir.join("messages");
+        let path = store.join("0000000003.jsonl");
+        let (journal, _) = Journal::open(&path).unwrap();
+        journal
+            .append_all(&[&crate::segments::header(40), br#"{"m":1}"#, br#"{"m":2}"#])
+            .unwrap();
+        drop(journal);
+        flip(&path, 1);
+        let damaged = fs::read(&path).unwrap();
+        let report = repair(&[&dir]).unwrap();
+        assert!(!report.complete() && report.moved.is_empty());
+        assert_eq!(report.unnumbered.len(), 1);
+        assert_eq!(report.unnumbered[0].records, 2);
+        assert_eq!(fs::read(&path).unwrap(), damaged, "left as it was");
+        // With the segment before it, it is numbered from where that ends.
+        let (older, _) = Journal::open(store.join("0000000002.jsonl")).unwrap();
+        older
+            .append_all(&[&crate::segments::header(37), br#"{"m":0}"#])
+            .unwrap();
+        drop(older);
+        fs::write(store.join("0000000002.jsonl.corrupt"), "x\ny\n").unwrap();
+        let report = repair(&[&dir]).unwrap();
+        assert!(report.complete(), "{report:?}");
+        assert_eq!(report.rebuilt[0].appended_before, 40);
+        let (_, replay) = Journal::open(&path).unwrap();
+        assert_eq!(replay.records[0], crate::segments::header(40));
+        assert_eq!(replay.records.len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

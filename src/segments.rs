@@ -117,9 +117,7 @@ fn check_continuity(
             ))
         }
     };
-    let aside = fs::read(format!("{}.corrupt", older_path.display()))
-        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
-    let expected = older_first + older.records + aside;
+    let expected = older_first + older.records + moved_aside(dir, older.number);
     if newer_first == expected {
         return Ok(());
     }
@@ -143,6 +141,13 @@ fn check_continuity(
     ))
 }
 
+/// The records `repair` moved aside from segment `number` in `dir`: the
+/// lines of its `.corrupt` file. They were appended, so they count.
+fn moved_aside(dir: &Path, number: u64) -> u64 {
+    let path = dir.join(format!("{}.corrupt", file_name(number)));
+    fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
 /// Refuses a gap in the segment files' numbers, from the oldest kept to the
 /// newest: a segment file deleted by hand.
 fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
@@ -161,12 +166,12 @@ fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
 }
 
 /// The header that begins a segment, naming the records appended before it.
-fn header(appended_before: u64) -> Vec<u8> {
+pub(crate) fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
 }
 
 /// `appended_before` of a header record, or `None` for any other record.
-fn read_header(record: &[u8]) -> Option<u64> {
+pub(crate) fn read_header(record: &[u8]) -> Option<u64> {
     let rest = record.strip_prefix(b"{\"segment\":{\"appended_before\":")?;
     let digits = rest.strip_suffix(b"}}")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
@@ -264,7 +269,10 @@ impl Segments {
         let appended_before = loaded.first().and_then(|(_, _, b)| *b).unwrap_or(0);
         let kept: VecDeque<Segment> = loaded.iter().map(|(s, _, _)| *s).collect();
         let all: Vec<Vec<u8>> = loaded.into_iter().flat_map(|(_, r, _)| r).collect();
-        let appended = appended_before + all.len() as u64;
+        // Records `repair` moved aside were appended all the same: the
+        // count of appends never goes back.
+        let aside: u64 = kept.iter().map(|s| moved_aside(dir, s.number)).sum();
+        let appended = appended_before + all.len() as u64 + aside;
         let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -388,6 +396,11 @@ impl Segments {
         // The snapshot is ahead of the segments only in a copy of the data
         // dir that took the snapshot after the segments: the records between
         // are in it, and the next record begins a segment numbered after it.
+        // Each header counts the records moved aside before it; those of
+        // the last segment that holds any count here.
+        if let Some((last, _)) = &previous {
+            appended += moved_aside(dir, last.number);
+        }
         let ahead = appended < from;
         appended = appended.max(from);
         let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;

@@ -414,12 +414,18 @@ fn a_flipped_byte_refuses_the_start_until_repair_moves_the_line_aside() {
     }
 
     let repaired = common::run_cli(&["repair", "--data-dir", data_arg], &[], None, TIME_LIMIT);
-    assert_eq!(repaired.status.code(), Some(0), "{}", repaired.stderr);
+    // Not a success: the damaged message stays out of the store.
+    assert_eq!(repaired.status.code(), Some(3), "{}", repaired.stderr);
     assert!(
         repaired.stdout.contains(&format!("line {line} "))
             && repaired.stdout.contains("moved 1 damaged line"),
         "{}",
         repaired.stdout
+    );
+    assert!(
+        repaired.stderr.contains("stays out of the store"),
+        "{}",
+        repaired.stderr
     );
     let aside = std::fs::read(data.join("messages").join("0000000001.jsonl.corrupt"))
         .expect("the .corrupt file");

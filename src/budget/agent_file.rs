@@ -27,9 +27,9 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
+use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
-use super::record::{valid_operation_id, OPERATION_ID_RULE, UNKNOWN_PHASE};
+use super::record::{valid_operation_id, OPERATION_ID_RULE};
 use super::report::Recorded;
 use super::state::{OpState, State};
 use super::Budget;
@@ -295,6 +295,7 @@ impl Budget {
                 kind: IMPORT_KIND,
                 charge: &charge,
                 run_id: None,
+                run_started_at: None,
                 phase: None,
                 phases: &[],
                 operation_id: spend.operation_id.as_deref(),

@@ -52,7 +52,7 @@ const METRICS: [(&str, &str, Kind); 9] = [
     ),
     (
         "agent_budget_spend_total",
-        "Dollars of agent spend recorded since the process started.",
+        "Dollars of agent spend recorded, ever: every spend in the budget ledgers, read again at start.",
         Kind::Counter,
     ),
     (
@@ -101,9 +101,11 @@ impl Budget {
     /// `agent_cost_dollars_total{phase}` and
     /// `conductor_pricing_unknown_models_total`.
     ///
-    /// Register once: costs recorded before registration are missing from
-    /// the phase counter (the other values are read from the budget), and
-    /// a second registration fails on the duplicate names.
+    /// The phase counter starts from what the ledgers held when the budget
+    /// opened. Register once: costs recorded after the open and before
+    /// registration are missing from the phase counter (the other values
+    /// are read from the budget), and a second registration fails on the
+    /// duplicate names.
     pub fn register_metrics(self: &Arc<Self>, registry: &Registry) -> Result<(), metrics::Error> {
         let help = "Dollars of agent spend recorded, by phase (unknown when none was given).";
         let phases = registry.fixed_point_counter_family(
@@ -117,6 +119,10 @@ impl Budget {
             "Models the pricing table does not name, charged its default price; each counted once, when first priced.",
         )?;
         registry.register_collector(Arc::new(BudgetCollector(self.clone())))?;
+        // Every spend the ledgers held at open, then the live ones.
+        for (phase, micros) in &self.opened.phases {
+            phases.inc_by(&[phase], u64::try_from(*micros).unwrap_or(0));
+        }
         // A second budget registered in another registry keeps the first family.
         let _ = self.phases.set(phases);
         let _ = self.unknown_models.counter.set(unknown_models);
@@ -233,5 +239,61 @@ mod tests {
         let plan = value(&text, r#"agent_cost_dollars_total{phase="plan"}"#);
         assert_eq!(plan, "0.3");
         assert_eq!(value(&text, "agent_budget_spend_total"), "6.00372");
+    }
+
+    /// The counters of every spend ever, at their values before a restart
+    /// and after it: the reopened budget sums every day's ledger.
+    #[test]
+    fn the_spend_counters_are_the_same_after_a_reopen() {
+        let f = Fixture::new("metrics-reopen");
+        let counters = |text: &str| -> Vec<String> {
+            let keep = |l: &&str| {
+                l.starts_with("agent_budget_spend_total ")
+                    || l.starts_with("agent_cost_dollars_total{")
+            };
+            text.lines().filter(keep).map(str::to_string).collect()
+        };
+        let budget = Arc::new(f.open(100.0, 0.15));
+        let registry = Registry::new();
+        budget.register_metrics(&registry).unwrap();
+        // Yesterday's ledger, and today's: a run settled by phase with an
+        // uncovered rest, direct spends with and without a phase, and one
+        // operation sent twice (counted once).
+        f.at(DAY - 1, 3_600.0);
+        budget
+            .spend(SpendInput::Amount(0.4), None, Some("review"))
+            .unwrap();
+        f.at(DAY, 43_200.0);
+        budget.reserve("r", None).unwrap();
+        let phases = [("plan".to_string(), 0.2), (String::new(), 0.05)];
+        budget
+            .settle("r", SpendInput::Amount(0.3), &phases)
+            .unwrap();
+        budget.spend(SpendInput::Amount(0.125), None, None).unwrap();
+        for _ in 0..2 {
+            budget
+                .spend_once("op-1", SpendInput::Amount(1.5), None, Some("act"))
+                .unwrap();
+        }
+        let mut before = counters(&scrape(&registry));
+        before.sort();
+        assert_eq!(
+            before,
+            [
+                "agent_budget_spend_total 2.325",
+                r#"agent_cost_dollars_total{phase="act"} 1.5"#,
+                r#"agent_cost_dollars_total{phase="plan"} 0.2"#,
+                r#"agent_cost_dollars_total{phase="review"} 0.4"#,
+                r#"agent_cost_dollars_total{phase="unknown"} 0.225"#,
+            ]
+            .map(String::from),
+        );
+        drop(budget);
+        let budget = Arc::new(f.open(100.0, 0.15));
+        let registry = Registry::new();
+        budget.register_metrics(&registry).unwrap();
+        let mut after = counters(&scrape(&registry));
+        after.sort();
+        assert_eq!(after, before);
     }
 }

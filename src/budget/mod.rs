@@ -26,6 +26,7 @@ mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
@@ -109,11 +110,18 @@ pub struct Budget {
     unknown_models: unknown_model::UnknownModels,
     /// What [`Budget::history`] has read of today's ledger.
     tail: Mutex<history::Tail>,
+    /// What the ledgers held when the budget opened: the cost counter by
+    /// phase starts from it once registered, and the alerts count toward
+    /// the events published.
+    opened: ledger::Totals,
+    /// Alert markers [`Budget::reconcile`] recorded since.
+    reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
     /// Opens the budget, creating the ledger directory and summing the
-    /// current day's ledger (cutting a torn last line).
+    /// current day's ledger (cutting a torn last line), and every day's
+    /// ledger for the counters of all spend ever recorded.
     ///
     /// The current day is the clock's day or the newest ledger file's day,
     /// whichever is later, so a clock that is behind after a restart never
@@ -131,7 +139,9 @@ impl Budget {
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
         let clock_day = time::day_of(clock.now_unix());
         let today = ledger::newest_day(&dir)?.map_or(clock_day, |d| d.max(clock_day));
-        let state = State::open(&dir, today)?;
+        let opened = ledger::totals(&dir)?;
+        let mut state = State::open(&dir, today)?;
+        state.recorded = opened.spent;
         Ok(Budget {
             settings: Settings {
                 limit,
@@ -146,6 +156,8 @@ impl Budget {
             phases: OnceLock::new(),
             unknown_models: unknown_model::UnknownModels::default(),
             tail: Mutex::new(history::Tail::default()),
+            opened,
+            reconciled_alerts: AtomicU64::new(0),
         })
     }
 
@@ -177,6 +189,17 @@ impl Budget {
         self.state().learned.restore(all);
     }
 
+    /// The alert markers the ledgers held when the budget opened, and
+    /// those [`Budget::reconcile`] recorded since: the `budget_alert`
+    /// events published, ever, when the server starts. Each was published
+    /// when it was recorded, but for one a start's reconcile recorded,
+    /// which counts all the same: it stands for the alert a settlement
+    /// fired before a crash kept its line out of the ledger.
+    pub fn alerts_recorded(&self) -> u64 {
+        let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
+        self.opened.alerts.saturating_add(reconciled)
+    }
+
     /// The pricing table spends given as tokens are priced with.
     pub fn pricing(&self) -> &Pricing {
         &self.pricing
@@ -202,7 +225,6 @@ impl Budget {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// 2026-11-23.
     pub const DAY: i64 = 20_780;

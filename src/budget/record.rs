@@ -6,14 +6,11 @@ use std::sync::MutexGuard;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey};
+use super::ledger::{self, split_phases, Entry, OpKey};
 use super::money::{self, dollars, SpendInput};
 use super::report::{Recorded, Spent};
 use super::state::{Hold, OpState, State};
 use super::Budget;
-
-/// The phase label of costs no phase was given for.
-pub(crate) const UNKNOWN_PHASE: &str = "unknown";
 
 /// Whether `phase` is a valid phase name: 1 to 64 of `[A-Za-z0-9_.:-]`.
 /// Phases become label values, so callers should check them on input.
@@ -77,6 +74,7 @@ impl Budget {
             kind: "run",
             charge: &charge,
             run_id: Some(run_id),
+            run_started_at: None,
             phase: None,
             phases: &phases,
             operation_id: None,
@@ -138,6 +136,7 @@ impl Budget {
             kind: "direct",
             charge: &charge,
             run_id,
+            run_started_at: None,
             phase,
             phases: &[],
             operation_id,
@@ -245,21 +244,15 @@ impl Budget {
         (state, now)
     }
 
+    /// Adds a recorded spend of `micros` to `agent_cost_dollars_total`,
+    /// by phase as [`split_phases`] splits it.
     pub(crate) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
         let Some(family) = self.phases.get() else {
             return;
         };
-        let mut covered = 0i64;
-        for (phase, cost) in entry.phases {
-            let label = Some(phase.as_str()).filter(|p| !p.is_empty());
-            let label = label.unwrap_or(UNKNOWN_PHASE);
-            family.inc_by(&[label], u64::try_from(*cost).unwrap_or(0));
-            covered = covered.saturating_add(*cost);
-        }
-        if micros > covered {
-            let label = entry.phase.unwrap_or(UNKNOWN_PHASE);
-            family.inc_by(&[label], u64::try_from(micros - covered).unwrap_or(0));
-        }
+        split_phases(entry.phases, entry.phase, micros, |label, m| {
+            family.inc_by(&[label], u64::try_from(m).unwrap_or(0));
+        });
     }
 }
 

@@ -5,9 +5,10 @@
 //! between) is appended when the server next starts (see
 //! [`Budget::reconcile`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
@@ -37,6 +38,11 @@ pub struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// Unix seconds of the run's end: the ledger line's time.
     pub ts: f64,
+    /// Unix seconds of the run's start, its start record's time, once the
+    /// end is applied to the run: with the run id, what tells this
+    /// settlement from one of an earlier run given the same id. `None` in
+    /// one read from a snapshot written before settlements carried it.
+    pub started_at: Option<f64>,
     /// The models its tokens were priced for; those the pricing table does
     /// not name are said and counted once the end is durable. Not in the
     /// record: empty when read back.
@@ -68,6 +74,7 @@ impl Settlement {
             micros: spend["micros"].as_i64().filter(|m| *m >= 0)?,
             phases,
             ts,
+            started_at: None,
             models: Vec::new(),
         })
     }
@@ -106,6 +113,7 @@ impl Budget {
             micros,
             phases,
             ts,
+            started_at: None,
             models: Vec::new(),
         })
     }
@@ -138,6 +146,7 @@ impl Budget {
             kind: "run",
             charge: &charge,
             run_id: Some(&s.run_id),
+            run_started_at: s.started_at,
             phase: None,
             phases: &s.phases,
             operation_id: None,
@@ -192,9 +201,14 @@ impl Budget {
     /// Charges and writes the settlements of runs whose end is in the run
     /// journal (or its snapshot) but whose line is missing from that day's
     /// ledger, as a crash between the two leaves them. A ledger holds a
-    /// run's line at most once, so a run id already there counts as
-    /// settled. Returns the settlements whose append failed: they are kept
-    /// to try again (see [`Budget::write_settlement`]).
+    /// settlement's line at most once: a line naming the run id and its
+    /// start time settles that run's end; a line from before lines named
+    /// the start time settles one end of that run id, the earliest not
+    /// settled otherwise. A run id can come back once retention has
+    /// forgotten its first run, so the id alone would take the second
+    /// run's missing line for the first one's. Returns the settlements
+    /// whose append failed: they are kept to try again (see
+    /// [`Budget::write_settlement`]).
     ///
     /// # Errors
     ///
@@ -209,8 +223,11 @@ impl Budget {
             for s in settlements.iter().filter(|s| s.day == day) {
                 // A settlement carried by the snapshot may also be in the
                 // journal after it: charged once.
-                if settled.insert(s.run_id.clone()) {
-                    let (_, lines) = self.charge(s);
+                if settled.take(s) {
+                    let (recorded, lines) = self.charge(s);
+                    let alerts = recorded.alerts.len() as u64;
+                    // Relaxed: read once the start is over, by the thread that ran it.
+                    self.reconciled_alerts.fetch_add(alerts, Ordering::Relaxed);
                     if self.write_settlement(lines).is_err() {
                         owed.push(s.clone());
                     }
@@ -221,17 +238,104 @@ impl Budget {
     }
 }
 
-/// The run ids of the `"run"` lines of one ledger file.
-fn settled_runs(path: &std::path::Path) -> Result<HashSet<String>, Error> {
+/// The settlements one day's ledger holds, by its `"run"` lines.
+#[derive(Default)]
+struct Settled {
+    /// Run id and start time (its bits) of the lines that name both.
+    exact: HashSet<(String, u64)>,
+    /// By run id: how many lines name no start time (written before lines
+    /// named it), each settling one end of that id.
+    plain: HashMap<String, u32>,
+}
+
+impl Settled {
+    /// Whether `s` is still to be charged; if so, it counts as settled
+    /// from now on.
+    fn take(&mut self, s: &Settlement) -> bool {
+        let id = &s.run_id;
+        let Some(at) = s.started_at else {
+            // Read from an old snapshot: any line of the id settles it, as
+            // before settlements knew their start.
+            let any = self.exact.iter().any(|(r, _)| r == id) || self.plain.contains_key(id);
+            if !any {
+                self.plain.insert(id.clone(), 0);
+            }
+            return !any;
+        };
+        if !self.exact.insert((id.clone(), at.to_bits())) {
+            return false;
+        }
+        match self.plain.get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        }
+    }
+}
+
+/// What the `"run"` lines of one ledger file settle.
+fn settled_runs(path: &std::path::Path) -> Result<Settled, Error> {
     let data = match fs::read(path) {
         Ok(data) => data,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Settled::default()),
         Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
     };
     let (lines, _) = journal::scan(&data);
-    let ids = lines.iter().filter_map(|l| {
-        let v: Value = serde_json::from_slice(l.record.as_ref().ok()?).ok()?;
-        (v["kind"] == "run").then(|| v["run_id"].as_str().map(str::to_string))?
-    });
-    Ok(ids.collect())
+    let mut settled = Settled::default();
+    for line in &lines {
+        let Some(v) = line
+            .record
+            .as_ref()
+            .ok()
+            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+        else {
+            continue;
+        };
+        let Some(id) = v["run_id"].as_str().filter(|_| v["kind"] == "run") else {
+            continue;
+        };
+        match v["run_started_at"].as_f64() {
+            Some(at) => {
+                settled.exact.insert((id.to_string(), at.to_bits()));
+            }
+            None => *settled.plain.entry(id.to_string()).or_default() += 1,
+        }
+    }
+    Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settlement(id: &str, started_at: Option<f64>) -> Settlement {
+        Settlement {
+            run_id: id.into(),
+            day: 0,
+            micros: 1,
+            phases: Vec::new(),
+            ts: 2.0,
+            started_at,
+            models: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_line_from_before_start_times_settles_one_end_of_its_id() {
+        let mut settled = Settled::default();
+        settled.plain.insert("x".into(), 1);
+        settled.exact.insert(("y".into(), 5f64.to_bits()));
+        // The old line settles x's first end; its second is charged, once.
+        assert!(!settled.take(&settlement("x", Some(1.0))));
+        assert!(settled.take(&settlement("x", Some(3.0))));
+        assert!(!settled.take(&settlement("x", Some(3.0))));
+        assert!(!settled.take(&settlement("y", Some(5.0))));
+        assert!(settled.take(&settlement("y", Some(6.0))));
+        // From an old snapshot: any line of the id settles it.
+        assert!(!settled.take(&settlement("y", None)));
+        assert!(settled.take(&settlement("z", None)));
+        assert!(!settled.take(&settlement("z", None)));
+    }
 }

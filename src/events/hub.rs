@@ -508,6 +508,16 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts `conductor_events_published_total` from the events published
+    /// before this start, by type, as the stores derive them (see
+    /// [`crate::app::App`]): the counter then never goes back across a
+    /// restart. Call it once, before anything is published.
+    pub fn restore_published(&self, counts: &[(String, u64)]) {
+        for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
+            self.metrics.published.inc_by(&[kind], *n);
+        }
+    }
+
     /// Publishes `event` to every matching subscriber and returns its seq.
     pub fn publish(&self, event: NewEvent) -> u64 {
         let mut seq = 0;

@@ -119,11 +119,11 @@ impl Hub {
     /// when it sent none); a failed run also its `error`, a cancelled one
     /// its `reason`.
     pub fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
-        let (kind, result) = match run.status {
-            Status::Running => return None,
-            Status::Completed => ("run_completed", "succeeded"),
-            Status::Failed => ("run_failed", "failed"),
-            Status::Cancelled => ("run_canceled", "canceled"),
+        let kind = run.status.end_event()?;
+        let result = match run.status {
+            Status::Completed => "succeeded",
+            Status::Failed => "failed",
+            _ => "canceled",
         };
         let ended = run.ended_at.unwrap_or_else(time::now_unix);
         let seconds = run

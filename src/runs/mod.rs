@@ -17,7 +17,7 @@ pub use metrics::{RunMetrics, RunRef};
 pub use progress::{Progress, Step};
 pub use texts::{Text, Texts};
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +52,17 @@ impl Status {
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// The type of the event published when a run ends with this status;
+    /// `None` for [`Status::Running`].
+    pub fn end_event(self) -> Option<&'static str> {
+        match self {
+            Status::Running => None,
+            Status::Completed => Some("run_completed"),
+            Status::Failed => Some("run_failed"),
+            Status::Cancelled => Some("run_canceled"),
         }
     }
 
@@ -451,6 +462,11 @@ struct State {
     /// ledger was not written yet, or failed: a snapshot carries them, so
     /// that a start can still write them when the end records are gone.
     unledgered: Vec<Settlement>,
+    /// By type, the progress events the records applied ever published:
+    /// `run_started`, each event but `tokens`, and the end's (see
+    /// [`Status::end_event`]). A snapshot carries them, so that
+    /// `conductor_events_published_total` starts where it was.
+    published: BTreeMap<Box<str>, u64>,
 }
 
 /// What the records on their way to the journal will do to one run.
@@ -523,10 +539,12 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     steps
 }
 
-/// The cost an end record carries, if it carries one.
-fn settlement_of(end: &Value) -> Option<Settlement> {
+/// The cost an end record of `run` carries, if it carries one.
+fn settlement_of(end: &Value, run: &Run) -> Option<Settlement> {
     let id = end["run_id"].as_str()?;
-    Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])
+    let mut s = Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])?;
+    s.started_at = Some(run.started_at);
+    Some(s)
 }
 
 /// Teaches the budget the cost an end record carries, for the run's
@@ -618,8 +636,9 @@ impl Runs {
     /// the segments `runs/NNNNNNNNNN.jsonl` (a `runs.jsonl` from before
     /// segments becomes the first). Runs still active get their budget
     /// reservation back, and the costs of runs that ended today or
-    /// yesterday go into the budget ledger where a crash kept them out of
-    /// it (see [`Budget::reconcile`]). A new snapshot is written as the
+    /// yesterday, and those the snapshot says are not in the ledger yet
+    /// whatever their day, go into the budget ledger where a crash or a
+    /// failed write kept them out of it (see [`Budget::reconcile`]). A new snapshot is written as the
     /// journal grows by `snapshot_bytes` (see [`DEFAULT_SNAPSHOT_BYTES`];
     /// 0 writes none), and `log` says so.
     pub fn open(
@@ -655,8 +674,14 @@ impl Runs {
         if found {
             budget.restore_learned(std::mem::take(&mut covered.learned));
             state.counts = covered.counts;
+            state.published = std::mem::take(&mut covered.published)
+                .into_iter()
+                .map(|(kind, n)| (kind.into(), n))
+                .collect();
             metrics.active.set(covered.counts.active as f64);
-            settlements.extend(covered.unledgered.drain(..).filter(|s| s.day >= since));
+            // Every day's: these are known to be missing from the ledger,
+            // and were counted before the restart.
+            settlements.append(&mut covered.unledgered);
             state.trim();
         }
         let sizes = segments::Retention {
@@ -685,7 +710,7 @@ impl Runs {
                 }
                 state.apply(&v, &metrics, &mut |end, run, _| {
                     learn(&budget, end, run);
-                    if let Some(s) = settlement_of(end).filter(|s| s.day >= since) {
+                    if let Some(s) = settlement_of(end, run).filter(|s| s.day >= since) {
                         settlements.push(s);
                     }
                 });
@@ -852,8 +877,12 @@ impl Runs {
                 return Box::new(move || done(Err(Error::Storage(e.to_string()))));
             }
             let mut whole = None;
+            let mut settlement = settlement;
             state.apply(&record, &metrics, &mut |end, run, d| {
                 learn(&budget, end, run);
+                // Known only now: the start may have been in flight when
+                // the end was priced.
+                settlement.started_at = Some(run.started_at);
                 whole = Some(d);
             });
             let run = state.whole(&id, whole);
@@ -1139,12 +1168,15 @@ impl Runs {
                             run.apply_event(e, &metrics);
                         }
                         cover(&budget, run, &events);
-                        applied.push(Applied::Events(run.ids(), events));
+                        let ids = run.ids();
+                        state.publish_events(&events);
+                        applied.push(Applied::Events(ids, events));
                     }
-                    Planned::End(id, at, _, settlement) => {
+                    Planned::End(id, at, _, mut settlement) => {
                         let mut whole = None;
                         state.apply(&ops[at], &metrics, &mut |end, run, d| {
                             learn(&budget, end, run);
+                            settlement.started_at = Some(run.started_at);
                             whole = Some(d);
                         });
                         if let Some(run) = state.whole(&id, whole) {
@@ -1295,6 +1327,9 @@ impl Runs {
                     Ok(events)
                 }
             };
+            if let Ok(events) = &result {
+                state.publish_events(events);
+            }
             drop(state);
             Box::new(move || done(result))
         });
@@ -1439,6 +1474,13 @@ impl Runs {
         self.lock().counts
     }
 
+    /// By type, the progress events the records applied ever published
+    /// (see [`crate::events::Hub::run_started`] and its siblings), for
+    /// `conductor_events_published_total` at start.
+    pub fn published(&self) -> Vec<(String, u64)> {
+        self.lock().published()
+    }
+
     fn make_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ms = (time::now_unix() * 1000.0) as u64;
@@ -1499,6 +1541,7 @@ impl Snapshots {
             counts: state.counts,
             unledgered: state.unledgered.clone(),
             learned: budget.learned(),
+            published: state.published(),
         };
         let values = metrics.values();
         let finished = state
@@ -1578,6 +1621,33 @@ struct End {
 }
 
 impl State {
+    /// Counts one progress event of type `kind` published.
+    fn publish(&mut self, kind: &str) {
+        match self.published.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.published.insert(kind.into(), 1);
+            }
+        }
+    }
+
+    /// Counts the events of a batch applied to a run as published: all
+    /// but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
+    fn publish_events(&mut self, events: &[Timed]) {
+        let published = events
+            .iter()
+            .filter(|e| !matches!(e.event, Event::Tokens { .. }));
+        for e in published {
+            self.publish(e.kind());
+        }
+    }
+
+    /// The events published by type, for a snapshot or the hub.
+    fn published(&self) -> Vec<(String, u64)> {
+        let all = self.published.iter();
+        all.map(|(kind, n)| (kind.to_string(), *n)).collect()
+    }
+
     /// Adds a run read from a snapshot, in the snapshot's order.
     fn restore(&mut self, run: Run) {
         if run.status != Status::Running {
@@ -1591,7 +1661,8 @@ impl State {
     /// Notes that the ledger copy of `s` and of every settlement of its day
     /// before it is written: the ledger appends those owed with each.
     fn ledgered(&mut self, s: &Settlement) {
-        if let Some(i) = self.unledgered.iter().position(|u| u.run_id == s.run_id) {
+        let same = |u: &Settlement| u.run_id == s.run_id && u.started_at == s.started_at;
+        if let Some(i) = self.unledgered.iter().position(same) {
             let mut at = 0;
             self.unledgered.retain(|u| {
                 at += 1;
@@ -1693,6 +1764,7 @@ impl State {
                 self.counts.active += 1;
                 m.active.inc();
                 m.started.inc();
+                self.publish("run_started");
                 let key: Arc<str> = id.into();
                 self.runs.insert(
                     key.clone(),
@@ -1717,6 +1789,7 @@ impl State {
                     for e in &events {
                         run.apply_event(e, m);
                     }
+                    self.publish_events(&events);
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
@@ -1728,7 +1801,11 @@ impl State {
                 };
                 if let Some(whole) = self.finish(id, op, ts, end, m) {
                     if let Some(run) = self.runs.get(id) {
+                        let kind = run.status.end_event();
                         ended(v, run, whole);
+                        if let Some(k) = kind {
+                            self.publish(k);
+                        }
                     }
                 }
             }
@@ -2157,12 +2234,16 @@ mod tests {
         assert_eq!(metrics(&before.0, "early").as_deref(), Some(early));
         assert_eq!(metrics(&before.0, "late").as_deref(), Some(late));
         assert_eq!(metrics(&before.0, "batched"), None);
+        let published = runs.published();
+        let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(kinds.contains(&"gate_checked") && !kinds.contains(&"tokens"));
         drop(runs);
         // Twice: the second start reads the snapshot the first one's
         // journal tail did not change.
         for _ in 0..2 {
             let (runs, registry) = open_snapshotting(&dir, 4096);
             assert_eq!(everything(&runs, &registry), before);
+            assert_eq!(runs.published(), published);
         }
         // With snapshots off the same snapshot is read, and nothing is lost.
         let (runs, registry) = open_snapshotting(&dir, 0);
@@ -2226,5 +2307,119 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("agent_runs_started_total 40\n"), "{text}");
+    }
+
+    #[test]
+    fn a_reused_run_id_whose_ledger_copy_failed_is_charged_at_the_next_start() {
+        // Without snapshots the journal holds both ends at the restart;
+        // with one after every record, the snapshot may hold either.
+        for every in [0, 1] {
+            let dir =
+                std::env::temp_dir().join(format!("runs-reused-id-{every}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let open = |dir: &Path| {
+                let mut budget = crate::budget::BudgetConfig::new(dir);
+                budget.daily_limit = 1000.0;
+                let clock = Arc::new(crate::budget::SystemClock);
+                let budget = Arc::new(Budget::open(budget, clock).unwrap());
+                let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
+                let retention = Retention { runs: 1, bytes: 0 };
+                Runs::open(dir, metrics, budget, retention, every, quiet()).unwrap()
+            };
+            let runs = open(&dir);
+            let run = |runs: &Runs, id: &str, cost: f64| {
+                let new = NewRun {
+                    run_id: Some(id.into()),
+                    ..NewRun::default()
+                };
+                wait(|done| runs.start(new, done)).unwrap();
+                wait(|done| runs.finish(id, Finish::Complete, Some(cost), done)).unwrap()
+            };
+            run(&runs, "x", 0.125);
+            // Ending y makes retention forget x, so x can start again.
+            run(&runs, "y", 0.25);
+            assert!(runs.get("x").is_none());
+            crate::journal::faults::fail_writes(&dir.join("budget"), 0, 1);
+            let again = run(&runs, "x", 0.5);
+            assert!(again.ledger_error.is_some(), "the ledger copy failed");
+            assert_eq!(crate::journal::faults::armed(&dir.join("budget")), 0);
+            settled(&runs);
+            let live = runs.budget.status().today_spend;
+            assert_eq!(live, 0.875);
+            drop(runs);
+            let reopened = open(&dir);
+            assert_eq!(reopened.budget.status().today_spend, live, "every={every}");
+            drop(reopened);
+            // Written by the first reopen: the next one charges nothing more.
+            assert_eq!(open(&dir).budget.status().today_spend, live);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn an_unledgered_settlement_of_an_older_day_in_the_snapshot_is_charged_at_start() {
+        let dir = std::env::temp_dir().join(format!("runs-old-day-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The budget's clock three days back: the run is charged to that day.
+        let clock = Arc::new(crate::budget::ManualClock::new(
+            time::now_unix() - 3.0 * 86_400.0,
+        ));
+        let open = |dir: &Path| {
+            let mut config = crate::budget::BudgetConfig::new(dir);
+            config.daily_limit = 1000.0;
+            let budget = Arc::new(Budget::open(config, clock.clone()).unwrap());
+            let registry = crate::metrics::Registry::new();
+            budget.register_metrics(&registry).unwrap();
+            let metrics = RunMetrics::register(&registry).unwrap();
+            let runs = Runs::open(dir, metrics, budget, Retention::default(), 1, quiet()).unwrap();
+            (runs, registry)
+        };
+        let spend_total = |registry: &crate::metrics::Registry| {
+            let mut text = Vec::new();
+            registry.render(&mut text, crate::metrics::Format::Text);
+            let text = String::from_utf8(text).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("agent_budget_spend_total "));
+            line.unwrap().to_string()
+        };
+        let (runs, registry) = open(&dir);
+        let new = |id: &str| NewRun {
+            run_id: Some(id.into()),
+            ..NewRun::default()
+        };
+        wait(|done| runs.start(new("x"), done)).unwrap();
+        crate::journal::faults::fail_writes(&dir.join("budget"), 0, 1);
+        let ended = wait(|done| runs.finish("x", Finish::Complete, Some(0.5), done)).unwrap();
+        assert!(ended.ledger_error.is_some());
+        // Records until a snapshot covers the end: it carries the end's
+        // settlement as unledgered, and the end's segment goes.
+        let snapshot = dir.join("runs").join(snapshot::FILE);
+        let covers = |records: u64| {
+            let mut covered = 0;
+            let read = snapshot::read(&snapshot, |h| covered = h.records, |_| {}, |_| Ok(()));
+            read.unwrap_or(false) && covered >= records
+        };
+        for i in 0.. {
+            settled(&runs);
+            if covers(2) {
+                break;
+            }
+            assert!(i < 1000, "no snapshot covers the end");
+            wait(|done| runs.start(new(&format!("y{i}")), done)).unwrap();
+        }
+        let before = spend_total(&registry);
+        assert_eq!(before, "agent_budget_spend_total 0.5");
+        drop(runs);
+        let (runs, registry) = open(&dir);
+        assert_eq!(spend_total(&registry), before);
+        let day = time::day_of(crate::budget::Clock::now_unix(&*clock));
+        let ledger = dir
+            .join("budget")
+            .join(format!("{}.jsonl", time::date_string(day)));
+        let text = std::fs::read_to_string(ledger).unwrap();
+        assert!(text.contains(r#""run_id":"x""#), "{text}");
+        drop(runs);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -43,10 +43,14 @@ pub struct Header {
     /// [`crate::budget::Budget::learned`]); none in a snapshot written
     /// before runs taught the budget their costs.
     pub learned: Vec<AgentCosts>,
+    /// By type, the progress events the records it covers published (see
+    /// [`super::Runs::published`]); none in a snapshot written before it
+    /// counted them.
+    pub published: Vec<(String, u64)>,
 }
 
 fn settlement_to_json(s: &Settlement) -> Value {
-    json!({"run_id": s.run_id, "ts": s.ts, "spend": s.to_json()})
+    json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
 /// Writes the snapshot `header` and `runs` (the running ones first) at
@@ -65,6 +69,9 @@ pub fn write<I: Iterator<Item = Value>>(
         "counts": [c.active, c.completed, c.failed, c.cancelled],
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
         "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
+        "published": header.published.iter()
+            .map(|(kind, n)| (kind.clone(), Value::from(*n)))
+            .collect::<serde_json::Map<_, _>>(),
     }});
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
@@ -105,16 +112,26 @@ pub fn read(
 
 fn header_from_json(h: &Value) -> Option<Header> {
     let c = &h["counts"];
-    let unledgered = h["unledgered"]
-        .as_array()?
-        .iter()
-        .map(|s| Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"]));
+    let unledgered = h["unledgered"].as_array()?.iter().map(|s| {
+        let mut settlement =
+            Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"])?;
+        settlement.started_at = s["started_at"].as_f64();
+        Some(settlement)
+    });
     let learned = match &h["learned"] {
         Value::Null => Vec::new(),
         l => l
             .as_array()?
             .iter()
             .map(AgentCosts::from_json)
+            .collect::<Option<_>>()?,
+    };
+    let published = match &h["published"] {
+        Value::Null => Vec::new(),
+        p => p
+            .as_object()?
+            .iter()
+            .map(|(kind, n)| Some((kind.clone(), n.as_u64()?)))
             .collect::<Option<_>>()?,
     };
     Some(Header {
@@ -127,6 +144,7 @@ fn header_from_json(h: &Value) -> Option<Header> {
         },
         unledgered: unledgered.collect::<Option<_>>()?,
         learned,
+        published,
     })
 }
 
