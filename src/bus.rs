@@ -3,7 +3,7 @@
 //!
 //! Messages are journalled in segments (`DATA_DIR/messages/`, see
 //! [`crate::segments`]) and the newest of them are kept, in memory and on
-//! disk alike, by count and by bytes ([`Retention`]): older segments are
+//! disk alike, by count and by bytes ([`MessageRetention`]): older segments are
 //! deleted, so a start reads only what is kept, however long the history.
 //! `conductor_messagebus_appends_total` counts every append ever
 //! acknowledged, from the segment headers, not from what is kept.
@@ -44,28 +44,28 @@ pub const DEFAULT_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
 /// read after an id no longer kept starts at the oldest kept. 0 in a field
 /// means no bound of that kind; both 0 keeps every message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
+pub struct MessageRetention {
     /// Messages kept.
     pub messages: u64,
     /// Bytes of messages kept, counted as journalled.
     pub bytes: u64,
 }
 
-impl Default for Retention {
-    fn default() -> Retention {
-        Retention {
+impl Default for MessageRetention {
+    fn default() -> MessageRetention {
+        MessageRetention {
             messages: DEFAULT_RETAINED,
             bytes: DEFAULT_RETAINED_BYTES,
         }
     }
 }
 
-impl Retention {
+impl MessageRetention {
     /// The segmenting of the journal that keeps this much: eight segments'
     /// worth, so that at most an eighth more than kept stays on disk.
-    fn segments(self) -> segments::Retention {
+    fn segments(self) -> segments::SegmentRetention {
         let eighth = |n: u64, fallback: u64| if n == 0 { fallback } else { (n / 8).max(1) };
-        segments::Retention {
+        segments::SegmentRetention {
             records: self.messages,
             bytes: self.bytes,
             segment_records: eighth(self.messages, 16_384),
@@ -153,7 +153,7 @@ struct State {
     /// The journalled size of each of `messages`, and their sum.
     sizes: VecDeque<u64>,
     bytes: u64,
-    retention: Retention,
+    retention: MessageRetention,
     /// Settled sequence numbers, with their messages and sizes, waiting
     /// for an earlier one's callback; a failed append settles as `None` so
     /// it never blocks later ones.
@@ -183,7 +183,7 @@ impl Bus {
     /// after moving a `messages.jsonl` from before segments there) and
     /// reads what `retention` keeps. `appends` is
     /// `conductor_messagebus_appends_total`, counted per acknowledged append.
-    pub fn open(dir: &Path, appends: Counter, retention: Retention) -> Result<Bus, Error> {
+    pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
         let (segments, opened) =
             Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())

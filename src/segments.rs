@@ -11,13 +11,13 @@
 //! appended survives the deletion of old segments exactly.
 //!
 //! **Rotation.** After a write, once the current segment holds
-//! [`Retention::segment_records`] records or [`Retention::segment_bytes`]
+//! [`SegmentRetention::segment_records`] records or [`SegmentRetention::segment_bytes`]
 //! bytes, the next record goes to a new segment, whose header is written
 //! with it, in the same write and sync.
 //!
-//! **Retention.** After a rotation, the oldest segment is deleted while the
-//! newer ones still hold at least [`Retention::records`] records or
-//! [`Retention::bytes`] bytes: everything in it is older than what a store
+//! **SegmentRetention.** After a rotation, the oldest segment is deleted while the
+//! newer ones still hold at least [`SegmentRetention::records`] records or
+//! [`SegmentRetention::bytes`] bytes: everything in it is older than what a store
 //! keeps. A deletion lost to a crash is done again at the next rotation or
 //! start. A start reads segments from the newest back until the same
 //! amounts are covered, and deletes the rest.
@@ -30,9 +30,57 @@ use std::path::{Path, PathBuf};
 
 use crate::journal::{self, Journal};
 
+/// The journal growth after which a snapshotting store (runs, declared
+/// metrics) writes a snapshot, by default: 16 MiB.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// When a snapshotting store's next snapshot is due: once its journal has
+/// grown, since the last one was taken, by the configured size or by the
+/// size of the last snapshot, whichever is more, so that a start reads at
+/// most about twice a snapshot's size and snapshots write at most about as
+/// much again as the journal. One at a time.
+#[derive(Debug, Default)]
+pub struct SnapshotDue {
+    /// Journal bytes applied since the last snapshot was taken.
+    since: u64,
+    /// The size of the last snapshot written.
+    last: u64,
+    /// Whether a snapshot is being written.
+    busy: bool,
+}
+
+impl SnapshotDue {
+    /// Counts `bytes` of journal applied, and says whether a snapshot is
+    /// due now with snapshots every `every` bytes (0: never). When it is,
+    /// it counts as begun: the caller takes it, then calls [`SnapshotDue::done`].
+    pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
+        self.since += bytes;
+        if self.busy || every == 0 || self.since < every.max(self.last) {
+            return false;
+        }
+        self.busy = true;
+        self.since = 0;
+        true
+    }
+
+    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size,
+    /// or None when it failed (the next is then due as the journal grows).
+    pub fn done(&mut self, written: Option<u64>) {
+        self.busy = false;
+        if let Some(size) = written {
+            self.last = size;
+        }
+    }
+
+    /// Whether a snapshot is being written.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+}
+
 /// How much a segmented store keeps, and how big a segment grows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
+pub struct SegmentRetention {
     /// The newest records kept; 0 keeps every record (unless `bytes` says otherwise).
     pub records: u64,
     /// The newest bytes of records kept; 0 keeps every byte (unless `records` says otherwise).
@@ -43,7 +91,24 @@ pub struct Retention {
     pub segment_bytes: u64,
 }
 
-impl Retention {
+impl SegmentRetention {
+    /// The segments of a store that snapshots after every `snapshot_bytes`
+    /// of journal (0: never; segments then close at the default snapshot
+    /// size): a segment closes at that size, so that a snapshot can delete
+    /// the whole segments it covers, and nothing else is dropped.
+    pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
+        SegmentRetention {
+            records: 0,
+            bytes: 0,
+            segment_records: 0,
+            segment_bytes: if snapshot_bytes == 0 {
+                DEFAULT_SNAPSHOT_BYTES
+            } else {
+                snapshot_bytes
+            },
+        }
+    }
+
     /// Whether `records` records taking `bytes` bytes cover what is kept,
     /// so that anything older may go.
     fn covered(&self, records: u64, bytes: u64) -> bool {
@@ -62,7 +127,7 @@ struct Segment {
 /// A segmented journal, open for appending to its newest segment.
 pub struct Segments {
     dir: PathBuf,
-    retention: Retention,
+    retention: SegmentRetention,
     /// Every segment kept, oldest first; the last is `current`'s.
     kept: VecDeque<Segment>,
     current: Journal,
@@ -200,7 +265,7 @@ impl Segments {
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
-        retention: Retention,
+        retention: SegmentRetention,
     ) -> Result<(Segments, Opened), String> {
         let numbers = prepare(dir, legacy)?;
         // Newest first, until the retained amounts are covered.
@@ -305,7 +370,7 @@ impl Segments {
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
-        retention: Retention,
+        retention: SegmentRetention,
         from: u64,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Segments, String> {
@@ -406,7 +471,7 @@ impl Segments {
         let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
         let mut segments = Segments {
             dir: dir.to_path_buf(),
-            retention: Retention {
+            retention: SegmentRetention {
                 records: 0,
                 bytes: 0,
                 ..retention
@@ -606,8 +671,8 @@ mod tests {
         TempDir::new(&format!("segments-{name}"))
     }
 
-    fn retention(records: u64, segment_records: u64) -> Retention {
-        Retention {
+    fn retention(records: u64, segment_records: u64) -> SegmentRetention {
+        SegmentRetention {
             records,
             bytes: 0,
             segment_records,
@@ -639,6 +704,21 @@ mod tests {
         })
         .unwrap();
         (s, seen)
+    }
+
+    #[test]
+    fn a_snapshot_is_due_after_the_larger_of_the_size_and_the_last_snapshot_one_at_a_time() {
+        let mut due = SnapshotDue::default();
+        assert!(!due.grew(99, 100));
+        assert!(due.grew(1, 100), "100 bytes since none was taken");
+        assert!(!due.grew(150, 100), "one is being written");
+        due.done(Some(300));
+        assert!(!due.grew(149, 100), "the last one was 300 bytes, and 150 came meanwhile");
+        assert!(due.grew(1, 100));
+        due.done(None);
+        assert!(!due.grew(299, 100), "a failed one keeps the last size");
+        assert!(due.grew(1, 100));
+        assert!(!SnapshotDue::default().grew(u64::MAX, 0), "0: never");
     }
 
     #[test]
@@ -848,7 +928,7 @@ mod tests {
     #[test]
     fn a_retention_in_bytes_keeps_the_newest_bytes() {
         let dir = temp_dir("bytes");
-        let keep = Retention {
+        let keep = SegmentRetention {
             records: 0,
             bytes: 100,
             segment_records: 0,

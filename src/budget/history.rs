@@ -17,7 +17,7 @@ use crate::journal;
 
 use super::ledger;
 use super::money::dollars;
-use super::report::Status;
+use super::report::BudgetStatus;
 use super::Budget;
 
 /// Today's spend points, and the budget they belong to. Plain data; safe
@@ -25,7 +25,7 @@ use super::Budget;
 #[derive(Clone, Debug, PartialEq)]
 pub struct History {
     /// Today's budget, with its forecast.
-    pub status: Status,
+    pub status: BudgetStatus,
     /// `(unix seconds, cumulative dollars)` per spend line of today's
     /// ledger, in its order. A line's time is its `ts`; a line without a
     /// readable one takes the time of the line before it (midnight for

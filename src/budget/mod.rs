@@ -43,7 +43,7 @@ pub(crate) use money::dollars;
 pub use money::{SpendInput, MAX_AMOUNT};
 pub use pricing::{Price, Pricing, DEFAULT_PRICE};
 pub use record::valid_phase;
-pub use report::{Recorded, Refusal, Spent, Status};
+pub use report::{BudgetStatus, Recorded, Refusal, Spent};
 pub use settlement::{LedgerLines, Settlement};
 
 use state::{Settings, State};
@@ -162,7 +162,7 @@ impl Budget {
     }
 
     /// Today's budget.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> BudgetStatus {
         let (mut state, now) = self.lock();
         state.status(&self.settings, now)
     }

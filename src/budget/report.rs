@@ -8,7 +8,7 @@ use super::forecast::Forecast;
 /// The budget of the current UTC day, read under one lock. Plain data;
 /// safe to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Status {
+pub struct BudgetStatus {
     /// The current UTC day, `YYYY-MM-DD`.
     pub date: String,
     /// The daily limit in dollars.
@@ -39,7 +39,7 @@ pub struct Status {
     pub forecast: Forecast,
 }
 
-impl Status {
+impl BudgetStatus {
     /// The status as a JSON object: every field, `reset_at` and
     /// `reset_unix` both, and of the forecast `spend_rate_dollars_per_hour`
     /// and `exhausts_at` (RFC 3339, or null when the budget lasts to the
@@ -70,7 +70,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Refusal {
     /// The budget at the moment of refusal.
-    pub status: Status,
+    pub status: BudgetStatus,
     /// The estimate the refused run would have reserved, in dollars: what
     /// did not fit.
     pub run_estimate: f64,
@@ -145,7 +145,7 @@ pub struct Recorded {
     /// warning and posts a bus message for each.
     pub alerts: Vec<u8>,
     /// Today's budget after the spend.
-    pub status: Status,
+    pub status: BudgetStatus,
 }
 
 impl Recorded {
@@ -196,8 +196,8 @@ fn cents(dollars: f64) -> String {
 mod tests {
     use super::*;
 
-    fn status() -> Status {
-        Status {
+    fn status() -> BudgetStatus {
+        BudgetStatus {
             date: "2026-11-23".into(),
             daily_limit: 1.5,
             today_spend: 0.2,
@@ -309,7 +309,7 @@ mod tests {
     /// Checked when the tests compile: reports are send and sync.
     const _: () = {
         const fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Status>();
+        assert_send_sync::<BudgetStatus>();
         assert_send_sync::<Refusal>();
         assert_send_sync::<Recorded>();
     };

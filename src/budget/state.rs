@@ -18,7 +18,7 @@ use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
 use super::learn::Learned;
 use super::ledger::{self, OpKey, Tally};
 use super::money::dollars;
-use super::report::Status;
+use super::report::BudgetStatus;
 
 /// The fixed settings, in micro-dollars.
 pub(crate) struct Settings {
@@ -335,7 +335,7 @@ impl State {
 
     /// Today's status at `now`: spends whose append is in flight show as
     /// reserved, not spent, until they are durable.
-    pub fn status(&mut self, settings: &Settings, now: f64) -> Status {
+    pub fn status(&mut self, settings: &Settings, now: f64) -> BudgetStatus {
         let day_start = self.today as f64 * 86_400.0;
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
         let window_spend = self
@@ -354,7 +354,7 @@ impl State {
             .max(0);
         let reset_unix = day_start + 86_400.0;
         let estimate = self.estimate_in_force(settings, now);
-        Status {
+        BudgetStatus {
             date: time::date_string(self.today),
             daily_limit: dollars(settings.limit),
             today_spend: dollars(spent),

@@ -56,9 +56,9 @@ pub struct Config {
     /// The ceiling in bytes on the declared families; 0 is no bound.
     pub declared_ceiling: Ceiling,
     /// How many of the newest bus messages are kept.
-    pub message_retention: bus::Retention,
+    pub message_retention: bus::MessageRetention,
     /// How many finished runs stay in memory.
-    pub run_retention: runs::Retention,
+    pub run_retention: runs::RunRetention,
     /// The journal growth after which the run store writes a snapshot.
     pub snapshot_bytes: u64,
     /// How long a run may go without news; `None` never ends one.
@@ -85,8 +85,8 @@ impl Config {
             metrics_file: None,
             declared: Vec::new(),
             declared_ceiling: Ceiling::default(),
-            message_retention: bus::Retention::default(),
-            run_retention: runs::Retention::default(),
+            message_retention: bus::MessageRetention::default(),
+            run_retention: runs::RunRetention::default(),
             snapshot_bytes: runs::DEFAULT_SNAPSHOT_BYTES,
             run_timeout: Some(DEFAULT_RUN_TIMEOUT),
             otlp: None,

@@ -104,12 +104,7 @@ struct Order {
     waiting: BTreeMap<u64, Waiting>,
     /// Journal records applied, ever: the number of the next one.
     durable: u64,
-    /// Journal bytes applied since the last snapshot.
-    since: u64,
-    /// The size of the last snapshot written.
-    last: u64,
-    /// Whether a snapshot is being written.
-    busy: bool,
+    due: segments::SnapshotDue,
 }
 
 /// The declared families and their journal. Safe to share across threads.
@@ -248,16 +243,7 @@ impl Declared {
             })
             .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
             positional.allowed = header.is_none_or(|h| !h.named);
-            let sizes = segments::Retention {
-                records: 0,
-                bytes: 0,
-                segment_records: 0,
-                segment_bytes: if snapshot_bytes == 0 {
-                    crate::runs::DEFAULT_SNAPSHOT_BYTES
-                } else {
-                    snapshot_bytes
-                },
-            };
+            let sizes = segments::SegmentRetention::snapshotted(snapshot_bytes);
             let journal = Segments::open_from(
                 &store,
                 Some(&dir.join(JOURNAL)),
@@ -341,6 +327,7 @@ impl Declared {
             {
                 let mut o = lock(&order);
                 o.waiting.insert(seq, (result, Box::new(done), bytes));
+                let mut grown = 0;
                 loop {
                     let next = o.applied;
                     let Some((result, done, bytes)) = o.waiting.remove(&next) else {
@@ -353,11 +340,11 @@ impl Declared {
                     });
                     if result.is_ok() {
                         o.durable += 1;
-                        o.since += bytes;
+                        grown += bytes;
                     }
                     ready.push((result, done));
                 }
-                snapshots.take_if_due(&mut o, &families, &order);
+                snapshots.take_if_due(&mut o, grown, &families, &order);
             }
             // Answered outside the lock: an answer may write to a socket.
             for (result, done) in ready {
@@ -392,16 +379,21 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Takes a snapshot if one is due, under the lock that applies
-    /// batches, and has a thread of its own write it and delete the
+    /// Counts `grown` bytes of journal applied, and takes a snapshot if
+    /// one is due (see [`segments::SnapshotDue`]), under the lock that
+    /// applies batches; a thread of its own writes it and deletes the
     /// segments it covers.
-    fn take_if_due(&self, o: &mut Order, families: &Arc<Families>, order: &Arc<Mutex<Order>>) {
-        if o.busy || self.every == 0 || o.since < self.every.max(o.last) {
+    fn take_if_due(
+        &self,
+        o: &mut Order,
+        grown: u64,
+        families: &Arc<Families>,
+        order: &Arc<Mutex<Order>>,
+    ) {
+        if !o.due.grew(grown, self.every) {
             return;
         }
         let taken = snapshot::Taken::take(o.durable, families, &self.kept);
-        o.busy = true;
-        o.since = 0;
         let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
         let write = move || {
             let records = taken.records();
@@ -410,10 +402,9 @@ impl Snapshots {
                 .map_err(|e| format!("{}: {e}", dir.display()))
                 .and_then(|size| segments::drop_covered(&dir, records).map(|n| (size, n)));
             let mut o = lock(&order);
-            o.busy = false;
+            o.due.done(written.as_ref().ok().map(|&(size, _)| size));
             match written {
                 Ok((size, dropped)) => {
-                    o.last = size;
                     let fields = [
                         ("records", records.into()),
                         ("bytes", size.into()),
@@ -429,7 +420,7 @@ impl Snapshots {
             .spawn(write)
             .is_err()
         {
-            o.busy = false;
+            o.due.done(None);
         }
     }
 }
@@ -712,7 +703,7 @@ mod tests {
     /// Waits until no snapshot is being written.
     fn settled(d: &Declared) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while lock(&d.order).busy {
+        while lock(&d.order).due.busy() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a snapshot never ended"

@@ -298,9 +298,9 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// The default of [`Retention::runs`].
+/// The default of [`RunRetention::runs`].
 pub const DEFAULT_RETAINED_RUNS: u64 = 100_000;
-/// The default of [`Retention::bytes`]: 64 MiB.
+/// The default of [`RunRetention::bytes`]: 64 MiB.
 pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many finished runs stay in memory for lookups, the newest, by
@@ -308,16 +308,16 @@ pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 64 * 1024 * 1024;
 /// 0 means no bound of that kind. Older ones remain in the journal and in
 /// the counts. Plain data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retention {
+pub struct RunRetention {
     /// Finished runs kept.
     pub runs: u64,
     /// Bytes of finished runs kept.
     pub bytes: u64,
 }
 
-impl Default for Retention {
-    fn default() -> Retention {
-        Retention {
+impl Default for RunRetention {
+    fn default() -> RunRetention {
+        RunRetention {
             runs: DEFAULT_RETAINED_RUNS,
             bytes: DEFAULT_RETAINED_RUN_BYTES,
         }
@@ -415,15 +415,10 @@ pub struct Runs {
     snapshots: Arc<Snapshots>,
 }
 
-/// The default of [`Runs::open`]'s `snapshot_bytes`: 16 MiB.
-pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
+pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// When the run store writes its snapshot, and where.
-///
-/// A snapshot is taken once the journal has grown, since the last one, by
-/// `every` bytes or by the size of the last snapshot, whichever is more:
-/// so a start reads at most about twice a snapshot's size, and snapshots
-/// write at most about as much again as the journal.
+/// When the run store writes its snapshot (see [`segments::SnapshotDue`]),
+/// and where.
 struct Snapshots {
     dir: PathBuf,
     every: u64,
@@ -435,17 +430,12 @@ struct Snapshots {
 struct SnapshotProgress {
     /// Journal records applied, ever: the number of the next record.
     applied: u64,
-    /// Journal bytes applied since the last snapshot was taken.
-    since: u64,
-    /// The size of the last snapshot written.
-    last: u64,
-    /// Whether a snapshot is being written.
-    busy: bool,
+    due: segments::SnapshotDue,
 }
 
 #[derive(Default)]
 struct State {
-    retention: Retention,
+    retention: RunRetention,
     /// Finished runs held, oldest first, with their approximate bytes.
     finished: std::collections::VecDeque<(String, u64)>,
     /// The sum of those bytes.
@@ -645,7 +635,7 @@ impl Runs {
         dir: &Path,
         metrics: RunMetrics,
         budget: Arc<Budget>,
-        retention: Retention,
+        retention: RunRetention,
         snapshot_bytes: u64,
         log: Logger,
     ) -> Result<Runs, Error> {
@@ -684,16 +674,7 @@ impl Runs {
             settlements.append(&mut covered.unledgered);
             state.trim();
         }
-        let sizes = segments::Retention {
-            records: 0,
-            bytes: 0,
-            segment_records: 0,
-            segment_bytes: if snapshot_bytes == 0 {
-                DEFAULT_SNAPSHOT_BYTES
-            } else {
-                snapshot_bytes
-            },
-        };
+        let sizes = segments::SegmentRetention::snapshotted(snapshot_bytes);
         // Read a record at a time: a start holds the runs, not their history.
         let journal = Segments::open_from(
             &store,
@@ -1530,8 +1511,7 @@ impl Snapshots {
     ) {
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         p.applied += 1;
-        p.since += bytes;
-        if p.busy || self.every == 0 || p.since < self.every.max(p.last) {
+        if !p.due.grew(bytes, self.every) {
             return;
         }
         let taken = std::time::Instant::now();
@@ -1551,8 +1531,6 @@ impl Snapshots {
         let running = state.runs.values().filter(|r| r.status == Status::Running);
         let runs: Vec<Arc<Run>> = running.chain(finished).cloned().collect();
         drop(state);
-        p.busy = true;
-        p.since = 0;
         drop(p);
         let (me, metrics) = (self.clone(), metrics.clone());
         let paused = taken.elapsed();
@@ -1560,7 +1538,11 @@ impl Snapshots {
             .name("runs-snapshot".into())
             .spawn(move || me.write(&header, runs, || values.into_series(&metrics), paused));
         if spawned.is_err() {
-            self.progress.lock().unwrap_or_else(|e| e.into_inner()).busy = false;
+            self.progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .due
+                .done(None);
         }
     }
 
@@ -1584,10 +1566,9 @@ impl Snapshots {
                 segments::drop_covered(&self.dir, header.records).map(|dropped| (size, dropped))
             });
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.busy = false;
+        p.due.done(written.as_ref().ok().map(|&(size, _)| size));
         match written {
             Ok((size, dropped)) => {
-                p.last = size;
                 self.log.info(
                     "run snapshot written",
                     &[
@@ -1673,7 +1654,7 @@ impl State {
 
     /// Forgets the oldest finished runs past the retention.
     fn trim(&mut self) {
-        let Retention { runs, bytes: most } = self.retention;
+        let RunRetention { runs, bytes: most } = self.retention;
         while self.finished.len() > 1
             && ((runs > 0 && self.finished.len() as u64 > runs)
                 || (most > 0 && self.finished_bytes > most))
@@ -1904,7 +1885,7 @@ mod tests {
             dir,
             metrics,
             budget,
-            Retention::default(),
+            RunRetention::default(),
             DEFAULT_SNAPSHOT_BYTES,
             quiet(),
         )
@@ -2029,7 +2010,7 @@ mod tests {
         let budget = crate::budget::BudgetConfig::new(&dir);
         let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
         let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
-        let retention = Retention {
+        let retention = RunRetention {
             runs: 0,
             bytes: Run::clone(&kept).approx_bytes() * 3 + 100,
         };
@@ -2089,7 +2070,15 @@ mod tests {
         let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
         let registry = crate::metrics::Registry::new();
         let metrics = RunMetrics::register(&registry).unwrap();
-        let runs = Runs::open(dir, metrics, budget, Retention::default(), every, quiet()).unwrap();
+        let runs = Runs::open(
+            dir,
+            metrics,
+            budget,
+            RunRetention::default(),
+            every,
+            quiet(),
+        )
+        .unwrap();
         (runs, registry)
     }
 
@@ -2121,7 +2110,7 @@ mod tests {
     /// Waits until no snapshot is being written.
     fn settled(runs: &Runs) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while runs.snapshots.progress.lock().unwrap().busy {
+        while runs.snapshots.progress.lock().unwrap().due.busy() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a snapshot never ended"
@@ -2259,7 +2248,14 @@ mod tests {
         let budget = crate::budget::BudgetConfig::new(&dir);
         let budget = Arc::new(Budget::open(budget, Arc::new(crate::budget::SystemClock)).unwrap());
         let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
-        let refused = Runs::open(&dir, metrics, budget, Retention::default(), 4096, quiet());
+        let refused = Runs::open(
+            &dir,
+            metrics,
+            budget,
+            RunRetention::default(),
+            4096,
+            quiet(),
+        );
         let Err(Error::Storage(why)) = refused else {
             panic!("a damaged snapshot was read");
         };
@@ -2279,7 +2275,7 @@ mod tests {
             let budget = Arc::new(Budget::open(budget, clock).unwrap());
             let registry = crate::metrics::Registry::new();
             let metrics = RunMetrics::register(&registry).unwrap();
-            let retention = Retention { runs: 3, bytes: 0 };
+            let retention = RunRetention { runs: 3, bytes: 0 };
             let runs = Runs::open(dir, metrics, budget, retention, 1024, quiet()).unwrap();
             (runs, registry)
         };
@@ -2323,7 +2319,7 @@ mod tests {
                 let clock = Arc::new(crate::budget::SystemClock);
                 let budget = Arc::new(Budget::open(budget, clock).unwrap());
                 let metrics = RunMetrics::register(&crate::metrics::Registry::new()).unwrap();
-                let retention = Retention { runs: 1, bytes: 0 };
+                let retention = RunRetention { runs: 1, bytes: 0 };
                 Runs::open(dir, metrics, budget, retention, every, quiet()).unwrap()
             };
             let runs = open(&dir);
@@ -2371,7 +2367,8 @@ mod tests {
             let registry = crate::metrics::Registry::new();
             budget.register_metrics(&registry).unwrap();
             let metrics = RunMetrics::register(&registry).unwrap();
-            let runs = Runs::open(dir, metrics, budget, Retention::default(), 1, quiet()).unwrap();
+            let runs =
+                Runs::open(dir, metrics, budget, RunRetention::default(), 1, quiet()).unwrap();
             (runs, registry)
         };
         let spend_total = |registry: &crate::metrics::Registry| {
