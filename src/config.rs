@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::demo::{self, Options as DemoOptions};
 use crate::otlp::OtlpConfig;
-use crate::usage;
 
 mod settings;
+pub mod usage;
 
 pub use settings::{
     settings_of, Config, Setting, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_RUN_TIMEOUT, SETTINGS,

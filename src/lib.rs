@@ -33,7 +33,6 @@ pub mod sys;
 #[cfg(test)]
 mod testing;
 pub mod time;
-pub mod usage;
 pub mod ws;
 
 /// The examples in `docs/metrics-library.md`, compiled and run as doctests.

@@ -713,7 +713,10 @@ mod tests {
         assert!(due.grew(1, 100), "100 bytes since none was taken");
         assert!(!due.grew(150, 100), "one is being written");
         due.done(Some(300));
-        assert!(!due.grew(149, 100), "the last one was 300 bytes, and 150 came meanwhile");
+        assert!(
+            !due.grew(149, 100),
+            "the last one was 300 bytes, and 150 came meanwhile"
+        );
         assert!(due.grew(1, 100));
         due.done(None);
         assert!(!due.grew(299, 100), "a failed one keeps the last size");

@@ -17,7 +17,6 @@ mod ffi {
     extern "C" {
         #[cfg(target_pointer_width = "64")]
         pub fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
-        pub fn send(fd: c_int, buf: *const std::ffi::c_void, len: usize, flags: c_int) -> isize;
         pub fn setsockopt(
             fd: c_int,
             level: c_int,
@@ -61,11 +60,6 @@ mod ffi {
     pub const SOL_SOCKET: c_int = 1;
     /// See [`SOL_SOCKET`].
     pub const SO_SNDBUF: c_int = 7;
-
-    /// `MSG_DONTWAIT`: this one call does not block.
-    pub const MSG_DONTWAIT: c_int = 0x40;
-    /// `MSG_NOSIGNAL`: a closed peer gives `EPIPE`, never `SIGPIPE`.
-    pub const MSG_NOSIGNAL: c_int = 0x4000;
 
     #[cfg(target_env = "gnu")]
     extern "C" {
@@ -226,26 +220,6 @@ pub fn page_size() -> f64 {
     *PAGE.get_or_init(|| auxv(AT_PAGESZ).map_or(4096.0, |v| v as f64))
 }
 
-/// Sends what of `bytes` the socket takes at once, without blocking and
-/// without touching the socket's blocking mode, which other handles to the
-/// same socket share: `WouldBlock` when it takes nothing.
-#[cfg(target_os = "linux")]
-pub fn send_nonblocking(stream: &std::net::TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
-    // and the kernel reads at most `bytes.len()` bytes from `bytes`, which
-    // outlives the call.
-    let sent = unsafe {
-        ffi::send(
-            stream.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            ffi::MSG_DONTWAIT | ffi::MSG_NOSIGNAL,
-        )
-    };
-    usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
-}
-
 /// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
 /// doubles the value for its bookkeeping), so that a client that stops
 /// reading holds little memory and is found out soon. On architectures
@@ -285,12 +259,6 @@ pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::R
 #[cfg(not(target_os = "linux"))]
 pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io::Result<()> {
     Ok(())
-}
-
-/// Elsewhere every send may block, so none is tried.
-#[cfg(not(target_os = "linux"))]
-pub fn send_nonblocking(_stream: &std::net::TcpStream, _bytes: &[u8]) -> std::io::Result<usize> {
-    Err(std::io::ErrorKind::WouldBlock.into())
 }
 
 /// Caps glibc's malloc arenas. glibc gives busy threads arenas of their

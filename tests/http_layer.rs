@@ -158,16 +158,11 @@ impl Echo {
         self.release.lock().unwrap().send(()).unwrap();
     }
 
-    /// Waits for a parked answer and sends it from this thread. With
-    /// `detached`, waits until the connection thread has left it to its
-    /// sender and gone back to reading, so the late path is always taken.
-    fn send_parked(&self, detached: bool) {
+    /// Waits for a parked answer and sends it from this thread, while the
+    /// connection thread waits for it.
+    fn send_parked(&self) {
         wait_until("a parked answer", || {
-            self.parked
-                .lock()
-                .unwrap()
-                .last()
-                .is_some_and(|(answer, _)| !detached || answer.is_detached())
+            self.parked.lock().unwrap().last().is_some()
         });
         let (answer, response) = self.parked.lock().unwrap().pop().unwrap();
         answer.send(response);
@@ -637,18 +632,18 @@ fn answers_sent_later_from_another_thread_keep_their_order() {
         client.send(
             format!("POST /later-{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx").as_bytes(),
         );
-        echo.send_parked(true);
+        echo.send_parked();
         assert_eq!(client.reply().text(), format!("POST /later-{i} 1"));
     }
     // Pipelined: the second request waits for the first answer to be written.
     client.send(b"POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\nGET /now HTTP/1.1\r\nHost: t\r\nX-A: b\r\n\r\n");
-    echo.send_parked(true);
+    echo.send_parked();
     assert_eq!(client.reply().text(), "POST /later 0");
     assert_eq!(client.reply().text(), "GET /now 0 X-A=b");
     // Connection: close is answered, then the connection ends.
     client
         .send(b"POST /later HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    echo.send_parked(false);
+    echo.send_parked();
     let reply = client.reply();
     assert_eq!(reply.header("Connection"), Some("close"));
     assert!(client.is_closed());

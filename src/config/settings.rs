@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn every_row_is_in_the_help_and_taken_by_its_flag_and_its_variable() {
-        let help = crate::usage::command_help("serve").unwrap();
+        let help = crate::config::usage::command_help("serve").unwrap();
         let key = KeyFile::new("rows");
         let key = key.0.to_str().unwrap();
         for row in SETTINGS {

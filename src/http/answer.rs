@@ -1,30 +1,23 @@
 //! Answers: the request a handler gets, the duty to answer it, and the
 //! encoding of the answer.
 //!
-//! An answer ready before the handler returns is written by the connection
-//! thread. One that comes later, from the thread that made a write durable,
-//! is written by that thread straight to the socket while the connection
-//! thread already waits for the client's next request: waking it only to
-//! write a hundred bytes cost more than the write. A stream takes the
-//! connection over instead: its head is written and the connection thread
-//! runs it on the client's socket until it ends. A streamed answer is
-//! written by the connection thread too, as its producer makes it (see
-//! [`super::body`]).
+//! Every answer is written by its connection's own thread, and no other
+//! thread writes to a socket. One ready before the handler returns is
+//! written at once; one that comes later, from the thread that made a write
+//! durable, is waited for: the connection thread sleeps on the answer's
+//! slot until it is sent (or dropped unsent, which closes the connection).
+//! A stream takes the connection over instead: its head is written and the
+//! connection thread runs it on the client's socket until it ends. A
+//! streamed answer is written by the connection thread too, as its
+//! producer makes it (see [`super::body`]).
 
-use std::cell::Cell;
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
 
 use super::body::BodyWriter;
 use super::conns::Activity;
-use super::socket::write_pieces;
 pub use super::wire::Reply;
 pub(super) use super::wire::{encode, head, reason, status_label, Delivery, Framing};
-
-/// The stack of a thread that finishes writing a late answer to a slow reader.
-const WRITER_STACK: usize = 64 * 1024;
 
 /// A request as a handler gets it: its head checked, and its body read
 /// whole and within the limit (or, before [`super::Handler::admits`], not
@@ -74,8 +67,6 @@ pub(crate) struct Slot {
     /// Marked idle, and given its place in the idle order, when the answer
     /// is sent.
     activity: Arc<Activity>,
-    /// Writing a late answer failed because the client took too long.
-    timed_out: AtomicBool,
 }
 
 enum State {
@@ -89,14 +80,7 @@ enum State {
     /// Answered 200 with these headers and a body the connection thread
     /// writes as the producer makes it.
     Body(Vec<(&'static str, String)>, Producer),
-    /// Not answered yet, and the connection thread has gone back to reading:
-    /// the sender writes the answer to this handle of the socket.
-    Detached(TcpStream),
-    /// The sender is writing the answer.
-    Writing,
-    /// The sender wrote the answer.
-    Written,
-    /// No answer, or writing it failed: the connection must close.
+    /// No answer: the connection must close.
     Failed,
 }
 
@@ -108,8 +92,6 @@ pub(super) enum Handoff {
     Stream(Vec<u8>, Takeover),
     /// The headers of a 200 whose body the producer makes now.
     Body(Vec<(&'static str, String)>, Producer),
-    /// The answer's sender writes it; wait for that before the next request.
-    Later(Arc<Slot>),
     /// No answer: close the connection.
     Failed,
 }
@@ -122,7 +104,6 @@ impl Answer {
             changed: Condvar::new(),
             delivery,
             activity,
-            timed_out: AtomicBool::new(false),
         });
         let answer = Answer {
             slot: Some(slot.clone()),
@@ -138,17 +119,8 @@ impl Answer {
         let d = slot.delivery;
         let bytes = encode(&response, d.head_only, d.close, d.keep_alive_10);
         slot.activity.answered();
-        let mut state = slot.lock();
-        match std::mem::replace(&mut *state, State::Writing) {
-            State::Detached(stream) => {
-                drop(state);
-                write_late(slot, stream, bytes);
-            }
-            _ => {
-                *state = State::Ready(bytes);
-                slot.changed.notify_all();
-            }
-        }
+        *slot.lock() = State::Ready(bytes);
+        slot.changed.notify_all();
     }
 }
 
@@ -169,12 +141,8 @@ impl Answer {
         head(&mut bytes, status, headers, Framing::None, false, false);
         let head = bytes;
         let mut state = slot.lock();
-        match std::mem::replace(&mut *state, State::Failed) {
-            State::Waiting => *state = State::Stream(head, run),
-            State::Detached(stream) => {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            _ => {}
+        if let State::Waiting = *state {
+            *state = State::Stream(head, run);
         }
         slot.changed.notify_all();
     }
@@ -196,25 +164,10 @@ impl Answer {
         };
         slot.activity.answered();
         let mut state = slot.lock();
-        match std::mem::replace(&mut *state, State::Failed) {
-            State::Waiting => *state = State::Body(headers, write),
-            State::Detached(stream) => {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            _ => {}
+        if let State::Waiting = *state {
+            *state = State::Body(headers, write);
         }
         slot.changed.notify_all();
-    }
-}
-
-impl Answer {
-    /// Whether the connection has gone on to read the client's next
-    /// request, leaving this answer to be written by whichever thread sends
-    /// it (not yet sent, and not before the handler returned).
-    pub fn is_detached(&self) -> bool {
-        self.slot
-            .as_ref()
-            .is_some_and(|slot| matches!(*slot.lock(), State::Detached(_)))
     }
 }
 
@@ -223,49 +176,9 @@ impl Drop for Answer {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        // The connection thread is reading if detached; closing ends that.
-        if let State::Detached(stream) = std::mem::replace(&mut *slot.lock(), State::Failed) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        // Unsent: the connection thread, waiting for it, closes.
+        *slot.lock() = State::Failed;
         slot.changed.notify_all();
-    }
-}
-
-/// Writes a late answer: what the socket takes at once here, and the rest,
-/// if the client is slow to read, from a thread of its own, so that the
-/// thread that made a write durable never waits for a client.
-fn write_late(slot: Arc<Slot>, stream: TcpStream, bytes: Vec<u8>) {
-    let within = slot.delivery.write_timeout;
-    let sent = match crate::sys::send_nonblocking(&stream, &bytes) {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(_) => return slot.finish(false, &stream),
-    };
-    if sent == bytes.len() {
-        return slot.finish(true, &stream);
-    }
-    let (spare, waiter) = (stream.try_clone(), slot.clone());
-    let spawned = thread::Builder::new()
-        .name("http-answer".into())
-        .stack_size(WRITER_STACK)
-        .spawn(move || {
-            // The connection thread left the write timeout set on the socket.
-            let written = write_pieces(&stream, &bytes[sent..], within, &Cell::new(within));
-            if written
-                .as_ref()
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
-            {
-                // Relaxed: the connection thread reads it after the
-                // slot's mutex, taken in `finish`, orders it.
-                slot.timed_out.store(true, Ordering::Relaxed);
-            }
-            slot.finish(written.is_ok(), &stream);
-        });
-    if spawned.is_err() {
-        match spare {
-            Ok(stream) => waiter.finish(false, &stream),
-            Err(_) => waiter.finish_failed(),
-        }
     }
 }
 
@@ -276,26 +189,10 @@ impl Slot {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records how writing a late answer went; a failure closes the socket.
-    fn finish(&self, written: bool, stream: &TcpStream) {
-        if !written {
-            let _ = stream.shutdown(Shutdown::Both);
-            return self.finish_failed();
-        }
-        *self.lock() = State::Written;
-        self.changed.notify_all();
-    }
-
-    fn finish_failed(&self) {
-        *self.lock() = State::Failed;
-        self.changed.notify_all();
-    }
-
-    /// What the connection thread does once the handler has returned: write
-    /// the answer if it is ready, or else hand a handle of `stream` to its
-    /// sender. An answer that closes the connection is waited for, since
-    /// the connection thread lingers after it.
-    pub(super) fn handoff(self: &Arc<Self>, stream: &TcpStream) -> Handoff {
+    /// What the connection thread does once the handler has returned:
+    /// wait until the answer is sent, then write it, run its stream or make
+    /// its body.
+    pub(super) fn handoff(&self) -> Handoff {
         let mut state = self.lock();
         loop {
             match std::mem::replace(&mut *state, State::Failed) {
@@ -303,16 +200,10 @@ impl Slot {
                 State::Stream(head, run) => return Handoff::Stream(head, run),
                 State::Body(headers, write) => return Handoff::Body(headers, write),
                 State::Waiting => {
-                    if !self.delivery.close {
-                        if let Ok(handle) = stream.try_clone() {
-                            *state = State::Detached(handle);
-                            return Handoff::Later(self.clone());
-                        }
-                    }
                     *state = State::Waiting;
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                _ => return Handoff::Failed,
+                State::Failed => return Handoff::Failed,
             }
         }
     }
@@ -320,25 +211,6 @@ impl Slot {
     /// How the answer goes to its client.
     pub(super) fn delivery(&self) -> Delivery {
         self.delivery
-    }
-
-    /// Whether writing a late answer failed because the client took longer
-    /// than the write timeout; known once [`Slot::wait_written`] returned.
-    pub(super) fn timed_out(&self) -> bool {
-        self.timed_out.load(Ordering::Relaxed)
-    }
-
-    /// Waits until a late answer is written: true if it was, false if the
-    /// connection must close.
-    pub(super) fn wait_written(&self) -> bool {
-        let mut state = self.lock();
-        loop {
-            match &*state {
-                State::Written => return true,
-                State::Failed => return false,
-                _ => state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
-            }
-        }
     }
 }
 
@@ -373,19 +245,6 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::{encode, Answer, Handoff, Reply};
-    use std::io::Read;
-    use std::net::{TcpListener, TcpStream};
-
-    /// A connected pair: the server's side and the client's.
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        (server, client)
-    }
 
     fn body(n: usize) -> Reply {
         Reply {
@@ -397,50 +256,26 @@ mod tests {
 
     #[test]
     fn an_answer_sent_before_the_handler_returns_is_written_by_the_connection() {
-        let (server, _client) = pair();
         let (answer, slot) = Answer::for_test();
         answer.send(body(2));
-        let Handoff::Ready(bytes) = slot.handoff(&server) else {
+        let Handoff::Ready(bytes) = slot.handoff() else {
             panic!("not ready");
         };
         assert!(bytes.ends_with(b"Content-Length: 2\r\n\r\nxx"));
     }
 
     #[test]
-    fn a_late_answer_is_written_by_its_sender_even_to_a_slow_reader() {
-        let (server, mut client) = pair();
-        for size in [10, 8 << 20] {
-            let (answer, slot) = Answer::for_test();
-            let Handoff::Later(slot) = slot.handoff(&server) else {
-                panic!("not detached");
-            };
-            // Far more than the socket buffers hold: the rest goes from a
-            // thread of its own while this one reads.
-            answer.send(body(size));
-            let head = format!("HTTP/1.1 201 Created\r\nContent-Length: {size}\r\n\r\n");
-            let mut got = Vec::new();
-            let mut buf = vec![0; 64 * 1024];
-            while got.len() < head.len() + size {
-                let n = client.read(&mut buf).unwrap();
-                assert!(n > 0, "closed after {} bytes", got.len());
-                got.extend_from_slice(&buf[..n]);
-            }
-            assert_eq!(got.len(), head.len() + size);
-            assert!(got.starts_with(head.as_bytes()));
-            assert!(slot.wait_written());
-        }
-    }
-
-    #[test]
-    fn a_late_answer_dropped_unsent_closes_the_connection() {
-        let (server, mut client) = pair();
+    fn a_late_answer_is_waited_for_and_one_dropped_unsent_fails() {
         let (answer, slot) = Answer::for_test();
-        let Handoff::Later(slot) = slot.handoff(&server) else {
-            panic!("not detached");
+        let sender = std::thread::spawn(move || answer.send(body(3)));
+        let Handoff::Ready(bytes) = slot.handoff() else {
+            panic!("not ready");
         };
-        drop(answer);
-        assert!(!slot.wait_written());
-        assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
+        assert!(bytes.ends_with(b"Content-Length: 3\r\n\r\nxxx"));
+        sender.join().unwrap();
+        let (answer, slot) = Answer::for_test();
+        std::thread::spawn(move || drop(answer));
+        assert!(matches!(slot.handoff(), Handoff::Failed));
     }
 
     fn response(status: u16, body: &str) -> Reply {

@@ -37,9 +37,6 @@ enum AfterRequest {
     Linger,
     /// A stream took the connection over: run it, then close.
     Stream(Takeover),
-    /// The answer is written by its sender: wait for the next request, and
-    /// for the answer to be written before serving it.
-    Later(Arc<Slot>),
 }
 
 /// Serves requests on `stream` until the client leaves, a limit is hit, or
@@ -50,32 +47,19 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
     let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
         return;
     };
-    let mut pending: Option<Arc<Slot>> = None;
     // A new connection starts idle, since its admission.
     loop {
         client.release_buffer();
         client.set_deadline(limits.idle_timeout);
         match client.wait_for_data() {
             Ok(true) => {}
-            Ok(false) => {
-                written(pending, shared);
-                return;
-            }
+            Ok(false) => return,
             Err(err) => {
                 if timed_out(&err) {
                     shared.hooks.connection_rejected("idle_timeout");
                 }
-                written(pending, shared);
                 return;
             }
-        }
-        // Answers go out in order: the last one first, if its sender is
-        // still writing it. Its sender marked the connection idle.
-        if pending
-            .take()
-            .is_some_and(|slot| !written(Some(slot), shared))
-        {
-            return;
         }
         if !activity.mark_busy() {
             return;
@@ -83,7 +67,6 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
         match serve_request(&mut client, shared, activity) {
             // The answer marked the connection idle when it was ready.
             AfterRequest::Read => {}
-            AfterRequest::Later(slot) => pending = Some(slot),
             AfterRequest::Close => return,
             AfterRequest::Linger => return linger(client.stream()),
             AfterRequest::Stream(run) => {
@@ -97,21 +80,6 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
             }
         }
     }
-}
-
-/// Waits for the last answer's sender to finish writing it, so that the
-/// connection counts as live until its last answer is out: a stopping
-/// server waits for that. False if it failed, counted when the client took
-/// too long.
-fn written(pending: Option<Arc<Slot>>, shared: &Shared) -> bool {
-    let Some(slot) = pending else {
-        return true;
-    };
-    let ok = slot.wait_written();
-    if !ok && slot.timed_out() {
-        shared.hooks.connection_rejected("write_timeout");
-    }
-    ok
 }
 
 fn serve_request(
@@ -218,7 +186,7 @@ fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
 /// producer makes it.
 fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
     let close = slot.delivery().close;
-    match slot.handoff(client.stream()) {
+    match slot.handoff() {
         Handoff::Ready(bytes) => match send(client, shared, &bytes) {
             Ok(()) if close => AfterRequest::Linger,
             Ok(()) => AfterRequest::Read,
@@ -237,7 +205,6 @@ fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> Af
                 Err(_) => AfterRequest::Close,
             }
         }
-        Handoff::Later(slot) => AfterRequest::Later(slot),
         Handoff::Failed => AfterRequest::Close,
     }
 }

@@ -452,7 +452,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let Handoff::Body(headers, write) = slot.handoff(&ours) else {
+        let Handoff::Body(headers, write) = slot.handoff() else {
             panic!("not a streamed answer");
         };
         let client = ClientStream::new(ours, std::time::Duration::from_secs(10)).unwrap();
