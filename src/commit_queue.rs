@@ -2,10 +2,10 @@
 //! callback and return at once; the thread appends everything queued in
 //! one write and one fdatasync, then runs each callback.
 //!
-//! This is group commit without blocking the caller: a connection thread
-//! hands over its request and goes back to reading, and the answer goes out
-//! from here once the record is durable. Concurrent writers share one sync
-//! however many there are. The callbacks
+//! This is group commit: concurrent writers share one sync however many
+//! there are. A connection thread that queued a record waits on its
+//! request's answer, which a callback sends once the record is durable,
+//! and writes it itself (see `http::answer`). The callbacks
 //! of a large batch are spread over a few ack threads while the committer
 //! syncs the next batch; a small batch is answered by the committer itself,
 //! since waking a thread costs more than answering a few requests, and the

@@ -15,7 +15,7 @@
 //! bytes, the next record goes to a new segment, whose header is written
 //! with it, in the same write and sync.
 //!
-//! **SegmentRetention.** After a rotation, the oldest segment is deleted while the
+//! **Retention.** After a rotation, the oldest segment is deleted while the
 //! newer ones still hold at least [`SegmentRetention::records`] records or
 //! [`SegmentRetention::bytes`] bytes: everything in it is older than what a store
 //! keeps. A deletion lost to a crash is done again at the next rotation or
