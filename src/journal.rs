@@ -573,6 +573,7 @@ impl Journal {
         }
     }
 
+    #[cfg(test)]
     /// Appends one record and returns once it is durable.
     ///
     /// A record that is not a one-line JSON object with at least one member is rejected with
@@ -702,6 +703,7 @@ impl Journal {
         &self.path
     }
 
+    #[cfg(test)]
     /// Number of `fdatasync` calls appends made so far; under concurrency it stays far below
     /// [`Journal::appended`], which shows group commit working.
     pub fn syncs(&self) -> u64 {
@@ -715,6 +717,7 @@ impl Journal {
         self.lock_state().durable_len
     }
 
+    #[cfg(test)]
     /// Number of records durably appended since open.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
@@ -788,21 +791,19 @@ impl Error {
         Error::new(path, Kind::Closed, None, None)
     }
 
-    /// The journal file the operation was on.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
+    #[cfg(test)]
     /// The byte offset in the file where the failed operation started, where known.
     pub fn offset(&self) -> Option<u64> {
         self.offset
     }
 
+    #[cfg(test)]
     /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
     pub fn is_invalid_record(&self) -> bool {
         matches!(self.kind, Kind::InvalidRecord(_))
     }
 
+    #[cfg(test)]
     /// Whether the file holds a damaged line, so the journal was not opened.
     pub fn is_damaged(&self) -> bool {
         matches!(self.kind, Kind::Damaged { .. })

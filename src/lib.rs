@@ -3,14 +3,14 @@
 #![deny(missing_docs)]
 
 pub mod app;
-pub mod batch;
+mod batch;
 pub mod budget;
-pub mod bus;
+mod bus;
 pub mod cli;
 pub mod client;
-pub mod commit_queue;
+mod commit_queue;
 pub mod config;
-pub mod crc32c;
+mod crc32c;
 pub mod declared;
 pub mod demo;
 pub mod error;
@@ -18,15 +18,15 @@ pub mod events;
 #[cfg(test)]
 mod failed_writes;
 pub mod http;
-pub mod journal;
+mod journal;
 mod json_text;
 pub mod lock;
 pub mod log;
 pub mod metrics;
-pub mod otlp;
-pub mod repair;
-pub mod runs;
-pub mod segments;
+mod otlp;
+mod repair;
+mod runs;
+mod segments;
 #[cfg(test)]
 mod streamed;
 pub mod sys;

@@ -72,6 +72,7 @@ impl SnapshotDue {
         }
     }
 
+    #[cfg(test)]
     /// Whether a snapshot is being written.
     pub fn busy(&self) -> bool {
         self.busy
@@ -574,6 +575,7 @@ impl Segments {
         self.appended
     }
 
+    #[cfg(test)]
     /// The numbers of the segment files kept, oldest first.
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()

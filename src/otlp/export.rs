@@ -352,7 +352,8 @@ fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), trans
 mod tests {
     use super::*;
     use crate::otlp::fake_collector::Collector;
-    use crate::otlp::{SpanStatus, TraceContext};
+    use crate::otlp::span::SpanStatus;
+    use crate::otlp::TraceContext;
     use crate::testing::quiet;
     use std::net::TcpListener;
 
@@ -371,7 +372,7 @@ mod tests {
     fn span(n: u64) -> Span {
         Span {
             trace_id: TraceContext::new_root().trace_id,
-            span_id: crate::otlp::new_span_id(),
+            span_id: crate::otlp::id::new_span_id(),
             parent_span_id: None,
             name: format!("s{n}"),
             start_unix_nanos: n,

@@ -19,16 +19,13 @@ mod export;
 #[cfg(test)]
 mod fake_collector;
 mod gate;
-mod id;
+pub(crate) mod id;
 mod run;
-mod span;
+pub(crate) mod span;
 mod transport;
 
 pub use config::OtlpConfig;
 pub use context::TraceContext;
-pub use encode::{encode_request, CONTENT_TYPE};
 pub use export::Exporter;
 pub use gate::GateEvent;
-pub use id::new_span_id;
 pub use run::{PhaseSpan, RunEnd, RunTrace};
-pub use span::{AttrValue, Span, SpanEvent, SpanStatus};

@@ -92,7 +92,7 @@ mod tests {
 
     use super::*;
     use crate::metrics::Registry;
-    use crate::otlp::{AttrValue, Span};
+    use crate::otlp::span::{AttrValue, Span};
     use crate::runs::event::parse_batch;
     use crate::runs::{Detail, RunMetrics};
 
