@@ -22,14 +22,14 @@ pub enum Error {
     /// Storage failed; nothing was acknowledged.
     Storage(String),
     /// The day's budget cannot cover another run.
-    Exhausted(Box<Refused>),
+    Exhausted(Box<ExhaustedAnswer>),
 }
 
 /// A run the day's budget refused, as its answer shows it. Plain data, so
 /// that this module needs nothing from the budget's; safe to send across
 /// threads.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Refused {
+pub struct ExhaustedAnswer {
     /// A one-line explanation for people.
     pub message: String,
     /// The refusal as JSON: the budget at that moment and what did not fit.

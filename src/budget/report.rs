@@ -79,9 +79,9 @@ pub struct Refusal {
     pub retry_after_seconds: u64,
 }
 
-impl From<Refusal> for crate::error::Refused {
-    fn from(refusal: Refusal) -> crate::error::Refused {
-        crate::error::Refused {
+impl From<Refusal> for crate::error::ExhaustedAnswer {
+    fn from(refusal: Refusal) -> crate::error::ExhaustedAnswer {
+        crate::error::ExhaustedAnswer {
             message: refusal.message(),
             body: refusal.to_json(),
             retry_after_seconds: refusal.retry_after_seconds,

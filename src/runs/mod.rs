@@ -417,6 +417,14 @@ pub struct Runs {
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
+/// What a record's callback takes of the store to the thread that applies
+/// it: handles to the same state, metrics and budget.
+struct Parts {
+    shared: Arc<Mutex<State>>,
+    metrics: RunMetrics,
+    budget: Arc<Budget>,
+}
+
 /// When the run store writes its snapshot (see [`segments::SnapshotDue`]),
 /// and where.
 struct Snapshots {
@@ -744,7 +752,11 @@ impl Runs {
     /// store goes through here, so the count of records applied is exact.
     fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Written) -> AfterApply + Send + 'static) {
         let bytes = record.len() as u64 + 1;
-        let (shared, metrics, budget) = self.parts();
+        let Parts {
+            shared,
+            metrics,
+            budget,
+        } = self.parts();
         let snapshots = self.snapshots.clone();
         self.queue.submit_in_order(record, move |o| {
             let durable = o.is_ok();
@@ -792,7 +804,11 @@ impl Runs {
         let record = new.start_record(&id, now, Some(reserved));
         state.mark(&id, |p| p.starting = true);
         let bytes = record.to_string().into_bytes();
-        let (shared, metrics, budget) = self.parts();
+        let Parts {
+            shared,
+            metrics,
+            budget,
+        } = self.parts();
         self.submit(bytes, move |o| {
             let mut state = lock(&shared);
             state.unmark(&id, |p| p.starting = false);
@@ -848,7 +864,11 @@ impl Runs {
         let ending = end_status(&how);
         state.mark(id, |p| p.ending = Some(ending));
         let bytes = record.to_string().into_bytes();
-        let (shared, metrics, budget) = self.parts();
+        let Parts {
+            shared,
+            metrics,
+            budget,
+        } = self.parts();
         let id = id.to_string();
         self.submit(bytes, move |o| {
             let mut state = lock(&shared);
@@ -967,12 +987,12 @@ impl Runs {
     }
 
     /// What a record's callback needs of the store.
-    fn parts(&self) -> (Arc<Mutex<State>>, RunMetrics, Arc<Budget>) {
-        (
-            self.state.clone(),
-            self.metrics.clone(),
-            self.budget.clone(),
-        )
+    fn parts(&self) -> Parts {
+        Parts {
+            shared: self.state.clone(),
+            metrics: self.metrics.clone(),
+            budget: self.budget.clone(),
+        }
     }
 
     /// Applies a batch of progress events, possibly for several runs, all
@@ -1109,7 +1129,11 @@ impl Runs {
         drop(state);
         let record = json!({"op": "batch", "ts": now, "ops": records});
         let bytes = record.to_string().into_bytes();
-        let (shared, metrics, budget) = self.parts();
+        let Parts {
+            shared,
+            metrics,
+            budget,
+        } = self.parts();
         self.submit(bytes, move |o| {
             let mut state = lock(&shared);
             let mut in_flight = in_flight.iter();
@@ -1292,7 +1316,11 @@ impl Runs {
             record = events_record(id, &events);
         }
         state.mark(id, |p| p.events.push(events.clone()));
-        let (shared, metrics, budget) = self.parts();
+        let Parts {
+            shared,
+            metrics,
+            budget,
+        } = self.parts();
         let id = id.to_string();
         self.submit(record, move |o| {
             let mut state = lock(&shared);
