@@ -126,6 +126,8 @@ fn write_then_rename(
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     drop(file);
+    #[cfg(test)]
+    faults::halt(path, faults::Stage::BeforeRename);
     fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(out.written)
@@ -892,6 +894,60 @@ pub(crate) mod faults {
     use std::io;
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
+
+    /// A point in writing a snapshot where a test can hold the writer, as
+    /// if the process were killed there: what is on disk meanwhile is what
+    /// a kill at that point leaves.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Stage {
+        /// The new snapshot is whole in its `.tmp` file, not yet renamed.
+        BeforeRename,
+        /// The new snapshot is in place; the segments it covers are not
+        /// deleted yet.
+        BeforeDrop,
+    }
+
+    /// Directories whose snapshot writers stop at a stage, and whether one
+    /// is stopped there now.
+    static HALTS: Mutex<Vec<(PathBuf, Stage, bool)>> = Mutex::new(Vec::new());
+    static MOVED: std::sync::Condvar = std::sync::Condvar::new();
+
+    /// Makes the next snapshot written under `dir` stop at `stage` until
+    /// [`resume`].
+    pub(crate) fn halt_at(dir: &Path, stage: Stage) {
+        let mut halts = HALTS.lock().unwrap_or_else(|e| e.into_inner());
+        halts.push((dir.to_path_buf(), stage, false));
+    }
+
+    /// Whether a writer under `dir` is stopped at its stage.
+    pub(crate) fn halted(dir: &Path) -> bool {
+        let halts = HALTS.lock().unwrap_or_else(|e| e.into_inner());
+        halts.iter().any(|(d, _, waiting)| d == dir && *waiting)
+    }
+
+    /// Lets the writer under `dir` go on.
+    pub(crate) fn resume(dir: &Path) {
+        let mut halts = HALTS.lock().unwrap_or_else(|e| e.into_inner());
+        halts.retain(|(d, ..)| d != dir);
+        MOVED.notify_all();
+    }
+
+    /// Where a snapshot writer of `path` passes `stage`: waits while a
+    /// halt there is armed for a directory holding it.
+    pub(crate) fn halt(path: &Path, stage: Stage) {
+        let mut halts = HALTS.lock().unwrap_or_else(|e| e.into_inner());
+        let armed = |h: &[(PathBuf, Stage, bool)]| {
+            h.iter()
+                .position(|(d, s, _)| path.starts_with(d) && *s == stage)
+        };
+        let Some(i) = armed(&halts) else {
+            return;
+        };
+        halts[i].2 = true;
+        while armed(&halts).is_some() {
+            halts = MOVED.wait(halts).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 
     /// Directories whose journals fail writes: after `skip` more
     /// successful writes, the next `fail` writes fail.

@@ -625,6 +625,8 @@ fn first_of(dir: &Path, number: u64) -> Option<u64> {
 /// newest segment always stays. Returns how many went. A deletion lost to
 /// a crash is done by the next start ([`Segments::open_from`]).
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
+    #[cfg(test)]
+    crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
     let numbers = prepare(dir, None)?;
     let mut dropped = 0;
     for pair in numbers.windows(2) {

@@ -2147,6 +2147,64 @@ mod tests {
         }
     }
 
+    /// Copies the tree at `from` to `to`: what a kill at this moment leaves on disk.
+    fn image(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                image(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// A kill while a snapshot is written, made certain: the writer is held
+    /// at each point a kill can find it (the new snapshot whole in its
+    /// `.tmp` file; in place, with the segments it covers still there), the
+    /// data dir is copied as the kill would leave it, and a store opened on
+    /// the copy has everything that was acknowledged, exactly.
+    #[test]
+    fn a_kill_at_each_point_of_a_snapshot_loses_nothing_acknowledged() {
+        use crate::journal::faults::{self, Stage};
+        for stage in [Stage::BeforeRename, Stage::BeforeDrop] {
+            let dir = TempDir::new("runs-kill-in-snapshot");
+            let (runs, registry) = open_snapshotting(&dir, 2048);
+            faults::halt_at(&dir, stage);
+            let mut n = 0;
+            while !faults::halted(&dir) {
+                assert!(n < 10_000, "{stage:?}: no snapshot was taken");
+                let id = format!("run-{n}");
+                let new = NewRun {
+                    run_id: Some(id.clone()),
+                    agent: Some("a".into()),
+                    ..NewRun::default()
+                };
+                wait(|done| runs.start(new, done)).unwrap();
+                if n % 3 != 0 {
+                    let cost = Some(0.01 * (n % 7) as f64);
+                    wait(|done| runs.finish(&id, Finish::Complete, cost, done)).unwrap();
+                }
+                n += 1;
+            }
+            let store = dir.join("runs");
+            match stage {
+                Stage::BeforeRename => assert!(store.join("snapshot.tmp").is_file()),
+                Stage::BeforeDrop => assert!(store.join("0000000001.jsonl").is_file()),
+            }
+            let killed = TempDir::new("runs-kill-in-snapshot-image");
+            image(&dir, &killed);
+            let before = everything(&runs, &registry);
+            faults::resume(&dir);
+            drop(runs);
+            let (reopened, registry) = open_snapshotting(&killed, 2048);
+            assert_eq!(everything(&reopened, &registry), before, "{stage:?}");
+            assert_eq!(before.0.len(), n, "{stage:?}");
+        }
+    }
+
     #[test]
     fn a_start_from_a_snapshot_rebuilds_what_the_journal_did() {
         let dir = TempDir::new("runs-snapshot");
