@@ -42,7 +42,7 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
 use crate::segments::{self, Segments};
-use families::{Families, Handle};
+use families::Families;
 use update::Positional;
 
 /// The journal's file name in the data dir before it was cut into
@@ -158,64 +158,10 @@ impl Declared {
         log: Logger,
     ) -> Result<Declared, Error> {
         let ceiling = ByteCeiling::new(ceiling.label_bytes, ceiling.exposition_bytes);
-        let registry = registry.within(&ceiling);
-        let mut handles = Vec::with_capacity(declared.len());
-        for d in &declared {
-            let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
-            let refused = |e: crate::metrics::Error| {
-                let hint = match e.is_over_ceiling() {
-                    true => " (see --declared-label-bytes and --declared-exposition-bytes)",
-                    false => "",
-                };
-                Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
-            };
-            let handle = match d.kind {
-                Type::Counter => {
-                    let f = registry
-                        .counter_family(&d.name, &d.help, &labels)
-                        .map_err(refused)?;
-                    // An unlabelled family has its one series from the start.
-                    if labels.is_empty() {
-                        f.inc_by(&[], 0);
-                    }
-                    Handle::Counter(f)
-                }
-                Type::Gauge => {
-                    let f = registry
-                        .gauge_family(&d.name, &d.help, &labels)
-                        .map_err(refused)?;
-                    if labels.is_empty() {
-                        f.add(&[], 0.0);
-                    }
-                    Handle::Gauge(f)
-                }
-                Type::Histogram => {
-                    let f = registry
-                        .histogram_family(&d.name, &d.help, &labels, &d.buckets)
-                        .map_err(refused)?;
-                    if labels.is_empty() {
-                        f.get(&[]);
-                    }
-                    Handle::Histogram(f)
-                }
-            };
-            handles.push(handle);
-        }
-        let index = declared
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect();
-        let families = Arc::new(Families {
-            declared,
-            handles,
-            index,
-        });
-        let store = dir.join(STORE);
+        let families = Arc::new(Families::register(declared, &registry.within(&ceiling))?);
         let mut order = Order::default();
-        let mut kept = Vec::new();
         let mut snapshots = Snapshots {
-            dir: store.clone(),
+            dir: dir.join(STORE),
             every: snapshot_bytes,
             kept: Arc::default(),
             log,
@@ -223,58 +169,9 @@ impl Declared {
         let queue = if families.declared.is_empty() {
             None
         } else {
-            let storage = |e: String| Error::Storage(e);
-            let f = &families;
-            // Positions are read only where no snapshot with names exists.
-            let mut positional = Positional {
-                allowed: true,
-                seen: 0,
-            };
-            // What no family declared now takes is kept as it was: series
-            // of the snapshot as lines, journal updates as one record.
-            let mut skipped: Vec<Value> = Vec::new();
-            let mut replay = |record: &[u8], positional: &mut Positional| {
-                let updates =
-                    update::from_record(record, &f.declared, &f.index, &mut skipped, positional);
-                f.apply(&updates);
-            };
-            let header = snapshot::read(&store.join(snapshot::FILE), |line, header| {
-                positional.allowed = !header.named;
-                if line.get("u").is_some() {
-                    replay(line.to_string().as_bytes(), &mut positional);
-                } else if !f.restore(line, &mut positional) {
-                    kept.push(line.clone());
-                }
-            })
-            .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
-            positional.allowed = header.is_none_or(|h| !h.named);
-            let sizes = segments::Retention {
-                records: 0,
-                bytes: 0,
-                segment_records: 0,
-                segment_bytes: if snapshot_bytes == 0 {
-                    crate::runs::DEFAULT_SNAPSHOT_BYTES
-                } else {
-                    snapshot_bytes
-                },
-            };
-            let journal = Segments::open_from(
-                &store,
-                Some(&dir.join(JOURNAL)),
-                sizes,
-                header.map_or(0, |h| h.records),
-                |record| {
-                    replay(record, &mut positional);
-                    Ok(())
-                },
-            )
-            .map_err(storage)?;
-            if !skipped.is_empty() {
-                kept.push(serde_json::json!({ "u": skipped }));
-            }
+            let (journal, by_position) = snapshots.replay(&dir.join(JOURNAL), &families)?;
             order.durable = journal.appended();
-            snapshots.kept = Arc::new(std::mem::take(&mut kept));
-            if positional.allowed && positional.seen > 0 {
+            if by_position {
                 snapshots.rewrite_with_names(order.durable, &families)?;
             }
             let queue = CommitQueue::start(journal, "metrics", Acks::Spread(1))
@@ -368,6 +265,74 @@ impl Declared {
 }
 
 impl Snapshots {
+    /// Reads the snapshot and replays the journal after it into
+    /// `families`, the journal's segments moved first from the file
+    /// `old_journal` when they were never cut. What no family declared now
+    /// takes is kept as it was: series of the snapshot as lines, journal
+    /// updates as one record. Returns the journal and whether anything was
+    /// read by position (a store written before records named their
+    /// labels).
+    fn replay(
+        &mut self,
+        old_journal: &Path,
+        families: &Families,
+    ) -> Result<(Segments, bool), Error> {
+        let storage = |e: String| Error::Storage(e);
+        // Positions are read only where no snapshot with names exists.
+        let mut positional = Positional {
+            allowed: true,
+            seen: 0,
+        };
+        let mut kept = Vec::new();
+        let mut skipped: Vec<Value> = Vec::new();
+        let mut replay = |record: &[u8], positional: &mut Positional| {
+            let updates = update::from_record(
+                record,
+                &families.declared,
+                &families.index,
+                &mut skipped,
+                positional,
+            );
+            families.apply(&updates);
+        };
+        let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {
+            positional.allowed = !header.named;
+            if line.get("u").is_some() {
+                replay(line.to_string().as_bytes(), &mut positional);
+            } else if !families.restore(line, &mut positional) {
+                kept.push(line.clone());
+            }
+        })
+        .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
+        positional.allowed = header.is_none_or(|h| !h.named);
+        let sizes = segments::Retention {
+            records: 0,
+            bytes: 0,
+            segment_records: 0,
+            segment_bytes: if self.every == 0 {
+                crate::runs::DEFAULT_SNAPSHOT_BYTES
+            } else {
+                self.every
+            },
+        };
+        let journal = Segments::open_from(
+            &self.dir,
+            Some(old_journal),
+            sizes,
+            header.map_or(0, |h| h.records),
+            |record| {
+                replay(record, &mut positional);
+                Ok(())
+            },
+        )
+        .map_err(storage)?;
+        if !skipped.is_empty() {
+            kept.push(serde_json::json!({ "u": skipped }));
+        }
+        self.kept = Arc::new(kept);
+        Ok((journal, positional.allowed && positional.seen > 0))
+    }
+
     /// Writes a snapshot of everything applied, `records` journal records,
     /// at once, and deletes the segments it covers: for a store read by
     /// position, so that no later start reads one.
