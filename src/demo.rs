@@ -839,13 +839,11 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
 enum IterationEnd {
     /// An operator cancels the run before one of its phases.
     Cancelled,
-    /// Its phases ran; with the problem, when one failed or a gate did not
-    /// pass.
+    /// Its phases ran; with the problem, if a phase or gate failed.
     Ran(Option<String>),
 }
 
-/// Plans the events of iteration `iteration`, which starts a little after
-/// `t`; `t` moves on to its last event.
+/// Plans iteration `iteration`, starting a little after `t`, and moves `t` on.
 fn plan_iteration(
     rng: &mut Rng,
     iteration: u64,
@@ -863,13 +861,10 @@ fn plan_iteration(
             return (batch, IterationEnd::Cancelled);
         }
         match plan_phase(rng, spec, iteration, t, &mut batch) {
-            PhaseEnd::Passed => {}
-            PhaseEnd::GateFailed(gate) => {
-                problem.get_or_insert(format!("{gate} still failing"));
-            }
-            PhaseEnd::Failed => {
-                // A phase that fails ends its iteration; the next one starts over.
-                problem = Some(spec.failure_reason.to_string());
+            Ok(gate_problem) => problem = problem.or(gate_problem),
+            // A phase that fails ends its iteration; the next one starts over.
+            Err(failure) => {
+                problem = Some(failure);
                 break;
             }
         }
@@ -882,24 +877,15 @@ fn plan_iteration(
     (batch, IterationEnd::Ran(problem))
 }
 
-/// How a planned phase ends.
-enum PhaseEnd {
-    Passed,
-    /// The phase succeeded but its gate (named) did not pass.
-    GateFailed(&'static str),
-    /// The phase itself failed.
-    Failed,
-}
-
-/// Plans one phase of `spec` starting at `t`, its tokens and its gate check,
-/// into `batch`; `t` moves on to where the next phase starts.
+/// Plans one phase of `spec` starting at `t` into `batch`, and moves `t` on;
+/// the problem when its gate fails, or `Err` with why the phase failed.
 fn plan_phase(
     rng: &mut Rng,
     spec: &PhaseSpec,
     iteration: u64,
     t: &mut f64,
     batch: &mut Vec<(f64, Value)>,
-) -> PhaseEnd {
+) -> Result<Option<String>, String> {
     batch.push((
         *t,
         json!({"type": "phase_started", "phase": spec.name, "iteration": iteration}),
@@ -927,26 +913,25 @@ fn plan_phase(
                "duration_ms": (seconds * 1000.0).round()}),
     ));
     if !success {
-        return PhaseEnd::Failed;
+        return Err(spec.failure_reason.to_string());
     }
-    let mut end = PhaseEnd::Passed;
+    let mut problem = None;
     if let Some((gate, pass, reasons)) = spec.gate {
         let passed = rng.chance(pass);
         let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
         if !passed {
             event["reason"] = json!(*rng.pick(reasons));
-            end = PhaseEnd::GateFailed(gate);
+            problem = Some(format!("{gate} still failing"));
         }
         *t += rng.around(2.0, 30.0);
         batch.push((*t, event));
     }
     *t += rng.around(0.5, 4.0);
-    end
+    Ok(problem)
 }
 
-/// Plans the delivery of run `index`'s pull request, a little after `t`;
-/// `t` moves on to its end. Returns its events, how the run ends and the
-/// pull request's address.
+/// Plans the delivery of run `index`'s pull request after `t`, and moves `t`
+/// on; with how the run ends and the pull request's address.
 fn plan_delivery(rng: &mut Rng, index: u64, t: &mut f64) -> (Step, PlannedEnd, String) {
     let url = format!("https://github.com/acme/shop/pull/{}", 800 + index);
     *t += rng.around(5.0, 20.0);

@@ -262,10 +262,9 @@ impl Budget {
         Ok(Some(imported))
     }
 
-    /// Ends the operations of the `charged` entries of `import` once their
-    /// lines' append is over. When it failed, takes their charges back and
-    /// returns [`Error::Storage`]; otherwise counts them as recorded and
-    /// returns the micro-dollars counted and today's budget after them.
+    /// Ends the operations of `charged` once their append is over: undoes
+    /// them when it failed ([`Error::Storage`]), else returns the
+    /// micro-dollars counted and today's budget after them.
     fn settle_import(
         &self,
         import: &Import,
@@ -298,8 +297,7 @@ impl Budget {
 }
 
 impl Imported {
-    /// What importing `file`, read from `path` for `day`, reports before
-    /// anything is counted, with `status` as today's budget.
+    /// The report on `file`, read from `path`, before anything is counted.
     fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: Status) -> Imported {
         // `parse` bounds the sum, so it cannot overflow.
         let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
@@ -326,12 +324,10 @@ impl Imported {
     }
 }
 
-/// An entry charged by an import: its index in the file and the alert
-/// thresholds its charge reached.
+/// An entry charged: its index and the alert thresholds its charge reached.
 type Charged = (usize, Vec<u8>);
 
-/// A file being imported: its entries, the operation of each, and the
-/// file's name and day.
+/// A file being imported, with the operation of each entry.
 struct Import {
     file: AgentFile,
     keys: Vec<OpKey>,
@@ -358,9 +354,8 @@ impl Import {
         }
     }
 
-    /// The indexes of the entries to count: neither repeating an earlier
-    /// entry's operation nor already in the day's ledger, which `imported`
-    /// counts.
+    /// The entries to count; `imported` counts the repeated and the
+    /// already recorded.
     fn sort_out(&self, state: &State, imported: &mut Imported) -> Vec<usize> {
         let mut seen = HashSet::new();
         let mut new = Vec::new();
@@ -376,9 +371,8 @@ impl Import {
         new
     }
 
-    /// Charges the `new` entries to the day and begins their operations,
-    /// under the day's `limit`. Returns their ledger lines, with the alerts
-    /// each charge reached, and what was charged.
+    /// Charges the `new` entries and begins their operations; returns their
+    /// ledger lines, alerts included, and what was charged.
     fn charge(
         &self,
         state: &mut State,

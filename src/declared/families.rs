@@ -20,8 +20,7 @@ pub(super) enum Handle {
     Histogram(HistogramFamily),
 }
 
-/// Registers the family `d` declares in `registry`: see
-/// [`Families::register`].
+/// Registers one family: see [`Families::register`].
 fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
     let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
     let refused = |e: crate::metrics::Error| {

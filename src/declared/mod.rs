@@ -265,13 +265,10 @@ impl Declared {
 }
 
 impl Snapshots {
-    /// Reads the snapshot and replays the journal after it into
-    /// `families`, the journal's segments moved first from the file
-    /// `old_journal` when they were never cut. What no family declared now
-    /// takes is kept as it was: series of the snapshot as lines, journal
-    /// updates as one record. Returns the journal and whether anything was
-    /// read by position (a store written before records named their
-    /// labels).
+    /// Reads the snapshot and replays the journal after it (first moved
+    /// from `old_journal` if never cut into segments) into `families`,
+    /// keeping what they do not take. Returns the journal and whether
+    /// anything was read by position.
     fn replay(
         &mut self,
         old_journal: &Path,
@@ -338,20 +335,11 @@ impl Snapshots {
     /// position, so that no later start reads one.
     fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
         let taken = snapshot::Taken::take(records, families, &self.kept);
-        let written = taken
-            .write(&self.dir.join(snapshot::FILE))
-            .map_err(|e| format!("{}: {e}", self.dir.display()))
-            .and_then(|size| segments::drop_covered(&self.dir, records).map(|n| (size, n)));
-        let (size, dropped) = written.map_err(|e| {
+        let (_, fields) = write_snapshot(&self.dir, taken).map_err(|e| {
             Error::Storage(format!(
                 "cannot rewrite the declared metrics with their label names: {e}"
             ))
         })?;
-        let fields = [
-            ("records", records.into()),
-            ("bytes", size.into()),
-            ("segments_deleted", dropped.into()),
-        ];
         self.log
             .info("declared metrics rewritten with their label names", &fields);
         Ok(())
@@ -369,21 +357,12 @@ impl Snapshots {
         o.since = 0;
         let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
         let write = move || {
-            let records = taken.records();
-            let written = taken
-                .write(&dir.join(snapshot::FILE))
-                .map_err(|e| format!("{}: {e}", dir.display()))
-                .and_then(|size| segments::drop_covered(&dir, records).map(|n| (size, n)));
+            let written = write_snapshot(&dir, taken);
             let mut o = lock(&order);
             o.busy = false;
             match written {
-                Ok((size, dropped)) => {
+                Ok((size, fields)) => {
                     o.last = size;
-                    let fields = [
-                        ("records", records.into()),
-                        ("bytes", size.into()),
-                        ("segments_deleted", dropped.into()),
-                    ];
                     log.info("declared metrics snapshot written", &fields);
                 }
                 Err(e) => log.warn("declared metrics snapshot failed", &[("error", e.into())]),
@@ -397,6 +376,26 @@ impl Snapshots {
             o.busy = false;
         }
     }
+}
+
+/// The log fields of a snapshot written: its records, bytes and the
+/// segments it deleted.
+type Written = [(&'static str, Value); 3];
+
+/// Writes `taken` as the snapshot in `dir` and deletes the segments it
+/// covers; returns its size and the fields that log it.
+fn write_snapshot(dir: &Path, taken: snapshot::Taken) -> Result<(u64, Written), String> {
+    let records = taken.records();
+    let size = taken
+        .write(&dir.join(snapshot::FILE))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dropped = segments::drop_covered(dir, records)?;
+    let fields = [
+        ("records", records.into()),
+        ("bytes", size.into()),
+        ("segments_deleted", dropped.into()),
+    ];
+    Ok((size, fields))
 }
 
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {

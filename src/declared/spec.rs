@@ -152,8 +152,7 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
     })
 }
 
-/// A family's `name`: a metric name, without colons, outside the server's
-/// own prefixes.
+/// A family's `name`, outside the server's own prefixes.
 fn name(value: Option<&Value>) -> Result<String, FieldError> {
     let name = match value {
         Some(Value::String(s)) => s.clone(),
@@ -175,8 +174,7 @@ fn name(value: Option<&Value>) -> Result<String, FieldError> {
     Ok(name)
 }
 
-/// A family's `labels`: at most [`MAX_LABELS`] distinct label names, none
-/// of them reserved.
+/// A family's `labels`: at most [`MAX_LABELS`] distinct, unreserved names.
 fn labels(value: Option<&Value>) -> Result<Vec<String>, FieldError> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -209,8 +207,7 @@ fn labels(value: Option<&Value>) -> Result<Vec<String>, FieldError> {
     Ok(labels)
 }
 
-/// A family's `buckets`: a histogram's bounds, strictly increasing (the
-/// default ones when not given); none for another type.
+/// A family's `buckets`: a histogram's bounds; none for another type.
 fn buckets(kind: Type, value: Option<&Value>) -> Result<Vec<f64>, FieldError> {
     match (kind, value) {
         (Type::Histogram, None | Some(Value::Null)) => Ok(DEFAULT_BUCKETS.to_vec()),

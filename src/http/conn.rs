@@ -197,8 +197,7 @@ fn read_head(
 }
 
 /// Answers a request whose method is not implemented, once its body is
-/// read: the framing was sound, so the connection goes on unless the
-/// client asked to close it.
+/// read: the framing was sound, so the connection goes on.
 fn not_implemented(
     client: &ClientStream,
     shared: &Shared,

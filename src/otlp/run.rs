@@ -165,8 +165,7 @@ impl RunTrace {
         spans
     }
 
-    /// The span of `phase`, a child of `root_id`: see
-    /// [`RunTrace::into_spans`].
+    /// The span of `phase`, a child of `root_id`.
     fn phase_span(&self, phase: PhaseSpan, ids: &[(String, AttrValue)], root_id: [u8; 8]) -> Span {
         let short = short_phase(&phase.name);
         let mut attributes = ids.to_vec();
@@ -220,8 +219,7 @@ impl RunTrace {
         }
     }
 
-    /// The run's own span, `root_id`, from `start` to `end` in Unix
-    /// nanoseconds: see [`RunTrace::into_spans`].
+    /// The run's own span, `root_id`, from `start` to `end` (Unix nanoseconds).
     fn run_span(self, root_id: [u8; 8], ids: &[(String, AttrValue)], start: u64, end: u64) -> Span {
         let mut attributes = ids.to_vec();
         for (key, id) in [

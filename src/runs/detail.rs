@@ -402,8 +402,7 @@ impl Detail {
         }
     }
 
-    /// Opens a span for `phase` (while there is room) and notes when it
-    /// began, which its end is measured from.
+    /// Opens a span for `phase` and notes when it began.
     fn start_phase(&mut self, e: &Timed, phase: &str, iteration: Option<u64>) {
         if self.spans.len() < MAX_SPANS {
             let mut span = PhaseRecord {
@@ -423,8 +422,7 @@ impl Detail {
     }
 
     /// Ends `phase`: closes its span and counts it in the phase's totals.
-    /// Returns how long it took, when that is known (sent, or measured
-    /// from its start).
+    /// Returns how long it took, when known (sent, or measured).
     fn complete_phase(
         &mut self,
         e: &Timed,
@@ -437,32 +435,8 @@ impl Detail {
         let seconds = duration_ms
             .map(|ms| ms / 1000.0)
             .or(started.map(|s| (e.at - s).max(0.0)));
-        self.close_span(e, phase, success, seconds, iteration);
-        bump(&mut self.phases, phase, |stats| {
-            stats.completed += 1;
-            stats.successes += u64::from(success);
-            if let Some(s) = seconds {
-                stats.total_seconds += s;
-                stats.last_seconds = s;
-            }
-        });
-        if self.current_phase.as_deref() == Some(phase) {
-            self.current_phase = None;
-        }
-        seconds
-    }
-
-    /// Ends the open span of `phase`, or adds an ended one (while there is
-    /// room) when its start was not seen; then moves `ended_before` past
-    /// the spans that have all ended.
-    fn close_span(
-        &mut self,
-        e: &Timed,
-        phase: &str,
-        success: bool,
-        seconds: Option<f64>,
-        iteration: Option<u64>,
-    ) {
+        // Its open span ends, or an ended one is added when its start was
+        // not seen.
         match self.open_span(phase) {
             Some(i) => {
                 let span = &mut self.spans[i];
@@ -492,10 +466,21 @@ impl Detail {
         {
             self.ended_before += 1;
         }
+        bump(&mut self.phases, phase, |stats| {
+            stats.completed += 1;
+            stats.successes += u64::from(success);
+            if let Some(s) = seconds {
+                stats.total_seconds += s;
+                stats.last_seconds = s;
+            }
+        });
+        if self.current_phase.as_deref() == Some(phase) {
+            self.current_phase = None;
+        }
+        seconds
     }
 
-    /// Records a gate check on the span of the phase it ran in (or on the
-    /// run, when no phase is open) and among the run's latest checks.
+    /// Records a gate check on the open phase's span (else the run's).
     fn check_gate(&mut self, e: &Timed, gate: &str, passed: bool, reason: &Option<String>) {
         let check = Gate {
             gate: gate.to_string(),
@@ -527,8 +512,7 @@ impl Detail {
         }
     }
 
-    /// Adds tokens to the run's totals by phase, by model and by both, and
-    /// to the span they belong to.
+    /// Adds tokens to the run's totals and to the span they belong to.
     fn count_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
         let used = (input, output);
         bump(&mut self.tokens_by_phase, phase, |t| add_pair(t, &used));

@@ -424,8 +424,7 @@ impl FieldValue<'_> {
 
 impl Event {
     /// Calls `f` with each of the event's own fields (all but `type` and
-    /// `timestamp`), keys in sorted order, as serde_json's BTreeMap-backed
-    /// map prints them.
+    /// `timestamp`), in key order, as serde_json's map prints them.
     fn for_each_field<'a>(&'a self, mut f: impl FnMut(&'static str, FieldValue<'a>)) {
         use FieldValue::*;
         match self {

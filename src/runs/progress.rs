@@ -266,8 +266,7 @@ fn parse_one(
     })
 }
 
-/// The event's run: its `run_id`, which must agree with the path's run
-/// when there is one, or else the path's.
+/// The event's `run_id`, which must agree with the path's run, if any.
 fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String, FieldError> {
     match (opt_string(map, "run_id")?, path_run) {
         (Some(id), Some(path)) if id != path => Err((
@@ -284,8 +283,7 @@ fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String
     }
 }
 
-/// The run a `run_started` event begins: its agent, and what its
-/// `task_spec` says (no other field there is taken).
+/// The run a `run_started` event begins, with what its `task_spec` says.
 fn run_started(
     map: &mut Map<String, Value>,
     run_id: &str,
@@ -341,8 +339,7 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
     })
 }
 
-/// How a `run_failed` event ends its run: failed, with its `error`'s
-/// message.
+/// How a `run_failed` event ends its run: with its `error`'s message.
 fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
     let error = match map.remove("error") {
         None | Some(Value::Null) => None,
