@@ -786,79 +786,22 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
     let mut iterations = 0;
     for iteration in 1..=max_iterations {
         iterations = iteration;
-        t += rng.around(1.0, 6.0);
-        let mut batch = vec![(
-            t,
-            json!({"type": "iteration_started", "iteration": iteration}),
-        )];
-        let mut problem: Option<String> = None;
-        let mut cancelled = false;
-        for (i, spec) in PHASES.iter().enumerate() {
-            if cancel_at == Some((iteration, i)) {
-                cancelled = true;
-                break;
-            }
-            batch.push((
-                t,
-                json!({"type": "phase_started", "phase": spec.name, "iteration": iteration}),
-            ));
-            let seconds = rng.around(spec.seconds.0, spec.seconds.1);
-            let model = if spec.name == "test" || rng.chance(0.1) {
-                "claude-haiku"
-            } else {
-                "claude-sonnet"
-            };
-            let (input, output) = (
-                rng.between(spec.input.0, spec.input.1),
-                rng.between(spec.output.0, spec.output.1),
-            );
-            t += seconds;
-            let success = !rng.chance(spec.failure);
-            batch.push((
-                t,
-                json!({"type": "tokens", "phase": spec.name, "model": model,
-                       "input_tokens": input, "output_tokens": output}),
-            ));
-            batch.push((
-                t,
-                json!({"type": "phase_completed", "phase": spec.name, "success": success,
-                       "duration_ms": (seconds * 1000.0).round()}),
-            ));
-            if !success {
-                // A phase that fails ends its iteration; the next one starts over.
-                problem = Some(spec.failure_reason.to_string());
-                break;
-            }
-            if let Some((gate, pass, reasons)) = spec.gate {
-                let passed = rng.chance(pass);
-                let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
-                if !passed {
-                    event["reason"] = json!(*rng.pick(reasons));
-                    problem.get_or_insert(format!("{gate} still failing"));
-                }
-                t += rng.around(2.0, 30.0);
-                batch.push((t, event));
-            }
-            t += rng.around(0.5, 4.0);
-        }
-        if cancelled {
-            steps.push(Step::Events(batch));
-            steps.push(Step::Message(
-                "STATUS",
-                json!({"iteration": iteration, "state": "cancelled"}),
-            ));
-            outcome = Some(PlannedEnd::Cancel);
-            break;
-        }
-        let success = problem.is_none();
-        batch.push((
-            t,
-            json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
-        ));
+        let (batch, end) = plan_iteration(rng, iteration, cancel_at, &mut t);
         steps.push(Step::Events(batch));
+        let problem = match end {
+            IterationEnd::Cancelled => {
+                steps.push(Step::Message(
+                    "STATUS",
+                    json!({"iteration": iteration, "state": "cancelled"}),
+                ));
+                outcome = Some(PlannedEnd::Cancel);
+                break;
+            }
+            IterationEnd::Ran(problem) => problem,
+        };
         steps.push(Step::Message(
             "STATUS",
-            json!({"iteration": iteration, "success": success, "problem": problem}),
+            json!({"iteration": iteration, "success": problem.is_none(), "problem": problem}),
         ));
         if let Some(problem) = problem {
             if iteration == max_iterations {
@@ -868,25 +811,9 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
             }
             continue;
         }
-        let url = format!("https://github.com/acme/shop/pull/{}", 800 + index);
-        t += rng.around(5.0, 20.0);
-        let started = t;
-        t += rng.around(60.0, 480.0);
-        let delivered = rng.chance(0.95);
-        let ci = if delivered { "passed" } else { "failed" };
-        steps.push(Step::Events(vec![
-            (started, json!({"type": "delivery_started"})),
-            (
-                t,
-                json!({"type": "delivery_completed", "success": delivered,
-                       "pr_url": url, "ci_status": ci}),
-            ),
-        ]));
-        outcome = Some(if delivered {
-            PlannedEnd::Complete
-        } else {
-            PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".to_string())
-        });
+        let (delivery, end, url) = plan_delivery(rng, index, &mut t);
+        steps.push(delivery);
+        outcome = Some(end);
         pr_url = Some(url);
         break;
     }
@@ -906,6 +833,126 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
         outcome: outcome.unwrap_or_else(|| PlannedEnd::Fail("no iterations ran".to_string())),
         duration: t,
     }
+}
+
+/// How a planned iteration ends.
+enum IterationEnd {
+    /// An operator cancels the run before one of its phases.
+    Cancelled,
+    /// Its phases ran; with the problem, if a phase or gate failed.
+    Ran(Option<String>),
+}
+
+/// Plans iteration `iteration`, starting a little after `t`, and moves `t` on.
+fn plan_iteration(
+    rng: &mut Rng,
+    iteration: u64,
+    cancel_at: Option<(u64, usize)>,
+    t: &mut f64,
+) -> (Vec<(f64, Value)>, IterationEnd) {
+    *t += rng.around(1.0, 6.0);
+    let mut batch = vec![(
+        *t,
+        json!({"type": "iteration_started", "iteration": iteration}),
+    )];
+    let mut problem: Option<String> = None;
+    for (i, spec) in PHASES.iter().enumerate() {
+        if cancel_at == Some((iteration, i)) {
+            return (batch, IterationEnd::Cancelled);
+        }
+        match plan_phase(rng, spec, iteration, t, &mut batch) {
+            Ok(gate_problem) => problem = problem.or(gate_problem),
+            // A phase that fails ends its iteration; the next one starts over.
+            Err(failure) => {
+                problem = Some(failure);
+                break;
+            }
+        }
+    }
+    let success = problem.is_none();
+    batch.push((
+        *t,
+        json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
+    ));
+    (batch, IterationEnd::Ran(problem))
+}
+
+/// Plans one phase of `spec` starting at `t` into `batch`, and moves `t` on;
+/// the problem when its gate fails, or `Err` with why the phase failed.
+fn plan_phase(
+    rng: &mut Rng,
+    spec: &PhaseSpec,
+    iteration: u64,
+    t: &mut f64,
+    batch: &mut Vec<(f64, Value)>,
+) -> Result<Option<String>, String> {
+    batch.push((
+        *t,
+        json!({"type": "phase_started", "phase": spec.name, "iteration": iteration}),
+    ));
+    let seconds = rng.around(spec.seconds.0, spec.seconds.1);
+    let model = if spec.name == "test" || rng.chance(0.1) {
+        "claude-haiku"
+    } else {
+        "claude-sonnet"
+    };
+    let (input, output) = (
+        rng.between(spec.input.0, spec.input.1),
+        rng.between(spec.output.0, spec.output.1),
+    );
+    *t += seconds;
+    let success = !rng.chance(spec.failure);
+    batch.push((
+        *t,
+        json!({"type": "tokens", "phase": spec.name, "model": model,
+               "input_tokens": input, "output_tokens": output}),
+    ));
+    batch.push((
+        *t,
+        json!({"type": "phase_completed", "phase": spec.name, "success": success,
+               "duration_ms": (seconds * 1000.0).round()}),
+    ));
+    if !success {
+        return Err(spec.failure_reason.to_string());
+    }
+    let mut problem = None;
+    if let Some((gate, pass, reasons)) = spec.gate {
+        let passed = rng.chance(pass);
+        let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
+        if !passed {
+            event["reason"] = json!(*rng.pick(reasons));
+            problem = Some(format!("{gate} still failing"));
+        }
+        *t += rng.around(2.0, 30.0);
+        batch.push((*t, event));
+    }
+    *t += rng.around(0.5, 4.0);
+    Ok(problem)
+}
+
+/// Plans the delivery of run `index`'s pull request after `t`, and moves `t`
+/// on; with how the run ends and the pull request's address.
+fn plan_delivery(rng: &mut Rng, index: u64, t: &mut f64) -> (Step, PlannedEnd, String) {
+    let url = format!("https://github.com/acme/shop/pull/{}", 800 + index);
+    *t += rng.around(5.0, 20.0);
+    let started = *t;
+    *t += rng.around(60.0, 480.0);
+    let delivered = rng.chance(0.95);
+    let ci = if delivered { "passed" } else { "failed" };
+    let events = Step::Events(vec![
+        (started, json!({"type": "delivery_started"})),
+        (
+            *t,
+            json!({"type": "delivery_completed", "success": delivered,
+                   "pr_url": url, "ci_status": ci}),
+        ),
+    ]);
+    let end = if delivered {
+        PlannedEnd::Complete
+    } else {
+        PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".to_string())
+    };
+    (events, end, url)
 }
 
 #[cfg(test)]

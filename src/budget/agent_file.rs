@@ -30,7 +30,7 @@ use crate::time;
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::{valid_operation_id, OPERATION_ID_RULE};
-use super::report::Recorded;
+use super::report::{BudgetStatus, Recorded};
 use super::state::{OpState, State};
 use super::Budget;
 
@@ -220,21 +220,91 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let keys: Vec<OpKey> = file
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &e.operation_id {
-                Some(id) => OpKey::Id(id.as_str().into()),
-                None => OpKey::Position(i as u64),
-            })
-            .collect();
+        let mut imported = Imported::none_counted(path.clone(), &file, day, self.status());
+        let import = Import::new(file, name, day);
+
+        let (state, now) = self.lock();
+        // Spends of these operations whose append is in flight settle
+        // first, so that each is counted by one side only.
+        let pending = |s: &mut State| {
+            import
+                .keys
+                .iter()
+                .any(|k| s.operation(day, k) == OpState::Pending)
+        };
+        let mut state = self
+            .appended
+            .wait_while(state, pending)
+            .unwrap_or_else(|e| e.into_inner());
+        state.load(&self.settings.dir, day)?;
+        let new = import.sort_out(&state, &mut imported);
+        if new.is_empty() {
+            state.prune();
+            imported.recorded.status = state.status(&self.settings, now);
+            return Ok(Some(imported));
+        }
+        let journal = state.journal(&self.settings.dir, day)?;
+        let (lines, charged) = import.charge(&mut state, &new, now, self.settings.limit);
+        state.inflight(day, 1);
+        drop(state);
+
+        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let appended = journal.append_all(&records);
+        let (counted, status) = self.settle_import(&import, &charged, appended, now)?;
+        imported.recorded.status = status;
+        // The research agent's entries name no phase.
+        if let Some(family) = self.phases.get() {
+            family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
+        }
+        imported.counted = charged.len();
+        imported.recorded.amount = dollars(counted);
+        imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
+        Ok(Some(imported))
+    }
+
+    /// Ends the operations of `charged` once their append is over: undoes
+    /// them when it failed ([`Error::Storage`]), else returns the
+    /// micro-dollars counted and today's budget after them.
+    fn settle_import(
+        &self,
+        import: &Import,
+        charged: &[Charged],
+        appended: Result<(), crate::journal::Error>,
+        now: f64,
+    ) -> Result<(i64, BudgetStatus), Error> {
+        let (entries, day) = (&import.file.entries, import.day);
+        let mut state = self.state();
+        state.inflight(day, -1);
+        for (i, _) in charged {
+            let micros = entries[*i].micros;
+            state.unsettled(day, micros, -1);
+            state.end_operation(day, &import.keys[*i], appended.is_ok().then_some(micros));
+        }
+        self.appended.notify_all();
+        if let Err(e) = appended {
+            for (i, alerts) in charged.iter().rev() {
+                let spend = &entries[*i];
+                state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
+            }
+            state.prune();
+            return Err(Error::Storage(e.to_string()));
+        }
+        let counted: i64 = charged.iter().map(|(i, _)| entries[*i].micros).sum();
+        state.recorded = state.recorded.saturating_add(counted);
+        state.prune();
+        Ok((counted, state.status(&self.settings, now)))
+    }
+}
+
+impl Imported {
+    /// The report on `file`, read from `path`, before anything is counted.
+    fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: BudgetStatus) -> Imported {
         // `parse` bounds the sum, so it cannot overflow.
         let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
         // Each amount rounds to whole micro-dollars by at most a half.
         let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
-        let mut imported = Imported {
-            file: path.clone(),
+        Imported {
+            file: path,
             entries: file.entries.len(),
             counted: 0,
             already_recorded: 0,
@@ -248,41 +318,73 @@ impl Budget {
                 amount: 0.0,
                 day: time::date_string(day),
                 alerts: Vec::new(),
-                status: self.status(),
+                status,
             },
-        };
+        }
+    }
+}
 
-        let (state, now) = self.lock();
-        // Spends of these operations whose append is in flight settle
-        // first, so that each is counted by one side only.
-        let pending = |s: &mut State| keys.iter().any(|k| s.operation(day, k) == OpState::Pending);
-        let mut state = self
-            .appended
-            .wait_while(state, pending)
-            .unwrap_or_else(|e| e.into_inner());
-        state.load(&self.settings.dir, day)?;
+/// An entry charged: its index and the alert thresholds its charge reached.
+type Charged = (usize, Vec<u8>);
+
+/// A file being imported, with the operation of each entry.
+struct Import {
+    file: AgentFile,
+    keys: Vec<OpKey>,
+    name: String,
+    day: i64,
+}
+
+impl Import {
+    fn new(file: AgentFile, name: String, day: i64) -> Import {
+        let keys = file
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match &e.operation_id {
+                Some(id) => OpKey::Id(id.as_str().into()),
+                None => OpKey::Position(i as u64),
+            })
+            .collect();
+        Import {
+            file,
+            keys,
+            name,
+            day,
+        }
+    }
+
+    /// The entries to count; `imported` counts the repeated and the
+    /// already recorded.
+    fn sort_out(&self, state: &State, imported: &mut Imported) -> Vec<usize> {
         let mut seen = HashSet::new();
         let mut new = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
+        for (i, key) in self.keys.iter().enumerate() {
             if !seen.insert(key) {
                 imported.repeated += 1;
-            } else if let OpState::Recorded(_) = state.operation(day, key) {
+            } else if let OpState::Recorded(_) = state.operation(self.day, key) {
                 imported.already_recorded += 1;
             } else {
                 new.push(i);
             }
         }
-        if new.is_empty() {
-            state.prune();
-            imported.recorded.status = state.status(&self.settings, now);
-            return Ok(Some(imported));
-        }
-        let journal = state.journal(&self.settings.dir, day)?;
-        let limit = self.settings.limit;
+        new
+    }
+
+    /// Charges the `new` entries and begins their operations; returns their
+    /// ledger lines, alerts included, and what was charged.
+    fn charge(
+        &self,
+        state: &mut State,
+        new: &[usize],
+        now: f64,
+        limit: i64,
+    ) -> (Vec<Vec<u8>>, Vec<Charged>) {
+        let day = self.day;
         let mut lines = Vec::new();
         let mut charged = Vec::with_capacity(new.len());
-        for &i in &new {
-            let spend = &file.entries[i];
+        for &i in new {
+            let spend = &self.file.entries[i];
             let at = spend.ts.unwrap_or(now);
             let alerts = state.charge(day, spend.micros, at, limit);
             let spent = state.book(day).tally.spent;
@@ -299,7 +401,7 @@ impl Budget {
                 phase: None,
                 phases: &[],
                 operation_id: spend.operation_id.as_deref(),
-                source: Some((&name, i as u64)),
+                source: Some((&self.name, i as u64)),
             };
             lines.push(ledger::spend_line(at, &entry));
             lines.extend(
@@ -308,44 +410,10 @@ impl Budget {
                     .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
             );
             state.unsettled(day, spend.micros, 1);
-            state.begin_operation(day, keys[i].clone());
+            state.begin_operation(day, self.keys[i].clone());
             charged.push((i, alerts));
         }
-        state.inflight(day, 1);
-        drop(state);
-
-        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let appended = journal.append_all(&records);
-
-        let mut state = self.state();
-        state.inflight(day, -1);
-        for (i, _) in &charged {
-            let micros = file.entries[*i].micros;
-            state.unsettled(day, micros, -1);
-            state.end_operation(day, &keys[*i], appended.is_ok().then_some(micros));
-        }
-        self.appended.notify_all();
-        if let Err(e) = appended {
-            for (i, alerts) in charged.iter().rev() {
-                let spend = &file.entries[*i];
-                state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
-            }
-            state.prune();
-            return Err(Error::Storage(e.to_string()));
-        }
-        let counted: i64 = charged.iter().map(|(i, _)| file.entries[*i].micros).sum();
-        state.recorded = state.recorded.saturating_add(counted);
-        state.prune();
-        imported.recorded.status = state.status(&self.settings, now);
-        drop(state);
-        // The research agent's entries name no phase.
-        if let Some(family) = self.phases.get() {
-            family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
-        }
-        imported.counted = charged.len();
-        imported.recorded.amount = dollars(counted);
-        imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
-        Ok(Some(imported))
+        (lines, charged)
     }
 }
 

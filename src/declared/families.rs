@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::spec::Declaration;
+use super::spec::{Declaration, Type};
 use super::update::{label_values, Op, Positional, Update};
 use crate::error::Error;
 use crate::metrics::{
-    saturating_sum, Counter, CounterFamily, GaugeFamily, HistogramFamily, OVERFLOW_VALUE,
+    saturating_sum, Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry, OVERFLOW_VALUE,
 };
 
 /// A registered family's handle.
@@ -18,6 +18,48 @@ pub(super) enum Handle {
     Counter(CounterFamily),
     Gauge(GaugeFamily),
     Histogram(HistogramFamily),
+}
+
+/// Registers one family: see [`Families::register`].
+fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
+    let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
+    let refused = |e: crate::metrics::Error| {
+        let hint = match e.is_over_ceiling() {
+            true => " (see --declared-label-bytes and --declared-exposition-bytes)",
+            false => "",
+        };
+        Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
+    };
+    Ok(match d.kind {
+        Type::Counter => {
+            let f = registry
+                .counter_family(&d.name, &d.help, &labels)
+                .map_err(refused)?;
+            // An unlabelled family has its one series from the start.
+            if labels.is_empty() {
+                f.inc_by(&[], 0);
+            }
+            Handle::Counter(f)
+        }
+        Type::Gauge => {
+            let f = registry
+                .gauge_family(&d.name, &d.help, &labels)
+                .map_err(refused)?;
+            if labels.is_empty() {
+                f.add(&[], 0.0);
+            }
+            Handle::Gauge(f)
+        }
+        Type::Histogram => {
+            let f = registry
+                .histogram_family(&d.name, &d.help, &labels, &d.buckets)
+                .map_err(refused)?;
+            if labels.is_empty() {
+                f.get(&[]);
+            }
+            Handle::Histogram(f)
+        }
+    })
 }
 
 /// The declarations in force and their families. Safe to share across
@@ -31,6 +73,30 @@ pub(super) struct Families {
 }
 
 impl Families {
+    /// Registers each of `declared` in `registry`, in order. A family the
+    /// registry refuses (a clash with a built-in family, or a header and
+    /// overflow series that do not fit under its ceiling) is
+    /// [`Error::Invalid`] naming it.
+    pub(super) fn register(
+        declared: Vec<Declaration>,
+        registry: &Registry,
+    ) -> Result<Families, Error> {
+        let handles = declared
+            .iter()
+            .map(|d| register(d, registry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = declared
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        Ok(Families {
+            declared,
+            handles,
+            index,
+        })
+    }
+
     /// Checks that no update of a batch would make a value infinite: a
     /// counter's or a gauge's value, or a histogram's sum, added to by the
     /// updates before it in the batch. The value an update starts from is

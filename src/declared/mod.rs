@@ -42,7 +42,7 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
 use crate::segments::{self, Segments};
-use families::{Families, Handle};
+use families::Families;
 use update::Positional;
 
 /// The journal's file name in the data dir before it was cut into
@@ -153,64 +153,10 @@ impl Declared {
         log: Logger,
     ) -> Result<Declared, Error> {
         let ceiling = ByteCeiling::new(ceiling.label_bytes, ceiling.exposition_bytes);
-        let registry = registry.within(&ceiling);
-        let mut handles = Vec::with_capacity(declared.len());
-        for d in &declared {
-            let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
-            let refused = |e: crate::metrics::Error| {
-                let hint = match e.is_over_ceiling() {
-                    true => " (see --declared-label-bytes and --declared-exposition-bytes)",
-                    false => "",
-                };
-                Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
-            };
-            let handle = match d.kind {
-                Type::Counter => {
-                    let f = registry
-                        .counter_family(&d.name, &d.help, &labels)
-                        .map_err(refused)?;
-                    // An unlabelled family has its one series from the start.
-                    if labels.is_empty() {
-                        f.inc_by(&[], 0);
-                    }
-                    Handle::Counter(f)
-                }
-                Type::Gauge => {
-                    let f = registry
-                        .gauge_family(&d.name, &d.help, &labels)
-                        .map_err(refused)?;
-                    if labels.is_empty() {
-                        f.add(&[], 0.0);
-                    }
-                    Handle::Gauge(f)
-                }
-                Type::Histogram => {
-                    let f = registry
-                        .histogram_family(&d.name, &d.help, &labels, &d.buckets)
-                        .map_err(refused)?;
-                    if labels.is_empty() {
-                        f.get(&[]);
-                    }
-                    Handle::Histogram(f)
-                }
-            };
-            handles.push(handle);
-        }
-        let index = declared
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect();
-        let families = Arc::new(Families {
-            declared,
-            handles,
-            index,
-        });
-        let store = dir.join(STORE);
+        let families = Arc::new(Families::register(declared, &registry.within(&ceiling))?);
         let mut order = Order::default();
-        let mut kept = Vec::new();
         let mut snapshots = Snapshots {
-            dir: store.clone(),
+            dir: dir.join(STORE),
             every: snapshot_bytes,
             kept: Arc::default(),
             log,
@@ -218,49 +164,9 @@ impl Declared {
         let queue = if families.declared.is_empty() {
             None
         } else {
-            let storage = |e: String| Error::Storage(e);
-            let f = &families;
-            // Positions are read only where no snapshot with names exists.
-            let mut positional = Positional {
-                allowed: true,
-                seen: 0,
-            };
-            // What no family declared now takes is kept as it was: series
-            // of the snapshot as lines, journal updates as one record.
-            let mut skipped: Vec<Value> = Vec::new();
-            let mut replay = |record: &[u8], positional: &mut Positional| {
-                let updates =
-                    update::from_record(record, &f.declared, &f.index, &mut skipped, positional);
-                f.apply(&updates);
-            };
-            let header = snapshot::read(&store.join(snapshot::FILE), |line, header| {
-                positional.allowed = !header.named;
-                if line.get("u").is_some() {
-                    replay(line.to_string().as_bytes(), &mut positional);
-                } else if !f.restore(line, &mut positional) {
-                    kept.push(line.clone());
-                }
-            })
-            .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
-            positional.allowed = header.is_none_or(|h| !h.named);
-            let sizes = segments::SegmentRetention::snapshotted(snapshot_bytes);
-            let journal = Segments::open_from(
-                &store,
-                Some(&dir.join(JOURNAL)),
-                sizes,
-                header.map_or(0, |h| h.records),
-                |record| {
-                    replay(record, &mut positional);
-                    Ok(())
-                },
-            )
-            .map_err(storage)?;
-            if !skipped.is_empty() {
-                kept.push(serde_json::json!({ "u": skipped }));
-            }
+            let (journal, by_position) = snapshots.replay(&dir.join(JOURNAL), &families)?;
             order.durable = journal.appended();
-            snapshots.kept = Arc::new(std::mem::take(&mut kept));
-            if positional.allowed && positional.seen > 0 {
+            if by_position {
                 snapshots.rewrite_with_names(order.durable, &families)?;
             }
             let queue = CommitQueue::start(journal, "metrics", Acks::Spread(1))
@@ -355,25 +261,72 @@ impl Declared {
 }
 
 impl Snapshots {
+    /// Reads the snapshot and replays the journal after it (first moved
+    /// from `old_journal` if never cut into segments) into `families`,
+    /// keeping what they do not take. Returns the journal and whether
+    /// anything was read by position.
+    fn replay(
+        &mut self,
+        old_journal: &Path,
+        families: &Families,
+    ) -> Result<(Segments, bool), Error> {
+        let storage = |e: String| Error::Storage(e);
+        // Positions are read only where no snapshot with names exists.
+        let mut positional = Positional {
+            allowed: true,
+            seen: 0,
+        };
+        let mut kept = Vec::new();
+        let mut skipped: Vec<Value> = Vec::new();
+        let mut replay = |record: &[u8], positional: &mut Positional| {
+            let updates = update::from_record(
+                record,
+                &families.declared,
+                &families.index,
+                &mut skipped,
+                positional,
+            );
+            families.apply(&updates);
+        };
+        let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {
+            positional.allowed = !header.named;
+            if line.get("u").is_some() {
+                replay(line.to_string().as_bytes(), &mut positional);
+            } else if !families.restore(line, &mut positional) {
+                kept.push(line.clone());
+            }
+        })
+        .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
+        positional.allowed = header.is_none_or(|h| !h.named);
+        let sizes = segments::SegmentRetention::snapshotted(self.every);
+        let journal = Segments::open_from(
+            &self.dir,
+            Some(old_journal),
+            sizes,
+            header.map_or(0, |h| h.records),
+            |record| {
+                replay(record, &mut positional);
+                Ok(())
+            },
+        )
+        .map_err(storage)?;
+        if !skipped.is_empty() {
+            kept.push(serde_json::json!({ "u": skipped }));
+        }
+        self.kept = Arc::new(kept);
+        Ok((journal, positional.allowed && positional.seen > 0))
+    }
+
     /// Writes a snapshot of everything applied, `records` journal records,
     /// at once, and deletes the segments it covers: for a store read by
     /// position, so that no later start reads one.
     fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
         let taken = snapshot::Taken::take(records, families, &self.kept);
-        let written = taken
-            .write(&self.dir.join(snapshot::FILE))
-            .map_err(|e| format!("{}: {e}", self.dir.display()))
-            .and_then(|size| segments::drop_covered(&self.dir, records).map(|n| (size, n)));
-        let (size, dropped) = written.map_err(|e| {
+        let (_, fields) = write_snapshot(&self.dir, taken).map_err(|e| {
             Error::Storage(format!(
                 "cannot rewrite the declared metrics with their label names: {e}"
             ))
         })?;
-        let fields = [
-            ("records", records.into()),
-            ("bytes", size.into()),
-            ("segments_deleted", dropped.into()),
-        ];
         self.log
             .info("declared metrics rewritten with their label names", &fields);
         Ok(())
@@ -396,20 +349,11 @@ impl Snapshots {
         let taken = snapshot::Taken::take(o.durable, families, &self.kept);
         let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
         let write = move || {
-            let records = taken.records();
-            let written = taken
-                .write(&dir.join(snapshot::FILE))
-                .map_err(|e| format!("{}: {e}", dir.display()))
-                .and_then(|size| segments::drop_covered(&dir, records).map(|n| (size, n)));
+            let written = write_snapshot(&dir, taken);
             let mut o = lock(&order);
             o.due.done(written.as_ref().ok().map(|&(size, _)| size));
             match written {
-                Ok((size, dropped)) => {
-                    let fields = [
-                        ("records", records.into()),
-                        ("bytes", size.into()),
-                        ("segments_deleted", dropped.into()),
-                    ];
+                Ok((_, fields)) => {
                     log.info("declared metrics snapshot written", &fields);
                 }
                 Err(e) => log.warn("declared metrics snapshot failed", &[("error", e.into())]),
@@ -423,6 +367,26 @@ impl Snapshots {
             o.due.done(None);
         }
     }
+}
+
+/// The log fields of a snapshot written: its records, bytes and the
+/// segments it deleted.
+type Written = [(&'static str, Value); 3];
+
+/// Writes `taken` as the snapshot in `dir` and deletes the segments it
+/// covers; returns its size and the fields that log it.
+fn write_snapshot(dir: &Path, taken: snapshot::Taken) -> Result<(u64, Written), String> {
+    let records = taken.records();
+    let size = taken
+        .write(&dir.join(snapshot::FILE))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dropped = segments::drop_covered(dir, records)?;
+    let fields = [
+        ("records", records.into()),
+        ("bytes", size.into()),
+        ("segments_deleted", dropped.into()),
+    ];
+    Ok((size, fields))
 }
 
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {

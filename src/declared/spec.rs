@@ -113,8 +113,11 @@ pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
 
 type FieldError = (String, String);
 
+fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {
+    Err((field.to_string(), why.to_string()))
+}
+
 fn declaration(item: &Value) -> Result<Declaration, FieldError> {
-    let fail = |field: &str, why: &str| Err((field.to_string(), why.to_string()));
     let Value::Object(map) = item else {
         return fail("declaration", "must be a JSON object");
     };
@@ -122,23 +125,7 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return fail(k, "unknown field");
     }
-    let name = match map.get("name") {
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return fail("name", "must be a string"),
-        None => return fail("name", "is required"),
-    };
-    if !valid_metric_name(&name) || name.contains(':') {
-        return fail(
-            "name",
-            "must match [a-zA-Z_][a-zA-Z0-9_]* (colons are for recording rules)",
-        );
-    }
-    if let Some(p) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
-        return Err((
-            "name".into(),
-            format!("the prefix {p} is reserved for the server's own families"),
-        ));
-    }
+    let name = name(map.get("name"))?;
     let kind = match map.get("type").and_then(Value::as_str) {
         Some("counter") => Type::Counter,
         Some("gauge") => Type::Gauge,
@@ -156,38 +143,74 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
         Some(Value::String(_)) | None => return fail("help", "is required: say what it counts"),
         Some(_) => return fail("help", "must be a string"),
     };
-    let labels = match map.get("labels") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let mut labels: Vec<String> = Vec::with_capacity(items.len());
-            for (j, l) in items.iter().enumerate() {
-                let field = format!("labels[{j}]");
-                let Some(l) = l.as_str() else {
-                    return Err((field, "must be a string".into()));
-                };
-                if !valid_label_name(l) || l.starts_with("__") {
-                    return Err((field, format!("{l:?} is not a valid label name")));
-                }
-                if l == "le" || l == "quantile" {
-                    return Err((
-                        field,
-                        format!("{l:?} is reserved for histograms and summaries"),
-                    ));
-                }
-                if labels.iter().any(|o| o == l) {
-                    return Err((field, format!("{l:?} is given twice")));
-                }
-                labels.push(l.to_string());
-            }
-            if labels.len() > MAX_LABELS {
-                return fail("labels", "at most 16 labels");
-            }
-            labels
-        }
+    Ok(Declaration {
+        name,
+        kind,
+        help,
+        labels: labels(map.get("labels"))?,
+        buckets: buckets(kind, map.get("buckets"))?,
+    })
+}
+
+/// A family's `name`, outside the server's own prefixes.
+fn name(value: Option<&Value>) -> Result<String, FieldError> {
+    let name = match value {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return fail("name", "must be a string"),
+        None => return fail("name", "is required"),
+    };
+    if !valid_metric_name(&name) || name.contains(':') {
+        return fail(
+            "name",
+            "must match [a-zA-Z_][a-zA-Z0-9_]* (colons are for recording rules)",
+        );
+    }
+    if let Some(p) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        return Err((
+            "name".into(),
+            format!("the prefix {p} is reserved for the server's own families"),
+        ));
+    }
+    Ok(name)
+}
+
+/// A family's `labels`: at most [`MAX_LABELS`] distinct, unreserved names.
+fn labels(value: Option<&Value>) -> Result<Vec<String>, FieldError> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
         Some(_) => return fail("labels", "must be an array of label names"),
     };
-    let buckets = match (kind, map.get("buckets")) {
-        (Type::Histogram, None | Some(Value::Null)) => DEFAULT_BUCKETS.to_vec(),
+    let mut labels: Vec<String> = Vec::with_capacity(items.len());
+    for (j, l) in items.iter().enumerate() {
+        let field = format!("labels[{j}]");
+        let Some(l) = l.as_str() else {
+            return Err((field, "must be a string".into()));
+        };
+        if !valid_label_name(l) || l.starts_with("__") {
+            return Err((field, format!("{l:?} is not a valid label name")));
+        }
+        if l == "le" || l == "quantile" {
+            return Err((
+                field,
+                format!("{l:?} is reserved for histograms and summaries"),
+            ));
+        }
+        if labels.iter().any(|o| o == l) {
+            return Err((field, format!("{l:?} is given twice")));
+        }
+        labels.push(l.to_string());
+    }
+    if labels.len() > MAX_LABELS {
+        return fail("labels", "at most 16 labels");
+    }
+    Ok(labels)
+}
+
+/// A family's `buckets`: a histogram's bounds; none for another type.
+fn buckets(kind: Type, value: Option<&Value>) -> Result<Vec<f64>, FieldError> {
+    match (kind, value) {
+        (Type::Histogram, None | Some(Value::Null)) => Ok(DEFAULT_BUCKETS.to_vec()),
         (Type::Histogram, Some(Value::Array(items))) => {
             let bounds: Option<Vec<f64>> = items.iter().map(Value::as_f64).collect();
             let Some(bounds) = bounds.filter(|b| !b.is_empty() && b.len() <= 64) else {
@@ -196,19 +219,12 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
             if bounds.windows(2).any(|w| w[0] >= w[1]) {
                 return fail("buckets", "must be strictly increasing");
             }
-            bounds
+            Ok(bounds)
         }
-        (Type::Histogram, Some(_)) => return fail("buckets", "must be an array of numbers"),
-        (_, None | Some(Value::Null)) => Vec::new(),
-        (_, Some(_)) => return fail("buckets", "only a histogram has buckets"),
-    };
-    Ok(Declaration {
-        name,
-        kind,
-        help,
-        labels,
-        buckets,
-    })
+        (Type::Histogram, Some(_)) => fail("buckets", "must be an array of numbers"),
+        (_, None | Some(Value::Null)) => Ok(Vec::new()),
+        (_, Some(_)) => fail("buckets", "only a histogram has buckets"),
+    }
 }
 
 #[cfg(test)]

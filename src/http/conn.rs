@@ -87,43 +87,10 @@ fn serve_request(
     shared: &Shared,
     activity: &Arc<Activity>,
 ) -> AfterRequest {
-    let limits = &shared.limits;
-    client.set_deadline(limits.header_timeout);
-    let head = match client.read_head(limits.max_header_bytes) {
-        Ok(head) => head,
-        Err(HeadError::Closed) => return AfterRequest::Close,
-        Err(HeadError::Io(err)) => {
-            if timed_out(&err) {
-                shared.hooks.connection_rejected("header_timeout");
-            }
-            return AfterRequest::Close;
-        }
-        Err(HeadError::TooLarge) => {
-            let label = method_label(client.buffered());
-            let reject = Reject::headers_too_large("the request head is too large");
-            return refuse(client, shared, label, false, reject);
-        }
-        Err(HeadError::BareLf) => {
-            let label = method_label(client.buffered());
-            let reject = Reject::bad_request("every line must end in CRLF");
-            return refuse(client, shared, label, false, reject);
-        }
+    let (head, label) = match read_head(client, shared) {
+        Ok(read) => read,
+        Err(next) => return next,
     };
-    let label = method_label(&head);
-    let head = match RequestHead::parse(head) {
-        Ok(head) => head,
-        Err(reject) => return refuse(client, shared, label, false, reject),
-    };
-    let head_only = head.is_head();
-    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
-        let reject = Reject::too_large(limits.max_body);
-        return refuse(client, shared, label, head_only, reject);
-    }
-    // The body is left unread, as RFC 9110 allows.
-    if head.expect == Expect::Unknown {
-        let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
-        return refuse(client, shared, label, head_only, reject);
-    }
     let mut request = head.request(Vec::new());
     if head.implemented() && !shared.handler.admits(&request) {
         // Answered on the head alone: a body is never read, and the
@@ -135,39 +102,95 @@ fn serve_request(
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
         let reject = Reject::busy("the server holds too many request bodies; retry shortly");
-        return refuse(client, shared, label, head_only, reject);
+        return refuse(client, shared, label, head.is_head(), reject);
     };
     request.body = match read_body(client, &head, shared, label) {
         Ok(body) => body,
         Err(next) => return next,
     };
-    let close = !head.keep_alive;
-    let keep_alive_10 = head.http10 && !close;
     if !head.implemented() {
-        // The framing was sound and the body is read, so the connection goes on.
-        let reject = Reject::not_implemented("the request method is not implemented");
-        shared.hooks.request_rejected(label, reject.status);
-        activity.answered();
-        let connection = match (close, keep_alive_10) {
-            (true, _) => "Connection: close\r\n",
-            (false, true) => "Connection: keep-alive\r\n",
-            (false, false) => "",
-        };
-        return match send(
-            client,
-            shared,
-            &reject::framed(reject, head_only, connection),
-        ) {
-            Ok(()) if close => AfterRequest::Linger,
-            Ok(()) => AfterRequest::Read,
-            Err(_) => AfterRequest::Close,
-        };
+        return not_implemented(client, shared, activity, &head, label);
     }
-    let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
+    let (answer, slot) = Answer::new(delivery(&head, !head.keep_alive, shared), activity.clone());
     shared.handler.handle(request, answer);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
     write_handoff(client, shared, &slot)
+}
+
+/// Reads the next request's head and checks it, with its method's label;
+/// or what to do instead of serving it, once any refusal is sent.
+fn read_head(
+    client: &mut ClientStream,
+    shared: &Shared,
+) -> Result<(RequestHead, &'static str), AfterRequest> {
+    let limits = &shared.limits;
+    client.set_deadline(limits.header_timeout);
+    let head = match client.read_head(limits.max_header_bytes) {
+        Ok(head) => head,
+        Err(HeadError::Closed) => return Err(AfterRequest::Close),
+        Err(HeadError::Io(err)) => {
+            if timed_out(&err) {
+                shared.hooks.connection_rejected("header_timeout");
+            }
+            return Err(AfterRequest::Close);
+        }
+        Err(HeadError::TooLarge) => {
+            let label = method_label(client.buffered());
+            let reject = Reject::headers_too_large("the request head is too large");
+            return Err(refuse(client, shared, label, false, reject));
+        }
+        Err(HeadError::BareLf) => {
+            let label = method_label(client.buffered());
+            let reject = Reject::bad_request("every line must end in CRLF");
+            return Err(refuse(client, shared, label, false, reject));
+        }
+    };
+    let label = method_label(&head);
+    let head = match RequestHead::parse(head) {
+        Ok(head) => head,
+        Err(reject) => return Err(refuse(client, shared, label, false, reject)),
+    };
+    let head_only = head.is_head();
+    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
+        let reject = Reject::too_large(limits.max_body);
+        return Err(refuse(client, shared, label, head_only, reject));
+    }
+    // The body is left unread, as RFC 9110 allows.
+    if head.expect == Expect::Unknown {
+        let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
+        return Err(refuse(client, shared, label, head_only, reject));
+    }
+    Ok((head, label))
+}
+
+/// Answers a request whose method is not implemented, once its body is
+/// read: the framing was sound, so the connection goes on.
+fn not_implemented(
+    client: &ClientStream,
+    shared: &Shared,
+    activity: &Arc<Activity>,
+    head: &RequestHead,
+    label: &'static str,
+) -> AfterRequest {
+    let reject = Reject::not_implemented("the request method is not implemented");
+    shared.hooks.request_rejected(label, reject.status);
+    activity.answered();
+    let close = !head.keep_alive;
+    let connection = match (close, head.http10) {
+        (true, _) => "Connection: close\r\n",
+        (false, true) => "Connection: keep-alive\r\n",
+        (false, false) => "",
+    };
+    match send(
+        client,
+        shared,
+        &reject::framed(reject, head.is_head(), connection),
+    ) {
+        Ok(()) if close => AfterRequest::Linger,
+        Ok(()) => AfterRequest::Read,
+        Err(_) => AfterRequest::Close,
+    }
 }
 
 /// How the answer to `head` goes out; `close` ends the connection after it.

@@ -143,91 +143,95 @@ impl RunTrace {
     /// completed run, Error with the failure text for a failed one, and
     /// Unset for a cancelled one, which neither succeeded nor failed; a
     /// phase's is Ok, Error or Unset after its `success`.
-    pub fn into_spans(self) -> Vec<Span> {
+    pub fn into_spans(mut self) -> Vec<Span> {
         let root_id = new_span_id();
         let ids = [
-            (
-                "operation.id".to_string(),
-                AttrValue::Str(self.operation_id),
-            ),
-            ("run.id".to_string(), AttrValue::Str(self.run_id)),
+            text("operation.id", std::mem::take(&mut self.operation_id)),
+            text("run.id", std::mem::take(&mut self.run_id)),
         ];
-        let (mut start, mut end) = times(self.started_unix, self.ended_unix);
-        let mut spans = Vec::with_capacity(1 + self.phases.len());
-        for phase in self.phases {
-            let short = short_phase(&phase.name);
-            let mut attributes = ids.to_vec();
-            attributes.push(("phase".to_string(), AttrValue::Str(phase.name.clone())));
-            if let Some(n) = phase.iteration {
-                attributes.push(("iteration".to_string(), int(n)));
-            }
-            if let Some(strategy) = self
-                .strategy
-                .as_ref()
-                .filter(|_| STRATEGY_PHASES.contains(&short))
-            {
-                attributes.push((
-                    "strategy_name".to_string(),
-                    AttrValue::Str(strategy.clone()),
-                ));
-            }
-            // Like the gen_ai pair, only when usage was reported.
-            let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
-            if tokens > 0 {
-                attributes.push(("tokens".to_string(), int(tokens)));
-            }
-            if let Some(accuracy) = phase.accuracy {
-                attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
-            }
-            push_usage(
-                &mut attributes,
-                phase.input_tokens,
-                phase.output_tokens,
-                phase.model,
-            );
-            // ktrdr gives a phase one gate result. When several checks were
-            // made the last one wins: a later check (a retry, or the next
-            // gate) supersedes what came before. Every check stays an event.
-            if let Some(last) = phase.gates.last() {
-                attributes.extend(last.attributes());
-            }
-            let (phase_start, phase_end) = times(phase.started_unix, phase.ended_unix);
-            start = start.min(phase_start);
-            end = end.max(phase_end);
-            let status = match phase.success {
-                Some(true) => SpanStatus::Ok,
-                Some(false) => SpanStatus::Error(format!("phase {} failed", phase.name)),
-                None => SpanStatus::Unset,
-            };
-            spans.push(Span {
-                trace_id: self.ctx.trace_id,
-                span_id: new_span_id(),
-                parent_span_id: Some(root_id),
-                name: format!("{PHASE_SPAN_PREFIX}{short}"),
-                start_unix_nanos: phase_start,
-                end_unix_nanos: phase_end,
-                attributes,
-                events: phase.gates.into_iter().map(GateEvent::into_event).collect(),
-                status,
-            });
+        let phases: Vec<Span> = std::mem::take(&mut self.phases)
+            .into_iter()
+            .map(|phase| self.phase_span(phase, &ids, root_id))
+            .collect();
+        let (start, end) = times(self.started_unix, self.ended_unix);
+        let start = phases
+            .iter()
+            .map(|s| s.start_unix_nanos)
+            .fold(start, u64::min);
+        let end = phases.iter().map(|s| s.end_unix_nanos).fold(end, u64::max);
+        let mut spans = Vec::with_capacity(1 + phases.len());
+        spans.push(self.run_span(root_id, &ids, start, end));
+        spans.extend(phases);
+        spans
+    }
+
+    /// The span of `phase`, a child of `root_id`.
+    fn phase_span(&self, phase: PhaseSpan, ids: &[(String, AttrValue)], root_id: [u8; 8]) -> Span {
+        let short = short_phase(&phase.name);
+        let mut attributes = ids.to_vec();
+        attributes.push(text("phase", phase.name.clone()));
+        if let Some(n) = phase.iteration {
+            attributes.push(("iteration".to_string(), int(n)));
         }
+        if let Some(strategy) = self
+            .strategy
+            .as_ref()
+            .filter(|_| STRATEGY_PHASES.contains(&short))
+        {
+            attributes.push(text("strategy_name", strategy.clone()));
+        }
+        // Like the gen_ai pair, only when usage was reported.
+        let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
+        if tokens > 0 {
+            attributes.push(("tokens".to_string(), int(tokens)));
+        }
+        if let Some(accuracy) = phase.accuracy {
+            attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
+        }
+        push_usage(
+            &mut attributes,
+            phase.input_tokens,
+            phase.output_tokens,
+            phase.model,
+        );
+        // ktrdr gives a phase one gate result. When several checks were
+        // made the last one wins: a later check (a retry, or the next
+        // gate) supersedes what came before. Every check stays an event.
+        if let Some(last) = phase.gates.last() {
+            attributes.extend(last.attributes());
+        }
+        let (start, end) = times(phase.started_unix, phase.ended_unix);
+        let status = match phase.success {
+            Some(true) => SpanStatus::Ok,
+            Some(false) => SpanStatus::Error(format!("phase {} failed", phase.name)),
+            None => SpanStatus::Unset,
+        };
+        Span {
+            trace_id: self.ctx.trace_id,
+            span_id: new_span_id(),
+            parent_span_id: Some(root_id),
+            name: format!("{PHASE_SPAN_PREFIX}{short}"),
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            attributes,
+            events: phase.gates.into_iter().map(GateEvent::into_event).collect(),
+            status,
+        }
+    }
+
+    /// The run's own span, `root_id`, from `start` to `end` (Unix nanoseconds).
+    fn run_span(self, root_id: [u8; 8], ids: &[(String, AttrValue)], start: u64, end: u64) -> Span {
         let mut attributes = ids.to_vec();
         for (key, id) in [
             ("work_order.id", self.work_order_id),
             ("correlation.id", self.correlation_id),
         ] {
             if let Some(id) = id {
-                attributes.push((key.to_string(), AttrValue::Str(id)));
+                attributes.push(text(key, id));
             }
         }
-        attributes.push((
-            "operation.type".to_string(),
-            AttrValue::Str(OPERATION_TYPE.to_string()),
-        ));
-        attributes.push((
-            "outcome".to_string(),
-            AttrValue::Str(self.outcome.as_str().to_string()),
-        ));
+        attributes.push(text("operation.type", OPERATION_TYPE.to_string()));
+        attributes.push(text("outcome", self.outcome.as_str().to_string()));
         push_usage(
             &mut attributes,
             self.input_tokens,
@@ -240,36 +244,34 @@ impl RunTrace {
             RunEnd::Completed => SpanStatus::Ok,
             RunEnd::Cancelled => SpanStatus::Unset,
             RunEnd::Failed(error) => {
-                attributes.push(("error".to_string(), AttrValue::Str(error.clone())));
+                attributes.push(text("error", error.clone()));
                 // The OpenTelemetry exception convention, which trace UIs
                 // show as the span's error, at the end of the run.
                 events.push(SpanEvent {
                     name: EXCEPTION_EVENT.to_string(),
                     time_unix_nanos: end,
-                    attributes: vec![(
-                        "exception.message".to_string(),
-                        AttrValue::Str(error.clone()),
-                    )],
+                    attributes: vec![text("exception.message", error.clone())],
                 });
                 SpanStatus::Error(error)
             }
         };
-        spans.insert(
-            0,
-            Span {
-                trace_id: self.ctx.trace_id,
-                span_id: root_id,
-                parent_span_id: self.ctx.parent_span_id,
-                name: RUN_SPAN.to_string(),
-                start_unix_nanos: start,
-                end_unix_nanos: end,
-                attributes,
-                events,
-                status,
-            },
-        );
-        spans
+        Span {
+            trace_id: self.ctx.trace_id,
+            span_id: root_id,
+            parent_span_id: self.ctx.parent_span_id,
+            name: RUN_SPAN.to_string(),
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            attributes,
+            events,
+            status,
+        }
     }
+}
+
+/// A text attribute.
+fn text(key: &str, value: String) -> (String, AttrValue) {
+    (key.to_string(), AttrValue::Str(value))
 }
 
 fn times(started: f64, ended: f64) -> (u64, u64) {
@@ -298,7 +300,7 @@ fn push_usage(
         }
     }
     if let Some(model) = model.filter(|m| !m.is_empty()) {
-        attributes.push(("gen_ai.request.model".to_string(), AttrValue::Str(model)));
+        attributes.push(text("gen_ai.request.model", model));
     }
 }
 

@@ -357,80 +357,19 @@ impl Detail {
                     self.current_iteration = None;
                 }
             }
-            Event::PhaseStarted { phase, iteration } => {
-                if self.spans.len() < MAX_SPANS {
-                    let mut span = PhaseRecord {
-                        name: phase.clone(),
-                        started: e.at,
-                        iteration: iteration.or(self.current_iteration),
-                        accuracy: metadata_accuracy(e),
-                        ..PhaseRecord::default()
-                    };
-                    self.take_pending(&mut span);
-                    self.spans.push(span);
-                }
-                self.current_phase = Some(phase.clone());
-                if self.phase_started_at.len() < MAX_NAMES
-                    || self.phase_started_at.contains_key(phase)
-                {
-                    self.phase_started_at.insert(phase.clone(), e.at);
-                }
-            }
+            Event::PhaseStarted { phase, iteration } => self.start_phase(e, phase, *iteration),
             Event::PhaseCompleted {
                 phase,
                 success,
                 duration_ms,
                 iteration,
             } => {
-                let started = self.phase_started_at.remove(phase);
-                let seconds = duration_ms
-                    .map(|ms| ms / 1000.0)
-                    .or(started.map(|s| (e.at - s).max(0.0)));
-                match self.open_span(phase) {
-                    Some(i) => {
-                        let span = &mut self.spans[i];
-                        span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
-                        span.success = Some(*success);
-                        span.accuracy = metadata_accuracy(e).or(span.accuracy);
-                    }
-                    None if self.spans.len() < MAX_SPANS => {
-                        let mut span = PhaseRecord {
-                            name: phase.clone(),
-                            started: e.at - seconds.unwrap_or(0.0),
-                            ended: Some(e.at),
-                            success: Some(*success),
-                            iteration: iteration.or(self.current_iteration),
-                            accuracy: metadata_accuracy(e),
-                            ..PhaseRecord::default()
-                        };
-                        self.take_pending(&mut span);
-                        self.spans.push(span);
-                    }
-                    None => {}
-                }
-                while self
-                    .spans
-                    .get(self.ended_before)
-                    .is_some_and(|s| s.ended.is_some())
-                {
-                    self.ended_before += 1;
-                }
-                bump(&mut self.phases, phase, |stats| {
-                    stats.completed += 1;
-                    stats.successes += u64::from(*success);
-                    if let Some(s) = seconds {
-                        stats.total_seconds += s;
-                        stats.last_seconds = s;
-                    }
-                });
+                let seconds = self.complete_phase(e, phase, *success, *duration_ms, *iteration);
                 if let Some(s) = seconds {
                     m.phase_completed(run, phase, s, e.at);
                 }
                 m.phases
                     .inc(&[phase, if *success { "success" } else { "failure" }]);
-                if self.current_phase.as_deref() == Some(phase) {
-                    self.current_phase = None;
-                }
             }
             Event::GateChecked {
                 gate,
@@ -438,36 +377,7 @@ impl Detail {
                 reason,
                 ..
             } => {
-                let check = Gate {
-                    gate: gate.clone(),
-                    passed: *passed,
-                    reason: reason.clone(),
-                    at: e.at,
-                };
-                let open = self
-                    .current_phase
-                    .as_deref()
-                    .and_then(|p| self.open_span(p));
-                // A gate judges the phase it ran in (the research agent's
-                // training gate judges the model trained), so the accuracy
-                // it reports is that phase's, even past MAX_GATES checks.
-                if let (Some(i), Some(accuracy)) = (open, metadata_accuracy(e)) {
-                    self.spans[i].accuracy = Some(accuracy);
-                }
-                match open {
-                    Some(i) if self.spans[i].gates.len() < MAX_GATES => {
-                        self.spans[i].gates.push(check.clone())
-                    }
-                    Some(_) => {}
-                    None if self.root_gates.len() < MAX_GATES => {
-                        self.root_gates.push(check.clone())
-                    }
-                    None => {}
-                }
-                self.gates.push_back(check);
-                while self.gates.len() > MAX_GATES {
-                    self.gates.pop_front();
-                }
+                self.check_gate(e, gate, *passed, reason);
                 m.gates.inc(&[gate, if *passed { "pass" } else { "fail" }]);
             }
             Event::Tokens {
@@ -476,23 +386,7 @@ impl Detail {
                 input_tokens,
                 output_tokens,
             } => {
-                bump(&mut self.tokens_by_phase, phase, |t| {
-                    t.0 = t.0.saturating_add(*input_tokens);
-                    t.1 = t.1.saturating_add(*output_tokens);
-                });
-                let model_name = model.as_deref().unwrap_or("unknown");
-                bump(&mut self.tokens_by_model, model_name, |t| {
-                    t.0 = t.0.saturating_add(*input_tokens);
-                    t.1 = t.1.saturating_add(*output_tokens);
-                });
-                add_priced_tokens(
-                    &mut self.tokens_by_phase_model,
-                    phase,
-                    model,
-                    *input_tokens,
-                    *output_tokens,
-                );
-                self.attribute_tokens(phase, model, *input_tokens, *output_tokens);
+                self.count_tokens(phase, model, *input_tokens, *output_tokens);
                 m.tokens(phase, *input_tokens, *output_tokens);
             }
             Event::DeliveryStarted => self.delivery_started = Some(e.at),
@@ -506,6 +400,128 @@ impl Detail {
                     .inc(&[if *success { "success" } else { "failure" }]);
             }
         }
+    }
+
+    /// Opens a span for `phase` and notes when it began.
+    fn start_phase(&mut self, e: &Timed, phase: &str, iteration: Option<u64>) {
+        if self.spans.len() < MAX_SPANS {
+            let mut span = PhaseRecord {
+                name: phase.to_string(),
+                started: e.at,
+                iteration: iteration.or(self.current_iteration),
+                accuracy: metadata_accuracy(e),
+                ..PhaseRecord::default()
+            };
+            self.take_pending(&mut span);
+            self.spans.push(span);
+        }
+        self.current_phase = Some(phase.to_string());
+        if self.phase_started_at.len() < MAX_NAMES || self.phase_started_at.contains_key(phase) {
+            self.phase_started_at.insert(phase.to_string(), e.at);
+        }
+    }
+
+    /// Ends `phase`: closes its span and counts it in the phase's totals.
+    /// Returns how long it took, when known (sent, or measured).
+    fn complete_phase(
+        &mut self,
+        e: &Timed,
+        phase: &str,
+        success: bool,
+        duration_ms: Option<f64>,
+        iteration: Option<u64>,
+    ) -> Option<f64> {
+        let started = self.phase_started_at.remove(phase);
+        let seconds = duration_ms
+            .map(|ms| ms / 1000.0)
+            .or(started.map(|s| (e.at - s).max(0.0)));
+        // Its open span ends, or an ended one is added when its start was
+        // not seen.
+        match self.open_span(phase) {
+            Some(i) => {
+                let span = &mut self.spans[i];
+                span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
+                span.success = Some(success);
+                span.accuracy = metadata_accuracy(e).or(span.accuracy);
+            }
+            None if self.spans.len() < MAX_SPANS => {
+                let mut span = PhaseRecord {
+                    name: phase.to_string(),
+                    started: e.at - seconds.unwrap_or(0.0),
+                    ended: Some(e.at),
+                    success: Some(success),
+                    iteration: iteration.or(self.current_iteration),
+                    accuracy: metadata_accuracy(e),
+                    ..PhaseRecord::default()
+                };
+                self.take_pending(&mut span);
+                self.spans.push(span);
+            }
+            None => {}
+        }
+        while self
+            .spans
+            .get(self.ended_before)
+            .is_some_and(|s| s.ended.is_some())
+        {
+            self.ended_before += 1;
+        }
+        bump(&mut self.phases, phase, |stats| {
+            stats.completed += 1;
+            stats.successes += u64::from(success);
+            if let Some(s) = seconds {
+                stats.total_seconds += s;
+                stats.last_seconds = s;
+            }
+        });
+        if self.current_phase.as_deref() == Some(phase) {
+            self.current_phase = None;
+        }
+        seconds
+    }
+
+    /// Records a gate check on the open phase's span (else the run's).
+    fn check_gate(&mut self, e: &Timed, gate: &str, passed: bool, reason: &Option<String>) {
+        let check = Gate {
+            gate: gate.to_string(),
+            passed,
+            reason: reason.clone(),
+            at: e.at,
+        };
+        let open = self
+            .current_phase
+            .as_deref()
+            .and_then(|p| self.open_span(p));
+        // A gate judges the phase it ran in (the research agent's
+        // training gate judges the model trained), so the accuracy
+        // it reports is that phase's, even past MAX_GATES checks.
+        if let (Some(i), Some(accuracy)) = (open, metadata_accuracy(e)) {
+            self.spans[i].accuracy = Some(accuracy);
+        }
+        match open {
+            Some(i) if self.spans[i].gates.len() < MAX_GATES => {
+                self.spans[i].gates.push(check.clone())
+            }
+            Some(_) => {}
+            None if self.root_gates.len() < MAX_GATES => self.root_gates.push(check.clone()),
+            None => {}
+        }
+        self.gates.push_back(check);
+        while self.gates.len() > MAX_GATES {
+            self.gates.pop_front();
+        }
+    }
+
+    /// Adds tokens to the run's totals and to the span they belong to.
+    fn count_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
+        let used = (input, output);
+        bump(&mut self.tokens_by_phase, phase, |t| add_pair(t, &used));
+        let model_name = model.as_deref().unwrap_or("unknown");
+        bump(&mut self.tokens_by_model, model_name, |t| {
+            add_pair(t, &used)
+        });
+        add_priced_tokens(&mut self.tokens_by_phase_model, phase, model, input, output);
+        self.attribute_tokens(phase, model, input, output);
     }
 
     /// Adds tokens to the span of `phase` they belong to: the open one, or

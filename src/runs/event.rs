@@ -383,71 +383,128 @@ pub(super) fn parse_at(timestamp: Option<&Value>, now: f64) -> Result<f64, Field
     ))
 }
 
-impl Timed {
-    /// The event as stored in the journal and shown in APIs.
-    pub fn to_json(&self) -> Value {
-        let mut v = match &self.event {
-            Event::IterationStarted { iteration } => {
-                json!({"type": "iteration_started", "iteration": iteration})
-            }
+/// The value of an event's own field, as [`Timed::to_json`] holds it and
+/// [`Timed::push_fields`] prints it.
+#[derive(Clone, Copy)]
+enum FieldValue<'a> {
+    U64(u64),
+    OptU64(Option<u64>),
+    OptF64(Option<f64>),
+    Bool(bool),
+    Str(&'a str),
+    OptStr(Option<&'a str>),
+}
+
+impl FieldValue<'_> {
+    fn to_json(self) -> Value {
+        match self {
+            FieldValue::U64(n) => json!(n),
+            FieldValue::OptU64(n) => json!(n),
+            FieldValue::OptF64(x) => json!(x),
+            FieldValue::Bool(b) => json!(b),
+            FieldValue::Str(s) => json!(s),
+            FieldValue::OptStr(s) => json!(s),
+        }
+    }
+
+    fn push(self, out: &mut String) {
+        use crate::json_text::{
+            push_bool, push_opt_f64, push_opt_str, push_opt_u64, push_str, push_u64,
+        };
+        match self {
+            FieldValue::U64(n) => push_u64(out, n),
+            FieldValue::OptU64(n) => push_opt_u64(out, n),
+            FieldValue::OptF64(x) => push_opt_f64(out, x),
+            FieldValue::Bool(b) => push_bool(out, b),
+            FieldValue::Str(s) => push_str(out, s),
+            FieldValue::OptStr(s) => push_opt_str(out, s),
+        }
+    }
+}
+
+impl Event {
+    /// Calls `f` with each of the event's own fields (all but `type` and
+    /// `timestamp`), in key order, as serde_json's map prints them.
+    fn for_each_field<'a>(&'a self, mut f: impl FnMut(&'static str, FieldValue<'a>)) {
+        use FieldValue::*;
+        match self {
+            Event::IterationStarted { iteration } => f("iteration", U64(*iteration)),
             Event::IterationCompleted { iteration, success } => {
-                json!({"type": "iteration_completed", "iteration": iteration, "success": success})
+                f("iteration", U64(*iteration));
+                f("success", Bool(*success));
             }
             Event::PhaseStarted { phase, iteration } => {
-                json!({"type": "phase_started", "phase": phase, "iteration": iteration})
+                f("iteration", OptU64(*iteration));
+                f("phase", Str(phase));
             }
             Event::PhaseCompleted {
                 phase,
                 success,
                 duration_ms,
                 iteration,
-            } => json!({
-                "type": "phase_completed", "phase": phase, "success": success,
-                "duration_ms": duration_ms, "iteration": iteration,
-            }),
+            } => {
+                f("duration_ms", OptF64(*duration_ms));
+                f("iteration", OptU64(*iteration));
+                f("phase", Str(phase));
+                f("success", Bool(*success));
+            }
             Event::GateChecked {
                 gate,
                 passed,
                 reason,
                 iteration,
-            } => json!({
-                "type": "gate_checked", "gate": gate, "passed": passed, "reason": reason,
-                "iteration": iteration,
-            }),
+            } => {
+                f("gate", Str(gate));
+                f("iteration", OptU64(*iteration));
+                f("passed", Bool(*passed));
+                f("reason", OptStr(reason.as_deref()));
+            }
             Event::Tokens {
                 phase,
                 model,
                 input_tokens,
                 output_tokens,
-            } => json!({
-                "type": "tokens", "phase": phase, "model": model,
-                "input_tokens": input_tokens, "output_tokens": output_tokens,
-            }),
-            Event::DeliveryStarted => json!({"type": "delivery_started"}),
+            } => {
+                f("input_tokens", U64(*input_tokens));
+                f("model", OptStr(model.as_deref()));
+                f("output_tokens", U64(*output_tokens));
+                f("phase", Str(phase));
+            }
+            Event::DeliveryStarted => {}
             Event::DeliveryCompleted {
                 success,
                 pr_url,
                 ci_status,
-            } => json!({
-                "type": "delivery_completed", "success": success, "pr_url": pr_url, "ci_status": ci_status,
-            }),
-        };
-        v["timestamp"] = json!(self.at);
-        if let (Some(extra), Some(map)) = (&self.extra, v.as_object_mut()) {
+            } => {
+                f("ci_status", OptStr(ci_status.as_deref()));
+                f("pr_url", OptStr(pr_url.as_deref()));
+                f("success", Bool(*success));
+            }
+        }
+    }
+}
+
+impl Timed {
+    /// The event as stored in the journal and shown in APIs.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("type".to_string(), json!(self.kind()));
+        self.event.for_each_field(|key, value| {
+            map.insert(key.to_string(), value.to_json());
+        });
+        map.insert("timestamp".to_string(), json!(self.at));
+        if let Some(extra) = &self.extra {
             for (k, x) in extra.iter() {
                 map.insert(k.clone(), x.clone());
             }
         }
-        v
+        Value::Object(map)
     }
 
     /// Appends the event's own fields (all but `type` and `timestamp`) as
     /// `"key":value` pairs joined by commas, in the order and with the
     /// bytes [`Timed::to_json`] prints them. Returns whether it wrote any.
     pub fn push_fields(&self, out: &mut String) -> bool {
-        use crate::json_text::{
-            push_bool, push_key, push_opt_f64, push_opt_str, push_opt_u64, push_str, push_u64,
-        };
         if self.extra.is_some() {
             // Rare: the extras interleave with the typed fields in sorted
             // order, so the value is built and printed whole.
@@ -460,97 +517,16 @@ impl Timed {
                 return text.len() > 2;
             }
         }
-        // Keys in sorted order, as serde_json's BTreeMap-backed map prints them.
-        match &self.event {
-            Event::IterationStarted { iteration } => {
-                push_key(out, "iteration");
-                push_u64(out, *iteration);
+        let mut wrote = false;
+        self.event.for_each_field(|key, value| {
+            if wrote {
+                out.push(',');
             }
-            Event::IterationCompleted { iteration, success } => {
-                push_key(out, "iteration");
-                push_u64(out, *iteration);
-                out.push(',');
-                push_key(out, "success");
-                push_bool(out, *success);
-            }
-            Event::PhaseStarted { phase, iteration } => {
-                push_key(out, "iteration");
-                push_opt_u64(out, *iteration);
-                out.push(',');
-                push_key(out, "phase");
-                push_str(out, phase);
-            }
-            Event::PhaseCompleted {
-                phase,
-                success,
-                duration_ms,
-                iteration,
-            } => {
-                push_key(out, "duration_ms");
-                push_opt_f64(out, *duration_ms);
-                out.push(',');
-                push_key(out, "iteration");
-                push_opt_u64(out, *iteration);
-                out.push(',');
-                push_key(out, "phase");
-                push_str(out, phase);
-                out.push(',');
-                push_key(out, "success");
-                push_bool(out, *success);
-            }
-            Event::GateChecked {
-                gate,
-                passed,
-                reason,
-                iteration,
-            } => {
-                push_key(out, "gate");
-                push_str(out, gate);
-                out.push(',');
-                push_key(out, "iteration");
-                push_opt_u64(out, *iteration);
-                out.push(',');
-                push_key(out, "passed");
-                push_bool(out, *passed);
-                out.push(',');
-                push_key(out, "reason");
-                push_opt_str(out, reason.as_deref());
-            }
-            Event::Tokens {
-                phase,
-                model,
-                input_tokens,
-                output_tokens,
-            } => {
-                push_key(out, "input_tokens");
-                push_u64(out, *input_tokens);
-                out.push(',');
-                push_key(out, "model");
-                push_opt_str(out, model.as_deref());
-                out.push(',');
-                push_key(out, "output_tokens");
-                push_u64(out, *output_tokens);
-                out.push(',');
-                push_key(out, "phase");
-                push_str(out, phase);
-            }
-            Event::DeliveryStarted => return false,
-            Event::DeliveryCompleted {
-                success,
-                pr_url,
-                ci_status,
-            } => {
-                push_key(out, "ci_status");
-                push_opt_str(out, ci_status.as_deref());
-                out.push(',');
-                push_key(out, "pr_url");
-                push_opt_str(out, pr_url.as_deref());
-                out.push(',');
-                push_key(out, "success");
-                push_bool(out, *success);
-            }
-        }
-        true
+            wrote = true;
+            crate::json_text::push_key(out, key);
+            value.push(out);
+        });
+        wrote
     }
 
     /// Appends exactly the text of `self.to_json().to_string()`, without

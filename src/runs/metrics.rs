@@ -127,7 +127,26 @@ const ALIASES: [(&str, &str, &str); 7] = [
 impl RunMetrics {
     /// Registers the run metric set in `r`.
     pub fn register(r: &Registry) -> Result<RunMetrics, Error> {
-        let m = RunMetrics {
+        let m = RunMetrics::families(r)?;
+        for (name, help, of) in ALIASES {
+            r.alias(name, help, of)?;
+        }
+        // Its one series, empty, from the first scrape, as an unlabelled
+        // histogram's is.
+        m.cycle_duration.get(&[]);
+        for outcome in OUTCOMES {
+            m.cycles.inc_by(&[outcome], 0);
+            m.agentgate_results.inc_by(&[agentgate_result(outcome)], 0);
+        }
+        for result in ["success", "failure"] {
+            m.deliveries.inc_by(&[result], 0);
+        }
+        Ok(m)
+    }
+
+    /// Registers each family of the set in `r` under its first name.
+    fn families(r: &Registry) -> Result<RunMetrics, Error> {
+        Ok(RunMetrics {
             active: r.gauge("conductor_active_runs", "Runs currently running.")?,
             started: r.counter("agent_runs_started_total", "Agent cycles (runs) started.")?,
             iterations: r.counter("agent_iterations_total", "Iterations started.")?,
@@ -197,21 +216,7 @@ impl RunMetrics {
                 "Tokens used, by phase and type (input or output): agent_tokens_total broken down.",
                 &["phase", "type"],
             )?,
-        };
-        for (name, help, of) in ALIASES {
-            r.alias(name, help, of)?;
-        }
-        // Its one series, empty, from the first scrape, as an unlabelled
-        // histogram's is.
-        m.cycle_duration.get(&[]);
-        for outcome in OUTCOMES {
-            m.cycles.inc_by(&[outcome], 0);
-            m.agentgate_results.inc_by(&[agentgate_result(outcome)], 0);
-        }
-        for result in ["success", "failure"] {
-            m.deliveries.inc_by(&[result], 0);
-        }
-        Ok(m)
+        })
     }
 
     /// Counts `run`, which finished with `outcome` (one of [`OUTCOMES`])

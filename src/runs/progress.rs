@@ -220,23 +220,7 @@ fn parse_one(
         return Err(("type".into(), "the event must be a JSON object".into()));
     };
     let mut map = normalize(raw)?;
-    let run_id = match (opt_string(&mut map, "run_id")?, path_run) {
-        (Some(id), Some(path)) if id != path => {
-            return Err((
-                "run_id".into(),
-                format!("{id:?} disagrees with the path's run {path:?}"),
-            ))
-        }
-        (Some(id), _) if !valid_run_id(&id) => {
-            return Err((
-                "run_id".into(),
-                "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
-            ))
-        }
-        (Some(id), _) => id,
-        (None, Some(path)) => path.to_string(),
-        (None, None) => return Err(("run_id".into(), "is required".into())),
-    };
+    let run_id = run_id(&mut map, path_run)?;
     let work_order_id = opt_string(&mut map, "work_order_id")?;
     let correlation_id = opt_string(&mut map, "correlation_id")?;
     let kind = match map.get("type") {
@@ -256,74 +240,9 @@ fn parse_one(
         opt_object(&mut map, "metadata")?;
     }
     let step = match kind.as_str() {
-        "run_started" => {
-            let spec = match opt_object(&mut map, "task_spec")? {
-                Some(spec) => normalize(&spec).map_err(|(k, m)| (format!("task_spec.{k}"), m))?,
-                None => Map::new(),
-            };
-            let mut spec = spec;
-            let nested = |(k, m): FieldError| (format!("task_spec.{k}"), m);
-            let new = NewRun {
-                run_id: Some(run_id.clone()),
-                agent: opt_string(&mut map, "agent")?,
-                goal: opt_string(&mut spec, "goal").map_err(nested)?,
-                work_order_id,
-                correlation_id,
-                strategy: opt_string(&mut spec, "strategy").map_err(nested)?,
-                max_iterations: opt_u64(&mut spec, "max_iterations").map_err(nested)?,
-                traceparent: None,
-            };
-            no_more(&spec, "task_spec.")?;
-            Step::Start(new)
-        }
-        "run_completed" => {
-            let how = match opt_string(&mut map, "result")?.as_deref() {
-                Some("succeeded" | "success" | "completed") => Finish::Complete,
-                Some("failed" | "failure") => {
-                    Finish::Fail(Some("the run completed with result failed".into()))
-                }
-                Some("canceled" | "cancelled") => Finish::Cancel,
-                Some(_) => {
-                    return Err((
-                        "result".into(),
-                        "must be succeeded, failed or canceled".into(),
-                    ))
-                }
-                None => return Err(("result".into(), "is required".into())),
-            };
-            opt_u64(&mut map, "iterations")?;
-            let metrics = match opt_object(&mut map, "metrics")? {
-                Some(object) => Some(metrics_text(&Value::Object(object), metrics)?),
-                None => None,
-            };
-            Step::Finish {
-                how,
-                reason: None,
-                duration_ms: opt_ms(&mut map, "duration_ms")?,
-                metrics,
-            }
-        }
-        "run_failed" => {
-            let error = match map.remove("error") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s),
-                // An Error object as TypeScript serialises it.
-                Some(Value::Object(o)) => Some(match o.get("message") {
-                    Some(Value::String(m)) => m.clone(),
-                    _ => Value::Object(o).to_string(),
-                }),
-                Some(_) => return Err(("error".into(), "must be a string or an object".into())),
-            };
-            if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
-                return Err(("error".into(), text_too_long()));
-            }
-            Step::Finish {
-                how: Finish::Fail(error),
-                reason: None,
-                duration_ms: opt_ms(&mut map, "duration_ms")?,
-                metrics: None,
-            }
-        }
+        "run_started" => run_started(&mut map, &run_id, work_order_id, correlation_id)?,
+        "run_completed" => run_completed(&mut map, metrics)?,
+        "run_failed" => run_failed(&mut map)?,
         "run_canceled" | "run_cancelled" => Step::Finish {
             how: Finish::Cancel,
             reason: opt_string(&mut map, "reason")?,
@@ -344,6 +263,102 @@ fn parse_one(
         run_id,
         at,
         step,
+    })
+}
+
+/// The event's `run_id`, which must agree with the path's run, if any.
+fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String, FieldError> {
+    match (opt_string(map, "run_id")?, path_run) {
+        (Some(id), Some(path)) if id != path => Err((
+            "run_id".into(),
+            format!("{id:?} disagrees with the path's run {path:?}"),
+        )),
+        (Some(id), _) if !valid_run_id(&id) => Err((
+            "run_id".into(),
+            "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
+        )),
+        (Some(id), _) => Ok(id),
+        (None, Some(path)) => Ok(path.to_string()),
+        (None, None) => Err(("run_id".into(), "is required".into())),
+    }
+}
+
+/// The run a `run_started` event begins, with what its `task_spec` says.
+fn run_started(
+    map: &mut Map<String, Value>,
+    run_id: &str,
+    work_order_id: Option<String>,
+    correlation_id: Option<String>,
+) -> Result<Step, FieldError> {
+    let mut spec = match opt_object(map, "task_spec")? {
+        Some(spec) => normalize(&spec).map_err(|(k, m)| (format!("task_spec.{k}"), m))?,
+        None => Map::new(),
+    };
+    let nested = |(k, m): FieldError| (format!("task_spec.{k}"), m);
+    let new = NewRun {
+        run_id: Some(run_id.to_string()),
+        agent: opt_string(map, "agent")?,
+        goal: opt_string(&mut spec, "goal").map_err(nested)?,
+        work_order_id,
+        correlation_id,
+        strategy: opt_string(&mut spec, "strategy").map_err(nested)?,
+        max_iterations: opt_u64(&mut spec, "max_iterations").map_err(nested)?,
+        traceparent: None,
+    };
+    no_more(&spec, "task_spec.")?;
+    Ok(Step::Start(new))
+}
+
+/// How a `run_completed` event ends its run, by its `result`, with its
+/// `metrics` kept as `text`, their text as the body sent it.
+fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Step, FieldError> {
+    let how = match opt_string(map, "result")?.as_deref() {
+        Some("succeeded" | "success" | "completed") => Finish::Complete,
+        Some("failed" | "failure") => {
+            Finish::Fail(Some("the run completed with result failed".into()))
+        }
+        Some("canceled" | "cancelled") => Finish::Cancel,
+        Some(_) => {
+            return Err((
+                "result".into(),
+                "must be succeeded, failed or canceled".into(),
+            ))
+        }
+        None => return Err(("result".into(), "is required".into())),
+    };
+    opt_u64(map, "iterations")?;
+    let metrics = match opt_object(map, "metrics")? {
+        Some(object) => Some(metrics_text(&Value::Object(object), text)?),
+        None => None,
+    };
+    Ok(Step::Finish {
+        how,
+        reason: None,
+        duration_ms: opt_ms(map, "duration_ms")?,
+        metrics,
+    })
+}
+
+/// How a `run_failed` event ends its run: with its `error`'s message.
+fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
+    let error = match map.remove("error") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        // An Error object as TypeScript serialises it.
+        Some(Value::Object(o)) => Some(match o.get("message") {
+            Some(Value::String(m)) => m.clone(),
+            _ => Value::Object(o).to_string(),
+        }),
+        Some(_) => return Err(("error".into(), "must be a string or an object".into())),
+    };
+    if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
+        return Err(("error".into(), text_too_long()));
+    }
+    Ok(Step::Finish {
+        how: Finish::Fail(error),
+        reason: None,
+        duration_ms: opt_ms(map, "duration_ms")?,
+        metrics: None,
     })
 }
 

@@ -343,7 +343,10 @@ fn pair(v: &Value) -> Option<(u64, u64)> {
 }
 
 /// The entries of a JSON object, each read by `f`.
-fn entries<V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<Vec<(String, V)>> {
+fn entries<C, V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<C>
+where
+    C: FromIterator<(String, V)>,
+{
     v.as_object()?
         .iter()
         .map(|(k, v)| Some((k.clone(), f(v)?)))
@@ -351,24 +354,7 @@ fn entries<V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<Vec<(String,
 }
 
 fn detail_from_json(v: &Value) -> Option<Detail> {
-    let tokens = |k: &str| entries(&v[k], pair);
-    let span = |s: &Value| -> Option<PhaseRecord> {
-        Some(PhaseRecord {
-            name: s[0].as_str()?.to_string(),
-            started: number(&s[1])?,
-            ended: s[2].as_f64(),
-            success: s[3].as_bool(),
-            input_tokens: s[4].as_u64()?,
-            output_tokens: s[5].as_u64()?,
-            model: s[6].as_str().map(str::to_string),
-            iteration: s[7].as_u64(),
-            gates: gates_from_json(&s[8])?,
-            // Absent from the snapshots of versions before it.
-            accuracy: s[9].as_f64(),
-        })
-    };
-    let delivered = &v["delivery_completed"];
-    let delivery_completed = match delivered {
+    let delivery_completed = match &v["delivery_completed"] {
         Value::Null => None,
         d => Some((
             d[0].as_bool()?,
@@ -389,51 +375,64 @@ fn detail_from_json(v: &Value) -> Option<Detail> {
         .as_array()?
         .iter()
         .map(|p| Some((p[0].as_u64()?, number(&p[1])?)));
+    let pending = |p: &Value| {
+        Some((
+            p[0].as_u64()?,
+            p[1].as_u64()?,
+            p[2].as_str().map(str::to_string),
+        ))
+    };
     Some(Detail {
         iterations_started: v["iterations_started"].as_u64()?,
         iterations_completed: v["iterations_completed"].as_u64()?,
         current_iteration: v["current_iteration"].as_u64(),
         iteration_started_at: iterations.collect::<Option<_>>()?,
         current_phase: v["current_phase"].as_str().map(str::to_string),
-        phase_started_at: entries(&v["phase_started_at"], number)?
-            .into_iter()
-            .collect(),
-        phases: entries(&v["phases"], |p| {
-            Some(PhaseStats {
-                completed: p[0].as_u64()?,
-                successes: p[1].as_u64()?,
-                total_seconds: number(&p[2])?,
-                last_seconds: number(&p[3])?,
-            })
-        })?
-        .into_iter()
-        .collect(),
+        phase_started_at: entries(&v["phase_started_at"], number)?,
+        phases: entries(&v["phases"], phase_stats_from_json)?,
         gates: gates_from_json(&v["gates"])?
             .into_iter()
             .collect::<VecDeque<_>>(),
-        tokens_by_phase: tokens("tokens_by_phase")?.into_iter().collect(),
-        tokens_by_model: tokens("tokens_by_model")?.into_iter().collect(),
+        tokens_by_phase: entries(&v["tokens_by_phase"], pair)?,
+        tokens_by_model: entries(&v["tokens_by_model"], pair)?,
         tokens_by_phase_model: by_pair.collect::<Option<_>>()?,
         delivery_started: v["delivery_started"].as_f64(),
         delivery_completed,
         spans: v["spans"]
             .as_array()?
             .iter()
-            .map(span)
+            .map(span_from_json)
             .collect::<Option<_>>()?,
         root_gates: gates_from_json(&v["root_gates"])?,
-        pending_tokens: entries(&v["pending_tokens"], |p| {
-            Some((
-                p[0].as_u64()?,
-                p[1].as_u64()?,
-                p[2].as_str().map(str::to_string),
-            ))
-        })?
-        .into_iter()
-        .collect(),
+        pending_tokens: entries(&v["pending_tokens"], pending)?,
         event_span,
         version: v["version"].as_u64()?,
         duration_seconds: v["duration_seconds"].as_f64(),
         ended_before: usize::try_from(v["ended_before"].as_u64()?).ok()?,
+    })
+}
+
+fn phase_stats_from_json(p: &Value) -> Option<PhaseStats> {
+    Some(PhaseStats {
+        completed: p[0].as_u64()?,
+        successes: p[1].as_u64()?,
+        total_seconds: number(&p[2])?,
+        last_seconds: number(&p[3])?,
+    })
+}
+
+fn span_from_json(s: &Value) -> Option<PhaseRecord> {
+    Some(PhaseRecord {
+        name: s[0].as_str()?.to_string(),
+        started: number(&s[1])?,
+        ended: s[2].as_f64(),
+        success: s[3].as_bool(),
+        input_tokens: s[4].as_u64()?,
+        output_tokens: s[5].as_u64()?,
+        model: s[6].as_str().map(str::to_string),
+        iteration: s[7].as_u64(),
+        gates: gates_from_json(&s[8])?,
+        // Absent from the snapshots of versions before it.
+        accuracy: s[9].as_f64(),
     })
 }
