@@ -499,6 +499,9 @@ impl Journal {
         let mut file = opened.map_err(|e| fail(Kind::Open, None, e))?;
         // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
         let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
+        // How much of `buf[start..]` is known to hold no newline: a line longer than a chunk
+        // is searched once, not again from its start after every read.
+        let mut searched = 0usize;
         let (mut line, mut offset, mut checked, mut total) = (0u64, 0u64, false, 0u64);
         loop {
             if start > 0 {
@@ -515,7 +518,9 @@ impl Journal {
             };
             buf.truncate(have + n);
             total += n as u64;
-            while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+            while let Some(at) = buf[start + searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + at;
+                searched = 0;
                 let bytes = &buf[start..start + end];
                 line += 1;
                 let record = check_line(bytes, &mut checked)
@@ -524,6 +529,7 @@ impl Journal {
                 offset += end as u64 + 1;
                 start += end + 1;
             }
+            searched = buf.len() - start;
             if n == 0 {
                 break;
             }

@@ -80,11 +80,25 @@ impl Texts {
     /// The texts of a JSON object's string members named by [`Text::key`];
     /// any other value, or one too long to store, counts as absent.
     pub fn from_json(v: &Value) -> Texts {
-        let mut texts = Texts::default();
-        for which in Text::ALL {
-            texts.set(which, v[which.key()].as_str());
+        Texts::from_each(|which| v[which.key()].as_str())
+    }
+
+    /// The texts `text` gives for each [`Text`], in one pass and one
+    /// allocation; one too long to store counts as absent.
+    fn from_each<'a>(text: impl Fn(Text) -> Option<&'a str>) -> Texts {
+        let texts = Text::ALL.map(|which| text(which).filter(|t| t.len() < usize::from(ABSENT)));
+        let mut lens = [ABSENT; 8];
+        let mut all = String::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
+        for (i, t) in texts.into_iter().enumerate() {
+            if let Some(t) = t {
+                all.push_str(t);
+                lens[i] = t.len() as u16;
+            }
         }
-        texts
+        Texts {
+            lens,
+            all: all.into_boxed_str(),
+        }
     }
 
     /// The text, if present.
@@ -111,20 +125,7 @@ impl Texts {
     /// stored lengths allow counts as absent; the API's limits refuse far
     /// shorter texts before they get here.
     pub fn set(&mut self, which: Text, text: Option<&str>) {
-        let text = text.filter(|t| t.len() < usize::from(ABSENT));
-        let mut all = String::with_capacity(self.all.len() + text.map_or(0, str::len));
-        let mut lens = [ABSENT; 8];
-        for (i, each) in Text::ALL.into_iter().enumerate() {
-            let value = if each == which { text } else { self.get(each) };
-            if let Some(t) = value {
-                all.push_str(t);
-                lens[i] = t.len() as u16;
-            }
-        }
-        *self = Texts {
-            lens,
-            all: all.into_boxed_str(),
-        };
+        *self = Texts::from_each(|each| if each == which { text } else { self.get(each) });
     }
 }
 
