@@ -51,8 +51,14 @@ pub const START: u32 = !0;
 
 /// The checksum state `crc` extended by `bytes`, for a checksum computed a
 /// piece at a time: `finish(extend(extend(START, a), b))` is the checksum
-/// of `a` then `b`.
+/// of `a` then `b`. The processor's CRC-32C instruction computes it where
+/// there is one ([`crate::sys::crc32c_extend`]), the tables elsewhere.
 pub fn extend(crc: u32, bytes: &[u8]) -> u32 {
+    crate::sys::crc32c_extend(crc, bytes).unwrap_or_else(|| extend_by_tables(crc, bytes))
+}
+
+/// [`extend`] with the tables, eight bytes at a time.
+fn extend_by_tables(crc: u32, bytes: &[u8]) -> u32 {
     let mut crc = crc;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
@@ -111,12 +117,31 @@ mod tests {
     }
 
     #[test]
+    fn the_instruction_and_the_tables_agree_piece_by_piece() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 197 + 3) as u8).collect();
+        let hardware = crate::sys::crc32c_extend(super::START, b"").is_some();
+        eprintln!("CRC-32C instruction in use: {hardware}");
+        for cut in [0, 1, 7, 8, 9, 63, 500, 999, 1000] {
+            let (a, b) = data.split_at(cut);
+            let tables = super::extend_by_tables(super::extend_by_tables(super::START, a), b);
+            assert_eq!(
+                super::extend(super::extend(super::START, a), b),
+                tables,
+                "{cut}"
+            );
+            assert_eq!(super::finish(tables), reference(&data));
+        }
+    }
+
+    #[test]
     fn slicing_agrees_with_the_bitwise_definition_at_every_length_and_alignment() {
         let data: Vec<u8> = (0..300u32).map(|i| (i * 131 + 7) as u8).collect();
         for start in 0..9 {
             for end in start..data.len() {
                 let slice = &data[start..end];
                 assert_eq!(checksum(slice), reference(slice), "{start}..{end}");
+                let tables = super::finish(super::extend_by_tables(super::START, slice));
+                assert_eq!(tables, reference(slice), "{start}..{end}");
             }
         }
     }

@@ -261,6 +261,45 @@ pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io:
     Ok(())
 }
 
+/// The CRC-32C state `crc` extended by `bytes` (as `crc32c::extend`
+/// defines it) with the processor's own instruction, or `None` where the
+/// processor has none. Checking every record's checksum was a tenth of a
+/// large store's start with the tables alone; the instruction takes eight
+/// bytes a cycle or so. `crc32c`'s tests check it against the tables.
+#[cfg(target_arch = "x86_64")]
+pub fn crc32c_extend(crc: u32, bytes: &[u8]) -> Option<u32> {
+    if !std::arch::is_x86_feature_detected!("sse4.2") {
+        return None;
+    }
+    // SAFETY: `crc32c_sse42` needs only SSE 4.2, which the processor was
+    // just found to have.
+    Some(unsafe { crc32c_sse42(crc, bytes) })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(crc: u32, bytes: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let mut wide = u64::from(crc);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        wide = _mm_crc32_u64(wide, word);
+    }
+    // The instruction leaves the 32-bit state in the low half.
+    let mut crc = wide as u32;
+    for &b in chunks.remainder() {
+        crc = _mm_crc32_u8(crc, b);
+    }
+    crc
+}
+
+/// Elsewhere the tables compute it.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn crc32c_extend(_crc: u32, _bytes: &[u8]) -> Option<u32> {
+    None
+}
+
 /// Caps glibc's malloc arenas. glibc gives busy threads arenas of their
 /// own, each keeping touched pages, which is most of an idle server's
 /// private memory; two arenas are plenty for a few worker threads.
