@@ -409,7 +409,7 @@ impl App {
     }
 
     /// Starts the thread that ends runs with no news for `timeout`
-    /// ([`Finish::Abandon`](crate::runs::Finish::Abandon)), checking a tenth
+    /// (`runs::Finish::Abandon`), checking a tenth
     /// of the timeout apart (at most once a minute). It holds the app
     /// weakly, and ends with it.
     pub fn start_run_timeout(self: &Arc<App>, timeout: Duration) -> std::io::Result<()> {

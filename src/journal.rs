@@ -581,12 +581,12 @@ impl Journal {
         }
     }
 
-    #[cfg(test)]
     /// Appends one record and returns once it is durable.
     ///
     /// A record that is not a one-line JSON object with at least one member is rejected with
     /// an error for which [`Error::is_invalid_record`] holds, and nothing is written. The
     /// object itself is not parsed: its writer built it.
+    #[cfg(test)]
     pub fn append(&self, record: &[u8]) -> Result<(), Error> {
         self.append_all(&[record])
     }
@@ -711,9 +711,9 @@ impl Journal {
         &self.path
     }
 
-    #[cfg(test)]
     /// Number of `fdatasync` calls appends made so far; under concurrency it stays far below
     /// [`Journal::appended`], which shows group commit working.
+    #[cfg(test)]
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
@@ -725,8 +725,8 @@ impl Journal {
         self.lock_state().durable_len
     }
 
-    #[cfg(test)]
     /// Number of records durably appended since open.
+    #[cfg(test)]
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
     }
@@ -799,20 +799,20 @@ impl Error {
         Error::new(path, Kind::Closed, None, None)
     }
 
-    #[cfg(test)]
     /// The byte offset in the file where the failed operation started, where known.
+    #[cfg(test)]
     pub fn offset(&self) -> Option<u64> {
         self.offset
     }
 
-    #[cfg(test)]
     /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
+    #[cfg(test)]
     pub fn is_invalid_record(&self) -> bool {
         matches!(self.kind, Kind::InvalidRecord(_))
     }
 
-    #[cfg(test)]
     /// Whether the file holds a damaged line, so the journal was not opened.
+    #[cfg(test)]
     pub fn is_damaged(&self) -> bool {
         matches!(self.kind, Kind::Damaged { .. })
     }

@@ -72,8 +72,8 @@ impl SnapshotDue {
         }
     }
 
-    #[cfg(test)]
     /// Whether a snapshot is being written.
+    #[cfg(test)]
     pub fn busy(&self) -> bool {
         self.busy
     }
@@ -575,8 +575,8 @@ impl Segments {
         self.appended
     }
 
-    #[cfg(test)]
     /// The numbers of the segment files kept, oldest first.
+    #[cfg(test)]
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()
     }

@@ -14,7 +14,7 @@
 //!   names and values, operation, value), and so is each series of a
 //!   snapshot (with a histogram's bounds), so a start with a changed
 //!   declarations file takes what still fits by label name and by bucket
-//!   bound, and keeps the rest aside as it was (see [`families`]).
+//!   bound, and keeps the rest aside as it was (see `families.rs`).
 //! - **Snapshots.** As the journal grows, a snapshot of every series' value
 //!   is written and the segments it covers are deleted (see [`snapshot`]).
 //! - **Bounded.** Each family is capped by the registry's series cap, and

@@ -10,7 +10,7 @@
 //! declarations in force did not take, kept as it was: series of families
 //! no longer declared as they were, and journal updates (`{"u":[...]}`)
 //! the same; and `{"end":N}` with the number of lines before it (see
-//! [`journal::write_snapshot`]).
+//! `journal::write_snapshot`).
 //!
 //! Format 2 names each series' labels and a histogram's bounds, so that a
 //! start matches them by name and by bound. A snapshot without a format
@@ -89,7 +89,7 @@ impl Taken {
     }
 
     /// Writes the snapshot at `path`, crash-only (see
-    /// [`journal::write_snapshot`]); returns its bytes.
+    /// `journal::write_snapshot`); returns its bytes.
     pub fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
         let series = self.series.into_iter().filter_map(|(i, n, v)| {
@@ -136,7 +136,7 @@ pub struct Header {
 ///
 /// # Errors
 ///
-/// As [`journal::read_snapshot`]; also a line that is not a snapshot's.
+/// As `journal::read_snapshot`; also a line that is not a snapshot's.
 pub fn read(path: &Path, mut line: impl FnMut(&Value, Header)) -> Result<Option<Header>, String> {
     let mut header = None;
     journal::read_snapshot(path, |v| {

@@ -158,7 +158,7 @@ impl Hub {
     /// Publishes each event of a durable batch of `run`, in order and with
     /// consecutive seqs, skipping token counts, which only move metrics.
     /// Each event carries the envelope and then its own fields as
-    /// [`Timed::to_json`] has them, `type` and `timestamp` aside.
+    /// `Timed::to_json` has them, `type` and `timestamp` aside.
     pub fn run_events(&self, run: &RunIds, events: &[Timed]) {
         self.publish_prepared(PreparedEvents::new(run, events));
     }

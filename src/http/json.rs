@@ -56,7 +56,7 @@ impl Body {
     }
 
     /// An optional free-text field of a run, at most
-    /// [`MAX_TEXT_BYTES`](crate::runs::MAX_TEXT_BYTES), as on every route.
+    /// `runs::MAX_TEXT_BYTES`, as on every route.
     pub fn opt_text(&self, field: &str) -> Result<Option<String>, Error> {
         let text = self.opt_str(field)?;
         if text

@@ -56,7 +56,7 @@ pub(super) fn reason(status: u16) -> &'static str {
         .map_or("", |(_, _, phrase)| phrase)
 }
 
-/// An answer to a [`Request`]: everything but the framing, which the layer
+/// An answer to a [`Request`](super::Request): everything but the framing, which the layer
 /// adds (`Content-Length`, and `Connection` when it closes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {

@@ -157,9 +157,6 @@ pub(super) fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// An event's fields as either parser reads them, so that both build events
-/// the same way and differ only in what a bad field costs: an error naming
-/// it, or giving up on the fast path.
 /// The fields beside the typed ones that an event may carry through: the
 /// emitter's own data, journaled and published as sent, moving no metric.
 fn extra_fields(kind: &str) -> &'static [&'static str] {
@@ -196,6 +193,9 @@ fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
     }
 }
 
+/// An event's fields as either parser reads them, so that both build events
+/// the same way and differ only in what a bad field costs: an error naming
+/// it, or giving up on the fast path.
 pub(super) trait EventFields {
     type Error;
     fn u64(&self, k: &'static str) -> Result<u64, Self::Error>;
