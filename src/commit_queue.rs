@@ -308,7 +308,6 @@ mod tests {
         let (_, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.records.len(), 500);
         assert_eq!(replay.records[499], b"{\"i\":499}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -332,6 +331,5 @@ mod tests {
         answered.sort();
         assert_eq!(answered, (0..300).collect::<Vec<_>>());
         assert_eq!(*order.lock().unwrap(), (0..300).collect::<Vec<_>>());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

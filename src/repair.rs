@@ -627,6 +627,5 @@ mod tests {
         let (_, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.records[0], crate::segments::header(40));
         assert_eq!(replay.records.len(), 3);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -233,16 +233,20 @@ pub(crate) mod tests {
     pub struct Fixture {
         pub dir: PathBuf,
         pub clock: Arc<ManualClock>,
+        /// Removes the ledger dir's parent when the fixture goes.
+        _root: crate::testing::TempDir,
     }
 
     impl Fixture {
         pub fn new(name: &str) -> Fixture {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let unique = format!("budget-{name}-{}-{n}", std::process::id());
-            let dir = std::env::temp_dir().join(unique).join("budget");
+            let root = crate::testing::TempDir::new(&format!("budget-{name}"));
+            let dir = root.join("budget");
             let clock = Arc::new(ManualClock::new(DAY as f64 * 86_400.0 + 43_200.0));
-            Fixture { dir, clock }
+            Fixture {
+                dir,
+                clock,
+                _root: root,
+            }
         }
 
         pub fn open(&self, limit: f64, estimate: f64) -> Budget {

@@ -486,29 +486,19 @@ mod tests {
         }
     }
 
-    /// A file holding an API key, removed when dropped.
-    struct KeyFile(PathBuf);
-
-    impl KeyFile {
-        fn new(name: &str) -> KeyFile {
-            let unique = format!("settings-key-{name}-{}", std::process::id());
-            let path = std::env::temp_dir().join(unique);
-            std::fs::write(&path, "k\n").unwrap();
-            KeyFile(path)
-        }
-    }
-
-    impl Drop for KeyFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+    /// A dir holding an API key in its file `key`, removed when dropped.
+    fn key_dir(name: &str) -> crate::testing::TempDir {
+        let dir = crate::testing::TempDir::new(&format!("settings-key-{name}"));
+        std::fs::write(dir.join("key"), "k\n").unwrap();
+        dir
     }
 
     #[test]
     fn every_row_is_in_the_help_and_taken_by_its_flag_and_its_variable() {
         let help = crate::config::usage::command_help("serve").unwrap();
-        let key = KeyFile::new("rows");
-        let key = key.0.to_str().unwrap();
+        let dir = key_dir("rows");
+        let key = dir.join("key");
+        let key = key.to_str().unwrap();
         for row in SETTINGS {
             // One line each, with its flag, its help and its variable.
             let (name, placeholder) = row.flag;
@@ -593,8 +583,9 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("from-env"));
         assert_eq!(c.budget.dir, Path::new("from-env/budget"));
         assert_eq!(c.api_key.as_deref(), Some("secret"));
-        let key = KeyFile::new("precedence");
-        let key = key.0.to_str().unwrap();
+        let dir = key_dir("precedence");
+        let key = dir.join("key");
+        let key = key.to_str().unwrap();
         let c = serve(&["--data-dir", "d", "--api-key-file", key], &env).unwrap();
         assert_eq!(
             (c.data_dir.as_path(), c.budget.dir.as_path()),

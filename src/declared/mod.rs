@@ -470,7 +470,6 @@ mod tests {
         .unwrap();
         assert_eq!(scrape(&registry), text);
         assert_eq!(d.skipped_on_replay, 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -505,7 +504,6 @@ mod tests {
         assert!(
             matches!(again, Err(Error::Invalid { ref field, .. }) if field.contains("git_active_merges"))
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -549,7 +547,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scrape(&replayed), live);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The field a refused post names.
@@ -605,7 +602,6 @@ mod tests {
         drop(d);
         let (_, registry) = open();
         assert_eq!(scrape(&registry), before, "what was acknowledged survives");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -661,7 +657,6 @@ mod tests {
         drop(d);
         let (_, registry) = open();
         assert_eq!(scrape(&registry), text);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Waits until no snapshot is being written.
@@ -736,6 +731,5 @@ mod tests {
         let text = scrape(&registry);
         assert!(text.contains("\ngit_active_merges 199\n"), "{text}");
         assert!(text.contains("task_retry_count_count 200\n"), "{text}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2396,9 +2396,7 @@ mod tests {
         // Without snapshots the journal holds both ends at the restart;
         // with one after every record, the snapshot may hold either.
         for every in [0, 1] {
-            let dir =
-                std::env::temp_dir().join(format!("runs-reused-id-{every}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = TempDir::new(&format!("runs-reused-id-{every}"));
             let open = |dir: &Path| {
                 let mut budget = crate::budget::BudgetConfig::new(dir);
                 budget.daily_limit = 1000.0;
@@ -2434,14 +2432,12 @@ mod tests {
             drop(reopened);
             // Written by the first reopen: the next one charges nothing more.
             assert_eq!(open(&dir).budget.status().today_spend, live);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
     #[test]
     fn an_unledgered_settlement_of_an_older_day_in_the_snapshot_is_charged_at_start() {
-        let dir = std::env::temp_dir().join(format!("runs-old-day-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new("runs-old-day");
         // The budget's clock three days back: the run is charged to that day.
         let clock = Arc::new(crate::budget::ManualClock::new(
             time::now_unix() - 3.0 * 86_400.0,
@@ -2503,6 +2499,5 @@ mod tests {
         let text = std::fs::read_to_string(ledger).unwrap();
         assert!(text.contains(r#""run_id":"x""#), "{text}");
         drop(runs);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
