@@ -27,7 +27,18 @@
 #
 # Fails if any request fails or a figure is out of its bound, so a broken server cannot produce
 # a flattering figure.
+#
+# With --throughput it prints only message_appends, events_ingest and metric_updates, and checks
+# nothing: scripts/ab-throughput.sh runs it that way, on two binaries in turn (CM_BIN).
 set -euo pipefail
+
+throughput_only=
+if [[ ${1:-} == --throughput ]]; then
+    throughput_only=1
+elif (($# > 0)); then
+    echo "usage: bench-http.sh [--throughput]" >&2
+    exit 2
+fi
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -76,12 +87,15 @@ idle_threads=$(awk '$1 == "Threads:" { print $2 }' "/proc/$CM_PID/status")
 binary_size=$(mib "$(stat -c %s "$CM_BIN")")
 
 # GET /metrics: any non-2xx answer or socket error fails the run.
-timeout "$WRK_DEADLINE_SECONDS" wrk -t2 -c32 -d"$DURATION" --timeout 5s "$CM_URL/metrics" >"$tmp/metrics.out"
-if grep -E 'Non-2xx|Socket errors' "$tmp/metrics.out" >&2; then
-    die "GET /metrics had failed requests"
+[[ -n $throughput_only ]] ||
+    timeout "$WRK_DEADLINE_SECONDS" wrk -t2 -c32 -d"$DURATION" --timeout 5s "$CM_URL/metrics" >"$tmp/metrics.out"
+if [[ -z $throughput_only ]]; then
+    if grep -E 'Non-2xx|Socket errors' "$tmp/metrics.out" >&2; then
+        die "GET /metrics had failed requests"
+    fi
+    metrics_rps=$(awk '$1 == "Requests/sec:" { printf "%.0f", $2 }' "$tmp/metrics.out")
+    [[ -n $metrics_rps ]] || { cat "$tmp/metrics.out" >&2; die "no Requests/sec in wrk output"; }
 fi
-metrics_rps=$(awk '$1 == "Requests/sec:" { printf "%.0f", $2 }' "$tmp/metrics.out")
-[[ -n $metrics_rps ]] || { cat "$tmp/metrics.out" >&2; die "no Requests/sec in wrk output"; }
 
 # Writes a wrk script that POSTs BODY_FILE and counts answers with status WANT
 # against everything else, summed over wrk's threads.
@@ -143,6 +157,7 @@ readonly APPEND_ROUNDS=3
 alone=() beside=()
 for round in $(seq "$APPEND_ROUNDS"); do
     alone+=("$(counted_rate "message_appends_$round" 64 "$CM_URL/api/v1/messages" "$tmp/messages.lua" "$APPEND_DURATION")")
+    [[ -z $throughput_only ]] || continue
     python3 "$CLIENTS" holdsse --url "$CM_URL" --count 100 >"$tmp/holdsse.out" &
     holder_pid=$!
     for _ in $(seq 100); do
@@ -156,12 +171,13 @@ for round in $(seq "$APPEND_ROUNDS"); do
     holder_pid=
 done
 message_appends=$(median "${alone[@]}")
-appends_idle_subs=$(median "${beside[@]}")
-printf 'append rounds: alone %s, beside 100 idle subscribers %s acks/s\n' "${alone[*]}" "${beside[*]}" >&2
-
-timeout 60 python3 "$CLIENTS" ssedelay --url "$CM_URL" --samples 200 --pause 0.01 >"$tmp/ssedelay.out" ||
-    die "ssedelay failed"
-sse_delivery_p50=$(awk '$1 == "sse_delivery_p50_ms" { print $2 }' "$tmp/ssedelay.out")
+if [[ -z $throughput_only ]]; then
+    appends_idle_subs=$(median "${beside[@]}")
+    printf 'append rounds: alone %s, beside 100 idle subscribers %s acks/s\n' "${alone[*]}" "${beside[*]}" >&2
+    timeout 60 python3 "$CLIENTS" ssedelay --url "$CM_URL" --samples 200 --pause 0.01 >"$tmp/ssedelay.out" ||
+        die "ssedelay failed"
+    sse_delivery_p50=$(awk '$1 == "sse_delivery_p50_ms" { print $2 }' "$tmp/ssedelay.out")
+fi
 
 # A batch of 100 events for one long-lived run: phases, tokens and gates.
 python3 - >"$tmp/events.json" <<'PY'
@@ -209,6 +225,12 @@ PY
 write_counting_script 200 "$tmp/updates.json" "$tmp/updates.lua"
 update_batches=$(counted_rate metric_updates 8 "$CM_URL/api/v1/metrics" "$tmp/updates.lua")
 metric_updates=$((update_batches * 1000))
+if [[ -n $throughput_only ]]; then
+    figure message_appends "$message_appends" acks/s
+    figure events_ingest "$events_ingest" events/s
+    figure metric_updates "$metric_updates" updates/s
+    exit 0
+fi
 
 # Sets render_us to the p50 render time of /metrics with 10,000 declared series: on a fresh
 # server (started in this shell, so the exit trap stops it if anything fails), FAMILY gets ten

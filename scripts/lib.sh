@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers shared by scripts/*.sh: source this file, don't run it.
 #
-#   build_release                 cargo build --release --locked
+#   build_release                 cargo build --release --locked (CM_BIN, when set, names a binary
+#                                 to use instead; then nothing is built)
 #   start_server DATA_DIR [VAR=VALUE ...] [ARGS ...]
 #                                 starts the release binary on 127.0.0.1:0; exports CM_URL, CM_PID,
 #                                 CM_STDOUT and CM_STDERR (its log)
@@ -10,8 +11,9 @@
 #   figure NAME VALUE UNIT        prints one benchmark figure as `NAME VALUE UNIT`
 
 CM_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CM_BIN="${CARGO_TARGET_DIR:-$CM_REPO_ROOT/target}/release/conductor-metrics"
-readonly CM_REPO_ROOT CM_BIN
+CM_BIN_GIVEN=${CM_BIN:+1}
+CM_BIN="${CM_BIN:-${CARGO_TARGET_DIR:-$CM_REPO_ROOT/target}/release/conductor-metrics}"
+readonly CM_REPO_ROOT CM_BIN CM_BIN_GIVEN
 readonly CM_STARTUP_SECONDS=10
 readonly CM_LISTENING_PREFIX="conductor-metrics listening on "
 # Variables the server reads; cleared so the caller's shell cannot change what a script measures.
@@ -32,7 +34,7 @@ need_cmd() {
 }
 
 build_release() {
-    (cd "$CM_REPO_ROOT" && cargo build --release --locked --quiet)
+    [[ -n $CM_BIN_GIVEN ]] || (cd "$CM_REPO_ROOT" && cargo build --release --locked --quiet)
 }
 
 # Leading VAR=VALUE arguments become the server's environment; the rest are extra flags.
