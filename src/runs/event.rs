@@ -558,6 +558,11 @@ impl Timed {
         out.push('}');
     }
 
+    /// Whether it is a `tokens` event, the only kind that moves a run's price.
+    pub fn is_tokens(&self) -> bool {
+        matches!(self.event, Event::Tokens { .. })
+    }
+
     /// The event's type name.
     pub fn kind(&self) -> &'static str {
         match self.event {
