@@ -193,22 +193,111 @@ fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
     }
 }
 
-/// An event's fields as either parser reads them, so that both build events
-/// the same way and differ only in what a bad field costs: an error naming
-/// it, or giving up on the fast path.
+/// A field at fault and what is wrong with it.
+pub(super) type FieldError = (String, String);
+
+fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
+    Err((k.to_string(), why.to_string()))
+}
+
+/// A field's value as either parser reads it.
+#[derive(Clone, Copy)]
+pub(super) enum Raw<'a> {
+    Str(&'a str),
+    /// A non-negative integer.
+    Int(u64),
+    /// Any other number.
+    Num(f64),
+    Bool(bool),
+    Null,
+    /// An array or an object.
+    Other,
+}
+
+/// An event's fields as either parser reads them, checked by the same
+/// methods, so that both build events the same way and differ only in
+/// what a bad field costs: an error naming it, or giving up on the fast
+/// path.
 pub(super) trait EventFields {
-    type Error;
-    fn u64(&self, k: &'static str) -> Result<u64, Self::Error>;
-    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, Self::Error>;
-    fn bool(&self, k: &'static str) -> Result<bool, Self::Error>;
-    fn name(&self, k: &'static str) -> Result<String, Self::Error>;
-    fn opt_name(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
-    fn opt_text(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
-    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, Self::Error>;
+    /// The field `k`, when present.
+    fn raw(&self, k: &str) -> Option<Raw<'_>>;
+
+    fn u64(&self, k: &str) -> Result<u64, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Int(n)) => Ok(n),
+            Some(_) => bad(k, "must be a non-negative integer"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    /// `read(k)`, or `None` when `k` is absent or null.
+    fn opt<T>(
+        &self,
+        k: &str,
+        read: impl FnOnce(&Self, &str) -> Result<T, FieldError>,
+    ) -> Result<Option<T>, FieldError> {
+        match self.raw(k) {
+            None | Some(Raw::Null) => Ok(None),
+            Some(_) => read(self, k).map(Some),
+        }
+    }
+
+    fn bool(&self, k: &str) -> Result<bool, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Bool(b)) => Ok(b),
+            Some(_) => bad(k, "must be true or false"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    fn name(&self, k: &str) -> Result<String, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Str(s)) if valid_name(s) => Ok(s.to_string()),
+            Some(Raw::Str(_)) => bad(k, "must be 1-64 characters of A-Z a-z 0-9 _ . : -"),
+            Some(_) => bad(k, "must be a string"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    fn opt_text(&self, k: &str) -> Result<Option<String>, FieldError> {
+        match self.raw(k) {
+            None | Some(Raw::Null) => Ok(None),
+            Some(Raw::Str(s)) if s.len() <= MAX_TEXT => Ok(Some(s.to_string())),
+            Some(Raw::Str(_)) => bad(k, &super::text_too_long()),
+            Some(_) => bad(k, "must be a string"),
+        }
+    }
+
+    fn opt_ms(&self, k: &str) -> Result<Option<f64>, FieldError> {
+        let ms = match self.raw(k) {
+            None | Some(Raw::Null) => return Ok(None),
+            Some(Raw::Int(n)) => n as f64,
+            Some(Raw::Num(x)) => x,
+            Some(_) => -1.0,
+        };
+        match ms >= 0.0 && ms.is_finite() {
+            true => Ok(Some(ms)),
+            false => bad(k, "must be a non-negative number"),
+        }
+    }
+}
+
+impl EventFields for Map<String, Value> {
+    fn raw(&self, k: &str) -> Option<Raw<'_>> {
+        Some(match self.get(k)? {
+            Value::String(s) => Raw::Str(s),
+            Value::Number(n) => n
+                .as_u64()
+                .map_or(Raw::Num(n.as_f64().unwrap_or(f64::NAN)), Raw::Int),
+            Value::Bool(b) => Raw::Bool(*b),
+            Value::Null => Raw::Null,
+            _ => Raw::Other,
+        })
+    }
 }
 
 /// The event of type `kind` (one [`allowed_fields`] knows) from its fields.
-pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
+pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, FieldError> {
     Ok(match kind {
         "iteration_started" => Event::IterationStarted {
             iteration: f.u64("iteration")?,
@@ -219,23 +308,23 @@ pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error
         },
         "phase_started" => Event::PhaseStarted {
             phase: f.name("phase")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "phase_completed" => Event::PhaseCompleted {
             phase: f.name("phase")?,
             success: f.bool("success")?,
             duration_ms: f.opt_ms("duration_ms")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "gate_checked" => Event::GateChecked {
             gate: f.name("gate")?,
             passed: f.bool("passed")?,
             reason: f.opt_text("reason")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "tokens" => Event::Tokens {
             phase: f.name("phase")?,
-            model: f.opt_name("model")?,
+            model: f.opt("model", F::name)?,
             input_tokens: f.u64("input_tokens")?,
             output_tokens: f.u64("output_tokens")?,
         },
@@ -248,95 +337,15 @@ pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error
     })
 }
 
-/// A field at fault and what is wrong with it.
-pub(super) type FieldError = (String, String);
-
-struct Fields<'a> {
-    map: &'a serde_json::Map<String, Value>,
-}
-
-impl EventFields for Fields<'_> {
-    type Error = FieldError;
-
-    fn u64(&self, k: &'static str) -> Result<u64, FieldError> {
-        match self.map.get(k) {
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .ok_or((k.to_string(), "must be a non-negative integer".to_string())),
-            Some(_) => Err((k.to_string(), "must be a non-negative integer".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            _ => self.u64(k).map(Some),
-        }
-    }
-
-    fn bool(&self, k: &'static str) -> Result<bool, FieldError> {
-        match self.map.get(k) {
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err((k.to_string(), "must be true or false".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn name(&self, k: &'static str) -> Result<String, FieldError> {
-        match self.map.get(k) {
-            Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
-            Some(Value::String(_)) => Err((
-                k.to_string(),
-                "must be 1-64 characters of A-Z a-z 0-9 _ . : -".to_string(),
-            )),
-            Some(_) => Err((k.to_string(), "must be a string".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn opt_name(&self, k: &'static str) -> Result<Option<String>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            _ => self.name(k).map(Some),
-        }
-    }
-
-    fn opt_text(&self, k: &'static str) -> Result<Option<String>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
-            Some(Value::String(_)) => Err((k.to_string(), super::text_too_long())),
-            Some(_) => Err((k.to_string(), "must be a string".to_string())),
-        }
-    }
-
-    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, FieldError> {
-        let invalid = || (k.to_string(), "must be a non-negative number".to_string());
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(ms) if ms >= 0.0 && ms.is_finite() => Ok(Some(ms)),
-                _ => Err(invalid()),
-            },
-            Some(_) => Err(invalid()),
-        }
-    }
-}
-
 /// Parses one event object; errors name the field.
 pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     let Value::Object(map) = v else {
-        return Err((
-            "type".to_string(),
-            "the event must be a JSON object".to_string(),
-        ));
+        return bad("type", "the event must be a JSON object");
     };
-    let f = Fields { map };
-    let kind = match map.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(_) => return Err(("type".to_string(), "must be a string".to_string())),
-        None => return Err(("type".to_string(), "is required".to_string())),
+    let kind = match map.raw("type") {
+        Some(Raw::Str(t)) => t,
+        Some(_) => return bad("type", "must be a string"),
+        None => return bad("type", "is required"),
     };
     let Some(allowed) = allowed_fields(kind) else {
         return Err(("type".to_string(), format!("unknown event type {kind:?}")));
@@ -347,9 +356,9 @@ pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
         .keys()
         .find(|k| !known(k) && !extras.contains(&k.as_str()))
     {
-        return Err((k.clone(), "unknown field".to_string()));
+        return bad(k, "unknown field");
     }
-    let event = build(kind, &f)?;
+    let event = build(kind, map)?;
     let mut extra = Map::new();
     for k in extras {
         match map.get(*k) {
