@@ -1457,10 +1457,7 @@ impl Shared {
         let paused = taken.elapsed();
         let spawned = std::thread::Builder::new()
             .name("runs-snapshot".into())
-            .spawn(move || {
-                let series = || values.into_series(&me.metrics);
-                me.snapshots.write(&header, runs, series, paused)
-            });
+            .spawn(move || me.snapshots.write(&header, runs, values, paused));
         if spawned.is_err() {
             self.snapshots.progress().due.done(None);
         }
@@ -1476,11 +1473,11 @@ impl Snapshots {
     /// journal segments it covers. A failure is logged, and the next one
     /// is taken when it is due again. `paused` is how long taking it held
     /// up the records behind it, for the log.
-    fn write<I: Iterator<Item = Value>>(
+    fn write(
         &self,
         header: &snapshot::Header,
         runs: Vec<Arc<Run>>,
-        metrics: impl FnOnce() -> I,
+        metrics: metrics::Values,
         paused: Duration,
     ) {
         let began = Instant::now();

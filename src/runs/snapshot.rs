@@ -24,6 +24,7 @@ use crate::budget::{AgentCosts, Settlement};
 use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
+use super::metrics::Values;
 use super::{Counts, Run, Status, Text, Texts};
 
 /// The file name of the snapshot, in the run store's directory.
@@ -53,15 +54,15 @@ fn settlement_to_json(s: &Settlement) -> Value {
     json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
-/// Writes the snapshot `header` and `runs` (the running ones first) at
-/// `path`, crash-only (see [`journal::write_snapshot`]), letting go of each
-/// run once it is written; `metrics` gives the metrics' series, asked for
-/// after the runs. Returns the snapshot's bytes.
-pub fn write<I: Iterator<Item = Value>>(
+/// Writes the snapshot `header`, `runs` (the running ones first) and
+/// `metrics` at `path`, crash-only (see [`journal::write_snapshot`]),
+/// letting go of each run once it is written, before the metrics' series
+/// are spelled out. Returns the snapshot's bytes.
+pub fn write(
     path: &Path,
     header: &Header,
     runs: Vec<Arc<Run>>,
-    metrics: impl FnOnce() -> I,
+    metrics: Values,
 ) -> std::io::Result<u64> {
     let c = &header.counts;
     let head = json!({"snapshot": {
@@ -76,7 +77,7 @@ pub fn write<I: Iterator<Item = Value>>(
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
         .chain(
-            std::iter::once_with(metrics)
+            std::iter::once_with(|| metrics.into_series())
                 .flatten()
                 .map(|m| Line::Json(json!({"metric": m}))),
         );
