@@ -12,68 +12,44 @@ pub const MAX_BATCH: usize = 1000;
 /// One event inside a run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// An iteration began.
     IterationStarted {
-        /// Its number.
         iteration: u64,
     },
-    /// An iteration ended.
     IterationCompleted {
-        /// Its number.
         iteration: u64,
-        /// Whether it succeeded.
         success: bool,
     },
-    /// A phase began.
     PhaseStarted {
-        /// The phase name.
         phase: String,
-        /// The iteration it belongs to.
         iteration: Option<u64>,
     },
-    /// A phase ended.
     PhaseCompleted {
-        /// The phase name.
         phase: String,
-        /// Whether it succeeded.
         success: bool,
-        /// Its duration, when the orchestrator measured it (the server
-        /// fills in what it measured when it was not sent).
+        /// When the orchestrator measured it (the server fills in what it
+        /// measured when it was not sent).
         duration_ms: Option<f64>,
-        /// The iteration it belongs to (the run's current one when not sent).
+        /// The run's current one when not sent, here and below.
         iteration: Option<u64>,
     },
     /// A quality gate was checked.
     GateChecked {
-        /// The gate name.
         gate: String,
-        /// Whether it passed.
         passed: bool,
-        /// Why, when given.
         reason: Option<String>,
-        /// The iteration it belongs to (the run's current one when not sent).
         iteration: Option<u64>,
     },
-    /// Tokens were used.
     Tokens {
-        /// The phase that used them.
         phase: String,
-        /// The model, when known.
         model: Option<String>,
-        /// Input tokens.
         input_tokens: u64,
-        /// Output tokens.
         output_tokens: u64,
     },
     /// Delivery (a PR, a deploy) began.
     DeliveryStarted,
-    /// Delivery ended.
     DeliveryCompleted {
-        /// Whether it succeeded.
         success: bool,
-        /// The pull request, when there is one.
         pr_url: Option<String>,
-        /// The CI status, when known.
         ci_status: Option<String>,
     },
 }
@@ -83,7 +59,6 @@ pub enum Event {
 pub struct Timed {
     /// Unix seconds.
     pub at: f64,
-    /// The event.
     pub event: Event,
     /// What the emitter sent beside the typed fields and that moves no
     /// metric (`metadata`, `feedback`, `phase_timings`, ...), kept so that
@@ -539,16 +514,9 @@ impl Timed {
     }
 
     /// Appends exactly the text of `self.to_json().to_string()`, without
-    /// building the value: the journal record of every event goes through
-    /// here.
-    pub fn push_json(&self, out: &mut String) {
-        let mut at = String::new();
-        crate::json_text::push_f64(&mut at, self.at);
-        self.push_json_at(out, &at);
-    }
-
-    /// [`Timed::push_json`] with the timestamp already printed as `at`, so
-    /// a batch whose events share a time prints it once.
+    /// building the value, with the timestamp already printed as `at`, so
+    /// a batch whose events share a time prints it once: the journal record
+    /// of every event goes through here.
     pub fn push_json_at(&self, out: &mut String, at: &str) {
         if self.extra.is_some() {
             out.push_str(&self.to_json().to_string());
@@ -660,8 +628,9 @@ mod tests {
             {"type": "delivery_completed", "success": false, "pr_url": "https://x/pr/1", "ci_status": "grün"},
         ]);
         for e in parse_batch(&batch, 1_795_439_678.123_456).unwrap() {
-            let mut text = String::new();
-            e.push_json(&mut text);
+            let (mut text, mut at) = (String::new(), String::new());
+            crate::json_text::push_f64(&mut at, e.at);
+            e.push_json_at(&mut text, &at);
             assert_eq!(text, e.to_json().to_string());
             let mut fields = String::from("{");
             e.push_fields(&mut fields);

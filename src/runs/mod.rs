@@ -299,7 +299,7 @@ pub struct Finished {
 pub enum Applied {
     Started(Box<Run>),
     /// Events of one run, as journaled (filled in, see [`Detail::fill`]).
-    Events(RunIds, Vec<Timed>),
+    Events(RunIds, Arc<[Timed]>),
     Finished(Box<Finished>),
 }
 
@@ -311,11 +311,6 @@ pub struct Counts {
     pub failed: u64,
     pub cancelled: u64,
 }
-
-/// The default of [`RunRetention::runs`].
-pub const DEFAULT_RETAINED_RUNS: u64 = 100_000;
-/// The default of [`RunRetention::bytes`]: 64 MiB.
-pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many finished runs stay in memory for lookups, the newest, by
 /// count and by their approximate bytes (see [`Detail::approx_bytes`]);
@@ -330,8 +325,8 @@ pub struct RunRetention {
 impl Default for RunRetention {
     fn default() -> RunRetention {
         RunRetention {
-            runs: DEFAULT_RETAINED_RUNS,
-            bytes: DEFAULT_RETAINED_RUN_BYTES,
+            runs: 100_000,
+            bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -524,11 +519,14 @@ enum Planned {
 type Charged = (usize, LedgerLines, Settlement);
 
 impl Plan {
-    /// A plan of the one op `record`, which `step` applies.
-    fn one(record: Value, step: impl FnOnce(usize) -> Planned) -> Plan {
-        let mut plan = Plan::default();
-        plan.push(record, step);
-        plan
+    /// A plan of the one op `op`, which `step` applies, and its record.
+    fn one(op: Value, step: impl FnOnce(usize) -> Planned) -> (Plan, Vec<u8>) {
+        let record = op.to_string().into_bytes();
+        let plan = Plan {
+            ops: vec![op],
+            steps: vec![step(0)],
+        };
+        (plan, record)
     }
 
     fn push(&mut self, op: Value, step: impl FnOnce(usize) -> Planned) {
@@ -536,11 +534,8 @@ impl Plan {
         self.ops.push(op);
     }
 
-    /// The journal record: the one op, or a batch of them at `ts`.
-    fn record(&mut self, batch_ts: Option<f64>) -> Vec<u8> {
-        let Some(ts) = batch_ts else {
-            return self.ops[0].to_string().into_bytes();
-        };
+    /// The journal record of the ops as a batch at `ts`.
+    fn batch_record(&mut self, ts: f64) -> Vec<u8> {
         let mut record = json!({"op": "batch", "ts": ts, "ops": std::mem::take(&mut self.ops)});
         let bytes = record.to_string().into_bytes();
         if let Value::Array(ops) = record["ops"].take() {
@@ -748,19 +743,18 @@ impl Runs {
         });
     }
 
-    /// Marks `plan` in flight and submits its record while `state` is still
+    /// Marks `plan` in flight and submits `record` while `state` is still
     /// locked, so the journal holds changes in the order they were checked.
     /// Once the record is durable, applies the plan and writes the ledger
     /// copies of the costs it charged; then `done` gets what each step did.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
-        mut plan: Plan,
-        batch_ts: Option<f64>,
+        plan: Plan,
+        record: Vec<u8>,
         done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
     ) {
         plan.mark(&mut state, true);
-        let record = plan.record(batch_ts);
         self.submit(record, move |shared, o| {
             let mut state = shared.lock();
             plan.mark(&mut state, false);
@@ -818,8 +812,8 @@ impl Runs {
             }
         };
         let record = new.start_record(&id, time::now_unix(), Some(reserved));
-        let plan = Plan::one(record, |at| Planned::Start(id.clone(), at));
-        self.commit(state, plan, None, move |r| {
+        let (plan, record) = Plan::one(record, |at| Planned::Start(id.clone(), at));
+        self.commit(state, plan, record, move |r| {
             done(r.and_then(|applied| match applied.into_iter().next() {
                 Some(Applied::Started(run)) => Ok(*run),
                 _ => Err(start_lost(&id)),
@@ -854,9 +848,9 @@ impl Runs {
         let mut record = how.record(id, now);
         record["spend"] = settlement.to_json();
         let step = |at| Planned::End(id.to_string(), at, how.status(), Box::new(settlement));
-        let plan = Plan::one(record, step);
+        let (plan, record) = Plan::one(record, step);
         let id = id.to_string();
-        self.commit(state, plan, None, move |r| {
+        self.commit(state, plan, record, move |r| {
             done(r.and_then(|applied| match applied.into_iter().next() {
                 Some(Applied::Finished(f)) => Ok(*f),
                 _ => Err(start_lost(&id)),
@@ -968,7 +962,10 @@ impl Runs {
                 })
         });
         match planned {
-            Ok(plan) => self.commit(state, plan, Some(now), done),
+            Ok(mut plan) => {
+                let record = plan.batch_record(now);
+                self.commit(state, plan, record, done)
+            }
             Err(e) => {
                 drop(state);
                 done(Err(e))
@@ -1132,7 +1129,7 @@ impl Runs {
         // journal holds batches in the order they were checked.
         let mut record = events_record(id, &events);
         let mut events = events;
-        let mut state = self.lock();
+        let state = self.lock();
         // Only tokens change a run's price: a batch without them skips the
         // pricing of the run's whole detail.
         let priced = events.iter().any(Timed::is_tokens);
@@ -1151,18 +1148,16 @@ impl Runs {
             events = again.into();
             record = events_record(id, &events);
         }
-        state.mark(id, true, |p| p.events.push(events.clone()));
         let id = id.to_string();
-        self.submit(record, move |shared, o| {
-            let mut state = shared.lock();
-            state.mark(&id, false, |p| p.forget(&events));
-            let result = match o {
-                Err(e) => Err(storage(e)),
-                Ok(()) if shared.apply_events(&mut state, &id, &events) => Ok(events),
-                Ok(()) => Err(start_lost(&id)),
-            };
-            drop(state);
-            Box::new(move || done(result))
+        let plan = Plan {
+            ops: Vec::new(),
+            steps: vec![Planned::Events(id.clone(), events)],
+        };
+        self.commit(state, plan, record, move |r| {
+            done(r.and_then(|applied| match applied.into_iter().next() {
+                Some(Applied::Events(_, events)) => Ok(events),
+                _ => Err(start_lost(&id)),
+            }))
         });
     }
 
@@ -1350,7 +1345,7 @@ impl Shared {
                 Planned::Events(id, events) => {
                     if self.apply_events(state, &id, &events) {
                         let ids = state.runs[id.as_str()].ids();
-                        applied.push(Applied::Events(ids, events.to_vec()));
+                        applied.push(Applied::Events(ids, events));
                     }
                 }
                 Planned::End(id, at, _, settlement) => {
