@@ -649,40 +649,22 @@ impl Detail {
     pub fn approx_bytes(&self) -> u64 {
         let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
         let opt = |s: &Option<String>| s.as_deref().map_or(0, text);
-        // A map entry: its key, its share of a node, and the value.
-        let entry = |k: &str, value: usize| text(k) + 32 + value as u64;
+        // Map entries: each key, its share of a node, and the value.
+        let entries = |keys: &mut dyn Iterator<Item = &String>, value: u64| {
+            keys.map(|k| text(k) + 32 + value).sum::<u64>()
+        };
         let mut n = std::mem::size_of::<Detail>() as u64 + 16;
         n += self.iteration_started_at.len() as u64 * 32;
-        n += self
-            .phase_started_at
-            .keys()
-            .map(|k| entry(k, 8))
-            .sum::<u64>();
-        n += self.phases.keys().map(|k| entry(k, 32)).sum::<u64>();
+        n += entries(&mut self.phase_started_at.keys(), 8);
+        n += entries(&mut self.phases.keys(), 32);
         let gate = |g: &Gate| text(&g.gate) + opt(&g.reason) + std::mem::size_of::<Gate>() as u64;
-        n += self
-            .gates
-            .iter()
-            .chain(&self.root_gates)
-            .map(gate)
-            .sum::<u64>();
-        n += self
-            .tokens_by_phase
-            .keys()
-            .map(|k| entry(k, 16))
-            .sum::<u64>();
-        n += self
-            .tokens_by_model
-            .keys()
-            .map(|k| entry(k, 16))
-            .sum::<u64>();
+        let gates = self.gates.iter().chain(&self.root_gates);
+        n += gates.map(gate).sum::<u64>();
+        n += entries(&mut self.tokens_by_phase.keys(), 16);
+        n += entries(&mut self.tokens_by_model.keys(), 16);
         let pairs = self.tokens_by_phase_model.keys();
-        n += pairs.map(|(p, m)| entry(p, 16) + text(m)).sum::<u64>();
-        n += self
-            .pending_tokens
-            .keys()
-            .map(|k| entry(k, 40))
-            .sum::<u64>();
+        n += pairs.map(|(p, m)| text(p) + 48 + text(m)).sum::<u64>();
+        n += entries(&mut self.pending_tokens.keys(), 40);
         for s in &self.spans {
             n += std::mem::size_of::<PhaseRecord>() as u64 + text(&s.name) + opt(&s.model);
             n += s.gates.iter().map(gate).sum::<u64>();

@@ -348,42 +348,11 @@ pub struct Listing {
 }
 
 /// Where a run stands in a listing: by start time, then id, so that the
-/// order is total and a cursor resumes exactly.
-#[derive(Debug, Clone, Copy)]
-struct ListKey<'a> {
-    started_at: f64,
-    id: &'a str,
-}
-
-impl<'a> ListKey<'a> {
-    fn of(run: &'a Run) -> ListKey<'a> {
-        ListKey {
-            started_at: run.started_at,
-            id: &run.run_id,
-        }
-    }
-}
-
-impl PartialEq for ListKey<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for ListKey<'_> {}
-
-impl PartialOrd for ListKey<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ListKey<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.started_at
-            .total_cmp(&other.started_at)
-            .then(self.id.cmp(other.id))
-    }
+/// order is total and a cursor resumes exactly. The time is ordered as
+/// [`f64::total_cmp`] orders it, by the same transform of its bits.
+fn list_key(run: &Run) -> (i64, &str) {
+    let bits = run.started_at.to_bits() as i64;
+    (bits ^ (((bits >> 63) as u64) >> 1) as i64, &run.run_id)
 }
 
 /// The most bytes of free text a run keeps in any one field (a goal, an
@@ -1220,15 +1189,15 @@ impl Runs {
         let from = match after {
             None => None,
             Some(id) => match state.runs.get(id) {
-                Some(run) => Some(ListKey::of(run)),
+                Some(run) => Some(list_key(run)),
                 None => return Err(Error::NotFound(format!("run {id} not found"))),
             },
         };
         // The `limit + 1` first in order, kept in a max-heap so a listing of
         // a page costs one pass over the runs and clones only that page.
-        let mut first: BinaryHeap<ListKey<'_>> = BinaryHeap::with_capacity(limit + 2);
+        let mut first: BinaryHeap<(i64, &str)> = BinaryHeap::with_capacity(limit + 2);
         for run in state.runs.values() {
-            let key = ListKey::of(run);
+            let key = list_key(run);
             if status.is_some_and(|s| run.status != s) || from.is_some_and(|f| key <= f) {
                 continue;
             }
@@ -1244,10 +1213,10 @@ impl Runs {
         keys.truncate(limit);
         let ids = keys
             .iter()
-            .filter_map(|k| state.runs.get_key_value(k.id).map(|(id, _)| id.clone()))
+            .filter_map(|(_, id)| state.runs.get_key_value(*id).map(|(id, _)| id.clone()))
             .collect();
         let next_after = more
-            .then(|| keys.last().map(|k| k.id.to_string()))
+            .then(|| keys.last().map(|(_, id)| id.to_string()))
             .flatten();
         Ok(Listing { ids, next_after })
     }
@@ -1269,7 +1238,7 @@ impl Runs {
     pub fn newest_running(&self) -> Option<(RunStart, u64)> {
         let state = self.lock();
         let running = state.runs.values().filter(|r| r.status == Status::Running);
-        let newest = running.max_by(|a, b| ListKey::of(a).cmp(&ListKey::of(b)))?;
+        let newest = running.max_by_key(|r| list_key(r))?;
         let start = RunStart {
             run_id: newest.run_id.to_string(),
             started_at: newest.started_at,
@@ -1504,18 +1473,6 @@ impl Snapshots {
     }
 }
 
-/// What an end record says beside its op and time.
-struct End {
-    /// The error of a failed run, or the reason of a cancelled one.
-    error: Option<Box<str>>,
-    /// The run's duration as the emitter measured it.
-    reported_ms: Option<f64>,
-    /// The emitter's `metrics` text.
-    metrics: Option<Box<str>>,
-    /// Micro-dollars of its priced cost.
-    cost: Option<i64>,
-}
-
 impl State {
     /// Reads the snapshot in `store`, if there is one, into the state, the
     /// metrics and the budget. Returns the journal records it covers and
@@ -1726,14 +1683,7 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                let text = |k: &str| v[k].as_str().map(Box::from);
-                let end = End {
-                    error: text("error"),
-                    reported_ms: v["duration_ms"].as_f64(),
-                    metrics: text("metrics"),
-                    cost: v["spend"]["micros"].as_i64(),
-                };
-                if let Some(whole) = self.finish(id, op, ts, end, m) {
+                if let Some(whole) = self.finish(id, op, ts, v, m) {
                     if let Some(run) = self.runs.get(id) {
                         let kind = run.status.end_event();
                         ended(v, run, whole);
@@ -1775,14 +1725,14 @@ impl State {
         self.runs.insert(key, Arc::new(run));
     }
 
-    /// Ends running run `id` by the end op `op` at `ts`, keeping its
-    /// detail's summary; returns its whole detail.
+    /// Ends running run `id` by the end op `op` at `ts` (its record `v`),
+    /// keeping its detail's summary; returns its whole detail.
     fn finish(
         &mut self,
         id: &str,
         op: &str,
         ts: f64,
-        end: End,
+        v: &Value,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
         // Checked before the run is changed: a finished run a snapshot
@@ -1804,9 +1754,11 @@ impl State {
         };
         run.status = status;
         run.ended_at = Some(ts);
-        run.texts.set(Text::Error, end.error.as_deref());
-        run.texts.set(Text::Metrics, end.metrics.as_deref());
-        run.cost = end.cost;
+        // A failed run's error, or a cancelled one's reason; the emitter's
+        // `metrics` text.
+        run.texts.set(Text::Error, v["error"].as_str());
+        run.texts.set(Text::Metrics, v["metrics"].as_str());
+        run.cost = v["spend"]["micros"].as_i64();
         // Released. It grew with the run's tokens as the live store
         // applied them, and a start grows only the running runs' again
         // (see `Runs::open`): an ended run keeps none, so both agree.
@@ -1816,8 +1768,8 @@ impl State {
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
-        let seconds = end
-            .reported_ms
+        let seconds = v["duration_ms"]
+            .as_f64()
             .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
         let who = RunRef::new(&run.run_id, run.text(Text::Traceparent));
         m.finished(who, outcome, seconds, ts);

@@ -237,7 +237,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     m.end()
 }
 
-fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
+fn print_detail<'a>(d: &'a Detail, out: &mut dyn Write) -> io::Result<()> {
     let mut m = Members::new(out);
     let mut iterations: Vec<(&u64, &f64)> = d.iteration_started_at.iter().collect();
     iterations.sort_by_key(|(i, _)| **i);
@@ -269,13 +269,8 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(m.key("tokens_by_phase_model")?, &by_pair)?;
     serde_json::to_writer(m.key("delivery_started")?, &d.delivery_started)?;
     serde_json::to_writer(m.key("delivery_completed")?, &d.delivery_completed)?;
-    let out = m.key("spans")?;
-    out.write_all(b"[")?;
-    for (i, s) in d.spans.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        let span = (
+    let span = |s: &'a PhaseRecord| {
+        (
             s.name.as_str(),
             s.started,
             s.ended,
@@ -286,10 +281,10 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
             s.iteration,
             gate_tuples(s.gates.iter()),
             s.accuracy,
-        );
-        serde_json::to_writer(&mut *out, &span)?;
-    }
-    out.write_all(b"]")?;
+        )
+    };
+    let spans: Vec<_> = d.spans.iter().map(span).collect();
+    serde_json::to_writer(m.key("spans")?, &spans)?;
     serde_json::to_writer(m.key("root_gates")?, &gate_tuples(d.root_gates.iter()))?;
     serde_json::to_writer(m.key("pending_tokens")?, &d.pending_tokens)?;
     serde_json::to_writer(m.key("event_span")?, &d.event_span)?;
