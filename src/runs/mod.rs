@@ -35,18 +35,14 @@ use crate::time;
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// Started and not finished.
     Running,
-    /// Finished successfully.
     Completed,
-    /// Finished with an error.
     Failed,
-    /// Stopped before finishing.
     Cancelled,
 }
 
 impl Status {
-    /// The lower-case name used in JSON.
+    /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -102,7 +98,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// One of its texts, if present.
     pub fn text(&self, which: Text) -> Option<&str> {
         self.texts.get(which)
     }
@@ -246,11 +241,9 @@ impl NewRun {
 /// How a run ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finish {
-    /// Success.
     Complete,
     /// Failure, with an optional error text.
     Fail(Option<String>),
-    /// Cancellation.
     Cancel,
     /// Failure for want of news: no event within the run timeout (see
     /// [`Runs::stale`]). The run reads `failed` with the error `abandoned`,
@@ -564,11 +557,12 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
         let mut events: Vec<Timed> = events_of(steps.iter(), id).into_iter().cloned().collect();
         let run = state.runs.get(id.as_str());
         run.map_or(&new, |r| &r.detail).fill(&mut events);
-        let mut filled = events.into_iter();
-        for p in steps.iter_mut().filter(|p| p.run_id == *id) {
-            if let (Step::Event(e), Some(f)) = (&mut p.step, filled.next()) {
-                *e = f;
-            }
+        let of_run = steps.iter_mut().filter_map(|p| match &mut p.step {
+            Step::Event(e) if p.run_id == *id => Some(e),
+            _ => None,
+        });
+        for (e, filled) in of_run.zip(events) {
+            *e = filled;
         }
     }
     steps
@@ -1148,7 +1142,6 @@ impl Runs {
             .collect()
     }
 
-    /// The run with `id`, if known.
     pub fn get(&self, id: &str) -> Option<Run> {
         self.lock().runs.get(id).map(|r| Run::clone(r))
     }
@@ -1246,7 +1239,6 @@ impl Runs {
         Some((start, state.counts.active))
     }
 
-    /// Totals by status.
     pub fn counts(&self) -> Counts {
         self.lock().counts
     }
@@ -1973,6 +1965,35 @@ mod tests {
             .collect();
         assert_eq!(held, [false, false, false, true, true, true]);
         assert_eq!((runs.counts().completed, runs.counts().cancelled), (1, 5));
+    }
+
+    #[test]
+    fn a_batch_fills_each_event_in_its_place_between_lifecycle_steps() {
+        let dir = TempDir::new("runs-batch-fill");
+        let runs = open(&dir);
+        let batch = json!([
+            {"type": "run_started", "run_id": "a"},
+            {"type": "phase_started", "run_id": "a", "phase": "p", "timestamp": 10.0},
+            {"type": "run_started", "run_id": "b"},
+            {"type": "phase_completed", "run_id": "a", "phase": "p", "success": true,
+                "timestamp": 12.5},
+        ]);
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
+        let applied = wait(|done| runs.apply_batch(steps, done)).unwrap();
+        let events: Vec<&Timed> = applied
+            .iter()
+            .flat_map(|a| match a {
+                Applied::Events(_, events) => events.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["phase_started", "phase_completed"]);
+        let Event::PhaseCompleted { duration_ms, .. } = &events[1].event else {
+            unreachable!()
+        };
+        assert_eq!(*duration_ms, Some(2500.0));
     }
 
     #[test]
