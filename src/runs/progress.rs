@@ -242,11 +242,12 @@ fn parse_one(
             duration_ms: opt_ms(&mut map, "duration_ms")?,
             metrics: None,
         },
-        "delivery_completed" => {
-            lift_delivery(&mut map)?;
+        kind => {
+            if kind == "delivery_completed" {
+                lift_delivery(&mut map)?;
+            }
             Step::Event(event::parse_one(&Value::Object(map.clone()), now)?)
         }
-        _ => Step::Event(event::parse_one(&Value::Object(map.clone()), now)?),
     };
     if lifecycle {
         no_more(&map, "")?;
