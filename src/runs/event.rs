@@ -471,17 +471,13 @@ impl Event {
 impl Timed {
     /// The event as stored in the journal and shown in APIs.
     pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
+        // The extras' names are none of the typed ones (see `extra_fields`).
+        let mut map = self.extra.as_deref().cloned().unwrap_or_default();
         map.insert("type".to_string(), json!(self.kind()));
         self.event.for_each_field(|key, value| {
             map.insert(key.to_string(), value.to_json());
         });
         map.insert("timestamp".to_string(), json!(self.at));
-        if let Some(extra) = &self.extra {
-            for (k, x) in extra.iter() {
-                map.insert(k.clone(), x.clone());
-            }
-        }
         Value::Object(map)
     }
 

@@ -98,6 +98,22 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run from the members its start record and its snapshot line
+    /// share, by the same names.
+    fn from_members(v: &Value, id: Arc<str>, status: Status, started_at: f64) -> Run {
+        Run {
+            run_id: id,
+            texts: Texts::from_json(v),
+            status,
+            started_at,
+            ended_at: v["ended_at"].as_f64(),
+            max_iterations: v["max_iterations"].as_u64(),
+            reserved: v["reserved_micros"].as_i64(),
+            cost: v["cost_micros"].as_i64(),
+            detail: LazyDetail::default(),
+        }
+    }
+
     pub fn text(&self, which: Text) -> Option<&str> {
         self.texts.get(which)
     }
@@ -1703,17 +1719,7 @@ impl State {
         m.started.inc();
         self.publish("run_started");
         let key: Arc<str> = id.into();
-        let run = Run {
-            run_id: key.clone(),
-            texts: Texts::from_json(v),
-            status: Status::Running,
-            started_at: ts,
-            ended_at: None,
-            max_iterations: v["max_iterations"].as_u64(),
-            reserved: v["reserved_micros"].as_i64(),
-            cost: None,
-            detail: LazyDetail::default(),
-        };
+        let run = Run::from_members(v, key.clone(), Status::Running, ts);
         self.runs.insert(key, Arc::new(run));
     }
 

@@ -25,7 +25,7 @@ use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
 use super::metrics::Values;
-use super::{Counts, Run, Status, Text, Texts};
+use super::{Counts, Run, Status, Text};
 
 /// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
@@ -296,21 +296,13 @@ fn print_detail<'a>(d: &'a Detail, out: &mut dyn Write) -> io::Result<()> {
 
 /// The run a snapshot line holds; `None` when it is not one.
 pub fn run_from_json(v: &Value) -> Option<Run> {
-    let detail = match &v["detail"] {
-        Value::Null => LazyDetail::default(),
-        d => LazyDetail::from(detail_from_json(d)?),
-    };
-    Some(Run {
-        run_id: v["run_id"].as_str()?.into(),
-        texts: Texts::from_json(v),
-        status: Status::parse(v["status"].as_str()?)?,
-        started_at: v["started_at"].as_f64()?,
-        ended_at: v["ended_at"].as_f64(),
-        max_iterations: v["max_iterations"].as_u64(),
-        reserved: v["reserved_micros"].as_i64(),
-        cost: v["cost_micros"].as_i64(),
-        detail,
-    })
+    let id = v["run_id"].as_str()?.into();
+    let status = Status::parse(v["status"].as_str()?)?;
+    let mut run = Run::from_members(v, id, status, v["started_at"].as_f64()?);
+    if !v["detail"].is_null() {
+        run.detail = LazyDetail::from(detail_from_json(&v["detail"])?);
+    }
+    Some(run)
 }
 
 fn gate_from_json(v: &Value) -> Option<Gate> {
