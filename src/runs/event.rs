@@ -113,9 +113,6 @@ pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
         .collect()
 }
 
-/// The longest free text an event may carry (`reason`, `pr_url`, `ci_status`).
-pub(super) const MAX_TEXT: usize = super::MAX_TEXT_BYTES;
-
 /// The fields an event of type `kind` may carry besides `type` and
 /// `timestamp`; `None` for an unknown type.
 pub(super) fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
@@ -237,7 +234,7 @@ pub(super) trait EventFields {
     fn opt_text(&self, k: &str) -> Result<Option<String>, FieldError> {
         match self.raw(k) {
             None | Some(Raw::Null) => Ok(None),
-            Some(Raw::Str(s)) if s.len() <= MAX_TEXT => Ok(Some(s.to_string())),
+            Some(Raw::Str(s)) if s.len() <= super::MAX_TEXT_BYTES => Ok(Some(s.to_string())),
             Some(Raw::Str(_)) => bad(k, &super::text_too_long()),
             Some(_) => bad(k, "must be a string"),
         }

@@ -28,45 +28,23 @@ pub const PHASE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.
 /// breakdowns (by outcome, by token type) have names of our own.
 #[derive(Clone)]
 pub struct RunMetrics {
-    /// `conductor_active_runs`, also served as conductor-loop's
-    /// `conductor_active_runs_total` and AgentGate's `agentgate_active_runs`.
+    // Each field's metric names are in `families` and `ALIASES`.
     pub active: Gauge,
-    /// `agent_runs_started_total`, also `agentgate_runs_started_total`.
     pub started: Counter,
-    /// `agent_iterations_total`, also `agentgate_iterations_total`.
     pub iterations: Counter,
-    /// `agent_iteration_duration_seconds`, also
-    /// `agentgate_iteration_duration_seconds`.
     pub iteration_duration: Histogram,
-    /// `agent_phase_duration_seconds{phase}`, also
-    /// `agentgate_phase_duration_seconds{phase}`; observed with an exemplar
-    /// of the run through [`RunMetrics::phase_completed`].
     phase_duration: HistogramFamily,
-    /// `agent_phases_total{phase,result}`.
     pub phases: CounterFamily,
-    /// `agent_gate_results_total{gate,result}`.
     pub gates: CounterFamily,
-    /// `agent_deliveries_total{result}`.
     pub deliveries: CounterFamily,
-    /// `agent_cycles_total{outcome}`: completed, failed, cancelled or
-    /// abandoned, each with an exemplar of the run counted last.
     cycles: CounterFamily,
-    /// `conductor_completed_runs_total`: outcome completed.
     completed: Counter,
-    /// `conductor_failed_runs_total`: outcomes failed and abandoned.
     failed: Counter,
-    /// `agentgate_runs_completed_total{result}`: succeeded, failed or canceled.
     agentgate_results: CounterFamily,
-    /// `agent_cycle_duration_seconds`, unlabelled, also
-    /// `agentgate_run_duration_seconds`: a family with no labels, as
-    /// exemplars are kept by families.
+    /// Unlabelled, yet a family: exemplars are kept by families.
     cycle_duration: HistogramFamily,
-    /// `conductor_run_duration_seconds{outcome}`, our breakdown of it, with
-    /// the same exemplars.
     duration_by_outcome: HistogramFamily,
-    /// `agent_tokens_total{phase}`: input and output together.
     tokens: CounterFamily,
-    /// `conductor_tokens_total{phase,type}`, our breakdown of it.
     tokens_by_type: CounterFamily,
 }
 
