@@ -18,60 +18,47 @@ pub const MAX_GATES: usize = 100;
 /// Totals for one phase of one run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseStats {
-    /// Times completed.
     pub completed: u64,
-    /// Completions that succeeded.
     pub successes: u64,
-    /// Seconds spent in total.
     pub total_seconds: f64,
-    /// Seconds of the last completion.
+    /// Of the last completion.
     pub last_seconds: f64,
 }
 
 /// One gate check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gate {
-    /// The gate.
     pub gate: String,
-    /// Whether it passed.
     pub passed: bool,
-    /// Why, when given.
     pub reason: Option<String>,
-    /// When, in Unix seconds.
+    /// Unix seconds.
     pub at: f64,
 }
 
 /// The inside of a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Detail {
-    /// Iterations started.
     pub iterations_started: u64,
-    /// Iterations completed.
     pub iterations_completed: u64,
-    /// The iteration under way.
     pub current_iteration: Option<u64>,
     pub(super) iteration_started_at: HashMap<u64, f64>,
-    /// The phase under way.
     pub current_phase: Option<String>,
     pub(super) phase_started_at: HashMap<String, f64>,
-    /// Per-phase totals.
     pub phases: BTreeMap<String, PhaseStats>,
     /// The newest gate results.
     pub gates: VecDeque<Gate>,
-    /// Tokens by phase, `(input, output)`.
+    /// Tokens `(input, output)` by phase, and by model.
     pub tokens_by_phase: BTreeMap<String, (u64, u64)>,
-    /// Tokens by model, `(input, output)`.
     pub tokens_by_model: BTreeMap<String, (u64, u64)>,
     /// Tokens by phase and model, `(input, output)`: what a run's cost is
     /// priced from.
     pub tokens_by_phase_model: BTreeMap<(String, String), (u64, u64)>,
     /// Delivery: started at, then `(success, pr_url, ci_status, at)`.
     pub delivery_started: Option<f64>,
-    /// How delivery ended.
     pub delivery_completed: Option<(bool, Option<String>, Option<String>, f64)>,
     /// Each phase as it happened, oldest first, for tracing.
     pub spans: Vec<PhaseRecord>,
-    /// Gate checks made outside any phase.
+    /// Made outside any phase.
     pub root_gates: Vec<Gate>,
     /// Tokens reported for a phase before its span of the current
     /// iteration began, `(input, output, model)`: they go to that span once
@@ -166,17 +153,14 @@ impl std::ops::DerefMut for LazyDetail {
 }
 
 impl LazyDetail {
-    /// The detail, if one was made.
     pub fn made(&self) -> Option<&Detail> {
         self.0.as_deref()
     }
 
-    /// The [`Detail::summary`] of a detail that was made; none otherwise.
     pub fn summary(&self) -> LazyDetail {
         LazyDetail(self.0.as_ref().map(|d| Box::new(d.summary())))
     }
 
-    /// [`Detail::approx_bytes`] of a detail that was made; 0 otherwise.
     pub fn approx_bytes(&self) -> u64 {
         self.0.as_ref().map_or(0, |d| d.approx_bytes())
     }
@@ -197,21 +181,15 @@ impl PartialEq for LazyDetail {
 /// One occurrence of a phase: when it ran and what happened in it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseRecord {
-    /// The phase name.
     pub name: String,
-    /// Unix seconds it started.
+    /// Unix seconds; `ended` and `success` once completed.
     pub started: f64,
-    /// Unix seconds it ended, once completed.
     pub ended: Option<f64>,
-    /// Whether it succeeded, once completed.
     pub success: Option<bool>,
-    /// Input tokens used in it.
     pub input_tokens: u64,
-    /// Output tokens used in it.
     pub output_tokens: u64,
     /// The last model that used tokens in it.
     pub model: Option<String>,
-    /// The iteration it ran in, when known.
     pub iteration: Option<u64>,
     /// Gate checks made while it ran.
     pub gates: Vec<Gate>,
@@ -260,11 +238,6 @@ fn add_priced_tokens(
 }
 
 impl Detail {
-    /// The index of the newest occurrence of `phase` that has not completed.
-    fn open_span(&self, phase: &str) -> Option<usize> {
-        self.open_span_where(|name| name == phase)
-    }
-
     /// The index of the newest span not yet completed whose name `named`
     /// accepts.
     fn open_span_where(&self, named: impl Fn(&str) -> bool) -> Option<usize> {
@@ -402,7 +375,6 @@ impl Detail {
         }
     }
 
-    /// Opens a span for `phase` and notes when it began.
     fn start_phase(&mut self, e: &Timed, phase: &str, iteration: Option<u64>) {
         if self.spans.len() < MAX_SPANS {
             let mut span = PhaseRecord {
@@ -437,7 +409,7 @@ impl Detail {
             .or(started.map(|s| (e.at - s).max(0.0)));
         // Its open span ends, or an ended one is added when its start was
         // not seen.
-        match self.open_span(phase) {
+        match self.open_span_where(|name| name == phase) {
             Some(i) => {
                 let span = &mut self.spans[i];
                 span.ended = Some(seconds.map_or(e.at, |s| span.started + s));
@@ -491,7 +463,7 @@ impl Detail {
         let open = self
             .current_phase
             .as_deref()
-            .and_then(|p| self.open_span(p));
+            .and_then(|p| self.open_span_where(|name| name == p));
         // A gate judges the phase it ran in (the research agent's
         // training gate judges the model trained), so the accuracy
         // it reports is that phase's, even past MAX_GATES checks.
@@ -677,40 +649,22 @@ impl Detail {
     pub fn approx_bytes(&self) -> u64 {
         let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
         let opt = |s: &Option<String>| s.as_deref().map_or(0, text);
-        // A map entry: its key, its share of a node, and the value.
-        let entry = |k: &str, value: usize| text(k) + 32 + value as u64;
+        // Map entries: each key, its share of a node, and the value.
+        let entries = |keys: &mut dyn Iterator<Item = &String>, value: u64| {
+            keys.map(|k| text(k) + 32 + value).sum::<u64>()
+        };
         let mut n = std::mem::size_of::<Detail>() as u64 + 16;
         n += self.iteration_started_at.len() as u64 * 32;
-        n += self
-            .phase_started_at
-            .keys()
-            .map(|k| entry(k, 8))
-            .sum::<u64>();
-        n += self.phases.keys().map(|k| entry(k, 32)).sum::<u64>();
+        n += entries(&mut self.phase_started_at.keys(), 8);
+        n += entries(&mut self.phases.keys(), 32);
         let gate = |g: &Gate| text(&g.gate) + opt(&g.reason) + std::mem::size_of::<Gate>() as u64;
-        n += self
-            .gates
-            .iter()
-            .chain(&self.root_gates)
-            .map(gate)
-            .sum::<u64>();
-        n += self
-            .tokens_by_phase
-            .keys()
-            .map(|k| entry(k, 16))
-            .sum::<u64>();
-        n += self
-            .tokens_by_model
-            .keys()
-            .map(|k| entry(k, 16))
-            .sum::<u64>();
+        let gates = self.gates.iter().chain(&self.root_gates);
+        n += gates.map(gate).sum::<u64>();
+        n += entries(&mut self.tokens_by_phase.keys(), 16);
+        n += entries(&mut self.tokens_by_model.keys(), 16);
         let pairs = self.tokens_by_phase_model.keys();
-        n += pairs.map(|(p, m)| entry(p, 16) + text(m)).sum::<u64>();
-        n += self
-            .pending_tokens
-            .keys()
-            .map(|k| entry(k, 40))
-            .sum::<u64>();
+        n += pairs.map(|(p, m)| text(p) + 48 + text(m)).sum::<u64>();
+        n += entries(&mut self.pending_tokens.keys(), 40);
         for s in &self.spans {
             n += std::mem::size_of::<PhaseRecord>() as u64 + text(&s.name) + opt(&s.model);
             n += s.gates.iter().map(gate).sum::<u64>();

@@ -12,68 +12,44 @@ pub const MAX_BATCH: usize = 1000;
 /// One event inside a run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// An iteration began.
     IterationStarted {
-        /// Its number.
         iteration: u64,
     },
-    /// An iteration ended.
     IterationCompleted {
-        /// Its number.
         iteration: u64,
-        /// Whether it succeeded.
         success: bool,
     },
-    /// A phase began.
     PhaseStarted {
-        /// The phase name.
         phase: String,
-        /// The iteration it belongs to.
         iteration: Option<u64>,
     },
-    /// A phase ended.
     PhaseCompleted {
-        /// The phase name.
         phase: String,
-        /// Whether it succeeded.
         success: bool,
-        /// Its duration, when the orchestrator measured it (the server
-        /// fills in what it measured when it was not sent).
+        /// When the orchestrator measured it (the server fills in what it
+        /// measured when it was not sent).
         duration_ms: Option<f64>,
-        /// The iteration it belongs to (the run's current one when not sent).
+        /// The run's current one when not sent, here and below.
         iteration: Option<u64>,
     },
     /// A quality gate was checked.
     GateChecked {
-        /// The gate name.
         gate: String,
-        /// Whether it passed.
         passed: bool,
-        /// Why, when given.
         reason: Option<String>,
-        /// The iteration it belongs to (the run's current one when not sent).
         iteration: Option<u64>,
     },
-    /// Tokens were used.
     Tokens {
-        /// The phase that used them.
         phase: String,
-        /// The model, when known.
         model: Option<String>,
-        /// Input tokens.
         input_tokens: u64,
-        /// Output tokens.
         output_tokens: u64,
     },
     /// Delivery (a PR, a deploy) began.
     DeliveryStarted,
-    /// Delivery ended.
     DeliveryCompleted {
-        /// Whether it succeeded.
         success: bool,
-        /// The pull request, when there is one.
         pr_url: Option<String>,
-        /// The CI status, when known.
         ci_status: Option<String>,
     },
 }
@@ -83,7 +59,6 @@ pub enum Event {
 pub struct Timed {
     /// Unix seconds.
     pub at: f64,
-    /// The event.
     pub event: Event,
     /// What the emitter sent beside the typed fields and that moves no
     /// metric (`metadata`, `feedback`, `phase_timings`, ...), kept so that
@@ -138,9 +113,6 @@ pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
         .collect()
 }
 
-/// The longest free text an event may carry (`reason`, `pr_url`, `ci_status`).
-pub(super) const MAX_TEXT: usize = super::MAX_TEXT_BYTES;
-
 /// The fields an event of type `kind` may carry besides `type` and
 /// `timestamp`; `None` for an unknown type.
 pub(super) fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
@@ -193,22 +165,111 @@ fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
     }
 }
 
-/// An event's fields as either parser reads them, so that both build events
-/// the same way and differ only in what a bad field costs: an error naming
-/// it, or giving up on the fast path.
+/// A field at fault and what is wrong with it.
+pub(super) type FieldError = (String, String);
+
+fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
+    Err((k.to_string(), why.to_string()))
+}
+
+/// A field's value as either parser reads it.
+#[derive(Clone, Copy)]
+pub(super) enum Raw<'a> {
+    Str(&'a str),
+    /// A non-negative integer.
+    Int(u64),
+    /// Any other number.
+    Num(f64),
+    Bool(bool),
+    Null,
+    /// An array or an object.
+    Other,
+}
+
+/// An event's fields as either parser reads them, checked by the same
+/// methods, so that both build events the same way and differ only in
+/// what a bad field costs: an error naming it, or giving up on the fast
+/// path.
 pub(super) trait EventFields {
-    type Error;
-    fn u64(&self, k: &'static str) -> Result<u64, Self::Error>;
-    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, Self::Error>;
-    fn bool(&self, k: &'static str) -> Result<bool, Self::Error>;
-    fn name(&self, k: &'static str) -> Result<String, Self::Error>;
-    fn opt_name(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
-    fn opt_text(&self, k: &'static str) -> Result<Option<String>, Self::Error>;
-    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, Self::Error>;
+    /// The field `k`, when present.
+    fn raw(&self, k: &str) -> Option<Raw<'_>>;
+
+    fn u64(&self, k: &str) -> Result<u64, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Int(n)) => Ok(n),
+            Some(_) => bad(k, "must be a non-negative integer"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    /// `read(k)`, or `None` when `k` is absent or null.
+    fn opt<T>(
+        &self,
+        k: &str,
+        read: impl FnOnce(&Self, &str) -> Result<T, FieldError>,
+    ) -> Result<Option<T>, FieldError> {
+        match self.raw(k) {
+            None | Some(Raw::Null) => Ok(None),
+            Some(_) => read(self, k).map(Some),
+        }
+    }
+
+    fn bool(&self, k: &str) -> Result<bool, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Bool(b)) => Ok(b),
+            Some(_) => bad(k, "must be true or false"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    fn name(&self, k: &str) -> Result<String, FieldError> {
+        match self.raw(k) {
+            Some(Raw::Str(s)) if valid_name(s) => Ok(s.to_string()),
+            Some(Raw::Str(_)) => bad(k, "must be 1-64 characters of A-Z a-z 0-9 _ . : -"),
+            Some(_) => bad(k, "must be a string"),
+            None => bad(k, "is required"),
+        }
+    }
+
+    fn opt_text(&self, k: &str) -> Result<Option<String>, FieldError> {
+        match self.raw(k) {
+            None | Some(Raw::Null) => Ok(None),
+            Some(Raw::Str(s)) if s.len() <= super::MAX_TEXT_BYTES => Ok(Some(s.to_string())),
+            Some(Raw::Str(_)) => bad(k, &super::text_too_long()),
+            Some(_) => bad(k, "must be a string"),
+        }
+    }
+
+    fn opt_ms(&self, k: &str) -> Result<Option<f64>, FieldError> {
+        let ms = match self.raw(k) {
+            None | Some(Raw::Null) => return Ok(None),
+            Some(Raw::Int(n)) => n as f64,
+            Some(Raw::Num(x)) => x,
+            Some(_) => -1.0,
+        };
+        match ms >= 0.0 && ms.is_finite() {
+            true => Ok(Some(ms)),
+            false => bad(k, "must be a non-negative number"),
+        }
+    }
+}
+
+impl EventFields for Map<String, Value> {
+    fn raw(&self, k: &str) -> Option<Raw<'_>> {
+        Some(match self.get(k)? {
+            Value::String(s) => Raw::Str(s),
+            Value::Number(n) => n
+                .as_u64()
+                .map_or(Raw::Num(n.as_f64().unwrap_or(f64::NAN)), Raw::Int),
+            Value::Bool(b) => Raw::Bool(*b),
+            Value::Null => Raw::Null,
+            _ => Raw::Other,
+        })
+    }
 }
 
 /// The event of type `kind` (one [`allowed_fields`] knows) from its fields.
-pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error> {
+pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, FieldError> {
     Ok(match kind {
         "iteration_started" => Event::IterationStarted {
             iteration: f.u64("iteration")?,
@@ -219,23 +280,23 @@ pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error
         },
         "phase_started" => Event::PhaseStarted {
             phase: f.name("phase")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "phase_completed" => Event::PhaseCompleted {
             phase: f.name("phase")?,
             success: f.bool("success")?,
             duration_ms: f.opt_ms("duration_ms")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "gate_checked" => Event::GateChecked {
             gate: f.name("gate")?,
             passed: f.bool("passed")?,
             reason: f.opt_text("reason")?,
-            iteration: f.opt_u64("iteration")?,
+            iteration: f.opt("iteration", F::u64)?,
         },
         "tokens" => Event::Tokens {
             phase: f.name("phase")?,
-            model: f.opt_name("model")?,
+            model: f.opt("model", F::name)?,
             input_tokens: f.u64("input_tokens")?,
             output_tokens: f.u64("output_tokens")?,
         },
@@ -248,95 +309,15 @@ pub(super) fn build<F: EventFields>(kind: &str, f: &F) -> Result<Event, F::Error
     })
 }
 
-/// A field at fault and what is wrong with it.
-pub(super) type FieldError = (String, String);
-
-struct Fields<'a> {
-    map: &'a serde_json::Map<String, Value>,
-}
-
-impl EventFields for Fields<'_> {
-    type Error = FieldError;
-
-    fn u64(&self, k: &'static str) -> Result<u64, FieldError> {
-        match self.map.get(k) {
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .ok_or((k.to_string(), "must be a non-negative integer".to_string())),
-            Some(_) => Err((k.to_string(), "must be a non-negative integer".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            _ => self.u64(k).map(Some),
-        }
-    }
-
-    fn bool(&self, k: &'static str) -> Result<bool, FieldError> {
-        match self.map.get(k) {
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err((k.to_string(), "must be true or false".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn name(&self, k: &'static str) -> Result<String, FieldError> {
-        match self.map.get(k) {
-            Some(Value::String(s)) if valid_name(s) => Ok(s.clone()),
-            Some(Value::String(_)) => Err((
-                k.to_string(),
-                "must be 1-64 characters of A-Z a-z 0-9 _ . : -".to_string(),
-            )),
-            Some(_) => Err((k.to_string(), "must be a string".to_string())),
-            None => Err((k.to_string(), "is required".to_string())),
-        }
-    }
-
-    fn opt_name(&self, k: &'static str) -> Result<Option<String>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            _ => self.name(k).map(Some),
-        }
-    }
-
-    fn opt_text(&self, k: &'static str) -> Result<Option<String>, FieldError> {
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= MAX_TEXT => Ok(Some(s.clone())),
-            Some(Value::String(_)) => Err((k.to_string(), super::text_too_long())),
-            Some(_) => Err((k.to_string(), "must be a string".to_string())),
-        }
-    }
-
-    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, FieldError> {
-        let invalid = || (k.to_string(), "must be a non-negative number".to_string());
-        match self.map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(ms) if ms >= 0.0 && ms.is_finite() => Ok(Some(ms)),
-                _ => Err(invalid()),
-            },
-            Some(_) => Err(invalid()),
-        }
-    }
-}
-
 /// Parses one event object; errors name the field.
 pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     let Value::Object(map) = v else {
-        return Err((
-            "type".to_string(),
-            "the event must be a JSON object".to_string(),
-        ));
+        return bad("type", "the event must be a JSON object");
     };
-    let f = Fields { map };
-    let kind = match map.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(_) => return Err(("type".to_string(), "must be a string".to_string())),
-        None => return Err(("type".to_string(), "is required".to_string())),
+    let kind = match map.raw("type") {
+        Some(Raw::Str(t)) => t,
+        Some(_) => return bad("type", "must be a string"),
+        None => return bad("type", "is required"),
     };
     let Some(allowed) = allowed_fields(kind) else {
         return Err(("type".to_string(), format!("unknown event type {kind:?}")));
@@ -347,9 +328,9 @@ pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
         .keys()
         .find(|k| !known(k) && !extras.contains(&k.as_str()))
     {
-        return Err((k.clone(), "unknown field".to_string()));
+        return bad(k, "unknown field");
     }
-    let event = build(kind, &f)?;
+    let event = build(kind, map)?;
     let mut extra = Map::new();
     for k in extras {
         match map.get(*k) {
@@ -487,17 +468,13 @@ impl Event {
 impl Timed {
     /// The event as stored in the journal and shown in APIs.
     pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
+        // The extras' names are none of the typed ones (see `extra_fields`).
+        let mut map = self.extra.as_deref().cloned().unwrap_or_default();
         map.insert("type".to_string(), json!(self.kind()));
         self.event.for_each_field(|key, value| {
             map.insert(key.to_string(), value.to_json());
         });
         map.insert("timestamp".to_string(), json!(self.at));
-        if let Some(extra) = &self.extra {
-            for (k, x) in extra.iter() {
-                map.insert(k.clone(), x.clone());
-            }
-        }
         Value::Object(map)
     }
 
@@ -530,16 +507,9 @@ impl Timed {
     }
 
     /// Appends exactly the text of `self.to_json().to_string()`, without
-    /// building the value: the journal record of every event goes through
-    /// here.
-    pub fn push_json(&self, out: &mut String) {
-        let mut at = String::new();
-        crate::json_text::push_f64(&mut at, self.at);
-        self.push_json_at(out, &at);
-    }
-
-    /// [`Timed::push_json`] with the timestamp already printed as `at`, so
-    /// a batch whose events share a time prints it once.
+    /// building the value, with the timestamp already printed as `at`, so
+    /// a batch whose events share a time prints it once: the journal record
+    /// of every event goes through here.
     pub fn push_json_at(&self, out: &mut String, at: &str) {
         if self.extra.is_some() {
             out.push_str(&self.to_json().to_string());
@@ -556,6 +526,11 @@ impl Timed {
         crate::json_text::push_key(out, "type");
         crate::json_text::push_str(out, self.kind());
         out.push('}');
+    }
+
+    /// Whether it is a `tokens` event, the only kind that moves a run's price.
+    pub fn is_tokens(&self) -> bool {
+        matches!(self.event, Event::Tokens { .. })
     }
 
     /// The event's type name.
@@ -646,8 +621,9 @@ mod tests {
             {"type": "delivery_completed", "success": false, "pr_url": "https://x/pr/1", "ci_status": "grün"},
         ]);
         for e in parse_batch(&batch, 1_795_439_678.123_456).unwrap() {
-            let mut text = String::new();
-            e.push_json(&mut text);
+            let (mut text, mut at) = (String::new(), String::new());
+            crate::json_text::push_f64(&mut at, e.at);
+            e.push_json_at(&mut text, &at);
             assert_eq!(text, e.to_json().to_string());
             let mut fields = String::from("{");
             e.push_fields(&mut fields);

@@ -28,45 +28,23 @@ pub const PHASE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.
 /// breakdowns (by outcome, by token type) have names of our own.
 #[derive(Clone)]
 pub struct RunMetrics {
-    /// `conductor_active_runs`, also served as conductor-loop's
-    /// `conductor_active_runs_total` and AgentGate's `agentgate_active_runs`.
+    // Each field's metric names are in `families` and `ALIASES`.
     pub active: Gauge,
-    /// `agent_runs_started_total`, also `agentgate_runs_started_total`.
     pub started: Counter,
-    /// `agent_iterations_total`, also `agentgate_iterations_total`.
     pub iterations: Counter,
-    /// `agent_iteration_duration_seconds`, also
-    /// `agentgate_iteration_duration_seconds`.
     pub iteration_duration: Histogram,
-    /// `agent_phase_duration_seconds{phase}`, also
-    /// `agentgate_phase_duration_seconds{phase}`; observed with an exemplar
-    /// of the run through [`RunMetrics::phase_completed`].
     phase_duration: HistogramFamily,
-    /// `agent_phases_total{phase,result}`.
     pub phases: CounterFamily,
-    /// `agent_gate_results_total{gate,result}`.
     pub gates: CounterFamily,
-    /// `agent_deliveries_total{result}`.
     pub deliveries: CounterFamily,
-    /// `agent_cycles_total{outcome}`: completed, failed, cancelled or
-    /// abandoned, each with an exemplar of the run counted last.
     cycles: CounterFamily,
-    /// `conductor_completed_runs_total`: outcome completed.
     completed: Counter,
-    /// `conductor_failed_runs_total`: outcomes failed and abandoned.
     failed: Counter,
-    /// `agentgate_runs_completed_total{result}`: succeeded, failed or canceled.
     agentgate_results: CounterFamily,
-    /// `agent_cycle_duration_seconds`, unlabelled, also
-    /// `agentgate_run_duration_seconds`: a family with no labels, as
-    /// exemplars are kept by families.
+    /// Unlabelled, yet a family: exemplars are kept by families.
     cycle_duration: HistogramFamily,
-    /// `conductor_run_duration_seconds{outcome}`, our breakdown of it, with
-    /// the same exemplars.
     duration_by_outcome: HistogramFamily,
-    /// `agent_tokens_total{phase}`: input and output together.
     tokens: CounterFamily,
-    /// `conductor_tokens_total{phase,type}`, our breakdown of it.
     tokens_by_type: CounterFamily,
 }
 
@@ -302,6 +280,15 @@ impl<'a> RunRef<'a> {
 /// A histogram's cumulative counts and sum.
 type HistogramValue = (Vec<u64>, f64);
 
+/// The values of one family, by series number, with its snapshot name,
+/// the family (which spells out label values) and its exemplars.
+struct FamilyValues<F, V, E> {
+    name: &'static str,
+    family: F,
+    values: Vec<(u32, V)>,
+    exemplars: BTreeMap<u32, E>,
+}
+
 /// The run metrics' values at one moment, as numbers: taken quickly, and
 /// spelled out later and elsewhere, label values and all, by
 /// [`Values::into_series`]. Plain data; safe to send across threads.
@@ -309,20 +296,9 @@ pub struct Values {
     started: (u64, f64),
     iterations: (u64, f64),
     iteration_duration: HistogramValue,
-    /// By series number: cycles, phases, gates, tokens, deliveries.
-    counters: [Vec<(u32, (u64, f64))>; 5],
-    /// By series number: cycle_duration, phase_duration.
-    histograms: [Vec<(u32, HistogramValue)>; 2],
-    /// The exemplars of the cycles, by series number.
-    cycle_exemplars: BTreeMap<u32, Exemplar>,
-    /// The exemplars of [`Values::histograms`], by series number.
-    histogram_exemplars: [BTreeMap<u32, Vec<Option<Exemplar>>>; 2],
+    counters: Vec<FamilyValues<CounterFamily, (u64, f64), Exemplar>>,
+    histograms: Vec<FamilyValues<HistogramFamily, HistogramValue, Vec<Option<Exemplar>>>>,
 }
-
-/// The snapshot names of the counter families in [`Values::counters`]
-/// and of the histogram families in [`Values::histograms`], in order.
-const COUNTER_FAMILIES: [&str; 5] = ["cycles", "phases", "gates", "tokens", "deliveries"];
-const HISTOGRAM_FAMILIES: [&str; 2] = ["cycle_duration", "phase_duration"];
 
 fn histogram_value(h: &Histogram) -> HistogramValue {
     let mut counts = Vec::new();
@@ -330,16 +306,34 @@ fn histogram_value(h: &Histogram) -> HistogramValue {
     (counts, sum)
 }
 
-fn counter_values(f: &CounterFamily) -> Vec<(u32, (u64, f64))> {
+fn counter_values(
+    name: &'static str,
+    f: &CounterFamily,
+) -> FamilyValues<CounterFamily, (u64, f64), Exemplar> {
     let mut values = Vec::new();
     f.each(|i, c| values.push((i, c.parts())));
-    values
+    let (family, exemplars) = (f.clone(), f.exemplars());
+    FamilyValues {
+        name,
+        family,
+        values,
+        exemplars,
+    }
 }
 
-fn histogram_values(f: &HistogramFamily) -> Vec<(u32, HistogramValue)> {
+fn histogram_values(
+    name: &'static str,
+    f: &HistogramFamily,
+) -> FamilyValues<HistogramFamily, HistogramValue, Vec<Option<Exemplar>>> {
     let mut values = Vec::new();
     f.each(|i, h| values.push((i, histogram_value(h))));
-    values
+    let (family, exemplars) = (f.clone(), f.exemplars());
+    FamilyValues {
+        name,
+        family,
+        values,
+        exemplars,
+    }
 }
 
 fn counter_to_json(&(int, fraction): &(u64, f64)) -> Value {
@@ -369,55 +363,26 @@ impl Values {
     /// The values as a snapshot holds them, a series each, `[name, [label
     /// values], value]` and the series' exemplars when it has any, in the
     /// order that remakes each family; read back by
-    /// [`RunMetrics::restore`]. `m` spells out the label values. One small
-    /// line a series keeps the writer's memory small however many series
-    /// there are.
-    pub fn into_series(self, m: &RunMetrics) -> impl Iterator<Item = Value> + '_ {
-        let [cycles, phases, gates, tokens, deliveries] = self.counters;
-        let [cycle_duration, phase_duration] = self.histograms;
-        let counter_families = [
-            &m.cycles,
-            &m.phases,
-            &m.gates,
-            &m.tokens_by_type,
-            &m.deliveries,
-        ];
-        let cycle_exemplars = self.cycle_exemplars;
-        let counters = [cycles, phases, gates, tokens, deliveries]
-            .into_iter()
-            .zip(COUNTER_FAMILIES.into_iter().zip(counter_families))
-            .flat_map(move |(values, (name, f))| {
-                // Only the cycles have exemplars; the map is theirs.
-                let exemplars = (name == "cycles").then(|| cycle_exemplars.clone());
-                values.into_iter().filter_map(move |(i, v)| {
-                    let e = exemplars.as_ref().and_then(|e| e.get(&i));
-                    Some(series_line(
-                        name,
-                        f.label_values(i)?,
-                        counter_to_json(&v),
-                        e.map(exemplar_to_json),
-                    ))
-                })
-            });
-        let histogram_families = [&m.duration_by_outcome, &m.phase_duration];
-        let histograms = [cycle_duration, phase_duration]
-            .into_iter()
-            .zip(self.histogram_exemplars)
-            .zip(HISTOGRAM_FAMILIES.into_iter().zip(histogram_families))
-            .flat_map(|((values, exemplars), (name, f))| {
-                values.into_iter().filter_map(move |(i, v)| {
-                    let e = exemplars.get(&i).map(|slots| {
-                        let slots = slots.iter().map(|e| e.as_ref().map(exemplar_to_json));
-                        Value::from(slots.collect::<Vec<_>>())
-                    });
-                    Some(series_line(
-                        name,
-                        f.label_values(i)?,
-                        histogram_to_json(&v),
-                        e,
-                    ))
-                })
-            });
+    /// [`RunMetrics::restore`]. One small line a series keeps the writer's
+    /// memory small however many series there are.
+    pub fn into_series(self) -> impl Iterator<Item = Value> {
+        let counters = self.counters.into_iter().flat_map(|c| {
+            c.values.into_iter().filter_map(move |(i, v)| {
+                let e = c.exemplars.get(&i).map(exemplar_to_json);
+                let labels = c.family.label_values(i)?;
+                Some(series_line(c.name, labels, counter_to_json(&v), e))
+            })
+        });
+        let histograms = self.histograms.into_iter().flat_map(|h| {
+            h.values.into_iter().filter_map(move |(i, v)| {
+                let e = h.exemplars.get(&i).map(|slots| {
+                    let slots = slots.iter().map(|e| e.as_ref().map(exemplar_to_json));
+                    Value::from(slots.collect::<Vec<_>>())
+                });
+                let labels = h.family.label_values(i)?;
+                Some(series_line(h.name, labels, histogram_to_json(&v), e))
+            })
+        });
         let single = [
             json!(["started", [], counter_to_json(&self.started)]),
             json!(["iterations", [], counter_to_json(&self.iterations)]),
@@ -484,21 +449,16 @@ impl RunMetrics {
             started: self.started.parts(),
             iterations: self.iterations.parts(),
             iteration_duration: histogram_value(&self.iteration_duration),
-            counters: [
-                counter_values(&self.cycles),
-                counter_values(&self.phases),
-                counter_values(&self.gates),
-                counter_values(&self.tokens_by_type),
-                counter_values(&self.deliveries),
+            counters: vec![
+                counter_values("cycles", &self.cycles),
+                counter_values("phases", &self.phases),
+                counter_values("gates", &self.gates),
+                counter_values("tokens", &self.tokens_by_type),
+                counter_values("deliveries", &self.deliveries),
             ],
-            histograms: [
-                histogram_values(&self.duration_by_outcome),
-                histogram_values(&self.phase_duration),
-            ],
-            cycle_exemplars: self.cycles.exemplars(),
-            histogram_exemplars: [
-                self.duration_by_outcome.exemplars(),
-                self.phase_duration.exemplars(),
+            histograms: vec![
+                histogram_values("cycle_duration", &self.duration_by_outcome),
+                histogram_values("phase_duration", &self.phase_duration),
             ],
         }
     }
@@ -676,7 +636,7 @@ mod tests {
 
     /// The snapshot lines of `m`'s values.
     fn lines(m: &RunMetrics) -> Vec<Value> {
-        m.values().into_series(m).collect()
+        m.values().into_series().collect()
     }
 
     #[test]

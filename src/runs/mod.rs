@@ -7,7 +7,7 @@ pub mod event;
 pub mod metrics;
 pub mod plain_batch;
 pub mod progress;
-pub mod snapshot;
+mod snapshot;
 pub mod texts;
 pub mod trace;
 
@@ -17,14 +17,15 @@ pub use metrics::{RunMetrics, RunRef};
 pub use progress::{Progress, Step};
 pub use texts::{Text, Texts};
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::budget::{dollars, Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
+use crate::budget::{dollars, Budget, LedgerLines, Recorded, Settlement, SpendInput, MAX_AMOUNT};
 use crate::commit_queue::{Acks, AfterApply, CommitQueue, Written};
 use crate::error::Error;
 use crate::log::Logger;
@@ -34,18 +35,14 @@ use crate::time;
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// Started and not finished.
     Running,
-    /// Finished successfully.
     Completed,
-    /// Finished with an error.
     Failed,
-    /// Stopped before finishing.
     Cancelled,
 }
 
 impl Status {
-    /// The lower-case name used in JSON.
+    /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -55,8 +52,7 @@ impl Status {
         }
     }
 
-    /// The type of the event published when a run ends with this status;
-    /// `None` for [`Status::Running`].
+    /// The type of the event published when a run ends with this status.
     pub fn end_event(self) -> Option<&'static str> {
         match self {
             Status::Running => None,
@@ -81,19 +77,14 @@ impl Status {
 /// A run as callers see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    /// The run's id, unique within the data dir; shared with the store's
-    /// table, which is keyed by it.
+    /// Unique within the data dir; shared with the store's table, which is
+    /// keyed by it.
     pub run_id: Arc<str>,
-    /// Its texts: agent, goal, error, work order, correlation id,
-    /// strategy, `traceparent` and the emitter's `metrics` (see [`Text`]).
     pub texts: Texts,
-    /// Its status.
     pub status: Status,
-    /// Unix seconds when it started.
+    /// Unix seconds.
     pub started_at: f64,
-    /// Unix seconds when it finished.
     pub ended_at: Option<f64>,
-    /// The iteration budget, when given.
     pub max_iterations: Option<u64>,
     /// Micro-dollars the budget holds for it while it runs: what its
     /// start reserved (its start record says, see [`Budget::reserve`]),
@@ -103,12 +94,26 @@ pub struct Run {
     /// Micro-dollars its end charged, when its end record carries its
     /// priced cost.
     pub cost: Option<i64>,
-    /// What its events add up to.
     pub detail: LazyDetail,
 }
 
 impl Run {
-    /// One of its texts, if present.
+    /// A run from the members its start record and its snapshot line
+    /// share, by the same names.
+    fn from_members(v: &Value, id: Arc<str>, status: Status, started_at: f64) -> Run {
+        Run {
+            run_id: id,
+            texts: Texts::from_json(v),
+            status,
+            started_at,
+            ended_at: v["ended_at"].as_f64(),
+            max_iterations: v["max_iterations"].as_u64(),
+            reserved: v["reserved_micros"].as_i64(),
+            cost: v["cost_micros"].as_i64(),
+            detail: LazyDetail::default(),
+        }
+    }
+
     pub fn text(&self, which: Text) -> Option<&str> {
         self.texts.get(which)
     }
@@ -146,8 +151,8 @@ impl Run {
         value
     }
 
-    /// The run as JSON text: [`Run::to_json`] with `metrics` the text the
-    /// emitter sent, byte for byte, as the last member.
+    /// [`Run::to_json`] as text, with `metrics` the text the emitter sent,
+    /// byte for byte, as the last member.
     pub fn to_json_text(&self) -> String {
         let mut text = self.members().to_string();
         crate::json_text::push_raw_member(
@@ -177,18 +182,30 @@ impl Run {
             "detail": self.detail.to_json(),
         })
     }
+
+    /// About how many bytes of memory the run holds in the store.
+    fn approx_bytes(&self) -> u64 {
+        let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
+        let own = match self.texts.stored_bytes() {
+            0 => 0,
+            n => (n as u64).next_multiple_of(16) + 16,
+        };
+        // The run, its shared box, its table slot, and its id twice: in the
+        // run (the table's key shares it), and in the order of finished runs.
+        std::mem::size_of::<Run>() as u64
+            + 64
+            + 2 * text(&self.run_id)
+            + own
+            + self.detail.approx_bytes()
+    }
 }
 
 /// The ids that tie events and log lines to a run, copied out of it so a
-/// caller need not copy the whole run. Plain data; safe to send across
-/// threads.
+/// caller need not copy the whole run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunIds {
-    /// The run's id.
     pub run_id: String,
-    /// The correlation id given at start, if any.
     pub correlation_id: Option<String>,
-    /// The work order it serves, when given.
     pub work_order_id: Option<String>,
 }
 
@@ -199,12 +216,10 @@ impl RunIds {
     }
 }
 
-/// Which run started when. Plain data; safe to send across threads.
+/// Which run started when (Unix seconds).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunStart {
-    /// The run's id.
     pub run_id: String,
-    /// Unix seconds when it started.
     pub started_at: f64,
 }
 
@@ -213,17 +228,11 @@ pub struct RunStart {
 pub struct NewRun {
     /// The id to use; one is made when absent.
     pub run_id: Option<String>,
-    /// The agent.
     pub agent: Option<String>,
-    /// The goal.
     pub goal: Option<String>,
-    /// The work order it serves.
     pub work_order_id: Option<String>,
-    /// The correlation id.
     pub correlation_id: Option<String>,
-    /// The strategy.
     pub strategy: Option<String>,
-    /// The iteration budget.
     pub max_iterations: Option<u64>,
     /// The caller's W3C `traceparent`, already checked.
     pub traceparent: Option<String>,
@@ -248,11 +257,9 @@ impl NewRun {
 /// How a run ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finish {
-    /// Success.
     Complete,
     /// Failure, with an optional error text.
     Fail(Option<String>),
-    /// Cancellation.
     Cancel,
     /// Failure for want of news: no event within the run timeout (see
     /// [`Runs::stale`]). The run reads `failed` with the error `abandoned`,
@@ -260,10 +267,32 @@ pub enum Finish {
     Abandon,
 }
 
+impl Finish {
+    /// The status a run ends with.
+    fn status(&self) -> Status {
+        match self {
+            Finish::Complete => Status::Completed,
+            Finish::Fail(_) | Finish::Abandon => Status::Failed,
+            Finish::Cancel => Status::Cancelled,
+        }
+    }
+
+    /// The journal record of the end of run `id` at `ts`, without its cost.
+    fn record(&self, id: &str, ts: f64) -> Value {
+        match self {
+            Finish::Complete => json!({"op": "complete", "run_id": id, "ts": ts}),
+            Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": ts}),
+            Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": ts}),
+            Finish::Abandon => {
+                json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": ts})
+            }
+        }
+    }
+}
+
 /// A finished run and the spend its end recorded in the budget.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
-    /// The run.
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
@@ -274,78 +303,46 @@ pub struct Finished {
 }
 
 /// What one step of [`Runs::apply_batch`] did, for the caller to publish
-/// and log. Plain data; safe to send across threads.
+/// and log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
-    /// A run started.
     Started(Box<Run>),
     /// Events of one run, as journaled (filled in, see [`Detail::fill`]).
-    Events(RunIds, Vec<Timed>),
-    /// A run ended and its cost was recorded.
+    Events(RunIds, Arc<[Timed]>),
     Finished(Box<Finished>),
 }
 
 /// Totals by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Runs still running.
     pub active: u64,
-    /// Runs completed.
     pub completed: u64,
-    /// Runs failed.
     pub failed: u64,
-    /// Runs cancelled.
     pub cancelled: u64,
 }
-
-/// The default of [`RunRetention::runs`].
-pub const DEFAULT_RETAINED_RUNS: u64 = 100_000;
-/// The default of [`RunRetention::bytes`]: 64 MiB.
-pub const DEFAULT_RETAINED_RUN_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many finished runs stay in memory for lookups, the newest, by
 /// count and by their approximate bytes (see [`Detail::approx_bytes`]);
 /// 0 means no bound of that kind. Older ones remain in the journal and in
-/// the counts. Plain data.
+/// the counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunRetention {
-    /// Finished runs kept.
     pub runs: u64,
-    /// Bytes of finished runs kept.
     pub bytes: u64,
 }
 
 impl Default for RunRetention {
     fn default() -> RunRetention {
         RunRetention {
-            runs: DEFAULT_RETAINED_RUNS,
-            bytes: DEFAULT_RETAINED_RUN_BYTES,
+            runs: 100_000,
+            bytes: 64 * 1024 * 1024,
         }
     }
 }
 
-impl Run {
-    /// About how many bytes of memory the run holds in the store.
-    fn approx_bytes(&self) -> u64 {
-        let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
-        let own = match self.texts.stored_bytes() {
-            0 => 0,
-            n => (n as u64).next_multiple_of(16) + 16,
-        };
-        // The run, its shared box, its table slot, and its id twice: in the
-        // run (the table's key shares it), and in the order of finished runs.
-        std::mem::size_of::<Run>() as u64
-            + 64
-            + 2 * text(&self.run_id)
-            + own
-            + self.detail.approx_bytes()
-    }
-}
-
-/// One page of [`Runs::list`].
+/// One page of [`Runs::list`], in start order (start time, then id).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page {
-    /// The runs, in start order (start time, then id).
     pub runs: Vec<Run>,
     /// The id to list after for the next page; `None` on the last page.
     pub next_after: Option<String>,
@@ -354,50 +351,46 @@ pub struct Page {
 /// The runs of one page of a listing, by id, from [`Runs::listing`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listing {
-    /// The ids, in start order (start time, then id).
     pub ids: Vec<Arc<str>>,
     /// The id to list after for the next page; `None` on the last page.
     pub next_after: Option<String>,
 }
 
 /// Where a run stands in a listing: by start time, then id, so that the
-/// order is total and a cursor resumes exactly.
-#[derive(Debug, Clone, Copy)]
-struct ListKey<'a> {
-    started_at: f64,
-    id: &'a str,
+/// order is total and a cursor resumes exactly. The time is ordered as
+/// [`f64::total_cmp`] orders it, by the same transform of its bits.
+fn list_key(run: &Run) -> (i64, &str) {
+    let bits = run.started_at.to_bits() as i64;
+    (bits ^ (((bits >> 63) as u64) >> 1) as i64, &run.run_id)
 }
 
-impl<'a> ListKey<'a> {
-    fn of(run: &'a Run) -> ListKey<'a> {
-        ListKey {
-            started_at: run.started_at,
-            id: &run.run_id,
-        }
-    }
+/// The most bytes of free text a run keeps in any one field (a goal, an
+/// agent, a strategy, an error, a reason, a work order or correlation id, a
+/// PR link), on every route that takes it: one limit per kind of text.
+pub const MAX_TEXT_BYTES: usize = 2048;
+
+/// The error for a text over [`MAX_TEXT_BYTES`].
+pub fn text_too_long() -> String {
+    format!("must be at most {MAX_TEXT_BYTES} bytes")
 }
 
-impl PartialEq for ListKey<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
+/// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
+pub fn valid_run_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-impl Eq for ListKey<'_> {}
+/// The `op` of every record the run journal holds.
+const RECORD_OPS: [&str; 7] = [
+    "start", "events", "complete", "fail", "cancel", "abandon", "batch",
+];
 
-impl PartialOrd for ListKey<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
+/// The error of a run ended by the run timeout.
+pub const ABANDONED: &str = "abandoned";
 
-impl Ord for ListKey<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.started_at
-            .total_cmp(&other.started_at)
-            .then(self.id.cmp(other.id))
-    }
-}
+pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
 /// The run store. Safe to share across threads.
 ///
@@ -407,22 +400,17 @@ impl Ord for ListKey<'_> {
 /// changes nothing. Meanwhile the change is pending: a second start of the
 /// same id, or a second end, is refused as if it were applied.
 pub struct Runs {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
     queue: CommitQueue,
-    metrics: RunMetrics,
-    budget: Arc<Budget>,
     next_id: AtomicU64,
-    snapshots: Arc<Snapshots>,
 }
 
-pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
-
-/// What a record's callback takes of the store to the thread that applies
-/// it: handles to the same state, metrics and budget.
-struct Parts {
-    shared: Arc<Mutex<State>>,
+/// What the store shares with the thread that applies its records.
+struct Shared {
+    state: Mutex<State>,
     metrics: RunMetrics,
     budget: Arc<Budget>,
+    snapshots: Snapshots,
 }
 
 /// When the run store writes its snapshot (see [`segments::SnapshotDue`]),
@@ -445,8 +433,7 @@ struct SnapshotProgress {
 struct State {
     retention: RunRetention,
     /// Finished runs held, oldest first, with their approximate bytes.
-    finished: std::collections::VecDeque<(String, u64)>,
-    /// The sum of those bytes.
+    finished: VecDeque<(String, u64)>,
     finished_bytes: u64,
     /// Boxed, so that the table's free slots, up to half of it after it
     /// grows, cost a pointer each rather than a whole run; shared, so that
@@ -472,7 +459,6 @@ struct State {
 struct Pending {
     /// How many records in flight concern the run.
     records: u32,
-    /// Its start is in flight.
     starting: bool,
     /// Its end is in flight, to this status.
     ending: Option<Status>,
@@ -482,23 +468,94 @@ struct Pending {
 
 impl Pending {
     /// Drops `list` from the events in flight.
-    fn forget(&mut self, list: Option<&Arc<[Timed]>>) {
-        let i = list.and_then(|l| self.events.iter().position(|e| Arc::ptr_eq(e, l)));
-        if let Some(i) = i {
+    fn forget(&mut self, list: &Arc<[Timed]>) {
+        if let Some(i) = self.events.iter().position(|e| Arc::ptr_eq(e, list)) {
             self.events.swap_remove(i);
         }
     }
 }
 
-/// One step of a batch as its record will apply it, with the index of its
-/// op in the record.
+/// A change on its way to the journal: the ops of its record, and what
+/// each step will do once it is durable.
+#[derive(Default)]
+struct Plan {
+    ops: Vec<Value>,
+    steps: Vec<Planned>,
+}
+
+/// One step of a [`Plan`], with the index of its op.
 enum Planned {
-    /// A run starts.
     Start(String, usize),
-    /// Events of one run, filled.
-    Events(String, Vec<Timed>),
+    /// Events of one run, filled; shared with the run's pending events.
+    Events(String, Arc<[Timed]>),
     /// A run ends, to this status, at this price.
     End(String, usize, Status, Box<Settlement>),
+}
+
+/// What [`Shared::apply_plan`] charged: the index of the end's step, the
+/// ledger lines of its cost, and its settlement.
+type Charged = (usize, LedgerLines, Settlement);
+
+impl Plan {
+    /// A plan of the one op `op`, which `step` applies, and its record.
+    fn one(op: Value, step: impl FnOnce(usize) -> Planned) -> (Plan, Vec<u8>) {
+        let record = op.to_string().into_bytes();
+        let plan = Plan {
+            ops: vec![op],
+            steps: vec![step(0)],
+        };
+        (plan, record)
+    }
+
+    fn push(&mut self, op: Value, step: impl FnOnce(usize) -> Planned) {
+        self.steps.push(step(self.ops.len()));
+        self.ops.push(op);
+    }
+
+    /// The journal record of the ops as a batch at `ts`.
+    fn batch_record(&mut self, ts: f64) -> Vec<u8> {
+        let mut record = json!({"op": "batch", "ts": ts, "ops": std::mem::take(&mut self.ops)});
+        let bytes = record.to_string().into_bytes();
+        if let Value::Array(ops) = record["ops"].take() {
+            self.ops = ops;
+        }
+        bytes
+    }
+
+    /// Notes each step in flight (`on`) or no longer (`!on`).
+    fn mark(&self, state: &mut State, on: bool) {
+        for step in &self.steps {
+            match step {
+                Planned::Start(id, _) => state.mark(id, on, |p| p.starting = on),
+                Planned::Events(id, list) if on => {
+                    state.mark(id, on, |p| p.events.push(list.clone()))
+                }
+                Planned::Events(id, list) => state.mark(id, on, |p| p.forget(list)),
+                Planned::End(id, _, status, _) => {
+                    state.mark(id, on, |p| p.ending = on.then_some(*status))
+                }
+            }
+        }
+    }
+
+    /// The runs the plan starts, whose reservations a failed write gives back.
+    fn started(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().filter_map(|s| match s {
+            Planned::Start(id, _) => Some(id.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The events of run `id` among `steps`.
+fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<&'a Timed> {
+    steps
+        .filter(|q| q.run_id == id)
+        .filter_map(|q| match &q.step {
+            Step::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Fills in the events of a batch (see [`Detail::fill`]): each run's
@@ -513,25 +570,15 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     }
     let new = Detail::default();
     for id in &ids {
-        let of_run = |p: &Progress| p.run_id == *id && matches!(p.step, Step::Event(_));
-        let mut events: Vec<Timed> = steps
-            .iter()
-            .filter(|p| of_run(p))
-            .filter_map(|p| match &p.step {
-                Step::Event(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
-        state
-            .runs
-            .get(id.as_str())
-            .map_or(&new, |r| &r.detail)
-            .fill(&mut events);
-        let mut filled = events.into_iter();
-        for p in steps.iter_mut().filter(|p| of_run(p)) {
-            if let (Step::Event(e), Some(f)) = (&mut p.step, filled.next()) {
-                *e = f;
-            }
+        let mut events: Vec<Timed> = events_of(steps.iter(), id).into_iter().cloned().collect();
+        let run = state.runs.get(id.as_str());
+        run.map_or(&new, |r| &r.detail).fill(&mut events);
+        let of_run = steps.iter_mut().filter_map(|p| match &mut p.step {
+            Step::Event(e) if p.run_id == *id => Some(e),
+            _ => None,
+        });
+        for (e, filled) in of_run.zip(events) {
+            *e = filled;
         }
     }
     steps
@@ -569,10 +616,7 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
 /// it rather than overdraw the day. Derived from the start record and the
 /// run's events, so a restart holds the same (see [`Runs::open`]).
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
-    if !events
-        .iter()
-        .any(|e| matches!(e.event, Event::Tokens { .. }))
-    {
+    if !events.iter().any(Timed::is_tokens) {
         return;
     }
     let spent = accrued(budget, run);
@@ -582,51 +626,15 @@ fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     }
 }
 
-/// The status a run ends with.
-fn end_status(how: &Finish) -> Status {
-    match how {
-        Finish::Complete => Status::Completed,
-        Finish::Fail(_) | Finish::Abandon => Status::Failed,
-        Finish::Cancel => Status::Cancelled,
-    }
-}
-
 /// The error of a change to a run whose start was never written: its
 /// own record is durable, but the journal's replay ignores it too.
 fn start_lost(id: &str) -> Error {
     Error::Storage(format!("run {id} has no durable start"))
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Updates are applied whole under the lock and do not panic midway.
-    state.lock().unwrap_or_else(|e| e.into_inner())
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
 }
-
-/// The most bytes of free text a run keeps in any one field (a goal, an
-/// agent, a strategy, an error, a reason, a work order or correlation id, a
-/// PR link), on every route that takes it: one limit per kind of text.
-pub const MAX_TEXT_BYTES: usize = 2048;
-
-/// The error for a text over [`MAX_TEXT_BYTES`].
-pub fn text_too_long() -> String {
-    format!("must be at most {MAX_TEXT_BYTES} bytes")
-}
-
-/// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
-pub fn valid_run_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
-/// The `op` of every record the run journal holds.
-const RECORD_OPS: [&str; 7] = [
-    "start", "events", "complete", "fail", "cancel", "abandon", "batch",
-];
-
-/// The error of a run ended by the run timeout.
-pub const ABANDONED: &str = "abandoned";
 
 impl Runs {
     /// Opens the run store under `dir`: reads the snapshot `runs/snapshot`
@@ -636,9 +644,9 @@ impl Runs {
     /// reservation back, and the costs of runs that ended today or
     /// yesterday, and those the snapshot says are not in the ledger yet
     /// whatever their day, go into the budget ledger where a crash or a
-    /// failed write kept them out of it (see [`Budget::reconcile`]). A new snapshot is written as the
-    /// journal grows by `snapshot_bytes` (see [`DEFAULT_SNAPSHOT_BYTES`];
-    /// 0 writes none), and `log` says so.
+    /// failed write kept them out of it (see [`Budget::reconcile`]). A new
+    /// snapshot is written as the journal grows by `snapshot_bytes` (see
+    /// [`DEFAULT_SNAPSHOT_BYTES`]; 0 writes none), and `log` says so.
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
@@ -647,102 +655,49 @@ impl Runs {
         snapshot_bytes: u64,
         log: Logger,
     ) -> Result<Runs, Error> {
+        let store = dir.join("runs");
+        std::fs::create_dir_all(&store)
+            .map_err(|e| storage(format!("{}: {e}", store.display())))?;
         let mut state = State {
             retention,
             ..State::default()
         };
-        let since = time::day_of(time::now_unix()) - 1;
-        let mut settlements = Vec::new();
-        let store = dir.join("runs");
-        let storage = |e: String| Error::Storage(e);
-        std::fs::create_dir_all(&store)
-            .map_err(|e| storage(format!("{}: {e}", store.display())))?;
-        let mut covered = snapshot::Header::default();
-        let found = snapshot::read(
-            &store.join(snapshot::FILE),
-            |h| covered = h,
-            |run| state.restore(run),
-            |m| {
-                metrics
-                    .restore(m)
-                    .ok_or_else(|| "not a metric series".into())
-            },
-        )
-        .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
-        if found {
-            budget.restore_learned(std::mem::take(&mut covered.learned));
-            state.counts = covered.counts;
-            state.published = std::mem::take(&mut covered.published)
-                .into_iter()
-                .map(|(kind, n)| (kind.into(), n))
-                .collect();
-            metrics.active.set(covered.counts.active as f64);
-            // Every day's: these are known to be missing from the ledger,
-            // and were counted before the restart.
-            settlements.append(&mut covered.unledgered);
-            state.trim();
-        }
+        let (covered, mut settlements) = state.read_snapshot(&store, &metrics, &budget)?;
         let sizes = segments::SegmentRetention::snapshotted(snapshot_bytes);
+        let since = time::day_of(time::now_unix()) - 1;
         // Read a record at a time: a start holds the runs, not their history.
-        let journal = Segments::open_from(
-            &store,
-            Some(&dir.join("runs.jsonl")),
-            sizes,
-            covered.records,
-            |record| {
-                // The journal checked each line's checksum, so a record that
-                // is not one of ours was written by another version: skipping
-                // it would lose a change and make the counters jump.
-                let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
-                if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
-                    return Err("not a run record".into());
+        let old = dir.join("runs.jsonl");
+        let journal = Segments::open_from(&store, Some(&old), sizes, covered, |record| {
+            state.replay(record, &metrics, &mut |end, run| {
+                learn(&budget, end, run);
+                if let Some(s) = settlement_of(end, run).filter(|s| s.day >= since) {
+                    settlements.push(s);
                 }
-                state.apply(&v, &metrics, &mut |end, run, _| {
-                    learn(&budget, end, run);
-                    if let Some(s) = settlement_of(end, run).filter(|s| s.day >= since) {
-                        settlements.push(s);
-                    }
-                });
-                Ok(())
-            },
-        )
-        .map_err(storage)?;
-        for run in state
-            .runs
-            .values_mut()
-            .filter(|r| r.status == Status::Running)
-        {
-            // A start written before starts recorded their reservation
-            // gets what its agent's start would reserve now; a run whose
-            // tokens cost more already holds that (see `cover`).
-            let started = run
-                .reserved
-                .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
-            let micros = started.max(accrued(&budget, run));
-            budget.restore_reservation(&run.run_id, run.started_at, micros)?;
-            if run.reserved != Some(micros) {
-                Arc::make_mut(run).reserved = Some(micros);
-            }
-        }
+            })
+        })
+        .map_err(Error::Storage)?;
+        state.restore_reservations(&budget)?;
         state.unledgered = budget.reconcile(&settlements)?;
         let progress = SnapshotProgress {
             applied: journal.appended(),
             ..SnapshotProgress::default()
         };
-        let queue = CommitQueue::start(journal, "runs", Acks::InOrder)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let queue = CommitQueue::start(journal, "runs", Acks::InOrder).map_err(storage)?;
+        let snapshots = Snapshots {
+            dir: store,
+            every: snapshot_bytes,
+            progress: Mutex::new(progress),
+            log,
+        };
         Ok(Runs {
-            state: Arc::new(Mutex::new(state)),
-            queue,
-            metrics,
-            budget,
-            next_id: AtomicU64::new(0),
-            snapshots: Arc::new(Snapshots {
-                dir: store,
-                every: snapshot_bytes,
-                progress: Mutex::new(progress),
-                log,
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                metrics,
+                budget,
+                snapshots,
             }),
+            queue,
+            next_id: AtomicU64::new(0),
         })
     }
 
@@ -750,26 +705,61 @@ impl Runs {
     /// (see [`CommitQueue::submit_in_order`]); once a durable record's
     /// stage has run, takes a snapshot if one is due. Every record of the
     /// store goes through here, so the count of records applied is exact.
-    fn submit(&self, record: Vec<u8>, apply: impl FnOnce(Written) -> AfterApply + Send + 'static) {
+    fn submit(
+        &self,
+        record: Vec<u8>,
+        apply: impl FnOnce(&Arc<Shared>, Written) -> AfterApply + Send + 'static,
+    ) {
         let bytes = record.len() as u64 + 1;
-        let Parts {
-            shared,
-            metrics,
-            budget,
-        } = self.parts();
-        let snapshots = self.snapshots.clone();
+        let shared = self.shared.clone();
         self.queue.submit_in_order(record, move |o| {
             let durable = o.is_ok();
-            let reply = apply(o);
+            let reply = apply(&shared, o);
             if durable {
-                snapshots.applied(bytes, &shared, &metrics, &budget);
+                shared.applied(bytes);
             }
             reply
         });
     }
 
+    /// Marks `plan` in flight and submits `record` while `state` is still
+    /// locked, so the journal holds changes in the order they were checked.
+    /// Once the record is durable, applies the plan and writes the ledger
+    /// copies of the costs it charged; then `done` gets what each step did.
+    fn commit(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        plan: Plan,
+        record: Vec<u8>,
+        done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
+    ) {
+        plan.mark(&mut state, true);
+        self.submit(record, move |shared, o| {
+            let mut state = shared.lock();
+            plan.mark(&mut state, false);
+            if let Err(e) = o {
+                drop(state);
+                for id in plan.started() {
+                    shared.budget.release(id);
+                }
+                return Box::new(move || done(Err(storage(e))));
+            }
+            let (mut applied, charged) = shared.apply_plan(&mut state, plan);
+            drop(state);
+            let shared = shared.clone();
+            Box::new(move || {
+                shared.write_ledger(charged, &mut applied);
+                done(Ok(applied))
+            })
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        self.shared.lock()
+    }
+
+    fn budget(&self) -> &Budget {
+        &self.shared.budget
     }
 
     /// Starts a run; `done` gets it once the start is durable.
@@ -784,7 +774,7 @@ impl Runs {
             Some(id) => id,
             None => self.make_id(),
         };
-        let mut state = self.lock();
+        let state = self.lock();
         if state.status_of(&id).is_some() {
             drop(state);
             return done(Err(Error::Conflict(format!("run {id} already exists"))));
@@ -793,37 +783,20 @@ impl Runs {
         // refused start creates nothing and journals nothing. The
         // reservation is held while the start is written, so that
         // concurrent starts cannot overdraw the day.
-        let reserved = match self.budget.reserve(&id, new.agent.as_deref()) {
+        let reserved = match self.budget().reserve(&id, new.agent.as_deref()) {
             Ok(micros) => micros,
             Err(refusal) => {
                 drop(state);
                 return done(Err(Error::Exhausted(Box::new((*refusal).into()))));
             }
         };
-        let now = time::now_unix();
-        let record = new.start_record(&id, now, Some(reserved));
-        state.mark(&id, |p| p.starting = true);
-        let bytes = record.to_string().into_bytes();
-        let Parts {
-            shared,
-            metrics,
-            budget,
-        } = self.parts();
-        self.submit(bytes, move |o| {
-            let mut state = lock(&shared);
-            state.unmark(&id, |p| p.starting = false);
-            let result = match o {
-                Ok(()) => {
-                    state.apply(&record, &metrics, &mut |_, _, _| {});
-                    Ok(Run::clone(&state.runs[id.as_str()]))
-                }
-                Err(e) => {
-                    budget.release(&id);
-                    Err(Error::Storage(e.to_string()))
-                }
-            };
-            drop(state);
-            Box::new(move || done(result))
+        let record = new.start_record(&id, time::now_unix(), Some(reserved));
+        let (plan, record) = Plan::one(record, |at| Planned::Start(id.clone(), at));
+        self.commit(state, plan, record, move |r| {
+            done(r.and_then(|applied| match applied.into_iter().next() {
+                Some(Applied::Started(run)) => Ok(*run),
+                _ => Err(start_lost(&id)),
+            }))
         });
     }
 
@@ -839,71 +812,28 @@ impl Runs {
         cost: Option<f64>,
         done: impl FnOnce(Result<Finished, Error>) + Send + 'static,
     ) {
-        let mut state = self.lock();
-        if let Err(e) = state.running(id) {
-            drop(state);
-            return done(Err(e));
-        }
+        let state = self.lock();
         let now = time::now_unix();
-        let settlement = match self.price_end(&state, id, cost, &[], now) {
+        let priced = state
+            .running(id)
+            .and_then(|()| self.price_end(&state, id, cost, &[], now));
+        let settlement = match priced {
             Ok(s) => s,
             Err(e) => {
                 drop(state);
                 return done(Err(e));
             }
         };
-        let mut record = match &how {
-            Finish::Complete => json!({"op": "complete", "run_id": id, "ts": now}),
-            Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": now}),
-            Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": now}),
-            Finish::Abandon => {
-                json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": now})
-            }
-        };
+        let mut record = how.record(id, now);
         record["spend"] = settlement.to_json();
-        let ending = end_status(&how);
-        state.mark(id, |p| p.ending = Some(ending));
-        let bytes = record.to_string().into_bytes();
-        let Parts {
-            shared,
-            metrics,
-            budget,
-        } = self.parts();
+        let step = |at| Planned::End(id.to_string(), at, how.status(), Box::new(settlement));
+        let (plan, record) = Plan::one(record, step);
         let id = id.to_string();
-        self.submit(bytes, move |o| {
-            let mut state = lock(&shared);
-            state.unmark(&id, |p| p.ending = None);
-            if let Err(e) = o {
-                drop(state);
-                return Box::new(move || done(Err(Error::Storage(e.to_string()))));
-            }
-            let mut whole = None;
-            let mut settlement = settlement;
-            state.apply(&record, &metrics, &mut |end, run, d| {
-                learn(&budget, end, run);
-                // Known only now: the start may have been in flight when
-                // the end was priced.
-                settlement.started_at = Some(run.started_at);
-                whole = Some(d);
-            });
-            let run = state.whole(&id, whole);
-            drop(state);
-            let Some(run) = run else {
-                return Box::new(move || done(Err(start_lost(&id))));
-            };
-            let (spend, lines) = budget.charge(&settlement);
-            lock(&shared).unledgered.push(settlement.clone());
-            Box::new(move || {
-                let ledger_error = budget.write_settlement(lines).err();
-                if ledger_error.is_none() {
-                    lock(&shared).ledgered(&settlement);
-                }
-                done(Ok(Finished {
-                    run,
-                    spend,
-                    ledger_error: ledger_error.map(|e| e.to_string()),
-                }))
-            })
+        self.commit(state, plan, record, move |r| {
+            done(r.and_then(|applied| match applied.into_iter().next() {
+                Some(Applied::Finished(f)) => Ok(*f),
+                _ => Err(start_lost(&id)),
+            }))
         });
     }
 
@@ -926,20 +856,15 @@ impl Runs {
             if !(c.is_finite() && c >= 0.0) {
                 return Err(Error::invalid("cost", "must be a non-negative number"));
             }
-            return self.budget.price(id, SpendInput::Amount(c), &[], now);
+            return self.budget().price(id, SpendInput::Amount(c), &[], now);
         }
         let (mut phase_costs, models) = self.token_costs(state, id, later.iter().copied());
         for (_, c) in &mut phase_costs {
             *c = c.min(MAX_AMOUNT);
         }
-        let total = phase_costs
-            .iter()
-            .map(|(_, c)| c)
-            .sum::<f64>()
-            .min(MAX_AMOUNT);
-        let mut settlement = self
-            .budget
-            .price(id, SpendInput::Amount(total), &phase_costs, now)?;
+        let total = phase_costs.iter().map(|(_, c)| c).sum::<f64>();
+        let total = SpendInput::Amount(total.min(MAX_AMOUNT));
+        let mut settlement = self.budget().price(id, total, &phase_costs, now)?;
         // The models priced go with the settlement: one the table does not
         // name is said once the end is durable.
         settlement.models = models;
@@ -954,14 +879,13 @@ impl Runs {
         id: &str,
         later: impl Iterator<Item = &'a Timed>,
     ) -> (Vec<(String, f64)>, Vec<String>) {
-        let pricing = self.budget.pricing();
+        let pricing = self.budget().pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
         let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
         let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
-        let events = in_flight.chain(later);
         let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
-        let costs = detail.phase_costs_after(events, |m, i, o| {
+        let costs = detail.phase_costs_after(in_flight.chain(later), |m, i, o| {
             models.borrow_mut().extend(m.map(str::to_string));
             pricing.cost(m, i, o)
         });
@@ -986,15 +910,6 @@ impl Runs {
         Err(Error::invalid(field, message))
     }
 
-    /// What a record's callback needs of the store.
-    fn parts(&self) -> Parts {
-        Parts {
-            shared: self.state.clone(),
-            metrics: self.metrics.clone(),
-            budget: self.budget.clone(),
-        }
-    }
-
     /// Applies a batch of progress events, possibly for several runs, all
     /// or nothing: runs start (each reserving its budget), take events and
     /// end, in order, as one journal record. `done` gets what each step
@@ -1012,205 +927,112 @@ impl Runs {
         steps: Vec<Progress>,
         done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
     ) {
-        let mut state = self.lock();
-        if let Err(e) = self.check_batch(&state, &steps) {
-            drop(state);
-            return done(Err(e));
-        }
-        let mut reserved: HashMap<String, i64> = HashMap::new();
-        for p in &steps {
-            if let Step::Start(new) = &p.step {
-                match self.budget.reserve(&p.run_id, new.agent.as_deref()) {
-                    Ok(micros) => reserved.insert(p.run_id.clone(), micros),
-                    Err(refusal) => {
-                        for id in reserved.keys() {
-                            self.budget.release(id);
-                        }
-                        drop(state);
-                        return done(Err(Error::Exhausted(Box::new((*refusal).into()))));
+        let state = self.lock();
+        let now = time::now_unix();
+        let planned = self.check_batch(&state, &steps).and_then(|()| {
+            let reserved = self.reserve_starts(&steps)?;
+            self.plan_batch(&state, steps, &reserved, now)
+                .inspect_err(|_| {
+                    // Every start of the batch reserved, not only those
+                    // before the step that failed.
+                    for id in reserved.keys() {
+                        self.budget().release(id);
                     }
-                };
+                })
+        });
+        match planned {
+            Ok(mut plan) => {
+                let record = plan.batch_record(now);
+                self.commit(state, plan, record, done)
+            }
+            Err(e) => {
+                drop(state);
+                done(Err(e))
             }
         }
-        let steps = fill_batch(&state, steps);
-        let now = time::now_unix();
-        let mut records: Vec<Value> = Vec::with_capacity(steps.len());
-        let mut plan: Vec<Planned> = Vec::with_capacity(steps.len());
-        let mut started: Vec<String> = Vec::new();
-        for (i, p) in steps.iter().enumerate() {
-            let id = &p.run_id;
+    }
+
+    /// Reserves the budget of each run the batch starts, all or none.
+    fn reserve_starts(&self, steps: &[Progress]) -> Result<HashMap<String, i64>, Error> {
+        let mut reserved: HashMap<String, i64> = HashMap::new();
+        for p in steps {
+            let Step::Start(new) = &p.step else { continue };
+            match self.budget().reserve(&p.run_id, new.agent.as_deref()) {
+                Ok(micros) => reserved.insert(p.run_id.clone(), micros),
+                Err(refusal) => {
+                    for id in reserved.keys() {
+                        self.budget().release(id);
+                    }
+                    return Err(Error::Exhausted(Box::new((*refusal).into())));
+                }
+            };
+        }
+        Ok(reserved)
+    }
+
+    /// The plan of a checked batch at `now`: its events filled, each end
+    /// priced, consecutive events of one run in one op.
+    fn plan_batch(
+        &self,
+        state: &State,
+        steps: Vec<Progress>,
+        reserved: &HashMap<String, i64>,
+        now: f64,
+    ) -> Result<Plan, Error> {
+        let steps = fill_batch(state, steps);
+        let mut plan = Plan::default();
+        let mut i = 0;
+        while i < steps.len() {
+            let (p, id) = (&steps[i], &steps[i].run_id);
             match &p.step {
                 Step::Start(new) => {
                     let mut record = new.start_record(id, now, reserved.get(id).copied());
                     record["at"] = json!(p.at);
-                    records.push(record);
-                    plan.push(Planned::Start(id.clone(), records.len() - 1));
-                    started.push(id.clone());
+                    plan.push(record, |at| Planned::Start(id.clone(), at));
                 }
-                Step::Event(e) => match (plan.last_mut(), records.last_mut()) {
-                    // Consecutive events of one run share a record.
-                    (Some(Planned::Events(run, list)), Some(last)) if run == id => {
-                        if let Some(events) = last["events"].as_array_mut() {
-                            events.push(e.to_json());
-                        }
-                        list.push(e.clone());
-                    }
-                    _ => {
-                        records
-                            .push(json!({"op": "events", "run_id": id, "events": [e.to_json()]}));
-                        plan.push(Planned::Events(id.clone(), vec![e.clone()]));
-                    }
-                },
+                Step::Event(_) => {
+                    let same = |q: &Progress| match &q.step {
+                        Step::Event(e) if q.run_id == *id => Some(e.clone()),
+                        _ => None,
+                    };
+                    let events: Vec<Timed> = steps[i..].iter().map_while(same).collect();
+                    i += events.len();
+                    let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
+                    let record = json!({"op": "events", "run_id": id, "events": list});
+                    plan.push(record, |_| Planned::Events(id.clone(), events.into()));
+                    continue;
+                }
                 Step::Finish {
                     how,
                     reason,
                     duration_ms,
                     metrics,
                 } => {
-                    let (op, error) = match how {
-                        Finish::Complete => ("complete", None),
-                        Finish::Fail(error) => ("fail", error.clone()),
-                        Finish::Cancel => ("cancel", reason.clone()),
-                        Finish::Abandon => ("abandon", Some(ABANDONED.to_string())),
-                    };
                     // The run's events earlier in this batch count too.
-                    let later: Vec<&Timed> = steps[..i]
-                        .iter()
-                        .filter(|q| q.run_id == *id)
-                        .filter_map(|q| match &q.step {
-                            Step::Event(e) => Some(e),
-                            _ => None,
-                        })
-                        .collect();
-                    let settlement = match self.price_end(&state, id, None, &later, now) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // Every start of the batch reserved, not only
-                            // those before this end.
-                            let starts = steps.iter().filter(|q| matches!(q.step, Step::Start(_)));
-                            for q in starts {
-                                self.budget.release(&q.run_id);
-                            }
-                            drop(state);
-                            return done(Err(e));
-                        }
-                    };
-                    let mut record = json!({
-                        "op": op, "run_id": id, "error": error, "ts": now, "at": p.at,
-                        "duration_ms": duration_ms, "spend": settlement.to_json(),
-                    });
+                    let later = events_of(steps[..i].iter(), id);
+                    let settlement = self.price_end(state, id, None, &later, now)?;
+                    let mut record = how.record(id, now);
+                    // A batch's end always carries `error`: a cancel's reason.
+                    match how {
+                        Finish::Complete => record["error"] = Value::Null,
+                        Finish::Cancel => record["error"] = json!(reason),
+                        _ => {}
+                    }
+                    record["at"] = json!(p.at);
+                    record["duration_ms"] = json!(duration_ms);
+                    record["spend"] = settlement.to_json();
                     // As a string: the text as sent, which an object would reorder.
                     if let Some(text) = metrics {
                         record["metrics"] = json!(text);
                     }
-                    records.push(record);
-                    plan.push(Planned::End(
-                        id.clone(),
-                        records.len() - 1,
-                        end_status(how),
-                        Box::new(settlement),
-                    ));
+                    let status = how.status();
+                    let end = |at| Planned::End(id.clone(), at, status, Box::new(settlement));
+                    plan.push(record, end);
                 }
             }
+            i += 1;
         }
-        // Each events step's list, shared with the run's pending events.
-        let mut in_flight: Vec<Arc<[Timed]>> = Vec::new();
-        for step in &plan {
-            match step {
-                Planned::Start(id, _) => state.mark(id, |p| p.starting = true),
-                Planned::Events(id, list) => {
-                    let list: Arc<[Timed]> = list.clone().into();
-                    in_flight.push(list.clone());
-                    state.mark(id, |p| p.events.push(list));
-                }
-                Planned::End(id, _, status, _) => state.mark(id, |p| p.ending = Some(*status)),
-            }
-        }
-        drop(state);
-        let record = json!({"op": "batch", "ts": now, "ops": records});
-        let bytes = record.to_string().into_bytes();
-        let Parts {
-            shared,
-            metrics,
-            budget,
-        } = self.parts();
-        self.submit(bytes, move |o| {
-            let mut state = lock(&shared);
-            let mut in_flight = in_flight.iter();
-            for step in &plan {
-                match step {
-                    Planned::Start(id, _) => state.unmark(id, |p| p.starting = false),
-                    Planned::Events(id, _) => {
-                        let list = in_flight.next();
-                        state.unmark(id, |p| p.forget(list));
-                    }
-                    Planned::End(id, ..) => state.unmark(id, |p| p.ending = None),
-                }
-            }
-            if let Err(e) = o {
-                drop(state);
-                for id in &started {
-                    budget.release(id);
-                }
-                return Box::new(move || done(Err(Error::Storage(e.to_string()))));
-            }
-            let ops = record["ops"].as_array().map_or(&[][..], Vec::as_slice);
-            let mut applied: Vec<Applied> = Vec::with_capacity(plan.len());
-            let mut charged = Vec::new();
-            for step in plan {
-                match step {
-                    Planned::Start(id, at) => {
-                        state.apply(&ops[at], &metrics, &mut |_, _, _| {});
-                        if let Some(run) = state.runs.get(id.as_str()) {
-                            applied.push(Applied::Started(Box::new(Run::clone(run))));
-                        }
-                    }
-                    Planned::Events(id, events) => {
-                        let Some(run) = state.runs.get_mut(id.as_str()).map(Arc::make_mut) else {
-                            continue;
-                        };
-                        for e in &events {
-                            run.apply_event(e, &metrics);
-                        }
-                        cover(&budget, run, &events);
-                        let ids = run.ids();
-                        state.publish_events(&events);
-                        applied.push(Applied::Events(ids, events));
-                    }
-                    Planned::End(id, at, _, mut settlement) => {
-                        let mut whole = None;
-                        state.apply(&ops[at], &metrics, &mut |end, run, d| {
-                            learn(&budget, end, run);
-                            settlement.started_at = Some(run.started_at);
-                            whole = Some(d);
-                        });
-                        if let Some(run) = state.whole(&id, whole) {
-                            let (spend, lines) = budget.charge(&settlement);
-                            state.unledgered.push(Settlement::clone(&settlement));
-                            charged.push((applied.len(), lines, settlement));
-                            applied.push(Applied::Finished(Box::new(Finished {
-                                run,
-                                spend,
-                                ledger_error: None,
-                            })));
-                        }
-                    }
-                }
-            }
-            drop(state);
-            Box::new(move || {
-                for (i, lines, settlement) in charged {
-                    match (budget.write_settlement(lines), applied.get_mut(i)) {
-                        (Ok(()), _) => lock(&shared).ledgered(&settlement),
-                        (Err(e), Some(Applied::Finished(f))) => {
-                            f.ledger_error = Some(e.to_string())
-                        }
-                        (Err(_), _) => {}
-                    }
-                }
-                done(Ok(applied))
-            })
-        });
+        Ok(plan)
     }
 
     /// Checks a batch's steps in order against the runs, as
@@ -1233,24 +1055,16 @@ impl Runs {
                 (_, None) => {
                     return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
                 }
-                (_, Some(Status::Running)) => match &p.step {
-                    Step::Finish { how, .. } => {
-                        now.insert(id, end_status(how));
-                    }
-                    Step::Event(e) if matches!(e.event, Event::Tokens { .. }) => {
-                        let batch = steps.iter().take_while(|q| q.index <= at);
-                        let events =
-                            batch
-                                .filter(|q| q.run_id == id)
-                                .filter_map(|q| match &q.step {
-                                    Step::Event(e) => Some(e),
-                                    _ => None,
-                                });
-                        let field = format!("events[{at}].input_tokens");
-                        self.check_token_cost(state, id, events, &field)?;
-                    }
-                    _ => {}
-                },
+                (Step::Finish { how, .. }, Some(Status::Running)) => {
+                    now.insert(id, how.status());
+                }
+                (Step::Event(e), Some(Status::Running)) if e.is_tokens() => {
+                    let batch = steps.iter().take_while(|q| q.index <= at);
+                    let events = events_of(batch, id);
+                    let field = format!("events[{at}].input_tokens");
+                    self.check_token_cost(state, id, events.into_iter(), &field)?;
+                }
+                (_, Some(Status::Running)) => {}
                 (_, Some(s)) => {
                     return Err(Error::Conflict(format!(
                         "events[{at}]: run {id} is already {}",
@@ -1294,12 +1108,10 @@ impl Runs {
         // journal holds batches in the order they were checked.
         let mut record = events_record(id, &events);
         let mut events = events;
-        let mut state = self.lock();
+        let state = self.lock();
         // Only tokens change a run's price: a batch without them skips the
         // pricing of the run's whole detail.
-        let priced = events
-            .iter()
-            .any(|e| matches!(e.event, Event::Tokens { .. }));
+        let priced = events.iter().any(Timed::is_tokens);
         let checked = state.running(id).and_then(|()| match priced {
             true => self.check_token_cost(&state, id, events.iter(), "input_tokens"),
             false => Ok(()),
@@ -1315,32 +1127,16 @@ impl Runs {
             events = again.into();
             record = events_record(id, &events);
         }
-        state.mark(id, |p| p.events.push(events.clone()));
-        let Parts {
-            shared,
-            metrics,
-            budget,
-        } = self.parts();
         let id = id.to_string();
-        self.submit(record, move |o| {
-            let mut state = lock(&shared);
-            state.unmark(&id, |p| p.forget(Some(&events)));
-            let result = match (o, state.runs.get_mut(id.as_str()).map(Arc::make_mut)) {
-                (Err(e), _) => Err(Error::Storage(e.to_string())),
-                (Ok(()), None) => Err(start_lost(&id)),
-                (Ok(()), Some(run)) => {
-                    for e in events.iter() {
-                        run.apply_event(e, &metrics);
-                    }
-                    cover(&budget, run, &events);
-                    Ok(events)
-                }
-            };
-            if let Ok(events) = &result {
-                state.publish_events(events);
-            }
-            drop(state);
-            Box::new(move || done(result))
+        let plan = Plan {
+            ops: Vec::new(),
+            steps: vec![Planned::Events(id.clone(), events)],
+        };
+        self.commit(state, plan, record, move |r| {
+            done(r.and_then(|applied| match applied.into_iter().next() {
+                Some(Applied::Events(_, events)) => Ok(events),
+                _ => Err(start_lost(&id)),
+            }))
         });
     }
 
@@ -1362,7 +1158,6 @@ impl Runs {
             .collect()
     }
 
-    /// The run with `id`, if known.
     pub fn get(&self, id: &str) -> Option<Run> {
         self.lock().runs.get(id).map(|r| Run::clone(r))
     }
@@ -1375,11 +1170,8 @@ impl Runs {
     }
 
     /// Up to `limit` runs with `status` (all when `None`) in start order,
-    /// after the run `after` when given.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] when `after` is not a run held in memory.
+    /// after the run `after` when given; [`Error::NotFound`] when `after`
+    /// is not a run held in memory.
     pub fn list(
         &self,
         status: Option<Status>,
@@ -1396,10 +1188,6 @@ impl Runs {
 
     /// The ids of [`Runs::list`]'s page, to read a few runs at a time with
     /// [`Runs::runs_of`]: a listing then holds a page's ids, not its runs.
-    ///
-    /// # Errors
-    ///
-    /// As [`Runs::list`].
     pub fn listing(
         &self,
         status: Option<Status>,
@@ -1410,19 +1198,16 @@ impl Runs {
         let from = match after {
             None => None,
             Some(id) => match state.runs.get(id) {
-                Some(run) => Some(ListKey::of(run)),
+                Some(run) => Some(list_key(run)),
                 None => return Err(Error::NotFound(format!("run {id} not found"))),
             },
         };
         // The `limit + 1` first in order, kept in a max-heap so a listing of
         // a page costs one pass over the runs and clones only that page.
-        let mut first: BinaryHeap<ListKey<'_>> = BinaryHeap::with_capacity(limit + 2);
+        let mut first: BinaryHeap<(i64, &str)> = BinaryHeap::with_capacity(limit + 2);
         for run in state.runs.values() {
-            if status.is_some_and(|s| run.status != s) {
-                continue;
-            }
-            let key = ListKey::of(run);
-            if from.as_ref().is_some_and(|f| key <= *f) {
+            let key = list_key(run);
+            if status.is_some_and(|s| run.status != s) || from.is_some_and(|f| key <= f) {
                 continue;
             }
             if first.len() <= limit {
@@ -1437,10 +1222,10 @@ impl Runs {
         keys.truncate(limit);
         let ids = keys
             .iter()
-            .filter_map(|k| state.runs.get_key_value(k.id).map(|(id, _)| id.clone()))
+            .filter_map(|(_, id)| state.runs.get_key_value(*id).map(|(id, _)| id.clone()))
             .collect();
         let next_after = more
-            .then(|| keys.last().map(|k| k.id.to_string()))
+            .then(|| keys.last().map(|(_, id)| id.to_string()))
             .flatten();
         Ok(Listing { ids, next_after })
     }
@@ -1458,19 +1243,11 @@ impl Runs {
     }
 
     /// The newest running run (by start time, then id) and how many runs
-    /// are running, or `None` when none is. Copies only that one run's
-    /// start.
+    /// are running, or `None` when none is.
     pub fn newest_running(&self) -> Option<(RunStart, u64)> {
         let state = self.lock();
-        let newest = state
-            .runs
-            .values()
-            .filter(|r| r.status == Status::Running)
-            .max_by(|a, b| {
-                a.started_at
-                    .total_cmp(&b.started_at)
-                    .then(a.run_id.cmp(&b.run_id))
-            })?;
+        let running = state.runs.values().filter(|r| r.status == Status::Running);
+        let newest = running.max_by_key(|r| list_key(r))?;
         let start = RunStart {
             run_id: newest.run_id.to_string(),
             started_at: newest.started_at,
@@ -1478,7 +1255,6 @@ impl Runs {
         Some((start, state.counts.active))
     }
 
-    /// Totals by status.
     pub fn counts(&self) -> Counts {
         self.lock().counts
     }
@@ -1525,67 +1301,158 @@ fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     out.into_bytes()
 }
 
-impl Snapshots {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Updates are applied whole under the lock and do not panic midway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a durable plan: what each step did, and what its ends charged.
+    fn apply_plan(&self, state: &mut State, plan: Plan) -> (Vec<Applied>, Vec<Charged>) {
+        let mut applied = Vec::with_capacity(plan.steps.len());
+        let mut charged = Vec::new();
+        for step in plan.steps {
+            match step {
+                Planned::Start(id, at) => {
+                    state.apply(&plan.ops[at], &self.metrics, &mut |_, _, _| {});
+                    if let Some(run) = state.runs.get(id.as_str()) {
+                        applied.push(Applied::Started(Box::new(Run::clone(run))));
+                    }
+                }
+                Planned::Events(id, events) => {
+                    if self.apply_events(state, &id, &events) {
+                        let ids = state.runs[id.as_str()].ids();
+                        applied.push(Applied::Events(ids, events));
+                    }
+                }
+                Planned::End(id, at, _, settlement) => {
+                    let Some((finished, lines, s)) =
+                        self.apply_end(state, &id, &plan.ops[at], *settlement)
+                    else {
+                        continue;
+                    };
+                    charged.push((applied.len(), lines, s));
+                    applied.push(Applied::Finished(Box::new(finished)));
+                }
+            }
+        }
+        (applied, charged)
+    }
+
+    /// Applies durable `events` to run `id`, growing its reservation to
+    /// their cost; false for a run not held.
+    fn apply_events(&self, state: &mut State, id: &str, events: &[Timed]) -> bool {
+        let Some(run) = state.runs.get_mut(id).map(Arc::make_mut) else {
+            return false;
+        };
+        for e in events {
+            run.apply_event(e, &self.metrics);
+        }
+        cover(&self.budget, run, events);
+        state.publish_events(events);
+        true
+    }
+
+    /// Applies the durable end `op` of run `id` and charges `settlement`:
+    /// the run with the whole detail its end gave back (what its answer,
+    /// its events and its trace show), the ledger lines of its cost, and
+    /// the settlement, which waits in `unledgered` until they are written.
+    fn apply_end(
+        &self,
+        state: &mut State,
+        id: &str,
+        op: &Value,
+        mut settlement: Settlement,
+    ) -> Option<(Finished, LedgerLines, Settlement)> {
+        let mut whole = None;
+        state.apply(op, &self.metrics, &mut |end, run, d| {
+            learn(&self.budget, end, run);
+            // Known only now: the start may have been in flight when
+            // the end was priced.
+            settlement.started_at = Some(run.started_at);
+            whole = Some(d);
+        });
+        let mut run = Run::clone(state.runs.get(id)?);
+        run.detail = whole?;
+        let (spend, lines) = self.budget.charge(&settlement);
+        state.unledgered.push(settlement.clone());
+        let finished = Finished {
+            run,
+            spend,
+            ledger_error: None,
+        };
+        Some((finished, lines, settlement))
+    }
+
+    /// Writes the ledger copies of what a plan charged, noting each
+    /// failure on its run's [`Finished`].
+    fn write_ledger(&self, charged: Vec<Charged>, applied: &mut [Applied]) {
+        for (i, lines, settlement) in charged {
+            match self.budget.write_settlement(lines) {
+                Ok(()) => self.lock().ledgered(&settlement),
+                Err(e) => {
+                    if let Some(Applied::Finished(f)) = applied.get_mut(i) {
+                        f.ledger_error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
     /// Counts a durable record of `bytes` as applied, and takes a snapshot
     /// when one is due. Runs on the thread that applies records, after
     /// this one's: the state and the metrics are then exactly those of the
     /// records before the next one, and nothing changes them meanwhile.
-    fn applied(
-        self: &Arc<Self>,
-        bytes: u64,
-        shared: &Mutex<State>,
-        metrics: &RunMetrics,
-        budget: &Budget,
-    ) {
-        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+    fn applied(self: &Arc<Self>, bytes: u64) {
+        let mut p = self.snapshots.progress();
         p.applied += 1;
-        if !p.due.grew(bytes, self.every) {
+        if !p.due.grew(bytes, self.snapshots.every) {
             return;
         }
-        let taken = std::time::Instant::now();
-        let state = lock(shared);
+        let taken = Instant::now();
+        let state = self.lock();
         let header = snapshot::Header {
             records: p.applied,
             counts: state.counts,
             unledgered: state.unledgered.clone(),
-            learned: budget.learned(),
+            learned: self.budget.learned(),
             published: state.published(),
         };
-        let values = metrics.values();
-        let finished = state
-            .finished
-            .iter()
-            .filter_map(|(id, _)| state.runs.get(id.as_str()));
+        let values = self.metrics.values();
+        let finished = state.finished.iter();
+        let finished = finished.filter_map(|(id, _)| state.runs.get(id.as_str()));
         let running = state.runs.values().filter(|r| r.status == Status::Running);
         let runs: Vec<Arc<Run>> = running.chain(finished).cloned().collect();
         drop(state);
         drop(p);
-        let (me, metrics) = (self.clone(), metrics.clone());
+        let me = self.clone();
         let paused = taken.elapsed();
         let spawned = std::thread::Builder::new()
             .name("runs-snapshot".into())
-            .spawn(move || me.write(&header, runs, || values.into_series(&metrics), paused));
+            .spawn(move || me.snapshots.write(&header, runs, values, paused));
         if spawned.is_err() {
-            self.progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .due
-                .done(None);
+            self.snapshots.progress().due.done(None);
         }
     }
+}
 
-    /// Writes a snapshot taken by [`Snapshots::applied`], then deletes the
+impl Snapshots {
+    fn progress(&self) -> MutexGuard<'_, SnapshotProgress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a snapshot taken by [`Shared::applied`], then deletes the
     /// journal segments it covers. A failure is logged, and the next one
     /// is taken when it is due again. `paused` is how long taking it held
     /// up the records behind it, for the log.
-    fn write<I: Iterator<Item = Value>>(
+    fn write(
         &self,
         header: &snapshot::Header,
         runs: Vec<Arc<Run>>,
-        metrics: impl FnOnce() -> I,
-        paused: std::time::Duration,
+        metrics: metrics::Values,
+        paused: Duration,
     ) {
-        let began = std::time::Instant::now();
+        let began = Instant::now();
         let path = self.dir.join(snapshot::FILE);
         let n = runs.len();
         let written = snapshot::write(&path, header, runs, metrics)
@@ -1593,43 +1460,103 @@ impl Snapshots {
             .and_then(|size| {
                 segments::drop_covered(&self.dir, header.records).map(|dropped| (size, dropped))
             });
-        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.due.done(written.as_ref().ok().map(|&(size, _)| size));
+        self.progress()
+            .due
+            .done(written.as_ref().ok().map(|&(size, _)| size));
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).into();
         match written {
-            Ok((size, dropped)) => {
-                self.log.info(
-                    "run snapshot written",
-                    &[
-                        ("records", header.records.into()),
-                        ("runs", n.into()),
-                        ("bytes", size.into()),
-                        ("segments_deleted", dropped.into()),
-                        ("taking_ms", (paused.as_secs_f64() * 1000.0).into()),
-                        (
-                            "writing_ms",
-                            (began.elapsed().as_secs_f64() * 1000.0).into(),
-                        ),
-                    ],
-                );
-            }
+            Ok((size, dropped)) => self.log.info(
+                "run snapshot written",
+                &[
+                    ("records", header.records.into()),
+                    ("runs", n.into()),
+                    ("bytes", size.into()),
+                    ("segments_deleted", dropped.into()),
+                    ("taking_ms", ms(paused)),
+                    ("writing_ms", ms(began.elapsed())),
+                ],
+            ),
             Err(e) => self.log.warn("run snapshot failed", &[("error", e.into())]),
         }
     }
 }
 
-/// What an end record says beside its op and time.
-struct End {
-    /// The error of a failed run, or the reason of a cancelled one.
-    error: Option<Box<str>>,
-    /// The run's duration as the emitter measured it.
-    reported_ms: Option<f64>,
-    /// The emitter's `metrics` text.
-    metrics: Option<Box<str>>,
-    /// Micro-dollars of its priced cost.
-    cost: Option<i64>,
-}
-
 impl State {
+    /// Reads the snapshot in `store`, if there is one, into the state, the
+    /// metrics and the budget. Returns the journal records it covers and
+    /// the settlements it says are missing from the ledger.
+    fn read_snapshot(
+        &mut self,
+        store: &Path,
+        metrics: &RunMetrics,
+        budget: &Budget,
+    ) -> Result<(u64, Vec<Settlement>), Error> {
+        let mut covered = snapshot::Header::default();
+        let found = snapshot::read(
+            &store.join(snapshot::FILE),
+            |h| covered = h,
+            |run| self.restore(run),
+            |m| {
+                metrics
+                    .restore(m)
+                    .ok_or_else(|| "not a metric series".into())
+            },
+        )
+        .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
+        if !found {
+            return Ok((covered.records, Vec::new()));
+        }
+        budget.restore_learned(std::mem::take(&mut covered.learned));
+        self.counts = covered.counts;
+        let published = std::mem::take(&mut covered.published).into_iter();
+        self.published = published.map(|(kind, n)| (kind.into(), n)).collect();
+        metrics.active.set(covered.counts.active as f64);
+        self.trim();
+        // Every day's: these are known to be missing from the ledger, and
+        // were counted before the restart.
+        Ok((covered.records, covered.unledgered))
+    }
+
+    /// Applies one journal record read at start; `ended` sees each end.
+    fn replay(
+        &mut self,
+        record: &[u8],
+        m: &RunMetrics,
+        ended: &mut dyn FnMut(&Value, &Run),
+    ) -> Result<(), String> {
+        // The journal checked each line's checksum, so a record that is not
+        // one of ours was written by another version: skipping it would
+        // lose a change and make the counters jump.
+        let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
+        if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
+            return Err("not a run record".into());
+        }
+        self.apply(&v, m, &mut |end, run, _| ended(end, run));
+        Ok(())
+    }
+
+    /// Gives each running run its budget reservation back after a start.
+    fn restore_reservations(&mut self, budget: &Budget) -> Result<(), Error> {
+        let running = self
+            .runs
+            .values_mut()
+            .filter(|r| r.status == Status::Running);
+        for run in running {
+            // A start written before starts recorded their reservation
+            // gets what its agent's start would reserve now; a run whose
+            // tokens cost more already holds that (see `cover`).
+            let started = run
+                .reserved
+                .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
+            let micros = started.max(accrued(budget, run));
+            budget.restore_reservation(&run.run_id, run.started_at, micros)?;
+            if run.reserved != Some(micros) {
+                Arc::make_mut(run).reserved = Some(micros);
+            }
+        }
+        Ok(())
+    }
+
     /// Counts one progress event of type `kind` published.
     fn publish(&mut self, kind: &str) {
         match self.published.get_mut(kind) {
@@ -1643,10 +1570,7 @@ impl State {
     /// Counts the events of a batch applied to a run as published: all
     /// but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
     fn publish_events(&mut self, events: &[Timed]) {
-        let published = events
-            .iter()
-            .filter(|e| !matches!(e.event, Event::Tokens { .. }));
-        for e in published {
+        for e in events.iter().filter(|e| !e.is_tokens()) {
             self.publish(e.kind());
         }
     }
@@ -1704,15 +1628,6 @@ impl State {
         }
     }
 
-    /// The run `id` that just ended, with the `whole` detail its end gave
-    /// back: what its answer, its events and its trace show.
-    fn whole(&self, id: &str, whole: Option<LazyDetail>) -> Option<Run> {
-        let (run, whole) = (self.runs.get(id)?, whole?);
-        let mut run = Run::clone(run);
-        run.detail = whole;
-        Some(run)
-    }
-
     /// Whether run `id` is running, counting records in flight: an unknown
     /// run is [`Error::NotFound`], an ended one [`Error::Conflict`].
     fn running(&self, id: &str) -> Result<(), Error> {
@@ -1726,16 +1641,14 @@ impl State {
         }
     }
 
-    /// Notes a record in flight for run `id`, doing `f`.
-    fn mark(&mut self, id: &str, f: impl FnOnce(&mut Pending)) {
-        let p = self.pending.entry(id.to_string()).or_default();
-        p.records += 1;
-        f(p);
-    }
-
-    /// Notes that a record for run `id` is durable or failed, undoing `f`.
-    fn unmark(&mut self, id: &str, f: impl FnOnce(&mut Pending)) {
-        if let Some(p) = self.pending.get_mut(id) {
+    /// Notes a record for run `id` in flight (`on`), doing `f`, or durable
+    /// or failed (`!on`), undoing it with `f`.
+    fn mark(&mut self, id: &str, on: bool, f: impl FnOnce(&mut Pending)) {
+        if on {
+            let p = self.pending.entry(id.to_string()).or_default();
+            p.records += 1;
+            f(p);
+        } else if let Some(p) = self.pending.get_mut(id) {
             f(p);
             p.records -= 1;
             if p.records == 0 {
@@ -1764,32 +1677,8 @@ impl State {
             return;
         };
         let ts = v["ts"].as_f64().unwrap_or(0.0);
-        let text = |k: &str| v[k].as_str().map(Box::from);
         match op {
-            "start" => {
-                if self.runs.contains_key(id) {
-                    return;
-                }
-                self.counts.active += 1;
-                m.active.inc();
-                m.started.inc();
-                self.publish("run_started");
-                let key: Arc<str> = id.into();
-                self.runs.insert(
-                    key.clone(),
-                    Arc::new(Run {
-                        run_id: key,
-                        texts: Texts::from_json(v),
-                        status: Status::Running,
-                        started_at: ts,
-                        ended_at: None,
-                        max_iterations: v["max_iterations"].as_u64(),
-                        reserved: v["reserved_micros"].as_i64(),
-                        cost: None,
-                        detail: LazyDetail::default(),
-                    }),
-                );
-            }
+            "start" => self.start(id, v, ts, m),
             "events" => {
                 let Some(run) = self.runs.get_mut(id).map(Arc::make_mut) else {
                     return;
@@ -1802,13 +1691,7 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                let end = End {
-                    error: text("error"),
-                    reported_ms: v["duration_ms"].as_f64(),
-                    metrics: text("metrics"),
-                    cost: v["spend"]["micros"].as_i64(),
-                };
-                if let Some(whole) = self.finish(id, op, ts, end, m) {
+                if let Some(whole) = self.finish(id, op, ts, v, m) {
                     if let Some(run) = self.runs.get(id) {
                         let kind = run.status.end_event();
                         ended(v, run, whole);
@@ -1826,12 +1709,28 @@ impl State {
         }
     }
 
+    /// Applies the start record `v` of run `id` at `ts`.
+    fn start(&mut self, id: &str, v: &Value, ts: f64, m: &RunMetrics) {
+        if self.runs.contains_key(id) {
+            return;
+        }
+        self.counts.active += 1;
+        m.active.inc();
+        m.started.inc();
+        self.publish("run_started");
+        let key: Arc<str> = id.into();
+        let run = Run::from_members(v, key.clone(), Status::Running, ts);
+        self.runs.insert(key, Arc::new(run));
+    }
+
+    /// Ends running run `id` by the end op `op` at `ts` (its record `v`),
+    /// keeping its detail's summary; returns its whole detail.
     fn finish(
         &mut self,
         id: &str,
         op: &str,
         ts: f64,
-        end: End,
+        v: &Value,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
         // Checked before the run is changed: a finished run a snapshot
@@ -1853,9 +1752,11 @@ impl State {
         };
         run.status = status;
         run.ended_at = Some(ts);
-        run.texts.set(Text::Error, end.error.as_deref());
-        run.texts.set(Text::Metrics, end.metrics.as_deref());
-        run.cost = end.cost;
+        // A failed run's error, or a cancelled one's reason; the emitter's
+        // `metrics` text.
+        run.texts.set(Text::Error, v["error"].as_str());
+        run.texts.set(Text::Metrics, v["metrics"].as_str());
+        run.cost = v["spend"]["micros"].as_i64();
         // Released. It grew with the run's tokens as the live store
         // applied them, and a start grows only the running runs' again
         // (see `Runs::open`): an ended run keeps none, so both agree.
@@ -1865,8 +1766,8 @@ impl State {
         m.active.dec();
         // The emitter's own measure when it sent one: its clock saw the
         // whole run, the server only the reports.
-        let seconds = end
-            .reported_ms
+        let seconds = v["duration_ms"]
+            .as_f64()
             .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);
         let who = RunRef::new(&run.run_id, run.text(Text::Traceparent));
         m.finished(who, outcome, seconds, ts);
@@ -1969,7 +1870,7 @@ mod tests {
         assert_eq!(started.recv().unwrap().unwrap().status, Status::Running);
         assert_eq!(recorded.recv().unwrap().unwrap().len(), 1);
         let finished = finished.recv().unwrap().unwrap();
-        let price = runs.budget.pricing().cost(Some("m"), 1_000_000, 0);
+        let price = runs.budget().pricing().cost(Some("m"), 1_000_000, 0);
         assert!(price > 0.0);
         assert_eq!(finished.spend.amount, (price * 1e6).round() / 1e6);
         assert_eq!(finished.run.status, Status::Completed);
@@ -1981,7 +1882,10 @@ mod tests {
         drop(runs);
         let reopened = open(&dir);
         assert_eq!(reopened.get("r").unwrap(), kept);
-        assert_eq!(reopened.budget.status().today_spend, finished.spend.amount);
+        assert_eq!(
+            reopened.budget().status().today_spend,
+            finished.spend.amount
+        );
     }
 
     /// A run with 250 distinct 64-character phase, gate and model names and
@@ -2070,6 +1974,35 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_fills_each_event_in_its_place_between_lifecycle_steps() {
+        let dir = TempDir::new("runs-batch-fill");
+        let runs = open(&dir);
+        let batch = json!([
+            {"type": "run_started", "run_id": "a"},
+            {"type": "phase_started", "run_id": "a", "phase": "p", "timestamp": 10.0},
+            {"type": "run_started", "run_id": "b"},
+            {"type": "phase_completed", "run_id": "a", "phase": "p", "success": true,
+                "timestamp": 12.5},
+        ]);
+        let body = batch.to_string();
+        let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
+        let applied = wait(|done| runs.apply_batch(steps, done)).unwrap();
+        let events: Vec<&Timed> = applied
+            .iter()
+            .flat_map(|a| match a {
+                Applied::Events(_, events) => events.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["phase_started", "phase_completed"]);
+        let Event::PhaseCompleted { duration_ms, .. } = &events[1].event else {
+            unreachable!()
+        };
+        assert_eq!(*duration_ms, Some(2500.0));
+    }
+
+    #[test]
     fn a_batch_refused_for_its_price_keeps_no_reservation() {
         let dir = TempDir::new("runs-batch-price");
         let runs = open(&dir);
@@ -2086,7 +2019,7 @@ mod tests {
         let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
         let refused = wait(|done| runs.apply_batch(steps, done));
         assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
-        assert_eq!(runs.budget.status().reserved, 0.0);
+        assert_eq!(runs.budget().status().reserved, 0.0);
         assert!(runs.get("a").is_none() && runs.get("b").is_none());
     }
 
@@ -2117,12 +2050,12 @@ mod tests {
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::OpenMetrics);
         let page = runs.list(None, None, 1000).unwrap();
-        let status = runs.budget.status();
+        let status = runs.budget().status();
         (
             page.runs,
             runs.counts(),
             (status.today_spend, status.reserved),
-            runs.budget.learned(),
+            runs.budget().learned(),
             String::from_utf8(text).unwrap(),
         )
     }
@@ -2138,7 +2071,7 @@ mod tests {
     /// Waits until no snapshot is being written.
     fn settled(runs: &Runs) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while runs.snapshots.progress.lock().unwrap().due.busy() {
+        while runs.shared.snapshots.progress.lock().unwrap().due.busy() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a snapshot never ended"
@@ -2424,14 +2357,18 @@ mod tests {
             assert!(again.ledger_error.is_some(), "the ledger copy failed");
             assert_eq!(crate::journal::faults::armed(&dir.join("budget")), 0);
             settled(&runs);
-            let live = runs.budget.status().today_spend;
+            let live = runs.budget().status().today_spend;
             assert_eq!(live, 0.875);
             drop(runs);
             let reopened = open(&dir);
-            assert_eq!(reopened.budget.status().today_spend, live, "every={every}");
+            assert_eq!(
+                reopened.budget().status().today_spend,
+                live,
+                "every={every}"
+            );
             drop(reopened);
             // Written by the first reopen: the next one charges nothing more.
-            assert_eq!(open(&dir).budget.status().today_spend, live);
+            assert_eq!(open(&dir).budget().status().today_spend, live);
         }
     }
 

@@ -6,7 +6,7 @@
 //! path ([`super::event::build`]), and a test checks the two agree on every
 //! batch it accepts.
 
-use super::event::{allowed_fields, build, valid_name, EventFields, Timed, MAX_BATCH, MAX_TEXT};
+use super::event::{allowed_fields, build, EventFields, Raw, Timed, MAX_BATCH};
 
 /// Parses the common shape of a batch straight from the request bytes: an
 /// array of plain event objects (no escapes in strings, integers only, no
@@ -35,89 +35,21 @@ pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     (p.i == bytes.len()).then_some(events)
 }
 
-/// A value [`parse_plain_batch`] accepts.
-#[derive(Clone, Copy)]
-enum PlainValue<'a> {
-    Str(&'a str),
-    Int(u64),
-    Bool(bool),
-    Null,
-}
-
 /// At most this many keys per plain event: `type`, `timestamp` and the
 /// four fields of `tokens`.
 const PLAIN_KEYS: usize = 6;
 
 struct PlainFields<'a> {
-    keys: [(&'a str, PlainValue<'a>); PLAIN_KEYS],
+    keys: [(&'a str, Raw<'a>); PLAIN_KEYS],
     len: usize,
 }
 
-impl<'a> PlainFields<'a> {
-    fn get(&self, k: &str) -> Option<PlainValue<'a>> {
+impl EventFields for PlainFields<'_> {
+    fn raw(&self, k: &str) -> Option<Raw<'_>> {
         self.keys[..self.len]
             .iter()
             .find(|(key, _)| *key == k)
             .map(|(_, v)| *v)
-    }
-}
-
-impl EventFields for PlainFields<'_> {
-    /// Giving up: the caller hands the batch to the serde_json path.
-    type Error = ();
-
-    fn u64(&self, k: &'static str) -> Result<u64, ()> {
-        match self.get(k) {
-            Some(PlainValue::Int(n)) => Ok(n),
-            _ => Err(()),
-        }
-    }
-
-    fn opt_u64(&self, k: &'static str) -> Result<Option<u64>, ()> {
-        match self.get(k) {
-            None | Some(PlainValue::Null) => Ok(None),
-            Some(PlainValue::Int(n)) => Ok(Some(n)),
-            Some(_) => Err(()),
-        }
-    }
-
-    fn bool(&self, k: &'static str) -> Result<bool, ()> {
-        match self.get(k) {
-            Some(PlainValue::Bool(b)) => Ok(b),
-            _ => Err(()),
-        }
-    }
-
-    fn name(&self, k: &'static str) -> Result<String, ()> {
-        match self.get(k) {
-            Some(PlainValue::Str(s)) if valid_name(s) => Ok(s.to_string()),
-            _ => Err(()),
-        }
-    }
-
-    fn opt_name(&self, k: &'static str) -> Result<Option<String>, ()> {
-        match self.get(k) {
-            None | Some(PlainValue::Null) => Ok(None),
-            Some(PlainValue::Str(s)) if valid_name(s) => Ok(Some(s.to_string())),
-            Some(_) => Err(()),
-        }
-    }
-
-    fn opt_text(&self, k: &'static str) -> Result<Option<String>, ()> {
-        match self.get(k) {
-            None | Some(PlainValue::Null) => Ok(None),
-            Some(PlainValue::Str(s)) if s.len() <= MAX_TEXT => Ok(Some(s.to_string())),
-            Some(_) => Err(()),
-        }
-    }
-
-    /// Integers below 2^53 only, which are exactly the same as `f64`.
-    fn opt_ms(&self, k: &'static str) -> Result<Option<f64>, ()> {
-        match self.get(k) {
-            None | Some(PlainValue::Null) => Ok(None),
-            Some(PlainValue::Int(n)) if n < 1 << 53 => Ok(Some(n as f64)),
-            Some(_) => Err(()),
-        }
     }
 }
 
@@ -168,12 +100,12 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(&self.b[start..self.i - 1]).ok()
     }
 
-    fn value(&mut self) -> Option<PlainValue<'a>> {
+    fn value(&mut self) -> Option<Raw<'a>> {
         match *self.b.get(self.i)? {
-            b'"' => self.string().map(PlainValue::Str),
-            b't' => self.literal(b"true").map(|()| PlainValue::Bool(true)),
-            b'f' => self.literal(b"false").map(|()| PlainValue::Bool(false)),
-            b'n' => self.literal(b"null").map(|()| PlainValue::Null),
+            b'"' => self.string().map(Raw::Str),
+            b't' => self.literal(b"true").map(|()| Raw::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Raw::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Raw::Null),
             b'0' => {
                 self.i += 1;
                 // JSON allows no leading zero; `0.5` and `0e1` are left
@@ -182,7 +114,7 @@ impl<'a> Cursor<'a> {
                     .b
                     .get(self.i)
                     .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E')))
-                .then_some(PlainValue::Int(0))
+                .then_some(Raw::Int(0))
             }
             b'1'..=b'9' => {
                 let mut n: u64 = 0;
@@ -194,7 +126,7 @@ impl<'a> Cursor<'a> {
                     .b
                     .get(self.i)
                     .is_some_and(|c| matches!(c, b'.' | b'e' | b'E')))
-                .then_some(PlainValue::Int(n))
+                .then_some(Raw::Int(n))
             }
             _ => None,
         }
@@ -203,7 +135,7 @@ impl<'a> Cursor<'a> {
     fn event(&mut self, now: f64) -> Option<Timed> {
         self.eat(b'{')?;
         let mut f = PlainFields {
-            keys: [("", PlainValue::Null); PLAIN_KEYS],
+            keys: [("", Raw::Null); PLAIN_KEYS],
             len: 0,
         };
         self.ws();
@@ -213,7 +145,7 @@ impl<'a> Cursor<'a> {
         loop {
             self.ws();
             let key = self.string()?;
-            if f.len == PLAIN_KEYS || f.get(key).is_some() {
+            if f.len == PLAIN_KEYS || f.raw(key).is_some() {
                 return None;
             }
             self.ws();
@@ -228,7 +160,7 @@ impl<'a> Cursor<'a> {
                 _ => return None,
             }
         }
-        let PlainValue::Str(kind) = f.get("type")? else {
+        let Raw::Str(kind) = f.raw("type")? else {
             return None;
         };
         let allowed = allowed_fields(kind)?;
@@ -236,8 +168,8 @@ impl<'a> Cursor<'a> {
         if !f.keys[..f.len].iter().all(|(k, _)| known(k)) {
             return None;
         }
-        match f.get("timestamp") {
-            None | Some(PlainValue::Null) => {}
+        match f.raw("timestamp") {
+            None | Some(Raw::Null) => {}
             Some(_) => return None,
         }
         let event = build(kind, &f).ok()?;

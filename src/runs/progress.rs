@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::event::{self, parse_at, FieldError, Timed, MAX_BATCH};
+use super::event::{self, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
 use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES};
 use crate::error::Error;
 
@@ -160,34 +160,27 @@ fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError>
     Ok(out)
 }
 
+/// The field `k` as `read` takes it, removed from `map`.
+fn take<T>(
+    map: &mut Map<String, Value>,
+    k: &str,
+    read: impl FnOnce(&Map<String, Value>, &str) -> Result<Option<T>, FieldError>,
+) -> Result<Option<T>, FieldError> {
+    let value = read(map, k)?;
+    map.remove(k);
+    Ok(value)
+}
+
 fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
-    match map.remove(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= MAX_TEXT_BYTES => Ok(Some(s)),
-        Some(Value::String(_)) => Err((k.into(), text_too_long())),
-        Some(_) => Err((k.into(), "must be a string".into())),
-    }
+    take(map, k, Map::opt_text)
 }
 
 fn opt_u64(map: &mut Map<String, Value>, k: &str) -> Result<Option<u64>, FieldError> {
-    match map.remove(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or((k.into(), "must be a non-negative integer".into())),
-    }
+    take(map, k, |m, k| m.opt(k, Map::u64))
 }
 
 fn opt_ms(map: &mut Map<String, Value>, k: &str) -> Result<Option<f64>, FieldError> {
-    match map.remove(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .filter(|ms| *ms >= 0.0 && ms.is_finite())
-            .map(Some)
-            .ok_or((k.into(), "must be a non-negative number".into())),
-    }
+    take(map, k, Map::opt_ms)
 }
 
 fn opt_object(
@@ -249,11 +242,12 @@ fn parse_one(
             duration_ms: opt_ms(&mut map, "duration_ms")?,
             metrics: None,
         },
-        "delivery_completed" => {
-            lift_delivery(&mut map)?;
+        kind => {
+            if kind == "delivery_completed" {
+                lift_delivery(&mut map)?;
+            }
             Step::Event(event::parse_one(&Value::Object(map.clone()), now)?)
         }
-        _ => Step::Event(event::parse_one(&Value::Object(map.clone()), now)?),
     };
     if lifecycle {
         no_more(&map, "")?;

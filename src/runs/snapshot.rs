@@ -24,7 +24,8 @@ use crate::budget::{AgentCosts, Settlement};
 use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
-use super::{Counts, Run, Status, Text, Texts};
+use super::metrics::Values;
+use super::{Counts, Run, Status, Text};
 
 /// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
@@ -53,15 +54,15 @@ fn settlement_to_json(s: &Settlement) -> Value {
     json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
-/// Writes the snapshot `header` and `runs` (the running ones first) at
-/// `path`, crash-only (see [`journal::write_snapshot`]), letting go of each
-/// run once it is written; `metrics` gives the metrics' series, asked for
-/// after the runs. Returns the snapshot's bytes.
-pub fn write<I: Iterator<Item = Value>>(
+/// Writes the snapshot `header`, `runs` (the running ones first) and
+/// `metrics` at `path`, crash-only (see [`journal::write_snapshot`]),
+/// letting go of each run once it is written, before the metrics' series
+/// are spelled out. Returns the snapshot's bytes.
+pub fn write(
     path: &Path,
     header: &Header,
     runs: Vec<Arc<Run>>,
-    metrics: impl FnOnce() -> I,
+    metrics: Values,
 ) -> std::io::Result<u64> {
     let c = &header.counts;
     let head = json!({"snapshot": {
@@ -76,7 +77,7 @@ pub fn write<I: Iterator<Item = Value>>(
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
         .chain(
-            std::iter::once_with(metrics)
+            std::iter::once_with(|| metrics.into_series())
                 .flatten()
                 .map(|m| Line::Json(json!({"metric": m}))),
         );
@@ -236,7 +237,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     m.end()
 }
 
-fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
+fn print_detail<'a>(d: &'a Detail, out: &mut dyn Write) -> io::Result<()> {
     let mut m = Members::new(out);
     let mut iterations: Vec<(&u64, &f64)> = d.iteration_started_at.iter().collect();
     iterations.sort_by_key(|(i, _)| **i);
@@ -268,13 +269,8 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(m.key("tokens_by_phase_model")?, &by_pair)?;
     serde_json::to_writer(m.key("delivery_started")?, &d.delivery_started)?;
     serde_json::to_writer(m.key("delivery_completed")?, &d.delivery_completed)?;
-    let out = m.key("spans")?;
-    out.write_all(b"[")?;
-    for (i, s) in d.spans.iter().enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        let span = (
+    let span = |s: &'a PhaseRecord| {
+        (
             s.name.as_str(),
             s.started,
             s.ended,
@@ -285,10 +281,10 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
             s.iteration,
             gate_tuples(s.gates.iter()),
             s.accuracy,
-        );
-        serde_json::to_writer(&mut *out, &span)?;
-    }
-    out.write_all(b"]")?;
+        )
+    };
+    let spans: Vec<_> = d.spans.iter().map(span).collect();
+    serde_json::to_writer(m.key("spans")?, &spans)?;
     serde_json::to_writer(m.key("root_gates")?, &gate_tuples(d.root_gates.iter()))?;
     serde_json::to_writer(m.key("pending_tokens")?, &d.pending_tokens)?;
     serde_json::to_writer(m.key("event_span")?, &d.event_span)?;
@@ -300,21 +296,13 @@ fn print_detail(d: &Detail, out: &mut dyn Write) -> io::Result<()> {
 
 /// The run a snapshot line holds; `None` when it is not one.
 pub fn run_from_json(v: &Value) -> Option<Run> {
-    let detail = match &v["detail"] {
-        Value::Null => LazyDetail::default(),
-        d => LazyDetail::from(detail_from_json(d)?),
-    };
-    Some(Run {
-        run_id: v["run_id"].as_str()?.into(),
-        texts: Texts::from_json(v),
-        status: Status::parse(v["status"].as_str()?)?,
-        started_at: v["started_at"].as_f64()?,
-        ended_at: v["ended_at"].as_f64(),
-        max_iterations: v["max_iterations"].as_u64(),
-        reserved: v["reserved_micros"].as_i64(),
-        cost: v["cost_micros"].as_i64(),
-        detail,
-    })
+    let id = v["run_id"].as_str()?.into();
+    let status = Status::parse(v["status"].as_str()?)?;
+    let mut run = Run::from_members(v, id, status, v["started_at"].as_f64()?);
+    if !v["detail"].is_null() {
+        run.detail = LazyDetail::from(detail_from_json(&v["detail"])?);
+    }
+    Some(run)
 }
 
 fn gate_from_json(v: &Value) -> Option<Gate> {

@@ -9,17 +9,13 @@ use serde_json::Value;
 /// Which of a run's texts; the JSON key of each is [`Text::key`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Text {
-    /// Which agent runs it.
     Agent,
-    /// What it is for.
     Goal,
-    /// The error a failed run reported.
+    /// The error a failed run reported, or a cancelled one's reason.
     Error,
-    /// The work order it serves.
     WorkOrderId,
     /// The id that ties its logs and events together.
     CorrelationId,
-    /// The orchestrator's strategy.
     Strategy,
     /// The W3C `traceparent` it was started with.
     Traceparent,
@@ -101,7 +97,6 @@ impl Texts {
         }
     }
 
-    /// The text, if present.
     pub fn get(&self, which: Text) -> Option<&str> {
         let i = which as usize;
         if self.lens[i] == ABSENT {
