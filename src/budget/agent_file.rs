@@ -10,12 +10,11 @@
 //!  "total_spend": 4.9}
 //! ```
 //!
-//! [`Budget::import_agent_file`] appends one ledger line of kind `import`
-//! per entry, carrying its `operation_id` (or, for an entry without one,
-//! its index in `spend`) and the file's name. Whether an entry was counted
-//! is then whether the day's ledger holds its operation, which a restart,
-//! a crash halfway through an import, and a direct spend of the same
-//! operation all answer the same way.
+//! Each entry becomes one ledger line of kind `import`, carrying its
+//! `operation_id` (or, for an entry without one, its index in `spend`) and
+//! the file's name. Whether an entry was counted is then whether the day's
+//! ledger holds its operation, which a restart, a crash halfway through an
+//! import, and a direct spend of the same operation all answer the same way.
 
 use std::collections::HashSet;
 use std::fs;
@@ -29,35 +28,27 @@ use crate::time;
 
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
-use super::record::{valid_operation_id, OPERATION_ID_RULE};
+use super::record::OPERATION_ID_RULE;
 use super::report::{BudgetStatus, Recorded};
-use super::state::{OpState, State};
+use super::state::{self, OpState, State};
 use super::Budget;
 
 /// One day's file, checked.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
-    /// `total_spend` in dollars, when the file has one. Only compared with
-    /// the entries, so it has no upper bound.
+    /// `total_spend` in dollars. Only compared with the entries, so it has
+    /// no upper bound.
     pub total_spend: Option<f64>,
-    /// The `spend` entries, in file order.
     pub entries: Vec<AgentSpend>,
 }
 
 /// One entry of `spend`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentSpend {
-    /// `amount` in micro-dollars.
     pub micros: i64,
-    /// `operation_id`; `None` when absent or null.
     pub operation_id: Option<String>,
     /// `timestamp` in Unix seconds, when it is RFC 3339 text.
     pub ts: Option<f64>,
-}
-
-/// The name of the research agent's file of `day`.
-pub(crate) fn file_name(day: i64) -> String {
-    format!("{}.json", time::date_string(day))
 }
 
 /// Reads the file of `day`. The error says what is wrong and where:
@@ -130,14 +121,17 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     let amount = entry
         .get("amount")
         .ok_or_else(|| format!(r#"spend[{i}] has no "amount""#))?;
-    let micros = dollars_of(amount).ok_or_else(|| {
+    let micros = amount
+        .as_f64()
+        .and_then(|a| money::to_micros(a, "amount").ok());
+    let micros = micros.ok_or_else(|| {
         format!(
             "spend[{i}].amount must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"
         )
     })?;
     let operation_id = match entry.get("operation_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) if valid_operation_id(id) => Some(id.clone()),
+        Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
         Some(_) => return Err(format!("spend[{i}].operation_id {OPERATION_ID_RULE}")),
     };
     let ts = entry
@@ -151,15 +145,9 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     })
 }
 
-fn dollars_of(value: &Value) -> Option<i64> {
-    money::to_micros(value.as_f64()?, "amount").ok()
-}
-
-/// What counting the research agent's file did. Plain data; safe to send
-/// and share across threads.
+/// What counting the research agent's file did (see `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Imported {
-    /// The file read.
+pub(crate) struct Imported {
     pub file: PathBuf,
     /// Its `spend` entries.
     pub entries: usize,
@@ -171,10 +159,8 @@ pub struct Imported {
     /// Entries repeating the `operation_id` of an earlier entry of the
     /// file, which the day counts once.
     pub repeated: usize,
-    /// The file's `total_spend`, in dollars, when it has one.
     pub total_spend: Option<f64>,
-    /// The sum of the entries' amounts, in dollars, as the research agent
-    /// computes `total_spend`.
+    /// The sum of the entries' amounts, in dollars.
     pub entries_total: f64,
     /// Whether `total_spend` differs from `entries_total` by more than the
     /// entries' rounding to whole micro-dollars. The entries are counted
@@ -185,33 +171,28 @@ pub struct Imported {
     pub recorded: Recorded,
 }
 
+/// An entry charged: its index and the alert thresholds its charge reached.
+type Charged = (usize, Vec<u8>);
+
 impl Budget {
-    /// Counts the research agent's file of the current day
-    /// (`<dir>/YYYY-MM-DD.json`) into that day's spend, once: each entry
-    /// whose operation the day's ledger does not hold yet becomes one
-    /// ledger line, and the lines are durable before this returns. Files
-    /// of other days are not read. `None` when there is no file.
+    /// Counts the research agent's file of the current day into that day's
+    /// spend, once: each entry whose operation the day's ledger does not
+    /// hold yet becomes one ledger line, durable before this returns. `None`
+    /// when there is no file.
     ///
-    /// An entry's operation is its `operation_id`; an entry without one is
-    /// known by its index in `spend`, which stays put as long as the file
-    /// is only appended to, as the research agent does. Its `timestamp`
-    /// becomes the line's time when it is RFC 3339 text; otherwise the time
-    /// of the import does. The amounts are counted as given, whatever
-    /// `total_spend` says (see [`Imported::total_disagrees`]).
-    ///
-    /// Call it at start, before serving. It is safe alongside other
-    /// spends, but a file the research agent writes after it is only read
-    /// by the next call.
+    /// An entry's operation is its `operation_id`, or else its index in
+    /// `spend`, which stays put as long as the file is only appended to, as
+    /// the research agent does. Call it at start, before serving: a file
+    /// the research agent writes after it is only read by the next call.
     ///
     /// # Errors
     ///
     /// [`Error::Invalid`], its field naming the file, when the file is not
-    /// the research agent's format (nothing is counted); [`Error::Storage`]
-    /// when it cannot be read, or the ledger cannot be written, after which
-    /// nothing was counted.
-    pub fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
+    /// the research agent's format; [`Error::Storage`] when it cannot be
+    /// read, or the ledger cannot be written. Nothing is counted then.
+    pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
-        let name = file_name(day);
+        let name = format!("{}.json", time::date_string(day));
         let path = self.settings.dir.join(&name);
         let what = || format!("research agent budget file {}", path.display());
         let bytes = match fs::read(&path) {
@@ -221,37 +202,45 @@ impl Budget {
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
         let mut imported = Imported::none_counted(path.clone(), &file, day, self.status());
-        let import = Import::new(file, name, day);
+        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
 
-        let (state, now) = self.lock();
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
-        let pending = |s: &mut State| {
-            import
-                .keys
-                .iter()
-                .any(|k| s.operation(day, k) == OpState::Pending)
-        };
-        let mut state = self
-            .appended
-            .wait_while(state, pending)
-            .unwrap_or_else(|e| e.into_inner());
+        let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(&self.settings.dir, day)?;
-        let new = import.sort_out(&state, &mut imported);
+        let new = sort_out(&keys, &state, day, &mut imported);
         if new.is_empty() {
             state.prune();
             imported.recorded.status = state.status(&self.settings, now);
             return Ok(Some(imported));
         }
         let journal = state.journal(&self.settings.dir, day)?;
-        let (lines, charged) = import.charge(&mut state, &new, now, self.settings.limit);
+        let mut lines = Vec::new();
+        let mut charged: Vec<Charged> = Vec::with_capacity(new.len());
+        for i in new {
+            let spend = &file.entries[i];
+            let charge = Charge::of(spend.micros);
+            let entry = Entry {
+                kind: IMPORT_KIND,
+                charge: &charge,
+                run_id: None,
+                run_started_at: None,
+                phase: None,
+                phases: &[],
+                operation_id: spend.operation_id.as_deref(),
+                source: Some((&name, i as u64)),
+            };
+            let at = (spend.ts.unwrap_or(now), now);
+            charged.push((i, state.charge(&self.settings, day, &entry, at, &mut lines)));
+            state.unsettled(day, spend.micros, 1);
+            state.begin_operation(day, keys[i].clone());
+        }
         state.inflight(day, 1);
         drop(state);
 
-        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let appended = journal.append_all(&records);
-        let (counted, status) = self.settle_import(&import, &charged, appended, now)?;
-        imported.recorded.status = status;
+        let appended = state::append(&journal, &lines);
+        let ended = self.end_import(&file, &keys, day, &charged, appended, now);
+        let (counted, status) = ended?;
         // The research agent's entries name no phase.
         if let Some(family) = self.phases.get() {
             family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
@@ -259,41 +248,67 @@ impl Budget {
         imported.counted = charged.len();
         imported.recorded.amount = dollars(counted);
         imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
+        imported.recorded.status = status;
         Ok(Some(imported))
     }
 
     /// Ends the operations of `charged` once their append is over: undoes
-    /// them when it failed ([`Error::Storage`]), else returns the
-    /// micro-dollars counted and today's budget after them.
-    fn settle_import(
+    /// them when it failed, else returns the micro-dollars counted and
+    /// today's budget after them.
+    fn end_import(
         &self,
-        import: &Import,
+        file: &AgentFile,
+        keys: &[OpKey],
+        day: i64,
         charged: &[Charged],
-        appended: Result<(), crate::journal::Error>,
+        appended: Result<(), Error>,
         now: f64,
     ) -> Result<(i64, BudgetStatus), Error> {
-        let (entries, day) = (&import.file.entries, import.day);
         let mut state = self.state();
         state.inflight(day, -1);
         for (i, _) in charged {
-            let micros = entries[*i].micros;
+            let micros = file.entries[*i].micros;
             state.unsettled(day, micros, -1);
-            state.end_operation(day, &import.keys[*i], appended.is_ok().then_some(micros));
+            state.end_operation(day, &keys[*i], appended.is_ok().then_some(micros));
         }
         self.appended.notify_all();
         if let Err(e) = appended {
             for (i, alerts) in charged.iter().rev() {
-                let spend = &entries[*i];
+                let spend = &file.entries[*i];
                 state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
             }
             state.prune();
-            return Err(Error::Storage(e.to_string()));
+            return Err(e);
         }
-        let counted: i64 = charged.iter().map(|(i, _)| entries[*i].micros).sum();
+        let counted: i64 = charged.iter().map(|(i, _)| file.entries[*i].micros).sum();
         state.recorded = state.recorded.saturating_add(counted);
         state.prune();
         Ok((counted, state.status(&self.settings, now)))
     }
+}
+
+fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
+    match &spend.operation_id {
+        Some(id) => OpKey::Id(id.as_str().into()),
+        None => OpKey::Position(i as u64),
+    }
+}
+
+/// The entries to count; `imported` counts the repeated and the already
+/// recorded.
+fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut new = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if !seen.insert(key) {
+            imported.repeated += 1;
+        } else if let OpState::Recorded(_) = state.operation(day, key) {
+            imported.already_recorded += 1;
+        } else {
+            new.push(i);
+        }
+    }
+    new
 }
 
 impl Imported {
@@ -314,106 +329,8 @@ impl Imported {
             total_disagrees: file.total_spend.is_some_and(|t| {
                 (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
             }),
-            recorded: Recorded {
-                amount: 0.0,
-                day: time::date_string(day),
-                alerts: Vec::new(),
-                status,
-            },
+            recorded: Recorded::new(0, day, Vec::new(), status),
         }
-    }
-}
-
-/// An entry charged: its index and the alert thresholds its charge reached.
-type Charged = (usize, Vec<u8>);
-
-/// A file being imported, with the operation of each entry.
-struct Import {
-    file: AgentFile,
-    keys: Vec<OpKey>,
-    name: String,
-    day: i64,
-}
-
-impl Import {
-    fn new(file: AgentFile, name: String, day: i64) -> Import {
-        let keys = file
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &e.operation_id {
-                Some(id) => OpKey::Id(id.as_str().into()),
-                None => OpKey::Position(i as u64),
-            })
-            .collect();
-        Import {
-            file,
-            keys,
-            name,
-            day,
-        }
-    }
-
-    /// The entries to count; `imported` counts the repeated and the
-    /// already recorded.
-    fn sort_out(&self, state: &State, imported: &mut Imported) -> Vec<usize> {
-        let mut seen = HashSet::new();
-        let mut new = Vec::new();
-        for (i, key) in self.keys.iter().enumerate() {
-            if !seen.insert(key) {
-                imported.repeated += 1;
-            } else if let OpState::Recorded(_) = state.operation(self.day, key) {
-                imported.already_recorded += 1;
-            } else {
-                new.push(i);
-            }
-        }
-        new
-    }
-
-    /// Charges the `new` entries and begins their operations; returns their
-    /// ledger lines, alerts included, and what was charged.
-    fn charge(
-        &self,
-        state: &mut State,
-        new: &[usize],
-        now: f64,
-        limit: i64,
-    ) -> (Vec<Vec<u8>>, Vec<Charged>) {
-        let day = self.day;
-        let mut lines = Vec::new();
-        let mut charged = Vec::with_capacity(new.len());
-        for &i in new {
-            let spend = &self.file.entries[i];
-            let at = spend.ts.unwrap_or(now);
-            let alerts = state.charge(day, spend.micros, at, limit);
-            let spent = state.book(day).tally.spent;
-            let charge = Charge {
-                micros: spend.micros,
-                model: None,
-                tokens: None,
-            };
-            let entry = Entry {
-                kind: IMPORT_KIND,
-                charge: &charge,
-                run_id: None,
-                run_started_at: None,
-                phase: None,
-                phases: &[],
-                operation_id: spend.operation_id.as_deref(),
-                source: Some((&self.name, i as u64)),
-            };
-            lines.push(ledger::spend_line(at, &entry));
-            lines.extend(
-                alerts
-                    .iter()
-                    .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
-            );
-            state.unsettled(day, spend.micros, 1);
-            state.begin_operation(day, self.keys[i].clone());
-            charged.push((i, alerts));
-        }
-        (lines, charged)
     }
 }
 

@@ -20,22 +20,17 @@ use super::money::dollars;
 use super::report::BudgetStatus;
 use super::Budget;
 
-/// Today's spend points, and the budget they belong to. Plain data; safe
-/// to send and share across threads.
+/// Today's spend points, and the budget they belong to.
 #[derive(Clone, Debug, PartialEq)]
-pub struct History {
-    /// Today's budget, with its forecast.
+pub(crate) struct History {
     pub status: BudgetStatus,
     /// `(unix seconds, cumulative dollars)` per spend line of today's
-    /// ledger, in its order. A line's time is its `ts`; a line without a
-    /// readable one takes the time of the line before it (midnight for
-    /// the first).
+    /// ledger. A line without a readable `ts` takes the time of the line
+    /// before it (midnight for the first).
     pub points: Vec<(f64, f64)>,
 }
 
 impl History {
-    /// `{"date", "daily_limit", "reset_at", "points": [{"t", "spend"}],
-    /// "reserved", "exhausts_at", "spend_rate_dollars_per_hour"}`.
     pub fn to_json(&self) -> Value {
         let s = self.status.to_json();
         let points: Vec<Value> = self
@@ -55,8 +50,8 @@ impl History {
     }
 }
 
-/// What has been read of one day's ledger. Plain data, behind its own
-/// lock so that reading the file never holds the budget's.
+/// What has been read of one day's ledger, behind its own lock so that
+/// reading the file never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -110,12 +105,9 @@ impl Tail {
 }
 
 impl Budget {
-    /// Today's spend points (see [`History`]) and status.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when today's ledger cannot be read.
-    pub fn history(&self) -> Result<History, Error> {
+    /// Today's spend points and status; [`Error::Storage`] when today's
+    /// ledger cannot be read.
+    pub(crate) fn history(&self) -> Result<History, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;
         let durable = state.durable_len(day);

@@ -12,33 +12,29 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{json, Value};
 
 /// How many of an agent's latest run costs the estimate is learned from.
-pub const LEARNED_RUNS: usize = 50;
+const LEARNED_RUNS: usize = 50;
 /// The most agents whose costs are kept; past it, the agent whose latest
 /// run ended longest ago is forgotten. Agent names come from clients, so
 /// the history must be bounded.
-pub const LEARNED_AGENTS: usize = 1_000;
-/// The percentile of an agent's recent costs that its start reserves.
-pub const LEARNED_PERCENTILE: f64 = 0.9;
+const LEARNED_AGENTS: usize = 1_000;
+const LEARNED_PERCENTILE: f64 = 0.9;
 /// Agents whose latest run ended within this many seconds make up the
 /// budget-wide estimate (the largest of theirs), which the status,
 /// `cycles_affordable` and `agent_budget_run_estimate_dollars` use.
-pub const RECENT_AGENT_SECONDS: f64 = 86_400.0;
+const RECENT_AGENT_SECONDS: f64 = 86_400.0;
 
-/// One agent's recent costs, as a run snapshot carries them. Plain data;
-/// safe to send and share across threads.
+/// One agent's recent costs, as a run snapshot carries them.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AgentCosts {
-    /// The agent; `None` for runs started without one, which learn together.
+pub(crate) struct AgentCosts {
+    /// `None` for runs started without an agent, which learn together.
     pub agent: Option<String>,
     /// Unix seconds of the end of its latest run.
     pub last_end: f64,
-    /// Its latest run costs in micro-dollars, oldest first, at most
-    /// [`LEARNED_RUNS`].
+    /// Micro-dollars, oldest first, at most [`LEARNED_RUNS`].
     pub costs: Vec<i64>,
 }
 
 impl AgentCosts {
-    /// As JSON: `{"agent", "last_end", "costs"}`.
     pub fn to_json(&self) -> Value {
         json!({"agent": self.agent, "last_end": self.last_end, "costs": self.costs})
     }
@@ -88,7 +84,7 @@ fn percentile(costs: &VecDeque<i64>) -> i64 {
     sorted.get(rank.saturating_sub(1)).copied().unwrap_or(0)
 }
 
-/// Every agent's recent costs. Plain data, kept under the budget's lock.
+/// Every agent's recent costs, kept under the budget's lock.
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
     agents: HashMap<Option<Box<str>>, History>,
@@ -115,7 +111,6 @@ impl Learned {
         }
     }
 
-    /// The 90th percentile of `agent`'s recent costs, if it has any.
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {
         let key = agent.map(Box::from);
         self.agents.get(&key).map(|h| h.percentile)

@@ -5,7 +5,7 @@
 //! reservation made on it is outstanding, or while an append to its ledger
 //! is in flight; then it is dropped with its journal.
 
-use std::collections::btree_map::Entry;
+use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,19 +16,16 @@ use crate::time;
 
 use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
 use super::learn::Learned;
-use super::ledger::{self, OpKey, Tally};
+use super::ledger::{self, Entry, OpKey, Tally};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
 /// The fixed settings, in micro-dollars.
 pub(crate) struct Settings {
-    /// The daily limit.
     pub limit: i64,
-    /// What a run reserves when it starts: always (`fixed`), or at least
-    /// (`auto`, when `learn` is set).
+    /// What a start reserves: always, or at least when `learn` is set
+    /// (`--run-estimate auto`).
     pub estimate: i64,
-    /// Whether a start reserves the larger of `estimate` and what its
-    /// agent's recent runs cost (`--run-estimate auto`).
     pub learn: bool,
     /// The ledger directory.
     pub dir: PathBuf,
@@ -39,35 +36,30 @@ pub(crate) struct Settings {
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
     pub tally: Tally,
-    /// The day's spends by ledger time, for the spend rate: those the
-    /// ledger holds, and settled runs' costs from the moment they count.
+    /// The day's spends by ledger time, for the spend rate.
     pub recent: Recent,
-    /// Micro-dollars reserved by runs that started on this day.
+    /// Micro-dollars reserved by runs that started on this day, and by how
+    /// many reservations.
     reserved: i64,
-    /// How many reservations make up `reserved`.
     holds: u32,
     /// Appends to this day's ledger that have not finished.
     inflight: u32,
-    /// Micro-dollars of direct spends whose append has not finished:
-    /// counted in the tally, so admission and alerts see them, but
-    /// reported as held rather than spent until they are durable.
+    /// Direct spends whose append has not finished: counted in the tally,
+    /// so admission and alerts see them, but reported as held rather than
+    /// spent until they are durable.
     unsettled: i64,
-    /// How many spend lines make up `unsettled`.
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<Journal>>,
     /// The operations the day's ledger holds, with the micro-dollars
-    /// recorded for each.
+    /// recorded for each, and those whose append is in flight.
     operations: HashMap<OpKey, i64>,
-    /// Operations whose append is in flight: counted in the tally, not yet
-    /// in `operations`.
     pending: HashSet<OpKey>,
 }
 
 /// Where an operation stands on a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpState {
-    /// Not recorded.
     Absent,
     /// Its append is in flight.
     Pending,
@@ -75,12 +67,11 @@ pub(crate) enum OpState {
     Recorded(i64),
 }
 
-/// An outstanding reservation.
+/// An outstanding reservation: micro-dollars held on the day the run
+/// started, which its cost is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Hold {
-    /// The day the run started, which its cost is charged to.
     pub day: i64,
-    /// Micro-dollars held.
     pub micros: i64,
 }
 
@@ -91,15 +82,22 @@ pub(crate) struct State {
     books: BTreeMap<i64, DayBook>,
     /// By run id; a boxed str, as every running run has one.
     holds: HashMap<Box<str>, Hold>,
-    /// Micro-dollars recorded since the process started.
+    /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     /// Reservations refused since the process started.
     pub rejections: u64,
     /// Ledger lines of settlements whose append failed, by day, to write
     /// before the next settlement of that day.
     owed: BTreeMap<i64, Vec<Vec<u8>>>,
-    /// The recent costs of each agent's runs.
     pub learned: Learned,
+}
+
+/// Appends `lines` to a ledger, durably.
+pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> {
+    let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    journal
+        .append_all(&records)
+        .map_err(|e| Error::Storage(e.to_string()))
 }
 
 impl State {
@@ -118,11 +116,10 @@ impl State {
         Ok(state)
     }
 
-    /// Moves to the clock's day if it is later. A clock that steps back
-    /// leaves the day alone, so nothing is reset twice.
-    ///
-    /// The new day starts empty without touching the disk: no ledger file
-    /// is newer than the current day (see `Budget::open`).
+    /// Moves to the clock's day if it is later; a clock that steps back
+    /// leaves the day alone, so nothing is reset twice. The new day starts
+    /// empty without touching the disk: no ledger file is newer than the
+    /// current day (see `Budget::open`).
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -134,7 +131,7 @@ impl State {
 
     /// Makes sure `day`'s book is loaded, summing its ledger if needed.
     pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
-        if let Entry::Vacant(vacant) = self.books.entry(day) {
+        if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
             if let Some((journal, summed)) = ledger::open(dir, day, false)? {
                 (book.journal, book.tally) = (Some(journal), summed.tally);
@@ -196,12 +193,29 @@ impl State {
         spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
     }
 
-    /// Charges `micros` spent at `at` to `day`, returning the alert
-    /// thresholds it newly reaches.
-    pub fn charge(&mut self, day: i64, micros: i64, at: f64, limit: i64) -> Vec<u8> {
+    /// Charges `entry`, spent at `at`, to `day`, and pushes its ledger line
+    /// and the alert markers (stamped `now`) of the thresholds it newly
+    /// reaches onto `lines`. Returns those thresholds.
+    pub fn charge(
+        &mut self,
+        settings: &Settings,
+        day: i64,
+        entry: &Entry<'_>,
+        (at, now): (f64, f64),
+        lines: &mut Vec<Vec<u8>>,
+    ) -> Vec<u8> {
+        let (micros, limit) = (entry.charge.micros, settings.limit);
         let book = self.book(day);
         book.recent.push(at, micros);
-        book.tally.charge(micros, limit)
+        let alerts = book.tally.charge(micros, limit);
+        let spent = book.tally.spent;
+        lines.push(ledger::spend_line(at, entry));
+        lines.extend(
+            alerts
+                .iter()
+                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
+        );
+        alerts
     }
 
     /// Takes back a [`State::charge`] whose ledger lines never became
@@ -212,8 +226,8 @@ impl State {
         book.tally.uncharge(micros, fired);
     }
 
-    /// Reserves `micros` for `run_id` on `day`. A run that already holds a
-    /// reservation keeps it unchanged.
+    /// Reserves for `run_id`. A run that already holds a reservation keeps
+    /// it unchanged.
     pub fn hold(&mut self, run_id: &str, hold: Hold) {
         if self.holds.contains_key(run_id) {
             return;
@@ -238,7 +252,7 @@ impl State {
     }
 
     /// Removes `run_id`'s reservation, if it has one. The day's book stays
-    /// until [`State::prune`], so a settle can still charge it.
+    /// until [`State::prune`], so a settlement can still charge it.
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
         let hold = self.holds.remove(run_id)?;
         let book = self.book(hold.day);
@@ -247,14 +261,8 @@ impl State {
         Some(hold)
     }
 
-    /// The micro-dollars `run_id` holds, if it holds a reservation.
-    pub fn held(&self, run_id: &str) -> Option<i64> {
-        self.holds.get(run_id).map(|h| h.micros)
-    }
-
-    /// The day of `run_id`'s reservation, if it holds one.
-    pub fn hold_day(&self, run_id: &str) -> Option<i64> {
-        self.holds.get(run_id).map(|h| h.day)
+    pub fn held(&self, run_id: &str) -> Option<Hold> {
+        self.holds.get(run_id).copied()
     }
 
     /// Takes the lines owed to `day`'s ledger.
@@ -267,11 +275,6 @@ impl State {
         let owed = self.owed.entry(day).or_default();
         lines.append(owed);
         *owed = lines;
-    }
-
-    /// Whether `run_id` holds a reservation.
-    pub fn holds(&self, run_id: &str) -> bool {
-        self.holds.contains_key(run_id)
     }
 
     /// Marks an append to `day`'s ledger as started (`+1`) or finished (`-1`).
@@ -287,7 +290,6 @@ impl State {
         book.unsettled_events = book.unsettled_events.saturating_add_signed(delta);
     }
 
-    /// Where `key` stands on `day`.
     pub fn operation(&self, day: i64, key: &OpKey) -> OpState {
         let Some(book) = self.books.get(&day) else {
             return OpState::Absent;
@@ -321,7 +323,6 @@ impl State {
             .retain(|&day, b| day >= today || b.holds > 0 || b.inflight > 0);
     }
 
-    /// How many days have books loaded.
     #[cfg(test)]
     pub fn loaded_days(&self) -> usize {
         self.books.len()

@@ -18,7 +18,6 @@ use super::Budget;
 pub(super) const REMEMBERED: usize = 1000;
 
 /// The model names seen so far, and where to say and count a new one.
-/// Safe to share across threads.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -79,15 +78,13 @@ impl UnknownModels {
 impl Budget {
     /// Has the budget say in `log` what an operator should fix: a model
     /// the pricing table does not name. Call once, at start.
-    pub fn log_to(&self, log: Logger) {
+    pub(crate) fn log_to(&self, log: Logger) {
         // A second call keeps the first logger.
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// Notes the models of a spend or a run's end that is durable: one
-    /// the table does not name is said and counted, the first time only.
-    /// Tokens without a model (or with an empty one) are priced by the
-    /// default on purpose.
+    /// Notes the models of a durable spend or run end. Tokens without a
+    /// model (or with an empty one) are priced by the default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
         let default = self.pricing.price(None);
         let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
