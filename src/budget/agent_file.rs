@@ -26,11 +26,11 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
+use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::{BudgetStatus, Recorded};
-use super::state::{self, OpState, State};
+use super::state::{OpState, Spend, State};
 use super::Budget;
 
 /// One day's file, checked.
@@ -171,9 +171,6 @@ pub(crate) struct Imported {
     pub recorded: Recorded,
 }
 
-/// An entry charged: its index and the alert thresholds its charge reached.
-type Charged = (usize, Vec<u8>);
-
 impl Budget {
     /// Counts the research agent's file of the current day into that day's
     /// spend, once: each entry whose operation the day's ledger does not
@@ -214,76 +211,31 @@ impl Budget {
             imported.recorded.status = state.status(&self.settings, now);
             return Ok(Some(imported));
         }
-        let journal = state.journal(&self.settings.dir, day)?;
-        let mut lines = Vec::new();
-        let mut charged: Vec<Charged> = Vec::with_capacity(new.len());
-        for i in new {
-            let spend = &file.entries[i];
-            let charge = Charge::of(spend.micros);
-            let entry = Entry {
-                kind: IMPORT_KIND,
-                charge: &charge,
-                run_id: None,
-                run_started_at: None,
-                phase: None,
-                phases: &[],
-                operation_id: spend.operation_id.as_deref(),
-                source: Some((&name, i as u64)),
-            };
-            let at = (spend.ts.unwrap_or(now), now);
-            charged.push((i, state.charge(&self.settings, day, &entry, at, &mut lines)));
-            state.unsettled(day, spend.micros, 1);
-            state.begin_operation(day, keys[i].clone());
-        }
-        state.inflight(day, 1);
-        drop(state);
-
-        let appended = state::append(&journal, &lines);
-        let ended = self.end_import(&file, &keys, day, &charged, appended, now);
-        let (counted, status) = ended?;
-        // The research agent's entries name no phase.
-        if let Some(family) = self.phases.get() {
-            family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
-        }
-        imported.counted = charged.len();
+        let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
+        let spends: Vec<Spend> = new
+            .iter()
+            .map(|&i| Spend {
+                entry: Entry {
+                    kind: IMPORT_KIND,
+                    charge: &charges[i],
+                    run_id: None,
+                    run_started_at: None,
+                    phase: None,
+                    phases: &[],
+                    operation_id: file.entries[i].operation_id.as_deref(),
+                    source: Some((&name, i as u64)),
+                },
+                at: file.entries[i].ts.unwrap_or(now),
+                key: Some(keys[i].clone()),
+            })
+            .collect();
+        let (alerts, status) = self.record_spends(state, (day, now), &spends)?;
+        let counted: i64 = spends.iter().map(|s| s.entry.charge.micros).sum();
+        imported.counted = spends.len();
         imported.recorded.amount = dollars(counted);
-        imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
+        imported.recorded.alerts = alerts;
         imported.recorded.status = status;
         Ok(Some(imported))
-    }
-
-    /// Ends the operations of `charged` once their append is over: undoes
-    /// them when it failed, else returns the micro-dollars counted and
-    /// today's budget after them.
-    fn end_import(
-        &self,
-        file: &AgentFile,
-        keys: &[OpKey],
-        day: i64,
-        charged: &[Charged],
-        appended: Result<(), Error>,
-        now: f64,
-    ) -> Result<(i64, BudgetStatus), Error> {
-        let mut state = self.state();
-        state.inflight(day, -1);
-        for (i, _) in charged {
-            let micros = file.entries[*i].micros;
-            state.unsettled(day, micros, -1);
-            state.end_operation(day, &keys[*i], appended.is_ok().then_some(micros));
-        }
-        self.appended.notify_all();
-        if let Err(e) = appended {
-            for (i, alerts) in charged.iter().rev() {
-                let spend = &file.entries[*i];
-                state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
-            }
-            state.prune();
-            return Err(e);
-        }
-        let counted: i64 = charged.iter().map(|(i, _)| file.entries[*i].micros).sum();
-        state.recorded = state.recorded.saturating_add(counted);
-        state.prune();
-        Ok((counted, state.status(&self.settings, now)))
     }
 }
 

@@ -8,8 +8,8 @@ use crate::runs::valid_run_id;
 
 use super::ledger::{split_phases, Entry, OpKey};
 use super::money::{self, SpendInput};
-use super::report::{Recorded, Spent};
-use super::state::{OpState, State};
+use super::report::{BudgetStatus, Recorded, Spent};
+use super::state::{self, OpState, Spend, State};
 use super::Budget;
 
 /// Whether `phase` is 1 to 64 of `[A-Za-z0-9_.:-]`: phases become label
@@ -99,55 +99,52 @@ impl Budget {
             operation_id,
             source: None,
         };
-        self.record(&entry)
-    }
-
-    /// Charges the entry under the lock, appends it (and any alert markers)
-    /// outside the lock, and takes the charge back if the append fails.
-    ///
-    /// The charge stays counted while the append is in flight, so a
-    /// concurrent reserve cannot take money the spend is about to use; the
-    /// status shows it as reserved, not spent, until it is durable.
-    fn record(&self, entry: &Entry<'_>) -> Result<Spent, Error> {
-        let micros = entry.charge.micros;
-        let key = entry.operation_id.map(|id| OpKey::Id(id.into()));
+        let key = operation_id.map(|id| OpKey::Id(id.into()));
         let (mut state, now) = self.lock_settled(None, key.as_slice());
         let day = state.today;
         if let Some(OpState::Recorded(first)) = key.as_ref().map(|k| state.operation(day, k)) {
             let status = state.status(&self.settings, now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
+        let spend = [Spend {
+            entry,
+            at: now,
+            key,
+        }];
+        let (alerts, status) = self.record_spends(state, (day, now), &spend)?;
+        Ok(Spent::New(Recorded::new(
+            charge.micros,
+            day,
+            alerts,
+            status,
+        )))
+    }
+
+    /// Appends `spends` to `day`'s ledger outside the lock `state` holds,
+    /// charged from before the append starts and taken back if it fails.
+    /// Returns the alerts they fired and today's budget after them.
+    pub(super) fn record_spends(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        (day, now): (i64, f64),
+        spends: &[Spend<'_>],
+    ) -> Result<(Vec<u8>, BudgetStatus), Error> {
         let journal = state.journal(&self.settings.dir, day)?;
         let mut lines = Vec::new();
-        let alerts = state.charge(&self.settings, day, entry, (now, now), &mut lines);
-        state.inflight(day, 1);
-        state.unsettled(day, micros, 1);
-        if let Some(key) = &key {
-            state.begin_operation(day, key.clone());
-        }
+        let fired = state.begin_spends(&self.settings, (day, now), spends, &mut lines);
         drop(state);
-
-        let appended = super::state::append(&journal, &lines);
-
+        let appended = state::append(&journal, &lines);
         let mut state = self.state();
-        state.inflight(day, -1);
-        state.unsettled(day, micros, -1);
-        if let Some(key) = &key {
-            state.end_operation(day, key, appended.is_ok().then_some(micros));
-            self.appended.notify_all();
-        }
-        if let Err(e) = appended {
-            state.uncharge(day, micros, now, &alerts);
-            state.prune();
-            return Err(e);
-        }
-        state.recorded = state.recorded.saturating_add(micros);
-        state.prune();
+        state.end_spends(day, spends, &fired, appended.is_ok());
+        self.appended.notify_all();
+        appended?;
         let status = state.status(&self.settings, now);
         drop(state);
-        self.count_phases(entry, micros);
-        self.note_models(entry.charge.model.as_deref());
-        Ok(Spent::New(Recorded::new(micros, day, alerts, status)))
+        for s in spends {
+            self.count_phases(&s.entry, s.entry.charge.micros);
+            self.note_models(s.entry.charge.model.as_deref());
+        }
+        Ok((fired.concat(), status))
     }
 
     /// Locks the books, rolled to the clock's day, once no append of any of

@@ -92,6 +92,14 @@ pub(crate) struct State {
     pub learned: Learned,
 }
 
+/// A spend to append to a day's ledger: its entry, the time it counts at
+/// (its line's `ts`), and the operation the day counts it as once.
+pub(crate) struct Spend<'a> {
+    pub entry: Entry<'a>,
+    pub at: f64,
+    pub key: Option<OpKey>,
+}
+
 /// Appends `lines` to a ledger, durably.
 pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> {
     let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
@@ -218,12 +226,54 @@ impl State {
         alerts
     }
 
-    /// Takes back a [`State::charge`] whose ledger lines never became
-    /// durable.
-    pub fn uncharge(&mut self, day: i64, micros: i64, at: f64, fired: &[u8]) {
+    /// Charges `spends` to `day` as their append starts, pushing their
+    /// lines onto `lines`, and returns the alerts each fired. They count
+    /// from now, so a concurrent reserve cannot take money they are about
+    /// to use, but the status shows them as reserved until they are durable.
+    pub fn begin_spends(
+        &mut self,
+        settings: &Settings,
+        (day, now): (i64, f64),
+        spends: &[Spend<'_>],
+        lines: &mut Vec<Vec<u8>>,
+    ) -> Vec<Vec<u8>> {
+        let mut fired = Vec::with_capacity(spends.len());
+        for s in spends {
+            fired.push(self.charge(settings, day, &s.entry, (s.at, now), lines));
+            let book = self.book(day);
+            book.unsettled += s.entry.charge.micros;
+            book.unsettled_events += 1;
+            book.pending.extend(s.key.clone());
+        }
+        self.book(day).inflight += 1;
+        fired
+    }
+
+    /// Ends the append of `spends` that [`State::begin_spends`] began:
+    /// recorded when it became durable (`ok`), else taken back.
+    pub fn end_spends(&mut self, day: i64, spends: &[Spend<'_>], fired: &[Vec<u8>], ok: bool) {
         let book = self.book(day);
-        book.recent.remove(at, micros);
-        book.tally.uncharge(micros, fired);
+        book.inflight -= 1;
+        for (s, alerts) in spends.iter().zip(fired).rev() {
+            let micros = s.entry.charge.micros;
+            book.unsettled -= micros;
+            book.unsettled_events -= 1;
+            if let Some(key) = &s.key {
+                book.pending.remove(key);
+                if ok {
+                    book.operations.insert(key.clone(), micros);
+                }
+            }
+            if !ok {
+                book.recent.remove(s.at, micros);
+                book.tally.uncharge(micros, alerts);
+            }
+        }
+        if ok {
+            let micros = spends.iter().map(|s| s.entry.charge.micros).sum::<i64>();
+            self.recorded = self.recorded.saturating_add(micros);
+        }
+        self.prune();
     }
 
     /// Reserves for `run_id`. A run that already holds a reservation keeps
@@ -283,13 +333,6 @@ impl State {
         book.inflight = book.inflight.saturating_add_signed(delta);
     }
 
-    /// Marks a direct spend of `micros` as in flight (`+1`) or done (`-1`).
-    pub fn unsettled(&mut self, day: i64, micros: i64, delta: i64) {
-        let book = self.book(day);
-        book.unsettled += micros * delta;
-        book.unsettled_events = book.unsettled_events.saturating_add_signed(delta);
-    }
-
     pub fn operation(&self, day: i64, key: &OpKey) -> OpState {
         let Some(book) = self.books.get(&day) else {
             return OpState::Absent;
@@ -298,21 +341,6 @@ impl State {
             Some(micros) => OpState::Recorded(*micros),
             None if book.pending.contains(key) => OpState::Pending,
             None => OpState::Absent,
-        }
-    }
-
-    /// Marks `key` as being appended to `day`'s ledger.
-    pub fn begin_operation(&mut self, day: i64, key: OpKey) {
-        self.book(day).pending.insert(key);
-    }
-
-    /// Ends `key`'s append to `day`'s ledger: recorded with `micros` when
-    /// it became durable, absent again when it failed (`None`).
-    pub fn end_operation(&mut self, day: i64, key: &OpKey, micros: Option<i64>) {
-        let book = self.book(day);
-        book.pending.remove(key);
-        if let Some(micros) = micros {
-            book.operations.insert(key.clone(), micros);
         }
     }
 
