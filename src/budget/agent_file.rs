@@ -10,11 +10,11 @@
 //!  "total_spend": 4.9}
 //! ```
 //!
-//! Each entry becomes one ledger line of kind `import`, carrying its
-//! `operation_id` (or, for an entry without one, its index in `spend`) and
-//! the file's name. Whether an entry was counted is then whether the day's
-//! ledger holds its operation, which a restart, a crash halfway through an
-//! import, and a direct spend of the same operation all answer the same way.
+//! Each entry becomes one ledger line of kind `import` naming its operation
+//! (its `operation_id`, or else its index in `spend`), so whether it was
+//! counted is whether the day's ledger holds that operation: a restart, a
+//! crash halfway through an import, and a direct spend of the same
+//! operation all answer the same way.
 
 use std::collections::HashSet;
 use std::fs;
@@ -33,7 +33,6 @@ use super::report::{BudgetStatus, Recorded};
 use super::state::{OpState, Spend, State};
 use super::Budget;
 
-/// One day's file, checked.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
     /// `total_spend` in dollars. Only compared with the entries, so it has
@@ -42,7 +41,6 @@ pub(crate) struct AgentFile {
     pub entries: Vec<AgentSpend>,
 }
 
-/// One entry of `spend`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentSpend {
     pub micros: i64,
@@ -51,13 +49,9 @@ pub(crate) struct AgentSpend {
     pub ts: Option<f64>,
 }
 
-/// Reads the file of `day`. The error says what is wrong and where:
-/// serde_json's line and column for text that is not JSON, the member
-/// (`spend[2].amount`) otherwise.
-///
-/// `date` and `spend` are required, as the research agent always writes
-/// them; `limit` and unknown members are not read. An entry's `timestamp`
-/// is only used when it is RFC 3339 text, so it is never an error.
+/// Reads the file of `day`; the error names the member that is wrong
+/// (`spend[2].amount`). `date` and `spend` are required, as the research
+/// agent always writes them; other members are not checked.
 pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(doc) = &value else {
@@ -149,44 +143,24 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Imported {
     pub file: PathBuf,
-    /// Its `spend` entries.
     pub entries: usize,
-    /// Entries counted now.
     pub counted: usize,
-    /// Entries the day's ledger already held: counted by an earlier start,
-    /// or an operation recorded by a direct spend.
     pub already_recorded: usize,
-    /// Entries repeating the `operation_id` of an earlier entry of the
-    /// file, which the day counts once.
+    /// Entries repeating the `operation_id` of an earlier entry.
     pub repeated: usize,
     pub total_spend: Option<f64>,
-    /// The sum of the entries' amounts, in dollars.
     pub entries_total: f64,
     /// Whether `total_spend` differs from `entries_total` by more than the
-    /// entries' rounding to whole micro-dollars. The entries are counted
-    /// either way.
+    /// entries' rounding to whole micro-dollars.
     pub total_disagrees: bool,
-    /// What was counted now (its `amount` is 0 when nothing was), the
-    /// alert thresholds that reached, and the day's budget after it.
     pub recorded: Recorded,
 }
 
 impl Budget {
-    /// Counts the research agent's file of the current day into that day's
-    /// spend, once: each entry whose operation the day's ledger does not
-    /// hold yet becomes one ledger line, durable before this returns. `None`
-    /// when there is no file.
-    ///
-    /// An entry's operation is its `operation_id`, or else its index in
-    /// `spend`, which stays put as long as the file is only appended to, as
-    /// the research agent does. Call it at start, before serving: a file
-    /// the research agent writes after it is only read by the next call.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`], its field naming the file, when the file is not
-    /// the research agent's format; [`Error::Storage`] when it cannot be
-    /// read, or the ledger cannot be written. Nothing is counted then.
+    /// Counts the entries of the research agent's file of the current day
+    /// that the day's ledger does not hold yet; `None` without a file. An
+    /// entry's index stays put as long as the file is only appended to, as
+    /// the research agent does. On an error nothing is counted.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
@@ -246,8 +220,7 @@ fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
     }
 }
 
-/// The entries to count; `imported` counts the repeated and the already
-/// recorded.
+/// The entries to count; `imported` counts the others.
 fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) -> Vec<usize> {
     let mut seen = HashSet::new();
     let mut new = Vec::new();
@@ -264,7 +237,6 @@ fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) ->
 }
 
 impl Imported {
-    /// The report on `file`, read from `path`, before anything is counted.
     fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: BudgetStatus) -> Imported {
         // `parse` bounds the sum, so it cannot overflow.
         let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();

@@ -5,19 +5,17 @@ use std::collections::VecDeque;
 
 use super::money::dollars;
 
-/// The window of the spend rate: the last hour.
 pub(crate) const RATE_WINDOW_SECONDS: f64 = 3_600.0;
 /// The shortest time a rate is taken over, for the first minutes of a day,
 /// so that the first spend after midnight does not read as a huge rate.
 pub(crate) const MIN_RATE_SPAN_SECONDS: f64 = 300.0;
 
-/// Spends charged to one day, by ledger time, kept for the rate window.
+/// Spends charged to one day, by ledger time, for the rate window.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    /// `(unix seconds, micro-dollars)`, mostly in time order: the ledger's
-    /// order, in which a run's end or an imported entry can be a little
-    /// out of place. Entries are dropped from the front once out of the
-    /// window, and those left are checked one by one.
+    /// `(unix seconds, micro-dollars)` in the ledger's order, in which a
+    /// run's end or an imported entry can be a little out of time order:
+    /// the front is dropped once out of the window, the rest checked.
     spends: VecDeque<(f64, i64)>,
 }
 
@@ -26,7 +24,6 @@ impl Recent {
         self.spends.push_back((at, micros));
     }
 
-    /// Takes back a spend [`Recent::push`] noted, whose append failed.
     pub fn remove(&mut self, at: f64, micros: i64) {
         let same = |s: &(f64, i64)| s.0.to_bits() == at.to_bits() && s.1 == micros;
         if let Some(i) = self.spends.iter().rposition(same) {
@@ -54,12 +51,9 @@ impl Recent {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Forecast {
-    /// Dollars an hour, over the window.
     pub rate_per_hour: f64,
-    /// When the remaining budget runs out at that rate, in Unix seconds,
-    /// if before the reset; `now` when nothing remains.
+    /// When the remaining budget runs out, if before the reset.
     pub exhausts_unix: Option<f64>,
-    /// Seconds from now until then; `+Inf` when not before the reset.
     pub exhausted_in_seconds: f64,
 }
 

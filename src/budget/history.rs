@@ -1,11 +1,7 @@
-//! Today's spend over the day, for a burn-down: one point per spend line
-//! of today's ledger, in the ledger's order, each with the day's spend
-//! after it.
-//!
-//! The points are read from the ledger file itself, up to the journal's
-//! durable length, so they are exactly the ledger's lines: no line still
-//! being written, and no spend that is counted but not yet on disk. The
-//! lines read are kept, and each call reads only what was appended since.
+//! Today's spend over the day, for a burn-down: one point per spend line of
+//! today's ledger, with the day's spend after it. The points are read from
+//! the file itself, up to the journal's durable length, so they are exactly
+//! the ledger's lines; each call reads only what was appended since.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,13 +16,11 @@ use super::money::dollars;
 use super::report::BudgetStatus;
 use super::Budget;
 
-/// Today's spend points, and the budget they belong to.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct History {
     pub status: BudgetStatus,
-    /// `(unix seconds, cumulative dollars)` per spend line of today's
-    /// ledger. A line without a readable `ts` takes the time of the line
-    /// before it (midnight for the first).
+    /// `(unix seconds, cumulative dollars)`; a line without a readable
+    /// `ts` takes the time of the line before it (midnight for the first).
     pub points: Vec<(f64, f64)>,
 }
 
@@ -62,8 +56,7 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    /// Reads `dir`'s ledger of `day` up to `durable` bytes, starting over
-    /// when the day changed.
+    /// Reads the ledger of `day` up to `durable` bytes.
     fn catch_up(&mut self, dir: &std::path::Path, day: i64, durable: u64) -> Result<(), Error> {
         if self.day != day {
             *self = Tail {
@@ -105,8 +98,6 @@ impl Tail {
 }
 
 impl Budget {
-    /// Today's spend points and status; [`Error::Storage`] when today's
-    /// ledger cannot be read.
     pub(crate) fn history(&self) -> Result<History, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;

@@ -44,10 +44,8 @@ pub(crate) use settlement::Settlement;
 
 use state::{Settings, State};
 
-/// The default amount reserved when a run starts, in dollars: the least a
-/// start reserves with `--run-estimate auto`.
+/// The least a start reserves, in dollars.
 pub(crate) const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
-/// The ledger directory's name inside the data directory.
 pub(crate) const LEDGER_DIR: &str = "budget";
 
 /// Settings of a [`Budget`].
@@ -67,8 +65,7 @@ pub struct BudgetConfig {
 }
 
 impl BudgetConfig {
-    /// The defaults for a data directory: $5.00 a day, `auto` estimates of
-    /// at least $0.15, the ledger in `<data_dir>/budget`, default prices.
+    /// The defaults for a data directory (see `docs/budget.md`).
     pub fn new(data_dir: &Path) -> BudgetConfig {
         BudgetConfig {
             daily_limit: 5.0,
@@ -84,9 +81,8 @@ impl BudgetConfig {
 ///
 /// One lock guards all books, so checking the limit and reserving is one
 /// step. Ledger appends happen outside the lock and share syncs (group
-/// commit): a spend counts against its day from just before its append
-/// starts, and is taken back if the append fails. Open one `Budget` per
-/// ledger directory: a second one would open the same journals twice.
+/// commit). Open one `Budget` per ledger directory: a second one would
+/// open the same journals twice.
 pub struct Budget {
     settings: Settings,
     pricing: Pricing,
@@ -98,26 +94,19 @@ pub struct Budget {
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
     unknown_models: unknown_model::UnknownModels,
-    /// What [`Budget::history`] has read of today's ledger.
     tail: Mutex<history::Tail>,
     /// What the ledgers held when the budget opened: the cost counter by
     /// phase starts from it once registered, and the alerts count toward
     /// the events published.
     opened: ledger::Totals,
-    /// Alert markers [`Budget::reconcile`] recorded since.
     reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
-    /// Opens the budget, creating the ledger directory and summing the
-    /// current day's ledger (cutting a torn last line), and every day's
-    /// ledger for the counters of all spend ever recorded.
-    ///
-    /// The current day is the clock's day or the newest ledger file's day,
-    /// whichever is later, so a clock that is behind after a restart never
-    /// reopens an earlier day. Bad settings are [`Error::Invalid`] naming
-    /// `daily_limit` or `run_estimate`; an unreadable ledger is
-    /// [`Error::Storage`].
+    /// Opens the budget, summing the current day's ledger, and every day's
+    /// for the counters of all spend ever recorded. The current day is the
+    /// clock's day or the newest ledger file's day, whichever is later, so
+    /// a clock that is behind after a restart never reopens an earlier day.
     pub(crate) fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
         let limit = money::to_micros(config.daily_limit, "daily_limit")?;
         let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
@@ -156,16 +145,13 @@ impl Budget {
         state.status(&self.settings, now)
     }
 
-    /// Learns the cost of a run of `agent` that ended at `at`, in
-    /// micro-dollars, for `--run-estimate auto`. The budget keeps this in
-    /// memory only: the caller feeds it every run end, live and when
-    /// replaying its journal, and keeps [`Budget::learned`] with its
-    /// snapshots.
+    /// Learns the cost of a run of `agent` that ended at `at`; the caller
+    /// feeds every run end, live and on replay, and snapshots
+    /// [`Budget::learned`].
     pub(crate) fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
         self.state().learned.observe(agent, micros, at);
     }
 
-    /// The recent run costs of every agent, for a snapshot.
     pub(crate) fn learned(&self) -> Vec<AgentCosts> {
         self.state().learned.export()
     }
@@ -174,10 +160,9 @@ impl Budget {
         self.state().learned.restore(all);
     }
 
-    /// The `budget_alert` events published, ever, when the server starts:
-    /// the alert markers the ledgers held at open, and those
-    /// [`Budget::reconcile`] recorded since, each standing for the alert a
-    /// settlement fired before a crash kept its line out of the ledger.
+    /// The `budget_alert` events published, ever, as the server starts: the
+    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote for
+    /// alerts fired before a crash kept their line out of the ledger.
     pub(crate) fn alerts_recorded(&self) -> u64 {
         let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
         self.opened.alerts.saturating_add(reconciled)

@@ -10,8 +10,8 @@ pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 /// spend, and small enough that sums of micro-dollars stay exact.
 pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
-/// Dollars to micro-dollars, rounded to the nearest; negative, NaN,
-/// infinite or above [`MAX_AMOUNT`] is an [`Error::Invalid`] naming `field`.
+/// Dollars to micro-dollars; an amount out of range is an
+/// [`Error::Invalid`] naming `field`.
 pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
     if !dollars.is_finite() || dollars < 0.0 {
         let message = "must be a finite, non-negative number of dollars";
@@ -44,14 +44,12 @@ pub(crate) enum SpendInput {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Charge {
     pub micros: i64,
-    /// The model, for token spends that named one.
     pub model: Option<String>,
-    /// `(input, output)` tokens, for token spends.
+    /// `(input, output)` tokens.
     pub tokens: Option<(u64, u64)>,
 }
 
 impl Charge {
-    /// A charge of `micros` with no tokens.
     pub fn of(micros: i64) -> Charge {
         Charge {
             micros,

@@ -32,9 +32,8 @@ pub struct Pricing {
 }
 
 impl Pricing {
-    /// The table used without a pricing file: no models, so every model is
-    /// charged [`DEFAULT_PRICE`]. Published prices change; they belong in
-    /// the file, not in code.
+    /// No models: published prices change; they belong in the file, not in
+    /// code.
     pub(crate) fn default_table() -> Pricing {
         Pricing {
             models: HashMap::new(),
@@ -43,8 +42,7 @@ impl Pricing {
     }
 
     /// Parses a pricing file's text. Errors are [`Error::Invalid`] naming
-    /// the offending key; unknown top-level keys of the `models` form are
-    /// rejected, since they are likely typos.
+    /// the offending key.
     pub fn from_json(text: &str) -> Result<Pricing, Error> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::invalid("pricing", format!("not valid JSON: {e}")))?;
@@ -58,6 +56,7 @@ impl Pricing {
                     "models" => pricing.add_models(value, "pricing.models")?,
                     "default" => pricing.default = price(value, "pricing.default")?,
                     other => {
+                        // Likely a typo.
                         let message = "unknown key; expected \"models\" and \"default\"";
                         return Err(Error::invalid(&format!("pricing.{other}"), message));
                     }
@@ -83,7 +82,6 @@ impl Pricing {
         Ok(())
     }
 
-    /// The price of `model`: its entry, or the default.
     pub(crate) fn price(&self, model: Option<&str>) -> Price {
         model
             .and_then(|m| self.models.get(m))
@@ -129,8 +127,6 @@ fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f6
     }
 }
 
-/// Pricing lives here, beside the table, so that `money` needs nothing
-/// from this module.
 impl SpendInput {
     /// Prices the input in micro-dollars, keeping what the ledger records;
     /// too large a token cost is an [`Error::Invalid`] naming `input_tokens`.

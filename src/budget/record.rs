@@ -46,10 +46,8 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 impl Budget {
-    /// Records a spend charged to today and returns once its ledger line
-    /// is durable. `run_id` and `phase` are only recorded; an empty phase
-    /// counts as none. Invalid input is [`Error::Invalid`]; a failed
-    /// append is [`Error::Storage`], after which nothing was recorded.
+    /// Records a spend charged to today, once its ledger line is durable.
+    /// An empty phase counts as none.
     pub(crate) fn spend(
         &self,
         input: SpendInput,
@@ -62,10 +60,9 @@ impl Budget {
     }
 
     /// Records a spend as [`Budget::spend`] does, unless today's ledger
-    /// already holds one of `operation_id`: then it records nothing and
-    /// answers [`Spent::Repeat`] with the amount recorded then, the
-    /// operation id alone saying it is the same spend. A repeat arriving
-    /// while the first is being appended waits for that append.
+    /// already holds one of `operation_id`, the id alone saying it is the
+    /// same spend. A repeat arriving while the first is being appended
+    /// waits for that append.
     pub(crate) fn spend_once(
         &self,
         operation_id: &str,
@@ -120,9 +117,9 @@ impl Budget {
         )))
     }
 
-    /// Appends `spends` to `day`'s ledger outside the lock `state` holds,
-    /// charged from before the append starts and taken back if it fails.
-    /// Returns the alerts they fired and today's budget after them.
+    /// Appends `spends` to `day`'s ledger outside the lock `state` holds
+    /// (see [`State::begin_spends`]); returns the alerts they fired and
+    /// today's budget after them.
     pub(super) fn record_spends(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -171,8 +168,7 @@ impl Budget {
         (state, now)
     }
 
-    /// Adds a recorded spend of `micros` to `agent_cost_dollars_total`,
-    /// by phase as [`split_phases`] splits it.
+    /// Adds a recorded spend to `agent_cost_dollars_total`.
     pub(super) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
         let Some(family) = self.phases.get() else {
             return;

@@ -6,28 +6,19 @@ use serde_json::{json, Value};
 use super::forecast::Forecast;
 use super::money::dollars;
 
-/// The budget of the current UTC day, read under one lock; in dollars.
+/// The budget of the current UTC day, in dollars (see `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BudgetStatus {
-    /// `YYYY-MM-DD`.
     pub date: String,
     pub daily_limit: f64,
-    /// Including costs of runs that started today and ended later.
     pub today_spend: f64,
-    /// By runs that started today and have not ended.
     pub reserved: f64,
-    /// `daily_limit - today_spend - reserved`, never negative.
     pub remaining: f64,
-    /// How many more of `run_estimate` fit in `remaining`.
     pub cycles_affordable: u64,
     pub spend_events: u64,
-    /// The next UTC midnight, in RFC 3339 and in Unix seconds.
     pub reset_at: String,
     pub reset_unix: f64,
-    /// The estimate in force: the largest a start of any agent that ended
-    /// a run in the last day would reserve now.
     pub run_estimate: f64,
-    /// `"auto"` or `"fixed"`.
     pub run_estimate_mode: &'static str,
     pub forecast: Forecast,
 }
@@ -54,14 +45,13 @@ impl BudgetStatus {
 }
 
 /// A reservation refused because the day's budget cannot cover another run
-/// estimate. Nothing was reserved or journaled.
+/// estimate.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Refusal {
     pub status: BudgetStatus,
     /// The estimate that did not fit, in dollars.
     pub run_estimate: f64,
-    /// Whole seconds until the reset, rounded up and at least 1: the value
-    /// for a `Retry-After` header.
+    /// For a `Retry-After` header: seconds to the reset, at least 1.
     pub retry_after_seconds: u64,
 }
 
@@ -97,7 +87,6 @@ impl Refusal {
         )
     }
 
-    /// The JSON body of a refused trigger.
     pub fn to_json(&self) -> Value {
         let s = &self.status;
         json!({
@@ -115,19 +104,15 @@ impl Refusal {
     }
 }
 
-/// A spend that is now durable in the ledger. Plain data; safe to send and
-/// share across threads.
+/// A recorded spend: its dollars, the day it was charged to (a settled
+/// run's start day, maybe before today), the alert thresholds (percent of
+/// the limit) it newly reached on that day, and today's budget after it.
+/// Plain data; safe to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
-    /// In dollars, rounded to whole micro-dollars.
     pub(crate) amount: f64,
-    /// The day it was charged to, `YYYY-MM-DD`: the day a settled run
-    /// started, which may be before today.
     pub(crate) day: String,
-    /// Alert thresholds (percent of the limit) this spend newly reached on
-    /// that day, lowest first; each fires once per day.
     pub(crate) alerts: Vec<u8>,
-    /// Today's budget after the spend.
     pub(crate) status: BudgetStatus,
 }
 
@@ -156,9 +141,8 @@ impl Recorded {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Spent {
     New(Recorded),
-    /// Its operation was already in today's ledger, so nothing was
-    /// recorded: `amount` is what was recorded for it then, `alerts` is
-    /// empty, and `status` is today's budget as it stands.
+    /// Nothing recorded: the amount recorded for the operation before,
+    /// no alerts, and today's budget.
     Repeat(Recorded),
 }
 

@@ -1,9 +1,6 @@
-//! A run's cost carried by the run's own end record, so that the end and
-//! its cost become durable together: priced when the end is asked for,
-//! charged in memory once that record is durable, then copied into the
-//! day's ledger. A copy the ledger missed (a failed append, or a crash in
-//! between) is appended when the server next starts (see
-//! [`Budget::reconcile`]).
+//! A run's cost, carried by the run's own end record so that the end and
+//! its cost become durable together; the ledger line is a copy, mended at
+//! the next start when a crash or a failed append left it out.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -26,23 +23,18 @@ use super::Budget;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Settlement {
     pub run_id: String,
-    /// The UTC day it is charged to: the day the run's reservation was
-    /// made, or the day it was priced when it held none.
+    /// The day of the run's reservation, or of its pricing without one.
     pub day: i64,
     pub micros: i64,
-    /// The cost by phase, in micro-dollars; what they leave uncovered
-    /// counts as phase `unknown`.
     pub phases: Vec<(String, i64)>,
-    /// Unix seconds of the run's end: the ledger line's time.
+    /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// Unix seconds of the run's start, once the end is applied to the run:
-    /// with the run id, what tells this settlement from one of an earlier
-    /// run given the same id. `None` in one read from a snapshot written
-    /// before settlements carried it.
+    /// The run's start, once the end is applied: with the run id, what
+    /// tells this settlement from one of an earlier run given the same id.
+    /// `None` from a snapshot written before settlements carried it.
     pub started_at: Option<f64>,
-    /// The models its tokens were priced for, said and counted once the
-    /// end is durable when the table does not name them. Not in the
-    /// record: empty when read back.
+    /// The models its tokens were priced for, noted once the end is
+    /// durable. Not in the record: empty when read back.
     pub models: Vec<String>,
 }
 
@@ -58,7 +50,7 @@ impl Settlement {
     }
 
     /// Reads the `spend` member of the end record of `run_id` at `ts`;
-    /// `None` when the record has none (written before costs were carried).
+    /// `None` in one written before ends carried costs.
     pub fn from_record(run_id: &str, ts: f64, spend: &Value) -> Option<Settlement> {
         let phases = spend["phases"].as_object().map_or_else(Vec::new, |m| {
             m.iter()
@@ -77,8 +69,6 @@ impl Settlement {
     }
 }
 
-/// The ledger lines of a charged settlement, to append with
-/// [`Budget::write_settlement`].
 #[derive(Debug)]
 pub(crate) struct LedgerLines {
     day: i64,
@@ -86,9 +76,7 @@ pub(crate) struct LedgerLines {
 }
 
 impl Budget {
-    /// Prices the end of `run_id` at `ts`: `cost`, split by `phase_costs`,
-    /// charged to the day of its reservation. Changes nothing; invalid
-    /// input is [`Error::Invalid`].
+    /// Prices the end of `run_id` at `ts`, changing nothing.
     pub(crate) fn price(
         &self,
         run_id: &str,
@@ -111,11 +99,9 @@ impl Budget {
         })
     }
 
-    /// Charges a settlement whose run end is durable: releases the run's
-    /// reservation, adds the cost to its day and to
-    /// `agent_cost_dollars_total`, and returns what was recorded with the
-    /// ledger lines still to write. Nothing here can fail: the record
-    /// holding the cost is already on disk.
+    /// Charges a settlement whose run end is durable, releasing its
+    /// reservation, and returns the ledger lines still to write. Nothing
+    /// here can fail: the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {
@@ -146,14 +132,10 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines to its day's ledger, with
-    /// those of earlier settlements whose append failed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when the append fails; the lines are kept and
-    /// tried again with the next settlement of that day, and a restart
-    /// restores them from the run journal in any case.
+    /// Appends a charged settlement's lines to its day's ledger, after
+    /// those of earlier settlements whose append failed. Lines whose append
+    /// fails are kept for the next settlement of that day (and a restart
+    /// restores them from the run journal in any case).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
@@ -171,15 +153,9 @@ impl Budget {
         appended
     }
 
-    /// Charges and writes the settlements of runs whose end is in the run
-    /// journal (or its snapshot) but whose line is missing from that day's
-    /// ledger, as a crash between the two leaves them; see [`Settled`] for
-    /// which line settles which end. Returns the settlements whose append
-    /// failed: they are kept to try again.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when a ledger cannot be read.
+    /// Charges and writes the settlements whose line is missing from their
+    /// day's ledger (see [`Settled`]), as a crash between the end and its
+    /// copy leaves them. Returns those whose append failed, to try again.
     pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();

@@ -1,9 +1,6 @@
-//! The budget's books, all behind the one lock: the current day, a tally
-//! per day still in use, and the outstanding reservations.
-//!
-//! A day's book stays loaded while it is the current day, while a
-//! reservation made on it is outstanding, or while an append to its ledger
-//! is in flight; then it is dropped with its journal.
+//! The budget's books, all behind the one lock. A day's book stays loaded
+//! while it is the current day, while a reservation made on it is
+//! outstanding, or while an append to its ledger is in flight.
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,29 +17,22 @@ use super::ledger::{self, Entry, OpKey, Tally};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
-/// The fixed settings, in micro-dollars.
+/// The fixed settings, money in micro-dollars.
 pub(crate) struct Settings {
     pub limit: i64,
-    /// What a start reserves: always, or at least when `learn` is set
-    /// (`--run-estimate auto`).
     pub estimate: i64,
     pub learn: bool,
-    /// The ledger directory.
     pub dir: PathBuf,
 }
 
-/// One day's books.
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
     pub tally: Tally,
-    /// The day's spends by ledger time, for the spend rate.
     pub recent: Recent,
-    /// Micro-dollars reserved by runs that started on this day, and by how
-    /// many reservations.
+    /// Reserved by runs that started on this day.
     reserved: i64,
     holds: u32,
-    /// Appends to this day's ledger that have not finished.
     inflight: u32,
     /// Direct spends whose append has not finished: counted in the tally,
     /// so admission and alerts see them, but reported as held rather than
@@ -51,19 +41,15 @@ pub(crate) struct DayBook {
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<Journal>>,
-    /// The operations the day's ledger holds, with the micro-dollars
-    /// recorded for each, and those whose append is in flight.
     operations: HashMap<OpKey, i64>,
     pending: HashSet<OpKey>,
 }
 
-/// Where an operation stands on a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpState {
     Absent,
     /// Its append is in flight.
     Pending,
-    /// Durable, with the micro-dollars recorded for it.
     Recorded(i64),
 }
 
@@ -75,7 +61,6 @@ pub(crate) struct Hold {
     pub micros: i64,
 }
 
-/// Everything the lock guards.
 pub(crate) struct State {
     /// The current UTC day. It never moves backwards.
     pub today: i64,
@@ -84,7 +69,6 @@ pub(crate) struct State {
     holds: HashMap<Box<str>, Hold>,
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
-    /// Reservations refused since the process started.
     pub rejections: u64,
     /// Ledger lines of settlements whose append failed, by day, to write
     /// before the next settlement of that day.
@@ -100,7 +84,6 @@ pub(crate) struct Spend<'a> {
     pub key: Option<OpKey>,
 }
 
-/// Appends `lines` to a ledger, durably.
 pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> {
     let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     journal
@@ -109,7 +92,6 @@ pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> 
 }
 
 impl State {
-    /// Loads the books of `today` from its ledger, if it has one.
     pub fn open(dir: &Path, today: i64) -> Result<State, Error> {
         let mut state = State {
             today,
@@ -124,10 +106,10 @@ impl State {
         Ok(state)
     }
 
-    /// Moves to the clock's day if it is later; a clock that steps back
-    /// leaves the day alone, so nothing is reset twice. The new day starts
-    /// empty without touching the disk: no ledger file is newer than the
-    /// current day (see `Budget::open`).
+    /// Moves to the clock's day if it is later, so a clock that steps back
+    /// resets nothing twice. The new day starts empty without touching the
+    /// disk: no ledger file is newer than the current day (see
+    /// `Budget::open`).
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -137,7 +119,7 @@ impl State {
         }
     }
 
-    /// Makes sure `day`'s book is loaded, summing its ledger if needed.
+    /// Loads `day`'s book if needed, summing its ledger.
     pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
@@ -156,7 +138,7 @@ impl State {
         self.books.entry(day).or_default()
     }
 
-    /// The journal of `day`'s ledger, opened (and created) on first use.
+    /// The journal of `day`'s ledger, created on first use.
     pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<Journal>, Error> {
         let book = self.book(day);
         if let Some(journal) = &book.journal {
@@ -174,9 +156,8 @@ impl State {
         Ok(journal)
     }
 
-    /// What a start of a run of `agent` reserves now: the configured
-    /// estimate, or with `learn` the larger of it and the 90th percentile
-    /// of the agent's recent run costs.
+    /// What a start of a run of `agent` reserves now: with `learn`, at
+    /// least the 90th percentile of the agent's recent run costs.
     pub fn estimate(&self, settings: &Settings, agent: Option<&str>) -> i64 {
         let learned = settings.learn.then(|| self.learned.percentile(agent));
         settings.estimate.max(learned.flatten().unwrap_or(0))
@@ -189,21 +170,18 @@ impl State {
         settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
-    /// The durable length of `day`'s ledger; 0 when it has none yet.
     pub fn durable_len(&self, day: i64) -> u64 {
         let journal = self.books.get(&day).and_then(|b| b.journal.as_ref());
         journal.map_or(0, |j| j.durable_len())
     }
 
-    /// Whether today can take one more reservation of `estimate`.
     pub fn admits(&self, settings: &Settings, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
         spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
     }
 
-    /// Charges `entry`, spent at `at`, to `day`, and pushes its ledger line
-    /// and the alert markers (stamped `now`) of the thresholds it newly
-    /// reaches onto `lines`. Returns those thresholds.
+    /// Charges `entry`, spent at `at`, to `day`, pushing its ledger line and
+    /// the alert markers (at `now`) it fires onto `lines`; returns those.
     pub fn charge(
         &mut self,
         settings: &Settings,
@@ -276,8 +254,7 @@ impl State {
         self.prune();
     }
 
-    /// Reserves for `run_id`. A run that already holds a reservation keeps
-    /// it unchanged.
+    /// Reserves for `run_id`, unless it already holds a reservation.
     pub fn hold(&mut self, run_id: &str, hold: Hold) {
         if self.holds.contains_key(run_id) {
             return;
@@ -288,7 +265,6 @@ impl State {
         self.holds.insert(run_id.into(), hold);
     }
 
-    /// Grows `run_id`'s reservation to `micros`, if it holds less.
     pub fn grow(&mut self, run_id: &str, micros: i64) {
         let Some(hold) = self.holds.get_mut(run_id) else {
             return;
@@ -315,7 +291,6 @@ impl State {
         self.holds.get(run_id).copied()
     }
 
-    /// Takes the lines owed to `day`'s ledger.
     pub fn take_owed(&mut self, day: i64) -> Vec<Vec<u8>> {
         self.owed.remove(&day).unwrap_or_default()
     }
@@ -327,7 +302,6 @@ impl State {
         *owed = lines;
     }
 
-    /// Marks an append to `day`'s ledger as started (`+1`) or finished (`-1`).
     pub fn inflight(&mut self, day: i64, delta: i32) {
         let book = self.book(day);
         book.inflight = book.inflight.saturating_add_signed(delta);
@@ -344,7 +318,6 @@ impl State {
         }
     }
 
-    /// Drops the books of past days nothing refers to any more.
     pub fn prune(&mut self) {
         let today = self.today;
         self.books

@@ -1,8 +1,6 @@
-//! Models the pricing table does not name. Their tokens are charged the
-//! table's default price, deliberately high; so that a missing entry is
-//! found, each such model is said once in a `warn` line and counted in
-//! `conductor_pricing_unknown_models_total`, the first time a spend given
-//! as tokens of it, or a run's end priced from them, is durable.
+//! Models the pricing table does not name, charged its default price: so
+//! that a missing entry is found, each is said once in a `warn` line and
+//! counted in `conductor_pricing_unknown_models_total` when first durable.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
