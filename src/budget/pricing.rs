@@ -96,14 +96,10 @@ impl Pricing {
     /// The cost in dollars, before the rounding to whole micro-dollars
     /// that recording applies.
     pub(crate) fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
-        self.micros(model, input_tokens, output_tokens) / f64::from(money::MICROS_PER_DOLLAR)
-    }
-
-    /// Dollars per million tokens are micro-dollars per token, so this is
-    /// the cost in micro-dollars.
-    fn micros(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
         let p = self.price(model);
-        input_tokens as f64 * p.input + output_tokens as f64 * p.output
+        // Dollars per million tokens are micro-dollars per token.
+        let micros = input_tokens as f64 * p.input + output_tokens as f64 * p.output;
+        micros / f64::from(money::MICROS_PER_DOLLAR)
     }
 }
 

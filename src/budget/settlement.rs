@@ -139,7 +139,7 @@ impl Budget {
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
-        let mut all = state.take_owed(day);
+        let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
         let journal = state.journal(&self.settings.dir, day);
         drop(state);
@@ -147,7 +147,10 @@ impl Budget {
         let mut state = self.state();
         state.inflight(day, -1);
         if appended.is_err() {
-            state.owe(day, all);
+            // Ahead of any owed since.
+            let owed = state.owed.entry(day).or_default();
+            all.append(owed);
+            *owed = all;
         }
         state.prune();
         appended

@@ -72,7 +72,7 @@ pub(crate) struct State {
     pub rejections: u64,
     /// Ledger lines of settlements whose append failed, by day, to write
     /// before the next settlement of that day.
-    owed: BTreeMap<i64, Vec<Vec<u8>>>,
+    pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
 }
 
@@ -289,17 +289,6 @@ impl State {
 
     pub fn held(&self, run_id: &str) -> Option<Hold> {
         self.holds.get(run_id).copied()
-    }
-
-    pub fn take_owed(&mut self, day: i64) -> Vec<Vec<u8>> {
-        self.owed.remove(&day).unwrap_or_default()
-    }
-
-    /// Keeps `lines` owed to `day`'s ledger, ahead of any owed since.
-    pub fn owe(&mut self, day: i64, mut lines: Vec<Vec<u8>>) {
-        let owed = self.owed.entry(day).or_default();
-        lines.append(owed);
-        *owed = lines;
     }
 
     pub fn inflight(&mut self, day: i64, delta: i32) {
