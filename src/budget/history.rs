@@ -4,7 +4,8 @@
 //! the ledger's lines; each call reads only what was appended since.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -57,7 +58,7 @@ pub(crate) struct Tail {
 
 impl Tail {
     /// Reads the ledger of `day` up to `durable` bytes.
-    fn catch_up(&mut self, dir: &std::path::Path, day: i64, durable: u64) -> Result<(), Error> {
+    fn catch_up(&mut self, dir: &Path, day: i64, durable: u64) -> Result<(), Error> {
         if self.day != day {
             *self = Tail {
                 day,
@@ -68,33 +69,37 @@ impl Tail {
             return Ok(());
         }
         let path = ledger::path(dir, day);
-        let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", path.display()));
-        let mut file = File::open(&path).map_err(storage)?;
-        file.seek(SeekFrom::Start(self.read)).map_err(storage)?;
-        let mut bytes = Vec::new();
-        file.take(durable - self.read)
-            .read_to_end(&mut bytes)
-            .map_err(storage)?;
-        let (lines, torn) = journal::scan(&bytes);
+        let (values, read) = read_records(&path, self.read, durable)
+            .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
         let mut total = self.points.last().map_or(0, |p| p.1);
         let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
-        for line in &lines {
-            // The budget refuses to open a ledger with a damaged line, so
-            // one here is a line it already did not count.
-            let Ok(record) = &line.record else { continue };
-            let Ok(value) = serde_json::from_slice::<Value>(record) else {
-                continue;
-            };
-            if let Ok(Some(micros)) = ledger::spend_micros(&value) {
-                at = ledger::spend_time(&value).unwrap_or(at);
+        for value in &values {
+            if let Ok(Some(micros)) = ledger::spend_micros(value) {
+                at = ledger::spend_time(value).unwrap_or(at);
                 total = total.saturating_add(micros);
                 self.points.push((at, total));
             }
         }
-        // Only whole lines are taken: a short read leaves the rest for later.
-        self.read += (bytes.len() - torn) as u64;
+        self.read += read;
         Ok(())
     }
+}
+
+/// The records of the ledger at `path` from byte `from` up to `until`, and
+/// the bytes of the whole lines among them: a short read leaves the rest
+/// for later. The budget refuses to open a ledger with a damaged line, so
+/// one here is a line it already did not count, and is skipped.
+pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(until - from).read_to_end(&mut bytes)?;
+    let (lines, torn) = journal::scan(&bytes);
+    let values = lines
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l.record.as_ref().ok()?).ok())
+        .collect();
+    Ok((values, (bytes.len() - torn) as u64))
 }
 
 impl Budget {

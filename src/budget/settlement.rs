@@ -3,15 +3,15 @@
 //! the next start when a crash or a failed append left it out.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io::ErrorKind;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::journal;
 
+use super::history::read_records;
 use super::ledger::{self, Entry};
 use super::money::{Charge, SpendInput};
 use super::record::phase_micros;
@@ -228,23 +228,14 @@ impl Settled {
 }
 
 /// What the `"run"` lines of one ledger file settle.
-fn settled_runs(path: &std::path::Path) -> Result<Settled, Error> {
-    let data = match fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Settled::default()),
+fn settled_runs(path: &Path) -> Result<Settled, Error> {
+    let values = match read_records(path, 0, u64::MAX) {
+        Ok((values, _)) => values,
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
     };
-    let (lines, _) = journal::scan(&data);
     let mut settled = Settled::default();
-    for line in &lines {
-        let Some(v) = line
-            .record
-            .as_ref()
-            .ok()
-            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
-        else {
-            continue;
-        };
+    for v in &values {
         let Some(id) = v["run_id"].as_str().filter(|_| v["kind"] == "run") else {
             continue;
         };
