@@ -12,15 +12,10 @@ use super::report::{BudgetStatus, Recorded, Spent};
 use super::state::{self, OpState, Spend, State};
 use super::Budget;
 
-/// Whether `phase` is 1 to 64 of `[A-Za-z0-9_.:-]`: phases become label
-/// values.
-fn valid_phase(phase: &str) -> bool {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
-    (1..=64).contains(&phase.len()) && phase.bytes().all(allowed)
-}
-
+/// Checks a phase name, which becomes a label value; empty is no phase.
 fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
-    match phase.is_empty() || valid_phase(phase) {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
+    match phase.len() <= 64 && phase.bytes().all(allowed) {
         true => Ok(()),
         false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
     }
@@ -187,9 +182,11 @@ mod tests {
 
     #[test]
     fn phase_names_are_checked() {
-        assert!(valid_phase("plan") && valid_phase("a.b:c-d_9") && valid_phase(&"x".repeat(64)));
-        assert!(!valid_phase("") && !valid_phase("sp ace") && !valid_phase(&"x".repeat(65)));
-        assert!(!valid_phase("é") && !valid_phase("a\"b"));
+        let valid = |phase: &str| check_phase(phase, "phase").is_ok();
+        assert!(valid("plan") && valid("a.b:c-d_9") && valid(&"x".repeat(64)));
+        assert!(valid(""), "empty is no phase");
+        assert!(!valid("sp ace") && !valid(&"x".repeat(65)));
+        assert!(!valid("é") && !valid("a\"b"));
     }
 
     #[test]
