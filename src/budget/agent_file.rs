@@ -30,7 +30,7 @@ use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::{BudgetStatus, Recorded};
-use super::state::{OpState, Spend, State};
+use super::state::{Spend, State};
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
@@ -227,7 +227,7 @@ fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) ->
     for (i, key) in keys.iter().enumerate() {
         if !seen.insert(key) {
             imported.repeated += 1;
-        } else if let OpState::Recorded(_) = state.operation(day, key) {
+        } else if state.recorded(day, key).is_some() {
             imported.already_recorded += 1;
         } else {
             new.push(i);

@@ -9,7 +9,7 @@ use crate::runs::valid_run_id;
 use super::ledger::{split_phases, Entry, OpKey};
 use super::money::{self, SpendInput};
 use super::report::{BudgetStatus, Recorded, Spent};
-use super::state::{self, OpState, Spend, State};
+use super::state::{self, Spend, State};
 use super::Budget;
 
 /// Checks a phase name, which becomes a label value; empty is no phase.
@@ -94,7 +94,7 @@ impl Budget {
         let key = operation_id.map(|id| OpKey::Id(id.into()));
         let (mut state, now) = self.lock_settled(None, key.as_slice());
         let day = state.today;
-        if let Some(OpState::Recorded(first)) = key.as_ref().map(|k| state.operation(day, k)) {
+        if let Some(first) = key.as_ref().and_then(|k| state.recorded(day, k)) {
             let status = state.status(&self.settings, now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
@@ -153,7 +153,7 @@ impl Budget {
             now = self.clock.now_unix();
             s.roll(now);
             let day = day.unwrap_or(s.today);
-            keys.iter().any(|k| s.operation(day, k) == OpState::Pending)
+            keys.iter().any(|k| s.pending(day, k))
         };
         // As in `Budget::state`: a poisoned lock still guards books that add up.
         let state = self

@@ -45,14 +45,6 @@ pub(crate) struct DayBook {
     pending: HashSet<OpKey>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpState {
-    Absent,
-    /// Its append is in flight.
-    Pending,
-    Recorded(i64),
-}
-
 /// An outstanding reservation: micro-dollars held on the day the run
 /// started, which its cost is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,15 +288,16 @@ impl State {
         book.inflight = book.inflight.saturating_add_signed(delta);
     }
 
-    pub fn operation(&self, day: i64, key: &OpKey) -> OpState {
-        let Some(book) = self.books.get(&day) else {
-            return OpState::Absent;
-        };
-        match book.operations.get(key) {
-            Some(micros) => OpState::Recorded(*micros),
-            None if book.pending.contains(key) => OpState::Pending,
-            None => OpState::Absent,
-        }
+    /// The micro-dollars `day`'s ledger holds for `key`, if any.
+    pub fn recorded(&self, day: i64, key: &OpKey) -> Option<i64> {
+        self.books.get(&day)?.operations.get(key).copied()
+    }
+
+    /// Whether an append of `key` to `day`'s ledger is in flight.
+    pub fn pending(&self, day: i64, key: &OpKey) -> bool {
+        self.books
+            .get(&day)
+            .is_some_and(|b| b.pending.contains(key))
     }
 
     pub fn prune(&mut self) {
