@@ -1,15 +1,5 @@
-//! The research agent's budget file, counted once when a server takes over
-//! from it mid-day.
-//!
-//! The research agent keeps `<budget dir>/YYYY-MM-DD.json` per UTC day and
-//! rewrites it whole on every spend:
-//!
-//! ```json
-//! {"date": "2026-11-23", "limit": 5.0,
-//!  "spend": [{"amount": 0.15, "operation_id": "op_...", "timestamp": "2026-11-23T09:12:01.5+00:00"}],
-//!  "total_spend": 4.9}
-//! ```
-//!
+//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`, see
+//! `docs/budget.md`), counted once when a server takes over from it mid-day.
 //! Each entry becomes one ledger line of kind `import` naming its operation
 //! (its `operation_id`, or else its index in `spend`), so whether it was
 //! counted is whether the day's ledger holds that operation: a restart, a
