@@ -1,20 +1,9 @@
-//! The research agent's budget file, counted once when a server takes over
-//! from it mid-day.
-//!
-//! The research agent keeps `<budget dir>/YYYY-MM-DD.json` per UTC day and
-//! rewrites it whole on every spend:
-//!
-//! ```json
-//! {"date": "2026-11-23", "limit": 5.0,
-//!  "spend": [{"amount": 0.15, "operation_id": "op_...", "timestamp": "2026-11-23T09:12:01.5+00:00"}],
-//!  "total_spend": 4.9}
-//! ```
-//!
-//! [`Budget::import_agent_file`] appends one ledger line of kind `import`
-//! per entry, carrying its `operation_id` (or, for an entry without one,
-//! its index in `spend`) and the file's name. Whether an entry was counted
-//! is then whether the day's ledger holds its operation, which a restart,
-//! a crash halfway through an import, and a direct spend of the same
+//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`, see
+//! `docs/budget.md`), counted once when a server takes over from it mid-day.
+//! Each entry becomes one ledger line of kind `import` naming its operation
+//! (its `operation_id`, or else its index in `spend`), so whether it was
+//! counted is whether the day's ledger holds that operation: a restart, a
+//! crash halfway through an import, and a direct spend of the same
 //! operation all answer the same way.
 
 use std::collections::HashSet;
@@ -27,46 +16,32 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::time;
 
-use super::ledger::{self, Entry, OpKey, IMPORT_KIND, UNKNOWN_PHASE};
+use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
-use super::record::{valid_operation_id, OPERATION_ID_RULE};
+use super::record::OPERATION_ID_RULE;
 use super::report::{BudgetStatus, Recorded};
-use super::state::{OpState, State};
+use super::state::{Spend, State};
 use super::Budget;
 
-/// One day's file, checked.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
-    /// `total_spend` in dollars, when the file has one. Only compared with
-    /// the entries, so it has no upper bound.
+    /// `total_spend` in dollars. Only compared with the entries, so it has
+    /// no upper bound.
     pub total_spend: Option<f64>,
-    /// The `spend` entries, in file order.
     pub entries: Vec<AgentSpend>,
 }
 
-/// One entry of `spend`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentSpend {
-    /// `amount` in micro-dollars.
     pub micros: i64,
-    /// `operation_id`; `None` when absent or null.
     pub operation_id: Option<String>,
     /// `timestamp` in Unix seconds, when it is RFC 3339 text.
     pub ts: Option<f64>,
 }
 
-/// The name of the research agent's file of `day`.
-pub(crate) fn file_name(day: i64) -> String {
-    format!("{}.json", time::date_string(day))
-}
-
-/// Reads the file of `day`. The error says what is wrong and where:
-/// serde_json's line and column for text that is not JSON, the member
-/// (`spend[2].amount`) otherwise.
-///
-/// `date` and `spend` are required, as the research agent always writes
-/// them; `limit` and unknown members are not read. An entry's `timestamp`
-/// is only used when it is RFC 3339 text, so it is never an error.
+/// Reads the file of `day`; the error names the member that is wrong
+/// (`spend[2].amount`). `date` and `spend` are required, as the research
+/// agent always writes them; other members are not checked.
 pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(doc) = &value else {
@@ -130,14 +105,17 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     let amount = entry
         .get("amount")
         .ok_or_else(|| format!(r#"spend[{i}] has no "amount""#))?;
-    let micros = dollars_of(amount).ok_or_else(|| {
+    let micros = amount
+        .as_f64()
+        .and_then(|a| money::to_micros(a, "amount").ok());
+    let micros = micros.ok_or_else(|| {
         format!(
             "spend[{i}].amount must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"
         )
     })?;
     let operation_id = match entry.get("operation_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) if valid_operation_id(id) => Some(id.clone()),
+        Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
         Some(_) => return Err(format!("spend[{i}].operation_id {OPERATION_ID_RULE}")),
     };
     let ts = entry
@@ -151,67 +129,31 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     })
 }
 
-fn dollars_of(value: &Value) -> Option<i64> {
-    money::to_micros(value.as_f64()?, "amount").ok()
-}
-
-/// What counting the research agent's file did. Plain data; safe to send
-/// and share across threads.
+/// What counting the research agent's file did (see `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Imported {
-    /// The file read.
+pub(crate) struct Imported {
     pub file: PathBuf,
-    /// Its `spend` entries.
     pub entries: usize,
-    /// Entries counted now.
     pub counted: usize,
-    /// Entries the day's ledger already held: counted by an earlier start,
-    /// or an operation recorded by a direct spend.
     pub already_recorded: usize,
-    /// Entries repeating the `operation_id` of an earlier entry of the
-    /// file, which the day counts once.
+    /// Entries repeating the `operation_id` of an earlier entry.
     pub repeated: usize,
-    /// The file's `total_spend`, in dollars, when it has one.
     pub total_spend: Option<f64>,
-    /// The sum of the entries' amounts, in dollars, as the research agent
-    /// computes `total_spend`.
     pub entries_total: f64,
     /// Whether `total_spend` differs from `entries_total` by more than the
-    /// entries' rounding to whole micro-dollars. The entries are counted
-    /// either way.
+    /// entries' rounding to whole micro-dollars.
     pub total_disagrees: bool,
-    /// What was counted now (its `amount` is 0 when nothing was), the
-    /// alert thresholds that reached, and the day's budget after it.
     pub recorded: Recorded,
 }
 
 impl Budget {
-    /// Counts the research agent's file of the current day
-    /// (`<dir>/YYYY-MM-DD.json`) into that day's spend, once: each entry
-    /// whose operation the day's ledger does not hold yet becomes one
-    /// ledger line, and the lines are durable before this returns. Files
-    /// of other days are not read. `None` when there is no file.
-    ///
-    /// An entry's operation is its `operation_id`; an entry without one is
-    /// known by its index in `spend`, which stays put as long as the file
-    /// is only appended to, as the research agent does. Its `timestamp`
-    /// becomes the line's time when it is RFC 3339 text; otherwise the time
-    /// of the import does. The amounts are counted as given, whatever
-    /// `total_spend` says (see [`Imported::total_disagrees`]).
-    ///
-    /// Call it at start, before serving. It is safe alongside other
-    /// spends, but a file the research agent writes after it is only read
-    /// by the next call.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`], its field naming the file, when the file is not
-    /// the research agent's format (nothing is counted); [`Error::Storage`]
-    /// when it cannot be read, or the ledger cannot be written, after which
-    /// nothing was counted.
-    pub fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
+    /// Counts the entries of the research agent's file of the current day
+    /// that the day's ledger does not hold yet; `None` without a file. An
+    /// entry's index stays put as long as the file is only appended to, as
+    /// the research agent does. On an error nothing is counted.
+    pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
-        let name = file_name(day);
+        let name = format!("{}.json", time::date_string(day));
         let path = self.settings.dir.join(&name);
         let what = || format!("research agent budget file {}", path.display());
         let bytes = match fs::read(&path) {
@@ -221,83 +163,70 @@ impl Budget {
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
         let mut imported = Imported::none_counted(path.clone(), &file, day, self.status());
-        let import = Import::new(file, name, day);
+        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
 
-        let (state, now) = self.lock();
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
-        let pending = |s: &mut State| {
-            import
-                .keys
-                .iter()
-                .any(|k| s.operation(day, k) == OpState::Pending)
-        };
-        let mut state = self
-            .appended
-            .wait_while(state, pending)
-            .unwrap_or_else(|e| e.into_inner());
+        let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(&self.settings.dir, day)?;
-        let new = import.sort_out(&state, &mut imported);
+        let new = sort_out(&keys, &state, day, &mut imported);
         if new.is_empty() {
             state.prune();
             imported.recorded.status = state.status(&self.settings, now);
             return Ok(Some(imported));
         }
-        let journal = state.journal(&self.settings.dir, day)?;
-        let (lines, charged) = import.charge(&mut state, &new, now, self.settings.limit);
-        state.inflight(day, 1);
-        drop(state);
-
-        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let appended = journal.append_all(&records);
-        let (counted, status) = self.settle_import(&import, &charged, appended, now)?;
-        imported.recorded.status = status;
-        // The research agent's entries name no phase.
-        if let Some(family) = self.phases.get() {
-            family.inc_by(&[UNKNOWN_PHASE], u64::try_from(counted).unwrap_or(0));
-        }
-        imported.counted = charged.len();
+        let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
+        let spends: Vec<Spend> = new
+            .iter()
+            .map(|&i| Spend {
+                entry: Entry {
+                    kind: IMPORT_KIND,
+                    charge: &charges[i],
+                    run_id: None,
+                    run_started_at: None,
+                    phase: None,
+                    phases: &[],
+                    operation_id: file.entries[i].operation_id.as_deref(),
+                    source: Some((&name, i as u64)),
+                },
+                at: file.entries[i].ts.unwrap_or(now),
+                key: Some(keys[i].clone()),
+            })
+            .collect();
+        let (alerts, status) = self.record_spends(state, (day, now), &spends)?;
+        let counted: i64 = spends.iter().map(|s| s.entry.charge.micros).sum();
+        imported.counted = spends.len();
         imported.recorded.amount = dollars(counted);
-        imported.recorded.alerts = charged.into_iter().flat_map(|(_, a)| a).collect();
+        imported.recorded.alerts = alerts;
+        imported.recorded.status = status;
         Ok(Some(imported))
-    }
-
-    /// Ends the operations of `charged` once their append is over: undoes
-    /// them when it failed ([`Error::Storage`]), else returns the
-    /// micro-dollars counted and today's budget after them.
-    fn settle_import(
-        &self,
-        import: &Import,
-        charged: &[Charged],
-        appended: Result<(), crate::journal::Error>,
-        now: f64,
-    ) -> Result<(i64, BudgetStatus), Error> {
-        let (entries, day) = (&import.file.entries, import.day);
-        let mut state = self.state();
-        state.inflight(day, -1);
-        for (i, _) in charged {
-            let micros = entries[*i].micros;
-            state.unsettled(day, micros, -1);
-            state.end_operation(day, &import.keys[*i], appended.is_ok().then_some(micros));
-        }
-        self.appended.notify_all();
-        if let Err(e) = appended {
-            for (i, alerts) in charged.iter().rev() {
-                let spend = &entries[*i];
-                state.uncharge(day, spend.micros, spend.ts.unwrap_or(now), alerts);
-            }
-            state.prune();
-            return Err(Error::Storage(e.to_string()));
-        }
-        let counted: i64 = charged.iter().map(|(i, _)| entries[*i].micros).sum();
-        state.recorded = state.recorded.saturating_add(counted);
-        state.prune();
-        Ok((counted, state.status(&self.settings, now)))
     }
 }
 
+fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
+    match &spend.operation_id {
+        Some(id) => OpKey::Id(id.as_str().into()),
+        None => OpKey::Position(i as u64),
+    }
+}
+
+/// The entries to count; `imported` counts the others.
+fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) -> Vec<usize> {
+    let mut seen = HashSet::new();
+    let mut new = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if !seen.insert(key) {
+            imported.repeated += 1;
+        } else if state.recorded(day, key).is_some() {
+            imported.already_recorded += 1;
+        } else {
+            new.push(i);
+        }
+    }
+    new
+}
+
 impl Imported {
-    /// The report on `file`, read from `path`, before anything is counted.
     fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: BudgetStatus) -> Imported {
         // `parse` bounds the sum, so it cannot overflow.
         let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
@@ -314,106 +243,8 @@ impl Imported {
             total_disagrees: file.total_spend.is_some_and(|t| {
                 (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
             }),
-            recorded: Recorded {
-                amount: 0.0,
-                day: time::date_string(day),
-                alerts: Vec::new(),
-                status,
-            },
+            recorded: Recorded::new(0, day, Vec::new(), status),
         }
-    }
-}
-
-/// An entry charged: its index and the alert thresholds its charge reached.
-type Charged = (usize, Vec<u8>);
-
-/// A file being imported, with the operation of each entry.
-struct Import {
-    file: AgentFile,
-    keys: Vec<OpKey>,
-    name: String,
-    day: i64,
-}
-
-impl Import {
-    fn new(file: AgentFile, name: String, day: i64) -> Import {
-        let keys = file
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &e.operation_id {
-                Some(id) => OpKey::Id(id.as_str().into()),
-                None => OpKey::Position(i as u64),
-            })
-            .collect();
-        Import {
-            file,
-            keys,
-            name,
-            day,
-        }
-    }
-
-    /// The entries to count; `imported` counts the repeated and the
-    /// already recorded.
-    fn sort_out(&self, state: &State, imported: &mut Imported) -> Vec<usize> {
-        let mut seen = HashSet::new();
-        let mut new = Vec::new();
-        for (i, key) in self.keys.iter().enumerate() {
-            if !seen.insert(key) {
-                imported.repeated += 1;
-            } else if let OpState::Recorded(_) = state.operation(self.day, key) {
-                imported.already_recorded += 1;
-            } else {
-                new.push(i);
-            }
-        }
-        new
-    }
-
-    /// Charges the `new` entries and begins their operations; returns their
-    /// ledger lines, alerts included, and what was charged.
-    fn charge(
-        &self,
-        state: &mut State,
-        new: &[usize],
-        now: f64,
-        limit: i64,
-    ) -> (Vec<Vec<u8>>, Vec<Charged>) {
-        let day = self.day;
-        let mut lines = Vec::new();
-        let mut charged = Vec::with_capacity(new.len());
-        for &i in new {
-            let spend = &self.file.entries[i];
-            let at = spend.ts.unwrap_or(now);
-            let alerts = state.charge(day, spend.micros, at, limit);
-            let spent = state.book(day).tally.spent;
-            let charge = Charge {
-                micros: spend.micros,
-                model: None,
-                tokens: None,
-            };
-            let entry = Entry {
-                kind: IMPORT_KIND,
-                charge: &charge,
-                run_id: None,
-                run_started_at: None,
-                phase: None,
-                phases: &[],
-                operation_id: spend.operation_id.as_deref(),
-                source: Some((&self.name, i as u64)),
-            };
-            lines.push(ledger::spend_line(at, &entry));
-            lines.extend(
-                alerts
-                    .iter()
-                    .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
-            );
-            state.unsettled(day, spend.micros, 1);
-            state.begin_operation(day, self.keys[i].clone());
-            charged.push((i, alerts));
-        }
-        (lines, charged)
     }
 }
 

@@ -1,21 +1,17 @@
 //! Where the budget reads the time: the system clock in production, a
 //! settable one in tests, so that crossing midnight never means sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::time;
 
-/// A source of wall-clock time. Implementations are shared across threads,
-/// hence `Send + Sync`.
-///
-/// The budget reads it on every operation, so the UTC day rolls over at
-/// midnight without a restart. It may jump either way; the budget copes.
-pub trait Clock: Send + Sync {
+/// A source of wall-clock time, read on every operation so the UTC day
+/// rolls at midnight without a restart. It may jump either way; the budget
+/// copes.
+pub(crate) trait Clock: Send + Sync {
     /// Seconds since the Unix epoch, with the fraction.
     fn now_unix(&self) -> f64;
 }
 
-/// The system wall clock. It is safe to share across threads.
+/// The system wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -25,49 +21,49 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that shows whatever it was last set to. It is safe to share
-/// across threads.
-///
-/// Tests and simulations use it to drive midnight, or to step the clock
-/// back, deterministically.
-#[derive(Debug)]
-pub struct ManualClock {
-    // f64 bits; Relaxed is enough because the time is one independent value
-    // that publishes no other memory.
-    bits: AtomicU64,
-}
+/// A clock that shows whatever it was last set to.
+#[cfg(test)]
+pub(crate) mod manual {
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-impl ManualClock {
-    /// A clock showing `unix` seconds.
-    pub fn new(unix: f64) -> ManualClock {
-        ManualClock {
-            bits: AtomicU64::new(unix.to_bits()),
+    #[derive(Debug)]
+    pub struct ManualClock {
+        // f64 bits; Relaxed is enough because the time is one independent
+        // value that publishes no other memory.
+        bits: AtomicU64,
+    }
+
+    impl ManualClock {
+        pub fn new(unix: f64) -> ManualClock {
+            ManualClock {
+                bits: AtomicU64::new(unix.to_bits()),
+            }
+        }
+
+        pub fn set(&self, unix: f64) {
+            self.bits.store(unix.to_bits(), Ordering::Relaxed);
+        }
+
+        /// Moves the time by `seconds`; a negative value steps it back.
+        pub fn advance(&self, seconds: f64) {
+            let step = |bits| Some((f64::from_bits(bits) + seconds).to_bits());
+            // The closure always returns Some, so the update cannot fail.
+            let _ = self
+                .bits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
         }
     }
 
-    /// Sets the time to `unix` seconds, forwards or backwards.
-    pub fn set(&self, unix: f64) {
-        self.bits.store(unix.to_bits(), Ordering::Relaxed);
-    }
-
-    /// Moves the time by `seconds`; a negative value steps it back.
-    pub fn advance(&self, seconds: f64) {
-        let step = |bits| Some((f64::from_bits(bits) + seconds).to_bits());
-        // The closure always returns Some, so the update cannot fail.
-        let _ = self
-            .bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_unix(&self) -> f64 {
-        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    impl super::Clock for ManualClock {
+        fn now_unix(&self) -> f64 {
+            f64::from_bits(self.bits.load(Ordering::Relaxed))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::manual::ManualClock;
     use super::*;
     use std::sync::Arc;
 

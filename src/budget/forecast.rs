@@ -1,43 +1,29 @@
 //! The budget forecast: today's recent spend rate, and when today's
-//! budget runs out at that rate.
-//!
-//! - **The rate** is the spend of the last hour ([`RATE_WINDOW_SECONDS`]):
-//!   the ledger lines charged to today whose time (`ts`) lies in it, over
-//!   the hour. Early in the day the window starts at midnight, and the
-//!   spend is divided by the time since midnight, but by at least
-//!   [`MIN_RATE_SPAN_SECONDS`], so the first spend after midnight does
-//!   not read as a huge rate. No spend in the window is a rate of 0.
-//! - **Runs out** means `remaining` (the limit less spend and
-//!   reservations) reaches 0: at the rate, `remaining / rate` from now.
-//!   When that is at or after the reset (the next UTC midnight), or the
-//!   rate is 0, the budget lasts the day and there is no exhaustion time.
-//!   With nothing remaining it is exhausted now.
+//! budget runs out at that rate (see `docs/budget.md`).
 
 use std::collections::VecDeque;
 
-/// The window of the spend rate: the last hour.
-pub const RATE_WINDOW_SECONDS: f64 = 3_600.0;
-/// The shortest time a rate is taken over, for the first minutes of a day.
-pub const MIN_RATE_SPAN_SECONDS: f64 = 300.0;
+use super::money::dollars;
 
-/// Spends charged to one day, by ledger time, kept for the rate window.
-/// Plain data, kept under the budget's lock.
+pub(crate) const RATE_WINDOW_SECONDS: f64 = 3_600.0;
+/// The shortest time a rate is taken over, for the first minutes of a day,
+/// so that the first spend after midnight does not read as a huge rate.
+pub(crate) const MIN_RATE_SPAN_SECONDS: f64 = 300.0;
+
+/// Spends charged to one day, by ledger time, for the rate window.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    /// `(unix seconds, micro-dollars)`, mostly in time order: the ledger's
-    /// order, in which a run's end or an imported entry can be a little
-    /// out of place. Entries are dropped from the front once out of the
-    /// window, and those left are checked one by one.
+    /// `(unix seconds, micro-dollars)` in the ledger's order, in which a
+    /// run's end or an imported entry can be a little out of time order:
+    /// the front is dropped once out of the window, the rest checked.
     spends: VecDeque<(f64, i64)>,
 }
 
 impl Recent {
-    /// Notes a spend of `micros` at `at`.
     pub fn push(&mut self, at: f64, micros: i64) {
         self.spends.push_back((at, micros));
     }
 
-    /// Takes back a spend [`Recent::push`] noted, whose append failed.
     pub fn remove(&mut self, at: f64, micros: i64) {
         let same = |s: &(f64, i64)| s.0.to_bits() == at.to_bits() && s.1 == micros;
         if let Some(i) = self.spends.iter().rposition(same) {
@@ -45,7 +31,6 @@ impl Recent {
         }
     }
 
-    /// Adds the spends of another list of the same day.
     pub fn merge(&mut self, other: Recent) {
         self.spends.extend(other.spends);
     }
@@ -64,16 +49,11 @@ impl Recent {
     }
 }
 
-/// What the forecast says. Plain data; safe to send and share across
-/// threads.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Forecast {
-    /// Dollars an hour, over the window.
+pub(crate) struct Forecast {
     pub rate_per_hour: f64,
-    /// When the remaining budget runs out at that rate, in Unix seconds,
-    /// if before the reset; `now` when nothing remains.
+    /// When the remaining budget runs out, if before the reset.
     pub exhausts_unix: Option<f64>,
-    /// Seconds from now until then; `+Inf` when not before the reset.
     pub exhausted_in_seconds: f64,
 }
 
@@ -88,8 +68,8 @@ pub(crate) fn forecast(
     window_spend: i64,
 ) -> Forecast {
     let span = (now - day_start).clamp(MIN_RATE_SPAN_SECONDS, RATE_WINDOW_SECONDS);
-    let per_second = window_spend.max(0) as f64 / 1e6 / span;
-    let remaining = remaining.max(0) as f64 / 1e6;
+    let per_second = dollars(window_spend.max(0)) / span;
+    let remaining = dollars(remaining.max(0));
     let in_seconds = if remaining == 0.0 {
         0.0
     } else if per_second > 0.0 {

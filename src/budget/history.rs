@@ -1,14 +1,11 @@
-//! Today's spend over the day, for a burn-down: one point per spend line
-//! of today's ledger, in the ledger's order, each with the day's spend
-//! after it.
-//!
-//! The points are read from the ledger file itself, up to the journal's
-//! durable length, so they are exactly the ledger's lines: no line still
-//! being written, and no spend that is counted but not yet on disk. The
-//! lines read are kept, and each call reads only what was appended since.
+//! Today's spend over the day, for a burn-down: one point per spend line of
+//! today's ledger, with the day's spend after it. The points are read from
+//! the file itself, up to the journal's durable length, so they are exactly
+//! the ledger's lines; each call reads only what was appended since.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -20,22 +17,15 @@ use super::money::dollars;
 use super::report::BudgetStatus;
 use super::Budget;
 
-/// Today's spend points, and the budget they belong to. Plain data; safe
-/// to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
-pub struct History {
-    /// Today's budget, with its forecast.
+pub(crate) struct History {
     pub status: BudgetStatus,
-    /// `(unix seconds, cumulative dollars)` per spend line of today's
-    /// ledger, in its order. A line's time is its `ts`; a line without a
-    /// readable one takes the time of the line before it (midnight for
-    /// the first).
+    /// `(unix seconds, cumulative dollars)`; a line without a readable
+    /// `ts` takes the time of the line before it (midnight for the first).
     pub points: Vec<(f64, f64)>,
 }
 
 impl History {
-    /// `{"date", "daily_limit", "reset_at", "points": [{"t", "spend"}],
-    /// "reserved", "exhausts_at", "spend_rate_dollars_per_hour"}`.
     pub fn to_json(&self) -> Value {
         let s = self.status.to_json();
         let points: Vec<Value> = self
@@ -55,8 +45,8 @@ impl History {
     }
 }
 
-/// What has been read of one day's ledger. Plain data, behind its own
-/// lock so that reading the file never holds the budget's.
+/// What has been read of one day's ledger, behind its own lock so that
+/// reading the file never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -67,9 +57,8 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    /// Reads `dir`'s ledger of `day` up to `durable` bytes, starting over
-    /// when the day changed.
-    fn catch_up(&mut self, dir: &std::path::Path, day: i64, durable: u64) -> Result<(), Error> {
+    /// Reads the ledger of `day` up to `durable` bytes.
+    fn catch_up(&mut self, dir: &Path, day: i64, durable: u64) -> Result<(), Error> {
         if self.day != day {
             *self = Tail {
                 day,
@@ -80,42 +69,41 @@ impl Tail {
             return Ok(());
         }
         let path = ledger::path(dir, day);
-        let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", path.display()));
-        let mut file = File::open(&path).map_err(storage)?;
-        file.seek(SeekFrom::Start(self.read)).map_err(storage)?;
-        let mut bytes = Vec::new();
-        file.take(durable - self.read)
-            .read_to_end(&mut bytes)
-            .map_err(storage)?;
-        let (lines, torn) = journal::scan(&bytes);
+        let (values, read) = read_records(&path, self.read, durable)
+            .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
         let mut total = self.points.last().map_or(0, |p| p.1);
         let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
-        for line in &lines {
-            // The budget refuses to open a ledger with a damaged line, so
-            // one here is a line it already did not count.
-            let Ok(record) = &line.record else { continue };
-            let Ok(value) = serde_json::from_slice::<Value>(record) else {
-                continue;
-            };
-            if let Ok(Some(micros)) = ledger::spend_micros(&value) {
-                at = ledger::spend_time(&value).unwrap_or(at);
+        for value in &values {
+            if let Ok(Some(micros)) = ledger::spend_micros(value) {
+                at = ledger::spend_time(value).unwrap_or(at);
                 total = total.saturating_add(micros);
                 self.points.push((at, total));
             }
         }
-        // Only whole lines are taken: a short read leaves the rest for later.
-        self.read += (bytes.len() - torn) as u64;
+        self.read += read;
         Ok(())
     }
 }
 
+/// The records of the ledger at `path` from byte `from` up to `until`, and
+/// the bytes of the whole lines among them: a short read leaves the rest
+/// for later. The budget refuses to open a ledger with a damaged line, so
+/// one here is a line it already did not count, and is skipped.
+pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(until - from).read_to_end(&mut bytes)?;
+    let (lines, torn) = journal::scan(&bytes);
+    let values = lines
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l.record.as_ref().ok()?).ok())
+        .collect();
+    Ok((values, (bytes.len() - torn) as u64))
+}
+
 impl Budget {
-    /// Today's spend points (see [`History`]) and status.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when today's ledger cannot be read.
-    pub fn history(&self) -> Result<History, Error> {
+    pub(crate) fn history(&self) -> Result<History, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;
         let durable = state.durable_len(day);

@@ -1,49 +1,38 @@
-//! The learned run estimate: the costs of each agent's recent finished
-//! runs, whose 90th percentile a start reserves when it is more than the
-//! configured estimate (`--run-estimate auto`).
-//!
-//! The budget does not keep this history on disk itself: the run store
-//! feeds it every run end it applies, live and on replay, and carries it
-//! in its snapshot (see `Runs::open`), so it is rebuilt exactly after a
-//! restart from the end records that carry each run's cost.
+//! The learned run estimate (`--run-estimate auto`): the costs of each
+//! agent's recent finished runs. The budget keeps no file of its own for
+//! them: the run store feeds it every run end, live and on replay, and
+//! carries them in its snapshot, so they are rebuilt exactly at a restart.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
-/// How many of an agent's latest run costs the estimate is learned from.
-pub const LEARNED_RUNS: usize = 50;
+const LEARNED_RUNS: usize = 50;
 /// The most agents whose costs are kept; past it, the agent whose latest
 /// run ended longest ago is forgotten. Agent names come from clients, so
 /// the history must be bounded.
-pub const LEARNED_AGENTS: usize = 1_000;
-/// The percentile of an agent's recent costs that its start reserves.
-pub const LEARNED_PERCENTILE: f64 = 0.9;
-/// Agents whose latest run ended within this many seconds make up the
-/// budget-wide estimate (the largest of theirs), which the status,
-/// `cycles_affordable` and `agent_budget_run_estimate_dollars` use.
-pub const RECENT_AGENT_SECONDS: f64 = 86_400.0;
+const LEARNED_AGENTS: usize = 1_000;
+const LEARNED_PERCENTILE: f64 = 0.9;
+/// Agents whose latest run ended this recently make up the budget-wide
+/// estimate (the largest of theirs) that the status reports.
+const RECENT_AGENT_SECONDS: f64 = 86_400.0;
 
-/// One agent's recent costs, as a run snapshot carries them. Plain data;
-/// safe to send and share across threads.
+/// One agent's recent costs (oldest first), as a run snapshot carries them.
+/// Runs started without an agent learn together, as agent `None`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AgentCosts {
-    /// The agent; `None` for runs started without one, which learn together.
+pub(crate) struct AgentCosts {
     pub agent: Option<String>,
-    /// Unix seconds of the end of its latest run.
+    /// The end of its latest run.
     pub last_end: f64,
-    /// Its latest run costs in micro-dollars, oldest first, at most
-    /// [`LEARNED_RUNS`].
     pub costs: Vec<i64>,
 }
 
 impl AgentCosts {
-    /// As JSON: `{"agent", "last_end", "costs"}`.
     pub fn to_json(&self) -> Value {
         json!({"agent": self.agent, "last_end": self.last_end, "costs": self.costs})
     }
 
-    /// Reads [`AgentCosts::to_json`]; `None` when it is not that shape.
+    /// `None` when `v` is not what [`AgentCosts::to_json`] writes.
     pub fn from_json(v: &Value) -> Option<AgentCosts> {
         let agent = match &v["agent"] {
             Value::Null => None,
@@ -88,14 +77,12 @@ fn percentile(costs: &VecDeque<i64>) -> i64 {
     sorted.get(rank.saturating_sub(1)).copied().unwrap_or(0)
 }
 
-/// Every agent's recent costs. Plain data, kept under the budget's lock.
 #[derive(Debug, Default)]
 pub(crate) struct Learned {
     agents: HashMap<Option<Box<str>>, History>,
 }
 
 impl Learned {
-    /// Adds the cost of a run of `agent` that ended at `at`.
     pub fn observe(&mut self, agent: Option<&str>, micros: i64, at: f64) {
         let key = agent.map(Box::from);
         if !self.agents.contains_key(&key) && self.agents.len() >= LEARNED_AGENTS {
@@ -115,7 +102,6 @@ impl Learned {
         }
     }
 
-    /// The 90th percentile of `agent`'s recent costs, if it has any.
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {
         let key = agent.map(Box::from);
         self.agents.get(&key).map(|h| h.percentile)
@@ -132,8 +118,7 @@ impl Learned {
             .max()
     }
 
-    /// Every agent's costs, the agent whose latest run ended longest ago
-    /// first.
+    /// Every agent's costs, the longest idle first.
     pub fn export(&self) -> Vec<AgentCosts> {
         let mut all: Vec<AgentCosts> = self
             .agents
@@ -151,7 +136,6 @@ impl Learned {
         all
     }
 
-    /// Replaces the history with `all`, as [`Learned::export`] gave it.
     pub fn restore(&mut self, all: Vec<AgentCosts>) {
         self.agents.clear();
         for a in all {

@@ -62,10 +62,7 @@ const METRICS: [(&str, &str, Kind); 9] = [
     ),
 ];
 
-/// The cost counter by phase.
-const PHASE_METRIC: &str = "agent_cost_dollars_total";
-
-/// Reads the budget for a scrape. Safe to share across threads.
+/// Reads the budget for a scrape.
 struct BudgetCollector(Arc<Budget>);
 
 impl Collector for BudgetCollector {
@@ -96,20 +93,18 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`: the gauges and
-    /// counters read together at scrape time,
-    /// `agent_cost_dollars_total{phase}` and
-    /// `conductor_pricing_unknown_models_total`.
-    ///
-    /// The phase counter starts from what the ledgers held when the budget
-    /// opened. Register once: costs recorded after the open and before
-    /// registration are missing from the phase counter (the other values
-    /// are read from the budget), and a second registration fails on the
-    /// duplicate names.
-    pub fn register_metrics(self: &Arc<Self>, registry: &Registry) -> Result<(), metrics::Error> {
+    /// Registers the budget's metrics in `registry`. The phase counter
+    /// starts from what the ledgers held when the budget opened. Register
+    /// once: costs recorded after the open and before registration are
+    /// missing from the phase counter, and a second registration fails on
+    /// the duplicate names.
+    pub(crate) fn register_metrics(
+        self: &Arc<Self>,
+        registry: &Registry,
+    ) -> Result<(), metrics::Error> {
         let help = "Dollars of agent spend recorded, by phase (unknown when none was given).";
         let phases = registry.fixed_point_counter_family(
-            PHASE_METRIC,
+            "agent_cost_dollars_total",
             help,
             &["phase"],
             MICROS_PER_DOLLAR,

@@ -1,12 +1,9 @@
 //! The daily budget: agent runs reserve an estimate when they start and
 //! record their actual cost when they end, and a day's reservations plus
-//! spend never pass the daily limit at admission.
-//!
-//! Money is kept as whole micro-dollars, so admission counts are exact. The
-//! day is the UTC day, read from an injectable [`Clock`] on every operation;
-//! it rolls at midnight and never moves backwards. Spends go to an
-//! append-only ledger file per day before they are acknowledged. See
-//! `docs/budget.md` for behaviour, file format and restart semantics.
+//! spend never pass the daily limit at admission. Money is whole
+//! micro-dollars; the day is the UTC day of an injectable [`Clock`], and
+//! never moves backwards. See `docs/budget.md` for behaviour, file format
+//! and restart semantics.
 
 mod agent_file;
 mod clock;
@@ -33,30 +30,25 @@ use crate::error::Error;
 use crate::metrics::CounterFamily;
 use crate::time;
 
-pub use agent_file::Imported;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use forecast::{Forecast, MIN_RATE_SPAN_SECONDS, RATE_WINDOW_SECONDS};
-pub use history::History;
-pub use learn::{AgentCosts, LEARNED_AGENTS, LEARNED_PERCENTILE, LEARNED_RUNS};
-pub use ledger::ALERT_THRESHOLDS;
-pub(crate) use money::dollars;
-pub use money::{SpendInput, MAX_AMOUNT};
-pub use pricing::{Price, Pricing, DEFAULT_PRICE};
-pub use record::valid_phase;
-pub use report::{BudgetStatus, Recorded, Refusal, Spent};
-pub use settlement::{LedgerLines, Settlement};
+pub(crate) use agent_file::Imported;
+#[cfg(test)]
+pub(crate) use clock::manual::ManualClock;
+pub(crate) use clock::Clock;
+pub use clock::SystemClock;
+pub(crate) use learn::AgentCosts;
+pub(crate) use money::{dollars, SpendInput, MAX_AMOUNT};
+pub use pricing::Pricing;
+pub use report::Recorded;
+pub(crate) use report::Spent;
+pub(crate) use settlement::Settlement;
 
 use state::{Settings, State};
 
-/// The default daily limit, in dollars (`AGENT_DAILY_BUDGET`).
-pub const DEFAULT_DAILY_LIMIT: f64 = 5.0;
-/// The default amount reserved when a run starts, in dollars: the least a
-/// start reserves with `--run-estimate auto`.
-pub const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
-/// The ledger directory's name inside the data directory.
-pub const LEDGER_DIR: &str = "budget";
+/// The least a start reserves, in dollars.
+pub(crate) const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
+pub(crate) const LEDGER_DIR: &str = "budget";
 
-/// Settings of a [`Budget`]. Plain data; safe to send and share across threads.
+/// Settings of a [`Budget`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetConfig {
     /// The daily limit in dollars; 0 refuses every run.
@@ -64,8 +56,7 @@ pub struct BudgetConfig {
     /// The estimate a run reserves when it starts, in dollars; above 0.
     pub run_estimate: f64,
     /// Whether a start reserves the larger of `run_estimate` and the 90th
-    /// percentile of its agent's recent run costs (`--run-estimate auto`)
-    /// rather than `run_estimate` alone.
+    /// percentile of its agent's recent run costs (`--run-estimate auto`).
     pub learn: bool,
     /// The ledger directory, holding one `YYYY-MM-DD.jsonl` per day.
     pub dir: PathBuf,
@@ -74,12 +65,10 @@ pub struct BudgetConfig {
 }
 
 impl BudgetConfig {
-    /// The defaults for a data directory: $5.00 a day, at least $0.15 per
-    /// run and more as recent runs cost more (`auto`), the ledger in
-    /// `<data_dir>/budget`, and the default pricing table.
+    /// The defaults for a data directory (see `docs/budget.md`).
     pub fn new(data_dir: &Path) -> BudgetConfig {
         BudgetConfig {
-            daily_limit: DEFAULT_DAILY_LIMIT,
+            daily_limit: 5.0,
             run_estimate: DEFAULT_RUN_ESTIMATE,
             learn: true,
             dir: data_dir.join(LEDGER_DIR),
@@ -88,14 +77,12 @@ impl BudgetConfig {
     }
 }
 
-/// The daily budget. It is safe to share across threads (`Send + Sync`);
-/// wrap it in an `Arc`.
+/// The daily budget. It is safe to share across threads (`Send + Sync`).
 ///
 /// One lock guards all books, so checking the limit and reserving is one
 /// step. Ledger appends happen outside the lock and share syncs (group
-/// commit): a spend counts against its day from just before its append
-/// starts, and is taken back if the append fails. Open one `Budget` per
-/// ledger directory: a second one would open the same journals twice.
+/// commit). Open one `Budget` per ledger directory: a second one would
+/// open the same journals twice.
 pub struct Budget {
     settings: Settings,
     pricing: Pricing,
@@ -106,29 +93,21 @@ pub struct Budget {
     appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
-    /// Models priced by the default because the table does not name them.
     unknown_models: unknown_model::UnknownModels,
-    /// What [`Budget::history`] has read of today's ledger.
     tail: Mutex<history::Tail>,
     /// What the ledgers held when the budget opened: the cost counter by
     /// phase starts from it once registered, and the alerts count toward
     /// the events published.
     opened: ledger::Totals,
-    /// Alert markers [`Budget::reconcile`] recorded since.
     reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
-    /// Opens the budget, creating the ledger directory and summing the
-    /// current day's ledger (cutting a torn last line), and every day's
-    /// ledger for the counters of all spend ever recorded.
-    ///
-    /// The current day is the clock's day or the newest ledger file's day,
-    /// whichever is later, so a clock that is behind after a restart never
-    /// reopens an earlier day. Bad settings are [`Error::Invalid`] naming
-    /// `daily_limit` or `run_estimate`; an unreadable ledger is
-    /// [`Error::Storage`].
-    pub fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
+    /// Opens the budget, summing the current day's ledger, and every day's
+    /// for the counters of all spend ever recorded. The current day is the
+    /// clock's day or the newest ledger file's day, whichever is later, so
+    /// a clock that is behind after a restart never reopens an earlier day.
+    pub(crate) fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
         let limit = money::to_micros(config.daily_limit, "daily_limit")?;
         let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
         if estimate == 0 {
@@ -161,47 +140,35 @@ impl Budget {
         })
     }
 
-    /// Today's budget.
-    pub fn status(&self) -> BudgetStatus {
+    pub(crate) fn status(&self) -> report::BudgetStatus {
         let (mut state, now) = self.lock();
         state.status(&self.settings, now)
     }
 
-    /// Learns the cost of a run of `agent` (`None` for a run without one)
-    /// that ended at `at`, in micro-dollars: its agent's later starts
-    /// reserve at least the 90th percentile of its last
-    /// [`LEARNED_RUNS`] costs, with `--run-estimate auto`.
-    ///
-    /// The budget keeps this in memory only: the caller feeds it every run
-    /// end, live and when replaying its journal, and keeps
-    /// [`Budget::learned`] with its snapshots.
-    pub fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
+    /// Learns the cost of a run of `agent` that ended at `at`; the caller
+    /// feeds every run end, live and on replay, and snapshots
+    /// [`Budget::learned`].
+    pub(crate) fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
         self.state().learned.observe(agent, micros, at);
     }
 
-    /// The recent run costs of every agent, for a snapshot.
-    pub fn learned(&self) -> Vec<AgentCosts> {
+    pub(crate) fn learned(&self) -> Vec<AgentCosts> {
         self.state().learned.export()
     }
 
-    /// Replaces the recent run costs with those [`Budget::learned`] gave.
-    pub fn restore_learned(&self, all: Vec<AgentCosts>) {
+    pub(crate) fn restore_learned(&self, all: Vec<AgentCosts>) {
         self.state().learned.restore(all);
     }
 
-    /// The alert markers the ledgers held when the budget opened, and
-    /// those [`Budget::reconcile`] recorded since: the `budget_alert`
-    /// events published, ever, when the server starts. Each was published
-    /// when it was recorded, but for one a start's reconcile recorded,
-    /// which counts all the same: it stands for the alert a settlement
-    /// fired before a crash kept its line out of the ledger.
-    pub fn alerts_recorded(&self) -> u64 {
+    /// The `budget_alert` events published, ever, as the server starts: the
+    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote for
+    /// alerts fired before a crash kept their line out of the ledger.
+    pub(crate) fn alerts_recorded(&self) -> u64 {
         let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
         self.opened.alerts.saturating_add(reconciled)
     }
 
-    /// The pricing table spends given as tokens are priced with.
-    pub fn pricing(&self) -> &Pricing {
+    pub(crate) fn pricing(&self) -> &Pricing {
         &self.pricing
     }
 
@@ -225,6 +192,22 @@ impl Budget {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    impl Budget {
+        /// A run's end as the run store settles it: priced, charged once
+        /// durable, then written to the ledger.
+        pub(crate) fn settle(
+            &self,
+            run_id: &str,
+            cost: SpendInput,
+            phase_costs: &[(String, f64)],
+        ) -> Result<Recorded, Error> {
+            let settlement = self.price(run_id, cost, phase_costs, self.clock.now_unix())?;
+            let (recorded, lines) = self.charge(&settlement);
+            self.write_settlement(lines)?;
+            Ok(recorded)
+        }
+    }
 
     /// 2026-11-23.
     pub const DAY: i64 = 20_780;
@@ -360,22 +343,38 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_unwritable_ledger_records_nothing_and_keeps_the_reservation() {
+    fn an_unwritable_ledger_records_no_spend_and_keeps_a_settlements_lines_owed() {
         let f = Fixture::new("unwritable");
         let budget = f.open(1.0, 0.15);
         budget.reserve("r", None).unwrap();
         // A directory where today's file belongs makes the journal fail to open.
         fs::create_dir(f.file(DAY)).unwrap();
-        let failed = budget.settle("r", SpendInput::Amount(0.6), &[]);
+        let failed = budget.spend(SpendInput::Amount(0.6), None, None);
         assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
         let s = budget.status();
         assert_eq!((s.today_spend, s.reserved, s.spend_events), (0.0, 0.15, 0));
+        // A run's end is durable in the run journal: charged, its lines owed.
+        let failed = budget.settle("r", SpendInput::Amount(0.6), &[]);
+        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+        let s = budget.status();
+        assert_eq!((s.today_spend, s.reserved, s.spend_events), (0.6, 0.0, 1));
         fs::remove_dir(f.file(DAY)).unwrap();
-        let recorded = budget.settle("r", SpendInput::Amount(0.6), &[]).unwrap();
-        assert_eq!(
-            (recorded.status.reserved, recorded.alerts.as_slice()),
-            (0.0, &[50u8][..])
-        );
+        budget.reserve("r2", None).unwrap();
+        let recorded = budget.settle("r2", SpendInput::Amount(0.1), &[]).unwrap();
+        assert_eq!(recorded.alerts, Vec::<u8>::new(), "50 fired with r");
+        let ledger = fs::read_to_string(f.file(DAY)).unwrap();
+        let kinds: Vec<_> = ledger
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| {
+                (
+                    v["run_id"].as_str().map(str::to_string),
+                    v["alert"].as_u64(),
+                )
+            })
+            .collect();
+        let r = |id: &str| Some(id.to_string());
+        assert_eq!(kinds, [(r("r"), None), (None, Some(50)), (r("r2"), None)]);
     }
 
     #[test]

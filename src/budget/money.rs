@@ -1,21 +1,16 @@
-//! Money as whole micro-dollars, and what a spend is made of.
-//!
-//! Every amount becomes an `i64` count of micro-dollars as soon as it
-//! enters, so sums are exact: 0.15 × 10 is exactly 1.50, and a thousand
-//! spends of 0.01 add up to exactly 10. Dollars appear again only on output.
+//! Money as whole micro-dollars: every amount becomes an `i64` as soon as it
+//! enters, so sums are exact (a thousand spends of 0.01 add up to exactly
+//! 10). Dollars appear again only on output.
 
 use crate::error::Error;
 
-/// Micro-dollars per dollar.
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
-/// The largest single amount accepted, in dollars. It is far above any real
+/// The largest single amount accepted, in dollars: far above any real
 /// spend, and small enough that sums of micro-dollars stay exact.
-pub const MAX_AMOUNT: f64 = 1_000_000_000.0;
+pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
-/// Converts dollars to micro-dollars, rounding to the nearest.
-///
-/// Negative, NaN, infinite or larger than [`MAX_AMOUNT`] is an
+/// Dollars to micro-dollars; an amount out of range is an
 /// [`Error::Invalid`] naming `field`.
 pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
     if !dollars.is_finite() || dollars < 0.0 {
@@ -29,52 +24,38 @@ pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
     Ok((dollars * f64::from(MICROS_PER_DOLLAR)).round() as i64)
 }
 
-/// Converts micro-dollars to dollars for output.
 pub(crate) fn dollars(micros: i64) -> f64 {
     micros as f64 / f64::from(MICROS_PER_DOLLAR)
 }
 
-/// Converts a count of micro-dollars computed in floating point (a token
-/// price), rejecting what [`to_micros`] would reject.
-pub(crate) fn round_micros(micros: f64, field: &str) -> Result<i64, Error> {
-    to_micros(micros / f64::from(MICROS_PER_DOLLAR), field)
-}
-
-/// What a spend costs: a dollar amount, or token counts priced by model.
-///
-/// Plain data; safe to send and share across threads.
+/// What a spend costs: a dollar amount, or token counts priced by model
+/// (the table's default price when the model is absent or unknown).
 #[derive(Clone, Debug, PartialEq)]
-pub enum SpendInput {
-    /// An amount in dollars; negative or NaN is invalid, naming `amount`.
+pub(crate) enum SpendInput {
     Amount(f64),
-    /// Token counts, priced by the pricing table for `model` (its default
-    /// price when the model is absent or unknown).
     Tokens {
-        /// Input (prompt) tokens.
         input_tokens: u64,
-        /// Output (completion) tokens.
         output_tokens: u64,
-        /// The model that used them.
         model: Option<String>,
     },
 }
 
-impl SpendInput {
-    /// No cost: what a run that reported neither tokens nor a cost is charged.
-    pub fn zero() -> SpendInput {
-        SpendInput::Amount(0.0)
-    }
+/// A priced spend, ready for the ledger.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Charge {
+    pub micros: i64,
+    pub model: Option<String>,
+    /// `(input, output)` tokens.
+    pub tokens: Option<(u64, u64)>,
 }
 
-/// A priced spend, ready for the ledger.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Charge {
-    /// The cost in micro-dollars.
-    pub micros: i64,
-    /// The model, for token spends that named one.
-    pub model: Option<String>,
-    /// `(input, output)` tokens, for token spends.
-    pub tokens: Option<(u64, u64)>,
+impl Charge {
+    pub fn of(micros: i64) -> Charge {
+        Charge {
+            micros,
+            ..Charge::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +100,7 @@ mod tests {
     fn inputs_are_priced() {
         let pricing = Pricing::default_table();
         assert_eq!(
-            SpendInput::zero().charge(&pricing),
+            SpendInput::Amount(0.0).charge(&pricing),
             Ok(Charge {
                 micros: 0,
                 model: None,

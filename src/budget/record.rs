@@ -1,22 +1,24 @@
-//! Recording spends: a run's actual cost when it ends (settling its
-//! reservation), or a direct spend outside any run's lifecycle.
+//! Direct spends: costs recorded outside a run's lifecycle, charged to
+//! today (a run's own cost goes through `settlement.rs`).
 
 use std::sync::MutexGuard;
 
 use crate::error::Error;
-use crate::time;
+use crate::runs::valid_run_id;
 
-use super::ledger::{self, split_phases, Entry, OpKey};
-use super::money::{self, dollars, SpendInput};
-use super::report::{Recorded, Spent};
-use super::state::{Hold, OpState, State};
+use super::ledger::{split_phases, Entry, OpKey};
+use super::money::{self, SpendInput};
+use super::report::{BudgetStatus, Recorded, Spent};
+use super::state::{self, Spend, State};
 use super::Budget;
 
-/// Whether `phase` is a valid phase name: 1 to 64 of `[A-Za-z0-9_.:-]`.
-/// Phases become label values, so callers should check them on input.
-pub fn valid_phase(phase: &str) -> bool {
+/// Checks a phase name, which becomes a label value; empty is no phase.
+fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:-".contains(&b);
-    (1..=64).contains(&phase.len()) && phase.bytes().all(allowed)
+    match phase.len() <= 64 && phase.bytes().all(allowed) {
+        true => Ok(()),
+        false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
+    }
 }
 
 /// Checks a run's cost by phase and converts it to micro-dollars; a phase
@@ -38,85 +40,32 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
 /// route hands a run id out as the `operation_id` its client then reports.
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
-/// Whether `id` can name an operation (see [`OPERATION_ID_RULE`]).
-pub(crate) fn valid_operation_id(id: &str) -> bool {
-    crate::runs::valid_run_id(id)
-}
-
-fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
-    match phase.is_empty() || valid_phase(phase) {
-        true => Ok(()),
-        false => Err(Error::invalid(field, "must be 1 to 64 of [A-Za-z0-9_.:-]")),
-    }
-}
-
 impl Budget {
-    /// Records the actual cost of a run that ended, releasing its
-    /// reservation, and returns once the ledger line is durable.
-    ///
-    /// The cost is charged to the day the reservation was made, so a run
-    /// that started before midnight lands in yesterday's ledger and leaves
-    /// today's remaining alone; a run without a reservation is charged
-    /// today. `phase_costs` split the cost by phase for the ledger and the
-    /// `agent_cost_dollars_total{phase}` counter; what they leave
-    /// uncovered counts as phase `unknown`. Invalid input
-    /// ([`Error::Invalid`]) leaves the reservation in place; so does a
-    /// failed append ([`Error::Storage`]), after which nothing was recorded.
-    pub fn settle(
-        &self,
-        run_id: &str,
-        cost: SpendInput,
-        phase_costs: &[(String, f64)],
-    ) -> Result<Recorded, Error> {
-        let phases = phase_micros(phase_costs)?;
-        let charge = cost.charge(&self.pricing)?;
-        let entry = Entry {
-            kind: "run",
-            charge: &charge,
-            run_id: Some(run_id),
-            run_started_at: None,
-            phase: None,
-            phases: &phases,
-            operation_id: None,
-            source: None,
-        };
-        self.record(Some(run_id), &entry).map(Spent::recorded)
-    }
-
-    /// Records a spend outside a run's lifecycle, charged to today, and
-    /// returns once the ledger line is durable.
-    ///
-    /// `run_id` and `phase` are only recorded; no reservation is touched.
-    /// An empty phase counts as none. Errors as for [`Budget::settle`].
-    pub fn spend(
+    /// Records a spend charged to today, once its ledger line is durable.
+    /// An empty phase counts as none.
+    pub(crate) fn spend(
         &self,
         input: SpendInput,
         run_id: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Recorded, Error> {
-        self.direct(None, input, run_id, phase).map(Spent::recorded)
+        match self.direct(None, input, run_id, phase)? {
+            Spent::New(r) | Spent::Repeat(r) => Ok(r),
+        }
     }
 
-    /// Records a spend of the operation `operation_id` as
-    /// [`Budget::spend`] does, unless today's ledger already holds a spend
-    /// of that operation: then nothing is recorded, and the answer is
-    /// [`Spent::Repeat`] with the amount recorded for it before.
-    ///
-    /// The amount of a repeat is not compared with the first one: the
-    /// operation id alone says it is the same spend, as the research agent
-    /// counts it. A repeat that arrives while the first is being appended
-    /// waits for that append: it answers `Repeat` once it is durable, and
-    /// records itself if it failed. An operation id that is not 1 to 128
-    /// of `[A-Za-z0-9._:-]` is [`Error::Invalid`] naming `operation_id`;
-    /// other errors as for [`Budget::settle`].
-    pub fn spend_once(
+    /// Records a spend as [`Budget::spend`] does, unless today's ledger
+    /// already holds one of `operation_id`, the id alone saying it is the
+    /// same spend. A repeat arriving while the first is being appended
+    /// waits for that append.
+    pub(crate) fn spend_once(
         &self,
         operation_id: &str,
         input: SpendInput,
         run_id: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Spent, Error> {
-        if !valid_operation_id(operation_id) {
+        if !valid_run_id(operation_id) {
             return Err(Error::invalid("operation_id", OPERATION_ID_RULE));
         }
         self.direct(Some(operation_id), input, run_id, phase)
@@ -142,99 +91,69 @@ impl Budget {
             operation_id,
             source: None,
         };
-        self.record(None, &entry)
-    }
-
-    /// Charges the entry under the lock, appends it (and any alert markers)
-    /// outside the lock, and takes the charge back if the append fails.
-    ///
-    /// The charge stays counted while the append is in flight, so a
-    /// concurrent reserve can never slip into the gap between a released
-    /// reservation and the cost that replaces it; the status shows it as
-    /// reserved, not spent, until it is durable.
-    ///
-    /// An entry naming an operation already in today's ledger records
-    /// nothing and is a [`Spent::Repeat`].
-    fn record(&self, settling: Option<&str>, entry: &Entry<'_>) -> Result<Spent, Error> {
-        let micros = entry.charge.micros;
-        let limit = self.settings.limit;
-        let key = entry.operation_id.map(|id| OpKey::Id(id.into()));
-        let (mut state, now) = match &key {
-            None => self.lock(),
-            Some(key) => self.lock_settled(key),
-        };
-        if let Some(key) = &key {
-            if let OpState::Recorded(first) = state.operation(state.today, key) {
-                return Ok(Spent::Repeat(Recorded {
-                    amount: dollars(first),
-                    day: time::date_string(state.today),
-                    alerts: Vec::new(),
-                    status: state.status(&self.settings, now),
-                }));
-            }
+        let key = operation_id.map(|id| OpKey::Id(id.into()));
+        let (mut state, now) = self.lock_settled(None, key.as_slice());
+        let day = state.today;
+        if let Some(first) = key.as_ref().and_then(|k| state.recorded(day, k)) {
+            let status = state.status(&self.settings, now);
+            return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
-        let hold = settling.and_then(|run| Some((run, state.unhold(run)?)));
-        let day = hold.map_or(state.today, |(_, h)| h.day);
-        let journal = match state.journal(&self.settings.dir, day) {
-            Ok(journal) => journal,
-            Err(e) => {
-                rehold(&mut state, hold);
-                return Err(e);
-            }
-        };
-        let alerts = state.charge(day, micros, now, limit);
-        let spent = state.book(day).tally.spent;
-        state.inflight(day, 1);
-        state.unsettled(day, micros, 1);
-        if let Some(key) = &key {
-            state.begin_operation(day, key.clone());
-        }
-        drop(state);
-
-        let mut lines = vec![ledger::spend_line(now, entry)];
-        lines.extend(
-            alerts
-                .iter()
-                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
-        );
-        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        let appended = journal.append_all(&records);
-
-        let mut state = self.state();
-        state.inflight(day, -1);
-        state.unsettled(day, micros, -1);
-        if let Some(key) = &key {
-            state.end_operation(day, key, appended.is_ok().then_some(micros));
-            self.appended.notify_all();
-        }
-        if let Err(e) = appended {
-            state.uncharge(day, micros, now, &alerts);
-            rehold(&mut state, hold);
-            return Err(Error::Storage(e.to_string()));
-        }
-        state.recorded = state.recorded.saturating_add(micros);
-        state.prune();
-        let status = state.status(&self.settings, now);
-        drop(state);
-        self.count_phases(entry, micros);
-        self.note_models(entry.charge.model.as_deref());
-        Ok(Spent::New(Recorded {
-            amount: dollars(micros),
-            day: time::date_string(day),
+        let spend = [Spend {
+            entry,
+            at: now,
+            key,
+        }];
+        let (alerts, status) = self.record_spends(state, (day, now), &spend)?;
+        Ok(Spent::New(Recorded::new(
+            charge.micros,
+            day,
             alerts,
             status,
-        }))
+        )))
     }
 
-    /// Locks the books, rolled to the clock's day, once no append of `key`
-    /// to that day's ledger is in flight: it is then either in the ledger
-    /// or not, and the caller's check is final until the lock is dropped.
-    fn lock_settled(&self, key: &OpKey) -> (MutexGuard<'_, State>, f64) {
+    /// Appends `spends` to `day`'s ledger outside the lock `state` holds
+    /// (see [`State::begin_spends`]); returns the alerts they fired and
+    /// today's budget after them.
+    pub(super) fn record_spends(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        (day, now): (i64, f64),
+        spends: &[Spend<'_>],
+    ) -> Result<(Vec<u8>, BudgetStatus), Error> {
+        let journal = state.journal(&self.settings.dir, day)?;
+        let mut lines = Vec::new();
+        let fired = state.begin_spends(&self.settings, (day, now), spends, &mut lines);
+        drop(state);
+        let appended = state::append(&journal, &lines);
+        let mut state = self.state();
+        state.end_spends(day, spends, &fired, appended.is_ok());
+        self.appended.notify_all();
+        appended?;
+        let status = state.status(&self.settings, now);
+        drop(state);
+        for s in spends {
+            self.count_phases(&s.entry, s.entry.charge.micros);
+            self.note_models(s.entry.charge.model.as_deref());
+        }
+        Ok((fired.concat(), status))
+    }
+
+    /// Locks the books, rolled to the clock's day, once no append of any of
+    /// `keys` to `day` (today when `None`) is in flight: each is then either
+    /// in the ledger or not, and the caller's check is final until the lock
+    /// is dropped.
+    pub(super) fn lock_settled(
+        &self,
+        day: Option<i64>,
+        keys: &[OpKey],
+    ) -> (MutexGuard<'_, State>, f64) {
         let (state, mut now) = self.lock();
         let pending = |s: &mut State| {
             now = self.clock.now_unix();
             s.roll(now);
-            s.operation(s.today, key) == OpState::Pending
+            let day = day.unwrap_or(s.today);
+            keys.iter().any(|k| s.pending(day, k))
         };
         // As in `Budget::state`: a poisoned lock still guards books that add up.
         let state = self
@@ -244,9 +163,8 @@ impl Budget {
         (state, now)
     }
 
-    /// Adds a recorded spend of `micros` to `agent_cost_dollars_total`,
-    /// by phase as [`split_phases`] splits it.
-    pub(crate) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
+    /// Adds a recorded spend to `agent_cost_dollars_total`.
+    pub(super) fn count_phases(&self, entry: &Entry<'_>, micros: i64) {
         let Some(family) = self.phases.get() else {
             return;
         };
@@ -254,15 +172,6 @@ impl Budget {
             family.inc_by(&[label], u64::try_from(m).unwrap_or(0));
         });
     }
-}
-
-/// Puts back a reservation that a failed settle had taken, and drops books
-/// that nothing refers to any more.
-fn rehold(state: &mut State, hold: Option<(&str, Hold)>) {
-    if let Some((run_id, hold)) = hold {
-        state.hold(run_id, hold);
-    }
-    state.prune();
 }
 
 #[cfg(test)]
@@ -273,9 +182,11 @@ mod tests {
 
     #[test]
     fn phase_names_are_checked() {
-        assert!(valid_phase("plan") && valid_phase("a.b:c-d_9") && valid_phase(&"x".repeat(64)));
-        assert!(!valid_phase("") && !valid_phase("sp ace") && !valid_phase(&"x".repeat(65)));
-        assert!(!valid_phase("é") && !valid_phase("a\"b"));
+        let valid = |phase: &str| check_phase(phase, "phase").is_ok();
+        assert!(valid("plan") && valid("a.b:c-d_9") && valid(&"x".repeat(64)));
+        assert!(valid(""), "empty is no phase");
+        assert!(!valid("sp ace") && !valid(&"x".repeat(65)));
+        assert!(!valid("é") && !valid("a\"b"));
     }
 
     #[test]
@@ -308,7 +219,7 @@ mod tests {
             (Some(0.2), Some(200_000))
         );
         assert_eq!(value["phases"]["act"], 0.1);
-        budget.settle("r1", SpendInput::zero(), &[]).unwrap();
+        budget.settle("r1", SpendInput::Amount(0.0), &[]).unwrap();
         assert_eq!(
             budget.status().spend_events,
             2,
@@ -340,13 +251,13 @@ mod tests {
             "amount"
         );
         assert_eq!(
-            invalid(budget.spend(SpendInput::zero(), None, Some("a b"))),
+            invalid(budget.spend(SpendInput::Amount(0.0), None, Some("a b"))),
             "phase"
         );
         budget.reserve("r", None).unwrap();
         let bad = [("ok".to_string(), -0.5)];
         assert_eq!(
-            invalid(budget.settle("r", SpendInput::zero(), &bad)),
+            invalid(budget.settle("r", SpendInput::Amount(0.0), &bad)),
             "phase_costs"
         );
         assert_eq!(

@@ -1,49 +1,29 @@
 //! What the budget reports: its status, a refusal to reserve, and the
-//! outcome of recording a spend. Plain data with JSON renderings.
+//! outcome of recording a spend, with their JSON (see `docs/budget.md`).
 
 use serde_json::{json, Value};
 
 use super::forecast::Forecast;
+use super::money::dollars;
 
-/// The budget of the current UTC day, read under one lock. Plain data;
-/// safe to send and share across threads.
+/// The budget of the current UTC day, in dollars (see `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct BudgetStatus {
-    /// The current UTC day, `YYYY-MM-DD`.
+pub(crate) struct BudgetStatus {
     pub date: String,
-    /// The daily limit in dollars.
     pub daily_limit: f64,
-    /// Dollars recorded today, including costs of runs that started today
-    /// and ended later.
     pub today_spend: f64,
-    /// Dollars reserved by runs that started today and have not ended.
     pub reserved: f64,
-    /// `daily_limit - today_spend - reserved`, never negative.
     pub remaining: f64,
-    /// How many more of `run_estimate` fit in `remaining`.
     pub cycles_affordable: u64,
-    /// Spend events recorded today.
     pub spend_events: u64,
-    /// The next reset, the UTC midnight after `date`, in RFC 3339.
     pub reset_at: String,
-    /// The same instant in Unix seconds.
     pub reset_unix: f64,
-    /// The estimate in force, in dollars: what a start reserves now, the
-    /// largest for any agent that ended a run in the last day (see
-    /// `docs/budget.md`).
     pub run_estimate: f64,
-    /// `"auto"` when the estimate learns from recent run costs,
-    /// `"fixed"` when it is the configured amount.
     pub run_estimate_mode: &'static str,
-    /// Today's recent spend rate and when the budget runs out at it.
     pub forecast: Forecast,
 }
 
 impl BudgetStatus {
-    /// The status as a JSON object: every field, `reset_at` and
-    /// `reset_unix` both, and of the forecast `spend_rate_dollars_per_hour`
-    /// and `exhausts_at` (RFC 3339, or null when the budget lasts to the
-    /// reset).
     pub fn to_json(&self) -> Value {
         let exhausts_at = self.forecast.exhausts_unix.map(crate::time::rfc3339);
         json!({
@@ -65,17 +45,13 @@ impl BudgetStatus {
 }
 
 /// A reservation refused because the day's budget cannot cover another run
-/// estimate. Nothing was reserved or journaled. Plain data; safe to send
-/// and share across threads.
+/// estimate.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Refusal {
-    /// The budget at the moment of refusal.
+pub(crate) struct Refusal {
     pub status: BudgetStatus,
-    /// The estimate the refused run would have reserved, in dollars: what
-    /// did not fit.
+    /// The estimate that did not fit, in dollars.
     pub run_estimate: f64,
-    /// Whole seconds until the reset, rounded up and at least 1: the value
-    /// for a `Retry-After` header.
+    /// For a `Retry-After` header: seconds to the reset, at least 1.
     pub retry_after_seconds: u64,
 }
 
@@ -90,12 +66,10 @@ impl From<Refusal> for crate::error::ExhaustedAnswer {
 }
 
 impl Refusal {
-    /// A one-line explanation for people, in dollars and cents: the
-    /// estimate that did not fit, and what is left of the limit.
-    ///
-    /// It opens with "Daily budget exhausted:", the words the research
-    /// agent's clients look for, then says what refused the run, since
-    /// money can be left that is still less than one run's estimate.
+    /// A one-line explanation for people, in dollars and cents. It opens
+    /// with "Daily budget exhausted:", the words the research agent's
+    /// clients look for, then says what refused the run, since money can be
+    /// left that is still less than one run's estimate.
     pub fn message(&self) -> String {
         let s = &self.status;
         let left = if s.remaining > 0.0 {
@@ -113,7 +87,6 @@ impl Refusal {
         )
     }
 
-    /// The refusal as the JSON body of a refused trigger.
     pub fn to_json(&self) -> Value {
         let s = &self.status;
         json!({
@@ -131,26 +104,29 @@ impl Refusal {
     }
 }
 
-/// A spend that is now durable in the ledger. Plain data; safe to send and
-/// share across threads.
+/// A recorded spend: its dollars, the day it was charged to (a settled
+/// run's start day, maybe before today), the alert thresholds (percent of
+/// the limit) it newly reached on that day, and today's budget after it.
+/// Plain data; safe to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
-    /// The dollars recorded, rounded to whole micro-dollars.
-    pub amount: f64,
-    /// The day it was charged to, `YYYY-MM-DD`: the day a settled run
-    /// started, which may be before today.
-    pub day: String,
-    /// Alert thresholds (percent of the limit) this spend newly reached on
-    /// that day, lowest first. Each fires once per day; the caller logs a
-    /// warning and posts a bus message for each.
-    pub alerts: Vec<u8>,
-    /// Today's budget after the spend.
-    pub status: BudgetStatus,
+    pub(crate) amount: f64,
+    pub(crate) day: String,
+    pub(crate) alerts: Vec<u8>,
+    pub(crate) status: BudgetStatus,
 }
 
 impl Recorded {
-    /// The outcome as a JSON object.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn new(micros: i64, day: i64, alerts: Vec<u8>, status: BudgetStatus) -> Recorded {
+        Recorded {
+            amount: dollars(micros),
+            day: crate::time::date_string(day),
+            alerts,
+            status,
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "amount": self.amount,
             "day": self.day,
@@ -161,24 +137,13 @@ impl Recorded {
 }
 
 /// The outcome of a direct spend, which may name an operation that today
-/// already counted. Plain data; safe to send and share across threads.
+/// already counted.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Spent {
-    /// Recorded now.
+pub(crate) enum Spent {
     New(Recorded),
-    /// Its operation was already in today's ledger, so nothing was
-    /// recorded: `amount` is what was recorded for it then, `alerts` is
-    /// empty, and `status` is today's budget as it stands.
+    /// Nothing recorded: the amount recorded for the operation before,
+    /// no alerts, and today's budget.
     Repeat(Recorded),
-}
-
-impl Spent {
-    /// What was recorded, now or before.
-    pub fn recorded(self) -> Recorded {
-        match self {
-            Spent::New(r) | Spent::Repeat(r) => r,
-        }
-    }
 }
 
 /// Dollars rounded to the cent, as people read money: `$0.15`, `$41.80`.

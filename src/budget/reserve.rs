@@ -1,6 +1,5 @@
-//! Reservations: a run reserves the estimate when it starts, checked
-//! against the day's limit in the same locked step, and gives it back when
-//! it ends (see `record.rs`) or never started.
+//! Reservations: a run reserves its estimate when it starts, checked
+//! against the day's limit in the same locked step.
 
 use crate::error::Error;
 use crate::time;
@@ -11,19 +10,14 @@ use super::state::Hold;
 use super::Budget;
 
 impl Budget {
-    /// Reserves the run estimate of `agent` (see [`Budget::run_estimate`])
-    /// for `run_id` if today's spend, today's reservations and it fit in
-    /// the limit, as one atomic step, and returns the micro-dollars held.
-    ///
-    /// A run that already holds a reservation keeps it and gets what it
-    /// holds. On refusal nothing is reserved or journaled, and the
-    /// rejection counter goes up. Reservations live in memory; after a
-    /// restart, replay the runs still active with
-    /// [`Budget::restore_reservation`].
-    pub fn reserve(&self, run_id: &str, agent: Option<&str>) -> Result<i64, Box<Refusal>> {
+    /// Reserves the run estimate of `agent` for `run_id` if it fits, and
+    /// returns the micro-dollars held; a run already holding a reservation
+    /// keeps it. Reservations live in memory: after a restart, the runs
+    /// still active come back through [`Budget::restore_reservation`].
+    pub(crate) fn reserve(&self, run_id: &str, agent: Option<&str>) -> Result<i64, Box<Refusal>> {
         let (mut state, now) = self.lock();
         if let Some(held) = state.held(run_id) {
-            return Ok(held);
+            return Ok(held.micros);
         }
         let estimate = state.estimate(&self.settings, agent);
         if !state.admits(&self.settings, estimate) {
@@ -36,31 +30,27 @@ impl Budget {
                 retry_after_seconds,
             }));
         }
-        let hold = Hold {
-            day: state.today,
-            micros: estimate,
-        };
-        state.hold(run_id, hold);
+        let day = state.today;
+        state.hold(
+            run_id,
+            Hold {
+                day,
+                micros: estimate,
+            },
+        );
         Ok(estimate)
     }
 
-    /// What a start of a run of `agent` would reserve now, in
-    /// micro-dollars: the configured estimate, or with
-    /// `--run-estimate auto` the larger of it and the 90th percentile of
-    /// the costs of the agent's last 50 finished runs.
-    pub fn run_estimate(&self, agent: Option<&str>) -> i64 {
+    pub(crate) fn run_estimate(&self, agent: Option<&str>) -> i64 {
         let (state, _) = self.lock();
         state.estimate(&self.settings, agent)
     }
 
     /// Re-reserves `micros` for a run that was still active when the
-    /// process stopped, without the limit check: it was admitted then.
-    ///
-    /// The reservation belongs to the day the run started (never later
-    /// than the current day), whose ledger is summed if it is not loaded,
-    /// so the run's cost lands there. A non-finite start time is
-    /// [`Error::Invalid`]; an unreadable ledger is [`Error::Storage`].
-    pub fn restore_reservation(
+    /// process stopped, without the limit check: it was admitted then. The
+    /// reservation belongs to the day the run started (never later than
+    /// today), so the run's cost lands there.
+    pub(crate) fn restore_reservation(
         &self,
         run_id: &str,
         started_at_unix: f64,
@@ -70,7 +60,7 @@ impl Budget {
             return Err(Error::invalid("started_at", "must be a finite Unix time"));
         }
         let (mut state, _) = self.lock();
-        if state.holds(run_id) {
+        if state.held(run_id).is_some() {
             return Ok(());
         }
         let day = time::day_of(started_at_unix).min(state.today);
@@ -79,19 +69,16 @@ impl Budget {
         Ok(())
     }
 
-    /// Grows `run_id`'s reservation to `micros` when it holds less, so
-    /// that a running run's reservation covers at least what it has spent
-    /// so far (its tokens, priced). No limit check: the run was admitted,
-    /// and its spending is already happening; later starts see it. A run
-    /// without a reservation is ignored.
-    pub fn cover(&self, run_id: &str, micros: i64) {
+    /// Grows `run_id`'s reservation to `micros` when it holds less, so that
+    /// it covers what the run has spent so far. No limit check: the run was
+    /// admitted, and its spending is already happening.
+    pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         let (mut state, _) = self.lock();
         state.grow(run_id, micros);
     }
 
-    /// Drops `run_id`'s reservation without recording anything, for a
-    /// start that did not happen. Unknown runs are ignored.
-    pub fn release(&self, run_id: &str) {
+    /// Drops `run_id`'s reservation, for a start that did not happen.
+    pub(crate) fn release(&self, run_id: &str) {
         let (mut state, _) = self.lock();
         if state.unhold(run_id).is_some() {
             state.prune();

@@ -1,51 +1,40 @@
-//! A run's cost carried by the run's own end record, so that the end and
-//! its cost become durable together: priced when the end is asked for,
-//! charged in memory once that record is durable, then copied into the
-//! day's ledger. A copy the ledger missed (a failed append, or a crash in
-//! between) is appended when the server next starts (see
-//! [`Budget::reconcile`]).
+//! A run's cost, carried by the run's own end record so that the end and
+//! its cost become durable together; the ledger line is a copy, mended at
+//! the next start when a crash or a failed append left it out.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::io::ErrorKind;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::journal;
-use crate::time;
 
+use super::history::read_records;
 use super::ledger::{self, Entry};
-use super::money::{dollars, Charge, SpendInput};
+use super::money::{Charge, SpendInput};
 use super::record::phase_micros;
 use super::report::Recorded;
+use super::state;
 use super::Budget;
 
-/// A run's priced cost, as its end record carries it. Plain data; safe to
-/// send and share across threads.
+/// A run's priced cost, as its end record carries it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settlement {
-    /// The run it settles.
+pub(crate) struct Settlement {
     pub run_id: String,
-    /// The UTC day it is charged to: the day the run's reservation was
-    /// made, or the day it was priced when it held none.
+    /// The day of the run's reservation, or of its pricing without one.
     pub day: i64,
-    /// The cost in micro-dollars.
     pub micros: i64,
-    /// The cost by phase, in micro-dollars; what they leave uncovered
-    /// counts as phase `unknown`.
     pub phases: Vec<(String, i64)>,
-    /// Unix seconds of the run's end: the ledger line's time.
+    /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// Unix seconds of the run's start, its start record's time, once the
-    /// end is applied to the run: with the run id, what tells this
-    /// settlement from one of an earlier run given the same id. `None` in
-    /// one read from a snapshot written before settlements carried it.
+    /// The run's start, once the end is applied: with the run id, what
+    /// tells this settlement from one of an earlier run given the same id.
+    /// `None` from a snapshot written before settlements carried it.
     pub started_at: Option<f64>,
-    /// The models its tokens were priced for; those the pricing table does
-    /// not name are said and counted once the end is durable. Not in the
-    /// record: empty when read back.
+    /// The models its tokens were priced for, noted once the end is
+    /// durable. Not in the record: empty when read back.
     pub models: Vec<String>,
 }
 
@@ -61,7 +50,7 @@ impl Settlement {
     }
 
     /// Reads the `spend` member of the end record of `run_id` at `ts`;
-    /// `None` when the record has none (written before costs were carried).
+    /// `None` in one written before ends carried costs.
     pub fn from_record(run_id: &str, ts: f64, spend: &Value) -> Option<Settlement> {
         let phases = spend["phases"].as_object().map_or_else(Vec::new, |m| {
             m.iter()
@@ -80,23 +69,15 @@ impl Settlement {
     }
 }
 
-/// The ledger lines of a charged settlement, to append with
-/// [`Budget::write_settlement`].
 #[derive(Debug)]
-pub struct LedgerLines {
+pub(crate) struct LedgerLines {
     day: i64,
     lines: Vec<Vec<u8>>,
 }
 
 impl Budget {
-    /// Prices the end of `run_id` at `ts`: `cost`, split by
-    /// `phase_costs`, charged to the day of its reservation. Changes
-    /// nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for a cost or phase that cannot be recorded.
-    pub fn price(
+    /// Prices the end of `run_id` at `ts`, changing nothing.
+    pub(crate) fn price(
         &self,
         run_id: &str,
         cost: SpendInput,
@@ -106,7 +87,7 @@ impl Budget {
         let phases = phase_micros(phase_costs)?;
         let micros = cost.charge(&self.pricing)?.micros;
         let (state, _) = self.lock();
-        let day = state.hold_day(run_id).unwrap_or(state.today);
+        let day = state.held(run_id).map_or(state.today, |h| h.day);
         Ok(Settlement {
             run_id: run_id.to_string(),
             day,
@@ -118,30 +99,11 @@ impl Budget {
         })
     }
 
-    /// Charges a settlement whose run end is durable: releases the run's
-    /// reservation, adds the cost to its day and to
-    /// `agent_cost_dollars_total`, and returns what was recorded with the
-    /// ledger lines still to write. Nothing here can fail: the record
-    /// holding the cost is already on disk.
-    pub fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
-        let limit = self.settings.limit;
-        let (mut state, now) = self.lock();
-        state.unhold(&s.run_id);
-        // A day no reservation pins is summed first, so that its alerts
-        // fire once; should its ledger be unreadable, the charge still
-        // counts, and the append below reports the error.
-        let _ = state.load(&self.settings.dir, s.day);
-        let alerts = state.charge(s.day, s.micros, s.ts, limit);
-        let spent = state.book(s.day).tally.spent;
-        state.inflight(s.day, 1);
-        state.recorded = state.recorded.saturating_add(s.micros);
-        let status = state.status(&self.settings, now);
-        drop(state);
-        let charge = Charge {
-            micros: s.micros,
-            model: None,
-            tokens: None,
-        };
+    /// Charges a settlement whose run end is durable, releasing its
+    /// reservation, and returns the ledger lines still to write. Nothing
+    /// here can fail: the record holding the cost is already on disk.
+    pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
+        let charge = Charge::of(s.micros);
         let entry = Entry {
             kind: "run",
             charge: &charge,
@@ -152,68 +114,52 @@ impl Budget {
             operation_id: None,
             source: None,
         };
+        let (mut state, now) = self.lock();
+        state.unhold(&s.run_id);
+        // A day no reservation pins is summed first, so that its alerts
+        // fire once; should its ledger be unreadable, the charge still
+        // counts, and the append reports the error.
+        let _ = state.load(&self.settings.dir, s.day);
+        let mut lines = Vec::new();
+        let alerts = state.charge(&self.settings, s.day, &entry, (s.ts, now), &mut lines);
+        state.inflight(s.day, 1);
+        state.recorded = state.recorded.saturating_add(s.micros);
+        let status = state.status(&self.settings, now);
+        drop(state);
         self.count_phases(&entry, s.micros);
         self.note_models(s.models.iter().map(String::as_str));
-        let mut lines = vec![ledger::spend_line(s.ts, &entry)];
-        lines.extend(
-            alerts
-                .iter()
-                .map(|&a| ledger::alert_line(a, now, s.day, spent, limit)),
-        );
-        let recorded = Recorded {
-            amount: dollars(s.micros),
-            day: time::date_string(s.day),
-            alerts,
-            status,
-        };
+        let recorded = Recorded::new(s.micros, s.day, alerts, status);
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines to its day's ledger, with
-    /// those of earlier settlements whose append failed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when the append fails; the lines are kept and
-    /// tried again with the next settlement of that day, and a restart
-    /// restores them from the run journal in any case.
-    pub fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
+    /// Appends a charged settlement's lines to its day's ledger, after
+    /// those of earlier settlements whose append failed. Lines whose append
+    /// fails are kept for the next settlement of that day (and a restart
+    /// restores them from the run journal in any case).
+    pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
-        let mut all = state.take_owed(day);
+        let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
         let journal = state.journal(&self.settings.dir, day);
         drop(state);
-        let appended = journal.and_then(|j| {
-            let records: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
-            j.append_all(&records)
-                .map_err(|e| Error::Storage(e.to_string()))
-        });
+        let appended = journal.and_then(|j| state::append(&j, &all));
         let mut state = self.state();
         state.inflight(day, -1);
         if appended.is_err() {
-            state.owe(day, all);
+            // Ahead of any owed since.
+            let owed = state.owed.entry(day).or_default();
+            all.append(owed);
+            *owed = all;
         }
         state.prune();
         appended
     }
 
-    /// Charges and writes the settlements of runs whose end is in the run
-    /// journal (or its snapshot) but whose line is missing from that day's
-    /// ledger, as a crash between the two leaves them. A ledger holds a
-    /// settlement's line at most once: a line naming the run id and its
-    /// start time settles that run's end; a line from before lines named
-    /// the start time settles one end of that run id, the earliest not
-    /// settled otherwise. A run id can come back once retention has
-    /// forgotten its first run, so the id alone would take the second
-    /// run's missing line for the first one's. Returns the settlements
-    /// whose append failed: they are kept to try again (see
-    /// [`Budget::write_settlement`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Storage`] when a ledger cannot be read.
-    pub fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
+    /// Charges and writes the settlements whose line is missing from their
+    /// day's ledger (see [`Settled`]), as a crash between the end and its
+    /// copy leaves them. Returns those whose append failed, to try again.
+    pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
         days.dedup();
@@ -238,7 +184,13 @@ impl Budget {
     }
 }
 
-/// The settlements one day's ledger holds, by its `"run"` lines.
+/// The settlements one day's ledger holds, by its `"run"` lines. A ledger
+/// holds a settlement's line at most once: a line naming the run id and
+/// its start time settles that run's end; a line from before lines named
+/// the start time settles one end of that run id, the earliest not settled
+/// otherwise. A run id can come back once retention has forgotten its
+/// first run, so the id alone would take the second run's missing line for
+/// the first one's.
 #[derive(Default)]
 struct Settled {
     /// Run id and start time (its bits) of the lines that name both.
@@ -276,23 +228,14 @@ impl Settled {
 }
 
 /// What the `"run"` lines of one ledger file settle.
-fn settled_runs(path: &std::path::Path) -> Result<Settled, Error> {
-    let data = match fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Settled::default()),
+fn settled_runs(path: &Path) -> Result<Settled, Error> {
+    let values = match read_records(path, 0, u64::MAX) {
+        Ok((values, _)) => values,
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
     };
-    let (lines, _) = journal::scan(&data);
     let mut settled = Settled::default();
-    for line in &lines {
-        let Some(v) = line
-            .record
-            .as_ref()
-            .ok()
-            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
-        else {
-            continue;
-        };
+    for v in &values {
         let Some(id) = v["run_id"].as_str().filter(|_| v["kind"] == "run") else {
             continue;
         };

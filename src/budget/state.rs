@@ -1,11 +1,8 @@
-//! The budget's books, all behind the one lock: the current day, a tally
-//! per day still in use, and the outstanding reservations.
-//!
-//! A day's book stays loaded while it is the current day, while a
-//! reservation made on it is outstanding, or while an append to its ledger
-//! is in flight; then it is dropped with its journal.
+//! The budget's books, all behind the one lock. A day's book stays loaded
+//! while it is the current day, while a reservation made on it is
+//! outstanding, or while an append to its ledger is in flight.
 
-use std::collections::btree_map::Entry;
+use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,94 +13,77 @@ use crate::time;
 
 use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
 use super::learn::Learned;
-use super::ledger::{self, OpKey, Tally};
+use super::ledger::{self, Entry, OpKey, Tally};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
-/// The fixed settings, in micro-dollars.
+/// The fixed settings, money in micro-dollars.
 pub(crate) struct Settings {
-    /// The daily limit.
     pub limit: i64,
-    /// What a run reserves when it starts: always (`fixed`), or at least
-    /// (`auto`, when `learn` is set).
     pub estimate: i64,
-    /// Whether a start reserves the larger of `estimate` and what its
-    /// agent's recent runs cost (`--run-estimate auto`).
     pub learn: bool,
-    /// The ledger directory.
     pub dir: PathBuf,
 }
 
-/// One day's books.
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
     pub tally: Tally,
-    /// The day's spends by ledger time, for the spend rate: those the
-    /// ledger holds, and settled runs' costs from the moment they count.
     pub recent: Recent,
-    /// Micro-dollars reserved by runs that started on this day.
+    /// Reserved by runs that started on this day.
     reserved: i64,
-    /// How many reservations make up `reserved`.
     holds: u32,
-    /// Appends to this day's ledger that have not finished.
     inflight: u32,
-    /// Micro-dollars of direct spends whose append has not finished:
-    /// counted in the tally, so admission and alerts see them, but
-    /// reported as held rather than spent until they are durable.
+    /// Direct spends whose append has not finished: counted in the tally,
+    /// so admission and alerts see them, but reported as held rather than
+    /// spent until they are durable.
     unsettled: i64,
-    /// How many spend lines make up `unsettled`.
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<Journal>>,
-    /// The operations the day's ledger holds, with the micro-dollars
-    /// recorded for each.
     operations: HashMap<OpKey, i64>,
-    /// Operations whose append is in flight: counted in the tally, not yet
-    /// in `operations`.
     pending: HashSet<OpKey>,
 }
 
-/// Where an operation stands on a day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpState {
-    /// Not recorded.
-    Absent,
-    /// Its append is in flight.
-    Pending,
-    /// Durable, with the micro-dollars recorded for it.
-    Recorded(i64),
-}
-
-/// An outstanding reservation.
+/// An outstanding reservation: micro-dollars held on the day the run
+/// started, which its cost is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Hold {
-    /// The day the run started, which its cost is charged to.
     pub day: i64,
-    /// Micro-dollars held.
     pub micros: i64,
 }
 
-/// Everything the lock guards.
 pub(crate) struct State {
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     books: BTreeMap<i64, DayBook>,
     /// By run id; a boxed str, as every running run has one.
     holds: HashMap<Box<str>, Hold>,
-    /// Micro-dollars recorded since the process started.
+    /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
-    /// Reservations refused since the process started.
     pub rejections: u64,
     /// Ledger lines of settlements whose append failed, by day, to write
     /// before the next settlement of that day.
-    owed: BTreeMap<i64, Vec<Vec<u8>>>,
-    /// The recent costs of each agent's runs.
+    pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
 }
 
+/// A spend to append to a day's ledger: its entry, the time it counts at
+/// (its line's `ts`), and the operation the day counts it as once.
+pub(crate) struct Spend<'a> {
+    pub entry: Entry<'a>,
+    pub at: f64,
+    pub key: Option<OpKey>,
+}
+
+pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> {
+    let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    journal
+        .append_all(&records)
+        .map_err(|e| Error::Storage(e.to_string()))
+}
+
 impl State {
-    /// Loads the books of `today` from its ledger, if it has one.
     pub fn open(dir: &Path, today: i64) -> Result<State, Error> {
         let mut state = State {
             today,
@@ -118,11 +98,10 @@ impl State {
         Ok(state)
     }
 
-    /// Moves to the clock's day if it is later. A clock that steps back
-    /// leaves the day alone, so nothing is reset twice.
-    ///
-    /// The new day starts empty without touching the disk: no ledger file
-    /// is newer than the current day (see `Budget::open`).
+    /// Moves to the clock's day if it is later, so a clock that steps back
+    /// resets nothing twice. The new day starts empty without touching the
+    /// disk: no ledger file is newer than the current day (see
+    /// `Budget::open`).
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -132,9 +111,9 @@ impl State {
         }
     }
 
-    /// Makes sure `day`'s book is loaded, summing its ledger if needed.
+    /// Loads `day`'s book if needed, summing its ledger.
     pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
-        if let Entry::Vacant(vacant) = self.books.entry(day) {
+        if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
             if let Some((journal, summed)) = ledger::open(dir, day, false)? {
                 (book.journal, book.tally) = (Some(journal), summed.tally);
@@ -151,7 +130,7 @@ impl State {
         self.books.entry(day).or_default()
     }
 
-    /// The journal of `day`'s ledger, opened (and created) on first use.
+    /// The journal of `day`'s ledger, created on first use.
     pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<Journal>, Error> {
         let book = self.book(day);
         if let Some(journal) = &book.journal {
@@ -169,9 +148,8 @@ impl State {
         Ok(journal)
     }
 
-    /// What a start of a run of `agent` reserves now: the configured
-    /// estimate, or with `learn` the larger of it and the 90th percentile
-    /// of the agent's recent run costs.
+    /// What a start of a run of `agent` reserves now: with `learn`, at
+    /// least the 90th percentile of the agent's recent run costs.
     pub fn estimate(&self, settings: &Settings, agent: Option<&str>) -> i64 {
         let learned = settings.learn.then(|| self.learned.percentile(agent));
         settings.estimate.max(learned.flatten().unwrap_or(0))
@@ -184,36 +162,91 @@ impl State {
         settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
-    /// The durable length of `day`'s ledger; 0 when it has none yet.
     pub fn durable_len(&self, day: i64) -> u64 {
         let journal = self.books.get(&day).and_then(|b| b.journal.as_ref());
         journal.map_or(0, |j| j.durable_len())
     }
 
-    /// Whether today can take one more reservation of `estimate`.
     pub fn admits(&self, settings: &Settings, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
         spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
     }
 
-    /// Charges `micros` spent at `at` to `day`, returning the alert
-    /// thresholds it newly reaches.
-    pub fn charge(&mut self, day: i64, micros: i64, at: f64, limit: i64) -> Vec<u8> {
+    /// Charges `entry`, spent at `at`, to `day`, pushing its ledger line and
+    /// the alert markers (at `now`) it fires onto `lines`; returns those.
+    pub fn charge(
+        &mut self,
+        settings: &Settings,
+        day: i64,
+        entry: &Entry<'_>,
+        (at, now): (f64, f64),
+        lines: &mut Vec<Vec<u8>>,
+    ) -> Vec<u8> {
+        let (micros, limit) = (entry.charge.micros, settings.limit);
         let book = self.book(day);
         book.recent.push(at, micros);
-        book.tally.charge(micros, limit)
+        let alerts = book.tally.charge(micros, limit);
+        let spent = book.tally.spent;
+        lines.push(ledger::spend_line(at, entry));
+        lines.extend(
+            alerts
+                .iter()
+                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
+        );
+        alerts
     }
 
-    /// Takes back a [`State::charge`] whose ledger lines never became
-    /// durable.
-    pub fn uncharge(&mut self, day: i64, micros: i64, at: f64, fired: &[u8]) {
+    /// Charges `spends` to `day` as their append starts, pushing their
+    /// lines onto `lines`, and returns the alerts each fired. They count
+    /// from now, so a concurrent reserve cannot take money they are about
+    /// to use, but the status shows them as reserved until they are durable.
+    pub fn begin_spends(
+        &mut self,
+        settings: &Settings,
+        (day, now): (i64, f64),
+        spends: &[Spend<'_>],
+        lines: &mut Vec<Vec<u8>>,
+    ) -> Vec<Vec<u8>> {
+        let mut fired = Vec::with_capacity(spends.len());
+        for s in spends {
+            fired.push(self.charge(settings, day, &s.entry, (s.at, now), lines));
+            let book = self.book(day);
+            book.unsettled += s.entry.charge.micros;
+            book.unsettled_events += 1;
+            book.pending.extend(s.key.clone());
+        }
+        self.book(day).inflight += 1;
+        fired
+    }
+
+    /// Ends the append of `spends` that [`State::begin_spends`] began:
+    /// recorded when it became durable (`ok`), else taken back.
+    pub fn end_spends(&mut self, day: i64, spends: &[Spend<'_>], fired: &[Vec<u8>], ok: bool) {
         let book = self.book(day);
-        book.recent.remove(at, micros);
-        book.tally.uncharge(micros, fired);
+        book.inflight -= 1;
+        for (s, alerts) in spends.iter().zip(fired).rev() {
+            let micros = s.entry.charge.micros;
+            book.unsettled -= micros;
+            book.unsettled_events -= 1;
+            if let Some(key) = &s.key {
+                book.pending.remove(key);
+                if ok {
+                    book.operations.insert(key.clone(), micros);
+                }
+            }
+            if !ok {
+                book.recent.remove(s.at, micros);
+                book.tally.uncharge(micros, alerts);
+            }
+        }
+        if ok {
+            let micros = spends.iter().map(|s| s.entry.charge.micros).sum::<i64>();
+            self.recorded = self.recorded.saturating_add(micros);
+        }
+        self.prune();
     }
 
-    /// Reserves `micros` for `run_id` on `day`. A run that already holds a
-    /// reservation keeps it unchanged.
+    /// Reserves for `run_id`, unless it already holds a reservation.
     pub fn hold(&mut self, run_id: &str, hold: Hold) {
         if self.holds.contains_key(run_id) {
             return;
@@ -224,7 +257,6 @@ impl State {
         self.holds.insert(run_id.into(), hold);
     }
 
-    /// Grows `run_id`'s reservation to `micros`, if it holds less.
     pub fn grow(&mut self, run_id: &str, micros: i64) {
         let Some(hold) = self.holds.get_mut(run_id) else {
             return;
@@ -238,7 +270,7 @@ impl State {
     }
 
     /// Removes `run_id`'s reservation, if it has one. The day's book stays
-    /// until [`State::prune`], so a settle can still charge it.
+    /// until [`State::prune`], so a settlement can still charge it.
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
         let hold = self.holds.remove(run_id)?;
         let book = self.book(hold.day);
@@ -247,81 +279,33 @@ impl State {
         Some(hold)
     }
 
-    /// The micro-dollars `run_id` holds, if it holds a reservation.
-    pub fn held(&self, run_id: &str) -> Option<i64> {
-        self.holds.get(run_id).map(|h| h.micros)
+    pub fn held(&self, run_id: &str) -> Option<Hold> {
+        self.holds.get(run_id).copied()
     }
 
-    /// The day of `run_id`'s reservation, if it holds one.
-    pub fn hold_day(&self, run_id: &str) -> Option<i64> {
-        self.holds.get(run_id).map(|h| h.day)
-    }
-
-    /// Takes the lines owed to `day`'s ledger.
-    pub fn take_owed(&mut self, day: i64) -> Vec<Vec<u8>> {
-        self.owed.remove(&day).unwrap_or_default()
-    }
-
-    /// Keeps `lines` owed to `day`'s ledger, ahead of any owed since.
-    pub fn owe(&mut self, day: i64, mut lines: Vec<Vec<u8>>) {
-        let owed = self.owed.entry(day).or_default();
-        lines.append(owed);
-        *owed = lines;
-    }
-
-    /// Whether `run_id` holds a reservation.
-    pub fn holds(&self, run_id: &str) -> bool {
-        self.holds.contains_key(run_id)
-    }
-
-    /// Marks an append to `day`'s ledger as started (`+1`) or finished (`-1`).
     pub fn inflight(&mut self, day: i64, delta: i32) {
         let book = self.book(day);
         book.inflight = book.inflight.saturating_add_signed(delta);
     }
 
-    /// Marks a direct spend of `micros` as in flight (`+1`) or done (`-1`).
-    pub fn unsettled(&mut self, day: i64, micros: i64, delta: i64) {
-        let book = self.book(day);
-        book.unsettled += micros * delta;
-        book.unsettled_events = book.unsettled_events.saturating_add_signed(delta);
+    /// The micro-dollars `day`'s ledger holds for `key`, if any.
+    pub fn recorded(&self, day: i64, key: &OpKey) -> Option<i64> {
+        self.books.get(&day)?.operations.get(key).copied()
     }
 
-    /// Where `key` stands on `day`.
-    pub fn operation(&self, day: i64, key: &OpKey) -> OpState {
-        let Some(book) = self.books.get(&day) else {
-            return OpState::Absent;
-        };
-        match book.operations.get(key) {
-            Some(micros) => OpState::Recorded(*micros),
-            None if book.pending.contains(key) => OpState::Pending,
-            None => OpState::Absent,
-        }
+    /// Whether an append of `key` to `day`'s ledger is in flight.
+    pub fn pending(&self, day: i64, key: &OpKey) -> bool {
+        self.books
+            .get(&day)
+            .is_some_and(|b| b.pending.contains(key))
     }
 
-    /// Marks `key` as being appended to `day`'s ledger.
-    pub fn begin_operation(&mut self, day: i64, key: OpKey) {
-        self.book(day).pending.insert(key);
-    }
-
-    /// Ends `key`'s append to `day`'s ledger: recorded with `micros` when
-    /// it became durable, absent again when it failed (`None`).
-    pub fn end_operation(&mut self, day: i64, key: &OpKey, micros: Option<i64>) {
-        let book = self.book(day);
-        book.pending.remove(key);
-        if let Some(micros) = micros {
-            book.operations.insert(key.clone(), micros);
-        }
-    }
-
-    /// Drops the books of past days nothing refers to any more.
     pub fn prune(&mut self) {
         let today = self.today;
         self.books
             .retain(|&day, b| day >= today || b.holds > 0 || b.inflight > 0);
     }
 
-    /// How many days have books loaded.
     #[cfg(test)]
     pub fn loaded_days(&self) -> usize {
         self.books.len()

@@ -1,8 +1,6 @@
-//! Models the pricing table does not name. Their tokens are charged the
-//! table's default price, deliberately high; so that a missing entry is
-//! found, each such model is said once in a `warn` line and counted in
-//! `conductor_pricing_unknown_models_total`, the first time a spend given
-//! as tokens of it, or a run's end priced from them, is durable.
+//! Models the pricing table does not name, charged its default price: so
+//! that a missing entry is found, each is said once in a `warn` line and
+//! counted in `conductor_pricing_unknown_models_total` when first durable.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -10,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::log::Logger;
 use crate::metrics::Counter;
 
+use super::pricing::Price;
 use super::Budget;
 
 /// The most model names remembered. Names come from clients, so the set
@@ -18,7 +17,6 @@ use super::Budget;
 pub(super) const REMEMBERED: usize = 1000;
 
 /// The model names seen so far, and where to say and count a new one.
-/// Safe to share across threads.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -30,25 +28,22 @@ pub(super) struct UnknownModels {
 
 impl UnknownModels {
     /// Notes that tokens of `model`, which the table does not name, are
-    /// being priced at `default` (input, output dollars per million).
-    fn note(&self, model: &str, default: (f64, f64)) {
-        let first = {
+    /// being priced at `default`.
+    fn note(&self, model: &str, default: Price) {
+        let named = {
             // Only inserts and lookups happen under this lock: it cannot
             // be poisoned half-way through an update.
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             match seen.len() {
-                n if n < REMEMBERED => seen.insert(model.to_string()).then_some(true),
+                n if n < REMEMBERED && seen.insert(model.to_string()) => true,
                 n if n == REMEMBERED && !seen.contains(model) => {
                     // One more entry, never a model name, marks that the
                     // last line was said.
                     seen.insert(String::new());
-                    Some(false)
+                    false
                 }
-                _ => None,
+                _ => return,
             }
-        };
-        let Some(named) = first else {
-            return;
         };
         if named {
             if let Some(counter) = self.counter.get() {
@@ -63,8 +58,8 @@ impl UnknownModels {
                 "a model the pricing table does not name is charged the default price; add it to the --pricing file",
                 &[
                     ("model", serde_json::json!(model)),
-                    ("input_dollars_per_million", serde_json::json!(default.0)),
-                    ("output_dollars_per_million", serde_json::json!(default.1)),
+                    ("input_dollars_per_million", serde_json::json!(default.input)),
+                    ("output_dollars_per_million", serde_json::json!(default.output)),
                 ],
             );
         } else {
@@ -79,21 +74,17 @@ impl UnknownModels {
 impl Budget {
     /// Has the budget say in `log` what an operator should fix: a model
     /// the pricing table does not name. Call once, at start.
-    pub fn log_to(&self, log: Logger) {
+    pub(crate) fn log_to(&self, log: Logger) {
         // A second call keeps the first logger.
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// Notes the models of a spend or a run's end that is durable: one
-    /// the table does not name is said and counted, the first time only.
-    /// Tokens without a model (or with an empty one) are priced by the
-    /// default on purpose.
+    /// Notes the models of a durable spend or run end. Tokens without a
+    /// model (or with an empty one) are priced by the default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
-        let default = self.pricing.price(None);
         let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
         for model in models.into_iter().filter(unknown) {
-            self.unknown_models
-                .note(model, (default.input, default.output));
+            self.unknown_models.note(model, self.pricing.price(None));
         }
     }
 }
