@@ -40,7 +40,7 @@ pub(crate) use money::{dollars, SpendInput, MAX_AMOUNT};
 pub use pricing::Pricing;
 pub use report::Recorded;
 pub(crate) use report::Spent;
-pub(crate) use settlement::Settlement;
+pub(crate) use settlement::{LedgerLines, Settlement};
 
 use state::{Settings, State};
 
