@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-use crate::commit_queue::{Acks, CommitQueue};
+use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
 use crate::metrics::Counter;
 use crate::segments::{self, Segments};
@@ -154,12 +154,6 @@ struct State {
     sizes: VecDeque<u64>,
     bytes: u64,
     retention: MessageRetention,
-    /// Settled sequence numbers, with their messages and sizes, waiting
-    /// for an earlier one's callback; a failed append settles as `None` so
-    /// it never blocks later ones.
-    waiting: BTreeMap<u64, Option<(Message, u64)>>,
-    /// The last sequence number visible to readers.
-    visible_seq: u64,
     /// The last sequence number handed out (durable or not).
     last_seq: u64,
     /// Told of each message as it becomes visible (not on replay).
@@ -203,12 +197,11 @@ impl Bus {
                 )));
             };
             state.last_seq = state.last_seq.max(message.seq);
-            state.visible_seq = state.last_seq;
             state.push(message, record.len() as u64 + 1);
         }
         appends.inc_by(opened.appended);
-        let queue = CommitQueue::start(segments, "bus", Acks::Spread(2))
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let queue =
+            CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
             state: Arc::new(Mutex::new(state)),
             queue,
@@ -262,19 +255,19 @@ impl Bus {
         let size = record.len() as u64 + 1;
         let shared = self.state.clone();
         let appends = self.appends.clone();
-        // Submitted under the lock, so journal order is sequence order;
-        // `settle` restores that order for readers whatever order the
-        // callbacks run in.
-        self.queue.submit(record, move |o| match o {
-            Ok(()) => {
-                Self::lock(&shared).settle(seq, Some((message.clone(), size)));
+        // Submitted under the lock, so journal order is sequence order, and
+        // messages become visible in it, each once durable.
+        self.queue.submit_in_order(record, move |o| -> AfterApply {
+            let Err(e) = o else {
+                let mut state = Self::lock(&shared);
+                if let Some(f) = &state.on_visible {
+                    f(&message);
+                }
+                state.push(message.clone(), size);
                 appends.inc();
-                done(Ok(message));
-            }
-            Err(e) => {
-                Self::lock(&shared).settle(seq, None);
-                done(Err(Error::Storage(e.to_string())))
-            }
+                return Box::new(move || done(Ok(message)));
+            };
+            Box::new(move || done(Err(Error::Storage(e.to_string()))))
         });
     }
 
@@ -367,24 +360,6 @@ fn record(m: &Message) -> Vec<u8> {
 }
 
 impl State {
-    /// Callbacks of one batch run in any order; messages become visible in
-    /// sequence order once every earlier one is durable.
-    fn settle(&mut self, seq: u64, m: Option<(Message, u64)>) {
-        self.waiting.insert(seq, m);
-        while let Some(entry) = self.waiting.first_entry() {
-            if *entry.key() != self.visible_seq + 1 {
-                break;
-            }
-            self.visible_seq = *entry.key();
-            if let Some((m, size)) = entry.remove() {
-                if let Some(f) = &self.on_visible {
-                    f(&m);
-                }
-                self.push(m, size);
-            }
-        }
-    }
-
     /// Keeps `m`, which takes `size` bytes in the journal, and lets the
     /// oldest go past retention; the newest is always kept.
     fn push(&mut self, m: Message, size: u64) {

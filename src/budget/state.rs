@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::journal::Journal;
 use crate::time;
 
 use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
@@ -55,7 +54,7 @@ pub(crate) struct DayBook {
     /// How many spend lines make up `unsettled`.
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<ledger::Writer>>,
     /// The operations the day's ledger holds, with the micro-dollars
     /// recorded for each.
     operations: HashMap<OpKey, i64>,
@@ -152,7 +151,7 @@ impl State {
     }
 
     /// The journal of `day`'s ledger, opened (and created) on first use.
-    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<Journal>, Error> {
+    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
         let book = self.book(day);
         if let Some(journal) = &book.journal {
             return Ok(journal.clone());

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::{Acks, AfterApply, CommitQueue, Written};
+use crate::commit_queue::{AfterApply, CommitQueue, Written};
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -729,8 +729,8 @@ impl Runs {
             applied: journal.appended(),
             ..SnapshotProgress::default()
         };
-        let queue = CommitQueue::start(journal, "runs", Acks::InOrder)
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let queue =
+            CommitQueue::start(journal, "runs").map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Runs {
             state: Arc::new(Mutex::new(state)),
             queue,
