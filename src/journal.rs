@@ -259,53 +259,34 @@ fn is_record(record: &[u8]) -> bool {
         && !record.contains(&b'\n')
 }
 
-/// What one complete line holds.
-enum Line {
-    /// A record whose checksum matches.
-    Checked(Vec<u8>),
-    /// A line with no checksum member.
-    Unchecked,
-    /// A checksum member that does not match the record.
-    Mismatch,
-}
-
-fn read_line(line: &[u8]) -> Line {
-    let n = line.len();
-    if n <= CRC_SUFFIX_LEN
-        || &line[n - CRC_SUFFIX_LEN..n - 10] != CRC_MEMBER
-        || &line[n - 2..] != b"\"}"
-    {
-        return Line::Unchecked;
-    }
-    let hex = std::str::from_utf8(&line[n - 10..n - 2]).ok();
-    let Some(crc) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) else {
-        return Line::Mismatch;
-    };
-    let mut record = Vec::with_capacity(n - CRC_SUFFIX_LEN + 1);
-    record.extend_from_slice(&line[..n - CRC_SUFFIX_LEN]);
-    record.push(b'}');
-    match crate::crc32c::checksum(&record) == crc {
-        true => Line::Checked(record),
-        false => Line::Mismatch,
-    }
-}
-
 /// Checks one complete line: its record, or why it is damaged. `checked` tracks whether a
 /// checksummed line came yet.
 fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> {
-    match read_line(line) {
-        Line::Checked(record) => {
-            *checked = true;
-            Ok(record)
-        }
-        Line::Mismatch => Err("its checksum does not match"),
-        Line::Unchecked if *checked => Err("it has no checksum, unlike the lines before it"),
+    let n = line.len();
+    let has_crc = n > CRC_SUFFIX_LEN
+        && &line[n - CRC_SUFFIX_LEN..n - 10] == CRC_MEMBER
+        && &line[n - 2..] == b"\"}";
+    if !has_crc && *checked {
+        return Err("it has no checksum, unlike the lines before it");
+    }
+    if !has_crc {
         // A line from before checksums: taken if it is JSON, as it was then.
-        Line::Unchecked => match serde_json::from_slice::<serde_json::Value>(line) {
+        return match serde_json::from_slice::<serde_json::Value>(line) {
             Ok(_) => Ok(line.to_vec()),
             Err(_) => Err("it is not JSON"),
-        },
+        };
     }
+    let mismatch = "its checksum does not match";
+    let hex = std::str::from_utf8(&line[n - 10..n - 2]).map_err(|_| mismatch)?;
+    let crc = u32::from_str_radix(hex, 16).map_err(|_| mismatch)?;
+    let mut record = Vec::with_capacity(n - CRC_SUFFIX_LEN + 1);
+    record.extend_from_slice(&line[..n - CRC_SUFFIX_LEN]);
+    record.push(b'}');
+    if crate::crc32c::checksum(&record) != crc {
+        return Err(mismatch);
+    }
+    *checked = true;
+    Ok(record)
 }
 
 /// One complete line of a journal file, as [`scan`] found it.

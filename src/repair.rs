@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::journal;
+use crate::segments::lines_aside;
 
 /// A line moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +98,7 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if looks_like {
         return Ok(());
     }
-    let inside = dir
-        .ancestors()
-        .skip(1)
-        .find(|d| d.join(crate::lock::LOCK_FILE).exists());
-    Err(match inside {
+    Err(match crate::lock::data_dir_of(dir) {
         Some(data) => format!(
             "{} is inside the data dir {}: run repair with --data-dir {}",
             dir.display(),
@@ -139,11 +136,6 @@ fn segment_number(path: &Path) -> Option<u64> {
     (name.len() == 10).then(|| name.parse().ok())?
 }
 
-/// The lines of `path`'s `.suffix` file beside it; 0 when it has none.
-fn lines_aside(path: &Path, suffix: &str) -> u64 {
-    fs::read(aside(path, suffix)).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
-}
-
 /// The records before segment `number` at `path`, whose header is
 /// damaged, as its neighbours number it: the segment before it (already
 /// repaired) ends where it begins, and the one after it begins where it
@@ -165,12 +157,12 @@ fn number_segment(
         let (header, held) = read_segment(older)?;
         // Segment 0, a migrated journal, begins at record 0 without one.
         if let Some(begins) = header.or((number == 1).then_some(0)) {
-            return Ok(Some(begins + held + lines_aside(older, "corrupt")));
+            return Ok(Some(begins + held + lines_aside(older)));
         }
     }
     if let Some(newer) = sibling(number + 1) {
         if let (Some(next), _) = read_segment(newer)? {
-            let held = records + damaged + lines_aside(path, "corrupt");
+            let held = records + damaged + lines_aside(path);
             return Ok(next.checked_sub(held));
         }
     }
@@ -260,7 +252,7 @@ pub struct SetAside {
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<SetAside>> {
     let files = journal_files(dirs)?;
     let all = files.into_iter().map(|file| {
-        let lines = lines_aside(&file, "corrupt");
+        let lines = lines_aside(&file);
         SetAside { file, lines }
     });
     Ok(all.filter(|s| s.lines > 0).collect())
@@ -351,9 +343,7 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     };
     let header = rebuilt.or_else(|| first_header(&lines));
     // Record numbers are known while no line was moved aside before.
-    let numbered = segment
-        .and(header)
-        .filter(|_| lines_aside(path, "corrupt") == 0);
+    let numbered = segment.and(header).filter(|_| lines_aside(path) == 0);
     let first_record = usize::from(rebuilt.is_none() && header.is_some());
     let damaged = body.iter().filter(|l| l.record.is_err());
     append_aside(path, "corrupt", damaged.map(|l| l.bytes))?;

@@ -164,24 +164,19 @@ fn check_continuity(
 ) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
     let newer_path = dir.join(file_name(newer));
-    let Some(newer_first) = newer_first else {
-        return Err(format!(
+    let headerless = |path: &Path| {
+        format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
              restore it from a backup",
-            newer_path.display()
-        ));
+            path.display()
+        )
     };
+    let newer_first = newer_first.ok_or_else(|| headerless(&newer_path))?;
     let older_first = match (older_first, older.number) {
         (Some(first), _) => first,
         // A migrated journal, the first segment ever.
         (None, 0) => 0,
-        (None, _) => {
-            return Err(format!(
-                "segment {} has no header, so the records it holds cannot be numbered; \
-                 restore it from a backup",
-                older_path.display()
-            ))
-        }
+        (None, _) => return Err(headerless(&older_path)),
     };
     let expected = older_first + older.records + moved_aside(dir, older.number);
     if newer_first == expected {
@@ -207,11 +202,16 @@ fn check_continuity(
     ))
 }
 
-/// The records `repair` moved aside from segment `number` in `dir`: the
-/// lines of its `.corrupt` file. They were appended, so they count.
+/// The records `repair` moved aside from the journal at `path`: the lines
+/// of its `.corrupt` file. They were appended, so they count.
+pub(crate) fn lines_aside(path: &Path) -> u64 {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".corrupt");
+    fs::read(name).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
 fn moved_aside(dir: &Path, number: u64) -> u64 {
-    let path = dir.join(format!("{}.corrupt", file_name(number)));
-    fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+    lines_aside(&dir.join(file_name(number)))
 }
 
 /// Refuses a gap in the segment files' numbers, from the oldest kept to the
