@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
@@ -105,20 +105,17 @@ impl Message {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The message as a JSON object.
+    /// The message as a JSON object: `msg_id`, `type`, `body`, `run_id`, `timestamp`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "msg_id": self.msg_id,
-            "type": self.kind,
-            "body": self.body_value(),
-            "run_id": self.run_id,
-            "timestamp": time::rfc3339(self.timestamp),
-        })
+        let mut text = String::with_capacity(self.body.len() + 128);
+        self.push_json(&mut text);
+        // The text is JSON: the body was printed by serde_json from a value.
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    /// Appends the text of [`Message::to_json`], byte for byte, without
-    /// building it: the body goes in as kept, which serde_json printed
-    /// compact with sorted keys, just as it prints the tree.
+    /// Appends the text of [`Message::to_json`], without building it: the
+    /// body goes in as kept, which serde_json printed compact with sorted
+    /// keys, just as it prints the tree.
     pub fn push_json(&self, out: &mut String) {
         use crate::json_text::{push_opt_str, push_str};
         out.push_str("{\"body\":");
@@ -394,6 +391,7 @@ pub(crate) fn too_deep(value: &Value, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn nesting_depth_counts_levels_of_arrays_and_objects() {
@@ -428,7 +426,15 @@ mod tests {
             };
             let mut text = String::new();
             m.push_json(&mut text);
-            assert_eq!(text, m.to_json().to_string());
+            let tree = json!({
+                "msg_id": m.msg_id,
+                "type": m.kind,
+                "body": body,
+                "run_id": m.run_id,
+                "timestamp": time::rfc3339(m.timestamp),
+            });
+            assert_eq!(text, tree.to_string());
+            assert_eq!(m.to_json(), tree);
         }
     }
 
@@ -456,7 +462,7 @@ mod tests {
                 timestamp: 1_795_439_678.123_456,
             };
             let old = json!({
-                "seq": m.seq, "type": m.kind, "body": m.body_value(),
+                "seq": m.seq, "type": m.kind, "body": body,
                 "run_id": m.run_id, "ts": m.timestamp,
             });
             assert_eq!(record(&m), old.to_string().into_bytes());

@@ -60,19 +60,20 @@ pub(crate) fn push_line(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `records` as the whole of the file at `path`, in the journal's
-/// line format, crash-only: into `PATH.tmp` first, synced, then renamed
-/// over `path`, and the directory synced. A crash leaves the old file or
-/// the new one whole, and at worst a `.tmp` file to delete. Each record is
-/// printed straight into the file's buffer, its checksum taken on the way,
-/// so that no record is ever held as text: a snapshot of large records
-/// needs no more memory than its buffer. Returns the bytes written.
-pub fn replace_with(
+/// Writes `lines` as a snapshot at `path`, in the journal's line format,
+/// then a last line `{"end":N}` with the number of lines before it, by
+/// which [`read_snapshot`] tells a whole snapshot from one cut short.
+/// Crash-only: into `PATH.tmp` first, synced, then renamed over `path`, and
+/// the directory synced; a crash leaves the old file or the new one whole.
+/// Each line is printed straight into the file's buffer, its checksum taken
+/// on the way, so that no line is ever held as text: a snapshot of large
+/// records needs no more memory than its buffer. Returns the bytes written.
+pub fn write_snapshot<P: Printable>(
     path: &Path,
-    records: impl IntoIterator<Item = impl Printable>,
+    lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let written = write_then_rename(&tmp, path, records);
+    let written = write_then_rename(&tmp, path, lines);
     if written.is_err() {
         // A failed write (a full disk) leaves no half file behind; the old
         // file, if any, is untouched.
@@ -81,10 +82,10 @@ pub fn replace_with(
     written
 }
 
-fn write_then_rename(
+fn write_then_rename<P: Printable>(
     tmp: &Path,
     path: &Path,
-    records: impl IntoIterator<Item = impl Printable>,
+    lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let mut out = Checksummed {
         file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
@@ -92,10 +93,14 @@ fn write_then_rename(
         held: None,
         written: 0,
     };
-    for record in records {
-        record.print(&mut out)?;
+    let mut count = 0u64;
+    for line in lines {
+        line.print(&mut out)?;
         out.end_line()?;
+        count += 1;
     }
+    write!(out, "{{\"end\":{count}}}")?;
+    out.end_line()?;
     let file = out
         .file
         .into_inner()
@@ -107,38 +112,6 @@ fn write_then_rename(
     fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(out.written)
-}
-
-/// Writes `lines` as a snapshot at `path`, crash-only, as [`replace_with`]
-/// does, then a last line `{"end":N}` with the number of lines before it,
-/// by which [`read_snapshot`] tells a whole snapshot from one cut short.
-/// Returns the bytes written.
-pub fn write_snapshot<P: Printable>(
-    path: &Path,
-    lines: impl IntoIterator<Item = P>,
-) -> io::Result<u64> {
-    let count = std::cell::Cell::new(0u64);
-    let lines = lines
-        .into_iter()
-        .inspect(|_| count.set(count.get() + 1))
-        .map(Ended::Line)
-        .chain(std::iter::once_with(|| Ended::End(count.get())));
-    replace_with(path, lines)
-}
-
-/// A line of a snapshot, or its end line.
-enum Ended<P> {
-    Line(P),
-    End(u64),
-}
-
-impl<P: Printable> Printable for Ended<P> {
-    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
-        match self {
-            Ended::Line(line) => line.print(out),
-            Ended::End(n) => write!(out, "{{\"end\":{n}}}"),
-        }
-    }
 }
 
 /// Reads the snapshot [`write_snapshot`] wrote at `path`, a line at a
@@ -181,7 +154,7 @@ pub fn read_snapshot(
     Ok(true)
 }
 
-/// A record [`replace_with`] writes: one JSON object with at least one
+/// A line [`write_snapshot`] writes: one JSON object with at least one
 /// member, printed on one line.
 pub trait Printable {
     /// Prints the record into `out`.
@@ -910,10 +883,11 @@ mod tests {
             serde_json::json!({"a": {"b": [1, {"c": "}"}]}, "d": "x".repeat(100_000)}),
             serde_json::json!({"e": "line\nbreak \"quoted\""}),
         ];
-        let written = replace_with(&path, records.clone()).unwrap();
+        let written = write_snapshot(&path, records.clone()).unwrap();
         assert_eq!(written, fs::metadata(&path).unwrap().len());
         let (_, replay) = Journal::open(&path).unwrap();
-        let want: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+        let mut want: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+        want.push(b"{\"end\":2}".to_vec());
         assert_eq!(replay.records, want);
         let mut lines = Vec::new();
         for r in &want {
@@ -924,8 +898,8 @@ mod tests {
             lines,
             "the bytes an append writes"
         );
-        assert!(replace_with(&path, [serde_json::json!({})]).is_err());
-        assert!(replace_with(&path, [serde_json::json!([1])]).is_err());
+        assert!(write_snapshot(&path, [serde_json::json!({})]).is_err());
+        assert!(write_snapshot(&path, [serde_json::json!([1])]).is_err());
         assert!(
             !path.with_extension("tmp").exists(),
             "a failed write leaves no .tmp behind"

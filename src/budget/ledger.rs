@@ -107,11 +107,10 @@ impl Summed {
     /// dollars for a hand-written line), with its operation when it has
     /// one, or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
-        if record.iter().all(u8::is_ascii_whitespace) {
+        let Some((value, micros)) = read_line(record)? else {
             return Ok(());
-        }
-        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(micros) = spend_micros(&value)? else {
+        };
+        let Some(micros) = micros else {
             let alert = &value["alert"];
             let at = ALERT_THRESHOLDS
                 .iter()
@@ -171,11 +170,10 @@ impl Totals {
 
     /// [`Totals::add`] through a JSON tree, for any line.
     fn add_parsed(&mut self, record: &[u8]) -> Result<(), String> {
-        if record.iter().all(u8::is_ascii_whitespace) {
+        let Some((value, micros)) = read_line(record)? else {
             return Ok(());
-        }
-        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(micros) = spend_micros(&value)? else {
+        };
+        let Some(micros) = micros else {
             self.alerts += 1;
             return Ok(());
         };
@@ -301,6 +299,17 @@ pub(crate) fn split_phases(
     if micros > covered {
         each(phase.unwrap_or(UNKNOWN_PHASE), micros - covered);
     }
+}
+
+/// A ledger line and its spend's micro-dollars (`None` for an alert
+/// marker), or `None` for a blank line.
+fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
+    if record.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
+    let micros = spend_micros(&value)?;
+    Ok(Some((value, micros)))
 }
 
 /// The micro-dollars of a ledger line: `Some` for a spend
