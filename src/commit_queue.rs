@@ -78,25 +78,15 @@ pub struct CommitQueue {
 }
 
 impl CommitQueue {
-    /// Starts the committer thread for `sink`, and its ack thread.
+    /// Starts the committer thread for `sink`; its ack thread starts with
+    /// the first batch too large to answer inline, so an idle store has one.
     pub fn start(mut sink: impl Sink, name: &str) -> std::io::Result<CommitQueue> {
         let path = sink.path();
         let (tx, rx) = mpsc::channel();
-        let (ack_tx, ack_rx) = mpsc::channel::<(Written, Vec<Apply>)>();
-        // Batches handed to the ack thread and not finished yet.
-        let unfinished = Arc::new(AtomicUsize::new(0));
-        let left = unfinished.clone();
-        thread::Builder::new()
-            .name(format!("ack-{name}"))
-            .spawn(move || {
-                while let Ok((outcome, applies)) = ack_rx.recv() {
-                    run_replies(run_applies(&outcome, applies));
-                    left.fetch_sub(1, Ordering::Release);
-                }
-            })?;
+        let name = name.to_string();
         thread::Builder::new()
             .name(format!("commit-{name}"))
-            .spawn(move || commit_loop(&mut sink, &rx, &ack_tx, &unfinished))?;
+            .spawn(move || commit_loop(&mut sink, &rx, &name))?;
         Ok(CommitQueue {
             tx: Mutex::new(tx),
             path,
@@ -155,12 +145,27 @@ impl CommitQueue {
     }
 }
 
-fn commit_loop(
-    sink: &mut impl Sink,
-    rx: &Receiver<Submission>,
-    ack: &Sender<(Written, Vec<Apply>)>,
-    unfinished: &AtomicUsize,
-) {
+/// The ack thread, which runs the callbacks of the batches handed to it in
+/// order; `unfinished` counts those it has not finished. `None` when it
+/// cannot start.
+fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Written, Vec<Apply>)>> {
+    let (tx, rx) = mpsc::channel::<(Written, Vec<Apply>)>();
+    let left = unfinished.clone();
+    let acks = move || {
+        while let Ok((outcome, applies)) = rx.recv() {
+            run_replies(run_applies(&outcome, applies));
+            left.fetch_sub(1, Ordering::Release);
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("ack-{name}"))
+        .spawn(acks);
+    spawned.ok().map(|_| tx)
+}
+
+fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
+    let unfinished = Arc::new(AtomicUsize::new(0));
+    let mut ack = None;
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut applies: Vec<Apply> = Vec::new();
     while let Ok((group, apply)) = rx.recv() {
@@ -184,9 +189,16 @@ fn commit_loop(
             run_replies(run_applies(&outcome, applies));
             continue;
         }
+        if ack.is_none() {
+            ack = start_acks(name, &unfinished);
+        }
         unfinished.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::SendError((o, applies))) = ack.send((outcome, applies)) {
-            // The ack thread is gone; answer here rather than never.
+        let sent = match &ack {
+            Some(ack) => ack.send((outcome, applies)).map_err(|e| e.0),
+            None => Err((outcome, applies)),
+        };
+        if let Err((o, applies)) = sent {
+            // No ack thread; answer here rather than never.
             run_replies(run_applies(&o, applies));
             unfinished.fetch_sub(1, Ordering::Relaxed);
         }

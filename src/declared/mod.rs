@@ -191,8 +191,8 @@ impl Declared {
     }
 
     /// Journals `updates` as one record and, once it is durable, applies
-    /// them in journal order and calls `done` with their count. A failed write applies nothing and gets
-    /// [`Error::Storage`].
+    /// them in journal order and calls `done` with their count. A failed
+    /// write applies nothing and gets [`Error::Storage`].
     pub fn update(
         &self,
         updates: Vec<Update>,
