@@ -1,12 +1,12 @@
 //! A crash-only, append-only journal of records, one per line (JSON Lines, so `jq` reads it).
 //!
-//! A crash can only leave a torn last line, which [`Journal::open`] cuts off. An append
+//! A crash can only leave a torn last line, which [`Journal::open_each`] cuts off. An append
 //! returns once its records are synced (`fdatasync`). A journal has one writer: the
 //! committer that owns it ([`crate::commit_queue`]), which gives appenders group commit.
 //!
 //! **Checksums.** A record is a JSON object, and its line ends with one more member,
 //! `"crc32c":"xxxxxxxx"`: the CRC-32C of the record as it was given, in hex. So a flipped byte
-//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open`]
+//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open_each`]
 //! refuses a file with a damaged complete line (a checksum that does not match, or a line
 //! without one after lines with one), naming the file, the line, the byte offset and the
 //! command that moves such lines aside (`conductor-metrics repair`, [`crate::repair`]). Lines from before checksums (a
@@ -30,6 +30,7 @@ pub struct Journal {
 }
 
 /// What [`Journal::open`] found on disk.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
     /// Complete records in file order, as they were appended (without their checksum).
@@ -275,7 +276,7 @@ pub(crate) struct Scanned<'a> {
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal file's bytes as [`Journal::open`] does, but goes
+/// Checks every complete line of a journal file's bytes as [`Journal::open_each`] does, but goes
 /// on past damage; also returns the length of the torn tail. A damaged line does not count
 /// as checksummed for the lines after it.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
@@ -314,11 +315,9 @@ pub(crate) enum Tail {
 }
 
 impl Journal {
-    /// Opens or creates the journal at `path` (creating parent dirs) and replays it.
-    ///
-    /// A torn tail (bytes after the last `'\n'`) is cut off by truncating the file and syncing,
-    /// so later appends start on a clean line. Every record is kept in memory; a store that
-    /// replays a long journal reads it with [`Journal::open_each`] instead.
+    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its
+    /// records.
+    #[cfg(test)]
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
         let mut records = Vec::new();
         let (journal, truncated_bytes) = Journal::read(path.as_ref(), Tail::Cut, |record| {
@@ -332,9 +331,11 @@ impl Journal {
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` like [`Journal::open`], handing each record to
+    /// Opens or creates the journal at `path` (creating parent dirs), handing each record to
     /// `each` in file order as it is read, so that neither the file nor its records are held
-    /// in memory: a replay needs only the store's own state. An error from `each` (why the
+    /// in memory: a replay needs only the store's own state. A torn tail (bytes after the
+    /// last `'\n'`) is cut off by truncating the file and syncing, so later appends start on
+    /// a clean line. An error from `each` (why the
     /// store cannot read the record) refuses the open naming the file, the line and the byte
     /// offset, as damage does. Returns the journal and the bytes of torn tail cut off.
     pub fn open_each(

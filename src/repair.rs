@@ -2,7 +2,7 @@
 //! under a directory aside, so that a server refusing to start on them
 //! starts again.
 //!
-//! A damaged line is one [`Journal::open`](crate::journal::Journal::open)
+//! A damaged line is one [`Journal::open_each`](crate::journal::Journal::open_each)
 //! refuses: its checksum does not match, it has none after lines that had
 //! one, or (before checksums) it is not JSON. Each is appended, as it was,
 //! to `<file>.corrupt` beside its journal, and the journal is rewritten

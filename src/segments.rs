@@ -262,7 +262,7 @@ impl Segments {
     /// # Errors
     ///
     /// Fails if a kept segment cannot be read or is damaged (see
-    /// [`Journal::open`]), if records are missing between two kept segments,
+    /// [`Journal::open_each`]), if records are missing between two kept segments,
     /// or the directory cannot be listed or written.
     pub fn open(
         dir: &Path,
@@ -470,7 +470,8 @@ impl Segments {
     /// tries a new segment again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
-        let (mut journal, _) = Journal::open(self.dir.join(file_name(number)))?;
+        let path = self.dir.join(file_name(number));
+        let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
