@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::commit_queue::{Acks, CommitQueue};
+use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
 use crate::metrics::Counter;
 use crate::segments::{self, Segments};
@@ -105,20 +105,17 @@ impl Message {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The message as a JSON object.
+    /// The message as a JSON object: `msg_id`, `type`, `body`, `run_id`, `timestamp`.
     pub fn to_json(&self) -> Value {
-        json!({
-            "msg_id": self.msg_id,
-            "type": self.kind,
-            "body": self.body_value(),
-            "run_id": self.run_id,
-            "timestamp": time::rfc3339(self.timestamp),
-        })
+        let mut text = String::with_capacity(self.body.len() + 128);
+        self.push_json(&mut text);
+        // The text is JSON: the body was printed by serde_json from a value.
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
-    /// Appends the text of [`Message::to_json`], byte for byte, without
-    /// building it: the body goes in as kept, which serde_json printed
-    /// compact with sorted keys, just as it prints the tree.
+    /// Appends the text of [`Message::to_json`], without building it: the
+    /// body goes in as kept, which serde_json printed compact with sorted
+    /// keys, just as it prints the tree.
     pub fn push_json(&self, out: &mut String) {
         use crate::json_text::{push_opt_str, push_str};
         out.push_str("{\"body\":");
@@ -154,12 +151,6 @@ struct State {
     sizes: VecDeque<u64>,
     bytes: u64,
     retention: MessageRetention,
-    /// Settled sequence numbers, with their messages and sizes, waiting
-    /// for an earlier one's callback; a failed append settles as `None` so
-    /// it never blocks later ones.
-    waiting: BTreeMap<u64, Option<(Message, u64)>>,
-    /// The last sequence number visible to readers.
-    visible_seq: u64,
     /// The last sequence number handed out (durable or not).
     last_seq: u64,
     /// Told of each message as it becomes visible (not on replay).
@@ -203,12 +194,11 @@ impl Bus {
                 )));
             };
             state.last_seq = state.last_seq.max(message.seq);
-            state.visible_seq = state.last_seq;
             state.push(message, record.len() as u64 + 1);
         }
         appends.inc_by(opened.appended);
-        let queue = CommitQueue::start(segments, "bus", Acks::Spread(2))
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let queue =
+            CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
             state: Arc::new(Mutex::new(state)),
             queue,
@@ -262,19 +252,19 @@ impl Bus {
         let size = record.len() as u64 + 1;
         let shared = self.state.clone();
         let appends = self.appends.clone();
-        // Submitted under the lock, so journal order is sequence order;
-        // `settle` restores that order for readers whatever order the
-        // callbacks run in.
-        self.queue.submit(record, move |o| match o {
-            Ok(()) => {
-                Self::lock(&shared).settle(seq, Some((message.clone(), size)));
+        // Submitted under the lock, so journal order is sequence order, and
+        // messages become visible in it, each once durable.
+        self.queue.submit_in_order(record, move |o| -> AfterApply {
+            let Err(e) = o else {
+                let mut state = Self::lock(&shared);
+                if let Some(f) = &state.on_visible {
+                    f(&message);
+                }
+                state.push(message.clone(), size);
                 appends.inc();
-                done(Ok(message));
-            }
-            Err(e) => {
-                Self::lock(&shared).settle(seq, None);
-                done(Err(Error::Storage(e.to_string())))
-            }
+                return Box::new(move || done(Ok(message)));
+            };
+            Box::new(move || done(Err(Error::Storage(e.to_string()))))
         });
     }
 
@@ -367,24 +357,6 @@ fn record(m: &Message) -> Vec<u8> {
 }
 
 impl State {
-    /// Callbacks of one batch run in any order; messages become visible in
-    /// sequence order once every earlier one is durable.
-    fn settle(&mut self, seq: u64, m: Option<(Message, u64)>) {
-        self.waiting.insert(seq, m);
-        while let Some(entry) = self.waiting.first_entry() {
-            if *entry.key() != self.visible_seq + 1 {
-                break;
-            }
-            self.visible_seq = *entry.key();
-            if let Some((m, size)) = entry.remove() {
-                if let Some(f) = &self.on_visible {
-                    f(&m);
-                }
-                self.push(m, size);
-            }
-        }
-    }
-
     /// Keeps `m`, which takes `size` bytes in the journal, and lets the
     /// oldest go past retention; the newest is always kept.
     fn push(&mut self, m: Message, size: u64) {
@@ -419,6 +391,7 @@ pub(crate) fn too_deep(value: &Value, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn nesting_depth_counts_levels_of_arrays_and_objects() {
@@ -453,7 +426,15 @@ mod tests {
             };
             let mut text = String::new();
             m.push_json(&mut text);
-            assert_eq!(text, m.to_json().to_string());
+            let tree = json!({
+                "msg_id": m.msg_id,
+                "type": m.kind,
+                "body": body,
+                "run_id": m.run_id,
+                "timestamp": time::rfc3339(m.timestamp),
+            });
+            assert_eq!(text, tree.to_string());
+            assert_eq!(m.to_json(), tree);
         }
     }
 
@@ -481,7 +462,7 @@ mod tests {
                 timestamp: 1_795_439_678.123_456,
             };
             let old = json!({
-                "seq": m.seq, "type": m.kind, "body": m.body_value(),
+                "seq": m.seq, "type": m.kind, "body": body,
                 "run_id": m.run_id, "ts": m.timestamp,
             });
             assert_eq!(record(&m), old.to_string().into_bytes());

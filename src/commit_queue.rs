@@ -1,22 +1,16 @@
-//! A committer thread in front of a journal: callers queue a record with a
-//! callback and return at once; the thread appends everything queued in
-//! one write and one fdatasync, then runs each callback.
+//! The committer: the one writer of a journal. Callers queue records with a
+//! callback, or wait for them on their own thread ([`CommitQueue::append_all`]);
+//! a thread appends everything queued in one write and one fdatasync, then
+//! runs each callback.
 //!
 //! This is group commit: concurrent writers share one sync however many
-//! there are. A connection thread that queued a record waits on its
-//! request's answer, which a callback sends once the record is durable,
-//! and writes it itself (see `http::answer`). The callbacks
-//! of a large batch are spread over a few ack threads while the committer
-//! syncs the next batch; a small batch is answered by the committer itself,
-//! since waking a thread costs more than answering a few requests, and the
-//! next batch gathers meanwhile. Callbacks run in no particular order.
-//!
-//! A store that must change its memory only once a record is durable, and
-//! in the journal's order, queues it with [`CommitQueue::submit_in_order`]:
-//! its first stage runs in submission order right after the append, and
-//! hands back the second stage, which answers. With [`Acks::InOrder`] the
-//! first stages run on a thread of their own, so that applying one batch
-//! overlaps the sync of the next.
+//! there are. Each callback has two stages. The first runs in submission
+//! order right after its batch's append, so a store changes its memory in
+//! the journal's order and only once the record is durable (or learns that
+//! its batch failed); it hands back the second stage, which answers. A small
+//! batch is handled by the committer itself, since waking a thread costs more
+//! than answering a few requests; a larger one goes to the ack thread, so that
+//! applying one batch overlaps the sync of the next.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +30,7 @@ pub trait Sink: Send + 'static {
     fn path(&self) -> PathBuf;
 }
 
-impl Sink for Arc<Journal> {
+impl Sink for Journal {
     fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         Journal::append_all(self, records)
     }
@@ -59,12 +53,15 @@ impl Sink for Segments {
 /// What a callback learns: durable, or the journal error shared by its batch.
 pub type Written = Result<(), Arc<journal::Error>>;
 
-/// The second stage of a callback: what answers, in no particular order.
+/// The second stage of a callback: what answers.
 pub type AfterApply = Box<dyn FnOnce() + Send>;
 
 type Apply = Box<dyn FnOnce(Written) -> AfterApply + Send>;
 
-/// The largest batch written with one sync; bounds the write size.
+/// The records of one submission, written together, and its callback.
+type Submission = (Vec<Vec<u8>>, Apply);
+
+/// The largest batch written with one sync, in records; bounds the write size.
 const MAX_BATCH: usize = 4096;
 
 /// The largest batch whose callbacks the committer runs itself. With 64
@@ -74,104 +71,70 @@ const INLINE_CALLBACKS: usize = 16;
 
 /// A queue of records waiting to become durable. Safe to share across threads.
 pub struct CommitQueue {
-    tx: Mutex<Sender<(Vec<u8>, Apply)>>,
+    tx: Mutex<Sender<Submission>>,
     /// The file written when the queue started, for the error of a record
     /// queued after the committer stopped.
     path: PathBuf,
 }
 
-/// Where a queue's callbacks run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Acks {
-    /// The committer runs the first stages itself, and answers a small
-    /// batch too; the replies of a large one are spread over this many
-    /// threads (at least one).
-    Spread(usize),
-    /// One thread runs the first stages and then the replies of each batch,
-    /// batch after batch, while the committer writes and syncs the next:
-    /// for a store whose first stages do real work, which would otherwise
-    /// wait for every sync.
-    InOrder,
-}
-
-/// How the committer hands over a batch's callbacks.
-enum Handoff {
-    Spread(Vec<Sender<Vec<AfterApply>>>),
-    /// The thread, and how many batches it has not finished.
-    InOrder(Sender<(Written, Vec<Apply>)>, Arc<AtomicUsize>),
-}
-
 impl CommitQueue {
-    /// Starts the committer thread for `sink`, and the threads `acks` asks
-    /// for to run callbacks.
-    pub fn start(mut sink: impl Sink, name: &str, acks: Acks) -> std::io::Result<CommitQueue> {
+    /// Starts the committer thread for `sink`; its ack thread starts with
+    /// the first batch too large to answer inline, so an idle store has one.
+    pub fn start(mut sink: impl Sink, name: &str) -> std::io::Result<CommitQueue> {
         let path = sink.path();
         let (tx, rx) = mpsc::channel();
-        let handoff = match acks {
-            Acks::Spread(n) => {
-                let mut senders = Vec::with_capacity(n.max(1));
-                for i in 0..n.max(1) {
-                    let (ack_tx, ack_rx) = mpsc::channel::<Vec<AfterApply>>();
-                    thread::Builder::new()
-                        .name(format!("ack-{name}-{i}"))
-                        .spawn(move || {
-                            while let Ok(replies) = ack_rx.recv() {
-                                run_replies(replies);
-                            }
-                        })?;
-                    senders.push(ack_tx);
-                }
-                Handoff::Spread(senders)
-            }
-            Acks::InOrder => {
-                let (ack_tx, ack_rx) = mpsc::channel::<(Written, Vec<Apply>)>();
-                let unfinished = Arc::new(AtomicUsize::new(0));
-                let left = unfinished.clone();
-                thread::Builder::new()
-                    .name(format!("ack-{name}"))
-                    .spawn(move || {
-                        while let Ok((outcome, applies)) = ack_rx.recv() {
-                            run_replies(run_applies(&outcome, applies));
-                            left.fetch_sub(1, Ordering::Release);
-                        }
-                    })?;
-                Handoff::InOrder(ack_tx, unfinished)
-            }
-        };
+        let name = name.to_string();
         thread::Builder::new()
             .name(format!("commit-{name}"))
-            .spawn(move || commit_loop(&mut sink, &rx, &handoff))?;
+            .spawn(move || commit_loop(&mut sink, &rx, &name))?;
         Ok(CommitQueue {
             tx: Mutex::new(tx),
             path,
         })
     }
 
-    /// Queues `record` (one line, no `\n`); `done` runs on the committer or
-    /// an ack thread once the record is durable or its batch failed. Records are written
-    /// in the order they are submitted; callbacks may run in any order.
-    pub fn submit(&self, record: Vec<u8>, done: impl FnOnce(Written) + Send + 'static) {
-        self.submit_in_order(record, move |o| -> AfterApply { Box::new(move || done(o)) });
-    }
-
-    /// Queues `record` like [`CommitQueue::submit`], with a callback in two
-    /// stages: `apply` runs once the record's batch is appended (or
-    /// failed), before any later record's `apply`, so a store can change
-    /// its memory in the journal's order and only once the record is
-    /// durable; the [`AfterApply`] it returns runs afterwards (see [`Acks`]).
+    /// Queues `record` (one line, no `\n`). `apply` runs once the record's
+    /// batch is appended (or failed), before any later record's `apply`, so
+    /// a store can change its memory in the journal's order and only once
+    /// the record is durable; the [`AfterApply`] it returns runs afterwards.
     pub fn submit_in_order(
         &self,
         record: Vec<u8>,
         apply: impl FnOnce(Written) -> AfterApply + Send + 'static,
     ) {
+        self.send(vec![record], Box::new(apply));
+    }
+
+    /// Appends `records` durably and together, or none of them, and returns
+    /// once they are: on the caller's thread, after the first stages of
+    /// every record queued before them.
+    pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let records = records.iter().map(|r| r.to_vec()).collect();
+        self.send(
+            records,
+            Box::new(move |outcome| -> AfterApply {
+                let _ = tx.send(outcome);
+                Box::new(|| ())
+            }),
+        );
+        let outcome = rx.recv().unwrap_or_else(|_| Err(self.closed()));
+        outcome.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| e.duplicate()))
+    }
+
+    fn closed(&self) -> Arc<journal::Error> {
+        Arc::new(journal::Error::closed(&self.path))
+    }
+
+    fn send(&self, records: Vec<Vec<u8>>, apply: Apply) {
         // The sender is only ever used under this lock, which no code path
         // can panic while holding, so poisoning cannot hide a broken state.
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError((_, apply))) = tx.send((record, Box::new(apply))) {
+        if let Err(mpsc::SendError((_, apply))) = tx.send((records, apply)) {
             // The committer thread is gone; nothing can become durable. The
             // callback runs on a thread of its own, as the caller may hold a
             // lock it takes.
-            let err = Arc::new(journal::Error::closed(&self.path));
+            let err = self.closed();
             let answer = move || run_replies(run_applies(&Err(err), vec![apply]));
             // Should even that thread not start, the request goes unanswered
             // until its connection times out.
@@ -182,63 +145,62 @@ impl CommitQueue {
     }
 }
 
-fn commit_loop(sink: &mut impl Sink, rx: &Receiver<(Vec<u8>, Apply)>, handoff: &Handoff) {
+/// The ack thread, which runs the callbacks of the batches handed to it in
+/// order; `unfinished` counts those it has not finished. `None` when it
+/// cannot start.
+fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Written, Vec<Apply>)>> {
+    let (tx, rx) = mpsc::channel::<(Written, Vec<Apply>)>();
+    let left = unfinished.clone();
+    let acks = move || {
+        while let Ok((outcome, applies)) = rx.recv() {
+            run_replies(run_applies(&outcome, applies));
+            left.fetch_sub(1, Ordering::Release);
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name(format!("ack-{name}"))
+        .spawn(acks);
+    spawned.ok().map(|_| tx)
+}
+
+fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
+    let unfinished = Arc::new(AtomicUsize::new(0));
+    let mut ack = None;
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut applies: Vec<Apply> = Vec::new();
-    while let Ok((record, apply)) = rx.recv() {
-        records.push(record);
+    while let Ok((group, apply)) = rx.recv() {
+        records.extend(group);
         applies.push(apply);
         while records.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((record, apply)) => {
-                    records.push(record);
-                    applies.push(apply);
-                }
-                Err(_) => break,
-            }
+            let Ok((group, apply)) = rx.try_recv() else {
+                break;
+            };
+            records.extend(group);
+            applies.push(apply);
         }
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
-        let acks = match handoff {
-            // A small batch with nothing before it unfinished is answered
-            // here, as waking the thread costs more; order is kept, since
-            // only this thread hands batches over.
-            Handoff::InOrder(_, unfinished)
-                if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 =>
-            {
-                run_replies(run_applies(&outcome, std::mem::take(&mut applies)));
-                continue;
-            }
-            Handoff::InOrder(ack, unfinished) => {
-                unfinished.fetch_add(1, Ordering::Relaxed);
-                if let Err(mpsc::SendError((o, applies))) =
-                    ack.send((outcome, std::mem::take(&mut applies)))
-                {
-                    // The ack thread is gone; answer here rather than never.
-                    run_replies(run_applies(&o, applies));
-                    unfinished.fetch_sub(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-            Handoff::Spread(acks) => acks,
-        };
-        let mut replies = run_applies(&outcome, std::mem::take(&mut applies));
-        if replies.len() <= INLINE_CALLBACKS {
-            run_replies(replies);
+        let applies = std::mem::take(&mut applies);
+        // A small batch with nothing before it unfinished is answered here,
+        // as waking the thread costs more; order is kept, since only this
+        // thread hands batches over.
+        if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 {
+            run_replies(run_applies(&outcome, applies));
             continue;
         }
-        let per_thread = replies.len().div_ceil(acks.len());
-        for ack in acks {
-            if replies.is_empty() {
-                break;
-            }
-            let rest = replies.split_off(per_thread.min(replies.len()));
-            let chunk = std::mem::replace(&mut replies, rest);
-            if let Err(mpsc::SendError(chunk)) = ack.send(chunk) {
-                // An ack thread is gone; answer here rather than never.
-                run_replies(chunk);
-            }
+        if ack.is_none() {
+            ack = start_acks(name, &unfinished);
+        }
+        unfinished.fetch_add(1, Ordering::Relaxed);
+        let sent = match &ack {
+            Some(ack) => ack.send((outcome, applies)).map_err(|e| e.0),
+            None => Err((outcome, applies)),
+        };
+        if let Err((o, applies)) = sent {
+            // No ack thread; answer here rather than never.
+            run_replies(run_applies(&o, applies));
+            unfinished.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -270,42 +232,57 @@ mod tests {
     use crate::testing::TempDir;
     use std::sync::mpsc::channel;
 
+    /// A journal that counts its batches' sizes.
+    struct Counted(Journal, Arc<Mutex<Vec<usize>>>);
+
+    impl Sink for Counted {
+        fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+            self.0.append_all(records)?;
+            self.1.lock().unwrap().push(records.len());
+            Ok(())
+        }
+
+        fn path(&self) -> PathBuf {
+            self.0.path().to_path_buf()
+        }
+    }
+
+    fn counted(dir: &TempDir) -> (CommitQueue, Arc<Mutex<Vec<usize>>>) {
+        let journal = Journal::open(dir.join("q.jsonl")).unwrap().0;
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let q = CommitQueue::start(Counted(journal, batches.clone()), "test").unwrap();
+        (q, batches)
+    }
+
     #[test]
     fn records_queued_meanwhile_share_one_sync_and_callbacks_follow_it() {
         let dir = TempDir::new("cq");
-        let path = dir.join("q.jsonl");
-        let journal = Arc::new(Journal::open(&path).unwrap().0);
-        let q = CommitQueue::start(journal.clone(), "test", Acks::Spread(3)).unwrap();
-        // The first record's callback, which the committer runs itself,
+        let (q, batches) = counted(&dir);
+        // The first record's first stage, which the committer runs itself,
         // holds it until the other 499 are queued: they must then become
         // durable together, with one sync.
         let (release, released) = channel::<()>();
         let (holding, held) = channel::<()>();
         let (tx, rx) = channel();
         let first = tx.clone();
-        q.submit(b"{\"i\":0}".to_vec(), move |o| {
+        q.submit_in_order(b"{\"i\":0}".to_vec(), move |o| {
             holding.send(()).unwrap();
             released.recv().unwrap();
-            first.send((0, o.is_ok())).unwrap();
+            Box::new(move || first.send((0, o.is_ok())).unwrap())
         });
         held.recv().unwrap();
         for i in 1..500u32 {
             let tx = tx.clone();
-            q.submit(format!("{{\"i\":{i}}}").into_bytes(), move |o| {
-                tx.send((i, o.is_ok())).unwrap();
+            q.submit_in_order(format!("{{\"i\":{i}}}").into_bytes(), move |o| {
+                Box::new(move || tx.send((i, o.is_ok())).unwrap())
             });
         }
         release.send(()).unwrap();
-        let mut got: Vec<(u32, bool)> = (0..500).map(|_| rx.recv().unwrap()).collect();
-        got.sort();
+        let got: Vec<(u32, bool)> = (0..500).map(|_| rx.recv().unwrap()).collect();
         assert_eq!(got, (0..500).map(|i| (i, true)).collect::<Vec<_>>());
-        assert_eq!(
-            journal.syncs(),
-            2,
-            "one sync for the first, one for the rest"
-        );
+        assert_eq!(*batches.lock().unwrap(), [1, 499], "one sync for the rest");
         drop(q);
-        let (_, replay) = Journal::open(&path).unwrap();
+        let (_, replay) = Journal::open(dir.join("q.jsonl")).unwrap();
         assert_eq!(replay.records.len(), 500);
         assert_eq!(replay.records[499], b"{\"i\":499}");
     }
@@ -313,23 +290,54 @@ mod tests {
     #[test]
     fn first_stages_run_in_submission_order_after_the_append() {
         let dir = TempDir::new("cq");
-        let path = dir.join("q.jsonl");
-        let journal = Arc::new(Journal::open(&path).unwrap().0);
-        let q = CommitQueue::start(journal.clone(), "test", Acks::InOrder).unwrap();
+        let (q, batches) = counted(&dir);
         let order = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = channel();
-        for i in 0..300u64 {
-            let (order, journal, tx) = (order.clone(), journal.clone(), tx.clone());
+        for i in 0..300usize {
+            let (order, batches, tx) = (order.clone(), batches.clone(), tx.clone());
             q.submit_in_order(format!("{{\"i\":{i}}}").into_bytes(), move |o| {
                 // The record is durable before its first stage runs.
-                assert!(o.is_ok() && journal.appended() > i);
+                let appended: usize = batches.lock().unwrap().iter().sum();
+                assert!(o.is_ok() && appended > i);
                 order.lock().unwrap().push(i);
                 Box::new(move || tx.send(i).unwrap())
             });
         }
-        let mut answered: Vec<u64> = (0..300).map(|_| rx.recv().unwrap()).collect();
+        let mut answered: Vec<usize> = (0..300).map(|_| rx.recv().unwrap()).collect();
         answered.sort();
         assert_eq!(answered, (0..300).collect::<Vec<_>>());
         assert_eq!(*order.lock().unwrap(), (0..300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_waiting_append_lands_whole_and_a_failed_one_changes_nothing() {
+        let dir = TempDir::new("cq");
+        let (q, _) = counted(&dir);
+        let q = Arc::new(q);
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let q = q.clone();
+                thread::spawn(move || {
+                    for i in 0..50u32 {
+                        let a = format!("{{\"t\":{t},\"i\":{i}}}");
+                        let b = format!("{{\"t\":{t},\"i\":{i},\"pair\":1}}");
+                        q.append_all(&[a.as_bytes(), b.as_bytes()]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        writers.into_iter().for_each(|w| w.join().unwrap());
+        journal::faults::fail_writes(dir.path(), 0, 1);
+        let err = q.append_all(&[b"{\"lost\":1}"]).unwrap_err();
+        assert!(err.to_string().contains("append failed"), "{err}");
+        drop(q);
+        let records = Journal::open(dir.join("q.jsonl")).unwrap().1.records;
+        assert_eq!(records.len(), 400, "every pair, and not the failed record");
+        for pair in records.chunks(2) {
+            let text = String::from_utf8(pair[1].clone()).unwrap();
+            assert!(
+                text.starts_with(&String::from_utf8(pair[0].clone()).unwrap()[..pair[0].len() - 1])
+            );
+        }
     }
 }

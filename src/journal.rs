@@ -1,11 +1,12 @@
 //! A crash-only, append-only journal of records, one per line (JSON Lines, so `jq` reads it).
 //!
-//! A crash can only leave a torn last line, which [`Journal::open`] cuts off. Appends are
-//! acknowledged after `fdatasync`, and concurrent appenders share one sync (group commit).
+//! A crash can only leave a torn last line, which [`Journal::open_each`] cuts off. An append
+//! returns once its records are synced (`fdatasync`). A journal has one writer: the
+//! committer that owns it ([`crate::commit_queue`]), which gives appenders group commit.
 //!
 //! **Checksums.** A record is a JSON object, and its line ends with one more member,
 //! `"crc32c":"xxxxxxxx"`: the CRC-32C of the record as it was given, in hex. So a flipped byte
-//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open`]
+//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open_each`]
 //! refuses a file with a damaged complete line (a checksum that does not match, or a line
 //! without one after lines with one), naming the file, the line, the byte offset and the
 //! command that moves such lines aside (`conductor-metrics repair`, [`crate::repair`]). Lines from before checksums (a
@@ -15,51 +16,27 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// An append-only, crash-safe journal file of newline-terminated records.
-///
-/// It is safe to share across threads (`Send + Sync`). Whoever appends while no flush is in
-/// progress becomes the leader: it writes everything queued so far in one `write`, syncs once,
-/// and wakes the others. That is what makes many small durable appends affordable.
+/// An append-only, crash-safe journal file of newline-terminated records, with one writer.
 /// Open each file once: a second `Journal` on it would roll back the first one's bytes.
 pub struct Journal {
     path: PathBuf,
-    state: Mutex<State>,
-    flushed: Condvar,
-    /// Only the leader locks this, so it never blocks. It sits outside `state` so that
-    /// appenders can keep enqueueing while the leader is inside `write` or `sync_data`.
-    file: Mutex<File>,
-    syncs: AtomicU64,
-    appended: AtomicU64,
+    file: File,
+    /// The length of the file's durable part.
+    len: u64,
+    /// Set when a failed append could not be rolled back, so the file may end in garbage
+    /// from that append's offset on; every later append gets this error instead of writing.
+    poisoned: Option<Error>,
 }
 
 /// What [`Journal::open`] found on disk.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {
     /// Complete records in file order, as they were appended (without their checksum).
     pub records: Vec<Vec<u8>>,
     /// Bytes of torn tail that were cut off (0 if none).
     pub truncated_bytes: u64,
-    /// The byte offset of each record's line.
-    offsets: Vec<u64>,
-    path: PathBuf,
-}
-
-impl Replay {
-    /// The error for record `index`, which its store cannot read: it names the file, the
-    /// line and the byte offset, like a damaged checksum does.
-    pub fn unreadable(&self, index: usize, why: &str) -> Error {
-        let why = format!("it is not a record this version can read ({why})");
-        damaged(
-            &self.path,
-            index as u64 + 1,
-            self.offsets[index],
-            why,
-            false,
-        )
-    }
 }
 
 /// How much of a journal a start reads at once. Below glibc's mmap
@@ -84,19 +61,20 @@ pub(crate) fn push_line(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `records` as the whole of the file at `path`, in the journal's
-/// line format, crash-only: into `PATH.tmp` first, synced, then renamed
-/// over `path`, and the directory synced. A crash leaves the old file or
-/// the new one whole, and at worst a `.tmp` file to delete. Each record is
-/// printed straight into the file's buffer, its checksum taken on the way,
-/// so that no record is ever held as text: a snapshot of large records
-/// needs no more memory than its buffer. Returns the bytes written.
-pub fn replace_with(
+/// Writes `lines` as a snapshot at `path`, in the journal's line format,
+/// then a last line `{"end":N}` with the number of lines before it, by
+/// which [`read_snapshot`] tells a whole snapshot from one cut short.
+/// Crash-only: into `PATH.tmp` first, synced, then renamed over `path`, and
+/// the directory synced; a crash leaves the old file or the new one whole.
+/// Each line is printed straight into the file's buffer, its checksum taken
+/// on the way, so that no line is ever held as text: a snapshot of large
+/// records needs no more memory than its buffer. Returns the bytes written.
+pub fn write_snapshot<P: Printable>(
     path: &Path,
-    records: impl IntoIterator<Item = impl Printable>,
+    lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let written = write_then_rename(&tmp, path, records);
+    let written = write_then_rename(&tmp, path, lines);
     if written.is_err() {
         // A failed write (a full disk) leaves no half file behind; the old
         // file, if any, is untouched.
@@ -105,10 +83,10 @@ pub fn replace_with(
     written
 }
 
-fn write_then_rename(
+fn write_then_rename<P: Printable>(
     tmp: &Path,
     path: &Path,
-    records: impl IntoIterator<Item = impl Printable>,
+    lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let mut out = Checksummed {
         file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
@@ -116,10 +94,14 @@ fn write_then_rename(
         held: None,
         written: 0,
     };
-    for record in records {
-        record.print(&mut out)?;
+    let mut count = 0u64;
+    for line in lines {
+        line.print(&mut out)?;
         out.end_line()?;
+        count += 1;
     }
+    write!(out, "{{\"end\":{count}}}")?;
+    out.end_line()?;
     let file = out
         .file
         .into_inner()
@@ -131,38 +113,6 @@ fn write_then_rename(
     fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
     Ok(out.written)
-}
-
-/// Writes `lines` as a snapshot at `path`, crash-only, as [`replace_with`]
-/// does, then a last line `{"end":N}` with the number of lines before it,
-/// by which [`read_snapshot`] tells a whole snapshot from one cut short.
-/// Returns the bytes written.
-pub fn write_snapshot<P: Printable>(
-    path: &Path,
-    lines: impl IntoIterator<Item = P>,
-) -> io::Result<u64> {
-    let count = std::cell::Cell::new(0u64);
-    let lines = lines
-        .into_iter()
-        .inspect(|_| count.set(count.get() + 1))
-        .map(Ended::Line)
-        .chain(std::iter::once_with(|| Ended::End(count.get())));
-    replace_with(path, lines)
-}
-
-/// A line of a snapshot, or its end line.
-enum Ended<P> {
-    Line(P),
-    End(u64),
-}
-
-impl<P: Printable> Printable for Ended<P> {
-    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
-        match self {
-            Ended::Line(line) => line.print(out),
-            Ended::End(n) => write!(out, "{{\"end\":{n}}}"),
-        }
-    }
 }
 
 /// Reads the snapshot [`write_snapshot`] wrote at `path`, a line at a
@@ -205,7 +155,7 @@ pub fn read_snapshot(
     Ok(true)
 }
 
-/// A record [`replace_with`] writes: one JSON object with at least one
+/// A line [`write_snapshot`] writes: one JSON object with at least one
 /// member, printed on one line.
 pub trait Printable {
     /// Prints the record into `out`.
@@ -283,53 +233,34 @@ fn is_record(record: &[u8]) -> bool {
         && !record.contains(&b'\n')
 }
 
-/// What one complete line holds.
-enum Line {
-    /// A record whose checksum matches.
-    Checked(Vec<u8>),
-    /// A line with no checksum member.
-    Unchecked,
-    /// A checksum member that does not match the record.
-    Mismatch,
-}
-
-fn read_line(line: &[u8]) -> Line {
-    let n = line.len();
-    if n <= CRC_SUFFIX_LEN
-        || &line[n - CRC_SUFFIX_LEN..n - 10] != CRC_MEMBER
-        || &line[n - 2..] != b"\"}"
-    {
-        return Line::Unchecked;
-    }
-    let hex = std::str::from_utf8(&line[n - 10..n - 2]).ok();
-    let Some(crc) = hex.and_then(|h| u32::from_str_radix(h, 16).ok()) else {
-        return Line::Mismatch;
-    };
-    let mut record = Vec::with_capacity(n - CRC_SUFFIX_LEN + 1);
-    record.extend_from_slice(&line[..n - CRC_SUFFIX_LEN]);
-    record.push(b'}');
-    match crate::crc32c::checksum(&record) == crc {
-        true => Line::Checked(record),
-        false => Line::Mismatch,
-    }
-}
-
 /// Checks one complete line: its record, or why it is damaged. `checked` tracks whether a
 /// checksummed line came yet.
 fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> {
-    match read_line(line) {
-        Line::Checked(record) => {
-            *checked = true;
-            Ok(record)
-        }
-        Line::Mismatch => Err("its checksum does not match"),
-        Line::Unchecked if *checked => Err("it has no checksum, unlike the lines before it"),
+    let n = line.len();
+    let has_crc = n > CRC_SUFFIX_LEN
+        && &line[n - CRC_SUFFIX_LEN..n - 10] == CRC_MEMBER
+        && &line[n - 2..] == b"\"}";
+    if !has_crc && *checked {
+        return Err("it has no checksum, unlike the lines before it");
+    }
+    if !has_crc {
         // A line from before checksums: taken if it is JSON, as it was then.
-        Line::Unchecked => match serde_json::from_slice::<serde_json::Value>(line) {
+        return match serde_json::from_slice::<serde_json::Value>(line) {
             Ok(_) => Ok(line.to_vec()),
             Err(_) => Err("it is not JSON"),
-        },
+        };
     }
+    let mismatch = "its checksum does not match";
+    let hex = std::str::from_utf8(&line[n - 10..n - 2]).map_err(|_| mismatch)?;
+    let crc = u32::from_str_radix(hex, 16).map_err(|_| mismatch)?;
+    let mut record = Vec::with_capacity(n - CRC_SUFFIX_LEN + 1);
+    record.extend_from_slice(&line[..n - CRC_SUFFIX_LEN]);
+    record.push(b'}');
+    if crate::crc32c::checksum(&record) != crc {
+        return Err(mismatch);
+    }
+    *checked = true;
+    Ok(record)
 }
 
 /// One complete line of a journal file, as [`scan`] found it.
@@ -345,7 +276,7 @@ pub(crate) struct Scanned<'a> {
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal file's bytes as [`Journal::open`] does, but goes
+/// Checks every complete line of a journal file's bytes as [`Journal::open_each`] does, but goes
 /// on past damage; also returns the length of the torn tail. A damaged line does not count
 /// as checksummed for the lines after it.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
@@ -364,12 +295,8 @@ pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     (lines, data.len() - keep)
 }
 
-/// The error for a damaged line; `repairable` says whether the repair command moves it aside.
-fn damaged(path: &Path, line: u64, offset: u64, why: String, repairable: bool) -> Error {
-    let remedy = match repairable {
-        true => Remedy::Repair,
-        false => Remedy::Newer,
-    };
+/// The error for a damaged line, with what its message suggests.
+fn damaged(path: &Path, line: u64, offset: u64, why: String, remedy: Remedy) -> Error {
     Error::new(
         path,
         Kind::Damaged { line, why, remedy },
@@ -380,114 +307,51 @@ fn damaged(path: &Path, line: u64, offset: u64, why: String, repairable: bool) -
 
 /// What an open does with a torn tail: bytes after the last whole line.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Tail {
+pub(crate) enum Tail {
     /// Cut it: a crash during an append leaves one in the newest file.
     Cut,
     /// Refuse the open: the file was complete, so it was cut or damaged.
     Refuse,
 }
 
-/// Group-commit bookkeeping. Every append call gets a sequence number; calls
-/// `done + 1 ..= enqueued` are either in `pending` or in the batch being flushed.
-#[derive(Default)]
-struct State {
-    pending: Vec<u8>,
-    pending_records: u64,
-    enqueued: u64,
-    done: u64,
-    flushing: bool,
-    durable_len: u64,
-    /// Failed batches whose callers have not all collected their error yet.
-    failures: Vec<Failure>,
-    /// Set when a failed batch could not be rolled back, so the file may end in garbage
-    /// from that batch's offset on; every later append gets this error instead of writing.
-    poisoned: Option<Error>,
-}
-
-struct Failure {
-    first: u64,
-    last: u64,
-    waiting: u64,
-    error: Error,
-}
-
 impl Journal {
-    /// Opens or creates the journal at `path` (creating parent dirs) and replays it.
-    ///
-    /// A torn tail (bytes after the last `'\n'`) is cut off by truncating the file and syncing,
-    /// so later appends start on a clean line. Every record is kept in memory; a store that
-    /// replays a long journal reads it with [`Journal::open_each`] instead.
+    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its
+    /// records.
+    #[cfg(test)]
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
-        Journal::open_replay(path, Tail::Cut)
-    }
-
-    /// Opens a journal that is complete, such as a segment that is not the
-    /// newest, like [`Journal::open`]; but a torn tail is not cut: no crash
-    /// leaves one there, so it is a file cut or damaged since, and the open
-    /// is refused naming the file and the offset, with nothing changed.
-    pub fn open_sealed(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
-        Journal::open_replay(path, Tail::Refuse)
-    }
-
-    fn open_replay(path: impl AsRef<Path>, tail: Tail) -> Result<(Journal, Replay), Error> {
-        let path = path.as_ref().to_path_buf();
-        let (mut records, mut offsets) = (Vec::new(), Vec::new());
-        let (journal, truncated_bytes) = Journal::read(&path, tail, |_, offset, record| {
+        let mut records = Vec::new();
+        let (journal, truncated_bytes) = Journal::read(path.as_ref(), Tail::Cut, |record| {
             records.push(record.to_vec());
-            offsets.push(offset);
             Ok(())
         })?;
         let replay = Replay {
             records,
             truncated_bytes,
-            offsets,
-            path,
         };
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` like [`Journal::open`], handing each record to
+    /// Opens or creates the journal at `path` (creating parent dirs), handing each record to
     /// `each` in file order as it is read, so that neither the file nor its records are held
-    /// in memory: a replay needs only the store's own state. An error from `each` (why the
+    /// in memory: a replay needs only the store's own state. A torn tail (bytes after the
+    /// last `'\n'`) is cut off by truncating the file and syncing, so later appends start on
+    /// a clean line. An error from `each` (why the
     /// store cannot read the record) refuses the open naming the file, the line and the byte
     /// offset, as damage does. Returns the journal and the bytes of torn tail cut off.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(Journal, u64), Error> {
-        Journal::open_each_with(path, Tail::Cut, each)
+        Journal::read(path.as_ref(), Tail::Cut, each)
     }
 
-    /// [`Journal::open_each`] for a journal that is complete, refusing a
-    /// torn tail as [`Journal::open_sealed`] does.
-    pub fn open_each_sealed(
-        path: impl AsRef<Path>,
-        each: impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<(Journal, u64), Error> {
-        Journal::open_each_with(path, Tail::Refuse, each)
-    }
-
-    fn open_each_with(
-        path: impl AsRef<Path>,
-        tail: Tail,
-        mut each: impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<(Journal, u64), Error> {
-        let path = path.as_ref().to_path_buf();
-        Journal::read(&path, tail, |line, offset, record| {
-            each(record).map_err(|why| {
-                let why = format!("it is not a record this version can read ({why})");
-                damaged(&path, line, offset, why, false)
-            })
-        })
-    }
-
-    /// Opens `path`, reads it a chunk at a time and hands each complete line's record to
-    /// `each` with its line number and offset, then cuts the torn tail, or
-    /// refuses it, as `tail` says.
-    fn read(
+    /// [`Journal::open_each`], with the torn tail cut or refused as `tail` says: no crash
+    /// leaves one in a file that is complete, such as a segment that is not the newest, so
+    /// there it is damage, and the open is refused naming the file and the offset.
+    pub(crate) fn read(
         path: &Path,
         tail: Tail,
-        mut each: impl FnMut(u64, u64, &[u8]) -> Result<(), Error>,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(Journal, u64), Error> {
         let fail = |kind, offset, e| Error::new(path, kind, offset, Some(e));
         let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -497,213 +361,117 @@ impl Journal {
         let mut options = OpenOptions::new();
         let opened = options.read(true).append(true).create(true).open(path);
         let mut file = opened.map_err(|e| fail(Kind::Open, None, e))?;
-        // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
-        let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
-        // How much of `buf[start..]` is known to hold no newline: a line longer than a chunk
-        // is searched once, not again from its start after every read.
-        let mut searched = 0usize;
-        let (mut line, mut offset, mut checked, mut total) = (0u64, 0u64, false, 0u64);
-        loop {
-            if start > 0 {
-                buf.drain(..start);
-                start = 0;
-            }
-            let have = buf.len();
-            buf.resize(have + READ_CHUNK, 0);
-            let n = loop {
-                match file.read(&mut buf[have..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other.map_err(|e| fail(Kind::Read, None, e))?,
-                }
-            };
-            buf.truncate(have + n);
-            total += n as u64;
-            while let Some(at) = buf[start + searched..].iter().position(|&b| b == b'\n') {
-                let end = searched + at;
-                searched = 0;
-                let bytes = &buf[start..start + end];
-                line += 1;
-                let record = check_line(bytes, &mut checked)
-                    .map_err(|why| damaged(path, line, offset, why.to_string(), true))?;
-                each(line, offset, &record)?;
-                offset += end as u64 + 1;
-                start += end + 1;
-            }
-            searched = buf.len() - start;
-            if n == 0 {
-                break;
-            }
-        }
+        let (mut line, mut checked) = (0u64, false);
+        let (total, offset) = each_line(&mut file, path, |offset, bytes| {
+            line += 1;
+            let record = check_line(bytes, &mut checked)
+                .map_err(|why| damaged(path, line, offset, why.to_string(), Remedy::Repair))?;
+            each(&record).map_err(|why| {
+                let why = format!("it is not a record this version can read ({why})");
+                damaged(path, line, offset, why, Remedy::Newer)
+            })
+        })?;
         if total == 0 {
             // The file may have just been created; its directory entry must be durable too.
             let dir = File::open(parent.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
             dir.map_err(|e| fail(Kind::Open, None, e))?;
         }
-        let truncated_bytes = total - offset;
-        if truncated_bytes > 0 && tail == Tail::Refuse {
+        let torn = total - offset;
+        if torn > 0 && tail == Tail::Refuse {
             let why = format!(
-                "{truncated_bytes} bytes after the last whole line, in a file no crash leaves \
+                "{torn} bytes after the last whole line, in a file no crash leaves \
                  torn: it was cut or damaged"
             );
-            return Err(Error::new(
-                path,
-                Kind::Damaged {
-                    line: line + 1,
-                    why,
-                    remedy: Remedy::Backup,
-                },
-                Some(offset),
-                None,
-            ));
+            return Err(damaged(path, line + 1, offset, why, Remedy::Backup));
         }
-        if truncated_bytes > 0 {
+        if torn > 0 {
             let cut = file.set_len(offset).and_then(|()| file.sync_data());
             cut.map_err(|e| fail(Kind::Truncate, Some(offset), e))?;
         }
-        Ok((
-            Journal::with_file(path.to_path_buf(), file, offset),
-            truncated_bytes,
-        ))
+        Ok((Journal::with_file(path.to_path_buf(), file, offset), torn))
     }
 
     fn with_file(path: PathBuf, file: File, len: u64) -> Journal {
-        let state = State {
-            durable_len: len,
-            ..State::default()
-        };
         Journal {
             path,
-            state: Mutex::new(state),
-            flushed: Condvar::new(),
-            file: Mutex::new(file),
-            syncs: AtomicU64::new(0),
-            appended: AtomicU64::new(0),
+            file,
+            len,
+            poisoned: None,
         }
     }
 
     /// Appends one record and returns once it is durable.
-    ///
-    /// A record that is not a one-line JSON object with at least one member is rejected with
-    /// an error for which [`Error::is_invalid_record`] holds, and nothing is written. The
-    /// object itself is not parsed: its writer built it.
     #[cfg(test)]
-    pub fn append(&self, record: &[u8]) -> Result<(), Error> {
+    pub fn append(&mut self, record: &[u8]) -> Result<(), Error> {
         self.append_all(&[record])
     }
 
     /// Appends several records in one write and one sync; they become durable together.
     ///
-    /// If any record is not one, none is written. An empty slice returns at once.
-    pub fn append_all(&self, records: &[&[u8]]) -> Result<(), Error> {
+    /// A record that is not a one-line JSON object with at least one member is rejected with
+    /// an error for which [`Error::is_invalid_record`] holds, and nothing is written: the
+    /// object itself is not parsed, as its writer built it. An empty slice returns at once.
+    pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), Error> {
         if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
         }
         if records.is_empty() {
             return Ok(());
         }
-        let mut s = self.lock_state();
+        if let Some(poisoned) = &self.poisoned {
+            return Err(poisoned.duplicate());
+        }
+        let mut batch = Vec::new();
         for record in records {
-            push_line(&mut s.pending, record);
+            push_line(&mut batch, record);
         }
-        s.pending_records += records.len() as u64;
-        s.enqueued += 1;
-        let seq = s.enqueued;
-        while s.done < seq {
-            // With no flush in flight our bytes are still pending, so somebody must lead.
-            s = match s.flushing {
-                true => self.flushed.wait(s).unwrap_or_else(|e| e.into_inner()),
-                false => self.lead(s),
-            };
-        }
-        let covers = |f: &Failure| (f.first..=f.last).contains(&seq);
-        let Some(i) = s.failures.iter().position(covers) else {
-            return Ok(());
-        };
-        let failure = &mut s.failures[i];
-        failure.waiting -= 1;
-        if failure.waiting > 0 {
-            return Err(failure.error.duplicate());
-        }
-        Err(s.failures.swap_remove(i).error)
-    }
-
-    /// Writes and syncs everything pending as one batch, with the state unlocked meanwhile.
-    fn lead<'a>(&'a self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        let (first, last, offset) = (s.done + 1, s.enqueued, s.durable_len);
-        let records = std::mem::take(&mut s.pending_records);
-        let batch = std::mem::take(&mut s.pending);
-        let poisoned = s.poisoned.as_ref().map(Error::duplicate);
-        s.flushing = true;
-        drop(s);
-        let outcome = match poisoned {
-            Some(e) => Err(e),
-            None => self.write_batch(&batch, offset),
-        };
-        let mut s = self.lock_state();
-        (s.flushing, s.done) = (false, last);
-        match outcome {
+        match self.write_batch(&batch) {
             Ok(()) => {
-                s.durable_len += batch.len() as u64;
-                self.appended.fetch_add(records, Ordering::Relaxed);
+                self.len += batch.len() as u64;
+                Ok(())
             }
             Err(error) => {
                 if matches!(error.kind, Kind::Rollback) {
                     let mut poisoned = error.duplicate();
                     poisoned.kind = Kind::Poisoned;
-                    s.poisoned = Some(poisoned);
+                    self.poisoned = Some(poisoned);
                 }
-                let waiting = last - first + 1;
-                s.failures.push(Failure {
-                    first,
-                    last,
-                    waiting,
-                    error,
-                });
+                Err(error)
             }
         }
-        self.flushed.notify_all();
-        s
     }
 
-    fn write_batch(&self, batch: &[u8], offset: u64) -> Result<(), Error> {
-        // Only the leader gets here, so this never blocks, and nothing panics while it is held.
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+    fn write_batch(&mut self, batch: &[u8]) -> Result<(), Error> {
+        let (path, offset) = (&self.path, self.len);
         #[cfg(test)]
-        if let Some(e) = faults::take(&self.path) {
-            return Err(Error::new(&self.path, Kind::Write, Some(offset), Some(e)));
+        if let Some(e) = faults::take(path) {
+            return Err(Error::new(path, Kind::Write, Some(offset), Some(e)));
         }
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        let e = match file.write_all(batch) {
-            Ok(()) => match file.sync_data() {
+        let e = match self.file.write_all(batch) {
+            Ok(()) => match self.file.sync_data() {
                 Ok(()) => return Ok(()),
                 // After a failed fdatasync Linux may drop the dirty pages and report
                 // success next time, so nothing on disk can be trusted: poison.
                 Err(e) => {
                     let e = io::Error::other(format!("fdatasync failed: {e}"));
-                    return Err(Error::new(
-                        &self.path,
-                        Kind::Rollback,
-                        Some(offset),
-                        Some(e),
-                    ));
+                    return Err(Error::new(path, Kind::Rollback, Some(offset), Some(e)));
                 }
             },
             Err(e) => e,
         };
         // Roll back so a half-written batch never becomes visible after its callers saw an error.
-        let (kind, e) = match file.set_len(offset).and_then(|()| file.sync_data()) {
+        let (kind, e) = match self
+            .file
+            .set_len(offset)
+            .and_then(|()| self.file.sync_data())
+        {
             Ok(()) => (Kind::Write, e),
             Err(r) => (
                 Kind::Rollback,
                 io::Error::other(format!("{e}; rollback: {r}")),
             ),
         };
-        Err(Error::new(&self.path, kind, Some(offset), Some(e)))
-    }
-
-    fn lock_state(&self) -> MutexGuard<'_, State> {
-        // State changes happen in short sections without I/O or panics, so it stays consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        Err(Error::new(path, kind, Some(offset), Some(e)))
     }
 
     /// The path of the file.
@@ -711,24 +479,50 @@ impl Journal {
         &self.path
     }
 
-    /// Number of `fdatasync` calls appends made so far; under concurrency it stays far below
-    /// [`Journal::appended`], which shows group commit working.
-    #[cfg(test)]
-    pub fn syncs(&self) -> u64 {
-        self.syncs.load(Ordering::Relaxed)
-    }
-
     /// The length of the file's durable part: what it held at open, after
     /// a torn tail was cut, and every append since that returned `Ok`. A
     /// reader of the file never sees a half-written record below it.
     pub fn durable_len(&self) -> u64 {
-        self.lock_state().durable_len
+        self.len
     }
+}
 
-    /// Number of records durably appended since open.
-    #[cfg(test)]
-    pub fn appended(&self) -> u64 {
-        self.appended.load(Ordering::Relaxed)
+/// Reads `file` a chunk at a time and hands each complete line (without its `'\n'`) to
+/// `each` with its byte offset. Returns the bytes read and the offset past the last line.
+fn each_line(
+    file: &mut File,
+    path: &Path,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), Error>,
+) -> Result<(u64, u64), Error> {
+    // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
+    let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
+    // How much of `buf[start..]` is known to hold no newline: a line longer than a chunk
+    // is searched once, not again from its start after every read.
+    let (mut searched, mut offset, mut total) = (0usize, 0u64, 0u64);
+    loop {
+        buf.drain(..start);
+        start = 0;
+        let have = buf.len();
+        buf.resize(have + READ_CHUNK, 0);
+        let n = loop {
+            match file.read(&mut buf[have..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(|e| Error::new(path, Kind::Read, None, Some(e)))?,
+            }
+        };
+        buf.truncate(have + n);
+        total += n as u64;
+        while let Some(at) = buf[start + searched..].iter().position(|&b| b == b'\n') {
+            let end = start + searched + at;
+            searched = 0;
+            each(offset, &buf[start..end])?;
+            offset += (end - start) as u64 + 1;
+            start = end + 1;
+        }
+        searched = buf.len() - start;
+        if n == 0 {
+            return Ok((total, offset));
+        }
     }
 }
 
@@ -784,7 +578,7 @@ impl Error {
 
     /// A copy for another caller of the same failed batch; `io::Error` is not `Clone`, so its
     /// kind and text stand in for it.
-    fn duplicate(&self) -> Error {
+    pub(crate) fn duplicate(&self) -> Error {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         Error::new(
             &self.path,
@@ -992,7 +786,7 @@ pub(crate) mod faults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A fresh path two levels below a unique temp dir, so `open` must create the parents.
     fn temp_path(name: &str) -> PathBuf {
@@ -1015,13 +809,14 @@ mod tests {
     #[test]
     fn appends_and_batches_replay_in_order() {
         let path = temp_path("order");
-        let (j, replay) = Journal::open(&path).unwrap();
+        let (mut j, replay) = Journal::open(&path).unwrap();
         assert_eq!((replay.records.len(), replay.truncated_bytes), (0, 0));
         j.append(br#"{"a":1}"#).unwrap();
         j.append_all(&[br#"{"b":""}"#, br#"{"c":2}"#, br#"{"d":[3]}"#])
             .unwrap();
         j.append_all(&[]).unwrap();
-        assert_eq!((j.appended(), j.syncs(), j.path()), (4, 2, path.as_path()));
+        assert_eq!(j.path(), path.as_path());
+        assert_eq!(j.durable_len(), fs::metadata(&path).unwrap().len());
         drop(j);
         let records = Journal::open(&path).unwrap().1.records;
         let want: [&[u8]; 4] = [
@@ -1045,7 +840,7 @@ mod tests {
     #[test]
     fn open_each_streams_lines_longer_than_a_chunk_and_names_what_it_refuses() {
         let path = temp_path("each");
-        let (j, _) = Journal::open(&path).unwrap();
+        let (mut j, _) = Journal::open(&path).unwrap();
         let long = format!(r#"{{"x":"{}"}}"#, "y".repeat(READ_CHUNK * 2 + 17));
         let records: Vec<Vec<u8>> = (0..5)
             .map(|i| match i {
@@ -1089,10 +884,11 @@ mod tests {
             serde_json::json!({"a": {"b": [1, {"c": "}"}]}, "d": "x".repeat(100_000)}),
             serde_json::json!({"e": "line\nbreak \"quoted\""}),
         ];
-        let written = replace_with(&path, records.clone()).unwrap();
+        let written = write_snapshot(&path, records.clone()).unwrap();
         assert_eq!(written, fs::metadata(&path).unwrap().len());
         let (_, replay) = Journal::open(&path).unwrap();
-        let want: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+        let mut want: Vec<Vec<u8>> = records.iter().map(|r| r.to_string().into_bytes()).collect();
+        want.push(b"{\"end\":2}".to_vec());
         assert_eq!(replay.records, want);
         let mut lines = Vec::new();
         for r in &want {
@@ -1103,8 +899,8 @@ mod tests {
             lines,
             "the bytes an append writes"
         );
-        assert!(replace_with(&path, [serde_json::json!({})]).is_err());
-        assert!(replace_with(&path, [serde_json::json!([1])]).is_err());
+        assert!(write_snapshot(&path, [serde_json::json!({})]).is_err());
+        assert!(write_snapshot(&path, [serde_json::json!([1])]).is_err());
         assert!(
             !path.with_extension("tmp").exists(),
             "a failed write leaves no .tmp behind"
@@ -1167,7 +963,7 @@ mod tests {
     #[test]
     fn record_with_newline_is_rejected_and_nothing_written() {
         let path = temp_path("newline");
-        let (j, _) = Journal::open(&path).unwrap();
+        let (mut j, _) = Journal::open(&path).unwrap();
         assert!(j.append(b"{\"a\":\n1}").unwrap_err().is_invalid_record());
         for not_an_object in [&b"{}"[..], b"", b"2", b"[1]", b"{\"a\":1"] {
             assert!(j.append(not_an_object).unwrap_err().is_invalid_record());
@@ -1176,41 +972,8 @@ mod tests {
             .append_all(&[b"{\"ok\":1}", b"{\"bad\":\n1}"])
             .unwrap_err();
         assert!(err.is_invalid_record() && err.to_string().contains("record 1"));
-        assert_eq!((j.appended(), j.syncs()), (0, 0));
+        assert_eq!(j.durable_len(), 0);
         assert_eq!(reopen(&path), (0, 0, 0));
-        cleanup(&path);
-    }
-
-    #[test]
-    fn concurrent_appends_land_once_in_per_thread_order() {
-        let path = temp_path("concurrent");
-        let j = Arc::new(Journal::open(&path).unwrap().0);
-        let appender = |t: usize| {
-            let j = Arc::clone(&j);
-            move || {
-                (0..500).for_each(|i| {
-                    j.append(format!("{{\"t\":{t},\"i\":{i}}}").as_bytes())
-                        .unwrap()
-                })
-            }
-        };
-        let threads: Vec<_> = (0..8).map(|t| std::thread::spawn(appender(t))).collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(j.appended(), 4000);
-        assert!(j.syncs() <= j.appended());
-        let mut next = [0; 8];
-        for record in Journal::open(&path).unwrap().1.records {
-            let text = String::from_utf8(record).unwrap();
-            let (t, i) = text[5..text.len() - 1].split_once(",\"i\":").unwrap();
-            let t: usize = t.parse().unwrap();
-            assert_eq!(
-                i.parse::<u32>().unwrap(),
-                next[t],
-                "thread {t} out of order"
-            );
-            next[t] += 1;
-        }
-        assert_eq!(next, [500; 8]);
         cleanup(&path);
     }
 
@@ -1239,13 +1002,13 @@ mod tests {
     fn failed_write_is_reported_and_failed_rollback_poisons() {
         // /dev/full fails every write with ENOSPC and cannot be truncated.
         let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
-        let j = Journal::with_file(PathBuf::from("/dev/full"), file, 7);
+        let mut j = Journal::with_file(PathBuf::from("/dev/full"), file, 7);
         let err = j.append(b"{\"x\":1}").unwrap_err();
         let shown = "journal /dev/full at byte 7: append failed and could not be rolled back";
         assert!(err.to_string().starts_with(shown), "{err}");
         assert!(!err.is_invalid_record() && err.offset() == Some(7));
         let err = j.append(b"{\"y\":1}").unwrap_err();
         assert!(err.to_string().contains("at byte 7: unusable"), "{err}");
-        assert_eq!((j.appended(), j.syncs()), (0, 1));
+        assert_eq!(j.durable_len(), 7);
     }
 }

@@ -2,7 +2,7 @@
 //! under a directory aside, so that a server refusing to start on them
 //! starts again.
 //!
-//! A damaged line is one [`Journal::open`](crate::journal::Journal::open)
+//! A damaged line is one [`Journal::open_each`](crate::journal::Journal::open_each)
 //! refuses: its checksum does not match, it has none after lines that had
 //! one, or (before checksums) it is not JSON. Each is appended, as it was,
 //! to `<file>.corrupt` beside its journal, and the journal is rewritten
@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::journal;
+use crate::segments::lines_aside;
 
 /// A line moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +98,7 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if looks_like {
         return Ok(());
     }
-    let inside = dir
-        .ancestors()
-        .skip(1)
-        .find(|d| d.join(crate::lock::LOCK_FILE).exists());
-    Err(match inside {
+    Err(match crate::lock::data_dir_of(dir) {
         Some(data) => format!(
             "{} is inside the data dir {}: run repair with --data-dir {}",
             dir.display(),
@@ -122,14 +119,9 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
 /// the files already repaired stay repaired.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
-    let mut files = Vec::new();
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
-        journals(&dir.canonicalize()?, &mut files)?;
-    }
     // In name order, so that a store's segments are repaired oldest first:
     // a damaged header is numbered from the segment before, once repaired.
-    files.sort();
-    files.dedup();
+    let files = journal_files(dirs)?;
     for file in &files {
         // io::Error does not name its file; the operator needs to know which.
         repair_file(file, &files, &mut report)
@@ -142,11 +134,6 @@ pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
 fn segment_number(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?.strip_suffix(".jsonl")?;
     (name.len() == 10).then(|| name.parse().ok())?
-}
-
-/// The lines of `path`'s `.suffix` file beside it; 0 when it has none.
-fn lines_aside(path: &Path, suffix: &str) -> u64 {
-    fs::read(aside(path, suffix)).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
 /// The records before segment `number` at `path`, whose header is
@@ -167,28 +154,35 @@ fn number_segment(
             .find(|f| f.parent() == path.parent() && segment_number(f) == Some(n))
     };
     if let Some(older) = number.checked_sub(1).and_then(sibling) {
-        let data = fs::read(older)?;
-        let (lines, _) = journal::scan(&data);
-        let first = lines.first().and_then(|l| l.record.as_deref().ok());
-        let header = first.and_then(crate::segments::read_header);
+        let (header, held) = read_segment(older)?;
         // Segment 0, a migrated journal, begins at record 0 without one.
-        let begins = header.or((number == 1).then_some(0));
-        if let Some(begins) = begins {
-            let held = lines.iter().filter(|l| l.record.is_ok()).count() as u64
-                - u64::from(header.is_some());
-            return Ok(Some(begins + held + lines_aside(older, "corrupt")));
+        if let Some(begins) = header.or((number == 1).then_some(0)) {
+            return Ok(Some(begins + held + lines_aside(older)));
         }
     }
     if let Some(newer) = sibling(number + 1) {
-        let data = fs::read(newer)?;
-        let (lines, _) = journal::scan(&data);
-        let first = lines.first().and_then(|l| l.record.as_deref().ok());
-        if let Some(next) = first.and_then(crate::segments::read_header) {
-            let held = records + damaged + lines_aside(path, "corrupt");
+        if let (Some(next), _) = read_segment(newer)? {
+            let held = records + damaged + lines_aside(path);
             return Ok(next.checked_sub(held));
         }
     }
     Ok(None)
+}
+
+/// The header's count of the segment at `path`, if its first line is one,
+/// and the readable records after it.
+fn read_segment(path: &Path) -> io::Result<(Option<u64>, u64)> {
+    let data = fs::read(path)?;
+    let (lines, _) = journal::scan(&data);
+    let header = first_header(&lines);
+    let readable = lines.iter().filter(|l| l.record.is_ok()).count() as u64;
+    Ok((header, readable - u64::from(header.is_some())))
+}
+
+/// The count a segment's first line names, if it is a readable header.
+fn first_header(lines: &[journal::Scanned<'_>]) -> Option<u64> {
+    let first = lines.first()?.record.as_deref().ok()?;
+    crate::segments::read_header(first)
 }
 
 /// A torn tail cut off a journal.
@@ -212,12 +206,7 @@ pub struct Cut {
 /// Fails on the first file or directory that cannot be read, cut or
 /// synced, naming it; the tails already cut stay cut.
 pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
-    let mut files = Vec::new();
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
-        journals(&dir.canonicalize()?, &mut files)?;
-    }
-    files.sort();
-    files.dedup();
+    let files = journal_files(dirs)?;
     // Of a store's segments only the newest can end torn: an older one was
     // complete when the next began, so a torn end there is damage, which
     // its open refuses, naming it. It is not cut here.
@@ -261,14 +250,9 @@ pub struct SetAside {
 ///
 /// Fails on the first directory that cannot be read, naming it.
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<SetAside>> {
-    let mut files = Vec::new();
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
-        journals(&dir.canonicalize()?, &mut files)?;
-    }
-    files.sort();
-    files.dedup();
+    let files = journal_files(dirs)?;
     let all = files.into_iter().map(|file| {
-        let lines = lines_aside(&file, "corrupt");
+        let lines = lines_aside(&file);
         SetAside { file, lines }
     });
     Ok(all.filter(|s| s.lines > 0).collect())
@@ -303,6 +287,18 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
+/// Every journal (`*.jsonl`) under each of `dirs` that exists, their
+/// subdirectories included, in name order and each once.
+fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        journals(&dir.canonicalize()?, &mut files)?;
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -322,8 +318,7 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     let data = fs::read(path)?;
     let (lines, torn) = journal::scan(&data);
     report.torn_bytes += torn as u64;
-    let damaged = lines.iter().filter(|l| l.record.is_err()).count();
-    if damaged == 0 && torn == 0 {
+    if torn == 0 && lines.iter().all(|l| l.record.is_ok()) {
         return Ok(());
     }
     // A segment but the first ever begins with its header, which numbers
@@ -331,62 +326,38 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
-    let mut rebuilt = None;
-    if let (Some(number), true) = (segment, header_damaged) {
-        let readable = body.iter().filter(|l| l.record.is_ok()).count() as u64;
-        let unreadable = body.len() as u64 - readable;
-        match number_segment(path, number, files, readable, unreadable)? {
-            Some(before) => rebuilt = Some(before),
-            None => {
+    let rebuilt = match (segment, header_damaged) {
+        (Some(number), true) => {
+            let readable = body.iter().filter(|l| l.record.is_ok()).count() as u64;
+            let unreadable = body.len() as u64 - readable;
+            let Some(before) = number_segment(path, number, files, readable, unreadable)? else {
                 report.unnumbered.push(Unnumbered {
                     file: path.to_path_buf(),
                     records: body.len() as u64,
                 });
                 return Ok(());
-            }
+            };
+            Some(before)
         }
-    }
-    let header = match rebuilt {
-        Some(before) => Some(before),
-        None => lines
-            .first()
-            .and_then(|l| l.record.as_deref().ok())
-            .and_then(crate::segments::read_header),
+        _ => None,
     };
+    let header = rebuilt.or_else(|| first_header(&lines));
     // Record numbers are known while no line was moved aside before.
-    let numbered = segment
-        .and(header)
-        .filter(|_| lines_aside(path, "corrupt") == 0);
-    let records = &body[usize::from(rebuilt.is_none() && header.is_some())..];
-    if body.iter().any(|l| l.record.is_err()) {
-        let mut corrupt = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(aside(path, "corrupt"))?;
-        for line in body.iter().filter(|l| l.record.is_err()) {
-            corrupt.write_all(line.bytes)?;
-            corrupt.write_all(b"\n")?;
-        }
-        corrupt.sync_all()?;
-    }
+    let numbered = segment.and(header).filter(|_| lines_aside(path) == 0);
+    let first_record = usize::from(rebuilt.is_none() && header.is_some());
+    let damaged = body.iter().filter(|l| l.record.is_err());
+    append_aside(path, "corrupt", damaged.map(|l| l.bytes))?;
     let mut kept = Vec::with_capacity(data.len());
     if let (Some(before), Some(first)) = (rebuilt, lines.first()) {
         // Kept for a person to look at, apart from the records moved aside,
         // which the segments' count includes.
-        let mut old = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(aside(path, "corrupt-header"))?;
-        old.write_all(first.bytes)?;
-        old.write_all(b"\n")?;
-        old.sync_all()?;
+        append_aside(path, "corrupt-header", [first.bytes])?;
         journal::push_line(&mut kept, &crate::segments::header(before));
         report.rebuilt.push(Rebuilt {
             file: path.to_path_buf(),
             appended_before: before,
         });
     }
-    let first_record = body.len() - records.len();
     for (i, line) in body.iter().enumerate() {
         match line.record {
             Ok(_) => {
@@ -408,6 +379,28 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     out.sync_all()?;
     fs::rename(&temp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no
+/// lines, creates nothing.
+fn append_aside<'a>(
+    path: &Path,
+    suffix: &str,
+    lines: impl IntoIterator<Item = &'a [u8]>,
+) -> io::Result<()> {
+    let mut lines = lines.into_iter().peekable();
+    if lines.peek().is_none() {
+        return Ok(());
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(aside(path, suffix))?;
+    for line in lines {
+        file.write_all(line)?;
+        file.write_all(b"\n")?;
+    }
+    file.sync_all()
 }
 
 /// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
@@ -448,7 +441,7 @@ mod tests {
         let runs = dir.join("runs.jsonl");
         let ledger = dir.join("budget").join("2026-12-03.jsonl");
         for path in [&runs, &ledger] {
-            let (j, _) = Journal::open(path).unwrap();
+            let (mut j, _) = Journal::open(path).unwrap();
             for i in 0..5 {
                 j.append(format!(r#"{{"op":"start","n":{i}}}"#).as_bytes())
                     .unwrap();
@@ -521,7 +514,7 @@ mod tests {
             .to_string()
             .contains("line 2 (byte 10) is damaged: it is not JSON"));
         fs::write(&path, "{\"seq\":1}\n{\"seq\":2}\n").unwrap();
-        let (j, replay) = Journal::open(&path).unwrap();
+        let (mut j, replay) = Journal::open(&path).unwrap();
         assert_eq!(replay.records.len(), 2);
         j.append(br#"{"seq":3}"#).unwrap();
         drop(j);
@@ -602,7 +595,7 @@ mod tests {
         let dir = temp_dir("unnumbered");
         let store = dir.join("messages");
         let path = store.join("0000000003.jsonl");
-        let (journal, _) = Journal::open(&path).unwrap();
+        let (mut journal, _) = Journal::open(&path).unwrap();
         journal
             .append_all(&[&crate::segments::header(40), br#"{"m":1}"#, br#"{"m":2}"#])
             .unwrap();
@@ -615,7 +608,7 @@ mod tests {
         assert_eq!(report.unnumbered[0].records, 2);
         assert_eq!(fs::read(&path).unwrap(), damaged, "left as it was");
         // With the segment before it, it is numbered from where that ends.
-        let (older, _) = Journal::open(store.join("0000000002.jsonl")).unwrap();
+        let (mut older, _) = Journal::open(store.join("0000000002.jsonl")).unwrap();
         older
             .append_all(&[&crate::segments::header(37), br#"{"m":0}"#])
             .unwrap();

@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Tail};
 
 /// The journal growth after which a snapshotting store (runs, declared
 /// metrics) writes a snapshot, by default: 16 MiB.
@@ -164,24 +164,19 @@ fn check_continuity(
 ) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
     let newer_path = dir.join(file_name(newer));
-    let Some(newer_first) = newer_first else {
-        return Err(format!(
+    let headerless = |path: &Path| {
+        format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
              restore it from a backup",
-            newer_path.display()
-        ));
+            path.display()
+        )
     };
+    let newer_first = newer_first.ok_or_else(|| headerless(&newer_path))?;
     let older_first = match (older_first, older.number) {
         (Some(first), _) => first,
         // A migrated journal, the first segment ever.
         (None, 0) => 0,
-        (None, _) => {
-            return Err(format!(
-                "segment {} has no header, so the records it holds cannot be numbered; \
-                 restore it from a backup",
-                older_path.display()
-            ))
-        }
+        (None, _) => return Err(headerless(&older_path)),
     };
     let expected = older_first + older.records + moved_aside(dir, older.number);
     if newer_first == expected {
@@ -207,11 +202,16 @@ fn check_continuity(
     ))
 }
 
-/// The records `repair` moved aside from segment `number` in `dir`: the
-/// lines of its `.corrupt` file. They were appended, so they count.
+/// The records `repair` moved aside from the journal at `path`: the lines
+/// of its `.corrupt` file. They were appended, so they count.
+pub(crate) fn lines_aside(path: &Path) -> u64 {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".corrupt");
+    fs::read(name).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
 fn moved_aside(dir: &Path, number: u64) -> u64 {
-    let path = dir.join(format!("{}.corrupt", file_name(number)));
-    fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+    lines_aside(&dir.join(file_name(number)))
 }
 
 /// Refuses a gap in the segment files' numbers, from the oldest kept to the
@@ -262,7 +262,8 @@ impl Segments {
     /// # Errors
     ///
     /// Fails if a kept segment cannot be read or is damaged (see
-    /// [`Journal::open`]), or the directory cannot be listed or written.
+    /// [`Journal::open_each`]), if records are missing between two kept segments,
+    /// or the directory cannot be listed or written.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -270,91 +271,50 @@ impl Segments {
     ) -> Result<(Segments, Opened), String> {
         let numbers = prepare(dir, legacy)?;
         // Newest first, until the retained amounts are covered.
-        let mut loaded: Vec<(Segment, Vec<Vec<u8>>, Option<u64>)> = Vec::new();
+        let (mut loaded, mut bodies, mut newest) = (Vec::new(), Vec::new(), None);
         let (mut records, mut bytes) = (0u64, 0u64);
-        let mut current = None;
-        let (mut headless, mut unheaded) = (false, false);
         for &number in numbers.iter().rev() {
-            if current.is_some() && retention.covered(records, bytes) {
+            if newest.is_some() && retention.covered(records, bytes) {
                 break;
             }
-            let path = dir.join(file_name(number));
-            // Only the newest segment can end in a torn line, which a crash
-            // during an append leaves; any other was complete when the next
-            // one began, so a torn end there is damage, refused.
-            let opened = match current {
-                None => Journal::open(&path),
-                Some(_) => Journal::open_sealed(&path),
-            };
-            let (journal, replay) = opened.map_err(|e| e.to_string())?;
-            let mut body = replay.records;
-            let before = body.first().and_then(|r| read_header(r));
-            if before.is_some() {
-                body.remove(0);
-            }
-            let seg = Segment {
-                number,
-                records: body.len() as u64,
-                bytes: body.iter().map(|r| r.len() as u64 + 1).sum(),
-            };
-            (records, bytes) = (records + seg.records, bytes + seg.bytes);
-            if current.is_none() {
-                // Segment 0 (a migrated journal) never has a header; any
-                // other gets one with its first records.
-                headless = number != 0 && before.is_none() && seg.records == 0;
-                // One with records but no header (which this code does not
-                // write) could not be told from a migrated one later: the
-                // next records begin a new segment after it.
-                unheaded = number != 0 && before.is_none() && seg.records > 0;
-                current = Some(journal);
-            }
-            loaded.push((seg, body, before));
+            let mut body = Vec::new();
+            let read = read_segment(dir, number, newest.is_none(), |record| {
+                body.push(record.to_vec());
+                Ok(())
+            })?;
+            (records, bytes) = (records + read.1.records, bytes + read.1.bytes);
+            loaded.push((read.1, read.2));
+            bodies.push(body);
+            newest = newest.or(Some(read));
         }
-        let oldest_kept = loaded.last().map_or(0, |(s, _, _)| s.number);
+        let oldest_kept = loaded.last().map_or(0, |(s, _)| s.number);
         for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
             // A file left behind is deleted again at the next rotation's
             // check or start; it is never read.
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         loaded.reverse();
-        let kept_numbers: Vec<u64> = loaded.iter().map(|(s, _, _)| s.number).collect();
+        let kept_numbers: Vec<u64> = loaded.iter().map(|(s, _)| s.number).collect();
         check_numbers(dir, &kept_numbers)?;
         // An empty segment without a header (a crash just after it was
         // created) holds nothing, so the count runs on past it.
-        let holding: Vec<(&Segment, Option<u64>)> = loaded
+        let holding: Vec<&(Segment, Option<u64>)> = loaded
             .iter()
-            .filter(|(s, _, first)| s.records > 0 || first.is_some())
-            .map(|(s, _, first)| (s, *first))
+            .filter(|(s, first)| s.records > 0 || first.is_some())
             .collect();
         for pair in holding.windows(2) {
             let ((older, older_first), (newer, newer_first)) = (pair[0], pair[1]);
-            check_continuity(dir, older, older_first, newer.number, newer_first)?;
+            check_continuity(dir, older, *older_first, newer.number, *newer_first)?;
         }
         // The count before the oldest segment kept: its header's, or 0 for
-        // the first segment ever (or a migrated journal).
-        let appended_before = loaded.first().and_then(|(_, _, b)| *b).unwrap_or(0);
-        let kept: VecDeque<Segment> = loaded.iter().map(|(s, _, _)| *s).collect();
-        let all: Vec<Vec<u8>> = loaded.into_iter().flat_map(|(_, r, _)| r).collect();
-        // Records `repair` moved aside were appended all the same: the
-        // count of appends never goes back.
-        let aside: u64 = kept.iter().map(|s| moved_aside(dir, s.number)).sum();
-        let appended = appended_before + all.len() as u64 + aside;
-        let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
-        let mut segments = Segments {
-            dir: dir.to_path_buf(),
-            retention,
-            kept,
-            current,
-            headless,
-            appended,
-            rotate: false,
-        };
-        segments.rotate = segments.full() || unheaded;
-        let opened = Opened {
-            records: all,
-            appended,
-        };
-        Ok((segments, opened))
+        // the first segment ever (or a migrated journal). Records `repair`
+        // moved aside were appended all the same: the count never goes back.
+        let before = loaded.first().and_then(|(_, b)| *b).unwrap_or(0);
+        let aside: u64 = loaded.iter().map(|(s, _)| moved_aside(dir, s.number)).sum();
+        let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
+        let appended = before + records.len() as u64 + aside;
+        let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
+        Ok((segments, Opened { records, appended }))
     }
 
     /// Opens the segments in `dir` (creating it) of a store whose state up
@@ -376,7 +336,7 @@ impl Segments {
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Segments, String> {
         let mut numbers = prepare(dir, legacy)?;
-        let firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
+        let mut firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
         // The newest segment that begins at or before `from` holds it; the
         // ones before it are covered.
         let start = (0..numbers.len())
@@ -387,8 +347,8 @@ impl Segments {
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         numbers.drain(..start);
-        let mut kept = VecDeque::new();
-        let mut appended = firsts[start].unwrap_or(0);
+        firsts.drain(..start);
+        let mut appended = firsts[0].unwrap_or(0);
         if appended > from {
             return Err(format!(
                 "segments {}: records {from} to {} are missing; a snapshot covers the records before {from}",
@@ -396,68 +356,36 @@ impl Segments {
                 appended - 1
             ));
         }
-        let mut current = None;
-        let (mut headless, mut unheaded) = (false, false);
         check_numbers(dir, &numbers)?;
+        let (mut loaded, mut newest) = (Vec::new(), None);
         let mut previous: Option<(Segment, Option<u64>)> = None;
         for (i, &number) in numbers.iter().enumerate() {
-            let path = dir.join(file_name(number));
-            let mut seg = Segment {
-                number,
-                records: 0,
-                bytes: 0,
-            };
-            let mut headed = false;
-            let mut first = None;
-            let newest = i + 1 == numbers.len();
-            let open = match newest {
-                true => Journal::open_each,
-                false => Journal::open_each_sealed,
-            };
-            let mut continuity = Ok(());
-            let (journal, _) = open(&path, &mut |record: &[u8]| {
-                if seg.records == 0 && !headed {
-                    if let Some(before) = read_header(record) {
-                        headed = true;
-                        first = Some(before);
-                        if let Some((older, older_first)) = &previous {
-                            continuity =
-                                check_continuity(dir, older, *older_first, number, Some(before));
-                            continuity.clone()?;
-                        }
-                        // The header numbers the records: a line `repair`
-                        // moved aside from an earlier segment leaves the
-                        // numbers of the later ones as they were written.
-                        appended = before;
-                        return Ok(());
-                    }
-                }
-                seg.records += 1;
-                seg.bytes += record.len() as u64 + 1;
+            if let (Some((older, older_first)), Some(first)) = (&previous, firsts[i]) {
+                // Before the segment is read, so a refused start cuts no torn tail.
+                check_continuity(dir, older, *older_first, number, Some(first))?;
+            }
+            // The header numbers the records: a line `repair` moved aside
+            // from an earlier segment leaves the numbers of the later ones
+            // as they were written.
+            appended = firsts[i].unwrap_or(appended);
+            let read = read_segment(dir, number, i + 1 == numbers.len(), |record| {
                 appended += 1;
                 if appended > from {
                     each(record)?;
                 }
                 Ok(())
-            })
-            .map_err(|e| continuity.clone().err().unwrap_or_else(|| e.to_string()))?;
+            })?;
+            let (seg, first) = (read.1, read.2);
             // An empty segment without a header holds nothing: the count
             // runs on past it.
-            let holds = headed || seg.records > 0;
-            if let Some((older, older_first)) = previous.as_ref().filter(|_| holds) {
-                if !headed {
+            if first.is_some() || seg.records > 0 {
+                if let (Some((older, older_first)), None) = (&previous, first) {
                     check_continuity(dir, older, *older_first, number, None)?;
                 }
-            }
-            if holds {
                 previous = Some((seg, first));
             }
-            if newest {
-                headless = number != 0 && !headed && seg.records == 0;
-                unheaded = number != 0 && !headed && seg.records > 0;
-                current = Some(journal);
-            }
-            kept.push_back(seg);
+            loaded.push((seg, first));
+            newest = Some(read);
         }
         // The snapshot is ahead of the segments only in a copy of the data
         // dir that took the snapshot after the segments: the records between
@@ -468,25 +396,43 @@ impl Segments {
             appended += moved_aside(dir, last.number);
         }
         let ahead = appended < from;
-        appended = appended.max(from);
-        let current = current.ok_or_else(|| format!("segments {}: none", dir.display()))?;
+        let retention = SegmentRetention {
+            records: 0,
+            bytes: 0,
+            ..retention
+        };
+        Segments::assemble(dir, retention, &loaded, newest, appended.max(from), ahead)
+    }
+
+    /// The segments read, `loaded` oldest first, open for appending to the
+    /// newest; `rotate` begins a new segment with the next record.
+    fn assemble(
+        dir: &Path,
+        retention: SegmentRetention,
+        loaded: &[(Segment, Option<u64>)],
+        newest: Option<ReadSegment>,
+        appended: u64,
+        rotate: bool,
+    ) -> Result<Segments, String> {
+        let none = || format!("segments {}: none", dir.display());
+        let (current, seg, first) = newest.ok_or_else(none)?;
+        // Segment 0 (a migrated journal) never has a header; any other gets
+        // one with its first records. One with records but no header (which
+        // this code does not write) could not be told from a migrated one
+        // later: the next records begin a new segment after it.
+        let headerless = seg.number != 0 && first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
-            retention: SegmentRetention {
-                records: 0,
-                bytes: 0,
-                ..retention
-            },
-            kept,
+            retention,
+            kept: loaded.iter().map(|(s, _)| *s).collect(),
             current,
-            headless,
+            headless: headerless && seg.records == 0,
             appended,
             rotate: false,
         };
-        segments.rotate = segments.full() || unheaded || ahead;
+        segments.rotate = segments.full() || (headerless && seg.records > 0) || rotate;
         Ok(segments)
     }
-
     /// Appends `records` durably, together, beginning a new segment first if
     /// the current one is full; then deletes segments past retention.
     ///
@@ -501,7 +447,7 @@ impl Segments {
         if self.rotate {
             self.begin_segment(records)?;
         } else if self.headless {
-            with_header(&self.current, self.appended, records)?;
+            with_header(&mut self.current, self.appended, records)?;
             self.headless = false;
         } else {
             self.current.append_all(records)?;
@@ -524,8 +470,9 @@ impl Segments {
     /// tries a new segment again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
-        let (journal, _) = Journal::open(self.dir.join(file_name(number)))?;
-        with_header(&journal, self.appended, records)?;
+        let path = self.dir.join(file_name(number));
+        let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
+        with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
         self.kept.push_back(Segment {
@@ -580,6 +527,44 @@ impl Segments {
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()
     }
+}
+
+/// A segment read: its journal, what it holds, and its header's count.
+type ReadSegment = (Journal, Segment, Option<u64>);
+
+/// Reads segment `number` in `dir`, handing each record after its header to
+/// `each`. Only the newest segment can end in a torn line, which a crash
+/// during an append leaves; any other was complete when the next one began,
+/// so a torn end there is damage, refused.
+fn read_segment(
+    dir: &Path,
+    number: u64,
+    newest: bool,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<ReadSegment, String> {
+    let (mut seg, mut first) = (
+        Segment {
+            number,
+            records: 0,
+            bytes: 0,
+        },
+        None,
+    );
+    let tail = if newest { Tail::Cut } else { Tail::Refuse };
+    let path = dir.join(file_name(number));
+    let (journal, _) = Journal::read(&path, tail, |record| {
+        if seg.records == 0 && first.is_none() {
+            first = read_header(record);
+            if first.is_some() {
+                return Ok(());
+            }
+        }
+        seg.records += 1;
+        seg.bytes += record.len() as u64 + 1;
+        each(record)
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((journal, seg, first))
 }
 
 /// Creates `dir`, moves a `legacy` journal into it (see [`Segments::open`]),
@@ -643,7 +628,7 @@ pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
 /// Appends `records` to `journal` after the header naming `appended_before`,
 /// in one write and sync.
 fn with_header(
-    journal: &Journal,
+    journal: &mut Journal,
     appended_before: u64,
     records: &[&[u8]],
 ) -> Result<(), journal::Error> {

@@ -2,21 +2,24 @@
 //! `YYYY-MM-DD.jsonl`, holding that day's spend events and alert markers,
 //! and the [`Tally`] a day's lines add up to.
 //!
-//! Files are only ever appended to through a [`Journal`], which syncs
-//! before it acknowledges and cuts a torn last line when it opens, so a
-//! day's sum is always the sum of its complete lines.
+//! Files are only ever appended to through a [`Journal`] and its
+//! committer ([`CommitQueue`], with the other stores' group commit), which
+//! syncs before it acknowledges; a torn last line is cut when the file
+//! opens, so a day's sum is always the sum of its complete lines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::commit_queue::{CommitQueue, Sink};
 use crate::error::Error;
-use crate::journal::Journal;
+use crate::journal::{self, Journal};
 use crate::time;
 
 use super::forecast::Recent;
@@ -104,11 +107,10 @@ impl Summed {
     /// dollars for a hand-written line), with its operation when it has
     /// one, or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
-        if record.iter().all(u8::is_ascii_whitespace) {
+        let Some((value, micros)) = read_line(record)? else {
             return Ok(());
-        }
-        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(micros) = spend_micros(&value)? else {
+        };
+        let Some(micros) = micros else {
             let alert = &value["alert"];
             let at = ALERT_THRESHOLDS
                 .iter()
@@ -168,11 +170,10 @@ impl Totals {
 
     /// [`Totals::add`] through a JSON tree, for any line.
     fn add_parsed(&mut self, record: &[u8]) -> Result<(), String> {
-        if record.iter().all(u8::is_ascii_whitespace) {
+        let Some((value, micros)) = read_line(record)? else {
             return Ok(());
-        }
-        let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
-        let Some(micros) = spend_micros(&value)? else {
+        };
+        let Some(micros) = micros else {
             self.alerts += 1;
             return Ok(());
         };
@@ -300,6 +301,17 @@ pub(crate) fn split_phases(
     }
 }
 
+/// A ledger line and its spend's micro-dollars (`None` for an alert
+/// marker), or `None` for a blank line.
+fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
+    if record.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(record).map_err(|e| format!("not JSON: {e}"))?;
+    let micros = spend_micros(&value)?;
+    Ok(Some((value, micros)))
+}
+
 /// The micro-dollars of a ledger line: `Some` for a spend
 /// (`amount_micros`, or `amount` in dollars for a hand-written line),
 /// `None` for an alert marker, an error for anything else.
@@ -330,13 +342,49 @@ pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
     dir.join(format!("{}.jsonl", time::date_string(day)))
 }
 
+/// A day's ledger file, open for appending through its committer.
+pub(crate) struct Writer {
+    queue: CommitQueue,
+    /// The length of the file's durable part (see [`Journal::durable_len`]).
+    durable: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Appends `records` durably and together, or none of them, and returns
+    /// once they are (see [`CommitQueue::append_all`]).
+    pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        self.queue.append_all(records)
+    }
+
+    /// The length of the file's durable part: a reader never sees a
+    /// half-written line below it.
+    pub fn durable_len(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+}
+
+/// A ledger's journal, telling its [`Writer`] how much of it is durable.
+struct Tracked(Journal, Arc<AtomicU64>);
+
+impl Sink for Tracked {
+    fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
+        self.0.append_all(records)?;
+        self.1.store(self.0.durable_len(), Ordering::Release);
+        Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.path().to_path_buf()
+    }
+}
+
 /// Opens `day`'s file through a journal (cutting a torn tail) and sums it.
 /// With `create` false, a missing file gives `None` and is not created.
 pub(crate) fn open(
     dir: &Path,
     day: i64,
     create: bool,
-) -> Result<Option<(Arc<Journal>, Summed)>, Error> {
+) -> Result<Option<(Arc<Writer>, Summed)>, Error> {
     let path = path(dir, day);
     match fs::metadata(&path) {
         Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
@@ -346,14 +394,14 @@ pub(crate) fn open(
         }
         _ => {}
     }
-    let (journal, replay) = Journal::open(&path).map_err(|e| Error::Storage(e.to_string()))?;
+    let storage = |e: String| Error::Storage(e);
     let mut summed = Summed::default();
-    for (i, record) in replay.records.iter().enumerate() {
-        summed
-            .apply(record)
-            .map_err(|why| Error::Storage(replay.unreadable(i, &why).to_string()))?;
-    }
-    Ok(Some((Arc::new(journal), summed)))
+    let (journal, _) = Journal::open_each(&path, |record| summed.apply(record))
+        .map_err(|e| storage(e.to_string()))?;
+    let durable = Arc::new(AtomicU64::new(journal.durable_len()));
+    let queue = CommitQueue::start(Tracked(journal, durable.clone()), "ledger")
+        .map_err(|e| storage(e.to_string()))?;
+    Ok(Some((Arc::new(Writer { queue, durable }), summed)))
 }
 
 /// The newest day with a ledger file in `dir`; other names are ignored.

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::journal::Journal;
 use crate::time;
 
 use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
@@ -40,7 +39,7 @@ pub(crate) struct DayBook {
     unsettled: i64,
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<ledger::Writer>>,
     operations: HashMap<OpKey, i64>,
     pending: HashSet<OpKey>,
 }
@@ -76,7 +75,7 @@ pub(crate) struct Spend<'a> {
     pub key: Option<OpKey>,
 }
 
-pub(crate) fn append(journal: &Journal, lines: &[Vec<u8>]) -> Result<(), Error> {
+pub(crate) fn append(journal: &ledger::Writer, lines: &[Vec<u8>]) -> Result<(), Error> {
     let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     journal
         .append_all(&records)
@@ -131,7 +130,7 @@ impl State {
     }
 
     /// The journal of `day`'s ledger, created on first use.
-    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<Journal>, Error> {
+    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
         let book = self.book(day);
         if let Some(journal) = &book.journal {
             return Ok(journal.clone());

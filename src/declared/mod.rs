@@ -28,7 +28,6 @@ pub mod snapshot;
 pub mod spec;
 pub mod update;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -37,7 +36,7 @@ use serde_json::Value;
 pub use spec::{Declaration, Type};
 pub use update::{Op, Update, MAX_BATCH};
 
-use crate::commit_queue::{Acks, CommitQueue};
+use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
@@ -87,21 +86,10 @@ impl Default for Ceiling {
     }
 }
 
-type Done = Box<dyn FnOnce(Result<usize, Error>) + Send>;
-
-/// A batch waiting its turn: its updates (or why it failed), who to tell,
-/// and its record's bytes.
-type Waiting = (Result<Vec<Update>, Error>, Done, u64);
-
-/// Batches that are durable (or failed) but wait for an earlier one: the
-/// commit queue may run callbacks out of order, and gauges need the order.
-/// Also when the next snapshot is due: it is taken here, between two
-/// batches, as they are applied.
+/// How far the journal is applied, and when the next snapshot is due: it
+/// is taken between two batches, as they are applied.
 #[derive(Default)]
 struct Order {
-    submitted: u64,
-    applied: u64,
-    waiting: BTreeMap<u64, Waiting>,
     /// Journal records applied, ever: the number of the next one.
     durable: u64,
     due: segments::SnapshotDue,
@@ -169,7 +157,7 @@ impl Declared {
             if by_position {
                 snapshots.rewrite_with_names(order.durable, &families)?;
             }
-            let queue = CommitQueue::start(journal, "metrics", Acks::Spread(1))
+            let queue = CommitQueue::start(journal, "metrics")
                 .map_err(|e| Error::Storage(e.to_string()))?;
             Some(queue)
         };
@@ -202,10 +190,9 @@ impl Declared {
         Ok(updates)
     }
 
-    /// Journals `updates` as one record and, once it is durable and every
-    /// batch before it has been applied, applies them and calls `done` with
-    /// their count. A failed write applies nothing and gets
-    /// [`Error::Storage`].
+    /// Journals `updates` as one record and, once it is durable, applies
+    /// them in journal order and calls `done` with their count. A failed
+    /// write applies nothing and gets [`Error::Storage`].
     pub fn update(
         &self,
         updates: Vec<Update>,
@@ -221,41 +208,17 @@ impl Declared {
         let bytes = record.len() as u64 + 1;
         let (families, order) = (self.families.clone(), self.order.clone());
         let snapshots = self.snapshots.clone();
-        // Submitted under the lock, so that sequence order is journal order.
-        let mut o = lock(&self.order);
-        let seq = o.submitted;
-        o.submitted += 1;
-        queue.submit(record, move |outcome| {
-            let result = outcome
-                .map(|()| updates)
-                .map_err(|e| Error::Storage(e.to_string()));
-            let mut ready = Vec::new();
-            {
+        queue.submit_in_order(record, move |outcome| -> AfterApply {
+            let Err(e) = outcome else {
                 let mut o = lock(&order);
-                o.waiting.insert(seq, (result, Box::new(done), bytes));
-                let mut grown = 0;
-                loop {
-                    let next = o.applied;
-                    let Some((result, done, bytes)) = o.waiting.remove(&next) else {
-                        break;
-                    };
-                    o.applied += 1;
-                    let result = result.map(|updates| {
-                        families.apply(&updates);
-                        updates.len()
-                    });
-                    if result.is_ok() {
-                        o.durable += 1;
-                        grown += bytes;
-                    }
-                    ready.push((result, done));
-                }
-                snapshots.take_if_due(&mut o, grown, &families, &order);
-            }
-            // Answered outside the lock: an answer may write to a socket.
-            for (result, done) in ready {
-                done(result);
-            }
+                families.apply(&updates);
+                o.durable += 1;
+                snapshots.take_if_due(&mut o, bytes, &families, &order);
+                let n = updates.len();
+                // Answered after the lock: an answer may write to a socket.
+                return Box::new(move || done(Ok(n)));
+            };
+            Box::new(move || done(Err(Error::Storage(e.to_string()))))
         });
     }
 }

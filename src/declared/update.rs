@@ -38,6 +38,18 @@ impl Op {
         }
     }
 
+    /// The operation `key` of `value` on a family of type `kind`, if the
+    /// type has it.
+    fn of(kind: Type, key: &str, value: f64) -> Option<Op> {
+        Some(match (kind, key) {
+            (Type::Counter, "inc") => Op::Inc(value),
+            (Type::Counter | Type::Gauge, "add") => Op::Add(value),
+            (Type::Gauge, "set") => Op::Set(value),
+            (Type::Histogram, "observe") => Op::Observe(value),
+            _ => return None,
+        })
+    }
+
     fn value(self) -> f64 {
         match self {
             Op::Inc(v) | Op::Add(v) | Op::Set(v) | Op::Observe(v) => v,
@@ -113,25 +125,20 @@ fn parse_one(
         Some(v) if v.is_finite() => v,
         _ => return fail(key, "must be a finite number"),
     };
-    let op = match (d.kind, key) {
-        (Type::Counter, "inc" | "add") if value < 0.0 => {
-            return fail(key, "must not be negative: a counter only goes up")
-        }
-        (Type::Counter, "inc") => Op::Inc(value),
-        (Type::Counter | Type::Gauge, "add") => Op::Add(value),
-        (Type::Gauge, "set") => Op::Set(value),
-        (Type::Histogram, "observe") => Op::Observe(value),
-        (kind, _) => {
-            let allowed = match kind {
-                Type::Counter => "inc or add",
-                Type::Gauge => "set or add",
-                Type::Histogram => "observe",
-            };
-            return Err((
-                key.into(),
-                format!("is not an operation on a {}; use {allowed}", kind.as_str()),
-            ));
-        }
+    if d.kind == Type::Counter && matches!(key, "inc" | "add") && value < 0.0 {
+        return fail(key, "must not be negative: a counter only goes up");
+    }
+    let Some(op) = Op::of(d.kind, key, value) else {
+        let allowed = match d.kind {
+            Type::Counter => "inc or add",
+            Type::Gauge => "set or add",
+            Type::Histogram => "observe",
+        };
+        let why = format!(
+            "is not an operation on a {}; use {allowed}",
+            d.kind.as_str()
+        );
+        return Err((key.into(), why));
     };
     Ok(Update { family, labels, op })
 }
@@ -261,14 +268,7 @@ pub fn from_record(
         let parsed = (|| {
             let family = *index.get(item[0].as_str()?)?;
             let labels = label_values(&item[1], &declared[family], positional)?;
-            let value = item[3].as_f64()?;
-            let op = match (declared[family].kind, item[2].as_str()?) {
-                (Type::Counter, "inc") => Op::Inc(value),
-                (Type::Counter | Type::Gauge, "add") => Op::Add(value),
-                (Type::Gauge, "set") => Op::Set(value),
-                (Type::Histogram, "observe") => Op::Observe(value),
-                _ => return None,
-            };
+            let op = Op::of(declared[family].kind, item[2].as_str()?, item[3].as_f64()?)?;
             Some(Update { family, labels, op })
         })();
         match parsed {

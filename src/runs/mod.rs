@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, LedgerLines, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::{Acks, AfterApply, CommitQueue, Written};
+use crate::commit_queue::{AfterApply, CommitQueue, Written};
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -682,7 +682,7 @@ impl Runs {
             applied: journal.appended(),
             ..SnapshotProgress::default()
         };
-        let queue = CommitQueue::start(journal, "runs", Acks::InOrder).map_err(storage)?;
+        let queue = CommitQueue::start(journal, "runs").map_err(storage)?;
         let snapshots = Snapshots {
             dir: store,
             every: snapshot_bytes,
