@@ -313,7 +313,13 @@ fn research_agent_file(day: i64) -> String {
 }
 
 /// The server's log lines with `msg`.
+/// The log lines with message `msg` among those the server wrote before it listened. Its
+/// stderr is read on a thread of its own, which may lag behind the listening line on stdout,
+/// so this waits for the log's own listening line first.
 fn logged(server: &ServerProc, msg: &str) -> Vec<serde_json::Value> {
+    server.wait_for_stderr(Duration::from_secs(30), |l| {
+        l.contains(r#""msg":"listening""#)
+    });
     let lines = server.stderr_json().into_iter();
     lines.filter(|l| l["msg"] == msg).collect()
 }
