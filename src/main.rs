@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use conductor_metrics::app::{App, VERSION};
 use conductor_metrics::budget::Pricing;
 use conductor_metrics::cli;
@@ -74,7 +76,7 @@ fn serve(c: Config) -> ExitCode {
     sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
     std::panic::set_hook(Box::new(move |info| {
-        log.error("panic", &[("error", serde_json::json!(info.to_string()))]);
+        log.error("panic", &[("error", json!(info.to_string()))]);
     }));
     match start(c, log) {
         Ok((server, app, _locks)) => {
@@ -83,7 +85,7 @@ fn serve(c: Config) -> ExitCode {
                 Err(e) => {
                     log.warn(
                         "cannot wait for SIGTERM or SIGINT; they stop the server at once",
-                        &[("error", serde_json::json!(e.to_string()))],
+                        &[("error", json!(e.to_string()))],
                     );
                     server.join();
                 }
@@ -92,7 +94,7 @@ fn serve(c: Config) -> ExitCode {
         }
         Err(e) => {
             eprintln!("conductor-metrics: {}", e.message);
-            log.error("cannot start", &[("error", serde_json::json!(e.message))]);
+            log.error("cannot start", &[("error", json!(e.message))]);
             ExitCode::from(e.code)
         }
     }
@@ -107,8 +109,8 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
     log.info(
         "stopping",
         &[
-            ("signal", serde_json::json!(signal)),
-            ("grace_seconds", serde_json::json!(grace.as_secs_f64())),
+            ("signal", json!(signal)),
+            ("grace_seconds", json!(grace.as_secs_f64())),
         ],
     );
     let drained = server.stop(grace);
@@ -117,11 +119,11 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
         .as_ref()
         .is_none_or(|t| t.flush(grace.saturating_sub(started.elapsed())));
     let fields = [
-        ("connections_cut", serde_json::json!(!drained)),
-        ("traces_flushed", serde_json::json!(flushed)),
+        ("connections_cut", json!(!drained)),
+        ("traces_flushed", json!(flushed)),
         (
             "duration_ms",
-            serde_json::json!(started.elapsed().as_secs_f64() * 1000.0),
+            json!(started.elapsed().as_secs_f64() * 1000.0),
         ),
     ];
     // One message whatever happened, so a search for it finds every stop;
@@ -142,7 +144,7 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
         Err(e) => {
             log.warn(
                 "cannot raise the descriptor limit",
-                &[("error", serde_json::json!(e.to_string()))],
+                &[("error", json!(e.to_string()))],
             );
             None
         }
@@ -186,15 +188,15 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
     if c.open_to_the_network(server.addr()) {
         log.warn(
             "listening beyond this host without an API key: anyone who can reach the port can write; set --api-key-file or CONDUCTOR_API_KEY",
-            &[("addr", serde_json::json!(server.addr().to_string()))],
+            &[("addr", json!(server.addr().to_string()))],
         );
     }
     log.info(
         "listening",
         &[
-            ("addr", serde_json::json!(server.addr().to_string())),
-            ("data_dir", serde_json::json!(data_dir)),
-            ("nofile", serde_json::json!(nofile)),
+            ("addr", json!(server.addr().to_string())),
+            ("data_dir", json!(data_dir)),
+            ("nofile", json!(nofile)),
         ],
     );
     Ok((server, app, locks))
