@@ -65,10 +65,7 @@ pub fn finish(o: &FinishOptions) -> i32 {
     let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
     match client::request("POST", &o.url, &path, Some(&Value::Object(body))) {
         Ok(a) if a.status == 200 => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&a.json).unwrap_or_default()
-            );
+            print_json(&a.json);
             0
         }
         Ok(a) => refused(&o.action, &a),
@@ -79,11 +76,15 @@ pub fn finish(o: &FinishOptions) -> i32 {
     }
 }
 
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
 /// The budget table, as the research agent's `budget` command prints it:
 /// a title, then one `Label: value` row each, values aligned; then, from
 /// a server that forecasts, the estimate a start reserves, the last
 /// hour's spend rate and the forecast in words.
-pub fn format_budget(b: &Value) -> String {
+fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
     let mut rows = vec![
         ("Date", b["date"].as_str().unwrap_or("?").to_string()),
@@ -130,10 +131,7 @@ pub fn trigger(url: &str) -> i32 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
         Ok(a) if a.status == 200 => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&a.json).unwrap_or_default()
-            );
+            print_json(&a.json);
             0
         }
         Ok(a) if a.status == 429 => {
@@ -141,7 +139,7 @@ pub fn trigger(url: &str) -> i32 {
             if let Some(o) = out.as_object_mut() {
                 o.remove("error");
             }
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            print_json(&out);
             3
         }
         Ok(a) => refused("trigger", &a),
@@ -153,7 +151,7 @@ pub fn trigger(url: &str) -> i32 {
 }
 
 /// The readable status text.
-pub fn format_status(s: &Value) -> String {
+fn format_status(s: &Value) -> String {
     let mut out = format!(
         "conductor-metrics {}\nuptime        {:.0}s\nactive runs   {}\ncompleted     {}\nfailed        {}\ncancelled     {}\nbus appends   {}\n",
         s["version"].as_str().unwrap_or("?"),

@@ -46,27 +46,16 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Why the server did not start: bad input (exit 2) or the environment
-/// (exit 1), said once as a plain line on stderr and once as a log line.
-struct StartError {
-    code: u8,
-    message: String,
+/// Why the server did not start, with its exit code: bad input (2) or the
+/// environment (1). Said once as a plain line on stderr and once logged.
+struct StartError(u8, String);
+
+fn input(message: impl Into<String>) -> StartError {
+    StartError(2, message.into())
 }
 
-impl StartError {
-    fn input(message: impl Into<String>) -> StartError {
-        StartError {
-            code: 2,
-            message: message.into(),
-        }
-    }
-
-    fn environment(message: impl Into<String>) -> StartError {
-        StartError {
-            code: 1,
-            message: message.into(),
-        }
-    }
+fn environment(message: impl Into<String>) -> StartError {
+    StartError(1, message.into())
 }
 
 fn serve(c: Config) -> ExitCode {
@@ -92,10 +81,10 @@ fn serve(c: Config) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("conductor-metrics: {}", e.message);
-            log.error("cannot start", &[("error", json!(e.message))]);
-            ExitCode::from(e.code)
+        Err(StartError(code, message)) => {
+            eprintln!("conductor-metrics: {message}");
+            log.error("cannot start", &[("error", json!(message))]);
+            ExitCode::from(code)
         }
     }
 }
@@ -153,13 +142,13 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
         c.budget.pricing = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|text| Pricing::from_json(&text).map_err(|e| e.to_string()))
-            .map_err(|e| StartError::input(format!("--pricing {}: {e}", path.display())))?;
+            .map_err(|e| input(format!("--pricing {}: {e}", path.display())))?;
     }
     if let Some(path) = &c.metrics_file {
         c.declared = std::fs::read_to_string(path)
             .map_err(|e| e.to_string())
             .and_then(|text| conductor_metrics::declared::spec::parse(&text))
-            .map_err(|e| StartError::input(format!("--metrics-file {}: {e}", path.display())))?;
+            .map_err(|e| input(format!("--metrics-file {}: {e}", path.display())))?;
     }
     c.data_dir = data_dir(&c.data_dir)?;
     let locks = lock_dirs(&c.data_dir, &c.budget.dir)?;
@@ -167,8 +156,8 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
     let app = App::open(c, log).map_err(|e| match e {
         // Its field names the input at fault: the metrics file, or the
         // research agent's budget file.
-        e @ Error::Invalid { .. } => StartError::input(e.to_string()),
-        e => StartError::environment(format!("cannot open the data dir {data_dir}: {e}")),
+        e @ Error::Invalid { .. } => input(e.to_string()),
+        e => environment(format!("cannot open the data dir {data_dir}: {e}")),
     })?;
     let c = &app.config;
     let listener = TcpListener::bind(&c.addr).map_err(|e| {
@@ -180,10 +169,10 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
             }
             _ => e.to_string(),
         };
-        StartError::environment(format!("cannot listen on {}: {why}", c.addr))
+        environment(format!("cannot listen on {}: {why}", c.addr))
     })?;
     let server = Server::start(app.clone(), listener, c.limits.clone())
-        .map_err(|e| StartError::environment(format!("cannot serve: {e}")))?;
+        .map_err(|e| environment(format!("cannot serve: {e}")))?;
     println!("conductor-metrics listening on http://{}", server.addr());
     if c.open_to_the_network(server.addr()) {
         log.warn(
@@ -205,12 +194,12 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
 /// Locks the data dir, and the budget dir when it lies outside it, before
 /// anything in them is read: two servers on one dir would both write it.
 fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<DirLock>, StartError> {
-    let held = |e: LockError| StartError::environment(e.to_string());
+    let held = |e: LockError| environment(e.to_string());
     let mut locks = vec![lock::lock(data_dir).map_err(held)?];
     let budget_dir = std::fs::create_dir_all(budget_dir)
         .and_then(|()| budget_dir.canonicalize())
         .map_err(|e| {
-            StartError::environment(format!(
+            environment(format!(
                 "cannot create the budget dir {}: {e}",
                 budget_dir.display()
             ))
@@ -226,15 +215,13 @@ fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<DirLock>, StartEr
 /// start log should say which one it is.
 fn data_dir(dir: &Path) -> Result<PathBuf, StartError> {
     if dir.exists() && !dir.is_dir() {
-        return Err(StartError::input(format!(
+        return Err(input(format!(
             "the data dir {} is a file, not a directory (choose another with --data-dir)",
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        StartError::environment(format!("cannot create the data dir {}: {e}", dir.display()))
-    })?;
-    dir.canonicalize().map_err(|e| {
-        StartError::environment(format!("cannot open the data dir {}: {e}", dir.display()))
-    })
+    std::fs::create_dir_all(dir)
+        .map_err(|e| environment(format!("cannot create the data dir {}: {e}", dir.display())))?;
+    dir.canonicalize()
+        .map_err(|e| environment(format!("cannot open the data dir {}: {e}", dir.display())))
 }
