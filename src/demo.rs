@@ -74,7 +74,7 @@ impl fmt::Display for Summary {
 /// Runs the demo, printing one line per run and the summary to stdout;
 /// returns the exit code: 0 when it ran to the end, 1 when the server could
 /// not be reached or refused something the demo needs.
-pub fn command(options: &Options) -> i32 {
+pub fn command(options: &Options) -> u8 {
     match run(options, &mut std::io::stdout().lock()) {
         Ok(_) => 0,
         Err(e) => {
