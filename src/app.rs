@@ -22,13 +22,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The metrics the HTTP layer records.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    /// `conductor_api_requests_total{method,status}`.
     pub requests: CounterFamily,
-    /// `conductor_http_panics_total`.
     pub panics: Counter,
-    /// `conductor_http_connections`.
     pub connections: Gauge,
-    /// `conductor_http_connections_rejected_total{reason}`.
     pub connections_rejected: CounterFamily,
 }
 
@@ -36,19 +32,12 @@ pub struct HttpMetrics {
 pub struct App {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// Run lifecycle.
     pub runs: Runs,
-    /// The message bus.
     pub bus: Bus,
-    /// The daily budget.
     pub budget: Arc<Budget>,
-    /// Live progress events.
     pub events: Arc<Hub>,
-    /// Request metrics.
     pub http: HttpMetrics,
-    /// The logger.
     pub log: Logger,
-    /// Settings.
     pub config: Config,
     /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
@@ -66,8 +55,7 @@ const ABANDON_TRIES: u32 = 5;
 /// one at every check for ever.
 struct Abandoning {
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-    /// `conductor_run_timeout_given_up_total`.
-    given_up: crate::metrics::Counter,
+    given_up: Counter,
 }
 
 fn registration(e: crate::metrics::Error) -> Error {

@@ -30,9 +30,9 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status { url } => status(&url),
-        Command::Budget { url } => budget(&url),
-        Command::Trigger { url } => trigger(&url),
+        Command::Status(url) => status(&url),
+        Command::Budget(url) => budget(&url),
+        Command::Trigger(url) => trigger(&url),
         Command::Finish(options) => finish(&options),
         Command::Demo(options) => demo::command(&options),
         Command::Repair {

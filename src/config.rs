@@ -18,15 +18,13 @@ use settings::{Given, DEFAULT_DATA_DIR};
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 
-/// Looks environment variables up.
+/// Looks an environment variable up.
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishOptions {
-    /// Base URL of the server.
     pub url: String,
-    /// The run to finish.
     pub run_id: String,
     /// `complete`, `fail` or `cancel`.
     pub action: String,
@@ -36,41 +34,24 @@ pub struct FinishOptions {
     pub cost: Option<f64>,
 }
 
-/// What the command line asks for.
+/// What the command line asks for; the client commands carry the server's
+/// base URL.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Run the server. Boxed: the settings are many, and the other
-    /// commands few.
+    /// Boxed: the settings are many, and the other commands few.
     Serve(Box<Config>),
-    /// Print a summary from the server at `url`.
-    Status {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Print the day's budget from the server at `url`.
-    Budget {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Start a run on the server at `url`, if the budget allows.
-    Trigger {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Complete, fail or cancel a run on a running server.
+    Status(String),
+    Budget(String),
+    Trigger(String),
     Finish(FinishOptions),
-    /// Send a seeded synthetic workload to a running server.
     Demo(DemoOptions),
-    /// Move the damaged lines of the journals under a data dir aside.
     Repair {
-        /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
         data_dir: PathBuf,
         /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
         budget_dir: PathBuf,
     },
     /// Print this text and exit 0.
     Help(String),
-    /// Print the version and exit 0.
     Version,
 }
 
@@ -136,9 +117,9 @@ fn command(
         Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
     };
     match sub {
-        "status" => Ok(Command::Status { url: url()? }),
-        "budget" => Ok(Command::Budget { url: url()? }),
-        "trigger" => Ok(Command::Trigger { url: url()? }),
+        "status" => Ok(Command::Status(url()?)),
+        "budget" => Ok(Command::Budget(url()?)),
+        "trigger" => Ok(Command::Trigger(url()?)),
         "demo" => {
             let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
             let runs = given("runs", &runs).map(|v| v.read(demo_runs));
@@ -512,9 +493,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args("status --url http://x:1"), &no_env),
-            Ok(Command::Status {
-                url: "http://x:1".into()
-            })
+            Ok(Command::Status("http://x:1".into()))
         );
     }
 

@@ -18,9 +18,7 @@ use crate::client::{self, ApiAnswer};
 use crate::declared::{spec, update, Declaration};
 use crate::time;
 
-/// The default number of runs.
 pub const DEFAULT_RUNS: u64 = 20;
-/// The default seed.
 pub const DEFAULT_SEED: u64 = 1;
 /// The most runs one invocation may ask for.
 pub const MAX_RUNS: u64 = 10_000;
@@ -28,11 +26,8 @@ pub const MAX_RUNS: u64 = 10_000;
 /// What `conductor-metrics demo` was asked to do. Plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// The server's base URL (`--url` / `CONDUCTOR_URL`).
     pub url: String,
-    /// How many runs to send (`--runs`).
     pub runs: u64,
-    /// The seed of the workload (`--seed`).
     pub seed: u64,
 }
 

@@ -31,17 +31,12 @@ pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 /// the files it names. Plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Where the server listens.
     pub addr: String,
-    /// Where the journals live.
     pub data_dir: PathBuf,
     /// The key `/api/v1/*` requires, if any.
     pub api_key: Option<String>,
-    /// The least severe level logged.
     pub log_level: Level,
-    /// JSON lines or text.
     pub log_format: LogFormat,
-    /// The HTTP layer's limits and timeouts.
     pub limits: Limits,
     /// How long a graceful stop waits for the requests in flight.
     pub shutdown_timeout: Duration,
@@ -55,9 +50,7 @@ pub struct Config {
     pub declared: Vec<Declaration>,
     /// The ceiling in bytes on the declared families; 0 is no bound.
     pub declared_ceiling: Ceiling,
-    /// How many of the newest bus messages are kept.
     pub message_retention: bus::MessageRetention,
-    /// How many finished runs stay in memory.
     pub run_retention: runs::RunRetention,
     /// The journal growth after which the run store writes a snapshot.
     pub snapshot_bytes: u64,
