@@ -21,8 +21,8 @@ pub fn push_str(out: &mut String, s: &str) {
         out.push_str(s);
         out.push('"');
     } else {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}", Escaped(s));
+        // Serializing a str cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
@@ -81,17 +81,6 @@ pub fn push_value(out: &mut String, v: &Value) {
         other => {
             let _ = write!(out, "{other}");
         }
-    }
-}
-
-/// Prints a borrowed string through serde_json's escaper.
-struct Escaped<'a>(&'a str);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = Vec::with_capacity(self.0.len() + 8);
-        serde_json::to_writer(&mut buf, self.0).map_err(|_| std::fmt::Error)?;
-        f.write_str(&String::from_utf8_lossy(&buf))
     }
 }
 
