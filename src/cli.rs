@@ -45,12 +45,12 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 /// Prints the `/api/v1/status` summary; returns the exit code.
-pub fn status(url: &str) -> u8 {
+fn status(url: &str) -> u8 {
     show("status", url, "/api/v1/status", format_status)
 }
 
 /// Prints the day's budget as the milestone's table; returns the exit code.
-pub fn budget(url: &str) -> u8 {
+fn budget(url: &str) -> u8 {
     show("budget", url, "/api/v1/agent/budget", format_budget)
 }
 
@@ -92,7 +92,7 @@ fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
 /// Completes, fails or cancels a run (`complete|fail|cancel RUN_ID`), such
 /// as one `trigger` started, and prints the run with its cost: exit 0, or 1
 /// when the server refused (an unknown or finished run) or was unreachable.
-pub fn finish(o: &FinishOptions) -> u8 {
+fn finish(o: &FinishOptions) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
         body.insert("error".into(), Value::from(error.as_str()));
@@ -165,7 +165,7 @@ fn forecast(b: &Value) -> String {
 /// Triggers a cycle (`POST /api/v1/agent/trigger`) and prints the JSON
 /// answer: exit 0 when triggered, 3 when the budget refused it, 1 on any
 /// other failure.
-pub fn trigger(url: &str) -> u8 {
+fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
         Ok(a) if a.status == 200 => {
@@ -217,7 +217,7 @@ fn format_status(s: &Value) -> String {
 
 /// Moves the damaged journal lines under the data dir and the budget dir
 /// aside, printing each and a summary; returns the exit code.
-pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
+fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
     if let Err(e) = crate::repair::check_data_dir(data_dir) {
         eprintln!("repair: {e}");
         return 2;
