@@ -296,6 +296,8 @@ impl Sender<'_> {
 
 /// The provider the demo's models are served by.
 const PROVIDER: &str = "anthropic";
+/// Run N's pull request is number `FIRST_PR + N`.
+const FIRST_PR: u64 = 800;
 
 /// A run's activity as updates to the families of
 /// `docs/examples/orchestrator-metrics.json`. Derived from the plan (and the
@@ -355,13 +357,8 @@ fn declared_updates(plan: &RunPlan, loop_run: &str) -> Vec<Value> {
             ]);
         }
     }
-    if let Some(pr) = &plan.pr_url {
-        let number: u64 = pr
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        updates.extend(merge(number));
+    if plan.pr_url.is_some() {
+        updates.extend(merge(FIRST_PR + plan.index));
     }
     updates.extend([
         json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
@@ -780,7 +777,7 @@ fn plan_phase(
 /// Plans the delivery of run `index`'s pull request after `t`, and moves `t`
 /// on; with how the run ends and the pull request's address.
 fn plan_delivery(rng: &mut Rng, index: u64, t: &mut f64) -> (Step, PlannedEnd, String) {
-    let url = format!("https://github.com/acme/shop/pull/{}", 800 + index);
+    let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
     *t += rng.around(5.0, 20.0);
     let started = *t;
     *t += rng.around(60.0, 480.0);
