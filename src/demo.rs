@@ -7,6 +7,11 @@
 //! minutes long without the demo ever sleeping, and one seed always gives
 //! the same summary. The server prices a run's token events when it ends, so
 //! the demo's only direct spend is each work order's triage.
+//!
+//! Each run's worker, worktree, merge, dispatch-loop and LLM figures go to
+//! the families of `docs/examples/orchestrator-metrics.json` that the server
+//! declares (`GET /api/v1/metrics`, asked once): those are the server's own
+//! `--metrics-file`, so without one nothing is sent that it must refuse.
 
 use std::collections::HashMap;
 use std::fmt;
