@@ -26,7 +26,6 @@ pub fn push_str(out: &mut String, s: &str) {
     }
 }
 
-/// Appends `s` as a JSON string, or `null` when absent.
 pub fn push_opt_str(out: &mut String, s: Option<&str>) {
     match s {
         Some(s) => push_str(out, s),
@@ -34,13 +33,11 @@ pub fn push_opt_str(out: &mut String, s: Option<&str>) {
     }
 }
 
-/// Appends `n`.
 pub fn push_u64(out: &mut String, n: u64) {
     // Writing into a String cannot fail.
     let _ = write!(out, "{n}");
 }
 
-/// Appends `n`, or `null` when absent.
 pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
     match n {
         Some(n) => push_u64(out, n),
@@ -60,7 +57,6 @@ pub fn push_f64(out: &mut String, x: f64) {
     }
 }
 
-/// Appends `x`, or `null` when absent.
 pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
     match x {
         Some(x) => push_f64(out, x),
@@ -68,7 +64,6 @@ pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
     }
 }
 
-/// Appends `b`.
 pub fn push_bool(out: &mut String, b: bool) {
     out.push_str(if b { "true" } else { "false" });
 }
