@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::budget::{Budget, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::config::Config;
@@ -20,13 +22,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The metrics the HTTP layer records.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    /// `conductor_api_requests_total{method,status}`.
     pub requests: CounterFamily,
-    /// `conductor_http_panics_total`.
     pub panics: Counter,
-    /// `conductor_http_connections`.
     pub connections: Gauge,
-    /// `conductor_http_connections_rejected_total{reason}`.
     pub connections_rejected: CounterFamily,
 }
 
@@ -34,19 +32,12 @@ pub struct HttpMetrics {
 pub struct App {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    /// Run lifecycle.
     pub runs: Runs,
-    /// The message bus.
     pub bus: Bus,
-    /// The daily budget.
     pub budget: Arc<Budget>,
-    /// Live progress events.
     pub events: Arc<Hub>,
-    /// Request metrics.
     pub http: HttpMetrics,
-    /// The logger.
     pub log: Logger,
-    /// Settings.
     pub config: Config,
     /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
@@ -64,8 +55,7 @@ const ABANDON_TRIES: u32 = 5;
 /// one at every check for ever.
 struct Abandoning {
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-    /// `conductor_run_timeout_given_up_total`.
-    given_up: crate::metrics::Counter,
+    given_up: Counter,
 }
 
 fn registration(e: crate::metrics::Error) -> Error {
@@ -167,6 +157,45 @@ fn open_declared(
     })
 }
 
+/// Makes the data dir, and says what a start finds in it: each torn tail
+/// it cuts, and each journal with records that `repair` moved aside.
+fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::Storage(format!(
+            "cannot create data dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    // A crash mid-append leaves a torn last line, which opening a
+    // journal cuts without a word; cut here first, so that each cut is
+    // said with its file.
+    let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
+    let cuts = crate::repair::cut_torn_tails(&dirs)
+        .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
+    for cut in cuts {
+        log.warn(
+            "cut the torn tail of a journal: its last write was interrupted",
+            &[
+                ("file", json!(cut.file.display().to_string())),
+                ("bytes", json!(cut.bytes)),
+            ],
+        );
+    }
+    let aside = crate::repair::set_aside(&dirs)
+        .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
+    for a in aside {
+        log.warn(
+            "journal records moved aside by repair are not in the store",
+            &[
+                ("file", json!(a.file.display().to_string())),
+                ("records", json!(a.lines)),
+                ("moved_to", json!(format!("{}.corrupt", a.file.display()))),
+            ],
+        );
+    }
+    Ok(())
+}
+
 impl App {
     /// Registers the metric set, opens and replays the journals, and
     /// counts the research agent's budget file of the day
@@ -178,42 +207,7 @@ impl App {
     /// `--metrics-file` or the research agent's budget file.
     /// [`Error::Storage`] for what the environment refuses.
     pub fn open(config: Config, log: Logger) -> Result<Arc<App>, Error> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::Storage(format!(
-                "cannot create data dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
-        // A crash mid-append leaves a torn last line, which opening a
-        // journal cuts without a word; cut here first, so that each cut is
-        // said with its file.
-        let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
-        let cuts = crate::repair::cut_torn_tails(&dirs)
-            .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
-        for cut in cuts {
-            log.warn(
-                "cut the torn tail of a journal: its last write was interrupted",
-                &[
-                    ("file", serde_json::json!(cut.file.display().to_string())),
-                    ("bytes", serde_json::json!(cut.bytes)),
-                ],
-            );
-        }
-        let aside = crate::repair::set_aside(&dirs)
-            .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
-        for a in aside {
-            log.warn(
-                "journal records moved aside by repair are not in the store",
-                &[
-                    ("file", serde_json::json!(a.file.display().to_string())),
-                    ("records", serde_json::json!(a.lines)),
-                    (
-                        "moved_to",
-                        serde_json::json!(format!("{}.corrupt", a.file.display())),
-                    ),
-                ],
-            );
-        }
+        prepare_dirs(&config, log)?;
         let registry = Registry::new();
         let started = Instant::now();
         let (run_metrics, appends, http) =
@@ -245,7 +239,7 @@ impl App {
         if declared.skipped_on_replay > 0 {
             log.warn(
                 "declared metric updates skipped on replay: their family is no longer declared as it was",
-                &[("updates", serde_json::json!(declared.skipped_on_replay))],
+                &[("updates", json!(declared.skipped_on_replay))],
             );
         }
         let given_up = registry
@@ -300,15 +294,15 @@ impl App {
             self.log.warn(
                 "budget threshold crossed",
                 &[
-                    ("threshold_percent", serde_json::json!(threshold)),
-                    ("day", serde_json::json!(recorded.day)),
+                    ("threshold_percent", json!(threshold)),
+                    ("day", json!(recorded.day)),
                     ("today_spend", status["today_spend"].clone()),
                     ("daily_limit", status["daily_limit"].clone()),
-                    ("run_id", serde_json::json!(run_id)),
+                    ("run_id", json!(run_id)),
                 ],
             );
             self.events.publish_budget_alert(*threshold, &status);
-            let body = serde_json::json!({
+            let body = json!({
                 "threshold_percent": threshold,
                 "day": recorded.day,
                 "status": status,
@@ -322,7 +316,7 @@ impl App {
                     if let Err(e) = r {
                         log.error(
                             "budget alert not posted",
-                            &[("error", serde_json::json!(e.to_string()))],
+                            &[("error", json!(e.to_string()))],
                         );
                     }
                 },
@@ -334,23 +328,17 @@ impl App {
     /// line, a `warn` line when its `total_spend` is not the sum of its
     /// entries, and the budget alerts the counted spend reached.
     fn announce_import(&self, imported: &Imported) {
-        let file = serde_json::json!(imported.file.display().to_string());
+        let file = json!(imported.file.display().to_string());
         self.log.info(
             "research agent budget file read",
             &[
                 ("file", file.clone()),
-                ("entries", serde_json::json!(imported.entries)),
-                ("counted", serde_json::json!(imported.counted)),
-                (
-                    "already_recorded",
-                    serde_json::json!(imported.already_recorded),
-                ),
-                ("repeated", serde_json::json!(imported.repeated)),
-                ("amount", serde_json::json!(imported.recorded.amount)),
-                (
-                    "today_spend",
-                    serde_json::json!(imported.recorded.status.today_spend),
-                ),
+                ("entries", json!(imported.entries)),
+                ("counted", json!(imported.counted)),
+                ("already_recorded", json!(imported.already_recorded)),
+                ("repeated", json!(imported.repeated)),
+                ("amount", json!(imported.recorded.amount)),
+                ("today_spend", json!(imported.recorded.status.today_spend)),
             ],
         );
         if imported.total_disagrees {
@@ -358,8 +346,8 @@ impl App {
                 "research agent budget file: total_spend is not the sum of its entries; the entries are counted",
                 &[
                     ("file", file),
-                    ("total_spend", serde_json::json!(imported.total_spend)),
-                    ("entries_total", serde_json::json!(imported.entries_total)),
+                    ("total_spend", json!(imported.total_spend)),
+                    ("entries_total", json!(imported.entries_total)),
                 ],
             );
         }
@@ -372,22 +360,16 @@ impl App {
     pub fn announce_finished(&self, finished: &crate::runs::Finished) {
         let run = &finished.run;
         let fields = [
-            ("run_id", serde_json::json!(&*run.run_id)),
-            ("correlation_id", serde_json::json!(run.correlation())),
-            (
-                "work_order_id",
-                serde_json::json!(run.text(Text::WorkOrderId)),
-            ),
-            ("status", serde_json::json!(run.status.as_str())),
-            ("cost", serde_json::json!(finished.spend.amount)),
-            ("error", serde_json::json!(run.text(Text::Error))),
-            (
-                "iterations",
-                serde_json::json!(run.detail.iterations_started),
-            ),
+            ("run_id", json!(&*run.run_id)),
+            ("correlation_id", json!(run.correlation())),
+            ("work_order_id", json!(run.text(Text::WorkOrderId))),
+            ("status", json!(run.status.as_str())),
+            ("cost", json!(finished.spend.amount)),
+            ("error", json!(run.text(Text::Error))),
+            ("iterations", json!(run.detail.iterations_started)),
             (
                 "duration_ms",
-                serde_json::json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
+                json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
             ),
         ];
         self.log.info("run finished", &fields);
@@ -397,9 +379,9 @@ impl App {
             self.log.warn(
                 "run cost not yet copied into the budget ledger",
                 &[
-                    ("run_id", serde_json::json!(&*run.run_id)),
-                    ("day", serde_json::json!(finished.spend.day)),
-                    ("error", serde_json::json!(e)),
+                    ("run_id", json!(&*run.run_id)),
+                    ("day", json!(finished.spend.day)),
+                    ("error", json!(e)),
                 ],
             );
         }
@@ -473,9 +455,9 @@ impl App {
         let tries = failures.entry(id.to_string()).or_default();
         *tries += 1;
         let fields = [
-            ("run_id", serde_json::json!(id)),
-            ("tries", serde_json::json!(*tries)),
-            ("error", serde_json::json!(e.to_string())),
+            ("run_id", json!(id)),
+            ("tries", json!(*tries)),
+            ("error", json!(e.to_string())),
         ];
         if *tries < ABANDON_TRIES {
             self.log.warn(

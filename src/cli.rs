@@ -1,24 +1,62 @@
-//! The client subcommands (readable summaries of a running server, and
-//! ways to change it) and `repair`, which works on the data dir itself.
+//! The command line: `serve` (in `serve.rs`), the client subcommands
+//! (readable summaries of a running server, and ways to change it) and
+//! `repair`, which works on the data dir itself.
+
+use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::app::VERSION;
 use crate::client;
-use crate::config::FinishOptions;
+use crate::config::{self, Command, FinishOptions};
+use crate::demo;
+
+/// Runs the command line `args` (without the program name); returns the
+/// exit code.
+pub fn run(args: &[String]) -> ExitCode {
+    let command = match config::parse(args, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conductor-metrics: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match command {
+        Command::Help(text) => {
+            print!("{text}");
+            0
+        }
+        Command::Version => {
+            println!("conductor-metrics {VERSION}");
+            0
+        }
+        Command::Status(url) => status(&url),
+        Command::Budget(url) => budget(&url),
+        Command::Trigger(url) => trigger(&url),
+        Command::Finish(options) => finish(&options),
+        Command::Demo(options) => demo::command(&options),
+        Command::Repair {
+            data_dir,
+            budget_dir,
+        } => repair(&data_dir, &budget_dir),
+        Command::Serve(c) => return crate::serve::serve(*c),
+    };
+    ExitCode::from(code)
+}
 
 /// Prints the `/api/v1/status` summary; returns the exit code.
-pub fn status(url: &str) -> i32 {
+fn status(url: &str) -> u8 {
     show("status", url, "/api/v1/status", format_status)
 }
 
 /// Prints the day's budget as the milestone's table; returns the exit code.
-pub fn budget(url: &str) -> i32 {
+fn budget(url: &str) -> u8 {
     show("budget", url, "/api/v1/agent/budget", format_budget)
 }
 
 /// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
 /// error when the server cannot be reached or answers with an error.
-fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i32 {
+fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> u8 {
     match client::request("GET", url, path, None) {
         Ok(a) if a.status == 200 => {
             print!("{}", format(&a.json));
@@ -34,7 +72,7 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> i
 
 /// Says why the server refused, with what to do about a missing key;
 /// returns exit code 1.
-fn refused(command: &str, a: &client::ApiAnswer) -> i32 {
+fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
     let message = a.json["error"]["message"]
         .as_str()
         .unwrap_or("no reason given");
@@ -54,7 +92,7 @@ fn refused(command: &str, a: &client::ApiAnswer) -> i32 {
 /// Completes, fails or cancels a run (`complete|fail|cancel RUN_ID`), such
 /// as one `trigger` started, and prints the run with its cost: exit 0, or 1
 /// when the server refused (an unknown or finished run) or was unreachable.
-pub fn finish(o: &FinishOptions) -> i32 {
+fn finish(o: &FinishOptions) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
         body.insert("error".into(), Value::from(error.as_str()));
@@ -65,10 +103,7 @@ pub fn finish(o: &FinishOptions) -> i32 {
     let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
     match client::request("POST", &o.url, &path, Some(&Value::Object(body))) {
         Ok(a) if a.status == 200 => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&a.json).unwrap_or_default()
-            );
+            print_json(&a.json);
             0
         }
         Ok(a) => refused(&o.action, &a),
@@ -79,11 +114,15 @@ pub fn finish(o: &FinishOptions) -> i32 {
     }
 }
 
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
 /// The budget table, as the research agent's `budget` command prints it:
 /// a title, then one `Label: value` row each, values aligned; then, from
 /// a server that forecasts, the estimate a start reserves, the last
 /// hour's spend rate and the forecast in words.
-pub fn format_budget(b: &Value) -> String {
+fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
     let mut rows = vec![
         ("Date", b["date"].as_str().unwrap_or("?").to_string()),
@@ -126,14 +165,11 @@ fn forecast(b: &Value) -> String {
 /// Triggers a cycle (`POST /api/v1/agent/trigger`) and prints the JSON
 /// answer: exit 0 when triggered, 3 when the budget refused it, 1 on any
 /// other failure.
-pub fn trigger(url: &str) -> i32 {
+fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
         Ok(a) if a.status == 200 => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&a.json).unwrap_or_default()
-            );
+            print_json(&a.json);
             0
         }
         Ok(a) if a.status == 429 => {
@@ -141,7 +177,7 @@ pub fn trigger(url: &str) -> i32 {
             if let Some(o) = out.as_object_mut() {
                 o.remove("error");
             }
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            print_json(&out);
             3
         }
         Ok(a) => refused("trigger", &a),
@@ -153,7 +189,7 @@ pub fn trigger(url: &str) -> i32 {
 }
 
 /// The readable status text.
-pub fn format_status(s: &Value) -> String {
+fn format_status(s: &Value) -> String {
     let mut out = format!(
         "conductor-metrics {}\nuptime        {:.0}s\nactive runs   {}\ncompleted     {}\nfailed        {}\ncancelled     {}\nbus appends   {}\n",
         s["version"].as_str().unwrap_or("?"),
@@ -181,7 +217,7 @@ pub fn format_status(s: &Value) -> String {
 
 /// Moves the damaged journal lines under the data dir and the budget dir
 /// aside, printing each and a summary; returns the exit code.
-pub fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> i32 {
+fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
     if let Err(e) = crate::repair::check_data_dir(data_dir) {
         eprintln!("repair: {e}");
         return 2;

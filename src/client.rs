@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The longest status or header line read.
+/// The longest line, the most header fields and the largest body read.
 const MAX_LINE: u64 = 64 * 1024;
-/// The most header fields read.
 const MAX_HEADERS: usize = 256;
-/// The largest body read.
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// How long a subcommand waits for the server's whole answer.
@@ -67,11 +65,9 @@ impl Received {
 /// Why a request failed, and at which stage: `resolve`, `connect`, `send`
 /// or `read`. Safe to send across threads.
 #[derive(Debug)]
-pub struct Failure {
-    /// The stage that failed.
-    pub stage: &'static str,
-    /// The error.
-    pub error: io::Error,
+pub(crate) struct Failure {
+    pub(crate) stage: &'static str,
+    pub(crate) error: io::Error,
 }
 
 /// Sends `method target` with `headers` and `body` to `authority`
@@ -82,7 +78,7 @@ pub struct Failure {
 /// # Errors
 ///
 /// A [`Failure`] naming the stage, `TimedOut` once the deadline passed.
-pub fn exchange(
+pub(crate) fn exchange(
     authority: &str,
     method: &str,
     target: &str,
@@ -313,13 +309,12 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A subcommand's answer from the server.
+/// A subcommand's answer from the server: the status, and the body as
+/// JSON (`Null` when it is not JSON).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiAnswer {
-    /// The status code.
-    pub status: u16,
-    /// The body parsed as JSON (`Null` when it is not JSON).
-    pub json: Value,
+pub(crate) struct ApiAnswer {
+    pub(crate) status: u16,
+    pub(crate) json: Value,
 }
 
 /// Sends one request to `base_url` + `path` and reads the whole answer, for
@@ -329,7 +324,7 @@ pub struct ApiAnswer {
 ///
 /// A one-line message: the URL is not `http://`, or the server could not
 /// be reached, written to or read from.
-pub fn request(
+pub(crate) fn request(
     method: &str,
     base_url: &str,
     path: &str,

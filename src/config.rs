@@ -1,6 +1,7 @@
 //! Command-line and environment configuration, parsed with std only. A
 //! flag wins over its environment variable, which wins over the default.
-//! `serve`'s settings are the rows of [`SETTINGS`].
+//! `serve`'s settings are the rows of one table (`settings`), which the
+//! parser, the unknown-flag check and the help (`usage`) all read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,21 +10,21 @@ use crate::demo::{self, Options as DemoOptions};
 use crate::otlp::OtlpConfig;
 
 mod settings;
-pub mod usage;
+mod usage;
 
-pub use settings::{
-    settings_of, Config, Setting, DEFAULT_ADDR, DEFAULT_DATA_DIR, DEFAULT_RUN_TIMEOUT, SETTINGS,
-};
+pub use settings::Config;
+use settings::{Given, DEFAULT_DATA_DIR};
 
 /// The default base URL the client commands talk to.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:14355";
+const DEFAULT_URL: &str = "http://127.0.0.1:14355";
+
+/// Looks an environment variable up.
+type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishOptions {
-    /// Base URL of the server.
     pub url: String,
-    /// The run to finish.
     pub run_id: String,
     /// `complete`, `fail` or `cancel`.
     pub action: String,
@@ -33,48 +34,31 @@ pub struct FinishOptions {
     pub cost: Option<f64>,
 }
 
-/// What the command line asks for.
+/// What the command line asks for; the client commands carry the server's
+/// base URL.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Run the server. Boxed: the settings are many, and the other
-    /// commands few.
+    /// Boxed: the settings are many, and the other commands few.
     Serve(Box<Config>),
-    /// Print a summary from a running server.
-    Status {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Print the day's budget from a running server.
-    Budget {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Start a run on a running server, if the budget allows.
-    Trigger {
-        /// Base URL of the server.
-        url: String,
-    },
-    /// Complete, fail or cancel a run on a running server.
+    Status(String),
+    Budget(String),
+    Trigger(String),
     Finish(FinishOptions),
-    /// Send a seeded synthetic workload to a running server.
     Demo(DemoOptions),
-    /// Move the damaged lines of the journals under a data dir aside.
     Repair {
-        /// `--data-dir` / `CONDUCTOR_DATA_DIR`.
         data_dir: PathBuf,
         /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
         budget_dir: PathBuf,
     },
     /// Print this text and exit 0.
     Help(String),
-    /// Print the version and exit 0.
     Version,
 }
 
 /// Parses arguments (without the program name). `env` looks variables up.
 /// The error is a one-line message for exit code 2; a value from the
 /// environment is named by its variable, one from a flag by the flag.
-pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     // Without a command the server runs, but `--help` then means the
     // program's help, which lists the commands.
@@ -91,7 +75,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                     .ok_or_else(|| unknown_command(topic)),
             };
         }
-        Some(first) if usage::SUBCOMMANDS.contains(&first) => {
+        Some(first) if usage::commands().any(|c| c == first) => {
             args.next();
             first
         }
@@ -100,43 +84,46 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     read_line(sub, named, args, env)
 }
 
+/// Refuses plain arguments `sub` does not take: a RUN_ID for `complete`,
+/// `fail` and `cancel`, none for the others.
+fn check_positional(sub: &str, positional: &[&str]) -> Result<(), String> {
+    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    match (positional, takes_run) {
+        ([], false) | ([_], true) => Ok(()),
+        ([], true) => Err(format!(
+            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
+        )),
+        (extra, _) => {
+            let arg = extra[usize::from(takes_run)];
+            Err(format!(
+                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
+            ))
+        }
+    }
+}
+
 /// What `sub` with these flags and plain arguments asks for.
 fn command(
     sub: &str,
     flags: &[(&str, &str)],
     positional: &[&str],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &Env,
 ) -> Result<Command, String> {
-    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
-    match (positional, takes_run) {
-        ([], false) | ([_], true) => {}
-        ([], true) => {
-            return Err(format!(
-                "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
-            ))
-        }
-        (extra, _) => {
-            let arg = extra[usize::from(takes_run)];
-            return Err(format!(
-                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
-            ));
-        }
-    }
-    // The client commands' flags; `serve`'s and `repair`'s are rows of SETTINGS.
-    let given = |flag: &str, var: &str, must| settings::Given::find(flags, env, (flag, var), must);
-    let url = || match given("url", "CONDUCTOR_URL", "start with http://") {
+    check_positional(sub, positional)?;
+    // The client commands' flags; `serve`'s and `repair`'s are rows of the table.
+    let given = |flag: &str, must| Given::find(flags, env, (flag, ""), must);
+    let url = || match Given::find(flags, env, ("url", "CONDUCTOR_URL"), "start with http://") {
         None => Ok(DEFAULT_URL.to_string()),
         Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
     };
-    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
     match sub {
-        "status" => Ok(Command::Status { url: url()? }),
-        "budget" => Ok(Command::Budget { url: url()? }),
-        "trigger" => Ok(Command::Trigger { url: url()? }),
+        "status" => Ok(Command::Status(url()?)),
+        "budget" => Ok(Command::Budget(url()?)),
+        "trigger" => Ok(Command::Trigger(url()?)),
         "demo" => {
             let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
-            let runs = given("runs", "", &runs).map(|v| v.read(demo_runs));
-            let seed = given("seed", "", "be a non-negative integer");
+            let runs = given("runs", &runs).map(|v| v.read(demo_runs));
+            let seed = given("seed", "be a non-negative integer");
             Ok(Command::Demo(DemoOptions {
                 url: url()?,
                 runs: runs.transpose()?.unwrap_or(demo::DEFAULT_RUNS),
@@ -147,7 +134,7 @@ fn command(
             }))
         }
         "complete" | "fail" | "cancel" => {
-            let cost = given("cost", "", "be an amount in dollars");
+            let cost = given("cost", "be an amount in dollars");
             let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
             let run_id = positional[0].to_string();
             if !crate::runs::valid_run_id(&run_id) {
@@ -158,19 +145,20 @@ fn command(
                 url: url()?,
                 run_id,
                 action: sub.to_string(),
-                error: given("error", "", "").map(|v| v.text),
+                error: given("error", "").map(|v| v.text),
                 cost,
             }))
         }
-        "repair" => {
-            settings::apply(&mut config, settings_of(sub), flags, env)?;
-            Ok(Command::Repair {
-                data_dir: config.data_dir,
-                budget_dir: config.budget.dir,
-            })
-        }
+        // `serve` and `repair`: the rows of the settings table they take.
         _ => {
-            settings::apply(&mut config, settings_of(sub), flags, env)?;
+            let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+            settings::apply(&mut config, sub, flags, env)?;
+            if sub == "repair" {
+                return Ok(Command::Repair {
+                    data_dir: config.data_dir,
+                    budget_dir: config.budget.dir,
+                });
+            }
             config.otlp = OtlpConfig::from_env(env);
             Ok(Command::Serve(Box::new(config)))
         }
@@ -185,7 +173,7 @@ fn read_line<'a>(
     sub: &str,
     named: bool,
     mut args: impl Iterator<Item = &'a str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &Env,
 ) -> Result<Command, String> {
     let allowed: Vec<&str> = usage::options(sub)
         .iter()
@@ -236,7 +224,7 @@ fn read_line<'a>(
 
 /// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
-    match usage::nearest(word, usage::SUBCOMMANDS) {
+    match usage::nearest(word, usage::commands()) {
         Some(near) => {
             format!("unknown command {word:?}; did you mean `{near}`? (see conductor-metrics help)")
         }
@@ -246,7 +234,7 @@ fn unknown_command(word: &str) -> String {
 
 /// Parses `30`, `30s`, `500ms`, `90m` or `6h` into a non-zero duration of
 /// at most a year.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
         (d, 1)
@@ -271,7 +259,7 @@ fn demo_runs(s: &str) -> Option<u64> {
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).
-pub fn parse_size(s: &str) -> Option<u64> {
+fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
@@ -288,6 +276,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::settings::{DEFAULT_ADDR, DEFAULT_RUN_TIMEOUT};
     use super::*;
 
     fn args(s: &str) -> Vec<String> {
@@ -471,7 +460,7 @@ mod tests {
         let Command::Help(text) = program else {
             unreachable!()
         };
-        for sub in usage::SUBCOMMANDS {
+        for sub in usage::commands() {
             assert!(text.contains(&format!("\n  {sub} ")), "{sub} in {text}");
         }
     }
@@ -504,9 +493,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args("status --url http://x:1"), &no_env),
-            Ok(Command::Status {
-                url: "http://x:1".into()
-            })
+            Ok(Command::Status("http://x:1".into()))
         );
     }
 

@@ -6,18 +6,14 @@ use std::fmt;
 /// A failed domain operation. Safe to send across threads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
-    /// The input is malformed; `field` names the offending part.
+    /// The input is malformed; `field` (or `body`) names the part at fault.
     Invalid {
-        /// The field (or `body`) at fault.
         field: String,
-        /// What is wrong with it.
         message: String,
     },
-    /// The named thing does not exist.
     NotFound(String),
     /// The request conflicts with the current state.
     Conflict(String),
-    /// The body is larger than allowed.
     TooLarge(String),
     /// Storage failed; nothing was acknowledged.
     Storage(String),
@@ -30,7 +26,6 @@ pub enum Error {
 /// threads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExhaustedAnswer {
-    /// A one-line explanation for people.
     pub message: String,
     /// The refusal as JSON: the budget at that moment and what did not fit.
     pub body: serde_json::Value,
@@ -39,7 +34,6 @@ pub struct ExhaustedAnswer {
 }
 
 impl Error {
-    /// An [`Error::Invalid`] for `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Error {
         Error::Invalid {
             field: field.to_string(),

@@ -21,12 +21,11 @@ pub fn push_str(out: &mut String, s: &str) {
         out.push_str(s);
         out.push('"');
     } else {
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}", Escaped(s));
+        // Serializing a str cannot fail.
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
-/// Appends `s` as a JSON string, or `null` when absent.
 pub fn push_opt_str(out: &mut String, s: Option<&str>) {
     match s {
         Some(s) => push_str(out, s),
@@ -34,13 +33,11 @@ pub fn push_opt_str(out: &mut String, s: Option<&str>) {
     }
 }
 
-/// Appends `n`.
 pub fn push_u64(out: &mut String, n: u64) {
     // Writing into a String cannot fail.
     let _ = write!(out, "{n}");
 }
 
-/// Appends `n`, or `null` when absent.
 pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
     match n {
         Some(n) => push_u64(out, n),
@@ -60,7 +57,6 @@ pub fn push_f64(out: &mut String, x: f64) {
     }
 }
 
-/// Appends `x`, or `null` when absent.
 pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
     match x {
         Some(x) => push_f64(out, x),
@@ -68,7 +64,6 @@ pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
     }
 }
 
-/// Appends `b`.
 pub fn push_bool(out: &mut String, b: bool) {
     out.push_str(if b { "true" } else { "false" });
 }
@@ -81,17 +76,6 @@ pub fn push_value(out: &mut String, v: &Value) {
         other => {
             let _ = write!(out, "{other}");
         }
-    }
-}
-
-/// Prints a borrowed string through serde_json's escaper.
-struct Escaped<'a>(&'a str);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = Vec::with_capacity(self.0.len() + 8);
-        serde_json::to_writer(&mut buf, self.0).map_err(|_| std::fmt::Error)?;
-        f.write_str(&String::from_utf8_lossy(&buf))
     }
 }
 

@@ -1,39 +1,45 @@
 //! conductor-metrics: a small server that makes AI-agent orchestration
 //! observable, and the std-only metrics registry at its heart.
+//!
+//! An embedding program uses [`metrics`]; the binary calls [`run`]. The
+//! other public modules are those the integration tests drive.
 #![deny(missing_docs)]
 
-pub mod app;
+mod app;
 mod batch;
 pub mod budget;
 mod bus;
-pub mod cli;
+mod cli;
 pub mod client;
 mod commit_queue;
-pub mod config;
+mod config;
 mod crc32c;
 pub mod declared;
-pub mod demo;
-pub mod error;
+mod demo;
+mod error;
 pub mod events;
 #[cfg(test)]
 mod failed_writes;
 pub mod http;
 mod journal;
 mod json_text;
-pub mod lock;
+mod lock;
 pub mod log;
 pub mod metrics;
 mod otlp;
 mod repair;
 mod runs;
 mod segments;
+mod serve;
 #[cfg(test)]
 mod streamed;
-pub mod sys;
+mod sys;
 #[cfg(test)]
 mod testing;
 pub mod time;
 pub mod ws;
+
+pub use cli::run;
 
 /// The examples in `docs/metrics-library.md`, compiled and run as doctests.
 #[cfg(doctest)]

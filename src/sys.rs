@@ -34,31 +34,25 @@ mod ffi {
     #[derive(Clone, Copy)]
     pub struct SigSet(pub [u64; 16]);
 
-    /// `SIG_BLOCK`, whose number depends on the architecture.
-    #[cfg(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    ))]
-    pub const SIG_BLOCK: c_int = 1;
-    /// `SIG_BLOCK`, whose number depends on the architecture.
-    #[cfg(not(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )))]
-    pub const SIG_BLOCK: c_int = 0;
+    /// MIPS and SPARC number some constants apart from the other Linux targets.
+    pub const MIPS: bool = cfg!(any(target_arch = "mips", target_arch = "mips64"));
+    pub const SPARC: bool = cfg!(any(target_arch = "sparc", target_arch = "sparc64"));
+    /// `SIG_BLOCK` and `RLIMIT_NOFILE`, whose numbers depend on the architecture.
+    pub const SIG_BLOCK: c_int = if MIPS || SPARC { 1 } else { 0 };
+    pub const RLIMIT_NOFILE: c_int = if MIPS {
+        5
+    } else if SPARC {
+        6
+    } else {
+        7
+    };
     /// `SIGINT` and `SIGTERM`, the same on every Linux architecture.
     pub const SIGINT: c_int = 2;
-    /// See [`SIGINT`].
     pub const SIGTERM: c_int = 15;
 
     /// `SOL_SOCKET` and `SO_SNDBUF` (x86, ARM and most others; not MIPS,
     /// SPARC or PA-RISC, where `set_send_buffer` does nothing).
     pub const SOL_SOCKET: c_int = 1;
-    /// See [`SOL_SOCKET`].
     pub const SO_SNDBUF: c_int = 7;
 
     #[cfg(target_env = "gnu")]
@@ -66,24 +60,8 @@ mod ffi {
         pub fn mallopt(param: c_int, value: c_int) -> c_int;
     }
 
-    /// glibc's `M_ARENA_MAX`.
     #[cfg(target_env = "gnu")]
     pub const M_ARENA_MAX: c_int = -8;
-
-    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
-    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-    pub const RLIMIT_NOFILE: c_int = 5;
-    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
-    #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
-    pub const RLIMIT_NOFILE: c_int = 6;
-    /// `RLIMIT_NOFILE`, whose number depends on the architecture.
-    #[cfg(not(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )))]
-    pub const RLIMIT_NOFILE: c_int = 7;
 }
 
 /// The limits on open descriptors (`RLIMIT_NOFILE`). `u64::MAX`
@@ -108,7 +86,7 @@ const NR_OPEN_DEFAULT: u64 = 1 << 20;
 ///
 /// Fails if that file cannot be read or has no line for open files.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-pub fn fd_limits() -> std::io::Result<FdLimits> {
+fn fd_limits() -> std::io::Result<FdLimits> {
     let text = std::fs::read_to_string("/proc/self/limits")?;
     parse_fd_limits(&text).ok_or_else(|| {
         std::io::Error::new(
@@ -167,12 +145,6 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     fd_limits()
 }
 
-/// Elsewhere the limits are not read.
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-pub fn fd_limits() -> std::io::Result<FdLimits> {
-    Err(std::io::ErrorKind::Unsupported.into())
-}
-
 /// Elsewhere the limits are left as they are.
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
@@ -202,7 +174,6 @@ fn auxv(_key: u64) -> Option<u64> {
 /// tick rate: what `sysconf` itself reads.
 #[cfg(target_os = "linux")]
 const AT_PAGESZ: u64 = 6;
-/// See [`AT_PAGESZ`].
 #[cfg(target_os = "linux")]
 const AT_CLKTCK: u64 = 17;
 
@@ -227,12 +198,7 @@ pub fn page_size() -> f64 {
 #[cfg(target_os = "linux")]
 pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    if cfg!(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    )) {
+    if ffi::MIPS || ffi::SPARC {
         return Ok(());
     }
     let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
@@ -378,7 +344,8 @@ pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod tests {
     #[test]
     fn fd_limits_are_read_from_the_limits_table() {

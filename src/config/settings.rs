@@ -1,13 +1,13 @@
 //! The settings of `serve`, one row each: its flag, its environment
-//! variable, its default, how its value is read, and its help. The parser
-//! ([`super::parse`]), the unknown-flag check and `serve --help`
-//! ([`crate::usage`]) all read [`SETTINGS`], so a setting is defined once.
+//! variable, its default, how its value is read, and its help. The parser,
+//! the unknown-flag check and `serve --help` all read [`SETTINGS`], so a
+//! setting is defined once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{parse_duration, parse_size};
+use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
 use crate::declared::{Ceiling, Declaration};
 use crate::http::Limits;
@@ -16,32 +16,27 @@ use crate::otlp::OtlpConfig;
 use crate::{bus, runs};
 
 /// The default listen address: loopback, so nothing is exposed by accident.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:14355";
+pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 
 /// The data dir when neither `--data-dir` nor `CONDUCTOR_DATA_DIR` names
 /// one, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "data";
+pub(super) const DEFAULT_DATA_DIR: &str = "data";
 
 /// How long a run may go without news, by default, before it is ended as
 /// abandoned: longer than any research cycle we know of.
-pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything the server runs with: what `serve` parsed (each field's row
 /// in [`SETTINGS`] says which flag sets it), and what the start reads from
 /// the files it names. Plain data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Where the server listens.
     pub addr: String,
-    /// Where the journals live.
     pub data_dir: PathBuf,
     /// The key `/api/v1/*` requires, if any.
     pub api_key: Option<String>,
-    /// The least severe level logged.
     pub log_level: Level,
-    /// JSON lines or text.
     pub log_format: LogFormat,
-    /// The HTTP layer's limits and timeouts.
     pub limits: Limits,
     /// How long a graceful stop waits for the requests in flight.
     pub shutdown_timeout: Duration,
@@ -55,9 +50,7 @@ pub struct Config {
     pub declared: Vec<Declaration>,
     /// The ceiling in bytes on the declared families; 0 is no bound.
     pub declared_ceiling: Ceiling,
-    /// How many of the newest bus messages are kept.
     pub message_retention: bus::MessageRetention,
-    /// How many finished runs stay in memory.
     pub run_retention: runs::RunRetention,
     /// The journal growth after which the run store writes a snapshot.
     pub snapshot_bytes: u64,
@@ -101,21 +94,22 @@ impl Config {
     }
 }
 
-/// One setting of `serve`, a row of [`SETTINGS`]. Plain data.
-pub struct Setting {
+/// One setting of `serve`, a row of [`SETTINGS`].
+pub(super) struct Setting {
     /// The flag without its leading `--`, and the placeholder of its value
     /// in the help; `("", "")` for a setting only a variable sets.
-    pub flag: (&'static str, &'static str),
+    pub(super) flag: (&'static str, &'static str),
     /// The variable that sets it when the flag is not given, or `""`.
-    pub env: &'static str,
+    pub(super) env: &'static str,
     /// The default, as `set` reads it; `""` for a setting unset by default,
-    /// or one that follows another (the ledger follows the data dir).
-    pub default: &'static str,
+    /// or one that follows another (the ledger follows the data dir). The
+    /// tests hold the help and `Config::for_data_dir` to it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    default: &'static str,
     /// What it sets, with its default in parentheses.
-    pub help: &'static str,
+    pub(super) help: &'static str,
     /// What a value must be, for the message that refuses another.
     must: &'static str,
-    /// Reads a value given by the flag or the variable into the config.
     set: fn(&mut Config, &Given) -> Result<(), String>,
 }
 
@@ -131,7 +125,7 @@ impl<'a> Given<'a> {
     /// variable `var` when set; `""` names neither.
     pub(super) fn find(
         flags: &[(&str, &str)],
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &Env,
         (flag, var): (&str, &str),
         must: &'a str,
     ) -> Option<Given<'a>> {
@@ -157,7 +151,7 @@ const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 /// The settings of `serve`, in the order its help lists them. Rows apply in
 /// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
 /// puts the ledger inside it.
-pub const SETTINGS: &[Setting] = &[
+pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("addr", "HOST:PORT"),
         env: "CONDUCTOR_ADDR",
@@ -360,7 +354,7 @@ pub const SETTINGS: &[Setting] = &[
 
 /// The rows `command` takes: all of them for `serve`; where the journals
 /// are, for `repair`; none for the others.
-pub fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
+pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
     SETTINGS.iter().filter(move |s| match command {
         "serve" => true,
         "repair" => s.flag.0 == "data-dir" || s.env == "AGENT_BUDGET_DIR",
@@ -368,16 +362,16 @@ pub fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_
     })
 }
 
-/// Reads `rows` into `config`, each from its flag when given (the last
-/// time), else from its variable when set; a row given neither keeps the
-/// config's value. `env` looks variables up.
-pub(super) fn apply<'a>(
+/// Reads `command`'s rows into `config`, each from its flag when given (the
+/// last time), else from its variable when set; a row given neither keeps
+/// the config's value.
+pub(super) fn apply(
     config: &mut Config,
-    rows: impl Iterator<Item = &'a Setting>,
+    command: &str,
     flags: &[(&str, &str)],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &Env,
 ) -> Result<(), String> {
-    for row in rows {
+    for row in settings_of(command) {
         if let Some(given) = Given::find(flags, env, (row.flag.0, row.env), row.must) {
             (row.set)(config, &given)?;
         }

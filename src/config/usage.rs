@@ -1,12 +1,10 @@
 //! The command line's help, from one table of commands and one of options
-//! per command (`serve`'s and `repair`'s are rows of
-//! [`crate::config::SETTINGS`], the client commands' are here): the
-//! program's help lists the commands, each command's help lists its
-//! options in aligned columns, the parser ([`crate::config`]) takes the
-//! flags each command accepts from the same tables, and a mistyped command
-//! or flag gets the nearest one suggested.
+//! per command (`serve`'s and `repair`'s are rows of the settings table,
+//! the client commands' are here). The parser takes the flags each command
+//! accepts from the same tables, and a mistyped command or flag gets the
+//! nearest one suggested.
 
-use crate::config;
+use super::settings;
 
 /// The commands, in the order the help lists them: the name, its usage
 /// after `conductor-metrics`, and what it does.
@@ -60,23 +58,19 @@ const COMMANDS: [(&str, &str, &str); 10] = [
 ];
 
 /// The subcommands, in the order the help lists them.
-pub const SUBCOMMANDS: [&str; 10] = [
-    "serve", "status", "budget", "trigger", "complete", "fail", "cancel", "demo", "repair", "help",
-];
+pub(super) fn commands() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|(name, _, _)| *name)
+}
 
-/// One setting of a command, as its help shows it: a flag with its
-/// value's placeholder, an environment variable, or both. Plain data.
+/// One setting of a command as its help shows it: a flag (without `--`)
+/// with its value's placeholder, an environment variable, or both (`""`
+/// for neither), and what it sets, with the default in parentheses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Opt {
-    /// The flag without its leading `--`, or `""` for a setting that only
-    /// an environment variable sets.
-    pub flag: &'static str,
-    /// The placeholder of the flag's value.
-    pub value: &'static str,
-    /// What it sets, with the default in parentheses.
-    pub what: &'static str,
-    /// The environment variable that sets it too, or `""`.
-    pub env: &'static str,
+pub(super) struct Opt {
+    pub(super) flag: &'static str,
+    value: &'static str,
+    what: &'static str,
+    env: &'static str,
 }
 
 const fn opt(
@@ -113,24 +107,21 @@ const COST: Opt = opt(
     "",
 );
 
-const FAIL_OPTIONS: &[Opt] = &[opt("error", "TEXT", "what went wrong", ""), COST, URL, KEY];
-const DEMO_OPTIONS: &[Opt] = &[
-    opt("runs", "N", "runs to send, 1 to 10000 (20)", ""),
-    opt("seed", "S", "workload seed; one seed, one workload (1)", ""),
-    URL,
-    KEY,
-];
-
 /// The settings of `command`; none for `help` or a word that is not a command.
-pub fn options(command: &str) -> Vec<Opt> {
+pub(super) fn options(command: &str) -> Vec<Opt> {
     match command {
-        "serve" | "repair" => config::settings_of(command)
+        "serve" | "repair" => settings::settings_of(command)
             .map(|s| opt(s.flag.0, s.flag.1, s.help, s.env))
             .collect(),
         "status" | "budget" | "trigger" => vec![URL, KEY],
         "complete" | "cancel" => vec![COST, URL, KEY],
-        "fail" => FAIL_OPTIONS.to_vec(),
-        "demo" => DEMO_OPTIONS.to_vec(),
+        "fail" => vec![opt("error", "TEXT", "what went wrong", ""), COST, URL, KEY],
+        "demo" => vec![
+            opt("runs", "N", "runs to send, 1 to 10000 (20)", ""),
+            opt("seed", "S", "workload seed; one seed, one workload (1)", ""),
+            URL,
+            KEY,
+        ],
         _ => Vec::new(),
     }
 }
@@ -150,7 +141,7 @@ const TRACE_VARIABLES: [(&str, &str); 6] = [
 
 /// The `--help` text of the whole program: the commands, and where each
 /// one's options are.
-pub fn program_help() -> String {
+pub(super) fn program_help() -> String {
     let mut out = String::from(
         "conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration\n\n\
          Usage: conductor-metrics [COMMAND] [OPTIONS]\n\nCommands:\n",
@@ -168,7 +159,7 @@ pub fn program_help() -> String {
 }
 
 /// The help text of `command`, or `None` for a word that is not one.
-pub fn command_help(command: &str) -> Option<String> {
+pub(super) fn command_help(command: &str) -> Option<String> {
     let (_, usage, what) = COMMANDS.iter().find(|(name, _, _)| *name == command)?;
     if command == "help" {
         return Some(program_help());
@@ -279,7 +270,10 @@ fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
 
 /// The word among `candidates` nearest to `word` by edit distance, when it
 /// is near enough to be a typo (at most two edits, and fewer than its length).
-pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(super) fn nearest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (distance(word, c), c))
@@ -313,7 +307,7 @@ mod tests {
     #[test]
     fn every_command_has_its_own_help_and_the_program_help_lists_them() {
         let program = program_help();
-        for sub in SUBCOMMANDS {
+        for sub in commands() {
             let text = command_help(sub).unwrap();
             assert!(text.contains(&format!("conductor-metrics {sub}")), "{sub}");
             assert!(
@@ -326,8 +320,6 @@ mod tests {
         assert!(command_help("serve")
             .unwrap()
             .contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let names: Vec<&str> = COMMANDS.iter().map(|c| c.0).collect();
-        assert_eq!(names, SUBCOMMANDS);
     }
 
     /// The column each line's cells start at, after the two-space indent.
@@ -340,7 +332,7 @@ mod tests {
 
     #[test]
     fn every_option_line_is_aligned() {
-        for sub in SUBCOMMANDS {
+        for sub in commands() {
             let text = command_help(sub).unwrap();
             let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  --")).collect();
             assert_eq!(
@@ -372,26 +364,21 @@ mod tests {
         let program = program_help();
         let commands: Vec<usize> = program
             .lines()
-            .filter(|l| {
-                SUBCOMMANDS
-                    .iter()
-                    .any(|s| l.starts_with(&format!("  {s} ")))
-            })
+            .filter(|l| commands().any(|s| l.starts_with(&format!("  {s} "))))
             .map(|l| starts(l)[1])
             .collect();
-        assert_eq!(commands.len(), SUBCOMMANDS.len(), "{program}");
+        assert_eq!(commands.len(), COMMANDS.len(), "{program}");
         assert!(commands.windows(2).all(|w| w[0] == w[1]), "{program}");
     }
 
     #[test]
     fn near_misses_are_suggested() {
-        let commands = || SUBCOMMANDS.iter().copied();
         assert_eq!(nearest("stauts", commands()), Some("status"));
         assert_eq!(nearest("serv", commands()), Some("serve"));
         assert_eq!(nearest("tigger", commands()), Some("trigger"));
         assert_eq!(nearest("xyzzy", commands()), None);
         assert_eq!(nearest("a", commands()), None);
-        let flags = || config::SETTINGS.iter().map(|s| s.flag.0);
+        let flags = || settings::SETTINGS.iter().map(|s| s.flag.0);
         assert_eq!(nearest("adr", flags()), Some("addr"));
         assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
         assert_eq!(nearest("workers", flags()), None);
