@@ -113,18 +113,12 @@ impl NewEvent {
         tail.push_str(",\"timestamp\":\"");
         time::push_rfc3339(&mut tail, self.at);
         tail.push('"');
-        let envelope = [
-            ("run_id", &self.run_id),
-            ("correlation_id", &self.correlation_id),
-            ("work_order_id", &self.work_order_id),
-        ];
-        for (key, value) in envelope {
-            if let Some(v) = value {
-                tail.push(',');
-                push_key(&mut tail, key);
-                push_str(&mut tail, v);
-            }
-        }
+        push_ids(
+            &mut tail,
+            self.run_id.as_deref(),
+            self.correlation_id.as_deref(),
+            self.work_order_id.as_deref(),
+        );
         for (key, value) in &self.fields {
             tail.push(',');
             push_str(&mut tail, key);
@@ -145,12 +139,31 @@ impl NewEvent {
     }
 }
 
+/// Appends the envelope's run ids that are known.
+pub(super) fn push_ids(
+    out: &mut String,
+    run_id: Option<&str>,
+    correlation_id: Option<&str>,
+    work_order_id: Option<&str>,
+) {
+    let ids = [
+        ("run_id", run_id),
+        ("correlation_id", correlation_id),
+        ("work_order_id", work_order_id),
+    ];
+    for (key, value) in ids {
+        if let Some(v) = value {
+            out.push(',');
+            push_key(out, key);
+            push_str(out, v);
+        }
+    }
+}
+
 /// An event rendered but not numbered yet: everything of its JSON after
 /// `{"seq":N,`. Built outside the hub's lock by whoever publishes.
 pub(super) struct Rendered {
-    /// The event type.
     pub(super) kind: &'static str,
-    /// The run it concerns, if any.
     pub(super) run_id: Option<Arc<str>>,
     /// The JSON after the seq, closing brace included.
     pub(super) tail: String,
@@ -334,7 +347,6 @@ impl Stopped {
     }
 }
 
-/// Why a queue takes no more events.
 #[derive(Clone, Copy, Debug)]
 enum End {
     Lagged { dropped: u64 },
@@ -678,13 +690,9 @@ impl Hub {
         }
     }
 
-    /// The seq of the newest event published since the hub opened.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.lock().ring.back().map(|e| e.seq)
-    }
-
     /// How many subscribers are still being fed (lagged ones are not).
-    pub fn subscribers(&self) -> usize {
+    #[cfg(test)]
+    fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
     }
 
@@ -798,11 +806,6 @@ impl Subscription {
         Closer {
             queue: self.queue.clone(),
         }
-    }
-
-    /// The seq of the last event taken.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.last_seq
     }
 }
 

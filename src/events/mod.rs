@@ -31,7 +31,7 @@
 //! only move metrics and are not published. [`agentgate`] renders four of
 //! them as AgentGate's dashboard takes them.
 
-pub mod agentgate;
+pub(crate) mod agentgate;
 mod hub;
 mod publish;
 mod seq;
@@ -44,7 +44,7 @@ pub use hub::{
     Transport, QUEUE_CAPACITY, RETAINED,
 };
 pub use publish::{PreparedEvents, MAX_INLINE_BODY};
-pub use seq::{SEQ_FILE, SEQ_RESERVE};
+pub use seq::SEQ_RESERVE;
 
 /// Why the hub could not start or keep its sequence file. Safe to send
 /// across threads.

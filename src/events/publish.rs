@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::hub::{Hub, NewEvent, Rendered};
+use super::hub::{push_ids, Hub, NewEvent, Rendered};
 use crate::bus::Message;
 use crate::json_text::{push_key, push_str};
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
@@ -39,17 +39,12 @@ impl PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
         let mut envelope = String::with_capacity(96);
-        envelope.push(',');
-        push_key(&mut envelope, "run_id");
-        push_str(&mut envelope, &run.run_id);
-        envelope.push(',');
-        push_key(&mut envelope, "correlation_id");
-        push_str(&mut envelope, run.correlation());
-        if let Some(w) = &run.work_order_id {
-            envelope.push(',');
-            push_key(&mut envelope, "work_order_id");
-            push_str(&mut envelope, w);
-        }
+        push_ids(
+            &mut envelope,
+            Some(&run.run_id),
+            Some(run.correlation()),
+            run.work_order_id.as_deref(),
+        );
         let run_id: Arc<str> = Arc::from(run.run_id.as_str());
         let mut stamp: Option<(f64, String)> = None;
         let batch = events
@@ -191,18 +186,7 @@ impl Hub {
         tail.push_str("\"type\":\"message_appended\",\"timestamp\":\"");
         time::push_rfc3339(&mut tail, message.timestamp);
         tail.push('"');
-        let envelope = [
-            ("run_id", run_id),
-            ("correlation_id", correlation_id),
-            ("work_order_id", work_order_id),
-        ];
-        for (key, value) in envelope {
-            if let Some(v) = value {
-                tail.push(',');
-                push_key(&mut tail, key);
-                push_str(&mut tail, v);
-            }
-        }
+        push_ids(&mut tail, run_id, correlation_id, work_order_id);
         if body.len() <= MAX_INLINE_BODY {
             tail.push(',');
             push_key(&mut tail, "body");

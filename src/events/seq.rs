@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 
-/// The file's name inside the data dir.
-pub const SEQ_FILE: &str = "events.seq";
+const SEQ_FILE: &str = "events.seq";
 
 /// How many seqs each write of the file reserves ahead.
 pub const SEQ_RESERVE: u64 = 10_000;

@@ -231,15 +231,16 @@ impl<'a> BodyWriter<'a> {
     }
 
     fn send_buffer(&mut self, from: usize) -> io::Result<()> {
-        let sent = send(self.client, self.hooks, &self.buf[from..]);
-        if sent.is_err() {
-            self.progress = Progress::Failed;
-        }
-        sent
+        let sent = self.client.send(self.hooks, &self.buf[from..]);
+        self.failed_if(sent)
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let sent = send(self.client, self.hooks, bytes);
+        let sent = self.client.send(self.hooks, bytes);
+        self.failed_if(sent)
+    }
+
+    fn failed_if(&mut self, sent: io::Result<()>) -> io::Result<()> {
         if sent.is_err() {
             self.progress = Progress::Failed;
         }
@@ -284,18 +285,6 @@ impl Write for BodyWriter<'_> {
 
 fn ended() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the answer was given up")
-}
-
-/// Sends `bytes`, counting a client too slow to take them.
-fn send(client: &ClientStream, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
-    let sent = client.write_all(bytes);
-    if sent
-        .as_ref()
-        .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
-    {
-        hooks.connection_rejected("write_timeout");
-    }
-    sent
 }
 
 #[cfg(test)]

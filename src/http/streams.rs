@@ -3,49 +3,28 @@
 //! WebSocket carrying AgentGate's dashboard frames of four of them, see
 //! [`agentgate`]) and `GET /`, a page that shows them.
 //!
-//! The streams take `?run_id=` (only that run's events) and resume: SSE
-//! from `Last-Event-ID` (or `?last_event_id=`), the WebSockets from
-//! `?after_seq=`; all also take `?tail=N`, the N newest retained events.
+//! The streams take `?run_id=`, `?tail=N` and a resume position: SSE
+//! `Last-Event-ID` (or `?last_event_id=`), the WebSockets `?after_seq=`.
 //!
 //! **On the client's own socket.** A handler answers, subscribes and takes
-//! the connection over ([`Exchange::take_over`]). The connection's thread
-//! then reads from the client, so that it sees at once when the client
-//! leaves, and one writer thread with a 64 KiB stack, holding a second
-//! handle to the socket (`try_clone`), writes events. Whichever side ends
-//! first wakes the other: the reader closes the subscription, the writer
-//! shuts the socket down. A stream thus keeps its place under
-//! `--max-connections` while it lives and frees its threads and descriptor
-//! as soon as the client goes.
+//! the connection over. The connection's thread then reads from the client,
+//! so that it sees at once when the client leaves, and one writer thread
+//! with a small stack, holding a second handle to the socket, writes
+//! events. Whichever side ends first wakes the other: the reader closes the
+//! subscription, the writer shuts the socket down.
 //!
-//! **Slow subscribers.** Publishers only queue events (see [`crate::events`]).
-//! A writer takes whatever is queued as one batch, and while events keep
-//! coming it takes a batch at most every 5 ms, so a hundred subscribers
-//! cost a publisher a hundred queue pushes and few wake-ups. A subscriber
-//! cut off for lagging is told at once: its writer sends the final `lagged`
-//! event (SSE) or close frame (WebSocket) when it can, and if it is stuck
-//! writing to a client that stopped reading, the socket is shut down.
-//!
-//! **SSE**: each batch of events is one chunk, written as one write, with a
-//! comment line every 15 s to keep proxies and dead-peer detection going. A
-//! lagged subscriber gets a `lagged` event without an `id`, so an
-//! `EventSource` reconnects with the last seq it saw.
-//!
-//! **Stopping**: when the server stops, each stream first gets the events
-//! published before the stop, then a final `shutdown` notice
-//! (`{"type":"shutdown","last_seq":S}`): an SSE event without an `id`,
-//! after which the chunked body ends, or a WebSocket text frame followed
-//! by the close code 1001 (going away).
+//! **Slow subscribers.** A writer takes whatever is queued as one batch,
+//! and while events keep coming at most every [`PACE`], so a hundred
+//! subscribers cost a publisher few wake-ups. A subscriber cut off for
+//! lagging gets its final `lagged` event (SSE) or close frame (WebSocket)
+//! when its writer can send it; a writer stuck on a client that stopped
+//! reading has the socket shut down instead.
 //!
 //! **WebSocket**: the reader answers pings and the client's close; the
-//! writer sends events and heartbeat pings. On `/ws` it sends only the
-//! frames AgentGate knows: no `lagged` or `shutdown` notice, only their
-//! close codes. Both write under one mutex,
+//! writer sends events and heartbeat pings. Both write under one mutex,
 //! which also records that a close frame went out, after which nothing
-//! else is sent. Client frames must be masked; a protocol error or a
-//! message over 64 KiB is answered with the close code
-//! [`frame::ReadError::close_code`] gives. After sending a close frame the
-//! server half-closes and waits up to 5 s for the client's close or end of
-//! stream before letting go.
+//! else is sent. After sending a close frame the server half-closes and
+//! waits up to [`CLOSE_WAIT`] for the client's close or end of stream.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -101,7 +80,6 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`: the live page.
 pub fn page(ex: Exchange) {
     ex.send(Response {
         status: 200,
@@ -115,7 +93,6 @@ pub fn page(ex: Exchange) {
     })
 }
 
-/// What a stream asked for.
 struct Params {
     filter: Filter,
     start: Start,
@@ -205,7 +182,6 @@ fn warn_no_thread(log: &Logger, stream: &str, e: &io::Error) {
 /// The write side of a stream, shared by its reader, its writer and the
 /// hub's lag notice. Safe to share across threads.
 struct Link {
-    /// A second handle to the client's socket.
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
     closed: Mutex<bool>,
@@ -284,9 +260,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
         .spawn(f)
         .map(drop)
 }
-
-// ---------------------------------------------------------------------------
-// Server-sent events
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
 pub fn events(ex: Exchange) {
@@ -378,9 +351,6 @@ fn sse(link: &Link, mut sub: Subscription) {
     }
 }
 
-// ---------------------------------------------------------------------------
-// WebSocket
-
 /// True when header `name` lists `token` (comma-separated, any case).
 fn lists(ex: &Exchange, name: &str, token: &str) -> bool {
     ex.header(name)
@@ -405,7 +375,6 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
-/// What a WebSocket stream sends.
 #[derive(Clone, Copy)]
 enum Dialect {
     /// Our events as they are, and the `lagged` and `shutdown` notices.
@@ -428,12 +397,9 @@ pub fn agentgate_websocket(ex: Exchange) {
 }
 
 fn websocket_stream(ex: Exchange, dialect: Dialect) {
-    let key = match handshake_key(&ex) {
-        Ok(key) => key,
-        Err(r) => return ex.send(r),
-    };
-    let p = match params(&ex, None, &["after_seq"]) {
-        Ok(p) => p,
+    let checked = handshake_key(&ex).and_then(|key| Ok((key, params(&ex, None, &["after_seq"])?)));
+    let (key, p) = match checked {
+        Ok(checked) => checked,
         Err(r) => return ex.send(r),
     };
     let filter = match dialect {

@@ -26,23 +26,17 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// actually arrive rather than with the length a header claims.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A complete message received from a client.
+/// A complete message received from a client; a text one is checked to
+/// be UTF-8, a close one has its status code and reason, if it had any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// A text message, already checked to be UTF-8.
+pub(crate) enum Message {
     Text(String),
-    /// A binary message.
     Binary(Vec<u8>),
-    /// A ping; RFC 6455 expects a pong with the same payload in answer.
     Ping(Vec<u8>),
-    /// A pong, usually the answer to a ping the server sent.
     Pong(Vec<u8>),
-    /// A close request with its status code and reason, or `None` when the frame had no
-    /// payload. The server answers with a close frame and then shuts the connection.
     Close(Option<(u16, String)>),
 }
 
-/// Which kind of data message a run of fragments belongs to.
 #[derive(Debug, Clone, Copy)]
 enum DataKind {
     Text,
@@ -66,11 +60,8 @@ struct FrameHeader {
 /// holds more than `max_message` bytes of data, whatever a length header claims.
 /// Control frames interleaved with fragments are returned as they arrive, and the
 /// fragmented message carries on with the next call.
-///
-/// A `Reader` is plain data, safe to move to or share with another thread; each
-/// connection needs its own.
 #[derive(Debug)]
-pub struct Reader {
+pub(crate) struct Reader {
     max_message: usize,
     /// Header bytes read so far (at most 2 + 8 length + 4 mask).
     header: [u8; 14],
@@ -84,8 +75,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// A reader that accepts data messages of up to `max_message` bytes.
-    pub fn new(max_message: usize) -> Reader {
+    pub(crate) fn new(max_message: usize) -> Reader {
         Reader {
             max_message,
             header: [0; 14],
@@ -98,14 +88,12 @@ impl Reader {
     }
 
     /// Reads frames from `r` until a whole message is available, and returns it.
-    ///
-    /// # Errors
-    ///
-    /// A [`ReadError`] whose [`close_code`](ReadError::close_code) is the code to send
-    /// before closing, unless [`is_io`](ReadError::is_io) says the stream failed. After
-    /// an error that is not a [timeout](ReadError::is_timeout), the stream is out of
-    /// step and the connection must be closed.
-    pub fn read_message<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<Message, ReadError> {
+    /// After an error that is not a timeout, the stream is out of step and the
+    /// connection must be closed.
+    pub(crate) fn read_message<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Message, ReadError> {
         loop {
             let mut frame = match self.frame.take() {
                 Some(frame) => frame,
@@ -318,10 +306,8 @@ fn parse_close(payload: &[u8]) -> Result<Message, ReadError> {
 }
 
 /// Why [`Reader::read_message`] failed.
-///
-/// It carries an `io::Error` when the stream failed, so it is `Send + Sync` like one.
 #[derive(Debug)]
-pub struct ReadError {
+pub(crate) struct ReadError {
     kind: ErrorKind,
 }
 
@@ -363,7 +349,7 @@ impl ReadError {
     /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
     /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
     /// the wire: it is for logs and metrics only.
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         match self.kind {
             ErrorKind::Io(_) => 1006,
             ErrorKind::Protocol(_) => 1002,
@@ -374,13 +360,14 @@ impl ReadError {
 
     /// Whether the stream itself failed or ended, in which case no close frame should
     /// be sent.
-    pub fn is_io(&self) -> bool {
+    pub(crate) fn is_io(&self) -> bool {
         matches!(self.kind, ErrorKind::Io(_))
     }
 
     /// Whether a read timed out (`WouldBlock` or `TimedOut`); calling
     /// [`Reader::read_message`] again resumes where it stopped.
-    pub fn is_timeout(&self) -> bool {
+    #[cfg(test)]
+    fn is_timeout(&self) -> bool {
         match &self.kind {
             ErrorKind::Io(e) => matches!(
                 e.kind(),
@@ -444,39 +431,26 @@ fn write_control<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io
     write_frame(w, opcode, payload)
 }
 
-/// Writes `text` as one unfragmented text frame.
-pub fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
+pub(crate) fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
     write_frame(w, OP_TEXT, text.as_bytes())
 }
 
-/// Writes `data` as one unfragmented binary frame.
-pub fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
+#[cfg(test)]
+fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
     write_frame(w, OP_BINARY, data)
 }
 
-/// Writes a ping frame.
-///
-/// # Errors
-///
-/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
-pub fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
     write_control(w, OP_PING, payload)
 }
 
-/// Writes a pong frame, normally echoing a ping's payload.
-///
-/// # Errors
-///
-/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
-pub fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
     write_control(w, OP_PONG, payload)
 }
 
-/// Writes a close frame with status `code` and `reason`.
-///
-/// `reason` is cut at a character boundary so the payload fits in 125 bytes. The
-/// caller picks a code that may be sent: never 1005, 1006 or 1015.
-pub fn write_close<W: Write + ?Sized>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
+/// Writes a close frame with status `code` and `reason`, which is cut at a
+/// character boundary so the payload fits in 125 bytes.
+pub(crate) fn write_close<W: Write + ?Sized>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(end) {
         end -= 1;
