@@ -61,7 +61,7 @@ pub struct Answer {
 
 /// Where an answer meets its connection thread.
 pub(crate) struct Slot {
-    state: Mutex<State>,
+    state: Mutex<Handoff>,
     changed: Condvar,
     delivery: Delivery,
     /// Marked idle, and given its place in the idle order, when the answer
@@ -69,8 +69,10 @@ pub(crate) struct Slot {
     activity: Arc<Activity>,
 }
 
-enum State {
-    /// Not answered yet; the connection thread will write the answer.
+/// Where an answer stands; once the handler has returned, what its
+/// connection thread does.
+pub(super) enum Handoff {
+    /// Not answered yet; the connection thread waits for the answer.
     Waiting,
     /// Answered; the connection thread writes these bytes.
     Ready(Vec<u8>),
@@ -84,23 +86,11 @@ enum State {
     Failed,
 }
 
-/// What a connection thread finds once the handler has returned.
-pub(super) enum Handoff {
-    /// The answer, to write now.
-    Ready(Vec<u8>),
-    /// A stream's head, to write now, and the stream to run after it.
-    Stream(Vec<u8>, Takeover),
-    /// The headers of a 200 whose body the producer makes now.
-    Body(Vec<(&'static str, String)>, Producer),
-    /// No answer: close the connection.
-    Failed,
-}
-
 impl Answer {
     /// A new answer, delivered as `delivery` says, and its slot.
     pub(super) fn new(delivery: Delivery, activity: Arc<Activity>) -> (Answer, Arc<Slot>) {
         let slot = Arc::new(Slot {
-            state: Mutex::new(State::Waiting),
+            state: Mutex::new(Handoff::Waiting),
             changed: Condvar::new(),
             delivery,
             activity,
@@ -119,12 +109,10 @@ impl Answer {
         let d = slot.delivery;
         let bytes = encode(&response, d.head_only, d.close, d.keep_alive_10);
         slot.activity.answered();
-        *slot.lock() = State::Ready(bytes);
+        *slot.lock() = Handoff::Ready(bytes);
         slot.changed.notify_all();
     }
-}
 
-impl Answer {
     /// Answers with `status` and `headers` and no framed body, then hands
     /// the client's socket to `run` in the connection's thread: for a
     /// response streamed until it ends, or a protocol switch. The stream
@@ -141,14 +129,12 @@ impl Answer {
         head(&mut bytes, status, headers, Framing::None, false, false);
         let head = bytes;
         let mut state = slot.lock();
-        if let State::Waiting = *state {
-            *state = State::Stream(head, run);
+        if let Handoff::Waiting = *state {
+            *state = Handoff::Stream(head, run);
         }
         slot.changed.notify_all();
     }
-}
 
-impl Answer {
     /// Answers 200 with `headers` and a body that `write` makes while the
     /// connection thread sends it, in pieces, so that the answer is never
     /// held whole; see [`BodyWriter`] for how it is framed and when it can
@@ -164,8 +150,8 @@ impl Answer {
         };
         slot.activity.answered();
         let mut state = slot.lock();
-        if let State::Waiting = *state {
-            *state = State::Body(headers, write);
+        if let Handoff::Waiting = *state {
+            *state = Handoff::Body(headers, write);
         }
         slot.changed.notify_all();
     }
@@ -177,33 +163,29 @@ impl Drop for Answer {
             return;
         };
         // Unsent: the connection thread, waiting for it, closes.
-        *slot.lock() = State::Failed;
+        *slot.lock() = Handoff::Failed;
         slot.changed.notify_all();
     }
 }
 
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Handoff> {
         // Every section under this lock only moves values, so a panic
         // elsewhere cannot leave it half updated.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What the connection thread does once the handler has returned:
-    /// wait until the answer is sent, then write it, run its stream or make
-    /// its body.
+    /// waits until the answer is sent, then takes it. Never `Waiting`.
     pub(super) fn handoff(&self) -> Handoff {
         let mut state = self.lock();
         loop {
-            match std::mem::replace(&mut *state, State::Failed) {
-                State::Ready(bytes) => return Handoff::Ready(bytes),
-                State::Stream(head, run) => return Handoff::Stream(head, run),
-                State::Body(headers, write) => return Handoff::Body(headers, write),
-                State::Waiting => {
-                    *state = State::Waiting;
+            match std::mem::replace(&mut *state, Handoff::Failed) {
+                Handoff::Waiting => {
+                    *state = Handoff::Waiting;
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                State::Failed => return Handoff::Failed,
+                taken => return taken,
             }
         }
     }
@@ -236,7 +218,7 @@ impl Slot {
     /// The answer, as the client would read it, if one was sent.
     pub(crate) fn answered(&self) -> Option<String> {
         match &*self.lock() {
-            State::Ready(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Handoff::Ready(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
             _ => None,
         }
     }

@@ -229,7 +229,7 @@ fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> Af
             let sent = body.finish();
             after(sent, close || body.closes())
         }
-        Handoff::Failed => AfterRequest::Close,
+        Handoff::Waiting | Handoff::Failed => AfterRequest::Close,
     }
 }
 

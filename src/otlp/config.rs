@@ -17,15 +17,11 @@ pub struct OtlpConfig {
     /// The collector's base URL, e.g. `http://127.0.0.1:4318`; spans go to
     /// `<endpoint>/v1/traces`. Only `http://` is supported.
     pub endpoint: String,
-    /// The `service.name` resource attribute.
     pub service_name: String,
     /// How many spans may wait for export; more are dropped and counted.
     pub queue_capacity: usize,
-    /// The most spans sent in one request.
     pub batch_size: usize,
-    /// How long a span may wait for its batch to fill before it is sent.
     pub batch_delay: Duration,
-    /// The budget for one request: connect, write and read together.
     pub timeout: Duration,
 }
 
