@@ -170,16 +170,14 @@ pub(super) struct Rendered {
 }
 
 /// A published event: numbered and rendered once, shared by every
-/// subscriber. Immutable; safe to share across threads.
+/// subscriber.
 #[derive(Debug, PartialEq)]
 pub struct Published {
     seq: u64,
     kind: &'static str,
     run_id: Option<Arc<str>>,
     json: String,
-    /// The transports' shared rendering; see [`Published::rendered`].
     rendered: OnceLock<Box<str>>,
-    /// Its AgentGate frame, once asked for; see [`Published::agentgate_frame`].
     agentgate: OnceLock<Option<Box<str>>>,
 }
 
@@ -196,22 +194,18 @@ impl Published {
         copies * self.json.len() + 128
     }
 
-    /// Its sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Its type, e.g. `run_started`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
 
-    /// The run it concerns, if any.
     pub fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()
     }
 
-    /// The event as one line of JSON.
     pub fn json(&self) -> &str {
         &self.json
     }
@@ -301,18 +295,16 @@ impl Transport {
     }
 }
 
-/// The final notice to a subscriber that fell too far behind.
+/// The final notice to a subscriber that fell too far behind: the events
+/// it was due and will not get, and the last seq it took, to resume after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lagged {
-    /// The events it was due and will not get on this subscription.
     pub dropped: u64,
-    /// The last seq it took, to resume after; `None` if it took none.
     pub last_seq: Option<u64>,
 }
 
 impl Lagged {
-    /// The notice as JSON: `{"type":"lagged","dropped":N,"last_seq":S}`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({"type": "lagged", "dropped": self.dropped, "last_seq": self.last_seq})
     }
 }
@@ -336,13 +328,11 @@ pub enum Next {
 /// The final notice to a subscriber when the server stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stopped {
-    /// The last seq it took, to resume after; `None` if it took none.
     pub last_seq: Option<u64>,
 }
 
 impl Stopped {
-    /// The notice as JSON: `{"type":"shutdown","last_seq":S}`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({"type": "shutdown", "last_seq": self.last_seq})
     }
 }
@@ -710,15 +700,13 @@ impl Hub {
 }
 
 /// Wakes a subscription's reader and ends it; for another thread, such as a
-/// WebSocket's reader when the client closes. Safe to share across threads.
+/// WebSocket's reader when the client closes.
 #[derive(Clone)]
 pub struct Closer {
     queue: Arc<Queue>,
 }
 
 impl Closer {
-    /// Ends the subscription: its next call to [`Subscription::next`] returns
-    /// [`Next::Closed`].
     pub fn close(&self) {
         self.queue.end(End::Closed);
     }
@@ -738,7 +726,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event, waiting up to `wait` for one.
     pub fn next(&mut self, wait: Duration) -> Next {
         if self.ended {
             return Next::Closed;
@@ -801,7 +788,6 @@ impl Subscription {
         self.queue.lock().on_lag = Some(Box::new(f));
     }
 
-    /// A handle that ends this subscription from another thread.
     pub fn closer(&self) -> Closer {
         Closer {
             queue: self.queue.clone(),

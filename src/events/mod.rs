@@ -39,10 +39,8 @@ mod seq;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use hub::{
-    Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Stopped, Subscription,
-    Transport, QUEUE_CAPACITY, RETAINED,
-};
+pub(crate) use hub::{Closer, Published, Subscription, RETAINED};
+pub use hub::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 pub use publish::{PreparedEvents, MAX_INLINE_BODY};
 pub use seq::SEQ_RESERVE;
 
@@ -64,39 +62,12 @@ enum ErrorKind {
 }
 
 impl Error {
-    fn read(path: PathBuf, e: std::io::Error) -> Error {
-        Error {
-            kind: ErrorKind::Read(e),
-            path,
-        }
-    }
-
-    fn parse(path: PathBuf, text: String) -> Error {
-        Error {
-            kind: ErrorKind::Parse(text),
-            path,
-        }
-    }
-
-    fn exhausted(path: PathBuf, first: u64) -> Error {
-        Error {
-            kind: ErrorKind::Exhausted(first),
-            path,
-        }
-    }
-
-    fn write(path: PathBuf, e: std::io::Error) -> Error {
-        Error {
-            kind: ErrorKind::Write(e),
-            path,
-        }
+    fn new(path: PathBuf, kind: ErrorKind) -> Error {
+        Error { kind, path }
     }
 
     fn metrics(e: crate::metrics::Error) -> Error {
-        Error {
-            kind: ErrorKind::Metrics(e),
-            path: PathBuf::new(),
-        }
+        Error::new(PathBuf::new(), ErrorKind::Metrics(e))
     }
 
     /// The sequence file concerned; empty for a metric registration failure.

@@ -55,7 +55,6 @@ pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>) + Send>;
 /// The duty to answer one request. Safe to send to another thread;
 /// [`Answer::send`] takes it, so it answers at most once.
 pub struct Answer {
-    /// `None` once sent.
     slot: Option<Arc<Slot>>,
 }
 
@@ -87,7 +86,6 @@ pub(super) enum Handoff {
 }
 
 impl Answer {
-    /// A new answer, delivered as `delivery` says, and its slot.
     pub(super) fn new(delivery: Delivery, activity: Arc<Activity>) -> (Answer, Arc<Slot>) {
         let slot = Arc::new(Slot {
             state: Mutex::new(Handoff::Waiting),
@@ -190,7 +188,6 @@ impl Slot {
         }
     }
 
-    /// How the answer goes to its client.
     pub(super) fn delivery(&self) -> Delivery {
         self.delivery
     }

@@ -37,7 +37,6 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// once, so it never grows past this.
 const BUFFER: usize = ROOM + PIECE + 2 + LAST_CHUNK.len();
 
-/// How far an answer has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
     /// Nothing sent: the body so far fits in the buffer.
@@ -94,7 +93,6 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// Whether any of the answer has gone out.
     pub(super) fn started(&self) -> bool {
         self.progress != Progress::Head
     }
@@ -203,7 +201,6 @@ impl<'a> BodyWriter<'a> {
         sent
     }
 
-    /// The answer's head, its body framed as `framing` says.
     fn head(&self, framing: Framing) -> Vec<u8> {
         let d = self.delivery;
         let mut head = Vec::with_capacity(256);

@@ -6,18 +6,13 @@ use std::ops::Range;
 
 use super::syntax::split_field;
 
-/// Why framed input could not be read.
 #[derive(Debug)]
 pub(super) enum FramingError {
     /// The stream failed, timed out or ended early.
     Io(io::Error),
-    /// The bytes break the grammar.
     Malformed(&'static str),
-    /// A line went over its limit.
     LineTooLong,
-    /// The trailer lines together went over their limit.
     TrailersTooLarge,
-    /// The decoded body went over its limit.
     BodyTooLarge,
 }
 
@@ -128,7 +123,6 @@ pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), Fr
     }
 }
 
-/// Reads the CRLF that ends a chunk's data.
 pub(super) fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
     let mut seen = 0;
     while seen < 2 {

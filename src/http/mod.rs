@@ -58,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use answer::{Answer, Producer, Reply, Request, Takeover};
-pub use body::BodyWriter;
+pub use answer::{Answer, Reply, Request};
+
 use conns::Connections;
 use exchange::Exchange;
 
@@ -184,7 +184,6 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-/// What every connection thread shares.
 struct Shared {
     limits: Limits,
     hooks: Arc<dyn Hooks>,

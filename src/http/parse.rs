@@ -6,18 +6,14 @@ use super::answer::Request;
 use super::reject::Reject;
 use super::syntax::{content_length, is_token, list_items, split_field};
 
-/// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
     /// No body: neither Content-Length nor Transfer-Encoding.
     Empty,
-    /// Exactly this many bytes follow the head.
     Length(u64),
-    /// A chunked body follows.
     Chunked,
 }
 
-/// What the client's `Expect` header asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expect {
     /// No expectation, or one an HTTP/1.0 client sent (which must be ignored).
@@ -149,7 +145,6 @@ impl RequestHead {
         Ok(())
     }
 
-    /// The request method, a token.
     pub(super) fn method(&self) -> &[u8] {
         &self.bytes[self.method.clone()]
     }

@@ -30,7 +30,6 @@ const IDLE_READ: usize = 1024;
 /// must take within [`super::Limits::write_timeout`].
 pub(super) const PIECE: usize = 64 * 1024;
 
-/// Why no request head could be read.
 #[derive(Debug)]
 pub(super) enum HeadError {
     /// The client closed the connection before the head was complete.
@@ -75,7 +74,6 @@ impl ClientStream {
         })
     }
 
-    /// The socket, for writing responses.
     pub(super) fn stream(&self) -> &TcpStream {
         &self.stream
     }
@@ -85,7 +83,6 @@ impl ClientStream {
         self.deadline = Instant::now() + within;
     }
 
-    /// The bytes received but not yet consumed.
     pub(super) fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
@@ -149,7 +146,6 @@ impl ClientStream {
         }
     }
 
-    /// Appends exactly `n` body bytes to `out`.
     pub(super) fn read_body(&mut self, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
         let mut left = n;
         while left > 0 {
@@ -249,7 +245,6 @@ impl ClientStream {
         }
     }
 
-    /// One read from the socket, appended to the buffer.
     fn read_some(&mut self) -> io::Result<usize> {
         if self.buf.capacity() == 0 {
             let mut first = [0u8; IDLE_READ];

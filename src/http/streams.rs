@@ -72,7 +72,6 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// a few hundred events, far more than a reading client falls behind.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
-/// The live page, built into the binary.
 const PAGE: &str = include_str!("page.html");
 
 /// Inline script and style are the page's own; it talks to this origin only.
@@ -191,7 +190,6 @@ struct Link {
 }
 
 impl Link {
-    /// A link over a second handle to `stream`, told when `sub` lags.
     fn new(stream: &TcpStream, sub: &Subscription) -> io::Result<Arc<Link>> {
         crate::sys::set_send_buffer(stream, STREAM_SEND_BUFFER)?;
         let link = Arc::new(Link {
@@ -296,7 +294,6 @@ pub fn events(ex: Exchange) {
     ex.take_over(200, &headers, Box::new(run));
 }
 
-/// Appends `data` as one chunk of a chunked body.
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
@@ -304,50 +301,103 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 fn sse(link: &Link, mut sub: Subscription) {
+    let mut out = Vec::new();
     // EventSource waits this long before reconnecting.
-    let mut out = Vec::with_capacity(4096);
     chunk(&mut out, b"retry: 2000\n\n");
+    if link.send(&out).is_ok() {
+        write_events(link, &mut sub, Wire::Sse);
+    }
+}
+
+/// How a stream puts events on the wire: SSE, or a WebSocket carrying our
+/// events and notices, or AgentGate's dashboard frames only ([`agentgate`]),
+/// the notices, which it does not know, left to the close codes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Sse,
+    Ours,
+    AgentGate,
+}
+
+/// Writes the subscription's events until it ends, and returns how; `None`
+/// when a write failed first.
+fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next> {
     let mut last = None;
     loop {
-        if link.send(&out).is_err() {
-            return;
-        }
-        out.clear();
         let first = sub.next(HEARTBEAT);
+        let mut out = Vec::new();
         if first == Next::Idle {
-            chunk(&mut out, b": keepalive\n\n");
+            match wire {
+                Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
+                _ => {
+                    let _ = frame::write_ping(&mut out, b"");
+                }
+            }
+            link.send(&out).ok()?;
             continue;
         }
-        let (events, end) = batch(&mut sub, first);
-        let mut text = String::new();
-        for e in &events {
-            text.push_str(e.rendered(|e| {
-                format!(
-                    "id: {}\nevent: {}\ndata: {}\n\n",
-                    e.seq(),
-                    e.kind(),
-                    e.json()
-                )
-            }));
+        let (events, end) = batch(sub, first);
+        match wire {
+            Wire::Sse => sse_batch(&mut out, &events, end.as_ref()),
+            _ => ws_batch(&mut out, &events, end.as_ref(), wire),
         }
-        match &end {
-            Some(Next::Lagged(lagged)) => {
-                text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
-            }
-            Some(Next::Stopping(stopped)) => {
-                text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
-            }
-            _ => {}
-        }
-        if !text.is_empty() {
-            chunk(&mut out, text.as_bytes());
-        }
+        link.send(&out).ok()?;
         if end.is_some() {
-            out.extend_from_slice(b"0\r\n\r\n");
-            let _ = link.send(&out);
-            return;
+            return end;
         }
         pace(&mut last);
+    }
+}
+
+/// Appends `events` as one chunk, with the final notice and the body's end
+/// when the subscription ended.
+fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(e.rendered(|e| {
+            format!(
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                e.seq(),
+                e.kind(),
+                e.json()
+            )
+        }));
+    }
+    match end {
+        Some(Next::Lagged(lagged)) => {
+            text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
+        }
+        Some(Next::Stopping(stopped)) => {
+            text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
+        }
+        _ => {}
+    }
+    if !text.is_empty() {
+        chunk(out, text.as_bytes());
+    }
+    if end.is_some() {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
+/// Appends a text frame per event, and our final notice, if any.
+fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wire: Wire) {
+    for e in events {
+        let text = match wire {
+            Wire::AgentGate => e.agentgate_frame(),
+            _ => Some(e.json()),
+        };
+        if let Some(text) = text {
+            let _ = frame::write_text(out, text);
+        }
+    }
+    let notice = match end {
+        Some(Next::Lagged(lagged)) => Some(lagged.to_json()),
+        Some(Next::Stopping(stopped)) => Some(stopped.to_json()),
+        _ => None,
+    };
+    if let (Some(notice), Wire::Ours) = (notice, wire) {
+        let _ = frame::write_text(out, &notice.to_string());
     }
 }
 
@@ -375,36 +425,27 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Dialect {
-    /// Our events as they are, and the `lagged` and `shutdown` notices.
-    Ours,
-    /// AgentGate's dashboard frames only ([`agentgate`]): the notices,
-    /// which it does not know, are left to the close codes.
-    AgentGate,
-}
-
 /// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
 pub fn websocket(ex: Exchange) {
-    websocket_stream(ex, Dialect::Ours)
+    websocket_stream(ex, Wire::Ours)
 }
 
 /// `GET /ws`: AgentGate's dashboard stream, one text frame per
 /// `iteration:started`, `iteration:completed`, `phase:completed` and
 /// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
 pub fn agentgate_websocket(ex: Exchange) {
-    websocket_stream(ex, Dialect::AgentGate)
+    websocket_stream(ex, Wire::AgentGate)
 }
 
-fn websocket_stream(ex: Exchange, dialect: Dialect) {
+fn websocket_stream(ex: Exchange, wire: Wire) {
     let checked = handshake_key(&ex).and_then(|key| Ok((key, params(&ex, None, &["after_seq"])?)));
     let (key, p) = match checked {
         Ok(checked) => checked,
         Err(r) => return ex.send(r),
     };
-    let filter = match dialect {
-        Dialect::Ours => p.filter,
-        Dialect::AgentGate => p.filter.only(&agentgate::KINDS),
+    let filter = match wire {
+        Wire::AgentGate => p.filter.only(&agentgate::KINDS),
+        _ => p.filter,
     };
     let app = ex.app().clone();
     let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
@@ -422,7 +463,7 @@ fn websocket_stream(ex: Exchange, dialect: Dialect) {
         // after a close it sent, and no longer than CLOSE_WAIT.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || ws_writer(&writer, sub, dialect, &reader_gone);
+        let write = move || ws_writer(&writer, sub, wire, &reader_gone);
         if let Err(e) = spawn("ws-write", write) {
             return warn_no_thread(&app.log, "websocket", &e);
         }
@@ -437,58 +478,23 @@ fn websocket_stream(ex: Exchange, dialect: Dialect) {
     ex.take_over(101, &headers, Box::new(run));
 }
 
-fn ws_writer(conn: &Link, mut sub: Subscription, dialect: Dialect, reader_gone: &Receiver<()>) {
-    let mut last = None;
-    loop {
-        let first = sub.next(HEARTBEAT);
-        let mut out = Vec::new();
-        if first == Next::Idle {
-            let _ = frame::write_ping(&mut out, b"");
-            if conn.send(&out).is_err() {
-                break;
+fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+    let (code, reason) = match write_events(conn, &mut sub, wire) {
+        Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
+        Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
+        // Closed: the reader has finished with the connection.
+        Some(_) => return,
+        None => {
+            if !conn.close_sent() {
+                conn.abort();
             }
-            continue;
+            return;
         }
-        let (events, end) = batch(&mut sub, first);
-        for e in &events {
-            let text = match dialect {
-                Dialect::Ours => Some(e.json()),
-                Dialect::AgentGate => e.agentgate_frame(),
-            };
-            if let Some(text) = text {
-                let _ = frame::write_text(&mut out, text);
-            }
-        }
-        let (notice, close) = match &end {
-            Some(Next::Lagged(lagged)) => (Some(lagged.to_json()), Some((CLOSE_LAGGED, "lagged"))),
-            Some(Next::Stopping(stopped)) => (
-                Some(stopped.to_json()),
-                Some((CLOSE_GOING_AWAY, "server stopping")),
-            ),
-            _ => (None, None),
-        };
-        if let (Some(notice), Dialect::Ours) = (notice, dialect) {
-            let _ = frame::write_text(&mut out, &notice.to_string());
-        }
-        if conn.send(&out).is_err() {
-            break;
-        }
-        match (end, close) {
-            (None, _) => pace(&mut last),
-            (Some(_), Some((code, reason))) => {
-                conn.close(code, reason);
-                // A blocked read does not see the new read timeout, so the
-                // wait for the client's close is bounded here.
-                if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
-                    conn.abort();
-                }
-                return;
-            }
-            // Closed: the reader has finished with the connection.
-            (Some(_), None) => return,
-        }
-    }
-    if !conn.close_sent() {
+    };
+    conn.close(code, reason);
+    // A blocked read does not see the new read timeout, so the wait for the
+    // client's close is bounded here.
+    if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
         conn.abort();
     }
 }

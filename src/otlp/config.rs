@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-/// The service name used when `OTEL_SERVICE_NAME` is unset.
 const DEFAULT_SERVICE_NAME: &str = "conductor-metrics";
 const DEFAULT_QUEUE_CAPACITY: usize = 2048;
 const DEFAULT_BATCH_SIZE: usize = 512;

@@ -8,7 +8,6 @@
 
 use super::span::{AttrValue, Span, SpanEvent, SpanStatus};
 
-/// The `Content-Type` of an encoded request.
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// The instrumentation scope every span is reported under.
@@ -151,7 +150,6 @@ fn push_string_value(out: &mut String, s: &str) {
     out.push('}');
 }
 
-/// Writes `s` as a JSON string literal.
 fn push_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {

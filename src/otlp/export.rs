@@ -99,7 +99,6 @@ impl LossReport {
     }
 }
 
-/// What the export thread needs besides the shared state.
 struct Target {
     endpoint: Endpoint,
     service_name: String,

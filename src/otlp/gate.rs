@@ -3,7 +3,6 @@
 
 use super::span::{unix_nanos, AttrValue, SpanEvent};
 
-/// The name of a gate check event.
 const GATE_EVENT: &str = "conductor.gate";
 
 /// One gate check. Plain data; safe to share across threads.

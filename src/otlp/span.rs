@@ -34,7 +34,6 @@ pub struct SpanEvent {
     pub attributes: Vec<(String, AttrValue)>,
 }
 
-/// How a span ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpanStatus {
     Unset,

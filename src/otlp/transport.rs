@@ -84,7 +84,6 @@ pub(crate) struct Error {
     kind: ErrorKind,
 }
 
-/// The kinds of export failure, kept private so new ones can be added.
 #[derive(Debug)]
 enum ErrorKind {
     Endpoint(&'static str),

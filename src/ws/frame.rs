@@ -131,10 +131,10 @@ impl Reader {
         let [b0, b1] = [self.header[0], self.header[1]];
         let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
         if b0 & 0x70 != 0 {
-            return Err(ReadError::protocol("reserved bit set without an extension"));
+            return Err(ReadError::Protocol("reserved bit set without an extension"));
         }
         if b1 & 0x80 == 0 {
-            return Err(ReadError::protocol("client frame is not masked"));
+            return Err(ReadError::Protocol("client frame is not masked"));
         }
         let len = match b1 & 0x7F {
             126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
@@ -146,28 +146,28 @@ impl Reader {
             n => u64::from(n),
         };
         if len >> 63 != 0 {
-            return Err(ReadError::protocol("payload length has its top bit set"));
+            return Err(ReadError::Protocol("payload length has its top bit set"));
         }
         let limit = match opcode {
             OP_CLOSE | OP_PING | OP_PONG if !fin => {
-                return Err(ReadError::protocol("fragmented control frame"));
+                return Err(ReadError::Protocol("fragmented control frame"));
             }
             OP_CLOSE | OP_PING | OP_PONG if len > MAX_CONTROL_PAYLOAD as u64 => {
-                return Err(ReadError::protocol("control frame payload over 125 bytes"));
+                return Err(ReadError::Protocol("control frame payload over 125 bytes"));
             }
             OP_CLOSE | OP_PING | OP_PONG => MAX_CONTROL_PAYLOAD,
             OP_TEXT | OP_BINARY if self.data_kind.is_some() => {
-                return Err(ReadError::protocol("new message before the last one ended"));
+                return Err(ReadError::Protocol("new message before the last one ended"));
             }
             OP_CONTINUATION if self.data_kind.is_none() => {
-                return Err(ReadError::protocol("continuation frame without a message"));
+                return Err(ReadError::Protocol("continuation frame without a message"));
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => self.max_message - self.data.len(),
-            _ => return Err(ReadError::protocol("unknown opcode")),
+            _ => return Err(ReadError::Protocol("unknown opcode")),
         };
         let len = match usize::try_from(len) {
             Ok(len) if len <= limit => len,
-            _ => return Err(ReadError::too_big(self.max_message)),
+            _ => return Err(ReadError::TooBig(self.max_message)),
         };
         match opcode {
             OP_TEXT => self.data_kind = Some(DataKind::Text),
@@ -238,7 +238,7 @@ impl Reader {
         match self.data_kind.take() {
             Some(DataKind::Text) => String::from_utf8(data)
                 .map(|text| Some(Message::Text(text)))
-                .map_err(|_| ReadError::invalid_data("text message is not UTF-8")),
+                .map_err(|_| ReadError::InvalidData("text message is not UTF-8")),
             _ => Ok(Some(Message::Binary(data))),
         }
     }
@@ -263,10 +263,10 @@ fn is_control(opcode: u8) -> bool {
 fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, ReadError> {
     loop {
         match r.read(buf) {
-            Ok(0) => return Err(ReadError::io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::io(e)),
+            Err(e) => return Err(ReadError::Io(e)),
         }
     }
 }
@@ -290,86 +290,59 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 fn parse_close(payload: &[u8]) -> Result<Message, ReadError> {
     match payload {
         [] => Ok(Message::Close(None)),
-        [_] => Err(ReadError::protocol("close payload of one byte")),
+        [_] => Err(ReadError::Protocol("close payload of one byte")),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
             // RFC 6455 section 7.4: codes the registry has not assigned, and those
             // reserved for local use only (1005, 1006, 1015), must not arrive.
             if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                return Err(ReadError::protocol("invalid close code"));
+                return Err(ReadError::Protocol("invalid close code"));
             }
             let reason = std::str::from_utf8(reason)
-                .map_err(|_| ReadError::invalid_data("close reason is not UTF-8"))?;
+                .map_err(|_| ReadError::InvalidData("close reason is not UTF-8"))?;
             Ok(Message::Close(Some((code, reason.to_owned()))))
         }
     }
 }
 
-/// Why [`Reader::read_message`] failed.
+/// Why [`Reader::read_message`] failed: the stream failed, the client
+/// broke the protocol, sent text that is not UTF-8, or a message over the
+/// limit.
 #[derive(Debug)]
-pub(crate) struct ReadError {
-    kind: ErrorKind,
-}
-
-#[derive(Debug)]
-enum ErrorKind {
+pub(crate) enum ReadError {
     Io(io::Error),
     Protocol(&'static str),
     InvalidData(&'static str),
-    TooBig { limit: usize },
+    TooBig(usize),
 }
 
 impl ReadError {
-    fn io(e: io::Error) -> ReadError {
-        ReadError {
-            kind: ErrorKind::Io(e),
-        }
-    }
-
-    fn protocol(detail: &'static str) -> ReadError {
-        ReadError {
-            kind: ErrorKind::Protocol(detail),
-        }
-    }
-
-    fn invalid_data(detail: &'static str) -> ReadError {
-        ReadError {
-            kind: ErrorKind::InvalidData(detail),
-        }
-    }
-
-    fn too_big(limit: usize) -> ReadError {
-        ReadError {
-            kind: ErrorKind::TooBig { limit },
-        }
-    }
-
     /// The close status code that describes this error (RFC 6455 section 7.4.1).
     ///
     /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
     /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
     /// the wire: it is for logs and metrics only.
     pub(crate) fn close_code(&self) -> u16 {
-        match self.kind {
-            ErrorKind::Io(_) => 1006,
-            ErrorKind::Protocol(_) => 1002,
-            ErrorKind::InvalidData(_) => 1007,
-            ErrorKind::TooBig { .. } => 1009,
+        match self {
+            ReadError::Io(_) => 1006,
+            ReadError::Protocol(_) => 1002,
+            ReadError::InvalidData(_) => 1007,
+            ReadError::TooBig(_) => 1009,
         }
     }
 
     /// Whether the stream itself failed or ended, in which case no close frame should
     /// be sent.
     pub(crate) fn is_io(&self) -> bool {
-        matches!(self.kind, ErrorKind::Io(_))
+        matches!(self, ReadError::Io(_))
     }
 
     /// Whether a read timed out (`WouldBlock` or `TimedOut`); calling
     /// [`Reader::read_message`] again resumes where it stopped.
     #[cfg(test)]
     fn is_timeout(&self) -> bool {
-        match &self.kind {
-            ErrorKind::Io(e) => matches!(
+        match self {
+            ReadError::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ),
@@ -380,11 +353,11 @@ impl ReadError {
 
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            ErrorKind::Io(e) => write!(f, "websocket read failed: {e}"),
-            ErrorKind::Protocol(detail) => write!(f, "websocket protocol error: {detail}"),
-            ErrorKind::InvalidData(detail) => write!(f, "invalid websocket data: {detail}"),
-            ErrorKind::TooBig { limit } => {
+        match self {
+            ReadError::Io(e) => write!(f, "websocket read failed: {e}"),
+            ReadError::Protocol(detail) => write!(f, "websocket protocol error: {detail}"),
+            ReadError::InvalidData(detail) => write!(f, "invalid websocket data: {detail}"),
+            ReadError::TooBig(limit) => {
                 write!(f, "websocket message exceeds the {limit}-byte limit")
             }
         }
@@ -393,8 +366,8 @@ impl fmt::Display for ReadError {
 
 impl StdError for ReadError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
-            ErrorKind::Io(e) => Some(e),
+        match self {
+            ReadError::Io(e) => Some(e),
             _ => None,
         }
     }
