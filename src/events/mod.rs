@@ -20,16 +20,9 @@
 //!   Publishing never waits for a subscriber: one whose queue is full has it
 //!   emptied, the lost events counted in `conductor_events_dropped_total`,
 //!   and gets a final `lagged` notice naming the last seq it took, so it can
-//!   resume from the [`RETAINED`] newest events the hub keeps.
+//!   resume from the newest events the hub keeps.
 //!
-//! Event JSON: `seq`, `type`, `timestamp` (RFC 3339), `run_id`,
-//! `correlation_id` and `work_order_id` where known, then the event's own
-//! fields. Types: `run_started`, `run_completed`, `run_failed`,
-//! `run_canceled`, `iteration_started`, `iteration_completed`,
-//! `phase_started`, `phase_completed`, `gate_checked`, `delivery_started`,
-//! `delivery_completed`, `budget_alert` and `message_appended`. Token events
-//! only move metrics and are not published. [`agentgate`] renders four of
-//! them as AgentGate's dashboard takes them.
+//! The events' JSON and types are in docs/api-reference.md.
 
 pub(crate) mod agentgate;
 mod hub;

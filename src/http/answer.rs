@@ -1,15 +1,10 @@
-//! Answers: the request a handler gets, the duty to answer it, and the
-//! encoding of the answer.
+//! The request a handler gets, and the duty to answer it.
 //!
 //! Every answer is written by its connection's own thread, and no other
-//! thread writes to a socket. One ready before the handler returns is
-//! written at once; one that comes later, from the thread that made a write
-//! durable, is waited for: the connection thread sleeps on the answer's
-//! slot until it is sent (or dropped unsent, which closes the connection).
-//! A stream takes the connection over instead: its head is written and the
-//! connection thread runs it on the client's socket until it ends. A
-//! streamed answer is written by the connection thread too, as its
-//! producer makes it (see [`super::body`]).
+//! thread writes to a socket. One that comes after the handler returned,
+//! from the thread that made a write durable, is waited for: the connection
+//! thread sleeps on the answer's slot until it is sent (or dropped unsent,
+//! which closes the connection).
 
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -112,13 +107,9 @@ impl Answer {
     }
 
     /// Answers with `status` and `headers` and no framed body, then hands
-    /// the client's socket to `run` in the connection's thread: for a
-    /// response streamed until it ends, or a protocol switch. The stream
-    /// keeps its place under the connection cap until `run` returns, and
-    /// the connection closes then.
-    ///
-    /// It must be called before the handler returns; later, the connection
-    /// has gone on to read the next request, and it closes instead.
+    /// the client's socket to `run` in the connection's thread, which keeps
+    /// its place under the connection cap until `run` returns. It must be
+    /// called before the handler returns; later, the connection closes.
     pub fn take_over(mut self, status: u16, headers: &[(&'static str, String)], run: Takeover) {
         let Some(slot) = self.slot.take() else {
             return;
@@ -134,14 +125,8 @@ impl Answer {
     }
 
     /// Answers 200 with `headers` and a body that `write` makes while the
-    /// connection thread sends it, in pieces, so that the answer is never
-    /// held whole; see [`BodyWriter`] for how it is framed and when it can
-    /// still become another answer.
-    ///
-    /// `write` runs in the connection's thread once the handler has
-    /// returned, so this must be called before then, as
-    /// [`Answer::take_over`] must; later, the connection closes unanswered
-    /// and `write` is dropped unrun.
+    /// connection thread sends it, in pieces. Like [`Answer::take_over`],
+    /// it must be called before the handler returns.
     pub fn stream(mut self, headers: Vec<(&'static str, String)>, write: Producer) {
         let Some(slot) = self.slot.take() else {
             return;

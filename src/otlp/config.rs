@@ -25,15 +25,9 @@ pub struct OtlpConfig {
 }
 
 impl OtlpConfig {
-    /// Reads the settings through `get` (normally `std::env::var(..).ok()`).
-    ///
-    /// Returns `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty:
-    /// tracing is off. `OTEL_SERVICE_NAME` names the service (default
-    /// `conductor-metrics`). The batch processor's standard variables are
-    /// honoured when they hold a positive number, and ignored otherwise:
-    /// `OTEL_BSP_MAX_QUEUE_SIZE` (default 2048), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
-    /// (512, at most the queue size), `OTEL_BSP_SCHEDULE_DELAY` (milliseconds,
-    /// 1000) and `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds, 5000).
+    /// Reads the settings through `get` (normally `std::env::var(..).ok()`);
+    /// `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty: tracing
+    /// is off. A batch setting that is not a positive number is ignored.
     pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Option<OtlpConfig> {
         let endpoint = non_empty(get("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
         let positive = |name: &str| {
