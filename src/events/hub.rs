@@ -100,11 +100,6 @@ impl NewEvent {
         self
     }
 
-    /// The event type.
-    pub fn kind(&self) -> &'static str {
-        self.kind
-    }
-
     /// The event rendered up to its seq, so the lock is held only to number it.
     fn render(self) -> Rendered {
         let mut tail = String::with_capacity(128);

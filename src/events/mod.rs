@@ -63,14 +63,10 @@ impl Error {
         Error::new(PathBuf::new(), ErrorKind::Metrics(e))
     }
 
-    /// The sequence file concerned; empty for a metric registration failure.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
     /// Whether the sequence file exists but does not hold a sequence number,
     /// in which case the hub refuses to start rather than risk reusing one.
-    pub fn is_corrupt(&self) -> bool {
+    #[cfg(test)]
+    fn is_corrupt(&self) -> bool {
         matches!(self.kind, ErrorKind::Parse(_) | ErrorKind::Exhausted(_))
     }
 }

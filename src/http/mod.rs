@@ -132,19 +132,13 @@ pub trait Hooks: Send + Sync {
     fn request_rejected(&self, method: &str, status: u16);
 
     /// A connection closed or refused by the layer; see the module docs for the reasons.
-    fn connection_rejected(&self, reason: &str) {
-        let _ = reason;
-    }
+    fn connection_rejected(&self, _reason: &str) {}
 
     /// The number of open client connections, after each change.
-    fn connections(&self, open: usize) {
-        let _ = open;
-    }
+    fn connections(&self, _open: usize) {}
 
     /// An error from `accept()`, after which the server waits briefly and goes on.
-    fn accept_error(&self, err: &io::Error) {
-        let _ = err;
-    }
+    fn accept_error(&self, _err: &io::Error) {}
 
     /// The server stopped accepting and waits for its connections to end:
     /// whatever holds a connection open for long, such as a stream, must
@@ -158,16 +152,12 @@ pub trait Handler: Send + Sync {
     /// Whether `request`, whose body has not been read yet, may go on. A
     /// request refused here goes to [`Handler::refuse`] with its body
     /// unread; if it announced one, its connection closes after the answer.
-    fn admits(&self, request: &Request) -> bool {
-        let _ = request;
+    fn admits(&self, _request: &Request) -> bool {
         true
     }
 
     /// Answers a request [`Handler::admits`] refused.
-    fn refuse(&self, request: Request, answer: Answer) {
-        let _ = request;
-        drop(answer);
-    }
+    fn refuse(&self, _request: Request, _answer: Answer) {}
 
     /// Takes `request` and sends its answer through `answer`, before
     /// returning or later from any thread. Dropping `answer` unsent closes

@@ -171,13 +171,6 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-fn warn_no_thread(log: &Logger, stream: &str, e: &io::Error) {
-    log.warn(
-        "cannot start a stream thread; closing the stream",
-        &[("stream", json!(stream)), ("error", json!(e.to_string()))],
-    );
-}
-
 /// The write side of a stream, shared by its reader, its writer and the
 /// hub's lag notice. Safe to share across threads.
 struct Link {
@@ -251,12 +244,20 @@ impl Link {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new()
+/// Starts the writer thread of a stream; false, with a warning on `log`,
+/// when none could be had and the stream must close.
+fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    let spawned = thread::Builder::new()
         .name(name.to_string())
         .stack_size(STREAM_STACK)
-        .spawn(f)
-        .map(drop)
+        .spawn(f);
+    if let Err(e) = &spawned {
+        log.warn(
+            "cannot start a stream thread; closing the stream",
+            &[("stream", json!(stream)), ("error", json!(e.to_string()))],
+        );
+    }
+    spawned.is_ok()
 }
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
@@ -281,11 +282,12 @@ pub fn events(ex: Exchange) {
         };
         let closer = sub.closer();
         let writer = link.clone();
-        if let Err(e) = spawn("sse", move || {
+        let write = move || {
             sse(&writer, sub);
             writer.abort();
-        }) {
-            return warn_no_thread(&app.log, "sse", &e);
+        };
+        if !spawn(&app.log, "sse", "sse", write) {
+            return;
         }
         // The client sends nothing more; its end of stream ends the stream.
         drain(&mut &stream);
@@ -464,8 +466,8 @@ fn websocket_stream(ex: Exchange, wire: Wire) {
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
         let write = move || ws_writer(&writer, sub, wire, &reader_gone);
-        if let Err(e) = spawn("ws-write", write) {
-            return warn_no_thread(&app.log, "websocket", &e);
+        if !spawn(&app.log, "websocket", "ws-write", write) {
+            return;
         }
         // Bytes the client sent right after its handshake come first.
         ws_reader(
