@@ -365,6 +365,8 @@ fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
             )
         }));
     }
+    // The notices have no `id`, so an EventSource reconnects with the last
+    // seq it saw.
     match end {
         Some(Next::Lagged(lagged)) => {
             text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
