@@ -291,8 +291,7 @@ fn read_body(
         Framing::Length(n) => {
             let capacity = n.min(INITIAL_BODY_CAPACITY) as usize;
             let mut body = Vec::with_capacity(capacity);
-            client
-                .read_body(n, &mut body)
+            chunked::read_n(client, n, &mut body)
                 .map(|()| body)
                 .map_err(FramingError::Io)
         }

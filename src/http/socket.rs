@@ -146,23 +146,6 @@ impl ClientStream {
         }
     }
 
-    pub(super) fn read_body(&mut self, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut left = n;
-        while left > 0 {
-            let available = self.fill_buf()?;
-            if available.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let take = available
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            out.extend_from_slice(&available[..take]);
-            self.consume(take);
-            left -= take as u64;
-        }
-        Ok(())
-    }
-
     /// Writes `bytes` to the client, counting a client too slow to take
     /// them in `hooks`.
     pub(super) fn send(&self, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
@@ -368,7 +351,7 @@ mod tests {
         client.read_head(1024).unwrap();
         peer.write_all(b"lo!").unwrap();
         let mut body = Vec::new();
-        client.read_body(5, &mut body).unwrap();
+        super::super::chunked::read_n(&mut client, 5, &mut body).unwrap();
         assert_eq!(body, b"hello");
         let (_, rest) = client.into_parts();
         assert_eq!(rest, b"!");
