@@ -304,7 +304,7 @@ impl Lagged {
     }
 }
 
-/// What [`Subscription::next`] found.
+/// What a subscription's `next` found.
 #[derive(Debug, PartialEq)]
 pub enum Next {
     /// The next event, in seq order.
@@ -313,7 +313,7 @@ pub enum Next {
     Idle,
     /// The subscriber fell behind and is cut off; every later call returns `Closed`.
     Lagged(Lagged),
-    /// The subscription was closed through a [`Closer`].
+    /// The subscription was closed from another thread.
     Closed,
     /// The server is stopping: every event published before the stop was
     /// delivered, and every later call returns `Closed`.

@@ -22,7 +22,7 @@
 //!   the connection is closed.
 //! - **Answers** go out in pieces of at most 64 KiB, each of which the client
 //!   must accept within [`Limits::write_timeout`]. A large one is written as
-//!   it is made ([`BodyWriter`]), so no answer is held whole.
+//!   it is made, so no answer is held whole.
 //! - **Streams** (server-sent events, WebSockets) run on the client's own
 //!   socket, in its connection thread, once the handler has taken it over.
 //!

@@ -1,6 +1,6 @@
 //! WebSocket framing (RFC 6455 section 5): reading client messages, writing server frames.
 //!
-//! [`Reader`] turns the masked frames a client sends into whole [`Message`]s. It keeps
+//! `Reader` turns the masked frames a client sends into whole messages. It keeps
 //! its progress between calls, so a read timeout on the socket loses nothing and the
 //! next call resumes mid-frame. Any other error leaves the stream out of step with the
 //! frame boundaries, and the connection must then be closed.
