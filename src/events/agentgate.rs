@@ -1,23 +1,10 @@
 //! AgentGate's dashboard frames: four of our event types as AgentGate's
-//! WebSocket broadcaster builds them, for its live dashboard on `GET /ws`.
-//!
-//! | our type | frame |
-//! |---|---|
-//! | `iteration_started` | `{"type":"iteration:started","workOrderId","runId","iteration"}` |
-//! | `iteration_completed` | `{"type":"iteration:completed","workOrderId","runId","iteration","success"}` |
-//! | `phase_completed` | `{"type":"phase:completed","workOrderId","runId","phase","durationMs"}` |
-//! | `run_completed`, `run_failed`, `run_canceled` | `{"type":"run:completed","workOrderId","runId","result","metrics"}` |
-//!
-//! Every frame has exactly these keys, in this order, as JavaScript's
-//! `JSON.stringify` prints an object built in that order. `workOrderId` is
-//! the run's work order, or its correlation id (its run id unless given)
-//! for a run started without one, as trace spans' `operation.id` is.
-//! `result` is `succeeded`, `failed` (an abandoned run too) or `canceled`;
-//! `metrics` is the emitter's `run_completed` text byte for byte, or `null`.
-//! `durationMs` is `null` for a phase whose duration nobody knows.
-//!
-//! A frame is made from the event's JSON, taking each value's text as it is
-//! there, so what a client sent (the metrics) goes out unchanged.
+//! WebSocket broadcaster builds them, for its live dashboard on `GET /ws`
+//! (the frames are listed in docs/api-reference.md). Every frame has
+//! exactly its keys, in order, as JavaScript's `JSON.stringify` prints an
+//! object built in that order. A frame is made from the event's JSON,
+//! taking each value's text as it is there, so what a client sent (the
+//! metrics) goes out unchanged.
 
 use std::collections::BTreeMap;
 

@@ -100,11 +100,6 @@ impl NewEvent {
         self
     }
 
-    /// The event type.
-    pub fn kind(&self) -> &'static str {
-        self.kind
-    }
-
     /// The event rendered up to its seq, so the lock is held only to number it.
     fn render(self) -> Rendered {
         let mut tail = String::with_capacity(128);
@@ -113,18 +108,12 @@ impl NewEvent {
         tail.push_str(",\"timestamp\":\"");
         time::push_rfc3339(&mut tail, self.at);
         tail.push('"');
-        let envelope = [
-            ("run_id", &self.run_id),
-            ("correlation_id", &self.correlation_id),
-            ("work_order_id", &self.work_order_id),
-        ];
-        for (key, value) in envelope {
-            if let Some(v) = value {
-                tail.push(',');
-                push_key(&mut tail, key);
-                push_str(&mut tail, v);
-            }
-        }
+        push_ids(
+            &mut tail,
+            self.run_id.as_deref(),
+            self.correlation_id.as_deref(),
+            self.work_order_id.as_deref(),
+        );
         for (key, value) in &self.fields {
             tail.push(',');
             push_str(&mut tail, key);
@@ -145,28 +134,45 @@ impl NewEvent {
     }
 }
 
+/// Appends the envelope's run ids that are known.
+pub(super) fn push_ids(
+    out: &mut String,
+    run_id: Option<&str>,
+    correlation_id: Option<&str>,
+    work_order_id: Option<&str>,
+) {
+    let ids = [
+        ("run_id", run_id),
+        ("correlation_id", correlation_id),
+        ("work_order_id", work_order_id),
+    ];
+    for (key, value) in ids {
+        if let Some(v) = value {
+            out.push(',');
+            push_key(out, key);
+            push_str(out, v);
+        }
+    }
+}
+
 /// An event rendered but not numbered yet: everything of its JSON after
 /// `{"seq":N,`. Built outside the hub's lock by whoever publishes.
 pub(super) struct Rendered {
-    /// The event type.
     pub(super) kind: &'static str,
-    /// The run it concerns, if any.
     pub(super) run_id: Option<Arc<str>>,
     /// The JSON after the seq, closing brace included.
     pub(super) tail: String,
 }
 
 /// A published event: numbered and rendered once, shared by every
-/// subscriber. Immutable; safe to share across threads.
+/// subscriber.
 #[derive(Debug, PartialEq)]
 pub struct Published {
     seq: u64,
     kind: &'static str,
     run_id: Option<Arc<str>>,
     json: String,
-    /// The transports' shared rendering; see [`Published::rendered`].
     rendered: OnceLock<Box<str>>,
-    /// Its AgentGate frame, once asked for; see [`Published::agentgate_frame`].
     agentgate: OnceLock<Option<Box<str>>>,
 }
 
@@ -183,22 +189,18 @@ impl Published {
         copies * self.json.len() + 128
     }
 
-    /// Its sequence number.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Its type, e.g. `run_started`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
 
-    /// The run it concerns, if any.
     pub fn run_id(&self) -> Option<&str> {
         self.run_id.as_deref()
     }
 
-    /// The event as one line of JSON.
     pub fn json(&self) -> &str {
         &self.json
     }
@@ -288,23 +290,21 @@ impl Transport {
     }
 }
 
-/// The final notice to a subscriber that fell too far behind.
+/// The final notice to a subscriber that fell too far behind: the events
+/// it was due and will not get, and the last seq it took, to resume after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lagged {
-    /// The events it was due and will not get on this subscription.
     pub dropped: u64,
-    /// The last seq it took, to resume after; `None` if it took none.
     pub last_seq: Option<u64>,
 }
 
 impl Lagged {
-    /// The notice as JSON: `{"type":"lagged","dropped":N,"last_seq":S}`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({"type": "lagged", "dropped": self.dropped, "last_seq": self.last_seq})
     }
 }
 
-/// What [`Subscription::next`] found.
+/// What a subscription's `next` found.
 #[derive(Debug, PartialEq)]
 pub enum Next {
     /// The next event, in seq order.
@@ -313,7 +313,7 @@ pub enum Next {
     Idle,
     /// The subscriber fell behind and is cut off; every later call returns `Closed`.
     Lagged(Lagged),
-    /// The subscription was closed through a [`Closer`].
+    /// The subscription was closed from another thread.
     Closed,
     /// The server is stopping: every event published before the stop was
     /// delivered, and every later call returns `Closed`.
@@ -323,18 +323,15 @@ pub enum Next {
 /// The final notice to a subscriber when the server stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stopped {
-    /// The last seq it took, to resume after; `None` if it took none.
     pub last_seq: Option<u64>,
 }
 
 impl Stopped {
-    /// The notice as JSON: `{"type":"shutdown","last_seq":S}`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(self) -> Value {
         json!({"type": "shutdown", "last_seq": self.last_seq})
     }
 }
 
-/// Why a queue takes no more events.
 #[derive(Clone, Copy, Debug)]
 enum End {
     Lagged { dropped: u64 },
@@ -678,13 +675,9 @@ impl Hub {
         }
     }
 
-    /// The seq of the newest event published since the hub opened.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.lock().ring.back().map(|e| e.seq)
-    }
-
     /// How many subscribers are still being fed (lagged ones are not).
-    pub fn subscribers(&self) -> usize {
+    #[cfg(test)]
+    fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
     }
 
@@ -702,15 +695,13 @@ impl Hub {
 }
 
 /// Wakes a subscription's reader and ends it; for another thread, such as a
-/// WebSocket's reader when the client closes. Safe to share across threads.
+/// WebSocket's reader when the client closes.
 #[derive(Clone)]
 pub struct Closer {
     queue: Arc<Queue>,
 }
 
 impl Closer {
-    /// Ends the subscription: its next call to [`Subscription::next`] returns
-    /// [`Next::Closed`].
     pub fn close(&self) {
         self.queue.end(End::Closed);
     }
@@ -730,7 +721,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next event, waiting up to `wait` for one.
     pub fn next(&mut self, wait: Duration) -> Next {
         if self.ended {
             return Next::Closed;
@@ -793,16 +783,10 @@ impl Subscription {
         self.queue.lock().on_lag = Some(Box::new(f));
     }
 
-    /// A handle that ends this subscription from another thread.
     pub fn closer(&self) -> Closer {
         Closer {
             queue: self.queue.clone(),
         }
-    }
-
-    /// The seq of the last event taken.
-    pub fn last_seq(&self) -> Option<u64> {
-        self.last_seq
     }
 }
 

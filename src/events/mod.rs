@@ -20,18 +20,11 @@
 //!   Publishing never waits for a subscriber: one whose queue is full has it
 //!   emptied, the lost events counted in `conductor_events_dropped_total`,
 //!   and gets a final `lagged` notice naming the last seq it took, so it can
-//!   resume from the [`RETAINED`] newest events the hub keeps.
+//!   resume from the newest events the hub keeps.
 //!
-//! Event JSON: `seq`, `type`, `timestamp` (RFC 3339), `run_id`,
-//! `correlation_id` and `work_order_id` where known, then the event's own
-//! fields. Types: `run_started`, `run_completed`, `run_failed`,
-//! `run_canceled`, `iteration_started`, `iteration_completed`,
-//! `phase_started`, `phase_completed`, `gate_checked`, `delivery_started`,
-//! `delivery_completed`, `budget_alert` and `message_appended`. Token events
-//! only move metrics and are not published. [`agentgate`] renders four of
-//! them as AgentGate's dashboard takes them.
+//! The events' JSON and types are in docs/api-reference.md.
 
-pub mod agentgate;
+pub(crate) mod agentgate;
 mod hub;
 mod publish;
 mod seq;
@@ -39,12 +32,10 @@ mod seq;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use hub::{
-    Closer, Filter, Hub, Lagged, NewEvent, Next, Published, Start, Stopped, Subscription,
-    Transport, QUEUE_CAPACITY, RETAINED,
-};
+pub(crate) use hub::{Closer, Published, Subscription, RETAINED};
+pub use hub::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 pub use publish::{PreparedEvents, MAX_INLINE_BODY};
-pub use seq::{SEQ_FILE, SEQ_RESERVE};
+pub use seq::SEQ_RESERVE;
 
 /// Why the hub could not start or keep its sequence file. Safe to send
 /// across threads.
@@ -64,49 +55,18 @@ enum ErrorKind {
 }
 
 impl Error {
-    fn read(path: PathBuf, e: std::io::Error) -> Error {
-        Error {
-            kind: ErrorKind::Read(e),
-            path,
-        }
-    }
-
-    fn parse(path: PathBuf, text: String) -> Error {
-        Error {
-            kind: ErrorKind::Parse(text),
-            path,
-        }
-    }
-
-    fn exhausted(path: PathBuf, first: u64) -> Error {
-        Error {
-            kind: ErrorKind::Exhausted(first),
-            path,
-        }
-    }
-
-    fn write(path: PathBuf, e: std::io::Error) -> Error {
-        Error {
-            kind: ErrorKind::Write(e),
-            path,
-        }
+    fn new(path: PathBuf, kind: ErrorKind) -> Error {
+        Error { kind, path }
     }
 
     fn metrics(e: crate::metrics::Error) -> Error {
-        Error {
-            kind: ErrorKind::Metrics(e),
-            path: PathBuf::new(),
-        }
-    }
-
-    /// The sequence file concerned; empty for a metric registration failure.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+        Error::new(PathBuf::new(), ErrorKind::Metrics(e))
     }
 
     /// Whether the sequence file exists but does not hold a sequence number,
     /// in which case the hub refuses to start rather than risk reusing one.
-    pub fn is_corrupt(&self) -> bool {
+    #[cfg(test)]
+    fn is_corrupt(&self) -> bool {
         matches!(self.kind, ErrorKind::Parse(_) | ErrorKind::Exhausted(_))
     }
 }

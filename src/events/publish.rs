@@ -5,9 +5,9 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::hub::{Hub, NewEvent, Rendered};
+use super::hub::{push_ids, Hub, NewEvent, Rendered};
 use crate::bus::Message;
-use crate::json_text::{push_key, push_str};
+use crate::json_text::push_str;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
@@ -39,17 +39,12 @@ impl PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
         let mut envelope = String::with_capacity(96);
-        envelope.push(',');
-        push_key(&mut envelope, "run_id");
-        push_str(&mut envelope, &run.run_id);
-        envelope.push(',');
-        push_key(&mut envelope, "correlation_id");
-        push_str(&mut envelope, run.correlation());
-        if let Some(w) = &run.work_order_id {
-            envelope.push(',');
-            push_key(&mut envelope, "work_order_id");
-            push_str(&mut envelope, w);
-        }
+        push_ids(
+            &mut envelope,
+            Some(&run.run_id),
+            Some(run.correlation()),
+            run.work_order_id.as_deref(),
+        );
         let run_id: Arc<str> = Arc::from(run.run_id.as_str());
         let mut stamp: Option<(f64, String)> = None;
         let batch = events
@@ -111,13 +106,6 @@ impl Hub {
     /// Publishes `run_completed`, `run_failed` or `run_canceled` for a run
     /// whose end is durable and whose cost (`cost`, in dollars) is
     /// recorded; nothing for a run still running.
-    ///
-    /// Each carries what the emitter's own `run_completed` has: `result`
-    /// (`succeeded`, `failed` or `canceled`), `iterations` (the count
-    /// started), `duration_ms`, the run's `summary` (tokens, cost and
-    /// phases), and `metrics`, the emitter's text byte for byte (`null`
-    /// when it sent none); a failed run also its `error`, a cancelled one
-    /// its `reason`.
     pub fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
         let result = match run.status {
@@ -175,57 +163,33 @@ impl Hub {
     /// `run` is the run it names, when that run is known. The body is
     /// included up to [`MAX_INLINE_BODY`] bytes; `body_bytes` is its size.
     pub fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
-        let (run_id, correlation_id, work_order_id) = match (run, &message.run_id) {
-            (Some(run), _) => (
-                Some(run.run_id.as_str()),
+        let mut event = NewEvent::new("message_appended", message.timestamp);
+        event = match (run, &message.run_id) {
+            (Some(run), _) => event.run(
+                &run.run_id,
                 Some(run.correlation()),
                 run.work_order_id.as_deref(),
             ),
-            (None, Some(id)) => (Some(id.as_str()), Some(id.as_str()), None),
-            (None, None) => (None, None, None),
+            (None, Some(id)) => event.run(id, None, None),
+            (None, None) => event,
         };
-        // Rendered by hand so the body is printed once, for its size and
-        // inline; the keys come in the order a `NewEvent` would print them.
+        // The body is JSON text already, so it goes out as it is; the keys
+        // come in the order a `NewEvent`'s own fields would print them.
         let body = &message.body;
-        let mut tail = String::with_capacity(body.len().min(MAX_INLINE_BODY) + 192);
-        tail.push_str("\"type\":\"message_appended\",\"timestamp\":\"");
-        time::push_rfc3339(&mut tail, message.timestamp);
-        tail.push('"');
-        let envelope = [
-            ("run_id", run_id),
-            ("correlation_id", correlation_id),
-            ("work_order_id", work_order_id),
-        ];
-        for (key, value) in envelope {
-            if let Some(v) = value {
-                tail.push(',');
-                push_key(&mut tail, key);
-                push_str(&mut tail, v);
-            }
-        }
         if body.len() <= MAX_INLINE_BODY {
-            tail.push(',');
-            push_key(&mut tail, "body");
-            tail.push_str(body);
+            event = event.raw_field("body", body);
         }
-        tail.push(',');
-        push_key(&mut tail, "body_bytes");
-        crate::json_text::push_u64(&mut tail, body.len() as u64);
-        tail.push(',');
-        push_key(&mut tail, "message_type");
-        push_str(&mut tail, &message.kind);
-        tail.push(',');
-        push_key(&mut tail, "msg_id");
-        push_str(&mut tail, &message.msg_id);
-        tail.push('}');
-        let event = Rendered {
-            kind: "message_appended",
-            run_id: run_id.map(Arc::from),
-            tail,
+        let text = |s: &str| {
+            let mut out = String::with_capacity(s.len() + 2);
+            push_str(&mut out, s);
+            out
         };
-        let mut seq = 0;
-        self.publish_all(vec![event], |s| seq = s);
-        seq
+        self.publish(
+            event
+                .raw_field("body_bytes", &body.len().to_string())
+                .raw_field("message_type", &text(&message.kind))
+                .raw_field("msg_id", &text(&message.msg_id)),
+        )
     }
 
     /// Publishes `budget_alert`: the daily spend reached `threshold` percent

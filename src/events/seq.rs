@@ -8,13 +8,12 @@
 //! directory), so a crash mid-write leaves the old number or the new one.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::Error;
+use super::{Error, ErrorKind as Kind};
 
-/// The file's name inside the data dir.
-pub const SEQ_FILE: &str = "events.seq";
+const SEQ_FILE: &str = "events.seq";
 
 /// How many seqs each write of the file reserves ahead.
 pub const SEQ_RESERVE: u64 = 10_000;
@@ -35,12 +34,14 @@ impl SeqFile {
             Ok(text) => match text.trim().parse::<u64>() {
                 // Sequence numbers never wrap: a mark with no room for one
                 // more block ends the sequence, and the start with it.
-                Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => return Err(Error::exhausted(path, n)),
+                Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => {
+                    return Err(Error::new(path, Kind::Exhausted(n)))
+                }
                 Ok(n) if n >= 1 => n,
-                _ => return Err(Error::parse(path, text)),
+                _ => return Err(Error::new(path, Kind::Parse(text))),
             },
-            Err(e) if e.kind() == ErrorKind::NotFound => 1,
-            Err(e) => return Err(Error::read(path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(Error::new(path, Kind::Read(e))),
         };
         Ok((
             SeqFile {
@@ -62,7 +63,7 @@ impl SeqFile {
             // The rename is only durable once the directory entry is.
             File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| Error::write(self.path.clone(), e))
+        write().map_err(|e| Error::new(self.path.clone(), Kind::Write(e)))
     }
 }
 

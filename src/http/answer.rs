@@ -1,15 +1,10 @@
-//! Answers: the request a handler gets, the duty to answer it, and the
-//! encoding of the answer.
+//! The request a handler gets, and the duty to answer it.
 //!
 //! Every answer is written by its connection's own thread, and no other
-//! thread writes to a socket. One ready before the handler returns is
-//! written at once; one that comes later, from the thread that made a write
-//! durable, is waited for: the connection thread sleeps on the answer's
-//! slot until it is sent (or dropped unsent, which closes the connection).
-//! A stream takes the connection over instead: its head is written and the
-//! connection thread runs it on the client's socket until it ends. A
-//! streamed answer is written by the connection thread too, as its
-//! producer makes it (see [`super::body`]).
+//! thread writes to a socket. One that comes after the handler returned,
+//! from the thread that made a write durable, is waited for: the connection
+//! thread sleeps on the answer's slot until it is sent (or dropped unsent,
+//! which closes the connection).
 
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -55,13 +50,12 @@ pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>) + Send>;
 /// The duty to answer one request. Safe to send to another thread;
 /// [`Answer::send`] takes it, so it answers at most once.
 pub struct Answer {
-    /// `None` once sent.
     slot: Option<Arc<Slot>>,
 }
 
 /// Where an answer meets its connection thread.
 pub(crate) struct Slot {
-    state: Mutex<State>,
+    state: Mutex<Handoff>,
     changed: Condvar,
     delivery: Delivery,
     /// Marked idle, and given its place in the idle order, when the answer
@@ -69,8 +63,10 @@ pub(crate) struct Slot {
     activity: Arc<Activity>,
 }
 
-enum State {
-    /// Not answered yet; the connection thread will write the answer.
+/// Where an answer stands; once the handler has returned, what its
+/// connection thread does.
+pub(super) enum Handoff {
+    /// Not answered yet; the connection thread waits for the answer.
     Waiting,
     /// Answered; the connection thread writes these bytes.
     Ready(Vec<u8>),
@@ -84,23 +80,10 @@ enum State {
     Failed,
 }
 
-/// What a connection thread finds once the handler has returned.
-pub(super) enum Handoff {
-    /// The answer, to write now.
-    Ready(Vec<u8>),
-    /// A stream's head, to write now, and the stream to run after it.
-    Stream(Vec<u8>, Takeover),
-    /// The headers of a 200 whose body the producer makes now.
-    Body(Vec<(&'static str, String)>, Producer),
-    /// No answer: close the connection.
-    Failed,
-}
-
 impl Answer {
-    /// A new answer, delivered as `delivery` says, and its slot.
     pub(super) fn new(delivery: Delivery, activity: Arc<Activity>) -> (Answer, Arc<Slot>) {
         let slot = Arc::new(Slot {
-            state: Mutex::new(State::Waiting),
+            state: Mutex::new(Handoff::Waiting),
             changed: Condvar::new(),
             delivery,
             activity,
@@ -119,20 +102,14 @@ impl Answer {
         let d = slot.delivery;
         let bytes = encode(&response, d.head_only, d.close, d.keep_alive_10);
         slot.activity.answered();
-        *slot.lock() = State::Ready(bytes);
+        *slot.lock() = Handoff::Ready(bytes);
         slot.changed.notify_all();
     }
-}
 
-impl Answer {
     /// Answers with `status` and `headers` and no framed body, then hands
-    /// the client's socket to `run` in the connection's thread: for a
-    /// response streamed until it ends, or a protocol switch. The stream
-    /// keeps its place under the connection cap until `run` returns, and
-    /// the connection closes then.
-    ///
-    /// It must be called before the handler returns; later, the connection
-    /// has gone on to read the next request, and it closes instead.
+    /// the client's socket to `run` in the connection's thread, which keeps
+    /// its place under the connection cap until `run` returns. It must be
+    /// called before the handler returns; later, the connection closes.
     pub fn take_over(mut self, status: u16, headers: &[(&'static str, String)], run: Takeover) {
         let Some(slot) = self.slot.take() else {
             return;
@@ -141,31 +118,23 @@ impl Answer {
         head(&mut bytes, status, headers, Framing::None, false, false);
         let head = bytes;
         let mut state = slot.lock();
-        if let State::Waiting = *state {
-            *state = State::Stream(head, run);
+        if let Handoff::Waiting = *state {
+            *state = Handoff::Stream(head, run);
         }
         slot.changed.notify_all();
     }
-}
 
-impl Answer {
     /// Answers 200 with `headers` and a body that `write` makes while the
-    /// connection thread sends it, in pieces, so that the answer is never
-    /// held whole; see [`BodyWriter`] for how it is framed and when it can
-    /// still become another answer.
-    ///
-    /// `write` runs in the connection's thread once the handler has
-    /// returned, so this must be called before then, as
-    /// [`Answer::take_over`] must; later, the connection closes unanswered
-    /// and `write` is dropped unrun.
+    /// connection thread sends it, in pieces. Like [`Answer::take_over`],
+    /// it must be called before the handler returns.
     pub fn stream(mut self, headers: Vec<(&'static str, String)>, write: Producer) {
         let Some(slot) = self.slot.take() else {
             return;
         };
         slot.activity.answered();
         let mut state = slot.lock();
-        if let State::Waiting = *state {
-            *state = State::Body(headers, write);
+        if let Handoff::Waiting = *state {
+            *state = Handoff::Body(headers, write);
         }
         slot.changed.notify_all();
     }
@@ -177,38 +146,33 @@ impl Drop for Answer {
             return;
         };
         // Unsent: the connection thread, waiting for it, closes.
-        *slot.lock() = State::Failed;
+        *slot.lock() = Handoff::Failed;
         slot.changed.notify_all();
     }
 }
 
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Handoff> {
         // Every section under this lock only moves values, so a panic
         // elsewhere cannot leave it half updated.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What the connection thread does once the handler has returned:
-    /// wait until the answer is sent, then write it, run its stream or make
-    /// its body.
+    /// waits until the answer is sent, then takes it. Never `Waiting`.
     pub(super) fn handoff(&self) -> Handoff {
         let mut state = self.lock();
         loop {
-            match std::mem::replace(&mut *state, State::Failed) {
-                State::Ready(bytes) => return Handoff::Ready(bytes),
-                State::Stream(head, run) => return Handoff::Stream(head, run),
-                State::Body(headers, write) => return Handoff::Body(headers, write),
-                State::Waiting => {
-                    *state = State::Waiting;
+            match std::mem::replace(&mut *state, Handoff::Failed) {
+                Handoff::Waiting => {
+                    *state = Handoff::Waiting;
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                State::Failed => return Handoff::Failed,
+                taken => return taken,
             }
         }
     }
 
-    /// How the answer goes to its client.
     pub(super) fn delivery(&self) -> Delivery {
         self.delivery
     }
@@ -236,7 +200,7 @@ impl Slot {
     /// The answer, as the client would read it, if one was sent.
     pub(crate) fn answered(&self) -> Option<String> {
         match &*self.lock() {
-            State::Ready(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Handoff::Ready(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
             _ => None,
         }
     }

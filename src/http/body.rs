@@ -37,7 +37,6 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// once, so it never grows past this.
 const BUFFER: usize = ROOM + PIECE + 2 + LAST_CHUNK.len();
 
-/// How far an answer has gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
     /// Nothing sent: the body so far fits in the buffer.
@@ -94,7 +93,6 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// Whether any of the answer has gone out.
     pub(super) fn started(&self) -> bool {
         self.progress != Progress::Head
     }
@@ -203,7 +201,6 @@ impl<'a> BodyWriter<'a> {
         sent
     }
 
-    /// The answer's head, its body framed as `framing` says.
     fn head(&self, framing: Framing) -> Vec<u8> {
         let d = self.delivery;
         let mut head = Vec::with_capacity(256);
@@ -231,15 +228,16 @@ impl<'a> BodyWriter<'a> {
     }
 
     fn send_buffer(&mut self, from: usize) -> io::Result<()> {
-        let sent = send(self.client, self.hooks, &self.buf[from..]);
-        if sent.is_err() {
-            self.progress = Progress::Failed;
-        }
-        sent
+        let sent = self.client.send(self.hooks, &self.buf[from..]);
+        self.failed_if(sent)
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let sent = send(self.client, self.hooks, bytes);
+        let sent = self.client.send(self.hooks, bytes);
+        self.failed_if(sent)
+    }
+
+    fn failed_if(&mut self, sent: io::Result<()>) -> io::Result<()> {
         if sent.is_err() {
             self.progress = Progress::Failed;
         }
@@ -284,18 +282,6 @@ impl Write for BodyWriter<'_> {
 
 fn ended() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the answer was given up")
-}
-
-/// Sends `bytes`, counting a client too slow to take them.
-fn send(client: &ClientStream, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
-    let sent = client.write_all(bytes);
-    if sent
-        .as_ref()
-        .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
-    {
-        hooks.connection_rejected("write_timeout");
-    }
-    sent
 }
 
 #[cfg(test)]

@@ -1,23 +1,18 @@
-//! Chunked transfer coding (RFC 9112 section 7.1): strict line reading and
-//! chunk-size parsing, shared by request bodies and relayed responses.
+//! Request bodies: exactly a length of them, or the chunked transfer coding
+//! (RFC 9112 section 7.1) read strictly.
 
 use std::io::{self, BufRead};
 use std::ops::Range;
 
 use super::syntax::split_field;
 
-/// Why framed input could not be read.
 #[derive(Debug)]
 pub(super) enum FramingError {
     /// The stream failed, timed out or ended early.
     Io(io::Error),
-    /// The bytes break the grammar.
     Malformed(&'static str),
-    /// A line went over its limit.
     LineTooLong,
-    /// The trailer lines together went over their limit.
     TrailersTooLarge,
-    /// The decoded body went over its limit.
     BodyTooLarge,
 }
 
@@ -128,7 +123,6 @@ pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), Fr
     }
 }
 
-/// Reads the CRLF that ends a chunk's data.
 pub(super) fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
     let mut seen = 0;
     while seen < 2 {
@@ -167,21 +161,27 @@ pub(super) fn read_body(
         if size > max_body - body.len() as u64 {
             return Err(FramingError::BodyTooLarge);
         }
-        let mut left = size;
-        while left > 0 {
-            let available = r.fill_buf()?;
-            if available.is_empty() {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-            }
-            let n = available
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            body.extend_from_slice(&available[..n]);
-            r.consume(n);
-            left -= n as u64;
-        }
+        read_n(r, size, &mut body)?;
         chunk_end(r)?;
     }
+}
+
+/// Appends exactly `n` bytes of `r` to `out`.
+pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let available = r.fill_buf()?;
+        if available.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let take = available
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        out.extend_from_slice(&available[..take]);
+        r.consume(take);
+        left -= take as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

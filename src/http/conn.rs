@@ -20,14 +20,12 @@ use super::Shared;
 /// so that our last response is not destroyed by a reset (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
 
-/// The most bytes read while lingering.
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Bodies are read into memory that grows as bytes arrive, so a large
 /// Content-Length alone cannot make us allocate.
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
-/// What the connection does after a request.
 enum AfterRequest {
     /// Wait for the next request.
     Read,
@@ -101,7 +99,10 @@ fn serve_request(
         return write_handoff(client, shared, &slot);
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
-        let reject = Reject::busy("the server holds too many request bodies; retry shortly");
+        let reject = Reject::new(
+            503,
+            "the server holds too many request bodies; retry shortly",
+        );
         return refuse(client, shared, label, head.is_head(), reject);
     };
     request.body = match read_body(client, &head, shared, label) {
@@ -137,12 +138,12 @@ fn read_head(
         }
         Err(HeadError::TooLarge) => {
             let label = method_label(client.buffered());
-            let reject = Reject::headers_too_large("the request head is too large");
+            let reject = Reject::new(431, "the request head is too large");
             return Err(refuse(client, shared, label, false, reject));
         }
         Err(HeadError::BareLf) => {
             let label = method_label(client.buffered());
-            let reject = Reject::bad_request("every line must end in CRLF");
+            let reject = Reject::new(400, "every line must end in CRLF");
             return Err(refuse(client, shared, label, false, reject));
         }
     };
@@ -158,7 +159,7 @@ fn read_head(
     }
     // The body is left unread, as RFC 9110 allows.
     if head.expect == Expect::Unknown {
-        let reject = Reject::expectation_failed("the only expectation supported is 100-continue");
+        let reject = Reject::new(417, "the only expectation supported is 100-continue");
         return Err(refuse(client, shared, label, head_only, reject));
     }
     Ok((head, label))
@@ -173,7 +174,7 @@ fn not_implemented(
     head: &RequestHead,
     label: &'static str,
 ) -> AfterRequest {
-    let reject = Reject::not_implemented("the request method is not implemented");
+    let reject = Reject::new(501, "the request method is not implemented");
     shared.hooks.request_rejected(label, reject.status);
     activity.answered();
     let close = !head.keep_alive;
@@ -182,11 +183,18 @@ fn not_implemented(
         (false, true) => "Connection: keep-alive\r\n",
         (false, false) => "",
     };
-    match send(
+    let sent = send(
         client,
         shared,
         &reject::framed(reject, head.is_head(), connection),
-    ) {
+    );
+    after(sent, close)
+}
+
+/// What follows an answer that was sent, or failed to be: `close` ends the
+/// connection after it.
+fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
+    match sent {
         Ok(()) if close => AfterRequest::Linger,
         Ok(()) => AfterRequest::Read,
         Err(_) => AfterRequest::Close,
@@ -210,11 +218,7 @@ fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
 fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
     let close = slot.delivery().close;
     match slot.handoff() {
-        Handoff::Ready(bytes) => match send(client, shared, &bytes) {
-            Ok(()) if close => AfterRequest::Linger,
-            Ok(()) => AfterRequest::Read,
-            Err(_) => AfterRequest::Close,
-        },
+        Handoff::Ready(bytes) => after(send(client, shared, &bytes), close),
         Handoff::Stream(head, run) => match send(client, shared, &head) {
             Ok(()) => AfterRequest::Stream(run),
             Err(_) => AfterRequest::Close,
@@ -222,23 +226,15 @@ fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> Af
         Handoff::Body(headers, write) => {
             let mut body = BodyWriter::new(client, &*shared.hooks, slot.delivery(), headers);
             write(&mut body);
-            match body.finish() {
-                Ok(()) if close || body.closes() => AfterRequest::Linger,
-                Ok(()) => AfterRequest::Read,
-                Err(_) => AfterRequest::Close,
-            }
+            let sent = body.finish();
+            after(sent, close || body.closes())
         }
-        Handoff::Failed => AfterRequest::Close,
+        Handoff::Waiting | Handoff::Failed => AfterRequest::Close,
     }
 }
 
-/// Writes `bytes` to the client, counting a client too slow to take them.
 fn send(client: &ClientStream, shared: &Shared, bytes: &[u8]) -> io::Result<()> {
-    let sent = client.write_all(bytes);
-    if sent.as_ref().is_err_and(timed_out) {
-        shared.hooks.connection_rejected("write_timeout");
-    }
-    sent
+    client.send(&*shared.hooks, bytes)
 }
 
 /// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
@@ -295,8 +291,7 @@ fn read_body(
         Framing::Length(n) => {
             let capacity = n.min(INITIAL_BODY_CAPACITY) as usize;
             let mut body = Vec::with_capacity(capacity);
-            client
-                .read_body(n, &mut body)
+            chunked::read_n(client, n, &mut body)
                 .map(|()| body)
                 .map_err(FramingError::Io)
         }
@@ -311,11 +306,9 @@ fn read_body(
                 }
                 return AfterRequest::Close;
             }
-            FramingError::Malformed(message) => Reject::bad_request(message),
-            FramingError::LineTooLong => Reject::bad_request("a chunk-size line is too long"),
-            FramingError::TrailersTooLarge => {
-                Reject::headers_too_large("the trailers are too large")
-            }
+            FramingError::Malformed(message) => Reject::new(400, message),
+            FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
+            FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
             FramingError::BodyTooLarge => Reject::too_large(config.max_body),
         };
         refuse(client, shared, label, request.is_head(), reject)

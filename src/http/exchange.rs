@@ -37,7 +37,7 @@ pub struct Exchange {
 }
 
 /// The method label: one of a fixed set, so clients cannot grow the series.
-pub fn method_label(method: &str) -> &'static str {
+pub(super) fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     KNOWN
         .into_iter()
@@ -46,7 +46,7 @@ pub fn method_label(method: &str) -> &'static str {
 }
 
 /// True for an `X-Request-ID` we keep: 1–64 of `[A-Za-z0-9._:-]`.
-pub fn valid_request_id(id: &str) -> bool {
+fn valid_request_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -65,8 +65,7 @@ fn request_level(status: u16) -> crate::log::Level {
     }
 }
 
-/// A new 16-hex-digit request id.
-pub fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -75,8 +74,6 @@ pub fn new_request_id() -> String {
 }
 
 impl Exchange {
-    /// Wraps `request`; the answer goes through `answer`, exactly once, from
-    /// whichever thread finishes the exchange.
     pub fn new(request: Request, answer: Answer, app: Arc<App>) -> Exchange {
         let method = method_label(&request.method);
         let request_id = request
@@ -102,22 +99,14 @@ impl Exchange {
         }
     }
 
-    /// The method label (GET, POST, …, or OTHER).
     pub fn method(&self) -> &'static str {
         self.method
     }
 
-    /// The path, without the query.
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// The request id echoed on the answer.
-    pub fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    /// The application.
     pub fn app(&self) -> &Arc<App> {
         &self.app
     }
@@ -130,7 +119,6 @@ impl Exchange {
         })
     }
 
-    /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
@@ -148,12 +136,10 @@ impl Exchange {
         Ok(std::mem::take(&mut self.body))
     }
 
-    /// Adds a field to this request's log line.
     pub fn annotate(&mut self, key: &'static str, value: serde_json::Value) {
         self.fields.push((key, value));
     }
 
-    /// Sends the answer: adds the request id, counts it and logs it.
     pub fn send(mut self, response: Response) {
         self.finish(response);
     }
@@ -164,10 +150,7 @@ impl Exchange {
         };
         let reply = self.reply(response);
         let (status, bytes) = (reply.status, reply.body.len());
-        self.app
-            .http
-            .requests
-            .inc(&[self.method, status_label(status)]);
+        self.count(status);
         answer.send(reply);
         self.log_answer(status, bytes as u64);
     }
@@ -207,9 +190,6 @@ impl Exchange {
     /// the client does (it is gone, or too slow), and the connection closes.
     /// If `write` panics before the first piece went out, the answer is a
     /// 500 as from any handler; after, the connection closes.
-    ///
-    /// `write` runs in the connection's thread after the handler returns,
-    /// so this must be called before then.
     pub fn stream<F>(mut self, content_type: &'static str, write: F)
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
@@ -235,7 +215,6 @@ impl Exchange {
         if made.is_err() {
             self.app.http.panics.inc();
         }
-        // Before the head goes out a panic is answered as in any handler.
         let instead = (made.is_err() && !body.started()).then(|| {
             self.reply(Response::internal(
                 "the request failed",
@@ -245,10 +224,7 @@ impl Exchange {
         let status = instead.as_ref().map_or(200, |reply| reply.status);
         // Counted before the answer's end goes out, as a whole answer is:
         // a client that has it and asks again sees this one counted.
-        self.app
-            .http
-            .requests
-            .inc(&[self.method, status_label(status)]);
+        self.count(status);
         let sent = match (made, instead) {
             (_, Some(reply)) => {
                 body.replace(&reply);
@@ -263,6 +239,11 @@ impl Exchange {
             self.fields.push(("error", json!(why)));
         }
         self.log_answer(status, body.bytes());
+    }
+
+    fn count(&self, status: u16) {
+        let labels = [self.method, status_label(status)];
+        self.app.http.requests.inc(&labels);
     }
 
     fn log_answer(&mut self, status: u16, bytes: u64) {
@@ -291,10 +272,7 @@ impl Exchange {
         };
         let mut all = headers.to_vec();
         all.push(("X-Request-ID", self.request_id.clone()));
-        self.app
-            .http
-            .requests
-            .inc(&[self.method, status_label(status)]);
+        self.count(status);
         self.log_answer(status, 0);
         answer.take_over(status, &all, run);
     }
@@ -305,18 +283,13 @@ impl Drop for Exchange {
         if self.answer.is_none() {
             return;
         }
-        if std::thread::panicking() {
+        let detail = if std::thread::panicking() {
             self.app.http.panics.inc();
-            self.finish(Response::internal(
-                "the request failed",
-                "the handler panicked",
-            ));
+            "the handler panicked"
         } else {
-            self.finish(Response::internal(
-                "the request failed",
-                "the handler gave no answer",
-            ));
-        }
+            "the handler gave no answer"
+        };
+        self.finish(Response::internal("the request failed", detail));
     }
 }
 
@@ -401,7 +374,7 @@ mod tests {
             app.clone(),
         );
         assert_eq!(
-            (ex.method(), ex.path(), ex.request_id()),
+            (ex.method(), ex.path(), ex.request_id.as_str()),
             ("POST", "/p", "abc")
         );
         assert_eq!(ex.query("a").as_deref(), Some("b c"));

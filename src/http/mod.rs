@@ -1,21 +1,11 @@
 //! The HTTP layer: our own HTTP/1.1 server, and the translation between it
 //! and the domain. It owns every HTTP concern (framing, limits, routing,
 //! statuses, headers, auth, request ids, counting and logging of requests);
-//! domain modules never see it. Read in this order:
-//!
-//! - this file: the accept loop, its backoff, and [`Limits`];
-//! - `conns`: the connection cap, closing the longest-idle connection to
-//!   make room;
-//! - `conn`: one connection's loop, its deadlines and ordered answers;
-//!   `socket` reads the client's bytes under a deadline;
-//! - `parse`, `syntax`, `chunked`: the strict request head and bodies;
-//! - `answer`: response encoding, and the status table; `body`: answers
-//!   written as they are made; `reject`: the answers the layer gives on
-//!   its own;
-//! - [`exchange`]: the middleware every request passes (request id,
-//!   counting, logging, panic→500);
-//! - [`response`]: the one domain-error→status map;
-//! - [`routes`] and [`streams`]: the handlers.
+//! domain modules never see it. This file has the accept loop; `conns` the
+//! connection cap; `conn` one connection's loop; `parse`, `syntax` and
+//! `chunked` the strict request; `answer`, `wire`, `body` and `reject` the
+//! answers; `exchange` the middleware every request passes; `response` the
+//! one domain-error→status map; `routes` and `streams` the handlers.
 //!
 //! What the layer guarantees:
 //!
@@ -32,7 +22,7 @@
 //!   the connection is closed.
 //! - **Answers** go out in pieces of at most 64 KiB, each of which the client
 //!   must accept within [`Limits::write_timeout`]. A large one is written as
-//!   it is made ([`BodyWriter`]), so no answer is held whole.
+//!   it is made, so no answer is held whole.
 //! - **Streams** (server-sent events, WebSockets) run on the client's own
 //!   socket, in its connection thread, once the handler has taken it over.
 //!
@@ -47,14 +37,14 @@ mod body;
 mod chunked;
 mod conn;
 mod conns;
-pub mod exchange;
-pub mod json;
+mod exchange;
+mod json;
 mod parse;
 mod reject;
-pub mod response;
-pub mod routes;
+mod response;
+mod routes;
 mod socket;
-pub mod streams;
+mod streams;
 mod syntax;
 mod wire;
 
@@ -68,8 +58,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use answer::{Answer, Producer, Reply, Request, Takeover};
-pub use body::BodyWriter;
+pub use answer::{Answer, Reply, Request};
+
 use conns::Connections;
 use exchange::Exchange;
 
@@ -88,10 +78,9 @@ const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     256 * 1024
 };
 
-/// The first wait after an accept error.
+/// The waits after consecutive accept errors: 1 ms, doubling to 100 ms.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
 
-/// The longest wait after repeated accept errors.
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// Limits and timeouts of the server. The default is a production setting.
@@ -143,19 +132,13 @@ pub trait Hooks: Send + Sync {
     fn request_rejected(&self, method: &str, status: u16);
 
     /// A connection closed or refused by the layer; see the module docs for the reasons.
-    fn connection_rejected(&self, reason: &str) {
-        let _ = reason;
-    }
+    fn connection_rejected(&self, _reason: &str) {}
 
     /// The number of open client connections, after each change.
-    fn connections(&self, open: usize) {
-        let _ = open;
-    }
+    fn connections(&self, _open: usize) {}
 
     /// An error from `accept()`, after which the server waits briefly and goes on.
-    fn accept_error(&self, err: &io::Error) {
-        let _ = err;
-    }
+    fn accept_error(&self, _err: &io::Error) {}
 
     /// The server stopped accepting and waits for its connections to end:
     /// whatever holds a connection open for long, such as a stream, must
@@ -169,16 +152,12 @@ pub trait Handler: Send + Sync {
     /// Whether `request`, whose body has not been read yet, may go on. A
     /// request refused here goes to [`Handler::refuse`] with its body
     /// unread; if it announced one, its connection closes after the answer.
-    fn admits(&self, request: &Request) -> bool {
-        let _ = request;
+    fn admits(&self, _request: &Request) -> bool {
         true
     }
 
     /// Answers a request [`Handler::admits`] refused.
-    fn refuse(&self, request: Request, answer: Answer) {
-        let _ = request;
-        drop(answer);
-    }
+    fn refuse(&self, _request: Request, _answer: Answer) {}
 
     /// Takes `request` and sends its answer through `answer`, before
     /// returning or later from any thread. Dropping `answer` unsent closes
@@ -195,7 +174,6 @@ pub struct Server {
     shared: Arc<Shared>,
 }
 
-/// What every connection thread shares.
 struct Shared {
     limits: Limits,
     hooks: Arc<dyn Hooks>,
@@ -307,14 +285,14 @@ impl Server {
 
     /// Waits for the accept thread, which runs until [`Server::shutdown`].
     pub fn join(&self) {
-        let thread = self
-            .accept_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.accept_thread() {
             let _ = thread.join();
         }
+    }
+
+    fn accept_thread(&self) -> Option<JoinHandle<()>> {
+        let thread = self.accept_thread.lock();
+        thread.unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Stops accepting, waits for the accept thread to end, and closes every
@@ -343,12 +321,7 @@ impl Server {
 
     fn stop_accepting(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let thread = self
-            .accept_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.accept_thread() {
             // The accept thread is blocked in accept(); a connection wakes it.
             // If connecting fails, it is not blocked there, and sees the flag.
             let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
@@ -411,11 +384,11 @@ fn accept_loop<A>(mut accept: A, shared: &Arc<Shared>, stop: &AtomicBool)
 where
     A: FnMut() -> io::Result<(TcpStream, SocketAddr)>,
 {
-    let mut backoff = Backoff::default();
+    let mut backoff = BACKOFF_MIN;
     while !stop.load(Ordering::SeqCst) {
         match accept() {
             Ok((stream, _)) => {
-                backoff.reset();
+                backoff = BACKOFF_MIN;
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -426,10 +399,15 @@ where
                 // Out of descriptors (EMFILE) or an aborted handshake must
                 // not end accepting for good.
                 shared.hooks.accept_error(&err);
-                thread::sleep(backoff.next_delay());
+                thread::sleep(backoff);
+                backoff = next_backoff(backoff);
             }
         }
     }
+}
+
+fn next_backoff(wait: Duration) -> Duration {
+    (wait * 2).min(BACKOFF_MAX)
 }
 
 fn admit(stream: TcpStream, shared: &Arc<Shared>) {
@@ -449,30 +427,6 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
     if spawned.is_err() {
         // The closure was dropped: the stream closed and the registration ended.
         shared.hooks.connection_rejected("limit");
-    }
-}
-
-/// The wait after consecutive accept errors: 1 ms, doubling to 100 ms.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
     }
 }
 
@@ -539,15 +493,17 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut backoff = Backoff::default();
+    fn backoff_doubles_to_its_cap() {
+        let mut wait = BACKOFF_MIN;
         let delays: Vec<u64> = (0..9)
-            .map(|_| backoff.next_delay().as_millis() as u64)
+            .map(|_| {
+                let delay = wait;
+                wait = next_backoff(wait);
+                delay.as_millis() as u64
+            })
             .collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 100, 100]);
-        assert_eq!(backoff.next_delay(), BACKOFF_MAX);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(1));
+        assert_eq!(wait, BACKOFF_MAX);
     }
 
     /// Checked when the tests compile: the server and its limits are shared between threads.

@@ -6,18 +6,14 @@ use super::answer::Request;
 use super::reject::Reject;
 use super::syntax::{content_length, is_token, list_items, split_field};
 
-/// How the request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
     /// No body: neither Content-Length nor Transfer-Encoding.
     Empty,
-    /// Exactly this many bytes follow the head.
     Length(u64),
-    /// A chunked body follows.
     Chunked,
 }
 
-/// What the client's `Expect` header asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expect {
     /// No expectation, or one an HTTP/1.0 client sent (which must be ignored).
@@ -54,13 +50,13 @@ impl RequestHead {
     pub(super) fn parse(bytes: Vec<u8>) -> Result<RequestHead, Reject> {
         let mut lines = Lines::new(&bytes);
         let Some(line) = lines.next() else {
-            return Err(Reject::bad_request("the request line is missing"));
+            return Err(Reject::new(400, "the request line is missing"));
         };
         let (method, target, http10) = request_line(&bytes, line)?;
         let mut fields = Vec::new();
         for line in lines {
             let Some((name, value)) = split_field(&bytes[line.clone()]) else {
-                return Err(Reject::bad_request("a header line is malformed"));
+                return Err(Reject::new(400, "a header line is malformed"));
             };
             let shift = |r: Range<usize>| r.start + line.start..r.end + line.start;
             fields.push((shift(name), shift(value)));
@@ -90,10 +86,10 @@ impl RequestHead {
             let (name, value) = (&self.bytes[name.clone()], &self.bytes[value.clone()]);
             if name.eq_ignore_ascii_case(b"content-length") {
                 let Some(n) = content_length(value) else {
-                    return Err(Reject::bad_request("Content-Length must be digits only"));
+                    return Err(Reject::new(400, "Content-Length must be digits only"));
                 };
                 if length.is_some_and(|old| old != n) {
-                    return Err(Reject::bad_request("Content-Length values disagree"));
+                    return Err(Reject::new(400, "Content-Length values disagree"));
                 }
                 length = Some(n);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -115,7 +111,8 @@ impl RequestHead {
         }
         // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
         if hosts > 1 || (hosts == 0 && !self.http10) {
-            return Err(Reject::bad_request(
+            return Err(Reject::new(
+                400,
                 "an HTTP/1.1 request must carry exactly one Host header",
             ));
         }
@@ -123,12 +120,14 @@ impl RequestHead {
         self.keep_alive = !close && (keep_alive || !self.http10);
         self.framing = match (length, chunked) {
             (Some(_), Some(_)) => {
-                return Err(Reject::bad_request(
+                return Err(Reject::new(
+                    400,
                     "Content-Length and Transfer-Encoding must not both be sent",
                 ))
             }
             (_, Some(false)) => {
-                return Err(Reject::not_implemented(
+                return Err(Reject::new(
+                    501,
                     "the only supported Transfer-Encoding is chunked",
                 ))
             }
@@ -146,7 +145,6 @@ impl RequestHead {
         Ok(())
     }
 
-    /// The request method, a token.
     pub(super) fn method(&self) -> &[u8] {
         &self.bytes[self.method.clone()]
     }
@@ -197,18 +195,18 @@ fn request_line(
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Reject::bad_request("the request line is malformed"));
+        return Err(Reject::new(400, "the request line is malformed"));
     };
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
         v if v.starts_with(b"HTTP/") && v[5..].iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
-            return Err(Reject::version("only HTTP/1.0 and HTTP/1.1 are supported"))
+            return Err(Reject::new(505, "only HTTP/1.0 and HTTP/1.1 are supported"))
         }
-        _ => return Err(Reject::bad_request("the request line is malformed")),
+        _ => return Err(Reject::new(400, "the request line is malformed")),
     };
     if !is_token(method) {
-        return Err(Reject::bad_request("the request method is malformed"));
+        return Err(Reject::new(400, "the request method is malformed"));
     }
     let target_ok = match target {
         b"*" => method == b"OPTIONS",
@@ -216,7 +214,7 @@ fn request_line(
         _ => false,
     };
     if !target_ok {
-        return Err(Reject::bad_request("the request target is malformed"));
+        return Err(Reject::new(400, "the request target is malformed"));
     }
     let start = line.start;
     let method_end = start + method.len();

@@ -5,68 +5,27 @@ use std::borrow::Cow;
 
 use super::answer::reason;
 
-/// Why a request was refused: the status to answer with and a fixed
-/// explanation.
-///
-/// The message is always our own text (a constant, or one naming a limit
-/// of ours), never client bytes, so it is safe to put in the response.
+/// Why a request was refused: 400, 413, 417, 431, 501, 503 or 505, and a
+/// message that is always our own text, never client bytes, so it is safe
+/// to put in the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reject {
-    /// 400, 413, 417, 431, 501, 503 or 505.
     pub(super) status: u16,
     pub(super) message: Cow<'static, str>,
 }
 
 impl Reject {
-    pub(super) const fn bad_request(message: &'static str) -> Reject {
+    pub(super) const fn new(status: u16, message: &'static str) -> Reject {
         Reject {
-            status: 400,
+            status,
             message: Cow::Borrowed(message),
         }
     }
 
-    /// 413 for a body over `max_body` bytes, naming the limit and how to
-    /// raise it.
     pub(super) fn too_large(max_body: u64) -> Reject {
         Reject {
             status: 413,
             message: Cow::Owned(body_limit_message(max_body)),
-        }
-    }
-
-    pub(super) const fn headers_too_large(message: &'static str) -> Reject {
-        Reject {
-            status: 431,
-            message: Cow::Borrowed(message),
-        }
-    }
-
-    pub(super) const fn not_implemented(message: &'static str) -> Reject {
-        Reject {
-            status: 501,
-            message: Cow::Borrowed(message),
-        }
-    }
-
-    pub(super) const fn version(message: &'static str) -> Reject {
-        Reject {
-            status: 505,
-            message: Cow::Borrowed(message),
-        }
-    }
-
-    /// 503 with `Retry-After`: the server holds too many request bodies now.
-    pub(super) const fn busy(message: &'static str) -> Reject {
-        Reject {
-            status: 503,
-            message: Cow::Borrowed(message),
-        }
-    }
-
-    pub(super) const fn expectation_failed(message: &'static str) -> Reject {
-        Reject {
-            status: 417,
-            message: Cow::Borrowed(message),
         }
     }
 
@@ -91,17 +50,16 @@ pub(super) fn body_limit_message(max_body: u64) -> String {
     )
 }
 
-/// The whole response for `reject`: a JSON error body, a fresh request id
-/// (the client's own is not trusted on a request we refuse), and
-/// `Connection: close` because after a refusal we no longer trust where the
-/// next request starts. A 503 says when to retry.
-/// `head_only` leaves the body out, as a response to `HEAD` must.
+/// The whole response for `reject`, with `Connection: close`: after a
+/// refusal we no longer trust where the next request starts.
 pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
     framed(reject, head_only, "Connection: close\r\n")
 }
 
-/// [`response`] for a request whose framing was sound, so the connection
-/// goes on: `connection` is the `Connection` line to send, if any.
+/// The response for `reject` with `connection` as its `Connection` line: a
+/// JSON error body, a fresh request id (the client's own is not trusted on
+/// a request we refuse), and for a 503 when to retry. `head_only` leaves
+/// the body out, as a response to `HEAD` must.
 pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u8> {
     let mut body = String::with_capacity(96);
     body.push_str("{\"error\":{\"code\":\"");
@@ -128,8 +86,7 @@ pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u
     out
 }
 
-/// The method label for metrics, read from the start of a request head:
-/// one of a fixed set, so a client cannot create new label values.
+/// The method label for metrics, read from the start of a request head.
 pub(super) fn method_label(head: &[u8]) -> &'static str {
     let token = head.split(|&b| b == b' ').next().unwrap_or_default();
     match std::str::from_utf8(token) {
@@ -165,10 +122,10 @@ mod tests {
 
     #[test]
     fn head_response_has_no_body_and_busy_says_when_to_retry() {
-        let out = response(Reject::bad_request("x"), true);
+        let out = response(Reject::new(400, "x"), true);
         assert!(out.ends_with(b"Connection: close\r\n\r\n"));
         assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
-        let text = String::from_utf8(response(Reject::busy("x"), false)).unwrap();
+        let text = String::from_utf8(response(Reject::new(503, "x"), false)).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
     }

@@ -4,20 +4,16 @@ use serde_json::{json, Value};
 
 use crate::error::Error;
 
-/// The content type of every JSON answer.
 pub const JSON: &str = "application/json";
 
 /// An answer, built completely before any byte goes out so that a failure
 /// can still become a 500.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
-    /// The status code.
     pub status: u16,
-    /// The Content-Type.
     pub content_type: &'static str,
     /// Extra headers. Names are ours; values are checked before sending.
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
     pub body: Vec<u8>,
     /// On a 5xx, what failed in full (paths, offsets, the OS error): for
     /// the request's log line only. The body says what failed in words
@@ -26,18 +22,21 @@ pub struct Response {
 }
 
 impl Response {
-    /// A JSON answer.
-    pub fn json(status: u16, value: &Value) -> Response {
+    /// A JSON answer already printed.
+    pub fn json_text(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
-            body: value.to_string().into_bytes(),
+            body,
             detail: None,
         }
     }
 
-    /// Adds a header.
+    pub fn json(status: u16, value: &Value) -> Response {
+        Response::json_text(status, value.to_string().into_bytes())
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
@@ -51,18 +50,6 @@ impl Response {
         )
     }
 
-    /// 204 with no body.
-    pub fn no_content() -> Response {
-        Response {
-            status: 204,
-            content_type: JSON,
-            headers: Vec::new(),
-            body: Vec::new(),
-            detail: None,
-        }
-    }
-
-    /// 405 with the methods the route allows.
     pub fn method_not_allowed(allow: &'static str) -> Response {
         Response::error(
             405,
@@ -72,15 +59,9 @@ impl Response {
         .with_header("Allow", allow)
     }
 
-    /// 401 with the challenge.
     pub fn unauthorized() -> Response {
         Response::error(401, "UNAUTHORIZED", "a valid API key is required")
             .with_header("WWW-Authenticate", "Bearer realm=\"conductor\"")
-    }
-
-    /// 404 for an unknown route.
-    pub fn no_route(path: &str) -> Response {
-        Response::error(404, "NOT_FOUND", &format!("no route for {path}"))
     }
 
     /// An internal error: `message` for the client, `detail` for the log.
@@ -93,30 +74,26 @@ impl Response {
 
 impl From<Error> for Response {
     fn from(e: Error) -> Response {
-        if let Error::Exhausted(refused) = &e {
-            // The refusal body the budget milestone specifies, plus the
-            // usual error object so generic clients see a JSON error too.
-            let mut body = refused.body.clone();
-            body["error"] = json!({"code": "BUDGET_EXHAUSTED", "message": refused.message});
-            return Response::json(429, &body)
-                .with_header("Retry-After", refused.retry_after_seconds.to_string());
-        }
         let (status, code) = match &e {
-            Error::Invalid { .. } => (400, "BAD_REQUEST"),
+            Error::Invalid { field, .. } => {
+                let error =
+                    json!({"code": "BAD_REQUEST", "message": e.to_string(), "field": field});
+                return Response::json(400, &json!({ "error": error }));
+            }
             Error::NotFound(_) => (404, "NOT_FOUND"),
             Error::Conflict(_) => (409, "CONFLICT"),
             Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
             Error::Storage(detail) => return Response::internal("storage write failed", detail),
-            Error::Exhausted(_) => (500, "INTERNAL"),
+            Error::Exhausted(refused) => {
+                // The refusal body the budget milestone specifies, plus the
+                // usual error object so generic clients see a JSON error too.
+                let mut body = refused.body.clone();
+                body["error"] = json!({"code": "BUDGET_EXHAUSTED", "message": refused.message});
+                return Response::json(429, &body)
+                    .with_header("Retry-After", refused.retry_after_seconds.to_string());
+            }
         };
-        let mut r = Response::error(status, code, &e.to_string());
-        if let Error::Invalid { field, .. } = &e {
-            r = Response::json(
-                status,
-                &json!({"error": {"code": code, "message": e.to_string(), "field": field}}),
-            );
-        }
-        r
+        Response::error(status, code, &e.to_string())
     }
 }
 

@@ -2,95 +2,101 @@
 //! plain calls into the domain.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
-use super::response::Response;
+use super::response::{Response, JSON};
 use super::streams;
 use crate::app::{App, VERSION};
 use crate::budget::{SpendInput, Spent};
 use crate::bus;
 use crate::error::Error;
 use crate::json_text;
+use crate::log::Level;
 use crate::metrics::Format;
-use crate::runs::{Finish, NewRun, Status, Text};
+use crate::runs::{Applied, Finish, NewRun, Progress, Run, RunIds, Status, Step, Text, Timed};
 use crate::time;
 
+/// Unwraps `result`, or answers its error and returns from the handler.
+macro_rules! or_answer {
+    ($ex:ident, $result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(e) => return $ex.send(e.into()),
+        }
+    };
+}
+
 /// Dispatches one request. Every path through here answers exactly once.
+/// The API key was checked on the head, before the body was read.
 pub fn route(ex: Exchange) {
     let path = ex.path().to_string();
     let method = ex.method();
-    // The API key was checked on the head, before the body was read.
     if path == "*" {
         // `OPTIONS *` asks what the server as a whole supports (RFC 9110 9.3.7).
-        return ex.send(Response::no_content().with_header("Allow", "GET, HEAD, POST"));
+        let r = Response::json_text(204, Vec::new()).with_header("Allow", "GET, HEAD, POST");
+        return ex.send(r);
     }
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let Some(allow) = allowed(&segments) else {
+        let r = Response::error(404, "NOT_FOUND", &format!("no route for {path}"));
+        return ex.send(r);
+    };
+    if !allow.split(", ").any(|m| m == method) {
+        return ex.send(Response::method_not_allowed(allow));
+    }
     match (segments.as_slice(), method) {
-        (["metrics"], "GET" | "HEAD") => metrics(ex),
-        (["metrics"], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
-        (["healthz"], "GET" | "HEAD") => ex.send(Response::json(200, &json!({"status": "ok"}))),
-        (["healthz"], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
-        (["api", "v1", "status"], "GET") => status(ex),
-        (["api", "v1", "status"], _) => ex.send(Response::method_not_allowed("GET")),
-        (["api", "v1", "runs"], "POST") => start_run(ex),
-        (["api", "v1", "runs"], "GET") => list_runs(ex),
-        (["api", "v1", "runs"], _) => ex.send(Response::method_not_allowed("GET, POST")),
-        (["api", "v1", "runs", id], "GET") => {
-            let id = id.to_string();
-            get_run(ex, &id)
-        }
-        (["api", "v1", "runs", _], _) => ex.send(Response::method_not_allowed("GET")),
-        (["api", "v1", "runs", id, action @ ("complete" | "fail" | "cancel")], "POST") => {
-            let (id, action) = (id.to_string(), action.to_string());
-            finish_run(ex, &id, &action)
-        }
-        (["api", "v1", "runs", id, "events"], "POST") => {
-            let id = id.to_string();
-            record_events(ex, &id)
-        }
-        (["api", "v1", "runs", _, "events"], _) => ex.send(Response::method_not_allowed("POST")),
-        (["api", "v1", "runs", _, "complete" | "fail" | "cancel"], _) => {
-            ex.send(Response::method_not_allowed("POST"))
-        }
-        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], "GET") => {
+        (["metrics"], _) => metrics(ex),
+        (["healthz"], _) => ex.send(Response::json(200, &json!({"status": "ok"}))),
+        (["api", "v1", "status"], _) => status(ex),
+        (["api", "v1", "runs"], "POST") => begin(ex, started),
+        (["api", "v1", "runs"], _) => list_runs(ex),
+        (["api", "v1", "runs", id], _) => get_run(ex, id),
+        (["api", "v1", "runs", id, "events"], _) => record_events(ex, id),
+        (["api", "v1", "runs", id, action], _) => finish_run(ex, id, action),
+        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
             let status = ex.app().budget.status();
             ex.send(Response::json(200, &status.to_json()))
         }
-        (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
-            ex.send(Response::method_not_allowed("GET"))
+        (["api", "v1", "budget", "history"], _) => {
+            let history = or_answer!(ex, ex.app().budget.history());
+            ex.send(Response::json(200, &history.to_json()))
         }
-        (["api", "v1", "budget", "history"], "GET") => budget_history(ex),
-        (["api", "v1", "budget", "history"], _) => ex.send(Response::method_not_allowed("GET")),
-        (["api", "v1", "agent", "trigger"], "POST") => trigger(ex),
-        (["api", "v1", "agent", "trigger"], _) => ex.send(Response::method_not_allowed("POST")),
-        (["api", "v1", "agent", "status"], "GET") => agent_status(ex),
-        (["api", "v1", "agent", "status"], _) => ex.send(Response::method_not_allowed("GET")),
-        (["api", "v1", "budget", "spend"], "POST") => spend(ex),
-        (["api", "v1", "budget", "spend"], _) => ex.send(Response::method_not_allowed("POST")),
+        (["api", "v1", "agent", "trigger"], _) => begin(ex, triggered),
+        (["api", "v1", "agent", "status"], _) => agent_status(ex),
+        (["api", "v1", "budget", "spend"], _) => spend(ex),
         (["api", "v1", "metrics"], "POST") => update_metrics(ex),
-        (["api", "v1", "metrics"], "GET") => declared_families(ex),
-        (["api", "v1", "metrics"], _) => ex.send(Response::method_not_allowed("GET, POST")),
+        (["api", "v1", "metrics"], _) => declared_families(ex),
         (["api", "v1", "messages"], "POST") => append_message(ex),
-        (["api", "v1", "messages"], "GET") => read_messages(ex),
-        (["api", "v1", "messages"], _) => ex.send(Response::method_not_allowed("GET, POST")),
-        (["api", "v1", "events"], "GET") => streams::events(ex),
+        (["api", "v1", "messages"], _) => read_messages(ex),
         (["api", "v1", "events"], "POST") => progress(ex),
-        (["api", "v1", "events"], _) => ex.send(Response::method_not_allowed("GET, POST")),
-        (["api", "v1", "ws"], "GET") => streams::websocket(ex),
-        (["api", "v1", "ws"], _) => ex.send(Response::method_not_allowed("GET")),
-        (["ws"], "GET") => streams::agentgate_websocket(ex),
-        (["ws"], _) => ex.send(Response::method_not_allowed("GET")),
-        ([], "GET" | "HEAD") => streams::page(ex),
-        ([], _) => ex.send(Response::method_not_allowed("GET, HEAD")),
-        _ => {
-            let r = Response::no_route(&path);
-            ex.send(r)
-        }
+        (["api", "v1", "events"], _) => streams::events(ex),
+        (["api", "v1", "ws"], _) => streams::websocket(ex),
+        (["ws"], _) => streams::agentgate_websocket(ex),
+        _ => streams::page(ex),
     }
+}
+
+/// The methods a route allows, as its `Allow` header lists them; `None`
+/// for no route.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        [] | ["metrics" | "healthz"] => "GET, HEAD",
+        ["api", "v1", "runs" | "metrics" | "messages" | "events"] => "GET, POST",
+        ["api", "v1", "status" | "budget" | "ws"]
+        | ["api", "v1", "runs", _]
+        | ["api", "v1", "agent", "budget" | "status"]
+        | ["api", "v1", "budget", "history"]
+        | ["ws"] => "GET",
+        ["api", "v1", "runs", _, "events" | "complete" | "fail" | "cancel"]
+        | ["api", "v1", "agent", "trigger"]
+        | ["api", "v1", "budget", "spend"] => "POST",
+        _ => return None,
+    })
 }
 
 /// Whether a request for `target` needs the API key, when one is set: the
@@ -185,59 +191,45 @@ fn status(ex: Exchange) {
     ex.send(Response::json(200, &body))
 }
 
-fn start_run(mut ex: Exchange) {
-    match new_run(&mut ex) {
-        Ok(new) => begin(ex, new, |run| {
-            let body = json!({"run_id": &*run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
-            Response::json(201, &body)
-        }),
-        Err(r) => ex.send(r),
-    }
+/// The answer to `POST /api/v1/runs`.
+fn started(run: &Run) -> Response {
+    let body = json!({"run_id": &*run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
+    Response::json(201, &body)
 }
 
-/// `POST /api/v1/agent/trigger`: starts a cycle as the research agent's
-/// clients ask for one. The run it starts is reported and finished through
-/// the run API under `operation_id`.
-fn trigger(mut ex: Exchange) {
-    match new_run(&mut ex) {
-        Ok(new) => begin(ex, new, |run| {
-            let body = json!({
-                "triggered": true,
-                "operation_id": &*run.run_id,
-                "run_id": &*run.run_id,
-                "status": "running",
-                "started_at": time::rfc3339(run.started_at),
-            });
-            Response::json(200, &body)
-        }),
-        Err(r) => ex.send(r),
-    }
+/// The answer to `POST /api/v1/agent/trigger`, which starts a cycle as the
+/// research agent's clients ask for one. The run it starts is reported and
+/// finished through the run API under `operation_id`.
+fn triggered(run: &Run) -> Response {
+    let body = json!({
+        "triggered": true,
+        "operation_id": &*run.run_id,
+        "run_id": &*run.run_id,
+        "status": "running",
+        "started_at": time::rfc3339(run.started_at),
+    });
+    Response::json(200, &body)
 }
 
-/// Starts `new` and answers with `answer` once the start is durable; a
-/// refusal by the budget is the 429 every start route shares.
-fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
+/// Starts the run the request asks for and answers with `answer` once the
+/// start is durable; a refusal by the budget is the 429 every start route
+/// shares.
+fn begin(mut ex: Exchange, answer: fn(&Run) -> Response) {
+    let new = or_answer!(ex, new_run(&mut ex));
     let app = ex.app().clone();
-    app.runs.start(new, move |result| match result {
-        Ok(run) => {
-            let mut ex = ex;
-            annotate_run(&mut ex, &run.run_id, run.correlation());
-            let fields = run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
-            ex.app().log.info("run started", &fields);
-            ex.app().events.run_started(&run);
-            ex.send(answer(&run))
-        }
-        Err(e) => ex.send(e.into()),
+    app.runs.start(new, move |result| {
+        let run = or_answer!(ex, result);
+        let mut ex = ex;
+        annotate_run(&mut ex, &run.run_id, run.correlation());
+        announce_started(ex.app(), &run);
+        ex.send(answer(&run))
     });
 }
 
-/// `GET /api/v1/budget/history`: today's ledger as cumulative spend
-/// points, with the budget and its forecast, for a burn-down.
-fn budget_history(ex: Exchange) {
-    match ex.app().budget.history() {
-        Ok(history) => ex.send(Response::json(200, &history.to_json())),
-        Err(e) => ex.send(e.into()),
-    }
+fn announce_started(app: &App, run: &Run) {
+    let fields = run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
+    app.log.info("run started", &fields);
+    app.events.run_started(run);
 }
 
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
@@ -302,33 +294,21 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
 }
 
 fn finish_run(mut ex: Exchange, id: &str, action: &str) {
-    let how = match finish_how(&mut ex, action) {
-        Ok(how) => how,
-        Err(r) => return ex.send(r),
-    };
+    let (how, cost) = or_answer!(ex, finish_how(&mut ex, action));
     let app = ex.app().clone();
-    let (how, cost) = how;
-    app.runs.finish(id, how, cost, move |result| match result {
-        Ok(finished) => {
-            let mut ex = ex;
-            let app = ex.app().clone();
-            let run = &finished.run;
-            annotate_run(&mut ex, &run.run_id, run.correlation());
-            app.announce_finished(&finished);
-            ex.send(json_text_response(200, finished.run.to_json_text()))
-        }
-        Err(e) => ex.send(e.into()),
+    app.runs.finish(id, how, cost, move |result| {
+        let finished = or_answer!(ex, result);
+        let mut ex = ex;
+        let run = &finished.run;
+        annotate_run(&mut ex, &run.run_id, run.correlation());
+        ex.app().announce_finished(&finished);
+        ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
     });
 }
 
 /// Writes one debug line per event, with the iteration and phase it
 /// belongs to: its own, or where the run stood (`now`) when it had none.
-fn log_events(
-    app: &crate::app::App,
-    ids: &crate::runs::RunIds,
-    events: &[crate::runs::Timed],
-    now: (Option<u64>, Option<String>),
-) {
+fn log_events(app: &App, ids: &RunIds, events: &[Timed], now: (Option<u64>, Option<String>)) {
     let (iteration, phase) = now;
     for e in events {
         let mut fields = run_fields(&ids.run_id, ids.correlation(), ids.work_order_id.as_deref());
@@ -346,11 +326,10 @@ fn log_events(
         if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
             fields.push(("duration_ms", ms.clone()));
         }
-        app.log.log(crate::log::Level::Debug, "run event", &fields);
+        app.log.log(Level::Debug, "run event", &fields);
     }
 }
 
-/// Logs, publishes, traces and alerts on a run that ended.
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
     let body = ex.read_body()?;
     let fields: &[&str] = if action == "fail" {
@@ -368,17 +347,16 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
 }
 
 fn record_events(mut ex: Exchange, id: &str) {
-    let mut events = match parse_events(&mut ex, id) {
-        Ok(Parsed::Events(events)) => events,
-        Ok(Parsed::Progress(steps)) => return apply_progress(ex, steps),
-        Err(r) => return ex.send(r),
+    let mut events = match or_answer!(ex, parse_events(&mut ex, id)) {
+        Parsed::Events(events) => events,
+        Parsed::Progress(steps) => return apply_progress(ex, steps),
     };
     let app = ex.app().clone();
     let version = app.runs.fill_events(id, &mut events);
     // Shared with the acknowledgement: no deep copy.
-    let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
+    let events: Arc<[Timed]> = events.into();
     let sent = events.clone();
-    let debug = app.log.enabled(crate::log::Level::Debug);
+    let debug = app.log.enabled(Level::Debug);
     let run_id = id.to_string();
     // Rendered here, so the single acknowledgement thread of the run
     // journal only numbers and hands out the events.
@@ -386,46 +364,42 @@ fn record_events(mut ex: Exchange, id: &str) {
         .runs
         .with_run(id, |run| run.ids())
         .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
-    app.runs
-        .record_events(id, events, version, move |result| match result {
-            Ok(published) => {
-                let n = published.len();
-                let mut ex = ex;
-                let app = ex.app().clone();
-                // Only the ids (and, for debug lines, where the run stands)
-                // are copied out: a whole run can hold hundreds of spans.
-                let found = app.runs.with_run(&run_id, |run| {
-                    let now = debug.then(|| {
-                        let d = &run.detail;
-                        (d.current_iteration, d.current_phase.clone())
-                    });
-                    (run.ids(), now)
-                });
-                if let Some((ids, now)) = found {
-                    // The events go out with the ids the run has now, as
-                    // if rendered now: prepared ones only when those, and
-                    // the events themselves, are what was journaled.
-                    let same = std::sync::Arc::ptr_eq(&sent, &published);
-                    match prepared.filter(|p| same && *p.ids() == ids) {
-                        Some(p) => app.events.publish_prepared(p),
-                        None => app.events.run_events(&ids, &published),
-                    }
-                    annotate_run(&mut ex, &ids.run_id, ids.correlation());
-                    if let Some(now) = now {
-                        log_events(&app, &ids, &published, now);
-                    }
-                }
-                ex.send(Response::json(200, &json!({ "accepted": n })))
-            }
-            Err(e) => ex.send(e.into()),
+    app.runs.record_events(id, events, version, move |result| {
+        let published = or_answer!(ex, result);
+        let mut ex = ex;
+        let app = ex.app().clone();
+        // Only the ids (and, for debug lines, where the run stands)
+        // are copied out: a whole run can hold hundreds of spans.
+        let found = app.runs.with_run(&run_id, |run| {
+            let now = debug.then(|| {
+                let d = &run.detail;
+                (d.current_iteration, d.current_phase.clone())
+            });
+            (run.ids(), now)
         });
+        if let Some((ids, now)) = found {
+            // The events go out with the ids the run has now, as if
+            // rendered now: prepared ones only when those, and the
+            // events themselves, are what was journaled.
+            let same = Arc::ptr_eq(&sent, &published);
+            match prepared.filter(|p| same && *p.ids() == ids) {
+                Some(p) => app.events.publish_prepared(p),
+                None => app.events.run_events(&ids, &published),
+            }
+            annotate_run(&mut ex, &ids.run_id, ids.correlation());
+            if let Some(now) = now {
+                log_events(&app, &ids, &published, now);
+            }
+        }
+        ex.send(Response::json(200, &json!({ "accepted": published.len() })))
+    });
 }
 
 /// A request's events: all inside one run, or steps that may start and
 /// end runs.
 enum Parsed {
-    Events(Vec<crate::runs::Timed>),
-    Progress(Vec<crate::runs::Progress>),
+    Events(Vec<Timed>),
+    Progress(Vec<Progress>),
 }
 
 fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
@@ -437,12 +411,9 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
     }
     let value = Body::parse_value(&body)?;
     let steps = crate::runs::progress::parse_batch(&value, &body, time::now_unix(), Some(id))?;
-    if steps
-        .iter()
-        .all(|p| matches!(p.step, crate::runs::Step::Event(_)))
-    {
+    if steps.iter().all(|p| matches!(p.step, Step::Event(_))) {
         let events = steps.into_iter().filter_map(|p| match p.step {
-            crate::runs::Step::Event(e) => Some(e),
+            Step::Event(e) => Some(e),
             _ => None,
         });
         return Ok(Parsed::Events(events.collect()));
@@ -457,86 +428,64 @@ fn progress(mut ex: Exchange) {
         let value = Body::parse_value(&body)?;
         crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
     });
-    match steps {
-        Ok(steps) => apply_progress(ex, steps),
-        Err(e) => ex.send(e.into()),
-    }
+    let steps = or_answer!(ex, steps);
+    apply_progress(ex, steps)
 }
 
 /// Applies a batch of progress steps, then announces each as its own
 /// route would: starts, events and ends, in order.
-fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
+fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
     let n = steps.len();
     let app = ex.app().clone();
-    app.runs.apply_batch(steps, move |result| match result {
-        Ok(applied) => {
-            let app = ex.app().clone();
-            for a in &applied {
-                match a {
-                    crate::runs::Applied::Started(run) => {
-                        let fields =
-                            run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
-                        app.log.info("run started", &fields);
-                        app.events.run_started(run);
+    app.runs.apply_batch(steps, move |result| {
+        let applied = or_answer!(ex, result);
+        let app = ex.app().clone();
+        for a in &applied {
+            match a {
+                Applied::Started(run) => announce_started(&app, run),
+                Applied::Events(ids, events) => {
+                    app.events.run_events(ids, events);
+                    if app.log.enabled(Level::Debug) {
+                        let now = app.runs.with_run(&ids.run_id, |run| {
+                            let d = &run.detail;
+                            (d.current_iteration, d.current_phase.clone())
+                        });
+                        log_events(&app, ids, events, now.unwrap_or_default());
                     }
-                    crate::runs::Applied::Events(ids, events) => {
-                        app.events.run_events(ids, events);
-                        if app.log.enabled(crate::log::Level::Debug) {
-                            let now = app.runs.with_run(&ids.run_id, |run| {
-                                (
-                                    run.detail.current_iteration,
-                                    run.detail.current_phase.clone(),
-                                )
-                            });
-                            log_events(&app, ids, events, now.unwrap_or_default());
-                        }
-                    }
-                    crate::runs::Applied::Finished(finished) => app.announce_finished(finished),
                 }
+                Applied::Finished(finished) => app.announce_finished(finished),
             }
-            ex.send(Response::json(200, &json!({ "accepted": n })))
         }
-        Err(e) => ex.send(e.into()),
+        ex.send(Response::json(200, &json!({ "accepted": n })))
     });
 }
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
 /// was recorded before, for an `operation_id` today's ledger already holds.
 fn spend(mut ex: Exchange) {
-    let result = spend_input(&mut ex).and_then(|request| {
-        let app = ex.app().clone();
-        let SpendRequest {
-            input,
-            run_id,
-            phase,
-            operation_id,
-        } = request;
-        let (run_id, phase) = (run_id.as_deref(), phase.as_deref());
-        let spent = match &operation_id {
-            Some(id) => app.budget.spend_once(id, input, run_id, phase),
-            None => app.budget.spend(input, run_id, phase).map(Spent::New),
-        };
-        let spent = spent.map_err(Response::from)?;
-        if let Spent::New(recorded) = &spent {
-            app.budget_alerts(recorded, run_id);
+    let request = or_answer!(ex, spend_input(&mut ex));
+    let app = ex.app().clone();
+    let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
+    let spent = match &request.operation_id {
+        Some(id) => app.budget.spend_once(id, request.input, run_id, phase),
+        None => app
+            .budget
+            .spend(request.input, run_id, phase)
+            .map(Spent::New),
+    };
+    let (status, repeat, recorded) = match or_answer!(ex, spent) {
+        Spent::New(r) => {
+            app.budget_alerts(&r, run_id);
+            (201, false, r)
         }
-        Ok((spent, operation_id))
-    });
-    match result {
-        Ok((spent, operation_id)) => {
-            let (status, repeat, recorded) = match spent {
-                Spent::New(r) => (201, false, r),
-                Spent::Repeat(r) => (200, true, r),
-            };
-            let mut body = recorded.to_json();
-            if let Some(id) = operation_id {
-                body["operation_id"] = json!(id);
-                body["already_recorded"] = json!(repeat);
-            }
-            ex.send(Response::json(status, &body))
-        }
-        Err(r) => ex.send(r),
+        Spent::Repeat(r) => (200, true, r),
+    };
+    let mut body = recorded.to_json();
+    if let Some(id) = request.operation_id {
+        body["operation_id"] = json!(id);
+        body["already_recorded"] = json!(repeat);
     }
+    ex.send(Response::json(status, &body))
 }
 
 /// A direct spend as asked for.
@@ -593,29 +542,23 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
 fn list_runs(ex: Exchange) {
     let status = match ex.query("status").filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => match Status::parse(&s) {
-            Some(st) => Some(st),
-            None => {
-                let e = Error::invalid("status", "must be running, completed, failed or cancelled");
-                return ex.send(e.into());
-            }
-        },
+        Some(s) => Some(or_answer!(
+            ex,
+            Status::parse(&s).ok_or_else(|| Error::invalid(
+                "status",
+                "must be running, completed, failed or cancelled"
+            ))
+        )),
     };
-    let limit = match limit(&ex) {
-        Ok(limit) => limit,
-        Err(e) => return ex.send(e.into()),
-    };
+    let limit = or_answer!(ex, limit(&ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
-    let listing = match ex.app().runs.listing(status, after.as_deref(), limit) {
-        Ok(listing) => listing,
-        Err(e) => return ex.send(e.into()),
-    };
+    let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
     // The text of `{"runs": [...], "next_after": ...}`, keys in the order
     // serde_json prints them, each run with its metrics as sent, a page of
     // runs at a time. A run that ended or was let go while its page waited
     // is left out.
     let app = ex.app().clone();
-    ex.stream(super::response::JSON, move |out| {
+    ex.stream(JSON, move |out| {
         out.write_all(b"{\"next_after\":")?;
         serde_json::to_writer(&mut *out, &listing.next_after)?;
         out.write_all(b",\"runs\":[")?;
@@ -645,7 +588,7 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
 
 fn get_run(ex: Exchange, id: &str) {
     match ex.app().runs.get(id) {
-        Some(run) => ex.send(json_text_response(200, run.to_json_text())),
+        Some(run) => ex.send(Response::json_text(200, run.to_json_text().into_bytes())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
     }
 }
@@ -663,46 +606,27 @@ fn declared_families(ex: Exchange) {
     ex.send(Response::json(200, &json!({ "families": families })))
 }
 
-/// A JSON answer already printed.
-fn json_text_response(status: u16, body: String) -> Response {
-    Response {
-        status,
-        content_type: super::response::JSON,
-        headers: Vec::new(),
-        body: body.into_bytes(),
-        detail: None,
-    }
-}
-
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
 fn update_metrics(mut ex: Exchange) {
     let updates = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
         ex.app().declared.parse(&value)
     });
-    match updates {
-        Ok(updates) => {
-            let app = ex.app().clone();
-            app.declared.update(updates, move |result| match result {
-                Ok(n) => ex.send(Response::json(200, &json!({ "accepted": n }))),
-                Err(e) => ex.send(e.into()),
-            });
-        }
-        Err(e) => ex.send(e.into()),
-    }
+    let updates = or_answer!(ex, updates);
+    let app = ex.app().clone();
+    app.declared.update(updates, move |result| {
+        let n = or_answer!(ex, result);
+        ex.send(Response::json(200, &json!({ "accepted": n })))
+    });
 }
 
 fn append_message(mut ex: Exchange) {
-    let (kind, content, run_id) = match new_message(&mut ex) {
-        Ok(m) => m,
-        Err(r) => return ex.send(r),
-    };
+    let (kind, content, run_id) = or_answer!(ex, new_message(&mut ex));
     let app = ex.app().clone();
-    app.bus
-        .append(kind, content, run_id, move |result| match result {
-            Ok(m) => ex.send(appended(&m.msg_id, m.timestamp)),
-            Err(e) => ex.send(e.into()),
-        });
+    app.bus.append(kind, content, run_id, move |result| {
+        let m = or_answer!(ex, result);
+        ex.send(appended(&m.msg_id, m.timestamp))
+    });
 }
 
 /// `201 {"msg_id", "timestamp"}`, written directly: it answers every append.
@@ -713,13 +637,7 @@ fn appended(msg_id: &str, timestamp: f64) -> Response {
     body.push_str(",\"timestamp\":\"");
     time::push_rfc3339(&mut body, timestamp);
     body.push_str("\"}");
-    Response {
-        status: 201,
-        content_type: super::response::JSON,
-        headers: Vec::new(),
-        body: body.into_bytes(),
-        detail: None,
-    }
+    Response::json_text(201, body.into_bytes())
 }
 
 fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
@@ -733,18 +651,12 @@ fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Res
 }
 
 fn read_messages(ex: Exchange) {
-    let limit = match limit(&ex) {
-        Ok(limit) => limit,
-        Err(e) => return ex.send(e.into()),
-    };
+    let limit = or_answer!(ex, limit(&ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
-    let mut from = match ex.app().bus.cursor(after.as_deref()) {
-        Ok(from) => from,
-        Err(e) => return ex.send(e.into()),
-    };
+    let mut from = or_answer!(ex, ex.app().bus.cursor(after.as_deref()));
     // The text of `{"messages": [...]}`, a page of messages at a time.
     let app = ex.app().clone();
-    ex.stream(super::response::JSON, move |out| {
+    ex.stream(JSON, move |out| {
         out.write_all(b"{\"messages\":[")?;
         let (mut left, mut text) = (limit, String::new());
         while left > 0 {

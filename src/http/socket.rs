@@ -7,6 +7,8 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::Hooks;
+
 /// The longest single wait on the socket. Waiting in slices keeps a deadline
 /// exact even when the socket timeout was set for an earlier, later deadline.
 const SLICE: Duration = Duration::from_secs(1);
@@ -28,7 +30,6 @@ const IDLE_READ: usize = 1024;
 /// must take within [`super::Limits::write_timeout`].
 pub(super) const PIECE: usize = 64 * 1024;
 
-/// Why no request head could be read.
 #[derive(Debug)]
 pub(super) enum HeadError {
     /// The client closed the connection before the head was complete.
@@ -73,7 +74,6 @@ impl ClientStream {
         })
     }
 
-    /// The socket, for writing responses.
     pub(super) fn stream(&self) -> &TcpStream {
         &self.stream
     }
@@ -83,7 +83,6 @@ impl ClientStream {
         self.deadline = Instant::now() + within;
     }
 
-    /// The bytes received but not yet consumed.
     pub(super) fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
@@ -147,27 +146,57 @@ impl ClientStream {
         }
     }
 
-    /// Appends exactly `n` body bytes to `out`.
-    pub(super) fn read_body(&mut self, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut left = n;
-        while left > 0 {
-            let available = self.fill_buf()?;
-            if available.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let take = available
-                .len()
-                .min(usize::try_from(left).unwrap_or(usize::MAX));
-            out.extend_from_slice(&available[..take]);
-            self.consume(take);
-            left -= take as u64;
+    /// Writes `bytes` to the client, counting a client too slow to take
+    /// them in `hooks`.
+    pub(super) fn send(&self, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
+        let sent = self.write_pieces(bytes);
+        if sent
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        {
+            hooks.connection_rejected("write_timeout");
         }
-        Ok(())
+        sent
     }
 
-    /// Writes `bytes` to the client as [`write_pieces`] does.
-    pub(super) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        write_pieces(&self.stream, bytes, self.write_timeout, &self.send_timeout)
+    /// Writes `bytes` in pieces of at most [`PIECE`] bytes that the client
+    /// must each accept within the write timeout; `TimedOut` if it does
+    /// not. The socket's own timeout bounds each `write` call only, so a
+    /// client taking a few bytes at a time would never trip it. It is
+    /// lowered while a slow client takes the rest of a piece, and set back
+    /// once all is written, which a stream that takes the connection over
+    /// relies on.
+    fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
+        let set_timeout = |timeout: Duration| {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.send_timeout.set(timeout);
+            Ok::<_, io::Error>(())
+        };
+        for mut piece in bytes.chunks(PIECE) {
+            let deadline = Instant::now() + self.write_timeout;
+            loop {
+                match (&self.stream).write(piece) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => piece = &piece[n..],
+                    Err(err) if retry(&err) => {}
+                    Err(err) => return Err(err),
+                }
+                if piece.is_empty() {
+                    break;
+                }
+                // The client is slow: the rest of the piece gets what is
+                // left of its time, and no more.
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                set_timeout(left.max(MIN_TIMEOUT))?;
+            }
+        }
+        if self.send_timeout.get() != self.write_timeout {
+            set_timeout(self.write_timeout)?;
+        }
+        Ok(())
     }
 
     /// Appends what the socket has to the buffer: `Ok(0)` at end of stream,
@@ -193,19 +222,12 @@ impl ClientStream {
             }
             match self.read_some() {
                 Ok(n) => return Ok(n),
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(err) if retry(&err) => {}
                 Err(err) => return Err(err),
             }
         }
     }
 
-    /// One read from the socket, appended to the buffer.
     fn read_some(&mut self) -> io::Result<usize> {
         if self.buf.capacity() == 0 {
             let mut first = [0u8; IDLE_READ];
@@ -221,70 +243,23 @@ impl ClientStream {
     }
 }
 
-/// Writes `bytes` to `stream` in pieces of at most [`PIECE`] bytes that the
-/// client must each accept within `within`; `TimedOut` if it does not. The
-/// socket's own timeout bounds each `write` call only, so a client taking a
-/// few bytes at a time would never trip it. `set` is the write timeout on
-/// the socket, `within` unless a slow client had it lowered; it is `within`
-/// again once all is written, which is what a stream that takes the
-/// connection over, or the sender of a late answer, relies on.
-pub(super) fn write_pieces(
-    stream: &TcpStream,
-    bytes: &[u8],
-    within: Duration,
-    set: &Cell<Duration>,
-) -> io::Result<()> {
-    let set_timeout = |timeout: Duration| {
-        stream.set_write_timeout(Some(timeout))?;
-        set.set(timeout);
-        Ok::<_, io::Error>(())
-    };
-    for mut piece in bytes.chunks(PIECE) {
-        let deadline = Instant::now() + within;
-        loop {
-            match (&*stream).write(piece) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => piece = &piece[n..],
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(err) => return Err(err),
-            }
-            if piece.is_empty() {
-                break;
-            }
-            // The client is slow: the rest of the piece gets what is left
-            // of its time, and no more.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            set_timeout(left.max(MIN_TIMEOUT))?;
-        }
-    }
-    if set.get() != within {
-        set_timeout(within)?;
-    }
-    Ok(())
+/// Whether a failed read or write is only a wait that ran out or was
+/// interrupted, to try again within the deadline.
+fn retry(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 impl Read for ClientStream {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        read_buffered(self, out)
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
     }
-}
-
-/// `Read::read` for a reader whose reads all go through its `BufRead` buffer.
-pub(super) fn read_buffered(reader: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
-    let available = reader.fill_buf()?;
-    let n = available.len().min(out.len());
-    out[..n].copy_from_slice(&available[..n]);
-    reader.consume(n);
-    Ok(n)
 }
 
 impl BufRead for ClientStream {
@@ -376,7 +351,7 @@ mod tests {
         client.read_head(1024).unwrap();
         peer.write_all(b"lo!").unwrap();
         let mut body = Vec::new();
-        client.read_body(5, &mut body).unwrap();
+        super::super::chunked::read_n(&mut client, 5, &mut body).unwrap();
         assert_eq!(body, b"hello");
         let (_, rest) = client.into_parts();
         assert_eq!(rest, b"!");

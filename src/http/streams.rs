@@ -3,49 +3,28 @@
 //! WebSocket carrying AgentGate's dashboard frames of four of them, see
 //! [`agentgate`]) and `GET /`, a page that shows them.
 //!
-//! The streams take `?run_id=` (only that run's events) and resume: SSE
-//! from `Last-Event-ID` (or `?last_event_id=`), the WebSockets from
-//! `?after_seq=`; all also take `?tail=N`, the N newest retained events.
+//! The streams take `?run_id=`, `?tail=N` and a resume position: SSE
+//! `Last-Event-ID` (or `?last_event_id=`), the WebSockets `?after_seq=`.
 //!
 //! **On the client's own socket.** A handler answers, subscribes and takes
-//! the connection over ([`Exchange::take_over`]). The connection's thread
-//! then reads from the client, so that it sees at once when the client
-//! leaves, and one writer thread with a 64 KiB stack, holding a second
-//! handle to the socket (`try_clone`), writes events. Whichever side ends
-//! first wakes the other: the reader closes the subscription, the writer
-//! shuts the socket down. A stream thus keeps its place under
-//! `--max-connections` while it lives and frees its threads and descriptor
-//! as soon as the client goes.
+//! the connection over. The connection's thread then reads from the client,
+//! so that it sees at once when the client leaves, and one writer thread
+//! with a small stack, holding a second handle to the socket, writes
+//! events. Whichever side ends first wakes the other: the reader closes the
+//! subscription, the writer shuts the socket down.
 //!
-//! **Slow subscribers.** Publishers only queue events (see [`crate::events`]).
-//! A writer takes whatever is queued as one batch, and while events keep
-//! coming it takes a batch at most every 5 ms, so a hundred subscribers
-//! cost a publisher a hundred queue pushes and few wake-ups. A subscriber
-//! cut off for lagging is told at once: its writer sends the final `lagged`
-//! event (SSE) or close frame (WebSocket) when it can, and if it is stuck
-//! writing to a client that stopped reading, the socket is shut down.
-//!
-//! **SSE**: each batch of events is one chunk, written as one write, with a
-//! comment line every 15 s to keep proxies and dead-peer detection going. A
-//! lagged subscriber gets a `lagged` event without an `id`, so an
-//! `EventSource` reconnects with the last seq it saw.
-//!
-//! **Stopping**: when the server stops, each stream first gets the events
-//! published before the stop, then a final `shutdown` notice
-//! (`{"type":"shutdown","last_seq":S}`): an SSE event without an `id`,
-//! after which the chunked body ends, or a WebSocket text frame followed
-//! by the close code 1001 (going away).
+//! **Slow subscribers.** A writer takes whatever is queued as one batch,
+//! and while events keep coming at most every [`PACE`], so a hundred
+//! subscribers cost a publisher few wake-ups. A subscriber cut off for
+//! lagging gets its final `lagged` event (SSE) or close frame (WebSocket)
+//! when its writer can send it; a writer stuck on a client that stopped
+//! reading has the socket shut down instead.
 //!
 //! **WebSocket**: the reader answers pings and the client's close; the
-//! writer sends events and heartbeat pings. On `/ws` it sends only the
-//! frames AgentGate knows: no `lagged` or `shutdown` notice, only their
-//! close codes. Both write under one mutex,
+//! writer sends events and heartbeat pings. Both write under one mutex,
 //! which also records that a close frame went out, after which nothing
-//! else is sent. Client frames must be masked; a protocol error or a
-//! message over 64 KiB is answered with the close code
-//! [`frame::ReadError::close_code`] gives. After sending a close frame the
-//! server half-closes and waits up to 5 s for the client's close or end of
-//! stream before letting go.
+//! else is sent. After sending a close frame the server half-closes and
+//! waits up to [`CLOSE_WAIT`] for the client's close or end of stream.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -93,7 +72,6 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 /// a few hundred events, far more than a reading client falls behind.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
-/// The live page, built into the binary.
 const PAGE: &str = include_str!("page.html");
 
 /// Inline script and style are the page's own; it talks to this origin only.
@@ -101,7 +79,6 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-/// `GET /`: the live page.
 pub fn page(ex: Exchange) {
     ex.send(Response {
         status: 200,
@@ -115,7 +92,6 @@ pub fn page(ex: Exchange) {
     })
 }
 
-/// What a stream asked for.
 struct Params {
     filter: Filter,
     start: Start,
@@ -195,17 +171,9 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-fn warn_no_thread(log: &Logger, stream: &str, e: &io::Error) {
-    log.warn(
-        "cannot start a stream thread; closing the stream",
-        &[("stream", json!(stream)), ("error", json!(e.to_string()))],
-    );
-}
-
 /// The write side of a stream, shared by its reader, its writer and the
 /// hub's lag notice. Safe to share across threads.
 struct Link {
-    /// A second handle to the client's socket.
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
     closed: Mutex<bool>,
@@ -215,7 +183,6 @@ struct Link {
 }
 
 impl Link {
-    /// A link over a second handle to `stream`, told when `sub` lags.
     fn new(stream: &TcpStream, sub: &Subscription) -> io::Result<Arc<Link>> {
         crate::sys::set_send_buffer(stream, STREAM_SEND_BUFFER)?;
         let link = Arc::new(Link {
@@ -277,16 +244,21 @@ impl Link {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new()
+/// Starts the writer thread of a stream; false, with a warning on `log`,
+/// when none could be had and the stream must close.
+fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    let spawned = thread::Builder::new()
         .name(name.to_string())
         .stack_size(STREAM_STACK)
-        .spawn(f)
-        .map(drop)
+        .spawn(f);
+    if let Err(e) = &spawned {
+        log.warn(
+            "cannot start a stream thread; closing the stream",
+            &[("stream", json!(stream)), ("error", json!(e.to_string()))],
+        );
+    }
+    spawned.is_ok()
 }
-
-// ---------------------------------------------------------------------------
-// Server-sent events
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
 pub fn events(ex: Exchange) {
@@ -310,11 +282,12 @@ pub fn events(ex: Exchange) {
         };
         let closer = sub.closer();
         let writer = link.clone();
-        if let Err(e) = spawn("sse", move || {
+        let write = move || {
             sse(&writer, sub);
             writer.abort();
-        }) {
-            return warn_no_thread(&app.log, "sse", &e);
+        };
+        if !spawn(&app.log, "sse", "sse", write) {
+            return;
         }
         // The client sends nothing more; its end of stream ends the stream.
         drain(&mut &stream);
@@ -323,7 +296,6 @@ pub fn events(ex: Exchange) {
     ex.take_over(200, &headers, Box::new(run));
 }
 
-/// Appends `data` as one chunk of a chunked body.
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
@@ -331,55 +303,107 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 fn sse(link: &Link, mut sub: Subscription) {
+    let mut out = Vec::new();
     // EventSource waits this long before reconnecting.
-    let mut out = Vec::with_capacity(4096);
     chunk(&mut out, b"retry: 2000\n\n");
+    if link.send(&out).is_ok() {
+        write_events(link, &mut sub, Wire::Sse);
+    }
+}
+
+/// How a stream puts events on the wire: SSE, or a WebSocket carrying our
+/// events and notices, or AgentGate's dashboard frames only ([`agentgate`]),
+/// the notices, which it does not know, left to the close codes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Sse,
+    Ours,
+    AgentGate,
+}
+
+/// Writes the subscription's events until it ends, and returns how; `None`
+/// when a write failed first.
+fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next> {
     let mut last = None;
     loop {
-        if link.send(&out).is_err() {
-            return;
-        }
-        out.clear();
         let first = sub.next(HEARTBEAT);
+        let mut out = Vec::new();
         if first == Next::Idle {
-            chunk(&mut out, b": keepalive\n\n");
+            match wire {
+                Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
+                _ => {
+                    let _ = frame::write_ping(&mut out, b"");
+                }
+            }
+            link.send(&out).ok()?;
             continue;
         }
-        let (events, end) = batch(&mut sub, first);
-        let mut text = String::new();
-        for e in &events {
-            text.push_str(e.rendered(|e| {
-                format!(
-                    "id: {}\nevent: {}\ndata: {}\n\n",
-                    e.seq(),
-                    e.kind(),
-                    e.json()
-                )
-            }));
+        let (events, end) = batch(sub, first);
+        match wire {
+            Wire::Sse => sse_batch(&mut out, &events, end.as_ref()),
+            _ => ws_batch(&mut out, &events, end.as_ref(), wire),
         }
-        match &end {
-            Some(Next::Lagged(lagged)) => {
-                text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
-            }
-            Some(Next::Stopping(stopped)) => {
-                text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
-            }
-            _ => {}
-        }
-        if !text.is_empty() {
-            chunk(&mut out, text.as_bytes());
-        }
+        link.send(&out).ok()?;
         if end.is_some() {
-            out.extend_from_slice(b"0\r\n\r\n");
-            let _ = link.send(&out);
-            return;
+            return end;
         }
         pace(&mut last);
     }
 }
 
-// ---------------------------------------------------------------------------
-// WebSocket
+/// Appends `events` as one chunk, with the final notice and the body's end
+/// when the subscription ended.
+fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
+    let mut text = String::new();
+    for e in events {
+        text.push_str(e.rendered(|e| {
+            format!(
+                "id: {}\nevent: {}\ndata: {}\n\n",
+                e.seq(),
+                e.kind(),
+                e.json()
+            )
+        }));
+    }
+    // The notices have no `id`, so an EventSource reconnects with the last
+    // seq it saw.
+    match end {
+        Some(Next::Lagged(lagged)) => {
+            text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
+        }
+        Some(Next::Stopping(stopped)) => {
+            text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
+        }
+        _ => {}
+    }
+    if !text.is_empty() {
+        chunk(out, text.as_bytes());
+    }
+    if end.is_some() {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
+/// Appends a text frame per event, and our final notice, if any.
+fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wire: Wire) {
+    for e in events {
+        let text = match wire {
+            Wire::AgentGate => e.agentgate_frame(),
+            _ => Some(e.json()),
+        };
+        if let Some(text) = text {
+            let _ = frame::write_text(out, text);
+        }
+    }
+    let notice = match end {
+        Some(Next::Lagged(lagged)) => Some(lagged.to_json()),
+        Some(Next::Stopping(stopped)) => Some(stopped.to_json()),
+        _ => None,
+    };
+    if let (Some(notice), Wire::Ours) = (notice, wire) {
+        let _ = frame::write_text(out, &notice.to_string());
+    }
+}
 
 /// True when header `name` lists `token` (comma-separated, any case).
 fn lists(ex: &Exchange, name: &str, token: &str) -> bool {
@@ -405,40 +429,27 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
-/// What a WebSocket stream sends.
-#[derive(Clone, Copy)]
-enum Dialect {
-    /// Our events as they are, and the `lagged` and `shutdown` notices.
-    Ours,
-    /// AgentGate's dashboard frames only ([`agentgate`]): the notices,
-    /// which it does not know, are left to the close codes.
-    AgentGate,
-}
-
 /// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
 pub fn websocket(ex: Exchange) {
-    websocket_stream(ex, Dialect::Ours)
+    websocket_stream(ex, Wire::Ours)
 }
 
 /// `GET /ws`: AgentGate's dashboard stream, one text frame per
 /// `iteration:started`, `iteration:completed`, `phase:completed` and
 /// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
 pub fn agentgate_websocket(ex: Exchange) {
-    websocket_stream(ex, Dialect::AgentGate)
+    websocket_stream(ex, Wire::AgentGate)
 }
 
-fn websocket_stream(ex: Exchange, dialect: Dialect) {
-    let key = match handshake_key(&ex) {
-        Ok(key) => key,
+fn websocket_stream(ex: Exchange, wire: Wire) {
+    let checked = handshake_key(&ex).and_then(|key| Ok((key, params(&ex, None, &["after_seq"])?)));
+    let (key, p) = match checked {
+        Ok(checked) => checked,
         Err(r) => return ex.send(r),
     };
-    let p = match params(&ex, None, &["after_seq"]) {
-        Ok(p) => p,
-        Err(r) => return ex.send(r),
-    };
-    let filter = match dialect {
-        Dialect::Ours => p.filter,
-        Dialect::AgentGate => p.filter.only(&agentgate::KINDS),
+    let filter = match wire {
+        Wire::AgentGate => p.filter.only(&agentgate::KINDS),
+        _ => p.filter,
     };
     let app = ex.app().clone();
     let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
@@ -456,9 +467,9 @@ fn websocket_stream(ex: Exchange, dialect: Dialect) {
         // after a close it sent, and no longer than CLOSE_WAIT.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || ws_writer(&writer, sub, dialect, &reader_gone);
-        if let Err(e) = spawn("ws-write", write) {
-            return warn_no_thread(&app.log, "websocket", &e);
+        let write = move || ws_writer(&writer, sub, wire, &reader_gone);
+        if !spawn(&app.log, "websocket", "ws-write", write) {
+            return;
         }
         // Bytes the client sent right after its handshake come first.
         ws_reader(
@@ -471,58 +482,23 @@ fn websocket_stream(ex: Exchange, dialect: Dialect) {
     ex.take_over(101, &headers, Box::new(run));
 }
 
-fn ws_writer(conn: &Link, mut sub: Subscription, dialect: Dialect, reader_gone: &Receiver<()>) {
-    let mut last = None;
-    loop {
-        let first = sub.next(HEARTBEAT);
-        let mut out = Vec::new();
-        if first == Next::Idle {
-            let _ = frame::write_ping(&mut out, b"");
-            if conn.send(&out).is_err() {
-                break;
+fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+    let (code, reason) = match write_events(conn, &mut sub, wire) {
+        Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
+        Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
+        // Closed: the reader has finished with the connection.
+        Some(_) => return,
+        None => {
+            if !conn.close_sent() {
+                conn.abort();
             }
-            continue;
+            return;
         }
-        let (events, end) = batch(&mut sub, first);
-        for e in &events {
-            let text = match dialect {
-                Dialect::Ours => Some(e.json()),
-                Dialect::AgentGate => e.agentgate_frame(),
-            };
-            if let Some(text) = text {
-                let _ = frame::write_text(&mut out, text);
-            }
-        }
-        let (notice, close) = match &end {
-            Some(Next::Lagged(lagged)) => (Some(lagged.to_json()), Some((CLOSE_LAGGED, "lagged"))),
-            Some(Next::Stopping(stopped)) => (
-                Some(stopped.to_json()),
-                Some((CLOSE_GOING_AWAY, "server stopping")),
-            ),
-            _ => (None, None),
-        };
-        if let (Some(notice), Dialect::Ours) = (notice, dialect) {
-            let _ = frame::write_text(&mut out, &notice.to_string());
-        }
-        if conn.send(&out).is_err() {
-            break;
-        }
-        match (end, close) {
-            (None, _) => pace(&mut last),
-            (Some(_), Some((code, reason))) => {
-                conn.close(code, reason);
-                // A blocked read does not see the new read timeout, so the
-                // wait for the client's close is bounded here.
-                if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
-                    conn.abort();
-                }
-                return;
-            }
-            // Closed: the reader has finished with the connection.
-            (Some(_), None) => return,
-        }
-    }
-    if !conn.close_sent() {
+    };
+    conn.close(code, reason);
+    // A blocked read does not see the new read timeout, so the wait for the
+    // client's close is bounded here.
+    if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
         conn.abort();
     }
 }

@@ -48,7 +48,6 @@ pub(super) fn status_label(status: u16) -> &'static str {
         .map_or("other", |(_, label, _)| label)
 }
 
-/// The reason phrase of `status`, or none.
 pub(super) fn reason(status: u16) -> &'static str {
     STATUSES
         .iter()
@@ -101,14 +100,11 @@ fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, String)]) {
     }
 }
 
-/// How an answer's body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
     /// No body and no length: a 1xx, 204 or 304 (RFC 9110 section 8.6).
     None,
-    /// `Content-Length`.
     Length(u64),
-    /// `Transfer-Encoding: chunked`.
     Chunked,
     /// The end of the connection, for an HTTP/1.0 client (RFC 9112
     /// section 6.3); the head says `Connection: close`.

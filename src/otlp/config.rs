@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-/// The service name used when `OTEL_SERVICE_NAME` is unset.
 const DEFAULT_SERVICE_NAME: &str = "conductor-metrics";
 const DEFAULT_QUEUE_CAPACITY: usize = 2048;
 const DEFAULT_BATCH_SIZE: usize = 512;
@@ -17,28 +16,18 @@ pub struct OtlpConfig {
     /// The collector's base URL, e.g. `http://127.0.0.1:4318`; spans go to
     /// `<endpoint>/v1/traces`. Only `http://` is supported.
     pub endpoint: String,
-    /// The `service.name` resource attribute.
     pub service_name: String,
     /// How many spans may wait for export; more are dropped and counted.
     pub queue_capacity: usize,
-    /// The most spans sent in one request.
     pub batch_size: usize,
-    /// How long a span may wait for its batch to fill before it is sent.
     pub batch_delay: Duration,
-    /// The budget for one request: connect, write and read together.
     pub timeout: Duration,
 }
 
 impl OtlpConfig {
-    /// Reads the settings through `get` (normally `std::env::var(..).ok()`).
-    ///
-    /// Returns `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty:
-    /// tracing is off. `OTEL_SERVICE_NAME` names the service (default
-    /// `conductor-metrics`). The batch processor's standard variables are
-    /// honoured when they hold a positive number, and ignored otherwise:
-    /// `OTEL_BSP_MAX_QUEUE_SIZE` (default 2048), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
-    /// (512, at most the queue size), `OTEL_BSP_SCHEDULE_DELAY` (milliseconds,
-    /// 1000) and `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds, 5000).
+    /// Reads the settings through `get` (normally `std::env::var(..).ok()`);
+    /// `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty: tracing
+    /// is off. A batch setting that is not a positive number is ignored.
     pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Option<OtlpConfig> {
         let endpoint = non_empty(get("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
         let positive = |name: &str| {

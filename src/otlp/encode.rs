@@ -8,7 +8,6 @@
 
 use super::span::{AttrValue, Span, SpanEvent, SpanStatus};
 
-/// The `Content-Type` of an encoded request.
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// The instrumentation scope every span is reported under.
@@ -31,14 +30,19 @@ pub fn encode_request(service_name: &str, spans: &[Span]) -> String {
     out.push_str(r#","version":"#);
     push_string(&mut out, env!("CARGO_PKG_VERSION"));
     out.push_str(r#"},"spans":["#);
-    for (i, span) in spans.iter().enumerate() {
+    push_list(&mut out, spans, push_span);
+    out.push_str("]}]}]}");
+    out
+}
+
+/// Appends `items` separated by commas, each as `push` writes it.
+fn push_list<T>(out: &mut String, items: &[T], push: impl Fn(&mut String, &T)) {
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_span(&mut out, span);
+        push(out, item);
     }
-    out.push_str("]}]}]}");
-    out
 }
 
 fn push_span(out: &mut String, span: &Span) {
@@ -63,12 +67,7 @@ fn push_span(out: &mut String, span: &Span) {
     out.push_str(r#"","attributes":"#);
     push_attributes(out, &span.attributes);
     out.push_str(r#","events":["#);
-    for (i, event) in span.events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_event(out, event);
-    }
+    push_list(out, &span.events, push_event);
     out.push_str(r#"],"status":"#);
     match &span.status {
         SpanStatus::Unset => out.push_str(r#"{"code":0}"#),
@@ -94,12 +93,9 @@ fn push_event(out: &mut String, event: &SpanEvent) {
 
 fn push_attributes(out: &mut String, attributes: &[(String, AttrValue)]) {
     out.push('[');
-    for (i, (key, value)) in attributes.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_attribute(out, key, |o| push_value(o, value));
-    }
+    push_list(out, attributes, |o, (key, value)| {
+        push_attribute(o, key, |o| push_value(o, value))
+    });
     out.push(']');
 }
 
@@ -151,7 +147,6 @@ fn push_string_value(out: &mut String, s: &str) {
     out.push('}');
 }
 
-/// Writes `s` as a JSON string literal.
 fn push_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {

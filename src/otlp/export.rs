@@ -24,18 +24,15 @@ const MAX_ATTEMPTS: u32 = 3;
 /// The pause before the first retry; each later pause doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Sends spans to an OTLP/HTTP collector from a background thread. Safe to
-/// share across threads (`Send + Sync`; wrap it in an `Arc`).
+/// Sends spans to an OTLP/HTTP collector from a background thread.
 ///
 /// [`Exporter::export`] never blocks on the network: it takes a lock held
 /// only for queue pushes and pops, and drops what does not fit. Memory is
 /// bounded by the queue capacity plus one batch in flight. Spans are lost,
-/// and counted in the `dropped` counter, when the queue is full, when a
-/// request fails for any reason but a retryable status, and when the
-/// retries run out; a `warn` line says so, at most once a minute (see
-/// [`LossReport`]). Dropping the exporter lets the thread send what is
-/// queued and exit, without waiting for it (a batch waiting to be retried
-/// is dropped then); call [`Exporter::flush`] first to wait.
+/// and counted, when the queue is full, when a request fails for any reason
+/// but a retryable status, and when the retries run out. Dropping the
+/// exporter lets the thread send what is queued and exit, without waiting
+/// for it (a batch waiting to be retried is dropped then).
 pub struct Exporter {
     shared: Arc<Shared>,
 }
@@ -99,7 +96,6 @@ impl LossReport {
     }
 }
 
-/// What the export thread needs besides the shared state.
 struct Target {
     endpoint: Endpoint,
     service_name: String,
@@ -109,15 +105,10 @@ struct Target {
 
 impl Exporter {
     /// Starts the export thread for `config`; spans that are lost are
-    /// counted in `dropped` (`conductor_trace_spans_dropped_total`) and
-    /// warned about on `log`.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` when the endpoint is not a plain `http://` URL, and
-    /// the spawn error when the thread cannot start. A queue capacity or
-    /// batch size of zero is taken as one; the batch size is capped at the
-    /// queue capacity.
+    /// counted in `dropped` and warned about on `log`. `InvalidInput` when
+    /// the endpoint is not a plain `http://` URL. A queue capacity or batch
+    /// size of zero is taken as one; the batch size is capped at the queue
+    /// capacity.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -3,19 +3,14 @@
 
 use super::span::{unix_nanos, AttrValue, SpanEvent};
 
-/// The name of a gate check event.
 const GATE_EVENT: &str = "conductor.gate";
 
 /// One gate check. Plain data; safe to share across threads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GateEvent {
-    /// The gate's name.
     pub gate: String,
-    /// Whether the check passed.
     pub passed: bool,
-    /// Why it passed or failed, when given.
     pub reason: Option<String>,
-    /// Unix seconds when it was checked.
     pub at_unix: f64,
 }
 

@@ -1,18 +1,6 @@
-//! A whole run as a trace: the facts of a finished run in, spans out.
-//!
-//! The names and attributes follow the ktrdr research agent's tracing, so
-//! its searches work unchanged. The run span is `agent.research_cycle`
-//! and each phase a child `agent.phase.<short>`, where `<short>` is the
-//! name the agent counts the phase's tokens under (`design` for
-//! `designing`, `assessment` for `assessing`, any other name as it is; see
-//! [`short_phase`]). Every span has `operation.id`; the run span has
-//! `operation.type` = `agent_research` (ktrdr's `OperationType` of a whole
-//! research cycle) and `outcome` (`completed`, `failed` or `cancelled`),
-//! and a failed run also `error` plus an OpenTelemetry `exception` event;
-//! each phase span has `phase` as reported, its `iteration` when known,
-//! `tokens` when it used any, `accuracy` when one was reported, and the
-//! `gate.*` result of the last gate checked during it; the design and
-//! assessment spans have the run's `strategy_name`.
+//! A whole run as a trace: the facts of a finished run in, spans out. The
+//! names and attributes follow the ktrdr research agent's tracing, so its
+//! searches work unchanged.
 
 use super::context::TraceContext;
 use super::gate::GateEvent;
@@ -20,60 +8,36 @@ use super::id::new_span_id;
 use super::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
 use crate::runs::event::short_phase;
 
-/// The facts of one finished run, from which its trace is built. Plain
-/// data; safe to share across threads.
+/// The facts of one finished run, from which its trace is built.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunTrace {
     /// The trace to join: the caller's (from `traceparent`) or a new one.
     pub ctx: TraceContext,
-    /// The run's id.
     pub run_id: String,
-    /// The research agent's operation id of the run, which is the id
-    /// `POST /api/v1/agent/trigger` answers with as `operation_id`: the
-    /// run id.
+    /// The id `POST /api/v1/agent/trigger` answers with: the run id.
     pub operation_id: String,
-    /// The work order it serves, when given.
     pub work_order_id: Option<String>,
-    /// The correlation id it was started with, when given.
     pub correlation_id: Option<String>,
-    /// The run's strategy, when given: the design and assessment spans'
-    /// `strategy_name`.
     pub strategy: Option<String>,
-    /// Unix seconds when the run started. The run span starts at the
-    /// earliest of this and its phases' starts.
     pub started_unix: f64,
-    /// Unix seconds when it ended. The run span ends at the latest of this
-    /// and its phases' ends.
     pub ended_unix: f64,
-    /// How it ended.
     pub outcome: RunEnd,
-    /// Its phases, each becoming a child span of the run.
     pub phases: Vec<PhaseSpan>,
-    /// Gate checks made outside any phase; they become events on the run's
-    /// own span.
+    /// Gate checks made outside any phase, events on the run's own span.
     pub gates: Vec<GateEvent>,
-    /// Input tokens used by the whole run.
     pub input_tokens: u64,
-    /// Output tokens produced by the whole run.
     pub output_tokens: u64,
-    /// The model the run used, when known.
     pub model: Option<String>,
 }
 
-/// How a run ended. Plain data; safe to share across threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunEnd {
-    /// It finished successfully.
     Completed,
-    /// It failed, with the failure text.
     Failed(String),
-    /// It was stopped before finishing.
     Cancelled,
 }
 
 impl RunEnd {
-    /// The `outcome` attribute's value, as ktrdr and `agent_cycles_total`
-    /// spell it.
     fn as_str(&self) -> &'static str {
         match self {
             RunEnd::Completed => "completed",
@@ -83,66 +47,39 @@ impl RunEnd {
     }
 }
 
-/// One phase of a run. Plain data; safe to share across threads.
+/// One phase of a run, a child span of the run's.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseSpan {
-    /// The phase name as reported; the span is `agent.phase.<short>`
-    /// (see [`short_phase`]).
     pub name: String,
-    /// The iteration it ran in, when known.
     pub iteration: Option<u64>,
-    /// Unix seconds when it started.
     pub started_unix: f64,
-    /// Unix seconds when it ended.
     pub ended_unix: f64,
-    /// Whether it succeeded, when known.
     pub success: Option<bool>,
-    /// Input tokens used in this phase.
     pub input_tokens: u64,
-    /// Output tokens produced in this phase.
     pub output_tokens: u64,
-    /// The model used in this phase, when known.
     pub model: Option<String>,
     /// Gate checks made during it, oldest first.
     pub gates: Vec<GateEvent>,
-    /// The accuracy reported for it, when one was.
     pub accuracy: Option<f64>,
 }
 
-/// The root span's name: ktrdr's span of a whole research cycle.
+/// ktrdr's span of a whole research cycle.
 const RUN_SPAN: &str = "agent.research_cycle";
-/// The prefix of a phase span's name, before the phase's short name.
 const PHASE_SPAN_PREFIX: &str = "agent.phase.";
 /// The short names of the phases whose spans carry `strategy_name`: the
 /// one that designs the strategy and the one that assesses it, as ktrdr's
 /// do.
 const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
-/// The run span's `operation.type`: ktrdr's operation type of a whole
-/// research cycle, which a run is.
 const OPERATION_TYPE: &str = "agent_research";
-/// The OpenTelemetry semantic-convention name of an exception event.
 const EXCEPTION_EVENT: &str = "exception";
 
 impl RunTrace {
     /// The run's spans: the root `agent.research_cycle` first, then one
-    /// `agent.phase.<short>` child per phase, in order.
-    ///
-    /// The root spans from the earliest of `started_unix` and every phase's
-    /// start to the latest of `ended_unix` and every phase's end, so each
-    /// phase lies inside it whatever clock its times came from. An end
-    /// before its start is moved to the start.
-    ///
-    /// Every span carries `operation.id` and `run.id`, and the root also
-    /// `work_order.id` and `correlation.id` when they were given; the other
-    /// attributes are listed in the module doc. Token usage goes on as
-    /// `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens` when
-    /// either count is non-zero (a pair of zeros means no usage was
-    /// reported, and claiming zero would mislead), and the model as
-    /// `gen_ai.request.model` when known, and on a phase also as `tokens`,
-    /// their sum, as ktrdr puts it. The root's status is Ok for a
-    /// completed run, Error with the failure text for a failed one, and
-    /// Unset for a cancelled one, which neither succeeded nor failed; a
-    /// phase's is Ok, Error or Unset after its `success`.
+    /// `agent.phase.<short>` child per phase, in order (the attributes are
+    /// listed in docs/api-reference.md). The root spans from the earliest
+    /// start to the latest end among the run and its phases, so each phase
+    /// lies inside it whatever clock its times came from. A cancelled run's
+    /// status is Unset: it neither succeeded nor failed.
     pub fn into_spans(mut self) -> Vec<Span> {
         let root_id = new_span_id();
         let ids = [
@@ -165,7 +102,6 @@ impl RunTrace {
         spans
     }
 
-    /// The span of `phase`, a child of `root_id`.
     fn phase_span(&self, phase: PhaseSpan, ids: &[(String, AttrValue)], root_id: [u8; 8]) -> Span {
         let short = short_phase(&phase.name);
         let mut attributes = ids.to_vec();
@@ -219,7 +155,6 @@ impl RunTrace {
         }
     }
 
-    /// The run's own span, `root_id`, from `start` to `end` (Unix nanoseconds).
     fn run_span(self, root_id: [u8; 8], ids: &[(String, AttrValue)], start: u64, end: u64) -> Span {
         let mut attributes = ids.to_vec();
         for (key, id) in [
@@ -269,7 +204,6 @@ impl RunTrace {
     }
 }
 
-/// A text attribute.
 fn text(key: &str, value: String) -> (String, AttrValue) {
     (key.to_string(), AttrValue::Str(value))
 }

@@ -3,34 +3,24 @@
 /// One finished span. Plain data; safe to share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
-    /// The trace it belongs to.
     pub trace_id: [u8; 16],
     /// Its own id; never all zero.
     pub span_id: [u8; 8],
-    /// Its parent's id; `None` for a root span.
     pub parent_span_id: Option<[u8; 8]>,
-    /// What it measures, e.g. `agent.research_cycle`.
     pub name: String,
-    /// Start time, nanoseconds since the Unix epoch.
     pub start_unix_nanos: u64,
-    /// End time, nanoseconds since the Unix epoch.
     pub end_unix_nanos: u64,
     /// Key-value facts about it, in the order they are sent.
     pub attributes: Vec<(String, AttrValue)>,
-    /// Things that happened at an instant during it.
     pub events: Vec<SpanEvent>,
-    /// How it ended.
     pub status: SpanStatus,
 }
 
 /// An attribute value: the scalar kinds of OTLP's `AnyValue`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    /// Text.
     Str(String),
-    /// A signed 64-bit integer.
     Int(i64),
-    /// A boolean.
     Bool(bool),
     /// A double; NaN and the infinities are sent as proto3 JSON spells them.
     Double(f64),
@@ -39,22 +29,15 @@ pub enum AttrValue {
 /// An event at one instant within a span, such as a gate check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanEvent {
-    /// What happened, e.g. `conductor.gate`.
     pub name: String,
-    /// When, nanoseconds since the Unix epoch.
     pub time_unix_nanos: u64,
-    /// Key-value facts about it.
     pub attributes: Vec<(String, AttrValue)>,
 }
 
-/// How a span ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpanStatus {
-    /// Nothing was said (OTLP code 0).
     Unset,
-    /// It succeeded (code 1).
     Ok,
-    /// It failed, with a description (code 2).
     Error(String),
 }
 

@@ -17,11 +17,8 @@ const TRACES_PATH: &str = "v1/traces";
 /// Where batches go: a parsed `http://host[:port][/prefix]` endpoint.
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoint {
-    /// The full URL of the traces resource, for messages.
     url: String,
-    /// `host[:port]`, for connecting and for the `Host` header.
     authority: String,
-    /// The request target, e.g. `/v1/traces`.
     path: String,
 }
 
@@ -87,7 +84,6 @@ pub(crate) struct Error {
     kind: ErrorKind,
 }
 
-/// The kinds of export failure, kept private so new ones can be added.
 #[derive(Debug)]
 enum ErrorKind {
     Endpoint(&'static str),

@@ -1,15 +1,9 @@
-//! Base64 encoding with the standard alphabet and padding (RFC 4648 section 4).
-//!
-//! Only what the WebSocket handshake needs lives here: encoding the accept key and
-//! recognising alphabet characters when checking a client's key.
+//! Base64 with the standard alphabet and padding (RFC 4648 section 4), as
+//! far as the WebSocket handshake needs it.
 
-/// The standard base64 alphabet, indexed by 6-bit value.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Base64 text of `data`, using the standard alphabet and `=` padding.
-///
-/// The function is pure, so it is safe to call from any thread.
-pub fn encode(data: &[u8]) -> String {
+pub(crate) fn encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));

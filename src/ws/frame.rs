@@ -1,6 +1,6 @@
 //! WebSocket framing (RFC 6455 section 5): reading client messages, writing server frames.
 //!
-//! [`Reader`] turns the masked frames a client sends into whole [`Message`]s. It keeps
+//! `Reader` turns the masked frames a client sends into whole messages. It keeps
 //! its progress between calls, so a read timeout on the socket loses nothing and the
 //! next call resumes mid-frame. Any other error leaves the stream out of step with the
 //! frame boundaries, and the connection must then be closed.
@@ -26,23 +26,17 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 /// actually arrive rather than with the length a header claims.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A complete message received from a client.
+/// A complete message received from a client; a text one is checked to
+/// be UTF-8, a close one has its status code and reason, if it had any.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// A text message, already checked to be UTF-8.
+pub(crate) enum Message {
     Text(String),
-    /// A binary message.
     Binary(Vec<u8>),
-    /// A ping; RFC 6455 expects a pong with the same payload in answer.
     Ping(Vec<u8>),
-    /// A pong, usually the answer to a ping the server sent.
     Pong(Vec<u8>),
-    /// A close request with its status code and reason, or `None` when the frame had no
-    /// payload. The server answers with a close frame and then shuts the connection.
     Close(Option<(u16, String)>),
 }
 
-/// Which kind of data message a run of fragments belongs to.
 #[derive(Debug, Clone, Copy)]
 enum DataKind {
     Text,
@@ -66,11 +60,8 @@ struct FrameHeader {
 /// holds more than `max_message` bytes of data, whatever a length header claims.
 /// Control frames interleaved with fragments are returned as they arrive, and the
 /// fragmented message carries on with the next call.
-///
-/// A `Reader` is plain data, safe to move to or share with another thread; each
-/// connection needs its own.
 #[derive(Debug)]
-pub struct Reader {
+pub(crate) struct Reader {
     max_message: usize,
     /// Header bytes read so far (at most 2 + 8 length + 4 mask).
     header: [u8; 14],
@@ -84,8 +75,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// A reader that accepts data messages of up to `max_message` bytes.
-    pub fn new(max_message: usize) -> Reader {
+    pub(crate) fn new(max_message: usize) -> Reader {
         Reader {
             max_message,
             header: [0; 14],
@@ -98,14 +88,12 @@ impl Reader {
     }
 
     /// Reads frames from `r` until a whole message is available, and returns it.
-    ///
-    /// # Errors
-    ///
-    /// A [`ReadError`] whose [`close_code`](ReadError::close_code) is the code to send
-    /// before closing, unless [`is_io`](ReadError::is_io) says the stream failed. After
-    /// an error that is not a [timeout](ReadError::is_timeout), the stream is out of
-    /// step and the connection must be closed.
-    pub fn read_message<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<Message, ReadError> {
+    /// After an error that is not a timeout, the stream is out of step and the
+    /// connection must be closed.
+    pub(crate) fn read_message<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Message, ReadError> {
         loop {
             let mut frame = match self.frame.take() {
                 Some(frame) => frame,
@@ -143,10 +131,10 @@ impl Reader {
         let [b0, b1] = [self.header[0], self.header[1]];
         let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
         if b0 & 0x70 != 0 {
-            return Err(ReadError::protocol("reserved bit set without an extension"));
+            return Err(ReadError::Protocol("reserved bit set without an extension"));
         }
         if b1 & 0x80 == 0 {
-            return Err(ReadError::protocol("client frame is not masked"));
+            return Err(ReadError::Protocol("client frame is not masked"));
         }
         let len = match b1 & 0x7F {
             126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
@@ -158,28 +146,28 @@ impl Reader {
             n => u64::from(n),
         };
         if len >> 63 != 0 {
-            return Err(ReadError::protocol("payload length has its top bit set"));
+            return Err(ReadError::Protocol("payload length has its top bit set"));
         }
         let limit = match opcode {
             OP_CLOSE | OP_PING | OP_PONG if !fin => {
-                return Err(ReadError::protocol("fragmented control frame"));
+                return Err(ReadError::Protocol("fragmented control frame"));
             }
             OP_CLOSE | OP_PING | OP_PONG if len > MAX_CONTROL_PAYLOAD as u64 => {
-                return Err(ReadError::protocol("control frame payload over 125 bytes"));
+                return Err(ReadError::Protocol("control frame payload over 125 bytes"));
             }
             OP_CLOSE | OP_PING | OP_PONG => MAX_CONTROL_PAYLOAD,
             OP_TEXT | OP_BINARY if self.data_kind.is_some() => {
-                return Err(ReadError::protocol("new message before the last one ended"));
+                return Err(ReadError::Protocol("new message before the last one ended"));
             }
             OP_CONTINUATION if self.data_kind.is_none() => {
-                return Err(ReadError::protocol("continuation frame without a message"));
+                return Err(ReadError::Protocol("continuation frame without a message"));
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => self.max_message - self.data.len(),
-            _ => return Err(ReadError::protocol("unknown opcode")),
+            _ => return Err(ReadError::Protocol("unknown opcode")),
         };
         let len = match usize::try_from(len) {
             Ok(len) if len <= limit => len,
-            _ => return Err(ReadError::too_big(self.max_message)),
+            _ => return Err(ReadError::TooBig(self.max_message)),
         };
         match opcode {
             OP_TEXT => self.data_kind = Some(DataKind::Text),
@@ -250,7 +238,7 @@ impl Reader {
         match self.data_kind.take() {
             Some(DataKind::Text) => String::from_utf8(data)
                 .map(|text| Some(Message::Text(text)))
-                .map_err(|_| ReadError::invalid_data("text message is not UTF-8")),
+                .map_err(|_| ReadError::InvalidData("text message is not UTF-8")),
             _ => Ok(Some(Message::Binary(data))),
         }
     }
@@ -275,10 +263,10 @@ fn is_control(opcode: u8) -> bool {
 fn read_some<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, ReadError> {
     loop {
         match r.read(buf) {
-            Ok(0) => return Err(ReadError::io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ReadError::io(e)),
+            Err(e) => return Err(ReadError::Io(e)),
         }
     }
 }
@@ -302,87 +290,59 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 fn parse_close(payload: &[u8]) -> Result<Message, ReadError> {
     match payload {
         [] => Ok(Message::Close(None)),
-        [_] => Err(ReadError::protocol("close payload of one byte")),
+        [_] => Err(ReadError::Protocol("close payload of one byte")),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
             // RFC 6455 section 7.4: codes the registry has not assigned, and those
             // reserved for local use only (1005, 1006, 1015), must not arrive.
             if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                return Err(ReadError::protocol("invalid close code"));
+                return Err(ReadError::Protocol("invalid close code"));
             }
             let reason = std::str::from_utf8(reason)
-                .map_err(|_| ReadError::invalid_data("close reason is not UTF-8"))?;
+                .map_err(|_| ReadError::InvalidData("close reason is not UTF-8"))?;
             Ok(Message::Close(Some((code, reason.to_owned()))))
         }
     }
 }
 
-/// Why [`Reader::read_message`] failed.
-///
-/// It carries an `io::Error` when the stream failed, so it is `Send + Sync` like one.
+/// Why [`Reader::read_message`] failed: the stream failed, the client
+/// broke the protocol, sent text that is not UTF-8, or a message over the
+/// limit.
 #[derive(Debug)]
-pub struct ReadError {
-    kind: ErrorKind,
-}
-
-#[derive(Debug)]
-enum ErrorKind {
+pub(crate) enum ReadError {
     Io(io::Error),
     Protocol(&'static str),
     InvalidData(&'static str),
-    TooBig { limit: usize },
+    TooBig(usize),
 }
 
 impl ReadError {
-    fn io(e: io::Error) -> ReadError {
-        ReadError {
-            kind: ErrorKind::Io(e),
-        }
-    }
-
-    fn protocol(detail: &'static str) -> ReadError {
-        ReadError {
-            kind: ErrorKind::Protocol(detail),
-        }
-    }
-
-    fn invalid_data(detail: &'static str) -> ReadError {
-        ReadError {
-            kind: ErrorKind::InvalidData(detail),
-        }
-    }
-
-    fn too_big(limit: usize) -> ReadError {
-        ReadError {
-            kind: ErrorKind::TooBig { limit },
-        }
-    }
-
     /// The close status code that describes this error (RFC 6455 section 7.4.1).
     ///
     /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
     /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
     /// the wire: it is for logs and metrics only.
-    pub fn close_code(&self) -> u16 {
-        match self.kind {
-            ErrorKind::Io(_) => 1006,
-            ErrorKind::Protocol(_) => 1002,
-            ErrorKind::InvalidData(_) => 1007,
-            ErrorKind::TooBig { .. } => 1009,
+    pub(crate) fn close_code(&self) -> u16 {
+        match self {
+            ReadError::Io(_) => 1006,
+            ReadError::Protocol(_) => 1002,
+            ReadError::InvalidData(_) => 1007,
+            ReadError::TooBig(_) => 1009,
         }
     }
 
     /// Whether the stream itself failed or ended, in which case no close frame should
     /// be sent.
-    pub fn is_io(&self) -> bool {
-        matches!(self.kind, ErrorKind::Io(_))
+    pub(crate) fn is_io(&self) -> bool {
+        matches!(self, ReadError::Io(_))
     }
 
     /// Whether a read timed out (`WouldBlock` or `TimedOut`); calling
     /// [`Reader::read_message`] again resumes where it stopped.
-    pub fn is_timeout(&self) -> bool {
-        match &self.kind {
-            ErrorKind::Io(e) => matches!(
+    #[cfg(test)]
+    fn is_timeout(&self) -> bool {
+        match self {
+            ReadError::Io(e) => matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ),
@@ -393,11 +353,11 @@ impl ReadError {
 
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            ErrorKind::Io(e) => write!(f, "websocket read failed: {e}"),
-            ErrorKind::Protocol(detail) => write!(f, "websocket protocol error: {detail}"),
-            ErrorKind::InvalidData(detail) => write!(f, "invalid websocket data: {detail}"),
-            ErrorKind::TooBig { limit } => {
+        match self {
+            ReadError::Io(e) => write!(f, "websocket read failed: {e}"),
+            ReadError::Protocol(detail) => write!(f, "websocket protocol error: {detail}"),
+            ReadError::InvalidData(detail) => write!(f, "invalid websocket data: {detail}"),
+            ReadError::TooBig(limit) => {
                 write!(f, "websocket message exceeds the {limit}-byte limit")
             }
         }
@@ -406,8 +366,8 @@ impl fmt::Display for ReadError {
 
 impl StdError for ReadError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.kind {
-            ErrorKind::Io(e) => Some(e),
+        match self {
+            ReadError::Io(e) => Some(e),
             _ => None,
         }
     }
@@ -444,39 +404,26 @@ fn write_control<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io
     write_frame(w, opcode, payload)
 }
 
-/// Writes `text` as one unfragmented text frame.
-pub fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
+pub(crate) fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result<()> {
     write_frame(w, OP_TEXT, text.as_bytes())
 }
 
-/// Writes `data` as one unfragmented binary frame.
-pub fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
+#[cfg(test)]
+fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
     write_frame(w, OP_BINARY, data)
 }
 
-/// Writes a ping frame.
-///
-/// # Errors
-///
-/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
-pub fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
     write_control(w, OP_PING, payload)
 }
 
-/// Writes a pong frame, normally echoing a ping's payload.
-///
-/// # Errors
-///
-/// `InvalidInput`, with nothing written, when `payload` is over 125 bytes.
-pub fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
     write_control(w, OP_PONG, payload)
 }
 
-/// Writes a close frame with status `code` and `reason`.
-///
-/// `reason` is cut at a character boundary so the payload fits in 125 bytes. The
-/// caller picks a code that may be sent: never 1005, 1006 or 1015.
-pub fn write_close<W: Write + ?Sized>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
+/// Writes a close frame with status `code` and `reason`, which is cut at a
+/// character boundary so the payload fits in 125 bytes.
+pub(crate) fn write_close<W: Write + ?Sized>(w: &mut W, code: u16, reason: &str) -> io::Result<()> {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(end) {
         end -= 1;

@@ -2,9 +2,9 @@
 //!
 //! This module knows nothing of HTTP. The HTTP layer checks the upgrade request
 //! (`GET`, `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13`,
-//! and a key accepted by [`valid_client_key`]), answers `101 Switching Protocols` with
-//! `Sec-WebSocket-Accept` set to [`accept_key`], and then hands the raw stream to
-//! [`frame::Reader`] and the `frame::write_*` functions, which work on any
+//! and a key accepted by `valid_client_key`), answers `101 Switching Protocols` with
+//! `Sec-WebSocket-Accept` set to `accept_key`, and then hands the raw stream to
+//! `frame::Reader` and the `frame::write_*` functions, which work on any
 //! `Read`/`Write`.
 //!
 //! Supported: the server role of protocol version 13, with text, binary, ping, pong
@@ -16,35 +16,29 @@
 //!   inflating client data would let a small frame become a large allocation.
 //! - **Subprotocols.** Each route speaks a single message format, so the server
 //!   never negotiates or echoes `Sec-WebSocket-Protocol`.
-//! - **The client role.** [`frame::encode_client_frame`] and
-//!   [`frame::decode_server_frame`] exist only so that tests can act as a client.
+//! - **The client role.** `frame::encode_client_frame` and
+//!   `frame::decode_server_frame` exist only so that tests can act as a client.
 
-pub mod base64;
+mod base64;
 pub mod frame;
-pub mod sha1;
+mod sha1;
 
 /// The GUID that RFC 6455 section 1.3 appends to the client's key before hashing.
 const HANDSHAKE_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// The `Sec-WebSocket-Accept` value answering a client's `Sec-WebSocket-Key`.
-///
-/// `client_key` is the header value exactly as received. Check it with
-/// [`valid_client_key`] first: the result itself is always safe to put in a header,
-/// but a malformed key means the request is not a valid handshake.
-pub fn accept_key(client_key: &str) -> String {
+pub(crate) fn accept_key(client_key: &str) -> String {
     let mut input = String::with_capacity(client_key.len() + HANDSHAKE_GUID.len());
     input.push_str(client_key);
     input.push_str(HANDSHAKE_GUID);
     base64::encode(&sha1::digest(input.as_bytes()))
 }
 
-/// Whether `key` is a well-formed `Sec-WebSocket-Key`: base64 text of exactly 16 bytes.
-///
-/// That is 22 standard-alphabet characters followed by `==`, with the unused low bits
-/// of the last character zero, as every conforming client produces. Anything else,
-/// including surrounding whitespace, is rejected, so that only alphabet characters
-/// ever reach the hash and the HTTP layer can answer `400 Bad Request`.
-pub fn valid_client_key(key: &str) -> bool {
+/// Whether `key` is a well-formed `Sec-WebSocket-Key`: base64 text of exactly
+/// 16 bytes, as every conforming client produces. Anything else, surrounding
+/// whitespace included, is refused, so that only alphabet characters ever
+/// reach the hash.
+pub(crate) fn valid_client_key(key: &str) -> bool {
     let bytes = key.as_bytes();
     if bytes.len() != 24 || !bytes.ends_with(b"==") {
         return false;

@@ -13,10 +13,7 @@ const INITIAL_STATE: [u32; 5] = [
     0xC3D2_E1F0,
 ];
 
-/// SHA-1 digest of `data`, computed in one call.
-///
-/// The function is pure and allocation-free, so it is safe to call from any thread.
-pub fn digest(data: &[u8]) -> [u8; 20] {
+pub(crate) fn digest(data: &[u8]) -> [u8; 20] {
     let mut state = INITIAL_STATE;
     let mut blocks = data.chunks_exact(64);
     for block in &mut blocks {
