@@ -223,8 +223,9 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Appends a label value escaped for both text formats: `\`, `"` and
-/// newline are escaped and every other byte passes through unchanged.
+/// Appends a label value, or OpenMetrics HELP text, escaped for both text
+/// formats: `\`, `"` and newline are escaped and every other byte passes
+/// through unchanged.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
     for &b in value.as_bytes() {
         match b {
@@ -246,11 +247,6 @@ pub fn write_help(out: &mut Vec<u8>, help: &str) {
             _ => out.push(b),
         }
     }
-}
-
-/// Appends HELP text escaped for OpenMetrics, which escapes `"` as well.
-pub fn write_help_openmetrics(out: &mut Vec<u8>, help: &str) {
-    write_label_value(out, help);
 }
 
 #[cfg(test)]
@@ -383,7 +379,7 @@ mod tests {
         write_help(&mut out, "a\\b\"c\nd");
         assert_eq!(out, b"a\\\\b\"c\\nd");
         out.clear();
-        write_help_openmetrics(&mut out, "a\\b\"c\nd");
+        write_label_value(&mut out, "a\\b\"c\nd");
         assert_eq!(out, b"a\\\\b\\\"c\\nd");
     }
 

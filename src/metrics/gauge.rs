@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::counter::add_f64;
+use super::counter::update_f64;
 
 /// A gauge: a value that can be set, raised and lowered. Cloning is cheap
 /// and every clone updates the same value; safe to share across threads.
@@ -41,13 +41,13 @@ impl Gauge {
     /// Adds `v`, which may be negative.
     #[inline]
     pub fn add(&self, v: f64) {
-        add_f64(&self.bits, v);
+        update_f64(&self.bits, |x| x + v);
     }
 
     /// Subtracts `v`.
     #[inline]
     pub fn sub(&self, v: f64) {
-        add_f64(&self.bits, -v);
+        self.add(-v);
     }
 
     /// The current value.
