@@ -44,12 +44,6 @@ impl Gauge {
         update_f64(&self.bits, |x| x + v);
     }
 
-    /// Subtracts `v`.
-    #[inline]
-    pub fn sub(&self, v: f64) {
-        self.add(-v);
-    }
-
     /// The current value.
     pub fn get(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::Relaxed))
@@ -68,7 +62,7 @@ mod tests {
         g.dec();
         g.dec();
         g.add(0.25);
-        g.sub(1.0);
+        g.add(-1.0);
         assert_eq!(g.get(), 3.25);
         g.set(-2.0);
         assert_eq!(g.get(), -2.0);
