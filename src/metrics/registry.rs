@@ -452,11 +452,7 @@ impl Registry {
         };
         let fixed = (label_bytes, header + series);
         if !ceiling.take(fixed.0, fixed.1) {
-            let (limits, used) = (ceiling.limits(), ceiling.used());
-            let left = (
-                limits.0.saturating_sub(used.0),
-                limits.1.saturating_sub(used.1),
-            );
+            let left = ceiling.left();
             return Err(Error::new(name, ErrorKind::OverCeiling { fixed, left }));
         }
         if labels.is_empty() {
