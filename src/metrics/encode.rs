@@ -50,19 +50,15 @@ impl Format {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let (mut q, mut version) = (1.0f64, None);
-            for p in parts {
-                if let Some((k, v)) = p.split_once('=') {
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "q" => q = v.trim().parse().unwrap_or(0.0),
-                        "version" => version = Some(v.trim().to_string()),
-                        _ => {}
-                    }
+            for (k, v) in parts.filter_map(|p| p.split_once('=')) {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.trim().parse().unwrap_or(0.0),
+                    "version" => version = Some(v.trim()),
+                    _ => {}
                 }
             }
             match media.as_str() {
-                "application/openmetrics-text"
-                    if matches!(version.as_deref(), None | Some("1.0.0")) =>
-                {
+                "application/openmetrics-text" if matches!(version, None | Some("1.0.0")) => {
                     om = om.max(q)
                 }
                 "text/plain" | "text/*" | "*/*" => text = text.max(q),

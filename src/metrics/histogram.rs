@@ -141,14 +141,9 @@ impl Histogram {
         let cold = &core.shards[(n >> 63) as usize];
         let hot = &core.shards[((n >> 63) ^ 1) as usize];
         // Wait for observers that picked the cold shard before the flip.
+        let counted = || cold.buckets.iter().map(|b| b.load(Ordering::Acquire));
         let mut spins = 0u32;
-        while cold
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Acquire))
-            .sum::<u64>()
-            != count
-        {
+        while counted().sum::<u64>() != count {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::counter::Counter;
-use super::exemplar::Exemplar;
+use super::exemplar::{Exemplar, Slots};
 use super::family::Family;
 use super::gauge::Gauge;
 use super::histogram::Histogram;
@@ -103,10 +103,8 @@ impl CounterFamily {
     /// [`Labelled::each`] gives.
     pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
         let by_series = self.inner.exemplars.lock();
-        by_series
-            .iter()
-            .filter_map(|(i, slots)| Some((*i, slots.first()?.clone()?)))
-            .collect()
+        let latest = |(i, slots): (&u32, &Slots)| Some((*i, slots.first()?.clone()?));
+        by_series.iter().filter_map(latest).collect()
     }
 }
 
@@ -181,10 +179,7 @@ impl HistogramFamily {
     /// [`Labelled::each`] gives: one entry per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
         let by_series = self.inner.exemplars.lock();
-        by_series
-            .iter()
-            .map(|(i, slots)| (*i, slots.to_vec()))
-            .collect()
+        by_series.iter().map(|(i, s)| (*i, s.to_vec())).collect()
     }
 
     /// The label names, in declaration order.
