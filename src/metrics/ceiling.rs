@@ -53,9 +53,13 @@ impl ByteCeiling {
         self.lock().used
     }
 
-    /// The two limits, as given to [`ByteCeiling::new`].
-    pub fn limits(&self) -> (u64, u64) {
-        self.lock().limits
+    /// What is left under each limit (0 where there is none).
+    pub(crate) fn left(&self) -> (u64, u64) {
+        let u = self.lock();
+        (
+            u.limits.0.saturating_sub(u.used.0),
+            u.limits.1.saturating_sub(u.used.1),
+        )
     }
 
     /// Counts `labels` and `exposition` bytes if both fit, and says whether
@@ -100,6 +104,7 @@ mod tests {
         assert!(!c.take(7, 1), "labels over");
         assert!(!c.take(1, 41), "exposition over");
         assert_eq!(c.used(), (4, 60));
+        assert_eq!(c.left(), (6, 40));
         assert!(c.take(6, 40));
         assert!(!c.take(0, 1));
         c.give_back(6, 40);
@@ -107,7 +112,7 @@ mod tests {
         let unlimited = ByteCeiling::new(0, 0);
         assert!(unlimited.take(u64::MAX, u64::MAX));
         assert!(unlimited.take(1, 1));
-        assert_eq!(unlimited.limits(), (0, 0));
+        assert_eq!(unlimited.left(), (0, 0));
     }
 
     /// The bytes of the lines of `text` that the ceiling counts: all but

@@ -44,15 +44,10 @@ impl Counter {
     /// Adds a whole number, saturating at `u64::MAX`.
     #[inline]
     pub fn inc_by(&self, n: u64) {
-        let int = &self.core.int;
-        let mut current = int.load(Ordering::Relaxed);
-        loop {
-            let next = current.saturating_add(n);
-            match int.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(actual) => current = actual,
-            }
-        }
+        // The closure always returns Some, so the update cannot fail.
+        let _ = (self.core.int).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_add(n))
+        });
     }
 
     /// Adds `v`. A negative, NaN or infinite `v` is ignored: a counter
@@ -96,30 +91,20 @@ impl Counter {
     }
 }
 
-/// Adds `v` to an f64 stored as bits, with a compare-exchange loop.
-#[inline]
-pub(crate) fn add_f64(cell: &AtomicU64, v: f64) {
-    let mut current = cell.load(Ordering::Relaxed);
-    loop {
-        let next = (f64::from_bits(current) + v).to_bits();
-        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
-        }
-    }
+/// Replaces an f64 stored as bits with `f` of it, with a compare-exchange
+/// loop.
+#[inline(always)]
+pub(crate) fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
+    // The closure always returns Some, so the update cannot fail.
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        Some(f(f64::from_bits(bits)).to_bits())
+    });
 }
 
 /// Adds a finite, non-negative `v` to a counter's float part, saturating at
 /// `f64::MAX` so that the part stays finite.
 fn add_fraction(cell: &AtomicU64, v: f64) {
-    let mut current = cell.load(Ordering::Relaxed);
-    loop {
-        let next = (f64::from_bits(current) + v).min(f64::MAX).to_bits();
-        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
-        }
-    }
+    update_f64(cell, |x| (x + v).min(f64::MAX));
 }
 
 #[cfg(test)]

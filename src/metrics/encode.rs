@@ -5,12 +5,12 @@
 use std::io;
 
 use super::counter::Counter;
-use super::family::Family;
+use super::exemplar::Slots;
+use super::family::{Family, Series};
 use super::format::{
-    write_float, write_float_openmetrics, write_help, write_help_openmetrics, write_small_uint,
+    write_float, write_float_openmetrics, write_help, write_label_value, write_small_uint,
     write_uint,
 };
-use super::gauge::Gauge;
 use super::histogram::Histogram;
 
 /// The Content-Type of text format 0.0.4.
@@ -50,19 +50,15 @@ impl Format {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let (mut q, mut version) = (1.0f64, None);
-            for p in parts {
-                if let Some((k, v)) = p.split_once('=') {
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "q" => q = v.trim().parse().unwrap_or(0.0),
-                        "version" => version = Some(v.trim().to_string()),
-                        _ => {}
-                    }
+            for (k, v) in parts.filter_map(|p| p.split_once('=')) {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.trim().parse().unwrap_or(0.0),
+                    "version" => version = Some(v.trim()),
+                    _ => {}
                 }
             }
             match media.as_str() {
-                "application/openmetrics-text"
-                    if matches!(version.as_deref(), None | Some("1.0.0")) =>
-                {
+                "application/openmetrics-text" if matches!(version, None | Some("1.0.0")) => {
                     om = om.max(q)
                 }
                 "text/plain" | "text/*" | "*/*" => text = text.max(q),
@@ -115,43 +111,37 @@ pub(crate) fn openmetrics_name(name: &str, kind: Kind) -> &str {
 pub(crate) fn write_header(out: &mut Vec<u8>, fmt: Format, name: &str, help: &str, kind: Kind) {
     match fmt {
         Format::Text => {
-            out.extend_from_slice(b"# HELP ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b' ');
+            start_line(out, "# HELP ", name);
             write_help(out, help);
-            out.extend_from_slice(b"\n# TYPE ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b' ');
+            start_line(out, "\n# TYPE ", name);
             out.extend_from_slice(kind.as_str().as_bytes());
-            out.push(b'\n');
         }
         Format::OpenMetrics => {
             let base = openmetrics_name(name, kind);
-            out.extend_from_slice(b"# TYPE ");
-            out.extend_from_slice(base.as_bytes());
-            out.push(b' ');
+            start_line(out, "# TYPE ", base);
             out.extend_from_slice(kind.as_str().as_bytes());
-            out.push(b'\n');
             if let Some(unit) = UNITS
                 .iter()
                 .find(|u| base.strip_suffix(*u).is_some_and(|s| s.ends_with('_')))
             {
-                out.extend_from_slice(b"# UNIT ");
-                out.extend_from_slice(base.as_bytes());
-                out.push(b' ');
+                start_line(out, "\n# UNIT ", base);
                 out.extend_from_slice(unit.as_bytes());
-                out.push(b'\n');
             }
-            out.extend_from_slice(b"# HELP ");
-            out.extend_from_slice(base.as_bytes());
-            out.push(b' ');
-            write_help_openmetrics(out, help);
-            out.push(b'\n');
+            start_line(out, "\n# HELP ", base);
+            write_label_value(out, help);
         }
     }
+    out.push(b'\n');
 }
 
-/// Writes a float sample value in the format's convention, then a newline.
+/// Writes `tag`, `name` and a space: the start of a header line.
+fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+}
+
+/// Writes a float sample value in the format's convention.
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     // A whole number below 1e6, the usual value, is its digits in both
@@ -159,9 +149,8 @@ fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     // wholeness without a call to `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
-        match fmt {
-            Format::Text => out.push(b'\n'),
-            Format::OpenMetrics => out.extend_from_slice(b".0\n"),
+        if fmt == Format::OpenMetrics {
+            out.extend_from_slice(b".0");
         }
         return;
     }
@@ -169,7 +158,6 @@ fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
         Format::Text => write_float(out, v),
         Format::OpenMetrics => write_float_openmetrics(out, v),
     }
-    out.push(b'\n');
 }
 
 /// Writes `name{labels} ` (or `name ` with no labels).
@@ -187,6 +175,7 @@ fn write_series_name(out: &mut Vec<u8>, name: &str, labels: &[u8]) {
 pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     write_series_name(out, name, b"");
     write_value(out, fmt, v);
+    out.push(b'\n');
 }
 
 /// Where a scrape goes while it is rendered: the bytes collect in a
@@ -218,22 +207,6 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    /// Whether `out` holds a piece, to pass on. Asked after each series:
-    /// one comparison.
-    #[inline(always)]
-    fn full(&self, out: &[u8]) -> bool {
-        out.len() >= self.piece
-    }
-
-    /// Passes `out` on, and empties it, once it holds a piece.
-    #[inline(always)]
-    fn series_done(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        if self.full(out) {
-            self.flush(out)?;
-        }
-        Ok(())
-    }
-
     /// Passes `out` on, if it holds anything, and empties it.
     #[cold]
     pub(crate) fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
@@ -244,12 +217,43 @@ impl<'a> Pieces<'a> {
         Ok(())
     }
 
-    /// The family's series numbers in render order, copied while its
-    /// insert mutex is held for as short a time as that takes.
-    fn numbers_of<M: Clone>(&mut self, f: &Family<M>) -> Vec<u32> {
+    /// Calls `write` on each series of `f` in render order, with the series'
+    /// exemplars when `exemplars`, and passes `out` on whenever it holds a
+    /// piece.
+    ///
+    /// The family's series numbers are copied while its insert mutex is
+    /// held for as short a time as that takes. Its exemplars are held while
+    /// series are written, so that offers wait rather than a scrape copying
+    /// every exemplar first, but never while a piece is passed on: a slow
+    /// client never holds up an offer.
+    fn each<M: Clone>(
+        &mut self,
+        out: &mut Vec<u8>,
+        f: &Family<M>,
+        exemplars: bool,
+        mut write: impl FnMut(&mut Vec<u8>, &Series<M>, Option<&Slots>),
+    ) -> io::Result<()> {
         let mut numbers = std::mem::take(&mut self.numbers);
-        f.read().numbers_into(&mut numbers);
-        numbers
+        f.numbers_into(&mut numbers);
+        let lock = || exemplars.then(|| f.exemplars.lock());
+        let mut held = lock();
+        let mut result = Ok(());
+        for &i in &numbers {
+            let Some(s) = f.series(i) else {
+                continue;
+            };
+            write(out, s, held.as_ref().and_then(|e| e.get(&i)));
+            if out.len() >= self.piece {
+                drop(held.take());
+                result = self.flush(out);
+                if result.is_err() {
+                    break;
+                }
+                held = lock();
+            }
+        }
+        self.numbers = numbers;
+        result
     }
 }
 
@@ -273,25 +277,16 @@ pub(crate) fn write_counters(
     }
 }
 
-/// Writes every sample of a gauge family.
-pub(crate) fn write_gauges(
-    out: &mut Vec<u8>,
-    pieces: &mut Pieces<'_>,
-    fmt: Format,
-    name: &str,
-    f: &Family<Gauge>,
-) -> io::Result<()> {
-    write_samples(out, pieces, fmt, name, f, Gauge::get)
-}
-
-/// Writes one `name{labels} value` line per series.
+/// Writes one `name{labels} value` line per series, in OpenMetrics with
+/// the series' exemplar, if any, after the value.
 ///
 /// Each series keeps its `name{labels} ` from the first scrape, so that a
 /// line costs one copy and the value rather than two copies and three
-/// single bytes; the price is the name once more per series. Kept out of
-/// line so that its loop is compiled on its own, not inside `render`.
+/// single bytes; the price is the name once more per series. Only the few
+/// families given exemplars show them, and they keep no prefixes. Kept out
+/// of line so that its loop is compiled on its own, not inside `render`.
 #[inline(never)]
-fn write_samples<M: Clone>(
+pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,
     fmt: Format,
@@ -299,13 +294,9 @@ fn write_samples<M: Clone>(
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
 ) -> io::Result<()> {
-    if fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty() {
-        return write_samples_with_exemplars(out, pieces, name, f, get);
-    }
-    let cached = f.prefixes(name);
-    let numbers = pieces.numbers_of(f);
-    let mut result = Ok(());
-    for s in numbers.iter().filter_map(|&i| f.series_at(i)) {
+    let exemplars = fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty();
+    let cached = !exemplars && f.prefixes(name);
+    pieces.each(out, f, exemplars, |out, s, slots| {
         if cached {
             out.extend_from_slice(s.prefix.get_or_init(|| {
                 let mut prefix = Vec::new();
@@ -316,60 +307,16 @@ fn write_samples<M: Clone>(
             write_series_name(out, name, &s.labels);
         }
         write_value(out, fmt, get(&s.metric));
-        result = pieces.series_done(out);
-        if result.is_err() {
-            break;
-        }
-    }
-    pieces.numbers = numbers;
-    result
-}
-
-/// Writes the OpenMetrics samples of a family some of whose series have an
-/// exemplar, each after its value. Only the few families given exemplars
-/// come here, so it keeps no prefixes.
-///
-/// The exemplars are held while series are rendered, so that offers wait
-/// rather than a scrape copying every exemplar first, but never while a
-/// piece is passed on: a slow client never holds up an offer.
-#[cold]
-fn write_samples_with_exemplars<M: Clone>(
-    out: &mut Vec<u8>,
-    pieces: &mut Pieces<'_>,
-    name: &str,
-    f: &Family<M>,
-    get: impl Fn(&M) -> f64,
-) -> io::Result<()> {
-    let numbers = pieces.numbers_of(f);
-    let mut exemplars = f.exemplars.lock();
-    let mut result = Ok(());
-    for &i in &numbers {
-        let Some(s) = f.series_at(i) else {
-            continue;
-        };
-        write_series_name(out, name, &s.labels);
-        write_float_openmetrics(out, get(&s.metric));
-        let held = exemplars.get(&i).and_then(|slots| slots.first()?.as_ref());
-        if let Some(e) = held {
+        if let Some(e) = slots.and_then(|slots| slots.first()?.as_ref()) {
             e.write(out);
         }
         out.push(b'\n');
-        if pieces.full(out) {
-            drop(exemplars);
-            result = pieces.flush(out);
-            if result.is_err() {
-                break;
-            }
-            exemplars = f.exemplars.lock();
-        }
-    }
-    pieces.numbers = numbers;
-    result
+    })
 }
 
 /// Writes every sample of a histogram family. `les` holds the formatted
 /// upper bounds, `+Inf` last. In OpenMetrics a bucket's exemplar follows
-/// its count.
+/// its count; text format 0.0.4 has none to show.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,
@@ -378,23 +325,8 @@ pub(crate) fn write_histograms(
     les: &[Box<[u8]>],
     f: &Family<Histogram>,
 ) -> io::Result<()> {
-    // Held through the family, so that offers wait rather than a scrape
-    // copying every exemplar first, but let go while a piece is passed on,
-    // so that a slow client never holds up an offer; text format 0.0.4 has
-    // none to show.
-    let lock = || match fmt {
-        Format::OpenMetrics => Some(f.exemplars.lock()),
-        Format::Text => None,
-    };
-    let numbers = pieces.numbers_of(f);
     let mut scratch = std::mem::take(&mut pieces.scratch);
-    let mut exemplars = lock();
-    let mut result = Ok(());
-    for &i in &numbers {
-        let Some(s) = f.series_at(i) else {
-            continue;
-        };
-        let slots = exemplars.as_ref().and_then(|e| e.get(&i));
+    let result = pieces.each(out, f, fmt == Format::OpenMetrics, |out, s, slots| {
         let (sum, count) = s.metric.snapshot(&mut scratch);
         for (bucket, (le, n)) in les.iter().zip(scratch.iter()).enumerate() {
             out.extend_from_slice(name.as_bytes());
@@ -416,21 +348,13 @@ pub(crate) fn write_histograms(
         out.extend_from_slice(b"_sum");
         write_series_name(out, "", &s.labels);
         write_value(out, fmt, sum);
+        out.push(b'\n');
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"_count");
         write_series_name(out, "", &s.labels);
         write_uint(out, count);
         out.push(b'\n');
-        if pieces.full(out) {
-            drop(exemplars.take());
-            result = pieces.flush(out);
-            if result.is_err() {
-                break;
-            }
-            exemplars = lock();
-        }
-    }
-    pieces.numbers = numbers;
+    });
     pieces.scratch = scratch;
     result
 }
@@ -494,6 +418,7 @@ pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Gauge;
 
     #[test]
     fn negotiation_follows_accept() {
@@ -567,7 +492,7 @@ mod tests {
             for _ in 0..2 {
                 let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
                 let mut pieces = Pieces::new(usize::MAX, &mut never);
-                write_gauges(&mut out, &mut pieces, fmt, "g", &f).unwrap();
+                write_samples(&mut out, &mut pieces, fmt, "g", &f, Gauge::get).unwrap();
                 write_counters(&mut out, &mut pieces, fmt, "c_total", &unlabelled, 1).unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), want);
             }

@@ -14,9 +14,8 @@ pub struct Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
     InvalidMetricName,
-    InvalidLabelName(String),
-    ReservedLabelName(String),
-    DuplicateLabelName(String),
+    /// A label name, and what is wrong with it.
+    Label(String, &'static str),
     Duplicate,
     Clash(String),
     CounterSuffix,
@@ -39,11 +38,6 @@ impl Error {
         }
     }
 
-    /// The metric name whose registration failed.
-    pub fn metric_name(&self) -> &str {
-        &self.name
-    }
-
     /// True when the name was already registered, or clashes with the
     /// samples of a registered family.
     pub fn is_duplicate(&self) -> bool {
@@ -61,20 +55,13 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = &self.name;
         match &self.kind {
-            ErrorKind::InvalidMetricName => write!(
-                f,
-                "metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"
-            ),
-            ErrorKind::InvalidLabelName(l) => write!(
-                f,
-                "metric {name}: label name {l:?} must match [a-zA-Z_][a-zA-Z0-9_]*"
-            ),
-            ErrorKind::ReservedLabelName(l) => {
-                write!(f, "metric {name}: label name {l:?} is reserved")
+            ErrorKind::InvalidMetricName => {
+                write!(
+                    f,
+                    "metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"
+                )
             }
-            ErrorKind::DuplicateLabelName(l) => {
-                write!(f, "metric {name}: label name {l:?} appears twice")
-            }
+            ErrorKind::Label(l, why) => write!(f, "metric {name}: label name {l:?} {why}"),
             ErrorKind::Duplicate => write!(f, "metric {name} is already registered"),
             ErrorKind::Clash(other) => write!(
                 f,

@@ -7,15 +7,16 @@
 //! The same string is used for `le`, where a different spelling would be a
 //! different series.
 
-use std::io::Write;
-
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
     // Whole numbers below 1e6 are by far the most common value (counts),
     // and take a short path that needs no digit generation. The round trip
     // through i64 tests wholeness without a call to `trunc`.
     if v.abs() < 1e6 && v as i64 as f64 == v {
-        write_int(out, v as i64);
+        if v < 0.0 {
+            out.push(b'-');
+        }
+        write_uint(out, (v as i64).unsigned_abs());
         return;
     }
     if write_micros(out, v) {
@@ -41,14 +42,6 @@ pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
     if written.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
         out.extend_from_slice(b".0");
     }
-}
-
-/// Appends a signed integer in decimal.
-pub fn write_int(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    write_uint(out, v.unsigned_abs());
 }
 
 /// Appends an unsigned integer in decimal, without going through `fmt`.
@@ -156,37 +149,11 @@ fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
 /// The general case: Rust's `{:e}` gives the shortest round-trip digits,
 /// which are then laid out by Go's `%g` rules.
 fn write_general(out: &mut Vec<u8>, v: f64) {
-    let mut sci = [0u8; 40];
-    let len = {
-        let mut cursor = std::io::Cursor::new(&mut sci[..]);
-        // 40 bytes always hold an f64 in `{:e}` form (at most 17 digits,
-        // a sign, a point and a four-character exponent).
-        if write!(cursor, "{v:e}").is_err() {
-            return;
-        }
-        cursor.position() as usize
-    };
-    let sci = &sci[..len];
-    let (neg, rest) = match sci.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, sci),
-    };
-    let e_at = rest.iter().position(|&b| b == b'e').unwrap_or(rest.len());
-    let (mantissa, exp) = rest.split_at(e_at);
-    let exp: i32 = std::str::from_utf8(exp.get(1..).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut digits = [0u8; 20];
-    let mut nd = 0;
-    for &b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
-        if nd < digits.len() {
-            digits[nd] = b;
-            nd += 1;
-        }
-    }
-    let digits = &digits[..nd];
-    if neg {
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    if v < 0.0 {
         out.push(b'-');
     }
     if !(-4..6).contains(&exp) {
@@ -209,12 +176,12 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
     if dp <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', dp.unsigned_abs() as usize));
-        out.extend_from_slice(digits);
+        out.extend_from_slice(&digits);
         return;
     }
     let dp = dp as usize;
     if digits.len() <= dp {
-        out.extend_from_slice(digits);
+        out.extend_from_slice(&digits);
         out.extend(std::iter::repeat_n(b'0', dp - digits.len()));
     } else {
         out.extend_from_slice(&digits[..dp]);
@@ -223,8 +190,9 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Appends a label value escaped for both text formats: `\`, `"` and
-/// newline are escaped and every other byte passes through unchanged.
+/// Appends a label value, or OpenMetrics HELP text, escaped for both text
+/// formats: `\`, `"` and newline are escaped and every other byte passes
+/// through unchanged.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
     for &b in value.as_bytes() {
         match b {
@@ -246,11 +214,6 @@ pub fn write_help(out: &mut Vec<u8>, help: &str) {
             _ => out.push(b),
         }
     }
-}
-
-/// Appends HELP text escaped for OpenMetrics, which escapes `"` as well.
-pub fn write_help_openmetrics(out: &mut Vec<u8>, help: &str) {
-    write_label_value(out, help);
 }
 
 #[cfg(test)]
@@ -383,7 +346,7 @@ mod tests {
         write_help(&mut out, "a\\b\"c\nd");
         assert_eq!(out, b"a\\\\b\"c\\nd");
         out.clear();
-        write_help_openmetrics(&mut out, "a\\b\"c\nd");
+        write_label_value(&mut out, "a\\b\"c\nd");
         assert_eq!(out, b"a\\\\b\\\"c\\nd");
     }
 
@@ -391,9 +354,7 @@ mod tests {
     fn integers() {
         let mut out = Vec::new();
         write_uint(&mut out, u64::MAX);
-        out.push(b' ');
-        write_int(&mut out, i64::MIN);
-        assert_eq!(out, b"18446744073709551615 -9223372036854775808");
+        assert_eq!(out, b"18446744073709551615");
         let mut n = 1u64;
         while let Some(next) = n.checked_mul(3) {
             for v in [n - 1, n, n + 1] {

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::counter::add_f64;
+use super::counter::update_f64;
 
 /// A gauge: a value that can be set, raised and lowered. Cloning is cheap
 /// and every clone updates the same value; safe to share across threads.
@@ -41,13 +41,7 @@ impl Gauge {
     /// Adds `v`, which may be negative.
     #[inline]
     pub fn add(&self, v: f64) {
-        add_f64(&self.bits, v);
-    }
-
-    /// Subtracts `v`.
-    #[inline]
-    pub fn sub(&self, v: f64) {
-        add_f64(&self.bits, -v);
+        update_f64(&self.bits, |x| x + v);
     }
 
     /// The current value.
@@ -68,7 +62,7 @@ mod tests {
         g.dec();
         g.dec();
         g.add(0.25);
-        g.sub(1.0);
+        g.add(-1.0);
         assert_eq!(g.get(), 3.25);
         g.set(-2.0);
         assert_eq!(g.get(), -2.0);

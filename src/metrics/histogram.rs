@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::counter::add_f64;
+use super::counter::update_f64;
 use super::error::{Error, ErrorKind};
 
 /// A histogram: counts observations into buckets and keeps their sum.
@@ -46,47 +46,33 @@ pub(crate) fn checked_bounds(name: &str, bounds: &[f64]) -> Result<Box<[f64]>, E
         Some((last, rest)) if *last == f64::INFINITY => rest,
         _ => bounds,
     };
-    if bounds.iter().any(|b| !b.is_finite()) {
-        return Err(Error::new(
-            name,
-            ErrorKind::InvalidBuckets("bucket bounds must be finite, +Inf is implied"),
-        ));
-    }
-    if bounds.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(Error::new(
-            name,
-            ErrorKind::InvalidBuckets("bucket bounds must be strictly increasing"),
-        ));
-    }
-    Ok(bounds.into())
-}
-
-impl Shard {
-    fn new(slots: usize) -> Shard {
-        Shard {
-            buckets: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-        }
-    }
+    let why = if bounds.iter().any(|b| !b.is_finite()) {
+        "bucket bounds must be finite, +Inf is implied"
+    } else if bounds.windows(2).any(|w| w[0] >= w[1]) {
+        "bucket bounds must be strictly increasing"
+    } else {
+        return Ok(bounds.into());
+    };
+    Err(Error::new(name, ErrorKind::InvalidBuckets(why)))
 }
 
 impl Histogram {
     /// Creates an unregistered histogram with the given upper bounds, which
     /// must be finite and strictly increasing (`+Inf` is implied).
     pub fn new(bounds: &[f64]) -> Result<Histogram, Error> {
-        Ok(Histogram::with_checked_bounds(checked_bounds(
-            "histogram",
-            bounds,
-        )?))
+        checked_bounds("histogram", bounds).map(Histogram::with_checked_bounds)
     }
 
     pub(crate) fn with_checked_bounds(bounds: Box<[f64]>) -> Histogram {
-        let slots = bounds.len() + 1;
+        let shard = || Shard {
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+        };
         Histogram {
             core: Arc::new(Core {
+                shards: [shard(), shard()],
                 bounds,
                 count_and_hot: AtomicU64::new(0),
-                shards: [Shard::new(slots), Shard::new(slots)],
                 scrape: Mutex::new(()),
             }),
         }
@@ -96,18 +82,18 @@ impl Histogram {
     /// NaN for good.
     #[inline]
     pub fn observe(&self, v: f64) {
-        self.observe_with(v, add_f64)
+        self.observe_with(v, |sum| sum + v)
     }
 
     /// Records one observation as [`Histogram::observe`] does, except that
     /// a finite `v` never takes `_sum` past the largest finite value: the
     /// sum stops at `±f64::MAX`, so that a sum of finite values is finite.
     pub fn observe_saturating(&self, v: f64) {
-        self.observe_with(v, add_f64_saturating)
+        self.observe_with(v, |sum| saturating_sum(sum, v))
     }
 
     #[inline(always)]
-    fn observe_with(&self, v: f64, add: impl Fn(&AtomicU64, f64)) {
+    fn observe_with(&self, v: f64, add: impl Fn(f64) -> f64) {
         if v.is_nan() {
             return;
         }
@@ -115,7 +101,7 @@ impl Histogram {
         let slot = bucket_of(&core.bounds, v);
         let n = core.count_and_hot.fetch_add(1, Ordering::Relaxed);
         let shard = &core.shards[(n >> 63) as usize];
-        add(&shard.sum_bits, v);
+        update_f64(&shard.sum_bits, add);
         // Release: a scrape that sees this increment also sees the sum.
         shard.buckets[slot].fetch_add(1, Ordering::Release);
     }
@@ -155,14 +141,9 @@ impl Histogram {
         let cold = &core.shards[(n >> 63) as usize];
         let hot = &core.shards[((n >> 63) ^ 1) as usize];
         // Wait for observers that picked the cold shard before the flip.
+        let counted = || cold.buckets.iter().map(|b| b.load(Ordering::Acquire));
         let mut spins = 0u32;
-        while cold
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Acquire))
-            .sum::<u64>()
-            != count
-        {
+        while counted().sum::<u64>() != count {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -186,12 +167,10 @@ impl Histogram {
             bucket.fetch_add(total - previous, Ordering::Relaxed);
             previous = *total;
         }
-        add_f64_saturating(&hot.sum_bits, sum);
+        update_f64(&hot.sum_bits, |s| saturating_sum(s, sum));
         (sum, count)
     }
-}
 
-impl Histogram {
     /// Adds observations made elsewhere, given as [`Histogram::snapshot`]
     /// returns them: `cumulative` counts, one per bound plus `+Inf`, and
     /// their sum. For carrying a histogram across a restart. Counts of the
@@ -208,7 +187,7 @@ impl Histogram {
         // shard that count chose, so a scrape under way waits for them.
         let n = core.count_and_hot.fetch_add(total, Ordering::Relaxed);
         let shard = &core.shards[(n >> 63) as usize];
-        add_f64_saturating(&shard.sum_bits, sum);
+        update_f64(&shard.sum_bits, |s| saturating_sum(s, sum));
         let mut previous = 0;
         for (bucket, &c) in shard.buckets.iter().zip(cumulative) {
             bucket.fetch_add(c - previous, Ordering::Release);
@@ -226,19 +205,6 @@ pub(crate) fn saturating_sum(a: f64, b: f64) -> f64 {
         f64::MAX.copysign(sum)
     } else {
         sum
-    }
-}
-
-/// Adds `v` to an f64 stored as bits, as [`saturating_sum`] adds, with a
-/// compare-exchange loop.
-fn add_f64_saturating(cell: &AtomicU64, v: f64) {
-    let mut current = cell.load(Ordering::Relaxed);
-    loop {
-        let next = saturating_sum(f64::from_bits(current), v).to_bits();
-        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(actual) => current = actual,
-        }
     }
 }
 

@@ -4,35 +4,58 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::counter::Counter;
-use super::exemplar::Exemplar;
+use super::exemplar::{Exemplar, Slots};
 use super::family::Family;
 use super::gauge::Gauge;
 use super::histogram::Histogram;
 
-/// A family of counters with a fixed list of label names. Cloning is cheap;
-/// safe to share across threads.
+/// A family of metrics of one type with a fixed list of label names.
+/// Cloning is cheap; safe to share across threads.
 ///
-/// Look a series up with [`CounterFamily::get`] and cache the handle, or
-/// use the one-shot methods, which skip the handle's reference count.
-/// Label values are given in the order the names were declared; a list of
-/// the wrong length, or a new list past the series cap, lands on the
-/// overflow series whose every value is `other`.
+/// Look a series up with [`Labelled::get`] and cache the handle, or use
+/// the one-shot methods, which skip the handle's reference count. Label
+/// values are given in the order the names were declared; a list of the
+/// wrong length, or a new list past the series cap, lands on the overflow
+/// series whose every value is `other`.
 #[derive(Clone)]
-pub struct CounterFamily {
-    pub(crate) inner: Arc<Family<Counter>>,
+pub struct Labelled<M> {
+    pub(crate) inner: Arc<Family<M>>,
 }
 
-impl CounterFamily {
-    /// The counter for `values`, created at zero if new.
-    pub fn get(&self, values: &[&str]) -> Counter {
-        self.inner.with(values, Counter::clone)
+/// A family of counters.
+pub type CounterFamily = Labelled<Counter>;
+/// A family of gauges.
+pub type GaugeFamily = Labelled<Gauge>;
+/// A family of histograms sharing one set of buckets.
+pub type HistogramFamily = Labelled<Histogram>;
+
+impl<M: Clone> Labelled<M> {
+    /// The metric for `values`, created at zero (or empty) if new.
+    pub fn get(&self, values: &[&str]) -> M {
+        self.inner.with(values, M::clone)
     }
 
-    /// The counter for `values` if it exists; never creates one.
-    pub fn existing(&self, values: &[&str]) -> Option<Counter> {
+    /// The metric for `values` if it exists; never creates one.
+    pub fn existing(&self, values: &[&str]) -> Option<M> {
         self.inner.existing(values).cloned()
     }
 
+    /// Calls `f` with each series' number and metric, in label-value
+    /// order, the overflow series last: adding each, by its
+    /// [`Labelled::label_values`], to a new family in that order remakes
+    /// this one. Cheap: the values are spelled out only when asked for, so
+    /// that a copy of every value can be taken quickly.
+    pub fn each(&self, f: impl FnMut(u32, &M)) {
+        self.inner.each(f)
+    }
+
+    /// The label values of the series [`Labelled::each`] numbered `i`.
+    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
+        self.inner.label_values(i)
+    }
+}
+
+impl CounterFamily {
     /// Adds one to the counter for `values`.
     #[inline]
     pub fn inc(&self, values: &[&str]) {
@@ -55,9 +78,9 @@ impl CounterFamily {
     /// 1 and `timestamp` (Unix seconds). The counter keeps the latest
     /// exemplar by timestamp, and OpenMetrics scrapes show it.
     ///
-    /// Slower than [`CounterFamily::inc`], and meant for events worth
-    /// linking to (a finished run, not a request): it allocates and takes
-    /// the family's exemplar lock.
+    /// Slower than [`Labelled::inc`], and meant for events worth linking
+    /// to (a finished run, not a request): it allocates and takes the
+    /// family's exemplar lock.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
@@ -77,48 +100,15 @@ impl CounterFamily {
     }
 
     /// Every exemplar the family's counters hold, by the series numbers
-    /// [`CounterFamily::each`] gives.
+    /// [`Labelled::each`] gives.
     pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
         let by_series = self.inner.exemplars.lock();
-        by_series
-            .iter()
-            .filter_map(|(i, slots)| Some((*i, slots.first()?.clone()?)))
-            .collect()
+        let latest = |(i, slots): (&u32, &Slots)| Some((*i, slots.first()?.clone()?));
+        by_series.iter().filter_map(latest).collect()
     }
-
-    /// Calls `f` with each series' number and counter, in label-value
-    /// order, the overflow series last: adding each, by its
-    /// [`CounterFamily::label_values`], to a new family in that order
-    /// remakes this one. Cheap: the values are spelled out only when asked
-    /// for, so that a copy of every value can be taken quickly.
-    pub fn each(&self, f: impl FnMut(u32, &Counter)) {
-        self.inner.each(f)
-    }
-
-    /// The label values of the series [`CounterFamily::each`] numbered `i`.
-    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
-        self.inner.label_values(i)
-    }
-}
-
-/// A family of gauges with a fixed list of label names. Cloning is cheap;
-/// safe to share across threads. Lookups behave as for [`CounterFamily`].
-#[derive(Clone)]
-pub struct GaugeFamily {
-    pub(crate) inner: Arc<Family<Gauge>>,
 }
 
 impl GaugeFamily {
-    /// The gauge for `values`, created at zero if new.
-    pub fn get(&self, values: &[&str]) -> Gauge {
-        self.inner.with(values, Gauge::clone)
-    }
-
-    /// The gauge for `values` if it exists; never creates one.
-    pub fn existing(&self, values: &[&str]) -> Option<Gauge> {
-        self.inner.existing(values).cloned()
-    }
-
     /// Sets the gauge for `values`.
     pub fn set(&self, values: &[&str], v: f64) {
         self.inner.with(values, |g| g.set(v))
@@ -138,38 +128,9 @@ impl GaugeFamily {
     pub fn dec(&self, values: &[&str]) {
         self.add(values, -1.0)
     }
-
-    /// Calls `f` with each series' number and gauge, as
-    /// [`CounterFamily::each`] does.
-    pub fn each(&self, f: impl FnMut(u32, &Gauge)) {
-        self.inner.each(f)
-    }
-
-    /// The label values of the series [`GaugeFamily::each`] numbered `i`.
-    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
-        self.inner.label_values(i)
-    }
-}
-
-/// A family of histograms sharing one set of buckets and a fixed list of
-/// label names. Cloning is cheap; safe to share across threads. Lookups
-/// behave as for [`CounterFamily`].
-#[derive(Clone)]
-pub struct HistogramFamily {
-    pub(crate) inner: Arc<Family<Histogram>>,
 }
 
 impl HistogramFamily {
-    /// The histogram for `values`, created empty if new.
-    pub fn get(&self, values: &[&str]) -> Histogram {
-        self.inner.with(values, Histogram::clone)
-    }
-
-    /// The histogram for `values` if it exists; never creates one.
-    pub fn existing(&self, values: &[&str]) -> Option<Histogram> {
-        self.inner.existing(values).cloned()
-    }
-
     /// Records `v` in the histogram for `values`.
     #[inline]
     pub fn observe(&self, values: &[&str], v: f64) {
@@ -182,9 +143,9 @@ impl HistogramFamily {
     /// latest exemplar by timestamp, and OpenMetrics scrapes show it on the
     /// bucket's line.
     ///
-    /// Slower than [`HistogramFamily::observe`], and meant for
-    /// observations worth linking to (a run, not a request): it allocates
-    /// and takes the family's exemplar lock.
+    /// Slower than [`Labelled::observe`], and meant for observations worth
+    /// linking to (a run, not a request): it allocates and takes the
+    /// family's exemplar lock.
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],
@@ -196,9 +157,7 @@ impl HistogramFamily {
         self.inner.with_numbered(values, |i, h| {
             h.observe(v);
             if let Some(e) = exemplar {
-                self.inner
-                    .exemplars
-                    .offer(i, h.bounds().len() + 1, h.slot(v), e);
+                self.offer(i, h, e);
             }
         })
     }
@@ -208,36 +167,24 @@ impl HistogramFamily {
     /// falls in, which keeps it unless it holds a later one. The counts are
     /// unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
-        self.inner.with_numbered(values, |i, h| {
-            let slot = h.slot(e.value());
-            self.inner.exemplars.offer(i, h.bounds().len() + 1, slot, e)
-        })
+        self.inner.with_numbered(values, |i, h| self.offer(i, h, e))
+    }
+
+    fn offer(&self, i: u32, h: &Histogram, e: Exemplar) {
+        let slot = h.slot(e.value());
+        self.inner.exemplars.offer(i, h.bounds().len() + 1, slot, e)
     }
 
     /// Every exemplar the family's histograms hold, by the series numbers
-    /// [`HistogramFamily::each`] gives: one entry per bucket, `+Inf` last.
+    /// [`Labelled::each`] gives: one entry per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
         let by_series = self.inner.exemplars.lock();
-        by_series
-            .iter()
-            .map(|(i, slots)| (*i, slots.to_vec()))
-            .collect()
+        by_series.iter().map(|(i, s)| (*i, s.to_vec())).collect()
     }
 
     /// The label names, in declaration order.
     pub fn label_names(&self) -> &[String] {
         self.inner.label_names()
-    }
-
-    /// Calls `f` with each series' number and histogram, as
-    /// [`CounterFamily::each`] does.
-    pub fn each(&self, f: impl FnMut(u32, &Histogram)) {
-        self.inner.each(f)
-    }
-
-    /// The label values of the series [`HistogramFamily::each`] numbered `i`.
-    pub fn label_values(&self, i: u32) -> Option<Vec<String>> {
-        self.inner.label_values(i)
     }
 }
 

@@ -28,24 +28,16 @@ pub fn valid_label_name(name: &str) -> bool {
 /// are added by the encoder itself, so no family may declare them.
 pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Error> {
     for (i, label) in labels.iter().enumerate() {
-        if !valid_label_name(label) {
-            return Err(Error::new(
-                metric,
-                ErrorKind::InvalidLabelName(label.to_string()),
-            ));
-        }
-        if label.starts_with("__") || *label == "le" || *label == "quantile" {
-            return Err(Error::new(
-                metric,
-                ErrorKind::ReservedLabelName(label.to_string()),
-            ));
-        }
-        if labels[..i].contains(label) {
-            return Err(Error::new(
-                metric,
-                ErrorKind::DuplicateLabelName(label.to_string()),
-            ));
-        }
+        let why = if !valid_label_name(label) {
+            "must match [a-zA-Z_][a-zA-Z0-9_]*"
+        } else if label.starts_with("__") || *label == "le" || *label == "quantile" {
+            "is reserved"
+        } else if labels[..i].contains(label) {
+            "appears twice"
+        } else {
+            continue;
+        };
+        return Err(Error::new(metric, ErrorKind::Label(label.to_string(), why)));
     }
     Ok(())
 }

@@ -43,42 +43,26 @@ impl ProcessCollector {
     }
 }
 
-const METRICS: [(&str, &str, Kind); 7] = [
-    (
-        "process_cpu_seconds_total",
-        "Total user and system CPU time spent in seconds.",
-        Kind::Counter,
-    ),
-    (
-        "process_max_fds",
-        "Maximum number of open file descriptors.",
-        Kind::Gauge,
-    ),
-    (
-        "process_open_fds",
-        "Number of open file descriptors.",
-        Kind::Gauge,
-    ),
-    (
-        "process_resident_memory_bytes",
-        "Resident memory size in bytes.",
-        Kind::Gauge,
-    ),
-    (
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        Kind::Gauge,
-    ),
-    (
-        "process_threads",
-        "Number of OS threads in the process.",
-        Kind::Gauge,
-    ),
-    (
-        "process_virtual_memory_bytes",
-        "Virtual memory size in bytes.",
-        Kind::Gauge,
-    ),
+/// The metrics' names, in the order `process_linux::read` gives their
+/// values; the first is a counter and the rest gauges.
+const NAMES: [&str; 7] = [
+    "process_cpu_seconds_total",
+    "process_max_fds",
+    "process_open_fds",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+    "process_virtual_memory_bytes",
+];
+
+const HELPS: [&str; 7] = [
+    "Total user and system CPU time spent in seconds.",
+    "Maximum number of open file descriptors.",
+    "Number of open file descriptors.",
+    "Resident memory size in bytes.",
+    "Start time of the process since unix epoch in seconds.",
+    "Number of OS threads in the process.",
+    "Virtual memory size in bytes.",
 ];
 
 impl Collector for ProcessCollector {
@@ -86,14 +70,12 @@ impl Collector for ProcessCollector {
         if !cfg!(target_os = "linux") {
             return Vec::new();
         }
-        METRICS
-            .iter()
-            .map(|(name, help, kind)| Desc {
-                name: name.to_string(),
-                help: help.to_string(),
-                kind: *kind,
-            })
-            .collect()
+        let desc = |(i, (name, help)): (usize, (&str, &str))| Desc {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind: if i == 0 { Kind::Counter } else { Kind::Gauge },
+        };
+        NAMES.into_iter().zip(HELPS).enumerate().map(desc).collect()
     }
 
     fn collect(&self) -> Vec<f64> {
@@ -104,29 +86,13 @@ impl Collector for ProcessCollector {
                 return values.clone();
             }
         }
-        let values = read();
+        #[cfg(target_os = "linux")]
+        let values = super::process_linux::read().to_vec();
+        #[cfg(not(target_os = "linux"))]
+        let values = Vec::new();
         *last = Some((Instant::now(), values.clone()));
         values
     }
-}
-
-#[cfg(target_os = "linux")]
-fn read() -> Vec<f64> {
-    let s = super::process_linux::sample();
-    vec![
-        s.cpu_seconds,
-        s.max_fds,
-        s.open_fds,
-        s.resident_bytes,
-        s.start_time_seconds,
-        s.threads,
-        s.virtual_bytes,
-    ]
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read() -> Vec<f64> {
-    Vec::new()
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -5,19 +5,10 @@ use std::sync::OnceLock;
 
 use crate::sys;
 
-/// One reading of the process metrics; NaN where a file could not be read.
-pub(crate) struct Sample {
-    pub cpu_seconds: f64,
-    pub max_fds: f64,
-    pub open_fds: f64,
-    pub resident_bytes: f64,
-    pub start_time_seconds: f64,
-    pub threads: f64,
-    pub virtual_bytes: f64,
-}
-
-/// Reads `/proc/self/stat`, `/proc/self/fd` and `/proc/self/limits`.
-pub(crate) fn sample() -> Sample {
+/// Reads `/proc/self/stat`, `/proc/self/fd` and `/proc/self/limits`: the
+/// values of `process::NAMES`, in its order, NaN where a file could not
+/// be read.
+pub(crate) fn read() -> [f64; 7] {
     let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields counted from 1; the command name (field 2) may hold spaces
     // and parentheses, so counting starts after the last ')'.
@@ -32,17 +23,16 @@ pub(crate) fn sample() -> Sample {
             .unwrap_or(f64::NAN)
     };
     let ticks = sys::clock_ticks_per_second();
-    Sample {
-        cpu_seconds: (field(14) + field(15)) / ticks,
-        max_fds: max_fds(),
-        open_fds: fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as f64)
-            .unwrap_or(f64::NAN),
-        resident_bytes: field(24) * sys::page_size(),
-        start_time_seconds: *START.get_or_init(|| boot_time() + field(22) / ticks),
-        threads: field(20),
-        virtual_bytes: field(23),
-    }
+    let open_fds = fs::read_dir("/proc/self/fd").map_or(f64::NAN, |d| d.count() as f64);
+    [
+        (field(14) + field(15)) / ticks,
+        max_fds(),
+        open_fds,
+        field(24) * sys::page_size(),
+        *START.get_or_init(|| boot_time() + field(22) / ticks),
+        field(20),
+        field(23),
+    ]
 }
 
 /// The start time never changes, and reading it needs `/proc/stat`.

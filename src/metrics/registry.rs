@@ -16,7 +16,7 @@ use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
 use super::name::{check_label_names, valid_metric_name};
 
 /// The name of the counter of lookups sent to a family's overflow series.
-pub const OVERFLOW_METRIC: &str = "conductor_series_overflow_total";
+const OVERFLOW_METRIC: &str = "conductor_series_overflow_total";
 
 /// About how many bytes [`Registry::render_to`] writes at a time.
 pub const RENDER_PIECE: usize = 32 * 1024;
@@ -63,6 +63,7 @@ enum Body {
     /// plain counters).
     Counters(Arc<Family<Counter>>, u32),
     Gauges(Arc<Family<Gauge>>),
+    /// Histograms, and their bounds as `le` values, `+Inf` last.
     Histograms(Arc<Family<Histogram>>, Box<[Box<[u8]>]>),
     GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>),
     Collected(Arc<dyn Collector>, usize),
@@ -100,6 +101,9 @@ struct Inner {
     overflow: Arc<Family<Counter>>,
 }
 
+/// A family's name, HELP and type.
+type Meta<'a> = (&'a str, &'a str, Kind);
+
 impl Default for Registry {
     fn default() -> Self {
         Registry::new()
@@ -131,9 +135,7 @@ impl Registry {
         };
         // The name is valid and the registry empty, so this cannot fail.
         let _ = registry.add(
-            OVERFLOW_METRIC,
-            "Lookups of new label sets sent to a family's overflow series because it reached its series cap.",
-            Kind::Counter,
+            (OVERFLOW_METRIC, "Lookups of new label sets sent to a family's overflow series because it reached its series cap.", Kind::Counter),
             Body::Counters(overflow, 1),
         );
         registry
@@ -154,18 +156,13 @@ impl Registry {
 
     /// Registers an unlabelled counter. Its name must end in `_total`.
     pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
-        let family = Arc::new(Family::new(&[], 1, Counter::new(), Counter::new));
-        let counter = family.with(&[], Counter::clone);
-        self.add(name, help, Kind::Counter, Body::Counters(family, 1))?;
-        Ok(counter)
+        let body = |f| Body::Counters(f, 1);
+        self.single((name, help, Kind::Counter), Counter::new, body)
     }
 
     /// Registers an unlabelled gauge.
     pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
-        let family = Arc::new(Family::new(&[], 1, Counter::new(), Gauge::new));
-        let gauge = family.with(&[], Gauge::clone);
-        self.add(name, help, Kind::Gauge, Body::Gauges(family))?;
-        Ok(gauge)
+        self.single((name, help, Kind::Gauge), Gauge::new, Body::Gauges)
     }
 
     /// Registers a gauge whose value `f` computes at scrape time. `f` runs
@@ -176,7 +173,7 @@ impl Registry {
         help: &str,
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) -> Result<(), Error> {
-        self.add(name, help, Kind::Gauge, Body::GaugeFn(Box::new(f)))
+        self.add((name, help, Kind::Gauge), Body::GaugeFn(Box::new(f)))
     }
 
     /// Registers an unlabelled histogram with strictly increasing finite
@@ -184,12 +181,9 @@ impl Registry {
     pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram, Error> {
         let bounds = checked_bounds(name, bounds)?;
         let les = encode::le_strings(&bounds);
-        let family = Arc::new(Family::new(&[], 1, Counter::new(), move || {
-            Histogram::with_checked_bounds(bounds.clone())
-        }));
-        let histogram = family.with(&[], Histogram::clone);
-        self.add(name, help, Kind::Histogram, Body::Histograms(family, les))?;
-        Ok(histogram)
+        let make = move || Histogram::with_checked_bounds(bounds.clone());
+        let body = |f| Body::Histograms(f, les);
+        self.single((name, help, Kind::Histogram), make, body)
     }
 
     /// Registers a family of counters with the given label names.
@@ -218,18 +212,10 @@ impl Registry {
         per_unit: u32,
     ) -> Result<CounterFamily, Error> {
         check_label_names(name, labels)?;
-        let family = Family::new(
-            labels,
-            self.cap(),
-            self.overflowed(name, labels),
-            Counter::new,
-        );
-        let (family, counted) = self.charge(family, (name, help, Kind::Counter), &[], labels)?;
-        let family = Arc::new(family);
-        let body = Body::Counters(family.clone(), per_unit.max(1));
-        self.add(name, help, Kind::Counter, body)
-            .inspect_err(|_| self.give_back(counted))?;
-        Ok(CounterFamily { inner: family })
+        let body = |f| Body::Counters(f, per_unit.max(1));
+        let meta = (name, help, Kind::Counter);
+        let inner = self.family(meta, labels, &[], Counter::new, body)?;
+        Ok(CounterFamily { inner })
     }
 
     /// Registers a family of gauges with the given label names.
@@ -240,17 +226,9 @@ impl Registry {
         labels: &[&str],
     ) -> Result<GaugeFamily, Error> {
         check_label_names(name, labels)?;
-        let family = Family::new(
-            labels,
-            self.cap(),
-            self.overflowed(name, labels),
-            Gauge::new,
-        );
-        let (family, counted) = self.charge(family, (name, help, Kind::Gauge), &[], labels)?;
-        let family = Arc::new(family);
-        self.add(name, help, Kind::Gauge, Body::Gauges(family.clone()))
-            .inspect_err(|_| self.give_back(counted))?;
-        Ok(GaugeFamily { inner: family })
+        let meta = (name, help, Kind::Gauge);
+        let inner = self.family(meta, labels, &[], Gauge::new, Body::Gauges)?;
+        Ok(GaugeFamily { inner })
     }
 
     /// Registers a family of histograms with the given label names and
@@ -265,18 +243,11 @@ impl Registry {
         check_label_names(name, labels)?;
         let bounds = checked_bounds(name, bounds)?;
         let les = encode::le_strings(&bounds);
-        let family = Family::new(
-            labels,
-            self.cap(),
-            self.overflowed(name, labels),
-            move || Histogram::with_checked_bounds(bounds.clone()),
-        );
-        let kind = Kind::Histogram;
-        let (family, counted) = self.charge(family, (name, help, kind), &les, labels)?;
-        let family = Arc::new(family);
-        self.add(name, help, kind, Body::Histograms(family.clone(), les))
-            .inspect_err(|_| self.give_back(counted))?;
-        Ok(HistogramFamily { inner: family })
+        let make = move || Histogram::with_checked_bounds(bounds.clone());
+        let body = |f| Body::Histograms(f, les.clone());
+        let meta = (name, help, Kind::Histogram);
+        let inner = self.family(meta, labels, &les, make, body)?;
+        Ok(HistogramFamily { inner })
     }
 
     /// Serves the counter, gauge or histogram family registered as `of`
@@ -298,7 +269,7 @@ impl Registry {
             _ => return Err(Error::new(name, ErrorKind::NoOriginal(of.to_string()))),
         };
         let kind = original.map_or(Kind::Gauge, |e| e.kind);
-        self.insert(name, help, kind, body, kind == Kind::Gauge)
+        self.insert((name, help, kind), body, kind == Kind::Gauge)
     }
 
     /// Registers every metric a collector describes, or none of them.
@@ -306,7 +277,7 @@ impl Registry {
         let descs = collector.describe();
         for (i, d) in descs.iter().enumerate() {
             let body = Body::Collected(collector.clone(), i);
-            if let Err(e) = self.add(&d.name, &d.help, d.kind, body) {
+            if let Err(e) = self.add((&d.name, &d.help, d.kind), body) {
                 self.remove(descs[..i].iter().map(|d| d.name.as_str()));
                 return Err(e);
             }
@@ -319,9 +290,9 @@ impl Registry {
         self.snapshot()
             .iter()
             .map(|e| match &e.body {
-                Body::Counters(f, _) => f.read().len(),
-                Body::Gauges(f) => f.read().len(),
-                Body::Histograms(f, _) => f.read().len(),
+                Body::Counters(f, _) => f.len(),
+                Body::Gauges(f) => f.len(),
+                Body::Histograms(f, _) => f.len(),
                 Body::GaugeFn(_) | Body::Collected(..) => 1,
             })
             .sum()
@@ -364,29 +335,23 @@ impl Registry {
         pieces: &mut Pieces<'_>,
         fmt: Format,
     ) -> io::Result<()> {
-        let entries = self.snapshot();
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
-        for e in &entries {
-            let (name, help, kind) = (e.name.as_str(), e.help.as_str(), e.kind);
+        for e in &self.snapshot() {
+            let name = e.name.as_str();
+            // A family with no series yet still shows its HELP and TYPE, as
+            // client_golang and prometheus_client do, so that a scrape
+            // tells what exists before anything happened.
+            encode::write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
-                // A family with no series yet still shows its HELP and
-                // TYPE, as client_golang and prometheus_client do, so that
-                // a scrape tells what exists before anything happened.
                 Body::Counters(f, per_unit) => {
-                    encode::write_header(out, fmt, name, help, kind);
-                    encode::write_counters(out, pieces, fmt, name, f, *per_unit)?;
+                    encode::write_counters(out, pieces, fmt, name, f, *per_unit)?
                 }
-                Body::Gauges(f) => {
-                    encode::write_header(out, fmt, name, help, kind);
-                    encode::write_gauges(out, pieces, fmt, name, f)?;
-                }
+                Body::Gauges(f) => encode::write_samples(out, pieces, fmt, name, f, Gauge::get)?,
                 Body::Histograms(f, les) => {
-                    encode::write_header(out, fmt, name, help, kind);
-                    encode::write_histograms(out, pieces, fmt, name, les, f)?;
+                    encode::write_histograms(out, pieces, fmt, name, les, f)?
                 }
                 Body::GaugeFn(f) => {
                     let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
-                    encode::write_header(out, fmt, name, help, kind);
                     encode::write_single(out, fmt, name, v);
                 }
                 Body::Collected(c, i) => {
@@ -399,7 +364,6 @@ impl Registry {
                         }
                     };
                     let v = collected[at].1.get(*i).copied().unwrap_or(f64::NAN);
-                    encode::write_header(out, fmt, name, help, kind);
                     encode::write_single(out, fmt, name, v);
                 }
             }
@@ -417,6 +381,42 @@ impl Registry {
         entries.by_name.values().cloned().collect()
     }
 
+    /// Registers an unlabelled family made by `make`, and returns its one
+    /// metric. It is never held under a ceiling.
+    fn single<M: Clone>(
+        &self,
+        meta: Meta<'_>,
+        make: impl Fn() -> M + Send + Sync + 'static,
+        body: impl FnOnce(Arc<Family<M>>) -> Body,
+    ) -> Result<M, Error> {
+        let family = Arc::new(Family::new(&[], 1, Counter::new(), make));
+        let metric = family.with(&[], M::clone);
+        self.add(meta, body(family))?;
+        Ok(metric)
+    }
+
+    /// Registers a labelled family made by `make`, under this handle's
+    /// ceiling if it has one; `les` are a histogram's bounds.
+    fn family<M: Clone>(
+        &self,
+        meta: Meta<'_>,
+        labels: &[&str],
+        les: &[Box<[u8]>],
+        make: impl Fn() -> M + Send + Sync + 'static,
+        body: impl FnOnce(Arc<Family<M>>) -> Body,
+    ) -> Result<Arc<Family<M>>, Error> {
+        let overflowed = self.overflowed(meta.0, labels);
+        let family = Family::new(labels, self.inner.options.series_cap, overflowed, make);
+        let (family, counted) = self.charge(family, meta, les, labels)?;
+        let family = Arc::new(family);
+        self.add(meta, body(family.clone())).inspect_err(|_| {
+            if let Some(ceiling) = &self.ceiling {
+                ceiling.give_back(counted.0, counted.1);
+            }
+        })?;
+        Ok(family)
+    }
+
     /// Puts a new labelled family under this handle's ceiling, if it has
     /// one: counts its fixed part (its header; its one series when it has
     /// no labels; else its overflow series and that series' line in
@@ -426,7 +426,7 @@ impl Registry {
     fn charge<M: Clone>(
         &self,
         family: Family<M>,
-        (name, help, kind): (&str, &str, Kind),
+        (name, help, kind): Meta<'_>,
         les: &[Box<[u8]>],
         labels: &[&str],
     ) -> Result<(Family<M>, (u64, u64)), Error> {
@@ -447,18 +447,12 @@ impl Registry {
             write_label_value(&mut metric, name);
             metric.push(b'"');
             let overflow = encode::series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
-            (
-                other as u64,
-                encode::series_bytes(name, kind, les, other) + overflow,
-            )
+            let series = encode::series_bytes(name, kind, les, other);
+            (other as u64, series + overflow)
         };
         let fixed = (label_bytes, header + series);
         if !ceiling.take(fixed.0, fixed.1) {
-            let (limits, used) = (ceiling.limits(), ceiling.used());
-            let left = (
-                limits.0.saturating_sub(used.0),
-                limits.1.saturating_sub(used.1),
-            );
+            let left = ceiling.left();
             return Err(Error::new(name, ErrorKind::OverCeiling { fixed, left }));
         }
         if labels.is_empty() {
@@ -473,17 +467,6 @@ impl Registry {
         Ok((family.charged(charge), fixed))
     }
 
-    /// Gives back what [`Registry::charge`] counted.
-    fn give_back(&self, (labels, exposition): (u64, u64)) {
-        if let Some(ceiling) = &self.ceiling {
-            ceiling.give_back(labels, exposition);
-        }
-    }
-
-    fn cap(&self) -> usize {
-        self.inner.options.series_cap
-    }
-
     fn overflowed(&self, name: &str, labels: &[&str]) -> Counter {
         if labels.is_empty() || !valid_metric_name(name) {
             return Counter::new();
@@ -491,16 +474,14 @@ impl Registry {
         self.inner.overflow.with(&[name], Counter::clone)
     }
 
-    fn add(&self, name: &str, help: &str, kind: Kind, body: Body) -> Result<(), Error> {
-        self.insert(name, help, kind, body, false)
+    fn add(&self, meta: Meta<'_>, body: Body) -> Result<(), Error> {
+        self.insert(meta, body, false)
     }
 
     /// Adds a family; `total_gauge` lets a gauge's name end in `_total`.
     fn insert(
         &self,
-        name: &str,
-        help: &str,
-        kind: Kind,
+        (name, help, kind): Meta<'_>,
         body: Body,
         total_gauge: bool,
     ) -> Result<(), Error> {
@@ -516,11 +497,7 @@ impl Registry {
             _ => {}
         }
         let claims = claimed_names(name, kind);
-        let mut entries = self
-            .inner
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries();
         if entries.by_name.contains_key(name) {
             return Err(Error::new(name, ErrorKind::Duplicate));
         }
@@ -541,15 +518,19 @@ impl Registry {
     }
 
     fn remove<'a>(&self, names: impl Iterator<Item = &'a str>) {
-        let mut entries = self
-            .inner
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries();
         for name in names {
             entries.by_name.remove(name);
             entries.claimed.retain(|_, owner| owner != name);
         }
+    }
+
+    fn entries(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        // As in `snapshot`, a poisoned lock still guards a consistent map.
+        self.inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

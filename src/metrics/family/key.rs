@@ -1,7 +1,7 @@
 //! Family keys: label values spelled as words, hashed with a per-family
 //! seed, compared exactly and ordered as the render order needs.
 
-use std::cmp::Ordering::{self as Order, Equal, Greater};
+use std::cmp::Ordering as Order;
 
 /// The label values of a lookup, hashed by the words of `for_each_word`,
 /// which include each value's length, so `["ab","c"]` and `["a","bc"]`
@@ -91,63 +91,34 @@ pub(super) fn for_each_word(values: &[&str], mut f: impl FnMut(u64)) {
 }
 
 /// Orders the values `key` spells against `values`, as lists of byte
-/// strings (the render order), without decoding them.
+/// strings: the render order.
 pub(super) fn order(key: &[u64], values: &[&str]) -> Order {
-    let (mut words, mut values) = (key.iter(), values.iter());
-    loop {
-        let (w, v) = match (words.next(), values.next()) {
-            (Some(&w), Some(v)) => (w, v.as_bytes()),
-            (w, v) => return w.is_some().cmp(&v.is_some()),
-        };
-        let short = (w >> 56) as usize;
-        let by = if short > 0 || w == 0 {
-            w.to_le_bytes()[..short].cmp(v)
-        } else {
-            order_long(&mut words, w as usize, v)
-        };
-        if by != Equal {
-            return by;
-        }
-    }
+    spelled(key).cmp(values.iter().map(|v| v.as_bytes().to_vec()))
 }
 
 /// The values a key's words spell: `for_each_word` undone.
 pub(super) fn decode(key: &[u64]) -> Vec<String> {
-    let mut values = Vec::new();
-    let mut words = key.iter();
-    while let Some(&w) = words.next() {
-        let short = (w >> 56) as usize;
-        let bytes = if short > 0 || w == 0 {
-            w.to_le_bytes()[..short].to_vec()
-        } else {
-            let n = w as usize;
-            let mut bytes = Vec::with_capacity(n);
-            for (i, w) in words.by_ref().take(n.div_ceil(8)).enumerate() {
-                // The last word holds bytes `n - 8..n`: skip those already had.
-                bytes.extend_from_slice(&w.to_le_bytes()[8 * i - (8 * i).min(n - 8)..]);
-            }
-            bytes
-        };
-        values.push(String::from_utf8_lossy(&bytes).into_owned());
-    }
-    values
+    let utf8 = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    spelled(key).map(utf8).collect()
 }
 
-/// Orders a value of `n` bytes (8 or more), spelled by the next words,
-/// against `v`, consuming those words.
-fn order_long<'a>(words: &mut impl Iterator<Item = &'a u64>, n: usize, v: &[u8]) -> Order {
-    for (i, w) in words.take(n.div_ceil(8)).enumerate() {
-        // The last word holds bytes `n - 8..n`: skip those already seen.
-        let mine = &w.to_le_bytes()[8 * i - (8 * i).min(n - 8)..];
-        let theirs = v.get(8 * i..).unwrap_or_default();
-        let theirs = &theirs[..theirs.len().min(mine.len())];
-        match mine.cmp(theirs) {
-            Equal if theirs.len() < mine.len() => return Greater,
-            Equal => {}
-            by => return by,
+/// The values a key's words spell, as bytes.
+fn spelled(key: &[u64]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut words = key.iter();
+    std::iter::from_fn(move || {
+        let w = *words.next()?;
+        let short = (w >> 56) as usize;
+        if short > 0 || w == 0 {
+            return Some(w.to_le_bytes()[..short].to_vec());
         }
-    }
-    n.cmp(&v.len())
+        let n = w as usize;
+        let mut bytes = Vec::with_capacity(n);
+        for (i, w) in words.by_ref().take(n.div_ceil(8)).enumerate() {
+            // The last word holds bytes `n - 8..n`: skip those already had.
+            bytes.extend_from_slice(&w.to_le_bytes()[8 * i - (8 * i).min(n - 8)..]);
+        }
+        Some(bytes)
+    })
 }
 
 /// The 8 bytes of `s` at `at`, as a little-endian number.

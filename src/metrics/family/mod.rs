@@ -172,21 +172,18 @@ impl<M: Clone> Family<M> {
     /// known there, which unrolls the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
-        let metric = match self.find(&Lookup::new(self.seed, values)) {
-            Some((_, m)) => m,
-            // Hashed again there: passing the lookup on made this fast
-            // path copy it to memory first.
-            None => self.find_or_insert(values).1,
-        };
-        f(metric)
+        self.with_numbered(values, |_, m| f(m))
     }
 
     /// Runs `f` on the number and metric of the series for `values`, as
     /// [`Family::with`] finds or makes it: for the calls that keep
     /// something beside the series, such as an exemplar.
+    #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
             Some(found) => found,
+            // Hashed again there: passing the lookup on made this fast
+            // path copy it to memory first.
             None => self.find_or_insert(values),
         };
         f(i, metric)
@@ -213,9 +210,11 @@ impl<M: Clone> Family<M> {
         }
     }
 
-    /// The series at index `i`, if it exists.
+    /// Series number `i`, if it exists. Series are never moved or
+    /// removed, so this needs no lock: a renderer holds a family's series
+    /// numbers, not its insert mutex, while it waits for a client.
     #[inline(always)]
-    fn series(&self, i: u32) -> Option<&Series<M>> {
+    pub(crate) fn series(&self, i: u32) -> Option<&Series<M>> {
         let (k, at) = place_of(i);
         self.chunks.get(k)?.get()?.get(at)?.get()
     }
@@ -224,9 +223,7 @@ impl<M: Clone> Family<M> {
     #[inline(never)]
     fn find_or_insert(&self, values: &[&str]) -> (u32, &M) {
         let key = &Lookup::new(self.seed, values);
-        // A panic cannot leave the state half updated (see `push`), so a
-        // poisoned mutex still guards a sound one.
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer();
         // Another thread may have added it, or grown the index, since.
         if let Some(found) = self.find(key) {
             return found;
@@ -343,9 +340,9 @@ impl<M: Clone> Family<M> {
     /// [`Family::label_values`] to [`Family::with`] again remakes the same
     /// series. A series keeps its number for as long as the family lives.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
-        let read = self.read();
-        let overflow = read.writer.overflow;
-        let order = read.writer.sorted.iter().filter(|&&i| Some(i) != overflow);
+        let w = self.writer();
+        let overflow = w.overflow;
+        let order = w.sorted.iter().filter(|&&i| Some(i) != overflow);
         for &i in order.chain(overflow.as_ref()) {
             if let Some(s) = self.series(i) {
                 f(i, &s.metric);
@@ -359,43 +356,27 @@ impl<M: Clone> Family<M> {
         self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
 
-    /// Series number `i`, if it exists. Series are never moved or
-    /// removed, so this needs no lock: a renderer holds a family's series
-    /// numbers, not its insert mutex, while it waits for a client.
-    pub(crate) fn series_at(&self, i: u32) -> Option<&Series<M>> {
-        self.series(i)
-    }
-
     /// The label values of series number `i`, if it exists.
     pub(crate) fn label_values(&self, i: u32) -> Option<Vec<String>> {
         self.series(i).map(|s| decode(&s.key))
     }
 
-    /// Read access to the series in label-value order, for rendering. It
-    /// holds the insert mutex, which blocks new series but no lookups.
-    pub(crate) fn read(&self) -> SortedSeries<'_> {
-        SortedSeries {
-            writer: self.writer.lock().unwrap_or_else(|e| e.into_inner()),
-        }
-    }
-}
-
-/// A view of a family's series in label-value order.
-pub(crate) struct SortedSeries<'a> {
-    writer: MutexGuard<'a, Writer>,
-}
-
-impl SortedSeries<'_> {
-    /// Replaces `out` with the series' numbers in label-value order, for
-    /// [`Family::series_at`].
+    /// Replaces `out` with the series' numbers in label-value order. It
+    /// takes the insert mutex, which blocks new series but no lookups.
     pub(crate) fn numbers_into(&self, out: &mut Vec<u32>) {
         out.clear();
-        out.extend_from_slice(&self.writer.sorted);
+        out.extend_from_slice(&self.writer().sorted);
     }
 
     /// The number of series.
     pub(crate) fn len(&self) -> usize {
-        self.writer.sorted.len()
+        self.writer().sorted.len()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic cannot leave the state half updated (see `push`), so a
+        // poisoned mutex still guards a sound one.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -441,10 +422,10 @@ mod tests {
     fn series(f: &Family<Counter>) -> Vec<(String, f64)> {
         let labels = |s: &Series<Counter>| String::from_utf8(s.labels.to_vec()).unwrap();
         let mut numbers = Vec::new();
-        f.read().numbers_into(&mut numbers);
+        f.numbers_into(&mut numbers);
         numbers
             .iter()
-            .filter_map(|&i| f.series_at(i))
+            .filter_map(|&i| f.series(i))
             .map(|s| (labels(s), s.metric.get()))
             .collect()
     }
@@ -541,7 +522,7 @@ mod tests {
         }
         f.with(&["only one value"], Counter::inc);
         f.with(&["0", "x"], Counter::inc);
-        assert_eq!(f.read().len(), 4);
+        assert_eq!(f.len(), 4);
         assert_eq!(overflowed.get(), 8.0);
         let all = series(&f);
         assert!(all.contains(&(labels("other", "other"), 8.0)));
