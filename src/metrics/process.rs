@@ -103,12 +103,25 @@ mod tests {
     fn values_are_plausible() {
         let c = ProcessCollector::with_max_age(Duration::ZERO);
         let d = c.describe();
-        let v = c.collect();
+        let cpu = d.iter().position(|d| d.name == "process_cpu_seconds_total");
+        // Run alone, the test may not have used one clock tick yet: work
+        // until it has, so that the figure must have moved.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut spun = 0u64;
+        let v = loop {
+            let v = c.collect();
+            if v[cpu.unwrap()] > 0.0 || std::time::Instant::now() > deadline {
+                break v;
+            }
+            for i in 0..1_000_000u64 {
+                spun = std::hint::black_box(spun.wrapping_add(i));
+            }
+        };
         assert_eq!(d.len(), v.len());
         let get = |n: &str| v[d.iter().position(|d| d.name == n).unwrap()];
         assert!(
             get("process_cpu_seconds_total") > 0.0,
-            "a test process has used CPU"
+            "the process has used CPU"
         );
         assert!(get("process_max_fds") >= get("process_open_fds"));
         assert!(get("process_open_fds") >= 3.0);
