@@ -476,7 +476,7 @@ impl App {
     /// Exports a finished run's trace, when tracing is on. Never blocks.
     pub fn export_trace(&self, run: &crate::runs::Run) {
         if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
-            tracer.export(trace.into_spans());
+            tracer.export(trace);
         }
     }
 

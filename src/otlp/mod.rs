@@ -1,8 +1,8 @@
 //! OpenTelemetry trace export: each agent run becomes one trace, sent to an
 //! OTLP/HTTP collector as JSON from a background thread.
 //!
-//! The pieces are plain data in, plain data out: [`RunTrace`] turns the
-//! facts of a finished run into [`Span`]s, [`encode_request`] writes the
+//! The pieces are plain data in, plain data out: `runs::trace` turns a
+//! finished run into spans, `encode_request` writes the
 //! OTLP/HTTP JSON body, and [`Exporter`] queues, batches and posts it
 //! without ever blocking the caller. A full queue, a dead collector or a
 //! refused batch costs spans, never memory or caller latency; every span
@@ -18,14 +18,10 @@ mod encode;
 mod export;
 #[cfg(test)]
 mod fake_collector;
-mod gate;
 pub(crate) mod id;
-mod run;
 pub(crate) mod span;
 mod transport;
 
 pub use config::OtlpConfig;
 pub use context::TraceContext;
 pub use export::Exporter;
-pub use gate::GateEvent;
-pub use run::{PhaseSpan, RunEnd, RunTrace};

@@ -1,4 +1,7 @@
-//! A finished run as the facts its trace is built from.
+//! A finished run as its trace: the run's own span and one child span per
+//! phase, built from the run's phase records and gate checks as they are.
+//! The names and attributes follow the ktrdr research agent's tracing, so
+//! its searches work unchanged (they are listed in docs/api-reference.md).
 //!
 //! A run's own start and end are the server's clock, but its events carry
 //! the times the emitter reported, which may be far from it (a replayed or
@@ -7,27 +10,34 @@
 //! at the latest of its end, its last event and its phases' ends: every
 //! phase span lies inside it.
 
+use super::detail::{Gate, PhaseRecord};
+use super::event::short_phase;
 use super::{Run, Status, Text};
-use crate::otlp::{GateEvent, PhaseSpan, RunEnd, RunTrace, TraceContext};
+use crate::otlp::id::new_span_id;
+use crate::otlp::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
+use crate::otlp::TraceContext;
 
-fn gate_event(g: &super::detail::Gate) -> GateEvent {
-    GateEvent {
-        gate: g.gate.clone(),
-        passed: g.passed,
-        reason: g.reason.clone(),
-        at_unix: g.at,
+/// ktrdr's span of a whole research cycle.
+const RUN_SPAN: &str = "agent.research_cycle";
+const PHASE_SPAN_PREFIX: &str = "agent.phase.";
+/// The short names of the phases whose spans carry `strategy_name`: the
+/// one that designs the strategy and the one that assesses it, as ktrdr's
+/// do.
+const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
+const OPERATION_TYPE: &str = "agent_research";
+const EXCEPTION_EVENT: &str = "exception";
+const GATE_EVENT: &str = "conductor.gate";
+
+type Attributes = Vec<(String, AttrValue)>;
+
+/// The spans of a finished run: the root `agent.research_cycle` first,
+/// then one `agent.phase.<short>` child per phase, in order. The root joins
+/// the caller's trace when the run was started with a valid `traceparent`.
+/// `None` while the run is running.
+pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
+    if run.status == Status::Running {
+        return None;
     }
-}
-
-/// The trace of a finished run: it joins the caller's trace when the run
-/// was started with a valid `traceparent`. `None` while the run is running.
-pub fn run_trace(run: &Run) -> Option<RunTrace> {
-    let outcome = match run.status {
-        Status::Running => return None,
-        Status::Completed => RunEnd::Completed,
-        Status::Failed => RunEnd::Failed(run.text(Text::Error).unwrap_or("run failed").to_string()),
-        Status::Cancelled => RunEnd::Cancelled,
-    };
     let (started, ended) = match (run.detail.event_span, run.ended_at?) {
         (Some((first, last)), ended) => (run.started_at.min(first), ended.max(last)),
         (None, ended) => (run.started_at, ended),
@@ -36,54 +46,203 @@ pub fn run_trace(run: &Run) -> Option<RunTrace> {
         .text(Text::Traceparent)
         .and_then(TraceContext::parse_traceparent)
         .unwrap_or_else(TraceContext::new_root);
-    let (input_tokens, output_tokens) = run.detail.tokens();
+    let root_id = new_span_id();
+    // The research agent's clients know a cycle by the operation id
+    // `POST /api/v1/agent/trigger` and `GET /api/v1/agent/status` answer
+    // with, which is the run id; the work order and correlation ids go on
+    // as attributes of their own.
+    let ids = [
+        text("operation.id", &run.run_id),
+        text("run.id", &run.run_id),
+    ];
+    let parent = (ctx.trace_id, root_id);
+    let strategy = run.text(Text::Strategy);
+    let phases: Vec<Span> = run
+        .detail
+        .spans
+        .iter()
+        .map(|phase| phase_span(phase, ended, strategy, &ids, parent))
+        .collect();
+    let (start, end) = times(started, ended);
+    let start = phases
+        .iter()
+        .map(|s| s.start_unix_nanos)
+        .fold(start, u64::min);
+    let end = phases.iter().map(|s| s.end_unix_nanos).fold(end, u64::max);
+    let mut spans = Vec::with_capacity(1 + phases.len());
+    spans.push(run_span(run, ctx, root_id, ids.to_vec(), (start, end)));
+    spans.extend(phases);
+    Some(spans)
+}
+
+/// The child span of one phase; a phase still open when the run ended
+/// (at `run_end`) ends with the run.
+fn phase_span(
+    phase: &PhaseRecord,
+    run_end: f64,
+    strategy: Option<&str>,
+    ids: &[(String, AttrValue)],
+    (trace_id, root_id): ([u8; 16], [u8; 8]),
+) -> Span {
+    let short = short_phase(&phase.name);
+    let mut attributes = ids.to_vec();
+    attributes.push(text("phase", &phase.name));
+    if let Some(n) = phase.iteration {
+        attributes.push(("iteration".to_string(), int(n)));
+    }
+    if let Some(strategy) = strategy.filter(|_| STRATEGY_PHASES.contains(&short)) {
+        attributes.push(text("strategy_name", strategy));
+    }
+    // Each record already holds the tokens of its own iteration (see
+    // `Detail::apply`), so two occurrences of one phase stay apart here.
+    // Like the gen_ai pair, only when usage was reported.
+    let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
+    if tokens > 0 {
+        attributes.push(("tokens".to_string(), int(tokens)));
+    }
+    if let Some(accuracy) = phase.accuracy {
+        attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
+    }
+    let model = phase.model.as_deref();
+    push_usage(
+        &mut attributes,
+        phase.input_tokens,
+        phase.output_tokens,
+        model,
+    );
+    // ktrdr gives a phase one gate result. When several checks were made
+    // the last one wins: a later check (a retry, or the next gate)
+    // supersedes what came before. Every check stays an event.
+    if let Some(last) = phase.gates.last() {
+        attributes.extend(gate_attributes(last));
+    }
+    let (start, end) = times(phase.started, phase.ended.unwrap_or(run_end));
+    let status = match phase.success {
+        Some(true) => SpanStatus::Ok,
+        Some(false) => SpanStatus::Error(format!("phase {} failed", phase.name)),
+        None => SpanStatus::Unset,
+    };
+    Span {
+        trace_id,
+        span_id: new_span_id(),
+        parent_span_id: Some(root_id),
+        name: format!("{PHASE_SPAN_PREFIX}{short}"),
+        start_unix_nanos: start,
+        end_unix_nanos: end,
+        attributes,
+        events: phase.gates.iter().map(gate_event).collect(),
+        status,
+    }
+}
+
+/// The root span of a finished run, from `start` to `end`. A cancelled
+/// run's status is Unset: it neither succeeded nor failed.
+fn run_span(
+    run: &Run,
+    ctx: TraceContext,
+    root_id: [u8; 8],
+    mut attributes: Attributes,
+    (start, end): (u64, u64),
+) -> Span {
+    for (key, which) in [
+        ("work_order.id", Text::WorkOrderId),
+        ("correlation.id", Text::CorrelationId),
+    ] {
+        if let Some(id) = run.text(which) {
+            attributes.push(text(key, id));
+        }
+    }
+    attributes.push(text("operation.type", OPERATION_TYPE));
+    attributes.push(text("outcome", run.status.as_str()));
+    let (input, output) = run.detail.tokens();
     let model = run
         .detail
         .tokens_by_model
         .iter()
         .max_by_key(|(_, (i, o))| i + o)
-        .map(|(m, _)| m.clone())
-        .filter(|m| m != "unknown");
-    // Each record already holds the tokens of its own iteration (see
-    // `Detail::apply`), so two occurrences of one phase stay apart here.
-    let phases = run
-        .detail
-        .spans
-        .iter()
-        .map(|p| PhaseSpan {
-            name: p.name.clone(),
-            iteration: p.iteration,
-            started_unix: p.started,
-            // A phase still open when the run ended ends with the run.
-            ended_unix: p.ended.unwrap_or(ended),
-            success: p.success,
-            input_tokens: p.input_tokens,
-            output_tokens: p.output_tokens,
-            model: p.model.clone(),
-            gates: p.gates.iter().map(gate_event).collect(),
-            accuracy: p.accuracy,
-        })
-        .collect();
-    Some(RunTrace {
-        ctx,
-        run_id: run.run_id.to_string(),
-        // The research agent's clients know a cycle by the operation id
-        // `POST /api/v1/agent/trigger` and `GET /api/v1/agent/status`
-        // answer with, which is the run id; the work order and correlation
-        // ids go on as attributes of their own.
-        operation_id: run.run_id.to_string(),
-        work_order_id: run.text(Text::WorkOrderId).map(str::to_string),
-        correlation_id: run.text(Text::CorrelationId).map(str::to_string),
-        strategy: run.text(Text::Strategy).map(str::to_string),
-        started_unix: started,
-        ended_unix: ended,
-        outcome,
-        phases,
-        gates: run.detail.root_gates.iter().map(gate_event).collect(),
-        input_tokens,
-        output_tokens,
-        model,
-    })
+        .map(|(m, _)| m.as_str())
+        .filter(|m| *m != "unknown");
+    push_usage(&mut attributes, input, output, model);
+    let mut events: Vec<SpanEvent> = run.detail.root_gates.iter().map(gate_event).collect();
+    let status = match run.status {
+        Status::Completed => SpanStatus::Ok,
+        Status::Failed => {
+            let error = run.text(Text::Error).unwrap_or("run failed");
+            attributes.push(text("error", error));
+            // The OpenTelemetry exception convention, which trace UIs show
+            // as the span's error, at the end of the run.
+            events.push(SpanEvent {
+                name: EXCEPTION_EVENT.to_string(),
+                time_unix_nanos: end,
+                attributes: vec![text("exception.message", error)],
+            });
+            SpanStatus::Error(error.to_string())
+        }
+        Status::Running | Status::Cancelled => SpanStatus::Unset,
+    };
+    Span {
+        trace_id: ctx.trace_id,
+        span_id: root_id,
+        parent_span_id: ctx.parent_span_id,
+        name: RUN_SPAN.to_string(),
+        start_unix_nanos: start,
+        end_unix_nanos: end,
+        attributes,
+        events,
+        status,
+    }
+}
+
+/// `gate.name`, `gate.passed` and, when given, `gate.reason`: the
+/// attributes of a gate check's event, and of its phase's span when it is
+/// the phase's last check.
+fn gate_attributes(gate: &Gate) -> Attributes {
+    let mut attributes = vec![
+        text("gate.name", &gate.gate),
+        ("gate.passed".to_string(), AttrValue::Bool(gate.passed)),
+    ];
+    if let Some(reason) = &gate.reason {
+        attributes.push(text("gate.reason", reason));
+    }
+    attributes
+}
+
+/// The `conductor.gate` span event of a gate check, at its time.
+fn gate_event(gate: &Gate) -> SpanEvent {
+    SpanEvent {
+        name: GATE_EVENT.to_string(),
+        time_unix_nanos: unix_nanos(gate.at),
+        attributes: gate_attributes(gate),
+    }
+}
+
+fn text(key: &str, value: &str) -> (String, AttrValue) {
+    (key.to_string(), AttrValue::Str(value.to_string()))
+}
+
+fn times(started: f64, ended: f64) -> (u64, u64) {
+    let start = unix_nanos(started);
+    (start, unix_nanos(ended).max(start))
+}
+
+/// An integer attribute; past `i64::MAX` it saturates, as OTLP has no
+/// unsigned integers.
+fn int(n: u64) -> AttrValue {
+    AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn push_usage(attributes: &mut Attributes, input: u64, output: u64, model: Option<&str>) {
+    if input > 0 || output > 0 {
+        for (key, n) in [
+            ("gen_ai.usage.input_tokens", input),
+            ("gen_ai.usage.output_tokens", output),
+        ] {
+            attributes.push((key.to_string(), int(n)));
+        }
+    }
+    if let Some(model) = model.filter(|m| !m.is_empty()) {
+        attributes.push(text("gen_ai.request.model", model));
+    }
 }
 
 #[cfg(test)]
@@ -92,7 +251,6 @@ mod tests {
 
     use super::*;
     use crate::metrics::Registry;
-    use crate::otlp::span::{AttrValue, Span};
     use crate::runs::event::parse_batch;
     use crate::runs::{Detail, RunMetrics};
 
@@ -120,6 +278,10 @@ mod tests {
             cost: None,
             detail: detail.into(),
         }
+    }
+
+    fn str(s: &str) -> AttrValue {
+        AttrValue::Str(s.into())
     }
 
     fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AttrValue> {
@@ -163,16 +325,14 @@ mod tests {
                 {"type": "phase_started", "phase": "test", "timestamp": t + 130.0},
             ]),
         );
-        let trace = run_trace(&r).unwrap();
-        // The first event; then the span widens to the implement phase,
-        // which claims two hours ending at t + 120.
-        assert_eq!(trace.started_unix, t);
-        assert_eq!(trace.ended_unix, NOW + 1.0);
-        let spans = trace.into_spans();
+        let spans = run_trace(&r).unwrap();
         assert_eq!(spans.len(), 4);
         assert_nested(&spans);
         let root = &spans[0];
         let nanos = |secs: u64| secs * 1_000_000_000;
+        // The first event is the first phase's start; then the span widens
+        // to the implement phase, which claims two hours ending at t + 120.
+        assert_eq!(spans[1].start_unix_nanos, nanos(t as u64 + 1));
         assert_eq!(root.start_unix_nanos, nanos(NOW as u64 - 3600 - 7080));
         assert_eq!(root.end_unix_nanos, nanos(NOW as u64 + 1));
         // The open phase ends with the run.
@@ -188,9 +348,13 @@ mod tests {
                 {"type": "gate_checked", "gate": "ci", "passed": true, "timestamp": NOW + 9.0},
             ]),
         );
-        let trace = run_trace(&r).unwrap();
-        assert_eq!((trace.started_unix, trace.ended_unix), (NOW, NOW + 9.0));
-        assert_nested(&trace.into_spans());
+        let spans = run_trace(&r).unwrap();
+        let root = &spans[0];
+        assert_eq!(
+            (root.start_unix_nanos, root.end_unix_nanos),
+            (unix_nanos(NOW), unix_nanos(NOW + 9.0))
+        );
+        assert_nested(&spans);
     }
 
     #[test]
@@ -212,7 +376,7 @@ mod tests {
                 {"type": "tokens", "phase": "code", "model": "m2", "input_tokens": 1500, "output_tokens": 150, "timestamp": 18.5},
             ]),
         );
-        let spans = run_trace(&r).unwrap().into_spans();
+        let spans = run_trace(&r).unwrap();
         let code: Vec<(Option<&AttrValue>, Option<&AttrValue>, Option<&AttrValue>)> = spans[1..]
             .iter()
             .map(|s| {
@@ -250,28 +414,22 @@ mod tests {
         assert_eq!(run_trace(&run(Status::Running, events.clone())), None);
         let mut failed = run(Status::Failed, events.clone());
         failed.texts.set(Text::Error, Some("tests failed"));
-        assert_eq!(
-            run_trace(&failed).unwrap().outcome,
-            RunEnd::Failed("tests failed".into())
-        );
+        let root = run_trace(&failed).unwrap().swap_remove(0);
+        assert_eq!(root.status, SpanStatus::Error("tests failed".into()));
+        assert_eq!(attr(&root, "outcome"), Some(&str("failed")));
         failed.texts.set(Text::Error, None);
-        assert_eq!(
-            run_trace(&failed).unwrap().outcome,
-            RunEnd::Failed("run failed".into())
-        );
-        assert_eq!(
-            run_trace(&run(Status::Cancelled, events.clone()))
-                .unwrap()
-                .outcome,
-            RunEnd::Cancelled
-        );
+        let root = run_trace(&failed).unwrap().swap_remove(0);
+        assert_eq!(root.status, SpanStatus::Error("run failed".into()));
+        assert_eq!(attr(&root, "error"), Some(&str("run failed")));
+        let cancelled = run_trace(&run(Status::Cancelled, events.clone())).unwrap();
+        assert_eq!(attr(&cancelled[0], "outcome"), Some(&str("cancelled")));
         let done = run_trace(&run(Status::Completed, events)).unwrap();
-        assert_eq!(done.outcome, RunEnd::Completed);
+        assert_eq!(attr(&done[0], "outcome"), Some(&str("completed")));
         // The research agent's operation id is the run id; the work order
         // keeps its own attribute.
-        assert_eq!(done.operation_id, "r-1");
-        assert_eq!(done.work_order_id.as_deref(), Some("wo-1"));
-        assert_eq!(done.correlation_id, None);
+        assert_eq!(attr(&done[0], "operation.id"), Some(&str("r-1")));
+        assert_eq!(attr(&done[0], "work_order.id"), Some(&str("wo-1")));
+        assert_eq!(attr(&done[0], "correlation.id"), None);
     }
 
     #[test]
@@ -300,7 +458,7 @@ mod tests {
             ]),
         );
         r.texts.set(Text::Strategy, Some("momentum-v2"));
-        let spans = run_trace(&r).unwrap().into_spans();
+        let spans = run_trace(&r).unwrap();
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -312,7 +470,6 @@ mod tests {
             ]
         );
         let (root, design, training, assessment) = (&spans[0], &spans[1], &spans[2], &spans[3]);
-        let str = |s: &str| AttrValue::Str(s.into());
         for s in &spans {
             assert_eq!(attr(s, "operation.id"), Some(&str("r-1")));
         }
@@ -359,7 +516,7 @@ mod tests {
                  "metadata": {"accuracy": 0.5}},
             ]),
         );
-        let spans = run_trace(&r).unwrap().into_spans();
+        let spans = run_trace(&r).unwrap();
         let accuracy: Vec<Option<&AttrValue>> = spans.iter().map(|s| attr(s, "accuracy")).collect();
         assert_eq!(
             accuracy,
@@ -371,5 +528,370 @@ mod tests {
                 Some(&AttrValue::Double(0.5)),
             ]
         );
+    }
+
+    fn gate(name: &str, passed: bool, reason: Option<&str>, at: f64) -> Gate {
+        Gate {
+            gate: name.into(),
+            passed,
+            reason: reason.map(str::to_string),
+            at,
+        }
+    }
+
+    /// A finished run joined to a caller's trace: a phase with a gate
+    /// check and tokens, a phase that claims to end before it began, and a
+    /// gate check outside any phase.
+    fn sample() -> Run {
+        let plan = PhaseRecord {
+            name: "plan".into(),
+            iteration: Some(1),
+            started: 100.0,
+            ended: Some(102.0),
+            success: Some(true),
+            input_tokens: 10,
+            output_tokens: 3,
+            model: Some("claude-x".into()),
+            gates: vec![gate("lint", false, Some("2 errors"), 101.0)],
+            accuracy: None,
+        };
+        let review = PhaseRecord {
+            name: "review".into(),
+            started: 103.0,
+            ended: Some(101.0),
+            ..PhaseRecord::default()
+        };
+        let detail = Detail {
+            spans: vec![plan, review],
+            root_gates: vec![gate("budget", true, None, 100.5)],
+            tokens_by_phase: [("plan".to_string(), (10, 3))].into(),
+            tokens_by_model: [("claude-x".to_string(), (10, 3))].into(),
+            ..Detail::default()
+        };
+        Run {
+            run_id: "run-1".into(),
+            texts: crate::runs::Texts::from_json(&json!({
+                "work_order_id": "wo-42",
+                "strategy": "momentum-v2",
+                "traceparent": "00-07070707070707070707070707070707-0909090909090909-01",
+            })),
+            status: Status::Completed,
+            started_at: 100.0,
+            ended_at: Some(110.5),
+            max_iterations: None,
+            reserved: None,
+            cost: None,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_gate_check_becomes_an_event_with_its_reason_when_given() {
+        let check = gate("lint", false, Some("2 errors"), 101.0);
+        assert_eq!(
+            gate_event(&check),
+            SpanEvent {
+                name: "conductor.gate".into(),
+                time_unix_nanos: 101_000_000_000,
+                attributes: vec![
+                    text("gate.name", "lint"),
+                    ("gate.passed".to_string(), AttrValue::Bool(false)),
+                    text("gate.reason", "2 errors"),
+                ],
+            }
+        );
+        assert_eq!(
+            gate_attributes(&gate("lint", true, None, 101.0)),
+            vec![
+                text("gate.name", "lint"),
+                ("gate.passed".to_string(), AttrValue::Bool(true)),
+            ]
+        );
+    }
+
+    #[test]
+    fn builds_a_root_and_one_child_per_phase() {
+        let spans = run_trace(&sample()).unwrap();
+        assert_eq!(spans.len(), 3);
+        let root = &spans[0];
+        assert_eq!(root.name, "agent.research_cycle");
+        assert_eq!(root.trace_id, [7; 16]);
+        assert_eq!(root.parent_span_id, Some([9; 8]));
+        assert_eq!(root.start_unix_nanos, 100_000_000_000);
+        assert_eq!(root.end_unix_nanos, 110_500_000_000);
+        assert_eq!(root.status, SpanStatus::Ok);
+        assert_eq!(
+            attr(root, "gen_ai.usage.input_tokens"),
+            Some(&AttrValue::Int(10))
+        );
+        assert_eq!(
+            attr(root, "gen_ai.usage.output_tokens"),
+            Some(&AttrValue::Int(3))
+        );
+        assert_eq!(
+            attr(root, "gen_ai.request.model"),
+            Some(&AttrValue::Str("claude-x".into()))
+        );
+        assert_eq!(root.events.len(), 1);
+        assert_eq!(root.events[0].attributes.len(), 2);
+        for s in &spans {
+            assert_eq!(attr(s, "run.id"), Some(&AttrValue::Str("run-1".into())));
+            assert_eq!(
+                attr(s, "operation.id"),
+                Some(&AttrValue::Str("run-1".into()))
+            );
+            assert_eq!(s.trace_id, [7; 16]);
+            assert_ne!(s.span_id, [0; 8]);
+        }
+        let plan = &spans[1];
+        assert_eq!(plan.name, "agent.phase.plan");
+        assert_eq!(plan.parent_span_id, Some(root.span_id));
+        assert_eq!(plan.status, SpanStatus::Ok);
+        // Its gate check stays an event (its attributes: see `gate.rs`).
+        assert_eq!(plan.events[0].name, "conductor.gate");
+        assert_eq!(plan.events[0].time_unix_nanos, 101_000_000_000);
+        assert_eq!(attr(plan, "phase"), Some(&AttrValue::Str("plan".into())));
+        assert_eq!(attr(plan, "iteration"), Some(&AttrValue::Int(1)));
+        assert_eq!(attr(plan, "tokens"), Some(&AttrValue::Int(13)));
+        // Neither designs nor assesses the strategy.
+        assert_eq!(attr(plan, "strategy_name"), None);
+        assert_eq!(
+            attr(plan, "gate.reason"),
+            Some(&AttrValue::Str("2 errors".into()))
+        );
+        let review = &spans[2];
+        assert_eq!(
+            attr(review, "phase"),
+            Some(&AttrValue::Str("review".into()))
+        );
+        assert_eq!(attr(review, "iteration"), None);
+        assert_eq!(attr(review, "gate.passed"), None);
+        assert_eq!(review.status, SpanStatus::Unset);
+        assert_eq!(review.end_unix_nanos, review.start_unix_nanos);
+        assert_eq!(attr(review, "gen_ai.usage.input_tokens"), None);
+        assert_eq!(attr(review, "tokens"), None);
+        assert_eq!(attr(review, "accuracy"), None);
+        assert_eq!(attr(review, "gen_ai.request.model"), None);
+        assert_ne!(review.span_id, plan.span_id);
+    }
+
+    #[test]
+    fn failures_become_error_statuses() {
+        let mut r = sample();
+        r.status = Status::Failed;
+        r.texts.set(Text::Error, Some("tests failed"));
+        r.detail.spans[0].success = Some(false);
+        r.detail
+            .tokens_by_phase
+            .insert("plan".into(), (u64::MAX, 3));
+        r.texts.set(Text::Traceparent, None);
+        let spans = run_trace(&r).unwrap();
+        assert_eq!(spans[0].parent_span_id, None);
+        assert_eq!(spans[0].status, SpanStatus::Error("tests failed".into()));
+        assert_eq!(
+            spans[1].status,
+            SpanStatus::Error("phase plan failed".into())
+        );
+        assert_eq!(
+            attr(&spans[0], "gen_ai.usage.input_tokens"),
+            Some(&AttrValue::Int(i64::MAX))
+        );
+    }
+
+    #[test]
+    fn the_run_span_says_what_it_was_and_how_it_ended() {
+        let spans = run_trace(&sample()).unwrap();
+        let root = &spans[0];
+        assert_eq!(
+            attr(root, "operation.type"),
+            Some(&AttrValue::Str("agent_research".into()))
+        );
+        assert_eq!(
+            attr(root, "outcome"),
+            Some(&AttrValue::Str("completed".into()))
+        );
+        assert_eq!(attr(root, "error"), None);
+        assert!(root.events.iter().all(|e| e.name != "exception"));
+        for s in &spans[1..] {
+            assert_eq!(attr(s, "operation.type"), None);
+            assert_eq!(attr(s, "outcome"), None);
+        }
+
+        let mut failed = sample();
+        failed.status = Status::Failed;
+        failed.texts.set(Text::Error, Some("tests failed"));
+        let spans = run_trace(&failed).unwrap();
+        let root = &spans[0];
+        assert_eq!(
+            attr(root, "outcome"),
+            Some(&AttrValue::Str("failed".into()))
+        );
+        assert_eq!(
+            attr(root, "error"),
+            Some(&AttrValue::Str("tests failed".into()))
+        );
+        let exception: Vec<&SpanEvent> = root
+            .events
+            .iter()
+            .filter(|e| e.name == "exception")
+            .collect();
+        assert_eq!(exception.len(), 1);
+        assert_eq!(exception[0].time_unix_nanos, root.end_unix_nanos);
+        assert_eq!(
+            exception[0].attributes,
+            vec![(
+                "exception.message".to_string(),
+                AttrValue::Str("tests failed".into())
+            )]
+        );
+        // The gate event is still there, before the exception.
+        assert_eq!(root.events[0].name, "conductor.gate");
+
+        let mut cancelled = sample();
+        cancelled.status = Status::Cancelled;
+        let spans = run_trace(&cancelled).unwrap();
+        assert_eq!(
+            attr(&spans[0], "outcome"),
+            Some(&AttrValue::Str("cancelled".into()))
+        );
+        assert_eq!(spans[0].status, SpanStatus::Unset);
+        assert_eq!(attr(&spans[0], "error"), None);
+    }
+
+    #[test]
+    fn the_last_gate_checked_in_a_phase_is_its_gate_result() {
+        let mut r = sample();
+        r.detail.spans[0]
+            .gates
+            .push(gate("tests", true, None, 101.5));
+        let spans = run_trace(&r).unwrap();
+        let plan = &spans[1];
+        assert_eq!(
+            attr(plan, "gate.name"),
+            Some(&AttrValue::Str("tests".into()))
+        );
+        assert_eq!(attr(plan, "gate.passed"), Some(&AttrValue::Bool(true)));
+        // The reason belongs to the earlier check, not to this one.
+        assert_eq!(attr(plan, "gate.reason"), None);
+        assert_eq!(plan.events.len(), 2);
+    }
+
+    #[test]
+    fn the_run_span_encloses_phases_timed_by_another_clock() {
+        let mut r = sample();
+        // The run's own times come from the server's clock; its phases'
+        // from the emitter's, here well before and after them.
+        r.started_at = 1000.0;
+        r.ended_at = Some(1010.0);
+        r.detail.spans[0].started = 500.0;
+        r.detail.spans[0].ended = Some(510.0);
+        r.detail.spans[1].started = 1005.0;
+        r.detail.spans[1].ended = Some(1020.25);
+        let spans = run_trace(&r).unwrap();
+        let root = &spans[0];
+        assert_eq!(root.start_unix_nanos, 500_000_000_000);
+        assert_eq!(root.end_unix_nanos, 1_020_250_000_000);
+        for phase in &spans[1..] {
+            assert!(phase.start_unix_nanos >= root.start_unix_nanos);
+            assert!(phase.end_unix_nanos <= root.end_unix_nanos);
+        }
+        // Phases inside the run's own times leave them as they are.
+        let mut inside = sample();
+        inside.started_at = 90.0;
+        inside.ended_at = Some(120.0);
+        let spans = run_trace(&inside).unwrap();
+        assert_eq!(spans[0].start_unix_nanos, 90_000_000_000);
+        assert_eq!(spans[0].end_unix_nanos, 120_000_000_000);
+    }
+
+    #[test]
+    fn research_agent_phases_get_its_span_names_and_attributes() {
+        let mut r = sample();
+        r.texts.set(Text::CorrelationId, Some("corr-7"));
+        let phase = |name: &str, input, output, accuracy| PhaseRecord {
+            name: name.into(),
+            started: 101.0,
+            ended: Some(102.0),
+            input_tokens: input,
+            output_tokens: output,
+            accuracy,
+            ..PhaseRecord::default()
+        };
+        r.detail.spans = vec![
+            phase("designing", 1200, 300, None),
+            phase("training", 0, 0, Some(0.625)),
+            phase("backtesting", 0, 0, None),
+            phase("assessing", 800, 200, None),
+            // Reported under the short name already.
+            phase("design", 0, 0, None),
+        ];
+        let spans = run_trace(&r).unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "agent.research_cycle",
+                "agent.phase.design",
+                "agent.phase.training",
+                "agent.phase.backtesting",
+                "agent.phase.assessment",
+                "agent.phase.design",
+            ]
+        );
+        let reported: Vec<Option<&AttrValue>> =
+            spans[1..].iter().map(|s| attr(s, "phase")).collect();
+        assert_eq!(
+            reported,
+            [
+                Some(&str("designing")),
+                Some(&str("training")),
+                Some(&str("backtesting")),
+                Some(&str("assessing")),
+                Some(&str("design")),
+            ]
+        );
+        let (root, design, training, backtesting, assessment) =
+            (&spans[0], &spans[1], &spans[2], &spans[3], &spans[4]);
+        for s in &spans {
+            assert_eq!(attr(s, "operation.id"), Some(&str("run-1")));
+        }
+        for s in &spans[1..] {
+            assert_eq!(s.parent_span_id, Some(root.span_id));
+        }
+        assert_eq!(attr(root, "work_order.id"), Some(&str("wo-42")));
+        assert_eq!(attr(root, "correlation.id"), Some(&str("corr-7")));
+        assert_eq!(attr(design, "work_order.id"), None);
+        assert_eq!(attr(design, "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(design, "tokens"), Some(&AttrValue::Int(1500)));
+        assert_eq!(attr(design, "accuracy"), None);
+        assert_eq!(attr(training, "accuracy"), Some(&AttrValue::Double(0.625)));
+        assert_eq!(attr(training, "strategy_name"), None);
+        // No usage reported is no `tokens`, not a claim of zero.
+        assert_eq!(attr(training, "tokens"), None);
+        assert_eq!(attr(backtesting, "strategy_name"), None);
+        assert_eq!(attr(assessment, "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(assessment, "tokens"), Some(&AttrValue::Int(1000)));
+        assert_eq!(attr(&spans[5], "strategy_name"), Some(&str("momentum-v2")));
+        assert_eq!(attr(root, "strategy_name"), None);
+        assert_eq!(attr(root, "tokens"), None);
+
+        // A run without a strategy, work order or correlation id says
+        // nothing of them.
+        let mut bare = sample();
+        bare.texts.set(Text::Strategy, None);
+        bare.texts.set(Text::WorkOrderId, None);
+        bare.detail.spans[0].name = "designing".into();
+        let spans = run_trace(&bare).unwrap();
+        assert_eq!(attr(&spans[1], "strategy_name"), None);
+        assert_eq!(attr(&spans[0], "work_order.id"), None);
+        assert_eq!(attr(&spans[0], "correlation.id"), None);
+    }
+
+    #[test]
+    fn a_phase_token_sum_saturates() {
+        let mut r = sample();
+        r.detail.spans[0].input_tokens = u64::MAX;
+        let spans = run_trace(&r).unwrap();
+        assert_eq!(attr(&spans[1], "tokens"), Some(&AttrValue::Int(i64::MAX)));
     }
 }
