@@ -35,7 +35,7 @@ base_bin="$tmp/base-target/release/conductor-metrics"
 
 run_side() {
     local side=$1 bin=$2
-    CM_BIN=$bin bash "$CM_REPO_ROOT/scripts/bench-http.sh" --throughput | sed "s/^/$side /" >>"$tmp/figures"
+    env CM_BIN="$bin" bash "$CM_REPO_ROOT/scripts/bench-http.sh" --throughput | sed "s/^/$side /" >>"$tmp/figures"
 }
 
 for round in $(seq "$rounds"); do
