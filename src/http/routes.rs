@@ -2,6 +2,7 @@
 //! plain calls into the domain.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -16,7 +17,7 @@ use crate::bus;
 use crate::error::Error;
 use crate::json_text;
 use crate::metrics::Format;
-use crate::runs::{Finish, NewRun, Status, Text};
+use crate::runs::{Finish, NewRun, Prepared, Run, Status, Timed};
 use crate::time;
 
 /// Dispatches one request. Every path through here answers exactly once.
@@ -186,11 +187,11 @@ fn status(ex: Exchange) {
 }
 
 fn start_run(mut ex: Exchange) {
-    match new_run(&mut ex) {
-        Ok(new) => begin(ex, new, |run| {
+    match new_run(&mut ex).and_then(|new| begin(&mut ex, new)) {
+        Ok(run) => {
             let body = json!({"run_id": &*run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
-            Response::json(201, &body)
-        }),
+            ex.send(Response::json(201, &body))
+        }
         Err(r) => ex.send(r),
     }
 }
@@ -199,8 +200,8 @@ fn start_run(mut ex: Exchange) {
 /// clients ask for one. The run it starts is reported and finished through
 /// the run API under `operation_id`.
 fn trigger(mut ex: Exchange) {
-    match new_run(&mut ex) {
-        Ok(new) => begin(ex, new, |run| {
+    match new_run(&mut ex).and_then(|new| begin(&mut ex, new)) {
+        Ok(run) => {
             let body = json!({
                 "triggered": true,
                 "operation_id": &*run.run_id,
@@ -208,27 +209,18 @@ fn trigger(mut ex: Exchange) {
                 "status": "running",
                 "started_at": time::rfc3339(run.started_at),
             });
-            Response::json(200, &body)
-        }),
+            ex.send(Response::json(200, &body))
+        }
         Err(r) => ex.send(r),
     }
 }
 
-/// Starts `new` and answers with `answer` once the start is durable; a
-/// refusal by the budget is the 429 every start route shares.
-fn begin(ex: Exchange, new: NewRun, answer: fn(&crate::runs::Run) -> Response) {
-    let app = ex.app().clone();
-    app.runs.start(new, move |result| match result {
-        Ok(run) => {
-            let mut ex = ex;
-            annotate_run(&mut ex, &run.run_id, run.correlation());
-            let fields = run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
-            ex.app().log.info("run started", &fields);
-            ex.app().events.run_started(&run);
-            ex.send(answer(&run))
-        }
-        Err(e) => ex.send(e.into()),
-    });
+/// Starts `new` and returns it once the start is durable; a refusal by the
+/// budget is the 429 every start route shares.
+fn begin(ex: &mut Exchange, new: NewRun) -> Result<Run, Response> {
+    let run = ex.app().runs.start(new)?;
+    annotate_run(ex, &run.run_id, run.correlation());
+    Ok(run)
 }
 
 /// `GET /api/v1/budget/history`: today's ledger as cumulative spend
@@ -253,19 +245,6 @@ fn agent_status(ex: Exchange) {
         }),
     };
     ex.send(Response::json(200, &body))
-}
-
-/// The fields every log line about a run carries.
-fn run_fields(
-    run_id: &str,
-    correlation: &str,
-    work_order_id: Option<&str>,
-) -> Vec<(&'static str, Value)> {
-    vec![
-        ("run_id", json!(run_id)),
-        ("correlation_id", json!(correlation)),
-        ("work_order_id", json!(work_order_id)),
-    ]
 }
 
 /// Adds the run to the request's log line.
@@ -302,55 +281,18 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
 }
 
 fn finish_run(mut ex: Exchange, id: &str, action: &str) {
-    let how = match finish_how(&mut ex, action) {
-        Ok(how) => how,
-        Err(r) => return ex.send(r),
-    };
-    let app = ex.app().clone();
-    let (how, cost) = how;
-    app.runs.finish(id, how, cost, move |result| match result {
+    let finished = finish_how(&mut ex, action)
+        .and_then(|(how, cost)| Ok(ex.app().runs.finish(id, how, cost)?));
+    match finished {
         Ok(finished) => {
-            let mut ex = ex;
-            let app = ex.app().clone();
             let run = &finished.run;
             annotate_run(&mut ex, &run.run_id, run.correlation());
-            app.announce_finished(&finished);
-            ex.send(json_text_response(200, finished.run.to_json_text()))
+            ex.send(json_text_response(200, run.to_json_text()))
         }
-        Err(e) => ex.send(e.into()),
-    });
-}
-
-/// Writes one debug line per event, with the iteration and phase it
-/// belongs to: its own, or where the run stood (`now`) when it had none.
-fn log_events(
-    app: &crate::app::App,
-    ids: &crate::runs::RunIds,
-    events: &[crate::runs::Timed],
-    now: (Option<u64>, Option<String>),
-) {
-    let (iteration, phase) = now;
-    for e in events {
-        let mut fields = run_fields(&ids.run_id, ids.correlation(), ids.work_order_id.as_deref());
-        let v = e.to_json();
-        fields.push(("type", v["type"].clone()));
-        let or = |own: &Value, current: Value| {
-            if own.is_null() {
-                current
-            } else {
-                own.clone()
-            }
-        };
-        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
-        fields.push(("phase", or(&v["phase"], json!(phase))));
-        if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
-            fields.push(("duration_ms", ms.clone()));
-        }
-        app.log.log(crate::log::Level::Debug, "run event", &fields);
+        Err(r) => ex.send(r),
     }
 }
 
-/// Logs, publishes, traces and alerts on a run that ended.
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
     let body = ex.read_body()?;
     let fields: &[&str] = if action == "fail" {
@@ -373,52 +315,21 @@ fn record_events(mut ex: Exchange, id: &str) {
         Ok(Parsed::Progress(steps)) => return apply_progress(ex, steps),
         Err(r) => return ex.send(r),
     };
-    let app = ex.app().clone();
-    let version = app.runs.fill_events(id, &mut events);
-    // Shared with the acknowledgement: no deep copy.
-    let events: std::sync::Arc<[crate::runs::Timed]> = events.into();
-    let sent = events.clone();
-    let debug = app.log.enabled(crate::log::Level::Debug);
-    let run_id = id.to_string();
-    // Rendered here, so the single acknowledgement thread of the run
-    // journal only numbers and hands out the events.
-    let prepared = app
-        .runs
+    let runs = &ex.app().runs;
+    let version = runs.fill_events(id, &mut events);
+    let (n, events): (usize, Arc<[Timed]>) = (events.len(), events.into());
+    // Rendered here, so the one thread that applies the run journal's
+    // records only numbers and hands out the events.
+    let prepared = runs
         .with_run(id, |run| run.ids())
-        .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
-    app.runs
-        .record_events(id, events, version, move |result| match result {
-            Ok(published) => {
-                let n = published.len();
-                let mut ex = ex;
-                let app = ex.app().clone();
-                // Only the ids (and, for debug lines, where the run stands)
-                // are copied out: a whole run can hold hundreds of spans.
-                let found = app.runs.with_run(&run_id, |run| {
-                    let now = debug.then(|| {
-                        let d = &run.detail;
-                        (d.current_iteration, d.current_phase.clone())
-                    });
-                    (run.ids(), now)
-                });
-                if let Some((ids, now)) = found {
-                    // The events go out with the ids the run has now, as
-                    // if rendered now: prepared ones only when those, and
-                    // the events themselves, are what was journaled.
-                    let same = std::sync::Arc::ptr_eq(&sent, &published);
-                    match prepared.filter(|p| same && *p.ids() == ids) {
-                        Some(p) => app.events.publish_prepared(p),
-                        None => app.events.run_events(&ids, &published),
-                    }
-                    annotate_run(&mut ex, &ids.run_id, ids.correlation());
-                    if let Some(now) = now {
-                        log_events(&app, &ids, &published, now);
-                    }
-                }
-                ex.send(Response::json(200, &json!({ "accepted": n })))
-            }
-            Err(e) => ex.send(e.into()),
-        });
+        .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
+    match runs.record_events(id, events, version, prepared) {
+        Ok(ids) => {
+            annotate_run(&mut ex, &ids.run_id, ids.correlation());
+            ex.send(Response::json(200, &json!({ "accepted": n })))
+        }
+        Err(e) => ex.send(e.into()),
+    }
 }
 
 /// A request's events: all inside one run, or steps that may start and
@@ -463,41 +374,14 @@ fn progress(mut ex: Exchange) {
     }
 }
 
-/// Applies a batch of progress steps, then announces each as its own
-/// route would: starts, events and ends, in order.
+/// Applies a batch of progress steps; the store's hook announces each as
+/// its own route would: starts, events and ends, in order.
 fn apply_progress(ex: Exchange, steps: Vec<crate::runs::Progress>) {
     let n = steps.len();
-    let app = ex.app().clone();
-    app.runs.apply_batch(steps, move |result| match result {
-        Ok(applied) => {
-            let app = ex.app().clone();
-            for a in &applied {
-                match a {
-                    crate::runs::Applied::Started(run) => {
-                        let fields =
-                            run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
-                        app.log.info("run started", &fields);
-                        app.events.run_started(run);
-                    }
-                    crate::runs::Applied::Events(ids, events) => {
-                        app.events.run_events(ids, events);
-                        if app.log.enabled(crate::log::Level::Debug) {
-                            let now = app.runs.with_run(&ids.run_id, |run| {
-                                (
-                                    run.detail.current_iteration,
-                                    run.detail.current_phase.clone(),
-                                )
-                            });
-                            log_events(&app, ids, events, now.unwrap_or_default());
-                        }
-                    }
-                    crate::runs::Applied::Finished(finished) => app.announce_finished(finished),
-                }
-            }
-            ex.send(Response::json(200, &json!({ "accepted": n })))
-        }
+    match ex.app().runs.apply_batch(steps) {
+        Ok(_) => ex.send(Response::json(200, &json!({ "accepted": n }))),
         Err(e) => ex.send(e.into()),
-    });
+    }
 }
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
