@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, LedgerLines, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::{AfterApply, CommitQueue, Written};
+use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -711,32 +711,13 @@ impl Runs {
         })
     }
 
-    /// Queues `record` for the journal with `apply` as its first stage
-    /// (see [`CommitQueue::submit_in_order`]); once a durable record's
-    /// stage has run, takes a snapshot if one is due. Every record of the
-    /// store goes through here, so the count of records applied is exact.
-    fn submit(
-        &self,
-        record: Vec<u8>,
-        apply: impl FnOnce(&Arc<Shared>, Written) -> AfterApply + Send + 'static,
-    ) {
-        let bytes = record.len() as u64 + 1;
-        let shared = self.shared.clone();
-        self.queue.submit_in_order(record, move |o| {
-            let durable = o.is_ok();
-            let reply = apply(&shared, o);
-            if durable {
-                shared.applied(bytes);
-            }
-            reply
-        });
-    }
-
     /// Marks `plan` in flight and submits `record` while `state` is still
     /// locked, so the journal holds changes in the order they were checked,
     /// then waits for it. Once the record is durable, applies the plan,
-    /// writes the ledger copies of the costs it charged, and hands each
-    /// step to the hook; then returns what each step did.
+    /// takes a snapshot if one is due, writes the ledger copies of the costs
+    /// it charged, and hands each step to the hook; then returns what each
+    /// step did. Every record of the store goes through here, so the count
+    /// of records applied is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -745,7 +726,9 @@ impl Runs {
     ) -> Result<Vec<Applied>, Error> {
         plan.mark(&mut state, true);
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(record, move |shared, o| {
+        let bytes = record.len() as u64 + 1;
+        let shared = self.shared.clone();
+        self.queue.submit_in_order(record, move |o| {
             let mut state = shared.lock();
             plan.mark(&mut state, false);
             if let Err(e) = o {
@@ -757,7 +740,7 @@ impl Runs {
             }
             let (mut applied, charged) = shared.apply_plan(&mut state, plan);
             drop(state);
-            let shared = shared.clone();
+            shared.applied(bytes);
             Box::new(move || {
                 shared.write_ledger(charged, &mut applied);
                 if let Some(hook) = shared.after_commit.get() {
