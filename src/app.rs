@@ -4,18 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::budget::{Budget, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::Hub;
-use crate::events::PreparedEvents;
-use crate::log::Level;
-use crate::log::Logger;
+use crate::events::{Hub, PreparedEvents};
+use crate::log::{Level, Logger};
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::otlp::{Exporter, OtlpConfig};
 use crate::runs::{Applied, RunIds, RunMetrics, Runs, Text, Timed};
-use serde_json::{json, Value};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -431,16 +430,13 @@ impl App {
         let run = &finished.run;
         let mut fields = run_fields(&run.ids());
         fields.extend([
-            ("status", serde_json::json!(run.status.as_str())),
-            ("cost", serde_json::json!(finished.spend.amount)),
-            ("error", serde_json::json!(run.text(Text::Error))),
-            (
-                "iterations",
-                serde_json::json!(run.detail.iterations_started),
-            ),
+            ("status", json!(run.status.as_str())),
+            ("cost", json!(finished.spend.amount)),
+            ("error", json!(run.text(Text::Error))),
+            ("iterations", json!(run.detail.iterations_started)),
             (
                 "duration_ms",
-                serde_json::json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
+                json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
             ),
         ]);
         self.log.info("run finished", &fields);
@@ -450,15 +446,18 @@ impl App {
             self.log.warn(
                 "run cost not yet copied into the budget ledger",
                 &[
-                    ("run_id", serde_json::json!(&*run.run_id)),
-                    ("day", serde_json::json!(finished.spend.day)),
-                    ("error", serde_json::json!(e)),
+                    ("run_id", json!(&*run.run_id)),
+                    ("day", json!(finished.spend.day)),
+                    ("error", json!(e)),
                 ],
             );
         }
         self.events.run_finished(run, finished.spend.amount);
         self.budget_alerts(&finished.spend, Some(&run.run_id));
-        self.export_trace(run);
+        // When tracing is on; never blocks.
+        if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
+            tracer.export(trace.into_spans());
+        }
     }
 
     /// Starts the thread that ends runs with no news for `timeout`
@@ -533,13 +532,6 @@ impl App {
                 "cannot end an abandoned run; giving up until a restart",
                 &fields,
             );
-        }
-    }
-
-    /// Exports a finished run's trace, when tracing is on. Never blocks.
-    pub fn export_trace(&self, run: &crate::runs::Run) {
-        if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
-            tracer.export(trace.into_spans());
         }
     }
 
