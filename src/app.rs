@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::budget::{Budget, Imported, Recorded, SystemClock};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::Hub;
-use crate::log::Logger;
+use crate::events::{Hub, PreparedEvents};
+use crate::log::{Level, Logger};
 use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::otlp::{Exporter, OtlpConfig};
-use crate::runs::{RunMetrics, Runs, Text};
+use crate::runs::{Applied, RunIds, RunMetrics, Runs, Text, Timed};
 
 /// The version reported by `--version`, `/api/v1/status` and `conductor_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -354,15 +354,68 @@ impl App {
         self.budget_alerts(&imported.recorded, None);
     }
 
+    /// What follows a durable step of the run store, in journal order (see
+    /// [`crate::runs::AfterCommit`]): its log lines, its events on the
+    /// streams, and for an end its alerts and trace.
+    fn after_commit(&self, applied: &mut Applied) {
+        match applied {
+            Applied::Started(run) => {
+                let ids = run.ids();
+                self.log.info("run started", &run_fields(&ids));
+                self.events.run_started(run);
+            }
+            Applied::Events(ids, events, prepared) => {
+                let prepared = prepared
+                    .take()
+                    .and_then(|p| p.downcast::<PreparedEvents>().ok());
+                // Rendered ahead with the ids the run had then: used only
+                // if it still has them.
+                match prepared.filter(|p| p.ids() == ids) {
+                    Some(p) => self.events.publish_prepared(*p),
+                    None => self.events.run_events(ids, events),
+                }
+                if self.log.enabled(Level::Debug) {
+                    self.log_events(ids, events);
+                }
+            }
+            Applied::Finished(finished) => self.announce_finished(finished),
+        }
+    }
+
+    /// Writes one debug line per event, with the iteration and phase it
+    /// belongs to: its own, or where the run stands now when it had none.
+    fn log_events(&self, ids: &RunIds, events: &[Timed]) {
+        let now = self.runs.with_run(&ids.run_id, |run| {
+            (
+                run.detail.current_iteration,
+                run.detail.current_phase.clone(),
+            )
+        });
+        let (iteration, phase) = now.unwrap_or_default();
+        let or = |own: &Value, current: Value| match own.is_null() {
+            true => current,
+            false => own.clone(),
+        };
+        for e in events {
+            let mut fields = run_fields(ids);
+            let v = e.to_json();
+            fields.push(("type", v["type"].clone()));
+            fields.push(("iteration", or(&v["iteration"], json!(iteration))));
+            fields.push(("phase", or(&v["phase"], json!(phase))));
+            if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
+                fields.push(("duration_ms", ms.clone()));
+            }
+            self.log.log(Level::Debug, "run event", &fields);
+        }
+    }
+
     /// Tells everyone who follows runs that one ended: one log line, the
     /// `run_*` event on the streams, the budget alerts its cost crossed, and
     /// its trace.
-    pub fn announce_finished(&self, finished: &crate::runs::Finished) {
+    fn announce_finished(&self, finished: &crate::runs::Finished) {
         let run = &finished.run;
-        let fields = [
-            ("run_id", json!(&*run.run_id)),
-            ("correlation_id", json!(run.correlation())),
-            ("work_order_id", json!(run.text(Text::WorkOrderId))),
+        let mut fields = run_fields(&run.ids());
+        fields.extend([
             ("status", json!(run.status.as_str())),
             ("cost", json!(finished.spend.amount)),
             ("error", json!(run.text(Text::Error))),
@@ -371,7 +424,7 @@ impl App {
                 "duration_ms",
                 json!(run.detail.duration_seconds.map(|s| (s * 1000.0).round())),
             ),
-        ];
+        ]);
         self.log.info("run finished", &fields);
         if let Some(e) = &finished.ledger_error {
             // The run journal holds the cost; the ledger gets it with the
@@ -387,7 +440,10 @@ impl App {
         }
         self.events.run_finished(run, finished.spend.amount);
         self.budget_alerts(&finished.spend, Some(&run.run_id));
-        self.export_trace(run);
+        // When tracing is on; never blocks.
+        if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
+            tracer.export(trace);
+        }
     }
 
     /// Starts the thread that ends runs with no news for `timeout`
@@ -414,26 +470,18 @@ impl App {
     /// (its write fails) is tried again at the next checks, up to
     /// [`ABANDON_TRIES`] times in all; then the timeout gives up on it with
     /// an `error` line and counts it.
-    fn end_stale_runs(self: &Arc<App>, timeout: Duration) {
+    fn end_stale_runs(&self, timeout: Duration) {
         let now = crate::time::now_unix();
         for id in self.runs.stale(now, timeout.as_secs_f64()) {
             if self.abandon_tries(&id) >= ABANDON_TRIES {
                 continue;
             }
-            let (app, run_id) = (self.clone(), id.clone());
-            let how = crate::runs::Finish::Abandon;
-            self.runs.finish(&run_id, how, None, move |result| {
-                let failed = match result {
-                    Ok(finished) => {
-                        app.announce_finished(&finished);
-                        None
-                    }
-                    // Finished meanwhile by its orchestrator: nothing to do.
-                    Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
-                    Err(e) => Some(e),
-                };
-                app.abandon_result(&id, failed);
-            });
+            let failed = match self.runs.finish(&id, crate::runs::Finish::Abandon, None) {
+                // Finished meanwhile by its orchestrator: nothing to do.
+                Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
+                Err(e) => Some(e),
+            };
+            self.abandon_result(&id, failed);
         }
     }
 
@@ -473,24 +521,33 @@ impl App {
         }
     }
 
-    /// Exports a finished run's trace, when tracing is on. Never blocks.
-    pub fn export_trace(&self, run: &crate::runs::Run) {
-        if let (Some(tracer), Some(trace)) = (&self.tracer, crate::runs::trace::run_trace(run)) {
-            tracer.export(trace);
-        }
-    }
-
     /// Seconds since start.
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
 }
 
+/// The fields every log line about a run carries.
+fn run_fields(ids: &RunIds) -> Vec<(&'static str, Value)> {
+    vec![
+        ("run_id", json!(ids.run_id)),
+        ("correlation_id", json!(ids.correlation())),
+        ("work_order_id", json!(ids.work_order_id)),
+    ]
+}
+
 /// Connects the publishers that live inside the domain to `app`'s hub: the
 /// bus reports each message as it becomes visible, with the correlation of
-/// the run it names. It lives here, in the composition root, because it
-/// reaches into the bus, the runs and the hub at once.
+/// the run it names, and the run store each durable step. It lives here, in
+/// the composition root, because it reaches into the bus, the runs and the
+/// hub at once.
 fn wire_events(app: &Arc<App>) {
+    let weak = Arc::downgrade(app);
+    app.runs.after_commit(Box::new(move |applied| {
+        if let Some(app) = weak.upgrade() {
+            app.after_commit(applied);
+        }
+    }));
     let weak = Arc::downgrade(app);
     app.bus.on_visible(Box::new(move |message| {
         let Some(app) = weak.upgrade() else {

@@ -16,9 +16,8 @@ use crate::budget::{SpendInput, Spent};
 use crate::bus;
 use crate::error::Error;
 use crate::json_text;
-use crate::log::Level;
 use crate::metrics::Format;
-use crate::runs::{Applied, Finish, NewRun, Progress, Run, RunIds, Status, Step, Text, Timed};
+use crate::runs::{Finish, NewRun, Prepared, Progress, Run, Status, Step, Timed};
 use crate::time;
 
 /// Unwraps `result`, or answers its error and returns from the handler.
@@ -216,20 +215,9 @@ fn triggered(run: &Run) -> Response {
 /// shares.
 fn begin(mut ex: Exchange, answer: fn(&Run) -> Response) {
     let new = or_answer!(ex, new_run(&mut ex));
-    let app = ex.app().clone();
-    app.runs.start(new, move |result| {
-        let run = or_answer!(ex, result);
-        let mut ex = ex;
-        annotate_run(&mut ex, &run.run_id, run.correlation());
-        announce_started(ex.app(), &run);
-        ex.send(answer(&run))
-    });
-}
-
-fn announce_started(app: &App, run: &Run) {
-    let fields = run_fields(&run.run_id, run.correlation(), run.text(Text::WorkOrderId));
-    app.log.info("run started", &fields);
-    app.events.run_started(run);
+    let run = or_answer!(ex, ex.app().runs.start(new));
+    annotate_run(&mut ex, &run.run_id, run.correlation());
+    ex.send(answer(&run))
 }
 
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
@@ -245,19 +233,6 @@ fn agent_status(ex: Exchange) {
         }),
     };
     ex.send(Response::json(200, &body))
-}
-
-/// The fields every log line about a run carries.
-fn run_fields(
-    run_id: &str,
-    correlation: &str,
-    work_order_id: Option<&str>,
-) -> Vec<(&'static str, Value)> {
-    vec![
-        ("run_id", json!(run_id)),
-        ("correlation_id", json!(correlation)),
-        ("work_order_id", json!(work_order_id)),
-    ]
 }
 
 /// Adds the run to the request's log line.
@@ -295,39 +270,10 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
 
 fn finish_run(mut ex: Exchange, id: &str, action: &str) {
     let (how, cost) = or_answer!(ex, finish_how(&mut ex, action));
-    let app = ex.app().clone();
-    app.runs.finish(id, how, cost, move |result| {
-        let finished = or_answer!(ex, result);
-        let mut ex = ex;
-        let run = &finished.run;
-        annotate_run(&mut ex, &run.run_id, run.correlation());
-        ex.app().announce_finished(&finished);
-        ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
-    });
-}
-
-/// Writes one debug line per event, with the iteration and phase it
-/// belongs to: its own, or where the run stood (`now`) when it had none.
-fn log_events(app: &App, ids: &RunIds, events: &[Timed], now: (Option<u64>, Option<String>)) {
-    let (iteration, phase) = now;
-    for e in events {
-        let mut fields = run_fields(&ids.run_id, ids.correlation(), ids.work_order_id.as_deref());
-        let v = e.to_json();
-        fields.push(("type", v["type"].clone()));
-        let or = |own: &Value, current: Value| {
-            if own.is_null() {
-                current
-            } else {
-                own.clone()
-            }
-        };
-        fields.push(("iteration", or(&v["iteration"], json!(iteration))));
-        fields.push(("phase", or(&v["phase"], json!(phase))));
-        if let Some(ms) = v.get("duration_ms").filter(|d| !d.is_null()) {
-            fields.push(("duration_ms", ms.clone()));
-        }
-        app.log.log(Level::Debug, "run event", &fields);
-    }
+    let finished = or_answer!(ex, ex.app().runs.finish(id, how, cost));
+    let run = &finished.run;
+    annotate_run(&mut ex, &run.run_id, run.correlation());
+    ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
 }
 
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
@@ -351,48 +297,17 @@ fn record_events(mut ex: Exchange, id: &str) {
         Parsed::Events(events) => events,
         Parsed::Progress(steps) => return apply_progress(ex, steps),
     };
-    let app = ex.app().clone();
-    let version = app.runs.fill_events(id, &mut events);
-    // Shared with the acknowledgement: no deep copy.
-    let events: Arc<[Timed]> = events.into();
-    let sent = events.clone();
-    let debug = app.log.enabled(Level::Debug);
-    let run_id = id.to_string();
-    // Rendered here, so the single acknowledgement thread of the run
-    // journal only numbers and hands out the events.
-    let prepared = app
-        .runs
+    let runs = &ex.app().runs;
+    let version = runs.fill_events(id, &mut events);
+    let (n, events): (usize, Arc<[Timed]>) = (events.len(), events.into());
+    // Rendered here, so the one thread that applies the run journal's
+    // records only numbers and hands out the events.
+    let prepared = runs
         .with_run(id, |run| run.ids())
-        .map(|ids| crate::events::PreparedEvents::new(&ids, &events));
-    app.runs.record_events(id, events, version, move |result| {
-        let published = or_answer!(ex, result);
-        let mut ex = ex;
-        let app = ex.app().clone();
-        // Only the ids (and, for debug lines, where the run stands)
-        // are copied out: a whole run can hold hundreds of spans.
-        let found = app.runs.with_run(&run_id, |run| {
-            let now = debug.then(|| {
-                let d = &run.detail;
-                (d.current_iteration, d.current_phase.clone())
-            });
-            (run.ids(), now)
-        });
-        if let Some((ids, now)) = found {
-            // The events go out with the ids the run has now, as if
-            // rendered now: prepared ones only when those, and the
-            // events themselves, are what was journaled.
-            let same = Arc::ptr_eq(&sent, &published);
-            match prepared.filter(|p| same && *p.ids() == ids) {
-                Some(p) => app.events.publish_prepared(p),
-                None => app.events.run_events(&ids, &published),
-            }
-            annotate_run(&mut ex, &ids.run_id, ids.correlation());
-            if let Some(now) = now {
-                log_events(&app, &ids, &published, now);
-            }
-        }
-        ex.send(Response::json(200, &json!({ "accepted": published.len() })))
-    });
+        .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
+    let ids = or_answer!(ex, runs.record_events(id, events, version, prepared));
+    annotate_run(&mut ex, &ids.run_id, ids.correlation());
+    ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
 /// A request's events: all inside one run, or steps that may start and
@@ -432,32 +347,12 @@ fn progress(mut ex: Exchange) {
     apply_progress(ex, steps)
 }
 
-/// Applies a batch of progress steps, then announces each as its own
-/// route would: starts, events and ends, in order.
+/// Applies a batch of progress steps; the store's hook announces each as
+/// its own route would: starts, events and ends, in order.
 fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
     let n = steps.len();
-    let app = ex.app().clone();
-    app.runs.apply_batch(steps, move |result| {
-        let applied = or_answer!(ex, result);
-        let app = ex.app().clone();
-        for a in &applied {
-            match a {
-                Applied::Started(run) => announce_started(&app, run),
-                Applied::Events(ids, events) => {
-                    app.events.run_events(ids, events);
-                    if app.log.enabled(Level::Debug) {
-                        let now = app.runs.with_run(&ids.run_id, |run| {
-                            let d = &run.detail;
-                            (d.current_iteration, d.current_phase.clone())
-                        });
-                        log_events(&app, ids, events, now.unwrap_or_default());
-                    }
-                }
-                Applied::Finished(finished) => app.announce_finished(finished),
-            }
-        }
-        ex.send(Response::json(200, &json!({ "accepted": n })))
-    });
+    or_answer!(ex, ex.app().runs.apply_batch(steps));
+    ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what

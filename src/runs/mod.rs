@@ -20,13 +20,13 @@ pub use texts::{Text, Texts};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, LedgerLines, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::{AfterApply, CommitQueue, Written};
+use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -302,15 +302,23 @@ pub struct Finished {
     pub ledger_error: Option<String>,
 }
 
-/// What one step of [`Runs::apply_batch`] did, for the caller to publish
-/// and log.
-#[derive(Clone, Debug, PartialEq)]
+/// What one durable step did: handed in journal order to the hook set with
+/// [`Runs::after_commit`], then to the caller that waited for it.
 pub enum Applied {
     Started(Box<Run>),
-    /// Events of one run, as journaled (filled in, see [`Detail::fill`]).
-    Events(RunIds, Arc<[Timed]>),
+    /// Events of one run, as journaled (filled in, see [`Detail::fill`]),
+    /// with what their caller rendered of them ahead, if it still holds.
+    Events(RunIds, Arc<[Timed]>, Option<Prepared>),
     Finished(Box<Finished>),
 }
+
+/// Events rendered for publishing by the caller of [`Runs::record_events`],
+/// opaque to the store: the layer that renders them is above it.
+pub type Prepared = Box<dyn std::any::Any + Send>;
+
+/// What runs after each durable step, in journal order, before its caller
+/// gets the answer: the logs, events, traces and alerts that follow it.
+pub type AfterCommit = Box<dyn Fn(&mut Applied) + Send + Sync>;
 
 /// Totals by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -411,6 +419,7 @@ struct Shared {
     metrics: RunMetrics,
     budget: Arc<Budget>,
     snapshots: Snapshots,
+    after_commit: OnceLock<AfterCommit>,
 }
 
 /// When the run store writes its snapshot (see [`segments::SnapshotDue`]),
@@ -487,7 +496,7 @@ struct Plan {
 enum Planned {
     Start(String, usize),
     /// Events of one run, filled; shared with the run's pending events.
-    Events(String, Arc<[Timed]>),
+    Events(String, Arc<[Timed]>, Option<Prepared>),
     /// A run ends, to this status, at this price.
     End(String, usize, Status, Box<Settlement>),
 }
@@ -527,10 +536,10 @@ impl Plan {
         for step in &self.steps {
             match step {
                 Planned::Start(id, _) => state.mark(id, on, |p| p.starting = on),
-                Planned::Events(id, list) if on => {
+                Planned::Events(id, list, _) if on => {
                     state.mark(id, on, |p| p.events.push(list.clone()))
                 }
-                Planned::Events(id, list) => state.mark(id, on, |p| p.forget(list)),
+                Planned::Events(id, list, _) => state.mark(id, on, |p| p.forget(list)),
                 Planned::End(id, _, status, _) => {
                     state.mark(id, on, |p| p.ending = on.then_some(*status))
                 }
@@ -695,46 +704,31 @@ impl Runs {
                 metrics,
                 budget,
                 snapshots,
+                after_commit: OnceLock::new(),
             }),
             queue,
             next_id: AtomicU64::new(0),
         })
     }
 
-    /// Queues `record` for the journal with `apply` as its first stage
-    /// (see [`CommitQueue::submit_in_order`]); once a durable record's
-    /// stage has run, takes a snapshot if one is due. Every record of the
-    /// store goes through here, so the count of records applied is exact.
-    fn submit(
-        &self,
-        record: Vec<u8>,
-        apply: impl FnOnce(&Arc<Shared>, Written) -> AfterApply + Send + 'static,
-    ) {
-        let bytes = record.len() as u64 + 1;
-        let shared = self.shared.clone();
-        self.queue.submit_in_order(record, move |o| {
-            let durable = o.is_ok();
-            let reply = apply(&shared, o);
-            if durable {
-                shared.applied(bytes);
-            }
-            reply
-        });
-    }
-
     /// Marks `plan` in flight and submits `record` while `state` is still
-    /// locked, so the journal holds changes in the order they were checked.
-    /// Once the record is durable, applies the plan and writes the ledger
-    /// copies of the costs it charged; then `done` gets what each step did.
+    /// locked, so the journal holds changes in the order they were checked,
+    /// then waits for it. Once the record is durable, applies the plan,
+    /// takes a snapshot if one is due, writes the ledger copies of the costs
+    /// it charged, and hands each step to the hook; then returns what each
+    /// step did. Every record of the store goes through here, so the count
+    /// of records applied is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
         plan: Plan,
         record: Vec<u8>,
-        done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
-    ) {
+    ) -> Result<Vec<Applied>, Error> {
         plan.mark(&mut state, true);
-        self.submit(record, move |shared, o| {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let bytes = record.len() as u64 + 1;
+        let shared = self.shared.clone();
+        self.queue.submit_in_order(record, move |o| {
             let mut state = shared.lock();
             plan.mark(&mut state, false);
             if let Err(e) = o {
@@ -742,16 +736,29 @@ impl Runs {
                 for id in plan.started() {
                     shared.budget.release(id);
                 }
-                return Box::new(move || done(Err(storage(e))));
+                return Box::new(move || drop(tx.send(Err(storage(e)))));
             }
             let (mut applied, charged) = shared.apply_plan(&mut state, plan);
             drop(state);
-            let shared = shared.clone();
+            shared.applied(bytes);
             Box::new(move || {
                 shared.write_ledger(charged, &mut applied);
-                done(Ok(applied))
+                if let Some(hook) = shared.after_commit.get() {
+                    applied.iter_mut().for_each(hook);
+                }
+                drop(tx.send(Ok(applied)))
             })
         });
+        drop(state);
+        // Dropped unanswered only when a stage panicked.
+        rx.recv()
+            .unwrap_or_else(|_| Err(storage("the run journal's committer failed")))
+    }
+
+    /// Sets what runs after each durable step ([`AfterCommit`]); once, at
+    /// open, before the first change.
+    pub fn after_commit(&self, hook: AfterCommit) {
+        let _ = self.shared.after_commit.set(hook);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -762,79 +769,57 @@ impl Runs {
         &self.shared.budget
     }
 
-    /// Starts a run; `done` gets it once the start is durable.
-    pub fn start(&self, mut new: NewRun, done: impl FnOnce(Result<Run, Error>) + Send + 'static) {
+    /// Starts a run, and returns it once the start is durable.
+    pub fn start(&self, mut new: NewRun) -> Result<Run, Error> {
         let id = match new.run_id.take() {
             Some(id) if !valid_run_id(&id) => {
-                return done(Err(Error::invalid(
+                return Err(Error::invalid(
                     "run_id",
                     "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-                )))
+                ))
             }
             Some(id) => id,
             None => self.make_id(),
         };
         let state = self.lock();
         if state.status_of(&id).is_some() {
-            drop(state);
-            return done(Err(Error::Conflict(format!("run {id} already exists"))));
+            return Err(Error::Conflict(format!("run {id} already exists")));
         }
         // Checked and reserved in one step under the budget's lock; a
         // refused start creates nothing and journals nothing. The
         // reservation is held while the start is written, so that
         // concurrent starts cannot overdraw the day.
-        let reserved = match self.budget().reserve(&id, new.agent.as_deref()) {
-            Ok(micros) => micros,
-            Err(refusal) => {
-                drop(state);
-                return done(Err(Error::Exhausted(Box::new((*refusal).into()))));
-            }
-        };
+        let reserved = self
+            .budget()
+            .reserve(&id, new.agent.as_deref())
+            .map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
         let record = new.start_record(&id, time::now_unix(), Some(reserved));
         let (plan, record) = Plan::one(record, |at| Planned::Start(id.clone(), at));
-        self.commit(state, plan, record, move |r| {
-            done(r.and_then(|applied| match applied.into_iter().next() {
-                Some(Applied::Started(run)) => Ok(*run),
-                _ => Err(start_lost(&id)),
-            }))
-        });
+        match self.commit(state, plan, record)?.pop() {
+            Some(Applied::Started(run)) => Ok(*run),
+            _ => Err(start_lost(&id)),
+        }
     }
 
-    /// Finishes a running run; `done` gets it once the end, carrying its
+    /// Finishes a running run, and returns it once the end, carrying its
     /// cost, is durable. The cost is `cost` when given, otherwise its
     /// tokens priced by model, counting events still on their way to the
     /// journal. It is charged to the budget once the end is durable, and
-    /// copied into the budget ledger before `done` runs.
-    pub fn finish(
-        &self,
-        id: &str,
-        how: Finish,
-        cost: Option<f64>,
-        done: impl FnOnce(Result<Finished, Error>) + Send + 'static,
-    ) {
+    /// copied into the budget ledger before this returns.
+    pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
         let state = self.lock();
         let now = time::now_unix();
-        let priced = state
+        let settlement = state
             .running(id)
-            .and_then(|()| self.price_end(&state, id, cost, &[], now));
-        let settlement = match priced {
-            Ok(s) => s,
-            Err(e) => {
-                drop(state);
-                return done(Err(e));
-            }
-        };
+            .and_then(|()| self.price_end(&state, id, cost, &[], now))?;
         let mut record = how.record(id, now);
         record["spend"] = settlement.to_json();
         let step = |at| Planned::End(id.to_string(), at, how.status(), Box::new(settlement));
         let (plan, record) = Plan::one(record, step);
-        let id = id.to_string();
-        self.commit(state, plan, record, move |r| {
-            done(r.and_then(|applied| match applied.into_iter().next() {
-                Some(Applied::Finished(f)) => Ok(*f),
-                _ => Err(start_lost(&id)),
-            }))
-        });
+        match self.commit(state, plan, record)?.pop() {
+            Some(Applied::Finished(f)) => Ok(*f),
+            _ => Err(start_lost(id)),
+        }
     }
 
     /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
@@ -912,9 +897,9 @@ impl Runs {
 
     /// Applies a batch of progress events, possibly for several runs, all
     /// or nothing: runs start (each reserving its budget), take events and
-    /// end, in order, as one journal record. `done` gets what each step
-    /// did, in order, once the record is durable and the costs of the runs
-    /// it ended are charged.
+    /// end, in order, as one journal record. Returns what each step did, in
+    /// order, once the record is durable and the costs of the runs it ended
+    /// are charged.
     ///
     /// Before anything is journaled, every step is checked against the runs
     /// and the steps before it: a start of a run that exists is
@@ -922,34 +907,22 @@ impl Runs {
     /// for an ended one [`Error::Conflict`], and a start the budget refuses
     /// [`Error::Exhausted`], with the reservations of earlier starts in the
     /// batch given back.
-    pub fn apply_batch(
-        &self,
-        steps: Vec<Progress>,
-        done: impl FnOnce(Result<Vec<Applied>, Error>) + Send + 'static,
-    ) {
+    pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.lock();
         let now = time::now_unix();
-        let planned = self.check_batch(&state, &steps).and_then(|()| {
-            let reserved = self.reserve_starts(&steps)?;
-            self.plan_batch(&state, steps, &reserved, now)
-                .inspect_err(|_| {
-                    // Every start of the batch reserved, not only those
-                    // before the step that failed.
-                    for id in reserved.keys() {
-                        self.budget().release(id);
-                    }
-                })
-        });
-        match planned {
-            Ok(mut plan) => {
-                let record = plan.batch_record(now);
-                self.commit(state, plan, record, done)
-            }
-            Err(e) => {
-                drop(state);
-                done(Err(e))
-            }
-        }
+        self.check_batch(&state, &steps)?;
+        let reserved = self.reserve_starts(&steps)?;
+        let mut plan = self
+            .plan_batch(&state, steps, &reserved, now)
+            .inspect_err(|_| {
+                // Every start of the batch reserved, not only those
+                // before the step that failed.
+                for id in reserved.keys() {
+                    self.budget().release(id);
+                }
+            })?;
+        let record = plan.batch_record(now);
+        self.commit(state, plan, record)
     }
 
     /// Reserves the budget of each run the batch starts, all or none.
@@ -999,7 +972,7 @@ impl Runs {
                     i += events.len();
                     let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
                     let record = json!({"op": "events", "run_id": id, "events": list});
-                    plan.push(record, |_| Planned::Events(id.clone(), events.into()));
+                    plan.push(record, |_| Planned::Events(id.clone(), events.into(), None));
                     continue;
                 }
                 Step::Finish {
@@ -1087,22 +1060,23 @@ impl Runs {
         Some(run.detail.version)
     }
 
-    /// Records a batch of events for a running run, all or nothing;
-    /// `done` gets the events as journaled once the batch is durable.
+    /// Records a batch of events for a running run, all or nothing, and
+    /// returns the run's ids once the batch is durable. `prepared`, what
+    /// the caller rendered of them, goes to the hook with the events.
     ///
     /// `events` should come from [`Runs::fill_events`] with its `version`.
     /// When the run has moved on since, they are filled again under the
-    /// lock, and `done` gets that new batch instead of the one passed in
-    /// (compare with `Arc::ptr_eq`). Events are filled against the run as
-    /// its durable records left it: batches of one run sent at once, each
-    /// before the other is answered, are filled independently.
+    /// lock, and `prepared`, rendered from the old ones, is dropped. Events
+    /// are filled against the run as its durable records left it: batches
+    /// of one run sent at once, each before the other is answered, are
+    /// filled independently.
     pub fn record_events(
         &self,
         id: &str,
         events: Arc<[Timed]>,
         version: Option<u64>,
-        done: impl FnOnce(Result<Arc<[Timed]>, Error>) + Send + 'static,
-    ) {
+        mut prepared: Option<Prepared>,
+    ) -> Result<RunIds, Error> {
         // The record depends on the request only, so it is written before
         // taking the lock; it is still submitted under the lock, so the
         // journal holds batches in the order they were checked.
@@ -1112,32 +1086,26 @@ impl Runs {
         // Only tokens change a run's price: a batch without them skips the
         // pricing of the run's whole detail.
         let priced = events.iter().any(Timed::is_tokens);
-        let checked = state.running(id).and_then(|()| match priced {
+        state.running(id).and_then(|()| match priced {
             true => self.check_token_cost(&state, id, events.iter(), "input_tokens"),
             false => Ok(()),
-        });
-        if let Err(e) = checked {
-            drop(state);
-            return done(Err(e));
-        }
+        })?;
         let current = state.runs.get(id).map(|r| &r.detail);
         if version.is_none() || version != current.map(|d| d.version) {
             let mut again = events.to_vec();
             current.unwrap_or(&LazyDetail::default()).fill(&mut again);
             events = again.into();
             record = events_record(id, &events);
+            prepared = None;
         }
-        let id = id.to_string();
         let plan = Plan {
             ops: Vec::new(),
-            steps: vec![Planned::Events(id.clone(), events)],
+            steps: vec![Planned::Events(id.to_string(), events, prepared)],
         };
-        self.commit(state, plan, record, move |r| {
-            done(r.and_then(|applied| match applied.into_iter().next() {
-                Some(Applied::Events(_, events)) => Ok(events),
-                _ => Err(start_lost(&id)),
-            }))
-        });
+        match self.commit(state, plan, record)?.pop() {
+            Some(Applied::Events(ids, ..)) => Ok(ids),
+            _ => Err(start_lost(id)),
+        }
     }
 
     /// The running runs with no news for `timeout` seconds at `now`: no
@@ -1319,10 +1287,10 @@ impl Shared {
                         applied.push(Applied::Started(Box::new(Run::clone(run))));
                     }
                 }
-                Planned::Events(id, events) => {
+                Planned::Events(id, events, prepared) => {
                     if self.apply_events(state, &id, &events) {
                         let ids = state.runs[id.as_str()].ids();
-                        applied.push(Applied::Events(ids, events));
+                        applied.push(Applied::Events(ids, events, prepared));
                     }
                 }
                 Planned::End(id, at, _, settlement) => {
@@ -1821,13 +1789,6 @@ mod tests {
         .unwrap()
     }
 
-    /// Calls `f` with a callback and waits for what it is given.
-    fn wait<T: Send + 'static>(f: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
-        let (tx, rx) = std::sync::mpsc::channel();
-        f(Box::new(move |t| tx.send(t).unwrap()));
-        rx.recv().unwrap()
-    }
-
     #[test]
     fn changes_in_flight_count_for_later_checks_and_prices() {
         let dir = TempDir::new("runs-pending");
@@ -1843,33 +1804,45 @@ mod tests {
             Box::new(|| {})
         });
         held.recv().unwrap();
-        let (tx, started) = std::sync::mpsc::channel();
         let new = NewRun {
             run_id: Some("r".into()),
             ..NewRun::default()
         };
-        runs.start(new.clone(), move |r| tx.send(r).unwrap());
-        assert!(runs.get("r").is_none(), "not visible before it is durable");
-        let again = wait(|done| runs.start(new, done));
-        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
-        let tokens = json!([{"type": "tokens", "phase": "plan", "model": "m",
+        // Each call waits for its record on a thread of its own; the next
+        // is made once the store counts the one before it in flight.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let in_flight = |records: u32| {
+            while runs.lock().pending.get("r").map_or(0, |p| p.records) < records {
+                assert!(Instant::now() < deadline, "never in flight");
+                std::thread::yield_now();
+            }
+        };
+        let finished = std::thread::scope(|scope| {
+            let first = new.clone();
+            let started = scope.spawn(|| runs.start(first));
+            in_flight(1);
+            assert!(runs.get("r").is_none(), "not visible before it is durable");
+            let again = runs.start(new);
+            assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+            let tokens = json!([{"type": "tokens", "phase": "plan", "model": "m",
             "input_tokens": 1_000_000, "output_tokens": 0}]);
-        let events: Arc<[Timed]> = event::parse_batch(&tokens, time::now_unix())
-            .unwrap()
-            .into();
-        let (tx, recorded) = std::sync::mpsc::channel();
-        runs.record_events("r", events, None, move |r| tx.send(r).unwrap());
-        let (tx, finished) = std::sync::mpsc::channel();
-        runs.finish("r", Finish::Complete, None, move |r| tx.send(r).unwrap());
-        let twice = wait(|done| runs.finish("r", Finish::Cancel, None, done));
-        assert!(matches!(twice, Err(Error::Conflict(_))), "{twice:?}");
-        let late = wait(|done| runs.record_events("r", Arc::from(Vec::new()), None, done));
-        assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
-        assert_eq!(runs.counts(), Counts::default());
-        release.send(()).unwrap();
-        assert_eq!(started.recv().unwrap().unwrap().status, Status::Running);
-        assert_eq!(recorded.recv().unwrap().unwrap().len(), 1);
-        let finished = finished.recv().unwrap().unwrap();
+            let events: Arc<[Timed]> = event::parse_batch(&tokens, time::now_unix())
+                .unwrap()
+                .into();
+            let recorded = scope.spawn(|| runs.record_events("r", events, None, None));
+            in_flight(2);
+            let finished = scope.spawn(|| runs.finish("r", Finish::Complete, None));
+            in_flight(3);
+            let twice = runs.finish("r", Finish::Cancel, None);
+            assert!(matches!(twice, Err(Error::Conflict(_))), "{twice:?}");
+            let late = runs.record_events("r", Arc::from(Vec::new()), None, None);
+            assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+            assert_eq!(runs.counts(), Counts::default());
+            release.send(()).unwrap();
+            assert_eq!(started.join().unwrap().unwrap().status, Status::Running);
+            assert_eq!(recorded.join().unwrap().unwrap().run_id, "r");
+            finished.join().unwrap().unwrap()
+        });
         let price = runs.budget().pricing().cost(Some("m"), 1_000_000, 0);
         assert!(price > 0.0);
         assert_eq!(finished.spend.amount, (price * 1e6).round() / 1e6);
@@ -1918,10 +1891,10 @@ mod tests {
             run_id: Some(id.into()),
             ..NewRun::default()
         };
-        wait(|done| runs.start(new("heavy"), done)).unwrap();
-        wait(|done| runs.record_events("heavy", events, None, done)).unwrap();
+        runs.start(new("heavy")).unwrap();
+        runs.record_events("heavy", events, None, None).unwrap();
         let running = runs.get("heavy").unwrap();
-        let finished = wait(|done| runs.finish("heavy", Finish::Complete, None, done)).unwrap();
+        let finished = runs.finish("heavy", Finish::Complete, None).unwrap();
         assert_eq!(finished.run.detail.phases.len(), 250, "the answer has all");
         let kept = runs.get("heavy").unwrap();
         let d = &kept.detail;
@@ -1958,12 +1931,12 @@ mod tests {
         assert_eq!(runs.get("heavy").unwrap(), kept);
         for i in 0..5 {
             let id = format!("h{i}");
-            wait(|done| runs.start(new(&id), done)).unwrap();
+            runs.start(new(&id)).unwrap();
             let events: Arc<[Timed]> = event::parse_batch(&heavy_events(), time::now_unix())
                 .unwrap()
                 .into();
-            wait(|done| runs.record_events(&id, events, None, done)).unwrap();
-            wait(|done| runs.finish(&id, Finish::Cancel, None, done)).unwrap();
+            runs.record_events(&id, events, None, None).unwrap();
+            runs.finish(&id, Finish::Cancel, None).unwrap();
         }
         let held: Vec<bool> = ["heavy", "h0", "h1", "h2", "h3", "h4"]
             .iter()
@@ -1986,11 +1959,11 @@ mod tests {
         ]);
         let body = batch.to_string();
         let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
-        let applied = wait(|done| runs.apply_batch(steps, done)).unwrap();
+        let applied = runs.apply_batch(steps).unwrap();
         let events: Vec<&Timed> = applied
             .iter()
             .flat_map(|a| match a {
-                Applied::Events(_, events) => events.iter().collect(),
+                Applied::Events(_, events, _) => events.iter().collect(),
                 _ => Vec::new(),
             })
             .collect();
@@ -2017,8 +1990,12 @@ mod tests {
         ]);
         let body = batch.to_string();
         let steps = progress::parse_batch(&batch, body.as_bytes(), time::now_unix(), None).unwrap();
-        let refused = wait(|done| runs.apply_batch(steps, done));
-        assert!(matches!(refused, Err(Error::Invalid { .. })), "{refused:?}");
+        let refused = runs.apply_batch(steps);
+        assert!(
+            matches!(refused, Err(Error::Invalid { .. })),
+            "{:?}",
+            refused.err()
+        );
         assert_eq!(runs.budget().status().reserved, 0.0);
         assert!(runs.get("a").is_none() && runs.get("b").is_none());
     }
@@ -2115,10 +2092,10 @@ mod tests {
                     agent: Some("a".into()),
                     ..NewRun::default()
                 };
-                wait(|done| runs.start(new, done)).unwrap();
+                runs.start(new).unwrap();
                 if n % 3 != 0 {
                     let cost = Some(0.01 * (n % 7) as f64);
-                    wait(|done| runs.finish(&id, Finish::Complete, cost, done)).unwrap();
+                    runs.finish(&id, Finish::Complete, cost).unwrap();
                 }
                 n += 1;
             }
@@ -2152,7 +2129,7 @@ mod tests {
             );
             let value: Value = serde_json::from_str(&body).unwrap();
             let steps = progress::parse_batch(&value, body.as_bytes(), now, None).unwrap();
-            wait(|done| runs.apply_batch(steps, done)).unwrap();
+            runs.apply_batch(steps).unwrap();
         };
         let early = r#"{"z": 1.50, "a": [1e3, "\u00e9"]}"#;
         with_metrics("early", early);
@@ -2168,7 +2145,7 @@ mod tests {
                 traceparent,
                 ..NewRun::default()
             };
-            wait(|done| runs.start(new, done)).unwrap();
+            runs.start(new).unwrap();
             let phase = format!("phase-{}", i % 5);
             let batch = json!([
                 {"type": "iteration_started", "iteration": 1},
@@ -2183,7 +2160,7 @@ mod tests {
                 {"type": "delivery_started"},
             ]);
             let events: Arc<[Timed]> = event::parse_batch(&batch, now + i as f64).unwrap().into();
-            wait(|done| runs.record_events(&id, events, None, done)).unwrap();
+            runs.record_events(&id, events, None, None).unwrap();
             let how = match i % 4 {
                 0 => Finish::Complete,
                 1 => Finish::Fail(Some("broke".into())),
@@ -2191,7 +2168,7 @@ mod tests {
                 _ => continue,
             };
             let cost = (i % 8 == 0).then_some(0.25);
-            wait(|done| runs.finish(&id, how, cost, done)).unwrap();
+            runs.finish(&id, how, cost).unwrap();
         }
         let batch = json!([
             {"type": "run_started", "run_id": "batched"},
@@ -2201,7 +2178,7 @@ mod tests {
         ]);
         let body = batch.to_string();
         let steps = progress::parse_batch(&batch, body.as_bytes(), now, None).unwrap();
-        wait(|done| runs.apply_batch(steps, done)).unwrap();
+        runs.apply_batch(steps).unwrap();
         let late = r#"{"totalDurationMs":9000,"phaseBreakdown":{"build":1}}"#;
         with_metrics("late", late);
         settled(&runs);
@@ -2304,8 +2281,9 @@ mod tests {
                 run_id: Some(format!("r{i}")),
                 ..NewRun::default()
             };
-            wait(|done| runs.start(new, done)).unwrap();
-            wait(|done| runs.finish(&format!("r{i}"), Finish::Complete, None, done)).unwrap();
+            runs.start(new).unwrap();
+            runs.finish(&format!("r{i}"), Finish::Complete, None)
+                .unwrap();
         }
         settled(&runs);
         drop(runs);
@@ -2345,8 +2323,8 @@ mod tests {
                     run_id: Some(id.into()),
                     ..NewRun::default()
                 };
-                wait(|done| runs.start(new, done)).unwrap();
-                wait(|done| runs.finish(id, Finish::Complete, Some(cost), done)).unwrap()
+                runs.start(new).unwrap();
+                runs.finish(id, Finish::Complete, Some(cost)).unwrap()
             };
             run(&runs, "x", 0.125);
             // Ending y makes retention forget x, so x can start again.
@@ -2404,9 +2382,9 @@ mod tests {
             run_id: Some(id.into()),
             ..NewRun::default()
         };
-        wait(|done| runs.start(new("x"), done)).unwrap();
+        runs.start(new("x")).unwrap();
         crate::journal::faults::fail_writes(&dir.join("budget"), 0, 1);
-        let ended = wait(|done| runs.finish("x", Finish::Complete, Some(0.5), done)).unwrap();
+        let ended = runs.finish("x", Finish::Complete, Some(0.5)).unwrap();
         assert!(ended.ledger_error.is_some());
         // Records until a snapshot covers the end: it carries the end's
         // settlement as unledgered, and the end's segment goes.
@@ -2422,7 +2400,7 @@ mod tests {
                 break;
             }
             assert!(i < 1000, "no snapshot covers the end");
-            wait(|done| runs.start(new(&format!("y{i}")), done)).unwrap();
+            runs.start(new(&format!("y{i}"))).unwrap();
         }
         let before = spend_total(&registry);
         assert_eq!(before, "agent_budget_spend_total 0.5");
