@@ -459,6 +459,22 @@ pub(crate) struct Entry<'a> {
     pub source: Option<(&'a str, u64)>,
 }
 
+impl<'a> Entry<'a> {
+    /// A spend of `kind` for `charge`, every detail unset.
+    pub(crate) fn new(kind: &'static str, charge: &'a Charge) -> Entry<'a> {
+        Entry {
+            kind,
+            charge,
+            run_id: None,
+            run_started_at: None,
+            phase: None,
+            phases: &[],
+            operation_id: None,
+            source: None,
+        }
+    }
+}
+
 /// The ledger line of a spend.
 pub(crate) fn spend_line(ts: f64, entry: &Entry<'_>) -> Vec<u8> {
     let charge = entry.charge;
@@ -574,14 +590,9 @@ mod tests {
         };
         let phases = [("plan".to_string(), 20_000), ("act".to_string(), 2_500)];
         let entry = Entry {
-            kind: "run",
-            charge: &charge,
             run_id: Some("r1"),
-            run_started_at: None,
-            phase: None,
             phases: &phases,
-            operation_id: None,
-            source: None,
+            ..Entry::new("run", &charge)
         };
         let line = spend_line(86_400.5, &entry);
         let value: Value = serde_json::from_slice(&line).unwrap();
@@ -632,14 +643,9 @@ mod tests {
         let line = |micros, kind, operation_id, source| {
             let c = charge(micros);
             let entry = Entry {
-                kind,
-                charge: &c,
-                run_id: None,
-                run_started_at: None,
-                phase: None,
-                phases: &[],
                 operation_id,
                 source,
+                ..Entry::new(kind, &c)
             };
             String::from_utf8(spend_line(0.0, &entry)).unwrap()
         };
@@ -686,14 +692,13 @@ mod tests {
         ];
         let line = |c: &Charge, kind, phase, phases: &[(String, i64)], source| {
             let entry = Entry {
-                kind,
-                charge: c,
                 run_id: Some("r-1"),
                 run_started_at: Some(1_795_960_921.443_738_5),
                 phase,
                 phases,
                 operation_id: Some("op:1"),
                 source,
+                ..Entry::new(kind, c)
             };
             spend_line(0.0, &entry)
         };
