@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-pub use spec::{Declaration, Type};
-pub use update::{Op, Update, MAX_BATCH};
+pub use spec::Declaration;
+pub use update::Update;
 
 use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
