@@ -28,7 +28,7 @@ pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything the server runs with: what `serve` parsed (each field's row
 /// in [`SETTINGS`] says which flag sets it), and what the start reads from
-/// the files it names. Plain data.
+/// the files it names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
