@@ -350,7 +350,7 @@ mod tests {
                     .field("message_type", json!(m.kind))
                     .field("body_bytes", json!(size));
                 if size <= MAX_INLINE_BODY {
-                    event = event.field("body", m.body_value());
+                    event = event.field("body", serde_json::from_str(&m.body).unwrap());
                 }
                 hub.publish(event);
                 let expected = drain(&mut sub).pop().unwrap();
