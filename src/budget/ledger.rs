@@ -83,7 +83,6 @@ impl Tally {
 /// or the position of an entry without one in that day's file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum OpKey {
-    /// An operation id.
     Id(Box<str>),
     /// The index of an entry without an operation id in the day's
     /// research agent file.
@@ -440,9 +439,7 @@ pub(crate) struct Entry<'a> {
     /// `"run"` for a settled run, `"direct"` for a direct spend,
     /// [`IMPORT_KIND`] for an entry of the research agent's file.
     pub kind: &'static str,
-    /// The priced amount.
     pub charge: &'a Charge,
-    /// The run it belongs to, if any.
     pub run_id: Option<&'a str>,
     /// For a settled run: when it started (its start record's time), which
     /// tells it from a later run given the same id once retention forgot
