@@ -99,23 +99,10 @@ pub struct Message {
 }
 
 impl Message {
-    /// The body, parsed.
-    pub fn body_value(&self) -> Value {
-        // The text was printed by serde_json from a value, so it parses.
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The message as a JSON object: `msg_id`, `type`, `body`, `run_id`, `timestamp`.
-    pub fn to_json(&self) -> Value {
-        let mut text = String::with_capacity(self.body.len() + 128);
-        self.push_json(&mut text);
-        // The text is JSON: the body was printed by serde_json from a value.
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    /// Appends the text of [`Message::to_json`], without building it: the
-    /// body goes in as kept, which serde_json printed compact with sorted
-    /// keys, just as it prints the tree.
+    /// Appends the message as a JSON object (`msg_id`, `type`, `body`,
+    /// `run_id`, `timestamp`) without building a tree: the body goes in as
+    /// kept, which serde_json printed compact with sorted keys, just as it
+    /// prints the tree.
     pub fn push_json(&self, out: &mut String) {
         use crate::json_text::{push_opt_str, push_str};
         out.push_str("{\"body\":");
@@ -129,6 +116,14 @@ impl Message {
         out.push_str("\",\"type\":");
         push_str(out, &self.kind);
         out.push('}');
+    }
+
+    /// The tree [`Message::push_json`] prints, for tests to compare.
+    #[cfg(test)]
+    pub fn to_json(&self) -> Value {
+        let mut text = String::with_capacity(self.body.len() + 128);
+        self.push_json(&mut text);
+        serde_json::from_str(&text).unwrap()
     }
 }
 

@@ -63,7 +63,7 @@ impl Received {
 }
 
 /// Why a request failed, and at which stage: `resolve`, `connect`, `send`
-/// or `read`. Safe to send across threads.
+/// or `read`.
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) stage: &'static str,

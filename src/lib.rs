@@ -7,14 +7,14 @@
 
 mod app;
 mod batch;
-pub mod budget;
+mod budget;
 mod bus;
 mod cli;
 pub mod client;
 mod commit_queue;
 mod config;
 mod crc32c;
-pub mod declared;
+mod declared;
 mod demo;
 mod error;
 pub mod events;
@@ -37,7 +37,7 @@ mod sys;
 #[cfg(test)]
 mod testing;
 pub mod time;
-pub mod ws;
+mod ws;
 
 pub use cli::run;
 

@@ -23,7 +23,7 @@ pub enum Level {
 
 impl Level {
     /// Parses `error`, `warn`, `info` or `debug`.
-    pub fn parse(s: &str) -> Option<Level> {
+    pub(crate) fn parse(s: &str) -> Option<Level> {
         match s.to_ascii_lowercase().as_str() {
             "error" => Some(Level::Error),
             "warn" | "warning" => Some(Level::Warn),
@@ -67,12 +67,12 @@ impl Logger {
     }
 
     /// Whether a line at `level` would be written.
-    pub fn enabled(&self, level: Level) -> bool {
+    pub(crate) fn enabled(&self, level: Level) -> bool {
         level <= self.level
     }
 
     /// Writes one line with `msg` and extra fields.
-    pub fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+    pub(crate) fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
         if !self.enabled(level) {
             return;
         }
@@ -101,18 +101,15 @@ impl Logger {
         }
     }
 
-    /// Logs at error level.
-    pub fn error(&self, msg: &str, fields: &[(&str, Value)]) {
+    pub(crate) fn error(&self, msg: &str, fields: &[(&str, Value)]) {
         self.log(Level::Error, msg, fields)
     }
 
-    /// Logs at warn level.
-    pub fn warn(&self, msg: &str, fields: &[(&str, Value)]) {
+    pub(crate) fn warn(&self, msg: &str, fields: &[(&str, Value)]) {
         self.log(Level::Warn, msg, fields)
     }
 
-    /// Logs at info level.
-    pub fn info(&self, msg: &str, fields: &[(&str, Value)]) {
+    pub(crate) fn info(&self, msg: &str, fields: &[(&str, Value)]) {
         self.log(Level::Info, msg, fields)
     }
 }

@@ -13,7 +13,7 @@ pub fn now_unix() -> f64 {
 
 /// The civil date `(year, month, day)` of a day number counted from
 /// 1970-01-01 (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -28,7 +28,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// The day number (days since 1970-01-01) of a civil date; the inverse of
 /// [`civil_from_days`].
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -98,14 +98,14 @@ pub fn date_string(day: i64) -> String {
 }
 
 /// RFC 3339 UTC text with milliseconds, e.g. `2026-11-23T13:14:38.123Z`.
-pub fn rfc3339(unix: f64) -> String {
+pub(crate) fn rfc3339(unix: f64) -> String {
     let mut out = String::with_capacity(24);
     push_rfc3339(&mut out, unix);
     out
 }
 
 /// Appends [`rfc3339`] text for `unix` to `out`, without allocating.
-pub fn push_rfc3339(out: &mut String, unix: f64) {
+pub(crate) fn push_rfc3339(out: &mut String, unix: f64) {
     let millis = (unix * 1000.0).round() as i64;
     let secs = millis.div_euclid(1000);
     let ms = millis.rem_euclid(1000);

@@ -12,12 +12,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ws_client::{decode_server_frame, encode_client_frame};
 use common::{get, get_json, post_json, request, ServerProc, TempDir, IO_TIMEOUT};
 use conductor_metrics::client::{read_response, Received};
 use conductor_metrics::events::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 use conductor_metrics::log::{Level, LogFormat, Logger};
 use conductor_metrics::metrics::{Format, Registry};
-use conductor_metrics::ws::frame::{decode_server_frame, encode_client_frame};
 use serde_json::{json, Value};
 
 /// How long a test waits for an event it expects.

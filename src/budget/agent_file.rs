@@ -180,14 +180,9 @@ impl Budget {
             .iter()
             .map(|&i| Spend {
                 entry: Entry {
-                    kind: IMPORT_KIND,
-                    charge: &charges[i],
-                    run_id: None,
-                    run_started_at: None,
-                    phase: None,
-                    phases: &[],
                     operation_id: file.entries[i].operation_id.as_deref(),
                     source: Some((&name, i as u64)),
+                    ..Entry::new(IMPORT_KIND, &charges[i])
                 },
                 at: file.entries[i].ts.unwrap_or(now),
                 key: Some(keys[i].clone()),

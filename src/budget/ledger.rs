@@ -83,7 +83,6 @@ impl Tally {
 /// or the position of an entry without one in that day's file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum OpKey {
-    /// An operation id.
     Id(Box<str>),
     /// The index of an entry without an operation id in the day's
     /// research agent file.
@@ -440,9 +439,7 @@ pub(crate) struct Entry<'a> {
     /// `"run"` for a settled run, `"direct"` for a direct spend,
     /// [`IMPORT_KIND`] for an entry of the research agent's file.
     pub kind: &'static str,
-    /// The priced amount.
     pub charge: &'a Charge,
-    /// The run it belongs to, if any.
     pub run_id: Option<&'a str>,
     /// For a settled run: when it started (its start record's time), which
     /// tells it from a later run given the same id once retention forgot
@@ -457,6 +454,22 @@ pub(crate) struct Entry<'a> {
     /// For an imported entry: the research agent's file (its name) and
     /// the entry's index in its `spend` list.
     pub source: Option<(&'a str, u64)>,
+}
+
+impl<'a> Entry<'a> {
+    /// A spend of `kind` for `charge`, every detail unset.
+    pub(crate) fn new(kind: &'static str, charge: &'a Charge) -> Entry<'a> {
+        Entry {
+            kind,
+            charge,
+            run_id: None,
+            run_started_at: None,
+            phase: None,
+            phases: &[],
+            operation_id: None,
+            source: None,
+        }
+    }
 }
 
 /// The ledger line of a spend.
@@ -574,14 +587,9 @@ mod tests {
         };
         let phases = [("plan".to_string(), 20_000), ("act".to_string(), 2_500)];
         let entry = Entry {
-            kind: "run",
-            charge: &charge,
             run_id: Some("r1"),
-            run_started_at: None,
-            phase: None,
             phases: &phases,
-            operation_id: None,
-            source: None,
+            ..Entry::new("run", &charge)
         };
         let line = spend_line(86_400.5, &entry);
         let value: Value = serde_json::from_slice(&line).unwrap();
@@ -632,14 +640,9 @@ mod tests {
         let line = |micros, kind, operation_id, source| {
             let c = charge(micros);
             let entry = Entry {
-                kind,
-                charge: &c,
-                run_id: None,
-                run_started_at: None,
-                phase: None,
-                phases: &[],
                 operation_id,
                 source,
+                ..Entry::new(kind, &c)
             };
             String::from_utf8(spend_line(0.0, &entry)).unwrap()
         };
@@ -686,14 +689,13 @@ mod tests {
         ];
         let line = |c: &Charge, kind, phase, phases: &[(String, i64)], source| {
             let entry = Entry {
-                kind,
-                charge: c,
                 run_id: Some("r-1"),
                 run_started_at: Some(1_795_960_921.443_738_5),
                 phase,
                 phases,
                 operation_id: Some("op:1"),
                 source,
+                ..Entry::new(kind, c)
             };
             spend_line(0.0, &entry)
         };

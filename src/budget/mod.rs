@@ -77,7 +77,7 @@ impl BudgetConfig {
     }
 }
 
-/// The daily budget. It is safe to share across threads (`Send + Sync`).
+/// The daily budget.
 ///
 /// One lock guards all books, so checking the limit and reserving is one
 /// step. Ledger appends happen outside the lock and share syncs (group

@@ -23,8 +23,8 @@ pub(crate) struct Price {
     pub output: f64,
 }
 
-/// A pricing table: model name to price, plus a default price. Plain data;
-/// safe to share across threads. See `docs/budget.md` for the file format.
+/// A pricing table: model name to price, plus a default price. See
+/// `docs/budget.md` for the file format.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pricing {
     models: HashMap<String, Price>,

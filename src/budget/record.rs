@@ -82,14 +82,10 @@ impl Budget {
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
         let charge = input.charge(&self.pricing)?;
         let entry = Entry {
-            kind: "direct",
-            charge: &charge,
             run_id,
-            run_started_at: None,
             phase,
-            phases: &[],
             operation_id,
-            source: None,
+            ..Entry::new("direct", &charge)
         };
         let key = operation_id.map(|id| OpKey::Id(id.into()));
         let (mut state, now) = self.lock_settled(None, key.as_slice());

@@ -107,7 +107,6 @@ impl Refusal {
 /// A recorded spend: its dollars, the day it was charged to (a settled
 /// run's start day, maybe before today), the alert thresholds (percent of
 /// the limit) it newly reached on that day, and today's budget after it.
-/// Plain data; safe to send and share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,

@@ -105,14 +105,10 @@ impl Budget {
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {
-            kind: "run",
-            charge: &charge,
             run_id: Some(&s.run_id),
             run_started_at: s.started_at,
-            phase: None,
             phases: &s.phases,
-            operation_id: None,
-            source: None,
+            ..Entry::new("run", &charge)
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);

@@ -1,5 +1,5 @@
 //! The settings of `serve`, one row each: its flag, its environment
-//! variable, its default, how its value is read, and its help. The parser,
+//! variable, how its value is read, and its help with its default. The parser,
 //! the unknown-flag check and `serve --help` all read [`SETTINGS`], so a
 //! setting is defined once.
 
@@ -28,7 +28,7 @@ pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything the server runs with: what `serve` parsed (each field's row
 /// in [`SETTINGS`] says which flag sets it), and what the start reads from
-/// the files it names. Plain data.
+/// the files it names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
@@ -63,7 +63,7 @@ pub struct Config {
 impl Config {
     /// What `serve --data-dir DIR` runs with: the owning modules' defaults
     /// ([`Limits::default`], ...), which each row of [`SETTINGS`] shows (a
-    /// test reads each row's default to check it), and the ledger in `dir`.
+    /// test checks each against the help), and the ledger in `dir`.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -101,11 +101,6 @@ pub(super) struct Setting {
     pub(super) flag: (&'static str, &'static str),
     /// The variable that sets it when the flag is not given, or `""`.
     pub(super) env: &'static str,
-    /// The default, as `set` reads it; `""` for a setting unset by default,
-    /// or one that follows another (the ledger follows the data dir). The
-    /// tests hold the help and `Config::for_data_dir` to it.
-    #[cfg_attr(not(test), allow(dead_code))]
-    default: &'static str,
     /// What it sets, with its default in parentheses.
     pub(super) help: &'static str,
     /// What a value must be, for the message that refuses another.
@@ -155,7 +150,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("addr", "HOST:PORT"),
         env: "CONDUCTOR_ADDR",
-        default: DEFAULT_ADDR,
         help: "listen address (127.0.0.1:14355)",
         must: "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355",
         set: |c, v| v.read(host_port).map(|a| c.addr = a),
@@ -163,7 +157,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("data-dir", "DIR"),
         env: "CONDUCTOR_DATA_DIR",
-        default: DEFAULT_DATA_DIR,
         help: "journals and ledgers (./data)",
         must: "",
         set: data_dir,
@@ -171,7 +164,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("max-body", "BYTES"),
         env: "CONDUCTOR_MAX_BODY",
-        default: "1MiB",
         help: "request body limit (1MiB)",
         must: "be a size in bytes such as 1MiB or 65536",
         set: |c, v| v.read(parse_size).map(|b| c.limits.max_body = b),
@@ -179,7 +171,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("api-key-file", "FILE"),
         env: "CONDUCTOR_API_KEY",
-        default: "",
         help: "require the key in FILE on /api/v1/* (none)",
         must: "",
         set: api_key,
@@ -187,7 +178,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("log-level", "LEVEL"),
         env: "CONDUCTOR_LOG",
-        default: "info",
         help: "error, warn, info or debug (info)",
         must: "be error, warn, info or debug",
         set: |c, v| v.read(Level::parse).map(|l| c.log_level = l),
@@ -195,7 +185,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("log-format", "FORMAT"),
         env: "",
-        default: "json",
         help: "json or text (json)",
         must: "be json or text",
         set: |c, v| v.read(log_format).map(|f| c.log_format = f),
@@ -203,7 +192,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("idle-timeout", "DUR"),
         env: "CONDUCTOR_IDLE_TIMEOUT",
-        default: "30s",
         help: "close keep-alive connections idle this long (30s)",
         must: DURATION,
         set: |c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d),
@@ -211,7 +199,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("header-timeout", "DUR"),
         env: "CONDUCTOR_HEADER_TIMEOUT",
-        default: "10s",
         help: "time allowed to send a request head (10s)",
         must: DURATION,
         set: |c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d),
@@ -219,7 +206,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("write-timeout", "DUR"),
         env: "CONDUCTOR_WRITE_TIMEOUT",
-        default: "10s",
         help: "time a client has to take each 64 KiB of an answer (10s)",
         must: DURATION,
         set: |c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d),
@@ -227,7 +213,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("max-connections", "N"),
         env: "CONDUCTOR_MAX_CONNECTIONS",
-        default: "4096",
         help: "open connection cap (4096)",
         must: "be an integer from 1 to 1000000",
         set: |c, v| v.read(connections).map(|n| c.limits.max_connections = n),
@@ -235,7 +220,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("shutdown-timeout", "DUR"),
         env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
-        default: "10s",
         help: "time to finish requests on SIGTERM (10s)",
         must: DURATION,
         set: |c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d),
@@ -243,7 +227,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("daily-budget", "DOLLARS"),
         env: "AGENT_DAILY_BUDGET",
-        default: "5.00",
         help: "daily spend limit (5.00)",
         must: "be an amount in dollars such as 5 or 0.15",
         set: |c, v| v.read(dollars).map(|d| c.budget.daily_limit = d),
@@ -251,7 +234,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("run-estimate", "DOLLARS|auto"),
         env: "AGENT_RUN_ESTIMATE",
-        default: "auto",
         help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
         must: "be auto or an amount in dollars above 0 such as 0.15",
         set: run_estimate,
@@ -259,7 +241,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("pricing", "FILE"),
         env: "",
-        default: "",
         help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
         must: "",
         set: |c, v| v.read(path).map(|p| c.pricing_file = Some(p)),
@@ -267,7 +248,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("", ""),
         env: "AGENT_BUDGET_DIR",
-        default: "",
         help: "ledger directory (DATA_DIR/budget)",
         must: "",
         set: |c, v| v.read(path).map(|p| c.budget.dir = p),
@@ -275,7 +255,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("metrics-file", "FILE"),
         env: "CONDUCTOR_METRICS_FILE",
-        default: "",
         help: "declared metric families, JSON (none)",
         must: "",
         set: |c, v| v.read(path).map(|p| c.metrics_file = Some(p)),
@@ -283,7 +262,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("declared-label-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_LABEL_BYTES",
-        default: "4MiB",
         help: "label bytes of all declared series (4MiB; 0: no bound)",
         must: NO_BOUND,
         set: |c, v| {
@@ -294,7 +272,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("declared-exposition-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
-        default: "16MiB",
         help: "most the declared families write in a scrape (16MiB; 0: no bound)",
         must: NO_BOUND,
         set: |c, v| {
@@ -305,7 +282,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("run-timeout", "DUR"),
         env: "CONDUCTOR_RUN_TIMEOUT",
-        default: "6h",
         help: "end a run silent this long as abandoned (6h; 0: never)",
         must: "be a duration such as 6h, 90m or 3600s (0 turns it off)",
         set: |c, v| v.read(run_timeout).map(|t| c.run_timeout = t),
@@ -313,7 +289,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("retain-messages", "N"),
         env: "CONDUCTOR_RETAIN_MESSAGES",
-        default: "100000",
         help: "newest bus messages kept (100000; 0: no bound)",
         must: "be a number of messages (0 keeps every one)",
         set: |c, v| v.read(count).map(|n| c.message_retention.messages = n),
@@ -321,7 +296,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("retain-message-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
-        default: "64MiB",
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 64MiB (0 for no bound)",
         set: |c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b),
@@ -329,7 +303,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("retain-runs", "N"),
         env: "CONDUCTOR_RETAIN_RUNS",
-        default: "100000",
         help: "newest finished runs kept (100000; 0: no bound)",
         must: "be a number of finished runs (0 keeps every one)",
         set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
@@ -337,7 +310,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("retain-run-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_RUN_BYTES",
-        default: "64MiB",
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 128MiB (0 for no bound)",
         set: |c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b),
@@ -345,7 +317,6 @@ pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("snapshot-bytes", "BYTES"),
         env: "CONDUCTOR_SNAPSHOT_BYTES",
-        default: "16MiB",
         help: "run journal growth between snapshots (16MiB; 0: none)",
         must: "be a size in bytes such as 16MiB (0 for no snapshots)",
         set: |c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b),
@@ -468,6 +439,36 @@ mod tests {
     use super::super::{parse, Command};
     use super::*;
 
+    /// Each row's default as `set` reads it, by flag. A row missing here is
+    /// unset by default, or follows another (the ledger follows the data dir).
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("addr", DEFAULT_ADDR),
+        ("data-dir", DEFAULT_DATA_DIR),
+        ("max-body", "1MiB"),
+        ("log-level", "info"),
+        ("log-format", "json"),
+        ("idle-timeout", "30s"),
+        ("header-timeout", "10s"),
+        ("write-timeout", "10s"),
+        ("max-connections", "4096"),
+        ("shutdown-timeout", "10s"),
+        ("daily-budget", "5.00"),
+        ("run-estimate", "auto"),
+        ("declared-label-bytes", "4MiB"),
+        ("declared-exposition-bytes", "16MiB"),
+        ("run-timeout", "6h"),
+        ("retain-messages", "100000"),
+        ("retain-message-bytes", "64MiB"),
+        ("retain-runs", "100000"),
+        ("retain-run-bytes", "64MiB"),
+        ("snapshot-bytes", "16MiB"),
+    ];
+
+    fn default_of(row: &Setting) -> &'static str {
+        let found = DEFAULTS.iter().find(|(flag, _)| *flag == row.flag.0);
+        found.map_or("", |&(_, default)| default)
+    }
+
     fn no_env(_: &str) -> Option<String> {
         None
     }
@@ -508,7 +509,7 @@ mod tests {
             assert!(line.contains(&format!("  {}", row.help)), "{line}");
             assert!(line.ends_with(row.env), "{line}");
             // A value each row takes; those without a default take a path.
-            let value = match (name, row.default) {
+            let value = match (name, default_of(row)) {
                 ("api-key-file", _) => key,
                 (_, "") => "some/file",
                 (_, default) => default,
@@ -533,11 +534,14 @@ mod tests {
     fn each_default_is_what_the_config_starts_with_and_what_the_help_says() {
         let defaults = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
         assert_eq!(serve(&[], &no_env), Ok(defaults.clone()));
-        for row in SETTINGS.iter().filter(|r| !r.default.is_empty()) {
-            assert!(row.help.contains(row.default), "{}", row.help);
+        for (flag, _) in DEFAULTS {
+            assert!(SETTINGS.iter().any(|r| r.flag.0 == *flag), "{flag}");
+        }
+        for row in SETTINGS.iter().filter(|r| !default_of(r).is_empty()) {
+            assert!(row.help.contains(default_of(row)), "{}", row.help);
             let mut config = defaults.clone();
             let given = Given {
-                text: row.default.to_string(),
+                text: default_of(row).to_string(),
                 from: "the default".to_string(),
                 must: row.must,
             };

@@ -62,10 +62,9 @@ fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
     })
 }
 
-/// The declarations in force and their families. Safe to share across
-/// threads; [`Families::apply`] and [`Families::restore`] must not run
-/// concurrently with each other (the store serialises them), since they
-/// read a value and then write it.
+/// The declarations in force and their families. [`Families::apply`] and
+/// [`Families::restore`] must not run concurrently with each other (the
+/// store serialises them), since they read a value and then write it.
 pub(super) struct Families {
     pub(super) declared: Vec<Declaration>,
     pub(super) handles: Vec<Handle>,

@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-pub use spec::{Declaration, Type};
-pub use update::{Op, Update, MAX_BATCH};
+pub use spec::Declaration;
+pub use update::Update;
 
 use crate::commit_queue::{AfterApply, CommitQueue};
 use crate::error::Error;
@@ -61,7 +61,7 @@ pub const DEFAULT_LABEL_BYTES: u64 = 4 << 20;
 pub const DEFAULT_EXPOSITION_BYTES: u64 = 16 << 20;
 
 /// The ceiling in bytes on what the declared families hold together, as
-/// [`ByteCeiling`] counts it; 0 is no limit of that kind. Plain data.
+/// [`ByteCeiling`] counts it; 0 is no limit of that kind.
 ///
 /// The defaults keep the whole of `/metrics` under 64 MiB at its worst:
 /// every built-in family at its series cap with the longest label values
@@ -95,7 +95,7 @@ struct Order {
     due: segments::SnapshotDue,
 }
 
-/// The declared families and their journal. Safe to share across threads.
+/// The declared families and their journal.
 pub struct Declared {
     families: Arc<Families>,
     queue: Option<CommitQueue>,

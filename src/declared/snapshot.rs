@@ -44,8 +44,7 @@ enum SeriesValue {
 }
 
 /// The declared metrics at one record of the journal: taken quickly, as
-/// numbers, and written later by [`Taken::write`]. Safe to send across
-/// threads.
+/// numbers, and written later by [`Taken::write`].
 pub struct Taken {
     /// The journal records it covers: those numbered below this.
     records: u64,

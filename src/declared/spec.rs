@@ -42,14 +42,11 @@ impl Type {
     }
 }
 
-/// One declared family. Plain data; safe to share across threads.
+/// One declared family.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Declaration {
-    /// The metric name.
     pub name: String,
-    /// Its type.
     pub kind: Type,
-    /// The HELP text.
     pub help: String,
     /// Its label names, in the order their values are stored.
     pub labels: Vec<String>,

@@ -57,14 +57,13 @@ impl Op {
     }
 }
 
-/// One checked update. Plain data; safe to send across threads.
+/// One checked update.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Update {
     /// The family's index among the declarations.
     pub family: usize,
     /// Label values, in the family's label order.
     pub labels: Vec<String>,
-    /// What to do.
     pub op: Op,
 }
 
@@ -175,7 +174,7 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
 
 /// How a start reads label values given by position, as a store written
 /// before label names were recorded has them (and bucket counts without
-/// their bounds). Plain data.
+/// their bounds).
 #[derive(Debug, Default)]
 pub struct Positional {
     /// Whether they are taken by position: only on the first start on such

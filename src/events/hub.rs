@@ -509,7 +509,7 @@ impl Hub {
     /// before this start, by type, as the stores derive them (see
     /// [`crate::app::App`]): the counter then never goes back across a
     /// restart. Call it once, before anything is published.
-    pub fn restore_published(&self, counts: &[(String, u64)]) {
+    pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.metrics.published.inc_by(&[kind], *n);
         }

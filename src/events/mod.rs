@@ -4,7 +4,7 @@
 //!
 //! - **Numbering.** Each event gets a `seq` that increases and is never
 //!   reused within a data dir. The high-water mark lives in `events.seq`,
-//!   written a block of [`SEQ_RESERVE`] numbers ahead and synced, so a
+//!   written a block of `SEQ_RESERVE` numbers ahead and synced, so a
 //!   restart continues after the reserved block with one sync per block
 //!   rather than one per event.
 //! - **Order.** A seq is given and the event handed to every subscriber under
@@ -34,8 +34,7 @@ use std::path::PathBuf;
 
 pub(crate) use hub::{Closer, Published, Subscription, RETAINED};
 pub use hub::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
-pub use publish::{PreparedEvents, MAX_INLINE_BODY};
-pub use seq::SEQ_RESERVE;
+pub(crate) use publish::PreparedEvents;
 
 /// Why the hub could not start or keep its sequence file. Safe to send
 /// across threads.

@@ -35,7 +35,7 @@ pub struct PreparedEvents {
 
 impl PreparedEvents {
     /// Renders `events` of `run` as [`Hub::run_events`] publishes them.
-    pub fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
+    pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
         let mut envelope = String::with_capacity(96);
@@ -86,14 +86,14 @@ impl PreparedEvents {
     }
 
     /// The ids of the run they were rendered for.
-    pub fn ids(&self) -> &RunIds {
+    pub(crate) fn ids(&self) -> &RunIds {
         &self.ids
     }
 }
 
 impl Hub {
     /// Publishes `run_started` for a run whose start is durable.
-    pub fn run_started(&self, run: &Run) -> u64 {
+    pub(crate) fn run_started(&self, run: &Run) -> u64 {
         self.publish(
             for_run("run_started", run.started_at, run)
                 .field("agent", json!(run.text(Text::Agent)))
@@ -106,7 +106,7 @@ impl Hub {
     /// Publishes `run_completed`, `run_failed` or `run_canceled` for a run
     /// whose end is durable and whose cost (`cost`, in dollars) is
     /// recorded; nothing for a run still running.
-    pub fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
+    pub(crate) fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
         let result = match run.status {
             Status::Completed => "succeeded",
@@ -147,13 +147,13 @@ impl Hub {
     /// consecutive seqs, skipping token counts, which only move metrics.
     /// Each event carries the envelope and then its own fields as
     /// `Timed::to_json` has them, `type` and `timestamp` aside.
-    pub fn run_events(&self, run: &RunIds, events: &[Timed]) {
+    pub(crate) fn run_events(&self, run: &RunIds, events: &[Timed]) {
         self.publish_prepared(PreparedEvents::new(run, events));
     }
 
     /// Publishes events rendered ahead by [`PreparedEvents::new`], as
     /// [`Hub::run_events`] would have.
-    pub fn publish_prepared(&self, prepared: PreparedEvents) {
+    pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
             self.publish_all(prepared.batch, |_| {});
         }
@@ -162,7 +162,7 @@ impl Hub {
     /// Publishes `message_appended` for a message now visible on the bus;
     /// `run` is the run it names, when that run is known. The body is
     /// included up to [`MAX_INLINE_BODY`] bytes; `body_bytes` is its size.
-    pub fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
+    pub(crate) fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
         let mut event = NewEvent::new("message_appended", message.timestamp);
         event = match (run, &message.run_id) {
             (Some(run), _) => event.run(
@@ -195,7 +195,7 @@ impl Hub {
     /// Publishes `budget_alert`: the daily spend reached `threshold` percent
     /// of the limit; `status` is the budget status at that moment, as
     /// `GET /api/v1/budget` shows it.
-    pub fn publish_budget_alert(&self, threshold: u8, status: &Value) -> u64 {
+    pub(crate) fn publish_budget_alert(&self, threshold: u8, status: &Value) -> u64 {
         self.publish(
             NewEvent::new("budget_alert", time::now_unix())
                 .field("threshold", json!(threshold))
@@ -350,7 +350,7 @@ mod tests {
                     .field("message_type", json!(m.kind))
                     .field("body_bytes", json!(size));
                 if size <= MAX_INLINE_BODY {
-                    event = event.field("body", m.body_value());
+                    event = event.field("body", serde_json::from_str(&m.body).unwrap());
                 }
                 hub.publish(event);
                 let expected = drain(&mut sub).pop().unwrap();

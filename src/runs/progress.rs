@@ -32,7 +32,7 @@ pub enum Step {
 
 /// The longest `metrics` text a `run_completed` may carry, in bytes: like
 /// every text a run keeps, it is bounded, and by the most of a client's
-/// JSON an event carries inline ([`crate::events::MAX_INLINE_BODY`]).
+/// JSON an event carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
 pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event. Plain data; safe to send across threads.

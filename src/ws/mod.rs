@@ -16,8 +16,7 @@
 //!   inflating client data would let a small frame become a large allocation.
 //! - **Subprotocols.** Each route speaks a single message format, so the server
 //!   never negotiates or echoes `Sec-WebSocket-Protocol`.
-//! - **The client role.** `frame::encode_client_frame` and
-//!   `frame::decode_server_frame` exist only so that tests can act as a client.
+//! - **The client role.** Tests act as a client with `tests/common/ws_client.rs`.
 
 mod base64;
 pub mod frame;

@@ -6,6 +6,8 @@
 //! instead of hanging the suite.
 #![allow(dead_code)]
 
+pub mod ws_client;
+
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
