@@ -31,7 +31,7 @@ impl Exemplar {
     ///
     /// Labels are kept in the order given while they fit: one whose name is
     /// not a valid label name, or repeats an earlier one, or that would take
-    /// the names and values past [`EXEMPLAR_MAX_LABEL_CHARS`] characters, is
+    /// the names and values past 128 characters (OpenMetrics' limit), is
     /// left out whole. A value is never cut, since a cut id names nothing.
     /// Returns `None` when no label is left, or when `value` or
     /// `timestamp` is not finite.
