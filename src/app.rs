@@ -307,20 +307,16 @@ impl App {
                 "day": recorded.day,
                 "status": status,
             });
-            let log = self.log;
-            self.bus.append(
-                "BUDGET_ALERT".to_string(),
-                body,
-                run_id.map(str::to_string),
-                move |r| {
-                    if let Err(e) = r {
-                        log.error(
-                            "budget alert not posted",
-                            &[("error", json!(e.to_string()))],
-                        );
-                    }
-                },
-            );
+            // Waits for the bus's write: a threshold is crossed once a day.
+            let posted =
+                self.bus
+                    .append("BUDGET_ALERT".to_string(), body, run_id.map(str::to_string));
+            if let Err(e) = posted {
+                self.log.error(
+                    "budget alert not posted",
+                    &[("error", json!(e.to_string()))],
+                );
+            }
         }
     }
 

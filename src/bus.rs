@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::commit_queue::{AfterApply, CommitQueue};
+use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::metrics::Counter;
 use crate::segments::{self, Segments};
@@ -206,31 +206,30 @@ impl Bus {
         state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a message; `done` gets it once durable, when it also becomes
-    /// visible to readers.
+    /// Appends a message, and returns it once durable, when it also
+    /// becomes visible to readers.
     pub fn append(
         &self,
         kind: String,
         body: Value,
         run_id: Option<String>,
-        done: impl FnOnce(Result<Message, Error>) + Send + 'static,
-    ) {
+    ) -> Result<Message, Error> {
         if kind.is_empty() || kind.len() > 128 {
-            return done(Err(Error::invalid("type", "must be 1-128 bytes")));
+            return Err(Error::invalid("type", "must be 1-128 bytes"));
         }
         if too_deep(&body, MAX_BODY_DEPTH) {
-            return done(Err(Error::invalid(
+            return Err(Error::invalid(
                 "body",
                 format!("must not nest arrays and objects more than {MAX_BODY_DEPTH} deep"),
-            )));
+            ));
         }
         // Printed once: for the size check and then inside the record.
         let body_text = body.to_string();
         let size = body_text.len();
         if size > MAX_BODY_BYTES {
-            return done(Err(Error::TooLarge(format!(
+            return Err(Error::TooLarge(format!(
                 "body is {size} bytes; the limit is {MAX_BODY_BYTES}"
-            ))));
+            )));
         }
         let mut state = Self::lock(&self.state);
         state.last_seq += 1;
@@ -249,18 +248,20 @@ impl Bus {
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order, and
         // messages become visible in it, each once durable.
-        self.queue.submit_in_order(record, move |o| -> AfterApply {
-            let Err(e) = o else {
-                let mut state = Self::lock(&shared);
-                if let Some(f) = &state.on_visible {
-                    f(&message);
-                }
-                state.push(message.clone(), size);
-                appends.inc();
-                return Box::new(move || done(Ok(message)));
-            };
-            Box::new(move || done(Err(Error::Storage(e.to_string()))))
+        let pending = self.queue.submit_waiting(record, move |o| {
+            o.map_err(|e| Error::Storage(e.to_string()))?;
+            let mut state = Self::lock(&shared);
+            if let Some(f) = &state.on_visible {
+                f(&message);
+            }
+            state.push(message.clone(), size);
+            appends.inc();
+            Ok(message)
         });
+        drop(state);
+        pending
+            .wait()
+            .unwrap_or_else(|| Err(Error::Storage("the bus's committer failed".into())))
     }
 
     /// Where a read after `after` starts: the sequence number it reads

@@ -69,7 +69,18 @@ const MAX_BATCH: usize = 4096;
 /// acknowledged appends from about 15,000 to 18,500 a second.
 const INLINE_CALLBACKS: usize = 16;
 
-/// A queue of records waiting to become durable. Safe to share across threads.
+/// What a [`CommitQueue::submit_waiting`] caller waits for.
+pub struct Pending<T>(mpsc::Receiver<T>);
+
+impl<T> Pending<T> {
+    /// The apply stage's result, once the record is durable (or failed);
+    /// `None` only when that stage panicked.
+    pub fn wait(self) -> Option<T> {
+        self.0.recv().ok()
+    }
+}
+
+/// A queue of records waiting to become durable.
 pub struct CommitQueue {
     tx: Mutex<Sender<Submission>>,
     /// The file written when the queue started, for the error of a record
@@ -103,6 +114,23 @@ impl CommitQueue {
         apply: impl FnOnce(Written) -> AfterApply + Send + 'static,
     ) {
         self.send(vec![record], Box::new(apply));
+    }
+
+    /// Queues `record` as [`CommitQueue::submit_in_order`] does; `apply`'s
+    /// result is handed to the caller, who waits for it on its own thread
+    /// ([`Pending::wait`]), so that the committer's thread only applies and
+    /// wakes, and the answer is made and logged on the caller's.
+    pub fn submit_waiting<T: Send + 'static>(
+        &self,
+        record: Vec<u8>,
+        apply: impl FnOnce(Written) -> T + Send + 'static,
+    ) -> Pending<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit_in_order(record, move |outcome| -> AfterApply {
+            let _ = tx.send(apply(outcome));
+            Box::new(|| ())
+        });
+        Pending(rx)
     }
 
     /// Appends `records` durably and together, or none of them, and returns

@@ -36,7 +36,7 @@ use serde_json::Value;
 pub use spec::Declaration;
 pub use update::Update;
 
-use crate::commit_queue::{AfterApply, CommitQueue};
+use crate::commit_queue::CommitQueue;
 use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
@@ -191,35 +191,32 @@ impl Declared {
     }
 
     /// Journals `updates` as one record and, once it is durable, applies
-    /// them in journal order and calls `done` with their count. A failed
-    /// write applies nothing and gets [`Error::Storage`].
-    pub fn update(
-        &self,
-        updates: Vec<Update>,
-        done: impl FnOnce(Result<usize, Error>) + Send + 'static,
-    ) {
+    /// them in journal order and returns their count. A failed write
+    /// applies nothing and gets [`Error::Storage`].
+    pub fn update(&self, updates: Vec<Update>) -> Result<usize, Error> {
         let Some(queue) = &self.queue else {
-            return done(Err(Error::invalid(
+            return Err(Error::invalid(
                 "updates[0].name",
                 "no metrics are declared (see --metrics-file)",
-            )));
+            ));
         };
         let record = update::record(&updates, &self.families.declared);
         let bytes = record.len() as u64 + 1;
         let (families, order) = (self.families.clone(), self.order.clone());
         let snapshots = self.snapshots.clone();
-        queue.submit_in_order(record, move |outcome| -> AfterApply {
-            let Err(e) = outcome else {
-                let mut o = lock(&order);
-                families.apply(&updates);
-                o.durable += 1;
-                snapshots.take_if_due(&mut o, bytes, &families, &order);
-                let n = updates.len();
-                // Answered after the lock: an answer may write to a socket.
-                return Box::new(move || done(Ok(n)));
-            };
-            Box::new(move || done(Err(Error::Storage(e.to_string()))))
+        let pending = queue.submit_waiting(record, move |outcome| {
+            outcome.map_err(|e| Error::Storage(e.to_string()))?;
+            let mut o = lock(&order);
+            families.apply(&updates);
+            o.durable += 1;
+            snapshots.take_if_due(&mut o, bytes, &families, &order);
+            Ok(updates.len())
         });
+        pending.wait().unwrap_or_else(|| {
+            Err(Error::Storage(
+                "the declared metrics' committer failed".into(),
+            ))
+        })
     }
 }
 
@@ -364,7 +361,6 @@ mod tests {
     use crate::metrics::Format;
     use crate::testing::{quiet, TempDir};
     use serde_json::json;
-    use std::sync::mpsc;
 
     const FILE: &str = r#"[
         {"name": "llm_cost_dollars_total", "type": "counter", "help": "Dollars.", "labels": ["model"]},
@@ -383,10 +379,7 @@ mod tests {
     }
 
     fn post(d: &Declared, body: Value) -> Result<usize, Error> {
-        let updates = d.parse(&body)?;
-        let (tx, rx) = mpsc::channel();
-        d.update(updates, move |r| tx.send(r).unwrap());
-        rx.recv().unwrap()
+        d.update(d.parse(&body)?)
     }
 
     #[test]
@@ -593,9 +586,7 @@ mod tests {
         let first = d.parse(&batch).unwrap();
         let second = d.parse(&batch).unwrap();
         for updates in [first, second] {
-            let (tx, rx) = mpsc::channel();
-            d.update(updates, move |r| tx.send(r).unwrap());
-            assert_eq!(rx.recv().unwrap(), Ok(3));
+            assert_eq!(d.update(updates), Ok(3));
         }
         let text = scrape(&registry);
         let max = "1.7976931348623157e+308";

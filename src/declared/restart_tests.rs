@@ -2,7 +2,6 @@
 //! way a file can change, through the journal and through a snapshot.
 
 use std::path::Path;
-use std::sync::mpsc;
 
 use serde_json::{json, Value};
 
@@ -24,10 +23,7 @@ fn open(dir: &Path, file: &str) -> (Declared, Registry) {
 }
 
 fn post(d: &Declared, body: Value) -> Result<usize, Error> {
-    let updates = d.parse(&body)?;
-    let (tx, rx) = mpsc::channel();
-    d.update(updates, move |r| tx.send(r).unwrap());
-    rx.recv().unwrap()
+    d.update(d.parse(&body)?)
 }
 
 /// The scrape's lines of families other than the registry's own.

@@ -508,20 +508,14 @@ fn update_metrics(mut ex: Exchange) {
         ex.app().declared.parse(&value)
     });
     let updates = or_answer!(ex, updates);
-    let app = ex.app().clone();
-    app.declared.update(updates, move |result| {
-        let n = or_answer!(ex, result);
-        ex.send(Response::json(200, &json!({ "accepted": n })))
-    });
+    let n = or_answer!(ex, ex.app().declared.update(updates));
+    ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
 fn append_message(mut ex: Exchange) {
     let (kind, content, run_id) = or_answer!(ex, new_message(&mut ex));
-    let app = ex.app().clone();
-    app.bus.append(kind, content, run_id, move |result| {
-        let m = or_answer!(ex, result);
-        ex.send(appended(&m.msg_id, m.timestamp))
-    });
+    let m = or_answer!(ex, ex.app().bus.append(kind, content, run_id));
+    ex.send(appended(&m.msg_id, m.timestamp))
 }
 
 /// `201 {"msg_id", "timestamp"}`, written directly: it answers every append.
