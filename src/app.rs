@@ -47,6 +47,9 @@ pub struct App {
     abandoning: Abandoning,
 }
 
+/// Threads that end stale runs at once, so that their ends share syncs.
+const STALE_ENDERS: usize = 8;
+
 /// How many times the run timeout tries to end one run before it gives up.
 const ABANDON_TRIES: u32 = 5;
 
@@ -467,18 +470,29 @@ impl App {
     /// [`ABANDON_TRIES`] times in all; then the timeout gives up on it with
     /// an `error` line and counts it.
     fn end_stale_runs(&self, timeout: Duration) {
-        let now = crate::time::now_unix();
-        for id in self.runs.stale(now, timeout.as_secs_f64()) {
-            if self.abandon_tries(&id) >= ABANDON_TRIES {
-                continue;
+        let stale = self
+            .runs
+            .stale(crate::time::now_unix(), timeout.as_secs_f64());
+        // Each end waits for its sync: ended from a few threads at once, a
+        // start with many abandoned runs shares the syncs among them.
+        let per_thread = stale.len().div_ceil(STALE_ENDERS).max(1);
+        std::thread::scope(|scope| {
+            for ids in stale.chunks(per_thread) {
+                scope.spawn(move || ids.iter().for_each(|id| self.end_stale_run(id)));
             }
-            let failed = match self.runs.finish(&id, crate::runs::Finish::Abandon, None) {
-                // Finished meanwhile by its orchestrator: nothing to do.
-                Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
-                Err(e) => Some(e),
-            };
-            self.abandon_result(&id, failed);
+        });
+    }
+
+    fn end_stale_run(&self, id: &str) {
+        if self.abandon_tries(id) >= ABANDON_TRIES {
+            return;
         }
+        let failed = match self.runs.finish(id, crate::runs::Finish::Abandon, None) {
+            // Finished meanwhile by its orchestrator: nothing to do.
+            Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
+            Err(e) => Some(e),
+        };
+        self.abandon_result(id, failed);
     }
 
     fn abandon_tries(&self, id: &str) -> u32 {
