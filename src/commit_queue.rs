@@ -64,10 +64,12 @@ type Submission = (Vec<Vec<u8>>, Apply);
 /// The largest batch written with one sync, in records; bounds the write size.
 const MAX_BATCH: usize = 4096;
 
-/// The largest batch whose callbacks the committer runs itself. With 64
-/// writers, batches were 3 or 4 records and answering them inline raised
-/// acknowledged appends from about 15,000 to 18,500 a second.
-const INLINE_CALLBACKS: usize = 16;
+/// The largest batch whose callbacks the committer runs itself; a larger
+/// one goes to the ack thread, so that the next write need not wait for it.
+/// Waking up to 64 waiting writers inline rather than through the ack
+/// thread took message appends with 64 writers from 0.75 to 0.85 of the
+/// pre-issue-23 binary's (`scripts/ab-throughput.sh`, medians of three).
+const INLINE_CALLBACKS: usize = 64;
 
 /// What a [`CommitQueue::submit_waiting`] caller waits for.
 pub struct Pending<T>(mpsc::Receiver<T>);
