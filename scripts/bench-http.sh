@@ -19,8 +19,8 @@
 #   render_declared_10k_us <n> us  p50 server-side render of /metrics (timed on HEAD), 10,000 declared series valued in dollars
 #   render_declared_10k_counts_us <n> us  the same with whole-number values (token counts)
 #   src_http_lines, unsafe_blocks, import_circles: scripts/code_figures.py (<= 6500, <= 6, 0)
-#   src_lines_non_test, longest_fn_lines: scripts/code_figures.py, bounded where they stand
-#                                (issue 23's targets, 19,000 and 80, are open work)
+#   src_lines_non_test, longest_fn_lines: scripts/code_figures.py (<= 25,950, a ratchet: issue
+#                                23's target of 19,000 is open work; <= 80, its target)
 #
 # The three declared-metrics figures run on servers started with docs/examples/orchestrator-metrics.json.
 # Targets, reported rather than asserted: metric_updates >= 200,000/s, render_declared_10k_us < 1000.
@@ -322,7 +322,8 @@ check idle_rss_anon "$idle_rss_anon" '<=' 1
 check src_http_lines "$(code_value src_http_lines)" '<=' 6500
 check unsafe_blocks "$(code_value unsafe_blocks)" '<=' 6
 check import_circles "$(code_value import_circles)" '==' 0
-# Ratchets: where the code stands after issue 23's first steps, so that it cannot grow back.
-check src_lines_non_test "$(code_value src_lines_non_test)" '<=' 28700
-check longest_fn_lines "$(code_value longest_fn_lines)" '<=' 205
+# Issue 23's target for the longest function, met; and a ratchet on the non-test lines where
+# its second steps left them (its target, 19,000, is open work), so that they cannot grow back.
+check src_lines_non_test "$(code_value src_lines_non_test)" '<=' 25950
+check longest_fn_lines "$(code_value longest_fn_lines)" '<=' 80
 end_checks
