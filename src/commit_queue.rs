@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use crate::journal::{self, Journal};
@@ -71,14 +71,66 @@ const MAX_BATCH: usize = 4096;
 /// pre-issue-23 binary's (`scripts/ab-throughput.sh`, medians of three).
 const INLINE_CALLBACKS: usize = 64;
 
-/// What a [`CommitQueue::submit_waiting`] caller waits for.
-pub struct Pending<T>(mpsc::Receiver<T>);
+/// Makes a one-value hand-off from the committer's threads to a caller
+/// waiting on its own thread. A plain mutex and condvar: a channel per
+/// write allocates cache-aligned blocks, which left the heap about 40 bytes
+/// larger for every run started (`bytes_per_run` in bench-lifecycle).
+pub fn pending<T>() -> (Promise<T>, Pending<T>) {
+    let shot = Arc::new(Shot {
+        value: Mutex::new(None),
+        ready: Condvar::new(),
+    });
+    (Promise(Some(shot.clone())), Pending(shot))
+}
+
+struct Shot<T> {
+    /// `Some(None)` once the promise was dropped unkept.
+    value: Mutex<Option<Option<T>>>,
+    ready: Condvar,
+}
+
+impl<T> Shot<T> {
+    fn set(&self, value: Option<T>) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        self.ready.notify_one();
+    }
+}
+
+/// The committer's half of [`pending`].
+pub struct Promise<T>(Option<Arc<Shot<T>>>);
+
+impl<T> Promise<T> {
+    /// Hands `value` to the waiting caller.
+    pub fn keep(mut self, value: T) {
+        if let Some(shot) = self.0.take() {
+            shot.set(Some(value));
+        }
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    /// Wakes the caller empty-handed: the stage that held it panicked.
+    fn drop(&mut self) {
+        if let Some(shot) = self.0.take() {
+            shot.set(None);
+        }
+    }
+}
+
+/// What a caller waits for: the value of its [`Promise`].
+pub struct Pending<T>(Arc<Shot<T>>);
 
 impl<T> Pending<T> {
-    /// The apply stage's result, once the record is durable (or failed);
-    /// `None` only when that stage panicked.
+    /// The promised value, once it is kept; `None` only when the stage
+    /// that held the promise panicked.
     pub fn wait(self) -> Option<T> {
-        self.0.recv().ok()
+        let mut value = self.0.value.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(v) = value.take() {
+                return v;
+            }
+            value = self.0.ready.wait(value).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -127,28 +179,28 @@ impl CommitQueue {
         record: Vec<u8>,
         apply: impl FnOnce(Written) -> T + Send + 'static,
     ) -> Pending<T> {
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (promise, pending) = pending();
         self.submit_in_order(record, move |outcome| -> AfterApply {
-            let _ = tx.send(apply(outcome));
+            promise.keep(apply(outcome));
             Box::new(|| ())
         });
-        Pending(rx)
+        pending
     }
 
     /// Appends `records` durably and together, or none of them, and returns
     /// once they are: on the caller's thread, after the first stages of
     /// every record queued before them.
     pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (promise, pending) = pending();
         let records = records.iter().map(|r| r.to_vec()).collect();
         self.send(
             records,
             Box::new(move |outcome| -> AfterApply {
-                let _ = tx.send(outcome);
+                promise.keep(outcome);
                 Box::new(|| ())
             }),
         );
-        let outcome = rx.recv().unwrap_or_else(|_| Err(self.closed()));
+        let outcome = pending.wait().unwrap_or_else(|| Err(self.closed()));
         outcome.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| e.duplicate()))
     }
 

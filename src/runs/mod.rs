@@ -20,13 +20,13 @@ pub use texts::{Text, Texts};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::budget::{dollars, Budget, LedgerLines, Recorded, Settlement, SpendInput, MAX_AMOUNT};
-use crate::commit_queue::CommitQueue;
+use crate::commit_queue::{self, CommitQueue};
 use crate::error::Error;
 use crate::log::Logger;
 use crate::segments::{self, Segments};
@@ -725,7 +725,7 @@ impl Runs {
         record: Vec<u8>,
     ) -> Result<Vec<Applied>, Error> {
         plan.mark(&mut state, true);
-        let (tx, rx) = mpsc::sync_channel(1);
+        let (promise, pending) = commit_queue::pending();
         let bytes = record.len() as u64 + 1;
         let shared = self.shared.clone();
         self.queue.submit_in_order(record, move |o| {
@@ -736,7 +736,7 @@ impl Runs {
                 for id in plan.started() {
                     shared.budget.release(id);
                 }
-                return Box::new(move || drop(tx.send(Err(storage(e)))));
+                return Box::new(move || promise.keep(Err(storage(e))));
             }
             let (mut applied, charged) = shared.apply_plan(&mut state, plan);
             drop(state);
@@ -746,13 +746,14 @@ impl Runs {
                 if let Some(hook) = shared.after_commit.get() {
                     applied.iter_mut().for_each(hook);
                 }
-                drop(tx.send(Ok(applied)))
+                promise.keep(Ok(applied))
             })
         });
         drop(state);
         // Dropped unanswered only when a stage panicked.
-        rx.recv()
-            .unwrap_or_else(|_| Err(storage("the run journal's committer failed")))
+        pending
+            .wait()
+            .unwrap_or_else(|| Err(storage("the run journal's committer failed")))
     }
 
     /// Sets what runs after each durable step ([`AfterCommit`]); once, at
