@@ -248,7 +248,7 @@ impl Bus {
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order, and
         // messages become visible in it, each once durable.
-        let pending = self.queue.submit_waiting(record, move |o| {
+        let waiting = self.queue.submit_waiting(record, move |o| {
             o.map_err(|e| Error::Storage(e.to_string()))?;
             let mut state = Self::lock(&shared);
             if let Some(f) = &state.on_visible {
@@ -259,7 +259,7 @@ impl Bus {
             Ok(message)
         });
         drop(state);
-        pending
+        waiting
             .wait()
             .unwrap_or_else(|| Err(Error::Storage("the bus's committer failed".into())))
     }

@@ -75,12 +75,12 @@ const INLINE_CALLBACKS: usize = 64;
 /// waiting on its own thread. A plain mutex and condvar: a channel per
 /// write allocates cache-aligned blocks, which left the heap about 40 bytes
 /// larger for every run started (`bytes_per_run` in bench-lifecycle).
-pub fn pending<T>() -> (Promise<T>, Pending<T>) {
+pub fn promise<T>() -> (Promise<T>, Waiting<T>) {
     let shot = Arc::new(Shot {
         value: Mutex::new(None),
         ready: Condvar::new(),
     });
-    (Promise(Some(shot.clone())), Pending(shot))
+    (Promise(Some(shot.clone())), Waiting(shot))
 }
 
 struct Shot<T> {
@@ -96,7 +96,7 @@ impl<T> Shot<T> {
     }
 }
 
-/// The committer's half of [`pending`].
+/// The committer's half of [`promise`].
 pub struct Promise<T>(Option<Arc<Shot<T>>>);
 
 impl<T> Promise<T> {
@@ -118,9 +118,9 @@ impl<T> Drop for Promise<T> {
 }
 
 /// What a caller waits for: the value of its [`Promise`].
-pub struct Pending<T>(Arc<Shot<T>>);
+pub struct Waiting<T>(Arc<Shot<T>>);
 
-impl<T> Pending<T> {
+impl<T> Waiting<T> {
     /// The promised value, once it is kept; `None` only when the stage
     /// that held the promise panicked.
     pub fn wait(self) -> Option<T> {
@@ -172,26 +172,26 @@ impl CommitQueue {
 
     /// Queues `record` as [`CommitQueue::submit_in_order`] does; `apply`'s
     /// result is handed to the caller, who waits for it on its own thread
-    /// ([`Pending::wait`]), so that the committer's thread only applies and
+    /// ([`Waiting::wait`]), so that the committer's thread only applies and
     /// wakes, and the answer is made and logged on the caller's.
     pub fn submit_waiting<T: Send + 'static>(
         &self,
         record: Vec<u8>,
         apply: impl FnOnce(Written) -> T + Send + 'static,
-    ) -> Pending<T> {
-        let (promise, pending) = pending();
+    ) -> Waiting<T> {
+        let (promise, waiting) = promise();
         self.submit_in_order(record, move |outcome| -> AfterApply {
             promise.keep(apply(outcome));
             Box::new(|| ())
         });
-        pending
+        waiting
     }
 
     /// Appends `records` durably and together, or none of them, and returns
     /// once they are: on the caller's thread, after the first stages of
     /// every record queued before them.
     pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
-        let (promise, pending) = pending();
+        let (promise, waiting) = promise();
         let records = records.iter().map(|r| r.to_vec()).collect();
         self.send(
             records,
@@ -200,7 +200,7 @@ impl CommitQueue {
                 Box::new(|| ())
             }),
         );
-        let outcome = pending.wait().unwrap_or_else(|| Err(self.closed()));
+        let outcome = waiting.wait().unwrap_or_else(|| Err(self.closed()));
         outcome.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| e.duplicate()))
     }
 

@@ -204,7 +204,7 @@ impl Declared {
         let bytes = record.len() as u64 + 1;
         let (families, order) = (self.families.clone(), self.order.clone());
         let snapshots = self.snapshots.clone();
-        let pending = queue.submit_waiting(record, move |outcome| {
+        let waiting = queue.submit_waiting(record, move |outcome| {
             outcome.map_err(|e| Error::Storage(e.to_string()))?;
             let mut o = lock(&order);
             families.apply(&updates);
@@ -212,7 +212,7 @@ impl Declared {
             snapshots.take_if_due(&mut o, bytes, &families, &order);
             Ok(updates.len())
         });
-        pending.wait().unwrap_or_else(|| {
+        waiting.wait().unwrap_or_else(|| {
             Err(Error::Storage(
                 "the declared metrics' committer failed".into(),
             ))

@@ -725,7 +725,7 @@ impl Runs {
         record: Vec<u8>,
     ) -> Result<Vec<Applied>, Error> {
         plan.mark(&mut state, true);
-        let (promise, pending) = commit_queue::pending();
+        let (promise, waiting) = commit_queue::promise();
         let bytes = record.len() as u64 + 1;
         let shared = self.shared.clone();
         self.queue.submit_in_order(record, move |o| {
@@ -751,7 +751,7 @@ impl Runs {
         });
         drop(state);
         // Dropped unanswered only when a stage panicked.
-        pending
+        waiting
             .wait()
             .unwrap_or_else(|| Err(storage("the run journal's committer failed")))
     }
