@@ -314,6 +314,18 @@ mod tests {
     use crate::testing::TempDir;
     use std::sync::mpsc::channel;
 
+    #[test]
+    fn a_promise_hands_its_value_over_threads_and_one_dropped_unkept_wakes_empty() {
+        let (kept, waiting) = promise();
+        let keeper = thread::spawn(move || kept.keep(7u32));
+        assert_eq!(waiting.wait(), Some(7));
+        keeper.join().unwrap();
+        let (unkept, waiting) = promise::<u32>();
+        let dropper = thread::spawn(move || drop(unkept));
+        assert_eq!(waiting.wait(), None);
+        dropper.join().unwrap();
+    }
+
     /// A journal that counts its batches' sizes.
     struct Counted(Journal, Arc<Mutex<Vec<usize>>>);
 
