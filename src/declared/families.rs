@@ -10,56 +10,65 @@ use super::spec::{Declaration, Type};
 use super::update::{label_values, Op, Positional, Update};
 use crate::error::Error;
 use crate::metrics::{
-    saturating_sum, Counter, CounterFamily, GaugeFamily, HistogramFamily, Registry, OVERFLOW_VALUE,
+    saturating_sum, Counter, GaugeFamily, HistogramFamily, Labelled, Registry, OVERFLOW_VALUE,
 };
 
 /// A registered family's handle.
 pub(super) enum Handle {
-    Counter(CounterFamily),
+    Counter(crate::metrics::CounterFamily),
     Gauge(GaugeFamily),
     Histogram(HistogramFamily),
 }
 
+/// Evaluates `$body` with `$f` bound to the family of `$handle`, whatever
+/// its type: for what every [`Labelled`] does alike.
+macro_rules! with_family {
+    ($handle:expr, |$f:ident| $body:expr) => {
+        match $handle {
+            Handle::Counter($f) => $body,
+            Handle::Gauge($f) => $body,
+            Handle::Histogram($f) => $body,
+        }
+    };
+}
+pub(super) use with_family;
+
 /// Registers one family: see [`Families::register`].
 fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
     let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
-    let refused = |e: crate::metrics::Error| {
+    let (name, help) = (&d.name, &d.help);
+    let handle = match d.kind {
+        Type::Counter => registry
+            .counter_family(name, help, &labels)
+            .map(Handle::Counter),
+        Type::Gauge => registry
+            .gauge_family(name, help, &labels)
+            .map(Handle::Gauge),
+        Type::Histogram => registry
+            .histogram_family(name, help, &labels, &d.buckets)
+            .map(Handle::Histogram),
+    };
+    let handle = handle.map_err(|e| {
         let hint = match e.is_over_ceiling() {
             true => " (see --declared-label-bytes and --declared-exposition-bytes)",
             false => "",
         };
         Error::invalid(&format!("family {:?}", d.name), format!("{e}{hint}"))
-    };
-    Ok(match d.kind {
-        Type::Counter => {
-            let f = registry
-                .counter_family(&d.name, &d.help, &labels)
-                .map_err(refused)?;
-            // An unlabelled family has its one series from the start.
-            if labels.is_empty() {
-                f.inc_by(&[], 0);
-            }
-            Handle::Counter(f)
-        }
-        Type::Gauge => {
-            let f = registry
-                .gauge_family(&d.name, &d.help, &labels)
-                .map_err(refused)?;
-            if labels.is_empty() {
-                f.add(&[], 0.0);
-            }
-            Handle::Gauge(f)
-        }
-        Type::Histogram => {
-            let f = registry
-                .histogram_family(&d.name, &d.help, &labels, &d.buckets)
-                .map_err(refused)?;
-            if labels.is_empty() {
-                f.get(&[]);
-            }
-            Handle::Histogram(f)
-        }
-    })
+    })?;
+    // An unlabelled family has its one series from the start.
+    if labels.is_empty() {
+        with_family!(&handle, |f| {
+            f.get(&[]);
+        });
+    }
+    Ok(handle)
+}
+
+/// The series of `f` for `labels`, or when it does not exist yet the
+/// family's overflow series, where an update of it may land.
+fn existing<M: Clone>(f: &Labelled<M>, labels: &[&str]) -> Option<M> {
+    let other = vec![OVERFLOW_VALUE; labels.len()];
+    f.existing(labels).or_else(|| f.existing(&other))
 }
 
 /// The declarations in force and their families. [`Families::apply`] and
@@ -72,10 +81,7 @@ pub(super) struct Families {
 }
 
 impl Families {
-    /// Registers each of `declared` in `registry`, in order. A family the
-    /// registry refuses (a clash with a built-in family, or a header and
-    /// overflow series that do not fit under its ceiling) is
-    /// [`Error::Invalid`] naming it.
+    /// Registers each of `declared` in `registry`, in order.
     pub(super) fn register(
         declared: Vec<Declaration>,
         registry: &Registry,
@@ -98,10 +104,8 @@ impl Families {
 
     /// Checks that no update of a batch would make a value infinite: a
     /// counter's or a gauge's value, or a histogram's sum, added to by the
-    /// updates before it in the batch. The value an update starts from is
-    /// its series', or when the series does not exist yet its family's
-    /// overflow series', where it may land. [`Error::Invalid`] names the
-    /// update's field.
+    /// updates before it in the batch (see [`existing`]). [`Error::Invalid`]
+    /// names the update's field.
     ///
     /// Batches already accepted but not yet applied are not counted: two of
     /// them may still add up past the largest value, and
@@ -139,20 +143,10 @@ impl Families {
     /// The value `u` adds to now: see [`Families::check`].
     fn value(&self, u: &Update) -> f64 {
         let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
-        let other = vec![OVERFLOW_VALUE; labels.len()];
         match &self.handles[u.family] {
-            Handle::Counter(f) => f
-                .existing(&labels)
-                .or_else(|| f.existing(&other))
-                .map(|c| c.get()),
-            Handle::Gauge(f) => f
-                .existing(&labels)
-                .or_else(|| f.existing(&other))
-                .map(|g| g.get()),
-            Handle::Histogram(f) => f
-                .existing(&labels)
-                .or_else(|| f.existing(&other))
-                .map(|h| h.sum()),
+            Handle::Counter(f) => existing(f, &labels).map(|c| c.get()),
+            Handle::Gauge(f) => existing(f, &labels).map(|g| g.get()),
+            Handle::Histogram(f) => existing(f, &labels).map(|h| h.sum()),
         }
         .unwrap_or(0.0)
     }
@@ -193,71 +187,47 @@ impl Families {
     }
 
     /// Adds a snapshot's series line to its family, matched by name, type,
-    /// label names and, for a histogram, bucket bounds; false when no
+    /// label names and, for a histogram, bucket bounds; `None` when no
     /// family declared now takes it as it is (see [`label_values`] and
-    /// [`counts_for`]).
-    ///
-    /// The line is `{"series": [name, {label: value}, type, value]}`, where
-    /// a counter's value is its two parts, a gauge's its value and a
-    /// histogram's `[cumulative counts, sum, bounds]`; a store from before
-    /// names were recorded has label values in an array and no bounds.
-    pub(super) fn restore(&self, line: &Value, positional: &mut Positional) -> bool {
+    /// [`counts_for`]). The line's format is in `snapshot.rs`.
+    pub(super) fn restore(&self, line: &Value, positional: &mut Positional) -> Option<()> {
         let s = &line["series"];
-        let (Some(name), Some(kind)) = (s[0].as_str(), s[2].as_str()) else {
-            return false;
-        };
-        let Some(&i) = self.index.get(name) else {
-            return false;
-        };
+        let (name, kind) = (s[0].as_str()?, s[2].as_str()?);
+        let i = *self.index.get(name)?;
         let d = &self.declared[i];
         if kind != d.kind.as_str() {
-            return false;
+            return None;
         }
-        let Some(labels) = label_values(&s[1], d, positional) else {
-            return false;
-        };
+        let labels = label_values(&s[1], d, positional)?;
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         let value = &s[3];
         match &self.handles[i] {
-            Handle::Counter(f) => match (value[0].as_u64(), value[1].as_f64()) {
-                (Some(int), Some(fraction)) => {
-                    let c = f.get(&labels);
-                    c.add_parts(int, 0.0);
-                    add_saturating(&c, fraction);
-                    true
-                }
-                _ => false,
-            },
-            Handle::Gauge(f) => match value.as_f64() {
-                Some(v) => {
-                    f.set(&labels, v);
-                    true
-                }
-                None => false,
-            },
+            Handle::Counter(f) => {
+                let (int, fraction) = (value[0].as_u64()?, value[1].as_f64()?);
+                let c = f.get(&labels);
+                c.add_parts(int, 0.0);
+                add_saturating(&c, fraction);
+            }
+            Handle::Gauge(f) => f.set(&labels, value.as_f64()?),
             Handle::Histogram(f) => {
-                let counts: Option<Vec<u64>> = value[0]
-                    .as_array()
-                    .and_then(|c| c.iter().map(Value::as_u64).collect());
-                let bounds: Option<Option<Vec<f64>>> = match &value[2] {
-                    Value::Null => Some(None),
-                    b => b
-                        .as_array()
-                        .and_then(|b| b.iter().map(Value::as_f64).collect())
-                        .map(Some),
+                let counts: Vec<u64> = numbers(&value[0], Value::as_u64)?;
+                let sum = value[1].as_f64()?;
+                let bounds = match &value[2] {
+                    Value::Null => None,
+                    b => Some(numbers(b, Value::as_f64)?),
                 };
-                let (Some(counts), Some(sum), Some(bounds)) = (counts, value[1].as_f64(), bounds)
-                else {
-                    return false;
-                };
-                let Some(counts) = counts_for(&d.buckets, bounds.as_deref(), &counts, positional)
-                else {
-                    return false;
-                };
-                f.get(&labels).add_counts(&counts, sum)
+                let counts = counts_for(&d.buckets, bounds.as_deref(), &counts, positional)?;
+                return f.get(&labels).add_counts(&counts, sum).then_some(());
             }
         }
+        Some(())
     }
+}
+
+/// The members of the array `v`, each read by `read`; `None` when `v` is
+/// not an array or a member does not read.
+fn numbers<T>(v: &Value, read: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
+    v.as_array()?.iter().map(read).collect()
 }
 
 /// The cumulative counts for buckets `declared`, from `counts` taken under

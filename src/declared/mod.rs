@@ -1,22 +1,16 @@
 //! Declared metrics: families an orchestrator declares in a file at start
 //! (`--metrics-file`) and updates over HTTP, typed, durable and bounded.
 //!
-//! - **Typed.** Every update is checked against its declaration: the name,
-//!   exactly the declared labels, an operation its type allows, a finite
-//!   value, no negative counter increment, and no value it would make
-//!   infinite. A batch is all or nothing.
+//! - **Typed.** Every update is checked against its declaration, and a
+//!   batch is all or nothing (see [`update`]).
 //! - **Durable before visible.** A batch is one journal record (segments in
-//!   `DATA_DIR/metrics/`, group commit), and moves the metrics only
-//!   once it is synced, in journal order, so a gauge's value is always the
-//!   last one written. A restart replays the journal: counters and
-//!   histograms come back exact, gauges with their last value.
-//! - **Matched by name.** Each record is self-contained (family name, label
-//!   names and values, operation, value), and so is each series of a
-//!   snapshot (with a histogram's bounds), so a start with a changed
-//!   declarations file takes what still fits by label name and by bucket
-//!   bound, and keeps the rest aside as it was (see `families.rs`).
-//! - **Snapshots.** As the journal grows, a snapshot of every series' value
-//!   is written and the segments it covers are deleted (see [`snapshot`]).
+//!   `DATA_DIR/metrics/`), and moves the metrics only once it is synced, in
+//!   journal order, so a gauge's value is always the last one written,
+//!   and a replay of the journal brings back every value exactly.
+//! - **Matched by name.** Each record, and each series of a [`snapshot`],
+//!   is self-contained, so a start with a changed declarations file takes
+//!   what still fits by label name and by bucket bound, and keeps the rest
+//!   aside as it was (see `families.rs`).
 //! - **Bounded.** Each family is capped by the registry's series cap, and
 //!   all of them together by a [`Ceiling`] in bytes; past either, new label
 //!   sets go to the family's overflow series.
@@ -28,7 +22,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod update;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -52,14 +46,6 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// snapshot.
 pub const STORE: &str = "metrics";
 
-/// The default ceiling on label bytes, across every declared series: see
-/// [`Ceiling`].
-pub const DEFAULT_LABEL_BYTES: u64 = 4 << 20;
-
-/// The default ceiling on what a scrape of every declared family can
-/// weigh: see [`Ceiling`].
-pub const DEFAULT_EXPOSITION_BYTES: u64 = 16 << 20;
-
 /// The ceiling in bytes on what the declared families hold together, as
 /// [`ByteCeiling`] counts it; 0 is no limit of that kind.
 ///
@@ -80,8 +66,8 @@ pub struct Ceiling {
 impl Default for Ceiling {
     fn default() -> Self {
         Ceiling {
-            label_bytes: DEFAULT_LABEL_BYTES,
-            exposition_bytes: DEFAULT_EXPOSITION_BYTES,
+            label_bytes: 4 << 20,
+            exposition_bytes: 16 << 20,
         }
     }
 }
@@ -108,9 +94,8 @@ pub struct Declared {
 
 /// Where snapshots go and when, and what they carry as it was.
 struct Snapshots {
-    dir: std::path::PathBuf,
-    /// The journal growth after which one is due (at least the last one's
-    /// size); 0 for none.
+    dir: PathBuf,
+    /// The journal growth after which one is due; 0 for none.
     every: u64,
     /// What the declarations did not take at start, as it was.
     kept: Arc<Vec<Value>>,
@@ -182,8 +167,7 @@ impl Declared {
 
     /// Checks a request body (one update or an array) against the
     /// declarations and the values now, all or nothing: see
-    /// [`update::parse_batch`], and no update may make a value infinite
-    /// (the field it names is that update's operation).
+    /// [`update::parse_batch`] and `Families::check`.
     pub fn parse(&self, body: &Value) -> Result<Vec<Update>, Error> {
         let updates = update::parse_batch(body, &self.families.declared, &self.families.index)?;
         self.families.check(&updates)?;
@@ -230,7 +214,6 @@ impl Snapshots {
         old_journal: &Path,
         families: &Families,
     ) -> Result<(Segments, bool), Error> {
-        let storage = |e: String| Error::Storage(e);
         // Positions are read only where no snapshot with names exists.
         let mut positional = Positional {
             allowed: true,
@@ -252,11 +235,11 @@ impl Snapshots {
             positional.allowed = !header.named;
             if line.get("u").is_some() {
                 replay(line.to_string().as_bytes(), &mut positional);
-            } else if !families.restore(line, &mut positional) {
+            } else if families.restore(line, &mut positional).is_none() {
                 kept.push(line.clone());
             }
         })
-        .map_err(|e| storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
+        .map_err(|e| Error::Storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
         positional.allowed = header.is_none_or(|h| !h.named);
         let sizes = segments::SegmentRetention::snapshotted(self.every);
         let journal = Segments::open_from(
@@ -269,7 +252,7 @@ impl Snapshots {
                 Ok(())
             },
         )
-        .map_err(storage)?;
+        .map_err(Error::Storage)?;
         if !skipped.is_empty() {
             kept.push(serde_json::json!({ "u": skipped }));
         }
@@ -282,13 +265,12 @@ impl Snapshots {
     /// position, so that no later start reads one.
     fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
         let taken = snapshot::Taken::take(records, families, &self.kept);
-        let (_, fields) = write_snapshot(&self.dir, taken).map_err(|e| {
+        let message = "declared metrics rewritten with their label names";
+        write_snapshot(&self.dir, taken, self.log, message).map_err(|e| {
             Error::Storage(format!(
                 "cannot rewrite the declared metrics with their label names: {e}"
             ))
         })?;
-        self.log
-            .info("declared metrics rewritten with their label names", &fields);
         Ok(())
     }
 
@@ -309,15 +291,14 @@ impl Snapshots {
         let taken = snapshot::Taken::take(o.durable, families, &self.kept);
         let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
         let write = move || {
-            let written = write_snapshot(&dir, taken);
-            let mut o = lock(&order);
-            o.due.done(written.as_ref().ok().map(|&(size, _)| size));
-            match written {
-                Ok((_, fields)) => {
-                    log.info("declared metrics snapshot written", &fields);
-                }
-                Err(e) => log.warn("declared metrics snapshot failed", &[("error", e.into())]),
+            let written = write_snapshot(&dir, taken, log, "declared metrics snapshot written");
+            if let Err(e) = &written {
+                log.warn(
+                    "declared metrics snapshot failed",
+                    &[("error", e.as_str().into())],
+                );
             }
+            lock(&order).due.done(written.ok());
         };
         if std::thread::Builder::new()
             .name("metrics-snapshot".into())
@@ -329,14 +310,15 @@ impl Snapshots {
     }
 }
 
-/// The log fields of a snapshot written: its records, bytes and the
-/// segments it deleted.
-type Written = [(&'static str, Value); 3];
-
-/// Writes `taken` as the snapshot in `dir` and deletes the segments it
-/// covers; returns its size and the fields that log it.
-fn write_snapshot(dir: &Path, taken: snapshot::Taken) -> Result<(u64, Written), String> {
-    let records = taken.records();
+/// Writes `taken` as the snapshot in `dir`, deletes the segments it
+/// covers and logs `message`; returns its size.
+fn write_snapshot(
+    dir: &Path,
+    taken: snapshot::Taken,
+    log: Logger,
+    message: &str,
+) -> Result<u64, String> {
+    let records = taken.records;
     let size = taken
         .write(&dir.join(snapshot::FILE))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -346,7 +328,8 @@ fn write_snapshot(dir: &Path, taken: snapshot::Taken) -> Result<(u64, Written), 
         ("bytes", size.into()),
         ("segments_deleted", dropped.into()),
     ];
-    Ok((size, fields))
+    log.info(message, &fields);
+    Ok(size)
 }
 
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {

@@ -43,7 +43,7 @@ fn declared_lines(r: &Registry) -> Vec<String> {
 pub(super) fn snapshot_now(d: &Declared) {
     let o = lock(&d.order);
     let taken = snapshot::Taken::take(o.durable, &d.families, &d.snapshots.kept);
-    let records = taken.records();
+    let records = taken.records;
     taken.write(&d.snapshots.dir.join(snapshot::FILE)).unwrap();
     segments::drop_covered(&d.snapshots.dir, records).unwrap();
 }

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::journal;
 
-use super::families::{Families, Handle};
+use super::families::{with_family, Families, Handle};
 #[cfg(doc)]
 use super::update::Positional;
 
@@ -36,20 +36,13 @@ const FORMAT: u64 = 2;
 /// The file name of the snapshot, in the store's directory.
 pub const FILE: &str = "snapshot";
 
-/// One series' value, as numbers.
-enum SeriesValue {
-    Counter(u64, f64),
-    Gauge(f64),
-    Histogram(Vec<u64>, f64),
-}
-
-/// The declared metrics at one record of the journal: taken quickly, as
-/// numbers, and written later by [`Taken::write`].
+/// The declared metrics at one record of the journal: taken quickly, and
+/// written later, label values and all, by [`Taken::write`].
 pub struct Taken {
     /// The journal records it covers: those numbered below this.
-    records: u64,
+    pub(super) records: u64,
     /// By family index: each series' number and value.
-    series: Vec<(usize, u32, SeriesValue)>,
+    series: Vec<(usize, u32, Value)>,
     families: Arc<Families>,
     /// What the declarations in force did not take, as it was.
     kept: Arc<Vec<Value>>,
@@ -61,16 +54,14 @@ impl Taken {
     pub(super) fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
         let mut series = Vec::new();
         for (i, handle) in families.handles.iter().enumerate() {
+            let mut add = |n, v| series.push((i, n, v));
             match handle {
-                Handle::Counter(f) => f.each(|n, c| {
-                    let (int, fraction) = c.parts();
-                    series.push((i, n, SeriesValue::Counter(int, fraction)));
-                }),
-                Handle::Gauge(f) => f.each(|n, g| series.push((i, n, SeriesValue::Gauge(g.get())))),
+                Handle::Counter(f) => f.each(|n, c| add(n, json!(c.parts()))),
+                Handle::Gauge(f) => f.each(|n, g| add(n, json!(g.get()))),
                 Handle::Histogram(f) => f.each(|n, h| {
                     let mut counts = Vec::new();
                     let (sum, _) = h.snapshot(&mut counts);
-                    series.push((i, n, SeriesValue::Histogram(counts, sum)));
+                    add(n, json!([counts, sum, families.declared[i].buckets]));
                 }),
             }
         }
@@ -82,27 +73,13 @@ impl Taken {
         }
     }
 
-    /// The journal records the snapshot covers.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
     /// Writes the snapshot at `path`, crash-only (see
     /// `journal::write_snapshot`); returns its bytes.
     pub fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
-        let series = self.series.into_iter().filter_map(|(i, n, v)| {
+        let series = self.series.into_iter().filter_map(|(i, n, value)| {
             let d = &families.declared[i];
-            let (values, value) = match (&families.handles[i], v) {
-                (Handle::Counter(f), SeriesValue::Counter(int, fraction)) => {
-                    (f.label_values(n)?, json!([int, fraction]))
-                }
-                (Handle::Gauge(f), SeriesValue::Gauge(v)) => (f.label_values(n)?, json!(v)),
-                (Handle::Histogram(f), SeriesValue::Histogram(counts, sum)) => {
-                    (f.label_values(n)?, json!([counts, sum, d.buckets]))
-                }
-                _ => return None,
-            };
+            let values = with_family!(&families.handles[i], |f| f.label_values(n))?;
             let labels: serde_json::Map<String, Value> = d
                 .labels
                 .iter()

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 use crate::metrics::{
-    Counter, CounterFamily, Error, Exemplar, Gauge, Histogram, HistogramFamily, Registry,
+    Counter, CounterFamily, Error, Exemplar, Gauge, Histogram, HistogramFamily, Labelled, Registry,
 };
 use crate::otlp::TraceContext;
 
@@ -280,13 +280,51 @@ impl<'a> RunRef<'a> {
 /// A histogram's cumulative counts and sum.
 type HistogramValue = (Vec<u64>, f64);
 
+fn histogram_value(h: &Histogram) -> HistogramValue {
+    let mut counts = Vec::new();
+    let (sum, _) = h.snapshot(&mut counts);
+    (counts, sum)
+}
+
 /// The values of one family, by series number, with its snapshot name,
 /// the family (which spells out label values) and its exemplars.
-struct FamilyValues<F, V, E> {
+struct FamilyValues<M, V, E> {
     name: &'static str,
-    family: F,
+    family: Labelled<M>,
     values: Vec<(u32, V)>,
     exemplars: BTreeMap<u32, E>,
+}
+
+impl<M: Clone, V, E> FamilyValues<M, V, E> {
+    fn take(
+        name: &'static str,
+        f: &Labelled<M>,
+        value: impl Fn(&M) -> V,
+        exemplars: BTreeMap<u32, E>,
+    ) -> Self {
+        let mut values = Vec::new();
+        f.each(|i, m| values.push((i, value(m))));
+        let family = f.clone();
+        FamilyValues {
+            name,
+            family,
+            values,
+            exemplars,
+        }
+    }
+
+    /// The family's series lines (see [`Values::into_series`]).
+    fn into_series(
+        self,
+        value: fn(V) -> Value,
+        exemplars: fn(&E) -> Value,
+    ) -> impl Iterator<Item = Value> {
+        self.values.into_iter().filter_map(move |(i, v)| {
+            let e = self.exemplars.get(&i).map(exemplars);
+            let labels = self.family.label_values(i)?;
+            Some(series_line(self.name, labels, value(v), e))
+        })
+    }
 }
 
 /// The run metrics' values at one moment, as numbers: taken quickly, and
@@ -296,52 +334,8 @@ pub struct Values {
     started: (u64, f64),
     iterations: (u64, f64),
     iteration_duration: HistogramValue,
-    counters: Vec<FamilyValues<CounterFamily, (u64, f64), Exemplar>>,
-    histograms: Vec<FamilyValues<HistogramFamily, HistogramValue, Vec<Option<Exemplar>>>>,
-}
-
-fn histogram_value(h: &Histogram) -> HistogramValue {
-    let mut counts = Vec::new();
-    let (sum, _) = h.snapshot(&mut counts);
-    (counts, sum)
-}
-
-fn counter_values(
-    name: &'static str,
-    f: &CounterFamily,
-) -> FamilyValues<CounterFamily, (u64, f64), Exemplar> {
-    let mut values = Vec::new();
-    f.each(|i, c| values.push((i, c.parts())));
-    let (family, exemplars) = (f.clone(), f.exemplars());
-    FamilyValues {
-        name,
-        family,
-        values,
-        exemplars,
-    }
-}
-
-fn histogram_values(
-    name: &'static str,
-    f: &HistogramFamily,
-) -> FamilyValues<HistogramFamily, HistogramValue, Vec<Option<Exemplar>>> {
-    let mut values = Vec::new();
-    f.each(|i, h| values.push((i, histogram_value(h))));
-    let (family, exemplars) = (f.clone(), f.exemplars());
-    FamilyValues {
-        name,
-        family,
-        values,
-        exemplars,
-    }
-}
-
-fn counter_to_json(&(int, fraction): &(u64, f64)) -> Value {
-    json!([int, fraction])
-}
-
-fn histogram_to_json((counts, sum): &HistogramValue) -> Value {
-    json!([counts, sum])
+    counters: Vec<FamilyValues<Counter, (u64, f64), Exemplar>>,
+    histograms: Vec<FamilyValues<Histogram, HistogramValue, Vec<Option<Exemplar>>>>,
 }
 
 /// An exemplar as a snapshot holds it: `[[[name, value], ...], value,
@@ -366,53 +360,22 @@ impl Values {
     /// [`RunMetrics::restore`]. One small line a series keeps the writer's
     /// memory small however many series there are.
     pub fn into_series(self) -> impl Iterator<Item = Value> {
-        let counters = self.counters.into_iter().flat_map(|c| {
-            c.values.into_iter().filter_map(move |(i, v)| {
-                let e = c.exemplars.get(&i).map(exemplar_to_json);
-                let labels = c.family.label_values(i)?;
-                Some(series_line(c.name, labels, counter_to_json(&v), e))
-            })
-        });
-        let histograms = self.histograms.into_iter().flat_map(|h| {
-            h.values.into_iter().filter_map(move |(i, v)| {
-                let e = h.exemplars.get(&i).map(|slots| {
-                    let slots = slots.iter().map(|e| e.as_ref().map(exemplar_to_json));
-                    Value::from(slots.collect::<Vec<_>>())
-                });
-                let labels = h.family.label_values(i)?;
-                Some(series_line(h.name, labels, histogram_to_json(&v), e))
-            })
-        });
         let single = [
-            json!(["started", [], counter_to_json(&self.started)]),
-            json!(["iterations", [], counter_to_json(&self.iterations)]),
-            json!([
-                "iteration_duration",
-                [],
-                histogram_to_json(&self.iteration_duration)
-            ]),
+            json!(["started", [], self.started]),
+            json!(["iterations", [], self.iterations]),
+            json!(["iteration_duration", [], self.iteration_duration]),
         ];
-        single.into_iter().chain(counters).chain(histograms)
+        // A histogram's exemplars: one per bucket, each `null` or one.
+        let slots = |slots: &Vec<Option<Exemplar>>| {
+            Value::from_iter(slots.iter().map(|e| e.as_ref().map(exemplar_to_json)))
+        };
+        let counters = self.counters.into_iter();
+        let histograms = self.histograms.into_iter();
+        single
+            .into_iter()
+            .chain(counters.flat_map(|c| c.into_series(|v| json!(v), exemplar_to_json)))
+            .chain(histograms.flat_map(move |h| h.into_series(|v| json!(v), slots)))
     }
-}
-
-fn counter_parts(v: &Value) -> Option<(u64, f64)> {
-    Some((v[0].as_u64()?, v[1].as_f64()?))
-}
-
-fn counter_from_json(c: &Counter, v: &Value) -> Option<()> {
-    let (int, fraction) = counter_parts(v)?;
-    c.add_parts(int, fraction);
-    Some(())
-}
-
-fn histogram_from_json(h: &Histogram, v: &Value) -> Option<()> {
-    let counts: Vec<u64> = v[0]
-        .as_array()?
-        .iter()
-        .map(Value::as_u64)
-        .collect::<Option<_>>()?;
-    h.add_counts(&counts, v[1].as_f64()?).then_some(())
 }
 
 fn exemplar_from_json(v: &Value) -> Option<Exemplar> {
@@ -449,17 +412,21 @@ impl RunMetrics {
             started: self.started.parts(),
             iterations: self.iterations.parts(),
             iteration_duration: histogram_value(&self.iteration_duration),
-            counters: vec![
-                counter_values("cycles", &self.cycles),
-                counter_values("phases", &self.phases),
-                counter_values("gates", &self.gates),
-                counter_values("tokens", &self.tokens_by_type),
-                counter_values("deliveries", &self.deliveries),
-            ],
-            histograms: vec![
-                histogram_values("cycle_duration", &self.duration_by_outcome),
-                histogram_values("phase_duration", &self.phase_duration),
-            ],
+            counters: [
+                ("cycles", &self.cycles),
+                ("phases", &self.phases),
+                ("gates", &self.gates),
+                ("tokens", &self.tokens_by_type),
+                ("deliveries", &self.deliveries),
+            ]
+            .map(|(name, f)| FamilyValues::take(name, f, Counter::parts, f.exemplars()))
+            .into(),
+            histograms: [
+                ("cycle_duration", &self.duration_by_outcome),
+                ("phase_duration", &self.phase_duration),
+            ]
+            .map(|(name, f)| FamilyValues::take(name, f, histogram_value, f.exemplars()))
+            .into(),
         }
     }
 
@@ -478,49 +445,69 @@ impl RunMetrics {
             .iter()
             .map(Value::as_str)
             .collect::<Option<_>>()?;
-        let value = &v[2];
         let name = v[0].as_str()?;
         let exemplars = exemplars_from_json(&v[3], name.ends_with("_duration"))?;
+        if name.ends_with("_duration") {
+            return self.restore_histogram(name, &labels, &v[2], exemplars);
+        }
+        let (int, fraction) = (v[2][0].as_u64()?, v[2][1].as_f64()?);
+        let add = |c: Counter| c.add_parts(int, fraction);
         match (name, labels.as_slice()) {
             ("cycles", [outcome]) => {
-                let (int, fraction) = counter_parts(value)?;
-                self.cycles.get(&labels).add_parts(int, fraction);
+                add(self.cycles.get(&labels));
                 self.count_outcome(outcome, |c| c.add_parts(int, fraction));
                 for e in exemplars {
                     self.cycles.add_exemplar(&labels, e);
                 }
-                Some(())
             }
             ("tokens", [phase, _]) => {
-                let (int, fraction) = counter_parts(value)?;
-                self.tokens_by_type.get(&labels).add_parts(int, fraction);
-                self.tokens.get(&[phase]).add_parts(int, fraction);
-                Some(())
+                add(self.tokens_by_type.get(&labels));
+                add(self.tokens.get(&[phase]));
             }
+            ("phases", _) => add(self.phases.get(&labels)),
+            ("gates", _) => add(self.gates.get(&labels)),
+            ("deliveries", _) => add(self.deliveries.get(&labels)),
+            ("started", []) => add(self.started.clone()),
+            ("iterations", []) => add(self.iterations.clone()),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// [`RunMetrics::restore`] of a histogram's series.
+    fn restore_histogram(
+        &self,
+        name: &str,
+        labels: &[&str],
+        value: &Value,
+        exemplars: Vec<Exemplar>,
+    ) -> Option<()> {
+        let counts: Vec<u64> = value[0]
+            .as_array()?
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<_>>()?;
+        let sum = value[1].as_f64()?;
+        let add = |h: Histogram| h.add_counts(&counts, sum).then_some(());
+        match (name, labels) {
             ("cycle_duration", [_]) => {
-                histogram_from_json(&self.duration_by_outcome.get(&labels), value)?;
-                histogram_from_json(&self.cycle_duration.get(&[]), value)?;
+                add(self.duration_by_outcome.get(labels))?;
+                add(self.cycle_duration.get(&[]))?;
                 for e in exemplars {
-                    self.duration_by_outcome.add_exemplar(&labels, e.clone());
+                    self.duration_by_outcome.add_exemplar(labels, e.clone());
                     self.cycle_duration.add_exemplar(&[], e);
                 }
-                Some(())
             }
-            ("phases", _) => counter_from_json(&self.phases.get(&labels), value),
-            ("gates", _) => counter_from_json(&self.gates.get(&labels), value),
-            ("deliveries", _) => counter_from_json(&self.deliveries.get(&labels), value),
             ("phase_duration", _) => {
-                histogram_from_json(&self.phase_duration.get(&labels), value)?;
+                add(self.phase_duration.get(labels))?;
                 for e in exemplars {
-                    self.phase_duration.add_exemplar(&labels, e);
+                    self.phase_duration.add_exemplar(labels, e);
                 }
-                Some(())
             }
-            ("started", []) => counter_from_json(&self.started, value),
-            ("iterations", []) => counter_from_json(&self.iterations, value),
-            ("iteration_duration", []) => histogram_from_json(&self.iteration_duration, value),
-            _ => None,
+            ("iteration_duration", []) => add(self.iteration_duration.clone())?,
+            _ => return None,
         }
+        Some(())
     }
 }
 
