@@ -67,8 +67,8 @@ pub struct Detail {
     /// The earliest and latest times of the events applied, reported or
     /// received: where the run's trace span begins and ends.
     pub event_span: Option<(f64, f64)>,
-    /// Events applied so far: a batch prepared against one version is
-    /// still right if the version has not moved.
+    /// Events applied: a batch prepared against one version is still
+    /// right if the version has not moved.
     pub version: u64,
     /// How long the run took once it ended: as the emitter measured it
     /// when it sent a duration, otherwise from its start to its end.
@@ -87,7 +87,6 @@ pub const SUMMARY_GATES: usize = 3;
 /// pull request's URL); longer ones are cut at a character boundary.
 pub const SUMMARY_TEXT: usize = 256;
 
-/// `s` cut to [`SUMMARY_TEXT`] bytes.
 fn cut(s: &str) -> String {
     let mut end = s.len().min(SUMMARY_TEXT);
     while !s.is_char_boundary(end) {
@@ -216,6 +215,21 @@ fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&m
     }
 }
 
+/// Adds tokens to a span's (or a waiting) count, and `model`, when given,
+/// as the last one that used any.
+fn add_tokens(
+    (i, o, m): (&mut u64, &mut u64, &mut Option<String>),
+    input: u64,
+    output: u64,
+    model: &Option<String>,
+) {
+    *i = i.saturating_add(input);
+    *o = o.saturating_add(output);
+    if model.is_some() {
+        m.clone_from(model);
+    }
+}
+
 /// Adds tokens to the table a run's cost is priced from. An absent model
 /// is kept as the empty name and priced at the default price; past
 /// [`MAX_NAMES`] pairs a new one goes to `other`.
@@ -232,9 +246,24 @@ fn add_priced_tokens(
     } else {
         ("other".to_string(), String::new())
     };
-    let t = table.entry(pair).or_default();
-    t.0 = t.0.saturating_add(input);
-    t.1 = t.1.saturating_add(output);
+    add_pair(table.entry(pair).or_default(), &(input, output));
+}
+
+/// The cost of the tokens of `table` by phase: see [`Detail::phase_costs`].
+fn phase_costs(
+    table: &BTreeMap<(String, String), (u64, u64)>,
+    price: impl Fn(Option<&str>, u64, u64) -> f64,
+) -> Vec<(String, f64)> {
+    let mut costs: Vec<(String, f64)> = Vec::new();
+    for ((phase, model), (input, output)) in table {
+        let model = (!model.is_empty()).then_some(model.as_str());
+        let cost = price(model, *input, *output);
+        match costs.iter_mut().find(|(p, _)| p == phase) {
+            Some((_, sum)) => *sum += cost,
+            None => costs.push((phase.clone(), cost)),
+        }
+    }
+    costs
 }
 
 impl Detail {
@@ -249,7 +278,6 @@ impl Detail {
             .map(|i| from + i)
     }
 
-    /// Widens the run's event span to take in `at`.
     pub fn saw(&mut self, at: f64) {
         if !at.is_finite() {
             return;
@@ -376,17 +404,13 @@ impl Detail {
     }
 
     fn start_phase(&mut self, e: &Timed, phase: &str, iteration: Option<u64>) {
-        if self.spans.len() < MAX_SPANS {
-            let mut span = PhaseRecord {
-                name: phase.to_string(),
-                started: e.at,
-                iteration: iteration.or(self.current_iteration),
-                accuracy: metadata_accuracy(e),
-                ..PhaseRecord::default()
-            };
-            self.take_pending(&mut span);
-            self.spans.push(span);
-        }
+        self.push_span(PhaseRecord {
+            name: phase.to_string(),
+            started: e.at,
+            iteration: iteration.or(self.current_iteration),
+            accuracy: metadata_accuracy(e),
+            ..PhaseRecord::default()
+        });
         self.current_phase = Some(phase.to_string());
         if self.phase_started_at.len() < MAX_NAMES || self.phase_started_at.contains_key(phase) {
             self.phase_started_at.insert(phase.to_string(), e.at);
@@ -416,20 +440,15 @@ impl Detail {
                 span.success = Some(success);
                 span.accuracy = metadata_accuracy(e).or(span.accuracy);
             }
-            None if self.spans.len() < MAX_SPANS => {
-                let mut span = PhaseRecord {
-                    name: phase.to_string(),
-                    started: e.at - seconds.unwrap_or(0.0),
-                    ended: Some(e.at),
-                    success: Some(success),
-                    iteration: iteration.or(self.current_iteration),
-                    accuracy: metadata_accuracy(e),
-                    ..PhaseRecord::default()
-                };
-                self.take_pending(&mut span);
-                self.spans.push(span);
-            }
-            None => {}
+            None => self.push_span(PhaseRecord {
+                name: phase.to_string(),
+                started: e.at - seconds.unwrap_or(0.0),
+                ended: Some(e.at),
+                success: Some(success),
+                iteration: iteration.or(self.current_iteration),
+                accuracy: metadata_accuracy(e),
+                ..PhaseRecord::default()
+            }),
         }
         while self
             .spans
@@ -514,53 +533,47 @@ impl Detail {
         };
         if let Some(i) = target {
             let span = &mut self.spans[i];
-            span.input_tokens = span.input_tokens.saturating_add(input);
-            span.output_tokens = span.output_tokens.saturating_add(output);
-            if model.is_some() {
-                span.model = model.clone();
-            }
-            return;
+            let to = (
+                &mut span.input_tokens,
+                &mut span.output_tokens,
+                &mut span.model,
+            );
+            return add_tokens(to, input, output, model);
         }
         if self.pending_tokens.len() >= MAX_NAMES && !self.pending_tokens.contains_key(phase) {
             return;
         }
-        let pending = self.pending_tokens.entry(phase.to_string()).or_default();
-        pending.0 = pending.0.saturating_add(input);
-        pending.1 = pending.1.saturating_add(output);
-        if model.is_some() {
-            pending.2 = model.clone();
-        }
+        let (i, o, m) = self.pending_tokens.entry(phase.to_string()).or_default();
+        add_tokens((i, o, m), input, output, model);
     }
 
-    /// Gives a new span the tokens that waited for it, under either name
-    /// of its phase. The wait list is short (at most [`MAX_NAMES`] names,
-    /// nearly always none), so it is searched rather than kept by a
-    /// second key.
-    fn take_pending(&mut self, span: &mut PhaseRecord) {
+    /// Adds a new span, while there are fewer than [`MAX_SPANS`], with the
+    /// tokens that waited for it under either name of its phase. The wait
+    /// list is short (at most [`MAX_NAMES`] names, nearly always none), so
+    /// it is searched rather than kept by a second key.
+    fn push_span(&mut self, mut span: PhaseRecord) {
+        if self.spans.len() >= MAX_SPANS {
+            return;
+        }
         self.pending_tokens.retain(|phase, (input, output, model)| {
             if !same_phase(phase, &span.name) {
                 return true;
             }
-            span.input_tokens = span.input_tokens.saturating_add(*input);
-            span.output_tokens = span.output_tokens.saturating_add(*output);
-            span.model = model.take().or(span.model.take());
+            let to = (
+                &mut span.input_tokens,
+                &mut span.output_tokens,
+                &mut span.model,
+            );
+            add_tokens(to, *input, *output, model);
             false
         });
+        self.spans.push(span);
     }
 
     /// The cost of the run's tokens by phase, priced by `price(model,
     /// input, output)` (an empty model is unknown).
     pub fn phase_costs(&self, price: impl Fn(Option<&str>, u64, u64) -> f64) -> Vec<(String, f64)> {
-        let mut costs: Vec<(String, f64)> = Vec::new();
-        for ((phase, model), (input, output)) in &self.tokens_by_phase_model {
-            let model = (!model.is_empty()).then_some(model.as_str());
-            let cost = price(model, *input, *output);
-            match costs.iter_mut().find(|(p, _)| p == phase) {
-                Some((_, sum)) => *sum += cost,
-                None => costs.push((phase.clone(), cost)),
-            }
-        }
-        costs
+        phase_costs(&self.tokens_by_phase_model, price)
     }
 
     /// What [`Detail::phase_costs`] would give once `later` events were
@@ -572,32 +585,19 @@ impl Detail {
         later: impl IntoIterator<Item = &'a Timed>,
         price: impl Fn(Option<&str>, u64, u64) -> f64,
     ) -> Vec<(String, f64)> {
-        let mut tokens = later.into_iter().filter_map(|e| match &e.event {
-            Event::Tokens {
+        let mut table = std::borrow::Cow::Borrowed(&self.tokens_by_phase_model);
+        for e in later {
+            if let Event::Tokens {
                 phase,
                 model,
                 input_tokens,
                 output_tokens,
-            } => Some((phase, model, *input_tokens, *output_tokens)),
-            _ => None,
-        });
-        let Some(first) = tokens.next() else {
-            return self.phase_costs(price);
-        };
-        let mut table = Detail {
-            tokens_by_phase_model: self.tokens_by_phase_model.clone(),
-            ..Detail::default()
-        };
-        for (phase, model, input, output) in std::iter::once(first).chain(tokens) {
-            add_priced_tokens(
-                &mut table.tokens_by_phase_model,
-                phase,
-                model,
-                input,
-                output,
-            );
+            } = &e.event
+            {
+                add_priced_tokens(table.to_mut(), phase, model, *input_tokens, *output_tokens);
+            }
         }
-        table.phase_costs(price)
+        phase_costs(&table, price)
     }
 
     /// What a finished run keeps of its detail: the counts and totals, the
