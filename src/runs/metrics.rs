@@ -122,7 +122,6 @@ impl RunMetrics {
         Ok(m)
     }
 
-    /// Registers each family of the set in `r` under its first name.
     fn families(r: &Registry) -> Result<RunMetrics, Error> {
         Ok(RunMetrics {
             active: r.gauge("conductor_active_runs", "Runs currently running.")?,
@@ -249,8 +248,7 @@ pub struct RunRef<'a> {
 }
 
 impl<'a> RunRef<'a> {
-    /// The run `run_id`, started with `traceparent` (the W3C header it
-    /// was given, if any).
+    /// The run `run_id`, started with `traceparent`, if any.
     pub fn new(run_id: &'a str, traceparent: Option<&'a str>) -> RunRef<'a> {
         RunRef {
             run_id,
@@ -277,7 +275,7 @@ impl<'a> RunRef<'a> {
     }
 }
 
-/// A histogram's cumulative counts and sum.
+/// Cumulative counts and sum.
 type HistogramValue = (Vec<u64>, f64);
 
 fn histogram_value(h: &Histogram) -> HistogramValue {
@@ -286,8 +284,7 @@ fn histogram_value(h: &Histogram) -> HistogramValue {
     (counts, sum)
 }
 
-/// The values of one family, by series number, with its snapshot name,
-/// the family (which spells out label values) and its exemplars.
+/// One family's values, by series number, and its exemplars.
 struct FamilyValues<M, V, E> {
     name: &'static str,
     family: Labelled<M>,
@@ -313,7 +310,6 @@ impl<M: Clone, V, E> FamilyValues<M, V, E> {
         }
     }
 
-    /// The family's series lines (see [`Values::into_series`]).
     fn into_series(
         self,
         value: fn(V) -> Value,
@@ -474,7 +470,6 @@ impl RunMetrics {
         Some(())
     }
 
-    /// [`RunMetrics::restore`] of a histogram's series.
     fn restore_histogram(
         &self,
         name: &str,

@@ -17,18 +17,10 @@ use crate::otlp::id::new_span_id;
 use crate::otlp::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
 use crate::otlp::TraceContext;
 
-/// ktrdr's span of a whole research cycle.
-const RUN_SPAN: &str = "agent.research_cycle";
-const PHASE_SPAN_PREFIX: &str = "agent.phase.";
 /// The short names of the phases whose spans carry `strategy_name`: the
 /// one that designs the strategy and the one that assesses it, as ktrdr's
 /// do.
 const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
-const OPERATION_TYPE: &str = "agent_research";
-const EXCEPTION_EVENT: &str = "exception";
-const GATE_EVENT: &str = "conductor.gate";
-
-type Attributes = Vec<(String, AttrValue)>;
 
 /// The spans of a finished run: the root `agent.research_cycle` first,
 /// then one `agent.phase.<short>` child per phase, in order. The root joins
@@ -126,7 +118,7 @@ fn phase_span(
         trace_id,
         span_id: new_span_id(),
         parent_span_id: Some(root_id),
-        name: format!("{PHASE_SPAN_PREFIX}{short}"),
+        name: format!("agent.phase.{short}"),
         start_unix_nanos: start,
         end_unix_nanos: end,
         attributes,
@@ -141,7 +133,7 @@ fn run_span(
     run: &Run,
     ctx: TraceContext,
     root_id: [u8; 8],
-    mut attributes: Attributes,
+    mut attributes: Vec<(String, AttrValue)>,
     (start, end): (u64, u64),
 ) -> Span {
     for (key, which) in [
@@ -152,7 +144,7 @@ fn run_span(
             attributes.push(text(key, id));
         }
     }
-    attributes.push(text("operation.type", OPERATION_TYPE));
+    attributes.push(text("operation.type", "agent_research"));
     attributes.push(text("outcome", run.status.as_str()));
     let (input, output) = run.detail.tokens();
     let model = run
@@ -172,7 +164,7 @@ fn run_span(
             // The OpenTelemetry exception convention, which trace UIs show
             // as the span's error, at the end of the run.
             events.push(SpanEvent {
-                name: EXCEPTION_EVENT.to_string(),
+                name: "exception".to_string(),
                 time_unix_nanos: end,
                 attributes: vec![text("exception.message", error)],
             });
@@ -184,7 +176,8 @@ fn run_span(
         trace_id: ctx.trace_id,
         span_id: root_id,
         parent_span_id: ctx.parent_span_id,
-        name: RUN_SPAN.to_string(),
+        // ktrdr's span of a whole research cycle.
+        name: "agent.research_cycle".to_string(),
         start_unix_nanos: start,
         end_unix_nanos: end,
         attributes,
@@ -196,7 +189,7 @@ fn run_span(
 /// `gate.name`, `gate.passed` and, when given, `gate.reason`: the
 /// attributes of a gate check's event, and of its phase's span when it is
 /// the phase's last check.
-fn gate_attributes(gate: &Gate) -> Attributes {
+fn gate_attributes(gate: &Gate) -> Vec<(String, AttrValue)> {
     let mut attributes = vec![
         text("gate.name", &gate.gate),
         ("gate.passed".to_string(), AttrValue::Bool(gate.passed)),
@@ -210,7 +203,7 @@ fn gate_attributes(gate: &Gate) -> Attributes {
 /// The `conductor.gate` span event of a gate check, at its time.
 fn gate_event(gate: &Gate) -> SpanEvent {
     SpanEvent {
-        name: GATE_EVENT.to_string(),
+        name: "conductor.gate".to_string(),
         time_unix_nanos: unix_nanos(gate.at),
         attributes: gate_attributes(gate),
     }
@@ -231,7 +224,12 @@ fn int(n: u64) -> AttrValue {
     AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn push_usage(attributes: &mut Attributes, input: u64, output: u64, model: Option<&str>) {
+fn push_usage(
+    attributes: &mut Vec<(String, AttrValue)>,
+    input: u64,
+    output: u64,
+    model: Option<&str>,
+) {
     if input > 0 || output > 0 {
         for (key, n) in [
             ("gen_ai.usage.input_tokens", input),
