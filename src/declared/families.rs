@@ -33,7 +33,6 @@ macro_rules! with_family {
 }
 pub(super) use with_family;
 
-/// Registers one family: see [`Families::register`].
 fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
     let labels: Vec<&str> = d.labels.iter().map(String::as_str).collect();
     let (name, help) = (&d.name, &d.help);
@@ -224,8 +223,7 @@ impl Families {
     }
 }
 
-/// The members of the array `v`, each read by `read`; `None` when `v` is
-/// not an array or a member does not read.
+/// The members of the array `v`, each read by `read`.
 fn numbers<T>(v: &Value, read: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
     v.as_array()?.iter().map(read).collect()
 }

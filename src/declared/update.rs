@@ -96,11 +96,8 @@ fn parse_one(
     let Value::Object(map) = v else {
         return fail("name", "the update must be a JSON object");
     };
-    let ops = ["inc", "add", "set", "observe"];
-    if let Some(k) = map
-        .keys()
-        .find(|k| !ops.contains(&k.as_str()) && k.as_str() != "name" && k.as_str() != "labels")
-    {
+    let known = ["name", "labels", "inc", "add", "set", "observe"];
+    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
         return fail(k, "unknown field");
     }
     let name = match map.get("name") {
@@ -116,7 +113,7 @@ fn parse_one(
     };
     let d = &declared[family];
     let labels = labels(map.get("labels"), d)?;
-    let mut given = ops.iter().filter(|k| map.contains_key(**k));
+    let mut given = known[2..].iter().filter(|k| map.contains_key(**k));
     let (Some(&key), None) = (given.next(), given.next()) else {
         return fail("name", "give exactly one of inc, add, set or observe");
     };
