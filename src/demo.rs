@@ -28,7 +28,7 @@ pub const DEFAULT_SEED: u64 = 1;
 /// The most runs one invocation may ask for.
 pub const MAX_RUNS: u64 = 10_000;
 
-/// What `conductor-metrics demo` was asked to do. Plain data.
+/// What `conductor-metrics demo` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub url: String,
@@ -58,14 +58,13 @@ impl fmt::Display for Summary {
             "demo: {} runs, {} completed, {} failed, {} cancelled, {} events, {} messages",
             self.runs, self.completed, self.failed, self.cancelled, self.events, self.messages
         )?;
-        if self.refused > 0 {
-            write!(f, ", {} refused (budget exhausted)", self.refused)?;
-        }
-        if self.spends > 0 {
-            write!(f, ", {} budget spends", self.spends)?;
-        }
-        if self.metric_updates > 0 {
-            write!(f, ", {} metric updates", self.metric_updates)?;
+        let extras = [
+            (self.refused, "refused (budget exhausted)"),
+            (self.spends, "budget spends"),
+            (self.metric_updates, "metric updates"),
+        ];
+        for (n, what) in extras.into_iter().filter(|&(n, _)| n > 0) {
+            write!(f, ", {n} {what}")?;
         }
         Ok(())
     }
@@ -87,7 +86,12 @@ pub fn command(options: &Options) -> u8 {
 /// Sends the planned runs. A start refused with 429 is counted, not fatal;
 /// the triage spends stop, with one line saying why, at the first refusal.
 fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
-    let declared = declared_families(&options.url)?;
+    let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
+    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
+        format!(
+            "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
+        )
+    })?;
     // Unique per invocation, so one seed can be replayed against the same data dir.
     let stamp = format!(
         "{:x}{:x}",
@@ -98,7 +102,7 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         url: &options.url,
         summary: Summary::default(),
         spending: true,
-        declared,
+        declared: Declared::new(families),
         // The demo is one run of the orchestrator's dispatch loop.
         loop_run: format!("demo-s{}-{stamp}", options.seed),
         total: options.runs,
@@ -138,17 +142,20 @@ impl Declared {
     }
 }
 
-fn declared_families(url: &str) -> Result<Declared, String> {
-    const WHAT: &str = "GET /api/v1/metrics";
-    let answer = client::request("GET", url, "/api/v1/metrics", None)?;
-    if answer.status != 200 {
-        return Err(rejected(WHAT, &answer));
+/// Sends `method path` to the server at `url`; the answer when its status is
+/// `want`, else the server's refusal as an error.
+fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    want: u16,
+) -> Result<ApiAnswer, String> {
+    let answer = client::request(method, url, path, body)?;
+    match answer.status == want {
+        true => Ok(answer),
+        false => Err(rejected(&format!("{method} {path}"), &answer)),
     }
-    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
-        let status = answer.status;
-        format!("{WHAT}: the server answered {status}: the families listed cannot be read: {e}")
-    })?;
-    Ok(Declared::new(families))
 }
 
 fn rejected(what: &str, answer: &ApiAnswer) -> String {
@@ -170,15 +177,6 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    /// Sends one request that must answer `want`.
-    fn expect(&self, path: &str, body: &Value, want: u16) -> Result<ApiAnswer, String> {
-        let answer = client::request("POST", self.url, path, Some(body))?;
-        match answer.status == want {
-            true => Ok(answer),
-            false => Err(rejected(&format!("POST {path}"), &answer)),
-        }
-    }
-
     /// Sends a planned run and returns its report line.
     fn send(&mut self, run_id: &str, plan: &RunPlan) -> Result<String, String> {
         self.summary.runs += 1;
@@ -207,7 +205,7 @@ impl Sender<'_> {
                 Step::Events(batch) => self.events(run_id, base, batch)?,
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
-                    self.expect("/api/v1/messages", &msg, 201)?;
+                    call(self.url, "POST", "/api/v1/messages", Some(&msg), 201)?;
                     self.summary.messages += 1;
                 }
             }
@@ -231,17 +229,16 @@ impl Sender<'_> {
 
     /// Ends the run as planned; returns its cost as the report shows it.
     fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<String, String> {
-        let (action, body) = match outcome {
-            PlannedEnd::Complete => ("complete", json!({})),
-            PlannedEnd::Fail(error) => ("fail", json!({ "error": error })),
-            PlannedEnd::Cancel => ("cancel", json!({})),
+        let (action, body, count) = match outcome {
+            PlannedEnd::Complete => ("complete", json!({}), &mut self.summary.completed),
+            PlannedEnd::Fail(error) => {
+                ("fail", json!({ "error": error }), &mut self.summary.failed)
+            }
+            PlannedEnd::Cancel => ("cancel", json!({}), &mut self.summary.cancelled),
         };
-        let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
-        match outcome {
-            PlannedEnd::Complete => self.summary.completed += 1,
-            PlannedEnd::Fail(_) => self.summary.failed += 1,
-            PlannedEnd::Cancel => self.summary.cancelled += 1,
-        }
+        let path = format!("/api/v1/runs/{run_id}/{action}");
+        let ended = call(self.url, "POST", &path, Some(&body), 200)?;
+        *count += 1;
         let cost = ended.json["cost"].as_f64();
         Ok(cost.map(|c| format!("  ${c:.2}")).unwrap_or_default())
     }
@@ -257,7 +254,7 @@ impl Sender<'_> {
             })
             .collect();
         let path = format!("/api/v1/runs/{run_id}/events");
-        let answer = self.expect(&path, &Value::Array(list), 200)?;
+        let answer = call(self.url, "POST", &path, Some(&Value::Array(list)), 200)?;
         self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
         Ok(())
     }
@@ -270,7 +267,8 @@ impl Sender<'_> {
         updates.extend(work_order_states(&self.summary, self.total));
         updates.retain(|u| self.declared.takes(u));
         for batch in updates.chunks(update::MAX_BATCH) {
-            let answer = self.expect("/api/v1/metrics", &Value::Array(batch.to_vec()), 200)?;
+            let body = Value::Array(batch.to_vec());
+            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
             self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
         }
         Ok(())

@@ -57,7 +57,6 @@ struct State {
     /// How many `flush` calls wait; while any do, batches go out at once.
     flushers: usize,
     shutdown: bool,
-    last_error: Option<String>,
     /// Spans lost since the start: a flush after any loss did not send
     /// everything.
     lost: u64,
@@ -96,13 +95,6 @@ impl LossReport {
     }
 }
 
-struct Target {
-    endpoint: Endpoint,
-    service_name: String,
-    batch_delay: Duration,
-    timeout: Duration,
-}
-
 impl Exporter {
     /// Starts the export thread for `config`; spans that are lost are
     /// counted in `dropped` and warned about on `log`. `InvalidInput` when
@@ -120,7 +112,6 @@ impl Exporter {
                 in_flight: false,
                 flushers: 0,
                 shutdown: false,
-                last_error: None,
                 lost: 0,
                 report: LossReport::default(),
             }),
@@ -131,16 +122,10 @@ impl Exporter {
             capacity,
             batch_size: config.batch_size.clamp(1, capacity),
         });
-        let target = Target {
-            endpoint,
-            service_name: config.service_name,
-            batch_delay: config.batch_delay,
-            timeout: config.timeout,
-        };
         let thread_shared = shared.clone();
         thread::Builder::new()
             .name("otlp-export".to_string())
-            .spawn(move || export_loop(&thread_shared, &target))?;
+            .spawn(move || export_loop(&thread_shared, &endpoint, &config))?;
         Ok(Exporter { shared })
     }
 
@@ -204,11 +189,6 @@ impl Exporter {
             self.shared.warn(warning);
         }
         sent
-    }
-
-    /// The most recent export failure, for status pages and logs.
-    pub fn last_error(&self) -> Option<String> {
-        self.shared.lock().last_error.clone()
     }
 }
 
@@ -299,19 +279,14 @@ fn wait<'a>(
     }
 }
 
-fn export_loop(shared: &Shared, target: &Target) {
-    while let Some(batch) = shared.next_batch(target.batch_delay) {
-        let outcome = deliver(shared, target, &batch);
+fn export_loop(shared: &Shared, endpoint: &Endpoint, config: &OtlpConfig) {
+    while let Some(batch) = shared.next_batch(config.batch_delay) {
+        let outcome = deliver(shared, endpoint, config, &batch);
         let mut st = shared.lock();
         st.in_flight = false;
         let warning = match outcome {
             Ok(()) => None,
-            Err(e) => {
-                let why = e.to_string();
-                let warning = shared.lose(&mut st, batch.len() as u64, &why);
-                st.last_error = Some(why);
-                warning
-            }
+            Err(e) => shared.lose(&mut st, batch.len() as u64, &e.to_string()),
         };
         drop(st);
         shared.idle.notify_all();
@@ -324,12 +299,17 @@ fn export_loop(shared: &Shared, target: &Target) {
 /// Posts one batch, retrying with exponential backoff only on the statuses
 /// OTLP calls retryable. `Retry-After` is not honoured: a misbehaving
 /// collector must not be able to park the thread.
-fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), transport::Error> {
-    let body = encode_request(&target.service_name, batch);
+fn deliver(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    config: &OtlpConfig,
+    batch: &[Span],
+) -> Result<(), transport::Error> {
+    let body = encode_request(&config.service_name, batch);
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match transport::post(&target.endpoint, body.as_bytes(), target.timeout) {
+        match transport::post(endpoint, body.as_bytes(), config.timeout) {
             Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
                 attempt += 1;
                 pause *= 2;
@@ -419,7 +399,7 @@ mod tests {
         let counts: Vec<usize> = seen.iter().map(|s| span_count(&s.body)).collect();
         assert_eq!(counts, vec![2, 2, 1]);
         assert_eq!(dropped.get(), 0.0);
-        assert_eq!(e.last_error(), None);
+        assert_eq!(e.shared.lock().report.why, "");
     }
 
     #[test]
@@ -456,7 +436,7 @@ mod tests {
         assert!(!e.flush(LONG), "a lost batch is not flushed");
         assert_eq!(c.seen().len(), 3);
         assert_eq!(dropped.get(), 2.0);
-        assert!(e.last_error().unwrap().contains("429"));
+        assert!(e.shared.lock().report.why.contains("429"));
     }
 
     #[test]
@@ -468,7 +448,7 @@ mod tests {
         assert!(!e.flush(LONG));
         assert_eq!(c.seen().len(), 1);
         assert_eq!(dropped.get(), 1.0);
-        assert!(e.last_error().unwrap().contains("400"));
+        assert!(e.shared.lock().report.why.contains("400"));
 
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -502,7 +482,7 @@ mod tests {
         assert!(!e.flush(LONG));
         assert_eq!(dropped.get(), 10_000.0);
         assert!(c.wait_for(1, LONG));
-        let err = e.last_error().unwrap();
+        let err = e.shared.lock().report.why.clone();
         assert!(err.contains("read"), "{err}");
     }
 
