@@ -91,12 +91,6 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
             "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
         )
     })?;
-    // Unique per invocation, so one seed can be replayed against the same data dir.
-    let stamp = format!(
-        "{:x}{:x}",
-        (time::now_unix() * 1000.0) as u64,
-        std::process::id()
-    );
     let mut sender = Sender {
         url: &options.url,
         summary: Summary::default(),
@@ -104,12 +98,18 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         declared: Declared::new(families),
         total: options.runs,
     };
-    // The demo is one run of the orchestrator's dispatch loop.
-    let loop_run = format!("demo-s{}-{stamp}", options.seed);
+    // The demo is one run of the orchestrator's dispatch loop, named uniquely
+    // per invocation so that one seed can be replayed against the same data dir.
+    let loop_run = format!(
+        "demo-s{}-{:x}{:x}",
+        options.seed,
+        (time::now_unix() * 1000.0) as u64,
+        std::process::id()
+    );
     let mut rng = Rng(options.seed);
     for index in 1..=options.runs {
         let plan = plan_run(&mut rng, index, &loop_run);
-        let run_id = format!("demo-s{}-{stamp}-{index:04}", options.seed);
+        let run_id = format!("{loop_run}-{index:04}");
         let line = sender.send(&run_id, &plan)?;
         // The report is secondary: a closed stdout must not stop the workload.
         let _ = writeln!(out, "{line}");

@@ -18,8 +18,7 @@ use crate::metrics::Counter;
 /// is down for an hour gets sixty lines, not one per batch.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// How many times one batch is tried when the collector answers with a
-/// retryable status.
+/// How many times one batch is tried while the collector answers retryable.
 const MAX_ATTEMPTS: u32 = 3;
 /// The pause before the first retry; each later pause doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -66,7 +65,7 @@ struct State {
 /// When to warn about lost spans: at the first loss, then at the first
 /// loss a minute or more after the last warning, each time with the count
 /// lost since the last one and the latest reason. Losses in between wait
-/// for that line, or for the one a flush writes. Plain data.
+/// for that line, or for the one a flush writes.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
@@ -98,9 +97,7 @@ impl LossReport {
 impl Exporter {
     /// Starts the export thread for `config`; spans that are lost are
     /// counted in `dropped` and warned about on `log`. `InvalidInput` when
-    /// the endpoint is not a plain `http://` URL. A queue capacity or batch
-    /// size of zero is taken as one; the batch size is capped at the queue
-    /// capacity.
+    /// the endpoint is not a plain `http://` URL.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -129,8 +126,7 @@ impl Exporter {
         Ok(Exporter { shared })
     }
 
-    /// Queues `spans` for export and returns at once. What does not fit in
-    /// the queue is dropped and counted.
+    /// Queues `spans` and returns at once; what does not fit is dropped.
     pub fn export(&self, spans: Vec<Span>) {
         if spans.is_empty() {
             return;
@@ -254,7 +250,7 @@ impl Shared {
         Some(batch)
     }
 
-    /// Pauses the export thread for `pause`; false when shutdown began.
+    /// Pauses for `pause`; false when shutdown began.
     fn backoff(&self, pause: Duration) -> bool {
         let until = Instant::now() + pause;
         let mut st = self.lock();

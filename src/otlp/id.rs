@@ -1,9 +1,6 @@
 //! Random trace and span ids: splitmix64 over a process-wide counter,
-//! seeded once from `RandomState`.
-//!
-//! The ids only need to be unique and unguessable enough not to collide
-//! across processes, not secret, so a fast generator seeded from the OS
-//! randomness behind `RandomState` is enough and needs no dependency.
+//! seeded once from `RandomState`. The ids need only not collide across
+//! processes, not be secret, so that is enough and needs no dependency.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
