@@ -1,9 +1,7 @@
-//! The one HTTP/1.1 client: a request on a fresh connection under one
-//! deadline, and the response parser. The command-line subcommands, the
-//! OTLP exporter and the integration tests all go through it.
-//!
-//! Plain `http://` only: std has no TLS, and the server and collectors it
-//! talks to sit on the same host or pod.
+//! The one HTTP/1.1 client, for the subcommands, the OTLP exporter and the
+//! integration tests: a request on a fresh connection under one deadline,
+//! and the response parser. Plain `http://` only: std has no TLS, and the
+//! server and collectors it talks to sit on the same host or pod.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -19,7 +17,7 @@ const MAX_BODY: usize = 256 * 1024 * 1024;
 /// How long a subcommand waits for the server's whole answer.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One HTTP response as read off the wire. Plain data.
+/// One HTTP response as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// The status code.

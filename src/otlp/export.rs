@@ -48,6 +48,7 @@ struct Shared {
     batch_size: usize,
 }
 
+#[derive(Default)]
 struct State {
     queue: VecDeque<Span>,
     /// When the oldest queued span arrived; its batch is due a delay later.
@@ -105,12 +106,7 @@ impl Exporter {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(capacity),
-                oldest: None,
-                in_flight: false,
-                flushers: 0,
-                shutdown: false,
-                lost: 0,
-                report: LossReport::default(),
+                ..State::default()
             }),
             work: Condvar::new(),
             idle: Condvar::new(),
@@ -164,19 +160,13 @@ impl Exporter {
     /// last warning are warned about now, whatever the minute. For tests
     /// and shutdown; this call does block.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         st.flushers += 1;
         self.shared.work.notify_one();
-        let drained = loop {
-            if st.queue.is_empty() && !st.in_flight {
-                break true;
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break false;
-            };
-            st = wait(&self.shared.idle, st, left);
-        };
+        let busy = |st: &mut State| !st.queue.is_empty() || st.in_flight;
+        let waited = self.shared.idle.wait_timeout_while(st, timeout, busy);
+        let (mut st, result) = waited.unwrap_or_else(|e| e.into_inner());
+        let drained = !result.timed_out();
         st.flushers -= 1;
         let sent = drained && st.lost == 0;
         let warning = st.report.take(Instant::now());
@@ -237,7 +227,11 @@ impl Shared {
             if st.queue.len() >= self.batch_size || st.flushers > 0 || st.shutdown || now >= due {
                 break;
             }
-            st = wait(&self.work, st, due - now);
+            st = self
+                .work
+                .wait_timeout(st, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let n = st.queue.len().min(self.batch_size);
         let batch: Vec<Span> = st.queue.drain(..n).collect();
@@ -252,26 +246,10 @@ impl Shared {
 
     /// Pauses for `pause`; false when shutdown began.
     fn backoff(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        let mut st = self.lock();
-        while !st.shutdown {
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                return true;
-            };
-            st = wait(&self.work, st, left);
-        }
-        false
-    }
-}
-
-fn wait<'a>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, State>,
-    timeout: Duration,
-) -> MutexGuard<'a, State> {
-    match cv.wait_timeout(guard, timeout) {
-        Ok((g, _)) => g,
-        Err(poisoned) => poisoned.into_inner().0,
+        let waited = self
+            .work
+            .wait_timeout_while(self.lock(), pause, |st| !st.shutdown);
+        !waited.unwrap_or_else(|e| e.into_inner()).0.shutdown
     }
 }
 
