@@ -1,9 +1,7 @@
-//! The one HTTP/1.1 client: a request on a fresh connection under one
-//! deadline, and the response parser. The command-line subcommands, the
-//! OTLP exporter and the integration tests all go through it.
-//!
-//! Plain `http://` only: std has no TLS, and the server and collectors it
-//! talks to sit on the same host or pod.
+//! The one HTTP/1.1 client, for the subcommands, the OTLP exporter and the
+//! integration tests: a request on a fresh connection under one deadline,
+//! and the response parser. Plain `http://` only: std has no TLS, and the
+//! server and collectors it talks to sit on the same host or pod.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -19,7 +17,7 @@ const MAX_BODY: usize = 256 * 1024 * 1024;
 /// How long a subcommand waits for the server's whole answer.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One HTTP response as read off the wire. Plain data.
+/// One HTTP response as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     /// The status code.
@@ -62,8 +60,7 @@ impl Received {
     }
 }
 
-/// Why a request failed, and at which stage: `resolve`, `connect`, `send`
-/// or `read`.
+/// Why a request failed, at stage `resolve`, `connect`, `send` or `read`.
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) stage: &'static str,
@@ -72,12 +69,8 @@ pub(crate) struct Failure {
 
 /// Sends `method target` with `headers` and `body` to `authority`
 /// (`host[:port]`, port 80 by default) on a new connection, and reads the
-/// whole response; everything must be done within `timeout`. `Host`,
+/// whole response, all within `timeout` (else `TimedOut`). `Host`,
 /// `Content-Length` and `Connection: close` are added.
-///
-/// # Errors
-///
-/// A [`Failure`] naming the stage, `TimedOut` once the deadline passed.
 pub(crate) fn exchange(
     authority: &str,
     method: &str,
@@ -91,19 +84,16 @@ pub(crate) fn exchange(
     let addrs = socket_target(authority)
         .to_socket_addrs()
         .map_err(fail("resolve"))?;
-    let mut last = io::Error::new(ErrorKind::NotFound, "the host has no address");
-    let mut connected = None;
+    let no_address = io::Error::new(ErrorKind::NotFound, "the host has no address");
+    let mut connected = Err(no_address);
     for addr in addrs {
         let budget = remaining(deadline).map_err(fail("connect"))?;
-        match TcpStream::connect_timeout(&addr, budget) {
-            Ok(stream) => {
-                connected = Some(stream);
-                break;
-            }
-            Err(e) => last = e,
+        connected = TcpStream::connect_timeout(&addr, budget);
+        if connected.is_ok() {
+            break;
         }
     }
-    let stream = connected.ok_or(last).map_err(fail("connect"))?;
+    let stream = connected.map_err(fail("connect"))?;
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -168,9 +158,7 @@ impl Write for Timed {
 }
 
 /// Reads one response from `r`; `head` says whether it answers a `HEAD`
-/// request. Interim `1xx` responses are skipped, except `101`. The body is
-/// framed by `Transfer-Encoding: chunked`, `Content-Length`, or the end of
-/// the stream.
+/// request. Interim `1xx` responses are skipped, except `101`.
 ///
 /// # Errors
 ///
@@ -178,21 +166,16 @@ impl Write for Timed {
 /// malformed or oversized response, or the reader's own error.
 pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Received> {
     loop {
-        let line = read_line(r)?.ok_or_else(|| {
-            io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "connection closed before a response",
-            )
-        })?;
+        let line = read_line(r)?.ok_or_else(|| eof("connection closed before a response"))?;
         let mut parts = line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default().to_string();
-        let code = parts.next().unwrap_or_default();
         if !version.starts_with("HTTP/1.") {
             return Err(invalid(format!("bad status line: {line:?}")));
         }
-        let status: u16 = code
-            .parse()
-            .map_err(|_| invalid(format!("bad status code in {line:?}")))?;
+        let status: u16 = parts
+            .next()
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| invalid(format!("bad status code in {line:?}")))?;
         let mut resp = Received {
             status,
             headers: read_headers(r)?,
@@ -264,11 +247,14 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, msg)
 }
 
+fn eof(msg: &str) -> io::Error {
+    io::Error::new(ErrorKind::UnexpectedEof, msg)
+}
+
 fn read_headers(r: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
     let mut headers = Vec::new();
     loop {
-        let line = read_line(r)?
-            .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "EOF in headers"))?;
+        let line = read_line(r)?.ok_or_else(|| eof("EOF in headers"))?;
         if line.is_empty() {
             return Ok(headers);
         }
@@ -285,8 +271,7 @@ fn read_headers(r: &mut impl BufRead) -> io::Result<Vec<(String, String)>> {
 fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let line = read_line(r)?
-            .ok_or_else(|| io::Error::new(ErrorKind::UnexpectedEof, "EOF in chunked body"))?;
+        let line = read_line(r)?.ok_or_else(|| eof("EOF in chunked body"))?;
         let size = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size, 16)
             .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
@@ -309,8 +294,7 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A subcommand's answer from the server: the status, and the body as
-/// JSON (`Null` when it is not JSON).
+/// A subcommand's answer: the status, and the body as JSON (`Null` if not).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ApiAnswer {
     pub(crate) status: u16,
@@ -319,10 +303,7 @@ pub(crate) struct ApiAnswer {
 
 /// Sends one request to `base_url` + `path` and reads the whole answer, for
 /// the subcommands. `CONDUCTOR_API_KEY`, when set, goes in `Authorization`.
-///
-/// # Errors
-///
-/// A one-line message: the URL is not `http://`, or the server could not
+/// The error is one line: the URL is not `http://`, or the server could not
 /// be reached, written to or read from.
 pub(crate) fn request(
     method: &str,

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::client::{self, ApiAnswer};
 use crate::declared::{spec, update, Declaration};
+use crate::otlp::id::{splitmix64, GAMMA};
 use crate::time;
 
 pub const DEFAULT_RUNS: u64 = 20;
@@ -28,7 +29,7 @@ pub const DEFAULT_SEED: u64 = 1;
 /// The most runs one invocation may ask for.
 pub const MAX_RUNS: u64 = 10_000;
 
-/// What `conductor-metrics demo` was asked to do. Plain data.
+/// What `conductor-metrics demo` was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub url: String,
@@ -36,14 +37,12 @@ pub struct Options {
     pub seed: u64,
 }
 
-/// What the demo sent and how the server took it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Summary {
     runs: u64,
     completed: u64,
     failed: u64,
     cancelled: u64,
-    /// Run starts refused with 429 (budget exhausted).
     refused: u64,
     events: u64,
     messages: u64,
@@ -58,14 +57,13 @@ impl fmt::Display for Summary {
             "demo: {} runs, {} completed, {} failed, {} cancelled, {} events, {} messages",
             self.runs, self.completed, self.failed, self.cancelled, self.events, self.messages
         )?;
-        if self.refused > 0 {
-            write!(f, ", {} refused (budget exhausted)", self.refused)?;
-        }
-        if self.spends > 0 {
-            write!(f, ", {} budget spends", self.spends)?;
-        }
-        if self.metric_updates > 0 {
-            write!(f, ", {} metric updates", self.metric_updates)?;
+        let extras = [
+            (self.refused, "refused (budget exhausted)"),
+            (self.spends, "budget spends"),
+            (self.metric_updates, "metric updates"),
+        ];
+        for (n, what) in extras.into_iter().filter(|&(n, _)| n > 0) {
+            write!(f, ", {n} {what}")?;
         }
         Ok(())
     }
@@ -87,26 +85,31 @@ pub fn command(options: &Options) -> u8 {
 /// Sends the planned runs. A start refused with 429 is counted, not fatal;
 /// the triage spends stop, with one line saying why, at the first refusal.
 fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
-    let declared = declared_families(&options.url)?;
-    // Unique per invocation, so one seed can be replayed against the same data dir.
-    let stamp = format!(
-        "{:x}{:x}",
-        (time::now_unix() * 1000.0) as u64,
-        std::process::id()
-    );
+    let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
+    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
+        format!(
+            "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
+        )
+    })?;
     let mut sender = Sender {
         url: &options.url,
         summary: Summary::default(),
         spending: true,
-        declared,
-        // The demo is one run of the orchestrator's dispatch loop.
-        loop_run: format!("demo-s{}-{stamp}", options.seed),
+        declared: Declared::new(families),
         total: options.runs,
     };
+    // The demo is one run of the orchestrator's dispatch loop, named uniquely
+    // per invocation so that one seed can be replayed against the same data dir.
+    let loop_run = format!(
+        "demo-s{}-{:x}{:x}",
+        options.seed,
+        (time::now_unix() * 1000.0) as u64,
+        std::process::id()
+    );
     let mut rng = Rng(options.seed);
     for index in 1..=options.runs {
-        let plan = plan_run(&mut rng, index);
-        let run_id = format!("demo-s{}-{stamp}-{index:04}", options.seed);
+        let plan = plan_run(&mut rng, index, &loop_run);
+        let run_id = format!("{loop_run}-{index:04}");
         let line = sender.send(&run_id, &plan)?;
         // The report is secondary: a closed stdout must not stop the workload.
         let _ = writeln!(out, "{line}");
@@ -115,7 +118,6 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     Ok(sender.summary)
 }
 
-/// The families a server declares, as `GET /api/v1/metrics` lists them.
 struct Declared {
     families: Vec<Declaration>,
     index: HashMap<String, usize>,
@@ -138,17 +140,20 @@ impl Declared {
     }
 }
 
-fn declared_families(url: &str) -> Result<Declared, String> {
-    const WHAT: &str = "GET /api/v1/metrics";
-    let answer = client::request("GET", url, "/api/v1/metrics", None)?;
-    if answer.status != 200 {
-        return Err(rejected(WHAT, &answer));
+/// Sends `method path` to the server at `url`; the answer when its status is
+/// `want`, else the server's refusal as an error.
+fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    want: u16,
+) -> Result<ApiAnswer, String> {
+    let answer = client::request(method, url, path, body)?;
+    match answer.status == want {
+        true => Ok(answer),
+        false => Err(rejected(&format!("{method} {path}"), &answer)),
     }
-    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
-        let status = answer.status;
-        format!("{WHAT}: the server answered {status}: the families listed cannot be read: {e}")
-    })?;
-    Ok(Declared::new(families))
 }
 
 fn rejected(what: &str, answer: &ApiAnswer) -> String {
@@ -163,22 +168,10 @@ struct Sender<'a> {
     /// False once a spend was refused: spends are an extra.
     spending: bool,
     declared: Declared,
-    /// The `run_id` of the dispatch loop the demo stands for.
-    loop_run: String,
-    /// The runs this invocation sends.
     total: u64,
 }
 
 impl Sender<'_> {
-    /// Sends one request that must answer `want`.
-    fn expect(&self, path: &str, body: &Value, want: u16) -> Result<ApiAnswer, String> {
-        let answer = client::request("POST", self.url, path, Some(body))?;
-        match answer.status == want {
-            true => Ok(answer),
-            false => Err(rejected(&format!("POST {path}"), &answer)),
-        }
-    }
-
     /// Sends a planned run and returns its report line.
     fn send(&mut self, run_id: &str, plan: &RunPlan) -> Result<String, String> {
         self.summary.runs += 1;
@@ -207,7 +200,7 @@ impl Sender<'_> {
                 Step::Events(batch) => self.events(run_id, base, batch)?,
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
-                    self.expect("/api/v1/messages", &msg, 201)?;
+                    call(self.url, "POST", "/api/v1/messages", Some(&msg), 201)?;
                     self.summary.messages += 1;
                 }
             }
@@ -231,17 +224,16 @@ impl Sender<'_> {
 
     /// Ends the run as planned; returns its cost as the report shows it.
     fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<String, String> {
-        let (action, body) = match outcome {
-            PlannedEnd::Complete => ("complete", json!({})),
-            PlannedEnd::Fail(error) => ("fail", json!({ "error": error })),
-            PlannedEnd::Cancel => ("cancel", json!({})),
+        let (action, body, count) = match outcome {
+            PlannedEnd::Complete => ("complete", json!({}), &mut self.summary.completed),
+            PlannedEnd::Fail(error) => {
+                ("fail", json!({ "error": error }), &mut self.summary.failed)
+            }
+            PlannedEnd::Cancel => ("cancel", json!({}), &mut self.summary.cancelled),
         };
-        let ended = self.expect(&format!("/api/v1/runs/{run_id}/{action}"), &body, 200)?;
-        match outcome {
-            PlannedEnd::Complete => self.summary.completed += 1,
-            PlannedEnd::Fail(_) => self.summary.failed += 1,
-            PlannedEnd::Cancel => self.summary.cancelled += 1,
-        }
+        let path = format!("/api/v1/runs/{run_id}/{action}");
+        let ended = call(self.url, "POST", &path, Some(&body), 200)?;
+        *count += 1;
         let cost = ended.json["cost"].as_f64();
         Ok(cost.map(|c| format!("  ${c:.2}")).unwrap_or_default())
     }
@@ -257,20 +249,20 @@ impl Sender<'_> {
             })
             .collect();
         let path = format!("/api/v1/runs/{run_id}/events");
-        let answer = self.expect(&path, &Value::Array(list), 200)?;
+        let answer = call(self.url, "POST", &path, Some(&Value::Array(list)), 200)?;
         self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
         Ok(())
     }
 
-    /// Posts the run's updates to the declared families, and the work
-    /// orders by state, leaving out those the server's declarations do not
-    /// take.
+    /// Posts the run's updates and the work orders by state, leaving out
+    /// those the server's declarations do not take.
     fn declared(&mut self, plan: &RunPlan) -> Result<(), String> {
-        let mut updates = declared_updates(plan, &self.loop_run);
+        let mut updates = plan.updates.clone();
         updates.extend(work_order_states(&self.summary, self.total));
         updates.retain(|u| self.declared.takes(u));
         for batch in updates.chunks(update::MAX_BATCH) {
-            let answer = self.expect("/api/v1/metrics", &Value::Array(batch.to_vec()), 200)?;
+            let body = Value::Array(batch.to_vec());
+            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
             self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
         }
         Ok(())
@@ -299,78 +291,9 @@ impl Sender<'_> {
     }
 }
 
-/// The provider the demo's models are served by.
 const PROVIDER: &str = "anthropic";
 /// Run N's pull request is number `FIRST_PR + N`.
 const FIRST_PR: u64 = 800;
-
-/// A run's activity as updates to the families of
-/// `docs/examples/orchestrator-metrics.json`. Derived from the plan (and the
-/// loop's run id) alone, so a seed still fixes the whole workload:
-///
-/// - each phase is a task that a worker of the run's agent profile executes:
-///   its time, and its completion (`success` or `failed`);
-/// - each iteration is a cycle of the dispatch loop `loop_run`: the phases
-///   it dispatched and those that finished;
-/// - the run gets a worktree, created and then cleaned up; every seventh
-///   creation fails once first;
-/// - one LLM call per `tokens` event, every fifth rate-limited once before
-///   it succeeds;
-/// - a merge per pull request, after a checkout; every third conflicts, and
-///   the LLM resolves its conflicts except every ninth;
-/// - the retries the work order needed (its iterations after the first).
-fn declared_updates(plan: &RunPlan, loop_run: &str) -> Vec<Value> {
-    let mut updates = worktree_created(plan.index);
-    let profile = plan.start["agent"].as_str().unwrap_or_default();
-    let mut calls = 0u64;
-    for step in &plan.steps {
-        let Step::Events(batch) = step else { continue };
-        let (mut cycle, mut dispatched, mut finished) = (false, 0u64, 0u64);
-        for event in batch.iter().map(|(_, e)| e) {
-            match event["type"].as_str() {
-                Some("iteration_started") => cycle = true,
-                Some("phase_started") => dispatched += 1,
-                Some("phase_completed") => {
-                    finished += 1;
-                    let phase = event["phase"].as_str().unwrap_or("unknown");
-                    let seconds = event["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-                    let status = if event["success"] == true {
-                        "success"
-                    } else {
-                        "failed"
-                    };
-                    updates.extend([
-                        json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": seconds}),
-                        json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
-                    ]);
-                }
-                Some("tokens") => {
-                    calls += 1;
-                    updates.extend(llm_call(event, calls));
-                }
-                _ => {}
-            }
-        }
-        if cycle {
-            // The loop's own work: a fixed cost, and a little per task handed out.
-            let seconds = 0.2 + 0.3 * dispatched as f64;
-            updates.extend([
-                json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": loop_run}, "inc": 1}),
-                json!({"name": "dispatch_loop_cycle_duration_seconds", "observe": seconds}),
-                json!({"name": "dispatch_tasks_dispatched_per_cycle", "observe": dispatched}),
-                json!({"name": "dispatch_worker_completions_per_cycle", "observe": finished}),
-            ]);
-        }
-    }
-    if plan.pr_url.is_some() {
-        updates.extend(merge(FIRST_PR + plan.index));
-    }
-    updates.extend([
-        json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
-        json!({"name": "task_retry_count", "labels": {"worker_profile": profile}, "observe": plan.iterations - 1}),
-    ]);
-    updates
-}
 
 /// Run `index`'s worktree creation: every seventh fails once, quickly, and
 /// is tried again.
@@ -389,14 +312,9 @@ fn worktree_created(index: u64) -> Vec<Value> {
     updates
 }
 
-/// LLM call number `call` of a run, for one `tokens` event: every fifth is
-/// rate-limited once before it succeeds.
-fn llm_call(event: &Value, call: u64) -> Vec<Value> {
-    let model = event["model"].as_str().unwrap_or("unknown");
-    let (input, output) = (
-        event["input_tokens"].as_u64().unwrap_or(0),
-        event["output_tokens"].as_u64().unwrap_or(0),
-    );
+/// LLM call number `call` of a run: every fifth is rate-limited once before
+/// it succeeds.
+fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
     let labels = json!({"model": model, "provider": PROVIDER});
     let mut updates = Vec::new();
     if call.is_multiple_of(5) {
@@ -477,11 +395,8 @@ struct Rng(u64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(GAMMA);
+        splitmix64(self.0)
     }
 
     /// Uniform in [0, 1).
@@ -508,18 +423,16 @@ impl Rng {
     }
 }
 
-/// One phase of an iteration and what can happen in it.
+/// One phase of an iteration: its ranges of seconds and of input and output
+/// tokens, the chance that it fails itself, and the gate checked after it
+/// (with its pass chance and failure reasons).
 struct PhaseSpec {
     name: &'static str,
-    /// Duration range in seconds.
     seconds: (f64, f64),
-    /// Input and output token ranges.
     input: (u64, u64),
     output: (u64, u64),
-    /// The chance that the phase itself fails (the agent gives up or crashes).
     failure: f64,
     failure_reason: &'static str,
-    /// The gate checked after the phase, with its pass chance and failure reasons.
     gate: Option<(&'static str, f64, &'static [&'static str])>,
 }
 
@@ -597,7 +510,6 @@ const GOALS: [&str; 6] = [
     "Remove the legacy session store",
 ];
 
-/// How a planned run ends.
 #[derive(Clone, Debug, PartialEq)]
 enum PlannedEnd {
     Complete,
@@ -617,23 +529,28 @@ enum Step {
 /// A whole run, planned before any of it is sent.
 #[derive(Clone, Debug, PartialEq)]
 struct RunPlan {
-    /// The run's number in the workload, from 1.
-    index: u64,
     /// The body of `POST /api/v1/runs`, without the run id.
     start: Value,
     steps: Vec<Step>,
-    /// Input and output tokens of the work order's triage.
     triage_tokens: (u64, u64),
     iterations: u64,
     pr_url: Option<String>,
     outcome: PlannedEnd,
-    /// Seconds from the run's start to its end.
+    /// Seconds from the run's start to its end, on the simulated clock.
     duration: f64,
+    /// The run's activity as updates to the families of
+    /// `docs/examples/orchestrator-metrics.json`: a worktree created and
+    /// cleaned up, each phase a task a worker of the run's agent profile
+    /// executes, each iteration a cycle of the dispatch loop, one LLM call
+    /// per `tokens` event, a merge per pull request, and the retries the
+    /// work order needed (its iterations after the first).
+    updates: Vec<Value>,
 }
 
-/// Plans run number `index`: up to `max_iterations` iterations of the four
-/// phases until the gates pass, then a delivery; or a cancellation midway.
-fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
+/// Plans run number `index` of the dispatch loop `loop_run`: up to
+/// `max_iterations` iterations of the four phases until the gates pass,
+/// then a delivery; or a cancellation midway.
+fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     let agent = *rng.pick(&AGENTS);
     let goal = *rng.pick(&GOALS);
     let strategy = *rng.pick(&STRATEGIES);
@@ -650,155 +567,205 @@ fn plan_run(rng: &mut Rng, index: u64) -> RunPlan {
         "phases": PHASES.iter().map(|p| p.name).collect::<Vec<_>>(),
         "max_iterations": max_iterations,
     });
-    let mut plan = RunPlan {
-        index,
-        start: json!({
-            "agent": agent, "goal": goal, "work_order_id": work_order_id,
-            "correlation_id": correlation_id, "strategy": strategy,
-            "max_iterations": max_iterations,
-        }),
-        steps: vec![Step::Message("PLAN", plan_message)],
-        triage_tokens,
-        iterations: 0,
-        pr_url: None,
-        // What a run that neither fails its last iteration nor delivers is.
-        outcome: PlannedEnd::Cancel,
-        duration: 0.0,
+    let mut p = Planner {
+        rng,
+        profile: agent,
+        loop_run,
+        calls: 0,
+        plan: RunPlan {
+            start: json!({
+                "agent": agent, "goal": goal, "work_order_id": work_order_id,
+                "correlation_id": correlation_id, "strategy": strategy,
+                "max_iterations": max_iterations,
+            }),
+            steps: vec![Step::Message("PLAN", plan_message)],
+            triage_tokens,
+            iterations: 0,
+            pr_url: None,
+            // What a run that neither fails its last iteration nor delivers is.
+            outcome: PlannedEnd::Cancel,
+            duration: 0.0,
+            updates: worktree_created(index),
+        },
     };
     for iteration in 1..=max_iterations {
-        plan.iterations = iteration;
-        let (batch, ran) = plan_iteration(rng, iteration, cancel_at, &mut plan.duration);
-        plan.steps.push(Step::Events(batch));
+        p.plan.iterations = iteration;
+        let ran = p.iteration(iteration, cancel_at);
         let Some(problem) = ran else {
             let status = json!({"iteration": iteration, "state": "cancelled"});
-            plan.steps.push(Step::Message("STATUS", status));
+            p.plan.steps.push(Step::Message("STATUS", status));
             break;
         };
         let success = problem.is_none();
         let status = json!({"iteration": iteration, "success": success, "problem": problem});
-        plan.steps.push(Step::Message("STATUS", status));
+        p.plan.steps.push(Step::Message("STATUS", status));
         match problem {
             Some(problem) if iteration == max_iterations => {
                 let why = format!("{problem} (iteration {iteration} of {max_iterations})");
-                plan.outcome = PlannedEnd::Fail(why);
+                p.plan.outcome = PlannedEnd::Fail(why);
             }
             Some(_) => {}
             None => {
-                let (delivery, end, url) = plan_delivery(rng, index, &mut plan.duration);
-                plan.steps.push(delivery);
-                plan.outcome = end;
-                plan.pr_url = Some(url);
+                p.delivery(index);
                 break;
             }
         }
     }
+    let mut plan = p.plan;
+    plan.updates.extend([
+        json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
+        json!({"name": "task_retry_count", "labels": {"worker_profile": agent}, "observe": plan.iterations - 1}),
+    ]);
     plan
 }
 
-/// Plans iteration `iteration`, starting a little after `t`, and moves `t`
-/// on; with `None` when an operator cancels the run in it, else the problem
-/// when a phase or a gate failed.
-fn plan_iteration(
-    rng: &mut Rng,
-    iteration: u64,
-    cancel_at: Option<(u64, usize)>,
-    t: &mut f64,
-) -> (Vec<(f64, Value)>, Option<Option<String>>) {
-    *t += rng.around(1.0, 6.0);
-    let started = json!({"type": "iteration_started", "iteration": iteration});
-    let mut batch = vec![(*t, started)];
-    let mut problem: Option<String> = None;
-    for (i, spec) in PHASES.iter().enumerate() {
-        if cancel_at == Some((iteration, i)) {
-            return (batch, None);
-        }
-        match plan_phase(rng, spec, iteration, t, &mut batch) {
-            Ok(gate_problem) => problem = problem.or(gate_problem),
-            // A phase that fails ends its iteration; the next one starts over.
-            Err(failure) => {
-                problem = Some(failure);
+/// A run being planned, on its simulated clock (`plan.duration`).
+struct Planner<'a> {
+    rng: &'a mut Rng,
+    plan: RunPlan,
+    /// The run's agent profile, whose workers execute its tasks.
+    profile: &'static str,
+    loop_run: &'a str,
+    /// The LLM calls planned so far.
+    calls: u64,
+}
+
+impl Planner<'_> {
+    /// Plans iteration `iteration`, starting a little after the run's time
+    /// so far; `None` when an operator cancels the run in it, else the
+    /// problem when a phase or a gate failed.
+    fn iteration(
+        &mut self,
+        iteration: u64,
+        cancel_at: Option<(u64, usize)>,
+    ) -> Option<Option<String>> {
+        self.plan.duration += self.rng.around(1.0, 6.0);
+        let started = json!({"type": "iteration_started", "iteration": iteration});
+        let mut batch = vec![(self.plan.duration, started)];
+        let mut problem: Option<String> = None;
+        let mut dispatched = 0u64;
+        let mut cancelled = false;
+        for (i, spec) in PHASES.iter().enumerate() {
+            cancelled = cancel_at == Some((iteration, i));
+            if cancelled {
                 break;
             }
+            dispatched += 1;
+            match self.phase(spec, iteration, &mut batch) {
+                Ok(gate_problem) => problem = problem.or(gate_problem),
+                // A phase that fails ends its iteration; the next one starts over.
+                Err(failure) => {
+                    problem = Some(failure);
+                    break;
+                }
+            }
         }
-    }
-    let success = problem.is_none();
-    batch.push((
-        *t,
-        json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
-    ));
-    (batch, Some(problem))
-}
-
-/// Plans one phase of `spec` starting at `t` into `batch`, and moves `t` on;
-/// the problem when its gate fails, or `Err` with why the phase failed.
-fn plan_phase(
-    rng: &mut Rng,
-    spec: &PhaseSpec,
-    iteration: u64,
-    t: &mut f64,
-    batch: &mut Vec<(f64, Value)>,
-) -> Result<Option<String>, String> {
-    let phase = spec.name;
-    batch.push((
-        *t,
-        json!({"type": "phase_started", "phase": phase, "iteration": iteration}),
-    ));
-    let seconds = rng.around(spec.seconds.0, spec.seconds.1);
-    let model = match phase == "test" || rng.chance(0.1) {
-        true => "claude-haiku",
-        false => "claude-sonnet",
-    };
-    let input = rng.between(spec.input.0, spec.input.1);
-    let output = rng.between(spec.output.0, spec.output.1);
-    *t += seconds;
-    let success = !rng.chance(spec.failure);
-    batch.extend(
-        [
-            json!({"type": "tokens", "phase": phase, "model": model,
-               "input_tokens": input, "output_tokens": output}),
-            json!({"type": "phase_completed", "phase": phase, "success": success,
-               "duration_ms": (seconds * 1000.0).round()}),
-        ]
-        .map(|event| (*t, event)),
-    );
-    if !success {
-        return Err(spec.failure_reason.to_string());
-    }
-    let mut problem = None;
-    if let Some((gate, pass, reasons)) = spec.gate {
-        let passed = rng.chance(pass);
-        let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
-        if !passed {
-            event["reason"] = json!(*rng.pick(reasons));
-            problem = Some(format!("{gate} still failing"));
+        if !cancelled {
+            let success = problem.is_none();
+            batch.push((
+                self.plan.duration,
+                json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
+            ));
         }
-        *t += rng.around(2.0, 30.0);
-        batch.push((*t, event));
+        self.plan.steps.push(Step::Events(batch));
+        // The loop's own work: a fixed cost, and a little per task handed out.
+        let seconds = 0.2 + 0.3 * dispatched as f64;
+        self.plan.updates.extend([
+            json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": self.loop_run}, "inc": 1}),
+            json!({"name": "dispatch_loop_cycle_duration_seconds", "observe": seconds}),
+            json!({"name": "dispatch_tasks_dispatched_per_cycle", "observe": dispatched}),
+            json!({"name": "dispatch_worker_completions_per_cycle", "observe": dispatched}),
+        ]);
+        (!cancelled).then_some(problem)
     }
-    *t += rng.around(0.5, 4.0);
-    Ok(problem)
-}
 
-/// Plans the delivery of run `index`'s pull request after `t`, and moves `t`
-/// on; with how the run ends and the pull request's address.
-fn plan_delivery(rng: &mut Rng, index: u64, t: &mut f64) -> (Step, PlannedEnd, String) {
-    let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
-    *t += rng.around(5.0, 20.0);
-    let started = *t;
-    *t += rng.around(60.0, 480.0);
-    let delivered = rng.chance(0.95);
-    let ci = if delivered { "passed" } else { "failed" };
-    let completed = json!({"type": "delivery_completed", "success": delivered,
-                           "pr_url": url, "ci_status": ci});
-    let events = vec![
-        (started, json!({"type": "delivery_started"})),
-        (*t, completed),
-    ];
-    let end = match delivered {
-        true => PlannedEnd::Complete,
-        false => PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".into()),
-    };
-    (Step::Events(events), end, url)
+    /// Plans one phase of `spec` into `batch`, and moves the clock on; the
+    /// problem when its gate fails, or `Err` with why the phase failed.
+    fn phase(
+        &mut self,
+        spec: &PhaseSpec,
+        iteration: u64,
+        batch: &mut Vec<(f64, Value)>,
+    ) -> Result<Option<String>, String> {
+        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
+        let phase = spec.name;
+        batch.push((
+            *t,
+            json!({"type": "phase_started", "phase": phase, "iteration": iteration}),
+        ));
+        let seconds = rng.around(spec.seconds.0, spec.seconds.1);
+        let model = match phase == "test" || rng.chance(0.1) {
+            true => "claude-haiku",
+            false => "claude-sonnet",
+        };
+        let input = rng.between(spec.input.0, spec.input.1);
+        let output = rng.between(spec.output.0, spec.output.1);
+        *t += seconds;
+        let success = !rng.chance(spec.failure);
+        // Whole milliseconds, as the server reads the phase's duration.
+        let ms = (seconds * 1000.0).round();
+        batch.extend(
+            [
+                json!({"type": "tokens", "phase": phase, "model": model,
+                   "input_tokens": input, "output_tokens": output}),
+                json!({"type": "phase_completed", "phase": phase, "success": success,
+                   "duration_ms": ms}),
+            ]
+            .map(|event| (*t, event)),
+        );
+        self.calls += 1;
+        self.plan
+            .updates
+            .extend(llm_call(model, input, output, self.calls));
+        let status = if success { "success" } else { "failed" };
+        let profile = self.profile;
+        self.plan.updates.extend([
+            json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": ms / 1000.0}),
+            json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
+        ]);
+        if !success {
+            return Err(spec.failure_reason.to_string());
+        }
+        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
+        let mut problem = None;
+        if let Some((gate, pass, reasons)) = spec.gate {
+            let passed = rng.chance(pass);
+            let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
+            if !passed {
+                event["reason"] = json!(*rng.pick(reasons));
+                problem = Some(format!("{gate} still failing"));
+            }
+            *t += rng.around(2.0, 30.0);
+            batch.push((*t, event));
+        }
+        *t += rng.around(0.5, 4.0);
+        Ok(problem)
+    }
+
+    fn delivery(&mut self, index: u64) {
+        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
+        let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
+        *t += rng.around(5.0, 20.0);
+        let started = *t;
+        *t += rng.around(60.0, 480.0);
+        let delivered = rng.chance(0.95);
+        let ci = if delivered { "passed" } else { "failed" };
+        let completed = json!({"type": "delivery_completed", "success": delivered,
+                               "pr_url": url, "ci_status": ci});
+        let events = vec![
+            (started, json!({"type": "delivery_started"})),
+            (*t, completed),
+        ];
+        self.plan.steps.push(Step::Events(events));
+        self.plan.outcome = match delivered {
+            true => PlannedEnd::Complete,
+            false => {
+                PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".into())
+            }
+        };
+        self.plan.pr_url = Some(url);
+        self.plan.updates.extend(merge(FIRST_PR + index));
+    }
 }
 
 #[cfg(test)]
@@ -808,7 +775,9 @@ mod tests {
 
     fn plans(seed: u64, n: u64) -> Vec<RunPlan> {
         let mut rng = Rng(seed);
-        (1..=n).map(|i| plan_run(&mut rng, i)).collect()
+        (1..=n)
+            .map(|i| plan_run(&mut rng, i, "demo-s1-test"))
+            .collect()
     }
 
     #[test]
@@ -921,7 +890,7 @@ mod tests {
         let mut summary = Summary::default();
         for plan in plans(1, 50) {
             summary.runs += 1;
-            let mut updates = declared_updates(&plan, "demo-s1-test");
+            let mut updates = plan.updates.clone();
             updates.extend(work_order_states(&summary, 50));
             // One run's updates go in one request.
             assert!(updates.len() <= update::MAX_BATCH, "{}", updates.len());
@@ -955,9 +924,7 @@ mod tests {
         assert!(!declared.takes(&json!({"name": "llm_tokens_total", "labels": {"model": "m", "type": "prompt"}, "inc": 1})));
         let nothing = Declared::new(Vec::new());
         let plan = &plans(1, 1)[0];
-        assert!(declared_updates(plan, "l")
-            .iter()
-            .all(|u| !nothing.takes(u)));
+        assert!(plan.updates.iter().all(|u| !nothing.takes(u)));
     }
 
     #[test]

@@ -1,11 +1,8 @@
 //! Writing JSON text straight into a `String`, for hot paths that would
-//! otherwise build a `serde_json::Value` only to print it once.
-//!
-//! Every function writes exactly the bytes serde_json prints for the same
-//! value (strings escaped the same way, numbers through serde_json's own
-//! `Number`), so a record or event written here is indistinguishable from
-//! one written through `json!`. Callers write keys in the order serde_json
-//! would: sorted, since its `Map` is a `BTreeMap` in this build.
+//! otherwise build a `serde_json::Value` only to print it once. Every
+//! function writes exactly the bytes serde_json prints for the same value,
+//! so callers write keys in the order serde_json would: sorted, since its
+//! `Map` is a `BTreeMap` in this build.
 
 use std::fmt::Write;
 
@@ -27,8 +24,12 @@ pub fn push_str(out: &mut String, s: &str) {
 }
 
 pub fn push_opt_str(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => push_str(out, s),
+    push_opt(out, s, push_str)
+}
+
+fn push_opt<T>(out: &mut String, x: Option<T>, push: fn(&mut String, T)) {
+    match x {
+        Some(x) => push(out, x),
         None => out.push_str("null"),
     }
 }
@@ -39,10 +40,7 @@ pub fn push_u64(out: &mut String, n: u64) {
 }
 
 pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
-    match n {
-        Some(n) => push_u64(out, n),
-        None => out.push_str("null"),
-    }
+    push_opt(out, n, push_u64)
 }
 
 /// Appends `x` as serde_json prints an `f64` (`1500.0`, `0.1`); `null`
@@ -58,10 +56,7 @@ pub fn push_f64(out: &mut String, x: f64) {
 }
 
 pub fn push_opt_f64(out: &mut String, x: Option<f64>) {
-    match x {
-        Some(x) => push_f64(out, x),
-        None => out.push_str("null"),
-    }
+    push_opt(out, x, push_f64)
 }
 
 pub fn push_bool(out: &mut String, b: bool) {
@@ -104,10 +99,9 @@ pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
     object.push('}');
 }
 
-/// `text`, one JSON value, on one line: as it is when it has no line break,
-/// otherwise with every whitespace between tokens taken out. A line break
-/// can only be whitespace between tokens (inside strings it is escaped), so
-/// nothing else changes.
+/// `text`, one JSON value, on one line: with every whitespace between tokens
+/// taken out when it has a line break, which can only be such whitespace
+/// (inside strings it is escaped).
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains(['\n', '\r']) {
         return std::borrow::Cow::Borrowed(text);

@@ -21,25 +21,24 @@ pub enum Level {
     Debug,
 }
 
+/// Each level's name, in the order of the variants.
+const LEVELS: [(Level, &str); 4] = [
+    (Level::Error, "error"),
+    (Level::Warn, "warn"),
+    (Level::Info, "info"),
+    (Level::Debug, "debug"),
+];
+
 impl Level {
-    /// Parses `error`, `warn`, `info` or `debug`.
+    /// Parses `error`, `warn` (or `warning`), `info` or `debug`.
     pub(crate) fn parse(s: &str) -> Option<Level> {
-        match s.to_ascii_lowercase().as_str() {
-            "error" => Some(Level::Error),
-            "warn" | "warning" => Some(Level::Warn),
-            "info" => Some(Level::Info),
-            "debug" => Some(Level::Debug),
-            _ => None,
-        }
+        let s = s.to_ascii_lowercase();
+        let s = if s == "warning" { "warn" } else { &s };
+        LEVELS.iter().find(|(_, name)| *name == s).map(|(l, _)| *l)
     }
 
     fn as_str(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warn => "warn",
-            Level::Info => "info",
-            Level::Debug => "debug",
-        }
+        LEVELS[self as usize].1
     }
 }
 
@@ -66,12 +65,10 @@ impl Logger {
         Logger { level, format }
     }
 
-    /// Whether a line at `level` would be written.
     pub(crate) fn enabled(&self, level: Level) -> bool {
         level <= self.level
     }
 
-    /// Writes one line with `msg` and extra fields.
     pub(crate) fn log(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
         if !self.enabled(level) {
             return;
@@ -114,7 +111,6 @@ impl Logger {
     }
 }
 
-/// A value of a log line: our own text, or a caller's field.
 enum Piece<'a> {
     Text(&'a str),
     Value(&'a Value),

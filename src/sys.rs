@@ -37,7 +37,6 @@ mod ffi {
     /// MIPS and SPARC number some constants apart from the other Linux targets.
     pub const MIPS: bool = cfg!(any(target_arch = "mips", target_arch = "mips64"));
     pub const SPARC: bool = cfg!(any(target_arch = "sparc", target_arch = "sparc64"));
-    /// `SIG_BLOCK` and `RLIMIT_NOFILE`, whose numbers depend on the architecture.
     pub const SIG_BLOCK: c_int = if MIPS || SPARC { 1 } else { 0 };
     pub const RLIMIT_NOFILE: c_int = if MIPS {
         5
@@ -46,12 +45,10 @@ mod ffi {
     } else {
         7
     };
-    /// `SIGINT` and `SIGTERM`, the same on every Linux architecture.
     pub const SIGINT: c_int = 2;
     pub const SIGTERM: c_int = 15;
-
-    /// `SOL_SOCKET` and `SO_SNDBUF` (x86, ARM and most others; not MIPS,
-    /// SPARC or PA-RISC, where `set_send_buffer` does nothing).
+    /// x86, ARM and most others; not MIPS, SPARC or PA-RISC, where
+    /// `set_send_buffer` does nothing.
     pub const SOL_SOCKET: c_int = 1;
     pub const SO_SNDBUF: c_int = 7;
 
@@ -64,13 +61,11 @@ mod ffi {
     pub const M_ARENA_MAX: c_int = -8;
 }
 
-/// The limits on open descriptors (`RLIMIT_NOFILE`). `u64::MAX`
+/// The limits on open descriptors (`RLIMIT_NOFILE`); `u64::MAX`
 /// (`RLIM_INFINITY`) stands for no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdLimits {
-    /// The limit in force, which the process may raise up to `hard`.
     pub soft: u64,
-    /// The ceiling only a privileged process may raise.
     pub hard: u64,
 }
 
@@ -79,12 +74,8 @@ pub struct FdLimits {
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 const NR_OPEN_DEFAULT: u64 = 1 << 20;
 
-/// The limits on open descriptors now in force, as `/proc/self/limits`
-/// shows them (which spares a `getrlimit` call).
-///
-/// # Errors
-///
-/// Fails if that file cannot be read or has no line for open files.
+/// The limits now in force, as `/proc/self/limits` shows them (which spares
+/// a `getrlimit` call).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn fd_limits() -> std::io::Result<FdLimits> {
     let text = std::fs::read_to_string("/proc/self/limits")?;
@@ -96,8 +87,6 @@ fn fd_limits() -> std::io::Result<FdLimits> {
     })
 }
 
-/// The soft and hard limits from the `Max open files` line of a
-/// `/proc/<pid>/limits` text; `unlimited` is `u64::MAX`.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn parse_fd_limits(text: &str) -> Option<FdLimits> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
@@ -114,13 +103,9 @@ fn parse_fd_limits(text: &str) -> Option<FdLimits> {
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, so that
-/// every connection the server admits can have its descriptors, and returns
-/// the limits then in force. Each client connection costs two
-/// descriptors, and one more while it streams or awaits a durable write.
-///
-/// # Errors
-///
-/// Fails if the limits cannot be read or set; the old limits then stay.
+/// every connection the server admits can have its descriptors (two each,
+/// and one more while it streams or awaits a durable write), and returns
+/// the limits then in force. On failure the old limits stay.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     let limits = fd_limits()?;
@@ -145,7 +130,6 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     fd_limits()
 }
 
-/// Elsewhere the limits are left as they are.
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
@@ -164,7 +148,6 @@ fn auxv(key: u64) -> Option<u64> {
         .map(|(_, v)| v)
 }
 
-/// Elsewhere the vector is not read, and the usual values stand.
 #[cfg(all(target_os = "linux", not(target_pointer_width = "64")))]
 fn auxv(_key: u64) -> Option<u64> {
     None
@@ -184,7 +167,6 @@ pub fn clock_ticks_per_second() -> f64 {
     *TICKS.get_or_init(|| auxv(AT_CLKTCK).map_or(100.0, |v| v as f64))
 }
 
-/// The memory page size in bytes, for turning `/proc` page counts to bytes.
 #[cfg(target_os = "linux")]
 pub fn page_size() -> f64 {
     static PAGE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -193,8 +175,7 @@ pub fn page_size() -> f64 {
 
 /// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
 /// doubles the value for its bookkeeping), so that a client that stops
-/// reading holds little memory and is found out soon. On architectures
-/// whose socket option numbers differ, it does nothing.
+/// reading holds little memory and is found out soon.
 #[cfg(target_os = "linux")]
 pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -214,14 +195,12 @@ pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::R
             std::mem::size_of::<std::ffi::c_int>() as u32,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
-/// Elsewhere the send buffer keeps its default.
 #[cfg(not(target_os = "linux"))]
 pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io::Result<()> {
     Ok(())
@@ -260,7 +239,6 @@ fn crc32c_sse42(crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
-/// Elsewhere the tables compute it.
 #[cfg(not(target_arch = "x86_64"))]
 pub fn crc32c_extend(_crc: u32, _bytes: &[u8]) -> Option<u32> {
     None
@@ -282,7 +260,6 @@ pub fn limit_malloc_arenas(arenas: i32) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn limit_malloc_arenas(_arenas: i32) {}
 
-/// The signals that ask the server to stop: SIGTERM and SIGINT.
 #[cfg(target_os = "linux")]
 fn stop_signals() -> ffi::SigSet {
     let mut set = ffi::SigSet([0; 16]);
@@ -295,11 +272,7 @@ fn stop_signals() -> ffi::SigSet {
 /// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
 /// it starts afterwards, so that they wait for [`wait_for_stop_signal`]
 /// instead of killing the process. Call it first thing, before any thread
-/// starts.
-///
-/// # Errors
-///
-/// Fails if the mask cannot be set; the signals then still kill.
+/// starts. On failure the signals still kill.
 #[cfg(target_os = "linux")]
 pub fn block_stop_signals() -> std::io::Result<()> {
     let set = stop_signals();
@@ -314,10 +287,6 @@ pub fn block_stop_signals() -> std::io::Result<()> {
 
 /// Waits until SIGTERM or SIGINT arrives, and returns its name. Only
 /// meaningful after [`block_stop_signals`].
-///
-/// # Errors
-///
-/// Fails if `sigwait` does.
 #[cfg(target_os = "linux")]
 pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     let set = stop_signals();
@@ -332,13 +301,13 @@ pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     }
 }
 
-/// Elsewhere the signals keep their default action.
+/// Elsewhere the signals keep their default action, and there is nothing
+/// to wait for.
 #[cfg(not(target_os = "linux"))]
 pub fn block_stop_signals() -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// Elsewhere there is nothing to wait for.
 #[cfg(not(target_os = "linux"))]
 pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     Err(std::io::ErrorKind::Unsupported.into())

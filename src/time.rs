@@ -42,10 +42,8 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// seconds; `None` when it is not exactly that shape.
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
+    let separators = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[13] == b':';
+    if !separators || b[16] != b':' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -104,47 +102,39 @@ pub(crate) fn rfc3339(unix: f64) -> String {
     out
 }
 
-/// Appends [`rfc3339`] text for `unix` to `out`, without allocating.
+/// Appends [`rfc3339`] text for `unix` to `out`, digit by digit: this runs
+/// for every event and log line, where the formatting machinery showed in
+/// profiles.
 pub(crate) fn push_rfc3339(out: &mut String, unix: f64) {
     let millis = (unix * 1000.0).round() as i64;
     let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let day = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(day);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let digits = |out: &mut String, n: i64, width: u32| {
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10_i64.pow(p) % 10) as u8));
+        }
+    };
     if (0..=9999).contains(&y) {
-        // The common case, digit by digit: this runs for every event and
-        // log line, where the formatting machinery showed in profiles.
-        let digits = |out: &mut String, n: i64, width: u32| {
-            for p in (0..width).rev() {
-                out.push(char::from(b'0' + (n / 10_i64.pow(p) % 10) as u8));
-            }
-        };
         digits(out, y, 4);
-        out.push('-');
-        digits(out, i64::from(m), 2);
-        out.push('-');
-        digits(out, i64::from(d), 2);
-        out.push('T');
-        digits(out, tod / 3600, 2);
-        out.push(':');
-        digits(out, tod / 60 % 60, 2);
-        out.push(':');
-        digits(out, tod % 60, 2);
-        out.push('.');
-        digits(out, ms, 3);
-        out.push('Z');
     } else {
         use std::fmt::Write;
         // Writing into a String cannot fail.
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            tod / 3600,
-            tod / 60 % 60,
-            tod % 60
-        );
+        let _ = write!(out, "{y:04}");
     }
+    let fields = [
+        ('-', i64::from(m), 2),
+        ('-', i64::from(d), 2),
+        ('T', tod / 3600, 2),
+        (':', tod / 60 % 60, 2),
+        (':', tod % 60, 2),
+        ('.', millis.rem_euclid(1000), 3),
+    ];
+    for (separator, n, width) in fields {
+        out.push(separator);
+        digits(out, n, width);
+    }
+    out.push('Z');
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! Exporter settings, read from the standard OpenTelemetry environment
-//! variables.
+//! Exporter settings, from the standard OpenTelemetry environment variables.
 
 use std::time::Duration;
 
@@ -9,8 +8,7 @@ const DEFAULT_BATCH_SIZE: usize = 512;
 const DEFAULT_BATCH_DELAY: Duration = Duration::from_secs(1);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Settings for an [`Exporter`](super::Exporter). Plain data; safe to share
-/// across threads.
+/// Settings for an [`Exporter`](super::Exporter).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtlpConfig {
     /// The collector's base URL, e.g. `http://127.0.0.1:4318`; spans go to

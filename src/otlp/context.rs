@@ -4,10 +4,8 @@
 use super::id::new_trace_id;
 
 /// Where a run's root span sits: in which trace, under which parent span.
-/// Plain data; safe to share across threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceContext {
-    /// The trace id; never all zero.
     pub trace_id: [u8; 16],
     /// The caller's span, which becomes the root span's parent; `None` when
     /// the run starts a trace of its own.
@@ -60,22 +58,15 @@ impl TraceContext {
 
 /// Decodes exactly `2 * N` lower-case hex digits.
 fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
-    if text.len() != 2 * N {
+    let lower_hex = text.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if text.len() != 2 * N || !lower_hex {
         return None;
     }
     let mut out = [0; N];
     for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(out)
-}
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -58,13 +58,10 @@ fn push_span(out: &mut String, span: &Span) {
     }
     out.push_str(r#","name":"#);
     push_string(out, &span.name);
-    out.push_str(r#","kind":"#);
-    out.push_str(&KIND_INTERNAL.to_string());
-    out.push_str(r#","startTimeUnixNano":""#);
-    out.push_str(&span.start_unix_nanos.to_string());
-    out.push_str(r#"","endTimeUnixNano":""#);
-    out.push_str(&span.end_unix_nanos.to_string());
-    out.push_str(r#"","attributes":"#);
+    let (start, end) = (span.start_unix_nanos, span.end_unix_nanos);
+    out.push_str(&format!(
+        r#","kind":{KIND_INTERNAL},"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":"#
+    ));
     push_attributes(out, &span.attributes);
     out.push_str(r#","events":["#);
     push_list(out, &span.events, push_event);
@@ -82,9 +79,8 @@ fn push_span(out: &mut String, span: &Span) {
 }
 
 fn push_event(out: &mut String, event: &SpanEvent) {
-    out.push_str(r#"{"timeUnixNano":""#);
-    out.push_str(&event.time_unix_nanos.to_string());
-    out.push_str(r#"","name":"#);
+    let time = event.time_unix_nanos;
+    out.push_str(&format!(r#"{{"timeUnixNano":"{time}","name":"#));
     push_string(out, &event.name);
     out.push_str(r#","attributes":"#);
     push_attributes(out, &event.attributes);
@@ -110,34 +106,17 @@ fn push_attribute(out: &mut String, key: &str, value: impl FnOnce(&mut String)) 
 fn push_value(out: &mut String, value: &AttrValue) {
     match value {
         AttrValue::Str(s) => push_string_value(out, s),
-        AttrValue::Int(n) => {
-            out.push_str(r#"{"intValue":""#);
-            out.push_str(&n.to_string());
-            out.push_str(r#""}"#);
+        AttrValue::Int(n) => out.push_str(&format!(r#"{{"intValue":"{n}"}}"#)),
+        AttrValue::Bool(b) => out.push_str(&format!(r#"{{"boolValue":{b}}}"#)),
+        // JSON has no NaN or infinities; proto3 JSON spells them as strings.
+        AttrValue::Double(d) if d.is_nan() => out.push_str(r#"{"doubleValue":"NaN"}"#),
+        AttrValue::Double(d) if d.is_infinite() => {
+            let sign = if *d > 0.0 { "" } else { "-" };
+            out.push_str(&format!(r#"{{"doubleValue":"{sign}Infinity"}}"#));
         }
-        AttrValue::Bool(b) => {
-            out.push_str(r#"{"boolValue":"#);
-            out.push_str(if *b { "true" } else { "false" });
-            out.push('}');
-        }
-        AttrValue::Double(d) => {
-            out.push_str(r#"{"doubleValue":"#);
-            // JSON has no NaN or infinities; proto3 JSON spells them as
-            // these strings. Debug formatting is the shortest round trip
-            // and always a valid JSON number for finite values.
-            if d.is_nan() {
-                out.push_str(r#""NaN""#);
-            } else if d.is_infinite() {
-                out.push_str(if *d > 0.0 {
-                    r#""Infinity""#
-                } else {
-                    r#""-Infinity""#
-                });
-            } else {
-                out.push_str(&format!("{d:?}"));
-            }
-            out.push('}');
-        }
+        // Debug formatting is the shortest round trip, and always a valid
+        // JSON number for a finite value.
+        AttrValue::Double(d) => out.push_str(&format!(r#"{{"doubleValue":{d:?}}}"#)),
     }
 }
 

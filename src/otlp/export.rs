@@ -18,8 +18,7 @@ use crate::metrics::Counter;
 /// is down for an hour gets sixty lines, not one per batch.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// How many times one batch is tried when the collector answers with a
-/// retryable status.
+/// How many times one batch is tried while the collector answers retryable.
 const MAX_ATTEMPTS: u32 = 3;
 /// The pause before the first retry; each later pause doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -49,6 +48,7 @@ struct Shared {
     batch_size: usize,
 }
 
+#[derive(Default)]
 struct State {
     queue: VecDeque<Span>,
     /// When the oldest queued span arrived; its batch is due a delay later.
@@ -57,7 +57,6 @@ struct State {
     /// How many `flush` calls wait; while any do, batches go out at once.
     flushers: usize,
     shutdown: bool,
-    last_error: Option<String>,
     /// Spans lost since the start: a flush after any loss did not send
     /// everything.
     lost: u64,
@@ -67,7 +66,7 @@ struct State {
 /// When to warn about lost spans: at the first loss, then at the first
 /// loss a minute or more after the last warning, each time with the count
 /// lost since the last one and the latest reason. Losses in between wait
-/// for that line, or for the one a flush writes. Plain data.
+/// for that line, or for the one a flush writes.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
@@ -96,19 +95,10 @@ impl LossReport {
     }
 }
 
-struct Target {
-    endpoint: Endpoint,
-    service_name: String,
-    batch_delay: Duration,
-    timeout: Duration,
-}
-
 impl Exporter {
     /// Starts the export thread for `config`; spans that are lost are
     /// counted in `dropped` and warned about on `log`. `InvalidInput` when
-    /// the endpoint is not a plain `http://` URL. A queue capacity or batch
-    /// size of zero is taken as one; the batch size is capped at the queue
-    /// capacity.
+    /// the endpoint is not a plain `http://` URL.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -116,13 +106,7 @@ impl Exporter {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(capacity),
-                oldest: None,
-                in_flight: false,
-                flushers: 0,
-                shutdown: false,
-                last_error: None,
-                lost: 0,
-                report: LossReport::default(),
+                ..State::default()
             }),
             work: Condvar::new(),
             idle: Condvar::new(),
@@ -131,21 +115,14 @@ impl Exporter {
             capacity,
             batch_size: config.batch_size.clamp(1, capacity),
         });
-        let target = Target {
-            endpoint,
-            service_name: config.service_name,
-            batch_delay: config.batch_delay,
-            timeout: config.timeout,
-        };
         let thread_shared = shared.clone();
         thread::Builder::new()
             .name("otlp-export".to_string())
-            .spawn(move || export_loop(&thread_shared, &target))?;
+            .spawn(move || export_loop(&thread_shared, &endpoint, &config))?;
         Ok(Exporter { shared })
     }
 
-    /// Queues `spans` for export and returns at once. What does not fit in
-    /// the queue is dropped and counted.
+    /// Queues `spans` and returns at once; what does not fit is dropped.
     pub fn export(&self, spans: Vec<Span>) {
         if spans.is_empty() {
             return;
@@ -183,19 +160,13 @@ impl Exporter {
     /// last warning are warned about now, whatever the minute. For tests
     /// and shutdown; this call does block.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         st.flushers += 1;
         self.shared.work.notify_one();
-        let drained = loop {
-            if st.queue.is_empty() && !st.in_flight {
-                break true;
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break false;
-            };
-            st = wait(&self.shared.idle, st, left);
-        };
+        let busy = |st: &mut State| !st.queue.is_empty() || st.in_flight;
+        let waited = self.shared.idle.wait_timeout_while(st, timeout, busy);
+        let (mut st, result) = waited.unwrap_or_else(|e| e.into_inner());
+        let drained = !result.timed_out();
         st.flushers -= 1;
         let sent = drained && st.lost == 0;
         let warning = st.report.take(Instant::now());
@@ -204,11 +175,6 @@ impl Exporter {
             self.shared.warn(warning);
         }
         sent
-    }
-
-    /// The most recent export failure, for status pages and logs.
-    pub fn last_error(&self) -> Option<String> {
-        self.shared.lock().last_error.clone()
     }
 }
 
@@ -261,7 +227,11 @@ impl Shared {
             if st.queue.len() >= self.batch_size || st.flushers > 0 || st.shutdown || now >= due {
                 break;
             }
-            st = wait(&self.work, st, due - now);
+            st = self
+                .work
+                .wait_timeout(st, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let n = st.queue.len().min(self.batch_size);
         let batch: Vec<Span> = st.queue.drain(..n).collect();
@@ -274,44 +244,23 @@ impl Shared {
         Some(batch)
     }
 
-    /// Pauses the export thread for `pause`; false when shutdown began.
+    /// Pauses for `pause`; false when shutdown began.
     fn backoff(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        let mut st = self.lock();
-        while !st.shutdown {
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                return true;
-            };
-            st = wait(&self.work, st, left);
-        }
-        false
+        let waited = self
+            .work
+            .wait_timeout_while(self.lock(), pause, |st| !st.shutdown);
+        !waited.unwrap_or_else(|e| e.into_inner()).0.shutdown
     }
 }
 
-fn wait<'a>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, State>,
-    timeout: Duration,
-) -> MutexGuard<'a, State> {
-    match cv.wait_timeout(guard, timeout) {
-        Ok((g, _)) => g,
-        Err(poisoned) => poisoned.into_inner().0,
-    }
-}
-
-fn export_loop(shared: &Shared, target: &Target) {
-    while let Some(batch) = shared.next_batch(target.batch_delay) {
-        let outcome = deliver(shared, target, &batch);
+fn export_loop(shared: &Shared, endpoint: &Endpoint, config: &OtlpConfig) {
+    while let Some(batch) = shared.next_batch(config.batch_delay) {
+        let outcome = deliver(shared, endpoint, config, &batch);
         let mut st = shared.lock();
         st.in_flight = false;
         let warning = match outcome {
             Ok(()) => None,
-            Err(e) => {
-                let why = e.to_string();
-                let warning = shared.lose(&mut st, batch.len() as u64, &why);
-                st.last_error = Some(why);
-                warning
-            }
+            Err(e) => shared.lose(&mut st, batch.len() as u64, &e.to_string()),
         };
         drop(st);
         shared.idle.notify_all();
@@ -324,12 +273,17 @@ fn export_loop(shared: &Shared, target: &Target) {
 /// Posts one batch, retrying with exponential backoff only on the statuses
 /// OTLP calls retryable. `Retry-After` is not honoured: a misbehaving
 /// collector must not be able to park the thread.
-fn deliver(shared: &Shared, target: &Target, batch: &[Span]) -> Result<(), transport::Error> {
-    let body = encode_request(&target.service_name, batch);
+fn deliver(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    config: &OtlpConfig,
+    batch: &[Span],
+) -> Result<(), transport::Error> {
+    let body = encode_request(&config.service_name, batch);
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match transport::post(&target.endpoint, body.as_bytes(), target.timeout) {
+        match transport::post(endpoint, body.as_bytes(), config.timeout) {
             Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
                 attempt += 1;
                 pause *= 2;
@@ -419,7 +373,7 @@ mod tests {
         let counts: Vec<usize> = seen.iter().map(|s| span_count(&s.body)).collect();
         assert_eq!(counts, vec![2, 2, 1]);
         assert_eq!(dropped.get(), 0.0);
-        assert_eq!(e.last_error(), None);
+        assert_eq!(e.shared.lock().report.why, "");
     }
 
     #[test]
@@ -456,7 +410,7 @@ mod tests {
         assert!(!e.flush(LONG), "a lost batch is not flushed");
         assert_eq!(c.seen().len(), 3);
         assert_eq!(dropped.get(), 2.0);
-        assert!(e.last_error().unwrap().contains("429"));
+        assert!(e.shared.lock().report.why.contains("429"));
     }
 
     #[test]
@@ -468,7 +422,7 @@ mod tests {
         assert!(!e.flush(LONG));
         assert_eq!(c.seen().len(), 1);
         assert_eq!(dropped.get(), 1.0);
-        assert!(e.last_error().unwrap().contains("400"));
+        assert!(e.shared.lock().report.why.contains("400"));
 
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -502,7 +456,7 @@ mod tests {
         assert!(!e.flush(LONG));
         assert_eq!(dropped.get(), 10_000.0);
         assert!(c.wait_for(1, LONG));
-        let err = e.last_error().unwrap();
+        let err = e.shared.lock().report.why.clone();
         assert!(err.contains("read"), "{err}");
     }
 

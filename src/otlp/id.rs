@@ -1,9 +1,6 @@
 //! Random trace and span ids: splitmix64 over a process-wide counter,
-//! seeded once from `RandomState`.
-//!
-//! The ids only need to be unique and unguessable enough not to collide
-//! across processes, not secret, so a fast generator seeded from the OS
-//! randomness behind `RandomState` is enough and needs no dependency.
+//! seeded once from `RandomState`. The ids need only not collide across
+//! processes, not be secret, so that is enough and needs no dependency.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -12,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// splitmix64's increment: odd, so the state visits every value once.
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+pub(crate) const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 static SEED: OnceLock<u64> = OnceLock::new();
 static STEP: AtomicU64 = AtomicU64::new(1);
@@ -35,7 +32,11 @@ fn seed() -> u64 {
 /// to hand each caller a distinct step, and publishes no other memory.
 fn next_u64() -> u64 {
     let step = STEP.fetch_add(1, Ordering::Relaxed);
-    let mut z = seed().wrapping_add(step.wrapping_mul(GAMMA));
+    splitmix64(seed().wrapping_add(step.wrapping_mul(GAMMA)))
+}
+
+/// splitmix64's output for state `z`.
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

@@ -1,6 +1,6 @@
 //! Finished spans as plain data, ready to encode.
 
-/// One finished span. Plain data; safe to share across threads.
+/// One finished span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
     pub trace_id: [u8; 16],

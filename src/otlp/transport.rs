@@ -1,8 +1,5 @@
 //! One OTLP/HTTP POST through [`crate::client`], with one deadline covering
 //! connect, write and read.
-//!
-//! Plain `http://` only: std has no TLS, and the usual deployment puts a
-//! collector on the same host or pod anyway.
 
 use std::fmt;
 use std::io;
@@ -10,9 +7,6 @@ use std::time::Duration;
 
 use super::encode::CONTENT_TYPE;
 use crate::client;
-
-/// The path OTLP/HTTP appends to the base endpoint for traces.
-const TRACES_PATH: &str = "v1/traces";
 
 /// Where batches go: a parsed `http://host[:port][/prefix]` endpoint.
 #[derive(Clone, Debug)]
@@ -24,9 +18,9 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// Parses a base endpoint such as `http://127.0.0.1:4318` and appends
-    /// `/v1/traces` to its path.
-    pub(crate) fn parse(base: &str) -> Result<Endpoint, Error> {
-        let invalid = |why| Error::new(base, ErrorKind::Endpoint(why));
+    /// `/v1/traces` to its path; the error says why it is refused.
+    pub(crate) fn parse(base: &str) -> Result<Endpoint, String> {
+        let invalid = |why| format!("OTLP endpoint {base:?}: {why}");
         let rest = base
             .strip_prefix("http://")
             .ok_or_else(|| invalid("only plain http:// endpoints are supported"))?;
@@ -39,11 +33,9 @@ impl Endpoint {
                 "the endpoint may not carry a query, fragment or spaces",
             ));
         }
-        let prefix = prefix.trim_end_matches('/');
-        let path = if prefix.is_empty() {
-            format!("/{TRACES_PATH}")
-        } else {
-            format!("/{prefix}/{TRACES_PATH}")
+        let path = match prefix.trim_end_matches('/') {
+            "" => "/v1/traces".to_string(),
+            prefix => format!("/{prefix}/v1/traces"),
         };
         Ok(Endpoint {
             url: format!("http://{authority}{path}"),
@@ -58,7 +50,6 @@ impl Endpoint {
 pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), Error> {
     let agent = concat!("conductor-metrics/", env!("CARGO_PKG_VERSION"));
     let headers = [("Content-Type", CONTENT_TYPE), ("User-Agent", agent)];
-    let fail = |kind| Error::new(&endpoint.url, kind);
     let answer = client::exchange(
         &endpoint.authority,
         "POST",
@@ -67,65 +58,56 @@ pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Resul
         body,
         timeout,
     );
+    let fail = |why: String, status, io| Error {
+        message: format!("OTLP export to {}: {why}", endpoint.url),
+        status,
+        io,
+    };
     match answer {
         Ok(r) if (200..300).contains(&r.status) => Ok(()),
-        Ok(r) => Err(fail(ErrorKind::Status(r.status))),
+        Ok(r) => Err(fail(
+            format!("HTTP status {}", r.status),
+            Some(r.status),
+            None,
+        )),
         Err(f) if f.stage == "read" && f.error.kind() == io::ErrorKind::InvalidData => {
-            Err(fail(ErrorKind::BadAnswer))
+            Err(fail("the answer is not HTTP/1.x".to_string(), None, None))
         }
-        Err(f) => Err(fail(ErrorKind::Io(f.stage, f.error))),
+        Err(f) => Err(fail(
+            format!("{}: {}", f.stage, f.error),
+            None,
+            Some(f.error),
+        )),
     }
 }
 
 /// Why one export request failed. Safe to send across threads.
 #[derive(Debug)]
 pub(crate) struct Error {
-    url: String,
-    kind: ErrorKind,
-}
-
-#[derive(Debug)]
-enum ErrorKind {
-    Endpoint(&'static str),
-    Io(&'static str, io::Error),
-    Status(u16),
-    BadAnswer,
+    message: String,
+    /// The collector's answer, when it gave one.
+    status: Option<u16>,
+    io: Option<io::Error>,
 }
 
 impl Error {
-    fn new(url: &str, kind: ErrorKind) -> Error {
-        Error {
-            url: url.to_string(),
-            kind,
-        }
-    }
-
     /// True when the collector asked to be tried again later: 429, 502,
     /// 503 or 504, the statuses OTLP/HTTP calls retryable. A network error
     /// is not retried, so a dead collector costs one timeout per batch.
     pub(crate) fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Status(429 | 502 | 503 | 504))
+        matches!(self.status, Some(429 | 502 | 503 | 504))
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = &self.url;
-        match &self.kind {
-            ErrorKind::Endpoint(why) => write!(f, "OTLP endpoint {url:?}: {why}"),
-            ErrorKind::Io(stage, e) => write!(f, "OTLP export to {url}: {stage}: {e}"),
-            ErrorKind::Status(code) => write!(f, "OTLP export to {url}: HTTP status {code}"),
-            ErrorKind::BadAnswer => write!(f, "OTLP export to {url}: the answer is not HTTP/1.x"),
-        }
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            ErrorKind::Io(_, e) => Some(e),
-            _ => None,
-        }
+        self.io.as_ref().map(|e| e as _)
     }
 }
 
@@ -159,8 +141,7 @@ mod tests {
             "http://c /x",
         ] {
             let err = Endpoint::parse(bad).unwrap_err();
-            assert!(err.to_string().contains("OTLP endpoint"), "{err}");
-            assert!(!err.is_retryable());
+            assert!(err.contains("OTLP endpoint"), "{err}");
         }
     }
 
