@@ -113,12 +113,8 @@ pub fn read(
 
 fn header_from_json(h: &Value) -> Option<Header> {
     let c = &h["counts"];
-    let unledgered = h["unledgered"].as_array()?.iter().map(|s| {
-        let mut settlement =
-            Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"])?;
-        settlement.started_at = s["started_at"].as_f64();
-        Some(settlement)
-    });
+    let unledgered = h["unledgered"].as_array()?.iter();
+    let unledgered = unledgered.map(|s| super::settlement_of(s, s["started_at"].as_f64()));
     let learned = match &h["learned"] {
         Value::Null => Vec::new(),
         l => l
