@@ -216,13 +216,6 @@ impl RunIds {
     }
 }
 
-/// Which run started when (Unix seconds).
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunStart {
-    pub run_id: String,
-    pub started_at: f64,
-}
-
 /// A request to start a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewRun {
@@ -328,9 +321,8 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// How many finished runs stay in memory for lookups, the newest, by
-/// count and by their approximate bytes; 0 means no bound of that kind.
-/// Older ones remain in the journal and in the counts.
+/// How many finished runs, the newest, stay in memory, by count and
+/// approximate bytes; 0 means no bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunRetention {
     pub runs: u64,
@@ -361,17 +353,14 @@ pub struct Listing {
     pub next_after: Option<String>,
 }
 
-/// Where a run stands in a listing: by start time, then id, so that the
-/// order is total and a cursor resumes exactly. The time is ordered as
-/// [`f64::total_cmp`] orders it, by the same transform of its bits.
+/// Where a run stands in a listing: by start time ([`f64::total_cmp`]'s
+/// order, by the same transform of its bits), then id, so a cursor resumes exactly.
 fn list_key(run: &Run) -> (i64, &str) {
     let bits = run.started_at.to_bits() as i64;
     (bits ^ (((bits >> 63) as u64) >> 1) as i64, &run.run_id)
 }
 
-/// The most bytes of free text a run keeps in any one field (a goal, an
-/// agent, a strategy, an error, a reason, a work order or correlation id, a
-/// PR link), on every route that takes it: one limit per kind of text.
+/// The most bytes of free text a run keeps in any one field, on every route.
 pub const MAX_TEXT_BYTES: usize = 2048;
 
 /// The error for a text over [`MAX_TEXT_BYTES`].
@@ -397,13 +386,10 @@ pub const ABANDONED: &str = "abandoned";
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// The run store. Safe to share across threads.
-///
-/// A change is checked and journaled first, and applied to the runs, the
-/// metrics and the budget only once its record is durable, in the
-/// journal's order (see [`CommitQueue::submit_in_order`]); a failed write
-/// changes nothing. Meanwhile the change is pending: a second start of the
-/// same id, or a second end, is refused as if it were applied.
+/// The run store. Safe to share across threads. A change is checked and
+/// journaled first, and applied only once its record is durable, in the
+/// journal's order; a failed write changes nothing. Meanwhile a second
+/// start of the same id, or a second end, is refused as if it were applied.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
@@ -492,8 +478,7 @@ impl Planned {
     }
 }
 
-/// What [`Shared::apply_plan`] charged: the index of the end's step, the
-/// ledger lines of its cost, and its settlement.
+/// An end's index among the steps applied, its ledger lines and settlement.
 type Charged = (usize, LedgerLines, Settlement);
 
 /// The journal record of `steps` as a batch at `ts`: the bytes `json!`
@@ -526,9 +511,8 @@ fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<
         .collect()
 }
 
-/// Fills in the events of a batch (see [`Detail::fill`]): each run's
-/// events together, in order, against the run as its durable records
-/// left it (a run the batch starts, as new).
+/// Fills in the events of a batch: each run's together, in order, against
+/// the run as its durable records left it (a run the batch starts, as new).
 fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     let mut ids: Vec<String> = Vec::new();
     for p in &steps {
@@ -561,8 +545,7 @@ fn learn(budget: &Budget, end: &Value, run: &Run) {
     }
 }
 
-/// What the tokens of `run` have cost so far at the budget's prices, in
-/// micro-dollars.
+/// What the tokens of `run` have cost so far, in micro-dollars.
 fn accrued(budget: &Budget, run: &Run) -> i64 {
     let pricing = budget.pricing();
     let costs = run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o));
@@ -570,11 +553,9 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
     (total * 1e6).round() as i64
 }
 
-/// Grows a running run's reservation to what its tokens have cost so far,
-/// once `events` with tokens are applied: a run that turns out dearer
-/// than its estimate holds what it has spent, so that later starts see
-/// it rather than overdraw the day. Derived from the start record and the
-/// run's events, so a restart holds the same (see [`Runs::open`]).
+/// Grows a running run's reservation to what its tokens have cost, so that
+/// later starts see a run dearer than its estimate rather than overdraw
+/// the day. Derived from its records, so a restart holds the same.
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     if !events.iter().any(Timed::is_tokens) {
         return;
@@ -586,8 +567,7 @@ fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     }
 }
 
-/// The error of a change to a run whose start was never written: its
-/// own record is durable, but the journal's replay ignores it too.
+/// A change to a run whose start was never written: replay ignores it too.
 fn start_lost(id: &str) -> Error {
     Error::Storage(format!("run {id} has no durable start"))
 }
@@ -596,9 +576,8 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// Refuses a change to run `id` unless `status` (counting records in
-/// flight) is running: an unknown run is [`Error::NotFound`], an ended one
-/// [`Error::Conflict`]. `at` prefixes the message, e.g. `events[2]: `.
+/// Refuses a change to run `id` unless `status` is running; `at` prefixes
+/// the message, e.g. `events[2]: `.
 fn check_running(id: &str, status: Option<Status>, at: &str) -> Result<(), Error> {
     match status {
         None => Err(Error::NotFound(format!("{at}run {id} not found"))),
@@ -619,16 +598,13 @@ fn settlement_of(v: &Value, started_at: Option<f64>) -> Option<Settlement> {
 }
 
 impl Runs {
-    /// Opens the run store under `dir`: reads the snapshot `runs/snapshot`
-    /// if there is one, then replays the journal's records after it, in
-    /// the segments `runs/NNNNNNNNNN.jsonl` (a `runs.jsonl` from before
-    /// segments becomes the first). Runs still active get their budget
-    /// reservation back, and the costs of runs that ended today or
-    /// yesterday, and those the snapshot says are not in the ledger yet
-    /// whatever their day, go into the budget ledger where a crash or a
-    /// failed write kept them out of it (see [`Budget::reconcile`]). A new
-    /// snapshot is written as the journal grows by `snapshot_bytes` (see
-    /// [`DEFAULT_SNAPSHOT_BYTES`]; 0 writes none), and `log` says so.
+    /// Opens the run store under `dir`: the snapshot `runs/snapshot`, then
+    /// the journal's records after it (`runs/NNNNNNNNNN.jsonl`; a `runs.jsonl`
+    /// from before segments becomes the first). Running runs get their
+    /// reservation back, and the costs of runs that ended today or yesterday,
+    /// and those the snapshot says are unledgered, go into the budget ledger
+    /// where a crash or a failed write kept them out ([`Budget::reconcile`]).
+    /// A snapshot is written each `snapshot_bytes` of journal (0: none).
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
@@ -688,12 +664,10 @@ impl Runs {
     }
 
     /// Marks `plan` in flight and submits `record` while `state` is still
-    /// locked, so the journal holds changes in the order they were checked,
-    /// then waits for it. Once the record is durable, applies the plan,
-    /// takes a snapshot if one is due, writes the ledger copies of the costs
-    /// it charged, and hands each step to the hook; then returns what each
-    /// step did. Every record of the store goes through here, so the count
-    /// of records applied is exact.
+    /// locked, so the journal holds changes in the order they were checked.
+    /// Once durable, the plan is applied, a snapshot taken if due, the ledger
+    /// copies written and each step handed to the hook. Every record goes
+    /// through here, so the count of records applied is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -739,8 +713,7 @@ impl Runs {
             .unwrap_or_else(|| Err(storage("the run journal's committer failed")))
     }
 
-    /// Sets what runs after each durable step ([`AfterCommit`]); once, at
-    /// open, before the first change.
+    /// Sets the [`AfterCommit`] hook; once, before the first change.
     pub fn after_commit(&self, hook: AfterCommit) {
         let _ = self.shared.after_commit.set(hook);
     }
@@ -781,11 +754,9 @@ impl Runs {
         }
     }
 
-    /// Finishes a running run, and returns it once the end, carrying its
-    /// cost, is durable. The cost is `cost` when given, otherwise its
-    /// tokens priced by model, counting events still on their way to the
-    /// journal. It is charged to the budget once the end is durable, and
-    /// copied into the budget ledger before this returns.
+    /// Finishes a running run once its end, carrying its cost (`cost`, or
+    /// its tokens priced, those in flight too), is durable, charged, and
+    /// copied into the budget ledger.
     pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -802,12 +773,10 @@ impl Runs {
     }
 
     /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
-    /// those in flight and `later` ones, priced by model.
-    ///
-    /// Tokens are priced at most [`MAX_AMOUNT`], in all and by phase: token
-    /// events that would price a run past it are refused when they arrive
-    /// ([`Runs::check_token_cost`]), so this cap only binds when the
-    /// pricing changed under a running run, and then the run still ends.
+    /// those in flight and `later` ones, priced by model. Tokens are priced
+    /// at most [`MAX_AMOUNT`]: events past it are refused when they arrive,
+    /// so the cap only binds when the pricing changed under a running run,
+    /// and then the run still ends.
     fn price_end(
         &self,
         state: &State,
@@ -878,17 +847,9 @@ impl Runs {
     }
 
     /// Applies a batch of progress events, possibly for several runs, all
-    /// or nothing: runs start (each reserving its budget), take events and
-    /// end, in order, as one journal record. Returns what each step did, in
-    /// order, once the record is durable and the costs of the runs it ended
-    /// are charged.
-    ///
-    /// Before anything is journaled, every step is checked against the runs
-    /// and the steps before it: a start of a run that exists is
-    /// [`Error::Conflict`], an event for an unknown run [`Error::NotFound`],
-    /// for an ended one [`Error::Conflict`], and a start the budget refuses
-    /// [`Error::Exhausted`], with the reservations of earlier starts in the
-    /// batch given back.
+    /// or nothing, as one journal record; returns what each step did once
+    /// it is durable. Every step is checked against the runs and the steps
+    /// before it first; a start the budget refuses gives back the batch's.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -985,8 +946,8 @@ impl Runs {
         Ok(plan)
     }
 
-    /// Checks a batch's steps in order against the runs, as
-    /// [`Runs::apply_batch`] describes, without changing anything.
+    /// Checks a batch's steps in order against the runs and the steps
+    /// before them, without changing anything.
     fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
         let mut now: HashMap<&str, Status> = HashMap::new();
         for p in steps {
@@ -1017,10 +978,8 @@ impl Runs {
         Ok(())
     }
 
-    /// Fills in what `events` left out and the run `id` knows (see
-    /// [`Detail::fill`]) and returns the run's version they were filled
-    /// against, or `None` for a run not known. Takes the lock briefly, so
-    /// that the batch can be rendered outside it.
+    /// Fills in `events` from run `id` and returns the run's version they
+    /// were filled against; briefly locked, so they are rendered outside it.
     pub fn fill_events(&self, id: &str, events: &mut [Timed]) -> Option<u64> {
         let state = self.shared.lock();
         let run = state.runs.get(id)?;
@@ -1028,16 +987,11 @@ impl Runs {
         Some(run.detail.version)
     }
 
-    /// Records a batch of events for a running run, all or nothing, and
-    /// returns the run's ids once the batch is durable. `prepared`, what
-    /// the caller rendered of them, goes to the hook with the events.
-    ///
-    /// `events` should come from [`Runs::fill_events`] with its `version`.
-    /// When the run has moved on since, they are filled again under the
-    /// lock, and `prepared`, rendered from the old ones, is dropped. Events
-    /// are filled against the run as its durable records left it: batches
-    /// of one run sent at once, each before the other is answered, are
-    /// filled independently.
+    /// Records events for a running run, all or nothing, once durable;
+    /// `prepared`, what the caller rendered of them, goes to the hook. When
+    /// the run has moved on since [`Runs::fill_events`] gave `version`, they
+    /// are filled again and `prepared` is dropped. Two batches of one run
+    /// sent at once are filled independently, against its durable records.
     pub fn record_events(
         &self,
         id: &str,
@@ -1071,10 +1025,9 @@ impl Runs {
         }
     }
 
-    /// The running runs with no news for `timeout` seconds at `now`: no
-    /// event whose time (its own, or when it arrived) is later than that,
-    /// and no start. Checked with the times the journal keeps, so a run
-    /// whose orchestrator died before a restart ends too.
+    /// The running runs with no start or event (its time, or when it
+    /// arrived) in `timeout` seconds before `now`: the journal keeps the
+    /// times, so a run whose orchestrator died before a restart ends too.
     pub fn stale(&self, now: f64, timeout: f64) -> Vec<String> {
         let state = self.shared.lock();
         state
@@ -1093,16 +1046,14 @@ impl Runs {
         self.shared.lock().runs.get(id).map(|r| Run::clone(r))
     }
 
-    /// What `f` makes of the run with `id`, if known. `f` runs under the
-    /// store's lock, so it should only copy out the few fields it needs;
-    /// that is far cheaper than [`Runs::get`] for a run with a long history.
+    /// What `f` makes of the run with `id`, under the store's lock: far
+    /// cheaper than [`Runs::get`] for a run with a long history.
     pub fn with_run<R>(&self, id: &str, f: impl FnOnce(&Run) -> R) -> Option<R> {
         self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// Up to `limit` runs with `status` (all when `None`) in start order,
-    /// after the run `after` when given; [`Error::NotFound`] when `after`
-    /// is not a run held in memory.
+    /// Up to `limit` runs with `status` in start order, after the run
+    /// `after`, which must be held.
     pub fn list(
         &self,
         status: Option<Status>,
@@ -1161,9 +1112,8 @@ impl Runs {
         Ok(Listing { ids, next_after })
     }
 
-    /// The runs of `ids` still held, and still with `status` when given, in
-    /// the order of `ids`. They are shared with the store, not copied: a run
-    /// that changes meanwhile is copied by the store first.
+    /// The runs of `ids` still held, and with `status` when given: shared,
+    /// not copied (the store copies a run before it changes it).
     pub fn runs_of(&self, ids: &[Arc<str>], status: Option<Status>) -> Vec<Arc<Run>> {
         let state = self.shared.lock();
         ids.iter()
@@ -1173,26 +1123,19 @@ impl Runs {
             .collect()
     }
 
-    /// The newest running run (by start time, then id) and how many runs
-    /// are running, or `None` when none is.
-    pub fn newest_running(&self) -> Option<(RunStart, u64)> {
+    /// The newest running run and how many runs are running.
+    pub fn newest_running(&self) -> Option<(Arc<Run>, u64)> {
         let state = self.shared.lock();
         let running = state.runs.values().filter(|r| r.status == Status::Running);
         let newest = running.max_by_key(|r| list_key(r))?;
-        let start = RunStart {
-            run_id: newest.run_id.to_string(),
-            started_at: newest.started_at,
-        };
-        Some((start, state.counts.active))
+        Some((newest.clone(), state.counts.active))
     }
 
     pub fn counts(&self) -> Counts {
         self.shared.lock().counts
     }
 
-    /// By type, the progress events the records applied ever published
-    /// (see [`crate::events::Hub::run_started`] and its siblings), for
-    /// `conductor_events_published_total` at start.
+    /// By type, the progress events the records applied ever published.
     pub fn published(&self) -> Vec<(String, u64)> {
         self.shared.lock().published()
     }
@@ -1204,9 +1147,7 @@ impl Runs {
     }
 }
 
-/// The journal record of an events batch, the same bytes as
-/// `json!({"op": "events", "run_id": id, "events": [each to_json()]})`
-/// prints, written directly.
+/// The journal record of an events batch: the bytes `json!` prints, written directly.
 fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + events.len() * 112);
     out.push_str("{\"events\":[");
@@ -1272,10 +1213,8 @@ impl Shared {
         (applied, charged)
     }
 
-    /// Applies the durable end `op` of run `id` and charges `settlement`:
-    /// the run with the whole detail its end gave back (what its answer,
-    /// its events and its trace show), the ledger lines of its cost, and
-    /// the settlement, which waits in `unledgered` until they are written.
+    /// Applies the durable end `op` of run `id` and charges `settlement`,
+    /// which waits in `unledgered` until its ledger lines are written.
     fn apply_end(
         &self,
         state: &mut State,
@@ -1303,8 +1242,7 @@ impl Shared {
         Some((finished, lines, settlement))
     }
 
-    /// Writes the ledger copies of what a plan charged, noting each
-    /// failure on its run's [`Finished`].
+    /// Writes the ledger copies of what a plan charged.
     fn write_ledger(&self, charged: Vec<Charged>, applied: &mut [Applied]) {
         for (i, lines, settlement) in charged {
             match self.budget.write_settlement(lines) {
@@ -1354,10 +1292,8 @@ impl Shared {
         }
     }
 
-    /// Writes a snapshot taken by [`Shared::applied`], then deletes the
-    /// journal segments it covers. A failure is logged, and the next one
-    /// is taken when it is due again. `paused` is how long taking it held
-    /// up the records behind it, for the log.
+    /// Writes a snapshot, then deletes the journal segments it covers; a
+    /// failure is logged, and the next one is taken when due again.
     fn write_snapshot(
         &self,
         header: &snapshot::Header,
@@ -1405,8 +1341,7 @@ fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
 }
 
 impl State {
-    /// Reads the snapshot in `store`, if there is one, into the state, the
-    /// metrics and the budget. Returns the journal records it covers and
+    /// Reads the snapshot in `store`, if any: the records it covers and
     /// the settlements it says are missing from the ledger.
     fn read_snapshot(
         &mut self,
@@ -1530,10 +1465,9 @@ impl State {
         })
     }
 
-    /// Applies one journal record and moves the metrics it concerns; used
-    /// both live and on replay, so the two can never disagree. `ended`
-    /// sees each end op that ended a run, with the run as it ended and its
-    /// whole detail: the store keeps only its summary.
+    /// Applies one journal record, live and on replay alike, so the two can
+    /// never disagree. `ended` sees each end with the run's whole detail:
+    /// the store keeps only its summary.
     fn apply(
         &mut self,
         v: &Value,
@@ -1604,8 +1538,7 @@ impl State {
         self.runs.insert(key, Arc::new(run));
     }
 
-    /// Ends running run `id` by the end op `op` at `ts` (its record `v`),
-    /// keeping its detail's summary; returns its whole detail.
+    /// Ends running run `id` by its end record `v`; returns its whole detail.
     fn finish(
         &mut self,
         id: &str,
