@@ -41,36 +41,30 @@ pub enum Status {
     Cancelled,
 }
 
+/// Each status, in declaration order, with its JSON name and the type of
+/// the event published when a run ends with it.
+const STATUSES: [(Status, &str, Option<&str>); 4] = [
+    (Status::Running, "running", None),
+    (Status::Completed, "completed", Some("run_completed")),
+    (Status::Failed, "failed", Some("run_failed")),
+    (Status::Cancelled, "cancelled", Some("run_canceled")),
+];
+
 impl Status {
     /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
+        STATUSES[self as usize].1
     }
 
     /// The type of the event published when a run ends with this status.
     pub fn end_event(self) -> Option<&'static str> {
-        match self {
-            Status::Running => None,
-            Status::Completed => Some("run_completed"),
-            Status::Failed => Some("run_failed"),
-            Status::Cancelled => Some("run_canceled"),
-        }
+        STATUSES[self as usize].2
     }
 
     /// Parses a name from [`Status::as_str`] (`canceled` is accepted too).
     pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "running" => Some(Status::Running),
-            "completed" => Some(Status::Completed),
-            "failed" => Some(Status::Failed),
-            "cancelled" | "canceled" => Some(Status::Cancelled),
-            _ => None,
-        }
+        let s = if s == "canceled" { "cancelled" } else { s };
+        STATUSES.iter().find(|(_, name, _)| *name == s).map(|t| t.0)
     }
 
     /// The status an end record's `op` ends its run with.
@@ -261,24 +255,25 @@ pub enum Finish {
 }
 
 impl Finish {
-    /// The journal record of the end of run `id` at `ts`, without its cost.
-    fn record(&self, id: &str, ts: f64) -> Value {
+    /// The `op` of its journal record.
+    fn op(&self) -> &'static str {
         match self {
-            Finish::Complete => json!({"op": "complete", "run_id": id, "ts": ts}),
-            Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": ts}),
-            Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": ts}),
-            Finish::Abandon => {
-                json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": ts})
-            }
+            Finish::Complete => "complete",
+            Finish::Fail(_) => "fail",
+            Finish::Cancel => "cancel",
+            Finish::Abandon => "abandon",
         }
     }
 
-    fn status(&self) -> Status {
+    /// The journal record of the end of run `id` at `ts`, without its cost.
+    fn record(&self, id: &str, ts: f64) -> Value {
+        let mut record = json!({"op": self.op(), "run_id": id, "ts": ts});
         match self {
-            Finish::Complete => Status::Completed,
-            Finish::Fail(_) | Finish::Abandon => Status::Failed,
-            Finish::Cancel => Status::Cancelled,
+            Finish::Fail(error) => record["error"] = json!(error),
+            Finish::Abandon => record["error"] = json!(ABANDONED),
+            _ => {}
         }
+        record
     }
 }
 
@@ -964,7 +959,7 @@ impl Runs {
             check_running(id, status, &format!("events[{at}]: "))?;
             match &p.step {
                 Step::Finish { how, .. } => {
-                    now.insert(id, how.status());
+                    now.insert(id, Status::of_end(how.op()));
                 }
                 Step::Event(e) if e.is_tokens() => {
                     let batch = steps.iter().take_while(|q| q.index <= at);

@@ -8,11 +8,9 @@
 
 use super::event::{allowed_fields, build, EventFields, Raw, Timed, MAX_BATCH};
 
-/// Parses the common shape of a batch straight from the request bytes: an
-/// array of plain event objects (no escapes in strings, integers only, no
-/// `timestamp` but null, no repeated keys). Returns `None` for anything
-/// else, valid or not, and the caller parses it with [`parse_batch`]; when
-/// it returns events, they are exactly what [`parse_batch`] would return.
+/// Parses an array of plain event objects (no escapes in strings, integers
+/// only, no `timestamp` but null, no repeated keys) into exactly what
+/// [`parse_batch`] would return; `None` for anything else, valid or not.
 pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     let mut p = Cursor { b: bytes, i: 0 };
     p.ws();
@@ -35,8 +33,7 @@ pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     (p.i == bytes.len()).then_some(events)
 }
 
-/// At most this many keys per plain event: `type`, `timestamp` and the
-/// four fields of `tokens`.
+/// `type`, `timestamp` and the four fields of `tokens`.
 const PLAIN_KEYS: usize = 6;
 
 struct PlainFields<'a> {
