@@ -162,9 +162,9 @@ fn take<T>(
     k: &str,
     read: impl FnOnce(&Map<String, Value>, &str) -> Result<Option<T>, FieldError>,
 ) -> Result<Option<T>, FieldError> {
-    let value = read(map, k)?;
+    let value = read(map, k);
     map.remove(k);
-    Ok(value)
+    value
 }
 
 fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
