@@ -88,20 +88,16 @@ pub struct Run {
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub max_iterations: Option<u64>,
-    /// Micro-dollars the budget holds for it while it runs: what its
-    /// start reserved (its start record says, see [`Budget::reserve`]),
-    /// or what its tokens have cost when that is more. None once it has
-    /// ended, when the reservation is released.
+    /// Micro-dollars the budget holds for it while it runs: what its start
+    /// reserved, or what its tokens have cost when that is more.
     pub reserved: Option<i64>,
-    /// Micro-dollars its end charged, when its end record carries its
-    /// priced cost.
+    /// Micro-dollars its end charged.
     pub cost: Option<i64>,
     pub detail: LazyDetail,
 }
 
 impl Run {
-    /// A run from the members its start record and its snapshot line
-    /// share, by the same names.
+    /// A run from the members its start record and snapshot line share.
     fn from_members(v: &Value, id: Arc<str>, status: Status, started_at: f64) -> Run {
         Run {
             run_id: id,
@@ -134,9 +130,8 @@ impl Run {
         }
     }
 
-    /// The run as a JSON object. Its `metrics` is the emitter's object
-    /// parsed, so its keys come sorted; [`Run::to_json_text`] prints it as
-    /// sent.
+    /// The run as a JSON object, its `metrics` parsed (keys sorted);
+    /// [`Run::to_json_text`] prints them as sent.
     pub fn to_json(&self) -> Value {
         let mut value = self.members();
         value["metrics"] = self
@@ -227,9 +222,7 @@ pub struct NewRun {
 
 impl NewRun {
     /// The journal record of its start as `id` at `ts`, holding `reserved`
-    /// micro-dollars: the one place a start record is made, so that a start
-    /// through the API and one in a batch carry the same members, which the
-    /// store reads back with [`Texts::from_json`].
+    /// micro-dollars: the one place a start record is made.
     fn start_record(&self, id: &str, ts: f64, reserved: Option<i64>) -> Value {
         json!({
             "op": "start", "run_id": id, "ts": ts,
@@ -248,9 +241,8 @@ pub enum Finish {
     /// Failure, with an optional error text.
     Fail(Option<String>),
     Cancel,
-    /// Failure for want of news: no event within the run timeout (see
-    /// [`Runs::stale`]). The run reads `failed` with the error `abandoned`,
-    /// and is counted under the outcome `abandoned`.
+    /// No event within the run timeout: `failed` with the error and the
+    /// outcome `abandoned`.
     Abandon,
 }
 
@@ -289,22 +281,19 @@ pub struct Finished {
     pub ledger_error: Option<String>,
 }
 
-/// What one durable step did: handed in journal order to the hook set with
-/// [`Runs::after_commit`], then to the caller that waited for it.
+/// What one durable step did: for the hook, in journal order, then the caller.
 pub enum Applied {
     Started(Box<Run>),
-    /// Events of one run, as journaled (filled in, see [`Detail::fill`]),
-    /// with what their caller rendered of them ahead, if it still holds.
+    /// Events of one run, as journaled, with what their caller rendered.
     Events(RunIds, Arc<[Timed]>, Option<Prepared>),
     Finished(Box<Finished>),
 }
 
-/// Events rendered for publishing by the caller of [`Runs::record_events`],
-/// opaque to the store: the layer that renders them is above it.
+/// Events rendered for publishing by the layer above, opaque to the store.
 pub type Prepared = Box<dyn std::any::Any + Send>;
 
 /// What runs after each durable step, in journal order, before its caller
-/// gets the answer: the logs, events, traces and alerts that follow it.
+/// gets the answer: logs, events, traces and alerts.
 pub type AfterCommit = Box<dyn Fn(&mut Applied) + Send + Sync>;
 
 /// Totals by status.
@@ -426,14 +415,11 @@ struct State {
     /// By run, its records on their way to the journal, in journal order:
     /// they are submitted under the lock and applied in order.
     pending: HashMap<String, VecDeque<InFlight>>,
-    /// Settlements of ended runs, oldest first, whose copy in the budget
-    /// ledger was not written yet, or failed: a snapshot carries them, so
-    /// that a start can still write them when the end records are gone.
+    /// Settlements whose copy in the budget ledger is not written yet: a
+    /// snapshot carries them, so a start writes them when the ends are gone.
     unledgered: Vec<Settlement>,
-    /// By type, the progress events the records applied ever published:
-    /// `run_started`, each event but `tokens`, and the end's (see
-    /// [`Status::end_event`]). A snapshot carries them, so that
-    /// `conductor_events_published_total` starts where it was.
+    /// By type, the progress events the records applied ever published: a
+    /// snapshot carries them, so `conductor_events_published_total` resumes.
     published: BTreeMap<Box<str>, u64>,
 }
 
@@ -531,9 +517,8 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     steps
 }
 
-/// Teaches the budget the cost an end record carries, for the run's
-/// agent: live and on replay alike, so a restart learns exactly what the
-/// running server had.
+/// Teaches the budget the cost an end record carries, live and on replay
+/// alike, so a restart learns exactly what the running server had.
 fn learn(budget: &Budget, end: &Value, run: &Run) {
     if let (Some(micros), Some(at)) = (end["spend"]["micros"].as_i64(), run.ended_at) {
         budget.learn(run.text(Text::Agent), micros, at);
@@ -824,8 +809,7 @@ impl Runs {
     }
 
     /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
-    /// with what it has and has in flight, so that every run can be priced,
-    /// and so ended, whatever ends it.
+    /// so that every run can be priced, and so ended.
     fn check_token_cost<'a>(
         &self,
         state: &'a State,
@@ -880,8 +864,7 @@ impl Runs {
         Ok(())
     }
 
-    /// The plan of a checked batch at `now`: its events filled, each end
-    /// priced, consecutive events of one run in one op.
+    /// The plan of a checked batch: consecutive events of one run in one op.
     fn plan_batch(
         &self,
         state: &State,
@@ -1336,8 +1319,8 @@ fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
 }
 
 impl State {
-    /// Reads the snapshot in `store`, if any: the records it covers and
-    /// the settlements it says are missing from the ledger.
+    /// Reads the snapshot in `store`: the records it covers, and the
+    /// settlements it says are missing from the ledger.
     fn read_snapshot(
         &mut self,
         store: &Path,
