@@ -495,23 +495,19 @@ fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<
 /// Fills in the events of a batch: each run's together, in order, against
 /// the run as its durable records left it (a run the batch starts, as new).
 fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
-    let mut ids: Vec<String> = Vec::new();
-    for p in &steps {
-        if matches!(p.step, Step::Event(_)) && !ids.contains(&p.run_id) {
-            ids.push(p.run_id.clone());
+    let mut by_run: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in steps.iter().enumerate() {
+        if matches!(p.step, Step::Event(_)) {
+            by_run.entry(p.run_id.clone()).or_default().push(i);
         }
     }
     let new = Detail::default();
-    for id in &ids {
-        let mut events: Vec<Timed> = events_of(steps.iter(), id).into_iter().cloned().collect();
+    for (id, at) in by_run {
+        let mut events: Vec<Timed> = events_of(steps.iter(), &id).into_iter().cloned().collect();
         let run = state.runs.get(id.as_str());
         run.map_or(&new, |r| &r.detail).fill(&mut events);
-        let of_run = steps.iter_mut().filter_map(|p| match &mut p.step {
-            Step::Event(e) if p.run_id == *id => Some(e),
-            _ => None,
-        });
-        for (e, filled) in of_run.zip(events) {
-            *e = filled;
+        for (i, e) in at.into_iter().zip(events) {
+            steps[i].step = Step::Event(e);
         }
     }
     steps
