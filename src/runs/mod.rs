@@ -1175,45 +1175,36 @@ impl Shared {
                         applied.push(Applied::Events(run.ids(), events, prepared));
                     }
                 }
-                Planned::End(id, op, settlement) => {
-                    if let Some((finished, lines, s)) = self.apply_end(state, &id, &op, *settlement)
-                    {
-                        charged.push((applied.len(), lines, s));
-                        applied.push(Applied::Finished(Box::new(finished)));
-                    }
+                Planned::End(id, op, mut settlement) => {
+                    let mut whole = None;
+                    state.apply(&op, &self.metrics, &mut |end, run, d| {
+                        learn(&self.budget, end, run);
+                        // Known only now: the start may have been in flight
+                        // when the end was priced.
+                        settlement.started_at = Some(run.started_at);
+                        whole = Some(d);
+                    });
+                    let (Some(run), Some(detail)) = (state.runs.get(id.as_str()), whole) else {
+                        continue;
+                    };
+                    let run = Run {
+                        detail,
+                        ..Run::clone(run)
+                    };
+                    let (spend, lines) = self.budget.charge(&settlement);
+                    // Until its ledger lines are written.
+                    state.unledgered.push(Settlement::clone(&settlement));
+                    charged.push((applied.len(), lines, *settlement));
+                    let finished = Finished {
+                        run,
+                        spend,
+                        ledger_error: None,
+                    };
+                    applied.push(Applied::Finished(Box::new(finished)));
                 }
             }
         }
         (applied, charged)
-    }
-
-    /// Applies the durable end `op` of run `id` and charges `settlement`,
-    /// which waits in `unledgered` until its ledger lines are written.
-    fn apply_end(
-        &self,
-        state: &mut State,
-        id: &str,
-        op: &Value,
-        mut settlement: Settlement,
-    ) -> Option<(Finished, LedgerLines, Settlement)> {
-        let mut whole = None;
-        state.apply(op, &self.metrics, &mut |end, run, d| {
-            learn(&self.budget, end, run);
-            // Known only now: the start may have been in flight when
-            // the end was priced.
-            settlement.started_at = Some(run.started_at);
-            whole = Some(d);
-        });
-        let mut run = Run::clone(state.runs.get(id)?);
-        run.detail = whole?;
-        let (spend, lines) = self.budget.charge(&settlement);
-        state.unledgered.push(settlement.clone());
-        let finished = Finished {
-            run,
-            spend,
-            ledger_error: None,
-        };
-        Some((finished, lines, settlement))
     }
 
     /// Writes the ledger copies of what a plan charged.
