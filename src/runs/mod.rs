@@ -433,7 +433,6 @@ enum InFlight {
 
 /// One step of a change on its way to the journal, applied once durable.
 enum Planned {
-    /// A run starts by this op.
     Start(String, Value),
     /// Events of one run, filled, with what their caller rendered of them.
     Events(String, Arc<[Timed]>, Option<Prepared>),
@@ -481,7 +480,6 @@ fn batch_record(steps: &[Planned], ts: f64) -> Vec<u8> {
     out
 }
 
-/// The events of run `id` among `steps`.
 fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<&'a Timed> {
     steps
         .filter(|q| q.run_id == id)
@@ -1295,7 +1293,6 @@ impl Shared {
     }
 }
 
-/// Counts one progress event of type `kind` published.
 fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
     match published.get_mut(kind) {
         Some(n) => *n += 1,
@@ -1362,7 +1359,6 @@ impl State {
         Ok(())
     }
 
-    /// The events published by type, for a snapshot or the hub.
     fn published(&self) -> Vec<(String, u64)> {
         let all = self.published.iter();
         all.map(|(kind, n)| (kind.to_string(), *n)).collect()
@@ -1489,7 +1485,6 @@ impl State {
         Some(run)
     }
 
-    /// Applies the start record `v` of run `id` at `ts`.
     fn start(&mut self, id: &str, v: &Value, ts: f64, m: &RunMetrics) {
         if self.runs.contains_key(id) {
             return;

@@ -29,9 +29,9 @@ pub enum Step {
     },
 }
 
-/// The longest `metrics` text a `run_completed` may carry, in bytes: like
-/// every text a run keeps, it is bounded, and by the most of a client's
-/// JSON an event carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
+/// The longest `metrics` text a `run_completed` may carry, in bytes: the
+/// most of a client's JSON an event carries inline
+/// ([`crate::events::publish::MAX_INLINE_BODY`]).
 pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event.
@@ -62,10 +62,9 @@ const ALIASES: [(&str, &str); 12] = [
 ];
 
 /// Parses one progress event or an array of them, all or nothing; `value`
-/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. Every
-/// event names its run with `runId`; with `path_run`, the run of the route,
-/// an event may leave it out and must not name another. Errors name the
-/// event's index and field, e.g. `events[2].taskSpec.goal`.
+/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. An
+/// event may leave out its `runId` only when the route names `path_run`.
+/// Errors name the event's index and field, e.g. `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
     body: &[u8],
@@ -90,8 +89,7 @@ pub fn parse_batch(
         .collect()
 }
 
-/// The text of member `key` of each event in `body` (one object or an
-/// array of them) as it was sent.
+/// The text of member `key` of each event in `body`, as it was sent.
 fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
     use serde_json::value::RawValue;
     let Ok(top) = serde_json::from_slice::<&RawValue>(body) else {
