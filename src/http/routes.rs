@@ -227,7 +227,7 @@ fn agent_status(ex: Exchange) {
         None => json!({"status": "idle"}),
         Some((newest, active)) => json!({
             "status": "running",
-            "operation_id": newest.run_id,
+            "operation_id": &*newest.run_id,
             "active_runs": active,
             "started_at": time::rfc3339(newest.started_at),
         }),

@@ -41,35 +41,38 @@ pub enum Status {
     Cancelled,
 }
 
+/// Each status, in declaration order, with its JSON name and the type of
+/// the event published when a run ends with it.
+const STATUSES: [(Status, &str, Option<&str>); 4] = [
+    (Status::Running, "running", None),
+    (Status::Completed, "completed", Some("run_completed")),
+    (Status::Failed, "failed", Some("run_failed")),
+    (Status::Cancelled, "cancelled", Some("run_canceled")),
+];
+
 impl Status {
     /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
+        STATUSES[self as usize].1
     }
 
     /// The type of the event published when a run ends with this status.
     pub fn end_event(self) -> Option<&'static str> {
-        match self {
-            Status::Running => None,
-            Status::Completed => Some("run_completed"),
-            Status::Failed => Some("run_failed"),
-            Status::Cancelled => Some("run_canceled"),
-        }
+        STATUSES[self as usize].2
     }
 
     /// Parses a name from [`Status::as_str`] (`canceled` is accepted too).
     pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "running" => Some(Status::Running),
-            "completed" => Some(Status::Completed),
-            "failed" => Some(Status::Failed),
-            "cancelled" | "canceled" => Some(Status::Cancelled),
-            _ => None,
+        let s = if s == "canceled" { "cancelled" } else { s };
+        STATUSES.iter().find(|(_, name, _)| *name == s).map(|t| t.0)
+    }
+
+    /// The status an end record's `op` ends its run with.
+    fn of_end(op: &str) -> Status {
+        match op {
+            "complete" => Status::Completed,
+            "fail" | "abandon" => Status::Failed,
+            _ => Status::Cancelled,
         }
     }
 }
@@ -77,8 +80,7 @@ impl Status {
 /// A run as callers see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    /// Unique within the data dir; shared with the store's table, which is
-    /// keyed by it.
+    /// Shared with the store's table, which is keyed by it.
     pub run_id: Arc<str>,
     pub texts: Texts,
     pub status: Status,
@@ -86,20 +88,16 @@ pub struct Run {
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub max_iterations: Option<u64>,
-    /// Micro-dollars the budget holds for it while it runs: what its
-    /// start reserved (its start record says, see [`Budget::reserve`]),
-    /// or what its tokens have cost when that is more. None once it has
-    /// ended, when the reservation is released.
+    /// Micro-dollars the budget holds for it while it runs: what its start
+    /// reserved, or what its tokens have cost when that is more.
     pub reserved: Option<i64>,
-    /// Micro-dollars its end charged, when its end record carries its
-    /// priced cost.
+    /// Micro-dollars its end charged.
     pub cost: Option<i64>,
     pub detail: LazyDetail,
 }
 
 impl Run {
-    /// A run from the members its start record and its snapshot line
-    /// share, by the same names.
+    /// A run from the members its start record and snapshot line share.
     fn from_members(v: &Value, id: Arc<str>, status: Status, started_at: f64) -> Run {
         Run {
             run_id: id,
@@ -123,13 +121,6 @@ impl Run {
         self.text(Text::CorrelationId).unwrap_or(&self.run_id)
     }
 
-    /// Applies one event to the run's detail and moves the metrics it
-    /// concerns, with the run as the exemplar of what it observes.
-    pub fn apply_event(&mut self, e: &Timed, m: &RunMetrics) {
-        let run = RunRef::new(&self.run_id, self.texts.get(Text::Traceparent));
-        self.detail.apply(e, m, run);
-    }
-
     /// A copy of the ids that tie events and log lines to the run.
     pub fn ids(&self) -> RunIds {
         RunIds {
@@ -139,9 +130,8 @@ impl Run {
         }
     }
 
-    /// The run as a JSON object. Its `metrics` is the emitter's object
-    /// parsed, so its keys come sorted; [`Run::to_json_text`] prints it as
-    /// sent.
+    /// The run as a JSON object, its `metrics` parsed (keys sorted);
+    /// [`Run::to_json_text`] prints them as sent.
     pub fn to_json(&self) -> Value {
         let mut value = self.members();
         value["metrics"] = self
@@ -200,8 +190,7 @@ impl Run {
     }
 }
 
-/// The ids that tie events and log lines to a run, copied out of it so a
-/// caller need not copy the whole run.
+/// The ids that tie events and log lines to a run, copied out of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunIds {
     pub run_id: String,
@@ -214,13 +203,6 @@ impl RunIds {
     pub fn correlation(&self) -> &str {
         self.correlation_id.as_deref().unwrap_or(&self.run_id)
     }
-}
-
-/// Which run started when (Unix seconds).
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunStart {
-    pub run_id: String,
-    pub started_at: f64,
 }
 
 /// A request to start a run.
@@ -240,9 +222,7 @@ pub struct NewRun {
 
 impl NewRun {
     /// The journal record of its start as `id` at `ts`, holding `reserved`
-    /// micro-dollars: the one place a start record is made, so that a start
-    /// through the API and one in a batch of progress events carry the
-    /// same members, which the store reads back with [`Texts::from_json`].
+    /// micro-dollars: the one place a start record is made.
     fn start_record(&self, id: &str, ts: f64, reserved: Option<i64>) -> Value {
         json!({
             "op": "start", "run_id": id, "ts": ts,
@@ -261,32 +241,31 @@ pub enum Finish {
     /// Failure, with an optional error text.
     Fail(Option<String>),
     Cancel,
-    /// Failure for want of news: no event within the run timeout (see
-    /// [`Runs::stale`]). The run reads `failed` with the error `abandoned`,
-    /// and is counted under the outcome `abandoned`.
+    /// No event within the run timeout: `failed` with the error and the
+    /// outcome `abandoned`.
     Abandon,
 }
 
 impl Finish {
-    /// The status a run ends with.
-    fn status(&self) -> Status {
+    /// The `op` of its journal record.
+    fn op(&self) -> &'static str {
         match self {
-            Finish::Complete => Status::Completed,
-            Finish::Fail(_) | Finish::Abandon => Status::Failed,
-            Finish::Cancel => Status::Cancelled,
+            Finish::Complete => "complete",
+            Finish::Fail(_) => "fail",
+            Finish::Cancel => "cancel",
+            Finish::Abandon => "abandon",
         }
     }
 
     /// The journal record of the end of run `id` at `ts`, without its cost.
     fn record(&self, id: &str, ts: f64) -> Value {
+        let mut record = json!({"op": self.op(), "run_id": id, "ts": ts});
         match self {
-            Finish::Complete => json!({"op": "complete", "run_id": id, "ts": ts}),
-            Finish::Fail(error) => json!({"op": "fail", "run_id": id, "error": error, "ts": ts}),
-            Finish::Cancel => json!({"op": "cancel", "run_id": id, "ts": ts}),
-            Finish::Abandon => {
-                json!({"op": "abandon", "run_id": id, "error": ABANDONED, "ts": ts})
-            }
+            Finish::Fail(error) => record["error"] = json!(error),
+            Finish::Abandon => record["error"] = json!(ABANDONED),
+            _ => {}
         }
+        record
     }
 }
 
@@ -302,22 +281,19 @@ pub struct Finished {
     pub ledger_error: Option<String>,
 }
 
-/// What one durable step did: handed in journal order to the hook set with
-/// [`Runs::after_commit`], then to the caller that waited for it.
+/// What one durable step did: for the hook, in journal order, then the caller.
 pub enum Applied {
     Started(Box<Run>),
-    /// Events of one run, as journaled (filled in, see [`Detail::fill`]),
-    /// with what their caller rendered of them ahead, if it still holds.
+    /// Events of one run, as journaled, with what their caller rendered.
     Events(RunIds, Arc<[Timed]>, Option<Prepared>),
     Finished(Box<Finished>),
 }
 
-/// Events rendered for publishing by the caller of [`Runs::record_events`],
-/// opaque to the store: the layer that renders them is above it.
+/// Events rendered for publishing by the layer above, opaque to the store.
 pub type Prepared = Box<dyn std::any::Any + Send>;
 
 /// What runs after each durable step, in journal order, before its caller
-/// gets the answer: the logs, events, traces and alerts that follow it.
+/// gets the answer: logs, events, traces and alerts.
 pub type AfterCommit = Box<dyn Fn(&mut Applied) + Send + Sync>;
 
 /// Totals by status.
@@ -329,10 +305,8 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// How many finished runs stay in memory for lookups, the newest, by
-/// count and by their approximate bytes (see [`Detail::approx_bytes`]);
-/// 0 means no bound of that kind. Older ones remain in the journal and in
-/// the counts.
+/// How many finished runs, the newest, stay in memory, by count and
+/// approximate bytes; 0 means no bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunRetention {
     pub runs: u64,
@@ -356,25 +330,21 @@ pub struct Page {
     pub next_after: Option<String>,
 }
 
-/// The runs of one page of a listing, by id, from [`Runs::listing`].
+/// The ids of one page of [`Runs::listing`], with its `next_after` as in [`Page`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listing {
     pub ids: Vec<Arc<str>>,
-    /// The id to list after for the next page; `None` on the last page.
     pub next_after: Option<String>,
 }
 
-/// Where a run stands in a listing: by start time, then id, so that the
-/// order is total and a cursor resumes exactly. The time is ordered as
-/// [`f64::total_cmp`] orders it, by the same transform of its bits.
+/// Where a run stands in a listing: by start time ([`f64::total_cmp`]'s
+/// order, by the same transform of its bits), then id, so a cursor resumes exactly.
 fn list_key(run: &Run) -> (i64, &str) {
     let bits = run.started_at.to_bits() as i64;
     (bits ^ (((bits >> 63) as u64) >> 1) as i64, &run.run_id)
 }
 
-/// The most bytes of free text a run keeps in any one field (a goal, an
-/// agent, a strategy, an error, a reason, a work order or correlation id, a
-/// PR link), on every route that takes it: one limit per kind of text.
+/// The most bytes of free text a run keeps in any one field, on every route.
 pub const MAX_TEXT_BYTES: usize = 2048;
 
 /// The error for a text over [`MAX_TEXT_BYTES`].
@@ -400,13 +370,10 @@ pub const ABANDONED: &str = "abandoned";
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// The run store. Safe to share across threads.
-///
-/// A change is checked and journaled first, and applied to the runs, the
-/// metrics and the budget only once its record is durable, in the
-/// journal's order (see [`CommitQueue::submit_in_order`]); a failed write
-/// changes nothing. Meanwhile the change is pending: a second start of the
-/// same id, or a second end, is refused as if it were applied.
+/// The run store. Safe to share across threads. A change is checked and
+/// journaled first, and applied only once its record is durable, in the
+/// journal's order; a failed write changes nothing. Meanwhile a second
+/// start of the same id, or a second end, is refused as if it were applied.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
@@ -418,16 +385,11 @@ struct Shared {
     state: Mutex<State>,
     metrics: RunMetrics,
     budget: Arc<Budget>,
-    snapshots: Snapshots,
     after_commit: OnceLock<AfterCommit>,
-}
-
-/// When the run store writes its snapshot (see [`segments::SnapshotDue`]),
-/// and where.
-struct Snapshots {
-    dir: PathBuf,
-    every: u64,
-    progress: Mutex<SnapshotProgress>,
+    /// Where and when the snapshot is written (see [`segments::SnapshotDue`]).
+    snapshot_dir: PathBuf,
+    snapshot_every: u64,
+    snapshots: Mutex<SnapshotProgress>,
     log: Logger,
 }
 
@@ -450,113 +412,74 @@ struct State {
     /// while the store goes on (a run changed meanwhile is copied first).
     runs: HashMap<Arc<str>, Arc<Run>>,
     counts: Counts,
-    /// Runs with a record on its way to the journal.
-    pending: HashMap<String, Pending>,
-    /// Settlements of ended runs, oldest first, whose copy in the budget
-    /// ledger was not written yet, or failed: a snapshot carries them, so
-    /// that a start can still write them when the end records are gone.
+    /// By run, its records on their way to the journal, in journal order:
+    /// they are submitted under the lock and applied in order.
+    pending: HashMap<String, VecDeque<InFlight>>,
+    /// Settlements whose copy in the budget ledger is not written yet: a
+    /// snapshot carries them, so a start writes them when the ends are gone.
     unledgered: Vec<Settlement>,
-    /// By type, the progress events the records applied ever published:
-    /// `run_started`, each event but `tokens`, and the end's (see
-    /// [`Status::end_event`]). A snapshot carries them, so that
-    /// `conductor_events_published_total` starts where it was.
+    /// By type, the progress events the records applied ever published: a
+    /// snapshot carries them, so `conductor_events_published_total` resumes.
     published: BTreeMap<Box<str>, u64>,
 }
 
-/// What the records on their way to the journal will do to one run.
-#[derive(Default)]
-struct Pending {
-    /// How many records in flight concern the run.
-    records: u32,
-    starting: bool,
-    /// Its end is in flight, to this status.
-    ending: Option<Status>,
-    /// Its events in flight, which the price of an end after them counts.
-    events: Vec<Arc<[Timed]>>,
+/// What a record on its way to the journal will do to one run.
+enum InFlight {
+    Start,
+    /// Its events, which the price of an end after them counts.
+    Events(Arc<[Timed]>),
+    End(Status),
 }
 
-impl Pending {
-    /// Drops `list` from the events in flight.
-    fn forget(&mut self, list: &Arc<[Timed]>) {
-        if let Some(i) = self.events.iter().position(|e| Arc::ptr_eq(e, list)) {
-            self.events.swap_remove(i);
-        }
-    }
-}
-
-/// A change on its way to the journal: the ops of its record, and what
-/// each step will do once it is durable.
-#[derive(Default)]
-struct Plan {
-    ops: Vec<Value>,
-    steps: Vec<Planned>,
-}
-
-/// One step of a [`Plan`], with the index of its op.
+/// One step of a change on its way to the journal, applied once durable.
 enum Planned {
-    Start(String, usize),
-    /// Events of one run, filled; shared with the run's pending events.
+    Start(String, Value),
+    /// Events of one run, filled, with what their caller rendered of them.
     Events(String, Arc<[Timed]>, Option<Prepared>),
-    /// A run ends, to this status, at this price.
-    End(String, usize, Status, Box<Settlement>),
+    /// A run ends by this op, at this price.
+    End(String, Value, Box<Settlement>),
 }
 
-/// What [`Shared::apply_plan`] charged: the index of the end's step, the
-/// ledger lines of its cost, and its settlement.
-type Charged = (usize, LedgerLines, Settlement);
-
-impl Plan {
-    /// A plan of the one op `op`, which `step` applies, and its record.
-    fn one(op: Value, step: impl FnOnce(usize) -> Planned) -> (Plan, Vec<u8>) {
-        let record = op.to_string().into_bytes();
-        let plan = Plan {
-            ops: vec![op],
-            steps: vec![step(0)],
-        };
-        (plan, record)
-    }
-
-    fn push(&mut self, op: Value, step: impl FnOnce(usize) -> Planned) {
-        self.steps.push(step(self.ops.len()));
-        self.ops.push(op);
-    }
-
-    /// The journal record of the ops as a batch at `ts`.
-    fn batch_record(&mut self, ts: f64) -> Vec<u8> {
-        let mut record = json!({"op": "batch", "ts": ts, "ops": std::mem::take(&mut self.ops)});
-        let bytes = record.to_string().into_bytes();
-        if let Value::Array(ops) = record["ops"].take() {
-            self.ops = ops;
+impl Planned {
+    fn run_id(&self) -> &str {
+        match self {
+            Planned::Start(id, _) | Planned::Events(id, ..) | Planned::End(id, ..) => id,
         }
-        bytes
     }
 
-    /// Notes each step in flight (`on`) or no longer (`!on`).
-    fn mark(&self, state: &mut State, on: bool) {
-        for step in &self.steps {
-            match step {
-                Planned::Start(id, _) => state.mark(id, on, |p| p.starting = on),
-                Planned::Events(id, list, _) if on => {
-                    state.mark(id, on, |p| p.events.push(list.clone()))
-                }
-                Planned::Events(id, list, _) => state.mark(id, on, |p| p.forget(list)),
-                Planned::End(id, _, status, _) => {
-                    state.mark(id, on, |p| p.ending = on.then_some(*status))
-                }
+    fn in_flight(&self) -> InFlight {
+        match self {
+            Planned::Start(..) => InFlight::Start,
+            Planned::Events(_, events, _) => InFlight::Events(events.clone()),
+            Planned::End(_, op, _) => {
+                InFlight::End(Status::of_end(op["op"].as_str().unwrap_or("")))
             }
         }
     }
-
-    /// The runs the plan starts, whose reservations a failed write gives back.
-    fn started(&self) -> impl Iterator<Item = &str> {
-        self.steps.iter().filter_map(|s| match s {
-            Planned::Start(id, _) => Some(id.as_str()),
-            _ => None,
-        })
-    }
 }
 
-/// The events of run `id` among `steps`.
+/// An end's index among the steps applied, its ledger lines and settlement.
+type Charged = (usize, LedgerLines, Settlement);
+
+/// The journal record of `steps` as a batch at `ts`: the bytes `json!`
+/// prints for `{"op": "batch", "ts": ts, "ops": [...]}`, keys sorted.
+fn batch_record(steps: &[Planned], ts: f64) -> Vec<u8> {
+    let mut out = b"{\"op\":\"batch\",\"ops\":[".to_vec();
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match step {
+            Planned::Start(_, op) | Planned::End(_, op, _) => {
+                out.extend_from_slice(op.to_string().as_bytes())
+            }
+            Planned::Events(id, events, _) => out.extend(events_record(id, events)),
+        }
+    }
+    out.extend_from_slice(format!("],\"ts\":{}}}", Value::from(ts)).as_bytes());
+    out
+}
+
 fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<&'a Timed> {
     steps
         .filter(|q| q.run_id == id)
@@ -567,51 +490,36 @@ fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<
         .collect()
 }
 
-/// Fills in the events of a batch (see [`Detail::fill`]): each run's
-/// events together, in order, against the run as its durable records
-/// left it (a run the batch starts, as new).
+/// Fills in the events of a batch: each run's together, in order, against
+/// the run as its durable records left it (a run the batch starts, as new).
 fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
-    let mut ids: Vec<String> = Vec::new();
-    for p in &steps {
-        if matches!(p.step, Step::Event(_)) && !ids.contains(&p.run_id) {
-            ids.push(p.run_id.clone());
+    let mut by_run: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in steps.iter().enumerate() {
+        if matches!(p.step, Step::Event(_)) {
+            by_run.entry(p.run_id.clone()).or_default().push(i);
         }
     }
     let new = Detail::default();
-    for id in &ids {
-        let mut events: Vec<Timed> = events_of(steps.iter(), id).into_iter().cloned().collect();
+    for (id, at) in by_run {
+        let mut events: Vec<Timed> = events_of(steps.iter(), &id).into_iter().cloned().collect();
         let run = state.runs.get(id.as_str());
         run.map_or(&new, |r| &r.detail).fill(&mut events);
-        let of_run = steps.iter_mut().filter_map(|p| match &mut p.step {
-            Step::Event(e) if p.run_id == *id => Some(e),
-            _ => None,
-        });
-        for (e, filled) in of_run.zip(events) {
-            *e = filled;
+        for (i, e) in at.into_iter().zip(events) {
+            steps[i].step = Step::Event(e);
         }
     }
     steps
 }
 
-/// The cost an end record of `run` carries, if it carries one.
-fn settlement_of(end: &Value, run: &Run) -> Option<Settlement> {
-    let id = end["run_id"].as_str()?;
-    let mut s = Settlement::from_record(id, end["ts"].as_f64()?, &end["spend"])?;
-    s.started_at = Some(run.started_at);
-    Some(s)
-}
-
-/// Teaches the budget the cost an end record carries, for the run's
-/// agent: live and on replay alike, so a restart learns exactly what the
-/// running server had.
+/// Teaches the budget the cost an end record carries, live and on replay
+/// alike, so a restart learns exactly what the running server had.
 fn learn(budget: &Budget, end: &Value, run: &Run) {
     if let (Some(micros), Some(at)) = (end["spend"]["micros"].as_i64(), run.ended_at) {
         budget.learn(run.text(Text::Agent), micros, at);
     }
 }
 
-/// What the tokens of `run` have cost so far at the budget's prices, in
-/// micro-dollars.
+/// What the tokens of `run` have cost so far, in micro-dollars.
 fn accrued(budget: &Budget, run: &Run) -> i64 {
     let pricing = budget.pricing();
     let costs = run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o));
@@ -619,11 +527,9 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
     (total * 1e6).round() as i64
 }
 
-/// Grows a running run's reservation to what its tokens have cost so far,
-/// once `events` with tokens are applied: a run that turns out dearer
-/// than its estimate holds what it has spent, so that later starts see
-/// it rather than overdraw the day. Derived from the start record and the
-/// run's events, so a restart holds the same (see [`Runs::open`]).
+/// Grows a running run's reservation to what its tokens have cost, so that
+/// later starts see a run dearer than its estimate rather than overdraw
+/// the day. Derived from its records, so a restart holds the same.
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     if !events.iter().any(Timed::is_tokens) {
         return;
@@ -635,8 +541,7 @@ fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     }
 }
 
-/// The error of a change to a run whose start was never written: its
-/// own record is durable, but the journal's replay ignores it too.
+/// A change to a run whose start was never written: replay ignores it too.
 fn start_lost(id: &str) -> Error {
     Error::Storage(format!("run {id} has no durable start"))
 }
@@ -645,17 +550,35 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
+/// Refuses a change to run `id` unless `status` is running; `at` prefixes
+/// the message, e.g. `events[2]: `.
+fn check_running(id: &str, status: Option<Status>, at: &str) -> Result<(), Error> {
+    match status {
+        None => Err(Error::NotFound(format!("{at}run {id} not found"))),
+        Some(Status::Running) => Ok(()),
+        Some(s) => Err(Error::Conflict(format!(
+            "{at}run {id} is already {}",
+            s.as_str()
+        ))),
+    }
+}
+
+/// The settlement an end record carries, or a snapshot's copy of one, for
+/// the run started at `started_at`.
+fn settlement_of(v: &Value, started_at: Option<f64>) -> Option<Settlement> {
+    let mut s = Settlement::from_record(v["run_id"].as_str()?, v["ts"].as_f64()?, &v["spend"])?;
+    s.started_at = started_at;
+    Some(s)
+}
+
 impl Runs {
-    /// Opens the run store under `dir`: reads the snapshot `runs/snapshot`
-    /// if there is one, then replays the journal's records after it, in
-    /// the segments `runs/NNNNNNNNNN.jsonl` (a `runs.jsonl` from before
-    /// segments becomes the first). Runs still active get their budget
-    /// reservation back, and the costs of runs that ended today or
-    /// yesterday, and those the snapshot says are not in the ledger yet
-    /// whatever their day, go into the budget ledger where a crash or a
-    /// failed write kept them out of it (see [`Budget::reconcile`]). A new
-    /// snapshot is written as the journal grows by `snapshot_bytes` (see
-    /// [`DEFAULT_SNAPSHOT_BYTES`]; 0 writes none), and `log` says so.
+    /// Opens the run store under `dir`: the snapshot `runs/snapshot`, then
+    /// the journal's records after it (`runs/NNNNNNNNNN.jsonl`; a `runs.jsonl`
+    /// from before segments becomes the first). Running runs get their
+    /// reservation back, and the costs of runs that ended today or yesterday,
+    /// and those the snapshot says are unledgered, go into the budget ledger
+    /// where a crash or a failed write kept them out ([`Budget::reconcile`]).
+    /// A snapshot is written each `snapshot_bytes` of journal (0: none).
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
@@ -677,12 +600,19 @@ impl Runs {
         // Read a record at a time: a start holds the runs, not their history.
         let old = dir.join("runs.jsonl");
         let journal = Segments::open_from(&store, Some(&old), sizes, covered, |record| {
-            state.replay(record, &metrics, &mut |end, run| {
+            // The journal checked each line's checksum, so a record that is
+            // not one of ours was written by another version: skipping it
+            // would lose a change and make the counters jump.
+            let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
+            if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
+                return Err("not a run record".to_string());
+            }
+            state.apply(&v, &metrics, &mut |end, run, _| {
                 learn(&budget, end, run);
-                if let Some(s) = settlement_of(end, run).filter(|s| s.day >= since) {
-                    settlements.push(s);
-                }
-            })
+                let settled = settlement_of(end, Some(run.started_at));
+                settlements.extend(settled.filter(|s| s.day >= since));
+            });
+            Ok(())
         })
         .map_err(Error::Storage)?;
         state.restore_reservations(&budget)?;
@@ -691,50 +621,51 @@ impl Runs {
             applied: journal.appended(),
             ..SnapshotProgress::default()
         };
-        let queue = CommitQueue::start(journal, "runs").map_err(storage)?;
-        let snapshots = Snapshots {
-            dir: store,
-            every: snapshot_bytes,
-            progress: Mutex::new(progress),
-            log,
-        };
         Ok(Runs {
+            queue: CommitQueue::start(journal, "runs").map_err(storage)?,
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 metrics,
                 budget,
-                snapshots,
                 after_commit: OnceLock::new(),
+                snapshot_dir: store,
+                snapshot_every: snapshot_bytes,
+                snapshots: Mutex::new(progress),
+                log,
             }),
-            queue,
             next_id: AtomicU64::new(0),
         })
     }
 
     /// Marks `plan` in flight and submits `record` while `state` is still
-    /// locked, so the journal holds changes in the order they were checked,
-    /// then waits for it. Once the record is durable, applies the plan,
-    /// takes a snapshot if one is due, writes the ledger copies of the costs
-    /// it charged, and hands each step to the hook; then returns what each
-    /// step did. Every record of the store goes through here, so the count
-    /// of records applied is exact.
+    /// locked, so the journal holds changes in the order they were checked.
+    /// Once durable, the plan is applied, a snapshot taken if due, the ledger
+    /// copies written and each step handed to the hook. Every record goes
+    /// through here, so the count of records applied is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
-        plan: Plan,
+        plan: Vec<Planned>,
         record: Vec<u8>,
     ) -> Result<Vec<Applied>, Error> {
-        plan.mark(&mut state, true);
+        for step in &plan {
+            let flights = state.pending.entry(step.run_id().to_string());
+            flights.or_default().push_back(step.in_flight());
+        }
         let (promise, waiting) = commit_queue::promise();
         let bytes = record.len() as u64 + 1;
         let shared = self.shared.clone();
         self.queue.submit_in_order(record, move |o| {
             let mut state = shared.lock();
-            plan.mark(&mut state, false);
+            for step in &plan {
+                state.landed(step.run_id());
+            }
             if let Err(e) = o {
                 drop(state);
-                for id in plan.started() {
-                    shared.budget.release(id);
+                for step in &plan {
+                    if let Planned::Start(id, _) = step {
+                        shared.budget.release(id);
+                    }
                 }
                 return Box::new(move || promise.keep(Err(storage(e))));
             }
@@ -756,18 +687,9 @@ impl Runs {
             .unwrap_or_else(|| Err(storage("the run journal's committer failed")))
     }
 
-    /// Sets what runs after each durable step ([`AfterCommit`]); once, at
-    /// open, before the first change.
+    /// Sets the [`AfterCommit`] hook; once, before the first change.
     pub fn after_commit(&self, hook: AfterCommit) {
         let _ = self.shared.after_commit.set(hook);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.lock()
-    }
-
-    fn budget(&self) -> &Budget {
-        &self.shared.budget
     }
 
     /// Starts a run, and returns it once the start is durable.
@@ -782,7 +704,7 @@ impl Runs {
             Some(id) => id,
             None => self.make_id(),
         };
-        let state = self.lock();
+        let state = self.shared.lock();
         if state.status_of(&id).is_some() {
             return Err(Error::Conflict(format!("run {id} already exists")));
         }
@@ -791,32 +713,33 @@ impl Runs {
         // reservation is held while the start is written, so that
         // concurrent starts cannot overdraw the day.
         let reserved = self
-            .budget()
+            .shared
+            .budget
             .reserve(&id, new.agent.as_deref())
             .map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
-        let record = new.start_record(&id, time::now_unix(), Some(reserved));
-        let (plan, record) = Plan::one(record, |at| Planned::Start(id.clone(), at));
-        match self.commit(state, plan, record)?.pop() {
+        let op = new.start_record(&id, time::now_unix(), Some(reserved));
+        let record = op.to_string().into_bytes();
+        match self
+            .commit(state, vec![Planned::Start(id.clone(), op)], record)?
+            .pop()
+        {
             Some(Applied::Started(run)) => Ok(*run),
             _ => Err(start_lost(&id)),
         }
     }
 
-    /// Finishes a running run, and returns it once the end, carrying its
-    /// cost, is durable. The cost is `cost` when given, otherwise its
-    /// tokens priced by model, counting events still on their way to the
-    /// journal. It is charged to the budget once the end is durable, and
-    /// copied into the budget ledger before this returns.
+    /// Finishes a running run once its end, carrying its cost (`cost`, or
+    /// its tokens priced, those in flight too), is durable, charged, and
+    /// copied into the budget ledger.
     pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
-        let state = self.lock();
+        let state = self.shared.lock();
         let now = time::now_unix();
-        let settlement = state
-            .running(id)
-            .and_then(|()| self.price_end(&state, id, cost, &[], now))?;
-        let mut record = how.record(id, now);
-        record["spend"] = settlement.to_json();
-        let step = |at| Planned::End(id.to_string(), at, how.status(), Box::new(settlement));
-        let (plan, record) = Plan::one(record, step);
+        check_running(id, state.status_of(id), "")?;
+        let settlement = self.price_end(&state, id, cost, &[], now)?;
+        let mut op = how.record(id, now);
+        op["spend"] = settlement.to_json();
+        let record = op.to_string().into_bytes();
+        let plan = vec![Planned::End(id.to_string(), op, Box::new(settlement))];
         match self.commit(state, plan, record)?.pop() {
             Some(Applied::Finished(f)) => Ok(*f),
             _ => Err(start_lost(id)),
@@ -824,12 +747,10 @@ impl Runs {
     }
 
     /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
-    /// those in flight and `later` ones, priced by model.
-    ///
-    /// Tokens are priced at most [`MAX_AMOUNT`], in all and by phase: token
-    /// events that would price a run past it are refused when they arrive
-    /// ([`Runs::check_token_cost`]), so this cap only binds when the
-    /// pricing changed under a running run, and then the run still ends.
+    /// those in flight and `later` ones, priced by model. Tokens are priced
+    /// at most [`MAX_AMOUNT`]: events past it are refused when they arrive,
+    /// so the cap only binds when the pricing changed under a running run,
+    /// and then the run still ends.
     fn price_end(
         &self,
         state: &State,
@@ -838,11 +759,12 @@ impl Runs {
         later: &[&Timed],
         now: f64,
     ) -> Result<Settlement, Error> {
+        let budget = &self.shared.budget;
         if let Some(c) = cost {
             if !(c.is_finite() && c >= 0.0) {
                 return Err(Error::invalid("cost", "must be a non-negative number"));
             }
-            return self.budget().price(id, SpendInput::Amount(c), &[], now);
+            return budget.price(id, SpendInput::Amount(c), &[], now);
         }
         let (mut phase_costs, models) = self.token_costs(state, id, later.iter().copied());
         for (_, c) in &mut phase_costs {
@@ -850,7 +772,7 @@ impl Runs {
         }
         let total = phase_costs.iter().map(|(_, c)| c).sum::<f64>();
         let total = SpendInput::Amount(total.min(MAX_AMOUNT));
-        let mut settlement = self.budget().price(id, total, &phase_costs, now)?;
+        let mut settlement = budget.price(id, total, &phase_costs, now)?;
         // The models priced go with the settlement: one the table does not
         // name is said once the end is durable.
         settlement.models = models;
@@ -865,11 +787,13 @@ impl Runs {
         id: &str,
         later: impl Iterator<Item = &'a Timed>,
     ) -> (Vec<(String, f64)>, Vec<String>) {
-        let pricing = self.budget().pricing();
+        let pricing = self.shared.budget.pricing();
         let empty = Detail::default();
         let detail = state.runs.get(id).map_or(&empty, |r| &r.detail);
-        let in_flight = state.pending.get(id).map(|p| p.events.as_slice());
-        let in_flight = in_flight.unwrap_or_default().iter().flat_map(|b| b.iter());
+        let in_flight = state.in_flight(id).flat_map(|f| match f {
+            InFlight::Events(events) => &events[..],
+            _ => &[],
+        });
         let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
         let costs = detail.phase_costs_after(in_flight.chain(later), |m, i, o| {
             models.borrow_mut().extend(m.map(str::to_string));
@@ -879,8 +803,7 @@ impl Runs {
     }
 
     /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
-    /// with what it has and has in flight, so that every run can be priced,
-    /// and so ended, whatever ends it.
+    /// so that every run can be priced, and so ended.
     fn check_token_cost<'a>(
         &self,
         state: &'a State,
@@ -897,72 +820,62 @@ impl Runs {
     }
 
     /// Applies a batch of progress events, possibly for several runs, all
-    /// or nothing: runs start (each reserving its budget), take events and
-    /// end, in order, as one journal record. Returns what each step did, in
-    /// order, once the record is durable and the costs of the runs it ended
-    /// are charged.
-    ///
-    /// Before anything is journaled, every step is checked against the runs
-    /// and the steps before it: a start of a run that exists is
-    /// [`Error::Conflict`], an event for an unknown run [`Error::NotFound`],
-    /// for an ended one [`Error::Conflict`], and a start the budget refuses
-    /// [`Error::Exhausted`], with the reservations of earlier starts in the
-    /// batch given back.
+    /// or nothing, as one journal record; returns what each step did once
+    /// it is durable. Every step is checked against the runs and the steps
+    /// before it first; a start the budget refuses gives back the batch's.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
-        let state = self.lock();
+        let state = self.shared.lock();
         let now = time::now_unix();
         self.check_batch(&state, &steps)?;
-        let reserved = self.reserve_starts(&steps)?;
-        let mut plan = self
-            .plan_batch(&state, steps, &reserved, now)
-            .inspect_err(|_| {
-                // Every start of the batch reserved, not only those
-                // before the step that failed.
-                for id in reserved.keys() {
-                    self.budget().release(id);
-                }
-            })?;
-        let record = plan.batch_record(now);
+        let mut reserved = HashMap::new();
+        let plan = self
+            .reserve_starts(&steps, &mut reserved)
+            .and_then(|()| self.plan_batch(&state, steps, &reserved, now));
+        if plan.is_err() {
+            // Every start of the batch reserved, not only those before the
+            // step that failed.
+            for id in reserved.keys() {
+                self.shared.budget.release(id);
+            }
+        }
+        let plan = plan?;
+        let record = batch_record(&plan, now);
         self.commit(state, plan, record)
     }
 
-    /// Reserves the budget of each run the batch starts, all or none.
-    fn reserve_starts(&self, steps: &[Progress]) -> Result<HashMap<String, i64>, Error> {
-        let mut reserved: HashMap<String, i64> = HashMap::new();
+    /// Reserves the budget of each run the batch starts into `reserved`.
+    fn reserve_starts(
+        &self,
+        steps: &[Progress],
+        reserved: &mut HashMap<String, i64>,
+    ) -> Result<(), Error> {
         for p in steps {
             let Step::Start(new) = &p.step else { continue };
-            match self.budget().reserve(&p.run_id, new.agent.as_deref()) {
-                Ok(micros) => reserved.insert(p.run_id.clone(), micros),
-                Err(refusal) => {
-                    for id in reserved.keys() {
-                        self.budget().release(id);
-                    }
-                    return Err(Error::Exhausted(Box::new((*refusal).into())));
-                }
-            };
+            let micros = self.shared.budget.reserve(&p.run_id, new.agent.as_deref());
+            let micros = micros.map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
+            reserved.insert(p.run_id.clone(), micros);
         }
-        Ok(reserved)
+        Ok(())
     }
 
-    /// The plan of a checked batch at `now`: its events filled, each end
-    /// priced, consecutive events of one run in one op.
+    /// The plan of a checked batch: consecutive events of one run in one op.
     fn plan_batch(
         &self,
         state: &State,
         steps: Vec<Progress>,
         reserved: &HashMap<String, i64>,
         now: f64,
-    ) -> Result<Plan, Error> {
+    ) -> Result<Vec<Planned>, Error> {
         let steps = fill_batch(state, steps);
-        let mut plan = Plan::default();
+        let mut plan = Vec::new();
         let mut i = 0;
         while i < steps.len() {
             let (p, id) = (&steps[i], &steps[i].run_id);
             match &p.step {
                 Step::Start(new) => {
-                    let mut record = new.start_record(id, now, reserved.get(id).copied());
-                    record["at"] = json!(p.at);
-                    plan.push(record, |at| Planned::Start(id.clone(), at));
+                    let mut op = new.start_record(id, now, reserved.get(id).copied());
+                    op["at"] = json!(p.at);
+                    plan.push(Planned::Start(id.clone(), op));
                 }
                 Step::Event(_) => {
                     let same = |q: &Progress| match &q.step {
@@ -971,9 +884,7 @@ impl Runs {
                     };
                     let events: Vec<Timed> = steps[i..].iter().map_while(same).collect();
                     i += events.len();
-                    let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
-                    let record = json!({"op": "events", "run_id": id, "events": list});
-                    plan.push(record, |_| Planned::Events(id.clone(), events.into(), None));
+                    plan.push(Planned::Events(id.clone(), events.into(), None));
                     continue;
                 }
                 Step::Finish {
@@ -985,23 +896,21 @@ impl Runs {
                     // The run's events earlier in this batch count too.
                     let later = events_of(steps[..i].iter(), id);
                     let settlement = self.price_end(state, id, None, &later, now)?;
-                    let mut record = how.record(id, now);
+                    let mut op = how.record(id, now);
                     // A batch's end always carries `error`: a cancel's reason.
                     match how {
-                        Finish::Complete => record["error"] = Value::Null,
-                        Finish::Cancel => record["error"] = json!(reason),
+                        Finish::Complete => op["error"] = Value::Null,
+                        Finish::Cancel => op["error"] = json!(reason),
                         _ => {}
                     }
-                    record["at"] = json!(p.at);
-                    record["duration_ms"] = json!(duration_ms);
-                    record["spend"] = settlement.to_json();
+                    op["at"] = json!(p.at);
+                    op["duration_ms"] = json!(duration_ms);
+                    op["spend"] = settlement.to_json();
                     // As a string: the text as sent, which an object would reorder.
                     if let Some(text) = metrics {
-                        record["metrics"] = json!(text);
+                        op["metrics"] = json!(text);
                     }
-                    let status = how.status();
-                    let end = |at| Planned::End(id.clone(), at, status, Box::new(settlement));
-                    plan.push(record, end);
+                    plan.push(Planned::End(id.clone(), op, Box::new(settlement)));
                 }
             }
             i += 1;
@@ -1009,72 +918,56 @@ impl Runs {
         Ok(plan)
     }
 
-    /// Checks a batch's steps in order against the runs, as
-    /// [`Runs::apply_batch`] describes, without changing anything.
+    /// Checks a batch's steps in order against the runs and the steps
+    /// before them, without changing anything.
     fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
         let mut now: HashMap<&str, Status> = HashMap::new();
         for p in steps {
-            let id = p.run_id.as_str();
+            let (id, at) = (p.run_id.as_str(), p.index);
             let status = now.get(id).copied().or_else(|| state.status_of(id));
-            let at = p.index;
-            match (&p.step, status) {
-                (Step::Start(_), None) => {
-                    now.insert(id, Status::Running);
+            if let Step::Start(_) = p.step {
+                if status.is_some() {
+                    let message = format!("events[{at}]: run {id} already exists");
+                    return Err(Error::Conflict(message));
                 }
-                (Step::Start(_), Some(_)) => {
-                    return Err(Error::Conflict(format!(
-                        "events[{at}]: run {id} already exists"
-                    )))
+                now.insert(id, Status::Running);
+                continue;
+            }
+            check_running(id, status, &format!("events[{at}]: "))?;
+            match &p.step {
+                Step::Finish { how, .. } => {
+                    now.insert(id, Status::of_end(how.op()));
                 }
-                (_, None) => {
-                    return Err(Error::NotFound(format!("events[{at}]: run {id} not found")))
-                }
-                (Step::Finish { how, .. }, Some(Status::Running)) => {
-                    now.insert(id, how.status());
-                }
-                (Step::Event(e), Some(Status::Running)) if e.is_tokens() => {
+                Step::Event(e) if e.is_tokens() => {
                     let batch = steps.iter().take_while(|q| q.index <= at);
                     let events = events_of(batch, id);
                     let field = format!("events[{at}].input_tokens");
                     self.check_token_cost(state, id, events.into_iter(), &field)?;
                 }
-                (_, Some(Status::Running)) => {}
-                (_, Some(s)) => {
-                    return Err(Error::Conflict(format!(
-                        "events[{at}]: run {id} is already {}",
-                        s.as_str()
-                    )))
-                }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// Fills in what `events` left out and the run `id` knows (see
-    /// [`Detail::fill`]) and returns the run's version they were filled
-    /// against, or `None` for a run not known. Takes the lock briefly, so
-    /// that the batch can be rendered outside it.
+    /// Fills in `events` from run `id` and returns the run's version they
+    /// were filled against; briefly locked, so they are rendered outside it.
     pub fn fill_events(&self, id: &str, events: &mut [Timed]) -> Option<u64> {
-        let state = self.lock();
+        let state = self.shared.lock();
         let run = state.runs.get(id)?;
         run.detail.fill(events);
         Some(run.detail.version)
     }
 
-    /// Records a batch of events for a running run, all or nothing, and
-    /// returns the run's ids once the batch is durable. `prepared`, what
-    /// the caller rendered of them, goes to the hook with the events.
-    ///
-    /// `events` should come from [`Runs::fill_events`] with its `version`.
-    /// When the run has moved on since, they are filled again under the
-    /// lock, and `prepared`, rendered from the old ones, is dropped. Events
-    /// are filled against the run as its durable records left it: batches
-    /// of one run sent at once, each before the other is answered, are
-    /// filled independently.
+    /// Records events for a running run, all or nothing, once durable;
+    /// `prepared`, what the caller rendered of them, goes to the hook. When
+    /// the run has moved on since [`Runs::fill_events`] gave `version`, they
+    /// are filled again and `prepared` is dropped. Two batches of one run
+    /// sent at once are filled independently, against its durable records.
     pub fn record_events(
         &self,
         id: &str,
-        events: Arc<[Timed]>,
+        mut events: Arc<[Timed]>,
         version: Option<u64>,
         mut prepared: Option<Prepared>,
     ) -> Result<RunIds, Error> {
@@ -1082,15 +975,13 @@ impl Runs {
         // taking the lock; it is still submitted under the lock, so the
         // journal holds batches in the order they were checked.
         let mut record = events_record(id, &events);
-        let mut events = events;
-        let state = self.lock();
+        let state = self.shared.lock();
+        check_running(id, state.status_of(id), "")?;
         // Only tokens change a run's price: a batch without them skips the
         // pricing of the run's whole detail.
-        let priced = events.iter().any(Timed::is_tokens);
-        state.running(id).and_then(|()| match priced {
-            true => self.check_token_cost(&state, id, events.iter(), "input_tokens"),
-            false => Ok(()),
-        })?;
+        if events.iter().any(Timed::is_tokens) {
+            self.check_token_cost(&state, id, events.iter(), "input_tokens")?;
+        }
         let current = state.runs.get(id).map(|r| &r.detail);
         if version.is_none() || version != current.map(|d| d.version) {
             let mut again = events.to_vec();
@@ -1099,22 +990,18 @@ impl Runs {
             record = events_record(id, &events);
             prepared = None;
         }
-        let plan = Plan {
-            ops: Vec::new(),
-            steps: vec![Planned::Events(id.to_string(), events, prepared)],
-        };
+        let plan = vec![Planned::Events(id.to_string(), events, prepared)];
         match self.commit(state, plan, record)?.pop() {
             Some(Applied::Events(ids, ..)) => Ok(ids),
             _ => Err(start_lost(id)),
         }
     }
 
-    /// The running runs with no news for `timeout` seconds at `now`: no
-    /// event whose time (its own, or when it arrived) is later than that,
-    /// and no start. Checked with the times the journal keeps, so a run
-    /// whose orchestrator died before a restart ends too.
+    /// The running runs with no start or event (its time, or when it
+    /// arrived) in `timeout` seconds before `now`: the journal keeps the
+    /// times, so a run whose orchestrator died before a restart ends too.
     pub fn stale(&self, now: f64, timeout: f64) -> Vec<String> {
-        let state = self.lock();
+        let state = self.shared.lock();
         state
             .runs
             .values()
@@ -1128,19 +1015,17 @@ impl Runs {
     }
 
     pub fn get(&self, id: &str) -> Option<Run> {
-        self.lock().runs.get(id).map(|r| Run::clone(r))
+        self.shared.lock().runs.get(id).map(|r| Run::clone(r))
     }
 
-    /// What `f` makes of the run with `id`, if known. `f` runs under the
-    /// store's lock, so it should only copy out the few fields it needs;
-    /// that is far cheaper than [`Runs::get`] for a run with a long history.
+    /// What `f` makes of the run with `id`, under the store's lock: far
+    /// cheaper than [`Runs::get`] for a run with a long history.
     pub fn with_run<R>(&self, id: &str, f: impl FnOnce(&Run) -> R) -> Option<R> {
-        self.lock().runs.get(id).map(|r| f(r))
+        self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// Up to `limit` runs with `status` (all when `None`) in start order,
-    /// after the run `after` when given; [`Error::NotFound`] when `after`
-    /// is not a run held in memory.
+    /// Up to `limit` runs with `status` in start order, after the run
+    /// `after`, which must be held.
     pub fn list(
         &self,
         status: Option<Status>,
@@ -1163,7 +1048,7 @@ impl Runs {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Listing, Error> {
-        let state = self.lock();
+        let state = self.shared.lock();
         let from = match after {
             None => None,
             Some(id) => match state.runs.get(id) {
@@ -1199,11 +1084,10 @@ impl Runs {
         Ok(Listing { ids, next_after })
     }
 
-    /// The runs of `ids` still held, and still with `status` when given, in
-    /// the order of `ids`. They are shared with the store, not copied: a run
-    /// that changes meanwhile is copied by the store first.
+    /// The runs of `ids` still held, and with `status` when given: shared,
+    /// not copied (the store copies a run before it changes it).
     pub fn runs_of(&self, ids: &[Arc<str>], status: Option<Status>) -> Vec<Arc<Run>> {
-        let state = self.lock();
+        let state = self.shared.lock();
         ids.iter()
             .filter_map(|id| state.runs.get(id))
             .filter(|run| status.is_none_or(|s| run.status == s))
@@ -1211,28 +1095,21 @@ impl Runs {
             .collect()
     }
 
-    /// The newest running run (by start time, then id) and how many runs
-    /// are running, or `None` when none is.
-    pub fn newest_running(&self) -> Option<(RunStart, u64)> {
-        let state = self.lock();
+    /// The newest running run and how many runs are running.
+    pub fn newest_running(&self) -> Option<(Arc<Run>, u64)> {
+        let state = self.shared.lock();
         let running = state.runs.values().filter(|r| r.status == Status::Running);
         let newest = running.max_by_key(|r| list_key(r))?;
-        let start = RunStart {
-            run_id: newest.run_id.to_string(),
-            started_at: newest.started_at,
-        };
-        Some((start, state.counts.active))
+        Some((newest.clone(), state.counts.active))
     }
 
     pub fn counts(&self) -> Counts {
-        self.lock().counts
+        self.shared.lock().counts
     }
 
-    /// By type, the progress events the records applied ever published
-    /// (see [`crate::events::Hub::run_started`] and its siblings), for
-    /// `conductor_events_published_total` at start.
+    /// By type, the progress events the records applied ever published.
     pub fn published(&self) -> Vec<(String, u64)> {
-        self.lock().published()
+        self.shared.lock().published()
     }
 
     fn make_id(&self) -> String {
@@ -1242,9 +1119,7 @@ impl Runs {
     }
 }
 
-/// The journal record of an events batch, the same bytes as
-/// `json!({"op": "events", "run_id": id, "events": [each to_json()]})`
-/// prints, written directly.
+/// The journal record of an events batch: the bytes `json!` prints, written directly.
 fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + events.len() * 112);
     out.push_str("{\"events\":[");
@@ -1276,31 +1151,53 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn snapshots(&self) -> MutexGuard<'_, SnapshotProgress> {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Applies a durable plan: what each step did, and what its ends charged.
-    fn apply_plan(&self, state: &mut State, plan: Plan) -> (Vec<Applied>, Vec<Charged>) {
-        let mut applied = Vec::with_capacity(plan.steps.len());
+    fn apply_plan(&self, state: &mut State, plan: Vec<Planned>) -> (Vec<Applied>, Vec<Charged>) {
+        let mut applied = Vec::with_capacity(plan.len());
         let mut charged = Vec::new();
-        for step in plan.steps {
+        for step in plan {
             match step {
-                Planned::Start(id, at) => {
-                    state.apply(&plan.ops[at], &self.metrics, &mut |_, _, _| {});
+                Planned::Start(id, op) => {
+                    state.apply(&op, &self.metrics, &mut |_, _, _| {});
                     if let Some(run) = state.runs.get(id.as_str()) {
                         applied.push(Applied::Started(Box::new(Run::clone(run))));
                     }
                 }
                 Planned::Events(id, events, prepared) => {
-                    if self.apply_events(state, &id, &events) {
-                        let ids = state.runs[id.as_str()].ids();
-                        applied.push(Applied::Events(ids, events, prepared));
+                    if let Some(run) = state.apply_events(&id, &events, &self.metrics) {
+                        cover(&self.budget, run, &events);
+                        applied.push(Applied::Events(run.ids(), events, prepared));
                     }
                 }
-                Planned::End(id, at, _, settlement) => {
-                    let Some((finished, lines, s)) =
-                        self.apply_end(state, &id, &plan.ops[at], *settlement)
-                    else {
+                Planned::End(id, op, mut settlement) => {
+                    let mut whole = None;
+                    state.apply(&op, &self.metrics, &mut |end, run, d| {
+                        learn(&self.budget, end, run);
+                        // Known only now: the start may have been in flight
+                        // when the end was priced.
+                        settlement.started_at = Some(run.started_at);
+                        whole = Some(d);
+                    });
+                    let (Some(run), Some(detail)) = (state.runs.get(id.as_str()), whole) else {
                         continue;
                     };
-                    charged.push((applied.len(), lines, s));
+                    let run = Run {
+                        detail,
+                        ..Run::clone(run)
+                    };
+                    let (spend, lines) = self.budget.charge(&settlement);
+                    // Until its ledger lines are written.
+                    state.unledgered.push(Settlement::clone(&settlement));
+                    charged.push((applied.len(), lines, *settlement));
+                    let finished = Finished {
+                        run,
+                        spend,
+                        ledger_error: None,
+                    };
                     applied.push(Applied::Finished(Box::new(finished)));
                 }
             }
@@ -1308,53 +1205,7 @@ impl Shared {
         (applied, charged)
     }
 
-    /// Applies durable `events` to run `id`, growing its reservation to
-    /// their cost; false for a run not held.
-    fn apply_events(&self, state: &mut State, id: &str, events: &[Timed]) -> bool {
-        let Some(run) = state.runs.get_mut(id).map(Arc::make_mut) else {
-            return false;
-        };
-        for e in events {
-            run.apply_event(e, &self.metrics);
-        }
-        cover(&self.budget, run, events);
-        state.publish_events(events);
-        true
-    }
-
-    /// Applies the durable end `op` of run `id` and charges `settlement`:
-    /// the run with the whole detail its end gave back (what its answer,
-    /// its events and its trace show), the ledger lines of its cost, and
-    /// the settlement, which waits in `unledgered` until they are written.
-    fn apply_end(
-        &self,
-        state: &mut State,
-        id: &str,
-        op: &Value,
-        mut settlement: Settlement,
-    ) -> Option<(Finished, LedgerLines, Settlement)> {
-        let mut whole = None;
-        state.apply(op, &self.metrics, &mut |end, run, d| {
-            learn(&self.budget, end, run);
-            // Known only now: the start may have been in flight when
-            // the end was priced.
-            settlement.started_at = Some(run.started_at);
-            whole = Some(d);
-        });
-        let mut run = Run::clone(state.runs.get(id)?);
-        run.detail = whole?;
-        let (spend, lines) = self.budget.charge(&settlement);
-        state.unledgered.push(settlement.clone());
-        let finished = Finished {
-            run,
-            spend,
-            ledger_error: None,
-        };
-        Some((finished, lines, settlement))
-    }
-
-    /// Writes the ledger copies of what a plan charged, noting each
-    /// failure on its run's [`Finished`].
+    /// Writes the ledger copies of what a plan charged.
     fn write_ledger(&self, charged: Vec<Charged>, applied: &mut [Applied]) {
         for (i, lines, settlement) in charged {
             match self.budget.write_settlement(lines) {
@@ -1373,9 +1224,9 @@ impl Shared {
     /// this one's: the state and the metrics are then exactly those of the
     /// records before the next one, and nothing changes them meanwhile.
     fn applied(self: &Arc<Self>, bytes: u64) {
-        let mut p = self.snapshots.progress();
+        let mut p = self.snapshots();
         p.applied += 1;
-        if !p.due.grew(bytes, self.snapshots.every) {
+        if !p.due.grew(bytes, self.snapshot_every) {
             return;
         }
         let taken = Instant::now();
@@ -1398,23 +1249,15 @@ impl Shared {
         let paused = taken.elapsed();
         let spawned = std::thread::Builder::new()
             .name("runs-snapshot".into())
-            .spawn(move || me.snapshots.write(&header, runs, values, paused));
+            .spawn(move || me.write_snapshot(&header, runs, values, paused));
         if spawned.is_err() {
-            self.snapshots.progress().due.done(None);
+            self.snapshots().due.done(None);
         }
     }
-}
 
-impl Snapshots {
-    fn progress(&self) -> MutexGuard<'_, SnapshotProgress> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Writes a snapshot taken by [`Shared::applied`], then deletes the
-    /// journal segments it covers. A failure is logged, and the next one
-    /// is taken when it is due again. `paused` is how long taking it held
-    /// up the records behind it, for the log.
-    fn write(
+    /// Writes a snapshot, then deletes the journal segments it covers; a
+    /// failure is logged, and the next one is taken when due again.
+    fn write_snapshot(
         &self,
         header: &snapshot::Header,
         runs: Vec<Arc<Run>>,
@@ -1422,16 +1265,16 @@ impl Snapshots {
         paused: Duration,
     ) {
         let began = Instant::now();
-        let path = self.dir.join(snapshot::FILE);
+        let path = self.snapshot_dir.join(snapshot::FILE);
         let n = runs.len();
         let written = snapshot::write(&path, header, runs, metrics)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|size| {
-                segments::drop_covered(&self.dir, header.records).map(|dropped| (size, dropped))
+                let dropped = segments::drop_covered(&self.snapshot_dir, header.records);
+                dropped.map(|dropped| (size, dropped))
             });
-        self.progress()
-            .due
-            .done(written.as_ref().ok().map(|&(size, _)| size));
+        let size = written.as_ref().ok().map(|&(size, _)| size);
+        self.snapshots().due.done(size);
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0).into();
         match written {
             Ok((size, dropped)) => self.log.info(
@@ -1450,10 +1293,18 @@ impl Snapshots {
     }
 }
 
+fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
+    match published.get_mut(kind) {
+        Some(n) => *n += 1,
+        None => {
+            published.insert(kind.into(), 1);
+        }
+    }
+}
+
 impl State {
-    /// Reads the snapshot in `store`, if there is one, into the state, the
-    /// metrics and the budget. Returns the journal records it covers and
-    /// the settlements it says are missing from the ledger.
+    /// Reads the snapshot in `store`: the records it covers, and the
+    /// settlements it says are missing from the ledger.
     fn read_snapshot(
         &mut self,
         store: &Path,
@@ -1486,24 +1337,6 @@ impl State {
         Ok((covered.records, covered.unledgered))
     }
 
-    /// Applies one journal record read at start; `ended` sees each end.
-    fn replay(
-        &mut self,
-        record: &[u8],
-        m: &RunMetrics,
-        ended: &mut dyn FnMut(&Value, &Run),
-    ) -> Result<(), String> {
-        // The journal checked each line's checksum, so a record that is not
-        // one of ours was written by another version: skipping it would
-        // lose a change and make the counters jump.
-        let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
-        if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
-            return Err("not a run record".into());
-        }
-        self.apply(&v, m, &mut |end, run, _| ended(end, run));
-        Ok(())
-    }
-
     /// Gives each running run its budget reservation back after a start.
     fn restore_reservations(&mut self, budget: &Budget) -> Result<(), Error> {
         let running = self
@@ -1526,25 +1359,6 @@ impl State {
         Ok(())
     }
 
-    /// Counts one progress event of type `kind` published.
-    fn publish(&mut self, kind: &str) {
-        match self.published.get_mut(kind) {
-            Some(n) => *n += 1,
-            None => {
-                self.published.insert(kind.into(), 1);
-            }
-        }
-    }
-
-    /// Counts the events of a batch applied to a run as published: all
-    /// but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
-    fn publish_events(&mut self, events: &[Timed]) {
-        for e in events.iter().filter(|e| !e.is_tokens()) {
-            self.publish(e.kind());
-        }
-    }
-
-    /// The events published by type, for a snapshot or the hub.
     fn published(&self) -> Vec<(String, u64)> {
         let all = self.published.iter();
         all.map(|(kind, n)| (kind.to_string(), *n)).collect()
@@ -1587,49 +1401,34 @@ impl State {
         }
     }
 
-    /// Where a run stands once the records in flight are durable: a
-    /// pending end or start counts as done.
-    fn status_of(&self, id: &str) -> Option<Status> {
-        match self.pending.get(id) {
-            Some(p) if p.ending.is_some() => p.ending,
-            Some(p) if p.starting => Some(Status::Running),
-            _ => self.runs.get(id).map(|r| r.status),
-        }
+    /// The records of run `id` on their way to the journal, oldest first.
+    fn in_flight(&self, id: &str) -> impl Iterator<Item = &InFlight> {
+        self.pending.get(id).into_iter().flatten()
     }
 
-    /// Whether run `id` is running, counting records in flight: an unknown
-    /// run is [`Error::NotFound`], an ended one [`Error::Conflict`].
-    fn running(&self, id: &str) -> Result<(), Error> {
-        match self.status_of(id) {
-            None => Err(Error::NotFound(format!("run {id} not found"))),
-            Some(Status::Running) => Ok(()),
-            Some(s) => Err(Error::Conflict(format!(
-                "run {id} is already {}",
-                s.as_str()
-            ))),
-        }
-    }
-
-    /// Notes a record for run `id` in flight (`on`), doing `f`, or durable
-    /// or failed (`!on`), undoing it with `f`.
-    fn mark(&mut self, id: &str, on: bool, f: impl FnOnce(&mut Pending)) {
-        if on {
-            let p = self.pending.entry(id.to_string()).or_default();
-            p.records += 1;
-            f(p);
-        } else if let Some(p) = self.pending.get_mut(id) {
-            f(p);
-            p.records -= 1;
-            if p.records == 0 {
+    /// Notes the oldest record of run `id` in flight durable, or failed.
+    fn landed(&mut self, id: &str) {
+        if let Some(flights) = self.pending.get_mut(id) {
+            flights.pop_front();
+            if flights.is_empty() {
                 self.pending.remove(id);
             }
         }
     }
 
-    /// Applies one journal record and moves the metrics it concerns; used
-    /// both live and on replay, so the two can never disagree. `ended`
-    /// sees each end op that ended a run, with the run as it ended and its
-    /// whole detail: the store keeps only its summary.
+    /// Where a run stands once the records in flight are durable.
+    fn status_of(&self, id: &str) -> Option<Status> {
+        let durable = self.runs.get(id).map(|r| r.status);
+        self.in_flight(id).fold(durable, |status, f| match f {
+            InFlight::Start => Some(Status::Running),
+            InFlight::Events(_) => status,
+            InFlight::End(to) => Some(*to),
+        })
+    }
+
+    /// Applies one journal record, live and on replay alike, so the two can
+    /// never disagree. `ended` sees each end with the run's whole detail:
+    /// the store keeps only its summary.
     fn apply(
         &mut self,
         v: &Value,
@@ -1649,14 +1448,8 @@ impl State {
         match op {
             "start" => self.start(id, v, ts, m),
             "events" => {
-                let Some(run) = self.runs.get_mut(id).map(Arc::make_mut) else {
-                    return;
-                };
                 if let Ok(events) = event::parse_batch(&v["events"], ts) {
-                    for e in &events {
-                        run.apply_event(e, m);
-                    }
-                    self.publish_events(&events);
+                    self.apply_events(id, &events, m);
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
@@ -1665,7 +1458,7 @@ impl State {
                         let kind = run.status.end_event();
                         ended(v, run, whole);
                         if let Some(k) = kind {
-                            self.publish(k);
+                            publish(&mut self.published, k);
                         }
                     }
                 }
@@ -1678,7 +1471,20 @@ impl State {
         }
     }
 
-    /// Applies the start record `v` of run `id` at `ts`.
+    /// Applies `events` to run `id`, if held, and counts them published:
+    /// all but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
+    fn apply_events(&mut self, id: &str, events: &[Timed], m: &RunMetrics) -> Option<&mut Run> {
+        let run = Arc::make_mut(self.runs.get_mut(id)?);
+        for e in events {
+            let who = RunRef::new(&run.run_id, run.texts.get(Text::Traceparent));
+            run.detail.apply(e, m, who);
+            if !e.is_tokens() {
+                publish(&mut self.published, e.kind());
+            }
+        }
+        Some(run)
+    }
+
     fn start(&mut self, id: &str, v: &Value, ts: f64, m: &RunMetrics) {
         if self.runs.contains_key(id) {
             return;
@@ -1686,14 +1492,13 @@ impl State {
         self.counts.active += 1;
         m.active.inc();
         m.started.inc();
-        self.publish("run_started");
+        publish(&mut self.published, "run_started");
         let key: Arc<str> = id.into();
         let run = Run::from_members(v, key.clone(), Status::Running, ts);
         self.runs.insert(key, Arc::new(run));
     }
 
-    /// Ends running run `id` by the end op `op` at `ts` (its record `v`),
-    /// keeping its detail's summary; returns its whole detail.
+    /// Ends running run `id` by its end record `v`; returns its whole detail.
     fn finish(
         &mut self,
         id: &str,
@@ -1708,10 +1513,11 @@ impl State {
             return None;
         }
         let run = Arc::make_mut(self.runs.get_mut(id)?);
-        let (status, count) = match op {
-            "complete" => (Status::Completed, &mut self.counts.completed),
-            "fail" | "abandon" => (Status::Failed, &mut self.counts.failed),
-            _ => (Status::Cancelled, &mut self.counts.cancelled),
+        let status = Status::of_end(op);
+        let count = match status {
+            Status::Completed => &mut self.counts.completed,
+            Status::Failed => &mut self.counts.failed,
+            _ => &mut self.counts.cancelled,
         };
         // An abandoned run is a failed one, counted apart in the metrics so
         // that dead orchestrators show.
@@ -1774,6 +1580,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn batch_records_are_the_bytes_json_prints() {
+        let batch = json!([{"type": "delivery_started"}, {"type": "delivery_started"}]);
+        let events: Arc<[Timed]> = event::parse_batch(&batch, 12.5).unwrap().into();
+        let list: Vec<Value> = events.iter().map(Timed::to_json).collect();
+        let start = NewRun::default().start_record("a", 1.5, Some(3));
+        let end = Finish::Fail(Some("x \"y\"".into())).record("b", 2.25);
+        let plan = vec![
+            Planned::Start("a".into(), start.clone()),
+            Planned::Events("a".into(), events, None),
+            Planned::Start("b".into(), end.clone()),
+        ];
+        let ops = json!([start, {"op": "events", "run_id": "a", "events": list}, end]);
+        let old = json!({"op": "batch", "ts": 1_795_439_678.125, "ops": ops});
+        let record = batch_record(&plan, 1_795_439_678.125);
+        assert_eq!(String::from_utf8(record).unwrap(), old.to_string());
+    }
+
     fn open(dir: &Path) -> Runs {
         let budget = crate::budget::BudgetConfig::new(dir);
         let clock = Arc::new(crate::budget::SystemClock);
@@ -1812,8 +1636,8 @@ mod tests {
         // Each call waits for its record on a thread of its own; the next
         // is made once the store counts the one before it in flight.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let in_flight = |records: u32| {
-            while runs.lock().pending.get("r").map_or(0, |p| p.records) < records {
+        let in_flight = |records: usize| {
+            while runs.shared.lock().pending.get("r").map_or(0, VecDeque::len) < records {
                 assert!(Instant::now() < deadline, "never in flight");
                 std::thread::yield_now();
             }
@@ -1844,7 +1668,7 @@ mod tests {
             assert_eq!(recorded.join().unwrap().unwrap().run_id, "r");
             finished.join().unwrap().unwrap()
         });
-        let price = runs.budget().pricing().cost(Some("m"), 1_000_000, 0);
+        let price = runs.shared.budget.pricing().cost(Some("m"), 1_000_000, 0);
         assert!(price > 0.0);
         assert_eq!(finished.spend.amount, (price * 1e6).round() / 1e6);
         assert_eq!(finished.run.status, Status::Completed);
@@ -1857,7 +1681,7 @@ mod tests {
         let reopened = open(&dir);
         assert_eq!(reopened.get("r").unwrap(), kept);
         assert_eq!(
-            reopened.budget().status().today_spend,
+            reopened.shared.budget.status().today_spend,
             finished.spend.amount
         );
     }
@@ -1997,7 +1821,7 @@ mod tests {
             "{:?}",
             refused.err()
         );
-        assert_eq!(runs.budget().status().reserved, 0.0);
+        assert_eq!(runs.shared.budget.status().reserved, 0.0);
         assert!(runs.get("a").is_none() && runs.get("b").is_none());
     }
 
@@ -2028,12 +1852,12 @@ mod tests {
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::OpenMetrics);
         let page = runs.list(None, None, 1000).unwrap();
-        let status = runs.budget().status();
+        let status = runs.shared.budget.status();
         (
             page.runs,
             runs.counts(),
             (status.today_spend, status.reserved),
-            runs.budget().learned(),
+            runs.shared.budget.learned(),
             String::from_utf8(text).unwrap(),
         )
     }
@@ -2049,7 +1873,7 @@ mod tests {
     /// Waits until no snapshot is being written.
     fn settled(runs: &Runs) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while runs.shared.snapshots.progress.lock().unwrap().due.busy() {
+        while runs.shared.snapshots.lock().unwrap().due.busy() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a snapshot never ended"
@@ -2336,18 +2160,18 @@ mod tests {
             assert!(again.ledger_error.is_some(), "the ledger copy failed");
             assert_eq!(crate::journal::faults::armed(&dir.join("budget")), 0);
             settled(&runs);
-            let live = runs.budget().status().today_spend;
+            let live = runs.shared.budget.status().today_spend;
             assert_eq!(live, 0.875);
             drop(runs);
             let reopened = open(&dir);
             assert_eq!(
-                reopened.budget().status().today_spend,
+                reopened.shared.budget.status().today_spend,
                 live,
                 "every={every}"
             );
             drop(reopened);
             // Written by the first reopen: the next one charges nothing more.
-            assert_eq!(open(&dir).budget().status().today_spend, live);
+            assert_eq!(open(&dir).shared.budget.status().today_spend, live);
         }
     }
 

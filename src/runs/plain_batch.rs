@@ -8,11 +8,9 @@
 
 use super::event::{allowed_fields, build, EventFields, Raw, Timed, MAX_BATCH};
 
-/// Parses the common shape of a batch straight from the request bytes: an
-/// array of plain event objects (no escapes in strings, integers only, no
-/// `timestamp` but null, no repeated keys). Returns `None` for anything
-/// else, valid or not, and the caller parses it with [`parse_batch`]; when
-/// it returns events, they are exactly what [`parse_batch`] would return.
+/// Parses an array of plain event objects (no escapes in strings, integers
+/// only, no `timestamp` but null, no repeated keys) into exactly what
+/// [`parse_batch`] would return; `None` for anything else, valid or not.
 pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     let mut p = Cursor { b: bytes, i: 0 };
     p.ws();
@@ -35,8 +33,7 @@ pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     (p.i == bytes.len()).then_some(events)
 }
 
-/// At most this many keys per plain event: `type`, `timestamp` and the
-/// four fields of `tokens`.
+/// `type`, `timestamp` and the four fields of `tokens`.
 const PLAIN_KEYS: usize = 6;
 
 struct PlainFields<'a> {
@@ -60,12 +57,12 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
     fn ws(&mut self) {
-        while self
-            .b
-            .get(self.i)
-            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
-        {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
@@ -101,32 +98,23 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self) -> Option<Raw<'a>> {
-        match *self.b.get(self.i)? {
+        match self.peek()? {
             b'"' => self.string().map(Raw::Str),
             b't' => self.literal(b"true").map(|()| Raw::Bool(true)),
             b'f' => self.literal(b"false").map(|()| Raw::Bool(false)),
             b'n' => self.literal(b"null").map(|()| Raw::Null),
-            b'0' => {
-                self.i += 1;
-                // JSON allows no leading zero; `0.5` and `0e1` are left
-                // to serde_json.
-                (!self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E')))
-                .then_some(Raw::Int(0))
-            }
-            b'1'..=b'9' => {
+            b'0'..=b'9' => {
+                let start = self.i;
                 let mut n: u64 = 0;
-                while let Some(c @ b'0'..=b'9') = self.b.get(self.i).copied() {
+                while let Some(c @ b'0'..=b'9') = self.peek() {
                     n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
                     self.i += 1;
                 }
-                (!self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| matches!(c, b'.' | b'e' | b'E')))
-                .then_some(Raw::Int(n))
+                // JSON allows no leading zero; `0.5` and `1e1` are left to
+                // serde_json.
+                let zero_led = self.b[start] == b'0' && self.i - start > 1;
+                (!zero_led && !matches!(self.peek(), Some(b'.' | b'e' | b'E')))
+                    .then_some(Raw::Int(n))
             }
             _ => None,
         }
@@ -139,7 +127,7 @@ impl<'a> Cursor<'a> {
             len: 0,
         };
         self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
+        if self.peek() == Some(b'}') {
             return None;
         }
         loop {

@@ -12,39 +12,36 @@ use crate::error::Error;
 /// What one progress event asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// `run_started`: start the run, reserving its budget.
+    /// `run_started`.
     Start(NewRun),
     /// Any other type: an event inside the run.
     Event(Timed),
-    /// `run_completed`, `run_failed` or `run_canceled`: end the run.
+    /// `run_completed`, `run_failed` or `run_canceled`.
     Finish {
-        /// How it ends.
         how: Finish,
         /// The cancel reason, for `run_canceled`.
         reason: Option<String>,
         /// The run's duration as the emitter measured it.
         duration_ms: Option<f64>,
-        /// The `metrics` object of `run_completed`, as its JSON text was
-        /// sent, put on one line when it spanned several.
+        /// The `metrics` object of `run_completed`, its JSON text as sent,
+        /// on one line.
         metrics: Option<String>,
     },
 }
 
-/// The longest `metrics` text a `run_completed` may carry, in bytes: like
-/// every text a run keeps, it is bounded, and by the most of a client's
-/// JSON an event carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
+/// The longest `metrics` text a `run_completed` may carry, in bytes: the
+/// most of a client's JSON an event carries inline
+/// ([`crate::events::publish::MAX_INLINE_BODY`]).
 pub const MAX_METRICS_BYTES: usize = 4096;
 
-/// One parsed progress event. Plain data; safe to send across threads.
+/// One parsed progress event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Progress {
     /// Its index in the batch, for error messages.
     pub index: usize,
-    /// The run it names.
     pub run_id: String,
-    /// When it happened: its `timestamp`, or when it was received.
+    /// Its `timestamp`, or when it was received.
     pub at: f64,
-    /// What it asks for.
     pub step: Step,
 }
 
@@ -65,10 +62,9 @@ const ALIASES: [(&str, &str); 12] = [
 ];
 
 /// Parses one progress event or an array of them, all or nothing; `value`
-/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. Every
-/// event names its run with `runId`; with `path_run`, the run of the route,
-/// an event may leave it out and must not name another. Errors name the
-/// event's index and field, e.g. `events[2].taskSpec.goal`.
+/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. An
+/// event may leave out its `runId` only when the route names `path_run`.
+/// Errors name the event's index and field, e.g. `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
     body: &[u8],
@@ -93,9 +89,7 @@ pub fn parse_batch(
         .collect()
 }
 
-/// The text of member `key` of each event in `body` (one object or an
-/// array of them) as it was sent; `None` where an event has none. Empty
-/// when the body is not such JSON.
+/// The text of member `key` of each event in `body`, as it was sent.
 fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
     use serde_json::value::RawValue;
     let Ok(top) = serde_json::from_slice::<&RawValue>(body) else {
@@ -119,7 +113,7 @@ fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
 }
 
 /// The `metrics` of a `run_completed`: `text` as sent (or `value` printed,
-/// should the body's text be missing), bounded in size and depth.
+/// should it be missing), bounded in size and depth.
 fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError> {
     let text = match text {
         Some(t) => crate::json_text::one_line(t).into_owned(),
@@ -166,9 +160,9 @@ fn take<T>(
     k: &str,
     read: impl FnOnce(&Map<String, Value>, &str) -> Result<Option<T>, FieldError>,
 ) -> Result<Option<T>, FieldError> {
-    let value = read(map, k)?;
+    let value = read(map, k);
     map.remove(k);
-    Ok(value)
+    value
 }
 
 fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
@@ -303,8 +297,7 @@ fn run_started(
     Ok(Step::Start(new))
 }
 
-/// How a `run_completed` event ends its run, by its `result`, with its
-/// `metrics` kept as `text`, their text as the body sent it.
+/// How a `run_completed` event ends its run, with `text` its `metrics` as sent.
 fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Step, FieldError> {
     let how = match opt_string(map, "result")?.as_deref() {
         Some("succeeded" | "success" | "completed") => Finish::Complete,
@@ -333,7 +326,6 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
     })
 }
 
-/// How a `run_failed` event ends its run: with its `error`'s message.
 fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
     let error = match map.remove("error") {
         None | Some(Value::Null) => None,

@@ -1,17 +1,13 @@
 //! The snapshot of the run store: its runs, counts and metrics as of one
-//! record of its journal, so that a start reads the snapshot and only the
-//! records after it (see [`super::Runs::open`]).
+//! record of its journal, so that a start reads only the records after it.
 //!
-//! The file, `runs/snapshot`, is in the journal's line format, with
-//! checksums: a header line, `{"snapshot":{...}}`, then a line
-//! `{"run":{...}}` per run, the running ones first, then the finished ones
-//! oldest first, then the run metrics a series each, `{"metric":[...]}`,
-//! and `{"end":N}` with the number of lines before it (see
-//! [`journal::write_snapshot`]). The running runs go first so that
-//! the writer lets go of each as soon as it is written: until then, a
-//! change to one copies it (see [`super::Runs`]). A run holds every field
-//! exactly, so that a start from the snapshot rebuilds the run a replay of
-//! its records would; in arrays where a run has many entries.
+//! `runs/snapshot` is in the journal's line format, with checksums: a
+//! header line, `{"snapshot":{...}}`, a line `{"run":{...}}` per run, the
+//! running ones first (the writer lets go of each once written: until then,
+//! a change to one copies it), then the finished ones oldest first, then
+//! the run metrics, `{"metric":[...]}` a series each, and `{"end":N}` (see
+//! [`journal::write_snapshot`]). A run holds every field exactly, so that a
+//! start rebuilds the run a replay would; in arrays where it has many.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
@@ -30,23 +26,18 @@ use super::{Counts, Run, Status, Text};
 /// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
 
-/// What a snapshot holds besides its runs. Plain data.
+/// What a snapshot holds besides its runs.
 #[derive(Debug, Default)]
 pub struct Header {
     /// The journal records it covers: those numbered below this.
     pub records: u64,
-    /// The totals by status, of every run ever, not only those kept.
+    /// Of every run ever, not only those kept.
     pub counts: Counts,
-    /// Settlements of ended runs whose copy in the budget ledger may not
-    /// be written yet: checked against the ledger at start.
+    /// Settlements whose copy in the budget ledger may not be written yet.
     pub unledgered: Vec<Settlement>,
-    /// The budget's recent run costs by agent as of these records (see
-    /// [`crate::budget::Budget::learned`]); none in a snapshot written
-    /// before runs taught the budget their costs.
+    /// The budget's recent run costs by agent; none in older snapshots.
     pub learned: Vec<AgentCosts>,
-    /// By type, the progress events the records it covers published (see
-    /// [`super::Runs::published`]); none in a snapshot written before it
-    /// counted them.
+    /// By type, the progress events published; none in older snapshots.
     pub published: Vec<(String, u64)>,
 }
 
@@ -54,10 +45,8 @@ fn settlement_to_json(s: &Settlement) -> Value {
     json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
-/// Writes the snapshot `header`, `runs` (the running ones first) and
-/// `metrics` at `path`, crash-only (see [`journal::write_snapshot`]),
-/// letting go of each run once it is written, before the metrics' series
-/// are spelled out. Returns the snapshot's bytes.
+/// Writes the snapshot at `path`, crash-only, letting go of each run once
+/// it is written; returns its bytes.
 pub fn write(
     path: &Path,
     header: &Header,
@@ -84,13 +73,8 @@ pub fn write(
     journal::write_snapshot(path, lines)
 }
 
-/// Reads the snapshot at `path`, if there is one: its header to `header`,
-/// then each run to `run`, a line at a time, and then each metric series
-/// to `metric`. Returns whether there was one.
-///
-/// # Errors
-///
-/// As [`journal::read_snapshot`]; also a line that is not a snapshot's.
+/// Reads the snapshot at `path` a line at a time, if there is one, and
+/// returns whether there was.
 pub fn read(
     path: &Path,
     mut header: impl FnMut(Header),
@@ -113,12 +97,8 @@ pub fn read(
 
 fn header_from_json(h: &Value) -> Option<Header> {
     let c = &h["counts"];
-    let unledgered = h["unledgered"].as_array()?.iter().map(|s| {
-        let mut settlement =
-            Settlement::from_record(s["run_id"].as_str()?, s["ts"].as_f64()?, &s["spend"])?;
-        settlement.started_at = s["started_at"].as_f64();
-        Some(settlement)
-    });
+    let unledgered = h["unledgered"].as_array()?.iter();
+    let unledgered = unledgered.map(|s| super::settlement_of(s, s["started_at"].as_f64()));
     let learned = match &h["learned"] {
         Value::Null => Vec::new(),
         l => l
@@ -168,9 +148,8 @@ impl Printable for Line {
     }
 }
 
-/// Prints the members of one JSON object, a key at a time, each value
-/// printed by serde_json straight from the run: no JSON tree in between,
-/// since a running run's detail can be a MiB, and a tree of it several.
+/// Prints one JSON object a member at a time, straight from the run: no
+/// JSON tree in between, as a running run's detail can be a MiB.
 struct Members<'a> {
     out: &'a mut dyn Write,
     first: bool,
@@ -181,8 +160,7 @@ impl<'a> Members<'a> {
         Members { out, first: true }
     }
 
-    /// Begins the member `name` (one of ours, which needs no escaping) and
-    /// gives the writer for its value.
+    /// Begins the member `name`, which needs no escaping.
     fn key(&mut self, name: &str) -> io::Result<&mut dyn Write> {
         let sep = if std::mem::replace(&mut self.first, false) {
             '{'
@@ -294,7 +272,6 @@ fn print_detail<'a>(d: &'a Detail, out: &mut dyn Write) -> io::Result<()> {
     m.end()
 }
 
-/// The run a snapshot line holds; `None` when it is not one.
 pub fn run_from_json(v: &Value) -> Option<Run> {
     let id = v["run_id"].as_str()?.into();
     let status = Status::parse(v["status"].as_str()?)?;
@@ -330,7 +307,6 @@ fn pair(v: &Value) -> Option<(u64, u64)> {
     Some((v[0].as_u64()?, v[1].as_u64()?))
 }
 
-/// The entries of a JSON object, each read by `f`.
 fn entries<C, V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<C>
 where
     C: FromIterator<(String, V)>,

@@ -19,8 +19,7 @@ pub enum Text {
     Strategy,
     /// The W3C `traceparent` it was started with.
     Traceparent,
-    /// The `metrics` object its emitter's `run_completed` carried, as JSON
-    /// text on one line.
+    /// The `metrics` JSON text its `run_completed` carried, on one line.
     Metrics,
 }
 
@@ -39,16 +38,17 @@ impl Text {
 
     /// The member that holds it in a run's records and in the API.
     pub fn key(self) -> &'static str {
-        match self {
-            Text::Agent => "agent",
-            Text::Goal => "goal",
-            Text::Error => "error",
-            Text::WorkOrderId => "work_order_id",
-            Text::CorrelationId => "correlation_id",
-            Text::Strategy => "strategy",
-            Text::Traceparent => "traceparent",
-            Text::Metrics => "metrics",
-        }
+        const KEYS: [&str; 8] = [
+            "agent",
+            "goal",
+            "error",
+            "work_order_id",
+            "correlation_id",
+            "strategy",
+            "traceparent",
+            "metrics",
+        ];
+        KEYS[self as usize]
     }
 }
 
@@ -73,14 +73,13 @@ impl Default for Texts {
 }
 
 impl Texts {
-    /// The texts of a JSON object's string members named by [`Text::key`];
-    /// any other value, or one too long to store, counts as absent.
+    /// The texts of a JSON object's string members named by [`Text::key`].
     pub fn from_json(v: &Value) -> Texts {
         Texts::from_each(|which| v[which.key()].as_str())
     }
 
-    /// The texts `text` gives for each [`Text`], in one pass and one
-    /// allocation; one too long to store counts as absent.
+    /// The texts `text` gives, in one allocation; one too long to store
+    /// counts as absent.
     fn from_each<'a>(text: impl Fn(Text) -> Option<&'a str>) -> Texts {
         let texts = Text::ALL.map(|which| text(which).filter(|t| t.len() < usize::from(ABSENT)));
         let mut lens = [ABSENT; 8];
@@ -110,15 +109,13 @@ impl Texts {
         Some(&self.all[start..start + usize::from(self.lens[i])])
     }
 
-    /// The bytes of every present text together: what the one allocation
-    /// holds.
+    /// The bytes the one allocation holds.
     pub fn stored_bytes(&self) -> usize {
         self.all.len()
     }
 
-    /// Sets one text, or clears it with `None`. A text longer than the
-    /// stored lengths allow counts as absent; the API's limits refuse far
-    /// shorter texts before they get here.
+    /// Sets one text, or clears it with `None`; one too long to store
+    /// counts as absent (the API refuses far shorter ones).
     pub fn set(&mut self, which: Text, text: Option<&str>) {
         *self = Texts::from_each(|each| if each == which { text } else { self.get(each) });
     }
