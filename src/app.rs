@@ -175,24 +175,24 @@ fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
     let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
     let cuts = crate::repair::cut_torn_tails(&dirs)
         .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
-    for cut in cuts {
+    for (file, bytes) in cuts {
         log.warn(
             "cut the torn tail of a journal: its last write was interrupted",
             &[
-                ("file", json!(cut.file.display().to_string())),
-                ("bytes", json!(cut.bytes)),
+                ("file", json!(file.display().to_string())),
+                ("bytes", json!(bytes)),
             ],
         );
     }
     let aside = crate::repair::set_aside(&dirs)
         .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
-    for a in aside {
+    for (file, lines) in aside {
         log.warn(
             "journal records moved aside by repair are not in the store",
             &[
-                ("file", json!(a.file.display().to_string())),
-                ("records", json!(a.lines)),
-                ("moved_to", json!(format!("{}.corrupt", a.file.display()))),
+                ("file", json!(file.display().to_string())),
+                ("records", json!(lines)),
+                ("moved_to", json!(format!("{}.corrupt", file.display()))),
             ],
         );
     }

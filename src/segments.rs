@@ -172,13 +172,7 @@ fn check_continuity(
         )
     };
     let newer_first = newer_first.ok_or_else(|| headerless(&newer_path))?;
-    let older_first = match (older_first, older.number) {
-        (Some(first), _) => first,
-        // A migrated journal, the first segment ever.
-        (None, 0) => 0,
-        (None, _) => return Err(headerless(&older_path)),
-    };
-    let expected = older_first + older.records + moved_aside(dir, older.number);
+    let expected = next_record(dir, older, older_first).ok_or_else(|| headerless(&older_path))?;
     if newer_first == expected {
         return Ok(());
     }
@@ -212,6 +206,25 @@ pub(crate) fn lines_aside(path: &Path) -> u64 {
 
 fn moved_aside(dir: &Path, number: u64) -> u64 {
     lines_aside(&dir.join(file_name(number)))
+}
+
+/// The number of the record after `seg`, whose header counts `first`:
+/// those it holds and those `repair` moved aside from it count. `None` for
+/// a segment without a header but segment 0 (a migrated journal, which
+/// begins at record 0).
+fn next_record(dir: &Path, seg: &Segment, first: Option<u64>) -> Option<u64> {
+    let first = first.or((seg.number == 0).then_some(0))?;
+    Some(first + seg.records + moved_aside(dir, seg.number))
+}
+
+/// [`next_record`] of the segment `number` in `dir`, read whole; `None`
+/// when it is missing, damaged or has no header.
+pub(crate) fn end_of(dir: &Path, number: u64) -> Option<u64> {
+    if !dir.join(file_name(number)).is_file() {
+        return None;
+    }
+    let (_, seg, first) = read_segment(dir, number, false, |_| Ok(())).ok()?;
+    next_record(dir, &seg, first)
 }
 
 /// Refuses a gap in the segment files' numbers, from the oldest kept to the
@@ -592,7 +605,7 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
 /// The number of the first record of segment `number` in `dir`: 0 for
 /// segment 0 (a migrated journal), its header's count for any other, and
 /// `None` when it has no header yet (it is new, or missing).
-fn first_of(dir: &Path, number: u64) -> Option<u64> {
+pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);
     }
