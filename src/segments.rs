@@ -4,25 +4,16 @@
 //!
 //! The segments of one store live in a directory, named by a number that
 //! grows by one: `0000000001.jsonl`, `0000000002.jsonl`, ... Each is a
-//! [`Journal`], with its checksums and torn-tail rule. The first line of
-//! every segment but a migrated one is a header,
-//! `{"segment":{"appended_before":N}}`: the number of records appended to
-//! the store before this segment, so that a count of everything ever
-//! appended survives the deletion of old segments exactly.
+//! [`Journal`]. The first line of every segment but a migrated one (number
+//! 0) is a header, `{"segment":{"appended_before":N}}`: the number of
+//! records appended to the store before this segment, so that a count of
+//! everything ever appended survives the deletion of old segments exactly.
 //!
-//! **Rotation.** After a write, once the current segment holds
-//! [`SegmentRetention::segment_records`] records or [`SegmentRetention::segment_bytes`]
-//! bytes, the next record goes to a new segment, whose header is written
-//! with it, in the same write and sync.
-//!
-//! **Retention.** After a rotation, the oldest segment is deleted while the
-//! newer ones still hold at least [`SegmentRetention::records`] records or
-//! [`SegmentRetention::bytes`] bytes: everything in it is older than what a store
-//! keeps. A deletion lost to a crash is done again at the next rotation or
-//! start. A start reads segments from the newest back until the same
-//! amounts are covered, and deletes the rest.
-//!
-//! Safe to move to another thread; used by one writer at a time.
+//! After a write that fills the current segment ([`SegmentRetention`]), the
+//! next record begins a new one, with its header in the same write and
+//! sync; then the oldest segments go while the newer ones cover what is
+//! kept. A deletion lost to a crash is done again at the next rotation or
+//! start. Used by one writer at a time.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -45,7 +36,6 @@ pub struct SnapshotDue {
     since: u64,
     /// The size of the last snapshot written.
     last: u64,
-    /// Whether a snapshot is being written.
     busy: bool,
 }
 
@@ -79,12 +69,13 @@ impl SnapshotDue {
     }
 }
 
-/// How much a segmented store keeps, and how big a segment grows.
+/// How much a segmented store keeps, and how big a segment grows; 0 in a
+/// field means no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
-    /// The newest records kept; 0 keeps every record (unless `bytes` says otherwise).
+    /// The newest records kept.
     pub records: u64,
-    /// The newest bytes of records kept; 0 keeps every byte (unless `records` says otherwise).
+    /// The newest bytes of records kept.
     pub bytes: u64,
     /// Records after which a segment is closed and a new one begun.
     pub segment_records: u64,
@@ -117,12 +108,31 @@ impl SegmentRetention {
     }
 }
 
-/// One segment file: its number, and what it holds.
+/// One segment file: its number, what it holds, and its header's count.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     number: u64,
     records: u64,
     bytes: u64,
+    first: Option<u64>,
+}
+
+impl Segment {
+    fn new(number: u64, first: Option<u64>) -> Segment {
+        Segment {
+            number,
+            records: 0,
+            bytes: 0,
+            first,
+        }
+    }
+
+    /// Whether it holds anything: an empty segment without a header (a
+    /// crash just after it was created) does not, and the count runs on
+    /// past it.
+    fn holds(&self) -> bool {
+        self.records > 0 || self.first.is_some()
+    }
 }
 
 /// A segmented journal, open for appending to its newest segment.
@@ -143,7 +153,7 @@ pub struct Segments {
 /// What [`Segments::open`] found.
 #[derive(Debug)]
 pub struct Opened {
-    /// The records read, oldest first: those of the segments kept.
+    /// The records of the segments kept, oldest first.
     pub records: Vec<Vec<u8>>,
     /// Records appended to the store ever, deleted segments included.
     pub appended: u64,
@@ -155,15 +165,9 @@ pub struct Opened {
 /// line each). A segment deleted, cut or emptied by hand breaks the count.
 /// Every segment but the first ever has a header, so one without (its first
 /// line moved aside) cannot be placed, and is refused too.
-fn check_continuity(
-    dir: &Path,
-    older: &Segment,
-    older_first: Option<u64>,
-    newer: u64,
-    newer_first: Option<u64>,
-) -> Result<(), String> {
+fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
-    let newer_path = dir.join(file_name(newer));
+    let newer_path = dir.join(file_name(newer.number));
     let headerless = |path: &Path| {
         format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
@@ -171,8 +175,8 @@ fn check_continuity(
             path.display()
         )
     };
-    let newer_first = newer_first.ok_or_else(|| headerless(&newer_path))?;
-    let expected = next_record(dir, older, older_first).ok_or_else(|| headerless(&older_path))?;
+    let newer_first = newer.first.ok_or_else(|| headerless(&newer_path))?;
+    let expected = next_record(dir, older).ok_or_else(|| headerless(&older_path))?;
     if newer_first == expected {
         return Ok(());
     }
@@ -208,12 +212,11 @@ fn moved_aside(dir: &Path, number: u64) -> u64 {
     lines_aside(&dir.join(file_name(number)))
 }
 
-/// The number of the record after `seg`, whose header counts `first`:
-/// those it holds and those `repair` moved aside from it count. `None` for
-/// a segment without a header but segment 0 (a migrated journal, which
-/// begins at record 0).
-fn next_record(dir: &Path, seg: &Segment, first: Option<u64>) -> Option<u64> {
-    let first = first.or((seg.number == 0).then_some(0))?;
+/// The number of the record after `seg`: those it holds and those `repair`
+/// moved aside from it count. `None` for a segment without a header but
+/// segment 0 (a migrated journal, which begins at record 0).
+fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
+    let first = seg.first.or((seg.number == 0).then_some(0))?;
     Some(first + seg.records + moved_aside(dir, seg.number))
 }
 
@@ -223,8 +226,8 @@ pub(crate) fn end_of(dir: &Path, number: u64) -> Option<u64> {
     if !dir.join(file_name(number)).is_file() {
         return None;
     }
-    let (_, seg, first) = read_segment(dir, number, false, |_| Ok(())).ok()?;
-    next_record(dir, &seg, first)
+    let (_, seg) = read_segment(dir, number, false, |_| Ok(())).ok()?;
+    next_record(dir, &seg)
 }
 
 /// Refuses a gap in the segment files' numbers, from the oldest kept to the
@@ -266,17 +269,12 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 
 impl Segments {
     /// Opens the segments in `dir` (creating it), reads the newest ones that
-    /// cover `retention`, and deletes the older ones.
-    ///
-    /// `legacy`, when it names an existing file, is a journal from before
-    /// segments: it becomes segment 0 (renamed into `dir`), holding the
-    /// first records of the store.
-    ///
-    /// # Errors
-    ///
-    /// Fails if a kept segment cannot be read or is damaged (see
-    /// [`Journal::open_each`]), if records are missing between two kept segments,
-    /// or the directory cannot be listed or written.
+    /// cover `retention`, and deletes the older ones. `legacy`, when it
+    /// names an existing file, is a journal from before segments: it becomes
+    /// segment 0 (renamed into `dir`), holding the first records of the
+    /// store. Fails if a kept segment cannot be read or is damaged, if
+    /// records are missing between two kept segments, or the directory
+    /// cannot be listed or written.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -291,39 +289,33 @@ impl Segments {
                 break;
             }
             let mut body = Vec::new();
-            let read = read_segment(dir, number, newest.is_none(), |record| {
+            let (journal, seg) = read_segment(dir, number, newest.is_none(), |record| {
                 body.push(record.to_vec());
                 Ok(())
             })?;
-            (records, bytes) = (records + read.1.records, bytes + read.1.bytes);
-            loaded.push((read.1, read.2));
+            (records, bytes) = (records + seg.records, bytes + seg.bytes);
+            loaded.push(seg);
             bodies.push(body);
-            newest = newest.or(Some(read));
+            newest = newest.or(Some((journal, seg)));
         }
-        let oldest_kept = loaded.last().map_or(0, |(s, _)| s.number);
+        let oldest_kept = loaded.last().map_or(0, |s| s.number);
         for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
             // A file left behind is deleted again at the next rotation's
             // check or start; it is never read.
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         loaded.reverse();
-        let kept_numbers: Vec<u64> = loaded.iter().map(|(s, _)| s.number).collect();
+        let kept_numbers: Vec<u64> = loaded.iter().map(|s| s.number).collect();
         check_numbers(dir, &kept_numbers)?;
-        // An empty segment without a header (a crash just after it was
-        // created) holds nothing, so the count runs on past it.
-        let holding: Vec<&(Segment, Option<u64>)> = loaded
-            .iter()
-            .filter(|(s, first)| s.records > 0 || first.is_some())
-            .collect();
+        let holding: Vec<&Segment> = loaded.iter().filter(|s| s.holds()).collect();
         for pair in holding.windows(2) {
-            let ((older, older_first), (newer, newer_first)) = (pair[0], pair[1]);
-            check_continuity(dir, older, *older_first, newer.number, *newer_first)?;
+            check_continuity(dir, pair[0], pair[1])?;
         }
         // The count before the oldest segment kept: its header's, or 0 for
         // the first segment ever (or a migrated journal). Records `repair`
         // moved aside were appended all the same: the count never goes back.
-        let before = loaded.first().and_then(|(_, b)| *b).unwrap_or(0);
-        let aside: u64 = loaded.iter().map(|(s, _)| moved_aside(dir, s.number)).sum();
+        let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
+        let aside: u64 = loaded.iter().map(|s| moved_aside(dir, s.number)).sum();
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
         let appended = before + records.len() as u64 + aside;
         let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
@@ -333,14 +325,11 @@ impl Segments {
     /// Opens the segments in `dir` (creating it) of a store whose state up
     /// to record number `from` (counting every record ever appended, from
     /// 0) a snapshot holds: deletes the segments wholly before that record,
-    /// and hands each record from it on to `each`, oldest first, a record at
-    /// a time. `retention` gives only the segment size here: the store
-    /// keeps what it writes until [`drop_covered`] deletes it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Segments::open`]; also when records from `from` on are missing
-    /// (a segment deleted by hand), and when `each` refuses a record.
+    /// and hands each record from it on to `each`, oldest first.
+    /// `retention` gives only the segment size here: the store keeps what
+    /// it writes until [`drop_covered`] deletes it. Fails as
+    /// [`Segments::open`]; also when records from `from` on are missing (a
+    /// segment deleted by hand), and when `each` refuses a record.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -371,41 +360,38 @@ impl Segments {
         }
         check_numbers(dir, &numbers)?;
         let (mut loaded, mut newest) = (Vec::new(), None);
-        let mut previous: Option<(Segment, Option<u64>)> = None;
+        let mut previous: Option<Segment> = None;
         for (i, &number) in numbers.iter().enumerate() {
-            if let (Some((older, older_first)), Some(first)) = (&previous, firsts[i]) {
+            if let (Some(older), Some(_)) = (&previous, firsts[i]) {
                 // Before the segment is read, so a refused start cuts no torn tail.
-                check_continuity(dir, older, *older_first, number, Some(first))?;
+                check_continuity(dir, older, &Segment::new(number, firsts[i]))?;
             }
             // The header numbers the records: a line `repair` moved aside
             // from an earlier segment leaves the numbers of the later ones
             // as they were written.
             appended = firsts[i].unwrap_or(appended);
-            let read = read_segment(dir, number, i + 1 == numbers.len(), |record| {
+            let (journal, seg) = read_segment(dir, number, i + 1 == numbers.len(), |record| {
                 appended += 1;
                 if appended > from {
                     each(record)?;
                 }
                 Ok(())
             })?;
-            let (seg, first) = (read.1, read.2);
-            // An empty segment without a header holds nothing: the count
-            // runs on past it.
-            if first.is_some() || seg.records > 0 {
-                if let (Some((older, older_first)), None) = (&previous, first) {
-                    check_continuity(dir, older, *older_first, number, None)?;
+            if seg.holds() {
+                if let (Some(older), None) = (&previous, seg.first) {
+                    check_continuity(dir, older, &seg)?;
                 }
-                previous = Some((seg, first));
+                previous = Some(seg);
             }
-            loaded.push((seg, first));
-            newest = Some(read);
+            loaded.push(seg);
+            newest = Some((journal, seg));
         }
         // The snapshot is ahead of the segments only in a copy of the data
         // dir that took the snapshot after the segments: the records between
         // are in it, and the next record begins a segment numbered after it.
         // Each header counts the records moved aside before it; those of
         // the last segment that holds any count here.
-        if let Some((last, _)) = &previous {
+        if let Some(last) = &previous {
             appended += moved_aside(dir, last.number);
         }
         let ahead = appended < from;
@@ -422,22 +408,22 @@ impl Segments {
     fn assemble(
         dir: &Path,
         retention: SegmentRetention,
-        loaded: &[(Segment, Option<u64>)],
-        newest: Option<ReadSegment>,
+        loaded: &[Segment],
+        newest: Option<(Journal, Segment)>,
         appended: u64,
         rotate: bool,
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
-        let (current, seg, first) = newest.ok_or_else(none)?;
+        let (current, seg) = newest.ok_or_else(none)?;
         // Segment 0 (a migrated journal) never has a header; any other gets
         // one with its first records. One with records but no header (which
         // this code does not write) could not be told from a migrated one
         // later: the next records begin a new segment after it.
-        let headerless = seg.number != 0 && first.is_none();
+        let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
             retention,
-            kept: loaded.iter().map(|(s, _)| *s).collect(),
+            kept: loaded.iter().copied().collect(),
             current,
             headless: headerless && seg.records == 0,
             appended,
@@ -446,12 +432,10 @@ impl Segments {
         segments.rotate = segments.full() || (headerless && seg.records > 0) || rotate;
         Ok(segments)
     }
+
     /// Appends `records` durably, together, beginning a new segment first if
-    /// the current one is full; then deletes segments past retention.
-    ///
-    /// # Errors
-    ///
-    /// As [`Journal::append_all`], or if a new segment cannot be created;
+    /// the current one is full; then deletes segments past retention. Fails
+    /// as [`Journal::append_all`], or if a new segment cannot be created;
     /// nothing of the records is then durable.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
@@ -488,11 +472,8 @@ impl Segments {
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
-        self.kept.push_back(Segment {
-            number,
-            records: 0,
-            bytes: 0,
-        });
+        self.kept
+            .push_back(Segment::new(number, Some(self.appended)));
         self.rotate = false;
         Ok(())
     }
@@ -507,13 +488,9 @@ impl Segments {
 
     /// Deletes the oldest segments while the newer ones cover retention.
     fn drop_old(&mut self) {
-        let total = |kept: &VecDeque<Segment>| {
-            kept.iter()
-                .skip(1)
-                .fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes))
-        };
         while self.kept.len() > 1 {
-            let (records, bytes) = total(&self.kept);
+            let newer = self.kept.iter().skip(1);
+            let (records, bytes) = newer.fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes));
             if !self.retention.covered(records, bytes) {
                 break;
             }
@@ -542,9 +519,6 @@ impl Segments {
     }
 }
 
-/// A segment read: its journal, what it holds, and its header's count.
-type ReadSegment = (Journal, Segment, Option<u64>);
-
 /// Reads segment `number` in `dir`, handing each record after its header to
 /// `each`. Only the newest segment can end in a torn line, which a crash
 /// during an append leaves; any other was complete when the next one began,
@@ -554,21 +528,14 @@ fn read_segment(
     number: u64,
     newest: bool,
     mut each: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<ReadSegment, String> {
-    let (mut seg, mut first) = (
-        Segment {
-            number,
-            records: 0,
-            bytes: 0,
-        },
-        None,
-    );
+) -> Result<(Journal, Segment), String> {
+    let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
     let path = dir.join(file_name(number));
     let (journal, _) = Journal::read(&path, tail, |record| {
-        if seg.records == 0 && first.is_none() {
-            first = read_header(record);
-            if first.is_some() {
+        if !seg.holds() {
+            seg.first = read_header(record);
+            if seg.first.is_some() {
                 return Ok(());
             }
         }
@@ -577,7 +544,7 @@ fn read_segment(
         each(record)
     })
     .map_err(|e| e.to_string())?;
-    Ok((journal, seg, first))
+    Ok((journal, seg))
 }
 
 /// Creates `dir`, moves a `legacy` journal into it (see [`Segments::open`]),
