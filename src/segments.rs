@@ -25,24 +25,22 @@ use crate::journal::{self, Journal, Tail};
 /// metrics) writes a snapshot, by default: 16 MiB.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a snapshotting store's next snapshot is due: once its journal has
-/// grown, since the last one was taken, by the configured size or by the
-/// size of the last snapshot, whichever is more, so that a start reads at
-/// most about twice a snapshot's size and snapshots write at most about as
-/// much again as the journal. One at a time.
+/// When a snapshotting store's next snapshot is due: once its journal has grown, since the
+/// last one was taken, by the configured size or by the size of the last snapshot, whichever
+/// is more, so that a start reads at most about twice a snapshot's size and snapshots write
+/// at most about as much again as the journal. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
-    /// Journal bytes applied since the last snapshot was taken.
+    /// Journal bytes applied since the last snapshot was taken, and that snapshot's size.
     since: u64,
-    /// The size of the last snapshot written.
     last: u64,
     busy: bool,
 }
 
 impl SnapshotDue {
-    /// Counts `bytes` of journal applied, and says whether a snapshot is
-    /// due now with snapshots every `every` bytes (0: never). When it is,
-    /// it counts as begun: the caller takes it, then calls [`SnapshotDue::done`].
+    /// Counts `bytes` of journal applied, and says whether a snapshot is due now with
+    /// snapshots every `every` bytes (0: never); if so, the caller takes it, then calls
+    /// [`SnapshotDue::done`].
     pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
         self.since += bytes;
         if self.busy || every == 0 || self.since < every.max(self.last) {
@@ -53,8 +51,8 @@ impl SnapshotDue {
         true
     }
 
-    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size,
-    /// or None when it failed (the next is then due as the journal grows).
+    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size, or None when
+    /// it failed (the next is then due as the journal grows).
     pub fn done(&mut self, written: Option<u64>) {
         self.busy = false;
         if let Some(size) = written {
@@ -84,10 +82,9 @@ pub struct SegmentRetention {
 }
 
 impl SegmentRetention {
-    /// The segments of a store that snapshots after every `snapshot_bytes`
-    /// of journal (0: never; segments then close at the default snapshot
-    /// size): a segment closes at that size, so that a snapshot can delete
-    /// the whole segments it covers, and nothing else is dropped.
+    /// The segments of a store that snapshots after every `snapshot_bytes` of journal (0:
+    /// never, and segments close at the default size): a segment closes at that size, so
+    /// that a snapshot can delete the whole segments it covers; nothing else is dropped.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             records: 0,
@@ -101,8 +98,7 @@ impl SegmentRetention {
         }
     }
 
-    /// Whether `records` records taking `bytes` bytes cover what is kept,
-    /// so that anything older may go.
+    /// Whether `records` records taking `bytes` bytes cover what is kept.
     fn covered(&self, records: u64, bytes: u64) -> bool {
         (self.records > 0 && records >= self.records) || (self.bytes > 0 && bytes >= self.bytes)
     }
@@ -127,9 +123,8 @@ impl Segment {
         }
     }
 
-    /// Whether it holds anything: an empty segment without a header (a
-    /// crash just after it was created) does not, and the count runs on
-    /// past it.
+    /// Whether it holds anything: an empty segment without a header (a crash just after it
+    /// was created) does not, and the count runs on past it.
     fn holds(&self) -> bool {
         self.records > 0 || self.first.is_some()
     }
@@ -159,12 +154,10 @@ pub struct Opened {
     pub appended: u64,
 }
 
-/// Refuses a gap between two consecutive segments kept: the newer one's
-/// header must count exactly the records before the older one, those it
-/// holds, and those `repair` moved aside from it (`<segment>.corrupt`, one
-/// line each). A segment deleted, cut or emptied by hand breaks the count.
-/// Every segment but the first ever has a header, so one without (its first
-/// line moved aside) cannot be placed, and is refused too.
+/// Refuses a gap between two consecutive segments kept: the newer one's header must count
+/// exactly the records before the older one, those it holds, and those `repair` moved aside
+/// from it. Every segment but the first ever has a header, so one without (its first line
+/// moved aside) cannot be placed, and is refused too.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
     let newer_path = dir.join(file_name(newer.number));
@@ -200,8 +193,8 @@ fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), 
     ))
 }
 
-/// The records `repair` moved aside from the journal at `path`: the lines
-/// of its `.corrupt` file. They were appended, so they count.
+/// The records `repair` moved aside from the journal at `path`: the lines of its `.corrupt`
+/// file. They were appended, so they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
     let mut name = path.as_os_str().to_os_string();
     name.push(".corrupt");
@@ -212,16 +205,15 @@ fn moved_aside(dir: &Path, number: u64) -> u64 {
     lines_aside(&dir.join(file_name(number)))
 }
 
-/// The number of the record after `seg`: those it holds and those `repair`
-/// moved aside from it count. `None` for a segment without a header but
-/// segment 0 (a migrated journal, which begins at record 0).
+/// The number of the record after `seg`. `None` for a segment without a header but segment
+/// 0 (a migrated journal, which begins at record 0).
 fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     let first = seg.first.or((seg.number == 0).then_some(0))?;
     Some(first + seg.records + moved_aside(dir, seg.number))
 }
 
-/// [`next_record`] of the segment `number` in `dir`, read whole; `None`
-/// when it is missing, damaged or has no header.
+/// [`next_record`] of the segment `number` in `dir`; `None` when it is missing, damaged or
+/// has no header.
 pub(crate) fn end_of(dir: &Path, number: u64) -> Option<u64> {
     if !dir.join(file_name(number)).is_file() {
         return None;
@@ -230,8 +222,7 @@ pub(crate) fn end_of(dir: &Path, number: u64) -> Option<u64> {
     next_record(dir, &seg)
 }
 
-/// Refuses a gap in the segment files' numbers, from the oldest kept to the
-/// newest: a segment file deleted by hand.
+/// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
 fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     match numbers.windows(2).find(|w| w[1] != w[0] + 1) {
         None => Ok(()),
@@ -247,7 +238,7 @@ fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     }
 }
 
-/// The header that begins a segment, naming the records appended before it.
+/// The header that begins a segment.
 pub(crate) fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
 }
@@ -268,13 +259,9 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (creating it), reads the newest ones that
-    /// cover `retention`, and deletes the older ones. `legacy`, when it
-    /// names an existing file, is a journal from before segments: it becomes
-    /// segment 0 (renamed into `dir`), holding the first records of the
-    /// store. Fails if a kept segment cannot be read or is damaged, if
-    /// records are missing between two kept segments, or the directory
-    /// cannot be listed or written.
+    /// Opens the segments in `dir` (creating it), reads the newest ones that cover
+    /// `retention`, and deletes the older ones. `legacy`, when it names an existing file, is
+    /// a journal from before segments: it becomes segment 0 (renamed into `dir`).
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -311,9 +298,7 @@ impl Segments {
         for pair in holding.windows(2) {
             check_continuity(dir, pair[0], pair[1])?;
         }
-        // The count before the oldest segment kept: its header's, or 0 for
-        // the first segment ever (or a migrated journal). Records `repair`
-        // moved aside were appended all the same: the count never goes back.
+        // Records `repair` moved aside were appended all the same: the count never goes back.
         let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
         let aside: u64 = loaded.iter().map(|s| moved_aside(dir, s.number)).sum();
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
@@ -322,14 +307,11 @@ impl Segments {
         Ok((segments, Opened { records, appended }))
     }
 
-    /// Opens the segments in `dir` (creating it) of a store whose state up
-    /// to record number `from` (counting every record ever appended, from
-    /// 0) a snapshot holds: deletes the segments wholly before that record,
-    /// and hands each record from it on to `each`, oldest first.
-    /// `retention` gives only the segment size here: the store keeps what
-    /// it writes until [`drop_covered`] deletes it. Fails as
-    /// [`Segments::open`]; also when records from `from` on are missing (a
-    /// segment deleted by hand), and when `each` refuses a record.
+    /// Opens the segments in `dir` (creating it) of a store whose state up to record number
+    /// `from` (counting every record ever appended, from 0) a snapshot holds: deletes the
+    /// segments wholly before that record, and hands each record from it on to `each`.
+    /// `retention` gives only the segment size: the store keeps what it writes until
+    /// [`drop_covered`] deletes it.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -339,8 +321,7 @@ impl Segments {
     ) -> Result<Segments, String> {
         let mut numbers = prepare(dir, legacy)?;
         let mut firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
-        // The newest segment that begins at or before `from` holds it; the
-        // ones before it are covered.
+        // The newest segment that begins at or before `from` holds it.
         let start = (0..numbers.len())
             .rev()
             .find(|&i| firsts[i].is_some_and(|f| f <= from))
@@ -366,9 +347,8 @@ impl Segments {
                 // Before the segment is read, so a refused start cuts no torn tail.
                 check_continuity(dir, older, &Segment::new(number, firsts[i]))?;
             }
-            // The header numbers the records: a line `repair` moved aside
-            // from an earlier segment leaves the numbers of the later ones
-            // as they were written.
+            // The header numbers the records: a line `repair` moved aside earlier leaves the
+            // numbers of the later ones as they were written.
             appended = firsts[i].unwrap_or(appended);
             let (journal, seg) = read_segment(dir, number, i + 1 == numbers.len(), |record| {
                 appended += 1;
@@ -386,11 +366,10 @@ impl Segments {
             loaded.push(seg);
             newest = Some((journal, seg));
         }
-        // The snapshot is ahead of the segments only in a copy of the data
-        // dir that took the snapshot after the segments: the records between
-        // are in it, and the next record begins a segment numbered after it.
-        // Each header counts the records moved aside before it; those of
-        // the last segment that holds any count here.
+        // The snapshot is ahead of the segments only in a copy of the data dir that took the
+        // snapshot after the segments: the records between are in it, and the next record
+        // begins a segment numbered after it. Each header counts the records moved aside
+        // before it; those of the last segment that holds any count here.
         if let Some(last) = &previous {
             appended += moved_aside(dir, last.number);
         }
@@ -403,8 +382,7 @@ impl Segments {
         Segments::assemble(dir, retention, &loaded, newest, appended.max(from), ahead)
     }
 
-    /// The segments read, `loaded` oldest first, open for appending to the
-    /// newest; `rotate` begins a new segment with the next record.
+    /// The segments read, `loaded` oldest first, open for appending to the newest.
     fn assemble(
         dir: &Path,
         retention: SegmentRetention,
@@ -415,10 +393,9 @@ impl Segments {
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
         let (current, seg) = newest.ok_or_else(none)?;
-        // Segment 0 (a migrated journal) never has a header; any other gets
-        // one with its first records. One with records but no header (which
-        // this code does not write) could not be told from a migrated one
-        // later: the next records begin a new segment after it.
+        // Segment 0 (a migrated journal) never has a header; any other gets one with its
+        // first records. One with records but no header (which this code does not write)
+        // could not be told from a migrated one later: the next records begin a new segment.
         let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -433,10 +410,8 @@ impl Segments {
         Ok(segments)
     }
 
-    /// Appends `records` durably, together, beginning a new segment first if
-    /// the current one is full; then deletes segments past retention. Fails
-    /// as [`Journal::append_all`], or if a new segment cannot be created;
-    /// nothing of the records is then durable.
+    /// Appends `records` durably, together, beginning a new segment first if the current one
+    /// is full; then deletes segments past retention.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
             return Ok(());
@@ -461,10 +436,9 @@ impl Segments {
         Ok(())
     }
 
-    /// Opens the next segment and writes its header with `records`, in one
-    /// write and sync. If that fails, the empty file stays (a start finds a
-    /// header-less, empty segment and treats it as such) and the next write
-    /// tries a new segment again.
+    /// Opens the next segment and writes its header with `records`, in one write and sync. If
+    /// that fails, the empty file stays (a start finds a header-less, empty segment and
+    /// treats it as such) and the next write tries a new segment again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = self.dir.join(file_name(number));
@@ -486,7 +460,6 @@ impl Segments {
         })
     }
 
-    /// Deletes the oldest segments while the newer ones cover retention.
     fn drop_old(&mut self) {
         while self.kept.len() > 1 {
             let newer = self.kept.iter().skip(1);
@@ -519,10 +492,9 @@ impl Segments {
     }
 }
 
-/// Reads segment `number` in `dir`, handing each record after its header to
-/// `each`. Only the newest segment can end in a torn line, which a crash
-/// during an append leaves; any other was complete when the next one began,
-/// so a torn end there is damage, refused.
+/// Reads segment `number` in `dir`, handing each record after its header to `each`. Only the
+/// newest segment can end in a torn line, which a crash during an append leaves; any other
+/// was complete when the next one began, so a torn end there is damage, refused.
 fn read_segment(
     dir: &Path,
     number: u64,
@@ -547,8 +519,8 @@ fn read_segment(
     Ok((journal, seg))
 }
 
-/// Creates `dir`, moves a `legacy` journal into it (see [`Segments::open`]),
-/// and lists its segments' numbers, oldest first: at least one.
+/// Creates `dir`, moves a `legacy` journal into it, and lists its segments' numbers, oldest
+/// first: at least one.
 fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     if let Some(old) = legacy.filter(|p| p.is_file()) {
@@ -569,9 +541,8 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     Ok(numbers)
 }
 
-/// The number of the first record of segment `number` in `dir`: 0 for
-/// segment 0 (a migrated journal), its header's count for any other, and
-/// `None` when it has no header yet (it is new, or missing).
+/// The number of the first record of segment `number` in `dir`: 0 for segment 0, its
+/// header's count for any other, and `None` when it has no header yet (or is missing).
 pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);
@@ -585,10 +556,9 @@ pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     read_header(lines.first()?.record.as_deref().ok()?)
 }
 
-/// Deletes the segments in `dir` whose records all come before record
-/// number `before`, as a durable snapshot of the store holds them; the
-/// newest segment always stays. Returns how many went. A deletion lost to
-/// a crash is done by the next start ([`Segments::open_from`]).
+/// Deletes the segments in `dir` whose records all come before record number `before`, as a
+/// durable snapshot of the store holds them; the newest segment always stays. Returns how
+/// many went. A deletion lost to a crash is done by the next start.
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     #[cfg(test)]
     crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
@@ -605,22 +575,21 @@ pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     Ok(dropped)
 }
 
-/// Appends `records` to `journal` after the header naming `appended_before`,
-/// in one write and sync.
+/// Appends `records` to `journal` after the header, in one write and sync.
 fn with_header(
     journal: &mut Journal,
-    appended_before: u64,
+    before: u64,
     records: &[&[u8]],
 ) -> Result<(), journal::Error> {
-    let head = header(appended_before);
-    let mut all: Vec<&[u8]> = Vec::with_capacity(records.len() + 1);
-    all.push(&head);
-    all.extend_from_slice(records);
+    let head = header(before);
+    let all: Vec<&[u8]> = std::iter::once(&head[..])
+        .chain(records.iter().copied())
+        .collect();
     journal.append_all(&all)
 }
 
-/// Moves a journal from before segments into `dir` as segment 0, crash-only:
-/// the rename is atomic, and the directories are synced after it.
+/// Moves a journal from before segments into `dir` as segment 0, crash-only: the rename is
+/// atomic, and the directories are synced after it.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
     let to = dir.join(file_name(0));
     fs::rename(old, &to).map_err(|e| storage(old, e))?;
