@@ -28,9 +28,8 @@ pub struct Moved {
     pub line: u64,
     pub offset: u64,
     pub why: &'static str,
-    /// Its record number in its store (counting every record ever
-    /// appended, from 0), for a line of a segment whose numbering is
-    /// known: one with a header, and no lines moved aside before.
+    /// Its record number in its store (counting every record ever appended, from 0), for a
+    /// line of a segment with a header and no lines moved aside before.
     pub record: Option<u64>,
 }
 
@@ -42,8 +41,8 @@ pub struct Rebuilt {
     pub appended_before: u64,
 }
 
-/// A segment whose header is damaged and that no neighbour numbers: left
-/// as it was, so that a start refuses it, naming it.
+/// A segment whose header is damaged and that no neighbour numbers: left as it was, so that
+/// a start refuses it, naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unnumbered {
     pub file: PathBuf,
@@ -64,21 +63,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether every record the journals held is in them again: no line
-    /// but a header was moved aside, and every segment can be numbered.
+    /// Whether every record the journals held is in them again.
     pub fn complete(&self) -> bool {
         self.moved.is_empty() && self.unnumbered.is_empty()
     }
 }
 
-/// The stores a data dir holds: one of these, or the lock a server left,
-/// tells a data dir from any other directory.
+/// The stores a data dir holds: one of these, or the lock a server left, tells a data dir
+/// from any other directory.
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
-/// Refuses a path that is not a data dir: missing, a file, or a directory
-/// with neither a lock nor a store in it, such as a store's own directory
-/// inside one (whose repair would take the wrong lock and run beside a live
-/// server).
+/// Refuses a path that is not a data dir: missing, a file, or a directory with neither a
+/// lock nor a store in it, such as a store's own directory inside one (whose repair would
+/// take the wrong lock and run beside a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -100,9 +97,8 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Checks every journal (`*.jsonl`) under each of `dirs` that exists, their
-/// subdirectories included, and moves their damaged lines aside. Fails on
-/// the first file or directory that cannot be read or written; the files
+/// Checks every journal under each of `dirs` that exists, and moves their damaged lines
+/// aside. Fails on the first file or directory that cannot be read or written; the files
 /// already repaired stay repaired.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
@@ -122,10 +118,9 @@ fn segment_number(path: &Path) -> Option<u64> {
     (name.len() == 10).then(|| name.parse().ok())?
 }
 
-/// The records before segment `number` at `path`, whose header is damaged
-/// and which holds `lines` lines besides, as its neighbours number it: the
-/// segment before it (already repaired) ends where it begins, and the one
-/// after it begins where it ends. `None` when neither says.
+/// The records before segment `number` at `path`, whose header is damaged and which holds
+/// `lines` lines besides, as its neighbours number it: the segment before it (already
+/// repaired) ends where it begins, and the one after it begins where it ends.
 fn number_segment(path: &Path, number: u64, lines: u64) -> Option<u64> {
     let dir = path.parent()?;
     segments::end_of(dir, number - 1).or_else(|| {
@@ -134,17 +129,13 @@ fn number_segment(path: &Path, number: u64, lines: u64) -> Option<u64> {
     })
 }
 
-/// Cuts the torn tail (the bytes after the last newline, which a crash
-/// mid-append leaves) off every journal (`*.jsonl`) under each of `dirs`
-/// that exists, as opening it would, and returns each file cut with the
-/// bytes cut. A start calls this before the stores open their journals, so
-/// that each cut is logged with its file. Fails on the first file or
-/// directory that cannot be read, cut or synced, naming it.
+/// Cuts the torn tail (the bytes after the last newline) off every journal under each of
+/// `dirs` that exists, as opening it would, and returns each file cut with the bytes cut. A
+/// start calls this before the stores open their journals, so that each cut is logged.
 pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?;
-    // Of a store's segments only the newest can end torn: an older one was
-    // complete when the next began, so a torn end there is damage, which
-    // its open refuses, naming it. It is not cut here.
+    // Of a store's segments only the newest can end torn: an older one was complete when the
+    // next began, so a torn end there is damage, which its open refuses. It is not cut here.
     let older_segment = |f: &PathBuf| {
         segment_number(f).is_some_and(|n| {
             files
@@ -163,9 +154,8 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(cuts)
 }
 
-/// Every journal (`*.jsonl`) under each of `dirs` that exists with lines
-/// `repair` moved aside, and how many, so that a start says, every time,
-/// that their records are not in the store rather than go on without a word.
+/// Every journal under each of `dirs` with lines `repair` moved aside, and how many, so that
+/// a start says, every time, that their records are not in the store.
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?.into_iter();
     let all = files.map(|file| {
@@ -204,8 +194,8 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
-/// Every journal (`*.jsonl`) under each of `dirs` that exists, their
-/// subdirectories included, in name order and each once.
+/// Every journal (`*.jsonl`) under each of `dirs` that exists, their subdirectories
+/// included, in name order and each once.
 fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs.iter().filter(|d| d.is_dir()) {
@@ -238,24 +228,21 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     if torn == 0 && lines.iter().all(|l| l.record.is_ok()) {
         return Ok(());
     }
-    // A segment but the first ever begins with its header, which numbers
-    // its records: moved aside, it would leave them all unreadable.
+    // A segment but the first ever begins with its header, which numbers its records:
+    // moved aside, it would leave them all unreadable.
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
-    let rebuilt = match (segment, header_damaged) {
-        (Some(number), true) => {
-            let Some(before) = number_segment(path, number, body.len() as u64) else {
-                report.unnumbered.push(Unnumbered {
-                    file: path.to_path_buf(),
-                    records: body.len() as u64,
-                });
-                return Ok(());
-            };
-            Some(before)
-        }
-        _ => None,
-    };
+    let rebuilt = segment.filter(|_| header_damaged);
+    let rebuilt = rebuilt.map(|number| number_segment(path, number, body.len() as u64));
+    if rebuilt == Some(None) {
+        report.unnumbered.push(Unnumbered {
+            file: path.to_path_buf(),
+            records: body.len() as u64,
+        });
+        return Ok(());
+    }
+    let rebuilt = rebuilt.flatten();
     let first = lines.first().and_then(|l| l.record.as_deref().ok());
     let header = rebuilt.or_else(|| first.and_then(segments::read_header));
     // Record numbers are known while no line was moved aside before.
@@ -265,8 +252,8 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     append_aside(path, "corrupt", damaged.map(|l| l.bytes))?;
     let mut kept = Vec::with_capacity(data.len());
     if let (Some(before), Some(first)) = (rebuilt, lines.first()) {
-        // Kept for a person to look at, apart from the records moved aside,
-        // which the segments' count includes.
+        // Kept for a person to look at, apart from the records moved aside, which the
+        // segments' count includes.
         append_aside(path, "corrupt-header", [first.bytes])?;
         journal::push_line(&mut kept, &segments::header(before));
         report.rebuilt.push(Rebuilt {
@@ -297,8 +284,8 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no
-/// lines, creates nothing.
+/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no lines, creates
+/// nothing.
 fn append_aside<'a>(
     path: &Path,
     suffix: &str,
