@@ -146,10 +146,11 @@ fn msg_id(seq: u64) -> String {
 
 fn parse_msg_id(id: &str) -> Option<u64> {
     let digits = id.strip_prefix("MSG-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    // `parse` alone would take a sign.
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())?
 }
 
 impl Bus {

@@ -197,7 +197,7 @@ impl CommitQueue {
             // The committer thread is gone. The callback runs on a thread of its own, as the
             // caller may hold a lock it takes.
             let err = self.closed();
-            let answer = move || run_replies(run_applies(&Err(err), vec![apply]));
+            let answer = move || run_callbacks(&Err(err), vec![apply]);
             // Should even that thread not start, the request goes unanswered
             // until its connection times out.
             let _ = thread::Builder::new()
@@ -214,7 +214,7 @@ fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Writt
     let left = unfinished.clone();
     let acks = move || {
         while let Ok((outcome, applies)) = rx.recv() {
-            run_replies(run_applies(&outcome, applies));
+            run_callbacks(&outcome, applies);
             left.fetch_sub(1, Ordering::Release);
         }
     };
@@ -246,7 +246,7 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         // as waking the thread costs more; order is kept, since only this
         // thread hands batches over.
         if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 {
-            run_replies(run_applies(&outcome, applies));
+            run_callbacks(&outcome, applies);
             continue;
         }
         if ack.is_none() {
@@ -259,15 +259,15 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         };
         if let Err((o, applies)) = sent {
             // No ack thread; answer here rather than never.
-            run_replies(run_applies(&o, applies));
+            run_callbacks(&o, applies);
             unfinished.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Runs the first stages in order; a panicking one answers nothing, and
-/// must not stop the others.
-fn run_applies(outcome: &Written, applies: Vec<Apply>) -> Vec<AfterApply> {
+/// Runs the first stages in order, then the second ones; a panicking first stage answers
+/// nothing, and must not stop the others.
+fn run_callbacks(outcome: &Written, applies: Vec<Apply>) {
     let mut replies = Vec::with_capacity(applies.len());
     for apply in applies {
         let o = outcome.clone();
@@ -276,10 +276,6 @@ fn run_applies(outcome: &Written, applies: Vec<Apply>) -> Vec<AfterApply> {
             replies.push(reply);
         }
     }
-    replies
-}
-
-fn run_replies(replies: Vec<AfterApply>) {
     for reply in replies {
         // A panicking reply must not stop every later acknowledgement.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reply));
