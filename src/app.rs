@@ -449,33 +449,22 @@ impl App {
     }
 
     fn end_stale_run(&self, id: &str) {
-        if self.abandon_tries(id) >= ABANDON_TRIES {
+        if self
+            .failures()
+            .get(id)
+            .is_some_and(|&tries| tries >= ABANDON_TRIES)
+        {
             return;
         }
-        let failed = match self.runs.finish(id, crate::runs::Finish::Abandon, None) {
+        let e = match self.runs.finish(id, crate::runs::Finish::Abandon, None) {
             // Finished meanwhile by its orchestrator: nothing to do.
-            Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
-            Err(e) => Some(e),
+            Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => {
+                self.failures().remove(id);
+                return;
+            }
+            Err(e) => e,
         };
-        self.abandon_result(id, failed);
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
-        // Counts only: a panic while it was held leaves a usable map.
-        let failures = self.abandon_failures.lock();
-        failures.unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn abandon_tries(&self, id: &str) -> u32 {
-        self.failures().get(id).copied().unwrap_or(0)
-    }
-
-    fn abandon_result(&self, id: &str, failed: Option<Error>) {
         let mut failures = self.failures();
-        let Some(e) = failed else {
-            failures.remove(id);
-            return;
-        };
         let tries = failures.entry(id.to_string()).or_default();
         *tries += 1;
         let fields = [
@@ -495,6 +484,12 @@ impl App {
                 &fields,
             );
         }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        // Counts only: a panic while it was held leaves a usable map.
+        let failures = self.abandon_failures.lock();
+        failures.unwrap_or_else(|e| e.into_inner())
     }
 
     /// Seconds since start.
