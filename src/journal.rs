@@ -89,7 +89,6 @@ fn write_then_rename<P: Printable>(
         file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
         crc: crate::crc32c::START,
         held: None,
-        written: 0,
     };
     let mut count = 0u64;
     for line in lines {
@@ -104,12 +103,13 @@ fn write_then_rename<P: Printable>(
         .into_inner()
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
+    let written = file.metadata()?.len();
     drop(file);
     #[cfg(test)]
     faults::halt(path, faults::Stage::BeforeRename);
     fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(out.written)
+    Ok(written)
 }
 
 /// Reads the snapshot [`write_snapshot`] wrote at `path`, handing each line but the end line
@@ -165,14 +165,13 @@ impl Printable for serde_json::Value {
 
 /// A writer of journal lines that takes each record's checksum as it goes and holds its
 /// last byte back, the closing brace the checksum member goes before.
-struct Checksummed<W> {
-    file: W,
+struct Checksummed {
+    file: io::BufWriter<File>,
     crc: u32,
     held: Option<u8>,
-    written: u64,
 }
 
-impl<W: Write> Write for Checksummed<W> {
+impl Write for Checksummed {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let Some((&last, body)) = bytes.split_last() else {
             return Ok(0);
@@ -183,7 +182,6 @@ impl<W: Write> Write for Checksummed<W> {
         self.file.write_all(body)?;
         self.crc = crate::crc32c::extend(self.crc, bytes);
         self.held = Some(last);
-        self.written += bytes.len() as u64;
         Ok(bytes.len())
     }
 
@@ -192,7 +190,7 @@ impl<W: Write> Write for Checksummed<W> {
     }
 }
 
-impl<W: Write> Checksummed<W> {
+impl Checksummed {
     /// Ends the record written since the last line.
     fn end_line(&mut self) -> io::Result<()> {
         if self.held.take() != Some(b'}') {
@@ -204,9 +202,7 @@ impl<W: Write> Checksummed<W> {
         let crc = crate::crc32c::finish(std::mem::replace(&mut self.crc, crate::crc32c::START));
         let mut tail = Vec::with_capacity(CRC_SUFFIX_LEN + 1);
         push_crc(&mut tail, crc);
-        self.file.write_all(&tail)?;
-        self.written += tail.len() as u64 - 1;
-        Ok(())
+        self.file.write_all(&tail)
     }
 }
 
