@@ -121,12 +121,13 @@ fn segment_number(path: &Path) -> Option<u64> {
 /// The records before segment `number` at `path`, whose header is damaged and which holds
 /// `lines` lines besides, as its neighbours number it: the segment before it (already
 /// repaired) ends where it begins, and the one after it begins where it ends.
-fn number_segment(path: &Path, number: u64, lines: u64) -> Option<u64> {
-    let dir = path.parent()?;
-    segments::end_of(dir, number - 1).or_else(|| {
-        let next = segments::first_of(dir, number + 1)?;
-        next.checked_sub(lines + lines_aside(path))
-    })
+fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(before) = segments::end_of(dir, number - 1)? {
+        return Ok(Some(before));
+    }
+    let next = segments::scan_segment(dir, number + 1)?.and_then(|seg| seg.first);
+    Ok(next.and_then(|next| next.checked_sub(lines + lines_aside(path))))
 }
 
 /// Cuts the torn tail (the bytes after the last newline) off every journal under each of
@@ -233,16 +234,17 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
-    let rebuilt = segment.filter(|_| header_damaged);
-    let rebuilt = rebuilt.map(|number| number_segment(path, number, body.len() as u64));
-    if rebuilt == Some(None) {
+    let rebuilt = match segment.filter(|_| header_damaged) {
+        Some(number) => number_segment(path, number, body.len() as u64)?,
+        None => None,
+    };
+    if header_damaged && rebuilt.is_none() {
         report.unnumbered.push(Unnumbered {
             file: path.to_path_buf(),
             records: body.len() as u64,
         });
         return Ok(());
     }
-    let rebuilt = rebuilt.flatten();
     let first = lines.first().and_then(|l| l.record.as_deref().ok());
     let header = rebuilt.or_else(|| first.and_then(segments::read_header));
     // Record numbers are known while no line was moved aside before.

@@ -106,11 +106,11 @@ impl SegmentRetention {
 
 /// One segment file: its number, what it holds, and its header's count.
 #[derive(Debug, Clone, Copy)]
-struct Segment {
+pub(crate) struct Segment {
     number: u64,
     records: u64,
     bytes: u64,
-    first: Option<u64>,
+    pub(crate) first: Option<u64>,
 }
 
 impl Segment {
@@ -212,14 +212,26 @@ fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     Some(first + seg.records + moved_aside(dir, seg.number))
 }
 
-/// [`next_record`] of the segment `number` in `dir`; `None` when it is missing, damaged or
-/// has no header.
-pub(crate) fn end_of(dir: &Path, number: u64) -> Option<u64> {
-    if !dir.join(file_name(number)).is_file() {
-        return None;
+/// Segment `number` in `dir` as `repair` reads it, whole and past damage: its header's
+/// count, if its first line is one, and the readable records after it. `None` when there is
+/// no such file (a symlink is none, as `repair` does not walk into one).
+pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
+    let path = dir.join(file_name(number));
+    if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
     }
-    let (_, seg) = read_segment(dir, number, false, |_| Ok(())).ok()?;
-    next_record(dir, &seg)
+    let data = fs::read(&path)?;
+    let (lines, _) = journal::scan(&data);
+    let first = lines.first().and_then(|l| l.record.as_deref().ok());
+    let mut seg = Segment::new(number, first.and_then(read_header));
+    seg.records = lines.iter().filter(|l| l.record.is_ok()).count() as u64;
+    seg.records -= u64::from(seg.first.is_some());
+    Ok(Some(seg))
+}
+
+/// [`next_record`] of segment `number` in `dir`, read as [`scan_segment`] reads it.
+pub(crate) fn end_of(dir: &Path, number: u64) -> std::io::Result<Option<u64>> {
+    Ok(scan_segment(dir, number)?.and_then(|seg| next_record(dir, &seg)))
 }
 
 /// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
