@@ -226,10 +226,8 @@ fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> 
     }
     if !has_crc {
         // A line from before checksums: taken if it is JSON, as it was then.
-        return match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(_) => Ok(line.to_vec()),
-            Err(_) => Err("it is not JSON"),
-        };
+        let json = serde_json::from_slice::<serde_json::Value>(line);
+        return json.map(|_| line.to_vec()).map_err(|_| "it is not JSON");
     }
     let mismatch = "its checksum does not match";
     let hex = std::str::from_utf8(&line[n - 10..n - 2]).map_err(|_| mismatch)?;
