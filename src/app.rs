@@ -30,7 +30,6 @@ pub struct HttpMetrics {
 
 /// Everything the server serves. Safe to share across threads.
 pub struct App {
-    /// The registry `/metrics` renders.
     pub registry: Registry,
     pub runs: Runs,
     pub bus: Bus,
@@ -39,12 +38,15 @@ pub struct App {
     pub http: HttpMetrics,
     pub log: Logger,
     pub config: Config,
-    /// The trace exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    /// When `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
     pub tracer: Option<Exporter>,
-    /// The families declared in `--metrics-file`, updated over HTTP.
     pub declared: crate::declared::Declared,
     started: Instant,
-    abandoning: Abandoning,
+    /// The run timeout's failed attempts to end a run, by run id, so that a run it cannot end
+    /// costs a bounded number of tries and log lines, not one at every check for ever.
+    abandon_failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Runs the run timeout gave up on.
+    given_up: Counter,
 }
 
 /// Threads that end stale runs at once, so that their ends share syncs.
@@ -53,20 +55,10 @@ const STALE_ENDERS: usize = 8;
 /// How many times the run timeout tries to end one run before it gives up.
 const ABANDON_TRIES: u32 = 5;
 
-/// The run timeout's failed attempts to end a run, by run id, so that a
-/// run it cannot end costs a bounded number of tries and log lines, not
-/// one at every check for ever.
-struct Abandoning {
-    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-    given_up: Counter,
-}
-
 fn registration(e: crate::metrics::Error) -> Error {
     Error::Storage(format!("metric registration failed: {e}"))
 }
 
-/// Registers the core metric set in `r`: the uptime, the build, the run
-/// metrics, the bus appends, the HTTP metrics and the process collector.
 fn register_core(
     r: &Registry,
     started: Instant,
@@ -104,8 +96,7 @@ fn register_core(
             &["reason"],
         )?,
     };
-    // Every reason is visible at 0 from the start, so a dashboard or
-    // alert can rate() it before the first refusal.
+    // Every reason is visible at 0 from the start, so an alert can rate() it.
     for reason in [
         "limit",
         "evicted",
@@ -121,8 +112,6 @@ fn register_core(
     Ok((run_metrics, appends, http))
 }
 
-/// The trace exporter, when `otlp` sends traces anywhere, counting the
-/// spans it drops in `r`.
 fn tracer(otlp: Option<OtlpConfig>, r: &Registry, log: Logger) -> Result<Option<Exporter>, Error> {
     let dropped = r
         .counter(
@@ -135,8 +124,6 @@ fn tracer(otlp: Option<OtlpConfig>, r: &Registry, log: Logger) -> Result<Option<
         .map_err(|e| Error::Storage(format!("trace exporter: {e}")))
 }
 
-/// Opens the families `--metrics-file` declared, with what was recorded
-/// into them.
 fn open_declared(
     config: &Config,
     registry: &Registry,
@@ -160,8 +147,8 @@ fn open_declared(
     })
 }
 
-/// Makes the data dir, and says what a start finds in it: each torn tail
-/// it cuts, and each journal with records that `repair` moved aside.
+/// Makes the data dir, and logs each torn tail a start cuts and each journal with records
+/// that `repair` moved aside.
 fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::Storage(format!(
@@ -169,30 +156,28 @@ fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
             config.data_dir.display()
         ))
     })?;
-    // A crash mid-append leaves a torn last line, which opening a
-    // journal cuts without a word; cut here first, so that each cut is
-    // said with its file.
+    // Opening a journal cuts a torn tail without a word; cut here first, to say each.
     let dirs = [config.data_dir.as_path(), config.budget.dir.as_path()];
     let cuts = crate::repair::cut_torn_tails(&dirs)
         .map_err(|e| Error::Storage(format!("cannot cut a torn tail: {e}")))?;
-    for cut in cuts {
+    for (file, bytes) in cuts {
         log.warn(
             "cut the torn tail of a journal: its last write was interrupted",
             &[
-                ("file", json!(cut.file.display().to_string())),
-                ("bytes", json!(cut.bytes)),
+                ("file", json!(file.display().to_string())),
+                ("bytes", json!(bytes)),
             ],
         );
     }
     let aside = crate::repair::set_aside(&dirs)
         .map_err(|e| Error::Storage(format!("cannot read the data dir: {e}")))?;
-    for a in aside {
+    for (file, lines) in aside {
         log.warn(
             "journal records moved aside by repair are not in the store",
             &[
-                ("file", json!(a.file.display().to_string())),
-                ("records", json!(a.lines)),
-                ("moved_to", json!(format!("{}.corrupt", a.file.display()))),
+                ("file", json!(file.display().to_string())),
+                ("records", json!(lines)),
+                ("moved_to", json!(format!("{}.corrupt", file.display()))),
             ],
         );
     }
@@ -200,15 +185,9 @@ fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
 }
 
 impl App {
-    /// Registers the metric set, opens and replays the journals, and
-    /// counts the research agent's budget file of the day
-    /// ([`Budget::import_agent_file`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] for bad input, its field naming the input: the
-    /// `--metrics-file` or the research agent's budget file.
-    /// [`Error::Storage`] for what the environment refuses.
+    /// Registers the metric set, opens and replays the journals, and counts the research
+    /// agent's budget file of the day. Fails with [`Error::Invalid`] for bad input, its field
+    /// naming the input, and [`Error::Storage`] for what the environment refuses.
     pub fn open(config: Config, log: Logger) -> Result<Arc<App>, Error> {
         prepare_dirs(&config, log)?;
         let registry = Registry::new();
@@ -263,18 +242,14 @@ impl App {
             tracer,
             declared,
             started,
-            abandoning: Abandoning {
-                failures: Default::default(),
-                given_up,
-            },
+            abandon_failures: Default::default(),
+            given_up,
         });
         app.begin(imported.as_ref())?;
         Ok(app)
     }
 
-    /// Starts what follows the open stores: the bus's and the hub's
-    /// events, the announcement of what the budget file of the day
-    /// counted, and the run timeout, which first ends the runs a dead
+    /// Starts what follows the open stores; the run timeout first ends the runs a dead
     /// orchestrator left.
     fn begin(self: &Arc<App>, imported: Option<&Imported>) -> Result<(), Error> {
         wire_events(self);
@@ -289,8 +264,8 @@ impl App {
         Ok(())
     }
 
-    /// Announces the alert thresholds a spend crossed: one warning line and
-    /// one `BUDGET_ALERT` bus message each.
+    /// Announces the alert thresholds a spend crossed: one warning line and one
+    /// `BUDGET_ALERT` bus message each.
     pub fn budget_alerts(&self, recorded: &Recorded, run_id: Option<&str>) {
         for threshold in &recorded.alerts {
             let status = recorded.status.to_json();
@@ -323,9 +298,7 @@ impl App {
         }
     }
 
-    /// Says what counting the research agent's budget file did: one `info`
-    /// line, a `warn` line when its `total_spend` is not the sum of its
-    /// entries, and the budget alerts the counted spend reached.
+    /// Says what counting the research agent's budget file did, and its budget alerts.
     fn announce_import(&self, imported: &Imported) {
         let file = json!(imported.file.display().to_string());
         self.log.info(
@@ -354,8 +327,7 @@ impl App {
     }
 
     /// What follows a durable step of the run store, in journal order (see
-    /// [`crate::runs::AfterCommit`]): its log lines, its events on the
-    /// streams, and for an end its alerts and trace.
+    /// [`crate::runs::AfterCommit`]).
     fn after_commit(&self, applied: &mut Applied) {
         match applied {
             Applied::Started(run) => {
@@ -381,8 +353,7 @@ impl App {
         }
     }
 
-    /// Writes one debug line per event, with the iteration and phase it
-    /// belongs to: its own, or where the run stands now when it had none.
+    /// One debug line per event, with its iteration and phase, or the run's now when it had none.
     fn log_events(&self, ids: &RunIds, events: &[Timed]) {
         let now = self.runs.with_run(&ids.run_id, |run| {
             (
@@ -408,9 +379,7 @@ impl App {
         }
     }
 
-    /// Tells everyone who follows runs that one ended: one log line, the
-    /// `run_*` event on the streams, the budget alerts its cost crossed, and
-    /// its trace.
+    /// Tells everyone who follows runs that one ended.
     fn announce_finished(&self, finished: &crate::runs::Finished) {
         let run = &finished.run;
         let mut fields = run_fields(&run.ids());
@@ -445,10 +414,8 @@ impl App {
         }
     }
 
-    /// Starts the thread that ends runs with no news for `timeout`
-    /// (`runs::Finish::Abandon`), checking a tenth
-    /// of the timeout apart (at most once a minute). It holds the app
-    /// weakly, and ends with it.
+    /// Starts the thread that ends runs with no news for `timeout`, checking a tenth of the
+    /// timeout apart (at most once a minute). It holds the app weakly, and ends with it.
     pub fn start_run_timeout(self: &Arc<App>, timeout: Duration) -> std::io::Result<()> {
         let every = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_secs(60));
         let app = Arc::downgrade(self);
@@ -465,10 +432,8 @@ impl App {
             .map(drop)
     }
 
-    /// Ends the runs with no news for `timeout` now. A run whose end fails
-    /// (its write fails) is tried again at the next checks, up to
-    /// [`ABANDON_TRIES`] times in all; then the timeout gives up on it with
-    /// an `error` line and counts it.
+    /// Ends the runs with no news for `timeout` now. A run whose end fails is tried again at
+    /// the next checks, up to [`ABANDON_TRIES`] times in all; then it is given up and counted.
     fn end_stale_runs(&self, timeout: Duration) {
         let stale = self
             .runs
@@ -484,32 +449,22 @@ impl App {
     }
 
     fn end_stale_run(&self, id: &str) {
-        if self.abandon_tries(id) >= ABANDON_TRIES {
+        if self
+            .failures()
+            .get(id)
+            .is_some_and(|&tries| tries >= ABANDON_TRIES)
+        {
             return;
         }
-        let failed = match self.runs.finish(id, crate::runs::Finish::Abandon, None) {
+        let e = match self.runs.finish(id, crate::runs::Finish::Abandon, None) {
             // Finished meanwhile by its orchestrator: nothing to do.
-            Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => None,
-            Err(e) => Some(e),
+            Ok(_) | Err(Error::Conflict(_)) | Err(Error::NotFound(_)) => {
+                self.failures().remove(id);
+                return;
+            }
+            Err(e) => e,
         };
-        self.abandon_result(id, failed);
-    }
-
-    fn abandon_tries(&self, id: &str) -> u32 {
-        let failures = self.abandoning.failures.lock();
-        // Counts only: a panic while it was held leaves a usable map.
-        let failures = failures.unwrap_or_else(|e| e.into_inner());
-        failures.get(id).copied().unwrap_or(0)
-    }
-
-    fn abandon_result(&self, id: &str, failed: Option<Error>) {
-        let failures = self.abandoning.failures.lock();
-        // Counts only: a panic while it was held leaves a usable map.
-        let mut failures = failures.unwrap_or_else(|e| e.into_inner());
-        let Some(e) = failed else {
-            failures.remove(id);
-            return;
-        };
+        let mut failures = self.failures();
         let tries = failures.entry(id.to_string()).or_default();
         *tries += 1;
         let fields = [
@@ -523,12 +478,18 @@ impl App {
                 &fields,
             );
         } else {
-            self.abandoning.given_up.inc();
+            self.given_up.inc();
             self.log.error(
                 "cannot end an abandoned run; giving up until a restart",
                 &fields,
             );
         }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        // Counts only: a panic while it was held leaves a usable map.
+        let failures = self.abandon_failures.lock();
+        failures.unwrap_or_else(|e| e.into_inner())
     }
 
     /// Seconds since start.
@@ -546,11 +507,9 @@ fn run_fields(ids: &RunIds) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Connects the publishers that live inside the domain to `app`'s hub: the
-/// bus reports each message as it becomes visible, with the correlation of
-/// the run it names, and the run store each durable step. It lives here, in
-/// the composition root, because it reaches into the bus, the runs and the
-/// hub at once.
+/// Connects the publishers inside the domain (the bus's visible messages, the run store's
+/// durable steps) to `app`'s hub. Here, in the composition root, because it reaches into
+/// the bus, the runs and the hub at once.
 fn wire_events(app: &Arc<App>) {
     let weak = Arc::downgrade(app);
     app.runs.after_commit(Box::new(move |applied| {

@@ -1,11 +1,7 @@
-//! The message bus: an ordered, durable log of typed messages that agents
-//! and orchestrators append to and read after a given message id.
-//!
-//! Messages are journalled in segments (`DATA_DIR/messages/`, see
-//! [`crate::segments`]) and the newest of them are kept, in memory and on
-//! disk alike, by count and by bytes ([`MessageRetention`]): older segments are
-//! deleted, so a start reads only what is kept, however long the history.
-//! `conductor_messagebus_appends_total` counts every append ever
+//! The message bus: an ordered, durable log of typed messages that agents and orchestrators
+//! append to and read after a given message id. Journalled in segments (`DATA_DIR/messages/`);
+//! the newest are kept, in memory and on disk alike, by count and by bytes
+//! ([`MessageRetention`]). `conductor_messagebus_appends_total` counts every append ever
 //! acknowledged, from the segment headers, not from what is kept.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -29,20 +25,18 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// appended and then never read back.
 pub const MAX_BODY_DEPTH: usize = 64;
 
-/// The most messages a read returns, and the default.
+/// The most messages a read returns.
 pub const MAX_LIMIT: usize = 1000;
-/// The default number of messages a read returns.
+/// The number of messages a read returns by default.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// How many messages are kept by default, in memory and on disk.
+/// How many messages are kept by default.
 pub const DEFAULT_RETAINED: u64 = 100_000;
-
 /// How many bytes of messages (as journalled) are kept by default.
 pub const DEFAULT_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
 
-/// How many of the newest messages the bus keeps, for reads and on disk. A
-/// read after an id no longer kept starts at the oldest kept. 0 in a field
-/// means no bound of that kind; both 0 keeps every message.
+/// How many of the newest messages the bus keeps, for reads and on disk; 0 in a field means
+/// no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRetention {
     /// Messages kept.
@@ -61,8 +55,7 @@ impl Default for MessageRetention {
 }
 
 impl MessageRetention {
-    /// The segmenting of the journal that keeps this much: eight segments'
-    /// worth, so that at most an eighth more than kept stays on disk.
+    /// Eight segments' worth, so that at most an eighth more than kept stays on disk.
     fn segments(self) -> segments::SegmentRetention {
         let eighth = |n: u64, fallback: u64| if n == 0 { fallback } else { (n / 8).max(1) };
         segments::SegmentRetention {
@@ -82,27 +75,22 @@ impl MessageRetention {
 /// A message on the bus.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
-    /// `MSG-` and a zero-padded sequence number, increasing in append order.
+    /// `MSG-` and the zero-padded `seq`, increasing in append order.
     pub msg_id: String,
-    /// The sequence number inside `msg_id`.
     pub seq: u64,
     /// The message type.
     pub kind: String,
-    /// The body, any JSON value, as compact JSON text: kept as text, a body
-    /// costs its length in memory, where a parsed one of many small values
-    /// could cost ten times that.
+    /// Any JSON value, as compact JSON text: kept as text, a body costs its length in memory,
+    /// where a parsed one of many small values could cost ten times that.
     pub body: Box<str>,
-    /// The run it concerns, if any.
     pub run_id: Option<String>,
     /// Unix seconds when it was appended.
     pub timestamp: f64,
 }
 
 impl Message {
-    /// Appends the message as a JSON object (`msg_id`, `type`, `body`,
-    /// `run_id`, `timestamp`) without building a tree: the body goes in as
-    /// kept, which serde_json printed compact with sorted keys, just as it
-    /// prints the tree.
+    /// Appends the message as a JSON object without building a tree: the body goes in as
+    /// kept, which serde_json printed compact with sorted keys, just as it prints the tree.
     pub fn push_json(&self, out: &mut String) {
         use crate::json_text::{push_opt_str, push_str};
         out.push_str("{\"body\":");
@@ -127,8 +115,8 @@ impl Message {
     }
 }
 
-/// Called with each message as it becomes visible, in sequence order, with
-/// the bus locked: it must be quick and must not call into the bus.
+/// Called with each message as it becomes visible, in sequence order, with the bus locked:
+/// it must be quick and must not call into the bus.
 pub type OnVisible = Box<dyn Fn(&Message) + Send + Sync>;
 
 /// The bus. Safe to share across threads.
@@ -158,17 +146,16 @@ fn msg_id(seq: u64) -> String {
 
 fn parse_msg_id(id: &str) -> Option<u64> {
     let digits = id.strip_prefix("MSG-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    // `parse` alone would take a sign.
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())?
 }
 
 impl Bus {
-    /// Opens the message journal under `dir` (the segments in `messages/`,
-    /// after moving a `messages.jsonl` from before segments there) and
-    /// reads what `retention` keeps. `appends` is
-    /// `conductor_messagebus_appends_total`, counted per acknowledged append.
+    /// Opens the message journal under `dir` (the segments in `messages/`, after moving a
+    /// `messages.jsonl` from before segments there) and reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
         let (segments, opened) =
@@ -206,8 +193,7 @@ impl Bus {
         state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a message, and returns it once durable, when it also
-    /// becomes visible to readers.
+    /// Appends a message, and returns it once durable, when it also becomes visible.
     pub fn append(
         &self,
         kind: String,
@@ -264,9 +250,8 @@ impl Bus {
             .unwrap_or_else(|| Err(Error::Storage("the bus's committer failed".into())))
     }
 
-    /// Where a read after `after` starts: the sequence number it reads
-    /// after, 0 from the start when `None`. An id that is malformed or
-    /// beyond the last message is not found.
+    /// The sequence number a read after `after` reads after, 0 when `None`. An id that is
+    /// malformed or beyond the last message is not found.
     pub fn cursor(&self, after: Option<&str>) -> Result<u64, Error> {
         let Some(id) = after else {
             return Ok(0);
@@ -278,11 +263,9 @@ impl Bus {
         }
     }
 
-    /// Up to `limit` messages with a sequence number above `from`, oldest
-    /// first, stopping early once their bodies reach `max_bytes` (but never
-    /// before the first): one page of a listing, which goes on after the
-    /// last one's `seq`. Messages dropped meanwhile by retention are
-    /// skipped: the page starts at the oldest one kept.
+    /// Up to `limit` messages with a sequence number above `from`, oldest first, stopping
+    /// early once their bodies reach `max_bytes` (but never before the first). Messages
+    /// dropped meanwhile by retention are skipped: the page starts at the oldest one kept.
     pub fn read_after(&self, from: u64, limit: usize, max_bytes: usize) -> Vec<Message> {
         let state = Self::lock(&self.state);
         let start = state.messages.partition_point(|m| m.seq <= from);
@@ -301,8 +284,7 @@ impl Bus {
             .collect()
     }
 
-    /// Sets the function told of each appended message as it becomes
-    /// visible, in sequence order; it replaces any earlier one.
+    /// Sets the function told of each appended message as it becomes visible.
     pub fn on_visible(&self, f: OnVisible) {
         Self::lock(&self.state).on_visible = Some(f);
     }
@@ -313,9 +295,8 @@ impl Bus {
     }
 }
 
-/// The message a journal record holds, or `None` for a record without a
-/// seq. The body is kept as the record's text of it, which [`record`]
-/// wrote from a parsed value, so it is already compact: no tree is built.
+/// The message a journal record holds, or `None` for a record without a seq. The body is
+/// kept as the record's text of it, which [`record`] wrote compact: no tree is built.
 fn read_record(record: &[u8]) -> Option<Message> {
     use serde_json::value::RawValue;
     let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(record).ok()?;
@@ -332,9 +313,8 @@ fn read_record(record: &[u8]) -> Option<Message> {
     })
 }
 
-/// The journal record of `m`: the bytes of
-/// `json!({"seq", "type", "body", "run_id", "ts"})`, keys sorted as
-/// serde_json prints them.
+/// The journal record of `m`: the bytes of `json!({"seq", "type", "body", "run_id", "ts"})`,
+/// keys sorted as serde_json prints them.
 fn record(m: &Message) -> Vec<u8> {
     use crate::json_text::{push_f64, push_opt_str, push_str, push_u64};
     let mut out = String::with_capacity(m.body.len() + 96);
@@ -353,8 +333,8 @@ fn record(m: &Message) -> Vec<u8> {
 }
 
 impl State {
-    /// Keeps `m`, which takes `size` bytes in the journal, and lets the
-    /// oldest go past retention; the newest is always kept.
+    /// Keeps `m`, which takes `size` bytes in the journal, and lets the oldest go past
+    /// retention; the newest is always kept.
     fn push(&mut self, m: Message, size: u64) {
         self.messages.push_back(m);
         self.sizes.push_back(size);
@@ -366,8 +346,8 @@ impl State {
     }
 }
 
-/// Whether `value` nests arrays and objects more than `max` deep. Walks
-/// without recursion, since an embedding program may build any depth.
+/// Whether `value` nests arrays and objects more than `max` deep. Walks without recursion,
+/// since an embedding program may build any depth.
 pub(crate) fn too_deep(value: &Value, max: usize) -> bool {
     let mut pending = vec![(value, 0usize)];
     while let Some((v, depth)) = pending.pop() {

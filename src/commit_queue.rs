@@ -1,16 +1,12 @@
-//! The committer: the one writer of a journal. Callers queue records with a
-//! callback, or wait for them on their own thread ([`CommitQueue::append_all`]);
-//! a thread appends everything queued in one write and one fdatasync, then
-//! runs each callback.
+//! The committer: the one writer of a journal, a thread that appends everything queued in
+//! one write and one fdatasync (group commit), then runs each record's callback.
 //!
-//! This is group commit: concurrent writers share one sync however many
-//! there are. Each callback has two stages. The first runs in submission
-//! order right after its batch's append, so a store changes its memory in
-//! the journal's order and only once the record is durable (or learns that
-//! its batch failed); it hands back the second stage, which answers. A small
-//! batch is handled by the committer itself, since waking a thread costs more
-//! than answering a few requests; a larger one goes to the ack thread, so that
-//! applying one batch overlaps the sync of the next.
+//! A callback has two stages. The first runs in submission order right after its batch's
+//! append, so a store changes its memory in the journal's order and only once the record is
+//! durable (or learns that its batch failed); it hands back the second stage, which answers.
+//! A small batch is handled by the committer itself, since waking a thread costs more than
+//! answering a few requests; a larger one goes to the ack thread, so that applying one batch
+//! overlaps the sync of the next.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,26 +14,16 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use crate::journal::{self, Journal};
+use crate::journal;
 use crate::segments::Segments;
 
-/// Where a committer writes: one journal, or a journal cut into segments.
+/// Where a committer writes.
 pub trait Sink: Send + 'static {
     /// Appends `records` durably and together, or none of them.
     fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error>;
 
     /// The file records go to now, for errors.
     fn path(&self) -> PathBuf;
-}
-
-impl Sink for Journal {
-    fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
-        Journal::append_all(self, records)
-    }
-
-    fn path(&self) -> PathBuf {
-        Journal::path(self).to_path_buf()
-    }
 }
 
 impl Sink for Segments {
@@ -58,10 +44,9 @@ pub type AfterApply = Box<dyn FnOnce() + Send>;
 
 type Apply = Box<dyn FnOnce(Written) -> AfterApply + Send>;
 
-/// The records of one submission, written together, and its callback.
 type Submission = (Vec<Vec<u8>>, Apply);
 
-/// The largest batch written with one sync, in records; bounds the write size.
+/// The largest batch written with one sync, in records.
 const MAX_BATCH: usize = 4096;
 
 /// The largest batch whose callbacks the committer runs itself; a larger
@@ -71,10 +56,9 @@ const MAX_BATCH: usize = 4096;
 /// pre-issue-23 binary's (`scripts/ab-throughput.sh`, medians of three).
 const INLINE_CALLBACKS: usize = 64;
 
-/// Makes a one-value hand-off from the committer's threads to a caller
-/// waiting on its own thread. A plain mutex and condvar: a channel per
-/// write allocates cache-aligned blocks, which left the heap about 40 bytes
-/// larger for every run started (`bytes_per_run` in bench-lifecycle).
+/// A one-value hand-off from the committer's threads to a caller waiting on its own
+/// thread. A plain mutex and condvar: a channel per write allocates cache-aligned blocks,
+/// which left the heap about 40 bytes larger for every run started (bench-lifecycle).
 pub fn promise<T>() -> (Promise<T>, Waiting<T>) {
     let shot = Arc::new(Shot {
         value: Mutex::new(None),
@@ -121,8 +105,7 @@ impl<T> Drop for Promise<T> {
 pub struct Waiting<T>(Arc<Shot<T>>);
 
 impl<T> Waiting<T> {
-    /// The promised value, once it is kept; `None` only when the stage
-    /// that held the promise panicked.
+    /// The promised value; `None` only when the stage that held the promise panicked.
     pub fn wait(self) -> Option<T> {
         let mut value = self.0.value.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -137,14 +120,13 @@ impl<T> Waiting<T> {
 /// A queue of records waiting to become durable.
 pub struct CommitQueue {
     tx: Mutex<Sender<Submission>>,
-    /// The file written when the queue started, for the error of a record
-    /// queued after the committer stopped.
+    /// For the error of a record queued after the committer stopped.
     path: PathBuf,
 }
 
 impl CommitQueue {
-    /// Starts the committer thread for `sink`; its ack thread starts with
-    /// the first batch too large to answer inline, so an idle store has one.
+    /// Starts the committer thread for `sink`; its ack thread starts with the first batch
+    /// too large to answer inline, so an idle store has one thread.
     pub fn start(mut sink: impl Sink, name: &str) -> std::io::Result<CommitQueue> {
         let path = sink.path();
         let (tx, rx) = mpsc::channel();
@@ -158,10 +140,9 @@ impl CommitQueue {
         })
     }
 
-    /// Queues `record` (one line, no `\n`). `apply` runs once the record's
-    /// batch is appended (or failed), before any later record's `apply`, so
-    /// a store can change its memory in the journal's order and only once
-    /// the record is durable; the [`AfterApply`] it returns runs afterwards.
+    /// Queues `record` (one line, no `\n`). `apply` runs once the record's batch is appended
+    /// (or failed), before any later record's `apply`; the [`AfterApply`] it returns runs
+    /// afterwards.
     pub fn submit_in_order(
         &self,
         record: Vec<u8>,
@@ -170,36 +151,36 @@ impl CommitQueue {
         self.send(vec![record], Box::new(apply));
     }
 
-    /// Queues `record` as [`CommitQueue::submit_in_order`] does; `apply`'s
-    /// result is handed to the caller, who waits for it on its own thread
-    /// ([`Waiting::wait`]), so that the committer's thread only applies and
-    /// wakes, and the answer is made and logged on the caller's.
+    /// Queues `record` as [`CommitQueue::submit_in_order`] does; `apply`'s result is handed
+    /// to the caller, who waits for it on its own thread, so that the committer's thread only
+    /// applies and wakes, and the answer is made and logged on the caller's.
     pub fn submit_waiting<T: Send + 'static>(
         &self,
         record: Vec<u8>,
         apply: impl FnOnce(Written) -> T + Send + 'static,
     ) -> Waiting<T> {
+        self.waiting(vec![record], apply)
+    }
+
+    fn waiting<T: Send + 'static>(
+        &self,
+        records: Vec<Vec<u8>>,
+        apply: impl FnOnce(Written) -> T + Send + 'static,
+    ) -> Waiting<T> {
         let (promise, waiting) = promise();
-        self.submit_in_order(record, move |outcome| -> AfterApply {
+        let apply = move |outcome| -> AfterApply {
             promise.keep(apply(outcome));
             Box::new(|| ())
-        });
+        };
+        self.send(records, Box::new(apply));
         waiting
     }
 
-    /// Appends `records` durably and together, or none of them, and returns
-    /// once they are: on the caller's thread, after the first stages of
-    /// every record queued before them.
+    /// Appends `records` durably and together, or none of them, and returns once they are,
+    /// after the first stages of every record queued before them.
     pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
-        let (promise, waiting) = promise();
         let records = records.iter().map(|r| r.to_vec()).collect();
-        self.send(
-            records,
-            Box::new(move |outcome| -> AfterApply {
-                promise.keep(outcome);
-                Box::new(|| ())
-            }),
-        );
+        let waiting = self.waiting(records, |outcome| outcome);
         let outcome = waiting.wait().unwrap_or_else(|| Err(self.closed()));
         outcome.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| e.duplicate()))
     }
@@ -213,11 +194,10 @@ impl CommitQueue {
         // can panic while holding, so poisoning cannot hide a broken state.
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError((_, apply))) = tx.send((records, apply)) {
-            // The committer thread is gone; nothing can become durable. The
-            // callback runs on a thread of its own, as the caller may hold a
-            // lock it takes.
+            // The committer thread is gone. The callback runs on a thread of its own, as the
+            // caller may hold a lock it takes.
             let err = self.closed();
-            let answer = move || run_replies(run_applies(&Err(err), vec![apply]));
+            let answer = move || run_callbacks(&Err(err), vec![apply]);
             // Should even that thread not start, the request goes unanswered
             // until its connection times out.
             let _ = thread::Builder::new()
@@ -227,15 +207,14 @@ impl CommitQueue {
     }
 }
 
-/// The ack thread, which runs the callbacks of the batches handed to it in
-/// order; `unfinished` counts those it has not finished. `None` when it
-/// cannot start.
+/// The ack thread, which runs the callbacks of the batches handed to it in order;
+/// `unfinished` counts those it has not finished. `None` when it cannot start.
 fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Written, Vec<Apply>)>> {
     let (tx, rx) = mpsc::channel::<(Written, Vec<Apply>)>();
     let left = unfinished.clone();
     let acks = move || {
         while let Ok((outcome, applies)) = rx.recv() {
-            run_replies(run_applies(&outcome, applies));
+            run_callbacks(&outcome, applies);
             left.fetch_sub(1, Ordering::Release);
         }
     };
@@ -250,15 +229,14 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
     let mut ack = None;
     let mut records: Vec<Vec<u8>> = Vec::new();
     let mut applies: Vec<Apply> = Vec::new();
-    while let Ok((group, apply)) = rx.recv() {
-        records.extend(group);
-        applies.push(apply);
-        while records.len() < MAX_BATCH {
-            let Ok((group, apply)) = rx.try_recv() else {
-                break;
-            };
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some((group, apply)) = next {
             records.extend(group);
             applies.push(apply);
+            next = (records.len() < MAX_BATCH)
+                .then(|| rx.try_recv().ok())
+                .flatten();
         }
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
@@ -268,7 +246,7 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         // as waking the thread costs more; order is kept, since only this
         // thread hands batches over.
         if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 {
-            run_replies(run_applies(&outcome, applies));
+            run_callbacks(&outcome, applies);
             continue;
         }
         if ack.is_none() {
@@ -281,15 +259,15 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         };
         if let Err((o, applies)) = sent {
             // No ack thread; answer here rather than never.
-            run_replies(run_applies(&o, applies));
+            run_callbacks(&o, applies);
             unfinished.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Runs the first stages in order; a panicking one answers nothing, and
-/// must not stop the others.
-fn run_applies(outcome: &Written, applies: Vec<Apply>) -> Vec<AfterApply> {
+/// Runs the first stages in order, then the second ones; a panicking first stage answers
+/// nothing, and must not stop the others.
+fn run_callbacks(outcome: &Written, applies: Vec<Apply>) {
     let mut replies = Vec::with_capacity(applies.len());
     for apply in applies {
         let o = outcome.clone();
@@ -298,10 +276,6 @@ fn run_applies(outcome: &Written, applies: Vec<Apply>) -> Vec<AfterApply> {
             replies.push(reply);
         }
     }
-    replies
-}
-
-fn run_replies(replies: Vec<AfterApply>) {
     for reply in replies {
         // A panicking reply must not stop every later acknowledgement.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reply));
@@ -311,6 +285,7 @@ fn run_replies(replies: Vec<AfterApply>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::Journal;
     use crate::testing::TempDir;
     use std::sync::mpsc::channel;
 

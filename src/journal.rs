@@ -1,28 +1,24 @@
 //! A crash-only, append-only journal of records, one per line (JSON Lines, so `jq` reads it).
+//! A crash can only leave a torn last line, which an open cuts off. An append returns once
+//! its records are synced (`fdatasync`). One writer: its committer ([`crate::commit_queue`]).
 //!
-//! A crash can only leave a torn last line, which [`Journal::open_each`] cuts off. An append
-//! returns once its records are synced (`fdatasync`). A journal has one writer: the
-//! committer that owns it ([`crate::commit_queue`]), which gives appenders group commit.
-//!
-//! **Checksums.** A record is a JSON object, and its line ends with one more member,
-//! `"crc32c":"xxxxxxxx"`: the CRC-32C of the record as it was given, in hex. So a flipped byte
-//! that still parses as JSON is caught, and `jq` still reads every line. [`Journal::open_each`]
-//! refuses a file with a damaged complete line (a checksum that does not match, or a line
-//! without one after lines with one), naming the file, the line, the byte offset and the
-//! command that moves such lines aside (`conductor-metrics repair`, [`crate::repair`]). Lines from before checksums (a
-//! prefix of the file with none) are taken as they are, if they are JSON.
+//! A record is a JSON object, and its line ends with one more member, `"crc32c":"xxxxxxxx"`:
+//! the CRC-32C of the record as it was given, in hex, so a flipped byte that still parses as
+//! JSON is caught. An open refuses a damaged complete line (a checksum that does not match,
+//! or a line without one after lines with one), naming the file, the line, the byte offset
+//! and `conductor-metrics repair` ([`crate::repair`]). Lines from before checksums (a prefix
+//! of the file with none) are taken as they are, if they are JSON.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// An append-only, crash-safe journal file of newline-terminated records, with one writer.
-/// Open each file once: a second `Journal` on it would roll back the first one's bytes.
+/// A journal file, with one writer. Open each file once: a second `Journal` on it would
+/// roll back the first one's bytes.
 pub struct Journal {
     path: PathBuf,
     file: File,
-    /// The length of the file's durable part.
     len: u64,
     /// Set when a failed append could not be rolled back, so the file may end in garbage
     /// from that append's offset on; every later append gets this error instead of writing.
@@ -53,22 +49,24 @@ const CRC_SUFFIX_LEN: usize = CRC_MEMBER.len() + 8 + 2;
 /// Appends `record` (a JSON object with at least one member) as one line with its checksum.
 pub(crate) fn push_line(out: &mut Vec<u8>, record: &[u8]) {
     out.extend_from_slice(&record[..record.len() - 1]);
+    push_crc(out, crate::crc32c::checksum(record));
+}
+
+/// Appends the checksum member and the line's end, `"}` and the newline.
+fn push_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(CRC_MEMBER);
-    let crc = crate::crc32c::checksum(record);
     for shift in (0..8).rev() {
         out.push(b"0123456789abcdef"[(crc >> (shift * 4)) as usize & 0xf]);
     }
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `lines` as a snapshot at `path`, in the journal's line format,
-/// then a last line `{"end":N}` with the number of lines before it, by
-/// which [`read_snapshot`] tells a whole snapshot from one cut short.
-/// Crash-only: into `PATH.tmp` first, synced, then renamed over `path`, and
-/// the directory synced; a crash leaves the old file or the new one whole.
-/// Each line is printed straight into the file's buffer, its checksum taken
-/// on the way, so that no line is ever held as text: a snapshot of large
-/// records needs no more memory than its buffer. Returns the bytes written.
+/// Writes `lines` as a snapshot at `path`, in the journal's line format, then a last line
+/// `{"end":N}` with the number of lines before it, by which [`read_snapshot`] tells a whole
+/// snapshot from one cut short. Crash-only: into `PATH.tmp` first, synced, then renamed over
+/// `path`, and the directory synced. Each line is printed straight into the file's buffer,
+/// its checksum taken on the way, so that a snapshot of large records needs no more memory
+/// than its buffer. Returns the bytes written.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
@@ -76,8 +74,7 @@ pub fn write_snapshot<P: Printable>(
     let tmp = path.with_extension("tmp");
     let written = write_then_rename(&tmp, path, lines);
     if written.is_err() {
-        // A failed write (a full disk) leaves no half file behind; the old
-        // file, if any, is untouched.
+        // A failed write (a full disk) leaves no half file behind.
         let _ = fs::remove_file(&tmp);
     }
     written
@@ -92,7 +89,6 @@ fn write_then_rename<P: Printable>(
         file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
         crc: crate::crc32c::START,
         held: None,
-        written: 0,
     };
     let mut count = 0u64;
     for line in lines {
@@ -107,24 +103,18 @@ fn write_then_rename<P: Printable>(
         .into_inner()
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
+    let written = file.metadata()?.len();
     drop(file);
     #[cfg(test)]
     faults::halt(path, faults::Stage::BeforeRename);
     fs::rename(tmp, path)?;
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(out.written)
+    Ok(written)
 }
 
-/// Reads the snapshot [`write_snapshot`] wrote at `path`, a line at a
-/// time, handing each line but the end line to `each`; returns false when
-/// there is none.
-///
-/// # Errors
-///
-/// A damaged line, or one `each` refuses, with the file, the line and the
-/// offset, pointing at a backup rather than at `repair`: what a snapshot
-/// holds is in no journal any more. A snapshot without its end line is cut
-/// short.
+/// Reads the snapshot [`write_snapshot`] wrote at `path`, handing each line but the end line
+/// to `each`; false when there is none. A damaged line, or one `each` refuses, fails pointing
+/// at a backup rather than at `repair`: what a snapshot holds is in no journal any more.
 pub fn read_snapshot(
     path: &Path,
     mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
@@ -155,10 +145,9 @@ pub fn read_snapshot(
     Ok(true)
 }
 
-/// A line [`write_snapshot`] writes: one JSON object with at least one
-/// member, printed on one line.
+/// A line [`write_snapshot`] writes: one JSON object with at least one member.
 pub trait Printable {
-    /// Prints the record into `out`.
+    /// Prints the record into `out`, on one line.
     fn print(&self, out: &mut dyn Write) -> io::Result<()>;
 }
 
@@ -174,17 +163,15 @@ impl Printable for serde_json::Value {
     }
 }
 
-/// A writer of journal lines that takes each record's checksum as it goes
-/// and holds its last byte back, the closing brace the checksum member
-/// goes before.
-struct Checksummed<W> {
-    file: W,
+/// A writer of journal lines that takes each record's checksum as it goes and holds its
+/// last byte back, the closing brace the checksum member goes before.
+struct Checksummed {
+    file: io::BufWriter<File>,
     crc: u32,
     held: Option<u8>,
-    written: u64,
 }
 
-impl<W: Write> Write for Checksummed<W> {
+impl Write for Checksummed {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let Some((&last, body)) = bytes.split_last() else {
             return Ok(0);
@@ -195,7 +182,6 @@ impl<W: Write> Write for Checksummed<W> {
         self.file.write_all(body)?;
         self.crc = crate::crc32c::extend(self.crc, bytes);
         self.held = Some(last);
-        self.written += bytes.len() as u64;
         Ok(bytes.len())
     }
 
@@ -204,9 +190,8 @@ impl<W: Write> Write for Checksummed<W> {
     }
 }
 
-impl<W: Write> Checksummed<W> {
-    /// Ends the record written since the last line: its checksum member,
-    /// then its closing brace and the newline.
+impl Checksummed {
+    /// Ends the record written since the last line.
     fn end_line(&mut self) -> io::Result<()> {
         if self.held.take() != Some(b'}') {
             return Err(io::Error::new(
@@ -216,16 +201,12 @@ impl<W: Write> Checksummed<W> {
         }
         let crc = crate::crc32c::finish(std::mem::replace(&mut self.crc, crate::crc32c::START));
         let mut tail = Vec::with_capacity(CRC_SUFFIX_LEN + 1);
-        tail.extend_from_slice(CRC_MEMBER);
-        tail.extend_from_slice(format!("{crc:08x}\"}}\n").as_bytes());
-        self.file.write_all(&tail)?;
-        self.written += tail.len() as u64 - 1;
-        Ok(())
+        push_crc(&mut tail, crc);
+        self.file.write_all(&tail)
     }
 }
 
-/// Whether a journal takes `record`: a one-line JSON object with at least one member, whose
-/// closing brace the checksum member goes before.
+/// Whether a journal takes `record`: a one-line JSON object with at least one member.
 fn is_record(record: &[u8]) -> bool {
     record.len() > 2
         && record[0] == b'{'
@@ -233,7 +214,7 @@ fn is_record(record: &[u8]) -> bool {
         && !record.contains(&b'\n')
 }
 
-/// Checks one complete line: its record, or why it is damaged. `checked` tracks whether a
+/// Checks one complete line: its record, or why it is damaged. `checked`: whether a
 /// checksummed line came yet.
 fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> {
     let n = line.len();
@@ -245,10 +226,8 @@ fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> 
     }
     if !has_crc {
         // A line from before checksums: taken if it is JSON, as it was then.
-        return match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(_) => Ok(line.to_vec()),
-            Err(_) => Err("it is not JSON"),
-        };
+        let json = serde_json::from_slice::<serde_json::Value>(line);
+        return json.map(|_| line.to_vec()).map_err(|_| "it is not JSON");
     }
     let mismatch = "its checksum does not match";
     let hex = std::str::from_utf8(&line[n - 10..n - 2]).map_err(|_| mismatch)?;
@@ -266,19 +245,18 @@ fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> 
 /// One complete line of a journal file, as [`scan`] found it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Scanned<'a> {
-    /// Its 1-based line number.
+    /// 1-based.
     pub(crate) line: u64,
-    /// The byte offset where it starts.
     pub(crate) offset: u64,
-    /// The line, without its `'\n'`.
+    /// Without its `'\n'`.
     pub(crate) bytes: &'a [u8],
     /// The record it holds, or why it is damaged.
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal file's bytes as [`Journal::open_each`] does, but goes
-/// on past damage; also returns the length of the torn tail. A damaged line does not count
-/// as checksummed for the lines after it.
+/// Checks every complete line of a journal file's bytes as an open does, but goes on past
+/// damage; also returns the length of the torn tail. A damaged line does not count as
+/// checksummed for the lines after it.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut lines, mut offset, mut checked) = (Vec::new(), 0u64, false);
@@ -295,7 +273,6 @@ pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     (lines, data.len() - keep)
 }
 
-/// The error for a damaged line, with what its message suggests.
 fn damaged(path: &Path, line: u64, offset: u64, why: String, remedy: Remedy) -> Error {
     Error::new(
         path,
@@ -305,12 +282,11 @@ fn damaged(path: &Path, line: u64, offset: u64, why: String, remedy: Remedy) -> 
     )
 }
 
-/// What an open does with a torn tail: bytes after the last whole line.
+/// What an open does with a torn tail (bytes after the last whole line): cut it, as a crash
+/// during an append leaves one, or refuse a file that was complete, so was cut or damaged.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
-    /// Cut it: a crash during an append leaves one in the newest file.
     Cut,
-    /// Refuse the open: the file was complete, so it was cut or damaged.
     Refuse,
 }
 
@@ -333,11 +309,10 @@ impl Journal {
 
     /// Opens or creates the journal at `path` (creating parent dirs), handing each record to
     /// `each` in file order as it is read, so that neither the file nor its records are held
-    /// in memory: a replay needs only the store's own state. A torn tail (bytes after the
-    /// last `'\n'`) is cut off by truncating the file and syncing, so later appends start on
-    /// a clean line. An error from `each` (why the
-    /// store cannot read the record) refuses the open naming the file, the line and the byte
-    /// offset, as damage does. Returns the journal and the bytes of torn tail cut off.
+    /// in memory. A torn tail is cut off and the cut synced, so later appends start on a
+    /// clean line. An error from `each` (why the store cannot read the record) refuses the
+    /// open naming the file, the line and the byte offset, as damage does. Returns the
+    /// journal and the bytes of torn tail cut off.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -345,9 +320,7 @@ impl Journal {
         Journal::read(path.as_ref(), Tail::Cut, each)
     }
 
-    /// [`Journal::open_each`], with the torn tail cut or refused as `tail` says: no crash
-    /// leaves one in a file that is complete, such as a segment that is not the newest, so
-    /// there it is damage, and the open is refused naming the file and the offset.
+    /// [`Journal::open_each`], with the torn tail cut or refused as `tail` says.
     pub(crate) fn read(
         path: &Path,
         tail: Tail,
@@ -406,11 +379,9 @@ impl Journal {
         self.append_all(&[record])
     }
 
-    /// Appends several records in one write and one sync; they become durable together.
-    ///
-    /// A record that is not a one-line JSON object with at least one member is rejected with
-    /// an error for which [`Error::is_invalid_record`] holds, and nothing is written: the
-    /// object itself is not parsed, as its writer built it. An empty slice returns at once.
+    /// Appends several records in one write and one sync; they become durable together. A
+    /// record that is not a one-line JSON object with at least one member is rejected and
+    /// nothing is written (the object is not parsed: its writer built it).
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), Error> {
         if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
@@ -425,20 +396,17 @@ impl Journal {
         for record in records {
             push_line(&mut batch, record);
         }
-        match self.write_batch(&batch) {
-            Ok(()) => {
-                self.len += batch.len() as u64;
-                Ok(())
+        let written = self.write_batch(&batch);
+        match &written {
+            Ok(()) => self.len += batch.len() as u64,
+            Err(error) if matches!(error.kind, Kind::Rollback) => {
+                let mut poisoned = error.duplicate();
+                poisoned.kind = Kind::Poisoned;
+                self.poisoned = Some(poisoned);
             }
-            Err(error) => {
-                if matches!(error.kind, Kind::Rollback) {
-                    let mut poisoned = error.duplicate();
-                    poisoned.kind = Kind::Poisoned;
-                    self.poisoned = Some(poisoned);
-                }
-                Err(error)
-            }
+            Err(_) => {}
         }
+        written
     }
 
     fn write_batch(&mut self, batch: &[u8]) -> Result<(), Error> {
@@ -474,14 +442,13 @@ impl Journal {
         Err(Error::new(path, kind, Some(offset), Some(e)))
     }
 
-    /// The path of the file.
+    /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The length of the file's durable part: what it held at open, after
-    /// a torn tail was cut, and every append since that returned `Ok`. A
-    /// reader of the file never sees a half-written record below it.
+    /// The length of the file's durable part: a reader of the file never sees a
+    /// half-written record below it.
     pub fn durable_len(&self) -> u64 {
         self.len
     }
@@ -526,9 +493,7 @@ fn each_line(
     }
 }
 
-/// Error from a journal operation; carries the path and, where known, the byte offset.
-///
-/// It is safe to send and share across threads.
+/// Error from a journal operation, with the path and, where known, the byte offset.
 #[derive(Debug)]
 pub struct Error {
     path: PathBuf,
@@ -554,22 +519,19 @@ enum Kind {
     },
 }
 
-/// What the message of a damaged line suggests.
+/// What the message of a damaged line suggests: the repair command, a newer version that
+/// may read it, or a backup (moving the line aside would lose what no journal holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Remedy {
-    /// The repair command, which moves the line aside.
     Repair,
-    /// A newer version, which may read a record this one cannot.
     Newer,
-    /// A backup: moving the line aside would lose what no journal holds.
     Backup,
 }
 
 impl Error {
     fn new(path: &Path, kind: Kind, offset: Option<u64>, source: Option<io::Error>) -> Error {
-        let path = path.to_path_buf();
         Error {
-            path,
+            path: path.to_path_buf(),
             offset,
             kind,
             source,
@@ -611,9 +573,7 @@ impl Error {
         matches!(self.kind, Kind::Damaged { .. })
     }
 
-    /// The same error for a file the repair command does not touch, whose
-    /// damaged line only a backup mends: a snapshot, whose records are in no
-    /// journal any more.
+    /// The same error for a snapshot, whose damaged line only a backup mends.
     pub fn unrepairable(mut self) -> Error {
         if let Kind::Damaged { remedy, .. } = &mut self.kind {
             if *remedy == Remedy::Repair {

@@ -3,55 +3,48 @@
 //! starts again.
 //!
 //! A damaged line is one [`Journal::open_each`](crate::journal::Journal::open_each)
-//! refuses: its checksum does not match, it has none after lines that had
-//! one, or (before checksums) it is not JSON. Each is appended, as it was,
-//! to `<file>.corrupt` beside its journal, and the journal is rewritten
-//! without it. The steps are crash-only: the `.corrupt` file is synced
-//! before the journal is replaced, and the journal is replaced by renaming
-//! a synced copy over it and syncing the directory, so a crash at any point
-//! leaves either the old file or the new one (and a repeat run finishes the
-//! job, at worst copying a line into `.corrupt` twice). A torn last line is
-//! cut, as a start would: a start calls [`cut_torn_tails`] itself, before
-//! its stores open their journals, so that each cut is logged.
+//! refuses. Each is appended, as it was, to `<file>.corrupt` beside its
+//! journal, and the journal is rewritten without it. The steps are
+//! crash-only: the `.corrupt` file is synced before the journal is replaced,
+//! and the journal is replaced by renaming a synced copy over it and syncing
+//! the directory, so a crash at any point leaves either the old file or the
+//! new one (and a repeat run finishes the job, at worst copying a line into
+//! `.corrupt` twice). A torn last line is cut, as a start would: a start
+//! calls [`cut_torn_tails`] itself, before its stores open their journals,
+//! so that each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::journal;
-use crate::segments::lines_aside;
+use crate::segments::{self, lines_aside};
 
 /// A line moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
-    /// The journal it was in.
     pub file: PathBuf,
-    /// Its 1-based line number there.
+    /// 1-based.
     pub line: u64,
-    /// The byte offset where it started.
     pub offset: u64,
-    /// Why it was damaged.
     pub why: &'static str,
-    /// Its record number in its store (counting every record ever
-    /// appended, from 0), for a line of a segment whose numbering is
-    /// known: one with a header, and no lines moved aside before.
+    /// Its record number in its store (counting every record ever appended, from 0), for a
+    /// line of a segment with a header and no lines moved aside before.
     pub record: Option<u64>,
 }
 
 /// A segment whose damaged header `repair` wrote again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebuilt {
-    /// The segment.
     pub file: PathBuf,
     /// The count of records before it, as its neighbours number it.
     pub appended_before: u64,
 }
 
-/// A segment whose header is damaged and that no neighbour numbers: left
-/// as it was, so that a start refuses it, naming it.
+/// A segment whose header is damaged and that no neighbour numbers: left as it was, so that
+/// a start refuses it, naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unnumbered {
-    /// The segment.
     pub file: PathBuf,
     /// The records it holds, which stay out of the store.
     pub records: u64,
@@ -62,32 +55,27 @@ pub struct Unnumbered {
 pub struct Report {
     /// The journal files checked.
     pub files: usize,
-    /// The lines moved aside, in file and line order.
+    /// In file and line order.
     pub moved: Vec<Moved>,
-    /// Bytes of torn tails cut off.
     pub torn_bytes: u64,
-    /// Segments whose damaged header was written again.
     pub rebuilt: Vec<Rebuilt>,
-    /// Segments whose damaged header could not be written again.
     pub unnumbered: Vec<Unnumbered>,
 }
 
 impl Report {
-    /// Whether every record the journals held is in them again: no line
-    /// but a header was moved aside, and every segment can be numbered.
+    /// Whether every record the journals held is in them again.
     pub fn complete(&self) -> bool {
         self.moved.is_empty() && self.unnumbered.is_empty()
     }
 }
 
-/// The stores a data dir holds: one of these, or the lock a server left,
-/// tells a data dir from any other directory.
+/// The stores a data dir holds: one of these, or the lock a server left, tells a data dir
+/// from any other directory.
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
-/// Refuses a path that is not a data dir: missing, a file, or a directory
-/// with neither a lock nor a store in it, such as a store's own directory
-/// inside one (whose repair would take the wrong lock and run beside a live
-/// server).
+/// Refuses a path that is not a data dir: missing, a file, or a directory with neither a
+/// lock nor a store in it, such as a store's own directory inside one (whose repair would
+/// take the wrong lock and run beside a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -109,22 +97,16 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Checks every journal (`*.jsonl`) under each of `dirs` that exists, their
-/// subdirectories included, and moves their damaged lines aside. A file
-/// under two of them is checked once.
-///
-/// # Errors
-///
-/// Fails on the first file or directory that cannot be read or written;
-/// the files already repaired stay repaired.
+/// Checks every journal under each of `dirs` that exists, and moves their damaged lines
+/// aside. Fails on the first file or directory that cannot be read or written; the files
+/// already repaired stay repaired.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
     // In name order, so that a store's segments are repaired oldest first:
     // a damaged header is numbered from the segment before, once repaired.
-    let files = journal_files(dirs)?;
-    for file in &files {
+    for file in journal_files(dirs)? {
         // io::Error does not name its file; the operator needs to know which.
-        repair_file(file, &files, &mut report)
+        repair_file(&file, &mut report)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     }
     Ok(report)
@@ -136,80 +118,25 @@ fn segment_number(path: &Path) -> Option<u64> {
     (name.len() == 10).then(|| name.parse().ok())?
 }
 
-/// The records before segment `number` at `path`, whose header is
-/// damaged, as its neighbours number it: the segment before it (already
-/// repaired) ends where it begins, and the one after it begins where it
-/// ends (`records` it holds readable, `damaged` more moved aside now).
-/// `None` when neither says.
-fn number_segment(
-    path: &Path,
-    number: u64,
-    files: &[PathBuf],
-    records: u64,
-    damaged: u64,
-) -> io::Result<Option<u64>> {
-    let sibling = |n: u64| {
-        files
-            .iter()
-            .find(|f| f.parent() == path.parent() && segment_number(f) == Some(n))
-    };
-    if let Some(older) = number.checked_sub(1).and_then(sibling) {
-        let (header, held) = read_segment(older)?;
-        // Segment 0, a migrated journal, begins at record 0 without one.
-        if let Some(begins) = header.or((number == 1).then_some(0)) {
-            return Ok(Some(begins + held + lines_aside(older)));
-        }
+/// The records before segment `number` at `path`, whose header is damaged and which holds
+/// `lines` lines besides, as its neighbours number it: the segment before it (already
+/// repaired) ends where it begins, and the one after it begins where it ends.
+fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(before) = segments::end_of(dir, number - 1)? {
+        return Ok(Some(before));
     }
-    if let Some(newer) = sibling(number + 1) {
-        if let (Some(next), _) = read_segment(newer)? {
-            let held = records + damaged + lines_aside(path);
-            return Ok(next.checked_sub(held));
-        }
-    }
-    Ok(None)
+    let next = segments::scan_segment(dir, number + 1)?.and_then(|seg| seg.first);
+    Ok(next.and_then(|next| next.checked_sub(lines + lines_aside(path))))
 }
 
-/// The header's count of the segment at `path`, if its first line is one,
-/// and the readable records after it.
-fn read_segment(path: &Path) -> io::Result<(Option<u64>, u64)> {
-    let data = fs::read(path)?;
-    let (lines, _) = journal::scan(&data);
-    let header = first_header(&lines);
-    let readable = lines.iter().filter(|l| l.record.is_ok()).count() as u64;
-    Ok((header, readable - u64::from(header.is_some())))
-}
-
-/// The count a segment's first line names, if it is a readable header.
-fn first_header(lines: &[journal::Scanned<'_>]) -> Option<u64> {
-    let first = lines.first()?.record.as_deref().ok()?;
-    crate::segments::read_header(first)
-}
-
-/// A torn tail cut off a journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cut {
-    /// The journal.
-    pub file: PathBuf,
-    /// The bytes cut: those after its last newline.
-    pub bytes: u64,
-}
-
-/// Cuts the torn tail (the bytes after the last newline, which a crash
-/// mid-append leaves) off every journal (`*.jsonl`) under each of `dirs`
-/// that exists, as opening it would, and returns what was cut. A start
-/// calls this before the stores open their journals, so that each cut is
-/// logged with its file: the stores' own opens then find none. Reads only
-/// the end of each file.
-///
-/// # Errors
-///
-/// Fails on the first file or directory that cannot be read, cut or
-/// synced, naming it; the tails already cut stay cut.
-pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
+/// Cuts the torn tail (the bytes after the last newline) off every journal under each of
+/// `dirs` that exists, as opening it would, and returns each file cut with the bytes cut. A
+/// start calls this before the stores open their journals, so that each cut is logged.
+pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?;
-    // Of a store's segments only the newest can end torn: an older one was
-    // complete when the next began, so a torn end there is damage, which
-    // its open refuses, naming it. It is not cut here.
+    // Of a store's segments only the newest can end torn: an older one was complete when the
+    // next began, so a torn end there is damage, which its open refuses. It is not cut here.
     let older_segment = |f: &PathBuf| {
         segment_number(f).is_some_and(|n| {
             files
@@ -217,45 +144,26 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<Cut>> {
                 .any(|g| g.parent() == f.parent() && segment_number(g).is_some_and(|m| m > n))
         })
     };
-    let newest: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| !older_segment(f))
-        .cloned()
-        .collect();
     let mut cuts = Vec::new();
-    for file in newest {
-        let cut = cut_tail(&file)
+    for file in files.iter().filter(|f| !older_segment(f)) {
+        let cut = cut_tail(file)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
         if cut > 0 {
-            cuts.push(Cut { file, bytes: cut });
+            cuts.push((file.clone(), cut));
         }
     }
     Ok(cuts)
 }
 
-/// A journal's lines that `repair` moved aside: they are not in its store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetAside {
-    /// The journal.
-    pub file: PathBuf,
-    /// The lines in its `.corrupt` file.
-    pub lines: u64,
-}
-
-/// Every journal (`*.jsonl`) under each of `dirs` that exists with lines
-/// `repair` moved aside, so that a start says, every time, that their
-/// records are not in the store rather than go on without a word.
-///
-/// # Errors
-///
-/// Fails on the first directory that cannot be read, naming it.
-pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<SetAside>> {
-    let files = journal_files(dirs)?;
-    let all = files.into_iter().map(|file| {
+/// Every journal under each of `dirs` with lines `repair` moved aside, and how many, so that
+/// a start says, every time, that their records are not in the store.
+pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
+    let files = journal_files(dirs)?.into_iter();
+    let all = files.map(|file| {
         let lines = lines_aside(&file);
-        SetAside { file, lines }
+        (file, lines)
     });
-    Ok(all.filter(|s| s.lines > 0).collect())
+    Ok(all.filter(|(_, lines)| *lines > 0).collect())
 }
 
 /// Cuts one file after its last newline; returns the bytes cut.
@@ -287,8 +195,8 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
-/// Every journal (`*.jsonl`) under each of `dirs` that exists, their
-/// subdirectories included, in name order and each once.
+/// Every journal (`*.jsonl`) under each of `dirs` that exists, their subdirectories
+/// included, in name order and each once.
 fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs.iter().filter(|d| d.is_dir()) {
@@ -313,7 +221,7 @@ fn journals(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Result<()> {
+fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     report.files += 1;
     let data = fs::read(path)?;
     let (lines, torn) = journal::scan(&data);
@@ -321,27 +229,24 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     if torn == 0 && lines.iter().all(|l| l.record.is_ok()) {
         return Ok(());
     }
-    // A segment but the first ever begins with its header, which numbers
-    // its records: moved aside, it would leave them all unreadable.
+    // A segment but the first ever begins with its header, which numbers its records:
+    // moved aside, it would leave them all unreadable.
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
-    let rebuilt = match (segment, header_damaged) {
-        (Some(number), true) => {
-            let readable = body.iter().filter(|l| l.record.is_ok()).count() as u64;
-            let unreadable = body.len() as u64 - readable;
-            let Some(before) = number_segment(path, number, files, readable, unreadable)? else {
-                report.unnumbered.push(Unnumbered {
-                    file: path.to_path_buf(),
-                    records: body.len() as u64,
-                });
-                return Ok(());
-            };
-            Some(before)
-        }
-        _ => None,
+    let rebuilt = match segment.filter(|_| header_damaged) {
+        Some(number) => number_segment(path, number, body.len() as u64)?,
+        None => None,
     };
-    let header = rebuilt.or_else(|| first_header(&lines));
+    if header_damaged && rebuilt.is_none() {
+        report.unnumbered.push(Unnumbered {
+            file: path.to_path_buf(),
+            records: body.len() as u64,
+        });
+        return Ok(());
+    }
+    let first = lines.first().and_then(|l| l.record.as_deref().ok());
+    let header = rebuilt.or_else(|| first.and_then(segments::read_header));
     // Record numbers are known while no line was moved aside before.
     let numbered = segment.and(header).filter(|_| lines_aside(path) == 0);
     let first_record = usize::from(rebuilt.is_none() && header.is_some());
@@ -349,10 +254,10 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     append_aside(path, "corrupt", damaged.map(|l| l.bytes))?;
     let mut kept = Vec::with_capacity(data.len());
     if let (Some(before), Some(first)) = (rebuilt, lines.first()) {
-        // Kept for a person to look at, apart from the records moved aside,
-        // which the segments' count includes.
+        // Kept for a person to look at, apart from the records moved aside, which the
+        // segments' count includes.
         append_aside(path, "corrupt-header", [first.bytes])?;
-        journal::push_line(&mut kept, &crate::segments::header(before));
+        journal::push_line(&mut kept, &segments::header(before));
         report.rebuilt.push(Rebuilt {
             file: path.to_path_buf(),
             appended_before: before,
@@ -381,8 +286,8 @@ fn repair_file(path: &Path, files: &[PathBuf], report: &mut Report) -> io::Resul
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no
-/// lines, creates nothing.
+/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no lines, creates
+/// nothing.
 fn append_aside<'a>(
     path: &Path,
     suffix: &str,
@@ -558,23 +463,10 @@ mod tests {
         write("not-a-journal.txt", b"no newline");
 
         let cuts = cut_torn_tails(&[&dir, &dir.join("budget"), &dir.join("none")]).unwrap();
-        let mut want = vec![
-            Cut {
-                file: long,
-                bytes: 200_000,
-            },
-            Cut {
-                file: short.clone(),
-                bytes: 6,
-            },
-            Cut {
-                file: no_line.clone(),
-                bytes: 6,
-            },
-        ];
-        want.sort_by(|a, b| a.file.cmp(&b.file));
+        let mut want = vec![(long, 200_000), (short.clone(), 6), (no_line.clone(), 6)];
+        want.sort();
         assert_eq!(cuts, want);
-        for path in [&sound, &short, &want[0].file] {
+        for path in [&sound, &short, &want[0].0] {
             assert_eq!(fs::read(path).unwrap(), whole, "{}", path.display());
         }
         assert_eq!(fs::read(&no_line).unwrap(), b"");

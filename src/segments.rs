@@ -4,25 +4,16 @@
 //!
 //! The segments of one store live in a directory, named by a number that
 //! grows by one: `0000000001.jsonl`, `0000000002.jsonl`, ... Each is a
-//! [`Journal`], with its checksums and torn-tail rule. The first line of
-//! every segment but a migrated one is a header,
-//! `{"segment":{"appended_before":N}}`: the number of records appended to
-//! the store before this segment, so that a count of everything ever
-//! appended survives the deletion of old segments exactly.
+//! [`Journal`]. The first line of every segment but a migrated one (number
+//! 0) is a header, `{"segment":{"appended_before":N}}`: the number of
+//! records appended to the store before this segment, so that a count of
+//! everything ever appended survives the deletion of old segments exactly.
 //!
-//! **Rotation.** After a write, once the current segment holds
-//! [`SegmentRetention::segment_records`] records or [`SegmentRetention::segment_bytes`]
-//! bytes, the next record goes to a new segment, whose header is written
-//! with it, in the same write and sync.
-//!
-//! **Retention.** After a rotation, the oldest segment is deleted while the
-//! newer ones still hold at least [`SegmentRetention::records`] records or
-//! [`SegmentRetention::bytes`] bytes: everything in it is older than what a store
-//! keeps. A deletion lost to a crash is done again at the next rotation or
-//! start. A start reads segments from the newest back until the same
-//! amounts are covered, and deletes the rest.
-//!
-//! Safe to move to another thread; used by one writer at a time.
+//! After a write that fills the current segment ([`SegmentRetention`]), the
+//! next record begins a new one, with its header in the same write and
+//! sync; then the oldest segments go while the newer ones cover what is
+//! kept. A deletion lost to a crash is done again at the next rotation or
+//! start. Used by one writer at a time.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -34,25 +25,22 @@ use crate::journal::{self, Journal, Tail};
 /// metrics) writes a snapshot, by default: 16 MiB.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a snapshotting store's next snapshot is due: once its journal has
-/// grown, since the last one was taken, by the configured size or by the
-/// size of the last snapshot, whichever is more, so that a start reads at
-/// most about twice a snapshot's size and snapshots write at most about as
-/// much again as the journal. One at a time.
+/// When a snapshotting store's next snapshot is due: once its journal has grown, since the
+/// last one was taken, by the configured size or by the size of the last snapshot, whichever
+/// is more, so that a start reads at most about twice a snapshot's size and snapshots write
+/// at most about as much again as the journal. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
-    /// Journal bytes applied since the last snapshot was taken.
+    /// Journal bytes applied since the last snapshot was taken, and that snapshot's size.
     since: u64,
-    /// The size of the last snapshot written.
     last: u64,
-    /// Whether a snapshot is being written.
     busy: bool,
 }
 
 impl SnapshotDue {
-    /// Counts `bytes` of journal applied, and says whether a snapshot is
-    /// due now with snapshots every `every` bytes (0: never). When it is,
-    /// it counts as begun: the caller takes it, then calls [`SnapshotDue::done`].
+    /// Counts `bytes` of journal applied, and says whether a snapshot is due now with
+    /// snapshots every `every` bytes (0: never); if so, the caller takes it, then calls
+    /// [`SnapshotDue::done`].
     pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
         self.since += bytes;
         if self.busy || every == 0 || self.since < every.max(self.last) {
@@ -63,8 +51,8 @@ impl SnapshotDue {
         true
     }
 
-    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size,
-    /// or None when it failed (the next is then due as the journal grows).
+    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size, or None when
+    /// it failed (the next is then due as the journal grows).
     pub fn done(&mut self, written: Option<u64>) {
         self.busy = false;
         if let Some(size) = written {
@@ -79,12 +67,13 @@ impl SnapshotDue {
     }
 }
 
-/// How much a segmented store keeps, and how big a segment grows.
+/// How much a segmented store keeps, and how big a segment grows; 0 in a
+/// field means no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
-    /// The newest records kept; 0 keeps every record (unless `bytes` says otherwise).
+    /// The newest records kept.
     pub records: u64,
-    /// The newest bytes of records kept; 0 keeps every byte (unless `records` says otherwise).
+    /// The newest bytes of records kept.
     pub bytes: u64,
     /// Records after which a segment is closed and a new one begun.
     pub segment_records: u64,
@@ -93,10 +82,9 @@ pub struct SegmentRetention {
 }
 
 impl SegmentRetention {
-    /// The segments of a store that snapshots after every `snapshot_bytes`
-    /// of journal (0: never; segments then close at the default snapshot
-    /// size): a segment closes at that size, so that a snapshot can delete
-    /// the whole segments it covers, and nothing else is dropped.
+    /// The segments of a store that snapshots after every `snapshot_bytes` of journal (0:
+    /// never, and segments close at the default size): a segment closes at that size, so
+    /// that a snapshot can delete the whole segments it covers; nothing else is dropped.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             records: 0,
@@ -110,19 +98,36 @@ impl SegmentRetention {
         }
     }
 
-    /// Whether `records` records taking `bytes` bytes cover what is kept,
-    /// so that anything older may go.
+    /// Whether `records` records taking `bytes` bytes cover what is kept.
     fn covered(&self, records: u64, bytes: u64) -> bool {
         (self.records > 0 && records >= self.records) || (self.bytes > 0 && bytes >= self.bytes)
     }
 }
 
-/// One segment file: its number, and what it holds.
+/// One segment file: its number, what it holds, and its header's count.
 #[derive(Debug, Clone, Copy)]
-struct Segment {
+pub(crate) struct Segment {
     number: u64,
     records: u64,
     bytes: u64,
+    pub(crate) first: Option<u64>,
+}
+
+impl Segment {
+    fn new(number: u64, first: Option<u64>) -> Segment {
+        Segment {
+            number,
+            records: 0,
+            bytes: 0,
+            first,
+        }
+    }
+
+    /// Whether it holds anything: an empty segment without a header (a crash just after it
+    /// was created) does not, and the count runs on past it.
+    fn holds(&self) -> bool {
+        self.records > 0 || self.first.is_some()
+    }
 }
 
 /// A segmented journal, open for appending to its newest segment.
@@ -143,27 +148,19 @@ pub struct Segments {
 /// What [`Segments::open`] found.
 #[derive(Debug)]
 pub struct Opened {
-    /// The records read, oldest first: those of the segments kept.
+    /// The records of the segments kept, oldest first.
     pub records: Vec<Vec<u8>>,
     /// Records appended to the store ever, deleted segments included.
     pub appended: u64,
 }
 
-/// Refuses a gap between two consecutive segments kept: the newer one's
-/// header must count exactly the records before the older one, those it
-/// holds, and those `repair` moved aside from it (`<segment>.corrupt`, one
-/// line each). A segment deleted, cut or emptied by hand breaks the count.
-/// Every segment but the first ever has a header, so one without (its first
-/// line moved aside) cannot be placed, and is refused too.
-fn check_continuity(
-    dir: &Path,
-    older: &Segment,
-    older_first: Option<u64>,
-    newer: u64,
-    newer_first: Option<u64>,
-) -> Result<(), String> {
+/// Refuses a gap between two consecutive segments kept: the newer one's header must count
+/// exactly the records before the older one, those it holds, and those `repair` moved aside
+/// from it. Every segment but the first ever has a header, so one without (its first line
+/// moved aside) cannot be placed, and is refused too.
+fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
-    let newer_path = dir.join(file_name(newer));
+    let newer_path = dir.join(file_name(newer.number));
     let headerless = |path: &Path| {
         format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
@@ -171,14 +168,8 @@ fn check_continuity(
             path.display()
         )
     };
-    let newer_first = newer_first.ok_or_else(|| headerless(&newer_path))?;
-    let older_first = match (older_first, older.number) {
-        (Some(first), _) => first,
-        // A migrated journal, the first segment ever.
-        (None, 0) => 0,
-        (None, _) => return Err(headerless(&older_path)),
-    };
-    let expected = older_first + older.records + moved_aside(dir, older.number);
+    let newer_first = newer.first.ok_or_else(|| headerless(&newer_path))?;
+    let expected = next_record(dir, older).ok_or_else(|| headerless(&older_path))?;
     if newer_first == expected {
         return Ok(());
     }
@@ -202,8 +193,8 @@ fn check_continuity(
     ))
 }
 
-/// The records `repair` moved aside from the journal at `path`: the lines
-/// of its `.corrupt` file. They were appended, so they count.
+/// The records `repair` moved aside from the journal at `path`: the lines of its `.corrupt`
+/// file. They were appended, so they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
     let mut name = path.as_os_str().to_os_string();
     name.push(".corrupt");
@@ -214,8 +205,36 @@ fn moved_aside(dir: &Path, number: u64) -> u64 {
     lines_aside(&dir.join(file_name(number)))
 }
 
-/// Refuses a gap in the segment files' numbers, from the oldest kept to the
-/// newest: a segment file deleted by hand.
+/// The number of the record after `seg`. `None` for a segment without a header but segment
+/// 0 (a migrated journal, which begins at record 0).
+fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
+    let first = seg.first.or((seg.number == 0).then_some(0))?;
+    Some(first + seg.records + moved_aside(dir, seg.number))
+}
+
+/// Segment `number` in `dir` as `repair` reads it, whole and past damage: its header's
+/// count, if its first line is one, and the readable records after it. `None` when there is
+/// no such file (a symlink is none, as `repair` does not walk into one).
+pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
+    let path = dir.join(file_name(number));
+    if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let data = fs::read(&path)?;
+    let (lines, _) = journal::scan(&data);
+    let first = lines.first().and_then(|l| l.record.as_deref().ok());
+    let mut seg = Segment::new(number, first.and_then(read_header));
+    seg.records = lines.iter().filter(|l| l.record.is_ok()).count() as u64;
+    seg.records -= u64::from(seg.first.is_some());
+    Ok(Some(seg))
+}
+
+/// [`next_record`] of segment `number` in `dir`, read as [`scan_segment`] reads it.
+pub(crate) fn end_of(dir: &Path, number: u64) -> std::io::Result<Option<u64>> {
+    Ok(scan_segment(dir, number)?.and_then(|seg| next_record(dir, &seg)))
+}
+
+/// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
 fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     match numbers.windows(2).find(|w| w[1] != w[0] + 1) {
         None => Ok(()),
@@ -231,7 +250,7 @@ fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     }
 }
 
-/// The header that begins a segment, naming the records appended before it.
+/// The header that begins a segment.
 pub(crate) fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
 }
@@ -252,18 +271,9 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (creating it), reads the newest ones that
-    /// cover `retention`, and deletes the older ones.
-    ///
-    /// `legacy`, when it names an existing file, is a journal from before
-    /// segments: it becomes segment 0 (renamed into `dir`), holding the
-    /// first records of the store.
-    ///
-    /// # Errors
-    ///
-    /// Fails if a kept segment cannot be read or is damaged (see
-    /// [`Journal::open_each`]), if records are missing between two kept segments,
-    /// or the directory cannot be listed or written.
+    /// Opens the segments in `dir` (creating it), reads the newest ones that cover
+    /// `retention`, and deletes the older ones. `legacy`, when it names an existing file, is
+    /// a journal from before segments: it becomes segment 0 (renamed into `dir`).
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -278,56 +288,42 @@ impl Segments {
                 break;
             }
             let mut body = Vec::new();
-            let read = read_segment(dir, number, newest.is_none(), |record| {
+            let (journal, seg) = read_segment(dir, number, newest.is_none(), |record| {
                 body.push(record.to_vec());
                 Ok(())
             })?;
-            (records, bytes) = (records + read.1.records, bytes + read.1.bytes);
-            loaded.push((read.1, read.2));
+            (records, bytes) = (records + seg.records, bytes + seg.bytes);
+            loaded.push(seg);
             bodies.push(body);
-            newest = newest.or(Some(read));
+            newest = newest.or(Some((journal, seg)));
         }
-        let oldest_kept = loaded.last().map_or(0, |(s, _)| s.number);
+        let oldest_kept = loaded.last().map_or(0, |s| s.number);
         for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
             // A file left behind is deleted again at the next rotation's
             // check or start; it is never read.
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         loaded.reverse();
-        let kept_numbers: Vec<u64> = loaded.iter().map(|(s, _)| s.number).collect();
+        let kept_numbers: Vec<u64> = loaded.iter().map(|s| s.number).collect();
         check_numbers(dir, &kept_numbers)?;
-        // An empty segment without a header (a crash just after it was
-        // created) holds nothing, so the count runs on past it.
-        let holding: Vec<&(Segment, Option<u64>)> = loaded
-            .iter()
-            .filter(|(s, first)| s.records > 0 || first.is_some())
-            .collect();
+        let holding: Vec<&Segment> = loaded.iter().filter(|s| s.holds()).collect();
         for pair in holding.windows(2) {
-            let ((older, older_first), (newer, newer_first)) = (pair[0], pair[1]);
-            check_continuity(dir, older, *older_first, newer.number, *newer_first)?;
+            check_continuity(dir, pair[0], pair[1])?;
         }
-        // The count before the oldest segment kept: its header's, or 0 for
-        // the first segment ever (or a migrated journal). Records `repair`
-        // moved aside were appended all the same: the count never goes back.
-        let before = loaded.first().and_then(|(_, b)| *b).unwrap_or(0);
-        let aside: u64 = loaded.iter().map(|(s, _)| moved_aside(dir, s.number)).sum();
+        // Records `repair` moved aside were appended all the same: the count never goes back.
+        let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
+        let aside: u64 = loaded.iter().map(|s| moved_aside(dir, s.number)).sum();
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
         let appended = before + records.len() as u64 + aside;
         let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
         Ok((segments, Opened { records, appended }))
     }
 
-    /// Opens the segments in `dir` (creating it) of a store whose state up
-    /// to record number `from` (counting every record ever appended, from
-    /// 0) a snapshot holds: deletes the segments wholly before that record,
-    /// and hands each record from it on to `each`, oldest first, a record at
-    /// a time. `retention` gives only the segment size here: the store
-    /// keeps what it writes until [`drop_covered`] deletes it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Segments::open`]; also when records from `from` on are missing
-    /// (a segment deleted by hand), and when `each` refuses a record.
+    /// Opens the segments in `dir` (creating it) of a store whose state up to record number
+    /// `from` (counting every record ever appended, from 0) a snapshot holds: deletes the
+    /// segments wholly before that record, and hands each record from it on to `each`.
+    /// `retention` gives only the segment size: the store keeps what it writes until
+    /// [`drop_covered`] deletes it.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -337,8 +333,7 @@ impl Segments {
     ) -> Result<Segments, String> {
         let mut numbers = prepare(dir, legacy)?;
         let mut firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
-        // The newest segment that begins at or before `from` holds it; the
-        // ones before it are covered.
+        // The newest segment that begins at or before `from` holds it.
         let start = (0..numbers.len())
             .rev()
             .find(|&i| firsts[i].is_some_and(|f| f <= from))
@@ -358,41 +353,36 @@ impl Segments {
         }
         check_numbers(dir, &numbers)?;
         let (mut loaded, mut newest) = (Vec::new(), None);
-        let mut previous: Option<(Segment, Option<u64>)> = None;
+        let mut previous: Option<Segment> = None;
         for (i, &number) in numbers.iter().enumerate() {
-            if let (Some((older, older_first)), Some(first)) = (&previous, firsts[i]) {
+            if let (Some(older), Some(_)) = (&previous, firsts[i]) {
                 // Before the segment is read, so a refused start cuts no torn tail.
-                check_continuity(dir, older, *older_first, number, Some(first))?;
+                check_continuity(dir, older, &Segment::new(number, firsts[i]))?;
             }
-            // The header numbers the records: a line `repair` moved aside
-            // from an earlier segment leaves the numbers of the later ones
-            // as they were written.
+            // The header numbers the records: a line `repair` moved aside earlier leaves the
+            // numbers of the later ones as they were written.
             appended = firsts[i].unwrap_or(appended);
-            let read = read_segment(dir, number, i + 1 == numbers.len(), |record| {
+            let (journal, seg) = read_segment(dir, number, i + 1 == numbers.len(), |record| {
                 appended += 1;
                 if appended > from {
                     each(record)?;
                 }
                 Ok(())
             })?;
-            let (seg, first) = (read.1, read.2);
-            // An empty segment without a header holds nothing: the count
-            // runs on past it.
-            if first.is_some() || seg.records > 0 {
-                if let (Some((older, older_first)), None) = (&previous, first) {
-                    check_continuity(dir, older, *older_first, number, None)?;
+            if seg.holds() {
+                if let (Some(older), None) = (&previous, seg.first) {
+                    check_continuity(dir, older, &seg)?;
                 }
-                previous = Some((seg, first));
+                previous = Some(seg);
             }
-            loaded.push((seg, first));
-            newest = Some(read);
+            loaded.push(seg);
+            newest = Some((journal, seg));
         }
-        // The snapshot is ahead of the segments only in a copy of the data
-        // dir that took the snapshot after the segments: the records between
-        // are in it, and the next record begins a segment numbered after it.
-        // Each header counts the records moved aside before it; those of
-        // the last segment that holds any count here.
-        if let Some((last, _)) = &previous {
+        // The snapshot is ahead of the segments only in a copy of the data dir that took the
+        // snapshot after the segments: the records between are in it, and the next record
+        // begins a segment numbered after it. Each header counts the records moved aside
+        // before it; those of the last segment that holds any count here.
+        if let Some(last) = &previous {
             appended += moved_aside(dir, last.number);
         }
         let ahead = appended < from;
@@ -404,27 +394,25 @@ impl Segments {
         Segments::assemble(dir, retention, &loaded, newest, appended.max(from), ahead)
     }
 
-    /// The segments read, `loaded` oldest first, open for appending to the
-    /// newest; `rotate` begins a new segment with the next record.
+    /// The segments read, `loaded` oldest first, open for appending to the newest.
     fn assemble(
         dir: &Path,
         retention: SegmentRetention,
-        loaded: &[(Segment, Option<u64>)],
-        newest: Option<ReadSegment>,
+        loaded: &[Segment],
+        newest: Option<(Journal, Segment)>,
         appended: u64,
         rotate: bool,
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
-        let (current, seg, first) = newest.ok_or_else(none)?;
-        // Segment 0 (a migrated journal) never has a header; any other gets
-        // one with its first records. One with records but no header (which
-        // this code does not write) could not be told from a migrated one
-        // later: the next records begin a new segment after it.
-        let headerless = seg.number != 0 && first.is_none();
+        let (current, seg) = newest.ok_or_else(none)?;
+        // Segment 0 (a migrated journal) never has a header; any other gets one with its
+        // first records. One with records but no header (which this code does not write)
+        // could not be told from a migrated one later: the next records begin a new segment.
+        let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
             retention,
-            kept: loaded.iter().map(|(s, _)| *s).collect(),
+            kept: loaded.iter().copied().collect(),
             current,
             headless: headerless && seg.records == 0,
             appended,
@@ -433,13 +421,9 @@ impl Segments {
         segments.rotate = segments.full() || (headerless && seg.records > 0) || rotate;
         Ok(segments)
     }
-    /// Appends `records` durably, together, beginning a new segment first if
-    /// the current one is full; then deletes segments past retention.
-    ///
-    /// # Errors
-    ///
-    /// As [`Journal::append_all`], or if a new segment cannot be created;
-    /// nothing of the records is then durable.
+
+    /// Appends `records` durably, together, beginning a new segment first if the current one
+    /// is full; then deletes segments past retention.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
             return Ok(());
@@ -464,10 +448,9 @@ impl Segments {
         Ok(())
     }
 
-    /// Opens the next segment and writes its header with `records`, in one
-    /// write and sync. If that fails, the empty file stays (a start finds a
-    /// header-less, empty segment and treats it as such) and the next write
-    /// tries a new segment again.
+    /// Opens the next segment and writes its header with `records`, in one write and sync. If
+    /// that fails, the empty file stays (a start finds a header-less, empty segment and
+    /// treats it as such) and the next write tries a new segment again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = self.dir.join(file_name(number));
@@ -475,11 +458,8 @@ impl Segments {
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
-        self.kept.push_back(Segment {
-            number,
-            records: 0,
-            bytes: 0,
-        });
+        self.kept
+            .push_back(Segment::new(number, Some(self.appended)));
         self.rotate = false;
         Ok(())
     }
@@ -492,15 +472,10 @@ impl Segments {
         })
     }
 
-    /// Deletes the oldest segments while the newer ones cover retention.
     fn drop_old(&mut self) {
-        let total = |kept: &VecDeque<Segment>| {
-            kept.iter()
-                .skip(1)
-                .fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes))
-        };
         while self.kept.len() > 1 {
-            let (records, bytes) = total(&self.kept);
+            let newer = self.kept.iter().skip(1);
+            let (records, bytes) = newer.fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes));
             if !self.retention.covered(records, bytes) {
                 break;
             }
@@ -529,33 +504,22 @@ impl Segments {
     }
 }
 
-/// A segment read: its journal, what it holds, and its header's count.
-type ReadSegment = (Journal, Segment, Option<u64>);
-
-/// Reads segment `number` in `dir`, handing each record after its header to
-/// `each`. Only the newest segment can end in a torn line, which a crash
-/// during an append leaves; any other was complete when the next one began,
-/// so a torn end there is damage, refused.
+/// Reads segment `number` in `dir`, handing each record after its header to `each`. Only the
+/// newest segment can end in a torn line, which a crash during an append leaves; any other
+/// was complete when the next one began, so a torn end there is damage, refused.
 fn read_segment(
     dir: &Path,
     number: u64,
     newest: bool,
     mut each: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<ReadSegment, String> {
-    let (mut seg, mut first) = (
-        Segment {
-            number,
-            records: 0,
-            bytes: 0,
-        },
-        None,
-    );
+) -> Result<(Journal, Segment), String> {
+    let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
     let path = dir.join(file_name(number));
     let (journal, _) = Journal::read(&path, tail, |record| {
-        if seg.records == 0 && first.is_none() {
-            first = read_header(record);
-            if first.is_some() {
+        if !seg.holds() {
+            seg.first = read_header(record);
+            if seg.first.is_some() {
                 return Ok(());
             }
         }
@@ -564,11 +528,11 @@ fn read_segment(
         each(record)
     })
     .map_err(|e| e.to_string())?;
-    Ok((journal, seg, first))
+    Ok((journal, seg))
 }
 
-/// Creates `dir`, moves a `legacy` journal into it (see [`Segments::open`]),
-/// and lists its segments' numbers, oldest first: at least one.
+/// Creates `dir`, moves a `legacy` journal into it, and lists its segments' numbers, oldest
+/// first: at least one.
 fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     if let Some(old) = legacy.filter(|p| p.is_file()) {
@@ -589,10 +553,9 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     Ok(numbers)
 }
 
-/// The number of the first record of segment `number` in `dir`: 0 for
-/// segment 0 (a migrated journal), its header's count for any other, and
-/// `None` when it has no header yet (it is new, or missing).
-fn first_of(dir: &Path, number: u64) -> Option<u64> {
+/// The number of the first record of segment `number` in `dir`: 0 for segment 0, its
+/// header's count for any other, and `None` when it has no header yet (or is missing).
+pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);
     }
@@ -605,10 +568,9 @@ fn first_of(dir: &Path, number: u64) -> Option<u64> {
     read_header(lines.first()?.record.as_deref().ok()?)
 }
 
-/// Deletes the segments in `dir` whose records all come before record
-/// number `before`, as a durable snapshot of the store holds them; the
-/// newest segment always stays. Returns how many went. A deletion lost to
-/// a crash is done by the next start ([`Segments::open_from`]).
+/// Deletes the segments in `dir` whose records all come before record number `before`, as a
+/// durable snapshot of the store holds them; the newest segment always stays. Returns how
+/// many went. A deletion lost to a crash is done by the next start.
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     #[cfg(test)]
     crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
@@ -625,22 +587,21 @@ pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     Ok(dropped)
 }
 
-/// Appends `records` to `journal` after the header naming `appended_before`,
-/// in one write and sync.
+/// Appends `records` to `journal` after the header, in one write and sync.
 fn with_header(
     journal: &mut Journal,
-    appended_before: u64,
+    before: u64,
     records: &[&[u8]],
 ) -> Result<(), journal::Error> {
-    let head = header(appended_before);
-    let mut all: Vec<&[u8]> = Vec::with_capacity(records.len() + 1);
-    all.push(&head);
-    all.extend_from_slice(records);
+    let head = header(before);
+    let all: Vec<&[u8]> = std::iter::once(&head[..])
+        .chain(records.iter().copied())
+        .collect();
     journal.append_all(&all)
 }
 
-/// Moves a journal from before segments into `dir` as segment 0, crash-only:
-/// the rename is atomic, and the directories are synced after it.
+/// Moves a journal from before segments into `dir` as segment 0, crash-only: the rename is
+/// atomic, and the directories are synced after it.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
     let to = dir.join(file_name(0));
     fs::rename(old, &to).map_err(|e| storage(old, e))?;

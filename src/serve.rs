@@ -1,5 +1,6 @@
 //! `serve`: from the settings to a listening server, and its graceful stop.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,20 +14,19 @@ use crate::budget::Pricing;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::Server;
-use crate::lock::{self, DirLock, LockError};
 use crate::log::Logger;
 use crate::sys;
 
 /// Why the server did not start, with its exit code: bad input (2) or the
 /// environment (1). Said once as a plain line on stderr and once logged.
-struct StartError(u8, String);
+type StartError = (u8, String);
 
-fn input(message: impl Into<String>) -> StartError {
-    StartError(2, message.into())
+fn input(message: String) -> StartError {
+    (2, message)
 }
 
-fn environment(message: impl Into<String>) -> StartError {
-    StartError(1, message.into())
+fn environment(message: String) -> StartError {
+    (1, message)
 }
 
 /// Runs the server until SIGTERM or SIGINT; returns the exit code.
@@ -53,7 +53,7 @@ pub(crate) fn serve(c: Config) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(StartError(code, message)) => {
+        Err((code, message)) => {
             eprintln!("conductor-metrics: {message}");
             log.error("cannot start", &[("error", json!(message))]);
             ExitCode::from(code)
@@ -97,7 +97,7 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
 
 /// Everything from the settings to a listening server: reads the files
 /// they name into them, and hands them to the app as they are.
-fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>), StartError> {
+fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<File>), StartError> {
     // Every connection costs descriptors; the soft limit is often far below
     // what is allowed. Said on the listening line, or as a warning.
     let nofile = match sys::raise_fd_limit() {
@@ -165,9 +165,8 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<DirLock>),
 
 /// Locks the data dir, and the budget dir when it lies outside it, before
 /// anything in them is read: two servers on one dir would both write it.
-fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<DirLock>, StartError> {
-    let held = |e: LockError| environment(e.to_string());
-    let mut locks = vec![lock::lock(data_dir).map_err(held)?];
+fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<File>, StartError> {
+    let mut locks = vec![crate::lock::lock(data_dir).map_err(environment)?];
     let budget_dir = std::fs::create_dir_all(budget_dir)
         .and_then(|()| budget_dir.canonicalize())
         .map_err(|e| {
@@ -177,7 +176,7 @@ fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<DirLock>, StartEr
             ))
         })?;
     if !budget_dir.starts_with(data_dir) {
-        locks.push(lock::lock(&budget_dir).map_err(held)?);
+        locks.push(crate::lock::lock(&budget_dir).map_err(environment)?);
     }
     Ok(locks)
 }
