@@ -265,20 +265,13 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
     }
 }
 
-/// Runs the first stages in order, then the second ones; a panicking first stage answers
-/// nothing, and must not stop the others.
+/// Runs the first stages in order, then the second ones. A panic in either
+/// stops the server (`serve`'s panic hook): memory could no longer be
+/// trusted to match the journal.
 fn run_callbacks(outcome: &Written, applies: Vec<Apply>) {
-    let mut replies = Vec::with_capacity(applies.len());
-    for apply in applies {
-        let o = outcome.clone();
-        let run = std::panic::AssertUnwindSafe(move || apply(o));
-        if let Ok(reply) = std::panic::catch_unwind(run) {
-            replies.push(reply);
-        }
-    }
+    let replies: Vec<AfterApply> = applies.into_iter().map(|a| a(outcome.clone())).collect();
     for reply in replies {
-        // A panicking reply must not stop every later acknowledgement.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(reply));
+        reply();
     }
 }
 

@@ -680,7 +680,8 @@ fn out_of_descriptors_the_server_answers_again_once_they_free_up() {
     });
     assert_eq!(try_get(addr, "/api/v1/status", PATIENCE), Some(200));
     assert_eq!(try_get(addr, "/healthz", PATIENCE), Some(200));
-    assert!(server.child.try_wait().expect("the server's status").is_none());
+    let status = server.child.try_wait().expect("the server's status");
+    assert!(status.is_none(), "the server stopped: {status:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1035,7 +1036,8 @@ fn a_seeded_fuzz_causes_no_panic_and_the_counters_add_up() {
     });
     // A panic would have stopped the server, and logged it.
     assert!(server.is_running());
-    assert!(!server.stderr_lines().iter().any(|l| l.contains("\"panic\"")));
+    let log = server.stderr_lines();
+    assert!(!log.iter().any(|l| l.contains("\"panic\"")), "{log:?}");
     // Every answer the clients received was counted once under its status, and nothing else
     // was: the increase of each status's sum equals what the clients received with it. The
     // scrape before, the /healthz after and the scrapes before the last are answers too (a
