@@ -1,7 +1,8 @@
 //! Command-line and environment configuration, parsed with std only. A
 //! flag wins over its environment variable, which wins over the default.
-//! `serve`'s settings are the rows of one table (`settings`), which the
-//! parser, the unknown-flag check and the help (`usage`) all read.
+//! Every setting is a row of a table in `settings` (`serve`'s and `repair`'s
+//! in one, the client commands' in another), which the parser, the
+//! unknown-flag check and the help (`usage`) all read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,7 @@ mod settings;
 mod usage;
 
 pub use settings::Config;
-use settings::{Given, DEFAULT_DATA_DIR};
+use settings::{Client, DEFAULT_DATA_DIR};
 
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
@@ -110,59 +111,50 @@ fn command(
     env: &Env,
 ) -> Result<Command, String> {
     check_positional(sub, positional)?;
-    // The client commands' flags; `serve`'s and `repair`'s are rows of the table.
-    let given = |flag: &str, must| Given::find(flags, env, (flag, ""), must);
-    let url = || match Given::find(flags, env, ("url", "CONDUCTOR_URL"), "start with http://") {
-        None => Ok(DEFAULT_URL.to_string()),
-        Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
-    };
-    match sub {
-        "status" => Ok(Command::Status(url()?)),
-        "budget" => Ok(Command::Budget(url()?)),
-        "trigger" => Ok(Command::Trigger(url()?)),
-        "demo" => {
-            let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
-            let runs = given("runs", &runs).map(|v| v.read(demo_runs));
-            let seed = given("seed", "be a non-negative integer");
-            Ok(Command::Demo(DemoOptions {
-                url: url()?,
-                runs: runs.transpose()?.unwrap_or(demo::DEFAULT_RUNS),
-                seed: seed
-                    .map(|v| v.read(|s| s.parse().ok()))
-                    .transpose()?
-                    .unwrap_or(demo::DEFAULT_SEED),
-            }))
+    if matches!(sub, "serve" | "repair") {
+        let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+        settings::apply(settings::settings_of(sub), &mut config, flags, env)?;
+        if sub == "repair" {
+            return Ok(Command::Repair {
+                data_dir: config.data_dir,
+                budget_dir: config.budget.dir,
+            });
         }
-        "complete" | "fail" | "cancel" => {
-            let cost = given("cost", "be an amount in dollars");
-            let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
+        config.otlp = OtlpConfig::from_env(env);
+        return Ok(Command::Serve(Box::new(config)));
+    }
+    let mut c = Client {
+        url: DEFAULT_URL.to_string(),
+        runs: demo::DEFAULT_RUNS,
+        seed: demo::DEFAULT_SEED,
+        cost: None,
+        error: None,
+    };
+    settings::apply(settings::client_of(sub), &mut c, flags, env)?;
+    Ok(match sub {
+        "status" => Command::Status(c.url),
+        "budget" => Command::Budget(c.url),
+        "trigger" => Command::Trigger(c.url),
+        "demo" => Command::Demo(DemoOptions {
+            url: c.url,
+            runs: c.runs,
+            seed: c.seed,
+        }),
+        _ => {
             let run_id = positional[0].to_string();
             if !crate::runs::valid_run_id(&run_id) {
                 let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
                 return Err(format!("RUN_ID {must}, not {run_id:?}"));
             }
-            Ok(Command::Finish(FinishOptions {
-                url: url()?,
+            Command::Finish(FinishOptions {
+                url: c.url,
                 run_id,
                 action: sub.to_string(),
-                error: given("error", "").map(|v| v.text),
-                cost,
-            }))
+                error: c.error,
+                cost: c.cost,
+            })
         }
-        // `serve` and `repair`: the rows of the settings table they take.
-        _ => {
-            let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
-            settings::apply(&mut config, sub, flags, env)?;
-            if sub == "repair" {
-                return Ok(Command::Repair {
-                    data_dir: config.data_dir,
-                    budget_dir: config.budget.dir,
-                });
-            }
-            config.otlp = OtlpConfig::from_env(env);
-            Ok(Command::Serve(Box::new(config)))
-        }
-    }
+    })
 }
 
 /// Reads the arguments after `sub`'s name (`named`: it was given by name)
@@ -251,11 +243,6 @@ fn parse_duration(s: &str) -> Option<Duration> {
     let n: u64 = digits.parse().ok()?;
     let d = Duration::from_millis(n.checked_mul(unit_ms)?);
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
-}
-
-/// A number of runs `demo` sends.
-fn demo_runs(s: &str) -> Option<u64> {
-    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).

@@ -1,7 +1,7 @@
-//! The settings of `serve`, one row each: its flag, its environment
-//! variable, how its value is read, and its help with its default. The parser,
-//! the unknown-flag check and `serve --help` all read [`SETTINGS`], so a
-//! setting is defined once.
+//! The settings, one row each: its flag, its environment variable, how its
+//! value is read, and its help with its default. The parser, the unknown-flag
+//! check and `--help` all read [`SETTINGS`] and [`CLIENT`], so a setting is
+//! defined once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
 use crate::declared::{Ceiling, Declaration};
+use crate::demo;
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
@@ -94,8 +95,8 @@ impl Config {
     }
 }
 
-/// One setting of `serve`, a row of [`SETTINGS`].
-pub(super) struct Setting {
+/// One setting, a row of [`SETTINGS`] (into a [`Config`]) or of [`CLIENT`].
+pub(super) struct Setting<T> {
     /// The flag without its leading `--`, and the placeholder of its value
     /// in the help; `("", "")` for a setting only a variable sets.
     pub(super) flag: (&'static str, &'static str),
@@ -105,36 +106,19 @@ pub(super) struct Setting {
     pub(super) help: &'static str,
     /// What a value must be, for the message that refuses another.
     must: &'static str,
-    set: fn(&mut Config, &Given) -> Result<(), String>,
+    set: fn(&mut T, &Given) -> Result<(), String>,
 }
 
 /// A value as given, and where it came from, which its error names.
-pub(super) struct Given<'a> {
-    pub(super) text: String,
+pub(super) struct Given {
+    text: String,
     from: String,
-    must: &'a str,
+    must: &'static str,
 }
 
-impl<'a> Given<'a> {
-    /// The value of `--flag` when given (the last time), else of the
-    /// variable `var` when set; `""` names neither.
-    pub(super) fn find(
-        flags: &[(&str, &str)],
-        env: &Env,
-        (flag, var): (&str, &str),
-        must: &'a str,
-    ) -> Option<Given<'a>> {
-        let given = flags.iter().rev().find(|(name, _)| *name == flag);
-        let (text, from) = match given {
-            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
-            _ if var.is_empty() => return None,
-            _ => (env(var)?, var.to_string()),
-        };
-        Some(Given { text, from, must })
-    }
-
+impl Given {
     /// The text as `parse` reads it, or the message that refuses it.
-    pub(super) fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+    fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
         let (from, must, text) = (&self.from, self.must, &self.text);
         parse(text).ok_or_else(|| format!("{from} must {must}, not {text:?}"))
     }
@@ -146,7 +130,7 @@ const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 /// The settings of `serve`, in the order its help lists them. Rows apply in
 /// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
 /// puts the ledger inside it.
-pub(super) const SETTINGS: &[Setting] = &[
+pub(super) const SETTINGS: &[Setting<Config>] = &[
     Setting {
         flag: ("addr", "HOST:PORT"),
         env: "CONDUCTOR_ADDR",
@@ -323,9 +307,67 @@ pub(super) const SETTINGS: &[Setting] = &[
     },
 ];
 
-/// The rows `command` takes: all of them for `serve`; where the journals
-/// are, for `repair`; none for the others.
-pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
+/// What the client commands' rows set.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) url: String,
+    pub(super) runs: u64,
+    pub(super) seed: u64,
+    pub(super) cost: Option<f64>,
+    pub(super) error: Option<String>,
+}
+
+/// The settings of the client commands, in the order their help lists
+/// them; [`client_of`] says which command takes which.
+pub(super) const CLIENT: &[Setting<Client>] = &[
+    Setting {
+        flag: ("error", "TEXT"),
+        env: "",
+        help: "what went wrong",
+        must: "",
+        set: |c, v| v.read(|s| Some(s.to_string())).map(|e| c.error = Some(e)),
+    },
+    Setting {
+        flag: ("cost", "DOLLARS"),
+        env: "",
+        help: "the run's cost (priced from its token events)",
+        must: "be an amount in dollars",
+        set: |c, v| v.read(dollars).map(|d| c.cost = Some(d)),
+    },
+    Setting {
+        flag: ("runs", "N"),
+        env: "",
+        help: "runs to send, 1 to 10000 (20)",
+        must: "be an integer from 1 to 10000",
+        set: |c, v| v.read(demo_runs).map(|n| c.runs = n),
+    },
+    Setting {
+        flag: ("seed", "S"),
+        env: "",
+        help: "workload seed; one seed, one workload (1)",
+        must: "be a non-negative integer",
+        set: |c, v| v.read(count).map(|n| c.seed = n),
+    },
+    Setting {
+        flag: ("url", "URL"),
+        env: "CONDUCTOR_URL",
+        help: "server base URL (http://127.0.0.1:14355)",
+        must: "start with http://",
+        set: |c, v| v.read(http_url).map(|u| c.url = u),
+    },
+    // Read by the client at each request; listed for the help.
+    Setting {
+        flag: ("", ""),
+        env: "CONDUCTOR_API_KEY",
+        help: "sent as a bearer token when set",
+        must: "",
+        set: |_, _| Ok(()),
+    },
+];
+
+/// The rows `command` takes, from whichever table holds its settings:
+/// all of [`SETTINGS`] for `serve`; where the journals are, for `repair`.
+pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting<Config>> + '_ {
     SETTINGS.iter().filter(move |s| match command {
         "serve" => true,
         "repair" => s.flag.0 == "data-dir" || s.env == "AGENT_BUDGET_DIR",
@@ -333,19 +375,38 @@ pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Settin
     })
 }
 
-/// Reads `command`'s rows into `config`, each from its flag when given (the
-/// last time), else from its variable when set; a row given neither keeps
-/// the config's value.
-pub(super) fn apply(
-    config: &mut Config,
-    command: &str,
+/// The rows of [`CLIENT`] the client command `command` takes.
+pub(super) fn client_of(command: &str) -> impl Iterator<Item = &'static Setting<Client>> + '_ {
+    CLIENT.iter().filter(move |s| match s.flag.0 {
+        "error" => command == "fail",
+        "cost" => matches!(command, "complete" | "fail" | "cancel"),
+        "runs" | "seed" => command == "demo",
+        _ => true,
+    })
+}
+
+/// Reads `rows` into `target`, each from its flag when given (the last
+/// time), else from its variable when set; a row given neither keeps the
+/// target's value.
+pub(super) fn apply<T: 'static>(
+    rows: impl Iterator<Item = &'static Setting<T>>,
+    target: &mut T,
     flags: &[(&str, &str)],
     env: &Env,
 ) -> Result<(), String> {
-    for row in settings_of(command) {
-        if let Some(given) = Given::find(flags, env, (row.flag.0, row.env), row.must) {
-            (row.set)(config, &given)?;
-        }
+    for row in rows {
+        let (flag, var) = (row.flag.0, row.env);
+        let given = flags.iter().rev().find(|(name, _)| *name == flag);
+        let (text, from) = match given {
+            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
+            _ if var.is_empty() => continue,
+            _ => match env(var) {
+                Some(text) => (text, var.to_string()),
+                None => continue,
+            },
+        };
+        let must = row.must;
+        (row.set)(target, &Given { text, from, must })?;
     }
     Ok(())
 }
@@ -404,6 +465,15 @@ fn path(s: &str) -> Option<PathBuf> {
     Some(PathBuf::from(s))
 }
 
+fn http_url(s: &str) -> Option<String> {
+    s.starts_with("http://").then(|| s.to_string())
+}
+
+/// A number of runs `demo` sends.
+fn demo_runs(s: &str) -> Option<u64> {
+    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
+}
+
 fn count(s: &str) -> Option<u64> {
     s.parse().ok()
 }
@@ -421,7 +491,7 @@ fn run_timeout(s: &str) -> Option<Option<Duration>> {
 }
 
 /// An amount in dollars, `$` allowed, finite and not negative.
-pub(super) fn dollars(s: &str) -> Option<f64> {
+fn dollars(s: &str) -> Option<f64> {
     let d: f64 = s.trim().trim_start_matches('$').parse().ok()?;
     (d.is_finite() && d >= 0.0).then_some(d)
 }
@@ -464,7 +534,7 @@ mod tests {
         ("snapshot-bytes", "16MiB"),
     ];
 
-    fn default_of(row: &Setting) -> &'static str {
+    fn default_of(row: &Setting<Config>) -> &'static str {
         let found = DEFAULTS.iter().find(|(flag, _)| *flag == row.flag.0);
         found.map_or("", |&(_, default)| default)
     }

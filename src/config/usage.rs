@@ -1,8 +1,6 @@
-//! The command line's help, from one table of commands and one of options
-//! per command (`serve`'s and `repair`'s are rows of the settings table,
-//! the client commands' are here). The parser takes the flags each command
-//! accepts from the same tables, and a mistyped command or flag gets the
-//! nearest one suggested.
+//! The command line's help, from the table of commands and the settings
+//! tables' rows. The parser takes the flags each command accepts from the
+//! same tables, and a mistyped command or flag gets the nearest one suggested.
 
 use super::settings;
 
@@ -73,55 +71,23 @@ pub(super) struct Opt {
     env: &'static str,
 }
 
-const fn opt(
-    flag: &'static str,
-    value: &'static str,
-    what: &'static str,
-    env: &'static str,
-) -> Opt {
-    Opt {
-        flag,
-        value,
+/// The settings of `command`, as rows of its table; none for `help` or a
+/// word that is not a command.
+pub(super) fn options(command: &str) -> Vec<Opt> {
+    let opt = |flag: (&'static str, &'static str), what, env| Opt {
+        flag: flag.0,
+        value: flag.1,
         what,
         env,
-    }
-}
-
-/// The server every client command talks to, and its key.
-const URL: Opt = opt(
-    "url",
-    "URL",
-    "server base URL (http://127.0.0.1:14355)",
-    "CONDUCTOR_URL",
-);
-const KEY: Opt = opt(
-    "",
-    "",
-    "sent as a bearer token when set",
-    "CONDUCTOR_API_KEY",
-);
-const COST: Opt = opt(
-    "cost",
-    "DOLLARS",
-    "the run's cost (priced from its token events)",
-    "",
-);
-
-/// The settings of `command`; none for `help` or a word that is not a command.
-pub(super) fn options(command: &str) -> Vec<Opt> {
+    };
     match command {
         "serve" | "repair" => settings::settings_of(command)
-            .map(|s| opt(s.flag.0, s.flag.1, s.help, s.env))
+            .map(|s| opt(s.flag, s.help, s.env))
             .collect(),
-        "status" | "budget" | "trigger" => vec![URL, KEY],
-        "complete" | "cancel" => vec![COST, URL, KEY],
-        "fail" => vec![opt("error", "TEXT", "what went wrong", ""), COST, URL, KEY],
-        "demo" => vec![
-            opt("runs", "N", "runs to send, 1 to 10000 (20)", ""),
-            opt("seed", "S", "workload seed; one seed, one workload (1)", ""),
-            URL,
-            KEY,
-        ],
+        "help" => Vec::new(),
+        c if commands().any(|known| known == c) => settings::client_of(command)
+            .map(|s| opt(s.flag, s.help, s.env))
+            .collect(),
         _ => Vec::new(),
     }
 }
