@@ -111,18 +111,7 @@ fn command(
     env: &Env,
 ) -> Result<Command, String> {
     check_positional(sub, positional)?;
-    if matches!(sub, "serve" | "repair") {
-        let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
-        settings::apply(settings::settings_of(sub), &mut config, flags, env)?;
-        if sub == "repair" {
-            return Ok(Command::Repair {
-                data_dir: config.data_dir,
-                budget_dir: config.budget.dir,
-            });
-        }
-        config.otlp = OtlpConfig::from_env(env);
-        return Ok(Command::Serve(Box::new(config)));
-    }
+    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
     let mut c = Client {
         url: DEFAULT_URL.to_string(),
         runs: demo::DEFAULT_RUNS,
@@ -130,8 +119,16 @@ fn command(
         cost: None,
         error: None,
     };
-    settings::apply(settings::client_of(sub), &mut c, flags, env)?;
+    settings::apply(sub, (&mut config, &mut c), flags, env)?;
     Ok(match sub {
+        "serve" => {
+            config.otlp = OtlpConfig::from_env(env);
+            Command::Serve(Box::new(config))
+        }
+        "repair" => Command::Repair {
+            data_dir: config.data_dir,
+            budget_dir: config.budget.dir,
+        },
         "status" => Command::Status(c.url),
         "budget" => Command::Budget(c.url),
         "trigger" => Command::Trigger(c.url),
@@ -167,9 +164,8 @@ fn read_line<'a>(
     mut args: impl Iterator<Item = &'a str>,
     env: &Env,
 ) -> Result<Command, String> {
-    let allowed: Vec<&str> = usage::options(sub)
-        .iter()
-        .map(|o| o.flag)
+    let allowed: Vec<&str> = settings::settings_of(sub)
+        .map(|o| o.flag.0)
         .filter(|f| !f.is_empty())
         .collect();
     let mut flags = Vec::new();

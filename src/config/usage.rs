@@ -60,38 +60,6 @@ pub(super) fn commands() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().map(|(name, _, _)| *name)
 }
 
-/// One setting of a command as its help shows it: a flag (without `--`)
-/// with its value's placeholder, an environment variable, or both (`""`
-/// for neither), and what it sets, with the default in parentheses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Opt {
-    pub(super) flag: &'static str,
-    value: &'static str,
-    what: &'static str,
-    env: &'static str,
-}
-
-/// The settings of `command`, as rows of its table; none for `help` or a
-/// word that is not a command.
-pub(super) fn options(command: &str) -> Vec<Opt> {
-    let opt = |flag: (&'static str, &'static str), what, env| Opt {
-        flag: flag.0,
-        value: flag.1,
-        what,
-        env,
-    };
-    match command {
-        "serve" | "repair" => settings::settings_of(command)
-            .map(|s| opt(s.flag, s.help, s.env))
-            .collect(),
-        "help" => Vec::new(),
-        c if commands().any(|known| known == c) => settings::client_of(command)
-            .map(|s| opt(s.flag, s.help, s.env))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The environment variables of traces, with what each sets.
 const TRACE_VARIABLES: [(&str, &str); 6] = [
     (
@@ -137,18 +105,18 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         out.push_str(about);
     }
     out.push_str("\nOptions (a flag wins over its environment variable):\n");
-    let options = options(command);
+    let options: Vec<_> = settings::settings_of(command).collect();
     let flags: Vec<String> = options
         .iter()
         .map(|o| match o.flag {
-            "" => String::new(),
-            flag => format!("--{flag} {}", o.value),
+            ("", _) => String::new(),
+            (flag, value) => format!("--{flag} {value}"),
         })
         .collect();
     let rows: Vec<[&str; 3]> = options
         .iter()
         .zip(&flags)
-        .map(|(o, flag)| [flag.as_str(), o.what, o.env])
+        .map(|(o, flag)| [flag.as_str(), o.help, o.env])
         .collect();
     columns(&mut out, &rows);
     out.push_str(&footer(command));
@@ -303,7 +271,9 @@ mod tests {
             let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  --")).collect();
             assert_eq!(
                 lines.len(),
-                options(sub).iter().filter(|o| !o.flag.is_empty()).count(),
+                settings::settings_of(sub)
+                    .filter(|o| !o.flag.0.is_empty())
+                    .count(),
                 "{sub}: {text}"
             );
             // The description column is the same for every flag; so is the
@@ -319,10 +289,10 @@ mod tests {
                 .map(|l| starts(l)[2])
                 .collect();
             assert!(variables.windows(2).all(|w| w[0] == w[1]), "{sub}: {text}");
-            for o in options(sub).iter().filter(|o| !o.env.is_empty()) {
+            for o in settings::settings_of(sub).filter(|o| !o.env.is_empty()) {
                 let line = text.lines().find(|l| l.ends_with(o.env)).unwrap();
-                if !o.flag.is_empty() {
-                    assert!(line.starts_with(&format!("  --{} ", o.flag)), "{line}");
+                if !o.flag.0.is_empty() {
+                    assert!(line.starts_with(&format!("  --{} ", o.flag.0)), "{line}");
                 }
                 assert_eq!(starts(line).last(), variables.first(), "{sub}: {line}");
             }
