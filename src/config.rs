@@ -1,8 +1,7 @@
-//! Command-line and environment configuration, parsed with std only. A
-//! flag wins over its environment variable, which wins over the default.
-//! Every setting is a row of a table in `settings` (`serve`'s and `repair`'s
-//! in one, the client commands' in another), which the parser, the
-//! unknown-flag check and the help (`usage`) all read.
+//! Command-line and environment configuration. A flag wins over its
+//! environment variable, which wins over the default. Every setting is a row
+//! of the table in `settings`, which the parser, the unknown-flag check and
+//! the help (`usage`) all read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +18,6 @@ use settings::{Client, DEFAULT_DATA_DIR};
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 
-/// Looks an environment variable up.
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
@@ -56,9 +54,8 @@ pub enum Command {
     Version,
 }
 
-/// Parses arguments (without the program name). `env` looks variables up.
-/// The error is a one-line message for exit code 2; a value from the
-/// environment is named by its variable, one from a flag by the flag.
+/// Parses arguments (without the program name); `env` looks variables up.
+/// The error is a one-line message for exit code 2.
 pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     // Without a command the server runs, but `--help` then means the
@@ -85,8 +82,8 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     read_line(sub, named, args, env)
 }
 
-/// Refuses plain arguments `sub` does not take: a RUN_ID for `complete`,
-/// `fail` and `cancel`, none for the others.
+/// Refuses plain arguments `sub` does not take: all but the RUN_ID of
+/// `complete`, `fail` and `cancel`.
 fn check_positional(sub: &str, positional: &[&str]) -> Result<(), String> {
     let takes_run = matches!(sub, "complete" | "fail" | "cancel");
     match (positional, takes_run) {
@@ -155,9 +152,8 @@ fn command(
 }
 
 /// Reads the arguments after `sub`'s name (`named`: it was given by name)
-/// into flags and plain arguments, and then the command they ask for,
-/// unless they ask for help or the version. A flag `sub` does not take is
-/// refused, with the nearest one it does take.
+/// into the command they ask for. A flag `sub` does not take is refused,
+/// with the nearest one it does take.
 fn read_line<'a>(
     sub: &str,
     named: bool,
@@ -210,7 +206,6 @@ fn read_line<'a>(
     command(sub, &flags, &positional, env)
 }
 
-/// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
     match usage::nearest(word, usage::commands()) {
         Some(near) => {

@@ -1,7 +1,5 @@
 //! The settings, one row each: its flag, its environment variable, how its
-//! value is read, and its help with its default. The parser, the unknown-flag
-//! check and `--help` all read [`SETTINGS`], so a setting is
-//! defined once.
+//! value is read, and its help with its default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,17 +17,15 @@ use crate::{bus, runs};
 /// The default listen address: loopback, so nothing is exposed by accident.
 pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 
-/// The data dir when neither `--data-dir` nor `CONDUCTOR_DATA_DIR` names
-/// one, relative to the working directory.
+/// The data dir, relative to the working directory, when none is given.
 pub(super) const DEFAULT_DATA_DIR: &str = "data";
 
 /// How long a run may go without news, by default, before it is ended as
 /// abandoned: longer than any research cycle we know of.
 pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Everything the server runs with: what `serve` parsed (each field's row
-/// in [`SETTINGS`] says which flag sets it), and what the start reads from
-/// the files it names.
+/// Everything the server runs with: what `serve` parsed, and what the start
+/// reads from the files it names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
@@ -63,8 +59,7 @@ pub struct Config {
 
 impl Config {
     /// What `serve --data-dir DIR` runs with: the owning modules' defaults
-    /// ([`Limits::default`], ...), which each row of [`SETTINGS`] shows (a
-    /// test checks each against the help), and the ledger in `dir`.
+    /// ([`Limits::default`], ...), which a test checks against each row's help.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -87,9 +82,8 @@ impl Config {
         }
     }
 
-    /// Whether a server with these settings, bound to `addr`, takes writes
-    /// from anyone who can reach the host: an address other than loopback
-    /// and no API key. The start warns about it.
+    /// Whether a server bound to `addr` takes writes from anyone who can
+    /// reach the host: not loopback, and no API key. The start warns of it.
     pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
         self.api_key.is_none() && !addr.ip().is_loopback()
     }
@@ -125,7 +119,6 @@ pub(super) struct Given {
 }
 
 impl Given {
-    /// The text as `parse` reads it, or the message that refuses it.
     fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
         let (from, must, text) = (&self.from, self.must, &self.text);
         parse(text).ok_or_else(|| format!("{from} must {must}, not {text:?}"))
@@ -385,9 +378,8 @@ pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Settin
     })
 }
 
-/// Reads `command`'s rows into `config` or `client`, each from its flag when
-/// given (the last time), else from its variable when set; a row given
-/// neither keeps the value it has.
+/// Reads `command`'s rows into `config` or `client`, each from its flag
+/// when given (the last time), else from its variable when set.
 pub(super) fn apply(
     command: &str,
     (config, client): (&mut Config, &mut Client),
@@ -453,8 +445,7 @@ fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
     Ok(())
 }
 
-/// `HOST:PORT` with a host and a port number; the host is resolved when
-/// the server binds.
+/// `HOST:PORT`; the host is resolved when the server binds.
 fn host_port(s: &str) -> Option<String> {
     let (host, port) = s.rsplit_once(':')?;
     (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| s.to_string())
@@ -476,7 +467,6 @@ fn http_url(s: &str) -> Option<String> {
     s.starts_with("http://").then(|| s.to_string())
 }
 
-/// A number of runs `demo` sends.
 fn demo_runs(s: &str) -> Option<u64> {
     s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }

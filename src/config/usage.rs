@@ -73,8 +73,7 @@ const TRACE_VARIABLES: [(&str, &str); 6] = [
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (5000)"),
 ];
 
-/// The `--help` text of the whole program: the commands, and where each
-/// one's options are.
+/// The `--help` text of the whole program.
 pub(super) fn program_help() -> String {
     let mut out = String::from(
         "conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration\n\n\
@@ -178,8 +177,7 @@ fn footer(command: &str) -> String {
 }
 
 /// Appends `rows` as aligned columns, two spaces in, two spaces apart. A
-/// cell with nothing after it sets no column's width, and leaves no
-/// trailing space.
+/// cell with nothing after it sets no column's width.
 fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     let mut widths = [0; N];
     for row in rows {

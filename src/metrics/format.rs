@@ -188,22 +188,20 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
 /// Appends a label value, or OpenMetrics HELP text, with `\`, `"` and
 /// newline escaped.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
-    }
+    escape(out, value, true)
 }
 
 /// Appends HELP text escaped for text format 0.0.4: only `\` and newline.
 /// Escaping `"` here would break older promtool parsers.
 pub fn write_help(out: &mut Vec<u8>, help: &str) {
-    for &b in help.as_bytes() {
+    escape(out, help, false)
+}
+
+fn escape(out: &mut Vec<u8>, text: &str, quote: bool) {
+    for &b in text.as_bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
             b'\n' => out.extend_from_slice(b"\\n"),
             _ => out.push(b),
         }
