@@ -8,14 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// safe to share across threads.
 ///
 /// It counts, each against its own limit (0 for none), **label bytes**
-/// (each series' escaped labels, `model="gpt",provider="x"`, which it keeps
-/// in memory) and **exposition bytes** (the most a scrape of the families
-/// can write in either format, every value at its widest).
-///
-/// A family's fixed part (header, and its one series or its overflow
-/// series) is counted at registration, which fails when it does not fit.
-/// Each new series is counted as it is made; one that does not fit goes to
-/// the overflow series. Series are never removed, so the count only grows.
+/// (each series' escaped labels, kept in memory) and **exposition bytes**
+/// (the most a scrape of the families can write, values at their widest).
+/// A family's fixed part is counted at registration, which fails when it
+/// does not fit; a new series that does not fit goes to the overflow
+/// series. Series are never removed, so the count only grows.
 ///
 /// [`Registry::within`]: super::Registry::within
 #[derive(Clone, Debug)]

@@ -8,9 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use super::format::{write_float_openmetrics, write_label_value};
 use super::name::valid_label_name;
 
-/// The most characters an exemplar's label names and values may hold
-/// together: OpenMetrics 1.0 counts UTF-8 code points, and Prometheus
-/// refuses a longer set.
+/// The most characters (code points, as OpenMetrics 1.0 counts) an
+/// exemplar's label names and values may hold together.
 pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
 /// One observation behind a sample: its labels (a trace id, say), its

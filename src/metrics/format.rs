@@ -1,11 +1,10 @@
 //! Number formatting and escaping for the text formats.
 //!
 //! Values are written as Go's `strconv.AppendFloat(f, 'g', -1, 64)` writes
-//! them, because that is what client_golang emits and what every consumer of
-//! the format has been tested against: the shortest digits that round-trip,
-//! an exponent below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`.
-//! The same string is used for `le`, where a different spelling would be a
-//! different series.
+//! them, because every consumer of the format has been tested against what
+//! client_golang emits: the shortest digits that round-trip, an exponent
+//! below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`. The same
+//! string is used for `le`, where another spelling would be another series.
 
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {

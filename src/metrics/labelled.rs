@@ -12,11 +12,10 @@ use super::histogram::Histogram;
 /// A family of metrics of one type with a fixed list of label names.
 /// Cloning is cheap; safe to share across threads.
 ///
-/// Look a series up with [`Labelled::get`] and cache the handle, or use
-/// the one-shot methods, which skip the handle's reference count. Label
-/// values are given in the order the names were declared; a list of the
-/// wrong length, or a new list past the series cap, lands on the overflow
-/// series whose every value is `other`.
+/// Cache a handle from [`Labelled::get`], or use the one-shot methods, which
+/// skip its reference count. Values go in the order the names were declared;
+/// a list of the wrong length, or a new one past the series cap, lands on
+/// the overflow series whose every value is `other`.
 #[derive(Clone)]
 pub struct Labelled<M> {
     pub(crate) inner: Arc<Family<M>>,
