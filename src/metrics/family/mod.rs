@@ -56,7 +56,6 @@ struct Entry<M> {
     len: u32,
     /// The first key words, zero-padded: all of a key up to `HEAD` words.
     head: [u64; HEAD],
-    /// A clone of the series' metric, sharing its value.
     metric: M,
 }
 
@@ -105,7 +104,6 @@ pub(crate) struct Family<M> {
     prefixed: OnceLock<Box<str>>,
     /// What new series cost, when the family is under a byte ceiling.
     charge: Option<Charge>,
-    /// The series' exemplars, for the families that are given any.
     pub(crate) exemplars: Exemplars,
 }
 
@@ -150,7 +148,6 @@ impl<M: Clone> Family<M> {
         self
     }
 
-    /// The label names, in declaration order.
     pub(crate) fn label_names(&self) -> &[String] {
         &self.label_names
     }
