@@ -180,10 +180,9 @@ fn read_line<'a>(
             positional.push(arg);
             continue;
         };
-        let (name, inline) = match name.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (name, None),
-        };
+        let (name, inline) = name
+            .split_once('=')
+            .map_or((name, None), |(n, v)| (n, Some(v)));
         // Known before its value is looked for: `--bogus` is not a flag,
         // whatever follows it.
         if !allowed.contains(&name) {
