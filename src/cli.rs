@@ -29,8 +29,8 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status(url) => status(&url),
-        Command::Budget(url) => budget(&url),
+        Command::Status(url) => show("status", &url, "/api/v1/status", format_status),
+        Command::Budget(url) => show("budget", &url, "/api/v1/agent/budget", format_budget),
         Command::Trigger(url) => trigger(&url),
         Command::Finish(options) => finish(&options),
         Command::Demo(options) => demo::command(&options),
@@ -41,16 +41,6 @@ pub fn run(args: &[String]) -> ExitCode {
         Command::Serve(c) => return crate::serve::serve(*c),
     };
     ExitCode::from(code)
-}
-
-/// Prints the `/api/v1/status` summary; returns the exit code.
-fn status(url: &str) -> u8 {
-    show("status", url, "/api/v1/status", format_status)
-}
-
-/// Prints the day's budget as the milestone's table; returns the exit code.
-fn budget(url: &str) -> u8 {
-    show("budget", url, "/api/v1/agent/budget", format_budget)
 }
 
 /// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line

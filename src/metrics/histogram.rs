@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::counter::update_f64;
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 
 /// A histogram: counts observations into buckets and keeps their sum.
 /// Cloning is cheap and every clone updates the same histogram; safe to
@@ -52,7 +52,7 @@ pub(crate) fn checked_bounds(name: &str, bounds: &[f64]) -> Result<Box<[f64]>, E
     } else {
         return Ok(bounds.into());
     };
-    Err(Error::new(name, ErrorKind::InvalidBuckets(why)))
+    Err(Error::refused(format!("histogram {name}: {why}")))
 }
 
 impl Histogram {

@@ -1,6 +1,6 @@
 //! Validation of metric and label names, done once at registration.
 
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 
 /// True when `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn valid_metric_name(name: &str) -> bool {
@@ -30,7 +30,8 @@ pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Err
         } else {
             continue;
         };
-        return Err(Error::new(metric, ErrorKind::Label(label.to_string(), why)));
+        let message = format!("metric {metric}: label name {label:?} {why}");
+        return Err(Error::refused(message));
     }
     Ok(())
 }

@@ -257,7 +257,10 @@ impl Registry {
             Some(Body::Counters(f, per_unit)) => Body::Counters(f.clone(), *per_unit),
             Some(Body::Gauges(f)) => Body::Gauges(f.clone()),
             Some(Body::Histograms(f, les)) => Body::Histograms(f.clone(), les.clone()),
-            _ => return Err(Error::new(name, ErrorKind::NoOriginal(of.to_string()))),
+            _ => {
+                let what = "is not a registered counter, gauge or histogram family";
+                return Err(Error::refused(format!("alias {name}: {of} {what}")));
+            }
         };
         let kind = original.map_or(Kind::Gauge, |e| e.kind);
         self.insert((name, help, kind), body, kind == Kind::Gauge)
@@ -427,7 +430,13 @@ impl Registry {
         let fixed = (label_bytes, header + series);
         if !ceiling.take(fixed.0, fixed.1) {
             let left = ceiling.left();
-            return Err(Error::new(name, ErrorKind::OverCeiling { fixed, left }));
+            let message = format!(
+                "metric {name} does not fit under its byte ceiling: its header and \
+                 overflow series take {} bytes of a scrape and {} label bytes, where \
+                 {} and {} are left",
+                fixed.1, fixed.0, left.1, left.0
+            );
+            return Err(Error::new(ErrorKind::OverCeiling, message));
         }
         if labels.is_empty() {
             // Its one series is counted: every lookup finds it.
@@ -455,24 +464,30 @@ impl Registry {
         body: Body,
         total_gauge: bool,
     ) -> Result<(), Error> {
-        if !valid_metric_name(name) {
-            return Err(Error::new(name, ErrorKind::InvalidMetricName));
-        }
-        match (kind, name.ends_with("_total")) {
-            (Kind::Counter, false) => return Err(Error::new(name, ErrorKind::CounterSuffix)),
-            (Kind::Gauge, true) if total_gauge => {}
-            (Kind::Gauge | Kind::Histogram, true) => {
-                return Err(Error::new(name, ErrorKind::NonCounterSuffix))
+        let refused = match (kind, name.ends_with("_total")) {
+            _ if !valid_metric_name(name) => {
+                format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
             }
-            _ => {}
+            (Kind::Counter, false) => format!("counter {name} must end in _total"),
+            (Kind::Gauge, true) if total_gauge => String::new(),
+            (Kind::Gauge | Kind::Histogram, true) => {
+                format!("metric {name} is not a counter and must not end in _total")
+            }
+            _ => String::new(),
+        };
+        if !refused.is_empty() {
+            return Err(Error::refused(refused));
         }
         let claims = claimed_names(name, kind);
         let mut entries = self.entries();
+        let duplicate = |m| Err(Error::new(ErrorKind::Duplicate, m));
         if entries.by_name.contains_key(name) {
-            return Err(Error::new(name, ErrorKind::Duplicate));
+            return duplicate(format!("metric {name} is already registered"));
         }
         if let Some(owner) = claims.iter().find_map(|c| entries.claimed.get(c)) {
-            return Err(Error::new(name, ErrorKind::Clash(owner.clone())));
+            return duplicate(format!(
+                "metric {name} clashes with the samples of registered metric {owner}"
+            ));
         }
         for c in claims {
             entries.claimed.insert(c, name.to_string());
