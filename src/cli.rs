@@ -11,8 +11,7 @@ use crate::client;
 use crate::config::{self, Command, FinishOptions};
 use crate::demo;
 
-/// Runs the command line `args` (without the program name); returns the
-/// exit code.
+/// Runs the command line `args` (without the program name).
 pub fn run(args: &[String]) -> ExitCode {
     let command = match config::parse(args, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -30,8 +29,8 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status(url) => status(&url),
-        Command::Budget(url) => budget(&url),
+        Command::Status(url) => show("status", &url, "/api/v1/status", format_status),
+        Command::Budget(url) => show("budget", &url, "/api/v1/agent/budget", format_budget),
         Command::Trigger(url) => trigger(&url),
         Command::Finish(options) => finish(&options),
         Command::Demo(options) => demo::command(&options),
@@ -42,16 +41,6 @@ pub fn run(args: &[String]) -> ExitCode {
         Command::Serve(c) => return crate::serve::serve(*c),
     };
     ExitCode::from(code)
-}
-
-/// Prints the `/api/v1/status` summary; returns the exit code.
-fn status(url: &str) -> u8 {
-    show("status", url, "/api/v1/status", format_status)
-}
-
-/// Prints the day's budget as the milestone's table; returns the exit code.
-fn budget(url: &str) -> u8 {
-    show("budget", url, "/api/v1/agent/budget", format_budget)
 }
 
 /// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
@@ -89,9 +78,8 @@ fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
     1
 }
 
-/// Completes, fails or cancels a run (`complete|fail|cancel RUN_ID`), such
-/// as one `trigger` started, and prints the run with its cost: exit 0, or 1
-/// when the server refused (an unknown or finished run) or was unreachable.
+/// Completes, fails or cancels a run and prints it with its cost: exit 0,
+/// or 1 when the server refused or was unreachable.
 fn finish(o: &FinishOptions) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
@@ -118,10 +106,9 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// The budget table, as the research agent's `budget` command prints it:
-/// a title, then one `Label: value` row each, values aligned; then, from
-/// a server that forecasts, the estimate a start reserves, the last
-/// hour's spend rate and the forecast in words.
+/// The budget table, as the research agent's `budget` command prints it,
+/// then, from a server that forecasts, the run estimate, the last hour's
+/// spend rate and the forecast in words.
 fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
     let mut rows = vec![
@@ -147,8 +134,7 @@ fn format_budget(b: &Value) -> String {
     out
 }
 
-/// The forecast in words: when the budget runs out at the last hour's
-/// rate, or that it lasts to the reset.
+/// When the budget runs out at the last hour's rate, or that it lasts.
 fn forecast(b: &Value) -> String {
     // `HH:MM` of an RFC 3339 time in UTC, as the server writes them.
     let clock = |k: &str| b[k].as_str().and_then(|t| t.get(11..16)).unwrap_or("?");
@@ -162,9 +148,8 @@ fn forecast(b: &Value) -> String {
     }
 }
 
-/// Triggers a cycle (`POST /api/v1/agent/trigger`) and prints the JSON
-/// answer: exit 0 when triggered, 3 when the budget refused it, 1 on any
-/// other failure.
+/// Triggers a cycle and prints the JSON answer: exit 0 when triggered, 3
+/// when the budget refused it, 1 on any other failure.
 fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
@@ -216,7 +201,7 @@ fn format_status(s: &Value) -> String {
 }
 
 /// Moves the damaged journal lines under the data dir and the budget dir
-/// aside, printing each and a summary; returns the exit code.
+/// aside, printing each and a summary.
 fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
     if let Err(e) = crate::repair::check_data_dir(data_dir) {
         eprintln!("repair: {e}");

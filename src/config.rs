@@ -1,7 +1,7 @@
-//! Command-line and environment configuration, parsed with std only. A
-//! flag wins over its environment variable, which wins over the default.
-//! `serve`'s settings are the rows of one table (`settings`), which the
-//! parser, the unknown-flag check and the help (`usage`) all read.
+//! Command-line and environment configuration. A flag wins over its
+//! environment variable, which wins over the default. Every setting is a row
+//! of the table in `settings`, which the parser, the unknown-flag check and
+//! the help (`usage`) all read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,12 +13,11 @@ mod settings;
 mod usage;
 
 pub use settings::Config;
-use settings::{Given, DEFAULT_DATA_DIR};
+use settings::{Client, DEFAULT_DATA_DIR};
 
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 
-/// Looks an environment variable up.
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
@@ -55,9 +54,8 @@ pub enum Command {
     Version,
 }
 
-/// Parses arguments (without the program name). `env` looks variables up.
-/// The error is a one-line message for exit code 2; a value from the
-/// environment is named by its variable, one from a flag by the flag.
+/// Parses arguments (without the program name); `env` looks variables up.
+/// The error is a one-line message for exit code 2.
 pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     // Without a command the server runs, but `--help` then means the
@@ -84,8 +82,8 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     read_line(sub, named, args, env)
 }
 
-/// Refuses plain arguments `sub` does not take: a RUN_ID for `complete`,
-/// `fail` and `cancel`, none for the others.
+/// Refuses plain arguments `sub` does not take: all but the RUN_ID of
+/// `complete`, `fail` and `cancel`.
 fn check_positional(sub: &str, positional: &[&str]) -> Result<(), String> {
     let takes_run = matches!(sub, "complete" | "fail" | "cancel");
     match (positional, takes_run) {
@@ -110,74 +108,60 @@ fn command(
     env: &Env,
 ) -> Result<Command, String> {
     check_positional(sub, positional)?;
-    // The client commands' flags; `serve`'s and `repair`'s are rows of the table.
-    let given = |flag: &str, must| Given::find(flags, env, (flag, ""), must);
-    let url = || match Given::find(flags, env, ("url", "CONDUCTOR_URL"), "start with http://") {
-        None => Ok(DEFAULT_URL.to_string()),
-        Some(v) => v.read(|u| u.starts_with("http://").then(|| u.to_string())),
+    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+    let mut c = Client {
+        url: DEFAULT_URL.to_string(),
+        runs: demo::DEFAULT_RUNS,
+        seed: demo::DEFAULT_SEED,
+        cost: None,
+        error: None,
     };
-    match sub {
-        "status" => Ok(Command::Status(url()?)),
-        "budget" => Ok(Command::Budget(url()?)),
-        "trigger" => Ok(Command::Trigger(url()?)),
-        "demo" => {
-            let runs = format!("be an integer from 1 to {}", demo::MAX_RUNS);
-            let runs = given("runs", &runs).map(|v| v.read(demo_runs));
-            let seed = given("seed", "be a non-negative integer");
-            Ok(Command::Demo(DemoOptions {
-                url: url()?,
-                runs: runs.transpose()?.unwrap_or(demo::DEFAULT_RUNS),
-                seed: seed
-                    .map(|v| v.read(|s| s.parse().ok()))
-                    .transpose()?
-                    .unwrap_or(demo::DEFAULT_SEED),
-            }))
+    settings::apply(sub, (&mut config, &mut c), flags, env)?;
+    Ok(match sub {
+        "serve" => {
+            config.otlp = OtlpConfig::from_env(env);
+            Command::Serve(Box::new(config))
         }
-        "complete" | "fail" | "cancel" => {
-            let cost = given("cost", "be an amount in dollars");
-            let cost = cost.map(|v| v.read(settings::dollars)).transpose()?;
+        "repair" => Command::Repair {
+            data_dir: config.data_dir,
+            budget_dir: config.budget.dir,
+        },
+        "status" => Command::Status(c.url),
+        "budget" => Command::Budget(c.url),
+        "trigger" => Command::Trigger(c.url),
+        "demo" => Command::Demo(DemoOptions {
+            url: c.url,
+            runs: c.runs,
+            seed: c.seed,
+        }),
+        _ => {
             let run_id = positional[0].to_string();
             if !crate::runs::valid_run_id(&run_id) {
                 let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
                 return Err(format!("RUN_ID {must}, not {run_id:?}"));
             }
-            Ok(Command::Finish(FinishOptions {
-                url: url()?,
+            Command::Finish(FinishOptions {
+                url: c.url,
                 run_id,
                 action: sub.to_string(),
-                error: given("error", "").map(|v| v.text),
-                cost,
-            }))
+                error: c.error,
+                cost: c.cost,
+            })
         }
-        // `serve` and `repair`: the rows of the settings table they take.
-        _ => {
-            let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
-            settings::apply(&mut config, sub, flags, env)?;
-            if sub == "repair" {
-                return Ok(Command::Repair {
-                    data_dir: config.data_dir,
-                    budget_dir: config.budget.dir,
-                });
-            }
-            config.otlp = OtlpConfig::from_env(env);
-            Ok(Command::Serve(Box::new(config)))
-        }
-    }
+    })
 }
 
 /// Reads the arguments after `sub`'s name (`named`: it was given by name)
-/// into flags and plain arguments, and then the command they ask for,
-/// unless they ask for help or the version. A flag `sub` does not take is
-/// refused, with the nearest one it does take.
+/// into the command they ask for. A flag `sub` does not take is refused,
+/// with the nearest one it does take.
 fn read_line<'a>(
     sub: &str,
     named: bool,
     mut args: impl Iterator<Item = &'a str>,
     env: &Env,
 ) -> Result<Command, String> {
-    let allowed: Vec<&str> = usage::options(sub)
-        .iter()
-        .map(|o| o.flag)
+    let allowed: Vec<&str> = settings::settings_of(sub)
+        .map(|o| o.flag.0)
         .filter(|f| !f.is_empty())
         .collect();
     let mut flags = Vec::new();
@@ -196,10 +180,9 @@ fn read_line<'a>(
             positional.push(arg);
             continue;
         };
-        let (name, inline) = match name.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (name, None),
-        };
+        let (name, inline) = name
+            .split_once('=')
+            .map_or((name, None), |(n, v)| (n, Some(v)));
         // Known before its value is looked for: `--bogus` is not a flag,
         // whatever follows it.
         if !allowed.contains(&name) {
@@ -222,7 +205,6 @@ fn read_line<'a>(
     command(sub, &flags, &positional, env)
 }
 
-/// The message for a word that is not a subcommand, with the nearest one.
 fn unknown_command(word: &str) -> String {
     match usage::nearest(word, usage::commands()) {
         Some(near) => {
@@ -251,11 +233,6 @@ fn parse_duration(s: &str) -> Option<Duration> {
     let n: u64 = digits.parse().ok()?;
     let d = Duration::from_millis(n.checked_mul(unit_ms)?);
     (!d.is_zero() && d <= Duration::from_secs(86_400 * 365)).then_some(d)
-}
-
-/// A number of runs `demo` sends.
-fn demo_runs(s: &str) -> Option<u64> {
-    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }
 
 /// Parses `1048576`, `64K`, `64KiB`, `1M` or `1MiB` (binary multiples).

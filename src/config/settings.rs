@@ -1,7 +1,5 @@
-//! The settings of `serve`, one row each: its flag, its environment
-//! variable, how its value is read, and its help with its default. The parser,
-//! the unknown-flag check and `serve --help` all read [`SETTINGS`], so a
-//! setting is defined once.
+//! The settings, one row each: its flag, its environment variable, how its
+//! value is read, and its help with its default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +8,7 @@ use std::time::Duration;
 use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
 use crate::declared::{Ceiling, Declaration};
+use crate::demo;
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
@@ -18,17 +17,15 @@ use crate::{bus, runs};
 /// The default listen address: loopback, so nothing is exposed by accident.
 pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 
-/// The data dir when neither `--data-dir` nor `CONDUCTOR_DATA_DIR` names
-/// one, relative to the working directory.
+/// The data dir, relative to the working directory, when none is given.
 pub(super) const DEFAULT_DATA_DIR: &str = "data";
 
 /// How long a run may go without news, by default, before it is ended as
 /// abandoned: longer than any research cycle we know of.
 pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Everything the server runs with: what `serve` parsed (each field's row
-/// in [`SETTINGS`] says which flag sets it), and what the start reads from
-/// the files it names.
+/// Everything the server runs with: what `serve` parsed, and what the start
+/// reads from the files it names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
@@ -62,8 +59,7 @@ pub struct Config {
 
 impl Config {
     /// What `serve --data-dir DIR` runs with: the owning modules' defaults
-    /// ([`Limits::default`], ...), which each row of [`SETTINGS`] shows (a
-    /// test checks each against the help), and the ledger in `dir`.
+    /// ([`Limits::default`], ...), which a test checks against each row's help.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -86,15 +82,14 @@ impl Config {
         }
     }
 
-    /// Whether a server with these settings, bound to `addr`, takes writes
-    /// from anyone who can reach the host: an address other than loopback
-    /// and no API key. The start warns about it.
+    /// Whether a server bound to `addr` takes writes from anyone who can
+    /// reach the host: not loopback, and no API key. The start warns of it.
     pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
         self.api_key.is_none() && !addr.ip().is_loopback()
     }
 }
 
-/// One setting of `serve`, a row of [`SETTINGS`].
+/// One setting, a row of [`SETTINGS`].
 pub(super) struct Setting {
     /// The flag without its leading `--`, and the placeholder of its value
     /// in the help; `("", "")` for a setting only a variable sets.
@@ -105,36 +100,26 @@ pub(super) struct Setting {
     pub(super) help: &'static str,
     /// What a value must be, for the message that refuses another.
     must: &'static str,
-    set: fn(&mut Config, &Given) -> Result<(), String>,
+    set: Target,
 }
+
+/// What a row sets: `serve`'s (and `repair`'s) [`Config`], or what a client
+/// command takes.
+enum Target {
+    Serve(fn(&mut Config, &Given) -> Result<(), String>),
+    Call(fn(&mut Client, &Given) -> Result<(), String>),
+}
+use Target::{Call, Serve};
 
 /// A value as given, and where it came from, which its error names.
-pub(super) struct Given<'a> {
-    pub(super) text: String,
+pub(super) struct Given {
+    text: String,
     from: String,
-    must: &'a str,
+    must: &'static str,
 }
 
-impl<'a> Given<'a> {
-    /// The value of `--flag` when given (the last time), else of the
-    /// variable `var` when set; `""` names neither.
-    pub(super) fn find(
-        flags: &[(&str, &str)],
-        env: &Env,
-        (flag, var): (&str, &str),
-        must: &'a str,
-    ) -> Option<Given<'a>> {
-        let given = flags.iter().rev().find(|(name, _)| *name == flag);
-        let (text, from) = match given {
-            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
-            _ if var.is_empty() => return None,
-            _ => (env(var)?, var.to_string()),
-        };
-        Some(Given { text, from, must })
-    }
-
-    /// The text as `parse` reads it, or the message that refuses it.
-    pub(super) fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
+impl Given {
+    fn read<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<T, String> {
         let (from, must, text) = (&self.from, self.must, &self.text);
         parse(text).ok_or_else(|| format!("{from} must {must}, not {text:?}"))
     }
@@ -143,208 +128,283 @@ impl<'a> Given<'a> {
 const DURATION: &str = "be a duration such as 30, 30s or 500ms";
 const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 
-/// The settings of `serve`, in the order its help lists them. Rows apply in
-/// this order too: `AGENT_BUDGET_DIR` comes after the data dir, whose row
-/// puts the ledger inside it.
+/// What the client commands' rows set.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) url: String,
+    pub(super) runs: u64,
+    pub(super) seed: u64,
+    pub(super) cost: Option<f64>,
+    pub(super) error: Option<String>,
+}
+
+/// Every command's settings, in the order its help lists them: `serve`'s,
+/// then the client commands'. Rows apply in this order too:
+/// `AGENT_BUDGET_DIR` comes after the data dir, whose row puts the ledger
+/// inside it.
 pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("addr", "HOST:PORT"),
         env: "CONDUCTOR_ADDR",
         help: "listen address (127.0.0.1:14355)",
         must: "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355",
-        set: |c, v| v.read(host_port).map(|a| c.addr = a),
+        set: Serve(|c, v| v.read(host_port).map(|a| c.addr = a)),
     },
     Setting {
         flag: ("data-dir", "DIR"),
         env: "CONDUCTOR_DATA_DIR",
         help: "journals and ledgers (./data)",
         must: "",
-        set: data_dir,
+        set: Serve(data_dir),
     },
     Setting {
         flag: ("max-body", "BYTES"),
         env: "CONDUCTOR_MAX_BODY",
         help: "request body limit (1MiB)",
         must: "be a size in bytes such as 1MiB or 65536",
-        set: |c, v| v.read(parse_size).map(|b| c.limits.max_body = b),
+        set: Serve(|c, v| v.read(parse_size).map(|b| c.limits.max_body = b)),
     },
     Setting {
         flag: ("api-key-file", "FILE"),
         env: "CONDUCTOR_API_KEY",
         help: "require the key in FILE on /api/v1/* (none)",
         must: "",
-        set: api_key,
+        set: Serve(api_key),
     },
     Setting {
         flag: ("log-level", "LEVEL"),
         env: "CONDUCTOR_LOG",
         help: "error, warn, info or debug (info)",
         must: "be error, warn, info or debug",
-        set: |c, v| v.read(Level::parse).map(|l| c.log_level = l),
+        set: Serve(|c, v| v.read(Level::parse).map(|l| c.log_level = l)),
     },
     Setting {
         flag: ("log-format", "FORMAT"),
         env: "",
         help: "json or text (json)",
         must: "be json or text",
-        set: |c, v| v.read(log_format).map(|f| c.log_format = f),
+        set: Serve(|c, v| v.read(log_format).map(|f| c.log_format = f)),
     },
     Setting {
         flag: ("idle-timeout", "DUR"),
         env: "CONDUCTOR_IDLE_TIMEOUT",
         help: "close keep-alive connections idle this long (30s)",
         must: DURATION,
-        set: |c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d),
+        set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d)),
     },
     Setting {
         flag: ("header-timeout", "DUR"),
         env: "CONDUCTOR_HEADER_TIMEOUT",
         help: "time allowed to send a request head (10s)",
         must: DURATION,
-        set: |c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d),
+        set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d)),
     },
     Setting {
         flag: ("write-timeout", "DUR"),
         env: "CONDUCTOR_WRITE_TIMEOUT",
         help: "time a client has to take each 64 KiB of an answer (10s)",
         must: DURATION,
-        set: |c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d),
+        set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d)),
     },
     Setting {
         flag: ("max-connections", "N"),
         env: "CONDUCTOR_MAX_CONNECTIONS",
         help: "open connection cap (4096)",
         must: "be an integer from 1 to 1000000",
-        set: |c, v| v.read(connections).map(|n| c.limits.max_connections = n),
+        set: Serve(|c, v| v.read(connections).map(|n| c.limits.max_connections = n)),
     },
     Setting {
         flag: ("shutdown-timeout", "DUR"),
         env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
         help: "time to finish requests on SIGTERM (10s)",
         must: DURATION,
-        set: |c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d),
+        set: Serve(|c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d)),
     },
     Setting {
         flag: ("daily-budget", "DOLLARS"),
         env: "AGENT_DAILY_BUDGET",
         help: "daily spend limit (5.00)",
         must: "be an amount in dollars such as 5 or 0.15",
-        set: |c, v| v.read(dollars).map(|d| c.budget.daily_limit = d),
+        set: Serve(|c, v| v.read(dollars).map(|d| c.budget.daily_limit = d)),
     },
     Setting {
         flag: ("run-estimate", "DOLLARS|auto"),
         env: "AGENT_RUN_ESTIMATE",
         help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
         must: "be auto or an amount in dollars above 0 such as 0.15",
-        set: run_estimate,
+        set: Serve(run_estimate),
     },
     Setting {
         flag: ("pricing", "FILE"),
         env: "",
         help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
         must: "",
-        set: |c, v| v.read(path).map(|p| c.pricing_file = Some(p)),
+        set: Serve(|c, v| v.read(path).map(|p| c.pricing_file = Some(p))),
     },
     Setting {
         flag: ("", ""),
         env: "AGENT_BUDGET_DIR",
         help: "ledger directory (DATA_DIR/budget)",
         must: "",
-        set: |c, v| v.read(path).map(|p| c.budget.dir = p),
+        set: Serve(|c, v| v.read(path).map(|p| c.budget.dir = p)),
     },
     Setting {
         flag: ("metrics-file", "FILE"),
         env: "CONDUCTOR_METRICS_FILE",
         help: "declared metric families, JSON (none)",
         must: "",
-        set: |c, v| v.read(path).map(|p| c.metrics_file = Some(p)),
+        set: Serve(|c, v| v.read(path).map(|p| c.metrics_file = Some(p))),
     },
     Setting {
         flag: ("declared-label-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_LABEL_BYTES",
         help: "label bytes of all declared series (4MiB; 0: no bound)",
         must: NO_BOUND,
-        set: |c, v| {
+        set: Serve(|c, v| {
             v.read(parse_bound)
                 .map(|b| c.declared_ceiling.label_bytes = b)
-        },
+        }),
     },
     Setting {
         flag: ("declared-exposition-bytes", "BYTES"),
         env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
         help: "most the declared families write in a scrape (16MiB; 0: no bound)",
         must: NO_BOUND,
-        set: |c, v| {
+        set: Serve(|c, v| {
             v.read(parse_bound)
                 .map(|b| c.declared_ceiling.exposition_bytes = b)
-        },
+        }),
     },
     Setting {
         flag: ("run-timeout", "DUR"),
         env: "CONDUCTOR_RUN_TIMEOUT",
         help: "end a run silent this long as abandoned (6h; 0: never)",
         must: "be a duration such as 6h, 90m or 3600s (0 turns it off)",
-        set: |c, v| v.read(run_timeout).map(|t| c.run_timeout = t),
+        set: Serve(|c, v| v.read(run_timeout).map(|t| c.run_timeout = t)),
     },
     Setting {
         flag: ("retain-messages", "N"),
         env: "CONDUCTOR_RETAIN_MESSAGES",
         help: "newest bus messages kept (100000; 0: no bound)",
         must: "be a number of messages (0 keeps every one)",
-        set: |c, v| v.read(count).map(|n| c.message_retention.messages = n),
+        set: Serve(|c, v| v.read(count).map(|n| c.message_retention.messages = n)),
     },
     Setting {
         flag: ("retain-message-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 64MiB (0 for no bound)",
-        set: |c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b),
+        set: Serve(|c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b)),
     },
     Setting {
         flag: ("retain-runs", "N"),
         env: "CONDUCTOR_RETAIN_RUNS",
         help: "newest finished runs kept (100000; 0: no bound)",
         must: "be a number of finished runs (0 keeps every one)",
-        set: |c, v| v.read(count).map(|n| c.run_retention.runs = n),
+        set: Serve(|c, v| v.read(count).map(|n| c.run_retention.runs = n)),
     },
     Setting {
         flag: ("retain-run-bytes", "BYTES"),
         env: "CONDUCTOR_RETAIN_RUN_BYTES",
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 128MiB (0 for no bound)",
-        set: |c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b),
+        set: Serve(|c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b)),
     },
     Setting {
         flag: ("snapshot-bytes", "BYTES"),
         env: "CONDUCTOR_SNAPSHOT_BYTES",
         help: "run journal growth between snapshots (16MiB; 0: none)",
         must: "be a size in bytes such as 16MiB (0 for no snapshots)",
-        set: |c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b),
+        set: Serve(|c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b)),
+    },
+    Setting {
+        flag: ("error", "TEXT"),
+        env: "",
+        help: "what went wrong",
+        must: "",
+        set: Call(|c, v| v.read(|s| Some(s.to_string())).map(|e| c.error = Some(e))),
+    },
+    Setting {
+        flag: ("cost", "DOLLARS"),
+        env: "",
+        help: "the run's cost (priced from its token events)",
+        must: "be an amount in dollars",
+        set: Call(|c, v| v.read(dollars).map(|d| c.cost = Some(d))),
+    },
+    Setting {
+        flag: ("runs", "N"),
+        env: "",
+        help: "runs to send, 1 to 10000 (20)",
+        must: "be an integer from 1 to 10000",
+        set: Call(|c, v| v.read(demo_runs).map(|n| c.runs = n)),
+    },
+    Setting {
+        flag: ("seed", "S"),
+        env: "",
+        help: "workload seed; one seed, one workload (1)",
+        must: "be a non-negative integer",
+        set: Call(|c, v| v.read(count).map(|n| c.seed = n)),
+    },
+    Setting {
+        flag: ("url", "URL"),
+        env: "CONDUCTOR_URL",
+        help: "server base URL (http://127.0.0.1:14355)",
+        must: "start with http://",
+        set: Call(|c, v| v.read(http_url).map(|u| c.url = u)),
+    },
+    // `client` reads it at each request; the row is for the help.
+    Setting {
+        flag: ("", ""),
+        env: "CONDUCTOR_API_KEY",
+        help: "sent as a bearer token when set",
+        must: "",
+        set: Call(|_, _| Ok(())),
     },
 ];
 
-/// The rows `command` takes: all of them for `serve`; where the journals
-/// are, for `repair`; none for the others.
+/// The rows `command` takes: all of `serve`'s; where the journals are, for
+/// `repair`; the client rows a client command uses; none for `help`.
 pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
-    SETTINGS.iter().filter(move |s| match command {
-        "serve" => true,
-        "repair" => s.flag.0 == "data-dir" || s.env == "AGENT_BUDGET_DIR",
-        _ => false,
+    let client = !matches!(command, "serve" | "repair" | "help");
+    SETTINGS.iter().filter(move |s| match (&s.set, s.flag.0) {
+        (Serve(_), flag) if command == "repair" => {
+            flag == "data-dir" || s.env == "AGENT_BUDGET_DIR"
+        }
+        (Serve(_), _) => command == "serve",
+        (Call(_), "error") => command == "fail",
+        (Call(_), "cost") => matches!(command, "complete" | "fail" | "cancel"),
+        (Call(_), "runs" | "seed") => command == "demo",
+        (Call(_), _) => client,
     })
 }
 
-/// Reads `command`'s rows into `config`, each from its flag when given (the
-/// last time), else from its variable when set; a row given neither keeps
-/// the config's value.
+/// Reads `command`'s rows into `config` or `client`, each from its flag
+/// when given (the last time), else from its variable when set.
 pub(super) fn apply(
-    config: &mut Config,
     command: &str,
+    (config, client): (&mut Config, &mut Client),
     flags: &[(&str, &str)],
     env: &Env,
 ) -> Result<(), String> {
     for row in settings_of(command) {
-        if let Some(given) = Given::find(flags, env, (row.flag.0, row.env), row.must) {
-            (row.set)(config, &given)?;
+        let (flag, var) = (row.flag.0, row.env);
+        let given = flags.iter().rev().find(|(name, _)| *name == flag);
+        let (text, from) = match given {
+            Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
+            _ if var.is_empty() => continue,
+            _ => match env(var) {
+                Some(text) => (text, var.to_string()),
+                None => continue,
+            },
+        };
+        let given = Given {
+            text,
+            from,
+            must: row.must,
+        };
+        match row.set {
+            Serve(set) => set(config, &given)?,
+            Call(set) => set(client, &given)?,
         }
     }
     Ok(())
@@ -385,8 +445,7 @@ fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
     Ok(())
 }
 
-/// `HOST:PORT` with a host and a port number; the host is resolved when
-/// the server binds.
+/// `HOST:PORT`; the host is resolved when the server binds.
 fn host_port(s: &str) -> Option<String> {
     let (host, port) = s.rsplit_once(':')?;
     (!host.is_empty() && port.parse::<u16>().is_ok()).then(|| s.to_string())
@@ -402,6 +461,14 @@ fn log_format(s: &str) -> Option<LogFormat> {
 
 fn path(s: &str) -> Option<PathBuf> {
     Some(PathBuf::from(s))
+}
+
+fn http_url(s: &str) -> Option<String> {
+    s.starts_with("http://").then(|| s.to_string())
+}
+
+fn demo_runs(s: &str) -> Option<u64> {
+    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
 }
 
 fn count(s: &str) -> Option<u64> {
@@ -421,7 +488,7 @@ fn run_timeout(s: &str) -> Option<Option<Duration>> {
 }
 
 /// An amount in dollars, `$` allowed, finite and not negative.
-pub(super) fn dollars(s: &str) -> Option<f64> {
+fn dollars(s: &str) -> Option<f64> {
     let d: f64 = s.trim().trim_start_matches('$').parse().ok()?;
     (d.is_finite() && d >= 0.0).then_some(d)
 }
@@ -497,7 +564,7 @@ mod tests {
         let dir = key_dir("rows");
         let key = dir.join("key");
         let key = key.to_str().unwrap();
-        for row in SETTINGS {
+        for row in settings_of("serve") {
             // One line each, with its flag, its help and its variable.
             let (name, placeholder) = row.flag;
             let line = match name {
@@ -540,7 +607,7 @@ mod tests {
         for (flag, _) in DEFAULTS {
             assert!(SETTINGS.iter().any(|r| r.flag.0 == *flag), "{flag}");
         }
-        for row in SETTINGS.iter().filter(|r| !default_of(r).is_empty()) {
+        for row in settings_of("serve").filter(|r| !default_of(r).is_empty()) {
             assert!(row.help.contains(default_of(row)), "{}", row.help);
             let mut config = defaults.clone();
             let given = Given {
@@ -548,7 +615,10 @@ mod tests {
                 from: "the default".to_string(),
                 must: row.must,
             };
-            assert_eq!((row.set)(&mut config, &given), Ok(()), "{}", row.help);
+            let Serve(set) = row.set else {
+                unreachable!("{}", row.help)
+            };
+            assert_eq!(set(&mut config, &given), Ok(()), "{}", row.help);
             assert_eq!(config, defaults, "{}", row.help);
         }
     }
@@ -608,7 +678,7 @@ mod tests {
     #[test]
     fn the_api_reference_lists_every_row() {
         let docs = include_str!("../../docs/api-reference.md");
-        for row in SETTINGS {
+        for row in settings_of("serve") {
             let (flag, placeholder) = row.flag;
             if !flag.is_empty() {
                 let placeholder = placeholder.replace('|', "\\|");

@@ -1,8 +1,6 @@
-//! The command line's help, from one table of commands and one of options
-//! per command (`serve`'s and `repair`'s are rows of the settings table,
-//! the client commands' are here). The parser takes the flags each command
-//! accepts from the same tables, and a mistyped command or flag gets the
-//! nearest one suggested.
+//! The command line's help, from the table of commands and the settings
+//! tables' rows. The parser takes the flags each command accepts from the
+//! same tables, and a mistyped command or flag gets the nearest one suggested.
 
 use super::settings;
 
@@ -62,70 +60,6 @@ pub(super) fn commands() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().map(|(name, _, _)| *name)
 }
 
-/// One setting of a command as its help shows it: a flag (without `--`)
-/// with its value's placeholder, an environment variable, or both (`""`
-/// for neither), and what it sets, with the default in parentheses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Opt {
-    pub(super) flag: &'static str,
-    value: &'static str,
-    what: &'static str,
-    env: &'static str,
-}
-
-const fn opt(
-    flag: &'static str,
-    value: &'static str,
-    what: &'static str,
-    env: &'static str,
-) -> Opt {
-    Opt {
-        flag,
-        value,
-        what,
-        env,
-    }
-}
-
-/// The server every client command talks to, and its key.
-const URL: Opt = opt(
-    "url",
-    "URL",
-    "server base URL (http://127.0.0.1:14355)",
-    "CONDUCTOR_URL",
-);
-const KEY: Opt = opt(
-    "",
-    "",
-    "sent as a bearer token when set",
-    "CONDUCTOR_API_KEY",
-);
-const COST: Opt = opt(
-    "cost",
-    "DOLLARS",
-    "the run's cost (priced from its token events)",
-    "",
-);
-
-/// The settings of `command`; none for `help` or a word that is not a command.
-pub(super) fn options(command: &str) -> Vec<Opt> {
-    match command {
-        "serve" | "repair" => settings::settings_of(command)
-            .map(|s| opt(s.flag.0, s.flag.1, s.help, s.env))
-            .collect(),
-        "status" | "budget" | "trigger" => vec![URL, KEY],
-        "complete" | "cancel" => vec![COST, URL, KEY],
-        "fail" => vec![opt("error", "TEXT", "what went wrong", ""), COST, URL, KEY],
-        "demo" => vec![
-            opt("runs", "N", "runs to send, 1 to 10000 (20)", ""),
-            opt("seed", "S", "workload seed; one seed, one workload (1)", ""),
-            URL,
-            KEY,
-        ],
-        _ => Vec::new(),
-    }
-}
-
 /// The environment variables of traces, with what each sets.
 const TRACE_VARIABLES: [(&str, &str); 6] = [
     (
@@ -139,8 +73,7 @@ const TRACE_VARIABLES: [(&str, &str); 6] = [
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (5000)"),
 ];
 
-/// The `--help` text of the whole program: the commands, and where each
-/// one's options are.
+/// The `--help` text of the whole program.
 pub(super) fn program_help() -> String {
     let mut out = String::from(
         "conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration\n\n\
@@ -171,18 +104,18 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         out.push_str(about);
     }
     out.push_str("\nOptions (a flag wins over its environment variable):\n");
-    let options = options(command);
+    let options: Vec<_> = settings::settings_of(command).collect();
     let flags: Vec<String> = options
         .iter()
         .map(|o| match o.flag {
-            "" => String::new(),
-            flag => format!("--{flag} {}", o.value),
+            ("", _) => String::new(),
+            (flag, value) => format!("--{flag} {value}"),
         })
         .collect();
     let rows: Vec<[&str; 3]> = options
         .iter()
         .zip(&flags)
-        .map(|(o, flag)| [flag.as_str(), o.what, o.env])
+        .map(|(o, flag)| [flag.as_str(), o.help, o.env])
         .collect();
     columns(&mut out, &rows);
     out.push_str(&footer(command));
@@ -244,8 +177,7 @@ fn footer(command: &str) -> String {
 }
 
 /// Appends `rows` as aligned columns, two spaces in, two spaces apart. A
-/// cell with nothing after it sets no column's width, and leaves no
-/// trailing space.
+/// cell with nothing after it sets no column's width.
 fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     let mut widths = [0; N];
     for row in rows {
@@ -337,7 +269,9 @@ mod tests {
             let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("  --")).collect();
             assert_eq!(
                 lines.len(),
-                options(sub).iter().filter(|o| !o.flag.is_empty()).count(),
+                settings::settings_of(sub)
+                    .filter(|o| !o.flag.0.is_empty())
+                    .count(),
                 "{sub}: {text}"
             );
             // The description column is the same for every flag; so is the
@@ -353,10 +287,10 @@ mod tests {
                 .map(|l| starts(l)[2])
                 .collect();
             assert!(variables.windows(2).all(|w| w[0] == w[1]), "{sub}: {text}");
-            for o in options(sub).iter().filter(|o| !o.env.is_empty()) {
+            for o in settings::settings_of(sub).filter(|o| !o.env.is_empty()) {
                 let line = text.lines().find(|l| l.ends_with(o.env)).unwrap();
-                if !o.flag.is_empty() {
-                    assert!(line.starts_with(&format!("  --{} ", o.flag)), "{line}");
+                if !o.flag.0.is_empty() {
+                    assert!(line.starts_with(&format!("  --{} ", o.flag.0)), "{line}");
                 }
                 assert_eq!(starts(line).last(), variables.first(), "{sub}: {line}");
             }

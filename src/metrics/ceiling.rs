@@ -3,26 +3,16 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A ceiling on the bytes of a set of families, shared by every family
-/// registered through [`Registry::within`]. Cloning is cheap and clones
-/// share the same count; safe to share across threads.
+/// A ceiling on the bytes of the families registered through
+/// [`Registry::within`]. Cloning is cheap and clones share the same count;
+/// safe to share across threads.
 ///
-/// It counts two things, each against its own limit (0 for none):
-///
-/// - **label bytes**: each series' labels as a scrape writes them,
-///   `model="gpt",provider="x"`, escaped; a series keeps them, and a copy
-///   of them, in memory;
-/// - **exposition bytes**: the most a scrape of the families can write, in
-///   either format, with every value at its widest (a 24-byte float, a
-///   20-digit count): their HELP, TYPE and UNIT lines, and every line of
-///   every series.
-///
-/// A family's fixed part (its header, its one series when unlabelled, its
-/// overflow series and its line in `conductor_series_overflow_total` when
-/// labelled) is counted when it is registered, and registration fails when
-/// it does not fit. Each new series is counted as it is made; one that does
-/// not fit goes to the overflow series, as past the series cap. Series are
-/// never removed, so the count only grows.
+/// It counts, each against its own limit (0 for none), **label bytes**
+/// (each series' escaped labels, kept in memory) and **exposition bytes**
+/// (the most a scrape of the families can write, values at their widest).
+/// A family's fixed part is counted at registration, which fails when it
+/// does not fit; a new series that does not fit goes to the overflow
+/// series. Series are never removed, so the count only grows.
 ///
 /// [`Registry::within`]: super::Registry::within
 #[derive(Clone, Debug)]
@@ -37,8 +27,7 @@ struct Usage {
 }
 
 impl ByteCeiling {
-    /// A ceiling of `label_bytes` and `exposition_bytes`; 0 is no limit of
-    /// that kind.
+    /// A ceiling of `label_bytes` and `exposition_bytes`; 0 is no limit.
     pub fn new(label_bytes: u64, exposition_bytes: u64) -> ByteCeiling {
         ByteCeiling {
             inner: Arc::new(Mutex::new(Usage {
@@ -62,8 +51,7 @@ impl ByteCeiling {
         )
     }
 
-    /// Counts `labels` and `exposition` bytes if both fit, and says whether
-    /// they did; nothing is counted when either does not.
+    /// Counts `labels` and `exposition` bytes if both fit; says whether.
     pub(crate) fn take(&self, labels: u64, exposition: u64) -> bool {
         let mut u = self.lock();
         let fits = |limit: u64, used: u64, more: u64| {
@@ -77,8 +65,7 @@ impl ByteCeiling {
         true
     }
 
-    /// Gives back what [`ByteCeiling::take`] counted for something that
-    /// was then not made.
+    /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
         let mut u = self.lock();
         u.used.0 = u.used.0.saturating_sub(labels);

@@ -6,14 +6,10 @@ use std::sync::Arc;
 /// A counter: a value that only goes up. Cloning is cheap and every clone
 /// updates the same value; safe to share across threads.
 ///
-/// It keeps two fields, like client_golang's counter: whole-number
-/// increments go to an integer, while fractional [`Counter::add`] calls go
-/// to a float. The value is their sum.
-///
-/// A counter never goes backwards: both fields saturate at the largest
-/// value they can hold (`u64::MAX`, `f64::MAX`) instead of wrapping or
-/// becoming infinite, so a client that sends huge increments pins the
-/// counter at its ceiling rather than resetting it.
+/// Like client_golang's, it keeps whole-number increments in an integer and
+/// fractional ones in a float; the value is their sum. Both saturate
+/// (`u64::MAX`, `f64::MAX`) rather than wrap or become infinite, so huge
+/// increments pin the counter at its ceiling rather than reset it.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
     core: Arc<CounterCore>,
@@ -34,8 +30,7 @@ impl Counter {
         Counter::default()
     }
 
-    /// Adds one, saturating at `u64::MAX` like [`Counter::inc_by`]: a
-    /// counter that huge increments pinned at its ceiling stays there.
+    /// Adds one, saturating as [`Counter::inc_by`] does.
     #[inline]
     pub fn inc(&self) {
         self.inc_by(1);
@@ -63,9 +58,8 @@ impl Counter {
         add_fraction(&self.core.float_bits, v);
     }
 
-    /// The value in its two parts, the whole-number increments and the
-    /// fractional ones, which [`Counter::add_parts`] adds back exactly: for
-    /// carrying a counter across a restart.
+    /// The value's whole-number and fractional parts, which
+    /// [`Counter::add_parts`] adds back exactly, across a restart.
     pub fn parts(&self) -> (u64, f64) {
         let int = self.core.int.load(Ordering::Relaxed);
         (
@@ -74,9 +68,8 @@ impl Counter {
         )
     }
 
-    /// Adds a value given in the parts [`Counter::parts`] returns. A
-    /// negative, NaN or infinite fractional part is ignored, as in
-    /// [`Counter::add`].
+    /// Adds a value in the parts [`Counter::parts`] gives; a fractional part
+    /// [`Counter::add`] would ignore is ignored.
     pub fn add_parts(&self, int: u64, fraction: f64) {
         self.inc_by(int);
         if fraction.is_finite() && fraction >= 0.0 {
@@ -91,8 +84,7 @@ impl Counter {
     }
 }
 
-/// Replaces an f64 stored as bits with `f` of it, with a compare-exchange
-/// loop.
+/// Replaces an f64 stored as bits with `f` of it.
 #[inline(always)]
 pub(crate) fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
     // The closure always returns Some, so the update cannot fail.
@@ -101,8 +93,7 @@ pub(crate) fn update_f64(cell: &AtomicU64, f: impl Fn(f64) -> f64) {
     });
 }
 
-/// Adds a finite, non-negative `v` to a counter's float part, saturating at
-/// `f64::MAX` so that the part stays finite.
+/// Adds a finite, non-negative `v` to a float part, saturating at `f64::MAX`.
 fn add_fraction(cell: &AtomicU64, v: f64) {
     update_f64(cell, |x| (x + v).min(f64::MAX));
 }

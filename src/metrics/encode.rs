@@ -4,7 +4,6 @@
 
 use std::io;
 
-use super::counter::Counter;
 use super::exemplar::Slots;
 use super::family::{Family, Series};
 use super::format::{
@@ -39,8 +38,8 @@ impl Format {
     }
 
     /// Picks the format for a scrape's `Accept` header: OpenMetrics when
-    /// `application/openmetrics-text` (version 1.0.0 or unversioned) is
-    /// acceptable at a quality no lower than any text format; otherwise 0.0.4.
+    /// `application/openmetrics-text` (version 1.0.0 or none) has a quality
+    /// no lower than any text format's; otherwise 0.0.4.
     pub fn negotiate(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Text;
@@ -134,14 +133,12 @@ pub(crate) fn write_header(out: &mut Vec<u8>, fmt: Format, name: &str, help: &st
     out.push(b'\n');
 }
 
-/// Writes `tag`, `name` and a space: the start of a header line.
 fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
     out.extend_from_slice(tag.as_bytes());
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
 }
 
-/// Writes a float sample value in the format's convention.
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     // A whole number below 1e6, the usual value, is its digits in both
@@ -160,7 +157,6 @@ fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     }
 }
 
-/// Writes `name{labels} ` (or `name ` with no labels).
 fn write_series_name(out: &mut Vec<u8>, name: &str, labels: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     if !labels.is_empty() {
@@ -171,20 +167,16 @@ fn write_series_name(out: &mut Vec<u8>, name: &str, labels: &[u8]) {
     out.push(b' ');
 }
 
-/// Writes one unlabelled sample.
 pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     write_series_name(out, name, b"");
     write_value(out, fmt, v);
     out.push(b'\n');
 }
 
-/// Where a scrape goes while it is rendered: the bytes collect in a
-/// buffer, which is handed to `flush` between series once it holds a
-/// piece, so that a scrape never has to be held whole.
-///
-/// It also holds a family's series numbers while they are rendered: they
-/// are copied out of the family, so that its insert mutex is not held
-/// while `flush` waits for a slow client.
+/// Where a scrape goes: its bytes collect in a buffer that is handed to
+/// `flush` between series once it holds a piece. It also holds a copy of a
+/// family's series numbers while they are rendered, so that the family's
+/// insert mutex is not held while `flush` waits for a slow client.
 pub(crate) struct Pieces<'a> {
     piece: usize,
     flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
@@ -194,7 +186,6 @@ pub(crate) struct Pieces<'a> {
 }
 
 impl<'a> Pieces<'a> {
-    /// Hands the buffer to `flush` whenever it holds `piece` bytes or more.
     pub(crate) fn new(
         piece: usize,
         flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
@@ -207,7 +198,6 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    /// Passes `out` on, if it holds anything, and empties it.
     #[cold]
     pub(crate) fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         if !out.is_empty() {
@@ -217,15 +207,11 @@ impl<'a> Pieces<'a> {
         Ok(())
     }
 
-    /// Calls `write` on each series of `f` in render order, with the series'
+    /// Calls `write` on each series of `f` in render order, with its
     /// exemplars when `exemplars`, and passes `out` on whenever it holds a
-    /// piece.
-    ///
-    /// The family's series numbers are copied while its insert mutex is
-    /// held for as short a time as that takes. Its exemplars are held while
-    /// series are written, so that offers wait rather than a scrape copying
-    /// every exemplar first, but never while a piece is passed on: a slow
-    /// client never holds up an offer.
+    /// piece. The exemplars are held while series are written (offers wait
+    /// rather than a scrape copying them all) but never while a piece is
+    /// passed on, so a slow client never holds up an offer.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,
@@ -257,34 +243,13 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Writes every sample of a counter family, each value divided by
-/// `per_unit` (see `Registry::fixed_point_counter_family`).
-pub(crate) fn write_counters(
-    out: &mut Vec<u8>,
-    pieces: &mut Pieces<'_>,
-    fmt: Format,
-    name: &str,
-    f: &Family<Counter>,
-    per_unit: u32,
-) -> io::Result<()> {
-    if per_unit <= 1 {
-        write_samples(out, pieces, fmt, name, f, Counter::get)
-    } else {
-        // One correctly rounded division: the nearest double to the exact
-        // decimal, which the shortest round-trip form prints as that decimal.
-        let per_unit = f64::from(per_unit);
-        write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)
-    }
-}
-
 /// Writes one `name{labels} value` line per series, in OpenMetrics with
 /// the series' exemplar, if any, after the value.
 ///
 /// Each series keeps its `name{labels} ` from the first scrape, so that a
-/// line costs one copy and the value rather than two copies and three
-/// single bytes; the price is the name once more per series. Only the few
-/// families given exemplars show them, and they keep no prefixes. Kept out
-/// of line so that its loop is compiled on its own, not inside `render`.
+/// line costs one copy and the value; the price is the name once more per
+/// series. Families with exemplars keep none. Out of line so that its loop
+/// is compiled on its own, not inside `render`.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
@@ -314,9 +279,9 @@ pub(crate) fn write_samples<M: Clone>(
     })
 }
 
-/// Writes every sample of a histogram family. `les` holds the formatted
-/// upper bounds, `+Inf` last. In OpenMetrics a bucket's exemplar follows
-/// its count; text format 0.0.4 has none to show.
+/// Writes every sample of a histogram family; `les` are its bounds as
+/// [`le_strings`] gives them. In OpenMetrics a bucket's exemplar follows
+/// its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,
@@ -366,10 +331,8 @@ const MAX_VALUE_BYTES: usize = 24;
 /// The widest count: `u64::MAX` has 20 digits.
 const MAX_COUNT_BYTES: usize = 20;
 
-/// The most bytes one series of the family `name` can take in a scrape, in
-/// either format, whatever its values: `labels` is the length of its
-/// rendered labels (0 for none) and `les` a histogram's bounds as
-/// [`le_strings`] gives them.
+/// The most bytes one series of `name` can take in a scrape, in either
+/// format, whatever its values: `labels` is its rendered labels' length.
 pub(crate) fn series_bytes(name: &str, kind: Kind, les: &[Box<[u8]>], labels: usize) -> u64 {
     let n = name.len();
     // `{labels} ` on a sample line; `labels,` before a bucket's `le`.
@@ -390,8 +353,7 @@ pub(crate) fn series_bytes(name: &str, kind: Kind, les: &[Box<[u8]>], labels: us
     bytes as u64
 }
 
-/// The bytes of a family's HELP, TYPE and UNIT lines in the longer of the
-/// two formats.
+/// The bytes of a family's header lines in the longer of the two formats.
 pub(crate) fn header_bytes(name: &str, help: &str, kind: Kind) -> u64 {
     let mut out = Vec::new();
     write_header(&mut out, Format::Text, name, help, kind);
@@ -401,8 +363,8 @@ pub(crate) fn header_bytes(name: &str, help: &str, kind: Kind) -> u64 {
     text.max(out.len()) as u64
 }
 
-/// Formats bucket bounds for `le`, the same way in both formats so that
-/// both store the same series, with `+Inf` last.
+/// Bucket bounds as `le` values, `+Inf` last: the same in both formats,
+/// so that both store the same series.
 pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
     bounds
         .iter()
@@ -418,7 +380,7 @@ pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Gauge;
+    use crate::metrics::{Counter, Gauge};
 
     #[test]
     fn negotiation_follows_accept() {
@@ -493,20 +455,29 @@ mod tests {
                 let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
                 let mut pieces = Pieces::new(usize::MAX, &mut never);
                 write_samples(&mut out, &mut pieces, fmt, "g", &f, Gauge::get).unwrap();
-                write_counters(&mut out, &mut pieces, fmt, "c_total", &unlabelled, 1).unwrap();
+                write_samples(
+                    &mut out,
+                    &mut pieces,
+                    fmt,
+                    "c_total",
+                    &unlabelled,
+                    Counter::get,
+                )
+                .unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), want);
             }
         }
         // A family rendered under a second name does not use the first's.
         let (mut out, mut never) = (Vec::new(), |_: &[u8]| Ok(()));
         let mut pieces = Pieces::new(usize::MAX, &mut never);
-        write_counters(
+        let text = Format::Text;
+        write_samples(
             &mut out,
             &mut pieces,
-            Format::Text,
+            text,
             "d_total",
             &unlabelled,
-            1,
+            Counter::get,
         )
         .unwrap();
         assert_eq!(out, b"d_total 42\n");

@@ -8,17 +8,13 @@ use std::sync::{Mutex, MutexGuard};
 use super::format::{write_float_openmetrics, write_label_value};
 use super::name::valid_label_name;
 
-/// The most characters an exemplar's label names and values may hold
-/// together: OpenMetrics 1.0 counts UTF-8 code points, and Prometheus
-/// refuses a longer set.
+/// The most characters (code points, as OpenMetrics 1.0 counts) an
+/// exemplar's label names and values may hold together.
 pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
 /// One observation behind a sample: its labels (a trace id, say), its
 /// value and the time it was made. Plain data; safe to share across threads.
-///
-/// The labels are kept as a scrape writes them, escaped once when the
-/// exemplar is made, so that a scrape only copies them: one allocation per
-/// exemplar.
+/// The labels are kept escaped, as a scrape writes them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
     labels: Box<str>,
@@ -29,11 +25,10 @@ pub struct Exemplar {
 impl Exemplar {
     /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
     ///
-    /// Labels are kept in the order given while they fit: one whose name is
-    /// not a valid label name, or repeats an earlier one, or that would take
-    /// the names and values past 128 characters (OpenMetrics' limit), is
-    /// left out whole. A value is never cut, since a cut id names nothing.
-    /// Returns `None` when no label is left, or when `value` or
+    /// Labels are kept in order while they fit: one with an invalid or
+    /// repeated name, or that would take the names and values past 128
+    /// characters (OpenMetrics' limit), is left out whole, since a cut id
+    /// names nothing. `None` when no label is left, or `value` or
     /// `timestamp` is not finite.
     pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
         if !value.is_finite() || !timestamp.is_finite() {
@@ -110,13 +105,9 @@ impl Exemplar {
     }
 
     /// Appends ` # {labels} value timestamp`, what follows a sample's value
-    /// in OpenMetrics.
-    ///
-    /// The value is written as sample values are. The timestamp is written
-    /// in plain decimal, the shortest that reads back exactly
-    /// (`1795439678.5`), where the Go client writes `1.7954396785e+09`:
-    /// Python's prometheus_client takes the digits before the point of that
-    /// for the seconds, and reads it as 1.795 seconds.
+    /// in OpenMetrics. The timestamp is plain decimal (`1795439678.5`), where
+    /// the Go client writes `1.7954396785e+09`, which Python's
+    /// prometheus_client reads as 1.795 seconds.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b" # {");
         out.extend_from_slice(self.labels.as_bytes());
@@ -131,23 +122,18 @@ impl Exemplar {
 /// and one for a counter.
 pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
-/// A family's exemplars, by series number. Safe to share across threads.
-///
-/// Kept beside the series rather than in each metric so that a family that
-/// never has an exemplar costs this struct and nothing per series: the map
-/// allocates on its first exemplar. The lock is taken only by the calls
-/// that offer or read exemplars and by OpenMetrics scrapes, never by
-/// `inc` or `observe`.
+/// A family's exemplars, by series number. Kept beside the series rather
+/// than in each metric so that a family that never has one costs nothing
+/// per series; its lock is never taken by `inc` or `observe`.
 #[derive(Debug, Default)]
 pub(crate) struct Exemplars {
     by_series: Mutex<BTreeMap<u32, Slots>>,
 }
 
 impl Exemplars {
-    /// Keeps `e` in slot `slot` of series `series`, which has `slots`
-    /// slots, unless that slot holds a later one: a slot holds the latest
-    /// observation by its own time, whatever the order they were offered
-    /// in, so that replaying them after a restart ends where it began.
+    /// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless
+    /// that holds a later one: by time, not by order of offer, so that
+    /// replaying them after a restart ends where it began.
     pub(crate) fn offer(&self, series: u32, slots: usize, slot: usize, e: Exemplar) {
         let mut by_series = self.lock();
         let slots = by_series

@@ -1,11 +1,10 @@
 //! Number formatting and escaping for the text formats.
 //!
 //! Values are written as Go's `strconv.AppendFloat(f, 'g', -1, 64)` writes
-//! them, because that is what client_golang emits and what every consumer of
-//! the format has been tested against: the shortest digits that round-trip,
-//! an exponent below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`.
-//! The same string is used for `le`, where a different spelling would be a
-//! different series.
+//! them, because every consumer of the format has been tested against what
+//! client_golang emits: the shortest digits that round-trip, an exponent
+//! below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`. The same
+//! string is used for `le`, where another spelling would be another series.
 
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
@@ -64,11 +63,9 @@ pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// Appends `v` in decimal, as [`write_uint`] does, always inlined.
-///
-/// Below 10^8 the digits are put together in a register and stored as one
-/// 8-byte word, and the buffer is then cut back to their length: cheaper
-/// than copying an exact length from memory.
+/// [`write_uint`], always inlined. Below 10^8 the digits are put together
+/// in a register and stored as one 8-byte word, then the buffer is cut back
+/// to their length: cheaper than copying an exact length from memory.
 #[inline(always)]
 pub(crate) fn write_small_uint(out: &mut Vec<u8>, mut v: u32) {
     if v >= 100_000_000 {
@@ -103,17 +100,15 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// Writes `v` when it is a whole number of millionths in `[1e-4, 1e6)`, the
-/// usual fractional value (money in micro-dollars, durations in
-/// microseconds), and returns whether it did; the general path costs
-/// several times more.
+/// Writes `v` when it is a whole number of millionths in `[1e-4, 1e6)`
+/// (money in micro-dollars, durations in microseconds), and returns whether
+/// it did; the general path costs several times more.
 ///
 /// The digits are the shortest that round-trip, as [`write_general`] would
-/// give: `n / 1e6` is the double nearest the decimal `n` millionths, so
-/// checking that it is `v` proves the decimal parses back to `v`; and below
-/// 1e6 doubles are closer together than a millionth, so no decimal with
-/// fewer digits is the same double. The range is where Go's `%g` uses fixed
-/// notation.
+/// give: `n / 1e6` is the double nearest `n` millionths, so checking that it
+/// is `v` proves the decimal parses back to `v`; and below 1e6 doubles are
+/// closer than a millionth, so no shorter decimal is the same double. The
+/// range is where Go's `%g` uses fixed notation.
 #[inline]
 fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
     let a = v.abs();
@@ -146,8 +141,7 @@ fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
     true
 }
 
-/// The general case: Rust's `{:e}` gives the shortest round-trip digits,
-/// which are then laid out by Go's `%g` rules.
+/// Rust's `{:e}` gives the shortest round-trip digits; laid out by `%g` rules.
 fn write_general(out: &mut Vec<u8>, v: f64) {
     let sci = format!("{:e}", v.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -190,26 +184,23 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Appends a label value, or OpenMetrics HELP text, escaped for both text
-/// formats: `\`, `"` and newline are escaped and every other byte passes
-/// through unchanged.
+/// Appends a label value, or OpenMetrics HELP text, with `\`, `"` and
+/// newline escaped.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
-    }
+    escape(out, value, true)
 }
 
 /// Appends HELP text escaped for text format 0.0.4: only `\` and newline.
 /// Escaping `"` here would break older promtool parsers.
 pub fn write_help(out: &mut Vec<u8>, help: &str) {
-    for &b in help.as_bytes() {
+    escape(out, help, false)
+}
+
+fn escape(out: &mut Vec<u8>, text: &str, quote: bool) {
+    for &b in text.as_bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
             b'\n' => out.extend_from_slice(b"\\n"),
             _ => out.push(b),
         }

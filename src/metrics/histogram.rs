@@ -5,17 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::counter::update_f64;
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 
 /// A histogram: counts observations into buckets and keeps their sum.
 /// Cloning is cheap and every clone updates the same histogram; safe to
 /// share across threads.
 ///
-/// `observe` is lock-free. A scrape still sees `_count`, `_sum` and every
-/// bucket agree, using client_golang's hot/cold pair of shards: observers
-/// write to the hot shard; a scrape flips hot and cold with one atomic add,
-/// waits for the few observations already under way on the now-cold shard,
-/// reads it, then folds it into the new hot shard.
+/// `observe` is lock-free, yet a scrape sees `_count`, `_sum` and every
+/// bucket agree, using client_golang's hot/cold pair of shards: a scrape
+/// flips them with one atomic add, waits for the observations under way on
+/// the now-cold shard, reads it, then folds it into the new hot shard.
 #[derive(Clone, Debug)]
 pub struct Histogram {
     core: Arc<Core>,
@@ -53,7 +52,7 @@ pub(crate) fn checked_bounds(name: &str, bounds: &[f64]) -> Result<Box<[f64]>, E
     } else {
         return Ok(bounds.into());
     };
-    Err(Error::new(name, ErrorKind::InvalidBuckets(why)))
+    Err(Error::refused(format!("histogram {name}: {why}")))
 }
 
 impl Histogram {
@@ -85,9 +84,8 @@ impl Histogram {
         self.observe_with(v, |sum| sum + v)
     }
 
-    /// Records one observation as [`Histogram::observe`] does, except that
-    /// a finite `v` never takes `_sum` past the largest finite value: the
-    /// sum stops at `±f64::MAX`, so that a sum of finite values is finite.
+    /// [`Histogram::observe`], except that the sum stops at `±f64::MAX`, so
+    /// that a sum of finite values is finite.
     pub fn observe_saturating(&self, v: f64) {
         self.observe_with(v, |sum| saturating_sum(sum, v))
     }
@@ -106,8 +104,7 @@ impl Histogram {
         shard.buckets[slot].fetch_add(1, Ordering::Release);
     }
 
-    /// The sum of the observations, as a scrape would show it now. It
-    /// waits for a scrape under way, but not for observations.
+    /// The sum of the observations, as a scrape would show it now.
     pub fn sum(&self) -> f64 {
         let core = &*self.core;
         // Between two scrapes one shard holds every folded observation and
@@ -171,11 +168,9 @@ impl Histogram {
         (sum, count)
     }
 
-    /// Adds observations made elsewhere, given as [`Histogram::snapshot`]
-    /// returns them: `cumulative` counts, one per bound plus `+Inf`, and
-    /// their sum. For carrying a histogram across a restart. Counts of the
-    /// wrong length, or that decrease, change nothing and return false. A
-    /// finite sum is added as [`Histogram::observe_saturating`] adds.
+    /// Adds observations as [`Histogram::snapshot`] gives them, for carrying
+    /// a histogram across a restart; the sum saturates. Counts of the wrong
+    /// length, or that decrease, change nothing and return false.
     pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
         let core = &*self.core;
         let slots = core.bounds.len() + 1;
@@ -208,11 +203,9 @@ pub(crate) fn saturating_sum(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The slot of `v`: the number of bounds below it.
-///
-/// Up to `LINEAR_BOUNDS` bounds, every one is compared: the comparisons
-/// are independent and vectorise, where a binary search is a chain of
-/// dependent loads and was a third of the cost of `observe` at 12 bounds.
+/// The slot of `v`: the number of bounds below it. Up to `LINEAR_BOUNDS`
+/// bounds every one is compared: the comparisons vectorise, where a binary
+/// search's dependent loads were a third of `observe` at 12 bounds.
 #[inline(always)]
 fn bucket_of(bounds: &[f64], v: f64) -> usize {
     if bounds.len() <= LINEAR_BOUNDS {

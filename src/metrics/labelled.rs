@@ -12,11 +12,10 @@ use super::histogram::Histogram;
 /// A family of metrics of one type with a fixed list of label names.
 /// Cloning is cheap; safe to share across threads.
 ///
-/// Look a series up with [`Labelled::get`] and cache the handle, or use
-/// the one-shot methods, which skip the handle's reference count. Label
-/// values are given in the order the names were declared; a list of the
-/// wrong length, or a new list past the series cap, lands on the overflow
-/// series whose every value is `other`.
+/// Cache a handle from [`Labelled::get`], or use the one-shot methods, which
+/// skip its reference count. Values go in the order the names were declared;
+/// a list of the wrong length, or a new one past the series cap, lands on
+/// the overflow series whose every value is `other`.
 #[derive(Clone)]
 pub struct Labelled<M> {
     pub(crate) inner: Arc<Family<M>>,
@@ -40,11 +39,10 @@ impl<M: Clone> Labelled<M> {
         self.inner.existing(values).cloned()
     }
 
-    /// Calls `f` with each series' number and metric, in label-value
-    /// order, the overflow series last: adding each, by its
+    /// Calls `f` with each series' number and metric, in label-value order,
+    /// the overflow series last: adding each, by its
     /// [`Labelled::label_values`], to a new family in that order remakes
-    /// this one. Cheap: the values are spelled out only when asked for, so
-    /// that a copy of every value can be taken quickly.
+    /// this one.
     pub fn each(&self, f: impl FnMut(u32, &M)) {
         self.inner.each(f)
     }
@@ -74,13 +72,9 @@ impl CounterFamily {
     }
 
     /// Adds one to the counter for `values` and offers it an exemplar of
-    /// that increment: `labels` as [`Exemplar::new`] keeps them, the value
-    /// 1 and `timestamp` (Unix seconds). The counter keeps the latest
-    /// exemplar by timestamp, and OpenMetrics scrapes show it.
-    ///
-    /// Slower than [`Labelled::inc`], and meant for events worth linking
-    /// to (a finished run, not a request): it allocates and takes the
-    /// family's exemplar lock.
+    /// value 1 (see [`Exemplar::new`]); it keeps the latest by timestamp.
+    /// Slower than [`Labelled::inc`]: it allocates and takes the family's
+    /// exemplar lock.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
@@ -92,8 +86,7 @@ impl CounterFamily {
     }
 
     /// Offers an exemplar made elsewhere, such as one read back after a
-    /// restart, to the counter for `values`, which keeps it unless it holds
-    /// a later one. The value is unchanged.
+    /// restart, to the counter for `values`; the value is unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner
             .with_numbered(values, |i, _| self.inner.exemplars.offer(i, 1, 0, e))
@@ -138,14 +131,9 @@ impl HistogramFamily {
     }
 
     /// Records `v` in the histogram for `values` and offers the bucket it
-    /// falls in an exemplar: `labels` as [`Exemplar::new`] keeps them, the
-    /// value `v` and `timestamp` (Unix seconds). Each bucket keeps the
-    /// latest exemplar by timestamp, and OpenMetrics scrapes show it on the
-    /// bucket's line.
-    ///
-    /// Slower than [`Labelled::observe`], and meant for observations worth
-    /// linking to (a run, not a request): it allocates and takes the
-    /// family's exemplar lock.
+    /// falls in an exemplar of `v` (see [`Exemplar::new`]); each bucket keeps
+    /// the latest by timestamp. Slower than [`Labelled::observe`]: it
+    /// allocates and takes the family's exemplar lock.
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],
@@ -162,10 +150,8 @@ impl HistogramFamily {
         })
     }
 
-    /// Offers an exemplar made elsewhere, such as one read back after a
-    /// restart, to the bucket of the histogram for `values` that its value
-    /// falls in, which keeps it unless it holds a later one. The counts are
-    /// unchanged.
+    /// Offers an exemplar made elsewhere to the bucket of the histogram for
+    /// `values` that its value falls in; the counts are unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner.with_numbered(values, |i, h| self.offer(i, h, e))
     }

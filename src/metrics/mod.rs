@@ -1,11 +1,7 @@
 //! The metrics core: counters, gauges, histograms, labelled families, a
-//! registry and hand-written Prometheus text and OpenMetrics encoders.
-//!
-//! It uses the standard library only. Handles are cheap to clone and safe
-//! to share across threads; their hot paths (`inc`, `add`, `observe`)
-//! return nothing and cannot fail, because names and labels are checked
-//! once, at registration. A family's series may carry exemplars, shown on
-//! OpenMetrics scrapes. See `docs/metrics-library.md` for a tour.
+//! registry and Prometheus text and OpenMetrics encoders, with the standard
+//! library only. Names and labels are checked once, at registration, so the
+//! hot paths cannot fail. See `docs/metrics-library.md` for a tour.
 
 mod ceiling;
 mod counter;

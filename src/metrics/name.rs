@@ -1,6 +1,6 @@
 //! Validation of metric and label names, done once at registration.
 
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 
 /// True when `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn valid_metric_name(name: &str) -> bool {
@@ -14,18 +14,11 @@ pub fn valid_metric_name(name: &str) -> bool {
 
 /// True when `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    match bytes.next() {
-        Some(b) if b.is_ascii_alphabetic() || b == b'_' => {}
-        _ => return false,
-    }
-    bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.contains(':') && valid_metric_name(name)
 }
 
-/// Checks a family's label names: valid, not reserved, not repeated.
-///
-/// `le` belongs to histogram buckets and `quantile` to summaries, and both
-/// are added by the encoder itself, so no family may declare them.
+/// Checks a family's label names: valid, not reserved (the encoder adds `le`
+/// and `quantile` itself), not repeated.
 pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Error> {
     for (i, label) in labels.iter().enumerate() {
         let why = if !valid_label_name(label) {
@@ -37,7 +30,8 @@ pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Err
         } else {
             continue;
         };
-        return Err(Error::new(metric, ErrorKind::Label(label.to_string(), why)));
+        let message = format!("metric {metric}: label name {label:?} {why}");
+        return Err(Error::refused(message));
     }
     Ok(())
 }

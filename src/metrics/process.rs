@@ -9,60 +9,51 @@ use super::registry::{Collector, Desc};
 /// A collector of the standard `process_*` metrics, read from `/proc/self`.
 /// On other systems it describes nothing. Safe to share across threads.
 ///
-/// Reading `/proc` costs more than rendering everything else (counting the
-/// entries of `/proc/self/fd` alone is a quarter of a scrape with a few
-/// dozen connections open), so a reading is reused for scrapes within
-/// `max_age` of it. Prometheus scrapes every few seconds at most, so the
-/// default of one second never shows it a stale value, while a burst of
-/// scrapes stays cheap.
-#[derive(Debug)]
+/// Reading `/proc` costs more than rendering everything else (counting
+/// `/proc/self/fd` alone is a quarter of a scrape with a few dozen
+/// connections open), so a reading is reused for scrapes within
+/// [`MAX_AGE`] of it: Prometheus scrapes every few seconds at most, so it
+/// never sees a stale value, while a burst of scrapes stays cheap.
+#[derive(Debug, Default)]
 pub struct ProcessCollector {
-    max_age: Duration,
     last: Mutex<Option<(Instant, Vec<f64>)>>,
 }
 
-impl Default for ProcessCollector {
-    fn default() -> Self {
-        ProcessCollector::with_max_age(Duration::from_secs(1))
-    }
-}
+/// How long a reading of `/proc` is reused.
+const MAX_AGE: Duration = Duration::from_secs(1);
 
 impl ProcessCollector {
-    /// Creates the collector with readings reused for up to one second.
+    /// Creates the collector.
     pub fn new() -> ProcessCollector {
         ProcessCollector::default()
     }
-
-    /// Creates the collector with readings reused for up to `max_age`
-    /// (zero reads `/proc` at every scrape).
-    pub fn with_max_age(max_age: Duration) -> ProcessCollector {
-        ProcessCollector {
-            max_age,
-            last: Mutex::new(None),
-        }
-    }
 }
 
-/// The metrics' names, in the order `process_linux::read` gives their
-/// values; the first is a counter and the rest gauges.
-const NAMES: [&str; 7] = [
-    "process_cpu_seconds_total",
-    "process_max_fds",
-    "process_open_fds",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
-    "process_threads",
-    "process_virtual_memory_bytes",
-];
-
-const HELPS: [&str; 7] = [
-    "Total user and system CPU time spent in seconds.",
-    "Maximum number of open file descriptors.",
-    "Number of open file descriptors.",
-    "Resident memory size in bytes.",
-    "Start time of the process since unix epoch in seconds.",
-    "Number of OS threads in the process.",
-    "Virtual memory size in bytes.",
+/// The metrics' names and HELP, in the order `process_linux::read` gives
+/// their values; the first is a counter and the rest gauges.
+const METRICS: [(&str, &str); 7] = [
+    (
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+    ),
+    (
+        "process_max_fds",
+        "Maximum number of open file descriptors.",
+    ),
+    ("process_open_fds", "Number of open file descriptors."),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+    ),
+    (
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+    ),
+    ("process_threads", "Number of OS threads in the process."),
+    (
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+    ),
 ];
 
 impl Collector for ProcessCollector {
@@ -70,19 +61,19 @@ impl Collector for ProcessCollector {
         if !cfg!(target_os = "linux") {
             return Vec::new();
         }
-        let desc = |(i, (name, help)): (usize, (&str, &str))| Desc {
+        let desc = |(i, (name, help)): (usize, &(&str, &str))| Desc {
             name: name.to_string(),
             help: help.to_string(),
             kind: if i == 0 { Kind::Counter } else { Kind::Gauge },
         };
-        NAMES.into_iter().zip(HELPS).enumerate().map(desc).collect()
+        METRICS.iter().enumerate().map(desc).collect()
     }
 
     fn collect(&self) -> Vec<f64> {
         // The cache holds plain values; a panic elsewhere cannot corrupt it.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, values)) = last.as_ref() {
-            if at.elapsed() < self.max_age {
+            if at.elapsed() < MAX_AGE {
                 return values.clone();
             }
         }
@@ -101,7 +92,7 @@ mod tests {
 
     #[test]
     fn values_are_plausible() {
-        let c = ProcessCollector::with_max_age(Duration::ZERO);
+        let c = ProcessCollector::new();
         let d = c.describe();
         let cpu = d.iter().position(|d| d.name == "process_cpu_seconds_total");
         // Run alone, the test may not have used one clock tick yet: work

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::sys;
 
 /// Reads `/proc/self/stat`, `/proc/self/fd` and `/proc/self/limits`: the
-/// values of `process::NAMES`, in its order, NaN where a file could not
+/// values of `process::METRICS`, in its order, NaN where a file could not
 /// be read.
 pub(crate) fn read() -> [f64; 7] {
     let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();

@@ -85,13 +85,10 @@ struct Entries {
 
 /// The registry of metric families. Cloning is cheap and clones share the
 /// same families; safe to share across threads.
-///
-/// There is no global registry: build one and pass it to whatever records.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
-    /// The ceiling that labelled families registered through this handle
-    /// are held under (see [`Registry::within`]).
+    /// See [`Registry::within`].
     ceiling: Option<ByteCeiling>,
 }
 
@@ -134,19 +131,16 @@ impl Registry {
             ceiling: None,
         };
         // The name is valid and the registry empty, so this cannot fail.
-        let _ = registry.add(
+        let _ = registry.insert(
             (OVERFLOW_METRIC, "Lookups of new label sets sent to a family's overflow series because it reached its series cap.", Kind::Counter),
             Body::Counters(overflow, 1),
+            false,
         );
         registry
     }
 
     /// A handle on the same registry through which the labelled families
-    /// registered ([`Registry::counter_family`], [`Registry::gauge_family`],
-    /// [`Registry::histogram_family`]) are held under `ceiling`, as
-    /// [`ByteCeiling`] describes: their fixed part is counted at
-    /// registration, which fails when it does not fit, and each new series
-    /// that does not fit goes to its family's overflow series.
+    /// registered are held under `ceiling`, as [`ByteCeiling`] describes.
     pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -154,15 +148,23 @@ impl Registry {
         }
     }
 
+    /// This registry without a ceiling: unlabelled metrics are never held
+    /// under one.
+    fn unbounded(&self) -> Registry {
+        Registry {
+            inner: self.inner.clone(),
+            ceiling: None,
+        }
+    }
+
     /// Registers an unlabelled counter. Its name must end in `_total`.
     pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
-        let body = |f| Body::Counters(f, 1);
-        self.single((name, help, Kind::Counter), Counter::new, body)
+        Ok(self.unbounded().counter_family(name, help, &[])?.get(&[]))
     }
 
     /// Registers an unlabelled gauge.
     pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
-        self.single((name, help, Kind::Gauge), Gauge::new, Body::Gauges)
+        Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
     /// Registers a gauge whose value `f` computes at scrape time. `f` runs
@@ -173,17 +175,15 @@ impl Registry {
         help: &str,
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) -> Result<(), Error> {
-        self.add((name, help, Kind::Gauge), Body::GaugeFn(Box::new(f)))
+        let body = Body::GaugeFn(Box::new(f));
+        self.insert((name, help, Kind::Gauge), body, false)
     }
 
     /// Registers an unlabelled histogram with strictly increasing finite
     /// upper bounds (`+Inf` is implied).
     pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram, Error> {
-        let bounds = checked_bounds(name, bounds)?;
-        let les = encode::le_strings(&bounds);
-        let make = move || Histogram::with_checked_bounds(bounds.clone());
-        let body = |f| Body::Histograms(f, les);
-        self.single((name, help, Kind::Histogram), make, body)
+        let family = self.unbounded().histogram_family(name, help, &[], bounds)?;
+        Ok(family.get(&[]))
     }
 
     /// Registers a family of counters with the given label names.
@@ -196,14 +196,10 @@ impl Registry {
         self.fixed_point_counter_family(name, help, labels, 1)
     }
 
-    /// Registers a family of counters that count whole parts of a unit, of
-    /// which `per_unit` make one, through [`CounterFamily::inc_by`]; each is
-    /// rendered as its count divided by `per_unit`.
-    ///
-    /// This is for money: a sum of micro-dollars (`per_unit` 1,000,000) is
+    /// Registers a family of counters rendered as their count divided by
+    /// `per_unit` (0 is taken as 1). For money: a sum of micro-dollars is
     /// exact, and 5,703,720 renders as `5.70372`, where a float sum of the
-    /// same dollars renders as `5.703720000000001`. A `per_unit` of 0 is
-    /// taken as 1.
+    /// same dollars renders as `5.703720000000001`.
     pub fn fixed_point_counter_family(
         &self,
         name: &str,
@@ -251,22 +247,20 @@ impl Registry {
     }
 
     /// Serves the counter, gauge or histogram family registered as `of`
-    /// under a second name too, with its own HELP: the same series, counted
-    /// once, and no new memory per series.
-    ///
-    /// This is for a fact that two systems name differently, where each
-    /// system's clients query their own name. A gauge's second name may end
-    /// in `_total`, because that is a name another system gave it
-    /// (conductor-loop's `conductor_active_runs_total`); promtool's lint
-    /// flags such a name. Fails as registration does, and when `of` is not
-    /// a registered counter, gauge or histogram family.
+    /// under a second name too, with its own HELP: the same series, for a
+    /// fact two systems name differently. A gauge's second name may end in
+    /// `_total`, because another system gave it that name (conductor-loop's
+    /// `conductor_active_runs_total`). Fails as registration does.
     pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
         let original = self.snapshot().into_iter().find(|e| e.name == of);
         let body = match original.as_ref().map(|e| &e.body) {
             Some(Body::Counters(f, per_unit)) => Body::Counters(f.clone(), *per_unit),
             Some(Body::Gauges(f)) => Body::Gauges(f.clone()),
             Some(Body::Histograms(f, les)) => Body::Histograms(f.clone(), les.clone()),
-            _ => return Err(Error::new(name, ErrorKind::NoOriginal(of.to_string()))),
+            _ => {
+                let what = "is not a registered counter, gauge or histogram family";
+                return Err(Error::refused(format!("alias {name}: {of} {what}")));
+            }
         };
         let kind = original.map_or(Kind::Gauge, |e| e.kind);
         self.insert((name, help, kind), body, kind == Kind::Gauge)
@@ -277,7 +271,7 @@ impl Registry {
         let descs = collector.describe();
         for (i, d) in descs.iter().enumerate() {
             let body = Body::Collected(collector.clone(), i);
-            if let Err(e) = self.add((&d.name, &d.help, d.kind), body) {
+            if let Err(e) = self.insert((&d.name, &d.help, d.kind), body, false) {
                 self.remove(descs[..i].iter().map(|d| d.name.as_str()));
                 return Err(e);
             }
@@ -307,18 +301,10 @@ impl Registry {
         let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
     }
 
-    /// Writes a scrape in `fmt` to `out` as it is rendered, the same bytes
-    /// [`Registry::render`] appends, in `write_all` calls of about
-    /// [`RENDER_PIECE`] bytes each, cut between series.
-    ///
-    /// So a scrape costs one piece of memory, and one series, however large
-    /// it is, and a slow `out` holds no lock that recording needs: a
-    /// family's series are listed first, and new ones wait only for that.
-    /// A series added meanwhile is in the next scrape.
-    ///
-    /// # Errors
-    ///
-    /// The first error of `out`, after which nothing more is written.
+    /// Writes the bytes [`Registry::render`] appends to `out` as they are
+    /// rendered, in `write_all` calls of about [`RENDER_PIECE`] bytes cut
+    /// between series: a scrape costs one piece of memory, and a slow `out`
+    /// holds no lock that recording needs. Stops at the first error of `out`.
     pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
         // Room for a piece and the series that passes it, mostly.
         let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
@@ -343,8 +329,14 @@ impl Registry {
             // tells what exists before anything happened.
             encode::write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
+                Body::Counters(f, 1) => {
+                    encode::write_samples(out, pieces, fmt, name, f, Counter::get)?
+                }
                 Body::Counters(f, per_unit) => {
-                    encode::write_counters(out, pieces, fmt, name, f, *per_unit)?
+                    // One correctly rounded division: the nearest double to
+                    // the exact decimal, which prints as that decimal.
+                    let per_unit = f64::from(*per_unit);
+                    encode::write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
                 }
                 Body::Gauges(f) => encode::write_samples(out, pieces, fmt, name, f, Gauge::get)?,
                 Body::Histograms(f, les) => {
@@ -381,20 +373,6 @@ impl Registry {
         entries.by_name.values().cloned().collect()
     }
 
-    /// Registers an unlabelled family made by `make`, and returns its one
-    /// metric. It is never held under a ceiling.
-    fn single<M: Clone>(
-        &self,
-        meta: Meta<'_>,
-        make: impl Fn() -> M + Send + Sync + 'static,
-        body: impl FnOnce(Arc<Family<M>>) -> Body,
-    ) -> Result<M, Error> {
-        let family = Arc::new(Family::new(&[], 1, Counter::new(), make));
-        let metric = family.with(&[], M::clone);
-        self.add(meta, body(family))?;
-        Ok(metric)
-    }
-
     /// Registers a labelled family made by `make`, under this handle's
     /// ceiling if it has one; `les` are a histogram's bounds.
     fn family<M: Clone>(
@@ -409,20 +387,19 @@ impl Registry {
         let family = Family::new(labels, self.inner.options.series_cap, overflowed, make);
         let (family, counted) = self.charge(family, meta, les, labels)?;
         let family = Arc::new(family);
-        self.add(meta, body(family.clone())).inspect_err(|_| {
-            if let Some(ceiling) = &self.ceiling {
-                ceiling.give_back(counted.0, counted.1);
-            }
-        })?;
+        self.insert(meta, body(family.clone()), false)
+            .inspect_err(|_| {
+                if let Some(ceiling) = &self.ceiling {
+                    ceiling.give_back(counted.0, counted.1);
+                }
+            })?;
         Ok(family)
     }
 
-    /// Puts a new labelled family under this handle's ceiling, if it has
-    /// one: counts its fixed part (its header; its one series when it has
-    /// no labels; else its overflow series and that series' line in
-    /// `conductor_series_overflow_total`), and has it count each new series.
-    /// Returns the family and what was counted, to give back should the
-    /// registration fail after all.
+    /// Puts a new family under this handle's ceiling, if any: counts its
+    /// fixed part (its header; its one series when unlabelled, else its
+    /// overflow series and that series' line in `OVERFLOW_METRIC`), and has
+    /// it count each new series. Returns what was counted, to give back.
     fn charge<M: Clone>(
         &self,
         family: Family<M>,
@@ -453,7 +430,13 @@ impl Registry {
         let fixed = (label_bytes, header + series);
         if !ceiling.take(fixed.0, fixed.1) {
             let left = ceiling.left();
-            return Err(Error::new(name, ErrorKind::OverCeiling { fixed, left }));
+            let message = format!(
+                "metric {name} does not fit under its byte ceiling: its header and \
+                 overflow series take {} bytes of a scrape and {} label bytes, where \
+                 {} and {} are left",
+                fixed.1, fixed.0, left.1, left.0
+            );
+            return Err(Error::new(ErrorKind::OverCeiling, message));
         }
         if labels.is_empty() {
             // Its one series is counted: every lookup finds it.
@@ -474,10 +457,6 @@ impl Registry {
         self.inner.overflow.with(&[name], Counter::clone)
     }
 
-    fn add(&self, meta: Meta<'_>, body: Body) -> Result<(), Error> {
-        self.insert(meta, body, false)
-    }
-
     /// Adds a family; `total_gauge` lets a gauge's name end in `_total`.
     fn insert(
         &self,
@@ -485,24 +464,30 @@ impl Registry {
         body: Body,
         total_gauge: bool,
     ) -> Result<(), Error> {
-        if !valid_metric_name(name) {
-            return Err(Error::new(name, ErrorKind::InvalidMetricName));
-        }
-        match (kind, name.ends_with("_total")) {
-            (Kind::Counter, false) => return Err(Error::new(name, ErrorKind::CounterSuffix)),
-            (Kind::Gauge, true) if total_gauge => {}
-            (Kind::Gauge | Kind::Histogram, true) => {
-                return Err(Error::new(name, ErrorKind::NonCounterSuffix))
+        let refused = match (kind, name.ends_with("_total")) {
+            _ if !valid_metric_name(name) => {
+                format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
             }
-            _ => {}
+            (Kind::Counter, false) => format!("counter {name} must end in _total"),
+            (Kind::Gauge, true) if total_gauge => String::new(),
+            (Kind::Gauge | Kind::Histogram, true) => {
+                format!("metric {name} is not a counter and must not end in _total")
+            }
+            _ => String::new(),
+        };
+        if !refused.is_empty() {
+            return Err(Error::refused(refused));
         }
         let claims = claimed_names(name, kind);
         let mut entries = self.entries();
+        let duplicate = |m| Err(Error::new(ErrorKind::Duplicate, m));
         if entries.by_name.contains_key(name) {
-            return Err(Error::new(name, ErrorKind::Duplicate));
+            return duplicate(format!("metric {name} is already registered"));
         }
         if let Some(owner) = claims.iter().find_map(|c| entries.claimed.get(c)) {
-            return Err(Error::new(name, ErrorKind::Clash(owner.clone())));
+            return duplicate(format!(
+                "metric {name} clashes with the samples of registered metric {owner}"
+            ));
         }
         for c in claims {
             entries.claimed.insert(c, name.to_string());

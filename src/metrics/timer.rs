@@ -1,6 +1,5 @@
 //! A guard that times a block and observes the seconds into a histogram,
-//! and the `start_timer` methods that make one. They live here, beside the
-//! timer, so that the histogram modules need nothing from this one.
+//! and the `start_timer` methods that make one.
 
 use std::time::Instant;
 
@@ -51,9 +50,7 @@ impl HistogramFamily {
 
 impl Timer {
     /// Sets the value of label `name` for the observation this timer will
-    /// make, such as an outcome known only at the end. Unknown names and
-    /// timers on unlabelled histograms are left unchanged; the returned
-    /// bool says whether the label was set.
+    /// make; returns false, changing nothing, for a name the family lacks.
     pub fn set_label(&mut self, name: &str, value: &str) -> bool {
         let Some(Target::Family { family, values }) = &mut self.target else {
             return false;

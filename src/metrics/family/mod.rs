@@ -18,8 +18,7 @@ use key::{decode, for_each_word, order, Lookup, HEAD};
 /// The label value every label of the overflow series carries.
 pub const OVERFLOW_VALUE: &str = "other";
 
-/// The default number of series a family may hold before new label sets
-/// go to the overflow series.
+/// The default series cap (see [`super::RegistryOptions`]).
 pub const DEFAULT_SERIES_CAP: usize = 10_000;
 
 /// How many series chunks and index tables a family can have.
@@ -57,23 +56,21 @@ struct Entry<M> {
     len: u32,
     /// The first key words, zero-padded: all of a key up to `HEAD` words.
     head: [u64; HEAD],
-    /// A clone of the series' metric, sharing its value.
     metric: M,
 }
 
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
-/// What a family's new series cost against a ceiling shared with other
-/// families: their rendered labels, and what `weigh` says a scrape of a
-/// series with labels that long can write.
+/// What a new series costs against a shared ceiling: its rendered labels,
+/// and what `weigh` says a scrape of a series with labels that long writes.
 pub(crate) struct Charge {
     pub(crate) ceiling: ByteCeiling,
     pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
 }
 
-/// What only a thread holding the insert mutex touches: every series
-/// index, sorted by label values, and the overflow series if there is one.
+/// What only the insert mutex guards: the series numbers in label-value
+/// order, and the overflow series' if it exists.
 struct Writer {
     sorted: Vec<u32>,
     overflow: Option<u32>,
@@ -82,20 +79,16 @@ struct Writer {
 /// A family of series of one metric type, keyed by label values. Safe to
 /// share across threads.
 ///
-/// Looking up an existing series takes no lock: the values are hashed with
-/// a per-family random seed, an open-addressing index of set-once slots is
-/// probed, and the values themselves are compared, so two different value
-/// lists never share a series and colliding hashes only cost a comparison.
-/// New series are added under a mutex that lookups never take. A slot
-/// holds a clone of its series' metric, so `M` must be a handle whose
-/// clones share one value, as `Counter`, `Gauge` and `Histogram` are.
+/// A lookup takes no lock: it probes an open-addressing index of set-once
+/// slots by a seeded hash and compares the values themselves, so colliding
+/// hashes only cost a comparison. New series are added under a mutex that
+/// lookups never take. A slot holds a clone of its series' metric, so `M`
+/// must be a handle whose clones share one value.
 ///
-/// Series live in chunks of doubling size (chunk `k` holds `2^k`) and are
-/// never moved or removed, so a reference to one needs no lock. The index
-/// grows by building a table twice the size beside the old one and then
-/// publishing it. Old tables are kept until the family drops (together
-/// smaller than the newest), so a lookup still probing one stays safe; a
-/// miss there just takes the slow path.
+/// Series live in chunks of doubling size and are never moved or removed,
+/// so a reference to one needs no lock. The index grows by publishing a
+/// table twice the size; old tables are kept until the family drops, so a
+/// lookup still probing one stays safe (a miss there takes the slow path).
 pub(crate) struct Family<M> {
     label_names: Box<[String]>,
     cap: usize,
@@ -111,7 +104,6 @@ pub(crate) struct Family<M> {
     prefixed: OnceLock<Box<str>>,
     /// What new series cost, when the family is under a byte ceiling.
     charge: Option<Charge>,
-    /// The series' exemplars, for the families that are given any.
     pub(crate) exemplars: Exemplars,
 }
 
@@ -121,8 +113,7 @@ pub(crate) struct Family<M> {
 // same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
-    /// Creates an empty family. `overflowed` counts lookups sent to the
-    /// overflow series.
+    /// An empty family; `overflowed` counts lookups sent to its overflow series.
     pub(crate) fn new(
         label_names: &[&str],
         cap: usize,
@@ -150,15 +141,13 @@ impl<M: Clone> Family<M> {
         }
     }
 
-    /// The family with each new series counted against `charge`'s ceiling:
-    /// one that does not fit goes to the overflow series, which is never
-    /// counted (its cost is the registrar's to count up front).
+    /// The family with each new series counted against `charge`: one that
+    /// does not fit goes to the overflow series, which the registrar counts.
     pub(crate) fn charged(mut self, charge: Charge) -> Family<M> {
         self.charge = Some(charge);
         self
     }
 
-    /// The label names, in declaration order.
     pub(crate) fn label_names(&self) -> &[String] {
         &self.label_names
     }
@@ -175,9 +164,7 @@ impl<M: Clone> Family<M> {
         self.with_numbered(values, |_, m| f(m))
     }
 
-    /// Runs `f` on the number and metric of the series for `values`, as
-    /// [`Family::with`] finds or makes it: for the calls that keep
-    /// something beside the series, such as an exemplar.
+    /// [`Family::with`], given the series' number too (for its exemplars).
     #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
@@ -189,9 +176,8 @@ impl<M: Clone> Family<M> {
         f(i, metric)
     }
 
-    /// The metric of the series `key` names, and its index, if the current
-    /// table has it. Keys longer than `HEAD` words are checked in full
-    /// against the series.
+    /// The index and metric of the series `key` names, if the current table
+    /// has it.
     #[inline(always)]
     fn find(&self, key: &Lookup) -> Option<(u32, &M)> {
         let table = self.tables.get(self.current.load(Ordering::Acquire))?;
@@ -210,9 +196,7 @@ impl<M: Clone> Family<M> {
         }
     }
 
-    /// Series number `i`, if it exists. Series are never moved or
-    /// removed, so this needs no lock: a renderer holds a family's series
-    /// numbers, not its insert mutex, while it waits for a client.
+    /// Series number `i`, if it exists; no lock, since series never move.
     #[inline(always)]
     pub(crate) fn series(&self, i: u32) -> Option<&Series<M>> {
         let (k, at) = place_of(i);
@@ -264,8 +248,7 @@ impl<M: Clone> Family<M> {
         labels
     }
 
-    /// Whether the ceiling, if any, takes a new series with `labels`; if
-    /// it does, the series is counted.
+    /// Whether the ceiling, if any, takes (and counts) a series with `labels`.
     fn affords(&self, labels: &[u8]) -> bool {
         self.charge.as_ref().is_none_or(|c| {
             let exposition = (c.weigh)(labels.len());
@@ -273,7 +256,6 @@ impl<M: Clone> Family<M> {
         })
     }
 
-    /// Stores a new series for `key`, with `labels` as `render` made them.
     fn push(&self, w: &mut Writer, key: &Lookup, labels: Vec<u8>) -> (u32, &M) {
         let position = w
             .sorted
@@ -307,8 +289,8 @@ impl<M: Clone> Family<M> {
         (i, &series.metric)
     }
 
-    /// Adds `e`, the newest series, to the index, first moving to a table
-    /// twice the size if the current one would be over half full.
+    /// Indexes `e`, the newest series, first moving to a table twice the
+    /// size if the current one would be over half full.
     fn index(&self, e: Entry<M>) {
         let mut level = self.current.load(Ordering::Relaxed);
         let Some(mut table) = self.tables[level].get() else {
@@ -328,17 +310,14 @@ impl<M: Clone> Family<M> {
         place(table, e);
     }
 
-    /// Whether the series' `prefix`es hold, or may be given, `name`: true
-    /// for the name the family is first rendered under, which is its only
-    /// one when it is registered once.
+    /// Whether the series' `prefix`es are for `name`: the first name the
+    /// family is rendered under (an alias renders without them).
     pub(crate) fn prefixes(&self, name: &str) -> bool {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' number and metric, in label-value
-    /// order, the overflow series last: the order in which giving their
-    /// [`Family::label_values`] to [`Family::with`] again remakes the same
-    /// series. A series keeps its number for as long as the family lives.
+    /// Calls `f` with each series' number and metric, in label-value order
+    /// with the overflow series last, the order that remakes the family.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let w = self.writer();
         let overflow = w.overflow;
@@ -350,8 +329,7 @@ impl<M: Clone> Family<M> {
         }
     }
 
-    /// The metric of the series for `values`, if it exists; never creates
-    /// one, and takes no lock.
+    /// The metric of the series for `values`, if it exists; takes no lock.
     pub(crate) fn existing(&self, values: &[&str]) -> Option<&M> {
         self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
@@ -361,14 +339,12 @@ impl<M: Clone> Family<M> {
         self.series(i).map(|s| decode(&s.key))
     }
 
-    /// Replaces `out` with the series' numbers in label-value order. It
-    /// takes the insert mutex, which blocks new series but no lookups.
+    /// Replaces `out` with the series' numbers in label-value order.
     pub(crate) fn numbers_into(&self, out: &mut Vec<u32>) {
         out.clear();
         out.extend_from_slice(&self.writer().sorted);
     }
 
-    /// The number of series.
     pub(crate) fn len(&self) -> usize {
         self.writer().sorted.len()
     }
@@ -396,9 +372,8 @@ fn empty_table<M>(size: usize) -> Table<M> {
     (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores `e` in the first free slot of its probe sequence. Only a thread
-/// holding the insert mutex places entries, so the slot found stays free
-/// and `set` cannot fail.
+/// Stores `e` in its first free probe slot; only the insert mutex's holder
+/// places entries, so `set` cannot fail.
 fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
     let mut at = e.hash as usize & mask;
