@@ -15,8 +15,9 @@
 
 use std::io::{self, Write};
 
+use super::answer::Reply;
 use super::socket::{ClientStream, PIECE};
-use super::wire::{self, Delivery, Framing, Reply};
+use super::wire::{self, Delivery, Framing};
 use super::Hooks;
 
 /// The room kept before a piece for the answer's head, when it has not gone
@@ -117,8 +118,7 @@ impl<'a> BodyWriter<'a> {
         }
         self.buf = Vec::new();
         self.bytes = reply.body.len() as u64;
-        let d = self.delivery;
-        let whole = wire::encode(reply, d.head_only, d.close, d.keep_alive_10);
+        let whole = wire::encode(reply, self.delivery);
         self.progress = match self.send(&whole) {
             Ok(()) => Progress::Ended,
             Err(_) => Progress::Failed,
@@ -202,16 +202,8 @@ impl<'a> BodyWriter<'a> {
     }
 
     fn head(&self, framing: Framing) -> Vec<u8> {
-        let d = self.delivery;
         let mut head = Vec::with_capacity(256);
-        wire::head(
-            &mut head,
-            200,
-            &self.headers,
-            framing,
-            d.close,
-            d.keep_alive_10,
-        );
+        wire::head(&mut head, 200, &self.headers, framing, self.delivery);
         head
     }
 
@@ -324,9 +316,7 @@ mod tests {
         Delivery {
             head_only,
             close: false,
-            keep_alive_10: false,
             http10,
-            write_timeout: Duration::from_secs(10),
         }
     }
 
@@ -370,7 +360,7 @@ mod tests {
             headers: headers(),
             body: b"hello world".to_vec(),
         };
-        let want = wire::encode(&reply, false, false, false);
+        let want = wire::encode(&reply, delivery(false, false));
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);
@@ -507,7 +497,7 @@ mod tests {
         assert_eq!(body.bytes(), 12);
         assert!(body.write_all(b"more").is_err());
         body.finish().unwrap();
-        let want = wire::encode(&error, false, false, false);
+        let want = wire::encode(&error, delivery(false, false));
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);

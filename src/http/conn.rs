@@ -4,16 +4,16 @@
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Delivery, Handoff, Slot, Takeover};
+use super::answer::{Answer, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
 use super::reject::{self, method_label, Reject};
 use super::socket::{ClientStream, HeadError};
+use super::wire::{self, Delivery};
 use super::Shared;
 
 /// How long a closing connection keeps reading what the client still sends,
@@ -39,7 +39,7 @@ enum AfterRequest {
 
 /// Serves requests on `stream` until the client leaves, a limit is hit, or
 /// the connection is evicted while it is idle.
-pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) {
+pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
     let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
@@ -63,7 +63,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
             return;
         }
         match serve_request(&mut client, shared, activity) {
-            // The answer marked the connection idle when it was ready.
+            // The connection was marked idle when its answer was ready.
             AfterRequest::Read => {}
             AfterRequest::Close => return,
             AfterRequest::Linger => return linger(client.stream()),
@@ -80,11 +80,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
     }
 }
 
-fn serve_request(
-    client: &mut ClientStream,
-    shared: &Shared,
-    activity: &Arc<Activity>,
-) -> AfterRequest {
+fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity) -> AfterRequest {
     let (head, label) = match read_head(client, shared) {
         Ok(read) => read,
         Err(next) => return next,
@@ -94,9 +90,8 @@ fn serve_request(
         // Answered on the head alone: a body is never read, and the
         // connection then closes, since its next request would start inside it.
         let close = head.has_body() || !head.keep_alive;
-        let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
-        shared.handler.refuse(request, answer);
-        return write_handoff(client, shared, &slot);
+        let answer = shared.handler.refuse(request);
+        return respond(client, shared, activity, delivery(&head, close), answer);
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
         let reject = Reject::new(
@@ -112,11 +107,16 @@ fn serve_request(
     if !head.implemented() {
         return not_implemented(client, shared, activity, &head, label);
     }
-    let (answer, slot) = Answer::new(delivery(&head, !head.keep_alive, shared), activity.clone());
-    shared.handler.handle(request, answer);
+    let answer = shared.handler.handle(request);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
-    write_handoff(client, shared, &slot)
+    respond(
+        client,
+        shared,
+        activity,
+        delivery(&head, !head.keep_alive),
+        answer,
+    )
 }
 
 /// Reads the next request's head and checks it, with its method's label;
@@ -170,25 +170,15 @@ fn read_head(
 fn not_implemented(
     client: &ClientStream,
     shared: &Shared,
-    activity: &Arc<Activity>,
+    activity: &Activity,
     head: &RequestHead,
     label: &'static str,
 ) -> AfterRequest {
     let reject = Reject::new(501, "the request method is not implemented");
     shared.hooks.request_rejected(label, reject.status);
     activity.answered();
-    let close = !head.keep_alive;
-    let connection = match (close, head.http10) {
-        (true, _) => "Connection: close\r\n",
-        (false, true) => "Connection: keep-alive\r\n",
-        (false, false) => "",
-    };
-    let sent = send(
-        client,
-        shared,
-        &reject::framed(reject, head.is_head(), connection),
-    );
-    after(sent, close)
+    let d = delivery(head, !head.keep_alive);
+    after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
 /// What follows an answer that was sent, or failed to be: `close` ends the
@@ -202,34 +192,45 @@ fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
 }
 
 /// How the answer to `head` goes out; `close` ends the connection after it.
-fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
+fn delivery(head: &RequestHead, close: bool) -> Delivery {
     Delivery {
         head_only: head.is_head(),
         close,
-        keep_alive_10: head.http10 && !close,
         http10: head.http10,
-        write_timeout: shared.limits.write_timeout,
     }
 }
 
-/// Writes what the handler left in `slot`, or leaves it to the answer's
-/// sender, or hands the connection to a stream, or sends a body as its
-/// producer makes it.
-fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
-    let close = slot.delivery().close;
-    match slot.handoff() {
-        Handoff::Ready(bytes) => after(send(client, shared, &bytes), close),
-        Handoff::Stream(head, run) => match send(client, shared, &head) {
-            Ok(()) => AfterRequest::Stream(run),
-            Err(_) => AfterRequest::Close,
-        },
-        Handoff::Body(headers, write) => {
-            let mut body = BodyWriter::new(client, &*shared.hooks, slot.delivery(), headers);
+/// Writes `answer`, marking the connection idle first unless a stream
+/// takes it over.
+fn respond(
+    client: &ClientStream,
+    shared: &Shared,
+    activity: &Activity,
+    d: Delivery,
+    answer: Answer,
+) -> AfterRequest {
+    match answer {
+        Answer::Reply(reply) => {
+            activity.answered();
+            after(send(client, shared, &wire::encode(&reply, d)), d.close)
+        }
+        Answer::Stream(headers, write) => {
+            activity.answered();
+            let mut body = BodyWriter::new(client, &*shared.hooks, d, headers);
             write(&mut body);
             let sent = body.finish();
-            after(sent, close || body.closes())
+            after(sent, d.close || body.closes())
         }
-        Handoff::Waiting | Handoff::Failed => AfterRequest::Close,
+        Answer::TakeOver(status, headers, run) => {
+            // Its head carries only its own fields: the stream owns the connection.
+            let mut head = Vec::with_capacity(256);
+            let framing = wire::Framing::None;
+            wire::head(&mut head, status, &headers, framing, Delivery::default());
+            match send(client, shared, &head) {
+                Ok(()) => AfterRequest::Stream(run),
+                Err(_) => AfterRequest::Close,
+            }
+        }
     }
 }
 

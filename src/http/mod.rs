@@ -61,7 +61,6 @@ use serde_json::json;
 pub use answer::{Answer, Reply, Request};
 
 use conns::Connections;
-use exchange::Exchange;
 
 use crate::app::App;
 
@@ -156,13 +155,11 @@ pub trait Handler: Send + Sync {
         true
     }
 
-    /// Answers a request [`Handler::admits`] refused.
-    fn refuse(&self, _request: Request, _answer: Answer) {}
+    /// The answer to a request [`Handler::admits`] refused.
+    fn refuse(&self, request: Request) -> Answer;
 
-    /// Takes `request` and sends its answer through `answer`, before
-    /// returning or later from any thread. Dropping `answer` unsent closes
-    /// the connection without an answer.
-    fn handle(&self, request: Request, answer: Answer);
+    /// The answer to `request`. A panic closes the connection unanswered.
+    fn handle(&self, request: Request) -> Answer;
 }
 
 /// A running server. Safe to share between threads. Dropping it leaves the
@@ -193,15 +190,14 @@ impl Handler for AppHandler {
         !routes::needs_key(&request.target) || routes::authorized(&self.app, request)
     }
 
-    fn refuse(&self, request: Request, answer: Answer) {
-        Exchange::new(request, answer, self.app.clone()).send(response::Response::unauthorized());
+    fn refuse(&self, request: Request) -> Answer {
+        exchange::answer(request, self.app.clone(), |ex| {
+            ex.send(response::Response::unauthorized())
+        })
     }
 
-    fn handle(&self, request: Request, answer: Answer) {
-        // A panic unwinds through the exchange, whose Drop answers 500 and
-        // counts it; the thread then carries on.
-        let exchange = Exchange::new(request, answer, self.app.clone());
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::route(exchange)));
+    fn handle(&self, request: Request) -> Answer {
+        exchange::answer(request, self.app.clone(), routes::route)
     }
 }
 
@@ -216,7 +212,7 @@ impl Hooks for AppHooks {
         self.app
             .http
             .requests
-            .inc(&[method, answer::status_label(status)]);
+            .inc(&[method, wire::status_label(status)]);
         self.app.log.info(
             "request refused by the HTTP layer",
             &[("method", json!(method)), ("status", json!(status))],
@@ -449,12 +445,16 @@ mod tests {
     }
 
     impl Handler for Errors {
-        fn handle(&self, _: Request, answer: Answer) {
-            answer.send(Reply {
+        fn refuse(&self, _: Request) -> Answer {
+            unreachable!("every request is admitted")
+        }
+
+        fn handle(&self, _: Request) -> Answer {
+            Answer::Reply(Reply {
                 status: 200,
                 headers: Vec::new(),
                 body: Vec::new(),
-            });
+            })
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::answer::reason;
+use super::wire::{connection, reason, Delivery};
 
 /// Why a request was refused: 400, 413, 417, 431, 501, 503 or 505, and a
 /// message that is always our own text, never client bytes, so it is safe
@@ -53,14 +53,18 @@ pub(super) fn body_limit_message(max_body: u64) -> String {
 /// The whole response for `reject`, with `Connection: close`: after a
 /// refusal we no longer trust where the next request starts.
 pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
-    framed(reject, head_only, "Connection: close\r\n")
+    let d = Delivery {
+        head_only,
+        close: true,
+        http10: false,
+    };
+    framed(reject, d)
 }
 
-/// The response for `reject` with `connection` as its `Connection` line: a
-/// JSON error body, a fresh request id (the client's own is not trusted on
-/// a request we refuse), and for a 503 when to retry. `head_only` leaves
-/// the body out, as a response to `HEAD` must.
-pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u8> {
+/// The response for `reject`, delivered as `d`: a JSON error body, a fresh
+/// request id (the client's own is not trusted on a request we refuse), and
+/// for a 503 when to retry.
+pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
     let mut body = String::with_capacity(96);
     body.push_str("{\"error\":{\"code\":\"");
     body.push_str(reject.error_code());
@@ -73,14 +77,15 @@ pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u
         ""
     };
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{connection}\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{}\r\n",
         reject.status,
         reason(reject.status),
         body.len(),
-        super::exchange::new_request_id()
+        super::exchange::new_request_id(),
+        connection(d),
     )
     .into_bytes();
-    if !head_only {
+    if !d.head_only {
         out.extend_from_slice(body.as_bytes());
     }
     out

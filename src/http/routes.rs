@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::answer::Answer;
 use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
@@ -32,7 +33,7 @@ macro_rules! or_answer {
 
 /// Dispatches one request. Every path through here answers exactly once.
 /// The API key was checked on the head, before the body was read.
-pub fn route(ex: Exchange) {
+pub fn route(ex: &mut Exchange) -> Answer {
     let path = ex.path().to_string();
     let method = ex.method();
     if path == "*" {
@@ -130,7 +131,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn metrics(ex: Exchange) {
+fn metrics(ex: &mut Exchange) -> Answer {
     // An empty `?format=` is no choice, as an empty `?status=` is.
     let chosen = ex.query("format").filter(|f| !f.is_empty());
     let format = match chosen.map(|f| f.to_ascii_lowercase()).as_deref() {
@@ -161,7 +162,7 @@ const LIST_PAGE_BYTES: usize = 256 * 1024;
 /// The most running runs `GET /api/v1/status` lists.
 const STATUS_RUNS: usize = 100;
 
-fn status(ex: Exchange) {
+fn status(ex: &mut Exchange) -> Answer {
     let app = ex.app();
     let counts = app.runs.counts();
     // The oldest running runs; `active_runs_count` has them all.
@@ -213,16 +214,16 @@ fn triggered(run: &Run) -> Response {
 /// Starts the run the request asks for and answers with `answer` once the
 /// start is durable; a refusal by the budget is the 429 every start route
 /// shares.
-fn begin(mut ex: Exchange, answer: fn(&Run) -> Response) {
-    let new = or_answer!(ex, new_run(&mut ex));
+fn begin(ex: &mut Exchange, answer: fn(&Run) -> Response) -> Answer {
+    let new = or_answer!(ex, new_run(ex));
     let run = or_answer!(ex, ex.app().runs.start(new));
-    annotate_run(&mut ex, &run.run_id, run.correlation());
+    annotate_run(ex, &run.run_id, run.correlation());
     ex.send(answer(&run))
 }
 
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
 /// cycle and how many are running.
-fn agent_status(ex: Exchange) {
+fn agent_status(ex: &mut Exchange) -> Answer {
     let body = match ex.app().runs.newest_running() {
         None => json!({"status": "idle"}),
         Some((newest, active)) => json!({
@@ -268,11 +269,11 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
     })
 }
 
-fn finish_run(mut ex: Exchange, id: &str, action: &str) {
-    let (how, cost) = or_answer!(ex, finish_how(&mut ex, action));
+fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Answer {
+    let (how, cost) = or_answer!(ex, finish_how(ex, action));
     let finished = or_answer!(ex, ex.app().runs.finish(id, how, cost));
     let run = &finished.run;
-    annotate_run(&mut ex, &run.run_id, run.correlation());
+    annotate_run(ex, &run.run_id, run.correlation());
     ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
 }
 
@@ -292,8 +293,8 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
     Ok((how, body.opt_f64("cost")?))
 }
 
-fn record_events(mut ex: Exchange, id: &str) {
-    let mut events = match or_answer!(ex, parse_events(&mut ex, id)) {
+fn record_events(ex: &mut Exchange, id: &str) -> Answer {
+    let mut events = match or_answer!(ex, parse_events(ex, id)) {
         Parsed::Events(events) => events,
         Parsed::Progress(steps) => return apply_progress(ex, steps),
     };
@@ -306,7 +307,7 @@ fn record_events(mut ex: Exchange, id: &str) {
         .with_run(id, |run| run.ids())
         .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
     let ids = or_answer!(ex, runs.record_events(id, events, version, prepared));
-    annotate_run(&mut ex, &ids.run_id, ids.correlation());
+    annotate_run(ex, &ids.run_id, ids.correlation());
     ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
@@ -338,7 +339,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
 
 /// `POST /api/v1/events`: progress events as an AgentGate-style emitter
 /// sends them, each naming its run.
-fn progress(mut ex: Exchange) {
+fn progress(ex: &mut Exchange) -> Answer {
     let steps = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
         crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
@@ -349,7 +350,7 @@ fn progress(mut ex: Exchange) {
 
 /// Applies a batch of progress steps; the store's hook announces each as
 /// its own route would: starts, events and ends, in order.
-fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
+fn apply_progress(ex: &mut Exchange, steps: Vec<Progress>) -> Answer {
     let n = steps.len();
     or_answer!(ex, ex.app().runs.apply_batch(steps));
     ex.send(Response::json(200, &json!({ "accepted": n })))
@@ -357,8 +358,8 @@ fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
 /// was recorded before, for an `operation_id` today's ledger already holds.
-fn spend(mut ex: Exchange) {
-    let request = or_answer!(ex, spend_input(&mut ex));
+fn spend(ex: &mut Exchange) -> Answer {
+    let request = or_answer!(ex, spend_input(ex));
     let app = ex.app().clone();
     let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
     let spent = match &request.operation_id {
@@ -434,7 +435,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
     })
 }
 
-fn list_runs(ex: Exchange) {
+fn list_runs(ex: &mut Exchange) -> Answer {
     let status = match ex.query("status").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(or_answer!(
@@ -445,7 +446,7 @@ fn list_runs(ex: Exchange) {
             ))
         )),
     };
-    let limit = or_answer!(ex, limit(&ex));
+    let limit = or_answer!(ex, limit(ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
     let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
     // The text of `{"runs": [...], "next_after": ...}`, keys in the order
@@ -481,7 +482,7 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
     }
 }
 
-fn get_run(ex: Exchange, id: &str) {
+fn get_run(ex: &mut Exchange, id: &str) -> Answer {
     match ex.app().runs.get(id) {
         Some(run) => ex.send(Response::json_text(200, run.to_json_text().into_bytes())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
@@ -490,7 +491,7 @@ fn get_run(ex: Exchange, id: &str) {
 
 /// `GET /api/v1/metrics`: the declared families, in the file's format, so a
 /// client can send only updates they take instead of learning it from a 400.
-fn declared_families(ex: Exchange) {
+fn declared_families(ex: &mut Exchange) -> Answer {
     let families: Vec<Value> = ex
         .app()
         .declared
@@ -502,7 +503,7 @@ fn declared_families(ex: Exchange) {
 }
 
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
-fn update_metrics(mut ex: Exchange) {
+fn update_metrics(ex: &mut Exchange) -> Answer {
     let updates = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
         ex.app().declared.parse(&value)
@@ -512,8 +513,8 @@ fn update_metrics(mut ex: Exchange) {
     ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
-fn append_message(mut ex: Exchange) {
-    let (kind, content, run_id) = or_answer!(ex, new_message(&mut ex));
+fn append_message(ex: &mut Exchange) -> Answer {
+    let (kind, content, run_id) = or_answer!(ex, new_message(ex));
     let m = or_answer!(ex, ex.app().bus.append(kind, content, run_id));
     ex.send(appended(&m.msg_id, m.timestamp))
 }
@@ -539,8 +540,8 @@ fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Res
     Ok((kind, content, body.opt_str("run_id")?))
 }
 
-fn read_messages(ex: Exchange) {
-    let limit = or_answer!(ex, limit(&ex));
+fn read_messages(ex: &mut Exchange) -> Answer {
+    let limit = or_answer!(ex, limit(ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
     let mut from = or_answer!(ex, ex.app().bus.cursor(after.as_deref()));
     // The text of `{"messages": [...]}`, a page of messages at a time.

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
 use crate::error::Error;
@@ -79,7 +80,7 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-pub fn page(ex: Exchange) {
+pub fn page(ex: &mut Exchange) -> Answer {
     ex.send(Response {
         status: 200,
         content_type: "text/html; charset=utf-8",
@@ -261,8 +262,8 @@ fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'stat
 }
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
-pub fn events(ex: Exchange) {
-    let p = match params(&ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
+pub fn events(ex: &mut Exchange) -> Answer {
+    let p = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
@@ -270,7 +271,7 @@ pub fn events(ex: Exchange) {
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
     let sub = app.events.subscribe(p.filter, p.start, Transport::Sse);
-    let headers = [
+    let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
         ("Transfer-Encoding", "chunked".to_string()),
         ("Cache-Control", "no-cache".to_string()),
@@ -293,7 +294,7 @@ pub fn events(ex: Exchange) {
         drain(&mut &stream);
         closer.close();
     };
-    ex.take_over(200, &headers, Box::new(run));
+    ex.take_over(200, headers, Box::new(run))
 }
 
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
@@ -430,19 +431,19 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
 }
 
 /// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
-pub fn websocket(ex: Exchange) {
+pub fn websocket(ex: &mut Exchange) -> Answer {
     websocket_stream(ex, Wire::Ours)
 }
 
 /// `GET /ws`: AgentGate's dashboard stream, one text frame per
 /// `iteration:started`, `iteration:completed`, `phase:completed` and
 /// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
-pub fn agentgate_websocket(ex: Exchange) {
+pub fn agentgate_websocket(ex: &mut Exchange) -> Answer {
     websocket_stream(ex, Wire::AgentGate)
 }
 
-fn websocket_stream(ex: Exchange, wire: Wire) {
-    let checked = handshake_key(&ex).and_then(|key| Ok((key, params(&ex, None, &["after_seq"])?)));
+fn websocket_stream(ex: &mut Exchange, wire: Wire) -> Answer {
+    let checked = handshake_key(ex).and_then(|key| Ok((key, params(ex, None, &["after_seq"])?)));
     let (key, p) = match checked {
         Ok(checked) => checked,
         Err(r) => return ex.send(r),
@@ -453,7 +454,7 @@ fn websocket_stream(ex: Exchange, wire: Wire) {
     };
     let app = ex.app().clone();
     let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
-    let headers = [
+    let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
         ("Sec-WebSocket-Accept", ws::accept_key(&key)),
@@ -479,7 +480,7 @@ fn websocket_stream(ex: Exchange, wire: Wire) {
         );
         drop(reader_done);
     };
-    ex.take_over(101, &headers, Box::new(run));
+    ex.take_over(101, headers, Box::new(run))
 }
 
 fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
