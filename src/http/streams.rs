@@ -333,7 +333,7 @@ fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next>
             match wire {
                 Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
                 _ => {
-                    let _ = frame::write_ping(&mut out, b"");
+                    let _ = frame::write_control(&mut out, frame::OP_PING, b"");
                 }
             }
             link.send(&out).ok()?;
@@ -510,7 +510,7 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
         match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
-                let _ = frame::write_pong(&mut out, &payload);
+                let _ = frame::write_control(&mut out, frame::OP_PONG, &payload);
                 if conn.send(&out).is_err() && !conn.close_sent() {
                     break;
                 }
