@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Takeover};
+use super::answer::{Answer, Request, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
@@ -81,12 +81,11 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
 }
 
 fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity) -> AfterRequest {
-    let (head, label) = match read_head(client, shared) {
+    let (head, mut request, label) = match read_head(client, shared) {
         Ok(read) => read,
         Err(next) => return next,
     };
-    let mut request = head.request(Vec::new());
-    if head.implemented() && !shared.handler.admits(&request) {
+    if head.implemented && !shared.handler.admits(&request) {
         // Answered on the head alone: a body is never read, and the
         // connection then closes, since its next request would start inside it.
         let close = head.has_body() || !head.keep_alive;
@@ -98,13 +97,13 @@ fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity
             503,
             "the server holds too many request bodies; retry shortly",
         );
-        return refuse(client, shared, label, head.is_head(), reject);
+        return refuse(client, shared, label, head.head_only, reject);
     };
     request.body = match read_body(client, &head, shared, label) {
         Ok(body) => body,
         Err(next) => return next,
     };
-    if !head.implemented() {
+    if !head.implemented {
         return not_implemented(client, shared, activity, &head, label);
     }
     let answer = shared.handler.handle(request);
@@ -124,7 +123,7 @@ fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity
 fn read_head(
     client: &mut ClientStream,
     shared: &Shared,
-) -> Result<(RequestHead, &'static str), AfterRequest> {
+) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
     let limits = &shared.limits;
     client.set_deadline(limits.header_timeout);
     let head = match client.read_head(limits.max_header_bytes) {
@@ -148,11 +147,11 @@ fn read_head(
         }
     };
     let label = method_label(&head);
-    let head = match RequestHead::parse(head) {
-        Ok(head) => head,
+    let (head, request) = match RequestHead::parse(&head) {
+        Ok(parsed) => parsed,
         Err(reject) => return Err(refuse(client, shared, label, false, reject)),
     };
-    let head_only = head.is_head();
+    let head_only = head.head_only;
     if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
         let reject = Reject::too_large(limits.max_body);
         return Err(refuse(client, shared, label, head_only, reject));
@@ -162,7 +161,7 @@ fn read_head(
         let reject = Reject::new(417, "the only expectation supported is 100-continue");
         return Err(refuse(client, shared, label, head_only, reject));
     }
-    Ok((head, label))
+    Ok((head, request, label))
 }
 
 /// Answers a request whose method is not implemented, once its body is
@@ -194,7 +193,7 @@ fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
 /// How the answer to `head` goes out; `close` ends the connection after it.
 fn delivery(head: &RequestHead, close: bool) -> Delivery {
     Delivery {
-        head_only: head.is_head(),
+        head_only: head.head_only,
         close,
         http10: head.http10,
     }
@@ -312,7 +311,7 @@ fn read_body(
             FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
             FramingError::BodyTooLarge => Reject::too_large(config.max_body),
         };
-        refuse(client, shared, label, request.is_head(), reject)
+        refuse(client, shared, label, request.head_only, reject)
     })
 }
 
