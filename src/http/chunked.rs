@@ -84,18 +84,9 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
     if !extensions_ok {
         return Err(MALFORMED);
     }
-    // At most 16 hex digits fit in a u64.
-    Ok(significant
-        .iter()
-        .fold(0u64, |n, &b| (n << 4) | u64::from(hex_value(b))))
-}
-
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
+    // At most 16 hex digits fit in a u64; none is a zero.
+    let digits = std::str::from_utf8(significant).unwrap_or_default();
+    Ok(u64::from_str_radix(digits, 16).unwrap_or(0))
 }
 
 /// Reads the trailer section after the last chunk, up to its empty line,

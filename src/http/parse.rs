@@ -59,7 +59,7 @@ impl RequestHead {
             let Some((name, value)) = split_field(line) else {
                 return Err(Reject::new(400, "a header line is malformed"));
             };
-            headers.push((text(&line[name]), text(&line[value])));
+            headers.push((text(name), text(value)));
         }
         let request = Request {
             method: text(method),

@@ -1,30 +1,25 @@
 //! The live views: `GET /api/v1/events` (server-sent events), `GET
 //! /api/v1/ws` (a WebSocket carrying the same events), `GET /ws` (a
-//! WebSocket carrying AgentGate's dashboard frames of four of them, see
-//! [`agentgate`]) and `GET /`, a page that shows them.
+//! WebSocket carrying AgentGate's dashboard frames, see [`agentgate`]) and
+//! `GET /`, a page that shows them.
 //!
-//! The streams take `?run_id=`, `?tail=N` and a resume position: SSE
-//! `Last-Event-ID` (or `?last_event_id=`), the WebSockets `?after_seq=`.
+//! A handler answers, subscribes and takes the connection over. The
+//! connection's thread then reads from the client, so that it sees at once
+//! when the client leaves, and a writer thread with a small stack writes
+//! events through a second handle to the socket. Whichever side ends first
+//! wakes the other: the reader closes the subscription, the writer shuts
+//! the socket down.
 //!
-//! **On the client's own socket.** A handler answers, subscribes and takes
-//! the connection over. The connection's thread then reads from the client,
-//! so that it sees at once when the client leaves, and one writer thread
-//! with a small stack, holding a second handle to the socket, writes
-//! events. Whichever side ends first wakes the other: the reader closes the
-//! subscription, the writer shuts the socket down.
+//! A writer takes whatever is queued as one batch, at most every [`PACE`]
+//! while events keep coming, so a hundred subscribers cost a publisher few
+//! wake-ups. A subscriber cut off for lagging gets its final `lagged` event
+//! or close frame when its writer can send it; a writer stuck on a client
+//! that stopped reading has the socket shut down instead.
 //!
-//! **Slow subscribers.** A writer takes whatever is queued as one batch,
-//! and while events keep coming at most every [`PACE`], so a hundred
-//! subscribers cost a publisher few wake-ups. A subscriber cut off for
-//! lagging gets its final `lagged` event (SSE) or close frame (WebSocket)
-//! when its writer can send it; a writer stuck on a client that stopped
-//! reading has the socket shut down instead.
-//!
-//! **WebSocket**: the reader answers pings and the client's close; the
-//! writer sends events and heartbeat pings. Both write under one mutex,
-//! which also records that a close frame went out, after which nothing
-//! else is sent. After sending a close frame the server half-closes and
-//! waits up to [`CLOSE_WAIT`] for the client's close or end of stream.
+//! On a WebSocket both sides write (the reader answers pings and the
+//! client's close) under one mutex, which also records that a close frame
+//! went out, after which nothing else is sent. After its close frame the
+//! server half-closes and waits up to [`CLOSE_WAIT`] for the client's.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -52,9 +47,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// While events keep coming, a writer takes a batch at most this often, so
-/// that publishing to many subscribers costs few wake-ups. An event after a
-/// quiet spell goes out at once.
+/// While events keep coming, a writer takes a batch at most this often; an
+/// event after a quiet spell goes out at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -63,14 +57,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The most bytes read and thrown away while a stream closes, or from an
 /// SSE client, which has nothing to send.
 const DRAIN_LIMIT: usize = 64 * 1024;
-/// The close code sent to a subscriber cut off for lagging (policy violation).
+/// The close codes for a subscriber cut off for lagging (policy violation)
+/// and for the server stopping (going away).
 const CLOSE_LAGGED: u16 = 1008;
-/// The close code sent when the server stops (going away).
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// The kernel's send buffer for a stream, instead of the megabytes Linux
-/// grows it to: a client that stops reading then holds little memory, and
-/// its queue fills, cutting it off, within about a thousand events. It holds
-/// a few hundred events, far more than a reading client falls behind.
+/// grows it to, so that a client that stops reading holds little memory and
+/// is cut off within about a thousand events. A reading client falls far
+/// less behind than the few hundred events it holds.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");
@@ -93,21 +87,13 @@ pub fn page(ex: &mut Exchange) -> Answer {
     })
 }
 
-struct Params {
-    filter: Filter,
-    start: Start,
-}
-
-fn seq_param(name: &str, value: &str) -> Result<u64, Response> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| Error::invalid(name, "must be a non-negative integer").into())
-}
-
 /// Reads `?run_id=`, `?tail=` and the resume position: the `Last-Event-ID`
 /// header (SSE only), then the first of `resume_keys` given.
-fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<Params, Response> {
+fn params(
+    ex: &Exchange,
+    header: Option<&str>,
+    resume_keys: &[&str],
+) -> Result<(Filter, Start), Response> {
     let filter = match ex.query("run_id").filter(|id| !id.is_empty()) {
         Some(id) if crate::runs::valid_run_id(&id) => Filter::run(&id),
         Some(_) => {
@@ -124,7 +110,12 @@ fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<P
         .iter()
         .find_map(|k| ex.query(k).filter(|v| !v.is_empty()).map(|v| (*k, v)));
     let start = match from_header.or(from_query) {
-        Some((name, value)) => Start::After(seq_param(name, &value)?),
+        Some((name, value)) => Start::After(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid(name, "must be a non-negative integer"))?,
+        ),
         None => match ex.query("tail").filter(|v| !v.is_empty()) {
             Some(n) => match n.trim().parse::<usize>() {
                 Ok(n) if n <= RETAINED => Start::Tail(n),
@@ -139,7 +130,7 @@ fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<P
             None => Start::Live,
         },
     };
-    Ok(Params { filter, start })
+    Ok((filter, start))
 }
 
 /// Takes `first` and whatever else is ready, up to [`BATCH`] events; also
@@ -263,14 +254,14 @@ fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'stat
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
 pub fn events(ex: &mut Exchange) -> Answer {
-    let p = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
+    let (filter, start) = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
     let app = ex.app().clone();
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
-    let sub = app.events.subscribe(p.filter, p.start, Transport::Sse);
+    let sub = app.events.subscribe(filter, start, Transport::Sse);
     let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
         ("Transfer-Encoding", "chunked".to_string()),
@@ -444,16 +435,16 @@ pub fn agentgate_websocket(ex: &mut Exchange) -> Answer {
 
 fn websocket_stream(ex: &mut Exchange, wire: Wire) -> Answer {
     let checked = handshake_key(ex).and_then(|key| Ok((key, params(ex, None, &["after_seq"])?)));
-    let (key, p) = match checked {
+    let (key, (filter, start)) = match checked {
         Ok(checked) => checked,
         Err(r) => return ex.send(r),
     };
     let filter = match wire {
-        Wire::AgentGate => p.filter.only(&agentgate::KINDS),
-        _ => p.filter,
+        Wire::AgentGate => filter.only(&agentgate::KINDS),
+        _ => filter,
     };
     let app = ex.app().clone();
-    let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
+    let sub = app.events.subscribe(filter, start, Transport::WebSocket);
     let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
