@@ -1,5 +1,5 @@
-//! One client connection: each request is read completely and within its
-//! limits, checked, and handed to the handler; answers go out in order.
+//! One client connection: each request is read whole within its limits,
+//! checked, and handed to the handler; answers go out in order.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
@@ -16,10 +16,10 @@ use super::socket::{ClientStream, HeadError};
 use super::wire::{self, Delivery};
 use super::Shared;
 
-/// How long a closing connection keeps reading what the client still sends,
-/// so that our last response is not destroyed by a reset (RFC 9112 section 9.6).
+/// How long, and how much, a closing connection keeps reading what the
+/// client still sends, so that our last response is not destroyed by a
+/// reset (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
-
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Bodies are read into memory that grows as bytes arrive, so a large
@@ -27,13 +27,11 @@ const LINGER_BYTES: usize = 1024 * 1024;
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
 enum AfterRequest {
-    /// Wait for the next request.
     Read,
     /// Close at once: the client is gone, timed out, or broke the framing.
     Close,
     /// A response went out and the connection ends: close gracefully.
     Linger,
-    /// A stream took the connection over: run it, then close.
     Stream(Takeover),
 }
 
@@ -180,8 +178,7 @@ fn not_implemented(
     after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
-/// What follows an answer that was sent, or failed to be: `close` ends the
-/// connection after it.
+/// What follows an answer that was sent, or failed to be.
 fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
     match sent {
         Ok(()) if close => AfterRequest::Linger,
@@ -269,8 +266,7 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Reads the whole body into memory, so that a handler never waits on a
-/// slow client.
+/// Reads the whole body, so that a handler never waits on a slow client.
 fn read_body(
     client: &mut ClientStream,
     request: &RequestHead,
@@ -315,8 +311,7 @@ fn read_body(
     })
 }
 
-/// Answers a request no handler will see, and tells the hooks so that it
-/// is still counted once.
+/// Answers a request no handler will see, counted by the hooks.
 fn refuse(
     client: &ClientStream,
     shared: &Shared,
@@ -331,8 +326,7 @@ fn refuse(
 }
 
 /// Ends our side of the connection, then reads and discards what the client
-/// still sends for a bounded time, so that closing with unread bytes does not
-/// send a reset that could destroy the response before the client reads it.
+/// still sends for a bounded time (see [`LINGER_TIME`]).
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;

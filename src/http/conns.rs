@@ -17,8 +17,7 @@ const IDLE: u8 = 0;
 const BUSY: u8 = 1;
 const EVICTED: u8 = 2;
 
-/// Every live client connection, with a handle to close it. Safe to share
-/// between threads.
+/// Every live client connection, with a handle to close it.
 pub(super) struct Connections {
     max: usize,
     hooks: Arc<dyn Hooks>,
@@ -119,7 +118,6 @@ impl Drop for Registration {
 }
 
 impl Connections {
-    /// Room for at most `max` connections (at least one).
     pub(super) fn new(max: usize, hooks: Arc<dyn Hooks>) -> Connections {
         Connections {
             max: max.max(1),
@@ -223,7 +221,7 @@ impl Connections {
         }
     }
 
-    /// Closes every live connection; their threads then end on their own.
+    /// Closes every live connection; their threads then end.
     pub(super) fn close_all(&self) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for entry in inner.live.values() {

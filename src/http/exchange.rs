@@ -51,7 +51,8 @@ where
     })
 }
 
-/// The method label: one of a fixed set, so clients cannot grow the series.
+/// The method label: one of the methods the server implements, or `OTHER`,
+/// so clients cannot grow the series.
 pub(super) fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     KNOWN
@@ -163,11 +164,10 @@ impl Exchange {
     }
 
     /// What goes out for `response`: its headers with the request id, and
-    /// a 5xx's detail moved to the log line, the request id into the body.
+    /// a 5xx's detail moved to the log line, which carries the same id that
+    /// goes into the body for the client to quote.
     fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
-            // The client gets the request id to quote; the log line, which
-            // carries the same id, gets the detail.
             if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response.body) {
                 body["error"]["request_id"] = json!(self.request_id);
                 response.body = body.to_string().into_bytes();
@@ -186,17 +186,11 @@ impl Exchange {
         }
     }
 
-    /// Answers 200 with `content_type` and a body that `write` makes as it
-    /// goes, sent in pieces while it is made, so that the answer is never
-    /// held whole; the request is counted and logged once it ends, with
-    /// the bytes made and the time to the last one.
-    ///
-    /// Check everything that can refuse the request first, and answer
-    /// with [`Exchange::send`] then: once the first piece is out, a
-    /// failure can only cut the answer short. So `write` fails only when
-    /// the client does (it is gone, or too slow), and the connection closes.
-    /// If `write` panics before the first piece went out, the answer is a
-    /// 500 as from any handler; after, the connection closes.
+    /// Answers 200 with `content_type` and a body that `write` makes while
+    /// it is sent, in pieces; the request is counted and logged once it
+    /// ends. Check everything that can refuse the request first: once the
+    /// first piece is out, a failure (or a panic) can only cut the answer
+    /// short, so `write` fails only when the client does.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -269,10 +263,9 @@ impl Exchange {
         self.app.log.log(request_level(status), "request", &fields);
     }
 
-    /// Answers `status` with `headers` and the request id, counts and logs
-    /// the answer, and hands the client's socket to `run`, which owns the
-    /// connection from then on: a `200` whose body `run` streams and ends,
-    /// or a `101` after which `run` speaks the new protocol.
+    /// Answers `status` with `headers` and the request id, and hands the
+    /// client's socket to `run`: a `200` whose body `run` streams, or a
+    /// `101` after which `run` speaks the new protocol.
     pub fn take_over(
         &mut self,
         status: u16,

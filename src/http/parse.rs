@@ -1,6 +1,7 @@
 //! A client's request head, validated strictly (RFC 9112).
 
 use super::answer::Request;
+use super::exchange::method_label;
 use super::reject::Reject;
 use super::syntax::{content_length, is_token, list_items, split_field};
 
@@ -38,9 +39,6 @@ pub(super) struct RequestHead {
     pub(super) head_only: bool,
 }
 
-/// The methods the server implements.
-const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-
 impl RequestHead {
     /// Parses a complete head, from the request line to the empty line, into
     /// what the layer needs and the request a handler gets, without its body.
@@ -72,7 +70,7 @@ impl RequestHead {
             framing: Framing::Empty,
             expect: Expect::Nothing,
             keep_alive: !http10,
-            implemented: METHODS.contains(&request.method.as_str()),
+            implemented: method_label(&request.method) != "OTHER",
             head_only: request.method == "HEAD",
         };
         head.read_fields(&request.headers)?;

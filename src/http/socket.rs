@@ -1,6 +1,5 @@
-//! The client's socket: buffered reads that give up at a deadline, writes
-//! that give the client a deadline for each piece, and the search for the
-//! end of a request head.
+//! The client's socket: buffered reads that give up at a deadline, and
+//! writes that give the client a deadline for each piece.
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read, Write};
@@ -16,7 +15,6 @@ const SLICE: Duration = Duration::from_secs(1);
 /// The shortest socket timeout: zero would mean "block forever".
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// How much one read takes from the socket, into the heap buffer.
 const READ_CHUNK: usize = 8 * 1024;
 
 /// How much the first read after an idle wait takes, into a stack buffer.
@@ -36,9 +34,7 @@ pub(super) enum HeadError {
     Closed,
     /// The socket failed or the deadline passed (`ErrorKind::TimedOut`).
     Io(io::Error),
-    /// The head did not end within the byte limit.
     TooLarge,
-    /// A line ended in a bare LF.
     BareLf,
 }
 
@@ -50,7 +46,6 @@ pub(super) struct ClientStream {
     deadline: Instant,
     /// The read timeout currently set on the socket, to skip needless syscalls.
     timeout: Option<Duration>,
-    /// How long the client has to accept each piece of an answer.
     write_timeout: Duration,
     /// The write timeout set on the socket: `write_timeout` between writes,
     /// less while the rest of a piece goes to a slow client.
@@ -58,8 +53,8 @@ pub(super) struct ClientStream {
 }
 
 impl ClientStream {
-    /// Wraps `stream`, whose client gets `write_timeout` to accept each
-    /// piece of an answer (at least 1 ms).
+    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) to
+    /// accept each piece of an answer.
     pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<ClientStream> {
         let write_timeout = write_timeout.max(MIN_TIMEOUT);
         stream.set_write_timeout(Some(write_timeout))?;
@@ -146,8 +141,7 @@ impl ClientStream {
         }
     }
 
-    /// Writes `bytes` to the client, counting a client too slow to take
-    /// them in `hooks`.
+    /// Writes `bytes`, reporting a client too slow to take them to `hooks`.
     pub(super) fn send(&self, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
         let sent = self.write_pieces(bytes);
         if sent

@@ -36,8 +36,8 @@ const STATUSES: [(u16, &str, &str); 24] = [
     (505, "505", "HTTP Version Not Supported"),
 ];
 
-/// A status code as a label value, without allocating; a code the server
-/// does not send shows as `other`.
+/// A status code as a label value; a code the server does not send shows
+/// as `other`.
 pub(super) fn status_label(status: u16) -> &'static str {
     STATUSES
         .iter()
