@@ -11,7 +11,7 @@ use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::{Response, JSON};
-use super::streams;
+use super::streams::{self, Wire};
 use crate::app::{App, VERSION};
 use crate::budget::{SpendInput, Spent};
 use crate::bus;
@@ -75,8 +75,8 @@ pub fn route(ex: &mut Exchange) -> Answer {
         (["api", "v1", "messages"], _) => read_messages(ex),
         (["api", "v1", "events"], "POST") => progress(ex),
         (["api", "v1", "events"], _) => streams::events(ex),
-        (["api", "v1", "ws"], _) => streams::websocket(ex),
-        (["ws"], _) => streams::agentgate_websocket(ex),
+        (["api", "v1", "ws"], _) => streams::websocket(ex, Wire::Ours),
+        (["ws"], _) => streams::websocket(ex, Wire::AgentGate),
         _ => streams::page(ex),
     }
 }

@@ -303,13 +303,14 @@ fn sse(link: &Link, mut sub: Subscription) {
     }
 }
 
-/// How a stream puts events on the wire: SSE, or a WebSocket carrying our
-/// events and notices, or AgentGate's dashboard frames only ([`agentgate`]),
-/// the notices, which it does not know, left to the close codes.
+/// How a stream puts events on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Wire {
+pub(super) enum Wire {
     Sse,
+    /// `GET /api/v1/ws`: a text frame per event, and our notices.
     Ours,
+    /// `GET /ws`: AgentGate's dashboard frames only ([`agentgate`]); the
+    /// notices, which it does not know, are left to the close codes.
     AgentGate,
 }
 
@@ -421,19 +422,8 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
-/// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
-pub fn websocket(ex: &mut Exchange) -> Answer {
-    websocket_stream(ex, Wire::Ours)
-}
-
-/// `GET /ws`: AgentGate's dashboard stream, one text frame per
-/// `iteration:started`, `iteration:completed`, `phase:completed` and
-/// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
-pub fn agentgate_websocket(ex: &mut Exchange) -> Answer {
-    websocket_stream(ex, Wire::AgentGate)
-}
-
-fn websocket_stream(ex: &mut Exchange, wire: Wire) -> Answer {
+/// `GET /api/v1/ws` and `GET /ws`: the event stream over a WebSocket.
+pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
     let checked = handshake_key(ex).and_then(|key| Ok((key, params(ex, None, &["after_seq"])?)));
     let (key, (filter, start)) = match checked {
         Ok(checked) => checked,

@@ -7,7 +7,6 @@
 //! The `write_*` functions send unmasked server frames, each as one `write_all` of a
 //! prebuilt buffer, without flushing.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -22,7 +21,7 @@ pub(crate) const OP_PONG: u8 = 0xA;
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Most bytes requested per read of a payload, so memory grows with the bytes that
-/// actually arrive rather than with the length a header claims.
+/// arrive rather than with the length a header claims.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A complete message received from a client; a text one is checked to
@@ -46,12 +45,9 @@ struct FrameHeader {
 }
 
 /// A decoder of client-to-server frames into [`Message`]s, one per connection.
-///
-/// Data messages larger than `max_message` bytes in total (after reassembly) are
-/// rejected with close code 1009 before their payload is read, and the reader never
-/// holds more than `max_message` bytes of data, whatever a length header claims.
-/// Control frames interleaved with fragments are returned as they arrive, and the
-/// fragmented message carries on with the next call.
+/// A data message over `max_message` bytes (after reassembly) is refused with
+/// close code 1009 before its payload is read, whatever a length header claims.
+/// Control frames between fragments are returned as they arrive.
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message: usize,
@@ -261,11 +257,8 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
-    /// The close status code that describes this error (RFC 6455 section 7.4.1).
-    ///
-    /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
-    /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
-    /// the wire: it is for logs and metrics only.
+    /// The close status code that describes this error (RFC 6455 section
+    /// 7.4.1); 1006, for a failed stream, is never sent.
     pub(crate) fn close_code(&self) -> u16 {
         match self {
             ReadError::Io(_) => 1006,
@@ -275,8 +268,7 @@ impl ReadError {
         }
     }
 
-    /// Whether the stream itself failed or ended, in which case no close frame should
-    /// be sent.
+    /// Whether the stream failed or ended, so that no close frame is sent.
     pub(crate) fn is_io(&self) -> bool {
         matches!(self, ReadError::Io(_))
     }
@@ -291,15 +283,6 @@ impl fmt::Display for ReadError {
             ReadError::TooBig(limit) => {
                 write!(f, "websocket message exceeds the {limit}-byte limit")
             }
-        }
-    }
-}
-
-impl StdError for ReadError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            ReadError::Io(e) => Some(e),
-            _ => None,
         }
     }
 }
@@ -543,7 +526,6 @@ mod tests {
             let e = Reader::new(1024).read_message(&mut input).unwrap_err();
             assert!(e.is_io(), "cut {cut}: {e}");
             assert_eq!(e.close_code(), 1006);
-            assert!(e.source().is_some());
         }
     }
 
