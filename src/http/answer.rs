@@ -5,8 +5,7 @@ use std::net::TcpStream;
 use super::body::BodyWriter;
 
 /// A request as a handler gets it: its head checked, and its body read
-/// whole and within the limit (or, before [`super::Handler::admits`], not
-/// yet). Framing and connection fields are left out.
+/// whole (before [`super::Handler::admits`], not yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The method token, exactly as the client sent it.

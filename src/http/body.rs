@@ -34,14 +34,9 @@ enum Progress {
     Failed,
 }
 
-/// The body of a 200 answer, written to its client as it is made: through
-/// [`Write`], in pieces of 64 KiB that the client must each accept within
-/// the write timeout. A client that does not is dropped, and counted under
-/// the reason `write_timeout`; every write fails from then on.
-///
-/// It lives in the connection's thread, for one answer, and holds one
-/// piece. `flush` sends nothing: a piece goes once it is full, and the
-/// rest when the answer ends.
+/// The body of a 200 answer, written to its client as it is made through
+/// [`Write`], a piece at a time. A client too slow to take a piece is
+/// dropped, and every write fails from then on. `flush` sends nothing.
 pub struct BodyWriter<'a> {
     client: &'a ClientStream,
     hooks: &'a dyn Hooks,

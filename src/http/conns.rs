@@ -38,15 +38,11 @@ struct Entry {
     activity: Arc<Activity>,
 }
 
-/// Ranks idle connections: each answer handed out takes the next ticket.
-/// A counter rather than a clock, so two connections never tie and their
-/// order is the order their answers were ready, however threads are
-/// scheduled afterwards.
+/// Ranks idle connections: each answer ready takes the next ticket. A
+/// counter rather than a clock, so two connections never tie.
 static TICKETS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a connection is between requests, and since which answer. Shared
-/// by the connection's thread (which marks it) and [`Connections`] (which
-/// may evict it).
+/// Whether a connection is between requests, and since which answer.
 pub(super) struct Activity {
     state: AtomicU8,
     ticket: AtomicU64,

@@ -5,9 +5,8 @@ use std::borrow::Cow;
 
 use super::wire::{connection, reason, Delivery};
 
-/// Why a request was refused: 400, 413, 417, 431, 501, 503 or 505, and a
-/// message that is always our own text, never client bytes, so it is safe
-/// to put in the response.
+/// Why a request was refused: a status and a message that is always our
+/// own text, never client bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reject {
     pub(super) status: u16,

@@ -31,8 +31,7 @@ macro_rules! or_answer {
     };
 }
 
-/// Dispatches one request. Every path through here answers exactly once.
-/// The API key was checked on the head, before the body was read.
+/// Dispatches one request; the API key was checked on the head.
 pub fn route(ex: &mut Exchange) -> Answer {
     let path = ex.path().to_string();
     let method = ex.method();
@@ -100,8 +99,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 }
 
 /// Whether a request for `target` needs the API key, when one is set: the
-/// API's routes and AgentGate's dashboard stream `/ws`, which carries what
-/// `/api/v1/ws` does.
+/// API's routes and `/ws`, which carries what `/api/v1/ws` does.
 pub fn needs_key(target: &str) -> bool {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     path.starts_with("/api/") || path.trim_end_matches('/') == "/ws"
@@ -150,9 +148,8 @@ fn metrics(ex: &mut Exchange) -> Answer {
     })
 }
 
-/// The most items of a listing read at once: a listing is written a page
-/// at a time, so it holds one page, however long it is and however slowly
-/// its client reads.
+/// The most items of a listing read at once, so that it holds one page,
+/// however long it is and however slowly its client reads.
 const LIST_PAGE: usize = 64;
 
 /// The most bytes of message bodies in one page of a listing, past the
@@ -197,9 +194,8 @@ fn started(run: &Run) -> Response {
     Response::json(201, &body)
 }
 
-/// The answer to `POST /api/v1/agent/trigger`, which starts a cycle as the
-/// research agent's clients ask for one. The run it starts is reported and
-/// finished through the run API under `operation_id`.
+/// The answer to `POST /api/v1/agent/trigger`: the run it starts is
+/// reported and finished through the run API under `operation_id`.
 fn triggered(run: &Run) -> Response {
     let body = json!({
         "triggered": true,
@@ -212,8 +208,7 @@ fn triggered(run: &Run) -> Response {
 }
 
 /// Starts the run the request asks for and answers with `answer` once the
-/// start is durable; a refusal by the budget is the 429 every start route
-/// shares.
+/// start is durable.
 fn begin(ex: &mut Exchange, answer: fn(&Run) -> Response) -> Answer {
     let new = or_answer!(ex, new_run(ex));
     let run = or_answer!(ex, ex.app().runs.start(new));

@@ -17,15 +17,12 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// How much the first read after an idle wait takes, into a stack buffer.
-/// Idle connections wait in that read; a small buffer keeps the stack pages
-/// each connection thread touches, and so its memory, small. Most request
+/// How much the first read after an idle wait takes, into a stack buffer
+/// small enough that an idle thread touches few stack pages; most request
 /// heads fit in it.
 const IDLE_READ: usize = 1024;
 
-/// The most bytes a client is given one write deadline to accept. Every
-/// answer goes out in pieces of at most this size, each of which the client
-/// must take within [`super::Limits::write_timeout`].
+/// The most bytes a client is given one write deadline to accept.
 pub(super) const PIECE: usize = 64 * 1024;
 
 #[derive(Debug)]

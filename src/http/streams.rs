@@ -3,18 +3,14 @@
 //! WebSocket carrying AgentGate's dashboard frames, see [`agentgate`]) and
 //! `GET /`, a page that shows them.
 //!
-//! A handler answers, subscribes and takes the connection over. The
-//! connection's thread then reads from the client, so that it sees at once
-//! when the client leaves, and a writer thread with a small stack writes
-//! events through a second handle to the socket. Whichever side ends first
-//! wakes the other: the reader closes the subscription, the writer shuts
-//! the socket down.
+//! A handler subscribes and takes the connection over. The connection's
+//! thread then reads from the client, to see at once when it leaves, and a
+//! writer thread writes events through a second handle to the socket.
+//! Whichever side ends first wakes the other.
 //!
-//! A writer takes whatever is queued as one batch, at most every [`PACE`]
-//! while events keep coming, so a hundred subscribers cost a publisher few
-//! wake-ups. A subscriber cut off for lagging gets its final `lagged` event
-//! or close frame when its writer can send it; a writer stuck on a client
-//! that stopped reading has the socket shut down instead.
+//! A subscriber cut off for lagging gets its final `lagged` event or close
+//! frame when its writer can send it; a writer stuck on a client that
+//! stopped reading has the socket shut down instead.
 //!
 //! On a WebSocket both sides write (the reader answers pings and the
 //! client's close) under one mutex, which also records that a close frame
@@ -47,8 +43,9 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// While events keep coming, a writer takes a batch at most this often; an
-/// event after a quiet spell goes out at once.
+/// While events keep coming, a writer takes a batch at most this often, so
+/// a hundred subscribers cost a publisher few wake-ups; an event after a
+/// quiet spell goes out at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -519,9 +516,9 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
     closer.close();
 }
 
-/// Reads and discards until the client ends the stream, the socket fails
-/// or [`DRAIN_LIMIT`] bytes went by, so closing does not reset a connection
-/// with unread bytes and lose the close frame.
+/// Reads and discards until the client ends the stream, or up to
+/// [`DRAIN_LIMIT`], so closing does not reset a connection with unread
+/// bytes and lose the close frame.
 fn drain(stream: &mut dyn Read) {
     let mut buf = vec![0; 4096];
     let mut left = DRAIN_LIMIT;

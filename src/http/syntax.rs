@@ -9,19 +9,17 @@ pub(super) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-/// Whether `value` may be a header value, in a request or a response:
-/// visible ASCII, space or tab. Everything else, including obs-text and
-/// control bytes such as CR and LF, is refused, so no value can split a head.
+/// Whether `value` may be a header value: visible ASCII, space or tab, so
+/// that no value can split a head.
 pub(super) fn is_field_value(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
-/// Splits a header field line (without its CRLF) into name and trimmed value.
-/// `None` when the line is not a valid field: a name that is not a token
-/// (which also refuses obs-fold and space before the colon), or a value with
-/// a byte outside visible ASCII, space and tab.
+/// Splits a header field line (without its CRLF) into name and trimmed
+/// value; `None` unless the name is a token (which refuses obs-fold and
+/// space before the colon) and the value valid.
 pub(super) fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
