@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::wire::{connection, reason, Delivery};
+use super::wire::{head, Delivery, Framing};
 
 /// Why a request was refused: a status and a message that is always our
 /// own text, never client bytes.
@@ -70,20 +70,17 @@ pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
     body.push_str("\",\"message\":");
     crate::json_text::push_str(&mut body, &reject.message);
     body.push_str("}}");
-    let retry = if reject.status == 503 {
-        "Retry-After: 1\r\n"
-    } else {
-        ""
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{}\r\n",
-        reject.status,
-        reason(reject.status),
-        body.len(),
-        super::exchange::new_request_id(),
-        connection(d),
-    )
-    .into_bytes();
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("Content-Length", body.len().to_string()),
+    ];
+    if reject.status == 503 {
+        headers.push(("Retry-After", "1".to_string()));
+    }
+    headers.push(("X-Request-ID", super::exchange::new_request_id()));
+    let mut out = Vec::with_capacity(256 + body.len());
+    // The length is among the fields, in the order this answer has always had.
+    head(&mut out, reject.status, &headers, Framing::None, d);
     if !d.head_only {
         out.extend_from_slice(body.as_bytes());
     }

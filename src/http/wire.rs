@@ -45,7 +45,7 @@ pub(super) fn status_label(status: u16) -> &'static str {
         .map_or("other", |(_, label, _)| label)
 }
 
-pub(super) fn reason(status: u16) -> &'static str {
+fn reason(status: u16) -> &'static str {
     STATUSES
         .iter()
         .find(|(code, _, _)| *code == status)
@@ -110,21 +110,13 @@ pub(super) fn head(
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    if framing == Framing::Close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else {
-        out.extend_from_slice(connection(d).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The `Connection` line an answer delivered as `d` carries, if any.
-pub(super) fn connection(d: Delivery) -> &'static str {
-    match (d.close, d.http10) {
+    let connection = match (d.close || framing == Framing::Close, d.http10) {
         (true, _) => "Connection: close\r\n",
         (false, true) => "Connection: keep-alive\r\n",
         (false, false) => "",
-    }
+    };
+    out.extend_from_slice(connection.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The whole HTTP/1.1 response for `response`, delivered as `d`.
