@@ -99,9 +99,8 @@ impl ClientStream {
         Ok(!self.fill_buf()?.is_empty())
     }
 
-    /// Reads and consumes one request head, up to and including the empty line
-    /// that ends it. Empty lines before the request line are skipped but count
-    /// towards `limit`.
+    /// Reads one request head, up to and including its empty line; empty
+    /// lines before it are skipped but count towards `limit`.
     pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
         let mut skipped = 0;
         let mut scanned = 0;
@@ -150,13 +149,11 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces of at most [`PIECE`] bytes that the client
-    /// must each accept within the write timeout; `TimedOut` if it does
-    /// not. The socket's own timeout bounds each `write` call only, so a
-    /// client taking a few bytes at a time would never trip it. It is
-    /// lowered while a slow client takes the rest of a piece, and set back
-    /// once all is written, which a stream that takes the connection over
-    /// relies on.
+    /// Writes `bytes` in pieces that the client must each accept within the
+    /// write timeout, or `TimedOut`. The socket's own timeout bounds each
+    /// `write` call only, which a client taking a few bytes at a time would
+    /// never trip: it is lowered for the rest of a piece, and set back once
+    /// all is written, which a stream that takes the connection over relies on.
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;
