@@ -408,18 +408,16 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             output_tokens: o,
             model: body.opt_text("model")?,
         },
-        (Some(_), _, _) => {
-            return Err(Error::invalid(
-                "amount",
-                "give either amount or input_tokens and output_tokens",
-            )
-            .into())
-        }
-        (None, None, _) => {
-            return Err(Error::invalid("input_tokens", "is required without amount").into())
-        }
-        (None, Some(_), None) => {
-            return Err(Error::invalid("output_tokens", "is required with input_tokens").into())
+        wrong => {
+            let (field, why) = match wrong {
+                (Some(_), _, _) => (
+                    "amount",
+                    "give either amount or input_tokens and output_tokens",
+                ),
+                (None, None, _) => ("input_tokens", "is required without amount"),
+                _ => ("output_tokens", "is required with input_tokens"),
+            };
+            return Err(Error::invalid(field, why).into());
         }
     };
     Ok(SpendRequest {
