@@ -15,27 +15,13 @@
 
 use std::io::{self, Write};
 
+use super::answer::Reply;
 use super::socket::{ClientStream, PIECE};
-use super::wire::{self, Delivery, Framing, Reply};
+use super::wire::{self, Delivery, Framing};
 use super::Hooks;
-
-/// The room kept before a piece for the answer's head, when it has not gone
-/// out yet, and the piece's chunk-size line: so that the head and the first
-/// piece, or a whole short answer, go out in one write, with no copy. A head
-/// that does not fit goes out in a write of its own.
-const ROOM: usize = 512;
-
-/// The longest chunk-size line: 8 hex digits, far more than a piece needs,
-/// and CRLF.
-const SIZE_LINE: usize = 10;
 
 /// What ends a chunked body: the last chunk and an empty trailer section.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// The buffer of a streamed answer: the room, a piece, the CRLF after it and
-/// the last chunk. It is all the memory the answer holds, and it is taken
-/// once, so it never grows past this.
-const BUFFER: usize = ROOM + PIECE + 2 + LAST_CHUNK.len();
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
@@ -43,26 +29,20 @@ enum Progress {
     Head,
     /// The head is sent; pieces follow.
     Body,
-    /// The answer is complete.
     Ended,
     /// Sending failed, or the answer was abandoned: the connection closes.
     Failed,
 }
 
-/// The body of a 200 answer, written to its client as it is made: through
-/// [`Write`], in pieces of 64 KiB that the client must each accept within
-/// the write timeout. A client that does not is dropped, and counted under
-/// the reason `write_timeout`; every write fails from then on.
-///
-/// It lives in the connection's thread, for one answer, and holds at most
-/// one piece. `flush` sends nothing: a piece goes once it is full, and the
-/// rest when the answer ends.
+/// The body of a 200 answer, written to its client as it is made through
+/// [`Write`], a piece at a time. A client too slow to take a piece is
+/// dropped, and every write fails from then on. `flush` sends nothing.
 pub struct BodyWriter<'a> {
     client: &'a ClientStream,
     hooks: &'a dyn Hooks,
     delivery: Delivery,
     headers: Vec<(&'static str, String)>,
-    /// [`ROOM`], then the piece being made.
+    /// The piece being made, with room for what frames it.
     buf: Vec<u8>,
     progress: Progress,
     /// Whether the body ends with the connection (an HTTP/1.0 client).
@@ -117,9 +97,7 @@ impl<'a> BodyWriter<'a> {
         }
         self.buf = Vec::new();
         self.bytes = reply.body.len() as u64;
-        let d = self.delivery;
-        let whole = wire::encode(reply, d.head_only, d.close, d.keep_alive_10);
-        self.progress = match self.send(&whole) {
+        self.progress = match self.send(&wire::encode(reply, self.delivery)) {
             Ok(()) => Progress::Ended,
             Err(_) => Progress::Failed,
         };
@@ -136,11 +114,7 @@ impl<'a> BodyWriter<'a> {
 
     /// Ends the answer: sends what is left, framed by its length if the
     /// head has not gone out yet, or else as the last chunk. Calling it
-    /// again does nothing.
-    ///
-    /// # Errors
-    ///
-    /// The client's, when sending fails or times out, and `BrokenPipe`
+    /// again does nothing. Fails as the client does, or with `BrokenPipe`
     /// once the answer was given up; the connection must close then.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
@@ -148,13 +122,10 @@ impl<'a> BodyWriter<'a> {
             Progress::Failed => return Err(ended()),
             Progress::Body => self.send_piece(true)?,
             Progress::Head => {
-                let head = self.head(Framing::Length(self.bytes));
-                if self.buf.is_empty() {
-                    self.send(&head)?;
-                } else {
-                    let from = self.put_head(ROOM, &head)?;
-                    self.send_buffer(from)?;
-                }
+                // A short answer goes out in one write.
+                let mut whole = self.head(Framing::Length(self.bytes));
+                whole.extend_from_slice(&self.buf);
+                self.send(&whole)?;
             }
         }
         self.buf = Vec::new();
@@ -165,71 +136,38 @@ impl<'a> BodyWriter<'a> {
     /// Sends the piece in the buffer, after the head if it has not gone
     /// out yet; with `last`, also what ends the body.
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
+        let mut before = Vec::new();
         if self.progress == Progress::Head {
             self.until_close = self.delivery.http10;
+            let framing = if self.until_close {
+                Framing::Close
+            } else {
+                Framing::Chunked
+            };
+            before = self.head(framing);
+            self.progress = Progress::Body;
         }
-        let mut from = ROOM;
         if !self.until_close {
-            let data = self.buf.len() - ROOM;
             // A chunk of size 0 would end the body, so none is sent empty.
-            if data > 0 {
-                let mut line = [0u8; SIZE_LINE];
-                let mut rest = &mut line[..];
-                // A piece's size always fits the room kept for its line.
-                let _ = write!(rest, "{data:x}\r\n");
-                let len = SIZE_LINE - rest.len();
-                from -= len;
-                self.buf[from..ROOM].copy_from_slice(&line[..len]);
+            if !self.buf.is_empty() {
+                // Writing to a Vec cannot fail.
+                let _ = write!(before, "{:x}\r\n", self.buf.len());
                 self.buf.extend_from_slice(b"\r\n");
             }
             if last {
                 self.buf.extend_from_slice(LAST_CHUNK);
             }
         }
-        if self.progress == Progress::Head {
-            let framing = if self.until_close {
-                Framing::Close
-            } else {
-                Framing::Chunked
-            };
-            let head = self.head(framing);
-            from = self.put_head(from, &head)?;
-            self.progress = Progress::Body;
-        }
-        let sent = self.send_buffer(from);
-        self.buf.truncate(ROOM);
-        sent
+        self.send(&before)?;
+        let sent = self.client.send(self.hooks, &self.buf);
+        self.buf.clear();
+        self.failed_if(sent)
     }
 
     fn head(&self, framing: Framing) -> Vec<u8> {
-        let d = self.delivery;
         let mut head = Vec::with_capacity(256);
-        wire::head(
-            &mut head,
-            200,
-            &self.headers,
-            framing,
-            d.close,
-            d.keep_alive_10,
-        );
+        wire::head(&mut head, 200, &self.headers, framing, self.delivery);
         head
-    }
-
-    /// Puts `head` just before `from` in the buffer, where it then starts,
-    /// or, when it does not fit there, sends it on its own.
-    fn put_head(&mut self, from: usize, head: &[u8]) -> io::Result<usize> {
-        if head.len() > from {
-            self.send(head)?;
-            return Ok(from);
-        }
-        let at = from - head.len();
-        self.buf[at..from].copy_from_slice(head);
-        Ok(at)
-    }
-
-    fn send_buffer(&mut self, from: usize) -> io::Result<()> {
-        let sent = self.client.send(self.hooks, &self.buf[from..]);
-        self.failed_if(sent)
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -263,13 +201,13 @@ impl Write for BodyWriter<'_> {
             return Ok(data.len());
         }
         if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(BUFFER);
-            self.buf.resize(ROOM, 0);
+            // Taken once: the piece, the CRLF after it and the last chunk.
+            self.buf.reserve_exact(PIECE + 2 + LAST_CHUNK.len());
         }
-        let n = data.len().min(ROOM + PIECE - self.buf.len());
+        let n = data.len().min(PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         self.bytes += n as u64;
-        if self.buf.len() == ROOM + PIECE {
+        if self.buf.len() == PIECE {
             self.send_piece(false)?;
         }
         Ok(n)
@@ -324,9 +262,7 @@ mod tests {
         Delivery {
             head_only,
             close: false,
-            keep_alive_10: false,
             http10,
-            write_timeout: Duration::from_secs(10),
         }
     }
 
@@ -370,7 +306,7 @@ mod tests {
             headers: headers(),
             body: b"hello world".to_vec(),
         };
-        let want = wire::encode(&reply, false, false, false);
+        let want = wire::encode(&reply, delivery(false, false));
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);
@@ -426,18 +362,18 @@ mod tests {
     }
 
     #[test]
-    fn a_head_too_long_for_its_room_goes_out_on_its_own() {
+    fn a_long_head_goes_out_whole() {
         for size in [5, PIECE + 5] {
             let (server, client) = pair(Duration::from_secs(10));
             let hooks = Reasons::default();
-            let long = vec![("X-Long", "v".repeat(2 * ROOM))];
+            let long = vec![("X-Long", "v".repeat(1024))];
             let mut body = BodyWriter::new(&server, &hooks, delivery(false, false), long);
             body.write_all(&vec![b'b'; size]).unwrap();
             body.finish().unwrap();
             drop(server);
             let mut r = BufReader::new(client);
             let head = read_head(&mut r);
-            assert!(head.contains(&"v".repeat(2 * ROOM)));
+            assert!(head.contains(&"v".repeat(1024)));
             let got = if size < PIECE {
                 assert!(head.contains(&format!("Content-Length: {size}\r\n")));
                 let mut rest = Vec::new();
@@ -507,7 +443,7 @@ mod tests {
         assert_eq!(body.bytes(), 12);
         assert!(body.write_all(b"more").is_err());
         body.finish().unwrap();
-        let want = wire::encode(&error, false, false, false);
+        let want = wire::encode(&error, delivery(false, false));
         let mut got = vec![0; want.len()];
         (&client).read_exact(&mut got).unwrap();
         assert_eq!(got, want);

@@ -25,9 +25,9 @@ impl From<io::Error> for FramingError {
 /// The longest chunk-size line (with extensions) we accept.
 pub(super) const MAX_CHUNK_LINE: usize = 1024;
 
-/// Reads one CRLF-terminated line, appending it without the CRLF to `out`,
-/// and returns where it landed. A bare LF is malformed; a line longer than
-/// `limit` bytes is refused as soon as that is known.
+/// Reads one line, appending it without its CRLF to `out`, and returns
+/// where it landed. A bare LF is malformed; a line longer than `limit`
+/// bytes is refused as soon as that is known.
 pub(super) fn read_line(
     r: &mut impl BufRead,
     limit: usize,
@@ -84,23 +84,13 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
     if !extensions_ok {
         return Err(MALFORMED);
     }
-    // At most 16 hex digits fit in a u64.
-    Ok(significant
-        .iter()
-        .fold(0u64, |n, &b| (n << 4) | u64::from(hex_value(b))))
+    // At most 16 hex digits fit in a u64; none is a zero.
+    let digits = std::str::from_utf8(significant).unwrap_or_default();
+    Ok(u64::from_str_radix(digits, 16).unwrap_or(0))
 }
 
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
-}
-
-/// Reads the trailer section after the last chunk, up to its empty line,
-/// and discards it. Trailer lines must be valid header fields and together
-/// fit in `limit` bytes.
+/// Reads and discards the trailer section after the last chunk: valid
+/// fields that together fit in `limit` bytes.
 pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
     let mut line = Vec::new();
     let mut total = 0;

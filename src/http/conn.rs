@@ -1,25 +1,25 @@
-//! One client connection: each request is read completely and within its
-//! limits, checked, and handed to the handler; answers go out in order.
+//! One client connection: each request is read whole within its limits,
+//! checked, and handed to the handler; answers go out in order.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Delivery, Handoff, Slot, Takeover};
+use super::answer::{Answer, Request, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
 use super::reject::{self, method_label, Reject};
 use super::socket::{ClientStream, HeadError};
+use super::wire::{self, Delivery};
 use super::Shared;
 
-/// How long a closing connection keeps reading what the client still sends,
-/// so that our last response is not destroyed by a reset (RFC 9112 section 9.6).
+/// How long, and how much, a closing connection keeps reading what the
+/// client still sends, so that our last response is not destroyed by a
+/// reset (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
-
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Bodies are read into memory that grows as bytes arrive, so a large
@@ -27,19 +27,17 @@ const LINGER_BYTES: usize = 1024 * 1024;
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
 enum AfterRequest {
-    /// Wait for the next request.
     Read,
     /// Close at once: the client is gone, timed out, or broke the framing.
     Close,
     /// A response went out and the connection ends: close gracefully.
     Linger,
-    /// A stream took the connection over: run it, then close.
     Stream(Takeover),
 }
 
 /// Serves requests on `stream` until the client leaves, a limit is hit, or
 /// the connection is evicted while it is idle.
-pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>) {
+pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
     let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
@@ -63,7 +61,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
             return;
         }
         match serve_request(&mut client, shared, activity) {
-            // The answer marked the connection idle when it was ready.
+            // The connection was marked idle when its answer was ready.
             AfterRequest::Read => {}
             AfterRequest::Close => return,
             AfterRequest::Linger => return linger(client.stream()),
@@ -80,43 +78,42 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Arc<Activity>
     }
 }
 
-fn serve_request(
-    client: &mut ClientStream,
-    shared: &Shared,
-    activity: &Arc<Activity>,
-) -> AfterRequest {
-    let (head, label) = match read_head(client, shared) {
+fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity) -> AfterRequest {
+    let (head, mut request, label) = match read_head(client, shared) {
         Ok(read) => read,
         Err(next) => return next,
     };
-    let mut request = head.request(Vec::new());
-    if head.implemented() && !shared.handler.admits(&request) {
+    if head.implemented && !shared.handler.admits(&request) {
         // Answered on the head alone: a body is never read, and the
         // connection then closes, since its next request would start inside it.
         let close = head.has_body() || !head.keep_alive;
-        let (answer, slot) = Answer::new(delivery(&head, close, shared), activity.clone());
-        shared.handler.refuse(request, answer);
-        return write_handoff(client, shared, &slot);
+        let answer = shared.handler.refuse(request);
+        return respond(client, shared, activity, delivery(&head, close), answer);
     }
     let Some(reservation) = Reservation::take(shared, &head) else {
         let reject = Reject::new(
             503,
             "the server holds too many request bodies; retry shortly",
         );
-        return refuse(client, shared, label, head.is_head(), reject);
+        return refuse(client, shared, label, head.head_only, reject);
     };
     request.body = match read_body(client, &head, shared, label) {
         Ok(body) => body,
         Err(next) => return next,
     };
-    if !head.implemented() {
+    if !head.implemented {
         return not_implemented(client, shared, activity, &head, label);
     }
-    let (answer, slot) = Answer::new(delivery(&head, !head.keep_alive, shared), activity.clone());
-    shared.handler.handle(request, answer);
+    let answer = shared.handler.handle(request);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
-    write_handoff(client, shared, &slot)
+    respond(
+        client,
+        shared,
+        activity,
+        delivery(&head, !head.keep_alive),
+        answer,
+    )
 }
 
 /// Reads the next request's head and checks it, with its method's label;
@@ -124,7 +121,7 @@ fn serve_request(
 fn read_head(
     client: &mut ClientStream,
     shared: &Shared,
-) -> Result<(RequestHead, &'static str), AfterRequest> {
+) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
     let limits = &shared.limits;
     client.set_deadline(limits.header_timeout);
     let head = match client.read_head(limits.max_header_bytes) {
@@ -148,11 +145,11 @@ fn read_head(
         }
     };
     let label = method_label(&head);
-    let head = match RequestHead::parse(head) {
-        Ok(head) => head,
+    let (head, request) = match RequestHead::parse(&head) {
+        Ok(parsed) => parsed,
         Err(reject) => return Err(refuse(client, shared, label, false, reject)),
     };
-    let head_only = head.is_head();
+    let head_only = head.head_only;
     if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
         let reject = Reject::too_large(limits.max_body);
         return Err(refuse(client, shared, label, head_only, reject));
@@ -162,7 +159,7 @@ fn read_head(
         let reject = Reject::new(417, "the only expectation supported is 100-continue");
         return Err(refuse(client, shared, label, head_only, reject));
     }
-    Ok((head, label))
+    Ok((head, request, label))
 }
 
 /// Answers a request whose method is not implemented, once its body is
@@ -170,29 +167,18 @@ fn read_head(
 fn not_implemented(
     client: &ClientStream,
     shared: &Shared,
-    activity: &Arc<Activity>,
+    activity: &Activity,
     head: &RequestHead,
     label: &'static str,
 ) -> AfterRequest {
     let reject = Reject::new(501, "the request method is not implemented");
     shared.hooks.request_rejected(label, reject.status);
     activity.answered();
-    let close = !head.keep_alive;
-    let connection = match (close, head.http10) {
-        (true, _) => "Connection: close\r\n",
-        (false, true) => "Connection: keep-alive\r\n",
-        (false, false) => "",
-    };
-    let sent = send(
-        client,
-        shared,
-        &reject::framed(reject, head.is_head(), connection),
-    );
-    after(sent, close)
+    let d = delivery(head, !head.keep_alive);
+    after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
-/// What follows an answer that was sent, or failed to be: `close` ends the
-/// connection after it.
+/// What follows an answer that was sent, or failed to be.
 fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
     match sent {
         Ok(()) if close => AfterRequest::Linger,
@@ -202,34 +188,45 @@ fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
 }
 
 /// How the answer to `head` goes out; `close` ends the connection after it.
-fn delivery(head: &RequestHead, close: bool, shared: &Shared) -> Delivery {
+fn delivery(head: &RequestHead, close: bool) -> Delivery {
     Delivery {
-        head_only: head.is_head(),
+        head_only: head.head_only,
         close,
-        keep_alive_10: head.http10 && !close,
         http10: head.http10,
-        write_timeout: shared.limits.write_timeout,
     }
 }
 
-/// Writes what the handler left in `slot`, or leaves it to the answer's
-/// sender, or hands the connection to a stream, or sends a body as its
-/// producer makes it.
-fn write_handoff(client: &ClientStream, shared: &Shared, slot: &Arc<Slot>) -> AfterRequest {
-    let close = slot.delivery().close;
-    match slot.handoff() {
-        Handoff::Ready(bytes) => after(send(client, shared, &bytes), close),
-        Handoff::Stream(head, run) => match send(client, shared, &head) {
-            Ok(()) => AfterRequest::Stream(run),
-            Err(_) => AfterRequest::Close,
-        },
-        Handoff::Body(headers, write) => {
-            let mut body = BodyWriter::new(client, &*shared.hooks, slot.delivery(), headers);
+/// Writes `answer`, marking the connection idle first unless a stream
+/// takes it over.
+fn respond(
+    client: &ClientStream,
+    shared: &Shared,
+    activity: &Activity,
+    d: Delivery,
+    answer: Answer,
+) -> AfterRequest {
+    match answer {
+        Answer::Reply(reply) => {
+            activity.answered();
+            after(send(client, shared, &wire::encode(&reply, d)), d.close)
+        }
+        Answer::Stream(headers, write) => {
+            activity.answered();
+            let mut body = BodyWriter::new(client, &*shared.hooks, d, headers);
             write(&mut body);
             let sent = body.finish();
-            after(sent, close || body.closes())
+            after(sent, d.close || body.closes())
         }
-        Handoff::Waiting | Handoff::Failed => AfterRequest::Close,
+        Answer::TakeOver(status, headers, run) => {
+            // Its head carries only its own fields: the stream owns the connection.
+            let mut head = Vec::with_capacity(256);
+            let framing = wire::Framing::None;
+            wire::head(&mut head, status, &headers, framing, Delivery::default());
+            match send(client, shared, &head) {
+                Ok(()) => AfterRequest::Stream(run),
+                Err(_) => AfterRequest::Close,
+            }
+        }
     }
 }
 
@@ -269,8 +266,7 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Reads the whole body into memory, so that a handler never waits on a
-/// slow client.
+/// Reads the whole body, so that a handler never waits on a slow client.
 fn read_body(
     client: &mut ClientStream,
     request: &RequestHead,
@@ -311,12 +307,11 @@ fn read_body(
             FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
             FramingError::BodyTooLarge => Reject::too_large(config.max_body),
         };
-        refuse(client, shared, label, request.is_head(), reject)
+        refuse(client, shared, label, request.head_only, reject)
     })
 }
 
-/// Answers a request no handler will see, and tells the hooks so that it
-/// is still counted once.
+/// Answers a request no handler will see, counted by the hooks.
 fn refuse(
     client: &ClientStream,
     shared: &Shared,
@@ -331,8 +326,7 @@ fn refuse(
 }
 
 /// Ends our side of the connection, then reads and discards what the client
-/// still sends for a bounded time, so that closing with unread bytes does not
-/// send a reset that could destroy the response before the client reads it.
+/// still sends for a bounded time (see [`LINGER_TIME`]).
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;

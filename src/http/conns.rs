@@ -17,8 +17,7 @@ const IDLE: u8 = 0;
 const BUSY: u8 = 1;
 const EVICTED: u8 = 2;
 
-/// Every live client connection, with a handle to close it. Safe to share
-/// between threads.
+/// Every live client connection, with a handle to close it.
 pub(super) struct Connections {
     max: usize,
     hooks: Arc<dyn Hooks>,
@@ -39,15 +38,11 @@ struct Entry {
     activity: Arc<Activity>,
 }
 
-/// Ranks idle connections: each answer handed out takes the next ticket.
-/// A counter rather than a clock, so two connections never tie and their
-/// order is the order their answers were ready, however threads are
-/// scheduled afterwards.
+/// Ranks idle connections: each answer ready takes the next ticket. A
+/// counter rather than a clock, so two connections never tie.
 static TICKETS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a connection is between requests, and since which answer. Shared
-/// by the connection's thread (which marks it) and [`Connections`] (which
-/// may evict it).
+/// Whether a connection is between requests, and since which answer.
 pub(super) struct Activity {
     state: AtomicU8,
     ticket: AtomicU64,
@@ -66,12 +61,10 @@ impl Activity {
     // Relaxed is enough: the state is a single atomic whose compare-exchanges
     // decide every race on their own, and the ticket only ranks candidates.
 
-    /// Records that the connection's answer is ready, and marks it idle and
-    /// so evictable, before the answer is written: the client cannot send
-    /// its next request, or another client act on the answer, before this,
-    /// so the order of idle connections never hangs on how threads are
-    /// scheduled afterwards. Eviction only shuts the reading side, so an
-    /// answer being written still goes out whole.
+    /// Marks the connection idle, and so evictable, once its answer is ready
+    /// and before it is written: no client can act on the answer before
+    /// this, so the idle order never hangs on how threads are scheduled.
+    /// Eviction only shuts the reading side, so the answer still goes out.
     pub(super) fn answered(&self) {
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
         self.ticket.store(ticket, Ordering::Relaxed);
@@ -119,7 +112,6 @@ impl Drop for Registration {
 }
 
 impl Connections {
-    /// Room for at most `max` connections (at least one).
     pub(super) fn new(max: usize, hooks: Arc<dyn Hooks>) -> Connections {
         Connections {
             max: max.max(1),
@@ -133,10 +125,8 @@ impl Connections {
         }
     }
 
-    /// Admits a new connection, closing the longest-idle one if the cap
-    /// is reached. `None` when all are busy connections (or the socket
-    /// cannot be cloned): the caller must close the new one.
-    ///
+    /// Admits a new connection, closing the longest-idle one if the cap is
+    /// reached; `None` when all are busy (or the socket cannot be cloned).
     /// Hooks are called with the lock held, so that the last count reported
     /// is always the true one.
     pub(super) fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Registration> {
@@ -194,11 +184,8 @@ impl Connections {
         }
     }
 
-    /// Closes each connection as soon as it is idle, so that requests in
-    /// flight are answered first, until none is left or `deadline` passes;
-    /// true if none is left. Streams are not idle: they must be ended
-    /// another way. Closing only shuts the reading side, so an answer being
-    /// written still goes out whole.
+    /// Closes each connection as soon as it is idle (streams never are),
+    /// until none is left or `deadline` passes; true if none is left.
     pub(super) fn drain(&self, deadline: Instant) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.draining = true;
@@ -223,7 +210,7 @@ impl Connections {
         }
     }
 
-    /// Closes every live connection; their threads then end on their own.
+    /// Closes every live connection; their threads then end.
     pub(super) fn close_all(&self) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for entry in inner.live.values() {

@@ -1,29 +1,27 @@
 //! The middleware every request passes: one request and its answer. The
 //! handlers see this instead of the connection layer's types; it gives the
-//! request an id, and counts, logs and sends exactly one answer, a 500 when
-//! the handler panics or gives none.
+//! request an id, and counts and logs its one answer, a 500 when the
+//! handler panics.
 
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
-use super::answer::{status_label, Answer, Reply, Request, Takeover};
+use super::answer::{Answer, Reply, Request, Takeover};
 use super::body::BodyWriter;
 use super::response::Response;
+use super::wire::status_label;
 use crate::app::App;
 use crate::error::Error;
 
-/// A request in flight and the duty to answer it. Safe to move to another
-/// thread (the journal committer answers durable writes).
-///
-/// Dropping it unanswered, including while a handler panics, answers 500:
-/// every request gets exactly one counted and logged answer.
+/// A request in flight, as its handler sees it. Each method that makes
+/// the answer also counts and logs it.
+#[derive(Clone)]
 pub struct Exchange {
-    /// Where the answer goes; `None` once it is sent.
-    answer: Option<Answer>,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     app: Arc<App>,
@@ -36,7 +34,25 @@ pub struct Exchange {
     fields: Vec<(&'static str, serde_json::Value)>,
 }
 
-/// The method label: one of a fixed set, so clients cannot grow the series.
+/// The answer `route` gives `request`; a panic in it is answered 500 and
+/// counted, and the thread carries on.
+pub(super) fn answer<F>(request: Request, app: Arc<App>, route: F) -> Answer
+where
+    F: FnOnce(&mut Exchange) -> Answer,
+{
+    let mut ex = Exchange::new(request, app);
+    let routed = catch_unwind(AssertUnwindSafe(|| route(&mut ex)));
+    routed.unwrap_or_else(|_| {
+        ex.app.http.panics.inc();
+        ex.send(Response::internal(
+            "the request failed",
+            "the handler panicked",
+        ))
+    })
+}
+
+/// The method label: one of the methods the server implements, or `OTHER`,
+/// so clients cannot grow the series.
 pub(super) fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     KNOWN
@@ -74,7 +90,7 @@ pub(super) fn new_request_id() -> String {
 }
 
 impl Exchange {
-    pub fn new(request: Request, answer: Answer, app: Arc<App>) -> Exchange {
+    fn new(request: Request, app: Arc<App>) -> Exchange {
         let method = method_label(&request.method);
         let request_id = request
             .header("X-Request-ID")
@@ -86,7 +102,6 @@ impl Exchange {
             None => (request.target, String::new()),
         };
         Exchange {
-            answer: Some(answer),
             headers: request.headers,
             body: request.body,
             app,
@@ -140,27 +155,19 @@ impl Exchange {
         self.fields.push((key, value));
     }
 
-    pub fn send(mut self, response: Response) {
-        self.finish(response);
-    }
-
-    fn finish(&mut self, response: Response) {
-        let Some(answer) = self.answer.take() else {
-            return;
-        };
+    pub fn send(&mut self, response: Response) -> Answer {
         let reply = self.reply(response);
         let (status, bytes) = (reply.status, reply.body.len());
         self.count(status);
-        answer.send(reply);
         self.log_answer(status, bytes as u64);
+        Answer::Reply(reply)
     }
 
     /// What goes out for `response`: its headers with the request id, and
-    /// a 5xx's detail moved to the log line, the request id into the body.
+    /// a 5xx's detail moved to the log line, which carries the same id that
+    /// goes into the body for the client to quote.
     fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
-            // The client gets the request id to quote; the log line, which
-            // carries the same id, gets the detail.
             if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response.body) {
                 body["error"]["request_id"] = json!(self.request_id);
                 response.body = body.to_string().into_bytes();
@@ -179,32 +186,26 @@ impl Exchange {
         }
     }
 
-    /// Answers 200 with `content_type` and a body that `write` makes as it
-    /// goes, sent in pieces while it is made, so that the answer is never
-    /// held whole; the request is counted and logged once it ends, with
-    /// the bytes made and the time to the last one.
-    ///
-    /// Check everything that can refuse the request first, and answer
-    /// with [`Exchange::send`] then: once the first piece is out, a
-    /// failure can only cut the answer short. So `write` fails only when
-    /// the client does (it is gone, or too slow), and the connection closes.
-    /// If `write` panics before the first piece went out, the answer is a
-    /// 500 as from any handler; after, the connection closes.
-    pub fn stream<F>(mut self, content_type: &'static str, write: F)
+    /// Answers 200 with `content_type` and a body that `write` makes while
+    /// it is sent, in pieces; the request is counted and logged once it
+    /// ends. Check everything that can refuse the request first: once the
+    /// first piece is out, a failure (or a panic) can only cut the answer
+    /// short, so `write` fails only when the client does.
+    pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
-        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + Send + 'static,
+        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
     {
-        let Some(answer) = self.answer.take() else {
-            return;
-        };
         let headers = vec![
             ("Content-Type", content_type.to_string()),
             ("X-Request-ID", self.request_id.clone()),
         ];
-        answer.stream(
+        // The body is made, and the answer counted and logged, after the
+        // handler has returned.
+        let done = self.clone();
+        Answer::Stream(
             headers,
-            Box::new(move |body| self.write_stream(body, write)),
-        );
+            Box::new(move |body| done.write_stream(body, write)),
+        )
     }
 
     fn write_stream<F>(mut self, body: &mut BodyWriter<'_>, write: F)
@@ -262,34 +263,19 @@ impl Exchange {
         self.app.log.log(request_level(status), "request", &fields);
     }
 
-    /// Answers `status` with `headers` and the request id, counts and logs
-    /// the answer, and hands the client's socket to `run`, which owns the
-    /// connection from then on: a `200` whose body `run` streams and ends,
-    /// or a `101` after which `run` speaks the new protocol.
-    pub fn take_over(mut self, status: u16, headers: &[(&'static str, String)], run: Takeover) {
-        let Some(answer) = self.answer.take() else {
-            return;
-        };
-        let mut all = headers.to_vec();
-        all.push(("X-Request-ID", self.request_id.clone()));
+    /// Answers `status` with `headers` and the request id, and hands the
+    /// client's socket to `run`: a `200` whose body `run` streams, or a
+    /// `101` after which `run` speaks the new protocol.
+    pub fn take_over(
+        &mut self,
+        status: u16,
+        mut headers: Vec<(&'static str, String)>,
+        run: Takeover,
+    ) -> Answer {
+        headers.push(("X-Request-ID", self.request_id.clone()));
         self.count(status);
         self.log_answer(status, 0);
-        answer.take_over(status, &all, run);
-    }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        if self.answer.is_none() {
-            return;
-        }
-        let detail = if std::thread::panicking() {
-            self.app.http.panics.inc();
-            "the handler panicked"
-        } else {
-            "the handler gave no answer"
-        };
-        self.finish(Response::internal("the request failed", detail));
+        Answer::TakeOver(status, headers, run)
     }
 }
 
@@ -363,16 +349,20 @@ mod tests {
         }
     }
 
+    /// What a client of an HTTP/1.1 keep-alive request reads of a whole answer.
+    fn answered(answer: Answer) -> String {
+        let Answer::Reply(reply) = answer else {
+            panic!("not a whole answer");
+        };
+        let d = super::super::wire::Delivery::default();
+        String::from_utf8(super::super::wire::encode(&reply, d)).unwrap()
+    }
+
     #[test]
-    fn exchanges_answer_once_with_safe_headers() {
+    fn exchanges_answer_with_safe_headers() {
         let (_dir, app) = app("local");
-        let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "abc"), ("X-Key", "k")];
-        let mut ex = Exchange::new(
-            request("/p?a=b%20c", &headers, b"12345678"),
-            answer,
-            app.clone(),
-        );
+        let mut ex = Exchange::new(request("/p?a=b%20c", &headers, b"12345678"), app.clone());
         assert_eq!(
             (ex.method(), ex.path(), ex.request_id.as_str()),
             ("POST", "/p", "abc")
@@ -380,41 +370,33 @@ mod tests {
         assert_eq!(ex.query("a").as_deref(), Some("b c"));
         assert_eq!(ex.header("x-KEY").as_deref(), Some("k"));
         assert_eq!(ex.read_body().unwrap(), b"12345678");
-        ex.send(Response::json(201, &json!({})).with_header("X-Bad", "a\r\nb"));
+        let sent = ex.send(Response::json(201, &json!({})).with_header("X-Bad", "a\r\nb"));
         assert_eq!(
-            slot.answered().unwrap(),
+            answered(sent),
             "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Request-ID: abc\r\n\
              Content-Length: 2\r\n\r\n{}"
         );
 
-        let (answer, slot) = Answer::for_test();
-        let mut ex = Exchange::new(request("/p", &[], b"123456789"), answer, app.clone());
+        let mut ex = Exchange::new(request("/p", &[], b"123456789"), app.clone());
         assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
-        drop(ex);
-        assert!(slot.answered().unwrap().starts_with("HTTP/1.1 500 "));
     }
 
     #[test]
     fn a_panic_is_answered_500_and_counted() {
         let (_dir, app) = app("panic");
-        let (answer, slot) = Answer::for_test();
-        let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let _held = ex;
+        let outcome = answer(request("/p", &[], b""), app.clone(), |_| {
             panic!("handler bug");
-        }));
-        assert!(outcome.is_err());
-        let answered = slot.answered().unwrap();
+        });
+        let answered = answered(outcome);
         assert!(answered.starts_with("HTTP/1.1 500 "), "{answered}");
         assert!(answered.contains("the request failed"), "{answered}");
         assert!(!answered.contains("panicked"), "{answered}");
         assert_eq!(app.http.panics.get(), 1.0);
     }
 
-    /// Runs the streamed answer `ex` left in `slot` as a connection thread
-    /// does, and returns what the client read and whether the answer ended.
-    fn run_stream(slot: &Arc<super::super::answer::Slot>) -> (Vec<u8>, bool) {
-        use super::super::answer::Handoff;
+    /// Runs a streamed answer as a connection thread does, and returns what
+    /// the client read and whether the answer ended.
+    fn run_stream(answer: Answer) -> (Vec<u8>, bool) {
         use super::super::socket::ClientStream;
         use std::io::Read;
         use std::net::{TcpListener, TcpStream};
@@ -425,11 +407,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
-        let Handoff::Body(headers, write) = slot.handoff() else {
+        let Answer::Stream(headers, write) = answer else {
             panic!("not a streamed answer");
         };
         let client = ClientStream::new(ours, std::time::Duration::from_secs(10)).unwrap();
-        let mut body = BodyWriter::new(&client, &Quiet, slot.delivery(), headers);
+        let d = super::super::wire::Delivery::default();
+        let mut body = BodyWriter::new(&client, &Quiet, d, headers);
         write(&mut body);
         let ended = body.finish().is_ok();
         drop(body);
@@ -443,14 +426,13 @@ mod tests {
     fn a_stream_that_panics_is_a_500_before_its_first_piece_and_cut_short_after() {
         use std::io::Write;
         let (_dir, app) = app("stream-panic");
-        let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "req-7")];
-        let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
-        ex.stream("text/plain", |out| {
+        let mut ex = Exchange::new(request("/p", &headers, b""), app.clone());
+        let answer = ex.stream("text/plain", |out| {
             out.write_all(b"a partial body")?;
             panic!("producer bug")
         });
-        let (got, ended) = run_stream(&slot);
+        let (got, ended) = run_stream(answer);
         let text = String::from_utf8(got).unwrap();
         assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
         assert!(text.ends_with(
@@ -458,13 +440,12 @@ mod tests {
         ));
         assert!(ended);
 
-        let (answer, slot) = Answer::for_test();
-        let ex = Exchange::new(request("/p", &[], b""), answer, app.clone());
-        ex.stream("text/plain", |out| {
+        let mut ex = Exchange::new(request("/p", &[], b""), app.clone());
+        let answer = ex.stream("text/plain", |out| {
             out.write_all(&vec![b'x'; 100_000])?;
             panic!("producer bug")
         });
-        let (got, ended) = run_stream(&slot);
+        let (got, ended) = run_stream(answer);
         let text = String::from_utf8(got).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{}", &text[..40]);
         assert!(text.contains("Transfer-Encoding: chunked\r\n"));
@@ -477,12 +458,10 @@ mod tests {
     #[test]
     fn a_5xx_body_carries_the_request_id_and_not_the_detail() {
         let (dir, app) = app("detail");
-        let (answer, slot) = Answer::for_test();
         let headers = [("x-request-id", "req-42")];
-        let ex = Exchange::new(request("/p", &headers, b""), answer, app.clone());
+        let mut ex = Exchange::new(request("/p", &headers, b""), app.clone());
         let detail = format!("journal {}/runs.jsonl at byte 7: disk full", dir.display());
-        ex.send(Error::Storage(detail).into());
-        let answered = slot.answered().unwrap();
+        let answered = answered(ex.send(Error::Storage(detail).into()));
         let body = answered.split("\r\n\r\n").nth(1).unwrap();
         let want = r#"{"error":{"code":"INTERNAL","message":"storage write failed","request_id":"req-42"}}"#;
         assert_eq!(body, want);

@@ -30,13 +30,24 @@ impl Body {
             .map_err(|e| Error::invalid("body", format!("not valid JSON: {e}")))
     }
 
-    /// An optional string field; `null` counts as absent.
-    pub fn opt_str(&self, field: &str) -> Result<Option<String>, Error> {
+    /// An optional field that `get` reads, or else `must`; `null` counts as
+    /// absent.
+    fn opt<T>(
+        &self,
+        field: &str,
+        must: &str,
+        get: fn(&Value) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(Error::invalid(field, "must be a string")),
+            Some(v) => get(v).map(Some).ok_or_else(|| Error::invalid(field, must)),
         }
+    }
+
+    pub fn opt_str(&self, field: &str) -> Result<Option<String>, Error> {
+        self.opt(field, "must be a string", |v| {
+            v.as_str().map(str::to_string)
+        })
     }
 
     /// An optional free-text field of a run, at most
@@ -58,21 +69,11 @@ impl Body {
     }
 
     pub fn opt_f64(&self, field: &str) -> Result<Option<f64>, Error> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64()),
-            Some(_) => Err(Error::invalid(field, "must be a number")),
-        }
+        self.opt(field, "must be a number", Value::as_f64)
     }
 
     pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, Error> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| Error::invalid(field, "must be a non-negative integer")),
-        }
+        self.opt(field, "must be a non-negative integer", Value::as_u64)
     }
 
     pub fn any(&self, field: &str) -> Option<&Value> {

@@ -1,30 +1,13 @@
 //! The HTTP layer: our own HTTP/1.1 server, and the translation between it
-//! and the domain. It owns every HTTP concern (framing, limits, routing,
-//! statuses, headers, auth, request ids, counting and logging of requests);
-//! domain modules never see it. This file has the accept loop; `conns` the
-//! connection cap; `conn` one connection's loop; `parse`, `syntax` and
-//! `chunked` the strict request; `answer`, `wire`, `body` and `reject` the
-//! answers; `exchange` the middleware every request passes; `response` the
-//! one domain-error→status map; `routes` and `streams` the handlers.
-//!
-//! What the layer guarantees:
-//!
-//! - **Accepting** never stops: errors are reported to [`Hooks::accept_error`]
-//!   and retried with a backoff of 1 ms doubling to 100 ms.
-//! - **Connections** are capped at [`Limits::max_connections`], streams
-//!   included; past the cap the longest-idle connection is closed, or the new
-//!   one is refused if none is idle. Each has its own thread with a small
-//!   stack and no heap buffer while idle.
-//! - **Requests** are read whole, head and body, under size limits and
-//!   deadlines, and checked strictly (RFC 9112) before a handler sees them.
-//!   The head is authorised before the body is read, and the bodies buffered
-//!   across all connections share one cap. What fails gets a JSON error and
-//!   the connection is closed.
-//! - **Answers** go out in pieces of at most 64 KiB, each of which the client
-//!   must accept within [`Limits::write_timeout`]. A large one is written as
-//!   it is made, so no answer is held whole.
-//! - **Streams** (server-sent events, WebSockets) run on the client's own
-//!   socket, in its connection thread, once the handler has taken it over.
+//! and the domain, which never sees HTTP. `conns` caps the connections,
+//! `conn` serves one; `socket`, `parse`, `syntax` and `chunked` read the
+//! strict request (RFC 9112) whole, within limits and deadlines, the head
+//! authorised before the body is read; `wire`, `body` and `reject` write
+//! the answers, in pieces of at most 64 KiB that the client must each take
+//! within [`Limits::write_timeout`]; `exchange` is the middleware every
+//! request passes; `response` maps domain errors to statuses; `routes` and
+//! `streams` are the handlers. Streams (server-sent events, WebSockets) run
+//! on the client's own socket, in its connection thread.
 //!
 //! The reasons given to [`Hooks::connection_rejected`] are `"limit"` (cap
 //! reached with no idle connection, or no thread could be had for the
@@ -61,7 +44,6 @@ use serde_json::json;
 pub use answer::{Answer, Reply, Request};
 
 use conns::Connections;
-use exchange::Exchange;
 
 use crate::app::App;
 
@@ -78,15 +60,16 @@ const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     256 * 1024
 };
 
-/// The waits after consecutive accept errors: 1 ms, doubling to 100 ms.
+/// The waits after consecutive accept errors (out of descriptors, say):
+/// 1 ms, doubling to 100 ms. Accepting never stops.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
-
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// Limits and timeouts of the server. The default is a production setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// The most client connections open at once, streams included (default 4096).
+    /// The most client connections open at once, streams included (default
+    /// 4096). Past it the longest-idle one is closed, or the new one refused.
     pub max_connections: usize,
     /// The largest request head, request line included (default 16 KiB). Also
     /// bounds the trailers of a chunked body. Larger gets 431.
@@ -98,7 +81,7 @@ pub struct Limits {
     /// How long a whole request body may take to arrive (default 10 s).
     pub body_timeout: Duration,
     /// How long a client may take to accept each piece (up to 64 KiB) of an
-    /// answer (default 10 s); one that takes longer is dropped.
+    /// answer (default 10 s).
     pub write_timeout: Duration,
     /// The largest request body in bytes (default 1 MiB). Larger gets 413.
     pub max_body: u64,
@@ -123,12 +106,11 @@ impl Default for Limits {
 }
 
 /// What the layer reports, for metrics. Called from connection threads,
-/// sometimes with an internal lock held: implementations must be quick and
-/// must not call back into the server.
+/// sometimes with a lock held: implementations must be quick and must not
+/// call back into the server.
 pub trait Hooks: Send + Sync {
-    /// A request the layer refused before any handler saw it. `method` is
-    /// one of `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `PATCH`, `OPTIONS` or
-    /// `OTHER`; `status` is 400, 413, 417, 431, 501, 503 or 505.
+    /// A request the layer refused before any handler saw it: `method` is a
+    /// method label, `status` 400, 413, 417, 431, 501, 503 or 505.
     fn request_rejected(&self, method: &str, status: u16);
 
     /// A connection closed or refused by the layer; see the module docs for the reasons.
@@ -140,33 +122,27 @@ pub trait Hooks: Send + Sync {
     /// An error from `accept()`, after which the server waits briefly and goes on.
     fn accept_error(&self, _err: &io::Error) {}
 
-    /// The server stopped accepting and waits for its connections to end:
-    /// whatever holds a connection open for long, such as a stream, must
-    /// end now.
+    /// The server stopped accepting: whatever holds a connection open for
+    /// long, such as a stream, must end now.
     fn stopping(&self) {}
 }
 
-/// Answers requests in the connection threads. Called from many threads at
-/// once, so implementations must be safe to share.
+/// Answers requests, in the connection threads.
 pub trait Handler: Send + Sync {
-    /// Whether `request`, whose body has not been read yet, may go on. A
-    /// request refused here goes to [`Handler::refuse`] with its body
-    /// unread; if it announced one, its connection closes after the answer.
+    /// Whether `request`, whose body has not been read yet, may go on; if
+    /// not, [`Handler::refuse`] answers it and a body is never read.
     fn admits(&self, _request: &Request) -> bool {
         true
     }
 
-    /// Answers a request [`Handler::admits`] refused.
-    fn refuse(&self, _request: Request, _answer: Answer) {}
+    /// The answer to a request [`Handler::admits`] refused.
+    fn refuse(&self, request: Request) -> Answer;
 
-    /// Takes `request` and sends its answer through `answer`, before
-    /// returning or later from any thread. Dropping `answer` unsent closes
-    /// the connection without an answer.
-    fn handle(&self, request: Request, answer: Answer);
+    /// The answer to `request`. A panic closes the connection unanswered.
+    fn handle(&self, request: Request) -> Answer;
 }
 
-/// A running server. Safe to share between threads. Dropping it leaves the
-/// server running; [`Server::shutdown`] stops it.
+/// A running server. Dropping it leaves the server running.
 pub struct Server {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -179,7 +155,7 @@ struct Shared {
     hooks: Arc<dyn Hooks>,
     handler: Arc<dyn Handler>,
     connections: Arc<Connections>,
-    /// Body bytes buffered by all connections now.
+    /// Body bytes buffered by all connections.
     buffered: AtomicU64,
 }
 
@@ -193,15 +169,14 @@ impl Handler for AppHandler {
         !routes::needs_key(&request.target) || routes::authorized(&self.app, request)
     }
 
-    fn refuse(&self, request: Request, answer: Answer) {
-        Exchange::new(request, answer, self.app.clone()).send(response::Response::unauthorized());
+    fn refuse(&self, request: Request) -> Answer {
+        exchange::answer(request, self.app.clone(), |ex| {
+            ex.send(response::Response::unauthorized())
+        })
     }
 
-    fn handle(&self, request: Request, answer: Answer) {
-        // A panic unwinds through the exchange, whose Drop answers 500 and
-        // counts it; the thread then carries on.
-        let exchange = Exchange::new(request, answer, self.app.clone());
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::route(exchange)));
+    fn handle(&self, request: Request) -> Answer {
+        exchange::answer(request, self.app.clone(), routes::route)
     }
 }
 
@@ -216,7 +191,7 @@ impl Hooks for AppHooks {
         self.app
             .http
             .requests
-            .inc(&[method, answer::status_label(status)]);
+            .inc(&[method, wire::status_label(status)]);
         self.app.log.info(
             "request refused by the HTTP layer",
             &[("method", json!(method)), ("status", json!(status))],
@@ -245,22 +220,15 @@ impl Hooks for AppHooks {
 }
 
 impl Server {
-    /// Serves `app` on `listener` within `limits`.
-    ///
-    /// # Errors
-    ///
-    /// Fails if the listener's address cannot be read or its blocking mode
-    /// set, or if the accept thread cannot be started.
+    /// Serves `app` on `listener` within `limits`; fails if the listener
+    /// cannot be set up or the accept thread started.
     pub fn start(app: Arc<App>, listener: TcpListener, limits: Limits) -> io::Result<Server> {
         let hooks = Arc::new(AppHooks { app: app.clone() });
         Server::with_handler(listener, limits, hooks, Arc::new(AppHandler { app }))
     }
 
-    /// Serves `handler` on `listener`, reporting to `hooks`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Server::start`].
+    /// Serves `handler` on `listener`, reporting to `hooks`; fails as
+    /// [`Server::start`] does.
     pub fn with_handler(
         listener: TcpListener,
         limits: Limits,
@@ -295,19 +263,17 @@ impl Server {
         thread.unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Stops accepting, waits for the accept thread to end, and closes every
-    /// open client connection, cutting short any response or stream in
-    /// progress. Calling it again does nothing.
+    /// Stops accepting and closes every open client connection, cutting
+    /// short any answer or stream in progress.
     pub fn shutdown(&self) {
         self.stop_accepting();
         self.shared.connections.close_all();
     }
 
-    /// Stops the server gracefully: stops accepting (the listener closes, so
-    /// new clients are refused), tells [`Hooks::stopping`] so that streams
-    /// end, answers the requests in flight, and closes each connection once
-    /// it is idle. Whatever is still open after `grace` is cut off. True if
-    /// every connection ended within `grace`.
+    /// Stops the server gracefully: stops accepting, tells
+    /// [`Hooks::stopping`] so that streams end, answers the requests in
+    /// flight, and closes each connection once it is idle; cuts off what is
+    /// still open after `grace`. True if every connection ended in time.
     pub fn stop(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         self.stop_accepting();
@@ -396,8 +362,6 @@ where
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
-                // Out of descriptors (EMFILE) or an aborted handshake must
-                // not end accepting for good.
                 shared.hooks.accept_error(&err);
                 thread::sleep(backoff);
                 backoff = next_backoff(backoff);
@@ -449,12 +413,16 @@ mod tests {
     }
 
     impl Handler for Errors {
-        fn handle(&self, _: Request, answer: Answer) {
-            answer.send(Reply {
+        fn refuse(&self, _: Request) -> Answer {
+            unreachable!("every request is admitted")
+        }
+
+        fn handle(&self, _: Request) -> Answer {
+            Answer::Reply(Reply {
                 status: 200,
                 headers: Vec::new(),
                 body: Vec::new(),
-            });
+            })
         }
     }
 

@@ -1,8 +1,7 @@
 //! A client's request head, validated strictly (RFC 9112).
 
-use std::ops::Range;
-
 use super::answer::Request;
+use super::exchange::method_label;
 use super::reject::Reject;
 use super::syntax::{content_length, is_token, list_items, split_field};
 
@@ -24,67 +23,70 @@ pub(super) enum Expect {
     Unknown,
 }
 
-/// A validated request head. Every byte in it is visible ASCII, space or tab,
-/// and every line ended in CRLF.
+/// What the layer needs of a validated request head.
 #[derive(Debug)]
 pub(super) struct RequestHead {
-    bytes: Vec<u8>,
-    method: Range<usize>,
-    target: Range<usize>,
-    fields: Vec<(Range<usize>, Range<usize>)>,
     pub(super) http10: bool,
     pub(super) framing: Framing,
     pub(super) expect: Expect,
     /// Whether the client wants the connection kept open after this request.
     pub(super) keep_alive: bool,
+    /// Whether the server implements the method. Another token, lowercase
+    /// ones included (methods are case-sensitive), is answered 501 (RFC 9110
+    /// section 9.1) once its body is read, and the connection goes on.
+    pub(super) implemented: bool,
+    /// A `HEAD` request, whose response has no body.
+    pub(super) head_only: bool,
 }
 
-/// The methods the server implements; any other token, lowercase ones
-/// included (methods are case-sensitive), gets 501 (RFC 9110 section 9.1).
-const METHODS: [&[u8]; 7] = [
-    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS",
-];
-
 impl RequestHead {
-    /// Parses a complete head, from the request line to the empty line.
-    pub(super) fn parse(bytes: Vec<u8>) -> Result<RequestHead, Reject> {
-        let mut lines = Lines::new(&bytes);
+    /// Parses a complete head, from the request line to the empty line, into
+    /// what the layer needs and the request a handler gets, without its body.
+    /// Every byte of a valid head is visible ASCII, space or tab, so the
+    /// request's text is exact.
+    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Reject> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // Empty lines before the request line are skipped (RFC 9112 section 2.2).
+        let mut lines = lines(bytes).skip_while(|line| line.is_empty());
         let Some(line) = lines.next() else {
             return Err(Reject::new(400, "the request line is missing"));
         };
-        let (method, target, http10) = request_line(&bytes, line)?;
-        let mut fields = Vec::new();
-        for line in lines {
-            let Some((name, value)) = split_field(&bytes[line.clone()]) else {
+        let (method, target, http10) = request_line(line)?;
+        let mut headers = Vec::new();
+        for line in lines.take_while(|line| !line.is_empty()) {
+            let Some((name, value)) = split_field(line) else {
                 return Err(Reject::new(400, "a header line is malformed"));
             };
-            let shift = |r: Range<usize>| r.start + line.start..r.end + line.start;
-            fields.push((shift(name), shift(value)));
+            headers.push((text(name), text(value)));
         }
+        let request = Request {
+            method: text(method),
+            target: text(target),
+            headers,
+            body: Vec::new(),
+        };
         let mut head = RequestHead {
-            bytes,
-            method,
-            target,
-            fields,
             http10,
             framing: Framing::Empty,
             expect: Expect::Nothing,
             keep_alive: !http10,
+            implemented: method_label(&request.method) != "OTHER",
+            head_only: request.method == "HEAD",
         };
-        head.read_fields()?;
-        Ok(head)
+        head.read_fields(&request.headers)?;
+        Ok((head, request))
     }
 
     /// Reads framing, expectation and connection options from the fields.
-    fn read_fields(&mut self) -> Result<(), Reject> {
+    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Reject> {
         let mut length: Option<u64> = None;
         let mut chunked = None;
         let mut expects = (0, 0);
         let mut hosts = 0;
         let (mut close, mut keep_alive) = (false, false);
-        for (name, value) in &self.fields {
-            let (name, value) = (&self.bytes[name.clone()], &self.bytes[value.clone()]);
-            if name.eq_ignore_ascii_case(b"content-length") {
+        for (name, value) in fields {
+            let value = value.as_bytes();
+            if name.eq_ignore_ascii_case("content-length") {
                 let Some(n) = content_length(value) else {
                     return Err(Reject::new(400, "Content-Length must be digits only"));
                 };
@@ -92,9 +94,9 @@ impl RequestHead {
                     return Err(Reject::new(400, "Content-Length values disagree"));
                 }
                 length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 chunked = Some(chunked.is_none() && value.eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") {
+            } else if name.eq_ignore_ascii_case("connection") {
                 for option in list_items(value) {
                     if option.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -102,9 +104,9 @@ impl RequestHead {
                         keep_alive = true;
                     }
                 }
-            } else if name.eq_ignore_ascii_case(b"host") {
+            } else if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
-            } else if name.eq_ignore_ascii_case(b"expect") {
+            } else if name.eq_ignore_ascii_case("expect") {
                 expects.0 += 1;
                 expects.1 += usize::from(value.eq_ignore_ascii_case(b"100-continue"));
             }
@@ -145,52 +147,27 @@ impl RequestHead {
         Ok(())
     }
 
-    pub(super) fn method(&self) -> &[u8] {
-        &self.bytes[self.method.clone()]
-    }
-
-    /// Whether the server implements the method. Another token, lowercase
-    /// ones included (methods are case-sensitive), is answered 501 (RFC 9110
-    /// section 9.1) once its body is read, and the connection goes on.
-    pub(super) fn implemented(&self) -> bool {
-        METHODS.contains(&self.method())
-    }
-
-    /// Whether this is a `HEAD` request, whose response has no body.
-    pub(super) fn is_head(&self) -> bool {
-        self.method() == b"HEAD"
-    }
-
     /// Whether a body is expected on the wire after the head.
     pub(super) fn has_body(&self) -> bool {
         matches!(self.framing, Framing::Chunked)
             || matches!(self.framing, Framing::Length(n) if n > 0)
     }
-
-    /// The request as a handler gets it, with `body`. Every byte of the
-    /// head is ASCII (see [`RequestHead`]), so the text conversions are exact.
-    pub(super) fn request(&self, body: Vec<u8>) -> Request {
-        let text = |r: &Range<usize>| String::from_utf8_lossy(&self.bytes[r.clone()]).into_owned();
-        Request {
-            method: text(&self.method),
-            target: text(&self.target),
-            headers: self
-                .fields
-                .iter()
-                .map(|(name, value)| (text(name), text(value)))
-                .collect(),
-            body,
-        }
-    }
 }
 
-/// Checks `METHOD SP TARGET SP VERSION`, returning method and target ranges and
+/// The lines of a head, without their CRLF.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        Some(line)
+    })
+}
+
+/// Checks `METHOD SP TARGET SP VERSION`, returning method and target and
 /// whether the version is HTTP/1.0.
-fn request_line(
-    bytes: &[u8],
-    line: Range<usize>,
-) -> Result<(Range<usize>, Range<usize>, bool), Reject> {
-    let text = &bytes[line.clone()];
+fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
     let mut parts = text.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -216,53 +193,7 @@ fn request_line(
     if !target_ok {
         return Err(Reject::new(400, "the request target is malformed"));
     }
-    let start = line.start;
-    let method_end = start + method.len();
-    let target_start = method_end + 1;
-    Ok((
-        start..method_end,
-        target_start..target_start + target.len(),
-        http10,
-    ))
-}
-
-/// The lines of a head, as ranges without their CRLF, skipping empty lines
-/// before the request line (RFC 9112 section 2.2) and stopping at the empty
-/// line that ends the head.
-struct Lines<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    started: bool,
-}
-
-impl<'a> Lines<'a> {
-    fn new(bytes: &'a [u8]) -> Lines<'a> {
-        Lines {
-            bytes,
-            at: 0,
-            started: false,
-        }
-    }
-}
-
-impl Iterator for Lines<'_> {
-    type Item = Range<usize>;
-
-    fn next(&mut self) -> Option<Range<usize>> {
-        loop {
-            let rest = &self.bytes[self.at..];
-            let end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let line = self.at..self.at + end;
-            self.at += end + 2;
-            if !line.is_empty() {
-                self.started = true;
-                return Some(line);
-            }
-            if self.started {
-                return None;
-            }
-        }
-    }
+    Ok((method, target, http10))
 }
 
 #[cfg(test)]
@@ -270,7 +201,9 @@ mod tests {
     use super::{Expect, Framing, RequestHead};
 
     fn parse_exact(text: &str) -> Result<RequestHead, u16> {
-        RequestHead::parse(text.as_bytes().to_vec()).map_err(|r| r.status)
+        RequestHead::parse(text.as_bytes())
+            .map(|(head, _)| head)
+            .map_err(|r| r.status)
     }
 
     /// Parses `text` with a `Host` field added after the request line, which
@@ -293,40 +226,33 @@ mod tests {
     fn unknown_and_lowercase_methods_are_not_implemented() {
         for method in ["get", "Post", "TRACE", "CONNECT", "BREW"] {
             let text = format!("{method} / HTTP/1.1\r\n\r\n");
-            assert!(!parse(&text).unwrap().implemented(), "{method}");
+            assert!(!parse(&text).unwrap().implemented, "{method}");
         }
-        assert!(parse("PATCH / HTTP/1.1\r\n\r\n").unwrap().implemented());
+        assert!(parse("PATCH / HTTP/1.1\r\n\r\n").unwrap().implemented);
     }
 
     #[test]
     fn simple_get() {
         let head = parse_exact("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        assert_eq!(head.method(), b"GET");
+        assert!(head.implemented);
         assert_eq!(head.framing, Framing::Empty);
         assert_eq!(head.expect, Expect::Nothing);
-        assert!(head.keep_alive && !head.http10 && !head.is_head());
+        assert!(head.keep_alive && !head.http10 && !head.head_only);
+        assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().head_only);
     }
 
     #[test]
     fn requests_keep_every_field() {
-        let head = parse_exact(
-            "POST /api/v1/messages?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\
-             Content-Length: 2\r\nX-Request-ID: r-1\r\n\r\n",
-        )
-        .unwrap();
-        let request = head.request(b"{}".to_vec());
+        let text = "POST /api/v1/messages?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\
+             Content-Length: 2\r\nX-Request-ID: r-1\r\n\r\n";
+        let (_, request) = RequestHead::parse(text.as_bytes()).unwrap();
         assert_eq!(request.method, "POST");
         assert_eq!(request.target, "/api/v1/messages?x=1");
         assert_eq!(request.header("x-request-id"), Some("r-1"));
         assert_eq!(request.headers.len(), 4);
-        assert_eq!(request.body, b"{}");
-        assert_eq!(
-            parse("OPTIONS * HTTP/1.1\r\n\r\n")
-                .unwrap()
-                .request(Vec::new())
-                .target,
-            "*"
-        );
+        assert!(request.body.is_empty());
+        let text = "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n";
+        assert_eq!(RequestHead::parse(text.as_bytes()).unwrap().1.target, "*");
     }
 
     #[test]

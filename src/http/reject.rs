@@ -3,11 +3,10 @@
 
 use std::borrow::Cow;
 
-use super::answer::reason;
+use super::wire::{head, Delivery, Framing};
 
-/// Why a request was refused: 400, 413, 417, 431, 501, 503 or 505, and a
-/// message that is always our own text, never client bytes, so it is safe
-/// to put in the response.
+/// Why a request was refused: a status and a message that is always our
+/// own text, never client bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reject {
     pub(super) status: u16,
@@ -53,34 +52,36 @@ pub(super) fn body_limit_message(max_body: u64) -> String {
 /// The whole response for `reject`, with `Connection: close`: after a
 /// refusal we no longer trust where the next request starts.
 pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
-    framed(reject, head_only, "Connection: close\r\n")
+    let d = Delivery {
+        head_only,
+        close: true,
+        http10: false,
+    };
+    framed(reject, d)
 }
 
-/// The response for `reject` with `connection` as its `Connection` line: a
-/// JSON error body, a fresh request id (the client's own is not trusted on
-/// a request we refuse), and for a 503 when to retry. `head_only` leaves
-/// the body out, as a response to `HEAD` must.
-pub(super) fn framed(reject: Reject, head_only: bool, connection: &str) -> Vec<u8> {
+/// The response for `reject`, delivered as `d`: a JSON error body, a fresh
+/// request id (the client's own is not trusted on a request we refuse), and
+/// for a 503 when to retry.
+pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
     let mut body = String::with_capacity(96);
     body.push_str("{\"error\":{\"code\":\"");
     body.push_str(reject.error_code());
     body.push_str("\",\"message\":");
     crate::json_text::push_str(&mut body, &reject.message);
     body.push_str("}}");
-    let retry = if reject.status == 503 {
-        "Retry-After: 1\r\n"
-    } else {
-        ""
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}X-Request-ID: {}\r\n{connection}\r\n",
-        reject.status,
-        reason(reject.status),
-        body.len(),
-        super::exchange::new_request_id()
-    )
-    .into_bytes();
-    if !head_only {
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("Content-Length", body.len().to_string()),
+    ];
+    if reject.status == 503 {
+        headers.push(("Retry-After", "1".to_string()));
+    }
+    headers.push(("X-Request-ID", super::exchange::new_request_id()));
+    let mut out = Vec::with_capacity(256 + body.len());
+    // The length is among the fields, in the order this answer has always had.
+    head(&mut out, reject.status, &headers, Framing::None, d);
+    if !d.head_only {
         out.extend_from_slice(body.as_bytes());
     }
     out

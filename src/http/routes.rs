@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::answer::Answer;
 use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::{Response, JSON};
-use super::streams;
+use super::streams::{self, Wire};
 use crate::app::{App, VERSION};
 use crate::budget::{SpendInput, Spent};
 use crate::bus;
@@ -30,9 +31,8 @@ macro_rules! or_answer {
     };
 }
 
-/// Dispatches one request. Every path through here answers exactly once.
-/// The API key was checked on the head, before the body was read.
-pub fn route(ex: Exchange) {
+/// Dispatches one request; the API key was checked on the head.
+pub fn route(ex: &mut Exchange) -> Answer {
     let path = ex.path().to_string();
     let method = ex.method();
     if path == "*" {
@@ -74,8 +74,8 @@ pub fn route(ex: Exchange) {
         (["api", "v1", "messages"], _) => read_messages(ex),
         (["api", "v1", "events"], "POST") => progress(ex),
         (["api", "v1", "events"], _) => streams::events(ex),
-        (["api", "v1", "ws"], _) => streams::websocket(ex),
-        (["ws"], _) => streams::agentgate_websocket(ex),
+        (["api", "v1", "ws"], _) => streams::websocket(ex, Wire::Ours),
+        (["ws"], _) => streams::websocket(ex, Wire::AgentGate),
         _ => streams::page(ex),
     }
 }
@@ -99,8 +99,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 }
 
 /// Whether a request for `target` needs the API key, when one is set: the
-/// API's routes and AgentGate's dashboard stream `/ws`, which carries what
-/// `/api/v1/ws` does.
+/// API's routes and `/ws`, which carries what `/api/v1/ws` does.
 pub fn needs_key(target: &str) -> bool {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     path.starts_with("/api/") || path.trim_end_matches('/') == "/ws"
@@ -130,7 +129,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn metrics(ex: Exchange) {
+fn metrics(ex: &mut Exchange) -> Answer {
     // An empty `?format=` is no choice, as an empty `?status=` is.
     let chosen = ex.query("format").filter(|f| !f.is_empty());
     let format = match chosen.map(|f| f.to_ascii_lowercase()).as_deref() {
@@ -149,9 +148,8 @@ fn metrics(ex: Exchange) {
     })
 }
 
-/// The most items of a listing read at once: a listing is written a page
-/// at a time, so it holds one page, however long it is and however slowly
-/// its client reads.
+/// The most items of a listing read at once, so that it holds one page,
+/// however long it is and however slowly its client reads.
 const LIST_PAGE: usize = 64;
 
 /// The most bytes of message bodies in one page of a listing, past the
@@ -161,7 +159,7 @@ const LIST_PAGE_BYTES: usize = 256 * 1024;
 /// The most running runs `GET /api/v1/status` lists.
 const STATUS_RUNS: usize = 100;
 
-fn status(ex: Exchange) {
+fn status(ex: &mut Exchange) -> Answer {
     let app = ex.app();
     let counts = app.runs.counts();
     // The oldest running runs; `active_runs_count` has them all.
@@ -196,9 +194,8 @@ fn started(run: &Run) -> Response {
     Response::json(201, &body)
 }
 
-/// The answer to `POST /api/v1/agent/trigger`, which starts a cycle as the
-/// research agent's clients ask for one. The run it starts is reported and
-/// finished through the run API under `operation_id`.
+/// The answer to `POST /api/v1/agent/trigger`: the run it starts is
+/// reported and finished through the run API under `operation_id`.
 fn triggered(run: &Run) -> Response {
     let body = json!({
         "triggered": true,
@@ -211,18 +208,17 @@ fn triggered(run: &Run) -> Response {
 }
 
 /// Starts the run the request asks for and answers with `answer` once the
-/// start is durable; a refusal by the budget is the 429 every start route
-/// shares.
-fn begin(mut ex: Exchange, answer: fn(&Run) -> Response) {
-    let new = or_answer!(ex, new_run(&mut ex));
+/// start is durable.
+fn begin(ex: &mut Exchange, answer: fn(&Run) -> Response) -> Answer {
+    let new = or_answer!(ex, new_run(ex));
     let run = or_answer!(ex, ex.app().runs.start(new));
-    annotate_run(&mut ex, &run.run_id, run.correlation());
+    annotate_run(ex, &run.run_id, run.correlation());
     ex.send(answer(&run))
 }
 
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
 /// cycle and how many are running.
-fn agent_status(ex: Exchange) {
+fn agent_status(ex: &mut Exchange) -> Answer {
     let body = match ex.app().runs.newest_running() {
         None => json!({"status": "idle"}),
         Some((newest, active)) => json!({
@@ -268,11 +264,11 @@ fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
     })
 }
 
-fn finish_run(mut ex: Exchange, id: &str, action: &str) {
-    let (how, cost) = or_answer!(ex, finish_how(&mut ex, action));
+fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Answer {
+    let (how, cost) = or_answer!(ex, finish_how(ex, action));
     let finished = or_answer!(ex, ex.app().runs.finish(id, how, cost));
     let run = &finished.run;
-    annotate_run(&mut ex, &run.run_id, run.correlation());
+    annotate_run(ex, &run.run_id, run.correlation());
     ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
 }
 
@@ -292,8 +288,8 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
     Ok((how, body.opt_f64("cost")?))
 }
 
-fn record_events(mut ex: Exchange, id: &str) {
-    let mut events = match or_answer!(ex, parse_events(&mut ex, id)) {
+fn record_events(ex: &mut Exchange, id: &str) -> Answer {
+    let mut events = match or_answer!(ex, parse_events(ex, id)) {
         Parsed::Events(events) => events,
         Parsed::Progress(steps) => return apply_progress(ex, steps),
     };
@@ -306,7 +302,7 @@ fn record_events(mut ex: Exchange, id: &str) {
         .with_run(id, |run| run.ids())
         .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
     let ids = or_answer!(ex, runs.record_events(id, events, version, prepared));
-    annotate_run(&mut ex, &ids.run_id, ids.correlation());
+    annotate_run(ex, &ids.run_id, ids.correlation());
     ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
@@ -338,7 +334,7 @@ fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
 
 /// `POST /api/v1/events`: progress events as an AgentGate-style emitter
 /// sends them, each naming its run.
-fn progress(mut ex: Exchange) {
+fn progress(ex: &mut Exchange) -> Answer {
     let steps = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
         crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
@@ -349,7 +345,7 @@ fn progress(mut ex: Exchange) {
 
 /// Applies a batch of progress steps; the store's hook announces each as
 /// its own route would: starts, events and ends, in order.
-fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
+fn apply_progress(ex: &mut Exchange, steps: Vec<Progress>) -> Answer {
     let n = steps.len();
     or_answer!(ex, ex.app().runs.apply_batch(steps));
     ex.send(Response::json(200, &json!({ "accepted": n })))
@@ -357,8 +353,8 @@ fn apply_progress(ex: Exchange, steps: Vec<Progress>) {
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
 /// was recorded before, for an `operation_id` today's ledger already holds.
-fn spend(mut ex: Exchange) {
-    let request = or_answer!(ex, spend_input(&mut ex));
+fn spend(ex: &mut Exchange) -> Answer {
+    let request = or_answer!(ex, spend_input(ex));
     let app = ex.app().clone();
     let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
     let spent = match &request.operation_id {
@@ -412,18 +408,16 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             output_tokens: o,
             model: body.opt_text("model")?,
         },
-        (Some(_), _, _) => {
-            return Err(Error::invalid(
-                "amount",
-                "give either amount or input_tokens and output_tokens",
-            )
-            .into())
-        }
-        (None, None, _) => {
-            return Err(Error::invalid("input_tokens", "is required without amount").into())
-        }
-        (None, Some(_), None) => {
-            return Err(Error::invalid("output_tokens", "is required with input_tokens").into())
+        wrong => {
+            let (field, why) = match wrong {
+                (Some(_), _, _) => (
+                    "amount",
+                    "give either amount or input_tokens and output_tokens",
+                ),
+                (None, None, _) => ("input_tokens", "is required without amount"),
+                _ => ("output_tokens", "is required with input_tokens"),
+            };
+            return Err(Error::invalid(field, why).into());
         }
     };
     Ok(SpendRequest {
@@ -434,7 +428,7 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
     })
 }
 
-fn list_runs(ex: Exchange) {
+fn list_runs(ex: &mut Exchange) -> Answer {
     let status = match ex.query("status").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(or_answer!(
@@ -445,7 +439,7 @@ fn list_runs(ex: Exchange) {
             ))
         )),
     };
-    let limit = or_answer!(ex, limit(&ex));
+    let limit = or_answer!(ex, limit(ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
     let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
     // The text of `{"runs": [...], "next_after": ...}`, keys in the order
@@ -481,7 +475,7 @@ fn limit(ex: &Exchange) -> Result<usize, Error> {
     }
 }
 
-fn get_run(ex: Exchange, id: &str) {
+fn get_run(ex: &mut Exchange, id: &str) -> Answer {
     match ex.app().runs.get(id) {
         Some(run) => ex.send(Response::json_text(200, run.to_json_text().into_bytes())),
         None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
@@ -490,7 +484,7 @@ fn get_run(ex: Exchange, id: &str) {
 
 /// `GET /api/v1/metrics`: the declared families, in the file's format, so a
 /// client can send only updates they take instead of learning it from a 400.
-fn declared_families(ex: Exchange) {
+fn declared_families(ex: &mut Exchange) -> Answer {
     let families: Vec<Value> = ex
         .app()
         .declared
@@ -502,7 +496,7 @@ fn declared_families(ex: Exchange) {
 }
 
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
-fn update_metrics(mut ex: Exchange) {
+fn update_metrics(ex: &mut Exchange) -> Answer {
     let updates = ex.read_body().and_then(|body| {
         let value = Body::parse_value(&body)?;
         ex.app().declared.parse(&value)
@@ -512,8 +506,8 @@ fn update_metrics(mut ex: Exchange) {
     ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
-fn append_message(mut ex: Exchange) {
-    let (kind, content, run_id) = or_answer!(ex, new_message(&mut ex));
+fn append_message(ex: &mut Exchange) -> Answer {
+    let (kind, content, run_id) = or_answer!(ex, new_message(ex));
     let m = or_answer!(ex, ex.app().bus.append(kind, content, run_id));
     ex.send(appended(&m.msg_id, m.timestamp))
 }
@@ -539,8 +533,8 @@ fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Res
     Ok((kind, content, body.opt_str("run_id")?))
 }
 
-fn read_messages(ex: Exchange) {
-    let limit = or_answer!(ex, limit(&ex));
+fn read_messages(ex: &mut Exchange) -> Answer {
+    let limit = or_answer!(ex, limit(ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
     let mut from = or_answer!(ex, ex.app().bus.cursor(after.as_deref()));
     // The text of `{"messages": [...]}`, a page of messages at a time.

@@ -1,6 +1,5 @@
-//! The client's socket: buffered reads that give up at a deadline, writes
-//! that give the client a deadline for each piece, and the search for the
-//! end of a request head.
+//! The client's socket: buffered reads that give up at a deadline, and
+//! writes that give the client a deadline for each piece.
 
 use std::cell::Cell;
 use std::io::{self, BufRead, Read, Write};
@@ -16,18 +15,14 @@ const SLICE: Duration = Duration::from_secs(1);
 /// The shortest socket timeout: zero would mean "block forever".
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// How much one read takes from the socket, into the heap buffer.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// How much the first read after an idle wait takes, into a stack buffer.
-/// Idle connections wait in that read; a small buffer keeps the stack pages
-/// each connection thread touches, and so its memory, small. Most request
+/// How much the first read after an idle wait takes, into a stack buffer
+/// small enough that an idle thread touches few stack pages; most request
 /// heads fit in it.
 const IDLE_READ: usize = 1024;
 
-/// The most bytes a client is given one write deadline to accept. Every
-/// answer goes out in pieces of at most this size, each of which the client
-/// must take within [`super::Limits::write_timeout`].
+/// The most bytes a client is given one write deadline to accept.
 pub(super) const PIECE: usize = 64 * 1024;
 
 #[derive(Debug)]
@@ -36,9 +31,7 @@ pub(super) enum HeadError {
     Closed,
     /// The socket failed or the deadline passed (`ErrorKind::TimedOut`).
     Io(io::Error),
-    /// The head did not end within the byte limit.
     TooLarge,
-    /// A line ended in a bare LF.
     BareLf,
 }
 
@@ -50,7 +43,6 @@ pub(super) struct ClientStream {
     deadline: Instant,
     /// The read timeout currently set on the socket, to skip needless syscalls.
     timeout: Option<Duration>,
-    /// How long the client has to accept each piece of an answer.
     write_timeout: Duration,
     /// The write timeout set on the socket: `write_timeout` between writes,
     /// less while the rest of a piece goes to a slow client.
@@ -58,8 +50,8 @@ pub(super) struct ClientStream {
 }
 
 impl ClientStream {
-    /// Wraps `stream`, whose client gets `write_timeout` to accept each
-    /// piece of an answer (at least 1 ms).
+    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) to
+    /// accept each piece of an answer.
     pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<ClientStream> {
         let write_timeout = write_timeout.max(MIN_TIMEOUT);
         stream.set_write_timeout(Some(write_timeout))?;
@@ -107,9 +99,8 @@ impl ClientStream {
         Ok(!self.fill_buf()?.is_empty())
     }
 
-    /// Reads and consumes one request head, up to and including the empty line
-    /// that ends it. Empty lines before the request line are skipped but count
-    /// towards `limit`.
+    /// Reads one request head, up to and including its empty line; empty
+    /// lines before it are skipped but count towards `limit`.
     pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
         let mut skipped = 0;
         let mut scanned = 0;
@@ -146,8 +137,7 @@ impl ClientStream {
         }
     }
 
-    /// Writes `bytes` to the client, counting a client too slow to take
-    /// them in `hooks`.
+    /// Writes `bytes`, reporting a client too slow to take them to `hooks`.
     pub(super) fn send(&self, hooks: &dyn Hooks, bytes: &[u8]) -> io::Result<()> {
         let sent = self.write_pieces(bytes);
         if sent
@@ -159,13 +149,11 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces of at most [`PIECE`] bytes that the client
-    /// must each accept within the write timeout; `TimedOut` if it does
-    /// not. The socket's own timeout bounds each `write` call only, so a
-    /// client taking a few bytes at a time would never trip it. It is
-    /// lowered while a slow client takes the rest of a piece, and set back
-    /// once all is written, which a stream that takes the connection over
-    /// relies on.
+    /// Writes `bytes` in pieces that the client must each accept within the
+    /// write timeout, or `TimedOut`. The socket's own timeout bounds each
+    /// `write` call only, which a client taking a few bytes at a time would
+    /// never trip: it is lowered for the rest of a piece, and set back once
+    /// all is written, which a stream that takes the connection over relies on.
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;

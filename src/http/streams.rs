@@ -1,30 +1,21 @@
 //! The live views: `GET /api/v1/events` (server-sent events), `GET
 //! /api/v1/ws` (a WebSocket carrying the same events), `GET /ws` (a
-//! WebSocket carrying AgentGate's dashboard frames of four of them, see
-//! [`agentgate`]) and `GET /`, a page that shows them.
+//! WebSocket carrying AgentGate's dashboard frames, see [`agentgate`]) and
+//! `GET /`, a page that shows them.
 //!
-//! The streams take `?run_id=`, `?tail=N` and a resume position: SSE
-//! `Last-Event-ID` (or `?last_event_id=`), the WebSockets `?after_seq=`.
+//! A handler subscribes and takes the connection over. The connection's
+//! thread then reads from the client, to see at once when it leaves, and a
+//! writer thread writes events through a second handle to the socket.
+//! Whichever side ends first wakes the other.
 //!
-//! **On the client's own socket.** A handler answers, subscribes and takes
-//! the connection over. The connection's thread then reads from the client,
-//! so that it sees at once when the client leaves, and one writer thread
-//! with a small stack, holding a second handle to the socket, writes
-//! events. Whichever side ends first wakes the other: the reader closes the
-//! subscription, the writer shuts the socket down.
+//! A subscriber cut off for lagging gets its final `lagged` event or close
+//! frame when its writer can send it; a writer stuck on a client that
+//! stopped reading has the socket shut down instead.
 //!
-//! **Slow subscribers.** A writer takes whatever is queued as one batch,
-//! and while events keep coming at most every [`PACE`], so a hundred
-//! subscribers cost a publisher few wake-ups. A subscriber cut off for
-//! lagging gets its final `lagged` event (SSE) or close frame (WebSocket)
-//! when its writer can send it; a writer stuck on a client that stopped
-//! reading has the socket shut down instead.
-//!
-//! **WebSocket**: the reader answers pings and the client's close; the
-//! writer sends events and heartbeat pings. Both write under one mutex,
-//! which also records that a close frame went out, after which nothing
-//! else is sent. After sending a close frame the server half-closes and
-//! waits up to [`CLOSE_WAIT`] for the client's close or end of stream.
+//! On a WebSocket both sides write (the reader answers pings and the
+//! client's close) under one mutex, which also records that a close frame
+//! went out, after which nothing else is sent. After its close frame the
+//! server half-closes and waits up to [`CLOSE_WAIT`] for the client's.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -36,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
 use crate::error::Error;
@@ -52,7 +44,7 @@ const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
 /// While events keep coming, a writer takes a batch at most this often, so
-/// that publishing to many subscribers costs few wake-ups. An event after a
+/// a hundred subscribers cost a publisher few wake-ups; an event after a
 /// quiet spell goes out at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
@@ -62,14 +54,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The most bytes read and thrown away while a stream closes, or from an
 /// SSE client, which has nothing to send.
 const DRAIN_LIMIT: usize = 64 * 1024;
-/// The close code sent to a subscriber cut off for lagging (policy violation).
+/// The close codes for a subscriber cut off for lagging (policy violation)
+/// and for the server stopping (going away).
 const CLOSE_LAGGED: u16 = 1008;
-/// The close code sent when the server stops (going away).
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// The kernel's send buffer for a stream, instead of the megabytes Linux
-/// grows it to: a client that stops reading then holds little memory, and
-/// its queue fills, cutting it off, within about a thousand events. It holds
-/// a few hundred events, far more than a reading client falls behind.
+/// grows it to, so that a client that stops reading holds little memory and
+/// is cut off within about a thousand events. A reading client falls far
+/// less behind than the few hundred events it holds.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");
@@ -79,7 +71,7 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-pub fn page(ex: Exchange) {
+pub fn page(ex: &mut Exchange) -> Answer {
     ex.send(Response {
         status: 200,
         content_type: "text/html; charset=utf-8",
@@ -92,21 +84,13 @@ pub fn page(ex: Exchange) {
     })
 }
 
-struct Params {
-    filter: Filter,
-    start: Start,
-}
-
-fn seq_param(name: &str, value: &str) -> Result<u64, Response> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| Error::invalid(name, "must be a non-negative integer").into())
-}
-
 /// Reads `?run_id=`, `?tail=` and the resume position: the `Last-Event-ID`
 /// header (SSE only), then the first of `resume_keys` given.
-fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<Params, Response> {
+fn params(
+    ex: &Exchange,
+    header: Option<&str>,
+    resume_keys: &[&str],
+) -> Result<(Filter, Start), Response> {
     let filter = match ex.query("run_id").filter(|id| !id.is_empty()) {
         Some(id) if crate::runs::valid_run_id(&id) => Filter::run(&id),
         Some(_) => {
@@ -123,7 +107,12 @@ fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<P
         .iter()
         .find_map(|k| ex.query(k).filter(|v| !v.is_empty()).map(|v| (*k, v)));
     let start = match from_header.or(from_query) {
-        Some((name, value)) => Start::After(seq_param(name, &value)?),
+        Some((name, value)) => Start::After(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid(name, "must be a non-negative integer"))?,
+        ),
         None => match ex.query("tail").filter(|v| !v.is_empty()) {
             Some(n) => match n.trim().parse::<usize>() {
                 Ok(n) if n <= RETAINED => Start::Tail(n),
@@ -138,7 +127,7 @@ fn params(ex: &Exchange, header: Option<&str>, resume_keys: &[&str]) -> Result<P
             None => Start::Live,
         },
     };
-    Ok(Params { filter, start })
+    Ok((filter, start))
 }
 
 /// Takes `first` and whatever else is ready, up to [`BATCH`] events; also
@@ -261,16 +250,16 @@ fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'stat
 }
 
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
-pub fn events(ex: Exchange) {
-    let p = match params(&ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
+pub fn events(ex: &mut Exchange) -> Answer {
+    let (filter, start) = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
     let app = ex.app().clone();
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
-    let sub = app.events.subscribe(p.filter, p.start, Transport::Sse);
-    let headers = [
+    let sub = app.events.subscribe(filter, start, Transport::Sse);
+    let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
         ("Transfer-Encoding", "chunked".to_string()),
         ("Cache-Control", "no-cache".to_string()),
@@ -293,7 +282,7 @@ pub fn events(ex: Exchange) {
         drain(&mut &stream);
         closer.close();
     };
-    ex.take_over(200, &headers, Box::new(run));
+    ex.take_over(200, headers, Box::new(run))
 }
 
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
@@ -311,13 +300,14 @@ fn sse(link: &Link, mut sub: Subscription) {
     }
 }
 
-/// How a stream puts events on the wire: SSE, or a WebSocket carrying our
-/// events and notices, or AgentGate's dashboard frames only ([`agentgate`]),
-/// the notices, which it does not know, left to the close codes.
+/// How a stream puts events on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Wire {
+pub(super) enum Wire {
     Sse,
+    /// `GET /api/v1/ws`: a text frame per event, and our notices.
     Ours,
+    /// `GET /ws`: AgentGate's dashboard frames only ([`agentgate`]); the
+    /// notices, which it does not know, are left to the close codes.
     AgentGate,
 }
 
@@ -332,7 +322,7 @@ fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next>
             match wire {
                 Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
                 _ => {
-                    let _ = frame::write_ping(&mut out, b"");
+                    let _ = frame::write_control(&mut out, frame::OP_PING, b"");
                 }
             }
             link.send(&out).ok()?;
@@ -429,31 +419,20 @@ fn handshake_key(ex: &Exchange) -> Result<String, Response> {
     }
 }
 
-/// `GET /api/v1/ws`: the event stream over a WebSocket, one text frame per event.
-pub fn websocket(ex: Exchange) {
-    websocket_stream(ex, Wire::Ours)
-}
-
-/// `GET /ws`: AgentGate's dashboard stream, one text frame per
-/// `iteration:started`, `iteration:completed`, `phase:completed` and
-/// `run:completed` (see [`agentgate`]); it takes what `/api/v1/ws` takes.
-pub fn agentgate_websocket(ex: Exchange) {
-    websocket_stream(ex, Wire::AgentGate)
-}
-
-fn websocket_stream(ex: Exchange, wire: Wire) {
-    let checked = handshake_key(&ex).and_then(|key| Ok((key, params(&ex, None, &["after_seq"])?)));
-    let (key, p) = match checked {
+/// `GET /api/v1/ws` and `GET /ws`: the event stream over a WebSocket.
+pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
+    let checked = handshake_key(ex).and_then(|key| Ok((key, params(ex, None, &["after_seq"])?)));
+    let (key, (filter, start)) = match checked {
         Ok(checked) => checked,
         Err(r) => return ex.send(r),
     };
     let filter = match wire {
-        Wire::AgentGate => p.filter.only(&agentgate::KINDS),
-        _ => p.filter,
+        Wire::AgentGate => filter.only(&agentgate::KINDS),
+        _ => filter,
     };
     let app = ex.app().clone();
-    let sub = app.events.subscribe(filter, p.start, Transport::WebSocket);
-    let headers = [
+    let sub = app.events.subscribe(filter, start, Transport::WebSocket);
+    let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
         ("Sec-WebSocket-Accept", ws::accept_key(&key)),
@@ -479,7 +458,7 @@ fn websocket_stream(ex: Exchange, wire: Wire) {
         );
         drop(reader_done);
     };
-    ex.take_over(101, &headers, Box::new(run));
+    ex.take_over(101, headers, Box::new(run))
 }
 
 fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
@@ -509,7 +488,7 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
         match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
-                let _ = frame::write_pong(&mut out, &payload);
+                let _ = frame::write_control(&mut out, frame::OP_PONG, &payload);
                 if conn.send(&out).is_err() && !conn.close_sent() {
                     break;
                 }
@@ -537,9 +516,9 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
     closer.close();
 }
 
-/// Reads and discards until the client ends the stream, the socket fails
-/// or [`DRAIN_LIMIT`] bytes went by, so closing does not reset a connection
-/// with unread bytes and lose the close frame.
+/// Reads and discards until the client ends the stream, or up to
+/// [`DRAIN_LIMIT`], so closing does not reset a connection with unread
+/// bytes and lose the close frame.
 fn drain(stream: &mut dyn Read) {
     let mut buf = vec![0; 4096];
     let mut left = DRAIN_LIMIT;

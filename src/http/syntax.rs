@@ -1,7 +1,5 @@
 //! The HTTP/1.1 grammar pieces (RFC 9110 and 9112) shared by request, body and response parsing.
 
-use std::ops::Range;
-
 /// Whether `b` may appear in a token (a method or a header name).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -11,36 +9,21 @@ pub(super) fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-/// Whether `value` may be a header value, in a request or a response:
-/// visible ASCII, space or tab. Everything else, including obs-text and
-/// control bytes such as CR and LF, is refused, so no value can split a head.
+/// Whether `value` may be a header value: visible ASCII, space or tab, so
+/// that no value can split a head.
 pub(super) fn is_field_value(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
-/// Splits a header field line (without its CRLF) into name and trimmed value,
-/// as ranges into `line`. `None` when the line is not a valid field: a name
-/// that is not a token (which also refuses obs-fold and space before the
-/// colon), or a value with a byte outside visible ASCII, space and tab.
-pub(super) fn split_field(line: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+/// Splits a header field line (without its CRLF) into name and trimmed
+/// value; `None` unless the name is a token (which refuses obs-fold and
+/// space before the colon) and the value valid.
+pub(super) fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
-    if !is_token(&line[..colon]) {
-        return None;
-    }
-    let mut start = colon + 1;
-    let mut end = line.len();
-    while start < end && matches!(line[start], b' ' | b'\t') {
-        start += 1;
-    }
-    while end > start && matches!(line[end - 1], b' ' | b'\t') {
-        end -= 1;
-    }
-    if !is_field_value(&line[start..end]) {
-        return None;
-    }
-    Some((0..colon, start..end))
+    let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+    (is_token(name) && is_field_value(value)).then_some((name, value))
 }
 
 /// The comma-separated list elements of a header value, trimmed, empty ones skipped.
@@ -96,12 +79,9 @@ mod tests {
 
     #[test]
     fn fields() {
-        let line = b"Host:  example.com \t";
-        let (n, v) = split_field(line).unwrap();
-        assert_eq!(&line[n], b"Host");
-        assert_eq!(&line[v], b"example.com");
-        let line = b"Empty:";
-        let (_, v) = split_field(line).unwrap();
+        let (n, v) = split_field(b"Host:  example.com \t").unwrap();
+        assert_eq!((n, v), (&b"Host"[..], &b"example.com"[..]));
+        let (_, v) = split_field(b"Empty:").unwrap();
         assert!(v.is_empty());
         assert!(split_field(b"Host : x").is_none());
         assert!(split_field(b" folded").is_none());

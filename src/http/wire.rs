@@ -1,12 +1,9 @@
-//! The bytes of an answer's head and its framing: the statuses the server
-//! sends, the headers it writes, and a whole answer encoded at once. Plain
-//! functions over plain data, shared by the answers built whole
-//! ([`super::answer`]) and those written as they are made
-//! ([`super::body`]).
+//! The bytes of an answer's head and its framing, shared by the answers
+//! built whole and those written as they are made ([`super::body`]).
 
 use std::io::Write;
-use std::time::Duration;
 
+use super::answer::Reply;
 use super::syntax::is_field_value;
 
 /// The statuses the server sends: code, metric label and reason phrase. The
@@ -39,8 +36,8 @@ const STATUSES: [(u16, &str, &str); 24] = [
     (505, "505", "HTTP Version Not Supported"),
 ];
 
-/// A status code as a label value, without allocating; a code the server
-/// does not send shows as `other`.
+/// A status code as a label value; a code the server does not send shows
+/// as `other`.
 pub(super) fn status_label(status: u16) -> &'static str {
     STATUSES
         .iter()
@@ -48,42 +45,25 @@ pub(super) fn status_label(status: u16) -> &'static str {
         .map_or("other", |(_, label, _)| label)
 }
 
-pub(super) fn reason(status: u16) -> &'static str {
+fn reason(status: u16) -> &'static str {
     STATUSES
         .iter()
         .find(|(code, _, _)| *code == status)
         .map_or("", |(_, _, phrase)| phrase)
 }
 
-/// An answer to a [`Request`](super::Request): everything but the framing, which the layer
-/// adds (`Content-Length`, and `Connection` when it closes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The status code, 200 to 599.
-    pub status: u16,
-    /// Header fields. A value with a control character is left out, so no
-    /// byte can split a header whatever the handler put there.
-    pub headers: Vec<(&'static str, String)>,
-    /// The body. Left out of the answer to `HEAD`, but still measured for
-    /// its `Content-Length`.
-    pub body: Vec<u8>,
-}
-
 /// How an answer goes to its client: what the request asked of the
-/// connection, and how long the client has to take each piece. Plain data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Delivery {
     /// A `HEAD` request: the body is measured, not sent.
     pub(super) head_only: bool,
     /// The connection ends after the answer.
     pub(super) close: bool,
-    /// An HTTP/1.0 client's connection stays open (`Connection: keep-alive`).
-    pub(super) keep_alive_10: bool,
-    /// An HTTP/1.0 request: a body of unknown length is framed by closing
-    /// the connection, since such a client cannot read chunks.
+    /// An HTTP/1.0 request: its connection stays open only when announced
+    /// (`Connection: keep-alive`), and a body of unknown length is framed by
+    /// closing the connection, since such a client cannot read chunks.
     pub(super) http10: bool,
-    /// How long the client has to accept each piece of the answer.
-    pub(super) write_timeout: Duration,
 }
 
 /// Appends `fields` as header lines, leaving out any whose value could
@@ -112,16 +92,13 @@ pub(super) enum Framing {
 }
 
 /// Appends the head of an answer: the status line, `headers`, the framing
-/// of its body, and the `Connection` field that `close` (the connection
-/// ends after it) or `keep_alive_10` (an HTTP/1.0 client's connection
-/// stays open) calls for.
+/// of its body, and the `Connection` field that `d` calls for.
 pub(super) fn head(
     out: &mut Vec<u8>,
     status: u16,
     headers: &[(&'static str, String)],
     framing: Framing,
-    close: bool,
-    keep_alive_10: bool,
+    d: Delivery,
 ) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
@@ -133,22 +110,17 @@ pub(super) fn head(
         }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    if close || framing == Framing::Close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if keep_alive_10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
+    let connection = match (d.close || framing == Framing::Close, d.http10) {
+        (true, _) => "Connection: close\r\n",
+        (false, true) => "Connection: keep-alive\r\n",
+        (false, false) => "",
+    };
+    out.extend_from_slice(connection.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-/// The whole HTTP/1.1 response for `response`. `head_only` leaves the body
-/// out (a `HEAD` request); `close` and `keep_alive_10` are as for [`head`].
-pub(super) fn encode(
-    response: &Reply,
-    head_only: bool,
-    close: bool,
-    keep_alive_10: bool,
-) -> Vec<u8> {
+/// The whole HTTP/1.1 response for `response`, delivered as `d`.
+pub(super) fn encode(response: &Reply, d: Delivery) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + response.body.len());
     let bodiless = matches!(response.status, 100..=199 | 204 | 304);
     let framing = if bodiless {
@@ -156,16 +128,70 @@ pub(super) fn encode(
     } else {
         Framing::Length(response.body.len() as u64)
     };
-    head(
-        &mut out,
-        response.status,
-        &response.headers,
-        framing,
-        close,
-        keep_alive_10,
-    );
-    if !head_only && !bodiless {
+    head(&mut out, response.status, &response.headers, framing, d);
+    if !d.head_only && !bodiless {
         out.extend_from_slice(&response.body);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{encode, Delivery, Reply};
+
+    fn response(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("Content-Type", "text/plain".to_string()),
+                ("X-Bad", "a\r\nSet-Cookie: x".to_string()),
+                ("X-Request-ID", "r1".to_string()),
+            ],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn delivery(head_only: bool, close: bool, http10: bool) -> Delivery {
+        Delivery {
+            head_only,
+            close,
+            http10,
+        }
+    }
+
+    #[test]
+    fn answers_are_framed_by_length() {
+        let out = encode(&response(200, "hello"), delivery(false, false, false));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Request-ID: r1\r\n\
+             Content-Length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn head_answers_keep_the_length_and_drop_the_body() {
+        let out = encode(&response(404, "missing"), delivery(true, true, false));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nX-Request-ID: r1\r\n\
+             Content-Length: 7\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_is_announced_and_odd_statuses_have_no_phrase() {
+        let out = encode(&response(299, ""), delivery(false, false, true));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 299 \r\n"), "{text}");
+        assert!(text.ends_with("Content-Length: 0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn bodiless_statuses_carry_no_length_or_body() {
+        let out = encode(&response(204, "ignored"), delivery(false, false, false));
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.ends_with("X-Request-ID: r1\r\n\r\n"));
+    }
 }

@@ -24,14 +24,7 @@ pub(crate) fn encode(data: &[u8]) -> String {
 /// The 6-bit value of a standard-alphabet character, or `None` for any other byte
 /// (including `=`).
 pub(crate) fn sextet(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
+    ALPHABET.iter().position(|&a| a == c).map(|i| i as u8)
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
 //! WebSocket framing (RFC 6455 section 5): reading client messages, writing server frames.
 //!
-//! `Reader` turns the masked frames a client sends into whole messages. It keeps
-//! its progress between calls, so a read timeout on the socket loses nothing and the
-//! next call resumes mid-frame. Any other error leaves the stream out of step with the
-//! frame boundaries, and the connection must then be closed.
+//! `Reader` turns the masked frames a client sends into whole messages. An error
+//! leaves the stream out of step with the frame boundaries, and the connection must
+//! then be closed.
 //!
 //! The `write_*` functions send unmasked server frames, each as one `write_all` of a
 //! prebuilt buffer, without flushing.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -16,14 +14,14 @@ const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// RFC 6455 section 5.5 caps control frame payloads so they fit one small frame.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Most bytes requested per read of a payload, so memory grows with the bytes that
-/// actually arrive rather than with the length a header claims.
+/// arrive rather than with the length a header claims.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A complete message received from a client; a text one is checked to
@@ -37,98 +35,77 @@ pub(crate) enum Message {
     Close(Option<(u16, String)>),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum DataKind {
-    Text,
-    Binary,
-}
-
-/// A validated frame header, plus how much of its payload has been read.
+/// A validated frame header.
 #[derive(Debug, Clone, Copy)]
 struct FrameHeader {
     fin: bool,
     opcode: u8,
     mask: [u8; 4],
     len: usize,
-    received: usize,
 }
 
 /// A decoder of client-to-server frames into [`Message`]s, one per connection.
-///
-/// Data messages larger than `max_message` bytes in total (after reassembly) are
-/// rejected with close code 1009 before their payload is read, and the reader never
-/// holds more than `max_message` bytes of data, whatever a length header claims.
-/// Control frames interleaved with fragments are returned as they arrive, and the
-/// fragmented message carries on with the next call.
+/// A data message over `max_message` bytes (after reassembly) is refused with
+/// close code 1009 before its payload is read, whatever a length header claims.
+/// Control frames between fragments are returned as they arrive.
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message: usize,
-    /// Header bytes read so far (at most 2 + 8 length + 4 mask).
-    header: [u8; 14],
-    header_len: usize,
-    /// The frame whose payload is being read, if its header is complete.
-    frame: Option<FrameHeader>,
-    /// The data message being assembled, if its first frame has arrived.
-    data_kind: Option<DataKind>,
+    /// Whether the data message being assembled is text, if its first frame
+    /// has arrived.
+    text: Option<bool>,
     data: Vec<u8>,
-    control: [u8; MAX_CONTROL_PAYLOAD],
 }
 
 impl Reader {
     pub(crate) fn new(max_message: usize) -> Reader {
         Reader {
             max_message,
-            header: [0; 14],
-            header_len: 0,
-            frame: None,
-            data_kind: None,
+            text: None,
             data: Vec::new(),
-            control: [0; MAX_CONTROL_PAYLOAD],
         }
     }
 
     /// Reads frames from `r` until a whole message is available, and returns it.
-    /// After an error that is not a timeout, the stream is out of step and the
-    /// connection must be closed.
     pub(crate) fn read_message<R: Read + ?Sized>(
         &mut self,
         r: &mut R,
     ) -> Result<Message, ReadError> {
         loop {
-            let mut frame = match self.frame.take() {
-                Some(frame) => frame,
-                None => self.read_header(r)?,
-            };
-            if let Err(e) = self.read_payload(r, &mut frame) {
-                self.frame = Some(frame);
-                return Err(e);
+            let mut header = [0; 14];
+            read_exact(r, &mut header[..2])?;
+            let size = header_size(header[1]);
+            read_exact(r, &mut header[2..size])?;
+            let frame = self.start_frame(&header[..size])?;
+            if is_control(frame.opcode) {
+                let mut payload = [0; MAX_CONTROL_PAYLOAD];
+                let payload = &mut payload[..frame.len];
+                read_exact(r, payload)?;
+                unmask(payload, frame.mask);
+                return match frame.opcode {
+                    OP_PING => Ok(Message::Ping(payload.to_vec())),
+                    OP_PONG => Ok(Message::Pong(payload.to_vec())),
+                    _ => parse_close(payload),
+                };
             }
-            if let Some(message) = self.finish_frame(&frame)? {
-                return Ok(message);
+            let start = self.data.len();
+            self.read_data(r, start + frame.len)?;
+            unmask(&mut self.data[start..], frame.mask);
+            if frame.fin {
+                let data = std::mem::take(&mut self.data);
+                if self.text.take() == Some(false) {
+                    return Ok(Message::Binary(data));
+                }
+                return String::from_utf8(data)
+                    .map(Message::Text)
+                    .map_err(|_| ReadError::InvalidData("text message is not UTF-8"));
             }
         }
     }
 
-    fn read_header<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<FrameHeader, ReadError> {
-        loop {
-            let need = if self.header_len < 2 {
-                2
-            } else {
-                header_size(self.header[1])
-            };
-            if self.header_len == need {
-                break;
-            }
-            self.header_len += read_some(r, &mut self.header[self.header_len..need])?;
-        }
-        let size = self.header_len;
-        self.header_len = 0;
-        self.start_frame(size)
-    }
-
-    /// Validates the complete header in `self.header[..size]`.
-    fn start_frame(&mut self, size: usize) -> Result<FrameHeader, ReadError> {
-        let [b0, b1] = [self.header[0], self.header[1]];
+    /// Validates a complete header.
+    fn start_frame(&mut self, header: &[u8]) -> Result<FrameHeader, ReadError> {
+        let [b0, b1] = [header[0], header[1]];
         let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
         if b0 & 0x70 != 0 {
             return Err(ReadError::Protocol("reserved bit set without an extension"));
@@ -137,10 +114,10 @@ impl Reader {
             return Err(ReadError::Protocol("client frame is not masked"));
         }
         let len = match b1 & 0x7F {
-            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+            126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
             127 => {
                 let mut bytes = [0; 8];
-                bytes.copy_from_slice(&self.header[2..10]);
+                bytes.copy_from_slice(&header[2..10]);
                 u64::from_be_bytes(bytes)
             }
             n => u64::from(n),
@@ -156,10 +133,10 @@ impl Reader {
                 return Err(ReadError::Protocol("control frame payload over 125 bytes"));
             }
             OP_CLOSE | OP_PING | OP_PONG => MAX_CONTROL_PAYLOAD,
-            OP_TEXT | OP_BINARY if self.data_kind.is_some() => {
+            OP_TEXT | OP_BINARY if self.text.is_some() => {
                 return Err(ReadError::Protocol("new message before the last one ended"));
             }
-            OP_CONTINUATION if self.data_kind.is_none() => {
+            OP_CONTINUATION if self.text.is_none() => {
                 return Err(ReadError::Protocol("continuation frame without a message"));
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => self.max_message - self.data.len(),
@@ -170,77 +147,36 @@ impl Reader {
             _ => return Err(ReadError::TooBig(self.max_message)),
         };
         match opcode {
-            OP_TEXT => self.data_kind = Some(DataKind::Text),
-            OP_BINARY => self.data_kind = Some(DataKind::Binary),
+            OP_TEXT => self.text = Some(true),
+            OP_BINARY => self.text = Some(false),
             _ => {}
         }
         let mut mask = [0; 4];
-        mask.copy_from_slice(&self.header[size - 4..size]);
+        mask.copy_from_slice(&header[header.len() - 4..]);
         Ok(FrameHeader {
             fin,
             opcode,
             mask,
             len,
-            received: 0,
         })
     }
 
-    fn read_payload<R: Read + ?Sized>(
-        &mut self,
-        r: &mut R,
-        frame: &mut FrameHeader,
-    ) -> Result<(), ReadError> {
-        while frame.received < frame.len {
-            let want = (frame.len - frame.received).min(READ_CHUNK);
-            frame.received += if is_control(frame.opcode) {
-                let at = frame.received;
-                read_some(r, &mut self.control[at..at + want])?
-            } else {
-                let start = self.data.len();
-                if self.data.capacity() == start {
-                    reserve_capped(&mut self.data, want, self.max_message);
-                }
-                // Fill spare capacity first, so a slow sender does not make it grow.
-                let room = want.min(self.data.capacity() - start);
-                self.data.resize(start + room, 0);
-                match read_some(r, &mut self.data[start..]) {
-                    Ok(n) => {
-                        self.data.truncate(start + n);
-                        n
-                    }
-                    Err(e) => {
-                        self.data.truncate(start);
-                        return Err(e);
-                    }
-                }
-            };
+    /// Reads data until `data` holds `end` bytes.
+    fn read_data<R: Read + ?Sized>(&mut self, r: &mut R, end: usize) -> Result<(), ReadError> {
+        while self.data.len() < end {
+            let start = self.data.len();
+            let want = (end - start).min(READ_CHUNK);
+            if self.data.capacity() == start {
+                reserve_capped(&mut self.data, want, self.max_message);
+            }
+            // Fill spare capacity first, so a slow sender does not make it grow.
+            let room = want.min(self.data.capacity() - start);
+            self.data.resize(start + room, 0);
+            let read = read_some(r, &mut self.data[start..]);
+            self.data.truncate(start + *read.as_ref().unwrap_or(&0));
+            read?;
         }
         Ok(())
-    }
-
-    /// Unmasks a fully read frame and returns the message it completes, if any.
-    fn finish_frame(&mut self, frame: &FrameHeader) -> Result<Option<Message>, ReadError> {
-        if is_control(frame.opcode) {
-            let payload = &mut self.control[..frame.len];
-            unmask(payload, frame.mask);
-            return match frame.opcode {
-                OP_PING => Ok(Some(Message::Ping(payload.to_vec()))),
-                OP_PONG => Ok(Some(Message::Pong(payload.to_vec()))),
-                _ => parse_close(payload).map(Some),
-            };
-        }
-        let start = self.data.len() - frame.len;
-        unmask(&mut self.data[start..], frame.mask);
-        if !frame.fin {
-            return Ok(None);
-        }
-        let data = std::mem::take(&mut self.data);
-        match self.data_kind.take() {
-            Some(DataKind::Text) => String::from_utf8(data)
-                .map(|text| Some(Message::Text(text)))
-                .map_err(|_| ReadError::InvalidData("text message is not UTF-8")),
-            _ => Ok(Some(Message::Binary(data))),
-        }
     }
 }
 
@@ -257,6 +193,10 @@ fn header_size(b1: u8) -> usize {
 
 fn is_control(opcode: u8) -> bool {
     opcode & 0x08 != 0
+}
+
+fn read_exact<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<(), ReadError> {
+    r.read_exact(buf).map_err(ReadError::Io)
 }
 
 /// Reads at least one byte into the non-empty `buf`, retrying interrupted reads.
@@ -317,11 +257,8 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
-    /// The close status code that describes this error (RFC 6455 section 7.4.1).
-    ///
-    /// 1002 for a protocol violation, 1007 for text that is not UTF-8, 1009 for a
-    /// message over the limit. Stream failures give 1006, which RFC 6455 forbids on
-    /// the wire: it is for logs and metrics only.
+    /// The close status code that describes this error (RFC 6455 section
+    /// 7.4.1); 1006, for a failed stream, is never sent.
     pub(crate) fn close_code(&self) -> u16 {
         match self {
             ReadError::Io(_) => 1006,
@@ -331,23 +268,9 @@ impl ReadError {
         }
     }
 
-    /// Whether the stream itself failed or ended, in which case no close frame should
-    /// be sent.
+    /// Whether the stream failed or ended, so that no close frame is sent.
     pub(crate) fn is_io(&self) -> bool {
         matches!(self, ReadError::Io(_))
-    }
-
-    /// Whether a read timed out (`WouldBlock` or `TimedOut`); calling
-    /// [`Reader::read_message`] again resumes where it stopped.
-    #[cfg(test)]
-    fn is_timeout(&self) -> bool {
-        match self {
-            ReadError::Io(e) => matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-            _ => false,
-        }
     }
 }
 
@@ -360,15 +283,6 @@ impl fmt::Display for ReadError {
             ReadError::TooBig(limit) => {
                 write!(f, "websocket message exceeds the {limit}-byte limit")
             }
-        }
-    }
-}
-
-impl StdError for ReadError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            ReadError::Io(e) => Some(e),
-            _ => None,
         }
     }
 }
@@ -391,7 +305,12 @@ fn write_frame<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io::
     w.write_all(&frame)
 }
 
-fn write_control<W: Write + ?Sized>(w: &mut W, opcode: u8, payload: &[u8]) -> io::Result<()> {
+/// Writes a ping, pong or close frame.
+pub(crate) fn write_control<W: Write + ?Sized>(
+    w: &mut W,
+    opcode: u8,
+    payload: &[u8],
+) -> io::Result<()> {
     if payload.len() > MAX_CONTROL_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -408,14 +327,6 @@ pub(crate) fn write_text<W: Write + ?Sized>(w: &mut W, text: &str) -> io::Result
 #[cfg(test)]
 fn write_binary<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<()> {
     write_frame(w, OP_BINARY, data)
-}
-
-pub(crate) fn write_ping<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    write_control(w, OP_PING, payload)
-}
-
-pub(crate) fn write_pong<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
-    write_control(w, OP_PONG, payload)
 }
 
 /// Writes a close frame with status `code` and `reason`, which is cut at a
@@ -603,7 +514,7 @@ mod tests {
         bytes.extend([0; 100]);
         let mut reader = Reader::new(1 << 20);
         let e = reader.read_message(&mut Cursor::new(&bytes)).unwrap_err();
-        assert!(e.is_io() && !e.is_timeout(), "{e}");
+        assert!(e.is_io(), "{e}");
         assert!(reader.data.capacity() <= READ_CHUNK);
     }
 
@@ -615,51 +526,7 @@ mod tests {
             let e = Reader::new(1024).read_message(&mut input).unwrap_err();
             assert!(e.is_io(), "cut {cut}: {e}");
             assert_eq!(e.close_code(), 1006);
-            assert!(e.source().is_some());
         }
-    }
-
-    /// Hands out one byte per read, with a timeout between bytes.
-    struct Trickle<'a> {
-        bytes: &'a [u8],
-        ready: bool,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.ready = !self.ready;
-            if !self.ready {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let Some((&first, rest)) = self.bytes.split_first() else {
-                return Ok(0);
-            };
-            buf[0] = first;
-            self.bytes = rest;
-            Ok(1)
-        }
-    }
-
-    #[test]
-    fn resumes_after_timeouts() {
-        let mut bytes = frame(OP_TEXT, false, &[b'a'; 200]);
-        bytes.extend(frame(OP_PING, true, b"ping"));
-        bytes.extend(frame(OP_CONTINUATION, true, b"b"));
-        let mut source = Trickle {
-            bytes: &bytes,
-            ready: false,
-        };
-        let (mut reader, mut got, mut timeouts) = (Reader::new(1024), Vec::new(), 0);
-        while got.len() < 2 {
-            match reader.read_message(&mut source) {
-                Ok(message) => got.push(message),
-                Err(e) if e.is_timeout() => timeouts += 1,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let text = format!("{}b", "a".repeat(200));
-        assert_eq!(got, [Message::Ping(b"ping".to_vec()), Message::Text(text)]);
-        assert_eq!(timeouts, bytes.len() - 1);
     }
 
     #[test]
@@ -683,11 +550,11 @@ mod tests {
     #[test]
     fn oversized_control_payload_writes_nothing() {
         let mut out = Vec::new();
-        let e = write_ping(&mut out, &[0; 126]).unwrap_err();
+        let e = write_control(&mut out, OP_PING, &[0; 126]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        assert!(write_pong(&mut out, &[0; 126]).is_err());
+        assert!(write_control(&mut out, OP_PONG, &[0; 126]).is_err());
         assert!(out.is_empty());
-        write_pong(&mut out, &[0; 125]).unwrap();
+        write_control(&mut out, OP_PONG, &[0; 125]).unwrap();
         assert_eq!(out.len(), 127);
     }
 

@@ -1,22 +1,11 @@
-//! WebSocket protocol pieces (RFC 6455): the handshake's accept key and message framing.
+//! WebSocket protocol pieces (RFC 6455), the server role of version 13: the
+//! handshake's accept key and message framing, over any `Read`/`Write`. The
+//! HTTP layer checks the upgrade request and answers `101`.
 //!
-//! This module knows nothing of HTTP. The HTTP layer checks the upgrade request
-//! (`GET`, `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13`,
-//! and a key accepted by `valid_client_key`), answers `101 Switching Protocols` with
-//! `Sec-WebSocket-Accept` set to `accept_key`, and then hands the raw stream to
-//! `frame::Reader` and the `frame::write_*` functions, which work on any
-//! `Read`/`Write`.
-//!
-//! Supported: the server role of protocol version 13, with text, binary, ping, pong
-//! and close messages, and reassembly of fragmented messages up to a size limit.
-//!
-//! Not supported, on purpose:
-//! - **Extensions** (such as `permessage-deflate`). Every reserved bit must be zero,
-//!   and frames that set one are rejected. Compression would need a dependency, and
-//!   inflating client data would let a small frame become a large allocation.
-//! - **Subprotocols.** Each route speaks a single message format, so the server
-//!   never negotiates or echoes `Sec-WebSocket-Protocol`.
-//! - **The client role.** Tests act as a client with `tests/common/ws_client.rs`.
+//! Not supported, on purpose: extensions (frames with a reserved bit set are
+//! rejected: compression would need a dependency, and inflating client data
+//! would let a small frame become a large allocation), and subprotocols (each
+//! route speaks one message format).
 
 mod base64;
 pub mod frame;
@@ -33,10 +22,8 @@ pub(crate) fn accept_key(client_key: &str) -> String {
     base64::encode(&sha1::digest(input.as_bytes()))
 }
 
-/// Whether `key` is a well-formed `Sec-WebSocket-Key`: base64 text of exactly
-/// 16 bytes, as every conforming client produces. Anything else, surrounding
-/// whitespace included, is refused, so that only alphabet characters ever
-/// reach the hash.
+/// Whether `key` is base64 text of exactly 16 bytes, as every conforming
+/// client sends; anything else, surrounding whitespace included, is refused.
 pub(crate) fn valid_client_key(key: &str) -> bool {
     let bytes = key.as_bytes();
     if bytes.len() != 24 || !bytes.ends_with(b"==") {
