@@ -23,7 +23,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct HttpMetrics {
     pub requests: CounterFamily,
-    pub panics: Counter,
     pub connections: Gauge,
     pub connections_rejected: CounterFamily,
 }
@@ -84,10 +83,6 @@ fn register_core(
             "conductor_api_requests_total",
             "HTTP requests answered, by method and status code.",
             &["method", "status"],
-        )?,
-        panics: r.counter(
-            "conductor_http_panics_total",
-            "Request handlers that panicked and were answered with 500.",
         )?,
         connections: r.gauge("conductor_http_connections", "Client connections open.")?,
         connections_rejected: r.counter_family(

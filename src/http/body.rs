@@ -15,7 +15,6 @@
 
 use std::io::{self, Write};
 
-use super::answer::Reply;
 use super::socket::{ClientStream, PIECE};
 use super::wire::{self, Delivery, Framing};
 use super::Hooks;
@@ -73,10 +72,6 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    pub(super) fn started(&self) -> bool {
-        self.progress != Progress::Head
-    }
-
     /// The body's length so far, in bytes; for `HEAD`, what it would be.
     pub(super) fn bytes(&self) -> u64 {
         self.bytes
@@ -86,22 +81,6 @@ impl<'a> BodyWriter<'a> {
     /// body is framed by the end of the connection.
     pub(super) fn closes(&self) -> bool {
         self.until_close
-    }
-
-    /// Sends `reply` instead of the body made so far, if none of it has
-    /// gone out yet; false if the head was sent already (then only
-    /// [`BodyWriter::abort`] is left).
-    pub(super) fn replace(&mut self, reply: &Reply) -> bool {
-        if self.progress != Progress::Head {
-            return false;
-        }
-        self.buf = Vec::new();
-        self.bytes = reply.body.len() as u64;
-        self.progress = match self.send(&wire::encode(reply, self.delivery)) {
-            Ok(()) => Progress::Ended,
-            Err(_) => Progress::Failed,
-        };
-        true
     }
 
     /// Gives the answer up: the connection closes, and a body already
@@ -301,7 +280,7 @@ mod tests {
         body.write_all(b"world").unwrap();
         body.finish().unwrap();
         assert!(!body.closes());
-        let reply = Reply {
+        let reply = super::super::answer::Reply {
             status: 200,
             headers: headers(),
             body: b"hello world".to_vec(),
@@ -429,28 +408,11 @@ mod tests {
     }
 
     #[test]
-    fn an_error_before_the_first_piece_replaces_the_body_and_after_it_cannot() {
-        let (server, client) = pair(Duration::from_secs(10));
+    fn an_aborted_body_after_its_first_piece_is_cut_short() {
+        let (server, _client) = pair(Duration::from_secs(10));
         let hooks = Reasons::default();
-        let error = Reply {
-            status: 500,
-            headers: vec![("Content-Type", "application/json".to_string())],
-            body: br#"{"error":{}}"#.to_vec(),
-        };
-        let mut body = BodyWriter::new(&server, &hooks, delivery(false, false), headers());
-        body.write_all(b"partial").unwrap();
-        assert!(body.replace(&error));
-        assert_eq!(body.bytes(), 12);
-        assert!(body.write_all(b"more").is_err());
-        body.finish().unwrap();
-        let want = wire::encode(&error, delivery(false, false));
-        let mut got = vec![0; want.len()];
-        (&client).read_exact(&mut got).unwrap();
-        assert_eq!(got, want);
-
         let mut body = BodyWriter::new(&server, &hooks, delivery(false, false), headers());
         body.write_all(&vec![b'a'; PIECE]).unwrap();
-        assert!(!body.replace(&error));
         body.abort();
         assert!(body.finish().is_err());
         assert!(body.write_all(b"more").is_err());

@@ -1,10 +1,8 @@
 //! The middleware every request passes: one request and its answer. The
 //! handlers see this instead of the connection layer's types; it gives the
-//! request an id, and counts and logs its one answer, a 500 when the
-//! handler panics.
+//! request an id, and counts and logs its one answer.
 
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,21 +32,12 @@ pub struct Exchange {
     fields: Vec<(&'static str, serde_json::Value)>,
 }
 
-/// The answer `route` gives `request`; a panic in it is answered 500 and
-/// counted, and the thread carries on.
+/// The answer `route` gives `request`.
 pub(super) fn answer<F>(request: Request, app: Arc<App>, route: F) -> Answer
 where
     F: FnOnce(&mut Exchange) -> Answer,
 {
-    let mut ex = Exchange::new(request, app);
-    let routed = catch_unwind(AssertUnwindSafe(|| route(&mut ex)));
-    routed.unwrap_or_else(|_| {
-        ex.app.http.panics.inc();
-        ex.send(Response::internal(
-            "the request failed",
-            "the handler panicked",
-        ))
-    })
+    route(&mut Exchange::new(request, app))
 }
 
 /// The method label: one of the methods the server implements, or `OTHER`,
@@ -189,8 +178,8 @@ impl Exchange {
     /// Answers 200 with `content_type` and a body that `write` makes while
     /// it is sent, in pieces; the request is counted and logged once it
     /// ends. Check everything that can refuse the request first: once the
-    /// first piece is out, a failure (or a panic) can only cut the answer
-    /// short, so `write` fails only when the client does.
+    /// answer has begun, a failure can only cut it short, so `write` fails
+    /// only when the client does.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -212,34 +201,16 @@ impl Exchange {
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
     {
-        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(body)));
-        if made.is_err() {
-            self.app.http.panics.inc();
-        }
-        let instead = (made.is_err() && !body.started()).then(|| {
-            self.reply(Response::internal(
-                "the request failed",
-                "the handler panicked",
-            ))
-        });
-        let status = instead.as_ref().map_or(200, |reply| reply.status);
         // Counted before the answer's end goes out, as a whole answer is:
         // a client that has it and asks again sees this one counted.
-        self.count(status);
-        let sent = match (made, instead) {
-            (_, Some(reply)) => {
-                body.replace(&reply);
-                Ok(())
-            }
-            (Ok(written), None) => written.and_then(|()| body.finish()),
-            (Err(_), None) => Err(io::Error::other("the handler panicked")),
-        };
+        self.count(200);
+        let sent = write(body).and_then(|()| body.finish());
         if let Err(e) = sent {
             body.abort();
             let why = format!("the answer was cut short: {e}");
             self.fields.push(("error", json!(why)));
         }
-        self.log_answer(status, body.bytes());
+        self.log_answer(200, body.bytes());
     }
 
     fn count(&self, status: u16) {
@@ -381,19 +352,6 @@ mod tests {
         assert!(matches!(ex.read_body(), Err(Error::TooLarge(_))));
     }
 
-    #[test]
-    fn a_panic_is_answered_500_and_counted() {
-        let (_dir, app) = app("panic");
-        let outcome = answer(request("/p", &[], b""), app.clone(), |_| {
-            panic!("handler bug");
-        });
-        let answered = answered(outcome);
-        assert!(answered.starts_with("HTTP/1.1 500 "), "{answered}");
-        assert!(answered.contains("the request failed"), "{answered}");
-        assert!(!answered.contains("panicked"), "{answered}");
-        assert_eq!(app.http.panics.get(), 1.0);
-    }
-
     /// Runs a streamed answer as a connection thread does, and returns what
     /// the client read and whether the answer ended.
     fn run_stream(answer: Answer) -> (Vec<u8>, bool) {
@@ -423,27 +381,13 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_that_panics_is_a_500_before_its_first_piece_and_cut_short_after() {
+    fn a_stream_that_fails_after_its_first_piece_is_cut_short() {
         use std::io::Write;
-        let (_dir, app) = app("stream-panic");
-        let headers = [("x-request-id", "req-7")];
-        let mut ex = Exchange::new(request("/p", &headers, b""), app.clone());
-        let answer = ex.stream("text/plain", |out| {
-            out.write_all(b"a partial body")?;
-            panic!("producer bug")
-        });
-        let (got, ended) = run_stream(answer);
-        let text = String::from_utf8(got).unwrap();
-        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
-        assert!(text.ends_with(
-            r#"{"error":{"code":"INTERNAL","message":"the request failed","request_id":"req-7"}}"#
-        ));
-        assert!(ended);
-
+        let (_dir, app) = app("stream-fails");
         let mut ex = Exchange::new(request("/p", &[], b""), app.clone());
         let answer = ex.stream("text/plain", |out| {
             out.write_all(&vec![b'x'; 100_000])?;
-            panic!("producer bug")
+            Err(io::Error::other("the producer failed"))
         });
         let (got, ended) = run_stream(answer);
         let text = String::from_utf8(got).unwrap();
@@ -452,7 +396,6 @@ mod tests {
         // One piece went out, and no last chunk after it.
         assert!(text.ends_with(&format!("10000\r\n{}\r\n", "x".repeat(65536))));
         assert!(!ended);
-        assert_eq!(app.http.panics.get(), 2.0);
     }
 
     #[test]
