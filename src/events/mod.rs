@@ -30,73 +30,20 @@ mod publish;
 mod seq;
 
 use std::fmt;
-use std::path::PathBuf;
 
 pub(crate) use hub::{Closer, Published, Subscription, RETAINED};
 pub use hub::{Filter, Hub, NewEvent, Next, Start, Transport, QUEUE_CAPACITY};
 pub(crate) use publish::PreparedEvents;
 
-/// Why the hub could not start or keep its sequence file. Safe to send
-/// across threads.
+/// Why the hub could not start or keep its sequence file, in words that
+/// name the file. Safe to send across threads.
 #[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    path: PathBuf,
-}
-
-#[derive(Debug)]
-enum ErrorKind {
-    Read(std::io::Error),
-    Parse(String),
-    Exhausted(u64),
-    Write(std::io::Error),
-    Metrics(crate::metrics::Error),
-}
-
-impl Error {
-    fn new(path: PathBuf, kind: ErrorKind) -> Error {
-        Error { kind, path }
-    }
-
-    fn metrics(e: crate::metrics::Error) -> Error {
-        Error::new(PathBuf::new(), ErrorKind::Metrics(e))
-    }
-
-    /// Whether the sequence file exists but does not hold a sequence number,
-    /// in which case the hub refuses to start rather than risk reusing one.
-    #[cfg(test)]
-    fn is_corrupt(&self) -> bool {
-        matches!(self.kind, ErrorKind::Parse(_) | ErrorKind::Exhausted(_))
-    }
-}
+pub struct Error(String);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path.display();
-        match &self.kind {
-            ErrorKind::Read(e) => write!(f, "cannot read event sequence file {path}: {e}"),
-            ErrorKind::Parse(text) => write!(
-                f,
-                "event sequence file {path} holds {text:?}, not a sequence number"
-            ),
-            ErrorKind::Exhausted(first) => write!(
-                f,
-                "event sequence file {path} holds {first}, too near the largest sequence number \
-                 ({}) to reserve another block; refusing to start rather than wrap",
-                u64::MAX
-            ),
-            ErrorKind::Write(e) => write!(f, "cannot write event sequence file {path}: {e}"),
-            ErrorKind::Metrics(e) => write!(f, "event metric registration failed: {e}"),
-        }
+        f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            ErrorKind::Read(e) | ErrorKind::Write(e) => Some(e),
-            ErrorKind::Metrics(e) => Some(e),
-            ErrorKind::Parse(_) | ErrorKind::Exhausted(_) => None,
-        }
-    }
-}
+impl std::error::Error for Error {}

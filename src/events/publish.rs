@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::hub::{push_ids, Hub, NewEvent, Rendered};
+use super::hub::{push_head, push_ids, Hub, NewEvent, Rendered};
 use crate::bus::Message;
 use crate::json_text::push_str;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
@@ -38,13 +38,9 @@ impl PreparedEvents {
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
-        let mut envelope = String::with_capacity(96);
-        push_ids(
-            &mut envelope,
-            Some(&run.run_id),
-            Some(run.correlation()),
-            run.work_order_id.as_deref(),
-        );
+        let mut ids = String::with_capacity(96);
+        let work_order = run.work_order_id.as_deref();
+        push_ids(&mut ids, &run.run_id, Some(run.correlation()), work_order);
         let run_id: Arc<str> = Arc::from(run.run_id.as_str());
         let mut stamp: Option<(f64, String)> = None;
         let batch = events
@@ -59,13 +55,7 @@ impl PreparedEvents {
                 }
                 let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
                 let kind = timed.kind();
-                let mut tail = String::with_capacity(envelope.len() + at.len() + 96);
-                tail.push_str("\"type\":");
-                push_str(&mut tail, kind);
-                tail.push_str(",\"timestamp\":\"");
-                tail.push_str(at);
-                tail.push('"');
-                tail.push_str(&envelope);
+                let mut tail = push_head(kind, at, &ids, 96);
                 let own = tail.len();
                 tail.push(',');
                 if !timed.push_fields(&mut tail) {
