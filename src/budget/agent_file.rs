@@ -20,7 +20,7 @@ use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::{BudgetStatus, Recorded};
-use super::state::{Spend, State};
+use super::state::State;
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
@@ -176,20 +176,16 @@ impl Budget {
             return Ok(Some(imported));
         }
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
-        let spends: Vec<Spend> = new
+        let spends: Vec<Entry> = new
             .iter()
-            .map(|&i| Spend {
-                entry: Entry {
-                    operation_id: file.entries[i].operation_id.as_deref(),
-                    source: Some((&name, i as u64)),
-                    ..Entry::new(IMPORT_KIND, &charges[i])
-                },
-                at: file.entries[i].ts.unwrap_or(now),
-                key: Some(keys[i].clone()),
+            .map(|&i| Entry {
+                operation_id: file.entries[i].operation_id.as_deref(),
+                source: Some((&name, i as u64)),
+                ..Entry::new(IMPORT_KIND, &charges[i], file.entries[i].ts.unwrap_or(now))
             })
             .collect();
         let (alerts, status) = self.record_spends(state, (day, now), &spends)?;
-        let counted: i64 = spends.iter().map(|s| s.entry.charge.micros).sum();
+        let counted: i64 = spends.iter().map(|s| s.charge.micros).sum();
         imported.counted = spends.len();
         imported.recorded.amount = dollars(counted);
         imported.recorded.alerts = alerts;

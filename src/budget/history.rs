@@ -14,36 +14,7 @@ use crate::journal;
 
 use super::ledger;
 use super::money::dollars;
-use super::report::BudgetStatus;
 use super::Budget;
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct History {
-    pub status: BudgetStatus,
-    /// `(unix seconds, cumulative dollars)`; a line without a readable
-    /// `ts` takes the time of the line before it (midnight for the first).
-    pub points: Vec<(f64, f64)>,
-}
-
-impl History {
-    pub fn to_json(&self) -> Value {
-        let s = self.status.to_json();
-        let points: Vec<Value> = self
-            .points
-            .iter()
-            .map(|(t, spend)| json!({"t": t, "spend": spend}))
-            .collect();
-        json!({
-            "date": s["date"],
-            "daily_limit": s["daily_limit"],
-            "reset_at": s["reset_at"],
-            "points": points,
-            "reserved": s["reserved"],
-            "exhausts_at": s["exhausts_at"],
-            "spend_rate_dollars_per_hour": s["spend_rate_dollars_per_hour"],
-        })
-    }
-}
 
 /// What has been read of one day's ledger, behind its own lock so that
 /// reading the file never holds the budget's.
@@ -103,17 +74,31 @@ pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Ve
 }
 
 impl Budget {
-    pub(crate) fn history(&self) -> Result<History, Error> {
+    /// The body of `GET /api/v1/budget/history`: a point per spend line of
+    /// today's ledger; a line without a readable `ts` takes the time of the
+    /// line before it (midnight for the first).
+    pub(crate) fn history(&self) -> Result<Value, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;
         let durable = state.durable_len(day);
-        let status = state.status(&self.settings, now);
+        let s = state.status(&self.settings, now).to_json();
         drop(state);
         // Tail's sections read a file and push points; nothing panics there.
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
         tail.catch_up(&self.settings.dir, day, durable)?;
-        let points = tail.points.iter().map(|&(t, m)| (t, dollars(m))).collect();
-        Ok(History { status, points })
+        let points = tail.points.iter();
+        let points: Vec<Value> = points
+            .map(|&(t, m)| json!({"t": t, "spend": dollars(m)}))
+            .collect();
+        Ok(json!({
+            "date": s["date"],
+            "daily_limit": s["daily_limit"],
+            "reset_at": s["reset_at"],
+            "points": points,
+            "reserved": s["reserved"],
+            "exhausts_at": s["exhausts_at"],
+            "spend_rate_dollars_per_hour": s["spend_rate_dollars_per_hour"],
+        }))
     }
 }
 
@@ -121,25 +106,25 @@ impl Budget {
 mod tests {
     use super::super::tests::{Fixture, DAY};
     use super::super::SpendInput;
+    use serde_json::json;
 
     #[test]
     fn points_are_the_ledgers_spend_lines_summed_in_order() {
         let f = Fixture::new("history");
         f.at(DAY, 3_600.0);
         let budget = f.open(1.0, 0.15);
-        assert!(budget.history().unwrap().points.is_empty());
+        assert_eq!(budget.history().unwrap()["points"], json!([]));
         budget.spend(SpendInput::Amount(0.3), None, None).unwrap();
         f.at(DAY, 7_200.0);
         // Reaches 50%: an alert line follows it, which is not a point.
         budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
         budget.reserve("r", None).unwrap();
-        let h = budget.history().unwrap();
+        let json = budget.history().unwrap();
         let midnight = DAY as f64 * 86_400.0;
         assert_eq!(
-            h.points,
-            [(midnight + 3_600.0, 0.3), (midnight + 7_200.0, 0.55)]
+            json["points"],
+            json!([{"t": midnight + 3_600.0, "spend": 0.3}, {"t": midnight + 7_200.0, "spend": 0.55}])
         );
-        let json = h.to_json();
         assert_eq!(json["date"], "2026-11-23");
         assert_eq!(json["points"][1]["spend"], 0.55);
         assert_eq!(json["points"][1]["t"], midnight + 7_200.0);
@@ -152,14 +137,14 @@ mod tests {
         // Read on from where the last call stopped.
         budget.spend(SpendInput::Amount(0.05), None, None).unwrap();
         let again = budget.history().unwrap();
-        let last = again.points.last().copied();
+        let points = again["points"].as_array().unwrap();
         assert_eq!(
-            (again.points.len(), last),
-            (3, Some((midnight + 7_200.0, 0.6)))
+            (points.len(), points.last()),
+            (3, Some(&json!({"t": midnight + 7_200.0, "spend": 0.6})))
         );
         let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
         assert_eq!(ledger.lines().count(), 4, "three spends and one alert");
         f.at(DAY + 1, 10.0);
-        assert!(budget.history().unwrap().points.is_empty(), "a new day");
+        assert_eq!(budget.history().unwrap()["points"], json!([]), "a new day");
     }
 }

@@ -117,7 +117,8 @@ impl Budget {
         fs::create_dir_all(&dir)
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
         let clock_day = time::day_of(clock.now_unix());
-        let today = ledger::newest_day(&dir)?.map_or(clock_day, |d| d.max(clock_day));
+        let newest = ledger::days(&dir)?.last().copied();
+        let today = newest.map_or(clock_day, |d| d.max(clock_day));
         let opened = ledger::totals(&dir)?;
         let mut state = State::open(&dir, today)?;
         state.recorded = opened.spent;

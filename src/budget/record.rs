@@ -9,7 +9,7 @@ use crate::runs::valid_run_id;
 use super::ledger::{split_phases, Entry, OpKey};
 use super::money::{self, SpendInput};
 use super::report::{BudgetStatus, Recorded, Spent};
-use super::state::{self, Spend, State};
+use super::state::State;
 use super::Budget;
 
 /// Checks a phase name, which becomes a label value; empty is no phase.
@@ -85,27 +85,19 @@ impl Budget {
             run_id,
             phase,
             operation_id,
-            ..Entry::new("direct", &charge)
+            ..Entry::new("direct", &charge, 0.0)
         };
-        let key = operation_id.map(|id| OpKey::Id(id.into()));
+        let key = entry.key();
         let (mut state, now) = self.lock_settled(None, key.as_slice());
         let day = state.today;
-        if let Some(first) = key.as_ref().and_then(|k| state.recorded(day, k)) {
+        if let Some(first) = key.and_then(|k| state.recorded(day, &k)) {
             let status = state.status(&self.settings, now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
-        let spend = [Spend {
-            entry,
-            at: now,
-            key,
-        }];
+        let spend = [Entry { ts: now, ..entry }];
         let (alerts, status) = self.record_spends(state, (day, now), &spend)?;
-        Ok(Spent::New(Recorded::new(
-            charge.micros,
-            day,
-            alerts,
-            status,
-        )))
+        let recorded = Recorded::new(charge.micros, day, alerts, status);
+        Ok(Spent::New(recorded))
     }
 
     /// Appends `spends` to `day`'s ledger outside the lock `state` holds
@@ -115,13 +107,13 @@ impl Budget {
         &self,
         mut state: MutexGuard<'_, State>,
         (day, now): (i64, f64),
-        spends: &[Spend<'_>],
+        spends: &[Entry<'_>],
     ) -> Result<(Vec<u8>, BudgetStatus), Error> {
         let journal = state.journal(&self.settings.dir, day)?;
         let mut lines = Vec::new();
         let fired = state.begin_spends(&self.settings, (day, now), spends, &mut lines);
         drop(state);
-        let appended = state::append(&journal, &lines);
+        let appended = journal.append(&lines);
         let mut state = self.state();
         state.end_spends(day, spends, &fired, appended.is_ok());
         self.appended.notify_all();
@@ -129,8 +121,8 @@ impl Budget {
         let status = state.status(&self.settings, now);
         drop(state);
         for s in spends {
-            self.count_phases(&s.entry, s.entry.charge.micros);
-            self.note_models(s.entry.charge.model.as_deref());
+            self.count_phases(s, s.charge.micros);
+            self.note_models(s.charge.model.as_deref());
         }
         Ok((fired.concat(), status))
     }

@@ -16,7 +16,6 @@ use super::ledger::{self, Entry};
 use super::money::{Charge, SpendInput};
 use super::record::phase_micros;
 use super::report::Recorded;
-use super::state;
 use super::Budget;
 
 /// A run's priced cost, as its end record carries it.
@@ -108,7 +107,7 @@ impl Budget {
             run_id: Some(&s.run_id),
             run_started_at: s.started_at,
             phases: &s.phases,
-            ..Entry::new("run", &charge)
+            ..Entry::new("run", &charge, s.ts)
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);
@@ -117,7 +116,7 @@ impl Budget {
         // counts, and the append reports the error.
         let _ = state.load(&self.settings.dir, s.day);
         let mut lines = Vec::new();
-        let alerts = state.charge(&self.settings, s.day, &entry, (s.ts, now), &mut lines);
+        let alerts = state.charge(&self.settings, (s.day, now), &entry, &mut lines);
         state.inflight(s.day, 1);
         state.recorded = state.recorded.saturating_add(s.micros);
         let status = state.status(&self.settings, now);
@@ -139,7 +138,7 @@ impl Budget {
         all.extend(lines.lines);
         let journal = state.journal(&self.settings.dir, day);
         drop(state);
-        let appended = journal.and_then(|j| state::append(&j, &all));
+        let appended = journal.and_then(|j| j.append(&all));
         let mut state = self.state();
         state.inflight(day, -1);
         if appended.is_err() {

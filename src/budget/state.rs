@@ -10,9 +10,9 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::time;
 
-use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
+use super::forecast::{self, RATE_WINDOW_SECONDS};
 use super::learn::Learned;
-use super::ledger::{self, Entry, OpKey, Tally};
+use super::ledger::{self, Entry, OpKey, Summed};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
@@ -27,8 +27,7 @@ pub(crate) struct Settings {
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
-    pub tally: Tally,
-    pub recent: Recent,
+    pub ledger: Summed,
     /// Reserved by runs that started on this day.
     reserved: i64,
     holds: u32,
@@ -40,7 +39,6 @@ pub(crate) struct DayBook {
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<ledger::Writer>>,
-    operations: HashMap<OpKey, i64>,
     pending: HashSet<OpKey>,
 }
 
@@ -65,21 +63,6 @@ pub(crate) struct State {
     /// before the next settlement of that day.
     pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
-}
-
-/// A spend to append to a day's ledger: its entry, the time it counts at
-/// (its line's `ts`), and the operation the day counts it as once.
-pub(crate) struct Spend<'a> {
-    pub entry: Entry<'a>,
-    pub at: f64,
-    pub key: Option<OpKey>,
-}
-
-pub(crate) fn append(journal: &ledger::Writer, lines: &[Vec<u8>]) -> Result<(), Error> {
-    let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-    journal
-        .append_all(&records)
-        .map_err(|e| Error::Storage(e.to_string()))
 }
 
 impl State {
@@ -115,8 +98,7 @@ impl State {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
             if let Some((journal, summed)) = ledger::open(dir, day, false)? {
-                (book.journal, book.tally) = (Some(journal), summed.tally);
-                (book.operations, book.recent) = (summed.operations, summed.recent);
+                (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
         }
@@ -138,11 +120,7 @@ impl State {
         // Nothing on disk is expected, but whatever is there still counts.
         let opened = ledger::open(dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
-        book.tally.merge(summed.tally);
-        book.recent.merge(summed.recent);
-        for (key, micros) in summed.operations {
-            book.operations.entry(key).or_insert(micros);
-        }
+        book.ledger.merge(summed);
         book.journal = Some(journal.clone());
         Ok(journal)
     }
@@ -171,22 +149,21 @@ impl State {
         spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
     }
 
-    /// Charges `entry`, spent at `at`, to `day`, pushing its ledger line and
-    /// the alert markers (at `now`) it fires onto `lines`; returns those.
+    /// Charges `entry` to `day`, pushing its ledger line and the alert
+    /// markers (at `now`) it fires onto `lines`; returns those alerts.
     pub fn charge(
         &mut self,
         settings: &Settings,
-        day: i64,
+        (day, now): (i64, f64),
         entry: &Entry<'_>,
-        (at, now): (f64, f64),
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
         let (micros, limit) = (entry.charge.micros, settings.limit);
-        let book = self.book(day);
-        book.recent.push(at, micros);
+        let book = &mut self.book(day).ledger;
+        book.recent.push(entry.ts, micros);
         let alerts = book.tally.charge(micros, limit);
         let spent = book.tally.spent;
-        lines.push(ledger::spend_line(at, entry));
+        lines.push(entry.line());
         lines.extend(
             alerts
                 .iter()
@@ -203,16 +180,16 @@ impl State {
         &mut self,
         settings: &Settings,
         (day, now): (i64, f64),
-        spends: &[Spend<'_>],
+        spends: &[Entry<'_>],
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<Vec<u8>> {
         let mut fired = Vec::with_capacity(spends.len());
         for s in spends {
-            fired.push(self.charge(settings, day, &s.entry, (s.at, now), lines));
+            fired.push(self.charge(settings, (day, now), s, lines));
             let book = self.book(day);
-            book.unsettled += s.entry.charge.micros;
+            book.unsettled += s.charge.micros;
             book.unsettled_events += 1;
-            book.pending.extend(s.key.clone());
+            book.pending.extend(s.key());
         }
         self.book(day).inflight += 1;
         fired
@@ -220,26 +197,26 @@ impl State {
 
     /// Ends the append of `spends` that [`State::begin_spends`] began:
     /// recorded when it became durable (`ok`), else taken back.
-    pub fn end_spends(&mut self, day: i64, spends: &[Spend<'_>], fired: &[Vec<u8>], ok: bool) {
+    pub fn end_spends(&mut self, day: i64, spends: &[Entry<'_>], fired: &[Vec<u8>], ok: bool) {
         let book = self.book(day);
         book.inflight -= 1;
         for (s, alerts) in spends.iter().zip(fired).rev() {
-            let micros = s.entry.charge.micros;
+            let micros = s.charge.micros;
             book.unsettled -= micros;
             book.unsettled_events -= 1;
-            if let Some(key) = &s.key {
-                book.pending.remove(key);
+            if let Some(key) = s.key() {
+                book.pending.remove(&key);
                 if ok {
-                    book.operations.insert(key.clone(), micros);
+                    book.ledger.operations.insert(key, micros);
                 }
             }
             if !ok {
-                book.recent.remove(s.at, micros);
-                book.tally.uncharge(micros, alerts);
+                book.ledger.recent.remove(s.ts, micros);
+                book.ledger.tally.uncharge(micros, alerts);
             }
         }
         if ok {
-            let micros = spends.iter().map(|s| s.entry.charge.micros).sum::<i64>();
+            let micros = spends.iter().map(|s| s.charge.micros).sum::<i64>();
             self.recorded = self.recorded.saturating_add(micros);
         }
         self.prune();
@@ -289,7 +266,7 @@ impl State {
 
     /// The micro-dollars `day`'s ledger holds for `key`, if any.
     pub fn recorded(&self, day: i64, key: &OpKey) -> Option<i64> {
-        self.books.get(&day)?.operations.get(key).copied()
+        self.books.get(&day)?.ledger.operations.get(key).copied()
     }
 
     /// Whether an append of `key` to `day`'s ledger is in flight.
@@ -313,7 +290,7 @@ impl State {
     fn today_totals(&self) -> (i64, i64) {
         self.books
             .get(&self.today)
-            .map_or((0, 0), |b| (b.tally.spent, b.reserved))
+            .map_or((0, 0), |b| (b.ledger.tally.spent, b.reserved))
     }
 
     /// Today's status at `now`: spends whose append is in flight show as
@@ -324,12 +301,12 @@ impl State {
         let window_spend = self
             .books
             .get_mut(&self.today)
-            .map_or(0, |b| b.recent.since(since));
+            .map_or(0, |b| b.ledger.recent.since(since));
         let (total, held) = self.today_totals();
         let book = self.books.get(&self.today);
         let unsettled = book.map_or(0, |b| b.unsettled);
         let (spent, reserved) = (total - unsettled, held + unsettled);
-        let events = book.map_or(0, |b| b.tally.events - b.unsettled_events);
+        let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
         let remaining = settings
             .limit
             .saturating_sub(spent)
@@ -434,7 +411,7 @@ mod tests {
     fn status_math_is_exact_and_never_negative() {
         let s = settings(1_000_000, 150_000);
         let mut state = state(20_780);
-        state.book(20_780).tally.charge(300_000, s.limit);
+        state.book(20_780).ledger.tally.charge(300_000, s.limit);
         state.hold(
             "r",
             Hold {
@@ -457,7 +434,7 @@ mod tests {
         );
         // The charge above is not in the rate: it has no time.
         assert_eq!(status.forecast.rate_per_hour, 0.0);
-        state.book(20_780).tally.charge(5_000_000, s.limit);
+        state.book(20_780).ledger.tally.charge(5_000_000, s.limit);
         let status = state.status(&s, 20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
