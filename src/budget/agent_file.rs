@@ -154,7 +154,7 @@ impl Budget {
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
-        let path = self.settings.dir.join(&name);
+        let path = self.dir.join(&name);
         let what = || format!("research agent budget file {}", path.display());
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -168,11 +168,11 @@ impl Budget {
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
-        state.load(&self.settings.dir, day)?;
+        state.load(day)?;
         let new = sort_out(&keys, &state, day, &mut imported);
         if new.is_empty() {
             state.prune();
-            imported.recorded.status = state.status(&self.settings, now);
+            imported.recorded.status = state.status(now);
             return Ok(Some(imported));
         }
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();

@@ -81,11 +81,11 @@ impl Budget {
         let (mut state, now) = self.lock();
         let day = state.today;
         let durable = state.durable_len(day);
-        let s = state.status(&self.settings, now).to_json();
+        let s = state.status(now).to_json();
         drop(state);
         // Tail's sections read a file and push points; nothing panics there.
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        tail.catch_up(&self.settings.dir, day, durable)?;
+        tail.catch_up(&self.dir, day, durable)?;
         let points = tail.points.iter();
         let points: Vec<Value> = points
             .map(|&(t, m)| json!({"t": t, "spend": dollars(m)}))

@@ -77,7 +77,7 @@ impl Collector for BudgetCollector {
 
     fn collect(&self) -> Vec<f64> {
         let (mut state, now) = self.0.lock();
-        let s = state.status(&self.0.settings, now);
+        let s = state.status(now);
         vec![
             s.daily_limit,
             s.today_spend,

@@ -84,7 +84,8 @@ impl BudgetConfig {
 /// commit). Open one `Budget` per ledger directory: a second one would
 /// open the same journals twice.
 pub struct Budget {
-    settings: Settings,
+    /// The ledger directory.
+    dir: PathBuf,
     pricing: Pricing,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -120,15 +121,16 @@ impl Budget {
         let newest = ledger::days(&dir)?.last().copied();
         let today = newest.map_or(clock_day, |d| d.max(clock_day));
         let opened = ledger::totals(&dir)?;
-        let mut state = State::open(&dir, today)?;
+        let settings = Settings {
+            limit,
+            estimate,
+            learn: config.learn,
+            dir: dir.clone(),
+        };
+        let mut state = State::open(settings, today)?;
         state.recorded = opened.spent;
         Ok(Budget {
-            settings: Settings {
-                limit,
-                estimate,
-                learn: config.learn,
-                dir,
-            },
+            dir,
             pricing: config.pricing,
             clock,
             state: Mutex::new(state),
@@ -143,7 +145,7 @@ impl Budget {
 
     pub(crate) fn status(&self) -> report::BudgetStatus {
         let (mut state, now) = self.lock();
-        state.status(&self.settings, now)
+        state.status(now)
     }
 
     /// Learns the cost of a run of `agent` that ended at `at`; the caller

@@ -91,7 +91,7 @@ impl Budget {
         let (mut state, now) = self.lock_settled(None, key.as_slice());
         let day = state.today;
         if let Some(first) = key.and_then(|k| state.recorded(day, &k)) {
-            let status = state.status(&self.settings, now);
+            let status = state.status(now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
         let spend = [Entry { ts: now, ..entry }];
@@ -109,16 +109,16 @@ impl Budget {
         (day, now): (i64, f64),
         spends: &[Entry<'_>],
     ) -> Result<(Vec<u8>, BudgetStatus), Error> {
-        let journal = state.journal(&self.settings.dir, day)?;
+        let journal = state.journal(day)?;
         let mut lines = Vec::new();
-        let fired = state.begin_spends(&self.settings, (day, now), spends, &mut lines);
+        let fired = state.begin_spends((day, now), spends, &mut lines);
         drop(state);
         let appended = journal.append(&lines);
         let mut state = self.state();
         state.end_spends(day, spends, &fired, appended.is_ok());
         self.appended.notify_all();
         appended?;
-        let status = state.status(&self.settings, now);
+        let status = state.status(now);
         drop(state);
         for s in spends {
             self.count_phases(s, s.charge.micros);

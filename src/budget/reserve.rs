@@ -19,10 +19,10 @@ impl Budget {
         if let Some(held) = state.held(run_id) {
             return Ok(held.micros);
         }
-        let estimate = state.estimate(&self.settings, agent);
-        if !state.admits(&self.settings, estimate) {
+        let estimate = state.estimate(agent);
+        if !state.admits(estimate) {
             state.rejections += 1;
-            let status = state.status(&self.settings, now);
+            let status = state.status(now);
             let retry_after_seconds = ((status.reset_unix - now).ceil() as u64).max(1);
             return Err(Box::new(Refusal {
                 status,
@@ -43,7 +43,7 @@ impl Budget {
 
     pub(crate) fn run_estimate(&self, agent: Option<&str>) -> i64 {
         let (state, _) = self.lock();
-        state.estimate(&self.settings, agent)
+        state.estimate(agent)
     }
 
     /// Re-reserves `micros` for a run that was still active when the
@@ -64,7 +64,7 @@ impl Budget {
             return Ok(());
         }
         let day = time::day_of(started_at_unix).min(state.today);
-        state.load(&self.settings.dir, day)?;
+        state.load(day)?;
         state.hold(run_id, Hold { day, micros });
         Ok(())
     }

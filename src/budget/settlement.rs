@@ -114,12 +114,12 @@ impl Budget {
         // A day no reservation pins is summed first, so that its alerts
         // fire once; should its ledger be unreadable, the charge still
         // counts, and the append reports the error.
-        let _ = state.load(&self.settings.dir, s.day);
+        let _ = state.load(s.day);
         let mut lines = Vec::new();
-        let alerts = state.charge(&self.settings, (s.day, now), &entry, &mut lines);
+        let alerts = state.charge((s.day, now), &entry, &mut lines);
         state.inflight(s.day, 1);
         state.recorded = state.recorded.saturating_add(s.micros);
-        let status = state.status(&self.settings, now);
+        let status = state.status(now);
         drop(state);
         self.count_phases(&entry, s.micros);
         self.note_models(s.models.iter().map(String::as_str));
@@ -136,7 +136,7 @@ impl Budget {
         let mut state = self.state();
         let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
-        let journal = state.journal(&self.settings.dir, day);
+        let journal = state.journal(day);
         drop(state);
         let appended = journal.and_then(|j| j.append(&all));
         let mut state = self.state();
@@ -160,7 +160,7 @@ impl Budget {
         days.dedup();
         let mut owed = Vec::new();
         for day in days {
-            let mut settled = settled_runs(&ledger::path(&self.settings.dir, day))?;
+            let mut settled = settled_runs(&ledger::path(&self.dir, day))?;
             for s in settlements.iter().filter(|s| s.day == day) {
                 // A settlement carried by the snapshot may also be in the
                 // journal after it: charged once.

@@ -4,7 +4,7 @@
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -51,6 +51,7 @@ pub(crate) struct Hold {
 }
 
 pub(crate) struct State {
+    pub settings: Settings,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     books: BTreeMap<i64, DayBook>,
@@ -66,8 +67,9 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn open(dir: &Path, today: i64) -> Result<State, Error> {
+    pub fn open(settings: Settings, today: i64) -> Result<State, Error> {
         let mut state = State {
+            settings,
             today,
             books: BTreeMap::new(),
             holds: HashMap::new(),
@@ -76,7 +78,7 @@ impl State {
             owed: BTreeMap::new(),
             learned: Learned::default(),
         };
-        state.load(dir, today)?;
+        state.load(today)?;
         Ok(state)
     }
 
@@ -94,10 +96,10 @@ impl State {
     }
 
     /// Loads `day`'s book if needed, summing its ledger.
-    pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
+    pub fn load(&mut self, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(dir, day, false)? {
+            if let Some((journal, summed)) = ledger::open(&self.settings.dir, day, false)? {
                 (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
@@ -112,14 +114,14 @@ impl State {
     }
 
     /// The journal of `day`'s ledger, created on first use.
-    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
-        let book = self.book(day);
-        if let Some(journal) = &book.journal {
+    pub fn journal(&mut self, day: i64) -> Result<Arc<ledger::Writer>, Error> {
+        if let Some(journal) = &self.book(day).journal {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(dir, day, true)?;
+        let opened = ledger::open(&self.settings.dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
+        let book = self.book(day);
         book.ledger.merge(summed);
         book.journal = Some(journal.clone());
         Ok(journal)
@@ -127,16 +129,19 @@ impl State {
 
     /// What a start of a run of `agent` reserves now: with `learn`, at
     /// least the 90th percentile of the agent's recent run costs.
-    pub fn estimate(&self, settings: &Settings, agent: Option<&str>) -> i64 {
-        let learned = settings.learn.then(|| self.learned.percentile(agent));
-        settings.estimate.max(learned.flatten().unwrap_or(0))
+    pub fn estimate(&self, agent: Option<&str>) -> i64 {
+        let learned = self.settings.learn.then(|| self.learned.percentile(agent));
+        self.settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     /// The estimate the status reports: the largest a start of any agent
     /// that ended a run in the last day would reserve now.
-    fn estimate_in_force(&self, settings: &Settings, now: f64) -> i64 {
-        let learned = settings.learn.then(|| self.learned.largest_recent(now));
-        settings.estimate.max(learned.flatten().unwrap_or(0))
+    fn estimate_in_force(&self, now: f64) -> i64 {
+        let learned = self
+            .settings
+            .learn
+            .then(|| self.learned.largest_recent(now));
+        self.settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     pub fn durable_len(&self, day: i64) -> u64 {
@@ -144,21 +149,20 @@ impl State {
         journal.map_or(0, |j| j.durable_len())
     }
 
-    pub fn admits(&self, settings: &Settings, estimate: i64) -> bool {
+    pub fn admits(&self, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
+        spent.saturating_add(reserved).saturating_add(estimate) <= self.settings.limit
     }
 
     /// Charges `entry` to `day`, pushing its ledger line and the alert
     /// markers (at `now`) it fires onto `lines`; returns those alerts.
     pub fn charge(
         &mut self,
-        settings: &Settings,
         (day, now): (i64, f64),
-        entry: &Entry<'_>,
+        entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, settings.limit);
+        let (micros, limit) = (entry.charge.micros, self.settings.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
         let alerts = book.tally.charge(micros, limit);
@@ -178,14 +182,13 @@ impl State {
     /// to use, but the status shows them as reserved until they are durable.
     pub fn begin_spends(
         &mut self,
-        settings: &Settings,
         (day, now): (i64, f64),
-        spends: &[Entry<'_>],
+        spends: &[Entry],
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<Vec<u8>> {
         let mut fired = Vec::with_capacity(spends.len());
         for s in spends {
-            fired.push(self.charge(settings, (day, now), s, lines));
+            fired.push(self.charge((day, now), s, lines));
             let book = self.book(day);
             book.unsettled += s.charge.micros;
             book.unsettled_events += 1;
@@ -295,7 +298,8 @@ impl State {
 
     /// Today's status at `now`: spends whose append is in flight show as
     /// reserved, not spent, until they are durable.
-    pub fn status(&mut self, settings: &Settings, now: f64) -> BudgetStatus {
+    pub fn status(&mut self, now: f64) -> BudgetStatus {
+        let settings = &self.settings;
         let day_start = self.today as f64 * 86_400.0;
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
         let window_spend = self
@@ -313,7 +317,7 @@ impl State {
             .saturating_sub(reserved)
             .max(0);
         let reset_unix = day_start + 86_400.0;
-        let estimate = self.estimate_in_force(settings, now);
+        let estimate = self.estimate_in_force(now);
         BudgetStatus {
             date: time::date_string(self.today),
             daily_limit: dollars(settings.limit),
@@ -335,27 +339,23 @@ impl State {
 mod tests {
     use super::*;
 
-    fn settings(limit: i64, estimate: i64) -> Settings {
+    fn state(limit: i64, estimate: i64, today: i64) -> State {
         let dir =
             std::env::temp_dir().join(format!("budget-state-never-created-{}", std::process::id()));
-        Settings {
+        let settings = Settings {
             limit,
             estimate,
             learn: false,
             dir,
-        }
-    }
-
-    fn state(today: i64) -> State {
-        State::open(&settings(0, 1).dir, today).unwrap()
+        };
+        State::open(settings, today).unwrap()
     }
 
     #[test]
     fn admission_counts_spend_and_reservations_of_today_only() {
-        let s = settings(1_500_000, 150_000);
-        let mut state = state(100);
+        let mut state = state(1_500_000, 150_000, 100);
         for i in 0..10 {
-            assert!(state.admits(&s, s.estimate), "reservation {i}");
+            assert!(state.admits(150_000), "reservation {i}");
             state.hold(
                 &format!("r{i}"),
                 Hold {
@@ -364,7 +364,7 @@ mod tests {
                 },
             );
         }
-        assert!(!state.admits(&s, s.estimate));
+        assert!(!state.admits(150_000));
         state.hold(
             "r0",
             Hold {
@@ -372,10 +372,10 @@ mod tests {
                 micros: 150_000,
             },
         );
-        assert_eq!(state.status(&s, 100.5 * 86_400.0).reserved, 1.5);
+        assert_eq!(state.status(100.5 * 86_400.0).reserved, 1.5);
         state.roll(101.0 * 86_400.0);
         assert!(
-            state.admits(&s, s.estimate),
+            state.admits(150_000),
             "yesterday's holds do not count today"
         );
         assert_eq!(state.loaded_days(), 2, "yesterday is pinned by its holds");
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_day_never_moves_backwards() {
-        let mut state = state(100);
+        let mut state = state(0, 1, 100);
         state.roll(99.5 * 86_400.0);
         assert_eq!(state.today, 100);
         state.roll(101.0 * 86_400.0 - 0.001);
@@ -409,9 +409,8 @@ mod tests {
 
     #[test]
     fn status_math_is_exact_and_never_negative() {
-        let s = settings(1_000_000, 150_000);
-        let mut state = state(20_780);
-        state.book(20_780).ledger.tally.charge(300_000, s.limit);
+        let mut state = state(1_000_000, 150_000, 20_780);
+        state.book(20_780).ledger.tally.charge(300_000, 1_000_000);
         state.hold(
             "r",
             Hold {
@@ -419,7 +418,7 @@ mod tests {
                 micros: 150_000,
             },
         );
-        let status = state.status(&s, 20_780.5 * 86_400.0);
+        let status = state.status(20_780.5 * 86_400.0);
         assert_eq!(status.date, "2026-11-23");
         assert_eq!(
             (status.today_spend, status.reserved, status.remaining),
@@ -434,8 +433,8 @@ mod tests {
         );
         // The charge above is not in the rate: it has no time.
         assert_eq!(status.forecast.rate_per_hour, 0.0);
-        state.book(20_780).ledger.tally.charge(5_000_000, s.limit);
-        let status = state.status(&s, 20_780.5 * 86_400.0);
+        state.book(20_780).ledger.tally.charge(5_000_000, 1_000_000);
+        let status = state.status(20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
 }
