@@ -6,20 +6,16 @@
 //! and restart semantics.
 
 mod agent_file;
-mod clock;
 mod forecast;
-mod history;
 mod learn;
 mod ledger;
 mod metrics;
 mod money;
-mod pricing;
 mod record;
 mod report;
 mod reserve;
 mod settlement;
 mod state;
-mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,13 +27,11 @@ use crate::metrics::CounterFamily;
 use crate::time;
 
 pub(crate) use agent_file::Imported;
-#[cfg(test)]
-pub(crate) use clock::manual::ManualClock;
-pub(crate) use clock::Clock;
-pub use clock::SystemClock;
 pub(crate) use learn::AgentCosts;
+#[cfg(test)]
+pub(crate) use manual::ManualClock;
+pub use money::Pricing;
 pub(crate) use money::{dollars, SpendInput, MAX_AMOUNT};
-pub use pricing::Pricing;
 pub use report::Recorded;
 pub(crate) use report::Spent;
 pub(crate) use settlement::{LedgerLines, Settlement};
@@ -94,8 +88,8 @@ pub struct Budget {
     appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
-    unknown_models: unknown_model::UnknownModels,
-    tail: Mutex<history::Tail>,
+    unknown_models: money::UnknownModels,
+    tail: Mutex<report::Tail>,
     /// What the ledgers held when the budget opened: the cost counter by
     /// phase starts from it once registered, and the alerts count toward
     /// the events published.
@@ -136,8 +130,8 @@ impl Budget {
             state: Mutex::new(state),
             appended: Condvar::new(),
             phases: OnceLock::new(),
-            unknown_models: unknown_model::UnknownModels::default(),
-            tail: Mutex::new(history::Tail::default()),
+            unknown_models: money::UnknownModels::default(),
+            tail: Mutex::new(report::Tail::default()),
             opened,
             reconciled_alerts: AtomicU64::new(0),
         })
@@ -189,6 +183,65 @@ impl Budget {
         // errors rather than panic, so a poisoned lock still guards books
         // that add up.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A source of wall-clock time, read on every operation so the UTC day
+/// rolls at midnight without a restart: the system clock in production, a
+/// settable one in tests, so that crossing midnight never means sleeping.
+/// It may jump either way; the budget copes.
+pub(crate) trait Clock: Send + Sync {
+    /// Seconds since the Unix epoch, with the fraction.
+    fn now_unix(&self) -> f64;
+}
+
+/// The system wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> f64 {
+        time::now_unix()
+    }
+}
+
+/// A clock that shows whatever it was last set to.
+#[cfg(test)]
+pub(crate) mod manual {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Debug)]
+    pub struct ManualClock {
+        // f64 bits; Relaxed is enough because the time is one independent
+        // value that publishes no other memory.
+        bits: AtomicU64,
+    }
+
+    impl ManualClock {
+        pub fn new(unix: f64) -> ManualClock {
+            ManualClock {
+                bits: AtomicU64::new(unix.to_bits()),
+            }
+        }
+
+        pub fn set(&self, unix: f64) {
+            self.bits.store(unix.to_bits(), Ordering::Relaxed);
+        }
+
+        /// Moves the time by `seconds`; a negative value steps it back.
+        pub fn advance(&self, seconds: f64) {
+            let step = |bits| Some((f64::from_bits(bits) + seconds).to_bits());
+            // The closure always returns Some, so the update cannot fail.
+            let _ = self
+                .bits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
+        }
+    }
+
+    impl super::Clock for ManualClock {
+        fn now_unix(&self) -> f64 {
+            f64::from_bits(self.bits.load(Ordering::Relaxed))
+        }
     }
 }
 
@@ -409,5 +462,51 @@ pub(crate) mod tests {
         const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Budget>();
         assert_send_sync::<BudgetConfig>();
+    };
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::manual::ManualClock;
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn manual_clock_moves_both_ways() {
+        let clock = ManualClock::new(86_400.0 * 3.0 - 30.0);
+        assert_eq!(clock.now_unix(), 259_170.0);
+        clock.advance(45.5);
+        assert_eq!(clock.now_unix(), 259_215.5);
+        clock.advance(-100.0);
+        assert_eq!(clock.now_unix(), 259_115.5);
+        clock.set(1.0);
+        assert_eq!(clock.now_unix(), 1.0);
+    }
+
+    #[test]
+    fn concurrent_advances_all_land() {
+        let clock = Arc::new(ManualClock::new(0.0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let clock = clock.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| clock.advance(1.0)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(clock.now_unix(), 4000.0);
+    }
+
+    #[test]
+    fn system_clock_reads_the_wall_clock() {
+        let (before, now) = (time::now_unix(), SystemClock.now_unix());
+        assert!(now >= before && now - before < 60.0);
+    }
+
+    /// Checked when the tests compile: clocks are send and sync.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SystemClock>();
+        assert_send_sync::<ManualClock>();
+        assert_send_sync::<Arc<dyn Clock>>();
     };
 }

@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 
-use super::history::read_records;
 use super::ledger::{self, Entry};
 use super::money::{Charge, SpendInput};
 use super::record::phase_micros;
+use super::report::read_records;
 use super::report::Recorded;
 use super::Budget;
 
