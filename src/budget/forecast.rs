@@ -57,9 +57,8 @@ pub(crate) struct Forecast {
     pub exhausted_in_seconds: f64,
 }
 
-/// The forecast at `now` for a day that started at `day_start` and resets
-/// at `reset`, with `remaining` micro-dollars left and `window_spend`
-/// micro-dollars spent over the last [`RATE_WINDOW_SECONDS`].
+/// The forecast at `now`, with `window_spend` spent over the last
+/// [`RATE_WINDOW_SECONDS`].
 pub(crate) fn forecast(
     now: f64,
     day_start: f64,

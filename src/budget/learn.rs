@@ -86,20 +86,13 @@ impl Learned {
     pub fn observe(&mut self, agent: Option<&str>, micros: i64, at: f64) {
         let key = agent.map(Box::from);
         if !self.agents.contains_key(&key) && self.agents.len() >= LEARNED_AGENTS {
-            self.forget_oldest();
+            let agents = self.agents.iter();
+            let oldest = agents.min_by(|a, b| a.1.last_end.total_cmp(&b.1.last_end));
+            if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
+                self.agents.remove(&oldest);
+            }
         }
         self.agents.entry(key).or_default().push(micros, at);
-    }
-
-    fn forget_oldest(&mut self) {
-        let oldest = self
-            .agents
-            .iter()
-            .min_by(|a, b| a.1.last_end.total_cmp(&b.1.last_end))
-            .map(|(k, _)| k.clone());
-        if let Some(key) = oldest {
-            self.agents.remove(&key);
-        }
     }
 
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {

@@ -223,8 +223,7 @@ pub(super) struct UnknownModels {
 }
 
 impl UnknownModels {
-    /// Notes that tokens of `model`, which the table does not name, are
-    /// being priced at `default`.
+    /// Notes `model`, priced at `default` as the table does not name it.
     fn note(&self, model: &str, default: Price) {
         let named = {
             // Only inserts and lookups happen under this lock: it cannot

@@ -30,14 +30,8 @@ impl Budget {
                 retry_after_seconds,
             }));
         }
-        let day = state.today;
-        state.hold(
-            run_id,
-            Hold {
-                day,
-                micros: estimate,
-            },
-        );
+        let (day, micros) = (state.today, estimate);
+        state.hold(run_id, Hold { day, micros });
         Ok(estimate)
     }
 

@@ -526,9 +526,8 @@ impl Hub {
     }
 
     /// Starts `conductor_events_published_total` from the events published
-    /// before this start, by type, as the stores derive them (see
-    /// [`crate::app::App`]): the counter then never goes back across a
-    /// restart. Call it once, before anything is published.
+    /// before this start, by type, so it never goes back across a restart.
+    /// Call it once, before anything is published.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.metrics.published.inc_by(&[kind], *n);
