@@ -40,8 +40,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    /// Counts a spend and returns the thresholds it newly reaches, which
-    /// are marked fired.
+    /// Counts a spend and returns the thresholds it newly fires.
     pub fn charge(&mut self, micros: i64, limit: i64) -> Vec<u8> {
         self.spent = self.spent.saturating_add(micros);
         self.events += 1;
@@ -87,8 +86,7 @@ pub(crate) struct Summed {
 }
 
 impl Summed {
-    /// Adds one ledger line: a spend, with its operation when it has one,
-    /// or an alert marker.
+    /// Adds one ledger line: a spend or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
         let Some((value, micros)) = read_line(record)? else {
             return Ok(());
@@ -241,10 +239,8 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     })
 }
 
-/// Sums every ledger in `dir`, cutting a torn last line as opening it for
-/// an append would. A damaged line, or one that is not a ledger's, is an
-/// [`Error::Storage`] naming the file, line and offset: a counter that
-/// skipped it would count less than was recorded.
+/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is
+/// an error: a counter that skipped it would count less than was recorded.
 pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
     let mut totals = Totals::default();
     for day in days(dir)? {
@@ -254,8 +250,7 @@ pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
     Ok(totals)
 }
 
-/// The days with a ledger file in `dir`, oldest first; other names are
-/// ignored, and a missing dir has none.
+/// The days with a ledger file in `dir`, oldest first.
 pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
     let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
     let entries = match fs::read_dir(dir) {
@@ -293,8 +288,7 @@ pub(crate) fn split_phases(
     }
 }
 
-/// A ledger line and its spend's micro-dollars (`None` for an alert
-/// marker), or `None` for a blank line.
+/// A line and its spend's micro-dollars (`None`: an alert); `None` if blank.
 fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
     if record.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -304,9 +298,8 @@ fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
     Ok(Some((value, micros)))
 }
 
-/// The micro-dollars of a ledger line: `Some` for a spend
-/// (`amount_micros`, or `amount` in dollars for a hand-written line),
-/// `None` for an alert marker, an error for anything else.
+/// The micro-dollars of a spend line (`amount_micros`, or a hand-written
+/// `amount`), `None` for an alert marker, an error for anything else.
 pub(crate) fn spend_micros(line: &Value) -> Result<Option<i64>, String> {
     if line.get("alert").is_some() {
         return Ok(None);
@@ -342,8 +335,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Appends `lines` durably and together, or none of them, and returns
-    /// once they are.
+    /// Appends `lines` durably and together, or none of them.
     pub fn append(&self, lines: &[Vec<u8>]) -> Result<(), Error> {
         let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
         let appended = self.queue.append_all(&records);
@@ -370,8 +362,8 @@ impl Sink for Tracked {
     }
 }
 
-/// Opens `day`'s file through a journal (cutting a torn tail) and sums it.
-/// With `create` false, a missing file gives `None` and is not created.
+/// Opens `day`'s file (cutting a torn tail) and sums it; a missing one is
+/// `None` unless `create`.
 pub(crate) fn open(
     dir: &Path,
     day: i64,
@@ -453,8 +445,7 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// The operation the day counts this spend as once, as
-    /// [`Summed::apply`] reads it back from the line.
+    /// The operation the day counts it as once, as [`Summed::apply`] reads it.
     pub(crate) fn key(&self) -> Option<OpKey> {
         match (self.operation_id, self.source) {
             (Some(id), _) => Some(OpKey::Id(id.into())),

@@ -90,18 +90,15 @@ pub struct Budget {
     phases: OnceLock<CounterFamily>,
     unknown_models: money::UnknownModels,
     tail: Mutex<report::Tail>,
-    /// What the ledgers held when the budget opened: the cost counter by
-    /// phase starts from it once registered, and the alerts count toward
-    /// the events published.
+    /// What the ledgers held when the budget opened, for the counters.
     opened: ledger::Totals,
     reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
-    /// Opens the budget, summing the current day's ledger, and every day's
-    /// for the counters of all spend ever recorded. The current day is the
-    /// clock's day or the newest ledger file's day, whichever is later, so
-    /// a clock that is behind after a restart never reopens an earlier day.
+    /// Opens the budget, summing every day's ledger for the counters. The
+    /// current day is the clock's or the newest ledger's, whichever is
+    /// later, so a clock that is behind never reopens an earlier day.
     pub(crate) fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
         let limit = money::to_micros(config.daily_limit, "daily_limit")?;
         let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
@@ -142,9 +139,7 @@ impl Budget {
         state.status(now)
     }
 
-    /// Learns the cost of a run of `agent` that ended at `at`; the caller
-    /// feeds every run end, live and on replay, and snapshots
-    /// [`Budget::learned`].
+    /// Learns the cost of a run of `agent` that ended at `at`, live or on replay.
     pub(crate) fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
         self.state().learned.observe(agent, micros, at);
     }
@@ -158,8 +153,7 @@ impl Budget {
     }
 
     /// The `budget_alert` events published, ever, as the server starts: the
-    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote for
-    /// alerts fired before a crash kept their line out of the ledger.
+    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote.
     pub(crate) fn alerts_recorded(&self) -> u64 {
         let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
         self.opened.alerts.saturating_add(reconciled)
@@ -186,9 +180,8 @@ impl Budget {
     }
 }
 
-/// A source of wall-clock time, read on every operation so the UTC day
-/// rolls at midnight without a restart: the system clock in production, a
-/// settable one in tests, so that crossing midnight never means sleeping.
+/// Wall-clock time, read on every operation so the UTC day rolls at
+/// midnight; settable in tests, so crossing midnight never means sleeping.
 /// It may jump either way; the budget copes.
 pub(crate) trait Clock: Send + Sync {
     /// Seconds since the Unix epoch, with the fraction.

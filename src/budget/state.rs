@@ -84,8 +84,7 @@ impl State {
 
     /// Moves to the clock's day if it is later, so a clock that steps back
     /// resets nothing twice. The new day starts empty without touching the
-    /// disk: no ledger file is newer than the current day (see
-    /// `Budget::open`).
+    /// disk: no ledger file is newer than the current day.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -107,8 +106,7 @@ impl State {
         Ok(())
     }
 
-    /// The book of `day`, which must be today or a day loaded and pinned
-    /// by a hold or an append in flight.
+    /// The book of `day`: today, or a day pinned by a hold or an append.
     pub fn book(&mut self, day: i64) -> &mut DayBook {
         self.books.entry(day).or_default()
     }
@@ -134,8 +132,7 @@ impl State {
         self.settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
-    /// The estimate the status reports: the largest a start of any agent
-    /// that ended a run in the last day would reserve now.
+    /// The estimate the status reports: the largest of any recent agent.
     fn estimate_in_force(&self, now: f64) -> i64 {
         let learned = self
             .settings
@@ -154,8 +151,8 @@ impl State {
         spent.saturating_add(reserved).saturating_add(estimate) <= self.settings.limit
     }
 
-    /// Charges `entry` to `day`, pushing its ledger line and the alert
-    /// markers (at `now`) it fires onto `lines`; returns those alerts.
+    /// Charges `entry` to `day`, pushing its line and alert markers onto
+    /// `lines`; returns the alerts.
     pub fn charge(
         &mut self,
         (day, now): (i64, f64),
@@ -198,8 +195,7 @@ impl State {
         fired
     }
 
-    /// Ends the append of `spends` that [`State::begin_spends`] began:
-    /// recorded when it became durable (`ok`), else taken back.
+    /// Ends [`State::begin_spends`]: recorded when durable (`ok`), else taken back.
     pub fn end_spends(&mut self, day: i64, spends: &[Entry<'_>], fired: &[Vec<u8>], ok: bool) {
         let book = self.book(day);
         book.inflight -= 1;
@@ -248,8 +244,7 @@ impl State {
         }
     }
 
-    /// Removes `run_id`'s reservation, if it has one. The day's book stays
-    /// until [`State::prune`], so a settlement can still charge it.
+    /// Removes `run_id`'s reservation; its book stays until [`State::prune`].
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
         let hold = self.holds.remove(run_id)?;
         let book = self.book(hold.day);
@@ -296,8 +291,7 @@ impl State {
             .map_or((0, 0), |b| (b.ledger.tally.spent, b.reserved))
     }
 
-    /// Today's status at `now`: spends whose append is in flight show as
-    /// reserved, not spent, until they are durable.
+    /// Today's status: spends whose append is in flight show as reserved.
     pub fn status(&mut self, now: f64) -> BudgetStatus {
         let settings = &self.settings;
         let day_start = self.today as f64 * 86_400.0;

@@ -37,8 +37,7 @@ const ENVELOPE: [&str; 7] = [
     "work_order_id",
 ];
 
-/// An event about to be published: its type, when it happened, the run it
-/// concerns and its own fields. Plain data; safe to send across threads.
+/// An event about to be published. Plain data; safe to send across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
     kind: &'static str,
@@ -86,11 +85,9 @@ impl NewEvent {
         self
     }
 
-    /// Adds one of the event's own fields as JSON text that goes out byte
-    /// for byte, after the fields [`NewEvent::field`] adds: a client's text
-    /// that a `Value` would reorder. `json` must be one JSON value on one
-    /// line, and `key` one of ours, needing no escaping and not given to
-    /// [`NewEvent::field`].
+    /// Adds a field as JSON text that goes out byte for byte, after the
+    /// others: a client's text that a `Value` would reorder. `json` must be
+    /// one JSON value on one line, and `key` one of ours, needing no escaping.
     pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.raw_fields.push((key, json.into()));
@@ -163,8 +160,7 @@ pub(super) struct Rendered {
     pub(super) tail: String,
 }
 
-/// A published event: numbered and rendered once, shared by every
-/// subscriber.
+/// A published event: numbered and rendered once, shared by every subscriber.
 #[derive(Debug, PartialEq)]
 pub struct Published {
     seq: u64,
@@ -200,9 +196,8 @@ impl Published {
         &self.json
     }
 
-    /// The event as a transport sends it, rendered by `render` once and
-    /// shared by every subscriber: a hundred subscribers then cost one
-    /// rendering, not a hundred. Every caller must pass the same rendering.
+    /// The event as a transport sends it, rendered by `render` once for
+    /// every subscriber. Every caller must pass the same rendering.
     pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
@@ -237,8 +232,7 @@ impl Filter {
         }
     }
 
-    /// Only the events of these types that this filter passes: a
-    /// subscriber that wants a few types then has no others queued for it.
+    /// Only the events of these types, so no others are queued for it.
     pub fn only(self, kinds: &'static [&'static str]) -> Filter {
         Filter {
             kinds: Some(kinds),
@@ -309,7 +303,7 @@ pub enum Next {
     /// The subscription was closed from another thread.
     Closed,
     /// The server is stopping: every event published before the stop was
-    /// delivered, and every later call returns `Closed`.
+    /// delivered; every later call returns `Closed`.
     Stopping(Stopped),
 }
 
@@ -419,8 +413,7 @@ struct State {
 }
 
 impl State {
-    /// Keeps `event` in the ring and queues it for the subscribers it
-    /// matches; returns the events dropped by subscribers cut off.
+    /// Rings and queues `event`; returns the events lagging subscribers lost.
     fn deliver(&mut self, event: &Arc<Published>) -> u64 {
         self.ring_bytes += event.bytes();
         self.ring.push_back(event.clone());
@@ -459,8 +452,7 @@ fn metric_error(e: crate::metrics::Error) -> Error {
     Error(format!("event metric registration failed: {e}"))
 }
 
-/// The event hub of one data dir. Safe to share across threads; publishing
-/// never blocks on a subscriber.
+/// The event hub of one data dir. Safe to share across threads.
 pub struct Hub {
     state: Mutex<State>,
     file: SeqFile,
@@ -469,8 +461,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens the hub for `dir`, reserving the first block of seqs, and
-    /// registers its metrics in `registry`.
+    /// Opens the hub for `dir` and registers its metrics in `registry`.
     pub fn open(dir: &Path, registry: &Registry, log: Logger) -> Result<Hub, Error> {
         let (file, first) = SeqFile::open(dir)?;
         let reserved = first.saturating_add(SEQ_RESERVE);
@@ -541,9 +532,8 @@ impl Hub {
         seq
     }
 
-    /// Publishes rendered events in order, numbering them under one hold
-    /// of the lock, so a batch costs one acquisition and stays contiguous;
-    /// `numbered` is told each seq.
+    /// Publishes rendered events in order under one hold of the lock, so a
+    /// batch stays contiguous; `numbered` is told each seq.
     pub(super) fn publish_all(&self, batch: Vec<Rendered>, mut numbered: impl FnMut(u64)) {
         let mut dropped = 0;
         // Counted after the lock is released, one increment per type.
@@ -677,8 +667,7 @@ impl Hub {
     }
 }
 
-/// Wakes a subscription's reader and ends it; for another thread, such as a
-/// WebSocket's reader when the client closes.
+/// Ends a subscription from another thread, such as a WebSocket's reader.
 #[derive(Clone)]
 pub struct Closer {
     queue: Arc<Queue>,
@@ -690,14 +679,12 @@ impl Closer {
     }
 }
 
-/// One subscriber's view of the hub. Dropping it unsubscribes. It can move
-/// to another thread but is read by one thread at a time.
+/// One subscriber's view of the hub, which can move across threads; dropping it unsubscribes.
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
     queue: Arc<Queue>,
-    /// Events taken out of the queue (or retained ones it resumes with),
-    /// delivered before the queue is looked at again.
+    /// Events taken out of the queue, or retained ones it resumes with.
     backlog: VecDeque<Arc<Published>>,
     transport: Transport,
     last_seq: Option<u64>,
@@ -757,8 +744,7 @@ impl Subscription {
 
     /// Runs `f` once if the subscriber is cut off for lagging, from the
     /// publisher's thread under the hub's lock: it must be quick and must
-    /// not call into the hub. The transport uses it to stop a write that a
-    /// client which stopped reading holds up.
+    /// not call into the hub (it stops a write a stuck client holds up).
     pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
         self.queue.lock().on_lag = Some(Box::new(f));
     }

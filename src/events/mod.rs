@@ -2,11 +2,8 @@
 //! messages, budget alerts) published once, numbered, kept for resuming,
 //! and handed to subscribers (the SSE and WebSocket streams).
 //!
-//! - **Numbering.** Each event gets a `seq` that increases and is never
-//!   reused within a data dir. The high-water mark lives in `events.seq`,
-//!   written a block of `SEQ_RESERVE` numbers ahead and synced, so a
-//!   restart continues after the reserved block with one sync per block
-//!   rather than one per event.
+//! - **Numbering.** Each event gets a `seq` that is never reused within a
+//!   data dir (see `seq.rs`).
 //! - **Order.** A seq is given and the event handed to every subscriber under
 //!   one lock, so seq order is publish order and each subscriber sees
 //!   increasing seqs.
@@ -16,11 +13,9 @@
 //!   acknowledgement callbacks; the bus publishes from inside, in message
 //!   order, because the acknowledgements of one journal batch run in any
 //!   order while messages become visible in sequence.
-//! - **Slow subscribers.** Each has a queue of [`QUEUE_CAPACITY`] events.
-//!   Publishing never waits for a subscriber: one whose queue is full has it
-//!   emptied, the lost events counted in `conductor_events_dropped_total`,
-//!   and gets a final `lagged` notice naming the last seq it took, so it can
-//!   resume from the newest events the hub keeps.
+//! - **Slow subscribers.** Publishing never waits for a subscriber: one
+//!   whose queue of [`QUEUE_CAPACITY`] is full is cut off with a `lagged`
+//!   notice naming the last seq it took, to resume from.
 //!
 //! The events' JSON and types are in docs/api-reference.md.
 

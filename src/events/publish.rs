@@ -24,10 +24,9 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// A batch of run events rendered for publishing but not yet numbered:
-/// rendering is most of the work, and this way it can happen on whichever
-/// thread has time, before the batch is durable. Plain data; safe to send
-/// across threads.
+/// A batch of run events rendered but not yet numbered: rendering is most
+/// of the work, so it happens on whichever thread has time, before the
+/// batch is durable. Plain data; safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,
@@ -93,9 +92,8 @@ impl Hub {
         )
     }
 
-    /// Publishes `run_completed`, `run_failed` or `run_canceled` for a run
-    /// whose end is durable and whose cost (`cost`, in dollars) is
-    /// recorded; nothing for a run still running.
+    /// Publishes the end event of a run whose end and `cost` (dollars) are
+    /// durable; nothing for a run still running.
     pub(crate) fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
         let result = match run.status {
@@ -133,16 +131,13 @@ impl Hub {
         Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
-    /// Publishes each event of a durable batch of `run`, in order and with
-    /// consecutive seqs, skipping token counts, which only move metrics.
-    /// Each event carries the envelope and then its own fields as
-    /// `Timed::to_json` has them, `type` and `timestamp` aside.
+    /// Publishes each event of a durable batch of `run`, with consecutive
+    /// seqs, skipping token counts, which only move metrics.
     pub(crate) fn run_events(&self, run: &RunIds, events: &[Timed]) {
         self.publish_prepared(PreparedEvents::new(run, events));
     }
 
-    /// Publishes events rendered ahead by [`PreparedEvents::new`], as
-    /// [`Hub::run_events`] would have.
+    /// Publishes events rendered ahead by [`PreparedEvents::new`].
     pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
             self.publish_all(prepared.batch, |_| {});
@@ -150,8 +145,7 @@ impl Hub {
     }
 
     /// Publishes `message_appended` for a message now visible on the bus;
-    /// `run` is the run it names, when that run is known. The body is
-    /// included up to [`MAX_INLINE_BODY`] bytes; `body_bytes` is its size.
+    /// `run` is the run it names, when that run is known.
     pub(crate) fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
         let mut event = NewEvent::new("message_appended", message.timestamp);
         event = match (run, &message.run_id) {
@@ -183,8 +177,7 @@ impl Hub {
     }
 
     /// Publishes `budget_alert`: the daily spend reached `threshold` percent
-    /// of the limit; `status` is the budget status at that moment, as
-    /// `GET /api/v1/budget` shows it.
+    /// of the limit; `status` is `GET /api/v1/budget`'s answer then.
     pub(crate) fn publish_budget_alert(&self, threshold: u8, status: &Value) -> u64 {
         self.publish(
             NewEvent::new("budget_alert", time::now_unix())

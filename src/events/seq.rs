@@ -26,8 +26,7 @@ pub(super) struct SeqFile {
 }
 
 impl SeqFile {
-    /// Opens the file under `dir` and returns it with the first seq this
-    /// process may use: 1 for a new data dir, else the stored mark.
+    /// Opens the file under `dir`, with the first seq this process may use.
     pub(super) fn open(dir: &Path) -> Result<(SeqFile, u64), Error> {
         let path = dir.join(SEQ_FILE);
         let first = match fs::read_to_string(&path) {
