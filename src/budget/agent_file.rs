@@ -25,8 +25,7 @@ use super::Budget;
 
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
-    /// `total_spend` in dollars. Only compared with the entries, so it has
-    /// no upper bound.
+    /// In dollars; only compared with the entries, so it has no upper bound.
     pub total_spend: Option<f64>,
     pub entries: Vec<AgentSpend>,
 }
@@ -140,17 +139,15 @@ pub(crate) struct Imported {
     pub repeated: usize,
     pub total_spend: Option<f64>,
     pub entries_total: f64,
-    /// Whether `total_spend` differs from `entries_total` by more than the
-    /// entries' rounding to whole micro-dollars.
+    /// Whether `total_spend` differs from `entries_total` by more than rounding.
     pub total_disagrees: bool,
     pub recorded: Recorded,
 }
 
 impl Budget {
-    /// Counts the entries of the research agent's file of the current day
-    /// that the day's ledger does not hold yet; `None` without a file. An
-    /// entry's index stays put as long as the file is only appended to, as
-    /// the research agent does. On an error nothing is counted.
+    /// Counts the entries of today's research agent file that the ledger
+    /// does not hold yet; `None` without a file, nothing on an error. An
+    /// entry's index stays put, as the research agent only appends.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));

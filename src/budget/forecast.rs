@@ -35,8 +35,7 @@ impl Recent {
         self.spends.extend(other.spends);
     }
 
-    /// The micro-dollars spent after `since`, dropping older spends at the
-    /// front, which no later window needs.
+    /// The micro-dollars spent after `since`, dropping older ones in front.
     pub fn since(&mut self, since: f64) -> i64 {
         while self.spends.front().is_some_and(|s| s.0 <= since) {
             self.spends.pop_front();

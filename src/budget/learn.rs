@@ -48,8 +48,8 @@ impl AgentCosts {
     }
 }
 
-/// An agent's history with its percentile worked out once per run end,
-/// since admission and every status read it.
+/// An agent's history, its percentile worked out once per run end, since
+/// admission and every status read it.
 #[derive(Debug, Default)]
 struct History {
     costs: VecDeque<i64>,
@@ -68,8 +68,7 @@ impl History {
     }
 }
 
-/// The nearest-rank 90th percentile: the smallest cost at least 90% of
-/// the costs are at or below. Of 50 costs, the 45th smallest; of 1, it.
+/// The nearest-rank 90th percentile: of 50 costs, the 45th smallest.
 fn percentile(costs: &VecDeque<i64>) -> i64 {
     let mut sorted: Vec<i64> = costs.iter().copied().collect();
     sorted.sort_unstable();

@@ -92,8 +92,7 @@ pub struct Pricing {
 }
 
 impl Pricing {
-    /// No models: published prices change; they belong in the file, not in
-    /// code.
+    /// No models: published prices change; they belong in the file.
     pub(crate) fn default_table() -> Pricing {
         Pricing {
             models: HashMap::new(),
@@ -101,8 +100,7 @@ impl Pricing {
         }
     }
 
-    /// Parses a pricing file's text. Errors are [`Error::Invalid`] naming
-    /// the offending key.
+    /// Parses a pricing file; errors name the offending key.
     pub fn from_json(text: &str) -> Result<Pricing, Error> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::invalid("pricing", format!("not valid JSON: {e}")))?;
@@ -153,8 +151,7 @@ impl Pricing {
         self.models.contains_key(model)
     }
 
-    /// The cost in dollars, before the rounding to whole micro-dollars
-    /// that recording applies.
+    /// The cost in dollars, before rounding to whole micro-dollars.
     pub(crate) fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
         let p = self.price(model);
         // Dollars per million tokens are micro-dollars per token.
@@ -184,8 +181,7 @@ fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f6
 }
 
 impl SpendInput {
-    /// Prices the input in micro-dollars, keeping what the ledger records;
-    /// too large a token cost is an [`Error::Invalid`] naming `input_tokens`.
+    /// Prices the input; too large a token cost is invalid `input_tokens`.
     pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
         match self {
             SpendInput::Amount(amount) => Ok(Charge::of(to_micros(*amount, "amount")?)),
@@ -267,15 +263,14 @@ impl UnknownModels {
 }
 
 impl Budget {
-    /// Has the budget say in `log` what an operator should fix: a model
-    /// the pricing table does not name. Call once, at start.
+    /// Has the budget warn in `log` of models the pricing table does not name.
     pub(crate) fn log_to(&self, log: Logger) {
         // A second call keeps the first logger.
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// Notes the models of a durable spend or run end. Tokens without a
-    /// model (or with an empty one) are priced by the default on purpose.
+    /// Notes the models of a durable spend; no model (or an empty one) is
+    /// priced by the default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
         let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
         for model in models.into_iter().filter(unknown) {

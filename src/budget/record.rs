@@ -21,8 +21,7 @@ fn check_phase(phase: &str, field: &str) -> Result<(), Error> {
     }
 }
 
-/// Checks a run's cost by phase and converts it to micro-dollars; a phase
-/// named twice is one entry, as in the ledger's `phases` object.
+/// A run's cost by phase in micro-dollars, a phase named twice summed.
 pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String, i64)>, Error> {
     let mut phases: Vec<(String, i64)> = Vec::with_capacity(phase_costs.len());
     for (phase, cost) in phase_costs {
@@ -41,8 +40,7 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 impl Budget {
-    /// Records a spend charged to today, once its ledger line is durable.
-    /// An empty phase counts as none.
+    /// Records a spend charged to today once its line is durable.
     pub(crate) fn spend(
         &self,
         input: SpendInput,
@@ -54,10 +52,8 @@ impl Budget {
         }
     }
 
-    /// Records a spend as [`Budget::spend`] does, unless today's ledger
-    /// already holds one of `operation_id`, the id alone saying it is the
-    /// same spend. A repeat arriving while the first is being appended
-    /// waits for that append.
+    /// Records a spend unless today's ledger holds one of `operation_id`; a
+    /// repeat arriving while the first is being appended waits for it.
     pub(crate) fn spend_once(
         &self,
         operation_id: &str,
@@ -100,9 +96,8 @@ impl Budget {
         Ok(Spent::New(recorded))
     }
 
-    /// Appends `spends` to `day`'s ledger outside the lock `state` holds
-    /// (see [`State::begin_spends`]); returns the alerts they fired and
-    /// today's budget after them.
+    /// Appends `spends` to `day`'s ledger outside the lock `state` holds;
+    /// returns the alerts they fired and today's budget after them.
     pub(super) fn record_spends(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -127,10 +122,8 @@ impl Budget {
         Ok((fired.concat(), status))
     }
 
-    /// Locks the books, rolled to the clock's day, once no append of any of
-    /// `keys` to `day` (today when `None`) is in flight: each is then either
-    /// in the ledger or not, and the caller's check is final until the lock
-    /// is dropped.
+    /// Locks the books once no append of `keys` to `day` (today when `None`)
+    /// is in flight, so the caller's check of them is final.
     pub(super) fn lock_settled(
         &self,
         day: Option<i64>,

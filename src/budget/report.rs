@@ -54,8 +54,7 @@ impl BudgetStatus {
     }
 }
 
-/// A reservation refused because the day's budget cannot cover another run
-/// estimate.
+/// A reservation refused: the day's budget cannot cover another estimate.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Refusal {
     pub status: BudgetStatus,
@@ -76,9 +75,8 @@ impl From<Refusal> for crate::error::ExhaustedAnswer {
 }
 
 impl Refusal {
-    /// A one-line explanation for people, in dollars and cents. It opens
-    /// with "Daily budget exhausted:", the words the research agent's
-    /// clients look for, then says what refused the run, since money can be
+    /// A one-line explanation, opening with "Daily budget exhausted:", the
+    /// words the research agent's clients look for, then why: money can be
     /// left that is still less than one run's estimate.
     pub fn message(&self) -> String {
         let s = &self.status;
@@ -145,13 +143,11 @@ impl Recorded {
     }
 }
 
-/// The outcome of a direct spend, which may name an operation that today
-/// already counted.
+/// The outcome of a direct spend, whose operation today may have counted.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Spent {
     New(Recorded),
-    /// Nothing recorded: the amount recorded for the operation before,
-    /// no alerts, and today's budget.
+    /// Nothing recorded: the operation's first amount and today's budget.
     Repeat(Recorded),
 }
 
@@ -209,10 +205,9 @@ impl Tail {
     }
 }
 
-/// The records of the ledger at `path` from byte `from` up to `until`, and
-/// the bytes of the whole lines among them: a short read leaves the rest
-/// for later. The budget refuses to open a ledger with a damaged line, so
-/// one here is a line it already did not count, and is skipped.
+/// The records of the ledger at `path` in bytes `from..until`, and the
+/// bytes of the whole lines among them. A damaged line is skipped: the
+/// budget refuses to open a ledger with one, so it was never counted.
 pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
@@ -227,9 +222,8 @@ pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Ve
 }
 
 impl Budget {
-    /// The body of `GET /api/v1/budget/history`: a point per spend line of
-    /// today's ledger; a line without a readable `ts` takes the time of the
-    /// line before it (midnight for the first).
+    /// The body of `GET /api/v1/budget/history`; a line without a readable
+    /// `ts` takes the time of the one before (midnight for the first).
     pub(crate) fn history(&self) -> Result<Value, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;

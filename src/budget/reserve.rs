@@ -11,9 +11,8 @@ use super::Budget;
 
 impl Budget {
     /// Reserves the run estimate of `agent` for `run_id` if it fits, and
-    /// returns the micro-dollars held; a run already holding a reservation
-    /// keeps it. Reservations live in memory: after a restart, the runs
-    /// still active come back through [`Budget::restore_reservation`].
+    /// returns the micro-dollars held; a run holding one keeps it.
+    /// Reservations live in memory (see [`Budget::restore_reservation`]).
     pub(crate) fn reserve(&self, run_id: &str, agent: Option<&str>) -> Result<i64, Box<Refusal>> {
         let (mut state, now) = self.lock();
         if let Some(held) = state.held(run_id) {
@@ -40,10 +39,8 @@ impl Budget {
         state.estimate(agent)
     }
 
-    /// Re-reserves `micros` for a run that was still active when the
-    /// process stopped, without the limit check: it was admitted then. The
-    /// reservation belongs to the day the run started (never later than
-    /// today), so the run's cost lands there.
+    /// Re-reserves `micros` for a run still active when the process stopped,
+    /// without the limit check (it was admitted), on the day it started.
     pub(crate) fn restore_reservation(
         &self,
         run_id: &str,
@@ -63,9 +60,8 @@ impl Budget {
         Ok(())
     }
 
-    /// Grows `run_id`'s reservation to `micros` when it holds less, so that
-    /// it covers what the run has spent so far. No limit check: the run was
-    /// admitted, and its spending is already happening.
+    /// Grows `run_id`'s reservation to what it has spent so far, without the
+    /// limit check: the run was admitted, and its spending is happening.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         let (mut state, _) = self.lock();
         state.grow(run_id, micros);

@@ -28,12 +28,10 @@ pub(crate) struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// The run's start, once the end is applied: with the run id, what
-    /// tells this settlement from one of an earlier run given the same id.
-    /// `None` from a snapshot written before settlements carried it.
+    /// The run's start, once the end is applied, which tells it from an
+    /// earlier run of the same id; `None` from an older snapshot.
     pub started_at: Option<f64>,
-    /// The models its tokens were priced for, noted once the end is
-    /// durable. Not in the record: empty when read back.
+    /// The models its tokens were priced for; not in the record.
     pub models: Vec<String>,
 }
 
@@ -48,8 +46,7 @@ impl Settlement {
         json!({"day": self.day, "micros": self.micros, "phases": phases})
     }
 
-    /// Reads the `spend` member of the end record of `run_id` at `ts`;
-    /// `None` in one written before ends carried costs.
+    /// Reads the `spend` member of an end record; `None` in an old one.
     pub fn from_record(run_id: &str, ts: f64, spend: &Value) -> Option<Settlement> {
         let phases = spend["phases"].as_object().map_or_else(Vec::new, |m| {
             m.iter()
@@ -99,8 +96,8 @@ impl Budget {
     }
 
     /// Charges a settlement whose run end is durable, releasing its
-    /// reservation, and returns the ledger lines still to write. Nothing
-    /// here can fail: the record holding the cost is already on disk.
+    /// reservation, and returns the ledger lines to write. It cannot fail:
+    /// the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {
@@ -127,10 +124,9 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines to its day's ledger, after
-    /// those of earlier settlements whose append failed. Lines whose append
-    /// fails are kept for the next settlement of that day (and a restart
-    /// restores them from the run journal in any case).
+    /// Appends a charged settlement's lines after those of earlier ones whose
+    /// append failed; failed lines wait for the day's next settlement (and
+    /// a restart restores them from the run journal in any case).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
@@ -151,9 +147,8 @@ impl Budget {
         appended
     }
 
-    /// Charges and writes the settlements whose line is missing from their
-    /// day's ledger (see [`Settled`]), as a crash between the end and its
-    /// copy leaves them. Returns those whose append failed, to try again.
+    /// Charges and writes the settlements a crash kept out of their day's
+    /// ledger (see [`Settled`]); returns those whose append failed.
     pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
@@ -196,8 +191,7 @@ struct Settled {
 }
 
 impl Settled {
-    /// Whether `s` is still to be charged; if so, it counts as settled
-    /// from now on.
+    /// Whether `s` is still to be charged; if so, it is settled from now on.
     fn take(&mut self, s: &Settlement) -> bool {
         let id = &s.run_id;
         let Some(at) = s.started_at else {
