@@ -13,7 +13,6 @@ mod metrics;
 mod money;
 mod record;
 mod report;
-mod reserve;
 mod settlement;
 mod state;
 
