@@ -142,7 +142,6 @@ pub(crate) struct Totals {
     pub spent: i64,
     /// By phase label, split as the live counter splits them.
     pub phases: BTreeMap<String, i64>,
-    /// Alert marker lines.
     pub alerts: u64,
 }
 

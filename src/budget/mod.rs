@@ -77,7 +77,6 @@ impl BudgetConfig {
 /// commit). Open one `Budget` per ledger directory: a second one would
 /// open the same journals twice.
 pub struct Budget {
-    /// The ledger directory.
     dir: PathBuf,
     pricing: Pricing,
     clock: Arc<dyn Clock>,
