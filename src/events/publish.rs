@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use super::hub::{push_head, push_ids, Hub, NewEvent, Rendered};
 use crate::bus::Message;
-use crate::json_text::push_str;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
@@ -163,11 +162,7 @@ impl Hub {
         if body.len() <= MAX_INLINE_BODY {
             event = event.raw_field("body", body);
         }
-        let text = |s: &str| {
-            let mut out = String::with_capacity(s.len() + 2);
-            push_str(&mut out, s);
-            out
-        };
+        let text = |s: &str| Value::from(s).to_string();
         self.publish(
             event
                 .raw_field("body_bytes", &body.len().to_string())

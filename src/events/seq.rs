@@ -29,29 +29,27 @@ impl SeqFile {
     /// Opens the file under `dir`, with the first seq this process may use.
     pub(super) fn open(dir: &Path) -> Result<(SeqFile, u64), Error> {
         let path = dir.join(SEQ_FILE);
+        let shown = path.display();
         let first = match fs::read_to_string(&path) {
             Ok(text) => match text.trim().parse::<u64>() {
                 // Sequence numbers never wrap: a mark with no room for one
                 // more block ends the sequence, and the start with it.
                 Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => {
                     return Err(Error(format!(
-                        "event sequence file {} holds {n}, too near the largest sequence number \
-                         ({}) to reserve another block; refusing to start rather than wrap",
-                        path.display(),
+                        "event sequence file {shown} holds {n}, too near the largest sequence \
+                         number ({}) to reserve another block; refusing to start rather than wrap",
                         u64::MAX
                     )));
                 }
                 Ok(n) if n >= 1 => n,
                 _ => {
-                    let path = path.display();
-                    let why =
-                        format!("event sequence file {path} holds {text:?}, not a sequence number");
-                    return Err(Error(why));
+                    let why = format!("holds {text:?}, not a sequence number");
+                    return Err(Error(format!("event sequence file {shown} {why}")));
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
             Err(e) => {
-                let why = format!("cannot read event sequence file {}: {e}", path.display());
+                let why = format!("cannot read event sequence file {shown}: {e}");
                 return Err(Error(why));
             }
         };
