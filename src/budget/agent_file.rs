@@ -19,7 +19,7 @@ use crate::time;
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
-use super::report::{BudgetStatus, Recorded};
+use super::report::Recorded;
 use super::state::State;
 use super::Budget;
 
@@ -159,19 +159,13 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let mut imported = Imported::none_counted(path.clone(), &file, day, self.status());
         let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
 
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(day)?;
-        let new = sort_out(&keys, &state, day, &mut imported);
-        if new.is_empty() {
-            state.prune();
-            imported.recorded.status = state.status(now);
-            return Ok(Some(imported));
-        }
+        let (new, already_recorded, repeated) = sort_out(&keys, &state, day);
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
         let spends: Vec<Entry> = new
             .iter()
@@ -181,13 +175,31 @@ impl Budget {
                 ..Entry::new(IMPORT_KIND, &charges[i], file.entries[i].ts.unwrap_or(now))
             })
             .collect();
-        let (alerts, status) = self.record_spends(state, (day, now), &spends)?;
+        let (alerts, status) = if spends.is_empty() {
+            state.prune();
+            (Vec::new(), state.status(now))
+        } else {
+            self.record_spends(state, (day, now), &spends)?
+        };
         let counted: i64 = spends.iter().map(|s| s.charge.micros).sum();
-        imported.counted = spends.len();
-        imported.recorded.amount = dollars(counted);
-        imported.recorded.alerts = alerts;
-        imported.recorded.status = status;
-        Ok(Some(imported))
+        // `parse` bounds the sum, so it cannot overflow.
+        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
+        // Each amount rounds to whole micro-dollars by at most a half.
+        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
+        let total_disagrees = file.total_spend.is_some_and(|t| {
+            (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
+        });
+        Ok(Some(Imported {
+            file: path,
+            entries: file.entries.len(),
+            counted: spends.len(),
+            already_recorded,
+            repeated,
+            total_spend: file.total_spend,
+            entries_total: dollars(entries_micros),
+            total_disagrees,
+            recorded: Recorded::new(counted, day, alerts, status),
+        }))
     }
 }
 
@@ -198,42 +210,20 @@ fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
     }
 }
 
-/// The entries to count; `imported` counts the others.
-fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) -> Vec<usize> {
+/// The entries to count, and how many were already recorded or repeated.
+fn sort_out(keys: &[OpKey], state: &State, day: i64) -> (Vec<usize>, usize, usize) {
     let mut seen = HashSet::new();
-    let mut new = Vec::new();
+    let (mut new, mut recorded, mut repeated) = (Vec::new(), 0, 0);
     for (i, key) in keys.iter().enumerate() {
         if !seen.insert(key) {
-            imported.repeated += 1;
+            repeated += 1;
         } else if state.recorded(day, key).is_some() {
-            imported.already_recorded += 1;
+            recorded += 1;
         } else {
             new.push(i);
         }
     }
-    new
-}
-
-impl Imported {
-    fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: BudgetStatus) -> Imported {
-        // `parse` bounds the sum, so it cannot overflow.
-        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
-        // Each amount rounds to whole micro-dollars by at most a half.
-        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
-        Imported {
-            file: path,
-            entries: file.entries.len(),
-            counted: 0,
-            already_recorded: 0,
-            repeated: 0,
-            total_spend: file.total_spend,
-            entries_total: dollars(entries_micros),
-            total_disagrees: file.total_spend.is_some_and(|t| {
-                (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
-            }),
-            recorded: Recorded::new(0, day, Vec::new(), status),
-        }
-    }
+    (new, recorded, repeated)
 }
 
 #[cfg(test)]
