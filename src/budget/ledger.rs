@@ -377,13 +377,12 @@ pub(crate) fn open(
         }
         _ => {}
     }
-    let storage = |e: String| Error::Storage(e);
     let mut summed = Summed::default();
     let (journal, _) = Journal::open_each(&path, |record| summed.apply(record))
-        .map_err(|e| storage(e.to_string()))?;
+        .map_err(|e| Error::Storage(e.to_string()))?;
     let durable = Arc::new(AtomicU64::new(journal.durable_len()));
     let queue = CommitQueue::start(Tracked(journal, durable.clone()), "ledger")
-        .map_err(|e| storage(e.to_string()))?;
+        .map_err(|e| Error::Storage(e.to_string()))?;
     Ok(Some((Arc::new(Writer { queue, durable }), summed)))
 }
 
