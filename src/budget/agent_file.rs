@@ -19,14 +19,13 @@ use crate::time;
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
-use super::report::{BudgetStatus, Recorded};
-use super::state::{Spend, State};
+use super::report::Recorded;
+use super::state::State;
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentFile {
-    /// `total_spend` in dollars. Only compared with the entries, so it has
-    /// no upper bound.
+    /// In dollars; only compared with the entries, so it has no upper bound.
     pub total_spend: Option<f64>,
     pub entries: Vec<AgentSpend>,
 }
@@ -140,21 +139,19 @@ pub(crate) struct Imported {
     pub repeated: usize,
     pub total_spend: Option<f64>,
     pub entries_total: f64,
-    /// Whether `total_spend` differs from `entries_total` by more than the
-    /// entries' rounding to whole micro-dollars.
+    /// Whether `total_spend` differs from `entries_total` by more than rounding.
     pub total_disagrees: bool,
     pub recorded: Recorded,
 }
 
 impl Budget {
-    /// Counts the entries of the research agent's file of the current day
-    /// that the day's ledger does not hold yet; `None` without a file. An
-    /// entry's index stays put as long as the file is only appended to, as
-    /// the research agent does. On an error nothing is counted.
+    /// Counts the entries of today's research agent file that the ledger
+    /// does not hold yet; `None` without a file, nothing on an error. An
+    /// entry's index stays put, as the research agent only appends.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
-        let path = self.settings.dir.join(&name);
+        let path = self.dir.join(&name);
         let what = || format!("research agent budget file {}", path.display());
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -162,39 +159,47 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let mut imported = Imported::none_counted(path.clone(), &file, day, self.status());
         let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
 
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
-        state.load(&self.settings.dir, day)?;
-        let new = sort_out(&keys, &state, day, &mut imported);
-        if new.is_empty() {
-            state.prune();
-            imported.recorded.status = state.status(&self.settings, now);
-            return Ok(Some(imported));
-        }
+        state.load(day)?;
+        let (new, already_recorded, repeated) = sort_out(&keys, &state, day);
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
-        let spends: Vec<Spend> = new
+        let spends: Vec<Entry> = new
             .iter()
-            .map(|&i| Spend {
-                entry: Entry {
-                    operation_id: file.entries[i].operation_id.as_deref(),
-                    source: Some((&name, i as u64)),
-                    ..Entry::new(IMPORT_KIND, &charges[i])
-                },
-                at: file.entries[i].ts.unwrap_or(now),
-                key: Some(keys[i].clone()),
+            .map(|&i| Entry {
+                operation_id: file.entries[i].operation_id.as_deref(),
+                source: Some((&name, i as u64)),
+                ..Entry::new(IMPORT_KIND, &charges[i], file.entries[i].ts.unwrap_or(now))
             })
             .collect();
-        let (alerts, status) = self.record_spends(state, (day, now), &spends)?;
-        let counted: i64 = spends.iter().map(|s| s.entry.charge.micros).sum();
-        imported.counted = spends.len();
-        imported.recorded.amount = dollars(counted);
-        imported.recorded.alerts = alerts;
-        imported.recorded.status = status;
-        Ok(Some(imported))
+        let (alerts, status) = if spends.is_empty() {
+            state.prune();
+            (Vec::new(), state.status(now))
+        } else {
+            self.record_spends(state, (day, now), &spends)?
+        };
+        let counted: i64 = spends.iter().map(|s| s.charge.micros).sum();
+        // `parse` bounds the sum, so it cannot overflow.
+        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
+        // Each amount rounds to whole micro-dollars by at most a half.
+        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
+        let total_disagrees = file.total_spend.is_some_and(|t| {
+            (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
+        });
+        Ok(Some(Imported {
+            file: path,
+            entries: file.entries.len(),
+            counted: spends.len(),
+            already_recorded,
+            repeated,
+            total_spend: file.total_spend,
+            entries_total: dollars(entries_micros),
+            total_disagrees,
+            recorded: Recorded::new(counted, day, alerts, status),
+        }))
     }
 }
 
@@ -205,42 +210,20 @@ fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
     }
 }
 
-/// The entries to count; `imported` counts the others.
-fn sort_out(keys: &[OpKey], state: &State, day: i64, imported: &mut Imported) -> Vec<usize> {
+/// The entries to count, and how many were already recorded or repeated.
+fn sort_out(keys: &[OpKey], state: &State, day: i64) -> (Vec<usize>, usize, usize) {
     let mut seen = HashSet::new();
-    let mut new = Vec::new();
+    let (mut new, mut recorded, mut repeated) = (Vec::new(), 0, 0);
     for (i, key) in keys.iter().enumerate() {
         if !seen.insert(key) {
-            imported.repeated += 1;
+            repeated += 1;
         } else if state.recorded(day, key).is_some() {
-            imported.already_recorded += 1;
+            recorded += 1;
         } else {
             new.push(i);
         }
     }
-    new
-}
-
-impl Imported {
-    fn none_counted(path: PathBuf, file: &AgentFile, day: i64, status: BudgetStatus) -> Imported {
-        // `parse` bounds the sum, so it cannot overflow.
-        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
-        // Each amount rounds to whole micro-dollars by at most a half.
-        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
-        Imported {
-            file: path,
-            entries: file.entries.len(),
-            counted: 0,
-            already_recorded: 0,
-            repeated: 0,
-            total_spend: file.total_spend,
-            entries_total: dollars(entries_micros),
-            total_disagrees: file.total_spend.is_some_and(|t| {
-                (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
-            }),
-            recorded: Recorded::new(0, day, Vec::new(), status),
-        }
-    }
+    (new, recorded, repeated)
 }
 
 #[cfg(test)]

@@ -35,8 +35,7 @@ impl Recent {
         self.spends.extend(other.spends);
     }
 
-    /// The micro-dollars spent after `since`, dropping older spends at the
-    /// front, which no later window needs.
+    /// The micro-dollars spent after `since`, dropping older ones in front.
     pub fn since(&mut self, since: f64) -> i64 {
         while self.spends.front().is_some_and(|s| s.0 <= since) {
             self.spends.pop_front();
@@ -57,9 +56,8 @@ pub(crate) struct Forecast {
     pub exhausted_in_seconds: f64,
 }
 
-/// The forecast at `now` for a day that started at `day_start` and resets
-/// at `reset`, with `remaining` micro-dollars left and `window_spend`
-/// micro-dollars spent over the last [`RATE_WINDOW_SECONDS`].
+/// The forecast at `now`, with `window_spend` spent over the last
+/// [`RATE_WINDOW_SECONDS`].
 pub(crate) fn forecast(
     now: f64,
     day_start: f64,

@@ -48,8 +48,8 @@ impl AgentCosts {
     }
 }
 
-/// An agent's history with its percentile worked out once per run end,
-/// since admission and every status read it.
+/// An agent's history, its percentile worked out once per run end, since
+/// admission and every status read it.
 #[derive(Debug, Default)]
 struct History {
     costs: VecDeque<i64>,
@@ -68,8 +68,7 @@ impl History {
     }
 }
 
-/// The nearest-rank 90th percentile: the smallest cost at least 90% of
-/// the costs are at or below. Of 50 costs, the 45th smallest; of 1, it.
+/// The nearest-rank 90th percentile: of 50 costs, the 45th smallest.
 fn percentile(costs: &VecDeque<i64>) -> i64 {
     let mut sorted: Vec<i64> = costs.iter().copied().collect();
     sorted.sort_unstable();
@@ -86,20 +85,13 @@ impl Learned {
     pub fn observe(&mut self, agent: Option<&str>, micros: i64, at: f64) {
         let key = agent.map(Box::from);
         if !self.agents.contains_key(&key) && self.agents.len() >= LEARNED_AGENTS {
-            self.forget_oldest();
+            let agents = self.agents.iter();
+            let oldest = agents.min_by(|a, b| a.1.last_end.total_cmp(&b.1.last_end));
+            if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
+                self.agents.remove(&oldest);
+            }
         }
         self.agents.entry(key).or_default().push(micros, at);
-    }
-
-    fn forget_oldest(&mut self) {
-        let oldest = self
-            .agents
-            .iter()
-            .min_by(|a, b| a.1.last_end.total_cmp(&b.1.last_end))
-            .map(|(k, _)| k.clone());
-        if let Some(key) = oldest {
-            self.agents.remove(&key);
-        }
     }
 
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {

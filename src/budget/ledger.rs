@@ -1,6 +1,5 @@
 //! The ledger: one append-only JSON Lines file per UTC day,
-//! `YYYY-MM-DD.jsonl`, holding that day's spend events and alert markers,
-//! and the [`Tally`] a day's lines add up to.
+//! `YYYY-MM-DD.jsonl`, holding that day's spend events and alert markers.
 //!
 //! Files are only ever appended to through a [`Journal`] and its
 //! committer ([`CommitQueue`], with the other stores' group commit), which
@@ -31,20 +30,17 @@ pub(crate) const UNKNOWN_PHASE: &str = "unknown";
 /// The alert thresholds, in percent of the daily limit, lowest first.
 pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 
-/// What one day's ledger adds up to.
+/// What one day's ledger adds up to: micro-dollars spent, spend lines, and
+/// bit `i` of `alerts` set once `ALERT_THRESHOLDS[i]` has fired.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
-    /// Micro-dollars spent.
     pub spent: i64,
-    /// Spend lines.
     pub events: u64,
-    /// Bit `i` is set once `ALERT_THRESHOLDS[i]` has fired.
     alerts: u8,
 }
 
 impl Tally {
-    /// Counts a spend and returns the thresholds it newly reaches, which
-    /// are marked fired.
+    /// Counts a spend and returns the thresholds it newly fires.
     pub fn charge(&mut self, micros: i64, limit: i64) -> Vec<u8> {
         self.spent = self.spent.saturating_add(micros);
         self.events += 1;
@@ -57,13 +53,6 @@ impl Tally {
             }
         }
         fired
-    }
-
-    /// Adds another tally of the same day.
-    pub fn merge(&mut self, other: Tally) {
-        self.spent = self.spent.saturating_add(other.spent);
-        self.events += other.events;
-        self.alerts |= other.alerts;
     }
 
     /// Undoes a [`Tally::charge`] whose lines never became durable.
@@ -80,31 +69,24 @@ impl Tally {
 
 /// What identifies a spend that a day counts once: an operation id given
 /// to a direct spend or carried by an entry of the research agent's file,
-/// or the position of an entry without one in that day's file.
+/// or the index in that day's file of an entry without one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum OpKey {
     Id(Box<str>),
-    /// The index of an entry without an operation id in the day's
-    /// research agent file.
     Position(u64),
 }
 
-/// What one day's ledger holds: its tally, and the micro-dollars recorded
-/// for each operation it counted once.
+/// What one day's ledger holds: its tally, the micro-dollars first
+/// recorded for each operation it counted once, and its spends by `ts`.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Summed {
-    /// The spend, events and alerts.
     pub tally: Tally,
-    /// By operation: the micro-dollars first recorded for it.
     pub operations: HashMap<OpKey, i64>,
-    /// The spends by their time (`ts`); a line without one is left out.
     pub recent: Recent,
 }
 
 impl Summed {
-    /// Adds one ledger line: a spend (`amount_micros`, or `amount` in
-    /// dollars for a hand-written line), with its operation when it has
-    /// one, or an alert marker.
+    /// Adds one ledger line: a spend or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
         let Some((value, micros)) = read_line(record)? else {
             return Ok(());
@@ -137,26 +119,33 @@ impl Summed {
         }
         Ok(())
     }
+
+    /// Adds what a file holds to the book of the same day.
+    pub fn merge(&mut self, other: Summed) {
+        self.tally.spent = self.tally.spent.saturating_add(other.tally.spent);
+        self.tally.events += other.tally.events;
+        self.tally.alerts |= other.tally.alerts;
+        self.recent.merge(other.recent);
+        for (key, micros) in other.operations {
+            self.operations.entry(key).or_insert(micros);
+        }
+    }
 }
 
-/// What every ledger file of a directory adds up to: what the budget's
-/// counters (`agent_budget_spend_total`, `agent_cost_dollars_total`) and
-/// the `budget_alert` events published have counted, ever. The ledgers are
-/// the record of every spend and alert and are never pruned, so a start
-/// derives the counters from them rather than keep them apart.
+/// What every ledger of a directory adds up to: what the counters
+/// (`agent_budget_spend_total`, `agent_cost_dollars_total`) and the
+/// `budget_alert` events published have counted, ever. The ledgers are
+/// never pruned, so a start derives the counters from them rather than
+/// keep them apart.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Totals {
-    /// Micro-dollars of every spend line.
     pub spent: i64,
-    /// Those micro-dollars by phase label, split as the live counter splits
-    /// them (see [`split_phases`]).
+    /// By phase label, split as the live counter splits them.
     pub phases: BTreeMap<String, i64>,
-    /// Alert marker lines.
     pub alerts: u64,
 }
 
 impl Totals {
-    /// Adds one ledger line (see [`Summed::apply`] for what it may be).
     fn add(&mut self, record: &[u8]) -> Result<(), String> {
         match quick_spend(record) {
             Some(line) => {
@@ -199,7 +188,7 @@ impl Totals {
     }
 }
 
-/// A spend line as [`spend_line`] writes it, read without a JSON tree.
+/// A spend line as [`Entry::line`] writes it, read without a JSON tree.
 struct QuickSpend<'a> {
     micros: i64,
     phase: Option<&'a str>,
@@ -209,10 +198,9 @@ struct QuickSpend<'a> {
 /// Reads the members [`Totals`] needs of a spend line this server wrote:
 /// a start sums every ledger ever, and a JSON tree per line made that
 /// 2.8 s per million lines of runs' spends, 1.6 s without it (release
-/// build). `None` for anything else (an
-/// alert, a hand-written line, a text with an escape), which is then parsed
-/// whole. A member name can only match outside strings: inside one, a
-/// quote is escaped.
+/// build). `None` for anything else (an alert, a hand-written line, a text
+/// with an escape), which is then parsed whole. A member name can only
+/// match outside strings: inside one, a quote is escaped.
 fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     if !record.starts_with(b"{\"ts\":\"") || record.contains(&b'\\') {
         return None;
@@ -250,19 +238,22 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     })
 }
 
-/// Sums every `YYYY-MM-DD.jsonl` ledger in `dir` (a missing dir has none),
-/// cutting a torn last line as opening it for an append would.
-///
-/// # Errors
-///
-/// [`Error::Storage`] naming the file, the line and the offset for a
-/// damaged line or one that is not a ledger's: a counter that skipped it
-/// would count less than was recorded.
+/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is
+/// an error: a counter that skipped it would count less than was recorded.
 pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
-    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
     let mut totals = Totals::default();
+    for day in days(dir)? {
+        Journal::open_each(path(dir, day), |record| totals.add(record))
+            .map_err(|e| Error::Storage(e.to_string()))?;
+    }
+    Ok(totals)
+}
+
+/// The days with a ledger file in `dir`, oldest first.
+pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
+    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
     let entries = match fs::read_dir(dir) {
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(totals),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         entries => entries.map_err(storage)?,
     };
     let mut days = Vec::new();
@@ -271,11 +262,7 @@ pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
         days.extend(name.to_str().and_then(day_of_file_name));
     }
     days.sort_unstable();
-    for day in days {
-        Journal::open_each(path(dir, day), |record| totals.add(record))
-            .map_err(|e| Error::Storage(e.to_string()))?;
-    }
-    Ok(totals)
+    Ok(days)
 }
 
 /// Splits a spend of `micros` by phase label for
@@ -300,8 +287,7 @@ pub(crate) fn split_phases(
     }
 }
 
-/// A ledger line and its spend's micro-dollars (`None` for an alert
-/// marker), or `None` for a blank line.
+/// A line and its spend's micro-dollars (`None`: an alert); `None` if blank.
 fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
     if record.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -311,9 +297,8 @@ fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
     Ok(Some((value, micros)))
 }
 
-/// The micro-dollars of a ledger line: `Some` for a spend
-/// (`amount_micros`, or `amount` in dollars for a hand-written line),
-/// `None` for an alert marker, an error for anything else.
+/// The micro-dollars of a spend line (`amount_micros`, or a hand-written
+/// `amount`), `None` for an alert marker, an error for anything else.
 pub(crate) fn spend_micros(line: &Value) -> Result<Option<i64>, String> {
     if line.get("alert").is_some() {
         return Ok(None);
@@ -336,7 +321,6 @@ pub(crate) fn spend_time(line: &Value) -> Option<f64> {
 /// The `kind` of a ledger line imported from the research agent's file.
 pub(crate) const IMPORT_KIND: &str = "import";
 
-/// The ledger file of `day` in `dir`.
 pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
     dir.join(format!("{}.jsonl", time::date_string(day)))
 }
@@ -344,19 +328,19 @@ pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
 /// A day's ledger file, open for appending through its committer.
 pub(crate) struct Writer {
     queue: CommitQueue,
-    /// The length of the file's durable part (see [`Journal::durable_len`]).
+    /// The length of the file's durable part: a reader never sees a
+    /// half-written line below it.
     durable: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// Appends `records` durably and together, or none of them, and returns
-    /// once they are (see [`CommitQueue::append_all`]).
-    pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
-        self.queue.append_all(records)
+    /// Appends `lines` durably and together, or none of them.
+    pub fn append(&self, lines: &[Vec<u8>]) -> Result<(), Error> {
+        let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let appended = self.queue.append_all(&records);
+        appended.map_err(|e| Error::Storage(e.to_string()))
     }
 
-    /// The length of the file's durable part: a reader never sees a
-    /// half-written line below it.
     pub fn durable_len(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
     }
@@ -377,8 +361,8 @@ impl Sink for Tracked {
     }
 }
 
-/// Opens `day`'s file through a journal (cutting a torn tail) and sums it.
-/// With `create` false, a missing file gives `None` and is not created.
+/// Opens `day`'s file (cutting a torn tail) and sums it; a missing one is
+/// `None` unless `create`.
 pub(crate) fn open(
     dir: &Path,
     day: i64,
@@ -393,26 +377,13 @@ pub(crate) fn open(
         }
         _ => {}
     }
-    let storage = |e: String| Error::Storage(e);
     let mut summed = Summed::default();
     let (journal, _) = Journal::open_each(&path, |record| summed.apply(record))
-        .map_err(|e| storage(e.to_string()))?;
+        .map_err(|e| Error::Storage(e.to_string()))?;
     let durable = Arc::new(AtomicU64::new(journal.durable_len()));
     let queue = CommitQueue::start(Tracked(journal, durable.clone()), "ledger")
-        .map_err(|e| storage(e.to_string()))?;
+        .map_err(|e| Error::Storage(e.to_string()))?;
     Ok(Some((Arc::new(Writer { queue, durable }), summed)))
-}
-
-/// The newest day with a ledger file in `dir`; other names are ignored.
-pub(crate) fn newest_day(dir: &Path) -> Result<Option<i64>, Error> {
-    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
-    let mut newest = None;
-    for entry in fs::read_dir(dir).map_err(storage)? {
-        let name = entry.map_err(storage)?.file_name();
-        let day = name.to_str().and_then(day_of_file_name);
-        newest = newest.max(day);
-    }
-    Ok(newest)
 }
 
 /// The day a `YYYY-MM-DD.jsonl` name stands for, if it is a real date.
@@ -434,33 +405,34 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
     (time::date_string(day) == date).then_some(day)
 }
 
-/// Who recorded a spend, with the details the ledger keeps.
+/// A spend as the ledger records it.
 pub(crate) struct Entry<'a> {
     /// `"run"` for a settled run, `"direct"` for a direct spend,
     /// [`IMPORT_KIND`] for an entry of the research agent's file.
     pub kind: &'static str,
+    /// When it counts: its line's `ts`.
+    pub ts: f64,
     pub charge: &'a Charge,
     pub run_id: Option<&'a str>,
-    /// For a settled run: when it started (its start record's time), which
-    /// tells it from a later run given the same id once retention forgot
-    /// the first (see [`super::Budget::reconcile`]).
+    /// A settled run's start, which tells it from a later run given the
+    /// same id once retention forgot the first (see `Budget::reconcile`).
     pub run_started_at: Option<f64>,
-    /// The phase of a direct spend.
+    /// A direct spend's phase.
     pub phase: Option<&'a str>,
-    /// A settled run's cost by phase, in micro-dollars.
+    /// A settled run's cost by phase.
     pub phases: &'a [(String, i64)],
     /// The operation the spend belongs to, which the day counts once.
     pub operation_id: Option<&'a str>,
-    /// For an imported entry: the research agent's file (its name) and
-    /// the entry's index in its `spend` list.
+    /// An imported entry's file name and its index in its `spend` list.
     pub source: Option<(&'a str, u64)>,
 }
 
 impl<'a> Entry<'a> {
-    /// A spend of `kind` for `charge`, every detail unset.
-    pub(crate) fn new(kind: &'static str, charge: &'a Charge) -> Entry<'a> {
+    /// A spend of `kind` for `charge` at `ts`, every detail unset.
+    pub(crate) fn new(kind: &'static str, charge: &'a Charge, ts: f64) -> Entry<'a> {
         Entry {
             kind,
+            ts,
             charge,
             run_id: None,
             run_started_at: None,
@@ -470,50 +442,59 @@ impl<'a> Entry<'a> {
             source: None,
         }
     }
-}
 
-/// The ledger line of a spend.
-pub(crate) fn spend_line(ts: f64, entry: &Entry<'_>) -> Vec<u8> {
-    let charge = entry.charge;
-    let mut line = format!("{{\"ts\":{}", Value::from(time::rfc3339(ts)));
-    let _ = write!(line, ",\"kind\":\"{}\"", entry.kind);
-    let _ = write!(
-        line,
-        ",\"amount\":{}",
-        Value::from(money::dollars(charge.micros))
-    );
-    let _ = write!(line, ",\"amount_micros\":{}", charge.micros);
-    let strings = [
-        ("run_id", entry.run_id),
-        ("model", charge.model.as_deref()),
-        ("phase", entry.phase),
-        ("operation_id", entry.operation_id),
-    ];
-    for (key, value) in strings {
-        if let Some(value) = value {
-            let _ = write!(line, ",\"{key}\":{}", Value::from(value));
+    /// The operation the day counts it as once, as [`Summed::apply`] reads it.
+    pub(crate) fn key(&self) -> Option<OpKey> {
+        match (self.operation_id, self.source) {
+            (Some(id), _) => Some(OpKey::Id(id.into())),
+            (None, Some((_, index))) => Some(OpKey::Position(index)),
+            (None, None) => None,
         }
     }
-    if let Some(at) = entry.run_started_at {
-        let _ = write!(line, ",\"run_started_at\":{}", Value::from(at));
-    }
-    if let Some((file, index)) = entry.source {
+
+    /// The ledger line.
+    pub(crate) fn line(&self) -> Vec<u8> {
+        let charge = self.charge;
+        let mut line = format!("{{\"ts\":{}", Value::from(time::rfc3339(self.ts)));
+        let _ = write!(line, ",\"kind\":\"{}\"", self.kind);
         let _ = write!(
             line,
-            ",\"source\":{},\"source_index\":{index}",
-            Value::from(file)
+            ",\"amount\":{}",
+            Value::from(money::dollars(charge.micros))
         );
+        let _ = write!(line, ",\"amount_micros\":{}", charge.micros);
+        let strings = [
+            ("run_id", self.run_id),
+            ("model", charge.model.as_deref()),
+            ("phase", self.phase),
+            ("operation_id", self.operation_id),
+        ];
+        for (key, value) in strings {
+            if let Some(value) = value {
+                let _ = write!(line, ",\"{key}\":{}", Value::from(value));
+            }
+        }
+        if let Some(at) = self.run_started_at {
+            let _ = write!(line, ",\"run_started_at\":{}", Value::from(at));
+        }
+        if let Some((file, index)) = self.source {
+            let _ = write!(
+                line,
+                ",\"source\":{},\"source_index\":{index}",
+                Value::from(file)
+            );
+        }
+        if let Some((input, output)) = charge.tokens {
+            let _ = write!(line, ",\"input_tokens\":{input},\"output_tokens\":{output}");
+        }
+        if !self.phases.is_empty() {
+            let phases = self.phases.iter();
+            let map = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
+            let _ = write!(line, ",\"phases\":{}", Value::Object(map.collect()));
+        }
+        line.push('}');
+        line.into_bytes()
     }
-    if let Some((input, output)) = charge.tokens {
-        let _ = write!(line, ",\"input_tokens\":{input},\"output_tokens\":{output}");
-    }
-    if !entry.phases.is_empty() {
-        let phases = entry.phases.iter();
-        let map = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
-        let _ = write!(line, ",\"phases\":{}", Value::Object(map.collect()));
-    }
-    line.push('}');
-    line.into_bytes()
 }
 
 /// The ledger line that marks `threshold` fired for `day`.
@@ -589,9 +570,9 @@ mod tests {
         let entry = Entry {
             run_id: Some("r1"),
             phases: &phases,
-            ..Entry::new("run", &charge)
+            ..Entry::new("run", &charge, 86_400.5)
         };
-        let line = spend_line(86_400.5, &entry);
+        let line = entry.line();
         let value: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(value["ts"], "1970-01-02T00:00:00.500Z");
         assert_eq!(
@@ -642,9 +623,9 @@ mod tests {
             let entry = Entry {
                 operation_id,
                 source,
-                ..Entry::new(kind, &c)
+                ..Entry::new(kind, &c, 0.0)
             };
-            String::from_utf8(spend_line(0.0, &entry)).unwrap()
+            String::from_utf8(entry.line()).unwrap()
         };
         let direct = line(500_000, "direct", Some("op_1"), None);
         assert!(direct.ends_with(r#","operation_id":"op_1"}"#), "{direct}");
@@ -695,9 +676,9 @@ mod tests {
                 phases,
                 operation_id: Some("op:1"),
                 source,
-                ..Entry::new(kind, c)
+                ..Entry::new(kind, c, 0.0)
             };
-            spend_line(0.0, &entry)
+            entry.line()
         };
         let lines = [
             line(&charge(300_001, Some("m")), "run", None, &phases, None),

@@ -77,7 +77,7 @@ impl Collector for BudgetCollector {
 
     fn collect(&self) -> Vec<f64> {
         let (mut state, now) = self.0.lock();
-        let s = state.status(&self.0.settings, now);
+        let s = state.status(now);
         vec![
             s.daily_limit,
             s.today_spend,
@@ -93,11 +93,9 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`. The phase counter
-    /// starts from what the ledgers held when the budget opened. Register
-    /// once: costs recorded after the open and before registration are
-    /// missing from the phase counter, and a second registration fails on
-    /// the duplicate names.
+    /// Registers the budget's metrics in `registry`, once: the phase counter
+    /// starts from what the ledgers held at open, so costs recorded between
+    /// the open and registration are missing from it.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,

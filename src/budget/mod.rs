@@ -6,20 +6,15 @@
 //! and restart semantics.
 
 mod agent_file;
-mod clock;
 mod forecast;
-mod history;
 mod learn;
 mod ledger;
 mod metrics;
 mod money;
-mod pricing;
 mod record;
 mod report;
-mod reserve;
 mod settlement;
 mod state;
-mod unknown_model;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,13 +26,11 @@ use crate::metrics::CounterFamily;
 use crate::time;
 
 pub(crate) use agent_file::Imported;
-#[cfg(test)]
-pub(crate) use clock::manual::ManualClock;
-pub(crate) use clock::Clock;
-pub use clock::SystemClock;
 pub(crate) use learn::AgentCosts;
+#[cfg(test)]
+pub(crate) use manual::ManualClock;
+pub use money::Pricing;
 pub(crate) use money::{dollars, SpendInput, MAX_AMOUNT};
-pub use pricing::Pricing;
 pub use report::Recorded;
 pub(crate) use report::Spent;
 pub(crate) use settlement::{LedgerLines, Settlement};
@@ -84,7 +77,7 @@ impl BudgetConfig {
 /// commit). Open one `Budget` per ledger directory: a second one would
 /// open the same journals twice.
 pub struct Budget {
-    settings: Settings,
+    dir: PathBuf,
     pricing: Pricing,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
@@ -93,20 +86,17 @@ pub struct Budget {
     appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
-    unknown_models: unknown_model::UnknownModels,
-    tail: Mutex<history::Tail>,
-    /// What the ledgers held when the budget opened: the cost counter by
-    /// phase starts from it once registered, and the alerts count toward
-    /// the events published.
+    unknown_models: money::UnknownModels,
+    tail: Mutex<report::Tail>,
+    /// What the ledgers held when the budget opened, for the counters.
     opened: ledger::Totals,
     reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
-    /// Opens the budget, summing the current day's ledger, and every day's
-    /// for the counters of all spend ever recorded. The current day is the
-    /// clock's day or the newest ledger file's day, whichever is later, so
-    /// a clock that is behind after a restart never reopens an earlier day.
+    /// Opens the budget, summing every day's ledger for the counters. The
+    /// current day is the clock's or the newest ledger's, whichever is
+    /// later, so a clock that is behind never reopens an earlier day.
     pub(crate) fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
         let limit = money::to_micros(config.daily_limit, "daily_limit")?;
         let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
@@ -117,24 +107,26 @@ impl Budget {
         fs::create_dir_all(&dir)
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
         let clock_day = time::day_of(clock.now_unix());
-        let today = ledger::newest_day(&dir)?.map_or(clock_day, |d| d.max(clock_day));
+        let newest = ledger::days(&dir)?.last().copied();
+        let today = newest.map_or(clock_day, |d| d.max(clock_day));
         let opened = ledger::totals(&dir)?;
-        let mut state = State::open(&dir, today)?;
+        let settings = Settings {
+            limit,
+            estimate,
+            learn: config.learn,
+            dir: dir.clone(),
+        };
+        let mut state = State::open(settings, today)?;
         state.recorded = opened.spent;
         Ok(Budget {
-            settings: Settings {
-                limit,
-                estimate,
-                learn: config.learn,
-                dir,
-            },
+            dir,
             pricing: config.pricing,
             clock,
             state: Mutex::new(state),
             appended: Condvar::new(),
             phases: OnceLock::new(),
-            unknown_models: unknown_model::UnknownModels::default(),
-            tail: Mutex::new(history::Tail::default()),
+            unknown_models: money::UnknownModels::default(),
+            tail: Mutex::new(report::Tail::default()),
             opened,
             reconciled_alerts: AtomicU64::new(0),
         })
@@ -142,12 +134,10 @@ impl Budget {
 
     pub(crate) fn status(&self) -> report::BudgetStatus {
         let (mut state, now) = self.lock();
-        state.status(&self.settings, now)
+        state.status(now)
     }
 
-    /// Learns the cost of a run of `agent` that ended at `at`; the caller
-    /// feeds every run end, live and on replay, and snapshots
-    /// [`Budget::learned`].
+    /// Learns the cost of a run of `agent` that ended at `at`, live or on replay.
     pub(crate) fn learn(&self, agent: Option<&str>, micros: i64, at: f64) {
         self.state().learned.observe(agent, micros, at);
     }
@@ -161,8 +151,7 @@ impl Budget {
     }
 
     /// The `budget_alert` events published, ever, as the server starts: the
-    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote for
-    /// alerts fired before a crash kept their line out of the ledger.
+    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote.
     pub(crate) fn alerts_recorded(&self) -> u64 {
         let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
         self.opened.alerts.saturating_add(reconciled)
@@ -186,6 +175,64 @@ impl Budget {
         // errors rather than panic, so a poisoned lock still guards books
         // that add up.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Wall-clock time, read on every operation so the UTC day rolls at
+/// midnight; settable in tests, so crossing midnight never means sleeping.
+/// It may jump either way; the budget copes.
+pub(crate) trait Clock: Send + Sync {
+    /// Seconds since the Unix epoch, with the fraction.
+    fn now_unix(&self) -> f64;
+}
+
+/// The system wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> f64 {
+        time::now_unix()
+    }
+}
+
+/// A clock that shows whatever it was last set to.
+#[cfg(test)]
+pub(crate) mod manual {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Debug)]
+    pub struct ManualClock {
+        // f64 bits; Relaxed is enough because the time is one independent
+        // value that publishes no other memory.
+        bits: AtomicU64,
+    }
+
+    impl ManualClock {
+        pub fn new(unix: f64) -> ManualClock {
+            ManualClock {
+                bits: AtomicU64::new(unix.to_bits()),
+            }
+        }
+
+        pub fn set(&self, unix: f64) {
+            self.bits.store(unix.to_bits(), Ordering::Relaxed);
+        }
+
+        /// Moves the time by `seconds`; a negative value steps it back.
+        pub fn advance(&self, seconds: f64) {
+            let step = |bits| Some((f64::from_bits(bits) + seconds).to_bits());
+            // The closure always returns Some, so the update cannot fail.
+            let _ = self
+                .bits
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step);
+        }
+    }
+
+    impl super::Clock for ManualClock {
+        fn now_unix(&self) -> f64 {
+            f64::from_bits(self.bits.load(Ordering::Relaxed))
+        }
     }
 }
 
@@ -406,5 +453,51 @@ pub(crate) mod tests {
         const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Budget>();
         assert_send_sync::<BudgetConfig>();
+    };
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::manual::ManualClock;
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn manual_clock_moves_both_ways() {
+        let clock = ManualClock::new(86_400.0 * 3.0 - 30.0);
+        assert_eq!(clock.now_unix(), 259_170.0);
+        clock.advance(45.5);
+        assert_eq!(clock.now_unix(), 259_215.5);
+        clock.advance(-100.0);
+        assert_eq!(clock.now_unix(), 259_115.5);
+        clock.set(1.0);
+        assert_eq!(clock.now_unix(), 1.0);
+    }
+
+    #[test]
+    fn concurrent_advances_all_land() {
+        let clock = Arc::new(ManualClock::new(0.0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let clock = clock.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| clock.advance(1.0)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(clock.now_unix(), 4000.0);
+    }
+
+    #[test]
+    fn system_clock_reads_the_wall_clock() {
+        let (before, now) = (time::now_unix(), SystemClock.now_unix());
+        assert!(now >= before && now - before < 60.0);
+    }
+
+    /// Checked when the tests compile: clocks are send and sync.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SystemClock>();
+        assert_send_sync::<ManualClock>();
+        assert_send_sync::<Arc<dyn Clock>>();
     };
 }

@@ -1,8 +1,19 @@
 //! Money as whole micro-dollars: every amount becomes an `i64` as soon as it
 //! enters, so sums are exact (a thousand spends of 0.01 add up to exactly
-//! 10). Dollars appear again only on output.
+//! 10). Dollars appear again only on output. Token prices are dollars per
+//! million input and output tokens, by model, with a default for models the
+//! table does not name.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::log::Logger;
+use crate::metrics::Counter;
+
+use super::Budget;
 
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
@@ -54,6 +65,216 @@ impl Charge {
         Charge {
             micros,
             ..Charge::default()
+        }
+    }
+}
+
+/// The price of models the table does not name, deliberately high so an
+/// unknown model is over- rather than under-charged.
+pub(crate) const DEFAULT_PRICE: Price = Price {
+    input: 15.0,
+    output: 75.0,
+};
+
+/// One model's prices, in dollars per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+/// A pricing table: model name to price, plus a default price. See
+/// `docs/budget.md` for the file format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pricing {
+    models: HashMap<String, Price>,
+    default: Price,
+}
+
+impl Pricing {
+    /// No models: published prices change; they belong in the file.
+    pub(crate) fn default_table() -> Pricing {
+        Pricing {
+            models: HashMap::new(),
+            default: DEFAULT_PRICE,
+        }
+    }
+
+    /// Parses a pricing file; errors name the offending key.
+    pub fn from_json(text: &str) -> Result<Pricing, Error> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("pricing", format!("not valid JSON: {e}")))?;
+        let Value::Object(top) = value else {
+            return Err(Error::invalid("pricing", "must be a JSON object"));
+        };
+        let mut pricing = Pricing::default_table();
+        if top.contains_key("models") {
+            for (key, value) in &top {
+                match key.as_str() {
+                    "models" => pricing.add_models(value, "pricing.models")?,
+                    "default" => pricing.default = price(value, "pricing.default")?,
+                    other => {
+                        // Likely a typo.
+                        let message = "unknown key; expected \"models\" and \"default\"";
+                        return Err(Error::invalid(&format!("pricing.{other}"), message));
+                    }
+                }
+            }
+        } else {
+            pricing.add_models(&Value::Object(top), "pricing")?;
+            if let Some(default) = pricing.models.remove("default") {
+                pricing.default = default;
+            }
+        }
+        Ok(pricing)
+    }
+
+    fn add_models(&mut self, value: &Value, field: &str) -> Result<(), Error> {
+        let Value::Object(models) = value else {
+            return Err(Error::invalid(field, "must be an object of model prices"));
+        };
+        for (model, value) in models {
+            let price = price(value, &format!("{field}.{model}"))?;
+            self.models.insert(model.clone(), price);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn price(&self, model: Option<&str>) -> Price {
+        model
+            .and_then(|m| self.models.get(m))
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    pub(crate) fn names(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
+    /// The cost in dollars, before rounding to whole micro-dollars.
+    pub(crate) fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
+        let p = self.price(model);
+        // Dollars per million tokens are micro-dollars per token.
+        let micros = input_tokens as f64 * p.input + output_tokens as f64 * p.output;
+        micros / f64::from(MICROS_PER_DOLLAR)
+    }
+}
+
+fn price(value: &Value, field: &str) -> Result<Price, Error> {
+    let Value::Object(object) = value else {
+        let message = "must be an object like {\"input\": 3.0, \"output\": 15.0}";
+        return Err(Error::invalid(field, message));
+    };
+    Ok(Price {
+        input: per_million(object, field, "input")?,
+        output: per_million(object, field, "output")?,
+    })
+}
+
+fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f64, Error> {
+    let field = format!("{field}.{key}");
+    let message = "must be a non-negative number of dollars per million tokens";
+    match object.get(key).and_then(Value::as_f64) {
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(Error::invalid(&field, message)),
+    }
+}
+
+impl SpendInput {
+    /// Prices the input; too large a token cost is invalid `input_tokens`.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
+        match self {
+            SpendInput::Amount(amount) => Ok(Charge::of(to_micros(*amount, "amount")?)),
+            SpendInput::Tokens {
+                input_tokens,
+                output_tokens,
+                model,
+            } => Ok(Charge {
+                micros: to_micros(
+                    pricing.cost(model.as_deref(), *input_tokens, *output_tokens),
+                    "input_tokens",
+                )?,
+                model: model.clone(),
+                tokens: Some((*input_tokens, *output_tokens)),
+            }),
+        }
+    }
+}
+
+/// The most model names remembered. Names come from clients, so the set
+/// must not grow without bound; past it, one last line says that later
+/// models are neither named nor counted.
+pub(super) const REMEMBERED: usize = 1000;
+
+/// Models the pricing table does not name, charged its default price: so
+/// that a missing entry is found, each is said once in a `warn` line and
+/// counted in `conductor_pricing_unknown_models_total` when first durable.
+#[derive(Default)]
+pub(super) struct UnknownModels {
+    seen: Mutex<HashSet<String>>,
+    /// Set at registration; until then a new model is only remembered.
+    pub(super) counter: OnceLock<Counter>,
+    /// Set by [`Budget::log_to`]; until then nothing is said.
+    log: OnceLock<Logger>,
+}
+
+impl UnknownModels {
+    /// Notes `model`, priced at `default` as the table does not name it.
+    fn note(&self, model: &str, default: Price) {
+        let named = {
+            // Only inserts and lookups happen under this lock: it cannot
+            // be poisoned half-way through an update.
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            match seen.len() {
+                n if n < REMEMBERED && seen.insert(model.to_string()) => true,
+                n if n == REMEMBERED && !seen.contains(model) => {
+                    // One more entry, never a model name, marks that the
+                    // last line was said.
+                    seen.insert(String::new());
+                    false
+                }
+                _ => return,
+            }
+        };
+        if named {
+            if let Some(counter) = self.counter.get() {
+                counter.inc();
+            }
+        }
+        let Some(log) = self.log.get() else {
+            return;
+        };
+        if named {
+            log.warn(
+                "a model the pricing table does not name is charged the default price; add it to the --pricing file",
+                &[
+                    ("model", serde_json::json!(model)),
+                    ("input_dollars_per_million", serde_json::json!(default.input)),
+                    ("output_dollars_per_million", serde_json::json!(default.output)),
+                ],
+            );
+        } else {
+            log.warn(
+                "more models the pricing table does not name: later ones are charged the default price without a word",
+                &[("models_named", serde_json::json!(REMEMBERED))],
+            );
+        }
+    }
+}
+
+impl Budget {
+    /// Has the budget warn in `log` of models the pricing table does not name.
+    pub(crate) fn log_to(&self, log: Logger) {
+        // A second call keeps the first logger.
+        let _ = self.unknown_models.log.set(log);
+    }
+
+    /// Notes the models of a durable spend; no model (or an empty one) is
+    /// priced by the default on purpose.
+    pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
+        let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
+        for model in models.into_iter().filter(unknown) {
+            self.unknown_models.note(model, self.pricing.price(None));
         }
     }
 }
@@ -117,5 +338,149 @@ mod tests {
         assert_eq!(charge.micros, 22_500);
         assert_eq!(charge.model.as_deref(), Some("unknown-model"));
         assert_eq!(charge.tokens, Some((1000, 100)));
+    }
+}
+
+#[cfg(test)]
+mod pricing_tests {
+    use super::*;
+
+    fn cost_micros(
+        p: &Pricing,
+        model: Option<&str>,
+        input: u64,
+        output: u64,
+    ) -> Result<i64, Error> {
+        let tokens = SpendInput::Tokens {
+            input_tokens: input,
+            output_tokens: output,
+            model: model.map(str::to_string),
+        };
+        tokens.charge(p).map(|c| c.micros)
+    }
+
+    fn field_of(result: Result<Pricing, Error>) -> String {
+        match result {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_table_charges_the_default_price() {
+        let p = Pricing::default_table();
+        assert!(!p.names("anything"));
+        assert_eq!(p.price(Some("anything")), DEFAULT_PRICE);
+        assert_eq!(p.price(None), DEFAULT_PRICE);
+        assert_eq!(p.cost(None, 1_000_000, 0), 15.0);
+        assert_eq!(p.cost(Some("x"), 0, 1_000_000), 75.0);
+        assert_eq!(cost_micros(&p, None, 1000, 100), Ok(22_500));
+    }
+
+    #[test]
+    fn parses_the_models_form() {
+        let text = r#"{"models": {"claude-x": {"input": 3.0, "output": 15, "cache_read": 0.3}},
+                      "default": {"input": 10, "output": 50}}"#;
+        let p = Pricing::from_json(text).unwrap();
+        assert!(p.names("claude-x") && !p.names("default"));
+        let x = Price {
+            input: 3.0,
+            output: 15.0,
+        };
+        assert_eq!(p.price(Some("claude-x")), x);
+        assert_eq!(p.price(Some("Claude-X")).input, 10.0);
+        assert_eq!(p.cost(Some("claude-x"), 1_000_000, 1_000_000), 18.0);
+        assert_eq!(cost_micros(&p, Some("claude-x"), 1, 1), Ok(18));
+        assert_eq!(p.cost(None, 0, 2_000_000), 100.0);
+    }
+
+    #[test]
+    fn parses_the_flat_form_with_optional_default() {
+        let p = Pricing::from_json(r#"{"a": {"input": 1, "output": 2}}"#).unwrap();
+        assert_eq!((p.names("a"), p.price(Some("nope"))), (true, DEFAULT_PRICE));
+        let text = r#"{"a": {"input": 1, "output": 2}, "default": {"input": 0, "output": 0}}"#;
+        let p = Pricing::from_json(text).unwrap();
+        assert!(p.names("a") && !p.names("default"));
+        assert_eq!(p.cost(Some("zzz"), 1000, 1000), 0.0);
+        assert_eq!(cost_micros(&p, Some("a"), 1000, 1000), Ok(3000));
+        assert_eq!(Pricing::from_json("{}").unwrap(), Pricing::default_table());
+    }
+
+    #[test]
+    fn rejects_malformed_tables_naming_the_key() {
+        assert_eq!(field_of(Pricing::from_json("nope")), "pricing");
+        assert_eq!(field_of(Pricing::from_json("[1]")), "pricing");
+        let bad_model = r#"{"m": {"input": -1, "output": 2}}"#;
+        assert_eq!(field_of(Pricing::from_json(bad_model)), "pricing.m.input");
+        let missing = r#"{"models": {"m": {"input": 1}}}"#;
+        assert_eq!(
+            field_of(Pricing::from_json(missing)),
+            "pricing.models.m.output"
+        );
+        let typo = r#"{"models": {}, "defualt": {"input": 1, "output": 1}}"#;
+        assert_eq!(field_of(Pricing::from_json(typo)), "pricing.defualt");
+        let not_object = r#"{"models": [1]}"#;
+        assert_eq!(field_of(Pricing::from_json(not_object)), "pricing.models");
+        let text_price = r#"{"m": {"input": "3", "output": 2}}"#;
+        assert_eq!(field_of(Pricing::from_json(text_price)), "pricing.m.input");
+    }
+
+    #[test]
+    fn absurd_token_costs_are_rejected() {
+        let p = Pricing::default_table();
+        let err = cost_micros(&p, None, u64::MAX, u64::MAX).unwrap_err();
+        assert!(matches!(err, Error::Invalid { field, .. } if field == "input_tokens"));
+    }
+}
+
+#[cfg(test)]
+mod unknown_model_tests {
+    use super::super::tests::Fixture;
+    use super::super::SpendInput;
+    use super::super::{BudgetConfig, Pricing};
+    use super::*;
+    use crate::log::{Level, LogFormat};
+    use crate::metrics::Registry;
+    use std::sync::Arc;
+
+    #[test]
+    fn each_unknown_model_is_counted_once_and_named_ones_not_at_all() {
+        let f = Fixture::new("unknown-models");
+        let config = BudgetConfig {
+            pricing: Pricing::from_json(r#"{"known": {"input": 1, "output": 2}}"#).unwrap(),
+            ..BudgetConfig::new(f.dir.parent().unwrap())
+        };
+        let budget = Arc::new(Budget::open(config, f.clock.clone()).unwrap());
+        let registry = Registry::new();
+        budget.register_metrics(&registry).unwrap();
+        budget.log_to(Logger::new(Level::Error, LogFormat::Json));
+        let counted = || budget.unknown_models.counter.get().unwrap().get();
+        let tokens = |model: Option<&str>| SpendInput::Tokens {
+            input_tokens: 1_000_000,
+            output_tokens: 0,
+            model: model.map(str::to_string),
+        };
+        for model in [Some("known"), None, Some("mystery"), Some("mystery")] {
+            budget.spend(tokens(model), None, None).unwrap();
+        }
+        assert_eq!(counted(), 1.0, "a named model, or none, is not unknown");
+        // A run's end: its models are noted when it is charged, once durable.
+        let mut end = budget
+            .price("r", SpendInput::Amount(1.0), &[], 0.0)
+            .unwrap();
+        end.models = vec!["known".into(), "mystery".into(), "other".into()];
+        assert_eq!(counted(), 1.0, "nothing is noted before the charge");
+        budget.charge(&end);
+        assert_eq!(counted(), 2.0);
+        budget.note_models(
+            (0..REMEMBERED + 10)
+                .map(|n| format!("m{n}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
+        let seen = budget.unknown_models.seen.lock().unwrap().len();
+        assert_eq!(seen, REMEMBERED + 1, "the set stops growing");
+        assert_eq!(counted(), REMEMBERED as f64);
     }
 }

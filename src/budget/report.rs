@@ -1,10 +1,20 @@
-//! What the budget reports: its status, a refusal to reserve, and the
-//! outcome of recording a spend, with their JSON (see `docs/budget.md`).
+//! What the budget reports: its status, a refusal to reserve, the outcome
+//! of recording a spend, and today's spend over the day, with their JSON
+//! (see `docs/budget.md`).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::error::Error;
+use crate::journal;
+
 use super::forecast::Forecast;
+use super::ledger;
 use super::money::dollars;
+use super::Budget;
 
 /// The budget of the current UTC day, in dollars (see `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
@@ -44,8 +54,7 @@ impl BudgetStatus {
     }
 }
 
-/// A reservation refused because the day's budget cannot cover another run
-/// estimate.
+/// A reservation refused: the day's budget cannot cover another estimate.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Refusal {
     pub status: BudgetStatus,
@@ -66,9 +75,8 @@ impl From<Refusal> for crate::error::ExhaustedAnswer {
 }
 
 impl Refusal {
-    /// A one-line explanation for people, in dollars and cents. It opens
-    /// with "Daily budget exhausted:", the words the research agent's
-    /// clients look for, then says what refused the run, since money can be
+    /// A one-line explanation, opening with "Daily budget exhausted:", the
+    /// words the research agent's clients look for, then why: money can be
     /// left that is still less than one run's estimate.
     pub fn message(&self) -> String {
         let s = &self.status;
@@ -135,13 +143,11 @@ impl Recorded {
     }
 }
 
-/// The outcome of a direct spend, which may name an operation that today
-/// already counted.
+/// The outcome of a direct spend, whose operation today may have counted.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Spent {
     New(Recorded),
-    /// Nothing recorded: the amount recorded for the operation before,
-    /// no alerts, and today's budget.
+    /// Nothing recorded: the operation's first amount and today's budget.
     Repeat(Recorded),
 }
 
@@ -154,6 +160,93 @@ fn cents(dollars: f64) -> String {
         return "under $0.01".to_string();
     }
     format!("${:.2}", cents / 100.0)
+}
+
+/// What has been read of today's ledger, for a burn-down: one point per
+/// spend line, with the day's spend after it. The points are read from the
+/// file itself, up to the journal's durable length, so they are exactly the
+/// ledger's lines; each call reads only what was appended since. Behind its
+/// own lock, so that reading the file never holds the budget's.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    day: i64,
+    /// Bytes of the file read so far: always at a line's end.
+    read: u64,
+    /// `(unix seconds, cumulative micro-dollars)` per spend line.
+    points: Vec<(f64, i64)>,
+}
+
+impl Tail {
+    /// Reads the ledger of `day` up to `durable` bytes.
+    fn catch_up(&mut self, dir: &Path, day: i64, durable: u64) -> Result<(), Error> {
+        if self.day != day {
+            *self = Tail {
+                day,
+                ..Tail::default()
+            };
+        }
+        if durable <= self.read {
+            return Ok(());
+        }
+        let path = ledger::path(dir, day);
+        let (values, read) = read_records(&path, self.read, durable)
+            .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
+        let mut total = self.points.last().map_or(0, |p| p.1);
+        let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
+        for value in &values {
+            if let Ok(Some(micros)) = ledger::spend_micros(value) {
+                at = ledger::spend_time(value).unwrap_or(at);
+                total = total.saturating_add(micros);
+                self.points.push((at, total));
+            }
+        }
+        self.read += read;
+        Ok(())
+    }
+}
+
+/// The records of the ledger at `path` in bytes `from..until`, and the
+/// bytes of the whole lines among them. A damaged line is skipped: the
+/// budget refuses to open a ledger with one, so it was never counted.
+pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(until - from).read_to_end(&mut bytes)?;
+    let (lines, torn) = journal::scan(&bytes);
+    let values = lines
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l.record.as_ref().ok()?).ok())
+        .collect();
+    Ok((values, (bytes.len() - torn) as u64))
+}
+
+impl Budget {
+    /// The body of `GET /api/v1/budget/history`; a line without a readable
+    /// `ts` takes the time of the one before (midnight for the first).
+    pub(crate) fn history(&self) -> Result<Value, Error> {
+        let (mut state, now) = self.lock();
+        let day = state.today;
+        let durable = state.durable_len(day);
+        let s = state.status(now).to_json();
+        drop(state);
+        // Tail's sections read a file and push points; nothing panics there.
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.catch_up(&self.dir, day, durable)?;
+        let points = tail.points.iter();
+        let points: Vec<Value> = points
+            .map(|&(t, m)| json!({"t": t, "spend": dollars(m)}))
+            .collect();
+        Ok(json!({
+            "date": s["date"],
+            "daily_limit": s["daily_limit"],
+            "reset_at": s["reset_at"],
+            "points": points,
+            "reserved": s["reserved"],
+            "exhausts_at": s["exhausts_at"],
+            "spend_rate_dollars_per_hour": s["spend_rate_dollars_per_hour"],
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -277,4 +370,51 @@ mod tests {
         assert_send_sync::<Refusal>();
         assert_send_sync::<Recorded>();
     };
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::super::tests::{Fixture, DAY};
+    use super::super::SpendInput;
+    use serde_json::json;
+
+    #[test]
+    fn points_are_the_ledgers_spend_lines_summed_in_order() {
+        let f = Fixture::new("history");
+        f.at(DAY, 3_600.0);
+        let budget = f.open(1.0, 0.15);
+        assert_eq!(budget.history().unwrap()["points"], json!([]));
+        budget.spend(SpendInput::Amount(0.3), None, None).unwrap();
+        f.at(DAY, 7_200.0);
+        // Reaches 50%: an alert line follows it, which is not a point.
+        budget.spend(SpendInput::Amount(0.25), None, None).unwrap();
+        budget.reserve("r", None).unwrap();
+        let json = budget.history().unwrap();
+        let midnight = DAY as f64 * 86_400.0;
+        assert_eq!(
+            json["points"],
+            json!([{"t": midnight + 3_600.0, "spend": 0.3}, {"t": midnight + 7_200.0, "spend": 0.55}])
+        );
+        assert_eq!(json["date"], "2026-11-23");
+        assert_eq!(json["points"][1]["spend"], 0.55);
+        assert_eq!(json["points"][1]["t"], midnight + 7_200.0);
+        assert_eq!(json["reserved"], 0.15);
+        assert_eq!(json["reset_at"], "2026-11-24T00:00:00.000Z");
+        // The last hour holds the second spend only (the first is at its
+        // very start): $0.25 an hour, so the $0.30 left lasts 1.2 hours.
+        assert_eq!(json["spend_rate_dollars_per_hour"], 0.25);
+        assert_eq!(json["exhausts_at"], "2026-11-23T03:12:00.000Z");
+        // Read on from where the last call stopped.
+        budget.spend(SpendInput::Amount(0.05), None, None).unwrap();
+        let again = budget.history().unwrap();
+        let points = again["points"].as_array().unwrap();
+        assert_eq!(
+            (points.len(), points.last()),
+            (3, Some(&json!({"t": midnight + 7_200.0, "spend": 0.6})))
+        );
+        let ledger = std::fs::read_to_string(f.file(DAY)).unwrap();
+        assert_eq!(ledger.lines().count(), 4, "three spends and one alert");
+        f.at(DAY + 1, 10.0);
+        assert_eq!(budget.history().unwrap()["points"], json!([]), "a new day");
+    }
 }

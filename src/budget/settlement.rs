@@ -11,12 +11,11 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Error;
 
-use super::history::read_records;
 use super::ledger::{self, Entry};
 use super::money::{Charge, SpendInput};
 use super::record::phase_micros;
+use super::report::read_records;
 use super::report::Recorded;
-use super::state;
 use super::Budget;
 
 /// A run's priced cost, as its end record carries it.
@@ -29,12 +28,10 @@ pub(crate) struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// The run's start, once the end is applied: with the run id, what
-    /// tells this settlement from one of an earlier run given the same id.
-    /// `None` from a snapshot written before settlements carried it.
+    /// The run's start, once the end is applied, which tells it from an
+    /// earlier run of the same id; `None` from an older snapshot.
     pub started_at: Option<f64>,
-    /// The models its tokens were priced for, noted once the end is
-    /// durable. Not in the record: empty when read back.
+    /// The models its tokens were priced for; not in the record.
     pub models: Vec<String>,
 }
 
@@ -49,8 +46,7 @@ impl Settlement {
         json!({"day": self.day, "micros": self.micros, "phases": phases})
     }
 
-    /// Reads the `spend` member of the end record of `run_id` at `ts`;
-    /// `None` in one written before ends carried costs.
+    /// Reads the `spend` member of an end record; `None` in an old one.
     pub fn from_record(run_id: &str, ts: f64, spend: &Value) -> Option<Settlement> {
         let phases = spend["phases"].as_object().map_or_else(Vec::new, |m| {
             m.iter()
@@ -100,27 +96,27 @@ impl Budget {
     }
 
     /// Charges a settlement whose run end is durable, releasing its
-    /// reservation, and returns the ledger lines still to write. Nothing
-    /// here can fail: the record holding the cost is already on disk.
+    /// reservation, and returns the ledger lines to write. It cannot fail:
+    /// the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {
             run_id: Some(&s.run_id),
             run_started_at: s.started_at,
             phases: &s.phases,
-            ..Entry::new("run", &charge)
+            ..Entry::new("run", &charge, s.ts)
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);
         // A day no reservation pins is summed first, so that its alerts
         // fire once; should its ledger be unreadable, the charge still
         // counts, and the append reports the error.
-        let _ = state.load(&self.settings.dir, s.day);
+        let _ = state.load(s.day);
         let mut lines = Vec::new();
-        let alerts = state.charge(&self.settings, s.day, &entry, (s.ts, now), &mut lines);
+        let alerts = state.charge((s.day, now), &entry, &mut lines);
         state.inflight(s.day, 1);
         state.recorded = state.recorded.saturating_add(s.micros);
-        let status = state.status(&self.settings, now);
+        let status = state.status(now);
         drop(state);
         self.count_phases(&entry, s.micros);
         self.note_models(s.models.iter().map(String::as_str));
@@ -128,18 +124,17 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines to its day's ledger, after
-    /// those of earlier settlements whose append failed. Lines whose append
-    /// fails are kept for the next settlement of that day (and a restart
-    /// restores them from the run journal in any case).
+    /// Appends a charged settlement's lines after those of earlier ones whose
+    /// append failed; failed lines wait for the day's next settlement (and
+    /// a restart restores them from the run journal in any case).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
         let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
-        let journal = state.journal(&self.settings.dir, day);
+        let journal = state.journal(day);
         drop(state);
-        let appended = journal.and_then(|j| state::append(&j, &all));
+        let appended = journal.and_then(|j| j.append(&all));
         let mut state = self.state();
         state.inflight(day, -1);
         if appended.is_err() {
@@ -152,16 +147,15 @@ impl Budget {
         appended
     }
 
-    /// Charges and writes the settlements whose line is missing from their
-    /// day's ledger (see [`Settled`]), as a crash between the end and its
-    /// copy leaves them. Returns those whose append failed, to try again.
+    /// Charges and writes the settlements a crash kept out of their day's
+    /// ledger (see [`Settled`]); returns those whose append failed.
     pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
         days.dedup();
         let mut owed = Vec::new();
         for day in days {
-            let mut settled = settled_runs(&ledger::path(&self.settings.dir, day))?;
+            let mut settled = settled_runs(&ledger::path(&self.dir, day))?;
             for s in settlements.iter().filter(|s| s.day == day) {
                 // A settlement carried by the snapshot may also be in the
                 // journal after it: charged once.
@@ -197,8 +191,7 @@ struct Settled {
 }
 
 impl Settled {
-    /// Whether `s` is still to be charged; if so, it counts as settled
-    /// from now on.
+    /// Whether `s` is still to be charged; if so, it is settled from now on.
     fn take(&mut self, s: &Settlement) -> bool {
         let id = &s.run_id;
         let Some(at) = s.started_at else {

@@ -4,15 +4,15 @@
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Error;
 use crate::time;
 
-use super::forecast::{self, Recent, RATE_WINDOW_SECONDS};
+use super::forecast::{self, RATE_WINDOW_SECONDS};
 use super::learn::Learned;
-use super::ledger::{self, Entry, OpKey, Tally};
+use super::ledger::{self, Entry, OpKey, Summed};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
@@ -27,8 +27,7 @@ pub(crate) struct Settings {
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
-    pub tally: Tally,
-    pub recent: Recent,
+    pub ledger: Summed,
     /// Reserved by runs that started on this day.
     reserved: i64,
     holds: u32,
@@ -40,7 +39,6 @@ pub(crate) struct DayBook {
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
     journal: Option<Arc<ledger::Writer>>,
-    operations: HashMap<OpKey, i64>,
     pending: HashSet<OpKey>,
 }
 
@@ -53,6 +51,7 @@ pub(crate) struct Hold {
 }
 
 pub(crate) struct State {
+    pub settings: Settings,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     books: BTreeMap<i64, DayBook>,
@@ -67,24 +66,10 @@ pub(crate) struct State {
     pub learned: Learned,
 }
 
-/// A spend to append to a day's ledger: its entry, the time it counts at
-/// (its line's `ts`), and the operation the day counts it as once.
-pub(crate) struct Spend<'a> {
-    pub entry: Entry<'a>,
-    pub at: f64,
-    pub key: Option<OpKey>,
-}
-
-pub(crate) fn append(journal: &ledger::Writer, lines: &[Vec<u8>]) -> Result<(), Error> {
-    let records: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-    journal
-        .append_all(&records)
-        .map_err(|e| Error::Storage(e.to_string()))
-}
-
 impl State {
-    pub fn open(dir: &Path, today: i64) -> Result<State, Error> {
+    pub fn open(settings: Settings, today: i64) -> Result<State, Error> {
         let mut state = State {
+            settings,
             today,
             books: BTreeMap::new(),
             holds: HashMap::new(),
@@ -93,14 +78,13 @@ impl State {
             owed: BTreeMap::new(),
             learned: Learned::default(),
         };
-        state.load(dir, today)?;
+        state.load(today)?;
         Ok(state)
     }
 
     /// Moves to the clock's day if it is later, so a clock that steps back
     /// resets nothing twice. The new day starts empty without touching the
-    /// disk: no ledger file is newer than the current day (see
-    /// `Budget::open`).
+    /// disk: no ledger file is newer than the current day.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -111,54 +95,50 @@ impl State {
     }
 
     /// Loads `day`'s book if needed, summing its ledger.
-    pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
+    pub fn load(&mut self, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(dir, day, false)? {
-                (book.journal, book.tally) = (Some(journal), summed.tally);
-                (book.operations, book.recent) = (summed.operations, summed.recent);
+            if let Some((journal, summed)) = ledger::open(&self.settings.dir, day, false)? {
+                (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
         }
         Ok(())
     }
 
-    /// The book of `day`, which must be today or a day loaded and pinned
-    /// by a hold or an append in flight.
+    /// The book of `day`: today, or a day pinned by a hold or an append.
     pub fn book(&mut self, day: i64) -> &mut DayBook {
         self.books.entry(day).or_default()
     }
 
     /// The journal of `day`'s ledger, created on first use.
-    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
-        let book = self.book(day);
-        if let Some(journal) = &book.journal {
+    pub fn journal(&mut self, day: i64) -> Result<Arc<ledger::Writer>, Error> {
+        if let Some(journal) = &self.book(day).journal {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(dir, day, true)?;
+        let opened = ledger::open(&self.settings.dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
-        book.tally.merge(summed.tally);
-        book.recent.merge(summed.recent);
-        for (key, micros) in summed.operations {
-            book.operations.entry(key).or_insert(micros);
-        }
+        let book = self.book(day);
+        book.ledger.merge(summed);
         book.journal = Some(journal.clone());
         Ok(journal)
     }
 
     /// What a start of a run of `agent` reserves now: with `learn`, at
     /// least the 90th percentile of the agent's recent run costs.
-    pub fn estimate(&self, settings: &Settings, agent: Option<&str>) -> i64 {
-        let learned = settings.learn.then(|| self.learned.percentile(agent));
-        settings.estimate.max(learned.flatten().unwrap_or(0))
+    pub fn estimate(&self, agent: Option<&str>) -> i64 {
+        let learned = self.settings.learn.then(|| self.learned.percentile(agent));
+        self.settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
-    /// The estimate the status reports: the largest a start of any agent
-    /// that ended a run in the last day would reserve now.
-    fn estimate_in_force(&self, settings: &Settings, now: f64) -> i64 {
-        let learned = settings.learn.then(|| self.learned.largest_recent(now));
-        settings.estimate.max(learned.flatten().unwrap_or(0))
+    /// The estimate the status reports: the largest of any recent agent.
+    fn estimate_in_force(&self, now: f64) -> i64 {
+        let learned = self
+            .settings
+            .learn
+            .then(|| self.learned.largest_recent(now));
+        self.settings.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     pub fn durable_len(&self, day: i64) -> u64 {
@@ -166,27 +146,25 @@ impl State {
         journal.map_or(0, |j| j.durable_len())
     }
 
-    pub fn admits(&self, settings: &Settings, estimate: i64) -> bool {
+    pub fn admits(&self, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= settings.limit
+        spent.saturating_add(reserved).saturating_add(estimate) <= self.settings.limit
     }
 
-    /// Charges `entry`, spent at `at`, to `day`, pushing its ledger line and
-    /// the alert markers (at `now`) it fires onto `lines`; returns those.
+    /// Charges `entry` to `day`, pushing its line and alert markers onto
+    /// `lines`; returns the alerts.
     pub fn charge(
         &mut self,
-        settings: &Settings,
-        day: i64,
-        entry: &Entry<'_>,
-        (at, now): (f64, f64),
+        (day, now): (i64, f64),
+        entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, settings.limit);
-        let book = self.book(day);
-        book.recent.push(at, micros);
+        let (micros, limit) = (entry.charge.micros, self.settings.limit);
+        let book = &mut self.book(day).ledger;
+        book.recent.push(entry.ts, micros);
         let alerts = book.tally.charge(micros, limit);
         let spent = book.tally.spent;
-        lines.push(ledger::spend_line(at, entry));
+        lines.push(entry.line());
         lines.extend(
             alerts
                 .iter()
@@ -201,45 +179,43 @@ impl State {
     /// to use, but the status shows them as reserved until they are durable.
     pub fn begin_spends(
         &mut self,
-        settings: &Settings,
         (day, now): (i64, f64),
-        spends: &[Spend<'_>],
+        spends: &[Entry],
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<Vec<u8>> {
         let mut fired = Vec::with_capacity(spends.len());
         for s in spends {
-            fired.push(self.charge(settings, day, &s.entry, (s.at, now), lines));
+            fired.push(self.charge((day, now), s, lines));
             let book = self.book(day);
-            book.unsettled += s.entry.charge.micros;
+            book.unsettled += s.charge.micros;
             book.unsettled_events += 1;
-            book.pending.extend(s.key.clone());
+            book.pending.extend(s.key());
         }
         self.book(day).inflight += 1;
         fired
     }
 
-    /// Ends the append of `spends` that [`State::begin_spends`] began:
-    /// recorded when it became durable (`ok`), else taken back.
-    pub fn end_spends(&mut self, day: i64, spends: &[Spend<'_>], fired: &[Vec<u8>], ok: bool) {
+    /// Ends [`State::begin_spends`]: recorded when durable (`ok`), else taken back.
+    pub fn end_spends(&mut self, day: i64, spends: &[Entry<'_>], fired: &[Vec<u8>], ok: bool) {
         let book = self.book(day);
         book.inflight -= 1;
         for (s, alerts) in spends.iter().zip(fired).rev() {
-            let micros = s.entry.charge.micros;
+            let micros = s.charge.micros;
             book.unsettled -= micros;
             book.unsettled_events -= 1;
-            if let Some(key) = &s.key {
-                book.pending.remove(key);
+            if let Some(key) = s.key() {
+                book.pending.remove(&key);
                 if ok {
-                    book.operations.insert(key.clone(), micros);
+                    book.ledger.operations.insert(key, micros);
                 }
             }
             if !ok {
-                book.recent.remove(s.at, micros);
-                book.tally.uncharge(micros, alerts);
+                book.ledger.recent.remove(s.ts, micros);
+                book.ledger.tally.uncharge(micros, alerts);
             }
         }
         if ok {
-            let micros = spends.iter().map(|s| s.entry.charge.micros).sum::<i64>();
+            let micros = spends.iter().map(|s| s.charge.micros).sum::<i64>();
             self.recorded = self.recorded.saturating_add(micros);
         }
         self.prune();
@@ -268,8 +244,7 @@ impl State {
         }
     }
 
-    /// Removes `run_id`'s reservation, if it has one. The day's book stays
-    /// until [`State::prune`], so a settlement can still charge it.
+    /// Removes `run_id`'s reservation; its book stays until [`State::prune`].
     pub fn unhold(&mut self, run_id: &str) -> Option<Hold> {
         let hold = self.holds.remove(run_id)?;
         let book = self.book(hold.day);
@@ -289,7 +264,7 @@ impl State {
 
     /// The micro-dollars `day`'s ledger holds for `key`, if any.
     pub fn recorded(&self, day: i64, key: &OpKey) -> Option<i64> {
-        self.books.get(&day)?.operations.get(key).copied()
+        self.books.get(&day)?.ledger.operations.get(key).copied()
     }
 
     /// Whether an append of `key` to `day`'s ledger is in flight.
@@ -313,30 +288,30 @@ impl State {
     fn today_totals(&self) -> (i64, i64) {
         self.books
             .get(&self.today)
-            .map_or((0, 0), |b| (b.tally.spent, b.reserved))
+            .map_or((0, 0), |b| (b.ledger.tally.spent, b.reserved))
     }
 
-    /// Today's status at `now`: spends whose append is in flight show as
-    /// reserved, not spent, until they are durable.
-    pub fn status(&mut self, settings: &Settings, now: f64) -> BudgetStatus {
+    /// Today's status: spends whose append is in flight show as reserved.
+    pub fn status(&mut self, now: f64) -> BudgetStatus {
+        let settings = &self.settings;
         let day_start = self.today as f64 * 86_400.0;
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
         let window_spend = self
             .books
             .get_mut(&self.today)
-            .map_or(0, |b| b.recent.since(since));
+            .map_or(0, |b| b.ledger.recent.since(since));
         let (total, held) = self.today_totals();
         let book = self.books.get(&self.today);
         let unsettled = book.map_or(0, |b| b.unsettled);
         let (spent, reserved) = (total - unsettled, held + unsettled);
-        let events = book.map_or(0, |b| b.tally.events - b.unsettled_events);
+        let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
         let remaining = settings
             .limit
             .saturating_sub(spent)
             .saturating_sub(reserved)
             .max(0);
         let reset_unix = day_start + 86_400.0;
-        let estimate = self.estimate_in_force(settings, now);
+        let estimate = self.estimate_in_force(now);
         BudgetStatus {
             date: time::date_string(self.today),
             daily_limit: dollars(settings.limit),
@@ -358,27 +333,23 @@ impl State {
 mod tests {
     use super::*;
 
-    fn settings(limit: i64, estimate: i64) -> Settings {
+    fn state(limit: i64, estimate: i64, today: i64) -> State {
         let dir =
             std::env::temp_dir().join(format!("budget-state-never-created-{}", std::process::id()));
-        Settings {
+        let settings = Settings {
             limit,
             estimate,
             learn: false,
             dir,
-        }
-    }
-
-    fn state(today: i64) -> State {
-        State::open(&settings(0, 1).dir, today).unwrap()
+        };
+        State::open(settings, today).unwrap()
     }
 
     #[test]
     fn admission_counts_spend_and_reservations_of_today_only() {
-        let s = settings(1_500_000, 150_000);
-        let mut state = state(100);
+        let mut state = state(1_500_000, 150_000, 100);
         for i in 0..10 {
-            assert!(state.admits(&s, s.estimate), "reservation {i}");
+            assert!(state.admits(150_000), "reservation {i}");
             state.hold(
                 &format!("r{i}"),
                 Hold {
@@ -387,7 +358,7 @@ mod tests {
                 },
             );
         }
-        assert!(!state.admits(&s, s.estimate));
+        assert!(!state.admits(150_000));
         state.hold(
             "r0",
             Hold {
@@ -395,10 +366,10 @@ mod tests {
                 micros: 150_000,
             },
         );
-        assert_eq!(state.status(&s, 100.5 * 86_400.0).reserved, 1.5);
+        assert_eq!(state.status(100.5 * 86_400.0).reserved, 1.5);
         state.roll(101.0 * 86_400.0);
         assert!(
-            state.admits(&s, s.estimate),
+            state.admits(150_000),
             "yesterday's holds do not count today"
         );
         assert_eq!(state.loaded_days(), 2, "yesterday is pinned by its holds");
@@ -419,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_day_never_moves_backwards() {
-        let mut state = state(100);
+        let mut state = state(0, 1, 100);
         state.roll(99.5 * 86_400.0);
         assert_eq!(state.today, 100);
         state.roll(101.0 * 86_400.0 - 0.001);
@@ -432,9 +403,8 @@ mod tests {
 
     #[test]
     fn status_math_is_exact_and_never_negative() {
-        let s = settings(1_000_000, 150_000);
-        let mut state = state(20_780);
-        state.book(20_780).tally.charge(300_000, s.limit);
+        let mut state = state(1_000_000, 150_000, 20_780);
+        state.book(20_780).ledger.tally.charge(300_000, 1_000_000);
         state.hold(
             "r",
             Hold {
@@ -442,7 +412,7 @@ mod tests {
                 micros: 150_000,
             },
         );
-        let status = state.status(&s, 20_780.5 * 86_400.0);
+        let status = state.status(20_780.5 * 86_400.0);
         assert_eq!(status.date, "2026-11-23");
         assert_eq!(
             (status.today_spend, status.reserved, status.remaining),
@@ -457,8 +427,8 @@ mod tests {
         );
         // The charge above is not in the rate: it has no time.
         assert_eq!(status.forecast.rate_per_hour, 0.0);
-        state.book(20_780).tally.charge(5_000_000, s.limit);
-        let status = state.status(&s, 20_780.5 * 86_400.0);
+        state.book(20_780).ledger.tally.charge(5_000_000, 1_000_000);
+        let status = state.status(20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
 }

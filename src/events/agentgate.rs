@@ -42,8 +42,7 @@ fn shape(kind: &str) -> Option<(&'static str, &'static [(&'static str, &'static 
     })
 }
 
-/// The frame of the event of type `kind` whose JSON is `json`; `None` for a
-/// type without one, or an event without a run.
+/// The frame of an event; `None` for a type without one, or without a run.
 pub fn frame(kind: &str, json: &str) -> Option<String> {
     let (frame_type, fields) = shape(kind)?;
     // Our events' keys are our own names, never escaped, so they borrow.
@@ -75,9 +74,7 @@ pub fn frame(kind: &str, json: &str) -> Option<String> {
     Some(out)
 }
 
-/// Appends the number whose JSON text is `text` as JavaScript prints it:
-/// a whole number without the `.0` Rust prints (`9000`, not `9000.0`).
-/// Anything else goes as it is.
+/// Appends the number `text` as JavaScript prints it: `9000`, not `9000.0`.
 fn push_js_number(out: &mut String, text: &str) {
     match text.parse::<f64>() {
         // Below 1e21 JavaScript prints whole numbers in full, as `{:.0}`

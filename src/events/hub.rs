@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::agentgate;
 use super::seq::{SeqFile, SEQ_RESERVE};
 use super::Error;
-use crate::json_text::{push_key, push_str, push_value};
+use crate::json_text::{push_key, push_str, push_u64, push_value};
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
 use crate::time;
@@ -21,7 +21,6 @@ pub const RETAINED: usize = 10_000;
 
 /// How many bytes of them at most: an event carries what its client sent
 /// (a run's goal, a gate's reason), so a count alone would not bound it.
-/// An event's bytes count twice, for its rendering for the streams.
 pub const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many events may wait for one subscriber before it is cut off as lagged.
@@ -38,15 +37,14 @@ const ENVELOPE: [&str; 7] = [
     "work_order_id",
 ];
 
-/// An event about to be published: its type, when it happened, the run it
-/// concerns and its own fields. Plain data; safe to send across threads.
+/// An event about to be published. Plain data; safe to send across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
     kind: &'static str,
     at: f64,
     run_id: Option<String>,
-    correlation_id: Option<String>,
-    work_order_id: Option<String>,
+    /// The envelope's run ids, rendered.
+    ids: String,
     fields: Map<String, Value>,
     /// Fields whose JSON text goes out as it is, after the others.
     raw_fields: Vec<(&'static str, Box<str>)>,
@@ -59,8 +57,7 @@ impl NewEvent {
             kind,
             at,
             run_id: None,
-            correlation_id: None,
-            work_order_id: None,
+            ids: String::new(),
             fields: Map::new(),
             raw_fields: Vec::new(),
         }
@@ -73,9 +70,9 @@ impl NewEvent {
         correlation_id: Option<&str>,
         work_order_id: Option<&str>,
     ) -> NewEvent {
+        self.ids.clear();
+        push_ids(&mut self.ids, run_id, correlation_id, work_order_id);
         self.run_id = Some(run_id.to_string());
-        self.correlation_id = Some(correlation_id.unwrap_or(run_id).to_string());
-        self.work_order_id = work_order_id.map(str::to_string);
         self
     }
 
@@ -88,11 +85,9 @@ impl NewEvent {
         self
     }
 
-    /// Adds one of the event's own fields as JSON text that goes out byte
-    /// for byte, after the fields [`NewEvent::field`] adds: a client's text
-    /// that a `Value` would reorder. `json` must be one JSON value on one
-    /// line, and `key` one of ours, needing no escaping and not given to
-    /// [`NewEvent::field`].
+    /// Adds a field as JSON text that goes out byte for byte, after the
+    /// others: a client's text that a `Value` would reorder. `json` must be
+    /// one JSON value on one line, and `key` one of ours, needing no escaping.
     pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.raw_fields.push((key, json.into()));
@@ -102,18 +97,7 @@ impl NewEvent {
 
     /// The event rendered up to its seq, so the lock is held only to number it.
     fn render(self) -> Rendered {
-        let mut tail = String::with_capacity(128);
-        tail.push_str("\"type\":");
-        push_str(&mut tail, self.kind);
-        tail.push_str(",\"timestamp\":\"");
-        time::push_rfc3339(&mut tail, self.at);
-        tail.push('"');
-        push_ids(
-            &mut tail,
-            self.run_id.as_deref(),
-            self.correlation_id.as_deref(),
-            self.work_order_id.as_deref(),
-        );
+        let mut tail = push_head(self.kind, &time::rfc3339(self.at), &self.ids, 128);
         for (key, value) in &self.fields {
             tail.push(',');
             push_str(&mut tail, key);
@@ -134,16 +118,16 @@ impl NewEvent {
     }
 }
 
-/// Appends the envelope's run ids that are known.
+/// Appends the envelope's run ids; `correlation_id` defaults to the run id.
 pub(super) fn push_ids(
     out: &mut String,
-    run_id: Option<&str>,
+    run_id: &str,
     correlation_id: Option<&str>,
     work_order_id: Option<&str>,
 ) {
     let ids = [
-        ("run_id", run_id),
-        ("correlation_id", correlation_id),
+        ("run_id", Some(run_id)),
+        ("correlation_id", Some(correlation_id.unwrap_or(run_id))),
         ("work_order_id", work_order_id),
     ];
     for (key, value) in ids {
@@ -155,17 +139,28 @@ pub(super) fn push_ids(
     }
 }
 
-/// An event rendered but not numbered yet: everything of its JSON after
-/// `{"seq":N,`. Built outside the hub's lock by whoever publishes.
+/// The start of an event's JSON after `{"seq":N,`: its type, timestamp
+/// (RFC 3339 text) and rendered run ids, in a string of `extra` more bytes.
+pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) -> String {
+    let mut tail = String::with_capacity(ids.len() + timestamp.len() + extra);
+    tail.push_str("\"type\":");
+    push_str(&mut tail, kind);
+    tail.push_str(",\"timestamp\":\"");
+    tail.push_str(timestamp);
+    tail.push('"');
+    tail.push_str(ids);
+    tail
+}
+
+/// An event rendered but not numbered yet, built outside the hub's lock.
 pub(super) struct Rendered {
     pub(super) kind: &'static str,
     pub(super) run_id: Option<Arc<str>>,
-    /// The JSON after the seq, closing brace included.
+    /// The JSON after `{"seq":N,`, closing brace included.
     pub(super) tail: String,
 }
 
-/// A published event: numbered and rendered once, shared by every
-/// subscriber.
+/// A published event: numbered and rendered once, shared by every subscriber.
 #[derive(Debug, PartialEq)]
 pub struct Published {
     seq: u64,
@@ -181,12 +176,8 @@ impl Published {
     /// for the streams), a third time for a type with an AgentGate frame
     /// (which is shorter than the JSON), and its bookkeeping.
     fn bytes(&self) -> usize {
-        let copies = if agentgate::KINDS.contains(&self.kind) {
-            3
-        } else {
-            2
-        };
-        copies * self.json.len() + 128
+        let frame = agentgate::KINDS.contains(&self.kind);
+        (2 + usize::from(frame)) * self.json.len() + 128
     }
 
     pub fn seq(&self) -> u64 {
@@ -205,16 +196,14 @@ impl Published {
         &self.json
     }
 
-    /// The event as a transport sends it, rendered by `render` once and
-    /// shared by every subscriber: a hundred subscribers then cost one
-    /// rendering, not a hundred. Every caller must pass the same rendering.
+    /// The event as a transport sends it, rendered by `render` once for
+    /// every subscriber. Every caller must pass the same rendering.
     pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 
     /// The event as AgentGate's dashboard takes it (see [`agentgate`]),
-    /// made once and shared by every subscriber; `None` for a type it does
-    /// not take.
+    /// made once and shared; `None` for a type it does not take.
     pub fn agentgate_frame(&self) -> Option<&str> {
         self.agentgate
             .get_or_init(|| agentgate::frame(self.kind, &self.json).map(String::into_boxed_str))
@@ -226,7 +215,6 @@ impl Published {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     run_id: Option<String>,
-    /// Only events of these types, when set.
     kinds: Option<&'static [&'static str]>,
 }
 
@@ -244,8 +232,7 @@ impl Filter {
         }
     }
 
-    /// Only the events of these types that this filter passes: a
-    /// subscriber that wants a few types then has no others queued for it.
+    /// Only the events of these types, so no others are queued for it.
     pub fn only(self, kinds: &'static [&'static str]) -> Filter {
         Filter {
             kinds: Some(kinds),
@@ -316,7 +303,7 @@ pub enum Next {
     /// The subscription was closed from another thread.
     Closed,
     /// The server is stopping: every event published before the stop was
-    /// delivered, and every later call returns `Closed`.
+    /// delivered; every later call returns `Closed`.
     Stopping(Stopped),
 }
 
@@ -357,22 +344,18 @@ struct Queue {
     ready: Condvar,
 }
 
-enum Push {
-    Queued,
-    Lagged(u64),
-    Ended,
-}
-
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // Every update is a push, a pop or setting `end`; none can panic midway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, event: &Arc<Published>) -> Push {
+    /// Queues `event`; returns how many events were dropped by cutting the
+    /// subscriber off, or `None` once the queue has ended.
+    fn push(&self, event: &Arc<Published>) -> Option<u64> {
         let mut q = self.lock();
         if q.end.is_some() {
-            return Push::Ended;
+            return None;
         }
         if q.events.len() >= QUEUE_CAPACITY {
             // The events already queued go too: a stuck reader would never
@@ -386,7 +369,7 @@ impl Queue {
             if let Some(on_lag) = on_lag {
                 on_lag();
             }
-            return Push::Lagged(dropped);
+            return Some(dropped);
         }
         q.events.push_back(event.clone());
         // A waiting reader waits on an empty queue, so only the first push wakes it.
@@ -395,16 +378,12 @@ impl Queue {
         if wake {
             self.ready.notify_one();
         }
-        Push::Queued
+        Some(0)
     }
 
     /// Ends the queue with `end`, unless it has ended already.
     fn end(&self, end: End) {
-        let mut q = self.lock();
-        if q.end.is_none() {
-            q.end = Some(end);
-        }
-        drop(q);
+        self.lock().end.get_or_insert(end);
         self.ready.notify_all();
     }
 }
@@ -433,14 +412,47 @@ struct State {
     stopping: bool,
 }
 
+impl State {
+    /// Rings and queues `event`; returns the events lagging subscribers lost.
+    fn deliver(&mut self, event: &Arc<Published>) -> u64 {
+        self.ring_bytes += event.bytes();
+        self.ring.push_back(event.clone());
+        while self.ring.len() > RETAINED
+            || (self.ring_bytes > RETAINED_BYTES && self.ring.len() > 1)
+        {
+            if let Some(old) = self.ring.pop_front() {
+                self.ring_bytes -= old.bytes();
+            }
+        }
+        let mut dropped = 0;
+        self.subscribers.retain(|r| {
+            if !r.filter.matches(event) {
+                return true;
+            }
+            match r.queue.push(event) {
+                Some(0) => true,
+                Some(n) => {
+                    dropped += n;
+                    false
+                }
+                None => false,
+            }
+        });
+        dropped
+    }
+}
+
 struct Metrics {
     subscribers: GaugeFamily,
     published: CounterFamily,
     dropped: Counter,
 }
 
-/// The event hub of one data dir. Safe to share across threads; publishing
-/// never blocks on a subscriber.
+fn metric_error(e: crate::metrics::Error) -> Error {
+    Error(format!("event metric registration failed: {e}"))
+}
+
+/// The event hub of one data dir. Safe to share across threads.
 pub struct Hub {
     state: Mutex<State>,
     file: SeqFile,
@@ -449,8 +461,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens the hub for `dir`, reserving the first block of seqs, and
-    /// registers its metrics in `registry`.
+    /// Opens the hub for `dir` and registers its metrics in `registry`.
     pub fn open(dir: &Path, registry: &Registry, log: Logger) -> Result<Hub, Error> {
         let (file, first) = SeqFile::open(dir)?;
         let reserved = first.saturating_add(SEQ_RESERVE);
@@ -462,20 +473,20 @@ impl Hub {
                     "Live event stream subscribers, by transport (sse or websocket).",
                     &["transport"],
                 )
-                .map_err(Error::metrics)?,
+                .map_err(metric_error)?,
             published: registry
                 .counter_family(
                     "conductor_events_published_total",
                     "Progress events published, by type.",
                     &["type"],
                 )
-                .map_err(Error::metrics)?,
+                .map_err(metric_error)?,
             dropped: registry
                 .counter(
                     "conductor_events_dropped_total",
                     "Events thrown away unread because their subscriber fell too far behind.",
                 )
-                .map_err(Error::metrics)?,
+                .map_err(metric_error)?,
         };
         // Both transports show 0 from the start, so dashboards have a series.
         for transport in [Transport::Sse, Transport::WebSocket] {
@@ -506,9 +517,8 @@ impl Hub {
     }
 
     /// Starts `conductor_events_published_total` from the events published
-    /// before this start, by type, as the stores derive them (see
-    /// [`crate::app::App`]): the counter then never goes back across a
-    /// restart. Call it once, before anything is published.
+    /// before this start, by type, so it never goes back across a restart.
+    /// Call it once, before anything is published.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.metrics.published.inc_by(&[kind], *n);
@@ -522,9 +532,8 @@ impl Hub {
         seq
     }
 
-    /// Publishes rendered events in order, numbering them under one hold
-    /// of the lock, so a batch costs one acquisition and stays contiguous;
-    /// `numbered` is told each seq.
+    /// Publishes rendered events in order under one hold of the lock, so a
+    /// batch stays contiguous; `numbered` is told each seq.
     pub(super) fn publish_all(&self, batch: Vec<Rendered>, mut numbered: impl FnMut(u64)) {
         let mut dropped = 0;
         // Counted after the lock is released, one increment per type.
@@ -547,38 +556,17 @@ impl Hub {
                 numbered(seq);
                 let mut json = String::with_capacity(event.tail.len() + 28 + received.len());
                 json.push_str("{\"seq\":");
-                crate::json_text::push_u64(&mut json, seq);
+                push_u64(&mut json, seq);
                 json.push_str(&received);
                 json.push_str(&event.tail);
-                let published = Arc::new(Published {
+                dropped += s.deliver(&Arc::new(Published {
                     seq,
                     kind: event.kind,
                     run_id: event.run_id,
                     json,
                     rendered: OnceLock::new(),
                     agentgate: OnceLock::new(),
-                });
-                s.ring_bytes += published.bytes();
-                s.ring.push_back(published.clone());
-                while s.ring.len() > RETAINED || (s.ring_bytes > RETAINED_BYTES && s.ring.len() > 1)
-                {
-                    if let Some(old) = s.ring.pop_front() {
-                        s.ring_bytes -= old.bytes();
-                    }
-                }
-                s.subscribers.retain(|r| {
-                    if !r.filter.matches(&published) {
-                        return true;
-                    }
-                    match r.queue.push(&published) {
-                        Push::Queued => true,
-                        Push::Lagged(n) => {
-                            dropped += n;
-                            false
-                        }
-                        Push::Ended => false,
-                    }
-                });
+                }));
                 match counts.iter_mut().find(|(k, _)| *k == event.kind) {
                     Some((_, n)) => *n += 1,
                     None => counts.push((event.kind, 1)),
@@ -601,14 +589,12 @@ impl Hub {
         match self.file.reserve(limit) {
             Ok(()) => {
                 s.reserved = limit;
-                if s.reserve_failing {
-                    s.reserve_failing = false;
+                if std::mem::take(&mut s.reserve_failing) {
                     self.log.info("event sequence file written again", &[]);
                 }
             }
             Err(e) => {
-                if !s.reserve_failing {
-                    s.reserve_failing = true;
+                if !std::mem::replace(&mut s.reserve_failing, true) {
                     self.log.error(
                         "cannot reserve event sequence numbers; a crash now may reuse some",
                         &[("error", json!(e.to_string()))],
@@ -628,29 +614,16 @@ impl Hub {
         let queue = Arc::new(Queue::default());
         let (id, backlog) = {
             let mut s = self.lock();
-            let backlog: VecDeque<Arc<Published>> = match start {
-                Start::Live => VecDeque::new(),
-                Start::After(after) => {
-                    let from = s.ring.partition_point(|e| e.seq <= after);
-                    s.ring
-                        .range(from..)
-                        .filter(|e| filter.matches(e))
-                        .cloned()
-                        .collect()
-                }
-                Start::Tail(n) => {
-                    let mut newest: Vec<Arc<Published>> = s
-                        .ring
-                        .iter()
-                        .rev()
-                        .filter(|e| filter.matches(e))
-                        .take(n)
-                        .cloned()
-                        .collect();
-                    newest.reverse();
-                    newest.into()
-                }
+            let from = match start {
+                Start::Live => s.ring.len(),
+                Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
+                Start::Tail(_) => 0,
             };
+            let matching = s.ring.range(from..).filter(|e| filter.matches(e));
+            let mut backlog: VecDeque<Arc<Published>> = matching.cloned().collect();
+            if let Start::Tail(n) = start {
+                backlog.drain(..backlog.len().saturating_sub(n));
+            }
             if s.stopping {
                 queue.end(End::Stopping);
             }
@@ -694,8 +667,7 @@ impl Hub {
     }
 }
 
-/// Wakes a subscription's reader and ends it; for another thread, such as a
-/// WebSocket's reader when the client closes.
+/// Ends a subscription from another thread, such as a WebSocket's reader.
 #[derive(Clone)]
 pub struct Closer {
     queue: Arc<Queue>,
@@ -707,13 +679,12 @@ impl Closer {
     }
 }
 
-/// One subscriber's view of the hub. Dropping it unsubscribes. It can move
-/// to another thread but is read by one thread at a time.
+/// One subscriber's view of the hub, which can move across threads; dropping it unsubscribes.
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
     queue: Arc<Queue>,
-    /// Retained events it asked to resume with, delivered before live ones.
+    /// Events taken out of the queue, or retained ones it resumes with.
     backlog: VecDeque<Arc<Published>>,
     transport: Transport,
     last_seq: Option<u64>,
@@ -746,15 +717,11 @@ impl Subscription {
             if let Some(end) = q.end {
                 drop(q);
                 self.ended = true;
+                let last_seq = self.last_seq;
                 return match end {
-                    End::Lagged { dropped } => Next::Lagged(Lagged {
-                        dropped,
-                        last_seq: self.last_seq,
-                    }),
+                    End::Lagged { dropped } => Next::Lagged(Lagged { dropped, last_seq }),
                     End::Closed => Next::Closed,
-                    End::Stopping => Next::Stopping(Stopped {
-                        last_seq: self.last_seq,
-                    }),
+                    End::Stopping => Next::Stopping(Stopped { last_seq }),
                 };
             }
             let left = match deadline {
@@ -777,8 +744,7 @@ impl Subscription {
 
     /// Runs `f` once if the subscriber is cut off for lagging, from the
     /// publisher's thread under the hub's lock: it must be quick and must
-    /// not call into the hub. The transport uses it to stop a write that a
-    /// client which stopped reading holds up.
+    /// not call into the hub (it stops a write a stuck client holds up).
     pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
         self.queue.lock().on_lag = Some(Box::new(f));
     }

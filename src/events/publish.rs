@@ -5,9 +5,8 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use super::hub::{push_ids, Hub, NewEvent, Rendered};
+use super::hub::{push_head, push_ids, Hub, NewEvent, Rendered};
 use crate::bus::Message;
-use crate::json_text::push_str;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
@@ -24,10 +23,9 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// A batch of run events rendered for publishing but not yet numbered:
-/// rendering is most of the work, and this way it can happen on whichever
-/// thread has time, before the batch is durable. Plain data; safe to send
-/// across threads.
+/// A batch of run events rendered but not yet numbered: rendering is most
+/// of the work, so it happens on whichever thread has time, before the
+/// batch is durable. Plain data; safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,
@@ -38,13 +36,9 @@ impl PreparedEvents {
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
-        let mut envelope = String::with_capacity(96);
-        push_ids(
-            &mut envelope,
-            Some(&run.run_id),
-            Some(run.correlation()),
-            run.work_order_id.as_deref(),
-        );
+        let mut ids = String::with_capacity(96);
+        let work_order = run.work_order_id.as_deref();
+        push_ids(&mut ids, &run.run_id, Some(run.correlation()), work_order);
         let run_id: Arc<str> = Arc::from(run.run_id.as_str());
         let mut stamp: Option<(f64, String)> = None;
         let batch = events
@@ -59,13 +53,7 @@ impl PreparedEvents {
                 }
                 let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
                 let kind = timed.kind();
-                let mut tail = String::with_capacity(envelope.len() + at.len() + 96);
-                tail.push_str("\"type\":");
-                push_str(&mut tail, kind);
-                tail.push_str(",\"timestamp\":\"");
-                tail.push_str(at);
-                tail.push('"');
-                tail.push_str(&envelope);
+                let mut tail = push_head(kind, at, &ids, 96);
                 let own = tail.len();
                 tail.push(',');
                 if !timed.push_fields(&mut tail) {
@@ -103,9 +91,8 @@ impl Hub {
         )
     }
 
-    /// Publishes `run_completed`, `run_failed` or `run_canceled` for a run
-    /// whose end is durable and whose cost (`cost`, in dollars) is
-    /// recorded; nothing for a run still running.
+    /// Publishes the end event of a run whose end and `cost` (dollars) are
+    /// durable; nothing for a run still running.
     pub(crate) fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
         let result = match run.status {
@@ -143,16 +130,13 @@ impl Hub {
         Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
-    /// Publishes each event of a durable batch of `run`, in order and with
-    /// consecutive seqs, skipping token counts, which only move metrics.
-    /// Each event carries the envelope and then its own fields as
-    /// `Timed::to_json` has them, `type` and `timestamp` aside.
+    /// Publishes each event of a durable batch of `run`, with consecutive
+    /// seqs, skipping token counts, which only move metrics.
     pub(crate) fn run_events(&self, run: &RunIds, events: &[Timed]) {
         self.publish_prepared(PreparedEvents::new(run, events));
     }
 
-    /// Publishes events rendered ahead by [`PreparedEvents::new`], as
-    /// [`Hub::run_events`] would have.
+    /// Publishes events rendered ahead by [`PreparedEvents::new`].
     pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
             self.publish_all(prepared.batch, |_| {});
@@ -160,8 +144,7 @@ impl Hub {
     }
 
     /// Publishes `message_appended` for a message now visible on the bus;
-    /// `run` is the run it names, when that run is known. The body is
-    /// included up to [`MAX_INLINE_BODY`] bytes; `body_bytes` is its size.
+    /// `run` is the run it names, when that run is known.
     pub(crate) fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
         let mut event = NewEvent::new("message_appended", message.timestamp);
         event = match (run, &message.run_id) {
@@ -179,11 +162,7 @@ impl Hub {
         if body.len() <= MAX_INLINE_BODY {
             event = event.raw_field("body", body);
         }
-        let text = |s: &str| {
-            let mut out = String::with_capacity(s.len() + 2);
-            push_str(&mut out, s);
-            out
-        };
+        let text = |s: &str| Value::from(s).to_string();
         self.publish(
             event
                 .raw_field("body_bytes", &body.len().to_string())
@@ -193,8 +172,7 @@ impl Hub {
     }
 
     /// Publishes `budget_alert`: the daily spend reached `threshold` percent
-    /// of the limit; `status` is the budget status at that moment, as
-    /// `GET /api/v1/budget` shows it.
+    /// of the limit; `status` is `GET /api/v1/budget`'s answer then.
     pub(crate) fn publish_budget_alert(&self, threshold: u8, status: &Value) -> u64 {
         self.publish(
             NewEvent::new("budget_alert", time::now_unix())

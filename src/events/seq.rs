@@ -11,7 +11,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{Error, ErrorKind as Kind};
+use super::Error;
 
 const SEQ_FILE: &str = "events.seq";
 
@@ -26,22 +26,32 @@ pub(super) struct SeqFile {
 }
 
 impl SeqFile {
-    /// Opens the file under `dir` and returns it with the first seq this
-    /// process may use: 1 for a new data dir, else the stored mark.
+    /// Opens the file under `dir`, with the first seq this process may use.
     pub(super) fn open(dir: &Path) -> Result<(SeqFile, u64), Error> {
         let path = dir.join(SEQ_FILE);
+        let shown = path.display();
         let first = match fs::read_to_string(&path) {
             Ok(text) => match text.trim().parse::<u64>() {
                 // Sequence numbers never wrap: a mark with no room for one
                 // more block ends the sequence, and the start with it.
                 Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => {
-                    return Err(Error::new(path, Kind::Exhausted(n)))
+                    return Err(Error(format!(
+                        "event sequence file {shown} holds {n}, too near the largest sequence \
+                         number ({}) to reserve another block; refusing to start rather than wrap",
+                        u64::MAX
+                    )));
                 }
                 Ok(n) if n >= 1 => n,
-                _ => return Err(Error::new(path, Kind::Parse(text))),
+                _ => {
+                    let why = format!("holds {text:?}, not a sequence number");
+                    return Err(Error(format!("event sequence file {shown} {why}")));
+                }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(Error::new(path, Kind::Read(e))),
+            Err(e) => {
+                let why = format!("cannot read event sequence file {shown}: {e}");
+                return Err(Error(why));
+            }
         };
         Ok((
             SeqFile {
@@ -63,7 +73,8 @@ impl SeqFile {
             // The rename is only durable once the directory entry is.
             File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| Error::new(self.path.clone(), Kind::Write(e)))
+        let path = self.path.display();
+        write().map_err(|e| Error(format!("cannot write event sequence file {path}: {e}")))
     }
 }
 
@@ -108,9 +119,12 @@ mod tests {
         let dir = temp_dir("corrupt");
         fs::write(dir.join(SEQ_FILE), "12x\n").unwrap();
         let e = SeqFile::open(&dir).unwrap_err();
-        assert!(e.is_corrupt(), "{e}");
-        assert!(e.to_string().contains("12x"), "{e}");
+        assert!(
+            e.to_string().contains("\"12x\\n\", not a sequence number"),
+            "{e}"
+        );
         fs::write(dir.join(SEQ_FILE), "0\n").unwrap();
-        assert!(SeqFile::open(&dir).unwrap_err().is_corrupt());
+        let e = SeqFile::open(&dir).unwrap_err();
+        assert!(e.to_string().contains("not a sequence number"), "{e}");
     }
 }

@@ -63,7 +63,7 @@ pub fn route(ex: &mut Exchange) -> Answer {
         }
         (["api", "v1", "budget", "history"], _) => {
             let history = or_answer!(ex, ex.app().budget.history());
-            ex.send(Response::json(200, &history.to_json()))
+            ex.send(Response::json(200, &history))
         }
         (["api", "v1", "agent", "trigger"], _) => begin(ex, triggered),
         (["api", "v1", "agent", "status"], _) => agent_status(ex),
