@@ -201,10 +201,12 @@ impl Exchange {
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
     {
+        let written = write(body);
         // Counted before the answer's end goes out, as a whole answer is:
-        // a client that has it and asks again sees this one counted.
+        // a client that has it and asks again sees this one counted; a
+        // scrape is not in its own output.
         self.count(200);
-        let sent = write(body).and_then(|()| body.finish());
+        let sent = written.and_then(|()| body.finish());
         if let Err(e) = sent {
             body.abort();
             let why = format!("the answer was cut short: {e}");
