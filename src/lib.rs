@@ -26,6 +26,7 @@ mod json_text;
 mod lock;
 pub mod log;
 pub mod metrics;
+mod ordered;
 mod otlp;
 mod repair;
 mod runs;

@@ -202,7 +202,7 @@ fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
     for dir in dirs.iter().filter(|d| d.is_dir()) {
         journals(&dir.canonicalize()?, &mut files)?;
     }
-    files.sort();
+    files.sort_unstable();
     files.dedup();
     Ok(files)
 }

@@ -490,7 +490,7 @@ impl<'a> Entry<'a> {
         if !self.phases.is_empty() {
             let phases = self.phases.iter();
             let map = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
-            let _ = write!(line, ",\"phases\":{}", Value::Object(map.collect()));
+            let _ = write!(line, ",\"phases\":{}", crate::ordered::object(map));
         }
         line.push('}');
         line.into_bytes()

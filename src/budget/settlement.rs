@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::error::Error;
 
@@ -38,11 +38,11 @@ pub(crate) struct Settlement {
 impl Settlement {
     /// The `spend` member of a run's end record.
     pub fn to_json(&self) -> Value {
-        let phases: Map<String, Value> = self
+        let phases = self
             .phases
             .iter()
-            .map(|(p, m)| (p.clone(), Value::from(*m)))
-            .collect();
+            .map(|(p, m)| (p.clone(), Value::from(*m)));
+        let phases = crate::ordered::object(phases);
         json!({"day": self.day, "micros": self.micros, "phases": phases})
     }
 

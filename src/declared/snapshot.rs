@@ -80,12 +80,8 @@ impl Taken {
         let series = self.series.into_iter().filter_map(|(i, n, value)| {
             let d = &families.declared[i];
             let values = with_family!(&families.handles[i], |f| f.label_values(n))?;
-            let labels: serde_json::Map<String, Value> = d
-                .labels
-                .iter()
-                .cloned()
-                .zip(values.into_iter().map(Value::String))
-                .collect();
+            let labels = d.labels.iter().cloned();
+            let labels = crate::ordered::object(labels.zip(values.into_iter().map(Value::String)));
             Some(json!({"series": [d.name, labels, d.kind.as_str(), value]}))
         });
         let head = json!({"snapshot": {"records": self.records, "format": FORMAT}});

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::counter::Counter;
-use super::exemplar::{Exemplar, Slots};
+use super::exemplar::Exemplar;
 use super::family::Family;
 use super::gauge::Gauge;
 use super::histogram::Histogram;
@@ -95,9 +95,15 @@ impl CounterFamily {
     /// Every exemplar the family's counters hold, by the series numbers
     /// [`Labelled::each`] gives.
     pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
-        let by_series = self.inner.exemplars.lock();
-        let latest = |(i, slots): (&u32, &Slots)| Some((*i, slots.first()?.clone()?));
-        by_series.iter().filter_map(latest).collect()
+        // Inserted, not collected: a `collect` into a map compiles a sort of
+        // its own (as `crate::ordered` says), and these are in key order.
+        let mut latest = BTreeMap::new();
+        for (i, slots) in self.inner.exemplars.lock().iter() {
+            if let Some(Some(e)) = slots.first() {
+                latest.insert(*i, e.clone());
+            }
+        }
+        latest
     }
 }
 
@@ -164,8 +170,11 @@ impl HistogramFamily {
     /// Every exemplar the family's histograms hold, by the series numbers
     /// [`Labelled::each`] gives: one entry per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
-        let by_series = self.inner.exemplars.lock();
-        by_series.iter().map(|(i, s)| (*i, s.to_vec())).collect()
+        let mut all = BTreeMap::new();
+        for (i, slots) in self.inner.exemplars.lock().iter() {
+            all.insert(*i, slots.to_vec());
+        }
+        all
     }
 
     /// The label names, in declaration order.

@@ -109,22 +109,28 @@ fn top<V: Clone + Default>(
     fold: impl Fn(&mut V, &V),
 ) -> BTreeMap<String, V> {
     if map.len() <= SUMMARY_NAMES {
-        return map.iter().map(|(k, v)| (cut(k), v.clone())).collect();
+        return crate::ordered::map(map.iter().map(|(k, v)| (cut(k), v.clone())));
     }
-    let mut order: Vec<(&String, &V)> = map.iter().collect();
-    order.sort_by(|a, b| weight(b.1).cmp(&weight(a.1)).then(a.0.cmp(b.0)));
+    let mut order: Vec<(u64, &str)> = map.iter().map(|(k, v)| (weight(v), k.as_str())).collect();
+    heaviest_first(&mut order);
     let keep = SUMMARY_NAMES - 1;
     let mut out: BTreeMap<String, V> = BTreeMap::new();
     let mut other = V::default();
-    for (i, (k, v)) in order.into_iter().enumerate() {
+    for (i, (_, k)) in order.into_iter().enumerate() {
         if i < keep && k != "other" {
-            out.insert(cut(k), v.clone());
+            out.insert(cut(k), map[k].clone());
         } else {
-            fold(&mut other, v);
+            fold(&mut other, &map[k]);
         }
     }
     out.insert("other".to_string(), other);
     out
+}
+
+/// Sorts by weight, heaviest first, then by name; not generic, so that
+/// each kind of entry [`top`] sorts shares one sort's code.
+fn heaviest_first(order: &mut [(u64, &str)]) {
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
 }
 
 /// A run's [`Detail`], made on its first change: a busy server holds many
@@ -689,10 +695,10 @@ impl Detail {
     pub fn to_json(&self) -> Value {
         let (input, output) = self.tokens();
         let pair = |m: &BTreeMap<String, (u64, u64)>| -> Value {
-            m.iter()
-                .map(|(k, (i, o))| (k.clone(), json!({"input": i, "output": o})))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
+            let pairs = m
+                .iter()
+                .map(|(k, (i, o))| (k.clone(), json!({"input": i, "output": o})));
+            crate::ordered::object(pairs)
         };
         json!({
             "iterations": {
@@ -701,13 +707,13 @@ impl Detail {
                 "current": self.current_iteration,
             },
             "current_phase": self.current_phase,
-            "phases": self.phases.iter().map(|(k, s)| (k.clone(), json!({
+            "phases": crate::ordered::object(self.phases.iter().map(|(k, s)| (k.clone(), json!({
                 "completed": s.completed,
                 "successes": s.successes,
                 "failures": s.completed - s.successes,
                 "total_seconds": s.total_seconds,
                 "last_seconds": s.last_seconds,
-            }))).collect::<serde_json::Map<_, _>>(),
+            })))),
             "gates": self.gates.iter().map(|g| json!({
                 "gate": g.gate, "passed": g.passed, "reason": g.reason, "at": crate::time::rfc3339(g.at),
             })).collect::<Vec<_>>(),

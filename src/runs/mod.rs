@@ -1329,7 +1329,7 @@ impl State {
         budget.restore_learned(std::mem::take(&mut covered.learned));
         self.counts = covered.counts;
         let published = std::mem::take(&mut covered.published).into_iter();
-        self.published = published.map(|(kind, n)| (kind.into(), n)).collect();
+        self.published = crate::ordered::map(published.map(|(kind, n)| (kind.into(), n)));
         metrics.active.set(covered.counts.active as f64);
         self.trim();
         // Every day's: these are known to be missing from the ledger, and

@@ -9,7 +9,7 @@
 //! [`journal::write_snapshot`]). A run holds every field exactly, so that a
 //! start rebuilds the run a replay would; in arrays where it has many.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -59,9 +59,8 @@ pub fn write(
         "counts": [c.active, c.completed, c.failed, c.cancelled],
         "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
         "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
-        "published": header.published.iter()
-            .map(|(kind, n)| (kind.clone(), Value::from(*n)))
-            .collect::<serde_json::Map<_, _>>(),
+        "published": crate::ordered::object(header.published.iter()
+            .map(|(kind, n)| (kind.clone(), Value::from(*n)))),
     }});
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
@@ -218,23 +217,19 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
 fn print_detail<'a>(d: &'a Detail, out: &mut dyn Write) -> io::Result<()> {
     let mut m = Members::new(out);
     let mut iterations: Vec<(&u64, &f64)> = d.iteration_started_at.iter().collect();
-    iterations.sort_by_key(|(i, _)| **i);
+    iterations.sort_unstable_by_key(|(i, _)| **i);
     serde_json::to_writer(m.key("iterations_started")?, &d.iterations_started)?;
     serde_json::to_writer(m.key("iterations_completed")?, &d.iterations_completed)?;
     serde_json::to_writer(m.key("current_iteration")?, &d.current_iteration)?;
     serde_json::to_writer(m.key("iteration_started_at")?, &iterations)?;
     serde_json::to_writer(m.key("current_phase")?, &d.current_phase)?;
     serde_json::to_writer(m.key("phase_started_at")?, &d.phase_started_at)?;
-    let phases: BTreeMap<&str, (u64, u64, f64, f64)> = d
-        .phases
-        .iter()
-        .map(|(k, p)| {
-            (
-                k.as_str(),
-                (p.completed, p.successes, p.total_seconds, p.last_seconds),
-            )
-        })
-        .collect();
+    let phases = crate::ordered::map(d.phases.iter().map(|(k, p)| {
+        (
+            k.as_str(),
+            (p.completed, p.successes, p.total_seconds, p.last_seconds),
+        )
+    }));
     serde_json::to_writer(m.key("phases")?, &phases)?;
     serde_json::to_writer(m.key("gates")?, &gate_tuples(d.gates.iter()))?;
     serde_json::to_writer(m.key("tokens_by_phase")?, &d.tokens_by_phase)?;
@@ -307,10 +302,7 @@ fn pair(v: &Value) -> Option<(u64, u64)> {
     Some((v[0].as_u64()?, v[1].as_u64()?))
 }
 
-fn entries<C, V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<C>
-where
-    C: FromIterator<(String, V)>,
-{
+fn entries<V>(v: &Value, f: impl Fn(&Value) -> Option<V>) -> Option<Vec<(String, V)>> {
     v.as_object()?
         .iter()
         .map(|(k, v)| Some((k.clone(), f(v)?)))
@@ -352,14 +344,16 @@ fn detail_from_json(v: &Value) -> Option<Detail> {
         current_iteration: v["current_iteration"].as_u64(),
         iteration_started_at: iterations.collect::<Option<_>>()?,
         current_phase: v["current_phase"].as_str().map(str::to_string),
-        phase_started_at: entries(&v["phase_started_at"], number)?,
-        phases: entries(&v["phases"], phase_stats_from_json)?,
+        phase_started_at: entries(&v["phase_started_at"], number)?
+            .into_iter()
+            .collect(),
+        phases: crate::ordered::map(entries(&v["phases"], phase_stats_from_json)?),
         gates: gates_from_json(&v["gates"])?
             .into_iter()
             .collect::<VecDeque<_>>(),
-        tokens_by_phase: entries(&v["tokens_by_phase"], pair)?,
-        tokens_by_model: entries(&v["tokens_by_model"], pair)?,
-        tokens_by_phase_model: by_pair.collect::<Option<_>>()?,
+        tokens_by_phase: crate::ordered::map(entries(&v["tokens_by_phase"], pair)?),
+        tokens_by_model: crate::ordered::map(entries(&v["tokens_by_model"], pair)?),
+        tokens_by_phase_model: crate::ordered::map(by_pair.collect::<Option<Vec<_>>>()?),
         delivery_started: v["delivery_started"].as_f64(),
         delivery_completed,
         spans: v["spans"]
@@ -368,7 +362,7 @@ fn detail_from_json(v: &Value) -> Option<Detail> {
             .map(span_from_json)
             .collect::<Option<_>>()?,
         root_gates: gates_from_json(&v["root_gates"])?,
-        pending_tokens: entries(&v["pending_tokens"], pending)?,
+        pending_tokens: crate::ordered::map(entries(&v["pending_tokens"], pending)?),
         event_span,
         version: v["version"].as_u64()?,
         duration_seconds: v["duration_seconds"].as_f64(),
