@@ -3,6 +3,7 @@
 use std::net::TcpStream;
 
 use super::body::BodyWriter;
+pub use super::wire::Reply;
 
 /// A request as a handler gets it: its head checked, and its body read
 /// whole (before [`super::Handler::admits`], not yet).
@@ -26,20 +27,6 @@ impl Request {
             .find(|(field, _)| field.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     }
-}
-
-/// An answer to a [`Request`]: everything but the framing, which the layer
-/// adds (`Content-Length`, and `Connection` when it closes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The status code, 200 to 599.
-    pub status: u16,
-    /// Header fields. A value with a control character is left out, so no
-    /// byte can split a header whatever the handler put there.
-    pub headers: Vec<(&'static str, String)>,
-    /// The body. Left out of the answer to `HEAD`, but still measured for
-    /// its `Content-Length`.
-    pub body: Vec<u8>,
 }
 
 /// What runs a stream on the client's socket, given the bytes the client

@@ -280,7 +280,7 @@ mod tests {
         body.write_all(b"world").unwrap();
         body.finish().unwrap();
         assert!(!body.closes());
-        let reply = super::super::answer::Reply {
+        let reply = wire::Reply {
             status: 200,
             headers: headers(),
             body: b"hello world".to_vec(),

@@ -3,8 +3,21 @@
 
 use std::io::Write;
 
-use super::answer::Reply;
 use super::syntax::is_field_value;
+
+/// An answer to a [`super::Request`]: everything but the framing, which the layer
+/// adds (`Content-Length`, and `Connection` when it closes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code, 200 to 599.
+    pub status: u16,
+    /// Header fields. A value with a control character is left out, so no
+    /// byte can split a header whatever the handler put there.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body. Left out of the answer to `HEAD`, but still measured for
+    /// its `Content-Length`.
+    pub body: Vec<u8>,
+}
 
 /// The statuses the server sends: code, metric label and reason phrase. The
 /// phrase is optional in HTTP/1.1 (RFC 9112 section 4), so others go
