@@ -76,15 +76,9 @@ pub fn parse_batch(
     declared: &[Declaration],
     index: &HashMap<String, usize>,
 ) -> Result<Vec<Update>, Error> {
-    let items = crate::batch::items(value, "update", MAX_BATCH)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            parse_one(v, declared, index)
-                .map_err(|(field, why)| Error::invalid(&format!("updates[{i}].{field}"), why))
-        })
-        .collect()
+    crate::batch::parse(value, "update", MAX_BATCH, |_, v| {
+        parse_one(v, declared, index)
+    })
 }
 
 fn parse_one(

@@ -102,15 +102,7 @@ pub fn metadata_accuracy(e: &Timed) -> Option<f64> {
 /// Parses one event object or an array of them, all or nothing. Errors
 /// name the event's index and field, e.g. `events[3].phase`.
 pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
-    let items = crate::batch::items(value, "event", MAX_BATCH)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            parse_one(v, now)
-                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
-        })
-        .collect()
+    crate::batch::parse(value, "event", MAX_BATCH, |_, v| parse_one(v, now))
 }
 
 /// The fields an event of type `kind` may carry besides `type` and

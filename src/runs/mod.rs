@@ -322,18 +322,11 @@ impl Default for RunRetention {
     }
 }
 
-/// One page of [`Runs::list`], in start order (start time, then id).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page {
-    pub runs: Vec<Run>,
-    /// The id to list after for the next page; `None` on the last page.
-    pub next_after: Option<String>,
-}
-
-/// The ids of one page of [`Runs::listing`], with its `next_after` as in [`Page`].
+/// The ids of one page of [`Runs::listing`], in start order (start time, then id).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listing {
     pub ids: Vec<Arc<str>>,
+    /// The id to list after for the next page; `None` on the last page.
     pub next_after: Option<String>,
 }
 
@@ -1024,23 +1017,8 @@ impl Runs {
         self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// Up to `limit` runs with `status` in start order, after the run
-    /// `after`, which must be held.
-    pub fn list(
-        &self,
-        status: Option<Status>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, Error> {
-        let listing = self.listing(status, after, limit)?;
-        let runs = self.runs_of(&listing.ids, status);
-        Ok(Page {
-            runs: runs.iter().map(|r| Run::clone(r)).collect(),
-            next_after: listing.next_after,
-        })
-    }
-
-    /// The ids of [`Runs::list`]'s page, to read a few runs at a time with
+    /// The ids of up to `limit` runs with `status` in start order, after
+    /// the run `after`, which must be held. Read them a few at a time with
     /// [`Runs::runs_of`]: a listing then holds a page's ids, not its runs.
     pub fn listing(
         &self,
@@ -1851,10 +1829,13 @@ mod tests {
     fn everything(runs: &Runs, registry: &crate::metrics::Registry) -> Everything {
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::OpenMetrics);
-        let page = runs.list(None, None, 1000).unwrap();
+        let page = runs.listing(None, None, 1000).unwrap();
         let status = runs.shared.budget.status();
         (
-            page.runs,
+            runs.runs_of(&page.ids, None)
+                .iter()
+                .map(|r| Run::clone(r))
+                .collect(),
             runs.counts(),
             (status.today_spend, status.reserved),
             runs.shared.budget.learned(),
@@ -2116,7 +2097,7 @@ mod tests {
         assert!(!first.exists(), "the journal of the first runs is gone");
         let (runs, registry) = open(&dir);
         assert_eq!(runs.counts().completed, 40);
-        assert_eq!(runs.list(None, None, 100).unwrap().runs.len(), 3);
+        assert_eq!(runs.listing(None, None, 100).unwrap().ids.len(), 3);
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::Text);
         let text = String::from_utf8(text).unwrap();

@@ -71,22 +71,15 @@ pub fn parse_batch(
     now: f64,
     path_run: Option<&str>,
 ) -> Result<Vec<Progress>, Error> {
-    let items = crate::batch::items(value, "event", MAX_BATCH)?;
     // Only a batch with metrics pays for reading the body a second time.
-    let texts = if items.iter().any(|v| v.get("metrics").is_some()) {
-        member_texts(body, "metrics")
-    } else {
-        Vec::new()
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let text = texts.get(i).and_then(Option::as_deref);
-            parse_one(i, v, text, now, path_run)
-                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
-        })
-        .collect()
+    let mut texts = None;
+    crate::batch::parse(value, "event", MAX_BATCH, |i, v| {
+        let text = v.get("metrics").and_then(|_| {
+            let texts = texts.get_or_insert_with(|| member_texts(body, "metrics"));
+            texts.get(i).copied().flatten()
+        });
+        parse_one(i, v, text, now, path_run)
+    })
 }
 
 /// The text of member `key` of each event in `body`, as it was sent.
