@@ -174,12 +174,10 @@ pub struct Positional {
     pub seen: u64,
 }
 
-/// The values of `labels` (as a journal record or a snapshot has them) for
-/// the declaration `d`, in its label order: an object with exactly the
-/// declared label names, in any order; or, only as `positional` allows, an
-/// array of as many values as it has labels. An empty array fits an
-/// unlabelled family always. `None` when they do not fit: a label renamed,
-/// added or removed.
+/// The values of `labels` (from a journal record or snapshot) in `d`'s label
+/// order: an object with exactly its label names; or, as `positional` allows,
+/// an array of that many values (an empty one always fits no labels). `None`
+/// when they do not fit: a label renamed, added or removed.
 pub fn label_values(
     labels: &Value,
     d: &Declaration,

@@ -1005,9 +1005,8 @@ impl Runs {
         self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// The ids of up to `limit` runs with `status` in start order, after
-    /// the run `after`, which must be held. Read them a few at a time with
-    /// [`Runs::runs_of`]: a listing then holds a page's ids, not its runs.
+    /// Ids of up to `limit` runs with `status` in start order after the held
+    /// run `after`, to read with [`Runs::runs_of`]: a page holds ids, not runs.
     pub fn listing(
         &self,
         status: Option<Status>,

@@ -19,10 +19,9 @@ use crate::otlp::TraceContext;
 /// assessment of the strategy), as ktrdr's do.
 const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
 
-/// The spans of a finished run: the root `agent.research_cycle` first,
-/// then one `agent.phase.<short>` child per phase, in order. The root joins
-/// the caller's trace when the run was started with a valid `traceparent`.
-/// `None` while the run is running.
+/// A finished run's spans: the root `agent.research_cycle` (in the caller's
+/// trace given a valid `traceparent`), then an `agent.phase.<short>` per
+/// phase, in order. `None` while running.
 pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
     if run.status == Status::Running {
         return None;
@@ -81,9 +80,8 @@ fn phase_span(
     if let Some(strategy) = strategy.filter(|_| STRATEGY_PHASES.contains(&short)) {
         attributes.push(text("strategy_name", strategy));
     }
-    // Each record already holds the tokens of its own iteration (see
-    // `Detail::apply`), so two occurrences of one phase stay apart here.
-    // Like the gen_ai pair, only when usage was reported.
+    // Each record holds its own iteration's tokens (`Detail::apply`), so a
+    // phase's occurrences stay apart; like the gen_ai pair, only if reported.
     let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
     if tokens > 0 {
         attributes.push(("tokens".to_string(), int(tokens)));
