@@ -29,6 +29,23 @@ pub fn items<'a>(value: &'a Value, what: &str, max: usize) -> Result<Vec<&'a Val
     Ok(items)
 }
 
+/// Each of [`items`] parsed by `parse(i, item)`, whose `(field, message)`
+/// error becomes [`Error::Invalid`] on `{what}s[i].{field}`.
+pub fn parse<'a, T>(
+    value: &'a Value,
+    what: &str,
+    max: usize,
+    mut parse: impl FnMut(usize, &'a Value) -> Result<T, (String, String)>,
+) -> Result<Vec<T>, Error> {
+    let items = items(value, what, max)?;
+    let field = |i: usize, f: String| format!("{what}s[{i}].{f}");
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| parse(i, v).map_err(|(f, message)| Error::invalid(&field(i, f), message)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

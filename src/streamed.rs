@@ -214,8 +214,9 @@ fn listings_written_a_page_at_a_time_read_as_one_answer() {
         (Some(Status::Running), Some("run-001"), 70),
     ] {
         // As the listing printed it whole: each run with its metrics as sent.
-        let page = h.app.runs.list(status, after, limit).unwrap();
-        let runs: Vec<String> = page.runs.iter().map(|r| r.to_json_text()).collect();
+        let page = h.app.runs.listing(status, after, limit).unwrap();
+        let runs = h.app.runs.runs_of(&page.ids, status);
+        let runs: Vec<String> = runs.iter().map(|r| r.to_json_text()).collect();
         let next_after = serde_json::to_string(&page.next_after).unwrap();
         let want = format!(
             r#"{{"next_after":{next_after},"runs":[{}]}}"#,

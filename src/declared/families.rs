@@ -1,6 +1,5 @@
-//! The registered declared families: updates checked against their values
-//! and applied to them, and a snapshot's series restored into them, matched
-//! by label names and bucket bounds.
+//! The registered declared families: updates checked and applied, and
+//! snapshot series restored, matched by label names and bucket bounds.
 
 use std::collections::HashMap;
 
@@ -71,8 +70,7 @@ fn existing<M: Clone>(f: &Labelled<M>, labels: &[&str]) -> Option<M> {
 }
 
 /// The declarations in force and their families. [`Families::apply`] and
-/// [`Families::restore`] must not run concurrently with each other (the
-/// store serialises them), since they read a value and then write it.
+/// [`Families::restore`] read then write values, so the store serialises them.
 pub(super) struct Families {
     pub(super) declared: Vec<Declaration>,
     pub(super) handles: Vec<Handle>,
@@ -101,14 +99,11 @@ impl Families {
         })
     }
 
-    /// Checks that no update of a batch would make a value infinite: a
-    /// counter's or a gauge's value, or a histogram's sum, added to by the
-    /// updates before it in the batch (see [`existing`]). [`Error::Invalid`]
-    /// names the update's field.
-    ///
-    /// Batches already accepted but not yet applied are not counted: two of
-    /// them may still add up past the largest value, and
-    /// [`Families::apply`] then saturates.
+    /// Checks that no update makes a value (a counter's, a gauge's, a
+    /// histogram's sum) infinite, counting earlier updates of the batch
+    /// ([`existing`]); [`Error::Invalid`] names the field. Accepted batches
+    /// not yet applied are not counted: two may add up past the largest
+    /// value, and [`Families::apply`] then saturates.
     pub(super) fn check(&self, updates: &[Update]) -> Result<(), Error> {
         let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
@@ -164,10 +159,9 @@ impl Families {
         format!("{{{}}}", pairs.join(","))
     }
 
-    /// Applies checked updates in order. A value never becomes infinite:
-    /// an addition that would take it past `±f64::MAX`, which only batches
-    /// in flight together can make (see [`Families::check`]), stops there,
-    /// the same way at every replay of the journal.
+    /// Applies checked updates in order. An addition past `±f64::MAX` (only
+    /// batches in flight together can make one, see [`Families::check`])
+    /// stops there, the same at every replay.
     pub(super) fn apply(&self, updates: &[Update]) {
         for u in updates {
             let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
@@ -185,10 +179,9 @@ impl Families {
         }
     }
 
-    /// Adds a snapshot's series line to its family, matched by name, type,
-    /// label names and, for a histogram, bucket bounds; `None` when no
-    /// family declared now takes it as it is (see [`label_values`] and
-    /// [`counts_for`]). The line's format is in `snapshot.rs`.
+    /// Adds a snapshot series line (format in `snapshot.rs`) to its family,
+    /// matched by name, type, label names and histogram bounds; `None` when
+    /// no family now takes it as it is ([`label_values`], [`counts_for`]).
     pub(super) fn restore(&self, line: &Value, positional: &mut Positional) -> Option<()> {
         let s = &line["series"];
         let (name, kind) = (s[0].as_str()?, s[2].as_str()?);
@@ -228,13 +221,12 @@ fn numbers<T>(v: &Value, read: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
     v.as_array()?.iter().map(read).collect()
 }
 
-/// The cumulative counts for buckets `declared`, from `counts` taken under
-/// `bounds`: the count at each declared bound is the count at the same
-/// bound then, so a histogram whose bounds were only removed keeps its
-/// counts exactly. `None` when a declared bound was not a bound then (what
-/// fell below it is unknown), or the counts do not fit their bounds. Counts
-/// without bounds (a store from before they were recorded) are taken as
-/// they are when `positional` allows it and their number fits.
+/// Cumulative counts for buckets `declared` from `counts` under `bounds`:
+/// each declared bound takes the count at that bound, so a histogram that
+/// only lost bounds keeps its counts exactly. `None` when a declared bound
+/// was not one then (what fell below it is unknown) or counts misfit their
+/// bounds. Counts without bounds (older stores) are taken as they are when
+/// `positional` allows and their number fits.
 pub(super) fn counts_for(
     declared: &[f64],
     bounds: Option<&[f64]>,
@@ -257,10 +249,9 @@ pub(super) fn counts_for(
     Some(out)
 }
 
-/// Adds `v` (not negative) to a counter as an f64 value adds: up to the
-/// largest finite value, where it stops. A counter keeps whole increments in
-/// an integer, which stops at `u64::MAX`, so those that would take it past
-/// go to its fractional part instead, and the counter keeps counting.
+/// Adds `v` (not negative) to a counter as an f64 adds, stopping at the
+/// largest finite value. Whole increments that would take its integer part
+/// past `u64::MAX` go to its fractional part, so it keeps counting.
 fn add_saturating(c: &Counter, v: f64) {
     let (int, fraction) = c.parts();
     if !(fraction + v).is_finite() {

@@ -1,19 +1,16 @@
 //! Declared metrics: families an orchestrator declares in a file at start
 //! (`--metrics-file`) and updates over HTTP, typed, durable and bounded.
 //!
-//! - **Typed.** Every update is checked against its declaration, and a
-//!   batch is all or nothing (see [`update`]).
+//! - **Typed.** Each update is checked against its declaration; a batch is
+//!   all or nothing ([`update`]).
 //! - **Durable before visible.** A batch is one journal record (segments in
-//!   `DATA_DIR/metrics/`), and moves the metrics only once it is synced, in
-//!   journal order, so a gauge's value is always the last one written,
-//!   and a replay of the journal brings back every value exactly.
-//! - **Matched by name.** Each record, and each series of a [`snapshot`],
-//!   is self-contained, so a start with a changed declarations file takes
-//!   what still fits by label name and by bucket bound, and keeps the rest
-//!   aside as it was (see `families.rs`).
-//! - **Bounded.** Each family is capped by the registry's series cap, and
-//!   all of them together by a [`Ceiling`] in bytes; past either, new label
-//!   sets go to the family's overflow series.
+//!   `DATA_DIR/metrics/`), applied once synced, in journal order: a gauge is
+//!   the last value written, and a replay restores every value exactly.
+//! - **Matched by name.** Records and [`snapshot`] series are self-contained,
+//!   so after a declarations change a start takes what fits by label name
+//!   and bucket bound and keeps the rest aside as it was (`families.rs`).
+//! - **Bounded.** Per family by the registry's series cap, in total by a
+//!   [`Ceiling`] in bytes; past either, new label sets go to overflow.
 
 mod families;
 #[cfg(test)]
@@ -38,21 +35,18 @@ use crate::segments::{self, Segments};
 use families::Families;
 use update::Positional;
 
-/// The journal's file name in the data dir before it was cut into
-/// segments: the first start moves it into [`STORE`].
+/// The unsegmented journal's file name, moved into [`STORE`] at first start.
 pub const JOURNAL: &str = "metrics.jsonl";
 
-/// The store's directory in the data dir: the journal's segments and the
-/// snapshot.
+/// The store's directory in the data dir: journal segments and snapshot.
 pub const STORE: &str = "metrics";
 
 /// The ceiling in bytes on what the declared families hold together, as
 /// [`ByteCeiling`] counts it; 0 is no limit of that kind.
 ///
-/// The defaults keep the whole of `/metrics` under 64 MiB at its worst:
-/// every built-in family at its series cap with the longest label values
-/// it takes, and the declared families at this ceiling (see
-/// `docs/operations.md`, "Series bound").
+/// The defaults keep `/metrics` under 64 MiB at worst: built-in families at
+/// their series caps with longest label values, declared ones at this
+/// ceiling (`docs/operations.md`, "Series bound").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ceiling {
     /// `--declared-label-bytes`: each series' labels as a scrape writes
@@ -72,8 +66,8 @@ impl Default for Ceiling {
     }
 }
 
-/// How far the journal is applied, and when the next snapshot is due: it
-/// is taken between two batches, as they are applied.
+/// How far the journal is applied and when the next snapshot (taken
+/// between two applied batches) is due.
 #[derive(Default)]
 struct Order {
     /// Journal records applied, ever: the number of the next one.
@@ -87,8 +81,7 @@ pub struct Declared {
     queue: Option<CommitQueue>,
     order: Arc<Mutex<Order>>,
     snapshots: Arc<Snapshots>,
-    /// Journal updates and snapshot series left out on replay because
-    /// their family is no longer declared as it was.
+    /// Updates and snapshot series replay left out: their family changed.
     pub skipped_on_replay: u64,
 }
 
@@ -103,20 +96,17 @@ struct Snapshots {
 }
 
 impl Declared {
-    /// Registers `declared` in `registry` under `ceiling`, reads the
-    /// snapshot under `dir` and replays the journal after it. With nothing
-    /// declared there is no journal and no thread. A family the registry
-    /// refuses (a clash with a built-in family, or a header and overflow
-    /// series that do not fit under the ceiling) is [`Error::Invalid`]
-    /// naming it. A snapshot is written as the journal grows by
-    /// `snapshot_bytes` (0: none), and `log` says so.
+    /// Registers `declared` in `registry` under `ceiling`, reads the snapshot
+    /// under `dir` and replays the journal after it; nothing declared: no
+    /// journal, no thread. A family the registry refuses (clashing with a
+    /// built-in, or header and overflow series over the ceiling) is
+    /// [`Error::Invalid`] naming it. A snapshot each `snapshot_bytes` of
+    /// journal (0: none), logged to `log`.
     ///
-    /// A store written before records named their labels is read by
-    /// position, once: on its first start under this version, whose
-    /// declarations are taken to be those it was written under. A snapshot
-    /// with names is then written at once, whatever `snapshot_bytes` says,
-    /// so that no later start reads a position; if it cannot be written
-    /// the start fails ([`Error::Storage`]).
+    /// A store whose records lack label names is read by position once, on
+    /// its first start here, taking today's declarations as its own; a
+    /// snapshot with names is written at once, whatever `snapshot_bytes`,
+    /// so no later start reads a position ([`Error::Storage`] if it fails).
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
@@ -165,18 +155,17 @@ impl Declared {
         &self.families.declared
     }
 
-    /// Checks a request body (one update or an array) against the
-    /// declarations and the values now, all or nothing: see
-    /// [`update::parse_batch`] and `Families::check`.
+    /// Checks a body (an update or an array) against the declarations and
+    /// values now, all or nothing ([`update::parse_batch`], `Families::check`).
     pub fn parse(&self, body: &Value) -> Result<Vec<Update>, Error> {
         let updates = update::parse_batch(body, &self.families.declared, &self.families.index)?;
         self.families.check(&updates)?;
         Ok(updates)
     }
 
-    /// Journals `updates` as one record and, once it is durable, applies
-    /// them in journal order and returns their count. A failed write
-    /// applies nothing and gets [`Error::Storage`].
+    /// Journals `updates` as one record; once durable, applies them in
+    /// journal order and returns their count. A failed write applies nothing
+    /// ([`Error::Storage`]).
     pub fn update(&self, updates: Vec<Update>) -> Result<usize, Error> {
         let Some(queue) = &self.queue else {
             return Err(Error::invalid(
@@ -205,10 +194,9 @@ impl Declared {
 }
 
 impl Snapshots {
-    /// Reads the snapshot and replays the journal after it (first moved
-    /// from `old_journal` if never cut into segments) into `families`,
-    /// keeping what they do not take. Returns the journal and whether
-    /// anything was read by position.
+    /// Reads the snapshot and replays the later journal (moved first from an
+    /// unsegmented `old_journal`) into `families`, keeping what they do not
+    /// take; returns the journal and whether anything was read by position.
     fn replay(
         &mut self,
         old_journal: &Path,
@@ -260,9 +248,8 @@ impl Snapshots {
         Ok((journal, positional.allowed && positional.seen > 0))
     }
 
-    /// Writes a snapshot of everything applied, `records` journal records,
-    /// at once, and deletes the segments it covers: for a store read by
-    /// position, so that no later start reads one.
+    /// Snapshots the `records` applied now and deletes the segments covered:
+    /// for a store read by position, so no later start reads one.
     fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
         let taken = snapshot::Taken::take(records, families, &self.kept);
         let message = "declared metrics rewritten with their label names";
@@ -274,10 +261,9 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Counts `grown` bytes of journal applied, and takes a snapshot if
-    /// one is due (see [`segments::SnapshotDue`]), under the lock that
-    /// applies batches; a thread of its own writes it and deletes the
-    /// segments it covers.
+    /// Counts `grown` journal bytes applied and, under the applying lock,
+    /// takes a due snapshot ([`segments::SnapshotDue`]); its own thread
+    /// writes it and deletes the segments covered.
     fn take_if_due(
         &self,
         o: &mut Order,

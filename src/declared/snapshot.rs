@@ -1,21 +1,16 @@
-//! The snapshot of the declared metrics: every series' value as of one
-//! record of the journal, so that a start reads it and only the records
-//! after it, and the segments before it can go.
+//! The declared metrics' snapshot: every series' value as of one journal
+//! record, so a start reads only later records and older segments can go.
 //!
-//! The file, `metrics/snapshot`, is in the journal's line format: a header,
-//! `{"snapshot":{"records":N,"format":2}}`; a line per series,
-//! `{"series":[name,{label:value,...},type,value]}`, where a counter's
-//! value is its two parts (see [`Counter::parts`]), a gauge's its value and
-//! a histogram's `[cumulative counts, sum, bounds]`; then what the
-//! declarations in force did not take, kept as it was: series of families
-//! no longer declared as they were, and journal updates (`{"u":[...]}`)
-//! the same; and `{"end":N}` with the number of lines before it (see
-//! `journal::write_snapshot`).
+//! `metrics/snapshot`, in the journal's line format: a header
+//! `{"snapshot":{"records":N,"format":2}}`; per series
+//! `{"series":[name,{label:value,...},type,value]}` (a counter's value its
+//! [`Counter::parts`], a gauge's its value, a histogram's `[cumulative
+//! counts, sum, bounds]`); then, as they were, series and journal updates
+//! (`{"u":[...]}`) of families no longer declared so; and `{"end":N}`, the
+//! lines before it (`journal::write_snapshot`).
 //!
-//! Format 2 names each series' labels and a histogram's bounds, so that a
-//! start matches them by name and by bound. A snapshot without a format
-//! (written before) has label values by position and counts without bounds:
-//! see [`Positional`].
+//! Format 2 names labels and bounds, matched so at start; a snapshot
+//! without a format has positional labels and unbounded counts ([`Positional`]).
 //!
 //! [`Counter::parts`]: crate::metrics::Counter::parts
 
@@ -102,9 +97,8 @@ pub struct Header {
     pub named: bool,
 }
 
-/// Reads the snapshot at `path`, if there is one, handing each line after
-/// the header to `line` with the header; returns the header, or `None`
-/// when there is no snapshot.
+/// Reads the snapshot at `path`, handing each line after the header to
+/// `line` with the header; returns the header, `None` without a snapshot.
 ///
 /// # Errors
 ///

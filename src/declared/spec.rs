@@ -55,9 +55,8 @@ pub struct Declaration {
 }
 
 impl Declaration {
-    /// The declaration as the metrics file writes it, with what the server
-    /// filled in made explicit: `labels` always (empty for none), and a
-    /// histogram's `buckets` (the defaults when the file gave none).
+    /// The declaration in the metrics file's form, defaults explicit:
+    /// `labels` always, a histogram's `buckets` (defaults if none given).
     /// [`parse_value`] reads it back as the same declaration.
     pub fn to_json(&self) -> Value {
         let mut v = json!({
@@ -73,9 +72,8 @@ impl Declaration {
     }
 }
 
-/// Parses the metrics file's text. Errors name the family (by name, or by
-/// index when it has no usable name) and the field, e.g.
-/// `family "git_merge_total": labels[1]: "2x" is not a valid label name`.
+/// Parses the metrics file. Errors name the family (by index without a
+/// usable name) and field: `family "git_merge_total": labels[1]: "2x" is not a valid label name`.
 pub fn parse(text: &str) -> Result<Vec<Declaration>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     parse_value(&value)

@@ -76,15 +76,9 @@ pub fn parse_batch(
     declared: &[Declaration],
     index: &HashMap<String, usize>,
 ) -> Result<Vec<Update>, Error> {
-    let items = crate::batch::items(value, "update", MAX_BATCH)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            parse_one(v, declared, index)
-                .map_err(|(field, why)| Error::invalid(&format!("updates[{i}].{field}"), why))
-        })
-        .collect()
+    crate::batch::parse(value, "update", MAX_BATCH, |_, v| {
+        parse_one(v, declared, index)
+    })
 }
 
 fn parse_one(
@@ -169,25 +163,21 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
         .collect()
 }
 
-/// How a start reads label values given by position, as a store written
-/// before label names were recorded has them (and bucket counts without
-/// their bounds).
+/// How a start reads label values by position (and bucket counts without
+/// bounds), as stores written before label names were recorded hold them.
 #[derive(Debug, Default)]
 pub struct Positional {
-    /// Whether they are taken by position: only on the first start on such
-    /// a store, which then rewrites it with names (see
-    /// [`crate::declared::Declared::open`]).
+    /// Whether taken: only on the first start on such a store, which
+    /// rewrites it with names ([`crate::declared::Declared::open`]).
     pub allowed: bool,
     /// How many were met, taken or not.
     pub seen: u64,
 }
 
-/// The values of `labels` (as a journal record or a snapshot has them) for
-/// the declaration `d`, in its label order: an object with exactly the
-/// declared label names, in any order; or, only as `positional` allows, an
-/// array of as many values as it has labels. An empty array fits an
-/// unlabelled family always. `None` when they do not fit: a label renamed,
-/// added or removed.
+/// The values of `labels` (from a journal record or snapshot) in `d`'s label
+/// order: an object with exactly its label names; or, as `positional` allows,
+/// an array of that many values (an empty one always fits no labels). `None`
+/// when they do not fit: a label renamed, added or removed.
 pub fn label_values(
     labels: &Value,
     d: &Declaration,
@@ -211,10 +201,9 @@ pub fn label_values(
 }
 
 /// The journal record of a batch:
-/// `{"u":[["name",{"label":"value",...},"op",value],...]}`, with names
-/// rather than indexes or positions so that a changed declarations file
-/// cannot misread it. A histogram's observations need no bounds: a replay
-/// counts them into the buckets declared then.
+/// `{"u":[["name",{"label":"value",...},"op",value],...]}`: names, not
+/// positions, so a changed declarations file cannot misread it. Observations
+/// need no bounds: a replay buckets them as then declared.
 pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     let mut out = String::with_capacity(16 + updates.len() * 48);
     out.push_str("{\"u\":[");
@@ -244,10 +233,9 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Reads a journal record back. Updates of families no longer declared, or
-/// declared with other label names (see [`label_values`]) or another type,
-/// are added to `skipped` as they were, and left out; a snapshot keeps
-/// them.
+/// Reads a journal record back. Updates of families no longer declared so
+/// (other label names, see [`label_values`], or type) go to `skipped` as
+/// they were, for a snapshot to keep.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],

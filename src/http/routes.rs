@@ -165,8 +165,8 @@ fn status(ex: &mut Exchange) -> Answer {
     // The oldest running runs; `active_runs_count` has them all.
     let running = app
         .runs
-        .list(Some(Status::Running), None, STATUS_RUNS)
-        .map(|page| page.runs)
+        .listing(Some(Status::Running), None, STATUS_RUNS)
+        .map(|page| app.runs.runs_of(&page.ids, Some(Status::Running)))
         .unwrap_or_default();
     let runs: Vec<Value> = running
         .iter()

@@ -1,6 +1,6 @@
-//! What a run's events add up to: iterations, phases, gates, tokens and
-//! delivery. The same `apply` runs live and on replay, and also moves the
-//! metrics, so a restart rebuilds exactly what was there.
+//! What a run's events add up to (iterations, phases, gates, tokens,
+//! delivery). One `apply`, live and on replay, also moves the metrics, so a
+//! restart rebuilds exactly what was there.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -60,9 +60,8 @@ pub struct Detail {
     pub spans: Vec<PhaseRecord>,
     /// Made outside any phase.
     pub root_gates: Vec<Gate>,
-    /// Tokens reported for a phase before its span of the current
-    /// iteration began, `(input, output, model)`: they go to that span once
-    /// it does, not to an earlier iteration's.
+    /// `(input, output, model)` reported for a phase before its span of the
+    /// current iteration began: they go to that span, not an earlier one.
     pub(super) pending_tokens: BTreeMap<String, (u64, u64, Option<String>)>,
     /// The earliest and latest times of the events applied, reported or
     /// received: where the run's trace span begins and ends.
@@ -73,9 +72,8 @@ pub struct Detail {
     /// How long the run took once it ended: as the emitter measured it
     /// when it sent a duration, otherwise from its start to its end.
     pub duration_seconds: Option<f64>,
-    /// How many spans at the front have all ended: spans only ever end,
-    /// so the search for an open one (every phase end and gate check)
-    /// need not look at them again.
+    /// Leading spans all ended: spans never reopen, so the search for an
+    /// open one (each phase end and gate check) skips them.
     pub(super) ended_before: usize,
 }
 
@@ -100,9 +98,8 @@ fn add_pair(sum: &mut (u64, u64), t: &(u64, u64)) {
     sum.1 = sum.1.saturating_add(t.1);
 }
 
-/// The [`SUMMARY_NAMES`] entries of `map` with the largest `weight` (the
-/// first by name among equals), and the rest folded by `fold` under
-/// `other`.
+/// The [`SUMMARY_NAMES`] entries of `map` of largest `weight` (ties by
+/// name), the rest folded by `fold` under `other`.
 fn top<V: Clone + Default>(
     map: &BTreeMap<String, V>,
     weight: impl Fn(&V) -> u64,
@@ -133,10 +130,9 @@ fn heaviest_first(order: &mut [(u64, &str)]) {
     order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
 }
 
-/// A run's [`Detail`], made on its first change: a busy server holds many
-/// runs that have started and reported nothing yet, and an empty detail
-/// costs more than all the rest of a run. Reads of a run without one see
-/// an empty detail. Plain data; safe to send and share across threads.
+/// A run's [`Detail`], made on its first change (reads before see an empty
+/// one): many runs have reported nothing yet, and an empty detail costs more
+/// than the rest of a run. Plain data, Send + Sync.
 #[derive(Clone, Debug, Default)]
 pub struct LazyDetail(Option<Box<Detail>>);
 
@@ -206,9 +202,8 @@ pub struct PhaseRecord {
 /// Phase occurrences kept per run for its trace.
 pub const MAX_SPANS: usize = 256;
 
-/// Runs `f` on the entry for `name`, made when absent; past
-/// [`MAX_NAMES`] names a new one goes to `other`. The name is copied only
-/// when an entry is made: this runs for nearly every event.
+/// Runs `f` on `name`'s entry, made when absent (past [`MAX_NAMES`], as
+/// `other`). Copies the name only then: this runs for nearly every event.
 fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&mut V)) {
     let key = if map.len() < MAX_NAMES || map.contains_key(name) {
         name
@@ -236,9 +231,8 @@ fn add_tokens(
     }
 }
 
-/// Adds tokens to the table a run's cost is priced from. An absent model
-/// is kept as the empty name and priced at the default price; past
-/// [`MAX_NAMES`] pairs a new one goes to `other`.
+/// Adds tokens to the table a run's cost is priced from: an absent model as
+/// the empty name (default price); past [`MAX_NAMES`] pairs, as `other`.
 fn add_priced_tokens(
     table: &mut BTreeMap<(String, String), (u64, u64)>,
     phase: &str,
@@ -294,11 +288,9 @@ impl Detail {
         });
     }
 
-    /// Fills in what an event left out and the run knows, as
-    /// [`Detail::apply`] will see the batch: a phase or gate event without
-    /// an iteration gets the current one, and a phase end without a
-    /// duration gets the one measured from its start. So the journal, the
-    /// streams and the log all carry the same, whole events.
+    /// Fills in what events left out and the run knows, as [`Detail::apply`]
+    /// will see them: the current iteration, and a phase end's duration
+    /// measured from its start. So journal, streams and log carry whole events.
     pub fn fill(&self, events: &mut [Timed]) {
         let mut current = self.current_iteration;
         // Phases started within the batch, and when; and phases whose start
@@ -521,12 +513,10 @@ impl Detail {
         self.attribute_tokens(phase, model, input, output);
     }
 
-    /// Adds tokens to the span of `phase` they belong to: the open one, or
-    /// the newest one when it ran in the current iteration (tokens reported
-    /// just after the phase ended). Otherwise that iteration's span has
-    /// not begun yet, and they wait for it. The research agent counts the
-    /// tokens of its `designing` phase under `design` (see
-    /// [`same_phase`]), so either name finds the span.
+    /// Adds tokens to `phase`'s span: the open one, or the newest if it ran in
+    /// the current iteration (tokens reported just after its end); otherwise
+    /// they wait for that iteration's span. Either name of a phase finds it
+    /// ([`same_phase`]: the research agent counts `designing` as `design`).
     fn attribute_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
         let current = self.current_iteration;
         let target = match self.open_span_where(|name| same_phase(name, phase)) {
@@ -553,10 +543,8 @@ impl Detail {
         add_tokens((i, o, m), input, output, model);
     }
 
-    /// Adds a new span, while there are fewer than [`MAX_SPANS`], with the
-    /// tokens that waited for it under either name of its phase. The wait
-    /// list is short (at most [`MAX_NAMES`] names, nearly always none), so
-    /// it is searched rather than kept by a second key.
+    /// Adds a span (below [`MAX_SPANS`]) with the tokens waiting under either
+    /// name of its phase: a short list (nearly always empty), so searched.
     fn push_span(&mut self, mut span: PhaseRecord) {
         if self.spans.len() >= MAX_SPANS {
             return;
@@ -582,10 +570,9 @@ impl Detail {
         phase_costs(&self.tokens_by_phase_model, price)
     }
 
-    /// What [`Detail::phase_costs`] would give once `later` events were
-    /// applied too: the price of a run's end that follows events still on
-    /// their way to the journal. Copies the token table only when `later`
-    /// holds tokens.
+    /// [`Detail::phase_costs`] with `later` events applied too: the price of
+    /// an end after events still on their way to the journal. Copies the
+    /// table only when `later` holds tokens.
     pub fn phase_costs_after<'a>(
         &self,
         later: impl IntoIterator<Item = &'a Timed>,
@@ -606,13 +593,11 @@ impl Detail {
         phase_costs(&table, price)
     }
 
-    /// What a finished run keeps of its detail: the counts and totals, the
-    /// [`SUMMARY_NAMES`] phases, phase token counts and models with the
-    /// most, the rest summed under `other`, the last [`SUMMARY_GATES`]
-    /// gates with reasons cut to [`SUMMARY_TEXT`] bytes, and how delivery
-    /// ended. What only a running run needs (open spans, start times,
-    /// tokens waiting for a span, the pricing table) is dropped: the trace
-    /// and the cost were taken from the whole detail when the run ended.
+    /// What a finished run keeps: counts and totals; the top [`SUMMARY_NAMES`]
+    /// phases, phase tokens and models, the rest under `other`; the last
+    /// [`SUMMARY_GATES`] gates (texts cut to [`SUMMARY_TEXT`] bytes); how
+    /// delivery ended. Spans, start times, waiting tokens and the pricing
+    /// table go: the trace and cost were taken from the whole detail at the end.
     pub fn summary(&self) -> Detail {
         let gates = self.gates.iter().rev().take(SUMMARY_GATES).rev();
         let gates = gates.map(|g| Gate {

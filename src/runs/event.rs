@@ -60,10 +60,9 @@ pub struct Timed {
     /// Unix seconds.
     pub at: f64,
     pub event: Event,
-    /// What the emitter sent beside the typed fields and that moves no
-    /// metric (`metadata`, `feedback`, `phase_timings`, ...), kept so that
-    /// the journal and the streams carry it on; `None` for nearly every
-    /// event, which keeps them small.
+    /// What the emitter sent beside the typed fields, moving no metric
+    /// (`metadata`, `feedback`, ...), carried on to journal and streams;
+    /// `None` for nearly every event, which keeps them small.
     pub extra: Option<Box<Map<String, Value>>>,
 }
 
@@ -74,10 +73,9 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// The name the research agent gives `phase` in `agent_tokens_total` and
-/// in its phase spans: it reports its phases as `designing` and
-/// `assessing` but counts their tokens under `design` and `assessment`.
-/// Any other name is its own.
+/// The research agent's name for `phase` in `agent_tokens_total` and phase
+/// spans: it reports `designing` and `assessing` but counts their tokens as
+/// `design` and `assessment`. Other names are their own.
 pub fn short_phase(phase: &str) -> &str {
     match phase {
         "designing" => "design",
@@ -92,9 +90,8 @@ pub fn same_phase(a: &str, b: &str) -> bool {
     short_phase(a) == short_phase(b)
 }
 
-/// The `accuracy` an event reports in its `metadata`, when it is a JSON
-/// number (always finite: JSON has no other); anything else there (text,
-/// `null`, an object) is no accuracy.
+/// The `accuracy` in an event's `metadata` when a JSON number (so finite);
+/// anything else there is none.
 pub fn metadata_accuracy(e: &Timed) -> Option<f64> {
     e.extra.as_ref()?.get("metadata")?.get("accuracy")?.as_f64()
 }
@@ -102,15 +99,7 @@ pub fn metadata_accuracy(e: &Timed) -> Option<f64> {
 /// Parses one event object or an array of them, all or nothing. Errors
 /// name the event's index and field, e.g. `events[3].phase`.
 pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
-    let items = crate::batch::items(value, "event", MAX_BATCH)?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            parse_one(v, now)
-                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
-        })
-        .collect()
+    crate::batch::parse(value, "event", MAX_BATCH, |_, v| parse_one(v, now))
 }
 
 /// The fields an event of type `kind` may carry besides `type` and
@@ -187,9 +176,8 @@ pub(super) enum Raw<'a> {
 }
 
 /// An event's fields as either parser reads them, checked by the same
-/// methods, so that both build events the same way and differ only in
-/// what a bad field costs: an error naming it, or giving up on the fast
-/// path.
+/// methods: the parsers differ only in what a bad field costs (an error
+/// naming it, or leaving the fast path).
 pub(super) trait EventFields {
     /// The field `k`, when present.
     fn raw(&self, k: &str) -> Option<Raw<'_>>;
@@ -478,9 +466,8 @@ impl Timed {
         Value::Object(map)
     }
 
-    /// Appends the event's own fields (all but `type` and `timestamp`) as
-    /// `"key":value` pairs joined by commas, in the order and with the
-    /// bytes [`Timed::to_json`] prints them. Returns whether it wrote any.
+    /// Appends the fields but `type` and `timestamp` as `"key":value,...`,
+    /// as [`Timed::to_json`] prints them; returns whether it wrote any.
     pub fn push_fields(&self, out: &mut String) -> bool {
         if self.extra.is_some() {
             // Rare: the extras interleave with the typed fields in sorted
@@ -506,10 +493,9 @@ impl Timed {
         wrote
     }
 
-    /// Appends exactly the text of `self.to_json().to_string()`, without
-    /// building the value, with the timestamp already printed as `at`, so
-    /// a batch whose events share a time prints it once: the journal record
-    /// of every event goes through here.
+    /// Appends exactly `self.to_json().to_string()` without building it, the
+    /// timestamp pre-printed as `at` (a batch sharing a time prints it once):
+    /// every event's journal record goes through here.
     pub fn push_json_at(&self, out: &mut String, at: &str) {
         if self.extra.is_some() {
             out.push_str(&self.to_json().to_string());

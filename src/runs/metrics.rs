@@ -18,14 +18,11 @@ pub const PHASE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.
 
 /// Handles to every run metric. Cheap to clone; safe to share across threads.
 ///
-/// Each source system's names are served as it wrote them, and a fact two
-/// systems name is served under both (docs/api-reference.md, "Source
-/// names"): the research agent's `agent_*`, conductor-loop's `conductor_*`
-/// and AgentGate's `agentgate_*`. Where both name one series, the second
-/// name is a registry alias of the first, so it costs nothing; where the
-/// label sets differ, the source's family is kept beside ours and fed by the
-/// same call ([`RunMetrics::finished`], [`RunMetrics::tokens`]). Our own
-/// breakdowns (by outcome, by token type) have names of our own.
+/// Each source system's names (`agent_*`, `conductor_*`, `agentgate_*`) are
+/// served as written, a fact two name under both (docs/api-reference.md,
+/// "Source names"): a registry alias when the series is the same, else the
+/// source's family beside ours, fed by the same call ([`RunMetrics::finished`],
+/// [`RunMetrics::tokens`]). Our breakdowns (outcome, token type) have our names.
 #[derive(Clone)]
 pub struct RunMetrics {
     // Each field's metric names are in `families` and `ALIASES`.
@@ -196,10 +193,9 @@ impl RunMetrics {
         })
     }
 
-    /// Counts `run`, which finished with `outcome` (one of [`OUTCOMES`])
-    /// at `at` (Unix seconds, as its journal record has it) after
-    /// `seconds`, under every name that counts it. The cycle counter and
-    /// durations keep the run as the exemplar of what it was counted in.
+    /// Counts `run`, finished with `outcome` (of [`OUTCOMES`]) at `at` (its
+    /// record's Unix seconds) after `seconds`, under every name; the cycle
+    /// counter and durations keep it as their exemplar.
     pub fn finished(&self, run: RunRef, outcome: &str, seconds: f64, at: f64) {
         run.exemplar_labels(|labels| {
             self.cycles.inc_with_exemplar(&[outcome], labels, at);
@@ -264,9 +260,8 @@ impl<'a> RunRef<'a> {
         header.get(3..35)
     }
 
-    /// Calls `f` with the exemplar labels of the run: `trace_id` when it
-    /// has a trace, then `run_id`. A run id that would take them past
-    /// OpenMetrics' 128 characters is left out (see [`Exemplar::new`]).
+    /// Calls `f` with the run's exemplar labels: `trace_id` if traced, then
+    /// `run_id` unless past OpenMetrics' 128 characters ([`Exemplar::new`]).
     fn exemplar_labels<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
         match self.trace_id() {
             Some(trace_id) => f(&[("trace_id", trace_id), ("run_id", self.run_id)]),
@@ -323,9 +318,8 @@ impl<M: Clone, V, E> FamilyValues<M, V, E> {
     }
 }
 
-/// The run metrics' values at one moment, as numbers: taken quickly, and
-/// spelled out later and elsewhere, label values and all, by
-/// [`Values::into_series`]. Plain data; safe to send across threads.
+/// The run metrics' values at one moment as numbers, taken quickly and
+/// spelled out later by [`Values::into_series`]. Plain data; Send.
 pub struct Values {
     started: (u64, f64),
     iterations: (u64, f64),
@@ -350,11 +344,10 @@ fn series_line(name: &str, labels: Vec<String>, value: Value, exemplars: Option<
 }
 
 impl Values {
-    /// The values as a snapshot holds them, a series each, `[name, [label
-    /// values], value]` and the series' exemplars when it has any, in the
-    /// order that remakes each family; read back by
-    /// [`RunMetrics::restore`]. One small line a series keeps the writer's
-    /// memory small however many series there are.
+    /// The values as a snapshot holds them, a line per series (which keeps
+    /// the writer small): `[name, [label values], value]` plus any
+    /// exemplars, in the order that remakes each family; read back by
+    /// [`RunMetrics::restore`].
     pub fn into_series(self) -> impl Iterator<Item = Value> {
         let single = [
             json!(["started", [], self.started]),
@@ -383,9 +376,8 @@ fn exemplar_from_json(v: &Value) -> Option<Exemplar> {
     Exemplar::new(&labels, v[1].as_f64()?, v[2].as_f64()?)
 }
 
-/// The exemplars of a series line, which has none when written before
-/// exemplars were: a histogram's, one per bucket, each `null` or one; a
-/// counter's, one. `None` when they are there but not these.
+/// A series line's exemplars (absent in older snapshots): a histogram's,
+/// one per bucket, each `null` or one; a counter's, one. `None` if malformed.
 fn exemplars_from_json(v: &Value, histogram: bool) -> Option<Vec<Exemplar>> {
     match (v, histogram) {
         (Value::Null, _) => Some(Vec::new()),
@@ -400,9 +392,8 @@ fn exemplars_from_json(v: &Value, histogram: bool) -> Option<Vec<Exemplar>> {
 }
 
 impl RunMetrics {
-    /// The run metrics' values now, for a snapshot of the run store: every
-    /// counter and histogram, by series. `conductor_active_runs` is left
-    /// out: it follows the running runs.
+    /// Every counter and histogram by series now, for a run-store snapshot;
+    /// not `conductor_active_runs`, which follows the running runs.
     pub fn values(&self) -> Values {
         Values {
             started: self.started.parts(),
@@ -430,11 +421,10 @@ impl RunMetrics {
     /// are new but for the series added before it. `None` when `v` is not
     /// one.
     ///
-    /// A snapshot holds the breakdowns (by outcome, by token type), and the
-    /// families that sum them are rebuilt from those here, so that every
-    /// name of a fact restarts from one value. So do the exemplars of
-    /// `agent_cycle_duration_seconds`: each of its buckets keeps the latest
-    /// of the outcomes', which is the one it held.
+    /// A snapshot holds the breakdowns (outcome, token type); the families
+    /// summing them are rebuilt here, so every name of a fact restarts from
+    /// one value. Each `agent_cycle_duration_seconds` bucket's exemplar is
+    /// the latest of the outcomes', which is the one it held.
     pub fn restore(&self, v: &Value) -> Option<()> {
         let labels: Vec<&str> = v[1]
             .as_array()?

@@ -275,9 +275,8 @@ pub struct Finished {
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
-    /// Why the cost's copy in the budget ledger could not be written, when
-    /// it could not: the end and its cost are durable in the run journal
-    /// all the same, and the ledger line is written again later.
+    /// Why the cost's budget-ledger copy failed, if it did: the end and its
+    /// cost are durable in the run journal, and the ledger line is retried.
     pub ledger_error: Option<String>,
 }
 
@@ -322,18 +321,11 @@ impl Default for RunRetention {
     }
 }
 
-/// One page of [`Runs::list`], in start order (start time, then id).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Page {
-    pub runs: Vec<Run>,
-    /// The id to list after for the next page; `None` on the last page.
-    pub next_after: Option<String>,
-}
-
-/// The ids of one page of [`Runs::listing`], with its `next_after` as in [`Page`].
+/// The ids of one page of [`Runs::listing`], in start order (start time, then id).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listing {
     pub ids: Vec<Arc<str>>,
+    /// The id to list after for the next page; `None` on the last page.
     pub next_after: Option<String>,
 }
 
@@ -370,10 +362,9 @@ pub const ABANDONED: &str = "abandoned";
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// The run store. Safe to share across threads. A change is checked and
-/// journaled first, and applied only once its record is durable, in the
-/// journal's order; a failed write changes nothing. Meanwhile a second
-/// start of the same id, or a second end, is refused as if it were applied.
+/// The run store; thread-safe. A change is checked, journaled, and applied
+/// once durable, in journal order; a failed write changes nothing. Meanwhile
+/// a second start of the id, or a second end, is refused as if applied.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
@@ -406,9 +397,8 @@ struct State {
     /// Finished runs held, oldest first, with their approximate bytes.
     finished: VecDeque<(String, u64)>,
     finished_bytes: u64,
-    /// Boxed, so that the table's free slots, up to half of it after it
-    /// grows, cost a pointer each rather than a whole run; shared, so that
-    /// a snapshot takes the runs as they are at once and writes them out
+    /// Boxed: free slots (up to half the table after it grows) cost a
+    /// pointer, not a run. Shared: a snapshot takes them at once and writes
     /// while the store goes on (a run changed meanwhile is copied first).
     runs: HashMap<Arc<str>, Arc<Run>>,
     counts: Counts,
@@ -527,9 +517,8 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
     (total * 1e6).round() as i64
 }
 
-/// Grows a running run's reservation to what its tokens have cost, so that
-/// later starts see a run dearer than its estimate rather than overdraw
-/// the day. Derived from its records, so a restart holds the same.
+/// Grows a running run's reservation to what its tokens cost, so later
+/// starts cannot overdraw the day; derived from records, so restarts agree.
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     if !events.iter().any(Timed::is_tokens) {
         return;
@@ -572,13 +561,12 @@ fn settlement_of(v: &Value, started_at: Option<f64>) -> Option<Settlement> {
 }
 
 impl Runs {
-    /// Opens the run store under `dir`: the snapshot `runs/snapshot`, then
-    /// the journal's records after it (`runs/NNNNNNNNNN.jsonl`; a `runs.jsonl`
-    /// from before segments becomes the first). Running runs get their
-    /// reservation back, and the costs of runs that ended today or yesterday,
-    /// and those the snapshot says are unledgered, go into the budget ledger
-    /// where a crash or a failed write kept them out ([`Budget::reconcile`]).
-    /// A snapshot is written each `snapshot_bytes` of journal (0: none).
+    /// Opens the run store under `dir`: `runs/snapshot`, then the journal
+    /// records after it (`runs/NNNNNNNNNN.jsonl`; an old `runs.jsonl` becomes
+    /// the first). Running runs get their reservation back; costs of runs
+    /// ended today or yesterday, and those the snapshot calls unledgered, go
+    /// into the budget ledger where a crash or failed write kept them out
+    /// ([`Budget::reconcile`]). A snapshot each `snapshot_bytes` (0: none).
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
@@ -600,9 +588,8 @@ impl Runs {
         // Read a record at a time: a start holds the runs, not their history.
         let old = dir.join("runs.jsonl");
         let journal = Segments::open_from(&store, Some(&old), sizes, covered, |record| {
-            // The journal checked each line's checksum, so a record that is
-            // not one of ours was written by another version: skipping it
-            // would lose a change and make the counters jump.
+            // Checksums passed, so a record not ours is another version's:
+            // skipping it would lose a change and make counters jump.
             let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
             if !RECORD_OPS.contains(&v["op"].as_str().unwrap_or_default()) {
                 return Err("not a run record".to_string());
@@ -637,11 +624,10 @@ impl Runs {
         })
     }
 
-    /// Marks `plan` in flight and submits `record` while `state` is still
-    /// locked, so the journal holds changes in the order they were checked.
-    /// Once durable, the plan is applied, a snapshot taken if due, the ledger
-    /// copies written and each step handed to the hook. Every record goes
-    /// through here, so the count of records applied is exact.
+    /// Marks `plan` in flight and submits `record` under `state`'s lock, so
+    /// the journal holds changes in checked order. Once durable: the plan is
+    /// applied, a due snapshot taken, ledger copies written, each step handed
+    /// to the hook. Every record passes here, so the applied count is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -708,10 +694,9 @@ impl Runs {
         if state.status_of(&id).is_some() {
             return Err(Error::Conflict(format!("run {id} already exists")));
         }
-        // Checked and reserved in one step under the budget's lock; a
-        // refused start creates nothing and journals nothing. The
-        // reservation is held while the start is written, so that
-        // concurrent starts cannot overdraw the day.
+        // Checked and reserved in one step under the budget's lock (a
+        // refused start journals nothing), and held while the start is
+        // written, so concurrent starts cannot overdraw the day.
         let reserved = self
             .shared
             .budget
@@ -746,11 +731,10 @@ impl Runs {
         }
     }
 
-    /// What the end of `id` at `now` costs: `cost`, or the run's tokens,
-    /// those in flight and `later` ones, priced by model. Tokens are priced
-    /// at most [`MAX_AMOUNT`]: events past it are refused when they arrive,
-    /// so the cap only binds when the pricing changed under a running run,
-    /// and then the run still ends.
+    /// What the end of `id` at `now` costs: `cost`, or the run's tokens (in
+    /// flight and `later` too) priced by model, capped at [`MAX_AMOUNT`]:
+    /// events past it are refused on arrival, so the cap binds only when
+    /// pricing changed under a running run, which then still ends.
     fn price_end(
         &self,
         state: &State,
@@ -819,10 +803,10 @@ impl Runs {
         Err(Error::invalid(field, message))
     }
 
-    /// Applies a batch of progress events, possibly for several runs, all
-    /// or nothing, as one journal record; returns what each step did once
-    /// it is durable. Every step is checked against the runs and the steps
-    /// before it first; a start the budget refuses gives back the batch's.
+    /// Applies progress events, maybe of several runs, all or nothing, as one
+    /// journal record; returns each step's outcome once durable. Each step is
+    /// checked against the runs and earlier steps; a start the budget refuses
+    /// gives back the batch's reservations.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -960,10 +944,9 @@ impl Runs {
     }
 
     /// Records events for a running run, all or nothing, once durable;
-    /// `prepared`, what the caller rendered of them, goes to the hook. When
-    /// the run has moved on since [`Runs::fill_events`] gave `version`, they
-    /// are filled again and `prepared` is dropped. Two batches of one run
-    /// sent at once are filled independently, against its durable records.
+    /// `prepared` (the caller's rendering) goes to the hook. If the run moved
+    /// past [`Runs::fill_events`]' `version`, they are refilled and `prepared`
+    /// dropped, so concurrent batches fill against durable records only.
     pub fn record_events(
         &self,
         id: &str,
@@ -971,9 +954,8 @@ impl Runs {
         version: Option<u64>,
         mut prepared: Option<Prepared>,
     ) -> Result<RunIds, Error> {
-        // The record depends on the request only, so it is written before
-        // taking the lock; it is still submitted under the lock, so the
-        // journal holds batches in the order they were checked.
+        // Built before the lock (it depends on the request only), submitted
+        // under it, so the journal holds batches in checked order.
         let mut record = events_record(id, &events);
         let state = self.shared.lock();
         check_running(id, state.status_of(id), "")?;
@@ -997,9 +979,8 @@ impl Runs {
         }
     }
 
-    /// The running runs with no start or event (its time, or when it
-    /// arrived) in `timeout` seconds before `now`: the journal keeps the
-    /// times, so a run whose orchestrator died before a restart ends too.
+    /// Running runs with no start or event (its time or arrival) in the
+    /// `timeout` seconds before `now`; journaled times let this span restarts.
     pub fn stale(&self, now: f64, timeout: f64) -> Vec<String> {
         let state = self.shared.lock();
         state
@@ -1024,24 +1005,8 @@ impl Runs {
         self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// Up to `limit` runs with `status` in start order, after the run
-    /// `after`, which must be held.
-    pub fn list(
-        &self,
-        status: Option<Status>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, Error> {
-        let listing = self.listing(status, after, limit)?;
-        let runs = self.runs_of(&listing.ids, status);
-        Ok(Page {
-            runs: runs.iter().map(|r| Run::clone(r)).collect(),
-            next_after: listing.next_after,
-        })
-    }
-
-    /// The ids of [`Runs::list`]'s page, to read a few runs at a time with
-    /// [`Runs::runs_of`]: a listing then holds a page's ids, not its runs.
+    /// Ids of up to `limit` runs with `status` in start order after the held
+    /// run `after`, to read with [`Runs::runs_of`]: a page holds ids, not runs.
     pub fn listing(
         &self,
         status: Option<Status>,
@@ -1219,10 +1184,9 @@ impl Shared {
         }
     }
 
-    /// Counts a durable record of `bytes` as applied, and takes a snapshot
-    /// when one is due. Runs on the thread that applies records, after
-    /// this one's: the state and the metrics are then exactly those of the
-    /// records before the next one, and nothing changes them meanwhile.
+    /// Counts a durable record of `bytes` as applied; snapshots when due. On
+    /// the applying thread, after this record: state and metrics are exactly
+    /// those of the records so far, and nothing changes them meanwhile.
     fn applied(self: &Arc<Self>, bytes: u64) {
         let mut p = self.snapshots();
         p.applied += 1;
@@ -1344,9 +1308,8 @@ impl State {
             .values_mut()
             .filter(|r| r.status == Status::Running);
         for run in running {
-            // A start written before starts recorded their reservation
-            // gets what its agent's start would reserve now; a run whose
-            // tokens cost more already holds that (see `cover`).
+            // A start record without a reservation (older version) gets what
+            // its agent's start reserves now; dearer tokens hold more (`cover`).
             let started = run
                 .reserved
                 .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
@@ -1426,9 +1389,8 @@ impl State {
         })
     }
 
-    /// Applies one journal record, live and on replay alike, so the two can
-    /// never disagree. `ended` sees each end with the run's whole detail:
-    /// the store keeps only its summary.
+    /// Applies one journal record, live and on replay alike, so they agree.
+    /// `ended` sees each end with the whole detail; the store keeps a summary.
     fn apply(
         &mut self,
         v: &Value,
@@ -1532,9 +1494,8 @@ impl State {
         run.texts.set(Text::Error, v["error"].as_str());
         run.texts.set(Text::Metrics, v["metrics"].as_str());
         run.cost = v["spend"]["micros"].as_i64();
-        // Released. It grew with the run's tokens as the live store
-        // applied them, and a start grows only the running runs' again
-        // (see `Runs::open`): an ended run keeps none, so both agree.
+        // Released: it grew with the tokens live, and a start regrows only
+        // running runs' (`Runs::open`), so an ended run keeps none either way.
         run.reserved = None;
         *count += 1;
         self.counts.active -= 1;
@@ -1851,10 +1812,13 @@ mod tests {
     fn everything(runs: &Runs, registry: &crate::metrics::Registry) -> Everything {
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::OpenMetrics);
-        let page = runs.list(None, None, 1000).unwrap();
+        let page = runs.listing(None, None, 1000).unwrap();
         let status = runs.shared.budget.status();
         (
-            page.runs,
+            runs.runs_of(&page.ids, None)
+                .iter()
+                .map(|r| Run::clone(r))
+                .collect(),
             runs.counts(),
             (status.today_spend, status.reserved),
             runs.shared.budget.learned(),
@@ -2116,7 +2080,7 @@ mod tests {
         assert!(!first.exists(), "the journal of the first runs is gone");
         let (runs, registry) = open(&dir);
         assert_eq!(runs.counts().completed, 40);
-        assert_eq!(runs.list(None, None, 100).unwrap().runs.len(), 3);
+        assert_eq!(runs.listing(None, None, 100).unwrap().ids.len(), 3);
         let mut text = Vec::new();
         registry.render(&mut text, crate::metrics::Format::Text);
         let text = String::from_utf8(text).unwrap();

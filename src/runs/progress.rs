@@ -29,9 +29,8 @@ pub enum Step {
     },
 }
 
-/// The longest `metrics` text a `run_completed` may carry, in bytes: the
-/// most of a client's JSON an event carries inline
-/// ([`crate::events::publish::MAX_INLINE_BODY`]).
+/// The longest `metrics` text of a `run_completed`, in bytes: what an event
+/// carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
 pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event.
@@ -61,32 +60,24 @@ const ALIASES: [(&str, &str); 12] = [
     ("outputTokens", "output_tokens"),
 ];
 
-/// Parses one progress event or an array of them, all or nothing; `value`
-/// is `body` parsed, whose text a `run_completed`'s `metrics` keeps. An
-/// event may leave out its `runId` only when the route names `path_run`.
-/// Errors name the event's index and field, e.g. `events[2].taskSpec.goal`.
+/// Parses one progress event or an array, all or nothing; `value` is `body`
+/// parsed (a `run_completed`'s `metrics` keeps its text). `runId` may be left
+/// out only under `path_run`. Errors name index and field: `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
     body: &[u8],
     now: f64,
     path_run: Option<&str>,
 ) -> Result<Vec<Progress>, Error> {
-    let items = crate::batch::items(value, "event", MAX_BATCH)?;
     // Only a batch with metrics pays for reading the body a second time.
-    let texts = if items.iter().any(|v| v.get("metrics").is_some()) {
-        member_texts(body, "metrics")
-    } else {
-        Vec::new()
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let text = texts.get(i).and_then(Option::as_deref);
-            parse_one(i, v, text, now, path_run)
-                .map_err(|(field, msg)| Error::invalid(&format!("events[{i}].{field}"), msg))
-        })
-        .collect()
+    let mut texts = None;
+    crate::batch::parse(value, "event", MAX_BATCH, |i, v| {
+        let text = v.get("metrics").and_then(|_| {
+            let texts = texts.get_or_insert_with(|| member_texts(body, "metrics"));
+            texts.get(i).copied().flatten()
+        });
+        parse_one(i, v, text, now, path_run)
+    })
 }
 
 /// The text of member `key` of each event in `body`, as it was sent.

@@ -1,13 +1,12 @@
-//! The snapshot of the run store: its runs, counts and metrics as of one
-//! record of its journal, so that a start reads only the records after it.
+//! The run store's snapshot: runs, counts and metrics as of one journal
+//! record, so a start reads only the records after it.
 //!
-//! `runs/snapshot` is in the journal's line format, with checksums: a
-//! header line, `{"snapshot":{...}}`, a line `{"run":{...}}` per run, the
-//! running ones first (the writer lets go of each once written: until then,
-//! a change to one copies it), then the finished ones oldest first, then
-//! the run metrics, `{"metric":[...]}` a series each, and `{"end":N}` (see
-//! [`journal::write_snapshot`]). A run holds every field exactly, so that a
-//! start rebuilds the run a replay would; in arrays where it has many.
+//! `runs/snapshot`, in the journal's line format with checksums: a header
+//! `{"snapshot":{...}}`; `{"run":{...}}` per run, running ones first (each
+//! let go once written; until then a change copies it), then finished ones
+//! oldest first; `{"metric":[...]}` per series; `{"end":N}`
+//! ([`journal::write_snapshot`]). A run holds every field exactly (arrays
+//! where it has many), so a start rebuilds the run a replay would.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};

@@ -1,8 +1,6 @@
-//! The optional texts a run carries, kept in one allocation.
-//!
-//! Eight `Option<Box<str>>` fields cost 128 bytes in every run, set or not,
-//! and one allocation each when set. A run store holds every active run in
-//! memory, so the texts live together: one length per text and one string.
+//! The optional texts a run carries, in one allocation: one length per text
+//! and one string, as eight `Option<Box<str>>` cost 128 bytes in every run
+//! and an allocation each, and every active run is held in memory.
 
 use serde_json::Value;
 

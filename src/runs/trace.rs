@@ -1,13 +1,11 @@
-//! A finished run as its trace: the run's own span and one child span per
-//! phase, built from the run's phase records and gate checks as they are.
-//! The names and attributes follow the ktrdr research agent's tracing, so
-//! its searches work unchanged (they are listed in docs/api-reference.md).
+//! A finished run as its trace: the run's span and a child span per phase,
+//! from its phase records and gate checks. Names and attributes follow the
+//! ktrdr research agent's tracing, so its searches work unchanged (listed in
+//! docs/api-reference.md).
 //!
-//! A run's own start and end are the server's clock, but its events carry
-//! the times the emitter reported, which may be far from it (a replayed or
-//! simulated timeline, as `demo` sends). So the run span starts at the
-//! earliest of its start, its first event and its phases' starts, and ends
-//! at the latest of its end, its last event and its phases' ends: every
+//! A run's start and end use the server's clock, its events the emitter's
+//! (which may be far off: a replayed or simulated timeline, as `demo`
+//! sends). So the run span covers its start, end, events and phases: every
 //! phase span lies inside it.
 
 use super::detail::{Gate, PhaseRecord};
@@ -17,15 +15,13 @@ use crate::otlp::id::new_span_id;
 use crate::otlp::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
 use crate::otlp::TraceContext;
 
-/// The short names of the phases whose spans carry `strategy_name`: the
-/// one that designs the strategy and the one that assesses it, as ktrdr's
-/// do.
+/// Short names of the phases whose spans carry `strategy_name` (design and
+/// assessment of the strategy), as ktrdr's do.
 const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
 
-/// The spans of a finished run: the root `agent.research_cycle` first,
-/// then one `agent.phase.<short>` child per phase, in order. The root joins
-/// the caller's trace when the run was started with a valid `traceparent`.
-/// `None` while the run is running.
+/// A finished run's spans: the root `agent.research_cycle` (in the caller's
+/// trace given a valid `traceparent`), then an `agent.phase.<short>` per
+/// phase, in order. `None` while running.
 pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
     if run.status == Status::Running {
         return None;
@@ -39,10 +35,9 @@ pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
         .and_then(TraceContext::parse_traceparent)
         .unwrap_or_else(TraceContext::new_root);
     let root_id = new_span_id();
-    // The research agent's clients know a cycle by the operation id
-    // `POST /api/v1/agent/trigger` and `GET /api/v1/agent/status` answer
-    // with, which is the run id; the work order and correlation ids go on
-    // as attributes of their own.
+    // Research-agent clients know a cycle by the operation id the trigger
+    // and status routes answer with, the run id; work order and correlation
+    // ids get attributes of their own.
     let ids = [
         text("operation.id", &run.run_id),
         text("run.id", &run.run_id),
@@ -85,9 +80,8 @@ fn phase_span(
     if let Some(strategy) = strategy.filter(|_| STRATEGY_PHASES.contains(&short)) {
         attributes.push(text("strategy_name", strategy));
     }
-    // Each record already holds the tokens of its own iteration (see
-    // `Detail::apply`), so two occurrences of one phase stay apart here.
-    // Like the gen_ai pair, only when usage was reported.
+    // Each record holds its own iteration's tokens (`Detail::apply`), so a
+    // phase's occurrences stay apart; like the gen_ai pair, only if reported.
     let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
     if tokens > 0 {
         attributes.push(("tokens".to_string(), int(tokens)));
@@ -102,9 +96,8 @@ fn phase_span(
         phase.output_tokens,
         model,
     );
-    // ktrdr gives a phase one gate result. When several checks were made
-    // the last one wins: a later check (a retry, or the next gate)
-    // supersedes what came before. Every check stays an event.
+    // ktrdr gives a phase one gate result: the last check wins (a retry or
+    // the next gate supersedes); every check stays an event.
     if let Some(last) = phase.gates.last() {
         attributes.extend(gate_attributes(last));
     }
@@ -186,9 +179,8 @@ fn run_span(
     }
 }
 
-/// `gate.name`, `gate.passed` and, when given, `gate.reason`: the
-/// attributes of a gate check's event, and of its phase's span when it is
-/// the phase's last check.
+/// `gate.name`, `gate.passed` and any `gate.reason`: a gate check event's
+/// attributes, and its phase span's when it is the last check.
 fn gate_attributes(gate: &Gate) -> Vec<(String, AttrValue)> {
     let mut attributes = vec![
         text("gate.name", &gate.gate),
