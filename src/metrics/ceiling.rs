@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::lock;
+
 /// A ceiling on the bytes of the families registered through
 /// [`Registry::within`]. Cloning is cheap and clones share the same count;
 /// safe to share across threads.
@@ -75,7 +77,7 @@ impl ByteCeiling {
     fn lock(&self) -> MutexGuard<'_, Usage> {
         // Every change under this lock is two stores that cannot panic, so
         // a poisoned lock still guards consistent counts.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 }
 

@@ -11,6 +11,7 @@ use super::format::{
     write_uint,
 };
 use super::histogram::Histogram;
+use super::lock;
 
 /// The Content-Type of text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -221,7 +222,7 @@ impl<'a> Pieces<'a> {
     ) -> io::Result<()> {
         let mut numbers = std::mem::take(&mut self.numbers);
         f.numbers_into(&mut numbers);
-        let lock = || exemplars.then(|| f.exemplars.lock());
+        let lock = || exemplars.then(|| lock(&f.exemplars));
         let mut held = lock();
         let mut result = Ok(());
         for &i in &numbers {
@@ -259,7 +260,7 @@ pub(crate) fn write_samples<M: Clone>(
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
 ) -> io::Result<()> {
-    let exemplars = fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty();
+    let exemplars = fmt == Format::OpenMetrics && !lock(&f.exemplars).is_empty();
     let cached = !exemplars && f.prefixes(name);
     pieces.each(out, f, exemplars, |out, s, slots| {
         if cached {

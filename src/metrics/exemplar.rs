@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use super::format::{write_float_openmetrics, write_label_value};
+use super::lock;
 use super::name::valid_label_name;
 
 /// The most characters (code points, as OpenMetrics 1.0 counts) an
@@ -124,33 +125,22 @@ pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
 /// A family's exemplars, by series number. Kept beside the series rather
 /// than in each metric so that a family that never has one costs nothing
-/// per series; its lock is never taken by `inc` or `observe`.
-#[derive(Debug, Default)]
-pub(crate) struct Exemplars {
-    by_series: Mutex<BTreeMap<u32, Slots>>,
-}
+/// per series; `inc` and `observe` never take its lock, and a scrape's
+/// guard blocks offers only. Each change is one assignment (see `lock`).
+pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
-impl Exemplars {
-    /// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless
-    /// that holds a later one: by time, not by order of offer, so that
-    /// replaying them after a restart ends where it began.
-    pub(crate) fn offer(&self, series: u32, slots: usize, slot: usize, e: Exemplar) {
-        let mut by_series = self.lock();
-        let slots = by_series
-            .entry(series)
-            .or_insert_with(|| vec![None; slots].into());
-        if let Some(held) = slots.get_mut(slot) {
-            if held.as_ref().is_none_or(|h| h.timestamp <= e.timestamp) {
-                *held = Some(e);
-            }
+/// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless
+/// that holds a later one: by time, not by order of offer, so that
+/// replaying them after a restart ends where it began.
+pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
+    let mut by_series = lock(exemplars);
+    let slots = by_series
+        .entry(series)
+        .or_insert_with(|| vec![None; slots].into());
+    if let Some(held) = slots.get_mut(slot) {
+        if held.as_ref().is_none_or(|h| h.timestamp <= e.timestamp) {
+            *held = Some(e);
         }
-    }
-
-    /// Every series' slots, for a scrape. The guard blocks offers only.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Slots>> {
-        // Each change is one assignment, so a poisoned lock still guards a
-        // sound map.
-        self.by_series.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -221,13 +211,13 @@ mod tests {
     #[test]
     fn a_slot_keeps_the_latest_by_time() {
         let store = Exemplars::default();
-        assert!(store.lock().is_empty());
+        assert!(lock(&store).is_empty());
         let at = |t: f64| Exemplar::new(&[("t", &t.to_string())], 1.0, t).unwrap();
-        store.offer(3, 2, 1, at(10.0));
-        store.offer(3, 2, 1, at(5.0));
-        store.offer(3, 2, 0, at(7.0));
-        store.offer(3, 2, 9, at(99.0));
-        let slots = store.lock();
+        offer(&store, 3, 2, 1, at(10.0));
+        offer(&store, 3, 2, 1, at(5.0));
+        offer(&store, 3, 2, 0, at(7.0));
+        offer(&store, 3, 2, 9, at(99.0));
+        let slots = lock(&store);
         let times: Vec<_> = slots[&3]
             .iter()
             .map(|e| e.as_ref().map(|e| e.timestamp))
@@ -244,12 +234,18 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..1_000 {
                         let ts = f64::from(i * 4 + t);
-                        store.offer(0, 1, 0, Exemplar::new(&[("i", "x")], 1.0, ts).unwrap());
+                        offer(
+                            store,
+                            0,
+                            1,
+                            0,
+                            Exemplar::new(&[("i", "x")], 1.0, ts).unwrap(),
+                        );
                     }
                 });
             }
         });
-        assert_eq!(store.lock()[&0][0].as_ref().unwrap().timestamp, 3_999.0);
+        assert_eq!(lock(&store)[&0][0].as_ref().unwrap().timestamp, 3_999.0);
     }
 
     /// Checked when the tests compile: exemplars cross threads.

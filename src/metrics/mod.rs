@@ -34,3 +34,11 @@ pub use name::{valid_label_name, valid_metric_name};
 pub use process::ProcessCollector;
 pub use registry::{Collector, Desc, Registry, RegistryOptions, RENDER_PIECE};
 pub use timer::Timer;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m` even if poisoned: no change under a metrics lock can be left
+/// half made by a panic (each says why), so the state it guards is sound.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::encode::Kind;
+use super::lock;
 use super::registry::{Collector, Desc};
 
 /// A collector of the standard `process_*` metrics, read from `/proc/self`.
@@ -71,7 +72,7 @@ impl Collector for ProcessCollector {
 
     fn collect(&self) -> Vec<f64> {
         // The cache holds plain values; a panic elsewhere cannot corrupt it.
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         if let Some((at, values)) = last.as_ref() {
             if at.elapsed() < MAX_AGE {
                 return values.clone();

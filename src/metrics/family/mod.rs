@@ -13,6 +13,7 @@ use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::exemplar::Exemplars;
 use super::format::write_label_value;
+use super::lock;
 use key::{decode, for_each_word, order, Lookup, HEAD};
 
 /// The label value every label of the overflow series carries.
@@ -349,10 +350,10 @@ impl<M: Clone> Family<M> {
         self.writer().sorted.len()
     }
 
+    /// The insert mutex; a panic cannot leave its state half updated (see
+    /// `push`).
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic cannot leave the state half updated (see `push`), so a
-        // poisoned mutex still guards a sound one.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.writer)
     }
 }
 
