@@ -318,7 +318,7 @@ pub(crate) mod tests {
             (s.date.as_str(), s.today_spend, s.reserved, s.remaining),
             ("2026-11-24", 0.0, 0.0, 1.0)
         );
-        assert_eq!(s.reset_at, "2026-11-25T00:00:00.000Z");
+        assert_eq!(s.reset_at(), "2026-11-25T00:00:00.000Z");
         let recorded = budget.settle("late", SpendInput::Amount(0.3), &[]).unwrap();
         assert_eq!(
             (recorded.day.as_str(), recorded.alerts.as_slice()),

@@ -538,7 +538,7 @@ mod reserve_tests {
             (s.remaining, s.cycles_affordable, s.date.as_str()),
             (0.1, 0, "2026-11-23")
         );
-        assert_eq!(s.reset_at, "2026-11-24T00:00:00.000Z");
+        assert_eq!(s.reset_at(), "2026-11-24T00:00:00.000Z");
         f.at(DAY, 86_400.0 - 0.25);
         assert_eq!(
             budget.reserve("e", None).unwrap_err().retry_after_seconds,

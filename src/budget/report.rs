@@ -26,7 +26,6 @@ pub(crate) struct BudgetStatus {
     pub remaining: f64,
     pub cycles_affordable: u64,
     pub spend_events: u64,
-    pub reset_at: String,
     pub reset_unix: f64,
     pub run_estimate: f64,
     pub run_estimate_mode: &'static str,
@@ -34,6 +33,11 @@ pub(crate) struct BudgetStatus {
 }
 
 impl BudgetStatus {
+    /// When the day's budget resets, in RFC 3339.
+    pub fn reset_at(&self) -> String {
+        crate::time::rfc3339(self.reset_unix)
+    }
+
     pub fn to_json(&self) -> Value {
         let exhausts_at = self.forecast.exhausts_unix.map(crate::time::rfc3339);
         json!({
@@ -44,7 +48,7 @@ impl BudgetStatus {
             "remaining": self.remaining,
             "cycles_affordable": self.cycles_affordable,
             "spend_events": self.spend_events,
-            "reset_at": self.reset_at,
+            "reset_at": self.reset_at(),
             "reset_unix": self.reset_unix,
             "run_estimate": self.run_estimate,
             "run_estimate_mode": self.run_estimate_mode,
@@ -91,7 +95,7 @@ impl Refusal {
             cents(s.daily_limit),
             cents(s.today_spend),
             cents(s.reserved),
-            s.reset_at,
+            s.reset_at(),
         )
     }
 
@@ -106,7 +110,7 @@ impl Refusal {
             "reserved": s.reserved,
             "remaining": s.remaining,
             "run_estimate": self.run_estimate,
-            "reset_at": s.reset_at,
+            "reset_at": s.reset_at(),
             "reset_unix": s.reset_unix,
         })
     }
@@ -262,7 +266,6 @@ mod tests {
             remaining: 0.1,
             cycles_affordable: 0,
             spend_events: 3,
-            reset_at: "2026-11-24T00:00:00.000Z".into(),
             reset_unix: 1_795_478_400.0,
             run_estimate: 0.15,
             run_estimate_mode: "auto",

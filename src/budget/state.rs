@@ -320,7 +320,6 @@ impl State {
             remaining: dollars(remaining),
             cycles_affordable: (remaining / estimate) as u64,
             spend_events: events,
-            reset_at: time::rfc3339(reset_unix),
             reset_unix,
             run_estimate: dollars(estimate),
             run_estimate_mode: if settings.learn { "auto" } else { "fixed" },
@@ -419,7 +418,7 @@ mod tests {
             (0.3, 0.15, 0.55)
         );
         assert_eq!((status.cycles_affordable, status.spend_events), (3, 1));
-        assert_eq!(status.reset_at, "2026-11-24T00:00:00.000Z");
+        assert_eq!(status.reset_at(), "2026-11-24T00:00:00.000Z");
         assert_eq!(status.reset_unix, 20_781.0 * 86_400.0);
         assert_eq!(
             (status.run_estimate, status.run_estimate_mode),
