@@ -1,7 +1,7 @@
-//! The learned run estimate (`--run-estimate auto`): the costs of each
-//! agent's recent finished runs. The budget keeps no file of its own for
-//! them: the run store feeds it every run end, live and on replay, and
-//! carries them in its snapshot, so they are rebuilt exactly at a restart.
+//! The learned run estimate (`--run-estimate auto`): each agent's recent
+//! run costs. No file of its own: the run store feeds it every run end,
+//! live and on replay, and carries them in its snapshot, so a restart
+//! rebuilds them exactly.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,10 +1,8 @@
-//! The budget's metrics: its state read under the budget's lock at scrape
-//! time through a [`Collector`], and cost counted by phase.
-//!
-//! The names are the research agent's (`agent_budget_*`), which its
-//! dashboard queries. Today's spend is `agent_budget_today_spend_dollars`:
-//! the running total is the counter `agent_budget_spend_total`, and a gauge
-//! cannot share a counter's OpenMetrics family name.
+//! The budget's metrics: its state read under its lock at scrape time (a
+//! [`Collector`]), and cost counted by phase. The names are the research
+//! agent's (`agent_budget_*`), which its dashboard queries. Today's spend is
+//! `agent_budget_today_spend_dollars`: the counter `agent_budget_spend_total`
+//! is the running total, and a gauge cannot share its OpenMetrics family.
 
 use std::sync::Arc;
 

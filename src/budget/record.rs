@@ -1,7 +1,6 @@
-//! Reservations, which a run makes when it starts, checked against the
-//! day's limit in the same locked step; and direct spends: costs recorded
-//! outside a run's lifecycle, charged to today (a run's own cost goes
-//! through `settlement.rs`).
+//! Reservations, made at a run's start and checked against the day's limit
+//! in the same locked step; and direct spends, charged to today outside a
+//! run's lifecycle (a run's own cost goes through `settlement.rs`).
 
 use std::sync::MutexGuard;
 

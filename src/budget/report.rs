@@ -166,11 +166,10 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// What has been read of today's ledger, for a burn-down: one point per
-/// spend line, with the day's spend after it. The points are read from the
-/// file itself, up to the journal's durable length, so they are exactly the
-/// ledger's lines; each call reads only what was appended since. Behind its
-/// own lock, so that reading the file never holds the budget's.
+/// Today's ledger as read so far, for a burn-down: per spend line, the
+/// day's spend after it. Read from the file up to the journal's durable
+/// length, so exactly the ledger's lines, each call only what was appended
+/// since; behind its own lock, so reading never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,

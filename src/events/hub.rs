@@ -172,9 +172,8 @@ pub struct Published {
 }
 
 impl Published {
-    /// The bytes it counts for in the ring: its JSON twice (once rendered
-    /// for the streams), a third time for a type with an AgentGate frame
-    /// (which is shorter than the JSON), and its bookkeeping.
+    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an
+    /// AgentGate frame (shorter than the JSON), and 128 of bookkeeping.
     fn bytes(&self) -> usize {
         let frame = agentgate::KINDS.contains(&self.kind);
         (2 + usize::from(frame)) * self.json.len() + 128
@@ -500,9 +499,8 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `conductor_events_published_total` from the events published
-    /// before this start, by type, so it never goes back across a restart.
-    /// Call it once, before anything is published.
+    /// Starts `conductor_events_published_total` from earlier starts' events,
+    /// by type, so it never goes back. Call once, before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.metrics.published.inc_by(&[kind], *n);
@@ -565,9 +563,9 @@ impl Hub {
         }
     }
 
-    /// Extends the reservation. On failure the event still goes out: the
-    /// journals share the disk, so a publisher whose change just became
-    /// durable will rarely see this, and it is retried with every event.
+    /// Extends the reservation. On failure the event still goes out: a
+    /// change just made durable on the same disk makes that rare, and it is
+    /// retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {

@@ -10,11 +10,10 @@ use super::lock;
 /// safe to share across threads.
 ///
 /// It counts, each against its own limit (0 for none), **label bytes**
-/// (each series' escaped labels, kept in memory) and **exposition bytes**
-/// (the most a scrape of the families can write, values at their widest).
-/// A family's fixed part is counted at registration, which fails when it
-/// does not fit; a new series that does not fit goes to the overflow
-/// series. Series are never removed, so the count only grows.
+/// (series' escaped labels, in memory) and **exposition bytes** (the most a
+/// scrape can write, values at their widest). A family's fixed part that
+/// does not fit fails registration; a new series that does not fit goes to
+/// the overflow series. Series are never removed, so the count only grows.
 ///
 /// [`Registry::within`]: super::Registry::within
 #[derive(Clone, Debug)]

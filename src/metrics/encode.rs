@@ -209,10 +209,9 @@ impl<'a> Pieces<'a> {
     }
 
     /// Calls `write` on each series of `f` in render order, with its
-    /// exemplars when `exemplars`, and passes `out` on whenever it holds a
-    /// piece. The exemplars are held while series are written (offers wait
-    /// rather than a scrape copying them all) but never while a piece is
-    /// passed on, so a slow client never holds up an offer.
+    /// exemplars when `exemplars`, passing `out` on whenever it holds a
+    /// piece. The exemplars stay locked while writing (offers wait, rather
+    /// than a scrape copying them) but not while a piece goes to a client.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,
@@ -247,10 +246,10 @@ impl<'a> Pieces<'a> {
 /// Writes one `name{labels} value` line per series, in OpenMetrics with
 /// the series' exemplar, if any, after the value.
 ///
-/// Each series keeps its `name{labels} ` from the first scrape, so that a
-/// line costs one copy and the value; the price is the name once more per
-/// series. Families with exemplars keep none. Out of line so that its loop
-/// is compiled on its own, not inside `render`.
+/// Each series keeps its `name{labels} ` from the first scrape (a line is
+/// then one copy and the value, for the name's bytes once more per series);
+/// families with exemplars keep none. Out of line so its loop compiles on
+/// its own, not inside `render`.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,

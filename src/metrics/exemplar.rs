@@ -26,10 +26,9 @@ pub struct Exemplar {
 impl Exemplar {
     /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
     ///
-    /// Labels are kept in order while they fit: one with an invalid or
-    /// repeated name, or that would take the names and values past 128
-    /// characters (OpenMetrics' limit), is left out whole, since a cut id
-    /// names nothing. `None` when no label is left, or `value` or
+    /// Labels are kept in order; one with an invalid or repeated name, or
+    /// that would pass OpenMetrics' 128 characters, is left out whole (a cut
+    /// id names nothing). `None` when no label is left, or `value` or
     /// `timestamp` is not finite.
     pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
         if !value.is_finite() || !timestamp.is_finite() {
@@ -105,10 +104,9 @@ impl Exemplar {
         self.timestamp
     }
 
-    /// Appends ` # {labels} value timestamp`, what follows a sample's value
-    /// in OpenMetrics. The timestamp is plain decimal (`1795439678.5`), where
-    /// the Go client writes `1.7954396785e+09`, which Python's
-    /// prometheus_client reads as 1.795 seconds.
+    /// Appends ` # {labels} value timestamp` for OpenMetrics. The timestamp
+    /// is plain decimal (`1795439678.5`): Python's prometheus_client reads
+    /// the Go client's `1.7954396785e+09` as 1.795 seconds.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b" # {");
         out.extend_from_slice(self.labels.as_bytes());

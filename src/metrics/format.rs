@@ -104,10 +104,9 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 /// (money in micro-dollars, durations in microseconds), and returns whether
 /// it did; the general path costs several times more.
 ///
-/// The digits are the shortest that round-trip, as [`write_general`] would
-/// give: `n / 1e6` is the double nearest `n` millionths, so checking that it
-/// is `v` proves the decimal parses back to `v`; and below 1e6 doubles are
-/// closer than a millionth, so no shorter decimal is the same double. The
+/// The digits are the shortest that round-trip, as [`write_general`]'s:
+/// `n / 1e6 == v` proves the decimal parses back to `v`, and below 1e6
+/// doubles are closer than a millionth, so no shorter decimal is `v`. The
 /// range is where Go's `%g` uses fixed notation.
 #[inline]
 fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {

@@ -41,9 +41,8 @@ impl<M: Clone> Labelled<M> {
     }
 
     /// Calls `f` with each series' number and metric, in label-value order,
-    /// the overflow series last: adding each, by its
-    /// [`Labelled::label_values`], to a new family in that order remakes
-    /// this one.
+    /// overflow last: adding each by its [`Labelled::label_values`] to a new
+    /// family in that order remakes this one.
     pub fn each(&self, f: impl FnMut(u32, &M)) {
         self.inner.each(f)
     }
@@ -73,9 +72,8 @@ impl CounterFamily {
     }
 
     /// Adds one to the counter for `values` and offers it an exemplar of
-    /// value 1 (see [`Exemplar::new`]); it keeps the latest by timestamp.
-    /// Slower than [`Labelled::inc`]: it allocates and takes the family's
-    /// exemplar lock.
+    /// value 1 (see [`Exemplar::new`]), kept if latest by timestamp. Slower
+    /// than [`Labelled::inc`]: it allocates and takes the exemplar lock.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
@@ -137,10 +135,9 @@ impl HistogramFamily {
         self.inner.with(values, |h| h.observe(v))
     }
 
-    /// Records `v` in the histogram for `values` and offers the bucket it
-    /// falls in an exemplar of `v` (see [`Exemplar::new`]); each bucket keeps
-    /// the latest by timestamp. Slower than [`Labelled::observe`]: it
-    /// allocates and takes the family's exemplar lock.
+    /// Records `v` in the histogram for `values` and offers its bucket an
+    /// exemplar of `v` (see [`Exemplar::new`]), kept if latest by timestamp.
+    /// Slower than [`Labelled::observe`]: it allocates and takes the lock.
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],

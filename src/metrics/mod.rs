@@ -1,7 +1,7 @@
-//! The metrics core: counters, gauges, histograms, labelled families, a
-//! registry and Prometheus text and OpenMetrics encoders, with the standard
-//! library only. Names and labels are checked once, at registration, so the
-//! hot paths cannot fail. See `docs/metrics-library.md` for a tour.
+//! The metrics core (std only): counters, gauges, histograms, labelled
+//! families, a registry, and Prometheus text and OpenMetrics encoders. Names
+//! and labels are checked at registration, so the hot paths cannot fail.
+//! See `docs/metrics-library.md`.
 
 mod ceiling;
 mod counter;

@@ -12,9 +12,8 @@ use super::registry::{Collector, Desc};
 ///
 /// Reading `/proc` costs more than rendering everything else (counting
 /// `/proc/self/fd` alone is a quarter of a scrape with a few dozen
-/// connections open), so a reading is reused for scrapes within
-/// [`MAX_AGE`] of it: Prometheus scrapes every few seconds at most, so it
-/// never sees a stale value, while a burst of scrapes stays cheap.
+/// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus
+/// never sees it stale, and a burst of scrapes stays cheap.
 #[derive(Debug, Default)]
 pub struct ProcessCollector {
     last: Mutex<Option<(Instant, Vec<f64>)>>,

@@ -80,16 +80,13 @@ struct Writer {
 /// A family of series of one metric type, keyed by label values. Safe to
 /// share across threads.
 ///
-/// A lookup takes no lock: it probes an open-addressing index of set-once
-/// slots by a seeded hash and compares the values themselves, so colliding
-/// hashes only cost a comparison. New series are added under a mutex that
-/// lookups never take. A slot holds a clone of its series' metric, so `M`
-/// must be a handle whose clones share one value.
-///
-/// Series live in chunks of doubling size and are never moved or removed,
-/// so a reference to one needs no lock. The index grows by publishing a
-/// table twice the size; old tables are kept until the family drops, so a
-/// lookup still probing one stays safe (a miss there takes the slow path).
+/// Lookups take no lock: they probe an open-addressing index of set-once
+/// slots by a seeded hash and compare the values, so a collision costs only
+/// a comparison; inserts take a mutex lookups never take. A slot holds a
+/// clone of its metric, so `M` must be a handle whose clones share a value.
+/// Series live in doubling chunks, never moved or removed, so need no lock.
+/// The index grows into a table twice the size; old tables live until the
+/// family drops, so a lookup still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
     label_names: Box<[String]>,
     cap: usize,
@@ -157,9 +154,8 @@ impl<M: Clone> Family<M> {
     /// list of the wrong length, or a new one past the cap or that the
     /// family's ceiling cannot take, gets the overflow series.
     ///
-    /// Inlined at every call: a call's saved registers and spills were a
-    /// tenth of a lookup, and callers' value lists usually have a length
-    /// known there, which unrolls the hashing.
+    /// Inlined: a call's register spills were a tenth of a lookup, and a
+    /// caller's value list length is usually known, unrolling the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         self.with_numbered(values, |_, m| f(m))
@@ -350,8 +346,7 @@ impl<M: Clone> Family<M> {
         self.writer().sorted.len()
     }
 
-    /// The insert mutex; a panic cannot leave its state half updated (see
-    /// `push`).
+    /// The insert mutex; a panic cannot half update its state (see `push`).
     fn writer(&self) -> MutexGuard<'_, Writer> {
         lock(&self.writer)
     }
@@ -359,9 +354,8 @@ impl<M: Clone> Family<M> {
 
 /// The chunk of series `i`, `floor(log2(i + 1))`, and its place there.
 ///
-/// The logarithm is read from the exponent of `i + 1` as an f64, which is
-/// exact: `ilog2` compiles to BSR on the baseline x86-64 target, several
-/// micro-ops on some CPUs, and that was half the cost of iterating.
+/// Read from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on
+/// baseline x86-64, several micro-ops on some CPUs, half of iterating's cost.
 #[inline(always)]
 fn place_of(i: u32) -> (usize, usize) {
     let n = u64::from(i) + 1;
