@@ -7,7 +7,7 @@ use std::cmp::Ordering::Less;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
@@ -97,6 +97,7 @@ pub(crate) struct Family<M> {
     tables: [OnceLock<Table<M>>; LEVELS],
     /// Which table lookups probe.
     current: AtomicUsize,
+    /// The insert mutex; a panic cannot half update its state (see `push`).
     writer: Mutex<Writer>,
     /// The metric name in the series' prefixes.
     prefixed: OnceLock<Box<str>>,
@@ -204,7 +205,7 @@ impl<M: Clone> Family<M> {
     #[inline(never)]
     fn find_or_insert(&self, values: &[&str]) -> (u32, &M) {
         let key = &Lookup::new(self.seed, values);
-        let mut w = self.writer();
+        let mut w = lock(&self.writer);
         // Another thread may have added it, or grown the index, since.
         if let Some(found) = self.find(key) {
             return found;
@@ -316,7 +317,7 @@ impl<M: Clone> Family<M> {
     /// Calls `f` with each series' number and metric, in label-value order
     /// with the overflow series last, the order that remakes the family.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
-        let w = self.writer();
+        let w = lock(&self.writer);
         let overflow = w.overflow;
         let order = w.sorted.iter().filter(|&&i| Some(i) != overflow);
         for &i in order.chain(overflow.as_ref()) {
@@ -339,16 +340,11 @@ impl<M: Clone> Family<M> {
     /// Replaces `out` with the series' numbers in label-value order.
     pub(crate) fn numbers_into(&self, out: &mut Vec<u32>) {
         out.clear();
-        out.extend_from_slice(&self.writer().sorted);
+        out.extend_from_slice(&lock(&self.writer).sorted);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.writer().sorted.len()
-    }
-
-    /// The insert mutex; a panic cannot half update its state (see `push`).
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        lock(&self.writer)
+        lock(&self.writer).sorted.len()
     }
 }
 
