@@ -8,9 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{json, Value};
 
 const LEARNED_RUNS: usize = 50;
-/// The most agents whose costs are kept; past it, the agent whose latest
-/// run ended longest ago is forgotten. Agent names come from clients, so
-/// the history must be bounded.
+/// The most agents kept (names come from clients, so it is bounded); past
+/// it, the agent whose latest run ended longest ago is forgotten.
 const LEARNED_AGENTS: usize = 1_000;
 const LEARNED_PERCENTILE: f64 = 0.9;
 /// Agents whose latest run ended this recently make up the budget-wide
@@ -99,9 +98,8 @@ impl Learned {
         self.agents.get(&key).map(|h| h.percentile)
     }
 
-    /// The largest percentile of the agents whose latest run ended within
-    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it, for a clock that
-    /// stepped back).
+    /// The largest percentile of agents whose latest run ended within
+    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it: clocks step back).
     pub fn largest_recent(&self, now: f64) -> Option<i64> {
         self.agents
             .values()

@@ -91,9 +91,8 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once: the phase counter
-    /// starts from what the ledgers held at open, so costs recorded between
-    /// the open and registration are missing from it.
+    /// Registers the budget's metrics in `registry`, once. The phase counter
+    /// starts from the ledgers at open: costs recorded since then miss it.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,

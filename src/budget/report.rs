@@ -1,6 +1,5 @@
-//! What the budget reports: its status, a refusal to reserve, the outcome
-//! of recording a spend, and today's spend over the day, with their JSON
-//! (see `docs/budget.md`).
+//! What the budget reports (status, refusal, recorded spend, today's
+//! burn-down) and their JSON (see `docs/budget.md`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -116,9 +115,9 @@ impl Refusal {
     }
 }
 
-/// A recorded spend: its dollars, the day it was charged to (a settled
-/// run's start day, maybe before today), the alert thresholds (percent of
-/// the limit) it newly reached on that day, and today's budget after it.
+/// A recorded spend: its dollars, the day charged (a settled run's start
+/// day, maybe before today), the alert thresholds (percent of the limit) it
+/// newly reached that day, and today's budget after it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,

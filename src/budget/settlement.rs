@@ -124,9 +124,8 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines after those of earlier ones whose
-    /// append failed; failed lines wait for the day's next settlement (and
-    /// a restart restores them from the run journal in any case).
+    /// Appends a charged settlement's lines after earlier failed ones, which
+    /// wait for the day's next settlement (a restart restores them anyway).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();

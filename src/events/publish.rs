@@ -23,9 +23,9 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// A batch of run events rendered but not yet numbered: rendering is most
-/// of the work, so it happens on whichever thread has time, before the
-/// batch is durable. Plain data; safe to send across threads.
+/// Run events rendered, not yet numbered: rendering is most of the work,
+/// so any thread with time does it before the batch is durable. Plain
+/// data; safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,

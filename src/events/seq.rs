@@ -1,7 +1,5 @@
-//! The event sequence high-water mark, kept so a restart never hands out a
-//! sequence number twice.
-//!
-//! The file holds one decimal number above every seq handed out. The hub
+//! The event seq high-water mark, so a restart never reuses a seq. The
+//! file holds one decimal number above every seq handed out. The hub
 //! writes it a block ahead and syncs it before using the block, so after a
 //! crash the next run starts there, skipping at most one block. It is
 //! replaced whole (temp file, sync, rename, sync the directory), so a crash
