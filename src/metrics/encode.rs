@@ -1,6 +1,5 @@
-//! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
-//! written straight into a byte buffer with no intermediate model, and
-//! passed on in pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0): straight into a
+//! byte buffer, no intermediate model, passed on in pieces between series.
 
 use std::io;
 
@@ -143,8 +142,7 @@ fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     // A whole number below 1e6, the usual value, is its digits in both
-    // formats (OpenMetrics adds `.0`); the round trip through u32 tests
-    // wholeness without a call to `trunc`.
+    // formats (OpenMetrics adds `.0`); the u32 round trip skips `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
         if fmt == Format::OpenMetrics {
@@ -279,9 +277,8 @@ pub(crate) fn write_samples<M: Clone>(
     })
 }
 
-/// Writes every sample of a histogram family; `les` are its bounds as
-/// [`le_strings`] gives them. In OpenMetrics a bucket's exemplar follows
-/// its count.
+/// Writes every sample of a histogram family (`les` from [`le_strings`]);
+/// in OpenMetrics a bucket's exemplar follows its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,

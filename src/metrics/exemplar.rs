@@ -13,9 +13,8 @@ use super::name::valid_label_name;
 /// exemplar's label names and values may hold together.
 pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
-/// One observation behind a sample: its labels (a trace id, say), its
-/// value and the time it was made. Plain data; safe to share across threads.
-/// The labels are kept escaped, as a scrape writes them.
+/// One observation behind a sample: its labels (a trace id, say; kept
+/// escaped, as a scrape writes them), value and time. Safe to share.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
     labels: Box<str>,
@@ -127,9 +126,8 @@ pub(crate) type Slots = Box<[Option<Exemplar>]>;
 /// guard blocks offers only. Each change is one assignment (see `lock`).
 pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
-/// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless
-/// that holds a later one: by time, not by order of offer, so that
-/// replaying them after a restart ends where it began.
+/// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless it
+/// holds a later one by time, so a replay after a restart ends as it began.
 pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
     let mut by_series = lock(exemplars);
     let slots = by_series

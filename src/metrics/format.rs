@@ -8,9 +8,8 @@
 
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
-    // Whole numbers below 1e6 are by far the most common value (counts),
-    // and take a short path that needs no digit generation. The round trip
-    // through i64 tests wholeness without a call to `trunc`.
+    // Whole numbers below 1e6 (counts) are by far the commonest: a short
+    // path with no digit generation; the i64 round trip skips `trunc`.
     if v.abs() < 1e6 && v as i64 as f64 == v {
         if v < 0.0 {
             out.push(b'-');

@@ -169,9 +169,9 @@ impl Histogram {
         (sum, count)
     }
 
-    /// Adds observations as [`Histogram::snapshot`] gives them, for carrying
-    /// a histogram across a restart; the sum saturates. Counts of the wrong
-    /// length, or that decrease, change nothing and return false.
+    /// Adds observations as [`Histogram::snapshot`] gives them, to carry a
+    /// histogram across a restart; the sum saturates. Counts of the wrong
+    /// length or that decrease change nothing and return false.
     pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
         let core = &*self.core;
         let slots = core.bounds.len() + 1;

@@ -324,9 +324,8 @@ impl Registry {
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
         for e in &self.snapshot() {
             let name = e.name.as_str();
-            // A family with no series yet still shows its HELP and TYPE, as
-            // client_golang and prometheus_client do, so that a scrape
-            // tells what exists before anything happened.
+            // A family with no series still shows HELP and TYPE, as the Go
+            // and Python clients do: a scrape tells what exists from the start.
             encode::write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
                 Body::Counters(f, 1) => {

@@ -33,9 +33,8 @@ impl Histogram {
 }
 
 impl HistogramFamily {
-    /// Starts a timer that observes elapsed seconds into the series for
-    /// `values` when dropped. [`Timer::set_label`] can change a value
-    /// first, for an outcome known only at the end.
+    /// Starts a timer observing elapsed seconds into the series for `values`
+    /// when dropped; [`Timer::set_label`] can change a value known at the end.
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),

@@ -46,9 +46,9 @@ pub(crate) struct Series<M> {
 /// Series slots: chunk `k` holds `2^k` of them, each set once.
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
-/// An index slot's contents: enough to recognise a series by its first key
-/// words and to reach its metric without visiting the series, since each
-/// pointer followed was a few nanoseconds of every lookup.
+/// An index slot: enough to recognise a series by its first key words and
+/// reach its metric without visiting the series (each pointer followed was
+/// a few nanoseconds of every lookup).
 #[derive(Clone)]
 struct Entry<M> {
     hash: u64,
