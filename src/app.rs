@@ -338,7 +338,9 @@ impl App {
                 // if it still has them.
                 match prepared.filter(|p| p.ids() == ids) {
                     Some(p) => self.events.publish_prepared(*p),
-                    None => self.events.run_events(ids, events),
+                    None => self
+                        .events
+                        .publish_prepared(PreparedEvents::new(ids, events)),
                 }
                 if self.log.enabled(Level::Debug) {
                     self.log_events(ids, events);

@@ -106,9 +106,8 @@ fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// The budget table, as the research agent's `budget` command prints it,
-/// then, from a server that forecasts, the run estimate, the last hour's
-/// spend rate and the forecast in words.
+/// The budget table as the research agent's `budget` prints it, then, from
+/// a forecasting server, the estimate, last hour's rate and forecast.
 fn format_budget(b: &Value) -> String {
     let money = |k: &str| format!("${:.2}", b[k].as_f64().unwrap_or(0.0));
     let mut rows = vec![

@@ -1,7 +1,6 @@
-//! Command-line and environment configuration. A flag wins over its
-//! environment variable, which wins over the default. Every setting is a row
-//! of the table in `settings`, which the parser, the unknown-flag check and
-//! the help (`usage`) all read.
+//! Command-line and environment configuration: a flag wins over its
+//! variable, which wins over the default. Every setting is a row of the
+//! `settings` table, read by the parser, the unknown-flag check and `usage`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,9 +150,8 @@ fn command(
     })
 }
 
-/// Reads the arguments after `sub`'s name (`named`: it was given by name)
-/// into the command they ask for. A flag `sub` does not take is refused,
-/// with the nearest one it does take.
+/// Reads the arguments after `sub`'s name (`named`: given by name) into
+/// their command; a flag `sub` does not take is refused, naming the nearest.
 fn read_line<'a>(
     sub: &str,
     named: bool,

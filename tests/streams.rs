@@ -884,13 +884,13 @@ fn hub_keeps_order_under_concurrent_publishers_and_cuts_off_a_stuck_subscriber()
         got.push(e);
     }
     assert_eq!(got.len(), 4 * per_thread);
-    assert!(got.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+    assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     for t in 0..4 {
         let mine: Vec<u64> = got
             .iter()
-            .filter(|e| e.run_id() == Some(&format!("run-{t}")))
+            .filter(|e| e.run_id.as_deref() == Some(&format!("run-{t}")))
             .map(|e| {
-                serde_json::from_str::<Value>(e.json()).unwrap()["i"]
+                serde_json::from_str::<Value>(&e.json).unwrap()["i"]
                     .as_u64()
                     .unwrap()
             })

@@ -1,10 +1,9 @@
 //! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`, see
 //! `docs/budget.md`), counted once when a server takes over from it mid-day.
-//! Each entry becomes one ledger line of kind `import` naming its operation
-//! (its `operation_id`, or else its index in `spend`), so whether it was
-//! counted is whether the day's ledger holds that operation: a restart, a
-//! crash halfway through an import, and a direct spend of the same
-//! operation all answer the same way.
+//! Each entry becomes one `import` ledger line naming its operation (its
+//! `operation_id`, or its index in `spend`), so it was counted iff the day's
+//! ledger holds that operation: a restart, a crash mid-import and a direct
+//! spend of the same operation all answer alike.
 
 use std::collections::HashSet;
 use std::fs;

@@ -1,16 +1,15 @@
-//! The learned run estimate (`--run-estimate auto`): the costs of each
-//! agent's recent finished runs. The budget keeps no file of its own for
-//! them: the run store feeds it every run end, live and on replay, and
-//! carries them in its snapshot, so they are rebuilt exactly at a restart.
+//! The learned run estimate (`--run-estimate auto`): each agent's recent
+//! run costs. No file of its own: the run store feeds it every run end,
+//! live and on replay, and carries them in its snapshot, so a restart
+//! rebuilds them exactly.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
 const LEARNED_RUNS: usize = 50;
-/// The most agents whose costs are kept; past it, the agent whose latest
-/// run ended longest ago is forgotten. Agent names come from clients, so
-/// the history must be bounded.
+/// The most agents kept (names come from clients, so it is bounded); past
+/// it, the agent whose latest run ended longest ago is forgotten.
 const LEARNED_AGENTS: usize = 1_000;
 const LEARNED_PERCENTILE: f64 = 0.9;
 /// Agents whose latest run ended this recently make up the budget-wide
@@ -99,9 +98,8 @@ impl Learned {
         self.agents.get(&key).map(|h| h.percentile)
     }
 
-    /// The largest percentile of the agents whose latest run ended within
-    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it, for a clock that
-    /// stepped back).
+    /// The largest percentile of agents whose latest run ended within
+    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it: clocks step back).
     pub fn largest_recent(&self, now: f64) -> Option<i64> {
         self.agents
             .values()

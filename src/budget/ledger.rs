@@ -1,10 +1,8 @@
 //! The ledger: one append-only JSON Lines file per UTC day,
-//! `YYYY-MM-DD.jsonl`, holding that day's spend events and alert markers.
-//!
-//! Files are only ever appended to through a [`Journal`] and its
-//! committer ([`CommitQueue`], with the other stores' group commit), which
-//! syncs before it acknowledges; a torn last line is cut when the file
-//! opens, so a day's sum is always the sum of its complete lines.
+//! `YYYY-MM-DD.jsonl`, of that day's spend events and alert markers. Only
+//! appended through a [`Journal`] and [`CommitQueue`] (group commit with the
+//! other stores), which syncs before it acknowledges; a torn last line is
+//! cut at open, so a day's sum is the sum of its complete lines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -133,10 +131,9 @@ impl Summed {
 }
 
 /// What every ledger of a directory adds up to: what the counters
-/// (`agent_budget_spend_total`, `agent_cost_dollars_total`) and the
-/// `budget_alert` events published have counted, ever. The ledgers are
-/// never pruned, so a start derives the counters from them rather than
-/// keep them apart.
+/// (`agent_budget_spend_total`, `agent_cost_dollars_total`) and `budget_alert`
+/// events have counted, ever. Ledgers are never pruned, so a start derives
+/// the counters from them rather than keeping them apart.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Totals {
     pub spent: i64,
@@ -195,12 +192,11 @@ struct QuickSpend<'a> {
     phases: Vec<(String, i64)>,
 }
 
-/// Reads the members [`Totals`] needs of a spend line this server wrote:
-/// a start sums every ledger ever, and a JSON tree per line made that
-/// 2.8 s per million lines of runs' spends, 1.6 s without it (release
-/// build). `None` for anything else (an alert, a hand-written line, a text
-/// with an escape), which is then parsed whole. A member name can only
-/// match outside strings: inside one, a quote is escaped.
+/// Reads the members [`Totals`] needs of a spend line this server wrote: a
+/// start sums every ledger ever, 2.8 s per million lines with a JSON tree
+/// per line, 1.6 s without (release). `None` for anything else (an alert, a
+/// hand-written line, an escape), parsed whole then. A member name matches
+/// only outside strings: inside one, a quote is escaped.
 fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     if !record.starts_with(b"{\"ts\":\"") || record.contains(&b'\\') {
         return None;
@@ -266,10 +262,9 @@ pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
 }
 
 /// Splits a spend of `micros` by phase label for
-/// `agent_cost_dollars_total`: each of `phases` (a settled run's costs by
-/// phase; an empty name is `unknown`), then what they leave uncovered under
-/// `phase` (a direct spend's), or `unknown`. Live counting and the sum of
-/// the ledgers at start both split through here, so they agree.
+/// `agent_cost_dollars_total`: each of `phases` (a settled run's; an empty
+/// name is `unknown`), then the rest under `phase` (a direct spend's) or
+/// `unknown`. Live counting and the start's sum both split here, so agree.
 pub(crate) fn split_phases(
     phases: &[(String, i64)],
     phase: Option<&str>,

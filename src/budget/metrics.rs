@@ -1,10 +1,8 @@
-//! The budget's metrics: its state read under the budget's lock at scrape
-//! time through a [`Collector`], and cost counted by phase.
-//!
-//! The names are the research agent's (`agent_budget_*`), which its
-//! dashboard queries. Today's spend is `agent_budget_today_spend_dollars`:
-//! the running total is the counter `agent_budget_spend_total`, and a gauge
-//! cannot share a counter's OpenMetrics family name.
+//! The budget's metrics: its state read under its lock at scrape time (a
+//! [`Collector`]), and cost counted by phase. The names are the research
+//! agent's (`agent_budget_*`), which its dashboard queries. Today's spend is
+//! `agent_budget_today_spend_dollars`: the counter `agent_budget_spend_total`
+//! is the running total, and a gauge cannot share its OpenMetrics family.
 
 use std::sync::Arc;
 
@@ -93,9 +91,9 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once: the phase counter
-    /// starts from what the ledgers held at open, so costs recorded between
-    /// the open and registration are missing from it.
+    /// Registers the budget's metrics in `registry`, once. The phase counter
+    /// starts from the ledgers at open, missing costs recorded from the open
+    /// to this call.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,

@@ -1,9 +1,7 @@
-//! The daily budget: agent runs reserve an estimate when they start and
-//! record their actual cost when they end, and a day's reservations plus
-//! spend never pass the daily limit at admission. Money is whole
-//! micro-dollars; the day is the UTC day of an injectable [`Clock`], and
-//! never moves backwards. See `docs/budget.md` for behaviour, file format
-//! and restart semantics.
+//! The daily budget: runs reserve an estimate at start and record their
+//! cost at the end; reservations plus spend never pass the daily limit at
+//! admission. Money is whole micro-dollars; the day is the UTC day of a
+//! [`Clock`] and never moves back. See `docs/budget.md`.
 
 mod agent_file;
 mod forecast;
@@ -318,7 +316,7 @@ pub(crate) mod tests {
             (s.date.as_str(), s.today_spend, s.reserved, s.remaining),
             ("2026-11-24", 0.0, 0.0, 1.0)
         );
-        assert_eq!(s.reset_at, "2026-11-25T00:00:00.000Z");
+        assert_eq!(s.reset_at(), "2026-11-25T00:00:00.000Z");
         let recorded = budget.settle("late", SpendInput::Amount(0.3), &[]).unwrap();
         assert_eq!(
             (recorded.day.as_str(), recorded.alerts.as_slice()),

@@ -1,8 +1,7 @@
-//! Money as whole micro-dollars: every amount becomes an `i64` as soon as it
-//! enters, so sums are exact (a thousand spends of 0.01 add up to exactly
-//! 10). Dollars appear again only on output. Token prices are dollars per
-//! million input and output tokens, by model, with a default for models the
-//! table does not name.
+//! Money as whole micro-dollars: every amount becomes an `i64` on entry, so
+//! sums are exact (a thousand spends of 0.01 make exactly 10); dollars only
+//! on output. Token prices are dollars per million input and output tokens,
+//! by model, with a default for models the table does not name.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};

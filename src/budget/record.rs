@@ -1,7 +1,6 @@
-//! Reservations, which a run makes when it starts, checked against the
-//! day's limit in the same locked step; and direct spends: costs recorded
-//! outside a run's lifecycle, charged to today (a run's own cost goes
-//! through `settlement.rs`).
+//! Reservations, made at a run's start and checked against the day's limit
+//! in the same locked step; and direct spends, charged to today outside a
+//! run's lifecycle (a run's own cost goes through `settlement.rs`).
 
 use std::sync::MutexGuard;
 
@@ -538,7 +537,7 @@ mod reserve_tests {
             (s.remaining, s.cycles_affordable, s.date.as_str()),
             (0.1, 0, "2026-11-23")
         );
-        assert_eq!(s.reset_at, "2026-11-24T00:00:00.000Z");
+        assert_eq!(s.reset_at(), "2026-11-24T00:00:00.000Z");
         f.at(DAY, 86_400.0 - 0.25);
         assert_eq!(
             budget.reserve("e", None).unwrap_err().retry_after_seconds,

@@ -1,6 +1,5 @@
-//! What the budget reports: its status, a refusal to reserve, the outcome
-//! of recording a spend, and today's spend over the day, with their JSON
-//! (see `docs/budget.md`).
+//! What the budget reports (status, refusal, recorded spend, today's
+//! burn-down) and their JSON (see `docs/budget.md`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -26,7 +25,6 @@ pub(crate) struct BudgetStatus {
     pub remaining: f64,
     pub cycles_affordable: u64,
     pub spend_events: u64,
-    pub reset_at: String,
     pub reset_unix: f64,
     pub run_estimate: f64,
     pub run_estimate_mode: &'static str,
@@ -34,6 +32,11 @@ pub(crate) struct BudgetStatus {
 }
 
 impl BudgetStatus {
+    /// When the day's budget resets, in RFC 3339.
+    pub fn reset_at(&self) -> String {
+        crate::time::rfc3339(self.reset_unix)
+    }
+
     pub fn to_json(&self) -> Value {
         let exhausts_at = self.forecast.exhausts_unix.map(crate::time::rfc3339);
         json!({
@@ -44,7 +47,7 @@ impl BudgetStatus {
             "remaining": self.remaining,
             "cycles_affordable": self.cycles_affordable,
             "spend_events": self.spend_events,
-            "reset_at": self.reset_at,
+            "reset_at": self.reset_at(),
             "reset_unix": self.reset_unix,
             "run_estimate": self.run_estimate,
             "run_estimate_mode": self.run_estimate_mode,
@@ -91,7 +94,7 @@ impl Refusal {
             cents(s.daily_limit),
             cents(s.today_spend),
             cents(s.reserved),
-            s.reset_at,
+            s.reset_at(),
         )
     }
 
@@ -106,15 +109,15 @@ impl Refusal {
             "reserved": s.reserved,
             "remaining": s.remaining,
             "run_estimate": self.run_estimate,
-            "reset_at": s.reset_at,
+            "reset_at": s.reset_at(),
             "reset_unix": s.reset_unix,
         })
     }
 }
 
-/// A recorded spend: its dollars, the day it was charged to (a settled
-/// run's start day, maybe before today), the alert thresholds (percent of
-/// the limit) it newly reached on that day, and today's budget after it.
+/// A recorded spend: its dollars, the day charged (a settled run's start
+/// day, maybe before today), the alert thresholds (percent of the limit) it
+/// newly reached that day, and today's budget after it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,
@@ -162,11 +165,10 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// What has been read of today's ledger, for a burn-down: one point per
-/// spend line, with the day's spend after it. The points are read from the
-/// file itself, up to the journal's durable length, so they are exactly the
-/// ledger's lines; each call reads only what was appended since. Behind its
-/// own lock, so that reading the file never holds the budget's.
+/// Today's ledger as read so far, for a burn-down: per spend line, the
+/// day's spend after it. Read from the file up to the journal's durable
+/// length, so exactly the ledger's lines, each call only what was appended
+/// since; behind its own lock, so reading never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -262,7 +264,6 @@ mod tests {
             remaining: 0.1,
             cycles_affordable: 0,
             spend_events: 3,
-            reset_at: "2026-11-24T00:00:00.000Z".into(),
             reset_unix: 1_795_478_400.0,
             run_estimate: 0.15,
             run_estimate_mode: "auto",

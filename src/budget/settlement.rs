@@ -124,9 +124,8 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines after those of earlier ones whose
-    /// append failed; failed lines wait for the day's next settlement (and
-    /// a restart restores them from the run journal in any case).
+    /// Appends a charged settlement's lines after earlier failed ones, which
+    /// wait for the day's next settlement (a restart restores them anyway).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
@@ -174,13 +173,11 @@ impl Budget {
     }
 }
 
-/// The settlements one day's ledger holds, by its `"run"` lines. A ledger
-/// holds a settlement's line at most once: a line naming the run id and
-/// its start time settles that run's end; a line from before lines named
-/// the start time settles one end of that run id, the earliest not settled
-/// otherwise. A run id can come back once retention has forgotten its
-/// first run, so the id alone would take the second run's missing line for
-/// the first one's.
+/// The settlements one day's ledger holds, by its `"run"` lines, each at
+/// most once: a line naming the run id and start time settles that run's
+/// end; an older line without the start time settles the earliest end of
+/// that run id not settled otherwise. The start time matters because a run
+/// id can come back once retention forgot its first run.
 #[derive(Default)]
 struct Settled {
     /// Run id and start time (its bits) of the lines that name both.

@@ -1,6 +1,6 @@
 //! The budget's books, all behind the one lock. A day's book stays loaded
-//! while it is the current day, while a reservation made on it is
-//! outstanding, or while an append to its ledger is in flight.
+//! while current, while a reservation on it is out, or while an append to
+//! its ledger is in flight.
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -173,10 +173,10 @@ impl State {
         alerts
     }
 
-    /// Charges `spends` to `day` as their append starts, pushing their
-    /// lines onto `lines`, and returns the alerts each fired. They count
-    /// from now, so a concurrent reserve cannot take money they are about
-    /// to use, but the status shows them as reserved until they are durable.
+    /// Charges `spends` to `day` as their append starts, pushing their lines
+    /// onto `lines`; returns each one's alerts. They count from now, so a
+    /// concurrent reserve cannot take their money, but show as reserved
+    /// until durable.
     pub fn begin_spends(
         &mut self,
         (day, now): (i64, f64),
@@ -320,7 +320,6 @@ impl State {
             remaining: dollars(remaining),
             cycles_affordable: (remaining / estimate) as u64,
             spend_events: events,
-            reset_at: time::rfc3339(reset_unix),
             reset_unix,
             run_estimate: dollars(estimate),
             run_estimate_mode: if settings.learn { "auto" } else { "fixed" },
@@ -419,7 +418,7 @@ mod tests {
             (0.3, 0.15, 0.55)
         );
         assert_eq!((status.cycles_affordable, status.spend_events), (3, 1));
-        assert_eq!(status.reset_at, "2026-11-24T00:00:00.000Z");
+        assert_eq!(status.reset_at(), "2026-11-24T00:00:00.000Z");
         assert_eq!(status.reset_unix, 20_781.0 * 86_400.0);
         assert_eq!(
             (status.run_estimate, status.run_estimate_mode),

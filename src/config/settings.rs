@@ -138,10 +138,9 @@ pub(super) struct Client {
     pub(super) error: Option<String>,
 }
 
-/// Every command's settings, in the order its help lists them: `serve`'s,
-/// then the client commands'. Rows apply in this order too:
-/// `AGENT_BUDGET_DIR` comes after the data dir, whose row puts the ledger
-/// inside it.
+/// Every command's settings, in help order: `serve`'s, then the clients'.
+/// Rows apply in this order too: `AGENT_BUDGET_DIR` follows the data dir,
+/// whose row puts the ledger inside it.
 pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         flag: ("addr", "HOST:PORT"),

@@ -4,73 +4,67 @@
 
 use super::settings;
 
-/// The commands, in the order the help lists them: the name, its usage
-/// after `conductor-metrics`, and what it does.
-const COMMANDS: [(&str, &str, &str); 10] = [
-    (
-        "serve",
-        "[serve] [OPTIONS]",
-        "run the server (the default: no command runs it)",
-    ),
-    (
-        "status",
-        "status [--url URL]",
-        "print a summary of a running server",
-    ),
-    ("budget", "budget [--url URL]", "print the day's budget"),
-    (
+/// The commands, in the order the help lists them, with what each does.
+const COMMANDS: [[&str; 2]; 10] = [
+    ["serve", "run the server (the default: no command runs it)"],
+    ["status", "print a summary of a running server"],
+    ["budget", "print the day's budget"],
+    [
         "trigger",
-        "trigger [--url URL]",
         "start a run if the budget allows (exit 3 when refused)",
-    ),
-    (
+    ],
+    [
         "complete",
-        "complete RUN_ID [--cost DOLLARS] [--url URL]",
         "complete the run RUN_ID, such as one `trigger` started",
-    ),
-    (
-        "fail",
-        "fail RUN_ID [--error TEXT] [--cost DOLLARS] [--url URL]",
-        "fail the run RUN_ID",
-    ),
-    (
-        "cancel",
-        "cancel RUN_ID [--cost DOLLARS] [--url URL]",
-        "cancel the run RUN_ID",
-    ),
-    (
+    ],
+    ["fail", "fail the run RUN_ID"],
+    ["cancel", "cancel the run RUN_ID"],
+    [
         "demo",
-        "demo [--url URL] [--runs N] [--seed S]",
         "send a seeded synthetic workload to a running server",
-    ),
-    (
+    ],
+    [
         "repair",
-        "repair [--data-dir DIR]",
         "move damaged journal lines aside, so the server starts",
-    ),
-    (
-        "help",
-        "help [COMMAND]",
-        "print this text, or a command's own help",
-    ),
+    ],
+    ["help", "print this text, or a command's own help"],
 ];
+
+/// The usage after `conductor-metrics`: the command, its operands, then its
+/// flags in the settings table's order (serve's and demo's read better fixed).
+fn usage(command: &str) -> String {
+    let operands = match command {
+        "serve" => return "[serve] [OPTIONS]".to_string(),
+        "demo" => return "demo [--url URL] [--runs N] [--seed S]".to_string(),
+        "complete" | "fail" | "cancel" => " RUN_ID",
+        "help" => " [COMMAND]",
+        _ => "",
+    };
+    let mut out = format!("{command}{operands}");
+    for (flag, value) in settings::settings_of(command).map(|s| s.flag) {
+        if !flag.is_empty() {
+            out.push_str(&format!(" [--{flag} {value}]"));
+        }
+    }
+    out
+}
 
 /// The subcommands, in the order the help lists them.
 pub(super) fn commands() -> impl Iterator<Item = &'static str> {
-    COMMANDS.iter().map(|(name, _, _)| *name)
+    COMMANDS.iter().map(|[name, _]| *name)
 }
 
 /// The environment variables of traces, with what each sets.
-const TRACE_VARIABLES: [(&str, &str); 6] = [
-    (
+const TRACE_VARIABLES: [[&str; 2]; 6] = [
+    [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "http:// OTLP/HTTP collector (unset: no tracing)",
-    ),
-    ("OTEL_SERVICE_NAME", "service.name (conductor-metrics)"),
-    ("OTEL_BSP_MAX_QUEUE_SIZE", "spans waiting for export (2048)"),
-    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans per request (512)"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "ms a partial batch waits (1000)"),
-    ("OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (5000)"),
+    ],
+    ["OTEL_SERVICE_NAME", "service.name (conductor-metrics)"],
+    ["OTEL_BSP_MAX_QUEUE_SIZE", "spans waiting for export (2048)"],
+    ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans per request (512)"],
+    ["OTEL_BSP_SCHEDULE_DELAY", "ms a partial batch waits (1000)"],
+    ["OTEL_EXPORTER_OTLP_TIMEOUT", "ms per export request (5000)"],
 ];
 
 /// The `--help` text of the whole program.
@@ -79,11 +73,7 @@ pub(super) fn program_help() -> String {
         "conductor-metrics: Prometheus metrics, a durable message bus and run tracking for AI-agent orchestration\n\n\
          Usage: conductor-metrics [COMMAND] [OPTIONS]\n\nCommands:\n",
     );
-    let rows: Vec<[&str; 2]> = COMMANDS
-        .iter()
-        .map(|(name, _, what)| [*name, *what])
-        .collect();
-    columns(&mut out, &rows);
+    columns(&mut out, &COMMANDS);
     out.push_str(
         "\nRun `conductor-metrics help COMMAND` or `conductor-metrics COMMAND --help` for a command's\n\
          options; `conductor-metrics --version` prints the version.\n",
@@ -93,10 +83,11 @@ pub(super) fn program_help() -> String {
 
 /// The help text of `command`, or `None` for a word that is not one.
 pub(super) fn command_help(command: &str) -> Option<String> {
-    let (_, usage, what) = COMMANDS.iter().find(|(name, _, _)| *name == command)?;
+    let [_, what] = COMMANDS.iter().find(|[name, _]| *name == command)?;
     if command == "help" {
         return Some(program_help());
     }
+    let usage = usage(command);
     let mut out =
         format!("conductor-metrics {command}: {what}\n\nUsage: conductor-metrics {usage}\n");
     if let Some(about) = about(command) {
@@ -150,11 +141,7 @@ fn footer(command: &str) -> String {
                  K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
                  Traces (OpenTelemetry), by environment variable only:\n",
             );
-            let rows: Vec<[&str; 2]> = TRACE_VARIABLES
-                .iter()
-                .map(|(v, what)| [*v, *what])
-                .collect();
-            columns(&mut out, &rows);
+            columns(&mut out, &TRACE_VARIABLES);
             out.push_str(
                 "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
                  the requests in flight, closes the streams and exits 0.\n",

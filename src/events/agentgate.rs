@@ -1,10 +1,8 @@
-//! AgentGate's dashboard frames: four of our event types as AgentGate's
-//! WebSocket broadcaster builds them, for its live dashboard on `GET /ws`
-//! (the frames are listed in docs/api-reference.md). Every frame has
-//! exactly its keys, in order, as JavaScript's `JSON.stringify` prints an
-//! object built in that order. A frame is made from the event's JSON,
-//! taking each value's text as it is there, so what a client sent (the
-//! metrics) goes out unchanged.
+//! AgentGate's dashboard frames (`GET /ws`, listed in docs/api-reference.md):
+//! four of our event types as AgentGate's WebSocket broadcaster builds them,
+//! exactly its keys in its order, as `JSON.stringify` prints them. Each
+//! value's text is taken from the event's JSON as it is, so what a client
+//! sent (the metrics) goes out unchanged.
 
 use std::collections::BTreeMap;
 

@@ -163,37 +163,20 @@ pub(super) struct Rendered {
 /// A published event: numbered and rendered once, shared by every subscriber.
 #[derive(Debug, PartialEq)]
 pub struct Published {
-    seq: u64,
-    kind: &'static str,
-    run_id: Option<Arc<str>>,
-    json: String,
+    pub seq: u64,
+    pub kind: &'static str,
+    pub run_id: Option<Arc<str>>,
+    pub json: String,
     rendered: OnceLock<Box<str>>,
     agentgate: OnceLock<Option<Box<str>>>,
 }
 
 impl Published {
-    /// The bytes it counts for in the ring: its JSON twice (once rendered
-    /// for the streams), a third time for a type with an AgentGate frame
-    /// (which is shorter than the JSON), and its bookkeeping.
+    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an
+    /// AgentGate frame (shorter than the JSON), and 128 of bookkeeping.
     fn bytes(&self) -> usize {
         let frame = agentgate::KINDS.contains(&self.kind);
         (2 + usize::from(frame)) * self.json.len() + 128
-    }
-
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    pub fn kind(&self) -> &'static str {
-        self.kind
-    }
-
-    pub fn run_id(&self) -> Option<&str> {
-        self.run_id.as_deref()
-    }
-
-    pub fn json(&self) -> &str {
-        &self.json
     }
 
     /// The event as a transport sends it, rendered by `render` once for
@@ -242,7 +225,7 @@ impl Filter {
 
     /// Whether `event` passes.
     pub fn matches(&self, event: &Published) -> bool {
-        (self.run_id.is_none() || self.run_id.as_deref() == event.run_id())
+        (self.run_id.is_none() || self.run_id.as_deref() == event.run_id.as_deref())
             && self.kinds.is_none_or(|kinds| kinds.contains(&event.kind))
     }
 }
@@ -516,9 +499,8 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts `conductor_events_published_total` from the events published
-    /// before this start, by type, so it never goes back across a restart.
-    /// Call it once, before anything is published.
+    /// Starts `conductor_events_published_total` from earlier starts' events,
+    /// by type, so it never goes back. Call once, before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.metrics.published.inc_by(&[kind], *n);
@@ -581,9 +563,9 @@ impl Hub {
         }
     }
 
-    /// Extends the reservation. On failure the event still goes out: the
-    /// journals share the disk, so a publisher whose change just became
-    /// durable will rarely see this, and it is retried with every event.
+    /// Extends the reservation. On failure the event still goes out: a
+    /// change just made durable on the same disk makes that rare, and it is
+    /// retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {
@@ -795,11 +777,11 @@ mod tests {
         let Next::Event(e) = sub.next(Duration::ZERO) else {
             panic!("no event");
         };
-        assert_eq!(e.seq(), seq);
+        assert_eq!(e.seq, seq);
         assert!(e
-            .json()
+            .json
             .starts_with(&format!("{{\"seq\":{seq},\"received_at\":\"")));
-        let mut v: Value = serde_json::from_str(e.json()).unwrap();
+        let mut v: Value = serde_json::from_str(&e.json).unwrap();
         let received = v["received_at"].as_str().map(crate::time::parse_rfc3339);
         let now = crate::time::now_unix();
         assert!(
@@ -824,13 +806,13 @@ mod tests {
         }
         let mut seqs = Vec::new();
         while let Next::Event(e) = all.next(Duration::ZERO) {
-            seqs.push(e.seq());
+            seqs.push(e.seq);
         }
         assert_eq!(seqs.len(), 10);
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
         let mut runs = Vec::new();
         while let Next::Event(e) = one.next(Duration::ZERO) {
-            runs.push(e.run_id().unwrap().to_string());
+            runs.push(e.run_id.as_deref().unwrap().to_string());
         }
         assert_eq!(runs, vec!["b"; 5]);
         assert_eq!(all.next(Duration::from_millis(1)), Next::Idle);
@@ -846,13 +828,13 @@ mod tests {
         hub.publish(event("run_completed", "a"));
         let mut got = Vec::new();
         while let Next::Event(e) = after.next(Duration::ZERO) {
-            got.push(e.seq());
+            got.push(e.seq);
         }
         assert_eq!(got, (seqs[15]..=seqs[19] + 1).collect::<Vec<_>>());
         let mut tail = hub.subscribe(Filter::all(), Start::Tail(3), Transport::Sse);
         let mut got = Vec::new();
         while let Next::Event(e) = tail.next(Duration::ZERO) {
-            got.push(e.seq());
+            got.push(e.seq);
         }
         assert_eq!(got, vec![seqs[18], seqs[19], seqs[19] + 1]);
     }
@@ -868,7 +850,7 @@ mod tests {
         let Next::Event(e) = sub.next(Duration::ZERO) else {
             panic!("no event");
         };
-        assert_eq!(e.seq(), first + 1);
+        assert_eq!(e.seq, first + 1);
     }
 
     #[test]
@@ -946,7 +928,7 @@ mod tests {
         let mut seqs = Vec::new();
         let end = loop {
             match sub.next(Duration::from_secs(5)) {
-                Next::Event(e) => seqs.push(e.seq()),
+                Next::Event(e) => seqs.push(e.seq),
                 end => break end,
             }
         };

@@ -2,20 +2,17 @@
 //! messages, budget alerts) published once, numbered, kept for resuming,
 //! and handed to subscribers (the SSE and WebSocket streams).
 //!
-//! - **Numbering.** Each event gets a `seq` that is never reused within a
-//!   data dir (see `seq.rs`).
-//! - **Order.** A seq is given and the event handed to every subscriber under
-//!   one lock, so seq order is publish order and each subscriber sees
-//!   increasing seqs.
-//! - **After the ack.** Publishers call the hub once a change is durable and
+//! - **Numbering.** A `seq` is never reused within a data dir (`seq.rs`).
+//! - **Order.** Numbering and handing to every subscriber share one lock,
+//!   so seq order is publish order and each subscriber sees increasing seqs.
+//! - **After the ack.** Publishers call the hub once a change is durable,
 //!   before its request is answered, so a client that sees its answer can
-//!   count on the event being out. Runs publish from the HTTP handlers'
-//!   acknowledgement callbacks; the bus publishes from inside, in message
-//!   order, because the acknowledgements of one journal batch run in any
-//!   order while messages become visible in sequence.
-//! - **Slow subscribers.** Publishing never waits for a subscriber: one
-//!   whose queue of [`QUEUE_CAPACITY`] is full is cut off with a `lagged`
-//!   notice naming the last seq it took, to resume from.
+//!   count on the event. Runs publish from the HTTP acknowledgement
+//!   callbacks; the bus from inside, in message order, since one journal
+//!   batch's acknowledgements run in any order.
+//! - **Slow subscribers.** Publishing never waits: a subscriber whose queue
+//!   of [`QUEUE_CAPACITY`] is full is cut off with a `lagged` notice naming
+//!   the last seq it took, to resume from.
 //!
 //! The events' JSON and types are in docs/api-reference.md.
 

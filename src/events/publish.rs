@@ -23,16 +23,17 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// A batch of run events rendered but not yet numbered: rendering is most
-/// of the work, so it happens on whichever thread has time, before the
-/// batch is durable. Plain data; safe to send across threads.
+/// Run events rendered, not yet numbered: rendering is most of the work,
+/// so any thread with time does it before the batch is durable. Plain
+/// data; safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,
 }
 
 impl PreparedEvents {
-    /// Renders `events` of `run` as [`Hub::run_events`] publishes them.
+    /// Renders `events` of `run`, skipping token counts, which only move
+    /// metrics.
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
@@ -130,13 +131,8 @@ impl Hub {
         Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
-    /// Publishes each event of a durable batch of `run`, with consecutive
-    /// seqs, skipping token counts, which only move metrics.
-    pub(crate) fn run_events(&self, run: &RunIds, events: &[Timed]) {
-        self.publish_prepared(PreparedEvents::new(run, events));
-    }
-
-    /// Publishes events rendered ahead by [`PreparedEvents::new`].
+    /// Publishes events of a durable batch, rendered by
+    /// [`PreparedEvents::new`], with consecutive seqs.
     pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
             self.publish_all(prepared.batch, |_| {});
@@ -271,19 +267,19 @@ mod tests {
         other.texts.set(Text::WorkOrderId, None);
         runs.push(other);
         for r in &runs {
-            hub.run_events(&r.ids(), &events);
+            hub.publish_prepared(PreparedEvents::new(&r.ids(), &events));
             let got = drain(&mut sub);
             assert_eq!(got.len(), events.len() - 1);
-            assert!(got.windows(2).all(|w| w[1].seq() == w[0].seq() + 1));
+            assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
             for (e, timed) in got
                 .iter()
                 .zip(events.iter().filter(|t| t.kind() != "tokens"))
             {
-                assert_eq!(e.kind(), timed.kind());
-                assert_eq!(e.run_id(), Some("r1"));
+                assert_eq!(e.kind, timed.kind());
+                assert_eq!(e.run_id.as_deref(), Some("r1"));
                 hub.publish(reference(r, timed));
                 let expected = drain(&mut sub).pop().unwrap();
-                assert_eq!(tail(e.json()), tail(expected.json()));
+                assert_eq!(tail(&e.json), tail(&expected.json));
             }
         }
     }
@@ -309,7 +305,7 @@ mod tests {
                 };
                 hub.message_appended(&m, run.as_ref().map(Run::ids).as_ref());
                 let got = drain(&mut sub).pop().unwrap();
-                assert_eq!(got.run_id(), run_id);
+                assert_eq!(got.run_id.as_deref(), run_id);
                 let mut event = NewEvent::new("message_appended", m.timestamp);
                 match (&run, &m.run_id) {
                     (Some(run), _) => {
@@ -332,7 +328,7 @@ mod tests {
                 }
                 hub.publish(event);
                 let expected = drain(&mut sub).pop().unwrap();
-                assert_eq!(tail(got.json()), tail(expected.json()));
+                assert_eq!(tail(&got.json), tail(&expected.json));
             }
         }
     }
@@ -354,7 +350,7 @@ mod tests {
             let Next::Event(e) = sub.next(Duration::ZERO) else {
                 panic!("no event");
             };
-            let v: Value = serde_json::from_str(e.json()).unwrap();
+            let v: Value = serde_json::from_str(&e.json).unwrap();
             assert_eq!(v["work_order_id"], "wo-7");
             assert_eq!(v["body_bytes"], body.to_string().len());
             let inline = body.to_string().len() <= MAX_INLINE_BODY;

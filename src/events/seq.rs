@@ -1,11 +1,9 @@
-//! The event sequence high-water mark, kept so a restart never hands out a
-//! sequence number twice.
-//!
-//! The file holds one decimal number: every seq handed out so far is below
-//! it. The hub writes it a block ahead and syncs it before using the block,
-//! so after a crash the next run starts at the file's number and skips at
-//! most one block. It is replaced whole (temp file, sync, rename, sync the
-//! directory), so a crash mid-write leaves the old number or the new one.
+//! The event seq high-water mark, so a restart never reuses a seq. The
+//! file holds one decimal number above every seq handed out. The hub
+//! writes it a block ahead and syncs it before using the block, so after a
+//! crash the next run starts there, skipping at most one block. It is
+//! replaced whole (temp file, sync, rename, sync the directory), so a crash
+//! mid-write leaves the old number or the new one.
 
 use std::fs::{self, File};
 use std::io::Write;

@@ -346,14 +346,9 @@ fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next>
 fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
     let mut text = String::new();
     for e in events {
-        text.push_str(e.rendered(|e| {
-            format!(
-                "id: {}\nevent: {}\ndata: {}\n\n",
-                e.seq(),
-                e.kind(),
-                e.json()
-            )
-        }));
+        text.push_str(
+            e.rendered(|e| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json)),
+        );
     }
     // The notices have no `id`, so an EventSource reconnects with the last
     // seq it saw.
@@ -379,7 +374,7 @@ fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wi
     for e in events {
         let text = match wire {
             Wire::AgentGate => e.agentgate_frame(),
-            _ => Some(e.json()),
+            _ => Some(e.json.as_str()),
         };
         if let Some(text) = text {
             let _ = frame::write_text(out, text);

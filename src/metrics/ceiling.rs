@@ -1,22 +1,24 @@
 //! A ceiling in bytes that a set of families share: what their series'
 //! labels hold, and what a full exposition of them can weigh.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 
 /// A ceiling on the bytes of the families registered through
 /// [`Registry::within`]. Cloning is cheap and clones share the same count;
 /// safe to share across threads.
 ///
 /// It counts, each against its own limit (0 for none), **label bytes**
-/// (each series' escaped labels, kept in memory) and **exposition bytes**
-/// (the most a scrape of the families can write, values at their widest).
-/// A family's fixed part is counted at registration, which fails when it
-/// does not fit; a new series that does not fit goes to the overflow
-/// series. Series are never removed, so the count only grows.
+/// (series' escaped labels, in memory) and **exposition bytes** (the most a
+/// scrape can write, values at their widest). A family's fixed part that
+/// does not fit fails registration; a new series that does not fit goes to
+/// the overflow series. Series are never removed, so the count only grows.
 ///
 /// [`Registry::within`]: super::Registry::within
 #[derive(Clone, Debug)]
 pub struct ByteCeiling {
+    /// Every change under it is two stores that cannot panic (see `lock`).
     inner: Arc<Mutex<Usage>>,
 }
 
@@ -39,12 +41,12 @@ impl ByteCeiling {
 
     /// The label bytes and exposition bytes counted so far.
     pub fn used(&self) -> (u64, u64) {
-        self.lock().used
+        lock(&self.inner).used
     }
 
     /// What is left under each limit (0 where there is none).
     pub(crate) fn left(&self) -> (u64, u64) {
-        let u = self.lock();
+        let u = lock(&self.inner);
         (
             u.limits.0.saturating_sub(u.used.0),
             u.limits.1.saturating_sub(u.used.1),
@@ -53,7 +55,7 @@ impl ByteCeiling {
 
     /// Counts `labels` and `exposition` bytes if both fit; says whether.
     pub(crate) fn take(&self, labels: u64, exposition: u64) -> bool {
-        let mut u = self.lock();
+        let mut u = lock(&self.inner);
         let fits = |limit: u64, used: u64, more: u64| {
             limit == 0 || used.checked_add(more).is_some_and(|n| n <= limit)
         };
@@ -67,15 +69,9 @@ impl ByteCeiling {
 
     /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
-        let mut u = self.lock();
+        let mut u = lock(&self.inner);
         u.used.0 = u.used.0.saturating_sub(labels);
         u.used.1 = u.used.1.saturating_sub(exposition);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Usage> {
-        // Every change under this lock is two stores that cannot panic, so
-        // a poisoned lock still guards consistent counts.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 /// A counter: a value that only goes up. Cloning is cheap and every clone
 /// updates the same value; safe to share across threads.
 ///
-/// Like client_golang's, it keeps whole-number increments in an integer and
-/// fractional ones in a float; the value is their sum. Both saturate
-/// (`u64::MAX`, `f64::MAX`) rather than wrap or become infinite, so huge
-/// increments pin the counter at its ceiling rather than reset it.
+/// Like client_golang's, it sums whole increments in an integer and
+/// fractional ones in a float. Both saturate (`u64::MAX`, `f64::MAX`), so
+/// huge increments pin the counter rather than wrap it or make it infinite.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
     core: Arc<CounterCore>,

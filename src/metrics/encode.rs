@@ -1,6 +1,5 @@
-//! The text encoders: Prometheus text format 0.0.4 and OpenMetrics 1.0,
-//! written straight into a byte buffer with no intermediate model, and
-//! passed on in pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0): straight into a
+//! byte buffer, no intermediate model, passed on in pieces between series.
 
 use std::io;
 
@@ -11,6 +10,7 @@ use super::format::{
     write_uint,
 };
 use super::histogram::Histogram;
+use super::lock;
 
 /// The Content-Type of text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -142,8 +142,7 @@ fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
     // A whole number below 1e6, the usual value, is its digits in both
-    // formats (OpenMetrics adds `.0`); the round trip through u32 tests
-    // wholeness without a call to `trunc`.
+    // formats (OpenMetrics adds `.0`); the u32 round trip skips `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
         if fmt == Format::OpenMetrics {
@@ -208,10 +207,9 @@ impl<'a> Pieces<'a> {
     }
 
     /// Calls `write` on each series of `f` in render order, with its
-    /// exemplars when `exemplars`, and passes `out` on whenever it holds a
-    /// piece. The exemplars are held while series are written (offers wait
-    /// rather than a scrape copying them all) but never while a piece is
-    /// passed on, so a slow client never holds up an offer.
+    /// exemplars when `exemplars`, passing `out` on whenever it holds a
+    /// piece. The exemplars stay locked while writing (offers wait, rather
+    /// than a scrape copying them) but not while a piece goes to a client.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,
@@ -221,7 +219,7 @@ impl<'a> Pieces<'a> {
     ) -> io::Result<()> {
         let mut numbers = std::mem::take(&mut self.numbers);
         f.numbers_into(&mut numbers);
-        let lock = || exemplars.then(|| f.exemplars.lock());
+        let lock = || exemplars.then(|| lock(&f.exemplars));
         let mut held = lock();
         let mut result = Ok(());
         for &i in &numbers {
@@ -246,10 +244,10 @@ impl<'a> Pieces<'a> {
 /// Writes one `name{labels} value` line per series, in OpenMetrics with
 /// the series' exemplar, if any, after the value.
 ///
-/// Each series keeps its `name{labels} ` from the first scrape, so that a
-/// line costs one copy and the value; the price is the name once more per
-/// series. Families with exemplars keep none. Out of line so that its loop
-/// is compiled on its own, not inside `render`.
+/// Each series keeps its `name{labels} ` from the first scrape (a line is
+/// then one copy and the value, for the name's bytes once more per series);
+/// families with exemplars keep none. Out of line so its loop compiles on
+/// its own, not inside `render`.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
@@ -259,7 +257,7 @@ pub(crate) fn write_samples<M: Clone>(
     f: &Family<M>,
     get: impl Fn(&M) -> f64,
 ) -> io::Result<()> {
-    let exemplars = fmt == Format::OpenMetrics && !f.exemplars.lock().is_empty();
+    let exemplars = fmt == Format::OpenMetrics && !lock(&f.exemplars).is_empty();
     let cached = !exemplars && f.prefixes(name);
     pieces.each(out, f, exemplars, |out, s, slots| {
         if cached {
@@ -279,9 +277,8 @@ pub(crate) fn write_samples<M: Clone>(
     })
 }
 
-/// Writes every sample of a histogram family; `les` are its bounds as
-/// [`le_strings`] gives them. In OpenMetrics a bucket's exemplar follows
-/// its count.
+/// Writes every sample of a histogram family (`les` from [`le_strings`]);
+/// in OpenMetrics a bucket's exemplar follows its count.
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,

@@ -3,18 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use super::format::{write_float_openmetrics, write_label_value};
+use super::lock;
 use super::name::valid_label_name;
 
 /// The most characters (code points, as OpenMetrics 1.0 counts) an
 /// exemplar's label names and values may hold together.
 pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
-/// One observation behind a sample: its labels (a trace id, say), its
-/// value and the time it was made. Plain data; safe to share across threads.
-/// The labels are kept escaped, as a scrape writes them.
+/// One observation behind a sample: its labels (a trace id, say; kept
+/// escaped, as a scrape writes them), value and time. Safe to share.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
     labels: Box<str>,
@@ -25,10 +25,9 @@ pub struct Exemplar {
 impl Exemplar {
     /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
     ///
-    /// Labels are kept in order while they fit: one with an invalid or
-    /// repeated name, or that would take the names and values past 128
-    /// characters (OpenMetrics' limit), is left out whole, since a cut id
-    /// names nothing. `None` when no label is left, or `value` or
+    /// Labels are kept in order; one with an invalid or repeated name, or
+    /// that would pass OpenMetrics' 128 characters, is left out whole (a cut
+    /// id names nothing). `None` when no label is left, or `value` or
     /// `timestamp` is not finite.
     pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
         if !value.is_finite() || !timestamp.is_finite() {
@@ -104,10 +103,9 @@ impl Exemplar {
         self.timestamp
     }
 
-    /// Appends ` # {labels} value timestamp`, what follows a sample's value
-    /// in OpenMetrics. The timestamp is plain decimal (`1795439678.5`), where
-    /// the Go client writes `1.7954396785e+09`, which Python's
-    /// prometheus_client reads as 1.795 seconds.
+    /// Appends ` # {labels} value timestamp` for OpenMetrics. The timestamp
+    /// is plain decimal (`1795439678.5`): Python's prometheus_client reads
+    /// the Go client's `1.7954396785e+09` as 1.795 seconds.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b" # {");
         out.extend_from_slice(self.labels.as_bytes());
@@ -124,33 +122,21 @@ pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
 /// A family's exemplars, by series number. Kept beside the series rather
 /// than in each metric so that a family that never has one costs nothing
-/// per series; its lock is never taken by `inc` or `observe`.
-#[derive(Debug, Default)]
-pub(crate) struct Exemplars {
-    by_series: Mutex<BTreeMap<u32, Slots>>,
-}
+/// per series; `inc` and `observe` never take its lock, and a scrape's
+/// guard blocks offers only. Each change is one assignment (see `lock`).
+pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
-impl Exemplars {
-    /// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless
-    /// that holds a later one: by time, not by order of offer, so that
-    /// replaying them after a restart ends where it began.
-    pub(crate) fn offer(&self, series: u32, slots: usize, slot: usize, e: Exemplar) {
-        let mut by_series = self.lock();
-        let slots = by_series
-            .entry(series)
-            .or_insert_with(|| vec![None; slots].into());
-        if let Some(held) = slots.get_mut(slot) {
-            if held.as_ref().is_none_or(|h| h.timestamp <= e.timestamp) {
-                *held = Some(e);
-            }
+/// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless it
+/// holds a later one by time, so a replay after a restart ends as it began.
+pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
+    let mut by_series = lock(exemplars);
+    let slots = by_series
+        .entry(series)
+        .or_insert_with(|| vec![None; slots].into());
+    if let Some(held) = slots.get_mut(slot) {
+        if held.as_ref().is_none_or(|h| h.timestamp <= e.timestamp) {
+            *held = Some(e);
         }
-    }
-
-    /// Every series' slots, for a scrape. The guard blocks offers only.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Slots>> {
-        // Each change is one assignment, so a poisoned lock still guards a
-        // sound map.
-        self.by_series.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -221,13 +207,13 @@ mod tests {
     #[test]
     fn a_slot_keeps_the_latest_by_time() {
         let store = Exemplars::default();
-        assert!(store.lock().is_empty());
+        assert!(lock(&store).is_empty());
         let at = |t: f64| Exemplar::new(&[("t", &t.to_string())], 1.0, t).unwrap();
-        store.offer(3, 2, 1, at(10.0));
-        store.offer(3, 2, 1, at(5.0));
-        store.offer(3, 2, 0, at(7.0));
-        store.offer(3, 2, 9, at(99.0));
-        let slots = store.lock();
+        offer(&store, 3, 2, 1, at(10.0));
+        offer(&store, 3, 2, 1, at(5.0));
+        offer(&store, 3, 2, 0, at(7.0));
+        offer(&store, 3, 2, 9, at(99.0));
+        let slots = lock(&store);
         let times: Vec<_> = slots[&3]
             .iter()
             .map(|e| e.as_ref().map(|e| e.timestamp))
@@ -244,12 +230,18 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..1_000 {
                         let ts = f64::from(i * 4 + t);
-                        store.offer(0, 1, 0, Exemplar::new(&[("i", "x")], 1.0, ts).unwrap());
+                        offer(
+                            store,
+                            0,
+                            1,
+                            0,
+                            Exemplar::new(&[("i", "x")], 1.0, ts).unwrap(),
+                        );
                     }
                 });
             }
         });
-        assert_eq!(store.lock()[&0][0].as_ref().unwrap().timestamp, 3_999.0);
+        assert_eq!(lock(&store)[&0][0].as_ref().unwrap().timestamp, 3_999.0);
     }
 
     /// Checked when the tests compile: exemplars cross threads.

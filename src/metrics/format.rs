@@ -8,9 +8,8 @@
 
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
-    // Whole numbers below 1e6 are by far the most common value (counts),
-    // and take a short path that needs no digit generation. The round trip
-    // through i64 tests wholeness without a call to `trunc`.
+    // Whole numbers below 1e6 (counts) are by far the commonest: a short
+    // path with no digit generation; the i64 round trip skips `trunc`.
     if v.abs() < 1e6 && v as i64 as f64 == v {
         if v < 0.0 {
             out.push(b'-');
@@ -104,10 +103,9 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 /// (money in micro-dollars, durations in microseconds), and returns whether
 /// it did; the general path costs several times more.
 ///
-/// The digits are the shortest that round-trip, as [`write_general`] would
-/// give: `n / 1e6` is the double nearest `n` millionths, so checking that it
-/// is `v` proves the decimal parses back to `v`; and below 1e6 doubles are
-/// closer than a millionth, so no shorter decimal is the same double. The
+/// The digits are the shortest that round-trip, as [`write_general`]'s:
+/// `n / 1e6 == v` proves the decimal parses back to `v`, and below 1e6
+/// doubles are closer than a millionth, so no shorter decimal is `v`. The
 /// range is where Go's `%g` uses fixed notation.
 #[inline]
 fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {

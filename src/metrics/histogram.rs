@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::counter::update_f64;
 use super::error::Error;
+use super::lock;
 
 /// A histogram: counts observations into buckets and keeps their sum.
 /// Cloning is cheap and every clone updates the same histogram; safe to
@@ -110,7 +111,7 @@ impl Histogram {
         // Between two scrapes one shard holds every folded observation and
         // the other what came since; the lock keeps a fold from being
         // half done. Its state is irrelevant if poisoned, as in `snapshot`.
-        let _guard = core.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&core.scrape);
         let [a, b] = &core.shards;
         let sum = |s: &Shard| f64::from_bits(s.sum_bits.load(Ordering::Relaxed));
         saturating_sum(sum(a), sum(b))
@@ -132,7 +133,7 @@ impl Histogram {
         let core = &*self.core;
         // Scrapes are serialised so that only one flips the shards at a
         // time; a poisoned lock guards no data, so its state is irrelevant.
-        let _guard = core.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&core.scrape);
         let n = core.count_and_hot.fetch_add(HOT_BIT, Ordering::AcqRel);
         let count = n & !HOT_BIT;
         let cold = &core.shards[(n >> 63) as usize];
@@ -168,9 +169,9 @@ impl Histogram {
         (sum, count)
     }
 
-    /// Adds observations as [`Histogram::snapshot`] gives them, for carrying
-    /// a histogram across a restart; the sum saturates. Counts of the wrong
-    /// length, or that decrease, change nothing and return false.
+    /// Adds observations as [`Histogram::snapshot`] gives them, to carry a
+    /// histogram across a restart; the sum saturates. Counts of the wrong
+    /// length or that decrease change nothing and return false.
     pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
         let core = &*self.core;
         let slots = core.bounds.len() + 1;

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::counter::Counter;
-use super::exemplar::Exemplar;
+use super::exemplar::{offer, Exemplar};
 use super::family::Family;
 use super::gauge::Gauge;
 use super::histogram::Histogram;
+use super::lock;
 
 /// A family of metrics of one type with a fixed list of label names.
 /// Cloning is cheap; safe to share across threads.
@@ -40,9 +41,8 @@ impl<M: Clone> Labelled<M> {
     }
 
     /// Calls `f` with each series' number and metric, in label-value order,
-    /// the overflow series last: adding each, by its
-    /// [`Labelled::label_values`], to a new family in that order remakes
-    /// this one.
+    /// overflow last: adding each by its [`Labelled::label_values`] to a new
+    /// family in that order remakes this one.
     pub fn each(&self, f: impl FnMut(u32, &M)) {
         self.inner.each(f)
     }
@@ -72,15 +72,14 @@ impl CounterFamily {
     }
 
     /// Adds one to the counter for `values` and offers it an exemplar of
-    /// value 1 (see [`Exemplar::new`]); it keeps the latest by timestamp.
-    /// Slower than [`Labelled::inc`]: it allocates and takes the family's
-    /// exemplar lock.
+    /// value 1 (see [`Exemplar::new`]), kept if latest by timestamp. Slower
+    /// than [`Labelled::inc`]: it allocates and takes the exemplar lock.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
             c.inc();
             if let Some(e) = exemplar {
-                self.inner.exemplars.offer(i, 1, 0, e);
+                offer(&self.inner.exemplars, i, 1, 0, e);
             }
         })
     }
@@ -89,7 +88,7 @@ impl CounterFamily {
     /// restart, to the counter for `values`; the value is unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner
-            .with_numbered(values, |i, _| self.inner.exemplars.offer(i, 1, 0, e))
+            .with_numbered(values, |i, _| offer(&self.inner.exemplars, i, 1, 0, e))
     }
 
     /// Every exemplar the family's counters hold, by the series numbers
@@ -98,7 +97,7 @@ impl CounterFamily {
         // Inserted, not collected: a `collect` into a map compiles a sort of
         // its own (as `crate::ordered` says), and these are in key order.
         let mut latest = BTreeMap::new();
-        for (i, slots) in self.inner.exemplars.lock().iter() {
+        for (i, slots) in lock(&self.inner.exemplars).iter() {
             if let Some(Some(e)) = slots.first() {
                 latest.insert(*i, e.clone());
             }
@@ -136,10 +135,9 @@ impl HistogramFamily {
         self.inner.with(values, |h| h.observe(v))
     }
 
-    /// Records `v` in the histogram for `values` and offers the bucket it
-    /// falls in an exemplar of `v` (see [`Exemplar::new`]); each bucket keeps
-    /// the latest by timestamp. Slower than [`Labelled::observe`]: it
-    /// allocates and takes the family's exemplar lock.
+    /// Records `v` in the histogram for `values` and offers its bucket an
+    /// exemplar of `v` (see [`Exemplar::new`]), kept if latest by timestamp.
+    /// Slower than [`Labelled::observe`]: it allocates and takes the lock.
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],
@@ -164,14 +162,14 @@ impl HistogramFamily {
 
     fn offer(&self, i: u32, h: &Histogram, e: Exemplar) {
         let slot = h.slot(e.value());
-        self.inner.exemplars.offer(i, h.bounds().len() + 1, slot, e)
+        offer(&self.inner.exemplars, i, h.bounds().len() + 1, slot, e)
     }
 
     /// Every exemplar the family's histograms hold, by the series numbers
     /// [`Labelled::each`] gives: one entry per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
         let mut all = BTreeMap::new();
-        for (i, slots) in self.inner.exemplars.lock().iter() {
+        for (i, slots) in lock(&self.inner.exemplars).iter() {
             all.insert(*i, slots.to_vec());
         }
         all

@@ -1,7 +1,7 @@
-//! The metrics core: counters, gauges, histograms, labelled families, a
-//! registry and Prometheus text and OpenMetrics encoders, with the standard
-//! library only. Names and labels are checked once, at registration, so the
-//! hot paths cannot fail. See `docs/metrics-library.md` for a tour.
+//! The metrics core (std only): counters, gauges, histograms, labelled
+//! families, a registry, and Prometheus text and OpenMetrics encoders. Names
+//! and labels are checked at registration, so the hot paths cannot fail.
+//! See `docs/metrics-library.md`.
 
 mod ceiling;
 mod counter;
@@ -34,3 +34,11 @@ pub use name::{valid_label_name, valid_metric_name};
 pub use process::ProcessCollector;
 pub use registry::{Collector, Desc, Registry, RegistryOptions, RENDER_PIECE};
 pub use timer::Timer;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `m` even if poisoned: no change under a metrics lock can be left
+/// half made by a panic (each says why), so the state it guards is sound.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::encode::Kind;
+use super::lock;
 use super::registry::{Collector, Desc};
 
 /// A collector of the standard `process_*` metrics, read from `/proc/self`.
@@ -11,9 +12,8 @@ use super::registry::{Collector, Desc};
 ///
 /// Reading `/proc` costs more than rendering everything else (counting
 /// `/proc/self/fd` alone is a quarter of a scrape with a few dozen
-/// connections open), so a reading is reused for scrapes within
-/// [`MAX_AGE`] of it: Prometheus scrapes every few seconds at most, so it
-/// never sees a stale value, while a burst of scrapes stays cheap.
+/// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus
+/// never sees it stale, and a burst of scrapes stays cheap.
 #[derive(Debug, Default)]
 pub struct ProcessCollector {
     last: Mutex<Option<(Instant, Vec<f64>)>>,
@@ -71,7 +71,7 @@ impl Collector for ProcessCollector {
 
     fn collect(&self) -> Vec<f64> {
         // The cache holds plain values; a panic elsewhere cannot corrupt it.
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         if let Some((at, values)) = last.as_ref() {
             if at.elapsed() < MAX_AGE {
                 return values.clone();

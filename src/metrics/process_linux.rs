@@ -5,9 +5,8 @@ use std::sync::OnceLock;
 
 use crate::sys;
 
-/// Reads `/proc/self/stat`, `/proc/self/fd` and `/proc/self/limits`: the
-/// values of `process::METRICS`, in its order, NaN where a file could not
-/// be read.
+/// Reads `/proc/self/{stat,fd,limits}`: the values of `process::METRICS`,
+/// in order, NaN where a file could not be read.
 pub(crate) fn read() -> [f64; 7] {
     let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields counted from 1; the command name (field 2) may hold spaces

@@ -247,10 +247,10 @@ impl Registry {
     }
 
     /// Serves the counter, gauge or histogram family registered as `of`
-    /// under a second name too, with its own HELP: the same series, for a
-    /// fact two systems name differently. A gauge's second name may end in
-    /// `_total`, because another system gave it that name (conductor-loop's
-    /// `conductor_active_runs_total`). Fails as registration does.
+    /// under a second name too, with its own HELP: a fact two systems name
+    /// differently. A gauge's may end in `_total` where another system named
+    /// it so (conductor-loop's `conductor_active_runs_total`). Fails as
+    /// registration does.
     pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
         let original = self.snapshot().into_iter().find(|e| e.name == of);
         let body = match original.as_ref().map(|e| &e.body) {
@@ -301,10 +301,10 @@ impl Registry {
         let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
     }
 
-    /// Writes the bytes [`Registry::render`] appends to `out` as they are
-    /// rendered, in `write_all` calls of about [`RENDER_PIECE`] bytes cut
-    /// between series: a scrape costs one piece of memory, and a slow `out`
-    /// holds no lock that recording needs. Stops at the first error of `out`.
+    /// Writes [`Registry::render`]'s bytes to `out` as rendered, in
+    /// `write_all`s of about [`RENDER_PIECE`] bytes cut between series: a
+    /// scrape costs one piece of memory, and a slow `out` holds no lock that
+    /// recording needs. Stops at `out`'s first error.
     pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
         // Room for a piece and the series that passes it, mostly.
         let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
@@ -324,9 +324,8 @@ impl Registry {
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
         for e in &self.snapshot() {
             let name = e.name.as_str();
-            // A family with no series yet still shows its HELP and TYPE, as
-            // client_golang and prometheus_client do, so that a scrape
-            // tells what exists before anything happened.
+            // A family with no series still shows HELP and TYPE, as the Go
+            // and Python clients do: a scrape tells what exists from the start.
             encode::write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
                 Body::Counters(f, 1) => {
@@ -397,9 +396,9 @@ impl Registry {
     }
 
     /// Puts a new family under this handle's ceiling, if any: counts its
-    /// fixed part (its header; its one series when unlabelled, else its
-    /// overflow series and that series' line in `OVERFLOW_METRIC`), and has
-    /// it count each new series. Returns what was counted, to give back.
+    /// fixed part (header; its one series, or its overflow series and that
+    /// one's `OVERFLOW_METRIC` line) and has it count each new series.
+    /// Returns what was counted, to give back.
     fn charge<M: Clone>(
         &self,
         family: Family<M>,

@@ -6,9 +6,8 @@ use std::time::Instant;
 use super::histogram::Histogram;
 use super::labelled::HistogramFamily;
 
-/// A running timer. When dropped it observes the elapsed seconds once;
-/// [`Timer::stop`] does so early and [`Timer::discard`] not at all. Safe to
-/// send to another thread.
+/// A running timer: dropped, it observes the elapsed seconds once;
+/// [`Timer::stop`] does so early, [`Timer::discard`] never. Safe to send.
 #[must_use = "a timer observes when dropped; bind it to a variable"]
 pub struct Timer {
     start: Instant,
@@ -34,9 +33,8 @@ impl Histogram {
 }
 
 impl HistogramFamily {
-    /// Starts a timer that observes elapsed seconds into the series for
-    /// `values` when dropped. [`Timer::set_label`] can change a value
-    /// first, for an outcome known only at the end.
+    /// Starts a timer observing elapsed seconds into the series for `values`
+    /// when dropped; [`Timer::set_label`] can change a value known at the end.
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),

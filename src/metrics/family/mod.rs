@@ -7,12 +7,13 @@ use std::cmp::Ordering::Less;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::exemplar::Exemplars;
 use super::format::write_label_value;
+use super::lock;
 use key::{decode, for_each_word, order, Lookup, HEAD};
 
 /// The label value every label of the overflow series carries.
@@ -45,9 +46,9 @@ pub(crate) struct Series<M> {
 /// Series slots: chunk `k` holds `2^k` of them, each set once.
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
-/// An index slot's contents: enough to recognise a series by its first key
-/// words and to reach its metric without visiting the series, since each
-/// pointer followed was a few nanoseconds of every lookup.
+/// An index slot: enough to recognise a series by its first key words and
+/// reach its metric without visiting the series (each pointer followed was
+/// a few nanoseconds of every lookup).
 #[derive(Clone)]
 struct Entry<M> {
     hash: u64,
@@ -79,16 +80,13 @@ struct Writer {
 /// A family of series of one metric type, keyed by label values. Safe to
 /// share across threads.
 ///
-/// A lookup takes no lock: it probes an open-addressing index of set-once
-/// slots by a seeded hash and compares the values themselves, so colliding
-/// hashes only cost a comparison. New series are added under a mutex that
-/// lookups never take. A slot holds a clone of its series' metric, so `M`
-/// must be a handle whose clones share one value.
-///
-/// Series live in chunks of doubling size and are never moved or removed,
-/// so a reference to one needs no lock. The index grows by publishing a
-/// table twice the size; old tables are kept until the family drops, so a
-/// lookup still probing one stays safe (a miss there takes the slow path).
+/// Lookups take no lock: they probe an open-addressing index of set-once
+/// slots by a seeded hash and compare the values, so a collision costs only
+/// a comparison; inserts take a mutex lookups never take. A slot holds a
+/// clone of its metric, so `M` must be a handle whose clones share a value.
+/// Series live in doubling chunks, never moved or removed, so need no lock.
+/// The index grows into a table twice the size; old tables live until the
+/// family drops, so a lookup still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
     label_names: Box<[String]>,
     cap: usize,
@@ -99,6 +97,7 @@ pub(crate) struct Family<M> {
     tables: [OnceLock<Table<M>>; LEVELS],
     /// Which table lookups probe.
     current: AtomicUsize,
+    /// The insert mutex; a panic cannot half update its state (see `push`).
     writer: Mutex<Writer>,
     /// The metric name in the series' prefixes.
     prefixed: OnceLock<Box<str>>,
@@ -156,9 +155,8 @@ impl<M: Clone> Family<M> {
     /// list of the wrong length, or a new one past the cap or that the
     /// family's ceiling cannot take, gets the overflow series.
     ///
-    /// Inlined at every call: a call's saved registers and spills were a
-    /// tenth of a lookup, and callers' value lists usually have a length
-    /// known there, which unrolls the hashing.
+    /// Inlined: a call's register spills were a tenth of a lookup, and a
+    /// caller's value list length is usually known, unrolling the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         self.with_numbered(values, |_, m| f(m))
@@ -207,7 +205,7 @@ impl<M: Clone> Family<M> {
     #[inline(never)]
     fn find_or_insert(&self, values: &[&str]) -> (u32, &M) {
         let key = &Lookup::new(self.seed, values);
-        let mut w = self.writer();
+        let mut w = lock(&self.writer);
         // Another thread may have added it, or grown the index, since.
         if let Some(found) = self.find(key) {
             return found;
@@ -319,7 +317,7 @@ impl<M: Clone> Family<M> {
     /// Calls `f` with each series' number and metric, in label-value order
     /// with the overflow series last, the order that remakes the family.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
-        let w = self.writer();
+        let w = lock(&self.writer);
         let overflow = w.overflow;
         let order = w.sorted.iter().filter(|&&i| Some(i) != overflow);
         for &i in order.chain(overflow.as_ref()) {
@@ -342,25 +340,18 @@ impl<M: Clone> Family<M> {
     /// Replaces `out` with the series' numbers in label-value order.
     pub(crate) fn numbers_into(&self, out: &mut Vec<u32>) {
         out.clear();
-        out.extend_from_slice(&self.writer().sorted);
+        out.extend_from_slice(&lock(&self.writer).sorted);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.writer().sorted.len()
-    }
-
-    fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic cannot leave the state half updated (see `push`), so a
-        // poisoned mutex still guards a sound one.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.writer).sorted.len()
     }
 }
 
 /// The chunk of series `i`, `floor(log2(i + 1))`, and its place there.
 ///
-/// The logarithm is read from the exponent of `i + 1` as an f64, which is
-/// exact: `ilog2` compiles to BSR on the baseline x86-64 target, several
-/// micro-ops on some CPUs, and that was half the cost of iterating.
+/// Read from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on
+/// baseline x86-64, several micro-ops on some CPUs, half of iterating's cost.
 #[inline(always)]
 fn place_of(i: u32) -> (usize, usize) {
     let n = u64::from(i) + 1;
