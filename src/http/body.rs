@@ -16,11 +16,8 @@
 use std::io::{self, Write};
 
 use super::socket::{ClientStream, PIECE};
-use super::wire::{self, Delivery, Framing};
+use super::wire::{self, Delivery, Framing, LAST_CHUNK};
 use super::Hooks;
-
-/// What ends a chunked body: the last chunk and an empty trailer section.
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
@@ -115,7 +112,7 @@ impl<'a> BodyWriter<'a> {
     /// Sends the piece in the buffer, after the head if it has not gone
     /// out yet; with `last`, also what ends the body.
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
-        let mut before = Vec::new();
+        let mut out = Vec::new();
         if self.progress == Progress::Head {
             self.until_close = self.delivery.http10;
             let framing = if self.until_close {
@@ -123,24 +120,22 @@ impl<'a> BodyWriter<'a> {
             } else {
                 Framing::Chunked
             };
-            before = self.head(framing);
+            out = self.head(framing);
             self.progress = Progress::Body;
         }
-        if !self.until_close {
+        if self.until_close {
+            out.extend_from_slice(&self.buf);
+        } else {
             // A chunk of size 0 would end the body, so none is sent empty.
             if !self.buf.is_empty() {
-                // Writing to a Vec cannot fail.
-                let _ = write!(before, "{:x}\r\n", self.buf.len());
-                self.buf.extend_from_slice(b"\r\n");
+                wire::chunk(&mut out, &self.buf);
             }
             if last {
-                self.buf.extend_from_slice(LAST_CHUNK);
+                out.extend_from_slice(LAST_CHUNK);
             }
         }
-        self.send(&before)?;
-        let sent = self.client.send(self.hooks, &self.buf);
         self.buf.clear();
-        self.failed_if(sent)
+        self.send(&out)
     }
 
     fn head(&self, framing: Framing) -> Vec<u8> {
@@ -151,10 +146,6 @@ impl<'a> BodyWriter<'a> {
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let sent = self.client.send(self.hooks, bytes);
-        self.failed_if(sent)
-    }
-
-    fn failed_if(&mut self, sent: io::Result<()>) -> io::Result<()> {
         if sent.is_err() {
             self.progress = Progress::Failed;
         }
@@ -180,8 +171,8 @@ impl Write for BodyWriter<'_> {
             return Ok(data.len());
         }
         if self.buf.capacity() == 0 {
-            // Taken once: the piece, the CRLF after it and the last chunk.
-            self.buf.reserve_exact(PIECE + 2 + LAST_CHUNK.len());
+            // Taken once, for the whole answer.
+            self.buf.reserve_exact(PIECE);
         }
         let n = data.len().min(PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);

@@ -30,6 +30,7 @@ use serde_json::json;
 use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
+use super::wire::{chunk, LAST_CHUNK};
 use crate::error::Error;
 use crate::events::{
     agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,
@@ -255,49 +256,56 @@ pub fn events(ex: &mut Exchange) -> Answer {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
-    let app = ex.app().clone();
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
-    let sub = app.events.subscribe(filter, start, Transport::Sse);
+    let sub = ex.app().events.subscribe(filter, start, Transport::Sse);
     let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
         ("Transfer-Encoding", "chunked".to_string()),
         ("Cache-Control", "no-cache".to_string()),
         ("X-Accel-Buffering", "no".to_string()),
     ];
-    let run = move |stream: TcpStream, _: Vec<u8>| {
+    take_over(ex, 200, headers, sub, Wire::Sse)
+}
+
+/// Answers `status` and runs the stream on the socket: a writer thread
+/// writes `sub`'s events as `wire` says, while this thread reads the client.
+fn take_over(
+    ex: &mut Exchange,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    sub: Subscription,
+    wire: Wire,
+) -> Answer {
+    let log = ex.app().log;
+    let run = move |stream: TcpStream, leftover: Vec<u8>| {
         let Ok(link) = Link::new(&stream, &sub) else {
             return;
         };
         let closer = sub.closer();
+        // The reader drops the sender when it ends; a WebSocket writer waits
+        // on that after a close it sent, and no longer than CLOSE_WAIT.
+        let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || {
-            sse(&writer, sub);
-            writer.abort();
+        let write = move || write_stream(&writer, sub, wire, &reader_gone);
+        let (stream_label, thread) = match wire {
+            Wire::Sse => ("sse", "sse"),
+            _ => ("websocket", "ws-write"),
         };
-        if !spawn(&app.log, "sse", "sse", write) {
+        if !spawn(&log, stream_label, thread, write) {
             return;
         }
-        // The client sends nothing more; its end of stream ends the stream.
-        drain(&mut &stream);
+        // Bytes the client sent right after its request come first.
+        let mut input = io::Cursor::new(leftover).chain(&stream);
+        match wire {
+            // The client sends nothing more; its end of stream ends the stream.
+            Wire::Sse => drain(&mut input),
+            _ => ws_reader(&link, &mut input, &closer),
+        }
         closer.close();
+        drop(reader_done);
     };
-    ex.take_over(200, headers, Box::new(run))
-}
-
-fn chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn sse(link: &Link, mut sub: Subscription) {
-    let mut out = Vec::new();
-    // EventSource waits this long before reconnecting.
-    chunk(&mut out, b"retry: 2000\n\n");
-    if link.send(&out).is_ok() {
-        write_events(link, &mut sub, Wire::Sse);
-    }
+    ex.take_over(status, headers, Box::new(run))
 }
 
 /// How a stream puts events on the wire.
@@ -370,7 +378,7 @@ fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
         chunk(out, text.as_bytes());
     }
     if end.is_some() {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(LAST_CHUNK);
     }
 }
 
@@ -430,38 +438,30 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
         Wire::AgentGate => filter.only(&agentgate::KINDS),
         _ => filter,
     };
-    let app = ex.app().clone();
-    let sub = app.events.subscribe(filter, start, Transport::WebSocket);
+    let sub = ex
+        .app()
+        .events
+        .subscribe(filter, start, Transport::WebSocket);
     let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
         ("Sec-WebSocket-Accept", ws::accept_key(&key)),
     ];
-    let run = move |stream: TcpStream, leftover: Vec<u8>| {
-        let Ok(link) = Link::new(&stream, &sub) else {
-            return;
-        };
-        let closer = sub.closer();
-        // The reader drops the sender when it ends; the writer waits on that
-        // after a close it sent, and no longer than CLOSE_WAIT.
-        let (reader_done, reader_gone) = mpsc::channel::<()>();
-        let writer = link.clone();
-        let write = move || ws_writer(&writer, sub, wire, &reader_gone);
-        if !spawn(&app.log, "websocket", "ws-write", write) {
-            return;
-        }
-        // Bytes the client sent right after its handshake come first.
-        ws_reader(
-            &link,
-            &mut io::Cursor::new(leftover).chain(&stream),
-            &closer,
-        );
-        drop(reader_done);
-    };
-    ex.take_over(101, headers, Box::new(run))
+    take_over(ex, 101, headers, sub, wire)
 }
 
-fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+/// Writes the stream until it ends; on a WebSocket, then closes it.
+fn write_stream(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+    if wire == Wire::Sse {
+        let mut out = Vec::new();
+        // EventSource waits this long before reconnecting.
+        chunk(&mut out, b"retry: 2000\n\n");
+        if conn.send(&out).is_ok() {
+            write_events(conn, &mut sub, wire);
+        }
+        conn.abort();
+        return;
+    }
     let (code, reason) = match write_events(conn, &mut sub, wire) {
         Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
         Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
@@ -513,7 +513,6 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
             }
         }
     }
-    closer.close();
 }
 
 /// Reads and discards until the client ends the stream, or up to

@@ -132,6 +132,17 @@ pub(super) fn head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// What ends a chunked body: the last chunk and an empty trailer section.
+pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` as one chunk of a chunked body.
+pub(super) fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The whole HTTP/1.1 response for `response`, delivered as `d`.
 pub(super) fn encode(response: &Reply, d: Delivery) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + response.body.len());
