@@ -1,17 +1,14 @@
-//! Streamed answers: a body written to the client in pieces as its producer
-//! makes it, so that no answer is held whole, however large it is and
-//! however slowly its client reads.
+//! Streamed answers: a body sent in pieces as its producer makes it, so no
+//! answer is held whole, however large or slowly read.
 //!
 //! The first piece decides the framing. A body that ends within it goes out
-//! as one answer with `Content-Length`, byte for byte what a whole answer
-//! would have been, and until then it can still become another answer, such
-//! as a JSON error. A longer one goes out with `Transfer-Encoding: chunked`,
-//! a chunk per piece; to an HTTP/1.0 client, which cannot read chunks, as
-//! bytes until the connection closes. Once the head is out, a failure can
-//! only close the connection, leaving the body unterminated so that the
-//! client sees it was cut short. The answer to `HEAD` is the head alone,
-//! with the length the body would have had: the producer still runs, and
-//! its bytes are counted and dropped.
+//! with `Content-Length`, byte for byte as a whole answer, and until then it
+//! can still become another answer (a JSON error). A longer one is chunked,
+//! a chunk per piece; to an HTTP/1.0 client, which cannot read chunks, it
+//! runs until the connection closes. Once the head is out a failure can
+//! only close the connection, leaving the body unterminated so the client
+//! sees it was cut short. `HEAD` gets the head alone with the length the
+//! body would have had: the producer runs, its bytes counted and dropped.
 
 use std::io::{self, Write};
 
@@ -30,9 +27,9 @@ enum Progress {
     Failed,
 }
 
-/// The body of a 200 answer, written to its client as it is made through
-/// [`Write`], a piece at a time. A client too slow to take a piece is
-/// dropped, and every write fails from then on. `flush` sends nothing.
+/// The body of a 200 answer, sent a piece at a time as it is written. A
+/// client too slow to take a piece is dropped, and every write fails from
+/// then on. `flush` sends nothing.
 pub struct BodyWriter<'a> {
     client: &'a ClientStream,
     hooks: &'a dyn Hooks,
@@ -88,10 +85,9 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// Ends the answer: sends what is left, framed by its length if the
-    /// head has not gone out yet, or else as the last chunk. Calling it
-    /// again does nothing. Fails as the client does, or with `BrokenPipe`
-    /// once the answer was given up; the connection must close then.
+    /// Sends what is left, framed by its length if the head is not out yet,
+    /// else as the last chunk; again, does nothing. Fails as the client
+    /// does, or with `BrokenPipe` once given up: the connection must close.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
             Progress::Ended => return Ok(()),

@@ -1,21 +1,18 @@
-//! The live views: `GET /api/v1/events` (server-sent events), `GET
-//! /api/v1/ws` (a WebSocket carrying the same events), `GET /ws` (a
-//! WebSocket carrying AgentGate's dashboard frames, see [`agentgate`]) and
-//! `GET /`, a page that shows them.
+//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same
+//! events on a WebSocket), `GET /ws` (AgentGate's dashboard frames, see
+//! [`agentgate`]) and `GET /`, a page that shows them.
 //!
-//! A handler subscribes and takes the connection over. The connection's
-//! thread then reads from the client, to see at once when it leaves, and a
-//! writer thread writes events through a second handle to the socket.
-//! Whichever side ends first wakes the other.
+//! A handler subscribes and takes the connection over: its thread reads the
+//! client, to see at once when it leaves, and a writer thread writes events
+//! through a second handle. Whichever side ends first wakes the other. A
+//! subscriber cut off for lagging gets its final `lagged` notice when its
+//! writer can send it; a writer stuck on a client that stopped reading has
+//! the socket shut down instead.
 //!
-//! A subscriber cut off for lagging gets its final `lagged` event or close
-//! frame when its writer can send it; a writer stuck on a client that
-//! stopped reading has the socket shut down instead.
-//!
-//! On a WebSocket both sides write (the reader answers pings and the
-//! client's close) under one mutex, which also records that a close frame
-//! went out, after which nothing else is sent. After its close frame the
-//! server half-closes and waits up to [`CLOSE_WAIT`] for the client's.
+//! On a WebSocket both sides write (the reader answers pings and the close)
+//! under one mutex, which records that a close frame went out; nothing
+//! follows it. The server then half-closes and waits up to [`CLOSE_WAIT`]
+//! for the client's close.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -44,25 +41,23 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// While events keep coming, a writer takes a batch at most this often, so
-/// a hundred subscribers cost a publisher few wake-ups; an event after a
-/// quiet spell goes out at once.
+/// A writer takes a batch at most this often while events keep coming, so
+/// a hundred subscribers cost a publisher few wake-ups; after a quiet spell
+/// an event goes out at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// How long a closing WebSocket waits for the client's close or end of stream.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// The most bytes read and thrown away while a stream closes, or from an
-/// SSE client, which has nothing to send.
+/// The most bytes discarded while a stream closes, or from an SSE client.
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// The close codes for a subscriber cut off for lagging (policy violation)
 /// and for the server stopping (going away).
 const CLOSE_LAGGED: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// The kernel's send buffer for a stream, instead of the megabytes Linux
-/// grows it to, so that a client that stops reading holds little memory and
-/// is cut off within about a thousand events. A reading client falls far
-/// less behind than the few hundred events it holds.
+/// The kernel's send buffer for a stream, not the megabytes Linux grows it
+/// to: a client that stops reading holds little memory and is cut off within
+/// about a thousand events; a reading client falls far less behind.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");

@@ -52,17 +52,11 @@ const STATUSES: [(u16, &str, &str); 24] = [
 /// A status code as a label value; a code the server does not send shows
 /// as `other`.
 pub(super) fn status_label(status: u16) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|(code, _, _)| *code == status)
-        .map_or("other", |(_, label, _)| label)
+    status_entry(status).map_or("other", |(_, label, _)| label)
 }
 
-fn reason(status: u16) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|(code, _, _)| *code == status)
-        .map_or("", |(_, _, phrase)| phrase)
+fn status_entry(status: u16) -> Option<&'static (u16, &'static str, &'static str)> {
+    STATUSES.iter().find(|(code, _, _)| *code == status)
 }
 
 /// How an answer goes to its client: what the request asked of the
@@ -114,7 +108,11 @@ pub(super) fn head(
     d: Delivery,
 ) {
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\n",
+        status_entry(status).map_or("", |(_, _, phrase)| phrase)
+    );
     push_fields(out, headers);
     match framing {
         Framing::None | Framing::Close => {}
