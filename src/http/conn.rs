@@ -16,9 +16,8 @@ use super::socket::{ClientStream, HeadError};
 use super::wire::{self, Delivery};
 use super::Shared;
 
-/// How long, and how much, a closing connection keeps reading what the
-/// client still sends, so that our last response is not destroyed by a
-/// reset (RFC 9112 section 9.6).
+/// How long and how much a closing connection reads on, so a reset does not
+/// destroy our last response (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
