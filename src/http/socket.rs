@@ -261,6 +261,22 @@ impl BufRead for ClientStream {
     }
 }
 
+/// Reads and discards until end of stream, an error, `limit` bytes, or
+/// `go_on` says to stop before a read, so that closing does not reset a
+/// connection with unread bytes and lose what we sent last.
+pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut() -> bool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = limit;
+    while left > 0 && go_on() {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ClientStream, HeadError};

@@ -27,6 +27,7 @@ use serde_json::json;
 use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
+use super::socket::discard;
 use super::wire::{chunk, LAST_CHUNK};
 use crate::error::Error;
 use crate::events::{
@@ -510,20 +511,9 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
     }
 }
 
-/// Reads and discards until the client ends the stream, or up to
-/// [`DRAIN_LIMIT`], so closing does not reset a connection with unread
-/// bytes and lose the close frame.
+/// Reads what the client still sends, up to [`DRAIN_LIMIT`].
 fn drain(stream: &mut dyn Read) {
-    let mut buf = vec![0; 4096];
-    let mut left = DRAIN_LIMIT;
-    while left > 0 {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => left = left.saturating_sub(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+    discard(stream, DRAIN_LIMIT, || true);
 }
 
 #[cfg(test)]
