@@ -19,9 +19,8 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// The statuses the server sends: code, metric label and reason phrase. The
-/// phrase is optional in HTTP/1.1 (RFC 9112 section 4), so others go
-/// without, and their label is `other`.
+/// The statuses sent: code, metric label, reason phrase. Others go without a
+/// phrase (optional, RFC 9112 section 4) and are labelled `other`.
 const STATUSES: [(u16, &str, &str); 24] = [
     (100, "100", "Continue"),
     (101, "101", "Switching Protocols"),
@@ -67,9 +66,8 @@ pub(super) struct Delivery {
     pub(super) head_only: bool,
     /// The connection ends after the answer.
     pub(super) close: bool,
-    /// An HTTP/1.0 request: its connection stays open only when announced
-    /// (`Connection: keep-alive`), and a body of unknown length is framed by
-    /// closing the connection, since such a client cannot read chunks.
+    /// HTTP/1.0: kept open only on `Connection: keep-alive`; a body of unknown
+    /// length ends with the connection, since such a client cannot read chunks.
     pub(super) http10: bool,
 }
 
