@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::answer::Answer;
 use super::exchange::Exchange;
@@ -361,14 +361,8 @@ fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
     }
     // The notices have no `id`, so an EventSource reconnects with the last
     // seq it saw.
-    match end {
-        Some(Next::Lagged(lagged)) => {
-            text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
-        }
-        Some(Next::Stopping(stopped)) => {
-            text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
-        }
-        _ => {}
+    if let Some((event, data)) = notice(end) {
+        text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
     }
     if !text.is_empty() {
         chunk(out, text.as_bytes());
@@ -389,13 +383,17 @@ fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wi
             let _ = frame::write_text(out, text);
         }
     }
-    let notice = match end {
-        Some(Next::Lagged(lagged)) => Some(lagged.to_json()),
-        Some(Next::Stopping(stopped)) => Some(stopped.to_json()),
-        _ => None,
-    };
-    if let (Some(notice), Wire::Ours) = (notice, wire) {
+    if let (Some((_, notice)), Wire::Ours) = (notice(end), wire) {
         let _ = frame::write_text(out, &notice.to_string());
+    }
+}
+
+/// The final notice of a subscription that ended: its SSE event name and data.
+fn notice(end: Option<&Next>) -> Option<(&'static str, Value)> {
+    match end {
+        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
+        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
+        _ => None,
     }
 }
 
