@@ -44,8 +44,7 @@ pub enum Answer {
     /// 200 with these headers and a body the producer makes while the
     /// connection sends it, in pieces.
     Stream(Vec<(&'static str, String)>, Producer),
-    /// This status and these headers with no framed body; then the client's
-    /// socket goes to the takeover, which keeps the connection's place under
-    /// the cap until it returns.
+    /// This status and headers, no framed body; then the socket goes to the
+    /// takeover, which holds the connection's place under the cap until it returns.
     TakeOver(u16, Vec<(&'static str, String)>, Takeover),
 }

@@ -1,26 +1,20 @@
-//! Streamed answers: a body written to the client in pieces as its producer
-//! makes it, so that no answer is held whole, however large it is and
-//! however slowly its client reads.
+//! Streamed answers: a body sent in pieces as its producer makes it, so no
+//! answer is held whole, however large or slowly read.
 //!
 //! The first piece decides the framing. A body that ends within it goes out
-//! as one answer with `Content-Length`, byte for byte what a whole answer
-//! would have been, and until then it can still become another answer, such
-//! as a JSON error. A longer one goes out with `Transfer-Encoding: chunked`,
-//! a chunk per piece; to an HTTP/1.0 client, which cannot read chunks, as
-//! bytes until the connection closes. Once the head is out, a failure can
-//! only close the connection, leaving the body unterminated so that the
-//! client sees it was cut short. The answer to `HEAD` is the head alone,
-//! with the length the body would have had: the producer still runs, and
-//! its bytes are counted and dropped.
+//! with `Content-Length`, byte for byte as a whole answer, and until then it
+//! can still become another answer (a JSON error). A longer one is chunked,
+//! a chunk per piece; to an HTTP/1.0 client, which cannot read chunks, it
+//! runs until the connection closes. Once the head is out a failure can
+//! only close the connection, leaving the body unterminated so the client
+//! sees it was cut short. `HEAD` gets the head alone with the length the
+//! body would have had: the producer runs, its bytes counted and dropped.
 
 use std::io::{self, Write};
 
 use super::socket::{ClientStream, PIECE};
-use super::wire::{self, Delivery, Framing};
+use super::wire::{self, Delivery, Framing, LAST_CHUNK};
 use super::Hooks;
-
-/// What ends a chunked body: the last chunk and an empty trailer section.
-const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
@@ -33,9 +27,9 @@ enum Progress {
     Failed,
 }
 
-/// The body of a 200 answer, written to its client as it is made through
-/// [`Write`], a piece at a time. A client too slow to take a piece is
-/// dropped, and every write fails from then on. `flush` sends nothing.
+/// The body of a 200 answer, sent a piece at a time as it is written. A
+/// client too slow to take a piece is dropped, and every write fails from
+/// then on. `flush` sends nothing.
 pub struct BodyWriter<'a> {
     client: &'a ClientStream,
     hooks: &'a dyn Hooks,
@@ -91,10 +85,9 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// Ends the answer: sends what is left, framed by its length if the
-    /// head has not gone out yet, or else as the last chunk. Calling it
-    /// again does nothing. Fails as the client does, or with `BrokenPipe`
-    /// once the answer was given up; the connection must close then.
+    /// Sends what is left, framed by its length if the head is not out yet,
+    /// else as the last chunk; again, does nothing. Fails as the client
+    /// does, or with `BrokenPipe` once given up: the connection must close.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
             Progress::Ended => return Ok(()),
@@ -115,7 +108,7 @@ impl<'a> BodyWriter<'a> {
     /// Sends the piece in the buffer, after the head if it has not gone
     /// out yet; with `last`, also what ends the body.
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
-        let mut before = Vec::new();
+        let mut out = Vec::new();
         if self.progress == Progress::Head {
             self.until_close = self.delivery.http10;
             let framing = if self.until_close {
@@ -123,24 +116,22 @@ impl<'a> BodyWriter<'a> {
             } else {
                 Framing::Chunked
             };
-            before = self.head(framing);
+            out = self.head(framing);
             self.progress = Progress::Body;
         }
-        if !self.until_close {
+        if self.until_close {
+            out.extend_from_slice(&self.buf);
+        } else {
             // A chunk of size 0 would end the body, so none is sent empty.
             if !self.buf.is_empty() {
-                // Writing to a Vec cannot fail.
-                let _ = write!(before, "{:x}\r\n", self.buf.len());
-                self.buf.extend_from_slice(b"\r\n");
+                wire::chunk(&mut out, &self.buf);
             }
             if last {
-                self.buf.extend_from_slice(LAST_CHUNK);
+                out.extend_from_slice(LAST_CHUNK);
             }
         }
-        self.send(&before)?;
-        let sent = self.client.send(self.hooks, &self.buf);
         self.buf.clear();
-        self.failed_if(sent)
+        self.send(&out)
     }
 
     fn head(&self, framing: Framing) -> Vec<u8> {
@@ -151,10 +142,6 @@ impl<'a> BodyWriter<'a> {
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let sent = self.client.send(self.hooks, bytes);
-        self.failed_if(sent)
-    }
-
-    fn failed_if(&mut self, sent: io::Result<()>) -> io::Result<()> {
         if sent.is_err() {
             self.progress = Progress::Failed;
         }
@@ -180,8 +167,8 @@ impl Write for BodyWriter<'_> {
             return Ok(data.len());
         }
         if self.buf.capacity() == 0 {
-            // Taken once: the piece, the CRLF after it and the last chunk.
-            self.buf.reserve_exact(PIECE + 2 + LAST_CHUNK.len());
+            // Taken once, for the whole answer.
+            self.buf.reserve_exact(PIECE);
         }
         let n = data.len().min(PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);

@@ -25,9 +25,8 @@ impl From<io::Error> for FramingError {
 /// The longest chunk-size line (with extensions) we accept.
 pub(super) const MAX_CHUNK_LINE: usize = 1024;
 
-/// Reads one line, appending it without its CRLF to `out`, and returns
-/// where it landed. A bare LF is malformed; a line longer than `limit`
-/// bytes is refused as soon as that is known.
+/// Appends a line without its CRLF to `out`, returning where it landed. A
+/// bare LF is malformed; a line over `limit` bytes is refused once known.
 pub(super) fn read_line(
     r: &mut impl BufRead,
     limit: usize,

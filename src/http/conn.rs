@@ -1,7 +1,7 @@
 //! One client connection: each request is read whole within its limits,
 //! checked, and handed to the handler; answers go out in order.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,13 +12,12 @@ use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
 use super::reject::{self, method_label, Reject};
-use super::socket::{ClientStream, HeadError};
+use super::socket::{discard, ClientStream, HeadError};
 use super::wire::{self, Delivery};
 use super::Shared;
 
-/// How long, and how much, a closing connection keeps reading what the
-/// client still sends, so that our last response is not destroyed by a
-/// reset (RFC 9112 section 9.6).
+/// How long and how much a closing connection reads on, so a reset does not
+/// destroy our last response (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
@@ -330,20 +329,10 @@ fn refuse(
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
+    discard(&mut &*stream, LINGER_BYTES, || {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
-            return;
-        }
-        match (&*stream).read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => drained += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+        !remaining.is_zero() && stream.set_read_timeout(Some(remaining)).is_ok()
+    });
 }
 
 fn timed_out(err: &io::Error) -> bool {

@@ -61,10 +61,9 @@ impl Activity {
     // Relaxed is enough: the state is a single atomic whose compare-exchanges
     // decide every race on their own, and the ticket only ranks candidates.
 
-    /// Marks the connection idle, and so evictable, once its answer is ready
-    /// and before it is written: no client can act on the answer before
-    /// this, so the idle order never hangs on how threads are scheduled.
-    /// Eviction only shuts the reading side, so the answer still goes out.
+    /// Marks the connection idle (evictable) once its answer is ready, before
+    /// it is written: no client can act on it earlier, so the idle order never
+    /// hangs on thread scheduling. Eviction shuts only the reading side.
     pub(super) fn answered(&self) {
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
         self.ticket.store(ticket, Ordering::Relaxed);
@@ -125,10 +124,9 @@ impl Connections {
         }
     }
 
-    /// Admits a new connection, closing the longest-idle one if the cap is
-    /// reached; `None` when all are busy (or the socket cannot be cloned).
-    /// Hooks are called with the lock held, so that the last count reported
-    /// is always the true one.
+    /// Admits a connection, closing the longest-idle one at the cap; `None`
+    /// when all are busy (or the socket cannot be cloned). Hooks run under
+    /// the lock, so the last count reported is the true one.
     pub(super) fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Registration> {
         let Ok(handle) = stream.try_clone() else {
             self.hooks.connection_rejected("limit");

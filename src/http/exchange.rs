@@ -1,6 +1,5 @@
-//! The middleware every request passes: one request and its answer. The
-//! handlers see this instead of the connection layer's types; it gives the
-//! request an id, and counts and logs its one answer.
+//! The middleware every request passes, which handlers see instead of the
+//! connection layer: it gives the request an id, and counts and logs its answer.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,9 +59,8 @@ fn valid_request_id(id: &str) -> bool {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// The level of a request's log line: a 5xx is the server failing (a write
-/// on a full disk, say), which an operator who keeps only warnings and
-/// errors must still see; any other answer is routine.
+/// A 5xx is the server failing (a full disk, say), which an operator keeping
+/// only warnings and errors must still see; any other answer is routine.
 fn request_level(status: u16) -> crate::log::Level {
     match status {
         500.. => crate::log::Level::Error,
@@ -152,9 +150,8 @@ impl Exchange {
         Answer::Reply(reply)
     }
 
-    /// What goes out for `response`: its headers with the request id, and
-    /// a 5xx's detail moved to the log line, which carries the same id that
-    /// goes into the body for the client to quote.
+    /// `response` with the request id; a 5xx's detail goes to the log line,
+    /// which carries the id the body gives the client to quote.
     fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
             if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response.body) {
@@ -175,11 +172,9 @@ impl Exchange {
         }
     }
 
-    /// Answers 200 with `content_type` and a body that `write` makes while
-    /// it is sent, in pieces; the request is counted and logged once it
-    /// ends. Check everything that can refuse the request first: once the
-    /// answer has begun, a failure can only cut it short, so `write` fails
-    /// only when the client does.
+    /// Answers 200 with `content_type` and a body `write` makes as it is
+    /// sent; counted and logged at its end. Check all that can refuse the
+    /// request first: once begun, a failure can only cut the answer short.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -202,9 +197,8 @@ impl Exchange {
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
     {
         let written = write(body);
-        // Counted before the answer's end goes out, as a whole answer is:
-        // a client that has it and asks again sees this one counted; a
-        // scrape is not in its own output.
+        // Counted before the end goes out, as a whole answer is: a client
+        // asking again sees it counted; a scrape is not in its own output.
         self.count(200);
         let sent = written.and_then(|()| body.finish());
         if let Err(e) = sent {
@@ -237,8 +231,7 @@ impl Exchange {
     }
 
     /// Answers `status` with `headers` and the request id, and hands the
-    /// client's socket to `run`: a `200` whose body `run` streams, or a
-    /// `101` after which `run` speaks the new protocol.
+    /// socket to `run`: a `200` body it streams, or a `101` protocol it speaks.
     pub fn take_over(
         &mut self,
         status: u16,

@@ -1,18 +1,15 @@
-//! The HTTP layer: our own HTTP/1.1 server, and the translation between it
-//! and the domain, which never sees HTTP. `conns` caps the connections,
-//! `conn` serves one; `socket`, `parse`, `syntax` and `chunked` read the
-//! strict request (RFC 9112) whole, within limits and deadlines, the head
-//! authorised before the body is read; `wire`, `body` and `reject` write
-//! the answers, in pieces of at most 64 KiB that the client must each take
-//! within [`Limits::write_timeout`]; `exchange` is the middleware every
-//! request passes; `response` maps domain errors to statuses; `routes` and
-//! `streams` are the handlers. Streams (server-sent events, WebSockets) run
-//! on the client's own socket, in its connection thread.
+//! Our own HTTP/1.1 server; the domain never sees HTTP. `conns` caps the
+//! connections, `conn` serves one; `socket`, `parse`, `syntax`, `chunked`
+//! read the strict request (RFC 9112) within limits and deadlines, the head
+//! authorised before the body is read; `wire`, `body`, `reject` write
+//! answers in pieces of at most 64 KiB, each due within
+//! [`Limits::write_timeout`]; `exchange` is the middleware; `response` maps
+//! domain errors to statuses; `routes` and `streams` are the handlers.
+//! Streams run on the client's socket, in its connection thread.
 //!
-//! The reasons given to [`Hooks::connection_rejected`] are `"limit"` (cap
-//! reached with no idle connection, or no thread could be had for the
-//! connection), `"evicted"` (an idle connection closed to make room),
-//! `"idle_timeout"`, `"header_timeout"`, `"body_timeout"` and
+//! [`Hooks::connection_rejected`] reasons: `"limit"` (cap reached with no
+//! idle connection, or no thread), `"evicted"` (an idle one closed to make
+//! room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`,
 //! `"write_timeout"` (a client too slow to take a piece of its answer).
 
 mod answer;
@@ -47,13 +44,11 @@ use conns::Connections;
 
 use crate::app::App;
 
-/// The stack size of connection threads. Handlers and streams run on them:
-/// the deepest is a JSON body nested to serde_json's limit of 128, measured
-/// to fit in 80 KiB, so this leaves three times that. A debug build's
-/// frames are several times larger (it overflowed 256 KiB, and fits in 512
-/// KiB), so it gets four times as much, and `cargo test` runs the same
-/// nesting as a release build. Stack pages cost memory only once touched,
-/// so two thousand idle connections stay far below 64 MiB.
+/// Connection threads run handlers and streams. The deepest is a JSON body
+/// nested to serde_json's limit of 128, measured to fit in 80 KiB: three
+/// times that. Debug frames are larger (256 KiB overflowed, 512 KiB fits),
+/// so `cargo test` runs the same nesting with four times as much. Untouched
+/// stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
 const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     1024 * 1024
 } else {
@@ -105,9 +100,8 @@ impl Default for Limits {
     }
 }
 
-/// What the layer reports, for metrics. Called from connection threads,
-/// sometimes with a lock held: implementations must be quick and must not
-/// call back into the server.
+/// What the layer reports, for metrics. Called from connection threads, at
+/// times under a lock: be quick and never call back into the server.
 pub trait Hooks: Send + Sync {
     /// A request the layer refused before any handler saw it: `method` is a
     /// method label, `status` 400, 413, 417, 431, 501, 503 or 505.
@@ -270,10 +264,9 @@ impl Server {
         self.shared.connections.close_all();
     }
 
-    /// Stops the server gracefully: stops accepting, tells
-    /// [`Hooks::stopping`] so that streams end, answers the requests in
-    /// flight, and closes each connection once it is idle; cuts off what is
-    /// still open after `grace`. True if every connection ended in time.
+    /// Stops accepting, tells [`Hooks::stopping`] so streams end, answers
+    /// requests in flight and closes each connection once idle; cuts off
+    /// what is open after `grace`. True if every connection ended in time.
     pub fn stop(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         self.stop_accepting();

@@ -31,19 +31,17 @@ pub(super) struct RequestHead {
     pub(super) expect: Expect,
     /// Whether the client wants the connection kept open after this request.
     pub(super) keep_alive: bool,
-    /// Whether the server implements the method. Another token, lowercase
-    /// ones included (methods are case-sensitive), is answered 501 (RFC 9110
-    /// section 9.1) once its body is read, and the connection goes on.
+    /// Whether the server implements the method (case-sensitive); others get
+    /// 501 (RFC 9110 section 9.1) once the body is read, and the connection goes on.
     pub(super) implemented: bool,
     /// A `HEAD` request, whose response has no body.
     pub(super) head_only: bool,
 }
 
 impl RequestHead {
-    /// Parses a complete head, from the request line to the empty line, into
-    /// what the layer needs and the request a handler gets, without its body.
-    /// Every byte of a valid head is visible ASCII, space or tab, so the
-    /// request's text is exact.
+    /// Parses a whole head into what the layer needs and the request a
+    /// handler gets, bodiless. A valid head is all visible ASCII, space or
+    /// tab, so the request's text is exact.
     pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Reject> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).

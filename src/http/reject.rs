@@ -60,9 +60,8 @@ pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
     framed(reject, d)
 }
 
-/// The response for `reject`, delivered as `d`: a JSON error body, a fresh
-/// request id (the client's own is not trusted on a request we refuse), and
-/// for a 503 when to retry.
+/// A JSON error with a fresh request id (the client's is not trusted on a
+/// refused request) and, for a 503, when to retry; delivered as `d`.
 pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
     let mut body = String::with_capacity(96);
     body.push_str("{\"error\":{\"code\":\"");

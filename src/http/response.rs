@@ -15,9 +15,8 @@ pub struct Response {
     /// Extra headers. Names are ours; values are checked before sending.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
-    /// On a 5xx, what failed in full (paths, offsets, the OS error): for
-    /// the request's log line only. The body says what failed in words
-    /// that name nothing on the server, and the request id to look for.
+    /// On a 5xx, what failed in full (paths, offsets, OS error), for the log
+    /// line only; the body names nothing on the server, only the request id.
     pub detail: Option<String>,
 }
 

@@ -442,10 +442,8 @@ fn list_runs(ex: &mut Exchange) -> Answer {
     let limit = or_answer!(ex, limit(ex));
     let after = ex.query("after").filter(|a| !a.is_empty());
     let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
-    // The text of `{"runs": [...], "next_after": ...}`, keys in the order
-    // serde_json prints them, each run with its metrics as sent, a page of
-    // runs at a time. A run that ended or was let go while its page waited
-    // is left out.
+    // `{"runs": [...], "next_after": ...}` with keys in serde_json's order,
+    // a page of runs at a time; a run ended or let go meanwhile is left out.
     let app = ex.app().clone();
     ex.stream(JSON, move |out| {
         out.write_all(b"{\"next_after\":")?;

@@ -17,9 +17,8 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// How much the first read after an idle wait takes, into a stack buffer
-/// small enough that an idle thread touches few stack pages; most request
-/// heads fit in it.
+/// The first read after an idle wait, into a stack buffer small enough that
+/// an idle thread touches few stack pages; most request heads fit.
 const IDLE_READ: usize = 1024;
 
 /// The most bytes a client is given one write deadline to accept.
@@ -149,11 +148,10 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces that the client must each accept within the
-    /// write timeout, or `TimedOut`. The socket's own timeout bounds each
-    /// `write` call only, which a client taking a few bytes at a time would
-    /// never trip: it is lowered for the rest of a piece, and set back once
-    /// all is written, which a stream that takes the connection over relies on.
+    /// Writes `bytes` in pieces the client must each take within the write
+    /// timeout, or `TimedOut`. The socket timeout bounds one `write` call,
+    /// which a client taking a few bytes at a time never trips: it is
+    /// lowered for the rest of a piece, and restored after (streams rely on it).
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;
@@ -260,6 +258,22 @@ impl BufRead for ClientStream {
 
     fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
+
+/// Reads and discards until end of stream, an error, `limit` bytes, or
+/// `go_on` says to stop before a read, so that closing does not reset a
+/// connection with unread bytes and lose what we sent last.
+pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut() -> bool) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = limit;
+    while left > 0 && go_on() {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 

@@ -1,21 +1,18 @@
-//! The live views: `GET /api/v1/events` (server-sent events), `GET
-//! /api/v1/ws` (a WebSocket carrying the same events), `GET /ws` (a
-//! WebSocket carrying AgentGate's dashboard frames, see [`agentgate`]) and
-//! `GET /`, a page that shows them.
+//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same
+//! events on a WebSocket), `GET /ws` (AgentGate's dashboard frames, see
+//! [`agentgate`]) and `GET /`, a page that shows them.
 //!
-//! A handler subscribes and takes the connection over. The connection's
-//! thread then reads from the client, to see at once when it leaves, and a
-//! writer thread writes events through a second handle to the socket.
-//! Whichever side ends first wakes the other.
+//! A handler subscribes and takes the connection over: its thread reads the
+//! client, to see at once when it leaves, and a writer thread writes events
+//! through a second handle. Whichever side ends first wakes the other. A
+//! subscriber cut off for lagging gets its final `lagged` notice when its
+//! writer can send it; a writer stuck on a client that stopped reading has
+//! the socket shut down instead.
 //!
-//! A subscriber cut off for lagging gets its final `lagged` event or close
-//! frame when its writer can send it; a writer stuck on a client that
-//! stopped reading has the socket shut down instead.
-//!
-//! On a WebSocket both sides write (the reader answers pings and the
-//! client's close) under one mutex, which also records that a close frame
-//! went out, after which nothing else is sent. After its close frame the
-//! server half-closes and waits up to [`CLOSE_WAIT`] for the client's.
+//! On a WebSocket both sides write (the reader answers pings and the close)
+//! under one mutex, which records that a close frame went out; nothing
+//! follows it. The server then half-closes and waits up to [`CLOSE_WAIT`]
+//! for the client's close.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -25,11 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
+use super::socket::discard;
+use super::wire::{chunk, LAST_CHUNK};
 use crate::error::Error;
 use crate::events::{
     agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,
@@ -43,25 +42,23 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// While events keep coming, a writer takes a batch at most this often, so
-/// a hundred subscribers cost a publisher few wake-ups; an event after a
-/// quiet spell goes out at once.
+/// A writer takes a batch at most this often while events keep coming, so
+/// a hundred subscribers cost a publisher few wake-ups; after a quiet spell
+/// an event goes out at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// How long a closing WebSocket waits for the client's close or end of stream.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// The most bytes read and thrown away while a stream closes, or from an
-/// SSE client, which has nothing to send.
+/// The most bytes discarded while a stream closes, or from an SSE client.
 const DRAIN_LIMIT: usize = 64 * 1024;
 /// The close codes for a subscriber cut off for lagging (policy violation)
 /// and for the server stopping (going away).
 const CLOSE_LAGGED: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// The kernel's send buffer for a stream, instead of the megabytes Linux
-/// grows it to, so that a client that stops reading holds little memory and
-/// is cut off within about a thousand events. A reading client falls far
-/// less behind than the few hundred events it holds.
+/// The kernel's send buffer for a stream, not the megabytes Linux grows it
+/// to: a client that stops reading holds little memory and is cut off within
+/// about a thousand events; a reading client falls far less behind.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");
@@ -255,49 +252,56 @@ pub fn events(ex: &mut Exchange) -> Answer {
         Ok(p) => p,
         Err(r) => return ex.send(r),
     };
-    let app = ex.app().clone();
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
-    let sub = app.events.subscribe(filter, start, Transport::Sse);
+    let sub = ex.app().events.subscribe(filter, start, Transport::Sse);
     let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
         ("Transfer-Encoding", "chunked".to_string()),
         ("Cache-Control", "no-cache".to_string()),
         ("X-Accel-Buffering", "no".to_string()),
     ];
-    let run = move |stream: TcpStream, _: Vec<u8>| {
+    take_over(ex, 200, headers, sub, Wire::Sse)
+}
+
+/// Answers `status` and runs the stream on the socket: a writer thread
+/// writes `sub`'s events as `wire` says, while this thread reads the client.
+fn take_over(
+    ex: &mut Exchange,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    sub: Subscription,
+    wire: Wire,
+) -> Answer {
+    let log = ex.app().log;
+    let run = move |stream: TcpStream, leftover: Vec<u8>| {
         let Ok(link) = Link::new(&stream, &sub) else {
             return;
         };
         let closer = sub.closer();
+        // The reader drops the sender when it ends; a WebSocket writer waits
+        // on that after a close it sent, and no longer than CLOSE_WAIT.
+        let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || {
-            sse(&writer, sub);
-            writer.abort();
+        let write = move || write_stream(&writer, sub, wire, &reader_gone);
+        let (stream_label, thread) = match wire {
+            Wire::Sse => ("sse", "sse"),
+            _ => ("websocket", "ws-write"),
         };
-        if !spawn(&app.log, "sse", "sse", write) {
+        if !spawn(&log, stream_label, thread, write) {
             return;
         }
-        // The client sends nothing more; its end of stream ends the stream.
-        drain(&mut &stream);
+        // Bytes the client sent right after its request come first.
+        let mut input = io::Cursor::new(leftover).chain(&stream);
+        match wire {
+            // The client sends nothing more; its end of stream ends the stream.
+            Wire::Sse => drain(&mut input),
+            _ => ws_reader(&link, &mut input, &closer),
+        }
         closer.close();
+        drop(reader_done);
     };
-    ex.take_over(200, headers, Box::new(run))
-}
-
-fn chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn sse(link: &Link, mut sub: Subscription) {
-    let mut out = Vec::new();
-    // EventSource waits this long before reconnecting.
-    chunk(&mut out, b"retry: 2000\n\n");
-    if link.send(&out).is_ok() {
-        write_events(link, &mut sub, Wire::Sse);
-    }
+    ex.take_over(status, headers, Box::new(run))
 }
 
 /// How a stream puts events on the wire.
@@ -352,20 +356,14 @@ fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
     }
     // The notices have no `id`, so an EventSource reconnects with the last
     // seq it saw.
-    match end {
-        Some(Next::Lagged(lagged)) => {
-            text.push_str(&format!("event: lagged\ndata: {}\n\n", lagged.to_json()));
-        }
-        Some(Next::Stopping(stopped)) => {
-            text.push_str(&format!("event: shutdown\ndata: {}\n\n", stopped.to_json()));
-        }
-        _ => {}
+    if let Some((event, data)) = notice(end) {
+        text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
     }
     if !text.is_empty() {
         chunk(out, text.as_bytes());
     }
     if end.is_some() {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(LAST_CHUNK);
     }
 }
 
@@ -380,13 +378,17 @@ fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wi
             let _ = frame::write_text(out, text);
         }
     }
-    let notice = match end {
-        Some(Next::Lagged(lagged)) => Some(lagged.to_json()),
-        Some(Next::Stopping(stopped)) => Some(stopped.to_json()),
-        _ => None,
-    };
-    if let (Some(notice), Wire::Ours) = (notice, wire) {
+    if let (Some((_, notice)), Wire::Ours) = (notice(end), wire) {
         let _ = frame::write_text(out, &notice.to_string());
+    }
+}
+
+/// The final notice of a subscription that ended: its SSE event name and data.
+fn notice(end: Option<&Next>) -> Option<(&'static str, Value)> {
+    match end {
+        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
+        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
+        _ => None,
     }
 }
 
@@ -425,38 +427,30 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
         Wire::AgentGate => filter.only(&agentgate::KINDS),
         _ => filter,
     };
-    let app = ex.app().clone();
-    let sub = app.events.subscribe(filter, start, Transport::WebSocket);
+    let sub = ex
+        .app()
+        .events
+        .subscribe(filter, start, Transport::WebSocket);
     let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
         ("Sec-WebSocket-Accept", ws::accept_key(&key)),
     ];
-    let run = move |stream: TcpStream, leftover: Vec<u8>| {
-        let Ok(link) = Link::new(&stream, &sub) else {
-            return;
-        };
-        let closer = sub.closer();
-        // The reader drops the sender when it ends; the writer waits on that
-        // after a close it sent, and no longer than CLOSE_WAIT.
-        let (reader_done, reader_gone) = mpsc::channel::<()>();
-        let writer = link.clone();
-        let write = move || ws_writer(&writer, sub, wire, &reader_gone);
-        if !spawn(&app.log, "websocket", "ws-write", write) {
-            return;
-        }
-        // Bytes the client sent right after its handshake come first.
-        ws_reader(
-            &link,
-            &mut io::Cursor::new(leftover).chain(&stream),
-            &closer,
-        );
-        drop(reader_done);
-    };
-    ex.take_over(101, headers, Box::new(run))
+    take_over(ex, 101, headers, sub, wire)
 }
 
-fn ws_writer(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+/// Writes the stream until it ends; on a WebSocket, then closes it.
+fn write_stream(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+    if wire == Wire::Sse {
+        let mut out = Vec::new();
+        // EventSource waits this long before reconnecting.
+        chunk(&mut out, b"retry: 2000\n\n");
+        if conn.send(&out).is_ok() {
+            write_events(conn, &mut sub, wire);
+        }
+        conn.abort();
+        return;
+    }
     let (code, reason) = match write_events(conn, &mut sub, wire) {
         Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
         Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
@@ -508,23 +502,11 @@ fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
             }
         }
     }
-    closer.close();
 }
 
-/// Reads and discards until the client ends the stream, or up to
-/// [`DRAIN_LIMIT`], so closing does not reset a connection with unread
-/// bytes and lose the close frame.
+/// Reads what the client still sends, up to [`DRAIN_LIMIT`].
 fn drain(stream: &mut dyn Read) {
-    let mut buf = vec![0; 4096];
-    let mut left = DRAIN_LIMIT;
-    while left > 0 {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => left = left.saturating_sub(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+    discard(stream, DRAIN_LIMIT, || true);
 }
 
 #[cfg(test)]

@@ -44,9 +44,9 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// A Content-Length value: digits only. Leading zeros are ignored; a value of
-/// more than 19 significant digits is reported as `u64::MAX`, which is over
-/// any body limit, so an absurd length gets 413 rather than a parse failure.
+/// A Content-Length value: digits only, leading zeros ignored. Over 19
+/// significant digits reads as `u64::MAX`, over any body limit, so an
+/// absurd length gets 413, not 400.
 pub(super) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;

@@ -19,9 +19,8 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// The statuses the server sends: code, metric label and reason phrase. The
-/// phrase is optional in HTTP/1.1 (RFC 9112 section 4), so others go
-/// without, and their label is `other`.
+/// The statuses sent: code, metric label, reason phrase. Others go without a
+/// phrase (optional, RFC 9112 section 4) and are labelled `other`.
 const STATUSES: [(u16, &str, &str); 24] = [
     (100, "100", "Continue"),
     (101, "101", "Switching Protocols"),
@@ -52,17 +51,11 @@ const STATUSES: [(u16, &str, &str); 24] = [
 /// A status code as a label value; a code the server does not send shows
 /// as `other`.
 pub(super) fn status_label(status: u16) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|(code, _, _)| *code == status)
-        .map_or("other", |(_, label, _)| label)
+    status_entry(status).map_or("other", |(_, label, _)| label)
 }
 
-fn reason(status: u16) -> &'static str {
-    STATUSES
-        .iter()
-        .find(|(code, _, _)| *code == status)
-        .map_or("", |(_, _, phrase)| phrase)
+fn status_entry(status: u16) -> Option<&'static (u16, &'static str, &'static str)> {
+    STATUSES.iter().find(|(code, _, _)| *code == status)
 }
 
 /// How an answer goes to its client: what the request asked of the
@@ -73,9 +66,8 @@ pub(super) struct Delivery {
     pub(super) head_only: bool,
     /// The connection ends after the answer.
     pub(super) close: bool,
-    /// An HTTP/1.0 request: its connection stays open only when announced
-    /// (`Connection: keep-alive`), and a body of unknown length is framed by
-    /// closing the connection, since such a client cannot read chunks.
+    /// HTTP/1.0: kept open only on `Connection: keep-alive`; a body of unknown
+    /// length ends with the connection, since such a client cannot read chunks.
     pub(super) http10: bool,
 }
 
@@ -114,7 +106,11 @@ pub(super) fn head(
     d: Delivery,
 ) {
     // Writing to a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\n",
+        status_entry(status).map_or("", |(_, _, phrase)| phrase)
+    );
     push_fields(out, headers);
     match framing {
         Framing::None | Framing::Close => {}
@@ -129,6 +125,17 @@ pub(super) fn head(
         (false, false) => "",
     };
     out.extend_from_slice(connection.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What ends a chunked body: the last chunk and an empty trailer section.
+pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` as one chunk of a chunked body.
+pub(super) fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -1,11 +1,7 @@
-//! WebSocket framing (RFC 6455 section 5): reading client messages, writing server frames.
-//!
-//! `Reader` turns the masked frames a client sends into whole messages. An error
-//! leaves the stream out of step with the frame boundaries, and the connection must
-//! then be closed.
-//!
-//! The `write_*` functions send unmasked server frames, each as one `write_all` of a
-//! prebuilt buffer, without flushing.
+//! WebSocket framing (RFC 6455 section 5). `Reader` turns a client's masked
+//! frames into messages; after an error the stream is out of step with the
+//! frames and the connection must close. `write_*` send unmasked server
+//! frames, each as one `write_all` of a prebuilt buffer, without flushing.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -44,10 +40,9 @@ struct FrameHeader {
     len: usize,
 }
 
-/// A decoder of client-to-server frames into [`Message`]s, one per connection.
-/// A data message over `max_message` bytes (after reassembly) is refused with
-/// close code 1009 before its payload is read, whatever a length header claims.
-/// Control frames between fragments are returned as they arrive.
+/// Decodes a connection's client frames into [`Message`]s. A data message
+/// over `max_message` bytes (reassembled) gets close code 1009 before its
+/// payload is read; control frames between fragments come as they arrive.
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message: usize,
@@ -245,9 +240,8 @@ fn parse_close(payload: &[u8]) -> Result<Message, ReadError> {
     }
 }
 
-/// Why [`Reader::read_message`] failed: the stream failed, the client
-/// broke the protocol, sent text that is not UTF-8, or a message over the
-/// limit.
+/// Why [`Reader::read_message`] failed: the stream, the protocol, text not
+/// UTF-8, or a message over the limit.
 #[derive(Debug)]
 pub(crate) enum ReadError {
     Io(io::Error),

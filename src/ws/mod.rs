@@ -1,11 +1,8 @@
-//! WebSocket protocol pieces (RFC 6455), the server role of version 13: the
-//! handshake's accept key and message framing, over any `Read`/`Write`. The
-//! HTTP layer checks the upgrade request and answers `101`.
-//!
-//! Not supported, on purpose: extensions (frames with a reserved bit set are
-//! rejected: compression would need a dependency, and inflating client data
-//! would let a small frame become a large allocation), and subprotocols (each
-//! route speaks one message format).
+//! The server role of WebSocket version 13 (RFC 6455): the accept key and
+//! framing; the HTTP layer checks the upgrade and answers `101`. No
+//! extensions (reserved bits are rejected: compression needs a dependency,
+//! and inflating lets a small frame become a large allocation), and no
+//! subprotocols (each route speaks one message format).
 
 mod base64;
 pub mod frame;

@@ -1,8 +1,6 @@
-//! SHA-1 (FIPS 180-4), needed only to compute the WebSocket handshake's accept key.
-//!
-//! SHA-1 is broken for collision resistance, so nothing else in the crate may use it
-//! for security. RFC 6455 mandates it for `Sec-WebSocket-Accept`, where it only proves
-//! that the server understood the handshake; no secret depends on it.
+//! SHA-1 (FIPS 180-4), for the WebSocket accept key only. It is broken for
+//! collision resistance, so nothing else may use it for security; RFC 6455
+//! mandates it there, where it proves only that the handshake was understood.
 
 /// Initial hash state from FIPS 180-4 section 5.3.1.
 const INITIAL_STATE: [u32; 5] = [
