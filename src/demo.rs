@@ -205,37 +205,37 @@ impl Sender<'_> {
                 }
             }
         }
-        let cost = self.end(run_id, &plan.outcome)?;
+        let (cost, outcome) = self.end(run_id, &plan.outcome)?;
         self.declared(plan)?;
         let iterations = match plan.iterations {
             1 => "1 iteration ".to_string(),
             n => format!("{n} iterations"),
         };
         let minutes = plan.duration / 60.0;
-        let outcome = match &plan.outcome {
-            PlannedEnd::Complete => "completed".to_string(),
-            PlannedEnd::Fail(error) => format!("failed: {error}"),
-            PlannedEnd::Cancel => "cancelled".to_string(),
-        };
         let pr = plan.pr_url.as_deref().unwrap_or("");
         let line = format!("{head}  {iterations}  {minutes:5.1} min{cost}  {outcome}  {pr}");
         Ok(line.trim_end().to_string())
     }
 
-    /// Ends the run as planned; returns its cost as the report shows it.
-    fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<String, String> {
-        let (action, body, count) = match outcome {
-            PlannedEnd::Complete => ("complete", json!({}), &mut self.summary.completed),
-            PlannedEnd::Fail(error) => {
-                ("fail", json!({ "error": error }), &mut self.summary.failed)
-            }
-            PlannedEnd::Cancel => ("cancel", json!({}), &mut self.summary.cancelled),
+    /// Ends the run as planned; returns its cost and outcome as the report
+    /// shows them.
+    fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<(String, String), String> {
+        let s = &mut self.summary;
+        let (action, body, count, shown) = match outcome {
+            PlannedEnd::Complete => ("complete", json!({}), &mut s.completed, "completed".into()),
+            PlannedEnd::Fail(e) => (
+                "fail",
+                json!({"error": e}),
+                &mut s.failed,
+                format!("failed: {e}"),
+            ),
+            PlannedEnd::Cancel => ("cancel", json!({}), &mut s.cancelled, "cancelled".into()),
         };
         let path = format!("/api/v1/runs/{run_id}/{action}");
         let ended = call(self.url, "POST", &path, Some(&body), 200)?;
         *count += 1;
-        let cost = ended.json["cost"].as_f64();
-        Ok(cost.map(|c| format!("  ${c:.2}")).unwrap_or_default())
+        let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
+        Ok((cost.unwrap_or_default(), shown))
     }
 
     fn events(&mut self, run_id: &str, base: f64, batch: &[(f64, Value)]) -> Result<(), String> {
@@ -590,25 +590,17 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     };
     for iteration in 1..=max_iterations {
         p.plan.iterations = iteration;
-        let ran = p.iteration(iteration, cancel_at);
-        let Some(problem) = ran else {
-            let status = json!({"iteration": iteration, "state": "cancelled"});
-            p.plan.steps.push(Step::Message("STATUS", status));
-            break;
-        };
-        let success = problem.is_none();
-        let status = json!({"iteration": iteration, "success": success, "problem": problem});
-        p.plan.steps.push(Step::Message("STATUS", status));
-        match problem {
-            Some(problem) if iteration == max_iterations => {
-                let why = format!("{problem} (iteration {iteration} of {max_iterations})");
-                p.plan.outcome = PlannedEnd::Fail(why);
-            }
-            Some(_) => {}
-            None => {
+        match p.iteration(iteration, cancel_at) {
+            None => break,
+            Some(None) => {
                 p.delivery(index);
                 break;
             }
+            Some(Some(problem)) if iteration == max_iterations => {
+                let why = format!("{problem} (iteration {iteration} of {max_iterations})");
+                p.plan.outcome = PlannedEnd::Fail(why);
+            }
+            Some(Some(_)) => {}
         }
     }
     let mut plan = p.plan;
@@ -631,9 +623,9 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    /// Plans iteration `iteration`, starting a little after the run's time
-    /// so far; `None` when an operator cancels the run in it, else the
-    /// problem when a phase or a gate failed.
+    /// Plans iteration `iteration` and its status message, starting a little
+    /// after the run's time so far; `None` when an operator cancels the run
+    /// in it, else the problem when a phase or a gate failed.
     fn iteration(
         &mut self,
         iteration: u64,
@@ -660,14 +652,18 @@ impl Planner<'_> {
                 }
             }
         }
-        if !cancelled {
+        let status = if cancelled {
+            json!({"iteration": iteration, "state": "cancelled"})
+        } else {
             let success = problem.is_none();
             batch.push((
                 self.plan.duration,
                 json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
             ));
-        }
+            json!({"iteration": iteration, "success": success, "problem": problem})
+        };
         self.plan.steps.push(Step::Events(batch));
+        self.plan.steps.push(Step::Message("STATUS", status));
         // The loop's own work: a fixed cost, and a little per task handed out.
         let seconds = 0.2 + 0.3 * dispatched as f64;
         self.plan.updates.extend([
