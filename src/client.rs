@@ -67,10 +67,9 @@ pub(crate) struct Failure {
     pub(crate) error: io::Error,
 }
 
-/// Sends `method target` with `headers` and `body` to `authority`
-/// (`host[:port]`, port 80 by default) on a new connection, and reads the
-/// whole response, all within `timeout` (else `TimedOut`). `Host`,
-/// `Content-Length` and `Connection: close` are added.
+/// Sends a request to `authority` (`host[:port]`, port 80 by default) on a
+/// new connection and reads the whole response, all within `timeout` (else
+/// `TimedOut`). `Host`, `Content-Length` and `Connection: close` are added.
 pub(crate) fn exchange(
     authority: &str,
     method: &str,
@@ -157,13 +156,9 @@ impl Write for Timed {
     }
 }
 
-/// Reads one response from `r`; `head` says whether it answers a `HEAD`
-/// request. Interim `1xx` responses are skipped, except `101`.
-///
-/// # Errors
-///
-/// `UnexpectedEof` when the stream ends first, `InvalidData` for a
-/// malformed or oversized response, or the reader's own error.
+/// Reads one response from `r` (`head`: it answers a `HEAD`), skipping
+/// interim `1xx` except `101`. Errors: `UnexpectedEof` when the stream ends
+/// first, `InvalidData` for a malformed or oversized response, or `r`'s own.
 pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Received> {
     loop {
         let line = read_line(r)?.ok_or_else(|| eof("connection closed before a response"))?;
@@ -301,10 +296,9 @@ pub(crate) struct ApiAnswer {
     pub(crate) json: Value,
 }
 
-/// Sends one request to `base_url` + `path` and reads the whole answer, for
-/// the subcommands. `CONDUCTOR_API_KEY`, when set, goes in `Authorization`.
-/// The error is one line: the URL is not `http://`, or the server could not
-/// be reached, written to or read from.
+/// Sends one request to `base_url` + `path` for the subcommands, with
+/// `CONDUCTOR_API_KEY`, when set, in `Authorization`. The error is one line:
+/// the URL is not `http://`, or the server could not be reached or read.
 pub(crate) fn request(
     method: &str,
     base_url: &str,

@@ -1,17 +1,13 @@
 //! The `demo` subcommand: a seeded, synthetic orchestrator workload sent to
-//! a running server, so its metrics, dashboards and alerts have something
-//! to show.
+//! a running server, so its metrics, dashboards and alerts have data.
 //!
-//! Each run is planned in full before it is sent, on a simulated clock whose
-//! timeline ends as the run is sent: the durations the server measures are
-//! minutes long without the demo ever sleeping, and one seed always gives
-//! the same summary. The server prices a run's token events when it ends, so
-//! the demo's only direct spend is each work order's triage.
-//!
-//! Each run's worker, worktree, merge, dispatch-loop and LLM figures go to
-//! the families of `docs/examples/orchestrator-metrics.json` that the server
-//! declares (`GET /api/v1/metrics`, asked once): those are the server's own
-//! `--metrics-file`, so without one nothing is sent that it must refuse.
+//! Each run is planned in full on a simulated clock whose timeline ends as
+//! it is sent: durations are minutes long without sleeping, and one seed
+//! always gives the same summary. The server prices token events when a run
+//! ends, so the only direct spend is each work order's triage. Worker,
+//! worktree, merge, dispatch-loop and LLM figures go only to the families of
+//! `docs/examples/orchestrator-metrics.json` that the server declares (its
+//! `--metrics-file`, asked once), so nothing is sent that it must refuse.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,9 +65,8 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Runs the demo, printing one line per run and the summary to stdout;
-/// returns the exit code: 0 when it ran to the end, 1 when the server could
-/// not be reached or refused something the demo needs.
+/// Runs the demo, printing a line per run and the summary; exit code 1 when
+/// the server could not be reached or refused something the demo needs.
 pub fn command(options: &Options) -> u8 {
     match run(options, &mut std::io::stdout().lock()) {
         Ok(_) => 0,
@@ -98,8 +93,8 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         declared: Declared::new(families),
         total: options.runs,
     };
-    // The demo is one run of the orchestrator's dispatch loop, named uniquely
-    // per invocation so that one seed can be replayed against the same data dir.
+    // One dispatch-loop run, named per invocation so a seed can be replayed
+    // against the same data dir.
     let loop_run = format!(
         "demo-s{}-{:x}{:x}",
         options.seed,
@@ -133,15 +128,13 @@ impl Declared {
         Declared { families, index }
     }
 
-    /// Whether the server takes `update` as it is: the server's own check,
-    /// so a server without those declarations is never sent one it refuses.
+    /// Whether the server takes `update`, by the server's own check.
     fn takes(&self, update: &Value) -> bool {
         update::parse_batch(update, &self.families, &self.index).is_ok()
     }
 }
 
-/// Sends `method path` to the server at `url`; the answer when its status is
-/// `want`, else the server's refusal as an error.
+/// Sends `method path`; the answer when its status is `want`, else an error.
 fn call(
     url: &str,
     method: &str,
@@ -217,8 +210,7 @@ impl Sender<'_> {
         Ok(line.trim_end().to_string())
     }
 
-    /// Ends the run as planned; returns its cost and outcome as the report
-    /// shows them.
+    /// Ends the run as planned; returns its cost and outcome as reported.
     fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<(String, String), String> {
         let s = &mut self.summary;
         let (action, body, count, shown) = match outcome {
@@ -254,8 +246,7 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Posts the run's updates and the work orders by state, leaving out
-    /// those the server's declarations do not take.
+    /// Posts the run's updates and work orders by state that the server takes.
     fn declared(&mut self, plan: &RunPlan) -> Result<(), String> {
         let mut updates = plan.updates.clone();
         updates.extend(work_order_states(&self.summary, self.total));
@@ -295,8 +286,7 @@ const PROVIDER: &str = "anthropic";
 /// Run N's pull request is number `FIRST_PR + N`.
 const FIRST_PR: u64 = 800;
 
-/// Run `index`'s worktree creation: every seventh fails once, quickly, and
-/// is tried again.
+/// Run `index`'s worktree creation: every seventh fails once, then succeeds.
 fn worktree_created(index: u64) -> Vec<Value> {
     let mut updates = Vec::new();
     if index.is_multiple_of(7) {
@@ -312,8 +302,7 @@ fn worktree_created(index: u64) -> Vec<Value> {
     updates
 }
 
-/// LLM call number `call` of a run: every fifth is rate-limited once before
-/// it succeeds.
+/// A run's LLM call number `call`: every fifth is rate-limited once first.
 fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
     let labels = json!({"model": model, "provider": PROVIDER});
     let mut updates = Vec::new();
@@ -339,8 +328,8 @@ fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
     updates
 }
 
-/// The merge of pull request `number`, after a checkout of main: every
-/// third conflicts, and the LLM resolves the conflicts of all but every ninth.
+/// Checkout and merge of PR `number`: every third conflicts, and the LLM
+/// resolves the conflicts of all but every ninth.
 fn merge(number: u64) -> Vec<Value> {
     let conflicts = if number.is_multiple_of(3) {
         1 + number % 4
@@ -370,9 +359,8 @@ fn merge(number: u64) -> Vec<Value> {
     updates
 }
 
-/// The demo's work orders by state, every state set, zeros included: those
-/// still to send are `ready`, and those sent are `complete`, `failed` or
-/// `cancelled` (none stays `active` past its own request).
+/// Work orders by state, zeros included: those still to send are `ready`,
+/// the rest ended (none stays `active` past its own request).
 fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
     let states = [
         ("ready", total.saturating_sub(summary.runs)),
@@ -389,8 +377,8 @@ fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
         .collect()
 }
 
-/// A small deterministic generator (SplitMix64): the same seed gives the
-/// same workload on every platform, which no std source of randomness does.
+/// SplitMix64: the same seed gives the same workload on every platform,
+/// which no std source of randomness does.
 struct Rng(u64);
 
 impl Rng {
@@ -423,9 +411,8 @@ impl Rng {
     }
 }
 
-/// One phase of an iteration: its ranges of seconds and of input and output
-/// tokens, the chance that it fails itself, and the gate checked after it
-/// (with its pass chance and failure reasons).
+/// One phase: ranges of seconds and tokens, its own failure chance, and the
+/// gate checked after it (pass chance, failure reasons).
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
@@ -538,18 +525,15 @@ struct RunPlan {
     outcome: PlannedEnd,
     /// Seconds from the run's start to its end, on the simulated clock.
     duration: f64,
-    /// The run's activity as updates to the families of
-    /// `docs/examples/orchestrator-metrics.json`: a worktree created and
-    /// cleaned up, each phase a task a worker of the run's agent profile
-    /// executes, each iteration a cycle of the dispatch loop, one LLM call
-    /// per `tokens` event, a merge per pull request, and the retries the
-    /// work order needed (its iterations after the first).
+    /// The run's activity as updates to the example families: a worktree
+    /// created and cleaned up, each phase a task of the agent profile's
+    /// worker, each iteration a dispatch-loop cycle, an LLM call per `tokens`
+    /// event, a merge per PR, and the retries (iterations after the first).
     updates: Vec<Value>,
 }
 
-/// Plans run number `index` of the dispatch loop `loop_run`: up to
-/// `max_iterations` iterations of the four phases until the gates pass,
-/// then a delivery; or a cancellation midway.
+/// Plans run `index` of `loop_run`: iterations of the four phases until the
+/// gates pass, then a delivery; or a cancellation midway.
 fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     let agent = *rng.pick(&AGENTS);
     let goal = *rng.pick(&GOALS);
@@ -623,9 +607,8 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    /// Plans iteration `iteration` and its status message, starting a little
-    /// after the run's time so far; `None` when an operator cancels the run
-    /// in it, else the problem when a phase or a gate failed.
+    /// Plans an iteration and its status; `None` when an operator cancels
+    /// the run in it, else the problem when a phase or a gate failed.
     fn iteration(
         &mut self,
         iteration: u64,
@@ -675,8 +658,8 @@ impl Planner<'_> {
         (!cancelled).then_some(problem)
     }
 
-    /// Plans one phase of `spec` into `batch`, and moves the clock on; the
-    /// problem when its gate fails, or `Err` with why the phase failed.
+    /// Plans a phase into `batch`; the problem when its gate fails, or `Err`
+    /// with why the phase failed.
     fn phase(
         &mut self,
         spec: &PhaseSpec,

@@ -16,14 +16,11 @@ pub struct TraceContext {
 const TRACEPARENT_LEN: usize = 55;
 
 impl TraceContext {
-    /// Parses a W3C Trace Context `traceparent` header value,
-    /// `<version>-<trace id>-<parent id>-<flags>` in lower-case hex.
-    ///
-    /// Returns `None` for anything the recommendation says to ignore:
-    /// upper-case hex, wrong field lengths, version `ff`, an all-zero trace
-    /// or parent id, or a version-00 header with trailing data. A later
-    /// version may carry more fields after a `-`; they are ignored. The
-    /// flags are validated but not kept: every run is recorded.
+    /// Parses a W3C `traceparent`, `<version>-<trace id>-<parent id>-<flags>`
+    /// in lower-case hex; `None` for what the recommendation says to ignore:
+    /// upper-case hex, wrong lengths, version `ff`, an all-zero id, or a
+    /// version-00 header with trailing data. A later version's extra `-`
+    /// fields are ignored; flags are checked, not kept (every run is recorded).
     pub fn parse_traceparent(s: &str) -> Option<TraceContext> {
         let b = s.trim_matches([' ', '\t']).as_bytes();
         if b.len() < TRACEPARENT_LEN || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {

@@ -25,13 +25,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Sends spans to an OTLP/HTTP collector from a background thread.
 ///
-/// [`Exporter::export`] never blocks on the network: it takes a lock held
-/// only for queue pushes and pops, and drops what does not fit. Memory is
-/// bounded by the queue capacity plus one batch in flight. Spans are lost,
-/// and counted, when the queue is full, when a request fails for any reason
-/// but a retryable status, and when the retries run out. Dropping the
-/// exporter lets the thread send what is queued and exit, without waiting
-/// for it (a batch waiting to be retried is dropped then).
+/// [`Exporter::export`] never blocks on the network (the lock covers queue
+/// pushes and pops only); memory is bounded by the queue plus one batch in
+/// flight. Spans are lost, and counted, when the queue is full, a request
+/// fails other than with a retryable status, or the retries run out. On
+/// drop the thread sends what is queued and exits, unawaited (dropping a
+/// batch that waits for a retry).
 pub struct Exporter {
     shared: Arc<Shared>,
 }
@@ -57,16 +56,14 @@ struct State {
     /// How many `flush` calls wait; while any do, batches go out at once.
     flushers: usize,
     shutdown: bool,
-    /// Spans lost since the start: a flush after any loss did not send
-    /// everything.
+    /// Spans lost since the start: after any, no flush sent everything.
     lost: u64,
     report: LossReport,
 }
 
-/// When to warn about lost spans: at the first loss, then at the first
-/// loss a minute or more after the last warning, each time with the count
-/// lost since the last one and the latest reason. Losses in between wait
-/// for that line, or for the one a flush writes.
+/// When to warn about lost spans: at the first loss, then at the first a
+/// minute or more after the last warning, with the count since then and the
+/// latest reason. Losses in between wait for that line or a flush's.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
@@ -96,9 +93,8 @@ impl LossReport {
 }
 
 impl Exporter {
-    /// Starts the export thread for `config`; spans that are lost are
-    /// counted in `dropped` and warned about on `log`. `InvalidInput` when
-    /// the endpoint is not a plain `http://` URL.
+    /// Starts the export thread, counting lost spans in `dropped` and warning
+    /// on `log`; `InvalidInput` when the endpoint is not plain `http://`.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -153,12 +149,10 @@ impl Exporter {
         }
     }
 
-    /// Sends everything queued now, without waiting for batches to fill,
-    /// and waits up to `timeout` until the queue is empty and no batch is
-    /// in flight. Returns whether that happened in time and no span was
-    /// ever lost: true only when everything was sent. Spans lost since the
-    /// last warning are warned about now, whatever the minute. For tests
-    /// and shutdown; this call does block.
+    /// Sends everything queued now and blocks up to `timeout` until nothing
+    /// is queued or in flight; true only when that happened and no span was
+    /// ever lost. Losses not yet warned about are warned about now, whatever
+    /// the minute. For tests and shutdown.
     pub fn flush(&self, timeout: Duration) -> bool {
         let mut st = self.shared.lock();
         st.flushers += 1;
@@ -186,8 +180,8 @@ impl Drop for Exporter {
 }
 
 impl Shared {
-    /// Counts `n` spans lost for `why`; returns what to warn about, if a
-    /// warning is due. The caller warns after letting go of the lock.
+    /// Counts `n` spans lost for `why`; returns a warning if one is due, for
+    /// the caller to log after letting go of the lock.
     fn lose(&self, st: &mut State, n: u64, why: &str) -> Option<(u64, String)> {
         self.dropped.inc_by(n);
         st.lost += n;

@@ -81,9 +81,8 @@ pub(crate) struct Error {
 }
 
 impl Error {
-    /// True when the collector asked to be tried again later: 429, 502,
-    /// 503 or 504, the statuses OTLP/HTTP calls retryable. A network error
-    /// is not retried, so a dead collector costs one timeout per batch.
+    /// True for 429, 502, 503 or 504, the statuses OTLP/HTTP calls retryable.
+    /// A network error is not, so a dead collector costs one timeout per batch.
     pub(crate) fn is_retryable(&self) -> bool {
         matches!(self.status, Some(429 | 502 | 503 | 504))
     }
