@@ -190,7 +190,18 @@ impl Sender<'_> {
         let base = time::now_unix() - plan.duration;
         for step in &plan.steps {
             match step {
-                Step::Events(batch) => self.events(run_id, base, batch)?,
+                Step::Events(batch) => {
+                    let list = batch.iter().map(|(offset, event)| {
+                        let mut event = event.clone();
+                        // Whole milliseconds keep the JSON short and the durations exact.
+                        event["timestamp"] = json!(((base + offset) * 1000.0).round() / 1000.0);
+                        event
+                    });
+                    let path = format!("/api/v1/runs/{run_id}/events");
+                    let body = Value::Array(list.collect());
+                    let answer = call(self.url, "POST", &path, Some(&body), 200)?;
+                    self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
+                }
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
                     call(self.url, "POST", "/api/v1/messages", Some(&msg), 201)?;
@@ -228,22 +239,6 @@ impl Sender<'_> {
         *count += 1;
         let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
         Ok((cost.unwrap_or_default(), shown))
-    }
-
-    fn events(&mut self, run_id: &str, base: f64, batch: &[(f64, Value)]) -> Result<(), String> {
-        let list: Vec<Value> = batch
-            .iter()
-            .map(|(offset, event)| {
-                let mut event = event.clone();
-                // Whole milliseconds keep the JSON short and the durations exact.
-                event["timestamp"] = json!(((base + offset) * 1000.0).round() / 1000.0);
-                event
-            })
-            .collect();
-        let path = format!("/api/v1/runs/{run_id}/events");
-        let answer = call(self.url, "POST", &path, Some(&Value::Array(list)), 200)?;
-        self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
-        Ok(())
     }
 
     /// Posts the run's updates and work orders by state that the server takes.
@@ -411,15 +406,14 @@ impl Rng {
     }
 }
 
-/// One phase: ranges of seconds and tokens, its own failure chance, and the
-/// gate checked after it (pass chance, failure reasons).
+/// One phase: ranges of seconds and tokens, its own failure chance and
+/// reason, and the gate checked after it (pass chance, failure reasons).
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
     input: (u64, u64),
     output: (u64, u64),
-    failure: f64,
-    failure_reason: &'static str,
+    failure: (f64, &'static str),
     gate: Option<(&'static str, f64, &'static [&'static str])>,
 }
 
@@ -429,8 +423,7 @@ const PHASES: [PhaseSpec; 4] = [
         seconds: (20.0, 180.0),
         input: (3_000, 12_000),
         output: (400, 2_500),
-        failure: 0.02,
-        failure_reason: "design phase gave up: the work order is ambiguous",
+        failure: (0.02, "design phase gave up: the work order is ambiguous"),
         gate: None,
     },
     PhaseSpec {
@@ -438,8 +431,7 @@ const PHASES: [PhaseSpec; 4] = [
         seconds: (90.0, 900.0),
         input: (8_000, 40_000),
         output: (1_500, 9_000),
-        failure: 0.04,
-        failure_reason: "implement phase hit the context limit",
+        failure: (0.04, "implement phase hit the context limit"),
         gate: Some((
             "lint",
             0.92,
@@ -455,8 +447,7 @@ const PHASES: [PhaseSpec; 4] = [
         seconds: (30.0, 420.0),
         input: (2_000, 15_000),
         output: (300, 3_000),
-        failure: 0.03,
-        failure_reason: "test phase: the test runner crashed",
+        failure: (0.03, "test phase: the test runner crashed"),
         gate: Some((
             "unit-tests",
             0.78,
@@ -472,8 +463,7 @@ const PHASES: [PhaseSpec; 4] = [
         seconds: (20.0, 240.0),
         input: (4_000, 20_000),
         output: (300, 2_000),
-        failure: 0.01,
-        failure_reason: "review phase: the reviewer timed out",
+        failure: (0.01, "review phase: the reviewer timed out"),
         gate: Some((
             "review",
             0.88,
@@ -680,7 +670,7 @@ impl Planner<'_> {
         let input = rng.between(spec.input.0, spec.input.1);
         let output = rng.between(spec.output.0, spec.output.1);
         *t += seconds;
-        let success = !rng.chance(spec.failure);
+        let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
         let ms = (seconds * 1000.0).round();
         batch.extend(
@@ -703,7 +693,7 @@ impl Planner<'_> {
             json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
         ]);
         if !success {
-            return Err(spec.failure_reason.to_string());
+            return Err(spec.failure.1.to_string());
         }
         let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
         let mut problem = None;
