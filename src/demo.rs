@@ -210,7 +210,15 @@ impl Sender<'_> {
             }
         }
         let (cost, outcome) = self.end(run_id, &plan.outcome)?;
-        self.declared(plan)?;
+        // The run's updates and the work orders by state, as far as the server takes them.
+        let mut updates = plan.updates.clone();
+        updates.extend(work_order_states(&self.summary, self.total));
+        updates.retain(|u| self.declared.takes(u));
+        for batch in updates.chunks(update::MAX_BATCH) {
+            let body = Value::Array(batch.to_vec());
+            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
+            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
+        }
         let iterations = match plan.iterations {
             1 => "1 iteration ".to_string(),
             n => format!("{n} iterations"),
@@ -239,19 +247,6 @@ impl Sender<'_> {
         *count += 1;
         let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
         Ok((cost.unwrap_or_default(), shown))
-    }
-
-    /// Posts the run's updates and work orders by state that the server takes.
-    fn declared(&mut self, plan: &RunPlan) -> Result<(), String> {
-        let mut updates = plan.updates.clone();
-        updates.extend(work_order_states(&self.summary, self.total));
-        updates.retain(|u| self.declared.takes(u));
-        for batch in updates.chunks(update::MAX_BATCH) {
-            let body = Value::Array(batch.to_vec());
-            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
-            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
-        }
-        Ok(())
     }
 
     /// Posts the work order's triage as a direct budget spend.
