@@ -240,23 +240,17 @@ impl App {
             abandon_failures: Default::default(),
             given_up,
         });
-        app.begin(imported.as_ref())?;
-        Ok(app)
-    }
-
-    /// Starts what follows the open stores; the run timeout first ends the runs a dead
-    /// orchestrator left.
-    fn begin(self: &Arc<App>, imported: Option<&Imported>) -> Result<(), Error> {
-        wire_events(self);
-        if let Some(imported) = imported {
-            self.announce_import(imported);
+        wire_events(&app);
+        if let Some(imported) = &imported {
+            app.announce_import(imported);
         }
-        if let Some(timeout) = self.config.run_timeout {
-            self.end_stale_runs(timeout);
-            self.start_run_timeout(timeout)
+        // The run timeout first ends the runs a dead orchestrator left.
+        if let Some(timeout) = app.config.run_timeout {
+            app.end_stale_runs(timeout);
+            app.start_run_timeout(timeout)
                 .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
         }
-        Ok(())
+        Ok(app)
     }
 
     /// Announces the alert thresholds a spend crossed: one warning line and one
@@ -334,8 +328,7 @@ impl App {
                 let prepared = prepared
                     .take()
                     .and_then(|p| p.downcast::<PreparedEvents>().ok());
-                // Rendered ahead with the ids the run had then: used only
-                // if it still has them.
+                // Rendered ahead with the ids the run had then: used only if it still has them.
                 match prepared.filter(|p| p.ids() == ids) {
                     Some(p) => self.events.publish_prepared(*p),
                     None => self
@@ -504,9 +497,8 @@ fn run_fields(ids: &RunIds) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Connects the publishers inside the domain (the bus's visible messages, the run store's
-/// durable steps) to `app`'s hub. Here, in the composition root, because it reaches into
-/// the bus, the runs and the hub at once.
+/// Connects the bus's visible messages and the run store's durable steps to `app`'s hub: here, in
+/// the composition root, as it reaches into the bus, the runs and the hub at once.
 fn wire_events(app: &Arc<App>) {
     let weak = Arc::downgrade(app);
     app.runs.after_commit(Box::new(move |applied| {

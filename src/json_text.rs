@@ -1,8 +1,7 @@
-//! Writing JSON text straight into a `String`, for hot paths that would
-//! otherwise build a `serde_json::Value` only to print it once. Every
-//! function writes exactly the bytes serde_json prints for the same value,
-//! so callers write keys in the order serde_json would: sorted, since its
-//! `Map` is a `BTreeMap` in this build.
+//! Writing JSON text straight into a `String`, for hot paths that would otherwise build a
+//! `serde_json::Value` only to print it once. Every function writes exactly the bytes serde_json
+//! prints for the same value, so callers write keys in serde_json's order: sorted, its `Map` being
+//! a `BTreeMap` in this build.
 
 use std::fmt::Write;
 
@@ -81,10 +80,9 @@ pub fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
-/// Adds the member `"key":raw` as the last of the JSON object printed in
-/// `object`; `key` must need no escaping, and `raw` must be one JSON value,
-/// which goes in as it is: the way to carry a client's text byte for byte,
-/// which a `Value` would reorder.
+/// Adds the member `"key":raw` as the last of the JSON object printed in `object`; `key` must need
+/// no escaping, and `raw` (one JSON value) goes in as it is: the way to carry a client's text byte
+/// for byte, which a `Value` would reorder.
 pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
     // An object printed by serde_json ends with its brace and has no
     // whitespace, so `{}` is the only one without a member.
@@ -99,9 +97,8 @@ pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
     object.push('}');
 }
 
-/// `text`, one JSON value, on one line: with every whitespace between tokens
-/// taken out when it has a line break, which can only be such whitespace
-/// (inside strings it is escaped).
+/// `text`, one JSON value, on one line: when it has a line break, every whitespace between tokens
+/// is taken out (a line break can only be such whitespace, being escaped inside strings).
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains(['\n', '\r']) {
         return std::borrow::Cow::Borrowed(text);

@@ -36,9 +36,9 @@ pub(crate) fn serve(c: Config) -> ExitCode {
     let signals = sys::block_stop_signals();
     sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
-    // Crash-only: a panic stops the server in every build, as the release
-    // profile's `panic = "abort"` does. Going on could serve memory that no
-    // longer matches the journal; the next start replays what is durable.
+    // Crash-only: a panic stops the server in every build, as the release profile's `panic =
+    // "abort"` does. Going on could serve memory that no longer matches the journal; the next start
+    // replays what is durable.
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", json!(info.to_string()))]);
         std::process::abort();
@@ -65,9 +65,9 @@ pub(crate) fn serve(c: Config) -> ExitCode {
     }
 }
 
-/// The graceful stop: no new connections, streams end with a final notice,
-/// requests in flight are answered (each acknowledged write is durable
-/// before its answer goes out), and traces are flushed, all within `grace`.
+/// The graceful stop: no new connections, streams end with a final notice, requests in flight are
+/// answered (each acknowledged write is durable before its answer goes out), and traces are
+/// flushed, all within `grace`.
 fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
     let started = Instant::now();
     let log = app.log;
@@ -185,9 +185,8 @@ fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<File>, StartError
     Ok(locks)
 }
 
-/// Makes the data dir when it is missing, and returns it as an absolute
-/// path: the default `./data` depends on the working directory, and the
-/// start log should say which one it is.
+/// Makes the data dir when missing, and returns it as an absolute path: the default `./data`
+/// depends on the working directory, and the start log should say which one it is.
 fn data_dir(dir: &Path) -> Result<PathBuf, StartError> {
     if dir.exists() && !dir.is_dir() {
         return Err(input(format!(

@@ -47,8 +47,7 @@ mod ffi {
     };
     pub const SIGINT: c_int = 2;
     pub const SIGTERM: c_int = 15;
-    /// x86, ARM and most others; not MIPS, SPARC or PA-RISC, where
-    /// `set_send_buffer` does nothing.
+    /// x86, ARM and most others; not MIPS, SPARC or PA-RISC, where `set_send_buffer` does nothing.
     pub const SOL_SOCKET: c_int = 1;
     pub const SO_SNDBUF: c_int = 7;
 
@@ -74,8 +73,7 @@ pub struct FdLimits {
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 const NR_OPEN_DEFAULT: u64 = 1 << 20;
 
-/// The limits now in force, as `/proc/self/limits` shows them (which spares
-/// a `getrlimit` call).
+/// The limits now in force, as `/proc/self/limits` shows them (which spares a `getrlimit` call).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn fd_limits() -> std::io::Result<FdLimits> {
     let text = std::fs::read_to_string("/proc/self/limits")?;
@@ -102,10 +100,9 @@ fn parse_fd_limits(text: &str) -> Option<FdLimits> {
     })
 }
 
-/// Raises the soft limit on open descriptors to the hard limit, so that
-/// every connection the server admits can have its descriptors (two each,
-/// and one more while it streams or awaits a durable write), and returns
-/// the limits then in force. On failure the old limits stay.
+/// Raises the soft limit on open descriptors to the hard limit, so that every connection the server
+/// admits can have its descriptors (two each, and one more while it streams or awaits a durable
+/// write), and returns the limits then in force. On failure the old limits stay.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     let limits = fd_limits()?;
@@ -173,9 +170,8 @@ pub fn page_size() -> f64 {
     *PAGE.get_or_init(|| auxv(AT_PAGESZ).map_or(4096.0, |v| v as f64))
 }
 
-/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
-/// doubles the value for its bookkeeping), so that a client that stops
-/// reading holds little memory and is found out soon.
+/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux doubles the value for its
+/// bookkeeping), so that a client that stops reading holds little memory and is found out soon.
 #[cfg(target_os = "linux")]
 pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -206,11 +202,10 @@ pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io:
     Ok(())
 }
 
-/// The CRC-32C state `crc` extended by `bytes` (as `crc32c::extend`
-/// defines it) with the processor's own instruction, or `None` where the
-/// processor has none. Checking every record's checksum was a tenth of a
-/// large store's start with the tables alone; the instruction takes eight
-/// bytes a cycle or so. `crc32c`'s tests check it against the tables.
+/// The CRC-32C state `crc` extended by `bytes` (as `crc32c::extend` defines it) with the
+/// processor's own instruction, or `None` where it has none. With the tables alone, checking every
+/// record's checksum was a tenth of a large store's start; the instruction takes about eight bytes
+/// a cycle. `crc32c`'s tests check it against the tables.
 #[cfg(target_arch = "x86_64")]
 pub fn crc32c_extend(crc: u32, bytes: &[u8]) -> Option<u32> {
     if !std::arch::is_x86_feature_detected!("sse4.2") {
@@ -244,9 +239,9 @@ pub fn crc32c_extend(_crc: u32, _bytes: &[u8]) -> Option<u32> {
     None
 }
 
-/// Caps glibc's malloc arenas. glibc gives busy threads arenas of their
-/// own, each keeping touched pages, which is most of an idle server's
-/// private memory; two arenas are plenty for a few worker threads.
+/// Caps glibc's malloc arenas. glibc gives busy threads arenas of their own, each keeping touched
+/// pages, which is most of an idle server's private memory; two arenas are plenty for a few worker
+/// threads.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_malloc_arenas(arenas: i32) {
     // SAFETY: mallopt takes two integers and only adjusts allocator
@@ -269,10 +264,9 @@ fn stop_signals() -> ffi::SigSet {
     set
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
-/// it starts afterwards, so that they wait for [`wait_for_stop_signal`]
-/// instead of killing the process. Call it first thing, before any thread
-/// starts. On failure the signals still kill.
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts afterwards, so
+/// that they wait for [`wait_for_stop_signal`] instead of killing the process. Call it first thing,
+/// before any thread starts. On failure the signals still kill.
 #[cfg(target_os = "linux")]
 pub fn block_stop_signals() -> std::io::Result<()> {
     let set = stop_signals();
@@ -301,8 +295,7 @@ pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     }
 }
 
-/// Elsewhere the signals keep their default action, and there is nothing
-/// to wait for.
+/// Elsewhere the signals keep their default action, and there is nothing to wait for.
 #[cfg(not(target_os = "linux"))]
 pub fn block_stop_signals() -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())

@@ -26,8 +26,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// The day number (days since 1970-01-01) of a civil date; the inverse of
-/// [`civil_from_days`].
+/// The day number (days since 1970-01-01) of a civil date; the inverse of [`civil_from_days`].
 pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -102,9 +101,8 @@ pub(crate) fn rfc3339(unix: f64) -> String {
     out
 }
 
-/// Appends [`rfc3339`] text for `unix` to `out`, digit by digit: this runs
-/// for every event and log line, where the formatting machinery showed in
-/// profiles.
+/// Appends [`rfc3339`] text for `unix` to `out`, digit by digit: this runs for every event and log
+/// line, where the formatting machinery showed in profiles.
 pub(crate) fn push_rfc3339(out: &mut String, unix: f64) {
     let millis = (unix * 1000.0).round() as i64;
     let secs = millis.div_euclid(1000);
