@@ -1,5 +1,4 @@
-//! The application: the registry, the core metric set and the domain
-//! stores, wired together. HTTP handlers call into this.
+//! The application: the registry, core metrics and domain stores, wired together for HTTP.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,8 +141,7 @@ fn open_declared(
     })
 }
 
-/// Makes the data dir, and logs each torn tail a start cuts and each journal with records
-/// that `repair` moved aside.
+/// Makes the data dir, and logs each torn tail cut and each journal `repair` moved lines from.
 fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::Storage(format!(
@@ -204,8 +202,7 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        // Events are not journaled, but each one stands for a durable
-        // record: a run's, a message's, or an alert's line in a ledger.
+        // Events are not journaled, but each stands for a durable run, message or ledger alert.
         let mut published = runs.published();
         published.push(("message_appended".to_string(), bus.appended()));
         published.push(("budget_alert".to_string(), budget.alerts_recorded()));
@@ -253,8 +250,7 @@ impl App {
         Ok(app)
     }
 
-    /// Announces the alert thresholds a spend crossed: one warning line and one
-    /// `BUDGET_ALERT` bus message each.
+    /// Announces each alert threshold a spend crossed: a warning line and a `BUDGET_ALERT`.
     pub fn budget_alerts(&self, recorded: &Recorded, run_id: Option<&str>) {
         for threshold in &recorded.alerts {
             let status = recorded.status.to_json();
@@ -315,8 +311,7 @@ impl App {
         self.budget_alerts(&imported.recorded, None);
     }
 
-    /// What follows a durable step of the run store, in journal order (see
-    /// [`crate::runs::AfterCommit`]).
+    /// What follows a run store's durable step, in journal order: [`crate::runs::AfterCommit`].
     fn after_commit(&self, applied: &mut Applied) {
         match applied {
             Applied::Started(run) => {
@@ -385,8 +380,8 @@ impl App {
         ]);
         self.log.info("run finished", &fields);
         if let Some(e) = &finished.ledger_error {
-            // The run journal holds the cost; the ledger gets it with the
-            // next settlement of its day, or at the next start.
+            // The run journal holds the cost; the ledger gets it at its day's next settlement
+            // or the next start.
             self.log.warn(
                 "run cost not yet copied into the budget ledger",
                 &[
@@ -428,8 +423,7 @@ impl App {
         let stale = self
             .runs
             .stale(crate::time::now_unix(), timeout.as_secs_f64());
-        // Each end waits for its sync: ended from a few threads at once, a
-        // start with many abandoned runs shares the syncs among them.
+        // Each end waits for its sync: from a few threads, many abandoned runs share syncs.
         let per_thread = stale.len().div_ceil(STALE_ENDERS).max(1);
         std::thread::scope(|scope| {
             for ids in stale.chunks(per_thread) {

@@ -14,8 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A journal file, with one writer. Open each file once: a second `Journal` on it would
-/// roll back the first one's bytes.
+/// A journal file, with one writer. Open each once: a second `Journal` would roll back its bytes.
 pub struct Journal {
     path: PathBuf,
     file: File,

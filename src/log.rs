@@ -1,5 +1,4 @@
-//! Structured logging: one JSON object per line on stderr, or readable
-//! text for a terminal. No global logger: whoever logs holds a `Logger`.
+//! Structured logging: a JSON object per line on stderr, or text for a terminal. No global logger.
 
 use std::io::Write;
 
@@ -51,8 +50,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// A logger writing to stderr. Cheap to clone; safe to share across threads
-/// (each line is written with one locked write, so lines never interleave).
+/// A logger writing to stderr, cheap to clone and shared across threads: each line is one locked
+/// write, so lines never interleave.
 #[derive(Clone, Copy, Debug)]
 pub struct Logger {
     level: Level,

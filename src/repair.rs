@@ -191,8 +191,7 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
-/// Every journal (`*.jsonl`) under each of `dirs` that exists, their subdirectories
-/// included, in name order and each once.
+/// Every journal (`*.jsonl`) under the existing `dirs`, subdirectories too, in name order, once.
 fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs.iter().filter(|d| d.is_dir()) {

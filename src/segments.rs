@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::journal::{self, Journal, Tail};
 
-/// The journal growth after which a snapshotting store (runs, declared
-/// metrics) writes a snapshot, by default: 16 MiB.
+/// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// When a snapshotting store's next snapshot is due: once its journal has grown by the configured
@@ -510,8 +509,7 @@ fn read_segment(
     Ok((journal, seg))
 }
 
-/// Creates `dir`, moves a `legacy` journal into it, and lists its segment numbers, oldest
-/// first (at least one).
+/// Creates `dir`, moves a `legacy` journal into it, and lists its segment numbers (one at least).
 fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     if let Some(old) = legacy.filter(|p| p.is_file()) {
@@ -578,8 +576,7 @@ fn with_header(
     journal.append_all(&all)
 }
 
-/// Moves a journal from before segments into `dir` as segment 0, crash-only: the rename is
-/// atomic, and the directories are synced after it.
+/// Moves a pre-segment journal into `dir` as segment 0: an atomic rename, then both dirs synced.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
     let to = dir.join(file_name(0));
     fs::rename(old, &to).map_err(|e| storage(old, e))?;
