@@ -1,12 +1,10 @@
-//! The few libc calls std has no API for. Every `unsafe` block in the crate
-//! lives here, each with the reason it is sound.
+//! The libc calls std has no API for: every `unsafe` block of the crate, each with why it is sound.
 
 #[cfg(target_os = "linux")]
 mod ffi {
     use std::ffi::c_int;
 
-    /// `struct rlimit`, whose `rlim_t` is 64 bits wide on every 64-bit
-    /// Linux target, in glibc and musl alike.
+    /// `struct rlimit`: `rlim_t` is 64 bits on every 64-bit Linux target, glibc and musl alike.
     #[cfg(target_pointer_width = "64")]
     #[repr(C)]
     pub struct Rlimit {
@@ -28,8 +26,7 @@ mod ffi {
         pub fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
     }
 
-    /// `sigset_t`: 1024 bits in glibc and musl alike, signal N at bit N - 1
-    /// of the native-endian words.
+    /// `sigset_t`: 1024 bits in glibc and musl, signal N at bit N - 1 of the native-endian words.
     #[repr(C)]
     #[derive(Clone, Copy)]
     pub struct SigSet(pub [u64; 16]);
@@ -60,8 +57,7 @@ mod ffi {
     pub const M_ARENA_MAX: c_int = -8;
 }
 
-/// The limits on open descriptors (`RLIMIT_NOFILE`); `u64::MAX`
-/// (`RLIM_INFINITY`) stands for no limit.
+/// The limits on open descriptors (`RLIMIT_NOFILE`); `u64::MAX` (`RLIM_INFINITY`): no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdLimits {
     pub soft: u64,
@@ -118,8 +114,7 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
         cur: target,
         max: limits.hard,
     };
-    // SAFETY: setrlimit only reads one `struct rlimit`, whose layout
-    // `Rlimit` repeats, through a pointer to a live local.
+    // SAFETY: setrlimit only reads one `struct rlimit` (as `Rlimit` lays out) from a live local.
     let rc = unsafe { ffi::setrlimit(ffi::RLIMIT_NOFILE, &rlim) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -132,8 +127,7 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// The value of entry `key` of the auxiliary vector the kernel handed the
-/// process (`/proc/self/auxv`: pairs of native words), when positive.
+/// Entry `key` of the process's auxiliary vector (`/proc/self/auxv`: native word pairs), if > 0.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn auxv(key: u64) -> Option<u64> {
     let bytes = std::fs::read("/proc/self/auxv").ok()?;
@@ -150,8 +144,7 @@ fn auxv(_key: u64) -> Option<u64> {
     None
 }
 
-/// `AT_PAGESZ` and `AT_CLKTCK`, the auxiliary vector's page size and clock
-/// tick rate: what `sysconf` itself reads.
+/// `AT_PAGESZ` and `AT_CLKTCK`: the auxiliary vector's page size and clock tick rate, as `sysconf`.
 #[cfg(target_os = "linux")]
 const AT_PAGESZ: u64 = 6;
 #[cfg(target_os = "linux")]
@@ -179,9 +172,8 @@ pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::R
         return Ok(());
     }
     let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
-    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
-    // and the option value points to a c_int that outlives the call, with
-    // its exact size passed as the length.
+    // SAFETY: the fd is a live socket owned by `stream` for the whole call, and the option value
+    // points to a c_int that outlives the call, with its exact size passed as the length.
     let rc = unsafe {
         ffi::setsockopt(
             stream.as_raw_fd(),
@@ -211,8 +203,7 @@ pub fn crc32c_extend(crc: u32, bytes: &[u8]) -> Option<u32> {
     if !std::arch::is_x86_feature_detected!("sse4.2") {
         return None;
     }
-    // SAFETY: `crc32c_sse42` needs only SSE 4.2, which the processor was
-    // just found to have.
+    // SAFETY: `crc32c_sse42` needs only SSE 4.2, which the processor was just found to have.
     Some(unsafe { crc32c_sse42(crc, bytes) })
 }
 
@@ -244,8 +235,7 @@ pub fn crc32c_extend(_crc: u32, _bytes: &[u8]) -> Option<u32> {
 /// threads.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_malloc_arenas(arenas: i32) {
-    // SAFETY: mallopt takes two integers and only adjusts allocator
-    // settings; it is safe to call at any time, from any thread.
+    // SAFETY: mallopt takes two integers and only adjusts allocator settings, any time, any thread.
     unsafe {
         ffi::mallopt(ffi::M_ARENA_MAX, arenas);
     }
@@ -270,8 +260,7 @@ fn stop_signals() -> ffi::SigSet {
 #[cfg(target_os = "linux")]
 pub fn block_stop_signals() -> std::io::Result<()> {
     let set = stop_signals();
-    // SAFETY: the set is a live local laid out as `sigset_t`, only read;
-    // a null old-set pointer is allowed and means it is not wanted.
+    // SAFETY: the set is a live local laid out as `sigset_t`, only read; a null old set is allowed.
     let rc = unsafe { ffi::pthread_sigmask(ffi::SIG_BLOCK, &set, std::ptr::null_mut()) };
     match rc {
         0 => Ok(()),
@@ -279,14 +268,12 @@ pub fn block_stop_signals() -> std::io::Result<()> {
     }
 }
 
-/// Waits until SIGTERM or SIGINT arrives, and returns its name. Only
-/// meaningful after [`block_stop_signals`].
+/// Waits for SIGTERM or SIGINT and returns its name; meaningful after [`block_stop_signals`].
 #[cfg(target_os = "linux")]
 pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     let set = stop_signals();
     let mut sig: std::ffi::c_int = 0;
-    // SAFETY: sigwait reads the live local set and writes one c_int
-    // through a pointer to a live local; both outlive the call.
+    // SAFETY: sigwait reads the set and writes one c_int, both live locals outliving the call.
     let rc = unsafe { ffi::sigwait(&set, &mut sig) };
     match (rc, sig) {
         (0, ffi::SIGINT) => Ok("SIGINT"),
