@@ -19,7 +19,6 @@ use crate::runs::{Applied, RunIds, RunMetrics, Runs, Text, Timed};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The metrics the HTTP layer records.
-#[derive(Clone)]
 pub struct HttpMetrics {
     pub requests: CounterFamily,
     pub connections: Gauge,
