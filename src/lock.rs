@@ -1,7 +1,7 @@
 //! One process per data dir: an exclusive `flock(2)` on `DATA_DIR/lock`, taken before anything in
-//! the dir is read. Held by the open file, it goes with the process however that ends, so a `kill
-//! -9` leaves no stale lock. The file holds the holder's pid, only for the message a second process
-//! gets.
+//! the dir is read. Held by the open file, it goes with the process however that ends: a
+//! `kill -9` leaves no stale lock. The file holds the holder's pid, only for the message a second
+//! process gets.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};

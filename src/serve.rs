@@ -35,9 +35,9 @@ pub(crate) fn serve(c: Config) -> ExitCode {
     let signals = sys::block_stop_signals();
     sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
-    // Crash-only: a panic stops the server in every build, as the release profile's `panic =
-    // "abort"` does. Going on could serve memory that no longer matches the journal; the next start
-    // replays what is durable.
+    // Crash-only: a panic stops the server in every build, as the release profile's
+    // `panic = "abort"` does. Going on could serve memory that no longer matches the journal; the
+    // next start replays what is durable.
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", json!(info.to_string()))]);
         std::process::abort();
