@@ -1,5 +1,4 @@
-//! The application: the registry, the core metric set and the domain
-//! stores, wired together. HTTP handlers call into this.
+//! The application: the registry, core metrics and domain stores, wired together for HTTP.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,6 @@ use crate::runs::{Applied, RunIds, RunMetrics, Runs, Text, Timed};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The metrics the HTTP layer records.
-#[derive(Clone)]
 pub struct HttpMetrics {
     pub requests: CounterFamily,
     pub connections: Gauge,
@@ -142,8 +140,7 @@ fn open_declared(
     })
 }
 
-/// Makes the data dir, and logs each torn tail a start cuts and each journal with records
-/// that `repair` moved aside.
+/// Makes the data dir, and logs each torn tail cut and each journal `repair` moved lines from.
 fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::Storage(format!(
@@ -204,8 +201,7 @@ impl App {
         let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        // Events are not journaled, but each one stands for a durable
-        // record: a run's, a message's, or an alert's line in a ledger.
+        // Events are not journaled, but each stands for a durable run, message or ledger alert.
         let mut published = runs.published();
         published.push(("message_appended".to_string(), bus.appended()));
         published.push(("budget_alert".to_string(), budget.alerts_recorded()));
@@ -240,27 +236,20 @@ impl App {
             abandon_failures: Default::default(),
             given_up,
         });
-        app.begin(imported.as_ref())?;
+        wire_events(&app);
+        if let Some(imported) = &imported {
+            app.announce_import(imported);
+        }
+        // The run timeout first ends the runs a dead orchestrator left.
+        if let Some(timeout) = app.config.run_timeout {
+            app.end_stale_runs(timeout);
+            app.start_run_timeout(timeout)
+                .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
+        }
         Ok(app)
     }
 
-    /// Starts what follows the open stores; the run timeout first ends the runs a dead
-    /// orchestrator left.
-    fn begin(self: &Arc<App>, imported: Option<&Imported>) -> Result<(), Error> {
-        wire_events(self);
-        if let Some(imported) = imported {
-            self.announce_import(imported);
-        }
-        if let Some(timeout) = self.config.run_timeout {
-            self.end_stale_runs(timeout);
-            self.start_run_timeout(timeout)
-                .map_err(|e| Error::Storage(format!("cannot start the run timeout: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// Announces the alert thresholds a spend crossed: one warning line and one
-    /// `BUDGET_ALERT` bus message each.
+    /// Announces each alert threshold a spend crossed: a warning line and a `BUDGET_ALERT`.
     pub fn budget_alerts(&self, recorded: &Recorded, run_id: Option<&str>) {
         for threshold in &recorded.alerts {
             let status = recorded.status.to_json();
@@ -321,8 +310,7 @@ impl App {
         self.budget_alerts(&imported.recorded, None);
     }
 
-    /// What follows a durable step of the run store, in journal order (see
-    /// [`crate::runs::AfterCommit`]).
+    /// What follows a run store's durable step, in journal order: [`crate::runs::AfterCommit`].
     fn after_commit(&self, applied: &mut Applied) {
         match applied {
             Applied::Started(run) => {
@@ -334,8 +322,7 @@ impl App {
                 let prepared = prepared
                     .take()
                     .and_then(|p| p.downcast::<PreparedEvents>().ok());
-                // Rendered ahead with the ids the run had then: used only
-                // if it still has them.
+                // Rendered ahead with the ids the run had then: used only if it still has them.
                 match prepared.filter(|p| p.ids() == ids) {
                     Some(p) => self.events.publish_prepared(*p),
                     None => self
@@ -392,8 +379,8 @@ impl App {
         ]);
         self.log.info("run finished", &fields);
         if let Some(e) = &finished.ledger_error {
-            // The run journal holds the cost; the ledger gets it with the
-            // next settlement of its day, or at the next start.
+            // The run journal holds the cost; the ledger gets it at its day's next settlement
+            // or the next start.
             self.log.warn(
                 "run cost not yet copied into the budget ledger",
                 &[
@@ -435,8 +422,7 @@ impl App {
         let stale = self
             .runs
             .stale(crate::time::now_unix(), timeout.as_secs_f64());
-        // Each end waits for its sync: ended from a few threads at once, a
-        // start with many abandoned runs shares the syncs among them.
+        // Each end waits for its sync: from a few threads, many abandoned runs share syncs.
         let per_thread = stale.len().div_ceil(STALE_ENDERS).max(1);
         std::thread::scope(|scope| {
             for ids in stale.chunks(per_thread) {
@@ -504,9 +490,8 @@ fn run_fields(ids: &RunIds) -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Connects the publishers inside the domain (the bus's visible messages, the run store's
-/// durable steps) to `app`'s hub. Here, in the composition root, because it reaches into
-/// the bus, the runs and the hub at once.
+/// Connects the bus's visible messages and the run store's durable steps to `app`'s hub: here, in
+/// the composition root, as it reaches into the bus, the runs and the hub at once.
 fn wire_events(app: &Arc<App>) {
     let weak = Arc::downgrade(app);
     app.runs.after_commit(Box::new(move |applied| {

@@ -21,9 +21,8 @@ pub enum Error {
     Exhausted(Box<ExhaustedAnswer>),
 }
 
-/// A run the day's budget refused, as its answer shows it. Plain data, so
-/// that this module needs nothing from the budget's; safe to send across
-/// threads.
+/// A run the day's budget refused, as its answer shows it. Plain data, so that this module needs
+/// nothing from the budget's; safe to send across threads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExhaustedAnswer {
     pub message: String,

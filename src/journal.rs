@@ -14,14 +14,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// A journal file, with one writer. Open each file once: a second `Journal` on it would
-/// roll back the first one's bytes.
+/// A journal file, with one writer. Open each once: a second `Journal` would roll back its bytes.
 pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Set when a failed append could not be rolled back, so the file may end in garbage
-    /// from that append's offset on; every later append gets this error instead of writing.
+    /// Set when a failed append could not be rolled back (the file may end in its garbage):
+    /// every later append gets this error instead of writing.
     poisoned: Option<Error>,
 }
 
@@ -35,9 +34,8 @@ pub struct Replay {
     pub truncated_bytes: u64,
 }
 
-/// How much of a journal a start reads at once. Below glibc's mmap
-/// threshold: a 1 MiB buffer, once freed, raised that threshold and left a
-/// 1 MiB heap region resident for the life of an idle process.
+/// How much of a journal a start reads at once: below glibc's mmap threshold, as a freed
+/// 1 MiB buffer raised it and left 1 MiB resident for the life of an idle process.
 const READ_CHUNK: usize = 64 << 10;
 
 /// The member each record line ends with, before the checksum's eight hex digits and `"}`.
@@ -61,12 +59,11 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `lines` as a snapshot at `path`, in the journal's line format, then a last line
-/// `{"end":N}` with the number of lines before it, by which [`read_snapshot`] tells a whole
-/// snapshot from one cut short. Crash-only: into `PATH.tmp` first, synced, then renamed over
-/// `path`, and the directory synced. Each line is printed straight into the file's buffer,
-/// its checksum taken on the way, so that a snapshot of large records needs no more memory
-/// than its buffer. Returns the bytes written.
+/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}`
+/// (the lines before it), by which [`read_snapshot`] tells a whole snapshot from one cut
+/// short. Crash-only: `PATH.tmp` is synced, renamed over `path`, and the directory synced.
+/// Lines are printed straight into the file's buffer, checksummed on the way, so large
+/// records need no more memory than the buffer. Returns the bytes written.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
@@ -112,9 +109,9 @@ fn write_then_rename<P: Printable>(
     Ok(written)
 }
 
-/// Reads the snapshot [`write_snapshot`] wrote at `path`, handing each line but the end line
-/// to `each`; false when there is none. A damaged line, or one `each` refuses, fails pointing
-/// at a backup rather than at `repair`: what a snapshot holds is in no journal any more.
+/// Reads the snapshot at `path`, handing each line but the end line to `each`; false when
+/// there is none. A damaged or refused line points at a backup, not at `repair`: what a
+/// snapshot holds is in no journal any more.
 pub fn read_snapshot(
     path: &Path,
     mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
@@ -163,8 +160,8 @@ impl Printable for serde_json::Value {
     }
 }
 
-/// A writer of journal lines that takes each record's checksum as it goes and holds its
-/// last byte back, the closing brace the checksum member goes before.
+/// Writes journal lines, checksumming as it goes and holding back each last byte, the
+/// closing brace the checksum member goes before.
 struct Checksummed {
     file: io::BufWriter<File>,
     crc: u32,
@@ -214,8 +211,7 @@ fn is_record(record: &[u8]) -> bool {
         && !record.contains(&b'\n')
 }
 
-/// Checks one complete line: its record, or why it is damaged. `checked`: whether a
-/// checksummed line came yet.
+/// One complete line's record, or why it is damaged. `checked`: a checksummed line came yet.
 fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> {
     let n = line.len();
     let has_crc = n > CRC_SUFFIX_LEN
@@ -254,9 +250,8 @@ pub(crate) struct Scanned<'a> {
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal file's bytes as an open does, but goes on past
-/// damage; also returns the length of the torn tail. A damaged line does not count as
-/// checksummed for the lines after it.
+/// Checks every complete line of a journal's bytes as an open does, but past damage (a
+/// damaged line does not count as checksummed); also returns the torn tail's length.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut lines, mut offset, mut checked) = (Vec::new(), 0u64, false);
@@ -282,8 +277,8 @@ fn damaged(path: &Path, line: u64, offset: u64, why: String, remedy: Remedy) -> 
     )
 }
 
-/// What an open does with a torn tail (bytes after the last whole line): cut it, as a crash
-/// during an append leaves one, or refuse a file that was complete, so was cut or damaged.
+/// What an open does with a torn tail: cut it (a crash during an append leaves one), or
+/// refuse it in a file that was complete, so was cut or damaged.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
     Cut,
@@ -291,8 +286,7 @@ pub(crate) enum Tail {
 }
 
 impl Journal {
-    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its
-    /// records.
+    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its records.
     #[cfg(test)]
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
         let mut records = Vec::new();
@@ -307,12 +301,11 @@ impl Journal {
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` (creating parent dirs), handing each record to
-    /// `each` in file order as it is read, so that neither the file nor its records are held
-    /// in memory. A torn tail is cut off and the cut synced, so later appends start on a
-    /// clean line. An error from `each` (why the store cannot read the record) refuses the
-    /// open naming the file, the line and the byte offset, as damage does. Returns the
-    /// journal and the bytes of torn tail cut off.
+    /// Opens or creates the journal at `path` (and its parent dirs), streaming each record to
+    /// `each` in file order, so neither file nor records are held in memory. A torn tail is
+    /// cut and the cut synced, so appends start on a clean line. An error from `each` refuses
+    /// the open naming the file, line and byte offset, as damage does. Returns the journal
+    /// and the torn bytes cut.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -379,9 +372,8 @@ impl Journal {
         self.append_all(&[record])
     }
 
-    /// Appends several records in one write and one sync; they become durable together. A
-    /// record that is not a one-line JSON object with at least one member is rejected and
-    /// nothing is written (the object is not parsed: its writer built it).
+    /// Appends records in one write and one sync, durable together. If one is not a one-line
+    /// JSON object with a member, nothing is written (not parsed: its writer built it).
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), Error> {
         if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
@@ -447,15 +439,14 @@ impl Journal {
         &self.path
     }
 
-    /// The length of the file's durable part: a reader of the file never sees a
-    /// half-written record below it.
+    /// The length of the durable part: below it a reader never sees a half-written record.
     pub fn durable_len(&self) -> u64 {
         self.len
     }
 }
 
-/// Reads `file` a chunk at a time and hands each complete line (without its `'\n'`) to
-/// `each` with its byte offset. Returns the bytes read and the offset past the last line.
+/// Hands each complete line of `file` (without `'\n'`) to `each` with its offset, reading a
+/// chunk at a time. Returns the bytes read and the offset past the last line.
 fn each_line(
     file: &mut File,
     path: &Path,
@@ -463,8 +454,8 @@ fn each_line(
 ) -> Result<(u64, u64), Error> {
     // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
     let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
-    // How much of `buf[start..]` is known to hold no newline: a line longer than a chunk
-    // is searched once, not again from its start after every read.
+    // How much of `buf[start..]` holds no newline, so a line longer than a chunk is searched
+    // once, not from its start after every read.
     let (mut searched, mut offset, mut total) = (0usize, 0u64, 0u64);
     loop {
         buf.drain(..start);
@@ -519,8 +510,8 @@ enum Kind {
     },
 }
 
-/// What the message of a damaged line suggests: the repair command, a newer version that
-/// may read it, or a backup (moving the line aside would lose what no journal holds).
+/// What a damaged line's message suggests: repair, a newer version, or a backup (moving
+/// the line aside would lose what no journal holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Remedy {
     Repair,
@@ -538,8 +529,8 @@ impl Error {
         }
     }
 
-    /// A copy for another caller of the same failed batch; `io::Error` is not `Clone`, so its
-    /// kind and text stand in for it.
+    /// A copy for another caller of the same failed batch (`io::Error` is not `Clone`: its
+    /// kind and text stand in).
     pub(crate) fn duplicate(&self) -> Error {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         Error::new(
@@ -645,10 +636,9 @@ impl std::error::Error for Error {
     }
 }
 
-/// Write failures on demand, for tests of what a failed write leaves
-/// behind: a full disk cannot be had without privileges, and tests of
-/// different stores run side by side in one process, so each arms only
-/// the journals under its own directory.
+/// Write failures on demand, for tests of what a failed write leaves behind: a full disk cannot be
+/// had without privileges, and tests of different stores run side by side in one process, so each
+/// arms only the journals under its own directory.
 #[cfg(test)]
 pub(crate) mod faults {
     use std::io;

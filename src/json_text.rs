@@ -1,8 +1,7 @@
-//! Writing JSON text straight into a `String`, for hot paths that would
-//! otherwise build a `serde_json::Value` only to print it once. Every
-//! function writes exactly the bytes serde_json prints for the same value,
-//! so callers write keys in the order serde_json would: sorted, since its
-//! `Map` is a `BTreeMap` in this build.
+//! Writing JSON text straight into a `String`, for hot paths that would otherwise build a
+//! `serde_json::Value` only to print it once. Every function writes exactly the bytes serde_json
+//! prints for the same value, so callers write keys in serde_json's order: sorted, its `Map` being
+//! a `BTreeMap` in this build.
 
 use std::fmt::Write;
 
@@ -10,8 +9,7 @@ use serde_json::{Number, Value};
 
 /// Appends `s` as a quoted, escaped JSON string.
 pub fn push_str(out: &mut String, s: &str) {
-    // Names and ids are plain almost always; only text that needs escaping
-    // pays for serde_json's escaper.
+    // Names and ids are almost always plain: only text that needs escaping pays for serde_json's.
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.reserve(s.len() + 2);
         out.push('"');
@@ -43,8 +41,7 @@ pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
     push_opt(out, n, push_u64)
 }
 
-/// Appends `x` as serde_json prints an `f64` (`1500.0`, `0.1`); `null`
-/// when it is not finite, as `json!` makes it.
+/// Appends `x` as serde_json prints an `f64` (`1500.0`, `0.1`); `null` if not finite, as `json!`.
 pub fn push_f64(out: &mut String, x: f64) {
     match Number::from_f64(x) {
         // Writing into a String cannot fail.
@@ -81,13 +78,11 @@ pub fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
-/// Adds the member `"key":raw` as the last of the JSON object printed in
-/// `object`; `key` must need no escaping, and `raw` must be one JSON value,
-/// which goes in as it is: the way to carry a client's text byte for byte,
-/// which a `Value` would reorder.
+/// Adds the member `"key":raw` as the last of the JSON object printed in `object`; `key` must need
+/// no escaping, and `raw` (one JSON value) goes in as it is: the way to carry a client's text byte
+/// for byte, which a `Value` would reorder.
 pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
-    // An object printed by serde_json ends with its brace and has no
-    // whitespace, so `{}` is the only one without a member.
+    // serde_json prints an object without whitespace, so `{}` is the only one without a member.
     if object.ends_with('}') {
         object.pop();
     }
@@ -99,9 +94,8 @@ pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
     object.push('}');
 }
 
-/// `text`, one JSON value, on one line: with every whitespace between tokens
-/// taken out when it has a line break, which can only be such whitespace
-/// (inside strings it is escaped).
+/// `text`, one JSON value, on one line: when it has a line break, every whitespace between tokens
+/// is taken out (a line break can only be such whitespace, being escaped inside strings).
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains(['\n', '\r']) {
         return std::borrow::Cow::Borrowed(text);

@@ -1,7 +1,7 @@
-//! One process per data dir: an exclusive `flock(2)` on `DATA_DIR/lock`, taken
-//! before anything in the dir is read. Held by the open file, it goes with the
-//! process however that ends, so a `kill -9` leaves no stale lock behind. The
-//! file holds the holder's pid, only for the message a second process gets.
+//! One process per data dir: an exclusive `flock(2)` on `DATA_DIR/lock`, taken before anything in
+//! the dir is read. Held by the open file, it goes with the process however that ends: a
+//! `kill -9` leaves no stale lock. The file holds the holder's pid, only for the message a second
+//! process gets.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,9 +18,9 @@ pub fn data_dir_of(path: &Path) -> Option<&Path> {
         .find(|d| d.join(LOCK_FILE).exists())
 }
 
-/// Takes the lock of `dir` (which must exist), held until the file is
-/// dropped, and writes our pid into it. Fails when another process holds it
-/// (naming its pid) or the file cannot be opened, locked or written.
+/// Takes the lock of `dir` (which must exist), held until the file is dropped, and writes our pid
+/// into it. Fails when another process holds it (naming its pid) or the file cannot be opened,
+/// locked or written.
 pub fn lock(dir: &Path) -> Result<File, String> {
     let path = dir.join(LOCK_FILE);
     let io = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());

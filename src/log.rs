@@ -1,5 +1,4 @@
-//! Structured logging: one JSON object per line on stderr, or readable
-//! text for a terminal. No global logger: whoever logs holds a `Logger`.
+//! Structured logging: a JSON object per line on stderr, or text for a terminal. No global logger.
 
 use std::io::Write;
 
@@ -51,8 +50,8 @@ pub enum LogFormat {
     Text,
 }
 
-/// A logger writing to stderr. Cheap to clone; safe to share across threads
-/// (each line is written with one locked write, so lines never interleave).
+/// A logger writing to stderr, cheap to clone and shared across threads: each line is one locked
+/// write, so lines never interleave.
 #[derive(Clone, Copy, Debug)]
 pub struct Logger {
     level: Level,
@@ -116,9 +115,9 @@ enum Piece<'a> {
     Value(&'a Value),
 }
 
-/// One JSON log line, printed as a serde_json object of `ts`, `level`,
-/// `msg` and `fields` would be (keys sorted, a later duplicate winning),
-/// but written straight into the line: one runs for every request.
+/// One JSON log line, as serde_json would print an object of `ts`, `level`, `msg` and `fields`
+/// (keys sorted, a later duplicate winning), but written straight into the line: one runs for every
+/// request.
 fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
     let mut pairs: Vec<(&str, Piece)> = Vec::with_capacity(fields.len() + 3);
     pairs.extend([
@@ -149,9 +148,9 @@ fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> Str
     line
 }
 
-/// Appends `v` as compact JSON with every float rounded to three decimals,
-/// nested ones too: log lines are read by people, and `0.126` says all
-/// that `0.12595499999999998` does. Integers and strings are as given.
+/// Appends `v` as compact JSON with every float, nested ones too, rounded to three decimals: people
+/// read log lines, and `0.126` says all that `0.12595499999999998` does. Integers and strings are
+/// as given.
 fn push_rounded(out: &mut String, v: &Value) {
     match v {
         Value::Number(n) if n.is_f64() => {
@@ -183,9 +182,8 @@ fn push_rounded(out: &mut String, v: &Value) {
     }
 }
 
-/// `x` rounded to three decimals, a negative that rounds to zero made
-/// plain `0.0`. Past 2^53 / 1000 a float has no decimals to round, and the
-/// arithmetic would only add error.
+/// `x` rounded to three decimals, a negative that rounds to zero made plain `0.0`. Past 2^53 / 1000
+/// a float has no decimals to round, and the arithmetic would only add error.
 fn round3(x: f64) -> f64 {
     if x.abs() < 9.0e12 {
         (x * 1000.0).round() / 1000.0 + 0.0

@@ -1,17 +1,13 @@
-//! `conductor-metrics repair`: moves the damaged lines of every journal
-//! under a directory aside, so that a server refusing to start on them
-//! starts again.
+//! `conductor-metrics repair`: moves the damaged lines (those
+//! [`Journal::open_each`](crate::journal::Journal::open_each) refuses) of every journal under
+//! a directory aside, as they were, into `<file>.corrupt`, so that a server refusing to start
+//! on them starts again.
 //!
-//! A damaged line is one [`Journal::open_each`](crate::journal::Journal::open_each)
-//! refuses. Each is appended, as it was, to `<file>.corrupt` beside its
-//! journal, and the journal is rewritten without it. The steps are
-//! crash-only: the `.corrupt` file is synced before the journal is replaced,
-//! and the journal is replaced by renaming a synced copy over it and syncing
-//! the directory, so a crash at any point leaves either the old file or the
-//! new one (and a repeat run finishes the job, at worst copying a line into
-//! `.corrupt` twice). A torn last line is cut, as a start would: a start
-//! calls [`cut_torn_tails`] itself, before its stores open their journals,
-//! so that each cut is logged.
+//! Crash-only: the `.corrupt` file is synced before the journal is replaced by renaming a
+//! synced copy over it and syncing the directory, so a crash leaves the old file or the new
+//! one (a repeat run finishes the job, at worst copying a line aside twice). A torn last line
+//! is cut, as a start would; a start calls [`cut_torn_tails`] itself before its stores open
+//! their journals, so that each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -74,8 +70,8 @@ impl Report {
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
 /// Refuses a path that is not a data dir: missing, a file, or a directory with neither a
-/// lock nor a store in it, such as a store's own directory inside one (whose repair would
-/// take the wrong lock and run beside a live server).
+/// lock nor a store, such as a store's directory inside one (its repair would take the wrong
+/// lock and run beside a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -97,13 +93,12 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Checks every journal under each of `dirs` that exists, and moves their damaged lines
-/// aside. Fails on the first file or directory that cannot be read or written; the files
-/// already repaired stay repaired.
+/// Moves the damaged lines of every journal under each existing dir in `dirs` aside. Fails on
+/// the first file or directory it cannot read or write; those already repaired stay so.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
-    // In name order, so that a store's segments are repaired oldest first:
-    // a damaged header is numbered from the segment before, once repaired.
+    // Name order repairs a store's segments oldest first: a damaged header is numbered from
+    // the segment before, once repaired.
     for file in journal_files(dirs)? {
         // io::Error does not name its file; the operator needs to know which.
         repair_file(&file, &mut report)
@@ -118,25 +113,26 @@ fn segment_number(path: &Path) -> Option<u64> {
     (name.len() == 10).then(|| name.parse().ok())?
 }
 
-/// The records before segment `number` at `path`, whose header is damaged and which holds
-/// `lines` lines besides, as its neighbours number it: the segment before it (already
-/// repaired) ends where it begins, and the one after it begins where it ends.
+/// The records before segment `number` at `path` (header damaged, `lines` lines besides) as
+/// its neighbours number it: the (repaired) one before ends where it begins, the next begins
+/// where it ends.
 fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64>> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    if let Some(before) = segments::end_of(dir, number - 1)? {
+    let before = segments::scan_segment(dir, number - 1)?;
+    if let Some(before) = before.and_then(|seg| segments::next_record(dir, &seg)) {
         return Ok(Some(before));
     }
     let next = segments::scan_segment(dir, number + 1)?.and_then(|seg| seg.first);
     Ok(next.and_then(|next| next.checked_sub(lines + lines_aside(path))))
 }
 
-/// Cuts the torn tail (the bytes after the last newline) off every journal under each of
-/// `dirs` that exists, as opening it would, and returns each file cut with the bytes cut. A
-/// start calls this before the stores open their journals, so that each cut is logged.
+/// Cuts the torn tail (after the last newline) off every journal under each existing dir in
+/// `dirs`, as opening it would; returns each file cut with the bytes cut. A start calls this
+/// before its stores open their journals, so that each cut is logged.
 pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?;
-    // Of a store's segments only the newest can end torn: an older one was complete when the
-    // next began, so a torn end there is damage, which its open refuses. It is not cut here.
+    // Only a store's newest segment can end torn: an older one was complete when the next
+    // began, so a torn end there is damage, which its open refuses; not cut here.
     let older_segment = |f: &PathBuf| {
         segment_number(f).is_some_and(|n| {
             files
@@ -155,8 +151,8 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(cuts)
 }
 
-/// Every journal under each of `dirs` with lines `repair` moved aside, and how many, so that
-/// a start says, every time, that their records are not in the store.
+/// Every journal under `dirs` with lines `repair` moved aside, and how many, so that every
+/// start says their records are not in the store.
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?.into_iter();
     let all = files.map(|file| {
@@ -195,8 +191,7 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
-/// Every journal (`*.jsonl`) under each of `dirs` that exists, their subdirectories
-/// included, in name order and each once.
+/// Every journal (`*.jsonl`) under the existing `dirs`, subdirectories too, in name order, once.
 fn journal_files(dirs: &[&Path]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for dir in dirs.iter().filter(|d| d.is_dir()) {
@@ -229,8 +224,8 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     if torn == 0 && lines.iter().all(|l| l.record.is_ok()) {
         return Ok(());
     }
-    // A segment but the first ever begins with its header, which numbers its records:
-    // moved aside, it would leave them all unreadable.
+    // A segment's header (but the first ever's) numbers its records: moved aside, it would
+    // leave them all unreadable.
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
@@ -254,8 +249,7 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     append_aside(path, "corrupt", damaged.map(|l| l.bytes))?;
     let mut kept = Vec::with_capacity(data.len());
     if let (Some(before), Some(first)) = (rebuilt, lines.first()) {
-        // Kept for a person to look at, apart from the records moved aside, which the
-        // segments' count includes.
+        // For a person to look at, apart from the moved records the segments' count includes.
         append_aside(path, "corrupt-header", [first.bytes])?;
         journal::push_line(&mut kept, &segments::header(before));
         report.rebuilt.push(Rebuilt {
@@ -286,8 +280,7 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// Appends `lines` to `path`'s `.suffix` file beside it, synced; with no lines, creates
-/// nothing.
+/// Appends `lines` to `path`'s `.suffix` file beside it, synced; no lines create nothing.
 fn append_aside<'a>(
     path: &Path,
     suffix: &str,

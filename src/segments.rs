@@ -1,19 +1,13 @@
-//! A journal cut into segment files, so that history can be dropped by
-//! deleting whole files, and a start reads only the segments that hold what
-//! is retained.
+//! A journal cut into segment files (`0000000001.jsonl`, ... in one directory per store,
+//! each a [`Journal`]), so that history is dropped by deleting whole files and a start reads
+//! only the segments that hold what is retained.
 //!
-//! The segments of one store live in a directory, named by a number that
-//! grows by one: `0000000001.jsonl`, `0000000002.jsonl`, ... Each is a
-//! [`Journal`]. The first line of every segment but a migrated one (number
-//! 0) is a header, `{"segment":{"appended_before":N}}`: the number of
-//! records appended to the store before this segment, so that a count of
-//! everything ever appended survives the deletion of old segments exactly.
-//!
-//! After a write that fills the current segment ([`SegmentRetention`]), the
-//! next record begins a new one, with its header in the same write and
-//! sync; then the oldest segments go while the newer ones cover what is
-//! kept. A deletion lost to a crash is done again at the next rotation or
-//! start. Used by one writer at a time.
+//! Every segment but a migrated one (number 0) begins with a header,
+//! `{"segment":{"appended_before":N}}`, so that the count of records ever appended survives
+//! the deletion of old segments exactly. After a write fills the current segment, the next
+//! record begins a new one, its header in the same write and sync; then the oldest segments
+//! go while the newer ones cover what is kept (a deletion lost to a crash is done again at
+//! the next rotation or start). One writer at a time.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -21,26 +15,23 @@ use std::path::{Path, PathBuf};
 
 use crate::journal::{self, Journal, Tail};
 
-/// The journal growth after which a snapshotting store (runs, declared
-/// metrics) writes a snapshot, by default: 16 MiB.
+/// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a snapshotting store's next snapshot is due: once its journal has grown, since the
-/// last one was taken, by the configured size or by the size of the last snapshot, whichever
-/// is more, so that a start reads at most about twice a snapshot's size and snapshots write
-/// at most about as much again as the journal. One at a time.
+/// When a snapshotting store's next snapshot is due: once its journal has grown by the configured
+/// size or the last snapshot's size, whichever is more, so that a start reads at most about twice a
+/// snapshot and snapshots write about as much again as the journal. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
-    /// Journal bytes applied since the last snapshot was taken, and that snapshot's size.
+    /// Journal bytes applied since the last snapshot, and that snapshot's size.
     since: u64,
     last: u64,
     busy: bool,
 }
 
 impl SnapshotDue {
-    /// Counts `bytes` of journal applied, and says whether a snapshot is due now with
-    /// snapshots every `every` bytes (0: never); if so, the caller takes it, then calls
-    /// [`SnapshotDue::done`].
+    /// Counts `bytes` of journal applied; true when a snapshot (every `every` bytes, 0: never)
+    /// is due, which the caller then takes and ends with [`SnapshotDue::done`].
     pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
         self.since += bytes;
         if self.busy || every == 0 || self.since < every.max(self.last) {
@@ -51,8 +42,8 @@ impl SnapshotDue {
         true
     }
 
-    /// Ends a snapshot begun by [`SnapshotDue::grew`]: `written` is its size, or None when
-    /// it failed (the next is then due as the journal grows).
+    /// Ends a snapshot: `written` is its size, or None when it failed (the next is then due
+    /// as the journal grows).
     pub fn done(&mut self, written: Option<u64>) {
         self.busy = false;
         if let Some(size) = written {
@@ -67,8 +58,7 @@ impl SnapshotDue {
     }
 }
 
-/// How much a segmented store keeps, and how big a segment grows; 0 in a
-/// field means no bound of that kind.
+/// How much a segmented store keeps, and how big a segment grows; 0: no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
     /// The newest records kept.
@@ -82,9 +72,9 @@ pub struct SegmentRetention {
 }
 
 impl SegmentRetention {
-    /// The segments of a store that snapshots after every `snapshot_bytes` of journal (0:
-    /// never, and segments close at the default size): a segment closes at that size, so
-    /// that a snapshot can delete the whole segments it covers; nothing else is dropped.
+    /// For a store that snapshots every `snapshot_bytes` (0: never; segments then close at the
+    /// default size): segments close at that size, so that a snapshot deletes the whole
+    /// segments it covers; nothing else is dropped.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             records: 0,
@@ -123,8 +113,8 @@ impl Segment {
         }
     }
 
-    /// Whether it holds anything: an empty segment without a header (a crash just after it
-    /// was created) does not, and the count runs on past it.
+    /// False for an empty segment without a header (a crash just after its creation): the
+    /// count runs on past it.
     fn holds(&self) -> bool {
         self.records > 0 || self.first.is_some()
     }
@@ -154,10 +144,9 @@ pub struct Opened {
     pub appended: u64,
 }
 
-/// Refuses a gap between two consecutive segments kept: the newer one's header must count
-/// exactly the records before the older one, those it holds, and those `repair` moved aside
-/// from it. Every segment but the first ever has a header, so one without (its first line
-/// moved aside) cannot be placed, and is refused too.
+/// Refuses a gap between consecutive segments: the newer one's header must count exactly
+/// the records before the older one, in it, and moved aside from it by `repair`. A segment
+/// without a header (its first line moved aside), but the first ever, cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
     let newer_path = dir.join(file_name(newer.number));
@@ -193,8 +182,8 @@ fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), 
     ))
 }
 
-/// The records `repair` moved aside from the journal at `path`: the lines of its `.corrupt`
-/// file. They were appended, so they count.
+/// The records `repair` moved aside from the journal at `path` (its `.corrupt` file's lines):
+/// they were appended, so they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
     let mut name = path.as_os_str().to_os_string();
     name.push(".corrupt");
@@ -207,14 +196,14 @@ fn moved_aside(dir: &Path, number: u64) -> u64 {
 
 /// The number of the record after `seg`. `None` for a segment without a header but segment
 /// 0 (a migrated journal, which begins at record 0).
-fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
+pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     let first = seg.first.or((seg.number == 0).then_some(0))?;
     Some(first + seg.records + moved_aside(dir, seg.number))
 }
 
-/// Segment `number` in `dir` as `repair` reads it, whole and past damage: its header's
-/// count, if its first line is one, and the readable records after it. `None` when there is
-/// no such file (a symlink is none, as `repair` does not walk into one).
+/// Segment `number` in `dir` as `repair` reads it, past damage: its header's count and its
+/// readable records. `None` when there is no such file (nor for a symlink, as `repair` does
+/// not walk into one).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
     let path = dir.join(file_name(number));
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -227,11 +216,6 @@ pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Se
     seg.records = lines.iter().filter(|l| l.record.is_ok()).count() as u64;
     seg.records -= u64::from(seg.first.is_some());
     Ok(Some(seg))
-}
-
-/// [`next_record`] of segment `number` in `dir`, read as [`scan_segment`] reads it.
-pub(crate) fn end_of(dir: &Path, number: u64) -> std::io::Result<Option<u64>> {
-    Ok(scan_segment(dir, number)?.and_then(|seg| next_record(dir, &seg)))
 }
 
 /// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
@@ -272,8 +256,8 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 
 impl Segments {
     /// Opens the segments in `dir` (creating it), reads the newest ones that cover
-    /// `retention`, and deletes the older ones. `legacy`, when it names an existing file, is
-    /// a journal from before segments: it becomes segment 0 (renamed into `dir`).
+    /// `retention`, and deletes the older ones. An existing `legacy` file (a journal from
+    /// before segments) is renamed into `dir` as segment 0.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -299,8 +283,7 @@ impl Segments {
         }
         let oldest_kept = loaded.last().map_or(0, |s| s.number);
         for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
-            // A file left behind is deleted again at the next rotation's
-            // check or start; it is never read.
+            // One left behind is deleted at the next rotation or start; it is never read.
             let _ = fs::remove_file(dir.join(file_name(number)));
         }
         loaded.reverse();
@@ -319,11 +302,10 @@ impl Segments {
         Ok((segments, Opened { records, appended }))
     }
 
-    /// Opens the segments in `dir` (creating it) of a store whose state up to record number
-    /// `from` (counting every record ever appended, from 0) a snapshot holds: deletes the
-    /// segments wholly before that record, and hands each record from it on to `each`.
-    /// `retention` gives only the segment size: the store keeps what it writes until
-    /// [`drop_covered`] deletes it.
+    /// Opens the segments in `dir` (creating it) of a store whose snapshot holds the records
+    /// before number `from` (counting from 0): deletes the segments wholly before it and hands
+    /// each record from it on to `each`. Only `retention`'s segment size counts: the store
+    /// keeps what it writes until [`drop_covered`] deletes it.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -359,8 +341,7 @@ impl Segments {
                 // Before the segment is read, so a refused start cuts no torn tail.
                 check_continuity(dir, older, &Segment::new(number, firsts[i]))?;
             }
-            // The header numbers the records: a line `repair` moved aside earlier leaves the
-            // numbers of the later ones as they were written.
+            // The header numbers the records, so one moved aside earlier renumbers none.
             appended = firsts[i].unwrap_or(appended);
             let (journal, seg) = read_segment(dir, number, i + 1 == numbers.len(), |record| {
                 appended += 1;
@@ -378,10 +359,9 @@ impl Segments {
             loaded.push(seg);
             newest = Some((journal, seg));
         }
-        // The snapshot is ahead of the segments only in a copy of the data dir that took the
-        // snapshot after the segments: the records between are in it, and the next record
-        // begins a segment numbered after it. Each header counts the records moved aside
-        // before it; those of the last segment that holds any count here.
+        // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
+        // between; the next record begins a new segment numbered after it. Each header counts
+        // the records moved aside before it; the last holding segment's count here.
         if let Some(last) = &previous {
             appended += moved_aside(dir, last.number);
         }
@@ -405,9 +385,8 @@ impl Segments {
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
         let (current, seg) = newest.ok_or_else(none)?;
-        // Segment 0 (a migrated journal) never has a header; any other gets one with its
-        // first records. One with records but no header (which this code does not write)
-        // could not be told from a migrated one later: the next records begin a new segment.
+        // Only segment 0 (migrated) lacks a header. Another with records but none (never written by
+        // this code) would pass for a migrated one later: the next records begin a new segment.
         let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -448,9 +427,8 @@ impl Segments {
         Ok(())
     }
 
-    /// Opens the next segment and writes its header with `records`, in one write and sync. If
-    /// that fails, the empty file stays (a start finds a header-less, empty segment and
-    /// treats it as such) and the next write tries a new segment again.
+    /// Opens the next segment and writes its header with `records`, in one write and sync. On
+    /// failure the empty file stays (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = self.dir.join(file_name(number));
@@ -505,8 +483,8 @@ impl Segments {
 }
 
 /// Reads segment `number` in `dir`, handing each record after its header to `each`. Only the
-/// newest segment can end in a torn line, which a crash during an append leaves; any other
-/// was complete when the next one began, so a torn end there is damage, refused.
+/// newest can end torn (a crash during an append); any other was complete when the next one
+/// began, so a torn end there is damage, refused.
 fn read_segment(
     dir: &Path,
     number: u64,
@@ -531,8 +509,7 @@ fn read_segment(
     Ok((journal, seg))
 }
 
-/// Creates `dir`, moves a `legacy` journal into it, and lists its segments' numbers, oldest
-/// first: at least one.
+/// Creates `dir`, moves a `legacy` journal into it, and lists its segment numbers (one at least).
 fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
     if let Some(old) = legacy.filter(|p| p.is_file()) {
@@ -568,9 +545,8 @@ pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     read_header(lines.first()?.record.as_deref().ok()?)
 }
 
-/// Deletes the segments in `dir` whose records all come before record number `before`, as a
-/// durable snapshot of the store holds them; the newest segment always stays. Returns how
-/// many went. A deletion lost to a crash is done by the next start.
+/// Deletes the segments in `dir` wholly before record `before`, which a durable snapshot holds; the
+/// newest always stays. Returns how many went; one lost to a crash goes at the next start.
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     #[cfg(test)]
     crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
@@ -600,8 +576,7 @@ fn with_header(
     journal.append_all(&all)
 }
 
-/// Moves a journal from before segments into `dir` as segment 0, crash-only: the rename is
-/// atomic, and the directories are synced after it.
+/// Moves a pre-segment journal into `dir` as segment 0: an atomic rename, then both dirs synced.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
     let to = dir.join(file_name(0));
     fs::rename(old, &to).map_err(|e| storage(old, e))?;

@@ -17,8 +17,8 @@ use crate::http::Server;
 use crate::log::Logger;
 use crate::sys;
 
-/// Why the server did not start, with its exit code: bad input (2) or the
-/// environment (1). Said once as a plain line on stderr and once logged.
+/// Why the server did not start, with its exit code: bad input (2) or the environment (1). Said
+/// once as a plain line on stderr and once logged.
 type StartError = (u8, String);
 
 fn input(message: String) -> StartError {
@@ -31,14 +31,13 @@ fn environment(message: String) -> StartError {
 
 /// Runs the server until SIGTERM or SIGINT; returns the exit code.
 pub(crate) fn serve(c: Config) -> ExitCode {
-    // Before any thread starts, so that every thread inherits the mask and
-    // the signals wait for `stop` below.
+    // Before any thread starts, so every thread inherits the mask and the signals wait for `stop`.
     let signals = sys::block_stop_signals();
     sys::limit_malloc_arenas(2);
     let log = Logger::new(c.log_level, c.log_format);
-    // Crash-only: a panic stops the server in every build, as the release
-    // profile's `panic = "abort"` does. Going on could serve memory that no
-    // longer matches the journal; the next start replays what is durable.
+    // Crash-only: a panic stops the server in every build, as the release profile's
+    // `panic = "abort"` does. Going on could serve memory that no longer matches the journal; the
+    // next start replays what is durable.
     std::panic::set_hook(Box::new(move |info| {
         log.error("panic", &[("error", json!(info.to_string()))]);
         std::process::abort();
@@ -65,9 +64,9 @@ pub(crate) fn serve(c: Config) -> ExitCode {
     }
 }
 
-/// The graceful stop: no new connections, streams end with a final notice,
-/// requests in flight are answered (each acknowledged write is durable
-/// before its answer goes out), and traces are flushed, all within `grace`.
+/// The graceful stop: no new connections, streams end with a final notice, requests in flight are
+/// answered (each acknowledged write is durable before its answer goes out), and traces are
+/// flushed, all within `grace`.
 fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
     let started = Instant::now();
     let log = app.log;
@@ -91,19 +90,17 @@ fn stop(server: &Server, app: &App, signal: &str, grace: Duration) {
             json!(started.elapsed().as_secs_f64() * 1000.0),
         ),
     ];
-    // One message whatever happened, so a search for it finds every stop;
-    // a stop that cut connections or lost spans is a warning.
+    // One message, so a search finds every stop; one that cut connections or lost spans warns.
     match drained && flushed {
         true => log.info("stopped", &fields),
         false => log.warn("stopped", &fields),
     }
 }
 
-/// Everything from the settings to a listening server: reads the files
-/// they name into them, and hands them to the app as they are.
+/// From the settings to a listening server: reads the files they name into them, for the app.
 fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<File>), StartError> {
-    // Every connection costs descriptors; the soft limit is often far below
-    // what is allowed. Said on the listening line, or as a warning.
+    // Every connection costs descriptors, and the soft limit is often far below what is allowed.
+    // Said on the listening line, or as a warning.
     let nofile = match sys::raise_fd_limit() {
         Ok(limits) => Some(limits.soft),
         Err(e) => {
@@ -130,8 +127,7 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<File>), St
     let locks = lock_dirs(&c.data_dir, &c.budget.dir)?;
     let data_dir = c.data_dir.display().to_string();
     let app = App::open(c, log).map_err(|e| match e {
-        // Its field names the input at fault: the metrics file, or the
-        // research agent's budget file.
+        // Its field names the input at fault: the metrics file or the agent's budget file.
         e @ Error::Invalid { .. } => input(e.to_string()),
         e => environment(format!("cannot open the data dir {data_dir}: {e}")),
     })?;
@@ -167,8 +163,8 @@ fn start(mut c: Config, log: Logger) -> Result<(Server, Arc<App>, Vec<File>), St
     Ok((server, app, locks))
 }
 
-/// Locks the data dir, and the budget dir when it lies outside it, before
-/// anything in them is read: two servers on one dir would both write it.
+/// Locks the data dir, and the budget dir when outside it, before anything in them is read: two
+/// servers on one dir would both write it.
 fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<File>, StartError> {
     let mut locks = vec![crate::lock::lock(data_dir).map_err(environment)?];
     let budget_dir = std::fs::create_dir_all(budget_dir)
@@ -185,9 +181,8 @@ fn lock_dirs(data_dir: &Path, budget_dir: &Path) -> Result<Vec<File>, StartError
     Ok(locks)
 }
 
-/// Makes the data dir when it is missing, and returns it as an absolute
-/// path: the default `./data` depends on the working directory, and the
-/// start log should say which one it is.
+/// Makes the data dir when missing, and returns it as an absolute path: the default `./data`
+/// depends on the working directory, and the start log should say which one it is.
 fn data_dir(dir: &Path) -> Result<PathBuf, StartError> {
     if dir.exists() && !dir.is_dir() {
         return Err(input(format!(

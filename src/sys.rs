@@ -1,12 +1,10 @@
-//! The few libc calls std has no API for. Every `unsafe` block in the crate
-//! lives here, each with the reason it is sound.
+//! The libc calls std has no API for: every `unsafe` block of the crate, each with why it is sound.
 
 #[cfg(target_os = "linux")]
 mod ffi {
     use std::ffi::c_int;
 
-    /// `struct rlimit`, whose `rlim_t` is 64 bits wide on every 64-bit
-    /// Linux target, in glibc and musl alike.
+    /// `struct rlimit`: `rlim_t` is 64 bits on every 64-bit Linux target, glibc and musl alike.
     #[cfg(target_pointer_width = "64")]
     #[repr(C)]
     pub struct Rlimit {
@@ -28,8 +26,7 @@ mod ffi {
         pub fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
     }
 
-    /// `sigset_t`: 1024 bits in glibc and musl alike, signal N at bit N - 1
-    /// of the native-endian words.
+    /// `sigset_t`: 1024 bits in glibc and musl, signal N at bit N - 1 of the native-endian words.
     #[repr(C)]
     #[derive(Clone, Copy)]
     pub struct SigSet(pub [u64; 16]);
@@ -47,8 +44,7 @@ mod ffi {
     };
     pub const SIGINT: c_int = 2;
     pub const SIGTERM: c_int = 15;
-    /// x86, ARM and most others; not MIPS, SPARC or PA-RISC, where
-    /// `set_send_buffer` does nothing.
+    /// x86, ARM and most others; not MIPS, SPARC or PA-RISC, where `set_send_buffer` does nothing.
     pub const SOL_SOCKET: c_int = 1;
     pub const SO_SNDBUF: c_int = 7;
 
@@ -61,8 +57,7 @@ mod ffi {
     pub const M_ARENA_MAX: c_int = -8;
 }
 
-/// The limits on open descriptors (`RLIMIT_NOFILE`); `u64::MAX`
-/// (`RLIM_INFINITY`) stands for no limit.
+/// The limits on open descriptors (`RLIMIT_NOFILE`); `u64::MAX` (`RLIM_INFINITY`): no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdLimits {
     pub soft: u64,
@@ -74,8 +69,7 @@ pub struct FdLimits {
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 const NR_OPEN_DEFAULT: u64 = 1 << 20;
 
-/// The limits now in force, as `/proc/self/limits` shows them (which spares
-/// a `getrlimit` call).
+/// The limits now in force, as `/proc/self/limits` shows them (which spares a `getrlimit` call).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn fd_limits() -> std::io::Result<FdLimits> {
     let text = std::fs::read_to_string("/proc/self/limits")?;
@@ -102,10 +96,9 @@ fn parse_fd_limits(text: &str) -> Option<FdLimits> {
     })
 }
 
-/// Raises the soft limit on open descriptors to the hard limit, so that
-/// every connection the server admits can have its descriptors (two each,
-/// and one more while it streams or awaits a durable write), and returns
-/// the limits then in force. On failure the old limits stay.
+/// Raises the soft limit on open descriptors to the hard limit, so that every connection the server
+/// admits can have its descriptors (two each, and one more while it streams or awaits a durable
+/// write), and returns the limits then in force. On failure the old limits stay.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     let limits = fd_limits()?;
@@ -121,8 +114,7 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
         cur: target,
         max: limits.hard,
     };
-    // SAFETY: setrlimit only reads one `struct rlimit`, whose layout
-    // `Rlimit` repeats, through a pointer to a live local.
+    // SAFETY: setrlimit only reads one `struct rlimit` (as `Rlimit` lays out) from a live local.
     let rc = unsafe { ffi::setrlimit(ffi::RLIMIT_NOFILE, &rlim) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -135,8 +127,7 @@ pub fn raise_fd_limit() -> std::io::Result<FdLimits> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// The value of entry `key` of the auxiliary vector the kernel handed the
-/// process (`/proc/self/auxv`: pairs of native words), when positive.
+/// Entry `key` of the process's auxiliary vector (`/proc/self/auxv`: native word pairs), if > 0.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn auxv(key: u64) -> Option<u64> {
     let bytes = std::fs::read("/proc/self/auxv").ok()?;
@@ -153,8 +144,7 @@ fn auxv(_key: u64) -> Option<u64> {
     None
 }
 
-/// `AT_PAGESZ` and `AT_CLKTCK`, the auxiliary vector's page size and clock
-/// tick rate: what `sysconf` itself reads.
+/// `AT_PAGESZ` and `AT_CLKTCK`: the auxiliary vector's page size and clock tick rate, as `sysconf`.
 #[cfg(target_os = "linux")]
 const AT_PAGESZ: u64 = 6;
 #[cfg(target_os = "linux")]
@@ -173,9 +163,8 @@ pub fn page_size() -> f64 {
     *PAGE.get_or_init(|| auxv(AT_PAGESZ).map_or(4096.0, |v| v as f64))
 }
 
-/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux
-/// doubles the value for its bookkeeping), so that a client that stops
-/// reading holds little memory and is found out soon.
+/// Caps the kernel's send buffer of `stream` at about `bytes` (Linux doubles the value for its
+/// bookkeeping), so that a client that stops reading holds little memory and is found out soon.
 #[cfg(target_os = "linux")]
 pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -183,9 +172,8 @@ pub fn set_send_buffer(stream: &std::net::TcpStream, bytes: usize) -> std::io::R
         return Ok(());
     }
     let value = std::ffi::c_int::try_from(bytes).unwrap_or(std::ffi::c_int::MAX);
-    // SAFETY: the fd is a live socket owned by `stream` for the whole call,
-    // and the option value points to a c_int that outlives the call, with
-    // its exact size passed as the length.
+    // SAFETY: the fd is a live socket owned by `stream` for the whole call, and the option value
+    // points to a c_int that outlives the call, with its exact size passed as the length.
     let rc = unsafe {
         ffi::setsockopt(
             stream.as_raw_fd(),
@@ -206,18 +194,16 @@ pub fn set_send_buffer(_stream: &std::net::TcpStream, _bytes: usize) -> std::io:
     Ok(())
 }
 
-/// The CRC-32C state `crc` extended by `bytes` (as `crc32c::extend`
-/// defines it) with the processor's own instruction, or `None` where the
-/// processor has none. Checking every record's checksum was a tenth of a
-/// large store's start with the tables alone; the instruction takes eight
-/// bytes a cycle or so. `crc32c`'s tests check it against the tables.
+/// The CRC-32C state `crc` extended by `bytes` (as `crc32c::extend` defines it) with the
+/// processor's own instruction, or `None` where it has none. With the tables alone, checking every
+/// record's checksum was a tenth of a large store's start; the instruction takes about eight bytes
+/// a cycle. `crc32c`'s tests check it against the tables.
 #[cfg(target_arch = "x86_64")]
 pub fn crc32c_extend(crc: u32, bytes: &[u8]) -> Option<u32> {
     if !std::arch::is_x86_feature_detected!("sse4.2") {
         return None;
     }
-    // SAFETY: `crc32c_sse42` needs only SSE 4.2, which the processor was
-    // just found to have.
+    // SAFETY: `crc32c_sse42` needs only SSE 4.2, which the processor was just found to have.
     Some(unsafe { crc32c_sse42(crc, bytes) })
 }
 
@@ -244,13 +230,12 @@ pub fn crc32c_extend(_crc: u32, _bytes: &[u8]) -> Option<u32> {
     None
 }
 
-/// Caps glibc's malloc arenas. glibc gives busy threads arenas of their
-/// own, each keeping touched pages, which is most of an idle server's
-/// private memory; two arenas are plenty for a few worker threads.
+/// Caps glibc's malloc arenas. glibc gives busy threads arenas of their own, each keeping touched
+/// pages, which is most of an idle server's private memory; two arenas are plenty for a few worker
+/// threads.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_malloc_arenas(arenas: i32) {
-    // SAFETY: mallopt takes two integers and only adjusts allocator
-    // settings; it is safe to call at any time, from any thread.
+    // SAFETY: mallopt takes two integers and only adjusts allocator settings, any time, any thread.
     unsafe {
         ffi::mallopt(ffi::M_ARENA_MAX, arenas);
     }
@@ -269,15 +254,13 @@ fn stop_signals() -> ffi::SigSet {
     set
 }
 
-/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread
-/// it starts afterwards, so that they wait for [`wait_for_stop_signal`]
-/// instead of killing the process. Call it first thing, before any thread
-/// starts. On failure the signals still kill.
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts afterwards, so
+/// that they wait for [`wait_for_stop_signal`] instead of killing the process. Call it first thing,
+/// before any thread starts. On failure the signals still kill.
 #[cfg(target_os = "linux")]
 pub fn block_stop_signals() -> std::io::Result<()> {
     let set = stop_signals();
-    // SAFETY: the set is a live local laid out as `sigset_t`, only read;
-    // a null old-set pointer is allowed and means it is not wanted.
+    // SAFETY: the set is a live local laid out as `sigset_t`, only read; a null old set is allowed.
     let rc = unsafe { ffi::pthread_sigmask(ffi::SIG_BLOCK, &set, std::ptr::null_mut()) };
     match rc {
         0 => Ok(()),
@@ -285,14 +268,12 @@ pub fn block_stop_signals() -> std::io::Result<()> {
     }
 }
 
-/// Waits until SIGTERM or SIGINT arrives, and returns its name. Only
-/// meaningful after [`block_stop_signals`].
+/// Waits for SIGTERM or SIGINT and returns its name; meaningful after [`block_stop_signals`].
 #[cfg(target_os = "linux")]
 pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     let set = stop_signals();
     let mut sig: std::ffi::c_int = 0;
-    // SAFETY: sigwait reads the live local set and writes one c_int
-    // through a pointer to a live local; both outlive the call.
+    // SAFETY: sigwait reads the set and writes one c_int, both live locals outliving the call.
     let rc = unsafe { ffi::sigwait(&set, &mut sig) };
     match (rc, sig) {
         (0, ffi::SIGINT) => Ok("SIGINT"),
@@ -301,8 +282,7 @@ pub fn wait_for_stop_signal() -> std::io::Result<&'static str> {
     }
 }
 
-/// Elsewhere the signals keep their default action, and there is nothing
-/// to wait for.
+/// Elsewhere the signals keep their default action, and there is nothing to wait for.
 #[cfg(not(target_os = "linux"))]
 pub fn block_stop_signals() -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())

@@ -1,5 +1,4 @@
-//! Wall-clock helpers: Unix seconds, RFC 3339 UTC text and UTC days,
-//! written here because std has no calendar.
+//! Wall-clock helpers (Unix seconds, RFC 3339 UTC text, UTC days): std has no calendar.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,8 +10,7 @@ pub fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The civil date `(year, month, day)` of a day number counted from
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+/// The civil date `(year, month, day)` of a day from 1970-01-01 (Hinnant's `civil_from_days`).
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -26,8 +24,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// The day number (days since 1970-01-01) of a civil date; the inverse of
-/// [`civil_from_days`].
+/// The day number (days since 1970-01-01) of a civil date; the inverse of [`civil_from_days`].
 pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -38,8 +35,7 @@ pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Parses RFC 3339 text (`2026-11-23T13:14:38.5Z`, `...+02:00`) to Unix
-/// seconds; `None` when it is not exactly that shape.
+/// Unix seconds of RFC 3339 text (`2026-11-23T13:14:38.5Z`, `...+02:00`); `None` for other shapes.
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let separators = b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[13] == b':';
@@ -102,9 +98,8 @@ pub(crate) fn rfc3339(unix: f64) -> String {
     out
 }
 
-/// Appends [`rfc3339`] text for `unix` to `out`, digit by digit: this runs
-/// for every event and log line, where the formatting machinery showed in
-/// profiles.
+/// Appends [`rfc3339`] text for `unix` to `out`, digit by digit: this runs for every event and log
+/// line, where the formatting machinery showed in profiles.
 pub(crate) fn push_rfc3339(out: &mut String, unix: f64) {
     let millis = (unix * 1000.0).round() as i64;
     let secs = millis.div_euclid(1000);
