@@ -418,16 +418,11 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
 }
 
 fn list_runs(ex: &mut Exchange) -> Answer {
-    let status = match ex.query("status").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(or_answer!(
-            ex,
-            Status::parse(&s).ok_or_else(|| Error::invalid(
-                "status",
-                "must be running, completed, failed or cancelled"
-            ))
-        )),
-    };
+    let status = ex.query("status").filter(|s| !s.is_empty()).map(|s| {
+        let why = "must be running, completed, failed or cancelled";
+        Status::parse(&s).ok_or_else(|| Error::invalid("status", why))
+    });
+    let status = or_answer!(ex, status.transpose());
     let (limit, after) = or_answer!(ex, page(ex));
     let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
     // `{"runs": [...], "next_after": ...}` with keys in serde_json's order,

@@ -344,6 +344,9 @@ pub fn text_too_long() -> String {
     format!("must be at most {MAX_TEXT_BYTES} bytes")
 }
 
+/// The error for a run id [`valid_run_id`] refuses.
+pub(crate) const RUN_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn valid_run_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -681,12 +684,7 @@ impl Runs {
     /// Starts a run, and returns it once the start is durable.
     pub fn start(&self, mut new: NewRun) -> Result<Run, Error> {
         let id = match new.run_id.take() {
-            Some(id) if !valid_run_id(&id) => {
-                return Err(Error::invalid(
-                    "run_id",
-                    "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-                ))
-            }
+            Some(id) if !valid_run_id(&id) => return Err(Error::invalid("run_id", RUN_ID_RULE)),
             Some(id) => id,
             None => self.make_id(),
         };

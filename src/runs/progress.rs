@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::event::{self, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
-use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES};
+use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES, RUN_ID_RULE};
 use crate::error::Error;
 
 /// What one progress event asks for.
@@ -252,10 +252,7 @@ fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String
             "run_id".into(),
             format!("{id:?} disagrees with the path's run {path:?}"),
         )),
-        (Some(id), _) if !valid_run_id(&id) => Err((
-            "run_id".into(),
-            "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
-        )),
+        (Some(id), _) if !valid_run_id(&id) => Err(("run_id".into(), RUN_ID_RULE.into())),
         (Some(id), _) => Ok(id),
         (None, Some(path)) => Ok(path.to_string()),
         (None, None) => Err(("run_id".into(), "is required".into())),
