@@ -80,8 +80,7 @@ pub fn route(ex: &mut Exchange) -> Answer {
     }
 }
 
-/// The methods a route allows, as its `Allow` header lists them; `None`
-/// for no route.
+/// The methods a route allows, as its `Allow` header lists them; `None` for no route.
 fn allowed(segments: &[&str]) -> Option<&'static str> {
     Some(match segments {
         [] | ["metrics" | "healthz"] => "GET, HEAD",
@@ -152,8 +151,7 @@ fn metrics(ex: &mut Exchange) -> Answer {
 /// however long it is and however slowly its client reads.
 const LIST_PAGE: usize = 64;
 
-/// The most bytes of message bodies in one page of a listing, past the
-/// first message.
+/// The most bytes of message bodies in a listing's page, past its first message.
 const LIST_PAGE_BYTES: usize = 256 * 1024;
 
 /// The most running runs `GET /api/v1/status` lists.
@@ -309,8 +307,7 @@ fn run_events(ex: &mut Exchange, id: &str, mut events: Vec<Timed>) -> Result<usi
     Ok(n)
 }
 
-/// A request's events: all inside one run, or steps that may start and
-/// end runs.
+/// A request's events: all of one run, or steps that may start and end runs.
 enum Parsed<'a> {
     Events(&'a str, Vec<Timed>),
     Progress(Vec<Progress>),

@@ -1,6 +1,5 @@
-//! Agent runs: started, then completed, failed or cancelled, with the
-//! events of their inside in between; each change journaled before it is
-//! acknowledged.
+//! Agent runs: started, then completed, failed or cancelled, with events in
+//! between; each change journaled before it is acknowledged.
 
 pub mod detail;
 pub mod event;
@@ -241,8 +240,7 @@ pub enum Finish {
     /// Failure, with an optional error text.
     Fail(Option<String>),
     Cancel,
-    /// No event within the run timeout: `failed` with the error and the
-    /// outcome `abandoned`.
+    /// No event within the run timeout: `failed`, error and outcome `abandoned`.
     Abandon,
 }
 
@@ -304,8 +302,7 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// How many finished runs, the newest, stay in memory, by count and
-/// approximate bytes; 0 means no bound.
+/// How many finished runs (the newest) stay in memory, by count and ~bytes; 0: no bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunRetention {
     pub runs: u64,
@@ -542,8 +539,7 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// Refuses a change to run `id` unless `status` is running; `at` prefixes
-/// the message, e.g. `events[2]: `.
+/// Refuses a change to run `id` unless `status` is running; `at` (`events[2]: `) prefixes errors.
 fn check_running(id: &str, status: Option<Status>, at: &str) -> Result<(), Error> {
     match status {
         None => Err(Error::NotFound(format!("{at}run {id} not found"))),
@@ -711,9 +707,8 @@ impl Runs {
         }
     }
 
-    /// Finishes a running run once its end, carrying its cost (`cost`, or
-    /// its tokens priced, those in flight too), is durable, charged, and
-    /// copied into the budget ledger.
+    /// Finishes a running run once its end, with its cost (`cost`, or its tokens,
+    /// in flight too, priced), is durable, charged, and copied into the budget ledger.
     pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -801,10 +796,9 @@ impl Runs {
         Err(Error::invalid(field, message))
     }
 
-    /// Applies progress events, maybe of several runs, all or nothing, as one
-    /// journal record; returns each step's outcome once durable. Each step is
-    /// checked against the runs and earlier steps; a start the budget refuses
-    /// gives back the batch's reservations.
+    /// Applies progress events, maybe of several runs, all or nothing, as one journal
+    /// record; returns each step's outcome once durable. Each step is checked against
+    /// the runs and earlier steps; a refused start gives back the batch's reservations.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -814,8 +808,7 @@ impl Runs {
             .reserve_starts(&steps, &mut reserved)
             .and_then(|()| self.plan_batch(&state, steps, &reserved, now));
         if plan.is_err() {
-            // Every start of the batch reserved, not only those before the
-            // step that failed.
+            // Every start of the batch reserved, not only those before the failed step.
             for id in reserved.keys() {
                 self.shared.budget.release(id);
             }
@@ -900,8 +893,7 @@ impl Runs {
         Ok(plan)
     }
 
-    /// Checks a batch's steps in order against the runs and the steps
-    /// before them, without changing anything.
+    /// Checks a batch's steps in order against the runs and earlier steps, changing nothing.
     fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
         let mut now: HashMap<&str, Status> = HashMap::new();
         for p in steps {
@@ -1140,8 +1132,7 @@ impl Shared {
                     let mut whole = None;
                     state.apply(&op, &self.metrics, &mut |end, run, d| {
                         learn(&self.budget, end, run);
-                        // Known only now: the start may have been in flight
-                        // when the end was priced.
+                        // Known only now: the start may have been in flight at pricing.
                         settlement.started_at = Some(run.started_at);
                         whole = Some(d);
                     });
@@ -1217,8 +1208,8 @@ impl Shared {
         }
     }
 
-    /// Writes a snapshot, then deletes the journal segments it covers; a
-    /// failure is logged, and the next one is taken when due again.
+    /// Writes a snapshot, then deletes the segments it covers; a failure is logged, and
+    /// the next one is taken when due again.
     fn write_snapshot(
         &self,
         header: &snapshot::Header,
@@ -1265,8 +1256,7 @@ fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
 }
 
 impl State {
-    /// Reads the snapshot in `store`: the records it covers, and the
-    /// settlements it says are missing from the ledger.
+    /// Reads `store`'s snapshot: the records it covers, the settlements the ledger misses.
     fn read_snapshot(
         &mut self,
         store: &Path,
