@@ -395,11 +395,9 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             model: body.opt_text("model")?,
         },
         wrong => {
+            let either = "give either amount or input_tokens and output_tokens";
             let (field, why) = match wrong {
-                (Some(_), _, _) => (
-                    "amount",
-                    "give either amount or input_tokens and output_tokens",
-                ),
+                (Some(_), _, _) => ("amount", either),
                 (None, None, _) => ("input_tokens", "is required without amount"),
                 _ => ("output_tokens", "is required with input_tokens"),
             };
@@ -465,13 +463,8 @@ fn get_run(ex: &mut Exchange, id: &str) -> Answer {
 /// `GET /api/v1/metrics`: the declared families, in the file's format, so a
 /// client can send only updates they take instead of learning it from a 400.
 fn declared_families(ex: &mut Exchange) -> Answer {
-    let families: Vec<Value> = ex
-        .app()
-        .declared
-        .declarations()
-        .iter()
-        .map(|d| d.to_json())
-        .collect();
+    let declared = ex.app().declared.declarations().iter();
+    let families: Vec<Value> = declared.map(|d| d.to_json()).collect();
     ex.send(Response::json(200, &json!({ "families": families })))
 }
 

@@ -1004,13 +1004,11 @@ impl Runs {
         limit: usize,
     ) -> Result<Listing, Error> {
         let state = self.shared.lock();
-        let from = match after {
-            None => None,
-            Some(id) => match state.runs.get(id) {
-                Some(run) => Some(list_key(run)),
-                None => return Err(Error::NotFound(format!("run {id} not found"))),
-            },
-        };
+        let from = after.map(|id| match state.runs.get(id) {
+            Some(run) => Ok(list_key(run)),
+            None => Err(Error::NotFound(format!("run {id} not found"))),
+        });
+        let from = from.transpose()?;
         // The `limit + 1` first in order, kept in a max-heap so a listing of
         // a page costs one pass over the runs and clones only that page.
         let mut first: BinaryHeap<(i64, &str)> = BinaryHeap::with_capacity(limit + 2);

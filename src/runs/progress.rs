@@ -110,19 +110,15 @@ fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError>
         Some(t) => crate::json_text::one_line(t).into_owned(),
         None => value.to_string(),
     };
-    if text.len() > MAX_METRICS_BYTES {
-        let n = text.len();
-        return Err((
-            "metrics".into(),
-            format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}"),
-        ));
+    let n = text.len();
+    if n > MAX_METRICS_BYTES {
+        let why = format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}");
+        return Err(("metrics".into(), why));
     }
     let depth = crate::bus::MAX_BODY_DEPTH;
     if crate::bus::too_deep(value, depth) {
-        return Err((
-            "metrics".into(),
-            format!("must not nest arrays and objects more than {depth} deep"),
-        ));
+        let why = format!("must not nest arrays and objects more than {depth} deep");
+        return Err(("metrics".into(), why));
     }
     Ok(text)
 }
@@ -136,10 +132,8 @@ fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError>
             .find(|(camel, _)| camel == k)
             .map_or(k.as_str(), |(_, snake)| snake);
         if out.insert(name.to_string(), v.clone()).is_some() {
-            return Err((
-                k.clone(),
-                "is given twice, in camelCase and snake_case".into(),
-            ));
+            let why = "is given twice, in camelCase and snake_case";
+            return Err((k.clone(), why.into()));
         }
     }
     Ok(out)
@@ -283,10 +277,8 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
         }
         Some("canceled" | "cancelled") => Finish::Cancel,
         Some(_) => {
-            return Err((
-                "result".into(),
-                "must be succeeded, failed or canceled".into(),
-            ))
+            let why = "must be succeeded, failed or canceled";
+            return Err(("result".into(), why.into()));
         }
         None => return Err(("result".into(), "is required".into())),
     };
