@@ -342,13 +342,11 @@ fn parse_events<'a>(ex: &mut Exchange, id: Option<&'a str>) -> Result<Parsed<'a>
 fn spend(ex: &mut Exchange) -> Answer {
     let request = or_answer!(ex, spend_input(ex));
     let app = ex.app().clone();
+    let input = request.input;
     let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
     let spent = match &request.operation_id {
-        Some(id) => app.budget.spend_once(id, request.input, run_id, phase),
-        None => app
-            .budget
-            .spend(request.input, run_id, phase)
-            .map(Spent::New),
+        Some(id) => app.budget.spend_once(id, input, run_id, phase),
+        None => app.budget.spend(input, run_id, phase).map(Spent::New),
     };
     let (status, repeat, recorded) = match or_answer!(ex, spent) {
         Spent::New(r) => {

@@ -691,17 +691,12 @@ impl Runs {
         // Checked and reserved in one step under the budget's lock (a
         // refused start journals nothing), and held while the start is
         // written, so concurrent starts cannot overdraw the day.
-        let reserved = self
-            .shared
-            .budget
-            .reserve(&id, new.agent.as_deref())
-            .map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
+        let reserved = self.shared.budget.reserve(&id, new.agent.as_deref());
+        let reserved = reserved.map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
         let op = new.start_record(&id, time::now_unix(), Some(reserved));
         let record = op.to_string().into_bytes();
-        match self
-            .commit(state, vec![Planned::Start(id.clone(), op)], record)?
-            .pop()
-        {
+        let plan = vec![Planned::Start(id.clone(), op)];
+        match self.commit(state, plan, record)?.pop() {
             Some(Applied::Started(run)) => Ok(*run),
             _ => Err(start_lost(&id)),
         }
@@ -1077,18 +1072,15 @@ fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + events.len() * 112);
     out.push_str("{\"events\":[");
     // Events of a batch nearly always share one time: printed once.
-    let mut at: Option<(f64, String)> = None;
+    let mut at: Option<(u64, String)> = None;
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        if at
-            .as_ref()
-            .is_none_or(|(t, _)| t.to_bits() != e.at.to_bits())
-        {
+        if at.as_ref().map(|(bits, _)| *bits) != Some(e.at.to_bits()) {
             let mut text = String::new();
             crate::json_text::push_f64(&mut text, e.at);
-            at = Some((e.at, text));
+            at = Some((e.at.to_bits(), text));
         }
         e.push_json_at(&mut out, at.as_ref().map_or("", |(_, text)| text));
     }
@@ -1289,16 +1281,14 @@ impl State {
 
     /// Gives each running run its budget reservation back after a start.
     fn restore_reservations(&mut self, budget: &Budget) -> Result<(), Error> {
-        let running = self
-            .runs
-            .values_mut()
-            .filter(|r| r.status == Status::Running);
-        for run in running {
+        for run in self.runs.values_mut() {
+            if run.status != Status::Running {
+                continue;
+            }
             // A start record without a reservation (older version) gets what
             // its agent's start reserves now; dearer tokens hold more (`cover`).
-            let started = run
-                .reserved
-                .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
+            let estimate = || budget.run_estimate(run.text(Text::Agent));
+            let started = run.reserved.unwrap_or_else(estimate);
             let micros = started.max(accrued(budget, run));
             budget.restore_reservation(&run.run_id, run.started_at, micros)?;
             if run.reserved != Some(micros) {
