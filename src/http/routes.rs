@@ -18,7 +18,7 @@ use crate::bus;
 use crate::error::Error;
 use crate::json_text;
 use crate::metrics::Format;
-use crate::runs::{Finish, NewRun, Prepared, Progress, Run, Status, Step, Timed};
+use crate::runs::{Finish, NewRun, Prepared, Progress, Status, Step, Timed};
 use crate::time;
 
 /// Unwraps `result`, or answers its error and returns from the handler.
@@ -52,10 +52,10 @@ pub fn route(ex: &mut Exchange) -> Answer {
         (["metrics"], _) => metrics(ex),
         (["healthz"], _) => ex.send(Response::json(200, &json!({"status": "ok"}))),
         (["api", "v1", "status"], _) => status(ex),
-        (["api", "v1", "runs"], "POST") => begin(ex, started),
+        (["api", "v1", "runs"], "POST") => begin(ex, false),
         (["api", "v1", "runs"], _) => list_runs(ex),
         (["api", "v1", "runs", id], _) => get_run(ex, id),
-        (["api", "v1", "runs", id, "events"], _) => record_events(ex, id),
+        (["api", "v1", "runs", id, "events"], _) => record_events(ex, Some(id)),
         (["api", "v1", "runs", id, action], _) => finish_run(ex, id, action),
         (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
             let status = ex.app().budget.status();
@@ -65,14 +65,14 @@ pub fn route(ex: &mut Exchange) -> Answer {
             let history = or_answer!(ex, ex.app().budget.history());
             ex.send(Response::json(200, &history))
         }
-        (["api", "v1", "agent", "trigger"], _) => begin(ex, triggered),
+        (["api", "v1", "agent", "trigger"], _) => begin(ex, true),
         (["api", "v1", "agent", "status"], _) => agent_status(ex),
         (["api", "v1", "budget", "spend"], _) => spend(ex),
         (["api", "v1", "metrics"], "POST") => update_metrics(ex),
         (["api", "v1", "metrics"], _) => declared_families(ex),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], _) => read_messages(ex),
-        (["api", "v1", "events"], "POST") => progress(ex),
+        (["api", "v1", "events"], "POST") => record_events(ex, None),
         (["api", "v1", "events"], _) => streams::events(ex),
         (["api", "v1", "ws"], _) => streams::websocket(ex, Wire::Ours),
         (["ws"], _) => streams::websocket(ex, Wire::AgentGate),
@@ -80,8 +80,7 @@ pub fn route(ex: &mut Exchange) -> Answer {
     }
 }
 
-/// The methods a route allows, as its `Allow` header lists them; `None`
-/// for no route.
+/// The methods a route allows, as its `Allow` header lists them; `None` for no route.
 fn allowed(segments: &[&str]) -> Option<&'static str> {
     Some(match segments {
         [] | ["metrics" | "healthz"] => "GET, HEAD",
@@ -152,8 +151,7 @@ fn metrics(ex: &mut Exchange) -> Answer {
 /// however long it is and however slowly its client reads.
 const LIST_PAGE: usize = 64;
 
-/// The most bytes of message bodies in one page of a listing, past the
-/// first message.
+/// The most bytes of message bodies in a listing's page, past its first message.
 const LIST_PAGE_BYTES: usize = 256 * 1024;
 
 /// The most running runs `GET /api/v1/status` lists.
@@ -188,32 +186,22 @@ fn status(ex: &mut Exchange) -> Answer {
     ex.send(Response::json(200, &body))
 }
 
-/// The answer to `POST /api/v1/runs`.
-fn started(run: &Run) -> Response {
-    let body = json!({"run_id": &*run.run_id, "status": "running", "started_at": time::rfc3339(run.started_at)});
-    Response::json(201, &body)
-}
-
-/// The answer to `POST /api/v1/agent/trigger`: the run it starts is
-/// reported and finished through the run API under `operation_id`.
-fn triggered(run: &Run) -> Response {
-    let body = json!({
-        "triggered": true,
-        "operation_id": &*run.run_id,
-        "run_id": &*run.run_id,
-        "status": "running",
-        "started_at": time::rfc3339(run.started_at),
-    });
-    Response::json(200, &body)
-}
-
-/// Starts the run the request asks for and answers with `answer` once the
-/// start is durable.
-fn begin(ex: &mut Exchange, answer: fn(&Run) -> Response) -> Answer {
+/// Starts the run the request asks for and answers once the start is
+/// durable: 201, or for `POST /api/v1/agent/trigger` 200 naming the run
+/// `operation_id` too, under which the run API reports and finishes it.
+fn begin(ex: &mut Exchange, trigger: bool) -> Answer {
     let new = or_answer!(ex, new_run(ex));
     let run = or_answer!(ex, ex.app().runs.start(new));
     annotate_run(ex, &run.run_id, run.correlation());
-    ex.send(answer(&run))
+    let id = &*run.run_id;
+    let mut body =
+        json!({"run_id": id, "status": "running", "started_at": time::rfc3339(run.started_at)});
+    if !trigger {
+        return ex.send(Response::json(201, &body));
+    }
+    body["triggered"] = json!(true);
+    body["operation_id"] = json!(id);
+    ex.send(Response::json(200, &body))
 }
 
 /// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
@@ -288,11 +276,24 @@ fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), 
     Ok((how, body.opt_f64("cost")?))
 }
 
-fn record_events(ex: &mut Exchange, id: &str) -> Answer {
-    let mut events = match or_answer!(ex, parse_events(ex, id)) {
-        Parsed::Events(events) => events,
-        Parsed::Progress(steps) => return apply_progress(ex, steps),
+/// Records a request's events: those of run `id`, or for `POST
+/// /api/v1/events` progress events as an AgentGate-style emitter sends them,
+/// each naming its run. The store's hook announces each step of a batch as
+/// its own route would: starts, events and ends, in order.
+fn record_events(ex: &mut Exchange, id: Option<&str>) -> Answer {
+    let n = match or_answer!(ex, parse_events(ex, id)) {
+        Parsed::Events(id, events) => or_answer!(ex, run_events(ex, id, events)),
+        Parsed::Progress(steps) => {
+            let n = steps.len();
+            or_answer!(ex, ex.app().runs.apply_batch(steps));
+            n
+        }
     };
+    ex.send(Response::json(200, &json!({ "accepted": n })))
+}
+
+/// Records `events` of run `id`; returns how many.
+fn run_events(ex: &mut Exchange, id: &str, mut events: Vec<Timed>) -> Result<usize, Error> {
     let runs = &ex.app().runs;
     let version = runs.fill_events(id, &mut events);
     let (n, events): (usize, Arc<[Timed]>) = (events.len(), events.into());
@@ -301,54 +302,39 @@ fn record_events(ex: &mut Exchange, id: &str) -> Answer {
     let prepared = runs
         .with_run(id, |run| run.ids())
         .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
-    let ids = or_answer!(ex, runs.record_events(id, events, version, prepared));
+    let ids = runs.record_events(id, events, version, prepared)?;
     annotate_run(ex, &ids.run_id, ids.correlation());
-    ex.send(Response::json(200, &json!({ "accepted": n })))
+    Ok(n)
 }
 
-/// A request's events: all inside one run, or steps that may start and
-/// end runs.
-enum Parsed {
-    Events(Vec<Timed>),
+/// A request's events: all of one run, or steps that may start and end runs.
+enum Parsed<'a> {
+    Events(&'a str, Vec<Timed>),
     Progress(Vec<Progress>),
 }
 
-fn parse_events(ex: &mut Exchange, id: &str) -> Result<Parsed, Response> {
+fn parse_events<'a>(ex: &mut Exchange, id: Option<&'a str>) -> Result<Parsed<'a>, Response> {
     let body = ex.read_body()?;
-    // Most batches are plain and skip the JSON tree; the rest, and every
-    // error, go the general way.
-    if let Some(events) = crate::runs::plain_batch::parse_plain_batch(&body, time::now_unix()) {
-        return Ok(Parsed::Events(events));
+    let now = time::now_unix();
+    // Most batches of one run are plain and skip the JSON tree; the rest,
+    // and every error, go the general way.
+    if let Some(id) = id {
+        if let Some(events) = crate::runs::plain_batch::parse_plain_batch(&body, now) {
+            return Ok(Parsed::Events(id, events));
+        }
     }
     let value = Body::parse_value(&body)?;
-    let steps = crate::runs::progress::parse_batch(&value, &body, time::now_unix(), Some(id))?;
-    if steps.iter().all(|p| matches!(p.step, Step::Event(_))) {
-        let events = steps.into_iter().filter_map(|p| match p.step {
-            Step::Event(e) => Some(e),
-            _ => None,
-        });
-        return Ok(Parsed::Events(events.collect()));
+    let steps = crate::runs::progress::parse_batch(&value, &body, now, id)?;
+    match id {
+        Some(id) if steps.iter().all(|p| matches!(p.step, Step::Event(_))) => {
+            let events = steps.into_iter().filter_map(|p| match p.step {
+                Step::Event(e) => Some(e),
+                _ => None,
+            });
+            Ok(Parsed::Events(id, events.collect()))
+        }
+        _ => Ok(Parsed::Progress(steps)),
     }
-    Ok(Parsed::Progress(steps))
-}
-
-/// `POST /api/v1/events`: progress events as an AgentGate-style emitter
-/// sends them, each naming its run.
-fn progress(ex: &mut Exchange) -> Answer {
-    let steps = ex.read_body().and_then(|body| {
-        let value = Body::parse_value(&body)?;
-        crate::runs::progress::parse_batch(&value, &body, time::now_unix(), None)
-    });
-    let steps = or_answer!(ex, steps);
-    apply_progress(ex, steps)
-}
-
-/// Applies a batch of progress steps; the store's hook announces each as
-/// its own route would: starts, events and ends, in order.
-fn apply_progress(ex: &mut Exchange, steps: Vec<Progress>) -> Answer {
-    let n = steps.len();
-    or_answer!(ex, ex.app().runs.apply_batch(steps));
-    ex.send(Response::json(200, &json!({ "accepted": n })))
 }
 
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
@@ -356,13 +342,11 @@ fn apply_progress(ex: &mut Exchange, steps: Vec<Progress>) -> Answer {
 fn spend(ex: &mut Exchange) -> Answer {
     let request = or_answer!(ex, spend_input(ex));
     let app = ex.app().clone();
+    let input = request.input;
     let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
     let spent = match &request.operation_id {
-        Some(id) => app.budget.spend_once(id, request.input, run_id, phase),
-        None => app
-            .budget
-            .spend(request.input, run_id, phase)
-            .map(Spent::New),
+        Some(id) => app.budget.spend_once(id, input, run_id, phase),
+        None => app.budget.spend(input, run_id, phase).map(Spent::New),
     };
     let (status, repeat, recorded) = match or_answer!(ex, spent) {
         Spent::New(r) => {
@@ -409,11 +393,9 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             model: body.opt_text("model")?,
         },
         wrong => {
+            let either = "give either amount or input_tokens and output_tokens";
             let (field, why) = match wrong {
-                (Some(_), _, _) => (
-                    "amount",
-                    "give either amount or input_tokens and output_tokens",
-                ),
+                (Some(_), _, _) => ("amount", either),
                 (None, None, _) => ("input_tokens", "is required without amount"),
                 _ => ("output_tokens", "is required with input_tokens"),
             };
@@ -429,18 +411,12 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
 }
 
 fn list_runs(ex: &mut Exchange) -> Answer {
-    let status = match ex.query("status").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(or_answer!(
-            ex,
-            Status::parse(&s).ok_or_else(|| Error::invalid(
-                "status",
-                "must be running, completed, failed or cancelled"
-            ))
-        )),
-    };
-    let limit = or_answer!(ex, limit(ex));
-    let after = ex.query("after").filter(|a| !a.is_empty());
+    let status = ex.query("status").filter(|s| !s.is_empty()).map(|s| {
+        let why = "must be running, completed, failed or cancelled";
+        Status::parse(&s).ok_or_else(|| Error::invalid("status", why))
+    });
+    let status = or_answer!(ex, status.transpose());
+    let (limit, after) = or_answer!(ex, page(ex));
     let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
     // `{"runs": [...], "next_after": ...}` with keys in serde_json's order,
     // a page of runs at a time; a run ended or let go meanwhile is left out.
@@ -462,12 +438,14 @@ fn list_runs(ex: &mut Exchange) -> Answer {
     })
 }
 
-/// The `limit` of a listing: 1 to 1000, 100 when absent.
-fn limit(ex: &Exchange) -> Result<usize, Error> {
+/// The `limit` of a listing (1 to 1000, 100 when absent) and the `after`
+/// it resumes from.
+fn page(ex: &Exchange) -> Result<(usize, Option<String>), Error> {
+    let after = ex.query("after").filter(|a| !a.is_empty());
     match ex.query("limit") {
-        None => Ok(bus::DEFAULT_LIMIT),
+        None => Ok((bus::DEFAULT_LIMIT, after)),
         Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=bus::MAX_LIMIT).contains(&n) => Ok(n),
+            Ok(n) if (1..=bus::MAX_LIMIT).contains(&n) => Ok((n, after)),
             _ => Err(Error::invalid("limit", "must be an integer from 1 to 1000")),
         },
     }
@@ -483,13 +461,8 @@ fn get_run(ex: &mut Exchange, id: &str) -> Answer {
 /// `GET /api/v1/metrics`: the declared families, in the file's format, so a
 /// client can send only updates they take instead of learning it from a 400.
 fn declared_families(ex: &mut Exchange) -> Answer {
-    let families: Vec<Value> = ex
-        .app()
-        .declared
-        .declarations()
-        .iter()
-        .map(|d| d.to_json())
-        .collect();
+    let declared = ex.app().declared.declarations().iter();
+    let families: Vec<Value> = declared.map(|d| d.to_json()).collect();
     ex.send(Response::json(200, &json!({ "families": families })))
 }
 
@@ -532,8 +505,7 @@ fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Res
 }
 
 fn read_messages(ex: &mut Exchange) -> Answer {
-    let limit = or_answer!(ex, limit(ex));
-    let after = ex.query("after").filter(|a| !a.is_empty());
+    let (limit, after) = or_answer!(ex, page(ex));
     let mut from = or_answer!(ex, ex.app().bus.cursor(after.as_deref()));
     // The text of `{"messages": [...]}`, a page of messages at a time.
     let app = ex.app().clone();

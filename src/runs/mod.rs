@@ -1,6 +1,5 @@
-//! Agent runs: started, then completed, failed or cancelled, with the
-//! events of their inside in between; each change journaled before it is
-//! acknowledged.
+//! Agent runs: started, then completed, failed or cancelled, with events in
+//! between; each change journaled before it is acknowledged.
 
 pub mod detail;
 pub mod event;
@@ -241,8 +240,7 @@ pub enum Finish {
     /// Failure, with an optional error text.
     Fail(Option<String>),
     Cancel,
-    /// No event within the run timeout: `failed` with the error and the
-    /// outcome `abandoned`.
+    /// No event within the run timeout: `failed`, error and outcome `abandoned`.
     Abandon,
 }
 
@@ -304,8 +302,7 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
-/// How many finished runs, the newest, stay in memory, by count and
-/// approximate bytes; 0 means no bound.
+/// How many finished runs (the newest) stay in memory, by count and ~bytes; 0: no bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunRetention {
     pub runs: u64,
@@ -343,6 +340,9 @@ pub const MAX_TEXT_BYTES: usize = 2048;
 pub fn text_too_long() -> String {
     format!("must be at most {MAX_TEXT_BYTES} bytes")
 }
+
+/// The error for a run id [`valid_run_id`] refuses.
+pub(crate) const RUN_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn valid_run_id(id: &str) -> bool {
@@ -539,8 +539,7 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// Refuses a change to run `id` unless `status` is running; `at` prefixes
-/// the message, e.g. `events[2]: `.
+/// Refuses a change to run `id` unless `status` is running; `at` (`events[2]: `) prefixes errors.
 fn check_running(id: &str, status: Option<Status>, at: &str) -> Result<(), Error> {
     match status {
         None => Err(Error::NotFound(format!("{at}run {id} not found"))),
@@ -681,12 +680,7 @@ impl Runs {
     /// Starts a run, and returns it once the start is durable.
     pub fn start(&self, mut new: NewRun) -> Result<Run, Error> {
         let id = match new.run_id.take() {
-            Some(id) if !valid_run_id(&id) => {
-                return Err(Error::invalid(
-                    "run_id",
-                    "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-                ))
-            }
+            Some(id) if !valid_run_id(&id) => return Err(Error::invalid("run_id", RUN_ID_RULE)),
             Some(id) => id,
             None => self.make_id(),
         };
@@ -697,25 +691,19 @@ impl Runs {
         // Checked and reserved in one step under the budget's lock (a
         // refused start journals nothing), and held while the start is
         // written, so concurrent starts cannot overdraw the day.
-        let reserved = self
-            .shared
-            .budget
-            .reserve(&id, new.agent.as_deref())
-            .map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
+        let reserved = self.shared.budget.reserve(&id, new.agent.as_deref());
+        let reserved = reserved.map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
         let op = new.start_record(&id, time::now_unix(), Some(reserved));
         let record = op.to_string().into_bytes();
-        match self
-            .commit(state, vec![Planned::Start(id.clone(), op)], record)?
-            .pop()
-        {
+        let plan = vec![Planned::Start(id.clone(), op)];
+        match self.commit(state, plan, record)?.pop() {
             Some(Applied::Started(run)) => Ok(*run),
             _ => Err(start_lost(&id)),
         }
     }
 
-    /// Finishes a running run once its end, carrying its cost (`cost`, or
-    /// its tokens priced, those in flight too), is durable, charged, and
-    /// copied into the budget ledger.
+    /// Finishes a running run once its end, with its cost (`cost`, or its tokens,
+    /// in flight too, priced), is durable, charged, and copied into the budget ledger.
     pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -803,10 +791,9 @@ impl Runs {
         Err(Error::invalid(field, message))
     }
 
-    /// Applies progress events, maybe of several runs, all or nothing, as one
-    /// journal record; returns each step's outcome once durable. Each step is
-    /// checked against the runs and earlier steps; a start the budget refuses
-    /// gives back the batch's reservations.
+    /// Applies progress events, maybe of several runs, all or nothing, as one journal
+    /// record; returns each step's outcome once durable. Each step is checked against
+    /// the runs and earlier steps; a refused start gives back the batch's reservations.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -816,8 +803,7 @@ impl Runs {
             .reserve_starts(&steps, &mut reserved)
             .and_then(|()| self.plan_batch(&state, steps, &reserved, now));
         if plan.is_err() {
-            // Every start of the batch reserved, not only those before the
-            // step that failed.
+            // Every start of the batch reserved, not only those before the failed step.
             for id in reserved.keys() {
                 self.shared.budget.release(id);
             }
@@ -902,8 +888,7 @@ impl Runs {
         Ok(plan)
     }
 
-    /// Checks a batch's steps in order against the runs and the steps
-    /// before them, without changing anything.
+    /// Checks a batch's steps in order against the runs and earlier steps, changing nothing.
     fn check_batch(&self, state: &State, steps: &[Progress]) -> Result<(), Error> {
         let mut now: HashMap<&str, Status> = HashMap::new();
         for p in steps {
@@ -1014,13 +999,11 @@ impl Runs {
         limit: usize,
     ) -> Result<Listing, Error> {
         let state = self.shared.lock();
-        let from = match after {
-            None => None,
-            Some(id) => match state.runs.get(id) {
-                Some(run) => Some(list_key(run)),
-                None => return Err(Error::NotFound(format!("run {id} not found"))),
-            },
-        };
+        let from = after.map(|id| match state.runs.get(id) {
+            Some(run) => Ok(list_key(run)),
+            None => Err(Error::NotFound(format!("run {id} not found"))),
+        });
+        let from = from.transpose()?;
         // The `limit + 1` first in order, kept in a max-heap so a listing of
         // a page costs one pass over the runs and clones only that page.
         let mut first: BinaryHeap<(i64, &str)> = BinaryHeap::with_capacity(limit + 2);
@@ -1089,18 +1072,15 @@ fn events_record(id: &str, events: &[Timed]) -> Vec<u8> {
     let mut out = String::with_capacity(64 + events.len() * 112);
     out.push_str("{\"events\":[");
     // Events of a batch nearly always share one time: printed once.
-    let mut at: Option<(f64, String)> = None;
+    let mut at: Option<(u64, String)> = None;
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        if at
-            .as_ref()
-            .is_none_or(|(t, _)| t.to_bits() != e.at.to_bits())
-        {
+        if at.as_ref().map(|(bits, _)| *bits) != Some(e.at.to_bits()) {
             let mut text = String::new();
             crate::json_text::push_f64(&mut text, e.at);
-            at = Some((e.at, text));
+            at = Some((e.at.to_bits(), text));
         }
         e.push_json_at(&mut out, at.as_ref().map_or("", |(_, text)| text));
     }
@@ -1142,8 +1122,7 @@ impl Shared {
                     let mut whole = None;
                     state.apply(&op, &self.metrics, &mut |end, run, d| {
                         learn(&self.budget, end, run);
-                        // Known only now: the start may have been in flight
-                        // when the end was priced.
+                        // Known only now: the start may have been in flight at pricing.
                         settlement.started_at = Some(run.started_at);
                         whole = Some(d);
                     });
@@ -1219,8 +1198,8 @@ impl Shared {
         }
     }
 
-    /// Writes a snapshot, then deletes the journal segments it covers; a
-    /// failure is logged, and the next one is taken when due again.
+    /// Writes a snapshot, then deletes the segments it covers; a failure is logged, and
+    /// the next one is taken when due again.
     fn write_snapshot(
         &self,
         header: &snapshot::Header,
@@ -1267,8 +1246,7 @@ fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
 }
 
 impl State {
-    /// Reads the snapshot in `store`: the records it covers, and the
-    /// settlements it says are missing from the ledger.
+    /// Reads `store`'s snapshot: the records it covers, the settlements the ledger misses.
     fn read_snapshot(
         &mut self,
         store: &Path,
@@ -1303,16 +1281,14 @@ impl State {
 
     /// Gives each running run its budget reservation back after a start.
     fn restore_reservations(&mut self, budget: &Budget) -> Result<(), Error> {
-        let running = self
-            .runs
-            .values_mut()
-            .filter(|r| r.status == Status::Running);
-        for run in running {
+        for run in self.runs.values_mut() {
+            if run.status != Status::Running {
+                continue;
+            }
             // A start record without a reservation (older version) gets what
             // its agent's start reserves now; dearer tokens hold more (`cover`).
-            let started = run
-                .reserved
-                .unwrap_or_else(|| budget.run_estimate(run.text(Text::Agent)));
+            let estimate = || budget.run_estimate(run.text(Text::Agent));
+            let started = run.reserved.unwrap_or_else(estimate);
             let micros = started.max(accrued(budget, run));
             budget.restore_reservation(&run.run_id, run.started_at, micros)?;
             if run.reserved != Some(micros) {

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::event::{self, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
-use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES};
+use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES, RUN_ID_RULE};
 use crate::error::Error;
 
 /// What one progress event asks for.
@@ -110,19 +110,15 @@ fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError>
         Some(t) => crate::json_text::one_line(t).into_owned(),
         None => value.to_string(),
     };
-    if text.len() > MAX_METRICS_BYTES {
-        let n = text.len();
-        return Err((
-            "metrics".into(),
-            format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}"),
-        ));
+    let n = text.len();
+    if n > MAX_METRICS_BYTES {
+        let why = format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}");
+        return Err(("metrics".into(), why));
     }
     let depth = crate::bus::MAX_BODY_DEPTH;
     if crate::bus::too_deep(value, depth) {
-        return Err((
-            "metrics".into(),
-            format!("must not nest arrays and objects more than {depth} deep"),
-        ));
+        let why = format!("must not nest arrays and objects more than {depth} deep");
+        return Err(("metrics".into(), why));
     }
     Ok(text)
 }
@@ -136,10 +132,8 @@ fn normalize(map: &Map<String, Value>) -> Result<Map<String, Value>, FieldError>
             .find(|(camel, _)| camel == k)
             .map_or(k.as_str(), |(_, snake)| snake);
         if out.insert(name.to_string(), v.clone()).is_some() {
-            return Err((
-                k.clone(),
-                "is given twice, in camelCase and snake_case".into(),
-            ));
+            let why = "is given twice, in camelCase and snake_case";
+            return Err((k.clone(), why.into()));
         }
     }
     Ok(out)
@@ -154,18 +148,6 @@ fn take<T>(
     let value = read(map, k);
     map.remove(k);
     value
-}
-
-fn opt_string(map: &mut Map<String, Value>, k: &str) -> Result<Option<String>, FieldError> {
-    take(map, k, Map::opt_text)
-}
-
-fn opt_u64(map: &mut Map<String, Value>, k: &str) -> Result<Option<u64>, FieldError> {
-    take(map, k, |m, k| m.opt(k, Map::u64))
-}
-
-fn opt_ms(map: &mut Map<String, Value>, k: &str) -> Result<Option<f64>, FieldError> {
-    take(map, k, Map::opt_ms)
 }
 
 fn opt_object(
@@ -199,8 +181,8 @@ fn parse_one(
     };
     let mut map = normalize(raw)?;
     let run_id = run_id(&mut map, path_run)?;
-    let work_order_id = opt_string(&mut map, "work_order_id")?;
-    let correlation_id = opt_string(&mut map, "correlation_id")?;
+    let work_order_id = take(&mut map, "work_order_id", Map::opt_text)?;
+    let correlation_id = take(&mut map, "correlation_id", Map::opt_text)?;
     let kind = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
         Some(_) => return Err(("type".into(), "must be a string".into())),
@@ -223,8 +205,8 @@ fn parse_one(
         "run_failed" => run_failed(&mut map)?,
         "run_canceled" | "run_cancelled" => Step::Finish {
             how: Finish::Cancel,
-            reason: opt_string(&mut map, "reason")?,
-            duration_ms: opt_ms(&mut map, "duration_ms")?,
+            reason: take(&mut map, "reason", Map::opt_text)?,
+            duration_ms: take(&mut map, "duration_ms", Map::opt_ms)?,
             metrics: None,
         },
         kind => {
@@ -247,15 +229,12 @@ fn parse_one(
 
 /// The event's `run_id`, which must agree with the path's run, if any.
 fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String, FieldError> {
-    match (opt_string(map, "run_id")?, path_run) {
+    match (take(map, "run_id", Map::opt_text)?, path_run) {
         (Some(id), Some(path)) if id != path => Err((
             "run_id".into(),
             format!("{id:?} disagrees with the path's run {path:?}"),
         )),
-        (Some(id), _) if !valid_run_id(&id) => Err((
-            "run_id".into(),
-            "must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
-        )),
+        (Some(id), _) if !valid_run_id(&id) => Err(("run_id".into(), RUN_ID_RULE.into())),
         (Some(id), _) => Ok(id),
         (None, Some(path)) => Ok(path.to_string()),
         (None, None) => Err(("run_id".into(), "is required".into())),
@@ -269,19 +248,20 @@ fn run_started(
     work_order_id: Option<String>,
     correlation_id: Option<String>,
 ) -> Result<Step, FieldError> {
+    let nested = |(k, m): FieldError| (format!("task_spec.{k}"), m);
     let mut spec = match opt_object(map, "task_spec")? {
-        Some(spec) => normalize(&spec).map_err(|(k, m)| (format!("task_spec.{k}"), m))?,
+        Some(spec) => normalize(&spec).map_err(nested)?,
         None => Map::new(),
     };
-    let nested = |(k, m): FieldError| (format!("task_spec.{k}"), m);
     let new = NewRun {
         run_id: Some(run_id.to_string()),
-        agent: opt_string(map, "agent")?,
-        goal: opt_string(&mut spec, "goal").map_err(nested)?,
+        agent: take(map, "agent", Map::opt_text)?,
+        goal: take(&mut spec, "goal", Map::opt_text).map_err(nested)?,
         work_order_id,
         correlation_id,
-        strategy: opt_string(&mut spec, "strategy").map_err(nested)?,
-        max_iterations: opt_u64(&mut spec, "max_iterations").map_err(nested)?,
+        strategy: take(&mut spec, "strategy", Map::opt_text).map_err(nested)?,
+        max_iterations: take(&mut spec, "max_iterations", |m, k| m.opt(k, Map::u64))
+            .map_err(nested)?,
         traceparent: None,
     };
     no_more(&spec, "task_spec.")?;
@@ -290,21 +270,19 @@ fn run_started(
 
 /// How a `run_completed` event ends its run, with `text` its `metrics` as sent.
 fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Step, FieldError> {
-    let how = match opt_string(map, "result")?.as_deref() {
+    let how = match take(map, "result", Map::opt_text)?.as_deref() {
         Some("succeeded" | "success" | "completed") => Finish::Complete,
         Some("failed" | "failure") => {
             Finish::Fail(Some("the run completed with result failed".into()))
         }
         Some("canceled" | "cancelled") => Finish::Cancel,
         Some(_) => {
-            return Err((
-                "result".into(),
-                "must be succeeded, failed or canceled".into(),
-            ))
+            let why = "must be succeeded, failed or canceled";
+            return Err(("result".into(), why.into()));
         }
         None => return Err(("result".into(), "is required".into())),
     };
-    opt_u64(map, "iterations")?;
+    take(map, "iterations", |m, k| m.opt(k, Map::u64))?;
     let metrics = match opt_object(map, "metrics")? {
         Some(object) => Some(metrics_text(&Value::Object(object), text)?),
         None => None,
@@ -312,7 +290,7 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
     Ok(Step::Finish {
         how,
         reason: None,
-        duration_ms: opt_ms(map, "duration_ms")?,
+        duration_ms: take(map, "duration_ms", Map::opt_ms)?,
         metrics,
     })
 }
@@ -334,7 +312,7 @@ fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
     Ok(Step::Finish {
         how: Finish::Fail(error),
         reason: None,
-        duration_ms: opt_ms(map, "duration_ms")?,
+        duration_ms: take(map, "duration_ms", Map::opt_ms)?,
         metrics: None,
     })
 }
