@@ -140,6 +140,27 @@ fn open_declared(
     })
 }
 
+/// The budget ledger, then the run store, whose replay settles into it.
+fn open_budget_and_runs(
+    config: &Config,
+    registry: &Registry,
+    run_metrics: RunMetrics,
+    log: Logger,
+) -> Result<(Arc<Budget>, Runs), Error> {
+    let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
+    budget.register_metrics(registry).map_err(registration)?;
+    budget.log_to(log);
+    let runs = Runs::open(
+        &config.data_dir,
+        run_metrics,
+        budget.clone(),
+        config.run_retention,
+        config.snapshot_bytes,
+        log,
+    )?;
+    Ok((budget, runs))
+}
+
 /// Makes the data dir, and logs each torn tail cut and each journal `repair` moved lines from.
 fn prepare_dirs(config: &Config, log: Logger) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -187,18 +208,17 @@ impl App {
         let (run_metrics, appends, http) =
             register_core(&registry, started).map_err(registration)?;
         let tracer = tracer(config.otlp.clone(), &registry, log)?;
-        let budget = Arc::new(Budget::open(config.budget.clone(), Arc::new(SystemClock))?);
-        budget.register_metrics(&registry).map_err(registration)?;
-        budget.log_to(log);
-        let runs = Runs::open(
-            &config.data_dir,
-            run_metrics,
-            budget.clone(),
-            config.run_retention,
-            config.snapshot_bytes,
-            log,
-        )?;
-        let bus = Bus::open(&config.data_dir, appends, config.message_retention)?;
+        // The message bus replays on its own thread beside the budget and the runs, which the
+        // runs' settlements tie together: a start is mostly replay, and the stores share nothing.
+        let (bus, budget, runs) = std::thread::scope(|scope| {
+            let bus =
+                scope.spawn(|| Bus::open(&config.data_dir, appends, config.message_retention));
+            let opened = open_budget_and_runs(&config, &registry, run_metrics, log);
+            let bus = bus
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            opened.and_then(|(budget, runs)| Ok((bus?, budget, runs)))
+        })?;
         let events = Hub::open(&config.data_dir, &registry, log)
             .map_err(|e| Error::Storage(e.to_string()))?;
         // Events are not journaled, but each stands for a durable run, message or ledger alert.
