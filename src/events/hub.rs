@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::agentgate;
 use super::seq::{SeqFile, SEQ_RESERVE};
-use super::Error;
+use crate::error::Error;
 use crate::json_text::{push_key, push_str, push_u64, push_value};
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
@@ -76,8 +76,7 @@ impl NewEvent {
         self
     }
 
-    /// Adds one of the event's own fields. Envelope names (`seq`, `type`,
-    /// `timestamp`, `run_id`, `correlation_id`, `work_order_id`) are ignored.
+    /// Adds one of the event's own fields; envelope names are ignored.
     pub fn field(mut self, key: &str, value: Value) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.fields.insert(key.to_string(), value);
@@ -139,8 +138,8 @@ pub(super) fn push_ids(
     }
 }
 
-/// The start of an event's JSON after `{"seq":N,`: its type, timestamp
-/// (RFC 3339 text) and rendered run ids, in a string of `extra` more bytes.
+/// An event's JSON after `{"seq":N,`, up to its own fields: type, timestamp
+/// (RFC 3339) and rendered run ids, with room for `extra` more bytes.
 pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) -> String {
     let mut tail = String::with_capacity(ids.len() + timestamp.len() + extra);
     tail.push_str("\"type\":");
@@ -152,7 +151,7 @@ pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) ->
     tail
 }
 
-/// An event rendered but not numbered yet, built outside the hub's lock.
+/// An event rendered outside the hub's lock, not numbered yet.
 pub(super) struct Rendered {
     pub(super) kind: &'static str,
     pub(super) run_id: Option<Arc<str>>,
@@ -185,8 +184,8 @@ impl Published {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 
-    /// The event as AgentGate's dashboard takes it (see [`agentgate`]),
-    /// made once and shared; `None` for a type it does not take.
+    /// The event as AgentGate's dashboard takes it, made once; `None` for a
+    /// type it does not take.
     pub fn agentgate_frame(&self) -> Option<&str> {
         self.agentgate
             .get_or_init(|| agentgate::frame(self.kind, &self.json).map(String::into_boxed_str))
@@ -333,35 +332,34 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `event`; returns how many events were dropped by cutting the
-    /// subscriber off, or `None` once the queue has ended.
+    /// Queues `event`; once the queue has ended, or ends now for lagging,
+    /// returns how many events that dropped, to unsubscribe it.
     fn push(&self, event: &Arc<Published>) -> Option<u64> {
         let mut q = self.lock();
         if q.end.is_some() {
+            return Some(0);
+        }
+        if q.events.len() < QUEUE_CAPACITY {
+            q.events.push_back(event.clone());
+            // A waiting reader waits on an empty queue, so only the first push wakes it.
+            if std::mem::take(&mut q.waiting) {
+                drop(q);
+                self.ready.notify_one();
+            }
             return None;
         }
-        if q.events.len() >= QUEUE_CAPACITY {
-            // The events already queued go too: a stuck reader would never
-            // take them, and a slow one resumes from the ring instead.
-            let dropped = q.events.len() as u64 + 1;
-            q.events = VecDeque::new();
-            q.end = Some(End::Lagged { dropped });
-            let on_lag = q.on_lag.take();
-            drop(q);
-            self.ready.notify_all();
-            if let Some(on_lag) = on_lag {
-                on_lag();
-            }
-            return Some(dropped);
-        }
-        q.events.push_back(event.clone());
-        // A waiting reader waits on an empty queue, so only the first push wakes it.
-        let wake = std::mem::take(&mut q.waiting);
+        // The events already queued go too: a stuck reader would never take
+        // them, and a slow one resumes from the ring instead.
+        let dropped = q.events.len() as u64 + 1;
+        q.events = VecDeque::new();
+        q.end = Some(End::Lagged { dropped });
+        let on_lag = q.on_lag.take();
         drop(q);
-        if wake {
-            self.ready.notify_one();
+        self.ready.notify_all();
+        if let Some(on_lag) = on_lag {
+            on_lag();
         }
-        Some(0)
+        Some(dropped)
     }
 
     /// Ends the queue with `end`, unless it has ended already.
@@ -371,12 +369,7 @@ impl Queue {
     }
 }
 
-struct Registered {
-    id: u64,
-    filter: Filter,
-    queue: Arc<Queue>,
-}
-
+#[derive(Default)]
 struct State {
     next_seq: u64,
     /// Every seq below this is covered by the sequence file.
@@ -386,9 +379,8 @@ struct State {
     ring: VecDeque<Arc<Published>>,
     /// The bytes the ring's events hold, as [`RETAINED_BYTES`] counts them.
     ring_bytes: usize,
-    subscribers: Vec<Registered>,
-    next_id: u64,
-    /// The latest `received_at` given, so that one never goes back in seq
+    subscribers: Vec<(Filter, Arc<Queue>)>,
+    /// The latest `received_at` given, so that it never goes back in seq
     /// order even when the clock does.
     last_received: f64,
     /// Set by [`Hub::stop`]: new subscriptions end at once.
@@ -408,18 +400,10 @@ impl State {
             }
         }
         let mut dropped = 0;
-        self.subscribers.retain(|r| {
-            if !r.filter.matches(event) {
-                return true;
-            }
-            match r.queue.push(event) {
-                Some(0) => true,
-                Some(n) => {
-                    dropped += n;
-                    false
-                }
-                None => false,
-            }
+        self.subscribers.retain(|(filter, queue)| {
+            let gone = filter.matches(event).then(|| queue.push(event)).flatten();
+            dropped += gone.unwrap_or(0);
+            gone.is_none()
         });
         dropped
     }
@@ -432,7 +416,7 @@ struct Metrics {
 }
 
 fn metric_error(e: crate::metrics::Error) -> Error {
-    Error(format!("event metric registration failed: {e}"))
+    Error::Storage(format!("event metric registration failed: {e}"))
 }
 
 /// The event hub of one data dir. Safe to share across threads.
@@ -475,18 +459,13 @@ impl Hub {
         for transport in [Transport::Sse, Transport::WebSocket] {
             metrics.subscribers.add(&[transport.label()], 0.0);
         }
+        let state = State {
+            next_seq: first,
+            reserved,
+            ..State::default()
+        };
         Ok(Hub {
-            state: Mutex::new(State {
-                next_seq: first,
-                reserved,
-                reserve_failing: false,
-                ring: VecDeque::new(),
-                ring_bytes: 0,
-                subscribers: Vec::new(),
-                next_id: 0,
-                last_received: 0.0,
-                stopping: false,
-            }),
+            state: Mutex::new(state),
             file,
             metrics,
             log,
@@ -594,34 +573,25 @@ impl Hub {
         transport: Transport,
     ) -> Subscription {
         let queue = Arc::new(Queue::default());
-        let (id, backlog) = {
-            let mut s = self.lock();
-            let from = match start {
-                Start::Live => s.ring.len(),
-                Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
-                Start::Tail(_) => 0,
-            };
-            let matching = s.ring.range(from..).filter(|e| filter.matches(e));
-            let mut backlog: VecDeque<Arc<Published>> = matching.cloned().collect();
-            if let Start::Tail(n) = start {
-                backlog.drain(..backlog.len().saturating_sub(n));
-            }
-            if s.stopping {
-                queue.end(End::Stopping);
-            }
-            s.next_id += 1;
-            let id = s.next_id;
-            s.subscribers.push(Registered {
-                id,
-                filter,
-                queue: queue.clone(),
-            });
-            (id, backlog)
+        let mut s = self.lock();
+        let from = match start {
+            Start::Live => s.ring.len(),
+            Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
+            Start::Tail(_) => 0,
         };
+        let matching = s.ring.range(from..).filter(|e| filter.matches(e));
+        let mut backlog: VecDeque<Arc<Published>> = matching.cloned().collect();
+        if let Start::Tail(n) = start {
+            backlog.drain(..backlog.len().saturating_sub(n));
+        }
+        if s.stopping {
+            queue.end(End::Stopping);
+        }
+        s.subscribers.push((filter, queue.clone()));
+        drop(s);
         self.metrics.subscribers.inc(&[transport.label()]);
         Subscription {
             hub: self.clone(),
-            id,
             queue,
             backlog,
             transport,
@@ -637,14 +607,13 @@ impl Hub {
     }
 
     /// Ends every subscription, now and to come, once it has taken the
-    /// events already queued for it: its reader then gets
-    /// [`Next::Stopping`]. For a server that is stopping; events published
-    /// afterwards still go to the ring and the metrics, but to no stream.
+    /// events already queued for it (its reader then gets
+    /// [`Next::Stopping`]). Later events still go to the ring and metrics.
     pub fn stop(&self) {
         let mut s = self.lock();
         s.stopping = true;
-        for r in &s.subscribers {
-            r.queue.end(End::Stopping);
+        for (_, queue) in &s.subscribers {
+            queue.end(End::Stopping);
         }
     }
 }
@@ -664,7 +633,6 @@ impl Closer {
 /// One subscriber's view of the hub, which can move across threads; dropping it unsubscribes.
 pub struct Subscription {
     hub: Arc<Hub>,
-    id: u64,
     queue: Arc<Queue>,
     /// Events taken out of the queue, or retained ones it resumes with.
     backlog: VecDeque<Arc<Published>>,
@@ -740,8 +708,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let id = self.id;
-        self.hub.lock().subscribers.retain(|r| r.id != id);
+        let queue = &self.queue;
+        self.hub
+            .lock()
+            .subscribers
+            .retain(|(_, q)| !Arc::ptr_eq(q, queue));
         self.hub.metrics.subscribers.dec(&[self.transport.label()]);
     }
 }
