@@ -424,7 +424,7 @@ mod tests {
         let f = Fixture::new("import-ops");
         let budget = f.open(100.0, 0.15);
         let spent = budget
-            .spend_once("op_a", SpendInput::Amount(1.0), None, None)
+            .spend_once(Some("op_a"), SpendInput::Amount(1.0), None, None)
             .unwrap();
         assert!(matches!(spent, Spent::New(_)));
         let file = agent_file(&[
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(imported.recorded.amount, 0.75);
         assert_eq!(imported.entries_total, 2.25);
         assert_eq!(budget.status().today_spend, 1.75);
-        let repeat = budget.spend_once("op_b", SpendInput::Amount(9.0), None, None);
+        let repeat = budget.spend_once(Some("op_b"), SpendInput::Amount(9.0), None, None);
         let Ok(Spent::Repeat(r)) = repeat else {
             panic!("{repeat:?}")
         };

@@ -263,7 +263,7 @@ mod tests {
         budget.spend(SpendInput::Amount(0.125), None, None).unwrap();
         for _ in 0..2 {
             budget
-                .spend_once("op-1", SpendInput::Amount(1.5), None, Some("act"))
+                .spend_once(Some("op-1"), SpendInput::Amount(1.5), None, Some("act"))
                 .unwrap();
         }
         let mut before = counters(&scrape(&registry));
