@@ -42,29 +42,22 @@ pub(crate) struct AgentSpend {
 /// agent always writes them; other members are not checked.
 pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(doc) = &value else {
-        return Err("not a JSON object".into());
-    };
-    let date = match doc.get("date") {
-        None => return Err(r#"no "date""#.into()),
-        Some(Value::String(date)) => date,
-        Some(_) => return Err(r#""date" must be a YYYY-MM-DD string"#.into()),
-    };
+    let doc = value.as_object().ok_or("not a JSON object")?;
+    let date = doc.get("date").ok_or(r#"no "date""#)?;
+    let date = date
+        .as_str()
+        .ok_or(r#""date" must be a YYYY-MM-DD string"#)?;
     match ledger::parse_date(date) {
         None => return Err(format!(r#""date" must be a YYYY-MM-DD date, not {date:?}"#)),
         Some(d) if d != day => {
             let named = time::date_string(day);
-            return Err(format!(
-                r#""date" is {date}, but the file is named for {named}"#
-            ));
+            let why = format!(r#""date" is {date}, but the file is named for {named}"#);
+            return Err(why);
         }
         Some(_) => {}
     }
-    let spend = match doc.get("spend") {
-        None => return Err(r#"no "spend" list"#.into()),
-        Some(Value::Array(spend)) => spend,
-        Some(_) => return Err(r#""spend" must be a list"#.into()),
-    };
+    let spend = doc.get("spend").ok_or(r#"no "spend" list"#)?;
+    let spend = spend.as_array().ok_or(r#""spend" must be a list"#)?;
     let total_spend = match doc.get("total_spend") {
         None | Some(Value::Null) => None,
         Some(total) => Some(
@@ -86,9 +79,8 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
         sum.checked_add(e.micros).filter(|s| *s <= most)
     });
     if total.is_none() {
-        return Err(format!(
-            r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#
-        ));
+        let why = format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
+        return Err(why);
     }
     Ok(AgentFile {
         total_spend,
@@ -97,9 +89,9 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
 }
 
 fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
-    let Value::Object(entry) = entry else {
-        return Err(format!("spend[{i}] must be an object"));
-    };
+    let entry = entry
+        .as_object()
+        .ok_or_else(|| format!("spend[{i}] must be an object"))?;
     let amount = entry
         .get("amount")
         .ok_or_else(|| format!(r#"spend[{i}] has no "amount""#))?;
@@ -116,14 +108,11 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
         Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
         Some(_) => return Err(format!("spend[{i}].operation_id {OPERATION_ID_RULE}")),
     };
-    let ts = entry
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(time::parse_rfc3339);
+    let ts = entry.get("timestamp").and_then(Value::as_str);
     Ok(AgentSpend {
         micros,
         operation_id,
-        ts,
+        ts: ts.and_then(time::parse_rfc3339),
     })
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::log::Logger;
@@ -164,19 +164,17 @@ fn price(value: &Value, field: &str) -> Result<Price, Error> {
         let message = "must be an object like {\"input\": 3.0, \"output\": 15.0}";
         return Err(Error::invalid(field, message));
     };
-    Ok(Price {
-        input: per_million(object, field, "input")?,
-        output: per_million(object, field, "output")?,
-    })
-}
-
-fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f64, Error> {
-    let field = format!("{field}.{key}");
-    let message = "must be a non-negative number of dollars per million tokens";
-    match object.get(key).and_then(Value::as_f64) {
+    let per_million = |key: &str| match object.get(key).and_then(Value::as_f64) {
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(Error::invalid(&field, message)),
-    }
+        _ => Err(Error::invalid(
+            &format!("{field}.{key}"),
+            "must be a non-negative number of dollars per million tokens",
+        )),
+    };
+    Ok(Price {
+        input: per_million("input")?,
+        output: per_million("output")?,
+    })
 }
 
 impl SpendInput {
@@ -224,16 +222,14 @@ impl UnknownModels {
             // Only inserts and lookups happen under this lock: it cannot
             // be poisoned half-way through an update.
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            match seen.len() {
-                n if n < REMEMBERED && seen.insert(model.to_string()) => true,
-                n if n == REMEMBERED && !seen.contains(model) => {
-                    // One more entry, never a model name, marks that the
-                    // last line was said.
-                    seen.insert(String::new());
-                    false
-                }
-                _ => return,
+            if seen.len() > REMEMBERED || seen.contains(model) {
+                return;
             }
+            // Past the bound, one more entry, never a model name, marks
+            // that the last line was said.
+            let name = if seen.len() < REMEMBERED { model } else { "" };
+            seen.insert(name.to_string());
+            !name.is_empty()
         };
         if named {
             if let Some(counter) = self.counter.get() {
