@@ -114,8 +114,13 @@ impl Budget {
             learn: config.learn,
             dir: dir.clone(),
         };
-        let mut state = State::open(settings, today)?;
-        state.recorded = opened.spent;
+        let mut state = State {
+            settings,
+            today,
+            recorded: opened.spent,
+            ..State::default()
+        };
+        state.load(today)?;
         Ok(Budget {
             dir,
             pricing: config.pricing,

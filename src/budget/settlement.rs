@@ -19,7 +19,7 @@ use super::report::Recorded;
 use super::Budget;
 
 /// A run's priced cost, as its end record carries it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Settlement {
     pub run_id: String,
     /// The day of the run's reservation, or of its pricing without one.
@@ -59,8 +59,7 @@ impl Settlement {
             micros: spend["micros"].as_i64().filter(|m| *m >= 0)?,
             phases,
             ts,
-            started_at: None,
-            models: Vec::new(),
+            ..Settlement::default()
         })
     }
 }
@@ -90,8 +89,7 @@ impl Budget {
             micros,
             phases,
             ts,
-            started_at: None,
-            models: Vec::new(),
+            ..Settlement::default()
         })
     }
 

@@ -17,6 +17,7 @@ use super::money::dollars;
 use super::report::BudgetStatus;
 
 /// The fixed settings, money in micro-dollars.
+#[derive(Default)]
 pub(crate) struct Settings {
     pub limit: i64,
     pub estimate: i64,
@@ -50,13 +51,14 @@ pub(crate) struct Hold {
     pub micros: i64,
 }
 
+#[derive(Default)]
 pub(crate) struct State {
     pub settings: Settings,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
-    books: BTreeMap<i64, DayBook>,
+    pub(super) books: BTreeMap<i64, DayBook>,
     /// By run id; a boxed str, as every running run has one.
-    holds: HashMap<Box<str>, Hold>,
+    pub(super) holds: HashMap<Box<str>, Hold>,
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     pub rejections: u64,
@@ -67,21 +69,6 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn open(settings: Settings, today: i64) -> Result<State, Error> {
-        let mut state = State {
-            settings,
-            today,
-            books: BTreeMap::new(),
-            holds: HashMap::new(),
-            recorded: 0,
-            rejections: 0,
-            owed: BTreeMap::new(),
-            learned: Learned::default(),
-        };
-        state.load(today)?;
-        Ok(state)
-    }
-
     /// Moves to the clock's day if it is later, so a clock that steps back
     /// resets nothing twice. The new day starts empty without touching the
     /// disk: no ledger file is newer than the current day.
@@ -341,7 +328,13 @@ mod tests {
             learn: false,
             dir,
         };
-        State::open(settings, today).unwrap()
+        let mut state = State {
+            settings,
+            today,
+            ..State::default()
+        };
+        state.load(today).unwrap();
+        state
     }
 
     #[test]
