@@ -33,7 +33,7 @@ pub use report::Recorded;
 pub(crate) use report::Spent;
 pub(crate) use settlement::{LedgerLines, Settlement};
 
-use state::{Settings, State};
+use state::State;
 
 /// The least a start reserves, in dollars.
 pub(crate) const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
@@ -108,14 +108,11 @@ impl Budget {
         let newest = ledger::days(&dir)?.last().copied();
         let today = newest.map_or(clock_day, |d| d.max(clock_day));
         let opened = ledger::totals(&dir)?;
-        let settings = Settings {
+        let mut state = State {
             limit,
             estimate,
             learn: config.learn,
             dir: dir.clone(),
-        };
-        let mut state = State {
-            settings,
             today,
             recorded: opened.spent,
             ..State::default()

@@ -16,15 +16,6 @@ use super::ledger::{self, Entry, OpKey, Summed};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
-/// The fixed settings, money in micro-dollars.
-#[derive(Default)]
-pub(crate) struct Settings {
-    pub limit: i64,
-    pub estimate: i64,
-    pub learn: bool,
-    pub dir: PathBuf,
-}
-
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
@@ -51,9 +42,13 @@ pub(crate) struct Hold {
     pub micros: i64,
 }
 
+/// The books, with the fixed settings (money in micro-dollars).
 #[derive(Default)]
 pub(crate) struct State {
-    pub settings: Settings,
+    pub limit: i64,
+    pub estimate: i64,
+    pub learn: bool,
+    pub dir: PathBuf,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     pub(super) books: BTreeMap<i64, DayBook>,
@@ -85,7 +80,7 @@ impl State {
     pub fn load(&mut self, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(&self.settings.dir, day, false)? {
+            if let Some((journal, summed)) = ledger::open(&self.dir, day, false)? {
                 (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
@@ -104,7 +99,7 @@ impl State {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(&self.settings.dir, day, true)?;
+        let opened = ledger::open(&self.dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
         let book = self.book(day);
         book.ledger.merge(summed);
@@ -115,17 +110,14 @@ impl State {
     /// What a start of a run of `agent` reserves now: with `learn`, at
     /// least the 90th percentile of the agent's recent run costs.
     pub fn estimate(&self, agent: Option<&str>) -> i64 {
-        let learned = self.settings.learn.then(|| self.learned.percentile(agent));
-        self.settings.estimate.max(learned.flatten().unwrap_or(0))
+        let learned = self.learn.then(|| self.learned.percentile(agent));
+        self.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     /// The estimate the status reports: the largest of any recent agent.
     fn estimate_in_force(&self, now: f64) -> i64 {
-        let learned = self
-            .settings
-            .learn
-            .then(|| self.learned.largest_recent(now));
-        self.settings.estimate.max(learned.flatten().unwrap_or(0))
+        let learned = self.learn.then(|| self.learned.largest_recent(now));
+        self.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     pub fn durable_len(&self, day: i64) -> u64 {
@@ -135,7 +127,7 @@ impl State {
 
     pub fn admits(&self, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= self.settings.limit
+        spent.saturating_add(reserved).saturating_add(estimate) <= self.limit
     }
 
     /// Charges `entry` to `day`, pushing its line and alert markers onto
@@ -146,7 +138,7 @@ impl State {
         entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, self.settings.limit);
+        let (micros, limit) = (entry.charge.micros, self.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
         let alerts = book.tally.charge(micros, limit);
@@ -280,7 +272,6 @@ impl State {
 
     /// Today's status: spends whose append is in flight show as reserved.
     pub fn status(&mut self, now: f64) -> BudgetStatus {
-        let settings = &self.settings;
         let day_start = self.today as f64 * 86_400.0;
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
         let window_spend = self
@@ -292,16 +283,13 @@ impl State {
         let unsettled = book.map_or(0, |b| b.unsettled);
         let (spent, reserved) = (total - unsettled, held + unsettled);
         let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
-        let remaining = settings
-            .limit
-            .saturating_sub(spent)
-            .saturating_sub(reserved)
-            .max(0);
+        let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
+        let remaining = remaining.max(0);
         let reset_unix = day_start + 86_400.0;
         let estimate = self.estimate_in_force(now);
         BudgetStatus {
             date: time::date_string(self.today),
-            daily_limit: dollars(settings.limit),
+            daily_limit: dollars(self.limit),
             today_spend: dollars(spent),
             reserved: dollars(reserved),
             remaining: dollars(remaining),
@@ -309,7 +297,7 @@ impl State {
             spend_events: events,
             reset_unix,
             run_estimate: dollars(estimate),
-            run_estimate_mode: if settings.learn { "auto" } else { "fixed" },
+            run_estimate_mode: if self.learn { "auto" } else { "fixed" },
             forecast: forecast::forecast(now, day_start, reset_unix, remaining, window_spend),
         }
     }
@@ -322,14 +310,10 @@ mod tests {
     fn state(limit: i64, estimate: i64, today: i64) -> State {
         let dir =
             std::env::temp_dir().join(format!("budget-state-never-created-{}", std::process::id()));
-        let settings = Settings {
+        let mut state = State {
             limit,
             estimate,
-            learn: false,
             dir,
-        };
-        let mut state = State {
-            settings,
             today,
             ..State::default()
         };
