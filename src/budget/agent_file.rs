@@ -147,8 +147,11 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
-
+        let key = |(i, spend): (usize, &AgentSpend)| match &spend.operation_id {
+            Some(id) => OpKey::Id(id.as_str().into()),
+            None => OpKey::Position(i as u64),
+        };
+        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(key).collect();
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
@@ -188,13 +191,6 @@ impl Budget {
             total_disagrees,
             recorded: Recorded::new(counted, day, alerts, status),
         }))
-    }
-}
-
-fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
-    match &spend.operation_id {
-        Some(id) => OpKey::Id(id.as_str().into()),
-        None => OpKey::Position(i as u64),
     }
 }
 
