@@ -1,9 +1,7 @@
-//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`, see
-//! `docs/budget.md`), counted once when a server takes over from it mid-day.
-//! Each entry becomes one `import` ledger line naming its operation (its
-//! `operation_id`, or its index in `spend`), so it was counted iff the day's
-//! ledger holds that operation: a restart, a crash mid-import and a direct
-//! spend of the same operation all answer alike.
+//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`), counted
+//! once when a server takes over from it mid-day. Each entry becomes one
+//! `import` ledger line naming its operation (`operation_id`, or its index),
+//! so it was counted iff the day's ledger holds that operation.
 
 use std::collections::HashSet;
 use std::fs;
@@ -133,9 +131,8 @@ pub(crate) struct Imported {
 }
 
 impl Budget {
-    /// Counts the entries of today's research agent file that the ledger
-    /// does not hold yet; `None` without a file, nothing on an error. An
-    /// entry's index stays put, as the research agent only appends.
+    /// Counts the entries of today's research agent file (which it only appends
+    /// to) that the ledger does not hold yet; `None` without a file.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));

@@ -68,12 +68,9 @@ impl BudgetConfig {
     }
 }
 
-/// The daily budget.
-///
-/// One lock guards all books, so checking the limit and reserving is one
-/// step. Ledger appends happen outside the lock and share syncs (group
-/// commit). Open one `Budget` per ledger directory: a second one would
-/// open the same journals twice.
+/// The daily budget. One lock guards all books, so checking the limit and
+/// reserving is one step; ledger appends happen outside it and share syncs.
+/// Open one per ledger directory: a second would open its journals twice.
 pub struct Budget {
     dir: PathBuf,
     pricing: Pricing,
@@ -171,16 +168,14 @@ impl Budget {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Sections under this lock do bookkeeping arithmetic and return
-        // errors rather than panic, so a poisoned lock still guards books
-        // that add up.
+        // Sections under this lock return errors rather than panic, so a
+        // poisoned lock still guards books that add up.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Wall-clock time, read on every operation so the UTC day rolls at
-/// midnight; settable in tests, so crossing midnight never means sleeping.
-/// It may jump either way; the budget copes.
+/// Wall-clock time, read on every operation so the UTC day rolls at midnight;
+/// settable in tests. It may jump either way; the budget copes.
 pub(crate) trait Clock: Send + Sync {
     /// Seconds since the Unix epoch, with the fraction.
     fn now_unix(&self) -> f64;

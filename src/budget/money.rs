@@ -198,14 +198,12 @@ impl SpendInput {
     }
 }
 
-/// The most model names remembered. Names come from clients, so the set
-/// must not grow without bound; past it, one last line says that later
-/// models are neither named nor counted.
+/// The most model names remembered (they come from clients); past it, one last
+/// line says that later models are neither named nor counted.
 pub(super) const REMEMBERED: usize = 1000;
 
-/// Models the pricing table does not name, charged its default price: so
-/// that a missing entry is found, each is said once in a `warn` line and
-/// counted in `conductor_pricing_unknown_models_total` when first durable.
+/// Models the pricing table does not name, charged its default price: each is
+/// said once in a `warn` line and counted when first durable, to find them.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -219,8 +217,7 @@ impl UnknownModels {
     /// Notes `model`, priced at `default` as the table does not name it.
     fn note(&self, model: &str, default: Price) {
         let named = {
-            // Only inserts and lookups happen under this lock: it cannot
-            // be poisoned half-way through an update.
+            // Only inserts and lookups: a poisoned lock holds a whole set.
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.len() > REMEMBERED || seen.contains(model) {
                 return;

@@ -135,9 +135,8 @@ impl Budget {
         });
     }
 
-    /// Reserves the run estimate of `agent` for `run_id` if it fits, and
-    /// returns the micro-dollars held; a run holding one keeps it.
-    /// Reservations live in memory (see [`Budget::restore_reservation`]).
+    /// Reserves (in memory) the run estimate of `agent` for `run_id` if it
+    /// fits, and returns the micro-dollars held; a run holding one keeps it.
     pub(crate) fn reserve(
         &self,
         run_id: &str,

@@ -95,9 +95,8 @@ pub(crate) fn refusal(s: &BudgetStatus, run_estimate: f64, now: f64) -> Exhauste
     }
 }
 
-/// A recorded spend: its dollars, the day charged (a settled run's start
-/// day, maybe before today), the alert thresholds (percent of the limit) it
-/// newly reached that day, and today's budget after it.
+/// A recorded spend: its dollars, the day charged (a settled run's start day),
+/// the alert thresholds it newly reached that day, and today's budget after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,
@@ -134,9 +133,8 @@ pub(crate) enum Spent {
     Repeat(Recorded),
 }
 
-/// Dollars rounded to the cent, as people read money: `$0.15`, `$41.80`.
-/// An amount above zero that rounds to nothing reads `under $0.01`, so a
-/// remainder is never shown as `$0.00` while money is left.
+/// Dollars rounded to the cent (`$0.15`); above zero but rounding to nothing,
+/// `under $0.01`, so a remainder never reads `$0.00` while money is left.
 fn cents(dollars: f64) -> String {
     let cents = (dollars * 100.0).round();
     if cents == 0.0 && dollars > 0.0 {
@@ -145,10 +143,9 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// Today's ledger as read so far, for a burn-down: per spend line, the
-/// day's spend after it. Read from the file up to the journal's durable
-/// length, so exactly the ledger's lines, each call only what was appended
-/// since; behind its own lock, so reading never holds the budget's.
+/// Today's ledger as read so far, for a burn-down: the day's spend after each
+/// spend line. Read up to the journal's durable length, each call only what
+/// was appended since, behind its own lock, so reading never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -187,9 +184,8 @@ impl Tail {
     }
 }
 
-/// The records of the ledger at `path` in bytes `from..until`, and the
-/// bytes of the whole lines among them. A damaged line is skipped: the
-/// budget refuses to open a ledger with one, so it was never counted.
+/// The records of the ledger at `path` in bytes `from..until`, and the bytes of
+/// their whole lines. A damaged line is skipped: it kept the ledger from opening.
 pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
