@@ -114,12 +114,6 @@ impl State {
         self.estimate.max(learned.flatten().unwrap_or(0))
     }
 
-    /// The estimate the status reports: the largest of any recent agent.
-    fn estimate_in_force(&self, now: f64) -> i64 {
-        let learned = self.learn.then(|| self.learned.largest_recent(now));
-        self.estimate.max(learned.flatten().unwrap_or(0))
-    }
-
     pub fn durable_len(&self, day: i64) -> u64 {
         let journal = self.books.get(&day).and_then(|b| b.journal.as_ref());
         journal.map_or(0, |j| j.durable_len())
@@ -144,11 +138,8 @@ impl State {
         let alerts = book.tally.charge(micros, limit);
         let spent = book.tally.spent;
         lines.push(entry.line());
-        lines.extend(
-            alerts
-                .iter()
-                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
-        );
+        let alert = |&a| ledger::alert_line(a, now, day, spent, limit);
+        lines.extend(alerts.iter().map(alert));
         alerts
     }
 
@@ -212,12 +203,8 @@ impl State {
     }
 
     pub fn grow(&mut self, run_id: &str, micros: i64) {
-        let Some(hold) = self.holds.get_mut(run_id) else {
-            return;
-        };
-        let more = micros - hold.micros;
-        if more > 0 {
-            hold.micros = micros;
+        if let Some(hold) = self.holds.get_mut(run_id).filter(|h| h.micros < micros) {
+            let more = micros - std::mem::replace(&mut hold.micros, micros);
             let day = hold.day;
             self.book(day).reserved += more;
         }
@@ -286,7 +273,9 @@ impl State {
         let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
         let remaining = remaining.max(0);
         let reset_unix = day_start + 86_400.0;
-        let estimate = self.estimate_in_force(now);
+        // The estimate in force: the largest of any recent agent.
+        let learned = self.learn.then(|| self.learned.largest_recent(now));
+        let estimate = self.estimate.max(learned.flatten().unwrap_or(0));
         BudgetStatus {
             date: time::date_string(self.today),
             daily_limit: dollars(self.limit),
