@@ -252,10 +252,7 @@ pub enum Transport {
 impl Transport {
     /// The label value.
     pub fn label(self) -> &'static str {
-        match self {
-            Transport::Sse => "sse",
-            Transport::WebSocket => "websocket",
-        }
+        ["sse", "websocket"][self as usize]
     }
 }
 
@@ -409,12 +406,6 @@ impl State {
     }
 }
 
-struct Metrics {
-    subscribers: GaugeFamily,
-    published: CounterFamily,
-    dropped: Counter,
-}
-
 fn metric_error(e: crate::metrics::Error) -> Error {
     Error::Storage(format!("event metric registration failed: {e}"))
 }
@@ -423,7 +414,9 @@ fn metric_error(e: crate::metrics::Error) -> Error {
 pub struct Hub {
     state: Mutex<State>,
     file: SeqFile,
-    metrics: Metrics,
+    subscribers: GaugeFamily,
+    published: CounterFamily,
+    dropped: Counter,
     log: Logger,
 }
 
@@ -433,32 +426,25 @@ impl Hub {
         let (file, first) = SeqFile::open(dir)?;
         let reserved = first.saturating_add(SEQ_RESERVE);
         file.reserve(reserved)?;
-        let metrics = Metrics {
-            subscribers: registry
-                .gauge_family(
-                    "conductor_event_subscribers",
-                    "Live event stream subscribers, by transport (sse or websocket).",
-                    &["transport"],
-                )
-                .map_err(metric_error)?,
-            published: registry
-                .counter_family(
-                    "conductor_events_published_total",
-                    "Progress events published, by type.",
-                    &["type"],
-                )
-                .map_err(metric_error)?,
-            dropped: registry
-                .counter(
-                    "conductor_events_dropped_total",
-                    "Events thrown away unread because their subscriber fell too far behind.",
-                )
-                .map_err(metric_error)?,
-        };
+        let subscribers = registry.gauge_family(
+            "conductor_event_subscribers",
+            "Live event stream subscribers, by transport (sse or websocket).",
+            &["transport"],
+        );
+        let subscribers = subscribers.map_err(metric_error)?;
         // Both transports show 0 from the start, so dashboards have a series.
         for transport in [Transport::Sse, Transport::WebSocket] {
-            metrics.subscribers.add(&[transport.label()], 0.0);
+            subscribers.add(&[transport.label()], 0.0);
         }
+        let published = registry.counter_family(
+            "conductor_events_published_total",
+            "Progress events published, by type.",
+            &["type"],
+        );
+        let dropped = registry.counter(
+            "conductor_events_dropped_total",
+            "Events thrown away unread because their subscriber fell too far behind.",
+        );
         let state = State {
             next_seq: first,
             reserved,
@@ -467,7 +453,9 @@ impl Hub {
         Ok(Hub {
             state: Mutex::new(state),
             file,
-            metrics,
+            subscribers,
+            published: published.map_err(metric_error)?,
+            dropped: dropped.map_err(metric_error)?,
             log,
         })
     }
@@ -482,7 +470,7 @@ impl Hub {
     /// by type, so it never goes back. Call once, before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
-            self.metrics.published.inc_by(&[kind], *n);
+            self.published.inc_by(&[kind], *n);
         }
     }
 
@@ -535,10 +523,10 @@ impl Hub {
             }
         }
         for (kind, n) in counts {
-            self.metrics.published.inc_by(&[kind], n);
+            self.published.inc_by(&[kind], n);
         }
         if dropped > 0 {
-            self.metrics.dropped.inc_by(dropped);
+            self.dropped.inc_by(dropped);
         }
     }
 
@@ -589,7 +577,7 @@ impl Hub {
         }
         s.subscribers.push((filter, queue.clone()));
         drop(s);
-        self.metrics.subscribers.inc(&[transport.label()]);
+        self.subscribers.inc(&[transport.label()]);
         Subscription {
             hub: self.clone(),
             queue,
@@ -713,7 +701,7 @@ impl Drop for Subscription {
             .lock()
             .subscribers
             .retain(|(_, q)| !Arc::ptr_eq(q, queue));
-        self.hub.metrics.subscribers.dec(&[self.transport.label()]);
+        self.hub.subscribers.dec(&[self.transport.label()]);
     }
 }
 
