@@ -170,8 +170,8 @@ impl Tail {
         let path = ledger::path(dir, day);
         let (values, read) = read_records(&path, self.read, durable)
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
-        let mut total = self.points.last().map_or(0, |p| p.1);
-        let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
+        let last = self.points.last().copied();
+        let (mut at, mut total) = last.unwrap_or((day as f64 * 86_400.0, 0));
         for value in &values {
             if let Ok(Some(micros)) = ledger::spend_micros(value) {
                 at = ledger::spend_time(value).unwrap_or(at);

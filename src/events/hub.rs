@@ -184,8 +184,7 @@ impl Published {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 
-    /// The event as AgentGate's dashboard takes it, made once; `None` for a
-    /// type it does not take.
+    /// The event as AgentGate's dashboard takes it, made once; `None` if none.
     pub fn agentgate_frame(&self) -> Option<&str> {
         self.agentgate
             .get_or_init(|| agentgate::frame(self.kind, &self.json).map(String::into_boxed_str))
@@ -329,8 +328,7 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `event`; once the queue has ended, or ends now for lagging,
-    /// returns how many events that dropped, to unsubscribe it.
+    /// Queues `event`; if the queue has ended (now, for lagging), how many events that dropped.
     fn push(&self, event: &Arc<Published>) -> Option<u64> {
         let mut q = self.lock();
         if q.end.is_some() {
@@ -530,9 +528,8 @@ impl Hub {
         }
     }
 
-    /// Extends the reservation. On failure the event still goes out: a
-    /// change just made durable on the same disk makes that rare, and it is
-    /// retried with every event.
+    /// Extends the reservation. On failure (rare: a change was just made durable
+    /// on the same disk) the event still goes out, and it is retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {
@@ -594,9 +591,8 @@ impl Hub {
         self.lock().subscribers.len()
     }
 
-    /// Ends every subscription, now and to come, once it has taken the
-    /// events already queued for it (its reader then gets
-    /// [`Next::Stopping`]). Later events still go to the ring and metrics.
+    /// Ends every subscription, now and to come, with [`Next::Stopping`] once it
+    /// has taken the events queued for it. Later events still go to the ring.
     pub fn stop(&self) {
         let mut s = self.lock();
         s.stopping = true;
