@@ -17,7 +17,6 @@ use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::Recorded;
-use super::state::State;
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
@@ -153,7 +152,18 @@ impl Budget {
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(day)?;
-        let (new, already_recorded, repeated) = sort_out(&keys, &state, day);
+        // The entries to count, and how many were already recorded or repeated.
+        let mut seen = HashSet::new();
+        let (mut new, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(key) {
+                repeated += 1;
+            } else if state.recorded(day, key).is_some() {
+                already_recorded += 1;
+            } else {
+                new.push(i);
+            }
+        }
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
         let spends: Vec<Entry> = new
             .iter()
@@ -189,22 +199,6 @@ impl Budget {
             recorded: Recorded::new(counted, day, alerts, status),
         }))
     }
-}
-
-/// The entries to count, and how many were already recorded or repeated.
-fn sort_out(keys: &[OpKey], state: &State, day: i64) -> (Vec<usize>, usize, usize) {
-    let mut seen = HashSet::new();
-    let (mut new, mut recorded, mut repeated) = (Vec::new(), 0, 0);
-    for (i, key) in keys.iter().enumerate() {
-        if !seen.insert(key) {
-            repeated += 1;
-        } else if state.recorded(day, key).is_some() {
-            recorded += 1;
-        } else {
-            new.push(i);
-        }
-    }
-    (new, recorded, repeated)
 }
 
 #[cfg(test)]

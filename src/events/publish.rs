@@ -10,9 +10,8 @@ use crate::bus::Message;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
-/// The largest message body carried inline by `message_appended`, in bytes
-/// of JSON. Larger ones are left out (readers fetch them from the bus), so
-/// the retained events stay small whatever the bus holds.
+/// The largest message body (bytes of JSON) `message_appended` carries; larger
+/// ones are left out (readers fetch them from the bus), so retained events stay small.
 pub const MAX_INLINE_BODY: usize = 4096;
 
 fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
@@ -23,17 +22,15 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// Run events rendered, not yet numbered: rendering is most of the work,
-/// so any thread with time does it before the batch is durable. Plain
-/// data; safe to send across threads.
+/// Run events rendered, not yet numbered: rendering is most of the work, so any
+/// thread with time does it before the batch is durable. Safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,
 }
 
 impl PreparedEvents {
-    /// Renders `events` of `run`, skipping token counts, which only move
-    /// metrics.
+    /// Renders `events` of `run`, skipping token counts (they only move metrics).
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
