@@ -113,8 +113,7 @@ impl Summed {
             None => None,
         };
         if let Some(key) = key {
-            // Should a ledger hold an operation twice, its first amount is
-            // the one reported for repeats.
+            // Held twice, an operation's first amount is reported for repeats.
             self.operations.entry(key).or_insert(micros);
         }
         Ok(())
@@ -184,8 +183,7 @@ impl Totals {
     }
 }
 
-/// A spend line's micro-dollars, `phase` and `phases` as [`Entry::line`]
-/// writes them, read without a JSON tree.
+/// A spend line's micro-dollars, `phase` and `phases`, read without a JSON tree.
 type QuickSpend<'a> = (i64, Option<&'a str>, Vec<(String, i64)>);
 
 /// Reads the members [`Totals`] needs of a spend line this server wrote: a
@@ -253,10 +251,9 @@ pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
     Ok(days)
 }
 
-/// Splits a spend by phase label for `agent_cost_dollars_total`: each of
-/// `phases` (a settled run's; an empty name is `unknown`), then the rest
-/// under `phase` (a direct spend's) or `unknown`. Live counting and the
-/// start's sum both split here, so they agree.
+/// Splits a spend by phase label for `agent_cost_dollars_total`: each of `phases`
+/// (an empty name is `unknown`), the rest under `phase` or `unknown`. Live
+/// counting and the start's sum both split here, so they agree.
 pub(crate) fn split_phases(
     phases: &[(String, i64)],
     phase: Option<&str>,
@@ -344,8 +341,7 @@ impl Sink for Tracked {
     }
 }
 
-/// Opens `day`'s file (cutting a torn tail) and sums it; a missing one is
-/// `None` unless `create`.
+/// Opens `day`'s file (cutting a torn tail) and sums it; missing, `None` unless `create`.
 pub(crate) fn open(
     dir: &Path,
     day: i64,

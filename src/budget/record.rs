@@ -184,7 +184,7 @@ impl Budget {
     }
 
     /// Grows `run_id`'s reservation to what it has spent so far, without the
-    /// limit check: the run was admitted, and its spending is happening.
+    /// limit check: the run was admitted.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         let (mut state, _) = self.lock();
         state.grow(run_id, micros);

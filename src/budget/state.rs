@@ -24,9 +24,8 @@ pub(crate) struct DayBook {
     reserved: i64,
     holds: u32,
     inflight: u32,
-    /// Direct spends whose append has not finished: counted in the tally,
-    /// so admission and alerts see them, but reported as held rather than
-    /// spent until they are durable.
+    /// Direct spends whose append has not finished: in the tally, so admission
+    /// and alerts see them, but reported as held until they are durable.
     unsettled: i64,
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
@@ -64,9 +63,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Moves to the clock's day if it is later, so a clock that steps back
-    /// resets nothing twice. The new day starts empty without touching the
-    /// disk: no ledger file is newer than the current day.
+    /// Moves to the clock's day if later (a clock stepping back resets nothing
+    /// twice); the new day starts empty: no ledger file is newer than today.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -124,8 +122,7 @@ impl State {
         spent.saturating_add(reserved).saturating_add(estimate) <= self.limit
     }
 
-    /// Charges `entry` to `day`, pushing its line and alert markers onto
-    /// `lines`; returns the alerts.
+    /// Charges `entry` to `day`, pushing its line and alert markers onto `lines`.
     pub fn charge(
         &mut self,
         (day, now): (i64, f64),
@@ -143,10 +140,9 @@ impl State {
         alerts
     }
 
-    /// Charges `spends` to `day` as their append starts, pushing their lines
-    /// onto `lines`; returns each one's alerts. They count from now, so a
-    /// concurrent reserve cannot take their money, but show as reserved
-    /// until durable.
+    /// Charges `spends` to `day` as their append starts, pushing their lines onto
+    /// `lines`; returns each one's alerts. They count from now, so a concurrent
+    /// reserve cannot take their money, but show as reserved until durable.
     pub fn begin_spends(
         &mut self,
         (day, now): (i64, f64),
