@@ -1,7 +1,6 @@
-//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`), counted
-//! once when a server takes over from it mid-day. Each entry becomes one
-//! `import` ledger line naming its operation (`operation_id`, or its index),
-//! so it was counted iff the day's ledger holds that operation.
+//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`), counted once when a server
+//! takes over from it mid-day. Each entry becomes one `import` ledger line naming its operation
+//! (`operation_id`, or its index), so it was counted iff the day's ledger holds that operation.
 
 use std::collections::HashSet;
 use std::fs;

@@ -55,8 +55,7 @@ pub(crate) struct Forecast {
     pub exhausted_in_seconds: f64,
 }
 
-/// The forecast at `now`, with `window_spend` spent over the last
-/// [`RATE_WINDOW_SECONDS`].
+/// The forecast at `now`, with `window_spend` spent over the last [`RATE_WINDOW_SECONDS`].
 pub(crate) fn forecast(
     now: f64,
     day_start: f64,

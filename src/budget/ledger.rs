@@ -1,8 +1,7 @@
-//! The ledger: one append-only JSON Lines file per UTC day,
-//! `YYYY-MM-DD.jsonl`, of that day's spend events and alert markers. Only
-//! appended through a [`Journal`] and [`CommitQueue`] (group commit with the
-//! other stores), which syncs before it acknowledges; a torn last line is
-//! cut at open, so a day's sum is the sum of its complete lines.
+//! The ledger: one append-only JSON Lines file per UTC day, `YYYY-MM-DD.jsonl`, of that day's spend
+//! events and alert markers. Only appended through a [`Journal`] and [`CommitQueue`] (group commit
+//! with the other stores), which syncs before it acknowledges; a torn last line is cut at open, so
+//! a day's sum is the sum of its complete lines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -186,11 +185,10 @@ impl Totals {
 /// A spend line's micro-dollars, `phase` and `phases`, read without a JSON tree.
 type QuickSpend<'a> = (i64, Option<&'a str>, Vec<(String, i64)>);
 
-/// Reads the members [`Totals`] needs of a spend line this server wrote: a
-/// start sums every ledger ever, 2.8 s per million lines with a JSON tree
-/// per line, 1.6 s without (release). `None` for anything else (an alert, a
-/// hand-written line, an escape), parsed whole then. A member name matches
-/// only outside strings: inside one, a quote is escaped.
+/// Reads the members [`Totals`] needs of a spend line this server wrote: a start sums every ledger
+/// ever, 2.8 s per million lines with a JSON tree per line, 1.6 s without (release). `None` for
+/// anything else (an alert, a hand-written line, an escape), parsed whole then. A member name
+/// matches only outside strings: inside one, a quote is escaped.
 fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     if !record.starts_with(b"{\"ts\":\"") || record.contains(&b'\\') {
         return None;

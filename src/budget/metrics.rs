@@ -80,9 +80,8 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once. The phase counter
-    /// starts from the ledgers at open, missing costs recorded from the open
-    /// to this call.
+    /// Registers the budget's metrics in `registry`, once. The phase counter starts from the
+    /// ledgers at open, missing costs recorded from the open to this call.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,

@@ -1,7 +1,6 @@
-//! The daily budget: runs reserve an estimate at start and record their
-//! cost at the end; reservations plus spend never pass the daily limit at
-//! admission. Money is whole micro-dollars; the day is the UTC day of a
-//! [`Clock`] and never moves back. See `docs/budget.md`.
+//! The daily budget: runs reserve an estimate at start and record their cost at the end;
+//! reservations plus spend never pass the daily limit at admission. Money is whole micro-dollars;
+//! the day is the UTC day of a [`Clock`] and never moves back. See `docs/budget.md`.
 
 mod agent_file;
 mod forecast;

@@ -1,7 +1,6 @@
-//! Money as whole micro-dollars: every amount becomes an `i64` on entry, so
-//! sums are exact (a thousand spends of 0.01 make exactly 10); dollars only
-//! on output. Token prices are dollars per million input and output tokens,
-//! by model, with a default for models the table does not name.
+//! Money as whole micro-dollars: every amount becomes an `i64` on entry, so sums are exact (a
+//! thousand spends of 0.01 make exactly 10); dollars only on output. Token prices are dollars per
+//! million input and output tokens, by model, with a default for models the table does not name.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -20,8 +19,7 @@ pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 /// spend, and small enough that sums of micro-dollars stay exact.
 pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
-/// Dollars to micro-dollars; an amount out of range is an
-/// [`Error::Invalid`] naming `field`.
+/// Dollars to micro-dollars; an amount out of range is an [`Error::Invalid`] naming `field`.
 pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
     if !dollars.is_finite() || dollars < 0.0 {
         let message = "must be a finite, non-negative number of dollars";

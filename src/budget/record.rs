@@ -42,9 +42,8 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 impl Budget {
-    /// Records a spend charged to today once its line is durable, unless
-    /// today's ledger holds one of `operation_id`; a repeat arriving while
-    /// the first is being appended waits for it.
+    /// Records a spend charged to today once its line is durable, unless today's ledger holds one
+    /// of `operation_id`; a repeat arriving while the first is being appended waits for it.
     pub(crate) fn spend_once(
         &self,
         operation_id: Option<&str>,

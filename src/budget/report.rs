@@ -57,10 +57,9 @@ impl BudgetStatus {
     }
 }
 
-/// The answer to a start the day's budget cannot cover, `run_estimate`
-/// (dollars) not fitting at `now`. Its message opens with "Daily budget
-/// exhausted:", the words the research agent's clients look for, then says
-/// why: money can be left that is still less than one run's estimate.
+/// The answer to a start the day's budget cannot cover, `run_estimate` (dollars) not fitting at
+/// `now`. Its message opens with "Daily budget exhausted:", the words the research agent's clients
+/// look for, then says why: money can be left that is still less than one run's estimate.
 pub(crate) fn refusal(s: &BudgetStatus, run_estimate: f64, now: f64) -> ExhaustedAnswer {
     let left = if s.remaining > 0.0 {
         format!("only {} of", cents(s.remaining))

@@ -93,9 +93,8 @@ impl Budget {
         })
     }
 
-    /// Charges a settlement whose run end is durable, releasing its
-    /// reservation, and returns the ledger lines to write. It cannot fail:
-    /// the record holding the cost is already on disk.
+    /// Charges a settlement whose run end is durable, releasing its reservation, and returns the
+    /// ledger lines to write. It cannot fail: the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {

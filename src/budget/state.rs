@@ -1,6 +1,5 @@
-//! The budget's books, all behind the one lock. A day's book stays loaded
-//! while current, while a reservation on it is out, or while an append to
-//! its ledger is in flight.
+//! The budget's books, all behind the one lock. A day's book stays loaded while current, while a
+//! reservation on it is out, or while an append to its ledger is in flight.
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,8 +1,7 @@
-//! AgentGate's dashboard frames (`GET /ws`, listed in docs/api-reference.md):
-//! four of our event types as AgentGate's WebSocket broadcaster builds them,
-//! exactly its keys in its order, as `JSON.stringify` prints them. Each
-//! value's text is taken from the event's JSON as it is, so what a client
-//! sent (the metrics) goes out unchanged.
+//! AgentGate's dashboard frames (`GET /ws`, listed in docs/api-reference.md): four of our event
+//! types as AgentGate's WebSocket broadcaster builds them, exactly its keys in its order, as
+//! `JSON.stringify` prints them. Each value's text is taken from the event's JSON as it is, so what
+//! a client sent (the metrics) goes out unchanged.
 
 use std::collections::BTreeMap;
 

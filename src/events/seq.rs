@@ -1,8 +1,7 @@
-//! The event seq high-water mark, so a restart never reuses a seq: one
-//! decimal number above every seq handed out, written a block ahead and
-//! synced before the block is used, so a crash skips at most one block. It
-//! is replaced whole (temp file, sync, rename, sync the directory), so a
-//! crash mid-write leaves the old number or the new one.
+//! The event seq high-water mark, so a restart never reuses a seq: one decimal number above every
+//! seq handed out, written a block ahead and synced before the block is used, so a crash skips at
+//! most one block. It is replaced whole (temp file, sync, rename, sync the directory), so a crash
+//! mid-write leaves the old number or the new one.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
