@@ -1,9 +1,6 @@
-//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`, see
-//! `docs/budget.md`), counted once when a server takes over from it mid-day.
-//! Each entry becomes one `import` ledger line naming its operation (its
-//! `operation_id`, or its index in `spend`), so it was counted iff the day's
-//! ledger holds that operation: a restart, a crash mid-import and a direct
-//! spend of the same operation all answer alike.
+//! The research agent's budget file (`<budget dir>/YYYY-MM-DD.json`), counted once when a server
+//! takes over from it mid-day. Each entry becomes one `import` ledger line naming its operation
+//! (`operation_id`, or its index), so it was counted iff the day's ledger holds that operation.
 
 use std::collections::HashSet;
 use std::fs;
@@ -19,7 +16,6 @@ use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
 use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::Recorded;
-use super::state::State;
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
@@ -42,29 +38,22 @@ pub(crate) struct AgentSpend {
 /// agent always writes them; other members are not checked.
 pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(doc) = &value else {
-        return Err("not a JSON object".into());
-    };
-    let date = match doc.get("date") {
-        None => return Err(r#"no "date""#.into()),
-        Some(Value::String(date)) => date,
-        Some(_) => return Err(r#""date" must be a YYYY-MM-DD string"#.into()),
-    };
+    let doc = value.as_object().ok_or("not a JSON object")?;
+    let date = doc.get("date").ok_or(r#"no "date""#)?;
+    let date = date
+        .as_str()
+        .ok_or(r#""date" must be a YYYY-MM-DD string"#)?;
     match ledger::parse_date(date) {
         None => return Err(format!(r#""date" must be a YYYY-MM-DD date, not {date:?}"#)),
         Some(d) if d != day => {
             let named = time::date_string(day);
-            return Err(format!(
-                r#""date" is {date}, but the file is named for {named}"#
-            ));
+            let why = format!(r#""date" is {date}, but the file is named for {named}"#);
+            return Err(why);
         }
         Some(_) => {}
     }
-    let spend = match doc.get("spend") {
-        None => return Err(r#"no "spend" list"#.into()),
-        Some(Value::Array(spend)) => spend,
-        Some(_) => return Err(r#""spend" must be a list"#.into()),
-    };
+    let spend = doc.get("spend").ok_or(r#"no "spend" list"#)?;
+    let spend = spend.as_array().ok_or(r#""spend" must be a list"#)?;
     let total_spend = match doc.get("total_spend") {
         None | Some(Value::Null) => None,
         Some(total) => Some(
@@ -86,9 +75,8 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
         sum.checked_add(e.micros).filter(|s| *s <= most)
     });
     if total.is_none() {
-        return Err(format!(
-            r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#
-        ));
+        let why = format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
+        return Err(why);
     }
     Ok(AgentFile {
         total_spend,
@@ -97,9 +85,9 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
 }
 
 fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
-    let Value::Object(entry) = entry else {
-        return Err(format!("spend[{i}] must be an object"));
-    };
+    let entry = entry
+        .as_object()
+        .ok_or_else(|| format!("spend[{i}] must be an object"))?;
     let amount = entry
         .get("amount")
         .ok_or_else(|| format!(r#"spend[{i}] has no "amount""#))?;
@@ -116,14 +104,11 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
         Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
         Some(_) => return Err(format!("spend[{i}].operation_id {OPERATION_ID_RULE}")),
     };
-    let ts = entry
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(time::parse_rfc3339);
+    let ts = entry.get("timestamp").and_then(Value::as_str);
     Ok(AgentSpend {
         micros,
         operation_id,
-        ts,
+        ts: ts.and_then(time::parse_rfc3339),
     })
 }
 
@@ -144,9 +129,8 @@ pub(crate) struct Imported {
 }
 
 impl Budget {
-    /// Counts the entries of today's research agent file that the ledger
-    /// does not hold yet; `None` without a file, nothing on an error. An
-    /// entry's index stays put, as the research agent only appends.
+    /// Counts the entries of today's research agent file (which it only appends
+    /// to) that the ledger does not hold yet; `None` without a file.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
@@ -158,13 +142,27 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(op_key).collect();
-
+        let key = |(i, spend): (usize, &AgentSpend)| match &spend.operation_id {
+            Some(id) => OpKey::Id(id.as_str().into()),
+            None => OpKey::Position(i as u64),
+        };
+        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(key).collect();
         // Spends of these operations whose append is in flight settle
         // first, so that each is counted by one side only.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(day)?;
-        let (new, already_recorded, repeated) = sort_out(&keys, &state, day);
+        // The entries to count, and how many were already recorded or repeated.
+        let mut seen = HashSet::new();
+        let (mut new, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(key) {
+                repeated += 1;
+            } else if state.recorded(day, key).is_some() {
+                already_recorded += 1;
+            } else {
+                new.push(i);
+            }
+        }
         let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
         let spends: Vec<Entry> = new
             .iter()
@@ -200,29 +198,6 @@ impl Budget {
             recorded: Recorded::new(counted, day, alerts, status),
         }))
     }
-}
-
-fn op_key((i, spend): (usize, &AgentSpend)) -> OpKey {
-    match &spend.operation_id {
-        Some(id) => OpKey::Id(id.as_str().into()),
-        None => OpKey::Position(i as u64),
-    }
-}
-
-/// The entries to count, and how many were already recorded or repeated.
-fn sort_out(keys: &[OpKey], state: &State, day: i64) -> (Vec<usize>, usize, usize) {
-    let mut seen = HashSet::new();
-    let (mut new, mut recorded, mut repeated) = (Vec::new(), 0, 0);
-    for (i, key) in keys.iter().enumerate() {
-        if !seen.insert(key) {
-            repeated += 1;
-        } else if state.recorded(day, key).is_some() {
-            recorded += 1;
-        } else {
-            new.push(i);
-        }
-    }
-    (new, recorded, repeated)
 }
 
 #[cfg(test)]
@@ -424,7 +399,7 @@ mod tests {
         let f = Fixture::new("import-ops");
         let budget = f.open(100.0, 0.15);
         let spent = budget
-            .spend_once("op_a", SpendInput::Amount(1.0), None, None)
+            .spend_once(Some("op_a"), SpendInput::Amount(1.0), None, None)
             .unwrap();
         assert!(matches!(spent, Spent::New(_)));
         let file = agent_file(&[
@@ -446,7 +421,7 @@ mod tests {
         assert_eq!(imported.recorded.amount, 0.75);
         assert_eq!(imported.entries_total, 2.25);
         assert_eq!(budget.status().today_spend, 1.75);
-        let repeat = budget.spend_once("op_b", SpendInput::Amount(9.0), None, None);
+        let repeat = budget.spend_once(Some("op_b"), SpendInput::Amount(9.0), None, None);
         let Ok(Spent::Repeat(r)) = repeat else {
             panic!("{repeat:?}")
         };

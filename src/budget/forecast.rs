@@ -13,9 +13,8 @@ pub(crate) const MIN_RATE_SPAN_SECONDS: f64 = 300.0;
 /// Spends charged to one day, by ledger time, for the rate window.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    /// `(unix seconds, micro-dollars)` in the ledger's order, in which a
-    /// run's end or an imported entry can be a little out of time order:
-    /// the front is dropped once out of the window, the rest checked.
+    /// `(unix seconds, micro-dollars)` in ledger order, which may be a little
+    /// out of time order: the front drops once out of the window, the rest checked.
     spends: VecDeque<(f64, i64)>,
 }
 
@@ -56,8 +55,7 @@ pub(crate) struct Forecast {
     pub exhausted_in_seconds: f64,
 }
 
-/// The forecast at `now`, with `window_spend` spent over the last
-/// [`RATE_WINDOW_SECONDS`].
+/// The forecast at `now`, with `window_spend` spent over the last [`RATE_WINDOW_SECONDS`].
 pub(crate) fn forecast(
     now: f64,
     day_start: f64,

@@ -1,7 +1,6 @@
-//! The learned run estimate (`--run-estimate auto`): each agent's recent
-//! run costs. No file of its own: the run store feeds it every run end,
-//! live and on replay, and carries them in its snapshot, so a restart
-//! rebuilds them exactly.
+//! The learned run estimate (`--run-estimate auto`): each agent's recent run
+//! costs, fed every run end by the run store (live and on replay) and carried
+//! in its snapshot, so a restart rebuilds them exactly.
 
 use std::collections::{HashMap, VecDeque};
 

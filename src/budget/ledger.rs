@@ -1,11 +1,9 @@
-//! The ledger: one append-only JSON Lines file per UTC day,
-//! `YYYY-MM-DD.jsonl`, of that day's spend events and alert markers. Only
-//! appended through a [`Journal`] and [`CommitQueue`] (group commit with the
-//! other stores), which syncs before it acknowledges; a torn last line is
-//! cut at open, so a day's sum is the sum of its complete lines.
+//! The ledger: one append-only JSON Lines file per UTC day, `YYYY-MM-DD.jsonl`, of that day's spend
+//! events and alert markers. Only appended through a [`Journal`] and [`CommitQueue`] (group commit
+//! with the other stores), which syncs before it acknowledges; a torn last line is cut at open, so
+//! a day's sum is the sum of its complete lines.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -17,6 +15,7 @@ use serde_json::Value;
 use crate::commit_queue::{CommitQueue, Sink};
 use crate::error::Error;
 use crate::journal::{self, Journal};
+use crate::json_text::{push_key, push_value};
 use crate::time;
 
 use super::forecast::Recent;
@@ -27,6 +26,9 @@ pub(crate) const UNKNOWN_PHASE: &str = "unknown";
 
 /// The alert thresholds, in percent of the daily limit, lowest first.
 pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+/// The `kind` of a ledger line imported from the research agent's file.
+pub(crate) const IMPORT_KIND: &str = "import";
 
 /// What one day's ledger adds up to: micro-dollars spent, spend lines, and
 /// bit `i` of `alerts` set once `ALERT_THRESHOLDS[i]` has fired.
@@ -65,9 +67,8 @@ impl Tally {
     }
 }
 
-/// What identifies a spend that a day counts once: an operation id given
-/// to a direct spend or carried by an entry of the research agent's file,
-/// or the index in that day's file of an entry without one.
+/// What a day counts once: an operation id (of a direct spend or an agent
+/// file entry), or the index in that day's agent file of an entry without one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum OpKey {
     Id(Box<str>),
@@ -111,8 +112,7 @@ impl Summed {
             None => None,
         };
         if let Some(key) = key {
-            // A ledger holds an operation once; should it hold it twice,
-            // the first amount is the one reported for repeats.
+            // Held twice, an operation's first amount is reported for repeats.
             self.operations.entry(key).or_insert(micros);
         }
         Ok(())
@@ -130,10 +130,9 @@ impl Summed {
     }
 }
 
-/// What every ledger of a directory adds up to: what the counters
-/// (`agent_budget_spend_total`, `agent_cost_dollars_total`) and `budget_alert`
-/// events have counted, ever. Ledgers are never pruned, so a start derives
-/// the counters from them rather than keeping them apart.
+/// What every ledger of a directory adds up to, for the counters
+/// (`agent_budget_spend_total`, `agent_cost_dollars_total`, `budget_alert`
+/// events): ledgers are never pruned, so a start derives them from those.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Totals {
     pub spent: i64,
@@ -144,13 +143,11 @@ pub(crate) struct Totals {
 
 impl Totals {
     fn add(&mut self, record: &[u8]) -> Result<(), String> {
-        match quick_spend(record) {
-            Some(line) => {
-                self.count(line.micros, &line.phases, line.phase);
-                Ok(())
-            }
-            None => self.add_parsed(record),
-        }
+        let Some((micros, phase, phases)) = quick_spend(record) else {
+            return self.add_parsed(record);
+        };
+        self.count(micros, &phases, phase);
+        Ok(())
     }
 
     /// [`Totals::add`] through a JSON tree, for any line.
@@ -185,18 +182,13 @@ impl Totals {
     }
 }
 
-/// A spend line as [`Entry::line`] writes it, read without a JSON tree.
-struct QuickSpend<'a> {
-    micros: i64,
-    phase: Option<&'a str>,
-    phases: Vec<(String, i64)>,
-}
+/// A spend line's micro-dollars, `phase` and `phases`, read without a JSON tree.
+type QuickSpend<'a> = (i64, Option<&'a str>, Vec<(String, i64)>);
 
-/// Reads the members [`Totals`] needs of a spend line this server wrote: a
-/// start sums every ledger ever, 2.8 s per million lines with a JSON tree
-/// per line, 1.6 s without (release). `None` for anything else (an alert, a
-/// hand-written line, an escape), parsed whole then. A member name matches
-/// only outside strings: inside one, a quote is escaped.
+/// Reads the members [`Totals`] needs of a spend line this server wrote: a start sums every ledger
+/// ever, 2.8 s per million lines with a JSON tree per line, 1.6 s without (release). `None` for
+/// anything else (an alert, a hand-written line, an escape), parsed whole then. A member name
+/// matches only outside strings: inside one, a quote is escaped.
 fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     if !record.starts_with(b"{\"ts\":\"") || record.contains(&b'\\') {
         return None;
@@ -227,11 +219,7 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
             phases.push((name, money::to_micros(dollars, "").ok()?));
         }
     }
-    Some(QuickSpend {
-        micros,
-        phase,
-        phases,
-    })
+    Some((micros, phase, phases))
 }
 
 /// Sums every ledger in `dir`, cutting a torn last line. A damaged line is
@@ -261,10 +249,9 @@ pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
     Ok(days)
 }
 
-/// Splits a spend of `micros` by phase label for
-/// `agent_cost_dollars_total`: each of `phases` (a settled run's; an empty
-/// name is `unknown`), then the rest under `phase` (a direct spend's) or
-/// `unknown`. Live counting and the start's sum both split here, so agree.
+/// Splits a spend by phase label for `agent_cost_dollars_total`: each of `phases`
+/// (an empty name is `unknown`), the rest under `phase` or `unknown`. Live
+/// counting and the start's sum both split here, so they agree.
 pub(crate) fn split_phases(
     phases: &[(String, i64)],
     phase: Option<&str>,
@@ -313,9 +300,6 @@ pub(crate) fn spend_time(line: &Value) -> Option<f64> {
     line["ts"].as_str().and_then(time::parse_rfc3339)
 }
 
-/// The `kind` of a ledger line imported from the research agent's file.
-pub(crate) const IMPORT_KIND: &str = "import";
-
 pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
     dir.join(format!("{}.jsonl", time::date_string(day)))
 }
@@ -323,8 +307,7 @@ pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
 /// A day's ledger file, open for appending through its committer.
 pub(crate) struct Writer {
     queue: CommitQueue,
-    /// The length of the file's durable part: a reader never sees a
-    /// half-written line below it.
+    /// The length of the file's durable part: no half-written line below it.
     durable: Arc<AtomicU64>,
 }
 
@@ -356,8 +339,7 @@ impl Sink for Tracked {
     }
 }
 
-/// Opens `day`'s file (cutting a torn tail) and sums it; a missing one is
-/// `None` unless `create`.
+/// Opens `day`'s file (cutting a torn tail) and sums it; missing, `None` unless `create`.
 pub(crate) fn open(
     dir: &Path,
     day: i64,
@@ -402,8 +384,7 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
 
 /// A spend as the ledger records it.
 pub(crate) struct Entry<'a> {
-    /// `"run"` for a settled run, `"direct"` for a direct spend,
-    /// [`IMPORT_KIND`] for an entry of the research agent's file.
+    /// `"run"` (a settled run), `"direct"` or [`IMPORT_KIND`].
     pub kind: &'static str,
     /// When it counts: its line's `ts`.
     pub ts: f64,
@@ -447,45 +428,38 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// The ledger line.
+    /// The ledger line: its members in this order, absent ones left out.
     pub(crate) fn line(&self) -> Vec<u8> {
         let charge = self.charge;
-        let mut line = format!("{{\"ts\":{}", Value::from(time::rfc3339(self.ts)));
-        let _ = write!(line, ",\"kind\":\"{}\"", self.kind);
-        let _ = write!(
-            line,
-            ",\"amount\":{}",
-            Value::from(money::dollars(charge.micros))
-        );
-        let _ = write!(line, ",\"amount_micros\":{}", charge.micros);
-        let strings = [
-            ("run_id", self.run_id),
-            ("model", charge.model.as_deref()),
-            ("phase", self.phase),
-            ("operation_id", self.operation_id),
+        let text = |s: Option<&str>| s.map(Value::from);
+        let phases = self.phases.iter();
+        let phases = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
+        let members = [
+            ("ts", Some(Value::from(time::rfc3339(self.ts)))),
+            ("kind", Some(Value::from(self.kind))),
+            ("amount", Some(Value::from(money::dollars(charge.micros)))),
+            ("amount_micros", Some(Value::from(charge.micros))),
+            ("run_id", text(self.run_id)),
+            ("model", text(charge.model.as_deref())),
+            ("phase", text(self.phase)),
+            ("operation_id", text(self.operation_id)),
+            ("run_started_at", self.run_started_at.map(Value::from)),
+            ("source", self.source.map(|(file, _)| Value::from(file))),
+            ("source_index", self.source.map(|(_, i)| Value::from(i))),
+            ("input_tokens", charge.tokens.map(|t| Value::from(t.0))),
+            ("output_tokens", charge.tokens.map(|t| Value::from(t.1))),
+            (
+                "phases",
+                (!self.phases.is_empty()).then(|| crate::ordered::object(phases)),
+            ),
         ];
-        for (key, value) in strings {
+        let mut line = String::new();
+        for (key, value) in members {
             if let Some(value) = value {
-                let _ = write!(line, ",\"{key}\":{}", Value::from(value));
+                line.push(if line.is_empty() { '{' } else { ',' });
+                push_key(&mut line, key);
+                push_value(&mut line, &value);
             }
-        }
-        if let Some(at) = self.run_started_at {
-            let _ = write!(line, ",\"run_started_at\":{}", Value::from(at));
-        }
-        if let Some((file, index)) = self.source {
-            let _ = write!(
-                line,
-                ",\"source\":{},\"source_index\":{index}",
-                Value::from(file)
-            );
-        }
-        if let Some((input, output)) = charge.tokens {
-            let _ = write!(line, ",\"input_tokens\":{input},\"output_tokens\":{output}");
-        }
-        if !self.phases.is_empty() {
-            let phases = self.phases.iter();
-            let map = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
-            let _ = write!(line, ",\"phases\":{}", crate::ordered::object(map));
         }
         line.push('}');
         line.into_bytes()

@@ -11,53 +11,37 @@ use crate::metrics::{self, Collector, Desc, Kind, Registry};
 use super::money::{dollars, MICROS_PER_DOLLAR};
 use super::Budget;
 
-/// The metrics the collector produces, in the order of its values.
-const METRICS: [(&str, &str, Kind); 9] = [
-    (
-        "agent_budget_limit_dollars",
-        "The daily budget limit in dollars.",
-        Kind::Gauge,
-    ),
-    (
-        "agent_budget_today_spend_dollars",
-        "Dollars recorded against the current UTC day's budget.",
-        Kind::Gauge,
-    ),
+/// The metrics the collector produces, in the order of its values: gauges, then counters.
+const GAUGES: [(&str, &str); 7] = [
+    ("agent_budget_limit_dollars", "The daily budget limit in dollars."),
+    ("agent_budget_today_spend_dollars", "Dollars recorded against the current UTC day's budget."),
     (
         "agent_budget_reserved_dollars",
         "Dollars reserved by runs that started today and have not ended.",
-        Kind::Gauge,
     ),
     (
         "agent_budget_remaining_dollars",
         "Dollars left today after spend and reservations, never negative.",
-        Kind::Gauge,
     ),
     (
         "agent_budget_run_estimate_dollars",
         "Dollars a run reserves when it starts (the estimate in force, the largest of any recent agent); a start is refused when less than this remains.",
-        Kind::Gauge,
     ),
     (
         "agent_budget_exhausted_in_seconds",
         "Seconds until today's remaining budget runs out at the last hour's spend rate; +Inf when it lasts to the reset, 0 when nothing remains.",
-        Kind::Gauge,
     ),
     (
         "agent_budget_reset_timestamp_seconds",
         "When the daily budget next resets (UTC midnight), in Unix seconds.",
-        Kind::Gauge,
     ),
+];
+const COUNTERS: [(&str, &str); 2] = [
     (
         "agent_budget_spend_total",
         "Dollars of agent spend recorded, ever: every spend in the budget ledgers, read again at start.",
-        Kind::Counter,
     ),
-    (
-        "agent_budget_rejections_total",
-        "Run starts refused because the daily budget was exhausted.",
-        Kind::Counter,
-    ),
+    ("agent_budget_rejections_total", "Run starts refused because the daily budget was exhausted."),
 ];
 
 /// Reads the budget for a scrape.
@@ -65,12 +49,17 @@ struct BudgetCollector(Arc<Budget>);
 
 impl Collector for BudgetCollector {
     fn describe(&self) -> Vec<Desc> {
-        let desc = |&(name, help, kind): &(&str, &str, Kind)| Desc {
-            name: name.to_string(),
-            help: help.to_string(),
-            kind,
+        let desc = |kind| {
+            move |&(name, help): &(&str, &str)| Desc {
+                name: name.to_string(),
+                help: help.to_string(),
+                kind,
+            }
         };
-        METRICS.iter().map(desc).collect()
+        let gauges = GAUGES.iter().map(desc(Kind::Gauge));
+        gauges
+            .chain(COUNTERS.iter().map(desc(Kind::Counter)))
+            .collect()
     }
 
     fn collect(&self) -> Vec<f64> {
@@ -91,9 +80,8 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once. The phase counter
-    /// starts from the ledgers at open, missing costs recorded from the open
-    /// to this call.
+    /// Registers the budget's metrics in `registry`, once. The phase counter starts from the
+    /// ledgers at open, missing costs recorded from the open to this call.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,
@@ -263,7 +251,7 @@ mod tests {
         budget.spend(SpendInput::Amount(0.125), None, None).unwrap();
         for _ in 0..2 {
             budget
-                .spend_once("op-1", SpendInput::Amount(1.5), None, Some("act"))
+                .spend_once(Some("op-1"), SpendInput::Amount(1.5), None, Some("act"))
                 .unwrap();
         }
         let mut before = counters(&scrape(&registry));

@@ -1,7 +1,6 @@
-//! The daily budget: runs reserve an estimate at start and record their
-//! cost at the end; reservations plus spend never pass the daily limit at
-//! admission. Money is whole micro-dollars; the day is the UTC day of a
-//! [`Clock`] and never moves back. See `docs/budget.md`.
+//! The daily budget: runs reserve an estimate at start and record their cost at the end;
+//! reservations plus spend never pass the daily limit at admission. Money is whole micro-dollars;
+//! the day is the UTC day of a [`Clock`] and never moves back. See `docs/budget.md`.
 
 mod agent_file;
 mod forecast;
@@ -33,7 +32,7 @@ pub use report::Recorded;
 pub(crate) use report::Spent;
 pub(crate) use settlement::{LedgerLines, Settlement};
 
-use state::{Settings, State};
+use state::State;
 
 /// The least a start reserves, in dollars.
 pub(crate) const DEFAULT_RUN_ESTIMATE: f64 = 0.15;
@@ -68,12 +67,9 @@ impl BudgetConfig {
     }
 }
 
-/// The daily budget.
-///
-/// One lock guards all books, so checking the limit and reserving is one
-/// step. Ledger appends happen outside the lock and share syncs (group
-/// commit). Open one `Budget` per ledger directory: a second one would
-/// open the same journals twice.
+/// The daily budget. One lock guards all books, so checking the limit and
+/// reserving is one step; ledger appends happen outside it and share syncs.
+/// Open one per ledger directory: a second would open its journals twice.
 pub struct Budget {
     dir: PathBuf,
     pricing: Pricing,
@@ -108,14 +104,16 @@ impl Budget {
         let newest = ledger::days(&dir)?.last().copied();
         let today = newest.map_or(clock_day, |d| d.max(clock_day));
         let opened = ledger::totals(&dir)?;
-        let settings = Settings {
+        let mut state = State {
             limit,
             estimate,
             learn: config.learn,
             dir: dir.clone(),
+            today,
+            recorded: opened.spent,
+            ..State::default()
         };
-        let mut state = State::open(settings, today)?;
-        state.recorded = opened.spent;
+        state.load(today)?;
         Ok(Budget {
             dir,
             pricing: config.pricing,
@@ -169,16 +167,14 @@ impl Budget {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Sections under this lock do bookkeeping arithmetic and return
-        // errors rather than panic, so a poisoned lock still guards books
-        // that add up.
+        // Sections under this lock return errors rather than panic, so a
+        // poisoned lock still guards books that add up.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Wall-clock time, read on every operation so the UTC day rolls at
-/// midnight; settable in tests, so crossing midnight never means sleeping.
-/// It may jump either way; the budget copes.
+/// Wall-clock time, read on every operation so the UTC day rolls at midnight;
+/// settable in tests. It may jump either way; the budget copes.
 pub(crate) trait Clock: Send + Sync {
     /// Seconds since the Unix epoch, with the fraction.
     fn now_unix(&self) -> f64;

@@ -1,12 +1,11 @@
-//! Money as whole micro-dollars: every amount becomes an `i64` on entry, so
-//! sums are exact (a thousand spends of 0.01 make exactly 10); dollars only
-//! on output. Token prices are dollars per million input and output tokens,
-//! by model, with a default for models the table does not name.
+//! Money as whole micro-dollars: every amount becomes an `i64` on entry, so sums are exact (a
+//! thousand spends of 0.01 make exactly 10); dollars only on output. Token prices are dollars per
+//! million input and output tokens, by model, with a default for models the table does not name.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::log::Logger;
@@ -20,8 +19,7 @@ pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 /// spend, and small enough that sums of micro-dollars stay exact.
 pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
-/// Dollars to micro-dollars; an amount out of range is an
-/// [`Error::Invalid`] naming `field`.
+/// Dollars to micro-dollars; an amount out of range is an [`Error::Invalid`] naming `field`.
 pub(crate) fn to_micros(dollars: f64, field: &str) -> Result<i64, Error> {
     if !dollars.is_finite() || dollars < 0.0 {
         let message = "must be a finite, non-negative number of dollars";
@@ -164,19 +162,17 @@ fn price(value: &Value, field: &str) -> Result<Price, Error> {
         let message = "must be an object like {\"input\": 3.0, \"output\": 15.0}";
         return Err(Error::invalid(field, message));
     };
-    Ok(Price {
-        input: per_million(object, field, "input")?,
-        output: per_million(object, field, "output")?,
-    })
-}
-
-fn per_million(object: &Map<String, Value>, field: &str, key: &str) -> Result<f64, Error> {
-    let field = format!("{field}.{key}");
-    let message = "must be a non-negative number of dollars per million tokens";
-    match object.get(key).and_then(Value::as_f64) {
+    let per_million = |key: &str| match object.get(key).and_then(Value::as_f64) {
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(Error::invalid(&field, message)),
-    }
+        _ => Err(Error::invalid(
+            &format!("{field}.{key}"),
+            "must be a non-negative number of dollars per million tokens",
+        )),
+    };
+    Ok(Price {
+        input: per_million("input")?,
+        output: per_million("output")?,
+    })
 }
 
 impl SpendInput {
@@ -200,14 +196,12 @@ impl SpendInput {
     }
 }
 
-/// The most model names remembered. Names come from clients, so the set
-/// must not grow without bound; past it, one last line says that later
-/// models are neither named nor counted.
+/// The most model names remembered (they come from clients); past it, one last
+/// line says that later models are neither named nor counted.
 pub(super) const REMEMBERED: usize = 1000;
 
-/// Models the pricing table does not name, charged its default price: so
-/// that a missing entry is found, each is said once in a `warn` line and
-/// counted in `conductor_pricing_unknown_models_total` when first durable.
+/// Models the pricing table does not name, charged its default price: each is
+/// said once in a `warn` line and counted when first durable, to find them.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -221,19 +215,16 @@ impl UnknownModels {
     /// Notes `model`, priced at `default` as the table does not name it.
     fn note(&self, model: &str, default: Price) {
         let named = {
-            // Only inserts and lookups happen under this lock: it cannot
-            // be poisoned half-way through an update.
+            // Only inserts and lookups: a poisoned lock holds a whole set.
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            match seen.len() {
-                n if n < REMEMBERED && seen.insert(model.to_string()) => true,
-                n if n == REMEMBERED && !seen.contains(model) => {
-                    // One more entry, never a model name, marks that the
-                    // last line was said.
-                    seen.insert(String::new());
-                    false
-                }
-                _ => return,
+            if seen.len() > REMEMBERED || seen.contains(model) {
+                return;
             }
+            // Past the bound, one more entry, never a model name, marks
+            // that the last line was said.
+            let name = if seen.len() < REMEMBERED { model } else { "" };
+            seen.insert(name.to_string());
+            !name.is_empty()
         };
         if named {
             if let Some(counter) = self.counter.get() {

@@ -4,13 +4,13 @@
 
 use std::sync::MutexGuard;
 
-use crate::error::Error;
+use crate::error::{Error, ExhaustedAnswer};
 use crate::runs::valid_run_id;
 use crate::time;
 
 use super::ledger::{split_phases, Entry, OpKey};
 use super::money::{self, dollars, SpendInput};
-use super::report::{BudgetStatus, Recorded, Refusal, Spent};
+use super::report::{refusal, BudgetStatus, Recorded, Spent};
 use super::state::{Hold, State};
 use super::Budget;
 
@@ -42,40 +42,18 @@ pub(crate) fn phase_micros(phase_costs: &[(String, f64)]) -> Result<Vec<(String,
 pub(crate) const OPERATION_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 impl Budget {
-    /// Records a spend charged to today once its line is durable.
-    pub(crate) fn spend(
-        &self,
-        input: SpendInput,
-        run_id: Option<&str>,
-        phase: Option<&str>,
-    ) -> Result<Recorded, Error> {
-        match self.direct(None, input, run_id, phase)? {
-            Spent::New(r) | Spent::Repeat(r) => Ok(r),
-        }
-    }
-
-    /// Records a spend unless today's ledger holds one of `operation_id`; a
-    /// repeat arriving while the first is being appended waits for it.
+    /// Records a spend charged to today once its line is durable, unless today's ledger holds one
+    /// of `operation_id`; a repeat arriving while the first is being appended waits for it.
     pub(crate) fn spend_once(
-        &self,
-        operation_id: &str,
-        input: SpendInput,
-        run_id: Option<&str>,
-        phase: Option<&str>,
-    ) -> Result<Spent, Error> {
-        if !valid_run_id(operation_id) {
-            return Err(Error::invalid("operation_id", OPERATION_ID_RULE));
-        }
-        self.direct(Some(operation_id), input, run_id, phase)
-    }
-
-    fn direct(
         &self,
         operation_id: Option<&str>,
         input: SpendInput,
         run_id: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Spent, Error> {
+        if operation_id.is_some_and(|id| !valid_run_id(id)) {
+            return Err(Error::invalid("operation_id", OPERATION_ID_RULE));
+        }
         let phase = phase.filter(|p| !p.is_empty());
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
         let charge = input.charge(&self.pricing)?;
@@ -156,10 +134,13 @@ impl Budget {
         });
     }
 
-    /// Reserves the run estimate of `agent` for `run_id` if it fits, and
-    /// returns the micro-dollars held; a run holding one keeps it.
-    /// Reservations live in memory (see [`Budget::restore_reservation`]).
-    pub(crate) fn reserve(&self, run_id: &str, agent: Option<&str>) -> Result<i64, Box<Refusal>> {
+    /// Reserves (in memory) the run estimate of `agent` for `run_id` if it
+    /// fits, and returns the micro-dollars held; a run holding one keeps it.
+    pub(crate) fn reserve(
+        &self,
+        run_id: &str,
+        agent: Option<&str>,
+    ) -> Result<i64, Box<ExhaustedAnswer>> {
         let (mut state, now) = self.lock();
         if let Some(held) = state.held(run_id) {
             return Ok(held.micros);
@@ -168,12 +149,7 @@ impl Budget {
         if !state.admits(estimate) {
             state.rejections += 1;
             let status = state.status(now);
-            let retry_after_seconds = ((status.reset_unix - now).ceil() as u64).max(1);
-            return Err(Box::new(Refusal {
-                status,
-                run_estimate: dollars(estimate),
-                retry_after_seconds,
-            }));
+            return Err(Box::new(refusal(&status, dollars(estimate), now)));
         }
         let (day, micros) = (state.today, estimate);
         state.hold(run_id, Hold { day, micros });
@@ -207,7 +183,7 @@ impl Budget {
     }
 
     /// Grows `run_id`'s reservation to what it has spent so far, without the
-    /// limit check: the run was admitted, and its spending is happening.
+    /// limit check: the run was admitted.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         let (mut state, _) = self.lock();
         state.grow(run_id, micros);
@@ -227,6 +203,20 @@ mod tests {
     use super::super::tests::{Fixture, DAY};
     use super::*;
     use std::sync::Arc;
+
+    impl Budget {
+        /// A direct spend without an operation id.
+        pub(crate) fn spend(
+            &self,
+            input: SpendInput,
+            run_id: Option<&str>,
+            phase: Option<&str>,
+        ) -> Result<Recorded, Error> {
+            match self.spend_once(None, input, run_id, phase)? {
+                Spent::New(r) | Spent::Repeat(r) => Ok(r),
+            }
+        }
+    }
 
     #[test]
     fn phase_names_are_checked() {
@@ -405,7 +395,7 @@ mod tests {
         let f = Fixture::new("once");
         let budget = f.open(5.0, 0.15);
         let once = |b: &Budget, id: &str, a: f64| {
-            b.spend_once(id, SpendInput::Amount(a), Some("r1"), Some("act"))
+            b.spend_once(Some(id), SpendInput::Amount(a), Some("r1"), Some("act"))
         };
         let first = once(&budget, "op_1", 0.5).unwrap();
         assert!(
@@ -429,7 +419,7 @@ mod tests {
             "{invalid:?}"
         );
         assert!(matches!(
-            budget.spend_once("op_2", SpendInput::Amount(-1.0), None, None),
+            budget.spend_once(Some("op_2"), SpendInput::Amount(-1.0), None, None),
             Err(Error::Invalid { .. })
         ));
         drop(budget);
@@ -462,7 +452,7 @@ mod tests {
                         .map(|i| {
                             let id = format!("op_{}", (i + t) % 10);
                             let spent =
-                                budget.spend_once(&id, SpendInput::Amount(0.25), None, None);
+                                budget.spend_once(Some(&id), SpendInput::Amount(0.25), None, None);
                             matches!(spent.unwrap(), Spent::New(_))
                         })
                         .filter(|new| *new)
@@ -483,10 +473,10 @@ mod tests {
         let f = Fixture::new("once-retry");
         let budget = f.open(5.0, 0.15);
         std::fs::create_dir(f.file(DAY)).unwrap();
-        let failed = budget.spend_once("op_1", SpendInput::Amount(0.5), None, None);
+        let failed = budget.spend_once(Some("op_1"), SpendInput::Amount(0.5), None, None);
         assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
         std::fs::remove_dir(f.file(DAY)).unwrap();
-        let retry = budget.spend_once("op_1", SpendInput::Amount(0.5), None, None);
+        let retry = budget.spend_once(Some("op_1"), SpendInput::Amount(0.5), None, None);
         assert!(matches!(retry, Ok(Spent::New(_))), "{retry:?}");
         assert_eq!(budget.status().today_spend, 0.5);
     }
@@ -528,16 +518,15 @@ mod reserve_tests {
         budget.spend(SpendInput::Amount(0.1), None, None).unwrap();
         let refusal = budget.reserve("b", None).unwrap_err();
         assert_eq!(refusal.retry_after_seconds, 30);
-        let s = &refusal.status;
+        let b = &refusal.body;
         assert_eq!(
-            (s.daily_limit, s.today_spend, s.reserved),
-            (0.35, 0.1, 0.15)
+            (&b["daily_limit"], &b["today_spend"], &b["reserved"]),
+            (&serde_json::json!(0.35), &0.1.into(), &0.15.into())
         );
-        assert_eq!(
-            (s.remaining, s.cycles_affordable, s.date.as_str()),
-            (0.1, 0, "2026-11-23")
-        );
-        assert_eq!(s.reset_at(), "2026-11-24T00:00:00.000Z");
+        assert_eq!(b["remaining"], 0.1);
+        assert_eq!(b["reset_at"], "2026-11-24T00:00:00.000Z");
+        let s = budget.status();
+        assert_eq!((s.cycles_affordable, s.date.as_str()), (0, "2026-11-23"));
         f.at(DAY, 86_400.0 - 0.25);
         assert_eq!(
             budget.reserve("e", None).unwrap_err().retry_after_seconds,
@@ -552,10 +541,10 @@ mod reserve_tests {
         let budget = f.open(0.01, 0.15);
         let refusal = budget.reserve("first", None).unwrap_err();
         assert_eq!(
-            (refusal.status.remaining, refusal.status.reserved),
-            (0.01, 0.0)
+            (&refusal.body["remaining"], &refusal.body["reserved"]),
+            (&serde_json::json!(0.01), &0.0.into())
         );
-        assert_eq!(refusal.to_json()["reason"], "budget_exhausted");
+        assert_eq!(refusal.body["reason"], "budget_exhausted");
     }
 
     #[test]
@@ -656,8 +645,8 @@ mod reserve_tests {
         assert_eq!(budget.reserve("a", Some("tidy")), Ok(4_000_000), "kept");
         assert_eq!(budget.reserve("b", Some("coder")), Ok(4_000_000));
         let refusal = budget.reserve("c", Some("coder")).unwrap_err();
-        assert_eq!(refusal.run_estimate, 4.0);
-        let message = refusal.message();
+        assert_eq!(refusal.body["run_estimate"], 4.0);
+        let message = &refusal.message;
         assert!(message.contains("estimate of $4.00"), "{message}");
         assert!(message.contains("only $1.85 of"), "{message}");
         assert_eq!(budget.reserve("d", Some("tidy")), Ok(150_000));

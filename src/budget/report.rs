@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::error::Error;
+use crate::error::{Error, ExhaustedAnswer};
 use crate::journal;
 
 use super::forecast::Forecast;
@@ -57,67 +57,45 @@ impl BudgetStatus {
     }
 }
 
-/// A reservation refused: the day's budget cannot cover another estimate.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Refusal {
-    pub status: BudgetStatus,
-    /// The estimate that did not fit, in dollars.
-    pub run_estimate: f64,
-    /// For a `Retry-After` header: seconds to the reset, at least 1.
-    pub retry_after_seconds: u64,
-}
-
-impl From<Refusal> for crate::error::ExhaustedAnswer {
-    fn from(refusal: Refusal) -> crate::error::ExhaustedAnswer {
-        crate::error::ExhaustedAnswer {
-            message: refusal.message(),
-            body: refusal.to_json(),
-            retry_after_seconds: refusal.retry_after_seconds,
-        }
+/// The answer to a start the day's budget cannot cover, `run_estimate` (dollars) not fitting at
+/// `now`. Its message opens with "Daily budget exhausted:", the words the research agent's clients
+/// look for, then says why: money can be left that is still less than one run's estimate.
+pub(crate) fn refusal(s: &BudgetStatus, run_estimate: f64, now: f64) -> ExhaustedAnswer {
+    let left = if s.remaining > 0.0 {
+        format!("only {} of", cents(s.remaining))
+    } else {
+        "nothing is left of".to_string()
+    };
+    let message = format!(
+        "Daily budget exhausted: a run reserves its estimate of {} when it starts, and {left} today's {} limit ({} spent, {} reserved by running runs); the budget resets at {}",
+        cents(run_estimate),
+        cents(s.daily_limit),
+        cents(s.today_spend),
+        cents(s.reserved),
+        s.reset_at(),
+    );
+    let body = json!({
+        "triggered": false,
+        "reason": "budget_exhausted",
+        "message": message,
+        "daily_limit": s.daily_limit,
+        "today_spend": s.today_spend,
+        "reserved": s.reserved,
+        "remaining": s.remaining,
+        "run_estimate": run_estimate,
+        "reset_at": s.reset_at(),
+        "reset_unix": s.reset_unix,
+    });
+    ExhaustedAnswer {
+        message,
+        body,
+        // Seconds to the reset, at least 1, for a `Retry-After` header.
+        retry_after_seconds: ((s.reset_unix - now).ceil() as u64).max(1),
     }
 }
 
-impl Refusal {
-    /// A one-line explanation, opening with "Daily budget exhausted:", the
-    /// words the research agent's clients look for, then why: money can be
-    /// left that is still less than one run's estimate.
-    pub fn message(&self) -> String {
-        let s = &self.status;
-        let left = if s.remaining > 0.0 {
-            format!("only {} of", cents(s.remaining))
-        } else {
-            "nothing is left of".to_string()
-        };
-        format!(
-            "Daily budget exhausted: a run reserves its estimate of {} when it starts, and {left} today's {} limit ({} spent, {} reserved by running runs); the budget resets at {}",
-            cents(self.run_estimate),
-            cents(s.daily_limit),
-            cents(s.today_spend),
-            cents(s.reserved),
-            s.reset_at(),
-        )
-    }
-
-    pub fn to_json(&self) -> Value {
-        let s = &self.status;
-        json!({
-            "triggered": false,
-            "reason": "budget_exhausted",
-            "message": self.message(),
-            "daily_limit": s.daily_limit,
-            "today_spend": s.today_spend,
-            "reserved": s.reserved,
-            "remaining": s.remaining,
-            "run_estimate": self.run_estimate,
-            "reset_at": s.reset_at(),
-            "reset_unix": s.reset_unix,
-        })
-    }
-}
-
-/// A recorded spend: its dollars, the day charged (a settled run's start
-/// day, maybe before today), the alert thresholds (percent of the limit) it
-/// newly reached that day, and today's budget after it.
+/// A recorded spend: its dollars, the day charged (a settled run's start day),
+/// the alert thresholds it newly reached that day, and today's budget after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,
@@ -154,9 +132,8 @@ pub(crate) enum Spent {
     Repeat(Recorded),
 }
 
-/// Dollars rounded to the cent, as people read money: `$0.15`, `$41.80`.
-/// An amount above zero that rounds to nothing reads `under $0.01`, so a
-/// remainder is never shown as `$0.00` while money is left.
+/// Dollars rounded to the cent (`$0.15`); above zero but rounding to nothing,
+/// `under $0.01`, so a remainder never reads `$0.00` while money is left.
 fn cents(dollars: f64) -> String {
     let cents = (dollars * 100.0).round();
     if cents == 0.0 && dollars > 0.0 {
@@ -165,10 +142,9 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// Today's ledger as read so far, for a burn-down: per spend line, the
-/// day's spend after it. Read from the file up to the journal's durable
-/// length, so exactly the ledger's lines, each call only what was appended
-/// since; behind its own lock, so reading never holds the budget's.
+/// Today's ledger as read so far, for a burn-down: the day's spend after each
+/// spend line. Read up to the journal's durable length, each call only what
+/// was appended since, behind its own lock, so reading never holds the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -193,8 +169,8 @@ impl Tail {
         let path = ledger::path(dir, day);
         let (values, read) = read_records(&path, self.read, durable)
             .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
-        let mut total = self.points.last().map_or(0, |p| p.1);
-        let mut at = self.points.last().map_or(day as f64 * 86_400.0, |p| p.0);
+        let last = self.points.last().copied();
+        let (mut at, mut total) = last.unwrap_or((day as f64 * 86_400.0, 0));
         for value in &values {
             if let Ok(Some(micros)) = ledger::spend_micros(value) {
                 at = ledger::spend_time(value).unwrap_or(at);
@@ -207,9 +183,8 @@ impl Tail {
     }
 }
 
-/// The records of the ledger at `path` in bytes `from..until`, and the
-/// bytes of the whole lines among them. A damaged line is skipped: the
-/// budget refuses to open a ledger with one, so it was never counted.
+/// The records of the ledger at `path` in bytes `from..until`, and the bytes of
+/// their whole lines. A damaged line is skipped: it kept the ledger from opening.
 pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
@@ -287,12 +262,9 @@ mod tests {
 
     #[test]
     fn refusal_json_carries_the_budget() {
-        let refusal = Refusal {
-            status: status(),
-            run_estimate: 0.15,
-            retry_after_seconds: 30,
-        };
-        let body = refusal.to_json();
+        let refusal = refusal(&status(), 0.15, 1_795_478_400.0 - 29.5);
+        assert_eq!(refusal.retry_after_seconds, 30);
+        let body = refusal.body;
         assert_eq!(body["triggered"], false);
         assert_eq!(body["reason"], "budget_exhausted");
         assert_eq!(body["daily_limit"], 1.5);
@@ -315,12 +287,7 @@ mod tests {
     fn a_refusal_with_nothing_left_says_so_and_names_the_estimate() {
         let mut s = status();
         (s.today_spend, s.reserved, s.remaining, s.daily_limit) = (41.797305, 0.0, 0.0, 5.0);
-        let refusal = Refusal {
-            status: s,
-            run_estimate: 0.15,
-            retry_after_seconds: 30,
-        };
-        let message = refusal.message();
+        let message = refusal(&s, 0.15, 0.0).message;
         assert!(message.starts_with("Daily budget exhausted: "), "{message}");
         assert!(message.contains("estimate of $0.15"), "{message}");
         assert!(
@@ -368,7 +335,7 @@ mod tests {
     const _: () = {
         const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<BudgetStatus>();
-        assert_send_sync::<Refusal>();
+        assert_send_sync::<ExhaustedAnswer>();
         assert_send_sync::<Recorded>();
     };
 }

@@ -19,7 +19,7 @@ use super::report::Recorded;
 use super::Budget;
 
 /// A run's priced cost, as its end record carries it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Settlement {
     pub run_id: String,
     /// The day of the run's reservation, or of its pricing without one.
@@ -59,8 +59,7 @@ impl Settlement {
             micros: spend["micros"].as_i64().filter(|m| *m >= 0)?,
             phases,
             ts,
-            started_at: None,
-            models: Vec::new(),
+            ..Settlement::default()
         })
     }
 }
@@ -90,14 +89,12 @@ impl Budget {
             micros,
             phases,
             ts,
-            started_at: None,
-            models: Vec::new(),
+            ..Settlement::default()
         })
     }
 
-    /// Charges a settlement whose run end is durable, releasing its
-    /// reservation, and returns the ledger lines to write. It cannot fail:
-    /// the record holding the cost is already on disk.
+    /// Charges a settlement whose run end is durable, releasing its reservation, and returns the
+    /// ledger lines to write. It cannot fail: the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
         let charge = Charge::of(s.micros);
         let entry = Entry {
@@ -108,9 +105,8 @@ impl Budget {
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);
-        // A day no reservation pins is summed first, so that its alerts
-        // fire once; should its ledger be unreadable, the charge still
-        // counts, and the append reports the error.
+        // A day no reservation pins is summed first, so its alerts fire once;
+        // if its ledger is unreadable the charge still counts, the append fails.
         let _ = state.load(s.day);
         let mut lines = Vec::new();
         let alerts = state.charge((s.day, now), &entry, &mut lines);
@@ -173,17 +169,14 @@ impl Budget {
     }
 }
 
-/// The settlements one day's ledger holds, by its `"run"` lines, each at
-/// most once: a line naming the run id and start time settles that run's
-/// end; an older line without the start time settles the earliest end of
-/// that run id not settled otherwise. The start time matters because a run
-/// id can come back once retention forgot its first run.
+/// The settlements one day's `"run"` lines hold, each once: a line naming run
+/// id and start settles that end (an id returns once retention forgot it); an
+/// older line without the start settles the earliest end of the id not settled.
 #[derive(Default)]
 struct Settled {
     /// Run id and start time (its bits) of the lines that name both.
     exact: HashSet<(String, u64)>,
-    /// By run id: how many lines name no start time (written before lines
-    /// named it), each settling one end of that id.
+    /// By run id: how many (older) lines name no start, each settling one end.
     plain: HashMap<String, u32>,
 }
 

@@ -1,6 +1,5 @@
-//! The budget's books, all behind the one lock. A day's book stays loaded
-//! while current, while a reservation on it is out, or while an append to
-//! its ledger is in flight.
+//! The budget's books, all behind the one lock. A day's book stays loaded while current, while a
+//! reservation on it is out, or while an append to its ledger is in flight.
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,14 +15,6 @@ use super::ledger::{self, Entry, OpKey, Summed};
 use super::money::dollars;
 use super::report::BudgetStatus;
 
-/// The fixed settings, money in micro-dollars.
-pub(crate) struct Settings {
-    pub limit: i64,
-    pub estimate: i64,
-    pub learn: bool,
-    pub dir: PathBuf,
-}
-
 #[derive(Default)]
 pub(crate) struct DayBook {
     /// What the day's ledger holds, plus appends in flight.
@@ -32,9 +23,8 @@ pub(crate) struct DayBook {
     reserved: i64,
     holds: u32,
     inflight: u32,
-    /// Direct spends whose append has not finished: counted in the tally,
-    /// so admission and alerts see them, but reported as held rather than
-    /// spent until they are durable.
+    /// Direct spends whose append has not finished: in the tally, so admission
+    /// and alerts see them, but reported as held until they are durable.
     unsettled: i64,
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
@@ -50,13 +40,18 @@ pub(crate) struct Hold {
     pub micros: i64,
 }
 
+/// The books, with the fixed settings (money in micro-dollars).
+#[derive(Default)]
 pub(crate) struct State {
-    pub settings: Settings,
+    pub limit: i64,
+    pub estimate: i64,
+    pub learn: bool,
+    pub dir: PathBuf,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
-    books: BTreeMap<i64, DayBook>,
+    pub(super) books: BTreeMap<i64, DayBook>,
     /// By run id; a boxed str, as every running run has one.
-    holds: HashMap<Box<str>, Hold>,
+    pub(super) holds: HashMap<Box<str>, Hold>,
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     pub rejections: u64,
@@ -67,24 +62,8 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn open(settings: Settings, today: i64) -> Result<State, Error> {
-        let mut state = State {
-            settings,
-            today,
-            books: BTreeMap::new(),
-            holds: HashMap::new(),
-            recorded: 0,
-            rejections: 0,
-            owed: BTreeMap::new(),
-            learned: Learned::default(),
-        };
-        state.load(today)?;
-        Ok(state)
-    }
-
-    /// Moves to the clock's day if it is later, so a clock that steps back
-    /// resets nothing twice. The new day starts empty without touching the
-    /// disk: no ledger file is newer than the current day.
+    /// Moves to the clock's day if later (a clock stepping back resets nothing
+    /// twice); the new day starts empty: no ledger file is newer than today.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -98,7 +77,7 @@ impl State {
     pub fn load(&mut self, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(&self.settings.dir, day, false)? {
+            if let Some((journal, summed)) = ledger::open(&self.dir, day, false)? {
                 (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
@@ -117,7 +96,7 @@ impl State {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(&self.settings.dir, day, true)?;
+        let opened = ledger::open(&self.dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
         let book = self.book(day);
         book.ledger.merge(summed);
@@ -128,17 +107,8 @@ impl State {
     /// What a start of a run of `agent` reserves now: with `learn`, at
     /// least the 90th percentile of the agent's recent run costs.
     pub fn estimate(&self, agent: Option<&str>) -> i64 {
-        let learned = self.settings.learn.then(|| self.learned.percentile(agent));
-        self.settings.estimate.max(learned.flatten().unwrap_or(0))
-    }
-
-    /// The estimate the status reports: the largest of any recent agent.
-    fn estimate_in_force(&self, now: f64) -> i64 {
-        let learned = self
-            .settings
-            .learn
-            .then(|| self.learned.largest_recent(now));
-        self.settings.estimate.max(learned.flatten().unwrap_or(0))
+        let learned = self.learn.then(|| self.learned.percentile(agent));
+        self.estimate.max(learned.flatten().unwrap_or(0))
     }
 
     pub fn durable_len(&self, day: i64) -> u64 {
@@ -148,35 +118,30 @@ impl State {
 
     pub fn admits(&self, estimate: i64) -> bool {
         let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= self.settings.limit
+        spent.saturating_add(reserved).saturating_add(estimate) <= self.limit
     }
 
-    /// Charges `entry` to `day`, pushing its line and alert markers onto
-    /// `lines`; returns the alerts.
+    /// Charges `entry` to `day`, pushing its line and alert markers onto `lines`.
     pub fn charge(
         &mut self,
         (day, now): (i64, f64),
         entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, self.settings.limit);
+        let (micros, limit) = (entry.charge.micros, self.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
         let alerts = book.tally.charge(micros, limit);
         let spent = book.tally.spent;
         lines.push(entry.line());
-        lines.extend(
-            alerts
-                .iter()
-                .map(|&a| ledger::alert_line(a, now, day, spent, limit)),
-        );
+        let alert = |&a| ledger::alert_line(a, now, day, spent, limit);
+        lines.extend(alerts.iter().map(alert));
         alerts
     }
 
-    /// Charges `spends` to `day` as their append starts, pushing their lines
-    /// onto `lines`; returns each one's alerts. They count from now, so a
-    /// concurrent reserve cannot take their money, but show as reserved
-    /// until durable.
+    /// Charges `spends` to `day` as their append starts, pushing their lines onto
+    /// `lines`; returns each one's alerts. They count from now, so a concurrent
+    /// reserve cannot take their money, but show as reserved until durable.
     pub fn begin_spends(
         &mut self,
         (day, now): (i64, f64),
@@ -233,12 +198,8 @@ impl State {
     }
 
     pub fn grow(&mut self, run_id: &str, micros: i64) {
-        let Some(hold) = self.holds.get_mut(run_id) else {
-            return;
-        };
-        let more = micros - hold.micros;
-        if more > 0 {
-            hold.micros = micros;
+        if let Some(hold) = self.holds.get_mut(run_id).filter(|h| h.micros < micros) {
+            let more = micros - std::mem::replace(&mut hold.micros, micros);
             let day = hold.day;
             self.book(day).reserved += more;
         }
@@ -293,7 +254,6 @@ impl State {
 
     /// Today's status: spends whose append is in flight show as reserved.
     pub fn status(&mut self, now: f64) -> BudgetStatus {
-        let settings = &self.settings;
         let day_start = self.today as f64 * 86_400.0;
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
         let window_spend = self
@@ -305,16 +265,15 @@ impl State {
         let unsettled = book.map_or(0, |b| b.unsettled);
         let (spent, reserved) = (total - unsettled, held + unsettled);
         let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
-        let remaining = settings
-            .limit
-            .saturating_sub(spent)
-            .saturating_sub(reserved)
-            .max(0);
+        let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
+        let remaining = remaining.max(0);
         let reset_unix = day_start + 86_400.0;
-        let estimate = self.estimate_in_force(now);
+        // The estimate in force: the largest of any recent agent.
+        let learned = self.learn.then(|| self.learned.largest_recent(now));
+        let estimate = self.estimate.max(learned.flatten().unwrap_or(0));
         BudgetStatus {
             date: time::date_string(self.today),
-            daily_limit: dollars(settings.limit),
+            daily_limit: dollars(self.limit),
             today_spend: dollars(spent),
             reserved: dollars(reserved),
             remaining: dollars(remaining),
@@ -322,7 +281,7 @@ impl State {
             spend_events: events,
             reset_unix,
             run_estimate: dollars(estimate),
-            run_estimate_mode: if settings.learn { "auto" } else { "fixed" },
+            run_estimate_mode: if self.learn { "auto" } else { "fixed" },
             forecast: forecast::forecast(now, day_start, reset_unix, remaining, window_spend),
         }
     }
@@ -335,13 +294,15 @@ mod tests {
     fn state(limit: i64, estimate: i64, today: i64) -> State {
         let dir =
             std::env::temp_dir().join(format!("budget-state-never-created-{}", std::process::id()));
-        let settings = Settings {
+        let mut state = State {
             limit,
             estimate,
-            learn: false,
             dir,
+            today,
+            ..State::default()
         };
-        State::open(settings, today).unwrap()
+        state.load(today).unwrap();
+        state
     }
 
     #[test]

@@ -1,8 +1,7 @@
-//! AgentGate's dashboard frames (`GET /ws`, listed in docs/api-reference.md):
-//! four of our event types as AgentGate's WebSocket broadcaster builds them,
-//! exactly its keys in its order, as `JSON.stringify` prints them. Each
-//! value's text is taken from the event's JSON as it is, so what a client
-//! sent (the metrics) goes out unchanged.
+//! AgentGate's dashboard frames (`GET /ws`, listed in docs/api-reference.md): four of our event
+//! types as AgentGate's WebSocket broadcaster builds them, exactly its keys in its order, as
+//! `JSON.stringify` prints them. Each value's text is taken from the event's JSON as it is, so what
+//! a client sent (the metrics) goes out unchanged.
 
 use std::collections::BTreeMap;
 
@@ -49,20 +48,16 @@ pub fn frame(kind: &str, json: &str) -> Option<String> {
     let run_id = member("run_id")?;
     let work_order = member("work_order_id").or(member("correlation_id"))?;
     let mut out = String::with_capacity(json.len().min(256));
-    out.push('{');
-    push_key(&mut out, "type");
+    out.push_str("{\"type\":");
     push_str(&mut out, frame_type);
-    out.push(',');
-    push_key(&mut out, "workOrderId");
-    out.push_str(work_order);
-    out.push(',');
-    push_key(&mut out, "runId");
-    out.push_str(run_id);
-    for (name, ours) in fields {
+    let ids = [("workOrderId", work_order), ("runId", run_id)];
+    let own = fields
+        .iter()
+        .map(|(name, ours)| (*name, member(ours).unwrap_or("null")));
+    for (name, value) in ids.into_iter().chain(own) {
         out.push(',');
         push_key(&mut out, name);
-        let value = member(ours).unwrap_or("null");
-        if *name == "durationMs" {
+        if name == "durationMs" {
             push_js_number(&mut out, value);
         } else {
             out.push_str(value);

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::agentgate;
 use super::seq::{SeqFile, SEQ_RESERVE};
-use super::Error;
+use crate::error::Error;
 use crate::json_text::{push_key, push_str, push_u64, push_value};
 use crate::log::Logger;
 use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
@@ -76,8 +76,7 @@ impl NewEvent {
         self
     }
 
-    /// Adds one of the event's own fields. Envelope names (`seq`, `type`,
-    /// `timestamp`, `run_id`, `correlation_id`, `work_order_id`) are ignored.
+    /// Adds one of the event's own fields; envelope names are ignored.
     pub fn field(mut self, key: &str, value: Value) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.fields.insert(key.to_string(), value);
@@ -139,8 +138,8 @@ pub(super) fn push_ids(
     }
 }
 
-/// The start of an event's JSON after `{"seq":N,`: its type, timestamp
-/// (RFC 3339 text) and rendered run ids, in a string of `extra` more bytes.
+/// An event's JSON after `{"seq":N,`, up to its own fields: type, timestamp
+/// (RFC 3339) and rendered run ids, with room for `extra` more bytes.
 pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) -> String {
     let mut tail = String::with_capacity(ids.len() + timestamp.len() + extra);
     tail.push_str("\"type\":");
@@ -152,7 +151,7 @@ pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) ->
     tail
 }
 
-/// An event rendered but not numbered yet, built outside the hub's lock.
+/// An event rendered outside the hub's lock, not numbered yet.
 pub(super) struct Rendered {
     pub(super) kind: &'static str,
     pub(super) run_id: Option<Arc<str>>,
@@ -185,8 +184,7 @@ impl Published {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
 
-    /// The event as AgentGate's dashboard takes it (see [`agentgate`]),
-    /// made once and shared; `None` for a type it does not take.
+    /// The event as AgentGate's dashboard takes it, made once; `None` if none.
     pub fn agentgate_frame(&self) -> Option<&str> {
         self.agentgate
             .get_or_init(|| agentgate::frame(self.kind, &self.json).map(String::into_boxed_str))
@@ -253,10 +251,7 @@ pub enum Transport {
 impl Transport {
     /// The label value.
     pub fn label(self) -> &'static str {
-        match self {
-            Transport::Sse => "sse",
-            Transport::WebSocket => "websocket",
-        }
+        ["sse", "websocket"][self as usize]
     }
 }
 
@@ -333,35 +328,33 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `event`; returns how many events were dropped by cutting the
-    /// subscriber off, or `None` once the queue has ended.
+    /// Queues `event`; if the queue has ended (now, for lagging), how many events that dropped.
     fn push(&self, event: &Arc<Published>) -> Option<u64> {
         let mut q = self.lock();
         if q.end.is_some() {
+            return Some(0);
+        }
+        if q.events.len() < QUEUE_CAPACITY {
+            q.events.push_back(event.clone());
+            // A waiting reader waits on an empty queue, so only the first push wakes it.
+            if std::mem::take(&mut q.waiting) {
+                drop(q);
+                self.ready.notify_one();
+            }
             return None;
         }
-        if q.events.len() >= QUEUE_CAPACITY {
-            // The events already queued go too: a stuck reader would never
-            // take them, and a slow one resumes from the ring instead.
-            let dropped = q.events.len() as u64 + 1;
-            q.events = VecDeque::new();
-            q.end = Some(End::Lagged { dropped });
-            let on_lag = q.on_lag.take();
-            drop(q);
-            self.ready.notify_all();
-            if let Some(on_lag) = on_lag {
-                on_lag();
-            }
-            return Some(dropped);
-        }
-        q.events.push_back(event.clone());
-        // A waiting reader waits on an empty queue, so only the first push wakes it.
-        let wake = std::mem::take(&mut q.waiting);
+        // The events already queued go too: a stuck reader would never take
+        // them, and a slow one resumes from the ring instead.
+        let dropped = q.events.len() as u64 + 1;
+        q.events = VecDeque::new();
+        q.end = Some(End::Lagged { dropped });
+        let on_lag = q.on_lag.take();
         drop(q);
-        if wake {
-            self.ready.notify_one();
+        self.ready.notify_all();
+        if let Some(on_lag) = on_lag {
+            on_lag();
         }
-        Some(0)
+        Some(dropped)
     }
 
     /// Ends the queue with `end`, unless it has ended already.
@@ -371,12 +364,7 @@ impl Queue {
     }
 }
 
-struct Registered {
-    id: u64,
-    filter: Filter,
-    queue: Arc<Queue>,
-}
-
+#[derive(Default)]
 struct State {
     next_seq: u64,
     /// Every seq below this is covered by the sequence file.
@@ -386,9 +374,8 @@ struct State {
     ring: VecDeque<Arc<Published>>,
     /// The bytes the ring's events hold, as [`RETAINED_BYTES`] counts them.
     ring_bytes: usize,
-    subscribers: Vec<Registered>,
-    next_id: u64,
-    /// The latest `received_at` given, so that one never goes back in seq
+    subscribers: Vec<(Filter, Arc<Queue>)>,
+    /// The latest `received_at` given, so that it never goes back in seq
     /// order even when the clock does.
     last_received: f64,
     /// Set by [`Hub::stop`]: new subscriptions end at once.
@@ -408,38 +395,26 @@ impl State {
             }
         }
         let mut dropped = 0;
-        self.subscribers.retain(|r| {
-            if !r.filter.matches(event) {
-                return true;
-            }
-            match r.queue.push(event) {
-                Some(0) => true,
-                Some(n) => {
-                    dropped += n;
-                    false
-                }
-                None => false,
-            }
+        self.subscribers.retain(|(filter, queue)| {
+            let gone = filter.matches(event).then(|| queue.push(event)).flatten();
+            dropped += gone.unwrap_or(0);
+            gone.is_none()
         });
         dropped
     }
 }
 
-struct Metrics {
-    subscribers: GaugeFamily,
-    published: CounterFamily,
-    dropped: Counter,
-}
-
 fn metric_error(e: crate::metrics::Error) -> Error {
-    Error(format!("event metric registration failed: {e}"))
+    Error::Storage(format!("event metric registration failed: {e}"))
 }
 
 /// The event hub of one data dir. Safe to share across threads.
 pub struct Hub {
     state: Mutex<State>,
     file: SeqFile,
-    metrics: Metrics,
+    subscribers: GaugeFamily,
+    published: CounterFamily,
+    dropped: Counter,
     log: Logger,
 }
 
@@ -449,46 +424,36 @@ impl Hub {
         let (file, first) = SeqFile::open(dir)?;
         let reserved = first.saturating_add(SEQ_RESERVE);
         file.reserve(reserved)?;
-        let metrics = Metrics {
-            subscribers: registry
-                .gauge_family(
-                    "conductor_event_subscribers",
-                    "Live event stream subscribers, by transport (sse or websocket).",
-                    &["transport"],
-                )
-                .map_err(metric_error)?,
-            published: registry
-                .counter_family(
-                    "conductor_events_published_total",
-                    "Progress events published, by type.",
-                    &["type"],
-                )
-                .map_err(metric_error)?,
-            dropped: registry
-                .counter(
-                    "conductor_events_dropped_total",
-                    "Events thrown away unread because their subscriber fell too far behind.",
-                )
-                .map_err(metric_error)?,
-        };
+        let subscribers = registry.gauge_family(
+            "conductor_event_subscribers",
+            "Live event stream subscribers, by transport (sse or websocket).",
+            &["transport"],
+        );
+        let subscribers = subscribers.map_err(metric_error)?;
         // Both transports show 0 from the start, so dashboards have a series.
         for transport in [Transport::Sse, Transport::WebSocket] {
-            metrics.subscribers.add(&[transport.label()], 0.0);
+            subscribers.add(&[transport.label()], 0.0);
         }
+        let published = registry.counter_family(
+            "conductor_events_published_total",
+            "Progress events published, by type.",
+            &["type"],
+        );
+        let dropped = registry.counter(
+            "conductor_events_dropped_total",
+            "Events thrown away unread because their subscriber fell too far behind.",
+        );
+        let state = State {
+            next_seq: first,
+            reserved,
+            ..State::default()
+        };
         Ok(Hub {
-            state: Mutex::new(State {
-                next_seq: first,
-                reserved,
-                reserve_failing: false,
-                ring: VecDeque::new(),
-                ring_bytes: 0,
-                subscribers: Vec::new(),
-                next_id: 0,
-                last_received: 0.0,
-                stopping: false,
-            }),
+            state: Mutex::new(state),
             file,
-            metrics,
+            subscribers,
+            published: published.map_err(metric_error)?,
+            dropped: dropped.map_err(metric_error)?,
             log,
         })
     }
@@ -503,7 +468,7 @@ impl Hub {
     /// by type, so it never goes back. Call once, before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
-            self.metrics.published.inc_by(&[kind], *n);
+            self.published.inc_by(&[kind], *n);
         }
     }
 
@@ -556,16 +521,15 @@ impl Hub {
             }
         }
         for (kind, n) in counts {
-            self.metrics.published.inc_by(&[kind], n);
+            self.published.inc_by(&[kind], n);
         }
         if dropped > 0 {
-            self.metrics.dropped.inc_by(dropped);
+            self.dropped.inc_by(dropped);
         }
     }
 
-    /// Extends the reservation. On failure the event still goes out: a
-    /// change just made durable on the same disk makes that rare, and it is
-    /// retried with every event.
+    /// Extends the reservation. On failure (rare: a change was just made durable
+    /// on the same disk) the event still goes out, and it is retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {
@@ -594,34 +558,25 @@ impl Hub {
         transport: Transport,
     ) -> Subscription {
         let queue = Arc::new(Queue::default());
-        let (id, backlog) = {
-            let mut s = self.lock();
-            let from = match start {
-                Start::Live => s.ring.len(),
-                Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
-                Start::Tail(_) => 0,
-            };
-            let matching = s.ring.range(from..).filter(|e| filter.matches(e));
-            let mut backlog: VecDeque<Arc<Published>> = matching.cloned().collect();
-            if let Start::Tail(n) = start {
-                backlog.drain(..backlog.len().saturating_sub(n));
-            }
-            if s.stopping {
-                queue.end(End::Stopping);
-            }
-            s.next_id += 1;
-            let id = s.next_id;
-            s.subscribers.push(Registered {
-                id,
-                filter,
-                queue: queue.clone(),
-            });
-            (id, backlog)
+        let mut s = self.lock();
+        let from = match start {
+            Start::Live => s.ring.len(),
+            Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
+            Start::Tail(_) => 0,
         };
-        self.metrics.subscribers.inc(&[transport.label()]);
+        let matching = s.ring.range(from..).filter(|e| filter.matches(e));
+        let mut backlog: VecDeque<Arc<Published>> = matching.cloned().collect();
+        if let Start::Tail(n) = start {
+            backlog.drain(..backlog.len().saturating_sub(n));
+        }
+        if s.stopping {
+            queue.end(End::Stopping);
+        }
+        s.subscribers.push((filter, queue.clone()));
+        drop(s);
+        self.subscribers.inc(&[transport.label()]);
         Subscription {
             hub: self.clone(),
-            id,
             queue,
             backlog,
             transport,
@@ -636,15 +591,13 @@ impl Hub {
         self.lock().subscribers.len()
     }
 
-    /// Ends every subscription, now and to come, once it has taken the
-    /// events already queued for it: its reader then gets
-    /// [`Next::Stopping`]. For a server that is stopping; events published
-    /// afterwards still go to the ring and the metrics, but to no stream.
+    /// Ends every subscription, now and to come, with [`Next::Stopping`] once it
+    /// has taken the events queued for it. Later events still go to the ring.
     pub fn stop(&self) {
         let mut s = self.lock();
         s.stopping = true;
-        for r in &s.subscribers {
-            r.queue.end(End::Stopping);
+        for (_, queue) in &s.subscribers {
+            queue.end(End::Stopping);
         }
     }
 }
@@ -664,7 +617,6 @@ impl Closer {
 /// One subscriber's view of the hub, which can move across threads; dropping it unsubscribes.
 pub struct Subscription {
     hub: Arc<Hub>,
-    id: u64,
     queue: Arc<Queue>,
     /// Events taken out of the queue, or retained ones it resumes with.
     backlog: VecDeque<Arc<Published>>,
@@ -740,9 +692,12 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let id = self.id;
-        self.hub.lock().subscribers.retain(|r| r.id != id);
-        self.hub.metrics.subscribers.dec(&[self.transport.label()]);
+        let queue = &self.queue;
+        self.hub
+            .lock()
+            .subscribers
+            .retain(|(_, q)| !Arc::ptr_eq(q, queue));
+        self.hub.subscribers.dec(&[self.transport.label()]);
     }
 }
 

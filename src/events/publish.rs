@@ -10,9 +10,8 @@ use crate::bus::Message;
 use crate::runs::{Event, Run, RunIds, Status, Text, Timed};
 use crate::time;
 
-/// The largest message body carried inline by `message_appended`, in bytes
-/// of JSON. Larger ones are left out (readers fetch them from the bus), so
-/// the retained events stay small whatever the bus holds.
+/// The largest message body (bytes of JSON) `message_appended` carries; larger
+/// ones are left out (readers fetch them from the bus), so retained events stay small.
 pub const MAX_INLINE_BODY: usize = 4096;
 
 fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
@@ -23,17 +22,15 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
     )
 }
 
-/// Run events rendered, not yet numbered: rendering is most of the work,
-/// so any thread with time does it before the batch is durable. Plain
-/// data; safe to send across threads.
+/// Run events rendered, not yet numbered: rendering is most of the work, so any
+/// thread with time does it before the batch is durable. Safe to send across threads.
 pub struct PreparedEvents {
     ids: RunIds,
     batch: Vec<Rendered>,
 }
 
 impl PreparedEvents {
-    /// Renders `events` of `run`, skipping token counts, which only move
-    /// metrics.
+    /// Renders `events` of `run`, skipping token counts (they only move metrics).
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
         // The run's part of the envelope is the same for the whole batch,
         // and so, nearly always, is the timestamp.
@@ -41,20 +38,17 @@ impl PreparedEvents {
         let work_order = run.work_order_id.as_deref();
         push_ids(&mut ids, &run.run_id, Some(run.correlation()), work_order);
         let run_id: Arc<str> = Arc::from(run.run_id.as_str());
-        let mut stamp: Option<(f64, String)> = None;
+        // JSON has no NaN, so no event's time matches the first stamp's.
+        let mut stamp = (f64::NAN, String::new());
         let batch = events
             .iter()
             .filter(|t| !matches!(t.event, Event::Tokens { .. }))
             .map(|timed| {
-                if stamp
-                    .as_ref()
-                    .is_none_or(|(at, _)| at.to_bits() != timed.at.to_bits())
-                {
-                    stamp = Some((timed.at, time::rfc3339(timed.at)));
+                if stamp.0.to_bits() != timed.at.to_bits() {
+                    stamp = (timed.at, time::rfc3339(timed.at));
                 }
-                let at = stamp.as_ref().map_or("", |(_, text)| text.as_str());
                 let kind = timed.kind();
-                let mut tail = push_head(kind, at, &ids, 96);
+                let mut tail = push_head(kind, &stamp.1, &ids, 96);
                 let own = tail.len();
                 tail.push(',');
                 if !timed.push_fields(&mut tail) {
@@ -96,10 +90,11 @@ impl Hub {
     /// durable; nothing for a run still running.
     pub(crate) fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
-        let result = match run.status {
-            Status::Completed => "succeeded",
-            Status::Failed => "failed",
-            _ => "canceled",
+        // The run's error text is a failure's `error`, a cancellation's `reason`.
+        let (result, why) = match run.status {
+            Status::Completed => ("succeeded", None),
+            Status::Failed => ("failed", Some("error")),
+            _ => ("canceled", Some("reason")),
         };
         let ended = run.ended_at.unwrap_or_else(time::now_unix);
         let seconds = run
@@ -122,10 +117,8 @@ impl Hub {
                     "phases": detail["phases"],
                 }),
             );
-        match run.status {
-            Status::Failed => event = event.field("error", json!(run.text(Text::Error))),
-            Status::Cancelled => event = event.field("reason", json!(run.text(Text::Error))),
-            _ => {}
+        if let Some(key) = why {
+            event = event.field(key, json!(run.text(Text::Error)));
         }
         let metrics = run.text(Text::Metrics).unwrap_or("null");
         Some(self.publish(event.raw_field("metrics", metrics)))

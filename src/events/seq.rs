@@ -1,15 +1,13 @@
-//! The event seq high-water mark, so a restart never reuses a seq. The
-//! file holds one decimal number above every seq handed out. The hub
-//! writes it a block ahead and syncs it before using the block, so after a
-//! crash the next run starts there, skipping at most one block. It is
-//! replaced whole (temp file, sync, rename, sync the directory), so a crash
+//! The event seq high-water mark, so a restart never reuses a seq: one decimal number above every
+//! seq handed out, written a block ahead and synced before the block is used, so a crash skips at
+//! most one block. It is replaced whole (temp file, sync, rename, sync the directory), so a crash
 //! mid-write leaves the old number or the new one.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use super::Error;
+use crate::error::Error;
 
 const SEQ_FILE: &str = "events.seq";
 
@@ -29,35 +27,24 @@ impl SeqFile {
         let path = dir.join(SEQ_FILE);
         let shown = path.display();
         let first = match fs::read_to_string(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(1),
+            Err(e) => Err(format!("cannot read event sequence file {shown}: {e}")),
             Ok(text) => match text.trim().parse::<u64>() {
-                // Sequence numbers never wrap: a mark with no room for one
-                // more block ends the sequence, and the start with it.
-                Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => {
-                    return Err(Error(format!(
-                        "event sequence file {shown} holds {n}, too near the largest sequence \
-                         number ({}) to reserve another block; refusing to start rather than wrap",
-                        u64::MAX
-                    )));
-                }
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    let why = format!("holds {text:?}, not a sequence number");
-                    return Err(Error(format!("event sequence file {shown} {why}")));
-                }
+                // Seqs never wrap: a mark with no room for one more block
+                // ends the sequence, and the start with it.
+                Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => Err(format!(
+                    "event sequence file {shown} holds {n}, too near the largest sequence \
+                     number ({}) to reserve another block; refusing to start rather than wrap",
+                    u64::MAX
+                )),
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!(
+                    "event sequence file {shown} holds {text:?}, not a sequence number"
+                )),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => {
-                let why = format!("cannot read event sequence file {shown}: {e}");
-                return Err(Error(why));
-            }
         };
-        Ok((
-            SeqFile {
-                dir: dir.to_path_buf(),
-                path,
-            },
-            first,
-        ))
+        let dir = dir.to_path_buf();
+        Ok((SeqFile { dir, path }, first.map_err(Error::Storage)?))
     }
 
     /// Durably records that every seq below `limit` may have been used.
@@ -72,7 +59,8 @@ impl SeqFile {
             File::open(&self.dir)?.sync_all()
         };
         let path = self.path.display();
-        write().map_err(|e| Error(format!("cannot write event sequence file {path}: {e}")))
+        let message = |e| format!("cannot write event sequence file {path}: {e}");
+        write().map_err(|e| Error::Storage(message(e)))
     }
 }
 

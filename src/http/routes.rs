@@ -344,10 +344,9 @@ fn spend(ex: &mut Exchange) -> Answer {
     let app = ex.app().clone();
     let input = request.input;
     let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
-    let spent = match &request.operation_id {
-        Some(id) => app.budget.spend_once(id, input, run_id, phase),
-        None => app.budget.spend(input, run_id, phase).map(Spent::New),
-    };
+    let spent = app
+        .budget
+        .spend_once(request.operation_id.as_deref(), input, run_id, phase);
     let (status, repeat, recorded) = match or_answer!(ex, spent) {
         Spent::New(r) => {
             app.budget_alerts(&r, run_id);

@@ -692,7 +692,7 @@ impl Runs {
         // refused start journals nothing), and held while the start is
         // written, so concurrent starts cannot overdraw the day.
         let reserved = self.shared.budget.reserve(&id, new.agent.as_deref());
-        let reserved = reserved.map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
+        let reserved = reserved.map_err(Error::Exhausted)?;
         let op = new.start_record(&id, time::now_unix(), Some(reserved));
         let record = op.to_string().into_bytes();
         let plan = vec![Planned::Start(id.clone(), op)];
@@ -822,7 +822,7 @@ impl Runs {
         for p in steps {
             let Step::Start(new) = &p.step else { continue };
             let micros = self.shared.budget.reserve(&p.run_id, new.agent.as_deref());
-            let micros = micros.map_err(|refusal| Error::Exhausted(Box::new((*refusal).into())))?;
+            let micros = micros.map_err(Error::Exhausted)?;
             reserved.insert(p.run_id.clone(), micros);
         }
         Ok(())
