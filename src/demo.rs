@@ -1,13 +1,12 @@
 //! The `demo` subcommand: a seeded, synthetic orchestrator workload sent to
 //! a running server, so its metrics, dashboards and alerts have data.
 //!
-//! Each run is planned in full on a simulated clock whose timeline ends as
-//! it is sent: durations are minutes long without sleeping, and one seed
-//! always gives the same summary. The server prices token events when a run
-//! ends, so the only direct spend is each work order's triage. Worker,
-//! worktree, merge, dispatch-loop and LLM figures go only to the families of
-//! `docs/examples/orchestrator-metrics.json` that the server declares (its
-//! `--metrics-file`, asked once), so nothing is sent that it must refuse.
+//! Runs are planned in full on a simulated clock whose timeline ends as they
+//! are sent: minutes long without sleeping, one summary per seed. Only each
+//! work order's triage is spent directly (the server prices token events).
+//! Worker, worktree, merge, dispatch-loop and LLM figures go only to the
+//! families of `docs/examples/orchestrator-metrics.json` the server declares
+//! (asked once), so nothing is sent that it must refuse.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +21,6 @@ use crate::time;
 
 pub const DEFAULT_RUNS: u64 = 20;
 pub const DEFAULT_SEED: u64 = 1;
-/// The most runs one invocation may ask for.
 pub const MAX_RUNS: u64 = 10_000;
 
 /// What `conductor-metrics demo` was asked to do.
@@ -93,8 +91,7 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         declared: Declared::new(families),
         total: options.runs,
     };
-    // One dispatch-loop run, named per invocation so a seed can be replayed
-    // against the same data dir.
+    // Named per invocation, so a seed can be replayed against the same data dir.
     let loop_run = format!(
         "demo-s{}-{:x}{:x}",
         options.seed,
@@ -104,8 +101,7 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let mut rng = Rng(options.seed);
     for index in 1..=options.runs {
         let plan = plan_run(&mut rng, index, &loop_run);
-        let run_id = format!("{loop_run}-{index:04}");
-        let line = sender.send(&run_id, &plan)?;
+        let line = sender.send(&format!("{loop_run}-{index:04}"), &plan)?;
         // The report is secondary: a closed stdout must not stop the workload.
         let _ = writeln!(out, "{line}");
     }
@@ -113,24 +109,19 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     Ok(sender.summary)
 }
 
-struct Declared {
-    families: Vec<Declaration>,
-    index: HashMap<String, usize>,
-}
+/// The families the server declares, and their index, as it checks updates.
+struct Declared(Vec<Declaration>, HashMap<String, usize>);
 
 impl Declared {
     fn new(families: Vec<Declaration>) -> Declared {
-        let index = families
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect();
-        Declared { families, index }
+        let index = families.iter().enumerate();
+        let index = index.map(|(i, d)| (d.name.clone(), i)).collect();
+        Declared(families, index)
     }
 
     /// Whether the server takes `update`, by the server's own check.
     fn takes(&self, update: &Value) -> bool {
-        update::parse_batch(update, &self.families, &self.index).is_ok()
+        update::parse_batch(update, &self.0, &self.1).is_ok()
     }
 }
 
@@ -209,30 +200,8 @@ impl Sender<'_> {
                 }
             }
         }
-        let (cost, outcome) = self.end(run_id, &plan.outcome)?;
-        // The run's updates and the work orders by state, as far as the server takes them.
-        let mut updates = plan.updates.clone();
-        updates.extend(work_order_states(&self.summary, self.total));
-        updates.retain(|u| self.declared.takes(u));
-        for batch in updates.chunks(update::MAX_BATCH) {
-            let body = Value::Array(batch.to_vec());
-            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
-            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
-        }
-        let iterations = match plan.iterations {
-            1 => "1 iteration ".to_string(),
-            n => format!("{n} iterations"),
-        };
-        let minutes = plan.duration / 60.0;
-        let pr = plan.pr_url.as_deref().unwrap_or("");
-        let line = format!("{head}  {iterations}  {minutes:5.1} min{cost}  {outcome}  {pr}");
-        Ok(line.trim_end().to_string())
-    }
-
-    /// Ends the run as planned; returns its cost and outcome as reported.
-    fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<(String, String), String> {
         let s = &mut self.summary;
-        let (action, body, count, shown) = match outcome {
+        let (action, body, count, shown) = match &plan.outcome {
             PlannedEnd::Complete => ("complete", json!({}), &mut s.completed, "completed".into()),
             PlannedEnd::Fail(e) => (
                 "fail",
@@ -246,7 +215,23 @@ impl Sender<'_> {
         let ended = call(self.url, "POST", &path, Some(&body), 200)?;
         *count += 1;
         let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
-        Ok((cost.unwrap_or_default(), shown))
+        // The run's updates and the work orders by state, as far as the server takes them.
+        let mut updates = plan.updates.clone();
+        updates.extend(work_order_states(&self.summary, self.total));
+        updates.retain(|u| self.declared.takes(u));
+        for batch in updates.chunks(update::MAX_BATCH) {
+            let body = Value::Array(batch.to_vec());
+            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
+            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
+        }
+        let iterations = match plan.iterations {
+            1 => "1 iteration ".to_string(),
+            n => format!("{n} iterations"),
+        };
+        let (minutes, cost) = (plan.duration / 60.0, cost.unwrap_or_default());
+        let pr = plan.pr_url.as_deref().unwrap_or("");
+        let line = format!("{head}  {iterations}  {minutes:5.1} min{cost}  {shown}  {pr}");
+        Ok(line.trim_end().to_string())
     }
 
     /// Posts the work order's triage as a direct budget spend.
@@ -508,13 +493,15 @@ struct RunPlan {
     iterations: u64,
     pr_url: Option<String>,
     outcome: PlannedEnd,
-    /// Seconds from the run's start to its end, on the simulated clock.
+    /// Seconds from the run's start to its end: the simulated clock.
     duration: f64,
     /// The run's activity as updates to the example families: a worktree
     /// created and cleaned up, each phase a task of the agent profile's
     /// worker, each iteration a dispatch-loop cycle, an LLM call per `tokens`
     /// event, a merge per PR, and the retries (iterations after the first).
     updates: Vec<Value>,
+    /// The LLM calls planned so far.
+    calls: u64,
 }
 
 /// Plans run `index` of `loop_run`: iterations of the four phases until the
@@ -536,43 +523,40 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
         "phases": PHASES.iter().map(|p| p.name).collect::<Vec<_>>(),
         "max_iterations": max_iterations,
     });
-    let mut p = Planner {
-        rng,
-        profile: agent,
-        loop_run,
+    let mut plan = RunPlan {
+        start: json!({
+            "agent": agent, "goal": goal, "work_order_id": work_order_id,
+            "correlation_id": correlation_id, "strategy": strategy,
+            "max_iterations": max_iterations,
+        }),
+        steps: vec![Step::Message("PLAN", plan_message)],
+        triage_tokens,
+        iterations: 0,
+        pr_url: None,
+        // What a run that neither fails its last iteration nor delivers is.
+        outcome: PlannedEnd::Cancel,
+        duration: 0.0,
+        updates: worktree_created(index),
         calls: 0,
-        plan: RunPlan {
-            start: json!({
-                "agent": agent, "goal": goal, "work_order_id": work_order_id,
-                "correlation_id": correlation_id, "strategy": strategy,
-                "max_iterations": max_iterations,
-            }),
-            steps: vec![Step::Message("PLAN", plan_message)],
-            triage_tokens,
-            iterations: 0,
-            pr_url: None,
-            // What a run that neither fails its last iteration nor delivers is.
-            outcome: PlannedEnd::Cancel,
-            duration: 0.0,
-            updates: worktree_created(index),
-        },
     };
     for iteration in 1..=max_iterations {
-        p.plan.iterations = iteration;
-        match p.iteration(iteration, cancel_at) {
+        plan.iterations = iteration;
+        let cancel = cancel_at
+            .filter(|&(at, _)| at == iteration)
+            .map(|(_, phase)| phase);
+        match plan.iteration(rng, agent, loop_run, cancel) {
             None => break,
             Some(None) => {
-                p.delivery(index);
+                plan.delivery(rng, index);
                 break;
             }
             Some(Some(problem)) if iteration == max_iterations => {
                 let why = format!("{problem} (iteration {iteration} of {max_iterations})");
-                p.plan.outcome = PlannedEnd::Fail(why);
+                plan.outcome = PlannedEnd::Fail(why);
             }
             Some(Some(_)) => {}
         }
     }
-    let mut plan = p.plan;
     plan.updates.extend([
         json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
         json!({"name": "task_retry_count", "labels": {"worker_profile": agent}, "observe": plan.iterations - 1}),
@@ -580,38 +564,31 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     plan
 }
 
-/// A run being planned, on its simulated clock (`plan.duration`).
-struct Planner<'a> {
-    rng: &'a mut Rng,
-    plan: RunPlan,
-    /// The run's agent profile, whose workers execute its tasks.
-    profile: &'static str,
-    loop_run: &'a str,
-    /// The LLM calls planned so far.
-    calls: u64,
-}
-
-impl Planner<'_> {
-    /// Plans an iteration and its status; `None` when an operator cancels
-    /// the run in it, else the problem when a phase or a gate failed.
+impl RunPlan {
+    /// Plans the current iteration, run by `profile`'s workers: `None` when
+    /// an operator cancels it at phase `cancel`, else the problem when a
+    /// phase or a gate failed.
     fn iteration(
         &mut self,
-        iteration: u64,
-        cancel_at: Option<(u64, usize)>,
+        rng: &mut Rng,
+        profile: &str,
+        loop_run: &str,
+        cancel: Option<usize>,
     ) -> Option<Option<String>> {
-        self.plan.duration += self.rng.around(1.0, 6.0);
+        let iteration = self.iterations;
+        self.duration += rng.around(1.0, 6.0);
         let started = json!({"type": "iteration_started", "iteration": iteration});
-        let mut batch = vec![(self.plan.duration, started)];
+        let mut batch = vec![(self.duration, started)];
         let mut problem: Option<String> = None;
         let mut dispatched = 0u64;
         let mut cancelled = false;
         for (i, spec) in PHASES.iter().enumerate() {
-            cancelled = cancel_at == Some((iteration, i));
+            cancelled = cancel == Some(i);
             if cancelled {
                 break;
             }
             dispatched += 1;
-            match self.phase(spec, iteration, &mut batch) {
+            match self.phase(rng, spec, profile, &mut batch) {
                 Ok(gate_problem) => problem = problem.or(gate_problem),
                 // A phase that fails ends its iteration; the next one starts over.
                 Err(failure) => {
@@ -625,17 +602,17 @@ impl Planner<'_> {
         } else {
             let success = problem.is_none();
             batch.push((
-                self.plan.duration,
+                self.duration,
                 json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
             ));
             json!({"iteration": iteration, "success": success, "problem": problem})
         };
-        self.plan.steps.push(Step::Events(batch));
-        self.plan.steps.push(Step::Message("STATUS", status));
+        self.steps.push(Step::Events(batch));
+        self.steps.push(Step::Message("STATUS", status));
         // The loop's own work: a fixed cost, and a little per task handed out.
         let seconds = 0.2 + 0.3 * dispatched as f64;
-        self.plan.updates.extend([
-            json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": self.loop_run}, "inc": 1}),
+        self.updates.extend([
+            json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": loop_run}, "inc": 1}),
             json!({"name": "dispatch_loop_cycle_duration_seconds", "observe": seconds}),
             json!({"name": "dispatch_tasks_dispatched_per_cycle", "observe": dispatched}),
             json!({"name": "dispatch_worker_completions_per_cycle", "observe": dispatched}),
@@ -647,16 +624,15 @@ impl Planner<'_> {
     /// with why the phase failed.
     fn phase(
         &mut self,
+        rng: &mut Rng,
         spec: &PhaseSpec,
-        iteration: u64,
+        profile: &str,
         batch: &mut Vec<(f64, Value)>,
     ) -> Result<Option<String>, String> {
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
         let phase = spec.name;
-        batch.push((
-            *t,
-            json!({"type": "phase_started", "phase": phase, "iteration": iteration}),
-        ));
+        let started =
+            json!({"type": "phase_started", "phase": phase, "iteration": self.iterations});
+        batch.push((self.duration, started));
         let seconds = rng.around(spec.seconds.0, spec.seconds.1);
         let model = match phase == "test" || rng.chance(0.1) {
             true => "claude-haiku",
@@ -664,33 +640,34 @@ impl Planner<'_> {
         };
         let input = rng.between(spec.input.0, spec.input.1);
         let output = rng.between(spec.output.0, spec.output.1);
-        *t += seconds;
+        self.duration += seconds;
         let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
         let ms = (seconds * 1000.0).round();
-        batch.extend(
-            [
+        let t = self.duration;
+        batch.extend([
+            (
+                t,
                 json!({"type": "tokens", "phase": phase, "model": model,
-                   "input_tokens": input, "output_tokens": output}),
+                "input_tokens": input, "output_tokens": output}),
+            ),
+            (
+                t,
                 json!({"type": "phase_completed", "phase": phase, "success": success,
-                   "duration_ms": ms}),
-            ]
-            .map(|event| (*t, event)),
-        );
+                "duration_ms": ms}),
+            ),
+        ]);
         self.calls += 1;
-        self.plan
-            .updates
+        self.updates
             .extend(llm_call(model, input, output, self.calls));
         let status = if success { "success" } else { "failed" };
-        let profile = self.profile;
-        self.plan.updates.extend([
+        self.updates.extend([
             json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": ms / 1000.0}),
             json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
         ]);
         if !success {
             return Err(spec.failure.1.to_string());
         }
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
         let mut problem = None;
         if let Some((gate, pass, reasons)) = spec.gate {
             let passed = rng.chance(pass);
@@ -699,36 +676,32 @@ impl Planner<'_> {
                 event["reason"] = json!(*rng.pick(reasons));
                 problem = Some(format!("{gate} still failing"));
             }
-            *t += rng.around(2.0, 30.0);
-            batch.push((*t, event));
+            self.duration += rng.around(2.0, 30.0);
+            batch.push((self.duration, event));
         }
-        *t += rng.around(0.5, 4.0);
+        self.duration += rng.around(0.5, 4.0);
         Ok(problem)
     }
 
-    fn delivery(&mut self, index: u64) {
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
+    fn delivery(&mut self, rng: &mut Rng, index: u64) {
         let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
-        *t += rng.around(5.0, 20.0);
-        let started = *t;
-        *t += rng.around(60.0, 480.0);
+        self.duration += rng.around(5.0, 20.0);
+        let started = (self.duration, json!({"type": "delivery_started"}));
+        self.duration += rng.around(60.0, 480.0);
         let delivered = rng.chance(0.95);
         let ci = if delivered { "passed" } else { "failed" };
         let completed = json!({"type": "delivery_completed", "success": delivered,
                                "pr_url": url, "ci_status": ci});
-        let events = vec![
-            (started, json!({"type": "delivery_started"})),
-            (*t, completed),
-        ];
-        self.plan.steps.push(Step::Events(events));
-        self.plan.outcome = match delivered {
+        self.steps
+            .push(Step::Events(vec![started, (self.duration, completed)]));
+        self.outcome = match delivered {
             true => PlannedEnd::Complete,
             false => {
                 PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".into())
             }
         };
-        self.plan.pr_url = Some(url);
-        self.plan.updates.extend(merge(FIRST_PR + index));
+        self.pr_url = Some(url);
+        self.updates.extend(merge(FIRST_PR + index));
     }
 }
 
@@ -864,7 +837,7 @@ mod tests {
             }
         }
         let all: std::collections::BTreeSet<String> =
-            declared.families.iter().map(|d| d.name.clone()).collect();
+            declared.0.iter().map(|d| d.name.clone()).collect();
         assert_eq!(moved, all);
     }
 
