@@ -78,88 +78,8 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
         }
         Some(first) => return Err(unknown_command(first)),
     };
-    read_line(sub, named, args, env)
-}
-
-/// Refuses plain arguments `sub` does not take: all but the RUN_ID of
-/// `complete`, `fail` and `cancel`.
-fn check_positional(sub: &str, positional: &[&str]) -> Result<(), String> {
-    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
-    match (positional, takes_run) {
-        ([], false) | ([_], true) => Ok(()),
-        ([], true) => Err(format!(
-            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
-        )),
-        (extra, _) => {
-            let arg = extra[usize::from(takes_run)];
-            Err(format!(
-                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
-            ))
-        }
-    }
-}
-
-/// What `sub` with these flags and plain arguments asks for.
-fn command(
-    sub: &str,
-    flags: &[(&str, &str)],
-    positional: &[&str],
-    env: &Env,
-) -> Result<Command, String> {
-    check_positional(sub, positional)?;
-    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
-    let mut c = Client {
-        url: DEFAULT_URL.to_string(),
-        runs: demo::DEFAULT_RUNS,
-        seed: demo::DEFAULT_SEED,
-        cost: None,
-        error: None,
-    };
-    settings::apply(sub, (&mut config, &mut c), flags, env)?;
-    Ok(match sub {
-        "serve" => {
-            config.otlp = OtlpConfig::from_env(env);
-            Command::Serve(Box::new(config))
-        }
-        "repair" => Command::Repair {
-            data_dir: config.data_dir,
-            budget_dir: config.budget.dir,
-        },
-        "status" => Command::Status(c.url),
-        "budget" => Command::Budget(c.url),
-        "trigger" => Command::Trigger(c.url),
-        "demo" => Command::Demo(DemoOptions {
-            url: c.url,
-            runs: c.runs,
-            seed: c.seed,
-        }),
-        _ => {
-            let run_id = positional[0].to_string();
-            if !crate::runs::valid_run_id(&run_id) {
-                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
-                return Err(format!("RUN_ID {must}, not {run_id:?}"));
-            }
-            Command::Finish(FinishOptions {
-                url: c.url,
-                run_id,
-                action: sub.to_string(),
-                error: c.error,
-                cost: c.cost,
-            })
-        }
-    })
-}
-
-/// Reads the arguments after `sub`'s name (`named`: given by name) into
-/// their command; a flag `sub` does not take is refused, naming the nearest.
-fn read_line<'a>(
-    sub: &str,
-    named: bool,
-    mut args: impl Iterator<Item = &'a str>,
-    env: &Env,
-) -> Result<Command, String> {
     let allowed: Vec<&str> = settings::settings_of(sub)
-        .map(|o| o.flag.0)
+        .map(|o| o.names.0)
         .filter(|f| !f.is_empty())
         .collect();
     let mut flags = Vec::new();
@@ -201,6 +121,67 @@ fn read_line<'a>(
         flags.push((name, value));
     }
     command(sub, &flags, &positional, env)
+}
+
+/// What `sub` with these flags and plain arguments asks for; plain
+/// arguments are refused but the RUN_ID of `complete`, `fail` and `cancel`.
+fn command(
+    sub: &str,
+    flags: &[(&str, &str)],
+    positional: &[&str],
+    env: &Env,
+) -> Result<Command, String> {
+    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    if let Some(arg) = positional.get(usize::from(takes_run)) {
+        let see = format!("(see conductor-metrics {sub} --help)");
+        return Err(format!("unexpected argument {arg:?} {see}"));
+    }
+    if takes_run && positional.is_empty() {
+        return Err(format!(
+            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
+        ));
+    }
+    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+    let mut c = Client {
+        url: DEFAULT_URL.to_string(),
+        runs: demo::DEFAULT_RUNS,
+        seed: demo::DEFAULT_SEED,
+        cost: None,
+        error: None,
+    };
+    settings::apply(sub, (&mut config, &mut c), flags, env)?;
+    Ok(match sub {
+        "serve" => {
+            config.otlp = OtlpConfig::from_env(env);
+            Command::Serve(Box::new(config))
+        }
+        "repair" => Command::Repair {
+            data_dir: config.data_dir,
+            budget_dir: config.budget.dir,
+        },
+        "status" => Command::Status(c.url),
+        "budget" => Command::Budget(c.url),
+        "trigger" => Command::Trigger(c.url),
+        "demo" => Command::Demo(DemoOptions {
+            url: c.url,
+            runs: c.runs,
+            seed: c.seed,
+        }),
+        _ => {
+            let run_id = positional[0].to_string();
+            if !crate::runs::valid_run_id(&run_id) {
+                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+                return Err(format!("RUN_ID {must}, not {run_id:?}"));
+            }
+            Command::Finish(FinishOptions {
+                url: c.url,
+                run_id,
+                action: sub.to_string(),
+                error: c.error,
+                cost: c.cost,
+            })
+        }
+    })
 }
 
 fn unknown_command(word: &str) -> String {

@@ -41,7 +41,7 @@ fn usage(command: &str) -> String {
         _ => "",
     };
     let mut out = format!("{command}{operands}");
-    for (flag, value) in settings::settings_of(command).map(|s| s.flag) {
+    for (flag, value) in settings::settings_of(command).map(|s| (s.names.0, s.names.1)) {
         if !flag.is_empty() {
             out.push_str(&format!(" [--{flag} {value}]"));
         }
@@ -98,7 +98,7 @@ pub(super) fn command_help(command: &str) -> Option<String> {
     let options: Vec<_> = settings::settings_of(command).collect();
     let flags: Vec<String> = options
         .iter()
-        .map(|o| match o.flag {
+        .map(|o| match (o.names.0, o.names.1) {
             ("", _) => String::new(),
             (flag, value) => format!("--{flag} {value}"),
         })
@@ -106,7 +106,7 @@ pub(super) fn command_help(command: &str) -> Option<String> {
     let rows: Vec<[&str; 3]> = options
         .iter()
         .zip(&flags)
-        .map(|(o, flag)| [flag.as_str(), o.help, o.env])
+        .map(|(o, flag)| [flag.as_str(), o.help, o.names.2])
         .collect();
     columns(&mut out, &rows);
     out.push_str(&footer(command));
@@ -257,7 +257,7 @@ mod tests {
             assert_eq!(
                 lines.len(),
                 settings::settings_of(sub)
-                    .filter(|o| !o.flag.0.is_empty())
+                    .filter(|o| !o.names.0.is_empty())
                     .count(),
                 "{sub}: {text}"
             );
@@ -274,10 +274,10 @@ mod tests {
                 .map(|l| starts(l)[2])
                 .collect();
             assert!(variables.windows(2).all(|w| w[0] == w[1]), "{sub}: {text}");
-            for o in settings::settings_of(sub).filter(|o| !o.env.is_empty()) {
-                let line = text.lines().find(|l| l.ends_with(o.env)).unwrap();
-                if !o.flag.0.is_empty() {
-                    assert!(line.starts_with(&format!("  --{} ", o.flag.0)), "{line}");
+            for o in settings::settings_of(sub).filter(|o| !o.names.2.is_empty()) {
+                let line = text.lines().find(|l| l.ends_with(o.names.2)).unwrap();
+                if !o.names.0.is_empty() {
+                    assert!(line.starts_with(&format!("  --{} ", o.names.0)), "{line}");
                 }
                 assert_eq!(starts(line).last(), variables.first(), "{sub}: {line}");
             }
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(nearest("tigger", commands()), Some("trigger"));
         assert_eq!(nearest("xyzzy", commands()), None);
         assert_eq!(nearest("a", commands()), None);
-        let flags = || settings::SETTINGS.iter().map(|s| s.flag.0);
+        let flags = || settings::SETTINGS.iter().map(|s| s.names.0);
         assert_eq!(nearest("adr", flags()), Some("addr"));
         assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
         assert_eq!(nearest("workers", flags()), None);
