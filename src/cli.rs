@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::app::VERSION;
-use crate::client;
+use crate::client::{self, ApiAnswer};
 use crate::config::{self, Command, FinishOptions};
 use crate::demo;
 
@@ -29,8 +29,14 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status(url) => show("status", &url, "/api/v1/status", format_status),
-        Command::Budget(url) => show("budget", &url, "/api/v1/agent/budget", format_budget),
+        Command::Status(url) => {
+            let sent = client::request("GET", &url, "/api/v1/status", None);
+            report("status", sent, format_status)
+        }
+        Command::Budget(url) => {
+            let sent = client::request("GET", &url, "/api/v1/agent/budget", None);
+            report("budget", sent, format_budget)
+        }
         Command::Trigger(url) => trigger(&url),
         Command::Finish(options) => finish(&options),
         Command::Demo(options) => demo::command(&options),
@@ -43,10 +49,10 @@ pub fn run(args: &[String]) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
-/// error when the server cannot be reached or answers with an error.
-fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> u8 {
-    match client::request("GET", url, path, None) {
+/// Prints a 200 answer as `format` writes it: exit 0; else says why on
+/// stderr: exit 1.
+fn report(command: &str, sent: Result<ApiAnswer, String>, format: fn(&Value) -> String) -> u8 {
+    match sent {
         Ok(a) if a.status == 200 => {
             print!("{}", format(&a.json));
             0
@@ -61,7 +67,7 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> u
 
 /// Says why the server refused, with what to do about a missing key;
 /// returns exit code 1.
-fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
+fn refused(command: &str, a: &ApiAnswer) -> u8 {
     let message = a.json["error"]["message"]
         .as_str()
         .unwrap_or("no reason given");
@@ -89,21 +95,12 @@ fn finish(o: &FinishOptions) -> u8 {
         body.insert("cost".into(), Value::from(cost));
     }
     let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
-    match client::request("POST", &o.url, &path, Some(&Value::Object(body))) {
-        Ok(a) if a.status == 200 => {
-            print_json(&a.json);
-            0
-        }
-        Ok(a) => refused(&o.action, &a),
-        Err(e) => {
-            eprintln!("{}: {e}", o.action);
-            1
-        }
-    }
+    let sent = client::request("POST", &o.url, &path, Some(&Value::Object(body)));
+    report(&o.action, sent, pretty)
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 /// The budget table as the research agent's `budget` prints it, then, from
@@ -152,23 +149,14 @@ fn forecast(b: &Value) -> String {
 fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
-        Ok(a) if a.status == 200 => {
-            print_json(&a.json);
-            0
-        }
-        Ok(a) if a.status == 429 => {
-            let mut out = a.json;
-            if let Some(o) = out.as_object_mut() {
+        Ok(mut a) if a.status == 429 => {
+            if let Some(o) = a.json.as_object_mut() {
                 o.remove("error");
             }
-            print_json(&out);
+            print!("{}", pretty(&a.json));
             3
         }
-        Ok(a) => refused("trigger", &a),
-        Err(e) => {
-            eprintln!("trigger: {e}");
-            1
-        }
+        sent => report("trigger", sent, pretty),
     }
 }
 
