@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::app::VERSION;
-use crate::client::{self, ApiAnswer};
+use crate::client::{self, Received};
 use crate::config::{self, Command, FinishOptions};
 use crate::demo;
 
@@ -51,10 +51,10 @@ pub fn run(args: &[String]) -> ExitCode {
 
 /// Prints a 200 answer as `format` writes it: exit 0; else says why on
 /// stderr: exit 1.
-fn report(command: &str, sent: Result<ApiAnswer, String>, format: fn(&Value) -> String) -> u8 {
+fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> String) -> u8 {
     match sent {
         Ok(a) if a.status == 200 => {
-            print!("{}", format(&a.json));
+            print!("{}", format(&a.json()));
             0
         }
         Ok(a) => refused(command, &a),
@@ -67,10 +67,10 @@ fn report(command: &str, sent: Result<ApiAnswer, String>, format: fn(&Value) -> 
 
 /// Says why the server refused, with what to do about a missing key;
 /// returns exit code 1.
-fn refused(command: &str, a: &ApiAnswer) -> u8 {
-    let message = a.json["error"]["message"]
-        .as_str()
-        .unwrap_or("no reason given");
+fn refused(command: &str, a: &Received) -> u8 {
+    let json = a.json();
+    let message = json["error"]["message"].as_str();
+    let message = message.unwrap_or("no reason given");
     if a.status == 401 {
         let hint = if std::env::var_os("CONDUCTOR_API_KEY").is_some() {
             "the key in CONDUCTOR_API_KEY was refused"
@@ -149,11 +149,12 @@ fn forecast(b: &Value) -> String {
 fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
-        Ok(mut a) if a.status == 429 => {
-            if let Some(o) = a.json.as_object_mut() {
+        Ok(a) if a.status == 429 => {
+            let mut json = a.json();
+            if let Some(o) = json.as_object_mut() {
                 o.remove("error");
             }
-            print!("{}", pretty(&a.json));
+            print!("{}", pretty(&json));
             3
         }
         sent => report("trigger", sent, pretty),

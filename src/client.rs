@@ -289,13 +289,6 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A subcommand's answer: the status, and the body as JSON (`Null` if not).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiAnswer {
-    pub(crate) status: u16,
-    pub(crate) json: Value,
-}
-
 /// Sends one request to `base_url` + `path` for the subcommands, with
 /// `CONDUCTOR_API_KEY`, when set, in `Authorization`. The error is one line:
 /// the URL is not `http://`, or the server could not be reached or read.
@@ -304,7 +297,7 @@ pub(crate) fn request(
     base_url: &str,
     path: &str,
     body: Option<&Value>,
-) -> Result<ApiAnswer, String> {
+) -> Result<Received, String> {
     let rest = base_url
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// URLs are supported, not {base_url:?}"))?;
@@ -319,7 +312,7 @@ pub(crate) fn request(
     if let Ok(key) = &key {
         headers.push(("Authorization", key));
     }
-    let response = exchange(
+    exchange(
         host,
         method,
         &target,
@@ -331,10 +324,6 @@ pub(crate) fn request(
         "resolve" | "connect" => format!("cannot connect to {base_url}: {}", f.error),
         "send" => format!("cannot send to {base_url}: {}", f.error),
         _ => format!("cannot read from {base_url}: {}", f.error),
-    })?;
-    Ok(ApiAnswer {
-        status: response.status,
-        json: response.json(),
     })
 }
 

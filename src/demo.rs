@@ -14,7 +14,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ApiAnswer};
+use crate::client::{self, Received};
 use crate::declared::{spec, update, Declaration};
 use crate::otlp::id::{splitmix64, GAMMA};
 use crate::time;
@@ -79,7 +79,7 @@ pub fn command(options: &Options) -> u8 {
 /// the triage spends stop, with one line saying why, at the first refusal.
 fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
-    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
+    let families = spec::parse_value(&answer.json()["families"]).map_err(|e| {
         format!(
             "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
         )
@@ -132,7 +132,7 @@ fn call(
     path: &str,
     body: Option<&Value>,
     want: u16,
-) -> Result<ApiAnswer, String> {
+) -> Result<Received, String> {
     let answer = client::request(method, url, path, body)?;
     match answer.status == want {
         true => Ok(answer),
@@ -140,9 +140,11 @@ fn call(
     }
 }
 
-fn rejected(what: &str, answer: &ApiAnswer) -> String {
-    let message = answer.json["error"]["message"].as_str();
-    let message = message.unwrap_or("no error message");
+fn rejected(what: &str, answer: &Received) -> String {
+    let json = answer.json();
+    let message = json["error"]["message"]
+        .as_str()
+        .unwrap_or("no error message");
     format!("{what}: the server answered {}: {message}", answer.status)
 }
 
@@ -191,7 +193,7 @@ impl Sender<'_> {
                     let path = format!("/api/v1/runs/{run_id}/events");
                     let body = Value::Array(list.collect());
                     let answer = call(self.url, "POST", &path, Some(&body), 200)?;
-                    self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
+                    self.summary.events += answer.json()["accepted"].as_u64().unwrap_or(0);
                 }
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
@@ -214,7 +216,7 @@ impl Sender<'_> {
         let path = format!("/api/v1/runs/{run_id}/{action}");
         let ended = call(self.url, "POST", &path, Some(&body), 200)?;
         *count += 1;
-        let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
+        let cost = ended.json()["cost"].as_f64().map(|c| format!("  ${c:.2}"));
         // The run's updates and the work orders by state, as far as the server takes them.
         let mut updates = plan.updates.clone();
         updates.extend(work_order_states(&self.summary, self.total));
@@ -222,7 +224,7 @@ impl Sender<'_> {
         for batch in updates.chunks(update::MAX_BATCH) {
             let body = Value::Array(batch.to_vec());
             let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
-            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
+            self.summary.metric_updates += answer.json()["accepted"].as_u64().unwrap_or(0);
         }
         let iterations = match plan.iterations {
             1 => "1 iteration ".to_string(),
