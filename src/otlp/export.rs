@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::config::OtlpConfig;
 use super::encode::encode_request;
 use super::span::Span;
-use super::transport::{self, Endpoint};
+use super::transport::{self, Endpoint, Failed};
 use crate::log::Logger;
 use crate::metrics::Counter;
 
@@ -254,7 +254,7 @@ fn export_loop(shared: &Shared, endpoint: &Endpoint, config: &OtlpConfig) {
         st.in_flight = false;
         let warning = match outcome {
             Ok(()) => None,
-            Err(e) => shared.lose(&mut st, batch.len() as u64, &e.to_string()),
+            Err((why, _)) => shared.lose(&mut st, batch.len() as u64, &why),
         };
         drop(st);
         shared.idle.notify_all();
@@ -272,13 +272,13 @@ fn deliver(
     endpoint: &Endpoint,
     config: &OtlpConfig,
     batch: &[Span],
-) -> Result<(), transport::Error> {
+) -> Result<(), Failed> {
     let body = encode_request(&config.service_name, batch);
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match transport::post(endpoint, body.as_bytes(), config.timeout) {
-            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
+            Err((_, true)) if attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
                 attempt += 1;
                 pause *= 2;
             }

@@ -1,7 +1,6 @@
 //! One OTLP/HTTP POST through [`crate::client`], with one deadline covering
 //! connect, write and read.
 
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -45,9 +44,11 @@ impl Endpoint {
     }
 }
 
-/// Posts `body` as JSON to `endpoint`, giving up when `timeout` has passed
-/// since the call began. Success is any 2xx answer.
-pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), Error> {
+/// Posts `body` as JSON to `endpoint` within `timeout`; success is any 2xx.
+/// The error says why, and whether OTLP/HTTP calls it retryable (429, 502,
+/// 503, 504). A network error is not, so a dead collector costs one timeout
+/// per batch.
+pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), Failed> {
     let agent = concat!("conductor-metrics/", env!("CARGO_PKG_VERSION"));
     let headers = [("Content-Type", CONTENT_TYPE), ("User-Agent", agent)];
     let answer = client::exchange(
@@ -58,41 +59,21 @@ pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Resul
         body,
         timeout,
     );
-    let fail = |why: String, status| Error {
-        message: format!("OTLP export to {}: {why}", endpoint.url),
-        status,
-    };
-    match answer {
-        Ok(r) if (200..300).contains(&r.status) => Ok(()),
-        Ok(r) => Err(fail(format!("HTTP status {}", r.status), Some(r.status))),
+    let status = answer.as_ref().map_or(0, |r| r.status);
+    let why = match answer {
+        Ok(r) if (200..300).contains(&r.status) => return Ok(()),
+        Ok(r) => format!("HTTP status {}", r.status),
         Err(f) if f.stage == "read" && f.error.kind() == io::ErrorKind::InvalidData => {
-            Err(fail("the answer is not HTTP/1.x".to_string(), None))
+            "the answer is not HTTP/1.x".to_string()
         }
-        Err(f) => Err(fail(format!("{}: {}", f.stage, f.error), None)),
-    }
+        Err(f) => format!("{}: {}", f.stage, f.error),
+    };
+    let why = format!("OTLP export to {}: {why}", endpoint.url);
+    Err((why, matches!(status, 429 | 502 | 503 | 504)))
 }
 
-/// Why one export request failed. Safe to send across threads.
-#[derive(Debug)]
-pub(crate) struct Error {
-    message: String,
-    /// The collector's answer, when it gave one.
-    status: Option<u16>,
-}
-
-impl Error {
-    /// True for 429, 502, 503 or 504, the statuses OTLP/HTTP calls retryable.
-    /// A network error is not, so a dead collector costs one timeout per batch.
-    pub(crate) fn is_retryable(&self) -> bool {
-        matches!(self.status, Some(429 | 502 | 503 | 504))
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+/// Why one export request failed, and whether it may be retried.
+pub(crate) type Failed = (String, bool);
 
 #[cfg(test)]
 mod tests {
@@ -153,16 +134,14 @@ mod tests {
         let ok = answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
         post(&ok, b"{}", Duration::from_secs(5)).unwrap();
         let busy = answer_once(b"HTTP/1.1 503 Busy\r\n\r\n");
-        let err = post(&busy, b"{}", Duration::from_secs(5)).unwrap_err();
-        assert!(err.is_retryable());
-        assert!(err.to_string().contains("503"), "{err}");
+        let (err, retryable) = post(&busy, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(retryable);
+        assert!(err.contains("503"), "{err}");
         let bad = answer_once(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-        assert!(!post(&bad, b"{}", Duration::from_secs(5))
-            .unwrap_err()
-            .is_retryable());
+        assert!(!post(&bad, b"{}", Duration::from_secs(5)).unwrap_err().1);
         let junk = answer_once(b"SSH-2.0-OpenSSH\r\n\r\n");
-        let err = post(&junk, b"{}", Duration::from_secs(5)).unwrap_err();
-        assert!(err.to_string().contains("not HTTP"), "{err}");
+        let (err, _) = post(&junk, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("not HTTP"), "{err}");
     }
 
     #[test]
@@ -173,14 +152,14 @@ mod tests {
             .unwrap()
             .port();
         let e = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        let err = post(&e, b"{}", Duration::from_secs(5)).unwrap_err();
-        assert!(!err.is_retryable());
-        assert!(err.to_string().contains("connect: "), "{err}");
+        let (err, retryable) = post(&e, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(!retryable);
+        assert!(err.contains("connect: "), "{err}");
     }
 
     /// Checked when the tests compile: error is send and sync.
     const _: () = {
         const fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Error>();
+        assert_send_sync::<Failed>();
     };
 }
