@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::app::VERSION;
 use crate::client::{self, Received};
-use crate::config::{self, Command, FinishOptions};
+use crate::config::{self, Client, Command};
 use crate::demo;
 
 /// Runs the command line `args` (without the program name).
@@ -29,17 +29,19 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status(url) => {
-            let sent = client::request("GET", &url, "/api/v1/status", None);
-            report("status", sent, format_status)
-        }
-        Command::Budget(url) => {
-            let sent = client::request("GET", &url, "/api/v1/agent/budget", None);
-            report("budget", sent, format_budget)
-        }
-        Command::Trigger(url) => trigger(&url),
-        Command::Finish(options) => finish(&options),
-        Command::Demo(options) => demo::command(&options),
+        Command::Client(sub, c) => match sub.as_str() {
+            "status" => {
+                let sent = client::request("GET", &c.url, "/api/v1/status", None);
+                report("status", sent, format_status)
+            }
+            "budget" => {
+                let sent = client::request("GET", &c.url, "/api/v1/agent/budget", None);
+                report("budget", sent, format_budget)
+            }
+            "trigger" => trigger(&c.url),
+            "demo" => demo::command(&c),
+            action => finish(action, &c),
+        },
         Command::Repair {
             data_dir,
             budget_dir,
@@ -86,7 +88,7 @@ fn refused(command: &str, a: &Received) -> u8 {
 
 /// Completes, fails or cancels a run and prints it with its cost: exit 0,
 /// or 1 when the server refused or was unreachable.
-fn finish(o: &FinishOptions) -> u8 {
+fn finish(action: &str, o: &Client) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
         body.insert("error".into(), Value::from(error.as_str()));
@@ -94,9 +96,9 @@ fn finish(o: &FinishOptions) -> u8 {
     if let Some(cost) = o.cost {
         body.insert("cost".into(), Value::from(cost));
     }
-    let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
+    let path = format!("/api/v1/runs/{}/{action}", o.run_id);
     let sent = client::request("POST", &o.url, &path, Some(&Value::Object(body)));
-    report(&o.action, sent, pretty)
+    report(action, sent, pretty)
 }
 
 fn pretty(v: &Value) -> String {

@@ -5,44 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::demo::{self, Options as DemoOptions};
 use crate::otlp::OtlpConfig;
 
 mod settings;
 mod usage;
 
-pub use settings::Config;
-use settings::{Client, DEFAULT_DATA_DIR};
+pub use settings::{Client, Config};
+use settings::{DEFAULT_DATA_DIR, DEFAULT_RUNS};
 
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
-/// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FinishOptions {
-    pub url: String,
-    pub run_id: String,
-    /// `complete`, `fail` or `cancel`.
-    pub action: String,
-    /// `--error`, for `fail`.
-    pub error: Option<String>,
-    /// `--cost`, in dollars.
-    pub cost: Option<f64>,
-}
-
-/// What the command line asks for; the client commands carry the server's
-/// base URL.
+/// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Boxed: the settings are many, and the other commands few.
     Serve(Box<Config>),
-    Status(String),
-    Budget(String),
-    Trigger(String),
-    Finish(FinishOptions),
-    Demo(DemoOptions),
+    /// A client command, such as `status` or `demo`, and what it was given.
+    Client(String, Client),
     Repair {
         data_dir: PathBuf,
         /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
@@ -144,8 +126,9 @@ fn command(
     let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
     let mut c = Client {
         url: DEFAULT_URL.to_string(),
-        runs: demo::DEFAULT_RUNS,
-        seed: demo::DEFAULT_SEED,
+        run_id: positional.first().unwrap_or(&"").to_string(),
+        runs: DEFAULT_RUNS,
+        seed: 1,
         cost: None,
         error: None,
     };
@@ -159,28 +142,11 @@ fn command(
             data_dir: config.data_dir,
             budget_dir: config.budget.dir,
         },
-        "status" => Command::Status(c.url),
-        "budget" => Command::Budget(c.url),
-        "trigger" => Command::Trigger(c.url),
-        "demo" => Command::Demo(DemoOptions {
-            url: c.url,
-            runs: c.runs,
-            seed: c.seed,
-        }),
-        _ => {
-            let run_id = positional[0].to_string();
-            if !crate::runs::valid_run_id(&run_id) {
-                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
-                return Err(format!("RUN_ID {must}, not {run_id:?}"));
-            }
-            Command::Finish(FinishOptions {
-                url: c.url,
-                run_id,
-                action: sub.to_string(),
-                error: c.error,
-                cost: c.cost,
-            })
+        _ if takes_run && !crate::runs::valid_run_id(&c.run_id) => {
+            let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+            return Err(format!("RUN_ID {must}, not {:?}", c.run_id));
         }
+        _ => Command::Client(sub.to_string(), c),
     })
 }
 
@@ -241,6 +207,18 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    /// What a client command is given with only `--url`: the defaults.
+    fn client(url: &str) -> Client {
+        Client {
+            url: url.into(),
+            run_id: String::new(),
+            runs: 20,
+            seed: 1,
+            cost: None,
+            error: None,
+        }
     }
 
     #[test]
@@ -425,13 +403,16 @@ mod tests {
     fn finishing_a_run() {
         assert_eq!(
             parse(&args("fail r-1 --error boom --cost 0.5"), &no_env),
-            Ok(Command::Finish(FinishOptions {
-                url: DEFAULT_URL.into(),
-                run_id: "r-1".into(),
-                action: "fail".into(),
-                error: Some("boom".into()),
-                cost: Some(0.5),
-            }))
+            Ok(Command::Client(
+                "fail".into(),
+                Client {
+                    url: DEFAULT_URL.into(),
+                    run_id: "r-1".into(),
+                    error: Some("boom".into()),
+                    cost: Some(0.5),
+                    ..client("")
+                }
+            ))
         );
         assert!(parse(&args("cancel r --error x"), &no_env).is_err());
         assert!(parse(&args("complete r --cost -1"), &no_env).is_err());
@@ -449,7 +430,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args("status --url http://x:1"), &no_env),
-            Ok(Command::Status("http://x:1".into()))
+            Ok(Command::Client("status".into(), client("http://x:1")))
         );
     }
 
@@ -458,19 +439,18 @@ mod tests {
         let url = |k: &str| (k == "CONDUCTOR_URL").then(|| "http://h:1".to_string());
         assert_eq!(
             parse(&args("demo"), &url),
-            Ok(Command::Demo(DemoOptions {
-                url: "http://h:1".into(),
-                runs: 20,
-                seed: 1
-            }))
+            Ok(Command::Client("demo".into(), client("http://h:1")))
         );
         assert_eq!(
             parse(&args("demo --url http://x:2 --runs 5 --seed=7"), &no_env),
-            Ok(Command::Demo(DemoOptions {
-                url: "http://x:2".into(),
-                runs: 5,
-                seed: 7
-            }))
+            Ok(Command::Client(
+                "demo".into(),
+                Client {
+                    runs: 5,
+                    seed: 7,
+                    ..client("http://x:2")
+                }
+            ))
         );
     }
 

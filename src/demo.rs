@@ -15,21 +15,10 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use crate::client::{self, Received};
+use crate::config::Client;
 use crate::declared::{spec, update, Declaration};
 use crate::otlp::id::{splitmix64, GAMMA};
 use crate::time;
-
-pub const DEFAULT_RUNS: u64 = 20;
-pub const DEFAULT_SEED: u64 = 1;
-pub const MAX_RUNS: u64 = 10_000;
-
-/// What `conductor-metrics demo` was asked to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    pub url: String,
-    pub runs: u64,
-    pub seed: u64,
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Summary {
@@ -65,7 +54,7 @@ impl fmt::Display for Summary {
 
 /// Runs the demo, printing a line per run and the summary; exit code 1 when
 /// the server could not be reached or refused something the demo needs.
-pub fn command(options: &Options) -> u8 {
+pub fn command(options: &Client) -> u8 {
     match run(options, &mut std::io::stdout().lock()) {
         Ok(_) => 0,
         Err(e) => {
@@ -77,7 +66,7 @@ pub fn command(options: &Options) -> u8 {
 
 /// Sends the planned runs. A start refused with 429 is counted, not fatal;
 /// the triage spends stop, with one line saying why, at the first refusal.
-fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
+fn run(options: &Client, out: &mut dyn Write) -> Result<Summary, String> {
     let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
     let families = spec::parse_value(&answer.json()["families"]).map_err(|e| {
         format!(
@@ -902,10 +891,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let options = Options {
+        let options = Client {
             url: format!("http://127.0.0.1:{port}"),
+            run_id: String::new(),
             runs: 1,
             seed: 1,
+            cost: None,
+            error: None,
         };
         let e = run(&options, &mut Vec::new()).unwrap_err();
         assert!(e.starts_with("cannot connect to http://127.0.0.1:"), "{e}");
@@ -914,6 +906,6 @@ mod tests {
     #[test]
     fn errors_are_shareable() {
         fn is_send_sync<T: Send + Sync>() {}
-        is_send_sync::<Options>();
+        is_send_sync::<Client>();
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
 use crate::declared::{Ceiling, Declaration};
-use crate::demo;
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
@@ -126,15 +125,23 @@ impl Given {
 const DURATION: &str = "be a duration such as 30, 30s or 500ms";
 const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 
-/// What the client commands' rows set.
-#[derive(Debug)]
-pub(super) struct Client {
-    pub(super) url: String,
-    pub(super) runs: u64,
-    pub(super) seed: u64,
-    pub(super) cost: Option<f64>,
-    pub(super) error: Option<String>,
+/// What a client command was given: the server's base URL, the RUN_ID of
+/// `complete`, `fail` or `cancel`, and the rows of each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Client {
+    pub url: String,
+    pub run_id: String,
+    /// `--runs` and `--seed`, for `demo`.
+    pub runs: u64,
+    pub seed: u64,
+    /// `--cost` in dollars, and `fail`'s `--error`.
+    pub cost: Option<f64>,
+    pub error: Option<String>,
 }
+
+/// The runs `demo` sends by default, and the most it may.
+pub(super) const DEFAULT_RUNS: u64 = 20;
+const MAX_RUNS: u64 = 10_000;
 
 /// Every command's settings, in help order: `serve`'s, then the clients'.
 /// Rows apply in this order too: `AGENT_BUDGET_DIR` follows the data dir,
@@ -447,7 +454,7 @@ fn http_url(s: &str) -> Option<String> {
 }
 
 fn demo_runs(s: &str) -> Option<u64> {
-    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
+    s.parse().ok().filter(|n| (1..=MAX_RUNS).contains(n))
 }
 
 fn count(s: &str) -> Option<u64> {
