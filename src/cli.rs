@@ -1,5 +1,4 @@
-//! The command line: `serve` (in `serve.rs`), the client subcommands
-//! (readable summaries of a running server, and ways to change it) and
+//! The command line: `serve` (in `serve.rs`), the client subcommands and
 //! `repair`, which works on the data dir itself.
 
 use std::process::ExitCode;
@@ -51,8 +50,7 @@ pub fn run(args: &[String]) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Prints a 200 answer as `format` writes it: exit 0; else says why on
-/// stderr: exit 1.
+/// Prints a 200 answer as `format` writes it (exit 0), else why (exit 1).
 fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> String) -> u8 {
     match sent {
         Ok(a) if a.status == 200 => {
@@ -67,8 +65,7 @@ fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> S
     }
 }
 
-/// Says why the server refused, with what to do about a missing key;
-/// returns exit code 1.
+/// Says why the server refused, and what to do about a missing key: exit 1.
 fn refused(command: &str, a: &Received) -> u8 {
     let json = a.json();
     let message = json["error"]["message"].as_str();
@@ -86,8 +83,7 @@ fn refused(command: &str, a: &Received) -> u8 {
     1
 }
 
-/// Completes, fails or cancels a run and prints it with its cost: exit 0,
-/// or 1 when the server refused or was unreachable.
+/// Completes, fails or cancels a run and prints it with its cost.
 fn finish(action: &str, o: &Client) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
@@ -190,8 +186,7 @@ fn format_status(s: &Value) -> String {
     out
 }
 
-/// Moves the damaged journal lines under the data dir and the budget dir
-/// aside, printing each and a summary.
+/// Moves damaged journal lines aside, printing each and a summary.
 fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
     if let Err(e) = crate::repair::check_data_dir(data_dir) {
         eprintln!("repair: {e}");

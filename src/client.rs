@@ -1,7 +1,6 @@
-//! The one HTTP/1.1 client, for the subcommands, the OTLP exporter and the
-//! integration tests: a request on a fresh connection under one deadline,
-//! and the response parser. Plain `http://` only: std has no TLS, and the
-//! server and collectors it talks to sit on the same host or pod.
+//! The HTTP/1.1 client of the subcommands, the OTLP exporter and the tests.
+//! Plain `http://` only: std has no TLS, and the server and collectors it
+//! talks to sit on the same host or pod.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -217,8 +216,7 @@ pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Received> {
     }
 }
 
-/// Reads one line without its CR LF; `None` at a clean end of stream before
-/// the first byte.
+/// Reads one line without its CR LF; `None` at a clean end of stream.
 fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
     r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;

@@ -105,8 +105,7 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     command(sub, &flags, &positional, env)
 }
 
-/// What `sub` with these flags and plain arguments asks for; plain
-/// arguments are refused but the RUN_ID of `complete`, `fail` and `cancel`.
+/// What `sub` asks for; the only plain argument taken is a finish's RUN_ID.
 fn command(
     sub: &str,
     flags: &[(&str, &str)],
@@ -159,8 +158,7 @@ fn unknown_command(word: &str) -> String {
     }
 }
 
-/// Parses `30`, `30s`, `500ms`, `90m` or `6h` into a non-zero duration of
-/// at most a year.
+/// Parses `30`, `30s`, `500ms`, `90m` or `6h`: non-zero, at most a year.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {

@@ -1,12 +1,9 @@
-//! The `demo` subcommand: a seeded, synthetic orchestrator workload sent to
-//! a running server, so its metrics, dashboards and alerts have data.
-//!
+//! `demo`: a seeded, synthetic orchestrator workload for a running server.
 //! Runs are planned in full on a simulated clock whose timeline ends as they
 //! are sent: minutes long without sleeping, one summary per seed. Only each
 //! work order's triage is spent directly (the server prices token events).
-//! Worker, worktree, merge, dispatch-loop and LLM figures go only to the
-//! families of `docs/examples/orchestrator-metrics.json` the server declares
-//! (asked once), so nothing is sent that it must refuse.
+//! Other figures go only to the families of `docs/examples/orchestrator-
+//! metrics.json` the server declares (asked once), so none is refused.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,8 +49,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Runs the demo, printing a line per run and the summary; exit code 1 when
-/// the server could not be reached or refused something the demo needs.
+/// Prints a line per run and the summary; 1 when the server failed the demo.
 pub fn command(options: &Client) -> u8 {
     match run(options, &mut std::io::stdout().lock()) {
         Ok(_) => 0,
@@ -294,8 +290,7 @@ fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
     updates
 }
 
-/// Checkout and merge of PR `number`: every third conflicts, and the LLM
-/// resolves the conflicts of all but every ninth.
+/// Checkout and merge of PR `number`: every third conflicts, every ninth unresolved.
 fn merge(number: u64) -> Vec<Value> {
     let conflicts = if number.is_multiple_of(3) {
         1 + number % 4
@@ -377,8 +372,7 @@ impl Rng {
     }
 }
 
-/// One phase: ranges of seconds and tokens, its own failure chance and
-/// reason, and the gate checked after it (pass chance, failure reasons).
+/// A phase's ranges, failure chance and reason, and gate (pass chance, reasons).
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
@@ -495,8 +489,7 @@ struct RunPlan {
     calls: u64,
 }
 
-/// Plans run `index` of `loop_run`: iterations of the four phases until the
-/// gates pass, then a delivery; or a cancellation midway.
+/// Plans run `index`: phases until the gates pass, then a delivery; or a cancel.
 fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     let agent = *rng.pick(&AGENTS);
     let goal = *rng.pick(&GOALS);

@@ -1,5 +1,4 @@
-//! The settings, one row each: its flag, its environment variable, how its
-//! value is read, and its help with its default.
+//! The settings, one row each: flag, variable, reader, and help with default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +22,7 @@ pub(super) const DEFAULT_DATA_DIR: &str = "data";
 /// abandoned: longer than any research cycle we know of.
 pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Everything the server runs with: what `serve` parsed, and what the start
-/// reads from the files it names.
+/// What the server runs with: `serve`'s settings, and the files they name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
@@ -100,8 +98,7 @@ pub(super) struct Setting {
     set: Target,
 }
 
-/// What a row sets: `serve`'s (and `repair`'s) [`Config`], or what a client
-/// command takes.
+/// What a row sets: `serve`'s (and `repair`'s) [`Config`], or a [`Client`].
 enum Target {
     Serve(fn(&mut Config, &Given) -> Result<(), String>),
     Call(fn(&mut Client, &Given) -> Result<(), String>),
@@ -125,8 +122,7 @@ impl Given {
 const DURATION: &str = "be a duration such as 30, 30s or 500ms";
 const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 
-/// What a client command was given: the server's base URL, the RUN_ID of
-/// `complete`, `fail` or `cancel`, and the rows of each.
+/// What a client command was given (the RUN_ID of the finishes among it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Client {
     pub url: String,
@@ -348,8 +344,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     },
 ];
 
-/// The rows `command` takes: all of `serve`'s; where the journals are, for
-/// `repair`; the client rows a client command uses; none for `help`.
+/// The rows `command` takes (`repair`: where the journals are; `help`: none).
 pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
     let client = !matches!(command, "serve" | "repair" | "help");
     SETTINGS.iter().filter(move |s| match (&s.set, s.names.0) {
@@ -364,8 +359,7 @@ pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Settin
     })
 }
 
-/// Reads `command`'s rows into `config` or `client`, each from its flag
-/// when given (the last time), else from its variable when set.
+/// Reads `command`'s rows from their flag (the last given), else variable.
 pub(super) fn apply(
     command: &str,
     (config, client): (&mut Config, &mut Client),
@@ -396,8 +390,7 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR`
-/// (a later row) moves it.
+/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR` (later).
 fn data_dir(c: &mut Config, v: &Given) -> Result<(), String> {
     c.data_dir = PathBuf::from(&v.text);
     c.budget.dir = c.data_dir.join(LEDGER_DIR);
@@ -419,8 +412,7 @@ fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
     Ok(())
 }
 
-/// `auto` learns the estimate from the agent's recent runs, from at least
-/// [`DEFAULT_RUN_ESTIMATE`]; an amount above 0 is fixed.
+/// `auto` learns from the agent's runs (from [`DEFAULT_RUN_ESTIMATE`]), or fixed.
 fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
     let fixed = v.read(|s| match s.trim() {
         "auto" => Some(None),

@@ -1,6 +1,5 @@
-//! The command line's help, from the table of commands and the settings
-//! tables' rows. The parser takes the flags each command accepts from the
-//! same tables, and a mistyped command or flag gets the nearest one suggested.
+//! The command line's help, from the commands and the settings rows; and
+//! the nearest command or flag to a mistyped one.
 
 use super::settings;
 
@@ -30,8 +29,7 @@ const COMMANDS: [[&str; 2]; 10] = [
     ["help", "print this text, or a command's own help"],
 ];
 
-/// The usage after `conductor-metrics`: the command, its operands, then its
-/// flags in the settings table's order (serve's and demo's read better fixed).
+/// The command, operands and flags (serve's and demo's read better fixed).
 fn usage(command: &str) -> String {
     let operands = match command {
         "serve" => return "[serve] [OPTIONS]".to_string(),
@@ -163,8 +161,7 @@ fn footer(command: &str) -> String {
     }
 }
 
-/// Appends `rows` as aligned columns, two spaces in, two spaces apart. A
-/// cell with nothing after it sets no column's width.
+/// Appends aligned columns, two spaces in and apart; a last cell sets no width.
 fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     let mut widths = [0; N];
     for row in rows {
@@ -187,8 +184,7 @@ fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     }
 }
 
-/// The word among `candidates` nearest to `word` by edit distance, when it
-/// is near enough to be a typo (at most two edits, and fewer than its length).
+/// The candidate within two edits (and fewer than its length) of `word`.
 pub(super) fn nearest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
