@@ -12,7 +12,6 @@ mod export;
 mod fake_collector;
 pub(crate) mod id;
 pub(crate) mod span;
-mod transport;
 
 pub use config::OtlpConfig;
 pub use context::TraceContext;
