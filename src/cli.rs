@@ -201,61 +201,48 @@ fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
         }
         lock => lock,
     };
-    match crate::repair::repair(&[data_dir, budget_dir]) {
-        Ok(report) => {
-            for m in &report.moved {
-                let record = m.record.map_or(String::new(), |r| format!(", record {r}"));
-                println!(
-                    "repair: {} line {} (byte {}{record}): {}; moved to {}.corrupt",
-                    m.file.display(),
-                    m.line,
-                    m.offset,
-                    m.why,
-                    m.file.display()
-                );
-            }
-            for r in &report.rebuilt {
-                println!(
-                    "repair: {} line 1: its header was damaged; written again from the segments beside it (records before it: {}); the damaged line is in {}.corrupt-header",
-                    r.file.display(),
-                    r.appended_before,
-                    r.file.display()
-                );
-            }
-            println!(
-                "repair: checked {} journals; moved {} damaged lines aside; rebuilt {} segment headers; cut {} bytes of torn tail",
-                report.files,
-                report.moved.len(),
-                report.rebuilt.len(),
-                report.torn_bytes
-            );
-            if report.complete() {
-                return 0;
-            }
-            // Not a success: the store starts without these records.
-            for m in &report.moved {
-                let record = m.record.map_or(String::new(), |r| format!("record {r}, "));
-                eprintln!(
-                    "repair: {} {record}line {}: could not be read and stays out of the store (kept in {}.corrupt)",
-                    m.file.display(),
-                    m.line,
-                    m.file.display()
-                );
-            }
-            for u in &report.unnumbered {
-                eprintln!(
-                    "repair: {}: its header is damaged and no segment beside it numbers it, so its {} records stay out of the store and a start refuses it; restore it from a backup",
-                    u.file.display(),
-                    u.records
-                );
-            }
-            3
-        }
+    let report = match crate::repair::repair(&[data_dir, budget_dir]) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("repair: {e}");
-            1
+            return 1;
         }
+    };
+    for m in &report.moved {
+        let (f, line) = (m.file.display(), m.line);
+        let record = m.record.map_or(String::new(), |r| format!(", record {r}"));
+        let why = format!("(byte {}{record}): {}", m.offset, m.why);
+        println!("repair: {f} line {line} {why}; moved to {f}.corrupt");
     }
+    for r in &report.rebuilt {
+        let (f, before) = (r.file.display(), r.appended_before);
+        println!(
+            "repair: {f} line 1: its header was damaged; written again from the segments beside it (records before it: {before}); the damaged line is in {f}.corrupt-header"
+        );
+    }
+    let (moved, rebuilt) = (report.moved.len(), report.rebuilt.len());
+    println!(
+        "repair: checked {} journals; moved {moved} damaged lines aside; rebuilt {rebuilt} segment headers; cut {} bytes of torn tail",
+        report.files, report.torn_bytes
+    );
+    if report.complete() {
+        return 0;
+    }
+    // Not a success: the store starts without these records.
+    for m in &report.moved {
+        let (f, line) = (m.file.display(), m.line);
+        let record = m.record.map_or(String::new(), |r| format!("record {r}, "));
+        eprintln!(
+            "repair: {f} {record}line {line}: could not be read and stays out of the store (kept in {f}.corrupt)"
+        );
+    }
+    for u in &report.unnumbered {
+        let (f, records) = (u.file.display(), u.records);
+        eprintln!(
+            "repair: {f}: its header is damaged and no segment beside it numbers it, so its {records} records stay out of the store and a start refuses it; restore it from a backup"
+        );
+    }
+    3
 }
 
 #[cfg(test)]
