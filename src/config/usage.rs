@@ -107,7 +107,7 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         .map(|(o, flag)| [flag.as_str(), o.help, o.names.2])
         .collect();
     columns(&mut out, &rows);
-    out.push_str(&footer(command));
+    footer(command, &mut out);
     Some(out)
 }
 
@@ -130,35 +130,31 @@ fn about(command: &str) -> Option<&'static str> {
     }
 }
 
-/// What a command's help says after its options.
-fn footer(command: &str) -> String {
-    match command {
+/// Appends what a command's help says after its options.
+fn footer(command: &str, out: &mut String) {
+    if command == "serve" {
+        out.push_str(
+            "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
+             K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
+             Traces (OpenTelemetry), by environment variable only:\n",
+        );
+        columns(out, &TRACE_VARIABLES);
+    }
+    out.push_str(match command {
         "serve" => {
-            let mut out = String::from(
-                "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
-                 K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
-                 Traces (OpenTelemetry), by environment variable only:\n",
-            );
-            columns(&mut out, &TRACE_VARIABLES);
-            out.push_str(
-                "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
-                 the requests in flight, closes the streams and exits 0.\n",
-            );
-            out
+            "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
+             the requests in flight, closes the streams and exits 0.\n"
         }
         "repair" => {
             "\nExit codes: 0 done (whether or not anything was moved), 1 a file could not be\n\
              read or written, 2 bad input.\n"
-                .to_string()
         }
         "trigger" => {
             "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input,\n\
              3 the budget refused the run.\n"
-                .to_string()
         }
-        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n"
-            .to_string(),
-    }
+        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n",
+    });
 }
 
 /// Appends aligned columns, two spaces in and apart; a last cell sets no width.
