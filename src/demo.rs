@@ -249,8 +249,7 @@ const PROVIDER: &str = "anthropic";
 const FIRST_PR: u64 = 800;
 
 /// Run `index`'s worktree creation: every seventh fails once, then succeeds.
-fn worktree_created(index: u64) -> Vec<Value> {
-    let mut updates = Vec::new();
+fn worktree_created(index: u64, updates: &mut Vec<Value>) {
     if index.is_multiple_of(7) {
         updates.extend([
             json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.05}),
@@ -261,23 +260,18 @@ fn worktree_created(index: u64) -> Vec<Value> {
         json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.3 + (index % 25) as f64 / 10.0}),
         json!({"name": "git_worktree_operations_total", "labels": {"operation": "create", "result": "success"}, "inc": 1}),
     ]);
-    updates
 }
 
 /// A run's LLM call number `call`: every fifth is rate-limited once first.
-fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
+fn llm_call(model: &str, (input, output): (u64, u64), call: u64, updates: &mut Vec<Value>) {
     let labels = json!({"model": model, "provider": PROVIDER});
-    let mut updates = Vec::new();
     if call.is_multiple_of(5) {
         updates.push(json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "rate_limit"}, "inc": 1}));
         updates.push(json!({"name": "llm_rate_limit_events_total", "labels": labels, "inc": 1}));
     }
     // Per million tokens, in and out.
-    let (price_in, price_out) = if model == "claude-haiku" {
-        (0.8, 4.0)
-    } else {
-        (3.0, 15.0)
-    };
+    let haiku = model == "claude-haiku";
+    let (price_in, price_out) = if haiku { (0.8, 4.0) } else { (3.0, 15.0) };
     let cost = (input as f64 * price_in + output as f64 * price_out) / 1e6;
     updates.extend([
         json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "success"}, "inc": 1}),
@@ -287,37 +281,29 @@ fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
         // About 50 output tokens a second, plus a second to the first one.
         json!({"name": "llm_request_duration_seconds", "labels": labels, "observe": 1.0 + output as f64 / 50.0}),
     ]);
-    updates
 }
 
 /// Checkout and merge of PR `number`: every third conflicts, every ninth unresolved.
-fn merge(number: u64) -> Vec<Value> {
-    let conflicts = if number.is_multiple_of(3) {
-        1 + number % 4
-    } else {
-        0
-    };
+fn merge(number: u64, updates: &mut Vec<Value>) {
+    let conflicting = number.is_multiple_of(3);
+    let conflicts = if conflicting { 1 + number % 4 } else { 0 };
     let result = if conflicts > 0 { "conflict" } else { "success" };
-    let mut updates = vec![
+    updates.extend([
         json!({"name": "git_checkout_duration_seconds", "observe": 0.02 + (number % 25) as f64 / 20.0}),
         json!({"name": "git_active_merges", "set": 1}),
         json!({"name": "git_merge_total", "labels": {"result": result}, "inc": 1}),
         json!({"name": "git_merge_duration_seconds", "observe": 2.0 + (number % 40) as f64}),
         json!({"name": "git_conflicts_per_merge", "observe": conflicts}),
-    ];
+    ]);
     if conflicts > 0 {
-        let resolved = if number.is_multiple_of(9) {
-            "failure"
-        } else {
-            "success"
-        };
+        let unresolved = number.is_multiple_of(9);
+        let resolved = if unresolved { "failure" } else { "success" };
         updates.extend([
             json!({"name": "git_conflict_resolution_duration_seconds", "observe": 5.0 + 2.0 * (number % 60) as f64}),
             json!({"name": "git_conflict_resolution_total", "labels": {"result": resolved, "method": "llm"}, "inc": 1}),
         ]);
     }
     updates.push(json!({"name": "git_active_merges", "set": 0}));
-    updates
 }
 
 /// Work orders by state, zeros included: those still to send are `ready`,
@@ -520,9 +506,10 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
         // What a run that neither fails its last iteration nor delivers is.
         outcome: PlannedEnd::Cancel,
         duration: 0.0,
-        updates: worktree_created(index),
+        updates: Vec::new(),
         calls: 0,
     };
+    worktree_created(index, &mut plan.updates);
     for iteration in 1..=max_iterations {
         plan.iterations = iteration;
         let cancel = cancel_at
@@ -642,8 +629,7 @@ impl RunPlan {
             ),
         ]);
         self.calls += 1;
-        self.updates
-            .extend(llm_call(model, input, output, self.calls));
+        llm_call(model, (input, output), self.calls, &mut self.updates);
         let status = if success { "success" } else { "failed" };
         self.updates.extend([
             json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": ms / 1000.0}),
@@ -685,7 +671,7 @@ impl RunPlan {
             }
         };
         self.pr_url = Some(url);
-        self.updates.extend(merge(FIRST_PR + index));
+        merge(FIRST_PR + index, &mut self.updates);
     }
 }
 
