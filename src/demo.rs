@@ -64,7 +64,7 @@ pub fn command(options: &Client) -> u8 {
 /// the triage spends stop, with one line saying why, at the first refusal.
 fn run(options: &Client, out: &mut dyn Write) -> Result<Summary, String> {
     let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
-    let families = spec::parse_value(&answer.json()["families"]).map_err(|e| {
+    let families = spec::parse_value(&answer["families"]).map_err(|e| {
         format!(
             "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
         )
@@ -110,17 +110,17 @@ impl Declared {
     }
 }
 
-/// Sends `method path`; the answer when its status is `want`, else an error.
+/// Sends `method path`; the answer's JSON when its status is `want`, else an error.
 fn call(
     url: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
     want: u16,
-) -> Result<Received, String> {
+) -> Result<Value, String> {
     let answer = client::request(method, url, path, body)?;
     match answer.status == want {
-        true => Ok(answer),
+        true => Ok(answer.json()),
         false => Err(rejected(&format!("{method} {path}"), &answer)),
     }
 }
@@ -178,7 +178,7 @@ impl Sender<'_> {
                     let path = format!("/api/v1/runs/{run_id}/events");
                     let body = Value::Array(list.collect());
                     let answer = call(self.url, "POST", &path, Some(&body), 200)?;
-                    self.summary.events += answer.json()["accepted"].as_u64().unwrap_or(0);
+                    self.summary.events += answer["accepted"].as_u64().unwrap_or(0);
                 }
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
@@ -201,7 +201,7 @@ impl Sender<'_> {
         let path = format!("/api/v1/runs/{run_id}/{action}");
         let ended = call(self.url, "POST", &path, Some(&body), 200)?;
         *count += 1;
-        let cost = ended.json()["cost"].as_f64().map(|c| format!("  ${c:.2}"));
+        let cost = ended["cost"].as_f64().map(|c| format!("  ${c:.2}"));
         // The run's updates and the work orders by state, as far as the server takes them.
         let mut updates = plan.updates.clone();
         updates.extend(work_order_states(&self.summary, self.total));
@@ -209,7 +209,7 @@ impl Sender<'_> {
         for batch in updates.chunks(update::MAX_BATCH) {
             let body = Value::Array(batch.to_vec());
             let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
-            self.summary.metric_updates += answer.json()["accepted"].as_u64().unwrap_or(0);
+            self.summary.metric_updates += answer["accepted"].as_u64().unwrap_or(0);
         }
         let iterations = match plan.iterations {
             1 => "1 iteration ".to_string(),
