@@ -110,14 +110,12 @@ pub(crate) fn exchange(
 
 /// `host:port` for the resolver, with HTTP's port 80 when none is given.
 fn socket_target(authority: &str) -> String {
-    let has_port = match authority.rfind(']') {
-        Some(close) => authority[close..].contains(':'),
-        None => authority.contains(':'),
-    };
-    if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let after_ipv6 = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    match after_ipv6.contains(':') {
+        true => authority.to_string(),
+        false => format!("{authority}:80"),
     }
 }
 
