@@ -358,75 +358,62 @@ impl Rng {
     }
 }
 
-/// A phase's ranges, failure chance and reason, and gate (pass chance, reasons).
+/// A phase's ranges (input and output tokens), failure chance and reason,
+/// and gate (pass chance, reasons).
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
-    input: (u64, u64),
-    output: (u64, u64),
+    tokens: [(u64, u64); 2],
     failure: (f64, &'static str),
-    gate: Option<(&'static str, f64, &'static [&'static str])>,
+    gate: Option<(&'static str, f64, [&'static str; 3])>,
 }
 
 const PHASES: [PhaseSpec; 4] = [
     PhaseSpec {
         name: "design",
         seconds: (20.0, 180.0),
-        input: (3_000, 12_000),
-        output: (400, 2_500),
+        tokens: [(3_000, 12_000), (400, 2_500)],
         failure: (0.02, "design phase gave up: the work order is ambiguous"),
         gate: None,
     },
     PhaseSpec {
         name: "implement",
         seconds: (90.0, 900.0),
-        input: (8_000, 40_000),
-        output: (1_500, 9_000),
+        tokens: [(8_000, 40_000), (1_500, 9_000)],
         failure: (0.04, "implement phase hit the context limit"),
-        gate: Some((
-            "lint",
-            0.92,
-            &[
-                "3 clippy warnings",
-                "unused import in src/auth.rs",
-                "formatting differs in 2 files",
-            ],
-        )),
+        gate: Some(("lint", 0.92, LINT_FAILURES)),
     },
     PhaseSpec {
         name: "test",
         seconds: (30.0, 420.0),
-        input: (2_000, 15_000),
-        output: (300, 3_000),
+        tokens: [(2_000, 15_000), (300, 3_000)],
         failure: (0.03, "test phase: the test runner crashed"),
-        gate: Some((
-            "unit-tests",
-            0.78,
-            &[
-                "2 tests failing",
-                "test_login_redirect timed out",
-                "1 test failing: checkout::totals",
-            ],
-        )),
+        gate: Some(("unit-tests", 0.78, TEST_FAILURES)),
     },
     PhaseSpec {
         name: "review",
         seconds: (20.0, 240.0),
-        input: (4_000, 20_000),
-        output: (300, 2_000),
+        tokens: [(4_000, 20_000), (300, 2_000)],
         failure: (0.01, "review phase: the reviewer timed out"),
-        gate: Some((
-            "review",
-            0.88,
-            &[
-                "missing error handling in the handler",
-                "needs a test for the empty cart",
-                "public API change without docs",
-            ],
-        )),
+        gate: Some(("review", 0.88, REVIEW_FAILURES)),
     },
 ];
 
+const LINT_FAILURES: [&str; 3] = [
+    "3 clippy warnings",
+    "unused import in src/auth.rs",
+    "formatting differs in 2 files",
+];
+const TEST_FAILURES: [&str; 3] = [
+    "2 tests failing",
+    "test_login_redirect timed out",
+    "1 test failing: checkout::totals",
+];
+const REVIEW_FAILURES: [&str; 3] = [
+    "missing error handling in the handler",
+    "needs a test for the empty cart",
+    "public API change without docs",
+];
 const AGENTS: [&str; 3] = ["coder", "fixer", "feature-builder"];
 const STRATEGIES: [&str; 3] = ["plan-code-test", "test-first", "review-heavy"];
 const GOALS: [&str; 6] = [
@@ -609,8 +596,9 @@ impl RunPlan {
             true => "claude-haiku",
             false => "claude-sonnet",
         };
-        let input = rng.between(spec.input.0, spec.input.1);
-        let output = rng.between(spec.output.0, spec.output.1);
+        let [(input_lo, input_hi), (output_lo, output_hi)] = spec.tokens;
+        let input = rng.between(input_lo, input_hi);
+        let output = rng.between(output_lo, output_hi);
         self.duration += seconds;
         let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
@@ -643,7 +631,7 @@ impl RunPlan {
             let passed = rng.chance(pass);
             let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
             if !passed {
-                event["reason"] = json!(*rng.pick(reasons));
+                event["reason"] = json!(*rng.pick(&reasons));
                 problem = Some(format!("{gate} still failing"));
             }
             self.duration += rng.around(2.0, 30.0);
