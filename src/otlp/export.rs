@@ -24,13 +24,11 @@ const MAX_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Sends spans to an OTLP/HTTP collector from a background thread.
-///
 /// [`Exporter::export`] never blocks on the network (the lock covers queue
 /// pushes and pops only); memory is bounded by the queue plus one batch in
 /// flight. Spans are lost, and counted, when the queue is full, a request
-/// fails other than with a retryable status, or the retries run out. On
-/// drop the thread sends what is queued and exits, unawaited (dropping a
-/// batch that waits for a retry).
+/// fails unretryably, or the retries run out. On drop the thread sends what
+/// is queued and exits, unawaited (dropping a batch that waits for a retry).
 pub struct Exporter {
     shared: Arc<Shared>,
 }
@@ -62,8 +60,7 @@ struct State {
 }
 
 /// When to warn about lost spans: at the first loss, then at the first a
-/// minute or more after the last warning, with the count since then and the
-/// latest reason. Losses in between wait for that line or a flush's.
+/// minute after the last warning, with the count since and the latest reason.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
@@ -72,8 +69,7 @@ struct LossReport {
 }
 
 impl LossReport {
-    /// Notes `n` spans lost at `now` for `why`; returns the count and the
-    /// reason to warn about now, if a warning is due.
+    /// Notes `n` spans lost for `why`; the count and reason, if a warning is due.
     fn lost(&mut self, n: u64, why: &str, now: Instant) -> Option<(u64, String)> {
         self.unreported += n;
         why.clone_into(&mut self.why);
@@ -93,8 +89,7 @@ impl LossReport {
 }
 
 impl Exporter {
-    /// Starts the export thread, counting lost spans in `dropped` and warning
-    /// on `log`; `InvalidInput` when the endpoint is not plain `http://`.
+    /// Starts the export thread; `InvalidInput` unless the endpoint is `http://`.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -1,8 +1,7 @@
 //! OpenTelemetry trace export: `runs::trace` turns a finished run into
-//! spans, `encode_request` writes the OTLP/HTTP JSON body, and [`Exporter`]
-//! queues, batches and posts it from a background thread, never blocking
-//! the caller. Only plain `http://` endpoints: there is no TLS in std, so a
-//! local collector (or a TLS-terminating proxy) sits next to the server.
+//! spans, and [`Exporter`] encodes, batches and posts them from a background
+//! thread. Only plain `http://`: std has no TLS, so a local collector (or a
+//! TLS-terminating proxy) sits next to the server.
 
 mod config;
 mod context;
