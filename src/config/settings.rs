@@ -18,8 +18,7 @@ pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 /// The data dir, relative to the working directory, when none is given.
 pub(super) const DEFAULT_DATA_DIR: &str = "data";
 
-/// How long a run may go without news, by default, before it is ended as
-/// abandoned: longer than any research cycle we know of.
+/// A run silent this long is abandoned: longer than any research cycle we know.
 pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// What the server runs with: `serve`'s settings, and the files they name.
@@ -55,8 +54,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// What `serve --data-dir DIR` runs with: the owning modules' defaults
-    /// ([`Limits::default`], ...), which a test checks against each row's help.
+    /// `serve --data-dir DIR`: the owning modules' defaults, as each row's help says.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -79,8 +77,7 @@ impl Config {
         }
     }
 
-    /// Whether a server bound to `addr` takes writes from anyone who can
-    /// reach the host: not loopback, and no API key. The start warns of it.
+    /// Whether anyone who reaches `addr` may write: not loopback, no API key.
     pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
         self.api_key.is_none() && !addr.ip().is_loopback()
     }
@@ -139,9 +136,8 @@ pub struct Client {
 pub(super) const DEFAULT_RUNS: u64 = 20;
 const MAX_RUNS: u64 = 10_000;
 
-/// Every command's settings, in help order: `serve`'s, then the clients'.
-/// Rows apply in this order too: `AGENT_BUDGET_DIR` follows the data dir,
-/// whose row puts the ledger inside it.
+/// Every command's settings, in help order, which is the order they apply:
+/// `AGENT_BUDGET_DIR` follows the data dir, whose row puts the ledger in it.
 pub(super) const SETTINGS: &[Setting] = &[
     Setting {
         names: ("addr", "HOST:PORT", "CONDUCTOR_ADDR"),
