@@ -7,9 +7,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::config::OtlpConfig;
 use super::encode::{encode_request, CONTENT_TYPE};
 use super::span::Span;
+use super::OtlpConfig;
 use crate::client;
 use crate::log::Logger;
 use crate::metrics::Counter;
