@@ -93,18 +93,15 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         out.push_str(about);
     }
     out.push_str("\nOptions (a flag wins over its environment variable):\n");
-    let options: Vec<_> = settings::settings_of(command).collect();
-    let flags: Vec<String> = options
-        .iter()
-        .map(|o| match (o.names.0, o.names.1) {
-            ("", _) => String::new(),
-            (flag, value) => format!("--{flag} {value}"),
+    let flags: Vec<(String, &settings::Setting)> = settings::settings_of(command)
+        .map(|o| match o.names {
+            ("", ..) => (String::new(), o),
+            (flag, value, _) => (format!("--{flag} {value}"), o),
         })
         .collect();
-    let rows: Vec<[&str; 3]> = options
+    let rows: Vec<[&str; 3]> = flags
         .iter()
-        .zip(&flags)
-        .map(|(o, flag)| [flag.as_str(), o.help, o.names.2])
+        .map(|(flag, o)| [flag.as_str(), o.help, o.names.2])
         .collect();
     columns(&mut out, &rows);
     footer(command, &mut out);
