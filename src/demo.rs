@@ -306,8 +306,7 @@ fn merge(number: u64, updates: &mut Vec<Value>) {
     updates.push(json!({"name": "git_active_merges", "set": 0}));
 }
 
-/// Work orders by state, zeros included: those still to send are `ready`,
-/// the rest ended (none stays `active` past its own request).
+/// Work orders by state: those to send are `ready`, the rest ended, none `active`.
 fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
     let states = [
         ("ready", total.saturating_sub(summary.runs)),
@@ -358,8 +357,7 @@ impl Rng {
     }
 }
 
-/// A phase's ranges (input and output tokens), failure chance and reason,
-/// and gate (pass chance, reasons).
+/// A phase's ranges (of input and output tokens too), failure, and gate.
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
@@ -453,10 +451,8 @@ struct RunPlan {
     outcome: PlannedEnd,
     /// Seconds from the run's start to its end: the simulated clock.
     duration: f64,
-    /// The run's activity as updates to the example families: a worktree
-    /// created and cleaned up, each phase a task of the agent profile's
-    /// worker, each iteration a dispatch-loop cycle, an LLM call per `tokens`
-    /// event, a merge per PR, and the retries (iterations after the first).
+    /// Its updates to the example families: a worktree, a task and an LLM
+    /// call per phase, a dispatch-loop cycle per iteration, a merge, retries.
     updates: Vec<Value>,
     /// The LLM calls planned so far.
     calls: u64,
@@ -523,9 +519,8 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
 }
 
 impl RunPlan {
-    /// Plans the current iteration, run by `profile`'s workers: `None` when
-    /// an operator cancels it at phase `cancel`, else the problem when a
-    /// phase or a gate failed.
+    /// Plans the current iteration: `None` when an operator cancels it at
+    /// phase `cancel`, else the problem when a phase or a gate failed.
     fn iteration(
         &mut self,
         rng: &mut Rng,
@@ -578,8 +573,7 @@ impl RunPlan {
         (!cancelled).then_some(problem)
     }
 
-    /// Plans a phase into `batch`; the problem when its gate fails, or `Err`
-    /// with why the phase failed.
+    /// Plans a phase into `batch`: `Err` why it failed, or its gate's problem.
     fn phase(
         &mut self,
         rng: &mut Rng,
