@@ -119,23 +119,21 @@ impl Exporter {
             return;
         }
         let offered = spans.len();
-        let (wake, warning) = {
-            let mut st = self.shared.lock();
-            let accepted = offered.min(self.shared.capacity - st.queue.len());
-            let was_empty = st.queue.is_empty();
-            st.queue.extend(spans.into_iter().take(accepted));
-            if was_empty && accepted > 0 {
-                st.oldest = Some(Instant::now());
-            }
-            // The thread only needs waking to start a batch timer or to
-            // send a full batch; otherwise its timed wait is already right.
-            let wake = (was_empty && accepted > 0) || st.queue.len() >= self.shared.batch_size;
-            let lost = (offered - accepted) as u64;
-            let warning = (lost > 0)
-                .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
-                .flatten();
-            (wake, warning)
-        };
+        let mut st = self.shared.lock();
+        let accepted = offered.min(self.shared.capacity - st.queue.len());
+        let starts_batch = st.queue.is_empty() && accepted > 0;
+        if starts_batch {
+            st.oldest = Some(Instant::now());
+        }
+        st.queue.extend(spans.into_iter().take(accepted));
+        // The thread only needs waking to start a batch timer or to send a
+        // full batch; otherwise its timed wait is already right.
+        let wake = starts_batch || st.queue.len() >= self.shared.batch_size;
+        let lost = (offered - accepted) as u64;
+        let warning = (lost > 0)
+            .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
+            .flatten();
+        drop(st);
         if wake {
             self.shared.work.notify_one();
         }
