@@ -83,12 +83,10 @@ impl Logger {
             LogFormat::Text => {
                 let mut line = format!("{ts} {:5} {msg}", level.as_str().to_uppercase());
                 for (k, v) in fields {
+                    line.push_str(&format!(" {k}="));
                     match v {
-                        Value::String(s) => line.push_str(&format!(" {k}={s:?}")),
-                        other => {
-                            line.push_str(&format!(" {k}="));
-                            push_rounded(&mut line, other);
-                        }
+                        Value::String(s) => line.push_str(&format!("{s:?}")),
+                        other => push_rounded(&mut line, other),
                     }
                 }
                 line.push('\n');
