@@ -147,11 +147,8 @@ impl Sender<'_> {
     fn send(&mut self, run_id: &str, plan: &RunPlan) -> Result<String, String> {
         self.summary.runs += 1;
         let text = |key: &str| plan.start[key].as_str().unwrap_or_default();
-        let head = format!(
-            "{run_id}  {}  {:<14}",
-            text("work_order_id"),
-            text("strategy")
-        );
+        let (order, strategy) = (text("work_order_id"), text("strategy"));
+        let head = format!("{run_id}  {order}  {strategy:<14}");
         let mut start = plan.start.clone();
         start["run_id"] = json!(run_id);
         let answer = client::request("POST", self.url, "/api/v1/runs", Some(&start))?;
