@@ -1,5 +1,4 @@
-//! The command line: `serve` (in `serve.rs`), the client subcommands
-//! (readable summaries of a running server, and ways to change it) and
+//! The command line: `serve` (in `serve.rs`), the client subcommands and
 //! `repair`, which works on the data dir itself.
 
 use std::process::ExitCode;
@@ -7,8 +6,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::app::VERSION;
-use crate::client;
-use crate::config::{self, Command, FinishOptions};
+use crate::client::{self, Received};
+use crate::config::{self, Client, Command};
 use crate::demo;
 
 /// Runs the command line `args` (without the program name).
@@ -29,11 +28,19 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Status(url) => show("status", &url, "/api/v1/status", format_status),
-        Command::Budget(url) => show("budget", &url, "/api/v1/agent/budget", format_budget),
-        Command::Trigger(url) => trigger(&url),
-        Command::Finish(options) => finish(&options),
-        Command::Demo(options) => demo::command(&options),
+        Command::Client(sub, c) => match sub.as_str() {
+            "status" => {
+                let sent = client::request("GET", &c.url, "/api/v1/status", None);
+                report("status", sent, format_status)
+            }
+            "budget" => {
+                let sent = client::request("GET", &c.url, "/api/v1/agent/budget", None);
+                report("budget", sent, format_budget)
+            }
+            "trigger" => trigger(&c.url),
+            "demo" => demo::command(&c),
+            action => finish(action, &c),
+        },
         Command::Repair {
             data_dir,
             budget_dir,
@@ -43,12 +50,11 @@ pub fn run(args: &[String]) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// GETs `path` and prints it with `format`: exit 0, or 1 with a one-line
-/// error when the server cannot be reached or answers with an error.
-fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> u8 {
-    match client::request("GET", url, path, None) {
+/// Prints a 200 answer as `format` writes it (exit 0), else why (exit 1).
+fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> String) -> u8 {
+    match sent {
         Ok(a) if a.status == 200 => {
-            print!("{}", format(&a.json));
+            print!("{}", format(&a.json()));
             0
         }
         Ok(a) => refused(command, &a),
@@ -59,12 +65,11 @@ fn show(command: &str, url: &str, path: &str, format: fn(&Value) -> String) -> u
     }
 }
 
-/// Says why the server refused, with what to do about a missing key;
-/// returns exit code 1.
-fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
-    let message = a.json["error"]["message"]
-        .as_str()
-        .unwrap_or("no reason given");
+/// Says why the server refused, and what to do about a missing key: exit 1.
+fn refused(command: &str, a: &Received) -> u8 {
+    let json = a.json();
+    let message = json["error"]["message"].as_str();
+    let message = message.unwrap_or("no reason given");
     if a.status == 401 {
         let hint = if std::env::var_os("CONDUCTOR_API_KEY").is_some() {
             "the key in CONDUCTOR_API_KEY was refused"
@@ -78,9 +83,8 @@ fn refused(command: &str, a: &client::ApiAnswer) -> u8 {
     1
 }
 
-/// Completes, fails or cancels a run and prints it with its cost: exit 0,
-/// or 1 when the server refused or was unreachable.
-fn finish(o: &FinishOptions) -> u8 {
+/// Completes, fails or cancels a run and prints it with its cost.
+fn finish(action: &str, o: &Client) -> u8 {
     let mut body = serde_json::Map::new();
     if let Some(error) = &o.error {
         body.insert("error".into(), Value::from(error.as_str()));
@@ -88,22 +92,13 @@ fn finish(o: &FinishOptions) -> u8 {
     if let Some(cost) = o.cost {
         body.insert("cost".into(), Value::from(cost));
     }
-    let path = format!("/api/v1/runs/{}/{}", o.run_id, o.action);
-    match client::request("POST", &o.url, &path, Some(&Value::Object(body))) {
-        Ok(a) if a.status == 200 => {
-            print_json(&a.json);
-            0
-        }
-        Ok(a) => refused(&o.action, &a),
-        Err(e) => {
-            eprintln!("{}: {e}", o.action);
-            1
-        }
-    }
+    let path = format!("/api/v1/runs/{}/{action}", o.run_id);
+    let sent = client::request("POST", &o.url, &path, Some(&Value::Object(body)));
+    report(action, sent, pretty)
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 /// The budget table as the research agent's `budget` prints it, then, from
@@ -152,23 +147,15 @@ fn forecast(b: &Value) -> String {
 fn trigger(url: &str) -> u8 {
     let body = serde_json::json!({"agent": "cli"});
     match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
-        Ok(a) if a.status == 200 => {
-            print_json(&a.json);
-            0
-        }
         Ok(a) if a.status == 429 => {
-            let mut out = a.json;
-            if let Some(o) = out.as_object_mut() {
+            let mut json = a.json();
+            if let Some(o) = json.as_object_mut() {
                 o.remove("error");
             }
-            print_json(&out);
+            print!("{}", pretty(&json));
             3
         }
-        Ok(a) => refused("trigger", &a),
-        Err(e) => {
-            eprintln!("trigger: {e}");
-            1
-        }
+        sent => report("trigger", sent, pretty),
     }
 }
 
@@ -199,8 +186,7 @@ fn format_status(s: &Value) -> String {
     out
 }
 
-/// Moves the damaged journal lines under the data dir and the budget dir
-/// aside, printing each and a summary.
+/// Moves damaged journal lines aside, printing each and a summary.
 fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
     if let Err(e) = crate::repair::check_data_dir(data_dir) {
         eprintln!("repair: {e}");
@@ -215,61 +201,48 @@ fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
         }
         lock => lock,
     };
-    match crate::repair::repair(&[data_dir, budget_dir]) {
-        Ok(report) => {
-            for m in &report.moved {
-                let record = m.record.map_or(String::new(), |r| format!(", record {r}"));
-                println!(
-                    "repair: {} line {} (byte {}{record}): {}; moved to {}.corrupt",
-                    m.file.display(),
-                    m.line,
-                    m.offset,
-                    m.why,
-                    m.file.display()
-                );
-            }
-            for r in &report.rebuilt {
-                println!(
-                    "repair: {} line 1: its header was damaged; written again from the segments beside it (records before it: {}); the damaged line is in {}.corrupt-header",
-                    r.file.display(),
-                    r.appended_before,
-                    r.file.display()
-                );
-            }
-            println!(
-                "repair: checked {} journals; moved {} damaged lines aside; rebuilt {} segment headers; cut {} bytes of torn tail",
-                report.files,
-                report.moved.len(),
-                report.rebuilt.len(),
-                report.torn_bytes
-            );
-            if report.complete() {
-                return 0;
-            }
-            // Not a success: the store starts without these records.
-            for m in &report.moved {
-                let record = m.record.map_or(String::new(), |r| format!("record {r}, "));
-                eprintln!(
-                    "repair: {} {record}line {}: could not be read and stays out of the store (kept in {}.corrupt)",
-                    m.file.display(),
-                    m.line,
-                    m.file.display()
-                );
-            }
-            for u in &report.unnumbered {
-                eprintln!(
-                    "repair: {}: its header is damaged and no segment beside it numbers it, so its {} records stay out of the store and a start refuses it; restore it from a backup",
-                    u.file.display(),
-                    u.records
-                );
-            }
-            3
-        }
+    let report = match crate::repair::repair(&[data_dir, budget_dir]) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("repair: {e}");
-            1
+            return 1;
         }
+    };
+    for m in &report.moved {
+        let (f, line) = (m.file.display(), m.line);
+        let record = m.record.map_or(String::new(), |r| format!(", record {r}"));
+        let why = format!("(byte {}{record}): {}", m.offset, m.why);
+        println!("repair: {f} line {line} {why}; moved to {f}.corrupt");
     }
+    for r in &report.rebuilt {
+        let (f, before) = (r.file.display(), r.appended_before);
+        println!(
+            "repair: {f} line 1: its header was damaged; written again from the segments beside it (records before it: {before}); the damaged line is in {f}.corrupt-header"
+        );
+    }
+    let (moved, rebuilt) = (report.moved.len(), report.rebuilt.len());
+    println!(
+        "repair: checked {} journals; moved {moved} damaged lines aside; rebuilt {rebuilt} segment headers; cut {} bytes of torn tail",
+        report.files, report.torn_bytes
+    );
+    if report.complete() {
+        return 0;
+    }
+    // Not a success: the store starts without these records.
+    for m in &report.moved {
+        let (f, line) = (m.file.display(), m.line);
+        let record = m.record.map_or(String::new(), |r| format!("record {r}, "));
+        eprintln!(
+            "repair: {f} {record}line {line}: could not be read and stays out of the store (kept in {f}.corrupt)"
+        );
+    }
+    for u in &report.unnumbered {
+        let (f, records) = (u.file.display(), u.records);
+        eprintln!(
+            "repair: {f}: its header is damaged and no segment beside it numbers it, so its {records} records stay out of the store and a start refuses it; restore it from a backup"
+        );
+    }
+    3
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
-//! The one HTTP/1.1 client, for the subcommands, the OTLP exporter and the
-//! integration tests: a request on a fresh connection under one deadline,
-//! and the response parser. Plain `http://` only: std has no TLS, and the
-//! server and collectors it talks to sit on the same host or pod.
+//! The HTTP/1.1 client of the subcommands, the OTLP exporter and the tests.
+//! Plain `http://` only: std has no TLS, and the server and collectors it
+//! talks to sit on the same host or pod.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -34,10 +33,7 @@ pub struct Received {
 impl Received {
     /// The first value of header `name`, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.header_all(name).first().copied()
     }
 
     /// Every value of header `name`, in order.
@@ -111,14 +107,12 @@ pub(crate) fn exchange(
 
 /// `host:port` for the resolver, with HTTP's port 80 when none is given.
 fn socket_target(authority: &str) -> String {
-    let has_port = match authority.rfind(']') {
-        Some(close) => authority[close..].contains(':'),
-        None => authority.contains(':'),
-    };
-    if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let after_ipv6 = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    match after_ipv6.contains(':') {
+        true => authority.to_string(),
+        false => format!("{authority}:80"),
     }
 }
 
@@ -217,8 +211,7 @@ pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Received> {
     }
 }
 
-/// Reads one line without its CR LF; `None` at a clean end of stream before
-/// the first byte.
+/// Reads one line without its CR LF; `None` at a clean end of stream.
 fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
     r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
@@ -289,13 +282,6 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A subcommand's answer: the status, and the body as JSON (`Null` if not).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ApiAnswer {
-    pub(crate) status: u16,
-    pub(crate) json: Value,
-}
-
 /// Sends one request to `base_url` + `path` for the subcommands, with
 /// `CONDUCTOR_API_KEY`, when set, in `Authorization`. The error is one line:
 /// the URL is not `http://`, or the server could not be reached or read.
@@ -304,7 +290,7 @@ pub(crate) fn request(
     base_url: &str,
     path: &str,
     body: Option<&Value>,
-) -> Result<ApiAnswer, String> {
+) -> Result<Received, String> {
     let rest = base_url
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// URLs are supported, not {base_url:?}"))?;
@@ -319,7 +305,7 @@ pub(crate) fn request(
     if let Ok(key) = &key {
         headers.push(("Authorization", key));
     }
-    let response = exchange(
+    exchange(
         host,
         method,
         &target,
@@ -331,10 +317,6 @@ pub(crate) fn request(
         "resolve" | "connect" => format!("cannot connect to {base_url}: {}", f.error),
         "send" => format!("cannot send to {base_url}: {}", f.error),
         _ => format!("cannot read from {base_url}: {}", f.error),
-    })?;
-    Ok(ApiAnswer {
-        status: response.status,
-        json: response.json(),
     })
 }
 

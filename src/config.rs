@@ -5,44 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::demo::{self, Options as DemoOptions};
 use crate::otlp::OtlpConfig;
 
 mod settings;
 mod usage;
 
-pub use settings::Config;
-use settings::{Client, DEFAULT_DATA_DIR};
+pub use settings::{Client, Config};
+use settings::{DEFAULT_DATA_DIR, DEFAULT_RUNS};
 
 /// The default base URL the client commands talk to.
 const DEFAULT_URL: &str = "http://127.0.0.1:14355";
 
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
-/// What `complete`, `fail` or `cancel RUN_ID` asks for. Plain data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FinishOptions {
-    pub url: String,
-    pub run_id: String,
-    /// `complete`, `fail` or `cancel`.
-    pub action: String,
-    /// `--error`, for `fail`.
-    pub error: Option<String>,
-    /// `--cost`, in dollars.
-    pub cost: Option<f64>,
-}
-
-/// What the command line asks for; the client commands carry the server's
-/// base URL.
+/// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Boxed: the settings are many, and the other commands few.
     Serve(Box<Config>),
-    Status(String),
-    Budget(String),
-    Trigger(String),
-    Finish(FinishOptions),
-    Demo(DemoOptions),
+    /// A client command, such as `status` or `demo`, and what it was given.
+    Client(String, Client),
     Repair {
         data_dir: PathBuf,
         /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
@@ -78,88 +60,8 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
         }
         Some(first) => return Err(unknown_command(first)),
     };
-    read_line(sub, named, args, env)
-}
-
-/// Refuses plain arguments `sub` does not take: all but the RUN_ID of
-/// `complete`, `fail` and `cancel`.
-fn check_positional(sub: &str, positional: &[&str]) -> Result<(), String> {
-    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
-    match (positional, takes_run) {
-        ([], false) | ([_], true) => Ok(()),
-        ([], true) => Err(format!(
-            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
-        )),
-        (extra, _) => {
-            let arg = extra[usize::from(takes_run)];
-            Err(format!(
-                "unexpected argument {arg:?} (see conductor-metrics {sub} --help)"
-            ))
-        }
-    }
-}
-
-/// What `sub` with these flags and plain arguments asks for.
-fn command(
-    sub: &str,
-    flags: &[(&str, &str)],
-    positional: &[&str],
-    env: &Env,
-) -> Result<Command, String> {
-    check_positional(sub, positional)?;
-    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
-    let mut c = Client {
-        url: DEFAULT_URL.to_string(),
-        runs: demo::DEFAULT_RUNS,
-        seed: demo::DEFAULT_SEED,
-        cost: None,
-        error: None,
-    };
-    settings::apply(sub, (&mut config, &mut c), flags, env)?;
-    Ok(match sub {
-        "serve" => {
-            config.otlp = OtlpConfig::from_env(env);
-            Command::Serve(Box::new(config))
-        }
-        "repair" => Command::Repair {
-            data_dir: config.data_dir,
-            budget_dir: config.budget.dir,
-        },
-        "status" => Command::Status(c.url),
-        "budget" => Command::Budget(c.url),
-        "trigger" => Command::Trigger(c.url),
-        "demo" => Command::Demo(DemoOptions {
-            url: c.url,
-            runs: c.runs,
-            seed: c.seed,
-        }),
-        _ => {
-            let run_id = positional[0].to_string();
-            if !crate::runs::valid_run_id(&run_id) {
-                let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
-                return Err(format!("RUN_ID {must}, not {run_id:?}"));
-            }
-            Command::Finish(FinishOptions {
-                url: c.url,
-                run_id,
-                action: sub.to_string(),
-                error: c.error,
-                cost: c.cost,
-            })
-        }
-    })
-}
-
-/// Reads the arguments after `sub`'s name (`named`: given by name) into
-/// their command; a flag `sub` does not take is refused, naming the nearest.
-fn read_line<'a>(
-    sub: &str,
-    named: bool,
-    mut args: impl Iterator<Item = &'a str>,
-    env: &Env,
-) -> Result<Command, String> {
     let allowed: Vec<&str> = settings::settings_of(sub)
-        .map(|o| o.flag.0)
+        .map(|o| o.names.0)
         .filter(|f| !f.is_empty())
         .collect();
     let mut flags = Vec::new();
@@ -203,6 +105,50 @@ fn read_line<'a>(
     command(sub, &flags, &positional, env)
 }
 
+/// What `sub` asks for; the only plain argument taken is a finish's RUN_ID.
+fn command(
+    sub: &str,
+    flags: &[(&str, &str)],
+    positional: &[&str],
+    env: &Env,
+) -> Result<Command, String> {
+    let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    if let Some(arg) = positional.get(usize::from(takes_run)) {
+        let see = format!("(see conductor-metrics {sub} --help)");
+        return Err(format!("unexpected argument {arg:?} {see}"));
+    }
+    if takes_run && positional.is_empty() {
+        return Err(format!(
+            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
+        ));
+    }
+    let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
+    let mut c = Client {
+        url: DEFAULT_URL.to_string(),
+        run_id: positional.first().unwrap_or(&"").to_string(),
+        runs: DEFAULT_RUNS,
+        seed: 1,
+        cost: None,
+        error: None,
+    };
+    settings::apply(sub, (&mut config, &mut c), flags, env)?;
+    Ok(match sub {
+        "serve" => {
+            config.otlp = OtlpConfig::from_env(env);
+            Command::Serve(Box::new(config))
+        }
+        "repair" => Command::Repair {
+            data_dir: config.data_dir,
+            budget_dir: config.budget.dir,
+        },
+        _ if takes_run && !crate::runs::valid_run_id(&c.run_id) => {
+            let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+            return Err(format!("RUN_ID {must}, not {:?}", c.run_id));
+        }
+        _ => Command::Client(sub.to_string(), c),
+    })
+}
+
 fn unknown_command(word: &str) -> String {
     match usage::nearest(word, usage::commands()) {
         Some(near) => {
@@ -212,8 +158,7 @@ fn unknown_command(word: &str) -> String {
     }
 }
 
-/// Parses `30`, `30s`, `500ms`, `90m` or `6h` into a non-zero duration of
-/// at most a year.
+/// Parses `30`, `30s`, `500ms`, `90m` or `6h`: non-zero, at most a year.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
@@ -260,6 +205,18 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    /// What a client command is given with only `--url`: the defaults.
+    fn client(url: &str) -> Client {
+        Client {
+            url: url.into(),
+            run_id: String::new(),
+            runs: 20,
+            seed: 1,
+            cost: None,
+            error: None,
+        }
     }
 
     #[test]
@@ -444,13 +401,16 @@ mod tests {
     fn finishing_a_run() {
         assert_eq!(
             parse(&args("fail r-1 --error boom --cost 0.5"), &no_env),
-            Ok(Command::Finish(FinishOptions {
-                url: DEFAULT_URL.into(),
-                run_id: "r-1".into(),
-                action: "fail".into(),
-                error: Some("boom".into()),
-                cost: Some(0.5),
-            }))
+            Ok(Command::Client(
+                "fail".into(),
+                Client {
+                    url: DEFAULT_URL.into(),
+                    run_id: "r-1".into(),
+                    error: Some("boom".into()),
+                    cost: Some(0.5),
+                    ..client("")
+                }
+            ))
         );
         assert!(parse(&args("cancel r --error x"), &no_env).is_err());
         assert!(parse(&args("complete r --cost -1"), &no_env).is_err());
@@ -468,7 +428,7 @@ mod tests {
         );
         assert_eq!(
             parse(&args("status --url http://x:1"), &no_env),
-            Ok(Command::Status("http://x:1".into()))
+            Ok(Command::Client("status".into(), client("http://x:1")))
         );
     }
 
@@ -477,19 +437,18 @@ mod tests {
         let url = |k: &str| (k == "CONDUCTOR_URL").then(|| "http://h:1".to_string());
         assert_eq!(
             parse(&args("demo"), &url),
-            Ok(Command::Demo(DemoOptions {
-                url: "http://h:1".into(),
-                runs: 20,
-                seed: 1
-            }))
+            Ok(Command::Client("demo".into(), client("http://h:1")))
         );
         assert_eq!(
             parse(&args("demo --url http://x:2 --runs 5 --seed=7"), &no_env),
-            Ok(Command::Demo(DemoOptions {
-                url: "http://x:2".into(),
-                runs: 5,
-                seed: 7
-            }))
+            Ok(Command::Client(
+                "demo".into(),
+                Client {
+                    runs: 5,
+                    seed: 7,
+                    ..client("http://x:2")
+                }
+            ))
         );
     }
 

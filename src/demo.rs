@@ -1,13 +1,9 @@
-//! The `demo` subcommand: a seeded, synthetic orchestrator workload sent to
-//! a running server, so its metrics, dashboards and alerts have data.
-//!
-//! Each run is planned in full on a simulated clock whose timeline ends as
-//! it is sent: durations are minutes long without sleeping, and one seed
-//! always gives the same summary. The server prices token events when a run
-//! ends, so the only direct spend is each work order's triage. Worker,
-//! worktree, merge, dispatch-loop and LLM figures go only to the families of
-//! `docs/examples/orchestrator-metrics.json` that the server declares (its
-//! `--metrics-file`, asked once), so nothing is sent that it must refuse.
+//! `demo`: a seeded, synthetic orchestrator workload for a running server.
+//! Runs are planned in full on a simulated clock whose timeline ends as they
+//! are sent: minutes long without sleeping, one summary per seed. Only each
+//! work order's triage is spent directly (the server prices token events).
+//! Other figures go only to the families of `docs/examples/orchestrator-
+//! metrics.json` the server declares (asked once), so none is refused.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,23 +11,11 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use crate::client::{self, ApiAnswer};
+use crate::client::{self, Received};
+use crate::config::Client;
 use crate::declared::{spec, update, Declaration};
 use crate::otlp::id::{splitmix64, GAMMA};
 use crate::time;
-
-pub const DEFAULT_RUNS: u64 = 20;
-pub const DEFAULT_SEED: u64 = 1;
-/// The most runs one invocation may ask for.
-pub const MAX_RUNS: u64 = 10_000;
-
-/// What `conductor-metrics demo` was asked to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    pub url: String,
-    pub runs: u64,
-    pub seed: u64,
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Summary {
@@ -65,9 +49,8 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Runs the demo, printing a line per run and the summary; exit code 1 when
-/// the server could not be reached or refused something the demo needs.
-pub fn command(options: &Options) -> u8 {
+/// Prints a line per run and the summary; 1 when the server failed the demo.
+pub fn command(options: &Client) -> u8 {
     match run(options, &mut std::io::stdout().lock()) {
         Ok(_) => 0,
         Err(e) => {
@@ -79,9 +62,9 @@ pub fn command(options: &Options) -> u8 {
 
 /// Sends the planned runs. A start refused with 429 is counted, not fatal;
 /// the triage spends stop, with one line saying why, at the first refusal.
-fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
+fn run(options: &Client, out: &mut dyn Write) -> Result<Summary, String> {
     let answer = call(&options.url, "GET", "/api/v1/metrics", None, 200)?;
-    let families = spec::parse_value(&answer.json["families"]).map_err(|e| {
+    let families = spec::parse_value(&answer["families"]).map_err(|e| {
         format!(
             "GET /api/v1/metrics: the server answered 200: the families listed cannot be read: {e}"
         )
@@ -93,8 +76,7 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
         declared: Declared::new(families),
         total: options.runs,
     };
-    // One dispatch-loop run, named per invocation so a seed can be replayed
-    // against the same data dir.
+    // Named per invocation, so a seed can be replayed against the same data dir.
     let loop_run = format!(
         "demo-s{}-{:x}{:x}",
         options.seed,
@@ -104,8 +86,7 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     let mut rng = Rng(options.seed);
     for index in 1..=options.runs {
         let plan = plan_run(&mut rng, index, &loop_run);
-        let run_id = format!("{loop_run}-{index:04}");
-        let line = sender.send(&run_id, &plan)?;
+        let line = sender.send(&format!("{loop_run}-{index:04}"), &plan)?;
         // The report is secondary: a closed stdout must not stop the workload.
         let _ = writeln!(out, "{line}");
     }
@@ -113,45 +94,42 @@ fn run(options: &Options, out: &mut dyn Write) -> Result<Summary, String> {
     Ok(sender.summary)
 }
 
-struct Declared {
-    families: Vec<Declaration>,
-    index: HashMap<String, usize>,
-}
+/// The families the server declares, and their index, as it checks updates.
+struct Declared(Vec<Declaration>, HashMap<String, usize>);
 
 impl Declared {
     fn new(families: Vec<Declaration>) -> Declared {
-        let index = families
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect();
-        Declared { families, index }
+        let index = families.iter().enumerate();
+        let index = index.map(|(i, d)| (d.name.clone(), i)).collect();
+        Declared(families, index)
     }
 
     /// Whether the server takes `update`, by the server's own check.
     fn takes(&self, update: &Value) -> bool {
-        update::parse_batch(update, &self.families, &self.index).is_ok()
+        update::parse_batch(update, &self.0, &self.1).is_ok()
     }
 }
 
-/// Sends `method path`; the answer when its status is `want`, else an error.
+/// Sends `method path`; the answer's JSON when its status is `want`, else an error.
 fn call(
     url: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
     want: u16,
-) -> Result<ApiAnswer, String> {
+) -> Result<Value, String> {
     let answer = client::request(method, url, path, body)?;
     match answer.status == want {
-        true => Ok(answer),
+        true => Ok(answer.json()),
         false => Err(rejected(&format!("{method} {path}"), &answer)),
     }
 }
 
-fn rejected(what: &str, answer: &ApiAnswer) -> String {
-    let message = answer.json["error"]["message"].as_str();
-    let message = message.unwrap_or("no error message");
+fn rejected(what: &str, answer: &Received) -> String {
+    let json = answer.json();
+    let message = json["error"]["message"]
+        .as_str()
+        .unwrap_or("no error message");
     format!("{what}: the server answered {}: {message}", answer.status)
 }
 
@@ -169,11 +147,8 @@ impl Sender<'_> {
     fn send(&mut self, run_id: &str, plan: &RunPlan) -> Result<String, String> {
         self.summary.runs += 1;
         let text = |key: &str| plan.start[key].as_str().unwrap_or_default();
-        let head = format!(
-            "{run_id}  {}  {:<14}",
-            text("work_order_id"),
-            text("strategy")
-        );
+        let (order, strategy) = (text("work_order_id"), text("strategy"));
+        let head = format!("{run_id}  {order}  {strategy:<14}");
         let mut start = plan.start.clone();
         start["run_id"] = json!(run_id);
         let answer = client::request("POST", self.url, "/api/v1/runs", Some(&start))?;
@@ -200,7 +175,7 @@ impl Sender<'_> {
                     let path = format!("/api/v1/runs/{run_id}/events");
                     let body = Value::Array(list.collect());
                     let answer = call(self.url, "POST", &path, Some(&body), 200)?;
-                    self.summary.events += answer.json["accepted"].as_u64().unwrap_or(0);
+                    self.summary.events += answer["accepted"].as_u64().unwrap_or(0);
                 }
                 Step::Message(kind, body) => {
                     let msg = json!({"type": kind, "body": body, "run_id": run_id});
@@ -209,30 +184,8 @@ impl Sender<'_> {
                 }
             }
         }
-        let (cost, outcome) = self.end(run_id, &plan.outcome)?;
-        // The run's updates and the work orders by state, as far as the server takes them.
-        let mut updates = plan.updates.clone();
-        updates.extend(work_order_states(&self.summary, self.total));
-        updates.retain(|u| self.declared.takes(u));
-        for batch in updates.chunks(update::MAX_BATCH) {
-            let body = Value::Array(batch.to_vec());
-            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
-            self.summary.metric_updates += answer.json["accepted"].as_u64().unwrap_or(0);
-        }
-        let iterations = match plan.iterations {
-            1 => "1 iteration ".to_string(),
-            n => format!("{n} iterations"),
-        };
-        let minutes = plan.duration / 60.0;
-        let pr = plan.pr_url.as_deref().unwrap_or("");
-        let line = format!("{head}  {iterations}  {minutes:5.1} min{cost}  {outcome}  {pr}");
-        Ok(line.trim_end().to_string())
-    }
-
-    /// Ends the run as planned; returns its cost and outcome as reported.
-    fn end(&mut self, run_id: &str, outcome: &PlannedEnd) -> Result<(String, String), String> {
         let s = &mut self.summary;
-        let (action, body, count, shown) = match outcome {
+        let (action, body, count, shown) = match &plan.outcome {
             PlannedEnd::Complete => ("complete", json!({}), &mut s.completed, "completed".into()),
             PlannedEnd::Fail(e) => (
                 "fail",
@@ -245,8 +198,24 @@ impl Sender<'_> {
         let path = format!("/api/v1/runs/{run_id}/{action}");
         let ended = call(self.url, "POST", &path, Some(&body), 200)?;
         *count += 1;
-        let cost = ended.json["cost"].as_f64().map(|c| format!("  ${c:.2}"));
-        Ok((cost.unwrap_or_default(), shown))
+        let cost = ended["cost"].as_f64().map(|c| format!("  ${c:.2}"));
+        // The run's updates and the work orders by state, as far as the server takes them.
+        let mut updates = plan.updates.clone();
+        updates.extend(work_order_states(&self.summary, self.total));
+        updates.retain(|u| self.declared.takes(u));
+        for batch in updates.chunks(update::MAX_BATCH) {
+            let body = Value::Array(batch.to_vec());
+            let answer = call(self.url, "POST", "/api/v1/metrics", Some(&body), 200)?;
+            self.summary.metric_updates += answer["accepted"].as_u64().unwrap_or(0);
+        }
+        let iterations = match plan.iterations {
+            1 => "1 iteration ".to_string(),
+            n => format!("{n} iterations"),
+        };
+        let (minutes, cost) = (plan.duration / 60.0, cost.unwrap_or_default());
+        let pr = plan.pr_url.as_deref().unwrap_or("");
+        let line = format!("{head}  {iterations}  {minutes:5.1} min{cost}  {shown}  {pr}");
+        Ok(line.trim_end().to_string())
     }
 
     /// Posts the work order's triage as a direct budget spend.
@@ -277,8 +246,7 @@ const PROVIDER: &str = "anthropic";
 const FIRST_PR: u64 = 800;
 
 /// Run `index`'s worktree creation: every seventh fails once, then succeeds.
-fn worktree_created(index: u64) -> Vec<Value> {
-    let mut updates = Vec::new();
+fn worktree_created(index: u64, updates: &mut Vec<Value>) {
     if index.is_multiple_of(7) {
         updates.extend([
             json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.05}),
@@ -289,23 +257,18 @@ fn worktree_created(index: u64) -> Vec<Value> {
         json!({"name": "git_worktree_creation_duration_seconds", "observe": 0.3 + (index % 25) as f64 / 10.0}),
         json!({"name": "git_worktree_operations_total", "labels": {"operation": "create", "result": "success"}, "inc": 1}),
     ]);
-    updates
 }
 
 /// A run's LLM call number `call`: every fifth is rate-limited once first.
-fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
+fn llm_call(model: &str, (input, output): (u64, u64), call: u64, updates: &mut Vec<Value>) {
     let labels = json!({"model": model, "provider": PROVIDER});
-    let mut updates = Vec::new();
     if call.is_multiple_of(5) {
         updates.push(json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "rate_limit"}, "inc": 1}));
         updates.push(json!({"name": "llm_rate_limit_events_total", "labels": labels, "inc": 1}));
     }
     // Per million tokens, in and out.
-    let (price_in, price_out) = if model == "claude-haiku" {
-        (0.8, 4.0)
-    } else {
-        (3.0, 15.0)
-    };
+    let haiku = model == "claude-haiku";
+    let (price_in, price_out) = if haiku { (0.8, 4.0) } else { (3.0, 15.0) };
     let cost = (input as f64 * price_in + output as f64 * price_out) / 1e6;
     updates.extend([
         json!({"name": "llm_requests_total", "labels": {"model": model, "provider": PROVIDER, "result": "success"}, "inc": 1}),
@@ -315,42 +278,32 @@ fn llm_call(model: &str, input: u64, output: u64, call: u64) -> Vec<Value> {
         // About 50 output tokens a second, plus a second to the first one.
         json!({"name": "llm_request_duration_seconds", "labels": labels, "observe": 1.0 + output as f64 / 50.0}),
     ]);
-    updates
 }
 
-/// Checkout and merge of PR `number`: every third conflicts, and the LLM
-/// resolves the conflicts of all but every ninth.
-fn merge(number: u64) -> Vec<Value> {
-    let conflicts = if number.is_multiple_of(3) {
-        1 + number % 4
-    } else {
-        0
-    };
+/// Checkout and merge of PR `number`: every third conflicts, every ninth unresolved.
+fn merge(number: u64, updates: &mut Vec<Value>) {
+    let conflicting = number.is_multiple_of(3);
+    let conflicts = if conflicting { 1 + number % 4 } else { 0 };
     let result = if conflicts > 0 { "conflict" } else { "success" };
-    let mut updates = vec![
+    updates.extend([
         json!({"name": "git_checkout_duration_seconds", "observe": 0.02 + (number % 25) as f64 / 20.0}),
         json!({"name": "git_active_merges", "set": 1}),
         json!({"name": "git_merge_total", "labels": {"result": result}, "inc": 1}),
         json!({"name": "git_merge_duration_seconds", "observe": 2.0 + (number % 40) as f64}),
         json!({"name": "git_conflicts_per_merge", "observe": conflicts}),
-    ];
+    ]);
     if conflicts > 0 {
-        let resolved = if number.is_multiple_of(9) {
-            "failure"
-        } else {
-            "success"
-        };
+        let unresolved = number.is_multiple_of(9);
+        let resolved = if unresolved { "failure" } else { "success" };
         updates.extend([
             json!({"name": "git_conflict_resolution_duration_seconds", "observe": 5.0 + 2.0 * (number % 60) as f64}),
             json!({"name": "git_conflict_resolution_total", "labels": {"result": resolved, "method": "llm"}, "inc": 1}),
         ]);
     }
     updates.push(json!({"name": "git_active_merges", "set": 0}));
-    updates
 }
 
-/// Work orders by state, zeros included: those still to send are `ready`,
-/// the rest ended (none stays `active` past its own request).
+/// Work orders by state: those to send are `ready`, the rest ended, none `active`.
 fn work_order_states(summary: &Summary, total: u64) -> Vec<Value> {
     let states = [
         ("ready", total.saturating_sub(summary.runs)),
@@ -401,76 +354,61 @@ impl Rng {
     }
 }
 
-/// One phase: ranges of seconds and tokens, its own failure chance and
-/// reason, and the gate checked after it (pass chance, failure reasons).
+/// A phase's ranges (of input and output tokens too), failure, and gate.
 struct PhaseSpec {
     name: &'static str,
     seconds: (f64, f64),
-    input: (u64, u64),
-    output: (u64, u64),
+    tokens: [(u64, u64); 2],
     failure: (f64, &'static str),
-    gate: Option<(&'static str, f64, &'static [&'static str])>,
+    gate: Option<(&'static str, f64, [&'static str; 3])>,
 }
 
 const PHASES: [PhaseSpec; 4] = [
     PhaseSpec {
         name: "design",
         seconds: (20.0, 180.0),
-        input: (3_000, 12_000),
-        output: (400, 2_500),
+        tokens: [(3_000, 12_000), (400, 2_500)],
         failure: (0.02, "design phase gave up: the work order is ambiguous"),
         gate: None,
     },
     PhaseSpec {
         name: "implement",
         seconds: (90.0, 900.0),
-        input: (8_000, 40_000),
-        output: (1_500, 9_000),
+        tokens: [(8_000, 40_000), (1_500, 9_000)],
         failure: (0.04, "implement phase hit the context limit"),
-        gate: Some((
-            "lint",
-            0.92,
-            &[
-                "3 clippy warnings",
-                "unused import in src/auth.rs",
-                "formatting differs in 2 files",
-            ],
-        )),
+        gate: Some(("lint", 0.92, LINT_FAILURES)),
     },
     PhaseSpec {
         name: "test",
         seconds: (30.0, 420.0),
-        input: (2_000, 15_000),
-        output: (300, 3_000),
+        tokens: [(2_000, 15_000), (300, 3_000)],
         failure: (0.03, "test phase: the test runner crashed"),
-        gate: Some((
-            "unit-tests",
-            0.78,
-            &[
-                "2 tests failing",
-                "test_login_redirect timed out",
-                "1 test failing: checkout::totals",
-            ],
-        )),
+        gate: Some(("unit-tests", 0.78, TEST_FAILURES)),
     },
     PhaseSpec {
         name: "review",
         seconds: (20.0, 240.0),
-        input: (4_000, 20_000),
-        output: (300, 2_000),
+        tokens: [(4_000, 20_000), (300, 2_000)],
         failure: (0.01, "review phase: the reviewer timed out"),
-        gate: Some((
-            "review",
-            0.88,
-            &[
-                "missing error handling in the handler",
-                "needs a test for the empty cart",
-                "public API change without docs",
-            ],
-        )),
+        gate: Some(("review", 0.88, REVIEW_FAILURES)),
     },
 ];
 
+const LINT_FAILURES: [&str; 3] = [
+    "3 clippy warnings",
+    "unused import in src/auth.rs",
+    "formatting differs in 2 files",
+];
+const TEST_FAILURES: [&str; 3] = [
+    "2 tests failing",
+    "test_login_redirect timed out",
+    "1 test failing: checkout::totals",
+];
+const REVIEW_FAILURES: [&str; 3] = [
+    "missing error handling in the handler",
+    "needs a test for the empty cart",
+    "public API change without docs",
+];
 const AGENTS: [&str; 3] = ["coder", "fixer", "feature-builder"];
 const STRATEGIES: [&str; 3] = ["plan-code-test", "test-first", "review-heavy"];
 const GOALS: [&str; 6] = [
@@ -508,17 +446,16 @@ struct RunPlan {
     iterations: u64,
     pr_url: Option<String>,
     outcome: PlannedEnd,
-    /// Seconds from the run's start to its end, on the simulated clock.
+    /// Seconds from the run's start to its end: the simulated clock.
     duration: f64,
-    /// The run's activity as updates to the example families: a worktree
-    /// created and cleaned up, each phase a task of the agent profile's
-    /// worker, each iteration a dispatch-loop cycle, an LLM call per `tokens`
-    /// event, a merge per PR, and the retries (iterations after the first).
+    /// Its updates to the example families: a worktree, a task and an LLM
+    /// call per phase, a dispatch-loop cycle per iteration, a merge, retries.
     updates: Vec<Value>,
+    /// The LLM calls planned so far.
+    calls: u64,
 }
 
-/// Plans run `index` of `loop_run`: iterations of the four phases until the
-/// gates pass, then a delivery; or a cancellation midway.
+/// Plans run `index`: phases until the gates pass, then a delivery; or a cancel.
 fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     let agent = *rng.pick(&AGENTS);
     let goal = *rng.pick(&GOALS);
@@ -536,43 +473,41 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
         "phases": PHASES.iter().map(|p| p.name).collect::<Vec<_>>(),
         "max_iterations": max_iterations,
     });
-    let mut p = Planner {
-        rng,
-        profile: agent,
-        loop_run,
+    let mut plan = RunPlan {
+        start: json!({
+            "agent": agent, "goal": goal, "work_order_id": work_order_id,
+            "correlation_id": correlation_id, "strategy": strategy,
+            "max_iterations": max_iterations,
+        }),
+        steps: vec![Step::Message("PLAN", plan_message)],
+        triage_tokens,
+        iterations: 0,
+        pr_url: None,
+        // What a run that neither fails its last iteration nor delivers is.
+        outcome: PlannedEnd::Cancel,
+        duration: 0.0,
+        updates: Vec::new(),
         calls: 0,
-        plan: RunPlan {
-            start: json!({
-                "agent": agent, "goal": goal, "work_order_id": work_order_id,
-                "correlation_id": correlation_id, "strategy": strategy,
-                "max_iterations": max_iterations,
-            }),
-            steps: vec![Step::Message("PLAN", plan_message)],
-            triage_tokens,
-            iterations: 0,
-            pr_url: None,
-            // What a run that neither fails its last iteration nor delivers is.
-            outcome: PlannedEnd::Cancel,
-            duration: 0.0,
-            updates: worktree_created(index),
-        },
     };
+    worktree_created(index, &mut plan.updates);
     for iteration in 1..=max_iterations {
-        p.plan.iterations = iteration;
-        match p.iteration(iteration, cancel_at) {
+        plan.iterations = iteration;
+        let cancel = cancel_at
+            .filter(|&(at, _)| at == iteration)
+            .map(|(_, phase)| phase);
+        match plan.iteration(rng, agent, loop_run, cancel) {
             None => break,
             Some(None) => {
-                p.delivery(index);
+                plan.delivery(rng, index);
                 break;
             }
             Some(Some(problem)) if iteration == max_iterations => {
                 let why = format!("{problem} (iteration {iteration} of {max_iterations})");
-                p.plan.outcome = PlannedEnd::Fail(why);
+                plan.outcome = PlannedEnd::Fail(why);
             }
             Some(Some(_)) => {}
         }
     }
-    let mut plan = p.plan;
     plan.updates.extend([
         json!({"name": "git_worktree_operations_total", "labels": {"operation": "cleanup", "result": "success"}, "inc": 1}),
         json!({"name": "task_retry_count", "labels": {"worker_profile": agent}, "observe": plan.iterations - 1}),
@@ -580,38 +515,30 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
     plan
 }
 
-/// A run being planned, on its simulated clock (`plan.duration`).
-struct Planner<'a> {
-    rng: &'a mut Rng,
-    plan: RunPlan,
-    /// The run's agent profile, whose workers execute its tasks.
-    profile: &'static str,
-    loop_run: &'a str,
-    /// The LLM calls planned so far.
-    calls: u64,
-}
-
-impl Planner<'_> {
-    /// Plans an iteration and its status; `None` when an operator cancels
-    /// the run in it, else the problem when a phase or a gate failed.
+impl RunPlan {
+    /// Plans the current iteration: `None` when an operator cancels it at
+    /// phase `cancel`, else the problem when a phase or a gate failed.
     fn iteration(
         &mut self,
-        iteration: u64,
-        cancel_at: Option<(u64, usize)>,
+        rng: &mut Rng,
+        profile: &str,
+        loop_run: &str,
+        cancel: Option<usize>,
     ) -> Option<Option<String>> {
-        self.plan.duration += self.rng.around(1.0, 6.0);
+        let iteration = self.iterations;
+        self.duration += rng.around(1.0, 6.0);
         let started = json!({"type": "iteration_started", "iteration": iteration});
-        let mut batch = vec![(self.plan.duration, started)];
+        let mut batch = vec![(self.duration, started)];
         let mut problem: Option<String> = None;
         let mut dispatched = 0u64;
         let mut cancelled = false;
         for (i, spec) in PHASES.iter().enumerate() {
-            cancelled = cancel_at == Some((iteration, i));
+            cancelled = cancel == Some(i);
             if cancelled {
                 break;
             }
             dispatched += 1;
-            match self.phase(spec, iteration, &mut batch) {
+            match self.phase(rng, spec, profile, &mut batch) {
                 Ok(gate_problem) => problem = problem.or(gate_problem),
                 // A phase that fails ends its iteration; the next one starts over.
                 Err(failure) => {
@@ -625,17 +552,17 @@ impl Planner<'_> {
         } else {
             let success = problem.is_none();
             batch.push((
-                self.plan.duration,
+                self.duration,
                 json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
             ));
             json!({"iteration": iteration, "success": success, "problem": problem})
         };
-        self.plan.steps.push(Step::Events(batch));
-        self.plan.steps.push(Step::Message("STATUS", status));
+        self.steps.push(Step::Events(batch));
+        self.steps.push(Step::Message("STATUS", status));
         // The loop's own work: a fixed cost, and a little per task handed out.
         let seconds = 0.2 + 0.3 * dispatched as f64;
-        self.plan.updates.extend([
-            json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": self.loop_run}, "inc": 1}),
+        self.updates.extend([
+            json!({"name": "dispatch_loop_iterations_total", "labels": {"run_id": loop_run}, "inc": 1}),
             json!({"name": "dispatch_loop_cycle_duration_seconds", "observe": seconds}),
             json!({"name": "dispatch_tasks_dispatched_per_cycle", "observe": dispatched}),
             json!({"name": "dispatch_worker_completions_per_cycle", "observe": dispatched}),
@@ -643,92 +570,87 @@ impl Planner<'_> {
         (!cancelled).then_some(problem)
     }
 
-    /// Plans a phase into `batch`; the problem when its gate fails, or `Err`
-    /// with why the phase failed.
+    /// Plans a phase into `batch`: `Err` why it failed, or its gate's problem.
     fn phase(
         &mut self,
+        rng: &mut Rng,
         spec: &PhaseSpec,
-        iteration: u64,
+        profile: &str,
         batch: &mut Vec<(f64, Value)>,
     ) -> Result<Option<String>, String> {
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
         let phase = spec.name;
-        batch.push((
-            *t,
-            json!({"type": "phase_started", "phase": phase, "iteration": iteration}),
-        ));
+        let started =
+            json!({"type": "phase_started", "phase": phase, "iteration": self.iterations});
+        batch.push((self.duration, started));
         let seconds = rng.around(spec.seconds.0, spec.seconds.1);
         let model = match phase == "test" || rng.chance(0.1) {
             true => "claude-haiku",
             false => "claude-sonnet",
         };
-        let input = rng.between(spec.input.0, spec.input.1);
-        let output = rng.between(spec.output.0, spec.output.1);
-        *t += seconds;
+        let [(input_lo, input_hi), (output_lo, output_hi)] = spec.tokens;
+        let input = rng.between(input_lo, input_hi);
+        let output = rng.between(output_lo, output_hi);
+        self.duration += seconds;
         let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
         let ms = (seconds * 1000.0).round();
-        batch.extend(
-            [
+        let t = self.duration;
+        batch.extend([
+            (
+                t,
                 json!({"type": "tokens", "phase": phase, "model": model,
-                   "input_tokens": input, "output_tokens": output}),
+                "input_tokens": input, "output_tokens": output}),
+            ),
+            (
+                t,
                 json!({"type": "phase_completed", "phase": phase, "success": success,
-                   "duration_ms": ms}),
-            ]
-            .map(|event| (*t, event)),
-        );
+                "duration_ms": ms}),
+            ),
+        ]);
         self.calls += 1;
-        self.plan
-            .updates
-            .extend(llm_call(model, input, output, self.calls));
+        llm_call(model, (input, output), self.calls, &mut self.updates);
         let status = if success { "success" } else { "failed" };
-        let profile = self.profile;
-        self.plan.updates.extend([
+        self.updates.extend([
             json!({"name": "task_execution_duration_seconds", "labels": {"phase": phase, "worker_profile": profile}, "observe": ms / 1000.0}),
             json!({"name": "task_completion_total", "labels": {"status": status, "worker_profile": profile}, "inc": 1}),
         ]);
         if !success {
             return Err(spec.failure.1.to_string());
         }
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
         let mut problem = None;
         if let Some((gate, pass, reasons)) = spec.gate {
             let passed = rng.chance(pass);
             let mut event = json!({"type": "gate_checked", "gate": gate, "passed": passed});
             if !passed {
-                event["reason"] = json!(*rng.pick(reasons));
+                event["reason"] = json!(*rng.pick(&reasons));
                 problem = Some(format!("{gate} still failing"));
             }
-            *t += rng.around(2.0, 30.0);
-            batch.push((*t, event));
+            self.duration += rng.around(2.0, 30.0);
+            batch.push((self.duration, event));
         }
-        *t += rng.around(0.5, 4.0);
+        self.duration += rng.around(0.5, 4.0);
         Ok(problem)
     }
 
-    fn delivery(&mut self, index: u64) {
-        let (rng, t) = (&mut *self.rng, &mut self.plan.duration);
+    fn delivery(&mut self, rng: &mut Rng, index: u64) {
         let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
-        *t += rng.around(5.0, 20.0);
-        let started = *t;
-        *t += rng.around(60.0, 480.0);
+        self.duration += rng.around(5.0, 20.0);
+        let started = (self.duration, json!({"type": "delivery_started"}));
+        self.duration += rng.around(60.0, 480.0);
         let delivered = rng.chance(0.95);
         let ci = if delivered { "passed" } else { "failed" };
         let completed = json!({"type": "delivery_completed", "success": delivered,
                                "pr_url": url, "ci_status": ci});
-        let events = vec![
-            (started, json!({"type": "delivery_started"})),
-            (*t, completed),
-        ];
-        self.plan.steps.push(Step::Events(events));
-        self.plan.outcome = match delivered {
+        self.steps
+            .push(Step::Events(vec![started, (self.duration, completed)]));
+        self.outcome = match delivered {
             true => PlannedEnd::Complete,
             false => {
                 PlannedEnd::Fail("delivery failed: CI checks failed on the pull request".into())
             }
         };
-        self.plan.pr_url = Some(url);
-        self.plan.updates.extend(merge(FIRST_PR + index));
+        self.pr_url = Some(url);
+        merge(FIRST_PR + index, &mut self.updates);
     }
 }
 
@@ -864,7 +786,7 @@ mod tests {
             }
         }
         let all: std::collections::BTreeSet<String> =
-            declared.families.iter().map(|d| d.name.clone()).collect();
+            declared.0.iter().map(|d| d.name.clone()).collect();
         assert_eq!(moved, all);
     }
 
@@ -927,10 +849,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let options = Options {
+        let options = Client {
             url: format!("http://127.0.0.1:{port}"),
+            run_id: String::new(),
             runs: 1,
             seed: 1,
+            cost: None,
+            error: None,
         };
         let e = run(&options, &mut Vec::new()).unwrap_err();
         assert!(e.starts_with("cannot connect to http://127.0.0.1:"), "{e}");
@@ -939,6 +864,6 @@ mod tests {
     #[test]
     fn errors_are_shareable() {
         fn is_send_sync<T: Send + Sync>() {}
-        is_send_sync::<Options>();
+        is_send_sync::<Client>();
     }
 }

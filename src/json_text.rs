@@ -1,7 +1,6 @@
-//! Writing JSON text straight into a `String`, for hot paths that would otherwise build a
-//! `serde_json::Value` only to print it once. Every function writes exactly the bytes serde_json
-//! prints for the same value, so callers write keys in serde_json's order: sorted, its `Map` being
-//! a `BTreeMap` in this build.
+//! JSON text written straight into a `String`, for hot paths that would build a `Value` only to
+//! print it. The bytes are serde_json's, so callers write keys in its order: sorted (its `Map` is
+//! a `BTreeMap` in this build).
 
 use std::fmt::Write;
 
@@ -78,9 +77,8 @@ pub fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
-/// Adds the member `"key":raw` as the last of the JSON object printed in `object`; `key` must need
-/// no escaping, and `raw` (one JSON value) goes in as it is: the way to carry a client's text byte
-/// for byte, which a `Value` would reorder.
+/// Adds `"key":raw` as the last member of the object in `object` (`key` needs no escaping): `raw`
+/// goes in as it is, carrying a client's text byte for byte, which a `Value` would reorder.
 pub fn push_raw_member(object: &mut String, key: &str, raw: &str) {
     // serde_json prints an object without whitespace, so `{}` is the only one without a member.
     if object.ends_with('}') {

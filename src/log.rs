@@ -83,12 +83,10 @@ impl Logger {
             LogFormat::Text => {
                 let mut line = format!("{ts} {:5} {msg}", level.as_str().to_uppercase());
                 for (k, v) in fields {
+                    line.push_str(&format!(" {k}="));
                     match v {
-                        Value::String(s) => line.push_str(&format!(" {k}={s:?}")),
-                        other => {
-                            line.push_str(&format!(" {k}="));
-                            push_rounded(&mut line, other);
-                        }
+                        Value::String(s) => line.push_str(&format!("{s:?}")),
+                        other => push_rounded(&mut line, other),
                     }
                 }
                 line.push('\n');
@@ -115,9 +113,8 @@ enum Piece<'a> {
     Value(&'a Value),
 }
 
-/// One JSON log line, as serde_json would print an object of `ts`, `level`, `msg` and `fields`
-/// (keys sorted, a later duplicate winning), but written straight into the line: one runs for every
-/// request.
+/// One JSON log line, as serde_json prints `ts`, `level`, `msg` and `fields` (keys sorted, a later
+/// duplicate winning), but written straight into the line: one runs for every request.
 fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> String {
     let mut pairs: Vec<(&str, Piece)> = Vec::with_capacity(fields.len() + 3);
     pairs.extend([
@@ -148,9 +145,8 @@ fn json_line(ts: &str, level: Level, msg: &str, fields: &[(&str, Value)]) -> Str
     line
 }
 
-/// Appends `v` as compact JSON with every float, nested ones too, rounded to three decimals: people
-/// read log lines, and `0.126` says all that `0.12595499999999998` does. Integers and strings are
-/// as given.
+/// Appends `v` as compact JSON, every float rounded to three decimals: people read log lines, and
+/// `0.126` says all that `0.12595499999999998` does.
 fn push_rounded(out: &mut String, v: &Value) {
     match v {
         Value::Number(n) if n.is_f64() => {

@@ -11,7 +11,7 @@ pub fn now_unix() -> f64 {
 }
 
 /// The civil date `(year, month, day)` of a day from 1970-01-01 (Hinnant's `civil_from_days`).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -42,37 +42,35 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     if !separators || b[16] != b':' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
+    let num = |t: Option<&str>| -> Option<i64> {
+        t.filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
+            .parse()
+            .ok()
     };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d) = (num(s.get(0..4))?, num(s.get(5..7))?, num(s.get(8..10))?);
+    let (h, mi) = (num(s.get(11..13))?, num(s.get(14..16))?);
+    let sec = num(s.get(17..19))?;
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let mut i = 19;
-    let mut frac = 0.0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
+    let rest = s.get(19..)?;
+    let (frac, zone) = match rest.strip_prefix('.') {
+        None => (0.0, rest),
+        Some(r) => {
+            let digits = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+            let frac = (digits > 0).then(|| format!("0.{}", &r[..digits]).parse().ok());
+            (frac.flatten()?, &r[digits..])
         }
-        if i == start {
-            return None;
-        }
-        frac = format!("0.{}", &s[start..i]).parse().ok()?;
-    }
-    let offset = match s.get(i..)? {
+    };
+    let offset = match zone {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
+        _ if zone.len() == 6 && zone.get(3..4) == Some(":") => {
+            let minutes = num(zone.get(1..3))? * 60 + num(zone.get(4..6))?;
+            match zone.as_bytes()[0] {
+                b'+' => 60 * minutes,
+                b'-' => -60 * minutes,
+                _ => return None,
+            }
         }
         _ => return None,
     };
@@ -168,6 +166,7 @@ mod tests {
             "2026-11-23T13:14:38.Z",
             "2026-11-23T13:14:38+0200",
             "x026-11-23T13:14:38Z",
+            "2026-11-23T13:14:38+0\u{e9}00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }

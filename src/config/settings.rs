@@ -1,5 +1,4 @@
-//! The settings, one row each: its flag, its environment variable, how its
-//! value is read, and its help with its default.
+//! The settings, one row each: flag, variable, reader, and help with default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +7,6 @@ use std::time::Duration;
 use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
 use crate::declared::{Ceiling, Declaration};
-use crate::demo;
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
@@ -20,12 +18,10 @@ pub(super) const DEFAULT_ADDR: &str = "127.0.0.1:14355";
 /// The data dir, relative to the working directory, when none is given.
 pub(super) const DEFAULT_DATA_DIR: &str = "data";
 
-/// How long a run may go without news, by default, before it is ended as
-/// abandoned: longer than any research cycle we know of.
+/// A run silent this long is abandoned: longer than any research cycle we know.
 pub(super) const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Everything the server runs with: what `serve` parsed, and what the start
-/// reads from the files it names.
+/// What the server runs with: `serve`'s settings, and the files they name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub addr: String,
@@ -58,8 +54,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// What `serve --data-dir DIR` runs with: the owning modules' defaults
-    /// ([`Limits::default`], ...), which a test checks against each row's help.
+    /// `serve --data-dir DIR`: the owning modules' defaults, as each row's help says.
     pub fn for_data_dir(dir: &Path) -> Config {
         Config {
             addr: DEFAULT_ADDR.to_string(),
@@ -82,8 +77,7 @@ impl Config {
         }
     }
 
-    /// Whether a server bound to `addr` takes writes from anyone who can
-    /// reach the host: not loopback, and no API key. The start warns of it.
+    /// Whether anyone who reaches `addr` may write: not loopback, no API key.
     pub fn open_to_the_network(&self, addr: SocketAddr) -> bool {
         self.api_key.is_none() && !addr.ip().is_loopback()
     }
@@ -91,11 +85,9 @@ impl Config {
 
 /// One setting, a row of [`SETTINGS`].
 pub(super) struct Setting {
-    /// The flag without its leading `--`, and the placeholder of its value
-    /// in the help; `("", "")` for a setting only a variable sets.
-    pub(super) flag: (&'static str, &'static str),
-    /// The variable that sets it when the flag is not given, or `""`.
-    pub(super) env: &'static str,
+    /// The flag without its `--` (`""` for none), its value's placeholder in
+    /// the help, and the variable that sets it when the flag is not given.
+    pub(super) names: (&'static str, &'static str, &'static str),
     /// What it sets, with its default in parentheses.
     pub(super) help: &'static str,
     /// What a value must be, for the message that refuses another.
@@ -103,8 +95,7 @@ pub(super) struct Setting {
     set: Target,
 }
 
-/// What a row sets: `serve`'s (and `repair`'s) [`Config`], or what a client
-/// command takes.
+/// What a row sets: `serve`'s (and `repair`'s) [`Config`], or a [`Client`].
 enum Target {
     Serve(fn(&mut Config, &Given) -> Result<(), String>),
     Call(fn(&mut Client, &Given) -> Result<(), String>),
@@ -128,135 +119,128 @@ impl Given {
 const DURATION: &str = "be a duration such as 30, 30s or 500ms";
 const NO_BOUND: &str = "be a size in bytes such as 16MiB (0 for no bound)";
 
-/// What the client commands' rows set.
-#[derive(Debug)]
-pub(super) struct Client {
-    pub(super) url: String,
-    pub(super) runs: u64,
-    pub(super) seed: u64,
-    pub(super) cost: Option<f64>,
-    pub(super) error: Option<String>,
+/// What a client command was given (the RUN_ID of the finishes among it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Client {
+    pub url: String,
+    pub run_id: String,
+    /// `--runs` and `--seed`, for `demo`.
+    pub runs: u64,
+    pub seed: u64,
+    /// `--cost` in dollars, and `fail`'s `--error`.
+    pub cost: Option<f64>,
+    pub error: Option<String>,
 }
 
-/// Every command's settings, in help order: `serve`'s, then the clients'.
-/// Rows apply in this order too: `AGENT_BUDGET_DIR` follows the data dir,
-/// whose row puts the ledger inside it.
+/// The runs `demo` sends by default, and the most it may.
+pub(super) const DEFAULT_RUNS: u64 = 20;
+const MAX_RUNS: u64 = 10_000;
+
+/// Every command's settings, in help order, which is the order they apply:
+/// `AGENT_BUDGET_DIR` follows the data dir, whose row puts the ledger in it.
 pub(super) const SETTINGS: &[Setting] = &[
     Setting {
-        flag: ("addr", "HOST:PORT"),
-        env: "CONDUCTOR_ADDR",
+        names: ("addr", "HOST:PORT", "CONDUCTOR_ADDR"),
         help: "listen address (127.0.0.1:14355)",
         must: "be HOST:PORT, such as 127.0.0.1:14355 or 0.0.0.0:14355",
         set: Serve(|c, v| v.read(host_port).map(|a| c.addr = a)),
     },
     Setting {
-        flag: ("data-dir", "DIR"),
-        env: "CONDUCTOR_DATA_DIR",
+        names: ("data-dir", "DIR", "CONDUCTOR_DATA_DIR"),
         help: "journals and ledgers (./data)",
         must: "",
         set: Serve(data_dir),
     },
     Setting {
-        flag: ("max-body", "BYTES"),
-        env: "CONDUCTOR_MAX_BODY",
+        names: ("max-body", "BYTES", "CONDUCTOR_MAX_BODY"),
         help: "request body limit (1MiB)",
         must: "be a size in bytes such as 1MiB or 65536",
         set: Serve(|c, v| v.read(parse_size).map(|b| c.limits.max_body = b)),
     },
     Setting {
-        flag: ("api-key-file", "FILE"),
-        env: "CONDUCTOR_API_KEY",
+        names: ("api-key-file", "FILE", "CONDUCTOR_API_KEY"),
         help: "require the key in FILE on /api/v1/* (none)",
         must: "",
         set: Serve(api_key),
     },
     Setting {
-        flag: ("log-level", "LEVEL"),
-        env: "CONDUCTOR_LOG",
+        names: ("log-level", "LEVEL", "CONDUCTOR_LOG"),
         help: "error, warn, info or debug (info)",
         must: "be error, warn, info or debug",
         set: Serve(|c, v| v.read(Level::parse).map(|l| c.log_level = l)),
     },
     Setting {
-        flag: ("log-format", "FORMAT"),
-        env: "",
+        names: ("log-format", "FORMAT", ""),
         help: "json or text (json)",
         must: "be json or text",
         set: Serve(|c, v| v.read(log_format).map(|f| c.log_format = f)),
     },
     Setting {
-        flag: ("idle-timeout", "DUR"),
-        env: "CONDUCTOR_IDLE_TIMEOUT",
+        names: ("idle-timeout", "DUR", "CONDUCTOR_IDLE_TIMEOUT"),
         help: "close keep-alive connections idle this long (30s)",
         must: DURATION,
         set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.idle_timeout = d)),
     },
     Setting {
-        flag: ("header-timeout", "DUR"),
-        env: "CONDUCTOR_HEADER_TIMEOUT",
+        names: ("header-timeout", "DUR", "CONDUCTOR_HEADER_TIMEOUT"),
         help: "time allowed to send a request head (10s)",
         must: DURATION,
         set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.header_timeout = d)),
     },
     Setting {
-        flag: ("write-timeout", "DUR"),
-        env: "CONDUCTOR_WRITE_TIMEOUT",
+        names: ("write-timeout", "DUR", "CONDUCTOR_WRITE_TIMEOUT"),
         help: "time a client has to take each 64 KiB of an answer (10s)",
         must: DURATION,
         set: Serve(|c, v| v.read(parse_duration).map(|d| c.limits.write_timeout = d)),
     },
     Setting {
-        flag: ("max-connections", "N"),
-        env: "CONDUCTOR_MAX_CONNECTIONS",
+        names: ("max-connections", "N", "CONDUCTOR_MAX_CONNECTIONS"),
         help: "open connection cap (4096)",
         must: "be an integer from 1 to 1000000",
         set: Serve(|c, v| v.read(connections).map(|n| c.limits.max_connections = n)),
     },
     Setting {
-        flag: ("shutdown-timeout", "DUR"),
-        env: "CONDUCTOR_SHUTDOWN_TIMEOUT",
+        names: ("shutdown-timeout", "DUR", "CONDUCTOR_SHUTDOWN_TIMEOUT"),
         help: "time to finish requests on SIGTERM (10s)",
         must: DURATION,
         set: Serve(|c, v| v.read(parse_duration).map(|d| c.shutdown_timeout = d)),
     },
     Setting {
-        flag: ("daily-budget", "DOLLARS"),
-        env: "AGENT_DAILY_BUDGET",
+        names: ("daily-budget", "DOLLARS", "AGENT_DAILY_BUDGET"),
         help: "daily spend limit (5.00)",
         must: "be an amount in dollars such as 5 or 0.15",
         set: Serve(|c, v| v.read(dollars).map(|d| c.budget.daily_limit = d)),
     },
     Setting {
-        flag: ("run-estimate", "DOLLARS|auto"),
-        env: "AGENT_RUN_ESTIMATE",
+        names: ("run-estimate", "DOLLARS|auto", "AGENT_RUN_ESTIMATE"),
         help: "reserved per run start (auto: p90 of the agent's last 50 runs)",
         must: "be auto or an amount in dollars above 0 such as 0.15",
         set: Serve(run_estimate),
     },
     Setting {
-        flag: ("pricing", "FILE"),
-        env: "",
+        names: ("pricing", "FILE", ""),
         help: "model prices, JSON (every model $15 in, $75 out per 1M tokens)",
         must: "",
         set: Serve(|c, v| v.read(path).map(|p| c.pricing_file = Some(p))),
     },
     Setting {
-        flag: ("", ""),
-        env: "AGENT_BUDGET_DIR",
+        names: ("", "", "AGENT_BUDGET_DIR"),
         help: "ledger directory (DATA_DIR/budget)",
         must: "",
         set: Serve(|c, v| v.read(path).map(|p| c.budget.dir = p)),
     },
     Setting {
-        flag: ("metrics-file", "FILE"),
-        env: "CONDUCTOR_METRICS_FILE",
+        names: ("metrics-file", "FILE", "CONDUCTOR_METRICS_FILE"),
         help: "declared metric families, JSON (none)",
         must: "",
         set: Serve(|c, v| v.read(path).map(|p| c.metrics_file = Some(p))),
     },
     Setting {
-        flag: ("declared-label-bytes", "BYTES"),
-        env: "CONDUCTOR_DECLARED_LABEL_BYTES",
+        names: (
+            "declared-label-bytes",
+            "BYTES",
+            "CONDUCTOR_DECLARED_LABEL_BYTES",
+        ),
         help: "label bytes of all declared series (4MiB; 0: no bound)",
         must: NO_BOUND,
         set: Serve(|c, v| {
@@ -265,8 +249,11 @@ pub(super) const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
-        flag: ("declared-exposition-bytes", "BYTES"),
-        env: "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+        names: (
+            "declared-exposition-bytes",
+            "BYTES",
+            "CONDUCTOR_DECLARED_EXPOSITION_BYTES",
+        ),
         help: "most the declared families write in a scrape (16MiB; 0: no bound)",
         must: NO_BOUND,
         set: Serve(|c, v| {
@@ -275,99 +262,90 @@ pub(super) const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
-        flag: ("run-timeout", "DUR"),
-        env: "CONDUCTOR_RUN_TIMEOUT",
+        names: ("run-timeout", "DUR", "CONDUCTOR_RUN_TIMEOUT"),
         help: "end a run silent this long as abandoned (6h; 0: never)",
         must: "be a duration such as 6h, 90m or 3600s (0 turns it off)",
         set: Serve(|c, v| v.read(run_timeout).map(|t| c.run_timeout = t)),
     },
     Setting {
-        flag: ("retain-messages", "N"),
-        env: "CONDUCTOR_RETAIN_MESSAGES",
+        names: ("retain-messages", "N", "CONDUCTOR_RETAIN_MESSAGES"),
         help: "newest bus messages kept (100000; 0: no bound)",
         must: "be a number of messages (0 keeps every one)",
         set: Serve(|c, v| v.read(count).map(|n| c.message_retention.messages = n)),
     },
     Setting {
-        flag: ("retain-message-bytes", "BYTES"),
-        env: "CONDUCTOR_RETAIN_MESSAGE_BYTES",
+        names: (
+            "retain-message-bytes",
+            "BYTES",
+            "CONDUCTOR_RETAIN_MESSAGE_BYTES",
+        ),
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 64MiB (0 for no bound)",
         set: Serve(|c, v| v.read(parse_bound).map(|b| c.message_retention.bytes = b)),
     },
     Setting {
-        flag: ("retain-runs", "N"),
-        env: "CONDUCTOR_RETAIN_RUNS",
+        names: ("retain-runs", "N", "CONDUCTOR_RETAIN_RUNS"),
         help: "newest finished runs kept (100000; 0: no bound)",
         must: "be a number of finished runs (0 keeps every one)",
         set: Serve(|c, v| v.read(count).map(|n| c.run_retention.runs = n)),
     },
     Setting {
-        flag: ("retain-run-bytes", "BYTES"),
-        env: "CONDUCTOR_RETAIN_RUN_BYTES",
+        names: ("retain-run-bytes", "BYTES", "CONDUCTOR_RETAIN_RUN_BYTES"),
         help: "bytes of them kept (64MiB; 0: no bound)",
         must: "be a size in bytes such as 128MiB (0 for no bound)",
         set: Serve(|c, v| v.read(parse_bound).map(|b| c.run_retention.bytes = b)),
     },
     Setting {
-        flag: ("snapshot-bytes", "BYTES"),
-        env: "CONDUCTOR_SNAPSHOT_BYTES",
+        names: ("snapshot-bytes", "BYTES", "CONDUCTOR_SNAPSHOT_BYTES"),
         help: "run journal growth between snapshots (16MiB; 0: none)",
         must: "be a size in bytes such as 16MiB (0 for no snapshots)",
         set: Serve(|c, v| v.read(parse_bound).map(|b| c.snapshot_bytes = b)),
     },
     Setting {
-        flag: ("error", "TEXT"),
-        env: "",
+        names: ("error", "TEXT", ""),
         help: "what went wrong",
         must: "",
         set: Call(|c, v| v.read(|s| Some(s.to_string())).map(|e| c.error = Some(e))),
     },
     Setting {
-        flag: ("cost", "DOLLARS"),
-        env: "",
+        names: ("cost", "DOLLARS", ""),
         help: "the run's cost (priced from its token events)",
         must: "be an amount in dollars",
         set: Call(|c, v| v.read(dollars).map(|d| c.cost = Some(d))),
     },
     Setting {
-        flag: ("runs", "N"),
-        env: "",
+        names: ("runs", "N", ""),
         help: "runs to send, 1 to 10000 (20)",
         must: "be an integer from 1 to 10000",
         set: Call(|c, v| v.read(demo_runs).map(|n| c.runs = n)),
     },
     Setting {
-        flag: ("seed", "S"),
-        env: "",
+        names: ("seed", "S", ""),
         help: "workload seed; one seed, one workload (1)",
         must: "be a non-negative integer",
         set: Call(|c, v| v.read(count).map(|n| c.seed = n)),
     },
     Setting {
-        flag: ("url", "URL"),
-        env: "CONDUCTOR_URL",
+        names: ("url", "URL", "CONDUCTOR_URL"),
         help: "server base URL (http://127.0.0.1:14355)",
         must: "start with http://",
         set: Call(|c, v| v.read(http_url).map(|u| c.url = u)),
     },
     // `client` reads it at each request; the row is for the help.
     Setting {
-        flag: ("", ""),
-        env: "CONDUCTOR_API_KEY",
+        names: ("", "", "CONDUCTOR_API_KEY"),
         help: "sent as a bearer token when set",
         must: "",
         set: Call(|_, _| Ok(())),
     },
 ];
 
-/// The rows `command` takes: all of `serve`'s; where the journals are, for
-/// `repair`; the client rows a client command uses; none for `help`.
+/// The rows `command` takes (`repair`: where the journals are; `help`: none).
 pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Setting> + '_ {
     let client = !matches!(command, "serve" | "repair" | "help");
-    SETTINGS.iter().filter(move |s| match (&s.set, s.flag.0) {
+    SETTINGS.iter().filter(move |s| match (&s.set, s.names.0) {
         (Serve(_), flag) if command == "repair" => {
-            flag == "data-dir" || s.env == "AGENT_BUDGET_DIR"
+            flag == "data-dir" || s.names.2 == "AGENT_BUDGET_DIR"
         }
         (Serve(_), _) => command == "serve",
         (Call(_), "error") => command == "fail",
@@ -377,8 +355,7 @@ pub(super) fn settings_of(command: &str) -> impl Iterator<Item = &'static Settin
     })
 }
 
-/// Reads `command`'s rows into `config` or `client`, each from its flag
-/// when given (the last time), else from its variable when set.
+/// Reads `command`'s rows from their flag (the last given), else variable.
 pub(super) fn apply(
     command: &str,
     (config, client): (&mut Config, &mut Client),
@@ -386,7 +363,7 @@ pub(super) fn apply(
     env: &Env,
 ) -> Result<(), String> {
     for row in settings_of(command) {
-        let (flag, var) = (row.flag.0, row.env);
+        let (flag, var) = (row.names.0, row.names.2);
         let given = flags.iter().rev().find(|(name, _)| *name == flag);
         let (text, from) = match given {
             Some((_, text)) if !flag.is_empty() => (text.to_string(), format!("--{flag}")),
@@ -409,8 +386,7 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR`
-/// (a later row) moves it.
+/// The data dir, and the ledger inside it unless `AGENT_BUDGET_DIR` (later).
 fn data_dir(c: &mut Config, v: &Given) -> Result<(), String> {
     c.data_dir = PathBuf::from(&v.text);
     c.budget.dir = c.data_dir.join(LEDGER_DIR);
@@ -432,8 +408,7 @@ fn api_key(c: &mut Config, v: &Given) -> Result<(), String> {
     Ok(())
 }
 
-/// `auto` learns the estimate from the agent's recent runs, from at least
-/// [`DEFAULT_RUN_ESTIMATE`]; an amount above 0 is fixed.
+/// `auto` learns from the agent's runs (from [`DEFAULT_RUN_ESTIMATE`]), or fixed.
 fn run_estimate(c: &mut Config, v: &Given) -> Result<(), String> {
     let fixed = v.read(|s| match s.trim() {
         "auto" => Some(None),
@@ -467,7 +442,7 @@ fn http_url(s: &str) -> Option<String> {
 }
 
 fn demo_runs(s: &str) -> Option<u64> {
-    s.parse().ok().filter(|n| (1..=demo::MAX_RUNS).contains(n))
+    s.parse().ok().filter(|n| (1..=MAX_RUNS).contains(n))
 }
 
 fn count(s: &str) -> Option<u64> {
@@ -531,7 +506,7 @@ mod tests {
     ];
 
     fn default_of(row: &Setting) -> &'static str {
-        let found = DEFAULTS.iter().find(|(flag, _)| *flag == row.flag.0);
+        let found = DEFAULTS.iter().find(|(flag, _)| *flag == row.names.0);
         found.map_or("", |&(_, default)| default)
     }
 
@@ -565,18 +540,18 @@ mod tests {
         let key = key.to_str().unwrap();
         for row in settings_of("serve") {
             // One line each, with its flag, its help and its variable.
-            let (name, placeholder) = row.flag;
+            let (name, placeholder, _) = row.names;
             let line = match name {
                 "" => help
                     .lines()
-                    .find(|l| l.ends_with(&format!("  {}", row.env))),
+                    .find(|l| l.ends_with(&format!("  {}", row.names.2))),
                 flag => help
                     .lines()
                     .find(|l| l.starts_with(&format!("  --{flag} "))),
             };
             let line = line.unwrap_or_else(|| panic!("{} in {help}", row.help));
             assert!(line.contains(&format!("  {}", row.help)), "{line}");
-            assert!(line.ends_with(row.env), "{line}");
+            assert!(line.ends_with(row.names.2), "{line}");
             // A value each row takes; those without a default take a path.
             let value = match (name, default_of(row)) {
                 ("api-key-file", _) => key,
@@ -591,10 +566,10 @@ mod tests {
                 let inline = serve(&[&format!("--{name}={value}")], &no_env);
                 assert_eq!(inline, given, "--{name}=");
             }
-            if !row.env.is_empty() {
-                let env = |k: &str| (k == row.env).then(|| value.to_string());
+            if !row.names.2.is_empty() {
+                let env = |k: &str| (k == row.names.2).then(|| value.to_string());
                 let given = serve(&[], &env);
-                assert!(given.is_ok(), "{}: {given:?}", row.env);
+                assert!(given.is_ok(), "{}: {given:?}", row.names.2);
             }
         }
     }
@@ -604,7 +579,7 @@ mod tests {
         let defaults = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
         assert_eq!(serve(&[], &no_env), Ok(defaults.clone()));
         for (flag, _) in DEFAULTS {
-            assert!(SETTINGS.iter().any(|r| r.flag.0 == *flag), "{flag}");
+            assert!(SETTINGS.iter().any(|r| r.names.0 == *flag), "{flag}");
         }
         for row in settings_of("serve").filter(|r| !default_of(r).is_empty()) {
             assert!(row.help.contains(default_of(row)), "{}", row.help);
@@ -678,14 +653,18 @@ mod tests {
     fn the_api_reference_lists_every_row() {
         let docs = include_str!("../../docs/api-reference.md");
         for row in settings_of("serve") {
-            let (flag, placeholder) = row.flag;
+            let (flag, placeholder, _) = row.names;
             if !flag.is_empty() {
                 let placeholder = placeholder.replace('|', "\\|");
                 let cell = format!("| `--{flag} {placeholder}` |");
                 assert!(docs.contains(&cell), "{cell}");
             }
-            if !row.env.is_empty() {
-                assert!(docs.contains(&format!("`{}`", row.env)), "{}", row.env);
+            if !row.names.2.is_empty() {
+                assert!(
+                    docs.contains(&format!("`{}`", row.names.2)),
+                    "{}",
+                    row.names.2
+                );
             }
         }
     }

@@ -1,6 +1,5 @@
-//! The command line's help, from the table of commands and the settings
-//! tables' rows. The parser takes the flags each command accepts from the
-//! same tables, and a mistyped command or flag gets the nearest one suggested.
+//! The command line's help, from the commands and the settings rows; and
+//! the nearest command or flag to a mistyped one.
 
 use super::settings;
 
@@ -30,8 +29,7 @@ const COMMANDS: [[&str; 2]; 10] = [
     ["help", "print this text, or a command's own help"],
 ];
 
-/// The usage after `conductor-metrics`: the command, its operands, then its
-/// flags in the settings table's order (serve's and demo's read better fixed).
+/// The command, operands and flags (serve's and demo's read better fixed).
 fn usage(command: &str) -> String {
     let operands = match command {
         "serve" => return "[serve] [OPTIONS]".to_string(),
@@ -41,7 +39,7 @@ fn usage(command: &str) -> String {
         _ => "",
     };
     let mut out = format!("{command}{operands}");
-    for (flag, value) in settings::settings_of(command).map(|s| s.flag) {
+    for (flag, value) in settings::settings_of(command).map(|s| (s.names.0, s.names.1)) {
         if !flag.is_empty() {
             out.push_str(&format!(" [--{flag} {value}]"));
         }
@@ -95,21 +93,18 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         out.push_str(about);
     }
     out.push_str("\nOptions (a flag wins over its environment variable):\n");
-    let options: Vec<_> = settings::settings_of(command).collect();
-    let flags: Vec<String> = options
-        .iter()
-        .map(|o| match o.flag {
-            ("", _) => String::new(),
-            (flag, value) => format!("--{flag} {value}"),
+    let flags: Vec<(String, &settings::Setting)> = settings::settings_of(command)
+        .map(|o| match o.names {
+            ("", ..) => (String::new(), o),
+            (flag, value, _) => (format!("--{flag} {value}"), o),
         })
         .collect();
-    let rows: Vec<[&str; 3]> = options
+    let rows: Vec<[&str; 3]> = flags
         .iter()
-        .zip(&flags)
-        .map(|(o, flag)| [flag.as_str(), o.help, o.env])
+        .map(|(flag, o)| [flag.as_str(), o.help, o.names.2])
         .collect();
     columns(&mut out, &rows);
-    out.push_str(&footer(command));
+    footer(command, &mut out);
     Some(out)
 }
 
@@ -132,39 +127,34 @@ fn about(command: &str) -> Option<&'static str> {
     }
 }
 
-/// What a command's help says after its options.
-fn footer(command: &str) -> String {
-    match command {
+/// Appends what a command's help says after its options.
+fn footer(command: &str, out: &mut String) {
+    if command == "serve" {
+        out.push_str(
+            "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
+             K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
+             Traces (OpenTelemetry), by environment variable only:\n",
+        );
+        columns(out, &TRACE_VARIABLES);
+    }
+    out.push_str(match command {
         "serve" => {
-            let mut out = String::from(
-                "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
-                 K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
-                 Traces (OpenTelemetry), by environment variable only:\n",
-            );
-            columns(&mut out, &TRACE_VARIABLES);
-            out.push_str(
-                "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
-                 the requests in flight, closes the streams and exits 0.\n",
-            );
-            out
+            "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
+             the requests in flight, closes the streams and exits 0.\n"
         }
         "repair" => {
             "\nExit codes: 0 done (whether or not anything was moved), 1 a file could not be\n\
              read or written, 2 bad input.\n"
-                .to_string()
         }
         "trigger" => {
             "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input,\n\
              3 the budget refused the run.\n"
-                .to_string()
         }
-        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n"
-            .to_string(),
-    }
+        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n",
+    });
 }
 
-/// Appends `rows` as aligned columns, two spaces in, two spaces apart. A
-/// cell with nothing after it sets no column's width.
+/// Appends aligned columns, two spaces in and apart; a last cell sets no width.
 fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     let mut widths = [0; N];
     for row in rows {
@@ -187,8 +177,7 @@ fn columns<const N: usize>(out: &mut String, rows: &[[&str; N]]) {
     }
 }
 
-/// The word among `candidates` nearest to `word` by edit distance, when it
-/// is near enough to be a typo (at most two edits, and fewer than its length).
+/// The candidate within two edits (and fewer than its length) of `word`.
 pub(super) fn nearest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -257,7 +246,7 @@ mod tests {
             assert_eq!(
                 lines.len(),
                 settings::settings_of(sub)
-                    .filter(|o| !o.flag.0.is_empty())
+                    .filter(|o| !o.names.0.is_empty())
                     .count(),
                 "{sub}: {text}"
             );
@@ -274,10 +263,10 @@ mod tests {
                 .map(|l| starts(l)[2])
                 .collect();
             assert!(variables.windows(2).all(|w| w[0] == w[1]), "{sub}: {text}");
-            for o in settings::settings_of(sub).filter(|o| !o.env.is_empty()) {
-                let line = text.lines().find(|l| l.ends_with(o.env)).unwrap();
-                if !o.flag.0.is_empty() {
-                    assert!(line.starts_with(&format!("  --{} ", o.flag.0)), "{line}");
+            for o in settings::settings_of(sub).filter(|o| !o.names.2.is_empty()) {
+                let line = text.lines().find(|l| l.ends_with(o.names.2)).unwrap();
+                if !o.names.0.is_empty() {
+                    assert!(line.starts_with(&format!("  --{} ", o.names.0)), "{line}");
                 }
                 assert_eq!(starts(line).last(), variables.first(), "{sub}: {line}");
             }
@@ -299,7 +288,7 @@ mod tests {
         assert_eq!(nearest("tigger", commands()), Some("trigger"));
         assert_eq!(nearest("xyzzy", commands()), None);
         assert_eq!(nearest("a", commands()), None);
-        let flags = || settings::SETTINGS.iter().map(|s| s.flag.0);
+        let flags = || settings::SETTINGS.iter().map(|s| s.names.0);
         assert_eq!(nearest("adr", flags()), Some("addr"));
         assert_eq!(nearest("data-dri", flags()), Some("data-dir"));
         assert_eq!(nearest("workers", flags()), None);

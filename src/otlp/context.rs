@@ -1,5 +1,4 @@
-//! The trace a run belongs to, and the W3C `traceparent` header that lets a
-//! caller make the run part of its own trace.
+//! The trace a run belongs to, from a caller's W3C `traceparent` or new.
 
 use super::id::new_trace_id;
 

@@ -1,10 +1,7 @@
-//! The OTLP/HTTP JSON encoding of an `ExportTraceServiceRequest`, written
-//! straight into a string.
-//!
-//! OTLP's JSON is proto3 JSON with two exceptions that generic encoders
-//! get wrong: trace and span ids are lower-case hex rather than base64,
-//! and enums are integers. 64-bit integers are strings, as proto3 JSON
-//! requires, so no reader loses precision in a double.
+//! The OTLP/HTTP JSON of an `ExportTraceServiceRequest`, written into a
+//! string. It is proto3 JSON but that ids are lower-case hex, not base64, and
+//! enums are integers; 64-bit integers are strings, so no reader loses
+//! precision in a double.
 
 use super::span::{AttrValue, Span, SpanEvent, SpanStatus};
 
@@ -17,8 +14,7 @@ const SCOPE_NAME: &str = "conductor-metrics";
 /// service, neither serving nor making a remote call.
 const KIND_INTERNAL: u8 = 1;
 
-/// The OTLP/HTTP JSON body exporting `spans` from the service
-/// `service_name`, all under one resource and one scope.
+/// The OTLP/HTTP JSON body of `spans`, under one resource and one scope.
 pub fn encode_request(service_name: &str, spans: &[Span]) -> String {
     let mut out = String::with_capacity(256 + 512 * spans.len());
     out.push_str(r#"{"resourceSpans":[{"resource":{"attributes":["#);

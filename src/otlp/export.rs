@@ -1,5 +1,5 @@
 //! The exporter: a bounded span queue drained by one background thread
-//! that batches, encodes and posts to the collector.
+//! that batches, encodes and posts to the collector through [`crate::client`].
 
 use std::collections::VecDeque;
 use std::io;
@@ -7,10 +7,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::config::OtlpConfig;
-use super::encode::encode_request;
+use super::encode::{encode_request, CONTENT_TYPE};
 use super::span::Span;
-use super::transport::{self, Endpoint};
+use super::OtlpConfig;
+use crate::client;
 use crate::log::Logger;
 use crate::metrics::Counter;
 
@@ -24,13 +24,11 @@ const MAX_ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Sends spans to an OTLP/HTTP collector from a background thread.
-///
 /// [`Exporter::export`] never blocks on the network (the lock covers queue
 /// pushes and pops only); memory is bounded by the queue plus one batch in
 /// flight. Spans are lost, and counted, when the queue is full, a request
-/// fails other than with a retryable status, or the retries run out. On
-/// drop the thread sends what is queued and exits, unawaited (dropping a
-/// batch that waits for a retry).
+/// fails unretryably, or the retries run out. On drop the thread sends what
+/// is queued and exits, unawaited (dropping a batch that waits for a retry).
 pub struct Exporter {
     shared: Arc<Shared>,
 }
@@ -62,8 +60,7 @@ struct State {
 }
 
 /// When to warn about lost spans: at the first loss, then at the first a
-/// minute or more after the last warning, with the count since then and the
-/// latest reason. Losses in between wait for that line or a flush's.
+/// minute after the last warning, with the count since and the latest reason.
 #[derive(Debug, Default)]
 struct LossReport {
     last_warning: Option<Instant>,
@@ -72,8 +69,7 @@ struct LossReport {
 }
 
 impl LossReport {
-    /// Notes `n` spans lost at `now` for `why`; returns the count and the
-    /// reason to warn about now, if a warning is due.
+    /// Notes `n` spans lost for `why`; the count and reason, if a warning is due.
     fn lost(&mut self, n: u64, why: &str, now: Instant) -> Option<(u64, String)> {
         self.unreported += n;
         why.clone_into(&mut self.why);
@@ -93,8 +89,7 @@ impl LossReport {
 }
 
 impl Exporter {
-    /// Starts the export thread, counting lost spans in `dropped` and warning
-    /// on `log`; `InvalidInput` when the endpoint is not plain `http://`.
+    /// Starts the export thread; `InvalidInput` unless the endpoint is `http://`.
     pub fn start(config: OtlpConfig, dropped: Counter, log: Logger) -> io::Result<Exporter> {
         let endpoint = Endpoint::parse(&config.endpoint)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -124,23 +119,21 @@ impl Exporter {
             return;
         }
         let offered = spans.len();
-        let (wake, warning) = {
-            let mut st = self.shared.lock();
-            let accepted = offered.min(self.shared.capacity - st.queue.len());
-            let was_empty = st.queue.is_empty();
-            st.queue.extend(spans.into_iter().take(accepted));
-            if was_empty && accepted > 0 {
-                st.oldest = Some(Instant::now());
-            }
-            // The thread only needs waking to start a batch timer or to
-            // send a full batch; otherwise its timed wait is already right.
-            let wake = (was_empty && accepted > 0) || st.queue.len() >= self.shared.batch_size;
-            let lost = (offered - accepted) as u64;
-            let warning = (lost > 0)
-                .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
-                .flatten();
-            (wake, warning)
-        };
+        let mut st = self.shared.lock();
+        let accepted = offered.min(self.shared.capacity - st.queue.len());
+        let starts_batch = st.queue.is_empty() && accepted > 0;
+        if starts_batch {
+            st.oldest = Some(Instant::now());
+        }
+        st.queue.extend(spans.into_iter().take(accepted));
+        // The thread only needs waking to start a batch timer or to send a
+        // full batch; otherwise its timed wait is already right.
+        let wake = starts_batch || st.queue.len() >= self.shared.batch_size;
+        let lost = (offered - accepted) as u64;
+        let warning = (lost > 0)
+            .then(|| self.shared.lose(&mut st, lost, "the export queue is full"))
+            .flatten();
+        drop(st);
         if wake {
             self.shared.work.notify_one();
         }
@@ -254,7 +247,7 @@ fn export_loop(shared: &Shared, endpoint: &Endpoint, config: &OtlpConfig) {
         st.in_flight = false;
         let warning = match outcome {
             Ok(()) => None,
-            Err(e) => shared.lose(&mut st, batch.len() as u64, &e.to_string()),
+            Err((why, _)) => shared.lose(&mut st, batch.len() as u64, &why),
         };
         drop(st);
         shared.idle.notify_all();
@@ -272,13 +265,13 @@ fn deliver(
     endpoint: &Endpoint,
     config: &OtlpConfig,
     batch: &[Span],
-) -> Result<(), transport::Error> {
+) -> Result<(), Failed> {
     let body = encode_request(&config.service_name, batch);
     let mut pause = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match transport::post(endpoint, body.as_bytes(), config.timeout) {
-            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
+        match post(endpoint, body.as_bytes(), config.timeout) {
+            Err((_, true)) if attempt < MAX_ATTEMPTS && shared.backoff(pause) => {
                 attempt += 1;
                 pause *= 2;
             }
@@ -286,6 +279,74 @@ fn deliver(
         }
     }
 }
+
+/// Where batches go: a parsed `http://host[:port][/prefix]` endpoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    url: String,
+    authority: String,
+    path: String,
+}
+
+impl Endpoint {
+    /// Parses a base endpoint such as `http://127.0.0.1:4318` and appends
+    /// `/v1/traces` to its path; the error says why it is refused.
+    pub(crate) fn parse(base: &str) -> Result<Endpoint, String> {
+        let invalid = |why| format!("OTLP endpoint {base:?}: {why}");
+        let rest = base
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only plain http:// endpoints are supported"))?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() || authority.contains('@') {
+            return Err(invalid("the endpoint needs a host and no user info"));
+        }
+        if prefix.contains(['?', '#']) || !base.is_ascii() || base.contains(char::is_whitespace) {
+            return Err(invalid(
+                "the endpoint may not carry a query, fragment or spaces",
+            ));
+        }
+        let path = match prefix.trim_end_matches('/') {
+            "" => "/v1/traces".to_string(),
+            prefix => format!("/{prefix}/v1/traces"),
+        };
+        Ok(Endpoint {
+            url: format!("http://{authority}{path}"),
+            authority: authority.to_string(),
+            path,
+        })
+    }
+}
+
+/// Posts `body` as JSON to `endpoint` within `timeout`; success is any 2xx.
+/// The error says why, and whether OTLP/HTTP calls it retryable (429, 502,
+/// 503, 504). A network error is not, so a dead collector costs one timeout
+/// per batch.
+pub(crate) fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), Failed> {
+    let agent = concat!("conductor-metrics/", env!("CARGO_PKG_VERSION"));
+    let headers = [("Content-Type", CONTENT_TYPE), ("User-Agent", agent)];
+    let answer = client::exchange(
+        &endpoint.authority,
+        "POST",
+        &endpoint.path,
+        &headers,
+        body,
+        timeout,
+    );
+    let status = answer.as_ref().map_or(0, |r| r.status);
+    let why = match answer {
+        Ok(r) if (200..300).contains(&r.status) => return Ok(()),
+        Ok(r) => format!("HTTP status {}", r.status),
+        Err(f) if f.stage == "read" && f.error.kind() == io::ErrorKind::InvalidData => {
+            "the answer is not HTTP/1.x".to_string()
+        }
+        Err(f) => format!("{}: {}", f.stage, f.error),
+    };
+    let why = format!("OTLP export to {}: {why}", endpoint.url);
+    Err((why, matches!(status, 429 | 502 | 503 | 504)))
+}
+
+/// Why one export request failed, and whether it may be retried.
+pub(crate) type Failed = (String, bool);
 
 #[cfg(test)]
 mod tests {
@@ -514,5 +575,94 @@ mod tests {
     const _: () = {
         const fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Exporter>();
+    };
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    #[test]
+    fn parses_endpoints() {
+        let e = Endpoint::parse("http://127.0.0.1:4318").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("127.0.0.1:4318", "/v1/traces")
+        );
+        assert_eq!(e.url, "http://127.0.0.1:4318/v1/traces");
+        let e = Endpoint::parse("http://collector/otel/").unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.path.as_str()),
+            ("collector", "/otel/v1/traces")
+        );
+        for bad in [
+            "https://c:4318",
+            "c:4318",
+            "http://",
+            "http://u@c",
+            "http://c/?q",
+            "http://c /x",
+        ] {
+            let err = Endpoint::parse(bad).unwrap_err();
+            assert!(err.contains("OTLP endpoint"), "{err}");
+        }
+    }
+
+    /// Serves one connection: reads the whole request (whose body the tests
+    /// send is always `{}`) before answering, since closing with unread
+    /// bytes would reset the connection and lose the answer.
+    fn answer_once(response: &'static [u8]) -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.ends_with(b"\r\n\r\n{}") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(response);
+        });
+        Endpoint::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    #[test]
+    fn classifies_answers() {
+        let ok = answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        post(&ok, b"{}", Duration::from_secs(5)).unwrap();
+        let busy = answer_once(b"HTTP/1.1 503 Busy\r\n\r\n");
+        let (err, retryable) = post(&busy, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(retryable);
+        assert!(err.contains("503"), "{err}");
+        let bad = answer_once(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        assert!(!post(&bad, b"{}", Duration::from_secs(5)).unwrap_err().1);
+        let junk = answer_once(b"SSH-2.0-OpenSSH\r\n\r\n");
+        let (err, _) = post(&junk, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("not HTTP"), "{err}");
+    }
+
+    #[test]
+    fn network_errors_carry_their_cause() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let (err, retryable) = post(&e, b"{}", Duration::from_secs(5)).unwrap_err();
+        assert!(!retryable);
+        assert!(err.contains("connect: "), "{err}");
+    }
+
+    /// Checked when the tests compile: error is send and sync.
+    const _: () = {
+        const fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Failed>();
     };
 }

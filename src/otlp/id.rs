@@ -42,8 +42,7 @@ pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A new random span id; never all zero, which OTLP and W3C reserve for
-/// "no id". Safe to call from any thread.
+/// A new random span id; never all zero, which OTLP and W3C reserve for "no id".
 pub fn new_span_id() -> [u8; 8] {
     loop {
         let n = next_u64();
