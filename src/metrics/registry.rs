@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
@@ -13,6 +13,7 @@ use super::format::write_label_value;
 use super::gauge::Gauge;
 use super::histogram::{checked_bounds, Histogram};
 use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
+use super::lock;
 use super::name::{check_label_names, valid_metric_name};
 
 /// The name of the counter of lookups sent to a family's overflow series.
@@ -58,14 +59,14 @@ pub trait Collector: Send + Sync {
     fn collect(&self) -> Vec<f64>;
 }
 
+#[derive(Clone)]
 enum Body {
-    /// Counters, and what their values are divided by when rendered (1 for
-    /// plain counters).
+    /// Counters, and what their values are divided by when rendered.
     Counters(Arc<Family<Counter>>, u32),
     Gauges(Arc<Family<Gauge>>),
     /// Histograms, and their bounds as `le` values, `+Inf` last.
     Histograms(Arc<Family<Histogram>>, Box<[Box<[u8]>]>),
-    GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>),
+    GaugeFn(Arc<dyn Fn() -> f64 + Send + Sync>),
     Collected(Arc<dyn Collector>, usize),
 }
 
@@ -94,7 +95,8 @@ pub struct Registry {
 
 struct Inner {
     options: RegistryOptions,
-    entries: RwLock<Entries>,
+    /// Entries are only ever inserted or removed whole (see `lock`).
+    entries: Mutex<Entries>,
     overflow: Arc<Family<Counter>>,
 }
 
@@ -116,16 +118,12 @@ impl Registry {
     /// Creates a registry. It always holds `conductor_series_overflow_total`.
     pub fn with_options(options: RegistryOptions) -> Registry {
         // One series per labelled family, so it cannot itself overflow.
-        let overflow = Arc::new(Family::new(
-            &["metric"],
-            usize::MAX,
-            Counter::new(),
-            Counter::new,
-        ));
+        let overflow = Family::new(&["metric"], usize::MAX, Counter::new(), Counter::new, None);
+        let overflow = Arc::new(overflow);
         let registry = Registry {
             inner: Arc::new(Inner {
                 options,
-                entries: RwLock::new(Entries::default()),
+                entries: Mutex::new(Entries::default()),
                 overflow: overflow.clone(),
             }),
             ceiling: None,
@@ -175,7 +173,7 @@ impl Registry {
         help: &str,
         f: impl Fn() -> f64 + Send + Sync + 'static,
     ) -> Result<(), Error> {
-        let body = Body::GaugeFn(Box::new(f));
+        let body = Body::GaugeFn(Arc::new(f));
         self.insert((name, help, Kind::Gauge), body, false)
     }
 
@@ -252,18 +250,13 @@ impl Registry {
     /// it so (conductor-loop's `conductor_active_runs_total`). Fails as
     /// registration does.
     pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
-        let original = self.snapshot().into_iter().find(|e| e.name == of);
-        let body = match original.as_ref().map(|e| &e.body) {
-            Some(Body::Counters(f, per_unit)) => Body::Counters(f.clone(), *per_unit),
-            Some(Body::Gauges(f)) => Body::Gauges(f.clone()),
-            Some(Body::Histograms(f, les)) => Body::Histograms(f.clone(), les.clone()),
-            _ => {
-                let what = "is not a registered counter, gauge or histogram family";
-                return Err(Error::refused(format!("alias {name}: {of} {what}")));
-            }
+        let original = lock(&self.inner.entries).by_name.get(of).cloned();
+        let computed = |e: &Arc<Entry>| matches!(e.body, Body::GaugeFn(_) | Body::Collected(..));
+        let Some(e) = original.filter(|e| !computed(e)) else {
+            let what = "is not a registered counter, gauge or histogram family";
+            return Err(Error::refused(format!("alias {name}: {of} {what}")));
         };
-        let kind = original.map_or(Kind::Gauge, |e| e.kind);
-        self.insert((name, help, kind), body, kind == Kind::Gauge)
+        self.insert((name, help, e.kind), e.body.clone(), e.kind == Kind::Gauge)
     }
 
     /// Registers every metric a collector describes, or none of them.
@@ -366,10 +359,11 @@ impl Registry {
     }
 
     fn snapshot(&self) -> Vec<Arc<Entry>> {
-        // Entries are only ever inserted whole, so a poisoned lock still
-        // guards a consistent map.
-        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.by_name.values().cloned().collect()
+        lock(&self.inner.entries)
+            .by_name
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Registers a labelled family made by `make`, under this handle's
@@ -383,9 +377,9 @@ impl Registry {
         body: impl FnOnce(Arc<Family<M>>) -> Body,
     ) -> Result<Arc<Family<M>>, Error> {
         let overflowed = self.overflowed(meta.0, labels);
-        let family = Family::new(labels, self.inner.options.series_cap, overflowed, make);
-        let (family, counted) = self.charge(family, meta, les, labels)?;
-        let family = Arc::new(family);
+        let (charge, counted) = self.charge(meta, les, labels)?;
+        let cap = self.inner.options.series_cap;
+        let family = Arc::new(Family::new(labels, cap, overflowed, make, charge));
         self.insert(meta, body(family.clone()), false)
             .inspect_err(|_| {
                 if let Some(ceiling) = &self.ceiling {
@@ -395,19 +389,18 @@ impl Registry {
         Ok(family)
     }
 
-    /// Puts a new family under this handle's ceiling, if any: counts its
-    /// fixed part (header; its one series, or its overflow series and that
-    /// one's `OVERFLOW_METRIC` line) and has it count each new series.
-    /// Returns what was counted, to give back.
-    fn charge<M: Clone>(
+    /// Counts a new family's fixed part under this handle's ceiling, if any:
+    /// its header, and its one series or its overflow series and that one's
+    /// `OVERFLOW_METRIC` line. Returns what each new series is to cost, and
+    /// what was counted, to give back.
+    fn charge(
         &self,
-        family: Family<M>,
         (name, help, kind): Meta<'_>,
         les: &[Box<[u8]>],
         labels: &[&str],
-    ) -> Result<(Family<M>, (u64, u64)), Error> {
+    ) -> Result<(Option<Charge>, (u64, u64)), Error> {
         let Some(ceiling) = &self.ceiling else {
-            return Ok((family, (0, 0)));
+            return Ok((None, (0, 0)));
         };
         let header = encode::header_bytes(name, help, kind);
         let (label_bytes, series) = if labels.is_empty() {
@@ -437,16 +430,15 @@ impl Registry {
             );
             return Err(Error::new(ErrorKind::OverCeiling, message));
         }
-        if labels.is_empty() {
-            // Its one series is counted: every lookup finds it.
-            return Ok((family, fixed));
-        }
-        let (name, les) = (name.to_string(), les.to_vec());
-        let charge = Charge {
-            ceiling: ceiling.clone(),
-            weigh: Box::new(move |labels| encode::series_bytes(&name, kind, &les, labels)),
-        };
-        Ok((family.charged(charge), fixed))
+        // An unlabelled family's one series is counted: every lookup finds it.
+        let charge = (!labels.is_empty()).then(|| {
+            let (name, les) = (name.to_string(), les.to_vec());
+            Charge {
+                ceiling: ceiling.clone(),
+                weigh: Box::new(move |labels| encode::series_bytes(&name, kind, &les, labels)),
+            }
+        });
+        Ok((charge, fixed))
     }
 
     fn overflowed(&self, name: &str, labels: &[&str]) -> Counter {
@@ -463,22 +455,21 @@ impl Registry {
         body: Body,
         total_gauge: bool,
     ) -> Result<(), Error> {
-        let refused = match (kind, name.ends_with("_total")) {
-            _ if !valid_metric_name(name) => {
-                format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
-            }
-            (Kind::Counter, false) => format!("counter {name} must end in _total"),
-            (Kind::Gauge, true) if total_gauge => String::new(),
-            (Kind::Gauge | Kind::Histogram, true) => {
-                format!("metric {name} is not a counter and must not end in _total")
-            }
-            _ => String::new(),
+        let total = name.ends_with("_total");
+        let refused = if !valid_metric_name(name) {
+            format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
+        } else if kind == Kind::Counter && !total {
+            format!("counter {name} must end in _total")
+        } else if kind != Kind::Counter && total && !total_gauge {
+            format!("metric {name} is not a counter and must not end in _total")
+        } else {
+            String::new()
         };
         if !refused.is_empty() {
             return Err(Error::refused(refused));
         }
         let claims = claimed_names(name, kind);
-        let mut entries = self.entries();
+        let mut entries = lock(&self.inner.entries);
         let duplicate = |m| Err(Error::new(ErrorKind::Duplicate, m));
         if entries.by_name.contains_key(name) {
             return duplicate(format!("metric {name} is already registered"));
@@ -502,19 +493,11 @@ impl Registry {
     }
 
     fn remove<'a>(&self, names: impl Iterator<Item = &'a str>) {
-        let mut entries = self.entries();
+        let mut entries = lock(&self.inner.entries);
         for name in names {
             entries.by_name.remove(name);
             entries.claimed.retain(|_, owner| owner != name);
         }
-    }
-
-    fn entries(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
-        // As in `snapshot`, a poisoned lock still guards a consistent map.
-        self.inner
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -20,7 +20,7 @@ use key::{decode, for_each_word, order, Lookup, HEAD};
 pub const OVERFLOW_VALUE: &str = "other";
 
 /// The default series cap (see [`super::RegistryOptions`]).
-pub const DEFAULT_SERIES_CAP: usize = 10_000;
+pub(crate) const DEFAULT_SERIES_CAP: usize = 10_000;
 
 /// How many series chunks and index tables a family can have.
 const LEVELS: usize = 32;
@@ -28,8 +28,8 @@ const LEVELS: usize = 32;
 /// Index table `t` has `2^(t + 4)` slots.
 const FIRST_TABLE: usize = 16;
 
-/// The most series a family holds whatever its cap, so that an index fits
-/// a `u32` and every chunk and table it needs exists.
+/// The most series a family holds whatever its cap: an index fits a `u32`,
+/// and every chunk and table it needs exists.
 const MAX_SERIES: usize = 1 << 31;
 
 /// One series: its label values, their pre-escaped rendering and its metric.
@@ -47,7 +47,7 @@ pub(crate) struct Series<M> {
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
 /// An index slot: enough to recognise a series by its first key words and
-/// reach its metric without visiting the series (each pointer followed was
+/// reach its metric without visiting the series (a pointer followed costs
 /// a few nanoseconds of every lookup).
 #[derive(Clone)]
 struct Entry<M> {
@@ -63,15 +63,15 @@ struct Entry<M> {
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
-/// What a new series costs against a shared ceiling: its rendered labels,
-/// and what `weigh` says a scrape of a series with labels that long writes.
+/// What a new series costs under a ceiling: its labels, and what `weigh`
+/// says a scrape of a series with labels that long writes.
 pub(crate) struct Charge {
     pub(crate) ceiling: ByteCeiling,
     pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
 }
 
-/// What only the insert mutex guards: the series numbers in label-value
-/// order, and the overflow series' if it exists.
+/// What the insert mutex guards: series numbers in label-value order, and
+/// the overflow series' number.
 struct Writer {
     sorted: Vec<u32>,
     overflow: Option<u32>,
@@ -81,10 +81,9 @@ struct Writer {
 /// share across threads.
 ///
 /// Lookups take no lock: they probe an open-addressing index of set-once
-/// slots by a seeded hash and compare the values, so a collision costs only
-/// a comparison; inserts take a mutex lookups never take. A slot holds a
-/// clone of its metric, so `M` must be a handle whose clones share a value.
-/// Series live in doubling chunks, never moved or removed, so need no lock.
+/// slots by a seeded hash and compare the values; inserts take a mutex. A
+/// slot holds a clone of its metric, so `M` must be a handle whose clones
+/// share a value. Series live in doubling chunks, never moved or removed.
 /// The index grows into a table twice the size; old tables live until the
 /// family drops, so a lookup still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
@@ -101,7 +100,6 @@ pub(crate) struct Family<M> {
     writer: Mutex<Writer>,
     /// The metric name in the series' prefixes.
     prefixed: OnceLock<Box<str>>,
-    /// What new series cost, when the family is under a byte ceiling.
     charge: Option<Charge>,
     pub(crate) exemplars: Exemplars,
 }
@@ -112,12 +110,14 @@ pub(crate) struct Family<M> {
 // same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
-    /// An empty family; `overflowed` counts lookups sent to its overflow series.
+    /// An empty family; `overflowed` counts lookups sent to its overflow
+    /// series, where new series go that `charge` does not afford.
     pub(crate) fn new(
         label_names: &[&str],
         cap: usize,
         overflowed: Counter,
         make: impl Fn() -> M + Send + Sync + 'static,
+        charge: Option<Charge>,
     ) -> Family<M> {
         let tables: [OnceLock<_>; LEVELS] = std::array::from_fn(|_| OnceLock::new());
         tables[0].get_or_init(|| empty_table(FIRST_TABLE));
@@ -135,16 +135,9 @@ impl<M: Clone> Family<M> {
                 overflow: None,
             }),
             prefixed: OnceLock::new(),
-            charge: None,
+            charge,
             exemplars: Exemplars::default(),
         }
-    }
-
-    /// The family with each new series counted against `charge`: one that
-    /// does not fit goes to the overflow series, which the registrar counts.
-    pub(crate) fn charged(mut self, charge: Charge) -> Family<M> {
-        self.charge = Some(charge);
-        self
     }
 
     pub(crate) fn label_names(&self) -> &[String] {
@@ -152,11 +145,9 @@ impl<M: Clone> Family<M> {
     }
 
     /// Runs `f` on the series for `values`, creating it if needed. A value
-    /// list of the wrong length, or a new one past the cap or that the
-    /// family's ceiling cannot take, gets the overflow series.
-    ///
-    /// Inlined: a call's register spills were a tenth of a lookup, and a
-    /// caller's value list length is usually known, unrolling the hashing.
+    /// list of the wrong length, or a new one past the cap or the ceiling,
+    /// gets the overflow series. Inlined: a call's register spills were a
+    /// tenth of a lookup, and a known list length unrolls the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         self.with_numbered(values, |_, m| f(m))
@@ -174,8 +165,7 @@ impl<M: Clone> Family<M> {
         f(i, metric)
     }
 
-    /// The index and metric of the series `key` names, if the current table
-    /// has it.
+    /// The number and metric of the series `key` names, if indexed.
     #[inline(always)]
     fn find(&self, key: &Lookup) -> Option<(u32, &M)> {
         let table = self.tables.get(self.current.load(Ordering::Acquire))?;
@@ -287,8 +277,8 @@ impl<M: Clone> Family<M> {
         (i, &series.metric)
     }
 
-    /// Indexes `e`, the newest series, first moving to a table twice the
-    /// size if the current one would be over half full.
+    /// Indexes `e`, the newest series, in a table twice the size if the
+    /// current one would be over half full.
     fn index(&self, e: Entry<M>) {
         let mut level = self.current.load(Ordering::Relaxed);
         let Some(mut table) = self.tables[level].get() else {
@@ -308,7 +298,7 @@ impl<M: Clone> Family<M> {
         place(table, e);
     }
 
-    /// Whether the series' `prefix`es are for `name`: the first name the
+    /// Whether the series' `prefix`es are for `name`, the first name the
     /// family is rendered under (an alias renders without them).
     pub(crate) fn prefixes(&self, name: &str) -> bool {
         **self.prefixed.get_or_init(|| name.into()) == *name
@@ -348,10 +338,9 @@ impl<M: Clone> Family<M> {
     }
 }
 
-/// The chunk of series `i`, `floor(log2(i + 1))`, and its place there.
-///
-/// Read from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on
-/// baseline x86-64, several micro-ops on some CPUs, half of iterating's cost.
+/// The chunk of series `i`, `floor(log2(i + 1))`, and its place there, read
+/// from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on baseline
+/// x86-64, several micro-ops on some CPUs, half of iterating's cost.
 #[inline(always)]
 fn place_of(i: u32) -> (usize, usize) {
     let n = u64::from(i) + 1;
@@ -380,7 +369,7 @@ mod tests {
 
     fn family(cap: usize) -> (Family<Counter>, Counter) {
         let overflowed = Counter::new();
-        let f = Family::new(&["a", "b"], cap, overflowed.clone(), Counter::new);
+        let f = Family::new(&["a", "b"], cap, overflowed.clone(), Counter::new, None);
         (f, overflowed)
     }
 
@@ -498,12 +487,19 @@ mod tests {
     #[test]
     fn a_ceiling_sends_series_it_cannot_take_to_overflow() {
         let ceiling = ByteCeiling::new(40, 1_000);
-        let (f, overflowed) = family(100);
+        let overflowed = Counter::new();
         // Each series weighs twice its labels, plus 10.
-        let f = f.charged(Charge {
+        let charge = Charge {
             ceiling: ceiling.clone(),
             weigh: Box::new(|labels| 2 * labels as u64 + 10),
-        });
+        };
+        let f = Family::new(
+            &["a", "b"],
+            100,
+            overflowed.clone(),
+            Counter::new,
+            Some(charge),
+        );
         f.with(&["1", "x"], Counter::inc);
         f.with(&["a longer one", "x"], Counter::inc);
         assert_eq!(ceiling.used(), (11 + 22, 32 + 54));
