@@ -18,60 +18,53 @@ use super::lock;
 /// [`Registry::within`]: super::Registry::within
 #[derive(Clone, Debug)]
 pub struct ByteCeiling {
-    /// Every change under it is two stores that cannot panic (see `lock`).
-    inner: Arc<Mutex<Usage>>,
-}
-
-#[derive(Debug)]
-struct Usage {
-    limits: (u64, u64),
-    used: (u64, u64),
+    /// Limits and used, of labels and of exposition; changes cannot panic.
+    inner: Arc<Mutex<[(u64, u64); 2]>>,
 }
 
 impl ByteCeiling {
     /// A ceiling of `label_bytes` and `exposition_bytes`; 0 is no limit.
     pub fn new(label_bytes: u64, exposition_bytes: u64) -> ByteCeiling {
+        let limits = [(label_bytes, 0), (exposition_bytes, 0)];
         ByteCeiling {
-            inner: Arc::new(Mutex::new(Usage {
-                limits: (label_bytes, exposition_bytes),
-                used: (0, 0),
-            })),
+            inner: Arc::new(Mutex::new(limits)),
         }
     }
 
     /// The label bytes and exposition bytes counted so far.
     pub fn used(&self) -> (u64, u64) {
-        lock(&self.inner).used
+        let [labels, exposition] = *lock(&self.inner);
+        (labels.1, exposition.1)
     }
 
     /// What is left under each limit (0 where there is none).
     pub(crate) fn left(&self) -> (u64, u64) {
-        let u = lock(&self.inner);
+        let [labels, exposition] = *lock(&self.inner);
         (
-            u.limits.0.saturating_sub(u.used.0),
-            u.limits.1.saturating_sub(u.used.1),
+            labels.0.saturating_sub(labels.1),
+            exposition.0.saturating_sub(exposition.1),
         )
     }
 
     /// Counts `labels` and `exposition` bytes if both fit; says whether.
     pub(crate) fn take(&self, labels: u64, exposition: u64) -> bool {
         let mut u = lock(&self.inner);
-        let fits = |limit: u64, used: u64, more: u64| {
+        let fits = |(limit, used): (u64, u64), more: u64| {
             limit == 0 || used.checked_add(more).is_some_and(|n| n <= limit)
         };
-        if !fits(u.limits.0, u.used.0, labels) || !fits(u.limits.1, u.used.1, exposition) {
+        if !fits(u[0], labels) || !fits(u[1], exposition) {
             return false;
         }
-        u.used.0 = u.used.0.saturating_add(labels);
-        u.used.1 = u.used.1.saturating_add(exposition);
+        u[0].1 = u[0].1.saturating_add(labels);
+        u[1].1 = u[1].1.saturating_add(exposition);
         true
     }
 
     /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
         let mut u = lock(&self.inner);
-        u.used.0 = u.used.0.saturating_sub(labels);
-        u.used.1 = u.used.1.saturating_sub(exposition);
+        u[0].1 = u[0].1.saturating_sub(labels);
+        u[1].1 = u[1].1.saturating_sub(exposition);
     }
 }
 
