@@ -9,9 +9,9 @@ use super::format::{write_float_openmetrics, write_label_value};
 use super::lock;
 use super::name::valid_label_name;
 
-/// The most characters (code points, as OpenMetrics 1.0 counts) an
-/// exemplar's label names and values may hold together.
-pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
+/// The most characters (code points) OpenMetrics 1.0 lets an exemplar's
+/// label names and values hold together.
+const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
 /// One observation behind a sample: its labels (a trace id, say; kept
 /// escaped, as a scrape writes them), value and time. Safe to share.
@@ -24,7 +24,6 @@ pub struct Exemplar {
 
 impl Exemplar {
     /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
-    ///
     /// Labels are kept in order; one with an invalid or repeated name, or
     /// that would pass OpenMetrics' 128 characters, is left out whole (a cut
     /// id names nothing). `None` when no label is left, or `value` or
@@ -116,18 +115,16 @@ impl Exemplar {
     }
 }
 
-/// A series' exemplar slots: one per bucket for a histogram, `+Inf` last,
-/// and one for a counter.
+/// A series' exemplar slots: a histogram's one per bucket, a counter's one.
 pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
-/// A family's exemplars, by series number. Kept beside the series rather
-/// than in each metric so that a family that never has one costs nothing
-/// per series; `inc` and `observe` never take its lock, and a scrape's
-/// guard blocks offers only. Each change is one assignment (see `lock`).
+/// A family's exemplars, by series number: beside the series, so that a
+/// family that never has one costs nothing per series, and `inc` and
+/// `observe` never take its lock. Each change is one assignment (see `lock`).
 pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
 /// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless it
-/// holds a later one by time, so a replay after a restart ends as it began.
+/// holds a later one, so a replay after a restart ends as it began.
 pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
     let mut by_series = lock(exemplars);
     let slots = by_series

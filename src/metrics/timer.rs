@@ -1,5 +1,4 @@
-//! A guard that times a block and observes the seconds into a histogram,
-//! and the `start_timer` methods that make one.
+//! A guard that times a block and observes the seconds into a histogram.
 
 use std::time::Instant;
 
@@ -33,8 +32,8 @@ impl Histogram {
 }
 
 impl HistogramFamily {
-    /// Starts a timer observing elapsed seconds into the series for `values`
-    /// when dropped; [`Timer::set_label`] can change a value known at the end.
+    /// Starts a timer that observes the elapsed seconds into the series for
+    /// `values` when dropped.
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),
@@ -47,8 +46,8 @@ impl HistogramFamily {
 }
 
 impl Timer {
-    /// Sets the value of label `name` for the observation this timer will
-    /// make; returns false, changing nothing, for a name the family lacks.
+    /// Sets label `name`'s value for the observation to come; false, and
+    /// nothing changed, for a name the family lacks.
     pub fn set_label(&mut self, name: &str, value: &str) -> bool {
         let Some(Target::Family { family, values }) = &mut self.target else {
             return false;
