@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// The result of a registration.
+pub type Result<T> = std::result::Result<T, Error>;
+
 /// Why a registration was refused: the only fallible step, so that a
 /// handle's hot paths cannot fail.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ mod timer;
 pub use ceiling::ByteCeiling;
 pub use counter::Counter;
 pub use encode::{Format, Kind, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-pub use error::Error;
+pub use error::{Error, Result};
 pub use exemplar::Exemplar;
 pub use family::OVERFLOW_VALUE;
 pub use gauge::Gauge;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
-use super::error::{Error, ErrorKind};
+use super::error::{Error, ErrorKind, Result};
 use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
 use super::format::write_label_value;
 use super::gauge::Gauge;
@@ -156,12 +156,12 @@ impl Registry {
     }
 
     /// Registers an unlabelled counter. Its name must end in `_total`.
-    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter> {
         Ok(self.unbounded().counter_family(name, help, &[])?.get(&[]))
     }
 
     /// Registers an unlabelled gauge.
-    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge> {
         Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
@@ -172,25 +172,20 @@ impl Registry {
         name: &str,
         help: &str,
         f: impl Fn() -> f64 + Send + Sync + 'static,
-    ) -> Result<(), Error> {
+    ) -> Result<()> {
         let body = Body::GaugeFn(Arc::new(f));
         self.insert((name, help, Kind::Gauge), body, false)
     }
 
     /// Registers an unlabelled histogram with strictly increasing finite
     /// upper bounds (`+Inf` is implied).
-    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram, Error> {
+    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram> {
         let family = self.unbounded().histogram_family(name, help, &[], bounds)?;
         Ok(family.get(&[]))
     }
 
     /// Registers a family of counters with the given label names.
-    pub fn counter_family(
-        &self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<CounterFamily, Error> {
+    pub fn counter_family(&self, name: &str, help: &str, labels: &[&str]) -> Result<CounterFamily> {
         self.fixed_point_counter_family(name, help, labels, 1)
     }
 
@@ -204,7 +199,7 @@ impl Registry {
         help: &str,
         labels: &[&str],
         per_unit: u32,
-    ) -> Result<CounterFamily, Error> {
+    ) -> Result<CounterFamily> {
         check_label_names(name, labels)?;
         let body = |f| Body::Counters(f, per_unit.max(1));
         let meta = (name, help, Kind::Counter);
@@ -213,12 +208,7 @@ impl Registry {
     }
 
     /// Registers a family of gauges with the given label names.
-    pub fn gauge_family(
-        &self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<GaugeFamily, Error> {
+    pub fn gauge_family(&self, name: &str, help: &str, labels: &[&str]) -> Result<GaugeFamily> {
         check_label_names(name, labels)?;
         let meta = (name, help, Kind::Gauge);
         let inner = self.family(meta, labels, &[], Gauge::new, Body::Gauges)?;
@@ -233,7 +223,7 @@ impl Registry {
         help: &str,
         labels: &[&str],
         bounds: &[f64],
-    ) -> Result<HistogramFamily, Error> {
+    ) -> Result<HistogramFamily> {
         check_label_names(name, labels)?;
         let bounds = checked_bounds(name, bounds)?;
         let les = encode::le_strings(&bounds);
@@ -249,7 +239,7 @@ impl Registry {
     /// differently. A gauge's may end in `_total` where another system named
     /// it so (conductor-loop's `conductor_active_runs_total`). Fails as
     /// registration does.
-    pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
+    pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<()> {
         let original = lock(&self.inner.entries).by_name.get(of).cloned();
         let computed = |e: &Arc<Entry>| matches!(e.body, Body::GaugeFn(_) | Body::Collected(..));
         let Some(e) = original.filter(|e| !computed(e)) else {
@@ -260,7 +250,7 @@ impl Registry {
     }
 
     /// Registers every metric a collector describes, or none of them.
-    pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<(), Error> {
+    pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<()> {
         let descs = collector.describe();
         for (i, d) in descs.iter().enumerate() {
             let body = Body::Collected(collector.clone(), i);
@@ -375,7 +365,7 @@ impl Registry {
         les: &[Box<[u8]>],
         make: impl Fn() -> M + Send + Sync + 'static,
         body: impl FnOnce(Arc<Family<M>>) -> Body,
-    ) -> Result<Arc<Family<M>>, Error> {
+    ) -> Result<Arc<Family<M>>> {
         let overflowed = self.overflowed(meta.0, labels);
         let (charge, counted) = self.charge(meta, les, labels)?;
         let cap = self.inner.options.series_cap;
@@ -398,7 +388,7 @@ impl Registry {
         (name, help, kind): Meta<'_>,
         les: &[Box<[u8]>],
         labels: &[&str],
-    ) -> Result<(Option<Charge>, (u64, u64)), Error> {
+    ) -> Result<(Option<Charge>, (u64, u64))> {
         let Some(ceiling) = &self.ceiling else {
             return Ok((None, (0, 0)));
         };
@@ -449,12 +439,7 @@ impl Registry {
     }
 
     /// Adds a family; `total_gauge` lets a gauge's name end in `_total`.
-    fn insert(
-        &self,
-        (name, help, kind): Meta<'_>,
-        body: Body,
-        total_gauge: bool,
-    ) -> Result<(), Error> {
+    fn insert(&self, (name, help, kind): Meta<'_>, body: Body, total_gauge: bool) -> Result<()> {
         let total = name.ends_with("_total");
         let refused = if !valid_metric_name(name) {
             format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
