@@ -49,13 +49,11 @@ pub struct Desc {
     pub kind: Kind,
 }
 
-/// A source of several unlabelled values read together at scrape time,
-/// such as the process metrics or a budget read under one lock.
+/// A source of several unlabelled values read together at scrape time.
 pub trait Collector: Send + Sync {
     /// The metrics produced, in a fixed order.
     fn describe(&self) -> Vec<Desc>;
-    /// One value per described metric, in the same order. Called once per
-    /// scrape with no registry lock held.
+    /// One value per described metric, in order; once per scrape, unlocked.
     fn collect(&self) -> Vec<f64>;
 }
 
@@ -137,8 +135,8 @@ impl Registry {
         registry
     }
 
-    /// A handle on the same registry through which the labelled families
-    /// registered are held under `ceiling`, as [`ByteCeiling`] describes.
+    /// A handle on the same registry that holds the labelled families it
+    /// registers under `ceiling`.
     pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -146,8 +144,7 @@ impl Registry {
         }
     }
 
-    /// This registry without a ceiling: unlabelled metrics are never held
-    /// under one.
+    /// This registry without a ceiling, for unlabelled metrics.
     fn unbounded(&self) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -165,8 +162,8 @@ impl Registry {
         Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
-    /// Registers a gauge whose value `f` computes at scrape time. `f` runs
-    /// with no registry lock held.
+    /// Registers a gauge whose value `f` computes at scrape time, with no
+    /// registry lock held.
     pub fn gauge_fn(
         &self,
         name: &str,
@@ -215,8 +212,7 @@ impl Registry {
         Ok(GaugeFamily { inner })
     }
 
-    /// Registers a family of histograms with the given label names and
-    /// bucket bounds.
+    /// Registers a family of histograms with the given label names and bounds.
     pub fn histogram_family(
         &self,
         name: &str,
@@ -235,10 +231,9 @@ impl Registry {
     }
 
     /// Serves the counter, gauge or histogram family registered as `of`
-    /// under a second name too, with its own HELP: a fact two systems name
-    /// differently. A gauge's may end in `_total` where another system named
-    /// it so (conductor-loop's `conductor_active_runs_total`). Fails as
-    /// registration does.
+    /// under a second name too, with its own HELP, for a fact two systems
+    /// name differently; a gauge's may end in `_total` (conductor-loop's
+    /// `conductor_active_runs_total`). Fails as registration does.
     pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<()> {
         let original = lock(&self.inner.entries).by_name.get(of).cloned();
         let computed = |e: &Arc<Entry>| matches!(e.body, Body::GaugeFn(_) | Body::Collected(..));
@@ -276,18 +271,16 @@ impl Registry {
     }
 
     /// Appends a scrape in `fmt` to `out`: families sorted by name, series
-    /// by label values. Reuse `out` between scrapes to avoid reallocating.
-    /// Never panics; callbacks and collectors run with no registry lock held.
+    /// by label values. Callbacks and collectors run with no lock held.
     pub fn render(&self, out: &mut Vec<u8>, fmt: Format) {
         let mut never = |_: &[u8]| Ok(());
         // Nothing is ever passed on, so nothing can fail.
         let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
     }
 
-    /// Writes [`Registry::render`]'s bytes to `out` as rendered, in
-    /// `write_all`s of about [`RENDER_PIECE`] bytes cut between series: a
-    /// scrape costs one piece of memory, and a slow `out` holds no lock that
-    /// recording needs. Stops at `out`'s first error.
+    /// Writes [`Registry::render`]'s bytes to `out` in `write_all`s of
+    /// about [`RENDER_PIECE`] bytes cut between series, holding no lock that
+    /// recording needs while `out` waits. Stops at `out`'s first error.
     pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
         // Room for a piece and the series that passes it, mostly.
         let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
@@ -308,7 +301,7 @@ impl Registry {
         for e in &self.snapshot() {
             let name = e.name.as_str();
             // A family with no series still shows HELP and TYPE, as the Go
-            // and Python clients do: a scrape tells what exists from the start.
+            // and Python clients do.
             encode::write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
                 Body::Counters(f, 1) => {
@@ -356,8 +349,7 @@ impl Registry {
             .collect()
     }
 
-    /// Registers a labelled family made by `make`, under this handle's
-    /// ceiling if it has one; `les` are a histogram's bounds.
+    /// Registers a family made by `make`; `les` are a histogram's bounds.
     fn family<M: Clone>(
         &self,
         meta: Meta<'_>,
@@ -379,10 +371,9 @@ impl Registry {
         Ok(family)
     }
 
-    /// Counts a new family's fixed part under this handle's ceiling, if any:
-    /// its header, and its one series or its overflow series and that one's
-    /// `OVERFLOW_METRIC` line. Returns what each new series is to cost, and
-    /// what was counted, to give back.
+    /// Counts a new family's fixed part under this handle's ceiling, if any
+    /// (its header, and its one series or its overflow series and that one's
+    /// `OVERFLOW_METRIC` line); returns what new series cost, and what it counted.
     fn charge(
         &self,
         (name, help, kind): Meta<'_>,
@@ -486,8 +477,7 @@ impl Registry {
     }
 }
 
-/// Runs a user callback, turning a panic into no values (rendered as NaN)
-/// so that one bad callback cannot fail a scrape.
+/// Runs a user callback, a panic giving no values (rendered as NaN).
 fn guarded(f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_default()
 }

@@ -15,10 +15,7 @@ pub struct Timer {
 
 enum Target {
     Plain(Histogram),
-    Family {
-        family: HistogramFamily,
-        values: Vec<String>,
-    },
+    Family(HistogramFamily, Vec<String>),
 }
 
 impl Histogram {
@@ -37,10 +34,10 @@ impl HistogramFamily {
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),
-            target: Some(Target::Family {
-                family: self.clone(),
-                values: values.iter().map(|s| s.to_string()).collect(),
-            }),
+            target: Some(Target::Family(
+                self.clone(),
+                values.iter().map(|s| s.to_string()).collect(),
+            )),
         }
     }
 }
@@ -49,16 +46,15 @@ impl Timer {
     /// Sets label `name`'s value for the observation to come; false, and
     /// nothing changed, for a name the family lacks.
     pub fn set_label(&mut self, name: &str, value: &str) -> bool {
-        let Some(Target::Family { family, values }) = &mut self.target else {
+        let Some(Target::Family(family, values)) = &mut self.target else {
             return false;
         };
-        match family.label_names().iter().position(|n| n == name) {
-            Some(i) if i < values.len() => {
-                values[i] = value.to_string();
-                true
-            }
-            _ => false,
-        }
+        let i = family.label_names().iter().position(|n| n == name);
+        let Some(slot) = i.and_then(|i| values.get_mut(i)) else {
+            return false;
+        };
+        *slot = value.to_string();
+        true
     }
 
     /// Observes now and returns the elapsed seconds.
@@ -75,7 +71,7 @@ impl Timer {
         let seconds = self.start.elapsed().as_secs_f64();
         match self.target.take() {
             Some(Target::Plain(h)) => h.observe(seconds),
-            Some(Target::Family { family, values }) => {
+            Some(Target::Family(family, values)) => {
                 let values: Vec<&str> = values.iter().map(String::as_str).collect();
                 family.observe(&values, seconds);
             }
