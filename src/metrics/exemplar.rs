@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::format::{write_float_openmetrics, write_label_value};
+use super::format::{write_float_openmetrics, write_labels};
 use super::lock;
 use super::name::valid_label_name;
 
@@ -32,30 +32,21 @@ impl Exemplar {
         if !value.is_finite() || !timestamp.is_finite() {
             return None;
         }
-        let mut text = Vec::new();
-        let mut kept: Vec<&str> = Vec::with_capacity(labels.len());
+        let mut kept: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
         let mut chars = 0;
         for &(name, value) in labels {
             let size = name.chars().count() + value.chars().count();
-            if !valid_label_name(name)
-                || kept.contains(&name)
-                || chars + size > EXEMPLAR_MAX_LABEL_CHARS
-            {
-                continue;
+            let new = !kept.iter().any(|(n, _)| *n == name);
+            if valid_label_name(name) && new && chars + size <= EXEMPLAR_MAX_LABEL_CHARS {
+                kept.push((name, value));
+                chars += size;
             }
-            if !kept.is_empty() {
-                text.push(b',');
-            }
-            text.extend_from_slice(name.as_bytes());
-            text.extend_from_slice(b"=\"");
-            write_label_value(&mut text, value);
-            text.push(b'"');
-            kept.push(name);
-            chars += size;
         }
         if kept.is_empty() {
             return None;
         }
+        let mut text = Vec::new();
+        write_labels(&mut text, kept.into_iter());
         Some(Exemplar {
             // Names are ASCII and values were UTF-8, and escaping only
             // adds ASCII, so the text is UTF-8.

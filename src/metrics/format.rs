@@ -132,6 +132,22 @@ fn write_general(out: &mut Vec<u8>, v: f64) {
     };
 }
 
+/// Appends `a="x",b="y"`, each value escaped.
+pub(crate) fn write_labels<'a>(
+    out: &mut Vec<u8>,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    for (i, (name, value)) in labels.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        write_label_value(out, value);
+        out.push(b'"');
+    }
+}
+
 /// Appends a label value, or OpenMetrics HELP text, with `\`, `"` and
 /// newline escaped.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {

@@ -9,7 +9,7 @@ use super::counter::Counter;
 use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
 use super::error::{Error, ErrorKind, Result};
 use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
-use super::format::write_label_value;
+use super::format::write_labels;
 use super::gauge::Gauge;
 use super::histogram::{checked_bounds, Histogram};
 use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
@@ -393,9 +393,8 @@ impl Registry {
                 .map(|l| l.len() + "=\"\",".len() + OVERFLOW_VALUE.len())
                 .sum::<usize>()
                 - 1;
-            let mut metric = b"metric=\"".to_vec();
-            write_label_value(&mut metric, name);
-            metric.push(b'"');
+            let mut metric = Vec::new();
+            write_labels(&mut metric, [("metric", name)].into_iter());
             let overflow = encode::series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
             let series = encode::series_bytes(name, kind, les, other);
             (other as u64, series + overflow)

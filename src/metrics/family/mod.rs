@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::exemplar::Exemplars;
-use super::format::write_label_value;
+use super::format::write_labels;
 use super::lock;
 use key::{decode, for_each_word, order, Lookup, HEAD};
 
@@ -224,15 +224,8 @@ impl<M: Clone> Family<M> {
     /// `a="x",b="y"`: the labels of the series for `values`, escaped.
     fn render(&self, values: &[&str]) -> Vec<u8> {
         let mut labels = Vec::new();
-        for (i, (name, value)) in self.label_names.iter().zip(values).enumerate() {
-            if i > 0 {
-                labels.push(b',');
-            }
-            labels.extend_from_slice(name.as_bytes());
-            labels.extend_from_slice(b"=\"");
-            write_label_value(&mut labels, value);
-            labels.push(b'"');
-        }
+        let names = self.label_names.iter().map(String::as_str);
+        write_labels(&mut labels, names.zip(values.iter().copied()));
         labels
     }
 
