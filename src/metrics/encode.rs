@@ -1,5 +1,5 @@
-//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0): straight into a
-//! byte buffer, no intermediate model, passed on in pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing straight
+//! into a byte buffer passed on in pieces between series.
 
 use std::io;
 
@@ -237,10 +237,10 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Writes one `name{labels} value` line per series, in OpenMetrics with
-/// its exemplar, if any. Each series keeps its `name{labels} ` from the
-/// first scrape, so a line is one copy and the value (families with
-/// exemplars keep none). Out of line so its loop compiles on its own.
+/// Writes one `name{labels} value` line per series, and in OpenMetrics its
+/// exemplar. Each series keeps its `name{labels} ` from the first scrape
+/// (unless the family has exemplars), so a line is one copy and the value.
+/// Out of line so its loop compiles on its own.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
@@ -270,8 +270,7 @@ pub(crate) fn write_samples<M: Clone>(
     })
 }
 
-/// Writes every sample of a histogram family (`les` from [`le_strings`]);
-/// in OpenMetrics a bucket's exemplar follows its count.
+/// Writes every sample of a histogram family (`les` from [`le_strings`]).
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,

@@ -13,10 +13,11 @@ use super::name::valid_label_name;
 /// label names and values hold together.
 const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
-/// One observation behind a sample: its labels (a trace id, say; kept
-/// escaped, as a scrape writes them), value and time. Safe to share.
+/// One observation behind a sample: its labels (a trace id, say), value and
+/// time. Safe to share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
+    /// Kept escaped, as a scrape writes them.
     labels: Box<str>,
     value: f64,
     timestamp: f64,
@@ -93,9 +94,8 @@ impl Exemplar {
         self.timestamp
     }
 
-    /// Appends ` # {labels} value timestamp` for OpenMetrics. The timestamp
-    /// is plain decimal (`1795439678.5`): Python's prometheus_client reads
-    /// the Go client's `1.7954396785e+09` as 1.795 seconds.
+    /// Appends ` # {labels} value timestamp`, the timestamp in plain decimal:
+    /// prometheus_client reads the Go client's `1.7954396785e+09` as 1.795 s.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b" # {");
         out.extend_from_slice(self.labels.as_bytes());

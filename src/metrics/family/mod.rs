@@ -1,5 +1,4 @@
-//! The storage behind a labelled family: lock-free series lookup by label
-//! values, a stable render order, and the series cap.
+//! The storage behind a labelled family: lock-free lookup, render order, cap.
 
 mod key;
 
@@ -25,20 +24,19 @@ pub(crate) const DEFAULT_SERIES_CAP: usize = 10_000;
 /// How many series chunks and index tables a family can have.
 const LEVELS: usize = 32;
 
-/// Index table `t` has `2^(t + 4)` slots.
+/// The slots of index table 0; table `t` has `2^(t + 4)`.
 const FIRST_TABLE: usize = 16;
 
 /// The most series a family holds whatever its cap: an index fits a `u32`,
 /// and every chunk and table it needs exists.
 const MAX_SERIES: usize = 1 << 31;
 
-/// One series: its label values, their pre-escaped rendering and its metric.
 pub(crate) struct Series<M> {
     /// The values as the words a `Lookup` hashes (see `for_each_word`).
     key: Box<[u64]>,
     /// `a="x",b="y"`, escaped once at creation so scrapes only copy bytes.
     pub(crate) labels: Box<[u8]>,
-    /// `name{labels} `, built by the first scrape: see `Family::prefixes`.
+    /// `name{labels} `, built by the first scrape (see `Family::prefixes`).
     pub(crate) prefix: OnceLock<Box<[u8]>>,
     pub(crate) metric: M,
 }
@@ -55,7 +53,7 @@ struct Entry<M> {
     index: u32,
     /// The number of key words, or `HEAD + 1` for any more.
     len: u32,
-    /// The first key words, zero-padded: all of a key up to `HEAD` words.
+    /// The first key words, zero-padded.
     head: [u64; HEAD],
     metric: M,
 }
@@ -63,8 +61,8 @@ struct Entry<M> {
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
-/// What a new series costs under a ceiling: its labels, and what `weigh`
-/// says a scrape of a series with labels that long writes.
+/// A ceiling new series count against: their labels, and what `weigh` says
+/// a scrape of a series with labels that long writes.
 pub(crate) struct Charge {
     pub(crate) ceiling: ByteCeiling,
     pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
@@ -153,13 +151,12 @@ impl<M: Clone> Family<M> {
         self.with_numbered(values, |_, m| f(m))
     }
 
-    /// [`Family::with`], given the series' number too (for its exemplars).
+    /// [`Family::with`], `f` also given the series' number.
     #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
             Some(found) => found,
-            // Hashed again there: passing the lookup on made this fast
-            // path copy it to memory first.
+            // Hashed again there: passing the lookup made it spill to memory.
             None => self.find_or_insert(values),
         };
         f(i, metric)
@@ -229,7 +226,7 @@ impl<M: Clone> Family<M> {
         labels
     }
 
-    /// Whether the ceiling, if any, takes (and counts) a series with `labels`.
+    /// Whether the ceiling, if any, takes (and counts) a series' `labels`.
     fn affords(&self, labels: &[u8]) -> bool {
         self.charge.as_ref().is_none_or(|c| {
             let exposition = (c.weigh)(labels.len());
@@ -297,8 +294,7 @@ impl<M: Clone> Family<M> {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' number and metric, in label-value order
-    /// with the overflow series last, the order that remakes the family.
+    /// Calls `f` with each series' number and metric, overflow last.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let w = lock(&self.writer);
         let overflow = w.overflow;
@@ -345,8 +341,8 @@ fn empty_table<M>(size: usize) -> Table<M> {
     (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores `e` in its first free probe slot; only the insert mutex's holder
-/// places entries, so `set` cannot fail.
+/// Stores `e` in its first free probe slot; only the writer places, so
+/// `set` cannot fail.
 fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
     let mut at = e.hash as usize & mask;
