@@ -6,16 +6,12 @@ use std::sync::{Arc, Mutex};
 use super::lock;
 
 /// A ceiling on the bytes of the families registered through
-/// [`Registry::within`]. Cloning is cheap and clones share the same count;
-/// safe to share across threads.
-///
-/// It counts, each against its own limit (0 for none), **label bytes**
-/// (series' escaped labels, in memory) and **exposition bytes** (the most a
-/// scrape can write, values at their widest). A family's fixed part that
-/// does not fit fails registration; a new series that does not fit goes to
-/// the overflow series. Series are never removed, so the count only grows.
-///
-/// [`Registry::within`]: super::Registry::within
+/// [`Registry::within`](super::Registry::within): their series' escaped
+/// labels, and the most a scrape of them can write, each against its own
+/// limit (0 for none). A family's fixed part that does not fit fails
+/// registration; a new series that does not fit goes to the overflow
+/// series, and series are never removed. Cloning is cheap and clones share
+/// the count; safe to share across threads.
 #[derive(Clone, Debug)]
 pub struct ByteCeiling {
     /// Limits and used, of labels and of exposition; changes cannot panic.

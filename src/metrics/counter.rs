@@ -5,14 +5,11 @@ use std::sync::Arc;
 
 /// A counter: a value that only goes up. Cloning is cheap and every clone
 /// updates the same value; safe to share across threads.
-///
-/// Like client_golang's, it sums whole increments in an integer and
-/// fractional ones in a float. Both saturate (`u64::MAX`, `f64::MAX`), so
-/// huge increments pin the counter rather than wrap it or make it infinite.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
-    // Relaxed throughout: each is one independent atomic total, and no other
-    // memory is published through it.
+    // As client_golang's: whole increments in an integer, fractional ones in
+    // a float, each saturating rather than wrap or become infinite. Relaxed
+    // throughout: each is one independent total, publishing no other memory.
     core: Arc<(AtomicU64, AtomicU64)>,
 }
 
@@ -50,15 +47,14 @@ impl Counter {
         add_fraction(&self.core.1, v);
     }
 
-    /// The value's whole-number and fractional parts, which
-    /// [`Counter::add_parts`] adds back exactly, across a restart.
+    /// The value's whole and fractional parts, for [`Counter::add_parts`].
     pub fn parts(&self) -> (u64, f64) {
         let int = self.core.0.load(Ordering::Relaxed);
         (int, f64::from_bits(self.core.1.load(Ordering::Relaxed)))
     }
 
-    /// Adds a value in the parts [`Counter::parts`] gives; a fractional part
-    /// [`Counter::add`] would ignore is ignored.
+    /// Adds a value in the parts [`Counter::parts`] gives, exactly; a
+    /// fraction [`Counter::add`] would ignore is ignored.
     pub fn add_parts(&self, int: u64, fraction: f64) {
         self.inc_by(int);
         if fraction.is_finite() && fraction >= 0.0 {

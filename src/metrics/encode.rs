@@ -171,12 +171,12 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
 
 /// Where a scrape goes: `flush` gets the buffer between series once it
 /// holds a piece. `numbers` copies a family's series numbers, so that its
-/// insert mutex is not held while `flush` waits for a slow client.
+/// insert mutex is not held while `flush` waits for a slow client;
+/// `scratch` is reused between histogram series.
 pub(crate) struct Pieces<'a> {
     piece: usize,
     flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
     numbers: Vec<u32>,
-    /// Reused between histogram series.
     scratch: Vec<u64>,
 }
 
@@ -352,15 +352,13 @@ pub(crate) fn header_bytes(name: &str, help: &str, kind: Kind) -> u64 {
 
 /// Bucket bounds as `le` values, `+Inf` last, the same in both formats.
 pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
-    bounds
-        .iter()
-        .map(|b| {
-            let mut s = Vec::new();
-            write_float(&mut s, *b);
-            s.into_boxed_slice()
-        })
-        .chain(std::iter::once(b"+Inf".to_vec().into_boxed_slice()))
-        .collect()
+    let le = |b: &f64| {
+        let mut s = Vec::new();
+        write_float(&mut s, *b);
+        s
+    };
+    let les = bounds.iter().map(le).chain([b"+Inf".to_vec()]);
+    les.map(Vec::into_boxed_slice).collect()
 }
 
 #[cfg(test)]
