@@ -203,9 +203,8 @@ impl<'a> Pieces<'a> {
     }
 
     /// Calls `write` on each series of `f` in render order, with its
-    /// exemplars when `exemplars`, and flushes each piece. The exemplars stay
-    /// locked while writing (offers wait, rather than a scrape copying them)
-    /// but not while a piece goes to a client.
+    /// exemplars if asked, which stay locked while writing (offers wait
+    /// rather than a scrape copy them) but not while a piece is flushed.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,

@@ -19,11 +19,14 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
         write_uint(out, (v as i64).unsigned_abs());
         return;
     }
+    if write_micros(out, v) {
+        return;
+    }
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
-    } else if !write_micros(out, v) {
+    } else {
         write_general(out, v);
     }
 }

@@ -118,9 +118,8 @@ impl Histogram {
     }
 
     /// Takes a consistent snapshot: fills `cumulative` with one count per
-    /// bound plus the `+Inf` bucket, and returns `(sum, count)`.
-    ///
-    /// As client_golang does, it flips the hot and cold shards with one
+    /// bound plus the `+Inf` bucket, and returns `(sum, count)`. As
+    /// client_golang does, it flips the hot and cold shards with one
     /// atomic add, waits for the observations under way on the now-cold
     /// shard, reads it, then folds it into the new hot shard.
     pub fn snapshot(&self, cumulative: &mut Vec<u64>) -> (f64, u64) {
@@ -180,6 +179,7 @@ impl Histogram {
 
 /// Adds cumulative counts and a sum to a shard. The sum saturates: the
 /// halves of a saturated sum may each be finite where their total is not.
+#[inline(always)]
 fn add_to(shard: &Shard, cumulative: &[u64], sum: f64, order: Ordering) {
     update_f64(&shard.sum_bits, |s| saturating_sum(s, sum));
     let mut previous = 0;

@@ -1,7 +1,6 @@
 //! The metrics core (std only): counters, gauges, histograms, labelled
-//! families, a registry, and Prometheus text and OpenMetrics encoders. Names
-//! and labels are checked at registration, so the hot paths cannot fail.
-//! See `docs/metrics-library.md`.
+//! families, a registry, and Prometheus text and OpenMetrics encoders; see
+//! `docs/metrics-library.md`.
 
 mod ceiling;
 mod counter;

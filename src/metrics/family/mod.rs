@@ -76,9 +76,7 @@ struct Writer {
 }
 
 /// A family of series of one metric type, keyed by label values. Safe to
-/// share across threads.
-///
-/// Lookups take no lock: they probe an open-addressing index of set-once
+/// share across threads. Lookups take no lock: they probe an open-addressing index of set-once
 /// slots by a seeded hash and compare the values; inserts take a mutex. A
 /// slot holds a clone of its metric, so `M` must be a handle whose clones
 /// share a value. Series live in doubling chunks, never moved or removed.
