@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
-use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
+use super::encode::{
+    header_bytes, le_strings, openmetrics_name, series_bytes, write_header, write_histograms,
+    write_samples, write_single, Format, Kind, Pieces,
+};
 use super::error::{Error, ErrorKind, Result};
 use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
 use super::format::write_labels;
@@ -222,7 +225,7 @@ impl Registry {
     ) -> Result<HistogramFamily> {
         check_label_names(name, labels)?;
         let bounds = checked_bounds(name, bounds)?;
-        let les = encode::le_strings(&bounds);
+        let les = le_strings(&bounds);
         let make = move || Histogram::with_checked_bounds(bounds.clone());
         let body = |f| Body::Histograms(f, les.clone());
         let meta = (name, help, Kind::Histogram);
@@ -302,36 +305,31 @@ impl Registry {
             let name = e.name.as_str();
             // A family with no series still shows HELP and TYPE, as the Go
             // and Python clients do.
-            encode::write_header(out, fmt, name, &e.help, e.kind);
+            write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
-                Body::Counters(f, 1) => {
-                    encode::write_samples(out, pieces, fmt, name, f, Counter::get)?
-                }
+                Body::Counters(f, 1) => write_samples(out, pieces, fmt, name, f, Counter::get)?,
                 Body::Counters(f, per_unit) => {
                     // One correctly rounded division: the nearest double to
                     // the exact decimal, which prints as that decimal.
                     let per_unit = f64::from(*per_unit);
-                    encode::write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
+                    write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
                 }
-                Body::Gauges(f) => encode::write_samples(out, pieces, fmt, name, f, Gauge::get)?,
-                Body::Histograms(f, les) => {
-                    encode::write_histograms(out, pieces, fmt, name, les, f)?
-                }
+                Body::Gauges(f) => write_samples(out, pieces, fmt, name, f, Gauge::get)?,
+                Body::Histograms(f, les) => write_histograms(out, pieces, fmt, name, les, f)?,
                 Body::GaugeFn(f) => {
                     let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
-                    encode::write_single(out, fmt, name, v);
+                    write_single(out, fmt, name, v);
                 }
                 Body::Collected(c, i) => {
+                    // A collector's values are read once per scrape.
                     let key = Arc::as_ptr(c) as *const ();
-                    let at = match collected.iter().position(|(k, _)| *k == key) {
-                        Some(at) => at,
-                        None => {
-                            collected.push((key, guarded(|| c.collect())));
-                            collected.len() - 1
-                        }
-                    };
-                    let v = collected[at].1.get(*i).copied().unwrap_or(f64::NAN);
-                    encode::write_single(out, fmt, name, v);
+                    if !collected.iter().any(|(k, _)| *k == key) {
+                        collected.push((key, guarded(|| c.collect())));
+                    }
+                    let values = collected.iter().find(|(k, _)| *k == key);
+                    let v = values.and_then(|(_, v)| v.get(*i)).copied();
+                    let v = v.unwrap_or(f64::NAN);
+                    write_single(out, fmt, name, v);
                 }
             }
         }
@@ -383,9 +381,9 @@ impl Registry {
         let Some(ceiling) = &self.ceiling else {
             return Ok((None, (0, 0)));
         };
-        let header = encode::header_bytes(name, help, kind);
+        let header = header_bytes(name, help, kind);
         let (label_bytes, series) = if labels.is_empty() {
-            (0, encode::series_bytes(name, kind, les, 0))
+            (0, series_bytes(name, kind, les, 0))
         } else {
             // `a="other",b="other"`, and `metric="name"`.
             let other: usize = labels
@@ -395,8 +393,8 @@ impl Registry {
                 - 1;
             let mut metric = Vec::new();
             write_labels(&mut metric, [("metric", name)].into_iter());
-            let overflow = encode::series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
-            let series = encode::series_bytes(name, kind, les, other);
+            let overflow = series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
+            let series = series_bytes(name, kind, les, other);
             (other as u64, series + overflow)
         };
         let fixed = (label_bytes, header + series);
@@ -415,7 +413,7 @@ impl Registry {
             let (name, les) = (name.to_string(), les.to_vec());
             Charge {
                 ceiling: ceiling.clone(),
-                weigh: Box::new(move |labels| encode::series_bytes(&name, kind, &les, labels)),
+                weigh: Box::new(move |labels| series_bytes(&name, kind, &les, labels)),
             }
         });
         Ok((charge, fixed))
