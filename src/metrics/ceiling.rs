@@ -33,27 +33,20 @@ impl ByteCeiling {
         (labels.1, exposition.1)
     }
 
-    /// What is left under each limit (0 where there is none).
-    pub(crate) fn left(&self) -> (u64, u64) {
-        let [labels, exposition] = *lock(&self.inner);
-        (
-            labels.0.saturating_sub(labels.1),
-            exposition.0.saturating_sub(exposition.1),
-        )
-    }
-
-    /// Counts `labels` and `exposition` bytes if both fit; says whether.
-    pub(crate) fn take(&self, labels: u64, exposition: u64) -> bool {
+    /// Counts `labels` and `exposition` bytes if both fit; if not, counts
+    /// nothing and gives what is left under each limit (0 where there is none).
+    pub(crate) fn take(&self, labels: u64, exposition: u64) -> Result<(), (u64, u64)> {
         let mut u = lock(&self.inner);
         let fits = |(limit, used): (u64, u64), more: u64| {
             limit == 0 || used.checked_add(more).is_some_and(|n| n <= limit)
         };
         if !fits(u[0], labels) || !fits(u[1], exposition) {
-            return false;
+            let left = |(limit, used): (u64, u64)| limit.saturating_sub(used);
+            return Err((left(u[0]), left(u[1])));
         }
         u[0].1 = u[0].1.saturating_add(labels);
         u[1].1 = u[1].1.saturating_add(exposition);
-        true
+        Ok(())
     }
 
     /// Gives back what [`ByteCeiling::take`] counted.
@@ -72,19 +65,20 @@ mod tests {
     #[test]
     fn counts_what_fits_and_nothing_of_what_does_not() {
         let c = ByteCeiling::new(10, 100);
-        assert!(c.take(4, 60));
-        assert!(!c.take(7, 1), "labels over");
-        assert!(!c.take(1, 41), "exposition over");
+        assert!(c.take(4, 60).is_ok());
+        assert_eq!(c.take(7, 1), Err((6, 40)), "labels over");
+        assert_eq!(c.take(1, 41), Err((6, 40)), "exposition over");
         assert_eq!(c.used(), (4, 60));
-        assert_eq!(c.left(), (6, 40));
-        assert!(c.take(6, 40));
-        assert!(!c.take(0, 1));
+        assert!(c.take(6, 40).is_ok());
+        assert!(c.take(0, 1).is_err());
         c.give_back(6, 40);
         assert_eq!(c.used(), (4, 60));
         let unlimited = ByteCeiling::new(0, 0);
-        assert!(unlimited.take(u64::MAX, u64::MAX));
-        assert!(unlimited.take(1, 1));
-        assert_eq!(unlimited.left(), (0, 0));
+        assert!(unlimited.take(u64::MAX, u64::MAX).is_ok());
+        assert!(unlimited.take(1, 1).is_ok());
+        // No limit leaves 0 of it, where the other is over.
+        let one = ByteCeiling::new(0, 10);
+        assert_eq!(one.take(u64::MAX, 11), Err((0, 10)));
     }
 
     /// The bytes of the lines of `text` that the ceiling counts: all but
@@ -164,7 +158,7 @@ mod tests {
         // Once full, new label sets go to the overflow series.
         let f = w.gauge_family("more", "M.", &["a"]).unwrap();
         let mut i = 0;
-        while ceiling.take(0, 0) && f.existing(&["other"]).is_none() {
+        while ceiling.take(0, 0).is_ok() && f.existing(&["other"]).is_none() {
             f.set(&[&i.to_string()], 1.0);
             i += 1;
         }

@@ -71,11 +71,7 @@ impl Exemplar {
             while let Some(c) = rest.next() {
                 match c {
                     '"' => break,
-                    '\\' => match rest.next() {
-                        Some('n') => value.push('\n'),
-                        Some(c) => value.push(c),
-                        None => {}
-                    },
+                    '\\' => value.extend(rest.next().map(|c| if c == 'n' { '\n' } else { c })),
                     c => value.push(c),
                 }
             }

@@ -36,8 +36,10 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
 pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
     let start = out.len();
     write_float(out, v);
-    let written = &out[start..];
-    if written.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+    if out[start..]
+        .iter()
+        .all(|b| b.is_ascii_digit() || *b == b'-')
+    {
         out.extend_from_slice(b".0");
     }
 }

@@ -119,8 +119,13 @@ impl Registry {
     /// Creates a registry. It always holds `conductor_series_overflow_total`.
     pub fn with_options(options: RegistryOptions) -> Registry {
         // One series per labelled family, so it cannot itself overflow.
-        let overflow = Family::new(&["metric"], usize::MAX, Counter::new(), Counter::new, None);
-        let overflow = Arc::new(overflow);
+        let overflow = Arc::new(Family::new(
+            &["metric"],
+            usize::MAX,
+            Counter::new(),
+            Counter::new,
+            None,
+        ));
         let registry = Registry {
             inner: Arc::new(Inner {
                 options,
@@ -398,8 +403,7 @@ impl Registry {
             (other as u64, series + overflow)
         };
         let fixed = (label_bytes, header + series);
-        if !ceiling.take(fixed.0, fixed.1) {
-            let left = ceiling.left();
+        if let Err(left) = ceiling.take(fixed.0, fixed.1) {
             let message = format!(
                 "metric {name} does not fit under its byte ceiling: its header and \
                  overflow series take {} bytes of a scrape and {} label bytes, where \

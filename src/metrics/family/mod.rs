@@ -228,7 +228,7 @@ impl<M: Clone> Family<M> {
     fn affords(&self, labels: &[u8]) -> bool {
         self.charge.as_ref().is_none_or(|c| {
             let exposition = (c.weigh)(labels.len());
-            c.ceiling.take(labels.len() as u64, exposition)
+            c.ceiling.take(labels.len() as u64, exposition).is_ok()
         })
     }
 
