@@ -70,6 +70,7 @@ pub(crate) struct Charge {
 
 /// What the insert mutex guards: series numbers in label-value order, and
 /// the overflow series' number.
+#[derive(Default)]
 struct Writer {
     sorted: Vec<u32>,
     overflow: Option<u32>,
@@ -126,10 +127,7 @@ impl<M: Clone> Family<M> {
             chunks: std::array::from_fn(|_| OnceLock::new()),
             tables,
             current: AtomicUsize::new(0),
-            writer: Mutex::new(Writer {
-                sorted: Vec::new(),
-                overflow: None,
-            }),
+            writer: Mutex::default(),
             prefixed: OnceLock::new(),
             charge,
             exemplars: Exemplars::default(),
