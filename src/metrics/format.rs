@@ -44,15 +44,24 @@ pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Appends an unsigned integer in decimal, below 10^8 (nearly every count)
-/// without going through `fmt`.
+/// Appends an unsigned integer in decimal, without going through `fmt`.
 #[inline]
-pub fn write_uint(out: &mut Vec<u8>, v: u64) {
-    match u32::try_from(v).ok().filter(|&v| v < 100_000_000) {
-        Some(v) => write_small_uint(out, v),
-        // Writing to a Vec cannot fail.
-        None => drop(write!(out, "{v}")),
+pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    if let Some(v) = u32::try_from(v).ok().filter(|&v| v < 100_000_000) {
+        write_small_uint(out, v);
+        return;
     }
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// [`write_uint`] for `v` below 10^8, always inlined. The digits are put
