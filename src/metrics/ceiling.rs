@@ -6,72 +6,54 @@ use std::sync::{Arc, Mutex};
 use super::lock;
 
 /// A ceiling on the bytes of the families registered through
-/// [`Registry::within`]. Cloning is cheap and clones share the same count;
-/// safe to share across threads.
-///
-/// It counts, each against its own limit (0 for none), **label bytes**
-/// (series' escaped labels, in memory) and **exposition bytes** (the most a
-/// scrape can write, values at their widest). A family's fixed part that
-/// does not fit fails registration; a new series that does not fit goes to
-/// the overflow series. Series are never removed, so the count only grows.
-///
-/// [`Registry::within`]: super::Registry::within
+/// [`Registry::within`](super::Registry::within): their series' escaped
+/// labels, and the most a scrape of them can write, each against its own
+/// limit (0 for none). A family's fixed part that does not fit fails
+/// registration; a new series that does not fit goes to the overflow
+/// series, and series are never removed. Cloning is cheap and clones share
+/// the count; safe to share across threads.
 #[derive(Clone, Debug)]
 pub struct ByteCeiling {
-    /// Every change under it is two stores that cannot panic (see `lock`).
-    inner: Arc<Mutex<Usage>>,
-}
-
-#[derive(Debug)]
-struct Usage {
-    limits: (u64, u64),
-    used: (u64, u64),
+    /// Limits and used, of labels and of exposition; changes cannot panic.
+    inner: Arc<Mutex<[(u64, u64); 2]>>,
 }
 
 impl ByteCeiling {
     /// A ceiling of `label_bytes` and `exposition_bytes`; 0 is no limit.
     pub fn new(label_bytes: u64, exposition_bytes: u64) -> ByteCeiling {
+        let limits = [(label_bytes, 0), (exposition_bytes, 0)];
         ByteCeiling {
-            inner: Arc::new(Mutex::new(Usage {
-                limits: (label_bytes, exposition_bytes),
-                used: (0, 0),
-            })),
+            inner: Arc::new(Mutex::new(limits)),
         }
     }
 
     /// The label bytes and exposition bytes counted so far.
     pub fn used(&self) -> (u64, u64) {
-        lock(&self.inner).used
+        let [labels, exposition] = *lock(&self.inner);
+        (labels.1, exposition.1)
     }
 
-    /// What is left under each limit (0 where there is none).
-    pub(crate) fn left(&self) -> (u64, u64) {
-        let u = lock(&self.inner);
-        (
-            u.limits.0.saturating_sub(u.used.0),
-            u.limits.1.saturating_sub(u.used.1),
-        )
-    }
-
-    /// Counts `labels` and `exposition` bytes if both fit; says whether.
-    pub(crate) fn take(&self, labels: u64, exposition: u64) -> bool {
+    /// Counts `labels` and `exposition` bytes if both fit; if not, counts
+    /// nothing and gives what is left under each limit (0 where there is none).
+    pub(crate) fn take(&self, labels: u64, exposition: u64) -> Result<(), (u64, u64)> {
         let mut u = lock(&self.inner);
-        let fits = |limit: u64, used: u64, more: u64| {
+        let fits = |(limit, used): (u64, u64), more: u64| {
             limit == 0 || used.checked_add(more).is_some_and(|n| n <= limit)
         };
-        if !fits(u.limits.0, u.used.0, labels) || !fits(u.limits.1, u.used.1, exposition) {
-            return false;
+        if !fits(u[0], labels) || !fits(u[1], exposition) {
+            let left = |(limit, used): (u64, u64)| limit.saturating_sub(used);
+            return Err((left(u[0]), left(u[1])));
         }
-        u.used.0 = u.used.0.saturating_add(labels);
-        u.used.1 = u.used.1.saturating_add(exposition);
-        true
+        u[0].1 = u[0].1.saturating_add(labels);
+        u[1].1 = u[1].1.saturating_add(exposition);
+        Ok(())
     }
 
     /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
         let mut u = lock(&self.inner);
-        u.used.0 = u.used.0.saturating_sub(labels);
-        u.used.1 = u.used.1.saturating_sub(exposition);
+        u[0].1 = u[0].1.saturating_sub(labels);
+        u[1].1 = u[1].1.saturating_sub(exposition);
     }
 }
 
@@ -83,19 +65,20 @@ mod tests {
     #[test]
     fn counts_what_fits_and_nothing_of_what_does_not() {
         let c = ByteCeiling::new(10, 100);
-        assert!(c.take(4, 60));
-        assert!(!c.take(7, 1), "labels over");
-        assert!(!c.take(1, 41), "exposition over");
+        assert!(c.take(4, 60).is_ok());
+        assert_eq!(c.take(7, 1), Err((6, 40)), "labels over");
+        assert_eq!(c.take(1, 41), Err((6, 40)), "exposition over");
         assert_eq!(c.used(), (4, 60));
-        assert_eq!(c.left(), (6, 40));
-        assert!(c.take(6, 40));
-        assert!(!c.take(0, 1));
+        assert!(c.take(6, 40).is_ok());
+        assert!(c.take(0, 1).is_err());
         c.give_back(6, 40);
         assert_eq!(c.used(), (4, 60));
         let unlimited = ByteCeiling::new(0, 0);
-        assert!(unlimited.take(u64::MAX, u64::MAX));
-        assert!(unlimited.take(1, 1));
-        assert_eq!(unlimited.left(), (0, 0));
+        assert!(unlimited.take(u64::MAX, u64::MAX).is_ok());
+        assert!(unlimited.take(1, 1).is_ok());
+        // No limit leaves 0 of it, where the other is over.
+        let one = ByteCeiling::new(0, 10);
+        assert_eq!(one.take(u64::MAX, 11), Err((0, 10)));
     }
 
     /// The bytes of the lines of `text` that the ceiling counts: all but
@@ -175,7 +158,7 @@ mod tests {
         // Once full, new label sets go to the overflow series.
         let f = w.gauge_family("more", "M.", &["a"]).unwrap();
         let mut i = 0;
-        while ceiling.take(0, 0) && f.existing(&["other"]).is_none() {
+        while ceiling.take(0, 0).is_ok() && f.existing(&["other"]).is_none() {
             f.set(&[&i.to_string()], 1.0);
             i += 1;
         }

@@ -5,23 +5,13 @@ use std::sync::Arc;
 
 /// A counter: a value that only goes up. Cloning is cheap and every clone
 /// updates the same value; safe to share across threads.
-///
-/// Like client_golang's, it sums whole increments in an integer and
-/// fractional ones in a float. Both saturate (`u64::MAX`, `f64::MAX`), so
-/// huge increments pin the counter rather than wrap it or make it infinite.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
-    core: Arc<CounterCore>,
+    // As client_golang's: whole increments in an integer, fractional ones in
+    // a float, each saturating rather than wrap or become infinite. Relaxed
+    // throughout: each is one independent total, publishing no other memory.
+    core: Arc<(AtomicU64, AtomicU64)>,
 }
-
-#[derive(Debug, Default)]
-struct CounterCore {
-    int: AtomicU64,
-    float_bits: AtomicU64,
-}
-
-// Relaxed ordering is enough throughout this module: each field is one
-// independent atomic total, and no other memory is published through it.
 
 impl Counter {
     /// Creates a counter at zero, not registered anywhere.
@@ -39,7 +29,7 @@ impl Counter {
     #[inline]
     pub fn inc_by(&self, n: u64) {
         // The closure always returns Some, so the update cannot fail.
-        let _ = (self.core.int).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        let _ = (self.core.0).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
             Some(c.saturating_add(n))
         });
     }
@@ -54,32 +44,28 @@ impl Counter {
             self.inc_by(v as u64);
             return;
         }
-        add_fraction(&self.core.float_bits, v);
+        add_fraction(&self.core.1, v);
     }
 
-    /// The value's whole-number and fractional parts, which
-    /// [`Counter::add_parts`] adds back exactly, across a restart.
+    /// The value's whole and fractional parts, for [`Counter::add_parts`].
     pub fn parts(&self) -> (u64, f64) {
-        let int = self.core.int.load(Ordering::Relaxed);
-        (
-            int,
-            f64::from_bits(self.core.float_bits.load(Ordering::Relaxed)),
-        )
+        let int = self.core.0.load(Ordering::Relaxed);
+        (int, f64::from_bits(self.core.1.load(Ordering::Relaxed)))
     }
 
-    /// Adds a value in the parts [`Counter::parts`] gives; a fractional part
-    /// [`Counter::add`] would ignore is ignored.
+    /// Adds a value in the parts [`Counter::parts`] gives, exactly; a
+    /// fraction [`Counter::add`] would ignore is ignored.
     pub fn add_parts(&self, int: u64, fraction: f64) {
         self.inc_by(int);
         if fraction.is_finite() && fraction >= 0.0 {
-            add_fraction(&self.core.float_bits, fraction);
+            add_fraction(&self.core.1, fraction);
         }
     }
 
     /// The current value.
     pub fn get(&self) -> f64 {
-        let int = self.core.int.load(Ordering::Relaxed) as f64;
-        int + f64::from_bits(self.core.float_bits.load(Ordering::Relaxed))
+        let int = self.core.0.load(Ordering::Relaxed) as f64;
+        int + f64::from_bits(self.core.1.load(Ordering::Relaxed))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0): straight into a
-//! byte buffer, no intermediate model, passed on in pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing straight
+//! into a byte buffer passed on in pieces between series.
 
 use std::io;
 
@@ -41,11 +41,8 @@ impl Format {
     /// `application/openmetrics-text` (version 1.0.0 or none) has a quality
     /// no lower than any text format's; otherwise 0.0.4.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else {
-            return Format::Text;
-        };
         let (mut om, mut text) = (0.0f64, 0.0f64);
-        for range in accept.split(',') {
+        for range in accept.unwrap_or("").split(',') {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let (mut q, mut version) = (1.0f64, None);
@@ -141,8 +138,8 @@ fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
 
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
-    // A whole number below 1e6, the usual value, is its digits in both
-    // formats (OpenMetrics adds `.0`); the u32 round trip skips `trunc`.
+    // The usual value, a whole number below 1e6, is its digits in both
+    // formats; the u32 round trip skips `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
         if fmt == Format::OpenMetrics {
@@ -172,15 +169,14 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     out.push(b'\n');
 }
 
-/// Where a scrape goes: its bytes collect in a buffer that is handed to
-/// `flush` between series once it holds a piece. It also holds a copy of a
-/// family's series numbers while they are rendered, so that the family's
-/// insert mutex is not held while `flush` waits for a slow client.
+/// Where a scrape goes: `flush` gets the buffer between series once it
+/// holds a piece. `numbers` copies a family's series numbers, so that its
+/// insert mutex is not held while `flush` waits for a slow client;
+/// `scratch` is reused between histogram series.
 pub(crate) struct Pieces<'a> {
     piece: usize,
     flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
     numbers: Vec<u32>,
-    /// Reused between histogram series.
     scratch: Vec<u64>,
 }
 
@@ -207,9 +203,8 @@ impl<'a> Pieces<'a> {
     }
 
     /// Calls `write` on each series of `f` in render order, with its
-    /// exemplars when `exemplars`, passing `out` on whenever it holds a
-    /// piece. The exemplars stay locked while writing (offers wait, rather
-    /// than a scrape copying them) but not while a piece goes to a client.
+    /// exemplars if asked, which stay locked while writing (offers wait
+    /// rather than a scrape copy them) but not while a piece is flushed.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,
@@ -241,13 +236,10 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Writes one `name{labels} value` line per series, in OpenMetrics with
-/// the series' exemplar, if any, after the value.
-///
-/// Each series keeps its `name{labels} ` from the first scrape (a line is
-/// then one copy and the value, for the name's bytes once more per series);
-/// families with exemplars keep none. Out of line so its loop compiles on
-/// its own, not inside `render`.
+/// Writes one `name{labels} value` line per series, and in OpenMetrics its
+/// exemplar. Each series keeps its `name{labels} ` from the first scrape
+/// (unless the family has exemplars), so a line is one copy and the value.
+/// Out of line so its loop compiles on its own.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,
@@ -277,8 +269,7 @@ pub(crate) fn write_samples<M: Clone>(
     })
 }
 
-/// Writes every sample of a histogram family (`les` from [`le_strings`]);
-/// in OpenMetrics a bucket's exemplar follows its count.
+/// Writes every sample of a histogram family (`les` from [`le_strings`]).
 pub(crate) fn write_histograms(
     out: &mut Vec<u8>,
     pieces: &mut Pieces<'_>,
@@ -321,15 +312,13 @@ pub(crate) fn write_histograms(
     result
 }
 
-/// The widest sample value either format writes: a sign, 17 significant
-/// digits, a point and a four-character exponent, `-1.2345678901234567e-300`.
+/// The widest value either format writes, `-1.2345678901234567e-300`.
 const MAX_VALUE_BYTES: usize = 24;
 
-/// The widest count: `u64::MAX` has 20 digits.
+/// The widest count, `u64::MAX`.
 const MAX_COUNT_BYTES: usize = 20;
 
-/// The most bytes one series of `name` can take in a scrape, in either
-/// format, whatever its values: `labels` is its rendered labels' length.
+/// The most bytes a series with `labels` bytes of labels takes in a scrape.
 pub(crate) fn series_bytes(name: &str, kind: Kind, les: &[Box<[u8]>], labels: usize) -> u64 {
     let n = name.len();
     // `{labels} ` on a sample line; `labels,` before a bucket's `le`.
@@ -360,18 +349,15 @@ pub(crate) fn header_bytes(name: &str, help: &str, kind: Kind) -> u64 {
     text.max(out.len()) as u64
 }
 
-/// Bucket bounds as `le` values, `+Inf` last: the same in both formats,
-/// so that both store the same series.
+/// Bucket bounds as `le` values, `+Inf` last, the same in both formats.
 pub(crate) fn le_strings(bounds: &[f64]) -> Box<[Box<[u8]>]> {
-    bounds
-        .iter()
-        .map(|b| {
-            let mut s = Vec::new();
-            write_float(&mut s, *b);
-            s.into_boxed_slice()
-        })
-        .chain(std::iter::once(b"+Inf".to_vec().into_boxed_slice()))
-        .collect()
+    let le = |b: &f64| {
+        let mut s = Vec::new();
+        write_float(&mut s, *b);
+        s
+    };
+    let les = bounds.iter().map(le).chain([b"+Inf".to_vec()]);
+    les.map(Vec::into_boxed_slice).collect()
 }
 
 #[cfg(test)]
@@ -429,7 +415,7 @@ mod tests {
 
     #[test]
     fn samples_are_exact_in_both_formats_and_scrapes() {
-        let f = Family::new(&["k"], 10, Counter::new(), Gauge::new);
+        let f = Family::new(&["k"], 10, Counter::new(), Gauge::new, None);
         for (k, v) in [
             ("a", 0.0),
             ("b", 7.0),
@@ -440,7 +426,7 @@ mod tests {
             f.with(&[k], |g| g.set(v));
         }
         f.with(&["f"], |g| g.set(0.25));
-        let unlabelled = Family::new(&[], 1, Counter::new(), Counter::new);
+        let unlabelled = Family::new(&[], 1, Counter::new(), Counter::new, None);
         unlabelled.with(&[], |c| c.inc_by(42));
         let text = "g{k=\"a\"} 0\ng{k=\"b\"} 7\ng{k=\"c\"} 999999\ng{k=\"d\"} 1e+06\n\
                     g{k=\"e\"} -3\ng{k=\"f\"} 0.25\nc_total 42\n";

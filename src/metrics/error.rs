@@ -2,22 +2,22 @@
 
 use std::fmt;
 
-/// Why a registration was refused. Registration is the only fallible step:
-/// once a handle exists, its hot paths cannot fail.
+/// The result of a registration.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why a registration was refused: the only fallible step, so that a
+/// handle's hot paths cannot fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
 }
 
-/// What a caller can ask of a refusal; its message, which names the metric,
-/// says the rest.
+/// What a caller can ask of a refusal; its message names the metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
     Refused,
-    /// The name was registered already, or clashes with a family's samples.
     Duplicate,
-    /// A family's fixed part did not fit under its byte ceiling.
     OverCeiling,
 }
 
@@ -26,7 +26,6 @@ impl Error {
         Error { kind, message }
     }
 
-    /// A refusal of another kind than the accessors below ask about.
     pub(crate) fn refused(message: String) -> Error {
         Error::new(ErrorKind::Refused, message)
     }
@@ -37,8 +36,8 @@ impl Error {
         self.kind == ErrorKind::Duplicate
     }
 
-    /// True when the family's fixed part did not fit under its byte
-    /// ceiling (see [`crate::metrics::ByteCeiling`]).
+    /// True when the family's fixed part did not fit under its
+    /// [`ByteCeiling`](crate::metrics::ByteCeiling).
     pub fn is_over_ceiling(&self) -> bool {
         self.kind == ErrorKind::OverCeiling
     }

@@ -5,18 +5,19 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::format::{write_float_openmetrics, write_label_value};
+use super::format::{write_float_openmetrics, write_labels};
 use super::lock;
 use super::name::valid_label_name;
 
-/// The most characters (code points, as OpenMetrics 1.0 counts) an
-/// exemplar's label names and values may hold together.
-pub const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
+/// The most characters (code points) OpenMetrics 1.0 lets an exemplar's
+/// label names and values hold together.
+const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
-/// One observation behind a sample: its labels (a trace id, say; kept
-/// escaped, as a scrape writes them), value and time. Safe to share.
+/// One observation behind a sample: its labels (a trace id, say), value and
+/// time. Safe to share across threads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
+    /// Kept escaped, as a scrape writes them.
     labels: Box<str>,
     value: f64,
     timestamp: f64,
@@ -24,7 +25,6 @@ pub struct Exemplar {
 
 impl Exemplar {
     /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
-    ///
     /// Labels are kept in order; one with an invalid or repeated name, or
     /// that would pass OpenMetrics' 128 characters, is left out whole (a cut
     /// id names nothing). `None` when no label is left, or `value` or
@@ -33,30 +33,21 @@ impl Exemplar {
         if !value.is_finite() || !timestamp.is_finite() {
             return None;
         }
-        let mut text = Vec::new();
-        let mut kept: Vec<&str> = Vec::with_capacity(labels.len());
+        let mut kept: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
         let mut chars = 0;
         for &(name, value) in labels {
             let size = name.chars().count() + value.chars().count();
-            if !valid_label_name(name)
-                || kept.contains(&name)
-                || chars + size > EXEMPLAR_MAX_LABEL_CHARS
-            {
-                continue;
+            let new = !kept.iter().any(|(n, _)| *n == name);
+            if valid_label_name(name) && new && chars + size <= EXEMPLAR_MAX_LABEL_CHARS {
+                kept.push((name, value));
+                chars += size;
             }
-            if !kept.is_empty() {
-                text.push(b',');
-            }
-            text.extend_from_slice(name.as_bytes());
-            text.extend_from_slice(b"=\"");
-            write_label_value(&mut text, value);
-            text.push(b'"');
-            kept.push(name);
-            chars += size;
         }
         if kept.is_empty() {
             return None;
         }
+        let mut text = Vec::new();
+        write_labels(&mut text, kept.into_iter());
         Some(Exemplar {
             // Names are ASCII and values were UTF-8, and escaping only
             // adds ASCII, so the text is UTF-8.
@@ -80,11 +71,7 @@ impl Exemplar {
             while let Some(c) = rest.next() {
                 match c {
                     '"' => break,
-                    '\\' => match rest.next() {
-                        Some('n') => value.push('\n'),
-                        Some(c) => value.push(c),
-                        None => {}
-                    },
+                    '\\' => value.extend(rest.next().map(|c| if c == 'n' { '\n' } else { c })),
                     c => value.push(c),
                 }
             }
@@ -103,9 +90,8 @@ impl Exemplar {
         self.timestamp
     }
 
-    /// Appends ` # {labels} value timestamp` for OpenMetrics. The timestamp
-    /// is plain decimal (`1795439678.5`): Python's prometheus_client reads
-    /// the Go client's `1.7954396785e+09` as 1.795 seconds.
+    /// Appends ` # {labels} value timestamp`, the timestamp in plain decimal:
+    /// prometheus_client reads the Go client's `1.7954396785e+09` as 1.795 s.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b" # {");
         out.extend_from_slice(self.labels.as_bytes());
@@ -116,18 +102,16 @@ impl Exemplar {
     }
 }
 
-/// A series' exemplar slots: one per bucket for a histogram, `+Inf` last,
-/// and one for a counter.
+/// A series' exemplar slots: a histogram's one per bucket, a counter's one.
 pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
-/// A family's exemplars, by series number. Kept beside the series rather
-/// than in each metric so that a family that never has one costs nothing
-/// per series; `inc` and `observe` never take its lock, and a scrape's
-/// guard blocks offers only. Each change is one assignment (see `lock`).
+/// A family's exemplars, by series number: beside the series, so that a
+/// family that never has one costs nothing per series, and `inc` and
+/// `observe` never take its lock. Each change is one assignment (see `lock`).
 pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
 /// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless it
-/// holds a later one by time, so a replay after a restart ends as it began.
+/// holds a later one, so a replay after a restart ends as it began.
 pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
     let mut by_series = lock(exemplars);
     let slots = by_series

@@ -6,6 +6,8 @@
 //! below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`. The same
 //! string is used for `le`, where another spelling would be another series.
 
+use std::io::Write;
+
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
     // Whole numbers below 1e6 (counts) are by far the commonest: a short
@@ -22,13 +24,11 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
     }
     if v.is_nan() {
         out.extend_from_slice(b"NaN");
-        return;
-    }
-    if v.is_infinite() {
+    } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
-        return;
+    } else {
+        write_general(out, v);
     }
-    write_general(out, v);
 }
 
 /// Appends `v` as the Go OpenMetrics writer does: like [`write_float`], but
@@ -36,8 +36,10 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
 pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
     let start = out.len();
     write_float(out, v);
-    let written = &out[start..];
-    if written.iter().all(|b| b.is_ascii_digit() || *b == b'-') {
+    if out[start..]
+        .iter()
+        .all(|b| b.is_ascii_digit() || *b == b'-')
+    {
         out.extend_from_slice(b".0");
     }
 }
@@ -62,15 +64,11 @@ pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// [`write_uint`], always inlined. Below 10^8 the digits are put together
-/// in a register and stored as one 8-byte word, then the buffer is cut back
-/// to their length: cheaper than copying an exact length from memory.
+/// [`write_uint`] for `v` below 10^8, always inlined. The digits are put
+/// together in a register and stored as one 8-byte word, then the buffer is
+/// cut back to their length: cheaper than copying an exact length.
 #[inline(always)]
 pub(crate) fn write_small_uint(out: &mut Vec<u8>, mut v: u32) {
-    if v >= 100_000_000 {
-        write_uint(out, u64::from(v));
-        return;
-    }
     // Little-endian, so the first character is the lowest byte: each step
     // shifts the digits so far up and puts the ones before them below. The
     // bound on `n`, never reached below 10^8, lets the loop be unrolled.
@@ -101,12 +99,10 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 
 /// Writes `v` when it is a whole number of millionths in `[1e-4, 1e6)`
 /// (money in micro-dollars, durations in microseconds), and returns whether
-/// it did; the general path costs several times more.
-///
-/// The digits are the shortest that round-trip, as [`write_general`]'s:
-/// `n / 1e6 == v` proves the decimal parses back to `v`, and below 1e6
-/// doubles are closer than a millionth, so no shorter decimal is `v`. The
-/// range is where Go's `%g` uses fixed notation.
+/// it did; the general path costs several times more. Its digits are the
+/// shortest that round-trip: `n / 1e6 == v` proves the decimal parses back
+/// to `v`, and below 1e6 doubles are closer than a millionth, so no shorter
+/// decimal is `v`. The range is where Go's `%g` uses fixed notation.
 #[inline]
 fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
     let a = v.abs();
@@ -122,63 +118,47 @@ fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
         out.push(b'-');
     }
     write_uint(out, n / 1_000_000);
-    let mut frac = n % 1_000_000;
+    let frac = (n % 1_000_000) as u32;
     if frac > 0 {
-        let mut width = 6;
-        while frac.is_multiple_of(10) {
-            frac /= 10;
-            width -= 1;
+        // `1dddddd` with its `1` made the point and its trailing zeros cut.
+        let point = out.len();
+        write_small_uint(out, frac + 1_000_000);
+        out[point] = b'.';
+        while out.last() == Some(&b'0') {
+            out.pop();
         }
-        let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
-        for d in digits[1..=width].iter_mut().rev() {
-            *d = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        out.extend_from_slice(&digits[..=width]);
     }
     true
 }
 
-/// Rust's `{:e}` gives the shortest round-trip digits; laid out by `%g` rules.
+/// Rust's `{:e}` and `{}` give the shortest round-trip digits; `%g` picks
+/// between them by the exponent, which it writes signed and of two digits.
 fn write_general(out: &mut Vec<u8>, v: f64) {
-    let sci = format!("{:e}", v.abs());
+    let sci = format!("{v:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
-    if v < 0.0 {
-        out.push(b'-');
-    }
-    if !(-4..6).contains(&exp) {
-        out.push(digits[0]);
-        if digits.len() > 1 {
-            out.push(b'.');
-            out.extend_from_slice(&digits[1..]);
-        }
-        out.push(b'e');
-        out.push(if exp < 0 { b'-' } else { b'+' });
-        let e = exp.unsigned_abs();
-        if e < 10 {
-            out.push(b'0');
-        }
-        write_uint(out, u64::from(e));
-        return;
-    }
-    // Fixed notation: `dp` digits before the point.
-    let dp = exp + 1;
-    if dp <= 0 {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', dp.unsigned_abs() as usize));
-        out.extend_from_slice(&digits);
-        return;
-    }
-    let dp = dp as usize;
-    if digits.len() <= dp {
-        out.extend_from_slice(&digits);
-        out.extend(std::iter::repeat_n(b'0', dp - digits.len()));
+    // Writing to a Vec cannot fail.
+    let _ = if (-4..6).contains(&exp) {
+        write!(out, "{v}")
     } else {
-        out.extend_from_slice(&digits[..dp]);
-        out.push(b'.');
-        out.extend_from_slice(&digits[dp..]);
+        let sign = if exp < 0 { '-' } else { '+' };
+        write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    };
+}
+
+/// Appends `a="x",b="y"`, each value escaped.
+pub(crate) fn write_labels<'a>(
+    out: &mut Vec<u8>,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    for (i, (name, value)) in labels.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        write_label_value(out, value);
+        out.push(b'"');
     }
 }
 

@@ -9,8 +9,7 @@ use super::counter::update_f64;
 /// and every clone updates the same value; safe to share across threads.
 #[derive(Clone, Debug, Default)]
 pub struct Gauge {
-    // f64 bits; Relaxed is enough because the value is one independent
-    // atomic and publishes no other memory.
+    // f64 bits; Relaxed is enough: one independent atomic, publishing nothing.
     bits: Arc<AtomicU64>,
 }
 

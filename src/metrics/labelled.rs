@@ -11,12 +11,9 @@ use super::histogram::Histogram;
 use super::lock;
 
 /// A family of metrics of one type with a fixed list of label names.
-/// Cloning is cheap; safe to share across threads.
-///
-/// Cache a handle from [`Labelled::get`], or use the one-shot methods, which
-/// skip its reference count. Values go in the order the names were declared;
-/// a list of the wrong length, or a new one past the series cap, lands on
-/// the overflow series whose every value is `other`.
+/// Cloning is cheap; safe to share across threads. Values go in the order
+/// the names were declared; a list of the wrong length, or a new one past
+/// the series cap, lands on the overflow series whose every value is `other`.
 #[derive(Clone)]
 pub struct Labelled<M> {
     pub(crate) inner: Arc<Family<M>>,
@@ -41,8 +38,7 @@ impl<M: Clone> Labelled<M> {
     }
 
     /// Calls `f` with each series' number and metric, in label-value order,
-    /// overflow last: adding each by its [`Labelled::label_values`] to a new
-    /// family in that order remakes this one.
+    /// overflow last: the order that remakes the family.
     pub fn each(&self, f: impl FnMut(u32, &M)) {
         self.inner.each(f)
     }
@@ -72,8 +68,7 @@ impl CounterFamily {
     }
 
     /// Adds one to the counter for `values` and offers it an exemplar of
-    /// value 1 (see [`Exemplar::new`]), kept if latest by timestamp. Slower
-    /// than [`Labelled::inc`]: it allocates and takes the exemplar lock.
+    /// value 1 (see [`Exemplar::new`]), kept if latest by timestamp.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
@@ -84,18 +79,17 @@ impl CounterFamily {
         })
     }
 
-    /// Offers an exemplar made elsewhere, such as one read back after a
-    /// restart, to the counter for `values`; the value is unchanged.
+    /// Offers an exemplar, such as one read back after a restart, to the
+    /// counter for `values`; the value is unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner
             .with_numbered(values, |i, _| offer(&self.inner.exemplars, i, 1, 0, e))
     }
 
-    /// Every exemplar the family's counters hold, by the series numbers
-    /// [`Labelled::each`] gives.
+    /// Every exemplar the family's counters hold, by series number.
     pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
         // Inserted, not collected: a `collect` into a map compiles a sort of
-        // its own (as `crate::ordered` says), and these are in key order.
+        // its own (see `crate::ordered`), and these are in key order.
         let mut latest = BTreeMap::new();
         for (i, slots) in lock(&self.inner.exemplars).iter() {
             if let Some(Some(e)) = slots.first() {
@@ -137,7 +131,6 @@ impl HistogramFamily {
 
     /// Records `v` in the histogram for `values` and offers its bucket an
     /// exemplar of `v` (see [`Exemplar::new`]), kept if latest by timestamp.
-    /// Slower than [`Labelled::observe`]: it allocates and takes the lock.
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],
@@ -154,8 +147,8 @@ impl HistogramFamily {
         })
     }
 
-    /// Offers an exemplar made elsewhere to the bucket of the histogram for
-    /// `values` that its value falls in; the counts are unchanged.
+    /// Offers an exemplar to the bucket its value falls in, of the histogram
+    /// for `values`; the counts are unchanged.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner.with_numbered(values, |i, h| self.offer(i, h, e))
     }
@@ -165,8 +158,8 @@ impl HistogramFamily {
         offer(&self.inner.exemplars, i, h.bounds().len() + 1, slot, e)
     }
 
-    /// Every exemplar the family's histograms hold, by the series numbers
-    /// [`Labelled::each`] gives: one entry per bucket, `+Inf` last.
+    /// Every exemplar the family's histograms hold, by series number: one
+    /// entry per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
         let mut all = BTreeMap::new();
         for (i, slots) in lock(&self.inner.exemplars).iter() {

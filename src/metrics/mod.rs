@@ -1,7 +1,6 @@
 //! The metrics core (std only): counters, gauges, histograms, labelled
-//! families, a registry, and Prometheus text and OpenMetrics encoders. Names
-//! and labels are checked at registration, so the hot paths cannot fail.
-//! See `docs/metrics-library.md`.
+//! families, a registry, and Prometheus text and OpenMetrics encoders; see
+//! `docs/metrics-library.md`.
 
 mod ceiling;
 mod counter;
@@ -23,7 +22,7 @@ mod timer;
 pub use ceiling::ByteCeiling;
 pub use counter::Counter;
 pub use encode::{Format, Kind, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-pub use error::Error;
+pub use error::{Error, Result};
 pub use exemplar::Exemplar;
 pub use family::OVERFLOW_VALUE;
 pub use gauge::Gauge;

@@ -17,8 +17,7 @@ pub fn valid_label_name(name: &str) -> bool {
     !name.contains(':') && valid_metric_name(name)
 }
 
-/// Checks a family's label names: valid, not reserved (the encoder adds `le`
-/// and `quantile` itself), not repeated.
+/// Checks label names: valid, not repeated, not reserved (`le`, `quantile`).
 pub(crate) fn check_label_names(metric: &str, labels: &[&str]) -> Result<(), Error> {
     for (i, label) in labels.iter().enumerate() {
         let why = if !valid_label_name(label) {

@@ -7,9 +7,8 @@ use super::encode::Kind;
 use super::lock;
 use super::registry::{Collector, Desc};
 
-/// A collector of the standard `process_*` metrics, read from `/proc/self`.
-/// On other systems it describes nothing. Safe to share across threads.
-///
+/// A collector of the standard `process_*` metrics, read from `/proc/self`
+/// (on other systems it describes nothing). Safe to share across threads.
 /// Reading `/proc` costs more than rendering everything else (counting
 /// `/proc/self/fd` alone is a quarter of a scrape with a few dozen
 /// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus
@@ -29,31 +28,16 @@ impl ProcessCollector {
     }
 }
 
-/// The metrics' names and HELP, in the order `process_linux::read` gives
+/// Each metric's name and HELP, in the order `process_linux::read` gives
 /// their values; the first is a counter and the rest gauges.
-const METRICS: [(&str, &str); 7] = [
-    (
-        "process_cpu_seconds_total",
-        "Total user and system CPU time spent in seconds.",
-    ),
-    (
-        "process_max_fds",
-        "Maximum number of open file descriptors.",
-    ),
-    ("process_open_fds", "Number of open file descriptors."),
-    (
-        "process_resident_memory_bytes",
-        "Resident memory size in bytes.",
-    ),
-    (
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-    ),
-    ("process_threads", "Number of OS threads in the process."),
-    (
-        "process_virtual_memory_bytes",
-        "Virtual memory size in bytes.",
-    ),
+const METRICS: [&str; 7] = [
+    "process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+    "process_max_fds Maximum number of open file descriptors.",
+    "process_open_fds Number of open file descriptors.",
+    "process_resident_memory_bytes Resident memory size in bytes.",
+    "process_start_time_seconds Start time of the process since unix epoch in seconds.",
+    "process_threads Number of OS threads in the process.",
+    "process_virtual_memory_bytes Virtual memory size in bytes.",
 ];
 
 impl Collector for ProcessCollector {
@@ -61,10 +45,11 @@ impl Collector for ProcessCollector {
         if !cfg!(target_os = "linux") {
             return Vec::new();
         }
-        let desc = |(i, (name, help)): (usize, &(&str, &str))| Desc {
-            name: name.to_string(),
-            help: help.to_string(),
-            kind: if i == 0 { Kind::Counter } else { Kind::Gauge },
+        let desc = |(i, line): (usize, &&str)| {
+            let (name, help) = line.split_once(' ').unwrap_or((line, ""));
+            let kind = if i == 0 { Kind::Counter } else { Kind::Gauge };
+            let (name, help) = (name.to_string(), help.to_string());
+            Desc { name, help, kind }
         };
         METRICS.iter().enumerate().map(desc).collect()
     }
@@ -72,10 +57,8 @@ impl Collector for ProcessCollector {
     fn collect(&self) -> Vec<f64> {
         // The cache holds plain values; a panic elsewhere cannot corrupt it.
         let mut last = lock(&self.last);
-        if let Some((at, values)) = last.as_ref() {
-            if at.elapsed() < MAX_AGE {
-                return values.clone();
-            }
+        if let Some((_, values)) = last.as_ref().filter(|(at, _)| at.elapsed() < MAX_AGE) {
+            return values.clone();
         }
         #[cfg(target_os = "linux")]
         let values = super::process_linux::read().to_vec();
@@ -86,7 +69,8 @@ impl Collector for ProcessCollector {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use super::*;
 

@@ -50,16 +50,12 @@ fn boot_time() -> f64 {
 
 fn max_fds() -> f64 {
     let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    limits
+    let soft = limits
         .lines()
         .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|soft| {
-            if soft == "unlimited" {
-                f64::INFINITY
-            } else {
-                soft.parse().unwrap_or(f64::NAN)
-            }
-        })
-        .unwrap_or(f64::NAN)
+        .and_then(|rest| rest.split_whitespace().next());
+    match soft {
+        Some("unlimited") => f64::INFINITY,
+        soft => soft.and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
+    }
 }

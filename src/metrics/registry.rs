@@ -2,17 +2,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
-use super::encode::{self, openmetrics_name, Format, Kind, Pieces};
-use super::error::{Error, ErrorKind};
+use super::encode::{
+    header_bytes, le_strings, openmetrics_name, series_bytes, write_header, write_histograms,
+    write_samples, write_single, Format, Kind, Pieces,
+};
+use super::error::{Error, ErrorKind, Result};
 use super::family::{Charge, Family, DEFAULT_SERIES_CAP, OVERFLOW_VALUE};
-use super::format::write_label_value;
+use super::format::write_labels;
 use super::gauge::Gauge;
 use super::histogram::{checked_bounds, Histogram};
 use super::labelled::{CounterFamily, GaugeFamily, HistogramFamily};
+use super::lock;
 use super::name::{check_label_names, valid_metric_name};
 
 /// The name of the counter of lookups sent to a family's overflow series.
@@ -48,24 +52,22 @@ pub struct Desc {
     pub kind: Kind,
 }
 
-/// A source of several unlabelled values read together at scrape time,
-/// such as the process metrics or a budget read under one lock.
+/// A source of several unlabelled values read together at scrape time.
 pub trait Collector: Send + Sync {
     /// The metrics produced, in a fixed order.
     fn describe(&self) -> Vec<Desc>;
-    /// One value per described metric, in the same order. Called once per
-    /// scrape with no registry lock held.
+    /// One value per described metric, in order; once per scrape, unlocked.
     fn collect(&self) -> Vec<f64>;
 }
 
+#[derive(Clone)]
 enum Body {
-    /// Counters, and what their values are divided by when rendered (1 for
-    /// plain counters).
+    /// Counters, and what their values are divided by when rendered.
     Counters(Arc<Family<Counter>>, u32),
     Gauges(Arc<Family<Gauge>>),
     /// Histograms, and their bounds as `le` values, `+Inf` last.
     Histograms(Arc<Family<Histogram>>, Box<[Box<[u8]>]>),
-    GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>),
+    GaugeFn(Arc<dyn Fn() -> f64 + Send + Sync>),
     Collected(Arc<dyn Collector>, usize),
 }
 
@@ -94,7 +96,8 @@ pub struct Registry {
 
 struct Inner {
     options: RegistryOptions,
-    entries: RwLock<Entries>,
+    /// Entries are only ever inserted or removed whole (see `lock`).
+    entries: Mutex<Entries>,
     overflow: Arc<Family<Counter>>,
 }
 
@@ -121,11 +124,12 @@ impl Registry {
             usize::MAX,
             Counter::new(),
             Counter::new,
+            None,
         ));
         let registry = Registry {
             inner: Arc::new(Inner {
                 options,
-                entries: RwLock::new(Entries::default()),
+                entries: Mutex::new(Entries::default()),
                 overflow: overflow.clone(),
             }),
             ceiling: None,
@@ -139,8 +143,8 @@ impl Registry {
         registry
     }
 
-    /// A handle on the same registry through which the labelled families
-    /// registered are held under `ceiling`, as [`ByteCeiling`] describes.
+    /// A handle on the same registry that holds the labelled families it
+    /// registers under `ceiling`.
     pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -148,8 +152,7 @@ impl Registry {
         }
     }
 
-    /// This registry without a ceiling: unlabelled metrics are never held
-    /// under one.
+    /// This registry without a ceiling, for unlabelled metrics.
     fn unbounded(&self) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -158,41 +161,36 @@ impl Registry {
     }
 
     /// Registers an unlabelled counter. Its name must end in `_total`.
-    pub fn counter(&self, name: &str, help: &str) -> Result<Counter, Error> {
+    pub fn counter(&self, name: &str, help: &str) -> Result<Counter> {
         Ok(self.unbounded().counter_family(name, help, &[])?.get(&[]))
     }
 
     /// Registers an unlabelled gauge.
-    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge, Error> {
+    pub fn gauge(&self, name: &str, help: &str) -> Result<Gauge> {
         Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
-    /// Registers a gauge whose value `f` computes at scrape time. `f` runs
-    /// with no registry lock held.
+    /// Registers a gauge whose value `f` computes at scrape time, with no
+    /// registry lock held.
     pub fn gauge_fn(
         &self,
         name: &str,
         help: &str,
         f: impl Fn() -> f64 + Send + Sync + 'static,
-    ) -> Result<(), Error> {
-        let body = Body::GaugeFn(Box::new(f));
+    ) -> Result<()> {
+        let body = Body::GaugeFn(Arc::new(f));
         self.insert((name, help, Kind::Gauge), body, false)
     }
 
     /// Registers an unlabelled histogram with strictly increasing finite
     /// upper bounds (`+Inf` is implied).
-    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram, Error> {
+    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram> {
         let family = self.unbounded().histogram_family(name, help, &[], bounds)?;
         Ok(family.get(&[]))
     }
 
     /// Registers a family of counters with the given label names.
-    pub fn counter_family(
-        &self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<CounterFamily, Error> {
+    pub fn counter_family(&self, name: &str, help: &str, labels: &[&str]) -> Result<CounterFamily> {
         self.fixed_point_counter_family(name, help, labels, 1)
     }
 
@@ -206,7 +204,7 @@ impl Registry {
         help: &str,
         labels: &[&str],
         per_unit: u32,
-    ) -> Result<CounterFamily, Error> {
+    ) -> Result<CounterFamily> {
         check_label_names(name, labels)?;
         let body = |f| Body::Counters(f, per_unit.max(1));
         let meta = (name, help, Kind::Counter);
@@ -215,30 +213,24 @@ impl Registry {
     }
 
     /// Registers a family of gauges with the given label names.
-    pub fn gauge_family(
-        &self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-    ) -> Result<GaugeFamily, Error> {
+    pub fn gauge_family(&self, name: &str, help: &str, labels: &[&str]) -> Result<GaugeFamily> {
         check_label_names(name, labels)?;
         let meta = (name, help, Kind::Gauge);
         let inner = self.family(meta, labels, &[], Gauge::new, Body::Gauges)?;
         Ok(GaugeFamily { inner })
     }
 
-    /// Registers a family of histograms with the given label names and
-    /// bucket bounds.
+    /// Registers a family of histograms with the given label names and bounds.
     pub fn histogram_family(
         &self,
         name: &str,
         help: &str,
         labels: &[&str],
         bounds: &[f64],
-    ) -> Result<HistogramFamily, Error> {
+    ) -> Result<HistogramFamily> {
         check_label_names(name, labels)?;
         let bounds = checked_bounds(name, bounds)?;
-        let les = encode::le_strings(&bounds);
+        let les = le_strings(&bounds);
         let make = move || Histogram::with_checked_bounds(bounds.clone());
         let body = |f| Body::Histograms(f, les.clone());
         let meta = (name, help, Kind::Histogram);
@@ -247,27 +239,21 @@ impl Registry {
     }
 
     /// Serves the counter, gauge or histogram family registered as `of`
-    /// under a second name too, with its own HELP: a fact two systems name
-    /// differently. A gauge's may end in `_total` where another system named
-    /// it so (conductor-loop's `conductor_active_runs_total`). Fails as
-    /// registration does.
-    pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<(), Error> {
-        let original = self.snapshot().into_iter().find(|e| e.name == of);
-        let body = match original.as_ref().map(|e| &e.body) {
-            Some(Body::Counters(f, per_unit)) => Body::Counters(f.clone(), *per_unit),
-            Some(Body::Gauges(f)) => Body::Gauges(f.clone()),
-            Some(Body::Histograms(f, les)) => Body::Histograms(f.clone(), les.clone()),
-            _ => {
-                let what = "is not a registered counter, gauge or histogram family";
-                return Err(Error::refused(format!("alias {name}: {of} {what}")));
-            }
+    /// under a second name too, with its own HELP, for a fact two systems
+    /// name differently; a gauge's may end in `_total` (conductor-loop's
+    /// `conductor_active_runs_total`). Fails as registration does.
+    pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<()> {
+        let original = lock(&self.inner.entries).by_name.get(of).cloned();
+        let computed = |e: &Arc<Entry>| matches!(e.body, Body::GaugeFn(_) | Body::Collected(..));
+        let Some(e) = original.filter(|e| !computed(e)) else {
+            let what = "is not a registered counter, gauge or histogram family";
+            return Err(Error::refused(format!("alias {name}: {of} {what}")));
         };
-        let kind = original.map_or(Kind::Gauge, |e| e.kind);
-        self.insert((name, help, kind), body, kind == Kind::Gauge)
+        self.insert((name, help, e.kind), e.body.clone(), e.kind == Kind::Gauge)
     }
 
     /// Registers every metric a collector describes, or none of them.
-    pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<(), Error> {
+    pub fn register_collector(&self, collector: Arc<dyn Collector>) -> Result<()> {
         let descs = collector.describe();
         for (i, d) in descs.iter().enumerate() {
             let body = Body::Collected(collector.clone(), i);
@@ -293,18 +279,16 @@ impl Registry {
     }
 
     /// Appends a scrape in `fmt` to `out`: families sorted by name, series
-    /// by label values. Reuse `out` between scrapes to avoid reallocating.
-    /// Never panics; callbacks and collectors run with no registry lock held.
+    /// by label values. Callbacks and collectors run with no lock held.
     pub fn render(&self, out: &mut Vec<u8>, fmt: Format) {
         let mut never = |_: &[u8]| Ok(());
         // Nothing is ever passed on, so nothing can fail.
         let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
     }
 
-    /// Writes [`Registry::render`]'s bytes to `out` as rendered, in
-    /// `write_all`s of about [`RENDER_PIECE`] bytes cut between series: a
-    /// scrape costs one piece of memory, and a slow `out` holds no lock that
-    /// recording needs. Stops at `out`'s first error.
+    /// Writes [`Registry::render`]'s bytes to `out` in `write_all`s of
+    /// about [`RENDER_PIECE`] bytes cut between series, holding no lock that
+    /// recording needs while `out` waits. Stops at `out`'s first error.
     pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
         // Room for a piece and the series that passes it, mostly.
         let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
@@ -325,37 +309,32 @@ impl Registry {
         for e in &self.snapshot() {
             let name = e.name.as_str();
             // A family with no series still shows HELP and TYPE, as the Go
-            // and Python clients do: a scrape tells what exists from the start.
-            encode::write_header(out, fmt, name, &e.help, e.kind);
+            // and Python clients do.
+            write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
-                Body::Counters(f, 1) => {
-                    encode::write_samples(out, pieces, fmt, name, f, Counter::get)?
-                }
+                Body::Counters(f, 1) => write_samples(out, pieces, fmt, name, f, Counter::get)?,
                 Body::Counters(f, per_unit) => {
                     // One correctly rounded division: the nearest double to
                     // the exact decimal, which prints as that decimal.
                     let per_unit = f64::from(*per_unit);
-                    encode::write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
+                    write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
                 }
-                Body::Gauges(f) => encode::write_samples(out, pieces, fmt, name, f, Gauge::get)?,
-                Body::Histograms(f, les) => {
-                    encode::write_histograms(out, pieces, fmt, name, les, f)?
-                }
+                Body::Gauges(f) => write_samples(out, pieces, fmt, name, f, Gauge::get)?,
+                Body::Histograms(f, les) => write_histograms(out, pieces, fmt, name, les, f)?,
                 Body::GaugeFn(f) => {
                     let v = guarded(|| vec![f()]).first().copied().unwrap_or(f64::NAN);
-                    encode::write_single(out, fmt, name, v);
+                    write_single(out, fmt, name, v);
                 }
                 Body::Collected(c, i) => {
+                    // A collector's values are read once per scrape.
                     let key = Arc::as_ptr(c) as *const ();
-                    let at = match collected.iter().position(|(k, _)| *k == key) {
-                        Some(at) => at,
-                        None => {
-                            collected.push((key, guarded(|| c.collect())));
-                            collected.len() - 1
-                        }
-                    };
-                    let v = collected[at].1.get(*i).copied().unwrap_or(f64::NAN);
-                    encode::write_single(out, fmt, name, v);
+                    if !collected.iter().any(|(k, _)| *k == key) {
+                        collected.push((key, guarded(|| c.collect())));
+                    }
+                    let values = collected.iter().find(|(k, _)| *k == key);
+                    let v = values.and_then(|(_, v)| v.get(*i)).copied();
+                    let v = v.unwrap_or(f64::NAN);
+                    write_single(out, fmt, name, v);
                 }
             }
         }
@@ -366,14 +345,14 @@ impl Registry {
     }
 
     fn snapshot(&self) -> Vec<Arc<Entry>> {
-        // Entries are only ever inserted whole, so a poisoned lock still
-        // guards a consistent map.
-        let entries = self.inner.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.by_name.values().cloned().collect()
+        lock(&self.inner.entries)
+            .by_name
+            .values()
+            .cloned()
+            .collect()
     }
 
-    /// Registers a labelled family made by `make`, under this handle's
-    /// ceiling if it has one; `les` are a histogram's bounds.
+    /// Registers a family made by `make`; `les` are a histogram's bounds.
     fn family<M: Clone>(
         &self,
         meta: Meta<'_>,
@@ -381,11 +360,11 @@ impl Registry {
         les: &[Box<[u8]>],
         make: impl Fn() -> M + Send + Sync + 'static,
         body: impl FnOnce(Arc<Family<M>>) -> Body,
-    ) -> Result<Arc<Family<M>>, Error> {
+    ) -> Result<Arc<Family<M>>> {
         let overflowed = self.overflowed(meta.0, labels);
-        let family = Family::new(labels, self.inner.options.series_cap, overflowed, make);
-        let (family, counted) = self.charge(family, meta, les, labels)?;
-        let family = Arc::new(family);
+        let (charge, counted) = self.charge(meta, les, labels)?;
+        let cap = self.inner.options.series_cap;
+        let family = Arc::new(Family::new(labels, cap, overflowed, make, charge));
         self.insert(meta, body(family.clone()), false)
             .inspect_err(|_| {
                 if let Some(ceiling) = &self.ceiling {
@@ -395,23 +374,21 @@ impl Registry {
         Ok(family)
     }
 
-    /// Puts a new family under this handle's ceiling, if any: counts its
-    /// fixed part (header; its one series, or its overflow series and that
-    /// one's `OVERFLOW_METRIC` line) and has it count each new series.
-    /// Returns what was counted, to give back.
-    fn charge<M: Clone>(
+    /// Counts a new family's fixed part under this handle's ceiling, if any
+    /// (its header, and its one series or its overflow series and that one's
+    /// `OVERFLOW_METRIC` line); returns what new series cost, and what it counted.
+    fn charge(
         &self,
-        family: Family<M>,
         (name, help, kind): Meta<'_>,
         les: &[Box<[u8]>],
         labels: &[&str],
-    ) -> Result<(Family<M>, (u64, u64)), Error> {
+    ) -> Result<(Option<Charge>, (u64, u64))> {
         let Some(ceiling) = &self.ceiling else {
-            return Ok((family, (0, 0)));
+            return Ok((None, (0, 0)));
         };
-        let header = encode::header_bytes(name, help, kind);
+        let header = header_bytes(name, help, kind);
         let (label_bytes, series) = if labels.is_empty() {
-            (0, encode::series_bytes(name, kind, les, 0))
+            (0, series_bytes(name, kind, les, 0))
         } else {
             // `a="other",b="other"`, and `metric="name"`.
             let other: usize = labels
@@ -419,16 +396,14 @@ impl Registry {
                 .map(|l| l.len() + "=\"\",".len() + OVERFLOW_VALUE.len())
                 .sum::<usize>()
                 - 1;
-            let mut metric = b"metric=\"".to_vec();
-            write_label_value(&mut metric, name);
-            metric.push(b'"');
-            let overflow = encode::series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
-            let series = encode::series_bytes(name, kind, les, other);
+            let mut metric = Vec::new();
+            write_labels(&mut metric, [("metric", name)].into_iter());
+            let overflow = series_bytes(OVERFLOW_METRIC, Kind::Counter, &[], metric.len());
+            let series = series_bytes(name, kind, les, other);
             (other as u64, series + overflow)
         };
         let fixed = (label_bytes, header + series);
-        if !ceiling.take(fixed.0, fixed.1) {
-            let left = ceiling.left();
+        if let Err(left) = ceiling.take(fixed.0, fixed.1) {
             let message = format!(
                 "metric {name} does not fit under its byte ceiling: its header and \
                  overflow series take {} bytes of a scrape and {} label bytes, where \
@@ -437,16 +412,15 @@ impl Registry {
             );
             return Err(Error::new(ErrorKind::OverCeiling, message));
         }
-        if labels.is_empty() {
-            // Its one series is counted: every lookup finds it.
-            return Ok((family, fixed));
-        }
-        let (name, les) = (name.to_string(), les.to_vec());
-        let charge = Charge {
-            ceiling: ceiling.clone(),
-            weigh: Box::new(move |labels| encode::series_bytes(&name, kind, &les, labels)),
-        };
-        Ok((family.charged(charge), fixed))
+        // An unlabelled family's one series is counted: every lookup finds it.
+        let charge = (!labels.is_empty()).then(|| {
+            let (name, les) = (name.to_string(), les.to_vec());
+            Charge {
+                ceiling: ceiling.clone(),
+                weigh: Box::new(move |labels| series_bytes(&name, kind, &les, labels)),
+            }
+        });
+        Ok((charge, fixed))
     }
 
     fn overflowed(&self, name: &str, labels: &[&str]) -> Counter {
@@ -457,28 +431,22 @@ impl Registry {
     }
 
     /// Adds a family; `total_gauge` lets a gauge's name end in `_total`.
-    fn insert(
-        &self,
-        (name, help, kind): Meta<'_>,
-        body: Body,
-        total_gauge: bool,
-    ) -> Result<(), Error> {
-        let refused = match (kind, name.ends_with("_total")) {
-            _ if !valid_metric_name(name) => {
-                format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
-            }
-            (Kind::Counter, false) => format!("counter {name} must end in _total"),
-            (Kind::Gauge, true) if total_gauge => String::new(),
-            (Kind::Gauge | Kind::Histogram, true) => {
-                format!("metric {name} is not a counter and must not end in _total")
-            }
-            _ => String::new(),
+    fn insert(&self, (name, help, kind): Meta<'_>, body: Body, total_gauge: bool) -> Result<()> {
+        let total = name.ends_with("_total");
+        let refused = if !valid_metric_name(name) {
+            format!("metric name {name:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*")
+        } else if kind == Kind::Counter && !total {
+            format!("counter {name} must end in _total")
+        } else if kind != Kind::Counter && total && !total_gauge {
+            format!("metric {name} is not a counter and must not end in _total")
+        } else {
+            String::new()
         };
         if !refused.is_empty() {
             return Err(Error::refused(refused));
         }
         let claims = claimed_names(name, kind);
-        let mut entries = self.entries();
+        let mut entries = lock(&self.inner.entries);
         let duplicate = |m| Err(Error::new(ErrorKind::Duplicate, m));
         if entries.by_name.contains_key(name) {
             return duplicate(format!("metric {name} is already registered"));
@@ -502,24 +470,15 @@ impl Registry {
     }
 
     fn remove<'a>(&self, names: impl Iterator<Item = &'a str>) {
-        let mut entries = self.entries();
+        let mut entries = lock(&self.inner.entries);
         for name in names {
             entries.by_name.remove(name);
             entries.claimed.retain(|_, owner| owner != name);
         }
     }
-
-    fn entries(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
-        // As in `snapshot`, a poisoned lock still guards a consistent map.
-        self.inner
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-    }
 }
 
-/// Runs a user callback, turning a panic into no values (rendered as NaN)
-/// so that one bad callback cannot fail a scrape.
+/// Runs a user callback, a panic giving no values (rendered as NaN).
 fn guarded(f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_default()
 }

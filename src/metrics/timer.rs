@@ -1,5 +1,4 @@
-//! A guard that times a block and observes the seconds into a histogram,
-//! and the `start_timer` methods that make one.
+//! A guard that times a block and observes the seconds into a histogram.
 
 use std::time::Instant;
 
@@ -16,10 +15,7 @@ pub struct Timer {
 
 enum Target {
     Plain(Histogram),
-    Family {
-        family: HistogramFamily,
-        values: Vec<String>,
-    },
+    Family(HistogramFamily, Vec<String>),
 }
 
 impl Histogram {
@@ -33,33 +29,32 @@ impl Histogram {
 }
 
 impl HistogramFamily {
-    /// Starts a timer observing elapsed seconds into the series for `values`
-    /// when dropped; [`Timer::set_label`] can change a value known at the end.
+    /// Starts a timer that observes the elapsed seconds into the series for
+    /// `values` when dropped.
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),
-            target: Some(Target::Family {
-                family: self.clone(),
-                values: values.iter().map(|s| s.to_string()).collect(),
-            }),
+            target: Some(Target::Family(
+                self.clone(),
+                values.iter().map(|s| s.to_string()).collect(),
+            )),
         }
     }
 }
 
 impl Timer {
-    /// Sets the value of label `name` for the observation this timer will
-    /// make; returns false, changing nothing, for a name the family lacks.
+    /// Sets label `name`'s value for the observation to come; false, and
+    /// nothing changed, for a name the family lacks.
     pub fn set_label(&mut self, name: &str, value: &str) -> bool {
-        let Some(Target::Family { family, values }) = &mut self.target else {
+        let Some(Target::Family(family, values)) = &mut self.target else {
             return false;
         };
-        match family.label_names().iter().position(|n| n == name) {
-            Some(i) if i < values.len() => {
-                values[i] = value.to_string();
-                true
-            }
-            _ => false,
-        }
+        let i = family.label_names().iter().position(|n| n == name);
+        let Some(slot) = i.and_then(|i| values.get_mut(i)) else {
+            return false;
+        };
+        *slot = value.to_string();
+        true
     }
 
     /// Observes now and returns the elapsed seconds.
@@ -76,7 +71,7 @@ impl Timer {
         let seconds = self.start.elapsed().as_secs_f64();
         match self.target.take() {
             Some(Target::Plain(h)) => h.observe(seconds),
-            Some(Target::Family { family, values }) => {
+            Some(Target::Family(family, values)) => {
                 let values: Vec<&str> = values.iter().map(String::as_str).collect();
                 family.observe(&values, seconds);
             }

@@ -3,9 +3,9 @@
 
 use std::cmp::Ordering as Order;
 
-/// The label values of a lookup, hashed by the words of `for_each_word`,
-/// which include each value's length, so `["ab","c"]` and `["a","bc"]`
-/// differ before any comparison. The first words are kept for comparing.
+/// The label values of a lookup, hashed by the words of `for_each_word`
+/// (which spell each value's length: `["ab","c"]` and `["a","bc"]` differ),
+/// and its first words, kept for comparing.
 pub(super) struct Lookup<'a> {
     pub(super) values: &'a [&'a str],
     pub(super) hash: u64,
@@ -13,8 +13,7 @@ pub(super) struct Lookup<'a> {
     pub(super) words: [u64; HEAD],
 }
 
-/// How many key words a lookup keeps, and an index slot holds, for
-/// comparing without the series' own copy.
+/// How many key words a lookup and an index slot keep for comparing.
 pub(super) const HEAD: usize = 4;
 
 impl<'a> Lookup<'a> {
@@ -27,13 +26,16 @@ impl<'a> Lookup<'a> {
             words: [0; HEAD],
         };
         for_each_word(values, |w| {
-            key.hash = mix(key.hash, w);
+            key.hash = (key.hash.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
             if let Some(slot) = key.words.get_mut(key.len) {
                 *slot = w;
             }
             key.len += 1;
         });
-        key.hash = fold(key.hash);
+        // The best-mixed bits, the top ones of the last multiply, go to the
+        // bottom, where probing starts: low product bits never see the high
+        // bytes of the last word, where `id-0001` and `id-0002` differ.
+        key.hash = key.hash.swap_bytes();
         key
     }
 
@@ -49,24 +51,13 @@ impl<'a> Lookup<'a> {
         len as usize == self.len.min(HEAD + 1) && differ == 0
     }
 
-    /// Whether a series' key spells the same values.
+    /// Whether a series' key spells the same values (for keys over `HEAD`
+    /// words: shorter ones `matches_head` settles).
     #[inline(always)]
     pub(super) fn matches(&self, key: &[u64]) -> bool {
-        let w = &self.words;
-        key.len() == self.len
-            && match *key {
-                [] => true,
-                [a] => a == w[0],
-                [a, b] => a == w[0] && b == w[1],
-                [a, b, c] => a == w[0] && b == w[1] && c == w[2],
-                [a, b, c, d] => a == w[0] && b == w[1] && c == w[2] && d == w[3],
-                _ => {
-                    let mut rest = key.iter();
-                    let mut same = true;
-                    for_each_word(self.values, |w| same &= rest.next() == Some(&w));
-                    same
-                }
-            }
+        let (mut rest, mut same) = (key.iter(), key.len() == self.len);
+        for_each_word(self.values, |w| same &= rest.next() == Some(&w));
+        same
     }
 }
 
@@ -145,19 +136,6 @@ fn short_word(s: &[u8]) -> u64 {
         1..=3 => byte(0) | byte(n / 2) | byte(n - 1),
         _ => half(0) | half(n - 4),
     }
-}
-
-#[inline(always)]
-fn mix(h: u64, w: u64) -> u64 {
-    (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95)
-}
-
-/// Moves the best-mixed bits, the top ones of the last multiply, to the
-/// bottom, where probing starts: low product bits never see the high bytes
-/// of the last word, where values such as `id-0001` and `id-0002` differ.
-#[inline(always)]
-fn fold(h: u64) -> u64 {
-    h.swap_bytes()
 }
 
 #[cfg(test)]

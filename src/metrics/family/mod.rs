@@ -1,5 +1,4 @@
-//! The storage behind a labelled family: lock-free series lookup by label
-//! values, a stable render order, and the series cap.
+//! The storage behind a labelled family: lock-free lookup, render order, cap.
 
 mod key;
 
@@ -12,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use super::ceiling::ByteCeiling;
 use super::counter::Counter;
 use super::exemplar::Exemplars;
-use super::format::write_label_value;
+use super::format::write_labels;
 use super::lock;
 use key::{decode, for_each_word, order, Lookup, HEAD};
 
@@ -20,25 +19,24 @@ use key::{decode, for_each_word, order, Lookup, HEAD};
 pub const OVERFLOW_VALUE: &str = "other";
 
 /// The default series cap (see [`super::RegistryOptions`]).
-pub const DEFAULT_SERIES_CAP: usize = 10_000;
+pub(crate) const DEFAULT_SERIES_CAP: usize = 10_000;
 
 /// How many series chunks and index tables a family can have.
 const LEVELS: usize = 32;
 
-/// Index table `t` has `2^(t + 4)` slots.
+/// The slots of index table 0; table `t` has `2^(t + 4)`.
 const FIRST_TABLE: usize = 16;
 
-/// The most series a family holds whatever its cap, so that an index fits
-/// a `u32` and every chunk and table it needs exists.
+/// The most series a family holds whatever its cap: an index fits a `u32`,
+/// and every chunk and table it needs exists.
 const MAX_SERIES: usize = 1 << 31;
 
-/// One series: its label values, their pre-escaped rendering and its metric.
 pub(crate) struct Series<M> {
     /// The values as the words a `Lookup` hashes (see `for_each_word`).
     key: Box<[u64]>,
     /// `a="x",b="y"`, escaped once at creation so scrapes only copy bytes.
     pub(crate) labels: Box<[u8]>,
-    /// `name{labels} `, built by the first scrape: see `Family::prefixes`.
+    /// `name{labels} `, built by the first scrape (see `Family::prefixes`).
     pub(crate) prefix: OnceLock<Box<[u8]>>,
     pub(crate) metric: M,
 }
@@ -47,7 +45,7 @@ pub(crate) struct Series<M> {
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
 /// An index slot: enough to recognise a series by its first key words and
-/// reach its metric without visiting the series (each pointer followed was
+/// reach its metric without visiting the series (a pointer followed costs
 /// a few nanoseconds of every lookup).
 #[derive(Clone)]
 struct Entry<M> {
@@ -55,7 +53,7 @@ struct Entry<M> {
     index: u32,
     /// The number of key words, or `HEAD + 1` for any more.
     len: u32,
-    /// The first key words, zero-padded: all of a key up to `HEAD` words.
+    /// The first key words, zero-padded.
     head: [u64; HEAD],
     metric: M,
 }
@@ -63,28 +61,26 @@ struct Entry<M> {
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
-/// What a new series costs against a shared ceiling: its rendered labels,
-/// and what `weigh` says a scrape of a series with labels that long writes.
+/// A ceiling new series count against: their labels, and what `weigh` says
+/// a scrape of a series with labels that long writes.
 pub(crate) struct Charge {
     pub(crate) ceiling: ByteCeiling,
     pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
 }
 
-/// What only the insert mutex guards: the series numbers in label-value
-/// order, and the overflow series' if it exists.
+/// What the insert mutex guards: series numbers in label-value order, and
+/// the overflow series' number.
+#[derive(Default)]
 struct Writer {
     sorted: Vec<u32>,
     overflow: Option<u32>,
 }
 
 /// A family of series of one metric type, keyed by label values. Safe to
-/// share across threads.
-///
-/// Lookups take no lock: they probe an open-addressing index of set-once
-/// slots by a seeded hash and compare the values, so a collision costs only
-/// a comparison; inserts take a mutex lookups never take. A slot holds a
-/// clone of its metric, so `M` must be a handle whose clones share a value.
-/// Series live in doubling chunks, never moved or removed, so need no lock.
+/// share across threads. Lookups take no lock: they probe an open-addressing index of set-once
+/// slots by a seeded hash and compare the values; inserts take a mutex. A
+/// slot holds a clone of its metric, so `M` must be a handle whose clones
+/// share a value. Series live in doubling chunks, never moved or removed.
 /// The index grows into a table twice the size; old tables live until the
 /// family drops, so a lookup still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
@@ -101,7 +97,6 @@ pub(crate) struct Family<M> {
     writer: Mutex<Writer>,
     /// The metric name in the series' prefixes.
     prefixed: OnceLock<Box<str>>,
-    /// What new series cost, when the family is under a byte ceiling.
     charge: Option<Charge>,
     pub(crate) exemplars: Exemplars,
 }
@@ -112,12 +107,14 @@ pub(crate) struct Family<M> {
 // same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
-    /// An empty family; `overflowed` counts lookups sent to its overflow series.
+    /// An empty family; `overflowed` counts lookups sent to its overflow
+    /// series, where new series go that `charge` does not afford.
     pub(crate) fn new(
         label_names: &[&str],
         cap: usize,
         overflowed: Counter,
         make: impl Fn() -> M + Send + Sync + 'static,
+        charge: Option<Charge>,
     ) -> Family<M> {
         let tables: [OnceLock<_>; LEVELS] = std::array::from_fn(|_| OnceLock::new());
         tables[0].get_or_init(|| empty_table(FIRST_TABLE));
@@ -130,21 +127,11 @@ impl<M: Clone> Family<M> {
             chunks: std::array::from_fn(|_| OnceLock::new()),
             tables,
             current: AtomicUsize::new(0),
-            writer: Mutex::new(Writer {
-                sorted: Vec::new(),
-                overflow: None,
-            }),
+            writer: Mutex::default(),
             prefixed: OnceLock::new(),
-            charge: None,
+            charge,
             exemplars: Exemplars::default(),
         }
-    }
-
-    /// The family with each new series counted against `charge`: one that
-    /// does not fit goes to the overflow series, which the registrar counts.
-    pub(crate) fn charged(mut self, charge: Charge) -> Family<M> {
-        self.charge = Some(charge);
-        self
     }
 
     pub(crate) fn label_names(&self) -> &[String] {
@@ -152,30 +139,26 @@ impl<M: Clone> Family<M> {
     }
 
     /// Runs `f` on the series for `values`, creating it if needed. A value
-    /// list of the wrong length, or a new one past the cap or that the
-    /// family's ceiling cannot take, gets the overflow series.
-    ///
-    /// Inlined: a call's register spills were a tenth of a lookup, and a
-    /// caller's value list length is usually known, unrolling the hashing.
+    /// list of the wrong length, or a new one past the cap or the ceiling,
+    /// gets the overflow series. Inlined: a call's register spills were a
+    /// tenth of a lookup, and a known list length unrolls the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         self.with_numbered(values, |_, m| f(m))
     }
 
-    /// [`Family::with`], given the series' number too (for its exemplars).
+    /// [`Family::with`], `f` also given the series' number.
     #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
             Some(found) => found,
-            // Hashed again there: passing the lookup on made this fast
-            // path copy it to memory first.
+            // Hashed again there: passing the lookup made it spill to memory.
             None => self.find_or_insert(values),
         };
         f(i, metric)
     }
 
-    /// The index and metric of the series `key` names, if the current table
-    /// has it.
+    /// The number and metric of the series `key` names, if indexed.
     #[inline(always)]
     fn find(&self, key: &Lookup) -> Option<(u32, &M)> {
         let table = self.tables.get(self.current.load(Ordering::Acquire))?;
@@ -234,23 +217,16 @@ impl<M: Clone> Family<M> {
     /// `a="x",b="y"`: the labels of the series for `values`, escaped.
     fn render(&self, values: &[&str]) -> Vec<u8> {
         let mut labels = Vec::new();
-        for (i, (name, value)) in self.label_names.iter().zip(values).enumerate() {
-            if i > 0 {
-                labels.push(b',');
-            }
-            labels.extend_from_slice(name.as_bytes());
-            labels.extend_from_slice(b"=\"");
-            write_label_value(&mut labels, value);
-            labels.push(b'"');
-        }
+        let names = self.label_names.iter().map(String::as_str);
+        write_labels(&mut labels, names.zip(values.iter().copied()));
         labels
     }
 
-    /// Whether the ceiling, if any, takes (and counts) a series with `labels`.
+    /// Whether the ceiling, if any, takes (and counts) a series' `labels`.
     fn affords(&self, labels: &[u8]) -> bool {
         self.charge.as_ref().is_none_or(|c| {
             let exposition = (c.weigh)(labels.len());
-            c.ceiling.take(labels.len() as u64, exposition)
+            c.ceiling.take(labels.len() as u64, exposition).is_ok()
         })
     }
 
@@ -287,8 +263,8 @@ impl<M: Clone> Family<M> {
         (i, &series.metric)
     }
 
-    /// Indexes `e`, the newest series, first moving to a table twice the
-    /// size if the current one would be over half full.
+    /// Indexes `e`, the newest series, in a table twice the size if the
+    /// current one would be over half full.
     fn index(&self, e: Entry<M>) {
         let mut level = self.current.load(Ordering::Relaxed);
         let Some(mut table) = self.tables[level].get() else {
@@ -308,14 +284,13 @@ impl<M: Clone> Family<M> {
         place(table, e);
     }
 
-    /// Whether the series' `prefix`es are for `name`: the first name the
+    /// Whether the series' `prefix`es are for `name`, the first name the
     /// family is rendered under (an alias renders without them).
     pub(crate) fn prefixes(&self, name: &str) -> bool {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' number and metric, in label-value order
-    /// with the overflow series last, the order that remakes the family.
+    /// Calls `f` with each series' number and metric, overflow last.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let w = lock(&self.writer);
         let overflow = w.overflow;
@@ -348,10 +323,9 @@ impl<M: Clone> Family<M> {
     }
 }
 
-/// The chunk of series `i`, `floor(log2(i + 1))`, and its place there.
-///
-/// Read from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on
-/// baseline x86-64, several micro-ops on some CPUs, half of iterating's cost.
+/// The chunk of series `i`, `floor(log2(i + 1))`, and its place there, read
+/// from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on baseline
+/// x86-64, several micro-ops on some CPUs, half of iterating's cost.
 #[inline(always)]
 fn place_of(i: u32) -> (usize, usize) {
     let n = u64::from(i) + 1;
@@ -363,8 +337,8 @@ fn empty_table<M>(size: usize) -> Table<M> {
     (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores `e` in its first free probe slot; only the insert mutex's holder
-/// places entries, so `set` cannot fail.
+/// Stores `e` in its first free probe slot; only the writer places, so
+/// `set` cannot fail.
 fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
     let mut at = e.hash as usize & mask;
@@ -380,7 +354,7 @@ mod tests {
 
     fn family(cap: usize) -> (Family<Counter>, Counter) {
         let overflowed = Counter::new();
-        let f = Family::new(&["a", "b"], cap, overflowed.clone(), Counter::new);
+        let f = Family::new(&["a", "b"], cap, overflowed.clone(), Counter::new, None);
         (f, overflowed)
     }
 
@@ -498,12 +472,19 @@ mod tests {
     #[test]
     fn a_ceiling_sends_series_it_cannot_take_to_overflow() {
         let ceiling = ByteCeiling::new(40, 1_000);
-        let (f, overflowed) = family(100);
+        let overflowed = Counter::new();
         // Each series weighs twice its labels, plus 10.
-        let f = f.charged(Charge {
+        let charge = Charge {
             ceiling: ceiling.clone(),
             weigh: Box::new(|labels| 2 * labels as u64 + 10),
-        });
+        };
+        let f = Family::new(
+            &["a", "b"],
+            100,
+            overflowed.clone(),
+            Counter::new,
+            Some(charge),
+        );
         f.with(&["1", "x"], Counter::inc);
         f.with(&["a longer one", "x"], Counter::inc);
         assert_eq!(ceiling.used(), (11 + 22, 32 + 54));
