@@ -19,21 +19,15 @@ use crate::time;
 /// The largest message body, in bytes of its JSON encoding.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The deepest nesting of arrays and objects a message body may have. A
-/// listing wraps each body two levels deeper and serde_json, like many
-/// parsers, reads no more than 128 levels, so a deeper body could be
-/// appended and then never read back.
+/// The deepest nesting of arrays and objects a message body may have: a listing wraps each
+/// body two levels deeper, and serde_json reads no more than 128, so a deeper body could be
+/// appended and never read back.
 pub const MAX_BODY_DEPTH: usize = 64;
 
 /// The most messages a read returns.
 pub const MAX_LIMIT: usize = 1000;
 /// The number of messages a read returns by default.
 pub const DEFAULT_LIMIT: usize = 100;
-
-/// How many messages are kept by default.
-pub const DEFAULT_RETAINED: u64 = 100_000;
-/// How many bytes of messages (as journalled) are kept by default.
-pub const DEFAULT_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many of the newest messages the bus keeps, for reads and on disk; 0 in a field means
 /// no bound of that kind.
@@ -48,8 +42,8 @@ pub struct MessageRetention {
 impl Default for MessageRetention {
     fn default() -> MessageRetention {
         MessageRetention {
-            messages: DEFAULT_RETAINED,
-            bytes: DEFAULT_RETAINED_BYTES,
+            messages: 100_000,
+            bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -234,7 +228,7 @@ impl Bus {
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order, and
         // messages become visible in it, each once durable.
-        let waiting = self.queue.submit_waiting(record, move |o| {
+        let waiting = self.queue.submit_waiting(vec![record], move |o| {
             o.map_err(|e| Error::Storage(e.to_string()))?;
             let mut state = Self::lock(&shared);
             if let Some(f) = &state.on_visible {

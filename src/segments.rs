@@ -1,13 +1,9 @@
-//! A journal cut into segment files (`0000000001.jsonl`, ... in one directory per store,
-//! each a [`Journal`]), so that history is dropped by deleting whole files and a start reads
-//! only the segments that hold what is retained.
-//!
-//! Every segment but a migrated one (number 0) begins with a header,
-//! `{"segment":{"appended_before":N}}`, so that the count of records ever appended survives
-//! the deletion of old segments exactly. After a write fills the current segment, the next
-//! record begins a new one, its header in the same write and sync; then the oldest segments
-//! go while the newer ones cover what is kept (a deletion lost to a crash is done again at
-//! the next rotation or start). One writer at a time.
+//! A journal cut into segment files (`0000000001.jsonl`, ..., each a [`Journal`]), so history
+//! goes by deleting whole files and a start reads only what is retained. Every segment but a
+//! migrated one (0) begins with `{"segment":{"appended_before":N}}`, so the count of records
+//! ever appended survives deletions exactly. The record after a full segment begins a new one,
+//! its header in the same write and sync; then the oldest go while the newer ones cover what
+//! is kept (a deletion lost to a crash is redone at the next rotation or start). One writer.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -18,9 +14,8 @@ use crate::journal::{self, Journal, Tail};
 /// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a snapshotting store's next snapshot is due: once its journal has grown by the configured
-/// size or the last snapshot's size, whichever is more, so that a start reads at most about twice a
-/// snapshot and snapshots write about as much again as the journal. One at a time.
+/// When a store's next snapshot is due: once its journal grew by the configured size or the last
+/// snapshot's, whichever is more, so a start reads at most about twice a snapshot. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
     /// Journal bytes applied since the last snapshot, and that snapshot's size.
@@ -72,9 +67,8 @@ pub struct SegmentRetention {
 }
 
 impl SegmentRetention {
-    /// For a store that snapshots every `snapshot_bytes` (0: never; segments then close at the
-    /// default size): segments close at that size, so that a snapshot deletes the whole
-    /// segments it covers; nothing else is dropped.
+    /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
+    /// default size): segments close at that size; only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             records: 0,
@@ -113,8 +107,7 @@ impl Segment {
         }
     }
 
-    /// False for an empty segment without a header (a crash just after its creation): the
-    /// count runs on past it.
+    /// False for an empty headerless segment (a crash just after its creation).
     fn holds(&self) -> bool {
         self.records > 0 || self.first.is_some()
     }
@@ -144,9 +137,8 @@ pub struct Opened {
     pub appended: u64,
 }
 
-/// Refuses a gap between consecutive segments: the newer one's header must count exactly
-/// the records before the older one, in it, and moved aside from it by `repair`. A segment
-/// without a header (its first line moved aside), but the first ever, cannot be placed.
+/// Refuses a gap between consecutive segments: the newer one's header must count exactly the
+/// records before, in and moved aside from the older. A headerless one cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = dir.join(file_name(older.number));
     let newer_path = dir.join(file_name(newer.number));
@@ -182,8 +174,7 @@ fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), 
     ))
 }
 
-/// The records `repair` moved aside from the journal at `path` (its `.corrupt` file's lines):
-/// they were appended, so they count.
+/// The records `repair` moved aside from the journal at `path` (into `.corrupt`): they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
     let mut name = path.as_os_str().to_os_string();
     name.push(".corrupt");
@@ -194,16 +185,14 @@ fn moved_aside(dir: &Path, number: u64) -> u64 {
     lines_aside(&dir.join(file_name(number)))
 }
 
-/// The number of the record after `seg`. `None` for a segment without a header but segment
-/// 0 (a migrated journal, which begins at record 0).
+/// The number of the record after `seg`; `None` for a headerless one but segment 0 (migrated).
 pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     let first = seg.first.or((seg.number == 0).then_some(0))?;
     Some(first + seg.records + moved_aside(dir, seg.number))
 }
 
-/// Segment `number` in `dir` as `repair` reads it, past damage: its header's count and its
-/// readable records. `None` when there is no such file (nor for a symlink, as `repair` does
-/// not walk into one).
+/// Segment `number` in `dir` as `repair` reads it, past damage. `None` without such a file
+/// (or for a symlink, which `repair` does not walk into).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
     let path = dir.join(file_name(number));
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -255,9 +244,8 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (creating it), reads the newest ones that cover
-    /// `retention`, and deletes the older ones. An existing `legacy` file (a journal from
-    /// before segments) is renamed into `dir` as segment 0.
+    /// Opens the segments in `dir` (creating it), reads the newest ones that cover `retention`
+    /// and deletes the older. A `legacy` journal (from before segments) becomes segment 0.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
@@ -302,10 +290,9 @@ impl Segments {
         Ok((segments, Opened { records, appended }))
     }
 
-    /// Opens the segments in `dir` (creating it) of a store whose snapshot holds the records
-    /// before number `from` (counting from 0): deletes the segments wholly before it and hands
-    /// each record from it on to `each`. Only `retention`'s segment size counts: the store
-    /// keeps what it writes until [`drop_covered`] deletes it.
+    /// Opens the segments in `dir` of a store whose snapshot holds the records before number
+    /// `from`: deletes those wholly before it and hands each record from it on to `each`. Only
+    /// `retention`'s segment size counts; [`drop_covered`] deletes.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -360,8 +347,7 @@ impl Segments {
             newest = Some((journal, seg));
         }
         // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
-        // between; the next record begins a new segment numbered after it. Each header counts
-        // the records moved aside before it; the last holding segment's count here.
+        // between; the next begins a new segment. Headers count earlier records moved aside.
         if let Some(last) = &previous {
             appended += moved_aside(dir, last.number);
         }
@@ -385,8 +371,8 @@ impl Segments {
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
         let (current, seg) = newest.ok_or_else(none)?;
-        // Only segment 0 (migrated) lacks a header. Another with records but none (never written by
-        // this code) would pass for a migrated one later: the next records begin a new segment.
+        // A headerless segment with records but 0 would later pass for a migrated one: the
+        // next records begin a new segment.
         let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -401,8 +387,8 @@ impl Segments {
         Ok(segments)
     }
 
-    /// Appends `records` durably, together, beginning a new segment first if the current one
-    /// is full; then deletes segments past retention.
+    /// Appends `records` durably and together, in a new segment if the current one is full;
+    /// then deletes segments past retention.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
             return Ok(());
@@ -427,8 +413,8 @@ impl Segments {
         Ok(())
     }
 
-    /// Opens the next segment and writes its header with `records`, in one write and sync. On
-    /// failure the empty file stays (a start takes it as empty) and the next write tries again.
+    /// Writes the next segment's header with `records`, in one write and sync. On failure the
+    /// empty file stays (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = self.dir.join(file_name(number));
@@ -483,8 +469,7 @@ impl Segments {
 }
 
 /// Reads segment `number` in `dir`, handing each record after its header to `each`. Only the
-/// newest can end torn (a crash during an append); any other was complete when the next one
-/// began, so a torn end there is damage, refused.
+/// newest can end torn by a crash; any other was complete when the next began: damage, refused.
 fn read_segment(
     dir: &Path,
     number: u64,
@@ -530,8 +515,8 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     Ok(numbers)
 }
 
-/// The number of the first record of segment `number` in `dir`: 0 for segment 0, its
-/// header's count for any other, and `None` when it has no header yet (or is missing).
+/// The first record's number of segment `number` in `dir`: its header's (0 for segment 0),
+/// `None` without one.
 pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);

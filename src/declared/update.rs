@@ -1,5 +1,5 @@
-//! Updates to declared families: parsed and checked against the
-//! declarations, all or nothing, and written to and read from the journal.
+//! Updates to declared families: checked against the declarations, all or nothing, and
+//! written to and read from the journal.
 
 use std::collections::HashMap;
 
@@ -38,8 +38,7 @@ impl Op {
         }
     }
 
-    /// The operation `key` of `value` on a family of type `kind`, if the
-    /// type has it.
+    /// The operation `key` of `value` on a family of type `kind`, if the type has it.
     fn of(kind: Type, key: &str, value: f64) -> Option<Op> {
         Some(match (kind, key) {
             (Type::Counter, "inc") => Op::Inc(value),
@@ -69,8 +68,8 @@ pub struct Update {
 
 type FieldError = (String, String);
 
-/// Parses one update object or an array of at most [`MAX_BATCH`], all or
-/// nothing; errors name the index and field, e.g. `updates[2].labels.model`.
+/// Parses one update object or an array of at most [`MAX_BATCH`], all or nothing; errors
+/// name the index and field, e.g. `updates[2].labels.model`.
 pub fn parse_batch(
     value: &Value,
     declared: &[Declaration],
@@ -133,8 +132,7 @@ fn parse_one(
     Ok(Update { family, labels, op })
 }
 
-/// The label values of `v`, in the declared order; exactly the declared
-/// names, no more.
+/// The label values of `v`, in the declared order; exactly the declared names.
 fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError> {
     let empty = serde_json::Map::new();
     let map = match v {
@@ -163,21 +161,18 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
         .collect()
 }
 
-/// How a start reads label values by position (and bucket counts without
-/// bounds), as stores written before label names were recorded hold them.
+/// How a start reads label values by position (and counts without bounds), as old stores hold them.
 #[derive(Debug, Default)]
 pub struct Positional {
-    /// Whether taken: only on the first start on such a store, which
-    /// rewrites it with names ([`crate::declared::Declared::open`]).
+    /// Whether taken: only on the first start on such a store, which rewrites it with names.
     pub allowed: bool,
     /// How many were met, taken or not.
     pub seen: u64,
 }
 
-/// The values of `labels` (from a journal record or snapshot) in `d`'s label
-/// order: an object with exactly its label names; or, as `positional` allows,
-/// an array of that many values (an empty one always fits no labels). `None`
-/// when they do not fit: a label renamed, added or removed.
+/// The values of `labels` (of a record or snapshot) in `d`'s order: an object with exactly its
+/// label names, or as `positional` allows an array of as many (an empty one fits no labels).
+/// `None` when they do not fit: a label renamed, added or removed.
 pub fn label_values(
     labels: &Value,
     d: &Declaration,
@@ -200,10 +195,8 @@ pub fn label_values(
     }
 }
 
-/// The journal record of a batch:
-/// `{"u":[["name",{"label":"value",...},"op",value],...]}`: names, not
-/// positions, so a changed declarations file cannot misread it. Observations
-/// need no bounds: a replay buckets them as then declared.
+/// The journal record of a batch, `{"u":[["name",{"label":"value",...},"op",value],...]}`:
+/// names, so a changed declarations file cannot misread it; a replay buckets observations.
 pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     let mut out = String::with_capacity(16 + updates.len() * 48);
     out.push_str("{\"u\":[");
@@ -233,9 +226,8 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Reads a journal record back. Updates of families no longer declared so
-/// (other label names, see [`label_values`], or type) go to `skipped` as
-/// they were, for a snapshot to keep.
+/// Reads a journal record back. Updates of families no longer declared so (labels or type)
+/// go to `skipped` as they were, for a snapshot to keep.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],
