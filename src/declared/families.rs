@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::spec::{Declaration, Type};
-use super::update::{label_values, Op, Positional, Update};
+use super::update::{label_values, Positional, Update};
 use crate::error::Error;
 use crate::metrics::{
     saturating_sum, Counter, GaugeFamily, HistogramFamily, Labelled, Registry, OVERFLOW_VALUE,
@@ -104,16 +104,11 @@ impl Families {
         let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
             let key = (u.family, u.labels.as_slice());
-            let (field, next) = match u.op {
-                Op::Set(v) => ("set", v),
-                Op::Inc(v) | Op::Add(v) | Op::Observe(v) => {
-                    let now = match after.get(&key) {
-                        Some(&v) => v,
-                        None => self.value(u),
-                    };
-                    (u.op.name(), now + v)
-                }
+            let next = match u.op {
+                "set" => u.value,
+                _ => after.get(&key).copied().unwrap_or_else(|| self.value(u)) + u.value,
             };
+            let field = u.op;
             if !next.is_finite() {
                 return Err(Error::invalid(
                     &format!("updates[{i}].{field}"),
@@ -160,16 +155,15 @@ impl Families {
     pub(super) fn apply(&self, updates: &[Update]) {
         for u in updates {
             let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
-            match (&self.handles[u.family], u.op) {
-                (Handle::Counter(f), Op::Inc(v) | Op::Add(v)) => add_saturating(&f.get(&labels), v),
-                (Handle::Gauge(f), Op::Set(v)) => f.set(&labels, v),
-                (Handle::Gauge(f), Op::Add(v)) => {
+            // Parsing pairs every operation with its type.
+            match &self.handles[u.family] {
+                Handle::Counter(f) => add_saturating(&f.get(&labels), u.value),
+                Handle::Gauge(f) if u.op == "set" => f.set(&labels, u.value),
+                Handle::Gauge(f) => {
                     let g = f.get(&labels);
-                    g.set(saturating_sum(g.get(), v));
+                    g.set(saturating_sum(g.get(), u.value));
                 }
-                (Handle::Histogram(f), Op::Observe(v)) => f.get(&labels).observe_saturating(v),
-                // Parsing pairs every operation with its type.
-                _ => {}
+                Handle::Histogram(f) => f.get(&labels).observe_saturating(u.value),
             }
         }
     }

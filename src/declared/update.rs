@@ -14,46 +14,19 @@ pub const MAX_BATCH: usize = 1000;
 /// The longest label value, in bytes: values are stored once per series.
 pub const MAX_LABEL_VALUE: usize = 256;
 
-/// What an update does to its series.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Op {
-    /// Adds a non-negative amount to a counter.
-    Inc(f64),
-    /// Adds to a counter (non-negative) or a gauge (any sign).
-    Add(f64),
-    /// Sets a gauge.
-    Set(f64),
-    /// Observes a value into a histogram.
-    Observe(f64),
-}
+/// The operations each type takes, by their names in an update and in the journal: a counter
+/// adds a non-negative amount, a gauge is set or added to, a histogram observes.
+const OPS: [(Type, &str); 5] = [
+    (Type::Counter, "inc"),
+    (Type::Counter, "add"),
+    (Type::Gauge, "set"),
+    (Type::Gauge, "add"),
+    (Type::Histogram, "observe"),
+];
 
-impl Op {
-    /// The operation's name in an update and in the journal.
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Op::Inc(_) => "inc",
-            Op::Add(_) => "add",
-            Op::Set(_) => "set",
-            Op::Observe(_) => "observe",
-        }
-    }
-
-    /// The operation `key` of `value` on a family of type `kind`, if the type has it.
-    fn of(kind: Type, key: &str, value: f64) -> Option<Op> {
-        Some(match (kind, key) {
-            (Type::Counter, "inc") => Op::Inc(value),
-            (Type::Counter | Type::Gauge, "add") => Op::Add(value),
-            (Type::Gauge, "set") => Op::Set(value),
-            (Type::Histogram, "observe") => Op::Observe(value),
-            _ => return None,
-        })
-    }
-
-    fn value(self) -> f64 {
-        match self {
-            Op::Inc(v) | Op::Add(v) | Op::Set(v) | Op::Observe(v) => v,
-        }
-    }
+/// The operation `key` on a family of type `kind`, if the type has it.
+fn op(kind: Type, key: &str) -> Option<&'static str> {
+    OPS.iter().find(|o| o == &&(kind, key)).map(|o| o.1)
 }
 
 /// One checked update.
@@ -63,7 +36,9 @@ pub struct Update {
     pub family: usize,
     /// Label values, in the family's label order.
     pub labels: Vec<String>,
-    pub op: Op,
+    /// The operation, one of [`OPS`]'s names for the family's type.
+    pub op: &'static str,
+    pub value: f64,
 }
 
 type FieldError = (String, String);
@@ -117,19 +92,18 @@ fn parse_one(
     if d.kind == Type::Counter && matches!(key, "inc" | "add") && value < 0.0 {
         return fail(key, "must not be negative: a counter only goes up");
     }
-    let Some(op) = Op::of(d.kind, key, value) else {
-        let allowed = match d.kind {
-            Type::Counter => "inc or add",
-            Type::Gauge => "set or add",
-            Type::Histogram => "observe",
-        };
-        let why = format!(
-            "is not an operation on a {}; use {allowed}",
-            d.kind.as_str()
-        );
+    let Some(op) = op(d.kind, key) else {
+        let allowed: Vec<&str> = OPS.iter().filter(|o| o.0 == d.kind).map(|o| o.1).collect();
+        let (kind, allowed) = (d.kind.as_str(), allowed.join(" or "));
+        let why = format!("is not an operation on a {kind}; use {allowed}");
         return Err((key.into(), why));
     };
-    Ok(Update { family, labels, op })
+    Ok(Update {
+        family,
+        labels,
+        op,
+        value,
+    })
 }
 
 /// The label values of `v`, in the declared order; exactly the declared names.
@@ -217,9 +191,9 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
             json_text::push_str(&mut out, value);
         }
         out.push_str("},\"");
-        out.push_str(u.op.name());
+        out.push_str(u.op);
         out.push_str("\",");
-        json_text::push_f64(&mut out, u.op.value());
+        json_text::push_f64(&mut out, u.value);
         out.push(']');
     }
     out.push_str("]}");
@@ -244,8 +218,14 @@ pub fn from_record(
         let parsed = (|| {
             let family = *index.get(item[0].as_str()?)?;
             let labels = label_values(&item[1], &declared[family], positional)?;
-            let op = Op::of(declared[family].kind, item[2].as_str()?, item[3].as_f64()?)?;
-            Some(Update { family, labels, op })
+            let op = op(declared[family].kind, item[2].as_str()?)?;
+            let value = item[3].as_f64()?;
+            Some(Update {
+                family,
+                labels,
+                op,
+                value,
+            })
         })();
         match parsed {
             Some(u) => out.push(u),
@@ -296,7 +276,7 @@ mod tests {
         ]);
         let updates = parse_batch(&batch, &d, &index).unwrap();
         assert_eq!(updates[0].labels, ["m \"x\"", "ok"]);
-        assert_eq!(updates[2].op, Op::Set(-3.0));
+        assert_eq!((updates[2].op, updates[2].value), ("set", -3.0));
         let mut skipped = Vec::new();
         let line = record(&updates, &d);
         let named: Value = serde_json::from_slice(&line).unwrap();
