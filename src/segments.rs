@@ -176,9 +176,16 @@ fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), 
 
 /// The records `repair` moved aside from the journal at `path` (into `.corrupt`): they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
+    let aside = fs::read(aside(path, "corrupt"));
+    aside.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
+/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
+pub(crate) fn aside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
-    name.push(".corrupt");
-    fs::read(name).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn moved_aside(dir: &Path, number: u64) -> u64 {
