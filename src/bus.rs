@@ -148,8 +148,7 @@ fn parse_msg_id(id: &str) -> Option<u64> {
 }
 
 impl Bus {
-    /// Opens the message journal under `dir` (the segments in `messages/`, after moving a
-    /// `messages.jsonl` from before segments there) and reads what `retention` keeps.
+    /// Opens the message journal in `dir/messages/` and reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
         let (segments, opened) =
@@ -307,8 +306,7 @@ fn read_record(record: &[u8]) -> Option<Message> {
     })
 }
 
-/// The journal record of `m`: the bytes of `json!({"seq", "type", "body", "run_id", "ts"})`,
-/// keys sorted as serde_json prints them.
+/// The journal record of `m`: `{"body","run_id","seq","ts","type"}` as serde_json prints it.
 fn record(m: &Message) -> Vec<u8> {
     use crate::json_text::{push_f64, push_opt_str, push_str, push_u64};
     let mut out = String::with_capacity(m.body.len() + 96);

@@ -244,8 +244,7 @@ pub(crate) struct Scanned<'a> {
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal's bytes as an open does, but past damage (a
-/// damaged line does not count as checksummed); also returns the torn tail's length.
+/// Checks every complete line as an open does, but past damage; also returns the torn length.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut lines, mut offset, mut checked) = (Vec::new(), 0u64, false);

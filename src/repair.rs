@@ -85,8 +85,7 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Moves the damaged lines of every journal under each existing dir in `dirs` aside. Fails on
-/// the first file it cannot read or write; those repaired stay so.
+/// Moves aside the damaged lines of every journal under the existing `dirs`, to the first I/O error.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
     // Name order repairs a store's segments oldest first: a damaged header is numbered from
@@ -117,8 +116,7 @@ fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64
     Ok(next.and_then(|next| next.checked_sub(lines + lines_aside(path))))
 }
 
-/// Cuts the torn tail (after the last newline) off every journal under each existing dir in
-/// `dirs`, as opening it would; returns each file cut with the bytes cut.
+/// Cuts the torn tail off every journal under the existing `dirs`, as an open would.
 pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?;
     // An older segment was complete when the next began: a torn end there is damage, not cut.

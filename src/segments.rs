@@ -25,8 +25,7 @@ pub struct SnapshotDue {
 }
 
 impl SnapshotDue {
-    /// Counts `bytes` of journal applied; true when a snapshot (every `every` bytes, 0: never)
-    /// is due, which the caller then takes and ends with [`SnapshotDue::done`].
+    /// Counts `bytes` applied; true when a snapshot (every `every` bytes, 0: never) is due.
     pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
         self.since += bytes;
         if self.busy || every == 0 || self.since < every.max(self.last) {
@@ -37,8 +36,7 @@ impl SnapshotDue {
         true
     }
 
-    /// Ends a snapshot: `written` is its size, or None when it failed (the next is then due
-    /// as the journal grows).
+    /// Ends a snapshot: `written` is its size, or None when it failed.
     pub fn done(&mut self, written: Option<u64>) {
         self.busy = false;
         if let Some(size) = written {
@@ -54,7 +52,7 @@ impl SnapshotDue {
 }
 
 /// How much a segmented store keeps, and how big a segment grows; 0: no bound of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
     /// The newest records kept.
     pub records: u64,
@@ -70,15 +68,13 @@ impl SegmentRetention {
     /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
     /// default size): segments close at that size; only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
+        let segment_bytes = match snapshot_bytes {
+            0 => DEFAULT_SNAPSHOT_BYTES,
+            bytes => bytes,
+        };
         SegmentRetention {
-            records: 0,
-            bytes: 0,
-            segment_records: 0,
-            segment_bytes: if snapshot_bytes == 0 {
-                DEFAULT_SNAPSHOT_BYTES
-            } else {
-                snapshot_bytes
-            },
+            segment_bytes,
+            ..SegmentRetention::default()
         }
     }
 
@@ -89,7 +85,7 @@ impl SegmentRetention {
 }
 
 /// One segment file: its number, what it holds, and its header's count.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Segment {
     number: u64,
     records: u64,
@@ -101,9 +97,8 @@ impl Segment {
     fn new(number: u64, first: Option<u64>) -> Segment {
         Segment {
             number,
-            records: 0,
-            bytes: 0,
             first,
+            ..Segment::default()
         }
     }
 
@@ -394,8 +389,7 @@ impl Segments {
         Ok(segments)
     }
 
-    /// Appends `records` durably and together, in a new segment if the current one is full;
-    /// then deletes segments past retention.
+    /// Appends `records` durably together, in a new segment if the current is full; drops old.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
             return Ok(());
@@ -522,8 +516,7 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     Ok(numbers)
 }
 
-/// The first record's number of segment `number` in `dir`: its header's (0 for segment 0),
-/// `None` without one.
+/// The first record's number of segment `number` (0 for segment 0), `None` without a header.
 pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);
