@@ -151,14 +151,14 @@ impl Bus {
     /// Opens the message journal in `dir/messages/` and reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
-        let (segments, opened) =
+        let (segments, records) =
             Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())
                 .map_err(Error::Storage)?;
         let mut state = State {
             retention,
             ..State::default()
         };
-        for record in &opened.records {
+        for record in &records {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
             let Some(message) = read_record(record) else {
@@ -171,7 +171,7 @@ impl Bus {
             state.last_seq = state.last_seq.max(message.seq);
             state.push(message, record.len() as u64 + 1);
         }
-        appends.inc_by(opened.appended);
+        appends.inc_by(segments.appended());
         let queue =
             CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {

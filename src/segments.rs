@@ -123,15 +123,6 @@ pub struct Segments {
     rotate: bool,
 }
 
-/// What [`Segments::open`] found.
-#[derive(Debug)]
-pub struct Opened {
-    /// The records of the segments kept, oldest first.
-    pub records: Vec<Vec<u8>>,
-    /// Records appended to the store ever, deleted segments included.
-    pub appended: u64,
-}
-
 /// Refuses a gap between consecutive segments: the newer one's header must count exactly the
 /// records before, in and moved aside from the older. A headerless one cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
@@ -246,13 +237,13 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (creating it), reads the newest ones that cover `retention`
-    /// and deletes the older. A `legacy` journal (from before segments) becomes segment 0.
+    /// Opens the segments in `dir` (creating it), returns the records of the newest ones that
+    /// cover `retention` and deletes the older. A `legacy` journal becomes segment 0.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
         retention: SegmentRetention,
-    ) -> Result<(Segments, Opened), String> {
+    ) -> Result<(Segments, Vec<Vec<u8>>), String> {
         let numbers = prepare(dir, legacy)?;
         // Newest first, until the retained amounts are covered.
         let (mut loaded, mut bodies, mut newest) = (Vec::new(), Vec::new(), None);
@@ -289,7 +280,7 @@ impl Segments {
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
         let appended = before + records.len() as u64 + aside;
         let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
-        Ok((segments, Opened { records, appended }))
+        Ok((segments, records))
     }
 
     /// Opens the segments in `dir` of a store whose snapshot holds the records before number
@@ -764,7 +755,7 @@ mod tests {
         let dir = temp_dir("retain");
         let keep = retention(25, 10);
         let (mut s, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!((opened.records.len(), opened.appended), (0, 0));
+        assert_eq!((opened.len(), s.appended()), (0, 0));
         for i in 1..=95 {
             s.append_all(&[&record(i)]).unwrap();
         }
@@ -776,16 +767,13 @@ mod tests {
         // A start reads back from the newest until 25 are covered (71-95)
         // and deletes the rest.
         let (s, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!(opened.appended, 95);
-        assert_eq!(seqs(&opened.records), (71..=95).collect::<Vec<_>>());
+        assert_eq!(s.appended(), 95);
+        assert_eq!(seqs(&opened), (71..=95).collect::<Vec<_>>());
         assert_eq!(s.numbers(), [8, 9, 10]);
         // Reading needs only the newest segments: a smaller retention drops more.
         drop(s);
         let (s, opened) = Segments::open(&dir, None, retention(5, 10)).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((91..=95).collect(), 95)
-        );
+        assert_eq!((seqs(&opened), s.appended()), ((91..=95).collect(), 95));
         assert_eq!(s.numbers(), [10]);
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()
@@ -808,11 +796,8 @@ mod tests {
         let second = fs::read_to_string(dir.join(file_name(2))).unwrap();
         assert!(second.starts_with("{\"segment\":{\"appended_before\":6},\"crc32c\""));
         drop(s);
-        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=8).collect(), 8)
-        );
+        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        assert_eq!((seqs(&opened), s.appended()), ((1..=8).collect(), 8));
     }
 
     #[test]
@@ -824,18 +809,12 @@ mod tests {
         let segs = dir.join("messages");
         let (mut s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
         assert!(!legacy.exists());
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=2).collect(), 2)
-        );
+        assert_eq!((seqs(&opened), s.appended()), ((1..=2).collect(), 2));
         s.append_all(&[&record(3)]).unwrap();
         assert_eq!(s.numbers(), [0, 1]);
         drop(s);
-        let (_, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=3).collect(), 3)
-        );
+        let (s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        assert_eq!((seqs(&opened), s.appended()), ((1..=3).collect(), 3));
     }
 
     #[test]
@@ -852,10 +831,10 @@ mod tests {
             s.append_all(&[&record(i)]).unwrap();
         }
         drop(s);
-        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
-        let bytes: usize = opened.records.iter().map(|r| r.len() + 1).sum();
+        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let bytes: usize = opened.iter().map(|r| r.len() + 1).sum();
         assert!((100..100 + 2 * 40 + 12).contains(&bytes), "{bytes}");
-        assert_eq!(seqs(&opened.records).last(), Some(&50));
-        assert_eq!(opened.appended, 50);
+        assert_eq!(seqs(&opened).last(), Some(&50));
+        assert_eq!(s.appended(), 50);
     }
 }
