@@ -138,16 +138,15 @@ impl Families {
 
     /// `{a="x"}`, for messages; nothing when unlabelled.
     fn describe(&self, u: &Update) -> String {
-        let names = &self.declared[u.family].labels;
-        if names.is_empty() {
-            return String::new();
-        }
+        let names = self.declared[u.family].labels.iter();
         let pairs: Vec<String> = names
-            .iter()
             .zip(&u.labels)
             .map(|(n, v)| format!("{n}={v:?}"))
             .collect();
-        format!("{{{}}}", pairs.join(","))
+        match pairs.is_empty() {
+            true => String::new(),
+            false => format!("{{{}}}", pairs.join(",")),
+        }
     }
 
     /// Applies checked updates in order. An addition past `±f64::MAX` (from batches in flight

@@ -193,14 +193,9 @@ impl Snapshots {
         };
         let mut kept = Vec::new();
         let mut skipped: Vec<Value> = Vec::new();
+        let (declared, index) = (&families.declared, &families.index);
         let mut replay = |record: &[u8], positional: &mut Positional| {
-            let updates = update::from_record(
-                record,
-                &families.declared,
-                &families.index,
-                &mut skipped,
-                positional,
-            );
+            let updates = update::from_record(record, declared, index, &mut skipped, positional);
             families.apply(&updates);
         };
         let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {

@@ -116,11 +116,10 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
         return fail(k, "unknown field");
     }
     let name = name(map.get("name"))?;
-    let kind = match map.get("type").and_then(Value::as_str) {
-        Some("counter") => Type::Counter,
-        Some("gauge") => Type::Gauge,
-        Some("histogram") => Type::Histogram,
-        Some(_) | None => return fail("type", "must be counter, gauge or histogram"),
+    let given = map.get("type").and_then(Value::as_str);
+    let types = [Type::Counter, Type::Gauge, Type::Histogram];
+    let Some(kind) = types.into_iter().find(|t| given == Some(t.as_str())) else {
+        return fail("type", "must be counter, gauge or histogram");
     };
     if (kind == Type::Counter) != name.ends_with("_total") {
         return fail(
