@@ -139,12 +139,10 @@ fn msg_id(seq: u64) -> String {
 }
 
 fn parse_msg_id(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix("MSG-")?;
     // `parse` alone would take a sign.
-    digits
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| digits.parse().ok())?
+    let digits = id.strip_prefix("MSG-")?;
+    digits.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+    digits.parse().ok()
 }
 
 impl Bus {
