@@ -397,31 +397,24 @@ impl Journal {
                 Some(e),
             ));
         }
-        let e = match self.file.write_all(batch) {
-            Ok(()) => match self.file.sync_data() {
-                Ok(()) => return Ok(()),
-                // After a failed fdatasync Linux may drop the dirty pages and report
-                // success next time, so nothing on disk can be trusted: poison.
-                Err(e) => {
-                    let e = io::Error::other(format!("fdatasync failed: {e}"));
-                    return Err(Error::new(path, Kind::Io(ROLLBACK), Some(offset), Some(e)));
-                }
-            },
-            Err(e) => e,
-        };
-        // Roll back so a half-written batch never becomes visible after its callers saw an error.
-        let (kind, e) = match self
-            .file
-            .set_len(offset)
-            .and_then(|()| self.file.sync_data())
-        {
-            Ok(()) => (Kind::Io(ROLLED_BACK), e),
-            Err(r) => (
-                Kind::Io(ROLLBACK),
-                io::Error::other(format!("{e}; rollback: {r}")),
-            ),
-        };
-        Err(Error::new(path, kind, Some(offset), Some(e)))
+        if let Err(e) = self.file.write_all(batch) {
+            // Roll back so a half-written batch never becomes visible after its callers saw an error.
+            let rollback = self
+                .file
+                .set_len(offset)
+                .and_then(|()| self.file.sync_data());
+            let (kind, e) = match rollback {
+                Ok(()) => (ROLLED_BACK, e),
+                Err(r) => (ROLLBACK, io::Error::other(format!("{e}; rollback: {r}"))),
+            };
+            return Err(Error::new(path, Kind::Io(kind), Some(offset), Some(e)));
+        }
+        // After a failed fdatasync Linux may drop the dirty pages and report success next time,
+        // so nothing on disk can be trusted: poison.
+        self.file.sync_data().map_err(|e| {
+            let e = io::Error::other(format!("fdatasync failed: {e}"));
+            Error::new(path, Kind::Io(ROLLBACK), Some(offset), Some(e))
+        })
     }
 
     /// The file.
