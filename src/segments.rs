@@ -126,8 +126,8 @@ pub struct Segments {
 /// Refuses a gap between consecutive segments: the newer one's header must count exactly the
 /// records before, in and moved aside from the older. A headerless one cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
-    let older_path = dir.join(file_name(older.number));
-    let newer_path = dir.join(file_name(newer.number));
+    let older_path = path_of(dir, older.number);
+    let newer_path = path_of(dir, newer.number);
     let headerless = |path: &Path| {
         format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
@@ -174,20 +174,16 @@ pub(crate) fn aside(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn moved_aside(dir: &Path, number: u64) -> u64 {
-    lines_aside(&dir.join(file_name(number)))
-}
-
 /// The number of the record after `seg`; `None` for a headerless one but segment 0 (migrated).
 pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     let first = seg.first.or((seg.number == 0).then_some(0))?;
-    Some(first + seg.records + moved_aside(dir, seg.number))
+    Some(first + seg.records + lines_aside(&path_of(dir, seg.number)))
 }
 
 /// Segment `number` in `dir` as `repair` reads it, past damage. `None` without such a file
 /// (or for a symlink, which `repair` does not walk into).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
-    let path = dir.join(file_name(number));
+    let path = path_of(dir, number);
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
         return Ok(None);
     }
@@ -210,8 +206,8 @@ fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
             dir.display(),
             w[0] + 1,
             w[1] - 1,
-            dir.join(file_name(w[0])).display(),
-            dir.join(file_name(w[1])).display()
+            path_of(dir, w[0]).display(),
+            path_of(dir, w[1]).display()
         )),
     }
 }
@@ -228,8 +224,8 @@ pub(crate) fn read_header(record: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn file_name(number: u64) -> String {
-    format!("{number:010}.jsonl")
+fn path_of(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:010}.jsonl"))
 }
 
 fn storage(path: &Path, e: std::io::Error) -> String {
@@ -265,7 +261,7 @@ impl Segments {
         let oldest_kept = loaded.last().map_or(0, |s| s.number);
         for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
             // One left behind is deleted at the next rotation or start; it is never read.
-            let _ = fs::remove_file(dir.join(file_name(number)));
+            let _ = fs::remove_file(path_of(dir, number));
         }
         loaded.reverse();
         let kept_numbers: Vec<u64> = loaded.iter().map(|s| s.number).collect();
@@ -276,7 +272,10 @@ impl Segments {
         }
         // Records `repair` moved aside were appended all the same: the count never goes back.
         let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
-        let aside: u64 = loaded.iter().map(|s| moved_aside(dir, s.number)).sum();
+        let aside: u64 = loaded
+            .iter()
+            .map(|s| lines_aside(&path_of(dir, s.number)))
+            .sum();
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
         let appended = before + records.len() as u64 + aside;
         let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
@@ -301,7 +300,7 @@ impl Segments {
             .find(|&i| firsts[i].is_some_and(|f| f <= from))
             .unwrap_or(0);
         for &number in &numbers[..start] {
-            let _ = fs::remove_file(dir.join(file_name(number)));
+            let _ = fs::remove_file(path_of(dir, number));
         }
         numbers.drain(..start);
         firsts.drain(..start);
@@ -342,7 +341,7 @@ impl Segments {
         // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
         // between; the next begins a new segment. Headers count earlier records moved aside.
         if let Some(last) = &previous {
-            appended += moved_aside(dir, last.number);
+            appended += lines_aside(&path_of(dir, last.number));
         }
         let ahead = appended < from;
         let retention = SegmentRetention {
@@ -409,7 +408,7 @@ impl Segments {
     /// empty file stays (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
-        let path = self.dir.join(file_name(number));
+        let path = path_of(&self.dir, number);
         let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
@@ -436,7 +435,7 @@ impl Segments {
                 break;
             }
             let oldest = self.kept[0].number;
-            if fs::remove_file(self.dir.join(file_name(oldest))).is_err() {
+            if fs::remove_file(path_of(&self.dir, oldest)).is_err() {
                 break;
             }
             self.kept.pop_front();
@@ -470,7 +469,7 @@ fn read_segment(
 ) -> Result<(Journal, Segment), String> {
     let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
-    let path = dir.join(file_name(number));
+    let path = path_of(dir, number);
     let (journal, _) = Journal::read(&path, tail, |record| {
         if !seg.holds() {
             seg.first = read_header(record);
@@ -513,7 +512,7 @@ pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
         return Some(0);
     }
     let mut head = [0u8; 256];
-    let n = fs::File::open(dir.join(file_name(number)))
+    let n = fs::File::open(path_of(dir, number))
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .ok()?;
     let line = &head[..=head[..n].iter().position(|&b| b == b'\n')?];
@@ -533,7 +532,7 @@ pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
         if first_of(dir, pair[1]).is_none_or(|f| f > before) {
             break;
         }
-        fs::remove_file(dir.join(file_name(pair[0]))).map_err(|e| storage(dir, e))?;
+        fs::remove_file(path_of(dir, pair[0])).map_err(|e| storage(dir, e))?;
         dropped += 1;
     }
     Ok(dropped)
@@ -554,7 +553,7 @@ fn with_header(
 
 /// Moves a pre-segment journal into `dir` as segment 0: an atomic rename, then both dirs synced.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
-    let to = dir.join(file_name(0));
+    let to = path_of(dir, 0);
     fs::rename(old, &to).map_err(|e| storage(old, e))?;
     for d in [Some(dir), old.parent()].into_iter().flatten() {
         let synced = fs::File::open(d).and_then(|f| f.sync_all());
@@ -635,7 +634,7 @@ mod tests {
         drop(s);
         // As `repair` leaves a segment: its second record's line gone, and
         // kept in `.corrupt` beside it.
-        let first = dir.join(file_name(1));
+        let first = path_of(&dir, 1);
         let text = fs::read_to_string(&first).unwrap();
         let kept: Vec<&str> = text
             .lines()
@@ -677,7 +676,7 @@ mod tests {
     fn a_gap_between_segments_refuses_the_start_naming_the_missing_records() {
         // A line gone from an older segment, with nothing in `.corrupt`.
         let dir = three_segments("gap-line");
-        let first = dir.join(file_name(1));
+        let first = path_of(&dir, 1);
         let text = fs::read_to_string(&first).unwrap();
         let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"seq\":2")).collect();
         assert_eq!(kept.len() + 1, text.lines().count());
@@ -687,7 +686,7 @@ mod tests {
 
         // A middle segment deleted.
         let dir = three_segments("gap-file");
-        fs::remove_file(dir.join(file_name(2))).unwrap();
+        fs::remove_file(path_of(&dir, 2)).unwrap();
         let e = refused(&dir);
         assert!(e.contains("segments 2 to 2 are missing"), "{e}");
     }
@@ -695,7 +694,7 @@ mod tests {
     #[test]
     fn only_the_newest_segments_torn_tail_is_cut() {
         let dir = three_segments("torn-middle");
-        let middle = dir.join(file_name(2));
+        let middle = path_of(&dir, 2);
         let len = fs::metadata(&middle).unwrap().len();
         let file = fs::OpenOptions::new().write(true).open(&middle).unwrap();
         file.set_len(len - 5).unwrap();
@@ -706,7 +705,7 @@ mod tests {
 
         // The newest one's torn tail is a crash's, and is cut.
         let dir2 = three_segments("torn-newest");
-        let newest = dir2.join(file_name(3));
+        let newest = path_of(&dir2, 3);
         let mut file = fs::OpenOptions::new().append(true).open(&newest).unwrap();
         std::io::Write::write_all(&mut file, b"{\"torn").unwrap();
         let (s, seen) = from(&dir2, 0);
@@ -793,7 +792,7 @@ mod tests {
         s.append_all(&[&record(7)]).unwrap();
         s.append_all(&[&record(8)]).unwrap();
         assert_eq!(s.numbers(), [1, 2]);
-        let second = fs::read_to_string(dir.join(file_name(2))).unwrap();
+        let second = fs::read_to_string(path_of(&dir, 2)).unwrap();
         assert!(second.starts_with("{\"segment\":{\"appended_before\":6},\"crc32c\""));
         drop(s);
         let (s, opened) = Segments::open(&dir, None, keep).unwrap();
