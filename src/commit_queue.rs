@@ -54,25 +54,12 @@ const INLINE_CALLBACKS: usize = 64;
 /// A one-value hand-off to a caller waiting on its own thread. A mutex and condvar: a channel
 /// per write allocates cache-aligned blocks, about 40 heap bytes per run started (bench-lifecycle).
 pub fn promise<T>() -> (Promise<T>, Waiting<T>) {
-    let shot = Arc::new(Shot {
-        value: Mutex::new(None),
-        ready: Condvar::new(),
-    });
+    let shot = Arc::new((Mutex::new(None), Condvar::new()));
     (Promise(Some(shot.clone())), Waiting(shot))
 }
 
-struct Shot<T> {
-    /// `Some(None)` once the promise was dropped unkept.
-    value: Mutex<Option<Option<T>>>,
-    ready: Condvar,
-}
-
-impl<T> Shot<T> {
-    fn set(&self, value: Option<T>) {
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        self.ready.notify_one();
-    }
-}
+/// The value (`Some(None)` once the promise was dropped unkept) and its signal.
+type Shot<T> = (Mutex<Option<Option<T>>>, Condvar);
 
 /// The committer's half of [`promise`].
 pub struct Promise<T>(Option<Arc<Shot<T>>>);
@@ -80,8 +67,13 @@ pub struct Promise<T>(Option<Arc<Shot<T>>>);
 impl<T> Promise<T> {
     /// Hands `value` to the waiting caller.
     pub fn keep(mut self, value: T) {
+        self.set(Some(value));
+    }
+
+    fn set(&mut self, value: Option<T>) {
         if let Some(shot) = self.0.take() {
-            shot.set(Some(value));
+            *shot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            shot.1.notify_one();
         }
     }
 }
@@ -89,9 +81,7 @@ impl<T> Promise<T> {
 impl<T> Drop for Promise<T> {
     /// Wakes the caller empty-handed: the stage that held it panicked.
     fn drop(&mut self) {
-        if let Some(shot) = self.0.take() {
-            shot.set(None);
-        }
+        self.set(None);
     }
 }
 
@@ -101,12 +91,13 @@ pub struct Waiting<T>(Arc<Shot<T>>);
 impl<T> Waiting<T> {
     /// The promised value; `None` only when the stage that held the promise panicked.
     pub fn wait(self) -> Option<T> {
-        let mut value = self.0.value.lock().unwrap_or_else(|e| e.into_inner());
+        let (value, ready) = &*self.0;
+        let mut value = value.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(v) = value.take() {
                 return v;
             }
-            value = self.0.ready.wait(value).unwrap_or_else(|e| e.into_inner());
+            value = ready.wait(value).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
