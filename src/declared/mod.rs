@@ -113,7 +113,7 @@ impl Declared {
             if by_position {
                 let taken = snapshot::Taken::take(order.durable, &families, &snapshots.kept);
                 let message = "declared metrics rewritten with their label names";
-                write_snapshot(&snapshots.dir, taken, snapshots.log, message).map_err(|e| {
+                snapshots.write(taken, message).map_err(|e| {
                     Error::Storage(format!(
                         "cannot rewrite the declared metrics with their label names: {e}"
                     ))
@@ -227,10 +227,26 @@ impl Snapshots {
         Ok((journal, positional.allowed && positional.seen > 0))
     }
 
+    /// Writes `taken` as the snapshot, deletes the segments it covers and logs `message`.
+    fn write(&self, taken: snapshot::Taken, message: &str) -> Result<u64, String> {
+        let (dir, records) = (&self.dir, taken.records);
+        let size = taken
+            .write(&dir.join(snapshot::FILE))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dropped = segments::drop_covered(dir, records)?;
+        let fields = [
+            ("records", records.into()),
+            ("bytes", size.into()),
+            ("segments_deleted", dropped.into()),
+        ];
+        self.log.info(message, &fields);
+        Ok(size)
+    }
+
     /// Counts `grown` journal bytes applied and, under the applying lock, takes a due snapshot,
     /// which its own thread writes.
     fn take_if_due(
-        &self,
+        self: &Arc<Self>,
         o: &mut Order,
         grown: u64,
         families: &Arc<Families>,
@@ -240,11 +256,11 @@ impl Snapshots {
             return;
         }
         let taken = snapshot::Taken::take(o.durable, families, &self.kept);
-        let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
+        let (me, order) = (self.clone(), order.clone());
         let write = move || {
-            let written = write_snapshot(&dir, taken, log, "declared metrics snapshot written");
+            let written = me.write(taken, "declared metrics snapshot written");
             if let Err(e) = &written {
-                log.warn(
+                me.log.warn(
                     "declared metrics snapshot failed",
                     &[("error", e.as_str().into())],
                 );
@@ -259,27 +275,6 @@ impl Snapshots {
             o.due.done(None);
         }
     }
-}
-
-/// Writes `taken` as the snapshot in `dir`, deletes the segments it covers and logs `message`.
-fn write_snapshot(
-    dir: &Path,
-    taken: snapshot::Taken,
-    log: Logger,
-    message: &str,
-) -> Result<u64, String> {
-    let records = taken.records;
-    let size = taken
-        .write(&dir.join(snapshot::FILE))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dropped = segments::drop_covered(dir, records)?;
-    let fields = [
-        ("records", records.into()),
-        ("bytes", size.into()),
-        ("segments_deleted", dropped.into()),
-    ];
-    log.info(message, &fields);
-    Ok(size)
 }
 
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {
