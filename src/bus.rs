@@ -323,8 +323,7 @@ fn record(m: &Message) -> Vec<u8> {
 }
 
 impl State {
-    /// Keeps `m`, which takes `size` bytes in the journal, and lets the oldest go past
-    /// retention; the newest is always kept.
+    /// Keeps `m` (`size` journal bytes), letting the oldest past retention go; the newest stays.
     fn push(&mut self, m: Message, size: u64) {
         self.messages.push_back(m);
         self.sizes.push_back(size);

@@ -261,8 +261,7 @@ pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     (lines, data.len() - keep)
 }
 
-/// What an open does with a torn tail: cut it (a crash during an append leaves one), or
-/// refuse it in a file that was complete, so was cut or damaged.
+/// An open's torn tail: cut (a crash leaves one), or refused in a file that was complete.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
     Cut,
@@ -398,7 +397,7 @@ impl Journal {
             ));
         }
         if let Err(e) = self.file.write_all(batch) {
-            // Roll back so a half-written batch never becomes visible after its callers saw an error.
+            // Roll back so a half-written batch never shows after its callers saw an error.
             let rollback = self
                 .file
                 .set_len(offset)
@@ -428,8 +427,7 @@ impl Journal {
     }
 }
 
-/// Hands each complete line of `file` (without `'\n'`) to `each` with its offset, reading a
-/// chunk at a time. Returns the bytes read and the offset past the last line.
+/// Hands each whole line of `file` and its offset to `each`; returns bytes read, end of last line.
 fn each_line(
     file: &mut File,
     path: &Path,
@@ -509,8 +507,7 @@ impl Error {
         }
     }
 
-    /// A copy for another caller of the same failed batch (`io::Error` is not `Clone`: its
-    /// kind and text stand in).
+    /// A copy for another caller of the same failed batch (`io::Error` is not `Clone`).
     pub(crate) fn duplicate(&self) -> Error {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         Error::new(

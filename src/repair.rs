@@ -85,7 +85,7 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Moves aside the damaged lines of every journal under the existing `dirs`, to the first I/O error.
+/// Moves aside the damaged lines of every journal under the existing `dirs`, to the first error.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
     // Name order repairs a store's segments oldest first: a damaged header is numbered from

@@ -200,8 +200,7 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Reads a journal record back. Updates of families no longer declared so (labels or type)
-/// go to `skipped` as they were, for a snapshot to keep.
+/// Reads a journal record back; updates no longer declared so go to `skipped`, as they were.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],
