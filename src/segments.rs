@@ -292,18 +292,15 @@ impl Segments {
         from: u64,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Segments, String> {
-        let mut numbers = prepare(dir, legacy)?;
-        let mut firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
+        let numbers = prepare(dir, legacy)?;
+        let firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
         // The newest segment that begins at or before `from` holds it.
-        let start = (0..numbers.len())
-            .rev()
-            .find(|&i| firsts[i].is_some_and(|f| f <= from))
-            .unwrap_or(0);
+        let start = firsts.iter().rposition(|f| f.is_some_and(|f| f <= from));
+        let start = start.unwrap_or(0);
         for &number in &numbers[..start] {
             let _ = fs::remove_file(path_of(dir, number));
         }
-        numbers.drain(..start);
-        firsts.drain(..start);
+        let (numbers, firsts) = (&numbers[start..], &firsts[start..]);
         let mut appended = firsts[0].unwrap_or(0);
         if appended > from {
             return Err(format!(
@@ -312,7 +309,7 @@ impl Segments {
                 appended - 1
             ));
         }
-        check_numbers(dir, &numbers)?;
+        check_numbers(dir, numbers)?;
         let (mut loaded, mut newest) = (Vec::new(), None);
         let mut previous: Option<Segment> = None;
         for (i, &number) in numbers.iter().enumerate() {
