@@ -258,14 +258,13 @@ impl Segments {
             bodies.push(body);
             newest = newest.or(Some((journal, seg)));
         }
-        let oldest_kept = loaded.last().map_or(0, |s| s.number);
-        for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
+        let (old, kept) = numbers.split_at(numbers.len() - loaded.len());
+        for &number in old {
             // One left behind is deleted at the next rotation or start; it is never read.
             let _ = fs::remove_file(path_of(dir, number));
         }
         loaded.reverse();
-        let kept_numbers: Vec<u64> = loaded.iter().map(|s| s.number).collect();
-        check_numbers(dir, &kept_numbers)?;
+        check_numbers(dir, kept)?;
         let holding: Vec<&Segment> = loaded.iter().filter(|s| s.holds()).collect();
         for pair in holding.windows(2) {
             check_continuity(dir, pair[0], pair[1])?;
