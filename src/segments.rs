@@ -541,10 +541,7 @@ fn with_header(
     records: &[&[u8]],
 ) -> Result<(), journal::Error> {
     let head = header(before);
-    let all: Vec<&[u8]> = std::iter::once(&head[..])
-        .chain(records.iter().copied())
-        .collect();
-    journal.append_all(&all)
+    journal.append_all(&[&[&head[..]][..], records].concat())
 }
 
 /// Moves a pre-segment journal into `dir` as segment 0: an atomic rename, then both dirs synced.
