@@ -201,9 +201,8 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
     let unfinished = Arc::new(AtomicUsize::new(0));
     let mut ack = None;
     let mut records: Vec<Vec<u8>> = Vec::new();
-    let mut applies: Vec<Apply> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+        let (mut applies, mut next) = (Vec::new(), Some(first));
         while let Some((group, apply)) = next {
             records.extend(group);
             applies.push(apply);
@@ -214,7 +213,6 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
-        let applies = std::mem::take(&mut applies);
         // A small batch with nothing unfinished before it is answered here; order is kept,
         // as only this thread hands batches over.
         if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 {
