@@ -465,8 +465,7 @@ fn read_segment(
 ) -> Result<(Journal, Segment), String> {
     let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
-    let path = path_of(dir, number);
-    let (journal, _) = Journal::read(&path, tail, |record| {
+    let (journal, _) = Journal::read(&path_of(dir, number), tail, |record| {
         if !seg.holds() {
             seg.first = read_header(record);
             if seg.first.is_some() {
@@ -491,9 +490,7 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     for entry in fs::read_dir(dir).map_err(|e| storage(dir, e))? {
         let name = entry.map_err(|e| storage(dir, e))?.file_name();
         let number = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
-        if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
-            numbers.push(n);
-        }
+        numbers.extend(number.and_then(|n| n.parse::<u64>().ok()));
     }
     numbers.sort_unstable();
     if numbers.is_empty() {
