@@ -101,9 +101,10 @@ pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
     Ok(out)
 }
 
-type FieldError = (String, String);
+/// A refused field and why.
+pub(super) type FieldError = (String, String);
 
-fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {
+pub(super) fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {
     Err((field.to_string(), why.to_string()))
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::spec::{Declaration, Type};
+use super::spec::{fail, Declaration, FieldError, Type};
 use crate::error::Error;
 use crate::json_text;
 
@@ -41,8 +41,6 @@ pub struct Update {
     pub value: f64,
 }
 
-type FieldError = (String, String);
-
 /// Parses one update object or an array of at most [`MAX_BATCH`], all or nothing; errors
 /// name the index and field, e.g. `updates[2].labels.model`.
 pub fn parse_batch(
@@ -60,7 +58,6 @@ fn parse_one(
     declared: &[Declaration],
     index: &HashMap<String, usize>,
 ) -> Result<Update, FieldError> {
-    let fail = |field: &str, why: &str| Err((field.to_string(), why.to_string()));
     let Value::Object(map) = v else {
         return fail("name", "the update must be a JSON object");
     };
