@@ -5,10 +5,9 @@ use serde_json::Value;
 
 use crate::error::Error;
 
-/// Each item of `value` (the object itself, or the array's elements; `what` names one in
-/// errors, "event", "update") parsed by `parse(i, item)`, whose `(field, message)` error becomes
-/// [`Error::Invalid`] on `{what}s[i].{field}`. An empty batch, one over `max`, and anything
-/// but an object or an array are [`Error::Invalid`] on `body`.
+/// Each item of `value` (an object, or an array's elements) parsed by `parse(i, item)`, whose
+/// `(field, message)` error is [`Error::Invalid`] on `{what}s[i].{field}`. An empty batch, one
+/// over `max`, or anything but an object or an array is [`Error::Invalid`] on `body`.
 pub fn parse<'a, T>(
     value: &'a Value,
     what: &str,

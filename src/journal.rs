@@ -56,10 +56,8 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
 }
 
 /// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (the
-/// lines before it), by which [`read_snapshot`] tells a whole snapshot from one cut short.
-/// Crash-only: `PATH.tmp` is synced, renamed over `path`, and the directory synced. Lines are
-/// printed straight into the file's buffer, so large records need no more memory than it.
-/// Returns the bytes written.
+/// count, telling a whole snapshot from one cut short); returns its bytes. Crash-only: `.tmp`
+/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
@@ -284,11 +282,9 @@ impl Journal {
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` (and its parent dirs), streaming each record to
-    /// `each` in file order, so neither file nor records are held in memory. A torn tail is
-    /// cut and the cut synced, so appends start on a clean line. An error from `each` refuses
-    /// the open naming the file, line and byte offset, as damage does. Returns the journal
-    /// and the torn bytes cut.
+    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`
+    /// in file order; cuts a torn tail (synced) and returns the bytes cut. An error from `each`
+    /// refuses the open naming the file, line and byte offset, as damage does.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
