@@ -57,7 +57,8 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
 
 /// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (the
 /// count, telling a whole snapshot from one cut short); returns its bytes. Crash-only: `.tmp`
-/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer.
+/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer, so
+/// large records need no more memory than it.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
