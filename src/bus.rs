@@ -146,7 +146,8 @@ fn parse_msg_id(id: &str) -> Option<u64> {
 }
 
 impl Bus {
-    /// Opens the message journal in `dir/messages/` and reads what `retention` keeps.
+    /// Opens the message journal in `dir/messages/` (moving a legacy `messages.jsonl` in) and
+    /// reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
         let (segments, records) =

@@ -62,8 +62,9 @@ impl Report {
 /// The stores a data dir holds: one of these, or a server's lock, tells a data dir.
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
-/// Refuses a path that is not a data dir, such as a store's directory inside one (its repair
-/// would take the wrong lock and run beside a live server).
+/// Refuses a path that is not a data dir (missing, a file, or with neither lock nor store),
+/// such as a store's directory inside one (its repair would take the wrong lock and run beside
+/// a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -85,7 +86,8 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Moves aside the damaged lines of every journal under the existing `dirs`, to the first error.
+/// Moves aside the damaged lines of every journal under the existing `dirs`. Stops at the first
+/// I/O error; the files repaired before it stay so.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
     // Name order repairs a store's segments oldest first: a damaged header is numbered from

@@ -15,7 +15,8 @@ use crate::journal::{self, Journal, Tail};
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// When a store's next snapshot is due: once its journal grew by the configured size or the last
-/// snapshot's, whichever is more, so a start reads at most about twice a snapshot. One at a time.
+/// snapshot's, whichever is more, so a start reads at most about twice a snapshot and snapshots
+/// write about as much again as the journal. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
     /// Journal bytes applied since the last snapshot, and that snapshot's size.
@@ -102,7 +103,7 @@ impl Segment {
         }
     }
 
-    /// False for an empty headerless segment (a crash just after its creation).
+    /// False for an empty headerless segment (a crash just after its creation): the count runs on.
     fn holds(&self) -> bool {
         self.records > 0 || self.first.is_some()
     }
@@ -124,7 +125,8 @@ pub struct Segments {
 }
 
 /// Refuses a gap between consecutive segments: the newer one's header must count exactly the
-/// records before, in and moved aside from the older. A headerless one cannot be placed.
+/// records before, in and moved aside from the older. A headerless one (its first line moved
+/// aside) but the first ever cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
     let older_path = path_of(dir, older.number);
     let newer_path = path_of(dir, newer.number);

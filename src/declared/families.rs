@@ -97,9 +97,9 @@ impl Families {
         })
     }
 
-    /// Checks that no update makes a value (a histogram's sum) infinite, counting earlier
-    /// updates of the batch; [`Error::Invalid`] names the field. Batches in flight are not
-    /// counted: two may add up past the largest value, and `apply` then saturates.
+    /// Checks that no update makes a value (a counter's, a gauge's, a histogram's sum) infinite,
+    /// counting earlier updates of the batch; [`Error::Invalid`] names the field. Batches in
+    /// flight are not counted: two may add up past the largest value, and `apply` saturates.
     pub(super) fn check(&self, updates: &[Update]) -> Result<(), Error> {
         let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {

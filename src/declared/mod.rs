@@ -39,7 +39,8 @@ pub const STORE: &str = "metrics";
 /// (`docs/operations.md`, "Series bound").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ceiling {
-    /// `--declared-label-bytes`: each series' labels as a scrape writes them (`model="gpt"`).
+    /// `--declared-label-bytes`: each series' labels as a scrape writes them (`model="gpt"`),
+    /// which a series keeps in memory.
     pub label_bytes: u64,
     /// `--declared-exposition-bytes`: the most a scrape of them can write, values at widest.
     pub exposition_bytes: u64,
@@ -85,9 +86,11 @@ struct Snapshots {
 impl Declared {
     /// Registers `declared` in `registry` under `ceiling`, reads the snapshot under `dir` and
     /// replays the journal after it (nothing declared: no journal, no thread). A family the
-    /// registry refuses is [`Error::Invalid`] naming it. A snapshot each `snapshot_bytes` of
-    /// journal (0: none). A store without label names is read by position once, then at once
-    /// snapshotted with names, so no later start reads a position.
+    /// registry refuses (a clash, or over the ceiling) is [`Error::Invalid`] naming it. A
+    /// snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store without
+    /// label names is read by position once, taking today's declarations as its own, then
+    /// snapshotted with names at once whatever `snapshot_bytes` ([`Error::Storage`] if that
+    /// fails), so no later start reads a position.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,

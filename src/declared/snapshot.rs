@@ -1,9 +1,10 @@
-//! The declared metrics' snapshot `metrics/snapshot`, every series' value as of one journal
-//! record, in the journal's line format: `{"snapshot":{"records":N,"format":2}}`; per series
-//! `{"series":[name,{label:value,...},type,value]}` (a counter's [`Counter::parts`], a gauge's
-//! value, a histogram's `[cumulative counts, sum, bounds]`); then, as they were, lines of
-//! families no longer declared so; and `{"end":N}`. A snapshot without a format (before 2)
-//! has positional labels and unbounded counts ([`Positional`]).
+//! The declared metrics' snapshot `metrics/snapshot`: every series' value as of one journal
+//! record, so a start reads only later records and older segments go. In the journal's line
+//! format: `{"snapshot":{"records":N,"format":2}}`; per series `{"series":[name,{label:value,
+//! ...},type,value]}` (a counter's [`Counter::parts`], a gauge's value, a histogram's
+//! `[cumulative counts, sum, bounds]`); then, as they were, lines of families no longer
+//! declared so; and `{"end":N}`. Without a format (before 2), labels are positional and
+//! counts unbounded ([`Positional`]).
 //!
 //! [`Counter::parts`]: crate::metrics::Counter::parts
 
