@@ -1,9 +1,9 @@
-//! A crash-only, append-only journal of JSON Lines records; one writer, its committer
-//! ([`crate::commit_queue`]). An append returns once synced (`fdatasync`); a crash can only
-//! leave a torn last line, which an open cuts off. Each line ends with `"crc32c":"xxxxxxxx"`,
-//! the CRC-32C of the record as given, so a flipped byte that still parses is caught: an open
-//! refuses a damaged line naming file, line, offset and `conductor-metrics repair`. A prefix
-//! of lines from before checksums is taken as it is, if JSON.
+//! A crash-only, append-only journal of records as JSON Lines (so `jq` reads it); one writer,
+//! its committer ([`crate::commit_queue`]). An append returns once synced (`fdatasync`); a crash
+//! can only leave a torn last line, which an open cuts off. Each line ends with
+//! `"crc32c":"xxxxxxxx"`, the CRC-32C of the record as given, so a flipped byte that still parses
+//! is caught: an open refuses a damaged line (or one without, after one with) naming file, line,
+//! offset and `conductor-metrics repair`. Lines from before checksums are taken if JSON.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

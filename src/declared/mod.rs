@@ -1,6 +1,7 @@
 //! Declared metrics: families declared in `--metrics-file` and updated over HTTP. Each update
 //! is checked against its declaration, a batch all or nothing ([`update`]); a batch is one
-//! journal record (segments in `DATA_DIR/metrics/`), applied once synced, in journal order.
+//! journal record (segments in `DATA_DIR/metrics/`), applied once synced, in journal order,
+//! so a replay restores every value exactly.
 //! Records and [`snapshot`] series are self-contained, so after a declarations change a start
 //! takes what fits by label name and bucket bound and keeps the rest as it was. Bounded per
 //! family by the series cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
