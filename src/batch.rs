@@ -5,14 +5,18 @@ use serde_json::Value;
 
 use crate::error::Error;
 
-/// The items of `value`: the object itself, or the array's elements.
-/// `what` names an item in errors ("event", "update"). An empty batch, one
-/// over `max`, and anything but an object or an array are
-/// [`Error::Invalid`] on `body`.
-pub fn items<'a>(value: &'a Value, what: &str, max: usize) -> Result<Vec<&'a Value>, Error> {
-    let items: Vec<&Value> = match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Object(_) => vec![value],
+/// Each item of `value` (an object, or an array's elements) parsed by `parse(i, item)`, whose
+/// `(field, message)` error is [`Error::Invalid`] on `{what}s[i].{field}`. An empty batch, one
+/// over `max`, or anything but an object or an array is [`Error::Invalid`] on `body`.
+pub fn parse<'a, T>(
+    value: &'a Value,
+    what: &str,
+    max: usize,
+    mut parse: impl FnMut(usize, &'a Value) -> Result<T, (String, String)>,
+) -> Result<Vec<T>, Error> {
+    let items: &[Value] = match value {
+        Value::Array(items) => items,
+        Value::Object(_) => std::slice::from_ref(value),
         _ => {
             let message = format!("must be an {what} object or an array of them");
             return Err(Error::invalid("body", message));
@@ -26,21 +30,9 @@ pub fn items<'a>(value: &'a Value, what: &str, max: usize) -> Result<Vec<&'a Val
         let message = format!("holds {n} {what}s; at most {max} per batch");
         return Err(Error::invalid("body", message));
     }
-    Ok(items)
-}
-
-/// Each of [`items`] parsed by `parse(i, item)`, whose `(field, message)`
-/// error becomes [`Error::Invalid`] on `{what}s[i].{field}`.
-pub fn parse<'a, T>(
-    value: &'a Value,
-    what: &str,
-    max: usize,
-    mut parse: impl FnMut(usize, &'a Value) -> Result<T, (String, String)>,
-) -> Result<Vec<T>, Error> {
-    let items = items(value, what, max)?;
     let field = |i: usize, f: String| format!("{what}s[{i}].{f}");
     items
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, v)| parse(i, v).map_err(|(f, message)| Error::invalid(&field(i, f), message)))
         .collect()
@@ -50,6 +42,10 @@ pub fn parse<'a, T>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn items<'a>(value: &'a Value, what: &str, max: usize) -> Result<Vec<&'a Value>, Error> {
+        parse(value, what, max, |_, v| Ok(v))
+    }
 
     #[test]
     fn one_item_or_a_bounded_array() {

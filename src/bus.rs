@@ -19,21 +19,15 @@ use crate::time;
 /// The largest message body, in bytes of its JSON encoding.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The deepest nesting of arrays and objects a message body may have. A
-/// listing wraps each body two levels deeper and serde_json, like many
-/// parsers, reads no more than 128 levels, so a deeper body could be
-/// appended and then never read back.
+/// The deepest nesting of arrays and objects a message body may have: a listing wraps each
+/// body two levels deeper, and serde_json reads no more than 128, so a deeper body could be
+/// appended and never read back.
 pub const MAX_BODY_DEPTH: usize = 64;
 
 /// The most messages a read returns.
 pub const MAX_LIMIT: usize = 1000;
 /// The number of messages a read returns by default.
 pub const DEFAULT_LIMIT: usize = 100;
-
-/// How many messages are kept by default.
-pub const DEFAULT_RETAINED: u64 = 100_000;
-/// How many bytes of messages (as journalled) are kept by default.
-pub const DEFAULT_RETAINED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How many of the newest messages the bus keeps, for reads and on disk; 0 in a field means
 /// no bound of that kind.
@@ -48,8 +42,8 @@ pub struct MessageRetention {
 impl Default for MessageRetention {
     fn default() -> MessageRetention {
         MessageRetention {
-            messages: DEFAULT_RETAINED,
-            bytes: DEFAULT_RETAINED_BYTES,
+            messages: 100_000,
+            bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -145,27 +139,25 @@ fn msg_id(seq: u64) -> String {
 }
 
 fn parse_msg_id(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix("MSG-")?;
     // `parse` alone would take a sign.
-    digits
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| digits.parse().ok())?
+    let digits = id.strip_prefix("MSG-")?;
+    digits.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+    digits.parse().ok()
 }
 
 impl Bus {
-    /// Opens the message journal under `dir` (the segments in `messages/`, after moving a
-    /// `messages.jsonl` from before segments there) and reads what `retention` keeps.
+    /// Opens the message journal in `dir/messages/` (moving a legacy `messages.jsonl` in) and
+    /// reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
-        let (segments, opened) =
+        let (segments, records) =
             Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())
                 .map_err(Error::Storage)?;
         let mut state = State {
             retention,
             ..State::default()
         };
-        for record in &opened.records {
+        for record in &records {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
             let Some(message) = read_record(record) else {
@@ -178,7 +170,7 @@ impl Bus {
             state.last_seq = state.last_seq.max(message.seq);
             state.push(message, record.len() as u64 + 1);
         }
-        appends.inc_by(opened.appended);
+        appends.inc_by(segments.appended());
         let queue =
             CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;
         Ok(Bus {
@@ -234,7 +226,7 @@ impl Bus {
         let appends = self.appends.clone();
         // Submitted under the lock, so journal order is sequence order, and
         // messages become visible in it, each once durable.
-        let waiting = self.queue.submit_waiting(record, move |o| {
+        let waiting = self.queue.submit_waiting(vec![record], move |o| {
             o.map_err(|e| Error::Storage(e.to_string()))?;
             let mut state = Self::lock(&shared);
             if let Some(f) = &state.on_visible {
@@ -313,8 +305,7 @@ fn read_record(record: &[u8]) -> Option<Message> {
     })
 }
 
-/// The journal record of `m`: the bytes of `json!({"seq", "type", "body", "run_id", "ts"})`,
-/// keys sorted as serde_json prints them.
+/// The journal record of `m`: `{"body","run_id","seq","ts","type"}` as serde_json prints it.
 fn record(m: &Message) -> Vec<u8> {
     use crate::json_text::{push_f64, push_opt_str, push_str, push_u64};
     let mut out = String::with_capacity(m.body.len() + 96);
@@ -333,8 +324,7 @@ fn record(m: &Message) -> Vec<u8> {
 }
 
 impl State {
-    /// Keeps `m`, which takes `size` bytes in the journal, and lets the oldest go past
-    /// retention; the newest is always kept.
+    /// Keeps `m` (`size` journal bytes), letting the oldest past retention go; the newest stays.
     fn push(&mut self, m: Message, size: u64) {
         self.messages.push_back(m);
         self.sizes.push_back(size);

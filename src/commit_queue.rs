@@ -1,12 +1,9 @@
-//! The committer: the one writer of a journal, a thread that appends everything queued in
-//! one write and one fdatasync (group commit), then runs each record's callback.
-//!
-//! A callback has two stages. The first runs in submission order right after its batch's
-//! append, so a store changes its memory in the journal's order and only once the record is
-//! durable (or learns that its batch failed); it hands back the second stage, which answers.
-//! A small batch is handled by the committer itself, since waking a thread costs more than
-//! answering a few requests; a larger one goes to the ack thread, so that applying one batch
-//! overlaps the sync of the next.
+//! The committer: a journal's one writer, a thread that appends everything queued in one
+//! write and one fdatasync (group commit), then runs each record's callback in two stages:
+//! the first in submission order right after the append, so a store changes its memory in
+//! journal order and only once durable; the second, which it returns, answers. A small batch
+//! is answered by the committer (waking a thread costs more); a larger one by the ack thread,
+//! so that applying one batch overlaps the sync of the next.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,36 +46,20 @@ type Submission = (Vec<Vec<u8>>, Apply);
 /// The largest batch written with one sync, in records.
 const MAX_BATCH: usize = 4096;
 
-/// The largest batch whose callbacks the committer runs itself; a larger
-/// one goes to the ack thread, so that the next write need not wait for it.
-/// Waking up to 64 waiting writers inline rather than through the ack
-/// thread took message appends with 64 writers from 0.75 to 0.85 of the
-/// pre-issue-23 binary's (`scripts/ab-throughput.sh`, medians of three).
+/// The largest batch whose callbacks the committer runs itself: inline rather than through
+/// the ack thread took 64-writer message appends from 0.75 to 0.85 of the pre-issue-23
+/// binary's (`scripts/ab-throughput.sh`, medians of three).
 const INLINE_CALLBACKS: usize = 64;
 
-/// A one-value hand-off from the committer's threads to a caller waiting on its own
-/// thread. A plain mutex and condvar: a channel per write allocates cache-aligned blocks,
-/// which left the heap about 40 bytes larger for every run started (bench-lifecycle).
+/// A one-value hand-off to a caller waiting on its own thread. A mutex and condvar: a channel
+/// per write allocates cache-aligned blocks, about 40 heap bytes per run started (bench-lifecycle).
 pub fn promise<T>() -> (Promise<T>, Waiting<T>) {
-    let shot = Arc::new(Shot {
-        value: Mutex::new(None),
-        ready: Condvar::new(),
-    });
+    let shot = Arc::new((Mutex::new(None), Condvar::new()));
     (Promise(Some(shot.clone())), Waiting(shot))
 }
 
-struct Shot<T> {
-    /// `Some(None)` once the promise was dropped unkept.
-    value: Mutex<Option<Option<T>>>,
-    ready: Condvar,
-}
-
-impl<T> Shot<T> {
-    fn set(&self, value: Option<T>) {
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        self.ready.notify_one();
-    }
-}
+/// The value (`Some(None)` once the promise was dropped unkept) and its signal.
+type Shot<T> = (Mutex<Option<Option<T>>>, Condvar);
 
 /// The committer's half of [`promise`].
 pub struct Promise<T>(Option<Arc<Shot<T>>>);
@@ -86,8 +67,13 @@ pub struct Promise<T>(Option<Arc<Shot<T>>>);
 impl<T> Promise<T> {
     /// Hands `value` to the waiting caller.
     pub fn keep(mut self, value: T) {
+        self.set(Some(value));
+    }
+
+    fn set(&mut self, value: Option<T>) {
         if let Some(shot) = self.0.take() {
-            shot.set(Some(value));
+            *shot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            shot.1.notify_one();
         }
     }
 }
@@ -95,9 +81,7 @@ impl<T> Promise<T> {
 impl<T> Drop for Promise<T> {
     /// Wakes the caller empty-handed: the stage that held it panicked.
     fn drop(&mut self) {
-        if let Some(shot) = self.0.take() {
-            shot.set(None);
-        }
+        self.set(None);
     }
 }
 
@@ -107,12 +91,13 @@ pub struct Waiting<T>(Arc<Shot<T>>);
 impl<T> Waiting<T> {
     /// The promised value; `None` only when the stage that held the promise panicked.
     pub fn wait(self) -> Option<T> {
-        let mut value = self.0.value.lock().unwrap_or_else(|e| e.into_inner());
+        let (value, ready) = &*self.0;
+        let mut value = value.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(v) = value.take() {
                 return v;
             }
-            value = self.0.ready.wait(value).unwrap_or_else(|e| e.into_inner());
+            value = ready.wait(value).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -140,9 +125,8 @@ impl CommitQueue {
         })
     }
 
-    /// Queues `record` (one line, no `\n`). `apply` runs once the record's batch is appended
-    /// (or failed), before any later record's `apply`; the [`AfterApply`] it returns runs
-    /// afterwards.
+    /// Queues `record` (one line). `apply` runs once its batch is appended (or failed), before
+    /// any later record's `apply`; the [`AfterApply`] it returns runs afterwards.
     pub fn submit_in_order(
         &self,
         record: Vec<u8>,
@@ -151,18 +135,9 @@ impl CommitQueue {
         self.send(vec![record], Box::new(apply));
     }
 
-    /// Queues `record` as [`CommitQueue::submit_in_order`] does; `apply`'s result is handed
-    /// to the caller, who waits for it on its own thread, so that the committer's thread only
-    /// applies and wakes, and the answer is made and logged on the caller's.
+    /// Queues `records` as [`CommitQueue::submit_in_order`] does; `apply`'s result goes to the
+    /// caller waiting on its own thread, so the answer is made and logged there.
     pub fn submit_waiting<T: Send + 'static>(
-        &self,
-        record: Vec<u8>,
-        apply: impl FnOnce(Written) -> T + Send + 'static,
-    ) -> Waiting<T> {
-        self.waiting(vec![record], apply)
-    }
-
-    fn waiting<T: Send + 'static>(
         &self,
         records: Vec<Vec<u8>>,
         apply: impl FnOnce(Written) -> T + Send + 'static,
@@ -180,7 +155,7 @@ impl CommitQueue {
     /// after the first stages of every record queued before them.
     pub fn append_all(&self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let records = records.iter().map(|r| r.to_vec()).collect();
-        let waiting = self.waiting(records, |outcome| outcome);
+        let waiting = self.submit_waiting(records, |outcome| outcome);
         let outcome = waiting.wait().unwrap_or_else(|| Err(self.closed()));
         outcome.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| e.duplicate()))
     }
@@ -190,16 +165,14 @@ impl CommitQueue {
     }
 
     fn send(&self, records: Vec<Vec<u8>>, apply: Apply) {
-        // The sender is only ever used under this lock, which no code path
-        // can panic while holding, so poisoning cannot hide a broken state.
+        // No code path panics holding this lock, so poisoning cannot hide a broken state.
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError((_, apply))) = tx.send((records, apply)) {
-            // The committer thread is gone. The callback runs on a thread of its own, as the
-            // caller may hold a lock it takes.
+            // The committer is gone. The callback runs on a thread of its own, as the caller may
+            // hold a lock it takes; should that not start, the request goes unanswered until
+            // its connection times out.
             let err = self.closed();
             let answer = move || run_callbacks(&Err(err), vec![apply]);
-            // Should even that thread not start, the request goes unanswered
-            // until its connection times out.
             let _ = thread::Builder::new()
                 .name("ack-closed".into())
                 .spawn(answer);
@@ -207,8 +180,8 @@ impl CommitQueue {
     }
 }
 
-/// The ack thread, which runs the callbacks of the batches handed to it in order;
-/// `unfinished` counts those it has not finished. `None` when it cannot start.
+/// The ack thread, running handed batches' callbacks in order; `unfinished` counts those not
+/// finished. `None` when it cannot start.
 fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Written, Vec<Apply>)>> {
     let (tx, rx) = mpsc::channel::<(Written, Vec<Apply>)>();
     let left = unfinished.clone();
@@ -228,9 +201,8 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
     let unfinished = Arc::new(AtomicUsize::new(0));
     let mut ack = None;
     let mut records: Vec<Vec<u8>> = Vec::new();
-    let mut applies: Vec<Apply> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+        let (mut applies, mut next) = (Vec::new(), Some(first));
         while let Some((group, apply)) = next {
             records.extend(group);
             applies.push(apply);
@@ -241,10 +213,8 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let outcome = sink.append_all(&refs).map_err(Arc::new);
         records.clear();
-        let applies = std::mem::take(&mut applies);
-        // A small batch with nothing before it unfinished is answered here,
-        // as waking the thread costs more; order is kept, since only this
-        // thread hands batches over.
+        // A small batch with nothing unfinished before it is answered here; order is kept,
+        // as only this thread hands batches over.
         if applies.len() <= INLINE_CALLBACKS && unfinished.load(Ordering::Acquire) == 0 {
             run_callbacks(&outcome, applies);
             continue;
@@ -265,9 +235,8 @@ fn commit_loop(sink: &mut impl Sink, rx: &Receiver<Submission>, name: &str) {
     }
 }
 
-/// Runs the first stages in order, then the second ones. A panic in either
-/// stops the server (`serve`'s panic hook): memory could no longer be
-/// trusted to match the journal.
+/// Runs the first stages in order, then the second ones. A panic in either stops the server
+/// (`serve`'s panic hook): memory could no longer be trusted to match the journal.
 fn run_callbacks(outcome: &Written, applies: Vec<Apply>) {
     let replies: Vec<AfterApply> = applies.into_iter().map(|a| a(outcome.clone())).collect();
     for reply in replies {

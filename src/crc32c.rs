@@ -13,30 +13,21 @@ static TABLES: [[u32; 256]; 8] = tables();
 
 const fn tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];
-    let mut b = 0;
-    while b < 256 {
-        let mut crc = b as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        t[0][b] = crc;
-        b += 1;
-    }
-    let mut k = 1;
-    while k < 8 {
-        let mut b = 0;
-        while b < 256 {
-            let prev = t[k - 1][b];
-            t[k][b] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            b += 1;
-        }
-        k += 1;
+    // Row by row: each row is built from the one before and row 0.
+    let mut i = 0;
+    while i < 8 * 256 {
+        let (k, b) = (i / 256, i % 256);
+        t[k][b] = if k == 0 {
+            let (mut crc, mut bit) = (b as u32, 0);
+            while bit < 8 {
+                crc = (crc >> 1) ^ (POLY & (crc & 1).wrapping_neg());
+                bit += 1;
+            }
+            crc
+        } else {
+            (t[k - 1][b] >> 8) ^ t[0][(t[k - 1][b] & 0xff) as usize]
+        };
+        i += 1;
     }
     t
 }
@@ -49,10 +40,8 @@ pub fn checksum(bytes: &[u8]) -> u32 {
 /// The state of a checksum over no bytes yet, for [`extend`].
 pub const START: u32 = !0;
 
-/// The checksum state `crc` extended by `bytes`, for a checksum computed a
-/// piece at a time: `finish(extend(extend(START, a), b))` is the checksum
-/// of `a` then `b`. The processor's CRC-32C instruction computes it where
-/// there is one ([`crate::sys::crc32c_extend`]), the tables elsewhere.
+/// The state `crc` extended by `bytes`: `finish(extend(extend(START, a), b))` is the checksum
+/// of `a` then `b`. By the CPU's CRC-32C instruction where there is one, else the tables.
 pub fn extend(crc: u32, bytes: &[u8]) -> u32 {
     crate::sys::crc32c_extend(crc, bytes).unwrap_or_else(|| extend_by_tables(crc, bytes))
 }

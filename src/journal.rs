@@ -1,13 +1,9 @@
-//! A crash-only, append-only journal of records, one per line (JSON Lines, so `jq` reads it).
-//! A crash can only leave a torn last line, which an open cuts off. An append returns once
-//! its records are synced (`fdatasync`). One writer: its committer ([`crate::commit_queue`]).
-//!
-//! A record is a JSON object, and its line ends with one more member, `"crc32c":"xxxxxxxx"`:
-//! the CRC-32C of the record as it was given, in hex, so a flipped byte that still parses as
-//! JSON is caught. An open refuses a damaged complete line (a checksum that does not match,
-//! or a line without one after lines with one), naming the file, the line, the byte offset
-//! and `conductor-metrics repair` ([`crate::repair`]). Lines from before checksums (a prefix
-//! of the file with none) are taken as they are, if they are JSON.
+//! A crash-only, append-only journal of records as JSON Lines (so `jq` reads it); one writer,
+//! its committer ([`crate::commit_queue`]). An append returns once synced (`fdatasync`); a crash
+//! can only leave a torn last line, which an open cuts off. Each line ends with
+//! `"crc32c":"xxxxxxxx"`, the CRC-32C of the record as given, so a flipped byte that still parses
+//! is caught: an open refuses a damaged line (or one without, after one with) naming file, line,
+//! offset and `conductor-metrics repair`. Lines from before checksums are taken if JSON.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -59,11 +55,10 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}`
-/// (the lines before it), by which [`read_snapshot`] tells a whole snapshot from one cut
-/// short. Crash-only: `PATH.tmp` is synced, renamed over `path`, and the directory synced.
-/// Lines are printed straight into the file's buffer, checksummed on the way, so large
-/// records need no more memory than the buffer. Returns the bytes written.
+/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (the
+/// count, telling a whole snapshot from one cut short); returns its bytes. Crash-only: `.tmp`
+/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer, so
+/// large records need no more memory than it.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
@@ -151,13 +146,14 @@ pub trait Printable {
 impl Printable for serde_json::Value {
     fn print(&self, out: &mut dyn Write) -> io::Result<()> {
         if self.as_object().is_none_or(|o| o.is_empty()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a JSON object with members",
-            ));
+            return Err(invalid("not a JSON object with members"));
         }
         Ok(serde_json::to_writer(out, self)?)
     }
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, why)
 }
 
 /// Writes journal lines, checksumming as it goes and holding back each last byte, the
@@ -191,10 +187,7 @@ impl Checksummed {
     /// Ends the record written since the last line.
     fn end_line(&mut self) -> io::Result<()> {
         if self.held.take() != Some(b'}') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a record is not an object",
-            ));
+            return Err(invalid("a record is not an object"));
         }
         let crc = crate::crc32c::finish(std::mem::replace(&mut self.crc, crate::crc32c::START));
         let mut tail = Vec::with_capacity(CRC_SUFFIX_LEN + 1);
@@ -250,8 +243,7 @@ pub(crate) struct Scanned<'a> {
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
-/// Checks every complete line of a journal's bytes as an open does, but past damage (a
-/// damaged line does not count as checksummed); also returns the torn tail's length.
+/// Checks every complete line as an open does, but past damage; also returns the torn length.
 pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let (mut lines, mut offset, mut checked) = (Vec::new(), 0u64, false);
@@ -268,17 +260,7 @@ pub(crate) fn scan(data: &[u8]) -> (Vec<Scanned<'_>>, usize) {
     (lines, data.len() - keep)
 }
 
-fn damaged(path: &Path, line: u64, offset: u64, why: String, remedy: Remedy) -> Error {
-    Error::new(
-        path,
-        Kind::Damaged { line, why, remedy },
-        Some(offset),
-        None,
-    )
-}
-
-/// What an open does with a torn tail: cut it (a crash during an append leaves one), or
-/// refuse it in a file that was complete, so was cut or damaged.
+/// An open's torn tail: cut (a crash leaves one), or refused in a file that was complete.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tail {
     Cut,
@@ -301,11 +283,9 @@ impl Journal {
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` (and its parent dirs), streaming each record to
-    /// `each` in file order, so neither file nor records are held in memory. A torn tail is
-    /// cut and the cut synced, so appends start on a clean line. An error from `each` refuses
-    /// the open naming the file, line and byte offset, as damage does. Returns the journal
-    /// and the torn bytes cut.
+    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`
+    /// in file order; cuts a torn tail (synced) and returns the bytes cut. An error from `each`
+    /// refuses the open naming the file, line and byte offset, as damage does.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -320,27 +300,31 @@ impl Journal {
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(Journal, u64), Error> {
         let fail = |kind, offset, e| Error::new(path, kind, offset, Some(e));
+        let damaged = |line, offset, why, remedy| {
+            let kind = Kind::Damaged { line, why, remedy };
+            Error::new(path, kind, Some(offset), None)
+        };
         let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = parent {
-            fs::create_dir_all(dir).map_err(|e| fail(Kind::Open, None, e))?;
+            fs::create_dir_all(dir).map_err(|e| fail(Kind::Io(OPEN), None, e))?;
         }
         let mut options = OpenOptions::new();
         let opened = options.read(true).append(true).create(true).open(path);
-        let mut file = opened.map_err(|e| fail(Kind::Open, None, e))?;
+        let mut file = opened.map_err(|e| fail(Kind::Io(OPEN), None, e))?;
         let (mut line, mut checked) = (0u64, false);
         let (total, offset) = each_line(&mut file, path, |offset, bytes| {
             line += 1;
             let record = check_line(bytes, &mut checked)
-                .map_err(|why| damaged(path, line, offset, why.to_string(), Remedy::Repair))?;
+                .map_err(|why| damaged(line, offset, why.to_string(), Remedy::Repair))?;
             each(&record).map_err(|why| {
                 let why = format!("it is not a record this version can read ({why})");
-                damaged(path, line, offset, why, Remedy::Newer)
+                damaged(line, offset, why, Remedy::Newer)
             })
         })?;
         if total == 0 {
             // The file may have just been created; its directory entry must be durable too.
             let dir = File::open(parent.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
-            dir.map_err(|e| fail(Kind::Open, None, e))?;
+            dir.map_err(|e| fail(Kind::Io(OPEN), None, e))?;
         }
         let torn = total - offset;
         if torn > 0 && tail == Tail::Refuse {
@@ -348,22 +332,19 @@ impl Journal {
                 "{torn} bytes after the last whole line, in a file no crash leaves \
                  torn: it was cut or damaged"
             );
-            return Err(damaged(path, line + 1, offset, why, Remedy::Backup));
+            return Err(damaged(line + 1, offset, why, Remedy::Backup));
         }
         if torn > 0 {
             let cut = file.set_len(offset).and_then(|()| file.sync_data());
-            cut.map_err(|e| fail(Kind::Truncate, Some(offset), e))?;
+            cut.map_err(|e| fail(Kind::Io("cannot cut torn tail"), Some(offset), e))?;
         }
-        Ok((Journal::with_file(path.to_path_buf(), file, offset), torn))
-    }
-
-    fn with_file(path: PathBuf, file: File, len: u64) -> Journal {
-        Journal {
-            path,
+        let journal = Journal {
+            path: path.to_path_buf(),
             file,
-            len,
+            len: offset,
             poisoned: None,
-        }
+        };
+        Ok((journal, torn))
     }
 
     /// Appends one record and returns once it is durable.
@@ -391,9 +372,9 @@ impl Journal {
         let written = self.write_batch(&batch);
         match &written {
             Ok(()) => self.len += batch.len() as u64,
-            Err(error) if matches!(error.kind, Kind::Rollback) => {
+            Err(error) if matches!(error.kind, Kind::Io(ROLLBACK)) => {
                 let mut poisoned = error.duplicate();
-                poisoned.kind = Kind::Poisoned;
+                poisoned.kind = Kind::Io("unusable since an append could not be rolled back");
                 self.poisoned = Some(poisoned);
             }
             Err(_) => {}
@@ -405,33 +386,31 @@ impl Journal {
         let (path, offset) = (&self.path, self.len);
         #[cfg(test)]
         if let Some(e) = faults::take(path) {
-            return Err(Error::new(path, Kind::Write, Some(offset), Some(e)));
+            return Err(Error::new(
+                path,
+                Kind::Io(ROLLED_BACK),
+                Some(offset),
+                Some(e),
+            ));
         }
-        let e = match self.file.write_all(batch) {
-            Ok(()) => match self.file.sync_data() {
-                Ok(()) => return Ok(()),
-                // After a failed fdatasync Linux may drop the dirty pages and report
-                // success next time, so nothing on disk can be trusted: poison.
-                Err(e) => {
-                    let e = io::Error::other(format!("fdatasync failed: {e}"));
-                    return Err(Error::new(path, Kind::Rollback, Some(offset), Some(e)));
-                }
-            },
-            Err(e) => e,
-        };
-        // Roll back so a half-written batch never becomes visible after its callers saw an error.
-        let (kind, e) = match self
-            .file
-            .set_len(offset)
-            .and_then(|()| self.file.sync_data())
-        {
-            Ok(()) => (Kind::Write, e),
-            Err(r) => (
-                Kind::Rollback,
-                io::Error::other(format!("{e}; rollback: {r}")),
-            ),
-        };
-        Err(Error::new(path, kind, Some(offset), Some(e)))
+        if let Err(e) = self.file.write_all(batch) {
+            // Roll back so a half-written batch never shows after its callers saw an error.
+            let rollback = self
+                .file
+                .set_len(offset)
+                .and_then(|()| self.file.sync_data());
+            let (kind, e) = match rollback {
+                Ok(()) => (ROLLED_BACK, e),
+                Err(r) => (ROLLBACK, io::Error::other(format!("{e}; rollback: {r}"))),
+            };
+            return Err(Error::new(path, Kind::Io(kind), Some(offset), Some(e)));
+        }
+        // After a failed fdatasync Linux may drop the dirty pages and report success next time,
+        // so nothing on disk can be trusted: poison.
+        self.file.sync_data().map_err(|e| {
+            let e = io::Error::other(format!("fdatasync failed: {e}"));
+            Error::new(path, Kind::Io(ROLLBACK), Some(offset), Some(e))
+        })
     }
 
     /// The file.
@@ -445,8 +424,7 @@ impl Journal {
     }
 }
 
-/// Hands each complete line of `file` (without `'\n'`) to `each` with its offset, reading a
-/// chunk at a time. Returns the bytes read and the offset past the last line.
+/// Hands each whole line of `file` and its offset to `each`; returns bytes read, end of last line.
 fn each_line(
     file: &mut File,
     path: &Path,
@@ -465,7 +443,7 @@ fn each_line(
         let chunk = Read::by_ref(file)
             .take(READ_CHUNK as u64)
             .read_to_end(&mut buf);
-        let n = chunk.map_err(|e| Error::new(path, Kind::Read, None, Some(e)))?;
+        let n = chunk.map_err(|e| Error::new(path, Kind::Io("cannot read"), None, Some(e)))?;
         total += n as u64;
         while let Some(at) = buf[start + searched..].iter().position(|&b| b == b'\n') {
             let end = start + searched + at;
@@ -481,6 +459,11 @@ fn each_line(
     }
 }
 
+const OPEN: &str = "cannot open";
+const ROLLED_BACK: &str = "append failed and was rolled back";
+/// An append whose failure leaves the file untrusted: the journal is poisoned.
+const ROLLBACK: &str = "append failed and could not be rolled back";
+
 /// Error from a journal operation, with the path and, where known, the byte offset.
 #[derive(Debug)]
 pub struct Error {
@@ -492,13 +475,8 @@ pub struct Error {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Open,
-    Read,
-    Truncate,
-    Write,
-    Rollback,
-    Poisoned,
-    Closed,
+    /// What failed, as the message says it.
+    Io(&'static str),
     InvalidRecord(usize),
     Damaged {
         line: u64,
@@ -526,8 +504,7 @@ impl Error {
         }
     }
 
-    /// A copy for another caller of the same failed batch (`io::Error` is not `Clone`: its
-    /// kind and text stand in).
+    /// A copy for another caller of the same failed batch (`io::Error` is not `Clone`).
     pub(crate) fn duplicate(&self) -> Error {
         let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
         Error::new(
@@ -540,7 +517,7 @@ impl Error {
 
     /// The error for a record queued after the journal's committer stopped.
     pub(crate) fn closed(path: &Path) -> Error {
-        Error::new(path, Kind::Closed, None, None)
+        Error::new(path, Kind::Io("its committer has stopped"), None, None)
     }
 
     /// The byte offset in the file where the failed operation started, where known.
@@ -582,22 +559,16 @@ impl fmt::Display for Error {
                 self.path.display()
             )?;
             return match remedy {
-                Remedy::Repair => match crate::lock::data_dir_of(&self.path) {
-                    Some(dir) => write!(
-                        f,
-                        "; `conductor-metrics repair --data-dir {}` moves damaged lines aside \
-                         into {}.corrupt",
-                        dir.display(),
-                        self.path.display()
-                    ),
-                    // A ledger in AGENT_BUDGET_DIR, outside the data dir.
-                    None => write!(
-                        f,
-                        "; `conductor-metrics repair`, with the server's --data-dir and \
-                         AGENT_BUDGET_DIR, moves damaged lines aside into {}.corrupt",
-                        self.path.display()
-                    ),
-                },
+                Remedy::Repair => {
+                    let how = match crate::lock::data_dir_of(&self.path) {
+                        Some(dir) => format!(" --data-dir {}`", dir.display()),
+                        // A ledger in AGENT_BUDGET_DIR, outside the data dir.
+                        None => "`, with the server's --data-dir and AGENT_BUDGET_DIR,".into(),
+                    };
+                    let path = self.path.display();
+                    let aside = format!("moves damaged lines aside into {path}.corrupt");
+                    write!(f, "; `conductor-metrics repair{how} {aside}")
+                }
                 Remedy::Newer => f.write_str("; was it written by a newer conductor-metrics?"),
                 Remedy::Backup => f.write_str(
                     "; `repair` cannot mend it, as what it holds is in no journal any more: \
@@ -610,13 +581,7 @@ impl fmt::Display for Error {
             write!(f, " at byte {offset}")?;
         }
         match self.kind {
-            Kind::Open => f.write_str(": cannot open")?,
-            Kind::Read => f.write_str(": cannot read")?,
-            Kind::Truncate => f.write_str(": cannot cut torn tail")?,
-            Kind::Write => f.write_str(": append failed and was rolled back")?,
-            Kind::Rollback => f.write_str(": append failed and could not be rolled back")?,
-            Kind::Poisoned => f.write_str(": unusable since an append could not be rolled back")?,
-            Kind::Closed => f.write_str(": its committer has stopped")?,
+            Kind::Io(what) => write!(f, ": {what}")?,
             Kind::InvalidRecord(i) => write!(f, ": record {i} is not a one-line JSON object")?,
             Kind::Damaged { .. } => {}
         }
@@ -949,7 +914,12 @@ mod tests {
     fn failed_write_is_reported_and_failed_rollback_poisons() {
         // /dev/full fails every write with ENOSPC and cannot be truncated.
         let file = OpenOptions::new().append(true).open("/dev/full").unwrap();
-        let mut j = Journal::with_file(PathBuf::from("/dev/full"), file, 7);
+        let mut j = Journal {
+            path: PathBuf::from("/dev/full"),
+            file,
+            len: 7,
+            poisoned: None,
+        };
         let err = j.append(b"{\"x\":1}").unwrap_err();
         let shown = "journal /dev/full at byte 7: append failed and could not be rolled back";
         assert!(err.to_string().starts_with(shown), "{err}");

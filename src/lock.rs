@@ -10,8 +10,7 @@ use std::path::Path;
 /// The lock file's name inside the data dir.
 pub const LOCK_FILE: &str = "lock";
 
-/// The data dir a file at `path` belongs to: the nearest directory above it
-/// holding a server's lock, for errors to name.
+/// The data dir of a file at `path`: the nearest directory above it holding a server's lock.
 pub fn data_dir_of(path: &Path) -> Option<&Path> {
     path.ancestors()
         .skip(1)
@@ -19,8 +18,7 @@ pub fn data_dir_of(path: &Path) -> Option<&Path> {
 }
 
 /// Takes the lock of `dir` (which must exist), held until the file is dropped, and writes our pid
-/// into it. Fails when another process holds it (naming its pid) or the file cannot be opened,
-/// locked or written.
+/// into it. Fails when another process holds it (naming its pid) or on an I/O error.
 pub fn lock(dir: &Path) -> Result<File, String> {
     let path = dir.join(LOCK_FILE);
     let io = |e: std::io::Error| format!("cannot lock {}: {e}", path.display());
@@ -33,6 +31,7 @@ pub fn lock(dir: &Path) -> Result<File, String> {
         .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
+        Err(TryLockError::Error(e)) => return Err(io(e)),
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
             let pid: Option<u32> = file
@@ -46,7 +45,6 @@ pub fn lock(dir: &Path) -> Result<File, String> {
                 dir.display()
             ));
         }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
     }
     let pid = format!("{}\n", std::process::id());
     let written = file

@@ -1,20 +1,16 @@
-//! `conductor-metrics repair`: moves the damaged lines (those
-//! [`Journal::open_each`](crate::journal::Journal::open_each) refuses) of every journal under
-//! a directory aside, as they were, into `<file>.corrupt`, so that a server refusing to start
-//! on them starts again.
-//!
-//! Crash-only: the `.corrupt` file is synced before the journal is replaced by renaming a
-//! synced copy over it and syncing the directory, so a crash leaves the old file or the new
-//! one (a repeat run finishes the job, at worst copying a line aside twice). A torn last line
-//! is cut, as a start would; a start calls [`cut_torn_tails`] itself before its stores open
-//! their journals, so that each cut is logged.
+//! `conductor-metrics repair`: moves the damaged lines (those a journal's open refuses) of
+//! every journal under a directory aside, as they were, into `<file>.corrupt`, so a server
+//! refusing them starts again. Crash-only: the `.corrupt` file is synced before a synced copy
+//! is renamed over the journal and the directory synced, so a crash leaves the old file or
+//! the new (a rerun finishes, at worst copying a line aside twice). A torn last line is cut,
+//! as a start does itself ([`cut_torn_tails`]) before its stores open, so each cut is logged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::journal;
-use crate::segments::{self, lines_aside};
+use crate::segments::{self, aside, lines_aside};
 
 /// A line moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +20,7 @@ pub struct Moved {
     pub line: u64,
     pub offset: u64,
     pub why: &'static str,
-    /// Its record number in its store (counting every record ever appended, from 0), for a
-    /// line of a segment with a header and no lines moved aside before.
+    /// Its record number in its store (from 0), in a segment with a header and none aside.
     pub record: Option<u64>,
 }
 
@@ -37,8 +32,7 @@ pub struct Rebuilt {
     pub appended_before: u64,
 }
 
-/// A segment whose header is damaged and that no neighbour numbers: left as it was, so that
-/// a start refuses it, naming it.
+/// A segment with a damaged header no neighbour numbers: left as it was, for a start to refuse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unnumbered {
     pub file: PathBuf,
@@ -65,13 +59,12 @@ impl Report {
     }
 }
 
-/// The stores a data dir holds: one of these, or the lock a server left, tells a data dir
-/// from any other directory.
+/// The stores a data dir holds: one of these, or a server's lock, tells a data dir.
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
-/// Refuses a path that is not a data dir: missing, a file, or a directory with neither a
-/// lock nor a store, such as a store's directory inside one (its repair would take the wrong
-/// lock and run beside a live server).
+/// Refuses a path that is not a data dir (missing, a file, or with neither lock nor store),
+/// such as a store's directory inside one (its repair would take the wrong lock and run beside
+/// a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -93,8 +86,8 @@ pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Moves the damaged lines of every journal under each existing dir in `dirs` aside. Fails on
-/// the first file or directory it cannot read or write; those already repaired stay so.
+/// Moves aside the damaged lines of every journal under the existing `dirs`. Stops at the first
+/// I/O error; the files repaired before it stay so.
 pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     let mut report = Report::default();
     // Name order repairs a store's segments oldest first: a damaged header is numbered from
@@ -114,8 +107,7 @@ fn segment_number(path: &Path) -> Option<u64> {
 }
 
 /// The records before segment `number` at `path` (header damaged, `lines` lines besides) as
-/// its neighbours number it: the (repaired) one before ends where it begins, the next begins
-/// where it ends.
+/// its neighbours number it: the (repaired) one before, or else the next.
 fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let before = segments::scan_segment(dir, number - 1)?;
@@ -126,13 +118,10 @@ fn number_segment(path: &Path, number: u64, lines: u64) -> io::Result<Option<u64
     Ok(next.and_then(|next| next.checked_sub(lines + lines_aside(path))))
 }
 
-/// Cuts the torn tail (after the last newline) off every journal under each existing dir in
-/// `dirs`, as opening it would; returns each file cut with the bytes cut. A start calls this
-/// before its stores open their journals, so that each cut is logged.
+/// Cuts the torn tail off every journal under the existing `dirs`, as an open would.
 pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let files = journal_files(dirs)?;
-    // Only a store's newest segment can end torn: an older one was complete when the next
-    // began, so a torn end there is damage, which its open refuses; not cut here.
+    // An older segment was complete when the next began: a torn end there is damage, not cut.
     let older_segment = |f: &PathBuf| {
         segment_number(f).is_some_and(|n| {
             files
@@ -154,12 +143,10 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
 /// Every journal under `dirs` with lines `repair` moved aside, and how many, so that every
 /// start says their records are not in the store.
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
-    let files = journal_files(dirs)?.into_iter();
-    let all = files.map(|file| {
-        let lines = lines_aside(&file);
-        (file, lines)
-    });
-    Ok(all.filter(|(_, lines)| *lines > 0).collect())
+    let all = journal_files(dirs)?
+        .into_iter()
+        .map(|f| (lines_aside(&f), f));
+    Ok(all.filter(|a| a.0 > 0).map(|(n, f)| (f, n)).collect())
 }
 
 /// Cuts one file after its last newline; returns the bytes cut.
@@ -224,8 +211,7 @@ fn repair_file(path: &Path, report: &mut Report) -> io::Result<()> {
     if torn == 0 && lines.iter().all(|l| l.record.is_ok()) {
         return Ok(());
     }
-    // A segment's header (but the first ever's) numbers its records: moved aside, it would
-    // leave them all unreadable.
+    // A segment's header (but 0's) numbers its records: moved aside, all would be unreadable.
     let segment = segment_number(path).filter(|&n| n != 0);
     let header_damaged = segment.is_some() && lines.first().is_some_and(|l| l.record.is_err());
     let body = &lines[usize::from(header_damaged)..];
@@ -299,14 +285,6 @@ fn append_aside<'a>(
         file.write_all(b"\n")?;
     }
     file.sync_all()
-}
-
-/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
-fn aside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".");
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 #[cfg(test)]

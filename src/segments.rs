@@ -1,13 +1,9 @@
-//! A journal cut into segment files (`0000000001.jsonl`, ... in one directory per store,
-//! each a [`Journal`]), so that history is dropped by deleting whole files and a start reads
-//! only the segments that hold what is retained.
-//!
-//! Every segment but a migrated one (number 0) begins with a header,
-//! `{"segment":{"appended_before":N}}`, so that the count of records ever appended survives
-//! the deletion of old segments exactly. After a write fills the current segment, the next
-//! record begins a new one, its header in the same write and sync; then the oldest segments
-//! go while the newer ones cover what is kept (a deletion lost to a crash is done again at
-//! the next rotation or start). One writer at a time.
+//! A journal cut into segment files (`0000000001.jsonl`, ..., each a [`Journal`]), so history
+//! goes by deleting whole files and a start reads only what is retained. Every segment but a
+//! migrated one (0) begins with `{"segment":{"appended_before":N}}`, so the count of records
+//! ever appended survives deletions exactly. The record after a full segment begins a new one,
+//! its header in the same write and sync; then the oldest go while the newer ones cover what
+//! is kept (a deletion lost to a crash is redone at the next rotation or start). One writer.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -18,9 +14,9 @@ use crate::journal::{self, Journal, Tail};
 /// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a snapshotting store's next snapshot is due: once its journal has grown by the configured
-/// size or the last snapshot's size, whichever is more, so that a start reads at most about twice a
-/// snapshot and snapshots write about as much again as the journal. One at a time.
+/// When a store's next snapshot is due: once its journal grew by the configured size or the last
+/// snapshot's, whichever is more, so a start reads at most about twice a snapshot and snapshots
+/// write about as much again as the journal. One at a time.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
     /// Journal bytes applied since the last snapshot, and that snapshot's size.
@@ -30,8 +26,7 @@ pub struct SnapshotDue {
 }
 
 impl SnapshotDue {
-    /// Counts `bytes` of journal applied; true when a snapshot (every `every` bytes, 0: never)
-    /// is due, which the caller then takes and ends with [`SnapshotDue::done`].
+    /// Counts `bytes` applied; true when a snapshot (every `every` bytes, 0: never) is due.
     pub fn grew(&mut self, bytes: u64, every: u64) -> bool {
         self.since += bytes;
         if self.busy || every == 0 || self.since < every.max(self.last) {
@@ -42,8 +37,7 @@ impl SnapshotDue {
         true
     }
 
-    /// Ends a snapshot: `written` is its size, or None when it failed (the next is then due
-    /// as the journal grows).
+    /// Ends a snapshot: `written` is its size, or None when it failed.
     pub fn done(&mut self, written: Option<u64>) {
         self.busy = false;
         if let Some(size) = written {
@@ -59,7 +53,7 @@ impl SnapshotDue {
 }
 
 /// How much a segmented store keeps, and how big a segment grows; 0: no bound of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
     /// The newest records kept.
     pub records: u64,
@@ -72,19 +66,16 @@ pub struct SegmentRetention {
 }
 
 impl SegmentRetention {
-    /// For a store that snapshots every `snapshot_bytes` (0: never; segments then close at the
-    /// default size): segments close at that size, so that a snapshot deletes the whole
-    /// segments it covers; nothing else is dropped.
+    /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
+    /// default size): segments close at that size; only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
+        let segment_bytes = match snapshot_bytes {
+            0 => DEFAULT_SNAPSHOT_BYTES,
+            bytes => bytes,
+        };
         SegmentRetention {
-            records: 0,
-            bytes: 0,
-            segment_records: 0,
-            segment_bytes: if snapshot_bytes == 0 {
-                DEFAULT_SNAPSHOT_BYTES
-            } else {
-                snapshot_bytes
-            },
+            segment_bytes,
+            ..SegmentRetention::default()
         }
     }
 
@@ -95,7 +86,7 @@ impl SegmentRetention {
 }
 
 /// One segment file: its number, what it holds, and its header's count.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Segment {
     number: u64,
     records: u64,
@@ -107,14 +98,12 @@ impl Segment {
     fn new(number: u64, first: Option<u64>) -> Segment {
         Segment {
             number,
-            records: 0,
-            bytes: 0,
             first,
+            ..Segment::default()
         }
     }
 
-    /// False for an empty segment without a header (a crash just after its creation): the
-    /// count runs on past it.
+    /// False for an empty headerless segment (a crash just after its creation): the count runs on.
     fn holds(&self) -> bool {
         self.records > 0 || self.first.is_some()
     }
@@ -135,21 +124,12 @@ pub struct Segments {
     rotate: bool,
 }
 
-/// What [`Segments::open`] found.
-#[derive(Debug)]
-pub struct Opened {
-    /// The records of the segments kept, oldest first.
-    pub records: Vec<Vec<u8>>,
-    /// Records appended to the store ever, deleted segments included.
-    pub appended: u64,
-}
-
-/// Refuses a gap between consecutive segments: the newer one's header must count exactly
-/// the records before the older one, in it, and moved aside from it by `repair`. A segment
-/// without a header (its first line moved aside), but the first ever, cannot be placed.
+/// Refuses a gap between consecutive segments: the newer one's header must count exactly the
+/// records before, in and moved aside from the older. A headerless one (its first line moved
+/// aside) but the first ever cannot be placed.
 fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), String> {
-    let older_path = dir.join(file_name(older.number));
-    let newer_path = dir.join(file_name(newer.number));
+    let older_path = path_of(dir, older.number);
+    let newer_path = path_of(dir, newer.number);
     let headerless = |path: &Path| {
         format!(
             "segment {} has no header, so the records it holds cannot be numbered; \
@@ -182,30 +162,30 @@ fn check_continuity(dir: &Path, older: &Segment, newer: &Segment) -> Result<(), 
     ))
 }
 
-/// The records `repair` moved aside from the journal at `path` (its `.corrupt` file's lines):
-/// they were appended, so they count.
+/// The records `repair` moved aside from the journal at `path` (into `.corrupt`): they count.
 pub(crate) fn lines_aside(path: &Path) -> u64 {
+    let aside = fs::read(aside(path, "corrupt"));
+    aside.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+}
+
+/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
+pub(crate) fn aside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
-    name.push(".corrupt");
-    fs::read(name).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
-fn moved_aside(dir: &Path, number: u64) -> u64 {
-    lines_aside(&dir.join(file_name(number)))
-}
-
-/// The number of the record after `seg`. `None` for a segment without a header but segment
-/// 0 (a migrated journal, which begins at record 0).
+/// The number of the record after `seg`; `None` for a headerless one but segment 0 (migrated).
 pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     let first = seg.first.or((seg.number == 0).then_some(0))?;
-    Some(first + seg.records + moved_aside(dir, seg.number))
+    Some(first + seg.records + lines_aside(&path_of(dir, seg.number)))
 }
 
-/// Segment `number` in `dir` as `repair` reads it, past damage: its header's count and its
-/// readable records. `None` when there is no such file (nor for a symlink, as `repair` does
-/// not walk into one).
+/// Segment `number` in `dir` as `repair` reads it, past damage. `None` without such a file
+/// (or for a symlink, which `repair` does not walk into).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
-    let path = dir.join(file_name(number));
+    let path = path_of(dir, number);
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
         return Ok(None);
     }
@@ -228,8 +208,8 @@ fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
             dir.display(),
             w[0] + 1,
             w[1] - 1,
-            dir.join(file_name(w[0])).display(),
-            dir.join(file_name(w[1])).display()
+            path_of(dir, w[0]).display(),
+            path_of(dir, w[1]).display()
         )),
     }
 }
@@ -246,8 +226,8 @@ pub(crate) fn read_header(record: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn file_name(number: u64) -> String {
-    format!("{number:010}.jsonl")
+fn path_of(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:010}.jsonl"))
 }
 
 fn storage(path: &Path, e: std::io::Error) -> String {
@@ -255,14 +235,13 @@ fn storage(path: &Path, e: std::io::Error) -> String {
 }
 
 impl Segments {
-    /// Opens the segments in `dir` (creating it), reads the newest ones that cover
-    /// `retention`, and deletes the older ones. An existing `legacy` file (a journal from
-    /// before segments) is renamed into `dir` as segment 0.
+    /// Opens the segments in `dir` (creating it), returns the records of the newest ones that
+    /// cover `retention` and deletes the older. A `legacy` journal becomes segment 0.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
         retention: SegmentRetention,
-    ) -> Result<(Segments, Opened), String> {
+    ) -> Result<(Segments, Vec<Vec<u8>>), String> {
         let numbers = prepare(dir, legacy)?;
         // Newest first, until the retained amounts are covered.
         let (mut loaded, mut bodies, mut newest) = (Vec::new(), Vec::new(), None);
@@ -281,31 +260,32 @@ impl Segments {
             bodies.push(body);
             newest = newest.or(Some((journal, seg)));
         }
-        let oldest_kept = loaded.last().map_or(0, |s| s.number);
-        for &number in numbers.iter().filter(|&&n| n < oldest_kept) {
+        let (old, kept) = numbers.split_at(numbers.len() - loaded.len());
+        for &number in old {
             // One left behind is deleted at the next rotation or start; it is never read.
-            let _ = fs::remove_file(dir.join(file_name(number)));
+            let _ = fs::remove_file(path_of(dir, number));
         }
         loaded.reverse();
-        let kept_numbers: Vec<u64> = loaded.iter().map(|s| s.number).collect();
-        check_numbers(dir, &kept_numbers)?;
+        check_numbers(dir, kept)?;
         let holding: Vec<&Segment> = loaded.iter().filter(|s| s.holds()).collect();
         for pair in holding.windows(2) {
             check_continuity(dir, pair[0], pair[1])?;
         }
         // Records `repair` moved aside were appended all the same: the count never goes back.
         let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
-        let aside: u64 = loaded.iter().map(|s| moved_aside(dir, s.number)).sum();
+        let aside: u64 = loaded
+            .iter()
+            .map(|s| lines_aside(&path_of(dir, s.number)))
+            .sum();
         let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
         let appended = before + records.len() as u64 + aside;
         let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
-        Ok((segments, Opened { records, appended }))
+        Ok((segments, records))
     }
 
-    /// Opens the segments in `dir` (creating it) of a store whose snapshot holds the records
-    /// before number `from` (counting from 0): deletes the segments wholly before it and hands
-    /// each record from it on to `each`. Only `retention`'s segment size counts: the store
-    /// keeps what it writes until [`drop_covered`] deletes it.
+    /// Opens the segments in `dir` of a store whose snapshot holds the records before number
+    /// `from`: deletes those wholly before it and hands each record from it on to `each`. Only
+    /// `retention`'s segment size counts; [`drop_covered`] deletes.
     pub fn open_from(
         dir: &Path,
         legacy: Option<&Path>,
@@ -313,18 +293,15 @@ impl Segments {
         from: u64,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Segments, String> {
-        let mut numbers = prepare(dir, legacy)?;
-        let mut firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
+        let numbers = prepare(dir, legacy)?;
+        let firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
         // The newest segment that begins at or before `from` holds it.
-        let start = (0..numbers.len())
-            .rev()
-            .find(|&i| firsts[i].is_some_and(|f| f <= from))
-            .unwrap_or(0);
+        let start = firsts.iter().rposition(|f| f.is_some_and(|f| f <= from));
+        let start = start.unwrap_or(0);
         for &number in &numbers[..start] {
-            let _ = fs::remove_file(dir.join(file_name(number)));
+            let _ = fs::remove_file(path_of(dir, number));
         }
-        numbers.drain(..start);
-        firsts.drain(..start);
+        let (numbers, firsts) = (&numbers[start..], &firsts[start..]);
         let mut appended = firsts[0].unwrap_or(0);
         if appended > from {
             return Err(format!(
@@ -333,7 +310,7 @@ impl Segments {
                 appended - 1
             ));
         }
-        check_numbers(dir, &numbers)?;
+        check_numbers(dir, numbers)?;
         let (mut loaded, mut newest) = (Vec::new(), None);
         let mut previous: Option<Segment> = None;
         for (i, &number) in numbers.iter().enumerate() {
@@ -360,10 +337,9 @@ impl Segments {
             newest = Some((journal, seg));
         }
         // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
-        // between; the next record begins a new segment numbered after it. Each header counts
-        // the records moved aside before it; the last holding segment's count here.
+        // between; the next begins a new segment. Headers count earlier records moved aside.
         if let Some(last) = &previous {
-            appended += moved_aside(dir, last.number);
+            appended += lines_aside(&path_of(dir, last.number));
         }
         let ahead = appended < from;
         let retention = SegmentRetention {
@@ -385,8 +361,8 @@ impl Segments {
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
         let (current, seg) = newest.ok_or_else(none)?;
-        // Only segment 0 (migrated) lacks a header. Another with records but none (never written by
-        // this code) would pass for a migrated one later: the next records begin a new segment.
+        // A headerless segment with records but 0 would later pass for a migrated one: the
+        // next records begin a new segment.
         let headerless = seg.number != 0 && seg.first.is_none();
         let mut segments = Segments {
             dir: dir.to_path_buf(),
@@ -401,8 +377,7 @@ impl Segments {
         Ok(segments)
     }
 
-    /// Appends `records` durably, together, beginning a new segment first if the current one
-    /// is full; then deletes segments past retention.
+    /// Appends `records` durably together, in a new segment if the current is full; drops old.
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         if records.is_empty() {
             return Ok(());
@@ -427,11 +402,11 @@ impl Segments {
         Ok(())
     }
 
-    /// Opens the next segment and writes its header with `records`, in one write and sync. On
-    /// failure the empty file stays (a start takes it as empty) and the next write tries again.
+    /// Writes the next segment's header with `records`, in one write and sync. On failure the
+    /// empty file stays (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
-        let path = self.dir.join(file_name(number));
+        let path = path_of(&self.dir, number);
         let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
@@ -458,7 +433,7 @@ impl Segments {
                 break;
             }
             let oldest = self.kept[0].number;
-            if fs::remove_file(self.dir.join(file_name(oldest))).is_err() {
+            if fs::remove_file(path_of(&self.dir, oldest)).is_err() {
                 break;
             }
             self.kept.pop_front();
@@ -483,8 +458,7 @@ impl Segments {
 }
 
 /// Reads segment `number` in `dir`, handing each record after its header to `each`. Only the
-/// newest can end torn (a crash during an append); any other was complete when the next one
-/// began, so a torn end there is damage, refused.
+/// newest can end torn by a crash; any other was complete when the next began: damage, refused.
 fn read_segment(
     dir: &Path,
     number: u64,
@@ -493,8 +467,7 @@ fn read_segment(
 ) -> Result<(Journal, Segment), String> {
     let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
-    let path = dir.join(file_name(number));
-    let (journal, _) = Journal::read(&path, tail, |record| {
+    let (journal, _) = Journal::read(&path_of(dir, number), tail, |record| {
         if !seg.holds() {
             seg.first = read_header(record);
             if seg.first.is_some() {
@@ -519,9 +492,7 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     for entry in fs::read_dir(dir).map_err(|e| storage(dir, e))? {
         let name = entry.map_err(|e| storage(dir, e))?.file_name();
         let number = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
-        if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
-            numbers.push(n);
-        }
+        numbers.extend(number.and_then(|n| n.parse::<u64>().ok()));
     }
     numbers.sort_unstable();
     if numbers.is_empty() {
@@ -530,14 +501,13 @@ fn prepare(dir: &Path, legacy: Option<&Path>) -> Result<Vec<u64>, String> {
     Ok(numbers)
 }
 
-/// The number of the first record of segment `number` in `dir`: 0 for segment 0, its
-/// header's count for any other, and `None` when it has no header yet (or is missing).
+/// The first record's number of segment `number` (0 for segment 0), `None` without a header.
 pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     if number == 0 {
         return Some(0);
     }
     let mut head = [0u8; 256];
-    let n = fs::File::open(dir.join(file_name(number)))
+    let n = fs::File::open(path_of(dir, number))
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .ok()?;
     let line = &head[..=head[..n].iter().position(|&b| b == b'\n')?];
@@ -557,7 +527,7 @@ pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
         if first_of(dir, pair[1]).is_none_or(|f| f > before) {
             break;
         }
-        fs::remove_file(dir.join(file_name(pair[0]))).map_err(|e| storage(dir, e))?;
+        fs::remove_file(path_of(dir, pair[0])).map_err(|e| storage(dir, e))?;
         dropped += 1;
     }
     Ok(dropped)
@@ -570,15 +540,12 @@ fn with_header(
     records: &[&[u8]],
 ) -> Result<(), journal::Error> {
     let head = header(before);
-    let all: Vec<&[u8]> = std::iter::once(&head[..])
-        .chain(records.iter().copied())
-        .collect();
-    journal.append_all(&all)
+    journal.append_all(&[&[&head[..]][..], records].concat())
 }
 
 /// Moves a pre-segment journal into `dir` as segment 0: an atomic rename, then both dirs synced.
 fn migrate(old: &Path, dir: &Path) -> Result<(), String> {
-    let to = dir.join(file_name(0));
+    let to = path_of(dir, 0);
     fs::rename(old, &to).map_err(|e| storage(old, e))?;
     for d in [Some(dir), old.parent()].into_iter().flatten() {
         let synced = fs::File::open(d).and_then(|f| f.sync_all());
@@ -659,7 +626,7 @@ mod tests {
         drop(s);
         // As `repair` leaves a segment: its second record's line gone, and
         // kept in `.corrupt` beside it.
-        let first = dir.join(file_name(1));
+        let first = path_of(&dir, 1);
         let text = fs::read_to_string(&first).unwrap();
         let kept: Vec<&str> = text
             .lines()
@@ -701,7 +668,7 @@ mod tests {
     fn a_gap_between_segments_refuses_the_start_naming_the_missing_records() {
         // A line gone from an older segment, with nothing in `.corrupt`.
         let dir = three_segments("gap-line");
-        let first = dir.join(file_name(1));
+        let first = path_of(&dir, 1);
         let text = fs::read_to_string(&first).unwrap();
         let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"seq\":2")).collect();
         assert_eq!(kept.len() + 1, text.lines().count());
@@ -711,7 +678,7 @@ mod tests {
 
         // A middle segment deleted.
         let dir = three_segments("gap-file");
-        fs::remove_file(dir.join(file_name(2))).unwrap();
+        fs::remove_file(path_of(&dir, 2)).unwrap();
         let e = refused(&dir);
         assert!(e.contains("segments 2 to 2 are missing"), "{e}");
     }
@@ -719,7 +686,7 @@ mod tests {
     #[test]
     fn only_the_newest_segments_torn_tail_is_cut() {
         let dir = three_segments("torn-middle");
-        let middle = dir.join(file_name(2));
+        let middle = path_of(&dir, 2);
         let len = fs::metadata(&middle).unwrap().len();
         let file = fs::OpenOptions::new().write(true).open(&middle).unwrap();
         file.set_len(len - 5).unwrap();
@@ -730,7 +697,7 @@ mod tests {
 
         // The newest one's torn tail is a crash's, and is cut.
         let dir2 = three_segments("torn-newest");
-        let newest = dir2.join(file_name(3));
+        let newest = path_of(&dir2, 3);
         let mut file = fs::OpenOptions::new().append(true).open(&newest).unwrap();
         std::io::Write::write_all(&mut file, b"{\"torn").unwrap();
         let (s, seen) = from(&dir2, 0);
@@ -779,7 +746,7 @@ mod tests {
         let dir = temp_dir("retain");
         let keep = retention(25, 10);
         let (mut s, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!((opened.records.len(), opened.appended), (0, 0));
+        assert_eq!((opened.len(), s.appended()), (0, 0));
         for i in 1..=95 {
             s.append_all(&[&record(i)]).unwrap();
         }
@@ -791,16 +758,13 @@ mod tests {
         // A start reads back from the newest until 25 are covered (71-95)
         // and deletes the rest.
         let (s, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!(opened.appended, 95);
-        assert_eq!(seqs(&opened.records), (71..=95).collect::<Vec<_>>());
+        assert_eq!(s.appended(), 95);
+        assert_eq!(seqs(&opened), (71..=95).collect::<Vec<_>>());
         assert_eq!(s.numbers(), [8, 9, 10]);
         // Reading needs only the newest segments: a smaller retention drops more.
         drop(s);
         let (s, opened) = Segments::open(&dir, None, retention(5, 10)).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((91..=95).collect(), 95)
-        );
+        assert_eq!((seqs(&opened), s.appended()), ((91..=95).collect(), 95));
         assert_eq!(s.numbers(), [10]);
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap()
@@ -820,14 +784,11 @@ mod tests {
         s.append_all(&[&record(7)]).unwrap();
         s.append_all(&[&record(8)]).unwrap();
         assert_eq!(s.numbers(), [1, 2]);
-        let second = fs::read_to_string(dir.join(file_name(2))).unwrap();
+        let second = fs::read_to_string(path_of(&dir, 2)).unwrap();
         assert!(second.starts_with("{\"segment\":{\"appended_before\":6},\"crc32c\""));
         drop(s);
-        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=8).collect(), 8)
-        );
+        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        assert_eq!((seqs(&opened), s.appended()), ((1..=8).collect(), 8));
     }
 
     #[test]
@@ -839,18 +800,12 @@ mod tests {
         let segs = dir.join("messages");
         let (mut s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
         assert!(!legacy.exists());
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=2).collect(), 2)
-        );
+        assert_eq!((seqs(&opened), s.appended()), ((1..=2).collect(), 2));
         s.append_all(&[&record(3)]).unwrap();
         assert_eq!(s.numbers(), [0, 1]);
         drop(s);
-        let (_, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
-        assert_eq!(
-            (seqs(&opened.records), opened.appended),
-            ((1..=3).collect(), 3)
-        );
+        let (s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        assert_eq!((seqs(&opened), s.appended()), ((1..=3).collect(), 3));
     }
 
     #[test]
@@ -867,10 +822,10 @@ mod tests {
             s.append_all(&[&record(i)]).unwrap();
         }
         drop(s);
-        let (_, opened) = Segments::open(&dir, None, keep).unwrap();
-        let bytes: usize = opened.records.iter().map(|r| r.len() + 1).sum();
+        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let bytes: usize = opened.iter().map(|r| r.len() + 1).sum();
         assert!((100..100 + 2 * 40 + 12).contains(&bytes), "{bytes}");
-        assert_eq!(seqs(&opened.records).last(), Some(&50));
-        assert_eq!(opened.appended, 50);
+        assert_eq!(seqs(&opened).last(), Some(&50));
+        assert_eq!(s.appended(), 50);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::spec::{Declaration, Type};
-use super::update::{label_values, Op, Positional, Update};
+use super::update::{label_values, Positional, Update};
 use crate::error::Error;
 use crate::metrics::{
     saturating_sum, Counter, GaugeFamily, HistogramFamily, Labelled, Registry, OVERFLOW_VALUE,
@@ -19,8 +19,7 @@ pub(super) enum Handle {
     Histogram(HistogramFamily),
 }
 
-/// Evaluates `$body` with `$f` bound to the family of `$handle`, whatever
-/// its type: for what every [`Labelled`] does alike.
+/// Evaluates `$body` with `$f` bound to the family of `$handle`, whatever its type.
 macro_rules! with_family {
     ($handle:expr, |$f:ident| $body:expr) => {
         match $handle {
@@ -62,15 +61,14 @@ fn register(d: &Declaration, registry: &Registry) -> Result<Handle, Error> {
     Ok(handle)
 }
 
-/// The series of `f` for `labels`, or when it does not exist yet the
-/// family's overflow series, where an update of it may land.
+/// The series of `f` for `labels`, or if there is none yet the overflow series it may land in.
 fn existing<M: Clone>(f: &Labelled<M>, labels: &[&str]) -> Option<M> {
     let other = vec![OVERFLOW_VALUE; labels.len()];
     f.existing(labels).or_else(|| f.existing(&other))
 }
 
-/// The declarations in force and their families. [`Families::apply`] and
-/// [`Families::restore`] read then write values, so the store serialises them.
+/// The declarations in force and their families; `apply` and `restore` read then write
+/// values, so the store serialises them.
 pub(super) struct Families {
     pub(super) declared: Vec<Declaration>,
     pub(super) handles: Vec<Handle>,
@@ -99,25 +97,18 @@ impl Families {
         })
     }
 
-    /// Checks that no update makes a value (a counter's, a gauge's, a
-    /// histogram's sum) infinite, counting earlier updates of the batch
-    /// ([`existing`]); [`Error::Invalid`] names the field. Accepted batches
-    /// not yet applied are not counted: two may add up past the largest
-    /// value, and [`Families::apply`] then saturates.
+    /// Checks that no update makes a value (a counter's, a gauge's, a histogram's sum) infinite,
+    /// counting earlier updates of the batch; [`Error::Invalid`] names the field. Batches in
+    /// flight are not counted: two may add up past the largest value, and `apply` saturates.
     pub(super) fn check(&self, updates: &[Update]) -> Result<(), Error> {
         let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
             let key = (u.family, u.labels.as_slice());
-            let (field, next) = match u.op {
-                Op::Set(v) => ("set", v),
-                Op::Inc(v) | Op::Add(v) | Op::Observe(v) => {
-                    let now = match after.get(&key) {
-                        Some(&v) => v,
-                        None => self.value(u),
-                    };
-                    (u.op.name(), now + v)
-                }
+            let next = match u.op {
+                "set" => u.value,
+                _ => after.get(&key).copied().unwrap_or_else(|| self.value(u)) + u.value,
             };
+            let field = u.op;
             if !next.is_finite() {
                 return Err(Error::invalid(
                     &format!("updates[{i}].{field}"),
@@ -147,41 +138,37 @@ impl Families {
 
     /// `{a="x"}`, for messages; nothing when unlabelled.
     fn describe(&self, u: &Update) -> String {
-        let names = &self.declared[u.family].labels;
-        if names.is_empty() {
-            return String::new();
-        }
+        let names = self.declared[u.family].labels.iter();
         let pairs: Vec<String> = names
-            .iter()
             .zip(&u.labels)
             .map(|(n, v)| format!("{n}={v:?}"))
             .collect();
-        format!("{{{}}}", pairs.join(","))
+        match pairs.is_empty() {
+            true => String::new(),
+            false => format!("{{{}}}", pairs.join(",")),
+        }
     }
 
-    /// Applies checked updates in order. An addition past `±f64::MAX` (only
-    /// batches in flight together can make one, see [`Families::check`])
-    /// stops there, the same at every replay.
+    /// Applies checked updates in order. An addition past `±f64::MAX` (from batches in flight
+    /// together) stops there, the same at every replay.
     pub(super) fn apply(&self, updates: &[Update]) {
         for u in updates {
             let labels: Vec<&str> = u.labels.iter().map(String::as_str).collect();
-            match (&self.handles[u.family], u.op) {
-                (Handle::Counter(f), Op::Inc(v) | Op::Add(v)) => add_saturating(&f.get(&labels), v),
-                (Handle::Gauge(f), Op::Set(v)) => f.set(&labels, v),
-                (Handle::Gauge(f), Op::Add(v)) => {
+            // Parsing pairs every operation with its type.
+            match &self.handles[u.family] {
+                Handle::Counter(f) => add_saturating(&f.get(&labels), u.value),
+                Handle::Gauge(f) if u.op == "set" => f.set(&labels, u.value),
+                Handle::Gauge(f) => {
                     let g = f.get(&labels);
-                    g.set(saturating_sum(g.get(), v));
+                    g.set(saturating_sum(g.get(), u.value));
                 }
-                (Handle::Histogram(f), Op::Observe(v)) => f.get(&labels).observe_saturating(v),
-                // Parsing pairs every operation with its type.
-                _ => {}
+                Handle::Histogram(f) => f.get(&labels).observe_saturating(u.value),
             }
         }
     }
 
-    /// Adds a snapshot series line (format in `snapshot.rs`) to its family,
-    /// matched by name, type, label names and histogram bounds; `None` when
-    /// no family now takes it as it is ([`label_values`], [`counts_for`]).
+    /// Adds a snapshot series line (see `snapshot.rs`) to its family, matched by name, type,
+    /// label names and bounds; `None` when no family now takes it as it is.
     pub(super) fn restore(&self, line: &Value, positional: &mut Positional) -> Option<()> {
         let s = &line["series"];
         let (name, kind) = (s[0].as_str()?, s[2].as_str()?);
@@ -221,12 +208,10 @@ fn numbers<T>(v: &Value, read: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
     v.as_array()?.iter().map(read).collect()
 }
 
-/// Cumulative counts for buckets `declared` from `counts` under `bounds`:
-/// each declared bound takes the count at that bound, so a histogram that
-/// only lost bounds keeps its counts exactly. `None` when a declared bound
-/// was not one then (what fell below it is unknown) or counts misfit their
-/// bounds. Counts without bounds (older stores) are taken as they are when
-/// `positional` allows and their number fits.
+/// Cumulative counts for buckets `declared` from `counts` under `bounds`, so a histogram that
+/// only lost bounds keeps its counts exactly; `None` when a declared bound was not one then
+/// (what fell below it is unknown) or counts misfit. Counts without bounds (older stores) are
+/// taken as they are when `positional` allows and their number fits.
 pub(super) fn counts_for(
     declared: &[f64],
     bounds: Option<&[f64]>,
@@ -249,14 +234,12 @@ pub(super) fn counts_for(
     Some(out)
 }
 
-/// Adds `v` (not negative) to a counter as an f64 adds, stopping at the
-/// largest finite value. Whole increments that would take its integer part
-/// past `u64::MAX` go to its fractional part, so it keeps counting.
+/// Adds `v` (not negative) to a counter, stopping at the largest finite value. Whole
+/// increments that would take its integer part past `u64::MAX` go to its fractional part.
 fn add_saturating(c: &Counter, v: f64) {
     let (int, fraction) = c.parts();
     if !(fraction + v).is_finite() {
-        // `room` is rounded, and may be half a unit too much for the sum
-        // to stay finite; one step down is then enough.
+        // `room` is rounded, maybe half a unit too much; one step down is then enough.
         let room = f64::MAX - fraction;
         let room = match (fraction + room).is_finite() {
             true => room,

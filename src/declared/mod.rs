@@ -1,16 +1,10 @@
-//! Declared metrics: families an orchestrator declares in a file at start
-//! (`--metrics-file`) and updates over HTTP, typed, durable and bounded.
-//!
-//! - **Typed.** Each update is checked against its declaration; a batch is
-//!   all or nothing ([`update`]).
-//! - **Durable before visible.** A batch is one journal record (segments in
-//!   `DATA_DIR/metrics/`), applied once synced, in journal order: a gauge is
-//!   the last value written, and a replay restores every value exactly.
-//! - **Matched by name.** Records and [`snapshot`] series are self-contained,
-//!   so after a declarations change a start takes what fits by label name
-//!   and bucket bound and keeps the rest aside as it was (`families.rs`).
-//! - **Bounded.** Per family by the registry's series cap, in total by a
-//!   [`Ceiling`] in bytes; past either, new label sets go to overflow.
+//! Declared metrics: families declared in `--metrics-file` and updated over HTTP. Each update
+//! is checked against its declaration, a batch all or nothing ([`update`]); a batch is one
+//! journal record (segments in `DATA_DIR/metrics/`), applied once synced, in journal order,
+//! so a replay restores every value exactly.
+//! Records and [`snapshot`] series are self-contained, so after a declarations change a start
+//! takes what fits by label name and bucket bound and keeps the rest as it was. Bounded per
+//! family by the series cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
 
 mod families;
 #[cfg(test)]
@@ -41,19 +35,15 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// The store's directory in the data dir: journal segments and snapshot.
 pub const STORE: &str = "metrics";
 
-/// The ceiling in bytes on what the declared families hold together, as
-/// [`ByteCeiling`] counts it; 0 is no limit of that kind.
-///
-/// The defaults keep `/metrics` under 64 MiB at worst: built-in families at
-/// their series caps with longest label values, declared ones at this
-/// ceiling (`docs/operations.md`, "Series bound").
+/// The ceiling in bytes on what the declared families hold together, as [`ByteCeiling`] counts
+/// it; 0: no limit of that kind. The defaults keep `/metrics` under 64 MiB at worst
+/// (`docs/operations.md`, "Series bound").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ceiling {
-    /// `--declared-label-bytes`: each series' labels as a scrape writes
-    /// them (`model="gpt"`), which a series keeps in memory.
+    /// `--declared-label-bytes`: each series' labels as a scrape writes them (`model="gpt"`),
+    /// which a series keeps in memory.
     pub label_bytes: u64,
-    /// `--declared-exposition-bytes`: the most a scrape of the declared
-    /// families can write, every value at its widest.
+    /// `--declared-exposition-bytes`: the most a scrape of them can write, values at widest.
     pub exposition_bytes: u64,
 }
 
@@ -66,8 +56,7 @@ impl Default for Ceiling {
     }
 }
 
-/// How far the journal is applied and when the next snapshot (taken
-/// between two applied batches) is due.
+/// How far the journal is applied and when the next snapshot is due.
 #[derive(Default)]
 struct Order {
     /// Journal records applied, ever: the number of the next one.
@@ -96,17 +85,13 @@ struct Snapshots {
 }
 
 impl Declared {
-    /// Registers `declared` in `registry` under `ceiling`, reads the snapshot
-    /// under `dir` and replays the journal after it; nothing declared: no
-    /// journal, no thread. A family the registry refuses (clashing with a
-    /// built-in, or header and overflow series over the ceiling) is
-    /// [`Error::Invalid`] naming it. A snapshot each `snapshot_bytes` of
-    /// journal (0: none), logged to `log`.
-    ///
-    /// A store whose records lack label names is read by position once, on
-    /// its first start here, taking today's declarations as its own; a
-    /// snapshot with names is written at once, whatever `snapshot_bytes`,
-    /// so no later start reads a position ([`Error::Storage`] if it fails).
+    /// Registers `declared` in `registry` under `ceiling`, reads the snapshot under `dir` and
+    /// replays the journal after it (nothing declared: no journal, no thread). A family the
+    /// registry refuses (a clash, or over the ceiling) is [`Error::Invalid`] naming it. A
+    /// snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store without
+    /// label names is read by position once, taking today's declarations as its own, then
+    /// snapshotted with names at once whatever `snapshot_bytes` ([`Error::Storage`] if that
+    /// fails), so no later start reads a position.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
@@ -130,7 +115,13 @@ impl Declared {
             let (journal, by_position) = snapshots.replay(&dir.join(JOURNAL), &families)?;
             order.durable = journal.appended();
             if by_position {
-                snapshots.rewrite_with_names(order.durable, &families)?;
+                let taken = snapshot::Taken::take(order.durable, &families, &snapshots.kept);
+                let message = "declared metrics rewritten with their label names";
+                snapshots.write(taken, message).map_err(|e| {
+                    Error::Storage(format!(
+                        "cannot rewrite the declared metrics with their label names: {e}"
+                    ))
+                })?;
             }
             let queue = CommitQueue::start(journal, "metrics")
                 .map_err(|e| Error::Storage(e.to_string()))?;
@@ -155,17 +146,15 @@ impl Declared {
         &self.families.declared
     }
 
-    /// Checks a body (an update or an array) against the declarations and
-    /// values now, all or nothing ([`update::parse_batch`], `Families::check`).
+    /// Checks a body (an update or an array) against the declarations and values, all or nothing.
     pub fn parse(&self, body: &Value) -> Result<Vec<Update>, Error> {
         let updates = update::parse_batch(body, &self.families.declared, &self.families.index)?;
         self.families.check(&updates)?;
         Ok(updates)
     }
 
-    /// Journals `updates` as one record; once durable, applies them in
-    /// journal order and returns their count. A failed write applies nothing
-    /// ([`Error::Storage`]).
+    /// Journals `updates` as one record; once durable, applies them in journal order and
+    /// returns their count. A failed write applies nothing ([`Error::Storage`]).
     pub fn update(&self, updates: Vec<Update>) -> Result<usize, Error> {
         let Some(queue) = &self.queue else {
             return Err(Error::invalid(
@@ -177,7 +166,7 @@ impl Declared {
         let bytes = record.len() as u64 + 1;
         let (families, order) = (self.families.clone(), self.order.clone());
         let snapshots = self.snapshots.clone();
-        let waiting = queue.submit_waiting(record, move |outcome| {
+        let waiting = queue.submit_waiting(vec![record], move |outcome| {
             outcome.map_err(|e| Error::Storage(e.to_string()))?;
             let mut o = lock(&order);
             families.apply(&updates);
@@ -194,9 +183,8 @@ impl Declared {
 }
 
 impl Snapshots {
-    /// Reads the snapshot and replays the later journal (moved first from an
-    /// unsegmented `old_journal`) into `families`, keeping what they do not
-    /// take; returns the journal and whether anything was read by position.
+    /// Reads the snapshot and replays the later journal into `families`, keeping what they do
+    /// not take; returns the journal and whether anything was read by position.
     fn replay(
         &mut self,
         old_journal: &Path,
@@ -209,14 +197,9 @@ impl Snapshots {
         };
         let mut kept = Vec::new();
         let mut skipped: Vec<Value> = Vec::new();
+        let (declared, index) = (&families.declared, &families.index);
         let mut replay = |record: &[u8], positional: &mut Positional| {
-            let updates = update::from_record(
-                record,
-                &families.declared,
-                &families.index,
-                &mut skipped,
-                positional,
-            );
+            let updates = update::from_record(record, declared, index, &mut skipped, positional);
             families.apply(&updates);
         };
         let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {
@@ -248,24 +231,26 @@ impl Snapshots {
         Ok((journal, positional.allowed && positional.seen > 0))
     }
 
-    /// Snapshots the `records` applied now and deletes the segments covered:
-    /// for a store read by position, so no later start reads one.
-    fn rewrite_with_names(&self, records: u64, families: &Arc<Families>) -> Result<(), Error> {
-        let taken = snapshot::Taken::take(records, families, &self.kept);
-        let message = "declared metrics rewritten with their label names";
-        write_snapshot(&self.dir, taken, self.log, message).map_err(|e| {
-            Error::Storage(format!(
-                "cannot rewrite the declared metrics with their label names: {e}"
-            ))
-        })?;
-        Ok(())
+    /// Writes `taken` as the snapshot, deletes the segments it covers and logs `message`.
+    fn write(&self, taken: snapshot::Taken, message: &str) -> Result<u64, String> {
+        let (dir, records) = (&self.dir, taken.records);
+        let size = taken
+            .write(&dir.join(snapshot::FILE))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dropped = segments::drop_covered(dir, records)?;
+        let fields = [
+            ("records", records.into()),
+            ("bytes", size.into()),
+            ("segments_deleted", dropped.into()),
+        ];
+        self.log.info(message, &fields);
+        Ok(size)
     }
 
-    /// Counts `grown` journal bytes applied and, under the applying lock,
-    /// takes a due snapshot ([`segments::SnapshotDue`]); its own thread
-    /// writes it and deletes the segments covered.
+    /// Counts `grown` journal bytes applied and, under the applying lock, takes a due snapshot,
+    /// which its own thread writes.
     fn take_if_due(
-        &self,
+        self: &Arc<Self>,
         o: &mut Order,
         grown: u64,
         families: &Arc<Families>,
@@ -275,11 +260,11 @@ impl Snapshots {
             return;
         }
         let taken = snapshot::Taken::take(o.durable, families, &self.kept);
-        let (dir, log, order) = (self.dir.clone(), self.log, order.clone());
+        let (me, order) = (self.clone(), order.clone());
         let write = move || {
-            let written = write_snapshot(&dir, taken, log, "declared metrics snapshot written");
+            let written = me.write(taken, "declared metrics snapshot written");
             if let Err(e) = &written {
-                log.warn(
+                me.log.warn(
                     "declared metrics snapshot failed",
                     &[("error", e.as_str().into())],
                 );
@@ -296,31 +281,8 @@ impl Snapshots {
     }
 }
 
-/// Writes `taken` as the snapshot in `dir`, deletes the segments it
-/// covers and logs `message`; returns its size.
-fn write_snapshot(
-    dir: &Path,
-    taken: snapshot::Taken,
-    log: Logger,
-    message: &str,
-) -> Result<u64, String> {
-    let records = taken.records;
-    let size = taken
-        .write(&dir.join(snapshot::FILE))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dropped = segments::drop_covered(dir, records)?;
-    let fields = [
-        ("records", records.into()),
-        ("bytes", size.into()),
-        ("segments_deleted", dropped.into()),
-    ];
-    log.info(message, &fields);
-    Ok(size)
-}
-
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {
-    // Each step under this lock completes or panics before changing
-    // anything, so a poisoned lock still guards a consistent state.
+    // Each step under it completes or panics before changing anything: poison is harmless.
     order.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -1,16 +1,10 @@
-//! The declared metrics' snapshot: every series' value as of one journal
-//! record, so a start reads only later records and older segments can go.
-//!
-//! `metrics/snapshot`, in the journal's line format: a header
-//! `{"snapshot":{"records":N,"format":2}}`; per series
-//! `{"series":[name,{label:value,...},type,value]}` (a counter's value its
-//! [`Counter::parts`], a gauge's its value, a histogram's `[cumulative
-//! counts, sum, bounds]`); then, as they were, series and journal updates
-//! (`{"u":[...]}`) of families no longer declared so; and `{"end":N}`, the
-//! lines before it (`journal::write_snapshot`).
-//!
-//! Format 2 names labels and bounds, matched so at start; a snapshot
-//! without a format has positional labels and unbounded counts ([`Positional`]).
+//! The declared metrics' snapshot `metrics/snapshot`: every series' value as of one journal
+//! record, so a start reads only later records and older segments go. In the journal's line
+//! format: `{"snapshot":{"records":N,"format":2}}`; per series `{"series":[name,{label:value,
+//! ...},type,value]}` (a counter's [`Counter::parts`], a gauge's value, a histogram's
+//! `[cumulative counts, sum, bounds]`); then, as they were, lines of families no longer
+//! declared so; and `{"end":N}`. Without a format (before 2), labels are positional and
+//! counts unbounded ([`Positional`]).
 //!
 //! [`Counter::parts`]: crate::metrics::Counter::parts
 
@@ -31,8 +25,7 @@ const FORMAT: u64 = 2;
 /// The file name of the snapshot, in the store's directory.
 pub const FILE: &str = "snapshot";
 
-/// The declared metrics at one record of the journal: taken quickly, and
-/// written later, label values and all, by [`Taken::write`].
+/// The declared metrics at one journal record: taken quickly, written later by [`Taken::write`].
 pub struct Taken {
     /// The journal records it covers: those numbered below this.
     pub(super) records: u64,
@@ -44,8 +37,7 @@ pub struct Taken {
 }
 
 impl Taken {
-    /// Takes every series' value of `families` as of `records` journal
-    /// records; `kept` is carried as it is.
+    /// Takes every series' value of `families` as of `records` journal records.
     pub(super) fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
         let mut series = Vec::new();
         for (i, handle) in families.handles.iter().enumerate() {
@@ -68,8 +60,7 @@ impl Taken {
         }
     }
 
-    /// Writes the snapshot at `path`, crash-only (see
-    /// `journal::write_snapshot`); returns its bytes.
+    /// Writes the snapshot at `path`, crash-only; returns its bytes.
     pub fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
         let series = self.series.into_iter().filter_map(|(i, n, value)| {
@@ -92,17 +83,12 @@ impl Taken {
 pub struct Header {
     /// The journal records it covers: those numbered below this.
     pub records: u64,
-    /// Whether its series name their labels and bounds (format 2); if not,
-    /// it was written before they did.
+    /// Whether its series name their labels and bounds (format 2).
     pub named: bool,
 }
 
-/// Reads the snapshot at `path`, handing each line after the header to
-/// `line` with the header; returns the header, `None` without a snapshot.
-///
-/// # Errors
-///
-/// As `journal::read_snapshot`; also a line that is not a snapshot's.
+/// Reads the snapshot at `path`, handing each line after the header to `line` with the header;
+/// returns the header, `None` without a snapshot. Refuses a line that is not a snapshot's.
 pub fn read(path: &Path, mut line: impl FnMut(&Value, Header)) -> Result<Option<Header>, String> {
     let mut header = None;
     journal::read_snapshot(path, |v| {

@@ -1,5 +1,4 @@
-//! Declarations: the families an orchestrator declares in its metrics file,
-//! checked field by field before anything is registered.
+//! Declarations: the families of the metrics file, checked before anything is registered.
 
 use serde_json::{json, Value};
 
@@ -8,16 +7,14 @@ use crate::metrics::{valid_label_name, valid_metric_name};
 /// The prefixes of the server's own families; a declared name may not take one.
 pub const RESERVED_PREFIXES: [&str; 3] = ["conductor_", "agent_", "process_"];
 
-/// Buckets for a histogram declared without any: the Prometheus client
-/// libraries' defaults, in seconds.
+/// Buckets for a histogram declared without any: the Prometheus client libraries' defaults.
 pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The most families one file may declare, and labels one family may have:
-/// both bound the work of a start and of every update.
+/// The most families one file may declare, bounding the work of a start and of every update.
 pub const MAX_FAMILIES: usize = 1000;
-/// See [`MAX_FAMILIES`].
+/// The most labels one family may have, bounding the same work.
 pub const MAX_LABELS: usize = 16;
 
 /// A declared family's type.
@@ -55,9 +52,8 @@ pub struct Declaration {
 }
 
 impl Declaration {
-    /// The declaration in the metrics file's form, defaults explicit:
-    /// `labels` always, a histogram's `buckets` (defaults if none given).
-    /// [`parse_value`] reads it back as the same declaration.
+    /// The declaration in the metrics file's form, `labels` and a histogram's `buckets`
+    /// explicit; [`parse_value`] reads it back as the same declaration.
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "name": self.name,
@@ -72,15 +68,14 @@ impl Declaration {
     }
 }
 
-/// Parses the metrics file. Errors name the family (by index without a
-/// usable name) and field: `family "git_merge_total": labels[1]: "2x" is not a valid label name`.
+/// Parses the metrics file. Errors name the family (or its index) and field:
+/// `family "git_merge_total": labels[1]: "2x" is not a valid label name`.
 pub fn parse(text: &str) -> Result<Vec<Declaration>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     parse_value(&value)
 }
 
-/// Parses declarations already read as JSON (the metrics file, or the
-/// `families` of `GET /api/v1/metrics`), with [`parse`]'s checks and errors.
+/// Parses declarations read as JSON (the file, or `families` of `GET /api/v1/metrics`).
 pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
     let Value::Array(items) = value else {
         return Err("must be a JSON array of family declarations".to_string());
@@ -106,9 +101,10 @@ pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
     Ok(out)
 }
 
-type FieldError = (String, String);
+/// A refused field and why.
+pub(super) type FieldError = (String, String);
 
-fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {
+pub(super) fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {
     Err((field.to_string(), why.to_string()))
 }
 
@@ -121,11 +117,10 @@ fn declaration(item: &Value) -> Result<Declaration, FieldError> {
         return fail(k, "unknown field");
     }
     let name = name(map.get("name"))?;
-    let kind = match map.get("type").and_then(Value::as_str) {
-        Some("counter") => Type::Counter,
-        Some("gauge") => Type::Gauge,
-        Some("histogram") => Type::Histogram,
-        Some(_) | None => return fail("type", "must be counter, gauge or histogram"),
+    let given = map.get("type").and_then(Value::as_str);
+    let types = [Type::Counter, Type::Gauge, Type::Histogram];
+    let Some(kind) = types.into_iter().find(|t| given == Some(t.as_str())) else {
+        return fail("type", "must be counter, gauge or histogram");
     };
     if (kind == Type::Counter) != name.ends_with("_total") {
         return fail(

@@ -1,11 +1,11 @@
-//! Updates to declared families: parsed and checked against the
-//! declarations, all or nothing, and written to and read from the journal.
+//! Updates to declared families: checked against the declarations, all or nothing, and
+//! written to and read from the journal.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::spec::{Declaration, Type};
+use super::spec::{fail, Declaration, FieldError, Type};
 use crate::error::Error;
 use crate::json_text;
 
@@ -14,47 +14,19 @@ pub const MAX_BATCH: usize = 1000;
 /// The longest label value, in bytes: values are stored once per series.
 pub const MAX_LABEL_VALUE: usize = 256;
 
-/// What an update does to its series.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Op {
-    /// Adds a non-negative amount to a counter.
-    Inc(f64),
-    /// Adds to a counter (non-negative) or a gauge (any sign).
-    Add(f64),
-    /// Sets a gauge.
-    Set(f64),
-    /// Observes a value into a histogram.
-    Observe(f64),
-}
+/// The operations each type takes, by their names in an update and in the journal: a counter
+/// adds a non-negative amount, a gauge is set or added to, a histogram observes.
+const OPS: [(Type, &str); 5] = [
+    (Type::Counter, "inc"),
+    (Type::Counter, "add"),
+    (Type::Gauge, "set"),
+    (Type::Gauge, "add"),
+    (Type::Histogram, "observe"),
+];
 
-impl Op {
-    /// The operation's name in an update and in the journal.
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Op::Inc(_) => "inc",
-            Op::Add(_) => "add",
-            Op::Set(_) => "set",
-            Op::Observe(_) => "observe",
-        }
-    }
-
-    /// The operation `key` of `value` on a family of type `kind`, if the
-    /// type has it.
-    fn of(kind: Type, key: &str, value: f64) -> Option<Op> {
-        Some(match (kind, key) {
-            (Type::Counter, "inc") => Op::Inc(value),
-            (Type::Counter | Type::Gauge, "add") => Op::Add(value),
-            (Type::Gauge, "set") => Op::Set(value),
-            (Type::Histogram, "observe") => Op::Observe(value),
-            _ => return None,
-        })
-    }
-
-    fn value(self) -> f64 {
-        match self {
-            Op::Inc(v) | Op::Add(v) | Op::Set(v) | Op::Observe(v) => v,
-        }
-    }
+/// The operation `key` on a family of type `kind`, if the type has it.
+fn op(kind: Type, key: &str) -> Option<&'static str> {
+    OPS.iter().find(|o| o == &&(kind, key)).map(|o| o.1)
 }
 
 /// One checked update.
@@ -64,13 +36,13 @@ pub struct Update {
     pub family: usize,
     /// Label values, in the family's label order.
     pub labels: Vec<String>,
-    pub op: Op,
+    /// The operation, one of [`OPS`]'s names for the family's type.
+    pub op: &'static str,
+    pub value: f64,
 }
 
-type FieldError = (String, String);
-
-/// Parses one update object or an array of at most [`MAX_BATCH`], all or
-/// nothing; errors name the index and field, e.g. `updates[2].labels.model`.
+/// Parses one update object or an array of at most [`MAX_BATCH`], all or nothing; errors
+/// name the index and field, e.g. `updates[2].labels.model`.
 pub fn parse_batch(
     value: &Value,
     declared: &[Declaration],
@@ -86,7 +58,6 @@ fn parse_one(
     declared: &[Declaration],
     index: &HashMap<String, usize>,
 ) -> Result<Update, FieldError> {
-    let fail = |field: &str, why: &str| Err((field.to_string(), why.to_string()));
     let Value::Object(map) = v else {
         return fail("name", "the update must be a JSON object");
     };
@@ -118,23 +89,21 @@ fn parse_one(
     if d.kind == Type::Counter && matches!(key, "inc" | "add") && value < 0.0 {
         return fail(key, "must not be negative: a counter only goes up");
     }
-    let Some(op) = Op::of(d.kind, key, value) else {
-        let allowed = match d.kind {
-            Type::Counter => "inc or add",
-            Type::Gauge => "set or add",
-            Type::Histogram => "observe",
-        };
-        let why = format!(
-            "is not an operation on a {}; use {allowed}",
-            d.kind.as_str()
-        );
+    let Some(op) = op(d.kind, key) else {
+        let allowed: Vec<&str> = OPS.iter().filter(|o| o.0 == d.kind).map(|o| o.1).collect();
+        let (kind, allowed) = (d.kind.as_str(), allowed.join(" or "));
+        let why = format!("is not an operation on a {kind}; use {allowed}");
         return Err((key.into(), why));
     };
-    Ok(Update { family, labels, op })
+    Ok(Update {
+        family,
+        labels,
+        op,
+        value,
+    })
 }
 
-/// The label values of `v`, in the declared order; exactly the declared
-/// names, no more.
+/// The label values of `v`, in the declared order; exactly the declared names.
 fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError> {
     let empty = serde_json::Map::new();
     let map = match v {
@@ -163,21 +132,18 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
         .collect()
 }
 
-/// How a start reads label values by position (and bucket counts without
-/// bounds), as stores written before label names were recorded hold them.
+/// How a start reads label values by position (and counts without bounds), as old stores hold them.
 #[derive(Debug, Default)]
 pub struct Positional {
-    /// Whether taken: only on the first start on such a store, which
-    /// rewrites it with names ([`crate::declared::Declared::open`]).
+    /// Whether taken: only on the first start on such a store, which rewrites it with names.
     pub allowed: bool,
     /// How many were met, taken or not.
     pub seen: u64,
 }
 
-/// The values of `labels` (from a journal record or snapshot) in `d`'s label
-/// order: an object with exactly its label names; or, as `positional` allows,
-/// an array of that many values (an empty one always fits no labels). `None`
-/// when they do not fit: a label renamed, added or removed.
+/// The values of `labels` (of a record or snapshot) in `d`'s order: an object with exactly its
+/// label names, or as `positional` allows an array of as many (an empty one fits no labels).
+/// `None` when they do not fit: a label renamed, added or removed.
 pub fn label_values(
     labels: &Value,
     d: &Declaration,
@@ -200,10 +166,8 @@ pub fn label_values(
     }
 }
 
-/// The journal record of a batch:
-/// `{"u":[["name",{"label":"value",...},"op",value],...]}`: names, not
-/// positions, so a changed declarations file cannot misread it. Observations
-/// need no bounds: a replay buckets them as then declared.
+/// The journal record of a batch, `{"u":[["name",{"label":"value",...},"op",value],...]}`:
+/// names, so a changed declarations file cannot misread it; a replay buckets observations.
 pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
     let mut out = String::with_capacity(16 + updates.len() * 48);
     out.push_str("{\"u\":[");
@@ -224,18 +188,16 @@ pub fn record(updates: &[Update], declared: &[Declaration]) -> Vec<u8> {
             json_text::push_str(&mut out, value);
         }
         out.push_str("},\"");
-        out.push_str(u.op.name());
+        out.push_str(u.op);
         out.push_str("\",");
-        json_text::push_f64(&mut out, u.op.value());
+        json_text::push_f64(&mut out, u.value);
         out.push(']');
     }
     out.push_str("]}");
     out.into_bytes()
 }
 
-/// Reads a journal record back. Updates of families no longer declared so
-/// (other label names, see [`label_values`], or type) go to `skipped` as
-/// they were, for a snapshot to keep.
+/// Reads a journal record back; updates no longer declared so go to `skipped`, as they were.
 pub fn from_record(
     bytes: &[u8],
     declared: &[Declaration],
@@ -252,8 +214,14 @@ pub fn from_record(
         let parsed = (|| {
             let family = *index.get(item[0].as_str()?)?;
             let labels = label_values(&item[1], &declared[family], positional)?;
-            let op = Op::of(declared[family].kind, item[2].as_str()?, item[3].as_f64()?)?;
-            Some(Update { family, labels, op })
+            let op = op(declared[family].kind, item[2].as_str()?)?;
+            let value = item[3].as_f64()?;
+            Some(Update {
+                family,
+                labels,
+                op,
+                value,
+            })
         })();
         match parsed {
             Some(u) => out.push(u),
@@ -304,7 +272,7 @@ mod tests {
         ]);
         let updates = parse_batch(&batch, &d, &index).unwrap();
         assert_eq!(updates[0].labels, ["m \"x\"", "ok"]);
-        assert_eq!(updates[2].op, Op::Set(-3.0));
+        assert_eq!((updates[2].op, updates[2].value), ("set", -3.0));
         let mut skipped = Vec::new();
         let line = record(&updates, &d);
         let named: Value = serde_json::from_slice(&line).unwrap();
