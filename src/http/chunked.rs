@@ -4,7 +4,7 @@
 use std::io::{self, BufRead};
 use std::ops::Range;
 
-use super::syntax::split_field;
+use super::parse::split_field;
 
 #[derive(Debug)]
 pub(super) enum FramingError {

@@ -6,7 +6,6 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Request, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
@@ -14,7 +13,7 @@ use super::parse::{Expect, Framing, RequestHead};
 use super::reject::{self, method_label, Reject};
 use super::socket::{discard, ClientStream, HeadError};
 use super::wire::{self, Delivery};
-use super::Shared;
+use super::{Answer, Request, Shared, Takeover};
 
 /// How long and how much a closing connection reads on, so a reset does not
 /// destroy our last response (RFC 9112 section 9.6).
@@ -49,12 +48,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
         match client.wait_for_data() {
             Ok(true) => {}
             Ok(false) => return,
-            Err(err) => {
-                if timed_out(&err) {
-                    shared.hooks.connection_rejected("idle_timeout");
-                }
-                return;
-            }
+            Err(err) => return timed_out(shared, &err, "idle_timeout"),
         }
         if !activity.mark_busy() {
             return;
@@ -94,25 +88,23 @@ fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity
             503,
             "the server holds too many request bodies; retry shortly",
         );
-        return refuse(client, shared, label, head.head_only, reject);
+        return refuse(client, shared, label, delivery(&head, true), reject);
     };
     request.body = match read_body(client, &head, shared, label) {
         Ok(body) => body,
         Err(next) => return next,
     };
+    let d = delivery(&head, !head.keep_alive);
     if !head.implemented {
-        return not_implemented(client, shared, activity, &head, label);
+        // The framing was sound, so the connection goes on.
+        activity.answered();
+        let reject = Reject::new(501, "the request method is not implemented");
+        return refuse(client, shared, label, d, reject);
     }
     let answer = shared.handler.handle(request);
     // The handler has parsed the body, or dropped it, by now.
     drop(reservation);
-    respond(
-        client,
-        shared,
-        activity,
-        delivery(&head, !head.keep_alive),
-        answer,
-    )
+    respond(client, shared, activity, d, answer)
 }
 
 /// Reads the next request's head and checks it, with its method's label;
@@ -123,58 +115,35 @@ fn read_head(
 ) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
     let limits = &shared.limits;
     client.set_deadline(limits.header_timeout);
+    let closing = Delivery {
+        close: true,
+        ..Delivery::default()
+    };
     let head = match client.read_head(limits.max_header_bytes) {
         Ok(head) => head,
-        Err(HeadError::Closed) => return Err(AfterRequest::Close),
         Err(HeadError::Io(err)) => {
-            if timed_out(&err) {
-                shared.hooks.connection_rejected("header_timeout");
-            }
+            timed_out(shared, &err, "header_timeout");
             return Err(AfterRequest::Close);
         }
-        Err(HeadError::TooLarge) => {
+        Err(HeadError::Refused(reject)) => {
             let label = method_label(client.buffered());
-            let reject = Reject::new(431, "the request head is too large");
-            return Err(refuse(client, shared, label, false, reject));
-        }
-        Err(HeadError::BareLf) => {
-            let label = method_label(client.buffered());
-            let reject = Reject::new(400, "every line must end in CRLF");
-            return Err(refuse(client, shared, label, false, reject));
+            return Err(refuse(client, shared, label, closing, reject));
         }
     };
     let label = method_label(&head);
     let (head, request) = match RequestHead::parse(&head) {
         Ok(parsed) => parsed,
-        Err(reject) => return Err(refuse(client, shared, label, false, reject)),
+        Err(reject) => return Err(refuse(client, shared, label, closing, reject)),
     };
-    let head_only = head.head_only;
-    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
-        let reject = Reject::too_large(limits.max_body);
-        return Err(refuse(client, shared, label, head_only, reject));
-    }
-    // The body is left unread, as RFC 9110 allows.
-    if head.expect == Expect::Unknown {
-        let reject = Reject::new(417, "the only expectation supported is 100-continue");
-        return Err(refuse(client, shared, label, head_only, reject));
-    }
-    Ok((head, request, label))
-}
-
-/// Answers a request whose method is not implemented, once its body is
-/// read: the framing was sound, so the connection goes on.
-fn not_implemented(
-    client: &ClientStream,
-    shared: &Shared,
-    activity: &Activity,
-    head: &RequestHead,
-    label: &'static str,
-) -> AfterRequest {
-    let reject = Reject::new(501, "the request method is not implemented");
-    shared.hooks.request_rejected(label, reject.status);
-    activity.answered();
-    let d = delivery(head, !head.keep_alive);
-    after(send(client, shared, &reject::framed(reject, d)), d.close)
+    let reject = match head.framing {
+        Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
+        // The body is left unread, as RFC 9110 allows.
+        _ if head.expect == Expect::Unknown => {
+            Reject::new(417, "the only expectation supported is 100-continue")
+        }
+        _ => return Ok((head, request, label)),
+    };
+    Err(refuse(client, shared, label, delivery(&head, true), reject))
 }
 
 /// What follows an answer that was sent, or failed to be.
@@ -259,54 +228,49 @@ impl<'a> Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.shared
-            .buffered
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        let buffered = &self.shared.buffered;
+        buffered.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
 /// Reads the whole body, so that a handler never waits on a slow client.
 fn read_body(
     client: &mut ClientStream,
-    request: &RequestHead,
+    head: &RequestHead,
     shared: &Shared,
     label: &'static str,
 ) -> Result<Vec<u8>, AfterRequest> {
-    let config = &shared.limits;
-    if !request.has_body() {
+    let limits = &shared.limits;
+    if !head.has_body() {
         return Ok(Vec::new());
     }
-    if request.expect == Expect::Continue
+    if head.expect == Expect::Continue
         && send(client, shared, b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
     {
         return Err(AfterRequest::Close);
     }
-    client.set_deadline(config.body_timeout);
-    let result = match request.framing {
+    client.set_deadline(limits.body_timeout);
+    let result = match head.framing {
         Framing::Length(n) => {
-            let capacity = n.min(INITIAL_BODY_CAPACITY) as usize;
-            let mut body = Vec::with_capacity(capacity);
+            let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
             chunked::read_n(client, n, &mut body)
                 .map(|()| body)
-                .map_err(FramingError::Io)
+                .map_err(FramingError::from)
         }
-        Framing::Chunked => chunked::read_body(client, config.max_body, config.max_header_bytes),
-        Framing::Empty => Ok(Vec::new()),
+        _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
     };
     result.map_err(|err| {
         let reject = match err {
             FramingError::Io(err) => {
-                if timed_out(&err) {
-                    shared.hooks.connection_rejected("body_timeout");
-                }
+                timed_out(shared, &err, "body_timeout");
                 return AfterRequest::Close;
             }
             FramingError::Malformed(message) => Reject::new(400, message),
             FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
             FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
-            FramingError::BodyTooLarge => Reject::too_large(config.max_body),
+            FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
         };
-        refuse(client, shared, label, request.head_only, reject)
+        refuse(client, shared, label, delivery(head, true), reject)
     })
 }
 
@@ -315,13 +279,11 @@ fn refuse(
     client: &ClientStream,
     shared: &Shared,
     label: &'static str,
-    head_only: bool,
+    d: Delivery,
     reject: Reject,
 ) -> AfterRequest {
     shared.hooks.request_rejected(label, reject.status);
-    // The connection ends either way; a failed write changes nothing.
-    let _ = send(client, shared, &reject::response(reject, head_only));
-    AfterRequest::Linger
+    after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
 /// Ends our side of the connection, then reads and discards what the client
@@ -335,9 +297,12 @@ fn linger(stream: &TcpStream) {
     });
 }
 
-fn timed_out(err: &io::Error) -> bool {
-    matches!(
+/// Reports `reason` when `err` is a deadline that passed.
+fn timed_out(shared: &Shared, err: &io::Error, reason: &str) {
+    if matches!(
         err.kind(),
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
+    ) {
+        shared.hooks.connection_rejected(reason);
+    }
 }

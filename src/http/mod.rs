@@ -1,18 +1,11 @@
 //! Our own HTTP/1.1 server; the domain never sees HTTP. `conns` caps the
-//! connections, `conn` serves one; `socket`, `parse`, `syntax`, `chunked`
-//! read the strict request (RFC 9112) within limits and deadlines, the head
-//! authorised before the body is read; `wire`, `body`, `reject` write
-//! answers in pieces of at most 64 KiB, each due within
-//! [`Limits::write_timeout`]; `exchange` is the middleware; `response` maps
-//! domain errors to statuses; `routes` and `streams` are the handlers.
-//! Streams run on the client's socket, in its connection thread.
-//!
-//! [`Hooks::connection_rejected`] reasons: `"limit"` (cap reached with no
-//! idle connection, or no thread), `"evicted"` (an idle one closed to make
-//! room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`,
-//! `"write_timeout"` (a client too slow to take a piece of its answer).
+//! connections, `conn` serves one: `socket`, `parse` and `chunked` read the
+//! strict request (RFC 9112) within limits and deadlines, authorising the head
+//! before the body is read; `wire`, `body` and `reject` write answers in pieces
+//! of at most 64 KiB, each due within [`Limits::write_timeout`]. `exchange` is
+//! the middleware, `routes` and `streams` the handlers; streams run in the
+//! client's connection thread.
 
-mod answer;
 mod body;
 mod chunked;
 mod conn;
@@ -25,10 +18,8 @@ mod response;
 mod routes;
 mod socket;
 mod streams;
-mod syntax;
 mod wire;
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,9 +29,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use answer::{Answer, Reply, Request};
+pub use wire::Reply;
 
+use body::BodyWriter;
 use conns::Connections;
+use exchange::Exchange;
 
 use crate::app::App;
 
@@ -75,8 +68,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a whole request body may take to arrive (default 10 s).
     pub body_timeout: Duration,
-    /// How long a client may take to accept each piece (up to 64 KiB) of an
-    /// answer (default 10 s).
+    /// How long a client may take to accept each piece (up to 64 KiB) of an answer (default 10 s).
     pub write_timeout: Duration,
     /// The largest request body in bytes (default 1 MiB). Larger gets 413.
     pub max_body: u64,
@@ -107,7 +99,10 @@ pub trait Hooks: Send + Sync {
     /// method label, `status` 400, 413, 417, 431, 501, 503 or 505.
     fn request_rejected(&self, method: &str, status: u16);
 
-    /// A connection closed or refused by the layer; see the module docs for the reasons.
+    /// A connection closed or refused by the layer: `"limit"` (cap reached with
+    /// no idle connection, or no thread), `"evicted"` (an idle one closed to
+    /// make room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`, or
+    /// `"write_timeout"` (a client too slow to take a piece of its answer).
     fn connection_rejected(&self, _reason: &str) {}
 
     /// The number of open client connections, after each change.
@@ -136,6 +131,49 @@ pub trait Handler: Send + Sync {
     fn handle(&self, request: Request) -> Answer;
 }
 
+/// A request as a handler gets it: its head checked, and its body read
+/// whole (before [`Handler::admits`], not yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method token, exactly as the client sent it.
+    pub method: String,
+    /// The request target: the path and any query, as sent.
+    pub target: String,
+    /// The client's end-to-end header fields, in order.
+    pub headers: Vec<(String, String)>,
+    /// The whole body; empty when there is none.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of the first field named `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// What runs a stream on the client's socket, given the bytes the client
+/// sent after its request, which are the stream's first.
+pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>)>;
+
+/// What makes a streamed answer's body, writing it as the connection sends it.
+pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>)>;
+
+/// A handler's answer, which its connection's thread writes.
+pub enum Answer {
+    /// A whole answer.
+    Reply(Reply),
+    /// 200 with these headers and a body the producer makes while the
+    /// connection sends it, in pieces.
+    Stream(Vec<(&'static str, String)>, Producer),
+    /// This status and headers, no framed body; then the socket goes to the
+    /// takeover, which holds the connection's place under the cap until it returns.
+    TakeOver(u16, Vec<(&'static str, String)>, Takeover),
+}
+
 /// A running server. Dropping it leaves the server running.
 pub struct Server {
     local_addr: SocketAddr,
@@ -153,63 +191,51 @@ struct Shared {
     buffered: AtomicU64,
 }
 
-/// Routes requests to the app, inside the exchange's panic guard.
-struct AppHandler {
-    app: Arc<App>,
-}
+/// Routes requests to the app, and turns what the layer reports into
+/// metrics and log lines.
+struct AppServer(Arc<App>);
 
-impl Handler for AppHandler {
+impl Handler for AppServer {
     fn admits(&self, request: &Request) -> bool {
-        !routes::needs_key(&request.target) || routes::authorized(&self.app, request)
+        !routes::needs_key(&request.target) || routes::authorized(&self.0, request)
     }
 
     fn refuse(&self, request: Request) -> Answer {
-        exchange::answer(request, self.app.clone(), |ex| {
-            ex.send(response::Response::unauthorized())
-        })
+        Exchange::new(request, self.0.clone()).send(response::Response::unauthorized())
     }
 
     fn handle(&self, request: Request) -> Answer {
-        exchange::answer(request, self.app.clone(), routes::route)
+        routes::route(&mut Exchange::new(request, self.0.clone()))
     }
 }
 
-/// What the layer reports, turned into metrics and log lines.
-struct AppHooks {
-    app: Arc<App>,
-}
-
-impl Hooks for AppHooks {
+impl Hooks for AppServer {
     fn request_rejected(&self, method: &str, status: u16) {
         let method = exchange::method_label(method);
-        self.app
-            .http
-            .requests
-            .inc(&[method, wire::status_label(status)]);
-        self.app.log.info(
+        let http = &self.0.http;
+        http.requests.inc(&[method, wire::status_label(status)]);
+        self.0.log.info(
             "request refused by the HTTP layer",
             &[("method", json!(method)), ("status", json!(status))],
         );
     }
 
     fn connection_rejected(&self, reason: &str) {
-        self.app.http.connections_rejected.inc(&[reason]);
+        self.0.http.connections_rejected.inc(&[reason]);
     }
 
     fn connections(&self, open: usize) {
-        self.app.http.connections.set(open as f64);
+        self.0.http.connections.set(open as f64);
     }
 
     fn stopping(&self) {
-        self.app.events.stop();
+        self.0.events.stop();
     }
 
     fn accept_error(&self, err: &io::Error) {
-        self.app.http.connections_rejected.inc(&["accept_error"]);
-        self.app.log.warn(
-            "accept failed; retrying",
-            &[("error", json!(err.to_string()))],
-        );
+        self.0.http.connections_rejected.inc(&["accept_error"]);
+        let error = [("error", json!(err.to_string()))];
+        self.0.log.warn("accept failed; retrying", &error);
     }
 }
 
@@ -217,8 +243,8 @@ impl Server {
     /// Serves `app` on `listener` within `limits`; fails if the listener
     /// cannot be set up or the accept thread started.
     pub fn start(app: Arc<App>, listener: TcpListener, limits: Limits) -> io::Result<Server> {
-        let hooks = Arc::new(AppHooks { app: app.clone() });
-        Server::with_handler(listener, limits, hooks, Arc::new(AppHandler { app }))
+        let app = Arc::new(AppServer(app));
+        Server::with_handler(listener, limits, app.clone(), app)
     }
 
     /// Serves `handler` on `listener`, reporting to `hooks`; fails as
@@ -231,13 +257,8 @@ impl Server {
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(false)?;
-        start_with(
-            move || listener.accept(),
-            local_addr,
-            limits,
-            hooks,
-            handler,
-        )
+        let accept = move || listener.accept();
+        start_with(accept, local_addr, limits, hooks, handler)
     }
 
     /// The address clients connect to.
@@ -289,14 +310,6 @@ impl Server {
     }
 }
 
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
 /// [`Server::with_handler`] with the accept call passed in, so tests can make it fail.
 fn start_with<A>(
     accept: A,
@@ -329,8 +342,7 @@ where
     })
 }
 
-/// The address to connect to for reaching our own listener, which may be
-/// bound to the unspecified address.
+/// The address that reaches our own listener, which may be bound to the unspecified address.
 fn wake_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
@@ -346,11 +358,9 @@ where
     let mut backoff = BACKOFF_MIN;
     while !stop.load(Ordering::SeqCst) {
         match accept() {
+            Ok(_) if stop.load(Ordering::SeqCst) => return,
             Ok((stream, _)) => {
                 backoff = BACKOFF_MIN;
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
                 admit(stream, shared);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}

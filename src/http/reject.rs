@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use serde_json::json;
+
 use super::wire::{head, Delivery, Framing};
 
 /// Why a request was refused: a status and a message that is always our
@@ -49,26 +51,11 @@ pub(super) fn body_limit_message(max_body: u64) -> String {
     )
 }
 
-/// The whole response for `reject`, with `Connection: close`: after a
-/// refusal we no longer trust where the next request starts.
-pub(super) fn response(reject: Reject, head_only: bool) -> Vec<u8> {
-    let d = Delivery {
-        head_only,
-        close: true,
-        http10: false,
-    };
-    framed(reject, d)
-}
-
 /// A JSON error with a fresh request id (the client's is not trusted on a
 /// refused request) and, for a 503, when to retry; delivered as `d`.
 pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
-    let mut body = String::with_capacity(96);
-    body.push_str("{\"error\":{\"code\":\"");
-    body.push_str(reject.error_code());
-    body.push_str("\",\"message\":");
-    crate::json_text::push_str(&mut body, &reject.message);
-    body.push_str("}}");
+    let error = json!({"code": reject.error_code(), "message": reject.message});
+    let body = json!({ "error": error }).to_string();
     let mut headers = vec![
         ("Content-Type", "application/json".to_string()),
         ("Content-Length", body.len().to_string()),
@@ -97,7 +84,20 @@ pub(super) fn method_label(head: &[u8]) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{method_label, response, Reject};
+    use super::super::wire::Delivery;
+    use super::{framed, method_label, Reject};
+
+    fn response(reject: Reject, head_only: bool) -> Vec<u8> {
+        let close = true;
+        framed(
+            reject,
+            Delivery {
+                head_only,
+                close,
+                http10: false,
+            },
+        )
+    }
 
     #[test]
     fn error_response_is_json_with_close() {

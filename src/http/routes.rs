@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::answer::Answer;
-use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::{Response, JSON};
 use super::streams::{self, Wire};
+use super::Answer;
+use super::Request;
 use crate::app::{App, VERSION};
 use crate::budget::{SpendInput, Spent};
 use crate::bus;

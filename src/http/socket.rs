@@ -6,6 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::reject::Reject;
 use super::Hooks;
 
 /// The longest single wait on the socket. Waiting in slices keeps a deadline
@@ -26,12 +27,9 @@ pub(super) const PIECE: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub(super) enum HeadError {
-    /// The client closed the connection before the head was complete.
-    Closed,
-    /// The socket failed or the deadline passed (`ErrorKind::TimedOut`).
+    /// The socket failed, ended (`UnexpectedEof`) or the deadline passed (`TimedOut`).
     Io(io::Error),
-    TooLarge,
-    BareLf,
+    Refused(Reject),
 }
 
 /// A client connection with its unread bytes. Not shared between threads.
@@ -108,17 +106,20 @@ impl ClientStream {
                 self.pos += 2;
                 skipped += 2;
                 if skipped > limit {
-                    return Err(HeadError::TooLarge);
+                    return Err(too_large());
                 }
             }
             let data = &self.buf[self.pos..];
             while scanned < data.len() {
                 if skipped + scanned + 1 > limit {
-                    return Err(HeadError::TooLarge);
+                    return Err(too_large());
                 }
                 if data[scanned] == b'\n' {
                     if scanned == 0 || data[scanned - 1] != b'\r' {
-                        return Err(HeadError::BareLf);
+                        return Err(HeadError::Refused(Reject::new(
+                            400,
+                            "every line must end in CRLF",
+                        )));
                     }
                     if scanned >= 3 && &data[scanned - 3..scanned - 1] == b"\r\n" {
                         let head = data[..=scanned].to_vec();
@@ -129,7 +130,7 @@ impl ClientStream {
                 scanned += 1;
             }
             match self.fill() {
-                Ok(0) => return Err(HeadError::Closed),
+                Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}
                 Err(err) => return Err(HeadError::Io(err)),
             }
@@ -229,6 +230,10 @@ impl ClientStream {
     }
 }
 
+fn too_large() -> HeadError {
+    HeadError::Refused(Reject::new(431, "the request head is too large"))
+}
+
 /// Whether a failed read or write is only a wait that ran out or was
 /// interrupted, to try again within the deadline.
 fn retry(err: &io::Error) -> bool {
@@ -311,14 +316,14 @@ mod tests {
     fn refuses_bare_lf_and_oversized_heads() {
         let (mut client, mut peer) = pair();
         peer.write_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n").unwrap();
-        assert!(matches!(client.read_head(1024), Err(HeadError::BareLf)));
+        assert!(matches!(client.read_head(1024), Err(HeadError::Refused(r)) if r.status == 400));
 
         let (mut client, mut peer) = pair();
         let head = b"GET / HTTP/1.1\r\n\r\n";
         peer.write_all(head).unwrap();
         assert!(matches!(
             client.read_head(head.len() - 1),
-            Err(HeadError::TooLarge)
+            Err(HeadError::Refused(r)) if r.status == 431
         ));
         let (mut client, mut peer) = pair();
         peer.write_all(head).unwrap();
@@ -343,7 +348,9 @@ mod tests {
         let (mut client, peer) = pair();
         drop(peer);
         assert!(!client.wait_for_data().unwrap());
-        assert!(matches!(client.read_head(1024), Err(HeadError::Closed)));
+        assert!(
+            matches!(client.read_head(1024), Err(HeadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
+        );
     }
 
     #[test]

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
 use super::socket::discard;
 use super::wire::{chunk, LAST_CHUNK};
+use super::Answer;
 use crate::error::Error;
 use crate::events::{
     agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,

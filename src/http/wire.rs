@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::syntax::is_field_value;
+use super::parse::is_field_value;
 
 /// An answer to a [`super::Request`]: everything but the framing, which the layer
 /// adds (`Content-Length`, and `Connection` when it closes).
