@@ -4,15 +4,7 @@
 //!
 //! A handler subscribes and takes the connection over: its thread reads the
 //! client, to see at once when it leaves, and a writer thread writes events
-//! through a second handle. Whichever side ends first wakes the other. A
-//! subscriber cut off for lagging gets its final `lagged` notice when its
-//! writer can send it; a writer stuck on a client that stopped reading has
-//! the socket shut down instead.
-//!
-//! On a WebSocket both sides write (the reader answers pings and the close)
-//! under one mutex, which records that a close frame went out; nothing
-//! follows it. The server then half-closes and waits up to [`CLOSE_WAIT`]
-//! for the client's close.
+//! through a [`Link`]. Whichever side ends first wakes the other.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -22,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::exchange::Exchange;
 use super::response::Response;
@@ -33,7 +25,6 @@ use crate::error::Error;
 use crate::events::{
     agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,
 };
-use crate::log::Logger;
 use crate::ws::{self, frame};
 
 /// How long a stream may stay silent before a heartbeat goes out.
@@ -69,16 +60,11 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     form-action 'none'; frame-ancestors 'none'";
 
 pub fn page(ex: &mut Exchange) -> Answer {
-    ex.send(Response {
-        status: 200,
-        content_type: "text/html; charset=utf-8",
-        headers: vec![
-            ("Cache-Control", "no-cache".to_string()),
-            ("Content-Security-Policy", PAGE_CSP.to_string()),
-        ],
-        body: PAGE.as_bytes().to_vec(),
-        detail: None,
-    })
+    let mut page = Response::json_text(200, PAGE.as_bytes().to_vec())
+        .with_header("Cache-Control", "no-cache")
+        .with_header("Content-Security-Policy", PAGE_CSP);
+    page.content_type = "text/html; charset=utf-8";
+    ex.send(page)
 }
 
 /// Reads `?run_id=`, `?tail=` and the resume position: the `Last-Event-ID`
@@ -87,42 +73,35 @@ fn params(
     ex: &Exchange,
     header: Option<&str>,
     resume_keys: &[&str],
-) -> Result<(Filter, Start), Response> {
-    let filter = match ex.query("run_id").filter(|id| !id.is_empty()) {
+) -> Result<(Filter, Start), Error> {
+    let given = |key: &str| ex.query(key).filter(|v| !v.is_empty());
+    let filter = match given("run_id") {
         Some(id) if crate::runs::valid_run_id(&id) => Filter::run(&id),
         Some(_) => {
-            return Err(
-                Error::invalid("run_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -").into(),
-            )
+            let why = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+            return Err(Error::invalid("run_id", why));
         }
         None => Filter::all(),
     };
     let from_header = header
-        .and_then(|h| ex.header(h).map(|v| (h, v)))
+        .and_then(|h| Some((h, ex.header(h)?)))
         .filter(|(_, v)| !v.trim().is_empty());
-    let from_query = resume_keys
-        .iter()
-        .find_map(|k| ex.query(k).filter(|v| !v.is_empty()).map(|v| (*k, v)));
-    let start = match from_header.or(from_query) {
-        Some((name, value)) => Start::After(
+    let resume = from_header.or_else(|| resume_keys.iter().find_map(|k| Some((*k, given(k)?))));
+    let start = match (resume, given("tail")) {
+        (Some((name, value)), _) => Start::After(
             value
                 .trim()
                 .parse()
                 .map_err(|_| Error::invalid(name, "must be a non-negative integer"))?,
         ),
-        None => match ex.query("tail").filter(|v| !v.is_empty()) {
-            Some(n) => match n.trim().parse::<usize>() {
-                Ok(n) if n <= RETAINED => Start::Tail(n),
-                _ => {
-                    return Err(Error::invalid(
-                        "tail",
-                        format!("must be an integer from 0 to {RETAINED}"),
-                    )
-                    .into())
-                }
-            },
-            None => Start::Live,
+        (None, Some(n)) => match n.trim().parse::<usize>() {
+            Ok(n) if n <= RETAINED => Start::Tail(n),
+            _ => {
+                let why = format!("must be an integer from 0 to {RETAINED}");
+                return Err(Error::invalid("tail", why));
+            }
         },
+        (None, None) => Start::Live,
     };
     Ok((filter, start))
 }
@@ -158,7 +137,10 @@ fn pace(last: &mut Option<Instant>) {
 }
 
 /// The write side of a stream, shared by its reader, its writer and the
-/// hub's lag notice. Safe to share across threads.
+/// hub's lag notice. Safe to share across threads. On a WebSocket both
+/// sides write (the reader answers pings and the close); nothing follows a
+/// close frame, after which the server half-closes and waits up to
+/// [`CLOSE_WAIT`] for the client's close.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
@@ -178,8 +160,8 @@ impl Link {
         });
         let lagged = link.clone();
         sub.on_lag(move || {
-            // An idle writer wakes and sends its final notice itself; a
-            // stuck one is stopped here.
+            // A subscriber cut off for lagging: an idle writer wakes and
+            // sends its final notice itself; a stuck one is stopped here.
             if lagged.writing.load(Ordering::SeqCst) {
                 lagged.abort();
             }
@@ -196,10 +178,8 @@ impl Link {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let closed = self.lock();
         if *closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the close frame was sent",
-            ));
+            let why = "the close frame was sent";
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, why));
         }
         self.writing.store(true, Ordering::SeqCst);
         let written = (&self.socket).write_all(bytes);
@@ -230,27 +210,12 @@ impl Link {
     }
 }
 
-/// Starts the writer thread of a stream; false, with a warning on `log`,
-/// when none could be had and the stream must close.
-fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'static) -> bool {
-    let spawned = thread::Builder::new()
-        .name(name.to_string())
-        .stack_size(STREAM_STACK)
-        .spawn(f);
-    if let Err(e) = &spawned {
-        log.warn(
-            "cannot start a stream thread; closing the stream",
-            &[("stream", json!(stream)), ("error", json!(e.to_string()))],
-        );
-    }
-    spawned.is_ok()
-}
-
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
 pub fn events(ex: &mut Exchange) -> Answer {
-    let (filter, start) = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
+    let keys = ["last_event_id", "after_seq"];
+    let (filter, start) = match params(ex, Some("Last-Event-ID"), &keys) {
         Ok(p) => p,
-        Err(r) => return ex.send(r),
+        Err(e) => return ex.send(e.into()),
     };
     // Subscribed before the head goes out, so nothing published after the
     // client sees the 200 is missed.
@@ -283,13 +248,17 @@ fn take_over(
         // on that after a close it sent, and no longer than CLOSE_WAIT.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || write_stream(&writer, sub, wire, &reader_gone);
-        let (stream_label, thread) = match wire {
+        let (label, name) = match wire {
             Wire::Sse => ("sse", "sse"),
             _ => ("websocket", "ws-write"),
         };
-        if !spawn(&log, stream_label, thread, write) {
-            return;
+        let spawned = thread::Builder::new()
+            .name(name.to_string())
+            .stack_size(STREAM_STACK)
+            .spawn(move || write_stream(&writer, sub, wire, &reader_gone));
+        if let Err(e) = spawned {
+            let fields = [("stream", json!(label)), ("error", json!(e.to_string()))];
+            return log.warn("cannot start a stream thread; closing the stream", &fields);
         }
         // Bytes the client sent right after its request come first.
         let mut input = io::Cursor::new(leftover).chain(&stream);
@@ -320,55 +289,55 @@ pub(super) enum Wire {
 fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next> {
     let mut last = None;
     loop {
-        let first = sub.next(HEARTBEAT);
+        let (events, end) = match sub.next(HEARTBEAT) {
+            Next::Idle => (Vec::new(), None),
+            first => batch(sub, first),
+        };
         let mut out = Vec::new();
-        if first == Next::Idle {
-            match wire {
-                Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
-                _ => {
-                    let _ = frame::write_control(&mut out, frame::OP_PING, b"");
-                }
-            }
-            link.send(&out).ok()?;
-            continue;
-        }
-        let (events, end) = batch(sub, first);
-        match wire {
-            Wire::Sse => sse_batch(&mut out, &events, end.as_ref()),
-            _ => ws_batch(&mut out, &events, end.as_ref(), wire),
-        }
+        encode(&mut out, wire, &events, end.as_ref());
         link.send(&out).ok()?;
         if end.is_some() {
             return end;
         }
-        pace(&mut last);
+        if !events.is_empty() {
+            pace(&mut last);
+        }
     }
 }
 
-/// Appends `events` as one chunk, with the final notice and the body's end
-/// when the subscription ended.
-fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
-    let mut text = String::new();
-    for e in events {
-        text.push_str(
-            e.rendered(|e| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json)),
-        );
+/// Appends `events` as `wire` puts them, with the final notice, if any, and
+/// an SSE body's end when the subscription ended; a heartbeat when there is
+/// neither an event nor an end.
+fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<&Next>) {
+    let notice = match end {
+        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
+        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
+        _ => None,
+    };
+    let idle = events.is_empty() && end.is_none();
+    if wire == Wire::Sse {
+        let mut text = String::from(if idle { ": keepalive\n\n" } else { "" });
+        for e in events {
+            let render =
+                |e: &Published| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json);
+            text.push_str(e.rendered(render));
+        }
+        // The notices have no `id`, so an EventSource reconnects with the
+        // last seq it saw.
+        if let Some((event, data)) = notice {
+            text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+        }
+        if !text.is_empty() {
+            chunk(out, text.as_bytes());
+        }
+        if end.is_some() {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        return;
     }
-    // The notices have no `id`, so an EventSource reconnects with the last
-    // seq it saw.
-    if let Some((event, data)) = notice(end) {
-        text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+    if idle {
+        let _ = frame::write_control(out, frame::OP_PING, b"");
     }
-    if !text.is_empty() {
-        chunk(out, text.as_bytes());
-    }
-    if end.is_some() {
-        out.extend_from_slice(LAST_CHUNK);
-    }
-}
-
-/// Appends a text frame per event, and our final notice, if any.
-fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wire: Wire) {
     for e in events {
         let text = match wire {
             Wire::AgentGate => e.agentgate_frame(),
@@ -378,17 +347,8 @@ fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wi
             let _ = frame::write_text(out, text);
         }
     }
-    if let (Some((_, notice)), Wire::Ours) = (notice(end), wire) {
+    if let (Some((_, notice)), Wire::Ours) = (notice, wire) {
         let _ = frame::write_text(out, &notice.to_string());
-    }
-}
-
-/// The final notice of a subscription that ended: its SSE event name and data.
-fn notice(end: Option<&Next>) -> Option<(&'static str, Value)> {
-    match end {
-        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
-        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
-        _ => None,
     }
 }
 
@@ -427,10 +387,8 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
         Wire::AgentGate => filter.only(&agentgate::KINDS),
         _ => filter,
     };
-    let sub = ex
-        .app()
-        .events
-        .subscribe(filter, start, Transport::WebSocket);
+    let events = &ex.app().events;
+    let sub = events.subscribe(filter, start, Transport::WebSocket);
     let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
@@ -440,68 +398,58 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
 }
 
 /// Writes the stream until it ends; on a WebSocket, then closes it.
-fn write_stream(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+fn write_stream(link: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
     if wire == Wire::Sse {
         let mut out = Vec::new();
         // EventSource waits this long before reconnecting.
         chunk(&mut out, b"retry: 2000\n\n");
-        if conn.send(&out).is_ok() {
-            write_events(conn, &mut sub, wire);
+        if link.send(&out).is_ok() {
+            write_events(link, &mut sub, wire);
         }
-        conn.abort();
-        return;
+        return link.abort();
     }
-    let (code, reason) = match write_events(conn, &mut sub, wire) {
+    let (code, reason) = match write_events(link, &mut sub, wire) {
         Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
         Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
         // Closed: the reader has finished with the connection.
         Some(_) => return,
-        None => {
-            if !conn.close_sent() {
-                conn.abort();
-            }
-            return;
-        }
+        None if link.close_sent() => return,
+        None => return link.abort(),
     };
-    conn.close(code, reason);
+    link.close(code, reason);
     // A blocked read does not see the new read timeout, so the wait for the
     // client's close is bounded here.
     if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
-        conn.abort();
+        link.abort();
     }
 }
 
-fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
+/// Answers pings until the client closes or breaks the protocol; then
+/// closes, ends the subscription and waits out the client's end of stream.
+fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
     let mut reader = frame::Reader::new(MAX_CLIENT_MESSAGE);
-    loop {
+    let (code, reason) = loop {
         match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
                 let _ = frame::write_control(&mut out, frame::OP_PONG, &payload);
-                if conn.send(&out).is_err() && !conn.close_sent() {
-                    break;
+                if link.send(&out).is_err() && !link.close_sent() {
+                    return;
                 }
             }
+            // The client's code was checked on reading; echo it.
             Ok(frame::Message::Close(status)) => {
-                // The client's code was checked on reading; echo it.
-                conn.close(status.map_or(1000, |(code, _)| code), "");
-                // The closing handshake is done: the subscription ends now,
-                // while the reader waits out the client's end of stream.
-                closer.close();
-                drain(stream);
-                break;
+                break (status.map_or(1000, |(code, _)| code), String::new())
             }
             // Clients send nothing the server acts on.
             Ok(_) => {}
-            Err(e) if e.is_io() => break,
-            Err(e) => {
-                conn.close(e.close_code(), &e.to_string());
-                closer.close();
-                drain(stream);
-                break;
-            }
+            Err(e) if e.is_io() => return,
+            Err(e) => break (e.close_code(), e.to_string()),
         }
-    }
+    };
+    link.close(code, &reason);
+    closer.close();
+    drain(stream);
 }
 
 /// Reads what the client still sends, up to [`DRAIN_LIMIT`].
