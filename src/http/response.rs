@@ -50,12 +50,8 @@ impl Response {
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Response {
-        Response::error(
-            405,
-            "METHOD_NOT_ALLOWED",
-            &format!("allowed methods: {allow}"),
-        )
-        .with_header("Allow", allow)
+        let message = format!("allowed methods: {allow}");
+        Response::error(405, "METHOD_NOT_ALLOWED", &message).with_header("Allow", allow)
     }
 
     pub fn unauthorized() -> Response {

@@ -226,16 +226,8 @@ fn annotate_run(ex: &mut Exchange, run_id: &str, correlation: &str) {
 }
 
 fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
-    let fields = [
-        "run_id",
-        "agent",
-        "goal",
-        "work_order_id",
-        "correlation_id",
-        "strategy",
-        "max_iterations",
-    ];
-    let body = Body::parse(&ex.read_body()?, &fields)?;
+    let fields = "run_id agent goal work_order_id correlation_id strategy max_iterations";
+    let body = Body::parse(&ex.read_body()?, fields)?;
     Ok(NewRun {
         run_id: body.opt_str("run_id")?,
         agent: body.opt_text("agent")?,
@@ -262,10 +254,10 @@ fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Answer {
 
 fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
     let body = ex.read_body()?;
-    let fields: &[&str] = if action == "fail" {
-        &["error", "cost"]
+    let fields = if action == "fail" {
+        "error cost"
     } else {
-        &["cost"]
+        "cost"
     };
     let body = Body::parse(&body, fields)?;
     let how = match action {
@@ -340,11 +332,10 @@ fn parse_events<'a>(ex: &mut Exchange, id: Option<&'a str>) -> Result<Parsed<'a>
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
 /// was recorded before, for an `operation_id` today's ledger already holds.
 fn spend(ex: &mut Exchange) -> Answer {
-    let request = or_answer!(ex, spend_input(ex));
+    let (input, run_id, phase, operation_id) = or_answer!(ex, spend_input(ex));
     let app = ex.app().clone();
-    let input = request.input;
-    let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
-    let spent = match &request.operation_id {
+    let (run_id, phase) = (run_id.as_deref(), phase.as_deref());
+    let spent = match &operation_id {
         Some(id) => app.budget.spend_once(id, input, run_id, phase),
         None => app.budget.spend(input, run_id, phase).map(Spent::New),
     };
@@ -356,32 +347,19 @@ fn spend(ex: &mut Exchange) -> Answer {
         Spent::Repeat(r) => (200, true, r),
     };
     let mut body = recorded.to_json();
-    if let Some(id) = request.operation_id {
+    if let Some(id) = operation_id {
         body["operation_id"] = json!(id);
         body["already_recorded"] = json!(repeat);
     }
     ex.send(Response::json(status, &body))
 }
 
-/// A direct spend as asked for.
-struct SpendRequest {
-    input: SpendInput,
-    run_id: Option<String>,
-    phase: Option<String>,
-    operation_id: Option<String>,
-}
+/// A direct spend as asked for: what, and its `run_id`, `phase` and `operation_id`.
+type SpendRequest = (SpendInput, Option<String>, Option<String>, Option<String>);
 
 fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
-    let fields = [
-        "amount",
-        "input_tokens",
-        "output_tokens",
-        "model",
-        "run_id",
-        "phase",
-        "operation_id",
-    ];
-    let body = Body::parse(&ex.read_body()?, &fields)?;
+    let fields = "amount input_tokens output_tokens model run_id phase operation_id";
+    let body = Body::parse(&ex.read_body()?, fields)?;
     let amount = body.opt_f64("amount")?;
     let input_tokens = body.opt_u64("input_tokens")?;
     let output_tokens = body.opt_u64("output_tokens")?;
@@ -402,12 +380,13 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             return Err(Error::invalid(field, why).into());
         }
     };
-    Ok(SpendRequest {
+    let run_id = body.opt_text("run_id")?;
+    Ok((
         input,
-        run_id: body.opt_text("run_id")?,
-        phase: body.opt_str("phase")?,
-        operation_id: body.opt_str("operation_id")?,
-    })
+        run_id,
+        body.opt_str("phase")?,
+        body.opt_str("operation_id")?,
+    ))
 }
 
 fn list_runs(ex: &mut Exchange) -> Answer {
@@ -495,7 +474,7 @@ fn appended(msg_id: &str, timestamp: f64) -> Response {
 }
 
 fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
-    let body = Body::parse(&ex.read_body()?, &["type", "body", "run_id"])?;
+    let body = Body::parse(&ex.read_body()?, "type body run_id")?;
     let kind = body.str("type")?;
     let content = body
         .any("body")
