@@ -199,7 +199,9 @@ impl Link {
             return;
         }
         *closed = true;
-        let _ = frame::write_close(&mut &self.socket, code, reason);
+        let mut out = Vec::new();
+        frame::write_close(&mut out, code, reason);
+        let _ = (&self.socket).write_all(&out);
         let _ = self.socket.shutdown(Shutdown::Write);
         let _ = self.socket.set_read_timeout(Some(CLOSE_WAIT));
     }
@@ -336,7 +338,7 @@ fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<
         return;
     }
     if idle {
-        let _ = frame::write_control(out, frame::OP_PING, b"");
+        let _ = frame::write(out, frame::OP_PING, b"");
     }
     for e in events {
         let text = match wire {
@@ -344,11 +346,11 @@ fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<
             _ => Some(e.json.as_str()),
         };
         if let Some(text) = text {
-            let _ = frame::write_text(out, text);
+            let _ = frame::write(out, frame::OP_TEXT, text.as_bytes());
         }
     }
     if let (Some((_, notice)), Wire::Ours) = (notice, wire) {
-        let _ = frame::write_text(out, &notice.to_string());
+        let _ = frame::write(out, frame::OP_TEXT, notice.to_string().as_bytes());
     }
 }
 
@@ -432,7 +434,7 @@ fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
         match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
-                let _ = frame::write_control(&mut out, frame::OP_PONG, &payload);
+                let _ = frame::write(&mut out, frame::OP_PONG, &payload);
                 if link.send(&out).is_err() && !link.close_sent() {
                     return;
                 }
@@ -443,8 +445,8 @@ fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
             }
             // Clients send nothing the server acts on.
             Ok(_) => {}
-            Err(e) if e.is_io() => return,
-            Err(e) => break (e.close_code(), e.to_string()),
+            Err(frame::ReadError::Io) => return,
+            Err(frame::ReadError::Close(code, reason)) => break (code, reason),
         }
     };
     link.close(code, &reason);
