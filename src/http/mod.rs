@@ -37,10 +37,8 @@ use exchange::Exchange;
 
 use crate::app::App;
 
-/// Connection threads run handlers and streams. The deepest is a JSON body
-/// nested to serde_json's limit of 128, measured to fit in 80 KiB: three
-/// times that. Debug frames are larger (256 KiB overflowed, 512 KiB fits),
-/// so `cargo test` runs the same nesting with four times as much. Untouched
+/// Connection threads run handlers and streams; the deepest, a JSON body nested
+/// to serde_json's limit of 128, fits in 80 KiB (debug: 512 KiB). Untouched
 /// stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
 const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     1024 * 1024
@@ -48,19 +46,16 @@ const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     256 * 1024
 };
 
-/// The waits after consecutive accept errors (out of descriptors, say):
-/// 1 ms, doubling to 100 ms. Accepting never stops.
+/// The waits after consecutive accept errors (out of descriptors, say); accepting never stops.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// Limits and timeouts of the server. The default is a production setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// The most client connections open at once, streams included (default
-    /// 4096). Past it the longest-idle one is closed, or the new one refused.
+    /// The most client connections open at once, streams included (default 4096).
     pub max_connections: usize,
-    /// The largest request head, request line included (default 16 KiB). Also
-    /// bounds the trailers of a chunked body. Larger gets 431.
+    /// The largest request head, or trailers of a chunked body (default 16 KiB).
     pub max_header_bytes: usize,
     /// How long a request head may take to arrive, from its first byte (default 10 s).
     pub header_timeout: Duration,
@@ -70,10 +65,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long a client may take to accept each piece (up to 64 KiB) of an answer (default 10 s).
     pub write_timeout: Duration,
-    /// The largest request body in bytes (default 1 MiB). Larger gets 413.
+    /// The largest request body in bytes (default 1 MiB).
     pub max_body: u64,
-    /// The most body bytes buffered across all connections at once (default
-    /// 64 MiB). A body that would pass it gets 503 with `Retry-After`.
+    /// The most body bytes buffered across all connections at once (default 64 MiB).
     pub max_buffered_bodies: u64,
 }
 
@@ -95,8 +89,7 @@ impl Default for Limits {
 /// What the layer reports, for metrics. Called from connection threads, at
 /// times under a lock: be quick and never call back into the server.
 pub trait Hooks: Send + Sync {
-    /// A request the layer refused before any handler saw it: `method` is a
-    /// method label, `status` 400, 413, 417, 431, 501, 503 or 505.
+    /// A request the layer refused before any handler saw it, by method label and status.
     fn request_rejected(&self, method: &str, status: u16);
 
     /// A connection closed or refused by the layer: `"limit"` (cap reached with
@@ -111,15 +104,13 @@ pub trait Hooks: Send + Sync {
     /// An error from `accept()`, after which the server waits briefly and goes on.
     fn accept_error(&self, _err: &io::Error) {}
 
-    /// The server stopped accepting: whatever holds a connection open for
-    /// long, such as a stream, must end now.
+    /// The server stopped accepting: streams and the like must end now.
     fn stopping(&self) {}
 }
 
 /// Answers requests, in the connection threads.
 pub trait Handler: Send + Sync {
-    /// Whether `request`, whose body has not been read yet, may go on; if
-    /// not, [`Handler::refuse`] answers it and a body is never read.
+    /// Whether `request`, its body not read yet, may go on; else [`Handler::refuse`] answers.
     fn admits(&self, _request: &Request) -> bool {
         true
     }
@@ -131,8 +122,7 @@ pub trait Handler: Send + Sync {
     fn handle(&self, request: Request) -> Answer;
 }
 
-/// A request as a handler gets it: its head checked, and its body read
-/// whole (before [`Handler::admits`], not yet).
+/// A request as a handler gets it: its head checked, its body read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The method token, exactly as the client sent it.
@@ -155,8 +145,7 @@ impl Request {
     }
 }
 
-/// What runs a stream on the client's socket, given the bytes the client
-/// sent after its request, which are the stream's first.
+/// What runs a stream on the client's socket, given the bytes sent after the request.
 pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>)>;
 
 /// What makes a streamed answer's body, writing it as the connection sends it.
@@ -166,11 +155,9 @@ pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>)>;
 pub enum Answer {
     /// A whole answer.
     Reply(Reply),
-    /// 200 with these headers and a body the producer makes while the
-    /// connection sends it, in pieces.
+    /// 200 with these headers and a body the producer makes as it is sent.
     Stream(Vec<(&'static str, String)>, Producer),
-    /// This status and headers, no framed body; then the socket goes to the
-    /// takeover, which holds the connection's place under the cap until it returns.
+    /// This status and headers, no framed body; then the socket goes to the takeover.
     TakeOver(u16, Vec<(&'static str, String)>, Takeover),
 }
 
@@ -191,8 +178,7 @@ struct Shared {
     buffered: AtomicU64,
 }
 
-/// Routes requests to the app, and turns what the layer reports into
-/// metrics and log lines.
+/// Routes requests to the app; what the layer reports becomes metrics and log lines.
 struct AppServer(Arc<App>);
 
 impl Handler for AppServer {
@@ -240,15 +226,13 @@ impl Hooks for AppServer {
 }
 
 impl Server {
-    /// Serves `app` on `listener` within `limits`; fails if the listener
-    /// cannot be set up or the accept thread started.
+    /// Serves `app` on `listener` within `limits`.
     pub fn start(app: Arc<App>, listener: TcpListener, limits: Limits) -> io::Result<Server> {
         let app = Arc::new(AppServer(app));
         Server::with_handler(listener, limits, app.clone(), app)
     }
 
-    /// Serves `handler` on `listener`, reporting to `hooks`; fails as
-    /// [`Server::start`] does.
+    /// Serves `handler` on `listener`, reporting to `hooks`.
     pub fn with_handler(
         listener: TcpListener,
         limits: Limits,
@@ -278,16 +262,14 @@ impl Server {
         thread.unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Stops accepting and closes every open client connection, cutting
-    /// short any answer or stream in progress.
+    /// Stops accepting and closes every client connection, answers and streams cut short.
     pub fn shutdown(&self) {
         self.stop_accepting();
         self.shared.connections.close_all();
     }
 
-    /// Stops accepting, tells [`Hooks::stopping`] so streams end, answers
-    /// requests in flight and closes each connection once idle; cuts off
-    /// what is open after `grace`. True if every connection ended in time.
+    /// Stops accepting, tells [`Hooks::stopping`], and closes each connection once
+    /// idle, cutting off what is open after `grace`; true if all ended in time.
     pub fn stop(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         self.stop_accepting();
@@ -302,8 +284,7 @@ impl Server {
     fn stop_accepting(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.accept_thread() {
-            // The accept thread is blocked in accept(); a connection wakes it.
-            // If connecting fails, it is not blocked there, and sees the flag.
+            // A connection wakes accept(); if connecting fails, it is not blocked there.
             let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
             let _ = thread.join();
         }
@@ -392,7 +373,6 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
             drop(registration);
         });
     if spawned.is_err() {
-        // The closure was dropped: the stream closed and the registration ended.
         shared.hooks.connection_rejected("limit");
     }
 }

@@ -29,13 +29,12 @@ use crate::ws::{self, frame};
 
 /// How long a stream may stay silent before a heartbeat goes out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// The stack of each writer thread; they format short lines and recurse nowhere.
+/// Writer threads format short lines and recurse nowhere.
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// A writer takes a batch at most this often while events keep coming, so
-/// a hundred subscribers cost a publisher few wake-ups; after a quiet spell
-/// an event goes out at once.
+/// A writer takes a batch at most this often while events keep coming, so a
+/// hundred subscribers cost a publisher few wake-ups; after a quiet spell an event goes at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -43,13 +42,11 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The most bytes discarded while a stream closes, or from an SSE client.
 const DRAIN_LIMIT: usize = 64 * 1024;
-/// The close codes for a subscriber cut off for lagging (policy violation)
-/// and for the server stopping (going away).
+/// Close codes: a subscriber cut off for lagging (policy violation); the server stopping.
 const CLOSE_LAGGED: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// The kernel's send buffer for a stream, not the megabytes Linux grows it
-/// to: a client that stops reading holds little memory and is cut off within
-/// about a thousand events; a reading client falls far less behind.
+/// The kernel's send buffer for a stream, not the megabytes Linux grows it to: a
+/// client that stops reading holds little and is cut off within about a thousand events.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");
@@ -67,8 +64,8 @@ pub fn page(ex: &mut Exchange) -> Answer {
     ex.send(page)
 }
 
-/// Reads `?run_id=`, `?tail=` and the resume position: the `Last-Event-ID`
-/// header (SSE only), then the first of `resume_keys` given.
+/// Reads `?run_id=`, `?tail=` and the resume position: the `header` (SSE's
+/// `Last-Event-ID`), then the first of `resume_keys` given.
 fn params(
     ex: &Exchange,
     header: Option<&str>,
@@ -106,8 +103,7 @@ fn params(
     Ok((filter, start))
 }
 
-/// Takes `first` and whatever else is ready, up to [`BATCH`] events; also
-/// returns how the subscription ended, if it did.
+/// Takes `first` and whatever else is ready, up to [`BATCH`] events, and how the subscription ended.
 fn batch(sub: &mut Subscription, first: Next) -> (Vec<Arc<Published>>, Option<Next>) {
     let mut events = Vec::new();
     let mut next = first;
@@ -136,17 +132,14 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-/// The write side of a stream, shared by its reader, its writer and the
-/// hub's lag notice. Safe to share across threads. On a WebSocket both
-/// sides write (the reader answers pings and the close); nothing follows a
-/// close frame, after which the server half-closes and waits up to
-/// [`CLOSE_WAIT`] for the client's close.
+/// The write side of a stream, shared by its reader, its writer and the hub's
+/// lag notice. On a WebSocket both sides write (the reader answers pings and
+/// the close); nothing follows a close frame.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
     closed: Mutex<bool>,
-    /// Whether a write is under way, which a client that stopped reading
-    /// can hold up until the write timeout.
+    /// Whether a write is under way, which a client that stopped reading can hold up.
     writing: AtomicBool,
 }
 
@@ -219,8 +212,7 @@ pub fn events(ex: &mut Exchange) -> Answer {
         Ok(p) => p,
         Err(e) => return ex.send(e.into()),
     };
-    // Subscribed before the head goes out, so nothing published after the
-    // client sees the 200 is missed.
+    // Subscribed before the head goes out: nothing published after the 200 is missed.
     let sub = ex.app().events.subscribe(filter, start, Transport::Sse);
     let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
@@ -231,8 +223,7 @@ pub fn events(ex: &mut Exchange) -> Answer {
     take_over(ex, 200, headers, sub, Wire::Sse)
 }
 
-/// Answers `status` and runs the stream on the socket: a writer thread
-/// writes `sub`'s events as `wire` says, while this thread reads the client.
+/// Answers `status`, then a writer thread writes `sub`'s events while this one reads the client.
 fn take_over(
     ex: &mut Exchange,
     status: u16,
@@ -246,8 +237,7 @@ fn take_over(
             return;
         };
         let closer = sub.closer();
-        // The reader drops the sender when it ends; a WebSocket writer waits
-        // on that after a close it sent, and no longer than CLOSE_WAIT.
+        // The reader drops the sender when it ends, which a WebSocket writer awaits after its close.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
         let (label, name) = match wire {
@@ -286,8 +276,7 @@ pub(super) enum Wire {
     AgentGate,
 }
 
-/// Writes the subscription's events until it ends, and returns how; `None`
-/// when a write failed first.
+/// Writes the subscription's events until it ends, and returns how; `None` if a write failed.
 fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next> {
     let mut last = None;
     loop {
@@ -307,9 +296,8 @@ fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next>
     }
 }
 
-/// Appends `events` as `wire` puts them, with the final notice, if any, and
-/// an SSE body's end when the subscription ended; a heartbeat when there is
-/// neither an event nor an end.
+/// Appends `events` as `wire` puts them, then the final notice and an SSE body's
+/// end if the subscription ended; with neither events nor an end, a heartbeat.
 fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<&Next>) {
     let notice = match end {
         Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
@@ -324,8 +312,7 @@ fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<
                 |e: &Published| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json);
             text.push_str(e.rendered(render));
         }
-        // The notices have no `id`, so an EventSource reconnects with the
-        // last seq it saw.
+        // Notices have no `id`, so an EventSource reconnects from the last seq it saw.
         if let Some((event, data)) = notice {
             text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
         }
@@ -419,15 +406,14 @@ fn write_stream(link: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Re
         None => return link.abort(),
     };
     link.close(code, reason);
-    // A blocked read does not see the new read timeout, so the wait for the
-    // client's close is bounded here.
+    // A blocked read does not see the new read timeout; the wait is bounded here.
     if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
         link.abort();
     }
 }
 
-/// Answers pings until the client closes or breaks the protocol; then
-/// closes, ends the subscription and waits out the client's end of stream.
+/// Answers pings until the client closes or breaks the protocol; then closes,
+/// ends the subscription and waits out the client's end of stream.
 fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
     let mut reader = frame::Reader::new(MAX_CLIENT_MESSAGE);
     let (code, reason) = loop {
