@@ -1,10 +1,10 @@
 //! Request bodies: exactly a length of them, or the chunked transfer coding
 //! (RFC 9112 section 7.1) read strictly.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
-use super::parse::split_field;
+use super::parse::{is_field_value, split_field};
 
 #[derive(Debug)]
 pub(super) enum FramingError {
@@ -23,7 +23,7 @@ impl From<io::Error> for FramingError {
 }
 
 /// The longest chunk-size line (with extensions) we accept.
-pub(super) const MAX_CHUNK_LINE: usize = 1024;
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// Appends a line without its CRLF to `out`, returning where it landed. A
 /// bare LF is malformed; a line over `limit` bytes is refused once known.
@@ -61,27 +61,24 @@ pub(super) fn read_line(
     }
 }
 
-/// The size from a chunk-size line: hex digits, then optionally extensions,
-/// which are checked for stray bytes and then ignored.
+/// The size from a chunk-size line: hex digits, optional blanks, then
+/// optionally extensions, which are checked for stray bytes and then ignored.
 pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
-    const MALFORMED: FramingError = FramingError::Malformed("a chunk size is malformed");
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let (hex, rest) = line.split_at(digits);
-    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
-    if hex.is_empty() || significant.len() > 16 {
-        return Err(MALFORMED);
-    }
-    let rest = &rest[rest
+    let (size, extensions) =
+        line.split_at(line.iter().position(|&b| b == b';').unwrap_or(line.len()));
+    let blanks = size
         .iter()
+        .rev()
         .take_while(|&&b| b == b' ' || b == b'\t')
-        .count()..];
-    let extensions_ok = rest.is_empty()
-        || rest[0] == b';'
-            && rest
-                .iter()
-                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-    if !extensions_ok {
-        return Err(MALFORMED);
+        .count();
+    let hex = &size[..size.len() - blanks];
+    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
+    if hex.is_empty()
+        || !hex.iter().all(u8::is_ascii_hexdigit)
+        || significant.len() > 16
+        || !is_field_value(extensions)
+    {
+        return Err(FramingError::Malformed("a chunk size is malformed"));
     }
     // At most 16 hex digits fit in a u64; none is a zero.
     let digits = std::str::from_utf8(significant).unwrap_or_default();
@@ -90,7 +87,7 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
 
 /// Reads and discards the trailer section after the last chunk: valid
 /// fields that together fit in `limit` bytes.
-pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
+fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
     let mut line = Vec::new();
     let mut total = 0;
     loop {
@@ -112,20 +109,16 @@ pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), Fr
     }
 }
 
-pub(super) fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
-    let mut seen = 0;
-    while seen < 2 {
-        let available = r.fill_buf()?;
-        let Some(&b) = available.first() else {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-        };
-        if b != b"\r\n"[seen] {
+/// Reads the CRLF after a chunk's data.
+fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
+    for want in *b"\r\n" {
+        let mut got = [0];
+        r.read_exact(&mut got)?;
+        if got[0] != want {
             return Err(FramingError::Malformed(
                 "chunk data is longer than its size",
             ));
         }
-        r.consume(1);
-        seen += 1;
     }
     Ok(())
 }
@@ -155,22 +148,12 @@ pub(super) fn read_body(
     }
 }
 
-/// Appends exactly `n` bytes of `r` to `out`.
+/// Appends exactly `n` bytes of `r` to `out`, which grows as they arrive.
 pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut left = n;
-    while left > 0 {
-        let available = r.fill_buf()?;
-        if available.is_empty() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let take = available
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        out.extend_from_slice(&available[..take]);
-        r.consume(take);
-        left -= take as u64;
+    match Read::take(&mut *r, n).read_to_end(out)? as u64 {
+        read if read == n => Ok(()),
+        _ => Err(io::ErrorKind::UnexpectedEof.into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

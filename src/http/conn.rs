@@ -33,8 +33,7 @@ enum AfterRequest {
     Stream(Takeover),
 }
 
-/// Serves requests on `stream` until the client leaves, a limit is hit, or
-/// the connection is evicted while it is idle.
+/// Serves requests on `stream` until the client leaves, a limit is hit, or it is evicted.
 pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
@@ -107,8 +106,8 @@ fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity
     respond(client, shared, activity, d, answer)
 }
 
-/// Reads the next request's head and checks it, with its method's label;
-/// or what to do instead of serving it, once any refusal is sent.
+/// Reads and checks the next request's head, with its method's label; or,
+/// once any refusal is sent, what to do instead.
 fn read_head(
     client: &mut ClientStream,
     shared: &Shared,
@@ -164,8 +163,7 @@ fn delivery(head: &RequestHead, close: bool) -> Delivery {
     }
 }
 
-/// Writes `answer`, marking the connection idle first unless a stream
-/// takes it over.
+/// Writes `answer`, marking the connection idle first unless a stream takes it over.
 fn respond(
     client: &ClientStream,
     shared: &Shared,
@@ -202,24 +200,22 @@ fn send(client: &ClientStream, shared: &Shared, bytes: &[u8]) -> io::Result<()> 
     client.send(&*shared.hooks, bytes)
 }
 
-/// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
-/// request is read and handled; given back when dropped.
+/// Body bytes counted against [`super::Limits::max_buffered_bodies`], given back when dropped.
 struct Reservation<'a> {
     shared: &'a Shared,
     bytes: u64,
 }
 
 impl<'a> Reservation<'a> {
-    /// Reserves room for the body `head` announces: its length, or the body
-    /// limit for a chunked one. `None` when the cap has no room for it.
+    /// Reserves room for the body `head` announces (a chunked one may reach the
+    /// body limit); `None` when the cap has no room for it.
     fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
         let bytes = match head.framing {
             Framing::Length(n) => n,
             Framing::Chunked => shared.limits.max_body,
             Framing::Empty => 0,
         };
-        // Relaxed is enough: the counter is the only shared state, and
-        // each add is undone by exactly one subtract.
+        // Relaxed is enough: the counter is the only shared state, each add undone by one subtract.
         let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);
         let reservation = Reservation { shared, bytes };
         (bytes == 0 || before + bytes <= shared.limits.max_buffered_bodies).then_some(reservation)
@@ -286,8 +282,7 @@ fn refuse(
     after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
-/// Ends our side of the connection, then reads and discards what the client
-/// still sends for a bounded time (see [`LINGER_TIME`]).
+/// Ends our side of the connection, then discards what the client still sends, for a while.
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;

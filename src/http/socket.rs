@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::reject::Reject;
 use super::Hooks;
 
-/// The longest single wait on the socket. Waiting in slices keeps a deadline
-/// exact even when the socket timeout was set for an earlier, later deadline.
+/// The longest single wait on the socket, so a deadline stays exact even when the
+/// socket timeout was set for a later one.
 const SLICE: Duration = Duration::from_secs(1);
 
 /// The shortest socket timeout: zero would mean "block forever".
@@ -18,8 +18,7 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The first read after an idle wait, into a stack buffer small enough that
-/// an idle thread touches few stack pages; most request heads fit.
+/// The first read after an idle wait goes to the stack, touching few pages; most heads fit.
 const IDLE_READ: usize = 1024;
 
 /// The most bytes a client is given one write deadline to accept.
@@ -41,14 +40,12 @@ pub(super) struct ClientStream {
     /// The read timeout currently set on the socket, to skip needless syscalls.
     timeout: Option<Duration>,
     write_timeout: Duration,
-    /// The write timeout set on the socket: `write_timeout` between writes,
-    /// less while the rest of a piece goes to a slow client.
+    /// The write timeout set on the socket: less while a slow client takes a piece.
     send_timeout: Cell<Duration>,
 }
 
 impl ClientStream {
-    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) to
-    /// accept each piece of an answer.
+    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) per piece.
     pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<ClientStream> {
         let write_timeout = write_timeout.max(MIN_TIMEOUT);
         stream.set_write_timeout(Some(write_timeout))?;
@@ -82,8 +79,7 @@ impl ClientStream {
         (self.stream, self.buf)
     }
 
-    /// Frees the buffer when nothing is in it, so that an idle connection
-    /// costs no heap memory.
+    /// Frees the buffer when empty, so that an idle connection costs no heap memory.
     pub(super) fn release_buffer(&mut self) {
         if self.pos == self.buf.len() {
             self.buf = Vec::new();
@@ -96,8 +92,7 @@ impl ClientStream {
         Ok(!self.fill_buf()?.is_empty())
     }
 
-    /// Reads one request head, up to and including its empty line; empty
-    /// lines before it are skipped but count towards `limit`.
+    /// Reads one request head, up to its empty line; empty lines before it count towards `limit`.
     pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
         let mut skipped = 0;
         let mut scanned = 0;
@@ -149,10 +144,10 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces the client must each take within the write
-    /// timeout, or `TimedOut`. The socket timeout bounds one `write` call,
-    /// which a client taking a few bytes at a time never trips: it is
-    /// lowered for the rest of a piece, and restored after (streams rely on it).
+    /// Writes `bytes` in pieces the client must each take within the write timeout,
+    /// or `TimedOut`. The socket timeout bounds one `write` call, which a client taking a
+    /// few bytes at a time never trips: it is lowered for the rest of a piece, then restored
+    /// (streams rely on it).
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;
@@ -171,8 +166,7 @@ impl ClientStream {
                 if piece.is_empty() {
                     break;
                 }
-                // The client is slow: the rest of the piece gets what is
-                // left of its time, and no more.
+                // A slow client: the rest of the piece gets what is left of its time.
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
@@ -186,8 +180,7 @@ impl ClientStream {
         Ok(())
     }
 
-    /// Appends what the socket has to the buffer: `Ok(0)` at end of stream,
-    /// `TimedOut` once the deadline has passed.
+    /// Appends what the socket has: `Ok(0)` at end of stream, `TimedOut` past the deadline.
     fn fill(&mut self) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -234,8 +227,7 @@ fn too_large() -> HeadError {
     HeadError::Refused(Reject::new(431, "the request head is too large"))
 }
 
-/// Whether a failed read or write is only a wait that ran out or was
-/// interrupted, to try again within the deadline.
+/// Whether a failed read or write only waited or was interrupted, to retry within the deadline.
 fn retry(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -266,9 +258,8 @@ impl BufRead for ClientStream {
     }
 }
 
-/// Reads and discards until end of stream, an error, `limit` bytes, or
-/// `go_on` says to stop before a read, so that closing does not reset a
-/// connection with unread bytes and lose what we sent last.
+/// Reads and discards until end of stream, an error, `limit` bytes, or `go_on` says stop,
+/// so that closing does not reset a connection with unread bytes and lose what we sent.
 pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut() -> bool) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut left = limit;
