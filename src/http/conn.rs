@@ -10,7 +10,7 @@ use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
-use super::reject::{self, method_label, Reject};
+use super::response::{self, method_label, Reject};
 use super::socket::{discard, ClientStream, HeadError};
 use super::wire::{self, Delivery};
 use super::{Answer, Request, Shared, Takeover};
@@ -279,7 +279,7 @@ fn refuse(
     reject: Reject,
 ) -> AfterRequest {
     shared.hooks.request_rejected(label, reject.status);
-    after(send(client, shared, &reject::framed(reject, d)), d.close)
+    after(send(client, shared, &response::framed(reject, d)), d.close)
 }
 
 /// Ends our side of the connection, then discards what the client still sends, for a while.

@@ -112,7 +112,7 @@ impl Exchange {
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
         let max = self.app.config.limits.max_body;
         if self.request.body.len() as u64 > max {
-            return Err(Error::TooLarge(super::reject::body_limit_message(max)));
+            return Err(Error::TooLarge(super::response::body_limit_message(max)));
         }
         Ok(std::mem::take(&mut self.request.body))
     }

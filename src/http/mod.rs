@@ -1,7 +1,7 @@
 //! Our own HTTP/1.1 server; the domain never sees HTTP. `conns` caps the
 //! connections, `conn` serves one: `socket`, `parse` and `chunked` read the
 //! strict request (RFC 9112) within limits and deadlines, authorising the head
-//! before the body is read; `wire`, `body` and `reject` write answers in pieces
+//! before the body is read; `wire`, `body` and `response` write answers in pieces
 //! of at most 64 KiB, each due within [`Limits::write_timeout`]. `exchange` is
 //! the middleware, `routes` and `streams` the handlers; streams run in the
 //! client's connection thread.
@@ -13,7 +13,6 @@ mod conns;
 mod exchange;
 mod json;
 mod parse;
-mod reject;
 mod response;
 mod routes;
 mod socket;

@@ -1,7 +1,7 @@
 //! A client's request head, validated strictly (RFC 9112).
 
 use super::exchange::method_label;
-use super::reject::Reject;
+use super::response::Reject;
 use super::Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

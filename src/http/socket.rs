@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::reject::Reject;
+use super::response::Reject;
 use super::Hooks;
 
 /// The longest single wait on the socket, so a deadline stays exact even when the
