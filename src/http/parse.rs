@@ -76,69 +76,56 @@ impl RequestHead {
 
     /// Reads framing, expectation and connection options from the fields.
     fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Reject> {
-        let mut length: Option<u64> = None;
-        let mut chunked = None;
-        let mut expects = (0, 0);
-        let mut hosts = 0;
+        let bad = |why: &'static str| Err(Reject::new(400, why));
+        let (mut length, mut chunked, mut hosts) = (None, None, 0);
+        let (mut expects, mut continues) = (0, 0);
         let (mut close, mut keep_alive) = (false, false);
         for (name, value) in fields {
-            let value = value.as_bytes();
-            if name.eq_ignore_ascii_case("content-length") {
+            let (is, value) = (|n: &str| name.eq_ignore_ascii_case(n), value.as_bytes());
+            if is("content-length") {
                 let Some(n) = content_length(value) else {
-                    return Err(Reject::new(400, "Content-Length must be digits only"));
+                    return bad("Content-Length must be digits only");
                 };
-                if length.is_some_and(|old| old != n) {
-                    return Err(Reject::new(400, "Content-Length values disagree"));
+                if length.replace(n).is_some_and(|old| old != n) {
+                    return bad("Content-Length values disagree");
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if is("transfer-encoding") {
                 chunked = Some(chunked.is_none() && value.eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case("connection") {
+            } else if is("connection") {
                 for option in list_items(value) {
-                    if option.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive = true;
-                    }
+                    close |= option.eq_ignore_ascii_case(b"close");
+                    keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
                 }
-            } else if name.eq_ignore_ascii_case("host") {
+            } else if is("host") {
                 hosts += 1;
-            } else if name.eq_ignore_ascii_case("expect") {
-                expects.0 += 1;
-                expects.1 += usize::from(value.eq_ignore_ascii_case(b"100-continue"));
+            } else if is("expect") {
+                expects += 1;
+                continues += usize::from(value.eq_ignore_ascii_case(b"100-continue"));
             }
         }
         // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
         if hosts > 1 || (hosts == 0 && !self.http10) {
-            return Err(Reject::new(
-                400,
-                "an HTTP/1.1 request must carry exactly one Host header",
-            ));
+            return bad("an HTTP/1.1 request must carry exactly one Host header");
         }
         // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when asked.
         self.keep_alive = !close && (keep_alive || !self.http10);
         self.framing = match (length, chunked) {
             (Some(_), Some(_)) => {
-                return Err(Reject::new(
-                    400,
-                    "Content-Length and Transfer-Encoding must not both be sent",
-                ))
+                return bad("Content-Length and Transfer-Encoding must not both be sent")
             }
             (_, Some(false)) => {
-                return Err(Reject::new(
-                    501,
-                    "the only supported Transfer-Encoding is chunked",
-                ))
+                let why = "the only supported Transfer-Encoding is chunked";
+                return Err(Reject::new(501, why));
             }
             (_, Some(true)) => Framing::Chunked,
             (Some(n), None) => Framing::Length(n),
             (None, None) => Framing::Empty,
         };
+        // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
         self.expect = match expects {
-            (0, _) => Expect::Nothing,
-            // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
+            0 => Expect::Nothing,
             _ if self.http10 => Expect::Nothing,
-            (n, c) if n == c => Expect::Continue,
+            n if n == continues => Expect::Continue,
             _ => Expect::Unknown,
         };
         Ok(())
@@ -193,13 +180,10 @@ fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
     Ok((method, target, http10))
 }
 
-/// Whether `b` may appear in a token (a method or a header name).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-pub(super) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+/// Whether `s` is a token (a method or a header name).
+fn is_token(s: &[u8]) -> bool {
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !s.is_empty() && s.iter().all(tchar)
 }
 
 /// Whether `value` may be a header value: visible ASCII, space or tab, so
