@@ -44,8 +44,7 @@ pub struct BodyWriter<'a> {
 }
 
 impl<'a> BodyWriter<'a> {
-    /// A body for the answer `delivery` describes, whose head will carry
-    /// `headers`; timeouts are reported to `hooks`.
+    /// A body for the answer `delivery` describes, with `headers`; timeouts go to `hooks`.
     pub(super) fn new(
         client: &'a ClientStream,
         hooks: &'a dyn Hooks,
@@ -97,8 +96,7 @@ impl<'a> BodyWriter<'a> {
         Ok(())
     }
 
-    /// Sends the piece in the buffer, after the head if it has not gone
-    /// out yet; with `last`, also what ends the body.
+    /// Sends the piece in the buffer, after the head if not sent yet; with `last`, the body's end.
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
         let mut head = Vec::new();
         if self.progress == Progress::Head {
@@ -151,8 +149,7 @@ impl<'a> BodyWriter<'a> {
 }
 
 impl Write for BodyWriter<'_> {
-    /// Takes what fits in the piece being made, sending the piece once it
-    /// is full.
+    /// Takes what fits in the piece being made, sending the piece once it is full.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if matches!(self.progress, Progress::Ended | Progress::Failed) {
             return Err(ended());

@@ -85,8 +85,7 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
     Ok(u64::from_str_radix(digits, 16).unwrap_or(0))
 }
 
-/// Reads and discards the trailer section after the last chunk: valid
-/// fields that together fit in `limit` bytes.
+/// Reads and discards the trailers after the last chunk: valid fields within `limit` bytes.
 fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
     let mut line = Vec::new();
     let mut total = 0;

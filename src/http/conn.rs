@@ -20,8 +20,7 @@ use super::{Answer, Request, Shared, Takeover};
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Bodies are read into memory that grows as bytes arrive, so a large
-/// Content-Length alone cannot make us allocate.
+/// Bodies grow as bytes arrive, so a large Content-Length alone cannot make us allocate.
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
 enum AfterRequest {
@@ -59,8 +58,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
             AfterRequest::Linger => return linger(client.stream()),
             AfterRequest::Stream(run) => {
                 let (stream, leftover) = client.into_parts();
-                // A stream waits on the client for as long as both stay;
-                // the deadlines of requests no longer apply.
+                // A stream waits on the client as long as both stay: no request deadlines.
                 if stream.set_read_timeout(None).is_ok() {
                     run(stream, leftover);
                 }
@@ -106,8 +104,7 @@ fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity
     respond(client, shared, activity, d, answer)
 }
 
-/// Reads and checks the next request's head, with its method's label; or,
-/// once any refusal is sent, what to do instead.
+/// Reads and checks the next request's head, with its method's label; or what to do instead.
 fn read_head(
     client: &mut ClientStream,
     shared: &Shared,

@@ -56,8 +56,7 @@ impl Activity {
         self.swap(BUSY, IDLE);
     }
 
-    /// Marks the connection as serving a request. False if it was evicted
-    /// while idle, in which case it must close.
+    /// Marks the connection as serving a request; false if it was evicted and must close.
     pub(super) fn mark_busy(&self) -> bool {
         self.swap(IDLE, BUSY)
     }

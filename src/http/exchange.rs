@@ -16,8 +16,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::log::Level;
 
-/// A request in flight, as its handler sees it. Each method that makes
-/// the answer also counts and logs it.
+/// A request in flight, as its handler sees it; what makes the answer counts and logs it.
 #[derive(Clone)]
 pub struct Exchange {
     request: Request,
@@ -31,8 +30,7 @@ pub struct Exchange {
     fields: Vec<(&'static str, Value)>,
 }
 
-/// The method label: one of the methods the server implements, or `OTHER`,
-/// so clients cannot grow the series.
+/// The method label: a method the server implements, or `OTHER`, so clients cannot grow the series.
 pub(super) fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
     KNOWN.into_iter().find(|k| *k == method).unwrap_or("OTHER")
@@ -58,11 +56,9 @@ fn request_level(status: u16) -> Level {
 }
 
 pub(super) fn new_request_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
+    use std::hash::BuildHasher;
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(n);
-    format!("{:016x}", h.finish())
+    format!("{:016x}", std::hash::RandomState::new().hash_one(n))
 }
 
 impl Exchange {

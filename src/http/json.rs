@@ -30,8 +30,7 @@ impl Body {
             .map_err(|e| Error::invalid("body", format!("not valid JSON: {e}")))
     }
 
-    /// An optional field that `get` reads, or else `must`; `null` counts as
-    /// absent.
+    /// An optional field that `get` reads, or else `must`; `null` counts as absent.
     fn opt<T>(
         &self,
         field: &str,
@@ -50,8 +49,7 @@ impl Body {
         })
     }
 
-    /// An optional free-text field of a run, at most
-    /// `runs::MAX_TEXT_BYTES`, as on every route.
+    /// An optional free-text field of a run, at most `runs::MAX_TEXT_BYTES`, as on every route.
     pub fn opt_text(&self, field: &str) -> Result<Option<String>, Error> {
         let text = self.opt_str(field)?;
         if text

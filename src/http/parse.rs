@@ -149,8 +149,7 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Checks `METHOD SP TARGET SP VERSION`, returning method and target and
-/// whether the version is HTTP/1.0.
+/// Checks `METHOD SP TARGET SP VERSION`: method, target, and whether it is HTTP/1.0.
 fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
     let mut parts = text.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -186,8 +185,7 @@ fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(tchar)
 }
 
-/// Whether `value` may be a header value: visible ASCII, space or tab, so
-/// that no value can split a head.
+/// Whether `value` is visible ASCII, space or tab, so that it cannot split a head.
 pub(super) fn is_field_value(value: &[u8]) -> bool {
     value
         .iter()

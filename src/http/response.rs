@@ -9,8 +9,7 @@ use crate::error::Error;
 
 pub const JSON: &str = "application/json";
 
-/// An answer, built completely before any byte goes out so that a failure
-/// can still become a 500.
+/// An answer, built completely before any byte goes out so that a failure can still become a 500.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
@@ -95,8 +94,7 @@ impl From<Error> for Response {
     }
 }
 
-/// Why a request was refused: a status and a message that is always our
-/// own text, never client bytes.
+/// Why a request was refused: a status and our own message, never client bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reject {
     pub(super) status: u16,

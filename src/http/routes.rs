@@ -140,8 +140,7 @@ fn metrics(ex: &mut Exchange) -> Handled {
     }))
 }
 
-/// The most items of a listing read at once, so that it holds one page,
-/// however long it is and however slowly its client reads.
+/// The most items of a listing read at once, so it holds one page however slowly it is read.
 const LIST_PAGE: usize = 64;
 
 /// The most bytes of message bodies in a listing's page, past its first message.
@@ -212,8 +211,7 @@ fn begin(ex: &mut Exchange, trigger: bool) -> Handled {
     Ok(ex.send(Response::json(200, &body)))
 }
 
-/// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
-/// cycle and how many are running.
+/// `GET /api/v1/agent/status`: idle, or the newest running cycle and how many run.
 fn agent_status(ex: &mut Exchange) -> Answer {
     let body = match ex.app().runs.newest_running() {
         None => json!({"status": "idle"}),
@@ -258,8 +256,7 @@ fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Handled {
 fn record_events(ex: &mut Exchange, id: Option<&str>) -> Handled {
     let body = ex.read_body()?;
     let now = time::now_unix();
-    // Most batches of one run are plain and skip the JSON tree; the rest,
-    // and every error, go the general way.
+    // Most batches of one run are plain and skip the JSON tree; the rest go the general way.
     let plain = id.and_then(|_| crate::runs::plain_batch::parse_plain_batch(&body, now));
     let n = match (id, plain) {
         (Some(id), Some(events)) => run_events(ex, id, events)?,
@@ -290,8 +287,7 @@ fn run_events(ex: &mut Exchange, id: &str, mut events: Vec<Timed>) -> Result<usi
     let runs = &ex.app().runs;
     let version = runs.fill_events(id, &mut events);
     let (n, events): (usize, Arc<[Timed]>) = (events.len(), events.into());
-    // Rendered here, so the one thread that applies the run journal's
-    // records only numbers and hands out the events.
+    // Rendered here, so the run journal's one applying thread only numbers and hands them out.
     let prepared = runs
         .with_run(id, |run| run.ids())
         .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
@@ -379,8 +375,7 @@ fn list_runs(ex: &mut Exchange) -> Handled {
     }))
 }
 
-/// The `limit` of a listing (1 to 1000, 100 when absent) and the `after`
-/// it resumes from.
+/// The `limit` of a listing (1 to 1000, 100 when absent) and the `after` it resumes from.
 fn page(ex: &Exchange) -> Result<(usize, Option<String>), Error> {
     let after = ex.query("after").filter(|a| !a.is_empty());
     match ex.query("limit") {

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use super::response::Reject;
 use super::Hooks;
 
-/// The longest single wait on the socket, so a deadline stays exact even when the
-/// socket timeout was set for a later one.
+/// The longest wait on the socket, so a deadline stays exact if the timeout was set for later.
 const SLICE: Duration = Duration::from_secs(1);
 
 /// The shortest socket timeout: zero would mean "block forever".

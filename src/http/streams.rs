@@ -103,7 +103,7 @@ fn params(
     Ok((filter, start))
 }
 
-/// Takes `first` and whatever else is ready, up to [`BATCH`] events, and how the subscription ended.
+/// Takes `first` and what else is ready, up to [`BATCH`] events, and how the subscription ended.
 fn batch(sub: &mut Subscription, first: Next) -> (Vec<Arc<Published>>, Option<Next>) {
     let mut events = Vec::new();
     let mut next = first;
@@ -237,7 +237,7 @@ fn take_over(
             return;
         };
         let closer = sub.closer();
-        // The reader drops the sender when it ends, which a WebSocket writer awaits after its close.
+        // The reader drops the sender when it ends: a WebSocket writer awaits that after its close.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
         let (label, name) = match wire {

@@ -16,8 +16,7 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// The statuses sent: code, metric label, reason phrase. Others go without a
-/// phrase (optional, RFC 9112 section 4) and are labelled `other`.
+/// The statuses sent: code, label, phrase. Others have no phrase (RFC 9112 section 4).
 const STATUSES: [(u16, &str, &str); 24] = [
     (100, "100", "Continue"),
     (101, "101", "Switching Protocols"),

@@ -54,8 +54,7 @@ fn invalid_data(detail: &str) -> ReadError {
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message: usize,
-    /// Whether the data message being assembled is text, if its first frame
-    /// has arrived.
+    /// Whether the data message being assembled is text, if its first frame has arrived.
     text: Option<bool>,
     data: Vec<u8>,
 }

@@ -51,8 +51,7 @@ fn encode(data: &[u8]) -> String {
     out
 }
 
-/// The 6-bit value of a standard-alphabet character, or `None` for any other byte
-/// (including `=`).
+/// The 6-bit value of a standard-alphabet character, or `None` for any other byte (including `=`).
 fn sextet(c: u8) -> Option<u8> {
     ALPHABET.iter().position(|&a| a == c).map(|i| i as u8)
 }
