@@ -186,7 +186,9 @@ impl Handler for AppServer {
     }
 
     fn refuse(&self, request: Request) -> Answer {
-        Exchange::new(request, self.0.clone()).send(response::Response::unauthorized())
+        let r = response::Response::error(401, "UNAUTHORIZED", "a valid API key is required");
+        let r = r.with_header("WWW-Authenticate", "Bearer realm=\"conductor\"");
+        Exchange::new(request, self.0.clone()).send(r)
     }
 
     fn handle(&self, request: Request) -> Answer {

@@ -50,23 +50,6 @@ impl Response {
             &json!({"error": {"code": code, "message": message}}),
         )
     }
-
-    pub fn method_not_allowed(allow: &'static str) -> Response {
-        let message = format!("allowed methods: {allow}");
-        Response::error(405, "METHOD_NOT_ALLOWED", &message).with_header("Allow", allow)
-    }
-
-    pub fn unauthorized() -> Response {
-        Response::error(401, "UNAUTHORIZED", "a valid API key is required")
-            .with_header("WWW-Authenticate", "Bearer realm=\"conductor\"")
-    }
-
-    /// An internal error: `message` for the client, `detail` for the log.
-    pub fn internal(message: &str, detail: impl Into<String>) -> Response {
-        let mut r = Response::error(500, "INTERNAL", message);
-        r.detail = Some(detail.into());
-        r
-    }
 }
 
 impl From<Error> for Response {
@@ -80,7 +63,11 @@ impl From<Error> for Response {
             Error::NotFound(_) => (404, "NOT_FOUND"),
             Error::Conflict(_) => (409, "CONFLICT"),
             Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
-            Error::Storage(detail) => return Response::internal("storage write failed", detail),
+            Error::Storage(detail) => {
+                let mut r = Response::error(500, "INTERNAL", "storage write failed");
+                r.detail = Some(detail.clone());
+                return r;
+            }
             Error::Exhausted(refused) => {
                 // The refusal body the budget milestone specifies, plus the
                 // usual error object so generic clients see a JSON error too.

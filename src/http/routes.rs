@@ -38,7 +38,9 @@ pub fn route(ex: &mut Exchange) -> Answer {
         return ex.send(r);
     };
     if !allow.split(", ").any(|m| m == method) {
-        return ex.send(Response::method_not_allowed(allow));
+        let message = format!("allowed methods: {allow}");
+        let r = Response::error(405, "METHOD_NOT_ALLOWED", &message).with_header("Allow", allow);
+        return ex.send(r);
     }
     let handled = match (segments.as_slice(), method) {
         (["metrics"], _) => metrics(ex),
