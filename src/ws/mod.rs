@@ -13,10 +13,9 @@ const HANDSHAKE_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// The `Sec-WebSocket-Accept` value answering a client's `Sec-WebSocket-Key`.
 pub(crate) fn accept_key(client_key: &str) -> String {
-    let mut input = String::with_capacity(client_key.len() + HANDSHAKE_GUID.len());
-    input.push_str(client_key);
-    input.push_str(HANDSHAKE_GUID);
-    encode(&sha1::digest(input.as_bytes()))
+    encode(&sha1::digest(
+        format!("{client_key}{HANDSHAKE_GUID}").as_bytes(),
+    ))
 }
 
 /// Whether `key` is base64 text of exactly 16 bytes, as every conforming
