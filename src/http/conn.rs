@@ -36,28 +36,33 @@ enum AfterRequest {
 pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
-    let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
+    let Ok(client) = ClientStream::new(stream, limits.write_timeout) else {
         return;
+    };
+    let mut conn = Conn {
+        client,
+        shared,
+        activity,
     };
     // A new connection starts idle, since its admission.
     loop {
-        client.release_buffer();
-        client.set_deadline(limits.idle_timeout);
-        match client.wait_for_data() {
+        conn.client.release_buffer();
+        conn.client.set_deadline(limits.idle_timeout);
+        match conn.client.wait_for_data() {
             Ok(true) => {}
             Ok(false) => return,
-            Err(err) => return timed_out(shared, &err, "idle_timeout"),
+            Err(err) => return conn.timed_out(&err, "idle_timeout"),
         }
         if !activity.mark_busy() {
             return;
         }
-        match serve_request(&mut client, shared, activity) {
+        match conn.serve_request() {
             // The connection was marked idle when its answer was ready.
             AfterRequest::Read => {}
             AfterRequest::Close => return,
-            AfterRequest::Linger => return linger(client.stream()),
+            AfterRequest::Linger => return linger(conn.client.stream()),
             AfterRequest::Stream(run) => {
-                let (stream, leftover) = client.into_parts();
+                let (stream, leftover) = conn.client.into_parts();
                 // A stream waits on the client as long as both stay: no request deadlines.
                 if stream.set_read_timeout(None).is_ok() {
                     run(stream, leftover);
@@ -66,80 +71,6 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
             }
         }
     }
-}
-
-fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity) -> AfterRequest {
-    let (head, mut request, label) = match read_head(client, shared) {
-        Ok(read) => read,
-        Err(next) => return next,
-    };
-    if head.implemented && !shared.handler.admits(&request) {
-        // Answered on the head alone: a body is never read, and the
-        // connection then closes, since its next request would start inside it.
-        let close = head.has_body() || !head.keep_alive;
-        let answer = shared.handler.refuse(request);
-        return respond(client, shared, activity, delivery(&head, close), answer);
-    }
-    let Some(reservation) = Reservation::take(shared, &head) else {
-        let reject = Reject::new(
-            503,
-            "the server holds too many request bodies; retry shortly",
-        );
-        return refuse(client, shared, label, delivery(&head, true), reject);
-    };
-    request.body = match read_body(client, &head, shared, label) {
-        Ok(body) => body,
-        Err(next) => return next,
-    };
-    let d = delivery(&head, !head.keep_alive);
-    if !head.implemented {
-        // The framing was sound, so the connection goes on.
-        activity.answered();
-        let reject = Reject::new(501, "the request method is not implemented");
-        return refuse(client, shared, label, d, reject);
-    }
-    let answer = shared.handler.handle(request);
-    // The handler has parsed the body, or dropped it, by now.
-    drop(reservation);
-    respond(client, shared, activity, d, answer)
-}
-
-/// Reads and checks the next request's head, with its method's label; or what to do instead.
-fn read_head(
-    client: &mut ClientStream,
-    shared: &Shared,
-) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
-    let limits = &shared.limits;
-    client.set_deadline(limits.header_timeout);
-    let closing = Delivery {
-        close: true,
-        ..Delivery::default()
-    };
-    let head = match client.read_head(limits.max_header_bytes) {
-        Ok(head) => head,
-        Err(HeadError::Io(err)) => {
-            timed_out(shared, &err, "header_timeout");
-            return Err(AfterRequest::Close);
-        }
-        Err(HeadError::Refused(reject)) => {
-            let label = method_label(client.buffered());
-            return Err(refuse(client, shared, label, closing, reject));
-        }
-    };
-    let label = method_label(&head);
-    let (head, request) = match RequestHead::parse(&head) {
-        Ok(parsed) => parsed,
-        Err(reject) => return Err(refuse(client, shared, label, closing, reject)),
-    };
-    let reject = match head.framing {
-        Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
-        // The body is left unread, as RFC 9110 allows.
-        _ if head.expect == Expect::Unknown => {
-            Reject::new(417, "the only expectation supported is 100-continue")
-        }
-        _ => return Ok((head, request, label)),
-    };
-    Err(refuse(client, shared, label, delivery(&head, true), reject))
 }
 
 /// What follows an answer that was sent, or failed to be.
@@ -160,41 +91,167 @@ fn delivery(head: &RequestHead, close: bool) -> Delivery {
     }
 }
 
-/// Writes `answer`, marking the connection idle first unless a stream takes it over.
-fn respond(
-    client: &ClientStream,
-    shared: &Shared,
-    activity: &Activity,
-    d: Delivery,
-    answer: Answer,
-) -> AfterRequest {
-    match answer {
-        Answer::Reply(reply) => {
-            activity.answered();
-            after(send(client, shared, &wire::encode(&reply, d)), d.close)
+/// A connection being served, by its own thread.
+struct Conn<'a> {
+    client: ClientStream,
+    shared: &'a Shared,
+    activity: &'a Activity,
+}
+
+impl Conn<'_> {
+    fn serve_request(&mut self) -> AfterRequest {
+        let (head, mut request, label) = match self.read_head() {
+            Ok(read) => read,
+            Err(next) => return next,
+        };
+        let shared = self.shared;
+        if head.implemented && !shared.handler.admits(&request) {
+            // Answered on the head alone: a body is never read, and the
+            // connection then closes, since its next request would start inside it.
+            let close = head.has_body() || !head.keep_alive;
+            return self.respond(delivery(&head, close), shared.handler.refuse(request));
         }
-        Answer::Stream(headers, write) => {
-            activity.answered();
-            let mut body = BodyWriter::new(client, &*shared.hooks, d, headers);
-            write(&mut body);
-            let sent = body.finish();
-            after(sent, d.close || body.closes())
+        let Some(reservation) = Reservation::take(shared, &head) else {
+            let why = "the server holds too many request bodies; retry shortly";
+            return self.refuse(label, delivery(&head, true), Reject::new(503, why));
+        };
+        request.body = match self.read_body(&head, label) {
+            Ok(body) => body,
+            Err(next) => return next,
+        };
+        let d = delivery(&head, !head.keep_alive);
+        if !head.implemented {
+            // The framing was sound, so the connection goes on.
+            self.activity.answered();
+            let reject = Reject::new(501, "the request method is not implemented");
+            return self.refuse(label, d, reject);
         }
-        Answer::TakeOver(status, headers, run) => {
-            // Its head carries only its own fields: the stream owns the connection.
-            let mut head = Vec::with_capacity(256);
-            let framing = wire::Framing::None;
-            wire::head(&mut head, status, &headers, framing, Delivery::default());
-            match send(client, shared, &head) {
-                Ok(()) => AfterRequest::Stream(run),
-                Err(_) => AfterRequest::Close,
+        let answer = shared.handler.handle(request);
+        // The handler has parsed the body, or dropped it, by now.
+        drop(reservation);
+        self.respond(d, answer)
+    }
+
+    /// Reads and checks the next request's head, with its method's label; or what to do instead.
+    fn read_head(&mut self) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
+        let limits = &self.shared.limits;
+        self.client.set_deadline(limits.header_timeout);
+        let closing = Delivery {
+            close: true,
+            ..Delivery::default()
+        };
+        let head = match self.client.read_head(limits.max_header_bytes) {
+            Ok(head) => head,
+            Err(HeadError::Io(err)) => {
+                self.timed_out(&err, "header_timeout");
+                return Err(AfterRequest::Close);
+            }
+            Err(HeadError::Refused(reject)) => {
+                let label = method_label(self.client.buffered());
+                return Err(self.refuse(label, closing, reject));
+            }
+        };
+        let label = method_label(&head);
+        let (head, request) = match RequestHead::parse(&head) {
+            Ok(parsed) => parsed,
+            Err(reject) => return Err(self.refuse(label, closing, reject)),
+        };
+        let reject = match head.framing {
+            Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
+            // The body is left unread, as RFC 9110 allows.
+            _ if head.expect == Expect::Unknown => {
+                Reject::new(417, "the only expectation supported is 100-continue")
+            }
+            _ => return Ok((head, request, label)),
+        };
+        Err(self.refuse(label, delivery(&head, true), reject))
+    }
+
+    /// Writes `answer`, marking the connection idle first unless a stream takes it over.
+    fn respond(&self, d: Delivery, answer: Answer) -> AfterRequest {
+        match answer {
+            Answer::Reply(reply) => {
+                self.activity.answered();
+                after(self.send(&wire::encode(&reply, d)), d.close)
+            }
+            Answer::Stream(headers, write) => {
+                self.activity.answered();
+                let mut body = BodyWriter::new(&self.client, &*self.shared.hooks, d, headers);
+                write(&mut body);
+                let sent = body.finish();
+                after(sent, d.close || body.closes())
+            }
+            Answer::TakeOver(status, headers, run) => {
+                // Its head carries only its own fields: the stream owns the connection.
+                let mut head = Vec::with_capacity(256);
+                let framing = wire::Framing::None;
+                wire::head(&mut head, status, &headers, framing, Delivery::default());
+                match self.send(&head) {
+                    Ok(()) => AfterRequest::Stream(run),
+                    Err(_) => AfterRequest::Close,
+                }
             }
         }
     }
-}
 
-fn send(client: &ClientStream, shared: &Shared, bytes: &[u8]) -> io::Result<()> {
-    client.send(&*shared.hooks, bytes)
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        self.client.send(&*self.shared.hooks, bytes)
+    }
+
+    /// Reads the whole body, so that a handler never waits on a slow client.
+    fn read_body(
+        &mut self,
+        head: &RequestHead,
+        label: &'static str,
+    ) -> Result<Vec<u8>, AfterRequest> {
+        let limits = &self.shared.limits;
+        if !head.has_body() {
+            return Ok(Vec::new());
+        }
+        if head.expect == Expect::Continue && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return Err(AfterRequest::Close);
+        }
+        self.client.set_deadline(limits.body_timeout);
+        let client = &mut self.client;
+        let result = match head.framing {
+            Framing::Length(n) => {
+                let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
+                chunked::read_n(client, n, &mut body)
+                    .map(|()| body)
+                    .map_err(FramingError::from)
+            }
+            _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
+        };
+        result.map_err(|err| {
+            let reject = match err {
+                FramingError::Io(err) => {
+                    self.timed_out(&err, "body_timeout");
+                    return AfterRequest::Close;
+                }
+                FramingError::Malformed(message) => Reject::new(400, message),
+                FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
+                FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
+                FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
+            };
+            self.refuse(label, delivery(head, true), reject)
+        })
+    }
+
+    /// Answers a request no handler will see, counted by the hooks.
+    fn refuse(&self, label: &'static str, d: Delivery, reject: Reject) -> AfterRequest {
+        self.shared.hooks.request_rejected(label, reject.status);
+        after(self.send(&response::framed(reject, d)), d.close)
+    }
+
+    /// Reports `reason` when `err` is a deadline that passed.
+    fn timed_out(&self, err: &io::Error, reason: &str) {
+        if matches!(
+            err.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            self.shared.hooks.connection_rejected(reason);
+        }
+    }
 }
 
 /// Body bytes counted against [`super::Limits::max_buffered_bodies`], given back when dropped.
@@ -226,59 +283,6 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Reads the whole body, so that a handler never waits on a slow client.
-fn read_body(
-    client: &mut ClientStream,
-    head: &RequestHead,
-    shared: &Shared,
-    label: &'static str,
-) -> Result<Vec<u8>, AfterRequest> {
-    let limits = &shared.limits;
-    if !head.has_body() {
-        return Ok(Vec::new());
-    }
-    if head.expect == Expect::Continue
-        && send(client, shared, b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
-    {
-        return Err(AfterRequest::Close);
-    }
-    client.set_deadline(limits.body_timeout);
-    let result = match head.framing {
-        Framing::Length(n) => {
-            let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
-            chunked::read_n(client, n, &mut body)
-                .map(|()| body)
-                .map_err(FramingError::from)
-        }
-        _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
-    };
-    result.map_err(|err| {
-        let reject = match err {
-            FramingError::Io(err) => {
-                timed_out(shared, &err, "body_timeout");
-                return AfterRequest::Close;
-            }
-            FramingError::Malformed(message) => Reject::new(400, message),
-            FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
-            FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
-            FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
-        };
-        refuse(client, shared, label, delivery(head, true), reject)
-    })
-}
-
-/// Answers a request no handler will see, counted by the hooks.
-fn refuse(
-    client: &ClientStream,
-    shared: &Shared,
-    label: &'static str,
-    d: Delivery,
-    reject: Reject,
-) -> AfterRequest {
-    shared.hooks.request_rejected(label, reject.status);
-    after(send(client, shared, &response::framed(reject, d)), d.close)
-}
-
 /// Ends our side of the connection, then discards what the client still sends, for a while.
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
@@ -287,14 +291,4 @@ fn linger(stream: &TcpStream) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         !remaining.is_zero() && stream.set_read_timeout(Some(remaining)).is_ok()
     });
-}
-
-/// Reports `reason` when `err` is a deadline that passed.
-fn timed_out(shared: &Shared, err: &io::Error, reason: &str) {
-    if matches!(
-        err.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) {
-        shared.hooks.connection_rejected(reason);
-    }
 }
