@@ -132,9 +132,9 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-/// The write side of a stream, shared by its reader, its writer and the hub's
-/// lag notice. On a WebSocket both sides write (the reader answers pings and
-/// the close); nothing follows a close frame.
+/// The write side of a stream, shared (safely) by its reader, its writer and the
+/// hub's lag notice. On a WebSocket both sides write (the reader answers pings
+/// and the close); nothing follows a close frame.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
