@@ -76,13 +76,7 @@ impl Activity {
 pub(super) struct Registration {
     connections: Arc<Connections>,
     id: u64,
-    activity: Arc<Activity>,
-}
-
-impl Registration {
-    pub(super) fn activity(&self) -> &Arc<Activity> {
-        &self.activity
-    }
+    pub(super) activity: Arc<Activity>,
 }
 
 impl Drop for Registration {
@@ -235,13 +229,13 @@ mod tests {
         let ra = connections.admit(&a).unwrap();
         let rb = connections.admit(&b).unwrap();
         // `b` goes busy and back to idle, so it is now newer than `a`.
-        assert!(rb.activity().mark_busy());
-        rb.activity().answered();
+        assert!(rb.activity.mark_busy());
+        rb.activity.answered();
         let rc = connections.admit(&c).unwrap();
         // Its reading side is shut, which its thread sees as the end of the stream.
         assert!(closed(&a));
         assert!(
-            !ra.activity().mark_busy(),
+            !ra.activity.mark_busy(),
             "an evicted connection must not serve"
         );
         drop(ra);
@@ -258,7 +252,7 @@ mod tests {
         let (a, _a_client) = pair(&listener);
         let (b, _b_client) = pair(&listener);
         let ra = connections.admit(&a).unwrap();
-        assert!(ra.activity().mark_busy());
+        assert!(ra.activity.mark_busy());
         assert!(connections.admit(&b).is_none());
         assert_eq!(*log.0.lock().unwrap(), ["1", "limit"]);
     }

@@ -370,7 +370,7 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
         .name("http-conn".into())
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
-            conn::serve(stream, &thread_shared, registration.activity());
+            conn::serve(stream, &thread_shared, &registration.activity);
             drop(registration);
         });
     if spawned.is_err() {
