@@ -402,7 +402,7 @@ mod tests {
     /// reads slowly or not at all makes writes wait soon.
     fn slow_pair(write_timeout: Duration) -> (ClientStream, TcpStream) {
         let (server, client) = pair(write_timeout);
-        crate::sys::set_send_buffer(server.stream(), 16 * 1024).unwrap();
+        crate::sys::set_send_buffer(&server.stream, 16 * 1024).unwrap();
         (server, client)
     }
 

@@ -60,7 +60,7 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
             // The connection was marked idle when its answer was ready.
             AfterRequest::Read => {}
             AfterRequest::Close => return,
-            AfterRequest::Linger => return linger(conn.client.stream()),
+            AfterRequest::Linger => return linger(&conn.client.stream),
             AfterRequest::Stream(run) => {
                 let (stream, leftover) = conn.client.into_parts();
                 // A stream waits on the client as long as both stay: no request deadlines.

@@ -32,7 +32,7 @@ pub(super) enum HeadError {
 
 /// A client connection with its unread bytes. Not shared between threads.
 pub(super) struct ClientStream {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     buf: Vec<u8>,
     pos: usize,
     deadline: Instant,
@@ -57,10 +57,6 @@ impl ClientStream {
             write_timeout,
             send_timeout: Cell::new(write_timeout),
         })
-    }
-
-    pub(super) fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     /// Makes reads fail with `TimedOut` once `within` has passed from now.
