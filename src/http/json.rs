@@ -44,21 +44,18 @@ impl Body {
     }
 
     pub fn opt_str(&self, field: &str) -> Result<Option<String>, Error> {
-        self.opt(field, "must be a string", |v| {
-            v.as_str().map(str::to_string)
-        })
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        self.opt(field, "must be a string", text)
     }
 
     /// An optional free-text field of a run, at most `runs::MAX_TEXT_BYTES`, as on every route.
     pub fn opt_text(&self, field: &str) -> Result<Option<String>, Error> {
-        let text = self.opt_str(field)?;
-        if text
-            .as_ref()
-            .is_some_and(|t| t.len() > crate::runs::MAX_TEXT_BYTES)
-        {
-            return Err(Error::invalid(field, crate::runs::text_too_long()));
+        match self.opt_str(field)? {
+            Some(t) if t.len() > crate::runs::MAX_TEXT_BYTES => {
+                Err(Error::invalid(field, crate::runs::text_too_long()))
+            }
+            text => Ok(text),
         }
-        Ok(text)
     }
 
     pub fn str(&self, field: &str) -> Result<String, Error> {

@@ -155,10 +155,10 @@ fn status(ex: &mut Exchange) -> Answer {
     let app = ex.app();
     let counts = app.runs.counts();
     // The oldest running runs; `active_runs_count` has them all.
-    let running = app
-        .runs
-        .listing(Some(Status::Running), None, STATUS_RUNS)
-        .map(|page| app.runs.runs_of(&page.ids, Some(Status::Running)))
+    let (runs, running) = (&app.runs, Some(Status::Running));
+    let page = runs.listing(running, None, STATUS_RUNS);
+    let running = page
+        .map(|p| runs.runs_of(&p.ids, running))
         .unwrap_or_default();
     let runs: Vec<Value> = running
         .iter()
@@ -441,11 +441,9 @@ fn read_messages(ex: &mut Exchange) -> Handled {
     let app = ex.app().clone();
     Ok(ex.stream(JSON, move |out| {
         out.write_all(b"{\"messages\":[")?;
-        let (mut left, mut text) = (limit, String::new());
+        let (bus, mut left, mut text) = (&app.bus, limit, String::new());
         while left > 0 {
-            let page = app
-                .bus
-                .read_after(from, left.min(LIST_PAGE), LIST_PAGE_BYTES);
+            let page = bus.read_after(from, left.min(LIST_PAGE), LIST_PAGE_BYTES);
             let Some(last) = page.last() else {
                 break;
             };
