@@ -4,7 +4,8 @@
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
-use super::parse::{is_field_value, split_field};
+use super::parse::split_field;
+use super::wire::is_field_value;
 
 #[derive(Debug)]
 pub(super) enum FramingError {

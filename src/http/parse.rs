@@ -2,6 +2,7 @@
 
 use super::exchange::method_label;
 use super::response::Reject;
+use super::wire::is_field_value;
 use super::Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,13 +184,6 @@ fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
 fn is_token(s: &[u8]) -> bool {
     let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     !s.is_empty() && s.iter().all(tchar)
-}
-
-/// Whether `value` is visible ASCII, space or tab, so that it cannot split a head.
-pub(super) fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Splits a header field line (without its CRLF) into name and trimmed

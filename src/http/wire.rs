@@ -3,8 +3,6 @@
 
 use std::io::Write;
 
-use super::parse::is_field_value;
-
 /// An answer to a [`super::Request`], but for the framing the layer adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -136,6 +134,13 @@ pub(super) fn encode(response: &Reply, d: Delivery) -> Vec<u8> {
         out.extend_from_slice(&response.body);
     }
     out
+}
+
+/// Whether `value` is visible ASCII, space or tab, so that it cannot split a head.
+pub(super) fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 #[cfg(test)]
