@@ -34,32 +34,22 @@ pub(super) fn read_line(
     out: &mut Vec<u8>,
 ) -> Result<Range<usize>, FramingError> {
     let start = out.len();
-    loop {
-        let available = r.fill_buf()?;
-        if available.is_empty() {
+    // The line, its CR and its LF: any more is over the limit.
+    let read = Read::take(&mut *r, limit as u64 + 2).read_until(b'\n', out)?;
+    if !out[start..].ends_with(b"\n") {
+        if read < limit + 2 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
-        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        out.extend_from_slice(&available[..taken]);
-        r.consume(taken);
-        if done {
-            if out.len() - start < 2 || out[out.len() - 2] != b'\r' {
-                return Err(FramingError::Malformed("a line must end in CRLF"));
-            }
-            out.truncate(out.len() - 2);
-            if out.len() - start > limit {
-                return Err(FramingError::LineTooLong);
-            }
-            return Ok(start..out.len());
-        }
-        // One more byte than the limit may be the CR of the line's CRLF.
-        if out.len() - start > limit + 1 {
-            return Err(FramingError::LineTooLong);
-        }
+        return Err(FramingError::LineTooLong);
     }
+    if !out[start..].ends_with(b"\r\n") {
+        return Err(FramingError::Malformed("a line must end in CRLF"));
+    }
+    out.truncate(out.len() - 2);
+    if out.len() - start > limit {
+        return Err(FramingError::LineTooLong);
+    }
+    Ok(start..out.len())
 }
 
 /// The size from a chunk-size line: hex digits, optional blanks, then
