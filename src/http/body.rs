@@ -1,20 +1,19 @@
 //! Streamed answers: a body sent in pieces as its producer makes it, so no
-//! answer is held whole, however large or slowly read.
-//!
-//! The first piece decides the framing. A body that ends within it goes out
-//! with `Content-Length`, byte for byte as a whole answer, and until then it
-//! can still become another answer (a JSON error). A longer one is chunked,
-//! a chunk per piece; to an HTTP/1.0 client, which cannot read chunks, it
-//! runs until the connection closes. Once the head is out a failure can
-//! only close the connection, leaving the body unterminated so the client
-//! sees it was cut short. `HEAD` gets the head alone with the length the
-//! body would have had: the producer runs, its bytes counted and dropped.
+//! answer is held whole, however large or slowly read. A body that ends
+//! within its first piece goes out with `Content-Length`, byte for byte as a
+//! whole answer, and until then can still become another answer (a JSON
+//! error). A longer one is chunked, a chunk per piece, or to an HTTP/1.0
+//! client, which cannot read chunks, runs until the connection closes. `HEAD`
+//! gets the head alone with the length the body would have had.
 
 use std::io::{self, Write};
 
 use super::socket::{ClientStream, PIECE};
 use super::wire::{self, Delivery, Framing, LAST_CHUNK};
 use super::Hooks;
+
+/// The room kept before a piece for its chunk-size line, at most `10000\r\n`.
+const ROOM: usize = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
@@ -23,7 +22,7 @@ enum Progress {
     /// The head is sent; pieces follow.
     Body,
     Ended,
-    /// Sending failed, or the answer was abandoned: the connection closes.
+    /// Sending failed, or the answer was given up: the connection closes.
     Failed,
 }
 
@@ -35,19 +34,17 @@ pub struct BodyWriter<'a> {
     hooks: &'a dyn Hooks,
     delivery: Delivery,
     headers: Vec<(&'static str, String)>,
-    /// The piece being made, with room for what frames it.
+    /// [`ROOM`] bytes, then the piece being made, which is framed in place.
     buf: Vec<u8>,
     progress: Progress,
     /// Whether the body ends with the connection (an HTTP/1.0 client).
     until_close: bool,
-    /// The body's bytes so far: sent, waiting in `buf`, or, for `HEAD`,
-    /// counted.
+    /// The body's bytes so far: sent, waiting in `buf`, or, for `HEAD`, counted.
     bytes: u64,
 }
 
 impl<'a> BodyWriter<'a> {
-    /// A body for the answer `delivery` describes, whose head will carry
-    /// `headers`; timeouts are reported to `hooks`.
+    /// A body for the answer `delivery` describes, with `headers`; timeouts go to `hooks`.
     pub(super) fn new(
         client: &'a ClientStream,
         hooks: &'a dyn Hooks,
@@ -71,8 +68,7 @@ impl<'a> BodyWriter<'a> {
         self.bytes
     }
 
-    /// Whether the connection must close after the answer, because its
-    /// body is framed by the end of the connection.
+    /// Whether the body is framed by the end of the connection, which must close.
     pub(super) fn closes(&self) -> bool {
         self.until_close
     }
@@ -85,30 +81,24 @@ impl<'a> BodyWriter<'a> {
         }
     }
 
-    /// Sends what is left, framed by its length if the head is not out yet,
-    /// else as the last chunk; again, does nothing. Fails as the client
-    /// does, or with `BrokenPipe` once given up: the connection must close.
+    /// Sends what is left, framed by its length if the head is not out yet, else
+    /// as the last chunk; again, does nothing. On an error the connection must close.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
             Progress::Ended => return Ok(()),
             Progress::Failed => return Err(ended()),
             Progress::Body => self.send_piece(true)?,
-            Progress::Head => {
-                // A short answer goes out in one write.
-                let mut whole = self.head(Framing::Length(self.bytes));
-                whole.extend_from_slice(&self.buf);
-                self.send(&whole)?;
-            }
+            // A short answer goes out in one write.
+            Progress::Head => self.send(self.head(Framing::Length(self.bytes)), ROOM)?,
         }
         self.buf = Vec::new();
         self.progress = Progress::Ended;
         Ok(())
     }
 
-    /// Sends the piece in the buffer, after the head if it has not gone
-    /// out yet; with `last`, also what ends the body.
+    /// Sends the piece in the buffer, after the head if not sent yet; with `last`, the body's end.
     fn send_piece(&mut self, last: bool) -> io::Result<()> {
-        let mut out = Vec::new();
+        let mut head = Vec::new();
         if self.progress == Progress::Head {
             self.until_close = self.delivery.http10;
             let framing = if self.until_close {
@@ -116,22 +106,23 @@ impl<'a> BodyWriter<'a> {
             } else {
                 Framing::Chunked
             };
-            out = self.head(framing);
+            head = self.head(framing);
             self.progress = Progress::Body;
         }
-        if self.until_close {
-            out.extend_from_slice(&self.buf);
-        } else {
-            // A chunk of size 0 would end the body, so none is sent empty.
-            if !self.buf.is_empty() {
-                wire::chunk(&mut out, &self.buf);
-            }
-            if last {
-                out.extend_from_slice(LAST_CHUNK);
-            }
+        let mut start = ROOM;
+        // A chunk of size 0 would end the body, so none is sent empty.
+        if !self.until_close && self.buf.len() > ROOM {
+            let size = format!("{:x}\r\n", self.buf.len() - ROOM);
+            start -= size.len();
+            self.buf[start..ROOM].copy_from_slice(size.as_bytes());
+            self.buf.extend_from_slice(b"\r\n");
         }
-        self.buf.clear();
-        self.send(&out)
+        if !self.until_close && last {
+            self.buf.extend_from_slice(LAST_CHUNK);
+        }
+        let sent = self.send(head, start);
+        self.buf.truncate(ROOM);
+        sent
     }
 
     fn head(&self, framing: Framing) -> Vec<u8> {
@@ -140,24 +131,25 @@ impl<'a> BodyWriter<'a> {
         head
     }
 
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let sent = self.client.send(self.hooks, bytes);
+    /// Sends `head`, if any, and the buffer from `start`; a failure fails the answer.
+    fn send(&mut self, mut head: Vec<u8>, start: usize) -> io::Result<()> {
+        let rest = self.buf.get(start..).unwrap_or_default();
+        let sent = if head.is_empty() {
+            self.client.send(self.hooks, rest)
+        } else {
+            // The head and the first piece go out in one write.
+            head.extend_from_slice(rest);
+            self.client.send(self.hooks, &head)
+        };
         if sent.is_err() {
             self.progress = Progress::Failed;
         }
         sent
     }
-
-    /// The memory the body holds now.
-    #[cfg(test)]
-    fn held(&self) -> usize {
-        self.buf.capacity()
-    }
 }
 
 impl Write for BodyWriter<'_> {
-    /// Takes what fits in the piece being made, sending the piece once it
-    /// is full.
+    /// Takes what fits in the piece being made, sending the piece once it is full.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if matches!(self.progress, Progress::Ended | Progress::Failed) {
             return Err(ended());
@@ -167,13 +159,14 @@ impl Write for BodyWriter<'_> {
             return Ok(data.len());
         }
         if self.buf.capacity() == 0 {
-            // Taken once, for the whole answer.
-            self.buf.reserve_exact(PIECE);
+            // Taken once, for the whole answer: a piece and what frames it.
+            self.buf.reserve_exact(ROOM + PIECE + 2 + LAST_CHUNK.len());
+            self.buf.resize(ROOM, 0);
         }
-        let n = data.len().min(PIECE - self.buf.len());
+        let n = data.len().min(ROOM + PIECE - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         self.bytes += n as u64;
-        if self.buf.len() == PIECE {
+        if self.buf.len() == ROOM + PIECE {
             self.send_piece(false)?;
         }
         Ok(n)
@@ -296,7 +289,7 @@ mod tests {
         let mut most = 0;
         for w in writes(total) {
             body.write_all(&w).unwrap();
-            most = most.max(body.held());
+            most = most.max(body.buf.capacity());
         }
         body.finish().unwrap();
         assert_eq!(body.bytes(), total as u64);
@@ -360,7 +353,7 @@ mod tests {
         let hooks = Reasons::default();
         let mut body = BodyWriter::new(&server, &hooks, delivery(true, false), headers());
         body.write_all(&vec![b'x'; 3 * PIECE]).unwrap();
-        assert_eq!(body.held(), 0);
+        assert_eq!(body.buf.capacity(), 0);
         body.finish().unwrap();
         drop(server);
         let mut got = String::new();
@@ -409,7 +402,7 @@ mod tests {
     /// reads slowly or not at all makes writes wait soon.
     fn slow_pair(write_timeout: Duration) -> (ClientStream, TcpStream) {
         let (server, client) = pair(write_timeout);
-        crate::sys::set_send_buffer(server.stream(), 16 * 1024).unwrap();
+        crate::sys::set_send_buffer(&server.stream, 16 * 1024).unwrap();
         (server, client)
     }
 

@@ -1,10 +1,11 @@
 //! Request bodies: exactly a length of them, or the chunked transfer coding
 //! (RFC 9112 section 7.1) read strictly.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
-use super::syntax::split_field;
+use super::parse::split_field;
+use super::wire::is_field_value;
 
 #[derive(Debug)]
 pub(super) enum FramingError {
@@ -23,7 +24,7 @@ impl From<io::Error> for FramingError {
 }
 
 /// The longest chunk-size line (with extensions) we accept.
-pub(super) const MAX_CHUNK_LINE: usize = 1024;
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// Appends a line without its CRLF to `out`, returning where it landed. A
 /// bare LF is malformed; a line over `limit` bytes is refused once known.
@@ -33,64 +34,50 @@ pub(super) fn read_line(
     out: &mut Vec<u8>,
 ) -> Result<Range<usize>, FramingError> {
     let start = out.len();
-    loop {
-        let available = r.fill_buf()?;
-        if available.is_empty() {
+    // The line, its CR and its LF: any more is over the limit.
+    let read = Read::take(&mut *r, limit as u64 + 2).read_until(b'\n', out)?;
+    if !out[start..].ends_with(b"\n") {
+        if read < limit + 2 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
-        let (taken, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        out.extend_from_slice(&available[..taken]);
-        r.consume(taken);
-        if done {
-            if out.len() - start < 2 || out[out.len() - 2] != b'\r' {
-                return Err(FramingError::Malformed("a line must end in CRLF"));
-            }
-            out.truncate(out.len() - 2);
-            if out.len() - start > limit {
-                return Err(FramingError::LineTooLong);
-            }
-            return Ok(start..out.len());
-        }
-        // One more byte than the limit may be the CR of the line's CRLF.
-        if out.len() - start > limit + 1 {
-            return Err(FramingError::LineTooLong);
-        }
+        return Err(FramingError::LineTooLong);
     }
+    if !out[start..].ends_with(b"\r\n") {
+        return Err(FramingError::Malformed("a line must end in CRLF"));
+    }
+    out.truncate(out.len() - 2);
+    if out.len() - start > limit {
+        return Err(FramingError::LineTooLong);
+    }
+    Ok(start..out.len())
 }
 
-/// The size from a chunk-size line: hex digits, then optionally extensions,
-/// which are checked for stray bytes and then ignored.
+/// The size from a chunk-size line: hex digits, optional blanks, then
+/// optionally extensions, which are checked for stray bytes and then ignored.
 pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
-    const MALFORMED: FramingError = FramingError::Malformed("a chunk size is malformed");
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let (hex, rest) = line.split_at(digits);
-    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
-    if hex.is_empty() || significant.len() > 16 {
-        return Err(MALFORMED);
-    }
-    let rest = &rest[rest
+    let (size, extensions) =
+        line.split_at(line.iter().position(|&b| b == b';').unwrap_or(line.len()));
+    let blanks = size
         .iter()
+        .rev()
         .take_while(|&&b| b == b' ' || b == b'\t')
-        .count()..];
-    let extensions_ok = rest.is_empty()
-        || rest[0] == b';'
-            && rest
-                .iter()
-                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-    if !extensions_ok {
-        return Err(MALFORMED);
+        .count();
+    let hex = &size[..size.len() - blanks];
+    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
+    if hex.is_empty()
+        || !hex.iter().all(u8::is_ascii_hexdigit)
+        || significant.len() > 16
+        || !is_field_value(extensions)
+    {
+        return Err(FramingError::Malformed("a chunk size is malformed"));
     }
     // At most 16 hex digits fit in a u64; none is a zero.
     let digits = std::str::from_utf8(significant).unwrap_or_default();
     Ok(u64::from_str_radix(digits, 16).unwrap_or(0))
 }
 
-/// Reads and discards the trailer section after the last chunk: valid
-/// fields that together fit in `limit` bytes.
-pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
+/// Reads and discards the trailers after the last chunk: valid fields within `limit` bytes.
+fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
     let mut line = Vec::new();
     let mut total = 0;
     loop {
@@ -112,20 +99,16 @@ pub(super) fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), Fr
     }
 }
 
-pub(super) fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
-    let mut seen = 0;
-    while seen < 2 {
-        let available = r.fill_buf()?;
-        let Some(&b) = available.first() else {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-        };
-        if b != b"\r\n"[seen] {
+/// Reads the CRLF after a chunk's data.
+fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
+    for want in *b"\r\n" {
+        let mut got = [0];
+        r.read_exact(&mut got)?;
+        if got[0] != want {
             return Err(FramingError::Malformed(
                 "chunk data is longer than its size",
             ));
         }
-        r.consume(1);
-        seen += 1;
     }
     Ok(())
 }
@@ -155,22 +138,12 @@ pub(super) fn read_body(
     }
 }
 
-/// Appends exactly `n` bytes of `r` to `out`.
+/// Appends exactly `n` bytes of `r` to `out`, which grows as they arrive.
 pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut left = n;
-    while left > 0 {
-        let available = r.fill_buf()?;
-        if available.is_empty() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let take = available
-            .len()
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        out.extend_from_slice(&available[..take]);
-        r.consume(take);
-        left -= take as u64;
+    match Read::take(&mut *r, n).read_to_end(out)? as u64 {
+        read if read == n => Ok(()),
+        _ => Err(io::ErrorKind::UnexpectedEof.into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

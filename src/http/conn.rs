@@ -6,23 +6,21 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer::{Answer, Request, Takeover};
 use super::body::BodyWriter;
 use super::chunked::{self, FramingError};
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
-use super::reject::{self, method_label, Reject};
+use super::response::{self, method_label, Reject};
 use super::socket::{discard, ClientStream, HeadError};
 use super::wire::{self, Delivery};
-use super::Shared;
+use super::{Answer, Request, Shared, Takeover};
 
 /// How long and how much a closing connection reads on, so a reset does not
 /// destroy our last response (RFC 9112 section 9.6).
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Bodies are read into memory that grows as bytes arrive, so a large
-/// Content-Length alone cannot make us allocate.
+/// Bodies grow as bytes arrive, so a large Content-Length alone cannot make us allocate.
 const INITIAL_BODY_CAPACITY: u64 = 64 * 1024;
 
 enum AfterRequest {
@@ -34,40 +32,38 @@ enum AfterRequest {
     Stream(Takeover),
 }
 
-/// Serves requests on `stream` until the client leaves, a limit is hit, or
-/// the connection is evicted while it is idle.
+/// Serves requests on `stream` until the client leaves, a limit is hit, or it is evicted.
 pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     let limits = &shared.limits;
     // A client that stops reading must not hold this thread for ever.
-    let Ok(mut client) = ClientStream::new(stream, limits.write_timeout) else {
+    let Ok(client) = ClientStream::new(stream, limits.write_timeout) else {
         return;
+    };
+    let mut conn = Conn {
+        client,
+        shared,
+        activity,
     };
     // A new connection starts idle, since its admission.
     loop {
-        client.release_buffer();
-        client.set_deadline(limits.idle_timeout);
-        match client.wait_for_data() {
+        conn.client.release_buffer();
+        conn.client.set_deadline(limits.idle_timeout);
+        match conn.client.wait_for_data() {
             Ok(true) => {}
             Ok(false) => return,
-            Err(err) => {
-                if timed_out(&err) {
-                    shared.hooks.connection_rejected("idle_timeout");
-                }
-                return;
-            }
+            Err(err) => return conn.timed_out(&err, "idle_timeout"),
         }
         if !activity.mark_busy() {
             return;
         }
-        match serve_request(&mut client, shared, activity) {
+        match conn.serve_request() {
             // The connection was marked idle when its answer was ready.
             AfterRequest::Read => {}
             AfterRequest::Close => return,
-            AfterRequest::Linger => return linger(client.stream()),
+            AfterRequest::Linger => return linger(&conn.client.stream),
             AfterRequest::Stream(run) => {
-                let (stream, leftover) = client.into_parts();
-                // A stream waits on the client for as long as both stay;
-                // the deadlines of requests no longer apply.
+                let (stream, leftover) = conn.client.into_parts();
+                // A stream waits on the client as long as both stay: no request deadlines.
                 if stream.set_read_timeout(None).is_ok() {
                     run(stream, leftover);
                 }
@@ -75,106 +71,6 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
             }
         }
     }
-}
-
-fn serve_request(client: &mut ClientStream, shared: &Shared, activity: &Activity) -> AfterRequest {
-    let (head, mut request, label) = match read_head(client, shared) {
-        Ok(read) => read,
-        Err(next) => return next,
-    };
-    if head.implemented && !shared.handler.admits(&request) {
-        // Answered on the head alone: a body is never read, and the
-        // connection then closes, since its next request would start inside it.
-        let close = head.has_body() || !head.keep_alive;
-        let answer = shared.handler.refuse(request);
-        return respond(client, shared, activity, delivery(&head, close), answer);
-    }
-    let Some(reservation) = Reservation::take(shared, &head) else {
-        let reject = Reject::new(
-            503,
-            "the server holds too many request bodies; retry shortly",
-        );
-        return refuse(client, shared, label, head.head_only, reject);
-    };
-    request.body = match read_body(client, &head, shared, label) {
-        Ok(body) => body,
-        Err(next) => return next,
-    };
-    if !head.implemented {
-        return not_implemented(client, shared, activity, &head, label);
-    }
-    let answer = shared.handler.handle(request);
-    // The handler has parsed the body, or dropped it, by now.
-    drop(reservation);
-    respond(
-        client,
-        shared,
-        activity,
-        delivery(&head, !head.keep_alive),
-        answer,
-    )
-}
-
-/// Reads the next request's head and checks it, with its method's label;
-/// or what to do instead of serving it, once any refusal is sent.
-fn read_head(
-    client: &mut ClientStream,
-    shared: &Shared,
-) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
-    let limits = &shared.limits;
-    client.set_deadline(limits.header_timeout);
-    let head = match client.read_head(limits.max_header_bytes) {
-        Ok(head) => head,
-        Err(HeadError::Closed) => return Err(AfterRequest::Close),
-        Err(HeadError::Io(err)) => {
-            if timed_out(&err) {
-                shared.hooks.connection_rejected("header_timeout");
-            }
-            return Err(AfterRequest::Close);
-        }
-        Err(HeadError::TooLarge) => {
-            let label = method_label(client.buffered());
-            let reject = Reject::new(431, "the request head is too large");
-            return Err(refuse(client, shared, label, false, reject));
-        }
-        Err(HeadError::BareLf) => {
-            let label = method_label(client.buffered());
-            let reject = Reject::new(400, "every line must end in CRLF");
-            return Err(refuse(client, shared, label, false, reject));
-        }
-    };
-    let label = method_label(&head);
-    let (head, request) = match RequestHead::parse(&head) {
-        Ok(parsed) => parsed,
-        Err(reject) => return Err(refuse(client, shared, label, false, reject)),
-    };
-    let head_only = head.head_only;
-    if matches!(head.framing, Framing::Length(n) if n > limits.max_body) {
-        let reject = Reject::too_large(limits.max_body);
-        return Err(refuse(client, shared, label, head_only, reject));
-    }
-    // The body is left unread, as RFC 9110 allows.
-    if head.expect == Expect::Unknown {
-        let reject = Reject::new(417, "the only expectation supported is 100-continue");
-        return Err(refuse(client, shared, label, head_only, reject));
-    }
-    Ok((head, request, label))
-}
-
-/// Answers a request whose method is not implemented, once its body is
-/// read: the framing was sound, so the connection goes on.
-fn not_implemented(
-    client: &ClientStream,
-    shared: &Shared,
-    activity: &Activity,
-    head: &RequestHead,
-    label: &'static str,
-) -> AfterRequest {
-    let reject = Reject::new(501, "the request method is not implemented");
-    shared.hooks.request_rejected(label, reject.status);
-    activity.answered();
-    let d = delivery(head, !head.keep_alive);
-    after(send(client, shared, &reject::framed(reject, d)), d.close)
 }
 
 /// What follows an answer that was sent, or failed to be.
@@ -195,62 +91,185 @@ fn delivery(head: &RequestHead, close: bool) -> Delivery {
     }
 }
 
-/// Writes `answer`, marking the connection idle first unless a stream
-/// takes it over.
-fn respond(
-    client: &ClientStream,
-    shared: &Shared,
-    activity: &Activity,
-    d: Delivery,
-    answer: Answer,
-) -> AfterRequest {
-    match answer {
-        Answer::Reply(reply) => {
-            activity.answered();
-            after(send(client, shared, &wire::encode(&reply, d)), d.close)
+/// A connection being served, by its own thread.
+struct Conn<'a> {
+    client: ClientStream,
+    shared: &'a Shared,
+    activity: &'a Activity,
+}
+
+impl Conn<'_> {
+    fn serve_request(&mut self) -> AfterRequest {
+        let (head, mut request, label) = match self.read_head() {
+            Ok(read) => read,
+            Err(next) => return next,
+        };
+        let shared = self.shared;
+        if head.implemented && !shared.handler.admits(&request) {
+            // Answered on the head alone: a body is never read, and the
+            // connection then closes, since its next request would start inside it.
+            let close = head.has_body() || !head.keep_alive;
+            return self.respond(delivery(&head, close), shared.handler.refuse(request));
         }
-        Answer::Stream(headers, write) => {
-            activity.answered();
-            let mut body = BodyWriter::new(client, &*shared.hooks, d, headers);
-            write(&mut body);
-            let sent = body.finish();
-            after(sent, d.close || body.closes())
+        let Some(reservation) = Reservation::take(shared, &head) else {
+            let why = "the server holds too many request bodies; retry shortly";
+            return self.refuse(label, delivery(&head, true), Reject::new(503, why));
+        };
+        request.body = match self.read_body(&head, label) {
+            Ok(body) => body,
+            Err(next) => return next,
+        };
+        let d = delivery(&head, !head.keep_alive);
+        if !head.implemented {
+            // The framing was sound, so the connection goes on.
+            self.activity.answered();
+            let reject = Reject::new(501, "the request method is not implemented");
+            return self.refuse(label, d, reject);
         }
-        Answer::TakeOver(status, headers, run) => {
-            // Its head carries only its own fields: the stream owns the connection.
-            let mut head = Vec::with_capacity(256);
-            let framing = wire::Framing::None;
-            wire::head(&mut head, status, &headers, framing, Delivery::default());
-            match send(client, shared, &head) {
-                Ok(()) => AfterRequest::Stream(run),
-                Err(_) => AfterRequest::Close,
+        let answer = shared.handler.handle(request);
+        // The handler has parsed the body, or dropped it, by now.
+        drop(reservation);
+        self.respond(d, answer)
+    }
+
+    /// Reads and checks the next request's head, with its method's label; or what to do instead.
+    fn read_head(&mut self) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
+        let limits = &self.shared.limits;
+        self.client.set_deadline(limits.header_timeout);
+        let closing = Delivery {
+            close: true,
+            ..Delivery::default()
+        };
+        let head = match self.client.read_head(limits.max_header_bytes) {
+            Ok(head) => head,
+            Err(HeadError::Io(err)) => {
+                self.timed_out(&err, "header_timeout");
+                return Err(AfterRequest::Close);
             }
+            Err(HeadError::Refused(reject)) => {
+                let label = method_label(self.client.buffered());
+                return Err(self.refuse(label, closing, reject));
+            }
+        };
+        let label = method_label(&head);
+        let (head, request) = match RequestHead::parse(&head) {
+            Ok(parsed) => parsed,
+            Err(reject) => return Err(self.refuse(label, closing, reject)),
+        };
+        let reject = match head.framing {
+            Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
+            // The body is left unread, as RFC 9110 allows.
+            _ if head.expect == Expect::Unknown => {
+                Reject::new(417, "the only expectation supported is 100-continue")
+            }
+            _ => return Ok((head, request, label)),
+        };
+        Err(self.refuse(label, delivery(&head, true), reject))
+    }
+
+    /// Writes `answer`, marking the connection idle first unless a stream takes it over.
+    fn respond(&self, d: Delivery, answer: Answer) -> AfterRequest {
+        match answer {
+            Answer::Reply(reply) => {
+                self.activity.answered();
+                after(self.send(&wire::encode(&reply, d)), d.close)
+            }
+            Answer::Stream(headers, write) => {
+                self.activity.answered();
+                let mut body = BodyWriter::new(&self.client, &*self.shared.hooks, d, headers);
+                write(&mut body);
+                let sent = body.finish();
+                after(sent, d.close || body.closes())
+            }
+            Answer::TakeOver(status, headers, run) => {
+                // Its head carries only its own fields: the stream owns the connection.
+                let mut head = Vec::with_capacity(256);
+                let framing = wire::Framing::None;
+                wire::head(&mut head, status, &headers, framing, Delivery::default());
+                match self.send(&head) {
+                    Ok(()) => AfterRequest::Stream(run),
+                    Err(_) => AfterRequest::Close,
+                }
+            }
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        self.client.send(&*self.shared.hooks, bytes)
+    }
+
+    /// Reads the whole body, so that a handler never waits on a slow client.
+    fn read_body(
+        &mut self,
+        head: &RequestHead,
+        label: &'static str,
+    ) -> Result<Vec<u8>, AfterRequest> {
+        let limits = &self.shared.limits;
+        if !head.has_body() {
+            return Ok(Vec::new());
+        }
+        if head.expect == Expect::Continue && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return Err(AfterRequest::Close);
+        }
+        self.client.set_deadline(limits.body_timeout);
+        let client = &mut self.client;
+        let result = match head.framing {
+            Framing::Length(n) => {
+                let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
+                chunked::read_n(client, n, &mut body)
+                    .map(|()| body)
+                    .map_err(FramingError::from)
+            }
+            _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
+        };
+        result.map_err(|err| {
+            let reject = match err {
+                FramingError::Io(err) => {
+                    self.timed_out(&err, "body_timeout");
+                    return AfterRequest::Close;
+                }
+                FramingError::Malformed(message) => Reject::new(400, message),
+                FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
+                FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
+                FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
+            };
+            self.refuse(label, delivery(head, true), reject)
+        })
+    }
+
+    /// Answers a request no handler will see, counted by the hooks.
+    fn refuse(&self, label: &'static str, d: Delivery, reject: Reject) -> AfterRequest {
+        self.shared.hooks.request_rejected(label, reject.status);
+        after(self.send(&response::framed(reject, d)), d.close)
+    }
+
+    /// Reports `reason` when `err` is a deadline that passed.
+    fn timed_out(&self, err: &io::Error, reason: &str) {
+        if matches!(
+            err.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            self.shared.hooks.connection_rejected(reason);
         }
     }
 }
 
-fn send(client: &ClientStream, shared: &Shared, bytes: &[u8]) -> io::Result<()> {
-    client.send(&*shared.hooks, bytes)
-}
-
-/// Body bytes counted against [`super::Limits::max_buffered_bodies`] while a
-/// request is read and handled; given back when dropped.
+/// Body bytes counted against [`super::Limits::max_buffered_bodies`], given back when dropped.
 struct Reservation<'a> {
     shared: &'a Shared,
     bytes: u64,
 }
 
 impl<'a> Reservation<'a> {
-    /// Reserves room for the body `head` announces: its length, or the body
-    /// limit for a chunked one. `None` when the cap has no room for it.
+    /// Reserves room for the body `head` announces (a chunked one may reach the
+    /// body limit); `None` when the cap has no room for it.
     fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
         let bytes = match head.framing {
             Framing::Length(n) => n,
             Framing::Chunked => shared.limits.max_body,
             Framing::Empty => 0,
         };
-        // Relaxed is enough: the counter is the only shared state, and
-        // each add is undone by exactly one subtract.
+        // Relaxed is enough: the counter is the only shared state, each add undone by one subtract.
         let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);
         let reservation = Reservation { shared, bytes };
         (bytes == 0 || before + bytes <= shared.limits.max_buffered_bodies).then_some(reservation)
@@ -259,73 +278,12 @@ impl<'a> Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.shared
-            .buffered
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        let buffered = &self.shared.buffered;
+        buffered.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
-/// Reads the whole body, so that a handler never waits on a slow client.
-fn read_body(
-    client: &mut ClientStream,
-    request: &RequestHead,
-    shared: &Shared,
-    label: &'static str,
-) -> Result<Vec<u8>, AfterRequest> {
-    let config = &shared.limits;
-    if !request.has_body() {
-        return Ok(Vec::new());
-    }
-    if request.expect == Expect::Continue
-        && send(client, shared, b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
-    {
-        return Err(AfterRequest::Close);
-    }
-    client.set_deadline(config.body_timeout);
-    let result = match request.framing {
-        Framing::Length(n) => {
-            let capacity = n.min(INITIAL_BODY_CAPACITY) as usize;
-            let mut body = Vec::with_capacity(capacity);
-            chunked::read_n(client, n, &mut body)
-                .map(|()| body)
-                .map_err(FramingError::Io)
-        }
-        Framing::Chunked => chunked::read_body(client, config.max_body, config.max_header_bytes),
-        Framing::Empty => Ok(Vec::new()),
-    };
-    result.map_err(|err| {
-        let reject = match err {
-            FramingError::Io(err) => {
-                if timed_out(&err) {
-                    shared.hooks.connection_rejected("body_timeout");
-                }
-                return AfterRequest::Close;
-            }
-            FramingError::Malformed(message) => Reject::new(400, message),
-            FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
-            FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
-            FramingError::BodyTooLarge => Reject::too_large(config.max_body),
-        };
-        refuse(client, shared, label, request.head_only, reject)
-    })
-}
-
-/// Answers a request no handler will see, counted by the hooks.
-fn refuse(
-    client: &ClientStream,
-    shared: &Shared,
-    label: &'static str,
-    head_only: bool,
-    reject: Reject,
-) -> AfterRequest {
-    shared.hooks.request_rejected(label, reject.status);
-    // The connection ends either way; a failed write changes nothing.
-    let _ = send(client, shared, &reject::response(reject, head_only));
-    AfterRequest::Linger
-}
-
-/// Ends our side of the connection, then reads and discards what the client
-/// still sends for a bounded time (see [`LINGER_TIME`]).
+/// Ends our side of the connection, then discards what the client still sends, for a while.
 fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let deadline = Instant::now() + LINGER_TIME;
@@ -333,11 +291,4 @@ fn linger(stream: &TcpStream) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         !remaining.is_zero() && stream.set_read_timeout(Some(remaining)).is_ok()
     });
-}
-
-fn timed_out(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    )
 }

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Hooks;
@@ -26,16 +26,13 @@ pub(super) struct Connections {
     ended: Condvar,
 }
 
+#[derive(Default)]
 struct Inner {
     next_id: u64,
-    live: HashMap<u64, Entry>,
+    /// Each connection's socket and activity.
+    live: HashMap<u64, (TcpStream, Arc<Activity>)>,
     /// Whether [`Connections::drain`] waits on `ended`.
     draining: bool,
-}
-
-struct Entry {
-    stream: TcpStream,
-    activity: Arc<Activity>,
 }
 
 /// Ranks idle connections: each answer ready takes the next ticket. A
@@ -43,51 +40,35 @@ struct Entry {
 static TICKETS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether a connection is between requests, and since which answer.
+/// Relaxed is enough: the state's compare-exchanges decide every race on
+/// their own, and the ticket only ranks candidates.
 pub(super) struct Activity {
     state: AtomicU8,
     ticket: AtomicU64,
 }
 
 impl Activity {
-    pub(super) fn new() -> Activity {
-        let activity = Activity {
-            state: AtomicU8::new(IDLE),
-            ticket: AtomicU64::new(0),
-        };
-        activity.answered();
-        activity
-    }
-
-    // Relaxed is enough: the state is a single atomic whose compare-exchanges
-    // decide every race on their own, and the ticket only ranks candidates.
-
     /// Marks the connection idle (evictable) once its answer is ready, before
     /// it is written: no client can act on it earlier, so the idle order never
     /// hangs on thread scheduling. Eviction shuts only the reading side.
     pub(super) fn answered(&self) {
-        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-        self.ticket.store(ticket, Ordering::Relaxed);
-        let _ = self
-            .state
-            .compare_exchange(BUSY, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+        self.ticket.store(TICKETS.fetch_add(1, Relaxed), Relaxed);
+        self.swap(BUSY, IDLE);
     }
 
-    /// Marks the connection as serving a request. False if it was evicted
-    /// while idle, in which case it must close.
+    /// Marks the connection as serving a request; false if it was evicted and must close.
     pub(super) fn mark_busy(&self) -> bool {
+        self.swap(IDLE, BUSY)
+    }
+
+    fn swap(&self, from: u8, to: u8) -> bool {
         self.state
-            .compare_exchange(IDLE, BUSY, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(from, to, Relaxed, Relaxed)
             .is_ok()
     }
 
     fn idle_since(&self) -> Option<u64> {
-        (self.state.load(Ordering::Relaxed) == IDLE).then(|| self.ticket.load(Ordering::Relaxed))
-    }
-
-    fn evict(&self) -> bool {
-        self.state
-            .compare_exchange(IDLE, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        (self.state.load(Relaxed) == IDLE).then(|| self.ticket.load(Relaxed))
     }
 }
 
@@ -95,18 +76,18 @@ impl Activity {
 pub(super) struct Registration {
     connections: Arc<Connections>,
     id: u64,
-    activity: Arc<Activity>,
-}
-
-impl Registration {
-    pub(super) fn activity(&self) -> &Arc<Activity> {
-        &self.activity
-    }
+    pub(super) activity: Arc<Activity>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.connections.remove(self.id);
+        let mut inner = self.connections.lock();
+        if inner.live.remove(&self.id).is_some() {
+            self.connections.hooks.connections(inner.live.len());
+            if inner.draining {
+                self.connections.ended.notify_all();
+            }
+        }
     }
 }
 
@@ -115,13 +96,13 @@ impl Connections {
         Connections {
             max: max.max(1),
             hooks,
-            inner: Mutex::new(Inner {
-                next_id: 0,
-                live: HashMap::new(),
-                draining: false,
-            }),
+            inner: Mutex::default(),
             ended: Condvar::new(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits a connection, closing the longest-idle one at the cap; `None`
@@ -132,65 +113,57 @@ impl Connections {
             self.hooks.connection_rejected("limit");
             return None;
         };
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         while inner.live.len() >= self.max {
             let oldest = inner
                 .live
                 .iter()
-                .filter_map(|(id, e)| e.activity.idle_since().map(|since| (since, *id)))
+                .filter_map(|(id, (_, a))| a.idle_since().map(|since| (since, *id)))
                 .min();
             let Some((_, id)) = oldest else {
                 self.hooks.connection_rejected("limit");
                 return None;
             };
             // The compare-exchange fails if the connection just became busy;
-            // then the loop looks again.
-            if inner.live.get(&id).is_some_and(|e| e.activity.evict()) {
-                // Its thread, waiting for a request or finishing an answer,
-                // then reads the end of the stream and closes.
-                if let Some(entry) = inner.live.remove(&id) {
-                    let _ = entry.stream.shutdown(Shutdown::Read);
+            // then the loop looks again. Its thread, waiting for a request or
+            // finishing an answer, reads the end of the stream and closes.
+            if inner
+                .live
+                .get(&id)
+                .is_some_and(|(_, a)| a.swap(IDLE, EVICTED))
+            {
+                if let Some((stream, _)) = inner.live.remove(&id) {
+                    let _ = stream.shutdown(Shutdown::Read);
                 }
                 self.hooks.connection_rejected("evicted");
             }
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        let activity = Arc::new(Activity::new());
-        inner.live.insert(
-            id,
-            Entry {
-                stream: handle,
-                activity: Arc::clone(&activity),
-            },
-        );
+        let ticket = AtomicU64::new(TICKETS.fetch_add(1, Relaxed));
+        let activity = Arc::new(Activity {
+            state: AtomicU8::new(IDLE),
+            ticket,
+        });
+        inner.live.insert(id, (handle, activity.clone()));
         self.hooks.connections(inner.live.len());
+        let connections = self.clone();
         Some(Registration {
-            connections: Arc::clone(self),
+            connections,
             id,
             activity,
         })
     }
 
-    fn remove(&self, id: u64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.live.remove(&id).is_some() {
-            self.hooks.connections(inner.live.len());
-            if inner.draining {
-                self.ended.notify_all();
-            }
-        }
-    }
-
     /// Closes each connection as soon as it is idle (streams never are),
     /// until none is left or `deadline` passes; true if none is left.
     pub(super) fn drain(&self, deadline: Instant) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         inner.draining = true;
         loop {
-            for entry in inner.live.values() {
-                if entry.activity.evict() {
-                    let _ = entry.stream.shutdown(Shutdown::Read);
+            for (stream, activity) in inner.live.values() {
+                if activity.swap(IDLE, EVICTED) {
+                    let _ = stream.shutdown(Shutdown::Read);
                 }
             }
             if inner.live.is_empty() {
@@ -200,19 +173,15 @@ impl Connections {
             if left.is_zero() {
                 return false;
             }
-            inner = self
-                .ended
-                .wait_timeout(inner, left.min(DRAIN_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let waited = self.ended.wait_timeout(inner, left.min(DRAIN_POLL));
+            inner = waited.unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
     /// Closes every live connection; their threads then end.
     pub(super) fn close_all(&self) {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for entry in inner.live.values() {
-            let _ = entry.stream.shutdown(Shutdown::Both);
+        for (stream, _) in self.lock().live.values() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -260,13 +229,13 @@ mod tests {
         let ra = connections.admit(&a).unwrap();
         let rb = connections.admit(&b).unwrap();
         // `b` goes busy and back to idle, so it is now newer than `a`.
-        assert!(rb.activity().mark_busy());
-        rb.activity().answered();
+        assert!(rb.activity.mark_busy());
+        rb.activity.answered();
         let rc = connections.admit(&c).unwrap();
         // Its reading side is shut, which its thread sees as the end of the stream.
         assert!(closed(&a));
         assert!(
-            !ra.activity().mark_busy(),
+            !ra.activity.mark_busy(),
             "an evicted connection must not serve"
         );
         drop(ra);
@@ -283,7 +252,7 @@ mod tests {
         let (a, _a_client) = pair(&listener);
         let (b, _b_client) = pair(&listener);
         let ra = connections.admit(&a).unwrap();
-        assert!(ra.activity().mark_busy());
+        assert!(ra.activity.mark_busy());
         assert!(connections.admit(&b).is_none());
         assert_eq!(*log.0.lock().unwrap(), ["1", "limit"]);
     }

@@ -6,47 +6,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::answer::{Answer, Reply, Request, Takeover};
 use super::body::BodyWriter;
 use super::response::Response;
 use super::wire::status_label;
+use super::{Answer, Reply, Request, Takeover};
 use crate::app::App;
 use crate::error::Error;
+use crate::log::Level;
 
-/// A request in flight, as its handler sees it. Each method that makes
-/// the answer also counts and logs it.
+/// A request in flight, as its handler sees it; what makes the answer counts and logs it.
 #[derive(Clone)]
 pub struct Exchange {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    request: Request,
     app: Arc<App>,
     method: &'static str,
-    path: String,
-    query: String,
+    /// Where the query starts in the target, if it has one.
+    query_at: Option<usize>,
     request_id: String,
     started: Instant,
     /// Extra fields for the request's log line, such as the run it concerns.
-    fields: Vec<(&'static str, serde_json::Value)>,
+    fields: Vec<(&'static str, Value)>,
 }
 
-/// The answer `route` gives `request`.
-pub(super) fn answer<F>(request: Request, app: Arc<App>, route: F) -> Answer
-where
-    F: FnOnce(&mut Exchange) -> Answer,
-{
-    route(&mut Exchange::new(request, app))
-}
-
-/// The method label: one of the methods the server implements, or `OTHER`,
-/// so clients cannot grow the series.
+/// The method label: a method the server implements, or `OTHER`, so clients cannot grow the series.
 pub(super) fn method_label(method: &str) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == method)
-        .unwrap_or("OTHER")
+    KNOWN.into_iter().find(|k| *k == method).unwrap_or("OTHER")
 }
 
 /// True for an `X-Request-ID` we keep: 1–64 of `[A-Za-z0-9._:-]`.
@@ -61,40 +48,31 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A 5xx is the server failing (a full disk, say), which an operator keeping
 /// only warnings and errors must still see; any other answer is routine.
-fn request_level(status: u16) -> crate::log::Level {
+fn request_level(status: u16) -> Level {
     match status {
-        500.. => crate::log::Level::Error,
-        _ => crate::log::Level::Info,
+        500.. => Level::Error,
+        _ => Level::Info,
     }
 }
 
 pub(super) fn new_request_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
+    use std::hash::BuildHasher;
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(n);
-    format!("{:016x}", h.finish())
+    format!("{:016x}", std::hash::RandomState::new().hash_one(n))
 }
 
 impl Exchange {
-    fn new(request: Request, app: Arc<App>) -> Exchange {
-        let method = method_label(&request.method);
+    pub(super) fn new(request: Request, app: Arc<App>) -> Exchange {
         let request_id = request
             .header("X-Request-ID")
-            .map(|id| id.trim().to_string())
+            .map(str::trim)
             .filter(|id| valid_request_id(id))
-            .unwrap_or_else(new_request_id);
-        let (path, query) = match request.target.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (request.target, String::new()),
-        };
+            .map_or_else(new_request_id, str::to_string);
         Exchange {
-            headers: request.headers,
-            body: request.body,
+            method: method_label(&request.method),
+            query_at: request.target.find('?'),
+            request,
             app,
-            method,
-            path,
-            query,
             request_id,
             started: Instant::now(),
             fields: Vec::new(),
@@ -106,7 +84,7 @@ impl Exchange {
     }
 
     pub fn path(&self) -> &str {
-        &self.path
+        &self.request.target[..self.query_at.unwrap_or(self.request.target.len())]
     }
 
     pub fn app(&self) -> &Arc<App> {
@@ -115,38 +93,34 @@ impl Exchange {
 
     /// The first value of query parameter `key`, percent-decoded.
     pub fn query(&self, key: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
+        let query = &self.request.target[self.query_at? + 1..];
+        query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(k) == key).then(|| percent_decode(v))
         })
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(field, _)| field.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone())
+        self.request.header(name).map(str::to_string)
     }
 
-    /// Takes the body, which the connection read whole and within
-    /// `--max-body`.
+    /// Takes the body, which the connection read whole and within `--max-body`.
     pub fn read_body(&mut self) -> Result<Vec<u8>, Error> {
         let max = self.app.config.limits.max_body;
-        if self.body.len() as u64 > max {
-            return Err(Error::TooLarge(super::reject::body_limit_message(max)));
+        if self.request.body.len() as u64 > max {
+            return Err(Error::TooLarge(super::response::body_limit_message(max)));
         }
-        Ok(std::mem::take(&mut self.body))
+        Ok(std::mem::take(&mut self.request.body))
     }
 
-    pub fn annotate(&mut self, key: &'static str, value: serde_json::Value) {
+    pub fn annotate(&mut self, key: &'static str, value: Value) {
         self.fields.push((key, value));
     }
 
     pub fn send(&mut self, response: Response) -> Answer {
         let reply = self.reply(response);
-        let (status, bytes) = (reply.status, reply.body.len());
-        self.count(status);
-        self.log_answer(status, bytes as u64);
+        self.count(reply.status);
+        self.log_answer(reply.status, reply.body.len() as u64);
         Answer::Reply(reply)
     }
 
@@ -154,7 +128,7 @@ impl Exchange {
     /// which carries the id the body gives the client to quote.
     fn reply(&mut self, mut response: Response) -> Reply {
         if let Some(detail) = response.detail.take() {
-            if let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&response.body) {
+            if let Ok(mut body) = serde_json::from_slice::<Value>(&response.body) {
                 body["error"]["request_id"] = json!(self.request_id);
                 response.body = body.to_string().into_bytes();
             }
@@ -173,8 +147,9 @@ impl Exchange {
     }
 
     /// Answers 200 with `content_type` and a body `write` makes as it is
-    /// sent; counted and logged at its end. Check all that can refuse the
-    /// request first: once begun, a failure can only cut the answer short.
+    /// sent, after the handler returned; counted and logged at its end. Check
+    /// all that can refuse the request first: once begun, a failure can only
+    /// cut the answer short.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -183,30 +158,20 @@ impl Exchange {
             ("Content-Type", content_type.to_string()),
             ("X-Request-ID", self.request_id.clone()),
         ];
-        // The body is made, and the answer counted and logged, after the
-        // handler has returned.
-        let done = self.clone();
-        Answer::Stream(
-            headers,
-            Box::new(move |body| done.write_stream(body, write)),
-        )
-    }
-
-    fn write_stream<F>(mut self, body: &mut BodyWriter<'_>, write: F)
-    where
-        F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()>,
-    {
-        let written = write(body);
-        // Counted before the end goes out, as a whole answer is: a client
-        // asking again sees it counted; a scrape is not in its own output.
-        self.count(200);
-        let sent = written.and_then(|()| body.finish());
-        if let Err(e) = sent {
-            body.abort();
-            let why = format!("the answer was cut short: {e}");
-            self.fields.push(("error", json!(why)));
-        }
-        self.log_answer(200, body.bytes());
+        let mut done = self.clone();
+        let producer = move |body: &mut BodyWriter<'_>| {
+            let written = write(body);
+            // Counted before the end goes out, as a whole answer is: a client
+            // asking again sees it counted; a scrape is not in its own output.
+            done.count(200);
+            if let Err(e) = written.and_then(|()| body.finish()) {
+                body.abort();
+                let why = format!("the answer was cut short: {e}");
+                done.fields.push(("error", json!(why)));
+            }
+            done.log_answer(200, body.bytes());
+        };
+        Answer::Stream(headers, Box::new(producer))
     }
 
     fn count(&self, status: u16) {
@@ -215,15 +180,13 @@ impl Exchange {
     }
 
     fn log_answer(&mut self, status: u16, bytes: u64) {
+        let ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         let mut fields = vec![
             ("method", json!(self.method)),
-            ("path", json!(self.path)),
+            ("path", json!(self.path())),
             ("status", json!(status)),
             ("bytes", json!(bytes)),
-            (
-                "duration_ms",
-                json!((self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3),
-            ),
+            ("duration_ms", json!(ms)),
             ("request_id", json!(self.request_id)),
         ];
         fields.append(&mut self.fields);
@@ -250,19 +213,16 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
             }
-            b => out.push(b),
+            (b, _) => out.push(b),
         }
         i += 1;
     }

@@ -1,18 +1,11 @@
 //! Our own HTTP/1.1 server; the domain never sees HTTP. `conns` caps the
-//! connections, `conn` serves one; `socket`, `parse`, `syntax`, `chunked`
-//! read the strict request (RFC 9112) within limits and deadlines, the head
-//! authorised before the body is read; `wire`, `body`, `reject` write
-//! answers in pieces of at most 64 KiB, each due within
-//! [`Limits::write_timeout`]; `exchange` is the middleware; `response` maps
-//! domain errors to statuses; `routes` and `streams` are the handlers.
-//! Streams run on the client's socket, in its connection thread.
-//!
-//! [`Hooks::connection_rejected`] reasons: `"limit"` (cap reached with no
-//! idle connection, or no thread), `"evicted"` (an idle one closed to make
-//! room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`,
-//! `"write_timeout"` (a client too slow to take a piece of its answer).
+//! connections, `conn` serves one: `socket`, `parse` and `chunked` read the
+//! strict request (RFC 9112) within limits and deadlines, authorising the head
+//! before the body is read; `wire`, `body` and `response` write answers in pieces
+//! of at most 64 KiB, each due within [`Limits::write_timeout`]. `exchange` is
+//! the middleware, `routes` and `streams` the handlers; streams run in the
+//! client's connection thread.
 
-mod answer;
 mod body;
 mod chunked;
 mod conn;
@@ -20,15 +13,12 @@ mod conns;
 mod exchange;
 mod json;
 mod parse;
-mod reject;
 mod response;
 mod routes;
 mod socket;
 mod streams;
-mod syntax;
 mod wire;
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,16 +28,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-pub use answer::{Answer, Reply, Request};
+pub use wire::Reply;
 
+use body::BodyWriter;
 use conns::Connections;
+use exchange::Exchange;
 
 use crate::app::App;
 
-/// Connection threads run handlers and streams. The deepest is a JSON body
-/// nested to serde_json's limit of 128, measured to fit in 80 KiB: three
-/// times that. Debug frames are larger (256 KiB overflowed, 512 KiB fits),
-/// so `cargo test` runs the same nesting with four times as much. Untouched
+/// Connection threads run handlers and streams; the deepest, a JSON body nested
+/// to serde_json's limit of 128, fits in 80 KiB (debug: 512 KiB). Untouched
 /// stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
 const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     1024 * 1024
@@ -55,19 +45,16 @@ const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     256 * 1024
 };
 
-/// The waits after consecutive accept errors (out of descriptors, say):
-/// 1 ms, doubling to 100 ms. Accepting never stops.
+/// The waits after consecutive accept errors (out of descriptors, say); accepting never stops.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 
 /// Limits and timeouts of the server. The default is a production setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// The most client connections open at once, streams included (default
-    /// 4096). Past it the longest-idle one is closed, or the new one refused.
+    /// The most client connections open at once, streams included (default 4096).
     pub max_connections: usize,
-    /// The largest request head, request line included (default 16 KiB). Also
-    /// bounds the trailers of a chunked body. Larger gets 431.
+    /// The largest request head, or trailers of a chunked body (default 16 KiB).
     pub max_header_bytes: usize,
     /// How long a request head may take to arrive, from its first byte (default 10 s).
     pub header_timeout: Duration,
@@ -75,13 +62,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long a whole request body may take to arrive (default 10 s).
     pub body_timeout: Duration,
-    /// How long a client may take to accept each piece (up to 64 KiB) of an
-    /// answer (default 10 s).
+    /// How long a client may take to accept each piece (up to 64 KiB) of an answer (default 10 s).
     pub write_timeout: Duration,
-    /// The largest request body in bytes (default 1 MiB). Larger gets 413.
+    /// The largest request body in bytes (default 1 MiB).
     pub max_body: u64,
-    /// The most body bytes buffered across all connections at once (default
-    /// 64 MiB). A body that would pass it gets 503 with `Retry-After`.
+    /// The most body bytes buffered across all connections at once (default 64 MiB).
     pub max_buffered_bodies: u64,
 }
 
@@ -103,11 +88,13 @@ impl Default for Limits {
 /// What the layer reports, for metrics. Called from connection threads, at
 /// times under a lock: be quick and never call back into the server.
 pub trait Hooks: Send + Sync {
-    /// A request the layer refused before any handler saw it: `method` is a
-    /// method label, `status` 400, 413, 417, 431, 501, 503 or 505.
+    /// A request the layer refused before any handler saw it, by method label and status.
     fn request_rejected(&self, method: &str, status: u16);
 
-    /// A connection closed or refused by the layer; see the module docs for the reasons.
+    /// A connection closed or refused by the layer: `"limit"` (cap reached with
+    /// no idle connection, or no thread), `"evicted"` (an idle one closed to
+    /// make room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`, or
+    /// `"write_timeout"` (a client too slow to take a piece of its answer).
     fn connection_rejected(&self, _reason: &str) {}
 
     /// The number of open client connections, after each change.
@@ -116,15 +103,13 @@ pub trait Hooks: Send + Sync {
     /// An error from `accept()`, after which the server waits briefly and goes on.
     fn accept_error(&self, _err: &io::Error) {}
 
-    /// The server stopped accepting: whatever holds a connection open for
-    /// long, such as a stream, must end now.
+    /// The server stopped accepting: streams and the like must end now.
     fn stopping(&self) {}
 }
 
 /// Answers requests, in the connection threads.
 pub trait Handler: Send + Sync {
-    /// Whether `request`, whose body has not been read yet, may go on; if
-    /// not, [`Handler::refuse`] answers it and a body is never read.
+    /// Whether `request`, its body not read yet, may go on; else [`Handler::refuse`] answers.
     fn admits(&self, _request: &Request) -> bool {
         true
     }
@@ -134,6 +119,45 @@ pub trait Handler: Send + Sync {
 
     /// The answer to `request`. A panic closes the connection unanswered.
     fn handle(&self, request: Request) -> Answer;
+}
+
+/// A request as a handler gets it: its head checked, its body read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method token, exactly as the client sent it.
+    pub method: String,
+    /// The request target: the path and any query, as sent.
+    pub target: String,
+    /// The client's end-to-end header fields, in order.
+    pub headers: Vec<(String, String)>,
+    /// The whole body; empty when there is none.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of the first field named `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// What runs a stream on the client's socket, given the bytes sent after the request.
+pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>)>;
+
+/// What makes a streamed answer's body, writing it as the connection sends it.
+pub type Producer = Box<dyn FnOnce(&mut BodyWriter<'_>)>;
+
+/// A handler's answer, which its connection's thread writes.
+pub enum Answer {
+    /// A whole answer.
+    Reply(Reply),
+    /// 200 with these headers and a body the producer makes as it is sent.
+    Stream(Vec<(&'static str, String)>, Producer),
+    /// This status and headers, no framed body; then the socket goes to the takeover.
+    TakeOver(u16, Vec<(&'static str, String)>, Takeover),
 }
 
 /// A running server. Dropping it leaves the server running.
@@ -153,76 +177,63 @@ struct Shared {
     buffered: AtomicU64,
 }
 
-/// Routes requests to the app, inside the exchange's panic guard.
-struct AppHandler {
-    app: Arc<App>,
-}
+/// Routes requests to the app; what the layer reports becomes metrics and log lines.
+struct AppServer(Arc<App>);
 
-impl Handler for AppHandler {
+impl Handler for AppServer {
     fn admits(&self, request: &Request) -> bool {
-        !routes::needs_key(&request.target) || routes::authorized(&self.app, request)
+        !routes::needs_key(&request.target) || routes::authorized(&self.0, request)
     }
 
     fn refuse(&self, request: Request) -> Answer {
-        exchange::answer(request, self.app.clone(), |ex| {
-            ex.send(response::Response::unauthorized())
-        })
+        let r = response::Response::error(401, "UNAUTHORIZED", "a valid API key is required");
+        let r = r.with_header("WWW-Authenticate", "Bearer realm=\"conductor\"");
+        Exchange::new(request, self.0.clone()).send(r)
     }
 
     fn handle(&self, request: Request) -> Answer {
-        exchange::answer(request, self.app.clone(), routes::route)
+        routes::route(&mut Exchange::new(request, self.0.clone()))
     }
 }
 
-/// What the layer reports, turned into metrics and log lines.
-struct AppHooks {
-    app: Arc<App>,
-}
-
-impl Hooks for AppHooks {
+impl Hooks for AppServer {
     fn request_rejected(&self, method: &str, status: u16) {
         let method = exchange::method_label(method);
-        self.app
-            .http
-            .requests
-            .inc(&[method, wire::status_label(status)]);
-        self.app.log.info(
+        let http = &self.0.http;
+        http.requests.inc(&[method, wire::status_label(status)]);
+        self.0.log.info(
             "request refused by the HTTP layer",
             &[("method", json!(method)), ("status", json!(status))],
         );
     }
 
     fn connection_rejected(&self, reason: &str) {
-        self.app.http.connections_rejected.inc(&[reason]);
+        self.0.http.connections_rejected.inc(&[reason]);
     }
 
     fn connections(&self, open: usize) {
-        self.app.http.connections.set(open as f64);
+        self.0.http.connections.set(open as f64);
     }
 
     fn stopping(&self) {
-        self.app.events.stop();
+        self.0.events.stop();
     }
 
     fn accept_error(&self, err: &io::Error) {
-        self.app.http.connections_rejected.inc(&["accept_error"]);
-        self.app.log.warn(
-            "accept failed; retrying",
-            &[("error", json!(err.to_string()))],
-        );
+        self.0.http.connections_rejected.inc(&["accept_error"]);
+        let error = [("error", json!(err.to_string()))];
+        self.0.log.warn("accept failed; retrying", &error);
     }
 }
 
 impl Server {
-    /// Serves `app` on `listener` within `limits`; fails if the listener
-    /// cannot be set up or the accept thread started.
+    /// Serves `app` on `listener` within `limits`.
     pub fn start(app: Arc<App>, listener: TcpListener, limits: Limits) -> io::Result<Server> {
-        let hooks = Arc::new(AppHooks { app: app.clone() });
-        Server::with_handler(listener, limits, hooks, Arc::new(AppHandler { app }))
+        let app = Arc::new(AppServer(app));
+        Server::with_handler(listener, limits, app.clone(), app)
     }
 
-    /// Serves `handler` on `listener`, reporting to `hooks`; fails as
-    /// [`Server::start`] does.
+    /// Serves `handler` on `listener`, reporting to `hooks`.
     pub fn with_handler(
         listener: TcpListener,
         limits: Limits,
@@ -231,13 +242,8 @@ impl Server {
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(false)?;
-        start_with(
-            move || listener.accept(),
-            local_addr,
-            limits,
-            hooks,
-            handler,
-        )
+        let accept = move || listener.accept();
+        start_with(accept, local_addr, limits, hooks, handler)
     }
 
     /// The address clients connect to.
@@ -257,16 +263,14 @@ impl Server {
         thread.unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Stops accepting and closes every open client connection, cutting
-    /// short any answer or stream in progress.
+    /// Stops accepting and closes every client connection, answers and streams cut short.
     pub fn shutdown(&self) {
         self.stop_accepting();
         self.shared.connections.close_all();
     }
 
-    /// Stops accepting, tells [`Hooks::stopping`] so streams end, answers
-    /// requests in flight and closes each connection once idle; cuts off
-    /// what is open after `grace`. True if every connection ended in time.
+    /// Stops accepting, tells [`Hooks::stopping`], and closes each connection once
+    /// idle, cutting off what is open after `grace`; true if all ended in time.
     pub fn stop(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
         self.stop_accepting();
@@ -281,19 +285,10 @@ impl Server {
     fn stop_accepting(&self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.accept_thread() {
-            // The accept thread is blocked in accept(); a connection wakes it.
-            // If connecting fails, it is not blocked there, and sees the flag.
+            // A connection wakes accept(); if connecting fails, it is not blocked there.
             let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
             let _ = thread.join();
         }
-    }
-}
-
-impl fmt::Debug for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
     }
 }
 
@@ -329,8 +324,7 @@ where
     })
 }
 
-/// The address to connect to for reaching our own listener, which may be
-/// bound to the unspecified address.
+/// The address that reaches our own listener, which may be bound to the unspecified address.
 fn wake_addr(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
@@ -346,11 +340,9 @@ where
     let mut backoff = BACKOFF_MIN;
     while !stop.load(Ordering::SeqCst) {
         match accept() {
+            Ok(_) if stop.load(Ordering::SeqCst) => return,
             Ok((stream, _)) => {
                 backoff = BACKOFF_MIN;
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
                 admit(stream, shared);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -378,11 +370,10 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
         .name("http-conn".into())
         .stack_size(CONNECTION_STACK)
         .spawn(move || {
-            conn::serve(stream, &thread_shared, registration.activity());
+            conn::serve(stream, &thread_shared, &registration.activity);
             drop(registration);
         });
     if spawned.is_err() {
-        // The closure was dropped: the stream closed and the registration ended.
         shared.hooks.connection_rejected("limit");
     }
 }

@@ -1,9 +1,9 @@
 //! A client's request head, validated strictly (RFC 9112).
 
-use super::answer::Request;
 use super::exchange::method_label;
-use super::reject::Reject;
-use super::syntax::{content_length, is_token, list_items, split_field};
+use super::response::Reject;
+use super::wire::is_field_value;
+use super::Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
@@ -77,69 +77,56 @@ impl RequestHead {
 
     /// Reads framing, expectation and connection options from the fields.
     fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Reject> {
-        let mut length: Option<u64> = None;
-        let mut chunked = None;
-        let mut expects = (0, 0);
-        let mut hosts = 0;
+        let bad = |why: &'static str| Err(Reject::new(400, why));
+        let (mut length, mut chunked, mut hosts) = (None, None, 0);
+        let (mut expects, mut continues) = (0, 0);
         let (mut close, mut keep_alive) = (false, false);
         for (name, value) in fields {
-            let value = value.as_bytes();
-            if name.eq_ignore_ascii_case("content-length") {
+            let (is, value) = (|n: &str| name.eq_ignore_ascii_case(n), value.as_bytes());
+            if is("content-length") {
                 let Some(n) = content_length(value) else {
-                    return Err(Reject::new(400, "Content-Length must be digits only"));
+                    return bad("Content-Length must be digits only");
                 };
-                if length.is_some_and(|old| old != n) {
-                    return Err(Reject::new(400, "Content-Length values disagree"));
+                if length.replace(n).is_some_and(|old| old != n) {
+                    return bad("Content-Length values disagree");
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if is("transfer-encoding") {
                 chunked = Some(chunked.is_none() && value.eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case("connection") {
+            } else if is("connection") {
                 for option in list_items(value) {
-                    if option.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive = true;
-                    }
+                    close |= option.eq_ignore_ascii_case(b"close");
+                    keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
                 }
-            } else if name.eq_ignore_ascii_case("host") {
+            } else if is("host") {
                 hosts += 1;
-            } else if name.eq_ignore_ascii_case("expect") {
-                expects.0 += 1;
-                expects.1 += usize::from(value.eq_ignore_ascii_case(b"100-continue"));
+            } else if is("expect") {
+                expects += 1;
+                continues += usize::from(value.eq_ignore_ascii_case(b"100-continue"));
             }
         }
         // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
         if hosts > 1 || (hosts == 0 && !self.http10) {
-            return Err(Reject::new(
-                400,
-                "an HTTP/1.1 request must carry exactly one Host header",
-            ));
+            return bad("an HTTP/1.1 request must carry exactly one Host header");
         }
         // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when asked.
         self.keep_alive = !close && (keep_alive || !self.http10);
         self.framing = match (length, chunked) {
             (Some(_), Some(_)) => {
-                return Err(Reject::new(
-                    400,
-                    "Content-Length and Transfer-Encoding must not both be sent",
-                ))
+                return bad("Content-Length and Transfer-Encoding must not both be sent")
             }
             (_, Some(false)) => {
-                return Err(Reject::new(
-                    501,
-                    "the only supported Transfer-Encoding is chunked",
-                ))
+                let why = "the only supported Transfer-Encoding is chunked";
+                return Err(Reject::new(501, why));
             }
             (_, Some(true)) => Framing::Chunked,
             (Some(n), None) => Framing::Length(n),
             (None, None) => Framing::Empty,
         };
+        // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
         self.expect = match expects {
-            (0, _) => Expect::Nothing,
-            // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
+            0 => Expect::Nothing,
             _ if self.http10 => Expect::Nothing,
-            (n, c) if n == c => Expect::Continue,
+            n if n == continues => Expect::Continue,
             _ => Expect::Unknown,
         };
         Ok(())
@@ -163,8 +150,7 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Checks `METHOD SP TARGET SP VERSION`, returning method and target and
-/// whether the version is HTTP/1.0.
+/// Checks `METHOD SP TARGET SP VERSION`: method, target, and whether it is HTTP/1.0.
 fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
     let mut parts = text.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -194,9 +180,57 @@ fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
     Ok((method, target, http10))
 }
 
+/// Whether `s` is a token (a method or a header name).
+fn is_token(s: &[u8]) -> bool {
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !s.is_empty() && s.iter().all(tchar)
+}
+
+/// Splits a header field line (without its CRLF) into name and trimmed
+/// value; `None` unless the name is a token (which refuses obs-fold and
+/// space before the colon) and the value valid.
+pub(super) fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+    (is_token(name) && is_field_value(value)).then_some((name, value))
+}
+
+/// The comma-separated list elements of a header value, trimmed, empty ones skipped.
+pub(super) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A Content-Length value: digits only, leading zeros ignored. Over 19
+/// significant digits reads as `u64::MAX`, over any body limit, so an
+/// absurd length gets 413, not 400.
+pub(super) fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let significant = &value[value.iter().take_while(|&&b| b == b'0').count()..];
+    if significant.len() > 19 {
+        return Some(u64::MAX);
+    }
+    // 19 digits stay below 10^19 < 2^64; none is a zero.
+    Some(std::str::from_utf8(significant).ok()?.parse().unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Expect, Framing, RequestHead};
+    use super::*;
 
     fn parse_exact(text: &str) -> Result<RequestHead, u16> {
         RequestHead::parse(text.as_bytes())
@@ -366,5 +400,65 @@ mod tests {
             expect("PUT / HTTP/1.0\r\nExpect: fly\r\n\r\n"),
             Expect::Nothing
         );
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(is_token(b"GET"));
+        assert!(is_token(b"X-Custom_1.2~"));
+        assert!(!is_token(b""));
+        assert!(!is_token(b"A B"));
+        assert!(!is_token(b"A:"));
+        assert!(!is_token("é".as_bytes()));
+    }
+
+    #[test]
+    fn fields() {
+        let (n, v) = split_field(b"Host:  example.com \t").unwrap();
+        assert_eq!((n, v), (&b"Host"[..], &b"example.com"[..]));
+        let (_, v) = split_field(b"Empty:").unwrap();
+        assert!(v.is_empty());
+        assert!(split_field(b"Host : x").is_none());
+        assert!(split_field(b" folded").is_none());
+        assert!(split_field(b"\tfolded: x").is_none());
+        assert!(split_field(b"NoColon").is_none());
+        assert!(split_field(b": x").is_none());
+        assert!(split_field("X: caf\u{e9}".as_bytes()).is_none());
+        assert!(split_field(b"X: a\rb").is_none());
+        assert!(split_field(b"X: a\nb").is_none());
+        assert!(split_field(b"X: a\x00b").is_none());
+        assert!(split_field(b"X: a\x7fb").is_none());
+        assert!(split_field(b"X: a\tb c").is_some());
+    }
+
+    #[test]
+    fn field_values_with_line_breaks_are_refused() {
+        assert!(is_field_value(b"abc-123 x\ty"));
+        assert!(!is_field_value(b"a\r\nSet-Cookie: x"));
+        assert!(!is_field_value(b"a\nb"));
+        assert!(!is_field_value("\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn lists() {
+        let items: Vec<&[u8]> = list_items(b" keep-alive ,, Upgrade,").collect();
+        assert_eq!(items, [&b"keep-alive"[..], &b"Upgrade"[..]]);
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"000123"), Some(123));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length(&[b'9'; 400]), Some(u64::MAX));
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"+5"), None);
+        assert_eq!(content_length(b"5 "), None);
+        assert_eq!(content_length(b"5,5"), None);
+        assert_eq!(content_length(b"0x10"), None);
     }
 }

@@ -1,13 +1,15 @@
-//! Responses as plain data, and the one place that maps errors to HTTP.
+//! Responses as plain data, the one place that maps errors to HTTP, and the
+//! answers the layer gives on its own when it refuses a request before any
+//! handler sees it.
 
 use serde_json::{json, Value};
 
+use super::wire::{head, Delivery, Framing};
 use crate::error::Error;
 
 pub const JSON: &str = "application/json";
 
-/// An answer, built completely before any byte goes out so that a failure
-/// can still become a 500.
+/// An answer, built completely before any byte goes out so that a failure can still become a 500.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
@@ -48,27 +50,6 @@ impl Response {
             &json!({"error": {"code": code, "message": message}}),
         )
     }
-
-    pub fn method_not_allowed(allow: &'static str) -> Response {
-        Response::error(
-            405,
-            "METHOD_NOT_ALLOWED",
-            &format!("allowed methods: {allow}"),
-        )
-        .with_header("Allow", allow)
-    }
-
-    pub fn unauthorized() -> Response {
-        Response::error(401, "UNAUTHORIZED", "a valid API key is required")
-            .with_header("WWW-Authenticate", "Bearer realm=\"conductor\"")
-    }
-
-    /// An internal error: `message` for the client, `detail` for the log.
-    pub fn internal(message: &str, detail: impl Into<String>) -> Response {
-        let mut r = Response::error(500, "INTERNAL", message);
-        r.detail = Some(detail.into());
-        r
-    }
 }
 
 impl From<Error> for Response {
@@ -82,7 +63,11 @@ impl From<Error> for Response {
             Error::NotFound(_) => (404, "NOT_FOUND"),
             Error::Conflict(_) => (409, "CONFLICT"),
             Error::TooLarge(_) => (413, "PAYLOAD_TOO_LARGE"),
-            Error::Storage(detail) => return Response::internal("storage write failed", detail),
+            Error::Storage(detail) => {
+                let mut r = Response::error(500, "INTERNAL", "storage write failed");
+                r.detail = Some(detail.clone());
+                return r;
+            }
             Error::Exhausted(refused) => {
                 // The refusal body the budget milestone specifies, plus the
                 // usual error object so generic clients see a JSON error too.
@@ -93,6 +78,76 @@ impl From<Error> for Response {
             }
         };
         Response::error(status, code, &e.to_string())
+    }
+}
+
+/// Why a request was refused: a status and our own message, never client bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reject {
+    pub(super) status: u16,
+    pub(super) message: String,
+}
+
+impl Reject {
+    pub(super) fn new(status: u16, message: impl Into<String>) -> Reject {
+        let message = message.into();
+        Reject { status, message }
+    }
+
+    /// A 413, naming the limit and the setting that raises it.
+    pub(super) fn too_large(max_body: u64) -> Reject {
+        Reject::new(413, body_limit_message(max_body))
+    }
+
+    fn error_code(&self) -> &'static str {
+        match self.status {
+            400 => "BAD_REQUEST",
+            413 => "PAYLOAD_TOO_LARGE",
+            417 => "EXPECTATION_FAILED",
+            431 => "HEADERS_TOO_LARGE",
+            501 => "NOT_IMPLEMENTED",
+            503 => "UNAVAILABLE",
+            _ => "HTTP_VERSION_NOT_SUPPORTED",
+        }
+    }
+}
+
+/// What a 413 says: the limit, and the setting that raises it.
+pub(super) fn body_limit_message(max_body: u64) -> String {
+    format!(
+        "the request body is over the limit of {max_body} bytes \
+         (raise it with --max-body or CONDUCTOR_MAX_BODY)"
+    )
+}
+
+/// A JSON error with a fresh request id (the client's is not trusted on a
+/// refused request) and, for a 503, when to retry; delivered as `d`.
+pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
+    let error = json!({"code": reject.error_code(), "message": reject.message});
+    let body = json!({ "error": error }).to_string();
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("Content-Length", body.len().to_string()),
+    ];
+    if reject.status == 503 {
+        headers.push(("Retry-After", "1".to_string()));
+    }
+    headers.push(("X-Request-ID", super::exchange::new_request_id()));
+    let mut out = Vec::with_capacity(256 + body.len());
+    // The length is among the fields, in the order this answer has always had.
+    head(&mut out, reject.status, &headers, Framing::None, d);
+    if !d.head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// The method label for metrics, read from the start of a request head.
+pub(super) fn method_label(head: &[u8]) -> &'static str {
+    let token = head.split(|&b| b == b' ').next().unwrap_or_default();
+    match std::str::from_utf8(token) {
+        Ok(method) if head.len() > token.len() => super::exchange::method_label(method),
+        _ => "OTHER",
     }
 }
 
@@ -132,5 +187,60 @@ mod tests {
             r#"{"error":{"code":"INTERNAL","message":"storage write failed"}}"#
         );
         assert_eq!(r.detail.as_deref(), Some(detail));
+    }
+
+    fn response(reject: Reject, head_only: bool) -> Vec<u8> {
+        let close = true;
+        framed(
+            reject,
+            Delivery {
+                head_only,
+                close,
+                http10: false,
+            },
+        )
+    }
+
+    #[test]
+    fn error_response_is_json_with_close() {
+        let out = response(Reject::too_large(1024), false);
+        let text = String::from_utf8(out).unwrap();
+        let id_at = text.find("X-Request-ID: ").unwrap() + 14;
+        let id = &text[id_at..id_at + 16];
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let text = text.replace(id, "ID");
+        let body =
+            "{\"error\":{\"code\":\"PAYLOAD_TOO_LARGE\",\"message\":\"the request body is over \
+            the limit of 1024 bytes (raise it with --max-body or CONDUCTOR_MAX_BODY)\"}}";
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nX-Request-ID: ID\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn head_response_has_no_body_and_busy_says_when_to_retry() {
+        let out = response(Reject::new(400, "x"), true);
+        assert!(out.ends_with(b"Connection: close\r\n\r\n"));
+        assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        let text = String::from_utf8(response(Reject::new(503, "x"), false)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        assert_eq!(method_label(b"GET / HTTP/1.1\r\n"), "GET");
+        assert_eq!(method_label(b"OPTIONS * HTTP/1.1"), "OPTIONS");
+        assert_eq!(method_label(b"PATCH "), "PATCH");
+        assert_eq!(method_label(b"get / HTTP/1.1"), "OTHER");
+        assert_eq!(method_label(b"GETX / HTTP/1.1"), "OTHER");
+        assert_eq!(method_label(b"GET"), "OTHER");
+        assert_eq!(method_label(b""), "OTHER");
+        assert_eq!(method_label(b"\xff\xfe"), "OTHER");
     }
 }

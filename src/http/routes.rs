@@ -1,35 +1,27 @@
 //! Routing and the handlers: each translates between an [`Exchange`] and
-//! plain calls into the domain.
+//! plain calls into the domain, and answers with the error it got, if any.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::answer::Answer;
-use super::answer::Request;
 use super::exchange::Exchange;
 use super::json::Body;
 use super::response::{Response, JSON};
 use super::streams::{self, Wire};
+use super::{Answer, Request};
 use crate::app::{App, VERSION};
 use crate::budget::{SpendInput, Spent};
 use crate::bus;
 use crate::error::Error;
 use crate::json_text;
 use crate::metrics::Format;
-use crate::runs::{Finish, NewRun, Prepared, Progress, Status, Step, Timed};
+use crate::runs::{Finish, NewRun, Prepared, Status, Step, Timed};
 use crate::time;
 
-/// Unwraps `result`, or answers its error and returns from the handler.
-macro_rules! or_answer {
-    ($ex:ident, $result:expr) => {
-        match $result {
-            Ok(v) => v,
-            Err(e) => return $ex.send(e.into()),
-        }
-    };
-}
+/// What a handler gives: its answer, or the error to answer with.
+type Handled = Result<Answer, Response>;
 
 /// Dispatches one request; the API key was checked on the head.
 pub fn route(ex: &mut Exchange) -> Answer {
@@ -46,12 +38,14 @@ pub fn route(ex: &mut Exchange) -> Answer {
         return ex.send(r);
     };
     if !allow.split(", ").any(|m| m == method) {
-        return ex.send(Response::method_not_allowed(allow));
+        let message = format!("allowed methods: {allow}");
+        let r = Response::error(405, "METHOD_NOT_ALLOWED", &message).with_header("Allow", allow);
+        return ex.send(r);
     }
-    match (segments.as_slice(), method) {
+    let handled = match (segments.as_slice(), method) {
         (["metrics"], _) => metrics(ex),
-        (["healthz"], _) => ex.send(Response::json(200, &json!({"status": "ok"}))),
-        (["api", "v1", "status"], _) => status(ex),
+        (["healthz"], _) => Ok(ex.send(Response::json(200, &json!({"status": "ok"})))),
+        (["api", "v1", "status"], _) => Ok(status(ex)),
         (["api", "v1", "runs"], "POST") => begin(ex, false),
         (["api", "v1", "runs"], _) => list_runs(ex),
         (["api", "v1", "runs", id], _) => get_run(ex, id),
@@ -59,25 +53,26 @@ pub fn route(ex: &mut Exchange) -> Answer {
         (["api", "v1", "runs", id, action], _) => finish_run(ex, id, action),
         (["api", "v1", "budget"] | ["api", "v1", "agent", "budget"], _) => {
             let status = ex.app().budget.status();
-            ex.send(Response::json(200, &status.to_json()))
+            Ok(ex.send(Response::json(200, &status.to_json())))
         }
-        (["api", "v1", "budget", "history"], _) => {
-            let history = or_answer!(ex, ex.app().budget.history());
-            ex.send(Response::json(200, &history))
-        }
+        (["api", "v1", "budget", "history"], _) => match ex.app().budget.history() {
+            Ok(history) => Ok(ex.send(Response::json(200, &history))),
+            Err(e) => Err(e.into()),
+        },
         (["api", "v1", "agent", "trigger"], _) => begin(ex, true),
-        (["api", "v1", "agent", "status"], _) => agent_status(ex),
+        (["api", "v1", "agent", "status"], _) => Ok(agent_status(ex)),
         (["api", "v1", "budget", "spend"], _) => spend(ex),
         (["api", "v1", "metrics"], "POST") => update_metrics(ex),
-        (["api", "v1", "metrics"], _) => declared_families(ex),
+        (["api", "v1", "metrics"], _) => Ok(declared_families(ex)),
         (["api", "v1", "messages"], "POST") => append_message(ex),
         (["api", "v1", "messages"], _) => read_messages(ex),
         (["api", "v1", "events"], "POST") => record_events(ex, None),
-        (["api", "v1", "events"], _) => streams::events(ex),
-        (["api", "v1", "ws"], _) => streams::websocket(ex, Wire::Ours),
-        (["ws"], _) => streams::websocket(ex, Wire::AgentGate),
-        _ => streams::page(ex),
-    }
+        (["api", "v1", "events"], _) => Ok(streams::events(ex)),
+        (["api", "v1", "ws"], _) => Ok(streams::websocket(ex, Wire::Ours)),
+        (["ws"], _) => Ok(streams::websocket(ex, Wire::AgentGate)),
+        _ => Ok(streams::page(ex)),
+    };
+    handled.unwrap_or_else(|e| ex.send(e))
 }
 
 /// The methods a route allows, as its `Allow` header lists them; `None` for no route.
@@ -128,7 +123,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn metrics(ex: &mut Exchange) -> Answer {
+fn metrics(ex: &mut Exchange) -> Handled {
     // An empty `?format=` is no choice, as an empty `?status=` is.
     let chosen = ex.query("format").filter(|f| !f.is_empty());
     let format = match chosen.map(|f| f.to_ascii_lowercase()).as_deref() {
@@ -136,19 +131,18 @@ fn metrics(ex: &mut Exchange) -> Answer {
         Some("openmetrics") => Format::OpenMetrics,
         Some("text" | "prometheus") => Format::Text,
         Some(_) => {
-            let e = Error::invalid("format", "must be text, prometheus or openmetrics");
-            return ex.send(e.into());
+            let why = "must be text, prometheus or openmetrics";
+            return Err(Error::invalid("format", why).into());
         }
     };
     // Rendered as it is sent: a scrape of any size costs a piece of memory.
     let app = ex.app().clone();
-    ex.stream(format.content_type(), move |out| {
+    Ok(ex.stream(format.content_type(), move |out| {
         app.registry.render_to(out, format)
-    })
+    }))
 }
 
-/// The most items of a listing read at once, so that it holds one page,
-/// however long it is and however slowly its client reads.
+/// The most items of a listing read at once, so it holds one page however slowly it is read.
 const LIST_PAGE: usize = 64;
 
 /// The most bytes of message bodies in a listing's page, past its first message.
@@ -161,10 +155,10 @@ fn status(ex: &mut Exchange) -> Answer {
     let app = ex.app();
     let counts = app.runs.counts();
     // The oldest running runs; `active_runs_count` has them all.
-    let running = app
-        .runs
-        .listing(Some(Status::Running), None, STATUS_RUNS)
-        .map(|page| app.runs.runs_of(&page.ids, Some(Status::Running)))
+    let (runs, running) = (&app.runs, Some(Status::Running));
+    let page = runs.listing(running, None, STATUS_RUNS);
+    let running = page
+        .map(|p| runs.runs_of(&p.ids, running))
         .unwrap_or_default();
     let runs: Vec<Value> = running
         .iter()
@@ -189,23 +183,37 @@ fn status(ex: &mut Exchange) -> Answer {
 /// Starts the run the request asks for and answers once the start is
 /// durable: 201, or for `POST /api/v1/agent/trigger` 200 naming the run
 /// `operation_id` too, under which the run API reports and finishes it.
-fn begin(ex: &mut Exchange, trigger: bool) -> Answer {
-    let new = or_answer!(ex, new_run(ex));
-    let run = or_answer!(ex, ex.app().runs.start(new));
+fn begin(ex: &mut Exchange, trigger: bool) -> Handled {
+    let fields = "run_id agent goal work_order_id correlation_id strategy max_iterations";
+    let body = Body::parse(&ex.read_body()?, fields)?;
+    let new = NewRun {
+        run_id: body.opt_str("run_id")?,
+        agent: body.opt_text("agent")?,
+        goal: body.opt_text("goal")?,
+        work_order_id: body.opt_text("work_order_id")?,
+        correlation_id: body.opt_text("correlation_id")?,
+        strategy: body.opt_text("strategy")?,
+        max_iterations: body.opt_u64("max_iterations")?,
+        // Kept only when valid: it is echoed into trace exports later.
+        traceparent: ex
+            .header("traceparent")
+            .map(|t| t.trim().to_string())
+            .filter(|t| crate::otlp::TraceContext::parse_traceparent(t).is_some()),
+    };
+    let run = ex.app().runs.start(new)?;
     annotate_run(ex, &run.run_id, run.correlation());
     let id = &*run.run_id;
     let mut body =
         json!({"run_id": id, "status": "running", "started_at": time::rfc3339(run.started_at)});
     if !trigger {
-        return ex.send(Response::json(201, &body));
+        return Ok(ex.send(Response::json(201, &body)));
     }
     body["triggered"] = json!(true);
     body["operation_id"] = json!(id);
-    ex.send(Response::json(200, &body))
+    Ok(ex.send(Response::json(200, &body)))
 }
 
-/// `GET /api/v1/agent/status`: `{"status": "idle"}`, or the newest running
-/// cycle and how many are running.
+/// `GET /api/v1/agent/status`: idle, or the newest running cycle and how many run.
 fn agent_status(ex: &mut Exchange) -> Answer {
     let body = match ex.app().runs.newest_running() {
         None => json!({"status": "idle"}),
@@ -225,71 +233,55 @@ fn annotate_run(ex: &mut Exchange, run_id: &str, correlation: &str) {
     ex.annotate("correlation_id", json!(correlation));
 }
 
-fn new_run(ex: &mut Exchange) -> Result<NewRun, Response> {
-    let fields = [
-        "run_id",
-        "agent",
-        "goal",
-        "work_order_id",
-        "correlation_id",
-        "strategy",
-        "max_iterations",
-    ];
-    let body = Body::parse(&ex.read_body()?, &fields)?;
-    Ok(NewRun {
-        run_id: body.opt_str("run_id")?,
-        agent: body.opt_text("agent")?,
-        goal: body.opt_text("goal")?,
-        work_order_id: body.opt_text("work_order_id")?,
-        correlation_id: body.opt_text("correlation_id")?,
-        strategy: body.opt_text("strategy")?,
-        max_iterations: body.opt_u64("max_iterations")?,
-        // Kept only when valid: it is echoed into trace exports later.
-        traceparent: ex
-            .header("traceparent")
-            .map(|t| t.trim().to_string())
-            .filter(|t| crate::otlp::TraceContext::parse_traceparent(t).is_some()),
-    })
-}
-
-fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Answer {
-    let (how, cost) = or_answer!(ex, finish_how(ex, action));
-    let finished = or_answer!(ex, ex.app().runs.finish(id, how, cost));
-    let run = &finished.run;
-    annotate_run(ex, &run.run_id, run.correlation());
-    ex.send(Response::json_text(200, run.to_json_text().into_bytes()))
-}
-
-fn finish_how(ex: &mut Exchange, action: &str) -> Result<(Finish, Option<f64>), Response> {
-    let body = ex.read_body()?;
-    let fields: &[&str] = if action == "fail" {
-        &["error", "cost"]
+fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Handled {
+    let fields = if action == "fail" {
+        "error cost"
     } else {
-        &["cost"]
+        "cost"
     };
-    let body = Body::parse(&body, fields)?;
+    let body = Body::parse(&ex.read_body()?, fields)?;
     let how = match action {
         "complete" => Finish::Complete,
         "fail" => Finish::Fail(body.opt_text("error")?),
         _ => Finish::Cancel,
     };
-    Ok((how, body.opt_f64("cost")?))
+    let finished = ex.app().runs.finish(id, how, body.opt_f64("cost")?)?;
+    let run = &finished.run;
+    annotate_run(ex, &run.run_id, run.correlation());
+    Ok(ex.send(Response::json_text(200, run.to_json_text().into_bytes())))
 }
 
 /// Records a request's events: those of run `id`, or for `POST
 /// /api/v1/events` progress events as an AgentGate-style emitter sends them,
 /// each naming its run. The store's hook announces each step of a batch as
 /// its own route would: starts, events and ends, in order.
-fn record_events(ex: &mut Exchange, id: Option<&str>) -> Answer {
-    let n = match or_answer!(ex, parse_events(ex, id)) {
-        Parsed::Events(id, events) => or_answer!(ex, run_events(ex, id, events)),
-        Parsed::Progress(steps) => {
-            let n = steps.len();
-            or_answer!(ex, ex.app().runs.apply_batch(steps));
-            n
+fn record_events(ex: &mut Exchange, id: Option<&str>) -> Handled {
+    let body = ex.read_body()?;
+    let now = time::now_unix();
+    // Most batches of one run are plain and skip the JSON tree; the rest go the general way.
+    let plain = id.and_then(|_| crate::runs::plain_batch::parse_plain_batch(&body, now));
+    let n = match (id, plain) {
+        (Some(id), Some(events)) => run_events(ex, id, events)?,
+        _ => {
+            let value = Body::parse_value(&body)?;
+            let steps = crate::runs::progress::parse_batch(&value, &body, now, id)?;
+            match id {
+                Some(id) if steps.iter().all(|p| matches!(p.step, Step::Event(_))) => {
+                    let events = steps.into_iter().filter_map(|p| match p.step {
+                        Step::Event(e) => Some(e),
+                        _ => None,
+                    });
+                    run_events(ex, id, events.collect())?
+                }
+                _ => {
+                    let n = steps.len();
+                    ex.app().runs.apply_batch(steps)?;
+                    n
+                }
+            }
         }
     };
-    ex.send(Response::json(200, &json!({ "accepted": n })))
+    Ok(ex.send(Response::json(200, &json!({ "accepted": n }))))
 }
 
 /// Records `events` of run `id`; returns how many.
@@ -297,8 +289,7 @@ fn run_events(ex: &mut Exchange, id: &str, mut events: Vec<Timed>) -> Result<usi
     let runs = &ex.app().runs;
     let version = runs.fill_events(id, &mut events);
     let (n, events): (usize, Arc<[Timed]>) = (events.len(), events.into());
-    // Rendered here, so the one thread that applies the run journal's
-    // records only numbers and hands out the events.
+    // Rendered here, so the run journal's one applying thread only numbers and hands them out.
     let prepared = runs
         .with_run(id, |run| run.ids())
         .map(|ids| -> Prepared { Box::new(crate::events::PreparedEvents::new(&ids, &events)) });
@@ -307,80 +298,11 @@ fn run_events(ex: &mut Exchange, id: &str, mut events: Vec<Timed>) -> Result<usi
     Ok(n)
 }
 
-/// A request's events: all of one run, or steps that may start and end runs.
-enum Parsed<'a> {
-    Events(&'a str, Vec<Timed>),
-    Progress(Vec<Progress>),
-}
-
-fn parse_events<'a>(ex: &mut Exchange, id: Option<&'a str>) -> Result<Parsed<'a>, Response> {
-    let body = ex.read_body()?;
-    let now = time::now_unix();
-    // Most batches of one run are plain and skip the JSON tree; the rest,
-    // and every error, go the general way.
-    if let Some(id) = id {
-        if let Some(events) = crate::runs::plain_batch::parse_plain_batch(&body, now) {
-            return Ok(Parsed::Events(id, events));
-        }
-    }
-    let value = Body::parse_value(&body)?;
-    let steps = crate::runs::progress::parse_batch(&value, &body, now, id)?;
-    match id {
-        Some(id) if steps.iter().all(|p| matches!(p.step, Step::Event(_))) => {
-            let events = steps.into_iter().filter_map(|p| match p.step {
-                Step::Event(e) => Some(e),
-                _ => None,
-            });
-            Ok(Parsed::Events(id, events.collect()))
-        }
-        _ => Ok(Parsed::Progress(steps)),
-    }
-}
-
 /// `POST /api/v1/budget/spend`: 201 with what was recorded; 200 with what
 /// was recorded before, for an `operation_id` today's ledger already holds.
-fn spend(ex: &mut Exchange) -> Answer {
-    let request = or_answer!(ex, spend_input(ex));
-    let app = ex.app().clone();
-    let input = request.input;
-    let (run_id, phase) = (request.run_id.as_deref(), request.phase.as_deref());
-    let spent = app
-        .budget
-        .spend_once(request.operation_id.as_deref(), input, run_id, phase);
-    let (status, repeat, recorded) = match or_answer!(ex, spent) {
-        Spent::New(r) => {
-            app.budget_alerts(&r, run_id);
-            (201, false, r)
-        }
-        Spent::Repeat(r) => (200, true, r),
-    };
-    let mut body = recorded.to_json();
-    if let Some(id) = request.operation_id {
-        body["operation_id"] = json!(id);
-        body["already_recorded"] = json!(repeat);
-    }
-    ex.send(Response::json(status, &body))
-}
-
-/// A direct spend as asked for.
-struct SpendRequest {
-    input: SpendInput,
-    run_id: Option<String>,
-    phase: Option<String>,
-    operation_id: Option<String>,
-}
-
-fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
-    let fields = [
-        "amount",
-        "input_tokens",
-        "output_tokens",
-        "model",
-        "run_id",
-        "phase",
-        "operation_id",
-    ];
-    let body = Body::parse(&ex.read_body()?, &fields)?;
+fn spend(ex: &mut Exchange) -> Handled {
+    let fields = "amount input_tokens output_tokens model run_id phase operation_id";
+    let body = Body::parse(&ex.read_body()?, fields)?;
     let amount = body.opt_f64("amount")?;
     let input_tokens = body.opt_u64("input_tokens")?;
     let output_tokens = body.opt_u64("output_tokens")?;
@@ -401,26 +323,40 @@ fn spend_input(ex: &mut Exchange) -> Result<SpendRequest, Response> {
             return Err(Error::invalid(field, why).into());
         }
     };
-    Ok(SpendRequest {
-        input,
-        run_id: body.opt_text("run_id")?,
-        phase: body.opt_str("phase")?,
-        operation_id: body.opt_str("operation_id")?,
-    })
+    let run_id = body.opt_text("run_id")?;
+    let (run_id, phase) = (run_id.as_deref(), body.opt_str("phase")?);
+    let operation_id = body.opt_str("operation_id")?;
+    let app = ex.app().clone();
+    let spent = app
+        .budget
+        .spend_once(operation_id.as_deref(), input, run_id, phase.as_deref());
+    let (status, repeat, recorded) = match spent? {
+        Spent::New(r) => {
+            app.budget_alerts(&r, run_id);
+            (201, false, r)
+        }
+        Spent::Repeat(r) => (200, true, r),
+    };
+    let mut body = recorded.to_json();
+    if let Some(id) = operation_id {
+        body["operation_id"] = json!(id);
+        body["already_recorded"] = json!(repeat);
+    }
+    Ok(ex.send(Response::json(status, &body)))
 }
 
-fn list_runs(ex: &mut Exchange) -> Answer {
+fn list_runs(ex: &mut Exchange) -> Handled {
     let status = ex.query("status").filter(|s| !s.is_empty()).map(|s| {
         let why = "must be running, completed, failed or cancelled";
         Status::parse(&s).ok_or_else(|| Error::invalid("status", why))
     });
-    let status = or_answer!(ex, status.transpose());
-    let (limit, after) = or_answer!(ex, page(ex));
-    let listing = or_answer!(ex, ex.app().runs.listing(status, after.as_deref(), limit));
+    let status = status.transpose()?;
+    let (limit, after) = page(ex)?;
+    let listing = ex.app().runs.listing(status, after.as_deref(), limit)?;
     // `{"runs": [...], "next_after": ...}` with keys in serde_json's order,
     // a page of runs at a time; a run ended or let go meanwhile is left out.
     let app = ex.app().clone();
-    ex.stream(JSON, move |out| {
+    Ok(ex.stream(JSON, move |out| {
         out.write_all(b"{\"next_after\":")?;
         serde_json::to_writer(&mut *out, &listing.next_after)?;
         out.write_all(b",\"runs\":[")?;
@@ -434,11 +370,10 @@ fn list_runs(ex: &mut Exchange) -> Answer {
             }
         }
         out.write_all(b"]}")
-    })
+    }))
 }
 
-/// The `limit` of a listing (1 to 1000, 100 when absent) and the `after`
-/// it resumes from.
+/// The `limit` of a listing (1 to 1000, 100 when absent) and the `after` it resumes from.
 fn page(ex: &Exchange) -> Result<(usize, Option<String>), Error> {
     let after = ex.query("after").filter(|a| !a.is_empty());
     match ex.query("limit") {
@@ -450,11 +385,10 @@ fn page(ex: &Exchange) -> Result<(usize, Option<String>), Error> {
     }
 }
 
-fn get_run(ex: &mut Exchange, id: &str) -> Answer {
-    match ex.app().runs.get(id) {
-        Some(run) => ex.send(Response::json_text(200, run.to_json_text().into_bytes())),
-        None => ex.send(Error::NotFound(format!("run {id} not found")).into()),
-    }
+fn get_run(ex: &mut Exchange, id: &str) -> Handled {
+    let run = ex.app().runs.get(id);
+    let run = run.ok_or_else(|| Error::NotFound(format!("run {id} not found")))?;
+    Ok(ex.send(Response::json_text(200, run.to_json_text().into_bytes())))
 }
 
 /// `GET /api/v1/metrics`: the declared families, in the file's format, so a
@@ -466,20 +400,23 @@ fn declared_families(ex: &mut Exchange) -> Answer {
 }
 
 /// `POST /api/v1/metrics`: updates to declared families, all or nothing.
-fn update_metrics(ex: &mut Exchange) -> Answer {
-    let updates = ex.read_body().and_then(|body| {
-        let value = Body::parse_value(&body)?;
-        ex.app().declared.parse(&value)
-    });
-    let updates = or_answer!(ex, updates);
-    let n = or_answer!(ex, ex.app().declared.update(updates));
-    ex.send(Response::json(200, &json!({ "accepted": n })))
+fn update_metrics(ex: &mut Exchange) -> Handled {
+    let value = Body::parse_value(&ex.read_body()?)?;
+    let updates = ex.app().declared.parse(&value)?;
+    let n = ex.app().declared.update(updates)?;
+    Ok(ex.send(Response::json(200, &json!({ "accepted": n }))))
 }
 
-fn append_message(ex: &mut Exchange) -> Answer {
-    let (kind, content, run_id) = or_answer!(ex, new_message(ex));
-    let m = or_answer!(ex, ex.app().bus.append(kind, content, run_id));
-    ex.send(appended(&m.msg_id, m.timestamp))
+fn append_message(ex: &mut Exchange) -> Handled {
+    let body = Body::parse(&ex.read_body()?, "type body run_id")?;
+    let kind = body.str("type")?;
+    let content = body.any("body").cloned();
+    let content = content.ok_or_else(|| Error::invalid("body", "is required"))?;
+    let m = ex
+        .app()
+        .bus
+        .append(kind, content, body.opt_str("run_id")?)?;
+    Ok(ex.send(appended(&m.msg_id, m.timestamp)))
 }
 
 /// `201 {"msg_id", "timestamp"}`, written directly: it answers every append.
@@ -493,28 +430,16 @@ fn appended(msg_id: &str, timestamp: f64) -> Response {
     Response::json_text(201, body.into_bytes())
 }
 
-fn new_message(ex: &mut Exchange) -> Result<(String, Value, Option<String>), Response> {
-    let body = Body::parse(&ex.read_body()?, &["type", "body", "run_id"])?;
-    let kind = body.str("type")?;
-    let content = body
-        .any("body")
-        .cloned()
-        .ok_or_else(|| Error::invalid("body", "is required"))?;
-    Ok((kind, content, body.opt_str("run_id")?))
-}
-
-fn read_messages(ex: &mut Exchange) -> Answer {
-    let (limit, after) = or_answer!(ex, page(ex));
-    let mut from = or_answer!(ex, ex.app().bus.cursor(after.as_deref()));
+fn read_messages(ex: &mut Exchange) -> Handled {
+    let (limit, after) = page(ex)?;
+    let mut from = ex.app().bus.cursor(after.as_deref())?;
     // The text of `{"messages": [...]}`, a page of messages at a time.
     let app = ex.app().clone();
-    ex.stream(JSON, move |out| {
+    Ok(ex.stream(JSON, move |out| {
         out.write_all(b"{\"messages\":[")?;
-        let (mut left, mut text) = (limit, String::new());
+        let (bus, mut left, mut text) = (&app.bus, limit, String::new());
         while left > 0 {
-            let page = app
-                .bus
-                .read_after(from, left.min(LIST_PAGE), LIST_PAGE_BYTES);
+            let page = bus.read_after(from, left.min(LIST_PAGE), LIST_PAGE_BYTES);
             let Some(last) = page.last() else {
                 break;
             };
@@ -530,7 +455,7 @@ fn read_messages(ex: &mut Exchange) -> Answer {
             }
         }
         out.write_all(b"]}")
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::response::Reject;
 use super::Hooks;
 
-/// The longest single wait on the socket. Waiting in slices keeps a deadline
-/// exact even when the socket timeout was set for an earlier, later deadline.
+/// The longest wait on the socket, so a deadline stays exact if the timeout was set for later.
 const SLICE: Duration = Duration::from_secs(1);
 
 /// The shortest socket timeout: zero would mean "block forever".
@@ -17,8 +17,7 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The first read after an idle wait, into a stack buffer small enough that
-/// an idle thread touches few stack pages; most request heads fit.
+/// The first read after an idle wait goes to the stack, touching few pages; most heads fit.
 const IDLE_READ: usize = 1024;
 
 /// The most bytes a client is given one write deadline to accept.
@@ -26,31 +25,26 @@ pub(super) const PIECE: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub(super) enum HeadError {
-    /// The client closed the connection before the head was complete.
-    Closed,
-    /// The socket failed or the deadline passed (`ErrorKind::TimedOut`).
+    /// The socket failed, ended (`UnexpectedEof`) or the deadline passed (`TimedOut`).
     Io(io::Error),
-    TooLarge,
-    BareLf,
+    Refused(Reject),
 }
 
 /// A client connection with its unread bytes. Not shared between threads.
 pub(super) struct ClientStream {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     buf: Vec<u8>,
     pos: usize,
     deadline: Instant,
     /// The read timeout currently set on the socket, to skip needless syscalls.
     timeout: Option<Duration>,
     write_timeout: Duration,
-    /// The write timeout set on the socket: `write_timeout` between writes,
-    /// less while the rest of a piece goes to a slow client.
+    /// The write timeout set on the socket: less while a slow client takes a piece.
     send_timeout: Cell<Duration>,
 }
 
 impl ClientStream {
-    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) to
-    /// accept each piece of an answer.
+    /// Wraps `stream`, whose client gets `write_timeout` (at least 1 ms) per piece.
     pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<ClientStream> {
         let write_timeout = write_timeout.max(MIN_TIMEOUT);
         stream.set_write_timeout(Some(write_timeout))?;
@@ -63,10 +57,6 @@ impl ClientStream {
             write_timeout,
             send_timeout: Cell::new(write_timeout),
         })
-    }
-
-    pub(super) fn stream(&self) -> &TcpStream {
-        &self.stream
     }
 
     /// Makes reads fail with `TimedOut` once `within` has passed from now.
@@ -84,8 +74,7 @@ impl ClientStream {
         (self.stream, self.buf)
     }
 
-    /// Frees the buffer when nothing is in it, so that an idle connection
-    /// costs no heap memory.
+    /// Frees the buffer when empty, so that an idle connection costs no heap memory.
     pub(super) fn release_buffer(&mut self) {
         if self.pos == self.buf.len() {
             self.buf = Vec::new();
@@ -98,8 +87,7 @@ impl ClientStream {
         Ok(!self.fill_buf()?.is_empty())
     }
 
-    /// Reads one request head, up to and including its empty line; empty
-    /// lines before it are skipped but count towards `limit`.
+    /// Reads one request head, up to its empty line; empty lines before it count towards `limit`.
     pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
         let mut skipped = 0;
         let mut scanned = 0;
@@ -108,17 +96,20 @@ impl ClientStream {
                 self.pos += 2;
                 skipped += 2;
                 if skipped > limit {
-                    return Err(HeadError::TooLarge);
+                    return Err(too_large());
                 }
             }
             let data = &self.buf[self.pos..];
             while scanned < data.len() {
                 if skipped + scanned + 1 > limit {
-                    return Err(HeadError::TooLarge);
+                    return Err(too_large());
                 }
                 if data[scanned] == b'\n' {
                     if scanned == 0 || data[scanned - 1] != b'\r' {
-                        return Err(HeadError::BareLf);
+                        return Err(HeadError::Refused(Reject::new(
+                            400,
+                            "every line must end in CRLF",
+                        )));
                     }
                     if scanned >= 3 && &data[scanned - 3..scanned - 1] == b"\r\n" {
                         let head = data[..=scanned].to_vec();
@@ -129,7 +120,7 @@ impl ClientStream {
                 scanned += 1;
             }
             match self.fill() {
-                Ok(0) => return Err(HeadError::Closed),
+                Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => {}
                 Err(err) => return Err(HeadError::Io(err)),
             }
@@ -148,10 +139,10 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces the client must each take within the write
-    /// timeout, or `TimedOut`. The socket timeout bounds one `write` call,
-    /// which a client taking a few bytes at a time never trips: it is
-    /// lowered for the rest of a piece, and restored after (streams rely on it).
+    /// Writes `bytes` in pieces the client must each take within the write timeout,
+    /// or `TimedOut`. The socket timeout bounds one `write` call, which a client taking a
+    /// few bytes at a time never trips: it is lowered for the rest of a piece, then restored
+    /// (streams rely on it).
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;
@@ -170,8 +161,7 @@ impl ClientStream {
                 if piece.is_empty() {
                     break;
                 }
-                // The client is slow: the rest of the piece gets what is
-                // left of its time, and no more.
+                // A slow client: the rest of the piece gets what is left of its time.
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
@@ -185,8 +175,7 @@ impl ClientStream {
         Ok(())
     }
 
-    /// Appends what the socket has to the buffer: `Ok(0)` at end of stream,
-    /// `TimedOut` once the deadline has passed.
+    /// Appends what the socket has: `Ok(0)` at end of stream, `TimedOut` past the deadline.
     fn fill(&mut self) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -229,8 +218,11 @@ impl ClientStream {
     }
 }
 
-/// Whether a failed read or write is only a wait that ran out or was
-/// interrupted, to try again within the deadline.
+fn too_large() -> HeadError {
+    HeadError::Refused(Reject::new(431, "the request head is too large"))
+}
+
+/// Whether a failed read or write only waited or was interrupted, to retry within the deadline.
 fn retry(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -261,9 +253,8 @@ impl BufRead for ClientStream {
     }
 }
 
-/// Reads and discards until end of stream, an error, `limit` bytes, or
-/// `go_on` says to stop before a read, so that closing does not reset a
-/// connection with unread bytes and lose what we sent last.
+/// Reads and discards until end of stream, an error, `limit` bytes, or `go_on` says stop,
+/// so that closing does not reset a connection with unread bytes and lose what we sent.
 pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut() -> bool) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut left = limit;
@@ -311,14 +302,14 @@ mod tests {
     fn refuses_bare_lf_and_oversized_heads() {
         let (mut client, mut peer) = pair();
         peer.write_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n").unwrap();
-        assert!(matches!(client.read_head(1024), Err(HeadError::BareLf)));
+        assert!(matches!(client.read_head(1024), Err(HeadError::Refused(r)) if r.status == 400));
 
         let (mut client, mut peer) = pair();
         let head = b"GET / HTTP/1.1\r\n\r\n";
         peer.write_all(head).unwrap();
         assert!(matches!(
             client.read_head(head.len() - 1),
-            Err(HeadError::TooLarge)
+            Err(HeadError::Refused(r)) if r.status == 431
         ));
         let (mut client, mut peer) = pair();
         peer.write_all(head).unwrap();
@@ -343,7 +334,9 @@ mod tests {
         let (mut client, peer) = pair();
         drop(peer);
         assert!(!client.wait_for_data().unwrap());
-        assert!(matches!(client.read_head(1024), Err(HeadError::Closed)));
+        assert!(
+            matches!(client.read_head(1024), Err(HeadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
+        );
     }
 
     #[test]

@@ -4,15 +4,7 @@
 //!
 //! A handler subscribes and takes the connection over: its thread reads the
 //! client, to see at once when it leaves, and a writer thread writes events
-//! through a second handle. Whichever side ends first wakes the other. A
-//! subscriber cut off for lagging gets its final `lagged` notice when its
-//! writer can send it; a writer stuck on a client that stopped reading has
-//! the socket shut down instead.
-//!
-//! On a WebSocket both sides write (the reader answers pings and the close)
-//! under one mutex, which records that a close frame went out; nothing
-//! follows it. The server then half-closes and waits up to [`CLOSE_WAIT`]
-//! for the client's close.
+//! through a [`Link`]. Whichever side ends first wakes the other.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -22,29 +14,27 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::answer::Answer;
 use super::exchange::Exchange;
 use super::response::Response;
 use super::socket::discard;
 use super::wire::{chunk, LAST_CHUNK};
+use super::Answer;
 use crate::error::Error;
 use crate::events::{
     agentgate, Closer, Filter, Next, Published, Start, Subscription, Transport, RETAINED,
 };
-use crate::log::Logger;
 use crate::ws::{self, frame};
 
 /// How long a stream may stay silent before a heartbeat goes out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// The stack of each writer thread; they format short lines and recurse nowhere.
+/// Writer threads format short lines and recurse nowhere.
 const STREAM_STACK: usize = 64 * 1024;
 /// The most events written with one write.
 const BATCH: usize = 256;
-/// A writer takes a batch at most this often while events keep coming, so
-/// a hundred subscribers cost a publisher few wake-ups; after a quiet spell
-/// an event goes out at once.
+/// A writer takes a batch at most this often while events keep coming, so a
+/// hundred subscribers cost a publisher few wake-ups; after a quiet spell an event goes at once.
 const PACE: Duration = Duration::from_millis(5);
 /// The largest message a WebSocket client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -52,13 +42,11 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// The most bytes discarded while a stream closes, or from an SSE client.
 const DRAIN_LIMIT: usize = 64 * 1024;
-/// The close codes for a subscriber cut off for lagging (policy violation)
-/// and for the server stopping (going away).
+/// Close codes: a subscriber cut off for lagging (policy violation); the server stopping.
 const CLOSE_LAGGED: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// The kernel's send buffer for a stream, not the megabytes Linux grows it
-/// to: a client that stops reading holds little memory and is cut off within
-/// about a thousand events; a reading client falls far less behind.
+/// The kernel's send buffer for a stream, not the megabytes Linux grows it to: a
+/// client that stops reading holds little and is cut off within about a thousand events.
 const STREAM_SEND_BUFFER: usize = 128 * 1024;
 
 const PAGE: &str = include_str!("page.html");
@@ -69,66 +57,53 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     form-action 'none'; frame-ancestors 'none'";
 
 pub fn page(ex: &mut Exchange) -> Answer {
-    ex.send(Response {
-        status: 200,
-        content_type: "text/html; charset=utf-8",
-        headers: vec![
-            ("Cache-Control", "no-cache".to_string()),
-            ("Content-Security-Policy", PAGE_CSP.to_string()),
-        ],
-        body: PAGE.as_bytes().to_vec(),
-        detail: None,
-    })
+    let mut page = Response::json_text(200, PAGE.as_bytes().to_vec())
+        .with_header("Cache-Control", "no-cache")
+        .with_header("Content-Security-Policy", PAGE_CSP);
+    page.content_type = "text/html; charset=utf-8";
+    ex.send(page)
 }
 
-/// Reads `?run_id=`, `?tail=` and the resume position: the `Last-Event-ID`
-/// header (SSE only), then the first of `resume_keys` given.
+/// Reads `?run_id=`, `?tail=` and the resume position: the `header` (SSE's
+/// `Last-Event-ID`), then the first of `resume_keys` given.
 fn params(
     ex: &Exchange,
     header: Option<&str>,
     resume_keys: &[&str],
-) -> Result<(Filter, Start), Response> {
-    let filter = match ex.query("run_id").filter(|id| !id.is_empty()) {
+) -> Result<(Filter, Start), Error> {
+    let given = |key: &str| ex.query(key).filter(|v| !v.is_empty());
+    let filter = match given("run_id") {
         Some(id) if crate::runs::valid_run_id(&id) => Filter::run(&id),
         Some(_) => {
-            return Err(
-                Error::invalid("run_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -").into(),
-            )
+            let why = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
+            return Err(Error::invalid("run_id", why));
         }
         None => Filter::all(),
     };
     let from_header = header
-        .and_then(|h| ex.header(h).map(|v| (h, v)))
+        .and_then(|h| Some((h, ex.header(h)?)))
         .filter(|(_, v)| !v.trim().is_empty());
-    let from_query = resume_keys
-        .iter()
-        .find_map(|k| ex.query(k).filter(|v| !v.is_empty()).map(|v| (*k, v)));
-    let start = match from_header.or(from_query) {
-        Some((name, value)) => Start::After(
+    let resume = from_header.or_else(|| resume_keys.iter().find_map(|k| Some((*k, given(k)?))));
+    let start = match (resume, given("tail")) {
+        (Some((name, value)), _) => Start::After(
             value
                 .trim()
                 .parse()
                 .map_err(|_| Error::invalid(name, "must be a non-negative integer"))?,
         ),
-        None => match ex.query("tail").filter(|v| !v.is_empty()) {
-            Some(n) => match n.trim().parse::<usize>() {
-                Ok(n) if n <= RETAINED => Start::Tail(n),
-                _ => {
-                    return Err(Error::invalid(
-                        "tail",
-                        format!("must be an integer from 0 to {RETAINED}"),
-                    )
-                    .into())
-                }
-            },
-            None => Start::Live,
+        (None, Some(n)) => match n.trim().parse::<usize>() {
+            Ok(n) if n <= RETAINED => Start::Tail(n),
+            _ => {
+                let why = format!("must be an integer from 0 to {RETAINED}");
+                return Err(Error::invalid("tail", why));
+            }
         },
+        (None, None) => Start::Live,
     };
     Ok((filter, start))
 }
 
-/// Takes `first` and whatever else is ready, up to [`BATCH`] events; also
-/// returns how the subscription ended, if it did.
+/// Takes `first` and what else is ready, up to [`BATCH`] events, and how the subscription ended.
 fn batch(sub: &mut Subscription, first: Next) -> (Vec<Arc<Published>>, Option<Next>) {
     let mut events = Vec::new();
     let mut next = first;
@@ -157,14 +132,14 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-/// The write side of a stream, shared by its reader, its writer and the
-/// hub's lag notice. Safe to share across threads.
+/// The write side of a stream, shared (safely) by its reader, its writer and the
+/// hub's lag notice. On a WebSocket both sides write (the reader answers pings
+/// and the close); nothing follows a close frame.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
     closed: Mutex<bool>,
-    /// Whether a write is under way, which a client that stopped reading
-    /// can hold up until the write timeout.
+    /// Whether a write is under way, which a client that stopped reading can hold up.
     writing: AtomicBool,
 }
 
@@ -178,8 +153,8 @@ impl Link {
         });
         let lagged = link.clone();
         sub.on_lag(move || {
-            // An idle writer wakes and sends its final notice itself; a
-            // stuck one is stopped here.
+            // A subscriber cut off for lagging: an idle writer wakes and
+            // sends its final notice itself; a stuck one is stopped here.
             if lagged.writing.load(Ordering::SeqCst) {
                 lagged.abort();
             }
@@ -196,10 +171,8 @@ impl Link {
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let closed = self.lock();
         if *closed {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the close frame was sent",
-            ));
+            let why = "the close frame was sent";
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, why));
         }
         self.writing.store(true, Ordering::SeqCst);
         let written = (&self.socket).write_all(bytes);
@@ -219,7 +192,9 @@ impl Link {
             return;
         }
         *closed = true;
-        let _ = frame::write_close(&mut &self.socket, code, reason);
+        let mut out = Vec::new();
+        frame::write_close(&mut out, code, reason);
+        let _ = (&self.socket).write_all(&out);
         let _ = self.socket.shutdown(Shutdown::Write);
         let _ = self.socket.set_read_timeout(Some(CLOSE_WAIT));
     }
@@ -230,30 +205,14 @@ impl Link {
     }
 }
 
-/// Starts the writer thread of a stream; false, with a warning on `log`,
-/// when none could be had and the stream must close.
-fn spawn(log: &Logger, stream: &str, name: &str, f: impl FnOnce() + Send + 'static) -> bool {
-    let spawned = thread::Builder::new()
-        .name(name.to_string())
-        .stack_size(STREAM_STACK)
-        .spawn(f);
-    if let Err(e) = &spawned {
-        log.warn(
-            "cannot start a stream thread; closing the stream",
-            &[("stream", json!(stream)), ("error", json!(e.to_string()))],
-        );
-    }
-    spawned.is_ok()
-}
-
 /// `GET /api/v1/events`: the event stream as `text/event-stream`.
 pub fn events(ex: &mut Exchange) -> Answer {
-    let (filter, start) = match params(ex, Some("Last-Event-ID"), &["last_event_id", "after_seq"]) {
+    let keys = ["last_event_id", "after_seq"];
+    let (filter, start) = match params(ex, Some("Last-Event-ID"), &keys) {
         Ok(p) => p,
-        Err(r) => return ex.send(r),
+        Err(e) => return ex.send(e.into()),
     };
-    // Subscribed before the head goes out, so nothing published after the
-    // client sees the 200 is missed.
+    // Subscribed before the head goes out: nothing published after the 200 is missed.
     let sub = ex.app().events.subscribe(filter, start, Transport::Sse);
     let headers = vec![
         ("Content-Type", "text/event-stream".to_string()),
@@ -264,8 +223,7 @@ pub fn events(ex: &mut Exchange) -> Answer {
     take_over(ex, 200, headers, sub, Wire::Sse)
 }
 
-/// Answers `status` and runs the stream on the socket: a writer thread
-/// writes `sub`'s events as `wire` says, while this thread reads the client.
+/// Answers `status`, then a writer thread writes `sub`'s events while this one reads the client.
 fn take_over(
     ex: &mut Exchange,
     status: u16,
@@ -279,17 +237,20 @@ fn take_over(
             return;
         };
         let closer = sub.closer();
-        // The reader drops the sender when it ends; a WebSocket writer waits
-        // on that after a close it sent, and no longer than CLOSE_WAIT.
+        // The reader drops the sender when it ends: a WebSocket writer awaits that after its close.
         let (reader_done, reader_gone) = mpsc::channel::<()>();
         let writer = link.clone();
-        let write = move || write_stream(&writer, sub, wire, &reader_gone);
-        let (stream_label, thread) = match wire {
+        let (label, name) = match wire {
             Wire::Sse => ("sse", "sse"),
             _ => ("websocket", "ws-write"),
         };
-        if !spawn(&log, stream_label, thread, write) {
-            return;
+        let spawned = thread::Builder::new()
+            .name(name.to_string())
+            .stack_size(STREAM_STACK)
+            .spawn(move || write_stream(&writer, sub, wire, &reader_gone));
+        if let Err(e) = spawned {
+            let fields = [("stream", json!(label)), ("error", json!(e.to_string()))];
+            return log.warn("cannot start a stream thread; closing the stream", &fields);
         }
         // Bytes the client sent right after its request come first.
         let mut input = io::Cursor::new(leftover).chain(&stream);
@@ -315,80 +276,68 @@ pub(super) enum Wire {
     AgentGate,
 }
 
-/// Writes the subscription's events until it ends, and returns how; `None`
-/// when a write failed first.
+/// Writes the subscription's events until it ends, and returns how; `None` if a write failed.
 fn write_events(link: &Link, sub: &mut Subscription, wire: Wire) -> Option<Next> {
     let mut last = None;
     loop {
-        let first = sub.next(HEARTBEAT);
+        let (events, end) = match sub.next(HEARTBEAT) {
+            Next::Idle => (Vec::new(), None),
+            first => batch(sub, first),
+        };
         let mut out = Vec::new();
-        if first == Next::Idle {
-            match wire {
-                Wire::Sse => chunk(&mut out, b": keepalive\n\n"),
-                _ => {
-                    let _ = frame::write_control(&mut out, frame::OP_PING, b"");
-                }
-            }
-            link.send(&out).ok()?;
-            continue;
-        }
-        let (events, end) = batch(sub, first);
-        match wire {
-            Wire::Sse => sse_batch(&mut out, &events, end.as_ref()),
-            _ => ws_batch(&mut out, &events, end.as_ref(), wire),
-        }
+        encode(&mut out, wire, &events, end.as_ref());
         link.send(&out).ok()?;
         if end.is_some() {
             return end;
         }
-        pace(&mut last);
+        if !events.is_empty() {
+            pace(&mut last);
+        }
     }
 }
 
-/// Appends `events` as one chunk, with the final notice and the body's end
-/// when the subscription ended.
-fn sse_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>) {
-    let mut text = String::new();
-    for e in events {
-        text.push_str(
-            e.rendered(|e| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json)),
-        );
+/// Appends `events` as `wire` puts them, then the final notice and an SSE body's
+/// end if the subscription ended; with neither events nor an end, a heartbeat.
+fn encode(out: &mut Vec<u8>, wire: Wire, events: &[Arc<Published>], end: Option<&Next>) {
+    let notice = match end {
+        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
+        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
+        _ => None,
+    };
+    let idle = events.is_empty() && end.is_none();
+    if wire == Wire::Sse {
+        let mut text = String::from(if idle { ": keepalive\n\n" } else { "" });
+        for e in events {
+            let render =
+                |e: &Published| format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.json);
+            text.push_str(e.rendered(render));
+        }
+        // Notices have no `id`, so an EventSource reconnects from the last seq it saw.
+        if let Some((event, data)) = notice {
+            text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+        }
+        if !text.is_empty() {
+            chunk(out, text.as_bytes());
+        }
+        if end.is_some() {
+            out.extend_from_slice(LAST_CHUNK);
+        }
+        return;
     }
-    // The notices have no `id`, so an EventSource reconnects with the last
-    // seq it saw.
-    if let Some((event, data)) = notice(end) {
-        text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
+    if idle {
+        let _ = frame::write(out, frame::OP_PING, b"");
     }
-    if !text.is_empty() {
-        chunk(out, text.as_bytes());
-    }
-    if end.is_some() {
-        out.extend_from_slice(LAST_CHUNK);
-    }
-}
-
-/// Appends a text frame per event, and our final notice, if any.
-fn ws_batch(out: &mut Vec<u8>, events: &[Arc<Published>], end: Option<&Next>, wire: Wire) {
     for e in events {
         let text = match wire {
             Wire::AgentGate => e.agentgate_frame(),
             _ => Some(e.json.as_str()),
         };
         if let Some(text) = text {
-            let _ = frame::write_text(out, text);
+            let _ = frame::write(out, frame::OP_TEXT, text.as_bytes());
         }
     }
-    if let (Some((_, notice)), Wire::Ours) = (notice(end), wire) {
-        let _ = frame::write_text(out, &notice.to_string());
-    }
-}
-
-/// The final notice of a subscription that ended: its SSE event name and data.
-fn notice(end: Option<&Next>) -> Option<(&'static str, Value)> {
-    match end {
-        Some(Next::Lagged(lagged)) => Some(("lagged", lagged.to_json())),
-        Some(Next::Stopping(stopped)) => Some(("shutdown", stopped.to_json())),
-        _ => None,
+    if let (Some((_, notice)), Wire::Ours) = (notice, wire) {
+        let _ = frame::write(out, frame::OP_TEXT, notice.to_string().as_bytes());
     }
 }
 
@@ -427,10 +376,8 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
         Wire::AgentGate => filter.only(&agentgate::KINDS),
         _ => filter,
     };
-    let sub = ex
-        .app()
-        .events
-        .subscribe(filter, start, Transport::WebSocket);
+    let events = &ex.app().events;
+    let sub = events.subscribe(filter, start, Transport::WebSocket);
     let headers = vec![
         ("Upgrade", "websocket".to_string()),
         ("Connection", "Upgrade".to_string()),
@@ -440,68 +387,57 @@ pub(super) fn websocket(ex: &mut Exchange, wire: Wire) -> Answer {
 }
 
 /// Writes the stream until it ends; on a WebSocket, then closes it.
-fn write_stream(conn: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
+fn write_stream(link: &Link, mut sub: Subscription, wire: Wire, reader_gone: &Receiver<()>) {
     if wire == Wire::Sse {
         let mut out = Vec::new();
         // EventSource waits this long before reconnecting.
         chunk(&mut out, b"retry: 2000\n\n");
-        if conn.send(&out).is_ok() {
-            write_events(conn, &mut sub, wire);
+        if link.send(&out).is_ok() {
+            write_events(link, &mut sub, wire);
         }
-        conn.abort();
-        return;
+        return link.abort();
     }
-    let (code, reason) = match write_events(conn, &mut sub, wire) {
+    let (code, reason) = match write_events(link, &mut sub, wire) {
         Some(Next::Lagged(_)) => (CLOSE_LAGGED, "lagged"),
         Some(Next::Stopping(_)) => (CLOSE_GOING_AWAY, "server stopping"),
         // Closed: the reader has finished with the connection.
         Some(_) => return,
-        None => {
-            if !conn.close_sent() {
-                conn.abort();
-            }
-            return;
-        }
+        None if link.close_sent() => return,
+        None => return link.abort(),
     };
-    conn.close(code, reason);
-    // A blocked read does not see the new read timeout, so the wait for the
-    // client's close is bounded here.
+    link.close(code, reason);
+    // A blocked read does not see the new read timeout; the wait is bounded here.
     if reader_gone.recv_timeout(CLOSE_WAIT).is_err() {
-        conn.abort();
+        link.abort();
     }
 }
 
-fn ws_reader(conn: &Link, stream: &mut impl Read, closer: &Closer) {
+/// Answers pings until the client closes or breaks the protocol; then closes,
+/// ends the subscription and waits out the client's end of stream.
+fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
     let mut reader = frame::Reader::new(MAX_CLIENT_MESSAGE);
-    loop {
+    let (code, reason) = loop {
         match reader.read_message(stream) {
             Ok(frame::Message::Ping(payload)) => {
                 let mut out = Vec::new();
-                let _ = frame::write_control(&mut out, frame::OP_PONG, &payload);
-                if conn.send(&out).is_err() && !conn.close_sent() {
-                    break;
+                let _ = frame::write(&mut out, frame::OP_PONG, &payload);
+                if link.send(&out).is_err() && !link.close_sent() {
+                    return;
                 }
             }
+            // The client's code was checked on reading; echo it.
             Ok(frame::Message::Close(status)) => {
-                // The client's code was checked on reading; echo it.
-                conn.close(status.map_or(1000, |(code, _)| code), "");
-                // The closing handshake is done: the subscription ends now,
-                // while the reader waits out the client's end of stream.
-                closer.close();
-                drain(stream);
-                break;
+                break (status.map_or(1000, |(code, _)| code), String::new())
             }
             // Clients send nothing the server acts on.
             Ok(_) => {}
-            Err(e) if e.is_io() => break,
-            Err(e) => {
-                conn.close(e.close_code(), &e.to_string());
-                closer.close();
-                drain(stream);
-                break;
-            }
+            Err(frame::ReadError::Io) => return,
+            Err(frame::ReadError::Close(code, reason)) => break (code, reason),
         }
-    }
+    };
+    link.close(code, &reason);
+    closer.close();
+    drain(stream);
 }
 
 /// Reads what the client still sends, up to [`DRAIN_LIMIT`].

@@ -3,24 +3,18 @@
 
 use std::io::Write;
 
-use super::syntax::is_field_value;
-
-/// An answer to a [`super::Request`]: everything but the framing, which the layer
-/// adds (`Content-Length`, and `Connection` when it closes).
+/// An answer to a [`super::Request`], but for the framing the layer adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The status code, 200 to 599.
     pub status: u16,
-    /// Header fields. A value with a control character is left out, so no
-    /// byte can split a header whatever the handler put there.
+    /// Header fields; one whose value has a control character is left out.
     pub headers: Vec<(&'static str, String)>,
-    /// The body. Left out of the answer to `HEAD`, but still measured for
-    /// its `Content-Length`.
+    /// The body; an answer to `HEAD` has only its length.
     pub body: Vec<u8>,
 }
 
-/// The statuses sent: code, metric label, reason phrase. Others go without a
-/// phrase (optional, RFC 9112 section 4) and are labelled `other`.
+/// The statuses sent: code, label, phrase. Others have no phrase (RFC 9112 section 4).
 const STATUSES: [(u16, &str, &str); 24] = [
     (100, "100", "Continue"),
     (101, "101", "Switching Protocols"),
@@ -48,8 +42,7 @@ const STATUSES: [(u16, &str, &str); 24] = [
     (505, "505", "HTTP Version Not Supported"),
 ];
 
-/// A status code as a label value; a code the server does not send shows
-/// as `other`.
+/// A status code as a label value; a code the server does not send shows as `other`.
 pub(super) fn status_label(status: u16) -> &'static str {
     status_entry(status).map_or("other", |(_, label, _)| label)
 }
@@ -58,31 +51,15 @@ fn status_entry(status: u16) -> Option<&'static (u16, &'static str, &'static str
     STATUSES.iter().find(|(code, _, _)| *code == status)
 }
 
-/// How an answer goes to its client: what the request asked of the
-/// connection.
+/// How an answer goes to its client: what the request asked of the connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Delivery {
     /// A `HEAD` request: the body is measured, not sent.
     pub(super) head_only: bool,
     /// The connection ends after the answer.
     pub(super) close: bool,
-    /// HTTP/1.0: kept open only on `Connection: keep-alive`; a body of unknown
-    /// length ends with the connection, since such a client cannot read chunks.
+    /// HTTP/1.0: kept open only on `Connection: keep-alive`, and unable to read chunks.
     pub(super) http10: bool,
-}
-
-/// Appends `fields` as header lines, leaving out any whose value could
-/// split the head.
-fn push_fields(out: &mut Vec<u8>, fields: &[(&'static str, String)]) {
-    for (name, value) in fields {
-        if !is_field_value(value.as_bytes()) {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +68,7 @@ pub(super) enum Framing {
     None,
     Length(u64),
     Chunked,
-    /// The end of the connection, for an HTTP/1.0 client (RFC 9112
-    /// section 6.3); the head says `Connection: close`.
+    /// The end of the connection, for an HTTP/1.0 client (RFC 9112 section 6.3).
     Close,
 }
 
@@ -111,7 +87,12 @@ pub(super) fn head(
         "HTTP/1.1 {status} {}\r\n",
         status_entry(status).map_or("", |(_, _, phrase)| phrase)
     );
-    push_fields(out, headers);
+    // A value that could split the head is left out.
+    for (name, value) in headers.iter().filter(|(_, v)| is_field_value(v.as_bytes())) {
+        for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(part);
+        }
+    }
     match framing {
         Framing::None | Framing::Close => {}
         Framing::Length(n) => {
@@ -153,6 +134,13 @@ pub(super) fn encode(response: &Reply, d: Delivery) -> Vec<u8> {
         out.extend_from_slice(&response.body);
     }
     out
+}
+
+/// Whether `value` is visible ASCII, space or tab, so that it cannot split a head.
+pub(super) fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 #[cfg(test)]
