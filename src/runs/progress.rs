@@ -1,7 +1,5 @@
-//! Progress events as an AgentGate-style emitter builds them: TypeScript
-//! `ProgressEvent` objects, camelCase as sent or in our snake_case, each
-//! naming its run. Lifecycle types start and finish runs; the rest are run
-//! events ([`Timed`]).
+//! Progress events as an AgentGate-style emitter sends them (`ProgressEvent`, camelCase
+//! or our snake_case), each naming its run: lifecycle types start and end runs.
 
 use serde_json::{Map, Value};
 
@@ -23,14 +21,12 @@ pub enum Step {
         reason: Option<String>,
         /// The run's duration as the emitter measured it.
         duration_ms: Option<f64>,
-        /// The `metrics` object of `run_completed`, its JSON text as sent,
-        /// on one line.
+        /// The `metrics` object of `run_completed`, its JSON text as sent, on one line.
         metrics: Option<String>,
     },
 }
 
-/// The longest `metrics` text of a `run_completed`, in bytes: what an event
-/// carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
+/// The longest `metrics` text, in bytes: what an event carries inline.
 pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event.
@@ -60,9 +56,8 @@ const ALIASES: [(&str, &str); 12] = [
     ("outputTokens", "output_tokens"),
 ];
 
-/// Parses one progress event or an array, all or nothing; `value` is `body`
-/// parsed (a `run_completed`'s `metrics` keeps its text). `runId` may be left
-/// out only under `path_run`. Errors name index and field: `events[2].taskSpec.goal`.
+/// Parses one progress event or an array, all or nothing; `value` is `body` parsed.
+/// `runId` may be left out only under `path_run`. Errors: `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
     body: &[u8],
@@ -94,8 +89,7 @@ fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
     items
         .iter()
         .map(|item| {
-            // Keys are read unescaped, as the parsed value has them; a key
-            // given twice is the last one there as here.
+            // Keys unescaped and the last of a repeated key, as in the parsed value.
             let members: std::collections::BTreeMap<String, &RawValue> =
                 serde_json::from_str(item.get()).ok()?;
             members.get(key).map(|v| v.get())
@@ -103,8 +97,7 @@ fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
         .collect()
 }
 
-/// The `metrics` of a `run_completed`: `text` as sent (or `value` printed,
-/// should it be missing), bounded in size and depth.
+/// The `metrics` of a `run_completed`: `text` as sent (else `value`), bounded.
 fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError> {
     let text = match text {
         Some(t) => crate::json_text::one_line(t).into_owned(),
@@ -317,8 +310,7 @@ fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
     })
 }
 
-/// AgentGate sends a delivery's outcome inside `metadata` (`success`,
-/// `prUrl`, `ciStatus`); lifts each to the top unless it is there already.
+/// Lifts the delivery outcome AgentGate sends in `metadata` to the top, unless there.
 fn lift_delivery(map: &mut Map<String, Value>) -> Result<(), FieldError> {
     let Some(Value::Object(meta)) = map.get("metadata") else {
         return Ok(());

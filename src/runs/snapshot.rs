@@ -1,12 +1,8 @@
-//! The run store's snapshot: runs, counts and metrics as of one journal
-//! record, so a start reads only the records after it.
-//!
-//! `runs/snapshot`, in the journal's line format with checksums: a header
-//! `{"snapshot":{...}}`; `{"run":{...}}` per run, running ones first (each
-//! let go once written; until then a change copies it), then finished ones
-//! oldest first; `{"metric":[...]}` per series; `{"end":N}`
-//! ([`journal::write_snapshot`]). A run holds every field exactly (arrays
-//! where it has many), so a start rebuilds the run a replay would.
+//! The run store's snapshot as of one journal record, so a start reads only the records
+//! after it. `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a
+//! `{"run":{...}}` per run, running ones first, then finished ones oldest first;
+//! `{"metric":[...]}` per series; `{"end":N}`. A run holds every field exactly, so a
+//! start rebuilds the run a replay would.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -44,8 +40,7 @@ fn settlement_to_json(s: &Settlement) -> Value {
     json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
 }
 
-/// Writes the snapshot at `path`, crash-only, letting go of each run once
-/// it is written; returns its bytes.
+/// Writes the snapshot at `path`, crash-only, letting go of each run once written.
 pub fn write(
     path: &Path,
     header: &Header,
@@ -71,8 +66,7 @@ pub fn write(
     journal::write_snapshot(path, lines)
 }
 
-/// Reads the snapshot at `path` a line at a time, if there is one, and
-/// returns whether there was.
+/// Reads the snapshot at `path` a line at a time; returns whether there was one.
 pub fn read(
     path: &Path,
     mut header: impl FnMut(Header),
@@ -146,8 +140,7 @@ impl Printable for Line {
     }
 }
 
-/// Prints one JSON object a member at a time, straight from the run: no
-/// JSON tree in between, as a running run's detail can be a MiB.
+/// Prints one JSON object a member at a time: no tree, as a detail can be a MiB.
 struct Members<'a> {
     out: &'a mut dyn Write,
     first: bool,
@@ -188,8 +181,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(m.key("run_id")?, &*run.run_id)?;
     serde_json::to_writer(m.key("status")?, run.status.as_str())?;
     serde_json::to_writer(m.key("started_at")?, &run.started_at)?;
-    // Members a run does not have are left out, as most runs have few: the
-    // reader takes a missing one for none.
+    // Members a run lacks are left out (most runs have few); read back as none.
     for which in Text::ALL {
         if let Some(text) = run.text(which) {
             serde_json::to_writer(m.key(which.key())?, text)?;
