@@ -636,11 +636,11 @@ impl Detail {
 
     /// Total `(input, output)` tokens.
     pub fn tokens(&self) -> (u64, u64) {
+        let mut sum = (0, 0);
         self.tokens_by_phase
             .values()
-            .fold((0u64, 0u64), |(i, o), (a, b)| {
-                (i.saturating_add(*a), o.saturating_add(*b))
-            })
+            .for_each(|t| add_pair(&mut sum, t));
+        sum
     }
 
     /// The detail as JSON for `GET /api/v1/runs/{id}`.

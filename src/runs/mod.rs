@@ -1192,11 +1192,10 @@ impl Shared {
 }
 
 fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
-    match published.get_mut(kind) {
-        Some(n) => *n += 1,
-        None => {
-            published.insert(kind.into(), 1);
-        }
+    if let Some(n) = published.get_mut(kind) {
+        *n += 1;
+    } else {
+        published.insert(kind.into(), 1);
     }
 }
 

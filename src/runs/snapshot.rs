@@ -36,10 +36,6 @@ pub struct Header {
     pub published: Vec<(String, u64)>,
 }
 
-fn settlement_to_json(s: &Settlement) -> Value {
-    json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
-}
-
 /// Writes the snapshot at `path`, crash-only, letting go of each run once written.
 pub fn write(
     path: &Path,
@@ -48,10 +44,11 @@ pub fn write(
     metrics: Values,
 ) -> std::io::Result<u64> {
     let c = &header.counts;
+    let settlement = |s: &Settlement| json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()});
     let head = json!({"snapshot": {
         "records": header.records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
-        "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
+        "unledgered": header.unledgered.iter().map(settlement).collect::<Vec<_>>(),
         "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
         "published": crate::ordered::object(header.published.iter()
             .map(|(kind, n)| (kind.clone(), Value::from(*n)))),
@@ -153,11 +150,8 @@ impl<'a> Members<'a> {
 
     /// Begins the member `name`, which needs no escaping.
     fn key(&mut self, name: &str) -> io::Result<&mut dyn Write> {
-        let sep = if std::mem::replace(&mut self.first, false) {
-            '{'
-        } else {
-            ','
-        };
+        let sep = if self.first { '{' } else { ',' };
+        self.first = false;
         write!(self.out, "{sep}\"{name}\":")?;
         Ok(&mut *self.out)
     }
@@ -268,17 +262,16 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
     Some(run)
 }
 
-fn gate_from_json(v: &Value) -> Option<Gate> {
-    Some(Gate {
-        gate: v[0].as_str()?.to_string(),
-        passed: v[1].as_bool()?,
-        reason: v[2].as_str().map(str::to_string),
-        at: number(&v[3])?,
-    })
-}
-
 fn gates_from_json(v: &Value) -> Option<Vec<Gate>> {
-    v.as_array()?.iter().map(gate_from_json).collect()
+    let gate = |v: &Value| {
+        Some(Gate {
+            gate: v[0].as_str()?.to_string(),
+            passed: v[1].as_bool()?,
+            reason: v[2].as_str().map(str::to_string),
+            at: number(&v[3])?,
+        })
+    };
+    v.as_array()?.iter().map(gate).collect()
 }
 
 /// A time or a measure: JSON has no NaN, which serde_json writes as null.

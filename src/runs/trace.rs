@@ -78,13 +78,8 @@ fn phase_span(
     if let Some(accuracy) = phase.accuracy {
         attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
     }
-    let model = phase.model.as_deref();
-    push_usage(
-        &mut attributes,
-        phase.input_tokens,
-        phase.output_tokens,
-        model,
-    );
+    let (input, output) = (phase.input_tokens, phase.output_tokens);
+    push_usage(&mut attributes, input, output, phase.model.as_deref());
     // ktrdr gives a phase one gate result: the last check's; every check is an event.
     if let Some(last) = phase.gates.last() {
         attributes.extend(gate_attributes(last));
@@ -207,12 +202,8 @@ fn push_usage(
     model: Option<&str>,
 ) {
     if input > 0 || output > 0 {
-        for (key, n) in [
-            ("gen_ai.usage.input_tokens", input),
-            ("gen_ai.usage.output_tokens", output),
-        ] {
-            attributes.push((key.to_string(), int(n)));
-        }
+        attributes.push(("gen_ai.usage.input_tokens".to_string(), int(input)));
+        attributes.push(("gen_ai.usage.output_tokens".to_string(), int(output)));
     }
     if let Some(model) = model.filter(|m| !m.is_empty()) {
         attributes.push(text("gen_ai.request.model", model));
