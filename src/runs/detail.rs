@@ -202,17 +202,14 @@ fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&m
     }
 }
 
-/// Adds tokens to a span's (or a waiting) count, and `model`, if given, as its last.
-fn add_tokens(
-    (i, o, m): (&mut u64, &mut u64, &mut Option<String>),
-    input: u64,
-    output: u64,
-    model: &Option<String>,
-) {
-    *i = i.saturating_add(input);
-    *o = o.saturating_add(output);
-    if model.is_some() {
-        m.clone_from(model);
+impl PhaseRecord {
+    /// Adds tokens, and `model`, if given, as the last one that used any.
+    fn add_tokens(&mut self, input: u64, output: u64, model: &Option<String>) {
+        self.input_tokens = self.input_tokens.saturating_add(input);
+        self.output_tokens = self.output_tokens.saturating_add(output);
+        if model.is_some() {
+            self.model.clone_from(model);
+        }
     }
 }
 
@@ -494,28 +491,20 @@ impl Detail {
     /// this iteration (tokens sent just after its end); else they wait for this iteration's.
     fn attribute_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
         let current = self.current_iteration;
-        let target = match self.open_span_where(|name| same_phase(name, phase)) {
-            Some(i) => Some(i),
-            None => self
-                .spans
-                .iter()
-                .rposition(|s| same_phase(&s.name, phase))
-                .filter(|&i| current.is_none() || self.spans[i].iteration == current),
+        let newest = || {
+            let newest = self.spans.iter().rposition(|s| same_phase(&s.name, phase));
+            newest.filter(|&i| current.is_none() || self.spans[i].iteration == current)
         };
-        if let Some(i) = target {
-            let span = &mut self.spans[i];
-            let to = (
-                &mut span.input_tokens,
-                &mut span.output_tokens,
-                &mut span.model,
-            );
-            return add_tokens(to, input, output, model);
+        let target = self.open_span_where(|name| same_phase(name, phase));
+        if let Some(i) = target.or_else(newest) {
+            return self.spans[i].add_tokens(input, output, model);
         }
         if self.pending_tokens.len() >= MAX_NAMES && !self.pending_tokens.contains_key(phase) {
             return;
         }
         let (i, o, m) = self.pending_tokens.entry(phase.to_string()).or_default();
-        add_tokens((i, o, m), input, output, model);
+        (*i, *o) = (i.saturating_add(input), o.saturating_add(output));
+        *m = model.clone().or(m.take());
     }
 
     /// Adds a span (below [`MAX_SPANS`]) with the tokens waiting for its phase.
@@ -527,12 +516,7 @@ impl Detail {
             if !same_phase(phase, &span.name) {
                 return true;
             }
-            let to = (
-                &mut span.input_tokens,
-                &mut span.output_tokens,
-                &mut span.model,
-            );
-            add_tokens(to, *input, *output, model);
+            span.add_tokens(*input, *output, model);
             false
         });
         self.spans.push(span);
