@@ -121,34 +121,29 @@ fn extra_fields(kind: &str) -> &'static [&'static str] {
 
 /// Checks the shape of an extra field.
 fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
-    let fail = |m: &str| Err((k.to_string(), m.to_string()));
     match (k, v) {
         ("metadata", Value::Object(_)) => Ok(()),
-        ("metadata", _) => fail("must be a JSON object"),
+        ("metadata", _) => bad(k, "must be a JSON object"),
         ("max_iterations", Value::Number(n)) if n.is_u64() => Ok(()),
-        ("max_iterations", _) => fail("must be a non-negative integer"),
+        ("max_iterations", _) => bad(k, "must be a non-negative integer"),
         ("feedback", Value::String(_)) => Ok(()),
-        ("feedback", _) => fail("must be a string"),
+        ("feedback", _) => bad(k, "must be a string"),
         ("gate_results", Value::Array(_)) => Ok(()),
-        ("gate_results", _) => fail("must be an array"),
+        ("gate_results", _) => bad(k, "must be an array"),
         ("phase_timings", Value::Object(m)) => {
             let ms = |v: &Value| v.as_f64().is_some_and(|x| x >= 0.0 && x.is_finite());
-            match m.iter().find(|(p, v)| !valid_name(p) || !ms(v)) {
-                None => Ok(()),
-                Some((p, _)) => Err((
-                    format!("{k}.{p}"),
-                    "must map phase names to non-negative milliseconds".to_string(),
-                )),
-            }
+            let why = "must map phase names to non-negative milliseconds";
+            let wrong = m.iter().find(|(p, v)| !valid_name(p) || !ms(v));
+            wrong.map_or(Ok(()), |(p, _)| bad(&format!("{k}.{p}"), why))
         }
-        _ => fail("must be an object of phase names to milliseconds"),
+        _ => bad(k, "must be an object of phase names to milliseconds"),
     }
 }
 
 /// A field at fault and what is wrong with it.
 pub(super) type FieldError = (String, String);
 
-fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
+pub(super) fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
     Err((k.to_string(), why.to_string()))
 }
 

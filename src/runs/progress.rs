@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::event::{self, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
+use super::event::{self, bad, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
 use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES, RUN_ID_RULE};
 use crate::error::Error;
 
@@ -105,13 +105,15 @@ fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError>
     };
     let n = text.len();
     if n > MAX_METRICS_BYTES {
-        let why = format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}");
-        return Err(("metrics".into(), why));
+        return bad(
+            "metrics",
+            &format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}"),
+        );
     }
     let depth = crate::bus::MAX_BODY_DEPTH;
     if crate::bus::too_deep(value, depth) {
         let why = format!("must not nest arrays and objects more than {depth} deep");
-        return Err(("metrics".into(), why));
+        return bad("metrics", &why);
     }
     Ok(text)
 }
@@ -170,7 +172,7 @@ fn parse_one(
     path_run: Option<&str>,
 ) -> Result<Progress, FieldError> {
     let Value::Object(raw) = v else {
-        return Err(("type".into(), "the event must be a JSON object".into()));
+        return bad("type", "the event must be a JSON object");
     };
     let mut map = normalize(raw)?;
     let run_id = run_id(&mut map, path_run)?;
@@ -178,8 +180,8 @@ fn parse_one(
     let correlation_id = take(&mut map, "correlation_id", Map::opt_text)?;
     let kind = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(("type".into(), "must be a string".into())),
-        None => return Err(("type".into(), "is required".into())),
+        Some(_) => return bad("type", "must be a string"),
+        None => return bad("type", "is required"),
     };
     let at = parse_at(map.get("timestamp"), now)?;
     let lifecycle = matches!(
@@ -223,14 +225,14 @@ fn parse_one(
 /// The event's `run_id`, which must agree with the path's run, if any.
 fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String, FieldError> {
     match (take(map, "run_id", Map::opt_text)?, path_run) {
-        (Some(id), Some(path)) if id != path => Err((
-            "run_id".into(),
-            format!("{id:?} disagrees with the path's run {path:?}"),
-        )),
-        (Some(id), _) if !valid_run_id(&id) => Err(("run_id".into(), RUN_ID_RULE.into())),
+        (Some(id), Some(path)) if id != path => bad(
+            "run_id",
+            &format!("{id:?} disagrees with the path's run {path:?}"),
+        ),
+        (Some(id), _) if !valid_run_id(&id) => bad("run_id", RUN_ID_RULE),
         (Some(id), _) => Ok(id),
         (None, Some(path)) => Ok(path.to_string()),
-        (None, None) => Err(("run_id".into(), "is required".into())),
+        (None, None) => bad("run_id", "is required"),
     }
 }
 
@@ -269,11 +271,8 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
             Finish::Fail(Some("the run completed with result failed".into()))
         }
         Some("canceled" | "cancelled") => Finish::Cancel,
-        Some(_) => {
-            let why = "must be succeeded, failed or canceled";
-            return Err(("result".into(), why.into()));
-        }
-        None => return Err(("result".into(), "is required".into())),
+        Some(_) => return bad("result", "must be succeeded, failed or canceled"),
+        None => return bad("result", "is required"),
     };
     take(map, "iterations", |m, k| m.opt(k, Map::u64))?;
     let metrics = match opt_object(map, "metrics")? {
@@ -297,10 +296,10 @@ fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
             Some(Value::String(m)) => m.clone(),
             _ => Value::Object(o).to_string(),
         }),
-        Some(_) => return Err(("error".into(), "must be a string or an object".into())),
+        Some(_) => return bad("error", "must be a string or an object"),
     };
     if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
-        return Err(("error".into(), text_too_long()));
+        return bad("error", &text_too_long());
     }
     Ok(Step::Finish {
         how: Finish::Fail(error),
