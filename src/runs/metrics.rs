@@ -297,9 +297,12 @@ impl<M: Clone, V, E> FamilyValues<M, V, E> {
         exemplars: fn(&E) -> Value,
     ) -> impl Iterator<Item = Value> {
         self.values.into_iter().filter_map(move |(i, v)| {
-            let e = self.exemplars.get(&i).map(exemplars);
-            let labels = self.family.label_values(i)?;
-            Some(series_line(self.name, labels, value(v), e))
+            let (name, labels) = (self.name, self.family.label_values(i)?);
+            // Exemplars, when any, as a fourth member.
+            Some(match self.exemplars.get(&i).map(exemplars) {
+                Some(e) => json!([name, labels, value(v), e]),
+                None => json!([name, labels, value(v)]),
+            })
         })
     }
 }
@@ -316,14 +319,6 @@ pub struct Values {
 /// An exemplar as a snapshot holds it: `[[[name, value], ...], value, timestamp]`.
 fn exemplar_to_json(e: &Exemplar) -> Value {
     json!([e.labels(), e.value(), e.timestamp()])
-}
-
-/// A series line, with its exemplars as a fourth member when it has any.
-fn series_line(name: &str, labels: Vec<String>, value: Value, exemplars: Option<Value>) -> Value {
-    match exemplars {
-        Some(e) => json!([name, labels, value, e]),
-        None => json!([name, labels, value]),
-    }
 }
 
 impl Values {

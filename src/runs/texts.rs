@@ -117,13 +117,9 @@ impl Texts {
 
 impl std::fmt::Debug for Texts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut map = f.debug_map();
-        for which in Text::ALL {
-            if let Some(t) = self.get(which) {
-                map.entry(&which.key(), &t);
-            }
-        }
-        map.finish()
+        let present = Text::ALL.into_iter();
+        let present = present.filter_map(|which| Some((which.key(), self.get(which)?)));
+        f.debug_map().entries(present).finish()
     }
 }
 
