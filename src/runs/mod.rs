@@ -354,8 +354,8 @@ pub const ABANDONED: &str = "abandoned";
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// The run store. A change is checked, journaled, and applied once durable, in journal
-/// order; a failed write changes nothing. A second start or end in flight is refused.
+/// The run store. A change is checked, journaled, and applied once durable, in journal order;
+/// a failed write changes nothing. A start or end in flight counts as applied for checks.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
@@ -498,7 +498,7 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
     (total * 1e6).round() as i64
 }
 
-/// Grows a reservation to its tokens' cost so starts cannot overdraw the day.
+/// Grows a reservation to its tokens' cost so starts cannot overdraw; from records, as replay.
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     if !events.iter().any(Timed::is_tokens) {
         return;
@@ -1359,7 +1359,7 @@ impl State {
         }
     }
 
-    /// Applies `events` to run `id` and counts them published but `tokens`, as events/ does.
+    /// Applies `events` to run `id`; counts all but `tokens` published, as `PreparedEvents` does.
     fn apply_events(&mut self, id: &str, events: &[Timed], m: &RunMetrics) -> Option<&mut Run> {
         let run = Arc::make_mut(self.runs.get_mut(id)?);
         for e in events {
@@ -1415,7 +1415,7 @@ impl State {
         run.texts.set(Text::Error, v["error"].as_str());
         run.texts.set(Text::Metrics, v["metrics"].as_str());
         run.cost = v["spend"]["micros"].as_i64();
-        // Released; a restart regrows running runs' only, so live and replay agree.
+        // Released: a start regrows only running runs' reservations (`Runs::open`).
         run.reserved = None;
         *count += 1;
         self.counts.active -= 1;

@@ -44,7 +44,10 @@ pub fn write(
     metrics: Values,
 ) -> std::io::Result<u64> {
     let c = &header.counts;
-    let settlement = |s: &Settlement| json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()});
+    let settlement = |s: &Settlement| {
+        let spend = s.to_json();
+        json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": spend})
+    };
     let head = json!({"snapshot": {
         "records": header.records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
