@@ -1341,14 +1341,9 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                if let Some(whole) = self.finish(id, op, ts, v, m) {
-                    if let Some(run) = self.runs.get(id) {
-                        let kind = run.status.end_event();
-                        ended(v, run, whole);
-                        if let Some(k) = kind {
-                            publish(&mut self.published, k);
-                        }
-                    }
+                let whole = self.finish(id, op, ts, v, m);
+                if let (Some(whole), Some(run)) = (whole, self.runs.get(id)) {
+                    ended(v, run, whole);
                 }
             }
             _ => {}
@@ -1420,6 +1415,9 @@ impl State {
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
+        if let Some(kind) = status.end_event() {
+            publish(&mut self.published, kind);
+        }
         // The emitter's measure when sent: its clock saw the whole run.
         let seconds = v["duration_ms"]
             .as_f64()
