@@ -423,13 +423,8 @@ impl Detail {
                 ..PhaseRecord::default()
             }),
         }
-        while self
-            .spans
-            .get(self.ended_before)
-            .is_some_and(|s| s.ended.is_some())
-        {
-            self.ended_before += 1;
-        }
+        let after = self.spans.iter().skip(self.ended_before);
+        self.ended_before += after.take_while(|s| s.ended.is_some()).count();
         bump(&mut self.phases, phase, |stats| {
             stats.completed += 1;
             stats.successes += u64::from(success);

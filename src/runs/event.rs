@@ -296,22 +296,19 @@ pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
         return Err(("type".to_string(), format!("unknown event type {kind:?}")));
     };
     let extras = extra_fields(kind);
-    let known = |k: &str| ["type", "timestamp"].contains(&k) || allowed.contains(&k);
+    let own = |k: &str| ["type", "timestamp"].contains(&k) || allowed.contains(&k);
     if let Some(k) = map
         .keys()
-        .find(|k| !known(k) && !extras.contains(&k.as_str()))
+        .find(|k| !own(k) && !extras.contains(&k.as_str()))
     {
         return bad(k, "unknown field");
     }
     let event = build(kind, map)?;
     let mut extra = Map::new();
     for k in extras {
-        match map.get(*k) {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                check_extra(k, v)?;
-                extra.insert(k.to_string(), v.clone());
-            }
+        if let Some(v) = map.get(*k).filter(|v| !v.is_null()) {
+            check_extra(k, v)?;
+            extra.insert(k.to_string(), v.clone());
         }
     }
     let at = parse_at(map.get("timestamp"), now)?;

@@ -150,9 +150,8 @@ impl<'a> Cursor<'a> {
         if !f.keys[..f.len].iter().all(|(k, _)| known(k)) {
             return None;
         }
-        match f.raw("timestamp") {
-            None | Some(Raw::Null) => {}
-            Some(_) => return None,
+        if !matches!(f.raw("timestamp"), None | Some(Raw::Null)) {
+            return None;
         }
         let event = build(kind, &f).ok()?;
         Some(Timed {

@@ -19,10 +19,9 @@ pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
     if run.status == Status::Running {
         return None;
     }
-    let (started, ended) = match (run.detail.event_span, run.ended_at?) {
-        (Some((first, last)), ended) => (run.started_at.min(first), ended.max(last)),
-        (None, ended) => (run.started_at, ended),
-    };
+    let ended = run.ended_at?;
+    let (first, last) = run.detail.event_span.unwrap_or((run.started_at, ended));
+    let (started, ended) = (run.started_at.min(first), ended.max(last));
     let ctx = run
         .text(Text::Traceparent)
         .and_then(TraceContext::parse_traceparent)
