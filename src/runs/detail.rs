@@ -239,7 +239,9 @@ fn phase_costs(
     for ((phase, model), (input, output)) in table {
         let model = (!model.is_empty()).then_some(model.as_str());
         let cost = price(model, *input, *output);
-        match costs.iter_mut().find(|(p, _)| p == phase) {
+        // The table is in phase order, so a phase's rows are adjacent: only the last
+        // cost can be its own (a search of them all was quadratic in the phases).
+        match costs.last_mut().filter(|(p, _)| p == phase) {
             Some((_, sum)) => *sum += cost,
             None => costs.push((phase.clone(), cost)),
         }
@@ -714,6 +716,23 @@ mod tests {
                 iteration: None,
             },
         )
+    }
+
+    #[test]
+    fn a_phase_priced_for_two_models_costs_their_sum_once() {
+        let mut table = BTreeMap::new();
+        for (phase, model) in [
+            ("b", None),
+            ("a", Some("m2")),
+            ("a", Some("m1")),
+            ("a", None),
+        ] {
+            add_priced_tokens(&mut table, phase, &model.map(str::to_string), 1, 0);
+        }
+        let price =
+            |model: Option<&str>, i, _| i as f64 * if model == Some("m2") { 2.0 } else { 1.0 };
+        let costs = phase_costs(&table, price);
+        assert_eq!(costs, [("a".to_string(), 4.0), ("b".to_string(), 1.0)]);
     }
 
     #[test]
