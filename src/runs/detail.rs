@@ -1,6 +1,5 @@
-//! What a run's events add up to (iterations, phases, gates, tokens,
-//! delivery). One `apply`, live and on replay, also moves the metrics, so a
-//! restart rebuilds exactly what was there.
+//! What a run's events add up to. One `apply`, live and on replay, also moves
+//! the metrics, so a restart rebuilds exactly what was there.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -9,8 +8,7 @@ use serde_json::{json, Value};
 use super::event::{metadata_accuracy, same_phase, Event, Timed};
 use super::metrics::{RunMetrics, RunRef};
 
-/// Distinct phase, gate or model names kept per run; more are folded into
-/// `other`, so one run cannot grow without bound.
+/// Distinct phase, gate or model names kept per run; more are folded into `other`.
 pub const MAX_NAMES: usize = 256;
 /// Gate results kept per run, newest last.
 pub const MAX_GATES: usize = 100;
@@ -50,8 +48,7 @@ pub struct Detail {
     /// Tokens `(input, output)` by phase, and by model.
     pub tokens_by_phase: BTreeMap<String, (u64, u64)>,
     pub tokens_by_model: BTreeMap<String, (u64, u64)>,
-    /// Tokens by phase and model, `(input, output)`: what a run's cost is
-    /// priced from.
+    /// Tokens by phase and model, `(input, output)`: what a run's cost is priced from.
     pub tokens_by_phase_model: BTreeMap<(String, String), (u64, u64)>,
     /// Delivery: started at, then `(success, pr_url, ci_status, at)`.
     pub delivery_started: Option<f64>,
@@ -60,20 +57,15 @@ pub struct Detail {
     pub spans: Vec<PhaseRecord>,
     /// Made outside any phase.
     pub root_gates: Vec<Gate>,
-    /// `(input, output, model)` reported for a phase before its span of the
-    /// current iteration began: they go to that span, not an earlier one.
+    /// `(input, output, model)` reported before its phase's span in this iteration began.
     pub(super) pending_tokens: BTreeMap<String, (u64, u64, Option<String>)>,
-    /// The earliest and latest times of the events applied, reported or
-    /// received: where the run's trace span begins and ends.
+    /// The earliest and latest times of the events applied: the run's trace span.
     pub event_span: Option<(f64, f64)>,
-    /// Events applied: a batch prepared against one version is still
-    /// right if the version has not moved.
+    /// Events applied: a batch prepared against a version is right while it holds.
     pub version: u64,
-    /// How long the run took once it ended: as the emitter measured it
-    /// when it sent a duration, otherwise from its start to its end.
+    /// How long the run took once ended: the emitter's measure, else start to end.
     pub duration_seconds: Option<f64>,
-    /// Leading spans all ended: spans never reopen, so the search for an
-    /// open one (each phase end and gate check) skips them.
+    /// Leading spans all ended, which the search for an open one skips (none reopen).
     pub(super) ended_before: usize,
 }
 
@@ -81,8 +73,7 @@ pub struct Detail {
 pub const SUMMARY_NAMES: usize = 8;
 /// Gates a finished run's summary keeps, the newest.
 pub const SUMMARY_GATES: usize = 3;
-/// Bytes of each text a finished run's summary keeps (a gate's reason, a
-/// pull request's URL); longer ones are cut at a character boundary.
+/// Bytes of each text a finished run's summary keeps, cut at a character boundary.
 pub const SUMMARY_TEXT: usize = 256;
 
 fn cut(s: &str) -> String {
@@ -98,8 +89,7 @@ fn add_pair(sum: &mut (u64, u64), t: &(u64, u64)) {
     sum.1 = sum.1.saturating_add(t.1);
 }
 
-/// The [`SUMMARY_NAMES`] entries of `map` of largest `weight` (ties by
-/// name), the rest folded by `fold` under `other`.
+/// The [`SUMMARY_NAMES`] heaviest entries of `map`, the rest folded under `other`.
 fn top<V: Clone + Default>(
     map: &BTreeMap<String, V>,
     weight: impl Fn(&V) -> u64,
@@ -124,15 +114,13 @@ fn top<V: Clone + Default>(
     out
 }
 
-/// Sorts by weight, heaviest first, then by name; not generic, so that
-/// each kind of entry [`top`] sorts shares one sort's code.
+/// Heaviest first, then by name; not generic, so all of [`top`] share one sort's code.
 fn heaviest_first(order: &mut [(u64, &str)]) {
     order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
 }
 
-/// A run's [`Detail`], made on its first change (reads before see an empty
-/// one): many runs have reported nothing yet, and an empty detail costs more
-/// than the rest of a run. Plain data, Send + Sync.
+/// A run's [`Detail`], made on its first change: many runs have reported nothing
+/// yet, and an empty detail costs more than the rest of a run.
 #[derive(Clone, Debug, Default)]
 pub struct LazyDetail(Option<Box<Detail>>);
 
@@ -194,16 +182,14 @@ pub struct PhaseRecord {
     pub iteration: Option<u64>,
     /// Gate checks made while it ran.
     pub gates: Vec<Gate>,
-    /// The accuracy last reported in the `metadata` of its start, its end
-    /// or a gate check made while it ran.
+    /// The accuracy last reported in the `metadata` of its start, end or gate checks.
     pub accuracy: Option<f64>,
 }
 
 /// Phase occurrences kept per run for its trace.
 pub const MAX_SPANS: usize = 256;
 
-/// Runs `f` on `name`'s entry, made when absent (past [`MAX_NAMES`], as
-/// `other`). Copies the name only then: this runs for nearly every event.
+/// Runs `f` on `name`'s entry (past [`MAX_NAMES`], `other`'s), copying the name only if new.
 fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&mut V)) {
     let key = if map.len() < MAX_NAMES || map.contains_key(name) {
         name
@@ -216,23 +202,18 @@ fn bump<V: Default>(map: &mut BTreeMap<String, V>, name: &str, f: impl FnOnce(&m
     }
 }
 
-/// Adds tokens to a span's (or a waiting) count, and `model`, when given,
-/// as the last one that used any.
-fn add_tokens(
-    (i, o, m): (&mut u64, &mut u64, &mut Option<String>),
-    input: u64,
-    output: u64,
-    model: &Option<String>,
-) {
-    *i = i.saturating_add(input);
-    *o = o.saturating_add(output);
-    if model.is_some() {
-        m.clone_from(model);
+impl PhaseRecord {
+    /// Adds tokens, and `model`, if given, as the last one that used any.
+    fn add_tokens(&mut self, input: u64, output: u64, model: &Option<String>) {
+        self.input_tokens = self.input_tokens.saturating_add(input);
+        self.output_tokens = self.output_tokens.saturating_add(output);
+        if model.is_some() {
+            self.model.clone_from(model);
+        }
     }
 }
 
-/// Adds tokens to the table a run's cost is priced from: an absent model as
-/// the empty name (default price); past [`MAX_NAMES`] pairs, as `other`.
+/// Adds tokens to the pricing table: no model as `""` (default price); past [`MAX_NAMES`], `other`.
 fn add_priced_tokens(
     table: &mut BTreeMap<(String, String), (u64, u64)>,
     phase: &str,
@@ -258,7 +239,9 @@ fn phase_costs(
     for ((phase, model), (input, output)) in table {
         let model = (!model.is_empty()).then_some(model.as_str());
         let cost = price(model, *input, *output);
-        match costs.iter_mut().find(|(p, _)| p == phase) {
+        // The table is in phase order, so a phase's rows are adjacent: only the last
+        // cost can be its own (a search of them all was quadratic in the phases).
+        match costs.last_mut().filter(|(p, _)| p == phase) {
             Some((_, sum)) => *sum += cost,
             None => costs.push((phase.clone(), cost)),
         }
@@ -267,8 +250,7 @@ fn phase_costs(
 }
 
 impl Detail {
-    /// The index of the newest span not yet completed whose name `named`
-    /// accepts.
+    /// The index of the newest open span whose name `named` accepts.
     fn open_span_where(&self, named: impl Fn(&str) -> bool) -> Option<usize> {
         let from = self.ended_before.min(self.spans.len());
         // The cheap test first: names are compared for open spans only.
@@ -288,13 +270,11 @@ impl Detail {
         });
     }
 
-    /// Fills in what events left out and the run knows, as [`Detail::apply`]
-    /// will see them: the current iteration, and a phase end's duration
-    /// measured from its start. So journal, streams and log carry whole events.
+    /// Fills in the iteration and a phase end's duration where events left them out,
+    /// as [`Detail::apply`] will see them, so journal, streams and log carry whole events.
     pub fn fill(&self, events: &mut [Timed]) {
         let mut current = self.current_iteration;
-        // Phases started within the batch, and when; and phases whose start
-        // before the batch an end in it has already taken.
+        // Phases started in the batch, and those whose earlier start an end in it took.
         let mut started: Vec<(String, f64)> = Vec::new();
         let mut taken: Vec<String> = Vec::new();
         for e in events.iter_mut() {
@@ -333,8 +313,7 @@ impl Detail {
         }
     }
 
-    /// Applies one event of `run` and moves the metrics it concerns, with
-    /// `run` as the exemplar of what it observes.
+    /// Applies one event of `run`, moving its metrics with `run` as their exemplar.
     pub fn apply(&mut self, e: &Timed, m: &RunMetrics, run: RunRef) {
         self.version += 1;
         self.saw(e.at);
@@ -415,8 +394,7 @@ impl Detail {
         }
     }
 
-    /// Ends `phase`: closes its span and counts it in the phase's totals.
-    /// Returns how long it took, when known (sent, or measured).
+    /// Ends `phase`, its span and totals; returns how long it took, when known.
     fn complete_phase(
         &mut self,
         e: &Timed,
@@ -429,8 +407,7 @@ impl Detail {
         let seconds = duration_ms
             .map(|ms| ms / 1000.0)
             .or(started.map(|s| (e.at - s).max(0.0)));
-        // Its open span ends, or an ended one is added when its start was
-        // not seen.
+        // Its open span ends, or an ended one is added if its start was not seen.
         match self.open_span_where(|name| name == phase) {
             Some(i) => {
                 let span = &mut self.spans[i];
@@ -448,13 +425,8 @@ impl Detail {
                 ..PhaseRecord::default()
             }),
         }
-        while self
-            .spans
-            .get(self.ended_before)
-            .is_some_and(|s| s.ended.is_some())
-        {
-            self.ended_before += 1;
-        }
+        let after = self.spans.iter().skip(self.ended_before);
+        self.ended_before += after.take_while(|s| s.ended.is_some()).count();
         bump(&mut self.phases, phase, |stats| {
             stats.completed += 1;
             stats.successes += u64::from(success);
@@ -481,9 +453,8 @@ impl Detail {
             .current_phase
             .as_deref()
             .and_then(|p| self.open_span_where(|name| name == p));
-        // A gate judges the phase it ran in (the research agent's
-        // training gate judges the model trained), so the accuracy
-        // it reports is that phase's, even past MAX_GATES checks.
+        // A gate judges the phase it ran in (the research agent's training gate, the
+        // model trained), so its accuracy is that phase's, even past MAX_GATES checks.
         if let (Some(i), Some(accuracy)) = (open, metadata_accuracy(e)) {
             self.spans[i].accuracy = Some(accuracy);
         }
@@ -513,38 +484,27 @@ impl Detail {
         self.attribute_tokens(phase, model, input, output);
     }
 
-    /// Adds tokens to `phase`'s span: the open one, or the newest if it ran in
-    /// the current iteration (tokens reported just after its end); otherwise
-    /// they wait for that iteration's span. Either name of a phase finds it
-    /// ([`same_phase`]: the research agent counts `designing` as `design`).
+    /// Adds tokens to `phase`'s span ([`same_phase`]): the open one, or the newest if of
+    /// this iteration (tokens sent just after its end); else they wait for this iteration's.
     fn attribute_tokens(&mut self, phase: &str, model: &Option<String>, input: u64, output: u64) {
         let current = self.current_iteration;
-        let target = match self.open_span_where(|name| same_phase(name, phase)) {
-            Some(i) => Some(i),
-            None => self
-                .spans
-                .iter()
-                .rposition(|s| same_phase(&s.name, phase))
-                .filter(|&i| current.is_none() || self.spans[i].iteration == current),
+        let newest = || {
+            let newest = self.spans.iter().rposition(|s| same_phase(&s.name, phase));
+            newest.filter(|&i| current.is_none() || self.spans[i].iteration == current)
         };
-        if let Some(i) = target {
-            let span = &mut self.spans[i];
-            let to = (
-                &mut span.input_tokens,
-                &mut span.output_tokens,
-                &mut span.model,
-            );
-            return add_tokens(to, input, output, model);
+        let target = self.open_span_where(|name| same_phase(name, phase));
+        if let Some(i) = target.or_else(newest) {
+            return self.spans[i].add_tokens(input, output, model);
         }
         if self.pending_tokens.len() >= MAX_NAMES && !self.pending_tokens.contains_key(phase) {
             return;
         }
         let (i, o, m) = self.pending_tokens.entry(phase.to_string()).or_default();
-        add_tokens((i, o, m), input, output, model);
+        (*i, *o) = (i.saturating_add(input), o.saturating_add(output));
+        *m = model.clone().or(m.take());
     }
 
-    /// Adds a span (below [`MAX_SPANS`]) with the tokens waiting under either
-    /// name of its phase: a short list (nearly always empty), so searched.
+    /// Adds a span (below [`MAX_SPANS`]) with the tokens waiting for its phase.
     fn push_span(&mut self, mut span: PhaseRecord) {
         if self.spans.len() >= MAX_SPANS {
             return;
@@ -553,26 +513,18 @@ impl Detail {
             if !same_phase(phase, &span.name) {
                 return true;
             }
-            let to = (
-                &mut span.input_tokens,
-                &mut span.output_tokens,
-                &mut span.model,
-            );
-            add_tokens(to, *input, *output, model);
+            span.add_tokens(*input, *output, model);
             false
         });
         self.spans.push(span);
     }
 
-    /// The cost of the run's tokens by phase, priced by `price(model,
-    /// input, output)` (an empty model is unknown).
+    /// The cost of the run's tokens by phase, priced by `price(model, input, output)`.
     pub fn phase_costs(&self, price: impl Fn(Option<&str>, u64, u64) -> f64) -> Vec<(String, f64)> {
         phase_costs(&self.tokens_by_phase_model, price)
     }
 
-    /// [`Detail::phase_costs`] with `later` events applied too: the price of
-    /// an end after events still on their way to the journal. Copies the
-    /// table only when `later` holds tokens.
+    /// [`Detail::phase_costs`] with `later` events (still on their way) applied too.
     pub fn phase_costs_after<'a>(
         &self,
         later: impl IntoIterator<Item = &'a Timed>,
@@ -593,11 +545,8 @@ impl Detail {
         phase_costs(&table, price)
     }
 
-    /// What a finished run keeps: counts and totals; the top [`SUMMARY_NAMES`]
-    /// phases, phase tokens and models, the rest under `other`; the last
-    /// [`SUMMARY_GATES`] gates (texts cut to [`SUMMARY_TEXT`] bytes); how
-    /// delivery ended. Spans, start times, waiting tokens and the pricing
-    /// table go: the trace and cost were taken from the whole detail at the end.
+    /// What a finished run keeps: counts, totals, the top names, the last gates, delivery.
+    /// Spans and the pricing table go: trace and cost were taken from the whole detail.
     pub fn summary(&self) -> Detail {
         let gates = self.gates.iter().rev().take(SUMMARY_GATES).rev();
         let gates = gates.map(|g| Gate {
@@ -635,8 +584,7 @@ impl Detail {
         }
     }
 
-    /// About how many bytes of memory the detail holds, allocator
-    /// overhead included: what retention by bytes counts.
+    /// About how many bytes the detail holds, allocator overhead included.
     pub fn approx_bytes(&self) -> u64 {
         let text = |s: &str| (s.len() as u64).next_multiple_of(16) + 16;
         let opt = |s: &Option<String>| s.as_deref().map_or(0, text);
@@ -669,11 +617,11 @@ impl Detail {
 
     /// Total `(input, output)` tokens.
     pub fn tokens(&self) -> (u64, u64) {
+        let mut sum = (0, 0);
         self.tokens_by_phase
             .values()
-            .fold((0u64, 0u64), |(i, o), (a, b)| {
-                (i.saturating_add(*a), o.saturating_add(*b))
-            })
+            .for_each(|t| add_pair(&mut sum, t));
+        sum
     }
 
     /// The detail as JSON for `GET /api/v1/runs/{id}`.
@@ -768,6 +716,23 @@ mod tests {
                 iteration: None,
             },
         )
+    }
+
+    #[test]
+    fn a_phase_priced_for_two_models_costs_their_sum_once() {
+        let mut table = BTreeMap::new();
+        for (phase, model) in [
+            ("b", None),
+            ("a", Some("m2")),
+            ("a", Some("m1")),
+            ("a", None),
+        ] {
+            add_priced_tokens(&mut table, phase, &model.map(str::to_string), 1, 0);
+        }
+        let price =
+            |model: Option<&str>, i, _| i as f64 * if model == Some("m2") { 2.0 } else { 1.0 };
+        let costs = phase_costs(&table, price);
+        assert_eq!(costs, [("a".to_string(), 4.0), ("b".to_string(), 1.0)]);
     }
 
     #[test]

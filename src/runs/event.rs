@@ -1,5 +1,4 @@
-//! Run events: what an orchestrator reports about the inside of a run,
-//! parsed from JSON and checked field by field.
+//! Run events: what an orchestrator reports about the inside of a run.
 
 use serde_json::{json, Map, Value};
 
@@ -26,8 +25,7 @@ pub enum Event {
     PhaseCompleted {
         phase: String,
         success: bool,
-        /// When the orchestrator measured it (the server fills in what it
-        /// measured when it was not sent).
+        /// As the orchestrator measured it, else as the server did.
         duration_ms: Option<f64>,
         /// The run's current one when not sent, here and below.
         iteration: Option<u64>,
@@ -60,8 +58,7 @@ pub struct Timed {
     /// Unix seconds.
     pub at: f64,
     pub event: Event,
-    /// What the emitter sent beside the typed fields, moving no metric
-    /// (`metadata`, `feedback`, ...), carried on to journal and streams;
+    /// What the emitter sent beside the typed fields (`metadata`, ...), moving no metric;
     /// `None` for nearly every event, which keeps them small.
     pub extra: Option<Box<Map<String, Value>>>,
 }
@@ -73,9 +70,8 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-/// The research agent's name for `phase` in `agent_tokens_total` and phase
-/// spans: it reports `designing` and `assessing` but counts their tokens as
-/// `design` and `assessment`. Other names are their own.
+/// The research agent's name for `phase` in phase spans: it reports `designing` and
+/// `assessing` but counts their tokens as `design` and `assessment`.
 pub fn short_phase(phase: &str) -> &str {
     match phase {
         "designing" => "design",
@@ -84,26 +80,22 @@ pub fn short_phase(phase: &str) -> &str {
     }
 }
 
-/// Whether `a` and `b` name the same phase, however each spells it
-/// ([`short_phase`]): `design` and `designing` are one phase.
+/// Whether `a` and `b` name the same phase ([`short_phase`]).
 pub fn same_phase(a: &str, b: &str) -> bool {
     short_phase(a) == short_phase(b)
 }
 
-/// The `accuracy` in an event's `metadata` when a JSON number (so finite);
-/// anything else there is none.
+/// The `accuracy` in an event's `metadata`, when a JSON number.
 pub fn metadata_accuracy(e: &Timed) -> Option<f64> {
     e.extra.as_ref()?.get("metadata")?.get("accuracy")?.as_f64()
 }
 
-/// Parses one event object or an array of them, all or nothing. Errors
-/// name the event's index and field, e.g. `events[3].phase`.
+/// Parses one event object or an array, all or nothing; errors name e.g. `events[3].phase`.
 pub fn parse_batch(value: &Value, now: f64) -> Result<Vec<Timed>, Error> {
     crate::batch::parse(value, "event", MAX_BATCH, |_, v| parse_one(v, now))
 }
 
-/// The fields an event of type `kind` may carry besides `type` and
-/// `timestamp`; `None` for an unknown type.
+/// The fields of type `kind` besides `type` and `timestamp`; `None` for an unknown type.
 pub(super) fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "iteration_started" => &["iteration"],
@@ -118,8 +110,7 @@ pub(super) fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// The fields beside the typed ones that an event may carry through: the
-/// emitter's own data, journaled and published as sent, moving no metric.
+/// The emitter's own fields an event may carry through, as sent, moving no metric.
 fn extra_fields(kind: &str) -> &'static [&'static str] {
     match kind {
         "iteration_started" => &["metadata", "max_iterations", "feedback"],
@@ -130,34 +121,29 @@ fn extra_fields(kind: &str) -> &'static [&'static str] {
 
 /// Checks the shape of an extra field.
 fn check_extra(k: &str, v: &Value) -> Result<(), FieldError> {
-    let fail = |m: &str| Err((k.to_string(), m.to_string()));
     match (k, v) {
         ("metadata", Value::Object(_)) => Ok(()),
-        ("metadata", _) => fail("must be a JSON object"),
+        ("metadata", _) => bad(k, "must be a JSON object"),
         ("max_iterations", Value::Number(n)) if n.is_u64() => Ok(()),
-        ("max_iterations", _) => fail("must be a non-negative integer"),
+        ("max_iterations", _) => bad(k, "must be a non-negative integer"),
         ("feedback", Value::String(_)) => Ok(()),
-        ("feedback", _) => fail("must be a string"),
+        ("feedback", _) => bad(k, "must be a string"),
         ("gate_results", Value::Array(_)) => Ok(()),
-        ("gate_results", _) => fail("must be an array"),
+        ("gate_results", _) => bad(k, "must be an array"),
         ("phase_timings", Value::Object(m)) => {
             let ms = |v: &Value| v.as_f64().is_some_and(|x| x >= 0.0 && x.is_finite());
-            match m.iter().find(|(p, v)| !valid_name(p) || !ms(v)) {
-                None => Ok(()),
-                Some((p, _)) => Err((
-                    format!("{k}.{p}"),
-                    "must map phase names to non-negative milliseconds".to_string(),
-                )),
-            }
+            let why = "must map phase names to non-negative milliseconds";
+            let wrong = m.iter().find(|(p, v)| !valid_name(p) || !ms(v));
+            wrong.map_or(Ok(()), |(p, _)| bad(&format!("{k}.{p}"), why))
         }
-        _ => fail("must be an object of phase names to milliseconds"),
+        _ => bad(k, "must be an object of phase names to milliseconds"),
     }
 }
 
 /// A field at fault and what is wrong with it.
 pub(super) type FieldError = (String, String);
 
-fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
+pub(super) fn bad<T>(k: &str, why: &str) -> Result<T, FieldError> {
     Err((k.to_string(), why.to_string()))
 }
 
@@ -175,9 +161,8 @@ pub(super) enum Raw<'a> {
     Other,
 }
 
-/// An event's fields as either parser reads them, checked by the same
-/// methods: the parsers differ only in what a bad field costs (an error
-/// naming it, or leaving the fast path).
+/// An event's fields as either parser reads them, checked by the same methods: the
+/// parsers differ only in what a bad field costs (an error, or leaving the fast path).
 pub(super) trait EventFields {
     /// The field `k`, when present.
     fn raw(&self, k: &str) -> Option<Raw<'_>>;
@@ -311,22 +296,19 @@ pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
         return Err(("type".to_string(), format!("unknown event type {kind:?}")));
     };
     let extras = extra_fields(kind);
-    let known = |k: &str| ["type", "timestamp"].contains(&k) || allowed.contains(&k);
+    let own = |k: &str| ["type", "timestamp"].contains(&k) || allowed.contains(&k);
     if let Some(k) = map
         .keys()
-        .find(|k| !known(k) && !extras.contains(&k.as_str()))
+        .find(|k| !own(k) && !extras.contains(&k.as_str()))
     {
         return bad(k, "unknown field");
     }
     let event = build(kind, map)?;
     let mut extra = Map::new();
     for k in extras {
-        match map.get(*k) {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                check_extra(k, v)?;
-                extra.insert(k.to_string(), v.clone());
-            }
+        if let Some(v) = map.get(*k).filter(|v| !v.is_null()) {
+            check_extra(k, v)?;
+            extra.insert(k.to_string(), v.clone());
         }
     }
     let at = parse_at(map.get("timestamp"), now)?;
@@ -337,8 +319,7 @@ pub(super) fn parse_one(v: &Value, now: f64) -> Result<Timed, FieldError> {
     })
 }
 
-/// The time of an event: its `timestamp` (Unix seconds or RFC 3339 text),
-/// or `now` when it has none.
+/// An event's `timestamp` (Unix seconds or RFC 3339), or `now` without one.
 pub(super) fn parse_at(timestamp: Option<&Value>, now: f64) -> Result<f64, FieldError> {
     let at = match timestamp {
         None | Some(Value::Null) => return Ok(now),
@@ -352,8 +333,7 @@ pub(super) fn parse_at(timestamp: Option<&Value>, now: f64) -> Result<f64, Field
     ))
 }
 
-/// The value of an event's own field, as [`Timed::to_json`] holds it and
-/// [`Timed::push_fields`] prints it.
+/// The value of an event's own field.
 #[derive(Clone, Copy)]
 enum FieldValue<'a> {
     U64(u64),
@@ -392,8 +372,7 @@ impl FieldValue<'_> {
 }
 
 impl Event {
-    /// Calls `f` with each of the event's own fields (all but `type` and
-    /// `timestamp`), in key order, as serde_json's map prints them.
+    /// Calls `f` with each own field (not `type`, `timestamp`) in serde_json's key order.
     fn for_each_field<'a>(&'a self, mut f: impl FnMut(&'static str, FieldValue<'a>)) {
         use FieldValue::*;
         match self {
@@ -466,12 +445,10 @@ impl Timed {
         Value::Object(map)
     }
 
-    /// Appends the fields but `type` and `timestamp` as `"key":value,...`,
-    /// as [`Timed::to_json`] prints them; returns whether it wrote any.
+    /// Appends the fields but `type` and `timestamp` as `to_json` prints them; true if any.
     pub fn push_fields(&self, out: &mut String) -> bool {
         if self.extra.is_some() {
-            // Rare: the extras interleave with the typed fields in sorted
-            // order, so the value is built and printed whole.
+            // Rare: extras interleave with the typed fields, so the value is built whole.
             let mut v = self.to_json();
             if let Some(map) = v.as_object_mut() {
                 map.remove("type");
@@ -493,9 +470,8 @@ impl Timed {
         wrote
     }
 
-    /// Appends exactly `self.to_json().to_string()` without building it, the
-    /// timestamp pre-printed as `at` (a batch sharing a time prints it once):
-    /// every event's journal record goes through here.
+    /// Appends exactly `self.to_json().to_string()`, the timestamp pre-printed as `at`
+    /// (a batch sharing a time prints it once): every journal record's events go here.
     pub fn push_json_at(&self, out: &mut String, at: &str) {
         if self.extra.is_some() {
             out.push_str(&self.to_json().to_string());

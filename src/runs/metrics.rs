@@ -16,13 +16,9 @@ pub const RUN_BUCKETS: [f64; 12] = [
 /// Buckets for phase durations, in seconds.
 pub const PHASE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
-/// Handles to every run metric. Cheap to clone; safe to share across threads.
-///
-/// Each source system's names (`agent_*`, `conductor_*`, `agentgate_*`) are
-/// served as written, a fact two name under both (docs/api-reference.md,
-/// "Source names"): a registry alias when the series is the same, else the
-/// source's family beside ours, fed by the same call ([`RunMetrics::finished`],
-/// [`RunMetrics::tokens`]). Our breakdowns (outcome, token type) have our names.
+/// Handles to every run metric. Each source system's names (`agent_*`, `conductor_*`,
+/// `agentgate_*`) are served as written (docs/api-reference.md, "Source names"): an alias
+/// when the series is the same, else the source's family beside ours, fed by the same call.
 #[derive(Clone)]
 pub struct RunMetrics {
     // Each field's metric names are in `families` and `ALIASES`.
@@ -45,12 +41,10 @@ pub struct RunMetrics {
     tokens_by_type: CounterFamily,
 }
 
-/// The outcomes a finished run is counted under, each visible at 0 from the
-/// first scrape so that `rate()` sees the first increment.
+/// A finished run's outcomes, each at 0 from the first scrape so `rate()` sees the first.
 pub const OUTCOMES: [&str; 4] = ["completed", "failed", "cancelled", "abandoned"];
 
-/// AgentGate's `result` for one of our outcomes: an abandoned run (no event
-/// within the run timeout) is a failed one to AgentGate.
+/// AgentGate's `result` for one of our outcomes: abandoned is failed to AgentGate.
 fn agentgate_result(outcome: &str) -> &'static str {
     match outcome {
         "completed" => "succeeded",
@@ -59,8 +53,7 @@ fn agentgate_result(outcome: &str) -> &'static str {
     }
 }
 
-/// Second names for a family that another system names too: (name, help,
-/// the family served).
+/// Second names of a family another system names too: (name, help, family served).
 const ALIASES: [(&str, &str, &str); 7] = [
     (
         "conductor_active_runs_total",
@@ -106,8 +99,7 @@ impl RunMetrics {
         for (name, help, of) in ALIASES {
             r.alias(name, help, of)?;
         }
-        // Its one series, empty, from the first scrape, as an unlabelled
-        // histogram's is.
+        // Its one series, empty, from the first scrape, as an unlabelled histogram's.
         m.cycle_duration.get(&[]);
         for outcome in OUTCOMES {
             m.cycles.inc_by(&[outcome], 0);
@@ -193,9 +185,8 @@ impl RunMetrics {
         })
     }
 
-    /// Counts `run`, finished with `outcome` (of [`OUTCOMES`]) at `at` (its
-    /// record's Unix seconds) after `seconds`, under every name; the cycle
-    /// counter and durations keep it as their exemplar.
+    /// Counts `run`, finished with `outcome` at `at` after `seconds`, under every name;
+    /// the cycle counter and durations keep it as their exemplar.
     pub fn finished(&self, run: RunRef, outcome: &str, seconds: f64, at: f64) {
         run.exemplar_labels(|labels| {
             self.cycles.inc_with_exemplar(&[outcome], labels, at);
@@ -207,8 +198,7 @@ impl RunMetrics {
         self.count_outcome(outcome, |c| c.inc());
     }
 
-    /// Counts a phase of `run` that took `seconds` and ended at `at` (its
-    /// event's time), with the run as the exemplar of its bucket.
+    /// Counts a phase of `run` that took `seconds`, ended at `at`, the run its exemplar.
     pub fn phase_completed(&self, run: RunRef, phase: &str, seconds: f64, at: f64) {
         run.exemplar_labels(|labels| {
             self.phase_duration
@@ -223,8 +213,7 @@ impl RunMetrics {
         self.tokens_by_type.inc_by(&[phase, "output"], output);
     }
 
-    /// Applies `f` to the source-named counters of `outcome` that
-    /// `agent_cycles_total{outcome}` does not serve itself.
+    /// Applies `f` to the source-named counters of `outcome` beside `agent_cycles_total`.
     fn count_outcome(&self, outcome: &str, f: impl Fn(&Counter)) {
         match outcome {
             "completed" => f(&self.completed),
@@ -235,8 +224,7 @@ impl RunMetrics {
     }
 }
 
-/// The run an observation belongs to, which its exemplar names. Borrowed
-/// from the run; plain data.
+/// The run an observation belongs to, which its exemplar names.
 #[derive(Clone, Copy, Debug)]
 pub struct RunRef<'a> {
     run_id: &'a str,
@@ -252,16 +240,14 @@ impl<'a> RunRef<'a> {
         }
     }
 
-    /// The trace id of the run's `traceparent`, 32 lower-case hex digits,
-    /// when it is a valid one: the trace its spans are exported in.
+    /// The trace id of the run's `traceparent`, when valid: where its spans are exported.
     fn trace_id(&self) -> Option<&'a str> {
         let header = self.traceparent?.trim_matches([' ', '\t']);
         TraceContext::parse_traceparent(header)?;
         header.get(3..35)
     }
 
-    /// Calls `f` with the run's exemplar labels: `trace_id` if traced, then
-    /// `run_id` unless past OpenMetrics' 128 characters ([`Exemplar::new`]).
+    /// Calls `f` with the run's exemplar labels: `trace_id` if traced, then `run_id`.
     fn exemplar_labels<R>(&self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
         match self.trace_id() {
             Some(trace_id) => f(&[("trace_id", trace_id), ("run_id", self.run_id)]),
@@ -311,15 +297,17 @@ impl<M: Clone, V, E> FamilyValues<M, V, E> {
         exemplars: fn(&E) -> Value,
     ) -> impl Iterator<Item = Value> {
         self.values.into_iter().filter_map(move |(i, v)| {
-            let e = self.exemplars.get(&i).map(exemplars);
-            let labels = self.family.label_values(i)?;
-            Some(series_line(self.name, labels, value(v), e))
+            let (name, labels) = (self.name, self.family.label_values(i)?);
+            // Exemplars, when any, as a fourth member.
+            Some(match self.exemplars.get(&i).map(exemplars) {
+                Some(e) => json!([name, labels, value(v), e]),
+                None => json!([name, labels, value(v)]),
+            })
         })
     }
 }
 
-/// The run metrics' values at one moment as numbers, taken quickly and
-/// spelled out later by [`Values::into_series`]. Plain data; Send.
+/// The run metrics' values at one moment, taken quickly, printed later by `into_series`.
 pub struct Values {
     started: (u64, f64),
     iterations: (u64, f64),
@@ -328,26 +316,14 @@ pub struct Values {
     histograms: Vec<FamilyValues<Histogram, HistogramValue, Vec<Option<Exemplar>>>>,
 }
 
-/// An exemplar as a snapshot holds it: `[[[name, value], ...], value,
-/// timestamp]`, its labels in order.
+/// An exemplar as a snapshot holds it: `[[[name, value], ...], value, timestamp]`.
 fn exemplar_to_json(e: &Exemplar) -> Value {
     json!([e.labels(), e.value(), e.timestamp()])
 }
 
-/// A series line, with its exemplars as a fourth member when it has any:
-/// snapshots written before exemplars have three, and read the same.
-fn series_line(name: &str, labels: Vec<String>, value: Value, exemplars: Option<Value>) -> Value {
-    match exemplars {
-        Some(e) => json!([name, labels, value, e]),
-        None => json!([name, labels, value]),
-    }
-}
-
 impl Values {
-    /// The values as a snapshot holds them, a line per series (which keeps
-    /// the writer small): `[name, [label values], value]` plus any
-    /// exemplars, in the order that remakes each family; read back by
-    /// [`RunMetrics::restore`].
+    /// The values as a snapshot holds them, a line per series: `[name, [label values],
+    /// value]` plus any exemplars, in the order that remakes each family.
     pub fn into_series(self) -> impl Iterator<Item = Value> {
         let single = [
             json!(["started", [], self.started]),
@@ -376,8 +352,7 @@ fn exemplar_from_json(v: &Value) -> Option<Exemplar> {
     Exemplar::new(&labels, v[1].as_f64()?, v[2].as_f64()?)
 }
 
-/// A series line's exemplars (absent in older snapshots): a histogram's,
-/// one per bucket, each `null` or one; a counter's, one. `None` if malformed.
+/// A series line's exemplars: a histogram's, each bucket's `null` or one; a counter's, one.
 fn exemplars_from_json(v: &Value, histogram: bool) -> Option<Vec<Exemplar>> {
     match (v, histogram) {
         (Value::Null, _) => Some(Vec::new()),
@@ -392,8 +367,7 @@ fn exemplars_from_json(v: &Value, histogram: bool) -> Option<Vec<Exemplar>> {
 }
 
 impl RunMetrics {
-    /// Every counter and histogram by series now, for a run-store snapshot;
-    /// not `conductor_active_runs`, which follows the running runs.
+    /// Every counter and histogram by series, for a snapshot (not the running-runs gauge).
     pub fn values(&self) -> Values {
         Values {
             started: self.started.parts(),
@@ -417,14 +391,9 @@ impl RunMetrics {
         }
     }
 
-    /// Adds one series of [`Values::into_series`] to these metrics, which
-    /// are new but for the series added before it. `None` when `v` is not
-    /// one.
-    ///
-    /// A snapshot holds the breakdowns (outcome, token type); the families
-    /// summing them are rebuilt here, so every name of a fact restarts from
-    /// one value. Each `agent_cycle_duration_seconds` bucket's exemplar is
-    /// the latest of the outcomes', which is the one it held.
+    /// Adds one series of [`Values::into_series`] to these new metrics; `None` if not one.
+    /// A snapshot holds the breakdowns; the families summing them are rebuilt from them,
+    /// so every name of a fact restarts from one value (exemplars: the latest outcome's).
     pub fn restore(&self, v: &Value) -> Option<()> {
         let labels: Vec<&str> = v[1]
             .as_array()?

@@ -40,8 +40,7 @@ pub enum Status {
     Cancelled,
 }
 
-/// Each status, in declaration order, with its JSON name and the type of
-/// the event published when a run ends with it.
+/// Each status in declaration order: its JSON name, the event type of a run ending with it.
 const STATUSES: [(Status, &str, Option<&str>); 4] = [
     (Status::Running, "running", None),
     (Status::Completed, "completed", Some("run_completed")),
@@ -87,8 +86,7 @@ pub struct Run {
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub max_iterations: Option<u64>,
-    /// Micro-dollars the budget holds for it while it runs: what its start
-    /// reserved, or what its tokens have cost when that is more.
+    /// Micro-dollars held while it runs: its start's reservation, or its tokens' cost if more.
     pub reserved: Option<i64>,
     /// Micro-dollars its end charged.
     pub cost: Option<i64>,
@@ -129,8 +127,7 @@ impl Run {
         }
     }
 
-    /// The run as a JSON object, its `metrics` parsed (keys sorted);
-    /// [`Run::to_json_text`] prints them as sent.
+    /// The run as JSON, its `metrics` parsed (keys sorted).
     pub fn to_json(&self) -> Value {
         let mut value = self.members();
         value["metrics"] = self
@@ -140,8 +137,7 @@ impl Run {
         value
     }
 
-    /// [`Run::to_json`] as text, with `metrics` the text the emitter sent,
-    /// byte for byte, as the last member.
+    /// [`Run::to_json`] as text, `metrics` last and byte for byte as the emitter sent it.
     pub fn to_json_text(&self) -> String {
         let mut text = self.members().to_string();
         crate::json_text::push_raw_member(
@@ -179,8 +175,8 @@ impl Run {
             0 => 0,
             n => (n as u64).next_multiple_of(16) + 16,
         };
-        // The run, its shared box, its table slot, and its id twice: in the
-        // run (the table's key shares it), and in the order of finished runs.
+        // The run, its box, its table slot, its id twice (the run's, shared as the
+        // table's key, and the finished order's).
         std::mem::size_of::<Run>() as u64
             + 64
             + 2 * text(&self.run_id)
@@ -220,8 +216,7 @@ pub struct NewRun {
 }
 
 impl NewRun {
-    /// The journal record of its start as `id` at `ts`, holding `reserved`
-    /// micro-dollars: the one place a start record is made.
+    /// The journal record of its start as `id` at `ts`, holding `reserved` micro-dollars.
     fn start_record(&self, id: &str, ts: f64, reserved: Option<i64>) -> Value {
         json!({
             "op": "start", "run_id": id, "ts": ts,
@@ -273,8 +268,7 @@ pub struct Finished {
     pub run: Run,
     /// What was charged: the explicit cost, or its tokens priced by model.
     pub spend: Recorded,
-    /// Why the cost's budget-ledger copy failed, if it did: the end and its
-    /// cost are durable in the run journal, and the ledger line is retried.
+    /// Why the cost's ledger copy failed, if it did: the end is durable; the line is retried.
     pub ledger_error: Option<String>,
 }
 
@@ -289,8 +283,7 @@ pub enum Applied {
 /// Events rendered for publishing by the layer above, opaque to the store.
 pub type Prepared = Box<dyn std::any::Any + Send>;
 
-/// What runs after each durable step, in journal order, before its caller
-/// gets the answer: logs, events, traces and alerts.
+/// Runs after each durable step, in journal order, before its caller's answer.
 pub type AfterCommit = Box<dyn Fn(&mut Applied) + Send + Sync>;
 
 /// Totals by status.
@@ -326,8 +319,7 @@ pub struct Listing {
     pub next_after: Option<String>,
 }
 
-/// Where a run stands in a listing: by start time ([`f64::total_cmp`]'s
-/// order, by the same transform of its bits), then id, so a cursor resumes exactly.
+/// A run's listing order: start time ([`f64::total_cmp`]'s, on its bits), then id.
 fn list_key(run: &Run) -> (i64, &str) {
     let bits = run.started_at.to_bits() as i64;
     (bits ^ (((bits >> 63) as u64) >> 1) as i64, &run.run_id)
@@ -362,9 +354,8 @@ pub const ABANDONED: &str = "abandoned";
 
 pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
 
-/// The run store; thread-safe. A change is checked, journaled, and applied
-/// once durable, in journal order; a failed write changes nothing. Meanwhile
-/// a second start of the id, or a second end, is refused as if applied.
+/// The run store. A change is checked, journaled, and applied once durable, in journal order;
+/// a failed write changes nothing. A start or end in flight counts as applied for checks.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
@@ -377,7 +368,6 @@ struct Shared {
     metrics: RunMetrics,
     budget: Arc<Budget>,
     after_commit: OnceLock<AfterCommit>,
-    /// Where and when the snapshot is written (see [`segments::SnapshotDue`]).
     snapshot_dir: PathBuf,
     snapshot_every: u64,
     snapshots: Mutex<SnapshotProgress>,
@@ -386,7 +376,7 @@ struct Shared {
 
 #[derive(Default)]
 struct SnapshotProgress {
-    /// Journal records applied, ever: the number of the next record.
+    /// Journal records applied ever: the next record's number.
     applied: u64,
     due: segments::SnapshotDue,
 }
@@ -397,19 +387,15 @@ struct State {
     /// Finished runs held, oldest first, with their approximate bytes.
     finished: VecDeque<(String, u64)>,
     finished_bytes: u64,
-    /// Boxed: free slots (up to half the table after it grows) cost a
-    /// pointer, not a run. Shared: a snapshot takes them at once and writes
-    /// while the store goes on (a run changed meanwhile is copied first).
+    /// Boxed: a free slot costs a pointer. Shared: a snapshot takes them at once and
+    /// writes while the store goes on (a run changed meanwhile is copied first).
     runs: HashMap<Arc<str>, Arc<Run>>,
     counts: Counts,
-    /// By run, its records on their way to the journal, in journal order:
-    /// they are submitted under the lock and applied in order.
+    /// By run, its records on their way to the journal, in journal order.
     pending: HashMap<String, VecDeque<InFlight>>,
-    /// Settlements whose copy in the budget ledger is not written yet: a
-    /// snapshot carries them, so a start writes them when the ends are gone.
+    /// Settlements not yet in the budget ledger, which a snapshot carries to the next start.
     unledgered: Vec<Settlement>,
-    /// By type, the progress events the records applied ever published: a
-    /// snapshot carries them, so `conductor_events_published_total` resumes.
+    /// By type, progress events published ever (`conductor_events_published_total`).
     published: BTreeMap<Box<str>, u64>,
 }
 
@@ -424,9 +410,7 @@ enum InFlight {
 /// One step of a change on its way to the journal, applied once durable.
 enum Planned {
     Start(String, Value),
-    /// Events of one run, filled, with what their caller rendered of them.
     Events(String, Arc<[Timed]>, Option<Prepared>),
-    /// A run ends by this op, at this price.
     End(String, Value, Box<Settlement>),
 }
 
@@ -451,8 +435,7 @@ impl Planned {
 /// An end's index among the steps applied, its ledger lines and settlement.
 type Charged = (usize, LedgerLines, Settlement);
 
-/// The journal record of `steps` as a batch at `ts`: the bytes `json!`
-/// prints for `{"op": "batch", "ts": ts, "ops": [...]}`, keys sorted.
+/// The bytes `json!` prints for `{"op": "batch", "ts": ts, "ops": steps}`, keys sorted.
 fn batch_record(steps: &[Planned], ts: f64) -> Vec<u8> {
     let mut out = b"{\"op\":\"batch\",\"ops\":[".to_vec();
     for (i, step) in steps.iter().enumerate() {
@@ -480,8 +463,7 @@ fn events_of<'a>(steps: impl Iterator<Item = &'a Progress>, id: &'a str) -> Vec<
         .collect()
 }
 
-/// Fills in the events of a batch: each run's together, in order, against
-/// the run as its durable records left it (a run the batch starts, as new).
+/// Fills in a batch's events, each run's together against its durable records.
 fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     let mut by_run: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, p) in steps.iter().enumerate() {
@@ -501,8 +483,7 @@ fn fill_batch(state: &State, mut steps: Vec<Progress>) -> Vec<Progress> {
     steps
 }
 
-/// Teaches the budget the cost an end record carries, live and on replay
-/// alike, so a restart learns exactly what the running server had.
+/// Teaches the budget an end record's cost, live and on replay alike, so restarts agree.
 fn learn(budget: &Budget, end: &Value, run: &Run) {
     if let (Some(micros), Some(at)) = (end["spend"]["micros"].as_i64(), run.ended_at) {
         budget.learn(run.text(Text::Agent), micros, at);
@@ -517,8 +498,7 @@ fn accrued(budget: &Budget, run: &Run) -> i64 {
     (total * 1e6).round() as i64
 }
 
-/// Grows a running run's reservation to what its tokens cost, so later
-/// starts cannot overdraw the day; derived from records, so restarts agree.
+/// Grows a reservation to its tokens' cost so starts cannot overdraw; from records, as replay.
 fn cover(budget: &Budget, run: &mut Run, events: &[Timed]) {
     if !events.iter().any(Timed::is_tokens) {
         return;
@@ -551,8 +531,7 @@ fn check_running(id: &str, status: Option<Status>, at: &str) -> Result<(), Error
     }
 }
 
-/// The settlement an end record carries, or a snapshot's copy of one, for
-/// the run started at `started_at`.
+/// The settlement in an end record or a snapshot, of the run started at `started_at`.
 fn settlement_of(v: &Value, started_at: Option<f64>) -> Option<Settlement> {
     let mut s = Settlement::from_record(v["run_id"].as_str()?, v["ts"].as_f64()?, &v["spend"])?;
     s.started_at = started_at;
@@ -560,12 +539,9 @@ fn settlement_of(v: &Value, started_at: Option<f64>) -> Option<Settlement> {
 }
 
 impl Runs {
-    /// Opens the run store under `dir`: `runs/snapshot`, then the journal
-    /// records after it (`runs/NNNNNNNNNN.jsonl`; an old `runs.jsonl` becomes
-    /// the first). Running runs get their reservation back; costs of runs
-    /// ended today or yesterday, and those the snapshot calls unledgered, go
-    /// into the budget ledger where a crash or failed write kept them out
-    /// ([`Budget::reconcile`]). A snapshot each `snapshot_bytes` (0: none).
+    /// Opens the store under `dir`: `runs/snapshot`, then the records after it (an old
+    /// `runs.jsonl` first). Running runs get their reservation back; recent and unledgered
+    /// costs go into the budget ledger ([`Budget::reconcile`]). Snapshots each `snapshot_bytes`.
     pub fn open(
         dir: &Path,
         metrics: RunMetrics,
@@ -623,10 +599,9 @@ impl Runs {
         })
     }
 
-    /// Marks `plan` in flight and submits `record` under `state`'s lock, so
-    /// the journal holds changes in checked order. Once durable: the plan is
-    /// applied, a due snapshot taken, ledger copies written, each step handed
-    /// to the hook. Every record passes here, so the applied count is exact.
+    /// Submits `record` under `state`'s lock, so the journal holds changes in checked order.
+    /// Once durable: the plan is applied, a due snapshot taken, ledger copies written,
+    /// the hook called. Every record passes here, so the applied count is exact.
     fn commit(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -688,9 +663,8 @@ impl Runs {
         if state.status_of(&id).is_some() {
             return Err(Error::Conflict(format!("run {id} already exists")));
         }
-        // Checked and reserved in one step under the budget's lock (a
-        // refused start journals nothing), and held while the start is
-        // written, so concurrent starts cannot overdraw the day.
+        // Checked and reserved at once, and held while the start is written, so
+        // concurrent starts cannot overdraw the day.
         let reserved = self.shared.budget.reserve(&id, new.agent.as_deref());
         let reserved = reserved.map_err(Error::Exhausted)?;
         let op = new.start_record(&id, time::now_unix(), Some(reserved));
@@ -702,8 +676,7 @@ impl Runs {
         }
     }
 
-    /// Finishes a running run once its end, with its cost (`cost`, or its tokens,
-    /// in flight too, priced), is durable, charged, and copied into the budget ledger.
+    /// Finishes a running run once its end and cost are durable, charged, and ledgered.
     pub fn finish(&self, id: &str, how: Finish, cost: Option<f64>) -> Result<Finished, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -719,10 +692,8 @@ impl Runs {
         }
     }
 
-    /// What the end of `id` at `now` costs: `cost`, or the run's tokens (in
-    /// flight and `later` too) priced by model, capped at [`MAX_AMOUNT`]:
-    /// events past it are refused on arrival, so the cap binds only when
-    /// pricing changed under a running run, which then still ends.
+    /// The end of `id` at `now`: `cost`, or its tokens (in flight and `later` too) priced,
+    /// capped at [`MAX_AMOUNT`]: binding only if pricing changed under the run, which still ends.
     fn price_end(
         &self,
         state: &State,
@@ -745,14 +716,12 @@ impl Runs {
         let total = phase_costs.iter().map(|(_, c)| c).sum::<f64>();
         let total = SpendInput::Amount(total.min(MAX_AMOUNT));
         let mut settlement = budget.price(id, total, &phase_costs, now)?;
-        // The models priced go with the settlement: one the table does not
-        // name is said once the end is durable.
+        // So a model the pricing table lacks is reported once the end is durable.
         settlement.models = models;
         Ok(settlement)
     }
 
-    /// The cost by phase of the tokens of run `id` (those applied, those in
-    /// flight, then `later` ones), and the models they were priced for.
+    /// The cost by phase of the tokens of `id` (applied, in flight, `later`), and their models.
     fn token_costs<'a>(
         &self,
         state: &'a State,
@@ -774,8 +743,7 @@ impl Runs {
         (costs, models.into_inner().into_iter().collect())
     }
 
-    /// Refuses token events that would price run `id` past [`MAX_AMOUNT`],
-    /// so that every run can be priced, and so ended.
+    /// Refuses tokens pricing `id` past [`MAX_AMOUNT`], so every run can be priced and ended.
     fn check_token_cost<'a>(
         &self,
         state: &'a State,
@@ -791,9 +759,8 @@ impl Runs {
         Err(Error::invalid(field, message))
     }
 
-    /// Applies progress events, maybe of several runs, all or nothing, as one journal
-    /// record; returns each step's outcome once durable. Each step is checked against
-    /// the runs and earlier steps; a refused start gives back the batch's reservations.
+    /// Applies progress events of any runs, all or nothing, as one journal record; returns
+    /// each step's outcome once durable. A refused step gives back the batch's reservations.
     pub fn apply_batch(&self, steps: Vec<Progress>) -> Result<Vec<Applied>, Error> {
         let state = self.shared.lock();
         let now = time::now_unix();
@@ -919,8 +886,7 @@ impl Runs {
         Ok(())
     }
 
-    /// Fills in `events` from run `id` and returns the run's version they
-    /// were filled against; briefly locked, so they are rendered outside it.
+    /// Fills in `events` from run `id`; returns the run's version they were filled against.
     pub fn fill_events(&self, id: &str, events: &mut [Timed]) -> Option<u64> {
         let state = self.shared.lock();
         let run = state.runs.get(id)?;
@@ -928,10 +894,8 @@ impl Runs {
         Some(run.detail.version)
     }
 
-    /// Records events for a running run, all or nothing, once durable;
-    /// `prepared` (the caller's rendering) goes to the hook. If the run moved
-    /// past [`Runs::fill_events`]' `version`, they are refilled and `prepared`
-    /// dropped, so concurrent batches fill against durable records only.
+    /// Records events for a running run, all or nothing, once durable; `prepared` goes to the
+    /// hook. If the run moved past `version`, they are refilled and `prepared` dropped.
     pub fn record_events(
         &self,
         id: &str,
@@ -939,13 +903,11 @@ impl Runs {
         version: Option<u64>,
         mut prepared: Option<Prepared>,
     ) -> Result<RunIds, Error> {
-        // Built before the lock (it depends on the request only), submitted
-        // under it, so the journal holds batches in checked order.
+        // Built before the lock, submitted under it.
         let mut record = events_record(id, &events);
         let state = self.shared.lock();
         check_running(id, state.status_of(id), "")?;
-        // Only tokens change a run's price: a batch without them skips the
-        // pricing of the run's whole detail.
+        // Only tokens change a run's price.
         if events.iter().any(Timed::is_tokens) {
             self.check_token_cost(&state, id, events.iter(), "input_tokens")?;
         }
@@ -964,8 +926,7 @@ impl Runs {
         }
     }
 
-    /// Running runs with no start or event (its time or arrival) in the
-    /// `timeout` seconds before `now`; journaled times let this span restarts.
+    /// Running runs with no start or event in the `timeout` seconds before `now`.
     pub fn stale(&self, now: f64, timeout: f64) -> Vec<String> {
         let state = self.shared.lock();
         state
@@ -984,14 +945,12 @@ impl Runs {
         self.shared.lock().runs.get(id).map(|r| Run::clone(r))
     }
 
-    /// What `f` makes of the run with `id`, under the store's lock: far
-    /// cheaper than [`Runs::get`] for a run with a long history.
+    /// What `f` makes of run `id`, under the lock: cheaper than [`Runs::get`]'s copy.
     pub fn with_run<R>(&self, id: &str, f: impl FnOnce(&Run) -> R) -> Option<R> {
         self.shared.lock().runs.get(id).map(|r| f(r))
     }
 
-    /// Ids of up to `limit` runs with `status` in start order after the held
-    /// run `after`, to read with [`Runs::runs_of`]: a page holds ids, not runs.
+    /// Ids of up to `limit` runs with `status` in start order after the held run `after`.
     pub fn listing(
         &self,
         status: Option<Status>,
@@ -1004,8 +963,7 @@ impl Runs {
             None => Err(Error::NotFound(format!("run {id} not found"))),
         });
         let from = from.transpose()?;
-        // The `limit + 1` first in order, kept in a max-heap so a listing of
-        // a page costs one pass over the runs and clones only that page.
+        // The `limit + 1` first, in a max-heap: one pass, and only the page cloned.
         let mut first: BinaryHeap<(i64, &str)> = BinaryHeap::with_capacity(limit + 2);
         for run in state.runs.values() {
             let key = list_key(run);
@@ -1032,8 +990,7 @@ impl Runs {
         Ok(Listing { ids, next_after })
     }
 
-    /// The runs of `ids` still held, and with `status` when given: shared,
-    /// not copied (the store copies a run before it changes it).
+    /// The runs of `ids` still held, with `status` if given: shared, not copied.
     pub fn runs_of(&self, ids: &[Arc<str>], status: Option<Status>) -> Vec<Arc<Run>> {
         let state = self.shared.lock();
         ids.iter()
@@ -1163,9 +1120,8 @@ impl Shared {
         }
     }
 
-    /// Counts a durable record of `bytes` as applied; snapshots when due. On
-    /// the applying thread, after this record: state and metrics are exactly
-    /// those of the records so far, and nothing changes them meanwhile.
+    /// Counts a durable record of `bytes`; snapshots when due, on the applying thread, so
+    /// state and metrics are exactly those of the records so far.
     fn applied(self: &Arc<Self>, bytes: u64) {
         let mut p = self.snapshots();
         p.applied += 1;
@@ -1198,8 +1154,7 @@ impl Shared {
         }
     }
 
-    /// Writes a snapshot, then deletes the segments it covers; a failure is logged, and
-    /// the next one is taken when due again.
+    /// Writes a snapshot, then deletes the segments it covers; a failure is logged.
     fn write_snapshot(
         &self,
         header: &snapshot::Header,
@@ -1237,11 +1192,10 @@ impl Shared {
 }
 
 fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
-    match published.get_mut(kind) {
-        Some(n) => *n += 1,
-        None => {
-            published.insert(kind.into(), 1);
-        }
+    if let Some(n) = published.get_mut(kind) {
+        *n += 1;
+    } else {
+        published.insert(kind.into(), 1);
     }
 }
 
@@ -1274,8 +1228,7 @@ impl State {
         self.published = crate::ordered::map(published.map(|(kind, n)| (kind.into(), n)));
         metrics.active.set(covered.counts.active as f64);
         self.trim();
-        // Every day's: these are known to be missing from the ledger, and
-        // were counted before the restart.
+        // Every day's: known to be missing from the ledger.
         Ok((covered.records, covered.unledgered))
     }
 
@@ -1285,8 +1238,7 @@ impl State {
             if run.status != Status::Running {
                 continue;
             }
-            // A start record without a reservation (older version) gets what
-            // its agent's start reserves now; dearer tokens hold more (`cover`).
+            // An older start record without a reservation gets what a start reserves now.
             let estimate = || budget.run_estimate(run.text(Text::Agent));
             let started = run.reserved.unwrap_or_else(estimate);
             let micros = started.max(accrued(budget, run));
@@ -1313,8 +1265,7 @@ impl State {
         self.runs.insert(run.run_id.clone(), Arc::new(run));
     }
 
-    /// Notes that the ledger copy of `s` and of every settlement of its day
-    /// before it is written: the ledger appends those owed with each.
+    /// Notes `s` and every earlier settlement of its day ledgered (the ledger appends those owed).
     fn ledgered(&mut self, s: &Settlement) {
         let same = |u: &Settlement| u.run_id == s.run_id && u.started_at == s.started_at;
         if let Some(i) = self.unledgered.iter().position(same) {
@@ -1365,8 +1316,7 @@ impl State {
         })
     }
 
-    /// Applies one journal record, live and on replay alike, so they agree.
-    /// `ended` sees each end with the whole detail; the store keeps a summary.
+    /// Applies one journal record, live and on replay alike; `ended` sees the whole detail.
     fn apply(
         &mut self,
         v: &Value,
@@ -1391,14 +1341,9 @@ impl State {
                 }
             }
             "complete" | "fail" | "cancel" | "abandon" => {
-                if let Some(whole) = self.finish(id, op, ts, v, m) {
-                    if let Some(run) = self.runs.get(id) {
-                        let kind = run.status.end_event();
-                        ended(v, run, whole);
-                        if let Some(k) = kind {
-                            publish(&mut self.published, k);
-                        }
-                    }
+                let whole = self.finish(id, op, ts, v, m);
+                if let (Some(whole), Some(run)) = (whole, self.runs.get(id)) {
+                    ended(v, run, whole);
                 }
             }
             _ => {}
@@ -1409,8 +1354,7 @@ impl State {
         }
     }
 
-    /// Applies `events` to run `id`, if held, and counts them published:
-    /// all but `tokens`, as [`crate::events::PreparedEvents`] leaves them out.
+    /// Applies `events` to run `id`; counts all but `tokens` published, as `PreparedEvents` does.
     fn apply_events(&mut self, id: &str, events: &[Timed], m: &RunMetrics) -> Option<&mut Run> {
         let run = Arc::make_mut(self.runs.get_mut(id)?);
         for e in events {
@@ -1445,8 +1389,7 @@ impl State {
         v: &Value,
         m: &RunMetrics,
     ) -> Option<LazyDetail> {
-        // Checked before the run is changed: a finished run a snapshot
-        // shares is not copied.
+        // Checked first: a finished run a snapshot shares is not copied.
         if self.runs.get(id)?.status != Status::Running {
             return None;
         }
@@ -1457,27 +1400,25 @@ impl State {
             Status::Failed => &mut self.counts.failed,
             _ => &mut self.counts.cancelled,
         };
-        // An abandoned run is a failed one, counted apart in the metrics so
-        // that dead orchestrators show.
+        // Abandoned runs are failed ones, counted apart so that dead orchestrators show.
         let outcome = match op {
             "abandon" => "abandoned",
             _ => status.as_str(),
         };
         run.status = status;
         run.ended_at = Some(ts);
-        // A failed run's error, or a cancelled one's reason; the emitter's
-        // `metrics` text.
         run.texts.set(Text::Error, v["error"].as_str());
         run.texts.set(Text::Metrics, v["metrics"].as_str());
         run.cost = v["spend"]["micros"].as_i64();
-        // Released: it grew with the tokens live, and a start regrows only
-        // running runs' (`Runs::open`), so an ended run keeps none either way.
+        // Released: a start regrows only running runs' reservations (`Runs::open`).
         run.reserved = None;
         *count += 1;
         self.counts.active -= 1;
         m.active.dec();
-        // The emitter's own measure when it sent one: its clock saw the
-        // whole run, the server only the reports.
+        if let Some(kind) = status.end_event() {
+            publish(&mut self.published, kind);
+        }
+        // The emitter's measure when sent: its clock saw the whole run.
         let seconds = v["duration_ms"]
             .as_f64()
             .map_or((ts - run.started_at).max(0.0), |ms| ms / 1000.0);

@@ -1,11 +1,9 @@
-//! Progress events as an AgentGate-style emitter builds them: TypeScript
-//! `ProgressEvent` objects, camelCase as sent or in our snake_case, each
-//! naming its run. Lifecycle types start and finish runs; the rest are run
-//! events ([`Timed`]).
+//! Progress events as an AgentGate-style emitter sends them (`ProgressEvent`, camelCase
+//! or our snake_case), each naming its run: lifecycle types start and end runs.
 
 use serde_json::{Map, Value};
 
-use super::event::{self, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
+use super::event::{self, bad, parse_at, EventFields, FieldError, Timed, MAX_BATCH};
 use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES, RUN_ID_RULE};
 use crate::error::Error;
 
@@ -23,14 +21,12 @@ pub enum Step {
         reason: Option<String>,
         /// The run's duration as the emitter measured it.
         duration_ms: Option<f64>,
-        /// The `metrics` object of `run_completed`, its JSON text as sent,
-        /// on one line.
+        /// The `metrics` object of `run_completed`, its JSON text as sent, on one line.
         metrics: Option<String>,
     },
 }
 
-/// The longest `metrics` text of a `run_completed`, in bytes: what an event
-/// carries inline ([`crate::events::publish::MAX_INLINE_BODY`]).
+/// The longest `metrics` text, in bytes: what an event carries inline.
 pub const MAX_METRICS_BYTES: usize = 4096;
 
 /// One parsed progress event.
@@ -60,9 +56,8 @@ const ALIASES: [(&str, &str); 12] = [
     ("outputTokens", "output_tokens"),
 ];
 
-/// Parses one progress event or an array, all or nothing; `value` is `body`
-/// parsed (a `run_completed`'s `metrics` keeps its text). `runId` may be left
-/// out only under `path_run`. Errors name index and field: `events[2].taskSpec.goal`.
+/// Parses one progress event or an array, all or nothing; `value` is `body` parsed.
+/// `runId` may be left out only under `path_run`. Errors: `events[2].taskSpec.goal`.
 pub fn parse_batch(
     value: &Value,
     body: &[u8],
@@ -94,8 +89,7 @@ fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
     items
         .iter()
         .map(|item| {
-            // Keys are read unescaped, as the parsed value has them; a key
-            // given twice is the last one there as here.
+            // Keys unescaped and the last of a repeated key, as in the parsed value.
             let members: std::collections::BTreeMap<String, &RawValue> =
                 serde_json::from_str(item.get()).ok()?;
             members.get(key).map(|v| v.get())
@@ -103,8 +97,7 @@ fn member_texts<'a>(body: &'a [u8], key: &str) -> Vec<Option<&'a str>> {
         .collect()
 }
 
-/// The `metrics` of a `run_completed`: `text` as sent (or `value` printed,
-/// should it be missing), bounded in size and depth.
+/// The `metrics` of a `run_completed`: `text` as sent (else `value`), bounded.
 fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError> {
     let text = match text {
         Some(t) => crate::json_text::one_line(t).into_owned(),
@@ -112,13 +105,15 @@ fn metrics_text(value: &Value, text: Option<&str>) -> Result<String, FieldError>
     };
     let n = text.len();
     if n > MAX_METRICS_BYTES {
-        let why = format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}");
-        return Err(("metrics".into(), why));
+        return bad(
+            "metrics",
+            &format!("is {n} bytes of JSON; the limit is {MAX_METRICS_BYTES}"),
+        );
     }
     let depth = crate::bus::MAX_BODY_DEPTH;
     if crate::bus::too_deep(value, depth) {
         let why = format!("must not nest arrays and objects more than {depth} deep");
-        return Err(("metrics".into(), why));
+        return bad("metrics", &why);
     }
     Ok(text)
 }
@@ -177,7 +172,7 @@ fn parse_one(
     path_run: Option<&str>,
 ) -> Result<Progress, FieldError> {
     let Value::Object(raw) = v else {
-        return Err(("type".into(), "the event must be a JSON object".into()));
+        return bad("type", "the event must be a JSON object");
     };
     let mut map = normalize(raw)?;
     let run_id = run_id(&mut map, path_run)?;
@@ -185,8 +180,8 @@ fn parse_one(
     let correlation_id = take(&mut map, "correlation_id", Map::opt_text)?;
     let kind = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(("type".into(), "must be a string".into())),
-        None => return Err(("type".into(), "is required".into())),
+        Some(_) => return bad("type", "must be a string"),
+        None => return bad("type", "is required"),
     };
     let at = parse_at(map.get("timestamp"), now)?;
     let lifecycle = matches!(
@@ -230,14 +225,14 @@ fn parse_one(
 /// The event's `run_id`, which must agree with the path's run, if any.
 fn run_id(map: &mut Map<String, Value>, path_run: Option<&str>) -> Result<String, FieldError> {
     match (take(map, "run_id", Map::opt_text)?, path_run) {
-        (Some(id), Some(path)) if id != path => Err((
-            "run_id".into(),
-            format!("{id:?} disagrees with the path's run {path:?}"),
-        )),
-        (Some(id), _) if !valid_run_id(&id) => Err(("run_id".into(), RUN_ID_RULE.into())),
+        (Some(id), Some(path)) if id != path => bad(
+            "run_id",
+            &format!("{id:?} disagrees with the path's run {path:?}"),
+        ),
+        (Some(id), _) if !valid_run_id(&id) => bad("run_id", RUN_ID_RULE),
         (Some(id), _) => Ok(id),
         (None, Some(path)) => Ok(path.to_string()),
-        (None, None) => Err(("run_id".into(), "is required".into())),
+        (None, None) => bad("run_id", "is required"),
     }
 }
 
@@ -276,11 +271,8 @@ fn run_completed(map: &mut Map<String, Value>, text: Option<&str>) -> Result<Ste
             Finish::Fail(Some("the run completed with result failed".into()))
         }
         Some("canceled" | "cancelled") => Finish::Cancel,
-        Some(_) => {
-            let why = "must be succeeded, failed or canceled";
-            return Err(("result".into(), why.into()));
-        }
-        None => return Err(("result".into(), "is required".into())),
+        Some(_) => return bad("result", "must be succeeded, failed or canceled"),
+        None => return bad("result", "is required"),
     };
     take(map, "iterations", |m, k| m.opt(k, Map::u64))?;
     let metrics = match opt_object(map, "metrics")? {
@@ -304,10 +296,10 @@ fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
             Some(Value::String(m)) => m.clone(),
             _ => Value::Object(o).to_string(),
         }),
-        Some(_) => return Err(("error".into(), "must be a string or an object".into())),
+        Some(_) => return bad("error", "must be a string or an object"),
     };
     if error.as_ref().is_some_and(|e| e.len() > MAX_TEXT_BYTES) {
-        return Err(("error".into(), text_too_long()));
+        return bad("error", &text_too_long());
     }
     Ok(Step::Finish {
         how: Finish::Fail(error),
@@ -317,8 +309,7 @@ fn run_failed(map: &mut Map<String, Value>) -> Result<Step, FieldError> {
     })
 }
 
-/// AgentGate sends a delivery's outcome inside `metadata` (`success`,
-/// `prUrl`, `ciStatus`); lifts each to the top unless it is there already.
+/// Lifts the delivery outcome AgentGate sends in `metadata` to the top, unless there.
 fn lift_delivery(map: &mut Map<String, Value>) -> Result<(), FieldError> {
     let Some(Value::Object(meta)) = map.get("metadata") else {
         return Ok(());

@@ -1,12 +1,8 @@
-//! The run store's snapshot: runs, counts and metrics as of one journal
-//! record, so a start reads only the records after it.
-//!
-//! `runs/snapshot`, in the journal's line format with checksums: a header
-//! `{"snapshot":{...}}`; `{"run":{...}}` per run, running ones first (each
-//! let go once written; until then a change copies it), then finished ones
-//! oldest first; `{"metric":[...]}` per series; `{"end":N}`
-//! ([`journal::write_snapshot`]). A run holds every field exactly (arrays
-//! where it has many), so a start rebuilds the run a replay would.
+//! The run store's snapshot as of one journal record, so a start reads only the records
+//! after it. `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a
+//! `{"run":{...}}` per run, running ones first, then finished ones oldest first;
+//! `{"metric":[...]}` per series; `{"end":N}`. A run holds every field exactly, so a
+//! start rebuilds the run a replay would.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -40,12 +36,7 @@ pub struct Header {
     pub published: Vec<(String, u64)>,
 }
 
-fn settlement_to_json(s: &Settlement) -> Value {
-    json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": s.to_json()})
-}
-
-/// Writes the snapshot at `path`, crash-only, letting go of each run once
-/// it is written; returns its bytes.
+/// Writes the snapshot at `path`, crash-only, letting go of each run once written.
 pub fn write(
     path: &Path,
     header: &Header,
@@ -53,10 +44,14 @@ pub fn write(
     metrics: Values,
 ) -> std::io::Result<u64> {
     let c = &header.counts;
+    let settlement = |s: &Settlement| {
+        let spend = s.to_json();
+        json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": spend})
+    };
     let head = json!({"snapshot": {
         "records": header.records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
-        "unledgered": header.unledgered.iter().map(settlement_to_json).collect::<Vec<_>>(),
+        "unledgered": header.unledgered.iter().map(settlement).collect::<Vec<_>>(),
         "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
         "published": crate::ordered::object(header.published.iter()
             .map(|(kind, n)| (kind.clone(), Value::from(*n)))),
@@ -71,8 +66,7 @@ pub fn write(
     journal::write_snapshot(path, lines)
 }
 
-/// Reads the snapshot at `path` a line at a time, if there is one, and
-/// returns whether there was.
+/// Reads the snapshot at `path` a line at a time; returns whether there was one.
 pub fn read(
     path: &Path,
     mut header: impl FnMut(Header),
@@ -146,8 +140,7 @@ impl Printable for Line {
     }
 }
 
-/// Prints one JSON object a member at a time, straight from the run: no
-/// JSON tree in between, as a running run's detail can be a MiB.
+/// Prints one JSON object a member at a time: no tree, as a detail can be a MiB.
 struct Members<'a> {
     out: &'a mut dyn Write,
     first: bool,
@@ -160,11 +153,8 @@ impl<'a> Members<'a> {
 
     /// Begins the member `name`, which needs no escaping.
     fn key(&mut self, name: &str) -> io::Result<&mut dyn Write> {
-        let sep = if std::mem::replace(&mut self.first, false) {
-            '{'
-        } else {
-            ','
-        };
+        let sep = if self.first { '{' } else { ',' };
+        self.first = false;
         write!(self.out, "{sep}\"{name}\":")?;
         Ok(&mut *self.out)
     }
@@ -188,8 +178,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(m.key("run_id")?, &*run.run_id)?;
     serde_json::to_writer(m.key("status")?, run.status.as_str())?;
     serde_json::to_writer(m.key("started_at")?, &run.started_at)?;
-    // Members a run does not have are left out, as most runs have few: the
-    // reader takes a missing one for none.
+    // Members a run lacks are left out (most runs have few); read back as none.
     for which in Text::ALL {
         if let Some(text) = run.text(which) {
             serde_json::to_writer(m.key(which.key())?, text)?;
@@ -276,17 +265,16 @@ pub fn run_from_json(v: &Value) -> Option<Run> {
     Some(run)
 }
 
-fn gate_from_json(v: &Value) -> Option<Gate> {
-    Some(Gate {
-        gate: v[0].as_str()?.to_string(),
-        passed: v[1].as_bool()?,
-        reason: v[2].as_str().map(str::to_string),
-        at: number(&v[3])?,
-    })
-}
-
 fn gates_from_json(v: &Value) -> Option<Vec<Gate>> {
-    v.as_array()?.iter().map(gate_from_json).collect()
+    let gate = |v: &Value| {
+        Some(Gate {
+            gate: v[0].as_str()?.to_string(),
+            passed: v[1].as_bool()?,
+            reason: v[2].as_str().map(str::to_string),
+            at: number(&v[3])?,
+        })
+    };
+    v.as_array()?.iter().map(gate).collect()
 }
 
 /// A time or a measure: JSON has no NaN, which serde_json writes as null.

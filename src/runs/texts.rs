@@ -1,6 +1,5 @@
-//! The optional texts a run carries, in one allocation: one length per text
-//! and one string, as eight `Option<Box<str>>` cost 128 bytes in every run
-//! and an allocation each, and every active run is held in memory.
+//! A run's optional texts in one allocation: eight `Option<Box<str>>` would cost
+//! 128 bytes and an allocation each in every run held.
 
 use serde_json::Value;
 
@@ -50,8 +49,7 @@ impl Text {
     }
 }
 
-/// A length that marks a text as absent: every text is far shorter (the
-/// longest, `metrics`, is at most 4096 bytes).
+/// The length of an absent text; the longest text, `metrics`, is at most 4096 bytes.
 const ABSENT: u16 = u16::MAX;
 
 /// A run's texts: each present or absent, stored end to end.
@@ -76,8 +74,7 @@ impl Texts {
         Texts::from_each(|which| v[which.key()].as_str())
     }
 
-    /// The texts `text` gives, in one allocation; one too long to store
-    /// counts as absent.
+    /// The texts `text` gives, in one allocation; one too long to store is absent.
     fn from_each<'a>(text: impl Fn(Text) -> Option<&'a str>) -> Texts {
         let texts = Text::ALL.map(|which| text(which).filter(|t| t.len() < usize::from(ABSENT)));
         let mut lens = [ABSENT; 8];
@@ -112,8 +109,7 @@ impl Texts {
         self.all.len()
     }
 
-    /// Sets one text, or clears it with `None`; one too long to store
-    /// counts as absent (the API refuses far shorter ones).
+    /// Sets one text, or clears it with `None`.
     pub fn set(&mut self, which: Text, text: Option<&str>) {
         *self = Texts::from_each(|each| if each == which { text } else { self.get(each) });
     }
@@ -121,13 +117,9 @@ impl Texts {
 
 impl std::fmt::Debug for Texts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut map = f.debug_map();
-        for which in Text::ALL {
-            if let Some(t) = self.get(which) {
-                map.entry(&which.key(), &t);
-            }
-        }
-        map.finish()
+        let present = Text::ALL.into_iter();
+        let present = present.filter_map(|which| Some((which.key(), self.get(which)?)));
+        f.debug_map().entries(present).finish()
     }
 }
 

@@ -1,12 +1,7 @@
-//! A finished run as its trace: the run's span and a child span per phase,
-//! from its phase records and gate checks. Names and attributes follow the
-//! ktrdr research agent's tracing, so its searches work unchanged (listed in
-//! docs/api-reference.md).
-//!
-//! A run's start and end use the server's clock, its events the emitter's
-//! (which may be far off: a replayed or simulated timeline, as `demo`
-//! sends). So the run span covers its start, end, events and phases: every
-//! phase span lies inside it.
+//! A finished run as its trace: the run's span and a child span per phase. Names and
+//! attributes follow the ktrdr research agent's tracing (docs/api-reference.md).
+//! Start and end use the server's clock, events the emitter's (which may be far off),
+//! so the run span covers its start, end, events and phases.
 
 use super::detail::{Gate, PhaseRecord};
 use super::event::short_phase;
@@ -15,29 +10,24 @@ use crate::otlp::id::new_span_id;
 use crate::otlp::span::{unix_nanos, AttrValue, Span, SpanEvent, SpanStatus};
 use crate::otlp::TraceContext;
 
-/// Short names of the phases whose spans carry `strategy_name` (design and
-/// assessment of the strategy), as ktrdr's do.
+/// Short names of the phases whose spans carry `strategy_name`, as ktrdr's do.
 const STRATEGY_PHASES: [&str; 2] = ["design", "assessment"];
 
-/// A finished run's spans: the root `agent.research_cycle` (in the caller's
-/// trace given a valid `traceparent`), then an `agent.phase.<short>` per
-/// phase, in order. `None` while running.
+/// A finished run's spans: `agent.research_cycle` (in the `traceparent`'s trace if valid),
+/// then an `agent.phase.<short>` per phase. `None` while running.
 pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
     if run.status == Status::Running {
         return None;
     }
-    let (started, ended) = match (run.detail.event_span, run.ended_at?) {
-        (Some((first, last)), ended) => (run.started_at.min(first), ended.max(last)),
-        (None, ended) => (run.started_at, ended),
-    };
+    let ended = run.ended_at?;
+    let (first, last) = run.detail.event_span.unwrap_or((run.started_at, ended));
+    let (started, ended) = (run.started_at.min(first), ended.max(last));
     let ctx = run
         .text(Text::Traceparent)
         .and_then(TraceContext::parse_traceparent)
         .unwrap_or_else(TraceContext::new_root);
     let root_id = new_span_id();
-    // Research-agent clients know a cycle by the operation id the trigger
-    // and status routes answer with, the run id; work order and correlation
-    // ids get attributes of their own.
+    // Research-agent clients know a cycle by its operation id: the run id.
     let ids = [
         text("operation.id", &run.run_id),
         text("run.id", &run.run_id),
@@ -62,8 +52,7 @@ pub fn run_trace(run: &Run) -> Option<Vec<Span>> {
     Some(spans)
 }
 
-/// The child span of one phase; a phase still open when the run ended
-/// (at `run_end`) ends with the run.
+/// The child span of one phase; one still open ends with the run, at `run_end`.
 fn phase_span(
     phase: &PhaseRecord,
     run_end: f64,
@@ -80,8 +69,7 @@ fn phase_span(
     if let Some(strategy) = strategy.filter(|_| STRATEGY_PHASES.contains(&short)) {
         attributes.push(text("strategy_name", strategy));
     }
-    // Each record holds its own iteration's tokens (`Detail::apply`), so a
-    // phase's occurrences stay apart; like the gen_ai pair, only if reported.
+    // Each record holds its own iteration's tokens; like the gen_ai pair, only if any.
     let tokens = phase.input_tokens.saturating_add(phase.output_tokens);
     if tokens > 0 {
         attributes.push(("tokens".to_string(), int(tokens)));
@@ -89,15 +77,9 @@ fn phase_span(
     if let Some(accuracy) = phase.accuracy {
         attributes.push(("accuracy".to_string(), AttrValue::Double(accuracy)));
     }
-    let model = phase.model.as_deref();
-    push_usage(
-        &mut attributes,
-        phase.input_tokens,
-        phase.output_tokens,
-        model,
-    );
-    // ktrdr gives a phase one gate result: the last check wins (a retry or
-    // the next gate supersedes); every check stays an event.
+    let (input, output) = (phase.input_tokens, phase.output_tokens);
+    push_usage(&mut attributes, input, output, phase.model.as_deref());
+    // ktrdr gives a phase one gate result: the last check's; every check is an event.
     if let Some(last) = phase.gates.last() {
         attributes.extend(gate_attributes(last));
     }
@@ -120,8 +102,7 @@ fn phase_span(
     }
 }
 
-/// The root span of a finished run, from `start` to `end`. A cancelled
-/// run's status is Unset: it neither succeeded nor failed.
+/// The root span of a finished run; a cancelled one's status is Unset.
 fn run_span(
     run: &Run,
     ctx: TraceContext,
@@ -154,8 +135,7 @@ fn run_span(
         Status::Failed => {
             let error = run.text(Text::Error).unwrap_or("run failed");
             attributes.push(text("error", error));
-            // The OpenTelemetry exception convention, which trace UIs show
-            // as the span's error, at the end of the run.
+            // OpenTelemetry's exception convention, which trace UIs show as the error.
             events.push(SpanEvent {
                 name: "exception".to_string(),
                 time_unix_nanos: end,
@@ -179,8 +159,7 @@ fn run_span(
     }
 }
 
-/// `gate.name`, `gate.passed` and any `gate.reason`: a gate check event's
-/// attributes, and its phase span's when it is the last check.
+/// `gate.name`, `gate.passed` and any `gate.reason` of a gate check.
 fn gate_attributes(gate: &Gate) -> Vec<(String, AttrValue)> {
     let mut attributes = vec![
         text("gate.name", &gate.gate),
@@ -210,8 +189,7 @@ fn times(started: f64, ended: f64) -> (u64, u64) {
     (start, unix_nanos(ended).max(start))
 }
 
-/// An integer attribute; past `i64::MAX` it saturates, as OTLP has no
-/// unsigned integers.
+/// An integer attribute, saturating at `i64::MAX` (OTLP has no unsigned integers).
 fn int(n: u64) -> AttrValue {
     AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -223,12 +201,8 @@ fn push_usage(
     model: Option<&str>,
 ) {
     if input > 0 || output > 0 {
-        for (key, n) in [
-            ("gen_ai.usage.input_tokens", input),
-            ("gen_ai.usage.output_tokens", output),
-        ] {
-            attributes.push((key.to_string(), int(n)));
-        }
+        attributes.push(("gen_ai.usage.input_tokens".to_string(), int(input)));
+        attributes.push(("gen_ai.usage.output_tokens".to_string(), int(output)));
     }
     if let Some(model) = model.filter(|m| !m.is_empty()) {
         attributes.push(text("gen_ai.request.model", model));
