@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// A journal file, with one writer. Open each once: a second `Journal` would roll back its bytes.
@@ -430,32 +430,19 @@ fn each_line(
     path: &Path,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), Error>,
 ) -> Result<(u64, u64), Error> {
-    // `buf` holds what is read and not yet a whole line; it grows only for a longer line.
-    let (mut buf, mut start) = (Vec::with_capacity(READ_CHUNK), 0usize);
-    // How much of `buf[start..]` holds no newline, so a line longer than a chunk is searched
-    // once, not from its start after every read.
-    let (mut searched, mut offset, mut total) = (0usize, 0u64, 0u64);
+    // `read_until` finds newlines with std's word-at-a-time search: a byte loop here was a
+    // tenth of a start's time.
+    let mut reader = BufReader::with_capacity(READ_CHUNK, file);
+    let (mut line, mut offset) = (Vec::new(), 0u64);
     loop {
-        buf.drain(..start);
-        start = 0;
-        // Appended without zeroing the space first: at the release profile's
-        // opt-level a `resize` per chunk was 8% of a start's time.
-        let chunk = Read::by_ref(file)
-            .take(READ_CHUNK as u64)
-            .read_to_end(&mut buf);
-        let n = chunk.map_err(|e| Error::new(path, Kind::Io("cannot read"), None, Some(e)))?;
-        total += n as u64;
-        while let Some(at) = buf[start + searched..].iter().position(|&b| b == b'\n') {
-            let end = start + searched + at;
-            searched = 0;
-            each(offset, &buf[start..end])?;
-            offset += (end - start) as u64 + 1;
-            start = end + 1;
-        }
-        searched = buf.len() - start;
-        if n == 0 {
-            return Ok((total, offset));
-        }
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line);
+        let n = read.map_err(|e| Error::new(path, Kind::Io("cannot read"), None, Some(e)))?;
+        let Some((b'\n', whole)) = line.split_last() else {
+            return Ok((offset + n as u64, offset));
+        };
+        each(offset, whole)?;
+        offset += n as u64;
     }
 }
 

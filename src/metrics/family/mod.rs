@@ -231,10 +231,12 @@ impl<M: Clone> Family<M> {
     }
 
     fn push(&self, w: &mut Writer, key: &Lookup, labels: Vec<u8>) -> (u32, &M) {
-        let position = w
-            .sorted
-            .binary_search_by(|&j| self.series(j).map_or(Less, |s| order(&s.key, key.values)))
-            .unwrap_or_else(|p| p);
+        let below = |&j: &u32| self.series(j).map_or(Less, |s| order(&s.key, key.values));
+        // A snapshot restores series in render order: each goes last, found in one comparison.
+        let position = match w.sorted.last().is_none_or(|j| below(j) == Less) {
+            true => w.sorted.len(),
+            false => w.sorted.binary_search_by(below).unwrap_or_else(|p| p),
+        };
         // Only allocation can fail from here, and it aborts rather than
         // panics, so a series is never stored without being indexed.
         w.sorted.reserve(1);
