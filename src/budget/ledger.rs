@@ -30,8 +30,7 @@ pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 /// The `kind` of a ledger line imported from the research agent's file.
 pub(crate) const IMPORT_KIND: &str = "import";
 
-/// What one day's ledger adds up to: micro-dollars spent, spend lines, and
-/// bit `i` of `alerts` set once `ALERT_THRESHOLDS[i]` has fired.
+/// A day's ledger summed: micro-dollars, spend lines, bit `i` of `alerts` per threshold fired.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
     pub spent: i64,
@@ -67,16 +66,14 @@ impl Tally {
     }
 }
 
-/// What a day counts once: an operation id (of a direct spend or an agent
-/// file entry), or the index in that day's agent file of an entry without one.
+/// What a day counts once: an operation id, or an id-less entry's index in that day's agent file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum OpKey {
     Id(Box<str>),
     Position(u64),
 }
 
-/// What one day's ledger holds: its tally, the micro-dollars first
-/// recorded for each operation it counted once, and its spends by `ts`.
+/// A day's ledger: its tally, each counted operation's first micro-dollars, its spends by `ts`.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Summed {
     pub tally: Tally,
@@ -279,8 +276,7 @@ fn read_line(record: &[u8]) -> Result<Option<(Value, Option<i64>)>, String> {
     Ok(Some((value, micros)))
 }
 
-/// The micro-dollars of a spend line (`amount_micros`, or a hand-written
-/// `amount`), `None` for an alert marker, an error for anything else.
+/// A spend line's micro-dollars (`amount_micros` or a hand-written `amount`); `None`: an alert.
 pub(crate) fn spend_micros(line: &Value) -> Result<Option<i64>, String> {
     if line.get("alert").is_some() {
         return Ok(None);

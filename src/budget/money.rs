@@ -36,8 +36,7 @@ pub(crate) fn dollars(micros: i64) -> f64 {
     micros as f64 / f64::from(MICROS_PER_DOLLAR)
 }
 
-/// What a spend costs: a dollar amount, or token counts priced by model
-/// (the table's default price when the model is absent or unknown).
+/// What a spend costs: dollars, or token counts priced by model (default price if none or unknown).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum SpendInput {
     Amount(f64),
@@ -80,8 +79,7 @@ pub(crate) struct Price {
     pub output: f64,
 }
 
-/// A pricing table: model name to price, plus a default price. See
-/// `docs/budget.md` for the file format.
+/// A pricing table: model name to price, plus a default price (format: `docs/budget.md`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pricing {
     models: HashMap<String, Price>,

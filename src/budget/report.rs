@@ -94,8 +94,7 @@ pub(crate) fn refusal(s: &BudgetStatus, run_estimate: f64, now: f64) -> Exhauste
     }
 }
 
-/// A recorded spend: its dollars, the day charged (a settled run's start day),
-/// the alert thresholds it newly reached that day, and today's budget after.
+/// A recorded spend: dollars, day charged (a run's start day), alerts newly reached, budget after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
     pub(crate) amount: f64,

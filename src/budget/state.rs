@@ -32,8 +32,7 @@ pub(crate) struct DayBook {
     pending: HashSet<OpKey>,
 }
 
-/// An outstanding reservation: micro-dollars held on the day the run
-/// started, which its cost is charged to.
+/// A reservation: micro-dollars held on the run's start day, which its cost is charged to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Hold {
     pub day: i64,
