@@ -43,14 +43,12 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let date = date
         .as_str()
         .ok_or(r#""date" must be a YYYY-MM-DD string"#)?;
-    match ledger::parse_date(date) {
-        None => return Err(format!(r#""date" must be a YYYY-MM-DD date, not {date:?}"#)),
-        Some(d) if d != day => {
-            let named = time::date_string(day);
-            let why = format!(r#""date" is {date}, but the file is named for {named}"#);
-            return Err(why);
-        }
-        Some(_) => {}
+    let d = ledger::parse_date(date)
+        .ok_or_else(|| format!(r#""date" must be a YYYY-MM-DD date, not {date:?}"#))?;
+    if d != day {
+        let named = time::date_string(day);
+        let why = format!(r#""date" is {date}, but the file is named for {named}"#);
+        return Err(why);
     }
     let spend = doc.get("spend").ok_or(r#"no "spend" list"#)?;
     let spend = spend.as_array().ok_or(r#""spend" must be a list"#)?;

@@ -1,10 +1,9 @@
-//! Declared metrics: families declared in `--metrics-file` and updated over HTTP. Each update
-//! is checked against its declaration, a batch all or nothing ([`update`]); a batch is one
-//! journal record (segments in `DATA_DIR/metrics/`), applied once synced, in journal order,
-//! so a replay restores every value exactly.
-//! Records and [`snapshot`] series are self-contained, so after a declarations change a start
-//! takes what fits by label name and bucket bound and keeps the rest as it was. Bounded per
-//! family by the series cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
+//! Declared metrics: families declared in `--metrics-file` and updated over HTTP, each batch
+//! checked all or nothing ([`update`]), journalled as one record (`DATA_DIR/metrics/`) and applied
+//! once synced, in journal order, so a replay restores every value exactly. Records and
+//! [`snapshot`] series are self-contained: after a declarations change a start takes what fits by
+//! label name and bucket bound and keeps the rest as it was. Bounded per family by the series
+//! cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
 
 mod families;
 #[cfg(test)]
@@ -85,13 +84,11 @@ struct Snapshots {
 }
 
 impl Declared {
-    /// Registers `declared` in `registry` under `ceiling`, reads the snapshot under `dir` and
-    /// replays the journal after it (nothing declared: no journal, no thread). A family the
-    /// registry refuses (a clash, or over the ceiling) is [`Error::Invalid`] naming it. A
-    /// snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store without
-    /// label names is read by position once, taking today's declarations as its own, then
-    /// snapshotted with names at once whatever `snapshot_bytes` ([`Error::Storage`] if that
-    /// fails), so no later start reads a position.
+    /// Registers `declared` under `ceiling` (a refused family: [`Error::Invalid`] naming it),
+    /// reads the snapshot under `dir` and replays the later journal (nothing declared: no journal,
+    /// no thread); a snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store
+    /// without label names is read by position once, as today's declarations, then snapshotted
+    /// with names at once ([`Error::Storage`] if that fails), so no later start reads a position.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
