@@ -142,10 +142,6 @@ impl Pricing {
             .unwrap_or(self.default)
     }
 
-    pub(crate) fn names(&self, model: &str) -> bool {
-        self.models.contains_key(model)
-    }
-
     /// The cost in dollars, before rounding to whole micro-dollars.
     pub(crate) fn cost(&self, model: Option<&str>, input_tokens: u64, output_tokens: u64) -> f64 {
         let p = self.price(model);
@@ -182,14 +178,14 @@ impl SpendInput {
                 input_tokens,
                 output_tokens,
                 model,
-            } => Ok(Charge {
-                micros: to_micros(
-                    pricing.cost(model.as_deref(), *input_tokens, *output_tokens),
-                    "input_tokens",
-                )?,
-                model: model.clone(),
-                tokens: Some((*input_tokens, *output_tokens)),
-            }),
+            } => {
+                let cost = pricing.cost(model.as_deref(), *input_tokens, *output_tokens);
+                Ok(Charge {
+                    micros: to_micros(cost, "input_tokens")?,
+                    model: model.clone(),
+                    tokens: Some((*input_tokens, *output_tokens)),
+                })
+            }
         }
     }
 }
@@ -260,7 +256,7 @@ impl Budget {
     /// Notes the models of a durable spend; no model (or an empty one) is
     /// priced by the default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
-        let unknown = |m: &&str| !m.is_empty() && !self.pricing.names(m);
+        let unknown = |m: &&str| !m.is_empty() && !self.pricing.models.contains_key(*m);
         for model in models.into_iter().filter(unknown) {
             self.unknown_models.note(model, self.pricing.price(None));
         }
@@ -357,7 +353,7 @@ mod pricing_tests {
     #[test]
     fn default_table_charges_the_default_price() {
         let p = Pricing::default_table();
-        assert!(!p.names("anything"));
+        assert!(!p.models.contains_key("anything"));
         assert_eq!(p.price(Some("anything")), DEFAULT_PRICE);
         assert_eq!(p.price(None), DEFAULT_PRICE);
         assert_eq!(p.cost(None, 1_000_000, 0), 15.0);
@@ -370,7 +366,7 @@ mod pricing_tests {
         let text = r#"{"models": {"claude-x": {"input": 3.0, "output": 15, "cache_read": 0.3}},
                       "default": {"input": 10, "output": 50}}"#;
         let p = Pricing::from_json(text).unwrap();
-        assert!(p.names("claude-x") && !p.names("default"));
+        assert!(p.models.contains_key("claude-x") && !p.models.contains_key("default"));
         let x = Price {
             input: 3.0,
             output: 15.0,
@@ -385,10 +381,13 @@ mod pricing_tests {
     #[test]
     fn parses_the_flat_form_with_optional_default() {
         let p = Pricing::from_json(r#"{"a": {"input": 1, "output": 2}}"#).unwrap();
-        assert_eq!((p.names("a"), p.price(Some("nope"))), (true, DEFAULT_PRICE));
+        assert_eq!(
+            (p.models.contains_key("a"), p.price(Some("nope"))),
+            (true, DEFAULT_PRICE)
+        );
         let text = r#"{"a": {"input": 1, "output": 2}, "default": {"input": 0, "output": 0}}"#;
         let p = Pricing::from_json(text).unwrap();
-        assert!(p.names("a") && !p.names("default"));
+        assert!(p.models.contains_key("a") && !p.models.contains_key("default"));
         assert_eq!(p.cost(Some("zzz"), 1000, 1000), 0.0);
         assert_eq!(cost_micros(&p, Some("a"), 1000, 1000), Ok(3000));
         assert_eq!(Pricing::from_json("{}").unwrap(), Pricing::default_table());
