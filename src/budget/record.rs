@@ -157,8 +157,7 @@ impl Budget {
     }
 
     pub(crate) fn run_estimate(&self, agent: Option<&str>) -> i64 {
-        let (state, _) = self.lock();
-        state.estimate(agent)
+        self.lock().0.estimate(agent)
     }
 
     /// Re-reserves `micros` for a run still active when the process stopped,
@@ -185,8 +184,7 @@ impl Budget {
     /// Grows `run_id`'s reservation to what it has spent so far, without the
     /// limit check: the run was admitted.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
-        let (mut state, _) = self.lock();
-        state.grow(run_id, micros);
+        self.lock().0.grow(run_id, micros);
     }
 
     /// Drops `run_id`'s reservation, for a start that did not happen.
