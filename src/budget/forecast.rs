@@ -73,16 +73,11 @@ pub(crate) fn forecast(
     } else {
         f64::INFINITY
     };
-    let at = now + in_seconds;
-    let before_reset = at < reset;
+    let exhausts_unix = Some(now + in_seconds).filter(|&at| at < reset);
     Forecast {
         rate_per_hour: per_second * 3_600.0,
-        exhausts_unix: before_reset.then_some(at),
-        exhausted_in_seconds: if before_reset {
-            in_seconds
-        } else {
-            f64::INFINITY
-        },
+        exhausts_unix,
+        exhausted_in_seconds: exhausts_unix.map_or(f64::INFINITY, |_| in_seconds),
     }
 }
 

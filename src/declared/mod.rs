@@ -171,11 +171,9 @@ impl Declared {
             snapshots.take_if_due(&mut o, bytes, &families, &order);
             Ok(updates.len())
         });
-        waiting.wait().unwrap_or_else(|| {
-            Err(Error::Storage(
-                "the declared metrics' committer failed".into(),
-            ))
-        })
+        let failed = "the declared metrics' committer failed";
+        let failed = || Err(Error::Storage(failed.into()));
+        waiting.wait().unwrap_or_else(failed)
     }
 }
 
