@@ -83,15 +83,12 @@ fn refused(command: &str, a: &Received) -> u8 {
 
 /// Completes, fails or cancels a run and prints it with its cost.
 fn finish(action: &str, o: &Client) -> u8 {
-    let mut body = serde_json::Map::new();
-    if let Some(error) = &o.error {
-        body.insert("error".into(), Value::from(error.as_str()));
-    }
-    if let Some(cost) = o.cost {
-        body.insert("cost".into(), Value::from(cost));
+    let mut body = serde_json::json!({"error": o.error, "cost": o.cost});
+    if let Some(members) = body.as_object_mut() {
+        members.retain(|_, v| !v.is_null());
     }
     let path = format!("/api/v1/runs/{}/{action}", o.run_id);
-    let sent = client::request("POST", &o.url, &path, Some(&Value::Object(body)));
+    let sent = client::request("POST", &o.url, &path, Some(&body));
     report(action, sent, pretty)
 }
 
