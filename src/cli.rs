@@ -29,14 +29,8 @@ pub fn run(args: &[String]) -> ExitCode {
             0
         }
         Command::Client(sub, c) => match sub.as_str() {
-            "status" => {
-                let sent = client::request("GET", &c.url, "/api/v1/status", None);
-                report("status", sent, format_status)
-            }
-            "budget" => {
-                let sent = client::request("GET", &c.url, "/api/v1/agent/budget", None);
-                report("budget", sent, format_budget)
-            }
+            "status" => get(&c.url, "status", "/api/v1/status", format_status),
+            "budget" => get(&c.url, "budget", "/api/v1/agent/budget", format_budget),
             "trigger" => trigger(&c.url),
             "demo" => demo::command(&c),
             action => finish(action, &c),
@@ -65,6 +59,10 @@ fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> S
     }
 }
 
+fn get(url: &str, command: &str, path: &str, format: fn(&Value) -> String) -> u8 {
+    report(command, client::request("GET", url, path, None), format)
+}
+
 /// Says why the server refused, and what to do about a missing key: exit 1.
 fn refused(command: &str, a: &Received) -> u8 {
     let json = a.json();
@@ -85,15 +83,12 @@ fn refused(command: &str, a: &Received) -> u8 {
 
 /// Completes, fails or cancels a run and prints it with its cost.
 fn finish(action: &str, o: &Client) -> u8 {
-    let mut body = serde_json::Map::new();
-    if let Some(error) = &o.error {
-        body.insert("error".into(), Value::from(error.as_str()));
-    }
-    if let Some(cost) = o.cost {
-        body.insert("cost".into(), Value::from(cost));
+    let mut body = serde_json::json!({"error": o.error, "cost": o.cost});
+    if let Some(members) = body.as_object_mut() {
+        members.retain(|_, v| !v.is_null());
     }
     let path = format!("/api/v1/runs/{}/{action}", o.run_id);
-    let sent = client::request("POST", &o.url, &path, Some(&Value::Object(body)));
+    let sent = client::request("POST", &o.url, &path, Some(&body));
     report(action, sent, pretty)
 }
 
@@ -192,16 +187,12 @@ fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
         eprintln!("repair: {e}");
         return 2;
     }
-    // A server writing the journals meanwhile would lose what it appends
-    // to a file being replaced.
-    let _lock = match crate::lock::lock(data_dir) {
-        Err(e) => {
-            eprintln!("repair: {e}");
-            return 1;
-        }
-        lock => lock,
-    };
-    let report = match crate::repair::repair(&[data_dir, budget_dir]) {
+    // Locked throughout: a server writing the journals meanwhile would lose
+    // what it appends to a file being replaced.
+    let repaired = crate::lock::lock(data_dir).and_then(|_lock| {
+        crate::repair::repair(&[data_dir, budget_dir]).map_err(|e| e.to_string())
+    });
+    let report = match repaired {
         Ok(report) => report,
         Err(e) => {
             eprintln!("repair: {e}");

@@ -86,10 +86,9 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
         // Known before its value is looked for: `--bogus` is not a flag,
         // whatever follows it.
         if !allowed.contains(&name) {
-            let hint = match usage::nearest(name, allowed.iter().copied()) {
-                Some(near) => format!("; did you mean --{near}?"),
-                None => String::new(),
-            };
+            let hint = usage::nearest(name, allowed.iter().copied())
+                .map(|near| format!("; did you mean --{near}?"))
+                .unwrap_or_default();
             return Err(format!(
                 "--{name} is not a flag of `{sub}`{hint} (see conductor-metrics {sub} --help)"
             ));
@@ -113,14 +112,12 @@ fn command(
     env: &Env,
 ) -> Result<Command, String> {
     let takes_run = matches!(sub, "complete" | "fail" | "cancel");
+    let see = format!("(see conductor-metrics {sub} --help)");
     if let Some(arg) = positional.get(usize::from(takes_run)) {
-        let see = format!("(see conductor-metrics {sub} --help)");
         return Err(format!("unexpected argument {arg:?} {see}"));
     }
     if takes_run && positional.is_empty() {
-        return Err(format!(
-            "`{sub}` needs a RUN_ID (see conductor-metrics {sub} --help)"
-        ));
+        return Err(format!("`{sub}` needs a RUN_ID {see}"));
     }
     let mut config = Config::for_data_dir(Path::new(DEFAULT_DATA_DIR));
     let mut c = Client {
@@ -150,26 +147,20 @@ fn command(
 }
 
 fn unknown_command(word: &str) -> String {
-    match usage::nearest(word, usage::commands()) {
-        Some(near) => {
-            format!("unknown command {word:?}; did you mean `{near}`? (see conductor-metrics help)")
-        }
-        None => format!("unknown command {word:?} (see conductor-metrics help)"),
-    }
+    let hint = usage::nearest(word, usage::commands())
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default();
+    format!("unknown command {word:?}{hint} (see conductor-metrics help)")
 }
 
 /// Parses `30`, `30s`, `500ms`, `90m` or `6h`: non-zero, at most a year.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (digits, unit_ms) = if let Some(d) = s.strip_suffix("ms") {
-        (d, 1)
-    } else if let Some(d) = s.strip_suffix('h') {
-        (d, 3_600_000)
-    } else if let Some(d) = s.strip_suffix('m') {
-        (d, 60_000)
-    } else {
-        (s.strip_suffix('s').unwrap_or(s), 1000)
-    };
+    let units = [("ms", 1), ("h", 3_600_000), ("m", 60_000), ("s", 1000)];
+    let (digits, unit_ms) = units
+        .iter()
+        .find_map(|&(unit, ms)| Some((s.strip_suffix(unit)?, ms)))
+        .unwrap_or((s, 1000));
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

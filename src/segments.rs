@@ -69,12 +69,10 @@ impl SegmentRetention {
     /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
     /// default size): segments close at that size; only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
-        let segment_bytes = match snapshot_bytes {
-            0 => DEFAULT_SNAPSHOT_BYTES,
-            bytes => bytes,
-        };
         SegmentRetention {
-            segment_bytes,
+            segment_bytes: Some(snapshot_bytes)
+                .filter(|&b| b > 0)
+                .unwrap_or(DEFAULT_SNAPSHOT_BYTES),
             ..SegmentRetention::default()
         }
     }
