@@ -143,8 +143,7 @@ impl Registry {
         registry
     }
 
-    /// A handle on the same registry that holds the labelled families it
-    /// registers under `ceiling`.
+    /// A handle on the same registry that holds the labelled families it registers under `ceiling`.
     pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -170,8 +169,7 @@ impl Registry {
         Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
-    /// Registers a gauge whose value `f` computes at scrape time, with no
-    /// registry lock held.
+    /// Registers a gauge whose value `f` computes at scrape time, with no registry lock held.
     pub fn gauge_fn(
         &self,
         name: &str,
@@ -308,8 +306,7 @@ impl Registry {
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
         for e in &self.snapshot() {
             let name = e.name.as_str();
-            // A family with no series still shows HELP and TYPE, as the Go
-            // and Python clients do.
+            // A family with no series still shows HELP and TYPE, as the Go and Python clients do.
             write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
                 Body::Counters(f, 1) => write_samples(out, pieces, fmt, name, f, Counter::get)?,
