@@ -7,10 +7,9 @@ use super::counter::update_f64;
 use super::error::Error;
 use super::lock;
 
-/// A histogram: counts observations into buckets and keeps their sum.
-/// Cloning is cheap and every clone updates the same histogram; safe to
-/// share across threads. `observe` is lock-free, yet a scrape sees
-/// `_count`, `_sum` and every bucket agree (see `snapshot`).
+/// A histogram: counts observations into buckets and keeps their sum. Cloning is cheap and every
+/// clone updates the same histogram; safe to share across threads. `observe` is lock-free, yet a
+/// scrape sees `_count`, `_sum` and every bucket agree (see `snapshot`).
 #[derive(Clone, Debug)]
 pub struct Histogram {
     core: Arc<Core>,

@@ -1,8 +1,7 @@
-//! The run store's snapshot as of one journal record, so a start reads only the records
-//! after it. `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a
-//! `{"run":{...}}` per run, running ones first, then finished ones oldest first;
-//! `{"metric":[...]}` per series; `{"end":N}`. A run holds every field exactly, so a
-//! start rebuilds the run a replay would.
+//! The run store's snapshot as of one journal record, so a start reads only the records after it.
+//! `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a `{"run":{...}}` per run,
+//! running ones first, then finished ones oldest first; `{"metric":[...]}` per series; `{"end":N}`.
+//! A run holds every field exactly, so a start rebuilds the run a replay would.
 
 use std::io::{self, Write};
 use std::path::Path;

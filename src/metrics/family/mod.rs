@@ -336,8 +336,7 @@ fn empty_table<M>(size: usize) -> Table<M> {
     (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores `e` in its first free probe slot; only the writer places, so
-/// `set` cannot fail.
+/// Stores `e` in its first free probe slot; only the writer places, so `set` cannot fail.
 fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
     let mut at = e.hash as usize & mask;
