@@ -24,10 +24,9 @@ pub struct Exemplar {
 }
 
 impl Exemplar {
-    /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds).
-    /// Labels are kept in order; one with an invalid or repeated name, or
-    /// that would pass OpenMetrics' 128 characters, is left out whole (a cut
-    /// id names nothing). `None` when no label is left, or `value` or
+    /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds). Labels are kept in
+    /// order; one with an invalid or repeated name, or that would pass OpenMetrics' 128 characters,
+    /// is left out whole (a cut id names nothing). `None` when no label is left, or `value` or
     /// `timestamp` is not finite.
     pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
         if !value.is_finite() || !timestamp.is_finite() {

@@ -1,5 +1,4 @@
-//! A histogram with caller-given buckets whose scrapes are always
-//! self-consistent.
+//! A histogram with caller-given buckets whose scrapes are always self-consistent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,10 +7,9 @@ use super::counter::update_f64;
 use super::error::Error;
 use super::lock;
 
-/// A histogram: counts observations into buckets and keeps their sum.
-/// Cloning is cheap and every clone updates the same histogram; safe to
-/// share across threads. `observe` is lock-free, yet a scrape sees
-/// `_count`, `_sum` and every bucket agree (see `snapshot`).
+/// A histogram: counts observations into buckets and keeps their sum. Cloning is cheap and every
+/// clone updates the same histogram; safe to share across threads. `observe` is lock-free, yet a
+/// scrape sees `_count`, `_sum` and every bucket agree (see `snapshot`).
 #[derive(Clone, Debug)]
 pub struct Histogram {
     core: Arc<Core>,
@@ -71,8 +69,7 @@ impl Histogram {
         }
     }
 
-    /// Records one observation; NaN, which would make `_sum` NaN for good,
-    /// is ignored.
+    /// Records one observation; NaN, which would make `_sum` NaN for good, is ignored.
     #[inline]
     pub fn observe(&self, v: f64) {
         self.observe_with(v, |sum| sum + v)
@@ -117,11 +114,10 @@ impl Histogram {
         bucket_of(&self.core.bounds, v)
     }
 
-    /// Takes a consistent snapshot: fills `cumulative` with one count per
-    /// bound plus the `+Inf` bucket, and returns `(sum, count)`. As
-    /// client_golang does, it flips the hot and cold shards with one
-    /// atomic add, waits for the observations under way on the now-cold
-    /// shard, reads it, then folds it into the new hot shard.
+    /// Takes a consistent snapshot: fills `cumulative` with one count per bound plus the `+Inf`
+    /// bucket, and returns `(sum, count)`. As client_golang does, it flips the hot and cold shards
+    /// with one atomic add, waits for the observations under way on the now-cold shard, reads it,
+    /// then folds it into the new hot shard.
     pub fn snapshot(&self, cumulative: &mut Vec<u64>) -> (f64, u64) {
         let core = &*self.core;
         let _guard = lock(&core.scrape);
@@ -200,10 +196,9 @@ pub(crate) fn saturating_sum(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The slot of `v`: the number of bounds below it. Up to `LINEAR_BOUNDS`
-/// bounds every one is compared: the comparisons vectorise, where a binary
-/// search's dependent loads were a third of `observe` at 12 bounds (and
-/// measured faster past 32).
+/// The slot of `v`: the number of bounds below it. Up to `LINEAR_BOUNDS` bounds every one is
+/// compared: the comparisons vectorise, where a binary search's dependent loads were a third of
+/// `observe` at 12 bounds (and measured faster past 32).
 #[inline(always)]
 fn bucket_of(bounds: &[f64], v: f64) -> usize {
     if bounds.len() <= LINEAR_BOUNDS {

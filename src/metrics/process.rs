@@ -7,12 +7,11 @@ use super::encode::Kind;
 use super::lock;
 use super::registry::{Collector, Desc};
 
-/// A collector of the standard `process_*` metrics, read from `/proc/self`
-/// (on other systems it describes nothing). Safe to share across threads.
-/// Reading `/proc` costs more than rendering everything else (counting
-/// `/proc/self/fd` alone is a quarter of a scrape with a few dozen
-/// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus
-/// never sees it stale, and a burst of scrapes stays cheap.
+/// A collector of the standard `process_*` metrics, read from `/proc/self` (on other systems it
+/// describes nothing). Safe to share across threads. Reading `/proc` costs more than rendering
+/// everything else (counting `/proc/self/fd` alone is a quarter of a scrape with a few dozen
+/// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus never sees it stale,
+/// and a burst of scrapes stays cheap.
 #[derive(Debug, Default)]
 pub struct ProcessCollector {
     last: Mutex<Option<(Instant, Vec<f64>)>>,

@@ -143,8 +143,7 @@ impl Registry {
         registry
     }
 
-    /// A handle on the same registry that holds the labelled families it
-    /// registers under `ceiling`.
+    /// A handle on the same registry that holds the labelled families it registers under `ceiling`.
     pub fn within(&self, ceiling: &ByteCeiling) -> Registry {
         Registry {
             inner: self.inner.clone(),
@@ -170,8 +169,7 @@ impl Registry {
         Ok(self.unbounded().gauge_family(name, help, &[])?.get(&[]))
     }
 
-    /// Registers a gauge whose value `f` computes at scrape time, with no
-    /// registry lock held.
+    /// Registers a gauge whose value `f` computes at scrape time, with no registry lock held.
     pub fn gauge_fn(
         &self,
         name: &str,
@@ -194,10 +192,9 @@ impl Registry {
         self.fixed_point_counter_family(name, help, labels, 1)
     }
 
-    /// Registers a family of counters rendered as their count divided by
-    /// `per_unit` (0 is taken as 1). For money: a sum of micro-dollars is
-    /// exact, and 5,703,720 renders as `5.70372`, where a float sum of the
-    /// same dollars renders as `5.703720000000001`.
+    /// Registers a family of counters rendered as their count divided by `per_unit` (0 is taken as
+    /// 1). For money: a sum of micro-dollars is exact, and 5,703,720 renders as `5.70372`, where a
+    /// float sum of the same dollars renders as `5.703720000000001`.
     pub fn fixed_point_counter_family(
         &self,
         name: &str,
@@ -238,10 +235,9 @@ impl Registry {
         Ok(HistogramFamily { inner })
     }
 
-    /// Serves the counter, gauge or histogram family registered as `of`
-    /// under a second name too, with its own HELP, for a fact two systems
-    /// name differently; a gauge's may end in `_total` (conductor-loop's
-    /// `conductor_active_runs_total`). Fails as registration does.
+    /// Serves the counter, gauge or histogram family registered as `of` under a second name too,
+    /// with its own HELP, for a fact two systems name differently; a gauge's may end in `_total`
+    /// (conductor-loop's `conductor_active_runs_total`). Fails as registration does.
     pub fn alias(&self, name: &str, help: &str, of: &str) -> Result<()> {
         let original = lock(&self.inner.entries).by_name.get(of).cloned();
         let computed = |e: &Arc<Entry>| matches!(e.body, Body::GaugeFn(_) | Body::Collected(..));
@@ -308,8 +304,7 @@ impl Registry {
         let mut collected: Vec<(*const (), Vec<f64>)> = Vec::new();
         for e in &self.snapshot() {
             let name = e.name.as_str();
-            // A family with no series still shows HELP and TYPE, as the Go
-            // and Python clients do.
+            // A family with no series still shows HELP and TYPE, as the Go and Python clients do.
             write_header(out, fmt, name, &e.help, e.kind);
             match &e.body {
                 Body::Counters(f, 1) => write_samples(out, pieces, fmt, name, f, Counter::get)?,

@@ -230,25 +230,6 @@ fn add_priced_tokens(
     add_pair(table.entry(pair).or_default(), &(input, output));
 }
 
-/// The cost of the tokens of `table` by phase: see [`Detail::phase_costs`].
-fn phase_costs(
-    table: &BTreeMap<(String, String), (u64, u64)>,
-    price: impl Fn(Option<&str>, u64, u64) -> f64,
-) -> Vec<(String, f64)> {
-    let mut costs: Vec<(String, f64)> = Vec::new();
-    for ((phase, model), (input, output)) in table {
-        let model = (!model.is_empty()).then_some(model.as_str());
-        let cost = price(model, *input, *output);
-        // The table is in phase order, so a phase's rows are adjacent: only the last
-        // cost can be its own (a search of them all was quadratic in the phases).
-        match costs.last_mut().filter(|(p, _)| p == phase) {
-            Some((_, sum)) => *sum += cost,
-            None => costs.push((phase.clone(), cost)),
-        }
-    }
-    costs
-}
-
 impl Detail {
     /// The index of the newest open span whose name `named` accepts.
     fn open_span_where(&self, named: impl Fn(&str) -> bool) -> Option<usize> {
@@ -521,7 +502,7 @@ impl Detail {
 
     /// The cost of the run's tokens by phase, priced by `price(model, input, output)`.
     pub fn phase_costs(&self, price: impl Fn(Option<&str>, u64, u64) -> f64) -> Vec<(String, f64)> {
-        phase_costs(&self.tokens_by_phase_model, price)
+        self.phase_costs_after([], price)
     }
 
     /// [`Detail::phase_costs`] with `later` events (still on their way) applied too.
@@ -542,7 +523,18 @@ impl Detail {
                 add_priced_tokens(table.to_mut(), phase, model, *input_tokens, *output_tokens);
             }
         }
-        phase_costs(&table, price)
+        let mut costs: Vec<(String, f64)> = Vec::new();
+        for ((phase, model), (input, output)) in table.iter() {
+            let model = (!model.is_empty()).then_some(model.as_str());
+            let cost = price(model, *input, *output);
+            // The table is in phase order, so a phase's rows are adjacent: only the last
+            // cost can be its own (a search of them all was quadratic in the phases).
+            match costs.last_mut().filter(|(p, _)| p == phase) {
+                Some((_, sum)) => *sum += cost,
+                None => costs.push((phase.clone(), cost)),
+            }
+        }
+        costs
     }
 
     /// What a finished run keeps: counts, totals, the top names, the last gates, delivery.
@@ -720,18 +712,19 @@ mod tests {
 
     #[test]
     fn a_phase_priced_for_two_models_costs_their_sum_once() {
-        let mut table = BTreeMap::new();
+        let mut d = Detail::default();
         for (phase, model) in [
             ("b", None),
             ("a", Some("m2")),
             ("a", Some("m1")),
             ("a", None),
         ] {
-            add_priced_tokens(&mut table, phase, &model.map(str::to_string), 1, 0);
+            let table = &mut d.tokens_by_phase_model;
+            add_priced_tokens(table, phase, &model.map(str::to_string), 1, 0);
         }
         let price =
             |model: Option<&str>, i, _| i as f64 * if model == Some("m2") { 2.0 } else { 1.0 };
-        let costs = phase_costs(&table, price);
+        let costs = d.phase_costs(price);
         assert_eq!(costs, [("a".to_string(), 4.0), ("b".to_string(), 1.0)]);
     }
 

@@ -282,10 +282,9 @@ impl<M: Clone, V, E> FamilyValues<M, V, E> {
     ) -> Self {
         let mut values = Vec::new();
         f.each(|i, m| values.push((i, value(m))));
-        let family = f.clone();
         FamilyValues {
             name,
-            family,
+            family: f.clone(),
             values,
             exemplars,
         }

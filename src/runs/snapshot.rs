@@ -1,10 +1,8 @@
-//! The run store's snapshot as of one journal record, so a start reads only the records
-//! after it. `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a
-//! `{"run":{...}}` per run, running ones first, then finished ones oldest first;
-//! `{"metric":[...]}` per series; `{"end":N}`. A run holds every field exactly, so a
-//! start rebuilds the run a replay would.
+//! The run store's snapshot as of one journal record, so a start reads only the records after it.
+//! `runs/snapshot`, in the journal's line format: `{"snapshot":{...}}`; a `{"run":{...}}` per run,
+//! running ones first, then finished ones oldest first; `{"metric":[...]}` per series; `{"end":N}`.
+//! A run holds every field exactly, so a start rebuilds the run a replay would.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -184,17 +182,16 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             serde_json::to_writer(m.key(which.key())?, text)?;
         }
     }
-    if let Some(at) = run.ended_at {
-        serde_json::to_writer(m.key("ended_at")?, &at)?;
-    }
-    if let Some(n) = run.max_iterations {
-        serde_json::to_writer(m.key("max_iterations")?, &n)?;
-    }
-    if let Some(micros) = run.reserved {
-        serde_json::to_writer(m.key("reserved_micros")?, &micros)?;
-    }
-    if let Some(micros) = run.cost {
-        serde_json::to_writer(m.key("cost_micros")?, &micros)?;
+    let numbers = [
+        ("ended_at", run.ended_at.map(Value::from)),
+        ("max_iterations", run.max_iterations.map(Value::from)),
+        ("reserved_micros", run.reserved.map(Value::from)),
+        ("cost_micros", run.cost.map(Value::from)),
+    ];
+    for (key, value) in numbers {
+        if let Some(value) = value {
+            serde_json::to_writer(m.key(key)?, &value)?;
+        }
     }
     if let Some(d) = run.detail.made() {
         print_detail(d, m.key("detail")?)?;
@@ -335,9 +332,7 @@ fn detail_from_json(v: &Value) -> Option<Detail> {
             .into_iter()
             .collect(),
         phases: crate::ordered::map(entries(&v["phases"], phase_stats_from_json)?),
-        gates: gates_from_json(&v["gates"])?
-            .into_iter()
-            .collect::<VecDeque<_>>(),
+        gates: gates_from_json(&v["gates"])?.into(),
         tokens_by_phase: crate::ordered::map(entries(&v["tokens_by_phase"], pair)?),
         tokens_by_model: crate::ordered::map(entries(&v["tokens_by_model"], pair)?),
         tokens_by_phase_model: crate::ordered::map(by_pair.collect::<Option<Vec<_>>>()?),

@@ -3,9 +3,8 @@
 
 use std::cmp::Ordering as Order;
 
-/// The label values of a lookup, hashed by the words of `for_each_word`
-/// (which spell each value's length: `["ab","c"]` and `["a","bc"]` differ),
-/// and its first words, kept for comparing.
+/// The label values of a lookup, hashed by the words of `for_each_word` (which spell each value's
+/// length: `["ab","c"]` and `["a","bc"]` differ), and its first words, kept for comparing.
 pub(super) struct Lookup<'a> {
     pub(super) values: &'a [&'a str],
     pub(super) hash: u64,
@@ -61,10 +60,9 @@ impl<'a> Lookup<'a> {
     }
 }
 
-/// Calls `f` on words that spell `values` unambiguously. A value under 8
-/// bytes is one word with its length in the top byte, which its bytes never
-/// reach; a longer one is its length (top byte 0), its whole words, then
-/// its last 8 bytes if its length is no multiple of 8.
+/// Calls `f` on words that spell `values` unambiguously. A value under 8 bytes is one word with its
+/// length in the top byte, which its bytes never reach; a longer one is its length (top byte 0),
+/// its whole words, then its last 8 bytes if its length is no multiple of 8.
 #[inline(always)]
 pub(super) fn for_each_word(values: &[&str], mut f: impl FnMut(u64)) {
     for v in values {
@@ -81,8 +79,7 @@ pub(super) fn for_each_word(values: &[&str], mut f: impl FnMut(u64)) {
     }
 }
 
-/// Orders the values `key` spells against `values`, as lists of byte
-/// strings: the render order.
+/// Orders the values `key` spells against `values`, as lists of byte strings: the render order.
 pub(super) fn order(key: &[u64], values: &[&str]) -> Order {
     spelled(key).cmp(values.iter().map(|v| v.as_bytes().to_vec()))
 }

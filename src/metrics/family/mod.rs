@@ -44,9 +44,8 @@ pub(crate) struct Series<M> {
 /// Series slots: chunk `k` holds `2^k` of them, each set once.
 type Chunk<M> = OnceLock<Box<[OnceLock<Series<M>>]>>;
 
-/// An index slot: enough to recognise a series by its first key words and
-/// reach its metric without visiting the series (a pointer followed costs
-/// a few nanoseconds of every lookup).
+/// An index slot: enough to recognise a series by its first key words and reach its metric without
+/// visiting the series (a pointer followed costs a few nanoseconds of every lookup).
 #[derive(Clone)]
 struct Entry<M> {
     hash: u64,
@@ -76,13 +75,12 @@ struct Writer {
     overflow: Option<u32>,
 }
 
-/// A family of series of one metric type, keyed by label values. Safe to
-/// share across threads. Lookups take no lock: they probe an open-addressing index of set-once
-/// slots by a seeded hash and compare the values; inserts take a mutex. A
-/// slot holds a clone of its metric, so `M` must be a handle whose clones
-/// share a value. Series live in doubling chunks, never moved or removed.
-/// The index grows into a table twice the size; old tables live until the
-/// family drops, so a lookup still probing one is safe (a miss goes slow).
+/// A family of series of one metric type, keyed by label values. Safe to share across threads.
+/// Lookups take no lock: they probe an open-addressing index of set-once slots by a seeded hash and
+/// compare the values; inserts take a mutex. A slot holds a clone of its metric, so `M` must be a
+/// handle whose clones share a value. Series live in doubling chunks, never moved or removed. The
+/// index grows into a table twice the size; old tables live until the family drops, so a lookup
+/// still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
     label_names: Box<[String]>,
     cap: usize,
@@ -101,10 +99,9 @@ pub(crate) struct Family<M> {
     pub(crate) exemplars: Exemplars,
 }
 
-// Ordering: a series is stored in its `OnceLock` before its slot's is set,
-// and a table is filled before `current` names it with `Release`; lookups
-// load `current` with `Acquire` and `OnceLock` orders its own contents the
-// same way, so a slot they see leads to a series they see.
+// Ordering: a series is stored in its `OnceLock` before its slot's is set, and a table is filled
+// before `current` names it with `Release`; lookups load `current` with `Acquire` and `OnceLock`
+// orders its own contents the same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
     /// An empty family; `overflowed` counts lookups sent to its overflow
@@ -339,8 +336,7 @@ fn empty_table<M>(size: usize) -> Table<M> {
     (0..size).map(|_| OnceLock::new()).collect()
 }
 
-/// Stores `e` in its first free probe slot; only the writer places, so
-/// `set` cannot fail.
+/// Stores `e` in its first free probe slot; only the writer places, so `set` cannot fail.
 fn place<M>(table: &[OnceLock<Entry<M>>], e: Entry<M>) {
     let mask = table.len() - 1;
     let mut at = e.hash as usize & mask;
