@@ -48,7 +48,7 @@ impl PreparedEvents {
                     stamp = (timed.at, time::rfc3339(timed.at));
                 }
                 let kind = timed.kind();
-                let mut tail = push_head(kind, &stamp.1, &ids, 96);
+                let mut tail = push_head(kind, &stamp.1, &ids, 160);
                 let own = tail.len();
                 tail.push(',');
                 if !timed.push_fields(&mut tail) {

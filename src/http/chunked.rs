@@ -140,10 +140,22 @@ pub(super) fn read_body(
 
 /// Appends exactly `n` bytes of `r` to `out`, which grows as they arrive.
 pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-    match Read::take(&mut *r, n).read_to_end(out)? as u64 {
-        read if read == n => Ok(()),
-        _ => Err(io::ErrorKind::UnexpectedEof.into()),
+    // Copied from the reader's buffer: `read_to_end` zeroes its room first, a byte at a
+    // time at opt-level z.
+    let mut left = n;
+    while left > 0 {
+        let buf = match r.fill_buf() {
+            Ok([]) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        out.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        left -= take as u64;
     }
+    Ok(())
 }
 
 #[cfg(test)]

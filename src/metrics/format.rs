@@ -175,14 +175,19 @@ pub fn write_help(out: &mut Vec<u8>, help: &str) {
 }
 
 fn escape(out: &mut Vec<u8>, text: &str, quote: bool) {
-    for &b in text.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' if quote => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
+    // Plain runs copied whole: a push per byte is a call per byte at opt-level z.
+    let mut rest = text.as_bytes();
+    let special = |&b: &u8| b == b'\\' || b == b'\n' || (quote && b == b'"');
+    while let Some(i) = rest.iter().position(special) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(match rest[i] {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            _ => b"\\\"",
+        });
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 #[cfg(test)]

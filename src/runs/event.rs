@@ -460,11 +460,11 @@ impl Timed {
         }
         let mut wrote = false;
         self.event.for_each_field(|key, value| {
-            if wrote {
-                out.push(',');
-            }
+            // Whole pieces: a push per byte is a call per byte at opt-level z.
+            out.push_str(if wrote { ",\"" } else { "\"" });
+            out.push_str(key);
+            out.push_str("\":");
             wrote = true;
-            crate::json_text::push_key(out, key);
             value.push(out);
         });
         wrote
@@ -479,13 +479,14 @@ impl Timed {
         }
         out.push('{');
         // Every own field name sorts before `timestamp` and `type`.
-        if self.push_fields(out) {
-            out.push(',');
-        }
-        crate::json_text::push_key(out, "timestamp");
+        let wrote = self.push_fields(out);
+        out.push_str(if wrote {
+            ",\"timestamp\":"
+        } else {
+            "\"timestamp\":"
+        });
         out.push_str(at);
-        out.push(',');
-        crate::json_text::push_key(out, "type");
+        out.push_str(",\"type\":");
         crate::json_text::push_str(out, self.kind());
         out.push('}');
     }
