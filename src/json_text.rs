@@ -31,20 +31,9 @@ fn push_opt<T>(out: &mut String, x: Option<T>, push: fn(&mut String, T)) {
     }
 }
 
-pub fn push_u64(out: &mut String, mut n: u64) {
-    // Digits by hand: `write!` costs several times more at opt-level z.
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits are UTF-8.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+pub fn push_u64(out: &mut String, n: u64) {
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 pub fn push_opt_u64(out: &mut String, n: Option<u64>) {
