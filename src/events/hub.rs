@@ -174,7 +174,7 @@ impl Published {
     /// Its bytes in the ring: its JSON twice (once rendered), thrice with an
     /// AgentGate frame (shorter than the JSON), and 128 of bookkeeping.
     fn bytes(&self) -> usize {
-        // Lengths first: at opt-level z every `str` comparison is a call.
+        // Lengths first, inline: a `str` comparison is a call.
         let frame =
             (agentgate::KINDS.iter()).any(|k| k.len() == self.kind.len() && *k == self.kind);
         (2 + usize::from(frame)) * self.json.len() + 128

@@ -140,8 +140,7 @@ pub(super) fn read_body(
 
 /// Appends exactly `n` bytes of `r` to `out`, which grows as they arrive.
 pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Result<()> {
-    // Copied from the reader's buffer: `read_to_end` zeroes its room first, a byte at a
-    // time at opt-level z.
+    // Copied from the reader's buffer: `read_to_end` would zero its room first.
     let mut left = n;
     while left > 0 {
         let buf = match r.fill_buf() {

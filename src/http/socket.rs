@@ -210,7 +210,7 @@ impl ClientStream {
             self.buf.extend_from_slice(&first[..n]);
             return Ok(n);
         }
-        // Read on the stack and copied: `resize` zeroes a byte at a time at opt-level z.
+        // Read on the stack and copied, rather than zeroing room in `buf` with `resize` first.
         let mut chunk = [0u8; READ_CHUNK];
         let n = self.stream.read(&mut chunk)?;
         self.buf.extend_from_slice(&chunk[..n]);

@@ -175,7 +175,7 @@ pub fn write_help(out: &mut Vec<u8>, help: &str) {
 }
 
 fn escape(out: &mut Vec<u8>, text: &str, quote: bool) {
-    // Plain runs copied whole: a push per byte is a call per byte at opt-level z.
+    // Plain runs copied whole, not a push per byte.
     let mut rest = text.as_bytes();
     let special = |&b: &u8| b == b'\\' || b == b'\n' || (quote && b == b'"');
     while let Some(i) = rest.iter().position(special) {

@@ -460,7 +460,7 @@ impl Timed {
         }
         let mut wrote = false;
         self.event.for_each_field(|key, value| {
-            // Whole pieces: a push per byte is a call per byte at opt-level z.
+            // Whole pieces, not a push per separator.
             out.push_str(if wrote { ",\"" } else { "\"" });
             out.push_str(key);
             out.push_str("\":");

@@ -14,7 +14,7 @@ pub fn parse_plain_batch(bytes: &[u8], now: f64) -> Option<Vec<Timed>> {
     p.ws();
     p.eat(b'[')?;
     let mut events = Vec::with_capacity(bytes.len() / 64);
-    // One for the batch: filling an array per event costs more than its fields at opt-level z.
+    // One for the batch: filling an array per event cost more than its fields.
     let mut fields = PlainFields {
         keys: [("", Raw::Null); PLAIN_KEYS],
         len: 0,
@@ -53,8 +53,8 @@ impl EventFields for PlainFields<'_> {
     }
 }
 
-/// `a == b`, the lengths compared inline first: most keys differ in length, and at
-/// opt-level z a `str` comparison is a call.
+/// `a == b`, the lengths compared inline first: most keys differ in length, and a `str`
+/// comparison is a call.
 #[inline(always)]
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a == b
