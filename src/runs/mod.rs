@@ -557,7 +557,10 @@ impl Runs {
             retention,
             ..State::default()
         };
-        let (covered, mut settlements) = state.read_snapshot(&store, &metrics, &budget)?;
+        let snapshot = snapshot::read(&store.join(snapshot::FILE), &mut state, &metrics, &budget);
+        let snapshot = snapshot.map_err(|e| storage(format!("cannot read the run snapshot: {e}")));
+        // Every day's: known to be missing from the ledger.
+        let (covered, mut settlements) = snapshot?;
         let sizes = segments::SegmentRetention::snapshotted(snapshot_bytes);
         let since = time::day_of(time::now_unix()) - 1;
         // Read a record at a time: a start holds the runs, not their history.
@@ -1014,7 +1017,9 @@ impl Runs {
 
     /// By type, the progress events the records applied ever published.
     pub fn published(&self) -> Vec<(String, u64)> {
-        self.shared.lock().published()
+        let state = self.shared.lock();
+        let all = state.published.iter();
+        all.map(|(kind, n)| (kind.to_string(), *n)).collect()
     }
 
     fn make_id(&self) -> String {
@@ -1130,13 +1135,8 @@ impl Shared {
         }
         let taken = Instant::now();
         let state = self.lock();
-        let header = snapshot::Header {
-            records: p.applied,
-            counts: state.counts,
-            unledgered: state.unledgered.clone(),
-            learned: self.budget.learned(),
-            published: state.published(),
-        };
+        let records = p.applied;
+        let head = snapshot::head(records, &state, &self.budget.learned());
         let values = self.metrics.values();
         let finished = state.finished.iter();
         let finished = finished.filter_map(|(id, _)| state.runs.get(id.as_str()));
@@ -1148,7 +1148,7 @@ impl Shared {
         let paused = taken.elapsed();
         let spawned = std::thread::Builder::new()
             .name("runs-snapshot".into())
-            .spawn(move || me.write_snapshot(&header, runs, values, paused));
+            .spawn(move || me.write_snapshot(records, head, runs, values, paused));
         if spawned.is_err() {
             self.snapshots().due.done(None);
         }
@@ -1157,7 +1157,8 @@ impl Shared {
     /// Writes a snapshot, then deletes the segments it covers; a failure is logged.
     fn write_snapshot(
         &self,
-        header: &snapshot::Header,
+        records: u64,
+        head: Value,
         runs: Vec<Arc<Run>>,
         metrics: metrics::Values,
         paused: Duration,
@@ -1165,10 +1166,10 @@ impl Shared {
         let began = Instant::now();
         let path = self.snapshot_dir.join(snapshot::FILE);
         let n = runs.len();
-        let written = snapshot::write(&path, header, runs, metrics)
+        let written = snapshot::write(&path, head, runs, metrics)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|size| {
-                let dropped = segments::drop_covered(&self.snapshot_dir, header.records);
+                let dropped = segments::drop_covered(&self.snapshot_dir, records);
                 dropped.map(|dropped| (size, dropped))
             });
         let size = written.as_ref().ok().map(|&(size, _)| size);
@@ -1178,7 +1179,7 @@ impl Shared {
             Ok((size, dropped)) => self.log.info(
                 "run snapshot written",
                 &[
-                    ("records", header.records.into()),
+                    ("records", records.into()),
                     ("runs", n.into()),
                     ("bytes", size.into()),
                     ("segments_deleted", dropped.into()),
@@ -1200,38 +1201,6 @@ fn publish(published: &mut BTreeMap<Box<str>, u64>, kind: &str) {
 }
 
 impl State {
-    /// Reads `store`'s snapshot: the records it covers, the settlements the ledger misses.
-    fn read_snapshot(
-        &mut self,
-        store: &Path,
-        metrics: &RunMetrics,
-        budget: &Budget,
-    ) -> Result<(u64, Vec<Settlement>), Error> {
-        let mut covered = snapshot::Header::default();
-        let found = snapshot::read(
-            &store.join(snapshot::FILE),
-            |h| covered = h,
-            |run| self.restore(run),
-            |m| {
-                metrics
-                    .restore(m)
-                    .ok_or_else(|| "not a metric series".into())
-            },
-        )
-        .map_err(|e| storage(format!("cannot read the run snapshot: {e}")))?;
-        if !found {
-            return Ok((covered.records, Vec::new()));
-        }
-        budget.restore_learned(std::mem::take(&mut covered.learned));
-        self.counts = covered.counts;
-        let published = std::mem::take(&mut covered.published).into_iter();
-        self.published = crate::ordered::map(published.map(|(kind, n)| (kind.into(), n)));
-        metrics.active.set(covered.counts.active as f64);
-        self.trim();
-        // Every day's: known to be missing from the ledger.
-        Ok((covered.records, covered.unledgered))
-    }
-
     /// Gives each running run its budget reservation back after a start.
     fn restore_reservations(&mut self, budget: &Budget) -> Result<(), Error> {
         for run in self.runs.values_mut() {
@@ -1248,11 +1217,6 @@ impl State {
             }
         }
         Ok(())
-    }
-
-    fn published(&self) -> Vec<(String, u64)> {
-        let all = self.published.iter();
-        all.map(|(kind, n)| (kind.to_string(), *n)).collect()
     }
 
     /// Adds a run read from a snapshot, in the snapshot's order.
@@ -2097,7 +2061,10 @@ mod tests {
         let snapshot = dir.join("runs").join(snapshot::FILE);
         let covers = |records: u64| {
             let mut covered = 0;
-            let read = snapshot::read(&snapshot, |h| covered = h.records, |_| {}, |_| Ok(()));
+            let read = crate::journal::read_snapshot(&snapshot, |v| {
+                covered = covered.max(v["snapshot"]["records"].as_u64().unwrap_or(0));
+                Ok(())
+            });
             read.unwrap_or(false) && covered >= records
         };
         for i in 0.. {

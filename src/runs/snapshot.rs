@@ -3,57 +3,43 @@
 //! running ones first, then finished ones oldest first; `{"metric":[...]}` per series; `{"end":N}`.
 //! A run holds every field exactly, so a start rebuilds the run a replay would.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::budget::{AgentCosts, Settlement};
+use crate::budget::{AgentCosts, Budget, Settlement};
 use crate::journal::{self, Printable};
 
 use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
-use super::metrics::Values;
-use super::{Counts, Run, Status, Text};
+use super::metrics::{RunMetrics, Values};
+use super::{Counts, Run, State, Status, Text};
 
 /// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
 
-/// What a snapshot holds besides its runs.
-#[derive(Debug, Default)]
-pub struct Header {
-    /// The journal records it covers: those numbered below this.
-    pub records: u64,
-    /// Of every run ever, not only those kept.
-    pub counts: Counts,
-    /// Settlements whose copy in the budget ledger may not be written yet.
-    pub unledgered: Vec<Settlement>,
-    /// The budget's recent run costs by agent; none in older snapshots.
-    pub learned: Vec<AgentCosts>,
-    /// By type, the progress events published; none in older snapshots.
-    pub published: Vec<(String, u64)>,
-}
-
-/// Writes the snapshot at `path`, crash-only, letting go of each run once written.
-pub fn write(
-    path: &Path,
-    header: &Header,
-    runs: Vec<Arc<Run>>,
-    metrics: Values,
-) -> std::io::Result<u64> {
-    let c = &header.counts;
+/// The header line of a snapshot covering the journal's first `records` records.
+pub fn head(records: u64, state: &State, learned: &[AgentCosts]) -> Value {
+    let c = &state.counts;
     let settlement = |s: &Settlement| {
         let spend = s.to_json();
         json!({"run_id": s.run_id, "ts": s.ts, "started_at": s.started_at, "spend": spend})
     };
-    let head = json!({"snapshot": {
-        "records": header.records,
+    let published = state.published.iter();
+    let published = published.map(|(kind, n)| (kind.to_string(), Value::from(*n)));
+    json!({"snapshot": {
+        "records": records,
         "counts": [c.active, c.completed, c.failed, c.cancelled],
-        "unledgered": header.unledgered.iter().map(settlement).collect::<Vec<_>>(),
-        "learned": header.learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
-        "published": crate::ordered::object(header.published.iter()
-            .map(|(kind, n)| (kind.clone(), Value::from(*n)))),
-    }});
+        "unledgered": state.unledgered.iter().map(settlement).collect::<Vec<_>>(),
+        "learned": learned.iter().map(AgentCosts::to_json).collect::<Vec<_>>(),
+        "published": crate::ordered::object(published),
+    }})
+}
+
+/// Writes the snapshot at `path`, crash-only, letting go of each run once written.
+pub fn write(path: &Path, head: Value, runs: Vec<Arc<Run>>, metrics: Values) -> io::Result<u64> {
     let lines = std::iter::once(Line::Json(head))
         .chain(runs.into_iter().map(Line::Run))
         .chain(
@@ -64,31 +50,41 @@ pub fn write(
     journal::write_snapshot(path, lines)
 }
 
-/// Reads the snapshot at `path` a line at a time; returns whether there was one.
+/// Reads the snapshot at `path`, if any, into `state`, `metrics` and `budget` a line at a
+/// time: the records it covers (0 without one) and every settlement the ledger misses.
 pub fn read(
     path: &Path,
-    mut header: impl FnMut(Header),
-    mut run: impl FnMut(Run),
-    mut metric: impl FnMut(&Value) -> Result<(), String>,
-) -> Result<bool, String> {
-    journal::read_snapshot(path, |v| {
+    state: &mut State,
+    metrics: &RunMetrics,
+    budget: &Budget,
+) -> Result<(u64, Vec<Settlement>), String> {
+    let mut covered = (0, Vec::new());
+    let found = journal::read_snapshot(path, |v| {
         if let Some(h) = v.get("snapshot") {
-            header(header_from_json(h).ok_or("not a snapshot header")?);
+            covered = restore_head(h, state, budget).ok_or("not a snapshot header")?;
         } else if let Some(r) = v.get("run") {
-            run(run_from_json(r).ok_or("not a run")?);
+            state.restore(run_from_json(r).ok_or("not a run")?);
         } else if let Some(m) = v.get("metric") {
-            metric(m)?;
+            metrics.restore(m).ok_or("not a metric series")?;
         } else {
             return Err("not a snapshot line".into());
         }
         Ok(())
-    })
+    })?;
+    if found {
+        metrics.active.set(state.counts.active as f64);
+        state.trim();
+    }
+    Ok(covered)
 }
 
-fn header_from_json(h: &Value) -> Option<Header> {
+/// Restores a header's counts, published totals and learned costs; returns the records
+/// it covers and its unledgered settlements.
+fn restore_head(h: &Value, state: &mut State, budget: &Budget) -> Option<(u64, Vec<Settlement>)> {
     let c = &h["counts"];
     let unledgered = h["unledgered"].as_array()?.iter();
     let unledgered = unledgered.map(|s| super::settlement_of(s, s["started_at"].as_f64()));
+    let unledgered = unledgered.collect::<Option<_>>()?;
     let learned = match &h["learned"] {
         Value::Null => Vec::new(),
         l => l
@@ -98,25 +94,23 @@ fn header_from_json(h: &Value) -> Option<Header> {
             .collect::<Option<_>>()?,
     };
     let published = match &h["published"] {
-        Value::Null => Vec::new(),
+        Value::Null => BTreeMap::new(),
         p => p
             .as_object()?
             .iter()
-            .map(|(kind, n)| Some((kind.clone(), n.as_u64()?)))
+            .map(|(kind, n)| Some((kind.as_str().into(), n.as_u64()?)))
             .collect::<Option<_>>()?,
     };
-    Some(Header {
-        records: h["records"].as_u64()?,
-        counts: Counts {
-            active: c[0].as_u64()?,
-            completed: c[1].as_u64()?,
-            failed: c[2].as_u64()?,
-            cancelled: c[3].as_u64()?,
-        },
-        unledgered: unledgered.collect::<Option<_>>()?,
-        learned,
-        published,
-    })
+    let records = h["records"].as_u64()?;
+    state.counts = Counts {
+        active: c[0].as_u64()?,
+        completed: c[1].as_u64()?,
+        failed: c[2].as_u64()?,
+        cancelled: c[3].as_u64()?,
+    };
+    state.published = published;
+    budget.restore_learned(learned);
+    Some((records, unledgered))
 }
 
 /// One line of a snapshot.
