@@ -71,7 +71,7 @@ impl Config {
             declared_ceiling: Ceiling::default(),
             message_retention: bus::MessageRetention::default(),
             run_retention: runs::RunRetention::default(),
-            snapshot_bytes: runs::DEFAULT_SNAPSHOT_BYTES,
+            snapshot_bytes: crate::segments::DEFAULT_SNAPSHOT_BYTES,
             run_timeout: Some(DEFAULT_RUN_TIMEOUT),
             otlp: None,
         }

@@ -122,7 +122,7 @@ fn heaviest_first(order: &mut [(u64, &str)]) {
 /// A run's [`Detail`], made on its first change: many runs have reported nothing
 /// yet, and an empty detail costs more than the rest of a run.
 #[derive(Clone, Debug, Default)]
-pub struct LazyDetail(Option<Box<Detail>>);
+pub struct LazyDetail(pub(super) Option<Box<Detail>>);
 
 impl std::ops::Deref for LazyDetail {
     type Target = Detail;
@@ -142,10 +142,6 @@ impl std::ops::DerefMut for LazyDetail {
 }
 
 impl LazyDetail {
-    pub fn made(&self) -> Option<&Detail> {
-        self.0.as_deref()
-    }
-
     pub fn summary(&self) -> LazyDetail {
         LazyDetail(self.0.as_ref().map(|d| Box::new(d.summary())))
     }
@@ -500,13 +496,9 @@ impl Detail {
         self.spans.push(span);
     }
 
-    /// The cost of the run's tokens by phase, priced by `price(model, input, output)`.
-    pub fn phase_costs(&self, price: impl Fn(Option<&str>, u64, u64) -> f64) -> Vec<(String, f64)> {
-        self.phase_costs_after([], price)
-    }
-
-    /// [`Detail::phase_costs`] with `later` events (still on their way) applied too.
-    pub fn phase_costs_after<'a>(
+    /// The cost by phase of the run's tokens and those of `later` events (still on their
+    /// way), priced by `price(model, input, output)`.
+    pub fn phase_costs<'a>(
         &self,
         later: impl IntoIterator<Item = &'a Timed>,
         price: impl Fn(Option<&str>, u64, u64) -> f64,
@@ -724,7 +716,7 @@ mod tests {
         }
         let price =
             |model: Option<&str>, i, _| i as f64 * if model == Some("m2") { 2.0 } else { 1.0 };
-        let costs = d.phase_costs(price);
+        let costs = d.phase_costs([], price);
         assert_eq!(costs, [("a".to_string(), 4.0), ("b".to_string(), 1.0)]);
     }
 

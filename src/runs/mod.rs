@@ -127,19 +127,10 @@ impl Run {
         }
     }
 
-    /// The run as JSON, its `metrics` parsed (keys sorted).
-    pub fn to_json(&self) -> Value {
-        let mut value = self.members();
-        value["metrics"] = self
-            .text(Text::Metrics)
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or(Value::Null);
-        value
-    }
-
-    /// [`Run::to_json`] as text, `metrics` last and byte for byte as the emitter sent it.
+    /// The run as JSON text, `metrics` last.
     pub fn to_json_text(&self) -> String {
-        let mut text = self.members().to_string();
+        let mut text = self.to_json().to_string();
+        // Last, and byte for byte as the emitter sent it.
         crate::json_text::push_raw_member(
             &mut text,
             "metrics",
@@ -148,8 +139,8 @@ impl Run {
         text
     }
 
-    /// Every member of [`Run::to_json`] but `metrics`.
-    fn members(&self) -> Value {
+    /// Every member of the run's JSON but `metrics`, which [`Run::to_json_text`] adds.
+    pub fn to_json(&self) -> Value {
         json!({
             "run_id": &*self.run_id,
             "agent": self.text(Text::Agent),
@@ -352,8 +343,6 @@ const RECORD_OPS: [&str; 7] = [
 /// The error of a run ended by the run timeout.
 pub const ABANDONED: &str = "abandoned";
 
-pub use crate::segments::DEFAULT_SNAPSHOT_BYTES;
-
 /// The run store. A change is checked, journaled, and applied once durable, in journal order;
 /// a failed write changes nothing. A start or end in flight counts as applied for checks.
 pub struct Runs {
@@ -493,7 +482,7 @@ fn learn(budget: &Budget, end: &Value, run: &Run) {
 /// What the tokens of `run` have cost so far, in micro-dollars.
 fn accrued(budget: &Budget, run: &Run) -> i64 {
     let pricing = budget.pricing();
-    let costs = run.detail.phase_costs(|m, i, o| pricing.cost(m, i, o));
+    let costs = run.detail.phase_costs([], |m, i, o| pricing.cost(m, i, o));
     let total = costs.iter().map(|(_, c)| c).sum::<f64>().min(MAX_AMOUNT);
     (total * 1e6).round() as i64
 }
@@ -739,7 +728,7 @@ impl Runs {
             _ => &[],
         });
         let models = std::cell::RefCell::new(std::collections::BTreeSet::new());
-        let costs = detail.phase_costs_after(in_flight.chain(later), |m, i, o| {
+        let costs = detail.phase_costs(in_flight.chain(later), |m, i, o| {
             models.borrow_mut().extend(m.map(str::to_string));
             pricing.cost(m, i, o)
         });
@@ -1402,6 +1391,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segments::DEFAULT_SNAPSHOT_BYTES;
     use crate::testing::{quiet, TempDir};
 
     #[test]

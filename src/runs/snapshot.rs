@@ -187,7 +187,7 @@ fn print_run(run: &Run, out: &mut dyn Write) -> io::Result<()> {
             serde_json::to_writer(m.key(key)?, &value)?;
         }
     }
-    if let Some(d) = run.detail.made() {
+    if let Some(d) = run.detail.0.as_deref() {
         print_detail(d, m.key("detail")?)?;
     }
     m.end()
