@@ -31,7 +31,6 @@ use crate::log::Logger;
 use crate::segments::{self, Segments};
 use crate::time;
 
-/// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Running,
@@ -49,7 +48,6 @@ const STATUSES: [(Status, &str, Option<&str>); 4] = [
 ];
 
 impl Status {
-    /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
         STATUSES[self as usize].1
     }
@@ -75,14 +73,12 @@ impl Status {
     }
 }
 
-/// A run as callers see it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
     /// Shared with the store's table, which is keyed by it.
     pub run_id: Arc<str>,
     pub texts: Texts,
     pub status: Status,
-    /// Unix seconds.
     pub started_at: f64,
     pub ended_at: Option<f64>,
     pub max_iterations: Option<u64>,
@@ -191,7 +187,6 @@ impl RunIds {
     }
 }
 
-/// A request to start a run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewRun {
     /// The id to use; one is made when absent.
@@ -219,11 +214,9 @@ impl NewRun {
     }
 }
 
-/// How a run ends.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finish {
     Complete,
-    /// Failure, with an optional error text.
     Fail(Option<String>),
     Cancel,
     /// No event within the run timeout: `failed`, error and outcome `abandoned`.
@@ -231,7 +224,6 @@ pub enum Finish {
 }
 
 impl Finish {
-    /// The `op` of its journal record.
     fn op(&self) -> &'static str {
         match self {
             Finish::Complete => "complete",
@@ -277,7 +269,6 @@ pub type Prepared = Box<dyn std::any::Any + Send>;
 /// Runs after each durable step, in journal order, before its caller's answer.
 pub type AfterCommit = Box<dyn Fn(&mut Applied) + Send + Sync>;
 
-/// Totals by status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub active: u64,
@@ -319,12 +310,10 @@ fn list_key(run: &Run) -> (i64, &str) {
 /// The most bytes of free text a run keeps in any one field, on every route.
 pub const MAX_TEXT_BYTES: usize = 2048;
 
-/// The error for a text over [`MAX_TEXT_BYTES`].
 pub fn text_too_long() -> String {
     format!("must be at most {MAX_TEXT_BYTES} bytes")
 }
 
-/// The error for a run id [`valid_run_id`] refuses.
 pub(crate) const RUN_ID_RULE: &str = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
 
 /// True when `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -335,7 +324,6 @@ pub fn valid_run_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// The `op` of every record the run journal holds.
 const RECORD_OPS: [&str; 7] = [
     "start", "events", "complete", "fail", "cancel", "abandon", "batch",
 ];
@@ -343,15 +331,14 @@ const RECORD_OPS: [&str; 7] = [
 /// The error of a run ended by the run timeout.
 pub const ABANDONED: &str = "abandoned";
 
-/// The run store. A change is checked, journaled, and applied once durable, in journal order;
-/// a failed write changes nothing. A start or end in flight counts as applied for checks.
+/// The run store: a change is checked, journaled, applied once durable in journal order (a
+/// failed write changes nothing); a start or end in flight counts as applied for checks.
 pub struct Runs {
     shared: Arc<Shared>,
     queue: CommitQueue,
     next_id: AtomicU64,
 }
 
-/// What the store shares with the thread that applies its records.
 struct Shared {
     state: Mutex<State>,
     metrics: RunMetrics,
@@ -365,7 +352,7 @@ struct Shared {
 
 #[derive(Default)]
 struct SnapshotProgress {
-    /// Journal records applied ever: the next record's number.
+    /// Journal records applied ever.
     applied: u64,
     due: segments::SnapshotDue,
 }
@@ -376,13 +363,13 @@ struct State {
     /// Finished runs held, oldest first, with their approximate bytes.
     finished: VecDeque<(String, u64)>,
     finished_bytes: u64,
-    /// Boxed: a free slot costs a pointer. Shared: a snapshot takes them at once and
-    /// writes while the store goes on (a run changed meanwhile is copied first).
+    /// Shared, so a snapshot takes them at once and writes while the store goes on (a run
+    /// changed meanwhile is copied first); a free slot costs a pointer.
     runs: HashMap<Arc<str>, Arc<Run>>,
     counts: Counts,
     /// By run, its records on their way to the journal, in journal order.
     pending: HashMap<String, VecDeque<InFlight>>,
-    /// Settlements not yet in the budget ledger, which a snapshot carries to the next start.
+    /// Not yet in the budget ledger: a snapshot carries them to the next start.
     unledgered: Vec<Settlement>,
     /// By type, progress events published ever (`conductor_events_published_total`).
     published: BTreeMap<Box<str>, u64>,
@@ -396,7 +383,7 @@ enum InFlight {
     End(Status),
 }
 
-/// One step of a change on its way to the journal, applied once durable.
+/// One step of a change, applied once durable.
 enum Planned {
     Start(String, Value),
     Events(String, Arc<[Timed]>, Option<Prepared>),
@@ -639,7 +626,7 @@ impl Runs {
             .unwrap_or_else(|| Err(storage("the run journal's committer failed")))
     }
 
-    /// Sets the [`AfterCommit`] hook; once, before the first change.
+    /// Sets the hook; once, before the first change.
     pub fn after_commit(&self, hook: AfterCommit) {
         let _ = self.shared.after_commit.set(hook);
     }
@@ -772,7 +759,6 @@ impl Runs {
         self.commit(state, plan, record)
     }
 
-    /// Reserves the budget of each run the batch starts into `reserved`.
     fn reserve_starts(
         &self,
         steps: &[Progress],
@@ -1100,7 +1086,6 @@ impl Shared {
         (applied, charged)
     }
 
-    /// Writes the ledger copies of what a plan charged.
     fn write_ledger(&self, charged: Vec<Charged>, applied: &mut [Applied]) {
         for (i, lines, settlement) in charged {
             match self.budget.write_settlement(lines) {
@@ -1208,7 +1193,7 @@ impl State {
         Ok(())
     }
 
-    /// Adds a run read from a snapshot, in the snapshot's order.
+    /// Adds a run read from a snapshot, in its order.
     fn restore(&mut self, run: Run) {
         if run.status != Status::Running {
             let bytes = run.approx_bytes();
@@ -1244,12 +1229,11 @@ impl State {
         }
     }
 
-    /// The records of run `id` on their way to the journal, oldest first.
     fn in_flight(&self, id: &str) -> impl Iterator<Item = &InFlight> {
         self.pending.get(id).into_iter().flatten()
     }
 
-    /// Notes the oldest record of run `id` in flight durable, or failed.
+    /// Notes the oldest record of run `id` in flight durable or failed.
     fn landed(&mut self, id: &str) {
         if let Some(flights) = self.pending.get_mut(id) {
             flights.pop_front();
