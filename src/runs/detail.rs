@@ -13,7 +13,6 @@ pub const MAX_NAMES: usize = 256;
 /// Gate results kept per run, newest last.
 pub const MAX_GATES: usize = 100;
 
-/// Totals for one phase of one run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PhaseStats {
     pub completed: u64,
@@ -23,7 +22,6 @@ pub struct PhaseStats {
     pub last_seconds: f64,
 }
 
-/// One gate check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gate {
     pub gate: String,
@@ -43,7 +41,6 @@ pub struct Detail {
     pub current_phase: Option<String>,
     pub(super) phase_started_at: HashMap<String, f64>,
     pub phases: BTreeMap<String, PhaseStats>,
-    /// The newest gate results.
     pub gates: VecDeque<Gate>,
     /// Tokens `(input, output)` by phase, and by model.
     pub tokens_by_phase: BTreeMap<String, (u64, u64)>,
@@ -119,8 +116,8 @@ fn heaviest_first(order: &mut [(u64, &str)]) {
     order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
 }
 
-/// A run's [`Detail`], made on its first change: many runs have reported nothing
-/// yet, and an empty detail costs more than the rest of a run.
+/// A run's [`Detail`], made on its first change: an empty one costs more than the rest
+/// of a run, and many runs have reported nothing yet.
 #[derive(Clone, Debug, Default)]
 pub struct LazyDetail(pub(super) Option<Box<Detail>>);
 
@@ -176,7 +173,6 @@ pub struct PhaseRecord {
     /// The last model that used tokens in it.
     pub model: Option<String>,
     pub iteration: Option<u64>,
-    /// Gate checks made while it ran.
     pub gates: Vec<Gate>,
     /// The accuracy last reported in the `metadata` of its start, end or gate checks.
     pub accuracy: Option<f64>,
@@ -599,7 +595,6 @@ impl Detail {
         n
     }
 
-    /// Total `(input, output)` tokens.
     pub fn tokens(&self) -> (u64, u64) {
         let mut sum = (0, 0);
         self.tokens_by_phase
@@ -608,7 +603,7 @@ impl Detail {
         sum
     }
 
-    /// The detail as JSON for `GET /api/v1/runs/{id}`.
+    /// As `GET /api/v1/runs/{id}` shows it.
     pub fn to_json(&self) -> Value {
         let (input, output) = self.tokens();
         let pair = |m: &BTreeMap<String, (u64, u64)>| -> Value {

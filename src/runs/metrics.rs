@@ -16,9 +16,8 @@ pub const RUN_BUCKETS: [f64; 12] = [
 /// Buckets for phase durations, in seconds.
 pub const PHASE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
-/// Handles to every run metric. Each source system's names (`agent_*`, `conductor_*`,
-/// `agentgate_*`) are served as written (docs/api-reference.md, "Source names"): an alias
-/// when the series is the same, else the source's family beside ours, fed by the same call.
+/// Every run metric, under each source system's names as written (docs/api-reference.md,
+/// "Source names"): an alias when the series is the same, else a family fed by the same call.
 #[derive(Clone)]
 pub struct RunMetrics {
     // Each field's metric names are in `families` and `ALIASES`.
@@ -93,7 +92,6 @@ const ALIASES: [(&str, &str, &str); 7] = [
 ];
 
 impl RunMetrics {
-    /// Registers the run metric set in `r`.
     pub fn register(r: &Registry) -> Result<RunMetrics, Error> {
         let m = RunMetrics::families(r)?;
         for (name, help, of) in ALIASES {
@@ -206,7 +204,6 @@ impl RunMetrics {
         });
     }
 
-    /// Counts the tokens of one tokens event of `phase`.
     pub fn tokens(&self, phase: &str, input: u64, output: u64) {
         self.tokens.inc_by(&[phase], input.saturating_add(output));
         self.tokens_by_type.inc_by(&[phase, "input"], input);
@@ -232,7 +229,6 @@ pub struct RunRef<'a> {
 }
 
 impl<'a> RunRef<'a> {
-    /// The run `run_id`, started with `traceparent`, if any.
     pub fn new(run_id: &'a str, traceparent: Option<&'a str>) -> RunRef<'a> {
         RunRef {
             run_id,
@@ -256,7 +252,6 @@ impl<'a> RunRef<'a> {
     }
 }
 
-/// Cumulative counts and sum.
 type HistogramValue = (Vec<u64>, f64);
 
 fn histogram_value(h: &Histogram) -> HistogramValue {
@@ -321,8 +316,8 @@ fn exemplar_to_json(e: &Exemplar) -> Value {
 }
 
 impl Values {
-    /// The values as a snapshot holds them, a line per series: `[name, [label values],
-    /// value]` plus any exemplars, in the order that remakes each family.
+    /// A snapshot line per series, `[name, [label values], value]` and any exemplars, in
+    /// the order that remakes each family.
     pub fn into_series(self) -> impl Iterator<Item = Value> {
         let single = [
             json!(["started", [], self.started]),

@@ -7,10 +7,8 @@ use super::event::{self, bad, parse_at, EventFields, FieldError, Timed, MAX_BATC
 use super::{text_too_long, valid_run_id, Finish, NewRun, MAX_TEXT_BYTES, RUN_ID_RULE};
 use crate::error::Error;
 
-/// What one progress event asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// `run_started`.
     Start(NewRun),
     /// Any other type: an event inside the run.
     Event(Timed),
@@ -29,10 +27,9 @@ pub enum Step {
 /// The longest `metrics` text, in bytes: what an event carries inline.
 pub const MAX_METRICS_BYTES: usize = 4096;
 
-/// One parsed progress event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Progress {
-    /// Its index in the batch, for error messages.
+    /// In the batch, for error messages.
     pub index: usize,
     pub run_id: String,
     /// Its `timestamp`, or when it was received.

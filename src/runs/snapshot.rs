@@ -17,7 +17,6 @@ use super::detail::{Detail, Gate, LazyDetail, PhaseRecord, PhaseStats};
 use super::metrics::{RunMetrics, Values};
 use super::{Counts, Run, State, Status, Text};
 
-/// The file name of the snapshot, in the run store's directory.
 pub const FILE: &str = "snapshot";
 
 /// The header line of a snapshot covering the journal's first `records` records.
@@ -113,7 +112,6 @@ fn restore_head(h: &Value, state: &mut State, budget: &Budget) -> Option<(u64, V
     Some((records, unledgered))
 }
 
-/// One line of a snapshot.
 enum Line {
     Json(Value),
     Run(Arc<Run>),

@@ -104,12 +104,10 @@ impl Texts {
         Some(&self.all[start..start + usize::from(self.lens[i])])
     }
 
-    /// The bytes the one allocation holds.
     pub fn stored_bytes(&self) -> usize {
         self.all.len()
     }
 
-    /// Sets one text, or clears it with `None`.
     pub fn set(&mut self, which: Text, text: Option<&str>) {
         *self = Texts::from_each(|each| if each == which { text } else { self.get(each) });
     }
