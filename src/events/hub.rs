@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -13,7 +13,7 @@ use super::seq::{SeqFile, SEQ_RESERVE};
 use crate::error::Error;
 use crate::json_text::{push_key, push_str, push_u64, push_value};
 use crate::log::Logger;
-use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
+use crate::metrics::{lock, Counter, CounterFamily, GaugeFamily, Registry};
 use crate::time;
 
 /// How many of the newest events the hub keeps for subscribers that resume.
@@ -42,12 +42,12 @@ const ENVELOPE: [&str; 7] = [
 pub struct NewEvent {
     kind: &'static str,
     at: f64,
-    run_id: Option<String>,
+    run_id: Option<Arc<str>>,
     /// The envelope's run ids, rendered.
     ids: String,
     fields: Map<String, Value>,
-    /// Fields whose JSON text goes out as it is, after the others.
-    raw_fields: Vec<(&'static str, Box<str>)>,
+    /// Rendered fields whose JSON text goes out as it is, after the others.
+    raw: String,
 }
 
 impl NewEvent {
@@ -59,7 +59,7 @@ impl NewEvent {
             run_id: None,
             ids: String::new(),
             fields: Map::new(),
-            raw_fields: Vec::new(),
+            raw: String::new(),
         }
     }
 
@@ -72,7 +72,7 @@ impl NewEvent {
     ) -> NewEvent {
         self.ids.clear();
         push_ids(&mut self.ids, run_id, correlation_id, work_order_id);
-        self.run_id = Some(run_id.to_string());
+        self.run_id = Some(run_id.into());
         self
     }
 
@@ -89,7 +89,9 @@ impl NewEvent {
     /// one JSON value on one line, and `key` one of ours, needing no escaping.
     pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
         if !ENVELOPE.contains(&key) {
-            self.raw_fields.push((key, json.into()));
+            self.raw.push(',');
+            push_key(&mut self.raw, key);
+            self.raw.push_str(json);
         }
         self
     }
@@ -103,15 +105,11 @@ impl NewEvent {
             tail.push(':');
             push_value(&mut tail, value);
         }
-        for (key, json) in &self.raw_fields {
-            tail.push(',');
-            push_key(&mut tail, key);
-            tail.push_str(json);
-        }
+        tail.push_str(&self.raw);
         tail.push('}');
         Rendered {
             kind: self.kind,
-            run_id: self.run_id.as_deref().map(Arc::from),
+            run_id: self.run_id,
             tail,
         }
     }
@@ -272,7 +270,7 @@ impl Lagged {
 }
 
 /// What a subscription's `next` found.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Next {
     /// The next event, in seq order.
     Event(Arc<Published>),
@@ -299,17 +297,11 @@ impl Stopped {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum End {
-    Lagged { dropped: u64 },
-    Closed,
-    Stopping,
-}
-
 #[derive(Default)]
 struct QueueState {
     events: VecDeque<Arc<Published>>,
-    end: Option<End>,
+    /// How the queue ended: `Lagged`, `Closed` or `Stopping`, `last_seq` left to the reader.
+    end: Option<Next>,
     /// Whether the reader waits on `ready`: only then does a push wake it,
     /// so a reader busy writing costs its publishers no system call.
     waiting: bool,
@@ -324,15 +316,12 @@ struct Queue {
     ready: Condvar,
 }
 
+// Every update of a queue's or the hub's state is whole and cannot panic midway, so a poisoned
+// lock still guards a consistent state.
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // Every update is a push, a pop or setting `end`; none can panic midway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Queues `event`; if the queue has ended (now, for lagging), how many events that dropped.
     fn push(&self, event: &Arc<Published>) -> Option<u64> {
-        let mut q = self.lock();
+        let mut q = lock(&self.state);
         if q.end.is_some() {
             return Some(0);
         }
@@ -349,7 +338,8 @@ impl Queue {
         // them, and a slow one resumes from the ring instead.
         let dropped = q.events.len() as u64 + 1;
         q.events = VecDeque::new();
-        q.end = Some(End::Lagged { dropped });
+        let last_seq = None;
+        q.end = Some(Next::Lagged(Lagged { dropped, last_seq }));
         let on_lag = q.on_lag.take();
         drop(q);
         self.ready.notify_all();
@@ -360,8 +350,8 @@ impl Queue {
     }
 
     /// Ends the queue with `end`, unless it has ended already.
-    fn end(&self, end: End) {
-        self.lock().end.get_or_insert(end);
+    fn end(&self, end: Next) {
+        lock(&self.state).end.get_or_insert(end);
         self.ready.notify_all();
     }
 }
@@ -460,12 +450,6 @@ impl Hub {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Publishing and (un)subscribing update the state whole and do not
-        // panic midway, so a poisoned lock still guards a consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Starts `conductor_events_published_total` from earlier starts' events,
     /// by type, so it never goes back. Call once, before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
@@ -476,19 +460,17 @@ impl Hub {
 
     /// Publishes `event` to every matching subscriber and returns its seq.
     pub fn publish(&self, event: NewEvent) -> u64 {
-        let mut seq = 0;
-        self.publish_all(vec![event.render()], |s| seq = s);
-        seq
+        self.publish_all(vec![event.render()])
     }
 
     /// Publishes rendered events in order under one hold of the lock, so a
-    /// batch stays contiguous; `numbered` is told each seq.
-    pub(super) fn publish_all(&self, batch: Vec<Rendered>, mut numbered: impl FnMut(u64)) {
-        let mut dropped = 0;
+    /// batch stays contiguous; returns the last one's seq.
+    pub(super) fn publish_all(&self, batch: Vec<Rendered>) -> u64 {
+        let (mut dropped, mut seq) = (0, 0);
         // Counted after the lock is released, one increment per type.
         let mut counts: Vec<(&'static str, u64)> = Vec::new();
         {
-            let mut s = self.lock();
+            let mut s = lock(&self.state);
             // The server's own time, one clock for every event: an event's
             // `timestamp` is the emitter's, which may be late or simulated.
             s.last_received = s.last_received.max(time::now_unix());
@@ -500,9 +482,8 @@ impl Hub {
                 if s.next_seq >= s.reserved {
                     self.reserve(&mut s);
                 }
-                let seq = s.next_seq;
+                seq = s.next_seq;
                 s.next_seq += 1;
-                numbered(seq);
                 let mut json = String::with_capacity(event.tail.len() + 28 + received.len());
                 json.push_str("{\"seq\":");
                 push_u64(&mut json, seq);
@@ -528,6 +509,7 @@ impl Hub {
         if dropped > 0 {
             self.dropped.inc_by(dropped);
         }
+        seq
     }
 
     /// Extends the reservation. On failure (rare: a change was just made durable
@@ -560,7 +542,7 @@ impl Hub {
         transport: Transport,
     ) -> Subscription {
         let queue = Arc::new(Queue::default());
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         let from = match start {
             Start::Live => s.ring.len(),
             Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
@@ -572,7 +554,7 @@ impl Hub {
             backlog.drain(..backlog.len().saturating_sub(n));
         }
         if s.stopping {
-            queue.end(End::Stopping);
+            queue.end(Next::Stopping(Stopped { last_seq: None }));
         }
         s.subscribers.push((filter, queue.clone()));
         drop(s);
@@ -590,16 +572,16 @@ impl Hub {
     /// How many subscribers are still being fed (lagged ones are not).
     #[cfg(test)]
     fn subscribers(&self) -> usize {
-        self.lock().subscribers.len()
+        lock(&self.state).subscribers.len()
     }
 
     /// Ends every subscription, now and to come, with [`Next::Stopping`] once it
     /// has taken the events queued for it. Later events still go to the ring.
     pub fn stop(&self) {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         s.stopping = true;
         for (_, queue) in &s.subscribers {
-            queue.end(End::Stopping);
+            queue.end(Next::Stopping(Stopped { last_seq: None }));
         }
     }
 }
@@ -612,7 +594,7 @@ pub struct Closer {
 
 impl Closer {
     pub fn close(&self) {
-        self.queue.end(End::Closed);
+        self.queue.end(Next::Closed);
     }
 }
 
@@ -639,7 +621,7 @@ impl Subscription {
             self.last_seq = Some(e.seq);
             return Next::Event(e);
         }
-        let mut q = self.queue.lock();
+        let mut q = lock(&self.queue.state);
         loop {
             // A lagged queue was emptied when it ended; a stopped one still
             // holds what was published before the stop, which goes out first.
@@ -650,14 +632,14 @@ impl Subscription {
                 drop(q);
                 return self.next(Duration::ZERO);
             }
-            if let Some(end) = q.end {
+            if let Some(end) = q.end.clone() {
                 drop(q);
                 self.ended = true;
                 let last_seq = self.last_seq;
                 return match end {
-                    End::Lagged { dropped } => Next::Lagged(Lagged { dropped, last_seq }),
-                    End::Closed => Next::Closed,
-                    End::Stopping => Next::Stopping(Stopped { last_seq }),
+                    Next::Lagged(l) => Next::Lagged(Lagged { last_seq, ..l }),
+                    Next::Stopping(_) => Next::Stopping(Stopped { last_seq }),
+                    end => end,
                 };
             }
             let left = match deadline {
@@ -682,7 +664,7 @@ impl Subscription {
     /// publisher's thread under the hub's lock: it must be quick and must
     /// not call into the hub (it stops a write a stuck client holds up).
     pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
-        self.queue.lock().on_lag = Some(Box::new(f));
+        lock(&self.queue.state).on_lag = Some(Box::new(f));
     }
 
     pub fn closer(&self) -> Closer {
@@ -695,8 +677,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let queue = &self.queue;
-        self.hub
-            .lock()
+        lock(&self.hub.state)
             .subscribers
             .retain(|(_, q)| !Arc::ptr_eq(q, queue));
         self.hub.subscribers.dec(&[self.transport.label()]);

@@ -128,7 +128,7 @@ impl Hub {
     /// [`PreparedEvents::new`], with consecutive seqs.
     pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
-            self.publish_all(prepared.batch, |_| {});
+            self.publish_all(prepared.batch);
         }
     }
 
