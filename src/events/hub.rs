@@ -1,5 +1,4 @@
-//! The hub: gives each event its seq, keeps the newest ones, and fills one
-//! bounded queue per subscriber.
+//! The hub: numbers each event, keeps the newest, and fills one bounded queue per subscriber.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -19,9 +18,9 @@ use crate::time;
 /// How many of the newest events the hub keeps for subscribers that resume.
 pub const RETAINED: usize = 10_000;
 
-/// How many bytes of them at most: an event carries what its client sent
-/// (a run's goal, a gate's reason), so a count alone would not bound it.
-pub const RETAINED_BYTES: usize = 8 * 1024 * 1024;
+/// Their bytes at most: an event carries what its client sent (a goal, a reason), so a count
+/// alone would not bound them.
+pub(crate) const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many events may wait for one subscriber before it is cut off as lagged.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -84,10 +83,9 @@ impl NewEvent {
         self
     }
 
-    /// Adds a field as JSON text that goes out byte for byte, after the
-    /// others: a client's text that a `Value` would reorder. `json` must be
-    /// one JSON value on one line, and `key` one of ours, needing no escaping.
-    pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
+    /// Adds a field as JSON text that goes out byte for byte (a client's text, which a `Value`
+    /// would reorder), after the others: one JSON value on one line, under a key of ours.
+    pub(crate) fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
         if !ENVELOPE.contains(&key) {
             self.raw.push(',');
             push_key(&mut self.raw, key);
@@ -136,8 +134,7 @@ pub(super) fn push_ids(
     }
 }
 
-/// An event's JSON after `{"seq":N,`, up to its own fields: type, timestamp
-/// (RFC 3339) and rendered run ids, with room for `extra` more bytes.
+/// An event's JSON after `{"seq":N,` up to its own fields, with room for `extra` more bytes.
 pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) -> String {
     let mut tail = String::with_capacity(ids.len() + timestamp.len() + extra);
     tail.push_str("\"type\":");
@@ -169,8 +166,7 @@ pub struct Published {
 }
 
 impl Published {
-    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an
-    /// AgentGate frame (shorter than the JSON), and 128 of bookkeeping.
+    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an AgentGate frame, +128.
     fn bytes(&self) -> usize {
         // Lengths first, inline: a `str` comparison is a call.
         let frame =
@@ -178,8 +174,7 @@ impl Published {
         (2 + usize::from(frame)) * self.json.len() + 128
     }
 
-    /// The event as a transport sends it, rendered by `render` once for
-    /// every subscriber. Every caller must pass the same rendering.
+    /// The event as a transport sends it, rendered once by `render`, which every caller must share.
     pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
@@ -255,8 +250,7 @@ impl Transport {
     }
 }
 
-/// The final notice to a subscriber that fell too far behind: the events
-/// it was due and will not get, and the last seq it took, to resume after.
+/// The final notice to a subscriber cut off for lagging: events lost, and the last seq it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lagged {
     pub dropped: u64,
@@ -280,8 +274,7 @@ pub enum Next {
     Lagged(Lagged),
     /// The subscription was closed from another thread.
     Closed,
-    /// The server is stopping: every event published before the stop was
-    /// delivered; every later call returns `Closed`.
+    /// The server is stopping, every earlier event delivered; every later call returns `Closed`.
     Stopping(Stopped),
 }
 
@@ -302,8 +295,7 @@ struct QueueState {
     events: VecDeque<Arc<Published>>,
     /// How the queue ended: `Lagged`, `Closed` or `Stopping`, `last_seq` left to the reader.
     end: Option<Next>,
-    /// Whether the reader waits on `ready`: only then does a push wake it,
-    /// so a reader busy writing costs its publishers no system call.
+    /// Whether the reader waits on `ready`: only then does a push wake it (a system call).
     waiting: bool,
     /// Run once, by the publisher, when the subscriber is cut off for lagging.
     on_lag: Option<Box<dyn FnOnce() + Send>>,
@@ -334,8 +326,7 @@ impl Queue {
             }
             return None;
         }
-        // The events already queued go too: a stuck reader would never take
-        // them, and a slow one resumes from the ring instead.
+        // Queued events go too: a stuck reader never takes them; a slow one resumes from the ring.
         let dropped = q.events.len() as u64 + 1;
         q.events = VecDeque::new();
         let last_seq = None;
@@ -367,8 +358,7 @@ struct State {
     /// The bytes the ring's events hold, as [`RETAINED_BYTES`] counts them.
     ring_bytes: usize,
     subscribers: Vec<(Filter, Arc<Queue>)>,
-    /// The latest `received_at` given, so that it never goes back in seq
-    /// order even when the clock does.
+    /// The latest `received_at` given, so it never goes back in seq order when the clock does.
     last_received: f64,
     /// Set by [`Hub::stop`]: new subscriptions end at once.
     stopping: bool,
@@ -450,8 +440,7 @@ impl Hub {
         })
     }
 
-    /// Starts `conductor_events_published_total` from earlier starts' events,
-    /// by type, so it never goes back. Call once, before any publish.
+    /// Starts `conductor_events_published_total` from earlier starts' counts; before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.published.inc_by(&[kind], *n);
@@ -463,16 +452,14 @@ impl Hub {
         self.publish_all(vec![event.render()])
     }
 
-    /// Publishes rendered events in order under one hold of the lock, so a
-    /// batch stays contiguous; returns the last one's seq.
+    /// Publishes events under one hold of the lock, so a batch is contiguous; gives the last seq.
     pub(super) fn publish_all(&self, batch: Vec<Rendered>) -> u64 {
         let (mut dropped, mut seq) = (0, 0);
         // Counted after the lock is released, one increment per type.
         let mut counts: Vec<(&'static str, u64)> = Vec::new();
         {
             let mut s = lock(&self.state);
-            // The server's own time, one clock for every event: an event's
-            // `timestamp` is the emitter's, which may be late or simulated.
+            // One clock for every event: `timestamp` is the emitter's, maybe late or simulated.
             s.last_received = s.last_received.max(time::now_unix());
             let mut received = String::with_capacity(40);
             received.push_str(",\"received_at\":\"");
@@ -512,8 +499,8 @@ impl Hub {
         seq
     }
 
-    /// Extends the reservation. On failure (rare: a change was just made durable
-    /// on the same disk) the event still goes out, and it is retried with every event.
+    /// Extends the reservation. On failure (rare: the disk just took a durable change) the event
+    /// still goes out, and the reservation is retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {
@@ -575,8 +562,7 @@ impl Hub {
         lock(&self.state).subscribers.len()
     }
 
-    /// Ends every subscription, now and to come, with [`Next::Stopping`] once it
-    /// has taken the events queued for it. Later events still go to the ring.
+    /// Ends every subscription, now and to come, with [`Next::Stopping`] after its queued events.
     pub fn stop(&self) {
         let mut s = lock(&self.state);
         s.stopping = true;
@@ -615,19 +601,16 @@ impl Subscription {
             return Next::Closed;
         }
         let deadline = Instant::now().checked_add(wait);
-        // Events already taken out of the queue go out first, without the
-        // lock, as if taken one by one before the subscription ended.
+        // Events already taken out go first, unlocked, as if taken one by one before any end.
         if let Some(e) = self.backlog.pop_front() {
             self.last_seq = Some(e.seq);
             return Next::Event(e);
         }
         let mut q = lock(&self.queue.state);
         loop {
-            // A lagged queue was emptied when it ended; a stopped one still
-            // holds what was published before the stop, which goes out first.
+            // A lagged queue was emptied; a stopped one's events go out before the end. All move
+            // out at once, so a reader taking a batch contends with publishers once.
             if !q.events.is_empty() {
-                // Everything queued moves out under one hold of the lock, so
-                // a reader taking a batch contends with publishers once.
                 std::mem::swap(&mut self.backlog, &mut q.events);
                 drop(q);
                 return self.next(Duration::ZERO);
@@ -660,9 +643,8 @@ impl Subscription {
         }
     }
 
-    /// Runs `f` once if the subscriber is cut off for lagging, from the
-    /// publisher's thread under the hub's lock: it must be quick and must
-    /// not call into the hub (it stops a write a stuck client holds up).
+    /// Runs `f` once if the subscriber is cut off for lagging, on the publisher's thread under the
+    /// hub's lock: quick, never calling the hub (it stops a write a stuck client holds up).
     pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
         lock(&self.queue.state).on_lag = Some(Box::new(f));
     }
