@@ -340,7 +340,6 @@ impl Queue {
         Some(dropped)
     }
 
-    /// Ends the queue with `end`, unless it has ended already.
     fn end(&self, end: Next) {
         lock(&self.state).end.get_or_insert(end);
         self.ready.notify_all();

@@ -25,7 +25,8 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
 /// Run events rendered, not yet numbered: rendering is most of the work, so any
 /// thread with time does it before the batch is durable. Safe to send across threads.
 pub struct PreparedEvents {
-    ids: RunIds,
+    /// The ids of the run they were rendered for.
+    pub(crate) ids: RunIds,
     batch: Vec<Rendered>,
 }
 
@@ -66,11 +67,6 @@ impl PreparedEvents {
             ids: run.clone(),
             batch,
         }
-    }
-
-    /// The ids of the run they were rendered for.
-    pub(crate) fn ids(&self) -> &RunIds {
-        &self.ids
     }
 }
 

@@ -44,7 +44,6 @@ impl ByteCeiling {
         Ok(())
     }
 
-    /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
         let mut u = lock(&self.inner);
         u[0].1 = u[0].1.saturating_sub(labels);

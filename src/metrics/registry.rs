@@ -88,7 +88,6 @@ struct Entries {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
-    /// See [`Registry::within`].
     ceiling: Option<ByteCeiling>,
 }
 
@@ -99,7 +98,6 @@ struct Inner {
     overflow: Arc<Family<Counter>>,
 }
 
-/// A family's name, HELP and type.
 type Meta<'a> = (&'a str, &'a str, Kind);
 
 impl Default for Registry {
@@ -288,7 +286,6 @@ impl Registry {
         pieces.flush(&mut buf)
     }
 
-    /// Renders into `out`, which `pieces` passes on between series.
     fn render_pieces(
         &self,
         out: &mut Vec<u8>,

@@ -86,7 +86,6 @@ pub(super) fn decode(key: &[u64]) -> Vec<String> {
     spelled(key).map(utf8).collect()
 }
 
-/// The values a key's words spell, as bytes.
 fn spelled(key: &[u64]) -> impl Iterator<Item = Vec<u8>> + '_ {
     let mut words = key.iter();
     std::iter::from_fn(move || {
@@ -105,7 +104,6 @@ fn spelled(key: &[u64]) -> impl Iterator<Item = Vec<u8>> + '_ {
     })
 }
 
-/// The 8 bytes of `s` at `at`, as a little-endian number.
 #[inline(always)]
 fn word(s: &[u8], at: usize) -> u64 {
     let mut w = [0; 8];

@@ -138,7 +138,6 @@ impl<M: Clone> Family<M> {
         self.with_numbered(values, |_, m| f(m))
     }
 
-    /// [`Family::with`], `f` also given the series' number.
     #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
@@ -280,7 +279,6 @@ impl<M: Clone> Family<M> {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' number and metric, overflow last.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let w = lock(&self.writer);
         let overflow = w.overflow;
@@ -297,7 +295,6 @@ impl<M: Clone> Family<M> {
         self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
 
-    /// The label values of series number `i`, if it exists.
     pub(crate) fn label_values(&self, i: u32) -> Option<Vec<String>> {
         self.series(i).map(|s| decode(&s.key))
     }
