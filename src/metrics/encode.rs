@@ -31,10 +31,7 @@ pub enum Format {
 impl Format {
     /// The Content-Type header value for this format.
     pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
-        }
+        [TEXT_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE][self as usize]
     }
 
     /// The format for a scrape's `Accept`: OpenMetrics when `application/openmetrics-text` (version
