@@ -18,8 +18,7 @@ use crate::time;
 /// How many of the newest events the hub keeps for subscribers that resume.
 pub const RETAINED: usize = 10_000;
 
-/// Their bytes at most: an event carries what its client sent (a goal, a reason), so a count
-/// alone would not bound them.
+/// Their bytes at most: an event carries what its client sent, so a count alone would not bound it.
 pub(crate) const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many events may wait for one subscriber before it is cut off as lagged.

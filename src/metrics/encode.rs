@@ -1,5 +1,4 @@
-//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing into a buffer passed on in
-//! pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing into a buffer sent in pieces.
 
 use std::io;
 
@@ -130,8 +129,7 @@ fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
 
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
-    // The usual value, a whole number below 1e6, is its digits in both formats; the u32 round trip
-    // skips `trunc`.
+    // The usual value, a whole number below 1e6, is its digits; the u32 round trip skips `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
         if fmt == Format::OpenMetrics {

@@ -99,8 +99,8 @@ impl Exemplar {
 /// A series' exemplar slots: a histogram's one per bucket, a counter's one.
 pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
-/// A family's exemplars by series number: beside the series, so none cost nothing per series and
-/// `inc` and `observe` never take its lock. Each change is one assignment (see `lock`).
+/// A family's exemplars by series number, beside the series: having none costs nothing per series,
+/// and `inc` and `observe` never take its lock. Each change is one assignment (see `lock`).
 pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
 /// Keeps `e` in slot `slot` of `series` (of `slots`) unless it holds a later one, so a replay

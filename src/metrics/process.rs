@@ -9,7 +9,7 @@ use super::registry::{Collector, Desc};
 
 /// A collector of the standard `process_*` metrics from `/proc/self` (elsewhere, none). Reading
 /// `/proc` costs more than rendering the rest (`/proc/self/fd` alone is a quarter of a scrape with
-/// a few dozen connections), so a reading serves scrapes within [`MAX_AGE`]; thread-safe.
+/// a few dozen connections), so a reading serves scrapes for a second (`MAX_AGE`); thread-safe.
 #[derive(Debug, Default)]
 pub struct ProcessCollector {
     last: Mutex<Option<(Instant, Vec<f64>)>>,
