@@ -263,7 +263,7 @@ impl Lagged {
 }
 
 /// What a subscription's `next` found.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum Next {
     /// The next event, in seq order.
     Event(Arc<Published>),
@@ -550,7 +550,6 @@ impl Hub {
             backlog,
             transport,
             last_seq: None,
-            ended: false,
         }
     }
 
@@ -590,14 +589,10 @@ pub struct Subscription {
     backlog: VecDeque<Arc<Published>>,
     transport: Transport,
     last_seq: Option<u64>,
-    ended: bool,
 }
 
 impl Subscription {
     pub fn next(&mut self, wait: Duration) -> Next {
-        if self.ended {
-            return Next::Closed;
-        }
         let deadline = Instant::now().checked_add(wait);
         // Events already taken out go first, unlocked, as if taken one by one before any end.
         if let Some(e) = self.backlog.pop_front() {
@@ -613,9 +608,9 @@ impl Subscription {
                 drop(q);
                 return self.next(Duration::ZERO);
             }
-            if let Some(end) = q.end.clone() {
+            // Every later call finds the queue closed.
+            if let Some(end) = q.end.as_mut().map(|e| std::mem::replace(e, Next::Closed)) {
                 drop(q);
-                self.ended = true;
                 let last_seq = self.last_seq;
                 return match end {
                     Next::Lagged(l) => Next::Lagged(Lagged { last_seq, ..l }),
