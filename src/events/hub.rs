@@ -571,13 +571,11 @@ impl Hub {
 
 /// Ends a subscription from another thread, such as a WebSocket's reader.
 #[derive(Clone)]
-pub struct Closer {
-    queue: Arc<Queue>,
-}
+pub struct Closer(Arc<Queue>);
 
 impl Closer {
     pub fn close(&self) {
-        self.queue.end(Next::Closed);
+        self.0.end(Next::Closed);
     }
 }
 
@@ -643,9 +641,7 @@ impl Subscription {
     }
 
     pub fn closer(&self) -> Closer {
-        Closer {
-            queue: self.queue.clone(),
-        }
+        Closer(self.queue.clone())
     }
 }
 
