@@ -343,7 +343,7 @@ impl App {
                     .take()
                     .and_then(|p| p.downcast::<PreparedEvents>().ok());
                 // Rendered ahead with the ids the run had then: used only if it still has them.
-                match prepared.filter(|p| p.ids() == ids) {
+                match prepared.filter(|p| &p.ids == ids) {
                     Some(p) => self.events.publish_prepared(*p),
                     None => self
                         .events

@@ -70,8 +70,7 @@ pub fn frame(kind: &str, json: &str) -> Option<String> {
 /// Appends the number `text` as JavaScript prints it: `9000`, not `9000.0`.
 fn push_js_number(out: &mut String, text: &str) {
     match text.parse::<f64>() {
-        // Below 1e21 JavaScript prints whole numbers in full, as `{:.0}`
-        // does; adding 0.0 turns -0 into 0, which JavaScript prints as `0`.
+        // Below 1e21 JavaScript prints whole numbers in full, as `{:.0}` does; + 0.0 makes -0 `0`.
         Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e21 => {
             out.push_str(&format!("{:.0}", x + 0.0));
         }

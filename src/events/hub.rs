@@ -1,9 +1,8 @@
-//! The hub: gives each event its seq, keeps the newest ones, and fills one
-//! bounded queue per subscriber.
+//! The hub: numbers each event, keeps the newest, and fills one bounded queue per subscriber.
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -13,15 +12,14 @@ use super::seq::{SeqFile, SEQ_RESERVE};
 use crate::error::Error;
 use crate::json_text::{push_key, push_str, push_u64, push_value};
 use crate::log::Logger;
-use crate::metrics::{Counter, CounterFamily, GaugeFamily, Registry};
+use crate::metrics::{lock, Counter, CounterFamily, GaugeFamily, Registry};
 use crate::time;
 
 /// How many of the newest events the hub keeps for subscribers that resume.
 pub const RETAINED: usize = 10_000;
 
-/// How many bytes of them at most: an event carries what its client sent
-/// (a run's goal, a gate's reason), so a count alone would not bound it.
-pub const RETAINED_BYTES: usize = 8 * 1024 * 1024;
+/// Their bytes at most: an event carries what its client sent, so a count alone would not bound it.
+pub(crate) const RETAINED_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many events may wait for one subscriber before it is cut off as lagged.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -42,12 +40,12 @@ const ENVELOPE: [&str; 7] = [
 pub struct NewEvent {
     kind: &'static str,
     at: f64,
-    run_id: Option<String>,
+    run_id: Option<Arc<str>>,
     /// The envelope's run ids, rendered.
     ids: String,
     fields: Map<String, Value>,
-    /// Fields whose JSON text goes out as it is, after the others.
-    raw_fields: Vec<(&'static str, Box<str>)>,
+    /// Rendered fields whose JSON text goes out as it is, after the others.
+    raw: String,
 }
 
 impl NewEvent {
@@ -59,7 +57,7 @@ impl NewEvent {
             run_id: None,
             ids: String::new(),
             fields: Map::new(),
-            raw_fields: Vec::new(),
+            raw: String::new(),
         }
     }
 
@@ -72,7 +70,7 @@ impl NewEvent {
     ) -> NewEvent {
         self.ids.clear();
         push_ids(&mut self.ids, run_id, correlation_id, work_order_id);
-        self.run_id = Some(run_id.to_string());
+        self.run_id = Some(run_id.into());
         self
     }
 
@@ -84,12 +82,13 @@ impl NewEvent {
         self
     }
 
-    /// Adds a field as JSON text that goes out byte for byte, after the
-    /// others: a client's text that a `Value` would reorder. `json` must be
-    /// one JSON value on one line, and `key` one of ours, needing no escaping.
-    pub fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
+    /// Adds a field as JSON text that goes out byte for byte (a client's text, which a `Value`
+    /// would reorder), after the others: one JSON value on one line, under a key of ours.
+    pub(crate) fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
         if !ENVELOPE.contains(&key) {
-            self.raw_fields.push((key, json.into()));
+            self.raw.push(',');
+            push_key(&mut self.raw, key);
+            self.raw.push_str(json);
         }
         self
     }
@@ -103,15 +102,11 @@ impl NewEvent {
             tail.push(':');
             push_value(&mut tail, value);
         }
-        for (key, json) in &self.raw_fields {
-            tail.push(',');
-            push_key(&mut tail, key);
-            tail.push_str(json);
-        }
+        tail.push_str(&self.raw);
         tail.push('}');
         Rendered {
             kind: self.kind,
-            run_id: self.run_id.as_deref().map(Arc::from),
+            run_id: self.run_id,
             tail,
         }
     }
@@ -138,8 +133,7 @@ pub(super) fn push_ids(
     }
 }
 
-/// An event's JSON after `{"seq":N,`, up to its own fields: type, timestamp
-/// (RFC 3339) and rendered run ids, with room for `extra` more bytes.
+/// An event's JSON after `{"seq":N,` up to its own fields, with room for `extra` more bytes.
 pub(super) fn push_head(kind: &str, timestamp: &str, ids: &str, extra: usize) -> String {
     let mut tail = String::with_capacity(ids.len() + timestamp.len() + extra);
     tail.push_str("\"type\":");
@@ -171,8 +165,7 @@ pub struct Published {
 }
 
 impl Published {
-    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an
-    /// AgentGate frame (shorter than the JSON), and 128 of bookkeeping.
+    /// Its bytes in the ring: its JSON twice (once rendered), thrice with an AgentGate frame, +128.
     fn bytes(&self) -> usize {
         // Lengths first, inline: a `str` comparison is a call.
         let frame =
@@ -180,8 +173,7 @@ impl Published {
         (2 + usize::from(frame)) * self.json.len() + 128
     }
 
-    /// The event as a transport sends it, rendered by `render` once for
-    /// every subscriber. Every caller must pass the same rendering.
+    /// The event as a transport sends it, rendered once by `render`, which every caller must share.
     pub fn rendered(&self, render: impl FnOnce(&Published) -> String) -> &str {
         self.rendered.get_or_init(|| render(self).into_boxed_str())
     }
@@ -257,8 +249,7 @@ impl Transport {
     }
 }
 
-/// The final notice to a subscriber that fell too far behind: the events
-/// it was due and will not get, and the last seq it took, to resume after.
+/// The final notice to a subscriber cut off for lagging: events lost, and the last seq it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lagged {
     pub dropped: u64,
@@ -282,8 +273,7 @@ pub enum Next {
     Lagged(Lagged),
     /// The subscription was closed from another thread.
     Closed,
-    /// The server is stopping: every event published before the stop was
-    /// delivered; every later call returns `Closed`.
+    /// The server is stopping, every earlier event delivered; every later call returns `Closed`.
     Stopping(Stopped),
 }
 
@@ -299,19 +289,12 @@ impl Stopped {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum End {
-    Lagged { dropped: u64 },
-    Closed,
-    Stopping,
-}
-
 #[derive(Default)]
 struct QueueState {
     events: VecDeque<Arc<Published>>,
-    end: Option<End>,
-    /// Whether the reader waits on `ready`: only then does a push wake it,
-    /// so a reader busy writing costs its publishers no system call.
+    /// How the queue ended: `Lagged`, `Closed` or `Stopping`, `last_seq` left to the reader.
+    end: Option<Next>,
+    /// Whether the reader waits on `ready`: only then does a push wake it (a system call).
     waiting: bool,
     /// Run once, by the publisher, when the subscriber is cut off for lagging.
     on_lag: Option<Box<dyn FnOnce() + Send>>,
@@ -324,15 +307,12 @@ struct Queue {
     ready: Condvar,
 }
 
+// Every update of a queue's or the hub's state is whole and cannot panic midway, so a poisoned
+// lock still guards a consistent state.
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // Every update is a push, a pop or setting `end`; none can panic midway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Queues `event`; if the queue has ended (now, for lagging), how many events that dropped.
     fn push(&self, event: &Arc<Published>) -> Option<u64> {
-        let mut q = self.lock();
+        let mut q = lock(&self.state);
         if q.end.is_some() {
             return Some(0);
         }
@@ -345,11 +325,11 @@ impl Queue {
             }
             return None;
         }
-        // The events already queued go too: a stuck reader would never take
-        // them, and a slow one resumes from the ring instead.
+        // Queued events go too: a stuck reader never takes them; a slow one resumes from the ring.
         let dropped = q.events.len() as u64 + 1;
         q.events = VecDeque::new();
-        q.end = Some(End::Lagged { dropped });
+        let last_seq = None;
+        q.end = Some(Next::Lagged(Lagged { dropped, last_seq }));
         let on_lag = q.on_lag.take();
         drop(q);
         self.ready.notify_all();
@@ -359,9 +339,8 @@ impl Queue {
         Some(dropped)
     }
 
-    /// Ends the queue with `end`, unless it has ended already.
-    fn end(&self, end: End) {
-        self.lock().end.get_or_insert(end);
+    fn end(&self, end: Next) {
+        lock(&self.state).end.get_or_insert(end);
         self.ready.notify_all();
     }
 }
@@ -377,8 +356,7 @@ struct State {
     /// The bytes the ring's events hold, as [`RETAINED_BYTES`] counts them.
     ring_bytes: usize,
     subscribers: Vec<(Filter, Arc<Queue>)>,
-    /// The latest `received_at` given, so that it never goes back in seq
-    /// order even when the clock does.
+    /// The latest `received_at` given, so it never goes back in seq order when the clock does.
     last_received: f64,
     /// Set by [`Hub::stop`]: new subscriptions end at once.
     stopping: bool,
@@ -460,14 +438,7 @@ impl Hub {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Publishing and (un)subscribing update the state whole and do not
-        // panic midway, so a poisoned lock still guards a consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts `conductor_events_published_total` from earlier starts' events,
-    /// by type, so it never goes back. Call once, before any publish.
+    /// Starts `conductor_events_published_total` from earlier starts' counts; before any publish.
     pub(crate) fn restore_published(&self, counts: &[(String, u64)]) {
         for (kind, n) in counts.iter().filter(|(_, n)| *n > 0) {
             self.published.inc_by(&[kind], *n);
@@ -476,21 +447,17 @@ impl Hub {
 
     /// Publishes `event` to every matching subscriber and returns its seq.
     pub fn publish(&self, event: NewEvent) -> u64 {
-        let mut seq = 0;
-        self.publish_all(vec![event.render()], |s| seq = s);
-        seq
+        self.publish_all(vec![event.render()])
     }
 
-    /// Publishes rendered events in order under one hold of the lock, so a
-    /// batch stays contiguous; `numbered` is told each seq.
-    pub(super) fn publish_all(&self, batch: Vec<Rendered>, mut numbered: impl FnMut(u64)) {
-        let mut dropped = 0;
+    /// Publishes events under one hold of the lock, so a batch is contiguous; gives the last seq.
+    pub(super) fn publish_all(&self, batch: Vec<Rendered>) -> u64 {
+        let (mut dropped, mut seq) = (0, 0);
         // Counted after the lock is released, one increment per type.
         let mut counts: Vec<(&'static str, u64)> = Vec::new();
         {
-            let mut s = self.lock();
-            // The server's own time, one clock for every event: an event's
-            // `timestamp` is the emitter's, which may be late or simulated.
+            let mut s = lock(&self.state);
+            // One clock for every event: `timestamp` is the emitter's, maybe late or simulated.
             s.last_received = s.last_received.max(time::now_unix());
             let mut received = String::with_capacity(40);
             received.push_str(",\"received_at\":\"");
@@ -500,9 +467,8 @@ impl Hub {
                 if s.next_seq >= s.reserved {
                     self.reserve(&mut s);
                 }
-                let seq = s.next_seq;
+                seq = s.next_seq;
                 s.next_seq += 1;
-                numbered(seq);
                 let mut json = String::with_capacity(event.tail.len() + 28 + received.len());
                 json.push_str("{\"seq\":");
                 push_u64(&mut json, seq);
@@ -528,10 +494,11 @@ impl Hub {
         if dropped > 0 {
             self.dropped.inc_by(dropped);
         }
+        seq
     }
 
-    /// Extends the reservation. On failure (rare: a change was just made durable
-    /// on the same disk) the event still goes out, and it is retried with every event.
+    /// Extends the reservation. On failure (rare: the disk just took a durable change) the event
+    /// still goes out, and the reservation is retried with every event.
     fn reserve(&self, s: &mut State) {
         let limit = s.next_seq.saturating_add(SEQ_RESERVE);
         match self.file.reserve(limit) {
@@ -560,7 +527,7 @@ impl Hub {
         transport: Transport,
     ) -> Subscription {
         let queue = Arc::new(Queue::default());
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         let from = match start {
             Start::Live => s.ring.len(),
             Start::After(after) => s.ring.partition_point(|e| e.seq <= after),
@@ -572,7 +539,7 @@ impl Hub {
             backlog.drain(..backlog.len().saturating_sub(n));
         }
         if s.stopping {
-            queue.end(End::Stopping);
+            queue.end(Next::Stopping(Stopped { last_seq: None }));
         }
         s.subscribers.push((filter, queue.clone()));
         drop(s);
@@ -583,36 +550,32 @@ impl Hub {
             backlog,
             transport,
             last_seq: None,
-            ended: false,
         }
     }
 
     /// How many subscribers are still being fed (lagged ones are not).
     #[cfg(test)]
     fn subscribers(&self) -> usize {
-        self.lock().subscribers.len()
+        lock(&self.state).subscribers.len()
     }
 
-    /// Ends every subscription, now and to come, with [`Next::Stopping`] once it
-    /// has taken the events queued for it. Later events still go to the ring.
+    /// Ends every subscription, now and to come, with [`Next::Stopping`] after its queued events.
     pub fn stop(&self) {
-        let mut s = self.lock();
+        let mut s = lock(&self.state);
         s.stopping = true;
         for (_, queue) in &s.subscribers {
-            queue.end(End::Stopping);
+            queue.end(Next::Stopping(Stopped { last_seq: None }));
         }
     }
 }
 
 /// Ends a subscription from another thread, such as a WebSocket's reader.
 #[derive(Clone)]
-pub struct Closer {
-    queue: Arc<Queue>,
-}
+pub struct Closer(Arc<Queue>);
 
 impl Closer {
     pub fn close(&self) {
-        self.queue.end(End::Closed);
+        self.0.end(Next::Closed);
     }
 }
 
@@ -624,40 +587,33 @@ pub struct Subscription {
     backlog: VecDeque<Arc<Published>>,
     transport: Transport,
     last_seq: Option<u64>,
-    ended: bool,
 }
 
 impl Subscription {
     pub fn next(&mut self, wait: Duration) -> Next {
-        if self.ended {
-            return Next::Closed;
-        }
         let deadline = Instant::now().checked_add(wait);
-        // Events already taken out of the queue go out first, without the
-        // lock, as if taken one by one before the subscription ended.
+        // Events already taken out go first, unlocked, as if taken one by one before any end.
         if let Some(e) = self.backlog.pop_front() {
             self.last_seq = Some(e.seq);
             return Next::Event(e);
         }
-        let mut q = self.queue.lock();
+        let mut q = lock(&self.queue.state);
         loop {
-            // A lagged queue was emptied when it ended; a stopped one still
-            // holds what was published before the stop, which goes out first.
+            // A lagged queue was emptied; a stopped one's events go out before the end. All move
+            // out at once, so a reader taking a batch contends with publishers once.
             if !q.events.is_empty() {
-                // Everything queued moves out under one hold of the lock, so
-                // a reader taking a batch contends with publishers once.
                 std::mem::swap(&mut self.backlog, &mut q.events);
                 drop(q);
                 return self.next(Duration::ZERO);
             }
-            if let Some(end) = q.end {
+            // Every later call finds the queue closed.
+            if let Some(end) = q.end.as_mut().map(|e| std::mem::replace(e, Next::Closed)) {
                 drop(q);
-                self.ended = true;
                 let last_seq = self.last_seq;
                 return match end {
-                    End::Lagged { dropped } => Next::Lagged(Lagged { dropped, last_seq }),
-                    End::Closed => Next::Closed,
-                    End::Stopping => Next::Stopping(Stopped { last_seq }),
+                    Next::Lagged(l) => Next::Lagged(Lagged { last_seq, ..l }),
+                    Next::Stopping(_) => Next::Stopping(Stopped { last_seq }),
+                    end => end,
                 };
             }
             let left = match deadline {
@@ -678,25 +634,21 @@ impl Subscription {
         }
     }
 
-    /// Runs `f` once if the subscriber is cut off for lagging, from the
-    /// publisher's thread under the hub's lock: it must be quick and must
-    /// not call into the hub (it stops a write a stuck client holds up).
+    /// Runs `f` once if the subscriber is cut off for lagging, on the publisher's thread under the
+    /// hub's lock: quick, never calling the hub (it stops a write a stuck client holds up).
     pub fn on_lag(&self, f: impl FnOnce() + Send + 'static) {
-        self.queue.lock().on_lag = Some(Box::new(f));
+        lock(&self.queue.state).on_lag = Some(Box::new(f));
     }
 
     pub fn closer(&self) -> Closer {
-        Closer {
-            queue: self.queue.clone(),
-        }
+        Closer(self.queue.clone())
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let queue = &self.queue;
-        self.hub
-            .lock()
+        lock(&self.hub.state)
             .subscribers
             .retain(|(_, q)| !Arc::ptr_eq(q, queue));
         self.hub.subscribers.dec(&[self.transport.label()]);

@@ -1,5 +1,4 @@
-//! What the domain publishes: runs, their events, messages and budget
-//! alerts turned into [`NewEvent`]s.
+//! What the domain publishes: runs, their events, messages and budget alerts, as events.
 
 use serde_json::{json, Value};
 
@@ -25,15 +24,15 @@ fn for_run(kind: &'static str, at: f64, run: &Run) -> NewEvent {
 /// Run events rendered, not yet numbered: rendering is most of the work, so any
 /// thread with time does it before the batch is durable. Safe to send across threads.
 pub struct PreparedEvents {
-    ids: RunIds,
+    /// The ids of the run they were rendered for.
+    pub(crate) ids: RunIds,
     batch: Vec<Rendered>,
 }
 
 impl PreparedEvents {
     /// Renders `events` of `run`, skipping token counts (they only move metrics).
     pub(crate) fn new(run: &RunIds, events: &[Timed]) -> PreparedEvents {
-        // The run's part of the envelope is the same for the whole batch,
-        // and so, nearly always, is the timestamp.
+        // The run's part of the envelope is the same for the whole batch, and mostly the time.
         let mut ids = String::with_capacity(96);
         let work_order = run.work_order_id.as_deref();
         push_ids(&mut ids, &run.run_id, Some(run.correlation()), work_order);
@@ -67,11 +66,6 @@ impl PreparedEvents {
             batch,
         }
     }
-
-    /// The ids of the run they were rendered for.
-    pub(crate) fn ids(&self) -> &RunIds {
-        &self.ids
-    }
 }
 
 impl Hub {
@@ -86,8 +80,7 @@ impl Hub {
         )
     }
 
-    /// Publishes the end event of a run whose end and `cost` (dollars) are
-    /// durable; nothing for a run still running.
+    /// Publishes the end event of a run whose end and `cost` (dollars) are durable; none if not.
     pub(crate) fn run_finished(&self, run: &Run, cost: f64) -> Option<u64> {
         let kind = run.status.end_event()?;
         // The run's error text is a failure's `error`, a cancellation's `reason`.
@@ -124,16 +117,14 @@ impl Hub {
         Some(self.publish(event.raw_field("metrics", metrics)))
     }
 
-    /// Publishes events of a durable batch, rendered by
-    /// [`PreparedEvents::new`], with consecutive seqs.
+    /// Publishes a durable batch's [`PreparedEvents`] with consecutive seqs.
     pub(crate) fn publish_prepared(&self, prepared: PreparedEvents) {
         if !prepared.batch.is_empty() {
-            self.publish_all(prepared.batch, |_| {});
+            self.publish_all(prepared.batch);
         }
     }
 
-    /// Publishes `message_appended` for a message now visible on the bus;
-    /// `run` is the run it names, when that run is known.
+    /// Publishes `message_appended` for a message now on the bus; `run` is its run, if known.
     pub(crate) fn message_appended(&self, message: &Message, run: Option<&RunIds>) -> u64 {
         let mut event = NewEvent::new("message_appended", message.timestamp);
         event = match (run, &message.run_id) {
@@ -145,8 +136,7 @@ impl Hub {
             (None, Some(id)) => event.run(id, None, None),
             (None, None) => event,
         };
-        // The body is JSON text already, so it goes out as it is; the keys
-        // come in the order a `NewEvent`'s own fields would print them.
+        // The body is JSON text already and goes out as it is; keys in the order `field`s print.
         let body = &message.body;
         if body.len() <= MAX_INLINE_BODY {
             event = event.raw_field("body", body);
@@ -160,8 +150,8 @@ impl Hub {
         )
     }
 
-    /// Publishes `budget_alert`: the daily spend reached `threshold` percent
-    /// of the limit; `status` is `GET /api/v1/budget`'s answer then.
+    /// Publishes `budget_alert`: the daily spend reached `threshold` percent of the limit; `status`
+    /// is `GET /api/v1/budget`'s answer then.
     pub(crate) fn publish_budget_alert(&self, threshold: u8, status: &Value) -> u64 {
         self.publish(
             NewEvent::new("budget_alert", time::now_unix())

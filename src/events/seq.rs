@@ -30,8 +30,7 @@ impl SeqFile {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(1),
             Err(e) => Err(format!("cannot read event sequence file {shown}: {e}")),
             Ok(text) => match text.trim().parse::<u64>() {
-                // Seqs never wrap: a mark with no room for one more block
-                // ends the sequence, and the start with it.
+                // Seqs never wrap: a mark with no room for one more block ends the sequence.
                 Ok(n) if n > u64::MAX - 2 * SEQ_RESERVE => Err(format!(
                     "event sequence file {shown} holds {n}, too near the largest sequence \
                      number ({}) to reserve another block; refusing to start rather than wrap",

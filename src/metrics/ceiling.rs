@@ -1,17 +1,13 @@
-//! A ceiling in bytes that a set of families share: what their series'
-//! labels hold, and what a full exposition of them can weigh.
+//! A ceiling in bytes shared by a set of families: their labels and exposition.
 
 use std::sync::{Arc, Mutex};
 
 use super::lock;
 
-/// A ceiling on the bytes of the families registered through
-/// [`Registry::within`](super::Registry::within): their series' escaped
-/// labels, and the most a scrape of them can write, each against its own
-/// limit (0 for none). A family's fixed part that does not fit fails
-/// registration; a new series that does not fit goes to the overflow
-/// series, and series are never removed. Cloning is cheap and clones share
-/// the count; safe to share across threads.
+/// A ceiling on the bytes of families registered [`within`](super::Registry::within) it: their
+/// escaped labels, and the most a scrape of them writes, each under its limit (0: none). A family
+/// whose fixed part does not fit is refused; a new series that does not fit goes to the overflow
+/// series. Clones are cheap and share the count; thread-safe.
 #[derive(Clone, Debug)]
 pub struct ByteCeiling {
     /// Limits and used, of labels and of exposition; changes cannot panic.
@@ -33,8 +29,7 @@ impl ByteCeiling {
         (labels.1, exposition.1)
     }
 
-    /// Counts `labels` and `exposition` bytes if both fit; if not, counts
-    /// nothing and gives what is left under each limit (0 where there is none).
+    /// Counts `labels` and `exposition` bytes if both fit, else gives what is left under each.
     pub(crate) fn take(&self, labels: u64, exposition: u64) -> Result<(), (u64, u64)> {
         let mut u = lock(&self.inner);
         let fits = |(limit, used): (u64, u64), more: u64| {
@@ -49,7 +44,6 @@ impl ByteCeiling {
         Ok(())
     }
 
-    /// Gives back what [`ByteCeiling::take`] counted.
     pub(crate) fn give_back(&self, labels: u64, exposition: u64) {
         let mut u = lock(&self.inner);
         u[0].1 = u[0].1.saturating_sub(labels);

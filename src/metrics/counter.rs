@@ -3,13 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A counter: a value that only goes up. Cloning is cheap and every clone
-/// updates the same value; safe to share across threads.
+/// A counter: a value that only goes up. Clones are cheap and share the value; thread-safe.
 #[derive(Clone, Debug, Default)]
 pub struct Counter {
-    // As client_golang's: whole increments in an integer, fractional ones in
-    // a float, each saturating rather than wrap or become infinite. Relaxed
-    // throughout: each is one independent total, publishing no other memory.
+    // As client_golang's: whole increments in an integer, fractional ones in a float, each
+    // saturating. Relaxed: each is one independent total, publishing no other memory.
     core: Arc<(AtomicU64, AtomicU64)>,
 }
 
@@ -34,8 +32,7 @@ impl Counter {
         });
     }
 
-    /// Adds `v`. A negative, NaN or infinite `v` is ignored: a counter
-    /// never decreases, and one NaN would poison it for good.
+    /// Adds `v`, ignoring a negative, NaN or infinite one (a NaN would poison it for good).
     pub fn add(&self, v: f64) {
         if v.is_nan() || v < 0.0 || v.is_infinite() {
             return;
@@ -53,8 +50,7 @@ impl Counter {
         (int, f64::from_bits(self.core.1.load(Ordering::Relaxed)))
     }
 
-    /// Adds a value in the parts [`Counter::parts`] gives, exactly; a
-    /// fraction [`Counter::add`] would ignore is ignored.
+    /// Adds the parts [`Counter::parts`] gives, exactly; a fraction `add` would ignore is ignored.
     pub fn add_parts(&self, int: u64, fraction: f64) {
         self.inc_by(int);
         if fraction.is_finite() && fraction >= 0.0 {

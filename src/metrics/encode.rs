@@ -1,5 +1,4 @@
-//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing straight
-//! into a byte buffer passed on in pieces between series.
+//! The text encoders (Prometheus 0.0.4, OpenMetrics 1.0), writing into a buffer sent in pieces.
 
 use std::io;
 
@@ -31,15 +30,11 @@ pub enum Format {
 impl Format {
     /// The Content-Type header value for this format.
     pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
-        }
+        [TEXT_CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE][self as usize]
     }
 
-    /// Picks the format for a scrape's `Accept` header: OpenMetrics when
-    /// `application/openmetrics-text` (version 1.0.0 or none) has a quality
-    /// no lower than any text format's; otherwise 0.0.4.
+    /// The format for a scrape's `Accept`: OpenMetrics when `application/openmetrics-text` (version
+    /// 1.0.0 or none) has a quality no lower than any text format's; otherwise 0.0.4.
     pub fn negotiate(accept: Option<&str>) -> Format {
         let (mut om, mut text) = (0.0f64, 0.0f64);
         for range in accept.unwrap_or("").split(',') {
@@ -82,11 +77,7 @@ pub enum Kind {
 
 impl Kind {
     fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
+        ["counter", "gauge", "histogram"][self as usize]
     }
 }
 
@@ -138,8 +129,7 @@ fn start_line(out: &mut Vec<u8>, tag: &str, name: &str) {
 
 #[inline(always)]
 fn write_value(out: &mut Vec<u8>, fmt: Format, v: f64) {
-    // The usual value, a whole number below 1e6, is its digits in both
-    // formats; the u32 round trip skips `trunc`.
+    // The usual value, a whole number below 1e6, is its digits; the u32 round trip skips `trunc`.
     if (0.0..1e6).contains(&v) && v as u32 as f64 == v {
         write_small_uint(out, v as u32);
         if fmt == Format::OpenMetrics {
@@ -169,10 +159,9 @@ pub(crate) fn write_single(out: &mut Vec<u8>, fmt: Format, name: &str, v: f64) {
     out.push(b'\n');
 }
 
-/// Where a scrape goes: `flush` gets the buffer between series once it
-/// holds a piece. `numbers` copies a family's series numbers, so that its
-/// insert mutex is not held while `flush` waits for a slow client;
-/// `scratch` is reused between histogram series.
+/// Where a scrape goes: `flush` gets the buffer between series once it holds a piece. `numbers`
+/// copies a family's series numbers, so its insert mutex is not held while `flush` waits for a
+/// slow client; `scratch` is reused between histogram series.
 pub(crate) struct Pieces<'a> {
     piece: usize,
     flush: &'a mut dyn FnMut(&[u8]) -> io::Result<()>,
@@ -202,9 +191,8 @@ impl<'a> Pieces<'a> {
         Ok(())
     }
 
-    /// Calls `write` on each series of `f` in render order, with its
-    /// exemplars if asked, which stay locked while writing (offers wait
-    /// rather than a scrape copy them) but not while a piece is flushed.
+    /// Calls `write` on each series of `f` in render order, with its exemplars if asked, locked
+    /// while writing (offers wait rather than a scrape copy them) but not while a piece is flushed.
     fn each<M: Clone>(
         &mut self,
         out: &mut Vec<u8>,
@@ -236,10 +224,9 @@ impl<'a> Pieces<'a> {
     }
 }
 
-/// Writes one `name{labels} value` line per series, and in OpenMetrics its
-/// exemplar. Each series keeps its `name{labels} ` from the first scrape
-/// (unless the family has exemplars), so a line is one copy and the value.
-/// Out of line so its loop compiles on its own.
+/// Writes one `name{labels} value` line per series, and in OpenMetrics its exemplar. Each series
+/// keeps its `name{labels} ` from the first scrape (unless the family has exemplars), so a line is
+/// one copy and the value. Out of line so its loop compiles on its own.
 #[inline(never)]
 pub(crate) fn write_samples<M: Clone>(
     out: &mut Vec<u8>,

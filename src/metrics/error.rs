@@ -5,8 +5,7 @@ use std::fmt;
 /// The result of a registration.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Why a registration was refused: the only fallible step, so that a
-/// handle's hot paths cannot fail.
+/// Why a registration was refused: the only fallible step, so a handle's hot paths cannot fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
@@ -30,14 +29,12 @@ impl Error {
         Error::new(ErrorKind::Refused, message)
     }
 
-    /// True when the name was already registered, or clashes with the
-    /// samples of a registered family.
+    /// True when the name was already registered, or clashes with a registered family's samples.
     pub fn is_duplicate(&self) -> bool {
         self.kind == ErrorKind::Duplicate
     }
 
-    /// True when the family's fixed part did not fit under its
-    /// [`ByteCeiling`](crate::metrics::ByteCeiling).
+    /// True when the family's fixed part did not fit its [`ByteCeiling`](super::ByteCeiling).
     pub fn is_over_ceiling(&self) -> bool {
         self.kind == ErrorKind::OverCeiling
     }

@@ -1,5 +1,4 @@
-//! Exemplars: a sample's link to one observation behind it, such as the
-//! trace of a slow run, written on OpenMetrics scrapes only.
+//! Exemplars: a sample's link to one observation behind it, written on OpenMetrics scrapes only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,12 +8,10 @@ use super::format::{write_float_openmetrics, write_labels};
 use super::lock;
 use super::name::valid_label_name;
 
-/// The most characters (code points) OpenMetrics 1.0 lets an exemplar's
-/// label names and values hold together.
+/// The most characters OpenMetrics 1.0 lets an exemplar's label names and values hold together.
 const EXEMPLAR_MAX_LABEL_CHARS: usize = 128;
 
-/// One observation behind a sample: its labels (a trace id, say), value and
-/// time. Safe to share across threads.
+/// One observation behind a sample: its labels (a trace id, say), value and time; thread-safe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
     /// Kept escaped, as a scrape writes them.
@@ -24,10 +21,9 @@ pub struct Exemplar {
 }
 
 impl Exemplar {
-    /// Makes an exemplar of `value`, observed at `timestamp` (Unix seconds). Labels are kept in
-    /// order; one with an invalid or repeated name, or that would pass OpenMetrics' 128 characters,
-    /// is left out whole (a cut id names nothing). `None` when no label is left, or `value` or
-    /// `timestamp` is not finite.
+    /// An exemplar of `value` at `timestamp` (Unix seconds). A label with an invalid or repeated
+    /// name, or past OpenMetrics' 128 characters, is left out whole (a cut id names nothing).
+    /// `None` with no label left, or a number not finite.
     pub fn new(labels: &[(&str, &str)], value: f64, timestamp: f64) -> Option<Exemplar> {
         if !value.is_finite() || !timestamp.is_finite() {
             return None;
@@ -48,8 +44,7 @@ impl Exemplar {
         let mut text = Vec::new();
         write_labels(&mut text, kept.into_iter());
         Some(Exemplar {
-            // Names are ASCII and values were UTF-8, and escaping only
-            // adds ASCII, so the text is UTF-8.
+            // ASCII names, UTF-8 values, and escaping adds ASCII: the text is UTF-8.
             labels: String::from_utf8(text).ok()?.into(),
             value,
             timestamp,
@@ -104,13 +99,12 @@ impl Exemplar {
 /// A series' exemplar slots: a histogram's one per bucket, a counter's one.
 pub(crate) type Slots = Box<[Option<Exemplar>]>;
 
-/// A family's exemplars, by series number: beside the series, so that a
-/// family that never has one costs nothing per series, and `inc` and
-/// `observe` never take its lock. Each change is one assignment (see `lock`).
+/// A family's exemplars by series number, beside the series: having none costs nothing per series,
+/// and `inc` and `observe` never take its lock. Each change is one assignment (see `lock`).
 pub(crate) type Exemplars = Mutex<BTreeMap<u32, Slots>>;
 
-/// Keeps `e` in slot `slot` of series `series` (of `slots` slots) unless it
-/// holds a later one, so a replay after a restart ends as it began.
+/// Keeps `e` in slot `slot` of `series` (of `slots`) unless it holds a later one, so a replay
+/// after a restart ends as it began.
 pub(crate) fn offer(exemplars: &Exemplars, series: u32, slots: usize, slot: usize, e: Exemplar) {
     let mut by_series = lock(exemplars);
     let slots = by_series

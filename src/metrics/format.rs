@@ -1,17 +1,14 @@
-//! Number formatting and escaping for the text formats.
-//!
-//! Values are written as Go's `strconv.AppendFloat(f, 'g', -1, 64)` writes
-//! them, because every consumer of the format has been tested against what
-//! client_golang emits: the shortest digits that round-trip, an exponent
-//! below 1e-4 or from 1e6 up (`1e+06`), and `+Inf`, `-Inf`, `NaN`. The same
-//! string is used for `le`, where another spelling would be another series.
+//! Number formatting and escaping for the text formats. Values are written as Go's
+//! `strconv.AppendFloat(f, 'g', -1, 64)` does, as every consumer was tested against client_golang:
+//! shortest round-trip digits, an exponent below 1e-4 or from 1e6 (`1e+06`), `+Inf`, `-Inf`, `NaN`.
+//! `le` uses the same string, where another spelling would be another series.
 
 use std::io::Write;
 
 /// Appends `v` as the Go client writes a float in text format 0.0.4.
 pub fn write_float(out: &mut Vec<u8>, v: f64) {
-    // Whole numbers below 1e6 (counts) are by far the commonest: a short
-    // path with no digit generation; the i64 round trip skips `trunc`.
+    // Whole numbers below 1e6 (counts), by far the commonest, skip digit generation; the i64
+    // round trip skips `trunc`.
     if v.abs() < 1e6 && v as i64 as f64 == v {
         if v < 0.0 {
             out.push(b'-');
@@ -31,8 +28,7 @@ pub fn write_float(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Appends `v` as the Go OpenMetrics writer does: like [`write_float`], but
-/// a number with neither `.` nor an exponent gets `.0`.
+/// Appends `v` as the Go OpenMetrics writer does: [`write_float`], `.0` added to a whole number.
 pub fn write_float_openmetrics(out: &mut Vec<u8>, v: f64) {
     let start = out.len();
     write_float(out, v);
@@ -64,14 +60,12 @@ pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// [`write_uint`] for `v` below 10^8, always inlined. The digits are put
-/// together in a register and stored as one 8-byte word, then the buffer is
-/// cut back to their length: cheaper than copying an exact length.
+/// [`write_uint`] below 10^8, inlined: the digits are made in a register and stored as one 8-byte
+/// word, then the buffer cut back to their length, cheaper than copying an exact length.
 #[inline(always)]
 pub(crate) fn write_small_uint(out: &mut Vec<u8>, mut v: u32) {
-    // Little-endian, so the first character is the lowest byte: each step
-    // shifts the digits so far up and puts the ones before them below. The
-    // bound on `n`, never reached below 10^8, lets the loop be unrolled.
+    // Little-endian, the first character lowest: each step shifts the digits so far up and puts
+    // the ones before below. The bound on `n`, never reached below 10^8, unrolls the loop.
     let (mut word, mut n) = (0u64, 0);
     while v >= 10 && n < 8 {
         let pair = (v % 100) as usize * 2;
@@ -97,12 +91,10 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// Writes `v` when it is a whole number of millionths in `[1e-4, 1e6)`
-/// (money in micro-dollars, durations in microseconds), and returns whether
-/// it did; the general path costs several times more. Its digits are the
-/// shortest that round-trip: `n / 1e6 == v` proves the decimal parses back
-/// to `v`, and below 1e6 doubles are closer than a millionth, so no shorter
-/// decimal is `v`. The range is where Go's `%g` uses fixed notation.
+/// Writes `v` if it is a whole number of millionths in `[1e-4, 1e6)` (micro-dollars, microseconds),
+/// where Go's `%g` is fixed; the general path costs several times more. The digits are shortest:
+/// `n / 1e6 == v` proves the decimal parses back to `v`, and below 1e6 doubles are closer than a
+/// millionth, so no shorter decimal is `v`.
 #[inline]
 fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
     let a = v.abs();
@@ -131,8 +123,7 @@ fn write_micros(out: &mut Vec<u8>, v: f64) -> bool {
     true
 }
 
-/// Rust's `{:e}` and `{}` give the shortest round-trip digits; `%g` picks
-/// between them by the exponent, which it writes signed and of two digits.
+/// Rust's `{:e}` and `{}` give the shortest digits; `%g` picks by the exponent, signed, 2 digits.
 fn write_general(out: &mut Vec<u8>, v: f64) {
     let sci = format!("{v:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -162,14 +153,12 @@ pub(crate) fn write_labels<'a>(
     }
 }
 
-/// Appends a label value, or OpenMetrics HELP text, with `\`, `"` and
-/// newline escaped.
+/// Appends a label value, or OpenMetrics HELP text, with `\`, `"` and newline escaped.
 pub fn write_label_value(out: &mut Vec<u8>, value: &str) {
     escape(out, value, true)
 }
 
-/// Appends HELP text escaped for text format 0.0.4: only `\` and newline.
-/// Escaping `"` here would break older promtool parsers.
+/// Appends 0.0.4 HELP text, escaping only `\` and newline (`"` would break older promtool).
 pub fn write_help(out: &mut Vec<u8>, help: &str) {
     escape(out, help, false)
 }

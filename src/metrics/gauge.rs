@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::counter::update_f64;
 
-/// A gauge: a value that can be set, raised and lowered. Cloning is cheap
-/// and every clone updates the same value; safe to share across threads.
+/// A gauge: a value set, raised and lowered. Clones are cheap and share the value; thread-safe.
 #[derive(Clone, Debug, Default)]
 pub struct Gauge {
     // f64 bits; Relaxed is enough: one independent atomic, publishing nothing.

@@ -7,9 +7,8 @@ use super::counter::update_f64;
 use super::error::Error;
 use super::lock;
 
-/// A histogram: counts observations into buckets and keeps their sum. Cloning is cheap and every
-/// clone updates the same histogram; safe to share across threads. `observe` is lock-free, yet a
-/// scrape sees `_count`, `_sum` and every bucket agree (see `snapshot`).
+/// A histogram: observations counted into buckets, and their sum. Clones are cheap and share it;
+/// thread-safe. `observe` is lock-free, yet a scrape sees `_count`, `_sum` and buckets agree.
 #[derive(Clone, Debug)]
 pub struct Histogram {
     core: Arc<Core>,
@@ -48,8 +47,7 @@ pub(crate) fn checked_bounds(name: &str, bounds: &[f64]) -> Result<Box<[f64]>, E
 }
 
 impl Histogram {
-    /// Creates an unregistered histogram with the given upper bounds, which
-    /// must be finite and strictly increasing (`+Inf` is implied).
+    /// Creates an unregistered histogram; bounds finite and strictly increasing (`+Inf` implied).
     pub fn new(bounds: &[f64]) -> Result<Histogram, Error> {
         checked_bounds("histogram", bounds).map(Histogram::with_checked_bounds)
     }
@@ -75,8 +73,7 @@ impl Histogram {
         self.observe_with(v, |sum| sum + v)
     }
 
-    /// [`Histogram::observe`], except that the sum stops at `±f64::MAX`, so
-    /// that a sum of finite values is finite.
+    /// [`Histogram::observe`], the sum stopping at `±f64::MAX`: a sum of finite values is finite.
     pub fn observe_saturating(&self, v: f64) {
         self.observe_with(v, |sum| saturating_sum(sum, v))
     }
@@ -97,8 +94,7 @@ impl Histogram {
 
     /// The sum of the observations, as a scrape would show it now.
     pub fn sum(&self) -> f64 {
-        // One shard holds every folded observation and the other what came
-        // since; the lock keeps a fold from being half done.
+        // One shard holds folded observations, the other newer ones: the lock keeps folds whole.
         let _guard = lock(&self.core.scrape);
         let sum = |s: &Shard| f64::from_bits(s.sum_bits.load(Ordering::Relaxed));
         saturating_sum(sum(&self.core.shards[0]), sum(&self.core.shards[1]))
@@ -114,10 +110,9 @@ impl Histogram {
         bucket_of(&self.core.bounds, v)
     }
 
-    /// Takes a consistent snapshot: fills `cumulative` with one count per bound plus the `+Inf`
-    /// bucket, and returns `(sum, count)`. As client_golang does, it flips the hot and cold shards
-    /// with one atomic add, waits for the observations under way on the now-cold shard, reads it,
-    /// then folds it into the new hot shard.
+    /// A consistent snapshot: `cumulative` gets a count per bound and `+Inf`; gives `(sum, count)`.
+    /// As client_golang does, it flips the hot and cold shards with one atomic add, waits for the
+    /// observations under way on the now-cold shard, reads it, and folds it into the hot one.
     pub fn snapshot(&self, cumulative: &mut Vec<u64>) -> (f64, u64) {
         let core = &*self.core;
         let _guard = lock(&core.scrape);
@@ -143,23 +138,20 @@ impl Histogram {
             cumulative.push(running);
         }
         let sum = f64::from_bits(cold.sum_bits.swap(0f64.to_bits(), Ordering::Relaxed));
-        // Fold the cold totals into the hot shard, so it alone holds every
-        // observation by the next flip; saturating, as in `add_counts`.
+        // The hot shard must hold every observation by the next flip; saturating, as `add_counts`.
         add_to(hot, cumulative, sum, Ordering::Relaxed);
         (sum, count)
     }
 
-    /// Adds observations as [`Histogram::snapshot`] gives them, to carry a
-    /// histogram across a restart; the sum saturates. Counts of the wrong
-    /// length or that decrease change nothing and return false.
+    /// Adds counts as [`Histogram::snapshot`] gives them (across a restart), the sum saturating;
+    /// counts of the wrong length or that decrease change nothing and return false.
     pub fn add_counts(&self, cumulative: &[u64], sum: f64) -> bool {
         let core = &*self.core;
         let slots = core.bounds.len() + 1;
         if cumulative.len() != slots || cumulative.windows(2).any(|w| w[0] > w[1]) || sum.is_nan() {
             return false;
         }
-        // Taken as observations are: counted first, then added to the
-        // shard that count chose, so a scrape under way waits for them.
+        // As observations: counted, then added to the shard the count chose, so a scrape waits.
         let n = core
             .count_and_hot
             .fetch_add(cumulative[slots - 1], Ordering::Relaxed);
@@ -173,8 +165,7 @@ impl Histogram {
     }
 }
 
-/// Adds cumulative counts and a sum to a shard. The sum saturates: the
-/// halves of a saturated sum may each be finite where their total is not.
+/// Adds cumulative counts and a sum to a shard; saturating, as a saturated sum's halves may not.
 #[inline(always)]
 fn add_to(shard: &Shard, cumulative: &[u64], sum: f64, order: Ordering) {
     update_f64(&shard.sum_bits, |s| saturating_sum(s, sum));
@@ -185,8 +176,7 @@ fn add_to(shard: &Shard, cumulative: &[u64], sum: f64, order: Ordering) {
     }
 }
 
-/// `a + b`, or `±f64::MAX` where two finite numbers add up past it; an
-/// infinite operand gives what IEEE addition gives.
+/// `a + b`, or `±f64::MAX` where two finite numbers add up past it (infinities as IEEE adds them).
 pub(crate) fn saturating_sum(a: f64, b: f64) -> f64 {
     let sum = a + b;
     if sum.is_infinite() && a.is_finite() && b.is_finite() {

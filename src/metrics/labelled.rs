@@ -10,10 +10,8 @@ use super::gauge::Gauge;
 use super::histogram::Histogram;
 use super::lock;
 
-/// A family of metrics of one type with a fixed list of label names.
-/// Cloning is cheap; safe to share across threads. Values go in the order
-/// the names were declared; a list of the wrong length, or a new one past
-/// the series cap, lands on the overflow series whose every value is `other`.
+/// A family of metrics of one type with fixed label names; cheap clones, thread-safe. Values go in
+/// the names' order; the wrong number, or a new set past the cap, lands on the `other` series.
 #[derive(Clone)]
 pub struct Labelled<M> {
     pub(crate) inner: Arc<Family<M>>,
@@ -37,8 +35,7 @@ impl<M: Clone> Labelled<M> {
         self.inner.existing(values).cloned()
     }
 
-    /// Calls `f` with each series' number and metric, in label-value order,
-    /// overflow last: the order that remakes the family.
+    /// Calls `f` with each series' number and metric in label-value order, overflow last.
     pub fn each(&self, f: impl FnMut(u32, &M)) {
         self.inner.each(f)
     }
@@ -67,8 +64,7 @@ impl CounterFamily {
         self.inner.with(values, |c| c.add(v))
     }
 
-    /// Adds one to the counter for `values` and offers it an exemplar of
-    /// value 1 (see [`Exemplar::new`]), kept if latest by timestamp.
+    /// Adds one to the counter for `values`, offering it an exemplar (see [`Exemplar::new`]) of 1.
     pub fn inc_with_exemplar(&self, values: &[&str], labels: &[(&str, &str)], timestamp: f64) {
         let exemplar = Exemplar::new(labels, 1.0, timestamp);
         self.inner.with_numbered(values, |i, c| {
@@ -79,8 +75,7 @@ impl CounterFamily {
         })
     }
 
-    /// Offers an exemplar, such as one read back after a restart, to the
-    /// counter for `values`; the value is unchanged.
+    /// Offers an exemplar (one read back after a restart) to the counter for `values`.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner
             .with_numbered(values, |i, _| offer(&self.inner.exemplars, i, 1, 0, e))
@@ -88,8 +83,7 @@ impl CounterFamily {
 
     /// Every exemplar the family's counters hold, by series number.
     pub fn exemplars(&self) -> BTreeMap<u32, Exemplar> {
-        // Inserted, not collected: a `collect` into a map compiles a sort of
-        // its own (see `crate::ordered`), and these are in key order.
+        // Inserted: a `collect` into a map compiles its own sort, and these are in key order.
         let mut latest = BTreeMap::new();
         for (i, slots) in lock(&self.inner.exemplars).iter() {
             if let Some(Some(e)) = slots.first() {
@@ -129,8 +123,7 @@ impl HistogramFamily {
         self.inner.with(values, |h| h.observe(v))
     }
 
-    /// Records `v` in the histogram for `values` and offers its bucket an
-    /// exemplar of `v` (see [`Exemplar::new`]), kept if latest by timestamp.
+    /// Records `v` for `values`, offering its bucket an exemplar of `v` (see [`Exemplar::new`]).
     pub fn observe_with_exemplar(
         &self,
         values: &[&str],
@@ -147,8 +140,7 @@ impl HistogramFamily {
         })
     }
 
-    /// Offers an exemplar to the bucket its value falls in, of the histogram
-    /// for `values`; the counts are unchanged.
+    /// Offers an exemplar to its value's bucket of the histogram for `values`.
     pub fn add_exemplar(&self, values: &[&str], e: Exemplar) {
         self.inner.with_numbered(values, |i, h| self.offer(i, h, e))
     }
@@ -158,8 +150,7 @@ impl HistogramFamily {
         offer(&self.inner.exemplars, i, h.bounds().len() + 1, slot, e)
     }
 
-    /// Every exemplar the family's histograms hold, by series number: one
-    /// entry per bucket, `+Inf` last.
+    /// Every exemplar the family's histograms hold, by series number, one per bucket, `+Inf` last.
     pub fn exemplars(&self) -> BTreeMap<u32, Vec<Option<Exemplar>>> {
         let mut all = BTreeMap::new();
         for (i, slots) in lock(&self.inner.exemplars).iter() {

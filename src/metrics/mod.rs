@@ -1,6 +1,5 @@
-//! The metrics core (std only): counters, gauges, histograms, labelled
-//! families, a registry, and Prometheus text and OpenMetrics encoders; see
-//! `docs/metrics-library.md`.
+//! The metrics core (std only): counters, gauges, histograms, labelled families, a registry, and
+//! Prometheus text and OpenMetrics encoders; see `docs/metrics-library.md`.
 
 mod ceiling;
 mod counter;
@@ -36,8 +35,8 @@ pub use timer::Timer;
 
 use std::sync::{Mutex, MutexGuard};
 
-/// Locks `m` even if poisoned: no change under a metrics lock can be left
-/// half made by a panic (each says why), so the state it guards is sound.
+/// Locks `m` even if poisoned: no change under these locks can be left half made by a panic (each
+/// says why), so the state it guards is sound.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -7,11 +7,9 @@ use super::encode::Kind;
 use super::lock;
 use super::registry::{Collector, Desc};
 
-/// A collector of the standard `process_*` metrics, read from `/proc/self` (on other systems it
-/// describes nothing). Safe to share across threads. Reading `/proc` costs more than rendering
-/// everything else (counting `/proc/self/fd` alone is a quarter of a scrape with a few dozen
-/// connections), so a reading serves scrapes within [`MAX_AGE`]: Prometheus never sees it stale,
-/// and a burst of scrapes stays cheap.
+/// A collector of the standard `process_*` metrics from `/proc/self` (elsewhere, none). Reading
+/// `/proc` costs more than rendering the rest (`/proc/self/fd` alone is a quarter of a scrape with
+/// a few dozen connections), so a reading serves scrapes for a second (`MAX_AGE`); thread-safe.
 #[derive(Debug, Default)]
 pub struct ProcessCollector {
     last: Mutex<Option<(Instant, Vec<f64>)>>,
@@ -27,8 +25,7 @@ impl ProcessCollector {
     }
 }
 
-/// Each metric's name and HELP, in the order `process_linux::read` gives
-/// their values; the first is a counter and the rest gauges.
+/// Each metric's name and HELP, in `process_linux::read`'s order; the first a counter, then gauges.
 const METRICS: [&str; 7] = [
     "process_cpu_seconds_total Total user and system CPU time spent in seconds.",
     "process_max_fds Maximum number of open file descriptors.",

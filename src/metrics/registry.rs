@@ -28,8 +28,7 @@ pub const RENDER_PIECE: usize = 32 * 1024;
 /// Settings for a [`Registry`]. The default is a sensible production setting.
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
-    /// How many series each labelled family may hold before new label sets
-    /// go to its overflow series. Default 10,000.
+    /// How many series a labelled family holds before new ones go to its overflow series (10,000).
     pub series_cap: usize,
 }
 
@@ -85,12 +84,10 @@ struct Entries {
     claimed: HashMap<String, String>,
 }
 
-/// The registry of metric families. Cloning is cheap and clones share the
-/// same families; safe to share across threads.
+/// The registry of metric families. Clones are cheap and share the families; thread-safe.
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
-    /// See [`Registry::within`].
     ceiling: Option<ByteCeiling>,
 }
 
@@ -101,7 +98,6 @@ struct Inner {
     overflow: Arc<Family<Counter>>,
 }
 
-/// A family's name, HELP and type.
 type Meta<'a> = (&'a str, &'a str, Kind);
 
 impl Default for Registry {
@@ -180,8 +176,7 @@ impl Registry {
         self.insert((name, help, Kind::Gauge), body, false)
     }
 
-    /// Registers an unlabelled histogram with strictly increasing finite
-    /// upper bounds (`+Inf` is implied).
+    /// Registers an unlabelled histogram with strictly increasing finite bounds (`+Inf` implied).
     pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Result<Histogram> {
         let family = self.unbounded().histogram_family(name, help, &[], bounds)?;
         Ok(family.get(&[]))
@@ -192,9 +187,8 @@ impl Registry {
         self.fixed_point_counter_family(name, help, labels, 1)
     }
 
-    /// Registers a family of counters rendered as their count divided by `per_unit` (0 is taken as
-    /// 1). For money: a sum of micro-dollars is exact, and 5,703,720 renders as `5.70372`, where a
-    /// float sum of the same dollars renders as `5.703720000000001`.
+    /// Registers counters rendered divided by `per_unit` (0 is 1). For money: a micro-dollar sum
+    /// is exact, 5,703,720 renders `5.70372`; a float sum of dollars `5.703720000000001`.
     pub fn fixed_point_counter_family(
         &self,
         name: &str,
@@ -274,17 +268,15 @@ impl Registry {
             .sum()
     }
 
-    /// Appends a scrape in `fmt` to `out`: families sorted by name, series
-    /// by label values. Callbacks and collectors run with no lock held.
+    /// Appends a scrape in `fmt` to `out`, sorted by name and label values; callbacks run unlocked.
     pub fn render(&self, out: &mut Vec<u8>, fmt: Format) {
         let mut never = |_: &[u8]| Ok(());
         // Nothing is ever passed on, so nothing can fail.
         let _ = self.render_pieces(out, &mut Pieces::new(usize::MAX, &mut never), fmt);
     }
 
-    /// Writes [`Registry::render`]'s bytes to `out` in `write_all`s of
-    /// about [`RENDER_PIECE`] bytes cut between series, holding no lock that
-    /// recording needs while `out` waits. Stops at `out`'s first error.
+    /// Writes [`Registry::render`]'s bytes to `out` in pieces of about [`RENDER_PIECE`] cut between
+    /// series, holding no lock recording needs while `out` waits; stops at its first error.
     pub fn render_to(&self, out: &mut impl io::Write, fmt: Format) -> io::Result<()> {
         // Room for a piece and the series that passes it, mostly.
         let mut buf = Vec::with_capacity(RENDER_PIECE + RENDER_PIECE / 4);
@@ -294,7 +286,6 @@ impl Registry {
         pieces.flush(&mut buf)
     }
 
-    /// Renders into `out`, which `pieces` passes on between series.
     fn render_pieces(
         &self,
         out: &mut Vec<u8>,
@@ -309,8 +300,7 @@ impl Registry {
             match &e.body {
                 Body::Counters(f, 1) => write_samples(out, pieces, fmt, name, f, Counter::get)?,
                 Body::Counters(f, per_unit) => {
-                    // One correctly rounded division: the nearest double to
-                    // the exact decimal, which prints as that decimal.
+                    // One correctly rounded division: the double nearest the exact decimal.
                     let per_unit = f64::from(*per_unit);
                     write_samples(out, pieces, fmt, name, f, |c| c.get() / per_unit)?
                 }
@@ -369,9 +359,8 @@ impl Registry {
         Ok(family)
     }
 
-    /// Counts a new family's fixed part under this handle's ceiling, if any
-    /// (its header, and its one series or its overflow series and that one's
-    /// `OVERFLOW_METRIC` line); returns what new series cost, and what it counted.
+    /// Counts a new family's fixed part (header; its one series, or its overflow series and that
+    /// one's `OVERFLOW_METRIC` line) under the ceiling, if any; gives the series' charge and count.
     fn charge(
         &self,
         (name, help, kind): Meta<'_>,

@@ -5,8 +5,7 @@ use std::time::Instant;
 use super::histogram::Histogram;
 use super::labelled::HistogramFamily;
 
-/// A running timer: dropped, it observes the elapsed seconds once;
-/// [`Timer::stop`] does so early, [`Timer::discard`] never. Safe to send.
+/// A timer observing the elapsed seconds when dropped, or at [`Timer::stop`]; never if discarded.
 #[must_use = "a timer observes when dropped; bind it to a variable"]
 pub struct Timer {
     start: Instant,
@@ -29,8 +28,7 @@ impl Histogram {
 }
 
 impl HistogramFamily {
-    /// Starts a timer that observes the elapsed seconds into the series for
-    /// `values` when dropped.
+    /// Starts a timer that observes the elapsed seconds into the series for `values` when dropped.
     pub fn start_timer(&self, values: &[&str]) -> Timer {
         Timer {
             start: Instant::now(),
@@ -43,8 +41,7 @@ impl HistogramFamily {
 }
 
 impl Timer {
-    /// Sets label `name`'s value for the observation to come; false, and
-    /// nothing changed, for a name the family lacks.
+    /// Sets label `name`'s value for the observation; false for a name the family lacks.
     pub fn set_label(&mut self, name: &str, value: &str) -> bool {
         let Some(Target::Family(family, values)) = &mut self.target else {
             return false;

@@ -1,5 +1,4 @@
-//! Family keys: label values spelled as words, hashed with a per-family
-//! seed, compared exactly and ordered as the render order needs.
+//! Family keys: label values spelled as words, hashed with a per-family seed, compared, ordered.
 
 use std::cmp::Ordering as Order;
 
@@ -31,15 +30,13 @@ impl<'a> Lookup<'a> {
             }
             key.len += 1;
         });
-        // The best-mixed bits, the top ones of the last multiply, go to the
-        // bottom, where probing starts: low product bits never see the high
-        // bytes of the last word, where `id-0001` and `id-0002` differ.
+        // The best-mixed (top) bits go to the bottom, where probing starts: low product bits never
+        // see the last word's high bytes, where `id-0001` and `id-0002` differ.
         key.hash = key.hash.swap_bytes();
         key
     }
 
-    /// Whether an index slot's `len` and `head` (see `Entry`) agree with
-    /// these values: for keys up to `HEAD` words, whether they are equal.
+    /// Whether an index slot's `len` and `head` agree: for keys up to `HEAD` words, equality.
     #[inline(always)]
     pub(super) fn matches_head(&self, len: u32, head: &[u64; HEAD]) -> bool {
         // One branch for all the words: they are usually all equal.
@@ -50,8 +47,7 @@ impl<'a> Lookup<'a> {
         len as usize == self.len.min(HEAD + 1) && differ == 0
     }
 
-    /// Whether a series' key spells the same values (for keys over `HEAD`
-    /// words: shorter ones `matches_head` settles).
+    /// Whether a series' key spells the same values (needed past `HEAD` words).
     #[inline(always)]
     pub(super) fn matches(&self, key: &[u64]) -> bool {
         let (mut rest, mut same) = (key.iter(), key.len() == self.len);
@@ -90,7 +86,6 @@ pub(super) fn decode(key: &[u64]) -> Vec<String> {
     spelled(key).map(utf8).collect()
 }
 
-/// The values a key's words spell, as bytes.
 fn spelled(key: &[u64]) -> impl Iterator<Item = Vec<u8>> + '_ {
     let mut words = key.iter();
     std::iter::from_fn(move || {
@@ -109,7 +104,6 @@ fn spelled(key: &[u64]) -> impl Iterator<Item = Vec<u8>> + '_ {
     })
 }
 
-/// The 8 bytes of `s` at `at`, as a little-endian number.
 #[inline(always)]
 fn word(s: &[u8], at: usize) -> u64 {
     let mut w = [0; 8];

@@ -27,8 +27,7 @@ const LEVELS: usize = 32;
 /// The slots of index table 0; table `t` has `2^(t + 4)`.
 const FIRST_TABLE: usize = 16;
 
-/// The most series a family holds whatever its cap: an index fits a `u32`,
-/// and every chunk and table it needs exists.
+/// The most series a family holds whatever its cap: indexes fit a `u32`, chunks and tables exist.
 const MAX_SERIES: usize = 1 << 31;
 
 pub(crate) struct Series<M> {
@@ -60,27 +59,24 @@ struct Entry<M> {
 /// An index table: open addressing with linear probing, each slot set once.
 type Table<M> = Box<[OnceLock<Entry<M>>]>;
 
-/// A ceiling new series count against: their labels, and what `weigh` says
-/// a scrape of a series with labels that long writes.
+/// A ceiling new series count against: their labels, and what `weigh` says a scrape of them writes.
 pub(crate) struct Charge {
     pub(crate) ceiling: ByteCeiling,
     pub(crate) weigh: Box<dyn Fn(usize) -> u64 + Send + Sync>,
 }
 
-/// What the insert mutex guards: series numbers in label-value order, and
-/// the overflow series' number.
+/// What the insert mutex guards: series numbers in label-value order, and the overflow's number.
 #[derive(Default)]
 struct Writer {
     sorted: Vec<u32>,
     overflow: Option<u32>,
 }
 
-/// A family of series of one metric type, keyed by label values. Safe to share across threads.
-/// Lookups take no lock: they probe an open-addressing index of set-once slots by a seeded hash and
-/// compare the values; inserts take a mutex. A slot holds a clone of its metric, so `M` must be a
-/// handle whose clones share a value. Series live in doubling chunks, never moved or removed. The
-/// index grows into a table twice the size; old tables live until the family drops, so a lookup
-/// still probing one is safe (a miss goes slow).
+/// A family of series of one metric type, keyed by label values; thread-safe. Lookups take no lock:
+/// they probe an open-addressing index of set-once slots by a seeded hash; inserts take a mutex. A
+/// slot holds a clone of its metric, so `M` is a handle whose clones share a value. Series live in
+/// doubling chunks, never moved. The index grows into a table twice the size; old tables live on,
+/// so a lookup still probing one is safe (a miss goes slow).
 pub(crate) struct Family<M> {
     label_names: Box<[String]>,
     cap: usize,
@@ -104,8 +100,7 @@ pub(crate) struct Family<M> {
 // orders its own contents the same way, so a slot they see leads to a series they see.
 
 impl<M: Clone> Family<M> {
-    /// An empty family; `overflowed` counts lookups sent to its overflow
-    /// series, where new series go that `charge` does not afford.
+    /// An empty family; `overflowed` counts lookups sent to its overflow series.
     pub(crate) fn new(
         label_names: &[&str],
         cap: usize,
@@ -135,16 +130,14 @@ impl<M: Clone> Family<M> {
         &self.label_names
     }
 
-    /// Runs `f` on the series for `values`, creating it if needed. A value
-    /// list of the wrong length, or a new one past the cap or the ceiling,
-    /// gets the overflow series. Inlined: a call's register spills were a
-    /// tenth of a lookup, and a known list length unrolls the hashing.
+    /// Runs `f` on the series for `values`, created if new; the wrong length, or a new one past the
+    /// cap or ceiling, gets the overflow series. Inlined: a call's register spills were a tenth
+    /// of a lookup, and a known list length unrolls the hashing.
     #[inline(always)]
     pub(crate) fn with<R>(&self, values: &[&str], f: impl FnOnce(&M) -> R) -> R {
         self.with_numbered(values, |_, m| f(m))
     }
 
-    /// [`Family::with`], `f` also given the series' number.
     #[inline(always)]
     pub(crate) fn with_numbered<R>(&self, values: &[&str], f: impl FnOnce(u32, &M) -> R) -> R {
         let (i, metric) = match self.find(&Lookup::new(self.seed, values)) {
@@ -234,8 +227,7 @@ impl<M: Clone> Family<M> {
             true => w.sorted.len(),
             false => w.sorted.binary_search_by(below).unwrap_or_else(|p| p),
         };
-        // Only allocation can fail from here, and it aborts rather than
-        // panics, so a series is never stored without being indexed.
+        // Only allocation can fail from here, and it aborts, so a series is always indexed.
         w.sorted.reserve(1);
         let i = w.sorted.len() as u32;
         let (k, at) = place_of(i);
@@ -262,8 +254,7 @@ impl<M: Clone> Family<M> {
         (i, &series.metric)
     }
 
-    /// Indexes `e`, the newest series, in a table twice the size if the
-    /// current one would be over half full.
+    /// Indexes `e`, the newest series, in a table twice the size if this one would be half full.
     fn index(&self, e: Entry<M>) {
         let mut level = self.current.load(Ordering::Relaxed);
         let Some(mut table) = self.tables[level].get() else {
@@ -283,13 +274,11 @@ impl<M: Clone> Family<M> {
         place(table, e);
     }
 
-    /// Whether the series' `prefix`es are for `name`, the first name the
-    /// family is rendered under (an alias renders without them).
+    /// Whether the series' `prefix`es are for `name`, the first one rendered (not an alias).
     pub(crate) fn prefixes(&self, name: &str) -> bool {
         **self.prefixed.get_or_init(|| name.into()) == *name
     }
 
-    /// Calls `f` with each series' number and metric, overflow last.
     pub(crate) fn each(&self, mut f: impl FnMut(u32, &M)) {
         let w = lock(&self.writer);
         let overflow = w.overflow;
@@ -306,7 +295,6 @@ impl<M: Clone> Family<M> {
         self.find(&Lookup::new(self.seed, values)).map(|(_, m)| m)
     }
 
-    /// The label values of series number `i`, if it exists.
     pub(crate) fn label_values(&self, i: u32) -> Option<Vec<String>> {
         self.series(i).map(|s| decode(&s.key))
     }
@@ -322,9 +310,8 @@ impl<M: Clone> Family<M> {
     }
 }
 
-/// The chunk of series `i`, `floor(log2(i + 1))`, and its place there, read
-/// from the exponent of `i + 1` as an f64 (exact): `ilog2` is BSR on baseline
-/// x86-64, several micro-ops on some CPUs, half of iterating's cost.
+/// The chunk of series `i`, `floor(log2(i + 1))` read from `i + 1`'s f64 exponent, and its place
+/// there: `ilog2` is BSR on baseline x86-64, several micro-ops on some CPUs, half of iterating.
 #[inline(always)]
 fn place_of(i: u32) -> (usize, usize) {
     let n = u64::from(i) + 1;
