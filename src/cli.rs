@@ -30,10 +30,7 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         Command::Client(sub, c) if sub == "demo" => demo::command(&c),
         Command::Client(sub, c) => send(&sub, &c),
-        Command::Repair {
-            data_dir,
-            budget_dir,
-        } => repair(&data_dir, &budget_dir),
+        Command::Repair(c) => repair(&c.data_dir, &c.budget.dir),
         Command::Serve(c) => return crate::serve::serve(*c),
     };
     ExitCode::from(code)

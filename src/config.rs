@@ -2,7 +2,7 @@
 //! variable, which wins over the default. Every setting is a row of the
 //! `settings` table, read by the parser, the unknown-flag check and `usage`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::otlp::OtlpConfig;
@@ -25,11 +25,8 @@ pub enum Command {
     Serve(Box<Config>),
     /// A client command, such as `status` or `demo`, and what it was given.
     Client(String, Client),
-    Repair {
-        data_dir: PathBuf,
-        /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
-        budget_dir: PathBuf,
-    },
+    /// `repair`, of the data dir and the ledger dir (which may lie outside it).
+    Repair(Box<Config>),
     /// Print this text and exit 0.
     Help(String),
     Version,
@@ -134,10 +131,7 @@ fn command(
             config.otlp = OtlpConfig::from_env(env);
             Command::Serve(Box::new(config))
         }
-        "repair" => Command::Repair {
-            data_dir: config.data_dir,
-            budget_dir: config.budget.dir,
-        },
+        "repair" => Command::Repair(Box::new(config)),
         _ if takes_run && !crate::runs::valid_run_id(&c.run_id) => {
             let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
             return Err(format!("RUN_ID {must}, not {:?}", c.run_id));
