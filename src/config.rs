@@ -36,12 +36,12 @@ pub enum Command {
 /// The error is a one-line message for exit code 2.
 pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
+    let first = args.peek().copied().filter(|a| !a.starts_with('-'));
     // Without a command the server runs, but `--help` then means the
     // program's help, which lists the commands.
-    let named = args.peek().is_some_and(|first| !first.starts_with('-'));
-    let sub = match args.peek().copied() {
+    let named = first.is_some();
+    let sub = match first {
         None => "serve",
-        Some(first) if first.starts_with('-') => "serve",
         Some("help") => {
             args.next();
             return match args.next() {

@@ -7,6 +7,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use super::encode::{encode_request, CONTENT_TYPE};
 use super::span::Span;
 use super::OtlpConfig;
@@ -182,13 +184,8 @@ impl Shared {
     }
 
     fn warn(&self, (spans, why): (u64, String)) {
-        self.log.warn(
-            "trace spans dropped",
-            &[
-                ("spans", serde_json::json!(spans)),
-                ("error", serde_json::json!(why)),
-            ],
-        );
+        let fields = [("spans", json!(spans)), ("error", json!(why))];
+        self.log.warn("trace spans dropped", &fields);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
