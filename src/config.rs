@@ -32,8 +32,7 @@ pub enum Command {
     Version,
 }
 
-/// Parses arguments (without the program name); `env` looks variables up.
-/// The error is a one-line message for exit code 2.
+/// Parses arguments (without the program name), `env` looking variables up; errors are one line.
 pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
     let first = args.peek().copied().filter(|a| !a.starts_with('-'));

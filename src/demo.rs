@@ -437,8 +437,7 @@ struct RunPlan {
     outcome: PlannedEnd,
     /// Seconds from the run's start to its end: the simulated clock.
     duration: f64,
-    /// Its updates to the example families: a worktree, a task and an LLM
-    /// call per phase, a dispatch-loop cycle per iteration, a merge, retries.
+    /// Its updates to the example families.
     updates: Vec<Value>,
     /// The LLM calls planned so far.
     calls: u64,

@@ -194,8 +194,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the next batch is due, then takes it; `None` at shutdown
-    /// once the queue is empty.
+    /// Waits until the next batch is due and takes it; `None` at shutdown once the queue is empty.
     fn next_batch(&self, batch_delay: Duration) -> Option<Vec<Span>> {
         let mut st = self.lock();
         loop {
@@ -286,8 +285,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses a base endpoint such as `http://127.0.0.1:4318` and appends
-    /// `/v1/traces` to its path; the error says why it is refused.
+    /// Parses a base endpoint such as `http://127.0.0.1:4318`, adding `/v1/traces`; errors say why.
     pub(crate) fn parse(base: &str) -> Result<Endpoint, String> {
         let invalid = |why| format!("OTLP endpoint {base:?}: {why}");
         let rest = base
