@@ -156,8 +156,7 @@ fn format_status(s: &Value) -> String {
         s["cancelled_runs"],
         s["messagebus_appends"],
     );
-    let runs = s["runs"].as_array().cloned().unwrap_or_default();
-    if !runs.is_empty() {
+    if let Some(runs) = s["runs"].as_array().filter(|runs| !runs.is_empty()) {
         out.push_str("\nRUN ID                           AGENT            STARTED\n");
         for r in runs {
             out.push_str(&format!(
