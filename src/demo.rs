@@ -416,15 +416,17 @@ const GOALS: [&str; 6] = [
     "Remove the legacy session store",
 ];
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 enum PlannedEnd {
     Complete,
     Fail(String),
+    /// What a run that neither fails its last iteration nor delivers is.
+    #[default]
     Cancel,
 }
 
 /// A whole run, planned before any of it is sent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct RunPlan {
     /// The body of `POST /api/v1/runs`, without the run id.
     start: Value,
@@ -469,13 +471,7 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
         }),
         steps: vec![json!({"type": "PLAN", "body": plan_message})],
         triage_tokens,
-        iterations: 0,
-        pr_url: None,
-        // What a run that neither fails its last iteration nor delivers is.
-        outcome: PlannedEnd::Cancel,
-        duration: 0.0,
-        updates: Vec::new(),
-        calls: 0,
+        ..RunPlan::default()
     };
     worktree_created(index, &mut plan.updates);
     for iteration in 1..=max_iterations {
