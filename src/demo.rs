@@ -583,14 +583,11 @@ impl RunPlan {
         let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
         let ms = (seconds * 1000.0).round();
-        batch.extend([
-            self.at(json!({"type": "tokens", "phase": phase, "model": model,
-                "input_tokens": input, "output_tokens": output})),
-            self.at(
-                json!({"type": "phase_completed", "phase": phase, "success": success,
-                "duration_ms": ms}),
-            ),
-        ]);
+        let tokens = json!({"type": "tokens", "phase": phase, "model": model,
+            "input_tokens": input, "output_tokens": output});
+        let completed = json!({"type": "phase_completed", "phase": phase, "success": success,
+            "duration_ms": ms});
+        batch.extend([self.at(tokens), self.at(completed)]);
         self.calls += 1;
         llm_call(model, (input, output), self.calls, &mut self.updates);
         let status = if success { "success" } else { "failed" };
