@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::app::VERSION;
 use crate::client::{self, Received};
@@ -28,28 +28,50 @@ pub fn run(args: &[String]) -> ExitCode {
             println!("conductor-metrics {VERSION}");
             0
         }
-        Command::Client(sub, c) => match sub.as_str() {
-            "status" => get(&c.url, "status", "/api/v1/status", format_status),
-            "budget" => get(&c.url, "budget", "/api/v1/agent/budget", format_budget),
-            "trigger" => trigger(&c.url),
-            "demo" => demo::command(&c),
-            action => finish(action, &c),
-        },
-        Command::Repair {
-            data_dir,
-            budget_dir,
-        } => repair(&data_dir, &budget_dir),
+        Command::Client(sub, c) if sub == "demo" => demo::command(&c),
+        Command::Client(sub, c) => send(&sub, &c),
+        Command::Repair(c) => repair(&c.data_dir, &c.budget.dir),
         Command::Serve(c) => return crate::serve::serve(*c),
     };
     ExitCode::from(code)
 }
 
-/// Prints a 200 answer as `format` writes it (exit 0), else why (exit 1).
-fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> String) -> u8 {
-    match sent {
+/// Sends `command`'s request and prints a 200 answer (exit 0), else why
+/// (exit 1). A finish prints the run with its cost; a `trigger` the budget
+/// refused prints the JSON answer and exits 3.
+fn send(command: &str, c: &Client) -> u8 {
+    let (path, mut body, format): (_, _, fn(&Value) -> String) = match command {
+        "status" => ("/api/v1/status".into(), Value::Null, format_status),
+        "budget" => ("/api/v1/agent/budget".into(), Value::Null, format_budget),
+        "trigger" => (
+            "/api/v1/agent/trigger".into(),
+            json!({"agent": "cli"}),
+            pretty,
+        ),
+        action => {
+            let body = json!({"error": c.error, "cost": c.cost});
+            (format!("/api/v1/runs/{}/{action}", c.run_id), body, pretty)
+        }
+    };
+    if let Some(members) = body.as_object_mut() {
+        members.retain(|_, v| !v.is_null());
+    }
+    let (method, body) = match body {
+        Value::Null => ("GET", None),
+        _ => ("POST", Some(&body)),
+    };
+    match client::request(method, &c.url, &path, body) {
         Ok(a) if a.status == 200 => {
             print!("{}", format(&a.json()));
             0
+        }
+        Ok(a) if a.status == 429 && command == "trigger" => {
+            let mut json = a.json();
+            if let Some(o) = json.as_object_mut() {
+                o.remove("error");
+            }
+            print!("{}", pretty(&json));
+            3
         }
         Ok(a) => refused(command, &a),
         Err(e) => {
@@ -57,10 +79,6 @@ fn report(command: &str, sent: Result<Received, String>, format: fn(&Value) -> S
             1
         }
     }
-}
-
-fn get(url: &str, command: &str, path: &str, format: fn(&Value) -> String) -> u8 {
-    report(command, client::request("GET", url, path, None), format)
 }
 
 /// Says why the server refused, and what to do about a missing key: exit 1.
@@ -79,17 +97,6 @@ fn refused(command: &str, a: &Received) -> u8 {
         eprintln!("{command}: the server answered {}: {message}", a.status);
     }
     1
-}
-
-/// Completes, fails or cancels a run and prints it with its cost.
-fn finish(action: &str, o: &Client) -> u8 {
-    let mut body = serde_json::json!({"error": o.error, "cost": o.cost});
-    if let Some(members) = body.as_object_mut() {
-        members.retain(|_, v| !v.is_null());
-    }
-    let path = format!("/api/v1/runs/{}/{action}", o.run_id);
-    let sent = client::request("POST", &o.url, &path, Some(&body));
-    report(action, sent, pretty)
 }
 
 fn pretty(v: &Value) -> String {
@@ -137,23 +144,6 @@ fn forecast(b: &Value) -> String {
     }
 }
 
-/// Triggers a cycle and prints the JSON answer: exit 0 when triggered, 3
-/// when the budget refused it, 1 on any other failure.
-fn trigger(url: &str) -> u8 {
-    let body = serde_json::json!({"agent": "cli"});
-    match client::request("POST", url, "/api/v1/agent/trigger", Some(&body)) {
-        Ok(a) if a.status == 429 => {
-            let mut json = a.json();
-            if let Some(o) = json.as_object_mut() {
-                o.remove("error");
-            }
-            print!("{}", pretty(&json));
-            3
-        }
-        sent => report("trigger", sent, pretty),
-    }
-}
-
 /// The readable status text.
 fn format_status(s: &Value) -> String {
     let mut out = format!(
@@ -166,8 +156,7 @@ fn format_status(s: &Value) -> String {
         s["cancelled_runs"],
         s["messagebus_appends"],
     );
-    let runs = s["runs"].as_array().cloned().unwrap_or_default();
-    if !runs.is_empty() {
+    if let Some(runs) = s["runs"].as_array().filter(|runs| !runs.is_empty()) {
         out.push_str("\nRUN ID                           AGENT            STARTED\n");
         for r in runs {
             out.push_str(&format!(
@@ -239,7 +228,6 @@ fn repair(data_dir: &std::path::Path, budget_dir: &std::path::Path) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn the_forecast_reads_as_a_time_or_the_reset() {

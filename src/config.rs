@@ -2,7 +2,7 @@
 //! variable, which wins over the default. Every setting is a row of the
 //! `settings` table, read by the parser, the unknown-flag check and `usage`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::otlp::OtlpConfig;
@@ -25,26 +25,22 @@ pub enum Command {
     Serve(Box<Config>),
     /// A client command, such as `status` or `demo`, and what it was given.
     Client(String, Client),
-    Repair {
-        data_dir: PathBuf,
-        /// `AGENT_BUDGET_DIR`, which may lie outside the data dir.
-        budget_dir: PathBuf,
-    },
+    /// `repair`, of the data dir and the ledger dir (which may lie outside it).
+    Repair(Box<Config>),
     /// Print this text and exit 0.
     Help(String),
     Version,
 }
 
-/// Parses arguments (without the program name); `env` looks variables up.
-/// The error is a one-line message for exit code 2.
+/// Parses arguments (without the program name), `env` looking variables up; errors are one line.
 pub fn parse(args: &[String], env: &Env) -> Result<Command, String> {
     let mut args = args.iter().map(String::as_str).peekable();
+    let first = args.peek().copied().filter(|a| !a.starts_with('-'));
     // Without a command the server runs, but `--help` then means the
     // program's help, which lists the commands.
-    let named = args.peek().is_some_and(|first| !first.starts_with('-'));
-    let sub = match args.peek().copied() {
+    let named = first.is_some();
+    let sub = match first {
         None => "serve",
-        Some(first) if first.starts_with('-') => "serve",
         Some("help") => {
             args.next();
             return match args.next() {
@@ -134,10 +130,7 @@ fn command(
             config.otlp = OtlpConfig::from_env(env);
             Command::Serve(Box::new(config))
         }
-        "repair" => Command::Repair {
-            data_dir: config.data_dir,
-            budget_dir: config.budget.dir,
-        },
+        "repair" => Command::Repair(Box::new(config)),
         _ if takes_run && !crate::runs::valid_run_id(&c.run_id) => {
             let must = "must be 1-128 characters of A-Z a-z 0-9 . _ : -";
             return Err(format!("RUN_ID {must}, not {:?}", c.run_id));

@@ -164,24 +164,20 @@ impl Sender<'_> {
         // The simulated timeline ends now, so every timestamp lies in the past.
         let base = time::now_unix() - plan.duration;
         for step in &plan.steps {
-            match step {
-                Step::Events(batch) => {
-                    let list = batch.iter().map(|(offset, event)| {
-                        let mut event = event.clone();
-                        // Whole milliseconds keep the JSON short and the durations exact.
-                        event["timestamp"] = json!(((base + offset) * 1000.0).round() / 1000.0);
-                        event
-                    });
-                    let path = format!("/api/v1/runs/{run_id}/events");
-                    let body = Value::Array(list.collect());
-                    let answer = call(self.url, "POST", &path, Some(&body), 200)?;
-                    self.summary.events += answer["accepted"].as_u64().unwrap_or(0);
+            let mut step = step.clone();
+            if let Value::Array(events) = &mut step {
+                for event in events {
+                    let at = base + event["timestamp"].as_f64().unwrap_or(0.0);
+                    // Whole milliseconds keep the JSON short and the durations exact.
+                    event["timestamp"] = json!((at * 1000.0).round() / 1000.0);
                 }
-                Step::Message(kind, body) => {
-                    let msg = json!({"type": kind, "body": body, "run_id": run_id});
-                    call(self.url, "POST", "/api/v1/messages", Some(&msg), 201)?;
-                    self.summary.messages += 1;
-                }
+                let path = format!("/api/v1/runs/{run_id}/events");
+                let answer = call(self.url, "POST", &path, Some(&step), 200)?;
+                self.summary.events += answer["accepted"].as_u64().unwrap_or(0);
+            } else {
+                step["run_id"] = json!(run_id);
+                call(self.url, "POST", "/api/v1/messages", Some(&step), 201)?;
+                self.summary.messages += 1;
             }
         }
         let s = &mut self.summary;
@@ -420,36 +416,30 @@ const GOALS: [&str; 6] = [
     "Remove the legacy session store",
 ];
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 enum PlannedEnd {
     Complete,
     Fail(String),
+    /// What a run that neither fails its last iteration nor delivers is.
+    #[default]
     Cancel,
 }
 
-/// One request's worth of a run, in the order it is sent.
-#[derive(Clone, Debug, PartialEq)]
-enum Step {
-    /// Events, each at an offset in seconds from the run's start.
-    Events(Vec<(f64, Value)>),
-    /// A bus message: its type and body.
-    Message(&'static str, Value),
-}
-
 /// A whole run, planned before any of it is sent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct RunPlan {
     /// The body of `POST /api/v1/runs`, without the run id.
     start: Value,
-    steps: Vec<Step>,
+    /// Its requests in order: an array of events, each `timestamp` an offset
+    /// in seconds from the run's start; or a bus message, without its run id.
+    steps: Vec<Value>,
     triage_tokens: (u64, u64),
     iterations: u64,
     pr_url: Option<String>,
     outcome: PlannedEnd,
     /// Seconds from the run's start to its end: the simulated clock.
     duration: f64,
-    /// Its updates to the example families: a worktree, a task and an LLM
-    /// call per phase, a dispatch-loop cycle per iteration, a merge, retries.
+    /// Its updates to the example families.
     updates: Vec<Value>,
     /// The LLM calls planned so far.
     calls: u64,
@@ -479,15 +469,9 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
             "correlation_id": correlation_id, "strategy": strategy,
             "max_iterations": max_iterations,
         }),
-        steps: vec![Step::Message("PLAN", plan_message)],
+        steps: vec![json!({"type": "PLAN", "body": plan_message})],
         triage_tokens,
-        iterations: 0,
-        pr_url: None,
-        // What a run that neither fails its last iteration nor delivers is.
-        outcome: PlannedEnd::Cancel,
-        duration: 0.0,
-        updates: Vec::new(),
-        calls: 0,
+        ..RunPlan::default()
     };
     worktree_created(index, &mut plan.updates);
     for iteration in 1..=max_iterations {
@@ -516,6 +500,12 @@ fn plan_run(rng: &mut Rng, index: u64, loop_run: &str) -> RunPlan {
 }
 
 impl RunPlan {
+    /// `event` at the simulated clock's time.
+    fn at(&self, mut event: Value) -> Value {
+        event["timestamp"] = json!(self.duration);
+        event
+    }
+
     /// Plans the current iteration: `None` when an operator cancels it at
     /// phase `cancel`, else the problem when a phase or a gate failed.
     fn iteration(
@@ -528,7 +518,7 @@ impl RunPlan {
         let iteration = self.iterations;
         self.duration += rng.around(1.0, 6.0);
         let started = json!({"type": "iteration_started", "iteration": iteration});
-        let mut batch = vec![(self.duration, started)];
+        let mut batch = vec![self.at(started)];
         let mut problem: Option<String> = None;
         let mut dispatched = 0u64;
         let mut cancelled = false;
@@ -551,14 +541,13 @@ impl RunPlan {
             json!({"iteration": iteration, "state": "cancelled"})
         } else {
             let success = problem.is_none();
-            batch.push((
-                self.duration,
-                json!({"type": "iteration_completed", "iteration": iteration, "success": success}),
-            ));
+            let completed =
+                json!({"type": "iteration_completed", "iteration": iteration, "success": success});
+            batch.push(self.at(completed));
             json!({"iteration": iteration, "success": success, "problem": problem})
         };
-        self.steps.push(Step::Events(batch));
-        self.steps.push(Step::Message("STATUS", status));
+        self.steps.push(Value::Array(batch));
+        self.steps.push(json!({"type": "STATUS", "body": status}));
         // The loop's own work: a fixed cost, and a little per task handed out.
         let seconds = 0.2 + 0.3 * dispatched as f64;
         self.updates.extend([
@@ -576,12 +565,12 @@ impl RunPlan {
         rng: &mut Rng,
         spec: &PhaseSpec,
         profile: &str,
-        batch: &mut Vec<(f64, Value)>,
+        batch: &mut Vec<Value>,
     ) -> Result<Option<String>, String> {
         let phase = spec.name;
         let started =
             json!({"type": "phase_started", "phase": phase, "iteration": self.iterations});
-        batch.push((self.duration, started));
+        batch.push(self.at(started));
         let seconds = rng.around(spec.seconds.0, spec.seconds.1);
         let model = match phase == "test" || rng.chance(0.1) {
             true => "claude-haiku",
@@ -594,19 +583,11 @@ impl RunPlan {
         let success = !rng.chance(spec.failure.0);
         // Whole milliseconds, as the server reads the phase's duration.
         let ms = (seconds * 1000.0).round();
-        let t = self.duration;
-        batch.extend([
-            (
-                t,
-                json!({"type": "tokens", "phase": phase, "model": model,
-                "input_tokens": input, "output_tokens": output}),
-            ),
-            (
-                t,
-                json!({"type": "phase_completed", "phase": phase, "success": success,
-                "duration_ms": ms}),
-            ),
-        ]);
+        let tokens = json!({"type": "tokens", "phase": phase, "model": model,
+            "input_tokens": input, "output_tokens": output});
+        let completed = json!({"type": "phase_completed", "phase": phase, "success": success,
+            "duration_ms": ms});
+        batch.extend([self.at(tokens), self.at(completed)]);
         self.calls += 1;
         llm_call(model, (input, output), self.calls, &mut self.updates);
         let status = if success { "success" } else { "failed" };
@@ -626,7 +607,7 @@ impl RunPlan {
                 problem = Some(format!("{gate} still failing"));
             }
             self.duration += rng.around(2.0, 30.0);
-            batch.push((self.duration, event));
+            batch.push(self.at(event));
         }
         self.duration += rng.around(0.5, 4.0);
         Ok(problem)
@@ -635,14 +616,13 @@ impl RunPlan {
     fn delivery(&mut self, rng: &mut Rng, index: u64) {
         let url = format!("https://github.com/acme/shop/pull/{}", FIRST_PR + index);
         self.duration += rng.around(5.0, 20.0);
-        let started = (self.duration, json!({"type": "delivery_started"}));
+        let started = self.at(json!({"type": "delivery_started"}));
         self.duration += rng.around(60.0, 480.0);
         let delivered = rng.chance(0.95);
         let ci = if delivered { "passed" } else { "failed" };
         let completed = json!({"type": "delivery_completed", "success": delivered,
                                "pr_url": url, "ci_status": ci});
-        self.steps
-            .push(Step::Events(vec![started, (self.duration, completed)]));
+        self.steps.push(json!([started, self.at(completed)]));
         self.outcome = match delivered {
             true => PlannedEnd::Complete,
             false => {
@@ -687,12 +667,9 @@ mod tests {
     #[test]
     fn every_planned_event_is_one_the_server_accepts() {
         for plan in plans(1, 200) {
-            for step in &plan.steps {
-                if let Step::Events(batch) = step {
-                    let list: Vec<Value> = batch.iter().map(|(_, e)| e.clone()).collect();
-                    let parsed = parse_batch(&Value::Array(list), 0.0);
-                    assert!(parsed.is_ok(), "{parsed:?}");
-                }
+            for step in plan.steps.iter().filter(|s| s.is_array()) {
+                let parsed = parse_batch(step, 0.0);
+                assert!(parsed.is_ok(), "{parsed:?}");
             }
         }
     }
@@ -701,12 +678,11 @@ mod tests {
     fn timelines_move_forward_and_last_minutes() {
         for plan in plans(2, 200) {
             let mut last = 0.0;
-            for step in &plan.steps {
-                if let Step::Events(batch) = step {
-                    for (at, _) in batch {
-                        assert!(*at >= last, "{plan:?}");
-                        last = *at;
-                    }
+            for batch in plan.steps.iter().filter_map(Value::as_array) {
+                for event in batch {
+                    let at = event["timestamp"].as_f64().unwrap();
+                    assert!(at >= last, "{plan:?}");
+                    last = at;
                 }
             }
             assert!(plan.duration >= last && plan.duration > 0.0);
@@ -736,7 +712,7 @@ mod tests {
                 PlannedEnd::Cancel => assert!(plan.pr_url.is_none()),
                 PlannedEnd::Fail(ref e) => assert!(!e.is_empty()),
             }
-            assert!(matches!(plan.steps[0], Step::Message("PLAN", _)));
+            assert_eq!(plan.steps[0]["type"], "PLAN");
         }
     }
 

@@ -88,7 +88,8 @@ pub(super) fn command_help(command: &str) -> Option<String> {
     let usage = usage(command);
     let mut out =
         format!("conductor-metrics {command}: {what}\n\nUsage: conductor-metrics {usage}\n");
-    if let Some(about) = about(command) {
+    let (about, exits) = about(command);
+    if !about.is_empty() {
         out.push('\n');
         out.push_str(about);
     }
@@ -104,54 +105,49 @@ pub(super) fn command_help(command: &str) -> Option<String> {
         .map(|(flag, o)| [flag.as_str(), o.help, o.names.2])
         .collect();
     columns(&mut out, &rows);
-    footer(command, &mut out);
-    Some(out)
-}
-
-/// What a command's help says between its usage and its options.
-fn about(command: &str) -> Option<&'static str> {
-    match command {
-        "repair" => Some(
-            "A server refuses to start on a journal with a damaged line (a checksum that\n\
-             does not match, or a line that is not JSON), naming the file, the line and\n\
-             the byte offset. This checks every journal (*.jsonl) under the data dir and\n\
-             the budget ledger dir, appends each damaged line to FILE.corrupt beside it,\n\
-             rewrites the journal without it, and prints what it moved. A torn last line\n\
-             is cut, as a start would. Stop the server first.\n",
-        ),
-        "complete" | "fail" | "cancel" => {
-            Some("Prints the run as the server answers it, with the cost recorded.\n")
-        }
-        "trigger" => Some("Posts to /api/v1/agent/trigger and prints the JSON answer.\n"),
-        _ => None,
-    }
-}
-
-/// Appends what a command's help says after its options.
-fn footer(command: &str, out: &mut String) {
     if command == "serve" {
         out.push_str(
             "\nDUR is whole seconds, or a number with ms, s, m or h. BYTES is a number with\n\
              K, M, G, KiB, MiB or GiB, or none. CONDUCTOR_API_KEY holds the key itself.\n\n\
              Traces (OpenTelemetry), by environment variable only:\n",
         );
-        columns(out, &TRACE_VARIABLES);
+        columns(&mut out, &TRACE_VARIABLES);
     }
-    out.push_str(match command {
-        "serve" => {
+    out.push_str(exits);
+    Some(out)
+}
+
+/// What a command's help says between its usage and its options, and last.
+fn about(command: &str) -> (&'static str, &'static str) {
+    const EXITS: &str =
+        "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n";
+    match command {
+        "serve" => (
+            "",
             "\nSIGTERM or SIGINT stops the server gracefully: it stops accepting, answers\n\
-             the requests in flight, closes the streams and exits 0.\n"
-        }
-        "repair" => {
+             the requests in flight, closes the streams and exits 0.\n",
+        ),
+        "repair" => (
+            "A server refuses to start on a journal with a damaged line (a checksum that\n\
+             does not match, or a line that is not JSON), naming the file, the line and\n\
+             the byte offset. This checks every journal (*.jsonl) under the data dir and\n\
+             the budget ledger dir, appends each damaged line to FILE.corrupt beside it,\n\
+             rewrites the journal without it, and prints what it moved. A torn last line\n\
+             is cut, as a start would. Stop the server first.\n",
             "\nExit codes: 0 done (whether or not anything was moved), 1 a file could not be\n\
-             read or written, 2 bad input.\n"
-        }
-        "trigger" => {
+             read or written, 2 bad input.\n",
+        ),
+        "complete" | "fail" | "cancel" => (
+            "Prints the run as the server answers it, with the cost recorded.\n",
+            EXITS,
+        ),
+        "trigger" => (
+            "Posts to /api/v1/agent/trigger and prints the JSON answer.\n",
             "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input,\n\
-             3 the budget refused the run.\n"
-        }
-        _ => "\nExit codes: 0 done, 1 the server could not be reached or refused, 2 bad input.\n",
-    });
+             3 the budget refused the run.\n",
+        ),
+        _ => ("", EXITS),
+    }
 }
 
 /// Appends aligned columns, two spaces in and apart; a last cell sets no width.

@@ -4,6 +4,7 @@
 //! precision in a double.
 
 use super::span::{AttrValue, Span, SpanEvent, SpanStatus};
+use crate::json_text::push_str;
 
 pub const CONTENT_TYPE: &str = "application/json";
 
@@ -22,9 +23,9 @@ pub fn encode_request(service_name: &str, spans: &[Span]) -> String {
         push_string_value(o, service_name)
     });
     out.push_str(r#"]},"scopeSpans":[{"scope":{"name":"#);
-    push_string(&mut out, SCOPE_NAME);
+    push_str(&mut out, SCOPE_NAME);
     out.push_str(r#","version":"#);
-    push_string(&mut out, env!("CARGO_PKG_VERSION"));
+    push_str(&mut out, env!("CARGO_PKG_VERSION"));
     out.push_str(r#"},"spans":["#);
     push_list(&mut out, spans, push_span);
     out.push_str("]}]}]}");
@@ -53,7 +54,7 @@ fn push_span(out: &mut String, span: &Span) {
         out.push('"');
     }
     out.push_str(r#","name":"#);
-    push_string(out, &span.name);
+    push_str(out, &span.name);
     let (start, end) = (span.start_unix_nanos, span.end_unix_nanos);
     out.push_str(&format!(
         r#","kind":{KIND_INTERNAL},"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":"#
@@ -67,7 +68,7 @@ fn push_span(out: &mut String, span: &Span) {
         SpanStatus::Ok => out.push_str(r#"{"code":1}"#),
         SpanStatus::Error(message) => {
             out.push_str(r#"{"code":2,"message":"#);
-            push_string(out, message);
+            push_str(out, message);
             out.push('}');
         }
     }
@@ -77,7 +78,7 @@ fn push_span(out: &mut String, span: &Span) {
 fn push_event(out: &mut String, event: &SpanEvent) {
     let time = event.time_unix_nanos;
     out.push_str(&format!(r#"{{"timeUnixNano":"{time}","name":"#));
-    push_string(out, &event.name);
+    push_str(out, &event.name);
     out.push_str(r#","attributes":"#);
     push_attributes(out, &event.attributes);
     out.push('}');
@@ -93,7 +94,7 @@ fn push_attributes(out: &mut String, attributes: &[(String, AttrValue)]) {
 
 fn push_attribute(out: &mut String, key: &str, value: impl FnOnce(&mut String)) {
     out.push_str(r#"{"key":"#);
-    push_string(out, key);
+    push_str(out, key);
     out.push_str(r#","value":"#);
     value(out);
     out.push('}');
@@ -118,27 +119,8 @@ fn push_value(out: &mut String, value: &AttrValue) {
 
 fn push_string_value(out: &mut String, s: &str) {
     out.push_str(r#"{"stringValue":"#);
-    push_string(out, s);
+    push_str(out, s);
     out.push('}');
-}
-
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' => {
-                out.push_str("\\u00");
-                push_hex(out, &[c as u8]);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {

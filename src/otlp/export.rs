@@ -7,6 +7,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use super::encode::{encode_request, CONTENT_TYPE};
 use super::span::Span;
 use super::OtlpConfig;
@@ -182,13 +184,8 @@ impl Shared {
     }
 
     fn warn(&self, (spans, why): (u64, String)) {
-        self.log.warn(
-            "trace spans dropped",
-            &[
-                ("spans", serde_json::json!(spans)),
-                ("error", serde_json::json!(why)),
-            ],
-        );
+        let fields = [("spans", json!(spans)), ("error", json!(why))];
+        self.log.warn("trace spans dropped", &fields);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -197,8 +194,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the next batch is due, then takes it; `None` at shutdown
-    /// once the queue is empty.
+    /// Waits until the next batch is due and takes it; `None` at shutdown once the queue is empty.
     fn next_batch(&self, batch_delay: Duration) -> Option<Vec<Span>> {
         let mut st = self.lock();
         loop {
@@ -289,8 +285,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses a base endpoint such as `http://127.0.0.1:4318` and appends
-    /// `/v1/traces` to its path; the error says why it is refused.
+    /// Parses a base endpoint such as `http://127.0.0.1:4318`, adding `/v1/traces`; errors say why.
     pub(crate) fn parse(base: &str) -> Result<Endpoint, String> {
         let invalid = |why| format!("OTLP endpoint {base:?}: {why}");
         let rest = base
