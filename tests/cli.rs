@@ -326,6 +326,8 @@ fn an_unknown_model_is_warned_about_once_and_counted() {
         sample(&text, "conductor_pricing_unknown_models_total"),
         Some(2.0)
     );
+    // The warning about a run's model is logged after its end is answered.
+    server.wait_for_stderr(TIMEOUT, |l| l.contains(r#""model":"other""#));
     let warned: Vec<String> = server
         .stderr_json()
         .iter()
