@@ -150,26 +150,26 @@ impl Bus {
     /// reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
-        let (segments, records) =
-            Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())
-                .map_err(Error::Storage)?;
         let mut state = State {
             retention,
             ..State::default()
         };
-        for record in &records {
+        let (journal, segments) = (dir.join("messages"), retention.segments());
+        let segments = Segments::open(&journal, Some(&legacy), segments, None, |record| {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
             let Some(message) = read_record(record) else {
                 let why = "a record without a seq, which no message lacks";
-                return Err(Error::Storage(format!(
+                return Err(format!(
                     "the message journal in {}: {why}",
-                    dir.join("messages").display()
-                )));
+                    journal.display()
+                ));
             };
             state.last_seq = state.last_seq.max(message.seq);
             state.push(message, record.len() as u64 + 1);
-        }
+            Ok(())
+        })
+        .map_err(Error::Storage)?;
         appends.inc_by(segments.appended());
         let queue =
             CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;

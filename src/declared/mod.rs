@@ -208,11 +208,11 @@ impl Snapshots {
         .map_err(|e| Error::Storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
         positional.allowed = header.is_none_or(|h| !h.named);
         let sizes = segments::SegmentRetention::snapshotted(self.every);
-        let journal = Segments::open_from(
+        let journal = Segments::open(
             &self.dir,
             Some(old_journal),
             sizes,
-            header.map_or(0, |h| h.records),
+            Some(header.map_or(0, |h| h.records)),
             |record| {
                 replay(record, &mut positional);
                 Ok(())
