@@ -15,8 +15,7 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Set when a failed append could not be rolled back (the file may end in its garbage):
-    /// every later append gets this error instead of writing.
+    /// Set when a failed append could not be rolled back: every later append gets this error.
     poisoned: Option<Error>,
 }
 
@@ -55,10 +54,9 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (the
-/// count, telling a whole snapshot from one cut short); returns its bytes. Crash-only: `.tmp`
-/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer, so
-/// large records need no more memory than it.
+/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (telling
+/// a whole one from one cut short); returns its bytes. Crash-only: `.tmp` synced, renamed, dir
+/// synced. Lines go straight into the file's buffer, so large records need no more memory.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
@@ -156,8 +154,7 @@ fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why)
 }
 
-/// Writes journal lines, checksumming as it goes and holding back each last byte, the
-/// closing brace the checksum member goes before.
+/// Writes journal lines, checksumming, holding back each last byte: the checksum goes before it.
 struct Checksummed {
     file: io::BufWriter<File>,
     crc: u32,
@@ -184,7 +181,6 @@ impl Write for Checksummed {
 }
 
 impl Checksummed {
-    /// Ends the record written since the last line.
     fn end_line(&mut self) -> io::Result<()> {
         if self.held.take() != Some(b'}') {
             return Err(invalid("a record is not an object"));
@@ -231,15 +227,13 @@ fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> 
     Ok(record)
 }
 
-/// One complete line of a journal file, as [`scan`] found it.
+/// One complete line of a journal file, as [`scan`] found it; `line` is 1-based.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Scanned<'a> {
-    /// 1-based.
     pub(crate) line: u64,
     pub(crate) offset: u64,
     /// Without its `'\n'`.
     pub(crate) bytes: &'a [u8],
-    /// The record it holds, or why it is damaged.
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
@@ -283,9 +277,9 @@ impl Journal {
         Ok((journal, replay))
     }
 
-    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`
-    /// in file order; cuts a torn tail (synced) and returns the bytes cut. An error from `each`
-    /// refuses the open naming the file, line and byte offset, as damage does.
+    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`;
+    /// cuts a torn tail (synced), returning its bytes. An error from `each` refuses the open as
+    /// damage does, naming the file, line and byte offset.
     pub fn open_each(
         path: impl AsRef<Path>,
         each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -353,8 +347,8 @@ impl Journal {
         self.append_all(&[record])
     }
 
-    /// Appends records in one write and one sync, durable together. If one is not a one-line
-    /// JSON object with a member, nothing is written (not parsed: its writer built it).
+    /// Appends records in one write and one sync. If one is not a one-line JSON object with a
+    /// member, nothing is written (not parsed: its writer built it).
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), Error> {
         if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
@@ -413,7 +407,6 @@ impl Journal {
         })
     }
 
-    /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -462,7 +455,6 @@ pub struct Error {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// What failed, as the message says it.
     Io(&'static str),
     InvalidRecord(usize),
     Damaged {
@@ -472,8 +464,7 @@ enum Kind {
     },
 }
 
-/// What a damaged line's message suggests: repair, a newer version, or a backup (moving
-/// the line aside would lose what no journal holds).
+/// A damaged line's remedy: a backup where moving the line aside would lose what no journal holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Remedy {
     Repair,

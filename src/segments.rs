@@ -14,9 +14,9 @@ use crate::journal::{self, Journal, Tail};
 /// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a store's next snapshot is due: once its journal grew by the configured size or the last
-/// snapshot's, whichever is more, so a start reads at most about twice a snapshot and snapshots
-/// write about as much again as the journal. One at a time.
+/// When a store's next snapshot is due, one at a time: once its journal grew by the configured
+/// size or the last snapshot's, whichever is more, so a start reads at most about twice a
+/// snapshot and snapshots write about as much again as the journal.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
     /// Journal bytes applied since the last snapshot, and that snapshot's size.
@@ -45,7 +45,6 @@ impl SnapshotDue {
         }
     }
 
-    /// Whether a snapshot is being written.
     #[cfg(test)]
     pub fn busy(&self) -> bool {
         self.busy
@@ -55,19 +54,16 @@ impl SnapshotDue {
 /// How much a segmented store keeps, and how big a segment grows; 0: no bound of that kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
-    /// The newest records kept.
+    /// The newest records and bytes of records kept.
     pub records: u64,
-    /// The newest bytes of records kept.
     pub bytes: u64,
-    /// Records after which a segment is closed and a new one begun.
+    /// Records and bytes after which a segment is closed and a new one begun.
     pub segment_records: u64,
-    /// Bytes after which a segment is closed and a new one begun.
     pub segment_bytes: u64,
 }
 
 impl SegmentRetention {
-    /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
-    /// default size): segments close at that size; only a snapshot drops them.
+    /// Segments closing every `snapshot_bytes` (0: the default size); only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             segment_bytes: Some(snapshot_bytes)
@@ -77,13 +73,12 @@ impl SegmentRetention {
         }
     }
 
-    /// Whether `records` records taking `bytes` bytes cover what is kept.
     fn covered(&self, records: u64, bytes: u64) -> bool {
         (self.records > 0 && records >= self.records) || (self.bytes > 0 && bytes >= self.bytes)
     }
 }
 
-/// One segment file: its number, what it holds, and its header's count.
+/// One segment file: its number, what it holds, and its header's count (`first`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Segment {
     number: u64,
@@ -114,11 +109,11 @@ pub struct Segments {
     /// Every segment kept, oldest first; the last is `current`'s.
     kept: VecDeque<Segment>,
     current: Journal,
-    /// Whether `current` still needs its header: it is new, and empty.
+    /// Whether `current` is new and empty, and still needs its header.
     headless: bool,
     /// Records appended durably, ever (the headers not counted).
     appended: u64,
-    /// Whether the next write must begin a new segment.
+    /// Whether the next write begins a new segment.
     rotate: bool,
 }
 
@@ -166,7 +161,7 @@ pub(crate) fn lines_aside(path: &Path) -> u64 {
     aside.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
-/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
+/// `path` with `.suffix` added: `runs.jsonl` -> `runs.jsonl.corrupt`.
 pub(crate) fn aside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(".");
@@ -180,8 +175,8 @@ pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     Some(first + seg.records + lines_aside(&path_of(dir, seg.number)))
 }
 
-/// Segment `number` in `dir` as `repair` reads it, past damage. `None` without such a file
-/// (or for a symlink, which `repair` does not walk into).
+/// Segment `number` in `dir` as `repair` reads it, past damage; `None` without such a file (or
+/// for a symlink, which `repair` does not walk into).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
     let path = path_of(dir, number);
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -196,7 +191,7 @@ pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Se
     Ok(Some(seg))
 }
 
-/// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
+/// Refuses a gap in the segment files' numbers (one deleted by hand).
 fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     match numbers.windows(2).find(|w| w[1] != w[0] + 1) {
         None => Ok(()),
@@ -217,7 +212,7 @@ pub(crate) fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
 }
 
-/// `appended_before` of a header record, or `None` for any other record.
+/// `appended_before` of a header record; `None` for any other record.
 pub(crate) fn read_header(record: &[u8]) -> Option<u64> {
     let rest = record.strip_prefix(b"{\"segment\":{\"appended_before\":")?;
     let digits = rest.strip_suffix(b"}}")?;
@@ -369,8 +364,8 @@ impl Segments {
         Ok(())
     }
 
-    /// Writes the next segment's header with `records`, in one write and sync. On failure the
-    /// empty file stays (a start takes it as empty) and the next write tries again.
+    /// Writes the next segment's header with `records`, in one write and sync. A failure leaves
+    /// the empty file (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = path_of(&self.dir, number);
@@ -407,17 +402,14 @@ impl Segments {
         }
     }
 
-    /// The file records go to now.
     pub fn path(&self) -> &Path {
         self.current.path()
     }
 
-    /// Records appended durably, ever.
     pub fn appended(&self) -> u64 {
         self.appended
     }
 
-    /// The numbers of the segment files kept, oldest first.
     #[cfg(test)]
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()
@@ -505,8 +497,8 @@ pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     read_header(lines.first()?.record.as_deref().ok()?)
 }
 
-/// Deletes the segments in `dir` wholly before record `before`, which a durable snapshot holds; the
-/// newest always stays. Returns how many went; one lost to a crash goes at the next start.
+/// Deletes the segments in `dir` wholly before record `before` (a durable snapshot holds them) but
+/// the newest; returns how many went. One a crash left goes at the next start.
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     #[cfg(test)]
     crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
