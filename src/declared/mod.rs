@@ -1,21 +1,20 @@
 //! Declared metrics: families declared in `--metrics-file` and updated over HTTP, each batch
 //! checked all or nothing ([`update`]), journalled as one record (`DATA_DIR/metrics/`) and applied
 //! once synced, in journal order, so a replay restores every value exactly. Records and
-//! [`snapshot`] series are self-contained: after a declarations change a start takes what fits by
+//! snapshot series are self-contained: after a declarations change a start takes what fits by
 //! label name and bucket bound and keeps the rest as it was. Bounded per family by the series
 //! cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
 
 mod families;
 #[cfg(test)]
 mod restart_tests;
-pub mod snapshot;
 pub mod spec;
 pub mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub use spec::Declaration;
 pub use update::Update;
@@ -25,7 +24,7 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
 use crate::segments::{self, Segments};
-use families::Families;
+use families::{with_family, Families, Handle};
 use update::Positional;
 
 /// The unsegmented journal's file name, moved into [`STORE`] at first start.
@@ -112,7 +111,7 @@ impl Declared {
             let (journal, by_position) = snapshots.replay(&dir.join(JOURNAL), &families)?;
             order.durable = journal.appended();
             if by_position {
-                let taken = snapshot::Taken::take(order.durable, &families, &snapshots.kept);
+                let taken = Taken::take(order.durable, &families, &snapshots.kept);
                 let message = "declared metrics rewritten with their label names";
                 snapshots.write(taken, message).map_err(|e| {
                     Error::Storage(format!(
@@ -197,7 +196,7 @@ impl Snapshots {
             let updates = update::from_record(record, declared, index, &mut skipped, positional);
             families.apply(&updates);
         };
-        let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {
+        let header = read_snapshot(&self.dir.join(SNAPSHOT_FILE), |line, header| {
             positional.allowed = !header.named;
             if line.get("u").is_some() {
                 replay(line.to_string().as_bytes(), &mut positional);
@@ -227,10 +226,10 @@ impl Snapshots {
     }
 
     /// Writes `taken` as the snapshot, deletes the segments it covers and logs `message`.
-    fn write(&self, taken: snapshot::Taken, message: &str) -> Result<u64, String> {
+    fn write(&self, taken: Taken, message: &str) -> Result<u64, String> {
         let (dir, records) = (&self.dir, taken.records);
         let size = taken
-            .write(&dir.join(snapshot::FILE))
+            .write(&dir.join(SNAPSHOT_FILE))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let dropped = segments::drop_covered(dir, records)?;
         let fields = [
@@ -254,7 +253,7 @@ impl Snapshots {
         if !o.due.grew(grown, self.every) {
             return;
         }
-        let taken = snapshot::Taken::take(o.durable, families, &self.kept);
+        let taken = Taken::take(o.durable, families, &self.kept);
         let (me, order) = (self.clone(), order.clone());
         let write = move || {
             let written = me.write(taken, "declared metrics snapshot written");
@@ -279,6 +278,103 @@ impl Snapshots {
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {
     // Each step under it completes or panics before changing anything: poison is harmless.
     order.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The snapshot format this version writes: label names and bucket bounds.
+const FORMAT: u64 = 2;
+
+/// The snapshot's file name, in [`STORE`].
+const SNAPSHOT_FILE: &str = "snapshot";
+
+/// The declared metrics at one journal record: taken quickly, written later by [`Taken::write`]
+/// as `metrics/snapshot`, in the journal's line format: `{"snapshot":{"records":N,"format":2}}`;
+/// per series `{"series":[name,{label:value,...},type,value]}` (a counter's `parts`, a gauge's
+/// value, a histogram's `[cumulative counts, sum, bounds]`); then, as they were, lines of
+/// families no longer declared so; and `{"end":N}`. Before format 2, labels are positional and
+/// counts unbounded ([`Positional`]).
+struct Taken {
+    /// The journal records it covers: those numbered below this.
+    records: u64,
+    /// By family index: each series' number and value.
+    series: Vec<(usize, u32, Value)>,
+    families: Arc<Families>,
+    /// What the declarations in force did not take, as it was.
+    kept: Arc<Vec<Value>>,
+}
+
+impl Taken {
+    /// Takes every series' value of `families` as of `records` journal records.
+    fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
+        let mut series = Vec::new();
+        for (i, handle) in families.handles.iter().enumerate() {
+            let mut add = |n, v| series.push((i, n, v));
+            match handle {
+                Handle::Counter(f) => f.each(|n, c| add(n, json!(c.parts()))),
+                Handle::Gauge(f) => f.each(|n, g| add(n, json!(g.get()))),
+                Handle::Histogram(f) => f.each(|n, h| {
+                    let mut counts = Vec::new();
+                    let (sum, _) = h.snapshot(&mut counts);
+                    add(n, json!([counts, sum, families.declared[i].buckets]));
+                }),
+            }
+        }
+        Taken {
+            records,
+            series,
+            families: families.clone(),
+            kept: kept.clone(),
+        }
+    }
+
+    /// Writes the snapshot at `path`, crash-only; returns its bytes.
+    fn write(self, path: &Path) -> std::io::Result<u64> {
+        let families = &self.families;
+        let series = self.series.into_iter().filter_map(|(i, n, value)| {
+            let d = &families.declared[i];
+            let values = with_family!(&families.handles[i], |f| f.label_values(n))?;
+            let labels = d.labels.iter().cloned();
+            let labels = crate::ordered::object(labels.zip(values.into_iter().map(Value::String)));
+            Some(json!({"series": [d.name, labels, d.kind.as_str(), value]}))
+        });
+        let head = json!({"snapshot": {"records": self.records, "format": FORMAT}});
+        let all = std::iter::once(head)
+            .chain(series)
+            .chain(self.kept.iter().cloned());
+        crate::journal::write_snapshot(path, all)
+    }
+}
+
+/// What a snapshot's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    /// The journal records it covers: those numbered below this.
+    records: u64,
+    /// Whether its series name their labels and bounds (format 2).
+    named: bool,
+}
+
+/// Reads the snapshot at `path`, handing each line after the header to `line` with the header;
+/// returns the header, `None` without a snapshot. Refuses a line that is not a snapshot's.
+fn read_snapshot(
+    path: &Path,
+    mut line: impl FnMut(&Value, Header),
+) -> Result<Option<Header>, String> {
+    let mut header = None;
+    crate::journal::read_snapshot(path, |v| {
+        if let Some(records) = v["snapshot"]["records"].as_u64() {
+            let named = v["snapshot"]["format"]
+                .as_u64()
+                .is_some_and(|f| f >= FORMAT);
+            header = Some(Header { records, named });
+        } else if let (Some(h), true) = (header, v.get("series").is_some() || v.get("u").is_some())
+        {
+            line(&v, h);
+        } else {
+            return Err("not a snapshot line".into());
+        }
+        Ok(())
+    })?;
+    Ok(header)
 }
 
 #[cfg(test)]
@@ -577,7 +673,7 @@ mod tests {
         }
         settled(&d);
         let store = dir.join(STORE);
-        assert!(store.join(snapshot::FILE).is_file());
+        assert!(store.join(SNAPSHOT_FILE).is_file());
         assert!(
             !store.join("0000000001.jsonl").exists(),
             "covered segments go"
