@@ -33,13 +33,11 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// The store's directory in the data dir: journal segments and snapshot.
 pub const STORE: &str = "metrics";
 
-/// The ceiling in bytes on what the declared families hold together, as [`ByteCeiling`] counts
-/// it; 0: no limit of that kind. The defaults keep `/metrics` under 64 MiB at worst
-/// (`docs/operations.md`, "Series bound").
+/// The ceiling in bytes on what the declared families hold together ([`ByteCeiling`]; 0: none).
+/// The defaults keep `/metrics` under 64 MiB at worst (`docs/operations.md`, "Series bound").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ceiling {
-    /// `--declared-label-bytes`: each series' labels as a scrape writes them (`model="gpt"`),
-    /// which a series keeps in memory.
+    /// `--declared-label-bytes`: series' labels as a scrape writes them (`model="gpt"`).
     pub label_bytes: u64,
     /// `--declared-exposition-bytes`: the most a scrape of them can write, values at widest.
     pub exposition_bytes: u64,
@@ -57,7 +55,7 @@ impl Default for Ceiling {
 /// How far the journal is applied and when the next snapshot is due.
 #[derive(Default)]
 struct Order {
-    /// Journal records applied, ever: the number of the next one.
+    /// Journal records applied, ever.
     durable: u64,
     due: segments::SnapshotDue,
 }
@@ -75,7 +73,7 @@ pub struct Declared {
 /// Where snapshots go and when, and what they carry as it was.
 struct Snapshots {
     dir: PathBuf,
-    /// The journal growth after which one is due; 0 for none.
+    /// The journal growth after which one is due; 0: none.
     every: u64,
     /// What the declarations did not take at start, as it was.
     kept: Arc<Vec<Value>>,
@@ -84,10 +82,10 @@ struct Snapshots {
 
 impl Declared {
     /// Registers `declared` under `ceiling` (a refused family: [`Error::Invalid`] naming it),
-    /// reads the snapshot under `dir` and replays the later journal (nothing declared: no journal,
-    /// no thread); a snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store
-    /// without label names is read by position once, as today's declarations, then snapshotted
-    /// with names at once ([`Error::Storage`] if that fails), so no later start reads a position.
+    /// reads the snapshot under `dir` and replays the later journal (nothing declared: no
+    /// journal, no thread); snapshots each `snapshot_bytes` of journal (0: never). A store without
+    /// label names is read by position once, then snapshotted with names at once, so no later
+    /// start reads a position.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
@@ -137,7 +135,6 @@ impl Declared {
         })
     }
 
-    /// The declarations, in file order.
     pub fn declarations(&self) -> &[Declaration] {
         &self.families.declared
     }
@@ -150,7 +147,7 @@ impl Declared {
     }
 
     /// Journals `updates` as one record; once durable, applies them in journal order and
-    /// returns their count. A failed write applies nothing ([`Error::Storage`]).
+    /// returns their count. A failed write applies nothing.
     pub fn update(&self, updates: Vec<Update>) -> Result<usize, Error> {
         let Some(queue) = &self.queue else {
             return Err(Error::invalid(
@@ -177,8 +174,8 @@ impl Declared {
 }
 
 impl Snapshots {
-    /// Reads the snapshot and replays the later journal into `families`, keeping what they do
-    /// not take; returns the journal and whether anything was read by position.
+    /// Reads the snapshot and the later journal into `families`, keeping what they do not take;
+    /// returns the journal and whether anything was read by position.
     fn replay(
         &mut self,
         old_journal: &Path,
@@ -241,8 +238,8 @@ impl Snapshots {
         Ok(size)
     }
 
-    /// Counts `grown` journal bytes applied and, under the applying lock, takes a due snapshot,
-    /// which its own thread writes.
+    /// Counts `grown` journal bytes applied; under the applying lock, takes a due snapshot for
+    /// its own thread to write.
     fn take_if_due(
         self: &Arc<Self>,
         o: &mut Order,
@@ -303,7 +300,6 @@ struct Taken {
 }
 
 impl Taken {
-    /// Takes every series' value of `families` as of `records` journal records.
     fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
         let mut series = Vec::new();
         for (i, handle) in families.handles.iter().enumerate() {
@@ -326,7 +322,7 @@ impl Taken {
         }
     }
 
-    /// Writes the snapshot at `path`, crash-only; returns its bytes.
+    /// Writes it at `path`, crash-only; returns its bytes.
     fn write(self, path: &Path) -> std::io::Result<u64> {
         let families = &self.families;
         let series = self.series.into_iter().filter_map(|(i, n, value)| {
@@ -344,12 +340,10 @@ impl Taken {
     }
 }
 
-/// What a snapshot's header says.
+/// A snapshot's header: the journal records it covers, and whether it names labels and bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Header {
-    /// The journal records it covers: those numbered below this.
     records: u64,
-    /// Whether its series name their labels and bounds (format 2).
     named: bool,
 }
 
