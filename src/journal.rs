@@ -62,44 +62,39 @@ pub fn write_snapshot<P: Printable>(
     lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let written = write_then_rename(&tmp, path, lines);
+    let write = || -> io::Result<u64> {
+        let mut out = Checksummed {
+            file: io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?),
+            crc: crate::crc32c::START,
+            held: None,
+        };
+        let mut count = 0u64;
+        for line in lines {
+            line.print(&mut out)?;
+            out.end_line()?;
+            count += 1;
+        }
+        write!(out, "{{\"end\":{count}}}")?;
+        out.end_line()?;
+        let file = out
+            .file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        let written = file.metadata()?.len();
+        drop(file);
+        #[cfg(test)]
+        faults::halt(path, faults::Stage::BeforeRename);
+        fs::rename(&tmp, path)?;
+        File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        Ok(written)
+    };
+    let written = write();
     if written.is_err() {
         // A failed write (a full disk) leaves no half file behind.
         let _ = fs::remove_file(&tmp);
     }
     written
-}
-
-fn write_then_rename<P: Printable>(
-    tmp: &Path,
-    path: &Path,
-    lines: impl IntoIterator<Item = P>,
-) -> io::Result<u64> {
-    let mut out = Checksummed {
-        file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
-        crc: crate::crc32c::START,
-        held: None,
-    };
-    let mut count = 0u64;
-    for line in lines {
-        line.print(&mut out)?;
-        out.end_line()?;
-        count += 1;
-    }
-    write!(out, "{{\"end\":{count}}}")?;
-    out.end_line()?;
-    let file = out
-        .file
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    let written = file.metadata()?.len();
-    drop(file);
-    #[cfg(test)]
-    faults::halt(path, faults::Stage::BeforeRename);
-    fs::rename(tmp, path)?;
-    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(written)
 }
 
 /// Reads the snapshot at `path`, handing each line but the end line to `each`; false when
