@@ -1,8 +1,8 @@
 //! The message bus: an ordered, durable log of typed messages that agents and orchestrators
 //! append to and read after a given message id. Journalled in segments (`DATA_DIR/messages/`);
-//! the newest are kept, in memory and on disk alike, by count and by bytes
-//! ([`MessageRetention`]). `conductor_messagebus_appends_total` counts every append ever
-//! acknowledged, from the segment headers, not from what is kept.
+//! the newest are kept, in memory and on disk alike ([`MessageRetention`]).
+//! `conductor_messagebus_appends_total` counts every append ever acknowledged, from the segment
+//! headers, not from what is kept.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -24,18 +24,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// appended and never read back.
 pub const MAX_BODY_DEPTH: usize = 64;
 
-/// The most messages a read returns.
+/// The most messages a read returns, and how many by default.
 pub const MAX_LIMIT: usize = 1000;
-/// The number of messages a read returns by default.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// How many of the newest messages the bus keeps, for reads and on disk; 0 in a field means
-/// no bound of that kind.
+/// How many of the newest messages, and bytes of them as journalled, the bus keeps for reads and
+/// on disk; 0: no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRetention {
-    /// Messages kept.
     pub messages: u64,
-    /// Bytes of messages kept, counted as journalled.
     pub bytes: u64,
 }
 
@@ -72,10 +69,9 @@ pub struct Message {
     /// `MSG-` and the zero-padded `seq`, increasing in append order.
     pub msg_id: String,
     pub seq: u64,
-    /// The message type.
     pub kind: String,
-    /// Any JSON value, as compact JSON text: kept as text, a body costs its length in memory,
-    /// where a parsed one of many small values could cost ten times that.
+    /// Compact JSON text: a body costs its length in memory, where a parsed one of many small
+    /// values could cost ten times that.
     pub body: Box<str>,
     pub run_id: Option<String>,
     /// Unix seconds when it was appended.
@@ -113,7 +109,7 @@ impl Message {
 /// it must be quick and must not call into the bus.
 pub type OnVisible = Box<dyn Fn(&Message) + Send + Sync>;
 
-/// The bus. Safe to share across threads.
+/// The bus, shared across threads.
 pub struct Bus {
     state: Arc<Mutex<State>>,
     queue: CommitQueue,
