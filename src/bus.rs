@@ -118,10 +118,9 @@ pub struct Bus {
 
 #[derive(Default)]
 struct State {
-    /// Visible messages: durable, with every earlier one durable too.
-    messages: VecDeque<Message>,
-    /// The journalled size of each of `messages`, and their sum.
-    sizes: VecDeque<u64>,
+    /// Visible messages (durable, with every earlier one durable too), each with its journalled
+    /// size; `bytes` sums those.
+    messages: VecDeque<(Message, u64)>,
     bytes: u64,
     retention: MessageRetention,
     /// The last sequence number handed out (durable or not).
@@ -244,7 +243,10 @@ impl Bus {
         let Some(id) = after else {
             return Ok(0);
         };
-        let newest = Self::lock(&self.state).messages.back().map_or(0, |m| m.seq);
+        let newest = Self::lock(&self.state)
+            .messages
+            .back()
+            .map_or(0, |m| m.0.seq);
         match parse_msg_id(id) {
             Some(seq) if seq <= newest && seq > 0 => Ok(seq),
             _ => Err(Error::NotFound(format!("message {id} not found"))),
@@ -256,7 +258,7 @@ impl Bus {
     /// dropped meanwhile by retention are skipped: the page starts at the oldest one kept.
     pub fn read_after(&self, from: u64, limit: usize, max_bytes: usize) -> Vec<Message> {
         let state = Self::lock(&self.state);
-        let start = state.messages.partition_point(|m| m.seq <= from);
+        let start = state.messages.partition_point(|m| m.0.seq <= from);
         let mut bytes = 0;
         state
             .messages
@@ -265,10 +267,10 @@ impl Bus {
             .take(limit.min(MAX_LIMIT))
             .take_while(|m| {
                 let fits = bytes < max_bytes;
-                bytes += m.body.len();
+                bytes += m.0.body.len();
                 fits
             })
-            .cloned()
+            .map(|m| m.0.clone())
             .collect()
     }
 
@@ -322,12 +324,10 @@ fn record(m: &Message) -> Vec<u8> {
 impl State {
     /// Keeps `m` (`size` journal bytes), letting the oldest past retention go; the newest stays.
     fn push(&mut self, m: Message, size: u64) {
-        self.messages.push_back(m);
-        self.sizes.push_back(size);
+        self.messages.push_back((m, size));
         self.bytes += size;
         while self.messages.len() > 1 && !self.retention.keeps(self.messages.len(), self.bytes) {
-            self.messages.pop_front();
-            self.bytes -= self.sizes.pop_front().unwrap_or(0);
+            self.bytes -= self.messages.pop_front().map_or(0, |m| m.1);
         }
     }
 }
