@@ -108,7 +108,7 @@ pub fn read_snapshot(
         return Ok(false);
     }
     let (mut lines, mut ended) = (0u64, false);
-    Journal::open_each(path, |record| {
+    Journal::open_each(path, Tail::Cut, |record| {
         if ended {
             return Err("a line after the end line".into());
         }
@@ -261,7 +261,7 @@ impl Journal {
     #[cfg(test)]
     pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
         let mut records = Vec::new();
-        let (journal, truncated_bytes) = Journal::read(path.as_ref(), Tail::Cut, |record| {
+        let (journal, truncated_bytes) = Journal::open_each(path.as_ref(), Tail::Cut, |record| {
             records.push(record.to_vec());
             Ok(())
         })?;
@@ -273,17 +273,9 @@ impl Journal {
     }
 
     /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`;
-    /// cuts a torn tail (synced), returning its bytes. An error from `each` refuses the open as
-    /// damage does, naming the file, line and byte offset.
-    pub fn open_each(
-        path: impl AsRef<Path>,
-        each: impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<(Journal, u64), Error> {
-        Journal::read(path.as_ref(), Tail::Cut, each)
-    }
-
-    /// [`Journal::open_each`], with the torn tail cut or refused as `tail` says.
-    pub(crate) fn read(
+    /// cuts (synced) or refuses a torn tail as `tail` says, returning its bytes. An error from
+    /// `each` refuses the open as damage does, naming the file, line and byte offset.
+    pub(crate) fn open_each(
         path: &Path,
         tail: Tail,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -739,7 +731,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(br#"{"torn":"#).unwrap();
         let mut seen = Vec::new();
-        let (_, cut) = Journal::open_each(&path, |r| {
+        let (_, cut) = Journal::open_each(&path, Tail::Cut, |r| {
             seen.push(r.to_vec());
             Ok(())
         })
@@ -747,7 +739,7 @@ mod tests {
         assert_eq!(cut, 8, "the torn tail is cut");
         assert!(seen == records, "the records, whole and in order");
         assert!(Journal::open(&path).unwrap().1.records == records);
-        let refused = Journal::open_each(&path, |r| match r.starts_with(b"{\"x\"") {
+        let refused = Journal::open_each(&path, Tail::Cut, |r| match r.starts_with(b"{\"x\"") {
             true => Err("too long".to_string()),
             false => Ok(()),
         });

@@ -369,7 +369,7 @@ impl Segments {
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = path_of(&self.dir, number);
-        let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
+        let (mut journal, _) = Journal::open_each(&path, Tail::Cut, |_| Ok(()))?;
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
@@ -426,7 +426,7 @@ fn read_segment(
 ) -> Result<(Journal, Segment), String> {
     let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
-    let (journal, _) = Journal::read(&path_of(dir, number), tail, |record| {
+    let (journal, _) = Journal::open_each(&path_of(dir, number), tail, |record| {
         if !seg.holds() {
             seg.first = read_header(record);
             if seg.first.is_some() {
