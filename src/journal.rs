@@ -19,16 +19,6 @@ pub struct Journal {
     poisoned: Option<Error>,
 }
 
-/// What [`Journal::open`] found on disk.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replay {
-    /// Complete records in file order, as they were appended (without their checksum).
-    pub records: Vec<Vec<u8>>,
-    /// Bytes of torn tail that were cut off (0 if none).
-    pub truncated_bytes: u64,
-}
-
 /// How much of a journal a start reads at once: below glibc's mmap threshold, as a freed
 /// 1 MiB buffer raised it and left 1 MiB resident for the life of an idle process.
 const READ_CHUNK: usize = 64 << 10;
@@ -257,21 +247,6 @@ pub(crate) enum Tail {
 }
 
 impl Journal {
-    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its records.
-    #[cfg(test)]
-    pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
-        let mut records = Vec::new();
-        let (journal, truncated_bytes) = Journal::open_each(path.as_ref(), Tail::Cut, |record| {
-            records.push(record.to_vec());
-            Ok(())
-        })?;
-        let replay = Replay {
-            records,
-            truncated_bytes,
-        };
-        Ok((journal, replay))
-    }
-
     /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`;
     /// cuts (synced) or refuses a torn tail as `tail` says, returning its bytes. An error from
     /// `each` refuses the open as damage does, naming the file, line and byte offset.
@@ -326,12 +301,6 @@ impl Journal {
             poisoned: None,
         };
         Ok((journal, torn))
-    }
-
-    /// Appends one record and returns once it is durable.
-    #[cfg(test)]
-    pub fn append(&mut self, record: &[u8]) -> Result<(), Error> {
-        self.append_all(&[record])
     }
 
     /// Appends records in one write and one sync. If one is not a one-line JSON object with a
@@ -485,24 +454,6 @@ impl Error {
         Error::new(path, Kind::Io("its committer has stopped"), None, None)
     }
 
-    /// The byte offset in the file where the failed operation started, where known.
-    #[cfg(test)]
-    pub fn offset(&self) -> Option<u64> {
-        self.offset
-    }
-
-    /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
-    #[cfg(test)]
-    pub fn is_invalid_record(&self) -> bool {
-        matches!(self.kind, Kind::InvalidRecord(_))
-    }
-
-    /// Whether the file holds a damaged line, so the journal was not opened.
-    #[cfg(test)]
-    pub fn is_damaged(&self) -> bool {
-        matches!(self.kind, Kind::Damaged { .. })
-    }
-
     /// The same error for a snapshot, whose damaged line only a backup mends.
     pub fn unrepairable(mut self) -> Error {
         if let Kind::Damaged { remedy, .. } = &mut self.kind {
@@ -563,11 +514,66 @@ impl std::error::Error for Error {
     }
 }
 
-/// Write failures on demand, for tests of what a failed write leaves behind: a full disk cannot be
-/// had without privileges, and tests of different stores run side by side in one process, so each
-/// arms only the journals under its own directory.
+/// The test-only ways in: a whole replay, one append, and what an error is.
+#[cfg(test)]
+mod test_api {
+    use super::*;
+
+    /// What [`Journal::open`] found on disk.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Replay {
+        /// Complete records in file order, as they were appended (without their checksum).
+        pub records: Vec<Vec<u8>>,
+        /// Bytes of torn tail that were cut off (0 if none).
+        pub truncated_bytes: u64,
+    }
+
+    impl Journal {
+        /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its records.
+        pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
+            let mut records = Vec::new();
+            let (journal, truncated_bytes) =
+                Journal::open_each(path.as_ref(), Tail::Cut, |record| {
+                    records.push(record.to_vec());
+                    Ok(())
+                })?;
+            let replay = Replay {
+                records,
+                truncated_bytes,
+            };
+            Ok((journal, replay))
+        }
+
+        /// Appends one record and returns once it is durable.
+        pub fn append(&mut self, record: &[u8]) -> Result<(), Error> {
+            self.append_all(&[record])
+        }
+    }
+
+    impl Error {
+        /// The byte offset in the file where the failed operation started, where known.
+        pub fn offset(&self) -> Option<u64> {
+            self.offset
+        }
+
+        /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
+        pub fn is_invalid_record(&self) -> bool {
+            matches!(self.kind, Kind::InvalidRecord(_))
+        }
+
+        /// Whether the file holds a damaged line, so the journal was not opened.
+        pub fn is_damaged(&self) -> bool {
+            matches!(self.kind, Kind::Damaged { .. })
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod faults {
+    //! Write failures on demand, for tests of what a failed write leaves behind: a full disk
+    //! cannot be had without privileges, and tests of different stores run side by side in one
+    //! process, so each arms only the journals under its own directory.
+
     use std::io;
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
