@@ -1,5 +1,4 @@
-//! A JSON request body that is one item or an array of them, the shape of
-//! every batch route (run events, progress events, metric updates).
+//! A JSON request body of one item or an array of them: every batch route's.
 
 use serde_json::Value;
 

@@ -1,8 +1,8 @@
 //! The message bus: an ordered, durable log of typed messages that agents and orchestrators
 //! append to and read after a given message id. Journalled in segments (`DATA_DIR/messages/`);
-//! the newest are kept, in memory and on disk alike, by count and by bytes
-//! ([`MessageRetention`]). `conductor_messagebus_appends_total` counts every append ever
-//! acknowledged, from the segment headers, not from what is kept.
+//! the newest are kept, in memory and on disk alike ([`MessageRetention`]).
+//! `conductor_messagebus_appends_total` counts every append ever acknowledged, from the segment
+//! headers, not from what is kept.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -24,18 +24,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// appended and never read back.
 pub const MAX_BODY_DEPTH: usize = 64;
 
-/// The most messages a read returns.
+/// The most messages a read returns, and how many by default.
 pub const MAX_LIMIT: usize = 1000;
-/// The number of messages a read returns by default.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// How many of the newest messages the bus keeps, for reads and on disk; 0 in a field means
-/// no bound of that kind.
+/// How many of the newest messages, and bytes of them as journalled, the bus keeps for reads and
+/// on disk; 0: no bound of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRetention {
-    /// Messages kept.
     pub messages: u64,
-    /// Bytes of messages kept, counted as journalled.
     pub bytes: u64,
 }
 
@@ -72,10 +69,9 @@ pub struct Message {
     /// `MSG-` and the zero-padded `seq`, increasing in append order.
     pub msg_id: String,
     pub seq: u64,
-    /// The message type.
     pub kind: String,
-    /// Any JSON value, as compact JSON text: kept as text, a body costs its length in memory,
-    /// where a parsed one of many small values could cost ten times that.
+    /// Compact JSON text: a body costs its length in memory, where a parsed one of many small
+    /// values could cost ten times that.
     pub body: Box<str>,
     pub run_id: Option<String>,
     /// Unix seconds when it was appended.
@@ -113,7 +109,7 @@ impl Message {
 /// it must be quick and must not call into the bus.
 pub type OnVisible = Box<dyn Fn(&Message) + Send + Sync>;
 
-/// The bus. Safe to share across threads.
+/// The bus, shared across threads.
 pub struct Bus {
     state: Arc<Mutex<State>>,
     queue: CommitQueue,
@@ -122,10 +118,9 @@ pub struct Bus {
 
 #[derive(Default)]
 struct State {
-    /// Visible messages: durable, with every earlier one durable too.
-    messages: VecDeque<Message>,
-    /// The journalled size of each of `messages`, and their sum.
-    sizes: VecDeque<u64>,
+    /// Visible messages (durable, with every earlier one durable too), each with its journalled
+    /// size; `bytes` sums those.
+    messages: VecDeque<(Message, u64)>,
     bytes: u64,
     retention: MessageRetention,
     /// The last sequence number handed out (durable or not).
@@ -150,26 +145,26 @@ impl Bus {
     /// reads what `retention` keeps.
     pub fn open(dir: &Path, appends: Counter, retention: MessageRetention) -> Result<Bus, Error> {
         let legacy = dir.join("messages.jsonl");
-        let (segments, records) =
-            Segments::open(&dir.join("messages"), Some(&legacy), retention.segments())
-                .map_err(Error::Storage)?;
         let mut state = State {
             retention,
             ..State::default()
         };
-        for record in &records {
+        let (journal, segments) = (dir.join("messages"), retention.segments());
+        let segments = Segments::open(&journal, Some(&legacy), segments, None, |record| {
             // Each line's checksum was checked: a record without a seq was
             // written by another version, and skipping it would lose it.
             let Some(message) = read_record(record) else {
                 let why = "a record without a seq, which no message lacks";
-                return Err(Error::Storage(format!(
+                return Err(format!(
                     "the message journal in {}: {why}",
-                    dir.join("messages").display()
-                )));
+                    journal.display()
+                ));
             };
             state.last_seq = state.last_seq.max(message.seq);
             state.push(message, record.len() as u64 + 1);
-        }
+            Ok(())
+        })
+        .map_err(Error::Storage)?;
         appends.inc_by(segments.appended());
         let queue =
             CommitQueue::start(segments, "bus").map_err(|e| Error::Storage(e.to_string()))?;
@@ -248,7 +243,10 @@ impl Bus {
         let Some(id) = after else {
             return Ok(0);
         };
-        let newest = Self::lock(&self.state).messages.back().map_or(0, |m| m.seq);
+        let newest = Self::lock(&self.state)
+            .messages
+            .back()
+            .map_or(0, |m| m.0.seq);
         match parse_msg_id(id) {
             Some(seq) if seq <= newest && seq > 0 => Ok(seq),
             _ => Err(Error::NotFound(format!("message {id} not found"))),
@@ -260,7 +258,7 @@ impl Bus {
     /// dropped meanwhile by retention are skipped: the page starts at the oldest one kept.
     pub fn read_after(&self, from: u64, limit: usize, max_bytes: usize) -> Vec<Message> {
         let state = Self::lock(&self.state);
-        let start = state.messages.partition_point(|m| m.seq <= from);
+        let start = state.messages.partition_point(|m| m.0.seq <= from);
         let mut bytes = 0;
         state
             .messages
@@ -269,10 +267,10 @@ impl Bus {
             .take(limit.min(MAX_LIMIT))
             .take_while(|m| {
                 let fits = bytes < max_bytes;
-                bytes += m.body.len();
+                bytes += m.0.body.len();
                 fits
             })
-            .cloned()
+            .map(|m| m.0.clone())
             .collect()
     }
 
@@ -326,12 +324,10 @@ fn record(m: &Message) -> Vec<u8> {
 impl State {
     /// Keeps `m` (`size` journal bytes), letting the oldest past retention go; the newest stays.
     fn push(&mut self, m: Message, size: u64) {
-        self.messages.push_back(m);
-        self.sizes.push_back(size);
+        self.messages.push_back((m, size));
         self.bytes += size;
         while self.messages.len() > 1 && !self.retention.keeps(self.messages.len(), self.bytes) {
-            self.messages.pop_front();
-            self.bytes -= self.sizes.pop_front().unwrap_or(0);
+            self.bytes -= self.messages.pop_front().map_or(0, |m| m.1);
         }
     }
 }

@@ -36,14 +36,14 @@ impl Sink for Segments {
 /// What a callback learns: durable, or the journal error shared by its batch.
 pub type Written = Result<(), Arc<journal::Error>>;
 
-/// The second stage of a callback: what answers.
+/// A callback's second stage: what answers.
 pub type AfterApply = Box<dyn FnOnce() + Send>;
 
 type Apply = Box<dyn FnOnce(Written) -> AfterApply + Send>;
 
 type Submission = (Vec<Vec<u8>>, Apply);
 
-/// The largest batch written with one sync, in records.
+/// The most records written with one sync.
 const MAX_BATCH: usize = 4096;
 
 /// The largest batch whose callbacks the committer runs itself: inline rather than through
@@ -58,14 +58,13 @@ pub fn promise<T>() -> (Promise<T>, Waiting<T>) {
     (Promise(Some(shot.clone())), Waiting(shot))
 }
 
-/// The value (`Some(None)` once the promise was dropped unkept) and its signal.
+/// The value (`Some(None)`: the promise was dropped unkept) and its signal.
 type Shot<T> = (Mutex<Option<Option<T>>>, Condvar);
 
 /// The committer's half of [`promise`].
 pub struct Promise<T>(Option<Arc<Shot<T>>>);
 
 impl<T> Promise<T> {
-    /// Hands `value` to the waiting caller.
     pub fn keep(mut self, value: T) {
         self.set(Some(value));
     }
@@ -110,8 +109,8 @@ pub struct CommitQueue {
 }
 
 impl CommitQueue {
-    /// Starts the committer thread for `sink`; its ack thread starts with the first batch
-    /// too large to answer inline, so an idle store has one thread.
+    /// Starts the committer thread for `sink`; its ack thread starts with the first batch too
+    /// large to answer inline, so an idle store has one thread.
     pub fn start(mut sink: impl Sink, name: &str) -> std::io::Result<CommitQueue> {
         let path = sink.path();
         let (tx, rx) = mpsc::channel();
@@ -135,8 +134,8 @@ impl CommitQueue {
         self.send(vec![record], Box::new(apply));
     }
 
-    /// Queues `records` as [`CommitQueue::submit_in_order`] does; `apply`'s result goes to the
-    /// caller waiting on its own thread, so the answer is made and logged there.
+    /// [`CommitQueue::submit_in_order`] for `records`, `apply`'s result going to the caller
+    /// waiting on its own thread, so the answer is made and logged there.
     pub fn submit_waiting<T: Send + 'static>(
         &self,
         records: Vec<Vec<u8>>,
@@ -169,8 +168,7 @@ impl CommitQueue {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(mpsc::SendError((_, apply))) = tx.send((records, apply)) {
             // The committer is gone. The callback runs on a thread of its own, as the caller may
-            // hold a lock it takes; should that not start, the request goes unanswered until
-            // its connection times out.
+            // hold a lock it takes; failing that, the request goes unanswered until it times out.
             let err = self.closed();
             let answer = move || run_callbacks(&Err(err), vec![apply]);
             let _ = thread::Builder::new()
@@ -180,8 +178,8 @@ impl CommitQueue {
     }
 }
 
-/// The ack thread, running handed batches' callbacks in order; `unfinished` counts those not
-/// finished. `None` when it cannot start.
+/// The ack thread, running handed batches' callbacks in order, `unfinished` counting those not
+/// done; `None` when it cannot start.
 fn start_acks(name: &str, unfinished: &Arc<AtomicUsize>) -> Option<Sender<(Written, Vec<Apply>)>> {
     let (tx, rx) = mpsc::channel::<(Written, Vec<Apply>)>();
     let left = unfinished.clone();

@@ -1,19 +1,17 @@
-//! CRC-32C (Castagnoli), the checksum each journal record carries: the one
-//! iSCSI, ext4 and LevelDB use, chosen for its error detection on short
-//! records. Computed eight bytes at a time from tables built at compile
-//! time ("slicing by 8"), so checking a journal at start costs little next
-//! to reading it.
+//! CRC-32C (Castagnoli), the checksum each journal record carries (as in iSCSI, ext4 and
+//! LevelDB), chosen for its error detection on short records. Without the CPU's instruction,
+//! computed eight bytes at a time from tables built at compile time ("slicing by 8"), so
+//! checking a journal at start costs little next to reading it.
 
 /// The reflected Castagnoli polynomial.
 const POLY: u32 = 0x82F6_3B78;
 
-/// `TABLES[0]` is the classic byte-at-a-time table; `TABLES[k][b]` is the
-/// CRC of byte `b` followed by `k` zero bytes.
+/// `TABLES[k][b]`: the CRC of byte `b` followed by `k` zero bytes (`TABLES[0]`: byte at a time).
 static TABLES: [[u32; 256]; 8] = tables();
 
 const fn tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];
-    // Row by row: each row is built from the one before and row 0.
+    // Each row from the one before and row 0.
     let mut i = 0;
     while i < 8 * 256 {
         let (k, b) = (i / 256, i % 256);
@@ -37,7 +35,7 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     finish(extend(START, bytes))
 }
 
-/// The state of a checksum over no bytes yet, for [`extend`].
+/// A checksum's state over no bytes yet.
 pub const START: u32 = !0;
 
 /// The state `crc` extended by `bytes`: `finish(extend(extend(START, a), b))` is the checksum
@@ -46,7 +44,6 @@ pub fn extend(crc: u32, bytes: &[u8]) -> u32 {
     crate::sys::crc32c_extend(crc, bytes).unwrap_or_else(|| extend_by_tables(crc, bytes))
 }
 
-/// [`extend`] with the tables, eight bytes at a time.
 fn extend_by_tables(crc: u32, bytes: &[u8]) -> u32 {
     let mut crc = crc;
     let mut chunks = bytes.chunks_exact(8);

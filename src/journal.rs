@@ -15,19 +15,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     len: u64,
-    /// Set when a failed append could not be rolled back (the file may end in its garbage):
-    /// every later append gets this error instead of writing.
+    /// Set when a failed append could not be rolled back: every later append gets this error.
     poisoned: Option<Error>,
-}
-
-/// What [`Journal::open`] found on disk.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replay {
-    /// Complete records in file order, as they were appended (without their checksum).
-    pub records: Vec<Vec<u8>>,
-    /// Bytes of torn tail that were cut off (0 if none).
-    pub truncated_bytes: u64,
 }
 
 /// How much of a journal a start reads at once: below glibc's mmap threshold, as a freed
@@ -55,53 +44,47 @@ fn push_crc(out: &mut Vec<u8>, crc: u32) {
     out.extend_from_slice(b"\"}\n");
 }
 
-/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (the
-/// count, telling a whole snapshot from one cut short); returns its bytes. Crash-only: `.tmp`
-/// synced, renamed over `path`, directory synced. Lines go straight into the file's buffer, so
-/// large records need no more memory than it.
+/// Writes `lines` as a snapshot at `path` in the journal's line format, then `{"end":N}` (telling
+/// a whole one from one cut short); returns its bytes. Crash-only: `.tmp` synced, renamed, dir
+/// synced. Lines go straight into the file's buffer, so large records need no more memory.
 pub fn write_snapshot<P: Printable>(
     path: &Path,
     lines: impl IntoIterator<Item = P>,
 ) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let written = write_then_rename(&tmp, path, lines);
+    let write = || -> io::Result<u64> {
+        let mut out = Checksummed {
+            file: io::BufWriter::with_capacity(1 << 16, File::create(&tmp)?),
+            crc: crate::crc32c::START,
+            held: None,
+        };
+        let mut count = 0u64;
+        for line in lines {
+            line.print(&mut out)?;
+            out.end_line()?;
+            count += 1;
+        }
+        write!(out, "{{\"end\":{count}}}")?;
+        out.end_line()?;
+        let file = out
+            .file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        let written = file.metadata()?.len();
+        drop(file);
+        #[cfg(test)]
+        faults::halt(path, faults::Stage::BeforeRename);
+        fs::rename(&tmp, path)?;
+        File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        Ok(written)
+    };
+    let written = write();
     if written.is_err() {
         // A failed write (a full disk) leaves no half file behind.
         let _ = fs::remove_file(&tmp);
     }
     written
-}
-
-fn write_then_rename<P: Printable>(
-    tmp: &Path,
-    path: &Path,
-    lines: impl IntoIterator<Item = P>,
-) -> io::Result<u64> {
-    let mut out = Checksummed {
-        file: io::BufWriter::with_capacity(1 << 16, File::create(tmp)?),
-        crc: crate::crc32c::START,
-        held: None,
-    };
-    let mut count = 0u64;
-    for line in lines {
-        line.print(&mut out)?;
-        out.end_line()?;
-        count += 1;
-    }
-    write!(out, "{{\"end\":{count}}}")?;
-    out.end_line()?;
-    let file = out
-        .file
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    let written = file.metadata()?.len();
-    drop(file);
-    #[cfg(test)]
-    faults::halt(path, faults::Stage::BeforeRename);
-    fs::rename(tmp, path)?;
-    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
-    Ok(written)
 }
 
 /// Reads the snapshot at `path`, handing each line but the end line to `each`; false when
@@ -115,7 +98,7 @@ pub fn read_snapshot(
         return Ok(false);
     }
     let (mut lines, mut ended) = (0u64, false);
-    Journal::open_each(path, |record| {
+    Journal::open_each(path, Tail::Cut, |record| {
         if ended {
             return Err("a line after the end line".into());
         }
@@ -156,8 +139,7 @@ fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, why)
 }
 
-/// Writes journal lines, checksumming as it goes and holding back each last byte, the
-/// closing brace the checksum member goes before.
+/// Writes journal lines, checksumming, holding back each last byte: the checksum goes before it.
 struct Checksummed {
     file: io::BufWriter<File>,
     crc: u32,
@@ -184,7 +166,6 @@ impl Write for Checksummed {
 }
 
 impl Checksummed {
-    /// Ends the record written since the last line.
     fn end_line(&mut self) -> io::Result<()> {
         if self.held.take() != Some(b'}') {
             return Err(invalid("a record is not an object"));
@@ -231,15 +212,13 @@ fn check_line(line: &[u8], checked: &mut bool) -> Result<Vec<u8>, &'static str> 
     Ok(record)
 }
 
-/// One complete line of a journal file, as [`scan`] found it.
+/// One complete line of a journal file, as [`scan`] found it; `line` is 1-based.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Scanned<'a> {
-    /// 1-based.
     pub(crate) line: u64,
     pub(crate) offset: u64,
     /// Without its `'\n'`.
     pub(crate) bytes: &'a [u8],
-    /// The record it holds, or why it is damaged.
     pub(crate) record: Result<Vec<u8>, &'static str>,
 }
 
@@ -268,33 +247,10 @@ pub(crate) enum Tail {
 }
 
 impl Journal {
-    /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its records.
-    #[cfg(test)]
-    pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
-        let mut records = Vec::new();
-        let (journal, truncated_bytes) = Journal::read(path.as_ref(), Tail::Cut, |record| {
-            records.push(record.to_vec());
-            Ok(())
-        })?;
-        let replay = Replay {
-            records,
-            truncated_bytes,
-        };
-        Ok((journal, replay))
-    }
-
-    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`
-    /// in file order; cuts a torn tail (synced) and returns the bytes cut. An error from `each`
-    /// refuses the open naming the file, line and byte offset, as damage does.
-    pub fn open_each(
-        path: impl AsRef<Path>,
-        each: impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<(Journal, u64), Error> {
-        Journal::read(path.as_ref(), Tail::Cut, each)
-    }
-
-    /// [`Journal::open_each`], with the torn tail cut or refused as `tail` says.
-    pub(crate) fn read(
+    /// Opens or creates the journal at `path` (and its dirs), streaming each record to `each`;
+    /// cuts (synced) or refuses a torn tail as `tail` says, returning its bytes. An error from
+    /// `each` refuses the open as damage does, naming the file, line and byte offset.
+    pub(crate) fn open_each(
         path: &Path,
         tail: Tail,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
@@ -347,14 +303,8 @@ impl Journal {
         Ok((journal, torn))
     }
 
-    /// Appends one record and returns once it is durable.
-    #[cfg(test)]
-    pub fn append(&mut self, record: &[u8]) -> Result<(), Error> {
-        self.append_all(&[record])
-    }
-
-    /// Appends records in one write and one sync, durable together. If one is not a one-line
-    /// JSON object with a member, nothing is written (not parsed: its writer built it).
+    /// Appends records in one write and one sync. If one is not a one-line JSON object with a
+    /// member, nothing is written (not parsed: its writer built it).
     pub fn append_all(&mut self, records: &[&[u8]]) -> Result<(), Error> {
         if let Some(i) = records.iter().position(|r| !is_record(r)) {
             return Err(Error::new(&self.path, Kind::InvalidRecord(i), None, None));
@@ -413,7 +363,6 @@ impl Journal {
         })
     }
 
-    /// The file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -462,7 +411,6 @@ pub struct Error {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// What failed, as the message says it.
     Io(&'static str),
     InvalidRecord(usize),
     Damaged {
@@ -472,8 +420,7 @@ enum Kind {
     },
 }
 
-/// What a damaged line's message suggests: repair, a newer version, or a backup (moving
-/// the line aside would lose what no journal holds).
+/// A damaged line's remedy: a backup where moving the line aside would lose what no journal holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Remedy {
     Repair,
@@ -505,24 +452,6 @@ impl Error {
     /// The error for a record queued after the journal's committer stopped.
     pub(crate) fn closed(path: &Path) -> Error {
         Error::new(path, Kind::Io("its committer has stopped"), None, None)
-    }
-
-    /// The byte offset in the file where the failed operation started, where known.
-    #[cfg(test)]
-    pub fn offset(&self) -> Option<u64> {
-        self.offset
-    }
-
-    /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
-    #[cfg(test)]
-    pub fn is_invalid_record(&self) -> bool {
-        matches!(self.kind, Kind::InvalidRecord(_))
-    }
-
-    /// Whether the file holds a damaged line, so the journal was not opened.
-    #[cfg(test)]
-    pub fn is_damaged(&self) -> bool {
-        matches!(self.kind, Kind::Damaged { .. })
     }
 
     /// The same error for a snapshot, whose damaged line only a backup mends.
@@ -585,11 +514,66 @@ impl std::error::Error for Error {
     }
 }
 
-/// Write failures on demand, for tests of what a failed write leaves behind: a full disk cannot be
-/// had without privileges, and tests of different stores run side by side in one process, so each
-/// arms only the journals under its own directory.
+/// The test-only ways in: a whole replay, one append, and what an error is.
+#[cfg(test)]
+mod test_api {
+    use super::*;
+
+    /// What [`Journal::open`] found on disk.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Replay {
+        /// Complete records in file order, as they were appended (without their checksum).
+        pub records: Vec<Vec<u8>>,
+        /// Bytes of torn tail that were cut off (0 if none).
+        pub truncated_bytes: u64,
+    }
+
+    impl Journal {
+        /// Opens or creates the journal at `path` like [`Journal::open_each`], and returns its records.
+        pub fn open(path: impl AsRef<Path>) -> Result<(Journal, Replay), Error> {
+            let mut records = Vec::new();
+            let (journal, truncated_bytes) =
+                Journal::open_each(path.as_ref(), Tail::Cut, |record| {
+                    records.push(record.to_vec());
+                    Ok(())
+                })?;
+            let replay = Replay {
+                records,
+                truncated_bytes,
+            };
+            Ok((journal, replay))
+        }
+
+        /// Appends one record and returns once it is durable.
+        pub fn append(&mut self, record: &[u8]) -> Result<(), Error> {
+            self.append_all(&[record])
+        }
+    }
+
+    impl Error {
+        /// The byte offset in the file where the failed operation started, where known.
+        pub fn offset(&self) -> Option<u64> {
+            self.offset
+        }
+
+        /// Whether the error is a rejected record (not a one-line JSON object); nothing was written.
+        pub fn is_invalid_record(&self) -> bool {
+            matches!(self.kind, Kind::InvalidRecord(_))
+        }
+
+        /// Whether the file holds a damaged line, so the journal was not opened.
+        pub fn is_damaged(&self) -> bool {
+            matches!(self.kind, Kind::Damaged { .. })
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod faults {
+    //! Write failures on demand, for tests of what a failed write leaves behind: a full disk
+    //! cannot be had without privileges, and tests of different stores run side by side in one
+    //! process, so each arms only the journals under its own directory.
+
     use std::io;
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
@@ -753,7 +737,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(br#"{"torn":"#).unwrap();
         let mut seen = Vec::new();
-        let (_, cut) = Journal::open_each(&path, |r| {
+        let (_, cut) = Journal::open_each(&path, Tail::Cut, |r| {
             seen.push(r.to_vec());
             Ok(())
         })
@@ -761,7 +745,7 @@ mod tests {
         assert_eq!(cut, 8, "the torn tail is cut");
         assert!(seen == records, "the records, whole and in order");
         assert!(Journal::open(&path).unwrap().1.records == records);
-        let refused = Journal::open_each(&path, |r| match r.starts_with(b"{\"x\"") {
+        let refused = Journal::open_each(&path, Tail::Cut, |r| match r.starts_with(b"{\"x\"") {
             true => Err("too long".to_string()),
             false => Ok(()),
         });

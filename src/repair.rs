@@ -12,40 +12,37 @@ use std::path::{Path, PathBuf};
 use crate::journal;
 use crate::segments::{self, aside, lines_aside};
 
-/// A line moved aside.
+/// A line moved aside (`line` 1-based), with its record number in its store where known: in a
+/// segment with a header and none aside before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub file: PathBuf,
-    /// 1-based.
     pub line: u64,
     pub offset: u64,
     pub why: &'static str,
-    /// Its record number in its store (from 0), in a segment with a header and none aside.
     pub record: Option<u64>,
 }
 
-/// A segment whose damaged header `repair` wrote again.
+/// A segment whose damaged header `repair` wrote again, as its neighbours number it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebuilt {
     pub file: PathBuf,
-    /// The count of records before it, as its neighbours number it.
     pub appended_before: u64,
 }
 
-/// A segment with a damaged header no neighbour numbers: left as it was, for a start to refuse.
+/// A segment with a damaged header no neighbour numbers: left as it was, for a start to refuse;
+/// its `records` stay out of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unnumbered {
     pub file: PathBuf,
-    /// The records it holds, which stay out of the store.
     pub records: u64,
 }
 
-/// What a repair did.
+/// What a repair did: journal files checked, lines moved (in file and line order), torn bytes
+/// cut, segment headers rebuilt, segments left unnumbered.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
-    /// The journal files checked.
     pub files: usize,
-    /// In file and line order.
     pub moved: Vec<Moved>,
     pub torn_bytes: u64,
     pub rebuilt: Vec<Rebuilt>,
@@ -62,9 +59,8 @@ impl Report {
 /// The stores a data dir holds: one of these, or a server's lock, tells a data dir.
 const STORES: [&str; 4] = ["runs", "messages", "metrics", "budget"];
 
-/// Refuses a path that is not a data dir (missing, a file, or with neither lock nor store),
-/// such as a store's directory inside one (its repair would take the wrong lock and run beside
-/// a live server).
+/// Refuses a path that is not a data dir (missing, a file, or with neither lock nor store), such
+/// as a store's directory inside one (its repair would take the wrong lock beside a live server).
 pub fn check_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -100,7 +96,6 @@ pub fn repair(dirs: &[&Path]) -> io::Result<Report> {
     Ok(report)
 }
 
-/// The number of a store's segment file (`NNNNNNNNNN.jsonl`).
 fn segment_number(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?.strip_suffix(".jsonl")?;
     (name.len() == 10).then(|| name.parse().ok())?
@@ -140,8 +135,8 @@ pub fn cut_torn_tails(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(cuts)
 }
 
-/// Every journal under `dirs` with lines `repair` moved aside, and how many, so that every
-/// start says their records are not in the store.
+/// Every journal under `dirs` with lines `repair` moved aside, and how many: every start says
+/// their records are not in the store.
 pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     let all = journal_files(dirs)?
         .into_iter()
@@ -149,7 +144,8 @@ pub fn set_aside(dirs: &[&Path]) -> io::Result<Vec<(PathBuf, u64)>> {
     Ok(all.filter(|a| a.0 > 0).map(|(n, f)| (f, n)).collect())
 }
 
-/// Cuts one file after its last newline; returns the bytes cut.
+/// Cuts a file after its last newline, reading backwards (a torn tail is at most one record);
+/// returns the bytes cut.
 fn cut_tail(path: &Path) -> io::Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
     const CHUNK: u64 = 64 * 1024;
@@ -157,7 +153,6 @@ fn cut_tail(path: &Path) -> io::Result<u64> {
     let len = file.metadata()?.len();
     let mut end = len;
     let mut chunk = Vec::new();
-    // Backwards a chunk at a time: a torn tail is at most one record.
     let keep = loop {
         if end == 0 {
             break 0;

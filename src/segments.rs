@@ -14,9 +14,9 @@ use crate::journal::{self, Journal, Tail};
 /// The default journal growth after which a snapshotting store (runs, declared metrics) snapshots.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024;
 
-/// When a store's next snapshot is due: once its journal grew by the configured size or the last
-/// snapshot's, whichever is more, so a start reads at most about twice a snapshot and snapshots
-/// write about as much again as the journal. One at a time.
+/// When a store's next snapshot is due, one at a time: once its journal grew by the configured
+/// size or the last snapshot's, whichever is more, so a start reads at most about twice a
+/// snapshot and snapshots write about as much again as the journal.
 #[derive(Debug, Default)]
 pub struct SnapshotDue {
     /// Journal bytes applied since the last snapshot, and that snapshot's size.
@@ -45,7 +45,6 @@ impl SnapshotDue {
         }
     }
 
-    /// Whether a snapshot is being written.
     #[cfg(test)]
     pub fn busy(&self) -> bool {
         self.busy
@@ -55,19 +54,16 @@ impl SnapshotDue {
 /// How much a segmented store keeps, and how big a segment grows; 0: no bound of that kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentRetention {
-    /// The newest records kept.
+    /// The newest records and bytes of records kept.
     pub records: u64,
-    /// The newest bytes of records kept.
     pub bytes: u64,
-    /// Records after which a segment is closed and a new one begun.
+    /// Records and bytes after which a segment is closed and a new one begun.
     pub segment_records: u64,
-    /// Bytes after which a segment is closed and a new one begun.
     pub segment_bytes: u64,
 }
 
 impl SegmentRetention {
-    /// For a store snapshotting every `snapshot_bytes` (0: never, segments then close at the
-    /// default size): segments close at that size; only a snapshot drops them.
+    /// Segments closing every `snapshot_bytes` (0: the default size); only a snapshot drops them.
     pub fn snapshotted(snapshot_bytes: u64) -> SegmentRetention {
         SegmentRetention {
             segment_bytes: Some(snapshot_bytes)
@@ -77,13 +73,12 @@ impl SegmentRetention {
         }
     }
 
-    /// Whether `records` records taking `bytes` bytes cover what is kept.
     fn covered(&self, records: u64, bytes: u64) -> bool {
         (self.records > 0 && records >= self.records) || (self.bytes > 0 && bytes >= self.bytes)
     }
 }
 
-/// One segment file: its number, what it holds, and its header's count.
+/// One segment file: its number, what it holds, and its header's count (`first`).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Segment {
     number: u64,
@@ -114,11 +109,11 @@ pub struct Segments {
     /// Every segment kept, oldest first; the last is `current`'s.
     kept: VecDeque<Segment>,
     current: Journal,
-    /// Whether `current` still needs its header: it is new, and empty.
+    /// Whether `current` is new and empty, and still needs its header.
     headless: bool,
     /// Records appended durably, ever (the headers not counted).
     appended: u64,
-    /// Whether the next write must begin a new segment.
+    /// Whether the next write begins a new segment.
     rotate: bool,
 }
 
@@ -166,7 +161,7 @@ pub(crate) fn lines_aside(path: &Path) -> u64 {
     aside.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64)
 }
 
-/// `path` with `.suffix` added: `runs.jsonl` → `runs.jsonl.corrupt`.
+/// `path` with `.suffix` added: `runs.jsonl` -> `runs.jsonl.corrupt`.
 pub(crate) fn aside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(".");
@@ -180,8 +175,8 @@ pub(crate) fn next_record(dir: &Path, seg: &Segment) -> Option<u64> {
     Some(first + seg.records + lines_aside(&path_of(dir, seg.number)))
 }
 
-/// Segment `number` in `dir` as `repair` reads it, past damage. `None` without such a file
-/// (or for a symlink, which `repair` does not walk into).
+/// Segment `number` in `dir` as `repair` reads it, past damage; `None` without such a file (or
+/// for a symlink, which `repair` does not walk into).
 pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Segment>> {
     let path = path_of(dir, number);
     if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
@@ -196,7 +191,7 @@ pub(crate) fn scan_segment(dir: &Path, number: u64) -> std::io::Result<Option<Se
     Ok(Some(seg))
 }
 
-/// Refuses a gap in the segment files' numbers: a segment file deleted by hand.
+/// Refuses a gap in the segment files' numbers (one deleted by hand).
 fn check_numbers(dir: &Path, numbers: &[u64]) -> Result<(), String> {
     match numbers.windows(2).find(|w| w[1] != w[0] + 1) {
         None => Ok(()),
@@ -217,7 +212,7 @@ pub(crate) fn header(appended_before: u64) -> Vec<u8> {
     format!("{{\"segment\":{{\"appended_before\":{appended_before}}}}}").into_bytes()
 }
 
-/// `appended_before` of a header record, or `None` for any other record.
+/// `appended_before` of a header record; `None` for any other record.
 pub(crate) fn read_header(record: &[u8]) -> Option<u64> {
     let rest = record.strip_prefix(b"{\"segment\":{\"appended_before\":")?;
     let digits = rest.strip_suffix(b"}}")?;
@@ -232,76 +227,39 @@ fn storage(path: &Path, e: std::io::Error) -> String {
     format!("segments {}: {e}", path.display())
 }
 
+/// A segment a start read before the others, with its journal and its records.
+type ReadAhead = (Journal, Segment, Vec<Vec<u8>>);
+
 impl Segments {
-    /// Opens the segments in `dir` (creating it), returns the records of the newest ones that
-    /// cover `retention` and deletes the older. A `legacy` journal becomes segment 0.
+    /// Opens the segments in `dir` (creating it; a `legacy` journal becomes segment 0), handing
+    /// each record kept to `each`, oldest first. With `from`, a snapshot holds the records before
+    /// it: the segments wholly before go, and only `retention`'s segment size counts
+    /// ([`drop_covered`] deletes); without, the newest segments covering `retention` are read
+    /// and the older deleted.
     pub fn open(
         dir: &Path,
         legacy: Option<&Path>,
         retention: SegmentRetention,
-    ) -> Result<(Segments, Vec<Vec<u8>>), String> {
-        let numbers = prepare(dir, legacy)?;
-        // Newest first, until the retained amounts are covered.
-        let (mut loaded, mut bodies, mut newest) = (Vec::new(), Vec::new(), None);
-        let (mut records, mut bytes) = (0u64, 0u64);
-        for &number in numbers.iter().rev() {
-            if newest.is_some() && retention.covered(records, bytes) {
-                break;
-            }
-            let mut body = Vec::new();
-            let (journal, seg) = read_segment(dir, number, newest.is_none(), |record| {
-                body.push(record.to_vec());
-                Ok(())
-            })?;
-            (records, bytes) = (records + seg.records, bytes + seg.bytes);
-            loaded.push(seg);
-            bodies.push(body);
-            newest = newest.or(Some((journal, seg)));
-        }
-        let (old, kept) = numbers.split_at(numbers.len() - loaded.len());
-        for &number in old {
-            // One left behind is deleted at the next rotation or start; it is never read.
-            let _ = fs::remove_file(path_of(dir, number));
-        }
-        loaded.reverse();
-        check_numbers(dir, kept)?;
-        let holding: Vec<&Segment> = loaded.iter().filter(|s| s.holds()).collect();
-        for pair in holding.windows(2) {
-            check_continuity(dir, pair[0], pair[1])?;
-        }
-        // Records `repair` moved aside were appended all the same: the count never goes back.
-        let before = loaded.first().and_then(|s| s.first).unwrap_or(0);
-        let aside: u64 = loaded
-            .iter()
-            .map(|s| lines_aside(&path_of(dir, s.number)))
-            .sum();
-        let records: Vec<Vec<u8>> = bodies.into_iter().rev().flatten().collect();
-        let appended = before + records.len() as u64 + aside;
-        let segments = Segments::assemble(dir, retention, &loaded, newest, appended, false)?;
-        Ok((segments, records))
-    }
-
-    /// Opens the segments in `dir` of a store whose snapshot holds the records before number
-    /// `from`: deletes those wholly before it and hands each record from it on to `each`. Only
-    /// `retention`'s segment size counts; [`drop_covered`] deletes.
-    pub fn open_from(
-        dir: &Path,
-        legacy: Option<&Path>,
-        retention: SegmentRetention,
-        from: u64,
+        from: Option<u64>,
         mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<Segments, String> {
         let numbers = prepare(dir, legacy)?;
         let firsts: Vec<Option<u64>> = numbers.iter().map(|&n| first_of(dir, n)).collect();
-        // The newest segment that begins at or before `from` holds it.
-        let start = firsts.iter().rposition(|f| f.is_some_and(|f| f <= from));
-        let start = start.unwrap_or(0);
+        let (start, mut read) = match from {
+            // The newest segment that begins at or before `from` holds it.
+            Some(from) => {
+                let start = firsts.iter().rposition(|f| f.is_some_and(|f| f <= from));
+                (start.unwrap_or(0), Vec::new())
+            }
+            None => read_retained(dir, &numbers, retention)?,
+        };
         for &number in &numbers[..start] {
+            // One left behind is deleted at the next rotation or start; it is never read.
             let _ = fs::remove_file(path_of(dir, number));
         }
         let (numbers, firsts) = (&numbers[start..], &firsts[start..]);
         let mut appended = firsts[0].unwrap_or(0);
-        if appended > from {
+        if let Some(from) = from.filter(|&from| appended > from) {
             return Err(format!(
                 "segments {}: records {from} to {} are missing; a snapshot covers the records before {from}",
                 dir.display(),
@@ -309,8 +267,7 @@ impl Segments {
             ));
         }
         check_numbers(dir, numbers)?;
-        let (mut loaded, mut newest) = (Vec::new(), None);
-        let mut previous: Option<Segment> = None;
+        let (mut loaded, mut newest, mut previous) = (Vec::new(), None, None::<Segment>);
         for (i, &number) in numbers.iter().enumerate() {
             if let (Some(older), Some(_)) = (&previous, firsts[i]) {
                 // Before the segment is read, so a refused start cuts no torn tail.
@@ -318,13 +275,20 @@ impl Segments {
             }
             // The header numbers the records, so one moved aside earlier renumbers none.
             appended = firsts[i].unwrap_or(appended);
-            let (journal, seg) = read_segment(dir, number, i + 1 == numbers.len(), |record| {
+            let mut take = |record: &[u8]| {
                 appended += 1;
-                if appended > from {
-                    each(record)?;
+                match appended > from.unwrap_or(0) {
+                    true => each(record),
+                    false => Ok(()),
                 }
-                Ok(())
-            })?;
+            };
+            let (journal, seg) = match read.pop() {
+                Some((journal, seg, records)) => {
+                    records.iter().try_for_each(|r| take(r))?;
+                    (journal, seg)
+                }
+                None => read_segment(dir, number, i + 1 == numbers.len(), take)?,
+            };
             if seg.holds() {
                 if let (Some(older), None) = (&previous, seg.first) {
                     check_continuity(dir, older, &seg)?;
@@ -334,44 +298,44 @@ impl Segments {
             loaded.push(seg);
             newest = Some((journal, seg));
         }
-        // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
-        // between; the next begins a new segment. Headers count earlier records moved aside.
+        // Records `repair` moved aside were appended all the same (a header counts those before).
         if let Some(last) = &previous {
             appended += lines_aside(&path_of(dir, last.number));
         }
-        let ahead = appended < from;
-        let retention = SegmentRetention {
-            records: 0,
-            bytes: 0,
-            ..retention
-        };
-        Segments::assemble(dir, retention, &loaded, newest, appended.max(from), ahead)
+        Segments::assemble(dir, retention, &loaded, newest, appended, from)
     }
 
     /// The segments read, `loaded` oldest first, open for appending to the newest.
     fn assemble(
         dir: &Path,
-        retention: SegmentRetention,
+        mut retention: SegmentRetention,
         loaded: &[Segment],
         newest: Option<(Journal, Segment)>,
         appended: u64,
-        rotate: bool,
+        from: Option<u64>,
     ) -> Result<Segments, String> {
         let none = || format!("segments {}: none", dir.display());
         let (current, seg) = newest.ok_or_else(none)?;
         // A headerless segment with records but 0 would later pass for a migrated one: the
         // next records begin a new segment.
         let headerless = seg.number != 0 && seg.first.is_none();
+        // A snapshot ahead of the segments (a data dir copied snapshot last) holds the records
+        // between; the next begins a new segment.
+        let ahead = from.is_some_and(|from| appended < from);
+        if from.is_some() {
+            // Only a snapshot drops the segments it holds.
+            (retention.records, retention.bytes) = (0, 0);
+        }
         let mut segments = Segments {
             dir: dir.to_path_buf(),
             retention,
             kept: loaded.iter().copied().collect(),
             current,
             headless: headerless && seg.records == 0,
-            appended,
+            appended: appended.max(from.unwrap_or(0)),
             rotate: false,
         };
-        segments.rotate = segments.full() || (headerless && seg.records > 0) || rotate;
+        segments.rotate = segments.full() || (headerless && seg.records > 0) || ahead;
         Ok(segments)
     }
 
@@ -400,12 +364,12 @@ impl Segments {
         Ok(())
     }
 
-    /// Writes the next segment's header with `records`, in one write and sync. On failure the
-    /// empty file stays (a start takes it as empty) and the next write tries again.
+    /// Writes the next segment's header with `records`, in one write and sync. A failure leaves
+    /// the empty file (a start takes it as empty) and the next write tries again.
     fn begin_segment(&mut self, records: &[&[u8]]) -> Result<(), journal::Error> {
         let number = self.kept.back().map_or(1, |s| s.number + 1);
         let path = path_of(&self.dir, number);
-        let (mut journal, _) = Journal::read(&path, Tail::Cut, |_| Ok(()))?;
+        let (mut journal, _) = Journal::open_each(&path, Tail::Cut, |_| Ok(()))?;
         with_header(&mut journal, self.appended, records)?;
         self.current = journal;
         self.headless = false;
@@ -438,17 +402,14 @@ impl Segments {
         }
     }
 
-    /// The file records go to now.
     pub fn path(&self) -> &Path {
         self.current.path()
     }
 
-    /// Records appended durably, ever.
     pub fn appended(&self) -> u64 {
         self.appended
     }
 
-    /// The numbers of the segment files kept, oldest first.
     #[cfg(test)]
     pub fn numbers(&self) -> Vec<u64> {
         self.kept.iter().map(|s| s.number).collect()
@@ -465,7 +426,7 @@ fn read_segment(
 ) -> Result<(Journal, Segment), String> {
     let mut seg = Segment::new(number, None);
     let tail = if newest { Tail::Cut } else { Tail::Refuse };
-    let (journal, _) = Journal::read(&path_of(dir, number), tail, |record| {
+    let (journal, _) = Journal::open_each(&path_of(dir, number), tail, |record| {
         if !seg.holds() {
             seg.first = read_header(record);
             if seg.first.is_some() {
@@ -478,6 +439,29 @@ fn read_segment(
     })
     .map_err(|e| e.to_string())?;
     Ok((journal, seg))
+}
+
+/// Reads the newest of `numbers` back until they cover `retention`, newest first; returns the
+/// index of the oldest read. A start must read them to count their records and bytes.
+fn read_retained(
+    dir: &Path,
+    numbers: &[u64],
+    retention: SegmentRetention,
+) -> Result<(usize, Vec<ReadAhead>), String> {
+    let (mut read, mut records, mut bytes) = (Vec::new(), 0, 0);
+    for &number in numbers.iter().rev() {
+        if !read.is_empty() && retention.covered(records, bytes) {
+            break;
+        }
+        let mut body = Vec::new();
+        let (journal, seg) = read_segment(dir, number, read.is_empty(), |record| {
+            body.push(record.to_vec());
+            Ok(())
+        })?;
+        (records, bytes) = (records + seg.records, bytes + seg.bytes);
+        read.push((journal, seg, body));
+    }
+    Ok((numbers.len() - read.len(), read))
 }
 
 /// Creates `dir`, moves a `legacy` journal into it, and lists its segment numbers (one at least).
@@ -513,8 +497,8 @@ pub(crate) fn first_of(dir: &Path, number: u64) -> Option<u64> {
     read_header(lines.first()?.record.as_deref().ok()?)
 }
 
-/// Deletes the segments in `dir` wholly before record `before`, which a durable snapshot holds; the
-/// newest always stays. Returns how many went; one lost to a crash goes at the next start.
+/// Deletes the segments in `dir` wholly before record `before` (a durable snapshot holds them) but
+/// the newest; returns how many went. One a crash left goes at the next start.
 pub fn drop_covered(dir: &Path, before: u64) -> Result<usize, String> {
     #[cfg(test)]
     crate::journal::faults::halt(dir, crate::journal::faults::Stage::BeforeDrop);
@@ -588,12 +572,26 @@ mod tests {
     /// records handed over.
     fn from(dir: &Path, from: u64) -> (Segments, Vec<Vec<u8>>) {
         let mut seen = Vec::new();
-        let s = Segments::open_from(dir, None, retention(0, 4), from, |r| {
+        let s = Segments::open(dir, None, retention(0, 4), Some(from), |r| {
             seen.push(r.to_vec());
             Ok(())
         })
         .unwrap();
         (s, seen)
+    }
+
+    /// Opens `dir` keeping what `keep` retains, and returns the store and the records read.
+    fn open(
+        dir: &Path,
+        legacy: Option<&Path>,
+        keep: SegmentRetention,
+    ) -> Result<(Segments, Vec<Vec<u8>>), String> {
+        let mut seen = Vec::new();
+        let s = Segments::open(dir, legacy, keep, None, |r| {
+            seen.push(r.to_vec());
+            Ok(())
+        })?;
+        Ok((s, seen))
     }
 
     #[test]
@@ -653,8 +651,8 @@ mod tests {
     }
 
     fn refused(dir: &Path) -> String {
-        let by_snapshot = Segments::open_from(dir, None, retention(0, 4), 0, |_| Ok(()));
-        let whole = Segments::open(dir, None, retention(0, 4));
+        let by_snapshot = Segments::open(dir, None, retention(0, 4), Some(0), |_| Ok(()));
+        let whole = open(dir, None, retention(0, 4));
         let (Err(a), Err(b)) = (by_snapshot, whole) else {
             panic!("{} opened", dir.display());
         };
@@ -723,7 +721,7 @@ mod tests {
         assert_eq!(seen, [record(8), record(9)]);
         assert_eq!(s.numbers(), [3], "the segment before 8 went");
         assert!(
-            Segments::open_from(&dir, None, retention(0, 4), 3, |_| Ok(())).is_err(),
+            Segments::open(&dir, None, retention(0, 4), Some(3), |_| Ok(())).is_err(),
             "3 is gone"
         );
         // A snapshot ahead of the segments, as a copy of the data dir that
@@ -743,7 +741,7 @@ mod tests {
     fn old_segments_go_while_the_count_of_appends_stays_exact() {
         let dir = temp_dir("retain");
         let keep = retention(25, 10);
-        let (mut s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let (mut s, opened) = open(&dir, None, keep).unwrap();
         assert_eq!((opened.len(), s.appended()), (0, 0));
         for i in 1..=95 {
             s.append_all(&[&record(i)]).unwrap();
@@ -755,13 +753,13 @@ mod tests {
         drop(s);
         // A start reads back from the newest until 25 are covered (71-95)
         // and deletes the rest.
-        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let (s, opened) = open(&dir, None, keep).unwrap();
         assert_eq!(s.appended(), 95);
         assert_eq!(seqs(&opened), (71..=95).collect::<Vec<_>>());
         assert_eq!(s.numbers(), [8, 9, 10]);
         // Reading needs only the newest segments: a smaller retention drops more.
         drop(s);
-        let (s, opened) = Segments::open(&dir, None, retention(5, 10)).unwrap();
+        let (s, opened) = open(&dir, None, retention(5, 10)).unwrap();
         assert_eq!((seqs(&opened), s.appended()), ((91..=95).collect(), 95));
         assert_eq!(s.numbers(), [10]);
         let names: Vec<String> = fs::read_dir(&dir)
@@ -775,7 +773,7 @@ mod tests {
     fn a_batch_that_fills_a_segment_rotates_before_the_next_and_0_keeps_all() {
         let dir = temp_dir("batch");
         let keep = retention(0, 4);
-        let (mut s, _) = Segments::open(&dir, None, keep).unwrap();
+        let (mut s, _) = open(&dir, None, keep).unwrap();
         let batch: Vec<Vec<u8>> = (1..=6).map(record).collect();
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         s.append_all(&refs).unwrap();
@@ -785,7 +783,7 @@ mod tests {
         let second = fs::read_to_string(path_of(&dir, 2)).unwrap();
         assert!(second.starts_with("{\"segment\":{\"appended_before\":6},\"crc32c\""));
         drop(s);
-        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let (s, opened) = open(&dir, None, keep).unwrap();
         assert_eq!((seqs(&opened), s.appended()), ((1..=8).collect(), 8));
     }
 
@@ -796,13 +794,13 @@ mod tests {
         let legacy = dir.join("messages.jsonl");
         fs::write(&legacy, "{\"seq\":1}\n{\"seq\":2}\n").unwrap();
         let segs = dir.join("messages");
-        let (mut s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        let (mut s, opened) = open(&segs, Some(&legacy), retention(100, 2)).unwrap();
         assert!(!legacy.exists());
         assert_eq!((seqs(&opened), s.appended()), ((1..=2).collect(), 2));
         s.append_all(&[&record(3)]).unwrap();
         assert_eq!(s.numbers(), [0, 1]);
         drop(s);
-        let (s, opened) = Segments::open(&segs, Some(&legacy), retention(100, 2)).unwrap();
+        let (s, opened) = open(&segs, Some(&legacy), retention(100, 2)).unwrap();
         assert_eq!((seqs(&opened), s.appended()), ((1..=3).collect(), 3));
     }
 
@@ -815,12 +813,12 @@ mod tests {
             segment_records: 0,
             segment_bytes: 40,
         };
-        let (mut s, _) = Segments::open(&dir, None, keep).unwrap();
+        let (mut s, _) = open(&dir, None, keep).unwrap();
         for i in 1..=50 {
             s.append_all(&[&record(i)]).unwrap();
         }
         drop(s);
-        let (s, opened) = Segments::open(&dir, None, keep).unwrap();
+        let (s, opened) = open(&dir, None, keep).unwrap();
         let bytes: usize = opened.iter().map(|r| r.len() + 1).sum();
         assert!((100..100 + 2 * 40 + 12).contains(&bytes), "{bytes}");
         assert_eq!(seqs(&opened).last(), Some(&50));

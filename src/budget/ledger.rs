@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::commit_queue::{CommitQueue, Sink};
 use crate::error::Error;
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Tail};
 use crate::json_text::{push_key, push_value};
 use crate::time;
 
@@ -224,7 +224,7 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
 pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
     let mut totals = Totals::default();
     for day in days(dir)? {
-        Journal::open_each(path(dir, day), |record| totals.add(record))
+        Journal::open_each(&path(dir, day), Tail::Cut, |record| totals.add(record))
             .map_err(|e| Error::Storage(e.to_string()))?;
     }
     Ok(totals)
@@ -351,7 +351,7 @@ pub(crate) fn open(
         _ => {}
     }
     let mut summed = Summed::default();
-    let (journal, _) = Journal::open_each(&path, |record| summed.apply(record))
+    let (journal, _) = Journal::open_each(&path, Tail::Cut, |record| summed.apply(record))
         .map_err(|e| Error::Storage(e.to_string()))?;
     let durable = Arc::new(AtomicU64::new(journal.durable_len()));
     let queue = CommitQueue::start(Tracked(journal, durable.clone()), "ledger")

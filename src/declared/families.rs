@@ -67,8 +67,8 @@ fn existing<M: Clone>(f: &Labelled<M>, labels: &[&str]) -> Option<M> {
     f.existing(labels).or_else(|| f.existing(&other))
 }
 
-/// The declarations in force and their families; `apply` and `restore` read then write
-/// values, so the store serialises them.
+/// The declarations in force and their families; the store serialises `apply` and `restore`,
+/// which read then write values.
 pub(super) struct Families {
     pub(super) declared: Vec<Declaration>,
     pub(super) handles: Vec<Handle>,
@@ -76,7 +76,6 @@ pub(super) struct Families {
 }
 
 impl Families {
-    /// Registers each of `declared` in `registry`, in order.
     pub(super) fn register(
         declared: Vec<Declaration>,
         registry: &Registry,
@@ -97,9 +96,9 @@ impl Families {
         })
     }
 
-    /// Checks that no update makes a value (a counter's, a gauge's, a histogram's sum) infinite,
-    /// counting earlier updates of the batch; [`Error::Invalid`] names the field. Batches in
-    /// flight are not counted: two may add up past the largest value, and `apply` saturates.
+    /// Checks that no update, after the earlier ones of its batch, makes a value (a histogram's
+    /// sum) infinite. Batches in flight are not counted: two may add up past the largest value,
+    /// and `apply` saturates.
     pub(super) fn check(&self, updates: &[Update]) -> Result<(), Error> {
         let mut after: HashMap<(usize, &[String]), f64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
@@ -149,7 +148,7 @@ impl Families {
         }
     }
 
-    /// Applies checked updates in order. An addition past `±f64::MAX` (from batches in flight
+    /// Applies checked updates in order; an addition past `±f64::MAX` (from batches in flight
     /// together) stops there, the same at every replay.
     pub(super) fn apply(&self, updates: &[Update]) {
         for u in updates {
@@ -210,8 +209,7 @@ fn numbers<T>(v: &Value, read: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
 
 /// Cumulative counts for buckets `declared` from `counts` under `bounds`, so a histogram that
 /// only lost bounds keeps its counts exactly; `None` when a declared bound was not one then
-/// (what fell below it is unknown) or counts misfit. Counts without bounds (older stores) are
-/// taken as they are when `positional` allows and their number fits.
+/// (what fell below it is unknown) or counts misfit. Without bounds, as `positional` allows.
 pub(super) fn counts_for(
     declared: &[f64],
     bounds: Option<&[f64]>,

@@ -1,21 +1,20 @@
 //! Declared metrics: families declared in `--metrics-file` and updated over HTTP, each batch
 //! checked all or nothing ([`update`]), journalled as one record (`DATA_DIR/metrics/`) and applied
 //! once synced, in journal order, so a replay restores every value exactly. Records and
-//! [`snapshot`] series are self-contained: after a declarations change a start takes what fits by
+//! snapshot series are self-contained: after a declarations change a start takes what fits by
 //! label name and bucket bound and keeps the rest as it was. Bounded per family by the series
 //! cap, in total by a [`Ceiling`]; past either, label sets go to overflow.
 
 mod families;
 #[cfg(test)]
 mod restart_tests;
-pub mod snapshot;
 pub mod spec;
 pub mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub use spec::Declaration;
 pub use update::Update;
@@ -25,7 +24,7 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::{ByteCeiling, Registry};
 use crate::segments::{self, Segments};
-use families::Families;
+use families::{with_family, Families, Handle};
 use update::Positional;
 
 /// The unsegmented journal's file name, moved into [`STORE`] at first start.
@@ -34,13 +33,11 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// The store's directory in the data dir: journal segments and snapshot.
 pub const STORE: &str = "metrics";
 
-/// The ceiling in bytes on what the declared families hold together, as [`ByteCeiling`] counts
-/// it; 0: no limit of that kind. The defaults keep `/metrics` under 64 MiB at worst
-/// (`docs/operations.md`, "Series bound").
+/// The ceiling in bytes on what the declared families hold together ([`ByteCeiling`]; 0: none).
+/// The defaults keep `/metrics` under 64 MiB at worst (`docs/operations.md`, "Series bound").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ceiling {
-    /// `--declared-label-bytes`: each series' labels as a scrape writes them (`model="gpt"`),
-    /// which a series keeps in memory.
+    /// `--declared-label-bytes`: series' labels as a scrape writes them (`model="gpt"`).
     pub label_bytes: u64,
     /// `--declared-exposition-bytes`: the most a scrape of them can write, values at widest.
     pub exposition_bytes: u64,
@@ -58,7 +55,7 @@ impl Default for Ceiling {
 /// How far the journal is applied and when the next snapshot is due.
 #[derive(Default)]
 struct Order {
-    /// Journal records applied, ever: the number of the next one.
+    /// Journal records applied, ever.
     durable: u64,
     due: segments::SnapshotDue,
 }
@@ -76,7 +73,7 @@ pub struct Declared {
 /// Where snapshots go and when, and what they carry as it was.
 struct Snapshots {
     dir: PathBuf,
-    /// The journal growth after which one is due; 0 for none.
+    /// The journal growth after which one is due; 0: none.
     every: u64,
     /// What the declarations did not take at start, as it was.
     kept: Arc<Vec<Value>>,
@@ -85,10 +82,10 @@ struct Snapshots {
 
 impl Declared {
     /// Registers `declared` under `ceiling` (a refused family: [`Error::Invalid`] naming it),
-    /// reads the snapshot under `dir` and replays the later journal (nothing declared: no journal,
-    /// no thread); a snapshot each `snapshot_bytes` of journal (0: none), logged to `log`. A store
-    /// without label names is read by position once, as today's declarations, then snapshotted
-    /// with names at once ([`Error::Storage`] if that fails), so no later start reads a position.
+    /// reads the snapshot under `dir` and replays the later journal (nothing declared: no
+    /// journal, no thread); snapshots each `snapshot_bytes` of journal (0: never). A store without
+    /// label names is read by position once, then snapshotted with names at once, so no later
+    /// start reads a position.
     pub fn open(
         dir: &Path,
         declared: Vec<Declaration>,
@@ -112,7 +109,7 @@ impl Declared {
             let (journal, by_position) = snapshots.replay(&dir.join(JOURNAL), &families)?;
             order.durable = journal.appended();
             if by_position {
-                let taken = snapshot::Taken::take(order.durable, &families, &snapshots.kept);
+                let taken = Taken::take(order.durable, &families, &snapshots.kept);
                 let message = "declared metrics rewritten with their label names";
                 snapshots.write(taken, message).map_err(|e| {
                     Error::Storage(format!(
@@ -138,7 +135,6 @@ impl Declared {
         })
     }
 
-    /// The declarations, in file order.
     pub fn declarations(&self) -> &[Declaration] {
         &self.families.declared
     }
@@ -151,7 +147,7 @@ impl Declared {
     }
 
     /// Journals `updates` as one record; once durable, applies them in journal order and
-    /// returns their count. A failed write applies nothing ([`Error::Storage`]).
+    /// returns their count. A failed write applies nothing.
     pub fn update(&self, updates: Vec<Update>) -> Result<usize, Error> {
         let Some(queue) = &self.queue else {
             return Err(Error::invalid(
@@ -178,8 +174,8 @@ impl Declared {
 }
 
 impl Snapshots {
-    /// Reads the snapshot and replays the later journal into `families`, keeping what they do
-    /// not take; returns the journal and whether anything was read by position.
+    /// Reads the snapshot and the later journal into `families`, keeping what they do not take;
+    /// returns the journal and whether anything was read by position.
     fn replay(
         &mut self,
         old_journal: &Path,
@@ -197,7 +193,7 @@ impl Snapshots {
             let updates = update::from_record(record, declared, index, &mut skipped, positional);
             families.apply(&updates);
         };
-        let header = snapshot::read(&self.dir.join(snapshot::FILE), |line, header| {
+        let header = read_snapshot(&self.dir.join(SNAPSHOT_FILE), |line, header| {
             positional.allowed = !header.named;
             if line.get("u").is_some() {
                 replay(line.to_string().as_bytes(), &mut positional);
@@ -208,11 +204,11 @@ impl Snapshots {
         .map_err(|e| Error::Storage(format!("cannot read the declared metrics' snapshot: {e}")))?;
         positional.allowed = header.is_none_or(|h| !h.named);
         let sizes = segments::SegmentRetention::snapshotted(self.every);
-        let journal = Segments::open_from(
+        let journal = Segments::open(
             &self.dir,
             Some(old_journal),
             sizes,
-            header.map_or(0, |h| h.records),
+            Some(header.map_or(0, |h| h.records)),
             |record| {
                 replay(record, &mut positional);
                 Ok(())
@@ -227,10 +223,10 @@ impl Snapshots {
     }
 
     /// Writes `taken` as the snapshot, deletes the segments it covers and logs `message`.
-    fn write(&self, taken: snapshot::Taken, message: &str) -> Result<u64, String> {
+    fn write(&self, taken: Taken, message: &str) -> Result<u64, String> {
         let (dir, records) = (&self.dir, taken.records);
         let size = taken
-            .write(&dir.join(snapshot::FILE))
+            .write(&dir.join(SNAPSHOT_FILE))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let dropped = segments::drop_covered(dir, records)?;
         let fields = [
@@ -242,8 +238,8 @@ impl Snapshots {
         Ok(size)
     }
 
-    /// Counts `grown` journal bytes applied and, under the applying lock, takes a due snapshot,
-    /// which its own thread writes.
+    /// Counts `grown` journal bytes applied; under the applying lock, takes a due snapshot for
+    /// its own thread to write.
     fn take_if_due(
         self: &Arc<Self>,
         o: &mut Order,
@@ -254,7 +250,7 @@ impl Snapshots {
         if !o.due.grew(grown, self.every) {
             return;
         }
-        let taken = snapshot::Taken::take(o.durable, families, &self.kept);
+        let taken = Taken::take(o.durable, families, &self.kept);
         let (me, order) = (self.clone(), order.clone());
         let write = move || {
             let written = me.write(taken, "declared metrics snapshot written");
@@ -279,6 +275,100 @@ impl Snapshots {
 fn lock(order: &Mutex<Order>) -> MutexGuard<'_, Order> {
     // Each step under it completes or panics before changing anything: poison is harmless.
     order.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The snapshot format this version writes: label names and bucket bounds.
+const FORMAT: u64 = 2;
+
+/// The snapshot's file name, in [`STORE`].
+const SNAPSHOT_FILE: &str = "snapshot";
+
+/// The declared metrics at one journal record: taken quickly, written later by [`Taken::write`]
+/// as `metrics/snapshot`, in the journal's line format: `{"snapshot":{"records":N,"format":2}}`;
+/// per series `{"series":[name,{label:value,...},type,value]}` (a counter's `parts`, a gauge's
+/// value, a histogram's `[cumulative counts, sum, bounds]`); then, as they were, lines of
+/// families no longer declared so; and `{"end":N}`. Before format 2, labels are positional and
+/// counts unbounded ([`Positional`]).
+struct Taken {
+    /// The journal records it covers: those numbered below this.
+    records: u64,
+    /// By family index: each series' number and value.
+    series: Vec<(usize, u32, Value)>,
+    families: Arc<Families>,
+    /// What the declarations in force did not take, as it was.
+    kept: Arc<Vec<Value>>,
+}
+
+impl Taken {
+    fn take(records: u64, families: &Arc<Families>, kept: &Arc<Vec<Value>>) -> Taken {
+        let mut series = Vec::new();
+        for (i, handle) in families.handles.iter().enumerate() {
+            let mut add = |n, v| series.push((i, n, v));
+            match handle {
+                Handle::Counter(f) => f.each(|n, c| add(n, json!(c.parts()))),
+                Handle::Gauge(f) => f.each(|n, g| add(n, json!(g.get()))),
+                Handle::Histogram(f) => f.each(|n, h| {
+                    let mut counts = Vec::new();
+                    let (sum, _) = h.snapshot(&mut counts);
+                    add(n, json!([counts, sum, families.declared[i].buckets]));
+                }),
+            }
+        }
+        Taken {
+            records,
+            series,
+            families: families.clone(),
+            kept: kept.clone(),
+        }
+    }
+
+    /// Writes it at `path`, crash-only; returns its bytes.
+    fn write(self, path: &Path) -> std::io::Result<u64> {
+        let families = &self.families;
+        let series = self.series.into_iter().filter_map(|(i, n, value)| {
+            let d = &families.declared[i];
+            let values = with_family!(&families.handles[i], |f| f.label_values(n))?;
+            let labels = d.labels.iter().cloned();
+            let labels = crate::ordered::object(labels.zip(values.into_iter().map(Value::String)));
+            Some(json!({"series": [d.name, labels, d.kind.as_str(), value]}))
+        });
+        let head = json!({"snapshot": {"records": self.records, "format": FORMAT}});
+        let all = std::iter::once(head)
+            .chain(series)
+            .chain(self.kept.iter().cloned());
+        crate::journal::write_snapshot(path, all)
+    }
+}
+
+/// A snapshot's header: the journal records it covers, and whether it names labels and bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    records: u64,
+    named: bool,
+}
+
+/// Reads the snapshot at `path`, handing each line after the header to `line` with the header;
+/// returns the header, `None` without a snapshot. Refuses a line that is not a snapshot's.
+fn read_snapshot(
+    path: &Path,
+    mut line: impl FnMut(&Value, Header),
+) -> Result<Option<Header>, String> {
+    let mut header = None;
+    crate::journal::read_snapshot(path, |v| {
+        if let Some(records) = v["snapshot"]["records"].as_u64() {
+            let named = v["snapshot"]["format"]
+                .as_u64()
+                .is_some_and(|f| f >= FORMAT);
+            header = Some(Header { records, named });
+        } else if let (Some(h), true) = (header, v.get("series").is_some() || v.get("u").is_some())
+        {
+            line(&v, h);
+        } else {
+            return Err("not a snapshot line".into());
+        }
+        Ok(())
+    })?;
+    Ok(header)
 }
 
 #[cfg(test)]
@@ -577,7 +667,7 @@ mod tests {
         }
         settled(&d);
         let store = dir.join(STORE);
-        assert!(store.join(snapshot::FILE).is_file());
+        assert!(store.join(SNAPSHOT_FILE).is_file());
         assert!(
             !store.join("0000000001.jsonl").exists(),
             "covered segments go"

@@ -42,9 +42,9 @@ fn declared_lines(r: &Registry) -> Vec<String> {
 /// it covers, as a due snapshot would.
 pub(super) fn snapshot_now(d: &Declared) {
     let o = lock(&d.order);
-    let taken = snapshot::Taken::take(o.durable, &d.families, &d.snapshots.kept);
+    let taken = Taken::take(o.durable, &d.families, &d.snapshots.kept);
     let records = taken.records;
-    taken.write(&d.snapshots.dir.join(snapshot::FILE)).unwrap();
+    taken.write(&d.snapshots.dir.join(SNAPSHOT_FILE)).unwrap();
     segments::drop_covered(&d.snapshots.dir, records).unwrap();
 }
 
@@ -296,10 +296,10 @@ fn a_family_removed_and_declared_again_gets_its_data_back() {
 }
 
 /// Reads the snapshot's header and lines.
-fn snapshot_lines(dir: &Path) -> (snapshot::Header, Vec<Value>) {
+fn snapshot_lines(dir: &Path) -> (Header, Vec<Value>) {
     let mut lines = Vec::new();
-    let path = dir.join(STORE).join(snapshot::FILE);
-    let header = snapshot::read(&path, |l, _| lines.push(l.clone())).unwrap();
+    let path = dir.join(STORE).join(SNAPSHOT_FILE);
+    let header = read_snapshot(&path, |l, _| lines.push(l.clone())).unwrap();
     (header.unwrap(), lines)
 }
 
@@ -350,7 +350,7 @@ fn a_snapshot_from_before_names_is_read_by_position_once_and_what_it_kept_stays_
         json!({"series": ["c_total", ["a", "b"], "counter", [7, 0.0]]}),
         json!({"u": [["c_total", ["x", "y"], "inc", 2]]}),
     ];
-    crate::journal::write_snapshot(&store.join(snapshot::FILE), lines).unwrap();
+    crate::journal::write_snapshot(&store.join(SNAPSHOT_FILE), lines).unwrap();
     let file = r#"[{"name": "c_total", "type": "counter", "help": "h", "labels": ["model"]},
                    {"name": "h_seconds", "type": "histogram", "help": "h", "buckets": [1, 10]}]"#;
     let first = {

@@ -20,16 +20,12 @@ pub const MAX_LABELS: usize = 16;
 /// A declared family's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Type {
-    /// Only goes up; its name ends in `_total`.
     Counter,
-    /// Holds a value that is set, or moved up and down.
     Gauge,
-    /// Counts observations into buckets.
     Histogram,
 }
 
 impl Type {
-    /// The name used in the file and in errors.
     pub fn as_str(self) -> &'static str {
         match self {
             Type::Counter => "counter",
@@ -45,9 +41,9 @@ pub struct Declaration {
     pub name: String,
     pub kind: Type,
     pub help: String,
-    /// Its label names, in the order their values are stored.
+    /// In the order their values are stored.
     pub labels: Vec<String>,
-    /// Upper bucket bounds, for a histogram.
+    /// A histogram's upper bucket bounds.
     pub buckets: Vec<f64>,
 }
 
@@ -101,7 +97,6 @@ pub fn parse_value(value: &Value) -> Result<Vec<Declaration>, String> {
     Ok(out)
 }
 
-/// A refused field and why.
 pub(super) type FieldError = (String, String);
 
 pub(super) fn fail<T>(field: &str, why: &str) -> Result<T, FieldError> {

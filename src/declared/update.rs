@@ -14,8 +14,7 @@ pub const MAX_BATCH: usize = 1000;
 /// The longest label value, in bytes: values are stored once per series.
 pub const MAX_LABEL_VALUE: usize = 256;
 
-/// The operations each type takes, by their names in an update and in the journal: a counter
-/// adds a non-negative amount, a gauge is set or added to, a histogram observes.
+/// The operations each type takes, by their names in an update and in the journal.
 const OPS: [(Type, &str); 5] = [
     (Type::Counter, "inc"),
     (Type::Counter, "add"),
@@ -24,7 +23,6 @@ const OPS: [(Type, &str); 5] = [
     (Type::Histogram, "observe"),
 ];
 
-/// The operation `key` on a family of type `kind`, if the type has it.
 fn op(kind: Type, key: &str) -> Option<&'static str> {
     OPS.iter().find(|o| o == &&(kind, key)).map(|o| o.1)
 }
@@ -34,9 +32,9 @@ fn op(kind: Type, key: &str) -> Option<&'static str> {
 pub struct Update {
     /// The family's index among the declarations.
     pub family: usize,
-    /// Label values, in the family's label order.
+    /// In the family's label order.
     pub labels: Vec<String>,
-    /// The operation, one of [`OPS`]'s names for the family's type.
+    /// One of [`OPS`]'s names for the family's type.
     pub op: &'static str,
     pub value: f64,
 }
@@ -132,12 +130,12 @@ fn labels(v: Option<&Value>, d: &Declaration) -> Result<Vec<String>, FieldError>
         .collect()
 }
 
-/// How a start reads label values by position (and counts without bounds), as old stores hold them.
+/// How a start reads label values by position (and counts without bounds), as old stores hold
+/// them: `allowed` only on the first start on such a store, which rewrites it with names; `seen`
+/// counts those met, taken or not.
 #[derive(Debug, Default)]
 pub struct Positional {
-    /// Whether taken: only on the first start on such a store, which rewrites it with names.
     pub allowed: bool,
-    /// How many were met, taken or not.
     pub seen: u64,
 }
 

@@ -541,7 +541,7 @@ impl Runs {
         let since = time::day_of(time::now_unix()) - 1;
         // Read a record at a time: a start holds the runs, not their history.
         let old = dir.join("runs.jsonl");
-        let journal = Segments::open_from(&store, Some(&old), sizes, covered, |record| {
+        let journal = Segments::open(&store, Some(&old), sizes, Some(covered), |record| {
             // Checksums passed, so a record not ours is another version's:
             // skipping it would lose a change and make counters jump.
             let v = serde_json::from_slice::<Value>(record).unwrap_or(Value::Null);
