@@ -98,8 +98,7 @@ impl Budget {
             return Err(Error::invalid("run_estimate", "must be above 0"));
         }
         let dir = config.dir;
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
+        fs::create_dir_all(&dir).map_err(|e| ledger::storage(&dir, e))?;
         let clock_day = time::day_of(clock.now_unix());
         let newest = ledger::days(&dir)?.last().copied();
         let today = newest.map_or(clock_day, |d| d.max(clock_day));

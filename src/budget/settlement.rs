@@ -211,7 +211,7 @@ fn settled_runs(path: &Path) -> Result<Settled, Error> {
     let values = match read_records(path, 0, u64::MAX) {
         Ok((values, _)) => values,
         Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
+        Err(e) => return Err(ledger::storage(path, e)),
     };
     let mut settled = Settled::default();
     for v in &values {

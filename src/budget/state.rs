@@ -23,7 +23,7 @@ pub(crate) struct DayBook {
     reserved: i64,
     holds: u32,
     inflight: u32,
-    /// Direct spends whose append has not finished: in the tally, so admission
+    /// Direct spends whose append has not finished: in the sums, so admission
     /// and alerts see them, but reported as held until they are durable.
     unsettled: i64,
     unsettled_events: u64,
@@ -130,8 +130,8 @@ impl State {
         let (micros, limit) = (entry.charge.micros, self.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
-        let alerts = book.tally.charge(micros, limit);
-        let spent = book.tally.spent;
+        let alerts = book.charge(micros, limit);
+        let spent = book.spent;
         lines.push(entry.line());
         let alert = |&a| ledger::alert_line(a, now, day, spent, limit);
         lines.extend(alerts.iter().map(alert));
@@ -175,7 +175,7 @@ impl State {
             }
             if !ok {
                 book.ledger.recent.remove(s.ts, micros);
-                book.ledger.tally.uncharge(micros, alerts);
+                book.ledger.uncharge(micros, alerts);
             }
         }
         if ok {
@@ -248,7 +248,7 @@ impl State {
     fn today_totals(&self) -> (i64, i64) {
         self.books
             .get(&self.today)
-            .map_or((0, 0), |b| (b.ledger.tally.spent, b.reserved))
+            .map_or((0, 0), |b| (b.ledger.spent, b.reserved))
     }
 
     /// Today's status: spends whose append is in flight show as reserved.
@@ -263,7 +263,7 @@ impl State {
         let book = self.books.get(&self.today);
         let unsettled = book.map_or(0, |b| b.unsettled);
         let (spent, reserved) = (total - unsettled, held + unsettled);
-        let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
+        let events = book.map_or(0, |b| b.ledger.events - b.unsettled_events);
         let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
         let remaining = remaining.max(0);
         let reset_unix = day_start + 86_400.0;
@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn status_math_is_exact_and_never_negative() {
         let mut state = state(1_000_000, 150_000, 20_780);
-        state.book(20_780).ledger.tally.charge(300_000, 1_000_000);
+        state.book(20_780).ledger.charge(300_000, 1_000_000);
         state.hold(
             "r",
             Hold {
@@ -386,7 +386,7 @@ mod tests {
         );
         // The charge above is not in the rate: it has no time.
         assert_eq!(status.forecast.rate_per_hour, 0.0);
-        state.book(20_780).ledger.tally.charge(5_000_000, 1_000_000);
+        state.book(20_780).ledger.charge(5_000_000, 1_000_000);
         let status = state.status(20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
