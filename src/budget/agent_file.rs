@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::time;
 
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
-use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
+use super::money::{self, dollars, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::Recorded;
 use super::Budget;
@@ -161,13 +161,16 @@ impl Budget {
                 new.push(i);
             }
         }
-        let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
         let spends: Vec<Entry> = new
             .iter()
             .map(|&i| Entry {
                 operation_id: file.entries[i].operation_id.as_deref(),
                 source: Some((&name, i as u64)),
-                ..Entry::new(IMPORT_KIND, &charges[i], file.entries[i].ts.unwrap_or(now))
+                ..Entry::new(
+                    IMPORT_KIND,
+                    file.entries[i].micros,
+                    file.entries[i].ts.unwrap_or(now),
+                )
             })
             .collect();
         let (alerts, status) = if spends.is_empty() {
@@ -176,7 +179,7 @@ impl Budget {
         } else {
             self.record_spends(state, (day, now), &spends)?
         };
-        let counted: i64 = spends.iter().map(|s| s.charge.micros).sum();
+        let counted: i64 = spends.iter().map(|s| s.micros).sum();
         // `parse` bounds the sum, so it cannot overflow.
         let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
         // Each amount rounds to whole micro-dollars by at most a half.

@@ -19,7 +19,7 @@ use crate::json_text::{push_key, push_value};
 use crate::time;
 
 use super::forecast::Recent;
-use super::money::{self, Charge};
+use super::money;
 
 /// The phase label of costs no phase was given for.
 pub(crate) const UNKNOWN_PHASE: &str = "unknown";
@@ -368,11 +368,15 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
 }
 
 /// A spend as the ledger records it.
+#[derive(Debug)]
 pub(crate) struct Entry<'a> {
     /// `"run"` (a settled run), `"direct"` or [`IMPORT_KIND`].
     pub kind: &'static str,
     pub ts: f64,
-    pub charge: &'a Charge,
+    pub micros: i64,
+    pub model: Option<&'a str>,
+    /// `(input, output)` tokens.
+    pub tokens: Option<(u64, u64)>,
     pub run_id: Option<&'a str>,
     /// A settled run's start: tells it from a later run of the same id (see `Budget::reconcile`).
     pub run_started_at: Option<f64>,
@@ -386,11 +390,13 @@ pub(crate) struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    pub(crate) fn new(kind: &'static str, charge: &'a Charge, ts: f64) -> Entry<'a> {
+    pub(crate) fn new(kind: &'static str, micros: i64, ts: f64) -> Entry<'a> {
         Entry {
             kind,
             ts,
-            charge,
+            micros,
+            model: None,
+            tokens: None,
             run_id: None,
             run_started_at: None,
             phase: None,
@@ -411,24 +417,23 @@ impl<'a> Entry<'a> {
 
     /// The ledger line: its members in this order, absent ones left out.
     pub(crate) fn line(&self) -> Vec<u8> {
-        let charge = self.charge;
         let text = |s: Option<&str>| s.map(Value::from);
         let phases = self.phases.iter();
         let phases = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
         let members = [
             ("ts", Some(Value::from(time::rfc3339(self.ts)))),
             ("kind", Some(Value::from(self.kind))),
-            ("amount", Some(Value::from(money::dollars(charge.micros)))),
-            ("amount_micros", Some(Value::from(charge.micros))),
+            ("amount", Some(Value::from(money::dollars(self.micros)))),
+            ("amount_micros", Some(Value::from(self.micros))),
             ("run_id", text(self.run_id)),
-            ("model", text(charge.model.as_deref())),
+            ("model", text(self.model)),
             ("phase", text(self.phase)),
             ("operation_id", text(self.operation_id)),
             ("run_started_at", self.run_started_at.map(Value::from)),
             ("source", self.source.map(|(file, _)| Value::from(file))),
             ("source_index", self.source.map(|(_, i)| Value::from(i))),
-            ("input_tokens", charge.tokens.map(|t| Value::from(t.0))),
-            ("output_tokens", charge.tokens.map(|t| Value::from(t.1))),
+            ("input_tokens", self.tokens.map(|t| Value::from(t.0))),
+            ("output_tokens", self.tokens.map(|t| Value::from(t.1))),
             (
                 "phases",
                 (!self.phases.is_empty()).then(|| crate::ordered::object(phases)),
@@ -508,16 +513,13 @@ mod tests {
 
     #[test]
     fn lines_written_are_lines_replayed() {
-        let charge = Charge {
-            micros: 22_500,
-            model: Some("m\"x".into()),
-            tokens: Some((1000, 100)),
-        };
         let phases = [("plan".to_string(), 20_000), ("act".to_string(), 2_500)];
         let entry = Entry {
+            model: Some("m\"x"),
+            tokens: Some((1000, 100)),
             run_id: Some("r1"),
             phases: &phases,
-            ..Entry::new("run", &charge, 86_400.5)
+            ..Entry::new("run", 22_500, 86_400.5)
         };
         let line = entry.line();
         let value: Value = serde_json::from_slice(&line).unwrap();
@@ -560,17 +562,11 @@ mod tests {
 
     #[test]
     fn operations_are_replayed_by_id_or_by_position_in_the_agent_file() {
-        let charge = |micros| Charge {
-            micros,
-            model: None,
-            tokens: None,
-        };
         let line = |micros, kind, operation_id, source| {
-            let c = charge(micros);
             let entry = Entry {
                 operation_id,
                 source,
-                ..Entry::new(kind, &c, 0.0)
+                ..Entry::new(kind, micros, 0.0)
             };
             String::from_utf8(entry.line()).unwrap()
         };
@@ -605,25 +601,23 @@ mod tests {
 
     #[test]
     fn the_quick_read_of_a_spend_line_adds_what_the_json_tree_does() {
-        let charge = |micros, model: Option<&str>| Charge {
-            micros,
-            model: model.map(str::to_string),
-            tokens: Some((10, 1)),
-        };
+        let charge = |micros: i64, model: Option<&'static str>| (micros, model);
         let phases = [
             ("plan".to_string(), 200_000),
             (String::new(), 50_000),
             ("a:b.c-d_e".to_string(), 1),
         ];
-        let line = |c: &Charge, kind, phase, phases: &[(String, i64)], source| {
+        let line = |c: &(i64, Option<&str>), kind, phase, phases: &[(String, i64)], source| {
             let entry = Entry {
+                model: c.1,
+                tokens: Some((10, 1)),
                 run_id: Some("r-1"),
                 run_started_at: Some(1_795_960_921.443_738_5),
                 phase,
                 phases,
                 operation_id: Some("op:1"),
                 source,
-                ..Entry::new(kind, c, 0.0)
+                ..Entry::new(kind, c.0, 0.0)
             };
             entry.line()
         };

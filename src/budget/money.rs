@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::Counter;
 
+use super::ledger::Entry;
 use super::Budget;
 
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
@@ -45,24 +46,6 @@ pub(crate) enum SpendInput {
         output_tokens: u64,
         model: Option<String>,
     },
-}
-
-/// A priced spend, ready for the ledger.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Charge {
-    pub micros: i64,
-    pub model: Option<String>,
-    /// `(input, output)` tokens.
-    pub tokens: Option<(u64, u64)>,
-}
-
-impl Charge {
-    pub fn of(micros: i64) -> Charge {
-        Charge {
-            micros,
-            ..Charge::default()
-        }
-    }
 }
 
 /// The price of models the table does not name, deliberately high so an
@@ -170,20 +153,22 @@ fn price(value: &Value, field: &str) -> Result<Price, Error> {
 }
 
 impl SpendInput {
-    /// Prices the input; too large a token cost is invalid `input_tokens`.
-    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
+    /// Prices the input as a direct spend's entry; too large a token cost is invalid `input_tokens`.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Entry<'_>, Error> {
         match self {
-            SpendInput::Amount(amount) => Ok(Charge::of(to_micros(*amount, "amount")?)),
+            SpendInput::Amount(amount) => {
+                Ok(Entry::new("direct", to_micros(*amount, "amount")?, 0.0))
+            }
             SpendInput::Tokens {
                 input_tokens,
                 output_tokens,
                 model,
             } => {
                 let cost = pricing.cost(model.as_deref(), *input_tokens, *output_tokens);
-                Ok(Charge {
-                    micros: to_micros(cost, "input_tokens")?,
-                    model: model.clone(),
+                Ok(Entry {
+                    model: model.as_deref(),
                     tokens: Some((*input_tokens, *output_tokens)),
+                    ..Entry::new("direct", to_micros(cost, "input_tokens")?, 0.0)
                 })
             }
         }
@@ -304,14 +289,9 @@ mod tests {
     #[test]
     fn inputs_are_priced() {
         let pricing = Pricing::default_table();
-        assert_eq!(
-            SpendInput::Amount(0.0).charge(&pricing),
-            Ok(Charge {
-                micros: 0,
-                model: None,
-                tokens: None
-            })
-        );
+        let free = SpendInput::Amount(0.0).charge(&pricing).unwrap();
+        assert_eq!((free.micros, free.model, free.tokens), (0, None, None));
+        assert_eq!(free.kind, "direct");
         let tokens = SpendInput::Tokens {
             input_tokens: 1000,
             output_tokens: 100,
@@ -320,7 +300,7 @@ mod tests {
         // 1000 × $15/M + 100 × $75/M = $0.015 + $0.0075.
         let charge = tokens.charge(&pricing).unwrap();
         assert_eq!(charge.micros, 22_500);
-        assert_eq!(charge.model.as_deref(), Some("unknown-model"));
+        assert_eq!(charge.model, Some("unknown-model"));
         assert_eq!(charge.tokens, Some((1000, 100)));
     }
 }

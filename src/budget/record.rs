@@ -56,12 +56,11 @@ impl Budget {
         }
         let phase = phase.filter(|p| !p.is_empty());
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
-        let charge = input.charge(&self.pricing)?;
         let entry = Entry {
             run_id,
             phase,
             operation_id,
-            ..Entry::new("direct", &charge, 0.0)
+            ..input.charge(&self.pricing)?
         };
         let key = entry.key();
         let (mut state, now) = self.lock_settled(None, key.as_slice());
@@ -70,9 +69,9 @@ impl Budget {
             let status = state.status(now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
-        let spend = [Entry { ts: now, ..entry }];
+        let (micros, spend) = (entry.micros, [Entry { ts: now, ..entry }]);
         let (alerts, status) = self.record_spends(state, (day, now), &spend)?;
-        let recorded = Recorded::new(charge.micros, day, alerts, status);
+        let recorded = Recorded::new(micros, day, alerts, status);
         Ok(Spent::New(recorded))
     }
 
@@ -96,8 +95,8 @@ impl Budget {
         let status = state.status(now);
         drop(state);
         for s in spends {
-            self.count_phases(s, s.charge.micros);
-            self.note_models(s.charge.model.as_deref());
+            self.count_phases(s, s.micros);
+            self.note_models(s.model);
         }
         Ok((fired.concat(), status))
     }

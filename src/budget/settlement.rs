@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 
 use super::ledger::{self, Entry};
-use super::money::{Charge, SpendInput};
+use super::money::SpendInput;
 use super::record::phase_micros;
 use super::report::read_records;
 use super::report::Recorded;
@@ -96,12 +96,11 @@ impl Budget {
     /// Charges a settlement whose run end is durable, releasing its reservation, and returns the
     /// ledger lines to write. It cannot fail: the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
-        let charge = Charge::of(s.micros);
         let entry = Entry {
             run_id: Some(&s.run_id),
             run_started_at: s.started_at,
             phases: &s.phases,
-            ..Entry::new("run", &charge, s.ts)
+            ..Entry::new("run", s.micros, s.ts)
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);

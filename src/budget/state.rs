@@ -127,7 +127,7 @@ impl State {
         entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, self.limit);
+        let (micros, limit) = (entry.micros, self.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
         let alerts = book.charge(micros, limit);
@@ -151,7 +151,7 @@ impl State {
         for s in spends {
             fired.push(self.charge((day, now), s, lines));
             let book = self.book(day);
-            book.unsettled += s.charge.micros;
+            book.unsettled += s.micros;
             book.unsettled_events += 1;
             book.pending.extend(s.key());
         }
@@ -164,7 +164,7 @@ impl State {
         let book = self.book(day);
         book.inflight -= 1;
         for (s, alerts) in spends.iter().zip(fired).rev() {
-            let micros = s.charge.micros;
+            let micros = s.micros;
             book.unsettled -= micros;
             book.unsettled_events -= 1;
             if let Some(key) = s.key() {
@@ -179,7 +179,7 @@ impl State {
             }
         }
         if ok {
-            let micros = spends.iter().map(|s| s.charge.micros).sum::<i64>();
+            let micros = spends.iter().map(|s| s.micros).sum::<i64>();
             self.recorded = self.recorded.saturating_add(micros);
         }
         self.prune();
