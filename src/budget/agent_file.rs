@@ -33,9 +33,8 @@ pub(crate) struct AgentSpend {
     pub ts: Option<f64>,
 }
 
-/// Reads the file of `day`; the error names the member that is wrong
-/// (`spend[2].amount`). `date` and `spend` are required, as the research
-/// agent always writes them; other members are not checked.
+/// Reads the file of `day`; the error names the wrong member (`spend[2].amount`). `date` and
+/// `spend` are required, as the research agent always writes them; others are not checked.
 pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let doc = value.as_object().ok_or("not a JSON object")?;
@@ -66,8 +65,7 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
         .enumerate()
         .map(|(i, entry)| spend_entry(i, entry))
         .collect::<Result<_, _>>()?;
-    // Each amount is at most the maximum; so is their sum, which keeps
-    // every sum of the import exact in micro-dollars.
+    // Bounding the sum as each amount keeps every sum of the import exact in micro-dollars.
     let most = money::to_micros(MAX_AMOUNT, "amount").unwrap_or(i64::MAX);
     let total = entries.iter().try_fold(0i64, |sum, e| {
         sum.checked_add(e.micros).filter(|s| *s <= most)
@@ -127,8 +125,8 @@ pub(crate) struct Imported {
 }
 
 impl Budget {
-    /// Counts the entries of today's research agent file (which it only appends
-    /// to) that the ledger does not hold yet; `None` without a file.
+    /// Counts the entries of today's research agent file (append-only) the ledger does not hold
+    /// yet; `None` without a file.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
@@ -145,8 +143,7 @@ impl Budget {
             None => OpKey::Position(i as u64),
         };
         let keys: Vec<OpKey> = file.entries.iter().enumerate().map(key).collect();
-        // Spends of these operations whose append is in flight settle
-        // first, so that each is counted by one side only.
+        // Appends of these operations in flight settle first, so each is counted by one side.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(day)?;
         // The entries to count, and how many were already recorded or repeated.

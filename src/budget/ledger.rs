@@ -213,8 +213,8 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     Some((micros, phase, phases))
 }
 
-/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is
-/// an error: a counter that skipped it would count less than was recorded.
+/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is an error: a counter
+/// that skipped it would count less than was recorded.
 pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
     let mut totals = Totals::default();
     for day in days(dir)? {

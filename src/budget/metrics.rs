@@ -1,8 +1,7 @@
-//! The budget's metrics: its state read under its lock at scrape time (a
-//! [`Collector`]), and cost counted by phase. The names are the research
-//! agent's (`agent_budget_*`), which its dashboard queries. Today's spend is
-//! `agent_budget_today_spend_dollars`: the counter `agent_budget_spend_total`
-//! is the running total, and a gauge cannot share its OpenMetrics family.
+//! The budget's metrics: its state read under its lock at scrape time, and cost by phase. The
+//! names are the research agent's (`agent_budget_*`), which its dashboard queries. Today's spend
+//! is `agent_budget_today_spend_dollars`: a gauge cannot share the family of the running total
+//! `agent_budget_spend_total`.
 
 use std::sync::Arc;
 
@@ -80,8 +79,8 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once. The phase counter starts from the
-    /// ledgers at open, missing costs recorded from the open to this call.
+    /// Registers the budget's metrics, once. The phase counter starts from the ledgers at open,
+    /// missing costs recorded from the open to this call.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,

@@ -16,8 +16,8 @@ use super::Budget;
 
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
-/// The largest single amount accepted, in dollars: far above any real
-/// spend, and small enough that sums of micro-dollars stay exact.
+/// The largest single amount accepted, in dollars: far above any real spend, and small enough
+/// that sums of micro-dollars stay exact.
 pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
 /// Dollars to micro-dollars; an amount out of range is an [`Error::Invalid`] naming `field`.
@@ -48,8 +48,7 @@ pub(crate) enum SpendInput {
     },
 }
 
-/// The price of models the table does not name, deliberately high so an
-/// unknown model is over- rather than under-charged.
+/// The price of models the table does not name: high, so they are over- not under-charged.
 pub(crate) const DEFAULT_PRICE: Price = Price {
     input: 15.0,
     output: 75.0,
@@ -175,12 +174,11 @@ impl SpendInput {
     }
 }
 
-/// The most model names remembered (they come from clients); past it, one last
-/// line says that later models are neither named nor counted.
+/// The most model names remembered (they come from clients); past it, one last line says so.
 pub(super) const REMEMBERED: usize = 1000;
 
-/// Models the pricing table does not name, charged its default price: each is
-/// said once in a `warn` line and counted when first durable, to find them.
+/// Models the pricing table does not name, charged its default price: each said once in a
+/// `warn` line and counted when first durable, to find them.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -199,8 +197,7 @@ impl UnknownModels {
             if seen.len() > REMEMBERED || seen.contains(model) {
                 return;
             }
-            // Past the bound, one more entry, never a model name, marks
-            // that the last line was said.
+            // Past the bound, one more entry, never a model name, marks the last line said.
             let name = if seen.len() < REMEMBERED { model } else { "" };
             seen.insert(name.to_string());
             !name.is_empty()
@@ -238,8 +235,7 @@ impl Budget {
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// Notes the models of a durable spend; no model (or an empty one) is
-    /// priced by the default on purpose.
+    /// Notes the models of a durable spend; no model (or an empty one) is default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
         let unknown = |m: &&str| !m.is_empty() && !self.pricing.models.contains_key(*m);
         for model in models.into_iter().filter(unknown) {

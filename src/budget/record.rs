@@ -1,6 +1,5 @@
-//! Reservations, made at a run's start and checked against the day's limit
-//! in the same locked step; and direct spends, charged to today outside a
-//! run's lifecycle (a run's own cost goes through `settlement.rs`).
+//! Reservations, made at a run's start and checked against the day's limit in one locked step;
+//! and direct spends, charged to today outside a run (a run's own cost: `settlement.rs`).
 
 use std::sync::MutexGuard;
 
@@ -75,8 +74,7 @@ impl Budget {
         Ok(Spent::New(recorded))
     }
 
-    /// Appends `spends` to `day`'s ledger outside the lock `state` holds;
-    /// returns the alerts they fired and today's budget after them.
+    /// Appends `spends` to `day`'s ledger outside `state`'s lock; returns their alerts and status.
     pub(super) fn record_spends(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -101,8 +99,7 @@ impl Budget {
         Ok((fired.concat(), status))
     }
 
-    /// Locks the books once no append of `keys` to `day` (today when `None`)
-    /// is in flight, so the caller's check of them is final.
+    /// Locks the books once no append of `keys` to `day` (default today) is in flight.
     pub(super) fn lock_settled(
         &self,
         day: Option<i64>,
@@ -133,8 +130,7 @@ impl Budget {
         });
     }
 
-    /// Reserves (in memory) the run estimate of `agent` for `run_id` if it
-    /// fits, and returns the micro-dollars held; a run holding one keeps it.
+    /// Reserves the estimate of `agent` for `run_id` if it fits; returns what the run holds.
     pub(crate) fn reserve(
         &self,
         run_id: &str,
@@ -159,8 +155,7 @@ impl Budget {
         self.lock().0.estimate(agent)
     }
 
-    /// Re-reserves `micros` for a run still active when the process stopped,
-    /// without the limit check (it was admitted), on the day it started.
+    /// Re-reserves `micros` for a run active at the last stop, on its start day, unchecked.
     pub(crate) fn restore_reservation(
         &self,
         run_id: &str,
@@ -180,8 +175,7 @@ impl Budget {
         Ok(())
     }
 
-    /// Grows `run_id`'s reservation to what it has spent so far, without the
-    /// limit check: the run was admitted.
+    /// Grows `run_id`'s reservation to what it has spent, unchecked: the run was admitted.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         self.lock().0.grow(run_id, micros);
     }

@@ -133,8 +133,8 @@ fn copy(to: &mut Value, from: &Value, keys: &str) {
     }
 }
 
-/// Dollars rounded to the cent (`$0.15`); above zero but rounding to nothing,
-/// `under $0.01`, so a remainder never reads `$0.00` while money is left.
+/// Dollars rounded to the cent (`$0.15`); `under $0.01` above zero, so money left never reads
+/// `$0.00`.
 fn cents(dollars: f64) -> String {
     let cents = (dollars * 100.0).round();
     if cents == 0.0 && dollars > 0.0 {
@@ -143,9 +143,8 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// Today's ledger as read so far, for a burn-down: the day's spend after each
-/// spend line. Read up to the journal's durable length, each call only what
-/// was appended since, behind its own lock, so reading never holds the budget's.
+/// Today's ledger read so far, for a burn-down: the spend after each spend line. Read to the
+/// durable length, each call only what was appended since, behind its own lock, not the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -184,8 +183,8 @@ impl Tail {
     }
 }
 
-/// The records of the ledger at `path` in bytes `from..until`, and the bytes of
-/// their whole lines. A damaged line is skipped: it kept the ledger from opening.
+/// The records of the ledger at `path` in bytes `from..until`, and the bytes of their whole
+/// lines. A damaged line is skipped: it kept the ledger from opening.
 pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
@@ -200,8 +199,8 @@ pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Ve
 }
 
 impl Budget {
-    /// The body of `GET /api/v1/budget/history`; a line without a readable
-    /// `ts` takes the time of the one before (midnight for the first).
+    /// The body of `GET /api/v1/budget/history`; a line without a readable `ts` takes the time of
+    /// the one before (midnight for the first).
     pub(crate) fn history(&self) -> Result<Value, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;

@@ -1,6 +1,5 @@
-//! A run's cost, carried by the run's own end record so that the end and
-//! its cost become durable together; the ledger line is a copy, mended at
-//! the next start when a crash or a failed append left it out.
+//! A run's cost, carried by the run's end record so both become durable together; the ledger
+//! line is a copy, mended at the next start when a crash or a failed append left it out.
 
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
@@ -28,8 +27,7 @@ pub(crate) struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// The run's start, once the end is applied, which tells it from an
-    /// earlier run of the same id; `None` from an older snapshot.
+    /// The run's start once the end is applied, telling it from an earlier run of the same id.
     pub started_at: Option<f64>,
     /// The models its tokens were priced for; not in the record.
     pub models: Vec<String>,
@@ -119,8 +117,7 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines after earlier failed ones, which
-    /// wait for the day's next settlement (a restart restores them anyway).
+    /// Appends a charged settlement's lines after earlier failed ones (a restart restores both).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
@@ -141,8 +138,8 @@ impl Budget {
         appended
     }
 
-    /// Charges and writes the settlements a crash kept out of their day's
-    /// ledger (see [`Settled`]); returns those whose append failed.
+    /// Charges and writes the settlements a crash kept out of their ledger; returns those whose
+    /// append failed.
     pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
@@ -151,8 +148,7 @@ impl Budget {
         for day in days {
             let mut settled = settled_runs(&ledger::path(&self.dir, day))?;
             for s in settlements.iter().filter(|s| s.day == day) {
-                // A settlement carried by the snapshot may also be in the
-                // journal after it: charged once.
+                // A settlement in the snapshot may also be in the journal after it: charged once.
                 if settled.take(s) {
                     let (recorded, lines) = self.charge(s);
                     let alerts = recorded.alerts.len() as u64;
@@ -168,9 +164,8 @@ impl Budget {
     }
 }
 
-/// The settlements one day's `"run"` lines hold, each once: a line naming run
-/// id and start settles that end (an id returns once retention forgot it); an
-/// older line without the start settles the earliest end of the id not settled.
+/// The settlements one day's `"run"` lines hold: a line naming run id and start settles that end
+/// (an id returns once retention forgot it); an older one without it, the earliest unsettled end.
 #[derive(Default)]
 struct Settled {
     /// Run id and start time (its bits) of the lines that name both.
@@ -184,8 +179,7 @@ impl Settled {
     fn take(&mut self, s: &Settlement) -> bool {
         let id = &s.run_id;
         let Some(at) = s.started_at else {
-            // Read from an old snapshot: any line of the id settles it, as
-            // before settlements knew their start.
+            // From an old snapshot: any line of the id settles it.
             let any = self.exact.iter().any(|(r, _)| r == id) || self.plain.contains_key(id);
             if !any {
                 self.plain.insert(id.clone(), 0);

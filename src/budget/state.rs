@@ -23,8 +23,7 @@ pub(crate) struct DayBook {
     reserved: i64,
     holds: u32,
     inflight: u32,
-    /// Direct spends whose append has not finished: in the sums, so admission
-    /// and alerts see them, but reported as held until they are durable.
+    /// Direct spends being appended: in the sums for admission and alerts, reported as reserved.
     unsettled: i64,
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
@@ -54,15 +53,14 @@ pub(crate) struct State {
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     pub rejections: u64,
-    /// Ledger lines of settlements whose append failed, by day, to write
-    /// before the next settlement of that day.
+    /// Lines of settlements whose append failed, by day, written before that day's next one.
     pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
 }
 
 impl State {
-    /// Moves to the clock's day if later (a clock stepping back resets nothing
-    /// twice); the new day starts empty: no ledger file is newer than today.
+    /// Moves to the clock's day if later (a clock stepping back resets nothing twice); the new
+    /// day starts empty: no ledger file is newer than today.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -103,8 +101,7 @@ impl State {
         Ok(journal)
     }
 
-    /// What a start of a run of `agent` reserves now: with `learn`, at
-    /// least the 90th percentile of the agent's recent run costs.
+    /// What a start of a run of `agent` reserves now: with `learn`, at least its learned cost.
     pub fn estimate(&self, agent: Option<&str>) -> i64 {
         let learned = self.learn.then(|| self.learned.percentile(agent));
         self.estimate.max(learned.flatten().unwrap_or(0))
@@ -138,9 +135,8 @@ impl State {
         alerts
     }
 
-    /// Charges `spends` to `day` as their append starts, pushing their lines onto
-    /// `lines`; returns each one's alerts. They count from now, so a concurrent
-    /// reserve cannot take their money, but show as reserved until durable.
+    /// Charges `spends` to `day` as their append starts, pushing their lines onto `lines`; returns
+    /// their alerts. They count now, so a concurrent reserve cannot take their money.
     pub fn begin_spends(
         &mut self,
         (day, now): (i64, f64),
