@@ -44,9 +44,7 @@ const COUNTERS: [(&str, &str); 2] = [
 ];
 
 /// Reads the budget for a scrape.
-struct BudgetCollector(Arc<Budget>);
-
-impl Collector for BudgetCollector {
+impl Collector for Budget {
     fn describe(&self) -> Vec<Desc> {
         let desc = |kind| {
             move |&(name, help): &(&str, &str)| Desc {
@@ -62,7 +60,7 @@ impl Collector for BudgetCollector {
     }
 
     fn collect(&self) -> Vec<f64> {
-        let (mut state, now) = self.0.lock();
+        let (mut state, now) = self.lock();
         let s = state.status(now);
         vec![
             s.daily_limit,
@@ -96,7 +94,7 @@ impl Budget {
             "conductor_pricing_unknown_models_total",
             "Models the pricing table does not name, charged its default price; each counted once, when first priced.",
         )?;
-        registry.register_collector(Arc::new(BudgetCollector(self.clone())))?;
+        registry.register_collector(self.clone())?;
         // Every spend the ledgers held at open, then the live ones.
         for (phase, micros) in &self.opened.phases {
             phases.inc_by(&[phase], u64::try_from(*micros).unwrap_or(0));

@@ -112,9 +112,11 @@ impl State {
         journal.map_or(0, |j| j.durable_len())
     }
 
-    pub fn admits(&self, estimate: i64) -> bool {
-        let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= self.limit
+    pub fn admits(&mut self, estimate: i64) -> bool {
+        let limit = self.limit;
+        let book = self.book(self.today);
+        let spent = book.ledger.spent.saturating_add(book.reserved);
+        spent.saturating_add(estimate) <= limit
     }
 
     /// Charges `entry` to `day`, pushing its line and alert markers onto `lines`.
@@ -241,27 +243,17 @@ impl State {
         self.books.len()
     }
 
-    fn today_totals(&self) -> (i64, i64) {
-        self.books
-            .get(&self.today)
-            .map_or((0, 0), |b| (b.ledger.spent, b.reserved))
-    }
-
     /// Today's status: spends whose append is in flight show as reserved.
     pub fn status(&mut self, now: f64) -> BudgetStatus {
-        let day_start = self.today as f64 * 86_400.0;
+        let (today, limit) = (self.today, self.limit);
+        let day_start = today as f64 * 86_400.0;
+        let book = self.book(today);
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
-        let window_spend = self
-            .books
-            .get_mut(&self.today)
-            .map_or(0, |b| b.ledger.recent.since(since));
-        let (total, held) = self.today_totals();
-        let book = self.books.get(&self.today);
-        let unsettled = book.map_or(0, |b| b.unsettled);
-        let (spent, reserved) = (total - unsettled, held + unsettled);
-        let events = book.map_or(0, |b| b.ledger.events - b.unsettled_events);
-        let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
-        let remaining = remaining.max(0);
+        let window_spend = book.ledger.recent.since(since);
+        let spent = book.ledger.spent - book.unsettled;
+        let reserved = book.reserved + book.unsettled;
+        let events = book.ledger.events - book.unsettled_events;
+        let remaining = limit.saturating_sub(spent).saturating_sub(reserved).max(0);
         let reset_unix = day_start + 86_400.0;
         // The estimate in force: the largest of any recent agent.
         let learned = self.learn.then(|| self.learned.largest_recent(now));
