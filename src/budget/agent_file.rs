@@ -138,38 +138,32 @@ impl Budget {
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
         let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let key = |(i, spend): (usize, &AgentSpend)| match &spend.operation_id {
-            Some(id) => OpKey::Id(id.as_str().into()),
-            None => OpKey::Position(i as u64),
-        };
-        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(key).collect();
+        let entries = file.entries.iter().enumerate().map(|(i, e)| Entry {
+            operation_id: e.operation_id.as_deref(),
+            source: Some((name.as_str(), i as u64)),
+            ..Entry::new(IMPORT_KIND, e.micros, 0.0)
+        });
+        let entries: Vec<Entry> = entries.collect();
+        // Each has a key: its operation id, or its index.
+        let keys: Vec<OpKey> = entries.iter().filter_map(Entry::key).collect();
         // Appends of these operations in flight settle first, so each is counted by one side.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
         state.load(day)?;
         // The entries to count, and how many were already recorded or repeated.
         let mut seen = HashSet::new();
-        let (mut new, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
-        for (i, key) in keys.iter().enumerate() {
+        let (mut spends, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
+        for ((entry, spend), key) in entries.into_iter().zip(&file.entries).zip(&keys) {
             if !seen.insert(key) {
                 repeated += 1;
             } else if state.recorded(day, key).is_some() {
                 already_recorded += 1;
             } else {
-                new.push(i);
+                spends.push(Entry {
+                    ts: spend.ts.unwrap_or(now),
+                    ..entry
+                });
             }
         }
-        let spends: Vec<Entry> = new
-            .iter()
-            .map(|&i| Entry {
-                operation_id: file.entries[i].operation_id.as_deref(),
-                source: Some((&name, i as u64)),
-                ..Entry::new(
-                    IMPORT_KIND,
-                    file.entries[i].micros,
-                    file.entries[i].ts.unwrap_or(now),
-                )
-            })
-            .collect();
         let (alerts, status) = if spends.is_empty() {
             state.prune();
             (Vec::new(), state.status(now))
