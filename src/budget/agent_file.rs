@@ -19,13 +19,6 @@ use super::report::Recorded;
 use super::Budget;
 
 #[derive(Debug, PartialEq)]
-pub(crate) struct AgentFile {
-    /// In dollars; only compared with the entries, so it has no upper bound.
-    pub total_spend: Option<f64>,
-    pub entries: Vec<AgentSpend>,
-}
-
-#[derive(Debug, PartialEq)]
 pub(crate) struct AgentSpend {
     pub micros: i64,
     pub operation_id: Option<String>,
@@ -33,9 +26,10 @@ pub(crate) struct AgentSpend {
     pub ts: Option<f64>,
 }
 
-/// Reads the file of `day`; the error names the wrong member (`spend[2].amount`). `date` and
-/// `spend` are required, as the research agent always writes them; others are not checked.
-pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
+/// Reads the file of `day`: its `total_spend` (dollars, unbounded: only compared) and entries.
+/// The error names the wrong member (`spend[2].amount`). `date` and `spend` are required, as the
+/// research agent always writes them; others are not checked.
+pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<(Option<f64>, Vec<AgentSpend>), String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let doc = value.as_object().ok_or("not a JSON object")?;
     let date = doc.get("date").ok_or(r#"no "date""#)?;
@@ -70,14 +64,9 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
     let total = entries.iter().try_fold(0i64, |sum, e| {
         sum.checked_add(e.micros).filter(|s| *s <= most)
     });
-    if total.is_none() {
-        let why = format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
-        return Err(why);
-    }
-    Ok(AgentFile {
-        total_spend,
-        entries,
-    })
+    let why = || format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
+    total.ok_or_else(why)?;
+    Ok((total_spend, entries))
 }
 
 fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
@@ -90,11 +79,8 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     let micros = amount
         .as_f64()
         .and_then(|a| money::to_micros(a, "amount").ok());
-    let micros = micros.ok_or_else(|| {
-        format!(
-            "spend[{i}].amount must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"
-        )
-    })?;
+    let rule = "must be a finite, non-negative number of dollars up to";
+    let micros = micros.ok_or_else(|| format!("spend[{i}].amount {rule} {MAX_AMOUNT}"))?;
     let operation_id = match entry.get("operation_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
@@ -137,8 +123,9 @@ impl Budget {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
-        let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let entries = file.entries.iter().enumerate().map(|(i, e)| Entry {
+        let (total_spend, listed) =
+            parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
+        let entries = listed.iter().enumerate().map(|(i, e)| Entry {
             operation_id: e.operation_id.as_deref(),
             source: Some((name.as_str(), i as u64)),
             ..Entry::new(IMPORT_KIND, e.micros, 0.0)
@@ -152,7 +139,7 @@ impl Budget {
         // The entries to count, and how many were already recorded or repeated.
         let mut seen = HashSet::new();
         let (mut spends, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
-        for ((entry, spend), key) in entries.into_iter().zip(&file.entries).zip(&keys) {
+        for ((entry, spend), key) in entries.into_iter().zip(&listed).zip(&keys) {
             if !seen.insert(key) {
                 repeated += 1;
             } else if state.recorded(day, key).is_some() {
@@ -172,19 +159,19 @@ impl Budget {
         };
         let counted: i64 = spends.iter().map(|s| s.micros).sum();
         // `parse` bounds the sum, so it cannot overflow.
-        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
+        let entries_micros: i64 = listed.iter().map(|e| e.micros).sum();
         // Each amount rounds to whole micro-dollars by at most a half.
-        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
-        let total_disagrees = file.total_spend.is_some_and(|t| {
+        let slack = i64::try_from(listed.len()).unwrap_or(i64::MAX).max(1);
+        let total_disagrees = total_spend.is_some_and(|t| {
             (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
         });
         Ok(Some(Imported {
             file: path,
-            entries: file.entries.len(),
+            entries: listed.len(),
             counted: spends.len(),
             already_recorded,
             repeated,
-            total_spend: file.total_spend,
+            total_spend,
             entries_total: dollars(entries_micros),
             total_disagrees,
             recorded: Recorded::new(counted, day, alerts, status),
@@ -232,9 +219,9 @@ mod tests {
         let ts = time::parse_rfc3339("2026-11-23T09:00:00.25Z");
         assert_eq!(
             file,
-            AgentFile {
-                total_spend: Some(4.9),
-                entries: vec![
+            (
+                Some(4.9),
+                vec![
                     AgentSpend {
                         micros: 150_000,
                         operation_id: Some("op_a".into()),
@@ -246,13 +233,13 @@ mod tests {
                         ts,
                     },
                 ],
-            }
+            )
         );
         let minimal = r#"{"date":"2026-11-23","spend":[{"amount":1,"operation_id":null,"timestamp":"2026-11-23T09:00:00.123456"}],"extra":[]}"#;
-        let file = parse(minimal.as_bytes(), DAY).unwrap();
-        assert_eq!(file.total_spend, None);
+        let (total_spend, entries) = parse(minimal.as_bytes(), DAY).unwrap();
+        assert_eq!(total_spend, None);
         assert_eq!(
-            (file.entries[0].micros, file.entries[0].ts),
+            (entries[0].micros, entries[0].ts),
             (1_000_000, None),
             "a timestamp without an offset is not RFC 3339, and not an error"
         );
@@ -260,7 +247,7 @@ mod tests {
             br#"{"date":"2026-11-23","spend":[],"total_spend":0.0}"#,
             DAY,
         );
-        assert_eq!(empty.unwrap().entries, vec![]);
+        assert_eq!(empty.unwrap().1, vec![]);
     }
 
     #[test]
@@ -476,17 +463,14 @@ mod tests {
     #[test]
     fn a_file_cannot_add_up_to_more_than_the_largest_amount() {
         let at_most = agent_file(&[(MAX_AMOUNT / 2.0, None), (MAX_AMOUNT / 2.0, None)]);
-        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().entries.len(), 2);
+        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().1.len(), 2);
         let past = agent_file(&vec![(MAX_AMOUNT, None); 10_000]);
         assert_eq!(
             err(&past),
             r#"the amounts of "spend" add up to more than 1000000000 dollars"#
         );
         let text = r#"{"date":"2026-11-23","spend":[],"total_spend":1e300}"#;
-        assert_eq!(
-            parse(text.as_bytes(), DAY).unwrap().total_spend,
-            Some(1e300)
-        );
+        assert_eq!(parse(text.as_bytes(), DAY).unwrap().0, Some(1e300));
     }
 
     #[test]
