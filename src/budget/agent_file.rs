@@ -135,7 +135,7 @@ impl Budget {
         let keys: Vec<OpKey> = entries.iter().filter_map(Entry::key).collect();
         // Appends of these operations in flight settle first, so each is counted by one side.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
-        state.load(day)?;
+        state.load(&self.dir, day)?;
         // The entries to count, and how many were already recorded or repeated.
         let mut seen = HashSet::new();
         let (mut spends, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);

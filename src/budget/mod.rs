@@ -15,7 +15,6 @@ mod state;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
@@ -80,7 +79,6 @@ pub struct Budget {
     tail: Mutex<report::Tail>,
     /// What the ledgers held when the budget opened, for the counters.
     opened: ledger::Totals,
-    reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
@@ -102,12 +100,12 @@ impl Budget {
             limit,
             estimate,
             learn: config.learn,
-            dir: dir.clone(),
             today,
             recorded: opened.spent,
+            alerts: opened.alerts,
             ..State::default()
         };
-        state.load(today)?;
+        state.load(&dir, today)?;
         Ok(Budget {
             dir,
             pricing: config.pricing,
@@ -118,7 +116,6 @@ impl Budget {
             unknown_models: money::UnknownModels::default(),
             tail: Mutex::new(report::Tail::default()),
             opened,
-            reconciled_alerts: AtomicU64::new(0),
         })
     }
 
@@ -140,10 +137,8 @@ impl Budget {
         self.state().learned.restore(all);
     }
 
-    /// The `budget_alert` events published ever, at start: the ledgers' and reconcile's alerts.
     pub(crate) fn alerts_recorded(&self) -> u64 {
-        let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
-        self.opened.alerts.saturating_add(reconciled)
+        self.state().alerts
     }
 
     pub(crate) fn pricing(&self) -> &Pricing {

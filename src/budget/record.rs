@@ -81,7 +81,7 @@ impl Budget {
         (day, now): (i64, f64),
         spends: &[Entry<'_>],
     ) -> Result<(Vec<u8>, BudgetStatus), Error> {
-        let journal = state.journal(day)?;
+        let journal = state.journal(&self.dir, day)?;
         let mut lines = Vec::new();
         let fired = state.begin_spends((day, now), spends, &mut lines);
         drop(state);
@@ -170,7 +170,7 @@ impl Budget {
             return Ok(());
         }
         let day = time::day_of(started_at_unix).min(state.today);
-        state.load(day)?;
+        state.load(&self.dir, day)?;
         state.hold(run_id, Hold { day, micros });
         Ok(())
     }

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
@@ -104,7 +103,7 @@ impl Budget {
         state.unhold(&s.run_id);
         // A day no reservation pins is summed first, so its alerts fire once;
         // if its ledger is unreadable the charge still counts, the append fails.
-        let _ = state.load(s.day);
+        let _ = state.load(&self.dir, s.day);
         let mut lines = Vec::new();
         let alerts = state.charge((s.day, now), &entry, &mut lines);
         state.inflight(s.day, 1);
@@ -123,7 +122,7 @@ impl Budget {
         let mut state = self.state();
         let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
-        let journal = state.journal(day);
+        let journal = state.journal(&self.dir, day);
         drop(state);
         let appended = journal.and_then(|j| j.append(&all));
         let mut state = self.state();
@@ -151,9 +150,7 @@ impl Budget {
                 // A settlement in the snapshot may also be in the journal after it: charged once.
                 if settled.take(s) {
                     let (recorded, lines) = self.charge(s);
-                    let alerts = recorded.alerts.len() as u64;
-                    // Relaxed: read once the start is over, by the thread that ran it.
-                    self.reconciled_alerts.fetch_add(alerts, Ordering::Relaxed);
+                    self.state().alerts += recorded.alerts.len() as u64;
                     if self.write_settlement(lines).is_err() {
                         owed.push(s.clone());
                     }

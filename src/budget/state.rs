@@ -3,7 +3,7 @@
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -44,7 +44,6 @@ pub(crate) struct State {
     pub limit: i64,
     pub estimate: i64,
     pub learn: bool,
-    pub dir: PathBuf,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     pub(super) books: BTreeMap<i64, DayBook>,
@@ -53,6 +52,8 @@ pub(crate) struct State {
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     pub rejections: u64,
+    /// `budget_alert` events published ever, as the server starts: the ledgers' and reconcile's.
+    pub alerts: u64,
     /// Lines of settlements whose append failed, by day, written before that day's next one.
     pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
@@ -70,11 +71,11 @@ impl State {
         }
     }
 
-    /// Loads `day`'s book if needed, summing its ledger.
-    pub fn load(&mut self, day: i64) -> Result<(), Error> {
+    /// Loads `day`'s book if needed, summing its ledger in `dir`.
+    pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(&self.dir, day, false)? {
+            if let Some((journal, summed)) = ledger::open(dir, day, false)? {
                 (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
@@ -87,13 +88,13 @@ impl State {
         self.books.entry(day).or_default()
     }
 
-    /// The journal of `day`'s ledger, created on first use.
-    pub fn journal(&mut self, day: i64) -> Result<Arc<ledger::Writer>, Error> {
+    /// The journal of `day`'s ledger in `dir`, created on first use.
+    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
         if let Some(journal) = &self.book(day).journal {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(&self.dir, day, true)?;
+        let opened = ledger::open(dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
         let book = self.book(day);
         book.ledger.merge(summed);
@@ -284,11 +285,10 @@ mod tests {
         let mut state = State {
             limit,
             estimate,
-            dir,
             today,
             ..State::default()
         };
-        state.load(today).unwrap();
+        state.load(&dir, today).unwrap();
         state
     }
 
