@@ -164,11 +164,10 @@ impl Totals {
     fn count(&mut self, micros: i64, phases: &[(String, i64)], phase: Option<&str>) {
         self.spent = self.spent.saturating_add(micros);
         split_phases(phases, phase, micros, |label, m| {
-            match self.phases.get_mut(label) {
-                Some(sum) => *sum = sum.saturating_add(m),
-                None => {
-                    self.phases.insert(label.to_string(), m);
-                }
+            if let Some(sum) = self.phases.get_mut(label) {
+                *sum = sum.saturating_add(m);
+            } else {
+                self.phases.insert(label.to_string(), m);
             }
         });
     }
@@ -368,7 +367,6 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
 }
 
 /// A spend as the ledger records it.
-#[derive(Debug)]
 pub(crate) struct Entry<'a> {
     /// `"run"` (a settled run), `"direct"` or [`IMPORT_KIND`].
     pub kind: &'static str,
