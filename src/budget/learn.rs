@@ -51,17 +51,6 @@ struct History {
     last_end: f64,
 }
 
-impl History {
-    fn push(&mut self, micros: i64, at: f64) {
-        self.costs.push_back(micros);
-        while self.costs.len() > LEARNED_RUNS {
-            self.costs.pop_front();
-        }
-        self.last_end = self.last_end.max(at);
-        self.percentile = percentile(&self.costs);
-    }
-}
-
 /// The nearest-rank 90th percentile: of 50 costs, the 45th smallest.
 fn percentile(costs: &VecDeque<i64>) -> i64 {
     let mut sorted: Vec<i64> = costs.iter().copied().collect();
@@ -85,7 +74,13 @@ impl Learned {
                 self.agents.remove(&oldest);
             }
         }
-        self.agents.entry(key).or_default().push(micros, at);
+        let history = self.agents.entry(key).or_default();
+        history.costs.push_back(micros);
+        if history.costs.len() > LEARNED_RUNS {
+            history.costs.pop_front();
+        }
+        history.last_end = history.last_end.max(at);
+        history.percentile = percentile(&history.costs);
     }
 
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {
