@@ -13,17 +13,10 @@ use crate::error::Error;
 use crate::time;
 
 use super::ledger::{self, Entry, OpKey, IMPORT_KIND};
-use super::money::{self, dollars, Charge, MAX_AMOUNT, MICROS_PER_DOLLAR};
+use super::money::{self, dollars, MAX_AMOUNT, MICROS_PER_DOLLAR};
 use super::record::OPERATION_ID_RULE;
 use super::report::Recorded;
 use super::Budget;
-
-#[derive(Debug, PartialEq)]
-pub(crate) struct AgentFile {
-    /// In dollars; only compared with the entries, so it has no upper bound.
-    pub total_spend: Option<f64>,
-    pub entries: Vec<AgentSpend>,
-}
 
 #[derive(Debug, PartialEq)]
 pub(crate) struct AgentSpend {
@@ -33,10 +26,10 @@ pub(crate) struct AgentSpend {
     pub ts: Option<f64>,
 }
 
-/// Reads the file of `day`; the error names the member that is wrong
-/// (`spend[2].amount`). `date` and `spend` are required, as the research
-/// agent always writes them; other members are not checked.
-pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
+/// Reads the file of `day`: its `total_spend` (dollars, unbounded: only compared) and entries.
+/// The error names the wrong member (`spend[2].amount`). `date` and `spend` are required, as the
+/// research agent always writes them; others are not checked.
+pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<(Option<f64>, Vec<AgentSpend>), String> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let doc = value.as_object().ok_or("not a JSON object")?;
     let date = doc.get("date").ok_or(r#"no "date""#)?;
@@ -66,20 +59,14 @@ pub(crate) fn parse(bytes: &[u8], day: i64) -> Result<AgentFile, String> {
         .enumerate()
         .map(|(i, entry)| spend_entry(i, entry))
         .collect::<Result<_, _>>()?;
-    // Each amount is at most the maximum; so is their sum, which keeps
-    // every sum of the import exact in micro-dollars.
+    // Bounding the sum as each amount keeps every sum of the import exact in micro-dollars.
     let most = money::to_micros(MAX_AMOUNT, "amount").unwrap_or(i64::MAX);
     let total = entries.iter().try_fold(0i64, |sum, e| {
         sum.checked_add(e.micros).filter(|s| *s <= most)
     });
-    if total.is_none() {
-        let why = format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
-        return Err(why);
-    }
-    Ok(AgentFile {
-        total_spend,
-        entries,
-    })
+    let why = || format!(r#"the amounts of "spend" add up to more than {MAX_AMOUNT} dollars"#);
+    total.ok_or_else(why)?;
+    Ok((total_spend, entries))
 }
 
 fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
@@ -92,11 +79,8 @@ fn spend_entry(i: usize, entry: &Value) -> Result<AgentSpend, String> {
     let micros = amount
         .as_f64()
         .and_then(|a| money::to_micros(a, "amount").ok());
-    let micros = micros.ok_or_else(|| {
-        format!(
-            "spend[{i}].amount must be a finite, non-negative number of dollars up to {MAX_AMOUNT}"
-        )
-    })?;
+    let rule = "must be a finite, non-negative number of dollars up to";
+    let micros = micros.ok_or_else(|| format!("spend[{i}].amount {rule} {MAX_AMOUNT}"))?;
     let operation_id = match entry.get("operation_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if crate::runs::valid_run_id(id) => Some(id.clone()),
@@ -127,8 +111,8 @@ pub(crate) struct Imported {
 }
 
 impl Budget {
-    /// Counts the entries of today's research agent file (which it only appends
-    /// to) that the ledger does not hold yet; `None` without a file.
+    /// Counts the entries of today's research agent file (append-only) the ledger does not hold
+    /// yet; `None` without a file.
     pub(crate) fn import_agent_file(&self) -> Result<Option<Imported>, Error> {
         let day = self.lock().0.today;
         let name = format!("{}.json", time::date_string(day));
@@ -139,58 +123,55 @@ impl Budget {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Storage(format!("{}: {e}", what()))),
         };
-        let file = parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
-        let key = |(i, spend): (usize, &AgentSpend)| match &spend.operation_id {
-            Some(id) => OpKey::Id(id.as_str().into()),
-            None => OpKey::Position(i as u64),
-        };
-        let keys: Vec<OpKey> = file.entries.iter().enumerate().map(key).collect();
-        // Spends of these operations whose append is in flight settle
-        // first, so that each is counted by one side only.
+        let (total_spend, listed) =
+            parse(&bytes, day).map_err(|why| Error::invalid(&what(), why))?;
+        let entries = listed.iter().enumerate().map(|(i, e)| Entry {
+            operation_id: e.operation_id.as_deref(),
+            source: Some((name.as_str(), i as u64)),
+            ..Entry::new(IMPORT_KIND, e.micros, 0.0)
+        });
+        let entries: Vec<Entry> = entries.collect();
+        // Each has a key: its operation id, or its index.
+        let keys: Vec<OpKey> = entries.iter().filter_map(Entry::key).collect();
+        // Appends of these operations in flight settle first, so each is counted by one side.
         let (mut state, now) = self.lock_settled(Some(day), &keys);
-        state.load(day)?;
+        state.load(&self.dir, day)?;
         // The entries to count, and how many were already recorded or repeated.
         let mut seen = HashSet::new();
-        let (mut new, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
-        for (i, key) in keys.iter().enumerate() {
+        let (mut spends, mut already_recorded, mut repeated) = (Vec::new(), 0, 0);
+        for ((entry, spend), key) in entries.into_iter().zip(&listed).zip(&keys) {
             if !seen.insert(key) {
                 repeated += 1;
             } else if state.recorded(day, key).is_some() {
                 already_recorded += 1;
             } else {
-                new.push(i);
+                spends.push(Entry {
+                    ts: spend.ts.unwrap_or(now),
+                    ..entry
+                });
             }
         }
-        let charges: Vec<Charge> = file.entries.iter().map(|e| Charge::of(e.micros)).collect();
-        let spends: Vec<Entry> = new
-            .iter()
-            .map(|&i| Entry {
-                operation_id: file.entries[i].operation_id.as_deref(),
-                source: Some((&name, i as u64)),
-                ..Entry::new(IMPORT_KIND, &charges[i], file.entries[i].ts.unwrap_or(now))
-            })
-            .collect();
         let (alerts, status) = if spends.is_empty() {
             state.prune();
             (Vec::new(), state.status(now))
         } else {
             self.record_spends(state, (day, now), &spends)?
         };
-        let counted: i64 = spends.iter().map(|s| s.charge.micros).sum();
+        let counted: i64 = spends.iter().map(|s| s.micros).sum();
         // `parse` bounds the sum, so it cannot overflow.
-        let entries_micros: i64 = file.entries.iter().map(|e| e.micros).sum();
+        let entries_micros: i64 = listed.iter().map(|e| e.micros).sum();
         // Each amount rounds to whole micro-dollars by at most a half.
-        let slack = i64::try_from(file.entries.len()).unwrap_or(i64::MAX).max(1);
-        let total_disagrees = file.total_spend.is_some_and(|t| {
+        let slack = i64::try_from(listed.len()).unwrap_or(i64::MAX).max(1);
+        let total_disagrees = total_spend.is_some_and(|t| {
             (t * f64::from(MICROS_PER_DOLLAR) - entries_micros as f64).abs() > slack as f64
         });
         Ok(Some(Imported {
             file: path,
-            entries: file.entries.len(),
+            entries: listed.len(),
             counted: spends.len(),
             already_recorded,
             repeated,
-            total_spend: file.total_spend,
+            total_spend,
             entries_total: dollars(entries_micros),
             total_disagrees,
             recorded: Recorded::new(counted, day, alerts, status),
@@ -238,9 +219,9 @@ mod tests {
         let ts = time::parse_rfc3339("2026-11-23T09:00:00.25Z");
         assert_eq!(
             file,
-            AgentFile {
-                total_spend: Some(4.9),
-                entries: vec![
+            (
+                Some(4.9),
+                vec![
                     AgentSpend {
                         micros: 150_000,
                         operation_id: Some("op_a".into()),
@@ -252,13 +233,13 @@ mod tests {
                         ts,
                     },
                 ],
-            }
+            )
         );
         let minimal = r#"{"date":"2026-11-23","spend":[{"amount":1,"operation_id":null,"timestamp":"2026-11-23T09:00:00.123456"}],"extra":[]}"#;
-        let file = parse(minimal.as_bytes(), DAY).unwrap();
-        assert_eq!(file.total_spend, None);
+        let (total_spend, entries) = parse(minimal.as_bytes(), DAY).unwrap();
+        assert_eq!(total_spend, None);
         assert_eq!(
-            (file.entries[0].micros, file.entries[0].ts),
+            (entries[0].micros, entries[0].ts),
             (1_000_000, None),
             "a timestamp without an offset is not RFC 3339, and not an error"
         );
@@ -266,7 +247,7 @@ mod tests {
             br#"{"date":"2026-11-23","spend":[],"total_spend":0.0}"#,
             DAY,
         );
-        assert_eq!(empty.unwrap().entries, vec![]);
+        assert_eq!(empty.unwrap().1, vec![]);
     }
 
     #[test]
@@ -482,17 +463,14 @@ mod tests {
     #[test]
     fn a_file_cannot_add_up_to_more_than_the_largest_amount() {
         let at_most = agent_file(&[(MAX_AMOUNT / 2.0, None), (MAX_AMOUNT / 2.0, None)]);
-        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().entries.len(), 2);
+        assert_eq!(parse(at_most.as_bytes(), DAY).unwrap().1.len(), 2);
         let past = agent_file(&vec![(MAX_AMOUNT, None); 10_000]);
         assert_eq!(
             err(&past),
             r#"the amounts of "spend" add up to more than 1000000000 dollars"#
         );
         let text = r#"{"date":"2026-11-23","spend":[],"total_spend":1e300}"#;
-        assert_eq!(
-            parse(text.as_bytes(), DAY).unwrap().total_spend,
-            Some(1e300)
-        );
+        assert_eq!(parse(text.as_bytes(), DAY).unwrap().0, Some(1e300));
     }
 
     #[test]

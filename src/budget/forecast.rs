@@ -1,20 +1,18 @@
-//! The budget forecast: today's recent spend rate, and when today's
-//! budget runs out at that rate (see `docs/budget.md`).
+//! The budget forecast: today's recent spend rate, and when today's budget runs out at it.
 
 use std::collections::VecDeque;
 
 use super::money::dollars;
 
 pub(crate) const RATE_WINDOW_SECONDS: f64 = 3_600.0;
-/// The shortest time a rate is taken over, for the first minutes of a day,
-/// so that the first spend after midnight does not read as a huge rate.
+/// The shortest span a rate is taken over, so the first spend after midnight is no huge rate.
 pub(crate) const MIN_RATE_SPAN_SECONDS: f64 = 300.0;
 
 /// Spends charged to one day, by ledger time, for the rate window.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Recent {
-    /// `(unix seconds, micro-dollars)` in ledger order, which may be a little
-    /// out of time order: the front drops once out of the window, the rest checked.
+    /// `(unix seconds, micro-dollars)` in ledger order, a little out of time order: the front
+    /// drops once out of the window, the rest is checked.
     spends: VecDeque<(f64, i64)>,
 }
 

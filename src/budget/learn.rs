@@ -1,22 +1,19 @@
-//! The learned run estimate (`--run-estimate auto`): each agent's recent run
-//! costs, fed every run end by the run store (live and on replay) and carried
-//! in its snapshot, so a restart rebuilds them exactly.
+//! The learned run estimate (`--run-estimate auto`): each agent's recent run costs, fed by the
+//! run store at every run end (live and on replay) and carried in its snapshot.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
 const LEARNED_RUNS: usize = 50;
-/// The most agents kept (names come from clients, so it is bounded); past
-/// it, the agent whose latest run ended longest ago is forgotten.
+/// The most agents kept (names come from clients); past it, the longest idle is forgotten.
 const LEARNED_AGENTS: usize = 1_000;
 const LEARNED_PERCENTILE: f64 = 0.9;
-/// Agents whose latest run ended this recently make up the budget-wide
-/// estimate (the largest of theirs) that the status reports.
+/// Agents whose latest run ended this recently make up the status's estimate (their largest).
 const RECENT_AGENT_SECONDS: f64 = 86_400.0;
 
-/// One agent's recent costs (oldest first), as a run snapshot carries them.
-/// Runs started without an agent learn together, as agent `None`.
+/// One agent's recent costs (oldest first), as a run snapshot carries them; runs without an
+/// agent learn together, as agent `None`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct AgentCosts {
     pub agent: Option<String>,
@@ -46,24 +43,12 @@ impl AgentCosts {
     }
 }
 
-/// An agent's history, its percentile worked out once per run end, since
-/// admission and every status read it.
+/// An agent's history, its percentile worked out once per run end for admission and status.
 #[derive(Debug, Default)]
 struct History {
     costs: VecDeque<i64>,
     percentile: i64,
     last_end: f64,
-}
-
-impl History {
-    fn push(&mut self, micros: i64, at: f64) {
-        self.costs.push_back(micros);
-        while self.costs.len() > LEARNED_RUNS {
-            self.costs.pop_front();
-        }
-        self.last_end = self.last_end.max(at);
-        self.percentile = percentile(&self.costs);
-    }
 }
 
 /// The nearest-rank 90th percentile: of 50 costs, the 45th smallest.
@@ -89,7 +74,13 @@ impl Learned {
                 self.agents.remove(&oldest);
             }
         }
-        self.agents.entry(key).or_default().push(micros, at);
+        let history = self.agents.entry(key).or_default();
+        history.costs.push_back(micros);
+        if history.costs.len() > LEARNED_RUNS {
+            history.costs.pop_front();
+        }
+        history.last_end = history.last_end.max(at);
+        history.percentile = percentile(&history.costs);
     }
 
     pub fn percentile(&self, agent: Option<&str>) -> Option<i64> {
@@ -97,8 +88,8 @@ impl Learned {
         self.agents.get(&key).map(|h| h.percentile)
     }
 
-    /// The largest percentile of agents whose latest run ended within
-    /// [`RECENT_AGENT_SECONDS`] of `now` (or after it: clocks step back).
+    /// The largest percentile of agents whose latest run ended within [`RECENT_AGENT_SECONDS`]
+    /// of `now` (or after it: clocks step back).
     pub fn largest_recent(&self, now: f64) -> Option<i64> {
         self.agents
             .values()

@@ -1,9 +1,9 @@
-//! The ledger: one append-only JSON Lines file per UTC day, `YYYY-MM-DD.jsonl`, of that day's spend
-//! events and alert markers. Only appended through a [`Journal`] and [`CommitQueue`] (group commit
-//! with the other stores), which syncs before it acknowledges; a torn last line is cut at open, so
-//! a day's sum is the sum of its complete lines.
+//! The ledger: one append-only JSON Lines file per UTC day, `YYYY-MM-DD.jsonl`, of spends and
+//! alert markers, appended through a [`Journal`] and [`CommitQueue`] that sync before they
+//! acknowledge; a torn last line is cut at open, so a day's sum is that of its complete lines.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use crate::json_text::{push_key, push_value};
 use crate::time;
 
 use super::forecast::Recent;
-use super::money::{self, Charge};
+use super::money;
 
 /// The phase label of costs no phase was given for.
 pub(crate) const UNKNOWN_PHASE: &str = "unknown";
@@ -30,19 +30,33 @@ pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 /// The `kind` of a ledger line imported from the research agent's file.
 pub(crate) const IMPORT_KIND: &str = "import";
 
-/// A day's ledger summed: micro-dollars, spend lines, bit `i` of `alerts` per threshold fired.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
+/// What a day counts once: an operation id, or an id-less entry's index in that day's agent file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum OpKey {
+    Id(Box<str>),
+    Position(u64),
+}
+
+/// A day's ledger summed: micro-dollars, spend lines, bit `i` of `alerts` per threshold fired,
+/// each counted operation's first micro-dollars, its spends by `ts`.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Summed {
     pub spent: i64,
     pub events: u64,
     alerts: u8,
+    pub operations: HashMap<OpKey, i64>,
+    pub recent: Recent,
 }
 
-impl Tally {
-    /// Counts a spend and returns the thresholds it newly fires.
-    pub fn charge(&mut self, micros: i64, limit: i64) -> Vec<u8> {
+impl Summed {
+    fn add(&mut self, micros: i64) {
         self.spent = self.spent.saturating_add(micros);
         self.events += 1;
+    }
+
+    /// Counts a spend and returns the thresholds it newly fires.
+    pub fn charge(&mut self, micros: i64, limit: i64) -> Vec<u8> {
+        self.add(micros);
         let mut fired = Vec::new();
         for (i, &threshold) in ALERT_THRESHOLDS.iter().enumerate() {
             let reached = i128::from(self.spent) * 100 >= i128::from(limit) * i128::from(threshold);
@@ -54,7 +68,7 @@ impl Tally {
         fired
     }
 
-    /// Undoes a [`Tally::charge`] whose lines never became durable.
+    /// Undoes a [`Summed::charge`] whose lines never became durable.
     pub fn uncharge(&mut self, micros: i64, fired: &[u8]) {
         self.spent = self.spent.saturating_sub(micros);
         self.events -= 1;
@@ -64,24 +78,7 @@ impl Tally {
             }
         }
     }
-}
 
-/// What a day counts once: an operation id, or an id-less entry's index in that day's agent file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum OpKey {
-    Id(Box<str>),
-    Position(u64),
-}
-
-/// A day's ledger: its tally, each counted operation's first micro-dollars, its spends by `ts`.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Summed {
-    pub tally: Tally,
-    pub operations: HashMap<OpKey, i64>,
-    pub recent: Recent,
-}
-
-impl Summed {
     /// Adds one ledger line: a spend or an alert marker.
     fn apply(&mut self, record: &[u8]) -> Result<(), String> {
         let Some((value, micros)) = read_line(record)? else {
@@ -93,11 +90,10 @@ impl Summed {
                 .iter()
                 .position(|&t| alert.as_u64() == Some(t.into()));
             let i = at.ok_or_else(|| format!("unknown alert threshold {alert}"))?;
-            self.tally.alerts |= 1 << i;
+            self.alerts |= 1 << i;
             return Ok(());
         };
-        self.tally.spent = self.tally.spent.saturating_add(micros);
-        self.tally.events += 1;
+        self.add(micros);
         if let Some(at) = spend_time(&value) {
             self.recent.push(at, micros);
         }
@@ -117,9 +113,9 @@ impl Summed {
 
     /// Adds what a file holds to the book of the same day.
     pub fn merge(&mut self, other: Summed) {
-        self.tally.spent = self.tally.spent.saturating_add(other.tally.spent);
-        self.tally.events += other.tally.events;
-        self.tally.alerts |= other.tally.alerts;
+        self.spent = self.spent.saturating_add(other.spent);
+        self.events += other.events;
+        self.alerts |= other.alerts;
         self.recent.merge(other.recent);
         for (key, micros) in other.operations {
             self.operations.entry(key).or_insert(micros);
@@ -127,9 +123,8 @@ impl Summed {
     }
 }
 
-/// What every ledger of a directory adds up to, for the counters
-/// (`agent_budget_spend_total`, `agent_cost_dollars_total`, `budget_alert`
-/// events): ledgers are never pruned, so a start derives them from those.
+/// What every ledger of a directory adds up to: ledgers are never pruned, so a start derives
+/// `agent_budget_spend_total`, `agent_cost_dollars_total` and `budget_alert` counts from them.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Totals {
     pub spent: i64,
@@ -169,23 +164,21 @@ impl Totals {
     fn count(&mut self, micros: i64, phases: &[(String, i64)], phase: Option<&str>) {
         self.spent = self.spent.saturating_add(micros);
         split_phases(phases, phase, micros, |label, m| {
-            match self.phases.get_mut(label) {
-                Some(sum) => *sum = sum.saturating_add(m),
-                None => {
-                    self.phases.insert(label.to_string(), m);
-                }
+            if let Some(sum) = self.phases.get_mut(label) {
+                *sum = sum.saturating_add(m);
+            } else {
+                self.phases.insert(label.to_string(), m);
             }
         });
     }
 }
 
-/// A spend line's micro-dollars, `phase` and `phases`, read without a JSON tree.
 type QuickSpend<'a> = (i64, Option<&'a str>, Vec<(String, i64)>);
 
-/// Reads the members [`Totals`] needs of a spend line this server wrote: a start sums every ledger
-/// ever, 2.8 s per million lines with a JSON tree per line, 1.6 s without (release). `None` for
-/// anything else (an alert, a hand-written line, an escape), parsed whole then. A member name
-/// matches only outside strings: inside one, a quote is escaped.
+/// Reads micro-dollars, `phase` and `phases` of a spend line this server wrote without a JSON
+/// tree: a start sums every ledger ever, 2.8 s per million lines with a tree, 1.6 s without
+/// (release). `None` for anything else (an alert, a hand-written line, an escape), parsed whole
+/// then. A member name matches only outside strings: inside one, a quote is escaped.
 fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     if !record.starts_with(b"{\"ts\":\"") || record.contains(&b'\\') {
         return None;
@@ -219,8 +212,8 @@ fn quick_spend(record: &[u8]) -> Option<QuickSpend<'_>> {
     Some((micros, phase, phases))
 }
 
-/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is
-/// an error: a counter that skipped it would count less than was recorded.
+/// Sums every ledger in `dir`, cutting a torn last line. A damaged line is an error: a counter
+/// that skipped it would count less than was recorded.
 pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
     let mut totals = Totals::default();
     for day in days(dir)? {
@@ -232,23 +225,22 @@ pub(crate) fn totals(dir: &Path) -> Result<Totals, Error> {
 
 /// The days with a ledger file in `dir`, oldest first.
 pub(crate) fn days(dir: &Path) -> Result<Vec<i64>, Error> {
-    let storage = |e: std::io::Error| Error::Storage(format!("ledger {}: {e}", dir.display()));
     let entries = match fs::read_dir(dir) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        entries => entries.map_err(storage)?,
+        entries => entries.map_err(|e| storage(dir, e))?,
     };
     let mut days = Vec::new();
     for entry in entries {
-        let name = entry.map_err(storage)?.file_name();
-        days.extend(name.to_str().and_then(day_of_file_name));
+        let name = entry.map_err(|e| storage(dir, e))?.file_name();
+        let name = name.to_str().and_then(|n| n.strip_suffix(".jsonl"));
+        days.extend(name.and_then(parse_date));
     }
     days.sort_unstable();
     Ok(days)
 }
 
-/// Splits a spend by phase label for `agent_cost_dollars_total`: each of `phases`
-/// (an empty name is `unknown`), the rest under `phase` or `unknown`. Live
-/// counting and the start's sum both split here, so they agree.
+/// Splits a spend by phase label for `agent_cost_dollars_total`: each of `phases` (an empty name is
+/// `unknown`), the rest under `phase` or `unknown`. Live counting and the start's sum agree by it.
 pub(crate) fn split_phases(
     phases: &[(String, i64)],
     phase: Option<&str>,
@@ -291,13 +283,17 @@ pub(crate) fn spend_micros(line: &Value) -> Result<Option<i64>, String> {
         .ok_or_else(|| "the amount is not a non-negative number".into())
 }
 
-/// The time of a ledger line (its `ts`), if it has a readable one.
 pub(crate) fn spend_time(line: &Value) -> Option<f64> {
     line["ts"].as_str().and_then(time::parse_rfc3339)
 }
 
 pub(crate) fn path(dir: &Path, day: i64) -> PathBuf {
     dir.join(format!("{}.jsonl", time::date_string(day)))
+}
+
+/// A failure of the ledger file or directory at `path`.
+pub(crate) fn storage(path: &Path, e: impl Display) -> Error {
+    Error::Storage(format!("ledger {}: {e}", path.display()))
 }
 
 /// A day's ledger file, open for appending through its committer.
@@ -320,7 +316,7 @@ impl Writer {
     }
 }
 
-/// A ledger's journal, telling its [`Writer`] how much of it is durable.
+/// A ledger's journal, telling its [`Writer`] how much is durable.
 struct Tracked(Journal, Arc<AtomicU64>);
 
 impl Sink for Tracked {
@@ -344,10 +340,7 @@ pub(crate) fn open(
     let path = path(dir, day);
     match fs::metadata(&path) {
         Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            let message = format!("ledger {}: {e}", path.display());
-            return Err(Error::Storage(message));
-        }
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(storage(&path, e)),
         _ => {}
     }
     let mut summed = Summed::default();
@@ -357,11 +350,6 @@ pub(crate) fn open(
     let queue = CommitQueue::start(Tracked(journal, durable.clone()), "ledger")
         .map_err(|e| Error::Storage(e.to_string()))?;
     Ok(Some((Arc::new(Writer { queue, durable }), summed)))
-}
-
-/// The day a `YYYY-MM-DD.jsonl` name stands for, if it is a real date.
-fn day_of_file_name(name: &str) -> Option<i64> {
-    parse_date(name.strip_suffix(".jsonl")?)
 }
 
 /// The day `YYYY-MM-DD` stands for, if it is exactly that and a real date.
@@ -382,16 +370,16 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
 pub(crate) struct Entry<'a> {
     /// `"run"` (a settled run), `"direct"` or [`IMPORT_KIND`].
     pub kind: &'static str,
-    /// When it counts: its line's `ts`.
     pub ts: f64,
-    pub charge: &'a Charge,
+    pub micros: i64,
+    pub model: Option<&'a str>,
+    /// `(input, output)` tokens.
+    pub tokens: Option<(u64, u64)>,
     pub run_id: Option<&'a str>,
-    /// A settled run's start, which tells it from a later run given the
-    /// same id once retention forgot the first (see `Budget::reconcile`).
+    /// A settled run's start: tells it from a later run of the same id (see `Budget::reconcile`).
     pub run_started_at: Option<f64>,
-    /// A direct spend's phase.
+    /// A direct spend's phase; a settled run's cost by phase.
     pub phase: Option<&'a str>,
-    /// A settled run's cost by phase.
     pub phases: &'a [(String, i64)],
     /// The operation the spend belongs to, which the day counts once.
     pub operation_id: Option<&'a str>,
@@ -400,12 +388,13 @@ pub(crate) struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    /// A spend of `kind` for `charge` at `ts`, every detail unset.
-    pub(crate) fn new(kind: &'static str, charge: &'a Charge, ts: f64) -> Entry<'a> {
+    pub(crate) fn new(kind: &'static str, micros: i64, ts: f64) -> Entry<'a> {
         Entry {
             kind,
             ts,
-            charge,
+            micros,
+            model: None,
+            tokens: None,
             run_id: None,
             run_started_at: None,
             phase: None,
@@ -426,24 +415,23 @@ impl<'a> Entry<'a> {
 
     /// The ledger line: its members in this order, absent ones left out.
     pub(crate) fn line(&self) -> Vec<u8> {
-        let charge = self.charge;
         let text = |s: Option<&str>| s.map(Value::from);
         let phases = self.phases.iter();
         let phases = phases.map(|(p, m)| (p.clone(), Value::from(money::dollars(*m))));
         let members = [
             ("ts", Some(Value::from(time::rfc3339(self.ts)))),
             ("kind", Some(Value::from(self.kind))),
-            ("amount", Some(Value::from(money::dollars(charge.micros)))),
-            ("amount_micros", Some(Value::from(charge.micros))),
+            ("amount", Some(Value::from(money::dollars(self.micros)))),
+            ("amount_micros", Some(Value::from(self.micros))),
             ("run_id", text(self.run_id)),
-            ("model", text(charge.model.as_deref())),
+            ("model", text(self.model)),
             ("phase", text(self.phase)),
             ("operation_id", text(self.operation_id)),
             ("run_started_at", self.run_started_at.map(Value::from)),
             ("source", self.source.map(|(file, _)| Value::from(file))),
             ("source_index", self.source.map(|(_, i)| Value::from(i))),
-            ("input_tokens", charge.tokens.map(|t| Value::from(t.0))),
-            ("output_tokens", charge.tokens.map(|t| Value::from(t.1))),
+            ("input_tokens", self.tokens.map(|t| Value::from(t.0))),
+            ("output_tokens", self.tokens.map(|t| Value::from(t.1))),
             (
                 "phases",
                 (!self.phases.is_empty()).then(|| crate::ordered::object(phases)),
@@ -484,32 +472,29 @@ mod tests {
         Ok(s)
     }
 
-    fn tally(lines: &[&str]) -> Result<Tally, String> {
-        summed(lines).map(|s| s.tally)
-    }
-
     #[test]
     fn file_names_round_trip_and_reject_non_dates() {
+        let dir = crate::testing::TempDir::new("ledger-days");
         for day in [0, 19_000, 20_780, -1] {
-            let name = format!("{}.jsonl", time::date_string(day));
-            assert_eq!(day_of_file_name(&name), Some(day), "{name}");
+            fs::write(path(&dir, day), "").unwrap();
         }
-        assert_eq!(day_of_file_name("2024-02-29.jsonl"), Some(19_782));
-        for bad in [
+        for name in [
+            "2024-02-29.jsonl",
             "2026-02-30.jsonl",
             "2026-1-01.jsonl",
             "x.jsonl",
             "2026-01-01.json",
         ] {
-            assert_eq!(day_of_file_name(bad), None, "{bad}");
+            fs::write(dir.join(name), "").unwrap();
         }
+        assert_eq!(days(&dir).unwrap(), [-1, 0, 19_000, 19_782, 20_780]);
         let file = path(Path::new("d"), 19_782);
         assert_eq!(file, Path::new("d/2024-02-29.jsonl"));
     }
 
     #[test]
     fn charging_fires_each_threshold_once() {
-        let mut t = Tally::default();
+        let mut t = Summed::default();
         assert_eq!(t.charge(400_000, 1_000_000), Vec::<u8>::new());
         assert_eq!(t.charge(100_000, 1_000_000), vec![50]);
         assert_eq!(t.charge(100_000, 1_000_000), Vec::<u8>::new());
@@ -519,23 +504,20 @@ mod tests {
         t.uncharge(900_000, &[80, 100]);
         assert_eq!((t.spent, t.events), (600_000, 3));
         assert_eq!(t.charge(200_000, 1_000_000), vec![80]);
-        let mut zero_limit = Tally::default();
+        let mut zero_limit = Summed::default();
         assert_eq!(zero_limit.charge(0, 0), Vec::<u8>::new());
         assert_eq!(zero_limit.charge(1, 0), vec![50, 80, 100]);
     }
 
     #[test]
     fn lines_written_are_lines_replayed() {
-        let charge = Charge {
-            micros: 22_500,
-            model: Some("m\"x".into()),
-            tokens: Some((1000, 100)),
-        };
         let phases = [("plan".to_string(), 20_000), ("act".to_string(), 2_500)];
         let entry = Entry {
+            model: Some("m\"x"),
+            tokens: Some((1000, 100)),
             run_id: Some("r1"),
             phases: &phases,
-            ..Entry::new("run", &charge, 86_400.5)
+            ..Entry::new("run", 22_500, 86_400.5)
         };
         let line = entry.line();
         let value: Value = serde_json::from_slice(&line).unwrap();
@@ -554,41 +536,35 @@ mod tests {
         assert!(
             alert.starts_with(r#"{"alert":80,"ts":"1970-01-01T00:00:00.000Z","date":"1970-01-01""#)
         );
-        let t = tally(&[std::str::from_utf8(&line).unwrap(), &alert, ""]).unwrap();
+        let t = summed(&[std::str::from_utf8(&line).unwrap(), &alert, ""]).unwrap();
         assert_eq!((t.spent, t.events, t.alerts), (22_500, 1, 0b010));
     }
 
     #[test]
     fn replay_accepts_hand_written_amounts_and_rejects_garbage() {
-        let t = tally(&[
+        let t = summed(&[
             r#"{"amount": 0.25}"#,
             r#"{"amount_micros": 5, "amount": 9}"#,
         ])
         .unwrap();
         assert_eq!((t.spent, t.events), (250_005, 2));
-        assert!(tally(&["{"]).unwrap_err().starts_with("not JSON"));
-        assert!(tally(&[r#"{"x":1}"#]).unwrap_err().contains("neither"));
-        assert!(tally(&[r#"{"amount_micros":-5}"#])
+        assert!(summed(&["{"]).unwrap_err().starts_with("not JSON"));
+        assert!(summed(&[r#"{"x":1}"#]).unwrap_err().contains("neither"));
+        assert!(summed(&[r#"{"amount_micros":-5}"#])
             .unwrap_err()
             .contains("non-negative"));
-        assert!(tally(&[r#"{"alert":70}"#])
+        assert!(summed(&[r#"{"alert":70}"#])
             .unwrap_err()
             .contains("threshold 70"));
     }
 
     #[test]
     fn operations_are_replayed_by_id_or_by_position_in_the_agent_file() {
-        let charge = |micros| Charge {
-            micros,
-            model: None,
-            tokens: None,
-        };
         let line = |micros, kind, operation_id, source| {
-            let c = charge(micros);
             let entry = Entry {
                 operation_id,
                 source,
-                ..Entry::new(kind, &c, 0.0)
+                ..Entry::new(kind, micros, 0.0)
             };
             String::from_utf8(entry.line()).unwrap()
         };
@@ -603,7 +579,7 @@ mod tests {
         let again = line(7, "direct", Some("op_1"), None);
         let plain = line(1, "direct", None, None);
         let s = summed(&[&direct, &imported, &anonymous, &again, &plain]).unwrap();
-        assert_eq!((s.tally.spent, s.tally.events), (750_008, 5));
+        assert_eq!((s.spent, s.events), (750_008, 5));
         let expected: HashMap<OpKey, i64> = [
             (OpKey::Id("op_1".into()), 500_000),
             (OpKey::Id("op_2".into()), 150_000),
@@ -623,25 +599,23 @@ mod tests {
 
     #[test]
     fn the_quick_read_of_a_spend_line_adds_what_the_json_tree_does() {
-        let charge = |micros, model: Option<&str>| Charge {
-            micros,
-            model: model.map(str::to_string),
-            tokens: Some((10, 1)),
-        };
+        let charge = |micros: i64, model: Option<&'static str>| (micros, model);
         let phases = [
             ("plan".to_string(), 200_000),
             (String::new(), 50_000),
             ("a:b.c-d_e".to_string(), 1),
         ];
-        let line = |c: &Charge, kind, phase, phases: &[(String, i64)], source| {
+        let line = |c: &(i64, Option<&str>), kind, phase, phases: &[(String, i64)], source| {
             let entry = Entry {
+                model: c.1,
+                tokens: Some((10, 1)),
                 run_id: Some("r-1"),
                 run_started_at: Some(1_795_960_921.443_738_5),
                 phase,
                 phases,
                 operation_id: Some("op:1"),
                 source,
-                ..Entry::new(kind, c, 0.0)
+                ..Entry::new(kind, c.0, 0.0)
             };
             entry.line()
         };

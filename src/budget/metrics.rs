@@ -1,8 +1,7 @@
-//! The budget's metrics: its state read under its lock at scrape time (a
-//! [`Collector`]), and cost counted by phase. The names are the research
-//! agent's (`agent_budget_*`), which its dashboard queries. Today's spend is
-//! `agent_budget_today_spend_dollars`: the counter `agent_budget_spend_total`
-//! is the running total, and a gauge cannot share its OpenMetrics family.
+//! The budget's metrics: its state read under its lock at scrape time, and cost by phase. The
+//! names are the research agent's (`agent_budget_*`), which its dashboard queries. Today's spend
+//! is `agent_budget_today_spend_dollars`: a gauge cannot share the family of the running total
+//! `agent_budget_spend_total`.
 
 use std::sync::Arc;
 
@@ -45,9 +44,7 @@ const COUNTERS: [(&str, &str); 2] = [
 ];
 
 /// Reads the budget for a scrape.
-struct BudgetCollector(Arc<Budget>);
-
-impl Collector for BudgetCollector {
+impl Collector for Budget {
     fn describe(&self) -> Vec<Desc> {
         let desc = |kind| {
             move |&(name, help): &(&str, &str)| Desc {
@@ -63,7 +60,7 @@ impl Collector for BudgetCollector {
     }
 
     fn collect(&self) -> Vec<f64> {
-        let (mut state, now) = self.0.lock();
+        let (mut state, now) = self.lock();
         let s = state.status(now);
         vec![
             s.daily_limit,
@@ -80,8 +77,8 @@ impl Collector for BudgetCollector {
 }
 
 impl Budget {
-    /// Registers the budget's metrics in `registry`, once. The phase counter starts from the
-    /// ledgers at open, missing costs recorded from the open to this call.
+    /// Registers the budget's metrics, once. The phase counter starts from the ledgers at open,
+    /// missing costs recorded from the open to this call.
     pub(crate) fn register_metrics(
         self: &Arc<Self>,
         registry: &Registry,
@@ -97,7 +94,7 @@ impl Budget {
             "conductor_pricing_unknown_models_total",
             "Models the pricing table does not name, charged its default price; each counted once, when first priced.",
         )?;
-        registry.register_collector(Arc::new(BudgetCollector(self.clone())))?;
+        registry.register_collector(self.clone())?;
         // Every spend the ledgers held at open, then the live ones.
         for (phase, micros) in &self.opened.phases {
             phases.inc_by(&[phase], u64::try_from(*micros).unwrap_or(0));

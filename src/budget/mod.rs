@@ -15,7 +15,6 @@ mod state;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::error::Error;
@@ -45,12 +44,10 @@ pub struct BudgetConfig {
     pub daily_limit: f64,
     /// The estimate a run reserves when it starts, in dollars; above 0.
     pub run_estimate: f64,
-    /// Whether a start reserves the larger of `run_estimate` and the 90th
-    /// percentile of its agent's recent run costs (`--run-estimate auto`).
+    /// Whether a start reserves at least its agent's learned cost (`--run-estimate auto`).
     pub learn: bool,
     /// The ledger directory, holding one `YYYY-MM-DD.jsonl` per day.
     pub dir: PathBuf,
-    /// Token prices, for spends given as tokens.
     pub pricing: Pricing,
 }
 
@@ -67,16 +64,14 @@ impl BudgetConfig {
     }
 }
 
-/// The daily budget. One lock guards all books, so checking the limit and
-/// reserving is one step; ledger appends happen outside it and share syncs.
-/// Open one per ledger directory: a second would open its journals twice.
+/// The daily budget. One lock guards all books, so checking the limit and reserving is one step;
+/// ledger appends happen outside it. One per ledger directory: a second opens its journals twice.
 pub struct Budget {
     dir: PathBuf,
     pricing: Pricing,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
-    /// Signalled when an append of an operation's spend ends, for the
-    /// repeats of that operation waiting to learn whether it is recorded.
+    /// Signalled when an append of an operation's spend ends, for repeats waiting on it.
     appended: Condvar,
     /// `agent_cost_dollars_total{phase}`, once metrics are registered.
     phases: OnceLock<CounterFamily>,
@@ -84,13 +79,11 @@ pub struct Budget {
     tail: Mutex<report::Tail>,
     /// What the ledgers held when the budget opened, for the counters.
     opened: ledger::Totals,
-    reconciled_alerts: AtomicU64,
 }
 
 impl Budget {
-    /// Opens the budget, summing every day's ledger for the counters. The
-    /// current day is the clock's or the newest ledger's, whichever is
-    /// later, so a clock that is behind never reopens an earlier day.
+    /// Opens the budget, summing every ledger for the counters. The day is the clock's or the
+    /// newest ledger's, whichever is later, so a clock behind never reopens an earlier day.
     pub(crate) fn open(config: BudgetConfig, clock: Arc<dyn Clock>) -> Result<Budget, Error> {
         let limit = money::to_micros(config.daily_limit, "daily_limit")?;
         let estimate = money::to_micros(config.run_estimate, "run_estimate")?;
@@ -98,8 +91,7 @@ impl Budget {
             return Err(Error::invalid("run_estimate", "must be above 0"));
         }
         let dir = config.dir;
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::Storage(format!("ledger {}: {e}", dir.display())))?;
+        fs::create_dir_all(&dir).map_err(|e| ledger::storage(&dir, e))?;
         let clock_day = time::day_of(clock.now_unix());
         let newest = ledger::days(&dir)?.last().copied();
         let today = newest.map_or(clock_day, |d| d.max(clock_day));
@@ -108,12 +100,12 @@ impl Budget {
             limit,
             estimate,
             learn: config.learn,
-            dir: dir.clone(),
             today,
             recorded: opened.spent,
+            alerts: opened.alerts,
             ..State::default()
         };
-        state.load(today)?;
+        state.load(&dir, today)?;
         Ok(Budget {
             dir,
             pricing: config.pricing,
@@ -124,7 +116,6 @@ impl Budget {
             unknown_models: money::UnknownModels::default(),
             tail: Mutex::new(report::Tail::default()),
             opened,
-            reconciled_alerts: AtomicU64::new(0),
         })
     }
 
@@ -146,19 +137,16 @@ impl Budget {
         self.state().learned.restore(all);
     }
 
-    /// The `budget_alert` events published, ever, as the server starts: the
-    /// ledgers' alert markers, and those [`Budget::reconcile`] wrote.
     pub(crate) fn alerts_recorded(&self) -> u64 {
-        let reconciled = self.reconciled_alerts.load(Ordering::Relaxed);
-        self.opened.alerts.saturating_add(reconciled)
+        self.state().alerts
     }
 
     pub(crate) fn pricing(&self) -> &Pricing {
         &self.pricing
     }
 
-    /// Locks the books and rolls them to the clock's day. The clock is read
-    /// under the lock, so the day seen by each operation only moves forward.
+    /// Locks the books and rolls them to the clock's day, read under the lock so that the day
+    /// each operation sees only moves forward.
     fn lock(&self) -> (MutexGuard<'_, State>, f64) {
         let mut state = self.state();
         let now = self.clock.now_unix();
@@ -167,14 +155,13 @@ impl Budget {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Sections under this lock return errors rather than panic, so a
-        // poisoned lock still guards books that add up.
+        // Sections under this lock return errors, not panic: a poisoned lock guards whole books.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Wall-clock time, read on every operation so the UTC day rolls at midnight;
-/// settable in tests. It may jump either way; the budget copes.
+/// Wall-clock time, read on every operation so the UTC day rolls at midnight; settable in tests.
+/// It may jump either way; the budget copes.
 pub(crate) trait Clock: Send + Sync {
     /// Seconds since the Unix epoch, with the fraction.
     fn now_unix(&self) -> f64;

@@ -11,12 +11,13 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::Counter;
 
+use super::ledger::Entry;
 use super::Budget;
 
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
 
-/// The largest single amount accepted, in dollars: far above any real
-/// spend, and small enough that sums of micro-dollars stay exact.
+/// The largest single amount accepted, in dollars: far above any real spend, and small enough
+/// that sums of micro-dollars stay exact.
 pub(crate) const MAX_AMOUNT: f64 = 1_000_000_000.0;
 
 /// Dollars to micro-dollars; an amount out of range is an [`Error::Invalid`] naming `field`.
@@ -47,26 +48,7 @@ pub(crate) enum SpendInput {
     },
 }
 
-/// A priced spend, ready for the ledger.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Charge {
-    pub micros: i64,
-    pub model: Option<String>,
-    /// `(input, output)` tokens.
-    pub tokens: Option<(u64, u64)>,
-}
-
-impl Charge {
-    pub fn of(micros: i64) -> Charge {
-        Charge {
-            micros,
-            ..Charge::default()
-        }
-    }
-}
-
-/// The price of models the table does not name, deliberately high so an
-/// unknown model is over- rather than under-charged.
+/// The price of models the table does not name: high, so they are over- not under-charged.
 pub(crate) const DEFAULT_PRICE: Price = Price {
     input: 15.0,
     output: 75.0,
@@ -170,32 +152,33 @@ fn price(value: &Value, field: &str) -> Result<Price, Error> {
 }
 
 impl SpendInput {
-    /// Prices the input; too large a token cost is invalid `input_tokens`.
-    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Charge, Error> {
+    /// Prices the input as a direct spend's entry; too large a token cost is invalid `input_tokens`.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Entry<'_>, Error> {
         match self {
-            SpendInput::Amount(amount) => Ok(Charge::of(to_micros(*amount, "amount")?)),
+            SpendInput::Amount(amount) => {
+                Ok(Entry::new("direct", to_micros(*amount, "amount")?, 0.0))
+            }
             SpendInput::Tokens {
                 input_tokens,
                 output_tokens,
                 model,
             } => {
                 let cost = pricing.cost(model.as_deref(), *input_tokens, *output_tokens);
-                Ok(Charge {
-                    micros: to_micros(cost, "input_tokens")?,
-                    model: model.clone(),
+                Ok(Entry {
+                    model: model.as_deref(),
                     tokens: Some((*input_tokens, *output_tokens)),
+                    ..Entry::new("direct", to_micros(cost, "input_tokens")?, 0.0)
                 })
             }
         }
     }
 }
 
-/// The most model names remembered (they come from clients); past it, one last
-/// line says that later models are neither named nor counted.
+/// The most model names remembered (they come from clients); past it, one last line says so.
 pub(super) const REMEMBERED: usize = 1000;
 
-/// Models the pricing table does not name, charged its default price: each is
-/// said once in a `warn` line and counted when first durable, to find them.
+/// Models the pricing table does not name, charged its default price: each said once in a
+/// `warn` line and counted when first durable, to find them.
 #[derive(Default)]
 pub(super) struct UnknownModels {
     seen: Mutex<HashSet<String>>,
@@ -214,8 +197,7 @@ impl UnknownModels {
             if seen.len() > REMEMBERED || seen.contains(model) {
                 return;
             }
-            // Past the bound, one more entry, never a model name, marks
-            // that the last line was said.
+            // Past the bound, one more entry, never a model name, marks the last line said.
             let name = if seen.len() < REMEMBERED { model } else { "" };
             seen.insert(name.to_string());
             !name.is_empty()
@@ -253,8 +235,7 @@ impl Budget {
         let _ = self.unknown_models.log.set(log);
     }
 
-    /// Notes the models of a durable spend; no model (or an empty one) is
-    /// priced by the default on purpose.
+    /// Notes the models of a durable spend; no model (or an empty one) is default on purpose.
     pub(super) fn note_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
         let unknown = |m: &&str| !m.is_empty() && !self.pricing.models.contains_key(*m);
         for model in models.into_iter().filter(unknown) {
@@ -304,14 +285,9 @@ mod tests {
     #[test]
     fn inputs_are_priced() {
         let pricing = Pricing::default_table();
-        assert_eq!(
-            SpendInput::Amount(0.0).charge(&pricing),
-            Ok(Charge {
-                micros: 0,
-                model: None,
-                tokens: None
-            })
-        );
+        let free = SpendInput::Amount(0.0).charge(&pricing).unwrap();
+        assert_eq!((free.micros, free.model, free.tokens), (0, None, None));
+        assert_eq!(free.kind, "direct");
         let tokens = SpendInput::Tokens {
             input_tokens: 1000,
             output_tokens: 100,
@@ -320,7 +296,7 @@ mod tests {
         // 1000 × $15/M + 100 × $75/M = $0.015 + $0.0075.
         let charge = tokens.charge(&pricing).unwrap();
         assert_eq!(charge.micros, 22_500);
-        assert_eq!(charge.model.as_deref(), Some("unknown-model"));
+        assert_eq!(charge.model, Some("unknown-model"));
         assert_eq!(charge.tokens, Some((1000, 100)));
     }
 }

@@ -1,6 +1,5 @@
-//! Reservations, made at a run's start and checked against the day's limit
-//! in the same locked step; and direct spends, charged to today outside a
-//! run's lifecycle (a run's own cost goes through `settlement.rs`).
+//! Reservations, made at a run's start and checked against the day's limit in one locked step;
+//! and direct spends, charged to today outside a run (a run's own cost: `settlement.rs`).
 
 use std::sync::MutexGuard;
 
@@ -56,12 +55,11 @@ impl Budget {
         }
         let phase = phase.filter(|p| !p.is_empty());
         phase.map_or(Ok(()), |p| check_phase(p, "phase"))?;
-        let charge = input.charge(&self.pricing)?;
         let entry = Entry {
             run_id,
             phase,
             operation_id,
-            ..Entry::new("direct", &charge, 0.0)
+            ..input.charge(&self.pricing)?
         };
         let key = entry.key();
         let (mut state, now) = self.lock_settled(None, key.as_slice());
@@ -70,21 +68,20 @@ impl Budget {
             let status = state.status(now);
             return Ok(Spent::Repeat(Recorded::new(first, day, Vec::new(), status)));
         }
-        let spend = [Entry { ts: now, ..entry }];
+        let (micros, spend) = (entry.micros, [Entry { ts: now, ..entry }]);
         let (alerts, status) = self.record_spends(state, (day, now), &spend)?;
-        let recorded = Recorded::new(charge.micros, day, alerts, status);
+        let recorded = Recorded::new(micros, day, alerts, status);
         Ok(Spent::New(recorded))
     }
 
-    /// Appends `spends` to `day`'s ledger outside the lock `state` holds;
-    /// returns the alerts they fired and today's budget after them.
+    /// Appends `spends` to `day`'s ledger outside `state`'s lock; returns their alerts and status.
     pub(super) fn record_spends(
         &self,
         mut state: MutexGuard<'_, State>,
         (day, now): (i64, f64),
         spends: &[Entry<'_>],
     ) -> Result<(Vec<u8>, BudgetStatus), Error> {
-        let journal = state.journal(day)?;
+        let journal = state.journal(&self.dir, day)?;
         let mut lines = Vec::new();
         let fired = state.begin_spends((day, now), spends, &mut lines);
         drop(state);
@@ -96,14 +93,13 @@ impl Budget {
         let status = state.status(now);
         drop(state);
         for s in spends {
-            self.count_phases(s, s.charge.micros);
-            self.note_models(s.charge.model.as_deref());
+            self.count_phases(s, s.micros);
+            self.note_models(s.model);
         }
         Ok((fired.concat(), status))
     }
 
-    /// Locks the books once no append of `keys` to `day` (today when `None`)
-    /// is in flight, so the caller's check of them is final.
+    /// Locks the books once no append of `keys` to `day` (default today) is in flight.
     pub(super) fn lock_settled(
         &self,
         day: Option<i64>,
@@ -134,8 +130,7 @@ impl Budget {
         });
     }
 
-    /// Reserves (in memory) the run estimate of `agent` for `run_id` if it
-    /// fits, and returns the micro-dollars held; a run holding one keeps it.
+    /// Reserves the estimate of `agent` for `run_id` if it fits; returns what the run holds.
     pub(crate) fn reserve(
         &self,
         run_id: &str,
@@ -160,8 +155,7 @@ impl Budget {
         self.lock().0.estimate(agent)
     }
 
-    /// Re-reserves `micros` for a run still active when the process stopped,
-    /// without the limit check (it was admitted), on the day it started.
+    /// Re-reserves `micros` for a run active at the last stop, on its start day, unchecked.
     pub(crate) fn restore_reservation(
         &self,
         run_id: &str,
@@ -176,13 +170,12 @@ impl Budget {
             return Ok(());
         }
         let day = time::day_of(started_at_unix).min(state.today);
-        state.load(day)?;
+        state.load(&self.dir, day)?;
         state.hold(run_id, Hold { day, micros });
         Ok(())
     }
 
-    /// Grows `run_id`'s reservation to what it has spent so far, without the
-    /// limit check: the run was admitted.
+    /// Grows `run_id`'s reservation to what it has spent, unchecked: the run was admitted.
     pub(crate) fn cover(&self, run_id: &str, micros: i64) {
         self.lock().0.grow(run_id, micros);
     }

@@ -1,5 +1,4 @@
-//! What the budget reports (status, refusal, recorded spend, today's
-//! burn-down) and their JSON (see `docs/budget.md`).
+//! What the budget reports (status, refusal, recorded spend, today's burn-down) and their JSON.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -15,7 +14,7 @@ use super::ledger;
 use super::money::dollars;
 use super::Budget;
 
-/// The budget of the current UTC day, in dollars (see `docs/budget.md`).
+/// The budget of the current UTC day, in dollars.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BudgetStatus {
     pub date: String,
@@ -74,18 +73,14 @@ pub(crate) fn refusal(s: &BudgetStatus, run_estimate: f64, now: f64) -> Exhauste
         cents(s.reserved),
         s.reset_at(),
     );
-    let body = json!({
+    let mut body = json!({
         "triggered": false,
         "reason": "budget_exhausted",
         "message": message,
-        "daily_limit": s.daily_limit,
-        "today_spend": s.today_spend,
-        "reserved": s.reserved,
-        "remaining": s.remaining,
         "run_estimate": run_estimate,
-        "reset_at": s.reset_at(),
-        "reset_unix": s.reset_unix,
     });
+    let keys = "daily_limit today_spend reserved remaining reset_at reset_unix";
+    copy(&mut body, &s.to_json(), keys);
     ExhaustedAnswer {
         message,
         body,
@@ -131,8 +126,15 @@ pub(crate) enum Spent {
     Repeat(Recorded),
 }
 
-/// Dollars rounded to the cent (`$0.15`); above zero but rounding to nothing,
-/// `under $0.01`, so a remainder never reads `$0.00` while money is left.
+/// Sets the members of `to` named in `keys` (space-separated) to those of `from`.
+fn copy(to: &mut Value, from: &Value, keys: &str) {
+    for key in keys.split(' ') {
+        to[key] = from[key].clone();
+    }
+}
+
+/// Dollars rounded to the cent (`$0.15`); `under $0.01` above zero, so money left never reads
+/// `$0.00`.
 fn cents(dollars: f64) -> String {
     let cents = (dollars * 100.0).round();
     if cents == 0.0 && dollars > 0.0 {
@@ -141,9 +143,8 @@ fn cents(dollars: f64) -> String {
     format!("${:.2}", cents / 100.0)
 }
 
-/// Today's ledger as read so far, for a burn-down: the day's spend after each
-/// spend line. Read up to the journal's durable length, each call only what
-/// was appended since, behind its own lock, so reading never holds the budget's.
+/// Today's ledger read so far, for a burn-down: the spend after each spend line. Read to the
+/// durable length, each call only what was appended since, behind its own lock, not the budget's.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
     day: i64,
@@ -166,8 +167,8 @@ impl Tail {
             return Ok(());
         }
         let path = ledger::path(dir, day);
-        let (values, read) = read_records(&path, self.read, durable)
-            .map_err(|e| Error::Storage(format!("ledger {}: {e}", path.display())))?;
+        let (values, read) =
+            read_records(&path, self.read, durable).map_err(|e| ledger::storage(&path, e))?;
         let last = self.points.last().copied();
         let (mut at, mut total) = last.unwrap_or((day as f64 * 86_400.0, 0));
         for value in &values {
@@ -182,8 +183,8 @@ impl Tail {
     }
 }
 
-/// The records of the ledger at `path` in bytes `from..until`, and the bytes of
-/// their whole lines. A damaged line is skipped: it kept the ledger from opening.
+/// The records of the ledger at `path` in bytes `from..until`, and the bytes of their whole
+/// lines. A damaged line is skipped: it kept the ledger from opening.
 pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Vec<Value>, u64)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
@@ -198,8 +199,8 @@ pub(crate) fn read_records(path: &Path, from: u64, until: u64) -> io::Result<(Ve
 }
 
 impl Budget {
-    /// The body of `GET /api/v1/budget/history`; a line without a readable
-    /// `ts` takes the time of the one before (midnight for the first).
+    /// The body of `GET /api/v1/budget/history`; a line without a readable `ts` takes the time of
+    /// the one before (midnight for the first).
     pub(crate) fn history(&self) -> Result<Value, Error> {
         let (mut state, now) = self.lock();
         let day = state.today;
@@ -213,15 +214,10 @@ impl Budget {
         let points: Vec<Value> = points
             .map(|&(t, m)| json!({"t": t, "spend": dollars(m)}))
             .collect();
-        Ok(json!({
-            "date": s["date"],
-            "daily_limit": s["daily_limit"],
-            "reset_at": s["reset_at"],
-            "points": points,
-            "reserved": s["reserved"],
-            "exhausts_at": s["exhausts_at"],
-            "spend_rate_dollars_per_hour": s["spend_rate_dollars_per_hour"],
-        }))
+        let mut body = json!({ "points": points });
+        let keys = "date daily_limit reset_at reserved exhausts_at spend_rate_dollars_per_hour";
+        copy(&mut body, &s, keys);
+        Ok(body)
     }
 }
 

@@ -1,18 +1,16 @@
-//! A run's cost, carried by the run's own end record so that the end and
-//! its cost become durable together; the ledger line is a copy, mended at
-//! the next start when a crash or a failed append left it out.
+//! A run's cost, carried by the run's end record so both become durable together; the ledger
+//! line is a copy, mended at the next start when a crash or a failed append left it out.
 
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
 use crate::error::Error;
 
 use super::ledger::{self, Entry};
-use super::money::{Charge, SpendInput};
+use super::money::SpendInput;
 use super::record::phase_micros;
 use super::report::read_records;
 use super::report::Recorded;
@@ -28,8 +26,7 @@ pub(crate) struct Settlement {
     pub phases: Vec<(String, i64)>,
     /// The run's end: the ledger line's time.
     pub ts: f64,
-    /// The run's start, once the end is applied, which tells it from an
-    /// earlier run of the same id; `None` from an older snapshot.
+    /// The run's start once the end is applied, telling it from an earlier run of the same id.
     pub started_at: Option<f64>,
     /// The models its tokens were priced for; not in the record.
     pub models: Vec<String>,
@@ -96,18 +93,17 @@ impl Budget {
     /// Charges a settlement whose run end is durable, releasing its reservation, and returns the
     /// ledger lines to write. It cannot fail: the record holding the cost is already on disk.
     pub(crate) fn charge(&self, s: &Settlement) -> (Recorded, LedgerLines) {
-        let charge = Charge::of(s.micros);
         let entry = Entry {
             run_id: Some(&s.run_id),
             run_started_at: s.started_at,
             phases: &s.phases,
-            ..Entry::new("run", &charge, s.ts)
+            ..Entry::new("run", s.micros, s.ts)
         };
         let (mut state, now) = self.lock();
         state.unhold(&s.run_id);
         // A day no reservation pins is summed first, so its alerts fire once;
         // if its ledger is unreadable the charge still counts, the append fails.
-        let _ = state.load(s.day);
+        let _ = state.load(&self.dir, s.day);
         let mut lines = Vec::new();
         let alerts = state.charge((s.day, now), &entry, &mut lines);
         state.inflight(s.day, 1);
@@ -120,14 +116,13 @@ impl Budget {
         (recorded, LedgerLines { day: s.day, lines })
     }
 
-    /// Appends a charged settlement's lines after earlier failed ones, which
-    /// wait for the day's next settlement (a restart restores them anyway).
+    /// Appends a charged settlement's lines after earlier failed ones (a restart restores both).
     pub(crate) fn write_settlement(&self, lines: LedgerLines) -> Result<(), Error> {
         let day = lines.day;
         let mut state = self.state();
         let mut all = state.owed.remove(&day).unwrap_or_default();
         all.extend(lines.lines);
-        let journal = state.journal(day);
+        let journal = state.journal(&self.dir, day);
         drop(state);
         let appended = journal.and_then(|j| j.append(&all));
         let mut state = self.state();
@@ -142,8 +137,8 @@ impl Budget {
         appended
     }
 
-    /// Charges and writes the settlements a crash kept out of their day's
-    /// ledger (see [`Settled`]); returns those whose append failed.
+    /// Charges and writes the settlements a crash kept out of their ledger; returns those whose
+    /// append failed.
     pub(crate) fn reconcile(&self, settlements: &[Settlement]) -> Result<Vec<Settlement>, Error> {
         let mut days: Vec<i64> = settlements.iter().map(|s| s.day).collect();
         days.sort_unstable();
@@ -152,13 +147,10 @@ impl Budget {
         for day in days {
             let mut settled = settled_runs(&ledger::path(&self.dir, day))?;
             for s in settlements.iter().filter(|s| s.day == day) {
-                // A settlement carried by the snapshot may also be in the
-                // journal after it: charged once.
+                // A settlement in the snapshot may also be in the journal after it: charged once.
                 if settled.take(s) {
                     let (recorded, lines) = self.charge(s);
-                    let alerts = recorded.alerts.len() as u64;
-                    // Relaxed: read once the start is over, by the thread that ran it.
-                    self.reconciled_alerts.fetch_add(alerts, Ordering::Relaxed);
+                    self.state().alerts += recorded.alerts.len() as u64;
                     if self.write_settlement(lines).is_err() {
                         owed.push(s.clone());
                     }
@@ -169,9 +161,8 @@ impl Budget {
     }
 }
 
-/// The settlements one day's `"run"` lines hold, each once: a line naming run
-/// id and start settles that end (an id returns once retention forgot it); an
-/// older line without the start settles the earliest end of the id not settled.
+/// The settlements one day's `"run"` lines hold: a line naming run id and start settles that end
+/// (an id returns once retention forgot it); an older one without it, the earliest unsettled end.
 #[derive(Default)]
 struct Settled {
     /// Run id and start time (its bits) of the lines that name both.
@@ -185,8 +176,7 @@ impl Settled {
     fn take(&mut self, s: &Settlement) -> bool {
         let id = &s.run_id;
         let Some(at) = s.started_at else {
-            // Read from an old snapshot: any line of the id settles it, as
-            // before settlements knew their start.
+            // From an old snapshot: any line of the id settles it.
             let any = self.exact.iter().any(|(r, _)| r == id) || self.plain.contains_key(id);
             if !any {
                 self.plain.insert(id.clone(), 0);
@@ -211,7 +201,7 @@ fn settled_runs(path: &Path) -> Result<Settled, Error> {
     let values = match read_records(path, 0, u64::MAX) {
         Ok((values, _)) => values,
         Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::Storage(format!("ledger {}: {e}", path.display()))),
+        Err(e) => return Err(ledger::storage(path, e)),
     };
     let mut settled = Settled::default();
     for v in &values {

@@ -3,7 +3,7 @@
 
 use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -23,8 +23,7 @@ pub(crate) struct DayBook {
     reserved: i64,
     holds: u32,
     inflight: u32,
-    /// Direct spends whose append has not finished: in the tally, so admission
-    /// and alerts see them, but reported as held until they are durable.
+    /// Direct spends being appended: in the sums for admission and alerts, reported as reserved.
     unsettled: i64,
     unsettled_events: u64,
     /// Opened on the first append, so quiet days leave no file.
@@ -45,7 +44,6 @@ pub(crate) struct State {
     pub limit: i64,
     pub estimate: i64,
     pub learn: bool,
-    pub dir: PathBuf,
     /// The current UTC day. It never moves backwards.
     pub today: i64,
     pub(super) books: BTreeMap<i64, DayBook>,
@@ -54,15 +52,16 @@ pub(crate) struct State {
     /// Micro-dollars recorded, ever: `agent_budget_spend_total`.
     pub recorded: i64,
     pub rejections: u64,
-    /// Ledger lines of settlements whose append failed, by day, to write
-    /// before the next settlement of that day.
+    /// `budget_alert` events published ever, as the server starts: the ledgers' and reconcile's.
+    pub alerts: u64,
+    /// Lines of settlements whose append failed, by day, written before that day's next one.
     pub owed: BTreeMap<i64, Vec<Vec<u8>>>,
     pub learned: Learned,
 }
 
 impl State {
-    /// Moves to the clock's day if later (a clock stepping back resets nothing
-    /// twice); the new day starts empty: no ledger file is newer than today.
+    /// Moves to the clock's day if later (a clock stepping back resets nothing twice); the new
+    /// day starts empty: no ledger file is newer than today.
     pub fn roll(&mut self, now: f64) {
         let day = time::day_of(now);
         if day > self.today {
@@ -72,11 +71,11 @@ impl State {
         }
     }
 
-    /// Loads `day`'s book if needed, summing its ledger.
-    pub fn load(&mut self, day: i64) -> Result<(), Error> {
+    /// Loads `day`'s book if needed, summing its ledger in `dir`.
+    pub fn load(&mut self, dir: &Path, day: i64) -> Result<(), Error> {
         if let Slot::Vacant(vacant) = self.books.entry(day) {
             let mut book = DayBook::default();
-            if let Some((journal, summed)) = ledger::open(&self.dir, day, false)? {
+            if let Some((journal, summed)) = ledger::open(dir, day, false)? {
                 (book.journal, book.ledger) = (Some(journal), summed);
             }
             vacant.insert(book);
@@ -89,13 +88,13 @@ impl State {
         self.books.entry(day).or_default()
     }
 
-    /// The journal of `day`'s ledger, created on first use.
-    pub fn journal(&mut self, day: i64) -> Result<Arc<ledger::Writer>, Error> {
+    /// The journal of `day`'s ledger in `dir`, created on first use.
+    pub fn journal(&mut self, dir: &Path, day: i64) -> Result<Arc<ledger::Writer>, Error> {
         if let Some(journal) = &self.book(day).journal {
             return Ok(journal.clone());
         }
         // Nothing on disk is expected, but whatever is there still counts.
-        let opened = ledger::open(&self.dir, day, true)?;
+        let opened = ledger::open(dir, day, true)?;
         let (journal, summed) = opened.ok_or_else(|| Error::Storage("ledger vanished".into()))?;
         let book = self.book(day);
         book.ledger.merge(summed);
@@ -103,8 +102,7 @@ impl State {
         Ok(journal)
     }
 
-    /// What a start of a run of `agent` reserves now: with `learn`, at
-    /// least the 90th percentile of the agent's recent run costs.
+    /// What a start of a run of `agent` reserves now: with `learn`, at least its learned cost.
     pub fn estimate(&self, agent: Option<&str>) -> i64 {
         let learned = self.learn.then(|| self.learned.percentile(agent));
         self.estimate.max(learned.flatten().unwrap_or(0))
@@ -115,9 +113,11 @@ impl State {
         journal.map_or(0, |j| j.durable_len())
     }
 
-    pub fn admits(&self, estimate: i64) -> bool {
-        let (spent, reserved) = self.today_totals();
-        spent.saturating_add(reserved).saturating_add(estimate) <= self.limit
+    pub fn admits(&mut self, estimate: i64) -> bool {
+        let limit = self.limit;
+        let book = self.book(self.today);
+        let spent = book.ledger.spent.saturating_add(book.reserved);
+        spent.saturating_add(estimate) <= limit
     }
 
     /// Charges `entry` to `day`, pushing its line and alert markers onto `lines`.
@@ -127,20 +127,19 @@ impl State {
         entry: &Entry,
         lines: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
-        let (micros, limit) = (entry.charge.micros, self.limit);
+        let (micros, limit) = (entry.micros, self.limit);
         let book = &mut self.book(day).ledger;
         book.recent.push(entry.ts, micros);
-        let alerts = book.tally.charge(micros, limit);
-        let spent = book.tally.spent;
+        let alerts = book.charge(micros, limit);
+        let spent = book.spent;
         lines.push(entry.line());
         let alert = |&a| ledger::alert_line(a, now, day, spent, limit);
         lines.extend(alerts.iter().map(alert));
         alerts
     }
 
-    /// Charges `spends` to `day` as their append starts, pushing their lines onto
-    /// `lines`; returns each one's alerts. They count from now, so a concurrent
-    /// reserve cannot take their money, but show as reserved until durable.
+    /// Charges `spends` to `day` as their append starts, pushing their lines onto `lines`; returns
+    /// their alerts. They count now, so a concurrent reserve cannot take their money.
     pub fn begin_spends(
         &mut self,
         (day, now): (i64, f64),
@@ -151,7 +150,7 @@ impl State {
         for s in spends {
             fired.push(self.charge((day, now), s, lines));
             let book = self.book(day);
-            book.unsettled += s.charge.micros;
+            book.unsettled += s.micros;
             book.unsettled_events += 1;
             book.pending.extend(s.key());
         }
@@ -164,7 +163,7 @@ impl State {
         let book = self.book(day);
         book.inflight -= 1;
         for (s, alerts) in spends.iter().zip(fired).rev() {
-            let micros = s.charge.micros;
+            let micros = s.micros;
             book.unsettled -= micros;
             book.unsettled_events -= 1;
             if let Some(key) = s.key() {
@@ -175,11 +174,11 @@ impl State {
             }
             if !ok {
                 book.ledger.recent.remove(s.ts, micros);
-                book.ledger.tally.uncharge(micros, alerts);
+                book.ledger.uncharge(micros, alerts);
             }
         }
         if ok {
-            let micros = spends.iter().map(|s| s.charge.micros).sum::<i64>();
+            let micros = spends.iter().map(|s| s.micros).sum::<i64>();
             self.recorded = self.recorded.saturating_add(micros);
         }
         self.prune();
@@ -245,27 +244,17 @@ impl State {
         self.books.len()
     }
 
-    fn today_totals(&self) -> (i64, i64) {
-        self.books
-            .get(&self.today)
-            .map_or((0, 0), |b| (b.ledger.tally.spent, b.reserved))
-    }
-
     /// Today's status: spends whose append is in flight show as reserved.
     pub fn status(&mut self, now: f64) -> BudgetStatus {
-        let day_start = self.today as f64 * 86_400.0;
+        let (today, limit) = (self.today, self.limit);
+        let day_start = today as f64 * 86_400.0;
+        let book = self.book(today);
         let since = (now - RATE_WINDOW_SECONDS).max(day_start);
-        let window_spend = self
-            .books
-            .get_mut(&self.today)
-            .map_or(0, |b| b.ledger.recent.since(since));
-        let (total, held) = self.today_totals();
-        let book = self.books.get(&self.today);
-        let unsettled = book.map_or(0, |b| b.unsettled);
-        let (spent, reserved) = (total - unsettled, held + unsettled);
-        let events = book.map_or(0, |b| b.ledger.tally.events - b.unsettled_events);
-        let remaining = self.limit.saturating_sub(spent).saturating_sub(reserved);
-        let remaining = remaining.max(0);
+        let window_spend = book.ledger.recent.since(since);
+        let spent = book.ledger.spent - book.unsettled;
+        let reserved = book.reserved + book.unsettled;
+        let events = book.ledger.events - book.unsettled_events;
+        let remaining = limit.saturating_sub(spent).saturating_sub(reserved).max(0);
         let reset_unix = day_start + 86_400.0;
         // The estimate in force: the largest of any recent agent.
         let learned = self.learn.then(|| self.learned.largest_recent(now));
@@ -296,11 +285,10 @@ mod tests {
         let mut state = State {
             limit,
             estimate,
-            dir,
             today,
             ..State::default()
         };
-        state.load(today).unwrap();
+        state.load(&dir, today).unwrap();
         state
     }
 
@@ -363,7 +351,7 @@ mod tests {
     #[test]
     fn status_math_is_exact_and_never_negative() {
         let mut state = state(1_000_000, 150_000, 20_780);
-        state.book(20_780).ledger.tally.charge(300_000, 1_000_000);
+        state.book(20_780).ledger.charge(300_000, 1_000_000);
         state.hold(
             "r",
             Hold {
@@ -386,7 +374,7 @@ mod tests {
         );
         // The charge above is not in the rate: it has no time.
         assert_eq!(status.forecast.rate_per_hour, 0.0);
-        state.book(20_780).ledger.tally.charge(5_000_000, 1_000_000);
+        state.book(20_780).ledger.charge(5_000_000, 1_000_000);
         let status = state.status(20_780.5 * 86_400.0);
         assert_eq!((status.remaining, status.cycles_affordable), (0.0, 0));
     }
