@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::body::BodyWriter;
-use super::chunked::{self, FramingError};
+use super::chunked;
 use super::conns::Activity;
 use super::parse::{Expect, Framing, RequestHead};
 use super::response::{self, method_label, Reject};
-use super::socket::{discard, ClientStream, HeadError};
+use super::socket::{discard, ClientStream, ReadError};
 use super::wire::{self, Delivery};
 use super::{Answer, Request, Shared, Takeover};
 
@@ -142,13 +142,9 @@ impl Conn<'_> {
         };
         let head = match self.client.read_head(limits.max_header_bytes) {
             Ok(head) => head,
-            Err(HeadError::Io(err)) => {
-                self.timed_out(&err, "header_timeout");
-                return Err(AfterRequest::Close);
-            }
-            Err(HeadError::Refused(reject)) => {
+            Err(err) => {
                 let label = method_label(self.client.buffered());
-                return Err(self.refuse(label, closing, reject));
+                return Err(self.failed(err, "header_timeout", label, closing));
             }
         };
         let label = method_label(&head);
@@ -218,23 +214,28 @@ impl Conn<'_> {
                 let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
                 chunked::read_n(client, n, &mut body)
                     .map(|()| body)
-                    .map_err(FramingError::from)
+                    .map_err(ReadError::from)
             }
             _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
         };
-        result.map_err(|err| {
-            let reject = match err {
-                FramingError::Io(err) => {
-                    self.timed_out(&err, "body_timeout");
-                    return AfterRequest::Close;
-                }
-                FramingError::Malformed(message) => Reject::new(400, message),
-                FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
-                FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
-                FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
-            };
-            self.refuse(label, delivery(head, true), reject)
-        })
+        result.map_err(|err| self.failed(err, "body_timeout", label, delivery(head, true)))
+    }
+
+    /// Closes on a socket error (reporting `timeout` if it was that), else answers the refusal.
+    fn failed(
+        &self,
+        err: ReadError,
+        timeout: &str,
+        label: &'static str,
+        d: Delivery,
+    ) -> AfterRequest {
+        match err {
+            ReadError::Io(err) => {
+                self.timed_out(&err, timeout);
+                AfterRequest::Close
+            }
+            ReadError::Refused(reject) => self.refuse(label, d, reject),
+        }
     }
 
     /// Answers a request no handler will see, counted by the hooks.

@@ -23,11 +23,18 @@ const IDLE_READ: usize = 1024;
 /// The most bytes a client is given one write deadline to accept.
 pub(super) const PIECE: usize = 64 * 1024;
 
+/// Why a request's head or body was not read.
 #[derive(Debug)]
-pub(super) enum HeadError {
+pub(super) enum ReadError {
     /// The socket failed, ended (`UnexpectedEof`) or the deadline passed (`TimedOut`).
     Io(io::Error),
     Refused(Reject),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(err: io::Error) -> ReadError {
+        ReadError::Io(err)
+    }
 }
 
 /// A client connection with its unread bytes. Not shared between threads.
@@ -88,7 +95,7 @@ impl ClientStream {
     }
 
     /// Reads one request head, up to its empty line; empty lines before it count towards `limit`.
-    pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
+    pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, ReadError> {
         let mut skipped = 0;
         let mut scanned = 0;
         loop {
@@ -106,7 +113,7 @@ impl ClientStream {
                 }
                 if data[scanned] == b'\n' {
                     if scanned == 0 || data[scanned - 1] != b'\r' {
-                        return Err(HeadError::Refused(Reject::new(
+                        return Err(ReadError::Refused(Reject::new(
                             400,
                             "every line must end in CRLF",
                         )));
@@ -119,10 +126,8 @@ impl ClientStream {
                 }
                 scanned += 1;
             }
-            match self.fill() {
-                Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {}
-                Err(err) => return Err(HeadError::Io(err)),
+            if self.fill()? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
         }
     }
@@ -218,8 +223,8 @@ impl ClientStream {
     }
 }
 
-fn too_large() -> HeadError {
-    HeadError::Refused(Reject::new(431, "the request head is too large"))
+fn too_large() -> ReadError {
+    ReadError::Refused(Reject::new(431, "the request head is too large"))
 }
 
 /// Whether a failed read or write only waited or was interrupted, to retry within the deadline.
@@ -270,7 +275,7 @@ pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut
 
 #[cfg(test)]
 mod tests {
-    use super::{ClientStream, HeadError};
+    use super::{ClientStream, ReadError};
     use std::io::{ErrorKind, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
@@ -302,14 +307,14 @@ mod tests {
     fn refuses_bare_lf_and_oversized_heads() {
         let (mut client, mut peer) = pair();
         peer.write_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n").unwrap();
-        assert!(matches!(client.read_head(1024), Err(HeadError::Refused(r)) if r.status == 400));
+        assert!(matches!(client.read_head(1024), Err(ReadError::Refused(r)) if r.status == 400));
 
         let (mut client, mut peer) = pair();
         let head = b"GET / HTTP/1.1\r\n\r\n";
         peer.write_all(head).unwrap();
         assert!(matches!(
             client.read_head(head.len() - 1),
-            Err(HeadError::Refused(r)) if r.status == 431
+            Err(ReadError::Refused(r)) if r.status == 431
         ));
         let (mut client, mut peer) = pair();
         peer.write_all(head).unwrap();
@@ -323,7 +328,7 @@ mod tests {
         client.set_deadline(Duration::from_millis(50));
         let started = Instant::now();
         match client.read_head(1024) {
-            Err(HeadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
+            Err(ReadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
             other => panic!("{other:?}"),
         }
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -335,7 +340,7 @@ mod tests {
         drop(peer);
         assert!(!client.wait_for_data().unwrap());
         assert!(
-            matches!(client.read_head(1024), Err(HeadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
+            matches!(client.read_head(1024), Err(ReadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
         );
     }
 
