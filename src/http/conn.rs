@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use super::body::BodyWriter;
 use super::chunked;
 use super::conns::Activity;
-use super::parse::{Expect, Framing, RequestHead};
+use super::parse::{Expect, RequestHead};
 use super::response::{self, method_label, Reject};
 use super::socket::{discard, ClientStream, ReadError};
-use super::wire::{self, Delivery};
+use super::wire::{self, Delivery, Framing};
 use super::{Answer, Request, Shared, Takeover};
 
 /// How long and how much a closing connection reads on, so a reset does not
@@ -180,7 +180,7 @@ impl Conn<'_> {
             Answer::TakeOver(status, headers, run) => {
                 // Its head carries only its own fields: the stream owns the connection.
                 let mut head = Vec::with_capacity(256);
-                let framing = wire::Framing::None;
+                let framing = Framing::None;
                 wire::head(&mut head, status, &headers, framing, Delivery::default());
                 match self.send(&head) {
                     Ok(()) => AfterRequest::Stream(run),
@@ -268,7 +268,7 @@ impl<'a> Reservation<'a> {
         let bytes = match head.framing {
             Framing::Length(n) => n,
             Framing::Chunked => shared.limits.max_body,
-            Framing::Empty => 0,
+            _ => 0,
         };
         // Relaxed is enough: the counter is the only shared state, each add undone by one subtract.
         let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);

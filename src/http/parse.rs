@@ -2,16 +2,8 @@
 
 use super::exchange::method_label;
 use super::response::Reject;
-use super::wire::is_field_value;
+use super::wire::{is_field_value, Framing};
 use super::Request;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    /// No body: neither Content-Length nor Transfer-Encoding.
-    Empty,
-    Length(u64),
-    Chunked,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expect {
@@ -65,7 +57,7 @@ impl RequestHead {
         };
         let mut head = RequestHead {
             http10,
-            framing: Framing::Empty,
+            framing: Framing::None,
             expect: Expect::Nothing,
             keep_alive: !http10,
             implemented: method_label(&request.method) != "OTHER",
@@ -120,7 +112,7 @@ impl RequestHead {
             }
             (_, Some(true)) => Framing::Chunked,
             (Some(n), None) => Framing::Length(n),
-            (None, None) => Framing::Empty,
+            (None, None) => Framing::None,
         };
         // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
         self.expect = match expects {
@@ -267,7 +259,7 @@ mod tests {
     fn simple_get() {
         let head = parse_exact("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert!(head.implemented);
-        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(head.framing, Framing::None);
         assert_eq!(head.expect, Expect::Nothing);
         assert!(head.keep_alive && !head.http10 && !head.head_only);
         assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().head_only);
