@@ -1,5 +1,4 @@
-//! Request bodies: exactly a length of them, or the chunked transfer coding
-//! (RFC 9112 section 7.1) read strictly.
+//! Request bodies: a length of them, or the chunked coding (RFC 9112 section 7.1) read strictly.
 
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
@@ -39,8 +38,7 @@ pub(super) fn read_line(
     Ok((out.len() - start <= limit).then_some(start..out.len()))
 }
 
-/// The size from a chunk-size line: hex digits, optional blanks, then
-/// optionally extensions, which are checked for stray bytes and then ignored.
+/// The size from a chunk-size line: hex, blanks, then extensions checked for stray bytes only.
 pub(super) fn chunk_size(line: &[u8]) -> Result<u64, ReadError> {
     let (size, extensions) =
         line.split_at(line.iter().position(|&b| b == b';').unwrap_or(line.len()));
@@ -97,8 +95,7 @@ fn chunk_end(r: &mut impl BufRead) -> Result<(), ReadError> {
     Ok(())
 }
 
-/// Decodes a whole chunked body into memory, refusing it as soon as it would
-/// grow past `max_body` bytes, before reading the chunk that would do so.
+/// Decodes a chunked body, refused before reading a chunk that takes it past `max_body`.
 pub(super) fn read_body(
     r: &mut impl BufRead,
     max_body: u64,

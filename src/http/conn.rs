@@ -1,5 +1,4 @@
-//! One client connection: each request is read whole within its limits,
-//! checked, and handed to the handler; answers go out in order.
+//! One client connection: each request read whole within its limits, checked and answered in order.
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
@@ -262,8 +261,7 @@ struct Reservation<'a> {
 }
 
 impl<'a> Reservation<'a> {
-    /// Reserves room for the body `head` announces (a chunked one may reach the
-    /// body limit); `None` when the cap has no room for it.
+    /// Reserves the body `head` announces (chunked: the limit); `None` when the cap is reached.
     fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
         let bytes = match head.framing {
             Framing::Length(n) => n,

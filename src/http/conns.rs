@@ -1,5 +1,4 @@
-//! The live client connections: the connection cap, and closing the
-//! longest-idle connection to make room for a new one.
+//! The live connections: the cap, and closing the longest-idle one to make room.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -39,18 +38,16 @@ struct Inner {
 /// counter rather than a clock, so two connections never tie.
 static TICKETS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a connection is between requests, and since which answer.
-/// Relaxed is enough: the state's compare-exchanges decide every race on
-/// their own, and the ticket only ranks candidates.
+/// Whether a connection is between requests, and since which answer. Relaxed is
+/// enough: compare-exchanges decide every race; the ticket only ranks candidates.
 pub(super) struct Activity {
     state: AtomicU8,
     ticket: AtomicU64,
 }
 
 impl Activity {
-    /// Marks the connection idle (evictable) once its answer is ready, before
-    /// it is written: no client can act on it earlier, so the idle order never
-    /// hangs on thread scheduling. Eviction shuts only the reading side.
+    /// Marks the connection idle (evictable) once its answer is ready, not once
+    /// written, so the idle order never hangs on scheduling; eviction shuts reading only.
     pub(super) fn answered(&self) {
         self.ticket.store(TICKETS.fetch_add(1, Relaxed), Relaxed);
         self.swap(BUSY, IDLE);
@@ -105,9 +102,8 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection, closing the longest-idle one at the cap; `None`
-    /// when all are busy (or the socket cannot be cloned). Hooks run under
-    /// the lock, so the last count reported is the true one.
+    /// Admits a connection, closing the longest-idle one at the cap; `None` when all are
+    /// busy. Hooks run under the lock, so the last count reported is the true one.
     pub(super) fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Registration> {
         let Ok(handle) = stream.try_clone() else {
             self.hooks.connection_rejected("limit");
@@ -124,9 +120,7 @@ impl Connections {
                 self.hooks.connection_rejected("limit");
                 return None;
             };
-            // The compare-exchange fails if the connection just became busy;
-            // then the loop looks again. Its thread, waiting for a request or
-            // finishing an answer, reads the end of the stream and closes.
+            // Fails if it just became busy: look again. Its thread sees end of stream and closes.
             if inner
                 .live
                 .get(&id)
@@ -155,8 +149,7 @@ impl Connections {
         })
     }
 
-    /// Closes each connection as soon as it is idle (streams never are),
-    /// until none is left or `deadline` passes; true if none is left.
+    /// Closes each connection once idle (streams never are); true if none is left by `deadline`.
     pub(super) fn drain(&self, deadline: Instant) -> bool {
         let mut inner = self.lock();
         inner.draining = true;

@@ -1,5 +1,4 @@
-//! The middleware every request passes, which handlers see instead of the
-//! connection layer: it gives the request an id, and counts and logs its answer.
+//! The middleware handlers see: it gives each request an id, and counts and logs its answer.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,10 +145,8 @@ impl Exchange {
         }
     }
 
-    /// Answers 200 with `content_type` and a body `write` makes as it is
-    /// sent, after the handler returned; counted and logged at its end. Check
-    /// all that can refuse the request first: once begun, a failure can only
-    /// cut the answer short.
+    /// Answers 200 with a body `write` makes as it is sent, after the handler returned.
+    /// Check all that can refuse first: once begun, a failure can only cut it short.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -193,8 +190,7 @@ impl Exchange {
         self.app.log.log(request_level(status), "request", &fields);
     }
 
-    /// Answers `status` with `headers` and the request id, and hands the
-    /// socket to `run`: a `200` body it streams, or a `101` protocol it speaks.
+    /// Answers `status` with `headers` and the request id, and hands the socket to `run`.
     pub fn take_over(
         &mut self,
         status: u16,

@@ -31,9 +31,8 @@ pub(super) struct RequestHead {
 }
 
 impl RequestHead {
-    /// Parses a whole head into what the layer needs and the request a
-    /// handler gets, bodiless. A valid head is all visible ASCII, space or
-    /// tab, so the request's text is exact.
+    /// Parses a head into what the layer needs and the bodiless request; a valid
+    /// head is visible ASCII, space or tab, so the request's text is exact.
     pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Reject> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).
@@ -178,9 +177,8 @@ fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(tchar)
 }
 
-/// Splits a header field line (without its CRLF) into name and trimmed
-/// value; `None` unless the name is a token (which refuses obs-fold and
-/// space before the colon) and the value valid.
+/// Splits a field line into name and trimmed value; `None` unless the name is a
+/// token (refusing obs-fold and space before the colon) and the value valid.
 pub(super) fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
@@ -205,9 +203,8 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// A Content-Length value: digits only, leading zeros ignored. Over 19
-/// significant digits reads as `u64::MAX`, over any body limit, so an
-/// absurd length gets 413, not 400.
+/// A Content-Length value: digits only. Over 19 significant digits reads as
+/// `u64::MAX`, over any body limit, so an absurd length gets 413, not 400.
 pub(super) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;

@@ -1,6 +1,4 @@
-//! Responses as plain data, the one place that maps errors to HTTP, and the
-//! answers the layer gives on its own when it refuses a request before any
-//! handler sees it.
+//! Responses as data, the one place that maps errors to HTTP, and the layer's own refusals.
 
 use serde_json::{json, Value};
 

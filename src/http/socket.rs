@@ -144,10 +144,9 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces the client must each take within the write timeout,
-    /// or `TimedOut`. The socket timeout bounds one `write` call, which a client taking a
-    /// few bytes at a time never trips: it is lowered for the rest of a piece, then restored
-    /// (streams rely on it).
+    /// Writes `bytes` in pieces each due within the write timeout, else `TimedOut`. A socket
+    /// timeout bounds one `write`, which a client taking a few bytes at a time never trips,
+    /// so it is lowered for the rest of a piece, then restored (streams rely on it).
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;

@@ -1,7 +1,5 @@
-//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same
-//! events on a WebSocket), `GET /ws` (AgentGate's dashboard frames, see
-//! [`agentgate`]) and `GET /`, a page that shows them.
-//!
+//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same on a
+//! WebSocket), `GET /ws` (AgentGate's dashboard frames, [`agentgate`]) and `GET /`.
 //! A handler subscribes and takes the connection over: its thread reads the
 //! client, to see at once when it leaves, and a writer thread writes events
 //! through a [`Link`]. Whichever side ends first wakes the other.
@@ -132,9 +130,8 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-/// The write side of a stream, shared (safely) by its reader, its writer and the
-/// hub's lag notice. On a WebSocket both sides write (the reader answers pings
-/// and the close); nothing follows a close frame.
+/// The write side of a stream, shared by its reader (which answers WebSocket pings
+/// and the close), its writer and the hub's lag notice; nothing follows a close frame.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.

@@ -65,7 +65,7 @@ pub(super) struct Delivery {
 /// How a message's body is delimited, a request's or an answer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
-    /// No body and no length: a 1xx, 204 or 304 answer (RFC 9110 section 8.6), or a request without.
+    /// No body, no length: a bodiless request, or a 1xx, 204 or 304 (RFC 9110 section 8.6).
     None,
     Length(u64),
     Chunked,
