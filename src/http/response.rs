@@ -11,8 +11,7 @@ pub const JSON: &str = "application/json";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
-    pub content_type: &'static str,
-    /// Extra headers. Names are ours; values are checked before sending.
+    /// Content-Type first. Names are ours; values are checked before sending.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     /// On a 5xx, what failed in full (paths, offsets, OS error), for the log
@@ -25,8 +24,7 @@ impl Response {
     pub fn json_text(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
-            content_type: JSON,
-            headers: Vec::new(),
+            headers: vec![("Content-Type", JSON.to_string())],
             body,
             detail: None,
         }

@@ -58,7 +58,7 @@ pub fn page(ex: &mut Exchange) -> Answer {
     let mut page = Response::json_text(200, PAGE.as_bytes().to_vec())
         .with_header("Cache-Control", "no-cache")
         .with_header("Content-Security-Policy", PAGE_CSP);
-    page.content_type = "text/html; charset=utf-8";
+    page.headers[0].1 = "text/html; charset=utf-8".to_string();
     ex.send(page)
 }
 
@@ -253,7 +253,7 @@ fn take_over(
         let mut input = io::Cursor::new(leftover).chain(&stream);
         match wire {
             // The client sends nothing more; its end of stream ends the stream.
-            Wire::Sse => drain(&mut input),
+            Wire::Sse => discard(&mut input, DRAIN_LIMIT, || true),
             _ => ws_reader(&link, &mut input, &closer),
         }
         closer.close();
@@ -434,11 +434,6 @@ fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
     };
     link.close(code, &reason);
     closer.close();
-    drain(stream);
-}
-
-/// Reads what the client still sends, up to [`DRAIN_LIMIT`].
-fn drain(stream: &mut dyn Read) {
     discard(stream, DRAIN_LIMIT, || true);
 }
 
