@@ -81,12 +81,11 @@ fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
     }
 }
 
-/// How the answer to `head` goes out; `close` ends the connection after it.
-fn delivery(head: &RequestHead, close: bool) -> Delivery {
+/// How the answer to `head` goes out, and then the connection closes.
+fn closing(head: &RequestHead) -> Delivery {
     Delivery {
-        head_only: head.head_only,
-        close,
-        http10: head.http10,
+        close: true,
+        ..head.delivery
     }
 }
 
@@ -107,18 +106,19 @@ impl Conn<'_> {
         if head.implemented && !shared.handler.admits(&request) {
             // Answered on the head alone: a body is never read, and the
             // connection then closes, since its next request would start inside it.
-            let close = head.has_body() || !head.keep_alive;
-            return self.respond(delivery(&head, close), shared.handler.refuse(request));
+            let mut d = head.delivery;
+            d.close |= head.has_body();
+            return self.respond(d, shared.handler.refuse(request));
         }
         let Some(reservation) = Reservation::take(shared, &head) else {
             let why = "the server holds too many request bodies; retry shortly";
-            return self.refuse(label, delivery(&head, true), Reject::new(503, why));
+            return self.refuse(label, closing(&head), Reject::new(503, why));
         };
         request.body = match self.read_body(&head, label) {
             Ok(body) => body,
             Err(next) => return next,
         };
-        let d = delivery(&head, !head.keep_alive);
+        let d = head.delivery;
         if !head.implemented {
             // The framing was sound, so the connection goes on.
             self.activity.answered();
@@ -135,7 +135,7 @@ impl Conn<'_> {
     fn read_head(&mut self) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
         let limits = &self.shared.limits;
         self.client.set_deadline(limits.header_timeout);
-        let closing = Delivery {
+        let unparsed = Delivery {
             close: true,
             ..Delivery::default()
         };
@@ -143,13 +143,13 @@ impl Conn<'_> {
             Ok(head) => head,
             Err(err) => {
                 let label = method_label(self.client.buffered());
-                return Err(self.failed(err, "header_timeout", label, closing));
+                return Err(self.failed(err, "header_timeout", label, unparsed));
             }
         };
         let label = method_label(&head);
         let (head, request) = match RequestHead::parse(&head) {
             Ok(parsed) => parsed,
-            Err(reject) => return Err(self.refuse(label, closing, reject)),
+            Err(reject) => return Err(self.refuse(label, unparsed, reject)),
         };
         let reject = match head.framing {
             Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
@@ -159,7 +159,7 @@ impl Conn<'_> {
             }
             _ => return Ok((head, request, label)),
         };
-        Err(self.refuse(label, delivery(&head, true), reject))
+        Err(self.refuse(label, closing(&head), reject))
     }
 
     /// Writes `answer`, marking the connection idle first unless a stream takes it over.
@@ -217,7 +217,7 @@ impl Conn<'_> {
             }
             _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
         };
-        result.map_err(|err| self.failed(err, "body_timeout", label, delivery(head, true)))
+        result.map_err(|err| self.failed(err, "body_timeout", label, closing(head)))
     }
 
     /// Closes on a socket error (reporting `timeout` if it was that), else answers the refusal.

@@ -2,7 +2,7 @@
 
 use super::exchange::method_label;
 use super::response::Reject;
-use super::wire::{is_field_value, Framing};
+use super::wire::{is_field_value, Delivery, Framing};
 use super::Request;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,16 +18,13 @@ pub(super) enum Expect {
 /// What the layer needs of a validated request head.
 #[derive(Debug)]
 pub(super) struct RequestHead {
-    pub(super) http10: bool,
+    /// How the answer goes out; `close` unless the client keeps the connection.
+    pub(super) delivery: Delivery,
     pub(super) framing: Framing,
     pub(super) expect: Expect,
-    /// Whether the client wants the connection kept open after this request.
-    pub(super) keep_alive: bool,
     /// Whether the server implements the method (case-sensitive); others get
     /// 501 (RFC 9110 section 9.1) once the body is read, and the connection goes on.
     pub(super) implemented: bool,
-    /// A `HEAD` request, whose response has no body.
-    pub(super) head_only: bool,
 }
 
 impl RequestHead {
@@ -54,13 +51,16 @@ impl RequestHead {
             headers,
             body: Vec::new(),
         };
-        let mut head = RequestHead {
+        let delivery = Delivery {
+            head_only: request.method == "HEAD",
+            close: false,
             http10,
+        };
+        let mut head = RequestHead {
+            delivery,
             framing: Framing::None,
             expect: Expect::Nothing,
-            keep_alive: !http10,
             implemented: method_label(&request.method) != "OTHER",
-            head_only: request.method == "HEAD",
         };
         head.read_fields(&request.headers)?;
         Ok((head, request))
@@ -96,11 +96,12 @@ impl RequestHead {
             }
         }
         // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
-        if hosts > 1 || (hosts == 0 && !self.http10) {
+        let http10 = self.delivery.http10;
+        if hosts > 1 || (hosts == 0 && !http10) {
             return bad("an HTTP/1.1 request must carry exactly one Host header");
         }
         // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when asked.
-        self.keep_alive = !close && (keep_alive || !self.http10);
+        self.delivery.close = close || (http10 && !keep_alive);
         self.framing = match (length, chunked) {
             (Some(_), Some(_)) => {
                 return bad("Content-Length and Transfer-Encoding must not both be sent")
@@ -116,7 +117,7 @@ impl RequestHead {
         // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
         self.expect = match expects {
             0 => Expect::Nothing,
-            _ if self.http10 => Expect::Nothing,
+            _ if http10 => Expect::Nothing,
             n if n == continues => Expect::Continue,
             _ => Expect::Unknown,
         };
@@ -258,8 +259,8 @@ mod tests {
         assert!(head.implemented);
         assert_eq!(head.framing, Framing::None);
         assert_eq!(head.expect, Expect::Nothing);
-        assert!(head.keep_alive && !head.http10 && !head.head_only);
-        assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().head_only);
+        assert_eq!(head.delivery, Delivery::default());
+        assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().delivery.head_only);
     }
 
     #[test]
@@ -354,22 +355,15 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(
-            !parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(
-            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
+        let closes = |text: &str| parse(text).unwrap().delivery.close;
+        assert!(closes("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(closes("GET / HTTP/1.0\r\n\r\n"));
+        assert!(!closes("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
         let text = "GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n";
-        assert!(!parse(text).unwrap().keep_alive);
+        assert!(closes(text));
         let text =
             "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        assert!(parse(text).unwrap().keep_alive);
+        assert!(!closes(text));
     }
 
     #[test]
