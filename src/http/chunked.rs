@@ -4,7 +4,7 @@ use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
 use super::parse::split_field;
-use super::response::Reject;
+use super::response::Response;
 use super::socket::ReadError;
 use super::wire::is_field_value;
 
@@ -12,7 +12,7 @@ use super::wire::is_field_value;
 const MAX_CHUNK_LINE: usize = 1024;
 
 fn malformed(why: &'static str) -> ReadError {
-    ReadError::Refused(Reject::new(400, why))
+    ReadError::Refused(Response::refusal(400, why))
 }
 
 /// Appends a line without its CRLF to `out`, returning where it landed, or
@@ -63,7 +63,7 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, ReadError> {
 
 /// Reads and discards the trailers after the last chunk: valid fields within `limit` bytes.
 fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), ReadError> {
-    let too_large = || ReadError::Refused(Reject::new(431, "the trailers are too large"));
+    let too_large = || ReadError::Refused(Response::refusal(431, "the trailers are too large"));
     let mut line = Vec::new();
     let mut total = 0;
     loop {
@@ -114,7 +114,7 @@ pub(super) fn read_body(
             return Ok(body);
         }
         if size > max_body - body.len() as u64 {
-            return Err(ReadError::Refused(Reject::too_large(max_body)));
+            return Err(ReadError::Refused(Response::too_large(max_body)));
         }
         read_n(r, size, &mut body)?;
         chunk_end(r)?;
@@ -150,10 +150,10 @@ mod tests {
         read_body(&mut BufReader::with_capacity(3, wire), max, 64)
     }
 
-    /// The status a refused body gets, with its message.
+    /// The status a refused body gets, with the body of that answer.
     fn refused(wire: &[u8], max: u64) -> Option<(u16, String)> {
         match decode(wire, max) {
-            Err(ReadError::Refused(r)) => Some((r.status, r.message)),
+            Err(ReadError::Refused(r)) => Some((r.status, String::from_utf8(r.body).unwrap())),
             _ => None,
         }
     }
@@ -199,8 +199,8 @@ mod tests {
     #[test]
     fn bounds_lines_and_trailers() {
         let long = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(2000));
-        let why = "a chunk-size line is too long".to_string();
-        assert_eq!(refused(long.as_bytes(), 100), Some((400, why)));
+        let why = r#"{"error":{"code":"BAD_REQUEST","message":"a chunk-size line is too long"}}"#;
+        assert_eq!(refused(long.as_bytes(), 100), Some((400, why.to_string())));
         let trailers = format!("0\r\nA: {}\r\n\r\n", "v".repeat(100));
         assert_eq!(refused(trailers.as_bytes(), 100).unwrap().0, 431);
         let trailers = format!("0\r\n{}\r\n", "A: b\r\n".repeat(20));

@@ -9,7 +9,7 @@ use super::body::BodyWriter;
 use super::chunked;
 use super::conns::Activity;
 use super::parse::{Expect, RequestHead};
-use super::response::{self, method_label, Reject};
+use super::response::{self, method_label, Response};
 use super::socket::{discard, ClientStream, ReadError};
 use super::wire::{self, Delivery, Framing};
 use super::{Answer, Request, Shared, Takeover};
@@ -112,7 +112,7 @@ impl Conn<'_> {
         }
         let Some(reservation) = Reservation::take(shared, &head) else {
             let why = "the server holds too many request bodies; retry shortly";
-            return self.refuse(label, closing(&head), Reject::new(503, why));
+            return self.refuse(label, closing(&head), Response::refusal(503, why));
         };
         request.body = match self.read_body(&head, label) {
             Ok(body) => body,
@@ -122,7 +122,7 @@ impl Conn<'_> {
         if !head.implemented {
             // The framing was sound, so the connection goes on.
             self.activity.answered();
-            let reject = Reject::new(501, "the request method is not implemented");
+            let reject = Response::refusal(501, "the request method is not implemented");
             return self.refuse(label, d, reject);
         }
         let answer = shared.handler.handle(request);
@@ -152,10 +152,10 @@ impl Conn<'_> {
             Err(reject) => return Err(self.refuse(label, unparsed, reject)),
         };
         let reject = match head.framing {
-            Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
+            Framing::Length(n) if n > limits.max_body => Response::too_large(limits.max_body),
             // The body is left unread, as RFC 9110 allows.
             _ if head.expect == Expect::Unknown => {
-                Reject::new(417, "the only expectation supported is 100-continue")
+                Response::refusal(417, "the only expectation supported is 100-continue")
             }
             _ => return Ok((head, request, label)),
         };
@@ -238,7 +238,7 @@ impl Conn<'_> {
     }
 
     /// Answers a request no handler will see, counted by the hooks.
-    fn refuse(&self, label: &'static str, d: Delivery, reject: Reject) -> AfterRequest {
+    fn refuse(&self, label: &'static str, d: Delivery, reject: Response) -> AfterRequest {
         self.shared.hooks.request_rejected(label, reject.status);
         after(self.send(&response::framed(reject, d)), d.close)
     }

@@ -1,7 +1,7 @@
 //! A client's request head, validated strictly (RFC 9112).
 
 use super::exchange::method_label;
-use super::response::Reject;
+use super::response::Response;
 use super::wire::{is_field_value, Delivery, Framing};
 use super::Request;
 
@@ -30,18 +30,18 @@ pub(super) struct RequestHead {
 impl RequestHead {
     /// Parses a head into what the layer needs and the bodiless request; a valid
     /// head is visible ASCII, space or tab, so the request's text is exact.
-    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Reject> {
+    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Response> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).
         let mut lines = lines(bytes).skip_while(|line| line.is_empty());
         let Some(line) = lines.next() else {
-            return Err(Reject::new(400, "the request line is missing"));
+            return Err(Response::refusal(400, "the request line is missing"));
         };
         let (method, target, http10) = request_line(line)?;
         let mut headers = Vec::new();
         for line in lines.take_while(|line| !line.is_empty()) {
             let Some((name, value)) = split_field(line) else {
-                return Err(Reject::new(400, "a header line is malformed"));
+                return Err(Response::refusal(400, "a header line is malformed"));
             };
             headers.push((text(name), text(value)));
         }
@@ -67,8 +67,8 @@ impl RequestHead {
     }
 
     /// Reads framing, expectation and connection options from the fields.
-    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Reject> {
-        let bad = |why: &'static str| Err(Reject::new(400, why));
+    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Response> {
+        let bad = |why: &'static str| Err(Response::refusal(400, why));
         let (mut length, mut chunked, mut hosts) = (None, None, 0);
         let (mut expects, mut continues) = (0, 0);
         let (mut close, mut keep_alive) = (false, false);
@@ -108,7 +108,7 @@ impl RequestHead {
             }
             (_, Some(false)) => {
                 let why = "the only supported Transfer-Encoding is chunked";
-                return Err(Reject::new(501, why));
+                return Err(Response::refusal(501, why));
             }
             (_, Some(true)) => Framing::Chunked,
             (Some(n), None) => Framing::Length(n),
@@ -143,23 +143,26 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Checks `METHOD SP TARGET SP VERSION`: method, target, and whether it is HTTP/1.0.
-fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
+fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Response> {
     let mut parts = text.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Reject::new(400, "the request line is malformed"));
+        return Err(Response::refusal(400, "the request line is malformed"));
     };
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
         v if v.starts_with(b"HTTP/") && v[5..].iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
-            return Err(Reject::new(505, "only HTTP/1.0 and HTTP/1.1 are supported"))
+            return Err(Response::refusal(
+                505,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+            ))
         }
-        _ => return Err(Reject::new(400, "the request line is malformed")),
+        _ => return Err(Response::refusal(400, "the request line is malformed")),
     };
     if !is_token(method) {
-        return Err(Reject::new(400, "the request method is malformed"));
+        return Err(Response::refusal(400, "the request method is malformed"));
     }
     let target_ok = match target {
         b"*" => method == b"OPTIONS",
@@ -167,7 +170,7 @@ fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
         _ => false,
     };
     if !target_ok {
-        return Err(Reject::new(400, "the request target is malformed"));
+        return Err(Response::refusal(400, "the request target is malformed"));
     }
     Ok((method, target, http10))
 }

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::response::Reject;
+use super::response::Response;
 use super::Hooks;
 
 /// The longest wait on the socket, so a deadline stays exact if the timeout was set for later.
@@ -28,7 +28,7 @@ pub(super) const PIECE: usize = 64 * 1024;
 pub(super) enum ReadError {
     /// The socket failed, ended (`UnexpectedEof`) or the deadline passed (`TimedOut`).
     Io(io::Error),
-    Refused(Reject),
+    Refused(Response),
 }
 
 impl From<io::Error> for ReadError {
@@ -113,7 +113,7 @@ impl ClientStream {
                 }
                 if data[scanned] == b'\n' {
                     if scanned == 0 || data[scanned - 1] != b'\r' {
-                        return Err(ReadError::Refused(Reject::new(
+                        return Err(ReadError::Refused(Response::refusal(
                             400,
                             "every line must end in CRLF",
                         )));
@@ -223,7 +223,7 @@ impl ClientStream {
 }
 
 fn too_large() -> ReadError {
-    ReadError::Refused(Reject::new(431, "the request head is too large"))
+    ReadError::Refused(Response::refusal(431, "the request head is too large"))
 }
 
 /// Whether a failed read or write only waited or was interrupted, to retry within the deadline.
