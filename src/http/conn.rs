@@ -1,6 +1,6 @@
 //! One client connection: each request read whole within its limits, checked and answered in order.
 
-use std::io;
+use std::io::{self, BufRead};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -47,9 +47,10 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     loop {
         conn.client.release_buffer();
         conn.client.set_deadline(limits.idle_timeout);
-        match conn.client.wait_for_data() {
-            Ok(true) => {}
-            Ok(false) => return,
+        // Waits for the next request's first bytes; none means the client closed.
+        match conn.client.fill_buf() {
+            Ok([_, ..]) => {}
+            Ok([]) => return,
             Err(err) => return conn.timed_out(&err, "idle_timeout"),
         }
         if !activity.mark_busy() {

@@ -89,11 +89,6 @@ impl ClientStream {
         }
     }
 
-    /// Waits until some bytes are buffered: `Ok(false)` if the client closed first.
-    pub(super) fn wait_for_data(&mut self) -> io::Result<bool> {
-        Ok(!self.fill_buf()?.is_empty())
-    }
-
     /// Reads one request head, up to its empty line; empty lines before it count towards `limit`.
     pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, ReadError> {
         let mut skipped = 0;
@@ -275,7 +270,7 @@ pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut
 #[cfg(test)]
 mod tests {
     use super::{ClientStream, ReadError};
-    use std::io::{ErrorKind, Write};
+    use std::io::{BufRead, ErrorKind, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
@@ -337,7 +332,7 @@ mod tests {
     fn end_of_stream_is_reported() {
         let (mut client, peer) = pair();
         drop(peer);
-        assert!(!client.wait_for_data().unwrap());
+        assert!(client.fill_buf().unwrap().is_empty());
         assert!(
             matches!(client.read_head(1024), Err(ReadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
         );
