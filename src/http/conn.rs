@@ -104,7 +104,9 @@ impl Conn<'_> {
             Err(next) => return next,
         };
         let shared = self.shared;
-        if head.implemented && !shared.handler.admits(&request) {
+        // Methods not implemented (case-sensitive) get 501 once the body is read (RFC 9110 9.1).
+        let implemented = label != "OTHER";
+        if implemented && !shared.handler.admits(&request) {
             // Answered on the head alone: a body is never read, and the
             // connection then closes, since its next request would start inside it.
             let mut d = head.delivery;
@@ -120,7 +122,7 @@ impl Conn<'_> {
             Err(next) => return next,
         };
         let d = head.delivery;
-        if !head.implemented {
+        if !implemented {
             // The framing was sound, so the connection goes on.
             self.activity.answered();
             let reject = Response::refusal(501, "the request method is not implemented");
