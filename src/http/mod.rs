@@ -35,9 +35,8 @@ use exchange::Exchange;
 
 use crate::app::App;
 
-/// Connection threads run handlers and streams; the deepest, a JSON body nested
-/// to serde_json's limit of 128, fits in 80 KiB (debug: 512 KiB). Untouched
-/// stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
+/// The deepest handler, a JSON body nested to serde_json's limit of 128, fits in 80 KiB (debug:
+/// 512 KiB); untouched stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
 const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     1024 * 1024
 } else {
@@ -196,7 +195,6 @@ impl Handler for AppServer {
 
 impl Hooks for AppServer {
     fn request_rejected(&self, method: &str, status: u16) {
-        let method = exchange::method_label(method);
         let http = &self.0.http;
         http.requests.inc(&[method, wire::status_label(status)]);
         self.0.log.info(

@@ -179,9 +179,8 @@ fn status(ex: &mut Exchange) -> Answer {
     ex.send(Response::json(200, &body))
 }
 
-/// Starts the run the request asks for and answers once the start is
-/// durable: 201, or for `POST /api/v1/agent/trigger` 200 naming the run
-/// `operation_id` too, under which the run API reports and finishes it.
+/// Starts a run, answering once the start is durable: 201, or for `POST /api/v1/agent/trigger`
+/// 200 naming the run `operation_id` too, under which the run API reports and finishes it.
 fn begin(ex: &mut Exchange, trigger: bool) -> Handled {
     let fields = "run_id agent goal work_order_id correlation_id strategy max_iterations";
     let body = Body::parse(&ex.read_body()?, fields)?;
