@@ -1,6 +1,5 @@
 //! The live connections: the cap, and closing the longest-idle one to make room.
 
-use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -27,9 +26,8 @@ pub(super) struct Connections {
 
 #[derive(Default)]
 struct Inner {
-    next_id: u64,
-    /// Each connection's socket and activity.
-    live: HashMap<u64, (TcpStream, Arc<Activity>)>,
+    /// Each connection's socket and activity; a scan of a few thousand at most.
+    live: Vec<(TcpStream, Arc<Activity>)>,
     /// Whether [`Connections::drain`] waits on `ended`.
     draining: bool,
 }
@@ -72,14 +70,16 @@ impl Activity {
 /// A connection's place among the live ones, given up when dropped.
 pub(super) struct Registration {
     connections: Arc<Connections>,
-    id: u64,
     pub(super) activity: Arc<Activity>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut inner = self.connections.lock();
-        if inner.live.remove(&self.id).is_some() {
+        let mine = |(_, a): &(TcpStream, Arc<Activity>)| Arc::ptr_eq(a, &self.activity);
+        // An evicted connection is gone already.
+        if let Some(i) = inner.live.iter().position(mine) {
+            inner.live.swap_remove(i);
             self.connections.hooks.connections(inner.live.len());
             if inner.draining {
                 self.connections.ended.notify_all();
@@ -114,37 +114,30 @@ impl Connections {
             let oldest = inner
                 .live
                 .iter()
-                .filter_map(|(id, (_, a))| a.idle_since().map(|since| (since, *id)))
+                .enumerate()
+                .filter_map(|(i, (_, a))| a.idle_since().map(|since| (since, i)))
                 .min();
-            let Some((_, id)) = oldest else {
+            let Some((_, i)) = oldest else {
                 self.hooks.connection_rejected("limit");
                 return None;
             };
             // Fails if it just became busy: look again. Its thread sees end of stream and closes.
-            if inner
-                .live
-                .get(&id)
-                .is_some_and(|(_, a)| a.swap(IDLE, EVICTED))
-            {
-                if let Some((stream, _)) = inner.live.remove(&id) {
-                    let _ = stream.shutdown(Shutdown::Read);
-                }
+            if inner.live[i].1.swap(IDLE, EVICTED) {
+                let (stream, _) = inner.live.swap_remove(i);
+                let _ = stream.shutdown(Shutdown::Read);
                 self.hooks.connection_rejected("evicted");
             }
         }
-        let id = inner.next_id;
-        inner.next_id += 1;
         let ticket = AtomicU64::new(TICKETS.fetch_add(1, Relaxed));
         let activity = Arc::new(Activity {
             state: AtomicU8::new(IDLE),
             ticket,
         });
-        inner.live.insert(id, (handle, activity.clone()));
+        inner.live.push((handle, activity.clone()));
         self.hooks.connections(inner.live.len());
         let connections = self.clone();
         Some(Registration {
             connections,
-            id,
             activity,
         })
     }
@@ -154,7 +147,7 @@ impl Connections {
         let mut inner = self.lock();
         inner.draining = true;
         loop {
-            for (stream, activity) in inner.live.values() {
+            for (stream, activity) in &inner.live {
                 if activity.swap(IDLE, EVICTED) {
                     let _ = stream.shutdown(Shutdown::Read);
                 }
@@ -173,7 +166,7 @@ impl Connections {
 
     /// Closes every live connection; their threads then end.
     pub(super) fn close_all(&self) {
-        for (stream, _) in self.lock().live.values() {
+        for (stream, _) in &self.lock().live {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
