@@ -1,10 +1,8 @@
-//! Streamed answers: a body sent in pieces as its producer makes it, so no
-//! answer is held whole, however large or slowly read. A body that ends
-//! within its first piece goes out with `Content-Length`, byte for byte as a
-//! whole answer, and until then can still become another answer (a JSON
-//! error). A longer one is chunked, a chunk per piece, or to an HTTP/1.0
-//! client, which cannot read chunks, runs until the connection closes. `HEAD`
-//! gets the head alone with the length the body would have had.
+//! Streamed answers, sent a piece at a time so none is held whole. A body
+//! within one piece goes out with `Content-Length`, as a whole answer would, and
+//! until then can still become a JSON error; a longer one is chunked, or to an
+//! HTTP/1.0 client (no chunks) ends with the connection. `HEAD` gets the head
+//! alone, with the length the body would have had.
 
 use std::io::{self, Write};
 
@@ -26,9 +24,7 @@ enum Progress {
     Failed,
 }
 
-/// The body of a 200 answer, sent a piece at a time as it is written. A
-/// client too slow to take a piece is dropped, and every write fails from
-/// then on. `flush` sends nothing.
+/// The body of a 200 answer; after a client too slow to take a piece, every write fails.
 pub struct BodyWriter<'a> {
     client: &'a ClientStream,
     hooks: &'a dyn Hooks,
@@ -73,16 +69,14 @@ impl<'a> BodyWriter<'a> {
         self.until_close
     }
 
-    /// Gives the answer up: the connection closes, and a body already
-    /// begun stays unterminated, so the client sees it was cut short.
+    /// Gives the answer up: a body begun stays unterminated, so the client sees it cut short.
     pub(super) fn abort(&mut self) {
         if self.progress != Progress::Ended {
             self.progress = Progress::Failed;
         }
     }
 
-    /// Sends what is left, framed by its length if the head is not out yet, else
-    /// as the last chunk; again, does nothing. On an error the connection must close.
+    /// Sends what is left, and the body's end; on an error the connection must close.
     pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.progress {
             Progress::Ended => return Ok(()),

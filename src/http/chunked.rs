@@ -1,38 +1,27 @@
-//! Request bodies: exactly a length of them, or the chunked transfer coding
-//! (RFC 9112 section 7.1) read strictly.
+//! Request bodies: a length of them, or the chunked coding (RFC 9112 section 7.1) read strictly.
 
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
 
 use super::parse::split_field;
+use super::response::Response;
+use super::socket::ReadError;
 use super::wire::is_field_value;
-
-#[derive(Debug)]
-pub(super) enum FramingError {
-    /// The stream failed, timed out or ended early.
-    Io(io::Error),
-    Malformed(&'static str),
-    LineTooLong,
-    TrailersTooLarge,
-    BodyTooLarge,
-}
-
-impl From<io::Error> for FramingError {
-    fn from(err: io::Error) -> FramingError {
-        FramingError::Io(err)
-    }
-}
 
 /// The longest chunk-size line (with extensions) we accept.
 const MAX_CHUNK_LINE: usize = 1024;
 
-/// Appends a line without its CRLF to `out`, returning where it landed. A
-/// bare LF is malformed; a line over `limit` bytes is refused once known.
+fn malformed(why: &'static str) -> ReadError {
+    ReadError::Refused(Response::refusal(400, why))
+}
+
+/// Appends a line without its CRLF to `out`, returning where it landed, or
+/// `None` for a line over `limit` bytes, once known. A bare LF is malformed.
 pub(super) fn read_line(
     r: &mut impl BufRead,
     limit: usize,
     out: &mut Vec<u8>,
-) -> Result<Range<usize>, FramingError> {
+) -> Result<Option<Range<usize>>, ReadError> {
     let start = out.len();
     // The line, its CR and its LF: any more is over the limit.
     let read = Read::take(&mut *r, limit as u64 + 2).read_until(b'\n', out)?;
@@ -40,21 +29,17 @@ pub(super) fn read_line(
         if read < limit + 2 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
-        return Err(FramingError::LineTooLong);
+        return Ok(None);
     }
     if !out[start..].ends_with(b"\r\n") {
-        return Err(FramingError::Malformed("a line must end in CRLF"));
+        return Err(malformed("a line must end in CRLF"));
     }
     out.truncate(out.len() - 2);
-    if out.len() - start > limit {
-        return Err(FramingError::LineTooLong);
-    }
-    Ok(start..out.len())
+    Ok((out.len() - start <= limit).then_some(start..out.len()))
 }
 
-/// The size from a chunk-size line: hex digits, optional blanks, then
-/// optionally extensions, which are checked for stray bytes and then ignored.
-pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+/// The size from a chunk-size line: hex, blanks, then extensions checked for stray bytes only.
+pub(super) fn chunk_size(line: &[u8]) -> Result<u64, ReadError> {
     let (size, extensions) =
         line.split_at(line.iter().position(|&b| b == b';').unwrap_or(line.len()));
     let blanks = size
@@ -69,7 +54,7 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
         || significant.len() > 16
         || !is_field_value(extensions)
     {
-        return Err(FramingError::Malformed("a chunk size is malformed"));
+        return Err(malformed("a chunk size is malformed"));
     }
     // At most 16 hex digits fit in a u64; none is a zero.
     let digits = std::str::from_utf8(significant).unwrap_or_default();
@@ -77,61 +62,59 @@ pub(super) fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
 }
 
 /// Reads and discards the trailers after the last chunk: valid fields within `limit` bytes.
-fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), FramingError> {
+fn skip_trailers(r: &mut impl BufRead, limit: usize) -> Result<(), ReadError> {
+    let too_large = || ReadError::Refused(Response::refusal(431, "the trailers are too large"));
     let mut line = Vec::new();
     let mut total = 0;
     loop {
         line.clear();
-        let range = match read_line(r, limit.saturating_sub(total), &mut line) {
-            Err(FramingError::LineTooLong) => return Err(FramingError::TrailersTooLarge),
-            other => other?,
-        };
+        let range = read_line(r, limit.saturating_sub(total), &mut line)?;
+        let range = range.ok_or_else(too_large)?;
         total += range.len() + 2;
         if range.is_empty() {
             return Ok(());
         }
         if total > limit {
-            return Err(FramingError::TrailersTooLarge);
+            return Err(too_large());
         }
         if split_field(&line).is_none() {
-            return Err(FramingError::Malformed("a trailer line is malformed"));
+            return Err(malformed("a trailer line is malformed"));
         }
     }
 }
 
 /// Reads the CRLF after a chunk's data.
-fn chunk_end(r: &mut impl BufRead) -> Result<(), FramingError> {
+fn chunk_end(r: &mut impl BufRead) -> Result<(), ReadError> {
     for want in *b"\r\n" {
         let mut got = [0];
         r.read_exact(&mut got)?;
         if got[0] != want {
-            return Err(FramingError::Malformed(
-                "chunk data is longer than its size",
-            ));
+            return Err(malformed("chunk data is longer than its size"));
         }
     }
     Ok(())
 }
 
-/// Decodes a whole chunked body into memory, refusing it as soon as it would
-/// grow past `max_body` bytes, before reading the chunk that would do so.
+/// Decodes a chunked body, refused before reading a chunk that takes it past `max_body`.
 pub(super) fn read_body(
     r: &mut impl BufRead,
     max_body: u64,
     max_trailers: usize,
-) -> Result<Vec<u8>, FramingError> {
+) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
     let mut line = Vec::new();
     loop {
         line.clear();
-        read_line(r, MAX_CHUNK_LINE, &mut line)?;
+        if read_line(r, MAX_CHUNK_LINE, &mut line)?.is_none() {
+            return Err(malformed("a chunk-size line is too long"));
+        }
         let size = chunk_size(&line)?;
         if size == 0 {
             skip_trailers(r, max_trailers)?;
             return Ok(body);
         }
         if size > max_body - body.len() as u64 {
-            return Err(FramingError::BodyTooLarge);
+            return Err(ReadError::Refused(Response::too_large(max_body)));
         }
         read_n(r, size, &mut body)?;
         chunk_end(r)?;
@@ -159,12 +142,20 @@ pub(super) fn read_n(r: &mut impl BufRead, n: u64, out: &mut Vec<u8>) -> io::Res
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_size, read_body, read_line, FramingError};
+    use super::{chunk_size, read_body, read_line, ReadError};
     use std::io::BufReader;
 
-    fn decode(wire: &[u8], max: u64) -> Result<Vec<u8>, FramingError> {
+    fn decode(wire: &[u8], max: u64) -> Result<Vec<u8>, ReadError> {
         // A tiny buffer makes every boundary fall inside a read.
         read_body(&mut BufReader::with_capacity(3, wire), max, 64)
+    }
+
+    /// The status a refused body gets, with the body of that answer.
+    fn refused(wire: &[u8], max: u64) -> Option<(u16, String)> {
+        match decode(wire, max) {
+            Err(ReadError::Refused(r)) => Some((r.status, String::from_utf8(r.body).unwrap())),
+            _ => None,
+        }
     }
 
     #[test]
@@ -179,16 +170,11 @@ mod tests {
 
     #[test]
     fn enforces_the_body_limit_before_reading() {
-        assert!(matches!(
-            decode(b"b\r\nhello world\r\n0\r\n\r\n", 10),
-            Err(FramingError::BodyTooLarge)
-        ));
+        let wire = b"b\r\nhello world\r\n0\r\n\r\n";
+        assert_eq!(refused(wire, 10).unwrap().0, 413);
         assert!(decode(b"a\r\nhello worl\r\n0\r\n\r\n", 10).is_ok());
         let huge = b"ffffffffffffffff\r\n";
-        assert!(matches!(
-            decode(huge, 1 << 20),
-            Err(FramingError::BodyTooLarge)
-        ));
+        assert_eq!(refused(huge, 1 << 20).unwrap().0, 413);
     }
 
     #[test]
@@ -205,31 +191,20 @@ mod tests {
             b"0\r\nbad trailer\r\n\r\n",
         ];
         for wire in bad {
-            assert!(
-                matches!(decode(wire, 100), Err(FramingError::Malformed(_))),
-                "{wire:?}"
-            );
+            assert_eq!(refused(wire, 100).unwrap().0, 400, "{wire:?}");
         }
-        assert!(matches!(decode(b"5\r\nhel", 100), Err(FramingError::Io(_))));
+        assert!(matches!(decode(b"5\r\nhel", 100), Err(ReadError::Io(_))));
     }
 
     #[test]
     fn bounds_lines_and_trailers() {
         let long = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(2000));
-        assert!(matches!(
-            decode(long.as_bytes(), 100),
-            Err(FramingError::LineTooLong)
-        ));
+        let why = r#"{"error":{"code":"BAD_REQUEST","message":"a chunk-size line is too long"}}"#;
+        assert_eq!(refused(long.as_bytes(), 100), Some((400, why.to_string())));
         let trailers = format!("0\r\nA: {}\r\n\r\n", "v".repeat(100));
-        assert!(matches!(
-            decode(trailers.as_bytes(), 100),
-            Err(FramingError::TrailersTooLarge)
-        ));
+        assert_eq!(refused(trailers.as_bytes(), 100).unwrap().0, 431);
         let trailers = format!("0\r\n{}\r\n", "A: b\r\n".repeat(20));
-        assert!(matches!(
-            decode(trailers.as_bytes(), 100),
-            Err(FramingError::TrailersTooLarge)
-        ));
+        assert_eq!(refused(trailers.as_bytes(), 100).unwrap().0, 431);
     }
 
     #[test]
@@ -247,11 +222,11 @@ mod tests {
     fn lines() {
         let mut out = Vec::new();
         let mut r = BufReader::with_capacity(2, &b"ab\r\ncd"[..]);
-        let range = read_line(&mut r, 10, &mut out).unwrap();
+        let range = read_line(&mut r, 10, &mut out).unwrap().unwrap();
         assert_eq!(&out[range], b"ab");
         assert!(matches!(
             read_line(&mut r, 10, &mut out),
-            Err(FramingError::Io(_))
+            Err(ReadError::Io(_))
         ));
     }
 }

@@ -1,18 +1,17 @@
-//! One client connection: each request is read whole within its limits,
-//! checked, and handed to the handler; answers go out in order.
+//! One client connection: each request read whole within its limits, checked and answered in order.
 
-use std::io;
+use std::io::{self, BufRead};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::body::BodyWriter;
-use super::chunked::{self, FramingError};
+use super::chunked;
 use super::conns::Activity;
-use super::parse::{Expect, Framing, RequestHead};
-use super::response::{self, method_label, Reject};
-use super::socket::{discard, ClientStream, HeadError};
-use super::wire::{self, Delivery};
+use super::parse::{Expect, RequestHead};
+use super::response::{self, method_label, Response};
+use super::socket::{discard, ClientStream, ReadError};
+use super::wire::{self, Delivery, Framing};
 use super::{Answer, Request, Shared, Takeover};
 
 /// How long and how much a closing connection reads on, so a reset does not
@@ -48,9 +47,10 @@ pub(super) fn serve(stream: TcpStream, shared: &Shared, activity: &Activity) {
     loop {
         conn.client.release_buffer();
         conn.client.set_deadline(limits.idle_timeout);
-        match conn.client.wait_for_data() {
-            Ok(true) => {}
-            Ok(false) => return,
+        // Waits for the next request's first bytes; none means the client closed.
+        match conn.client.fill_buf() {
+            Ok([_, ..]) => {}
+            Ok([]) => return,
             Err(err) => return conn.timed_out(&err, "idle_timeout"),
         }
         if !activity.mark_busy() {
@@ -82,12 +82,11 @@ fn after(sent: io::Result<()>, close: bool) -> AfterRequest {
     }
 }
 
-/// How the answer to `head` goes out; `close` ends the connection after it.
-fn delivery(head: &RequestHead, close: bool) -> Delivery {
+/// How the answer to `head` goes out, and then the connection closes.
+fn closing(head: &RequestHead) -> Delivery {
     Delivery {
-        head_only: head.head_only,
-        close,
-        http10: head.http10,
+        close: true,
+        ..head.delivery
     }
 }
 
@@ -105,25 +104,28 @@ impl Conn<'_> {
             Err(next) => return next,
         };
         let shared = self.shared;
-        if head.implemented && !shared.handler.admits(&request) {
+        // Methods not implemented (case-sensitive) get 501 once the body is read (RFC 9110 9.1).
+        let implemented = label != "OTHER";
+        if implemented && !shared.handler.admits(&request) {
             // Answered on the head alone: a body is never read, and the
             // connection then closes, since its next request would start inside it.
-            let close = head.has_body() || !head.keep_alive;
-            return self.respond(delivery(&head, close), shared.handler.refuse(request));
+            let mut d = head.delivery;
+            d.close |= head.has_body();
+            return self.respond(d, shared.handler.refuse(request));
         }
         let Some(reservation) = Reservation::take(shared, &head) else {
             let why = "the server holds too many request bodies; retry shortly";
-            return self.refuse(label, delivery(&head, true), Reject::new(503, why));
+            return self.refuse(label, closing(&head), Response::refusal(503, why));
         };
         request.body = match self.read_body(&head, label) {
             Ok(body) => body,
             Err(next) => return next,
         };
-        let d = delivery(&head, !head.keep_alive);
-        if !head.implemented {
+        let d = head.delivery;
+        if !implemented {
             // The framing was sound, so the connection goes on.
             self.activity.answered();
-            let reject = Reject::new(501, "the request method is not implemented");
+            let reject = Response::refusal(501, "the request method is not implemented");
             return self.refuse(label, d, reject);
         }
         let answer = shared.handler.handle(request);
@@ -136,35 +138,31 @@ impl Conn<'_> {
     fn read_head(&mut self) -> Result<(RequestHead, Request, &'static str), AfterRequest> {
         let limits = &self.shared.limits;
         self.client.set_deadline(limits.header_timeout);
-        let closing = Delivery {
+        let unparsed = Delivery {
             close: true,
             ..Delivery::default()
         };
         let head = match self.client.read_head(limits.max_header_bytes) {
             Ok(head) => head,
-            Err(HeadError::Io(err)) => {
-                self.timed_out(&err, "header_timeout");
-                return Err(AfterRequest::Close);
-            }
-            Err(HeadError::Refused(reject)) => {
+            Err(err) => {
                 let label = method_label(self.client.buffered());
-                return Err(self.refuse(label, closing, reject));
+                return Err(self.failed(err, "header_timeout", label, unparsed));
             }
         };
         let label = method_label(&head);
         let (head, request) = match RequestHead::parse(&head) {
             Ok(parsed) => parsed,
-            Err(reject) => return Err(self.refuse(label, closing, reject)),
+            Err(reject) => return Err(self.refuse(label, unparsed, reject)),
         };
         let reject = match head.framing {
-            Framing::Length(n) if n > limits.max_body => Reject::too_large(limits.max_body),
+            Framing::Length(n) if n > limits.max_body => Response::too_large(limits.max_body),
             // The body is left unread, as RFC 9110 allows.
             _ if head.expect == Expect::Unknown => {
-                Reject::new(417, "the only expectation supported is 100-continue")
+                Response::refusal(417, "the only expectation supported is 100-continue")
             }
             _ => return Ok((head, request, label)),
         };
-        Err(self.refuse(label, delivery(&head, true), reject))
+        Err(self.refuse(label, closing(&head), reject))
     }
 
     /// Writes `answer`, marking the connection idle first unless a stream takes it over.
@@ -184,7 +182,7 @@ impl Conn<'_> {
             Answer::TakeOver(status, headers, run) => {
                 // Its head carries only its own fields: the stream owns the connection.
                 let mut head = Vec::with_capacity(256);
-                let framing = wire::Framing::None;
+                let framing = Framing::None;
                 wire::head(&mut head, status, &headers, framing, Delivery::default());
                 match self.send(&head) {
                     Ok(()) => AfterRequest::Stream(run),
@@ -218,27 +216,32 @@ impl Conn<'_> {
                 let mut body = Vec::with_capacity(n.min(INITIAL_BODY_CAPACITY) as usize);
                 chunked::read_n(client, n, &mut body)
                     .map(|()| body)
-                    .map_err(FramingError::from)
+                    .map_err(ReadError::from)
             }
             _ => chunked::read_body(client, limits.max_body, limits.max_header_bytes),
         };
-        result.map_err(|err| {
-            let reject = match err {
-                FramingError::Io(err) => {
-                    self.timed_out(&err, "body_timeout");
-                    return AfterRequest::Close;
-                }
-                FramingError::Malformed(message) => Reject::new(400, message),
-                FramingError::LineTooLong => Reject::new(400, "a chunk-size line is too long"),
-                FramingError::TrailersTooLarge => Reject::new(431, "the trailers are too large"),
-                FramingError::BodyTooLarge => Reject::too_large(limits.max_body),
-            };
-            self.refuse(label, delivery(head, true), reject)
-        })
+        result.map_err(|err| self.failed(err, "body_timeout", label, closing(head)))
+    }
+
+    /// Closes on a socket error (reporting `timeout` if it was that), else answers the refusal.
+    fn failed(
+        &self,
+        err: ReadError,
+        timeout: &str,
+        label: &'static str,
+        d: Delivery,
+    ) -> AfterRequest {
+        match err {
+            ReadError::Io(err) => {
+                self.timed_out(&err, timeout);
+                AfterRequest::Close
+            }
+            ReadError::Refused(reject) => self.refuse(label, d, reject),
+        }
     }
 
     /// Answers a request no handler will see, counted by the hooks.
-    fn refuse(&self, label: &'static str, d: Delivery, reject: Reject) -> AfterRequest {
+    fn refuse(&self, label: &'static str, d: Delivery, reject: Response) -> AfterRequest {
         self.shared.hooks.request_rejected(label, reject.status);
         after(self.send(&response::framed(reject, d)), d.close)
     }
@@ -261,13 +264,12 @@ struct Reservation<'a> {
 }
 
 impl<'a> Reservation<'a> {
-    /// Reserves room for the body `head` announces (a chunked one may reach the
-    /// body limit); `None` when the cap has no room for it.
+    /// Reserves the body `head` announces (chunked: the limit); `None` when the cap is reached.
     fn take(shared: &'a Shared, head: &RequestHead) -> Option<Reservation<'a>> {
         let bytes = match head.framing {
             Framing::Length(n) => n,
             Framing::Chunked => shared.limits.max_body,
-            Framing::Empty => 0,
+            _ => 0,
         };
         // Relaxed is enough: the counter is the only shared state, each add undone by one subtract.
         let before = shared.buffered.fetch_add(bytes, Ordering::Relaxed);

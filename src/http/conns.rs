@@ -1,7 +1,5 @@
-//! The live client connections: the connection cap, and closing the
-//! longest-idle connection to make room for a new one.
+//! The live connections: the cap, and closing the longest-idle one to make room.
 
-use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -28,9 +26,8 @@ pub(super) struct Connections {
 
 #[derive(Default)]
 struct Inner {
-    next_id: u64,
-    /// Each connection's socket and activity.
-    live: HashMap<u64, (TcpStream, Arc<Activity>)>,
+    /// Each connection's socket and activity; a scan of a few thousand at most.
+    live: Vec<(TcpStream, Arc<Activity>)>,
     /// Whether [`Connections::drain`] waits on `ended`.
     draining: bool,
 }
@@ -39,18 +36,16 @@ struct Inner {
 /// counter rather than a clock, so two connections never tie.
 static TICKETS: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a connection is between requests, and since which answer.
-/// Relaxed is enough: the state's compare-exchanges decide every race on
-/// their own, and the ticket only ranks candidates.
+/// Whether a connection is between requests, and since which answer. Relaxed is
+/// enough: compare-exchanges decide every race; the ticket only ranks candidates.
 pub(super) struct Activity {
     state: AtomicU8,
     ticket: AtomicU64,
 }
 
 impl Activity {
-    /// Marks the connection idle (evictable) once its answer is ready, before
-    /// it is written: no client can act on it earlier, so the idle order never
-    /// hangs on thread scheduling. Eviction shuts only the reading side.
+    /// Marks the connection idle (evictable) once its answer is ready, not once
+    /// written, so the idle order never hangs on scheduling; eviction shuts reading only.
     pub(super) fn answered(&self) {
         self.ticket.store(TICKETS.fetch_add(1, Relaxed), Relaxed);
         self.swap(BUSY, IDLE);
@@ -75,14 +70,16 @@ impl Activity {
 /// A connection's place among the live ones, given up when dropped.
 pub(super) struct Registration {
     connections: Arc<Connections>,
-    id: u64,
     pub(super) activity: Arc<Activity>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut inner = self.connections.lock();
-        if inner.live.remove(&self.id).is_some() {
+        let mine = |(_, a): &(TcpStream, Arc<Activity>)| Arc::ptr_eq(a, &self.activity);
+        // An evicted connection is gone already.
+        if let Some(i) = inner.live.iter().position(mine) {
+            inner.live.swap_remove(i);
             self.connections.hooks.connections(inner.live.len());
             if inner.draining {
                 self.connections.ended.notify_all();
@@ -105,9 +102,8 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection, closing the longest-idle one at the cap; `None`
-    /// when all are busy (or the socket cannot be cloned). Hooks run under
-    /// the lock, so the last count reported is the true one.
+    /// Admits a connection, closing the longest-idle one at the cap; `None` when all are
+    /// busy. Hooks run under the lock, so the last count reported is the true one.
     pub(super) fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Registration> {
         let Ok(handle) = stream.try_clone() else {
             self.hooks.connection_rejected("limit");
@@ -118,50 +114,40 @@ impl Connections {
             let oldest = inner
                 .live
                 .iter()
-                .filter_map(|(id, (_, a))| a.idle_since().map(|since| (since, *id)))
+                .enumerate()
+                .filter_map(|(i, (_, a))| a.idle_since().map(|since| (since, i)))
                 .min();
-            let Some((_, id)) = oldest else {
+            let Some((_, i)) = oldest else {
                 self.hooks.connection_rejected("limit");
                 return None;
             };
-            // The compare-exchange fails if the connection just became busy;
-            // then the loop looks again. Its thread, waiting for a request or
-            // finishing an answer, reads the end of the stream and closes.
-            if inner
-                .live
-                .get(&id)
-                .is_some_and(|(_, a)| a.swap(IDLE, EVICTED))
-            {
-                if let Some((stream, _)) = inner.live.remove(&id) {
-                    let _ = stream.shutdown(Shutdown::Read);
-                }
+            // Fails if it just became busy: look again. Its thread sees end of stream and closes.
+            if inner.live[i].1.swap(IDLE, EVICTED) {
+                let (stream, _) = inner.live.swap_remove(i);
+                let _ = stream.shutdown(Shutdown::Read);
                 self.hooks.connection_rejected("evicted");
             }
         }
-        let id = inner.next_id;
-        inner.next_id += 1;
         let ticket = AtomicU64::new(TICKETS.fetch_add(1, Relaxed));
         let activity = Arc::new(Activity {
             state: AtomicU8::new(IDLE),
             ticket,
         });
-        inner.live.insert(id, (handle, activity.clone()));
+        inner.live.push((handle, activity.clone()));
         self.hooks.connections(inner.live.len());
         let connections = self.clone();
         Some(Registration {
             connections,
-            id,
             activity,
         })
     }
 
-    /// Closes each connection as soon as it is idle (streams never are),
-    /// until none is left or `deadline` passes; true if none is left.
+    /// Closes each connection once idle (streams never are); true if none is left by `deadline`.
     pub(super) fn drain(&self, deadline: Instant) -> bool {
         let mut inner = self.lock();
         inner.draining = true;
         loop {
-            for (stream, activity) in inner.live.values() {
+            for (stream, activity) in &inner.live {
                 if activity.swap(IDLE, EVICTED) {
                     let _ = stream.shutdown(Shutdown::Read);
                 }
@@ -180,7 +166,7 @@ impl Connections {
 
     /// Closes every live connection; their threads then end.
     pub(super) fn close_all(&self) {
-        for (stream, _) in self.lock().live.values() {
+        for (stream, _) in &self.lock().live {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }

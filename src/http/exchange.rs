@@ -1,5 +1,4 @@
-//! The middleware every request passes, which handlers see instead of the
-//! connection layer: it gives the request an id, and counts and logs its answer.
+//! The middleware handlers see: it gives each request an id, and counts and logs its answer.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,39 +116,29 @@ impl Exchange {
         self.fields.push((key, value));
     }
 
-    pub fn send(&mut self, response: Response) -> Answer {
-        let reply = self.reply(response);
-        self.count(reply.status);
-        self.log_answer(reply.status, reply.body.len() as u64);
-        Answer::Reply(reply)
-    }
-
-    /// `response` with the request id; a 5xx's detail goes to the log line,
+    /// Answers `r` with the request id; a 5xx's detail goes to the log line,
     /// which carries the id the body gives the client to quote.
-    fn reply(&mut self, mut response: Response) -> Reply {
-        if let Some(detail) = response.detail.take() {
-            if let Ok(mut body) = serde_json::from_slice::<Value>(&response.body) {
+    pub fn send(&mut self, mut r: Response) -> Answer {
+        if let Some(detail) = r.detail.take() {
+            if let Ok(mut body) = serde_json::from_slice::<Value>(&r.body) {
                 body["error"]["request_id"] = json!(self.request_id);
-                response.body = body.to_string().into_bytes();
+                r.body = body.to_string().into_bytes();
             }
             self.fields.push(("error", json!(detail)));
         }
-        let headers = [("Content-Type", response.content_type.to_string())]
-            .into_iter()
-            .chain(response.headers)
-            .chain([("X-Request-ID", self.request_id.clone())])
-            .collect();
-        Reply {
-            status: response.status,
+        r.headers.push(("X-Request-ID", self.request_id.clone()));
+        self.count(r.status);
+        self.log_answer(r.status, r.body.len() as u64);
+        let (status, headers, body) = (r.status, r.headers, r.body);
+        Answer::Reply(Reply {
+            status,
             headers,
-            body: response.body,
-        }
+            body,
+        })
     }
 
-    /// Answers 200 with `content_type` and a body `write` makes as it is
-    /// sent, after the handler returned; counted and logged at its end. Check
-    /// all that can refuse the request first: once begun, a failure can only
-    /// cut the answer short.
+    /// Answers 200 with a body `write` makes as it is sent, after the handler returned.
+    /// Check all that can refuse first: once begun, a failure can only cut it short.
     pub fn stream<F>(&mut self, content_type: &'static str, write: F) -> Answer
     where
         F: FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'static,
@@ -193,8 +182,7 @@ impl Exchange {
         self.app.log.log(request_level(status), "request", &fields);
     }
 
-    /// Answers `status` with `headers` and the request id, and hands the
-    /// socket to `run`: a `200` body it streams, or a `101` protocol it speaks.
+    /// Answers `status` with `headers` and the request id, and hands the socket to `run`.
     pub fn take_over(
         &mut self,
         status: u16,

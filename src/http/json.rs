@@ -1,5 +1,4 @@
-//! Strict JSON request bodies: an object with known fields of known types,
-//! and errors that name the field.
+//! Strict JSON request bodies: known fields of known types; errors name the field.
 
 use serde_json::{Map, Value};
 
@@ -9,8 +8,7 @@ use crate::error::Error;
 pub struct Body(Map<String, Value>);
 
 impl Body {
-    /// Parses `bytes` as a JSON object with only the keys `allowed` lists,
-    /// separated by spaces. An empty body is an empty object.
+    /// Parses a JSON object with only the space-separated `allowed` keys; empty is `{}`.
     pub fn parse(bytes: &[u8], allowed: &str) -> Result<Body, Error> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body(Map::new()));

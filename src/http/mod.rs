@@ -1,10 +1,9 @@
 //! Our own HTTP/1.1 server; the domain never sees HTTP. `conns` caps the
-//! connections, `conn` serves one: `socket`, `parse` and `chunked` read the
-//! strict request (RFC 9112) within limits and deadlines, authorising the head
-//! before the body is read; `wire`, `body` and `response` write answers in pieces
-//! of at most 64 KiB, each due within [`Limits::write_timeout`]. `exchange` is
-//! the middleware, `routes` and `streams` the handlers; streams run in the
-//! client's connection thread.
+//! connections, `conn` serves one: `socket`, `parse` and `chunked` read the strict
+//! request (RFC 9112) within limits, authorising the head before the body;
+//! `wire`, `body` and `response` write answers in pieces of at most 64 KiB, each
+//! due within [`Limits::write_timeout`]. `exchange` is the middleware, `routes`
+//! and `streams` the handlers, run in the client's connection thread.
 
 mod body;
 mod chunked;
@@ -36,9 +35,8 @@ use exchange::Exchange;
 
 use crate::app::App;
 
-/// Connection threads run handlers and streams; the deepest, a JSON body nested
-/// to serde_json's limit of 128, fits in 80 KiB (debug: 512 KiB). Untouched
-/// stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
+/// The deepest handler, a JSON body nested to serde_json's limit of 128, fits in 80 KiB (debug:
+/// 512 KiB); untouched stack pages cost nothing: 2,000 idle connections stay far below 64 MiB.
 const CONNECTION_STACK: usize = if cfg!(debug_assertions) {
     1024 * 1024
 } else {
@@ -91,10 +89,9 @@ pub trait Hooks: Send + Sync {
     /// A request the layer refused before any handler saw it, by method label and status.
     fn request_rejected(&self, method: &str, status: u16);
 
-    /// A connection closed or refused by the layer: `"limit"` (cap reached with
-    /// no idle connection, or no thread), `"evicted"` (an idle one closed to
-    /// make room), `"idle_timeout"`, `"header_timeout"`, `"body_timeout"`, or
-    /// `"write_timeout"` (a client too slow to take a piece of its answer).
+    /// A connection closed or refused by the layer: `"limit"` (all busy, or no thread),
+    /// `"evicted"` (idle, closed to make room), `"idle_timeout"`, `"header_timeout"`,
+    /// `"body_timeout"` or `"write_timeout"` (too slow to take a piece of its answer).
     fn connection_rejected(&self, _reason: &str) {}
 
     /// The number of open client connections, after each change.
@@ -198,7 +195,6 @@ impl Handler for AppServer {
 
 impl Hooks for AppServer {
     fn request_rejected(&self, method: &str, status: u16) {
-        let method = exchange::method_label(method);
         let http = &self.0.http;
         http.requests.inc(&[method, wire::status_label(status)]);
         self.0.log.info(

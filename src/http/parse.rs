@@ -1,17 +1,8 @@
 //! A client's request head, validated strictly (RFC 9112).
 
-use super::exchange::method_label;
-use super::response::Reject;
-use super::wire::is_field_value;
+use super::response::Response;
+use super::wire::{is_field_value, Delivery, Framing};
 use super::Request;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    /// No body: neither Content-Length nor Transfer-Encoding.
-    Empty,
-    Length(u64),
-    Chunked,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Expect {
@@ -26,34 +17,27 @@ pub(super) enum Expect {
 /// What the layer needs of a validated request head.
 #[derive(Debug)]
 pub(super) struct RequestHead {
-    pub(super) http10: bool,
+    /// How the answer goes out; `close` unless the client keeps the connection.
+    pub(super) delivery: Delivery,
     pub(super) framing: Framing,
     pub(super) expect: Expect,
-    /// Whether the client wants the connection kept open after this request.
-    pub(super) keep_alive: bool,
-    /// Whether the server implements the method (case-sensitive); others get
-    /// 501 (RFC 9110 section 9.1) once the body is read, and the connection goes on.
-    pub(super) implemented: bool,
-    /// A `HEAD` request, whose response has no body.
-    pub(super) head_only: bool,
 }
 
 impl RequestHead {
-    /// Parses a whole head into what the layer needs and the request a
-    /// handler gets, bodiless. A valid head is all visible ASCII, space or
-    /// tab, so the request's text is exact.
-    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Reject> {
+    /// Parses a head into what the layer needs and the bodiless request; a valid
+    /// head is visible ASCII, space or tab, so the request's text is exact.
+    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Response> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).
         let mut lines = lines(bytes).skip_while(|line| line.is_empty());
         let Some(line) = lines.next() else {
-            return Err(Reject::new(400, "the request line is missing"));
+            return Err(Response::refusal(400, "the request line is missing"));
         };
         let (method, target, http10) = request_line(line)?;
         let mut headers = Vec::new();
         for line in lines.take_while(|line| !line.is_empty()) {
             let Some((name, value)) = split_field(line) else {
-                return Err(Reject::new(400, "a header line is malformed"));
+                return Err(Response::refusal(400, "a header line is malformed"));
             };
             headers.push((text(name), text(value)));
         }
@@ -63,21 +47,23 @@ impl RequestHead {
             headers,
             body: Vec::new(),
         };
-        let mut head = RequestHead {
-            http10,
-            framing: Framing::Empty,
-            expect: Expect::Nothing,
-            keep_alive: !http10,
-            implemented: method_label(&request.method) != "OTHER",
+        let delivery = Delivery {
             head_only: request.method == "HEAD",
+            close: false,
+            http10,
+        };
+        let mut head = RequestHead {
+            delivery,
+            framing: Framing::None,
+            expect: Expect::Nothing,
         };
         head.read_fields(&request.headers)?;
         Ok((head, request))
     }
 
     /// Reads framing, expectation and connection options from the fields.
-    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Reject> {
-        let bad = |why: &'static str| Err(Reject::new(400, why));
+    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Response> {
+        let bad = |why: &'static str| Err(Response::refusal(400, why));
         let (mut length, mut chunked, mut hosts) = (None, None, 0);
         let (mut expects, mut continues) = (0, 0);
         let (mut close, mut keep_alive) = (false, false);
@@ -105,27 +91,28 @@ impl RequestHead {
             }
         }
         // RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
-        if hosts > 1 || (hosts == 0 && !self.http10) {
+        let http10 = self.delivery.http10;
+        if hosts > 1 || (hosts == 0 && !http10) {
             return bad("an HTTP/1.1 request must carry exactly one Host header");
         }
         // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when asked.
-        self.keep_alive = !close && (keep_alive || !self.http10);
+        self.delivery.close = close || (http10 && !keep_alive);
         self.framing = match (length, chunked) {
             (Some(_), Some(_)) => {
                 return bad("Content-Length and Transfer-Encoding must not both be sent")
             }
             (_, Some(false)) => {
                 let why = "the only supported Transfer-Encoding is chunked";
-                return Err(Reject::new(501, why));
+                return Err(Response::refusal(501, why));
             }
             (_, Some(true)) => Framing::Chunked,
             (Some(n), None) => Framing::Length(n),
-            (None, None) => Framing::Empty,
+            (None, None) => Framing::None,
         };
         // RFC 9110 section 10.1.1: ignore expectations from HTTP/1.0 clients.
         self.expect = match expects {
             0 => Expect::Nothing,
-            _ if self.http10 => Expect::Nothing,
+            _ if http10 => Expect::Nothing,
             n if n == continues => Expect::Continue,
             _ => Expect::Unknown,
         };
@@ -151,23 +138,26 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Checks `METHOD SP TARGET SP VERSION`: method, target, and whether it is HTTP/1.0.
-fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
+fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Response> {
     let mut parts = text.split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Reject::new(400, "the request line is malformed"));
+        return Err(Response::refusal(400, "the request line is malformed"));
     };
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
         v if v.starts_with(b"HTTP/") && v[5..].iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
-            return Err(Reject::new(505, "only HTTP/1.0 and HTTP/1.1 are supported"))
+            return Err(Response::refusal(
+                505,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+            ))
         }
-        _ => return Err(Reject::new(400, "the request line is malformed")),
+        _ => return Err(Response::refusal(400, "the request line is malformed")),
     };
     if !is_token(method) {
-        return Err(Reject::new(400, "the request method is malformed"));
+        return Err(Response::refusal(400, "the request method is malformed"));
     }
     let target_ok = match target {
         b"*" => method == b"OPTIONS",
@@ -175,7 +165,7 @@ fn request_line(text: &[u8]) -> Result<(&[u8], &[u8], bool), Reject> {
         _ => false,
     };
     if !target_ok {
-        return Err(Reject::new(400, "the request target is malformed"));
+        return Err(Response::refusal(400, "the request target is malformed"));
     }
     Ok((method, target, http10))
 }
@@ -186,9 +176,8 @@ fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(tchar)
 }
 
-/// Splits a header field line (without its CRLF) into name and trimmed
-/// value; `None` unless the name is a token (which refuses obs-fold and
-/// space before the colon) and the value valid.
+/// Splits a field line into name and trimmed value; `None` unless the name is a
+/// token (refusing obs-fold and space before the colon) and the value valid.
 pub(super) fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
@@ -213,9 +202,8 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// A Content-Length value: digits only, leading zeros ignored. Over 19
-/// significant digits reads as `u64::MAX`, over any body limit, so an
-/// absurd length gets 413, not 400.
+/// A Content-Length value: digits only. Over 19 significant digits reads as
+/// `u64::MAX`, over any body limit, so an absurd length gets 413, not 400.
 pub(super) fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
@@ -230,6 +218,7 @@ pub(super) fn content_length(value: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::response::method_label;
     use super::*;
 
     fn parse_exact(text: &str) -> Result<RequestHead, u16> {
@@ -258,19 +247,20 @@ mod tests {
     fn unknown_and_lowercase_methods_are_not_implemented() {
         for method in ["get", "Post", "TRACE", "CONNECT", "BREW"] {
             let text = format!("{method} / HTTP/1.1\r\n\r\n");
-            assert!(!parse(&text).unwrap().implemented, "{method}");
+            assert!(parse(&text).is_ok(), "{method}");
+            assert_eq!(method_label(text.as_bytes()), "OTHER", "{method}");
         }
-        assert!(parse("PATCH / HTTP/1.1\r\n\r\n").unwrap().implemented);
+        assert_eq!(method_label(b"PATCH / HTTP/1.1\r\n\r\n"), "PATCH");
     }
 
     #[test]
     fn simple_get() {
         let head = parse_exact("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        assert!(head.implemented);
-        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(method_label(b"GET /metrics?x=1 HTTP/1.1\r\n"), "GET");
+        assert_eq!(head.framing, Framing::None);
         assert_eq!(head.expect, Expect::Nothing);
-        assert!(head.keep_alive && !head.http10 && !head.head_only);
-        assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().head_only);
+        assert_eq!(head.delivery, Delivery::default());
+        assert!(parse("HEAD / HTTP/1.1\r\n\r\n").unwrap().delivery.head_only);
     }
 
     #[test]
@@ -365,22 +355,15 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(
-            !parse("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-        assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(
-            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
+        let closes = |text: &str| parse(text).unwrap().delivery.close;
+        assert!(closes("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(closes("GET / HTTP/1.0\r\n\r\n"));
+        assert!(!closes("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
         let text = "GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n";
-        assert!(!parse(text).unwrap().keep_alive);
+        assert!(closes(text));
         let text =
             "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        assert!(parse(text).unwrap().keep_alive);
+        assert!(!closes(text));
     }
 
     #[test]

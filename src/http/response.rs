@@ -1,6 +1,4 @@
-//! Responses as plain data, the one place that maps errors to HTTP, and the
-//! answers the layer gives on its own when it refuses a request before any
-//! handler sees it.
+//! Responses as data, the one place that maps errors to HTTP, and the layer's own refusals.
 
 use serde_json::{json, Value};
 
@@ -13,8 +11,7 @@ pub const JSON: &str = "application/json";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
-    pub content_type: &'static str,
-    /// Extra headers. Names are ours; values are checked before sending.
+    /// Content-Type first. Names are ours; values are checked before sending.
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     /// On a 5xx, what failed in full (paths, offsets, OS error), for the log
@@ -27,8 +24,7 @@ impl Response {
     pub fn json_text(status: u16, body: Vec<u8>) -> Response {
         Response {
             status,
-            content_type: JSON,
-            headers: Vec::new(),
+            headers: vec![("Content-Type", JSON.to_string())],
             body,
             detail: None,
         }
@@ -81,26 +77,10 @@ impl From<Error> for Response {
     }
 }
 
-/// Why a request was refused: a status and our own message, never client bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reject {
-    pub(super) status: u16,
-    pub(super) message: String,
-}
-
-impl Reject {
-    pub(super) fn new(status: u16, message: impl Into<String>) -> Reject {
-        let message = message.into();
-        Reject { status, message }
-    }
-
-    /// A 413, naming the limit and the setting that raises it.
-    pub(super) fn too_large(max_body: u64) -> Reject {
-        Reject::new(413, body_limit_message(max_body))
-    }
-
-    fn error_code(&self) -> &'static str {
-        match self.status {
+impl Response {
+    /// The layer's own refusal: our message, never client bytes, under the status's code.
+    pub(super) fn refusal(status: u16, message: &str) -> Response {
+        let code = match status {
             400 => "BAD_REQUEST",
             413 => "PAYLOAD_TOO_LARGE",
             417 => "EXPECTATION_FAILED",
@@ -108,7 +88,13 @@ impl Reject {
             501 => "NOT_IMPLEMENTED",
             503 => "UNAVAILABLE",
             _ => "HTTP_VERSION_NOT_SUPPORTED",
-        }
+        };
+        Response::error(status, code, message)
+    }
+
+    /// A 413, naming the limit and the setting that raises it.
+    pub(super) fn too_large(max_body: u64) -> Response {
+        Response::refusal(413, &body_limit_message(max_body))
     }
 }
 
@@ -120,24 +106,21 @@ pub(super) fn body_limit_message(max_body: u64) -> String {
     )
 }
 
-/// A JSON error with a fresh request id (the client's is not trusted on a
+/// A refusal with a fresh request id (the client's is not trusted on a
 /// refused request) and, for a 503, when to retry; delivered as `d`.
-pub(super) fn framed(reject: Reject, d: Delivery) -> Vec<u8> {
-    let error = json!({"code": reject.error_code(), "message": reject.message});
-    let body = json!({ "error": error }).to_string();
-    let mut headers = vec![
-        ("Content-Type", "application/json".to_string()),
-        ("Content-Length", body.len().to_string()),
-    ];
-    if reject.status == 503 {
-        headers.push(("Retry-After", "1".to_string()));
+pub(super) fn framed(mut r: Response, d: Delivery) -> Vec<u8> {
+    // The length follows the type, in the order this answer has always had.
+    r.headers
+        .insert(1, ("Content-Length", r.body.len().to_string()));
+    if r.status == 503 {
+        r.headers.push(("Retry-After", "1".to_string()));
     }
-    headers.push(("X-Request-ID", super::exchange::new_request_id()));
-    let mut out = Vec::with_capacity(256 + body.len());
-    // The length is among the fields, in the order this answer has always had.
-    head(&mut out, reject.status, &headers, Framing::None, d);
+    r.headers
+        .push(("X-Request-ID", super::exchange::new_request_id()));
+    let mut out = Vec::with_capacity(256 + r.body.len());
+    head(&mut out, r.status, &r.headers, Framing::None, d);
     if !d.head_only {
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(&r.body);
     }
     out
 }
@@ -189,7 +172,7 @@ mod tests {
         assert_eq!(r.detail.as_deref(), Some(detail));
     }
 
-    fn response(reject: Reject, head_only: bool) -> Vec<u8> {
+    fn response(reject: Response, head_only: bool) -> Vec<u8> {
         let close = true;
         framed(
             reject,
@@ -203,7 +186,7 @@ mod tests {
 
     #[test]
     fn error_response_is_json_with_close() {
-        let out = response(Reject::too_large(1024), false);
+        let out = response(Response::too_large(1024), false);
         let text = String::from_utf8(out).unwrap();
         let id_at = text.find("X-Request-ID: ").unwrap() + 14;
         let id = &text[id_at..id_at + 16];
@@ -224,10 +207,10 @@ mod tests {
 
     #[test]
     fn head_response_has_no_body_and_busy_says_when_to_retry() {
-        let out = response(Reject::new(400, "x"), true);
+        let out = response(Response::refusal(400, "x"), true);
         assert!(out.ends_with(b"Connection: close\r\n\r\n"));
         assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
-        let text = String::from_utf8(response(Reject::new(503, "x"), false)).unwrap();
+        let text = String::from_utf8(response(Response::refusal(503, "x"), false)).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(text.contains("\r\nRetry-After: 1\r\n"), "{text}");
     }

@@ -1,5 +1,4 @@
-//! Routing and the handlers: each translates between an [`Exchange`] and
-//! plain calls into the domain, and answers with the error it got, if any.
+//! Routing and the handlers, which translate between an [`Exchange`] and the domain.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -180,9 +179,8 @@ fn status(ex: &mut Exchange) -> Answer {
     ex.send(Response::json(200, &body))
 }
 
-/// Starts the run the request asks for and answers once the start is
-/// durable: 201, or for `POST /api/v1/agent/trigger` 200 naming the run
-/// `operation_id` too, under which the run API reports and finishes it.
+/// Starts a run, answering once the start is durable: 201, or for `POST /api/v1/agent/trigger`
+/// 200 naming the run `operation_id` too, under which the run API reports and finishes it.
 fn begin(ex: &mut Exchange, trigger: bool) -> Handled {
     let fields = "run_id agent goal work_order_id correlation_id strategy max_iterations";
     let body = Body::parse(&ex.read_body()?, fields)?;
@@ -251,9 +249,8 @@ fn finish_run(ex: &mut Exchange, id: &str, action: &str) -> Handled {
     Ok(ex.send(Response::json_text(200, run.to_json_text().into_bytes())))
 }
 
-/// Records a request's events: those of run `id`, or for `POST
-/// /api/v1/events` progress events as an AgentGate-style emitter sends them,
-/// each naming its run. The store's hook announces each step of a batch as
+/// Records run `id`'s events, or for `POST /api/v1/events` an AgentGate-style
+/// emitter's progress events, each naming its run; each step is announced as
 /// its own route would: starts, events and ends, in order.
 fn record_events(ex: &mut Exchange, id: Option<&str>) -> Handled {
     let body = ex.read_body()?;

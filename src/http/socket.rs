@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::response::Reject;
+use super::response::Response;
 use super::Hooks;
 
 /// The longest wait on the socket, so a deadline stays exact if the timeout was set for later.
@@ -23,11 +23,18 @@ const IDLE_READ: usize = 1024;
 /// The most bytes a client is given one write deadline to accept.
 pub(super) const PIECE: usize = 64 * 1024;
 
+/// Why a request's head or body was not read.
 #[derive(Debug)]
-pub(super) enum HeadError {
+pub(super) enum ReadError {
     /// The socket failed, ended (`UnexpectedEof`) or the deadline passed (`TimedOut`).
     Io(io::Error),
-    Refused(Reject),
+    Refused(Response),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(err: io::Error) -> ReadError {
+        ReadError::Io(err)
+    }
 }
 
 /// A client connection with its unread bytes. Not shared between threads.
@@ -82,13 +89,8 @@ impl ClientStream {
         }
     }
 
-    /// Waits until some bytes are buffered: `Ok(false)` if the client closed first.
-    pub(super) fn wait_for_data(&mut self) -> io::Result<bool> {
-        Ok(!self.fill_buf()?.is_empty())
-    }
-
     /// Reads one request head, up to its empty line; empty lines before it count towards `limit`.
-    pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, HeadError> {
+    pub(super) fn read_head(&mut self, limit: usize) -> Result<Vec<u8>, ReadError> {
         let mut skipped = 0;
         let mut scanned = 0;
         loop {
@@ -106,7 +108,7 @@ impl ClientStream {
                 }
                 if data[scanned] == b'\n' {
                     if scanned == 0 || data[scanned - 1] != b'\r' {
-                        return Err(HeadError::Refused(Reject::new(
+                        return Err(ReadError::Refused(Response::refusal(
                             400,
                             "every line must end in CRLF",
                         )));
@@ -119,10 +121,8 @@ impl ClientStream {
                 }
                 scanned += 1;
             }
-            match self.fill() {
-                Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {}
-                Err(err) => return Err(HeadError::Io(err)),
+            if self.fill()? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
         }
     }
@@ -139,10 +139,9 @@ impl ClientStream {
         sent
     }
 
-    /// Writes `bytes` in pieces the client must each take within the write timeout,
-    /// or `TimedOut`. The socket timeout bounds one `write` call, which a client taking a
-    /// few bytes at a time never trips: it is lowered for the rest of a piece, then restored
-    /// (streams rely on it).
+    /// Writes `bytes` in pieces each due within the write timeout, else `TimedOut`. A socket
+    /// timeout bounds one `write`, which a client taking a few bytes at a time never trips,
+    /// so it is lowered for the rest of a piece, then restored (streams rely on it).
     fn write_pieces(&self, bytes: &[u8]) -> io::Result<()> {
         let set_timeout = |timeout: Duration| {
             self.stream.set_write_timeout(Some(timeout))?;
@@ -218,8 +217,8 @@ impl ClientStream {
     }
 }
 
-fn too_large() -> HeadError {
-    HeadError::Refused(Reject::new(431, "the request head is too large"))
+fn too_large() -> ReadError {
+    ReadError::Refused(Response::refusal(431, "the request head is too large"))
 }
 
 /// Whether a failed read or write only waited or was interrupted, to retry within the deadline.
@@ -270,8 +269,8 @@ pub(super) fn discard(stream: &mut dyn Read, limit: usize, mut go_on: impl FnMut
 
 #[cfg(test)]
 mod tests {
-    use super::{ClientStream, HeadError};
-    use std::io::{ErrorKind, Write};
+    use super::{ClientStream, ReadError};
+    use std::io::{BufRead, ErrorKind, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
@@ -302,14 +301,14 @@ mod tests {
     fn refuses_bare_lf_and_oversized_heads() {
         let (mut client, mut peer) = pair();
         peer.write_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n").unwrap();
-        assert!(matches!(client.read_head(1024), Err(HeadError::Refused(r)) if r.status == 400));
+        assert!(matches!(client.read_head(1024), Err(ReadError::Refused(r)) if r.status == 400));
 
         let (mut client, mut peer) = pair();
         let head = b"GET / HTTP/1.1\r\n\r\n";
         peer.write_all(head).unwrap();
         assert!(matches!(
             client.read_head(head.len() - 1),
-            Err(HeadError::Refused(r)) if r.status == 431
+            Err(ReadError::Refused(r)) if r.status == 431
         ));
         let (mut client, mut peer) = pair();
         peer.write_all(head).unwrap();
@@ -323,7 +322,7 @@ mod tests {
         client.set_deadline(Duration::from_millis(50));
         let started = Instant::now();
         match client.read_head(1024) {
-            Err(HeadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
+            Err(ReadError::Io(err)) => assert_eq!(err.kind(), ErrorKind::TimedOut),
             other => panic!("{other:?}"),
         }
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -333,9 +332,9 @@ mod tests {
     fn end_of_stream_is_reported() {
         let (mut client, peer) = pair();
         drop(peer);
-        assert!(!client.wait_for_data().unwrap());
+        assert!(client.fill_buf().unwrap().is_empty());
         assert!(
-            matches!(client.read_head(1024), Err(HeadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
+            matches!(client.read_head(1024), Err(ReadError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof)
         );
     }
 

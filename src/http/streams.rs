@@ -1,7 +1,5 @@
-//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same
-//! events on a WebSocket), `GET /ws` (AgentGate's dashboard frames, see
-//! [`agentgate`]) and `GET /`, a page that shows them.
-//!
+//! The live views: `GET /api/v1/events` (SSE), `GET /api/v1/ws` (the same on a
+//! WebSocket), `GET /ws` (AgentGate's dashboard frames, [`agentgate`]) and `GET /`.
 //! A handler subscribes and takes the connection over: its thread reads the
 //! client, to see at once when it leaves, and a writer thread writes events
 //! through a [`Link`]. Whichever side ends first wakes the other.
@@ -60,7 +58,7 @@ pub fn page(ex: &mut Exchange) -> Answer {
     let mut page = Response::json_text(200, PAGE.as_bytes().to_vec())
         .with_header("Cache-Control", "no-cache")
         .with_header("Content-Security-Policy", PAGE_CSP);
-    page.content_type = "text/html; charset=utf-8";
+    page.headers[0].1 = "text/html; charset=utf-8".to_string();
     ex.send(page)
 }
 
@@ -132,9 +130,8 @@ fn pace(last: &mut Option<Instant>) {
     }
 }
 
-/// The write side of a stream, shared (safely) by its reader, its writer and the
-/// hub's lag notice. On a WebSocket both sides write (the reader answers pings
-/// and the close); nothing follows a close frame.
+/// The write side of a stream, shared by its reader (which answers WebSocket pings
+/// and the close), its writer and the hub's lag notice; nothing follows a close frame.
 struct Link {
     socket: TcpStream,
     /// Held while writing; true once a WebSocket close frame went out.
@@ -256,7 +253,7 @@ fn take_over(
         let mut input = io::Cursor::new(leftover).chain(&stream);
         match wire {
             // The client sends nothing more; its end of stream ends the stream.
-            Wire::Sse => drain(&mut input),
+            Wire::Sse => discard(&mut input, DRAIN_LIMIT, || true),
             _ => ws_reader(&link, &mut input, &closer),
         }
         closer.close();
@@ -437,11 +434,6 @@ fn ws_reader(link: &Link, stream: &mut impl Read, closer: &Closer) {
     };
     link.close(code, &reason);
     closer.close();
-    drain(stream);
-}
-
-/// Reads what the client still sends, up to [`DRAIN_LIMIT`].
-fn drain(stream: &mut dyn Read) {
     discard(stream, DRAIN_LIMIT, || true);
 }
 

@@ -62,9 +62,10 @@ pub(super) struct Delivery {
     pub(super) http10: bool,
 }
 
+/// How a message's body is delimited, a request's or an answer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
-    /// No body and no length: a 1xx, 204 or 304 (RFC 9110 section 8.6).
+    /// No body, no length: a bodiless request, or a 1xx, 204 or 304 (RFC 9110 section 8.6).
     None,
     Length(u64),
     Chunked,

@@ -14,8 +14,7 @@ pub(crate) const OP_PONG: u8 = 0xA;
 /// RFC 6455 section 5.5 caps control frame payloads so they fit one small frame.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
-/// A complete message received from a client; a text one is checked to
-/// be UTF-8, a close one has its status code and reason, if it had any.
+/// A complete message from a client; a text one is checked to be UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
     Text(String),
@@ -25,9 +24,8 @@ pub(crate) enum Message {
     Close(Option<(u16, String)>),
 }
 
-/// Why [`Reader::read_message`] failed: the stream failed or ended, and no
-/// close frame is sent; or the close code to send (RFC 6455 section 7.4.1)
-/// and its reason.
+/// Why [`Reader::read_message`] failed: the stream ended (no close frame is
+/// sent), or the close code to send (RFC 6455 section 7.4.1) and its reason.
 #[derive(Debug)]
 pub(crate) enum ReadError {
     Io,
@@ -48,9 +46,8 @@ fn invalid_data(detail: &str) -> ReadError {
     ReadError::Close(1007, format!("invalid websocket data: {detail}"))
 }
 
-/// Decodes a connection's client frames into [`Message`]s. A data message
-/// over `max_message` bytes (reassembled) gets close code 1009 before its
-/// payload is read; control frames between fragments come as they arrive.
+/// Decodes client frames into [`Message`]s; a data message over `max_message` bytes
+/// gets 1009 before its payload is read; control frames between fragments come at once.
 #[derive(Debug)]
 pub(crate) struct Reader {
     max_message: usize,

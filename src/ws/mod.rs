@@ -1,9 +1,7 @@
-//! The server role of WebSocket version 13 (RFC 6455): the accept key and
-//! framing; the HTTP layer checks the upgrade and answers `101`. No
-//! extensions (reserved bits are rejected: compression needs a dependency,
-//! and inflating lets a small frame become a large allocation), and no
-//! subprotocols (each route speaks one message format). Base64 is the
-//! standard alphabet with padding (RFC 4648 section 4), as far as the handshake needs it.
+//! The server role of WebSocket 13 (RFC 6455): the accept key and framing; the HTTP
+//! layer checks the upgrade. No extensions (compression needs a dependency, and
+//! inflating lets a small frame become a large allocation), no subprotocols (each
+//! route speaks one format). Base64 is standard with padding (RFC 4648 section 4).
 
 pub mod frame;
 mod sha1;

@@ -1,6 +1,5 @@
-//! SHA-1 (FIPS 180-4), for the WebSocket accept key only. It is broken for
-//! collision resistance, so nothing else may use it for security; RFC 6455
-//! mandates it there, where it proves only that the handshake was understood.
+//! SHA-1 (FIPS 180-4), for the WebSocket accept key only: it is broken for collision resistance,
+//! but RFC 6455 mandates it there, where it proves only that the handshake was understood.
 
 /// Initial hash state from FIPS 180-4 section 5.3.1.
 const INITIAL_STATE: [u32; 5] = [
