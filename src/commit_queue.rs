@@ -103,7 +103,8 @@ impl<T> Waiting<T> {
 
 /// A queue of records waiting to become durable.
 pub struct CommitQueue {
-    tx: Mutex<Sender<Submission>>,
+    /// `Sender` is `Sync`: callers on many threads send without a lock of ours.
+    tx: Sender<Submission>,
     /// For the error of a record queued after the committer stopped.
     path: PathBuf,
 }
@@ -118,10 +119,7 @@ impl CommitQueue {
         thread::Builder::new()
             .name(format!("commit-{name}"))
             .spawn(move || commit_loop(&mut sink, &rx, &name))?;
-        Ok(CommitQueue {
-            tx: Mutex::new(tx),
-            path,
-        })
+        Ok(CommitQueue { tx, path })
     }
 
     /// Queues `record` (one line). `apply` runs once its batch is appended (or failed), before
@@ -164,9 +162,7 @@ impl CommitQueue {
     }
 
     fn send(&self, records: Vec<Vec<u8>>, apply: Apply) {
-        // No code path panics holding this lock, so poisoning cannot hide a broken state.
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError((_, apply))) = tx.send((records, apply)) {
+        if let Err(mpsc::SendError((_, apply))) = self.tx.send((records, apply)) {
             // The committer is gone. The callback runs on a thread of its own, as the caller may
             // hold a lock it takes; failing that, the request goes unanswered until it times out.
             let err = self.closed();
