@@ -19,7 +19,7 @@ use crate::json_text::{push_key, push_value};
 use crate::time;
 
 use super::forecast::Recent;
-use super::money;
+use super::money::{self, Pricing, SpendInput};
 
 /// The phase label of costs no phase was given for.
 pub(crate) const UNKNOWN_PHASE: &str = "unknown";
@@ -364,6 +364,31 @@ pub(crate) fn parse_date(date: &str) -> Option<i64> {
     let day = time::days_from_civil(y, m, d);
     // Formatting back rejects `2026-02-30`, `2026-1-011` and signs.
     (time::date_string(day) == date).then_some(day)
+}
+
+impl SpendInput {
+    /// Prices the input as a direct spend's entry; too large a token cost is invalid `input_tokens`.
+    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Entry<'_>, Error> {
+        match self {
+            SpendInput::Amount(amount) => Ok(Entry::new(
+                "direct",
+                money::to_micros(*amount, "amount")?,
+                0.0,
+            )),
+            SpendInput::Tokens {
+                input_tokens,
+                output_tokens,
+                model,
+            } => {
+                let cost = pricing.cost(model.as_deref(), *input_tokens, *output_tokens);
+                Ok(Entry {
+                    model: model.as_deref(),
+                    tokens: Some((*input_tokens, *output_tokens)),
+                    ..Entry::new("direct", money::to_micros(cost, "input_tokens")?, 0.0)
+                })
+            }
+        }
+    }
 }
 
 /// A spend as the ledger records it.

@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::log::Logger;
 use crate::metrics::Counter;
 
-use super::ledger::Entry;
 use super::Budget;
 
 pub(crate) const MICROS_PER_DOLLAR: u32 = 1_000_000;
@@ -149,29 +148,6 @@ fn price(value: &Value, field: &str) -> Result<Price, Error> {
         input: per_million("input")?,
         output: per_million("output")?,
     })
-}
-
-impl SpendInput {
-    /// Prices the input as a direct spend's entry; too large a token cost is invalid `input_tokens`.
-    pub(crate) fn charge(&self, pricing: &Pricing) -> Result<Entry<'_>, Error> {
-        match self {
-            SpendInput::Amount(amount) => {
-                Ok(Entry::new("direct", to_micros(*amount, "amount")?, 0.0))
-            }
-            SpendInput::Tokens {
-                input_tokens,
-                output_tokens,
-                model,
-            } => {
-                let cost = pricing.cost(model.as_deref(), *input_tokens, *output_tokens);
-                Ok(Entry {
-                    model: model.as_deref(),
-                    tokens: Some((*input_tokens, *output_tokens)),
-                    ..Entry::new("direct", to_micros(cost, "input_tokens")?, 0.0)
-                })
-            }
-        }
-    }
 }
 
 /// The most model names remembered (they come from clients); past it, one last line says so.
