@@ -85,17 +85,17 @@ impl NewEvent {
     /// Adds a field as JSON text that goes out byte for byte (a client's text, which a `Value`
     /// would reorder), after the others: one JSON value on one line, under a key of ours.
     pub(crate) fn raw_field(mut self, key: &'static str, json: &str) -> NewEvent {
-        if !ENVELOPE.contains(&key) {
-            self.raw.push(',');
-            push_key(&mut self.raw, key);
-            self.raw.push_str(json);
-        }
+        debug_assert!(!ENVELOPE.contains(&key), "{key} is an envelope name");
+        self.raw.push(',');
+        push_key(&mut self.raw, key);
+        self.raw.push_str(json);
         self
     }
 
     /// The event rendered up to its seq, so the lock is held only to number it.
     fn render(self) -> Rendered {
-        let mut tail = push_head(self.kind, &time::rfc3339(self.at), &self.ids, 128);
+        let extra = self.raw.len() + 128;
+        let mut tail = push_head(self.kind, &time::rfc3339(self.at), &self.ids, extra);
         for (key, value) in &self.fields {
             tail.push(',');
             push_str(&mut tail, key);

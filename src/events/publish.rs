@@ -141,7 +141,11 @@ impl Hub {
         if body.len() <= MAX_INLINE_BODY {
             event = event.raw_field("body", body);
         }
-        let text = |s: &str| Value::from(s).to_string();
+        let text = |s: &str| {
+            let mut json = String::with_capacity(s.len() + 2);
+            crate::json_text::push_str(&mut json, s);
+            json
+        };
         self.publish(
             event
                 .raw_field("body_bytes", &body.len().to_string())
