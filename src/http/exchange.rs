@@ -255,10 +255,7 @@ mod tests {
         Request {
             method: "POST".into(),
             target: target.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            fields: headers.iter().map(|(n, v)| format!("{n}:{v}\n")).collect(),
             body: body.to_vec(),
         }
     }

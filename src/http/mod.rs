@@ -125,8 +125,8 @@ pub struct Request {
     pub method: String,
     /// The request target: the path and any query, as sent.
     pub target: String,
-    /// The client's end-to-end header fields, in order.
-    pub headers: Vec<(String, String)>,
+    /// The client's header fields in order, each a `name:value` line, in one allocation.
+    fields: String,
     /// The whole body; empty when there is none.
     pub body: Vec<u8>,
 }
@@ -134,10 +134,13 @@ pub struct Request {
 impl Request {
     /// The value of the first field named `name`, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(field, _)| field.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        self.headers()
+            .find_map(|(field, value)| field.eq_ignore_ascii_case(name).then_some(value))
+    }
+
+    /// The header fields as (name, value), in order; a name never holds a colon.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.lines().filter_map(|line| line.split_once(':'))
     }
 }
 

@@ -27,47 +27,44 @@ impl RequestHead {
     /// Parses a head into what the layer needs and the bodiless request; a valid
     /// head is visible ASCII, space or tab, so the request's text is exact.
     pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Response> {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).
         let mut lines = lines(bytes).skip_while(|line| line.is_empty());
         let Some(line) = lines.next() else {
             return Err(Response::refusal(400, "the request line is missing"));
         };
         let (method, target, http10) = request_line(line)?;
-        let mut headers = Vec::new();
+        let mut fields = String::with_capacity(bytes.len());
         for line in lines.take_while(|line| !line.is_empty()) {
             let Some((name, value)) = split_field(line) else {
                 return Err(Response::refusal(400, "a header line is malformed"));
             };
-            headers.push((text(name), text(value)));
+            fields.extend([name, b":", value, b"\n"].map(String::from_utf8_lossy));
         }
         let request = Request {
-            method: text(method),
-            target: text(target),
-            headers,
+            method: String::from_utf8_lossy(method).into_owned(),
+            target: String::from_utf8_lossy(target).into_owned(),
+            fields,
             body: Vec::new(),
         };
-        let delivery = Delivery {
-            head_only: request.method == "HEAD",
-            close: false,
-            http10,
-        };
         let mut head = RequestHead {
-            delivery,
+            delivery: Delivery {
+                head_only: request.method == "HEAD",
+                close: false,
+                http10,
+            },
             framing: Framing::None,
             expect: Expect::Nothing,
         };
-        head.read_fields(&request.headers)?;
+        head.read_fields(&request)?;
         Ok((head, request))
     }
 
     /// Reads framing, expectation and connection options from the fields.
-    fn read_fields(&mut self, fields: &[(String, String)]) -> Result<(), Response> {
+    fn read_fields(&mut self, request: &Request) -> Result<(), Response> {
         let bad = |why: &'static str| Err(Response::refusal(400, why));
         let (mut length, mut chunked, mut hosts) = (None, None, 0);
-        let (mut expects, mut continues) = (0, 0);
-        let (mut close, mut keep_alive) = (false, false);
-        for (name, value) in fields {
+        let (mut expects, mut continues, mut close, mut keep_alive) = (0, 0, false, false);
+        for (name, value) in request.headers() {
             let (is, value) = (|n: &str| name.eq_ignore_ascii_case(n), value.as_bytes());
             if is("content-length") {
                 let Some(n) = content_length(value) else {
@@ -266,12 +263,26 @@ mod tests {
     #[test]
     fn requests_keep_every_field() {
         let text = "POST /api/v1/messages?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\
-             Content-Length: 2\r\nX-Request-ID: r-1\r\n\r\n";
+             Content-Length: 2\r\nX-Request-ID: r-1\r\nReferer:\thttp://a:1/ \r\nX-Empty:\r\n\
+             x-request-id: r-2\r\n\r\n";
         let (_, request) = RequestHead::parse(text.as_bytes()).unwrap();
         assert_eq!(request.method, "POST");
         assert_eq!(request.target, "/api/v1/messages?x=1");
         assert_eq!(request.header("x-request-id"), Some("r-1"));
-        assert_eq!(request.headers.len(), 4);
+        assert_eq!(request.header("REFERER"), Some("http://a:1/"));
+        assert_eq!(request.header("x-empty"), Some(""));
+        assert_eq!(request.header("X-Missing"), None);
+        let fields: Vec<(&str, &str)> = request.headers().collect();
+        let expected = [
+            ("Host", "a"),
+            ("Connection", "keep-alive"),
+            ("Content-Length", "2"),
+            ("X-Request-ID", "r-1"),
+            ("Referer", "http://a:1/"),
+            ("X-Empty", ""),
+            ("x-request-id", "r-2"),
+        ];
+        assert_eq!(fields, expected);
         assert!(request.body.is_empty());
         let text = "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n";
         assert_eq!(RequestHead::parse(text.as_bytes()).unwrap().1.target, "*");
