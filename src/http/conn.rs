@@ -150,7 +150,7 @@ impl Conn<'_> {
             }
         };
         let label = method_label(&head);
-        let (head, request) = match RequestHead::parse(&head) {
+        let (head, request) = match RequestHead::parse(head) {
             Ok(parsed) => parsed,
             Err(reject) => return Err(self.refuse(label, unparsed, reject)),
         };

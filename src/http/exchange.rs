@@ -252,10 +252,17 @@ mod tests {
     }
 
     fn request(target: &str, headers: &[(&str, &str)], body: &[u8]) -> Request {
+        let (mut text, mut spans) = (String::new(), Vec::new());
+        for (name, value) in headers {
+            let at = text.len();
+            text.push_str(name);
+            text.push_str(value);
+            spans.push([at..at + name.len(), at + name.len()..text.len()]);
+        }
         Request {
             method: "POST".into(),
             target: target.into(),
-            fields: headers.iter().map(|(n, v)| format!("{n}:{v}\n")).collect(),
+            fields: (text, spans),
             body: body.to_vec(),
         }
     }

@@ -125,8 +125,8 @@ pub struct Request {
     pub method: String,
     /// The request target: the path and any query, as sent.
     pub target: String,
-    /// The client's header fields in order, each a `name:value` line, in one allocation.
-    fields: String,
+    /// The head's text and, in order, each header field's name and value ranges in it.
+    fields: (String, Vec<[std::ops::Range<usize>; 2]>),
     /// The whole body; empty when there is none.
     pub body: Vec<u8>,
 }
@@ -138,9 +138,10 @@ impl Request {
             .find_map(|(field, value)| field.eq_ignore_ascii_case(name).then_some(value))
     }
 
-    /// The header fields as (name, value), in order; a name never holds a colon.
+    /// The header fields as (name, value), in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.lines().filter_map(|line| line.split_once(':'))
+        let (text, at) = &self.fields;
+        at.iter().map(|[n, v]| (&text[n.clone()], &text[v.clone()]))
     }
 }
 

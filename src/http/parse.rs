@@ -24,26 +24,27 @@ pub(super) struct RequestHead {
 }
 
 impl RequestHead {
-    /// Parses a head into what the layer needs and the bodiless request; a valid
-    /// head is visible ASCII, space or tab, so the request's text is exact.
-    pub(super) fn parse(bytes: &[u8]) -> Result<(RequestHead, Request), Response> {
+    /// Parses a head into what the layer needs and the bodiless request, whose text it
+    /// becomes: a valid head is visible ASCII, space or tab, so a lossy character fails.
+    pub(super) fn parse(bytes: Vec<u8>) -> Result<(RequestHead, Request), Response> {
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // Empty lines before the request line are skipped (RFC 9112 section 2.2).
-        let mut lines = lines(bytes).skip_while(|line| line.is_empty());
+        let mut lines = lines(text.as_bytes()).skip_while(|line| line.is_empty());
         let Some(line) = lines.next() else {
             return Err(Response::refusal(400, "the request line is missing"));
         };
         let (method, target, http10) = request_line(line)?;
-        let mut fields = String::with_capacity(bytes.len());
-        for line in lines.take_while(|line| !line.is_empty()) {
-            let Some((name, value)) = split_field(line) else {
-                return Err(Response::refusal(400, "a header line is malformed"));
-            };
-            fields.extend([name, b":", value, b"\n"].map(String::from_utf8_lossy));
-        }
+        let at = |s: &[u8]| s.as_ptr() as usize - text.as_ptr() as usize;
+        let spans = lines
+            .take_while(|line| !line.is_empty())
+            .map(|line| split_field(line).map(|(n, v)| [n, v].map(|s| at(s)..at(s) + s.len())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Response::refusal(400, "a header line is malformed"))?;
         let request = Request {
             method: String::from_utf8_lossy(method).into_owned(),
             target: String::from_utf8_lossy(target).into_owned(),
-            fields,
+            fields: (text, spans),
             body: Vec::new(),
         };
         let mut head = RequestHead {
@@ -55,8 +56,7 @@ impl RequestHead {
             framing: Framing::None,
             expect: Expect::Nothing,
         };
-        head.read_fields(&request)?;
-        Ok((head, request))
+        head.read_fields(&request).map(|()| (head, request))
     }
 
     /// Reads framing, expectation and connection options from the fields.
@@ -124,8 +124,7 @@ impl RequestHead {
 }
 
 /// The lines of a head, without their CRLF.
-fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = bytes;
+fn lines(mut rest: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
         let line = &rest[..end];
@@ -219,7 +218,7 @@ mod tests {
     use super::*;
 
     fn parse_exact(text: &str) -> Result<RequestHead, u16> {
-        RequestHead::parse(text.as_bytes())
+        RequestHead::parse(text.into())
             .map(|(head, _)| head)
             .map_err(|r| r.status)
     }
@@ -265,7 +264,7 @@ mod tests {
         let text = "POST /api/v1/messages?x=1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\
              Content-Length: 2\r\nX-Request-ID: r-1\r\nReferer:\thttp://a:1/ \r\nX-Empty:\r\n\
              x-request-id: r-2\r\n\r\n";
-        let (_, request) = RequestHead::parse(text.as_bytes()).unwrap();
+        let (_, request) = RequestHead::parse(text.into()).unwrap();
         assert_eq!(request.method, "POST");
         assert_eq!(request.target, "/api/v1/messages?x=1");
         assert_eq!(request.header("x-request-id"), Some("r-1"));
@@ -285,7 +284,21 @@ mod tests {
         assert_eq!(fields, expected);
         assert!(request.body.is_empty());
         let text = "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n";
-        assert_eq!(RequestHead::parse(text.as_bytes()).unwrap().1.target, "*");
+        assert_eq!(RequestHead::parse(text.into()).unwrap().1.target, "*");
+    }
+
+    #[test]
+    fn heads_that_are_not_utf8_fail_as_their_first_bad_part_does() {
+        let status = |bytes: &[u8]| RequestHead::parse(bytes.to_vec()).err().map(|r| r.status);
+        assert_eq!(status(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n"), Some(400));
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a\r\nX: \xff\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(status(b"GET / HTTP/2.0\r\nX: \xff\r\n\r\n"), Some(505));
+        let text = RequestHead::parse(b"GET / HTTP/1.1\r\nHost: \xe9\r\n\r\n".to_vec());
+        let message = String::from_utf8(text.err().unwrap().body).unwrap();
+        assert!(message.contains("a header line is malformed"), "{message}");
     }
 
     #[test]
