@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::events::{Hub, PreparedEvents};
 use crate::log::{Level, Logger};
-use crate::metrics::{Counter, CounterFamily, Gauge, ProcessCollector, Registry};
+use crate::metrics::{ByteCeiling, Counter, CounterFamily, Gauge, ProcessCollector, Registry};
 use crate::otlp::{Exporter, OtlpConfig};
 use crate::runs::{Applied, RunIds, RunMetrics, Runs, Text, Timed};
 
@@ -126,7 +126,10 @@ fn open_declared(
         &config.data_dir,
         config.declared.clone(),
         registry,
-        config.declared_ceiling,
+        &ByteCeiling::new(
+            config.declared_label_bytes,
+            config.declared_exposition_bytes,
+        ),
         config.snapshot_bytes,
         log,
     )

@@ -256,11 +256,8 @@ mod tests {
         let Command::Serve(c) = parse(&args(line), &no_env).unwrap() else {
             panic!()
         };
-        let none = crate::declared::Ceiling {
-            label_bytes: 0,
-            exposition_bytes: 0,
-        };
-        assert_eq!(c.declared_ceiling, none);
+        let none = (c.declared_label_bytes, c.declared_exposition_bytes);
+        assert_eq!(none, (0, 0));
         let bounds = (
             c.message_retention.bytes,
             c.run_retention.bytes,
@@ -272,15 +269,13 @@ mod tests {
             panic!()
         };
         assert_eq!(c.snapshot_bytes, 2048);
-        assert_eq!(c.declared_ceiling, crate::declared::Ceiling::default());
+        let both = (c.declared_label_bytes, c.declared_exposition_bytes);
+        assert_eq!(both, (4 << 20, 16 << 20));
         let env = |k: &str| (k == "CONDUCTOR_DECLARED_EXPOSITION_BYTES").then(|| "1MiB".into());
         let Command::Serve(c) = parse(&args("--declared-label-bytes 64KiB"), &env).unwrap() else {
             panic!()
         };
-        let both = (
-            c.declared_ceiling.label_bytes,
-            c.declared_ceiling.exposition_bytes,
-        );
+        let both = (c.declared_label_bytes, c.declared_exposition_bytes);
         assert_eq!(both, (64 << 10, 1 << 20));
         let err = parse(&[], &|k: &str| {
             (k == "CONDUCTOR_DECLARED_LABEL_BYTES").then(|| "lots".into())

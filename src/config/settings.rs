@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{parse_duration, parse_size, Env};
 use crate::budget::{BudgetConfig, DEFAULT_RUN_ESTIMATE, LEDGER_DIR};
-use crate::declared::{Ceiling, Declaration};
+use crate::declared::Declaration;
 use crate::http::Limits;
 use crate::log::{Level, LogFormat};
 use crate::otlp::OtlpConfig;
@@ -41,8 +41,10 @@ pub struct Config {
     pub metrics_file: Option<PathBuf>,
     /// The declared families, checked; none before the start reads them.
     pub declared: Vec<Declaration>,
-    /// The ceiling in bytes on the declared families; 0 is no bound.
-    pub declared_ceiling: Ceiling,
+    /// The declared series' label bytes as a scrape writes them; 0 is no bound.
+    pub declared_label_bytes: u64,
+    /// The most a scrape of the declared families writes; 0 is no bound.
+    pub declared_exposition_bytes: u64,
     pub message_retention: bus::MessageRetention,
     pub run_retention: runs::RunRetention,
     /// The journal growth after which the run store writes a snapshot.
@@ -68,7 +70,9 @@ impl Config {
             pricing_file: None,
             metrics_file: None,
             declared: Vec::new(),
-            declared_ceiling: Ceiling::default(),
+            // These keep `/metrics` under 64 MiB at worst (`docs/operations.md`, "Series bound").
+            declared_label_bytes: 4 << 20,
+            declared_exposition_bytes: 16 << 20,
             message_retention: bus::MessageRetention::default(),
             run_retention: runs::RunRetention::default(),
             snapshot_bytes: crate::segments::DEFAULT_SNAPSHOT_BYTES,
@@ -243,10 +247,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         ),
         help: "label bytes of all declared series (4MiB; 0: no bound)",
         must: NO_BOUND,
-        set: Serve(|c, v| {
-            v.read(parse_bound)
-                .map(|b| c.declared_ceiling.label_bytes = b)
-        }),
+        set: Serve(|c, v| v.read(parse_bound).map(|b| c.declared_label_bytes = b)),
     },
     Setting {
         names: (
@@ -256,10 +257,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         ),
         help: "most the declared families write in a scrape (16MiB; 0: no bound)",
         must: NO_BOUND,
-        set: Serve(|c, v| {
-            v.read(parse_bound)
-                .map(|b| c.declared_ceiling.exposition_bytes = b)
-        }),
+        set: Serve(|c, v| v.read(parse_bound).map(|b| c.declared_exposition_bytes = b)),
     },
     Setting {
         names: ("run-timeout", "DUR", "CONDUCTOR_RUN_TIMEOUT"),

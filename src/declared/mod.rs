@@ -33,25 +33,6 @@ pub const JOURNAL: &str = "metrics.jsonl";
 /// The store's directory in the data dir: journal segments and snapshot.
 pub const STORE: &str = "metrics";
 
-/// The ceiling in bytes on what the declared families hold together ([`ByteCeiling`]; 0: none).
-/// The defaults keep `/metrics` under 64 MiB at worst (`docs/operations.md`, "Series bound").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ceiling {
-    /// `--declared-label-bytes`: series' labels as a scrape writes them (`model="gpt"`).
-    pub label_bytes: u64,
-    /// `--declared-exposition-bytes`: the most a scrape of them can write, values at widest.
-    pub exposition_bytes: u64,
-}
-
-impl Default for Ceiling {
-    fn default() -> Self {
-        Ceiling {
-            label_bytes: 4 << 20,
-            exposition_bytes: 16 << 20,
-        }
-    }
-}
-
 /// How far the journal is applied and when the next snapshot is due.
 #[derive(Default)]
 struct Order {
@@ -90,12 +71,11 @@ impl Declared {
         dir: &Path,
         declared: Vec<Declaration>,
         registry: &Registry,
-        ceiling: Ceiling,
+        ceiling: &ByteCeiling,
         snapshot_bytes: u64,
         log: Logger,
     ) -> Result<Declared, Error> {
-        let ceiling = ByteCeiling::new(ceiling.label_bytes, ceiling.exposition_bytes);
-        let families = Arc::new(Families::register(declared, &registry.within(&ceiling))?);
+        let families = Arc::new(Families::register(declared, &registry.within(ceiling))?);
         let mut order = Order::default();
         let mut snapshots = Snapshots {
             dir: dir.join(STORE),
@@ -407,7 +387,7 @@ mod tests {
                 &dir,
                 spec::parse(FILE).unwrap(),
                 &registry,
-                Ceiling::default(),
+                &ByteCeiling::new(4 << 20, 16 << 20),
                 0,
                 quiet(),
             )
@@ -435,7 +415,7 @@ mod tests {
             &dir,
             spec::parse(FILE).unwrap(),
             &registry,
-            Ceiling::default(),
+            &ByteCeiling::new(4 << 20, 16 << 20),
             0,
             quiet(),
         )
@@ -452,7 +432,7 @@ mod tests {
             &dir,
             spec::parse(FILE).unwrap(),
             &registry,
-            Ceiling::default(),
+            &ByteCeiling::new(4 << 20, 16 << 20),
             0,
             quiet(),
         )
@@ -469,7 +449,7 @@ mod tests {
             &dir,
             clash.unwrap(),
             &registry,
-            Ceiling::default(),
+            &ByteCeiling::new(4 << 20, 16 << 20),
             0,
             quiet(),
         );
@@ -487,7 +467,7 @@ mod tests {
                 &dir,
                 spec::parse(FILE).unwrap(),
                 &registry,
-                Ceiling::default(),
+                &ByteCeiling::new(4 << 20, 16 << 20),
                 0,
                 quiet(),
             )
@@ -513,7 +493,7 @@ mod tests {
             &dir,
             spec::parse(FILE).unwrap(),
             &replayed,
-            Ceiling::default(),
+            &ByteCeiling::new(4 << 20, 16 << 20),
             0,
             quiet(),
         )
@@ -538,7 +518,7 @@ mod tests {
                 &dir,
                 spec::parse(FILE).unwrap(),
                 &registry,
-                Ceiling::default(),
+                &ByteCeiling::new(4 << 20, 16 << 20),
                 0,
                 quiet(),
             );
@@ -585,7 +565,7 @@ mod tests {
                 &dir,
                 spec::parse(FILE).unwrap(),
                 &registry,
-                Ceiling::default(),
+                &ByteCeiling::new(4 << 20, 16 << 20),
                 0,
                 quiet(),
             );
@@ -650,7 +630,7 @@ mod tests {
                 &dir,
                 spec::parse(file).unwrap(),
                 &registry,
-                Ceiling::default(),
+                &ByteCeiling::new(4 << 20, 16 << 20),
                 every,
                 quiet(),
             );

@@ -15,7 +15,7 @@ fn open(dir: &Path, file: &str) -> (Declared, Registry) {
         dir,
         spec::parse(file).unwrap(),
         &registry,
-        Ceiling::default(),
+        &ByteCeiling::new(4 << 20, 16 << 20),
         0,
         quiet(),
     );
