@@ -262,7 +262,8 @@ mod tests {
         Request {
             method: "POST".into(),
             target: target.into(),
-            fields: (text, spans),
+            head: text,
+            fields: spans,
             body: body.to_vec(),
         }
     }

@@ -125,8 +125,10 @@ pub struct Request {
     pub method: String,
     /// The request target: the path and any query, as sent.
     pub target: String,
-    /// The head's text and, in order, each header field's name and value ranges in it.
-    fields: (String, Vec<[std::ops::Range<usize>; 2]>),
+    /// The head as the client sent it, which the fields index.
+    head: String,
+    /// Each header field's name and value, in order, as byte ranges of `head`.
+    fields: Vec<[std::ops::Range<usize>; 2]>,
     /// The whole body; empty when there is none.
     pub body: Vec<u8>,
 }
@@ -140,8 +142,8 @@ impl Request {
 
     /// The header fields as (name, value), in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        let (text, at) = &self.fields;
-        at.iter().map(|[n, v]| (&text[n.clone()], &text[v.clone()]))
+        let head = &self.head;
+        (self.fields.iter()).map(|[n, v]| (&head[n.clone()], &head[v.clone()]))
     }
 }
 

@@ -36,7 +36,7 @@ impl RequestHead {
         };
         let (method, target, http10) = request_line(line)?;
         let at = |s: &[u8]| s.as_ptr() as usize - text.as_ptr() as usize;
-        let spans = lines
+        let fields = lines
             .take_while(|line| !line.is_empty())
             .map(|line| split_field(line).map(|(n, v)| [n, v].map(|s| at(s)..at(s) + s.len())))
             .collect::<Option<Vec<_>>>()
@@ -44,7 +44,8 @@ impl RequestHead {
         let request = Request {
             method: String::from_utf8_lossy(method).into_owned(),
             target: String::from_utf8_lossy(target).into_owned(),
-            fields: (text, spans),
+            head: text,
+            fields,
             body: Vec::new(),
         };
         let mut head = RequestHead {
